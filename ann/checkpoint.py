@@ -1,0 +1,108 @@
+"""Orbax checkpoints of the train state and the data iterator: the latest few, and the best.
+
+`checkpoints/` keeps the latest `max_to_keep` steps; `checkpoints_best/` keeps the one step with
+the best value of the configured eval metric. Orbax writes each step to a temporary directory
+and renames it when complete, so an interrupted save never shadows a good checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import grain
+import orbax.checkpoint as ocp
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that exists but cannot be restored; the message says what to do."""
+
+
+def _args(state: Any, data_iter: Any, restore: bool) -> ocp.args.Composite:
+    if restore:
+        return ocp.args.Composite(
+            state=ocp.args.StandardRestore(state),
+            data=grain.checkpoint.CheckpointRestore(data_iter),
+        )
+    return ocp.args.Composite(
+        state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data_iter)
+    )
+
+
+class Checkpoints:
+    def __init__(
+        self,
+        workdir: str,
+        max_to_keep: int,
+        best_metric: str,
+        best_mode: str,
+        async_save: bool = True,
+    ):
+        self.best_metric = best_metric
+        self.best_mode = best_mode
+        self.latest = ocp.CheckpointManager(
+            os.path.abspath(os.path.join(workdir, "checkpoints")),
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=max_to_keep, enable_async_checkpointing=async_save
+            ),
+        )
+        self.best = ocp.CheckpointManager(
+            os.path.abspath(os.path.join(workdir, "checkpoints_best")),
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=1,
+                best_fn=lambda metrics: metrics[best_metric],
+                best_mode=best_mode,
+                keep_checkpoints_without_metrics=False,
+                enable_async_checkpointing=async_save,
+            ),
+        )
+        self._best_value = self._read_best_value()
+
+    def latest_step(self) -> int | None:
+        return self.latest.latest_step()
+
+    def save(self, step: int, state: Any, data_iter: Any, force: bool = False) -> bool:
+        if step == self.latest.latest_step():
+            return False
+        return self.latest.save(step, args=_args(state, data_iter, False), force=force)
+
+    def _read_best_value(self) -> float | None:
+        step = self.best.best_step()
+        metrics = self.best.metrics(step) if step is not None else None
+        return None if not metrics else metrics.get(self.best_metric)
+
+    def save_if_best(self, step: int, state: Any, data_iter: Any, metrics: dict) -> bool:
+        """Saves to `checkpoints_best/` when `metrics[best_metric]` beats the best so far."""
+        if self.best_metric not in metrics:
+            raise KeyError(
+                f"config key 'best_metric': {self.best_metric!r} is not an eval metric; "
+                f"choose one of {', '.join(sorted(metrics))}"
+            )
+        value, best = metrics[self.best_metric], self._best_value
+        better = best is None or (value > best if self.best_mode == "max" else value < best)
+        if better and step != self.best.latest_step():
+            self.best.save(step, args=_args(state, data_iter, False), metrics=metrics, force=True)
+            self._best_value = value
+        return better
+
+    def restore(self, abstract_state: Any, data_iter: Any, step: int | None = None) -> tuple:
+        """Restores (state, step) into `abstract_state`'s shapes and shardings, and the data
+        iterator in place."""
+        step = self.latest.latest_step() if step is None else step
+        try:
+            restored = self.latest.restore(step, args=_args(abstract_state, data_iter, True))
+        except Exception as e:
+            raise CheckpointError(
+                f"checkpoint step {step} in {self.latest.directory} cannot be restored into this "
+                f"config ({type(e).__name__}: {e}); use the config it was saved with, or delete "
+                "that step directory to fall back to an earlier one, or start a new --workdir"
+            ) from e
+        return restored.state, step
+
+    def wait(self) -> None:
+        self.latest.wait_until_finished()
+        self.best.wait_until_finished()
+
+    def close(self) -> None:
+        self.latest.close()
+        self.best.close()

@@ -1,0 +1,204 @@
+"""The shared config schema, its defaults, and validation before anything compiles.
+
+Config files are plain Python (`get_config(arg)` returning a ConfigDict) that start from
+`base()`. `validate` checks every key against the schema below, so a typo or a wrong type fails in
+one line naming the key and the fix, not deep inside JAX.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import ml_collections
+
+NoneType = type(None)
+
+
+class ConfigError(ValueError):
+    """A user mistake in the config; the message names the key and the fix."""
+
+
+# key -> (default, allowed types). Nested dicts are nested sections. `model` is open: its extra
+# keys are the model's constructor arguments, checked against the model's signature.
+SCHEMA: dict[str, Any] = {
+    "experiment": ("classification", str),
+    "model": {"name": ("", str)},
+    "data": {
+        "name": ("", str),
+        "data_dir": (None, (str, NoneType)),
+        "train_split": ("train", str),
+        "eval_splits": (("test",), (tuple, list)),
+        "cache": (True, bool),  # hold the decoded split in memory (small data sets)
+        "shuffle": (True, bool),
+        "read_threads": (1, int),  # host threads reading batches ahead
+        "prefetch_batches": (2, int),
+    },
+    "batch_size": (128, int),
+    "eval_batch_size": (None, (int, NoneType)),
+    "total_steps": (None, (int, NoneType)),
+    "num_epochs": (None, (int, float, NoneType)),
+    "seed": (0, int),
+    "optimizer": {
+        "name": ("adam", str),
+        "learning_rate": (1e-3, (float, int)),
+        "schedule": ("constant", str),
+        "warmup_steps": (0, int),
+        "end_learning_rate_factor": (0.0, (float, int)),
+        "step_boundaries": ((), (tuple, list)),
+        "step_factor": (0.1, (float, int)),
+        "momentum": (0.9, (float, int)),
+        "nesterov": (False, bool),
+        "b1": (0.9, (float, int)),
+        "b2": (0.999, (float, int)),
+        "eps": (1e-8, (float, int)),
+        "weight_decay": (0.0, (float, int)),
+        "grad_clip_norm": (None, (float, int, NoneType)),
+        "accumulate_steps": (1, int),
+    },
+    "log_every_steps": (50, int),
+    "eval_every_steps": (200, int),
+    "checkpoint_every_steps": (200, int),
+    "max_to_keep": (3, int),
+    "best_metric": ("eval/accuracy", str),
+    "best_mode": ("max", str),
+    "async_checkpointing": (True, bool),
+    "mesh": {"data": (-1, int)},
+}
+
+CHOICES = {
+    "optimizer.name": ("sgd", "adam", "adamw"),
+    "optimizer.schedule": ("constant", "warmup_cosine", "step"),
+    "best_mode": ("max", "min"),
+}
+
+POSITIVE = (
+    "batch_size",
+    "log_every_steps",
+    "eval_every_steps",
+    "checkpoint_every_steps",
+    "max_to_keep",
+    "optimizer.accumulate_steps",
+)
+
+
+def _defaults(schema: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        key: _defaults(spec) if isinstance(spec, Mapping) else spec[0]
+        for key, spec in schema.items()
+    }
+
+
+def base() -> ml_collections.ConfigDict:
+    """Every shared key with its default; config files start from this."""
+    return ml_collections.ConfigDict(_defaults(SCHEMA))
+
+
+def _did_you_mean(key: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(key, options, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _check_section(values: Mapping[str, Any], schema: Mapping[str, Any], prefix: str) -> None:
+    for key, value in values.items():
+        path = f"{prefix}{key}"
+        if key not in schema:
+            raise ConfigError(
+                f"config key '{path}' is unknown{_did_you_mean(key, list(schema))}; "
+                f"known keys here: {', '.join(sorted(schema))}"
+            )
+        spec = schema[key]
+        if isinstance(spec, Mapping):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"config key '{path}' must be a section (a ConfigDict)")
+            _check_section(value, spec, path + ".")
+            continue
+        _, types = spec
+        types = types if isinstance(types, tuple) else (types,)
+        # bool is an int in Python; a flag like `batch_size=True` is still a mistake.
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            names = " or ".join("None" if t is NoneType else t.__name__ for t in types)
+            raise ConfigError(
+                f"config key '{path}' must be {names}, got {type(value).__name__} {value!r}; "
+                f"set --config.{path}=<{names}>"
+            )
+
+
+def _get(config: Mapping[str, Any], path: str) -> Any:
+    value: Any = config
+    for part in path.split("."):
+        value = value[part]
+    return value
+
+
+def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
+    """Checks keys, types, choices and device divisibility; raises ConfigError naming the key."""
+    values = config.to_dict()
+    for key in SCHEMA:
+        if key not in values:
+            raise ConfigError(
+                f"config key '{key}' is missing; start the config from ann.config.base()"
+            )
+    _check_section({k: v for k, v in values.items() if k != "model"}, SCHEMA, "")
+    if not isinstance(values["model"], Mapping) or not values["model"].get("name"):
+        raise ConfigError(
+            "config key 'model.name' is empty; set --config.model.name=cnn (or mlp, "
+            "resnet, or package.module:ClassName)"
+        )
+    _check_section({"name": values["model"]["name"]}, SCHEMA["model"], "model.")
+    if not values["data"]["name"]:
+        raise ConfigError(
+            "config key 'data.name' is empty; set --config.data.name=digits "
+            "(or breast_cancer, or a TFDS name such as mnist)"
+        )
+    for path, options in CHOICES.items():
+        if _get(values, path) not in options:
+            raise ConfigError(
+                f"config key '{path}' is {_get(values, path)!r}; choose one of {', '.join(options)}"
+            )
+    for path in POSITIVE:
+        if _get(values, path) <= 0:
+            raise ConfigError(f"config key '{path}' must be > 0, got {_get(values, path)}")
+    if (values["total_steps"] is None) == (values["num_epochs"] is None):
+        raise ConfigError(
+            "set exactly one of config keys 'total_steps' and 'num_epochs' "
+            f"(got total_steps={values['total_steps']}, num_epochs={values['num_epochs']})"
+        )
+    for key in ("total_steps", "num_epochs"):
+        if values[key] is not None and values[key] <= 0:
+            raise ConfigError(f"config key '{key}' must be > 0, got {values[key]}")
+    for key in ("batch_size", "eval_batch_size"):
+        size = values[key]
+        if size is not None and size % num_devices:
+            raise ConfigError(
+                f"config key '{key}'={size} is not divisible by the {num_devices} devices; "
+                f"use a multiple of {num_devices}, e.g. --config.{key}="
+                f"{max(num_devices, size // num_devices * num_devices)}"
+            )
+    micro = values["optimizer"]["accumulate_steps"]
+    if values["batch_size"] % (micro * num_devices):
+        raise ConfigError(
+            f"config key 'batch_size'={values['batch_size']} must split into "
+            f"optimizer.accumulate_steps={micro} micro-batches of a multiple of {num_devices} "
+            "devices; change one of them"
+        )
+    if not values["data"]["eval_splits"]:
+        raise ConfigError("config key 'data.eval_splits' is empty; name at least one split")
+
+
+def to_json(config: ml_collections.ConfigDict) -> str:
+    return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str)
+
+
+def write(config: ml_collections.ConfigDict, workdir: str) -> str:
+    """Writes the resolved config to `workdir/config.json` atomically; returns the path."""
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, "config.json")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(to_json(config) + "\n")
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,87 @@
+"""Data sets by name: ann's offline builders, or any TFDS data set prepared as array_record."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from ann.config import ConfigError
+from ann.data.offline import BUILDERS
+
+
+@dataclasses.dataclass
+class Split:
+    """One split of a data set: random access to its rows, optionally held in memory."""
+
+    name: str
+    split: str
+    info: tfds.core.DatasetInfo
+    source: Any  # tfds ArrayRecordDataSource: len() and __getitems__
+    cached: dict[str, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def rows(self, indices: Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
+        """The rows at `indices`, stacked feature by feature."""
+        indices = np.asarray(indices, dtype=np.int64)
+        if self.cached is not None:
+            return {key: value[indices] for key, value in self.cached.items()}
+        records = self.source.__getitems__(indices.tolist())
+        return {key: np.stack([r[key] for r in records]) for key in records[0]}
+
+    def cache(self) -> Split:
+        """Reads the whole split into memory once (for small data sets)."""
+        if self.cached is None:
+            self.cached = self.rows(np.arange(len(self)))
+        return self
+
+
+def default_data_dir() -> str:
+    return os.environ.get("TFDS_DATA_DIR", os.path.expanduser("~/tensorflow_datasets"))
+
+
+def _builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
+    if name in BUILDERS:
+        builder = BUILDERS[name](data_dir=data_dir, file_format="array_record")
+        builder.download_and_prepare()  # offline: builds from the package's copy once
+        return builder
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError as e:
+        raise ConfigError(
+            f"config key 'data.name': unknown data set {name!r}; use one of ann's offline sets "
+            f"({', '.join(sorted(BUILDERS))}) or a TFDS name such as 'mnist'"
+        ) from e
+    if not builder.is_prepared():
+        raise ConfigError(
+            f"data set {name!r} is not prepared in {data_dir}; prepare it where you have internet "
+            f"with `tfds build {name} --file_format=array_record --data_dir={data_dir}` "
+            "or set --config.data.data_dir"
+        )
+    return builder
+
+
+def load(name: str, split: str, data_dir: str | None = None, cache: bool = False) -> Split:
+    """Opens `split` of data set `name`, building ann's offline sets on first use."""
+    data_dir = data_dir or default_data_dir()
+    builder = _builder(name, data_dir)
+    if split not in builder.info.splits:
+        raise ConfigError(
+            f"data set {name!r} has no split {split!r}; its splits are "
+            f"{', '.join(sorted(builder.info.splits))}"
+        )
+    try:
+        source = builder.as_data_source(split=split)
+    except Exception as e:  # e.g. prepared as tfrecord, which needs TensorFlow to read
+        raise ConfigError(
+            f"data set {name!r} in {data_dir} cannot be read without TensorFlow ({e}); rebuild it "
+            f"with `tfds build {name} --file_format=array_record`"
+        ) from e
+    result = Split(name=name, split=split, info=builder.info, source=source)
+    return result.cache() if cache else result

@@ -1,0 +1,71 @@
+"""Train and evaluate from a config file.
+
+    python -m ann.main --config=configs/digits_cnn.py --workdir=runs/digits_cnn \
+        [--config.optimizer.learning_rate=0.01 ...]
+
+Running the same command again resumes from the workdir's latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging as py_logging
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+import ann
+import experiments
+from ann.checkpoint import CheckpointError
+from ann.config import ConfigError
+from ann.train.loop import NonFiniteLossError, train_and_evaluate
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Config file (configs/NAME.py[:ARG]).")
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and config.json.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+_OWN_DIRS = tuple(os.path.dirname(os.path.abspath(m.__file__)) + os.sep for m in (ann, experiments))
+
+
+class _OwnInfoOnly(py_logging.Filter):
+    """Keeps every warning, but INFO lines only from ann itself (Orbax and TFDS are chatty)."""
+
+    def filter(self, record: py_logging.LogRecord) -> bool:
+        return record.levelno >= py_logging.WARNING or os.path.abspath(record.pathname).startswith(
+            _OWN_DIRS
+        )
+
+
+def quiet_libraries() -> None:
+    logging.get_absl_handler().addFilter(_OwnInfoOnly())
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    quiet_libraries()
+    try:
+        result = train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    except (ConfigError, CheckpointError, NonFiniteLossError) as e:
+        # A user mistake or a diverged run: one clear line, no stack trace from deep in JAX.
+        logging.error("%s", e)
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    if result.interrupted:
+        logging.info("stopped at step %d; run the same command to resume", result.step)
+        return
+    summary = " | ".join(
+        f"{k} {v:.4f}" for k, v in result.eval_metrics.items() if not k.endswith("seconds")
+    )
+    print(f"done: step {result.step} | {summary}")
+
+
+def run() -> None:
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,1 @@
+"""Metric writers (TensorBoard, JSON lines, console)."""

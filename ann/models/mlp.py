@@ -1,0 +1,46 @@
+"""A multi-layer perceptron with optional dropout and layer or batch norm."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from ann.models import register
+
+
+@register("mlp")
+class MLP(nnx.Module):
+    def __init__(
+        self,
+        *,
+        input_shape: Sequence[int],
+        num_classes: int,
+        features: Sequence[int] = (256, 256),
+        dropout: float = 0.0,
+        norm: str | None = None,
+        dtype: jnp.dtype | None = None,
+        param_dtype: jnp.dtype = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        if norm not in (None, "layer", "batch"):
+            raise ValueError(f"model.norm must be None, 'layer' or 'batch', got {norm!r}")
+        sizes = [int(np.prod(input_shape)), *features]
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.layers = nnx.List(nnx.Linear(a, b, **kw) for a, b in zip(sizes[:-1], sizes[1:]))
+        norms = {"layer": nnx.LayerNorm, "batch": nnx.BatchNorm}
+        self.norms = nnx.data(nnx.List(norms[norm](b, **kw) for b in features) if norm else None)
+        self.dropout = nnx.Dropout(dropout)
+        self.head = nnx.Linear(sizes[-1], num_classes, **kw)
+
+    def __call__(self, x: jax.Array, *, rngs: jax.Array | None = None) -> jax.Array:
+        x = x.reshape(x.shape[0], -1)
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if self.norms is not None:
+                x = self.norms[i](x)
+            x = self.dropout(nnx.relu(x), rngs=rngs)
+        return self.head(x)

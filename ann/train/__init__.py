@@ -1,0 +1,1 @@
+"""Training: state, step functions, optimizers, hooks, and the loop."""

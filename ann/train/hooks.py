@@ -1,0 +1,117 @@
+"""Hooks: small objects that run every N steps (and at the last step) after the train step.
+
+Logging, evaluation and checkpointing are hooks, so new behaviour is a new hook rather than a
+new branch in the loop. A hook reads and writes the shared `Context`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from absl import logging
+
+from ann.checkpoint import Checkpoints
+from ann.metrics.writers import MetricWriter
+
+
+@dataclasses.dataclass
+class Context:
+    """What the loop shares with its hooks."""
+
+    state: Any
+    data_iter: Any
+    total_steps: int
+    batch_size: int
+    writer: MetricWriter
+    checkpoints: Checkpoints
+    window: list[dict] = dataclasses.field(default_factory=list)  # host train metrics since log
+    window_start: float = dataclasses.field(default_factory=time.perf_counter)
+    window_first_step: int = 0
+    excluded_seconds: float = 0.0  # time spent in eval/checkpoint hooks inside the window
+    data_seconds: float = 0.0  # time spent waiting for batches inside the window
+    eval_metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+    best_eval_metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+    stop: bool = False  # a hook sets this to save a checkpoint and end the run here
+
+
+class Hook:
+    def __init__(self, every: int):
+        self.every = every
+
+    def due(self, step: int, total_steps: int) -> bool:
+        return step % self.every == 0 or step == total_steps
+
+    def __call__(self, step: int, ctx: Context) -> None:
+        raise NotImplementedError
+
+
+def _eta(seconds: float) -> str:
+    return str(datetime.timedelta(seconds=round(seconds)))
+
+
+class LogTrain(Hook):
+    """Means of the train metrics since the last log, throughput, ETA; console and writer."""
+
+    def __call__(self, step: int, ctx: Context) -> None:
+        if not ctx.window:
+            return
+        metrics = {f"train/{k}": float(np.mean([m[k] for m in ctx.window])) for k in ctx.window[0]}
+        steps = step - ctx.window_first_step
+        seconds = max(time.perf_counter() - ctx.window_start - ctx.excluded_seconds, 1e-9)
+        metrics["train/steps_per_sec"] = steps / seconds
+        metrics["train/examples_per_sec"] = steps * ctx.batch_size / seconds
+        metrics["train/data_wait_fraction"] = min(ctx.data_seconds / seconds, 1.0)
+        ctx.writer.write(step, metrics)
+        shown = " | ".join(
+            f"{k.split('/', 1)[1]} {v:.4f}"
+            for k, v in metrics.items()
+            if k in ("train/loss", "train/accuracy")
+        )
+        logging.info(
+            "step %d/%d (%.0f%%) | %s | %s ex/s | ETA %s",
+            step,
+            ctx.total_steps,
+            100 * step / ctx.total_steps,
+            shown,
+            f"{metrics['train/examples_per_sec']:,.0f}",
+            _eta((ctx.total_steps - step) / metrics["train/steps_per_sec"]),
+        )
+        ctx.window.clear()
+        ctx.window_start = time.perf_counter()
+        ctx.window_first_step = step
+        ctx.excluded_seconds = ctx.data_seconds = 0.0
+
+
+class Evaluate(Hook):
+    """Runs `evaluate(state) -> {name: value}`, writes it, and keeps the best checkpoint."""
+
+    def __init__(self, every: int, evaluate: Callable[[Any], dict[str, float]]):
+        super().__init__(every)
+        self.evaluate = evaluate
+
+    def __call__(self, step: int, ctx: Context) -> None:
+        start = time.perf_counter()
+        metrics = self.evaluate(ctx.state)
+        metrics["eval/seconds"] = time.perf_counter() - start
+        ctx.writer.write(step, metrics)
+        ctx.eval_metrics = metrics
+        if ctx.checkpoints.save_if_best(step, ctx.state, ctx.data_iter, metrics):
+            ctx.best_eval_metrics = {"step": step, **metrics}
+        logging.info(
+            "eval step %d | %s",
+            step,
+            " | ".join(f"{k} {v:.4f}" for k, v in metrics.items() if not k.endswith("seconds")),
+        )
+        ctx.excluded_seconds += time.perf_counter() - start
+
+
+class Checkpoint(Hook):
+    def __call__(self, step: int, ctx: Context) -> None:
+        start = time.perf_counter()
+        ctx.checkpoints.save(step, ctx.state, ctx.data_iter)
+        ctx.excluded_seconds += time.perf_counter() - start

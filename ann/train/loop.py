@@ -1,0 +1,265 @@
+"""`train_and_evaluate(config, workdir)`: the task-free train loop.
+
+Data -> one AOT-compiled, sharded train step -> hooks (log, eval, checkpoint). Re-running the
+same command resumes from the latest checkpoint: parameters, optimizer, step, RNG and the data
+iterator, so an interrupted run ends where an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+from flax import nnx
+
+from ann import config as config_lib
+from ann import data, parallel
+from ann.checkpoint import Checkpoints
+from ann.experiment import Experiment
+from ann.metrics.writers import MetricWriter
+from ann.train import hooks as hooks_lib
+from ann.train import optimizers
+from ann.train import state as state_lib
+from ann.train import step as step_lib
+from ann.train.preemption import Preemption
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training diverged; nothing after the last good checkpoint was saved."""
+
+
+@dataclasses.dataclass
+class Result:
+    state: state_lib.TrainState
+    step: int
+    eval_metrics: dict[str, float]
+    best_eval_metrics: dict[str, float]
+    interrupted: bool = False  # stopped before total_steps (SIGTERM or a hook); rerun resumes
+
+
+def _total_steps(config: ml_collections.ConfigDict, num_train: int) -> int:
+    if config.total_steps is not None:
+        return int(config.total_steps)
+    return max(1, math.ceil(config.num_epochs * num_train / config.batch_size))
+
+
+def _abstract_batch(example: dict[str, np.ndarray], global_rows: int, sharding) -> dict:
+    return {
+        k: jax.ShapeDtypeStruct((global_rows, *v.shape[1:]), v.dtype, sharding=sharding)
+        for k, v in example.items()
+    }
+
+
+def _check_finite(window: list[dict], step: int, checkpoints: Checkpoints) -> None:
+    for i, metrics in enumerate(window):
+        bad = [k for k, v in metrics.items() if not np.isfinite(v)]
+        if bad:
+            first = step - len(window) + i + 1
+            raise NonFiniteLossError(
+                f"training diverged: {', '.join(bad)} became {metrics[bad[0]]} at step {first}; "
+                f"nothing was saved after it (last good checkpoint: step "
+                f"{checkpoints.latest_step()}). Lower optimizer.learning_rate or set "
+                "optimizer.grad_clip_norm"
+            )
+
+
+def train_and_evaluate(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    extra_hooks: Sequence[hooks_lib.Hook] = (),
+) -> Result:
+    """Trains `config.experiment` and evaluates it; resumes if `workdir` has a checkpoint."""
+    import experiments  # the task registry; the loop below only sees the Experiment protocol
+
+    experiment = experiments.get(config.experiment)(config)
+    return run(config, workdir, experiment, extra_hooks)
+
+
+def run(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    experiment: Experiment,
+    extra_hooks: Sequence[hooks_lib.Hook] = (),
+) -> Result:
+    config_lib.validate(config, jax.device_count())
+    mesh = parallel.make_mesh(config.mesh.to_dict())
+    if jax.process_index() == 0:
+        config_lib.write(config, workdir)
+
+    # Data first: the experiment learns its classes and input statistics from the train split.
+    dc = config.data
+    train_split = data.load(dc.name, dc.train_split, dc.data_dir, cache=dc.cache)
+    eval_splits = [data.load(dc.name, s, dc.data_dir, cache=dc.cache) for s in dc.eval_splits]
+    experiment.setup(train_split)
+    total_steps = _total_steps(config, len(train_split))
+
+    seed_key = jax.random.PRNGKey(config.seed)
+    model = experiment.build_model(nnx.Rngs(params=config.seed))
+    tx = optimizers.make(config.optimizer, total_steps)
+    model_def, state = state_lib.create(model, tx, jax.random.fold_in(seed_key, 1))
+    del model
+    replicated = parallel.replicated(mesh)
+    state_shardings = jax.tree.map(lambda _: replicated, state)
+    state = jax.device_put(state, state_shardings)
+    num_params = sum(x.size for x in jax.tree.leaves(state.params))
+
+    batch_sharding = parallel.batch_sharding(mesh)
+    local_batch = config.batch_size // jax.process_count()
+    host_iter = data.train_batches(
+        train_split,
+        experiment.fields,
+        local_batch,
+        seed=config.seed,
+        shuffle=dc.shuffle,
+        read_threads=dc.read_threads,
+    )
+    data_iter = data.DeviceIterator(host_iter, batch_sharding, dc.prefetch_batches)
+
+    checkpoints = Checkpoints(
+        workdir,
+        config.max_to_keep,
+        config.best_metric,
+        config.best_mode,
+        async_save=config.async_checkpointing,
+    )
+    start_step = 0
+    if checkpoints.latest_step() is not None:
+        abstract_state = state_lib.abstract(state, state_shardings)
+        state, start_step = checkpoints.restore(abstract_state, data_iter)
+        logging.info("resumed from %s at step %d", checkpoints.latest.directory, start_step)
+
+    # Compile both steps ahead of time, before step 0.
+    example = experiment.fields(train_split.rows(np.arange(local_batch)))
+    train_fn, train_compile = step_lib.compile_step(
+        step_lib.make_train_step(
+            experiment,
+            model_def,
+            tx,
+            optimizers.schedule(config.optimizer, total_steps),
+            config.optimizer.accumulate_steps,
+        ),
+        (state, _abstract_batch(example, config.batch_size, batch_sharding)),
+        in_shardings=(state_shardings, batch_sharding),
+        out_shardings=(state_shardings, replicated),
+        donate_argnums=(0,),
+    )
+    eval_batch = config.eval_batch_size or config.batch_size
+    eval_local = eval_batch // jax.process_count()
+    eval_example = {
+        **experiment.fields(train_split.rows(np.arange(eval_local))),
+        "mask": np.ones(eval_local, np.float32),
+    }
+    eval_fn, eval_compile = step_lib.compile_step(
+        step_lib.make_eval_step(experiment, model_def),
+        (state, _abstract_batch(eval_example, eval_batch, batch_sharding)),
+        in_shardings=(state_shardings, batch_sharding),
+        out_shardings=replicated,
+    )
+    # On CPU with several devices, back-to-back collective steps can deadlock: sync each step.
+    sync_each_step = jax.default_backend() == "cpu" and mesh.size > 1
+
+    def put(batch: dict) -> dict:
+        return jax.tree.map(
+            lambda x: jax.make_array_from_process_local_data(batch_sharding, x), batch
+        )
+
+    def evaluate(state) -> dict[str, float]:
+        results = {}
+        for i, split in enumerate(eval_splits):
+            sums = None
+            for batch in data.eval_batches(split, experiment.fields, eval_local):
+                out = eval_fn(state, put(batch))
+                sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
+                if sync_each_step:
+                    jax.block_until_ready(sums)
+            prefix = "eval" if i == 0 else f"eval_{split.split}"
+            metrics = experiment.eval_metrics(jax.device_get(sums))
+            results.update({f"{prefix}/{k}": v for k, v in metrics.items()})
+        return results
+
+    writer = MetricWriter(workdir, resume_step=start_step)
+    writer.write(
+        start_step,
+        {
+            "compile/train_step_seconds": train_compile,
+            "compile/eval_step_seconds": eval_compile,
+            "model/num_params": num_params,
+        },
+    )
+    logging.info(
+        "model %s: %s parameters | %d devices, mesh %s | compiled train step in %.2fs, eval in "
+        "%.2fs | %d steps of %d examples",
+        config.model.name,
+        f"{num_params:,}",
+        mesh.size,
+        dict(mesh.shape),
+        train_compile,
+        eval_compile,
+        total_steps,
+        config.batch_size,
+    )
+
+    ctx = hooks_lib.Context(
+        state=state,
+        data_iter=data_iter,
+        total_steps=total_steps,
+        batch_size=config.batch_size,
+        writer=writer,
+        checkpoints=checkpoints,
+        window_first_step=start_step,
+    )
+    hooks = [
+        hooks_lib.LogTrain(config.log_every_steps),
+        hooks_lib.Evaluate(config.eval_every_steps, evaluate),
+        hooks_lib.Checkpoint(config.checkpoint_every_steps),
+        *extra_hooks,
+    ]
+    pending: list[dict] = []  # device metrics of steps not yet pulled to the host
+    step = start_step
+    interrupted = False
+    try:
+        with Preemption() as preemption:
+            while step < total_steps:
+                t0 = time.perf_counter()
+                batch = next(data_iter)
+                ctx.data_seconds += time.perf_counter() - t0
+                state, metrics = train_fn(state, batch)
+                step += 1
+                pending.append(metrics)
+                if sync_each_step:
+                    jax.block_until_ready(metrics)
+                due = [h for h in hooks if h.due(step, total_steps)]
+                if not due and not preemption.requested:
+                    continue
+                # The only host sync in the loop: pull metrics, refuse to go on past a NaN.
+                pulled = jax.device_get(pending)
+                pending.clear()
+                _check_finite(pulled, step, checkpoints)
+                ctx.window.extend(pulled)
+                ctx.state = state
+                for hook in due:
+                    hook(step, ctx)
+                if preemption.requested or ctx.stop:
+                    checkpoints.save(step, state, data_iter, force=True)
+                    why = "SIGTERM" if preemption.requested else "a hook asked to stop"
+                    logging.warning("%s: saved a checkpoint at step %d and stopped", why, step)
+                    interrupted = True
+                    break
+    finally:
+        checkpoints.wait()
+        checkpoints.close()
+        writer.close()
+    return Result(
+        state=state,
+        step=step,
+        eval_metrics=ctx.eval_metrics,
+        best_eval_metrics=ctx.best_eval_metrics,
+        interrupted=interrupted,
+    )

@@ -1,0 +1,102 @@
+"""The train and eval steps: pure functions over (graphdef, state), jitted once, ahead of time."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from ann.experiment import Experiment
+from ann.train.state import ModelDef, TrainState, merge
+
+
+def make_train_step(
+    experiment: Experiment,
+    model_def: ModelDef,
+    tx: optax.GradientTransformation,
+    learning_rate: optax.Schedule,
+    accumulate_steps: int = 1,
+) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
+    """One optimizer update; with `accumulate_steps` > 1 the batch is split into micro-batches
+    whose gradients are averaged (a bigger effective batch in the same memory)."""
+
+    def grads_of(params, model_state, batch, rng):
+        def loss_fn(params):
+            # copy=True: fresh Variables at this trace level, so BatchNorm may update them.
+            model = nnx.merge(model_def.train, params, model_state, copy=True)
+            loss, metrics = experiment.loss(model, batch, rng)
+            return loss, (metrics, nnx.state(model, nnx.Not(nnx.Param)))
+
+        (_, (metrics, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        return grads, metrics, model_state
+
+    def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+        rng = jax.random.fold_in(state.rng, state.step)
+        k = accumulate_steps
+        if k == 1:
+            grads, metrics, model_state = grads_of(state.params, state.model_state, batch, rng)
+        else:
+            # Micro-batch j takes rows j, j+k, ...: every device keeps its share of each one.
+            micro = jax.tree.map(
+                lambda x: x.reshape(x.shape[0] // k, k, *x.shape[1:]).swapaxes(0, 1), batch
+            )
+
+            def body(carry, xs):
+                total, model_state = carry
+                micro_batch, i = xs
+                g, m, model_state = grads_of(
+                    state.params, model_state, micro_batch, jax.random.fold_in(rng, i)
+                )
+                return (jax.tree.map(jnp.add, total, g), model_state), m
+
+            zeros = jax.tree.map(jnp.zeros_like, state.params)
+            (grads, model_state), metrics = jax.lax.scan(
+                body, (zeros, state.model_state), (micro, jnp.arange(k))
+            )
+            grads = jax.tree.map(lambda g: g / k, grads)
+            metrics = jax.tree.map(lambda m: m.mean(0), metrics)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {
+            **metrics,
+            "grad_norm": optax.global_norm(grads),
+            "learning_rate": learning_rate(state.step),
+        }
+        new_state = state.replace(
+            step=state.step + 1, params=params, model_state=model_state, opt_state=opt_state
+        )
+        return new_state, metrics
+
+    return train_step
+
+
+def make_eval_step(experiment: Experiment, model_def: ModelDef) -> Callable:
+    def eval_step(state: TrainState, batch: dict) -> dict:
+        return experiment.eval_sums(merge(model_def.eval, state), batch)
+
+    return eval_step
+
+
+def compile_step(
+    fn: Callable,
+    args: tuple,
+    in_shardings: tuple,
+    out_shardings: Any,
+    donate_argnums: tuple[int, ...] = (),
+) -> tuple[jax.stages.Compiled, float]:
+    """Lowers and compiles `fn` for these abstract args before step 0; returns (compiled, secs).
+
+    A compiled executable cannot retrace: a batch of another shape is an error, not a silent
+    recompile.
+    """
+    start = time.perf_counter()
+    jitted = jax.jit(
+        fn, in_shardings=in_shardings, out_shardings=out_shardings, donate_argnums=donate_argnums
+    )
+    compiled = jitted.lower(*args).compile()
+    return compiled, time.perf_counter() - start

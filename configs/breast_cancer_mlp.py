@@ -1,0 +1,20 @@
+"""An MLP on the offline breast cancer table (30 numeric features, 2 classes)."""
+
+from ann import config as ann_config
+
+
+def get_config(arg: str | None = None):
+    del arg
+    c = ann_config.base()
+    c.model.name = "mlp"
+    c.model.features = (64, 64)
+    c.model.dropout = 0.1
+    c.data.name = "breast_cancer"
+    c.batch_size = 64
+    c.num_epochs = 60
+    c.optimizer.name = "adam"
+    c.optimizer.learning_rate = 1e-3
+    c.log_every_steps = 50
+    c.eval_every_steps = 100
+    c.checkpoint_every_steps = 100
+    return c

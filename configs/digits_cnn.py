@@ -1,0 +1,38 @@
+"""The default experiment: the small CNN on the offline digits data.
+
+    python -m ann.main --config=configs/digits_cnn.py --workdir=runs/digits_cnn
+    python -m ann.main --config=configs/digits_cnn.py:writers --workdir=runs/digits_cnn_writers
+
+`:writers` trains on the first 80% of the digits and tests on the last 20%, written by people
+the model never saw (harder: an SVM scores about 0.95 there against 0.99 on the random split).
+"""
+
+from ann import config as ann_config
+
+
+def get_config(arg: str | None = None):
+    c = ann_config.base()
+    c.experiment = "classification"
+    c.model.name = "cnn"
+    c.model.features = (32, 64)
+    c.model.dense = 128
+    c.model.dropout = 0.1
+    c.data.name = "digits"
+    c.data.train_split = "train"
+    c.data.eval_splits = ("test",)
+    c.batch_size = 128
+    c.total_steps = 600
+    c.optimizer.name = "adamw"
+    c.optimizer.learning_rate = 3e-3
+    c.optimizer.schedule = "warmup_cosine"
+    c.optimizer.warmup_steps = 50
+    c.optimizer.weight_decay = 1e-4
+    c.log_every_steps = 50
+    c.eval_every_steps = 200
+    c.checkpoint_every_steps = 200
+    if arg == "writers":
+        c.data.train_split = "train_writers"
+        c.data.eval_splits = ("test_writers",)
+    elif arg:
+        raise ValueError(f"unknown variant {arg!r} of digits_cnn; use :writers or nothing")
+    return c

@@ -1,0 +1,26 @@
+"""Task definitions, found by name (`config.experiment`) or as `package.module:ClassName`."""
+
+from __future__ import annotations
+
+import importlib
+
+from ann.config import ConfigError
+
+_EXPERIMENTS = {
+    "classification": "experiments.classification:Classification",
+}
+
+
+def get(name: str) -> type:
+    """The experiment class for `name`."""
+    target = _EXPERIMENTS.get(name, name)
+    if ":" not in target:
+        raise ConfigError(
+            f"config key 'experiment': unknown experiment {name!r}; use one of "
+            f"{', '.join(sorted(_EXPERIMENTS))} or package.module:ClassName"
+        )
+    module_name, _, attr = target.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as e:
+        raise ConfigError(f"config key 'experiment': cannot import {target!r} ({e})") from e

@@ -1,0 +1,86 @@
+"""Classification: softmax cross-entropy over integer labels, scored by loss and accuracy.
+
+Reads the data set's TFDS `supervised_keys` (input, label). Inputs are standardized per channel
+(last axis) with statistics of the training split; that happens on the device, inside the
+jitted function, so an exported model carries the same preprocessing.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+
+from ann import models
+from ann.config import ConfigError
+from ann.data import Split
+
+STATS_ROWS = 10_000  # rows of the training split used for input statistics
+
+
+class Classification:
+    def __init__(self, config: ml_collections.ConfigDict):
+        self.config = config
+        self.input_key = self.label_key = ""
+        self.num_classes = 0
+        self.input_shape: tuple[int, ...] = ()
+        self.mean = self.std = np.zeros(())
+
+    def setup(self, train: Split) -> None:
+        if not train.info.supervised_keys:
+            raise ConfigError(
+                f"data set {train.name!r} declares no (input, label) supervised_keys; "
+                "classification needs them"
+            )
+        self.input_key, self.label_key = train.info.supervised_keys[:2]
+        label = train.info.features[self.label_key]
+        if not hasattr(label, "num_classes"):
+            raise ConfigError(f"feature {self.label_key!r} of {train.name!r} is not a ClassLabel")
+        self.num_classes = label.num_classes
+        self.input_shape = tuple(train.info.features[self.input_key].shape)
+        sample = train.rows(np.arange(min(len(train), STATS_ROWS)))[self.input_key]
+        sample = sample.astype(np.float64).reshape(-1, self.input_shape[-1])
+        self.mean = sample.mean(axis=0).astype(np.float32)
+        std = sample.std(axis=0)
+        self.std = np.where(std > 1e-6, std, 1.0).astype(np.float32)
+
+    def fields(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"inputs": rows[self.input_key], "targets": rows[self.label_key].astype(np.int32)}
+
+    def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
+        kwargs = {k: v for k, v in self.config.model.to_dict().items() if k != "name"}
+        return models.build(
+            self.config.model.name,
+            kwargs,
+            input_shape=self.input_shape,
+            num_classes=self.num_classes,
+            rngs=rngs,
+        )
+
+    def _logits(self, model: nnx.Module, inputs: jax.Array, rng: jax.Array | None) -> jax.Array:
+        x = (inputs.astype(jnp.float32) - self.mean) / self.std
+        return model(x, rngs=rng).astype(jnp.float32)  # loss in float32 whatever the compute
+
+    def loss(self, model, batch, rng):
+        logits = self._logits(model, batch["inputs"], rng)
+        losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
+        accuracy = (logits.argmax(-1) == batch["targets"]).mean()
+        return losses.mean(), {"loss": losses.mean(), "accuracy": accuracy}
+
+    def eval_sums(self, model, batch):
+        logits = self._logits(model, batch["inputs"], None)
+        losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
+        correct = logits.argmax(-1) == batch["targets"]
+        mask = batch["mask"]
+        return {
+            "loss": (losses * mask).sum(),
+            "correct": (correct * mask).sum(),
+            "count": mask.sum(),
+        }
+
+    def eval_metrics(self, sums):
+        count = max(float(sums["count"]), 1.0)
+        return {"loss": float(sums["loss"]) / count, "accuracy": float(sums["correct"]) / count}

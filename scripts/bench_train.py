@@ -1,0 +1,119 @@
+"""ann's train loop vs a bare `jax.jit` loop: same model, batch, optimizer and data, one process.
+
+    python scripts/bench_train.py [--config=configs/digits_cnn.py] [--steps=300] [--rounds=3]
+
+ann's time per step is the difference of two full runs (`steps` and `2*steps` long, same
+workdir settings), so start-up, compilation, the final eval and checkpoint cancel out and what
+remains is what the loop costs per step: data pipeline, device transfer, step, hooks. The bare
+loop slices batches from a NumPy array already in memory and calls one jitted step.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import tempfile
+import time
+
+import jax
+import numpy as np
+import optax
+from absl import app, flags, logging
+from flax import nnx
+from ml_collections import config_flags
+
+import experiments
+from ann import data
+from ann.train import optimizers
+from ann.train.loop import train_and_evaluate
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", "configs/digits_cnn.py", "Config to benchmark.")
+flags.DEFINE_integer("steps", 300, "Steps per measured run.")
+flags.DEFINE_integer("rounds", 3, "Rounds; medians are reported.")
+
+
+def bare_seconds_per_step(config, steps: int) -> float:
+    """A plain NNX + optax loop anyone would write: jit, donate, slice, step."""
+    experiment = experiments.get(config.experiment)(config)
+    split = data.load(config.data.name, config.data.train_split, config.data.data_dir, cache=True)
+    experiment.setup(split)
+    rows = experiment.fields(split.rows(np.arange(len(split))))
+    model = experiment.build_model(nnx.Rngs(params=config.seed))
+    model.train()
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    tx = optimizers.make(config.optimizer, 2 * steps)
+    opt_state = tx.init(params)
+
+    @jax.jit
+    def step(params, rest, opt_state, batch, key):
+        def loss_fn(p):
+            m = nnx.merge(graphdef, p, rest)
+            loss, _ = experiment.loss(m, batch, key)
+            return loss, nnx.state(m, nnx.Not(nnx.Param))
+
+        (loss, rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), rest, opt_state, loss
+
+    step = jax.jit(step, donate_argnums=(0, 1, 2))
+    rng = np.random.default_rng(0)
+    n, b = len(split), config.batch_size
+    key = jax.random.PRNGKey(0)
+
+    def run(count):
+        nonlocal params, rest, opt_state
+        loss = None
+        for i in range(count):
+            idx = rng.integers(0, n, b)
+            batch = {k: v[idx] for k, v in rows.items()}
+            params, rest, opt_state, loss = step(
+                params, rest, opt_state, batch, jax.random.fold_in(key, i)
+            )
+        jax.block_until_ready(loss)
+
+    run(5)  # compile and warm up
+    start = time.perf_counter()
+    run(steps)
+    return (time.perf_counter() - start) / steps
+
+
+def ann_seconds_per_step(config, steps: int) -> float:
+    def timed(total):
+        c = config.copy_and_resolve_references()
+        c.total_steps = total
+        c.log_every_steps = c.eval_every_steps = c.checkpoint_every_steps = 10 * total
+        with tempfile.TemporaryDirectory() as workdir:
+            start = time.perf_counter()
+            train_and_evaluate(c, workdir)
+            return time.perf_counter() - start
+
+    return (timed(2 * steps) - timed(steps)) / steps
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.WARNING)
+    config = FLAGS.config
+    print(
+        f"devices: {jax.device_count()} x {jax.devices()[0].device_kind}; "
+        f"model {config.model.name}, batch {config.batch_size}, {FLAGS.steps} steps"
+    )
+    bare, ours = [], []
+    for r in range(FLAGS.rounds):
+        bare.append(bare_seconds_per_step(config, FLAGS.steps))
+        ours.append(ann_seconds_per_step(config, FLAGS.steps))
+        print(
+            f"round {r}: bare {bare[-1] * 1e3:.2f} ms/step, ann {ours[-1] * 1e3:.2f} ms/step",
+            flush=True,
+        )
+    b, o = statistics.median(bare), statistics.median(ours)
+    bs = config.batch_size
+    print(f"bare jax.jit: {b * 1e3:.2f} ms/step, {bs / b:,.0f} examples/s")
+    print(f"ann loop:     {o * 1e3:.2f} ms/step, {bs / o:,.0f} examples/s")
+    print(f"ratio ann/bare throughput: {b / o:.3f}")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,49 @@
+"""Tests run on CPU with 4 fake devices; data sets are built once per session, offline."""
+
+import os
+
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
+).strip()
+os.environ["JAX_PLATFORMS"] = "cpu"
+
+import importlib.util  # noqa: E402
+import pathlib  # noqa: E402
+
+import pytest  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session", autouse=True)
+def data_dir(tmp_path_factory):
+    """Every test (and subprocess) reads data sets from one session directory."""
+    path = str(tmp_path_factory.mktemp("tensorflow_datasets"))
+    os.environ["TFDS_DATA_DIR"] = path
+    return path
+
+
+def load_config(name: str, arg: str | None = None):
+    """`get_config(arg)` of configs/NAME.py, as `--config=configs/NAME.py:arg` would."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "configs" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)
+
+
+def tiny(name: str = "digits_mlp", **overrides):
+    """A fast variant of a shipped config: few steps, hooks every few steps, sync saves."""
+    config = load_config(name)
+    config.total_steps = 20
+    config.log_every_steps = 5
+    config.eval_every_steps = 10
+    config.checkpoint_every_steps = 10
+    config.batch_size = 32
+    config.async_checkpointing = True
+    for key, value in overrides.items():
+        target = config
+        *parents, leaf = key.split(".")
+        for p in parents:
+            target = target[p]
+        target[leaf] = value
+    return config

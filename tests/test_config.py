@@ -1,0 +1,101 @@
+"""A bad config fails before anything compiles, in one line naming the key and the fix."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT, load_config, tiny
+
+from ann import config as config_lib
+from ann.config import ConfigError
+from ann.train.loop import train_and_evaluate
+
+
+def test_shipped_configs_validate():
+    for name in ["digits_cnn", "digits_mlp", "digits_resnet", "breast_cancer_mlp"]:
+        config_lib.validate(load_config(name), num_devices=4)
+    config_lib.validate(load_config("digits_cnn", "writers"), num_devices=4)
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda c: c.update({"batch_sise": 3}), "'batch_sise' is unknown (did you mean"),
+        (lambda c: c.optimizer.update({"lerning_rate": 1}), "'optimizer.lerning_rate' is unknown"),
+        (lambda c: c.update({"eval_batch_size": "64"}), "'eval_batch_size' must be int or None"),
+        (lambda c: c.data.update({"data_dir": 3}), "'data.data_dir' must be str or None, got int"),
+        (lambda c: c.update({"batch_size": 30}), "not divisible by the 4 devices"),
+        (lambda c: c.optimizer.update({"name": "adamm"}), "'optimizer.name' is 'adamm'; choose"),
+        (lambda c: c.update({"num_epochs": 2}), "exactly one of config keys 'total_steps'"),
+        (lambda c: c.update({"log_every_steps": 0}), "'log_every_steps' must be > 0"),
+        (lambda c: c.model.update({"name": ""}), "'model.name' is empty"),
+    ],
+)
+def test_validate_names_the_key(mutate, message):
+    config = load_config("digits_mlp")
+    config.unlock()
+    mutate(config)
+    with pytest.raises(ConfigError, match=None) as e:
+        config_lib.validate(config, num_devices=4)
+    assert message in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"model.name": "transformr"}, "unknown model 'transformr'; use one of cnn, mlp, resnet"),
+        ({"model.name": "nowhere.mod:Net"}, "cannot import 'nowhere.mod:Net'"),
+        ({"data.name": "no_such_data"}, "unknown data set 'no_such_data'"),
+        ({"data.eval_splits": ("validation",)}, "has no split 'validation'"),
+        ({"experiment": "regresion"}, "unknown experiment 'regresion'"),
+    ],
+)
+def test_unknown_names_fail_before_compiling(tmp_path, overrides, message):
+    with pytest.raises(ConfigError) as e:
+        train_and_evaluate(tiny(**overrides), str(tmp_path))
+    assert message in str(e.value)
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_config_not_built_from_base():
+    import ml_collections
+
+    with pytest.raises(ConfigError, match="'experiment' is missing; start the config from"):
+        config_lib.validate(ml_collections.ConfigDict({"model": {"name": "mlp"}}), 1)
+
+
+def test_unknown_model_argument(tmp_path):
+    config = tiny()
+    config.model.widht = 3
+    with pytest.raises(ConfigError, match="'model.widht' is not an argument of model 'mlp'"):
+        train_and_evaluate(config, str(tmp_path))
+
+
+def test_cli_reports_one_line_and_exit_code(tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ann.main",
+            f"--config={ROOT}/configs/digits_mlp.py",
+            f"--workdir={tmp_path}",
+            "--config.batch_size=30",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert proc.returncode == 1
+    assert "error: config key 'batch_size'=30 is not divisible" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_resolved_config_written(tmp_path):
+    config = tiny(total_steps=2)
+    train_and_evaluate(config, str(tmp_path))
+    written = json.loads((tmp_path / "config.json").read_text())
+    assert written["total_steps"] == 2
+    assert written["model"]["name"] == "mlp"

@@ -1,0 +1,180 @@
+"""The train loop: it learns, it resumes exactly, it never retraces, it stops on NaN."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+from conftest import tiny
+
+from ann.train import hooks
+from ann.train.loop import NonFiniteLossError, train_and_evaluate
+
+
+def read_metrics(workdir):
+    with open(workdir / "metrics.jsonl") as f:
+        return [json.loads(line) for line in f]
+
+
+@pytest.mark.parametrize(
+    "name, overrides",
+    [
+        ("digits_mlp", {"model.norm": "layer"}),
+        ("digits_cnn", {}),
+        ("digits_resnet", {}),
+        ("breast_cancer_mlp", {"num_epochs": None}),
+    ],
+)
+def test_one_step_for_each_model(tmp_path, name, overrides):
+    result = train_and_evaluate(tiny(name, total_steps=1, **overrides), str(tmp_path))
+    assert result.step == 1
+    assert np.isfinite(result.eval_metrics["eval/loss"])
+    assert 0.0 <= result.eval_metrics["eval/accuracy"] <= 1.0
+
+
+def test_it_learns_digits(tmp_path):
+    config = tiny(total_steps=150, batch_size=64, eval_every_steps=150)
+    result = train_and_evaluate(config, str(tmp_path))
+    assert result.eval_metrics["eval/accuracy"] >= 0.93
+    losses = [m["train/loss"] for m in read_metrics(tmp_path) if "train/loss" in m]
+    assert losses[-1] < 0.25 * losses[0]
+
+
+def test_it_learns_breast_cancer(tmp_path):
+    config = tiny("breast_cancer_mlp", num_epochs=None, total_steps=120, eval_every_steps=120)
+    result = train_and_evaluate(config, str(tmp_path))
+    assert result.eval_metrics["eval/accuracy"] >= 0.93
+
+
+def test_metrics_and_event_files(tmp_path):
+    train_and_evaluate(tiny(), str(tmp_path))
+    records = read_metrics(tmp_path)
+    keys = set().union(*records)
+    for key in [
+        "train/loss",
+        "train/examples_per_sec",
+        "eval/loss",
+        "eval/accuracy",
+        "compile/train_step_seconds",
+        "train/learning_rate",
+        "train/grad_norm",
+    ]:
+        assert key in keys, key
+    assert [r["step"] for r in records if "eval/loss" in r] == [10, 20]
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+
+
+class StopAt(hooks.Hook):
+    """Interrupts the run at a step, as a preemption would."""
+
+    def __call__(self, step, ctx):
+        ctx.stop = True
+
+
+def params_of(result):
+    return jax.tree.leaves(jax.device_get(result.state.params))
+
+
+def test_resume_is_exact(tmp_path):
+    # Dropout (RNG), BatchNorm statistics (model state), Adam moments and the data order must
+    # all come back for the two runs to agree.
+    config = tiny(total_steps=30, **{"model.norm": "batch", "model.dropout": 0.2})
+    straight = train_and_evaluate(config, str(tmp_path / "straight"))
+
+    first = train_and_evaluate(config, str(tmp_path / "resumed"), extra_hooks=[StopAt(13)])
+    assert first.interrupted and first.step == 13
+    second = train_and_evaluate(config, str(tmp_path / "resumed"))
+    assert second.step == 30 and not second.interrupted
+    for a, b in zip(params_of(straight), params_of(second)):
+        np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
+    # the metrics file reads as one run: each step once
+    steps = [r["step"] for r in read_metrics(tmp_path / "resumed") if "train/loss" in r]
+    assert steps == sorted(set(steps))
+
+
+def test_no_retrace_after_the_first_step(tmp_path):
+    compiles = []
+
+    def listener(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(event)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        train_and_evaluate(tiny(total_steps=2, eval_every_steps=1), str(tmp_path / "a"))
+        short = len(compiles)
+        compiles.clear()
+        train_and_evaluate(tiny(total_steps=25, eval_every_steps=1), str(tmp_path / "b"))
+        long = len(compiles)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert short > 0
+    assert long == short, f"{long - short} extra compilations in 23 more steps"
+
+
+def test_nan_stops_training_before_saving(tmp_path):
+    config = tiny(
+        total_steps=50,
+        checkpoint_every_steps=1,
+        log_every_steps=1,
+        **{"optimizer.name": "sgd", "optimizer.learning_rate": 1e30},
+    )
+    with pytest.raises(NonFiniteLossError, match="training diverged: .* at step (\\d+)") as e:
+        train_and_evaluate(config, str(tmp_path))
+    bad_step = int(str(e.value).split(" at step ")[1].split(";")[0])
+    saved = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+    assert saved and max(saved) < bad_step
+
+
+def test_best_checkpoint_is_kept(tmp_path):
+    config = tiny(total_steps=40, eval_every_steps=5, max_to_keep=1)
+    result = train_and_evaluate(config, str(tmp_path))
+    evals = [r for r in read_metrics(tmp_path) if "eval/accuracy" in r]
+    best = max(evals, key=lambda r: r["eval/accuracy"])
+    best_dirs = [p.name for p in (tmp_path / "checkpoints_best").iterdir() if p.name.isdigit()]
+    assert best_dirs == [str(result.best_eval_metrics["step"])]
+    assert result.best_eval_metrics["eval/accuracy"] == best["eval/accuracy"]
+    latest = [p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()]
+    assert latest == ["40"]
+
+
+def test_gradient_accumulation_matches_the_full_batch(tmp_path):
+    common = {"total_steps": 5, "model.dropout": 0.0}
+    full = train_and_evaluate(tiny(**common), str(tmp_path / "full"))
+    micro = train_and_evaluate(
+        tiny(**common, **{"optimizer.accumulate_steps": 2}), str(tmp_path / "micro")
+    )
+    for a, b in zip(params_of(full), params_of(micro)):
+        np.testing.assert_allclose(a, b, atol=2e-5)
+
+
+@pytest.mark.parametrize("schedule", ["constant", "warmup_cosine", "step"])
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
+def test_optimizers_and_schedules_build(name, schedule):
+    from ann.train import optimizers
+
+    config = tiny(
+        **{
+            "optimizer.name": name,
+            "optimizer.schedule": schedule,
+            "optimizer.warmup_steps": 2,
+            "optimizer.step_boundaries": (5,),
+            "optimizer.grad_clip_norm": 1.0,
+            "optimizer.weight_decay": 1e-4,
+        }
+    )
+    tx = optimizers.make(config.optimizer, total_steps=10)
+    params = {"w": jax.numpy.ones(3)}
+    updates, _ = tx.update({"w": jax.numpy.ones(3)}, tx.init(params), params)
+    assert np.isfinite(np.asarray(updates["w"])).all()
+    lr = optimizers.schedule(config.optimizer, 10)
+    if schedule == "step":
+        assert lr(6) == pytest.approx(0.1 * lr(4))
+    if schedule == "warmup_cosine":
+        assert lr(0) == 0.0 and lr(2) == pytest.approx(config.optimizer.learning_rate)
+
+
+def test_num_epochs_sets_the_steps(tmp_path):
+    config = tiny(total_steps=None, num_epochs=1)
+    result = train_and_evaluate(config, str(tmp_path))
+    assert result.step == -(-1437 // 32)
