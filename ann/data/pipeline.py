@@ -1,11 +1,13 @@
-"""grain pipelines: seeded shuffle, repeat, per-process shard, batch, threaded read-ahead.
+"""grain pipelines: per-process shard, seeded shuffle per epoch, batch, threaded read-ahead.
 
-The pipeline runs over row indices and reads a whole batch at once (one gather from memory or
-one multi-get from array_record), which is much cheaper than stacking rows one by one.
+The pipeline runs over whole batches of row indices and reads each batch at once (one gather
+from memory, or one multi-get from array_record), which is much cheaper than handling rows one
+by one.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 
 import grain
@@ -22,26 +24,49 @@ def _process_shard() -> tuple[int, int]:
     return jax.process_index(), jax.process_count()
 
 
+class _ShuffledBatches:
+    """Batch b of an endless stream: a slice of this process's rows in epoch b // per_epoch's
+    seeded permutation. Indexing whole batches keeps per-row Python work out of the pipeline."""
+
+    def __init__(self, rows: np.ndarray, batch_size: int, seed: int, shuffle: bool):
+        self.rows, self.batch_size, self.seed, self.shuffle = rows, batch_size, seed, shuffle
+        self.per_epoch = len(rows) // batch_size  # the remainder is dropped (a new one each epoch)
+
+    def __len__(self) -> int:
+        return 2**62  # endless; grain only ever asks for the next index
+
+    @functools.lru_cache(maxsize=2)  # noqa: B019 (one instance per run; two epochs in flight)
+    def _order(self, epoch: int) -> np.ndarray:
+        if not self.shuffle:
+            return self.rows
+        return self.rows[np.random.default_rng([self.seed, epoch]).permutation(len(self.rows))]
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        epoch, b = divmod(index, self.per_epoch)
+        return self._order(epoch)[b * self.batch_size : (b + 1) * self.batch_size]
+
+
 def train_batches(
     split: Split,
     fields: Fields,
     local_batch_size: int,
     seed: int,
     shuffle: bool = True,
-    read_threads: int = 2,
+    read_threads: int = 1,
     buffer_batches: int = 4,
 ) -> grain.DatasetIterator:
-    """An endless, checkpointable iterator of this process's training batches."""
+    """An endless, checkpointable iterator of this process's training batches.
+
+    Each epoch visits every row of this process's shard once, in a new seeded order.
+    """
     index, count = _process_shard()
-    ds = grain.MapDataset.range(len(split))[index::count]
-    if len(ds) < local_batch_size:
+    rows = np.arange(len(split))[index::count]
+    if len(rows) < local_batch_size:
         raise ValueError(
-            f"split {split.name}/{split.split} has {len(ds)} rows for this process, fewer than "
-            f"its batch of {local_batch_size}; lower batch_size"
+            f"split {split.name}/{split.split} has {len(rows)} rows for this process, fewer "
+            f"than its batch of {local_batch_size}; lower batch_size"
         )
-    if shuffle:
-        ds = ds.shuffle(seed=seed)  # a fresh permutation every epoch
-    ds = ds.repeat(None).batch(local_batch_size, drop_remainder=True)
+    ds = grain.MapDataset.source(_ShuffledBatches(rows, local_batch_size, seed, shuffle))
     ds = ds.map(lambda idx: fields(split.rows(idx)))
     options = grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=buffer_batches)
     return iter(ds.to_iter_dataset(options))

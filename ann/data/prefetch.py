@@ -13,6 +13,13 @@ from typing import Any
 import jax
 
 
+def put(batch: dict, sharding: jax.sharding.Sharding) -> dict:
+    """This process's rows -> one global array per leaf, sharded over the devices."""
+    if jax.process_count() == 1:
+        return jax.device_put(batch, sharding)  # same result, less overhead per call
+    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
+
+
 class DeviceIterator:
     """Wraps a checkpointable host iterator; usable with `grain.checkpoint.CheckpointSave`."""
 
@@ -24,9 +31,7 @@ class DeviceIterator:
         self._state = host_iter.get_state()
 
     def _put(self, batch: dict) -> dict:
-        return jax.tree.map(
-            lambda x: jax.make_array_from_process_local_data(self._sharding, x), batch
-        )
+        return put(batch, self._sharding)
 
     def __iter__(self) -> DeviceIterator:
         return self

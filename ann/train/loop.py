@@ -165,17 +165,12 @@ def run(
     # On CPU with several devices, back-to-back collective steps can deadlock: sync each step.
     sync_each_step = jax.default_backend() == "cpu" and mesh.size > 1
 
-    def put(batch: dict) -> dict:
-        return jax.tree.map(
-            lambda x: jax.make_array_from_process_local_data(batch_sharding, x), batch
-        )
-
     def evaluate(state) -> dict[str, float]:
         results = {}
         for i, split in enumerate(eval_splits):
             sums = None
             for batch in data.eval_batches(split, experiment.fields, eval_local):
-                out = eval_fn(state, put(batch))
+                out = eval_fn(state, data.put(batch, batch_sharding))
                 sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
                 if sync_each_step:
                     jax.block_until_ready(sums)

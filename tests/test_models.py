@@ -1,0 +1,60 @@
+"""Models: found by name, built from config keys, and a user's own model from outside ann/."""
+
+import os
+import re
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import pytest
+from conftest import ROOT
+from flax import nnx
+
+from ann import models
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn", "resnet"])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_models_build_and_run(name, dtype):
+    model = models.build(
+        name, {"dtype": dtype}, input_shape=(8, 8, 1), num_classes=10, rngs=nnx.Rngs(0)
+    )
+    model.train()
+    out = model(jnp.ones((4, 8, 8, 1)), rngs=jax.random.PRNGKey(0))
+    assert out.shape == (4, 10) and out.dtype == dtype
+    params = nnx.state(model, nnx.Param)
+    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
+
+
+def readme_file(name: str) -> str:
+    """The README's ```python block that starts with `# NAME`."""
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.S)
+    return next(b for b in blocks if b.startswith(f"# {name}\n"))
+
+
+def test_readme_own_model_trains_from_outside_ann(tmp_path):
+    # The README's own files, so the guide and the test cannot drift apart.
+    (tmp_path / "mynets.py").write_text(readme_file("mynets.py"))
+    (tmp_path / "wide.py").write_text(readme_file("wide.py"))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ann.main",
+            "--config=wide.py",
+            "--workdir=runs/wide",
+            "--config.model.width=64",
+            "--config.total_steps=20",
+            "--config.batch_size=32",
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "done: step 20" in proc.stdout
+    assert "model mynets:Wide" in proc.stderr

@@ -1,0 +1,88 @@
+"""Behaviour that needs its own process: SIGTERM, and different device counts."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+CONFIG = f"--config={ROOT}/configs/digits_mlp.py"
+SMALL = [
+    "--config.batch_size=32",
+    "--config.log_every_steps=5",
+    "--config.eval_every_steps=10",
+    "--config.checkpoint_every_steps=10",
+]
+
+
+def env_with(devices):
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    return env
+
+
+def cli(workdir, devices, *flags, timeout=300):
+    cmd = [sys.executable, "-m", "ann.main", CONFIG, f"--workdir={workdir}", *SMALL, *flags]
+    return subprocess.run(
+        cmd, env=env_with(devices), cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def losses(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return {r["step"]: r["train/loss"] for r in map(json.loads, f) if "train/loss" in r}
+
+
+def test_one_and_four_devices_agree_and_a_checkpoint_moves_between_them(tmp_path):
+    one, four = tmp_path / "one", tmp_path / "four"
+    for workdir, devices in [(one, 1), (four, 4)]:
+        proc = cli(workdir, devices, "--config.total_steps=20")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert f"{devices} devices" in proc.stderr
+    a, b = losses(one), losses(four)
+    assert sorted(a) == sorted(b) == [5, 10, 15, 20]
+    np.testing.assert_allclose([a[s] for s in a], [b[s] for s in a], rtol=1e-4)
+
+    # Saved on 4 devices, restored on 1, and training goes on from step 20.
+    proc = cli(four, 1, "--config.total_steps=30")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "at step 20" in proc.stderr and "1 devices" in proc.stderr
+    assert 30 in losses(four)
+
+
+def test_sigterm_saves_and_exits_cleanly(tmp_path):
+    cmd = [
+        sys.executable,
+        "-m",
+        "ann.main",
+        CONFIG,
+        f"--workdir={tmp_path}",
+        *SMALL,
+        "--config.total_steps=100000",
+        "--config.checkpoint_every_steps=100000",
+        "--config.eval_every_steps=100000",
+    ]
+    proc = subprocess.Popen(cmd, env=env_with(1), cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "metrics.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and not (metrics.exists() and "train/loss" in metrics.read_text()):
+        time.sleep(0.5)
+    assert proc.poll() is None, "training ended before it could be interrupted"
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr[-2000:]
+    assert "SIGTERM: saved a checkpoint at step" in stderr
+    saved = [int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()]
+    assert len(saved) == 1 and 5 <= saved[0] < 100000
+
+    # The same command, with a reachable end, resumes from that step.
+    proc = cli(tmp_path, 1, f"--config.total_steps={saved[0] + 5}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"at step {saved[0]}" in proc.stderr
