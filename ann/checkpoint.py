@@ -99,6 +99,26 @@ class Checkpoints:
             ) from e
         return restored.state, step
 
+    def restore_state(self, abstract_state: Any, step: int | str = "latest") -> tuple:
+        """Only the train state (no data iterator): `step` is "latest", "best" or a number."""
+        manager = self.best if step == "best" else self.latest
+        if step in ("best", "latest"):
+            step = manager.latest_step()
+        if step is None:
+            raise CheckpointError(
+                f"no checkpoint in {manager.directory}; train first, or pick another step"
+            )
+        try:
+            restored = manager.restore(
+                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
+            )
+        except Exception as e:
+            raise CheckpointError(
+                f"checkpoint step {step} in {manager.directory} cannot be restored "
+                f"({type(e).__name__}: {e})"
+            ) from e
+        return restored.state, int(step)
+
     def wait(self) -> None:
         self.latest.wait_until_finished()
         self.best.wait_until_finished()

@@ -178,3 +178,18 @@ def test_num_epochs_sets_the_steps(tmp_path):
     config = tiny(total_steps=None, num_epochs=1)
     result = train_and_evaluate(config, str(tmp_path))
     assert result.step == -(-1437 // 32)
+
+
+def test_restore_model_gives_the_evaluated_model(tmp_path):
+    from ann import data
+    from ann.train.loop import restore_model
+
+    result = train_and_evaluate(tiny(total_steps=20, eval_every_steps=20), str(tmp_path))
+    experiment, model, step, config = restore_model(str(tmp_path), "best")
+    assert step == 20 and config.model.name == "mlp"
+    test = data.load("digits", "test", cache=True)
+    batch = experiment.fields(test.rows(np.arange(len(test))))
+    batch["mask"] = np.ones(len(test), np.float32)
+    sums = experiment.eval_sums(model, batch)
+    accuracy = experiment.eval_metrics(jax.device_get(sums))["accuracy"]
+    assert accuracy == pytest.approx(result.eval_metrics["eval/accuracy"], abs=1e-6)

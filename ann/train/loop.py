@@ -8,9 +8,12 @@ iterator, so an interrupted run ends where an uninterrupted one would.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import os
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -82,17 +85,25 @@ def train_and_evaluate(
     return run(config, workdir, experiment, extra_hooks)
 
 
-def run(
-    config: ml_collections.ConfigDict,
-    workdir: str,
-    experiment: Experiment,
-    extra_hooks: Sequence[hooks_lib.Hook] = (),
-) -> Result:
+@dataclasses.dataclass
+class Setup:
+    """Everything a run is built from, before any data flows or anything compiles."""
+
+    experiment: Experiment
+    mesh: jax.sharding.Mesh
+    train_split: data.Split
+    eval_splits: list[data.Split]
+    total_steps: int
+    tx: Any
+    model_def: state_lib.ModelDef
+    state: state_lib.TrainState  # freshly initialized, placed on the mesh
+    state_shardings: Any
+
+
+def build(config: ml_collections.ConfigDict, experiment: Experiment) -> Setup:
+    """Validates the config, opens the data, and builds the model and its train state."""
     config_lib.validate(config, jax.device_count())
     mesh = parallel.make_mesh(config.mesh.to_dict())
-    if jax.process_index() == 0:
-        config_lib.write(config, workdir)
-
     # Data first: the experiment learns its classes and input statistics from the train split.
     dc = config.data
     train_split = data.load(dc.name, dc.train_split, dc.data_dir, cache=dc.cache)
@@ -104,10 +115,55 @@ def run(
     model = experiment.build_model(nnx.Rngs(params=config.seed))
     tx = optimizers.make(config.optimizer, total_steps)
     model_def, state = state_lib.create(model, tx, jax.random.fold_in(seed_key, 1))
-    del model
     replicated = parallel.replicated(mesh)
     state_shardings = jax.tree.map(lambda _: replicated, state)
     state = jax.device_put(state, state_shardings)
+    return Setup(
+        experiment=experiment,
+        mesh=mesh,
+        train_split=train_split,
+        eval_splits=eval_splits,
+        total_steps=total_steps,
+        tx=tx,
+        model_def=model_def,
+        state=state,
+        state_shardings=state_shardings,
+    )
+
+
+def restore_model(
+    workdir: str, step: int | str = "best"
+) -> tuple[Experiment, nnx.Module, int, ml_collections.ConfigDict]:
+    """A trained run's model in eval mode, from `workdir/config.json` and a checkpoint:
+    `step` is "best", "latest" or a step number. Returns (experiment, model, step, config)."""
+    import experiments
+
+    with open(os.path.join(workdir, "config.json")) as f:
+        config = ml_collections.ConfigDict(json.load(f))
+    config.data.eval_splits = tuple(config.data.eval_splits)
+    setup = build(config, experiments.get(config.experiment)(config))
+    checkpoints = Checkpoints(workdir, config.max_to_keep, config.best_metric, config.best_mode)
+    try:
+        abstract_state = state_lib.abstract(setup.state, setup.state_shardings)
+        state, step = checkpoints.restore_state(abstract_state, step)
+    finally:
+        checkpoints.close()
+    return setup.experiment, state_lib.merge(setup.model_def.eval, state), step, config
+
+
+def run(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    experiment: Experiment,
+    extra_hooks: Sequence[hooks_lib.Hook] = (),
+) -> Result:
+    setup = build(config, experiment)
+    if jax.process_index() == 0:
+        config_lib.write(config, workdir)
+    mesh, state, state_shardings = setup.mesh, setup.state, setup.state_shardings
+    train_split, eval_splits, total_steps = setup.train_split, setup.eval_splits, setup.total_steps
+    model_def, tx, dc = setup.model_def, setup.tx, config.data
+    replicated = parallel.replicated(mesh)
     num_params = sum(x.size for x in jax.tree.leaves(state.params))
 
     batch_sharding = parallel.batch_sharding(mesh)
