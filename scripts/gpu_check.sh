@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# On a GPU machine: train the default experiment and the ResNet, then the train benchmark.
+#   scripts/gpu_check.sh OUTDIR
+# Prints the device, eval results and the ann/bare ratios; full logs go to OUTDIR.
+set -u
+out=${1:-/tmp/gpu_check}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1 TFDS_DATA_DIR=${TFDS_DATA_DIR:-/tmp/tensorflow_datasets}
+nvidia-smi -L
+python3 -c "import jax, flax; print('jax', jax.__version__, 'flax', flax.__version__, jax.devices())"
+for cfg in digits_cnn digits_resnet; do
+  /usr/bin/time -f "$cfg wall %es" python3 -m ann.main --config=configs/$cfg.py \
+    --workdir=/tmp/runs/$cfg >"$out/train_$cfg.log" 2>&1
+  grep -E "model |step [0-9]+/[0-9]+ \(100%\)|eval step|done:|error|wall" "$out/train_$cfg.log"
+done
+python3 scripts/bench_train.py --steps=500 --rounds=3 2>&1 | grep -v -i warn | tee "$out/bench_cnn.txt"
+python3 scripts/bench_train.py --steps=500 --rounds=3 --config.batch_size=1024 2>&1 \
+  | grep -v -i warn | tee "$out/bench_cnn_b1024.txt"
+python3 scripts/bench_train.py --config=configs/digits_mlp.py --steps=1000 --rounds=3 2>&1 \
+  | grep -v -i warn | tee "$out/bench_mlp.txt"
