@@ -18,3 +18,8 @@ python3 scripts/bench_train.py --steps=500 --rounds=3 --config.batch_size=1024 2
   | grep -v -i warn | tee "$out/bench_cnn_b1024.txt"
 python3 scripts/bench_train.py --config=configs/digits_mlp.py --steps=1000 --rounds=3 2>&1 \
   | grep -v -i warn | tee "$out/bench_mlp.txt"
+# The same ratios on that machine's CPU cores, where nothing else runs.
+JAX_PLATFORMS=cpu python3 scripts/bench_train.py --steps=200 --rounds=3 2>&1 | grep -v -i warn \
+  | tee "$out/bench_cnn_cpu.txt"
+JAX_PLATFORMS=cpu python3 scripts/bench_train.py --config=configs/digits_mlp.py --steps=1000 \
+  --rounds=3 2>&1 | grep -v -i warn | tee "$out/bench_mlp_cpu.txt"
