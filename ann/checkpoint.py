@@ -71,6 +71,12 @@ class Checkpoints:
         metrics = self.best.metrics(step) if step is not None else None
         return None if not metrics else metrics.get(self.best_metric)
 
+    def best_metrics(self) -> dict:
+        """`{"step": N, **eval metrics}` of the best checkpoint so far, or {} if there is none."""
+        step = self.best.best_step()
+        metrics = self.best.metrics(step) if step is not None else None
+        return {"step": int(step), **metrics} if metrics else {}
+
     def save_if_best(self, step: int, state: Any, data_iter: Any, metrics: dict) -> bool:
         """Saves to `checkpoints_best/` when `metrics[best_metric]` beats the best so far."""
         if self.best_metric not in metrics:

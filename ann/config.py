@@ -65,6 +65,14 @@ SCHEMA: dict[str, Any] = {
     "max_to_keep": (3, int),
     "best_metric": ("eval/accuracy", str),
     "best_mode": ("max", str),
+    # Stop when `metric` (an eval metric; "" = off) has not improved by more than `min_delta`
+    # for `patience` evals in a row. The run then counts as finished: a rerun does not train on.
+    "early_stopping": {
+        "metric": ("", str),
+        "mode": ("max", str),
+        "patience": (5, int),
+        "min_delta": (0.0, (float, int)),
+    },
     "async_checkpointing": (True, bool),
     "mesh": {"data": (-1, int)},
 }
@@ -73,6 +81,7 @@ CHOICES = {
     "optimizer.name": ("sgd", "adam", "adamw"),
     "optimizer.schedule": ("constant", "warmup_cosine", "step"),
     "best_mode": ("max", "min"),
+    "early_stopping.mode": ("max", "min"),
 }
 
 POSITIVE = (
@@ -82,6 +91,7 @@ POSITIVE = (
     "checkpoint_every_steps",
     "max_to_keep",
     "optimizer.accumulate_steps",
+    "early_stopping.patience",
 )
 
 
@@ -184,6 +194,16 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
             f"config key 'batch_size'={values['batch_size']} must split into "
             f"optimizer.accumulate_steps={micro} micro-batches of a multiple of {num_devices} "
             "devices; change one of them"
+        )
+    stopping = values["early_stopping"]
+    if stopping["metric"] and not stopping["metric"].startswith("eval"):
+        raise ConfigError(
+            f"config key 'early_stopping.metric' is {stopping['metric']!r}, not an eval metric; "
+            "use a name from the eval logs such as eval/accuracy or eval/loss, or '' for off"
+        )
+    if stopping["min_delta"] < 0:
+        raise ConfigError(
+            f"config key 'early_stopping.min_delta' must be >= 0, got {stopping['min_delta']}"
         )
     if not values["data"]["eval_splits"]:
         raise ConfigError("config key 'data.eval_splits' is empty; name at least one split")

@@ -19,6 +19,7 @@ import ann
 import experiments
 from ann.checkpoint import CheckpointError
 from ann.config import ConfigError
+from ann.sweep import pruning
 from ann.train.loop import NonFiniteLossError, train_and_evaluate
 
 FLAGS = flags.FLAGS
@@ -48,7 +49,9 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     quiet_libraries()
     try:
-        result = train_and_evaluate(FLAGS.config, FLAGS.workdir)
+        # A sweep's trial reports its evals to the study (Optuna is imported only then).
+        hooks = pruning.hooks_from_env(FLAGS.config)
+        result = train_and_evaluate(FLAGS.config, FLAGS.workdir, extra_hooks=hooks)
     except (ConfigError, CheckpointError, NonFiniteLossError) as e:
         # A user mistake or a diverged run: one clear line, no stack trace from deep in JAX.
         logging.error("%s", e)
@@ -57,10 +60,20 @@ def main(argv: list[str]) -> None:
     if result.interrupted:
         logging.info("stopped at step %d; run the same command to resume", result.step)
         return
-    summary = " | ".join(
-        f"{k} {v:.4f}" for k, v in result.eval_metrics.items() if not k.endswith("seconds")
+    if result.stop_reason:
+        best = result.best_eval_metrics
+        print(
+            f"{result.stop_reason.replace('_', ' ')}: step {result.step} | best checkpoint: "
+            f"step {best.get('step', '-')} | {_summary(best)}"
+        )
+        return
+    print(f"done: step {result.step} | {_summary(result.eval_metrics)}")
+
+
+def _summary(metrics: dict) -> str:
+    return " | ".join(
+        f"{k} {v:.4f}" for k, v in metrics.items() if k.startswith("eval") and "seconds" not in k
     )
-    print(f"done: step {result.step} | {summary}")
 
 
 def run() -> None:

@@ -16,3 +16,21 @@ def get_config(arg: str | None = None):
     c.optimizer.learning_rate = 1e-3
     c.eval_every_steps = 200
     return c
+
+
+def get_sweep(h):
+    """Learning rate and dropout against width, for `python -m ann.sweep`:
+
+        python -m ann.sweep --config=configs/digits_mlp.py --workdir=runs/mlp_sweep --parallel=2
+
+    runs 8 trials (4 seeded log-uniform draws x 2 widths); with `--search=tpe --trials=K`,
+    Optuna searches the same ranges instead of drawing them.
+    """
+    return h.product(
+        h.random(
+            4,
+            h.loguniform("optimizer.learning_rate", 1e-4, 1e-2),
+            h.uniform("model.dropout", 0.0, 0.3),
+        ),
+        h.sweep("model.features", [(128,), (256, 256)]),
+    )

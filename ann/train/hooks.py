@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +17,7 @@ import numpy as np
 from absl import logging
 
 from ann.checkpoint import Checkpoints
+from ann.config import ConfigError
 from ann.metrics.writers import MetricWriter
 
 
@@ -37,6 +39,11 @@ class Context:
     eval_metrics: dict[str, float] = dataclasses.field(default_factory=dict)
     best_eval_metrics: dict[str, float] = dataclasses.field(default_factory=dict)
     stop: bool = False  # a hook sets this to save a checkpoint and end the run here
+    # A hook sets `finish` to a reason ("early_stopped", "pruned") to end the run as finished:
+    # saved, recorded in run_status.json, and not trained further by a rerun.
+    finish: str = ""
+    finish_message: str = ""
+    start_step: int = 0  # the step this process started (or resumed) from
 
 
 class Hook:
@@ -115,3 +122,61 @@ class Checkpoint(Hook):
         start = time.perf_counter()
         ctx.checkpoints.save(step, ctx.state, ctx.data_iter)
         ctx.excluded_seconds += time.perf_counter() - start
+
+
+class EarlyStopping(Hook):
+    """Ends the run as finished when `metric` has not improved by more than `min_delta` for
+    `patience` evals in a row. Runs right after `Evaluate`, on the same steps.
+
+    On resume it replays the eval history in `metrics.jsonl` up to the restored step, so an
+    interrupted run stops where an uninterrupted one would.
+    """
+
+    def __init__(self, every: int, metric: str, mode: str, patience: int, min_delta: float):
+        super().__init__(every)
+        self.metric, self.mode, self.patience, self.min_delta = metric, mode, patience, min_delta
+        self.best: float | None = None
+        self.best_step = 0
+        self.bad_evals = 0
+        self._replayed = False
+
+    def update(self, step: int, value: float) -> bool:
+        """Takes one eval's value; True when patience has run out."""
+        improved = self.best is None or (
+            value > self.best + self.min_delta
+            if self.mode == "max"
+            else value < self.best - self.min_delta
+        )
+        if improved:
+            self.best, self.best_step, self.bad_evals = value, step, 0
+        else:
+            self.bad_evals += 1
+        return self.bad_evals >= self.patience
+
+    def _replay(self, ctx: Context) -> None:
+        try:
+            with open(ctx.writer.path) as f:
+                records = [json.loads(line) for line in f if line.strip()]
+        except OSError:
+            records = []
+        for record in records:
+            value = record.get(self.metric)
+            if value is not None and record["step"] <= ctx.start_step:
+                self.update(record["step"], value)
+
+    def __call__(self, step: int, ctx: Context) -> None:
+        if not self._replayed:
+            self._replay(ctx)
+            self._replayed = True
+        if self.metric not in ctx.eval_metrics:
+            names = sorted(k for k in ctx.eval_metrics if not k.endswith("seconds"))
+            raise ConfigError(
+                f"config key 'early_stopping.metric': {self.metric!r} is not an eval metric; "
+                f"choose one of {', '.join(names)}"
+            )
+        if self.update(step, ctx.eval_metrics[self.metric]) and step < ctx.total_steps:
+            ctx.finish = "early_stopped"
+            ctx.finish_message = (
+                f"{self.metric} did not improve by more than {self.min_delta:g} for "
+                f"{self.patience} evals (best {self.best:.4f} at step {self.best_step})"
+            )

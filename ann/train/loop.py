@@ -28,7 +28,7 @@ from ann.checkpoint import Checkpoints
 from ann.experiment import Experiment
 from ann.metrics.writers import MetricWriter
 from ann.train import hooks as hooks_lib
-from ann.train import optimizers
+from ann.train import optimizers, run_status
 from ann.train import state as state_lib
 from ann.train import step as step_lib
 from ann.train.preemption import Preemption
@@ -45,6 +45,9 @@ class Result:
     eval_metrics: dict[str, float]
     best_eval_metrics: dict[str, float]
     interrupted: bool = False  # stopped before total_steps (SIGTERM or a hook); rerun resumes
+    # Why a hook finished the run before total_steps ("early_stopped", "pruned"), else "".
+    # Such a run is not interrupted: rerunning it does not train further.
+    stop_reason: str = ""
 
 
 def _total_steps(config: ml_collections.ConfigDict, num_train: int) -> int:
@@ -190,6 +193,24 @@ def run(
         abstract_state = state_lib.abstract(state, state_shardings)
         state, start_step = checkpoints.restore(abstract_state, data_iter)
         logging.info("resumed from %s at step %d", checkpoints.latest.directory, start_step)
+    status = run_status.read(workdir)
+    if status and status["status"] in run_status.FINISHED_EARLY:
+        # Finished before total_steps (early stopping, a sweep's pruning): nothing to train.
+        checkpoints.close()
+        logging.info(
+            "run %s at step %d: %s; nothing to train (delete %s to train on)",
+            status["status"].replace("_", " "),
+            status["step"],
+            status.get("message", ""),
+            run_status.path(workdir),
+        )
+        return Result(
+            state=state,
+            step=start_step,
+            eval_metrics=status.get("eval_metrics", {}),
+            best_eval_metrics=status.get("best_eval_metrics", {}),
+            stop_reason=status["status"],
+        )
 
     # Compile both steps ahead of time, before step 0.
     example = experiment.fields(train_split.rows(np.arange(local_batch)))
@@ -265,16 +286,25 @@ def run(
         writer=writer,
         checkpoints=checkpoints,
         window_first_step=start_step,
+        start_step=start_step,
+        best_eval_metrics=checkpoints.best_metrics(),  # on resume, the best so far
     )
     hooks = [
         hooks_lib.LogTrain(config.log_every_steps),
         hooks_lib.Evaluate(config.eval_every_steps, evaluate),
+        *(
+            [hooks_lib.EarlyStopping(config.eval_every_steps, **config.early_stopping.to_dict())]
+            if config.early_stopping.metric
+            else []
+        ),
         hooks_lib.Checkpoint(config.checkpoint_every_steps),
         *extra_hooks,
     ]
     pending: list[dict] = []  # device metrics of steps not yet pulled to the host
     step = start_step
     interrupted = False
+    if jax.process_index() == 0:
+        run_status.write(workdir, "running", step, total_steps=total_steps)
     try:
         with Preemption() as preemption:
             while step < total_steps:
@@ -297,6 +327,10 @@ def run(
                 ctx.state = state
                 for hook in due:
                     hook(step, ctx)
+                if ctx.finish:
+                    checkpoints.save(step, state, data_iter, force=True)
+                    logging.warning("%s at step %d: %s", ctx.finish, step, ctx.finish_message)
+                    break
                 if preemption.requested or ctx.stop:
                     checkpoints.save(step, state, data_iter, force=True)
                     why = "SIGTERM" if preemption.requested else "a hook asked to stop"
@@ -304,13 +338,27 @@ def run(
                     interrupted = True
                     break
     finally:
+        data_iter.close()
         checkpoints.wait()
         checkpoints.close()
         writer.close()
-    return Result(
+    result = Result(
         state=state,
         step=step,
-        eval_metrics=ctx.eval_metrics,
+        # A rerun of a finished run evaluates nothing: report what the run last evaluated.
+        eval_metrics=ctx.eval_metrics or (status or {}).get("eval_metrics", {}),
         best_eval_metrics=ctx.best_eval_metrics,
         interrupted=interrupted,
+        stop_reason=ctx.finish,
     )
+    if jax.process_index() == 0:  # after checkpoints.wait(): "done" never precedes the save
+        run_status.write(
+            workdir,
+            ctx.finish or ("interrupted" if interrupted else "done"),
+            step,
+            total_steps=total_steps,
+            message=ctx.finish_message,
+            eval_metrics=result.eval_metrics,
+            best_eval_metrics=result.best_eval_metrics,
+        )
+    return result

@@ -1,0 +1,192 @@
+"""Run a sweep of a config file's `get_sweep(h)`, locally or on a cluster.
+
+    python -m ann.sweep --config=configs/digits_mlp.py --workdir=runs/sweep1 [--parallel=2]
+    python -m ann.sweep --config=configs/digits_mlp.py --workdir=runs/tpe1 --search=tpe \
+        --trials=20 --metric=eval/accuracy --mode=max
+    python -m ann.sweep --config=configs/digits_mlp.py --workdir=runs/sweep1 --emit=slurm
+    python -m ann.sweep --summarize=runs/sweep1
+
+`--config.KEY=VALUE` fixes a key for every trial. Running the same command again resumes.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from ann.config import ConfigError
+from ann.sweep import definition as definition_lib
+from ann.sweep import emit, grid, results, search
+from ann.sweep.space import SweepError
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Config file with get_sweep(h): NAME.py[:ARG].")
+flags.DEFINE_string("workdir", None, "Sweep directory: one workdir per trial, results, study.")
+flags.DEFINE_integer("parallel", 1, "Trials at a time, each pinned to its own share of cores.")
+flags.DEFINE_enum(
+    "search",
+    "grid",
+    ["grid", "tpe"],
+    "grid: every trial of get_sweep (with its random draws); tpe: Optuna's TPE over its space.",
+)
+flags.DEFINE_integer("trials", 20, "--search=tpe: trials in the study, pruned and failed included.")
+flags.DEFINE_string("metric", None, "Eval metric to rank and optimize (default: best_metric).")
+flags.DEFINE_enum(
+    "mode",
+    None,
+    ["max", "min"],
+    "Whether --metric is better higher or lower (default: the config's best_mode).",
+)
+flags.DEFINE_integer("seed", 0, "--search=tpe: sampler seed.")
+flags.DEFINE_integer(
+    "startup_trials",
+    5,
+    "--search=tpe: random trials before TPE models the "
+    "space; also finished trials before the pruner prunes.",
+)
+flags.DEFINE_enum(
+    "pruner",
+    "median",
+    ["median", "none"],
+    "--search=tpe: prune trials whose "
+    "eval is worse than the median of finished trials at the same step.",
+)
+flags.DEFINE_integer("prune_warmup_steps", 0, "--search=tpe: no pruning before this train step.")
+flags.DEFINE_bool("retry_failed", False, "Rerun trials that failed before (default: keep them).")
+flags.DEFINE_bool("dry_run", False, "Print the trials' commands; run nothing.")
+flags.DEFINE_string("summarize", None, "Rewrite and print the results of this sweep workdir.")
+flags.DEFINE_enum(
+    "emit",
+    None,
+    ["slurm", "k8s"],
+    "Write a cluster job for the trials instead "
+    "of running them: a SLURM array script or a Kubernetes indexed Job.",
+)
+flags.DEFINE_integer("cluster_cpus", 4, "--emit: cores per trial.")
+flags.DEFINE_integer("cluster_memory_gb", 8, "--emit: memory per trial.")
+flags.DEFINE_string("image", "ann:latest", "--emit=k8s: container image holding the project.")
+flags.DEFINE_string("image_root", "/app", "--emit=k8s: the project's directory in the image.")
+flags.DEFINE_string("pvc", "ann-runs", "--emit=k8s: PersistentVolumeClaim for the sweep workdir.")
+
+
+def _lock(sweep_dir: str):
+    """One sweep process per workdir: a second would run the same trials twice."""
+    os.makedirs(sweep_dir, exist_ok=True)
+    handle = open(os.path.join(sweep_dir, ".lock"), "w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        raise SweepError(
+            f"another sweep is running in {sweep_dir}; wait for it or use another --workdir"
+        ) from None
+    return handle
+
+
+def sweep(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if FLAGS.summarize:
+        print(results.write(FLAGS.summarize), end="")
+        return
+    if FLAGS["config"].value is None or not FLAGS.workdir:
+        raise SweepError("give --config=configs/NAME.py and --workdir=DIR (or --summarize=DIR)")
+    if FLAGS.parallel < 1:
+        raise SweepError(f"--parallel={FLAGS.parallel}: use 1 or more")
+    definition = definition_lib.load(
+        config_flags.get_config_filename(FLAGS["config"]),
+        config_flags.get_override_values(FLAGS["config"]),
+    )
+    metric = FLAGS.metric or definition.base.best_metric
+    mode = FLAGS.mode or (definition.base.best_mode if not FLAGS.metric else None)
+    if mode is None:
+        raise SweepError(f"--metric={metric}: say whether higher is better with --mode=max/min")
+    if FLAGS.emit or FLAGS.dry_run:
+        if FLAGS.search != "grid":
+            raise SweepError(
+                f"--{'emit' if FLAGS.emit else 'dry_run'} lists a grid's trials; --search=tpe "
+                "chooses them as it goes, so run it with the local launcher"
+            )
+        trials, configs = grid.prepare(definition, FLAGS.workdir)
+        if FLAGS.dry_run:
+            print("\n".join(t.command() for t in trials))
+            return
+        for trial, config_json in zip(trials, configs):
+            trial.write_files(config_json)
+        results.write_sweep_file(
+            FLAGS.workdir, results.sweep_info(definition, "grid", metric, mode, trials)
+        )
+        # --parallel caps concurrent trials on the cluster only when given.
+        parallel = FLAGS.parallel if FLAGS["parallel"].present else 0
+        common = dict(parallel=parallel, cpus=FLAGS.cluster_cpus)
+        if FLAGS.emit == "slurm":
+            path = emit.write(
+                "slurm",
+                trials,
+                FLAGS.workdir,
+                cwd=os.getcwd(),
+                memory=f"{FLAGS.cluster_memory_gb}G",
+                **common,
+            )
+            print(f"wrote {path}: sbatch {path}  ({len(trials)} array tasks)")
+        else:
+            path = emit.write(
+                "k8s",
+                trials,
+                FLAGS.workdir,
+                memory=f"{FLAGS.cluster_memory_gb}Gi",
+                image=FLAGS.image,
+                pvc=FLAGS.pvc,
+                root=FLAGS.image_root,
+                **common,
+            )
+            print(f"wrote {path}: kubectl apply -f {path}  ({len(trials)} indices)")
+        print(f"then: python -m ann.sweep --summarize={FLAGS.workdir}")
+        return
+    lock = _lock(FLAGS.workdir)
+    try:
+        if FLAGS.search == "tpe":
+            text = search.run(
+                definition,
+                FLAGS.workdir,
+                FLAGS.trials,
+                metric,
+                mode,
+                parallel=FLAGS.parallel,
+                seed=FLAGS.seed,
+                startup_trials=FLAGS.startup_trials,
+                pruner=FLAGS.pruner,
+                prune_warmup_steps=FLAGS.prune_warmup_steps,
+            )
+        else:
+            text = grid.run(
+                definition,
+                FLAGS.workdir,
+                metric,
+                mode,
+                parallel=FLAGS.parallel,
+                retry_failed=FLAGS.retry_failed,
+            )
+    finally:
+        lock.close()
+    print(text, end="")
+    print(f"(results.csv, results.md and results.png in {FLAGS.workdir})")
+
+
+def main(argv: list[str]) -> None:
+    try:
+        sweep(argv)
+    except (SweepError, ConfigError) as e:
+        # A mistake in the sweep: one line naming it and the fix, no stack trace.
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("interrupted; run the same command to resume", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,90 @@
+"""A sweep's definition: the config file's `get_config` and `get_sweep(h)`, the keys fixed on
+the sweep's command line, and each trial's config checked exactly as `ann.main` will parse it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import inspect
+import os
+from typing import Any
+
+import ml_collections
+from absl import flags
+from ml_collections import config_flags
+
+from ann import config as config_lib
+from ann.sweep import space
+from ann.sweep.space import Overrides, SweepError
+from ann.sweep.trials import Trial, cli_value
+
+
+@dataclasses.dataclass
+class Definition:
+    config: str  # configs/NAME.py[:ARG]
+    fixed: Overrides  # --config.KEY=VALUE given to the sweep: the same for every trial
+    node: space.Node  # what get_sweep(h) returned
+    base: ml_collections.ConfigDict  # get_config(arg) with the fixed keys applied
+
+    def trial(self, name: str, overrides: Overrides, sweep_dir: str, **kw: Any) -> Trial:
+        return Trial(name, overrides, self.fixed, self.config, sweep_dir, os.getcwd(), **kw)
+
+
+def load(config: str, fixed: Overrides) -> Definition:
+    """Loads `configs/NAME.py[:ARG]`; an error naming the fix if it has no usable get_sweep."""
+    path, _, arg = config.partition(":")
+    if not os.path.isfile(path):
+        raise SweepError(f"--config={config}: no such file {path!r}")
+    spec = importlib.util.spec_from_file_location("ann_sweep_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    get_sweep = getattr(module, "get_sweep", None)
+    if get_sweep is None:
+        raise SweepError(
+            f"{path} has no get_sweep(h); add one beside get_config, e.g. "
+            "def get_sweep(h): return h.sweep('optimizer.learning_rate', [1e-3, 3e-3])"
+        )
+    h = space.Builder()
+    # get_sweep(h) or get_sweep(h, arg): a variant (configs/x.py:arg) may sweep differently.
+    takes_arg = len(inspect.signature(get_sweep).parameters) > 1
+    node = get_sweep(h, arg or None) if takes_arg else get_sweep(h)
+    if not isinstance(node, space.Node):
+        raise SweepError(
+            f"{path}: get_sweep(h) returned {node!r}; return h.sweep(...), h.product(...), "
+            "h.zip(...) or h.random(...)"
+        )
+    base = parse(config, fixed)
+    space.check_keys(node, base, path)
+    overlap = sorted(set(node.keys()) & set(fixed))
+    if overlap:
+        raise SweepError(
+            f"--config.{overlap[0]} is fixed on the sweep command line and also swept by "
+            "get_sweep; drop one of them"
+        )
+    return Definition(config, dict(fixed), node, base)
+
+
+def parse(config: str, overrides: Overrides) -> ml_collections.ConfigDict:
+    """The config `python -m ann.main --config=CONFIG --config.K=V ...` would build, parsed by
+    the same flag machinery, so a value the CLI would reject fails here, before any run."""
+    argv = ["ann.main", f"--config={config}"]
+    argv += [f"--config.{k}={cli_value(v)}" for k, v in overrides.items()]
+    values = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, "", flag_values=values, sys_argv=argv)
+    try:
+        values(argv)
+    except (flags.Error, AttributeError, TypeError, ValueError, KeyError) as e:
+        text = " ".join(str(e).split())
+        raise SweepError(f"{' '.join(argv[2:])}: {text}") from None
+    return values["config"].value
+
+
+def check_trial(definition: Definition, trial: Trial) -> str:
+    """Validates the trial's full config (types, choices, ranges); returns its config JSON."""
+    try:
+        config = parse(definition.config, {**definition.fixed, **trial.overrides})
+        config_lib.validate(config, num_devices=1)
+    except (SweepError, config_lib.ConfigError) as e:
+        raise SweepError(f"trial {trial.name}: {e}; fix the value in get_sweep") from None
+    return config_lib.to_json(config)

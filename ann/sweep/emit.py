@@ -1,0 +1,149 @@
+"""Cluster launchers for a grid sweep: a SLURM array job or a Kubernetes indexed Job.
+
+Index i runs trial i's command (the one in its command.sh), in the directory the sweep was
+defined from, and leaves what the local launcher leaves: stdout.log, stderr.log and a
+trial.json with the exit status and wall time. So `python -m ann.sweep --summarize=DIR` reads a
+cluster sweep like a local one, and resubmitting the same script resumes unfinished trials
+(`ann.main` resumes from each workdir; a finished one has nothing left to do).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+
+from ann.sweep.trials import Trial
+
+# Runs trial $INDEX: its command, its logs, and a trial.json like the local launcher's.
+_RUN_TRIAL = """\
+run_trial() {{
+  local dir=$1; shift
+  mkdir -p "$dir"
+  local start=$SECONDS rc=0
+  "$@" >>"$dir/stdout.log" 2>>"$dir/stderr.log" || rc=$?
+  printf '{{"launcher": "{launcher}", "returncode": %d, "wall_seconds": %d}}\\n' \\
+    "$rc" "$((SECONDS - start))" >"$dir/trial.json.tmp"
+  mv "$dir/trial.json.tmp" "$dir/trial.json"
+  return "$rc"
+}}
+
+case "$INDEX" in
+{cases}
+  *) echo "no trial $INDEX in this sweep (0-{last})" >&2; exit 2 ;;
+esac
+"""
+
+
+def _cases(trials: list[Trial], launcher: str) -> str:
+    lines = [
+        f"  {i}) run_trial {shlex.quote(t.workdir)} {t.command()} ;;" for i, t in enumerate(trials)
+    ]
+    return _RUN_TRIAL.format(launcher=launcher, cases="\n".join(lines), last=len(trials) - 1)
+
+
+def _job_name(sweep_dir: str) -> str:
+    base = os.path.basename(os.path.normpath(sweep_dir)).lower()
+    return ("ann-" + re.sub(r"[^a-z0-9-]+", "-", base)).strip("-")[:63]
+
+
+def slurm(
+    trials: list[Trial], sweep_dir: str, cwd: str, parallel: int, cpus: int, memory: str
+) -> str:
+    """An sbatch script: `sbatch SWEEP_DIR/sweep.sbatch` runs one array task per trial."""
+    throttle = f"%{parallel}" if parallel > 0 else ""  # 0: as many as SLURM allows
+    header = [
+        "#!/usr/bin/env bash",
+        f"#SBATCH --job-name={_job_name(sweep_dir)}",
+        f"#SBATCH --array=0-{len(trials) - 1}{throttle}",
+        f"#SBATCH --cpus-per-task={cpus}",
+        f"#SBATCH --mem={memory}",
+        f"#SBATCH --output={os.path.join(sweep_dir, 'slurm-%A_%a.out')}",
+        "# One array task per trial; resubmit to resume the unfinished ones.",
+        "set -uo pipefail",
+        f"cd {shlex.quote(cwd)}",
+        # XLA sizes its thread pool from the cores SLURM binds; BLAS needs telling.
+        'export OMP_NUM_THREADS="${SLURM_CPUS_PER_TASK:-1}"',
+        'export OPENBLAS_NUM_THREADS="$OMP_NUM_THREADS" MKL_NUM_THREADS="$OMP_NUM_THREADS"',
+        'INDEX="${SLURM_ARRAY_TASK_ID:?run this with sbatch (or set SLURM_ARRAY_TASK_ID)}"',
+        "",
+    ]
+    return "\n".join(header) + _cases(trials, "slurm")
+
+
+def kubernetes(
+    trials: list[Trial],
+    sweep_dir: str,
+    parallel: int,
+    cpus: int,
+    memory: str,
+    image: str,
+    pvc: str,
+    root: str,
+) -> str:
+    """An indexed Job: `kubectl apply -f SWEEP_DIR/sweep-job.yaml`, one index per trial.
+
+    The image holds the project at `root` (its working directory, where the commands' relative
+    paths start); the sweep workdir is a PersistentVolumeClaim mounted at the same path, so
+    every pod writes its trial where --summarize looks."""
+    mount = sweep_dir if os.path.isabs(sweep_dir) else os.path.join(root, sweep_dir)
+    script = "set -uo pipefail\n" + 'INDEX="$JOB_COMPLETION_INDEX"\n' + _cases(trials, "kubernetes")
+    body = "\n".join("              " + line if line else "" for line in script.splitlines())
+    return f"""\
+# Kubernetes indexed Job: one index per trial of the sweep in {sweep_dir}.
+#   kubectl apply -f {os.path.join(sweep_dir, "sweep-job.yaml")}
+# Reapplying (after deleting the Job) resumes unfinished trials.
+apiVersion: batch/v1
+kind: Job
+metadata:
+  name: {_job_name(sweep_dir)}
+spec:
+  completionMode: Indexed
+  completions: {len(trials)}
+  parallelism: {parallel if parallel > 0 else len(trials)}
+  # A failing trial fails its own index (retried once: it resumes), not the others'
+  # (Kubernetes >= 1.29).
+  backoffLimitPerIndex: 1
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+        - name: trial
+          image: {image}
+          workingDir: {root}
+          env:
+            - name: OMP_NUM_THREADS
+              value: "{cpus}"
+            - name: OPENBLAS_NUM_THREADS
+              value: "{cpus}"
+          resources:
+            requests: {{cpu: "{cpus}", memory: "{memory}"}}
+            limits: {{cpu: "{cpus}", memory: "{memory}"}}
+          volumeMounts:
+            - name: sweep
+              mountPath: {mount}
+          command:
+            - bash
+            - -c
+            - |
+{body}
+      volumes:
+        - name: sweep
+          persistentVolumeClaim:
+            claimName: {pvc}
+"""
+
+
+def write(kind: str, trials: list[Trial], sweep_dir: str, **options) -> str:
+    """Writes the launcher file into the sweep workdir; returns its path."""
+    os.makedirs(sweep_dir, exist_ok=True)
+    if kind == "slurm":
+        path, text = os.path.join(sweep_dir, "sweep.sbatch"), slurm(trials, sweep_dir, **options)
+    else:
+        path, text = (
+            os.path.join(sweep_dir, "sweep-job.yaml"),
+            kubernetes(trials, sweep_dir, **options),
+        )
+    with open(path, "w") as f:
+        f.write(text)
+    return path

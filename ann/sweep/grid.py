@@ -1,0 +1,74 @@
+"""A grid (or random) sweep: expand get_sweep, check every trial, run what is not finished.
+
+Trials that are done or pruned are never run again; a failed trial is kept as failed unless
+`retry_failed` (its error is usually in the config, and rerunning costs a whole run); an
+interrupted or never-started trial runs (an interrupted one resumes from its checkpoint).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ann.sweep import definition as definition_lib
+from ann.sweep import launch, results, space
+from ann.sweep import trials as trials_lib
+from ann.sweep.definition import Definition
+from ann.sweep.trials import Trial
+
+
+def prepare(definition: Definition, sweep_dir: str) -> tuple[list[Trial], list[str]]:
+    """The trials and their config JSON, all checked before any of them runs."""
+    rows = space.trials(definition.node)
+    names = trials_lib.names(rows)
+    trials = [definition.trial(n, row, sweep_dir) for n, row in zip(names, rows)]
+    return trials, [definition_lib.check_trial(definition, t) for t in trials]
+
+
+def end_line(trial: Trial, outcome: launch.Outcome, metric: str, mode: str) -> str:
+    """One console line per finished trial."""
+    line = f"{outcome.status:<11} {trial.name} ({outcome.seconds:.0f}s)"
+    if outcome.error:
+        return f"{line}: {outcome.error}"
+    best, step = results.best_of(results.evals(trial.workdir)[0], metric, mode)
+    return f"{line}: best {metric} {best:.4f} at step {step}" if best is not None else line
+
+
+def run(
+    definition: Definition,
+    sweep_dir: str,
+    metric: str,
+    mode: str,
+    parallel: int = 1,
+    retry_failed: bool = False,
+    log: Callable[[str], None] = print,
+) -> str:
+    """Runs the sweep (resuming it); returns the results table as markdown."""
+    trials, configs = prepare(definition, sweep_dir)
+    results.write_sweep_file(
+        sweep_dir, results.sweep_info(definition, "grid", metric, mode, trials)
+    )
+    todo, counts = [], {}
+    for trial, config_json in zip(trials, configs):
+        status, _ = trials_lib.status(trial.workdir)
+        counts[status] = counts.get(status, 0) + 1
+        if status in trials_lib.FINISHED or (status == "failed" and not retry_failed):
+            continue
+        trial.write_files(config_json)
+        todo.append(trial)
+    message = f"sweep {sweep_dir}: {len(trials)} trials, {len(todo)} to run, {parallel} at a time"
+    skipped = [f"{n} {s}" for s, n in counts.items() if s in (*trials_lib.FINISHED, "failed")]
+    if skipped:
+        message += f"; skipping {', '.join(skipped)}"
+    if counts.get("failed") and not retry_failed:
+        message += " (--retry_failed reruns failed trials)"
+    log(message)
+    queue = iter(todo)
+    done = [0]
+
+    def on_end(trial: Trial, outcome: launch.Outcome) -> None:
+        done[0] += 1
+        log(f"[{done[0]}/{len(todo)}] " + end_line(trial, outcome, metric, mode))
+        results.write(sweep_dir, with_plot=False)
+
+    launch.run(lambda: next(queue, None), on_end, parallel)
+    return results.write(sweep_dir)

@@ -1,0 +1,172 @@
+"""The local launcher: trial subprocesses, N at a time, each pinned to its own cores.
+
+With `--parallel=N`, the cores this process may use are split into N disjoint sets and each
+running trial is pinned to one (`sched_setaffinity` in the child before it starts Python), so N
+trials do not oversubscribe the machine. XLA's CPU thread pool sizes itself from the affinity
+mask (measured with jax 0.10: one `tf_XLAEigen` thread per allowed core), and the BLAS/OpenMP
+variables below cap numpy's threads to match.
+
+A failing trial is recorded (exit status and its error line in trial.json) and the others go
+on. Ctrl-C sends SIGTERM to the running trials, which save a checkpoint and exit; the same
+sweep command resumes them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+
+from absl import logging
+
+from ann.sweep import trials as trials_lib
+from ann.sweep.trials import Trial
+
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def cpu_sets(parallel: int) -> list[list[int]]:
+    """`parallel` disjoint sets of the cores this process may use (shared round-robin only if
+    there are fewer cores than trials)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if parallel > len(cpus):
+        logging.warning(
+            "--parallel=%d is more than the %d cores available: trials will share cores",
+            parallel,
+            len(cpus),
+        )
+        return [[cpus[i % len(cpus)]] for i in range(parallel)]
+    size, extra = divmod(len(cpus), parallel)
+    sets, start = [], 0
+    for i in range(parallel):
+        end = start + size + (i < extra)
+        sets.append(cpus[start:end])
+        start = end
+    return sets
+
+
+@dataclasses.dataclass
+class Outcome:
+    status: str  # done, pruned, failed, interrupted
+    returncode: int
+    error: str | None
+    seconds: float
+
+
+@dataclasses.dataclass
+class _Running:
+    trial: Trial
+    proc: subprocess.Popen
+    start: float
+    stderr_offset: int
+    logs: list
+
+
+def _start(trial: Trial, cpus: list[int]) -> _Running:
+    workdir = trial.workdir
+    os.makedirs(workdir, exist_ok=True)
+    record = trials_lib.read_record(workdir)
+    attempt = record.get("attempts", 0) + 1
+    trials_lib.update_record(
+        workdir,
+        name=trial.name,
+        command=trial.command(),
+        attempts=attempt,
+        cpus=cpus,
+        started=trials_lib.now(),
+        ended=None,
+        returncode=None,
+        error=None,
+        stopped_by_sweep=False,
+    )
+    stdout = open(os.path.join(workdir, "stdout.log"), "ab")
+    stderr = open(os.path.join(workdir, "stderr.log"), "ab")
+    header = f"=== attempt {attempt} at {trials_lib.now()} on cores {cpus}\n".encode()
+    stdout.write(header)
+    stderr.write(header)
+    stderr.flush()
+    stdout.flush()
+    offset = stderr.tell()
+    threads = str(len(cpus))
+    env = {**os.environ, **dict.fromkeys(THREAD_VARS, threads), **trial.env}
+    proc = subprocess.Popen(
+        trial.argv(),
+        cwd=trial.cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=stderr,
+        # Pin before the interpreter starts, so every thread it creates inherits the cores.
+        preexec_fn=lambda: os.sched_setaffinity(0, cpus),
+        # Its own session: a Ctrl-C in the terminal reaches the sweep, which stops trials
+        # with SIGTERM (save and exit) rather than killing them mid-save.
+        start_new_session=True,
+    )
+    return _Running(trial, proc, time.monotonic(), offset, [stdout, stderr])
+
+
+def _finish(run: _Running, stopped: bool = False) -> Outcome:
+    for f in run.logs:
+        f.close()
+    returncode = run.proc.returncode
+    seconds = time.monotonic() - run.start
+    workdir = run.trial.workdir
+    error = None
+    if returncode != 0 and not stopped:
+        with open(os.path.join(workdir, "stderr.log"), "rb") as f:
+            f.seek(run.stderr_offset)
+            error = trials_lib.error_line(f.read().decode(errors="replace"), returncode)
+    record = trials_lib.read_record(workdir)
+    trials_lib.update_record(
+        workdir,
+        returncode=returncode,
+        error=error,
+        ended=trials_lib.now(),
+        # SIGTERM from the sweep can land before ann.main handles it: not the trial's fault.
+        stopped_by_sweep=stopped,
+        wall_seconds=round(record.get("wall_seconds", 0.0) + seconds, 2),
+    )
+    status, _ = trials_lib.status(workdir)
+    return Outcome(status, returncode, error, seconds)
+
+
+def run(
+    next_trial: Callable[[], Trial | None],
+    on_end: Callable[[Trial, Outcome], None],
+    parallel: int = 1,
+    poll_seconds: float = 0.2,
+) -> None:
+    """Runs trials from `next_trial()` (None: nothing to start now) until none is left or
+    running; calls `on_end(trial, outcome)` as each ends."""
+    slots = cpu_sets(parallel)
+    running: dict[int, _Running] = {}
+    try:
+        while True:
+            for slot in range(parallel):
+                if slot in running:
+                    continue
+                trial = next_trial()
+                if trial is None:
+                    break
+                running[slot] = _start(trial, slots[slot])
+                logging.info("started %s on cores %s", trial.name, slots[slot])
+            if not running:
+                return
+            time.sleep(poll_seconds)
+            for slot, run_ in list(running.items()):
+                if run_.proc.poll() is not None:
+                    del running[slot]
+                    on_end(run_.trial, _finish(run_))
+    except KeyboardInterrupt:
+        logging.warning(
+            "interrupted: stopping %d running trials (they save and exit)", len(running)
+        )
+        for run_ in running.values():
+            run_.proc.send_signal(signal.SIGTERM)
+        for run_ in running.values():
+            run_.proc.wait()
+            on_end(run_.trial, _finish(run_, stopped=True))
+        raise

@@ -1,0 +1,251 @@
+"""The sweep's results: `results.csv`, `results.md` and `results.png` in the sweep workdir.
+
+One row per trial: its overrides, status, the best value of the sweep's metric and its step,
+the final value of every eval metric, steps trained, wall time, error and command. Everything
+is read from the trial workdirs (metrics.jsonl, run_status.json, trial.json), so
+`python -m ann.sweep --summarize=DIR` rebuilds it at any time, also after a cluster run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from typing import Any
+
+from ann.sweep import trials as trials_lib
+from ann.sweep.space import SweepError
+
+SWEEP_FILE = "sweep.json"
+ORDER = {"done": 0, "pruned": 1, "running": 2, "interrupted": 3, "pending": 4, "failed": 5}
+
+
+def write_sweep_file(sweep_dir: str, info: dict[str, Any]) -> None:
+    os.makedirs(sweep_dir, exist_ok=True)
+    trials_lib.write_text(os.path.join(sweep_dir, SWEEP_FILE), json.dumps(info, indent=2) + "\n")
+
+
+def read_sweep_file(sweep_dir: str) -> dict[str, Any]:
+    path = os.path.join(sweep_dir, SWEEP_FILE)
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except OSError:
+        raise SweepError(
+            f"{path} not found: --summarize takes a sweep workdir that python -m ann.sweep "
+            "--workdir=... has written"
+        ) from None
+
+
+def evals(workdir: str) -> tuple[list[dict], int]:
+    """Eval records from metrics.jsonl, and the last step logged."""
+    records, last = [], 0
+    try:
+        with open(os.path.join(workdir, "metrics.jsonl")) as f:
+            for line in f:
+                if not line.strip():
+                    continue
+                record = json.loads(line)
+                last = max(last, record["step"])
+                if any(k.startswith("eval") and "seconds" not in k for k in record):
+                    records.append(record)
+    except (OSError, ValueError):
+        pass
+    return records, last
+
+
+def best_of(records: list[dict], metric: str, mode: str) -> tuple[float | None, int | None]:
+    values = [(r[metric], r["step"]) for r in records if isinstance(r.get(metric), int | float)]
+    values = [(v, s) for v, s in values if math.isfinite(v)]
+    if not values:
+        return None, None
+    pick = max if mode == "max" else min
+    return pick(values, key=lambda vs: vs[0])
+
+
+def trial_row(sweep_dir: str, name: str, overrides: dict, metric: str, mode: str) -> dict:
+    workdir = os.path.join(sweep_dir, name)
+    status, details = trials_lib.status(workdir)
+    records, last = evals(workdir)
+    best, best_step = best_of(records, metric, mode)
+    record, run = details["record"], details["run"]
+    row: dict[str, Any] = {"trial": name, "status": status, **overrides}
+    row[f"best {metric}"] = best
+    row["best step"] = best_step
+    final = records[-1] if records else {}
+    for key in sorted(k for k in final if k.startswith("eval") and "seconds" not in k):
+        row[f"final {key}"] = final[key]
+    row["steps"] = run.get("step", last) if run else (last or None)
+    row["early stop"] = run.get("status") == "early_stopped"
+    row["wall seconds"] = record.get("wall_seconds")
+    row["error"] = details.get("error", "")
+    row["command"] = record.get("command") or _command(workdir)
+    return row
+
+
+def _command(workdir: str) -> str:
+    try:
+        with open(os.path.join(workdir, "command.sh")) as f:
+            return f.read().strip().splitlines()[-1].removeprefix("exec ").removesuffix(' "$@"')
+    except (OSError, IndexError):
+        return ""
+
+
+def collect(sweep_dir: str) -> tuple[dict[str, Any], list[dict]]:
+    info = read_sweep_file(sweep_dir)
+    rows = [
+        trial_row(sweep_dir, t["name"], t["overrides"], info["metric"], info["mode"])
+        for t in info["trials"]
+    ]
+    return info, rows
+
+
+def _columns(rows: list[dict]) -> list[str]:
+    return list(dict.fromkeys(k for row in rows for k in row))
+
+
+def _sorted(rows: list[dict], metric: str, mode: str) -> list[dict]:
+    sign = -1 if mode == "max" else 1
+
+    def key(row):
+        value = row[f"best {metric}"]
+        return (
+            ORDER.get(row["status"], 9),
+            value is None,
+            sign * value if value is not None else 0,
+        )
+
+    return sorted(rows, key=key)
+
+
+def _cell(value: Any, column: str = "") -> str:
+    if value is None or value is False:
+        return ""
+    if value is True:
+        return "yes"
+    if column == "wall seconds":
+        return f"{value:.1f}"
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 1e4 else f"{value:.4g}"
+    text = str(value).replace("|", "\\|").replace("\n", " ")
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def markdown(sweep_dir: str, info: dict, rows: list[dict], plot: str | None) -> str:
+    metric, mode = info["metric"], info["mode"]
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    tally = ", ".join(f"{n} {s}" for s, n in sorted(counts.items(), key=lambda x: ORDER[x[0]]))
+    lines = [
+        f"# Sweep {sweep_dir}",
+        "",
+        f"`{info['config']}`, {info['search']} search, {len(rows)} trials: {tally or 'none'}. "
+        f"Metric: {metric} ({mode}). Sorted best first.",
+        "",
+    ]
+    shown = [c for c in _columns(rows) if c != "command"]
+    lines.append("| # | " + " | ".join(shown) + " |")
+    lines.append("|---|" + "---|" * len(shown))
+    ranked = _sorted(rows, metric, mode)
+    for i, row in enumerate(ranked, 1):
+        lines.append(f"| {i} | " + " | ".join(_cell(row.get(c), c) for c in shown) + " |")
+    top = ranked[0] if ranked and ranked[0][f"best {metric}"] is not None else None
+    if top:
+        lines += [
+            "",
+            f"Best: `{top['trial']}`, {metric} {top[f'best {metric}']:.4f} at step "
+            f"{top['best step']}. Re-run it alone:",
+            "",
+            f"    {top['command']}",
+        ]
+    if plot:
+        lines += ["", f"![{metric} against each swept key]({os.path.basename(plot)})"]
+    return "\n".join(lines) + "\n"
+
+
+def _number(text: Any) -> float | None:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def plot(sweep_dir: str, info: dict, rows: list[dict]) -> str | None:
+    """`results.png`: the best metric of each trial against each swept key; None if there is
+    nothing to plot yet."""
+    metric = info["metric"]
+    keys = [k for k in dict.fromkeys(k for t in info["trials"] for k in t["overrides"])]
+    keys = [k for k in keys if len({str(r.get(k)) for r in rows}) > 1]
+    points = [r for r in rows if r[f"best {metric}"] is not None]
+    if not keys or not points:
+        return None
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure  # no pyplot: no global state, no display needed
+
+    cols = min(len(keys), 3)
+    nrows = math.ceil(len(keys) / cols)
+    fig = Figure(figsize=(4.2 * cols, 3.4 * nrows), layout="constrained")
+    FigureCanvasAgg(fig)
+    for i, key in enumerate(keys):
+        ax = fig.add_subplot(nrows, cols, i + 1)
+        xs = [_number(r.get(key)) for r in points]
+        numeric = all(x is not None for x in xs)
+        if not numeric:
+            labels = list(dict.fromkeys(str(r.get(key)) for r in points))
+            xs = [labels.index(str(r.get(key))) for r in points]
+            ax.set_xticks(range(len(labels)), labels, rotation=20, fontsize=8)
+        elif min(xs) > 0 and max(xs) / min(xs) >= 50:
+            ax.set_xscale("log")
+        for status, style in (("done", "o"), ("pruned", "x")):
+            sel = [(x, r[f"best {metric}"]) for x, r in zip(xs, points) if r["status"] == status]
+            if sel:
+                ax.scatter(*zip(*sel), marker=style, label=status, alpha=0.8)
+        ax.set_xlabel(key)
+        ax.set_ylabel(f"best {metric}")
+        ax.grid(alpha=0.3)
+        if i == 0:
+            ax.legend(fontsize=8)
+    path = os.path.join(sweep_dir, "results.png")
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def write(sweep_dir: str, with_plot: bool = True) -> str:
+    """Rewrites results.csv, results.md (and results.png); returns the markdown."""
+    info, rows = collect(sweep_dir)
+    columns = _columns(rows)
+    tmp = os.path.join(sweep_dir, "results.csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, columns)
+        writer.writeheader()
+        writer.writerows(
+            {c: "" if row.get(c) is None else row.get(c) for c in columns} for row in rows
+        )
+    os.replace(tmp, os.path.join(sweep_dir, "results.csv"))
+    png = os.path.join(sweep_dir, "results.png")
+    picture = plot(sweep_dir, info, rows) if with_plot else (png if os.path.exists(png) else None)
+    text = markdown(sweep_dir, info, rows, picture)
+    trials_lib.write_text(os.path.join(sweep_dir, "results.md"), text)
+    return text
+
+
+def sweep_info(definition: Any, search: str, metric: str, mode: str, trials: list) -> dict:
+    """What sweep.json records: enough for --summarize and --emit to work from the workdir."""
+    return {
+        "config": definition.config,
+        "fixed": {k: trials_lib.cli_value(v) for k, v in definition.fixed.items()},
+        "search": search,
+        "metric": metric,
+        "mode": mode,
+        "cwd": os.getcwd(),
+        "trials": [
+            {
+                "name": t.name,
+                "overrides": {k: trials_lib.cli_value(v) for k, v in t.overrides.items()},
+            }
+            for t in trials
+        ],
+    }

@@ -1,0 +1,353 @@
+"""Sweep definitions: the `h` that a config file's `get_sweep(h)` builds its search space with.
+
+    def get_sweep(h):
+        return h.product(
+            h.sweep("optimizer.learning_rate", [1e-3, 3e-3, 1e-2]),
+            h.zip(h.sweep("model.features", [(128,), (256, 256)]),
+                  h.sweep("model.dropout", [0.0, 0.1])),
+        )
+
+Keys are dotted config paths. `h.sweep` lists values; `h.product` crosses sweeps, `h.zip` pairs
+them row by row; `h.uniform`, `h.loguniform`, `h.randint` and `h.choice` declare draws, which a
+grid sweep takes `n` of with `h.random(n, ...)` and `--search=tpe` searches directly. The same
+definition gives both: `trials()` expands it to a list of override dicts, `params()` to Optuna
+distributions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import itertools
+import math
+import random
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import ml_collections
+
+NoneType = type(None)
+
+
+class SweepError(ValueError):
+    """A mistake in a sweep definition or the sweep command; the message names it and the fix."""
+
+
+Overrides = dict[str, Any]  # dotted config key -> value, in declaration order
+
+
+def _plain(value: Any) -> Any:
+    """Lists become tuples: that is how ConfigDicts and `--config.k=(a, b)` hold sequences."""
+    if isinstance(value, list | tuple):
+        return tuple(_plain(v) for v in value)
+    return value
+
+
+class Node:
+    """A piece of a sweep: something that expands to trials and declares search parameters."""
+
+    def keys(self) -> list[str]:
+        raise NotImplementedError
+
+    def trials(self) -> list[Overrides]:
+        raise NotImplementedError
+
+    def params(self) -> list[Param]:
+        raise NotImplementedError
+
+
+@dataclasses.dataclass
+class Param:
+    """One Optuna parameter and how its value becomes overrides."""
+
+    name: str
+    distribution: Any  # an optuna.distributions.BaseDistribution
+    decode: Any  # value -> Overrides
+    searchable: bool  # more than one possible value
+
+
+@dataclasses.dataclass
+class Sweep(Node):
+    key: str
+    values: list[Any]
+
+    def keys(self) -> list[str]:
+        return [self.key]
+
+    def trials(self) -> list[Overrides]:
+        return [{self.key: v} for v in self.values]
+
+    def params(self) -> list[Param]:
+        return [_categorical(self.key, [{self.key: v} for v in self.values])]
+
+
+def _categorical(name: str, rows: list[Overrides]) -> Param:
+    """Choices are the values themselves when they are distinct Optuna scalars (readable in
+    the study), else row indices (tuples, zipped rows)."""
+    import optuna
+
+    scalars = (NoneType, bool, int, float, str)
+    values = [next(iter(r.values())) for r in rows] if all(len(r) == 1 for r in rows) else []
+    if (
+        values
+        and all(isinstance(v, scalars) for v in values)
+        and len({repr(v) for v in values}) == len(values)
+    ):
+        by_repr = {repr(v): r for v, r in zip(values, rows)}
+        return Param(
+            name,
+            optuna.distributions.CategoricalDistribution(values),
+            lambda v: dict(by_repr[repr(v)]),
+            len(rows) > 1,
+        )
+    return Param(
+        name,
+        optuna.distributions.CategoricalDistribution(list(range(len(rows)))),
+        lambda i: dict(rows[int(i)]),
+        len(rows) > 1,
+    )
+
+
+@dataclasses.dataclass
+class Product(Node):
+    nodes: list[Node]
+
+    def keys(self) -> list[str]:
+        return [k for n in self.nodes for k in n.keys()]
+
+    def trials(self) -> list[Overrides]:
+        rows = [n.trials() for n in self.nodes]
+        return [
+            {k: v for part in combo for k, v in part.items()} for combo in itertools.product(*rows)
+        ]
+
+    def params(self) -> list[Param]:
+        return [p for n in self.nodes for p in n.params()]
+
+
+@dataclasses.dataclass
+class Zip(Node):
+    nodes: list[Node]
+
+    def keys(self) -> list[str]:
+        return [k for n in self.nodes for k in n.keys()]
+
+    def trials(self) -> list[Overrides]:
+        rows = [n.trials() for n in self.nodes]
+        if len({len(r) for r in rows}) > 1:
+            sizes = ", ".join(f"{'+'.join(n.keys())}: {len(r)}" for n, r in zip(self.nodes, rows))
+            raise SweepError(
+                f"h.zip of unequal lengths ({sizes}); give each part the same number of values"
+            )
+        return [{k: v for part in parts for k, v in part.items()} for parts in zip(*rows)]
+
+    def params(self) -> list[Param]:
+        # TPE cannot keep zipped keys together as separate parameters: one choice of a row.
+        return [_categorical("+".join(self.keys()), self.trials())]
+
+
+@dataclasses.dataclass
+class Draw(Node):
+    """A value drawn per trial: uniform, log-uniform, integer or a choice."""
+
+    kind: str  # uniform | loguniform | randint | choice
+    key: str
+    low: Any = None
+    high: Any = None
+    values: list[Any] | None = None
+
+    def __str__(self) -> str:
+        args = self.values if self.kind == "choice" else f"{self.low}, {self.high}"
+        return f"h.{self.kind}({self.key!r}, {args})"
+
+    def keys(self) -> list[str]:
+        return [self.key]
+
+    def trials(self) -> list[Overrides]:
+        raise SweepError(
+            f"{self} draws values, so a grid cannot list them: wrap it in "
+            "h.random(n, ...) for n random draws, or search it with --search=tpe"
+        )
+
+    def draw(self, rng: random.Random) -> Any:
+        if self.kind == "choice":
+            return rng.choice(self.values)
+        if self.kind == "randint":
+            return rng.randint(self.low, self.high)
+        if self.kind == "loguniform":
+            value = math.exp(rng.uniform(math.log(self.low), math.log(self.high)))
+        else:
+            value = rng.uniform(self.low, self.high)
+        # 4 significant digits: readable commands and workdir names, and no loss that matters.
+        return float(f"{value:.4g}")
+
+    def params(self) -> list[Param]:
+        import optuna
+
+        if self.kind == "choice":
+            return [_categorical(self.key, [{self.key: v} for v in self.values])]
+        if self.kind == "randint":
+            dist = optuna.distributions.IntDistribution(self.low, self.high)
+        else:
+            dist = optuna.distributions.FloatDistribution(
+                self.low, self.high, log=self.kind == "loguniform"
+            )
+        return [Param(self.key, dist, lambda v, k=self.key: {k: v}, True)]
+
+
+@dataclasses.dataclass
+class Random(Node):
+    n: int
+    draws: list[Draw]
+    seed: int = 0
+
+    def keys(self) -> list[str]:
+        return [d.key for d in self.draws]
+
+    def trials(self) -> list[Overrides]:
+        rng = random.Random(self.seed)
+        return [{d.key: d.draw(rng) for d in self.draws} for _ in range(self.n)]
+
+    def params(self) -> list[Param]:
+        return [p for d in self.draws for p in d.params()]
+
+
+def _nodes(parts: tuple, what: str) -> list[Node]:
+    if len(parts) == 1 and isinstance(parts[0], list | tuple):
+        parts = tuple(parts[0])
+    if not parts:
+        raise SweepError(f"h.{what}() has nothing to combine; give it h.sweep(...) parts")
+    for p in parts:
+        if not isinstance(p, Node):
+            raise SweepError(
+                f"h.{what}() takes sweep parts such as h.sweep(key, values), got {p!r}"
+            )
+    return list(parts)
+
+
+class Builder:
+    """The `h` handed to `get_sweep(h)`."""
+
+    def sweep(self, key: str, values: Sequence[Any]) -> Node:
+        """One key over listed values: a grid axis (a categorical choice for TPE)."""
+        _check_key(key)
+        if isinstance(values, str | bytes) or not isinstance(values, Sequence):
+            raise SweepError(f"h.sweep({key!r}, {values!r}): values must be a list, e.g. [1, 2]")
+        if not values:
+            raise SweepError(f"h.sweep({key!r}, []) has no values; give at least one")
+        return Sweep(key, [_plain(v) for v in values])
+
+    def product(self, *parts: Node) -> Node:
+        """Every combination of the parts' trials."""
+        return Product(_nodes(parts, "product"))
+
+    def zip(self, *parts: Node) -> Node:
+        """The parts' trials side by side: the i-th values of each together (same lengths)."""
+        return Zip(_nodes(parts, "zip"))
+
+    def _range(self, kind: str, key: str, low: float, high: float) -> Draw:
+        _check_key(key)
+        if not low < high:
+            raise SweepError(f"h.{kind}({key!r}, {low}, {high}): low must be below high")
+        if kind == "loguniform" and low <= 0:
+            raise SweepError(f"h.loguniform({key!r}, {low}, {high}): low must be > 0")
+        return Draw(kind, key, low, high)
+
+    def uniform(self, key: str, low: float, high: float) -> Draw:
+        return self._range("uniform", key, float(low), float(high))
+
+    def loguniform(self, key: str, low: float, high: float) -> Draw:
+        """Uniform in log space: learning rates, weight decay."""
+        return self._range("loguniform", key, float(low), float(high))
+
+    def randint(self, key: str, low: int, high: int) -> Draw:
+        """An integer in [low, high], both included."""
+        return self._range("randint", key, int(low), int(high))
+
+    def choice(self, key: str, values: Sequence[Any]) -> Draw:
+        """One of the values, drawn at random (unlike h.sweep, which lists them all)."""
+        self.sweep(key, values)  # same checks
+        return Draw("choice", key, values=[_plain(v) for v in values])
+
+    def random(self, n: int, *draws: Draw, seed: int = 0) -> Node:
+        """`n` trials, each with a fresh draw of every part (seeded: the same every time)."""
+        if len(draws) == 1 and isinstance(draws[0], list | tuple):
+            draws = tuple(draws[0])
+        if not isinstance(n, int) or n < 1:
+            raise SweepError(f"h.random({n!r}, ...): n must be a positive number of trials")
+        if not draws or not all(isinstance(d, Draw) for d in draws):
+            raise SweepError(
+                "h.random(n, ...) takes draws such as h.loguniform(key, low, high), "
+                "h.uniform, h.randint or h.choice"
+            )
+        return Random(n, list(draws), seed)
+
+
+def _is_section(value: Any) -> bool:
+    return isinstance(value, Mapping | ml_collections.ConfigDict)
+
+
+def _check_key(key: Any) -> None:
+    if not isinstance(key, str) or not key or " " in key:
+        raise SweepError(f"sweep key {key!r} must be a dotted config path, e.g. 'model.dropout'")
+
+
+def check_keys(node: Node, config: ml_collections.ConfigDict, source: str) -> None:
+    """Each key once, each a settable key of `config` (what `--config.KEY=VALUE` can set)."""
+    seen: set[str] = set()
+    for key in node.keys():
+        if key in seen:
+            raise SweepError(f"sweep key {key!r} is swept twice; sweep each key once")
+        seen.add(key)
+        section: Any = config
+        parts = key.split(".")
+        for i, part in enumerate(parts):
+            if not _is_section(section) or part not in section:
+                where = ".".join(parts[:i])
+                options = sorted(section) if _is_section(section) else []
+                close = difflib.get_close_matches(part, options, n=1)
+                hint = (
+                    f" (did you mean '{'.'.join([*parts[:i], close[0]])}'?)"
+                    if close
+                    else f"; keys under '{where or '(top)'}': {', '.join(options) or 'none'}"
+                )
+                raise SweepError(
+                    f"sweep key {key!r} is not a key of the config from {source}{hint}; a "
+                    "key must be set in get_config (to a default) before it can be swept"
+                )
+            section = section[part]
+        if _is_section(section):
+            raise SweepError(
+                f"sweep key {key!r} is a section; sweep one of its keys, e.g. "
+                f"{key}.{next(iter(section), 'name')}"
+            )
+        if section is None:
+            raise SweepError(
+                f"sweep key {key!r} is None in the config from {source}, and --config.{key} "
+                "cannot set a key that is None; give it a value in get_config first"
+            )
+
+
+def trials(node: Node) -> list[Overrides]:
+    """The grid (and random draws) a definition expands to; an error if it is empty."""
+    rows = node.trials()
+    if not rows:
+        raise SweepError("the sweep has no trials; give its h.sweep(...) parts some values")
+    return rows
+
+
+def params(node: Node) -> tuple[list[Param], Overrides]:
+    """(searchable parameters, fixed overrides) for `--search=tpe`; an error if none search."""
+    found = node.params()
+    searchable = [p for p in found if p.searchable]
+    if not searchable:
+        raise SweepError(
+            "--search=tpe needs a search space, but every key of get_sweep has one value "
+            f"({', '.join(node.keys())}); declare ranges with h.loguniform/h.uniform/h.randint "
+            "or several values with h.sweep/h.choice"
+        )
+    fixed: Overrides = {}
+    for p in found:
+        if not p.searchable:
+            fixed.update(p.decode(p.distribution.choices[0]))
+    return searchable, fixed

@@ -1,0 +1,199 @@
+"""A trial: one `python -m ann.main` run of the sweep's config with some keys overridden.
+
+Its workdir is named after its overrides (`learning_rate=0.003,features=128-128`), and holds,
+beside what `ann.main` writes there:
+
+    command.sh    the command that re-runs (or resumes) this trial alone
+    config.json   the resolved config (ann.main rewrites it when it starts)
+    trial.json    what the launcher recorded: attempts, cores, exit status, error, wall time
+    stdout.log, stderr.log
+
+Its status is derived from those files (see `status`), so a sweep resumed later, or run by
+SLURM or Kubernetes, reads the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import shlex
+import signal
+import sys
+import time
+from typing import Any
+
+from ann.sweep.space import Overrides
+from ann.train import run_status
+
+RECORD = "trial.json"
+MAX_NAME = 80
+FINISHED = ("done", "pruned")  # a resumed sweep does not run these again
+
+
+def cli_value(value: Any) -> str:
+    """The text after `--config.KEY=` that ml_collections parses back to `value`."""
+    if isinstance(value, bool | int | str):
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, tuple | list):
+        return repr(tuple(value))
+    return repr(value)
+
+
+def _label(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, tuple | list):
+        return "-".join(_label(v) for v in value) or "none"
+    return str(value)
+
+
+def _digest(overrides: Overrides) -> str:
+    text = json.dumps({k: cli_value(v) for k, v in overrides.items()}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def names(rows: list[Overrides]) -> list[str]:
+    """Short, filesystem-safe, unique workdir names, each a function of its own overrides
+    (so a trial keeps its name when the sweep definition grows)."""
+    keys = [k for row in rows for k in row]
+    leaves = [k.rsplit(".", 1)[-1] for k in dict.fromkeys(keys)]
+    # The last part of a key (learning_rate) unless two keys share it (model.x vs data.x).
+    short = {
+        k: k.rsplit(".", 1)[-1] if leaves.count(k.rsplit(".", 1)[-1]) == 1 else k for k in keys
+    }
+    out = []
+    for row in rows:
+        name = ",".join(f"{short[k]}={_label(v)}" for k, v in row.items()) or "base"
+        name = re.sub(r"[^A-Za-z0-9._+=,-]+", "-", name)
+        if len(name) > MAX_NAME:
+            name = f"{name[: MAX_NAME - 9]}-{_digest(row)}"
+        out.append(name)
+    # Different values that print alike (0.30001 and 0.3 at 4 digits) get their digest added.
+    return [
+        f"{n}-{_digest(row)}" if out.count(n) > 1 and len(n) <= MAX_NAME - 9 else n
+        for n, row in zip(out, rows)
+    ]
+
+
+@dataclasses.dataclass
+class Trial:
+    name: str
+    overrides: Overrides  # the swept keys
+    fixed: Overrides  # --config.KEY=VALUE given to the sweep command: every trial gets them
+    config: str  # configs/NAME.py[:ARG], as given to the sweep
+    sweep_dir: str
+    cwd: str  # where the sweep ran: relative paths in the command are relative to it
+    env: dict[str, str] = dataclasses.field(default_factory=dict)  # e.g. the pruning spec
+
+    @property
+    def workdir(self) -> str:
+        return os.path.join(self.sweep_dir, self.name)
+
+    def flags(self) -> list[str]:
+        values = {**self.fixed, **self.overrides}
+        return [
+            f"--config={self.config}",
+            f"--workdir={self.workdir}",
+            *(f"--config.{k}={cli_value(v)}" for k, v in values.items()),
+        ]
+
+    def argv(self) -> list[str]:
+        """What the local launcher runs: this interpreter, so no environment is assumed."""
+        return [sys.executable, "-m", "ann.main", *self.flags()]
+
+    def command(self) -> str:
+        """The same command as text, for people, command.sh and cluster scripts."""
+        return shlex.join(["python", "-m", "ann.main", *self.flags()])
+
+    def write_files(self, config_json: str) -> None:
+        os.makedirs(self.workdir, exist_ok=True)
+        write_text(os.path.join(self.workdir, "config.json"), config_json + "\n")
+        script = (
+            "#!/usr/bin/env bash\n"
+            f"# Trial {self.name} of the sweep in {self.sweep_dir}: runs (or resumes) it alone.\n"
+            f"cd {shlex.quote(self.cwd)}\n"
+            f'exec {self.command()} "$@"\n'
+        )
+        path = os.path.join(self.workdir, "command.sh")
+        write_text(path, script)
+        os.chmod(path, 0o755)
+
+
+def write_text(path: str, text: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def read_record(workdir: str) -> dict[str, Any]:
+    try:
+        with open(os.path.join(workdir, RECORD)) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+def update_record(workdir: str, **fields: Any) -> dict[str, Any]:
+    record = {**read_record(workdir), **fields}
+    write_text(os.path.join(workdir, RECORD), json.dumps(record, indent=2, sort_keys=True) + "\n")
+    return record
+
+
+def error_line(stderr: str, returncode: int | None) -> str:
+    """The one line that says why a trial failed: ann's `error: ...` line, else the last line
+    (a traceback's exception), else how the process died."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if line.startswith("error: "):
+            return line[len("error: ") :]
+    if returncode is not None and returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return lines[-1] if lines else f"exited with status {returncode}"
+
+
+def stderr_tail(workdir: str, size: int = 20000) -> str:
+    try:
+        with open(os.path.join(workdir, "stderr.log"), "rb") as f:
+            f.seek(max(0, os.path.getsize(f.name) - size))
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def status(workdir: str) -> tuple[str, dict[str, Any]]:
+    """(status, details) of a trial from its files: done, pruned, failed, interrupted,
+    running or pending. `details` has the run status record and the launcher's record."""
+    record = read_record(workdir)
+    run = run_status.read(workdir) or {}
+    returncode = record.get("returncode")
+    details = {"record": record, "run": run}
+    state = run.get("status")
+    finished = state in ("done", *run_status.FINISHED_EARLY)
+    if record.get("stopped_by_sweep") and not finished:
+        return "interrupted", details
+    if returncode not in (None, 0):
+        details["error"] = record.get("error") or error_line(stderr_tail(workdir), returncode)
+        return "failed", details
+    if finished:
+        return ("pruned" if state == "pruned" else "done"), details
+    if state == "interrupted":
+        return "interrupted", details
+    if (record.get("started") and returncode is None) or state == "running":
+        return "running", details
+    if returncode == 0:
+        details["error"] = "exited without recording a status (run_status.json)"
+        return "failed", details
+    return "pending", details
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S")

@@ -1,0 +1,97 @@
+"""Early stopping: it stops, keeps and reports the best checkpoint, and a rerun trains no more."""
+
+import json
+
+import pytest
+from conftest import tiny
+
+from ann.config import ConfigError
+from ann.train import hooks
+from ann.train.loop import train_and_evaluate
+
+
+def stopping(**overrides):
+    # min_delta=1 on accuracy: nothing after the first eval counts as an improvement, so the
+    # run must stop at the (1 + patience)-th eval, at step 15 with evals every 5 steps.
+    return tiny(
+        total_steps=100,
+        eval_every_steps=5,
+        checkpoint_every_steps=50,
+        **{
+            "early_stopping.metric": "eval/accuracy",
+            "early_stopping.mode": "max",
+            "early_stopping.patience": 2,
+            "early_stopping.min_delta": 1.0,
+        },
+        **overrides,
+    )
+
+
+def eval_steps(workdir):
+    with open(workdir / "metrics.jsonl") as f:
+        return [r["step"] for r in map(json.loads, f) if "eval/accuracy" in r]
+
+
+def test_early_stopping_stops_and_a_rerun_does_not_train(tmp_path):
+    result = train_and_evaluate(stopping(), str(tmp_path))
+    assert result.step == 15 and result.stop_reason == "early_stopped"
+    assert not result.interrupted
+    assert eval_steps(tmp_path) == [5, 10, 15]
+    status = json.loads((tmp_path / "run_status.json").read_text())
+    assert status["status"] == "early_stopped" and status["step"] == 15
+    assert "did not improve" in status["message"]
+    # The best checkpoint is kept and reported, with the metrics it was saved with.
+    best = result.best_eval_metrics
+    best_dirs = [p.name for p in (tmp_path / "checkpoints_best").iterdir() if p.name.isdigit()]
+    assert best_dirs == [str(best["step"])]
+    assert status["best_eval_metrics"]["step"] == best["step"]
+    assert "15" in [p.name for p in (tmp_path / "checkpoints").iterdir()]
+
+    again = train_and_evaluate(stopping(), str(tmp_path))
+    assert again.step == 15 and again.stop_reason == "early_stopped"
+    assert again.best_eval_metrics["step"] == best["step"]
+    assert eval_steps(tmp_path) == [5, 10, 15]  # nothing new was trained or evaluated
+
+
+class StopAt(hooks.Hook):
+    def __call__(self, step, ctx):
+        ctx.stop = True
+
+
+def test_patience_survives_an_interruption(tmp_path):
+    # Interrupted after the second eval (one bad eval so far), the resumed run must replay that
+    # history and stop one eval later, exactly where an uninterrupted run stops.
+    first = train_and_evaluate(stopping(), str(tmp_path), extra_hooks=[StopAt(10)])
+    assert first.interrupted and first.step == 10 and not first.stop_reason
+    assert json.loads((tmp_path / "run_status.json").read_text())["status"] == "interrupted"
+    second = train_and_evaluate(stopping(), str(tmp_path))
+    assert second.step == 15 and second.stop_reason == "early_stopped"
+    assert second.best_eval_metrics  # the best checkpoint from before the interruption
+
+
+def test_off_by_default_and_a_finished_run_reports_done(tmp_path):
+    result = train_and_evaluate(tiny(), str(tmp_path))
+    assert result.step == 20 and not result.stop_reason
+    assert json.loads((tmp_path / "run_status.json").read_text())["status"] == "done"
+
+
+def test_early_stopping_errors_name_the_key(tmp_path):
+    with pytest.raises(ConfigError, match="early_stopping.metric.*not an eval metric"):
+        train_and_evaluate(tiny(**{"early_stopping.metric": "accuracy"}), str(tmp_path / "a"))
+    with pytest.raises(ConfigError, match="early_stopping.mode"):
+        train_and_evaluate(
+            tiny(**{"early_stopping.metric": "eval/loss", "early_stopping.mode": "down"}),
+            str(tmp_path / "b"),
+        )
+    with pytest.raises(ConfigError, match="'eval/acc' is not an eval metric; choose one of"):
+        train_and_evaluate(tiny(**{"early_stopping.metric": "eval/acc"}), str(tmp_path / "c"))
+
+
+def test_min_mode_and_min_delta():
+    stop = hooks.EarlyStopping(1, "eval/loss", "min", patience=2, min_delta=0.1)
+    assert not stop.update(1, 1.0)
+    assert not stop.update(2, 0.95)  # better, but not by more than min_delta
+    assert not stop.update(3, 0.85)  # by more than min_delta from 1.0: counter resets
+    assert stop.best == 0.85 and stop.bad_evals == 0
+    assert not stop.update(4, 0.80)
+    assert stop.update(5, 0.90)

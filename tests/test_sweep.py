@@ -1,0 +1,445 @@
+"""Sweeps: definitions, the local launcher (pinning, failures, resume), results, TPE with
+pruning, and the cluster scripts. Trials are real `ann.main` subprocesses of tiny configs."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from conftest import ROOT
+
+from ann.sweep import definition as definition_lib
+from ann.sweep import emit, grid, launch, pruning, search, space
+from ann.sweep import trials as trials_lib
+from ann.sweep.space import SweepError
+from ann.train import hooks
+
+# 20 steps of batch 32, evals at 10 and 20: a trial takes a few seconds, most of it start-up.
+CONFIG = """
+import importlib.util
+
+spec = importlib.util.spec_from_file_location("digits_mlp", {base!r})
+base = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(base)
+
+
+def get_config(arg=None):
+    c = base.get_config()
+    c.total_steps = {steps}
+    c.batch_size = 32
+    c.log_every_steps = 10
+    c.eval_every_steps = 10
+    c.checkpoint_every_steps = {steps}
+    return c
+
+
+def get_sweep(h):
+{sweep}
+"""
+
+
+def write_config(tmp_path, sweep, steps=20, name="sweep_config.py"):
+    path = tmp_path / name
+    body = textwrap.indent(textwrap.dedent(sweep).strip(), "    ")
+    path.write_text(
+        CONFIG.format(base=str(ROOT / "configs" / "digits_mlp.py"), steps=steps, sweep=body)
+    )
+    return str(path)
+
+
+@pytest.fixture
+def one_device(monkeypatch):
+    """Trials run on one CPU device (the tests' 4 fake devices would slow them down)."""
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
+    monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+    from ann import data
+
+    data.load("digits", "train")  # build the data set once, before trials race to build it
+
+
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def sweep_cli(*flags, timeout=400):
+    return subprocess.run(
+        [sys.executable, "-m", "ann.sweep", *flags],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+# ---- definitions -------------------------------------------------------------------------
+
+
+def test_product_zip_and_random_expand_to_trials():
+    h = space.Builder()
+    node = h.product(
+        h.sweep("optimizer.learning_rate", [1e-3, 3e-3]),
+        h.zip(h.sweep("model.features", [[64], (128, 128)]), h.sweep("model.dropout", [0, 0.1])),
+    )
+    rows = space.trials(node)
+    assert len(rows) == 4
+    assert rows[1] == {
+        "optimizer.learning_rate": 1e-3,
+        "model.features": (128, 128),
+        "model.dropout": 0.1,
+    }
+    drawn = h.random(5, h.loguniform("optimizer.learning_rate", 1e-4, 1e-2), seed=3)
+    values = [r["optimizer.learning_rate"] for r in space.trials(drawn)]
+    assert values == [r["optimizer.learning_rate"] for r in space.trials(drawn)]  # seeded
+    assert len(set(values)) == 5 and all(1e-4 <= v <= 1e-2 for v in values)
+    assert all(v == float(f"{v:.4g}") for v in values)  # rounded to 4 significant digits
+    names = trials_lib.names(rows)
+    assert names[1] == "learning_rate=0.001,features=128-128,dropout=0.1"
+    assert len(set(names)) == 4
+
+
+def test_names_are_unique_short_and_safe():
+    rows = [{"data.name": "a/b c"}, {"model.x": 0.30001}, {"model.x": 0.3}, {"a.k": "y" * 200}]
+    rows.append({"model.k": 1, "data.k": 2})
+    names = trials_lib.names(rows)
+    assert names[0] == "name=a-b-c"
+    assert names[1] != names[2] and names[1].startswith("x=0.3-")
+    assert len(names[3]) <= trials_lib.MAX_NAME
+    assert names[4] == "model.k=1,data.k=2"  # a shared last part keeps the full key
+
+
+def test_tpe_space_from_the_same_definition():
+    h = space.Builder()
+    node = h.product(
+        h.loguniform("optimizer.learning_rate", 1e-4, 1e-1),
+        h.sweep("model.features", [(64,), (128,)]),
+        h.sweep("total_steps", [30]),
+    )
+    params, fixed = space.params(node)
+    assert [p.name for p in params] == ["optimizer.learning_rate", "model.features"]
+    assert params[0].distribution.log and fixed == {"total_steps": 30}
+    assert params[1].decode(1) == {"model.features": (128,)}
+
+
+@pytest.mark.parametrize(
+    "sweep, message",
+    [
+        ("return h.sweep('optimizer.lerning_rate', [1])", "did you mean 'optimizer.learning_rate'"),
+        ("return h.sweep('model.norm', ['layer'])", "'model.norm' is not a key of the config"),
+        ("return h.sweep('optimizer', [1])", "is a section; sweep one of its keys"),
+        ("return h.sweep('optimizer.grad_clip_norm', [1.0])", "is None in the config"),
+        ("return h.sweep('model.dropout', [])", r"h.sweep\('model.dropout', \[\]\) has no values"),
+        (
+            "return h.zip(h.sweep('model.dropout', [0.1, 0.2]), h.sweep('seed', [1]))",
+            r"h.zip of unequal lengths \(model.dropout: 2, seed: 1\)",
+        ),
+        ("return h.uniform('model.dropout', 0, 1)", r"wrap it in h.random\(n, ...\)"),
+        ("return h.sweep('optimizer.name', ['adam', 'adamx'])", "trial name=adamx: .*adamx"),
+        ("return h.sweep('total_steps', [2.5])", "trial total_steps=2.5: .*invalid literal"),
+        (
+            "return h.product(h.sweep('seed', [1]), h.sweep('seed', [2]))",
+            "'seed' is swept twice",
+        ),
+        ("return 3", r"get_sweep\(h\) returned 3"),
+    ],
+)
+def test_bad_definitions_fail_in_one_line(tmp_path, sweep, message):
+    path = write_config(tmp_path, sweep)
+    with pytest.raises(SweepError, match=message) as e:
+        definition = definition_lib.load(path, {})
+        grid.prepare(definition, str(tmp_path / "sweep"))
+    assert "\n" not in str(e.value)
+
+
+def test_tpe_needs_a_searchable_space(tmp_path):
+    definition = definition_lib.load(write_config(tmp_path, "return h.sweep('seed', [1])"), {})
+    with pytest.raises(SweepError, match="--search=tpe needs a search space.*h.loguniform"):
+        search.run(definition, str(tmp_path / "s"), trials=2, metric="eval/accuracy", mode="max")
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    path = write_config(tmp_path, "return h.sweep('optimizer.lerning_rate', [1e-3])")
+    proc = sweep_cli(f"--config={path}", f"--workdir={tmp_path / 's'}")
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        f"error: sweep key 'optimizer.lerning_rate' is not a key of the config from {path} "
+        "(did you mean 'optimizer.learning_rate'?); a key must be set in get_config (to a "
+        "default) before it can be swept"
+    ]
+    proc = sweep_cli(f"--config={ROOT / 'configs' / 'digits_cnn.py'}", f"--workdir={tmp_path}")
+    assert proc.returncode == 1 and "has no get_sweep(h); add one" in proc.stderr
+
+
+# ---- the launcher, with stand-in trials --------------------------------------------------
+
+
+class Script(trials_lib.Trial):
+    """A trial that runs a Python snippet instead of ann.main."""
+
+    code: str = ""
+
+    def argv(self):
+        return [sys.executable, "-c", self.code]
+
+
+def script_trial(tmp_path, name, code):
+    trial = Script(name, {}, {}, "unused.py", str(tmp_path), str(tmp_path))
+    trial.code = code
+    return trial
+
+
+def test_cpu_sets_are_disjoint(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4})
+    assert launch.cpu_sets(2) == [[0, 1, 2], [3, 4]]
+    assert launch.cpu_sets(1) == [[0, 1, 2, 3, 4]]
+    assert launch.cpu_sets(7)[5:] == [[0], [1]]  # more trials than cores: shared
+
+
+def test_launcher_pins_trials_and_records_failures(tmp_path):
+    show = (
+        "import os; print(sorted(os.sched_getaffinity(0)), os.environ['OMP_NUM_THREADS'])"
+        "\nimport time; time.sleep(0.5)"
+    )
+    fail = "import sys; print('error: bad thing happened', file=sys.stderr); sys.exit(1)"
+    todo = iter(
+        [
+            script_trial(tmp_path, "a", show),
+            script_trial(tmp_path, "b", show),
+            script_trial(tmp_path, "c", fail),
+        ]
+    )
+    ended = {}
+    launch.run(lambda: next(todo, None), lambda t, o: ended.setdefault(t.name, o), parallel=2)
+    assert sorted(ended) == ["a", "b", "c"]
+    assert ended["c"].status == "failed" and ended["c"].error == "bad thing happened"
+    assert trials_lib.read_record(str(tmp_path / "c"))["returncode"] == 1
+    cores = sorted(os.sched_getaffinity(0))
+    seen = []
+    for name in "ab":
+        out = (tmp_path / name / "stdout.log").read_text().splitlines()[-1]
+        pinned, threads = out.rsplit(" ", 1)
+        seen.append(json.loads(pinned))
+        assert int(threads) == len(seen[-1])
+    if len(cores) >= 2:  # two at a time on disjoint halves of the machine
+        assert not set(seen[0]) & set(seen[1])
+        assert sorted(seen[0] + seen[1]) == cores
+
+
+def test_ctrl_c_stops_running_trials_as_interrupted_not_failed(tmp_path):
+    sleeper = script_trial(tmp_path, "slow", "import time; time.sleep(60)")
+    calls = []
+
+    def next_trial():
+        calls.append(1)
+        if len(calls) == 1:
+            return sleeper
+        raise KeyboardInterrupt  # as if Ctrl-C arrived while the trial runs
+
+    ended = {}
+    with pytest.raises(KeyboardInterrupt):
+        launch.run(next_trial, lambda t, o: ended.setdefault(t.name, o), parallel=2)
+    # Killed by the sweep's SIGTERM before it could save: resumable, not a failure.
+    assert ended["slow"].status == "interrupted" and ended["slow"].returncode < 0
+    assert trials_lib.status(sleeper.workdir)[0] == "interrupted"
+
+
+# ---- real sweeps ---------------------------------------------------------------------------
+
+
+GRID = """
+return h.product(
+    h.sweep("optimizer.learning_rate", [1e-3, 3e-3]),
+    h.sweep("model.features", [(32,), (64,)]),
+)
+"""
+
+
+@pytest.mark.slow
+def test_grid_sweep_runs_resumes_and_summarizes(tmp_path, one_device):
+    config = write_config(tmp_path, GRID)
+    workdir = tmp_path / "sweep"
+    proc = sweep_cli(f"--config={config}", f"--workdir={workdir}", "--parallel=2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = read_csv(workdir / "results.csv")
+    assert len(rows) == 4
+    for row in rows:
+        assert row["status"] == "done", row
+        assert 0.1 < float(row["best eval/accuracy"]) <= 1.0
+        assert float(row["final eval/loss"]) > 0 and row["steps"] == "20"
+        assert float(row["wall seconds"]) > 0
+    assert {r["optimizer.learning_rate"] for r in rows} == {"0.001", "0.003"}
+    assert {r["model.features"] for r in rows} == {"(32,)", "(64,)"}
+    table = (workdir / "results.md").read_text()
+    assert table.count("| done |") == 4 and "Re-run it alone:" in table
+    assert (workdir / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # Each trial is a full run of its own: config, command, workdir named after its overrides.
+    trial = workdir / "learning_rate=0.003,features=64"
+    assert json.loads((trial / "config.json").read_text())["optimizer"]["learning_rate"] == 0.003
+    command = (trial / "command.sh").read_text()
+    assert f"--workdir={trial}" in command and "'--config.model.features=(64,)'" in command
+    assert "--config.optimizer.learning_rate=0.003" in command
+    assert json.loads((trial / "run_status.json").read_text())["status"] == "done"
+
+    # Resume: a trial lost with its workdir runs again; the three finished ones do not.
+    for path in (workdir / "learning_rate=0.001,features=32").iterdir():
+        if path.is_file():
+            path.unlink()
+    proc = sweep_cli(f"--config={config}", f"--workdir={workdir}", "--parallel=2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "4 trials, 1 to run" in proc.stdout and "skipping 3 done" in proc.stdout
+    attempts = {
+        p.name: trials_lib.read_record(str(p))["attempts"] for p in workdir.iterdir() if p.is_dir()
+    }
+    assert sorted(attempts.values()) == [1, 1, 1, 1]
+    assert all(r["status"] == "done" for r in read_csv(workdir / "results.csv"))
+
+    proc = sweep_cli(f"--summarize={workdir}")
+    assert proc.returncode == 0 and proc.stdout.count("| done |") == 4
+
+
+@pytest.mark.slow
+def test_a_failing_trial_is_recorded_and_the_others_finish(tmp_path, one_device):
+    sweep = """
+    return h.zip(
+        h.sweep("optimizer.name", ["sgd", "adam"]),
+        h.sweep("optimizer.learning_rate", [1e30, 1e-3]),
+    )
+    """
+    definition = definition_lib.load(write_config(tmp_path, sweep), {})
+    workdir = str(tmp_path / "sweep")
+    lines = []
+    grid.run(definition, workdir, "eval/accuracy", "max", parallel=2, log=lines.append)
+    rows = {r["trial"]: r for r in read_csv(os.path.join(workdir, "results.csv"))}
+    bad, good = rows["name=sgd,learning_rate=1e+30"], rows["name=adam,learning_rate=0.001"]
+    assert bad["status"] == "failed" and "training diverged" in bad["error"]
+    assert good["status"] == "done" and float(good["best eval/accuracy"]) > 0.1
+    assert any(line.startswith("[") and "failed" in line for line in lines)
+    # Resumed, it runs nothing: done is done, and a failed trial stays failed unless retried.
+    lines.clear()
+    grid.run(definition, workdir, "eval/accuracy", "max", log=lines.append)
+    assert "2 trials, 0 to run" in lines[0] and "--retry_failed" in lines[0]
+
+
+@pytest.mark.slow
+def test_tpe_study_prunes_the_bad_region_and_resumes(tmp_path, one_device):
+    # Learning rates below ~1e-4 barely move in 40 steps: most of this range is bad, and the
+    # median pruner must stop some of those trials at their first eval.
+    sweep = """
+    return h.product(
+        h.loguniform("optimizer.learning_rate", 1e-7, 3e-2),
+        h.sweep("model.features", [(32,), (64,)]),
+    )
+    """
+    definition = definition_lib.load(write_config(tmp_path, sweep, steps=40), {})
+    workdir = str(tmp_path / "tpe")
+    options = dict(metric="eval/accuracy", mode="max", startup_trials=2, seed=0)
+    search.run(definition, workdir, trials=6, log=lambda line: None, **options)
+
+    import optuna
+
+    study = optuna.load_study(study_name="ann", storage=f"sqlite:///{workdir}/study.db")
+    states = [t.state.name for t in study.trials]
+    assert len(states) == 6 and "PRUNED" in states and "COMPLETE" in states, states
+    rows = read_csv(os.path.join(workdir, "results.csv"))
+    assert len(rows) == 6
+    pruned = [r for r in rows if r["status"] == "pruned"]
+    assert pruned and all(int(r["steps"]) < 40 for r in pruned)
+    done = [r for r in rows if r["status"] == "done"]
+    best = max(float(r["best eval/accuracy"]) for r in done)
+    assert study.best_value == pytest.approx(best)
+    # Resumed with the same size, the study has nothing left to run.
+    lines = []
+    search.run(definition, workdir, trials=6, log=lines.append, **options)
+    assert "6 of 6 trials so far" in lines[0]
+    assert len(optuna.load_study(study_name="ann", storage=study._storage).trials) == 6
+
+
+class FakeTrial:
+    def __init__(self, prune):
+        self.prune, self.reports = prune, []
+
+    def report(self, value, step):
+        self.reports.append((step, value))
+
+    def should_prune(self):
+        return self.prune
+
+
+def test_pruning_hook_reports_and_finishes_the_run():
+    ctx = hooks.Context(None, None, total_steps=100, batch_size=1, writer=None, checkpoints=None)
+    ctx.eval_metrics = {"eval/accuracy": 0.5, "eval/seconds": 1.0}
+    hook = pruning.ReportToStudy(10, FakeTrial(prune=True), "eval/accuracy")
+    hook(10, ctx)
+    assert hook.trial.reports == [(10, 0.5)] and ctx.finish == "pruned"
+    last = hooks.Context(None, None, total_steps=100, batch_size=1, writer=None, checkpoints=None)
+    last.eval_metrics = ctx.eval_metrics
+    hook(100, last)  # the last eval is the result, never a reason to prune
+    assert not last.finish
+    assert pruning.hooks_from_env(None) == []  # no sweep, no hook, no Optuna
+
+
+# ---- cluster scripts -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_python(tmp_path, monkeypatch):
+    """`python` on PATH that prints its arguments: runs the emitted scripts without training."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python").write_text('#!/usr/bin/env bash\necho "ARGS $*"\n')
+    (bin_dir / "python").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+
+
+def test_slurm_and_kubernetes_run_the_trial_commands(tmp_path, fake_python):
+    import yaml
+
+    definition = definition_lib.load(write_config(tmp_path, GRID), {"seed": 3})
+    trials, _ = grid.prepare(definition, str(tmp_path / "sweep"))
+    sbatch = emit.write(
+        "slurm", trials, str(tmp_path / "sweep"), cwd=str(ROOT), parallel=2, cpus=4, memory="8G"
+    )
+    text = open(sbatch).read()
+    assert "#SBATCH --array=0-3%2" in text and "#SBATCH --cpus-per-task=4" in text
+    for trial in trials:
+        assert trial.command() in text
+        assert "--config.seed=3" in trial.command()  # fixed on the sweep's command line
+    env = {**os.environ, "SLURM_ARRAY_TASK_ID": "2"}
+    proc = subprocess.run(["bash", sbatch], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    ran = trials[2].workdir
+    assert f"--workdir={ran}" in open(os.path.join(ran, "stdout.log")).read()
+    assert trials_lib.read_record(ran) == {
+        "launcher": "slurm",
+        "returncode": 0,
+        "wall_seconds": 0,
+    }
+    env["SLURM_ARRAY_TASK_ID"] = "4"
+    assert subprocess.run(["bash", sbatch], env=env, capture_output=True).returncode == 2
+
+    manifest = emit.write(
+        "k8s",
+        trials,
+        str(tmp_path / "sweep"),
+        parallel=2,
+        cpus=4,
+        memory="8Gi",
+        image="ann:test",
+        pvc="runs",
+        root=str(ROOT),
+    )
+    job = yaml.safe_load(open(manifest))
+    assert job["kind"] == "Job" and job["spec"]["completionMode"] == "Indexed"
+    assert job["spec"]["completions"] == 4 and job["spec"]["parallelism"] == 2
+    assert job["spec"]["backoffLimitPerIndex"] == 1  # one failing trial does not end the rest
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "ann:test"
+    script = container["command"][2]
+    env = {**os.environ, "JOB_COMPLETION_INDEX": "1"}
+    proc = subprocess.run(["bash", "-c", script], cwd=ROOT, env=env, capture_output=True)
+    assert proc.returncode == 0, proc.stderr
+    assert trials_lib.read_record(trials[1].workdir)["launcher"] == "kubernetes"
