@@ -7,7 +7,7 @@ model it builds, its loss, and its eval metrics. The loop only calls these metho
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 import jax
 import numpy as np
@@ -16,6 +16,8 @@ from flax import nnx
 from ann.data import Split
 
 Batch = dict[str, np.ndarray]
+# name -> {"dtype": numpy dtype name, "shape": per-example shape}: what serving accepts and returns
+Signature = dict[str, dict[str, Any]]
 
 
 class Experiment(Protocol):
@@ -38,3 +40,15 @@ class Experiment(Protocol):
 
     def eval_metrics(self, sums: dict[str, np.ndarray]) -> dict[str, float]:
         """Final metrics over a whole split from the summed `eval_sums`."""
+
+    # What export and serving need. `predict` runs the same on-device preprocessing as `loss`, so
+    # an exported model cannot drift from the trained one.
+
+    def input_signature(self) -> Signature:
+        """The inputs `predict` reads, per example (no batch axis), from the data set's features."""
+
+    def output_signature(self) -> Signature:
+        """The outputs `predict` returns, per example."""
+
+    def predict(self, model: nnx.Module, inputs: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        """Eval-mode outputs for a batch of raw inputs (as the data set stores them)."""

@@ -2,7 +2,8 @@
 
 Reads the data set's TFDS `supervised_keys` (input, label). Inputs are standardized per channel
 (last axis) with statistics of the training split; that happens on the device, inside the
-jitted function, so an exported model carries the same preprocessing.
+jitted function, and `loss`, `eval_sums` and `predict` share it, so an exported model carries
+the same preprocessing as training.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ class Classification:
         self.input_key = self.label_key = ""
         self.num_classes = 0
         self.input_shape: tuple[int, ...] = ()
+        self.input_dtype = np.dtype(np.float32)
+        self.class_names: list[str] = []
         self.mean = self.std = np.zeros(())
 
     def setup(self, train: Split) -> None:
@@ -40,7 +43,9 @@ class Classification:
         if not hasattr(label, "num_classes"):
             raise ConfigError(f"feature {self.label_key!r} of {train.name!r} is not a ClassLabel")
         self.num_classes = label.num_classes
+        self.class_names = list(label.names)
         self.input_shape = tuple(train.info.features[self.input_key].shape)
+        self.input_dtype = np.dtype(train.info.features[self.input_key].np_dtype)
         sample = train.rows(np.arange(min(len(train), STATS_ROWS)))[self.input_key]
         sample = sample.astype(np.float64).reshape(-1, self.input_shape[-1])
         self.mean = sample.mean(axis=0).astype(np.float32)
@@ -60,9 +65,28 @@ class Classification:
             rngs=rngs,
         )
 
+    def preprocess(self, inputs: jax.Array) -> jax.Array:
+        return (inputs.astype(jnp.float32) - self.mean) / self.std
+
     def _logits(self, model: nnx.Module, inputs: jax.Array, rng: jax.Array | None) -> jax.Array:
-        x = (inputs.astype(jnp.float32) - self.mean) / self.std
-        return model(x, rngs=rng).astype(jnp.float32)  # loss in float32 whatever the compute
+        # Loss in float32 whatever the compute dtype.
+        return model(self.preprocess(inputs), rngs=rng).astype(jnp.float32)
+
+    def input_signature(self) -> dict:
+        return {self.input_key: {"dtype": self.input_dtype.name, "shape": list(self.input_shape)}}
+
+    def output_signature(self) -> dict:
+        return {
+            "probabilities": {"dtype": "float32", "shape": [self.num_classes]},
+            "label": {"dtype": "int32", "shape": [], "names": self.class_names},
+        }
+
+    def predict(self, model: nnx.Module, inputs: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        logits = self._logits(model, inputs[self.input_key], None)
+        return {
+            "probabilities": jax.nn.softmax(logits, axis=-1),
+            "label": logits.argmax(-1).astype(jnp.int32),
+        }
 
     def loss(self, model, batch, rng):
         logits = self._logits(model, batch["inputs"], rng)

@@ -32,7 +32,7 @@ def load_config(name: str, arg: str | None = None):
 
 
 def tiny(name: str = "digits_mlp", **overrides):
-    """A fast variant of a shipped config: few steps, hooks every few steps, sync saves."""
+    """A fast variant of a shipped config: few steps, hooks every few steps."""
     config = load_config(name)
     config.total_steps = 20
     config.log_every_steps = 5
@@ -47,3 +47,23 @@ def tiny(name: str = "digits_mlp", **overrides):
             target = target[p]
         target[leaf] = value
     return config
+
+
+@pytest.fixture(scope="session")
+def digits_export(tmp_path_factory):
+    """A tiny trained digits CNN and its export via the CLI (export, registry, serving tests)."""
+    import subprocess
+    import sys
+
+    from ann.train.loop import train_and_evaluate
+
+    root = tmp_path_factory.mktemp("digits_export")
+    workdir, out = root / "run", root / "export"
+    train_and_evaluate(tiny("digits_cnn"), str(workdir))
+    subprocess.run(
+        [sys.executable, "-m", "ann.export", f"--workdir={workdir}", f"--out={out}"],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    return workdir, out

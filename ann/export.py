@@ -1,0 +1,310 @@
+"""Export a trained run for serving: one `jax.export` graph, safetensors weights, a manifest.
+
+    python -m ann.export --workdir=runs/digits_cnn --out=exports/digits_cnn [--step=best]
+        [--name=digits] [--platforms=cpu,cuda,tpu]
+
+The graph is the experiment's `predict` (the training preprocessing, the model in eval mode,
+the outputs) over `(weights, inputs)` with a symbolic batch axis, so serving runs exactly what
+training evaluated. The layout and the loader (jax only) are in `ann/artifact.py`. The manifest
+holds:
+
+- `name`, `format`, `platforms`; `inputs` and `outputs`: name -> dtype and shape, -1 for batch;
+- `source`: the run's workdir and step; `config`: the resolved config; `metrics`: the run's
+  eval metrics at that step; `git`: commit and dirty flag; `versions`: jax, jaxlib, flax;
+- `reference`: statistics of the training split for drift checks (see `reference_statistics`);
+- `files`: sha256 and size of every other file.
+
+The export is written into a temporary directory next to `--out` and renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from absl import app, flags, logging
+
+from ann import artifact
+
+QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
+HISTOGRAM_BINS = 10
+CONFIDENCE_BINS = 15  # as ECE's bins
+MAX_FEATURES = 1024  # above this many values per example, summarize per channel (last axis)
+REFERENCE_ROWS = 10_000
+PREDICT_BATCH = 512
+
+
+def _round(x: np.ndarray | float) -> Any:
+    """JSON-friendly numbers with 6 significant digits: the manifest stays small and readable."""
+    return np.vectorize(lambda v: float(f"{v:.6g}"), otypes=[float])(np.asarray(x)).tolist()
+
+
+def feature_summary(values: np.ndarray) -> dict[str, Any]:
+    """Per-feature statistics of `values` [rows, ...]: each value position is a feature (or each
+    channel, when an example has more than MAX_FEATURES values)."""
+    rows = values.shape[0]
+    per_example = int(np.prod(values.shape[1:], dtype=np.int64))
+    by = "position" if per_example <= MAX_FEATURES else "channel"
+    x = values.reshape(rows, -1) if by == "position" else values.reshape(-1, values.shape[-1])
+    x = x.astype(np.float64)
+    edges, counts = [], []
+    for column in x.T:
+        c, e = np.histogram(column, bins=HISTOGRAM_BINS)
+        edges.append(e)
+        counts.append(c)
+    return {
+        "rows": rows,
+        "features_by": by,  # position: row-major index into the per-example shape
+        "mean": _round(x.mean(0)),
+        "std": _round(x.std(0)),
+        "min": _round(x.min(0)),
+        "max": _round(x.max(0)),
+        "quantiles": {"q": list(QUANTILES), "values": _round(np.quantile(x, QUANTILES, axis=0).T)},
+        "histogram": {"edges": _round(np.stack(edges)), "counts": np.stack(counts).tolist()},
+    }
+
+
+def reference_statistics(
+    inputs: dict[str, np.ndarray],
+    outputs: dict[str, np.ndarray],
+    output_signature: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
+    """Statistics of training inputs and of the model's outputs on them, for drift checks.
+
+    Inputs: `feature_summary` each. Outputs: a categorical output (one with `names`) gets its
+    class distribution; a float output gets `feature_summary`, and, when it has one axis (e.g.
+    probabilities), a histogram of its per-row maximum (the confidence) over 15 bins in [0, 1].
+    """
+    result: dict[str, Any] = {"inputs": {}, "outputs": {}}
+    for name, values in inputs.items():
+        result["inputs"][name] = feature_summary(values)
+    for name, values in outputs.items():
+        spec = output_signature[name]
+        if "names" in spec:
+            counts = np.bincount(values.reshape(-1), minlength=len(spec["names"]))
+            result["outputs"][name] = {
+                "rows": int(values.shape[0]),
+                "distribution": _round(counts / max(counts.sum(), 1)),
+                "counts": counts.tolist(),
+            }
+            continue
+        summary = feature_summary(values)
+        if len(spec["shape"]) == 1:
+            c, e = np.histogram(values.max(-1), bins=CONFIDENCE_BINS, range=(0.0, 1.0))
+            summary["max_histogram"] = {"edges": _round(e), "counts": c.tolist()}
+        result["outputs"][name] = summary
+    return result
+
+
+def _git() -> dict[str, Any]:
+    """The commit of the code that exported (ann's checkout), and whether it had local edits."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        commit = subprocess.run(
+            ["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+        status = subprocess.run(
+            ["git", "-C", here, "status", "--porcelain"], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    if commit.returncode:
+        return {"commit": None, "dirty": None}
+    return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
+
+
+def _eval_metrics(workdir: str, step: int) -> dict[str, float]:
+    """The eval metrics the run logged at `step` (metrics.jsonl)."""
+    path = os.path.join(workdir, "metrics.jsonl")
+    metrics: dict[str, float] = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                record = json.loads(line)
+                if record.get("step") == step:
+                    metrics.update(
+                        {
+                            k: v
+                            for k, v in record.items()
+                            if k.startswith("eval") and not k.endswith("/seconds")
+                        }
+                    )
+    return metrics
+
+
+def _signature_json(signature: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {k: {**v, "shape": [-1, *v["shape"]]} for k, v in signature.items()}
+
+
+def _path_name(path: tuple) -> str:
+    name = jax.tree_util.keystr(path, simple=True, separator="/")
+    return name.removesuffix("/value")  # nnx.Variable's own leaf
+
+
+def export(
+    workdir: str,
+    out: str,
+    step: int | str = "best",
+    name: str | None = None,
+    platforms: Sequence[str] = ("cpu",),
+) -> dict[str, Any]:
+    """Exports the run in `workdir` at `step` ("best", "latest" or a number) into `out`."""
+    import flax
+    import jaxlib
+    from flax import nnx
+
+    from ann import config as config_lib
+    from ann import data
+    from ann.train.loop import restore_model
+
+    if os.path.exists(out) and os.listdir(out):
+        raise FileExistsError(f"--out={out} exists and is not empty; choose a new directory")
+    experiment, model, step, config = restore_model(workdir, step)
+    graphdef, state = nnx.split(model)
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(state)
+    keys = [_path_name(path) for path, _ in leaves]
+    weights = {k: np.asarray(jax.device_get(v)) for k, (_, v) in zip(keys, leaves)}
+    if len(weights) != len(keys):
+        raise ValueError("two parameters flatten to the same name; cannot export this model")
+
+    def infer(weights: dict[str, jax.Array], inputs: dict[str, jax.Array]) -> dict:
+        state = jax.tree_util.tree_unflatten(treedef, [weights[k] for k in keys])
+        return experiment.predict(nnx.merge(graphdef, state), inputs)
+
+    input_signature = experiment.input_signature()
+    output_signature = experiment.output_signature()
+    (batch,) = jax.export.symbolic_shape("batch")
+    input_specs = {
+        k: jax.ShapeDtypeStruct((batch, *v["shape"]), np.dtype(v["dtype"]))
+        for k, v in input_signature.items()
+    }
+    weight_specs = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in weights.items()}
+    exported = jax.export.export(jax.jit(infer), platforms=tuple(platforms))(
+        weight_specs, input_specs
+    )
+
+    # Reference statistics from the training split, computed by the exported graph itself.
+    dc = config.data
+    train = data.load(dc.name, dc.train_split, dc.data_dir, cache=dc.cache)
+    rows = train.rows(np.arange(min(len(train), REFERENCE_ROWS)))
+    ref_inputs = {k: rows[k] for k in input_signature}
+    call = jax.jit(exported.call)
+    outputs = [
+        jax.device_get(call(weights, {k: v[i : i + PREDICT_BATCH] for k, v in ref_inputs.items()}))
+        for i in range(0, len(next(iter(ref_inputs.values()))), PREDICT_BATCH)
+    ]
+    ref_outputs = {k: np.concatenate([o[k] for o in outputs]) for k in output_signature}
+    # The exported graph must agree with the training code on the same rows, or nothing is written.
+    sample = {k: v[:PREDICT_BATCH] for k, v in ref_inputs.items()}
+    expected = jax.device_get(experiment.predict(model, sample))
+    for k, v in expected.items():
+        if not np.allclose(v, ref_outputs[k][: len(v)], rtol=1e-5, atol=1e-6):
+            raise AssertionError(f"exported output {k!r} differs from the training code's")
+
+    manifest: dict[str, Any] = {
+        "format": artifact.FORMAT,
+        "name": name or f"{dc.name}_{config.model.name}".replace(":", "_").replace(".", "_"),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "platforms": list(exported.platforms),
+        "inputs": _signature_json(input_signature),
+        "outputs": _signature_json(output_signature),
+        "source": {"workdir": os.path.abspath(workdir), "step": int(step)},
+        "data": {
+            "name": dc.name,
+            "train_split": dc.train_split,
+            "eval_splits": list(dc.eval_splits),
+        },
+        "config": json.loads(config_lib.to_json(config)),
+        "metrics": _eval_metrics(workdir, int(step)),
+        "git": _git(),
+        "versions": {
+            "jax": jax.__version__,
+            "jaxlib": jaxlib.__version__,
+            "flax": flax.__version__,
+            "python": sys.version.split()[0],
+        },
+        "num_params": int(sum(v.size for v in weights.values())),
+        "reference": reference_statistics(ref_inputs, ref_outputs, output_signature),
+    }
+    return write(out, manifest, bytes(exported.serialize()), weights)
+
+
+def write(out: str, manifest: dict[str, Any], function: bytes, weights: dict) -> dict[str, Any]:
+    """Writes the artifact into a temporary sibling of `out`, then renames it into place."""
+    from safetensors.numpy import save as save_safetensors
+
+    parent = os.path.dirname(os.path.abspath(out))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".export-", dir=parent)
+    try:
+        files = {artifact.FUNCTION: function, artifact.WEIGHTS: save_safetensors(weights)}
+        manifest["files"] = {}
+        for file_name, blob in files.items():
+            with open(os.path.join(tmp, file_name), "wb") as f:
+                f.write(blob)
+                f.flush()
+                os.fsync(f.fileno())
+            manifest["files"][file_name] = {
+                "sha256": artifact.sha256_bytes(blob),
+                "bytes": len(blob),
+            }
+        with open(os.path.join(tmp, artifact.MANIFEST), "w") as f:
+            json.dump(manifest, f, indent=1)
+            f.write("\n")
+        os.chmod(tmp, 0o755)  # mkdtemp's 0o700 would hide the export from other users
+        if os.path.isdir(out) and not os.listdir(out):
+            os.rmdir(out)
+        os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest
+
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """CLI flags, defined only when run as a program (ann.main defines --workdir too)."""
+    flags.DEFINE_string("workdir", None, "The run to export (holds config.json and checkpoints).")
+    flags.DEFINE_string("out", None, "New directory to write the export into.")
+    flags.DEFINE_string("step", "best", "'best', 'latest' or a step number.")
+    flags.DEFINE_string("name", None, "Model name in the manifest (default DATA_MODEL).")
+    flags.DEFINE_list("platforms", ["cpu"], "Platforms to lower for: cpu, cuda, rocm, tpu.")
+    flags.mark_flags_as_required(["workdir", "out"])
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    from ann.checkpoint import CheckpointError
+    from ann.config import ConfigError
+
+    logging.set_verbosity(logging.WARNING)  # Orbax and TFDS are chatty at INFO
+
+    step: int | str = int(FLAGS.step) if FLAGS.step.isdigit() else FLAGS.step
+    try:
+        manifest = export(FLAGS.workdir, FLAGS.out, step, FLAGS.name, FLAGS.platforms)
+    except (ConfigError, CheckpointError, FileExistsError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    metrics = " | ".join(f"{k} {v:.4f}" for k, v in sorted(manifest["metrics"].items()))
+    print(
+        f"exported {manifest['name']} (step {manifest['source']['step']}, "
+        f"{manifest['num_params']:,} parameters, {', '.join(manifest['platforms'])}) to "
+        f"{FLAGS.out}" + (f" | {metrics}" if metrics else "")
+    )
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

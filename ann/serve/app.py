@@ -1,0 +1,610 @@
+"""The HTTP server: Open Inference Protocol v2 as a plain ASGI app, run by uvicorn.
+
+Routes (every JSON reply carries `model_name` and `model_version` when a model is addressed):
+
+    POST /v2/models/{name}[/versions/{v}]/infer     infer (dynamic batching)
+    GET  /v2/models/{name}[/versions/{v}]           model metadata
+    GET  /v2/models/{name}[/versions/{v}]/ready     model ready (200 / 503)
+    GET  /v2/health/live   /v2/health/ready         process alive / every model compiled
+    GET  /v2                                        server metadata
+    GET  /metrics                                   Prometheus
+    GET  /openapi.json                              this API as OpenAPI 3
+
+A plain ASGI callable, not a framework, because the infer path is the product: no per-request
+objects beyond what the protocol needs. Refusals are `{"error": "..."}` naming the field, what
+was expected and what came: 400 bad input, 401 bad token, 404 unknown model or route, 405, 413
+body or rows too large, 503 + Retry-After when the queue is full, the model is still compiling
+or the server is draining. A fault in the server itself is a 500 that says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hmac
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import numpy as np
+import orjson
+
+from ann import artifact
+from ann.serve import protocol
+from ann.serve.batcher import Batcher, QueueFull, Timing, buckets
+from ann.serve.metrics import Metrics
+from ann.serve.request_log import RequestLog
+
+log = logging.getLogger("ann.serve")
+JSON = [(b"content-type", b"application/json")]
+
+
+@dataclasses.dataclass
+class Settings:
+    max_batch_size: int = 64
+    max_queue_delay_ms: float = 2.0
+    max_queue_rows: int | None = None  # default: 16 full batches
+    max_body_bytes: int = 8 << 20
+    token: str | None = None
+    request_log: str | None = None
+    request_log_sample: float = 0.01
+    retry_after_seconds: int = 1
+
+    @property
+    def queue_rows(self) -> int:
+        return self.max_queue_rows or 16 * self.max_batch_size
+
+
+class ServedModel:
+    """One version of one model: its artifact, its compiled buckets and its batcher."""
+
+    def __init__(self, name: str, version: str, model: artifact.Model, source: str):
+        self.name, self.version, self.model, self.source = name, version, model, source
+        self.inputs = {k: {**v, "shape": v["shape"][1:]} for k, v in model.inputs.items()}
+        self.outputs = model.outputs
+        self.batcher: Batcher | None = None
+        self.ready = False
+        self.observe_duration: Callable[[float], None] = lambda _: None
+        self.observe_queue: Callable[[float], None] = lambda _: None
+        self.metadata = orjson.dumps(
+            {
+                "name": name,
+                "versions": [version],
+                "platform": "jax",
+                "inputs": protocol.tensor_metadata(model.inputs),
+                "outputs": protocol.tensor_metadata(model.outputs),
+                "model_name": name,
+                "model_version": version,
+                "parameters": {
+                    "platforms": model.manifest.get("platforms"),
+                    "source": model.manifest.get("source"),
+                    "metrics": model.manifest.get("metrics"),
+                    "labels": {k: v["names"] for k, v in model.outputs.items() if "names" in v},
+                },
+            }
+        )
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request was read; nothing to answer."""
+
+
+class HTTPError(Exception):
+    def __init__(self, status: int, message: str, reason: str, headers: list | None = None):
+        super().__init__(message)
+        self.status, self.message, self.reason, self.headers = status, message, reason, headers
+
+
+class App:
+    """The ASGI application; `models` are loaded artifacts, compiled on startup."""
+
+    def __init__(self, models: list[ServedModel], settings: Settings):
+        self.settings = settings
+        self.models: dict[str, dict[str, ServedModel]] = {}
+        self.default: dict[str, ServedModel] = {}  # the first version given for each name
+        for m in models:
+            self.models.setdefault(m.name, {})[m.version] = m
+            self.default.setdefault(m.name, m)
+        self.metrics = Metrics(settings.max_batch_size)
+        for m in models:
+            # Children bound once: a labels() lookup per request costs more than the observe.
+            m.observe_duration = self.metrics.request_duration.labels(m.name, m.version).observe
+            m.observe_queue = self.metrics.queue_seconds.labels(m.name, m.version).observe
+            self.metrics.model_info.labels(
+                m.name, m.version, ",".join(m.model.manifest.get("platforms", [])), m.source
+            ).set(1)
+        self.request_log = (
+            RequestLog(settings.request_log, settings.request_log_sample)
+            if settings.request_log
+            else None
+        )
+        self.draining = False
+        self.compile_error: str | None = None
+        self._compile_task: asyncio.Task | None = None
+        self._token = settings.token.encode() if settings.token else None
+
+    @property
+    def ready(self) -> bool:
+        return not self.draining and all(m.ready for v in self.models.values() for m in v.values())
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def _compile_all(self) -> None:
+        """Compiles every bucket of every model (off the event loop), then turns ready."""
+        loop = asyncio.get_running_loop()
+        sizes = buckets(self.settings.max_batch_size)
+        for versions in self.models.values():
+            for m in versions.values():
+                start = time.perf_counter()
+                try:
+                    run = await loop.run_in_executor(None, _compile_buckets, m.model, sizes)
+                except Exception as e:
+                    self.compile_error = f"model {m.name} version {m.version}: {e}"
+                    log.exception("compiling %s failed", m.name)
+                    return
+                m.batcher = Batcher(
+                    run,
+                    self.settings.max_batch_size,
+                    self.settings.max_queue_delay_ms / 1000,
+                    self.settings.queue_rows,
+                    on_batch=self._batch_observer(m),
+                )
+                m.batcher.start()
+                m.ready = True
+                log.warning(
+                    "model %s version %s: compiled batch sizes %s in %.1fs",
+                    m.name,
+                    m.version,
+                    sizes,
+                    time.perf_counter() - start,
+                )
+        self.metrics.ready.set(1 if self.ready else 0)
+        log.warning("ready")
+
+    def _batch_observer(self, m: ServedModel) -> Callable[[Timing], None]:
+        compute = self.metrics.compute_seconds.labels(m.name, m.version)
+        size = self.metrics.batch_size.labels(m.name, m.version)
+        padding = self.metrics.padding.labels(m.name, m.version)
+        self.metrics.queue_depth.labels(m.name, m.version).set_function(
+            lambda: m.batcher.queued_rows if m.batcher else 0
+        )
+
+        def observe(t: Timing) -> None:
+            compute.observe(t.compute_seconds)
+            size.observe(t.batch_rows)
+            padding.inc(t.bucket - t.batch_rows)
+
+        return observe
+
+    def start_draining(self) -> None:
+        """SIGTERM: ready turns false and new infers get 503; queued ones still finish."""
+        self.draining = True
+        self.metrics.ready.set(0)
+
+    async def shutdown(self) -> None:
+        self.start_draining()
+        for versions in self.models.values():
+            for m in versions.values():
+                if m.batcher is not None:
+                    await m.batcher.close()
+        if self._compile_task is not None and not self._compile_task.done():
+            self._compile_task.cancel()
+        if self.request_log is not None:
+            self.request_log.close()
+
+    # -- ASGI ----------------------------------------------------------------------------------
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    self._compile_task = asyncio.get_running_loop().create_task(self._compile_all())
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await self.shutdown()
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+
+    async def _http(self, scope: dict, receive: Callable, send: Callable) -> None:
+        method, path = scope["method"], scope["path"]
+        served: ServedModel | None = None
+        started = False
+
+        async def reply(status: int, body: bytes, headers: list | None = None) -> None:
+            nonlocal started
+            started = True
+            extra = headers or []
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": status,
+                    "headers": [
+                        *(extra if any(h[0] == b"content-type" for h in extra) else JSON),
+                        (b"content-length", str(len(body)).encode()),
+                        *(h for h in extra if h[0] != b"content-type"),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+
+        status = 500
+        try:
+            parts = [p for p in path.split("/") if p]
+            if not (parts[:2] == ["v2", "health"]):
+                self._authorize(scope)
+            if parts[:2] == ["v2", "models"] and len(parts) >= 3:
+                served, rest = self._route_model(parts[2:])
+                if rest == ["infer"]:
+                    self._require(method, "POST", path)
+                    status = await self._infer(served, scope, receive, reply)
+                    return
+                self._require(method, "GET", path)
+                if rest == []:
+                    status = 200
+                    await reply(200, served.metadata)
+                elif rest == ["ready"]:
+                    status = 200 if served.ready and not self.draining else 503
+                    body = {"name": served.name, "ready": status == 200}
+                    await reply(status, self._with_model(body, served))
+                else:
+                    raise HTTPError(404, f"no route {method} {path}; see /openapi.json", "route")
+                return
+            self._require(method, "GET", path)
+            status = 200
+            if parts == ["v2", "health", "live"]:
+                await reply(200, b'{"live":true}')
+            elif parts == ["v2", "health", "ready"]:
+                status = 200 if self.ready else 503
+                body: dict[str, Any] = {"ready": status == 200}
+                if self.compile_error:
+                    body["error"] = f"compiling failed: {self.compile_error}"
+                await reply(status, orjson.dumps(body))
+            elif parts == ["v2"]:
+                await reply(200, orjson.dumps(self._server_metadata()))
+            elif parts == ["metrics"]:
+                await reply(
+                    200, self.metrics.render(), [(b"content-type", b"text/plain; version=0.0.4")]
+                )
+            elif parts == ["openapi.json"]:
+                await reply(200, orjson.dumps(openapi(self)))
+            else:
+                raise HTTPError(404, f"no route {method} {path}; see /openapi.json", "route")
+        except ClientGone:
+            status = 499  # nginx's code for "client closed request"
+        except HTTPError as e:
+            status = e.status
+            self.metrics.errors.labels(str(e.status), e.reason).inc()
+            if not started:
+                await reply(e.status, self._with_model({"error": e.message}, served), e.headers)
+        except Exception as e:  # a bug in the server, not in the request: say so, keep serving
+            log.exception("internal error on %s %s", method, path)
+            status = 500
+            self.metrics.errors.labels("500", "internal").inc()
+            if not started:
+                message = f"internal server error ({type(e).__name__}: {e}); this is a server bug"
+                await reply(500, self._with_model({"error": message}, served))
+        finally:
+            name, version = (served.name, served.version) if served else ("", "")
+            self.metrics.requests.labels(name, version, str(status)).inc()
+
+    # -- routes --------------------------------------------------------------------------------
+
+    def _authorize(self, scope: dict) -> None:
+        if self._token is None:
+            return
+        for key, value in scope["headers"]:
+            if key == b"authorization":
+                scheme, _, token = value.partition(b" ")
+                if scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self._token):
+                    return
+        raise HTTPError(
+            401,
+            "authorization: expected header 'Authorization: Bearer <token>' with the server's "
+            "token, got none or a wrong one",
+            "auth",
+            [(b"www-authenticate", b"Bearer")],
+        )
+
+    @staticmethod
+    def _require(method: str, expected: str, path: str) -> None:
+        if method != expected:
+            raise HTTPError(
+                405,
+                f"method: expected {expected} for {path}, got {method}",
+                "method",
+                [(b"allow", expected.encode())],
+            )
+
+    def _route_model(self, parts: list[str]) -> tuple[ServedModel, list[str]]:
+        name, rest = parts[0], parts[1:]
+        versions = self.models.get(name)
+        if versions is None:
+            raise HTTPError(
+                404, f"model: expected one of {sorted(self.models)}, got {name!r}", "model"
+            )
+        if rest[:1] == ["versions"]:
+            if len(rest) < 2 or rest[1] not in versions:
+                got = rest[1] if len(rest) > 1 else None
+                raise HTTPError(
+                    404,
+                    f"model {name!r} version: expected one of {sorted(versions)}, got {got!r}",
+                    "version",
+                )
+            return versions[rest[1]], rest[2:]
+        return self.default[name], rest
+
+    async def _read_body(self, scope: dict, receive: Callable) -> bytes:
+        limit = self.settings.max_body_bytes
+        for key, value in scope["headers"]:
+            if key == b"content-length" and value.isdigit() and int(value) > limit:
+                raise HTTPError(
+                    413,
+                    f"body: expected at most {limit} bytes, got {int(value)} (Content-Length)",
+                    "body_too_large",
+                    [(b"connection", b"close")],
+                )
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise HTTPError(
+                    413,
+                    f"body: expected at most {limit} bytes, got more",
+                    "body_too_large",
+                    [(b"connection", b"close")],
+                )
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def _infer(
+        self,
+        m: ServedModel,
+        scope: dict,
+        receive: Callable,
+        reply: Callable[..., Awaitable[None]],
+    ) -> int:
+        start = time.perf_counter()
+        body = await self._read_body(scope, receive)
+        inputs, request_id, status = None, None, 200
+        try:
+            try:
+                inputs, rows, request_id, wanted = protocol.decode_infer(
+                    body, m.inputs, m.outputs, self.settings.max_batch_size
+                )
+            except protocol.ProtocolError as e:
+                raise HTTPError(e.status, e.message, e.reason) from None
+            retry = [(b"retry-after", str(self.settings.retry_after_seconds).encode())]
+            if self.draining:
+                raise HTTPError(
+                    503, "server: draining for shutdown; retry elsewhere", "draining", retry
+                )
+            if not m.ready or m.batcher is None:
+                raise HTTPError(
+                    503,
+                    f"model {m.name!r} version {m.version}: still compiling; retry",
+                    "not_ready",
+                    retry,
+                )
+            try:
+                outputs, timing = await m.batcher.submit(inputs, rows)
+            except QueueFull as e:
+                raise HTTPError(
+                    503, f"queue: full ({e}); retry later", "queue_full", retry
+                ) from None
+            selected = {k: outputs[k] for k in wanted}
+            await reply(200, protocol.encode_infer(m.name, m.version, request_id, selected))
+            duration = time.perf_counter() - start
+            m.observe_duration(duration)
+            m.observe_queue(timing.queue_seconds)
+            if self.request_log is not None and self.request_log.sampled():
+                self.request_log.write(
+                    m.name, m.version, request_id, 200, duration, inputs, selected
+                )
+            return status
+        except HTTPError as e:
+            if self.request_log is not None and self.request_log.sampled():
+                self.request_log.write(
+                    m.name,
+                    m.version,
+                    request_id,
+                    e.status,
+                    time.perf_counter() - start,
+                    inputs,
+                    error=e.message,
+                )
+            raise
+
+    @staticmethod
+    def _with_model(body: dict[str, Any], served: ServedModel | None) -> bytes:
+        if served is not None:
+            body = {**body, "model_name": served.name, "model_version": served.version}
+        return orjson.dumps(body)
+
+    def _server_metadata(self) -> dict[str, Any]:
+        import ann
+
+        return {
+            "name": "ann",
+            "version": ann.__version__,
+            "extensions": [],
+            "models": [
+                {"name": m.name, "version": m.version, "ready": m.ready}
+                for versions in self.models.values()
+                for m in versions.values()
+            ],
+        }
+
+
+def _compile_buckets(model: artifact.Model, sizes: list[int]) -> dict[int, Callable]:
+    """AOT-compiles each bucket and runs it once, so the first request pays nothing."""
+    run = {}
+    for size in sizes:
+        fn = model.compile(size)
+        fn({k: np.zeros((size, *v["shape"][1:]), v["dtype"]) for k, v in model.inputs.items()})
+        run[size] = fn
+    return run
+
+
+def openapi(app: App) -> dict[str, Any]:
+    """The API as an OpenAPI 3 document (the v2 protocol's shapes, this server's models)."""
+    tensor = {
+        "type": "object",
+        "required": ["name", "shape", "datatype", "data"],
+        "properties": {
+            "name": {"type": "string"},
+            "shape": {"type": "array", "items": {"type": "integer"}},
+            "datatype": {"type": "string", "enum": sorted(set(protocol.DATATYPES.values()))},
+            "data": {"type": "array", "items": {}},
+        },
+    }
+    error = {"type": "object", "properties": {"error": {"type": "string"}}}
+    ref = {"$ref": "#/components/schemas/Error"}
+
+    def responses(ok: str, *codes: int) -> dict[str, Any]:
+        out: dict[str, Any] = {"200": {"description": ok}}
+        for code in codes:
+            out[str(code)] = {
+                "description": "error",
+                "content": {"application/json": {"schema": ref}},
+            }
+        return out
+
+    name = {
+        "name": "name",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "enum": sorted(app.models)},
+    }
+    version = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}
+    infer = {
+        "post": {
+            "summary": "Infer (Open Inference Protocol v2)",
+            "parameters": [name],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/InferRequest"}}
+                },
+            },
+            "responses": {
+                **responses("outputs", 400, 401, 404, 413, 503),
+                "200": {
+                    "description": "outputs",
+                    "content": {
+                        "application/json": {
+                            "schema": {"$ref": "#/components/schemas/InferResponse"}
+                        }
+                    },
+                },
+            },
+        }
+    }
+    versioned = {"post": {**infer["post"], "parameters": [name, version]}}
+
+    def get(summary: str, *params: dict) -> dict[str, Any]:
+        return {
+            "get": {
+                "summary": summary,
+                "parameters": list(params),
+                "responses": responses(summary, 401, 404, 503),
+            }
+        }
+
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "ann model server", "version": "2"},
+        "paths": {
+            "/v2/health/live": get("Server live"),
+            "/v2/health/ready": get("Server ready"),
+            "/v2": get("Server metadata"),
+            "/v2/models/{name}": get("Model metadata", name),
+            "/v2/models/{name}/ready": get("Model ready", name),
+            "/v2/models/{name}/infer": infer,
+            "/v2/models/{name}/versions/{version}": get("Model metadata", name, version),
+            "/v2/models/{name}/versions/{version}/ready": get("Model ready", name, version),
+            "/v2/models/{name}/versions/{version}/infer": versioned,
+            "/metrics": get("Prometheus metrics"),
+        },
+        "components": {
+            "schemas": {
+                "Error": error,
+                "InferRequest": {
+                    "type": "object",
+                    "required": ["inputs"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "inputs": {"type": "array", "items": tensor},
+                        "outputs": {
+                            "type": "array",
+                            "items": {"type": "object", "properties": {"name": {"type": "string"}}},
+                        },
+                    },
+                },
+                "InferResponse": {
+                    "type": "object",
+                    "properties": {
+                        "model_name": {"type": "string"},
+                        "model_version": {"type": "string"},
+                        "id": {"type": "string"},
+                        "outputs": {"type": "array", "items": tensor},
+                    },
+                },
+            }
+        },
+        "x-models": {
+            n: {
+                v: {
+                    "inputs": protocol.tensor_metadata(m.model.inputs),
+                    "outputs": protocol.tensor_metadata(m.model.outputs),
+                }
+                for v, m in vs.items()
+            }
+            for n, vs in app.models.items()
+        },
+    }
+
+
+def run(app: App, host: str, port: int, shutdown_timeout: float = 30.0) -> None:
+    """Serves `app` until SIGTERM/SIGINT: stop accepting, finish queued requests, exit."""
+    import uvicorn
+
+    try:
+        import uvloop  # noqa: F401
+
+        loop = "uvloop"
+    except ImportError:
+        loop = "asyncio"
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        loop=loop,
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level="warning",
+        backlog=2048,
+        timeout_graceful_shutdown=shutdown_timeout,
+    )
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            if sig in (signal.SIGTERM, signal.SIGINT):
+                app.start_draining()
+            super().handle_exit(sig, frame)
+
+    # uvicorn re-raises the signal it drained on, into the handler that was there before; a
+    # no-op there makes a drained shutdown exit 0, like the train loop's SIGTERM.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
+    Server(config).run()

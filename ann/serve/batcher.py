@@ -1,0 +1,154 @@
+"""Dynamic batching: requests queue up and run together, padded to a few compiled sizes.
+
+One worker per model takes the oldest request, waits until `max_batch_size` rows are queued or
+that request has waited `max_queue_delay` seconds, takes whole requests up to `max_batch_size`
+rows, pads them to the smallest compiled bucket that holds them, and runs the function on a
+thread (XLA releases the GIL), while new requests keep queuing. A request that would push the
+queue past `max_queue_rows` is refused at once (the caller answers 503 + Retry-After).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import collections
+import concurrent.futures
+import dataclasses
+import time
+from collections.abc import Callable, Mapping
+
+import numpy as np
+
+RunFn = Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]
+
+
+class QueueFull(Exception):
+    """The queue holds `max_queue_rows` rows already."""
+
+
+def buckets(max_batch_size: int) -> list[int]:
+    """Powers of two below `max_batch_size`, and `max_batch_size` itself."""
+    sizes = [1 << i for i in range(max_batch_size.bit_length()) if 1 << i < max_batch_size]
+    return [*sizes, max_batch_size]
+
+
+@dataclasses.dataclass
+class Timing:
+    queue_seconds: float  # from submit until its batch started
+    compute_seconds: float  # the whole batch's run, padding and splitting included
+    batch_rows: int  # real rows in the batch
+    bucket: int  # compiled size it ran at
+
+
+@dataclasses.dataclass
+class _Pending:
+    inputs: Mapping[str, np.ndarray]
+    rows: int
+    future: asyncio.Future
+    enqueued: float
+
+
+class Batcher:
+    def __init__(
+        self,
+        run: Mapping[int, RunFn],
+        max_batch_size: int,
+        max_queue_delay: float,
+        max_queue_rows: int,
+        on_batch: Callable[[Timing], None] | None = None,
+    ):
+        self._run = dict(run)  # bucket size -> compiled function
+        self._sizes = sorted(self._run)
+        self.max_batch_size = max_batch_size
+        self.max_queue_delay = max_queue_delay
+        self.max_queue_rows = max_queue_rows
+        self._on_batch = on_batch
+        self._items: collections.deque[_Pending] = collections.deque()
+        self.queued_rows = 0
+        self._wakeup = asyncio.Event()
+        self._closing = False
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="batcher")
+        self._worker: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._worker = asyncio.get_running_loop().create_task(self._loop())
+
+    async def submit(
+        self, inputs: Mapping[str, np.ndarray], rows: int
+    ) -> tuple[dict[str, np.ndarray], Timing]:
+        """Queues one request; returns its outputs (its own rows) and how long it took."""
+        if self._closing:
+            raise QueueFull("the server is shutting down")
+        if self.queued_rows + rows > self.max_queue_rows:
+            raise QueueFull(f"{self.queued_rows} rows are queued (limit {self.max_queue_rows})")
+        future = asyncio.get_running_loop().create_future()
+        self._items.append(_Pending(inputs, rows, future, time.perf_counter()))
+        self.queued_rows += rows
+        self._wakeup.set()
+        return await future
+
+    async def close(self) -> None:
+        """Refuses new requests, finishes every queued one, then stops the worker."""
+        self._closing = True
+        self._wakeup.set()
+        if self._worker is not None:
+            await self._worker
+        self._executor.shutdown(wait=True)
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._items:
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            deadline = self._items[0].enqueued + self.max_queue_delay
+            while self.queued_rows < self.max_batch_size and not self._closing:
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0:
+                    break
+                self._wakeup.clear()
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), remaining)
+                except asyncio.TimeoutError:
+                    break
+            batch, rows = [], 0
+            while self._items and rows + self._items[0].rows <= self.max_batch_size:
+                item = self._items.popleft()
+                batch.append(item)
+                rows += item.rows
+            self.queued_rows -= rows
+            start = time.perf_counter()
+            bucket = self._sizes[bisect.bisect_left(self._sizes, rows)]
+            try:
+                outputs = await loop.run_in_executor(self._executor, self._compute, batch, bucket)
+            except Exception as e:  # a fault in the model: every request of the batch hears it
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(e)
+                continue
+            compute = time.perf_counter() - start
+            offset = 0
+            for item in batch:
+                timing = Timing(start - item.enqueued, compute, rows, bucket)
+                mine = {k: v[offset : offset + item.rows] for k, v in outputs.items()}
+                offset += item.rows
+                if not item.future.done():  # the client may have gone
+                    item.future.set_result((mine, timing))
+            if self._on_batch is not None:
+                self._on_batch(Timing(0.0, compute, rows, bucket))
+
+    def _compute(self, batch: list[_Pending], bucket: int) -> dict[str, np.ndarray]:
+        if len(batch) == 1 and batch[0].rows == bucket:
+            return self._run[bucket](batch[0].inputs)
+        inputs = {}
+        for name, first in batch[0].inputs.items():
+            array = np.zeros((bucket, *first.shape[1:]), first.dtype)  # padding rows are zeros
+            offset = 0
+            for item in batch:
+                array[offset : offset + item.rows] = item.inputs[name]
+                offset += item.rows
+            inputs[name] = array
+        return self._run[bucket](inputs)

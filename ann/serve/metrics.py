@@ -1,0 +1,98 @@
+"""Prometheus metrics of the server, in base units (seconds), named `ann_*`.
+
+| name | type | labels | what |
+|---|---|---|---|
+| `ann_request_duration_seconds` | histogram | model, version | infer requests, body read to reply |
+| `ann_queue_seconds` | histogram | model, version | time a request waited for its batch |
+| `ann_compute_seconds` | histogram | model, version | one batch: pad, run, split |
+| `ann_batch_size` | histogram | model, version | real rows per batch |
+| `ann_batch_padding_rows_total` | counter | model, version | rows added to reach a bucket |
+| `ann_requests_total` | counter | model, version, code | every HTTP request by status |
+| `ann_errors_total` | counter | code, reason | refused requests: json, name, shape, ... |
+| `ann_queue_depth` | gauge | model, version | rows waiting |
+| `ann_model_info` | gauge (1) | model, version, platforms, source | what is loaded |
+| `ann_ready` | gauge | | 1 when every model is compiled and the server not draining |
+
+`model` and `version` are only ever names the server loaded (or empty), so a client cannot blow
+up the label cardinality with made-up names.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.002,
+    0.005,
+    0.01,
+    0.02,
+    0.05,
+    0.1,
+    0.2,
+    0.5,
+    1.0,
+    2.0,
+    5.0,
+)
+
+
+class Metrics:
+    def __init__(self, max_batch_size: int):
+        disable_created_metrics()  # `*_created` series double the output and nobody reads them
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        mv = ("model", "version")
+        self.request_duration = Histogram(
+            "ann_request_duration_seconds",
+            "Infer request duration.",
+            mv,
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_seconds = Histogram(
+            "ann_queue_seconds",
+            "Time a request waited for its batch.",
+            mv,
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.compute_seconds = Histogram(
+            "ann_compute_seconds",
+            "Time to run one batch.",
+            mv,
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        sizes = sorted({1 << i for i in range(max_batch_size.bit_length())} | {max_batch_size})
+        self.batch_size = Histogram(
+            "ann_batch_size", "Real rows per batch.", mv, buckets=sizes, registry=r
+        )
+        self.padding = Counter(
+            "ann_batch_padding_rows", "Rows of padding added to reach a bucket.", mv, registry=r
+        )
+        self.requests = Counter(
+            "ann_requests", "HTTP requests by status code.", (*mv, "code"), registry=r
+        )
+        self.errors = Counter(
+            "ann_errors", "Refused requests by status and reason.", ("code", "reason"), registry=r
+        )
+        self.queue_depth = Gauge("ann_queue_depth", "Rows waiting.", mv, registry=r)
+        self.model_info = Gauge(
+            "ann_model_info",
+            "Loaded models (value 1).",
+            (*mv, "platforms", "source"),
+            registry=r,
+        )
+        self.ready = Gauge("ann_ready", "1 when the server is ready.", registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

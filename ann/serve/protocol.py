@@ -1,0 +1,249 @@
+"""Open Inference Protocol v2 (KServe v2) JSON codec: decode and check requests, encode replies.
+
+Every check that fails raises `ProtocolError` with the HTTP status and a message that names the
+field, what was expected and what came, e.g.
+`inputs[0].shape: expected [-1, 8, 8, 1] (batch first), got [1, 8, 8]`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import orjson
+
+# numpy dtype name <-> v2 datatype
+DATATYPES = {
+    "bool": "BOOL",
+    "uint8": "UINT8",
+    "uint16": "UINT16",
+    "uint32": "UINT32",
+    "uint64": "UINT64",
+    "int8": "INT8",
+    "int16": "INT16",
+    "int32": "INT32",
+    "int64": "INT64",
+    "float16": "FP16",
+    "bfloat16": "BF16",
+    "float32": "FP32",
+    "float64": "FP64",
+}
+
+
+_BY_DTYPE = {np.dtype(k): v for k, v in DATATYPES.items() if k != "bfloat16"}
+
+
+class ProtocolError(Exception):
+    """A request the server refuses; `status` is the HTTP code, `reason` a short metric label."""
+
+    def __init__(self, status: int, message: str, reason: str = "bad_request"):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.reason = reason
+
+
+def tensor_metadata(signature: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """v2 metadata tensors: name, datatype, shape with -1 for the batch axis."""
+    return [
+        {"name": name, "datatype": DATATYPES[spec["dtype"]], "shape": list(spec["shape"])}
+        for name, spec in signature.items()
+    ]
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _decode_data(field: str, data: Any, shape: list[int], dtype: np.dtype) -> np.ndarray:
+    if not isinstance(data, list):
+        raise ProtocolError(
+            400, f"{field}: expected a JSON array of numbers, got {type(data).__name__}", "data"
+        )
+    try:
+        array = np.asarray(data)
+    except (ValueError, TypeError):
+        raise ProtocolError(
+            400,
+            f"{field}: expected a flat or regularly nested array of numbers, got ragged lists",
+            "data",
+        ) from None
+    count = math.prod(shape)
+    if array.size == 0 and count == 0:
+        array = array.astype(dtype)
+    if array.dtype.kind not in "biuf":
+        raise ProtocolError(
+            400,
+            f"{field}: expected numbers for {DATATYPES[dtype.name]}, got {_short(data)}",
+            "data",
+        )
+    if array.size != count:
+        raise ProtocolError(
+            400,
+            f"{field}: expected {count} values for shape {shape}, got {array.size}",
+            "data",
+        )
+    if dtype.kind in "iu":
+        if array.dtype.kind == "f":
+            if not np.all(np.isfinite(array)) or np.any(array != np.round(array)):
+                raise ProtocolError(
+                    400,
+                    f"{field}: expected integers for {DATATYPES[dtype.name]}, got fractions",
+                    "data",
+                )
+        info = np.iinfo(dtype)
+        if array.size and (array.min() < info.min or array.max() > info.max):
+            raise ProtocolError(
+                400,
+                f"{field}: expected {DATATYPES[dtype.name]} values in [{info.min}, {info.max}], "
+                f"got values in [{array.min()}, {array.max()}]",
+                "data",
+            )
+    elif dtype.kind == "b":
+        if array.dtype.kind != "b" and not np.isin(array, (0, 1)).all():
+            raise ProtocolError(400, f"{field}: expected true/false or 0/1 for BOOL", "data")
+    with np.errstate(over="ignore", invalid="ignore"):
+        result = array.astype(dtype).reshape(shape)
+    if dtype.kind == "f" and not np.all(np.isfinite(result)):
+        bad = int(np.flatnonzero(~np.isfinite(result.reshape(-1)))[0])
+        raise ProtocolError(
+            400,
+            f"{field}: expected finite {DATATYPES[dtype.name]} values, got "
+            f"{result.reshape(-1)[bad]} at flat index {bad} (out of range for the type)",
+            "data",
+        )
+    return result
+
+
+def decode_infer(
+    body: bytes,
+    signature: Mapping[str, Mapping[str, Any]],
+    outputs: Mapping[str, Any],
+    max_rows: int,
+) -> tuple[dict[str, np.ndarray], int, str | None, list[str]]:
+    """A v2 infer request -> (inputs by name, rows, request id, output names to return)."""
+    try:
+        request = orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        raise ProtocolError(
+            400,
+            f"body: expected a JSON object (NaN and Infinity are not JSON), got invalid JSON ({e})",
+            "json",
+        ) from None
+    if not isinstance(request, dict):
+        raise ProtocolError(
+            400, f"body: expected a JSON object with 'inputs', got {type(request).__name__}", "json"
+        )
+    request_id = request.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise ProtocolError(400, f"id: expected a string, got {_short(request_id)}", "field")
+    tensors = request.get("inputs")
+    if not isinstance(tensors, list) or not tensors:
+        raise ProtocolError(
+            400,
+            f"inputs: expected a non-empty list of tensors {{name, shape, datatype, data}}, got "
+            f"{_short(tensors)}",
+            "field",
+        )
+    arrays: dict[str, np.ndarray] = {}
+    rows = None
+    for i, tensor in enumerate(tensors):
+        field = f"inputs[{i}]"
+        if not isinstance(tensor, dict):
+            raise ProtocolError(400, f"{field}: expected an object, got {_short(tensor)}", "field")
+        name = tensor.get("name")
+        if not isinstance(name, str) or name not in signature:
+            raise ProtocolError(
+                400,
+                f"{field}.name: expected one of {sorted(signature)}, got {_short(name)}",
+                "name",
+            )
+        if name in arrays:
+            raise ProtocolError(
+                400, f"{field}.name: expected each input once, got {name!r} again", "name"
+            )
+        spec = signature[name]
+        dtype = np.dtype(spec["dtype"])
+        datatype = tensor.get("datatype")
+        if datatype != DATATYPES[dtype.name]:
+            raise ProtocolError(
+                400,
+                f"{field}.datatype: expected {DATATYPES[dtype.name]} for input {name!r}, got "
+                f"{_short(datatype)}",
+                "datatype",
+            )
+        shape = tensor.get("shape")
+        expected = [-1, *spec["shape"]]
+        if (
+            not isinstance(shape, list)
+            or len(shape) != len(expected)
+            or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape)
+            or shape[1:] != expected[1:]
+            or shape[0] < 1
+        ):
+            raise ProtocolError(
+                400,
+                f"{field}.shape: expected {expected} (batch first, at least 1 row) for input "
+                f"{name!r}, got {_short(shape)}",
+                "shape",
+            )
+        if shape[0] > max_rows:
+            raise ProtocolError(
+                413,
+                f"{field}.shape[0]: expected at most {max_rows} rows per request (the server's "
+                f"max_batch_size), got {shape[0]}; split the request",
+                "too_many_rows",
+            )
+        if rows is not None and shape[0] != rows:
+            raise ProtocolError(
+                400,
+                f"{field}.shape[0]: expected {rows} rows like the first input, got {shape[0]}",
+                "shape",
+            )
+        rows = shape[0]
+        arrays[name] = _decode_data(f"{field}.data", tensor.get("data"), shape, dtype)
+    missing = sorted(set(signature) - set(arrays))
+    if missing:
+        raise ProtocolError(
+            400, f"inputs: expected also {missing}, got only {sorted(arrays)}", "name"
+        )
+    wanted = list(outputs)
+    requested = request.get("outputs")
+    if requested is not None:
+        if not isinstance(requested, list) or not all(
+            isinstance(o, dict) and isinstance(o.get("name"), str) and o["name"] in outputs
+            for o in requested
+        ):
+            raise ProtocolError(
+                400,
+                f"outputs: expected a list of {{name}} with names in {sorted(outputs)}, got "
+                f"{_short(requested)}",
+                "field",
+            )
+        wanted = [o["name"] for o in requested]
+    return arrays, int(rows or 0), request_id, wanted
+
+
+def encode_infer(
+    model_name: str,
+    model_version: str,
+    request_id: str | None,
+    outputs: Mapping[str, np.ndarray],
+) -> bytes:
+    """A v2 infer response; arrays go to JSON straight from NumPy (orjson)."""
+    body: dict[str, Any] = {"model_name": model_name, "model_version": model_version}
+    if request_id is not None:
+        body["id"] = request_id
+    body["outputs"] = [
+        {
+            "name": name,
+            "datatype": _BY_DTYPE.get(value.dtype) or DATATYPES[value.dtype.name],
+            "shape": list(value.shape),
+            "data": np.ascontiguousarray(value).reshape(-1),
+        }
+        for name, value in outputs.items()
+    ]
+    return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)

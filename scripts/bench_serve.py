@@ -1,0 +1,282 @@
+"""The model server under load: dynamic batching vs batch size 1, in the same run.
+
+    python scripts/bench_serve.py [--models=cnn,resnet] [--concurrency=1,8,32,64]
+        [--requests=3000] [--seconds=8] [--steps=100] [--workdir=runs/bench_serve]
+
+For each model (configs/digits_cnn.py, configs/digits_resnet.py, trained for `--steps` steps and
+exported once into `--workdir`, reused after), it starts `python -m ann.serve` twice, with
+`--max_batch_size=64 --max_queue_delay_ms=2` and with `--max_batch_size=1`, and drives each
+with a load generator in another process: `c` keep-alive connections, each sending one-row v2
+requests back to back, until `--requests` or `--seconds` run out. With 2 or more CPUs the server
+is pinned to core 0 and the load generator to core 1 (taskset). Printed per level: throughput,
+client p50/p95/p99 latency, errors, and from the server's /metrics the mean time per request in
+the queue and the rest of the server's time (compute, JSON, routing). Overhead: client latency
+at concurrency 1 against batch size 1 minus the bare compiled call of the same model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def pinned(core: int) -> list[str]:
+    if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
+        return ["taskset", "-c", str(core)]
+    return []
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# -- load generator (its own process) -----------------------------------------------------------
+
+
+async def _load(port: int, path: str, bodies: list[bytes], concurrency: int, requests: int,
+                seconds: float) -> dict:  # fmt: skip
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    sent = 0
+    deadline = time.perf_counter() + seconds
+
+    async def client(i: int) -> None:
+        nonlocal sent
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while sent < requests and time.perf_counter() < deadline:
+                sent += 1
+                body = bodies[(i + sent) % len(bodies)]
+                head = (
+                    f"POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+                    f"Content-Length: {len(body)}\r\n\r\n"
+                ).encode()
+                start = time.perf_counter()
+                writer.write(head + body)
+                header = await reader.readuntil(b"\r\n\r\n")
+                status = int(header[9:12])
+                length = int(header.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                await reader.readexactly(length)
+                latencies.append(time.perf_counter() - start)
+                statuses[status] = statuses.get(status, 0) + 1
+        finally:
+            writer.close()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(client(i) for i in range(concurrency)))
+    elapsed = time.perf_counter() - start
+    latencies.sort()
+
+    def q(p: float) -> float:
+        return latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1e3
+
+    return {
+        "requests": len(latencies),
+        "seconds": elapsed,
+        "throughput": statuses.get(200, 0) / elapsed,  # answered, not refused
+        "p50_ms": q(0.50),
+        "p95_ms": q(0.95),
+        "p99_ms": q(0.99),
+        "mean_ms": statistics.fmean(latencies) * 1e3,
+        "statuses": statuses,
+    }
+
+
+def loadgen_main(args: argparse.Namespace) -> None:
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    with open(args.bodies) as f:
+        bodies = [b.encode() for b in json.load(f)]
+    asyncio.run(_load(args.port, args.path, bodies[:50], 4, 200, 5))  # warm up
+    result = asyncio.run(
+        _load(args.port, args.path, bodies, int(args.concurrency), args.requests, args.seconds)
+    )
+    print(json.dumps(result))
+
+
+# -- orchestration ------------------------------------------------------------------------------
+
+
+def run(cmd: list[str]) -> None:
+    subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def prepare(model: str, steps: int, workdir: str) -> str:
+    """Trains (briefly) and exports configs/digits_MODEL.py once; returns the export dir."""
+    run_dir, export_dir = os.path.join(workdir, model), os.path.join(workdir, f"{model}_export")
+    if not os.path.exists(os.path.join(export_dir, "manifest.json")):
+        run(
+            [
+                sys.executable,
+                "-m",
+                "ann.main",
+                f"--config=configs/digits_{model}.py",
+                f"--workdir={run_dir}",
+                f"--config.total_steps={steps}",
+                f"--config.eval_every_steps={steps}",
+                f"--config.checkpoint_every_steps={steps}",
+            ]
+        )
+        run([sys.executable, "-m", "ann.export", f"--workdir={run_dir}", f"--out={export_dir}",
+             f"--name=digits_{model}"])  # fmt: skip
+    return export_dir
+
+
+def metrics(port: int) -> dict[str, float]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        for name in ("ann_request_duration_seconds", "ann_queue_seconds", "ann_batch_size"):
+            for suffix in ("_sum", "_count"):
+                if line.startswith(name + suffix + "{"):
+                    out[name + suffix] = out.get(name + suffix, 0.0) + float(line.split()[-1])
+    return out
+
+
+def serve(export_dir: str, port: int, extra: list[str]) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [*pinned(0), sys.executable, "-m", "ann.serve", f"--model={export_dir}", f"--port={port}",
+         "--max_queue_rows=1024", *extra],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(proc.stderr.read().decode()[-2000:])
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2)
+            return proc
+        except OSError:
+            time.sleep(0.3)
+    proc.kill()
+    raise RuntimeError("server did not turn ready")
+
+
+def bare_call_ms(export_dir: str, x) -> float:
+    """Median time of the compiled batch-1 call in this process, pinned like the server."""
+    if pinned(0):
+        os.sched_setaffinity(0, {0})
+    from ann import artifact
+
+    fn = artifact.load(export_dir).compile(1)
+    for _ in range(50):
+        fn({"image": x[:1]})
+    times = []
+    for i in range(500):
+        start = time.perf_counter()
+        fn({"image": x[i % len(x) : i % len(x) + 1]})
+        times.append(time.perf_counter() - start)
+    os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+    return statistics.median(times) * 1e3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", default="cnn,resnet")
+    parser.add_argument("--concurrency", default="1,8,32,64")
+    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--max_batch_size", type=int, default=64)
+    parser.add_argument("--max_queue_delay_ms", type=float, default=2.0)
+    parser.add_argument("--workdir", default=os.path.join(ROOT, "runs", "bench_serve"))
+    parser.add_argument("--loadgen", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--path", help=argparse.SUPPRESS)
+    parser.add_argument("--bodies", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.loadgen:
+        loadgen_main(args)
+        return
+
+    import numpy as np
+
+    from ann import data
+
+    os.makedirs(args.workdir, exist_ok=True)
+    images = data.load("digits", "test", cache=True).rows(np.arange(256))["image"]
+    bodies_path = os.path.join(args.workdir, "bodies.json")
+    with open(bodies_path, "w") as f:
+        tensor = {"name": "image", "shape": [1, 8, 8, 1], "datatype": "UINT8"}
+        bodies = [{"inputs": [{**tensor, "data": x.reshape(-1).tolist()}]} for x in images]
+        json.dump([json.dumps(b) for b in bodies], f)
+    levels = [int(c) for c in args.concurrency.split(",")]
+    modes = {
+        "dynamic": [f"--max_batch_size={args.max_batch_size}",
+                    f"--max_queue_delay_ms={args.max_queue_delay_ms}"],
+        "batch-1": ["--max_batch_size=1"],  # queues every client, as dynamic does (1024 rows)
+    }  # fmt: skip
+    print(f"{os.cpu_count()} CPUs; server on core 0, load generator on core 1"
+          if pinned(0) else "not pinned (taskset missing or 1 CPU)")  # fmt: skip
+    summary = []
+    for model in args.models.split(","):
+        export_dir = prepare(model, args.steps, args.workdir)
+        bare = bare_call_ms(export_dir, images)
+        results = {}
+        for mode, extra in modes.items():
+            port = free_port()
+            proc = serve(export_dir, port, extra)
+            try:
+                for c in levels:
+                    before = metrics(port)
+                    out = subprocess.run(
+                        [*pinned(1), sys.executable, __file__, "--loadgen", f"--port={port}",
+                         f"--path=/v2/models/digits_{model}/infer", f"--bodies={bodies_path}",
+                         f"--concurrency={c}", f"--requests={args.requests}",
+                         f"--seconds={args.seconds}"],
+                        check=True, capture_output=True, text=True, timeout=args.seconds + 120,
+                    )  # fmt: skip
+                    r = json.loads(out.stdout.strip().splitlines()[-1])
+                    after = metrics(port)
+                    d = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+                    n = max(d["ann_request_duration_seconds_count"], 1)
+                    r["queue_ms"] = d["ann_queue_seconds_sum"] / n * 1e3
+                    r["server_rest_ms"] = (
+                        (d["ann_request_duration_seconds_sum"] - d["ann_queue_seconds_sum"])
+                        / n
+                        * 1e3
+                    )
+                    r["mean_batch"] = d["ann_batch_size_sum"] / max(d["ann_batch_size_count"], 1)
+                    results[(mode, c)] = r
+                    errors = sum(v for k, v in r["statuses"].items() if k != "200")
+                    print(
+                        f"{model:7s} {mode:8s} c={c:3d} | {r['throughput']:8.0f} req/s | p50 "
+                        f"{r['p50_ms']:6.2f} p95 {r['p95_ms']:6.2f} p99 {r['p99_ms']:6.2f} ms | "
+                        f"server: queue {r['queue_ms']:5.2f} rest {r['server_rest_ms']:5.2f} ms "
+                        f"| batch {r['mean_batch']:5.1f} | errors {errors}",
+                        flush=True,
+                    )
+            finally:
+                proc.terminate()
+                proc.wait(60)
+        one = results[("batch-1", 1)]
+        top = max(levels)
+        ratio = results[("dynamic", top)]["throughput"] / results[("batch-1", top)]["throughput"]
+        summary.append(
+            f"{model}: bare compiled batch-1 call {bare:.3f} ms; server overhead per request "
+            f"(client p50 at c=1, batch-1, minus bare call) {one['p50_ms'] - bare:.3f} ms; "
+            f"dynamic/batch-1 throughput at c={top}: {ratio:.2f}x, dynamic p95 "
+            f"{results[('dynamic', top)]['p95_ms']:.1f} ms"
+        )
+    print("\n".join(summary))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,177 @@
+"""Export: the loaded artifact computes what the training code computes; tampering is refused."""
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import pytest
+from conftest import tiny
+
+from ann import artifact, data
+from ann.export import export
+from ann.train.loop import restore_model, train_and_evaluate
+
+
+def test_loaded_export_equals_training_code(digits_export):
+    workdir, out = digits_export
+    model = artifact.load(str(out))
+    experiment, trained, step, config = restore_model(str(workdir), "best")
+    rows = data.load("digits", "test", cache=True).rows(np.arange(100))
+    inputs = {"image": rows["image"]}
+    got = model(inputs)
+    want = jax.device_get(experiment.predict(trained, inputs))
+    np.testing.assert_allclose(got["probabilities"], want["probabilities"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(got["label"], want["label"])
+    # Any batch size, and ahead-of-time compiled buckets agree with the symbolic call.
+    np.testing.assert_array_equal(model({"image": rows["image"][:3]})["label"], want["label"][:3])
+    np.testing.assert_allclose(
+        model.compile(4)({"image": rows["image"][:4]})["probabilities"],
+        want["probabilities"][:4],
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    with pytest.raises(ValueError, match="input 'image' must be uint8"):
+        model({"image": rows["image"].astype(np.float32)})
+
+    m = model.manifest
+    assert m["inputs"] == {"image": {"dtype": "uint8", "shape": [-1, 8, 8, 1]}}
+    assert m["outputs"]["probabilities"] == {"dtype": "float32", "shape": [-1, 10]}
+    assert m["outputs"]["label"]["shape"] == [-1] and len(m["outputs"]["label"]["names"]) == 10
+    assert m["source"] == {"workdir": str(workdir), "step": step}
+    assert m["config"]["model"]["name"] == "cnn" and m["config"]["total_steps"] == 20
+    assert set(m["metrics"]) == {"eval/loss", "eval/accuracy"}
+    assert m["versions"]["jax"] == jax.__version__ and m["versions"]["flax"]
+    assert m["git"]["commit"] is None or len(m["git"]["commit"]) == 40
+    assert m["platforms"] == ["cpu"]
+    assert set(m["files"]) == {artifact.FUNCTION, artifact.WEIGHTS}
+    ref = m["reference"]
+    image = ref["inputs"]["image"]
+    assert image["rows"] == len(data.load("digits", "train")) and len(image["mean"]) == 64
+    assert (
+        len(image["histogram"]["edges"][0]) == 11
+        and sum(image["histogram"]["counts"][0]) == (image["rows"])
+    )
+    labels = ref["outputs"]["label"]
+    assert sum(labels["counts"]) == image["rows"] and abs(sum(labels["distribution"]) - 1) < 1e-3
+    assert sum(ref["outputs"]["probabilities"]["max_histogram"]["counts"]) == image["rows"]
+
+
+BLOCK_FLAX = textwrap.dedent(
+    """
+    import importlib.abc, sys
+
+    class Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("flax", "optax", "orbax", "experiments", "grain") or (
+                name.startswith("ann.") and name not in ("ann.artifact",)
+            ):
+                raise ImportError(f"{name} must not be needed to load an export")
+
+    sys.meta_path.insert(0, Block())
+    import numpy as np
+    from ann import artifact
+
+    model = artifact.load(sys.argv[1])
+    x = np.load(sys.argv[2])
+    np.save(sys.argv[3], model({"image": x})["probabilities"])
+    print(sorted(m for m in sys.modules if m.split(".")[0] in ("flax", "experiments")))
+    """
+)
+
+
+def test_loader_needs_only_jax(digits_export, tmp_path):
+    _, out = digits_export
+    x = data.load("digits", "test", cache=True).rows(np.arange(16))["image"]
+    np.save(tmp_path / "x.npy", x)
+    result = subprocess.run(
+        [sys.executable, "-c", BLOCK_FLAX, str(out), str(tmp_path / "x.npy"), str(tmp_path / "y")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+    np.testing.assert_allclose(
+        np.load(tmp_path / "y.npy"), artifact.load(str(out))({"image": x})["probabilities"]
+    )
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        ("flip_weights", "weights.safetensors was modified"),
+        (
+            "truncate_function",
+            r"function.jaxexport has \d+ bytes, the manifest says \d+ \(truncated",
+        ),
+        ("delete_weights", "weights.safetensors is missing"),
+        ("truncate_manifest", "manifest.json is not valid JSON"),
+        ("rehash_manifest", "was modified: its sha256 is"),
+        ("not_an_export", "is not an ann.export/1 manifest"),
+    ],
+)
+def test_tampered_artifact_is_refused(digits_export, tmp_path, damage, message):
+    _, out = digits_export
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    recorded = artifact.sha256_file(str(copy / artifact.MANIFEST))
+    weights, function, manifest = (
+        copy / artifact.WEIGHTS,
+        copy / artifact.FUNCTION,
+        copy / artifact.MANIFEST,
+    )
+    if damage == "flip_weights":
+        blob = bytearray(weights.read_bytes())
+        blob[-5] ^= 0x01  # one bit of one parameter: same size, valid safetensors
+        weights.write_bytes(bytes(blob))
+    elif damage == "truncate_function":
+        function.write_bytes(function.read_bytes()[:-100])
+    elif damage == "delete_weights":
+        weights.unlink()
+    elif damage == "truncate_manifest":
+        manifest.write_bytes(manifest.read_bytes()[:500])
+    elif damage == "rehash_manifest":
+        # An attacker who edits a file and its hash in the manifest is caught by the hash of the
+        # manifest that the registry recorded.
+        blob = bytearray(weights.read_bytes())
+        blob[-5] ^= 0x01
+        weights.write_bytes(bytes(blob))
+        m = json.loads(manifest.read_text())
+        m["files"][artifact.WEIGHTS]["sha256"] = artifact.sha256_bytes(bytes(blob))
+        manifest.write_text(json.dumps(m))
+        artifact.load(str(copy))  # consistent on its own...
+    elif damage == "not_an_export":
+        manifest.write_text(json.dumps({"format": "something else"}))
+    with pytest.raises(artifact.IntegrityError, match=message):
+        artifact.load(str(copy), recorded if damage == "rehash_manifest" else None)
+    if damage != "rehash_manifest":
+        with pytest.raises(artifact.IntegrityError):
+            artifact.verify(str(copy))
+
+
+def test_export_refuses_a_nonempty_out_and_keeps_batchnorm(tmp_path, digits_export):
+    _, out = digits_export
+    with pytest.raises(FileExistsError, match="not empty"):
+        export("unused", str(out))
+    # ResNet: BatchNorm running statistics travel with the weights, and cuda/tpu lower too.
+    workdir = tmp_path / "resnet"
+    train_and_evaluate(tiny("digits_resnet", total_steps=3), str(workdir))
+    manifest = export(
+        str(workdir), str(tmp_path / "export"), "latest", "resnet", ("cpu", "cuda", "tpu")
+    )
+    assert manifest["platforms"] == ["cpu", "cuda", "tpu"] and manifest["name"] == "resnet"
+    assert not list(tmp_path.glob(".export-*"))  # the temporary directory was renamed away
+    model = artifact.load(str(tmp_path / "export"))
+    assert any(k.endswith("bn1/mean") for k in model.weights)
+    experiment, trained, _, _ = restore_model(str(workdir), "latest")
+    x = data.load("digits", "test", cache=True).rows(np.arange(8))["image"]
+    np.testing.assert_allclose(
+        model({"image": x})["probabilities"],
+        jax.device_get(experiment.predict(trained, {"image": x}))["probabilities"],
+        rtol=1e-5,
+        atol=1e-6,
+    )

@@ -1,0 +1,364 @@
+"""The server over real HTTP on loopback: protocol, batching, errors, overload, SIGTERM."""
+
+import concurrent.futures
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ann import artifact, data
+from ann.registry import Registry
+from ann.serve import protocol
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def request(port, method, path, body=None, headers=None, timeout=30):
+    """(status, headers, parsed JSON or text) over a fresh loopback connection."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        if body is not None and not isinstance(body, bytes):
+            body = json.dumps(body).encode()
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        raw = response.read()
+        kind = response.getheader("content-type", "")
+        parsed = json.loads(raw) if kind.startswith("application/json") else raw.decode()
+        return response.status, dict(response.getheaders()), parsed
+    finally:
+        conn.close()
+
+
+class Server:
+    """`python -m ann.serve` in a subprocess; always stopped."""
+
+    def __init__(self, args, env=None):
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ann.serve", f"--port={self.port}", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
+
+    def wait_ready(self, timeout=180):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(self.proc.stdout.read().decode()[-3000:])
+            try:
+                if request(self.port, "GET", "/v2/health/ready", timeout=2)[0] == 200:
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError("server did not turn ready")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc.stdout.close()
+
+
+def infer_body(x, name="image", datatype="UINT8", **extra):
+    return {
+        "inputs": [{"name": name, "shape": list(x.shape), "datatype": datatype,
+                    "data": x.reshape(-1).tolist()}],
+        **extra,
+    }  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def served(digits_export, tmp_path_factory):
+    """Two registered versions (champion = 1) and the export directory, one server."""
+    _, out = digits_export
+    root = tmp_path_factory.mktemp("serve")
+    registry = Registry(str(root / "reg"))
+    registry.register(str(out), "digits", aliases=["champion"])
+    registry.register(str(out), "digits")
+    server = Server(
+        [
+            "--model=models:/digits@champion",
+            "--model=models:/digits/2",
+            f"--model={out}",
+            f"--registry={root / 'reg'}",
+            "--max_batch_size=8",
+            "--max_queue_delay_ms=5",
+            "--max_body_bytes=100000",
+            f"--request_log={root / 'requests.jsonl'}",
+            "--request_log_sample=1",
+        ]
+    )
+    try:
+        yield server.wait_ready(), artifact.load(str(out)), root
+    finally:
+        server.stop()
+
+
+def test_infer_metadata_health_metrics(served):
+    server, model, root = served
+    port = server.port
+    x = data.load("digits", "test", cache=True).rows(np.arange(5))["image"]
+    want = model({"image": x})
+
+    status, headers, body = request(port, "POST", "/v2/models/digits/infer",
+                                    infer_body(x, id="req-1"))  # fmt: skip
+    assert status == 200, body
+    assert (body["model_name"], body["model_version"], body["id"]) == ("digits", "1", "req-1")
+    outputs = {o["name"]: o for o in body["outputs"]}
+    assert outputs["probabilities"]["shape"] == [5, 10]
+    assert (
+        outputs["probabilities"]["datatype"] == "FP32" and outputs["label"]["datatype"] == "INT32"
+    )
+    np.testing.assert_allclose(
+        np.reshape(outputs["probabilities"]["data"], (5, 10)), want["probabilities"], rtol=1e-6
+    )
+    assert outputs["label"]["data"] == want["label"].tolist()
+
+    # Versions are addressable; the export directory serves under its manifest name.
+    status, _, body = request(port, "POST", "/v2/models/digits/versions/2/infer",
+                              infer_body(x[:1], outputs=[{"name": "label"}]))  # fmt: skip
+    assert status == 200 and body["model_version"] == "2"
+    assert [o["name"] for o in body["outputs"]] == ["label"]
+    status, _, body = request(port, "POST", "/v2/models/digits_cnn/infer", infer_body(x[:2]))
+    assert status == 200 and len(body["model_version"]) == 12
+
+    status, _, meta = request(port, "GET", "/v2/models/digits")
+    assert status == 200 and meta["name"] == "digits" and meta["model_version"] == "1"
+    assert meta["inputs"] == [{"name": "image", "datatype": "UINT8", "shape": [-1, 8, 8, 1]}]
+    assert {o["name"] for o in meta["outputs"]} == {"probabilities", "label"}
+    assert request(port, "GET", "/v2/models/digits/versions/2")[2]["model_version"] == "2"
+    assert request(port, "GET", "/v2/models/digits/versions/2/ready")[:1] == (200,)
+    assert request(port, "GET", "/v2/models/digits/ready")[2]["ready"] is True
+    assert request(port, "GET", "/v2/health/live")[0] == 200
+    assert request(port, "GET", "/v2/health/ready")[2] == {"ready": True}
+    server_meta = request(port, "GET", "/v2")[2]
+    assert server_meta["name"] == "ann" and len(server_meta["models"]) == 3
+    doc = request(port, "GET", "/openapi.json")[2]
+    assert doc["openapi"].startswith("3.") and "/v2/models/{name}/infer" in doc["paths"]
+
+    # Concurrent requests of different sizes are batched together and split back correctly.
+    xs = data.load("digits", "test", cache=True).rows(np.arange(40))["image"]
+    sizes = [1, 3, 2, 1, 4, 1, 2, 3, 1, 2, 5, 1]
+    offsets = np.cumsum([0, *sizes])
+    with concurrent.futures.ThreadPoolExecutor(12) as pool:
+        results = list(pool.map(
+            lambda i: request(port, "POST", "/v2/models/digits/infer",
+                              infer_body(xs[offsets[i]:offsets[i + 1]])),
+            range(len(sizes)),
+        ))  # fmt: skip
+    labels = model({"image": xs[: offsets[-1]]})["label"]
+    for i, (status, _, body) in enumerate(results):
+        assert status == 200, body
+        got = {o["name"]: o["data"] for o in body["outputs"]}["label"]
+        assert got == labels[offsets[i] : offsets[i + 1]].tolist()
+
+    status, headers, text = request(port, "GET", "/metrics")
+    assert status == 200 and headers["content-type"].startswith("text/plain")
+    for name in [
+        'ann_request_duration_seconds_bucket{le="0.005",model="digits",version="1"}',
+        "ann_queue_seconds_count",
+        "ann_compute_seconds_sum",
+        "ann_batch_size_bucket",
+        'ann_requests_total{code="200",model="digits",version="1"}',
+        "ann_queue_depth",
+        'ann_model_info{model="digits",platforms="cpu",source="models:/digits@champion",version="1"}',
+        "ann_ready 1.0",
+    ]:
+        assert name in text, name
+    batches = float(text.split('ann_batch_size_count{model="digits",version="1"} ')[1].split()[0])
+    requests = float(
+        text.split('ann_queue_seconds_count{model="digits",version="1"} ')[1].split()[0]
+    )
+    assert batches < requests  # some requests shared a batch
+
+    with open(root / "requests.jsonl") as f:
+        logged = [json.loads(line) for line in f]
+    first = next(r for r in logged if r["id"] == "req-1")
+    assert first["status"] == 200 and first["inputs"]["image"]["shape"] == [5, 8, 8, 1]
+    assert first["outputs"]["label"]["data"] == want["label"].tolist()
+
+
+def test_errors_name_the_field(served):
+    server, _, _ = served
+    port = server.port
+    x = np.zeros((2, 8, 8, 1), np.uint8)
+    cases = [
+        ("POST", "/v2/models/nope/infer", infer_body(x), 404, "model: expected one of"),
+        ("POST", "/v2/models/digits/versions/9/infer", infer_body(x), 404, "version: expected"),
+        ("GET", "/v2/models/digits/infer", None, 405, "method: expected POST"),
+        ("GET", "/nowhere", None, 404, "no route GET /nowhere"),
+        ("POST", "/v2/models/digits/infer", b"{not json", 400, "body: expected a JSON object"),
+        ("POST", "/v2/models/digits/infer", infer_body(x, name="img"), 400,
+         "inputs[0].name: expected one of ['image'], got 'img'"),
+        ("POST", "/v2/models/digits/infer", infer_body(x, datatype="FP32"), 400,
+         "inputs[0].datatype: expected UINT8 for input 'image', got 'FP32'"),
+        ("POST", "/v2/models/digits/infer", infer_body(x.reshape(2, 8, 8)), 400,
+         "inputs[0].shape: expected [-1, 8, 8, 1]"),
+        ("POST", "/v2/models/digits/infer", infer_body(np.zeros((9, 8, 8, 1), np.uint8)), 413,
+         "inputs[0].shape[0]: expected at most 8 rows per request"),
+        ("POST", "/v2/models/digits/infer",
+         {"inputs": [{"name": "image", "shape": [1, 8, 8, 1], "datatype": "UINT8",
+                      "data": [300] * 64}]}, 400, "expected UINT8 values in [0, 255]"),
+        ("POST", "/v2/models/digits/infer",
+         {"inputs": [{"name": "image", "shape": [1, 8, 8, 1], "datatype": "UINT8",
+                      "data": [1] * 63}]}, 400, "expected 64 values for shape [1, 8, 8, 1]"),
+        ("POST", "/v2/models/digits/infer", b"x" * 200_000, 413,
+         "body: expected at most 100000 bytes, got 200000"),
+    ]  # fmt: skip
+    for method, path, body, code, message in cases:
+        status, _, reply = request(port, method, path, body)
+        assert status == code, (path, reply)
+        assert message in reply["error"], (message, reply)
+        if path.startswith("/v2/models/digits/") and status != 404:
+            assert reply["model_name"] == "digits" and reply["model_version"] in ("1", "2")
+
+
+VALID = {"name": "image", "shape": [1, 8, 8, 1], "datatype": "UINT8", "data": [0] * 64}
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+mutated_tensor = st.fixed_dictionaries(
+    {},
+    optional={
+        "name": st.sampled_from(["image", "img", ""]) | json_values,
+        "shape": st.lists(st.integers(-2, 70), max_size=5) | json_values,
+        "datatype": st.sampled_from(["UINT8", "FP32", "INT64", "BYTES", "uint8"]) | json_values,
+        "data": st.lists(st.integers(-5, 300) | st.floats(-1e40, 1e40), max_size=70) | json_values,
+    },
+).map(lambda t: {**VALID, **t})
+bad_bodies = st.one_of(
+    st.binary(max_size=200),
+    json_values.map(lambda v: json.dumps(v).encode()),
+    st.lists(mutated_tensor, min_size=0, max_size=3).map(
+        lambda ts: json.dumps({"inputs": ts}).encode()
+    ),
+    st.builds(
+        lambda t, extra: json.dumps({"inputs": [t], **extra}).encode(),
+        mutated_tensor,
+        st.dictionaries(st.sampled_from(["id", "outputs", "parameters"]), json_values),
+    ),
+)
+
+
+def explained(error: str) -> bool:
+    """The message names the field, what was expected and what came."""
+    field = error.split(":")[0].split("[")[0].split(".")[0]
+    return field in ("body", "inputs", "id", "outputs") and "expected" in error
+
+
+SIGNATURE = {"image": {"dtype": "uint8", "shape": [8, 8, 1]}}
+OUTPUTS = {"probabilities": {}, "label": {}}
+
+
+@settings(max_examples=1500, deadline=None)
+@given(body=bad_bodies)
+def test_fuzzed_decoder_explains_every_refusal(body):
+    # In-process and fast, so it can try many more cases than the HTTP fuzz below.
+    try:
+        inputs, rows, _, wanted = protocol.decode_infer(body, SIGNATURE, OUTPUTS, 8)
+    except protocol.ProtocolError as e:
+        assert e.status in (400, 413) and explained(e.message), e.message
+    else:
+        assert inputs["image"].shape == (rows, 8, 8, 1) and inputs["image"].dtype == np.uint8
+        assert set(wanted) <= set(OUTPUTS)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(body=bad_bodies)
+def test_fuzzed_requests_never_500(served, body):
+    server, _, _ = served
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        conn.request("POST", "/v2/models/digits/infer", body=body)
+        response = conn.getresponse()
+        reply = json.loads(response.read())
+    finally:
+        conn.close()
+    assert response.status in (200, 400, 413), (body, reply)
+    if response.status != 200:
+        assert explained(reply["error"]), reply["error"]
+
+
+def test_bearer_token(digits_export):
+    _, out = digits_export
+    server = Server([f"--model={out}", "--max_batch_size=2", "--token=s3cret"])
+    try:
+        port = server.wait_ready().port
+        x = np.zeros((1, 8, 8, 1), np.uint8)
+        status, headers, body = request(port, "POST", "/v2/models/digits_cnn/infer", infer_body(x))
+        assert status == 401 and headers["www-authenticate"] == "Bearer"
+        assert "Authorization: Bearer <token>" in body["error"]
+        auth = {"Authorization": "Bearer s3cret"}
+        assert request(port, "POST", "/v2/models/digits_cnn/infer", infer_body(x), auth)[0] == 200
+        assert request(port, "GET", "/metrics", headers={"Authorization": "Bearer no"})[0] == 401
+        assert request(port, "GET", "/v2/health/ready")[0] == 200  # probes need no token
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_overload_gives_503_and_sigterm_drains(digits_export):
+    _, out = digits_export
+    # Batches wait up to 1.5 s to fill 8 rows and the queue holds 4: the 5th concurrent request
+    # is refused at once; then SIGTERM must still answer every queued one.
+    server = Server(
+        [f"--model={out}", "--max_batch_size=8", "--max_queue_delay_ms=1500",
+         "--max_queue_rows=4"]
+    )  # fmt: skip
+    try:
+        port = server.wait_ready().port
+        x = np.zeros((1, 8, 8, 1), np.uint8)
+        path = "/v2/models/digits_cnn/infer"
+        start = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(12) as pool:
+            results = list(
+                pool.map(lambda _: request(port, "POST", path, infer_body(x)), range(12))
+            )
+        assert time.monotonic() - start < 20  # no hang
+        codes = sorted(r[0] for r in results)
+        assert codes.count(200) >= 4 and codes.count(503) >= 1, codes
+        assert set(codes) <= {200, 503}
+        refused = next(r for r in results if r[0] == 503)
+        assert refused[1]["retry-after"] == "1" and "queue: full" in refused[2]["error"]
+
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            pending = [pool.submit(request, port, "POST", path, infer_body(x)) for _ in range(4)]
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:  # wait until all 4 are queued
+                text = request(port, "GET", "/metrics")[2]
+                if 'ann_queue_depth{model="digits_cnn"' in text and (
+                    text.split('ann_queue_depth{model="digits_cnn"')[1].split("} ")[1]
+                ).startswith("4.0"):
+                    break
+                time.sleep(0.05)
+            server.proc.send_signal(signal.SIGTERM)
+            answers = [p.result(timeout=30) for p in pending]
+        assert [a[0] for a in answers] == [200] * 4, answers
+        assert server.proc.wait(30) == 0
+        with pytest.raises(OSError):
+            request(port, "GET", "/v2/health/live", timeout=2)
+    finally:
+        server.stop()
