@@ -13,6 +13,8 @@ from typing import Any
 import grain
 import orbax.checkpoint as ocp
 
+from ann.config import ConfigError
+
 
 class CheckpointError(RuntimeError):
     """A checkpoint that exists but cannot be restored; the message says what to do."""
@@ -80,7 +82,7 @@ class Checkpoints:
     def save_if_best(self, step: int, state: Any, data_iter: Any, metrics: dict) -> bool:
         """Saves to `checkpoints_best/` when `metrics[best_metric]` beats the best so far."""
         if self.best_metric not in metrics:
-            raise KeyError(
+            raise ConfigError(
                 f"config key 'best_metric': {self.best_metric!r} is not an eval metric; "
                 f"choose one of {', '.join(sorted(metrics))}"
             )

@@ -29,7 +29,7 @@ SCHEMA: dict[str, Any] = {
     "model": {"name": ("", str)},
     "data": {
         "name": ("", str),
-        "data_dir": (None, (str, NoneType)),
+        "data_dir": ("", str),  # "" = $TFDS_DATA_DIR or ~/tensorflow_datasets
         "train_split": ("train", str),
         "eval_splits": (("test",), (tuple, list)),
         "cache": (True, bool),  # hold the decoded split in memory (small data sets)
@@ -38,9 +38,11 @@ SCHEMA: dict[str, Any] = {
         "prefetch_batches": (2, int),
     },
     "batch_size": (128, int),
-    "eval_batch_size": (None, (int, NoneType)),
-    "total_steps": (None, (int, NoneType)),
-    "num_epochs": (None, (int, float, NoneType)),
+    # 0 (or "") means unset rather than None, so every key can be set with --config.key=value
+    # (ml_collections cannot override a key whose value is None).
+    "eval_batch_size": (0, (int, NoneType)),  # 0 = batch_size
+    "total_steps": (0, (int, NoneType)),  # set exactly one of total_steps and num_epochs
+    "num_epochs": (0.0, (float, int, NoneType)),
     "seed": (0, int),
     "optimizer": {
         "name": ("adam", str),
@@ -56,7 +58,7 @@ SCHEMA: dict[str, Any] = {
         "b2": (0.999, (float, int)),
         "eps": (1e-8, (float, int)),
         "weight_decay": (0.0, (float, int)),
-        "grad_clip_norm": (None, (float, int, NoneType)),
+        "grad_clip_norm": (0.0, (float, int, NoneType)),  # 0 = no clipping
         "accumulate_steps": (1, int),
     },
     "log_every_steps": (50, int),
@@ -172,17 +174,19 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
     for path in POSITIVE:
         if _get(values, path) <= 0:
             raise ConfigError(f"config key '{path}' must be > 0, got {_get(values, path)}")
-    if (values["total_steps"] is None) == (values["num_epochs"] is None):
+    for key in ("total_steps", "num_epochs", "eval_batch_size", "optimizer.grad_clip_norm"):
+        if (_get(values, key) or 0) < 0:
+            raise ConfigError(
+                f"config key '{key}' must be >= 0 (0 = unset), got {_get(values, key)}"
+            )
+    if bool(values["total_steps"]) == bool(values["num_epochs"]):
         raise ConfigError(
-            "set exactly one of config keys 'total_steps' and 'num_epochs' "
+            "set exactly one of config keys 'total_steps' and 'num_epochs' to a positive value "
             f"(got total_steps={values['total_steps']}, num_epochs={values['num_epochs']})"
         )
-    for key in ("total_steps", "num_epochs"):
-        if values[key] is not None and values[key] <= 0:
-            raise ConfigError(f"config key '{key}' must be > 0, got {values[key]}")
     for key in ("batch_size", "eval_batch_size"):
         size = values[key]
-        if size is not None and size % num_devices:
+        if size and size % num_devices:
             raise ConfigError(
                 f"config key '{key}'={size} is not divisible by the {num_devices} devices; "
                 f"use a multiple of {num_devices}, e.g. --config.{key}="

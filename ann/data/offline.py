@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import numpy as np
 import tensorflow_datasets as tfds
-from sklearn import datasets as sk_datasets
-from sklearn.model_selection import train_test_split
 
 SPLIT_SEED = 0
 TEST_FRACTION = 0.2
 
 
 def _random_split(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.model_selection import train_test_split  # imported only when building
+
     index = np.arange(len(labels))
     train, test = train_test_split(
         index, test_size=TEST_FRACTION, random_state=SPLIT_SEED, stratify=labels
@@ -50,7 +50,9 @@ class Digits(tfds.core.GeneratorBasedBuilder):
 
     def _split_generators(self, dl_manager):
         del dl_manager  # nothing to download
-        data = sk_datasets.load_digits()
+        from sklearn.datasets import load_digits  # imported only when building
+
+        data = load_digits()
         images = data.images.astype(np.uint8)[..., None]
         labels = data.target.astype(np.int64)
         train, test = _random_split(labels)
@@ -90,7 +92,9 @@ class BreastCancer(tfds.core.GeneratorBasedBuilder):
 
     def _split_generators(self, dl_manager):
         del dl_manager
-        data = sk_datasets.load_breast_cancer()
+        from sklearn.datasets import load_breast_cancer
+
+        data = load_breast_cancer()
         features = data.data.astype(np.float32)
         labels = data.target.astype(np.int64)
         train, test = _random_split(labels)

@@ -51,7 +51,7 @@ class Result:
 
 
 def _total_steps(config: ml_collections.ConfigDict, num_train: int) -> int:
-    if config.total_steps is not None:
+    if config.total_steps:
         return int(config.total_steps)
     return max(1, math.ceil(config.num_epochs * num_train / config.batch_size))
 
