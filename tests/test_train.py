@@ -193,3 +193,8 @@ def test_restore_model_gives_the_evaluated_model(tmp_path):
     sums = experiment.eval_sums(model, batch)
     accuracy = experiment.eval_metrics(jax.device_get(sums))["accuracy"]
     assert accuracy == pytest.approx(result.eval_metrics["eval/accuracy"], abs=1e-6)
+
+    # Using a model needs no batch that divides this machine's devices (4 here).
+    config_file = tmp_path / "config.json"
+    config_file.write_text(config_file.read_text().replace('"batch_size": 32', '"batch_size": 30'))
+    assert restore_model(str(tmp_path), "latest")[2] == 20

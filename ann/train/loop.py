@@ -103,9 +103,15 @@ class Setup:
     state_shardings: Any
 
 
-def build(config: ml_collections.ConfigDict, experiment: Experiment) -> Setup:
-    """Validates the config, opens the data, and builds the model and its train state."""
-    config_lib.validate(config, jax.device_count())
+def build(
+    config: ml_collections.ConfigDict, experiment: Experiment, for_training: bool = True
+) -> Setup:
+    """Validates the config, opens the data, and builds the model and its train state.
+
+    `for_training=False` (restoring a model to use it) skips the checks that only matter for
+    training here, such as the batch dividing this machine's device count.
+    """
+    config_lib.validate(config, jax.device_count() if for_training else 1)
     mesh = parallel.make_mesh(config.mesh.to_dict())
     # Data first: the experiment learns its classes and input statistics from the train split.
     dc = config.data
@@ -144,7 +150,7 @@ def restore_model(
     with open(os.path.join(workdir, "config.json")) as f:
         config = ml_collections.ConfigDict(json.load(f))
     config.data.eval_splits = tuple(config.data.eval_splits)
-    setup = build(config, experiments.get(config.experiment)(config))
+    setup = build(config, experiments.get(config.experiment)(config), for_training=False)
     checkpoints = Checkpoints(workdir, config.max_to_keep, config.best_metric, config.best_mode)
     try:
         abstract_state = state_lib.abstract(setup.state, setup.state_shardings)
