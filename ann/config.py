@@ -76,6 +76,14 @@ SCHEMA: dict[str, Any] = {
         "min_delta": (0.0, (float, int)),
     },
     "async_checkpointing": (True, bool),
+    # Mixed precision: the models compute in `dtype` and keep parameters in `param_dtype`;
+    # losses are computed in float32 whatever the compute dtype.
+    "dtype": ("float32", str),
+    "param_dtype": ("float32", str),
+    # (first step, number of steps) to trace with jax.profiler into WORKDIR/profile; () = off.
+    "profile_steps": ((), (tuple, list)),
+    # Persistent XLA compilation cache: "" = WORKDIR/../.jax_cache, "off" = none.
+    "compilation_cache_dir": ("", str),
     "mesh": {"data": (-1, int)},
 }
 
@@ -84,6 +92,8 @@ CHOICES = {
     "optimizer.schedule": ("constant", "warmup_cosine", "step"),
     "best_mode": ("max", "min"),
     "early_stopping.mode": ("max", "min"),
+    "dtype": ("float32", "bfloat16", "float16"),
+    "param_dtype": ("float32", "bfloat16", "float16"),
 }
 
 POSITIVE = (
@@ -208,6 +218,12 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
     if stopping["min_delta"] < 0:
         raise ConfigError(
             f"config key 'early_stopping.min_delta' must be >= 0, got {stopping['min_delta']}"
+        )
+    profile = values["profile_steps"]
+    if profile and (len(profile) != 2 or profile[0] < 1 or profile[1] < 1):
+        raise ConfigError(
+            f"config key 'profile_steps' is {tuple(profile)}; use (first_step, num_steps) with "
+            "both >= 1, e.g. --config.profile_steps='(10, 5)', or () for off"
         )
     if not values["data"]["eval_splits"]:
         raise ConfigError("config key 'data.eval_splits' is empty; name at least one split")

@@ -62,6 +62,8 @@ class Classification:
             kwargs,
             input_shape=self.input_shape,
             num_classes=self.num_classes,
+            dtype=jnp.dtype(self.config.dtype),
+            param_dtype=jnp.dtype(self.config.param_dtype),
             rngs=rngs,
         )
 

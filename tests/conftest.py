@@ -40,6 +40,8 @@ def tiny(name: str = "digits_mlp", **overrides):
     config.checkpoint_every_steps = 10
     config.batch_size = 32
     config.async_checkpointing = True
+    # Off, so tests that count compilations see every one (the cache is process-wide).
+    config.compilation_cache_dir = "off"
     for key, value in overrides.items():
         target = config
         *parents, leaf = key.split(".")

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import jax
 import numpy as np
 from absl import logging
 
@@ -44,6 +45,9 @@ class Context:
     finish: str = ""
     finish_message: str = ""
     start_step: int = 0  # the step this process started (or resumed) from
+    flops_per_step: float = 0.0  # per device, from XLA's cost analysis of the train step
+    peak_flops: float | None = None  # per device; None where unknown (CPU): no MFU
+    tokens_per_example: int = 0  # set by token tasks: tokens/s is then logged
 
 
 class Hook:
@@ -55,6 +59,9 @@ class Hook:
 
     def __call__(self, step: int, ctx: Context) -> None:
         raise NotImplementedError
+
+    def close(self, ctx: Context) -> None:
+        """Called once when the run ends, however it ends."""
 
 
 def _eta(seconds: float) -> str:
@@ -73,6 +80,14 @@ class LogTrain(Hook):
         metrics["train/steps_per_sec"] = steps / seconds
         metrics["train/examples_per_sec"] = steps * ctx.batch_size / seconds
         metrics["train/data_wait_fraction"] = min(ctx.data_seconds / seconds, 1.0)
+        if ctx.tokens_per_example:
+            metrics["train/tokens_per_sec"] = metrics["train/examples_per_sec"] * (
+                ctx.tokens_per_example
+            )
+        if ctx.flops_per_step and ctx.peak_flops:
+            metrics["train/mfu"] = (
+                ctx.flops_per_step * metrics["train/steps_per_sec"] / (ctx.peak_flops)
+            )
         ctx.writer.write(step, metrics)
         shown = " | ".join(
             f"{k.split('/', 1)[1]} {v:.4f}"
@@ -115,6 +130,33 @@ class Evaluate(Hook):
             " | ".join(f"{k} {v:.4f}" for k, v in metrics.items() if not k.endswith("seconds")),
         )
         ctx.excluded_seconds += time.perf_counter() - start
+
+
+class Profile(Hook):
+    """Traces steps first+1 .. first+count with jax.profiler into `logdir` (TensorBoard's
+    profile plugin reads it), starting after step `first` completes."""
+
+    def __init__(self, first: int, count: int, logdir: str):
+        super().__init__(every=first)
+        self.first, self.last, self.logdir = first, first + count, logdir
+        self.active = False
+
+    def due(self, step: int, total_steps: int) -> bool:
+        return step in (self.first, self.last) or (self.active and step == total_steps)
+
+    def __call__(self, step: int, ctx: Context) -> None:
+        if not self.active and step == self.first:
+            jax.profiler.start_trace(self.logdir)
+            self.active = True
+        elif self.active:
+            jax.block_until_ready(ctx.state)
+            self.close(ctx)
+            logging.info("profiled steps %d-%d into %s", self.first + 1, step, self.logdir)
+
+    def close(self, ctx: Context) -> None:
+        if self.active:
+            jax.profiler.stop_trace()
+            self.active = False
 
 
 class Checkpoint(Hook):

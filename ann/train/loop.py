@@ -26,6 +26,7 @@ from ann import config as config_lib
 from ann import data, parallel
 from ann.checkpoint import Checkpoints
 from ann.experiment import Experiment
+from ann.metrics import device_peaks
 from ann.metrics.writers import MetricWriter
 from ann.train import hooks as hooks_lib
 from ann.train import optimizers, run_status
@@ -160,12 +161,22 @@ def restore_model(
     return setup.experiment, state_lib.merge(setup.model_def.eval, state), step, config
 
 
+def _enable_compilation_cache(setting: str, workdir: str) -> None:
+    """Turns on XLA's persistent compilation cache (first use in a process decides; a cache
+    directory set elsewhere, e.g. $JAX_COMPILATION_CACHE_DIR, wins)."""
+    if setting == "off" or jax.config.jax_compilation_cache_dir:
+        return
+    path = setting or os.path.join(os.path.dirname(os.path.abspath(workdir)), ".jax_cache")
+    jax.config.update("jax_compilation_cache_dir", path)
+
+
 def run(
     config: ml_collections.ConfigDict,
     workdir: str,
     experiment: Experiment,
     extra_hooks: Sequence[hooks_lib.Hook] = (),
 ) -> Result:
+    _enable_compilation_cache(config.compilation_cache_dir, workdir)
     setup = build(config, experiment)
     if jax.process_index() == 0:
         config_lib.write(config, workdir)
@@ -262,23 +273,29 @@ def run(
             results.update({f"{prefix}/{k}": v for k, v in metrics.items()})
         return results
 
+    report = step_lib.analyze(train_fn)
+    peak = device_peaks.peak_flops(jax.devices()[0].device_kind)
     writer = MetricWriter(workdir, resume_step=start_step)
     writer.write(
         start_step,
         {
             "compile/train_step_seconds": train_compile,
             "compile/eval_step_seconds": eval_compile,
+            **{f"compile/train_step_{k}": v for k, v in report.items()},
             "model/num_params": num_params,
         },
     )
     logging.info(
-        "model %s: %s parameters | %d devices, mesh %s | compiled train step in %.2fs, eval in "
-        "%.2fs | %d steps of %d examples",
+        "model %s: %s parameters | %d x %s, mesh %s | train step compiled in %.2fs: %.3g "
+        "GFLOP and %.1f MiB per device | eval compiled in %.2fs | %d steps of %d examples",
         config.model.name,
         f"{num_params:,}",
         mesh.size,
+        jax.devices()[0].device_kind,
         dict(mesh.shape),
         train_compile,
+        report.get("flops", 0.0) / 1e9,
+        report.get("memory_bytes", 0.0) / 2**20,
         eval_compile,
         total_steps,
         config.batch_size,
@@ -294,6 +311,9 @@ def run(
         window_first_step=start_step,
         start_step=start_step,
         best_eval_metrics=checkpoints.best_metrics(),  # on resume, the best so far
+        flops_per_step=report.get("flops", 0.0),
+        peak_flops=peak,
+        tokens_per_example=getattr(experiment, "tokens_per_example", 0),
     )
     hooks = [
         hooks_lib.LogTrain(config.log_every_steps),
@@ -304,6 +324,11 @@ def run(
             else []
         ),
         hooks_lib.Checkpoint(config.checkpoint_every_steps),
+        *(
+            [hooks_lib.Profile(*config.profile_steps, os.path.join(workdir, "profile"))]
+            if config.profile_steps
+            else []
+        ),
         *extra_hooks,
     ]
     pending: list[dict] = []  # device metrics of steps not yet pulled to the host
@@ -344,6 +369,8 @@ def run(
                     interrupted = True
                     break
     finally:
+        for hook in hooks:
+            hook.close(ctx)
         data_iter.close()
         checkpoints.wait()
         checkpoints.close()

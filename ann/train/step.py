@@ -82,6 +82,24 @@ def make_eval_step(experiment: Experiment, model_def: ModelDef) -> Callable:
     return eval_step
 
 
+def analyze(compiled: jax.stages.Compiled) -> dict[str, float]:
+    """FLOPs per call (per device, as XLA counts the partitioned program) and memory use."""
+    report = {}
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list | tuple) and cost else cost
+    if isinstance(cost, dict) and cost.get("flops", -1) > 0:
+        report["flops"] = float(cost["flops"])
+    memory = compiled.memory_analysis()
+    if memory is not None:
+        report["memory_bytes"] = float(
+            memory.argument_size_in_bytes
+            + memory.output_size_in_bytes
+            + memory.temp_size_in_bytes
+            - memory.alias_size_in_bytes
+        )
+    return report
+
+
 def compile_step(
     fn: Callable,
     args: tuple,
