@@ -1,4 +1,4 @@
-"""Orbax checkpoints of the train state and the data iterator: the latest few, and the best.
+"""Orbax checkpoints of the train state and the data position: the latest few, and the best.
 
 `checkpoints/` keeps the latest `max_to_keep` steps; `checkpoints_best/` keeps the one step with
 the best value of the configured eval metric. Orbax writes each step to a temporary directory
@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import grain
 import orbax.checkpoint as ocp
 
 from ann.config import ConfigError
@@ -20,14 +19,11 @@ class CheckpointError(RuntimeError):
     """A checkpoint that exists but cannot be restored; the message says what to do."""
 
 
-def _args(state: Any, data_iter: Any, restore: bool) -> ocp.args.Composite:
-    if restore:
-        return ocp.args.Composite(
-            state=ocp.args.StandardRestore(state),
-            data=grain.checkpoint.CheckpointRestore(data_iter),
-        )
+def _save_args(state: Any, data_iter: Any) -> ocp.args.Composite:
+    # The data position is the same in every process; Orbax writes JSON from the primary only,
+    # so a checkpoint restores under any number of processes.
     return ocp.args.Composite(
-        state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data_iter)
+        state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_iter.get_state())
     )
 
 
@@ -66,7 +62,7 @@ class Checkpoints:
     def save(self, step: int, state: Any, data_iter: Any, force: bool = False) -> bool:
         if step == self.latest.latest_step():
             return False
-        return self.latest.save(step, args=_args(state, data_iter, False), force=force)
+        return self.latest.save(step, args=_save_args(state, data_iter), force=force)
 
     def _read_best_value(self) -> float | None:
         step = self.best.best_step()
@@ -89,7 +85,7 @@ class Checkpoints:
         value, best = metrics[self.best_metric], self._best_value
         better = best is None or (value > best if self.best_mode == "max" else value < best)
         if better and step != self.best.latest_step():
-            self.best.save(step, args=_args(state, data_iter, False), metrics=metrics, force=True)
+            self.best.save(step, args=_save_args(state, data_iter), metrics=metrics, force=True)
             self._best_value = value
         return better
 
@@ -98,7 +94,13 @@ class Checkpoints:
         iterator in place."""
         step = self.latest.latest_step() if step is None else step
         try:
-            restored = self.latest.restore(step, args=_args(abstract_state, data_iter, True))
+            restored = self.latest.restore(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()
+                ),
+            )
+            data_iter.set_state(restored.data)
         except Exception as e:
             raise CheckpointError(
                 f"checkpoint step {step} in {self.latest.directory} cannot be restored into this "

@@ -17,6 +17,7 @@ from ml_collections import config_flags
 
 import ann
 import experiments
+from ann import parallel
 from ann.checkpoint import CheckpointError
 from ann.config import ConfigError
 from ann.sweep import pruning
@@ -25,6 +26,21 @@ from ann.train.loop import NonFiniteLossError, train_and_evaluate
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (configs/NAME.py[:ARG]).")
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and config.json.")
+flags.DEFINE_string("coordinator_address", "", "Multi-process: HOST:PORT of process 0.")
+flags.DEFINE_integer("num_processes", 0, "Multi-process: how many processes in all.")
+flags.DEFINE_integer("process_id", -1, "Multi-process: this process's index, 0..N-1.")
+flags.DEFINE_enum(
+    "distributed",
+    "off",
+    ["off", "auto"],
+    "auto: join the cluster's processes "
+    "from its environment (SLURM, Kubernetes, TPU VMs), as JAX detects them.",
+)
+flags.DEFINE_integer(
+    "distributed_timeout",
+    300,
+    "Seconds to wait for peers (start-up and heartbeats) before ending with an error.",
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -49,6 +65,13 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     quiet_libraries()
     try:
+        parallel.initialize_distributed(
+            FLAGS.coordinator_address,
+            FLAGS.num_processes,
+            FLAGS.process_id,
+            auto=FLAGS.distributed == "auto",
+            timeout_seconds=FLAGS.distributed_timeout,
+        )
         # A sweep's trial reports its evals to the study (Optuna is imported only then).
         hooks = pruning.hooks_from_env(FLAGS.config)
         result = train_and_evaluate(FLAGS.config, FLAGS.workdir, extra_hooks=hooks)

@@ -6,6 +6,7 @@ import math
 from collections.abc import Mapping, Sequence
 
 import jax
+import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ann.config import ConfigError
@@ -52,3 +53,58 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 def data_parallel_size(mesh: Mesh) -> int:
     return math.prod(mesh.shape[a] for a in BATCH_AXES if a in mesh.axis_names)
+
+
+def initialize_distributed(
+    coordinator_address: str = "",
+    num_processes: int = 0,
+    process_id: int = -1,
+    auto: bool = False,
+    timeout_seconds: int = 300,
+) -> None:
+    """Joins a multi-process run before any other JAX call.
+
+    Explicit: all three of coordinator_address, num_processes, process_id. `auto`: JAX reads the
+    cluster's own variables (SLURM, Open MPI, Kubernetes, TPU VMs). A peer that never arrives
+    ends start-up after `timeout_seconds`; a peer that dies mid-run ends the others after the
+    same heartbeat timeout, instead of a silent hang.
+    """
+    explicit = bool(coordinator_address) or num_processes > 0 or process_id >= 0
+    if not explicit and not auto:
+        return
+    if explicit and not (coordinator_address and num_processes > 0 and process_id >= 0):
+        raise ConfigError(
+            "a multi-process run needs all of --coordinator_address=HOST:PORT, "
+            "--num_processes=N and --process_id=I (or --distributed=auto on a cluster)"
+        )
+    # Collectives between CPU devices of different processes go through gloo; GPUs and TPUs
+    # use their own (NCCL, ICI), which this setting does not touch.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    kwargs = dict(initialization_timeout=timeout_seconds, heartbeat_timeout_seconds=timeout_seconds)
+    try:
+        if explicit:
+            jax.distributed.initialize(coordinator_address, num_processes, process_id, **kwargs)
+        else:
+            jax.distributed.initialize(**kwargs)
+    except Exception as e:  # start-up failures surface as one clear line
+        raise ConfigError(
+            f"could not join the multi-process run ({type(e).__name__}: {e}); check that every "
+            f"process started with the same --coordinator_address and --num_processes, and "
+            f"that the coordinator is reachable (timeout {timeout_seconds}s)"
+        ) from e
+
+
+def place(tree, shardings):
+    """Puts host-built arrays (the same in every process) onto their shardings.
+
+    Across processes this builds each global array from local data with no collective: plain
+    `jax.device_put` would first check, collectively, that all processes hold equal values.
+    """
+    if jax.process_count() == 1:
+        return jax.device_put(tree, shardings)
+
+    def one(x, sharding):
+        host = np.asarray(x)
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+    return jax.tree.map(one, tree, shardings)

@@ -1,4 +1,5 @@
-"""grain pipelines: per-process shard, seeded shuffle per epoch, batch, threaded read-ahead.
+"""grain pipelines: seeded shuffle per epoch, global batches split across processes, threaded
+read-ahead.
 
 The pipeline runs over whole batches of row indices and reads each batch at once (one gather
 from memory, or one multi-get from array_record), which is much cheaper than handling rows one
@@ -25,12 +26,24 @@ def _process_shard() -> tuple[int, int]:
 
 
 class _ShuffledBatches:
-    """Batch b of an endless stream: a slice of this process's rows in epoch b // per_epoch's
-    seeded permutation. Indexing whole batches keeps per-row Python work out of the pipeline."""
+    """Batch b of an endless stream, as this process's part of it.
 
-    def __init__(self, rows: np.ndarray, batch_size: int, seed: int, shuffle: bool):
-        self.rows, self.batch_size, self.seed, self.shuffle = rows, batch_size, seed, shuffle
-        self.per_epoch = len(rows) // batch_size  # the remainder is dropped (a new one each epoch)
+    Every process draws the same global batch b (a slice of epoch b // per_epoch's seeded
+    permutation of all rows) and keeps its own contiguous share, so the global batch, and the
+    training, do not depend on how many processes there are. Indexing whole batches keeps
+    per-row Python work out of the pipeline."""
+
+    def __init__(self, num_rows: int, global_batch: int, seed: int, shuffle: bool):
+        self.num_rows, self.global_batch, self.seed, self.shuffle = (
+            num_rows,
+            global_batch,
+            seed,
+            shuffle,
+        )
+        self.per_epoch = num_rows // global_batch  # the remainder is dropped (new one each epoch)
+        index, count = _process_shard()
+        local = global_batch // count
+        self.local = slice(index * local, (index + 1) * local)
 
     def __len__(self) -> int:
         return 2**62  # endless; grain only ever asks for the next index
@@ -38,35 +51,34 @@ class _ShuffledBatches:
     @functools.lru_cache(maxsize=2)  # noqa: B019 (one instance per run; two epochs in flight)
     def _order(self, epoch: int) -> np.ndarray:
         if not self.shuffle:
-            return self.rows
-        return self.rows[np.random.default_rng([self.seed, epoch]).permutation(len(self.rows))]
+            return np.arange(self.num_rows)
+        return np.random.default_rng([self.seed, epoch]).permutation(self.num_rows)
 
     def __getitem__(self, index: int) -> np.ndarray:
         epoch, b = divmod(index, self.per_epoch)
-        return self._order(epoch)[b * self.batch_size : (b + 1) * self.batch_size]
+        batch = self._order(epoch)[b * self.global_batch : (b + 1) * self.global_batch]
+        return batch[self.local]
 
 
 def train_batches(
     split: Split,
     fields: Fields,
-    local_batch_size: int,
+    global_batch_size: int,
     seed: int,
     shuffle: bool = True,
     read_threads: int = 1,
     buffer_batches: int = 4,
 ) -> grain.DatasetIterator:
-    """An endless, checkpointable iterator of this process's training batches.
+    """An endless, checkpointable iterator of this process's share of each global batch.
 
-    Each epoch visits every row of this process's shard once, in a new seeded order.
+    Each epoch visits every row once (less the remainder of a batch), in a new seeded order.
     """
-    index, count = _process_shard()
-    rows = np.arange(len(split))[index::count]
-    if len(rows) < local_batch_size:
+    if len(split) < global_batch_size:
         raise ValueError(
-            f"split {split.name}/{split.split} has {len(rows)} rows for this process, fewer "
-            f"than its batch of {local_batch_size}; lower batch_size"
+            f"split {split.name}/{split.split} has {len(split)} rows, fewer than a batch of "
+            f"{global_batch_size}; lower batch_size"
         )
-    ds = grain.MapDataset.source(_ShuffledBatches(rows, local_batch_size, seed, shuffle))
+    ds = grain.MapDataset.source(_ShuffledBatches(len(split), global_batch_size, seed, shuffle))
     ds = ds.map(lambda idx: fields(split.rows(idx)))
     options = grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=buffer_batches)
     return iter(ds.to_iter_dataset(options))

@@ -8,7 +8,7 @@ training stopped.
 
 from __future__ import annotations
 
-import json
+import copy
 import queue
 import threading
 from typing import Any
@@ -29,7 +29,7 @@ class _Failed:
 
 
 class DeviceIterator:
-    """Wraps a checkpointable host iterator; usable with `grain.checkpoint.CheckpointSave`."""
+    """Wraps a checkpointable host iterator (`get_state()` / `set_state(dict)`)."""
 
     def __init__(self, host_iter: Any, sharding: jax.sharding.Sharding, size: int = 2):
         self._host = host_iter
@@ -82,14 +82,12 @@ class DeviceIterator:
         batch, self._state = item
         return batch
 
-    # The grain checkpoint handler stores these bytes as this process's JSON file.
-    def get_state(self) -> bytes:
-        return json.dumps(self._state).encode()
+    def get_state(self) -> dict:
+        """The position after the last batch handed out. Every process is at the same one (they
+        step in lockstep through the same global batches), so one copy serves any topology."""
+        return copy.deepcopy(self._state)
 
-    def set_state(self, state: bytes) -> None:
+    def set_state(self, state: dict) -> None:
         self.close()  # batches read ahead belong to the old position
-        self._state = json.loads(state)
+        self._state = copy.deepcopy(state)
         self._host.set_state(self._state)
-
-    def start_prefetch(self) -> None:
-        pass

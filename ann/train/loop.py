@@ -127,7 +127,7 @@ def build(
     model_def, state = state_lib.create(model, tx, jax.random.fold_in(seed_key, 1))
     replicated = parallel.replicated(mesh)
     state_shardings = jax.tree.map(lambda _: replicated, state)
-    state = jax.device_put(state, state_shardings)
+    state = parallel.place(state, state_shardings)
     return Setup(
         experiment=experiment,
         mesh=mesh,
@@ -191,7 +191,7 @@ def run(
     host_iter = data.train_batches(
         train_split,
         experiment.fields,
-        local_batch,
+        config.batch_size,
         seed=config.seed,
         shuffle=dc.shuffle,
         read_threads=dc.read_threads,

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Starts N processes of one ann run on this machine, for testing multi-process code on CPU:
+#   scripts/launch_local.sh N -- --config=configs/digits_cnn.py --workdir=runs/x [flags...]
+# Process i gets --process_id=i and a shared --coordinator_address on 127.0.0.1. If one process
+# fails, the others are stopped; the exit status is the first failure's (0 when all succeed).
+# Set ANN_DEVICES_PER_PROCESS to give each process that many fake CPU devices.
+set -u
+if [ $# -lt 2 ] || [ "$2" != "--" ]; then
+  echo "usage: $0 N -- <python -m ann.main flags>" >&2
+  exit 2
+fi
+n=$1
+shift 2
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+if [ -n "${ANN_DEVICES_PER_PROCESS:-}" ]; then
+  export XLA_FLAGS="--xla_force_host_platform_device_count=$ANN_DEVICES_PER_PROCESS"
+fi
+pids=()
+for ((i = 0; i < n; i++)); do
+  python3 -m ann.main --coordinator_address="127.0.0.1:$port" --num_processes="$n" \
+    --process_id="$i" "$@" &
+  pids+=($!)
+done
+status=0
+for pid in "${pids[@]}"; do
+  wait "$pid"
+  code=$?
+  if [ "$code" -ne 0 ]; then
+    [ "$status" -eq 0 ] && status=$code
+    kill "${pids[@]}" 2>/dev/null
+  fi
+done
+exit "$status"

@@ -1,0 +1,34 @@
+"""The launch scripts parse: shell syntax, and Kubernetes manifests with the fields they need."""
+
+import subprocess
+
+import yaml
+from conftest import ROOT
+
+
+def test_shell_scripts_parse():
+    for script in [
+        "scripts/launch_local.sh",
+        "scripts/cluster/slurm_train.sbatch",
+        "scripts/gpu_check.sh",
+    ]:
+        subprocess.run(["bash", "-n", str(ROOT / script)], check=True)
+
+
+def test_slurm_script_runs_one_task_per_node_and_saves_on_sigterm():
+    text = (ROOT / "scripts/cluster/slurm_train.sbatch").read_text()
+    assert "#SBATCH --ntasks-per-node=1" in text
+    assert "#SBATCH --signal=TERM@" in text
+    assert "srun" in text and "python -m ann.main --distributed=auto" in text
+
+
+def test_k8s_job_is_indexed_and_wires_the_process_id():
+    service, job = yaml.safe_load_all((ROOT / "scripts/cluster/k8s_train_job.yaml").read_text())
+    assert service["kind"] == "Service" and service["spec"]["clusterIP"] == "None"
+    spec = job["spec"]
+    assert job["kind"] == "Job" and spec["completionMode"] == "Indexed"
+    assert spec["completions"] == spec["parallelism"]
+    command = spec["template"]["spec"]["containers"][0]["command"]
+    assert f"--num_processes={spec['completions']}" in command
+    assert "--process_id=$(JOB_COMPLETION_INDEX)" in command
+    assert spec["template"]["spec"]["subdomain"] == service["metadata"]["name"]
