@@ -10,8 +10,11 @@ with a load generator in another process: `c` keep-alive connections, each sendi
 requests back to back, until `--requests` or `--seconds` run out. With 2 or more CPUs the server
 is pinned to core 0 and the load generator to core 1 (taskset). Printed per level: throughput,
 client p50/p95/p99 latency, errors, and from the server's /metrics the mean time per request in
-the queue and the rest of the server's time (compute, JSON, routing). Overhead: client latency
-at concurrency 1 against batch size 1 minus the bare compiled call of the same model.
+the queue and the rest of the server's time (compute, JSON, routing); the server process's CPU
+time per request (/proc); and the load generator's own CPU share (near 100% would mean it, not
+the server, is the limit). Overhead, two ways: client latency at concurrency 1 against batch
+size 1 minus the bare compiled call of the same model; and server CPU per request minus the
+model's compute time per request (`ann_compute_seconds`), at c=1 and at the top level.
 """
 
 from __future__ import annotations
@@ -75,9 +78,10 @@ async def _load(port: int, path: str, bodies: list[bytes], concurrency: int, req
         finally:
             writer.close()
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(client(i) for i in range(concurrency)))
     elapsed = time.perf_counter() - start
+    cpu = time.process_time() - cpu
     latencies.sort()
 
     def q(p: float) -> float:
@@ -92,6 +96,7 @@ async def _load(port: int, path: str, bodies: list[bytes], concurrency: int, req
         "p99_ms": q(0.99),
         "mean_ms": statistics.fmean(latencies) * 1e3,
         "statuses": statuses,
+        "client_cpu": cpu / elapsed,  # near 1.0: the load generator, not the server, is the limit
     }
 
 
@@ -143,11 +148,22 @@ def metrics(port: int) -> dict[str, float]:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     out: dict[str, float] = {}
     for line in text.splitlines():
-        for name in ("ann_request_duration_seconds", "ann_queue_seconds", "ann_batch_size"):
+        for name in ("ann_request_duration_seconds", "ann_queue_seconds", "ann_batch_size",
+                     "ann_compute_seconds"):  # fmt: skip
             for suffix in ("_sum", "_count"):
                 if line.startswith(name + suffix + "{"):
                     out[name + suffix] = out.get(name + suffix, 0.0) + float(line.split()[-1])
     return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc; 0 elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def serve(export_dir: str, port: int, extra: list[str]) -> subprocess.Popen:
@@ -235,7 +251,7 @@ def main() -> None:
             proc = serve(export_dir, port, extra)
             try:
                 for c in levels:
-                    before = metrics(port)
+                    before, cpu = metrics(port), cpu_seconds(proc.pid)
                     out = subprocess.run(
                         [*pinned(1), sys.executable, __file__, "--loadgen", f"--port={port}",
                          f"--path=/v2/models/digits_{model}/infer", f"--bodies={bodies_path}",
@@ -244,6 +260,7 @@ def main() -> None:
                         check=True, capture_output=True, text=True, timeout=args.seconds + 120,
                     )  # fmt: skip
                     r = json.loads(out.stdout.strip().splitlines()[-1])
+                    cpu = cpu_seconds(proc.pid) - cpu
                     after = metrics(port)
                     d = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
                     n = max(d["ann_request_duration_seconds_count"], 1)
@@ -254,13 +271,21 @@ def main() -> None:
                         * 1e3
                     )
                     r["mean_batch"] = d["ann_batch_size_sum"] / max(d["ann_batch_size_count"], 1)
+                    # The server's whole core per answered request, and the part of it that was
+                    # not the model (HTTP, JSON, routing, batching, metrics): its own overhead.
+                    # The second is only meaningful at c=1: under load the compute thread's wall
+                    # time also counts the event loop's turns on the same core.
+                    r["server_cpu_ms"] = cpu / n * 1e3
+                    r["overhead_ms"] = (cpu - d["ann_compute_seconds_sum"]) / n * 1e3
                     results[(mode, c)] = r
                     errors = sum(v for k, v in r["statuses"].items() if k != "200")
                     print(
                         f"{model:7s} {mode:8s} c={c:3d} | {r['throughput']:8.0f} req/s | p50 "
                         f"{r['p50_ms']:6.2f} p95 {r['p95_ms']:6.2f} p99 {r['p99_ms']:6.2f} ms | "
                         f"server: queue {r['queue_ms']:5.2f} rest {r['server_rest_ms']:5.2f} ms "
-                        f"| batch {r['mean_batch']:5.1f} | errors {errors}",
+                        f"cpu {r['server_cpu_ms']:5.3f} ms/req | batch {r['mean_batch']:5.1f} | "
+                        f"client cpu {r['client_cpu']:4.0%} "
+                        f"| errors {errors}",
                         flush=True,
                     )
             finally:
@@ -269,9 +294,13 @@ def main() -> None:
         one = results[("batch-1", 1)]
         top = max(levels)
         ratio = results[("dynamic", top)]["throughput"] / results[("batch-1", top)]["throughput"]
+        dyn = results[("dynamic", top)]
         summary.append(
             f"{model}: bare compiled batch-1 call {bare:.3f} ms; server overhead per request "
             f"(client p50 at c=1, batch-1, minus bare call) {one['p50_ms'] - bare:.3f} ms; "
+            f"server CPU per request minus its compute, c=1 batch-1: {one['overhead_ms']:.3f} ms; "
+            f"server CPU per request, all of it, at c={top}: dynamic {dyn['server_cpu_ms']:.3f} "
+            f"ms, batch-1 {results[('batch-1', top)]['server_cpu_ms']:.3f} ms; "
             f"dynamic/batch-1 throughput at c={top}: {ratio:.2f}x, dynamic p95 "
             f"{results[('dynamic', top)]['p95_ms']:.1f} ms"
         )

@@ -232,6 +232,38 @@ def test_errors_name_the_field(served):
             assert reply["model_name"] == "digits" and reply["model_version"] in ("1", "2")
 
 
+def test_http_pipelining_malformed_and_buckets(served):
+    server, _, _ = served
+    body = json.dumps(infer_body(np.zeros((1, 8, 8, 1), np.uint8), id="p")).encode()
+    infer = (b"POST /v2/models/digits/infer HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n%s"
+             % (len(body), body))  # fmt: skip
+    live = b"GET /v2/health/live HTTP/1.1\r\nHost: t\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+        s.sendall(infer + live + infer)  # pipelined: replies must come back in request order
+        reader = s.makefile("rb")
+        replies = []
+        for _ in range(3):
+            head = reader.readline()
+            length = 0
+            while (line := reader.readline()) != b"\r\n":
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            replies.append((int(head.split()[1]), json.loads(reader.read(length))))
+    assert [r[0] for r in replies] == [200, 200, 200]
+    assert replies[0][1]["id"] == "p" and replies[1][1] == {"live": True}
+    assert replies[2][1]["model_version"] == "1"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+        s.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+        reply = s.recv(65536)
+    assert reply.startswith(b"HTTP/1.1 400 ") and b"expected valid HTTP/1.1" in reply
+
+    from ann.serve.batcher import buckets
+
+    assert buckets(8) == [1, 2, 4, 8]
+    assert buckets(64) == [1, 2, 4, 8, 16, 24, 32, 40, 48, 56, 64]
+    assert buckets(1) == [1] and buckets(10) == [1, 2, 4, 8, 10]
+
+
 VALID = {"name": "image", "shape": [1, 8, 8, 1], "datatype": "UINT8", "data": [0] * 64}
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
@@ -326,7 +358,7 @@ def test_overload_gives_503_and_sigterm_drains(digits_export):
     # is refused at once; then SIGTERM must still answer every queued one.
     server = Server(
         [f"--model={out}", "--max_batch_size=8", "--max_queue_delay_ms=1500",
-         "--max_queue_rows=4"]
+         "--batch_wait=full", "--max_queue_rows=4"]
     )  # fmt: skip
     try:
         port = server.wait_ready().port

@@ -34,6 +34,13 @@ def define_flags() -> None:
     flags.DEFINE_integer("port", 8000, "Port.")
     flags.DEFINE_integer("max_batch_size", 64, "Most rows per batch (and per request).")
     flags.DEFINE_float("max_queue_delay_ms", 2.0, "Longest a request waits for its batch to fill.")
+    flags.DEFINE_enum(
+        "batch_wait",
+        "idle",
+        ["idle", "full"],
+        "idle: run a batch as soon as no more requests are waiting to be read (at most "
+        "max_queue_delay_ms); full: wait until it is full or max_queue_delay_ms has passed.",
+    )
     flags.DEFINE_integer("max_queue_rows", None, "Rows queued before 503 (default 16 batches).")
     flags.DEFINE_integer("max_body_bytes", 8 << 20, "Largest request body (413 above).")
     flags.DEFINE_string(
@@ -83,6 +90,7 @@ def main(argv: list[str]) -> None:
     settings = Settings(
         max_batch_size=FLAGS.max_batch_size,
         max_queue_delay_ms=FLAGS.max_queue_delay_ms,
+        batch_wait=FLAGS.batch_wait,
         max_queue_rows=FLAGS.max_queue_rows,
         max_body_bytes=FLAGS.max_body_bytes,
         token=FLAGS.token,

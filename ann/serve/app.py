@@ -1,4 +1,4 @@
-"""The HTTP server: Open Inference Protocol v2 as a plain ASGI app, run by uvicorn.
+"""The model server: Open Inference Protocol v2 over a lean HTTP/1.1 layer (ann/serve/http.py).
 
 Routes (every JSON reply carries `model_name` and `model_version` when a model is addressed):
 
@@ -10,11 +10,14 @@ Routes (every JSON reply carries `model_name` and `model_version` when a model i
     GET  /metrics                                   Prometheus
     GET  /openapi.json                              this API as OpenAPI 3
 
-A plain ASGI callable, not a framework, because the infer path is the product: no per-request
-objects beyond what the protocol needs. Refusals are `{"error": "..."}` naming the field, what
-was expected and what came: 400 bad input, 401 bad token, 404 unknown model or route, 405, 413
-body or rows too large, 503 + Retry-After when the queue is full, the model is still compiling
-or the server is draining. A fault in the server itself is a 500 that says so.
+No framework and no ASGI cycle, because the infer path is the product: `App.handle` takes a
+parsed request and a `respond` callback; an infer is decoded, queued, and answered from its
+batch's future callback, with no task or coroutine of its own (under uvicorn's ASGI cycle the
+per-request Python work took more of the server's one core than the model's compute did; see
+docs/benchmarks.md). Refusals are `{"error": "..."}` naming the field, what was expected and
+what came: 400 bad input, 401 bad token, 404 unknown model or route, 405, 413 body or rows too
+large, 400 malformed HTTP, 503 + Retry-After when the queue is full, the model is still
+compiling or the server is draining. A fault in the server itself is a 500 that says so.
 """
 
 from __future__ import annotations
@@ -23,9 +26,8 @@ import asyncio
 import dataclasses
 import hmac
 import logging
-import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -38,13 +40,13 @@ from ann.serve.metrics import Metrics
 from ann.serve.request_log import RequestLog
 
 log = logging.getLogger("ann.serve")
-JSON = [(b"content-type", b"application/json")]
 
 
 @dataclasses.dataclass
 class Settings:
     max_batch_size: int = 64
     max_queue_delay_ms: float = 2.0
+    batch_wait: str = "idle"  # "idle": stop waiting once no more requests are coming; "full"
     max_queue_rows: int | None = None  # default: 16 full batches
     max_body_bytes: int = 8 << 20
     token: str | None = None
@@ -87,10 +89,6 @@ class ServedModel:
         )
 
 
-class ClientGone(Exception):
-    """The client disconnected before its request was read; nothing to answer."""
-
-
 class HTTPError(Exception):
     def __init__(self, status: int, message: str, reason: str, headers: list | None = None):
         super().__init__(message)
@@ -124,6 +122,8 @@ class App:
         self.compile_error: str | None = None
         self._compile_task: asyncio.Task | None = None
         self._token = settings.token.encode() if settings.token else None
+        self._retry = [(b"retry-after", str(settings.retry_after_seconds).encode())]
+        self._request_counters: dict[tuple[str, str, int], Callable[[], None]] = {}
 
     @property
     def ready(self) -> bool:
@@ -149,6 +149,7 @@ class App:
                     self.settings.max_batch_size,
                     self.settings.max_queue_delay_ms / 1000,
                     self.settings.queue_rows,
+                    wait=self.settings.batch_wait,
                     on_batch=self._batch_observer(m),
                 )
                 m.batcher.start()
@@ -194,114 +195,103 @@ class App:
         if self.request_log is not None:
             self.request_log.close()
 
-    # -- ASGI ----------------------------------------------------------------------------------
+    # -- requests ------------------------------------------------------------------------------
 
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] == "http":
-            await self._http(scope, receive, send)
-        elif scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    self._compile_task = asyncio.get_running_loop().create_task(self._compile_all())
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await self.shutdown()
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+    def start(self) -> None:
+        """Starts compiling every model in the background (the port is open meanwhile)."""
+        self._compile_task = asyncio.get_running_loop().create_task(self._compile_all())
 
-    async def _http(self, scope: dict, receive: Callable, send: Callable) -> None:
-        method, path = scope["method"], scope["path"]
+    def handle(
+        self,
+        method: str,
+        path: str,
+        authorization: bytes | None,
+        body: bytes,
+        too_large: int | None,
+        respond: Callable[[int, bytes, list | None], None],
+    ) -> None:
+        """One parsed HTTP request; calls `respond(status, body, headers)` once, maybe later.
+
+        `too_large` is the body size when it is over `max_body_bytes` (-1: streamed past it);
+        the request is still routed so the refusal names the model.
+        """
         served: ServedModel | None = None
-        started = False
-
-        async def reply(status: int, body: bytes, headers: list | None = None) -> None:
-            nonlocal started
-            started = True
-            extra = headers or []
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": status,
-                    "headers": [
-                        *(extra if any(h[0] == b"content-type" for h in extra) else JSON),
-                        (b"content-length", str(len(body)).encode()),
-                        *(h for h in extra if h[0] != b"content-type"),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": body})
-
-        status = 500
+        status: int | None = 500
         try:
             parts = [p for p in path.split("/") if p]
-            if not (parts[:2] == ["v2", "health"]):
-                self._authorize(scope)
+            if parts[:2] != ["v2", "health"]:
+                self._authorize(authorization)
             if parts[:2] == ["v2", "models"] and len(parts) >= 3:
                 served, rest = self._route_model(parts[2:])
                 if rest == ["infer"]:
                     self._require(method, "POST", path)
-                    status = await self._infer(served, scope, receive, reply)
+                    status = None  # counted when its reply goes
+                    self._infer(served, body, too_large, respond)
                     return
                 self._require(method, "GET", path)
                 if rest == []:
                     status = 200
-                    await reply(200, served.metadata)
+                    respond(200, served.metadata, None)
                 elif rest == ["ready"]:
                     status = 200 if served.ready and not self.draining else 503
-                    body = {"name": served.name, "ready": status == 200}
-                    await reply(status, self._with_model(body, served))
+                    reply = {"name": served.name, "ready": status == 200}
+                    respond(status, self._with_model(reply, served), None)
                 else:
                     raise HTTPError(404, f"no route {method} {path}; see /openapi.json", "route")
                 return
             self._require(method, "GET", path)
             status = 200
             if parts == ["v2", "health", "live"]:
-                await reply(200, b'{"live":true}')
+                respond(200, b'{"live":true}', None)
             elif parts == ["v2", "health", "ready"]:
                 status = 200 if self.ready else 503
-                body: dict[str, Any] = {"ready": status == 200}
+                ready: dict[str, Any] = {"ready": status == 200}
                 if self.compile_error:
-                    body["error"] = f"compiling failed: {self.compile_error}"
-                await reply(status, orjson.dumps(body))
+                    ready["error"] = f"compiling failed: {self.compile_error}"
+                respond(status, orjson.dumps(ready), None)
             elif parts == ["v2"]:
-                await reply(200, orjson.dumps(self._server_metadata()))
+                respond(200, orjson.dumps(self._server_metadata()), None)
             elif parts == ["metrics"]:
-                await reply(
+                respond(
                     200, self.metrics.render(), [(b"content-type", b"text/plain; version=0.0.4")]
                 )
             elif parts == ["openapi.json"]:
-                await reply(200, orjson.dumps(openapi(self)))
+                respond(200, orjson.dumps(openapi(self)), None)
             else:
                 raise HTTPError(404, f"no route {method} {path}; see /openapi.json", "route")
-        except ClientGone:
-            status = 499  # nginx's code for "client closed request"
         except HTTPError as e:
             status = e.status
             self.metrics.errors.labels(str(e.status), e.reason).inc()
-            if not started:
-                await reply(e.status, self._with_model({"error": e.message}, served), e.headers)
+            respond(e.status, self._with_model({"error": e.message}, served), e.headers)
         except Exception as e:  # a bug in the server, not in the request: say so, keep serving
             log.exception("internal error on %s %s", method, path)
             status = 500
             self.metrics.errors.labels("500", "internal").inc()
-            if not started:
-                message = f"internal server error ({type(e).__name__}: {e}); this is a server bug"
-                await reply(500, self._with_model({"error": message}, served))
+            message = f"internal server error ({type(e).__name__}: {e}); this is a server bug"
+            respond(500, self._with_model({"error": message}, served), None)
         finally:
-            name, version = (served.name, served.version) if served else ("", "")
-            self.metrics.requests.labels(name, version, str(status)).inc()
+            if status is not None:
+                self._count(served, status)
+
+    def _count(self, served: ServedModel | None, status: int) -> None:
+        """`ann_requests_total`, children cached: a labels() lookup costs more than the inc."""
+        key = (served.name, served.version, status) if served else ("", "", status)
+        counter = self._request_counters.get(key)
+        if counter is None:
+            counter = self._request_counters[key] = self.metrics.requests.labels(
+                key[0], key[1], str(status)
+            ).inc
+        counter()
 
     # -- routes --------------------------------------------------------------------------------
 
-    def _authorize(self, scope: dict) -> None:
+    def _authorize(self, authorization: bytes | None) -> None:
         if self._token is None:
             return
-        for key, value in scope["headers"]:
-            if key == b"authorization":
-                scheme, _, token = value.partition(b" ")
-                if scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self._token):
-                    return
+        if authorization is not None:
+            scheme, _, token = authorization.partition(b" ")
+            if scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self._token):
+                return
         raise HTTPError(
             401,
             "authorization: expected header 'Authorization: Bearer <token>' with the server's "
@@ -338,44 +328,25 @@ class App:
             return versions[rest[1]], rest[2:]
         return self.default[name], rest
 
-    async def _read_body(self, scope: dict, receive: Callable) -> bytes:
-        limit = self.settings.max_body_bytes
-        for key, value in scope["headers"]:
-            if key == b"content-length" and value.isdigit() and int(value) > limit:
-                raise HTTPError(
-                    413,
-                    f"body: expected at most {limit} bytes, got {int(value)} (Content-Length)",
-                    "body_too_large",
-                    [(b"connection", b"close")],
-                )
-        chunks, size, more = [], 0, True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise ClientGone
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise HTTPError(
-                    413,
-                    f"body: expected at most {limit} bytes, got more",
-                    "body_too_large",
-                    [(b"connection", b"close")],
-                )
-            chunks.append(chunk)
-            more = message.get("more_body", False)
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-    async def _infer(
+    def _infer(
         self,
         m: ServedModel,
-        scope: dict,
-        receive: Callable,
-        reply: Callable[..., Awaitable[None]],
-    ) -> int:
+        body: bytes,
+        too_large: int | None,
+        respond: Callable[[int, bytes, list | None], None],
+    ) -> None:
+        """Decodes and queues one infer; the reply is sent when its batch has run."""
         start = time.perf_counter()
-        body = await self._read_body(scope, receive)
-        inputs, request_id, status = None, None, 200
+        limit = self.settings.max_body_bytes
+        if too_large is not None:
+            got = f"got {too_large} (Content-Length)" if too_large >= 0 else "got more"
+            raise HTTPError(
+                413,
+                f"body: expected at most {limit} bytes, {got}",
+                "body_too_large",
+                [(b"connection", b"close")],
+            )
+        inputs, request_id = None, None
         try:
             try:
                 inputs, rows, request_id, wanted = protocol.decode_infer(
@@ -383,46 +354,53 @@ class App:
                 )
             except protocol.ProtocolError as e:
                 raise HTTPError(e.status, e.message, e.reason) from None
-            retry = [(b"retry-after", str(self.settings.retry_after_seconds).encode())]
             if self.draining:
                 raise HTTPError(
-                    503, "server: draining for shutdown; retry elsewhere", "draining", retry
+                    503, "server: draining for shutdown; retry elsewhere", "draining", self._retry
                 )
             if not m.ready or m.batcher is None:
                 raise HTTPError(
                     503,
                     f"model {m.name!r} version {m.version}: still compiling; retry",
                     "not_ready",
-                    retry,
+                    self._retry,
                 )
             try:
-                outputs, timing = await m.batcher.submit(inputs, rows)
+                future = m.batcher.submit_nowait(inputs, rows)
             except QueueFull as e:
                 raise HTTPError(
-                    503, f"queue: full ({e}); retry later", "queue_full", retry
+                    503, f"queue: full ({e}); retry later", "queue_full", self._retry
                 ) from None
-            selected = {k: outputs[k] for k in wanted}
-            await reply(200, protocol.encode_infer(m.name, m.version, request_id, selected))
+        except HTTPError as e:
+            if self.request_log is not None and self.request_log.sampled():
+                elapsed = time.perf_counter() - start
+                self.request_log.write(
+                    m.name, m.version, request_id, e.status, elapsed, inputs, error=e.message
+                )
+            raise
+
+        def done(future: asyncio.Future) -> None:
+            try:
+                outputs, timing = future.result()
+                selected = {k: outputs[k] for k in wanted}
+                respond(200, protocol.encode_infer(m.name, m.version, request_id, selected), None)
+            except Exception as e:  # a fault in the model or the encoder: a 500 that says so
+                log.exception("internal error on infer %s", m.name)
+                self.metrics.errors.labels("500", "internal").inc()
+                message = f"internal server error ({type(e).__name__}: {e}); this is a server bug"
+                respond(500, self._with_model({"error": message}, m), None)
+                self._count(m, 500)
+                return
             duration = time.perf_counter() - start
             m.observe_duration(duration)
             m.observe_queue(timing.queue_seconds)
+            self._count(m, 200)
             if self.request_log is not None and self.request_log.sampled():
                 self.request_log.write(
                     m.name, m.version, request_id, 200, duration, inputs, selected
                 )
-            return status
-        except HTTPError as e:
-            if self.request_log is not None and self.request_log.sampled():
-                self.request_log.write(
-                    m.name,
-                    m.version,
-                    request_id,
-                    e.status,
-                    time.perf_counter() - start,
-                    inputs,
-                    error=e.message,
-                )
-            raise
+
+        future.add_done_callback(done)
 
     @staticmethod
     def _with_model(body: dict[str, Any], served: ServedModel | None) -> bytes:
@@ -576,35 +554,13 @@ def openapi(app: App) -> dict[str, Any]:
 
 def run(app: App, host: str, port: int, shutdown_timeout: float = 30.0) -> None:
     """Serves `app` until SIGTERM/SIGINT: stop accepting, finish queued requests, exit."""
-    import uvicorn
+    from ann.serve.http import serve
 
     try:
-        import uvloop  # noqa: F401
+        import uvloop
 
-        loop = "uvloop"
+        factory = uvloop.new_event_loop
     except ImportError:
-        loop = "asyncio"
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        loop=loop,
-        http="httptools",
-        lifespan="on",
-        access_log=False,
-        log_level="warning",
-        backlog=2048,
-        timeout_graceful_shutdown=shutdown_timeout,
-    )
-
-    class Server(uvicorn.Server):
-        def handle_exit(self, sig: int, frame: Any) -> None:
-            if sig in (signal.SIGTERM, signal.SIGINT):
-                app.start_draining()
-            super().handle_exit(sig, frame)
-
-    # uvicorn re-raises the signal it drained on, into the handler that was there before; a
-    # no-op there makes a drained shutdown exit 0, like the train loop's SIGTERM.
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: None)
-    Server(config).run()
+        factory = None
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(serve(app, host, port, shutdown_timeout))

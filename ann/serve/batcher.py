@@ -1,9 +1,14 @@
 """Dynamic batching: requests queue up and run together, padded to a few compiled sizes.
 
-One worker per model takes the oldest request, waits until `max_batch_size` rows are queued or
-that request has waited `max_queue_delay` seconds, takes whole requests up to `max_batch_size`
-rows, pads them to the smallest compiled bucket that holds them, and runs the function on a
-thread (XLA releases the GIL), while new requests keep queuing. A request that would push the
+One worker per model takes the oldest request and lets the batch fill: with `wait="idle"` (the
+default) for as long as each pass of the event loop brings more requests, i.e. until no one else
+is waiting to be read; with `wait="full"` until `max_batch_size` rows are queued; either way at
+most until that request has waited `max_queue_delay` seconds. It takes whole requests up to
+`max_batch_size` rows, pads them to the smallest compiled bucket that holds them, and runs the
+function on a thread (XLA releases the GIL), while new requests keep queuing. A lone request
+therefore runs at once instead of waiting `max_queue_delay` for company that is not coming, and
+under load the batch is whatever arrived while the previous one ran. The worker's event is set
+only when it sleeps, not once per request. A request that would push the
 queue past `max_queue_rows` is refused at once (the caller answers 503 + Retry-After).
 """
 
@@ -27,9 +32,16 @@ class QueueFull(Exception):
 
 
 def buckets(max_batch_size: int) -> list[int]:
-    """Powers of two below `max_batch_size`, and `max_batch_size` itself."""
-    sizes = [1 << i for i in range(max_batch_size.bit_length()) if 1 << i < max_batch_size]
-    return [*sizes, max_batch_size]
+    """Compiled batch sizes: powers of two below `step`, then every multiple of `step` up to
+    `max_batch_size` (step = max(8, max_batch_size // 8)), and `max_batch_size` itself.
+
+    Finer than powers of two above 8 because padding is paid in full: with rows costing about
+    the same from 16 up, a batch of 33 rows padded to 64 wasted 48% of its compute; to 40, 18%.
+    For 64: 1, 2, 4, 8, 16, 24, 32, 40, 48, 56, 64."""
+    step = max(8, max_batch_size // 8)
+    sizes = {1 << i for i in range(step.bit_length()) if 1 << i < min(step, max_batch_size)}
+    sizes |= set(range(step, max_batch_size, step))
+    return sorted({*sizes, max_batch_size})
 
 
 @dataclasses.dataclass
@@ -56,7 +68,11 @@ class Batcher:
         max_queue_delay: float,
         max_queue_rows: int,
         on_batch: Callable[[Timing], None] | None = None,
+        wait: str = "idle",
     ):
+        if wait not in ("idle", "full"):
+            raise ValueError(f"wait: expected 'idle' or 'full', got {wait!r}")
+        self.wait = wait
         self._run = dict(run)  # bucket size -> compiled function
         self._sizes = sorted(self._run)
         self.max_batch_size = max_batch_size
@@ -69,27 +85,36 @@ class Batcher:
         self._closing = False
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="batcher")
         self._worker: asyncio.Task | None = None
+        self._waiting = False
 
     def start(self) -> None:
-        self._worker = asyncio.get_running_loop().create_task(self._loop())
+        self._loop_ref = asyncio.get_running_loop()
+        self._worker = self._loop_ref.create_task(self._loop())
 
     async def submit(
         self, inputs: Mapping[str, np.ndarray], rows: int
     ) -> tuple[dict[str, np.ndarray], Timing]:
         """Queues one request; returns its outputs (its own rows) and how long it took."""
+        return await self.submit_nowait(inputs, rows)
+
+    def submit_nowait(self, inputs: Mapping[str, np.ndarray], rows: int) -> asyncio.Future:
+        """Queues one request; its future gets (outputs, timing). Raises QueueFull at once."""
         if self._closing:
             raise QueueFull("the server is shutting down")
         if self.queued_rows + rows > self.max_queue_rows:
             raise QueueFull(f"{self.queued_rows} rows are queued (limit {self.max_queue_rows})")
-        future = asyncio.get_running_loop().create_future()
+        future = self._loop_ref.create_future()
         self._items.append(_Pending(inputs, rows, future, time.perf_counter()))
         self.queued_rows += rows
-        self._wakeup.set()
-        return await future
+        if self._waiting:  # wake the worker only when it sleeps, not once per request
+            self._waiting = False
+            self._wakeup.set()
+        return future
 
     async def close(self) -> None:
         """Refuses new requests, finishes every queued one, then stops the worker."""
         self._closing = True
+        self._waiting = False
         self._wakeup.set()
         if self._worker is not None:
             await self._worker
@@ -102,14 +127,25 @@ class Batcher:
                 if self._closing:
                     return
                 self._wakeup.clear()
+                self._waiting = True
                 await self._wakeup.wait()
                 continue
+            # Fill the batch while requests keep coming: each pass lets the event loop read
+            # every socket that is ready. Stop when it is full, when a pass brought nothing new
+            # (no one else is waiting to be read, so waiting longer only adds latency), or at
+            # the oldest request's deadline.
             deadline = self._items[0].enqueued + self.max_queue_delay
+            seen = -1
             while self.queued_rows < self.max_batch_size and not self._closing:
                 remaining = deadline - time.perf_counter()
-                if remaining <= 0:
+                if remaining <= 0 or (self.wait == "idle" and self.queued_rows == seen):
                     break
+                seen = self.queued_rows
+                if self.wait == "idle":
+                    await asyncio.sleep(0)
+                    continue
                 self._wakeup.clear()
+                self._waiting = True
                 try:
                     await asyncio.wait_for(self._wakeup.wait(), remaining)
                 except asyncio.TimeoutError:
