@@ -8,6 +8,8 @@ from ann.config import ConfigError
 
 _EXPERIMENTS = {
     "classification": "experiments.classification:Classification",
+    "language_modelling": "experiments.language_modelling:LanguageModelling",
+    "seq2seq": "experiments.seq2seq:Seq2Seq",
 }
 
 

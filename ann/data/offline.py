@@ -11,6 +11,9 @@ from __future__ import annotations
 import numpy as np
 import tensorflow_datasets as tfds
 
+from ann.data.digit_strings import DigitStrings
+from ann.data.pydoc_chars import PydocChars
+
 SPLIT_SEED = 0
 TEST_FRACTION = 0.2
 
@@ -112,4 +115,6 @@ class BreastCancer(tfds.core.GeneratorBasedBuilder):
 BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
     "digits": Digits,
     "breast_cancer": BreastCancer,
+    "pydoc_chars": PydocChars,  # character LM corpus (ann/data/pydoc_chars.py)
+    "digit_strings": DigitStrings,  # seq2seq reverse/sort/add (ann/data/digit_strings.py)
 }

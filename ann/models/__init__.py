@@ -1,4 +1,5 @@
-"""Models found by name: ann's own (`mlp`, `cnn`, `resnet`) or a user's `package.module:Class`.
+"""Models found by name: ann's own (`mlp`, `cnn`, `resnet`, `vit`, `causal_lm`, `seq2seq`) or
+a user's `package.module:Class`.
 
 A model is a Flax NNX module whose constructor takes keyword arguments: what the experiment
 supplies (e.g. `input_shape`, `num_classes`, `rngs`) plus the config's `model.*` keys.
@@ -70,4 +71,4 @@ def build(name: str, kwargs: dict, **supplied) -> nnx.Module:
 
 
 # Import for registration side effects.
-from ann.models import cnn, mlp, resnet  # noqa: E402,F401
+from ann.models import cnn, lm, mlp, resnet, seq2seq, vit  # noqa: E402,F401

@@ -1,0 +1,105 @@
+"""`pydoc_chars`: a character corpus of the Python standard library's docstrings, built offline.
+
+The docstrings (module, class and function) of every top-level `.py` file in the running
+Python's standard library, read with `ast` (nothing is imported), one document per file. Files
+are sorted by name; every tenth (index % 10 == 0) goes to `test`, the rest to `train`, so the
+test text comes from modules the model never read. Each document is cut into windows of
+`WINDOW` token ids with a stride of `WINDOW - 1` (each character is a next-token target exactly
+once); the last window of a document is right-padded with id 0.
+
+Characters: id 0 is padding, 1 an unknown character, 2 a newline, then printable ASCII. The
+vocabulary is in the data set's metadata (`info.metadata["vocabulary"]`). The text depends on
+the Python version that builds it (recorded in the metadata).
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import sys
+import sysconfig
+from collections.abc import Iterator
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+WINDOW = 128
+TEST_EVERY = 10
+PAD, UNK = "<pad>", "<unk>"
+VOCABULARY = [PAD, UNK, "\n", *(chr(c) for c in range(32, 127))]
+_INDEX = {ch: i for i, ch in enumerate(VOCABULARY)}
+
+
+def encode(text: str) -> np.ndarray:
+    """Character ids of `text` (unknown characters -> 1)."""
+    return np.array([_INDEX.get(ch, 1) for ch in text], np.int32)
+
+
+def decode(ids: np.ndarray | list[int]) -> str:
+    """Text of character ids; padding is dropped, unknown shown as U+FFFD."""
+    out = []
+    for i in np.asarray(ids).reshape(-1).tolist():
+        if i == 0:
+            continue
+        out.append("\ufffd" if i == 1 or i >= len(VOCABULARY) else VOCABULARY[i])
+    return "".join(out)
+
+
+def documents() -> list[tuple[str, str]]:
+    """(file name, its docstrings joined by blank lines) for each top-level stdlib file."""
+    root = sysconfig.get_paths()["stdlib"]
+    docs = []
+    for name in sorted(f for f in os.listdir(root) if f.endswith(".py")):
+        try:
+            with open(os.path.join(root, name), encoding="utf-8") as f:
+                tree = ast.parse(f.read())
+        except (SyntaxError, UnicodeDecodeError, OSError):
+            continue
+        kinds = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+        strings = [ast.get_docstring(n) for n in ast.walk(tree) if isinstance(n, kinds)]
+        text = "\n\n".join(s for s in strings if s)
+        if text:
+            docs.append((name, text + "\n"))
+    return docs
+
+
+def windows(ids: np.ndarray, window: int = WINDOW) -> Iterator[np.ndarray]:
+    """Windows of `window` ids, stride window - 1, the last right-padded with 0."""
+    for start in range(0, max(len(ids) - 1, 1), window - 1):
+        chunk = ids[start : start + window]
+        yield np.pad(chunk, (0, window - len(chunk)))
+
+
+class PydocChars(tfds.core.GeneratorBasedBuilder):
+    """Standard-library docstrings as fixed-length character windows."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Top-level stdlib files, every tenth file held out for test."}
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return self.dataset_info_from_configs(
+            features=tfds.features.FeaturesDict(
+                {"tokens": tfds.features.Tensor(shape=(WINDOW,), dtype=np.int32)}
+            ),
+            metadata=tfds.core.MetadataDict(
+                vocabulary=VOCABULARY,
+                pad_id=0,
+                python=sys.version.split()[0],
+            ),
+            description="Python standard library docstrings, character windows.",
+        )
+
+    def _split_generators(self, dl_manager):
+        del dl_manager  # nothing to download
+        docs = documents()
+        return {
+            "train": self._generate_examples(
+                [d for i, d in enumerate(docs) if i % TEST_EVERY != 0]
+            ),
+            "test": self._generate_examples([d for i, d in enumerate(docs) if i % TEST_EVERY == 0]),
+        }
+
+    def _generate_examples(self, docs):
+        for name, text in docs:
+            for j, tokens in enumerate(windows(encode(text))):
+                yield f"{name}:{j}", {"tokens": tokens}

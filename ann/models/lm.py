@@ -1,0 +1,49 @@
+"""A decoder-only causal language model: token embedding, pre-norm blocks with causal
+self-attention and RoPE positions, final LayerNorm, output tied to the embedding."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from ann.models import register
+from ann.models.transformer import Stack, causal_mask, combine, padding_mask
+
+
+@register("causal_lm")
+@register("lm")
+class CausalLM(nnx.Module):
+    def __init__(
+        self,
+        *,
+        vocab_size: int,
+        dim: int = 128,
+        depth: int = 4,
+        num_heads: int = 4,
+        mlp_dim: int = 512,
+        dropout: float = 0.0,
+        dtype: jnp.dtype | None = None,
+        param_dtype: jnp.dtype = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.vocab_size = vocab_size
+        self.embed = nnx.Embed(vocab_size, dim, **kw)
+        self.decoder = Stack(
+            depth, dim, num_heads=num_heads, mlp_dim=mlp_dim, dropout=dropout, use_rope=True, **kw
+        )
+
+    def __call__(
+        self,
+        tokens: jax.Array,
+        *,
+        valid: jax.Array | None = None,
+        rngs: jax.Array | None = None,
+    ) -> jax.Array:
+        """Next-token logits [b, t, vocab] for tokens [b, t]. `valid` [b, t] (True = real token)
+        also hides padding keys; with right padding the causal mask alone already does."""
+        mask = combine(causal_mask(tokens.shape[1]), None if valid is None else padding_mask(valid))
+        x = self.embed(tokens)
+        x = self.decoder(x, mask=mask, rngs=rngs)
+        return self.embed.attend(x)  # tied output embedding

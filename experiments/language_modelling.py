@@ -1,0 +1,137 @@
+"""Language modelling: next-token cross-entropy on fixed-length windows of token ids.
+
+Reads a data set with a `tokens` feature (int ids, right-padded with `pad_id`) and its
+`info.metadata["vocabulary"]` (e.g. `pydoc_chars`). Position t predicts token t + 1; targets
+that are padding count nowhere (loss, metrics). Eval reports the loss in nats per token,
+`bits_per_char` (= loss / ln 2, per character for a character vocabulary), `perplexity`,
+next-token `accuracy`, and `unigram_bits_per_char`: the cross-entropy on the eval split of the
+train split's character frequencies, the baseline a model must beat.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+
+from ann import models
+from ann.config import ConfigError
+from ann.data import Split
+
+STATS_ROWS = 20_000  # rows of the training split used for the unigram baseline
+
+
+class LanguageModelling:
+    key = "tokens"
+
+    def __init__(self, config: ml_collections.ConfigDict):
+        self.config = config
+        self.vocabulary: list[str] = []
+        self.pad_id = 0
+        self.window = 0
+        self.unigram_logp = np.zeros(())
+
+    def setup(self, train: Split) -> None:
+        features = train.info.features
+        if self.key not in features or len(features[self.key].shape) != 1:
+            raise ConfigError(
+                f"data set {train.name!r} has no 1-D {self.key!r} feature; language_modelling "
+                "reads windows of token ids from it"
+            )
+        metadata = train.info.metadata or {}
+        if "vocabulary" not in metadata:
+            raise ConfigError(f"data set {train.name!r} has no metadata['vocabulary']")
+        self.vocabulary = list(metadata["vocabulary"])
+        self.pad_id = int(metadata.get("pad_id", 0))
+        self.window = features[self.key].shape[0]
+        tokens = train.rows(np.arange(min(len(train), STATS_ROWS)))[self.key][:, 1:].reshape(-1)
+        counts = np.bincount(tokens[tokens != self.pad_id], minlength=len(self.vocabulary))
+        # Add-one smoothing: a character unseen in training must not give an infinite baseline.
+        self.unigram_logp = np.log((counts + 1) / (counts + 1).sum()).astype(np.float32)
+
+    def fields(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {self.key: rows[self.key].astype(np.int32)}
+
+    def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
+        kwargs = {k: v for k, v in self.config.model.to_dict().items() if k != "name"}
+        return models.build(
+            self.config.model.name, kwargs, vocab_size=len(self.vocabulary), rngs=rngs
+        )
+
+    # Text <-> ids with the data set's vocabulary (for sampling; multi-character entries such as
+    # "<pad>" are never produced from text).
+    def encode(self, text: str) -> np.ndarray:
+        index = {t: i for i, t in enumerate(self.vocabulary)}
+        return np.array([index.get(ch, 1) for ch in text], np.int32)
+
+    def decode(self, ids) -> str:
+        return "".join(
+            self.vocabulary[i] if len(self.vocabulary[i]) == 1 else "\ufffd"
+            for i in np.asarray(ids).reshape(-1).tolist()
+            if i != self.pad_id
+        )
+
+    def _nll(self, model, tokens, rng):
+        """Per-target negative log-likelihood [b, t-1], target weights, and the logits."""
+        inputs, targets = tokens[:, :-1], tokens[:, 1:]
+        logits = model(inputs, valid=inputs != self.pad_id, rngs=rng).astype(jnp.float32)
+        nll = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+        return nll, (targets != self.pad_id).astype(jnp.float32), logits
+
+    def loss(self, model, batch, rng):
+        nll, weights, logits = self._nll(model, batch[self.key], rng)
+        loss = (nll * weights).sum() / jnp.maximum(weights.sum(), 1.0)
+        correct = (logits.argmax(-1) == batch[self.key][:, 1:]) * weights
+        return loss, {
+            "loss": loss,
+            "bits_per_char": loss / math.log(2),
+            "accuracy": correct.sum() / jnp.maximum(weights.sum(), 1.0),
+        }
+
+    def eval_sums(self, model, batch):
+        nll, weights, logits = self._nll(model, batch[self.key], None)
+        weights = weights * batch["mask"][:, None]  # padded rows and padding tokens count nowhere
+        targets = batch[self.key][:, 1:]
+        return {
+            "nll": (nll * weights).sum(),
+            "unigram_nll": (-jnp.asarray(self.unigram_logp)[targets] * weights).sum(),
+            "correct": ((logits.argmax(-1) == targets) * weights).sum(),
+            "tokens": weights.sum(),
+        }
+
+    def eval_metrics(self, sums):
+        tokens = max(float(sums["tokens"]), 1.0)
+        loss = float(sums["nll"]) / tokens
+        return {
+            "loss": loss,
+            "bits_per_char": loss / math.log(2),
+            "perplexity": math.exp(loss),
+            "accuracy": float(sums["correct"]) / tokens,
+            "unigram_bits_per_char": float(sums["unigram_nll"]) / tokens / math.log(2),
+        }
+
+    # Serving: a window of ids in, the distribution of the id after its last real token out.
+    def input_signature(self) -> dict:
+        return {self.key: {"dtype": "int32", "shape": [self.window]}}
+
+    def output_signature(self) -> dict:
+        return {
+            "probabilities": {"dtype": "float32", "shape": [len(self.vocabulary)]},
+            "next_token": {"dtype": "int32", "shape": [], "names": self.vocabulary},
+        }
+
+    def predict(self, model, inputs):
+        tokens = inputs[self.key].astype(jnp.int32)
+        valid = tokens != self.pad_id
+        logits = model(tokens, valid=valid).astype(jnp.float32)
+        last = jnp.maximum(valid.sum(-1) - 1, 0)
+        logits = jnp.take_along_axis(logits, last[:, None, None], axis=1)[:, 0]
+        return {
+            "probabilities": jax.nn.softmax(logits, axis=-1),
+            "next_token": logits.argmax(-1).astype(jnp.int32),
+        }

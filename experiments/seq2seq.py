@@ -1,0 +1,150 @@
+"""Sequence to sequence: teacher-forced cross-entropy for training, greedy decoding for eval.
+
+Reads `source` and `target` (int ids, right-padded) and `info.metadata` (`vocabulary`, `pad_id`,
+`bos_id`, `eos_id`) of a data set such as `digit_strings`; a `task` ClassLabel, if present, adds
+a per-task exact match. The decoder reads `<bos> target[:-1]`. Eval reports the teacher-forced
+`loss` and `token_accuracy` over real target tokens, and `exact_match`: the share of rows whose
+greedily decoded output (up to and including `<eos>`, padding after) equals the target exactly.
+Beam search is in `ann.generate.beam_search`.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+
+from ann import generate, models
+from ann.config import ConfigError
+from ann.data import Split
+
+
+class Seq2Seq:
+    def __init__(self, config: ml_collections.ConfigDict):
+        self.config = config
+        self.vocabulary: list[str] = []
+        self.pad_id = self.bos_id = self.eos_id = 0
+        self.source_len = self.target_len = 0
+        self.task_names: list[str] = []
+
+    def setup(self, train: Split) -> None:
+        features, metadata = train.info.features, train.info.metadata or {}
+        missing = [k for k in ("source", "target") if k not in features]
+        missing += [k for k in ("vocabulary", "bos_id", "eos_id") if k not in metadata]
+        if missing:
+            raise ConfigError(
+                f"data set {train.name!r} lacks {', '.join(missing)}; seq2seq needs source and "
+                "target features and metadata vocabulary, bos_id, eos_id"
+            )
+        self.vocabulary = list(metadata["vocabulary"])
+        self.pad_id = int(metadata.get("pad_id", 0))
+        self.bos_id, self.eos_id = int(metadata["bos_id"]), int(metadata["eos_id"])
+        self.source_len = features["source"].shape[0]
+        self.target_len = features["target"].shape[0]
+        if "task" in features and hasattr(features["task"], "names"):
+            self.task_names = list(features["task"].names)
+
+    def fields(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = {"source": rows["source"].astype(np.int32), "target": rows["target"].astype(np.int32)}
+        if self.task_names:
+            out["task"] = rows["task"].astype(np.int32)
+        return out
+
+    def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
+        kwargs = {k: v for k, v in self.config.model.to_dict().items() if k != "name"}
+        return models.build(
+            self.config.model.name,
+            kwargs,
+            vocab_size=len(self.vocabulary),
+            max_len=max(self.source_len, self.target_len),
+            pad_id=self.pad_id,
+            rngs=rngs,
+        )
+
+    def encode_source(self, text: str) -> np.ndarray:
+        """'reverse 123' -> ids: whole words in the vocabulary, else characters; then <eos>."""
+        index = {t: i for i, t in enumerate(self.vocabulary)}
+        ids = []
+        for word in text.split():
+            ids += [index[word]] if word in index else [index[ch] for ch in word]
+        ids.append(self.eos_id)
+        if len(ids) > self.source_len:
+            raise ValueError(f"source {text!r} is longer than {self.source_len} ids")
+        return np.pad(np.array(ids, np.int32), (0, self.source_len - len(ids)))
+
+    def decode(self, ids) -> str:
+        out = []
+        for i in np.asarray(ids).reshape(-1).tolist():
+            if i == self.eos_id:
+                break
+            if i not in (self.pad_id, self.bos_id):
+                out.append(self.vocabulary[i] + (" " if len(self.vocabulary[i]) > 1 else ""))
+        return "".join(out)
+
+    def _ce(self, model, batch, rng):
+        target = batch["target"]
+        bos = jnp.full((target.shape[0], 1), self.bos_id, target.dtype)
+        target_in = jnp.concatenate([bos, target[:, :-1]], axis=1)
+        logits = model(batch["source"], target_in, rngs=rng).astype(jnp.float32)
+        nll = optax.softmax_cross_entropy_with_integer_labels(logits, target)
+        # <eos> is a real target; the padding after it is not.
+        return nll, (target != self.pad_id).astype(jnp.float32), logits
+
+    def loss(self, model, batch, rng):
+        nll, weights, logits = self._ce(model, batch, rng)
+        count = jnp.maximum(weights.sum(), 1.0)
+        loss = (nll * weights).sum() / count
+        accuracy = ((logits.argmax(-1) == batch["target"]) * weights).sum() / count
+        return loss, {"loss": loss, "token_accuracy": accuracy}
+
+    def _greedy(self, model, source):
+        return generate.greedy(
+            model,
+            source,
+            self.target_len,
+            bos_id=self.bos_id,
+            eos_id=self.eos_id,
+            pad_id=self.pad_id,
+        )
+
+    def eval_sums(self, model, batch):
+        nll, weights, logits = self._ce(model, batch, None)
+        mask = batch["mask"]
+        weights = weights * mask[:, None]
+        exact = (self._greedy(model, batch["source"]) == batch["target"]).all(-1) * mask
+        sums = {
+            "nll": (nll * weights).sum(),
+            "correct_tokens": ((logits.argmax(-1) == batch["target"]) * weights).sum(),
+            "tokens": weights.sum(),
+            "exact": exact.sum(),
+            "rows": mask.sum(),
+        }
+        for k, name in enumerate(self.task_names):
+            in_task = (batch["task"] == k) * mask
+            sums[f"exact_{name}"] = (exact * in_task).sum()
+            sums[f"rows_{name}"] = in_task.sum()
+        return sums
+
+    def eval_metrics(self, sums):
+        tokens, rows = max(float(sums["tokens"]), 1.0), max(float(sums["rows"]), 1.0)
+        metrics = {
+            "loss": float(sums["nll"]) / tokens,
+            "token_accuracy": float(sums["correct_tokens"]) / tokens,
+            "exact_match": float(sums["exact"]) / rows,
+        }
+        for name in self.task_names:
+            metrics[f"exact_match_{name}"] = float(sums[f"exact_{name}"]) / max(
+                float(sums[f"rows_{name}"]), 1.0
+            )
+        return metrics
+
+    def input_signature(self) -> dict:
+        return {"source": {"dtype": "int32", "shape": [self.source_len]}}
+
+    def output_signature(self) -> dict:
+        return {"tokens": {"dtype": "int32", "shape": [self.target_len]}}
+
+    def predict(self, model, inputs):
+        return {"tokens": self._greedy(model, inputs["source"].astype(jnp.int32))}

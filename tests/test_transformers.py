@@ -1,0 +1,196 @@
+"""Transformer family: ViT, causal LM and seq2seq; attention masks; decoding; their data sets."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import tiny
+from flax import nnx
+
+from ann import data, generate, models
+from ann.data import digit_strings, pydoc_chars
+from ann.models import transformer
+from ann.train.loop import train_and_evaluate
+
+SMALL = {"dim": 32, "num_heads": 2, "mlp_dim": 64}
+
+
+def build(name, dtype=jnp.float32, **kw):
+    supplied = {
+        "vit": dict(input_shape=(8, 8, 1), num_classes=10),
+        "causal_lm": dict(vocab_size=20),
+        "seq2seq": dict(vocab_size=20, max_len=12, pad_id=0),
+    }[name]
+    depth = {"seq2seq": {"encoder_depth": 1, "decoder_depth": 1}}.get(name, {"depth": 1})
+    return models.build(
+        name, {**SMALL, **depth, "dtype": dtype, **kw}, **supplied, rngs=nnx.Rngs(0)
+    )
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_models_run_in_dtype_with_float32_params(dtype):
+    tokens = jnp.ones((2, 7), jnp.int32)
+    outs = {
+        "vit": build("vit", dtype)(jnp.ones((2, 8, 8, 1))),
+        "causal_lm": build("causal_lm", dtype)(tokens),
+        "seq2seq": build("seq2seq", dtype)(tokens, tokens),
+    }
+    for name, out in outs.items():
+        assert out.dtype == dtype, name
+        assert bool(jnp.isfinite(out.astype(jnp.float32)).all()), name
+    params = nnx.state(build("vit", dtype), nnx.Param)
+    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
+    assert outs["causal_lm"].shape == (2, 7, 20) and outs["vit"].shape == (2, 10)
+
+
+def test_padding_mask_hides_padded_keys():
+    stack = transformer.Stack(2, 16, num_heads=2, mlp_dim=32, rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 6, 16))
+    valid = jnp.array([[1, 1, 1, 1, 0, 0], [1, 1, 0, 0, 0, 0]], bool)
+    mask = transformer.padding_mask(valid)
+    noisy = jnp.where(
+        valid[..., None], x, 100.0 * jax.random.normal(jax.random.PRNGKey(1), x.shape)
+    )
+    a, b = stack(x, mask=mask), stack(noisy, mask=mask)
+    np.testing.assert_allclose(a[valid], b[valid], atol=1e-5)
+    assert not np.allclose(stack(x)[valid], stack(noisy)[valid], atol=1e-3)  # unmasked: leaks
+
+
+def test_causal_lm_ignores_later_and_padding_tokens():
+    model = build("causal_lm")
+    tokens = jnp.array([[3, 4, 5, 6, 7, 8]])
+    changed = tokens.at[0, 4:].set(jnp.array([0, 0]))  # future tokens -> padding
+    a, b = model(tokens), model(changed, valid=changed != 0)
+    np.testing.assert_allclose(a[0, :4], b[0, :4], atol=1e-5)
+    assert not np.allclose(a[0, 4:], b[0, 4:], atol=1e-3)
+
+
+def test_seq2seq_masks_source_padding_and_future_targets():
+    model = build("seq2seq")
+    source = jnp.array([[5, 6, 7, 2, 0, 0]])
+    target = jnp.array([[1, 7, 6, 5, 2, 0]])
+    out = model(source, target)
+    # Longer padding on the source, and other tokens after position 2 of the target.
+    out2 = model(jnp.pad(source, ((0, 0), (0, 4))), target.at[0, 3:].set(9))
+    np.testing.assert_allclose(out[0, :3], out2[0, :3], atol=1e-5)
+    assert not np.allclose(out[0, 3:], out2[0, 3:], atol=1e-3)
+
+
+def test_rope_attention_depends_on_relative_position_only():
+    q = jax.random.normal(jax.random.PRNGKey(0), (1, 1, 1, 8))
+    k = jax.random.normal(jax.random.PRNGKey(1), (1, 1, 1, 8))
+
+    def score(pq, pk):
+        a = transformer.rope(q, jnp.array([pq]))
+        b = transformer.rope(k, jnp.array([pk]))
+        return float((a * b).sum())
+
+    assert score(3, 1) == pytest.approx(score(10, 8), abs=1e-4)
+    assert score(3, 1) != pytest.approx(score(3, 2), abs=1e-3)
+
+
+def test_decoding_greedy_beam_and_sampling_agree():
+    model = build("seq2seq")
+    model.eval()
+    source = jnp.array([[5, 6, 7, 2, 0, 0], [8, 9, 2, 0, 0, 0]])
+    ids = dict(bos_id=1, eos_id=2, pad_id=0)
+    greedy = nnx.jit(lambda m, s: generate.greedy(m, s, 6, **ids))(model, source)
+    beam = nnx.jit(
+        lambda m, s, k: generate.beam_search(m, s, 6, beam_size=k, **ids), static_argnums=2
+    )
+    beams, scores = beam(model, source, 1)
+    np.testing.assert_array_equal(greedy, beams[:, 0])
+    beams4, scores4 = beam(model, source, 4)
+    assert bool((jnp.diff(scores4, axis=1) <= 1e-6).all())  # best first
+    assert bool((scores4[:, 0] >= scores[:, 0] - 1e-5).all())  # never worse than greedy
+    lm = build("causal_lm")
+    prompt = jnp.array([[3, 4, 5]])
+    sample = nnx.jit(
+        lambda m, p, r, t, k: generate.sample(m, p, 5, r, temperature=t, top_k=k),
+        static_argnums=(3, 4),
+    )
+    argmax = sample(lm, prompt, jax.random.PRNGKey(0), 0.0, 0)
+    top1 = sample(lm, prompt, jax.random.PRNGKey(1), 1.0, 1)
+    np.testing.assert_array_equal(argmax, top1)
+    np.testing.assert_array_equal(argmax[:, :3], prompt)
+    logits = lm(argmax)  # causal: position 2 + i predicts token 3 + i
+    assert argmax[0, 3:].tolist() == logits[0, 2:7].argmax(-1).tolist()
+    hot = sample(lm, jnp.repeat(prompt, 8, 0), jax.random.PRNGKey(2), 5.0, 0)
+    assert len({tuple(r) for r in hot.tolist()}) > 1  # temperature samples differ
+
+
+def test_data_sets_windows_and_held_out_lengths():
+    ids = np.arange(1, 300, dtype=np.int32)
+    wins = list(pydoc_chars.windows(ids, 16))
+    targets = np.concatenate([w[1:][w[1:] != 0] for w in wins])
+    np.testing.assert_array_equal(targets, ids[1:])  # every char after the first: one target
+    assert pydoc_chars.decode(pydoc_chars.encode("def f():\n")) == "def f():\n"
+    test = data.load("digit_strings", "test", cache=True)
+    seen = data.load("digit_strings", "test_seen", cache=True)
+    assert set(test.cached["length"].tolist()) == set(digit_strings.HELD_OUT)
+    assert not set(seen.cached["length"].tolist()) & set(digit_strings.HELD_OUT)
+    for i in range(30):
+        source = digit_strings.decode(test.cached["source"][i]).split(" ")
+        task, arg = source[0], source[1]
+        want = {"reverse": arg[::-1], "sort": "".join(sorted(arg))}.get(task)
+        want = want or str(sum(int(x) for x in arg.split("+")))
+        assert digit_strings.decode(test.cached["target"][i]) == want
+
+
+def test_lm_eval_sums_ignore_padded_rows_and_tokens():
+    import experiments
+
+    config = tiny("pydoc_lm")
+    exp = experiments.get("language_modelling")(config)
+    exp.setup(data.load("pydoc_chars", "train", cache=True))
+    model = exp.build_model(nnx.Rngs(0))
+    model.eval()
+    tokens = jnp.array([[5, 6, 7, 8, 0, 0], [9, 9, 9, 9, 9, 9]], jnp.int32)
+    both = exp.eval_sums(model, {"tokens": tokens, "mask": jnp.array([1.0, 0.0])})
+    other = tokens.at[1].set(jnp.array([3, 4, 5, 6, 7, 8]))
+    alone = exp.eval_sums(model, {"tokens": other, "mask": jnp.array([1.0, 0.0])})
+    assert float(both["tokens"]) == 3  # 3 real targets in row 0; row 1 is padding
+    np.testing.assert_allclose(float(both["nll"]), float(alone["nll"]), rtol=1e-6)
+
+
+def _run(name, tmp_path, steps, **overrides):
+    config = tiny(name, total_steps=steps, eval_every_steps=steps, **overrides)
+    return train_and_evaluate(config, str(tmp_path))
+
+
+@pytest.mark.parametrize("name", ["digits_vit", "pydoc_lm", "digit_seq2seq"])
+def test_one_step_runs(name, tmp_path):
+    depth = {"digit_seq2seq": {"model.encoder_depth": 1, "model.decoder_depth": 1}}.get(
+        name, {"model.depth": 1}
+    )
+    result = _run(name, tmp_path, 1, **{"model.dim": 16, "model.mlp_dim": 32, **depth})
+    assert result.step == 1
+    metric = {"digits_vit": "accuracy", "pydoc_lm": "bits_per_char"}.get(name, "exact_match")
+    assert math.isfinite(result.eval_metrics[f"eval/{metric}"])
+
+
+def test_vit_learns(tmp_path):
+    result = _run(
+        "digits_vit", tmp_path, 150, batch_size=64, **{"model.depth": 1, "model.dropout": 0.0}
+    )
+    assert result.eval_metrics["eval/accuracy"] > 0.7
+
+
+def test_lm_learns_below_unigram(tmp_path):
+    result = _run("pydoc_lm", tmp_path, 80, **{"model.depth": 1, "model.dim": 32})
+    m = result.eval_metrics
+    assert m["eval/bits_per_char"] < m["eval/unigram_bits_per_char"] - 0.3
+    assert m["eval/perplexity"] == pytest.approx(2 ** m["eval/bits_per_char"], rel=1e-6)
+
+
+def test_seq2seq_learns(tmp_path):
+    result = _run(
+        "digit_seq2seq",
+        tmp_path,
+        150,
+        batch_size=64,
+        **{"model.encoder_depth": 1, "model.decoder_depth": 1, "data.eval_splits": ("test_seen",)},
+    )
+    assert result.eval_metrics["eval/token_accuracy"] > 0.5
