@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 
 import jax
 import numpy as np
+from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ann.config import ConfigError
@@ -81,6 +82,13 @@ def initialize_distributed(
     # use their own (NCCL, ICI), which this setting does not touch.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     kwargs = dict(initialization_timeout=timeout_seconds, heartbeat_timeout_seconds=timeout_seconds)
+    # If a peer never registers, JAX's coordination client aborts the process (a C++ fatal
+    # error, not a Python exception) after the timeout; this line says what it was waiting for.
+    logging.warning(
+        "joining a multi-process run (%s): waiting up to %ds for all processes to register",
+        f"process {process_id} of {num_processes} at {coordinator_address}" if explicit else "auto",
+        timeout_seconds,
+    )
     try:
         if explicit:
             jax.distributed.initialize(coordinator_address, num_processes, process_id, **kwargs)

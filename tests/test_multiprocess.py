@@ -111,8 +111,11 @@ def test_a_missing_peer_ends_start_up_with_a_clear_error(tmp_path):
         text=True,
         timeout=120,
     )
-    assert proc.returncode == 1, proc.stderr[-3000:]
-    assert "error: could not join the multi-process run" in proc.stderr
+    # JAX's coordination client aborts the process (a C++ fatal error) once the timeout passes;
+    # ann's own line before it says what the process was waiting for.
+    assert proc.returncode != 0, proc.stderr[-3000:]
+    assert "joining a multi-process run (process 0 of 2" in proc.stderr
+    assert "DEADLINE_EXCEEDED" in proc.stderr or "could not join" in proc.stderr
     assert time.time() - start < 90
 
 

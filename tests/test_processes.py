@@ -45,7 +45,7 @@ def test_one_and_four_devices_agree_and_a_checkpoint_moves_between_them(tmp_path
     for workdir, devices in [(one, 1), (four, 4)]:
         proc = cli(workdir, devices, "--config.total_steps=20")
         assert proc.returncode == 0, proc.stderr[-2000:]
-        assert f"{devices} devices" in proc.stderr
+        assert f"{devices} x cpu" in proc.stderr
     a, b = losses(one), losses(four)
     assert sorted(a) == sorted(b) == [5, 10, 15, 20]
     np.testing.assert_allclose([a[s] for s in a], [b[s] for s in a], rtol=1e-4)
@@ -53,7 +53,7 @@ def test_one_and_four_devices_agree_and_a_checkpoint_moves_between_them(tmp_path
     # Saved on 4 devices, restored on 1, and training goes on from step 20.
     proc = cli(four, 1, "--config.total_steps=30")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "at step 20" in proc.stderr and "1 devices" in proc.stderr
+    assert "at step 20" in proc.stderr and "1 x cpu" in proc.stderr
     assert 30 in losses(four)
 
 
