@@ -56,15 +56,8 @@ class Classification:
         return {"inputs": rows[self.input_key], "targets": rows[self.label_key].astype(np.int32)}
 
     def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
-        kwargs = {k: v for k, v in self.config.model.to_dict().items() if k != "name"}
-        return models.build(
-            self.config.model.name,
-            kwargs,
-            input_shape=self.input_shape,
-            num_classes=self.num_classes,
-            dtype=jnp.dtype(self.config.dtype),
-            param_dtype=jnp.dtype(self.config.param_dtype),
-            rngs=rngs,
+        return models.from_config(
+            self.config, input_shape=self.input_shape, num_classes=self.num_classes, rngs=rngs
         )
 
     def preprocess(self, inputs: jax.Array) -> jax.Array:

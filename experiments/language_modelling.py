@@ -49,6 +49,7 @@ class LanguageModelling:
         self.vocabulary = list(metadata["vocabulary"])
         self.pad_id = int(metadata.get("pad_id", 0))
         self.window = features[self.key].shape[0]
+        self.tokens_per_example = self.window - 1  # predicted positions: the loop logs tokens/s
         tokens = train.rows(np.arange(min(len(train), STATS_ROWS)))[self.key][:, 1:].reshape(-1)
         counts = np.bincount(tokens[tokens != self.pad_id], minlength=len(self.vocabulary))
         # Add-one smoothing: a character unseen in training must not give an infinite baseline.
@@ -58,10 +59,7 @@ class LanguageModelling:
         return {self.key: rows[self.key].astype(np.int32)}
 
     def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
-        kwargs = {k: v for k, v in self.config.model.to_dict().items() if k != "name"}
-        return models.build(
-            self.config.model.name, kwargs, vocab_size=len(self.vocabulary), rngs=rngs
-        )
+        return models.from_config(self.config, vocab_size=len(self.vocabulary), rngs=rngs)
 
     # Text <-> ids with the data set's vocabulary (for sampling; multi-character entries such as
     # "<pad>" are never produced from text).

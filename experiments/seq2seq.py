@@ -43,6 +43,7 @@ class Seq2Seq:
         self.bos_id, self.eos_id = int(metadata["bos_id"]), int(metadata["eos_id"])
         self.source_len = features["source"].shape[0]
         self.target_len = features["target"].shape[0]
+        self.tokens_per_example = self.target_len  # decoder positions: the loop logs tokens/s
         if "task" in features and hasattr(features["task"], "names"):
             self.task_names = list(features["task"].names)
 
@@ -53,10 +54,8 @@ class Seq2Seq:
         return out
 
     def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
-        kwargs = {k: v for k, v in self.config.model.to_dict().items() if k != "name"}
-        return models.build(
-            self.config.model.name,
-            kwargs,
+        return models.from_config(
+            self.config,
             vocab_size=len(self.vocabulary),
             max_len=max(self.source_len, self.target_len),
             pad_id=self.pad_id,

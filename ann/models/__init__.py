@@ -11,6 +11,7 @@ import importlib
 import inspect
 from collections.abc import Callable
 
+import jax.numpy as jnp
 from flax import nnx
 
 from ann.config import ConfigError
@@ -68,6 +69,19 @@ def build(name: str, kwargs: dict, **supplied) -> nnx.Module:
                 )
         supplied = {k: v for k, v in supplied.items() if k in params}
     return cls(**kwargs, **supplied)
+
+
+def from_config(config, **supplied) -> nnx.Module:
+    """The model `config.model.name` built from the config's `model.*` keys, its `dtype` and
+    `param_dtype`, and what the experiment supplies (shapes, vocabulary, `rngs`)."""
+    kwargs = {k: v for k, v in config.model.to_dict().items() if k != "name"}
+    return build(
+        config.model.name,
+        kwargs,
+        dtype=jnp.dtype(config.dtype),
+        param_dtype=jnp.dtype(config.param_dtype),
+        **supplied,
+    )
 
 
 # Import for registration side effects.
