@@ -49,7 +49,7 @@ def test_two_processes_train_like_one_and_hand_over_to_one_device(tmp_path):
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=400,
+        timeout=240,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stderr.count("2 x cpu, mesh {'data': 2}") == 2  # both processes, one mesh
