@@ -54,7 +54,7 @@ class Checkpoints:
                 enable_async_checkpointing=async_save,
             ),
         )
-        self._best_value = self._read_best_value()
+        self._best_value = self.best_metrics().get(best_metric)
 
     def latest_step(self) -> int | None:
         return self.latest.latest_step()
@@ -63,11 +63,6 @@ class Checkpoints:
         if step == self.latest.latest_step():
             return False
         return self.latest.save(step, args=_save_args(state, data_iter), force=force)
-
-    def _read_best_value(self) -> float | None:
-        step = self.best.best_step()
-        metrics = self.best.metrics(step) if step is not None else None
-        return None if not metrics else metrics.get(self.best_metric)
 
     def best_metrics(self) -> dict:
         """`{"step": N, **eval metrics}` of the best checkpoint so far, or {} if there is none."""
