@@ -8,6 +8,7 @@ os.environ["XLA_FLAGS"] = (
 os.environ["JAX_PLATFORMS"] = "cpu"
 
 import importlib.util  # noqa: E402
+import json  # noqa: E402
 import pathlib  # noqa: E402
 
 import pytest  # noqa: E402
@@ -69,3 +70,14 @@ def digits_export(tmp_path_factory):
         timeout=300,
     )
     return workdir, out
+
+
+def with_devices(devices: int) -> dict:
+    """The environment for a subprocess that sees `devices` fake CPU devices."""
+    return {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+
+
+def train_losses(workdir) -> dict:
+    """step -> train/loss from a run's metrics.jsonl."""
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return {r["step"]: r["train/loss"] for r in map(json.loads, f) if "train/loss" in r}

@@ -1,6 +1,5 @@
 """Several processes on one machine (gloo collectives on CPU): same training as one process."""
 
-import json
 import os
 import socket
 import subprocess
@@ -10,7 +9,7 @@ import time
 import jax
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import ROOT, train_losses, with_devices
 
 pytestmark = pytest.mark.slow
 
@@ -23,15 +22,6 @@ FLAGS = [
     "--config.checkpoint_every_steps=10",
     "--config.compilation_cache_dir=off",
 ]
-
-
-def env(devices):
-    return {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
-
-
-def losses(workdir):
-    with open(workdir / "metrics.jsonl") as f:
-        return {r["step"]: r["train/loss"] for r in map(json.loads, f) if "train/loss" in r}
 
 
 @pytest.mark.skipif(
@@ -55,7 +45,7 @@ def test_two_processes_train_like_one_and_hand_over_to_one_device(tmp_path):
     assert proc.stderr.count("2 x cpu, mesh {'data': 2}") == 2  # both processes, one mesh
     proc = subprocess.run(
         [sys.executable, "-m", "ann.main", f"--workdir={single}", *FLAGS],
-        env=env(4),
+        env=with_devices(2),
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -63,7 +53,7 @@ def test_two_processes_train_like_one_and_hand_over_to_one_device(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
 
-    a, b = losses(multi), losses(single)
+    a, b = train_losses(multi), train_losses(single)
     assert sorted(a) == sorted(b) == [5, 10, 15, 20]
     np.testing.assert_allclose([a[s] for s in a], [b[s] for s in a], rtol=1e-5)
     for x, y in zip(
@@ -76,7 +66,7 @@ def test_two_processes_train_like_one_and_hand_over_to_one_device(tmp_path):
     # Saved by 2 processes, continued by 1 process with 1 device.
     proc = subprocess.run(
         [sys.executable, "-m", "ann.main", f"--workdir={multi}", *FLAGS, "--config.total_steps=30"],
-        env=env(1),
+        env=with_devices(1),
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -84,7 +74,7 @@ def test_two_processes_train_like_one_and_hand_over_to_one_device(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "resumed from" in proc.stderr and "at step 20" in proc.stderr
-    assert 30 in losses(multi)
+    assert 30 in train_losses(multi)
 
 
 def nnx_params(model):
@@ -110,7 +100,7 @@ def test_a_missing_peer_ends_start_up_with_a_clear_error(tmp_path):
             "--process_id=0",
             "--distributed_timeout=5",
         ],
-        env=env(1),
+        env=with_devices(1),
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -127,7 +117,7 @@ def test_a_missing_peer_ends_start_up_with_a_clear_error(tmp_path):
 def test_half_given_multi_process_flags_are_refused(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "ann.main", f"--workdir={tmp_path}", *FLAGS, "--num_processes=2"],
-        env=env(1),
+        env=with_devices(1),
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -1,7 +1,5 @@
 """Behaviour that needs its own process: SIGTERM, and different device counts."""
 
-import json
-import os
 import signal
 import subprocess
 import sys
@@ -9,7 +7,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import ROOT, train_losses, with_devices
 
 pytestmark = pytest.mark.slow
 
@@ -22,22 +20,11 @@ SMALL = [
 ]
 
 
-def env_with(devices):
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-    return env
-
-
 def cli(workdir, devices, *flags, timeout=300):
     cmd = [sys.executable, "-m", "ann.main", CONFIG, f"--workdir={workdir}", *SMALL, *flags]
     return subprocess.run(
-        cmd, env=env_with(devices), cwd=ROOT, capture_output=True, text=True, timeout=timeout
+        cmd, env=with_devices(devices), cwd=ROOT, capture_output=True, text=True, timeout=timeout
     )
-
-
-def losses(workdir):
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        return {r["step"]: r["train/loss"] for r in map(json.loads, f) if "train/loss" in r}
 
 
 def test_one_and_four_devices_agree_and_a_checkpoint_moves_between_them(tmp_path):
@@ -46,7 +33,7 @@ def test_one_and_four_devices_agree_and_a_checkpoint_moves_between_them(tmp_path
         proc = cli(workdir, devices, "--config.total_steps=20")
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert f"{devices} x cpu" in proc.stderr
-    a, b = losses(one), losses(four)
+    a, b = train_losses(one), train_losses(four)
     assert sorted(a) == sorted(b) == [5, 10, 15, 20]
     np.testing.assert_allclose([a[s] for s in a], [b[s] for s in a], rtol=1e-4)
 
@@ -54,7 +41,7 @@ def test_one_and_four_devices_agree_and_a_checkpoint_moves_between_them(tmp_path
     proc = cli(four, 1, "--config.total_steps=30")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "at step 20" in proc.stderr and "1 x cpu" in proc.stderr
-    assert 30 in losses(four)
+    assert 30 in train_losses(four)
 
 
 def test_sigterm_saves_and_exits_cleanly(tmp_path):
@@ -69,7 +56,7 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path):
         "--config.checkpoint_every_steps=100000",
         "--config.eval_every_steps=100000",
     ]
-    proc = subprocess.Popen(cmd, env=env_with(1), cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, env=with_devices(1), cwd=ROOT, stderr=subprocess.PIPE, text=True)
     metrics = tmp_path / "metrics.jsonl"
     deadline = time.time() + 240
     while time.time() < deadline and not (metrics.exists() and "train/loss" in metrics.read_text()):
