@@ -39,7 +39,12 @@ class Experiment(Protocol):
         """Per-batch sums over the rows where `batch['mask']` is 1, added up across batches."""
 
     def eval_metrics(self, sums: dict[str, np.ndarray]) -> dict[str, float]:
-        """Final metrics over a whole split from the summed `eval_sums`."""
+        """Final metrics over a whole split from the summed `eval_sums`.
+
+        An experiment whose metrics need every row (AUROC, recall@k) also defines
+        `eval_rows(model, batch) -> {name: per-row array}`; the loop then gathers those rows
+        over the whole split, padding dropped, and calls `eval_metrics(sums, rows)`.
+        """
 
     # What export and serving need. `predict` runs the same on-device preprocessing as `loss`, so
     # an exported model cannot drift from the trained one.

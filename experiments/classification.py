@@ -1,4 +1,6 @@
-"""Classification: softmax cross-entropy over integer labels, scored by loss and accuracy.
+"""Classification: softmax cross-entropy over integer labels, scored by loss, accuracy, macro
+precision/recall/F1 (from a confusion matrix summed on the device) and AUROC (binary, or macro
+one-vs-rest, over every row's probabilities).
 
 Reads the data set's TFDS `supervised_keys` (input, label). Inputs are standardized per channel
 (last axis) with statistics of the training split; that happens on the device, inside the
@@ -18,6 +20,7 @@ from flax import nnx
 from ann import models
 from ann.config import ConfigError
 from ann.data import Split
+from ann.metrics import classification as metrics
 
 STATS_ROWS = 10_000  # rows of the training split used for input statistics
 
@@ -92,14 +95,25 @@ class Classification:
     def eval_sums(self, model, batch):
         logits = self._logits(model, batch["inputs"], None)
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
-        correct = logits.argmax(-1) == batch["targets"]
         mask = batch["mask"]
         return {
             "loss": (losses * mask).sum(),
-            "correct": (correct * mask).sum(),
+            "confusion": metrics.confusion(
+                batch["targets"], logits.argmax(-1), self.num_classes, mask
+            ),
             "count": mask.sum(),
         }
 
-    def eval_metrics(self, sums):
+    def eval_rows(self, model, batch):
+        logits = self._logits(model, batch["inputs"], None)
+        return {"probabilities": jax.nn.softmax(logits, axis=-1), "targets": batch["targets"]}
+
+    def eval_metrics(self, sums, rows):
         count = max(float(sums["count"]), 1.0)
-        return {"loss": float(sums["loss"]) / count, "accuracy": float(sums["correct"]) / count}
+        matrix = np.asarray(sums["confusion"])
+        return {
+            "loss": float(sums["loss"]) / count,
+            "accuracy": float(np.trace(matrix)) / count,
+            **metrics.summary(matrix),
+            "auroc": metrics.auroc(rows["targets"], rows["probabilities"]),
+        }

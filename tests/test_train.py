@@ -181,18 +181,29 @@ def test_num_epochs_sets_the_steps(tmp_path):
 
 
 def test_restore_model_gives_the_evaluated_model(tmp_path):
+    """The loop's eval metrics, summed over padded batches (eval batch 64 does not divide the
+    360 test rows), equal scikit-learn's over the restored model's predictions of every row."""
+    from sklearn import metrics as sk
+
     from ann import data
     from ann.train.loop import restore_model
 
-    result = train_and_evaluate(tiny(total_steps=20, eval_every_steps=20), str(tmp_path))
+    config = tiny(total_steps=20, eval_every_steps=20, eval_batch_size=64)
+    result = train_and_evaluate(config, str(tmp_path))
     experiment, model, step, config = restore_model(str(tmp_path), "best")
     assert step == 20 and config.model.name == "mlp"
     test = data.load("digits", "test", cache=True)
-    batch = experiment.fields(test.rows(np.arange(len(test))))
-    batch["mask"] = np.ones(len(test), np.float32)
-    sums = experiment.eval_sums(model, batch)
-    accuracy = experiment.eval_metrics(jax.device_get(sums))["accuracy"]
-    assert accuracy == pytest.approx(result.eval_metrics["eval/accuracy"], abs=1e-6)
+    rows = test.rows(np.arange(len(test)))
+    predicted = jax.device_get(experiment.predict(model, {"image": rows["image"]}))
+    labels, probabilities = rows["label"], predicted["probabilities"]
+    got = {k.removeprefix("eval/"): v for k, v in result.eval_metrics.items()}
+    assert got["accuracy"] == pytest.approx(sk.accuracy_score(labels, predicted["label"]))
+    for name in ("precision", "recall", "f1"):
+        want = getattr(sk, f"{name}_score")(labels, predicted["label"], average="macro")
+        assert got[name] == pytest.approx(want, abs=1e-6), name
+    want_auroc = sk.roc_auc_score(labels, probabilities, multi_class="ovr")
+    assert got["auroc"] == pytest.approx(want_auroc, abs=1e-5)
+    assert got["loss"] == pytest.approx(sk.log_loss(labels, probabilities, labels=range(10)), 1e-4)
 
     # Using a model needs no batch that divides this machine's devices (4 here).
     config_file = tmp_path / "config.json"

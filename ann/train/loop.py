@@ -64,6 +64,12 @@ def _abstract_batch(example: dict[str, np.ndarray], global_rows: int, sharding) 
     }
 
 
+def _real_rows(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Per-row eval outputs of a whole split, concatenated, without the padding rows."""
+    keep = np.concatenate([b["mask"] for b in batches]) > 0
+    return {k: np.concatenate([b[k] for b in batches])[keep] for k in batches[0] if k != "mask"}
+
+
 def _check_finite(window: list[dict], step: int, checkpoints: Checkpoints) -> None:
     for i, metrics in enumerate(window):
         bad = [k for k, v in metrics.items() if not np.isfinite(v)]
@@ -262,14 +268,20 @@ def run(
     def evaluate(state) -> dict[str, float]:
         results = {}
         for i, split in enumerate(eval_splits):
-            sums = None
+            sums, rows = None, []
             for batch in data.eval_batches(split, experiment.fields, eval_local):
                 out = eval_fn(state, data.put(batch, batch_sharding))
-                sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
-                if sync_each_step:
+                sums = out["sums"] if sums is None else jax.tree.map(jnp.add, sums, out["sums"])
+                if "rows" in out:
+                    rows.append(jax.device_get(out["rows"]))
+                elif sync_each_step:
                     jax.block_until_ready(sums)
             prefix = "eval" if i == 0 else f"eval_{split.split}"
-            metrics = experiment.eval_metrics(jax.device_get(sums))
+            sums = jax.device_get(sums)
+            if rows:
+                metrics = experiment.eval_metrics(sums, _real_rows(rows))
+            else:
+                metrics = experiment.eval_metrics(sums)
             results.update({f"{prefix}/{k}": v for k, v in metrics.items()})
         return results
 

@@ -76,8 +76,16 @@ def make_train_step(
 
 
 def make_eval_step(experiment: Experiment, model_def: ModelDef) -> Callable:
+    """Eval step returning {"sums": ...} and, for experiments with `eval_rows`, {"rows": ...}:
+    per-row outputs with the batch's `mask`, so the host can drop padding rows."""
+    per_row = getattr(experiment, "eval_rows", None)
+
     def eval_step(state: TrainState, batch: dict) -> dict:
-        return experiment.eval_sums(merge(model_def.eval, state), batch)
+        model = merge(model_def.eval, state)
+        out = {"sums": experiment.eval_sums(model, batch)}
+        if per_row is not None:
+            out["rows"] = {**per_row(model, batch), "mask": batch["mask"]}
+        return out
 
     return eval_step
 

@@ -1,0 +1,65 @@
+"""Classification metrics over a whole eval split, from a confusion matrix or per-row scores.
+
+The confusion matrix is summed on the device batch by batch (padding rows masked out), so
+precision, recall and F1 need no per-row data; AUROC ranks every row's score and so reads the
+rows the loop gathers. Definitions follow scikit-learn (tests check against it): macro averages
+over classes, a class with no predictions (or no rows) scores 0 precision (recall), and AUROC
+for several classes is the macro one-vs-rest average.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from scipy.stats import rankdata
+
+
+def confusion(targets: jax.Array, predictions: jax.Array, num_classes: int, mask: jax.Array):
+    """[true class, predicted class] counts of one batch's real rows (traced on the device)."""
+    true = jax.nn.one_hot(targets, num_classes) * mask[:, None]
+    return true.T @ jax.nn.one_hot(predictions, num_classes)
+
+
+def _safe_divide(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.divide(a, b, out=np.zeros_like(a, dtype=np.float64), where=b > 0)
+
+
+def precision_recall_f1(matrix: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-class precision, recall, F1 and support from a confusion matrix [true, predicted]."""
+    matrix = np.asarray(matrix, np.float64)
+    tp = np.diag(matrix)
+    precision = _safe_divide(tp, matrix.sum(axis=0))
+    recall = _safe_divide(tp, matrix.sum(axis=1))
+    f1 = _safe_divide(2 * precision * recall, precision + recall)
+    return {"precision": precision, "recall": recall, "f1": f1, "support": matrix.sum(axis=1)}
+
+
+def binary_auroc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve: the chance a random positive outscores a random negative
+    (ties count half), computed from average ranks (Mann-Whitney U). NaN without both classes."""
+    labels = np.asarray(labels).astype(bool)
+    positives, negatives = labels.sum(), (~labels).sum()
+    if positives == 0 or negatives == 0:
+        return float("nan")
+    ranks = rankdata(np.asarray(scores, np.float64))
+    u = ranks[labels].sum() - positives * (positives + 1) / 2
+    return float(u / (positives * negatives))
+
+
+def auroc(targets: np.ndarray, probabilities: np.ndarray) -> float:
+    """Binary AUROC of class 1's probability, or the macro one-vs-rest AUROC over the classes
+    present in `targets` (scikit-learn's `roc_auc_score(multi_class="ovr")` over those)."""
+    probabilities = np.asarray(probabilities)
+    if probabilities.shape[-1] == 2:
+        return binary_auroc(targets == 1, probabilities[:, 1])
+    present = np.unique(targets)
+    return float(np.mean([binary_auroc(targets == c, probabilities[:, c]) for c in present]))
+
+
+def summary(matrix: np.ndarray) -> dict[str, float]:
+    """Macro precision, recall and F1 (scalars to log) from a confusion matrix, averaged over
+    the classes that occur as a target or a prediction (as scikit-learn does)."""
+    matrix = np.asarray(matrix)
+    seen = (matrix.sum(axis=0) + matrix.sum(axis=1)) > 0
+    per_class = precision_recall_f1(matrix)
+    return {name: float(per_class[name][seen].mean()) for name in ("precision", "recall", "f1")}
