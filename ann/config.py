@@ -23,10 +23,13 @@ class ConfigError(ValueError):
 
 
 # key -> (default, allowed types). Nested dicts are nested sections. `model` is open: its extra
-# keys are the model's constructor arguments, checked against the model's signature.
+# keys are the model's constructor arguments, checked against the model's signature. `task` is
+# open too: the experiment's own settings (a loss name, a temperature), checked by the
+# experiment through `task_settings`.
 SCHEMA: dict[str, Any] = {
     "experiment": ("classification", str),
     "model": {"name": ("", str)},
+    "task": {},
     "data": {
         "name": ("", str),
         "data_dir": ("", str),  # "" = $TFDS_DATA_DIR or ~/tensorflow_datasets
@@ -164,7 +167,9 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
             raise ConfigError(
                 f"config key '{key}' is missing; start the config from ann.config.base()"
             )
-    _check_section({k: v for k, v in values.items() if k != "model"}, SCHEMA, "")
+    _check_section({k: v for k, v in values.items() if k not in ("model", "task")}, SCHEMA, "")
+    if not isinstance(values["task"], Mapping):
+        raise ConfigError("config key 'task' must be a section (a ConfigDict)")
     if not isinstance(values["model"], Mapping) or not values["model"].get("name"):
         raise ConfigError(
             "config key 'model.name' is empty; set --config.model.name=cnn (or mlp, "
@@ -227,6 +232,29 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
         )
     if not values["data"]["eval_splits"]:
         raise ConfigError("config key 'data.eval_splits' is empty; name at least one split")
+
+
+def task_settings(config: ml_collections.ConfigDict, defaults: Mapping[str, Any]) -> dict:
+    """An experiment's settings: `defaults` updated by `config.task`, refusing unknown keys and
+    values of another type than the default's, with the key named."""
+    settings = dict(defaults)
+    for key, value in config.task.to_dict().items():
+        if key not in defaults:
+            raise ConfigError(
+                f"config key 'task.{key}' is unknown to experiment {config.experiment!r}"
+                f"{_did_you_mean(key, list(defaults))}; it reads: {', '.join(sorted(defaults))}"
+            )
+        default = defaults[key]
+        numeric = isinstance(default, float) and isinstance(value, int)
+        if not (isinstance(value, type(default)) or numeric) or isinstance(
+            value, bool
+        ) != isinstance(default, bool):
+            raise ConfigError(
+                f"config key 'task.{key}' must be {type(default).__name__} like its default "
+                f"{default!r}, got {type(value).__name__} {value!r}"
+            )
+        settings[key] = float(value) if numeric else value
+    return settings
 
 
 def to_json(config: ml_collections.ConfigDict) -> str:

@@ -133,3 +133,20 @@ def test_unset_keys_can_be_set_from_the_command_line():
 def test_unknown_best_metric_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="'best_metric': 'eval/acc' is not an eval metric"):
         train_and_evaluate(tiny(total_steps=2, best_metric="eval/acc"), str(tmp_path))
+
+
+def test_task_settings_fill_defaults_and_name_unknown_or_mistyped_keys():
+    config = config_lib.base()
+    config.experiment = "retrieval"
+    config.task.temperature = 1  # an int where a float is expected is fine
+    settings = config_lib.task_settings(config, {"loss": "infonce", "temperature": 0.1})
+    assert settings == {"loss": "infonce", "temperature": 1.0}
+    config.task.tempreature = 0.5
+    with pytest.raises(
+        config_lib.ConfigError, match="task.tempreature.*did you mean 'temperature'"
+    ):
+        config_lib.task_settings(config, {"loss": "infonce", "temperature": 0.1})
+    del config.task["tempreature"]
+    config.task.loss = 3
+    with pytest.raises(config_lib.ConfigError, match="'task.loss' must be str"):
+        config_lib.task_settings(config, {"loss": "infonce", "temperature": 0.1})
