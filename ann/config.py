@@ -87,7 +87,12 @@ SCHEMA: dict[str, Any] = {
     "profile_steps": ((), (tuple, list)),
     # Persistent XLA compilation cache: "" = WORKDIR/../.jax_cache, "off" = none.
     "compilation_cache_dir": ("", str),
-    "mesh": {"data": (-1, int)},
+    # Device mesh axes (-1 = the remaining devices): the batch splits over data x fsdp;
+    # parameters and their optimizer state split over fsdp and tensor by `sharding_rules`.
+    "mesh": {"data": (-1, int), "fsdp": (1, int), "tensor": (1, int)},
+    # A preset (replicate, fsdp, fsdp+tensor) or ordered (path regex, placement) pairs; see
+    # ann/sharding.py. "fsdp" with mesh.fsdp=1 (the default) replicates.
+    "sharding_rules": ("fsdp", (str, tuple, list)),
 }
 
 CHOICES = {

@@ -1,4 +1,6 @@
-"""Device mesh and shardings. The batch is split over the `data` axis; parameters replicate."""
+"""Device mesh, batch sharding and multi-process start-up. The batch is split over the `data`
+and `fsdp` axes (each fsdp group sees different rows); parameters are placed by
+ann/sharding.py's rules."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ann.config import ConfigError
 
-BATCH_AXES = ("data",)
+BATCH_AXES = ("data", "fsdp")
 
 
 def make_mesh(axes: Mapping[str, int], devices: Sequence[jax.Device] | None = None) -> Mesh:

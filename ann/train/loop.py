@@ -23,7 +23,7 @@ from absl import logging
 from flax import nnx
 
 from ann import config as config_lib
-from ann import data, parallel
+from ann import data, parallel, sharding
 from ann.checkpoint import Checkpoints
 from ann.experiment import Experiment
 from ann.metrics import device_peaks
@@ -116,10 +116,15 @@ def build(
     """Validates the config, opens the data, and builds the model and its train state.
 
     `for_training=False` (restoring a model to use it) skips the checks that only matter for
-    training here, such as the batch dividing this machine's device count.
+    training here, such as the batch dividing this machine's device count, and replicates the
+    model over this machine's devices whatever mesh it was trained on.
     """
     config_lib.validate(config, jax.device_count() if for_training else 1)
-    mesh = parallel.make_mesh(config.mesh.to_dict())
+    if for_training:
+        mesh = parallel.make_mesh(config.mesh.to_dict())
+        rules = config.sharding_rules
+    else:
+        mesh, rules = parallel.make_mesh({"data": -1, "fsdp": 1, "tensor": 1}), "replicate"
     # Data first: the experiment learns its classes and input statistics from the train split.
     dc = config.data
     train_split = data.load(dc.name, dc.train_split, dc.data_dir, cache=dc.cache)
@@ -131,8 +136,7 @@ def build(
     model = experiment.build_model(nnx.Rngs(params=config.seed))
     tx = optimizers.make(config.optimizer, total_steps)
     model_def, state = state_lib.create(model, tx, jax.random.fold_in(seed_key, 1))
-    replicated = parallel.replicated(mesh)
-    state_shardings = jax.tree.map(lambda _: replicated, state)
+    state_shardings = sharding.state_shardings(state, rules, mesh)
     state = parallel.place(state, state_shardings)
     return Setup(
         experiment=experiment,
@@ -184,9 +188,12 @@ def run(
 ) -> Result:
     _enable_compilation_cache(config.compilation_cache_dir, workdir)
     setup = build(config, experiment)
+    mesh, state, state_shardings = setup.mesh, setup.state, setup.state_shardings
     if jax.process_index() == 0:
         config_lib.write(config, workdir)
-    mesh, state, state_shardings = setup.mesh, setup.state, setup.state_shardings
+        layout = os.path.join(workdir, "parameters.tsv")
+        summary = sharding.write_layout(state.params, state_shardings.params, layout)
+        logging.info("sharding_rules %s: %s (each one: %s)", config.sharding_rules, summary, layout)
     train_split, eval_splits, total_steps = setup.train_split, setup.eval_splits, setup.total_steps
     model_def, tx, dc = setup.model_def, setup.tx, config.data
     replicated = parallel.replicated(mesh)

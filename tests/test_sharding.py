@@ -1,0 +1,125 @@
+"""Sharding rules on 4 fake CPU devices: each preset trains like replicated training, and the
+parameters (and their optimizer state) are really split across devices."""
+
+import jax
+import numpy as np
+import pytest
+from conftest import tiny
+from flax import nnx
+from jax.sharding import PartitionSpec
+
+from ann import sharding
+from ann.config import ConfigError
+from ann.train.loop import restore_model, train_and_evaluate
+
+MESHES = {
+    "replicate": {"data": 4, "fsdp": 1, "tensor": 1},
+    "fsdp": {"data": 1, "fsdp": 4, "tensor": 1},
+    "fsdp+tensor": {"data": 1, "fsdp": 2, "tensor": 2},
+}
+
+
+def _lm(preset, **overrides):
+    config = tiny(
+        "pydoc_lm",
+        total_steps=6,
+        eval_every_steps=6,
+        log_every_steps=1,
+        checkpoint_every_steps=6,
+        sharding_rules=preset,
+        **{"model.depth": 1, "model.dim": 32, "model.mlp_dim": 64, "model.num_heads": 4},
+        **overrides,
+    )
+    for axis, size in MESHES[preset].items():
+        config.mesh[axis] = size
+    return config
+
+
+def _losses(workdir):
+    import json
+
+    with open(workdir / "metrics.jsonl") as f:
+        return [r["train/loss"] for r in map(json.loads, f) if "train/loss" in r]
+
+
+@pytest.fixture(scope="module")
+def replicated_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("replicate")
+    result = train_and_evaluate(_lm("replicate"), str(workdir))
+    return result, _losses(workdir)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", ["fsdp", "fsdp+tensor"])
+def test_preset_trains_like_replicated_and_really_shards(preset, replicated_run, tmp_path):
+    reference, reference_losses = replicated_run
+    result = train_and_evaluate(_lm(preset), str(tmp_path))
+    np.testing.assert_allclose(_losses(tmp_path), reference_losses, rtol=2e-4)
+    assert result.eval_metrics["eval/loss"] == pytest.approx(
+        reference.eval_metrics["eval/loss"], rel=2e-4
+    )
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-5),
+        result.state.params,
+        reference.state.params,
+    )
+
+    leaves = dict(
+        (sharding.path_str(p), x)
+        for p, x in jax.tree_util.tree_leaves_with_path(result.state.params)
+    )
+    up = leaves["decoder/blocks/0/mlp/up/kernel"]  # (32, 64)
+    if preset == "fsdp":
+        assert up.sharding.spec == PartitionSpec(None, "fsdp")
+        assert up.addressable_shards[0].data.shape == (32, 16)
+    else:
+        assert up.sharding.spec == PartitionSpec("fsdp", "tensor")
+        assert up.addressable_shards[0].data.shape == (16, 32)
+        down = leaves["decoder/blocks/0/mlp/down/kernel"]  # (64, 32)
+        assert down.sharding.spec == PartitionSpec("tensor", "fsdp")
+    layout = (tmp_path / "parameters.tsv").read_text().splitlines()
+    assert "decoder/blocks/0/mlp/up/kernel\t(32, 64)\tfloat32\t" in "\n".join(layout)
+    # Adam's moments of a kernel live where the kernel lives.
+    mu = [
+        x
+        for p, x in jax.tree_util.tree_leaves_with_path(result.state.opt_state)
+        if sharding.path_str(p).endswith("mu/decoder/blocks/0/mlp/up/kernel")
+    ]
+    assert mu and mu[0].sharding == up.sharding
+    # A sharded run restores onto this machine's devices, replicated, for export and serving.
+    _, model, step, _ = restore_model(str(tmp_path), "latest")
+    assert step == 6
+    restored = nnx.state(model, nnx.Param)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
+        restored,
+        result.state.params,
+    )
+
+
+def test_replicate_preset_keeps_full_copies(replicated_run):
+    result, losses = replicated_run
+    assert losses[-1] < losses[0]
+    for x in jax.tree.leaves(result.state.params):
+        assert x.sharding.spec == PartitionSpec() and x.addressable_shards[0].data.shape == x.shape
+
+
+def test_custom_rules_are_checked_against_the_mesh_and_the_shapes():
+    mesh = jax.make_mesh((2, 2, 1), ("data", "fsdp", "tensor"))
+    params = {"dense": {"kernel": np.zeros((6, 8)), "bias": np.zeros(8)}}
+    ok = sharding.resolve(((r"kernel$", (None, "fsdp")), (".*", "replicate")))
+    specs = sharding.param_shardings(params, ok, mesh)
+    assert specs["dense"]["kernel"].spec == PartitionSpec(None, "fsdp")
+    assert specs["dense"]["bias"].spec == PartitionSpec()
+    fsdp = sharding.param_shardings(params, sharding.resolve("fsdp"), mesh)
+    assert fsdp["dense"]["kernel"].spec == PartitionSpec(None, "fsdp")  # the largest even dim
+    with pytest.raises(ConfigError, match="dimension 0 of parameter dense/kernel .* size 4"):
+        sharding.param_shardings(
+            params, sharding.resolve(((r"kernel", (("data", "fsdp"),)),)), mesh
+        )
+    with pytest.raises(ConfigError, match="mesh axis 'model'"):
+        sharding.param_shardings(params, sharding.resolve(((r"kernel", ("model",)),)), mesh)
+    with pytest.raises(ConfigError, match="'sharding_rules' is 'zero3'; use a preset"):
+        sharding.resolve("zero3")
+    with pytest.raises(ConfigError, match="not a regex"):
+        sharding.resolve((("(", "fsdp"),))
