@@ -78,24 +78,13 @@ def bare_seconds_per_step(config, steps: int) -> float:
     return (time.perf_counter() - start) / steps
 
 
-class Clock(hooks.Hook):
-    """Notes the wall time when it runs; the loop has synced with the device just before."""
-
-    def __init__(self, every: int):
-        super().__init__(every)
-        self.times: dict[int, float] = {}
-
-    def __call__(self, step, ctx):
-        self.times[step] = time.perf_counter()
-
-
 def ann_seconds_per_step(config, steps: int) -> float:
     """Steady state inside one run: the wall time from step `steps` to step `2 * steps`, with
     the loop logging every `log_every_steps` as configured (eval and checkpoints pushed out)."""
     c = config.copy_and_resolve_references()
     c.total_steps = 2 * steps
     c.eval_every_steps = c.checkpoint_every_steps = 10 * steps
-    clock = Clock(steps)
+    clock = hooks.Clock(steps)
     with tempfile.TemporaryDirectory() as workdir:
         train_and_evaluate(c, workdir, extra_hooks=[clock])
     return (clock.times[2 * steps] - clock.times[steps]) / steps

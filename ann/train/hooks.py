@@ -159,6 +159,18 @@ class Profile(Hook):
             self.active = False
 
 
+class Clock(Hook):
+    """Notes the wall time at each of its steps, right after the loop synced with the device:
+    what benchmarks use to time steady-state steps of the real loop."""
+
+    def __init__(self, every: int):
+        super().__init__(every)
+        self.times: dict[int, float] = {}
+
+    def __call__(self, step: int, ctx: Context) -> None:
+        self.times[step] = time.perf_counter()
+
+
 class Checkpoint(Hook):
     def __call__(self, step: int, ctx: Context) -> None:
         start = time.perf_counter()
