@@ -12,6 +12,7 @@ import logging as py_logging
 import os
 import sys
 
+import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -72,6 +73,8 @@ def main(argv: list[str]) -> None:
             auto=FLAGS.distributed == "auto",
             timeout_seconds=FLAGS.distributed_timeout,
         )
+        if jax.process_index() > 0:  # one console log per run (process 0's); warnings from all
+            logging.set_verbosity(logging.WARNING)
         # A sweep's trial reports its evals to the study (Optuna is imported only then).
         hooks = pruning.hooks_from_env(FLAGS.config)
         result = train_and_evaluate(FLAGS.config, FLAGS.workdir, extra_hooks=hooks)

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 
 import jax
 import numpy as np
-from absl import logging
+from absl import flags, logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ann.config import ConfigError
@@ -102,6 +102,24 @@ def initialize_distributed(
             f"process started with the same --coordinator_address and --num_processes, and "
             f"that the coordinator is reachable (timeout {timeout_seconds}s)"
         ) from e
+    _orbax_barriers_without_collectives()
+
+
+def _orbax_barriers_without_collectives() -> None:
+    """Orbax's default barrier is a device collective (`sync_global_devices`), run from its
+    async-save thread. Interleaved with the train step's own collectives, the processes can
+    enter them in different orders and deadlock (seen with gloo on CPU). The coordination
+    service's barrier has no device collective, and a timeout."""
+    import orbax.checkpoint  # noqa: F401  (defines the flag)
+
+    if flags.FLAGS.is_parsed():
+        flags.FLAGS.experimental_orbax_use_distributed_barrier = True
+    else:  # a library caller: the flag cannot be set before absl parses the command line
+        logging.warning(
+            "multi-process run without absl flags parsed: pass "
+            "--experimental_orbax_use_distributed_barrier=true, or Orbax's async checkpoint "
+            "barriers may deadlock with training collectives"
+        )
 
 
 def place(tree, shardings):

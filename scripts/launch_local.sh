@@ -21,13 +21,25 @@ for ((i = 0; i < n; i++)); do
     --process_id="$i" "$@" &
   pids+=($!)
 done
+# Watch all processes: when one fails, stop the others at once rather than leave them blocked
+# in a collective with a dead peer.
 status=0
-for pid in "${pids[@]}"; do
-  wait "$pid"
-  code=$?
-  if [ "$code" -ne 0 ]; then
-    [ "$status" -eq 0 ] && status=$code
-    kill "${pids[@]}" 2>/dev/null
-  fi
+alive=("${pids[@]}")
+while [ "${#alive[@]}" -gt 0 ]; do
+  still=()
+  for pid in "${alive[@]}"; do
+    if kill -0 "$pid" 2>/dev/null; then
+      still+=("$pid")
+      continue
+    fi
+    wait "$pid"
+    code=$?
+    if [ "$code" -ne 0 ] && [ "$status" -eq 0 ]; then
+      status=$code
+      kill "${pids[@]}" 2>/dev/null
+    fi
+  done
+  alive=("${still[@]}")
+  [ "${#alive[@]}" -gt 0 ] && sleep 0.5
 done
 exit "$status"

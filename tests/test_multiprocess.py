@@ -24,28 +24,26 @@ FLAGS = [
 ]
 
 
-@pytest.mark.skipif(
-    not os.environ.get("ANN_TEST_MULTIPROCESS"),
-    reason="opt-in (ANN_TEST_MULTIPROCESS=1): passed in one clean CI run and hung in the next "
-    "(2 processes, gloo on CPU); the hang is not understood yet",
-)
-def test_two_processes_train_like_one_and_hand_over_to_one_device(tmp_path):
+def test_two_processes_of_two_devices_train_like_one_and_hand_over_to_one_device(tmp_path):
+    """2 processes x 2 devices give the losses and parameters of 1 process x 4 devices with the
+    same global batch; the run then continues on 1 process x 1 device from their checkpoint."""
     from ann.train.loop import restore_model
 
     multi, single = tmp_path / "multi", tmp_path / "single"
     proc = subprocess.run(
         ["bash", "scripts/launch_local.sh", "2", "--", f"--workdir={multi}", *FLAGS],
-        env={**os.environ, "ANN_DEVICES_PER_PROCESS": "1"},
+        env={**os.environ, "ANN_DEVICES_PER_PROCESS": "2"},
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stderr.count("2 x cpu, mesh {'data': 2}") == 2  # both processes, one mesh
+    # One mesh over both processes' devices; only process 0 logs.
+    assert proc.stderr.count("4 x cpu, mesh {'data': 4") == 1
     proc = subprocess.run(
         [sys.executable, "-m", "ann.main", f"--workdir={single}", *FLAGS],
-        env=with_devices(2),
+        env=with_devices(4),
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -63,7 +61,7 @@ def test_two_processes_train_like_one_and_hand_over_to_one_device(tmp_path):
     ):
         np.testing.assert_allclose(x, y, atol=1e-6)
 
-    # Saved by 2 processes, continued by 1 process with 1 device.
+    # Saved by 2 processes x 2 devices, continued by 1 process with 1 device.
     proc = subprocess.run(
         [sys.executable, "-m", "ann.main", f"--workdir={multi}", *FLAGS, "--config.total_steps=30"],
         env=with_devices(1),
@@ -75,6 +73,60 @@ def test_two_processes_train_like_one_and_hand_over_to_one_device(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "resumed from" in proc.stderr and "at step 20" in proc.stderr
     assert 30 in train_losses(multi)
+
+
+def test_a_peer_that_dies_mid_run_ends_the_other_with_an_error(tmp_path):
+    """Process 1 is killed once training runs; process 0 must exit non-zero within the
+    heartbeat timeout instead of waiting forever in a collective."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    common = [
+        sys.executable,
+        "-m",
+        "ann.main",
+        f"--workdir={tmp_path}",
+        *FLAGS,
+        "--config.total_steps=100000",
+        "--config.log_every_steps=1",
+        f"--coordinator_address=127.0.0.1:{port}",
+        "--num_processes=2",
+        "--distributed_timeout=20",
+    ]
+    procs = [
+        subprocess.Popen(
+            [*common, f"--process_id={i}"],
+            env=with_devices(1),
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    try:
+        deadline = time.time() + 240
+        while not train_losses_or_empty(tmp_path) and time.time() < deadline:
+            assert procs[0].poll() is None and procs[1].poll() is None, "a process ended early"
+            time.sleep(0.5)
+        assert train_losses_or_empty(tmp_path), "training never started"
+        procs[1].kill()
+        killed = time.time()
+        _, stderr = procs[0].communicate(timeout=150)
+        assert procs[0].returncode != 0
+        assert time.time() - killed < 150
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    print(stderr[-2000:])
+
+
+def train_losses_or_empty(workdir) -> dict:
+    try:
+        return train_losses(workdir)
+    except (FileNotFoundError, KeyError, ValueError):
+        return {}
 
 
 def nnx_params(model):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -48,8 +49,13 @@ def default_data_dir() -> str:
 
 def _builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
     if name in BUILDERS:
-        builder = BUILDERS[name](data_dir=data_dir, file_format="array_record")
-        builder.download_and_prepare()  # offline: builds from the package's copy once
+        # Processes of one run (or trials of a sweep) may start on a fresh data_dir together:
+        # one builds, the others wait and then read what it built.
+        os.makedirs(data_dir, exist_ok=True)
+        with open(os.path.join(data_dir, f".{name}.lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            builder = BUILDERS[name](data_dir=data_dir, file_format="array_record")
+            builder.download_and_prepare()  # offline: builds from the package's copy once
         return builder
     try:
         builder = tfds.builder(name, data_dir=data_dir)
