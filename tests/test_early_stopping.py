@@ -2,6 +2,7 @@
 
 import json
 
+import jax
 import pytest
 from conftest import tiny
 
@@ -73,6 +74,20 @@ def test_off_by_default_and_a_finished_run_reports_done(tmp_path):
     result = train_and_evaluate(tiny(), str(tmp_path))
     assert result.step == 20 and not result.stop_reason
     assert json.loads((tmp_path / "run_status.json").read_text())["status"] == "done"
+    # A rerun reports the run's last eval and compiles no step.
+    compiles = []
+
+    def listener(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(duration)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        again = train_and_evaluate(tiny(), str(tmp_path))
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert again.step == 20 and again.eval_metrics == result.eval_metrics
+    assert compiles == []
 
 
 def test_early_stopping_errors_name_the_key(tmp_path):

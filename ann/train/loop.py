@@ -224,22 +224,32 @@ def run(
         state, start_step = checkpoints.restore(abstract_state, data_iter)
         logging.info("resumed from %s at step %d", checkpoints.latest.directory, start_step)
     status = run_status.read(workdir)
-    if status and status["status"] in run_status.FINISHED_EARLY:
-        # Finished before total_steps (early stopping, a sweep's pruning): nothing to train.
+    early = bool(status) and status["status"] in run_status.FINISHED_EARLY
+    if early or start_step >= total_steps:
+        # Finished: at total_steps, or before it (early stopping, a sweep's pruning). Nothing
+        # to train or compile; report what the run last evaluated.
+        data_iter.close()
         checkpoints.close()
-        logging.info(
-            "run %s at step %d: %s; nothing to train (delete %s to train on)",
-            status["status"].replace("_", " "),
-            status["step"],
-            status.get("message", ""),
-            run_status.path(workdir),
-        )
+        if early:
+            logging.info(
+                "run %s at step %d: %s; nothing to train (delete %s to train on)",
+                status["status"].replace("_", " "),
+                status["step"],
+                status.get("message", ""),
+                run_status.path(workdir),
+            )
+        else:
+            logging.info(
+                "run finished at step %d of %d; nothing to train (raise total_steps to train on)",
+                start_step,
+                total_steps,
+            )
         return Result(
             state=state,
             step=start_step,
-            eval_metrics=status.get("eval_metrics", {}),
-            best_eval_metrics=status.get("best_eval_metrics", {}),
-            stop_reason=status["status"],
+            eval_metrics=(status or {}).get("eval_metrics", {}),
+            best_eval_metrics=(status or {}).get("best_eval_metrics", {}),
+            stop_reason=status["status"] if early else "",
         )
 
     # Compile both steps ahead of time, before step 0.
@@ -397,7 +407,7 @@ def run(
     result = Result(
         state=state,
         step=step,
-        # A rerun of a finished run evaluates nothing: report what the run last evaluated.
+        # A resumed segment that ran no eval reports the run's last one.
         eval_metrics=ctx.eval_metrics or (status or {}).get("eval_metrics", {}),
         best_eval_metrics=ctx.best_eval_metrics,
         interrupted=interrupted,
