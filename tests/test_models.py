@@ -7,6 +7,7 @@ import sys
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 from conftest import ROOT
 from flax import nnx
@@ -58,3 +59,36 @@ def test_readme_own_model_trains_from_outside_ann(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "done: step 20" in proc.stdout
     assert "model mynets:Wide" in proc.stderr
+
+
+def test_readme_own_experiment_trains_and_exports_from_outside_ann(tmp_path):
+    for name in ("mytasks.py", "parity.py"):
+        (tmp_path / name).write_text(readme_file(name))
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    flags = ["--config=parity.py", "--workdir=runs/parity", "--config.total_steps=150"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "ann.main", *flags, "--config.batch_size=64"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    accuracy = float(re.search(r"eval/accuracy ([0-9.]+)", proc.stdout).group(1))
+    assert accuracy > 0.85, proc.stdout  # even vs odd digits: chance is 0.5
+    proc = subprocess.run(
+        [sys.executable, "-m", "ann.export", "--workdir=runs/parity", "--out=exports/parity"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+    from ann import artifact
+
+    model = artifact.load(str(tmp_path / "exports/parity"))
+    out = model({"image": np.zeros((3, 8, 8, 1), np.uint8)})
+    assert out["p_odd"].shape == (3,) and np.all((out["p_odd"] >= 0) & (out["p_odd"] <= 1))
