@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -47,6 +48,18 @@ SCHEMA: dict[str, Any] = {
     "total_steps": (0, (int, NoneType)),  # set exactly one of total_steps and num_epochs
     "num_epochs": (0.0, (float, int, NoneType)),
     "seed": (0, int),
+    # Transfer learning (ann/train/transfer.py). `init_from`: "" = off, or the parameters to
+    # start from: a run directory (RUN_DIR, RUN_DIR:best, RUN_DIR:latest or RUN_DIR:STEP; best
+    # by default), an export directory, or a registry URI (models:/NAME@ALIAS, models:/NAME/3;
+    # the registry is $ANN_REGISTRY or ./registry). Arrays are matched by path; those missing
+    # from the source or of another shape stay freshly initialized, as does every array of a
+    # layer with a mismatched one and every path an `init_from_skip` regex matches in full.
+    # Applied only at a fresh start: on resume the run's own checkpoint wins.
+    "init_from": ("", str),
+    "init_from_skip": ((), (tuple, list)),
+    # Regexes over parameter paths ("convs/0/kernel"; the whole path must match) whose
+    # parameters are not updated; frozen BatchNorm layers use their running statistics.
+    "freeze": ((), (tuple, list)),
     "optimizer": {
         "name": ("adam", str),
         "learning_rate": (1e-3, (float, int)),
@@ -235,6 +248,17 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
             f"config key 'profile_steps' is {tuple(profile)}; use (first_step, num_steps) with "
             "both >= 1, e.g. --config.profile_steps='(10, 5)', or () for off"
         )
+    for key in ("freeze", "init_from_skip"):  # path regexes: fail here, not mid-build
+        for pattern in values[key]:
+            if not isinstance(pattern, str):
+                raise ConfigError(
+                    f"config key '{key}' holds {pattern!r}; it takes regexes over parameter "
+                    f"paths, e.g. --config.{key}=\"('convs/.*',)\""
+                )
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                raise ConfigError(f"config key '{key}': {pattern!r} is not a regex ({e})") from e
     if not values["data"]["eval_splits"]:
         raise ConfigError("config key 'data.eval_splits' is empty; name at least one split")
 
@@ -264,6 +288,24 @@ def task_settings(config: ml_collections.ConfigDict, defaults: Mapping[str, Any]
 
 def to_json(config: ml_collections.ConfigDict) -> str:
     return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str)
+
+
+def read(workdir: str) -> ml_collections.ConfigDict:
+    """A run's resolved config from `workdir/config.json`. Keys added to ann since the run was
+    written take their defaults, so older runs still restore and export."""
+
+    def fill(values: dict, schema: Mapping[str, Any]) -> None:
+        for key, spec in schema.items():
+            if isinstance(spec, Mapping):
+                fill(values.setdefault(key, {}), spec)
+            else:
+                values.setdefault(key, spec[0])
+
+    with open(os.path.join(workdir, "config.json")) as f:
+        values = json.load(f)
+    fill(values, SCHEMA)
+    values["data"]["eval_splits"] = tuple(values["data"]["eval_splits"])  # JSON made it a list
+    return ml_collections.ConfigDict(values)
 
 
 def write(config: ml_collections.ConfigDict, workdir: str) -> str:

@@ -150,3 +150,15 @@ def test_task_settings_fill_defaults_and_name_unknown_or_mistyped_keys():
     config.task.loss = 3
     with pytest.raises(config_lib.ConfigError, match="'task.loss' must be str"):
         config_lib.task_settings(config, {"loss": "infonce", "temperature": 0.1})
+
+
+def test_a_run_written_before_new_keys_existed_still_reads(tmp_path):
+    config = tiny()
+    config_lib.write(config, str(tmp_path))
+    values = json.loads((tmp_path / "config.json").read_text())
+    del values["sharding_rules"], values["task"], values["mesh"]["fsdp"], values["freeze"]
+    (tmp_path / "config.json").write_text(json.dumps(values))
+    old = config_lib.read(str(tmp_path))
+    assert old.sharding_rules == "fsdp" and old.mesh.fsdp == 1 and old.freeze == ()
+    assert old.data.eval_splits == ("test",) and old.model.name == config.model.name
+    config_lib.validate(old, 4)

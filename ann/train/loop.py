@@ -8,7 +8,6 @@ iterator, so an interrupted run ends where an uninterrupted one would.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import time
@@ -29,7 +28,7 @@ from ann.experiment import Experiment
 from ann.metrics import device_peaks
 from ann.metrics.writers import MetricWriter
 from ann.train import hooks as hooks_lib
-from ann.train import optimizers, run_status
+from ann.train import optimizers, run_status, transfer
 from ann.train import state as state_lib
 from ann.train import step as step_lib
 from ann.train.preemption import Preemption
@@ -134,8 +133,9 @@ def build(
 
     seed_key = jax.random.PRNGKey(config.seed)
     model = experiment.build_model(nnx.Rngs(params=config.seed))
-    tx = optimizers.make(config.optimizer, total_steps)
+    tx = optimizers.make(config.optimizer, total_steps, freeze=tuple(config.freeze))
     model_def, state = state_lib.create(model, tx, jax.random.fold_in(seed_key, 1))
+    model_def = transfer.freeze_statistics(model_def, state, config.freeze)  # frozen BatchNorm
     state_shardings = sharding.state_shardings(state, rules, mesh)
     state = parallel.place(state, state_shardings)
     return Setup(
@@ -158,9 +158,7 @@ def restore_model(
     `step` is "best", "latest" or a step number. Returns (experiment, model, step, config)."""
     import experiments
 
-    with open(os.path.join(workdir, "config.json")) as f:
-        config = ml_collections.ConfigDict(json.load(f))
-    config.data.eval_splits = tuple(config.data.eval_splits)
+    config = config_lib.read(workdir)
     setup = build(config, experiments.get(config.experiment)(config), for_training=False)
     checkpoints = Checkpoints(workdir, config.max_to_keep, config.best_metric, config.best_mode)
     try:
@@ -223,6 +221,8 @@ def run(
         abstract_state = state_lib.abstract(state, state_shardings)
         state, start_step = checkpoints.restore(abstract_state, data_iter)
         logging.info("resumed from %s at step %d", checkpoints.latest.directory, start_step)
+    elif config.init_from:  # only at a fresh start: on resume the run's own checkpoint wins
+        state = transfer.init_from(state, config, tx, state_shardings, workdir)
     status = run_status.read(workdir)
     early = bool(status) and status["status"] in run_status.FINISHED_EARLY
     if early or start_step >= total_steps:

@@ -1,0 +1,504 @@
+"""Transfer learning: start a run from another model's parameters, and freeze some of them.
+
+`config.init_from` names the source:
+
+- a run directory: `runs/digits_cnn` (its best checkpoint), `runs/digits_cnn:latest`,
+  `runs/digits_cnn:600` (a step). Only the parameters and the model's statistics are read
+  (an Orbax partial restore), so the source's optimizer, data and even model class do not
+  matter, only its array paths and shapes;
+- an export directory (`python -m ann.export`): its `weights.safetensors`, checked against the
+  manifest's sha256 first;
+- a registry URI, `models:/NAME@champion` or `models:/NAME/3`, in the registry at
+  $ANN_REGISTRY (default ./registry), checked against the hash recorded at registration.
+
+Arrays are matched by path (`convs/0/kernel`: the module path joined by "/", as an export names
+its weights and `config.freeze` sees them). Every trained parameter and every floating-point
+statistic (BatchNorm's mean and var) of the new model is either
+
+- loaded (cast to the new model's dtype if the source's differs),
+- missing in the source, or of another shape there: kept as freshly initialized,
+- skipped: kept fresh because a regex of `config.init_from_skip` matches its whole path (a new
+  head of the same shape as the old one), or because another array of its layer has another
+  shape (a layer is loaded whole or not at all: no old bias under a new kernel);
+
+source arrays no path of the new model names are reported as unused. The run logs a one-line
+summary and the lists, and writes them to WORKDIR/init_from.json. A source that shares no array
+with the model is refused (it is almost surely the wrong one). Loading happens only when a run
+starts fresh: on resume the run's own checkpoint wins, whatever `init_from` says.
+
+`config.freeze` (ann/train/optimizers.py) keeps parameters from being updated. A BatchNorm
+layer whose parameters are all frozen is frozen whole, as Keras does for fine-tuning: in
+training it normalizes with its running statistics and stops updating them (otherwise the
+statistics, which are model state and not parameters, would drift under the frozen scale and
+bias). Gradients are still computed for frozen parameters and count in `train/grad_norm`.
+
+List a model's paths, what `freeze` freezes and what `init_from` would load, without training:
+
+    python -m ann.train.transfer --config=configs/digits_finetune.py \\
+        [--config.init_from=runs/digits_cnn]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+import optax
+from absl import logging
+from flax import nnx
+
+from ann import artifact, parallel
+from ann.config import ConfigError
+from ann.train import optimizers
+from ann.train import state as state_lib
+
+REPORT = "init_from.json"
+STEP_CHOICES = ("best", "latest")
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """Where `config.init_from` points, resolved."""
+
+    spec: str  # as written in the config
+    kind: str  # "checkpoint" or "export" (a registry URI resolves to an export)
+    directory: str  # the step directory or export directory read
+    step: int | None = None  # the checkpoint step; None for an export
+    manifest_sha256: str | None = None  # what a registry recorded for the export's manifest
+
+
+@dataclasses.dataclass
+class Report:
+    """What `init_from` did to each array of the new model, by path."""
+
+    loaded: list[str] = dataclasses.field(default_factory=list)
+    missing_in_source: list[str] = dataclasses.field(default_factory=list)
+    # {"path", "source": [shape], "target": [shape]} (dtypes too when their kinds differ)
+    shape_mismatched: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    skipped: list[dict[str, str]] = dataclasses.field(default_factory=list)  # {"path", "reason"}
+    unused_in_source: list[str] = dataclasses.field(default_factory=list)
+    cast: list[dict[str, str]] = dataclasses.field(default_factory=list)  # {"path", "from", "to"}
+    loaded_values: int = 0
+    total_values: int = 0
+
+    def fresh(self) -> int:
+        return len(self.missing_in_source) + len(self.shape_mismatched) + len(self.skipped)
+
+
+def _error(spec: str, message: str) -> ConfigError:
+    return ConfigError(f"config key 'init_from'={spec!r}: {message}")
+
+
+# -- finding and reading the source ------------------------------------------------------------
+
+
+def resolve(spec: str) -> Source:
+    """Resolves `config.init_from` to a checkpoint step or an export directory on disk."""
+    if spec.startswith("models:"):
+        return _resolve_registry(spec)
+    directory, which = spec, "best"
+    head, sep, tail = spec.rpartition(":")
+    if sep and head and (tail in STEP_CHOICES or tail.isdigit()):
+        directory, which = head, tail
+    if os.path.isfile(os.path.join(directory, artifact.MANIFEST)):
+        if sep and directory == head:
+            raise _error(
+                spec, f"{directory} is an export, which holds one set of weights; drop ':{tail}'"
+            )
+        return Source(spec, "export", os.path.abspath(directory))
+    if os.path.isfile(os.path.join(directory, "config.json")):
+        return _resolve_checkpoint(spec, directory, which)
+    what = "does not exist" if not os.path.exists(directory) else "is not a run or an export"
+    raise _error(
+        spec,
+        f"{directory} {what}; use a run directory (with config.json and checkpoints, as "
+        "RUN_DIR, RUN_DIR:best, RUN_DIR:latest or RUN_DIR:STEP), an export directory (with "
+        "manifest.json) or a registry URI models:/NAME@ALIAS",
+    )
+
+
+def _resolve_checkpoint(spec: str, run_dir: str, which: str) -> Source:
+    import orbax.checkpoint as ocp
+
+    # The best checkpoint is the one step kept in checkpoints_best/ (see ann/checkpoint.py).
+    sub = "checkpoints_best" if which == "best" else "checkpoints"
+    directory = os.path.abspath(os.path.join(run_dir, sub))
+    steps = sorted(ocp.step.checkpoint_steps(directory)) if os.path.isdir(directory) else []
+    if not steps:
+        hint = " (the run never evaluated; try :latest)" if which == "best" else ""
+        raise _error(spec, f"{directory} holds no finished checkpoint{hint}")
+    step = steps[-1] if which in STEP_CHOICES else int(which)
+    if step not in steps:
+        raise _error(
+            spec, f"{directory} has no step {step}; its steps: {', '.join(map(str, steps))}"
+        )
+    path = ocp.step.find_step_path(directory, ocp.step.standard_name_format(), step=step)
+    return Source(spec, "checkpoint", str(path / "state"), step)
+
+
+def _resolve_registry(spec: str) -> Source:
+    from ann import registry
+
+    root = os.environ.get("ANN_REGISTRY", "registry")
+    if not os.path.isfile(os.path.join(root, "registry.db")):
+        raise _error(
+            spec, f"no registry at {os.path.abspath(root)}; set $ANN_REGISTRY to its directory"
+        )
+    try:
+        version = registry.Registry(root).resolve(spec)
+    except registry.RegistryError as e:
+        raise _error(spec, str(e)) from e
+    return Source(spec, "export", version.path, manifest_sha256=version.manifest_sha256)
+
+
+def read(source: Source) -> dict[str, np.ndarray]:
+    """The source's arrays by path: parameters and model state (e.g. BatchNorm statistics)."""
+    if source.kind == "export":
+        from safetensors.numpy import load as load_safetensors
+
+        try:
+            manifest = artifact.read_manifest(source.directory, source.manifest_sha256)
+            return dict(
+                load_safetensors(
+                    artifact.read_verified(source.directory, manifest, artifact.WEIGHTS)
+                )
+            )
+        except artifact.IntegrityError as e:
+            raise _error(source.spec, str(e)) from e
+    return _read_checkpoint(source)
+
+
+def _read_checkpoint(source: Source) -> dict[str, np.ndarray]:
+    """Only `params` and `model_state` of the saved TrainState, as host arrays: the optimizer
+    state is neither read nor needed to match."""
+    import orbax.checkpoint as ocp
+    from etils import epath
+
+    path = epath.Path(source.directory)
+    handler = ocp.PyTreeCheckpointHandler()
+    try:
+        saved = handler.metadata(path).tree
+        item = {k: saved[k] for k in ("params", "model_state") if k in saved}
+        if "params" not in item:
+            raise _error(source.spec, f"{source.directory} holds no 'params'; not an ann run")
+        as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
+        restored = handler.restore(
+            path,
+            args=ocp.args.PyTreeRestore(item=item, restore_args=as_numpy, partial_restore=True),
+        )
+    except ConfigError:
+        raise
+    except Exception as e:  # a damaged or foreign checkpoint: say which, not Orbax's internals
+        raise _error(
+            source.spec, f"cannot read {source.directory} ({type(e).__name__}: {e})"
+        ) from e
+    finally:
+        handler.close()
+    arrays = {}
+    for key_path, value in jax.tree_util.tree_leaves_with_path(restored):
+        name = optimizers.path_name(key_path)
+        arrays[name.partition("/")[2]] = np.asarray(value)  # drop "params/" or "model_state/"
+    return arrays
+
+
+# -- matching ----------------------------------------------------------------------------------
+
+
+def targets(state: state_lib.TrainState) -> dict[str, Any]:
+    """The arrays `init_from` may fill, by path: every parameter, and the model state's
+    floating-point arrays (statistics; not RNG counters or other integer state)."""
+    found = {
+        optimizers.path_name(p): x for p, x in jax.tree_util.tree_leaves_with_path(state.params)
+    }
+    for key_path, x in jax.tree_util.tree_leaves_with_path(state.model_state):
+        if jax.dtypes.issubdtype(x.dtype, np.floating):
+            found[optimizers.path_name(key_path)] = x
+    return found
+
+
+def _layer(path: str) -> str:
+    return path.rpartition("/")[0]
+
+
+def match(
+    target: Mapping[str, Any],
+    source: Mapping[str, np.ndarray],
+    skip: Sequence[str] = (),
+    other_paths: Sequence[str] = (),
+) -> Report:
+    """Which of `target`'s arrays (path -> array or ShapeDtypeStruct) `source` can fill.
+
+    `other_paths`: paths of the new model that are not targets (integer state) and so are not
+    "unused" in the source either.
+    """
+    report = Report()
+    regexes = [re.compile(p) for p in skip]
+    for path, x in target.items():
+        report.total_values += int(np.prod(x.shape))
+        hit = next((r.pattern for r in regexes if r.fullmatch(path)), None)
+        if hit is not None:
+            report.skipped.append({"path": path, "reason": f"init_from_skip {hit!r}"})
+        elif path not in source:
+            report.missing_in_source.append(path)
+        elif source[path].shape != tuple(x.shape) or _kind(source[path].dtype) != _kind(x.dtype):
+            entry = {"path": path, "source": list(source[path].shape), "target": list(x.shape)}
+            if _kind(source[path].dtype) != _kind(x.dtype):
+                entry.update(source_dtype=str(source[path].dtype), target_dtype=str(x.dtype))
+            report.shape_mismatched.append(entry)
+        else:
+            report.loaded.append(path)
+    # A layer is loaded whole or not at all: keep a mismatched kernel's bias fresh too.
+    broken = {_layer(m["path"]) for m in report.shape_mismatched} - {""}
+    for path in [p for p in report.loaded if _layer(p) in broken]:
+        report.loaded.remove(path)
+        report.skipped.append(
+            {"path": path, "reason": f"layer {_layer(path)!r} has a shape-mismatched array"}
+        )
+    for path in report.loaded:
+        report.loaded_values += int(np.prod(target[path].shape))
+        if np.dtype(source[path].dtype) != np.dtype(target[path].dtype):
+            report.cast.append(
+                {"path": path, "from": str(source[path].dtype), "to": str(target[path].dtype)}
+            )
+    known = set(target) | set(other_paths)
+    report.unused_in_source = sorted(p for p in source if p not in known)
+    return report
+
+
+def _kind(dtype: Any) -> str:
+    """float / int / bool / ...: a float32 checkpoint loads into a bfloat16 model, not an int."""
+    return "float" if jax.dtypes.issubdtype(dtype, np.floating) else np.dtype(dtype).kind
+
+
+def _shape(shape: Sequence[int]) -> str:
+    return str(tuple(shape))  # as WORKDIR/parameters.tsv writes shapes
+
+
+def summary(source: Source, report: Report) -> str:
+    """The one log line: what came from where, how much stayed fresh."""
+    where = (
+        f"step {source.step} of {source.directory}" if source.step is not None else source.directory
+    )
+    share = report.loaded_values / max(report.total_values, 1)
+    return (
+        f"init_from {source.spec} ({source.kind}, {where}): loaded {len(report.loaded)} of "
+        f"{len(report.loaded) + report.fresh()} arrays ({share:.1%} of {report.total_values:,} "
+        f"values); kept fresh: {len(report.missing_in_source)} missing in source, "
+        f"{len(report.shape_mismatched)} shape-mismatched, {len(report.skipped)} skipped; "
+        f"{len(report.unused_in_source)} source arrays unused"
+    )
+
+
+def details(report: Report) -> list[str]:
+    """The lists, one log line each (empty ones left out)."""
+    lines = []
+    if report.loaded:
+        lines.append("init_from loaded: " + ", ".join(report.loaded))
+    if report.missing_in_source:
+        lines.append(
+            "init_from missing in source (kept fresh): " + ", ".join(report.missing_in_source)
+        )
+    if report.shape_mismatched:
+        lines.append(
+            "init_from shape-mismatched (kept fresh): "
+            + ", ".join(
+                f"{m['path']} {_shape(m['source'])} in source vs {_shape(m['target'])}"
+                for m in report.shape_mismatched
+            )
+        )
+    if report.skipped:
+        lines.append(
+            "init_from skipped (kept fresh): "
+            + ", ".join(f"{s['path']} ({s['reason']})" for s in report.skipped)
+        )
+    if report.unused_in_source:
+        lines.append("init_from unused in source: " + ", ".join(report.unused_in_source))
+    if report.cast:
+        lines.append(
+            "init_from cast: "
+            + ", ".join(f"{c['path']} {c['from']}->{c['to']}" for c in report.cast)
+        )
+    return lines
+
+
+# -- the loop's entry points -------------------------------------------------------------------
+
+
+def load(
+    spec: str, state: state_lib.TrainState, skip: Sequence[str] = ()
+) -> tuple[Source, Report, dict[str, np.ndarray]]:
+    """Resolves and reads `spec` and matches it against `state`; refuses a source that shares
+    nothing with the model. Returns (source, report, source arrays)."""
+    source = resolve(spec)
+    arrays = read(source)
+    target = targets(state)
+    every = optimizers.paths(state.params) + optimizers.paths(state.model_state)
+    report = match(target, arrays, skip, every)
+    if not report.loaded:
+        theirs, ours = sorted(arrays), list(target)
+        raise _error(
+            spec,
+            f"no array of it matches this model by path and shape, so nothing would load "
+            f"(source: {len(theirs)} arrays such as {', '.join(theirs[:4])}; this model: "
+            f"{', '.join(f'{p} {_shape(target[p].shape)}' for p in ours[:4])}); is it the "
+            "right source? Compare with python -m ann.train.transfer --config=...",
+        )
+    return source, report, arrays
+
+
+def init_from(
+    state: state_lib.TrainState,
+    config: Any,
+    tx: optax.GradientTransformation,
+    shardings: Any,
+    workdir: str,
+) -> state_lib.TrainState:
+    """The fresh, placed `state` with `config.init_from`'s matching arrays loaded onto their
+    shardings and the optimizer state re-initialized; logs and writes WORKDIR/init_from.json."""
+    source, report, arrays = load(config.init_from, state, tuple(config.init_from_skip))
+    loaded = set(report.loaded)
+
+    def fill(key_path: tuple, x: Any, sharding: Any) -> Any:
+        name = optimizers.path_name(key_path)
+        if name not in loaded:
+            return x  # already on its sharding
+        # Host data, the same in every process: `place` builds the global array without a
+        # collective, however the parameter is split.
+        return parallel.place(np.asarray(arrays[name], dtype=x.dtype), sharding)
+
+    params = jax.tree_util.tree_map_with_path(fill, state.params, shardings.params)
+    model_state = jax.tree_util.tree_map_with_path(fill, state.model_state, shardings.model_state)
+    # Adam's moments do not depend on the values, but an optimizer may (a parameter average):
+    # initialize it again, on the device, straight onto the optimizer state's shardings.
+    opt_state = jax.jit(tx.init, out_shardings=shardings.opt_state)(params)
+    logging.info("%s", summary(source, report))
+    for line in details(report):
+        logging.info("%s", line)
+    if jax.process_index() == 0:
+        write_report(workdir, source, report)
+    return state.replace(params=params, model_state=model_state, opt_state=opt_state)
+
+
+def write_report(workdir: str, source: Source, report: Report) -> str:
+    """WORKDIR/init_from.json, written atomically; returns its path."""
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, REPORT)
+    record = {"init_from": dataclasses.asdict(source), **dataclasses.asdict(report)}
+    with open(path + ".tmp", "w") as f:
+        json.dump(record, f, indent=1)
+        f.write("\n")
+    os.replace(path + ".tmp", path)
+    return path
+
+
+def freeze_statistics(
+    model_def: state_lib.ModelDef, state: state_lib.TrainState, patterns: Sequence[str]
+) -> state_lib.ModelDef:
+    """`model_def` with every BatchNorm layer whose parameters are all frozen normalizing with
+    its running statistics in training too (so they stay fixed); logs what `freeze` freezes.
+    Raises ConfigError for a pattern that matches no parameter."""
+    if not patterns:
+        return model_def
+    frozen = optimizers.frozen_paths(state.params, patterns)
+    model = nnx.merge(model_def.train, state.params, state.model_state)
+    layers = []
+    for path, module in nnx.iter_modules(model):
+        if isinstance(module, nnx.BatchNorm):
+            prefix = "/".join(map(str, path))
+            names = [f"{prefix}/{n}" for n in optimizers.paths(nnx.state(module, nnx.Param))]
+            if names and all(n in frozen for n in names):
+                module.use_running_average = True  # a static attribute: lands in the graphdef
+                layers.append(prefix)
+    sizes = {
+        optimizers.path_name(p): x.size
+        for p, x in jax.tree_util.tree_leaves_with_path(state.params)
+    }
+    logging.info(
+        "freeze %s: %d of %d parameter arrays (%s of %s values) are not updated%s",
+        tuple(patterns),
+        len(frozen),
+        len(sizes),
+        f"{sum(sizes[p] for p in frozen):,}",
+        f"{sum(sizes.values()):,}",
+        f"; BatchNorm layers kept on their running statistics: {', '.join(layers)}"
+        if layers
+        else "",
+    )
+    if not layers:
+        return model_def
+    train_def, _, _ = nnx.split(model, nnx.Param, ...)
+    return model_def.replace(train=train_def)
+
+
+# -- listing paths -----------------------------------------------------------------------------
+
+
+def describe(config: Any) -> list[str]:
+    """One tab-separated line per array of the config's model: path, shape, dtype, whether it
+    changes in training (trained / frozen parameter; statistics / fixed statistics of a frozen
+    BatchNorm; other state) and, with `init_from` set, where it starts."""
+    import experiments
+    from ann.train import loop
+
+    setup = loop.build(config, experiments.get(config.experiment)(config), for_training=False)
+    state = setup.state
+    frozen = optimizers.frozen_paths(state.params, tuple(config.freeze))
+    model = nnx.merge(setup.model_def.train, state.params, state.model_state)
+    fixed = {  # BatchNorm layers that freeze_statistics() put on their running statistics
+        "/".join(map(str, path))
+        for path, module in nnx.iter_modules(model)
+        if isinstance(module, nnx.BatchNorm) and module.use_running_average
+    }
+    start: dict[str, str] = {}
+    if config.init_from:
+        _, report, _ = load(config.init_from, state, tuple(config.init_from_skip))
+        start.update({p: "loaded" for p in report.loaded})
+        start.update({p: "fresh (missing in source)" for p in report.missing_in_source})
+        start.update(
+            {m["path"]: f"fresh (source {_shape(m['source'])})" for m in report.shape_mismatched}
+        )
+        start.update({s["path"]: f"fresh ({s['reason']})" for s in report.skipped})
+    lines = ["path\tshape\tdtype\tupdate" + ("\tinit_from" if config.init_from else "")]
+    for part, tree in (("params", state.params), ("model_state", state.model_state)):
+        for key_path, x in jax.tree_util.tree_leaves_with_path(tree):
+            name = optimizers.path_name(key_path)
+            if part == "params":
+                update = "frozen" if name in frozen else "trained"
+            elif not jax.dtypes.issubdtype(x.dtype, np.floating):
+                update = "state"
+            else:
+                update = "fixed statistics" if _layer(name) in fixed else "statistics"
+            line = f"{name}\t{_shape(x.shape)}\t{np.dtype(x.dtype).name}\t{update}"
+            lines.append(line + (f"\t{start.get(name, 'fresh')}" if config.init_from else ""))
+    return lines
+
+
+def main(argv: list[str]) -> None:
+    from absl import app, flags
+
+    from ann.checkpoint import CheckpointError
+
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    logging.set_verbosity(logging.WARNING)  # Orbax and TFDS are chatty at INFO
+    try:
+        print("\n".join(describe(flags.FLAGS.config)))
+    except (ConfigError, CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    config_flags.DEFINE_config_file("config", None, "Config file (configs/NAME.py[:ARG]).")
+    flags.mark_flags_as_required(["config"])
+    app.run(main)
