@@ -84,8 +84,8 @@ def beam_search(
     Scores are plain sums of log-probabilities (no length normalization)."""
     b, k = source.shape[0], beam_size
     memory, memory_mask = model.encode(source)
-    memory = jnp.repeat(memory, k, axis=0)
-    memory_mask = jnp.repeat(memory_mask, k, axis=0)
+    # What encode returns (the mask, or under rotary positions (mask, positions)), per beam.
+    memory, memory_mask = jax.tree.map(lambda a: jnp.repeat(a, k, axis=0), (memory, memory_mask))
     tokens = jnp.full((b, k, target_len + 1), pad_id, jnp.int32).at[:, :, 0].set(bos_id)
     # Only the first beam is live at the start, so the k beams do not start as copies.
     scores = jnp.full((b, k), -jnp.inf).at[:, 0].set(0.0)
@@ -153,7 +153,8 @@ def main(argv: list[str]) -> None:
             lambda m, s: beam_search(m, s, experiment.target_len, beam_size=FLAGS.beam_size, **ids)
         )(model, source)
         for row, score in zip(jax.device_get(beams[0]), jax.device_get(scores[0])):
-            print(f"{score:9.4f}  {experiment.decode(row)}")
+            # The source tells decode whether this task's target is written reversed (add).
+            print(f"{score:9.4f}  {experiment.decode(row, source=source[0])}")
     else:
         raise app.UsageError(f"{config.experiment!r} runs have nothing to generate")
 

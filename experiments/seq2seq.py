@@ -5,7 +5,13 @@ Reads `source` and `target` (int ids, right-padded) and `info.metadata` (`vocabu
 a per-task exact match. The decoder reads `<bos> target[:-1]`. Eval reports the teacher-forced
 `loss` and `token_accuracy` over real target tokens, and `exact_match`: the share of rows whose
 greedily decoded output (up to and including `<eos>`, padding after) equals the target exactly.
-Beam search is in `ann.generate.beam_search`.
+With `task.eval_beam_size` > 1 it also reports `beam_exact_match` (and per task): the same with
+the best beam of `ann.generate.beam_search`.
+
+The model is given the ids of the vocabulary's digit tokens ('0'..'9'), which `seq2seq`'s
+`positions='digits'` needs. Metadata `reversed_target_tasks` (optional) names the tasks (a
+source's first token) whose targets are written reversed; `decode(ids, source)` turns those back
+for display.
 """
 
 from __future__ import annotations
@@ -17,17 +23,26 @@ import optax
 from flax import nnx
 
 from ann import generate, models
-from ann.config import ConfigError
+from ann.config import ConfigError, task_settings
 from ann.data import Split
+
+DEFAULTS = {"eval_beam_size": 0}  # 0 or 1: greedy exact match only
 
 
 class Seq2Seq:
     def __init__(self, config: ml_collections.ConfigDict):
         self.config = config
+        self.settings = task_settings(config, DEFAULTS)
+        if self.settings["eval_beam_size"] < 0:
+            raise ConfigError(
+                "config key 'task.eval_beam_size' must be >= 0 (0 = no beam search in eval), got "
+                f"{self.settings['eval_beam_size']}"
+            )
         self.vocabulary: list[str] = []
         self.pad_id = self.bos_id = self.eos_id = 0
         self.source_len = self.target_len = 0
         self.task_names: list[str] = []
+        self.reversed_target_tasks: list[str] = []
 
     def setup(self, train: Split) -> None:
         features, metadata = train.info.features, train.info.metadata or {}
@@ -46,6 +61,7 @@ class Seq2Seq:
         self.tokens_per_example = self.target_len  # decoder positions: the loop logs tokens/s
         if "task" in features and hasattr(features["task"], "names"):
             self.task_names = list(features["task"].names)
+        self.reversed_target_tasks = list(metadata.get("reversed_target_tasks", []))
 
     def fields(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = {"source": rows["source"].astype(np.int32), "target": rows["target"].astype(np.int32)}
@@ -59,8 +75,13 @@ class Seq2Seq:
             vocab_size=len(self.vocabulary),
             max_len=max(self.source_len, self.target_len),
             pad_id=self.pad_id,
+            digit_ids=self.digit_ids(),
             rngs=rngs,
         )
+
+    def digit_ids(self) -> tuple[int, ...]:
+        """Ids of the vocabulary's one-character decimal digits."""
+        return tuple(i for i, t in enumerate(self.vocabulary) if len(t) == 1 and t.isdecimal())
 
     def encode_source(self, text: str) -> np.ndarray:
         """'reverse 123' -> ids: whole words in the vocabulary, else characters; then <eos>."""
@@ -73,13 +94,19 @@ class Seq2Seq:
             raise ValueError(f"source {text!r} is longer than {self.source_len} ids")
         return np.pad(np.array(ids, np.int32), (0, self.source_len - len(ids)))
 
-    def decode(self, ids) -> str:
+    def decode(self, ids: np.ndarray | list[int], source: np.ndarray | None = None) -> str:
+        """Text of ids up to <eos>. Given the `source` ids, a target of a task whose targets are
+        written reversed (metadata `reversed_target_tasks`) is turned back around."""
         out = []
         for i in np.asarray(ids).reshape(-1).tolist():
             if i == self.eos_id:
                 break
             if i not in (self.pad_id, self.bos_id):
                 out.append(self.vocabulary[i] + (" " if len(self.vocabulary[i]) > 1 else ""))
+        if source is not None and self.reversed_target_tasks:
+            first = int(np.asarray(source).reshape(-1)[0])
+            if self.vocabulary[first] in self.reversed_target_tasks:
+                out.reverse()
         return "".join(out)
 
     def _ce(self, model, batch, rng):
@@ -108,22 +135,38 @@ class Seq2Seq:
             pad_id=self.pad_id,
         )
 
+    def _beam(self, model, source):
+        beams, _ = generate.beam_search(
+            model,
+            source,
+            self.target_len,
+            beam_size=self.settings["eval_beam_size"],
+            bos_id=self.bos_id,
+            eos_id=self.eos_id,
+            pad_id=self.pad_id,
+        )
+        return beams[:, 0]  # best first
+
     def eval_sums(self, model, batch):
         nll, weights, logits = self._ce(model, batch, None)
         mask = batch["mask"]
         weights = weights * mask[:, None]
-        exact = (self._greedy(model, batch["source"]) == batch["target"]).all(-1) * mask
         sums = {
             "nll": (nll * weights).sum(),
             "correct_tokens": ((logits.argmax(-1) == batch["target"]) * weights).sum(),
             "tokens": weights.sum(),
-            "exact": exact.sum(),
             "rows": mask.sum(),
         }
+        decoded = {"exact": self._greedy(model, batch["source"])}
+        if self.settings["eval_beam_size"] > 1:
+            decoded["beam_exact"] = self._beam(model, batch["source"])
+        for key, tokens in decoded.items():
+            exact = (tokens == batch["target"]).all(-1) * mask
+            sums[key] = exact.sum()
+            for k, name in enumerate(self.task_names):
+                sums[f"{key}_{name}"] = (exact * (batch["task"] == k)).sum()
         for k, name in enumerate(self.task_names):
-            in_task = (batch["task"] == k) * mask
-            sums[f"exact_{name}"] = (exact * in_task).sum()
-            sums[f"rows_{name}"] = in_task.sum()
+            sums[f"rows_{name}"] = ((batch["task"] == k) * mask).sum()
         return sums
 
     def eval_metrics(self, sums):
@@ -131,12 +174,15 @@ class Seq2Seq:
         metrics = {
             "loss": float(sums["nll"]) / tokens,
             "token_accuracy": float(sums["correct_tokens"]) / tokens,
-            "exact_match": float(sums["exact"]) / rows,
         }
-        for name in self.task_names:
-            metrics[f"exact_match_{name}"] = float(sums[f"exact_{name}"]) / max(
-                float(sums[f"rows_{name}"]), 1.0
-            )
+        for key in ("exact", "beam_exact"):
+            if key not in sums:
+                continue
+            metrics[f"{key}_match"] = float(sums[key]) / rows
+            for name in self.task_names:
+                metrics[f"{key}_match_{name}"] = float(sums[f"{key}_{name}"]) / max(
+                    float(sums[f"rows_{name}"]), 1.0
+                )
         return metrics
 
     def input_signature(self) -> dict:

@@ -10,6 +10,7 @@ from conftest import tiny
 from flax import nnx
 
 from ann import data, generate, models
+from ann.config import ConfigError
 from ann.data import digit_strings, pydoc_chars
 from ann.models import transformer
 from ann.train.loop import train_and_evaluate
@@ -67,8 +68,12 @@ def test_causal_lm_ignores_later_and_padding_tokens():
     assert not np.allclose(a[0, 4:], b[0, 4:], atol=1e-3)
 
 
-def test_seq2seq_masks_source_padding_and_future_targets():
-    model = build("seq2seq")
+DIGIT_IDS = tuple(range(3, 13))  # digit_strings' '0'..'9'
+
+
+@pytest.mark.parametrize("positions", ["learned", "rope", "digits"])
+def test_seq2seq_masks_source_padding_and_future_targets(positions):
+    model = build("seq2seq", positions=positions, digit_ids=DIGIT_IDS)
     source = jnp.array([[5, 6, 7, 2, 0, 0]])
     target = jnp.array([[1, 7, 6, 5, 2, 0]])
     out = model(source, target)
@@ -91,8 +96,29 @@ def test_rope_attention_depends_on_relative_position_only():
     assert score(3, 1) != pytest.approx(score(3, 2), abs=1e-3)
 
 
-def test_decoding_greedy_beam_and_sampling_agree():
-    model = build("seq2seq")
+def test_seq2seq_place_values_count_from_each_numbers_last_digit():
+    vocab = {t: i for i, t in enumerate(digit_strings.VOCABULARY)}
+    ids = [[vocab[t] for t in row] for row in (["reverse", *"123", "<eos>", "<pad>"],)]
+    ids += [[vocab[t] for t in ["add", *"45", "+", *"6", "<eos>"]]]
+    places = models.seq2seq.place_values(jnp.array(ids), DIGIT_IDS)
+    assert places.tolist() == [[-1, 2, 1, 0, -1, -1], [-1, 1, 0, -1, 0, -1]]
+
+
+def test_seq2seq_source_positions_and_config_errors():
+    source = jnp.array([[13, 5, 5, 2, 0], [13, 5, 5, 5, 2]])  # '+ 2 2 <eos>', '+ 2 2 2 <eos>'
+    rope = build("seq2seq", positions="rope").source_positions(source)
+    assert rope.tolist() == [[0, 1, 2, 3, 4]] * 2
+    digits = build("seq2seq", positions="digits", digit_ids=DIGIT_IDS).source_positions(source)
+    assert digits.tolist() == [[-1, 1, 0, -1, -1], [-1, 2, 1, 0, -1]]
+    with pytest.raises(ConfigError, match="model.positions"):
+        build("seq2seq", positions="digits")  # no digit ids in the vocabulary
+    with pytest.raises(ConfigError, match="model.positions"):
+        build("seq2seq", positions="absolute")
+
+
+@pytest.mark.parametrize("positions", ["learned", "digits"])
+def test_seq2seq_greedy_and_beam_decoding_agree(positions):
+    model = build("seq2seq", positions=positions, digit_ids=DIGIT_IDS)
     model.eval()
     source = jnp.array([[5, 6, 7, 2, 0, 0], [8, 9, 2, 0, 0, 0]])
     ids = dict(bos_id=1, eos_id=2, pad_id=0)
@@ -105,6 +131,9 @@ def test_decoding_greedy_beam_and_sampling_agree():
     beams4, scores4 = beam(model, source, 4)
     assert bool((jnp.diff(scores4, axis=1) <= 1e-6).all())  # best first
     assert bool((scores4[:, 0] >= scores[:, 0] - 1e-5).all())  # never worse than greedy
+
+
+def test_sampling_greedy_top1_and_temperature_agree():
     lm = build("causal_lm")
     prompt = jnp.array([[3, 4, 5]])
     sample = nnx.jit(
@@ -121,22 +150,43 @@ def test_decoding_greedy_beam_and_sampling_agree():
     assert len({tuple(r) for r in hot.tolist()}) > 1  # temperature samples differ
 
 
-def test_data_sets_windows_and_held_out_lengths():
+def test_pydoc_windows_cover_every_char():
     ids = np.arange(1, 300, dtype=np.int32)
     wins = list(pydoc_chars.windows(ids, 16))
     targets = np.concatenate([w[1:][w[1:] != 0] for w in wins])
     np.testing.assert_array_equal(targets, ids[1:])  # every char after the first: one target
     assert pydoc_chars.decode(pydoc_chars.encode("def f():\n")) == "def f():\n"
-    test = data.load("digit_strings", "test", cache=True)
-    seen = data.load("digit_strings", "test_seen", cache=True)
-    assert set(test.cached["length"].tolist()) == set(digit_strings.HELD_OUT)
-    assert not set(seen.cached["length"].tolist()) & set(digit_strings.HELD_OUT)
+
+
+def test_seq2seq_digit_strings_hold_out_lengths_inside_the_trained_range():
+    import experiments
+
+    splits = {s: data.load("digit_strings", s, cache=True) for s in ("train", "test", "test_seen")}
+    lengths = {s: set(split.cached["length"].tolist()) for s, split in splits.items()}
+    assert lengths["test"] == set(digit_strings.HELD_OUT)
+    assert lengths["train"] == lengths["test_seen"] == set(range(1, 9)) - lengths["test"]
+    # Interpolation: every held-out length has trained lengths on both sides.
+    assert (
+        min(lengths["train"]) < min(lengths["test"]) <= max(lengths["test"]) < max(lengths["train"])
+    )
+    for split in splits.values():  # 'length' is the real digit count of each source
+        digits = np.isin(split.cached["source"], DIGIT_IDS).sum(-1)
+        per_number = np.where(split.cached["task"] == 2, digits // 2, digits)
+        np.testing.assert_array_equal(per_number, split.cached["length"])
+    exp = experiments.get("seq2seq")(tiny("digit_seq2seq"))
+    exp.setup(splits["train"])
+    assert exp.digit_ids() == DIGIT_IDS
+    test = splits["test"].cached
     for i in range(30):
-        source = digit_strings.decode(test.cached["source"][i]).split(" ")
+        source = digit_strings.decode(test["source"][i]).split(" ")
         task, arg = source[0], source[1]
         want = {"reverse": arg[::-1], "sort": "".join(sorted(arg))}.get(task)
         want = want or str(sum(int(x) for x in arg.split("+")))
-        assert digit_strings.decode(test.cached["target"][i]) == want
+        raw = digit_strings.decode(test["target"][i])
+        # The sum is written least-significant digit first; decode with the task turns it back.
+        assert raw == (want[::-1] if task == "add" else want)
+        assert digit_strings.decode(test["target"][i], task=task) == want
+        assert exp.decode(test["target"][i], source=test["source"][i]) == want
 
 
 def test_lm_eval_sums_ignore_padded_rows_and_tokens():
@@ -162,13 +212,20 @@ def _run(name, tmp_path, steps, **overrides):
 
 @pytest.mark.parametrize("name", ["digits_vit", "pydoc_lm", "digit_seq2seq"])
 def test_one_step_runs(name, tmp_path):
-    depth = {"digit_seq2seq": {"model.encoder_depth": 1, "model.decoder_depth": 1}}.get(
-        name, {"model.depth": 1}
-    )
+    depth = {
+        # Beam search in eval too: its exact match is reported next to greedy's.
+        "digit_seq2seq": {
+            "model.encoder_depth": 1,
+            "model.decoder_depth": 1,
+            "task.eval_beam_size": 2,
+        }
+    }.get(name, {"model.depth": 1})
     result = _run(name, tmp_path, 1, **{"model.dim": 16, "model.mlp_dim": 32, **depth})
     assert result.step == 1
     metric = {"digits_vit": "accuracy", "pydoc_lm": "bits_per_char"}.get(name, "exact_match")
     assert math.isfinite(result.eval_metrics[f"eval/{metric}"])
+    if name == "digit_seq2seq":
+        assert 0 <= result.eval_metrics["eval/beam_exact_match_add"] <= 1
 
 
 def test_vit_learns(tmp_path):
@@ -185,12 +242,19 @@ def test_lm_learns_below_unigram(tmp_path):
     assert m["eval/perplexity"] == pytest.approx(2 ** m["eval/bits_per_char"], rel=1e-6)
 
 
-def test_seq2seq_learns(tmp_path):
+def test_seq2seq_learns_held_out_lengths(tmp_path):
+    # The shipped model on a small budget, scored on the held-out lengths only.
     result = _run(
         "digit_seq2seq",
         tmp_path,
         150,
         batch_size=64,
-        **{"model.encoder_depth": 1, "model.decoder_depth": 1, "data.eval_splits": ("test_seen",)},
+        checkpoint_every_steps=150,
+        **{"data.eval_splits": ("test",)},
     )
-    assert result.eval_metrics["eval/token_accuracy"] > 0.5
+    m = result.eval_metrics
+    # Measured: reverse 0.95, sort 0.77, add 0.00 (addition needs more steps). Learned absolute
+    # positions reach 0.76 on reversing held-out lengths after 1,000 steps.
+    assert m["eval/exact_match_reverse"] > 0.8
+    assert m["eval/exact_match"] > 0.4
+    assert m["eval/token_accuracy"] > 0.6

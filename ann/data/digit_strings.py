@@ -2,10 +2,15 @@
 
 Three tasks on strings of n digits: `reverse` (123 -> 321), `sort` (312 -> 123) and `add`
 (two n-digit numbers, 45+67 -> 112). A source is `[task] digits [+ digits] <eos>`, a target
-`digits <eos>`, both right-padded with id 0. Lengths n run over 1..MAX_DIGITS; `train` and
-`test_seen` use every n but HELD_OUT, `test` only the HELD_OUT lengths (within the training
-range, never trained on). Generated from a fixed seed per split; the vocabulary and special ids
-are in `info.metadata`.
+`digits <eos>`, both right-padded with id 0. The sum of `add` is written least-significant digit
+first (45+67 -> `2 1 1`, i.e. 112): a left-to-right decoder then meets each carry before the
+digit it changes, as written addition does (the standard format for learned addition; the
+operands stay in their usual order). `decode(ids, task="add")` turns it back around.
+
+Lengths n run over 1..MAX_DIGITS; `train` and `test_seen` use every n but HELD_OUT, `test` only
+the HELD_OUT lengths: inside the training range (interpolation), never trained on. Generated from
+a fixed seed per split; the vocabulary, special ids and the tasks whose target is written
+reversed (`reversed_target_tasks`) are in `info.metadata`.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ SOURCE_LEN = 2 * MAX_DIGITS + 3  # task, digits, '+', digits, eos
 TARGET_LEN = MAX_DIGITS + 2  # sum digits (one more than n) and eos
 SIZES = {"train": 30_000, "test": 1_500, "test_seen": 1_500}
 SEEDS = {"train": 0, "test": 1, "test_seen": 2}
+REVERSED_TARGET = ("add",)  # targets written least-significant digit first
 _INDEX = {t: i for i, t in enumerate(VOCABULARY)}
 
 
@@ -44,11 +50,19 @@ def example(task: str, rng: np.random.Generator, n: int) -> tuple[list[str], lis
     if task == "sort":
         return [task, *a, "<eos>"], [*sorted(a), "<eos>"]
     b = number()
-    return [task, *a, "+", *b, "<eos>"], [*str(int(a) + int(b)), "<eos>"]
+    return [task, *a, "+", *b, "<eos>"], [*str(int(a) + int(b))[::-1], "<eos>"]
 
 
-def decode(ids: np.ndarray | list[int]) -> str:
-    """Readable text of ids up to the first <eos> (padding and <bos> dropped)."""
+def split_lengths(split: str) -> list[int]:
+    """The string lengths n a split draws from: HELD_OUT for `test`, the others otherwise."""
+    if split == "test":
+        return list(HELD_OUT)
+    return [n for n in range(1, MAX_DIGITS + 1) if n not in HELD_OUT]
+
+
+def decode(ids: np.ndarray | list[int], task: str | None = None) -> str:
+    """Readable text of ids up to the first <eos> (padding and <bos> dropped). With the `task`
+    of a target whose digits are written reversed (add), the digits are turned back around."""
     out = []
     for i in np.asarray(ids).reshape(-1).tolist():
         if i == EOS_ID:
@@ -56,14 +70,17 @@ def decode(ids: np.ndarray | list[int]) -> str:
         if i not in (PAD_ID, BOS_ID):
             token = VOCABULARY[i]
             out.append(f"{token} " if token in TASKS else token)
-    return "".join(out)
+    return "".join(out[::-1] if task in REVERSED_TARGET else out)
 
 
 class DigitStrings(tfds.core.GeneratorBasedBuilder):
     """Reverse, sort and add digit strings; held-out lengths in `test`."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "reverse/sort/add, n = 1..8, lengths 3 and 6 held out."}
+    VERSION = tfds.core.Version("2.0.0")
+    RELEASE_NOTES = {
+        "1.0.0": "reverse/sort/add, n = 1..8, lengths 3 and 6 held out.",
+        "2.0.0": "The sum of add is written least-significant digit first.",
+    }
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
@@ -76,7 +93,11 @@ class DigitStrings(tfds.core.GeneratorBasedBuilder):
                 }
             ),
             metadata=tfds.core.MetadataDict(
-                vocabulary=VOCABULARY, pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID
+                vocabulary=VOCABULARY,
+                pad_id=PAD_ID,
+                bos_id=BOS_ID,
+                eos_id=EOS_ID,
+                reversed_target_tasks=list(REVERSED_TARGET),
             ),
             description="Generated reverse/sort/add digit-string tasks.",
         )
@@ -87,11 +108,7 @@ class DigitStrings(tfds.core.GeneratorBasedBuilder):
 
     def _generate_examples(self, split: str):
         rng = np.random.default_rng(SEEDS[split])
-        lengths = (
-            list(HELD_OUT)
-            if split == "test"
-            else [n for n in range(1, MAX_DIGITS + 1) if n not in HELD_OUT]
-        )
+        lengths = split_lengths(split)
         for i in range(SIZES[split]):
             task = TASKS[i % len(TASKS)]
             n = int(rng.choice(lengths))

@@ -132,6 +132,7 @@ class Block(nnx.Module):
         *,
         cross_attention: bool = False,
         use_rope: bool = False,
+        cross_rope: bool = False,
         dropout: float = 0.0,
         dtype: jnp.dtype | None = None,
         param_dtype: jnp.dtype = jnp.float32,
@@ -143,7 +144,9 @@ class Block(nnx.Module):
         self.cross_norm = self.cross = nnx.data(None)
         if cross_attention:
             self.cross_norm = nnx.LayerNorm(dim, **kw)
-            self.cross = Attention(dim, num_heads, dropout=dropout, **kw)
+            # RoPE here rotates queries by `positions` and keys by `context_positions`, so a
+            # decoder can align with its source by relative offset (seq2seq).
+            self.cross = Attention(dim, num_heads, use_rope=cross_rope, dropout=dropout, **kw)
         self.norm2 = nnx.LayerNorm(dim, **kw)
         self.mlp = MLP(dim, mlp_dim, dropout, kw)
         self.dropout = nnx.Dropout(dropout)
@@ -156,13 +159,21 @@ class Block(nnx.Module):
         context: jax.Array | None = None,
         context_mask: jax.Array | None = None,
         positions: jax.Array | None = None,
+        context_positions: jax.Array | None = None,
         rngs: jax.Array | None = None,
     ) -> jax.Array:
         k = _keys(rngs, 6)
         h = self.attn(self.norm1(x), mask=mask, positions=positions, rngs=k[0])
         x = x + self.dropout(h, rngs=k[1])
         if self.cross is not None:
-            h = self.cross(self.cross_norm(x), context, mask=context_mask, rngs=k[2])
+            h = self.cross(
+                self.cross_norm(x),
+                context,
+                mask=context_mask,
+                positions=positions,
+                context_positions=context_positions,
+                rngs=k[2],
+            )
             x = x + self.dropout(h, rngs=k[3])
         return x + self.mlp(self.norm2(x), rngs=k[4])
 
