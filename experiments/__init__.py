@@ -10,6 +10,10 @@ _EXPERIMENTS = {
     "classification": "experiments.classification:Classification",
     "language_modelling": "experiments.language_modelling:LanguageModelling",
     "seq2seq": "experiments.seq2seq:Seq2Seq",
+    "retrieval": "experiments.retrieval:Retrieval",
+    "forecasting": "experiments.forecasting:Forecasting",
+    "anomaly_detection": "experiments.anomaly_detection:AnomalyDetection",
+    "regression": "experiments.regression:Regression",
 }
 
 

@@ -11,8 +11,11 @@ from __future__ import annotations
 import numpy as np
 import tensorflow_datasets as tfds
 
+from ann.data.digit_pairs import DigitPairs
 from ann.data.digit_strings import DigitStrings
+from ann.data.digits_novelty import DigitsNovelty
 from ann.data.pydoc_chars import PydocChars
+from ann.data.sensor_series import SensorFaults, SensorSeries
 
 SPLIT_SEED = 0
 TEST_FRACTION = 0.2
@@ -111,10 +114,61 @@ class BreastCancer(tfds.core.GeneratorBasedBuilder):
             yield int(i), {"features": features[i], "label": int(labels[i])}
 
 
+DIABETES_BINS = 10  # target deciles to stratify the diabetes split on
+
+
+class Diabetes(tfds.core.GeneratorBasedBuilder):
+    """scikit-learn's diabetes data: 442 patients, 10 baseline measurements in their original
+    units (age, sex, BMI, blood pressure, six blood serum values), and a continuous target, a
+    measure of disease progression one year later (25..346)."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Random split stratified on target deciles."}
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return self.dataset_info_from_configs(
+            features=tfds.features.FeaturesDict(
+                {
+                    "features": tfds.features.Tensor(shape=(10,), dtype=np.float32),
+                    "target": tfds.features.Scalar(dtype=np.float32),
+                }
+            ),
+            supervised_keys=("features", "target"),
+            description="scikit-learn load_diabetes(scaled=False), 10 features, regression.",
+        )
+
+    def _split_generators(self, dl_manager):
+        del dl_manager
+        from sklearn.datasets import load_diabetes
+
+        # Unscaled: what a user would send to a served model (sklearn's default is centred and
+        # scaled over all 442 rows, test rows included). The experiment standardizes on device.
+        data = load_diabetes(scaled=False)
+        features = data.data.astype(np.float32)
+        target = data.target.astype(np.float32)
+        # The same seeded split as the classification sets, stratified on target deciles so that
+        # both splits cover the whole range of a continuous target.
+        edges = np.quantile(target, np.linspace(0, 1, DIABETES_BINS + 1)[1:-1])
+        train, test = _random_split(np.digitize(target, edges))
+        return {
+            "train": self._generate_examples(features, target, train),
+            "test": self._generate_examples(features, target, test),
+        }
+
+    def _generate_examples(self, features, target, index):
+        for i in index:
+            yield int(i), {"features": features[i], "target": target[i]}
+
+
 # Data set names ann builds offline; anything else is looked up in TFDS by name.
 BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
     "digits": Digits,
     "breast_cancer": BreastCancer,
+    "diabetes": Diabetes,  # regression, 10 numeric features
     "pydoc_chars": PydocChars,  # character LM corpus (ann/data/pydoc_chars.py)
     "digit_strings": DigitStrings,  # seq2seq reverse/sort/add (ann/data/digit_strings.py)
+    "digit_pairs": DigitPairs,  # same-class pairs, metric learning (ann/data/digit_pairs.py)
+    "sensor_series": SensorSeries,  # forecasting windows (ann/data/sensor_series.py)
+    "sensor_faults": SensorFaults,  # anomaly detection windows (ann/data/sensor_series.py)
+    "digits_novelty": DigitsNovelty,  # digits 8, 9 held out (ann/data/digits_novelty.py)
 }

@@ -85,4 +85,14 @@ def from_config(config, **supplied) -> nnx.Module:
 
 
 # Import for registration side effects.
-from ann.models import cnn, lm, mlp, resnet, seq2seq, vit  # noqa: E402,F401
+from ann.models import (  # noqa: E402,F401
+    autoencoder,
+    cnn,
+    lm,
+    mlp,
+    recurrent,
+    resnet,
+    seq2seq,
+    siamese,
+    vit,
+)

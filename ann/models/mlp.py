@@ -9,11 +9,21 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from ann.config import ConfigError
 from ann.models import register
 
 
 @register("mlp")
 class MLP(nnx.Module):
+    """Flattened input -> `features` hidden ReLU layers (each optionally normalized, then
+    dropped out) -> a linear head of `num_classes` units: class logits, or, for regression, one
+    unit per target value (the regression experiment passes the target's size).
+
+    `linear_skip` adds a linear map from the input straight to the head's output ("wide and
+    deep"): the hidden path only has to learn what a linear model misses, which helps on small
+    tabular data where a linear model is already strong.
+    """
+
     def __init__(
         self,
         *,
@@ -22,12 +32,13 @@ class MLP(nnx.Module):
         features: Sequence[int] = (256, 256),
         dropout: float = 0.0,
         norm: str | None = None,
+        linear_skip: bool = False,
         dtype: jnp.dtype | None = None,
         param_dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
     ):
         if norm not in (None, "layer", "batch"):
-            raise ValueError(f"model.norm must be None, 'layer' or 'batch', got {norm!r}")
+            raise ConfigError(f"config key 'model.norm' is {norm!r}; use None, 'layer' or 'batch'")
         sizes = [int(np.prod(input_shape)), *features]
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.layers = nnx.List(nnx.Linear(a, b, **kw) for a, b in zip(sizes[:-1], sizes[1:]))
@@ -35,12 +46,14 @@ class MLP(nnx.Module):
         self.norms = nnx.data(nnx.List(norms[norm](b, **kw) for b in features) if norm else None)
         self.dropout = nnx.Dropout(dropout)
         self.head = nnx.Linear(sizes[-1], num_classes, **kw)
+        self.skip = nnx.data(nnx.Linear(sizes[0], num_classes, **kw) if linear_skip else None)
 
     def __call__(self, x: jax.Array, *, rngs: jax.Array | None = None) -> jax.Array:
-        x = x.reshape(x.shape[0], -1)
+        x = inputs = x.reshape(x.shape[0], -1)
         for i, layer in enumerate(self.layers):
             x = layer(x)
             if self.norms is not None:
                 x = self.norms[i](x)
             x = self.dropout(nnx.relu(x), rngs=rngs)
-        return self.head(x)
+        out = self.head(x)
+        return out if self.skip is None else out + self.skip(inputs)

@@ -1,0 +1,276 @@
+"""Anomaly detection by reconstruction: an autoencoder trained on normal rows only; a row's
+anomaly score is how badly the model reconstructs it.
+
+Reads the data set's TFDS `supervised_keys` (input, label) with a two-class ClassLabel whose
+class 0 is normal (e.g. `sensor_faults`: normal/fault, `digits_novelty`: normal/anomaly). The
+training split should hold normal rows only; anomalous rows found there are trained on anyway
+with a warning, and left out of the statistics and the threshold. Inputs are standardized per
+channel (last axis) with statistics of the training split's normal rows, on the device: `loss`,
+`eval_sums` and `predict` share it, so an export carries it.
+
+Score: the mean squared error over a row between the standardized input and its
+reconstruction, in float32 whatever the compute dtype. The training loss is its mean over the
+batch's rows that are not calibration rows.
+
+Calibration rows: a `task.calibration_fraction` share (default 0.2) of the training split is
+held out of the loss (weight 0), chosen by a hash of each row's content, so the same row is
+held out in every epoch, on every host, and duplicates fall on the same side. The threshold
+is taken from these rows' scores: rows the model never fit, as fresh normal data would be.
+
+Eval metrics over a whole split (padding rows masked out):
+
+- `auroc`: ranking quality of the score against the labels, threshold-free (the headline).
+- `loss`: mean score of the split's normal rows (how well normal data is reconstructed).
+- `threshold`, `precision`, `recall`, `f1`, `flagged`: a row is flagged as anomalous when its
+  score exceeds `threshold`, the `task.threshold_quantile` quantile (default 0.99) of the scores
+  of up to `task.reference_rows` normal calibration rows of the *training* split, scored by the
+  model being evaluated (PyOD's rule, `threshold_` = the 1 - contamination quantile of training
+  scores, here on held-out rows). The threshold uses no eval row and no eval label: it is what
+  a deployment would fix before seeing any fault, and `eval/threshold` is the number to deploy
+  with; it aims at 1% false alarms on normal data (`flagged` is the share of the split's rows
+  flagged). Precision, recall and F1 are those of the anomalous class. With
+  `calibration_fraction=0` the model trains on every row and the threshold comes from rows it
+  fit, whose scores run lower than fresh normal rows': expect more false alarms.
+- With `task.breakdown` naming a ClassLabel feature (e.g. `digit` of `digits_novelty`):
+  `auroc_<class>` for each of its classes that has anomalous rows, that class's anomalies
+  against all normal rows (which kinds of anomaly the model finds, which it misses).
+
+The calibration rows' scores come out of `eval_sums`: the loop hands `eval_metrics` no model,
+so every eval batch scores the same reference rows and the host takes their mean over batches
+(identical values; the cost is one pass over the reference rows per eval batch).
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+from flax import nnx
+
+from ann import models
+from ann.config import ConfigError, task_settings
+from ann.data import Split
+from ann.metrics import classification as metrics
+
+STATS_ROWS = 20_000  # training rows read at setup for input statistics and the reference rows
+
+TASK_DEFAULTS = {
+    "threshold_quantile": 0.99,  # flag rows scoring above this quantile of training scores
+    "calibration_fraction": 0.2,  # training rows held out of the loss, for the threshold
+    "reference_rows": 1024,  # at most this many calibration rows give the threshold
+    "breakdown": "",  # a ClassLabel feature to report auroc_<class> by; "" = none
+}
+
+
+class AnomalyDetection:
+    def __init__(self, config: ml_collections.ConfigDict):
+        self.config = config
+        self.settings = task_settings(config, TASK_DEFAULTS)
+        quantile = self.settings["threshold_quantile"]
+        if not 0.0 < quantile < 1.0:
+            raise ConfigError(
+                f"config key 'task.threshold_quantile' must be in (0, 1), got {quantile}; "
+                "e.g. --config.task.threshold_quantile=0.99"
+            )
+        fraction = self.settings["calibration_fraction"]
+        if not 0.0 <= fraction < 1.0:
+            raise ConfigError(
+                f"config key 'task.calibration_fraction' must be in [0, 1), got {fraction}; "
+                "e.g. --config.task.calibration_fraction=0.2 (0 = train on every row)"
+            )
+        if self.settings["reference_rows"] <= 0:
+            raise ConfigError(
+                f"config key 'task.reference_rows' must be > 0, got "
+                f"{self.settings['reference_rows']}"
+            )
+        self.breakdown = self.settings["breakdown"]
+        self.input_key = self.label_key = ""
+        self.input_shape: tuple[int, ...] = ()
+        self.input_dtype = np.dtype(np.float32)
+        self.breakdown_names: list[str] = []
+        self.mean = self.std = np.zeros(())
+        self.reference = np.zeros(())  # raw normal training rows the threshold is taken from
+        self._predict_compiled = nnx.jit(self._predict)
+
+    def setup(self, train: Split) -> None:
+        features = train.info.features
+        if not train.info.supervised_keys:
+            raise ConfigError(
+                f"data set {train.name!r} declares no (input, label) supervised_keys; "
+                "anomaly_detection needs them"
+            )
+        self.input_key, self.label_key = train.info.supervised_keys[:2]
+        label = features[self.label_key]
+        if getattr(label, "num_classes", 0) != 2:
+            raise ConfigError(
+                f"feature {self.label_key!r} of {train.name!r} must be a two-class ClassLabel "
+                "(class 0 normal, class 1 anomalous) for anomaly_detection"
+            )
+        if self.breakdown:
+            group = features[self.breakdown] if self.breakdown in features else None
+            if not hasattr(group, "num_classes"):
+                raise ConfigError(
+                    f"config key 'task.breakdown' is {self.breakdown!r}, not a ClassLabel "
+                    f"feature of {train.name!r}; use one of "
+                    f"{', '.join(k for k in features if hasattr(features[k], 'num_classes'))}"
+                    " or ''"
+                )
+            self.breakdown_names = list(group.names)
+        self.input_shape = tuple(features[self.input_key].shape)
+        self.input_dtype = np.dtype(features[self.input_key].np_dtype)
+
+        # A random sample (seeded), so ordered data sets give representative statistics.
+        rng = np.random.default_rng(self.config.seed)
+        index = rng.permutation(len(train))[:STATS_ROWS]
+        rows = train.rows(index)
+        normal = rows[self.label_key] == 0
+        if not normal.any():
+            raise ConfigError(
+                f"split {train.split!r} of {train.name!r} has no normal rows (label 0) to learn "
+                "from; set data.train_split to a split of normal data"
+            )
+        if not normal.all():
+            logging.warning(
+                "%d of %d sampled rows of %s/%s are labelled anomalous: the autoencoder trains "
+                "on them too; statistics and the threshold use the normal rows only",
+                int((~normal).sum()),
+                len(normal),
+                train.name,
+                train.split,
+            )
+        held_out = self._held_out(rows[self.input_key])
+        fit = normal & ~held_out if (normal & ~held_out).any() else normal
+        sample = rows[self.input_key][fit].astype(np.float64).reshape(-1, self.input_shape[-1])
+        self.mean = sample.mean(axis=0).astype(np.float32)
+        std = sample.std(axis=0)
+        self.std = np.where(std > 1e-6, std, 1.0).astype(np.float32)
+        # Without calibration rows (fraction 0, or too few rows) the threshold falls back to
+        # rows the model trains on.
+        calibration = normal & held_out if (normal & held_out).any() else normal
+        self.reference = rows[self.input_key][calibration][: self.settings["reference_rows"]]
+        if len(self.reference) < 100:
+            logging.warning(
+                "the threshold comes from only %d calibration rows: its %.3g quantile is a "
+                "rough estimate (raise task.calibration_fraction)",
+                len(self.reference),
+                self.settings["threshold_quantile"],
+            )
+
+    def _held_out(self, inputs: np.ndarray) -> np.ndarray:
+        """Which rows are calibration rows: a content hash, the same in every epoch and host."""
+        cut = self.settings["calibration_fraction"] * 2**32
+        hashes = [zlib.crc32(np.ascontiguousarray(row).tobytes()) for row in inputs]
+        return np.asarray(hashes, np.float64) < cut
+
+    def fields(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        batch = {
+            "inputs": rows[self.input_key],
+            "targets": rows[self.label_key].astype(np.int32),
+            # 0 for calibration rows: they flow through training but are not fit.
+            "weight": (~self._held_out(rows[self.input_key])).astype(np.float32),
+        }
+        if self.breakdown:
+            batch["group"] = rows[self.breakdown].astype(np.int32)
+        return batch
+
+    def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
+        return models.from_config(self.config, input_shape=self.input_shape, rngs=rngs)
+
+    def preprocess(self, inputs: jax.Array) -> jax.Array:
+        return (inputs.astype(jnp.float32) - self.mean) / self.std
+
+    def _reconstruct(
+        self, model: nnx.Module, inputs: jax.Array, rng: jax.Array | None
+    ) -> tuple[jax.Array, jax.Array]:
+        """(standardized input, its reconstruction), both float32."""
+        x = self.preprocess(inputs)
+        return x, model(x, rngs=rng).astype(jnp.float32)
+
+    def scores(
+        self, model: nnx.Module, inputs: jax.Array, rng: jax.Array | None = None
+    ) -> jax.Array:
+        """Per-row anomaly score: mean squared reconstruction error (float32)."""
+        x, y = self._reconstruct(model, inputs, rng)
+        return jnp.square(y - x).reshape(x.shape[0], -1).mean(axis=1)
+
+    def input_signature(self) -> dict:
+        return {self.input_key: {"dtype": self.input_dtype.name, "shape": list(self.input_shape)}}
+
+    def output_signature(self) -> dict:
+        return {
+            "score": {"dtype": "float32", "shape": []},
+            "reconstruction": {"dtype": "float32", "shape": list(self.input_shape)},
+        }
+
+    def predict(self, model: nnx.Module, inputs: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        # One compiled program whether called directly or traced into an export, so the two
+        # agree to the bit. Run op by op, the layers round differently, and de-standardizing
+        # scales those differences by the input's spread (~1e-5 on the digits' 0..16 pixels,
+        # past the export's check).
+        return self._predict_compiled(model, inputs)
+
+    def _predict(self, model: nnx.Module, inputs: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        x, y = self._reconstruct(model, inputs[self.input_key], None)
+        return {
+            "score": jnp.square(y - x).reshape(x.shape[0], -1).mean(axis=1),
+            # In the input's own units, so it can be compared with the input directly.
+            "reconstruction": y * self.std + self.mean,
+        }
+
+    def loss(self, model, batch, rng):
+        weight = batch["weight"]
+        score = self.scores(model, batch["inputs"], rng)
+        loss = (score * weight).sum() / jnp.maximum(weight.sum(), 1.0)
+        return loss, {"loss": loss}
+
+    def eval_sums(self, model, batch):
+        score = self.scores(model, batch["inputs"])
+        mask = batch["mask"]
+        normal = mask * (batch["targets"] == 0)
+        return {
+            "normal_error": (score * normal).sum(),
+            "normal_count": normal.sum(),
+            # The same in every batch (see the module docstring); averaged on the host.
+            "reference_scores": self.scores(model, jnp.asarray(self.reference)),
+            "batches": jnp.ones((), jnp.float32),
+        }
+
+    def eval_rows(self, model, batch):
+        rows = {"score": self.scores(model, batch["inputs"]), "targets": batch["targets"]}
+        if self.breakdown:
+            rows["group"] = batch["group"]
+        return rows
+
+    def eval_metrics(self, sums, rows):
+        score, anomalous = rows["score"], rows["targets"] > 0
+        reference = np.asarray(sums["reference_scores"]) / float(sums["batches"])
+        threshold = float(np.quantile(reference, self.settings["threshold_quantile"]))
+        flagged = score > threshold
+        # [true, predicted] with class 1 = anomalous.
+        matrix = np.array(
+            [
+                [np.sum(~anomalous & ~flagged), np.sum(~anomalous & flagged)],
+                [np.sum(anomalous & ~flagged), np.sum(anomalous & flagged)],
+            ]
+        )
+        per_class = metrics.precision_recall_f1(matrix)
+        normal_count = float(sums["normal_count"])
+        result = {
+            "auroc": metrics.binary_auroc(anomalous, score),
+            "loss": float(sums["normal_error"]) / normal_count if normal_count else float("nan"),
+            "threshold": threshold,
+            "precision": float(per_class["precision"][1]),
+            "recall": float(per_class["recall"][1]),
+            "f1": float(per_class["f1"][1]),
+            "flagged": float(flagged.mean()) if len(flagged) else float("nan"),
+        }
+        if self.breakdown:
+            for g in np.unique(rows["group"][anomalous]):
+                keep = ~anomalous | (rows["group"] == g)
+                name = self.breakdown_names[int(g)]
+                result[f"auroc_{name}"] = metrics.binary_auroc(anomalous[keep], score[keep])
+        return result

@@ -1,0 +1,167 @@
+"""Forecasting: a history window [time, channels] in, the next `horizon` steps out.
+
+Reads a data set whose TFDS `supervised_keys` are (history, future), both [time, channels] with
+the same channels (`sensor_series`). Values are standardized per channel with the training
+split's mean and std, on the device, inside `loss`, `eval_sums` and `predict` alike, so an
+export carries the same scaling; `predict` returns the forecast in the data's own units.
+
+Loss: `task.loss` = "mse" (default) or "mae", over every future point in standardized units, in
+float32 whatever the compute dtype. Eval, in the data's units, over every future point of the
+split (padding rows masked): `mae`, `rmse`, and the same for the seasonal-naive baseline
+(`naive_mae`, `naive_rmse`: each future step repeats the value one period earlier, taken from the
+history's last period) and `mae_ratio` = mae / naive_mae (< 1: the model beats the baseline).
+The period is `task.period`, or, when that is 0 (the default), the data set's
+`info.metadata["period"]`.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from ann import models
+from ann.config import ConfigError, task_settings
+from ann.data import Split
+
+STATS_ROWS = 10_000  # rows of the training split used for the channel statistics
+LOSSES = ("mse", "mae")
+SETTINGS = {
+    "period": 0,  # seasonal period of the naive baseline; 0 = the data set's metadata
+    "loss": "mse",
+}
+
+
+def seasonal_naive(history: jax.Array, horizon: int, period: int) -> jax.Array:
+    """[batch, horizon, channels]: each future step is the value one period before it, the last
+    period of `history` [batch, time, channels] repeated."""
+    index = history.shape[1] - period + np.arange(horizon) % period
+    return history[:, index]
+
+
+class Forecasting:
+    def __init__(self, config: ml_collections.ConfigDict):
+        self.config = config
+        self.settings = task_settings(config, SETTINGS)
+        if self.settings["loss"] not in LOSSES:
+            raise ConfigError(
+                f"config key 'task.loss' is {self.settings['loss']!r}; choose one of "
+                f"{', '.join(LOSSES)}"
+            )
+        if self.settings["period"] < 0:
+            raise ConfigError(
+                f"config key 'task.period' must be >= 0 (0 = from the data set), got "
+                f"{self.settings['period']}"
+            )
+        self.history_key = self.future_key = ""
+        self.history_shape: tuple[int, ...] = ()
+        self.future_shape: tuple[int, ...] = ()
+        self.period = 0
+        self.mean = self.std = np.zeros(())
+
+    def setup(self, train: Split) -> None:
+        info = train.info
+        if not info.supervised_keys:
+            raise ConfigError(
+                f"data set {train.name!r} declares no (history, future) supervised_keys; "
+                "forecasting needs them (use data.name=sensor_series)"
+            )
+        self.history_key, self.future_key = info.supervised_keys[:2]
+        self.history_shape = tuple(info.features[self.history_key].shape)
+        self.future_shape = tuple(info.features[self.future_key].shape)
+        if (
+            len(self.history_shape) != 2
+            or len(self.future_shape) != 2
+            or self.history_shape[1] != self.future_shape[1]
+        ):
+            raise ConfigError(
+                f"data set {train.name!r}: forecasting needs [time, channels] history and future "
+                f"with the same channels, got {self.history_shape} and {self.future_shape}"
+            )
+        period = self.settings["period"] or int((info.metadata or {}).get("period", 0))
+        if not period:
+            raise ConfigError(
+                f"data set {train.name!r} records no seasonal period in its metadata; set "
+                "--config.task.period=<steps per season>"
+            )
+        if period > self.history_shape[0]:
+            raise ConfigError(
+                f"config key 'task.period'={period} is longer than the history "
+                f"({self.history_shape[0]} steps); the seasonal-naive baseline needs one period"
+            )
+        self.period = period
+        sample = train.rows(np.arange(min(len(train), STATS_ROWS)))[self.history_key]
+        sample = sample.astype(np.float64).reshape(-1, self.history_shape[-1])
+        self.mean = sample.mean(axis=0).astype(np.float32)
+        std = sample.std(axis=0)
+        self.std = np.where(std > 1e-6, std, 1.0).astype(np.float32)
+
+    def fields(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {
+            "history": rows[self.history_key].astype(np.float32),
+            "future": rows[self.future_key].astype(np.float32),
+        }
+
+    def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
+        return models.from_config(
+            self.config,
+            input_shape=self.history_shape,
+            output_shape=self.future_shape,
+            rngs=rngs,
+        )
+
+    def standardize(self, x: jax.Array) -> jax.Array:
+        return (x.astype(jnp.float32) - self.mean) / self.std
+
+    def _forecast(self, model: nnx.Module, history: jax.Array, rng: jax.Array | None) -> jax.Array:
+        """The forecast in standardized units, float32 whatever the compute dtype."""
+        return model(self.standardize(history), rngs=rng).astype(jnp.float32)
+
+    def input_signature(self) -> dict:
+        return {self.history_key: {"dtype": "float32", "shape": list(self.history_shape)}}
+
+    def output_signature(self) -> dict:
+        return {"forecast": {"dtype": "float32", "shape": list(self.future_shape)}}
+
+    def predict(self, model: nnx.Module, inputs: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        scaled = self._forecast(model, inputs[self.history_key], None)
+        return {"forecast": scaled * self.std + self.mean}
+
+    def _pointwise(self, error: jax.Array) -> jax.Array:
+        return jnp.abs(error) if self.settings["loss"] == "mae" else jnp.square(error)
+
+    def loss(self, model, batch, rng):
+        error = self._forecast(model, batch["history"], rng) - self.standardize(batch["future"])
+        loss = self._pointwise(error).mean()
+        return loss, {"loss": loss, "mae_scaled": jnp.abs(error).mean()}
+
+    def eval_sums(self, model, batch):
+        future = batch["future"].astype(jnp.float32)
+        scaled = self._forecast(model, batch["history"], None)
+        error = scaled * self.std + self.mean - future
+        naive = seasonal_naive(batch["history"].astype(jnp.float32), future.shape[1], self.period)
+        naive_error = naive - future
+        mask = batch["mask"][:, None, None]
+        points = mask.sum() * future.shape[1] * future.shape[2]
+        return {
+            "loss": (self._pointwise(scaled - self.standardize(future)) * mask).sum(),
+            "abs": (jnp.abs(error) * mask).sum(),
+            "sq": (jnp.square(error) * mask).sum(),
+            "naive_abs": (jnp.abs(naive_error) * mask).sum(),
+            "naive_sq": (jnp.square(naive_error) * mask).sum(),
+            "points": points,
+        }
+
+    def eval_metrics(self, sums: dict[str, np.ndarray]) -> dict[str, float]:
+        points = max(float(sums["points"]), 1.0)
+        mae, naive_mae = float(sums["abs"]) / points, float(sums["naive_abs"]) / points
+        return {
+            "loss": float(sums["loss"]) / points,
+            "mae": mae,
+            "rmse": float(np.sqrt(float(sums["sq"]) / points)),
+            "naive_mae": naive_mae,
+            "naive_rmse": float(np.sqrt(float(sums["naive_sq"]) / points)),
+            "mae_ratio": mae / max(naive_mae, 1e-12),
+        }

@@ -1,0 +1,217 @@
+"""Regression: numeric inputs in, one or more continuous targets out, scored against a linear
+baseline.
+
+Reads the data set's TFDS `supervised_keys` (input, target) with a float target of any fixed
+shape (a scalar for `diabetes`). Inputs are standardized per channel (last axis) and the target
+per element, both with statistics of the training split, on the device, inside `loss`,
+`eval_sums` and `predict` alike: the model fits a target of mean 0 and std 1, and `predict`
+returns `prediction` in the target's own units, so an export carries the same scaling.
+
+Loss, in standardized target units and in float32 whatever the compute dtype: `task.loss` =
+"mse" (default) or "huber" (quadratic within `task.huber_delta` standard deviations, linear
+beyond: less pulled by outlying targets).
+
+Eval, over every row of the split (padding rows dropped), in the target's units: `rmse`, `mae`
+(over all target values), `r2` (per target element, averaged, as scikit-learn's `r2_score`), and
+`loss`. With `task.baseline` (default on), an ordinary least squares fit on the training split
+at setup is scored on the same rows: `baseline_rmse`, and `rmse_ratio` = rmse / baseline_rmse
+(< 1: the network beats the linear model).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+
+from ann import models
+from ann.config import ConfigError, task_settings
+from ann.data import Split
+
+FIT_ROWS = 100_000  # training rows read for the statistics and the least squares baseline
+LOSSES = ("mse", "huber")
+SETTINGS = {
+    "loss": "mse",
+    "huber_delta": 1.0,  # in standard deviations of the target
+    "baseline": True,  # fit and score the least squares baseline
+}
+
+
+def least_squares(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ordinary least squares with an intercept: (weights [features, targets], bias [targets])
+    minimizing |x @ weights + bias - y|^2, fit in float64 (minimum norm when underdetermined)."""
+    design = np.concatenate([x, np.ones((len(x), 1))], axis=1).astype(np.float64)
+    solution, *_ = np.linalg.lstsq(design, y.astype(np.float64), rcond=None)
+    return solution[:-1], solution[-1]
+
+
+def regression_metrics(prediction: np.ndarray, target: np.ndarray) -> dict[str, float]:
+    """rmse and mae over all values, r2 per target element averaged; rows on axis 0."""
+    rows = max(len(target), 1)
+    error = prediction.astype(np.float64).reshape(rows, -1) - target.reshape(rows, -1)
+    target = target.astype(np.float64).reshape(rows, -1)
+    residual = np.square(error).sum(0)
+    total = np.square(target - target.mean(0)).sum(0)
+    # A constant target: r2 is 1 for an exact fit and 0 otherwise (scikit-learn's convention).
+    safe = np.where(total > 0, total, 1.0)
+    r2 = np.where(total > 0, 1.0 - residual / safe, np.where(residual == 0, 1.0, 0.0))
+    return {
+        "rmse": float(np.sqrt(np.square(error).mean())),
+        "mae": float(np.abs(error).mean()),
+        "r2": float(r2.mean()),
+    }
+
+
+class Regression:
+    def __init__(self, config: ml_collections.ConfigDict):
+        self.config = config
+        self.settings = task_settings(config, SETTINGS)
+        if self.settings["loss"] not in LOSSES:
+            raise ConfigError(
+                f"config key 'task.loss' is {self.settings['loss']!r}; choose one of "
+                f"{', '.join(LOSSES)}"
+            )
+        if self.settings["huber_delta"] <= 0:
+            raise ConfigError(
+                f"config key 'task.huber_delta' must be > 0 (in target standard deviations), "
+                f"got {self.settings['huber_delta']}"
+            )
+        self.input_key = self.target_key = ""
+        self.input_shape: tuple[int, ...] = ()
+        self.target_shape: tuple[int, ...] = ()
+        self.input_dtype = np.dtype(np.float32)
+        self.mean = self.std = np.zeros(())
+        self.target_mean = self.target_std = np.zeros(())
+        self.baseline: tuple[np.ndarray, np.ndarray] | None = None
+
+    def setup(self, train: Split) -> None:
+        info = train.info
+        if not info.supervised_keys:
+            raise ConfigError(
+                f"data set {train.name!r} declares no (input, target) supervised_keys; "
+                "regression needs them (e.g. data.name=diabetes)"
+            )
+        self.input_key, self.target_key = info.supervised_keys[:2]
+        target = info.features[self.target_key]
+        if hasattr(target, "num_classes") or not np.issubdtype(target.np_dtype, np.floating):
+            raise ConfigError(
+                f"feature {self.target_key!r} of {train.name!r} is not a float target; "
+                "use --config.experiment=classification for class labels"
+            )
+        self.input_shape = tuple(info.features[self.input_key].shape)
+        self.input_dtype = np.dtype(info.features[self.input_key].np_dtype)
+        self.target_shape = tuple(target.shape)
+        rows = train.rows(np.arange(min(len(train), FIT_ROWS)))
+        x = rows[self.input_key].astype(np.float64)
+        y = rows[self.target_key].astype(np.float64)
+        channels = x.reshape(-1, self.input_shape[-1]) if self.input_shape else x.reshape(-1, 1)
+        self.mean = channels.mean(axis=0).astype(np.float32)
+        self.std = _nonzero(channels.std(axis=0))
+        self.target_mean = y.mean(axis=0).astype(np.float32)
+        self.target_std = _nonzero(y.std(axis=0))
+        if self.settings["baseline"]:
+            # Fit on the standardized inputs (as the network sees them) for a well-conditioned
+            # system; least squares is invariant to that scaling, so it is the plain OLS fit.
+            weights, bias = least_squares(
+                self._standardize_host(x).reshape(len(x), -1), y.reshape(len(y), -1)
+            )
+            self.baseline = (weights.astype(np.float32), bias.astype(np.float32))
+
+    def _standardize_host(self, x: np.ndarray) -> np.ndarray:
+        return (x - self.mean) / self.std
+
+    @property
+    def target_size(self) -> int:
+        return math.prod(self.target_shape)
+
+    def fields(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {
+            "inputs": rows[self.input_key],
+            "targets": rows[self.target_key].astype(np.float32),
+        }
+
+    def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
+        # `num_classes` is the width of the output layer for ann's models (one unit per target
+        # value here); `output_shape` is for models that shape their own output.
+        return models.from_config(
+            self.config,
+            input_shape=self.input_shape,
+            num_classes=self.target_size,
+            output_shape=self.target_shape,
+            rngs=rngs,
+        )
+
+    def preprocess(self, inputs: jax.Array) -> jax.Array:
+        return (inputs.astype(jnp.float32) - self.mean) / self.std
+
+    def scale_target(self, target: jax.Array) -> jax.Array:
+        return (target.astype(jnp.float32) - self.target_mean) / self.target_std
+
+    def _scaled(self, model: nnx.Module, inputs: jax.Array, rng: jax.Array | None) -> jax.Array:
+        """The prediction in standardized target units, float32 whatever the compute dtype."""
+        out = model(self.preprocess(inputs), rngs=rng).astype(jnp.float32)
+        return out.reshape(out.shape[0], *self.target_shape)
+
+    def _pointwise(self, error: jax.Array) -> jax.Array:
+        if self.settings["loss"] == "huber":
+            return optax.huber_loss(error, delta=self.settings["huber_delta"])
+        return jnp.square(error)
+
+    def _row_loss(self, error: jax.Array) -> jax.Array:
+        return self._pointwise(error).reshape(error.shape[0], -1).mean(-1)
+
+    def input_signature(self) -> dict:
+        return {self.input_key: {"dtype": self.input_dtype.name, "shape": list(self.input_shape)}}
+
+    def output_signature(self) -> dict:
+        return {"prediction": {"dtype": "float32", "shape": list(self.target_shape)}}
+
+    def predict(self, model: nnx.Module, inputs: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        scaled = self._scaled(model, inputs[self.input_key], None)
+        return {"prediction": scaled * self.target_std + self.target_mean}
+
+    def loss(self, model, batch, rng):
+        error = self._scaled(model, batch["inputs"], rng) - self.scale_target(batch["targets"])
+        loss = self._row_loss(error).mean()
+        # The batch's RMSE in the target's units, for the progress line.
+        rmse = jnp.sqrt(jnp.square(error * self.target_std).mean())
+        return loss, {"loss": loss, "rmse": rmse}
+
+    def eval_sums(self, model, batch):
+        error = self._scaled(model, batch["inputs"], None) - self.scale_target(batch["targets"])
+        mask = batch["mask"]
+        return {"loss": (self._row_loss(error) * mask).sum(), "count": mask.sum()}
+
+    def eval_rows(self, model, batch):
+        rows = {
+            "prediction": self.predict(model, {self.input_key: batch["inputs"]})["prediction"],
+            "targets": batch["targets"],
+        }
+        if self.baseline is not None:
+            weights, bias = self.baseline
+            x = self.preprocess(batch["inputs"]).reshape(batch["inputs"].shape[0], -1)
+            # Full float32 precision: accelerators default to bfloat16 passes for matmuls.
+            linear = jnp.dot(x, weights, precision=jax.lax.Precision.HIGHEST) + bias
+            rows["baseline"] = linear.reshape(linear.shape[0], *self.target_shape)
+        return rows
+
+    def eval_metrics(self, sums, rows):
+        result = {
+            "loss": float(sums["loss"]) / max(float(sums["count"]), 1.0),
+            **regression_metrics(rows["prediction"], rows["targets"]),
+        }
+        if "baseline" in rows:
+            baseline = regression_metrics(rows["baseline"], rows["targets"])["rmse"]
+            result["baseline_rmse"] = baseline
+            result["rmse_ratio"] = result["rmse"] / max(baseline, 1e-12)
+        return result
+
+
+def _nonzero(std: np.ndarray) -> np.ndarray:
+    """A standard deviation safe to divide by: constant columns keep their values (std 1)."""
+    return np.where(std > 1e-6, std, 1.0).astype(np.float32)

@@ -1,0 +1,242 @@
+"""Retrieval / metric learning: a bi-encoder trained on (anchor, positive) pairs, scored by
+held-out nearest-neighbour retrieval.
+
+Reads a data set with supervised_keys (input, label) and a `positive` feature shaped like the
+input: another example of the label's class (`digit_pairs`). Both sides of every pair go through
+the same model (`model.name=siamese`) in one call. Two losses, chosen by `task.loss`:
+
+- `infonce` (default): symmetric InfoNCE with in-batch negatives. Row i of the similarity matrix
+  anchors @ positives.T / `task.temperature` is a softmax classification of i's own positive
+  among the batch's positives, and column i the same from the positive's side; the loss is the
+  mean of the two cross-entropies. With few classes a batch holds many pairs of one class, so by
+  default the other same-class entries are left out of the softmax rather than pushed away
+  (`task.same_class_negatives=True` counts them as negatives, as plain InfoNCE does).
+- `triplet`: batch-hard triplet loss (Hermans et al., 2017) over the 2B embeddings of the batch:
+  each one's farthest same-class and nearest other-class embedding (Euclidean), hinged at
+  `task.margin`.
+
+Eval embeds the split's `input` column and scores each row as a query against all the others
+(cosine, the query itself excluded): `recall_at_1`, `recall_at_5` (share of queries with a
+same-class item among their k nearest) and `map` (mean average precision over the full ranking).
+The loss on the eval pairs is reported too. Inputs are standardised per channel with train
+statistics on the device, inside `loss`, `eval_sums` and `predict` alike, so an export embeds
+exactly as training did.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from ann import models
+from ann.config import ConfigError, task_settings
+from ann.data import Split
+from ann.metrics.retrieval import retrieval_metrics
+
+STATS_ROWS = 10_000  # rows of the training split used for input statistics
+POSITIVE_KEY = "positive"
+LOSSES = ("infonce", "triplet")
+SETTINGS = {
+    "loss": "infonce",
+    "temperature": 0.1,  # infonce: softmax temperature over cosine similarities
+    "same_class_negatives": False,  # infonce: other pairs of the anchor's class are negatives
+    "margin": 0.2,  # triplet: hinge margin on Euclidean distances of unit embeddings
+}
+# Stands in for -inf in masked logits and distances: exp() of it is 0 and it stays finite, so no
+# NaN reaches a gradient.
+_BIG = 1e9
+
+
+def info_nce(
+    anchors: jax.Array,
+    positives: jax.Array,
+    labels: jax.Array,
+    temperature: float,
+    valid: jax.Array | None = None,
+    same_class_negatives: bool = False,
+) -> jax.Array:
+    """Per-pair symmetric InfoNCE [B] in float32: the mean of the cross-entropy of row i and of
+    column i of anchors @ positives.T / temperature, with target i. Entries of other same-class
+    pairs are left out unless `same_class_negatives`; rows and columns of invalid (padding) pairs
+    are left out, and an invalid pair's loss is 0."""
+    anchors, positives = anchors.astype(jnp.float32), positives.astype(jnp.float32)
+    n = anchors.shape[0]
+    valid = jnp.ones(n, bool) if valid is None else valid.astype(bool)
+    logits = anchors @ positives.T / temperature
+    eye = jnp.eye(n, dtype=bool)
+    drop = ~(valid[:, None] & valid[None, :])
+    if not same_class_negatives:
+        drop |= labels[:, None] == labels[None, :]
+    logits = jnp.where(drop & ~eye, -_BIG, logits)  # the diagonal (the target) always stays
+    target = jnp.diagonal(logits)
+    rows = jax.nn.logsumexp(logits, axis=1) - target
+    cols = jax.nn.logsumexp(logits, axis=0) - target
+    return jnp.where(valid, 0.5 * (rows + cols), 0.0)
+
+
+def pairwise_distances(x: jax.Array) -> jax.Array:
+    """Euclidean distances [n, n] between the rows of x, in float32."""
+    x = x.astype(jnp.float32)
+    sq = jnp.sum(x * x, axis=-1)
+    d2 = sq[:, None] + sq[None, :] - 2.0 * x @ x.T
+    # The floor keeps sqrt's gradient finite at 0 (an item and its duplicate).
+    return jnp.sqrt(jnp.maximum(d2, 1e-12))
+
+
+def batch_hard_triplet(
+    embeddings: jax.Array, labels: jax.Array, margin: float, valid: jax.Array | None = None
+) -> tuple[jax.Array, jax.Array]:
+    """Batch-hard triplet loss per item [n] and whether it is active (loss > 0) [n].
+
+    Each valid item is an anchor; its hardest positive is the farthest other valid item of its
+    class, its hardest negative the nearest valid item of another class. An item without a
+    positive or a negative in the batch (or invalid) has loss 0.
+    """
+    n = embeddings.shape[0]
+    valid = jnp.ones(n, bool) if valid is None else valid.astype(bool)
+    d = pairwise_distances(embeddings)
+    same = labels[:, None] == labels[None, :]
+    both = valid[:, None] & valid[None, :]
+    is_pos = same & both & ~jnp.eye(n, dtype=bool)
+    is_neg = ~same & both
+    hardest_pos = jnp.max(jnp.where(is_pos, d, -_BIG), axis=1)
+    hardest_neg = jnp.min(jnp.where(is_neg, d, _BIG), axis=1)
+    has_triplet = valid & is_pos.any(axis=1) & is_neg.any(axis=1)
+    losses = jnp.where(has_triplet, jax.nn.relu(hardest_pos - hardest_neg + margin), 0.0)
+    return losses, losses > 0
+
+
+def nearest_neighbour_hits(embeddings: jax.Array, labels: jax.Array) -> jax.Array:
+    """Whether each row's nearest other row (cosine) has its label [n] (in-batch recall@1)."""
+    e = embeddings.astype(jnp.float32)
+    sims = jnp.where(jnp.eye(e.shape[0], dtype=bool), -jnp.inf, e @ e.T)
+    return labels[jnp.argmax(sims, axis=1)] == labels
+
+
+class Retrieval:
+    def __init__(self, config: ml_collections.ConfigDict):
+        self.config = config
+        self.settings = task_settings(config, SETTINGS)
+        s = self.settings
+        if s["loss"] not in LOSSES:
+            raise ConfigError(
+                f"config key 'task.loss' is {s['loss']!r}; choose one of {', '.join(LOSSES)}"
+            )
+        if s["temperature"] <= 0:
+            raise ConfigError(f"config key 'task.temperature' must be > 0, got {s['temperature']}")
+        if s["margin"] < 0:
+            raise ConfigError(f"config key 'task.margin' must be >= 0, got {s['margin']}")
+        self.input_key = self.label_key = ""
+        self.input_shape: tuple[int, ...] = ()
+        self.input_dtype = np.dtype(np.float32)
+        self.embedding_dim = 0
+        self.mean = self.std = np.zeros(())
+
+    def setup(self, train: Split) -> None:
+        info = train.info
+        if not info.supervised_keys:
+            raise ConfigError(
+                f"data set {train.name!r} declares no (input, label) supervised_keys; retrieval "
+                "needs them (use data.name=digit_pairs)"
+            )
+        self.input_key, self.label_key = info.supervised_keys[:2]
+        features = info.features
+        inputs = features[self.input_key]
+        positive = features[POSITIVE_KEY] if POSITIVE_KEY in features else None
+        if positive is None or positive.shape != inputs.shape:
+            raise ConfigError(
+                f"data set {train.name!r} has no {POSITIVE_KEY!r} feature shaped like "
+                f"{self.input_key!r}; retrieval trains on (anchor, positive) pairs: use "
+                "data.name=digit_pairs, or a data set with such a feature"
+            )
+        if not np.issubdtype(np.dtype(features[self.label_key].np_dtype), np.integer):
+            raise ConfigError(f"feature {self.label_key!r} of {train.name!r} is not an integer")
+        self.input_shape = tuple(inputs.shape)
+        self.input_dtype = np.dtype(inputs.np_dtype)
+        sample = train.rows(np.arange(min(len(train), STATS_ROWS)))[self.input_key]
+        sample = sample.astype(np.float64).reshape(-1, self.input_shape[-1])
+        self.mean = sample.mean(axis=0).astype(np.float32)
+        std = sample.std(axis=0)
+        self.std = np.where(std > 1e-6, std, 1.0).astype(np.float32)
+
+    def fields(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {
+            "anchor": rows[self.input_key],
+            "positive": rows[POSITIVE_KEY],
+            "label": rows[self.label_key].astype(np.int32),
+        }
+
+    def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
+        # An embedding model takes `embedding_dim` and keeps it as an attribute (the width of the
+        # exported output); checked before building, so a classifier named here fails clearly.
+        name = self.config.model.name
+        if "embedding_dim" not in inspect.signature(models.get(name).__init__).parameters:
+            raise ConfigError(
+                f"config key 'model.name': {name!r} is not an embedding model (it takes no "
+                f"embedding_dim); use model.name=siamese with model.encoder={name!r} as its tower"
+            )
+        model = models.from_config(self.config, input_shape=self.input_shape, rngs=rngs)
+        self.embedding_dim = int(model.embedding_dim)
+        return model
+
+    def _embed(self, model: nnx.Module, inputs: jax.Array, rng: jax.Array | None) -> jax.Array:
+        x = (inputs.astype(jnp.float32) - self.mean) / self.std
+        return model(x, rngs=rng).astype(jnp.float32)  # losses in float32 whatever the dtype
+
+    def _pair_losses(self, model, batch, rng, valid):
+        """Per-pair losses [B] and per-batch diagnostics, anchors and positives in one call (one
+        pass, so BatchNorm towers see both sides in one set of batch statistics)."""
+        b = batch["anchor"].shape[0]
+        both = self._embed(model, jnp.concatenate([batch["anchor"], batch["positive"]]), rng)
+        anchors, positives = both[:b], both[b:]
+        labels = batch["label"]
+        s = self.settings
+        diagnostics = {}
+        if s["loss"] == "infonce":
+            losses = info_nce(
+                anchors, positives, labels, s["temperature"], valid, s["same_class_negatives"]
+            )
+        else:
+            item_losses, active = batch_hard_triplet(
+                both, jnp.concatenate([labels, labels]), s["margin"], jnp.concatenate([valid] * 2)
+            )
+            losses = 0.5 * (item_losses[:b] + item_losses[b:])
+            diagnostics["active_triplets"] = active.mean()
+        return losses, both, diagnostics
+
+    def loss(self, model, batch, rng):
+        b = batch["label"].shape[0]
+        losses, both, diagnostics = self._pair_losses(model, batch, rng, jnp.ones(b, bool))
+        labels = jnp.concatenate([batch["label"]] * 2)
+        hits = nearest_neighbour_hits(jax.lax.stop_gradient(both), labels)
+        loss = losses.mean()
+        return loss, {"loss": loss, "batch_recall_at_1": hits.mean(), **diagnostics}
+
+    def eval_sums(self, model, batch):
+        mask = batch["mask"]
+        losses, _, _ = self._pair_losses(model, batch, None, mask > 0)
+        return {"loss": (losses * mask).sum(), "count": mask.sum()}
+
+    def eval_rows(self, model, batch):
+        return {"embedding": self._embed(model, batch["anchor"], None), "label": batch["label"]}
+
+    def eval_metrics(self, sums, rows):
+        return {
+            "loss": float(sums["loss"]) / max(float(sums["count"]), 1.0),
+            **retrieval_metrics(rows["embedding"], rows["label"]),
+        }
+
+    # Serving: an input in, its embedding out (compare embeddings by dot product: unit length).
+    def input_signature(self) -> dict:
+        return {self.input_key: {"dtype": self.input_dtype.name, "shape": list(self.input_shape)}}
+
+    def output_signature(self) -> dict:
+        return {"embedding": {"dtype": "float32", "shape": [self.embedding_dim]}}
+
+    def predict(self, model: nnx.Module, inputs: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        return {"embedding": self._embed(model, inputs[self.input_key], None)}

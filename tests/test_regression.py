@@ -1,0 +1,165 @@
+"""Regression: the offline diabetes data set, metrics against scikit-learn over a restored model,
+the least squares baseline, export, config errors, and the shipped config beating OLS."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import load_config, tiny
+from flax import nnx
+
+from ann import artifact, data, models
+from ann.config import ConfigError
+from ann.export import export
+from ann.train.loop import restore_model, train_and_evaluate
+from experiments.regression import Regression, least_squares, regression_metrics
+
+
+def test_diabetes_builder_shapes_and_split():
+    from sklearn.datasets import load_diabetes
+
+    train = data.load("diabetes", "train", cache=True)
+    test = data.load("diabetes", "test", cache=True)
+    features = train.info.features
+    assert train.info.supervised_keys == ("features", "target")
+    assert features["features"].shape == (10,) and features["features"].np_dtype == np.float32
+    assert features["target"].shape == () and features["target"].np_dtype == np.float32
+    assert len(train) == 353 and len(test) == 89
+    assert train.cached["features"].shape == (353, 10) and test.cached["target"].shape == (89,)
+    # Every patient once, in the original (unscaled) units.
+    source = load_diabetes(scaled=False)
+    both = np.concatenate([train.cached["features"], test.cached["features"]])
+    np.testing.assert_allclose(
+        both[np.lexsort(both.T)], source.data[np.lexsort(source.data.T)], rtol=1e-6
+    )
+    # Stratified on target deciles: each decile has 8 or 9 of the 89 test rows.
+    target = np.concatenate([train.cached["target"], test.cached["target"]])
+    edges = np.quantile(target, np.linspace(0, 1, 11)[1:-1])
+    counts = np.bincount(np.digitize(test.cached["target"], edges), minlength=10)
+    assert counts.min() >= 8 and counts.max() <= 9
+
+
+def test_metric_helpers_equal_scikit_learn():
+    from sklearn import metrics as sk
+    from sklearn.linear_model import LinearRegression
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 4))
+    y = x @ rng.normal(size=(4, 3)) + rng.normal(size=(50, 3))
+    prediction = y + rng.normal(size=y.shape)
+    got = regression_metrics(prediction, y)
+    assert got["rmse"] == pytest.approx(np.sqrt(sk.mean_squared_error(y, prediction)))
+    assert got["mae"] == pytest.approx(sk.mean_absolute_error(y, prediction))
+    assert got["r2"] == pytest.approx(sk.r2_score(y, prediction))  # per target, averaged
+    # A constant target: r2 is 1 for an exact fit, 0 otherwise (scikit-learn's convention).
+    assert regression_metrics(np.ones(5), np.ones(5))["r2"] == 1.0
+    assert regression_metrics(np.zeros(5), np.ones(5))["r2"] == 0.0
+    weights, bias = least_squares(x, y)
+    ols = LinearRegression().fit(x, y)
+    np.testing.assert_allclose(weights, ols.coef_.T, rtol=1e-8)
+    np.testing.assert_allclose(bias, ols.intercept_, rtol=1e-8)
+
+
+def test_mlp_linear_skip_adds_a_linear_path():
+    kw = {"features": (8,), "linear_skip": True, "dtype": jnp.bfloat16}
+    model = models.build("mlp", kw, input_shape=(10,), num_classes=1, rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.PRNGKey(0), (4, 10))
+    out = model(x)
+    assert out.shape == (4, 1) and out.dtype == jnp.bfloat16
+    # With the hidden path's head at zero, the model is exactly its linear path.
+    model.head.kernel.value = jnp.zeros_like(model.head.kernel.value)
+    model.head.bias.value = jnp.zeros_like(model.head.bias.value)
+    np.testing.assert_allclose(
+        np.asarray(model(x), np.float32), np.asarray(model.skip(x), np.float32)
+    )
+    plain = models.build(
+        "mlp", {"features": (8,)}, input_shape=(10,), num_classes=1, rngs=nnx.Rngs(0)
+    )
+    assert plain.skip is None
+    with pytest.raises(ConfigError, match="'model.norm' is 'group'"):
+        models.build("mlp", {"norm": "group"}, input_shape=(10,), num_classes=1, rngs=nnx.Rngs(0))
+
+
+def test_metrics_equal_scikit_learn_over_the_restored_model_and_export(tmp_path):
+    """The loop's eval metrics, gathered over padded batches (eval batch 24 does not divide the
+    89 test rows), equal scikit-learn's over the restored model's predictions; the baseline is
+    scikit-learn's LinearRegression fit on the train split; the export predicts the same."""
+    from sklearn import metrics as sk
+    from sklearn.linear_model import LinearRegression
+
+    config = tiny("diabetes_mlp", num_epochs=None, total_steps=20, eval_batch_size=24)
+    result = train_and_evaluate(config, str(tmp_path / "run"))
+    experiment, model, step, _ = restore_model(str(tmp_path / "run"), "best")
+    assert step == 20
+    train = data.load("diabetes", "train", cache=True).cached
+    test = data.load("diabetes", "test", cache=True).cached
+    predicted = jax.device_get(experiment.predict(model, {"features": test["features"]}))
+    prediction, target = predicted["prediction"], test["target"]
+    assert prediction.shape == (89,) and prediction.dtype == np.float32
+    got = {k.removeprefix("eval/"): v for k, v in result.eval_metrics.items()}
+    assert got["rmse"] == pytest.approx(sk.root_mean_squared_error(target, prediction), 1e-6)
+    assert got["mae"] == pytest.approx(sk.mean_absolute_error(target, prediction), 1e-6)
+    assert got["r2"] == pytest.approx(sk.r2_score(target, prediction), abs=1e-6)
+    # The loss is the MSE of the standardized target (train split statistics).
+    scaled_mse = np.mean(np.square(prediction - target)) / train["target"].std() ** 2
+    assert got["loss"] == pytest.approx(scaled_mse, 1e-4)
+    ols = LinearRegression().fit(train["features"].astype(np.float64), train["target"])
+    baseline = sk.root_mean_squared_error(target, ols.predict(test["features"]))
+    assert got["baseline_rmse"] == pytest.approx(baseline, 1e-5)
+    assert got["rmse_ratio"] == pytest.approx(got["rmse"] / baseline, 1e-5)
+
+    manifest = export(str(tmp_path / "run"), str(tmp_path / "export"))
+    assert manifest["inputs"] == {"features": {"dtype": "float32", "shape": [-1, 10]}}
+    assert manifest["outputs"] == {"prediction": {"dtype": "float32", "shape": [-1]}}
+    assert manifest["metrics"]["eval/rmse"] == pytest.approx(got["rmse"])
+    loaded = artifact.load(str(tmp_path / "export"))
+    np.testing.assert_allclose(
+        loaded({"features": test["features"][:7]})["prediction"], prediction[:7], rtol=1e-5
+    )
+
+
+def test_huber_loss_in_bfloat16_runs_a_step(tmp_path):
+    config = tiny(
+        "diabetes_mlp",
+        num_epochs=None,
+        total_steps=1,
+        dtype="bfloat16",
+        **{"task.loss": "huber", "task.huber_delta": 1.5, "model.norm": "layer"},
+    )
+    result = train_and_evaluate(config, str(tmp_path))
+    metrics = result.eval_metrics
+    assert result.step == 1 and np.isfinite(metrics["eval/loss"])
+    assert metrics["eval/rmse"] > 0 and metrics["eval/baseline_rmse"] > 0
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"task.loss": "l1"}, "'task.loss' is 'l1'; choose one of mse, huber"),
+        ({"task.huber_delta": 0.0}, "'task.huber_delta' must be > 0"),
+        ({"task.huber": 1.0}, "'task.huber' is unknown.*did you mean 'huber_delta'"),
+        ({"task.baseline": "yes"}, "'task.baseline' must be bool"),
+    ],
+)
+def test_bad_task_settings_name_the_key(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        Regression(tiny("diabetes_mlp", **overrides))
+
+
+def test_a_class_label_target_is_refused():
+    experiment = Regression(tiny("breast_cancer_mlp", experiment="regression"))
+    with pytest.raises(ConfigError, match="'label' of 'breast_cancer' is not a float target"):
+        experiment.setup(data.load("breast_cancer", "train"))
+
+
+@pytest.mark.slow
+def test_diabetes_config_beats_least_squares(tmp_path):
+    """The shipped config, its whole budget (200 epochs): the last step's test RMSE (not the
+    best checkpoint's, which would be picked on the test split) is below the OLS baseline's."""
+    config = load_config("diabetes_mlp")
+    config.compilation_cache_dir = "off"
+    result = train_and_evaluate(config, str(tmp_path))
+    metrics = result.eval_metrics
+    assert result.step == 2207
+    assert metrics["eval/rmse_ratio"] < 1.0, metrics
+    assert metrics["eval/r2"] > 0.55

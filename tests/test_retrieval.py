@@ -1,0 +1,257 @@
+"""Retrieval: InfoNCE and batch-hard triplet losses, recall@k / mAP, the siamese model, the
+digit_pairs data, training, export and config errors."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import tiny
+from flax import nnx
+
+import experiments
+from ann import artifact, data, models
+from ann.config import ConfigError
+from ann.export import export
+from ann.metrics.retrieval import retrieval_metrics
+from ann.train.loop import restore_model, train_and_evaluate
+from experiments import retrieval
+
+SMALL_TOWER = {"model.encoder_kwargs.features": (8,), "model.encoder_kwargs.dense": 32}
+# Jitted: one compilation per shape instead of one per eager operation.
+info_nce = jax.jit(retrieval.info_nce, static_argnames=("temperature", "same_class_negatives"))
+batch_hard_triplet = jax.jit(retrieval.batch_hard_triplet, static_argnames="margin")
+
+
+def _np_cross_entropy(logits: np.ndarray) -> np.ndarray:
+    """Cross-entropy of each row of `logits` with target = the row's index."""
+    m = logits.max(axis=1, keepdims=True)
+    lse = m[:, 0] + np.log(np.exp(logits - m).sum(axis=1))
+    return lse - np.diagonal(logits)
+
+
+def _np_info_nce(a, p, labels, temperature, same_class_negatives):
+    logits = a.astype(np.float64) @ p.T.astype(np.float64) / temperature
+    if not same_class_negatives:
+        other_pair_same_class = (labels[:, None] == labels[None, :]) & ~np.eye(len(a), dtype=bool)
+        logits = np.where(other_pair_same_class, -np.inf, logits)
+    return 0.5 * (_np_cross_entropy(logits) + _np_cross_entropy(logits.T))
+
+
+@pytest.mark.parametrize("same_class_negatives", [True, False])
+def test_info_nce_is_cross_entropy_over_the_similarity_matrix(same_class_negatives):
+    rng = np.random.default_rng(0)
+    a, p = rng.normal(size=(6, 4)).astype(np.float32), rng.normal(size=(6, 4)).astype(np.float32)
+    labels = np.array([0, 1, 0, 2, 1, 3], np.int32)
+    got = info_nce(a, p, labels, 0.5, same_class_negatives=same_class_negatives)
+    want = _np_info_nce(a, p, labels, 0.5, same_class_negatives)
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5)
+    assert got.dtype == jnp.float32
+    # A padding pair (valid=False) scores 0 and is in nobody's softmax: the valid pairs' losses
+    # are those of the batch without it.
+    valid = np.array([1, 1, 1, 1, 0, 1], bool)
+    masked = info_nce(a, p, labels, 0.5, valid=valid, same_class_negatives=same_class_negatives)
+    alone = _np_info_nce(a[valid], p[valid], labels[valid], 0.5, same_class_negatives)
+    np.testing.assert_allclose(np.asarray(masked)[valid], alone, rtol=1e-5)
+    assert float(masked[4]) == 0.0
+    # bfloat16 embeddings: the loss is still computed in float32.
+    half = info_nce(jnp.bfloat16(a), jnp.bfloat16(p), labels, 0.5)
+    assert half.dtype == jnp.float32
+
+
+def test_batch_hard_triplet_picks_the_hardest_pair():
+    # On a line: class 0 at 0, 1, 3; class 1 at 3.5, 6. Item 0's hardest positive is 3
+    # (distance 3), its hardest negative 3.5 (distance 3.5).
+    x = np.array([[0.0], [1.0], [3.0], [3.5], [6.0]], np.float32)
+    labels = np.array([0, 0, 0, 1, 1])
+    losses, active = batch_hard_triplet(x, labels, margin=1.0)
+    want = []
+    for i in range(len(x)):
+        d = np.abs(x[:, 0] - x[i, 0])
+        pos = max(d[j] for j in range(len(x)) if labels[j] == labels[i] and j != i)
+        neg = min(d[j] for j in range(len(x)) if labels[j] != labels[i])
+        want.append(max(pos - neg + 1.0, 0.0))
+    np.testing.assert_allclose(np.asarray(losses), want, atol=1e-5)
+    assert want[0] == pytest.approx(3.0 - 3.5 + 1.0) and want[3] == pytest.approx(2.5 - 0.5 + 1)
+    np.testing.assert_array_equal(np.asarray(active), np.array(want) > 0)
+    # Dropping item 2 (padding) changes item 0's hardest positive to 1 (distance 1); an item
+    # with no positive left in the batch scores 0.
+    valid = np.array([1, 1, 0, 1, 1], bool)
+    masked, _ = batch_hard_triplet(x, labels, margin=1.0, valid=valid)
+    assert float(masked[0]) == pytest.approx(max(1.0 - 3.5 + 1.0, 0.0), abs=1e-5)
+    assert float(masked[2]) == 0.0
+    lonely, _ = batch_hard_triplet(x[:4], np.array([0, 0, 0, 1]), margin=1.0)
+    assert float(lonely[3]) == 0.0
+    # Gradients are finite even with duplicate items (distance 0).
+    dup = jnp.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    grad = jax.jit(
+        jax.grad(lambda e: retrieval.batch_hard_triplet(e, jnp.array([0, 0, 1]), 0.2)[0].sum())
+    )
+    assert bool(jnp.isfinite(grad(dup)).all())
+
+
+def test_retrieval_metrics_match_brute_force_nearest_neighbours():
+    from sklearn.metrics import average_precision_score
+    from sklearn.neighbors import NearestNeighbors
+
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 5, 60)
+    x = rng.normal(size=(60, 8)) + 1.5 * np.eye(8)[labels]  # some structure, no ties
+    got = retrieval_metrics(x, labels, ks=(1, 5), chunk=7)  # chunks: 7 does not divide
+    nn = NearestNeighbors(n_neighbors=6, metric="cosine", algorithm="brute").fit(x)
+    _, idx = nn.kneighbors(x)
+    assert (idx[:, 0] == np.arange(60)).all()  # each point is its own nearest: drop it
+    neighbours = labels[idx[:, 1:]] == labels[:, None]
+    assert got["recall_at_1"] == pytest.approx(neighbours[:, :1].any(1).mean())
+    assert got["recall_at_5"] == pytest.approx(neighbours[:, :5].any(1).mean())
+    assert 0.2 < got["recall_at_1"] < 1.0  # the check above is not vacuous
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    aps = []
+    for q in range(60):
+        others = np.arange(60) != q
+        relevant = labels[others] == labels[q]
+        if relevant.any():
+            aps.append(average_precision_score(relevant, unit[others] @ unit[q]))
+    assert got["map"] == pytest.approx(np.mean(aps), rel=1e-9)
+    assert retrieval_metrics(x, labels) == pytest.approx(got)  # one chunk, same values
+
+
+def test_siamese_model_embeds_with_any_tower():
+    model = models.build(
+        "siamese",
+        {"encoder": "cnn", "encoder_kwargs": {"features": (8,)}, "dtype": jnp.bfloat16},
+        input_shape=(8, 8, 1),
+        rngs=nnx.Rngs(0),
+    )
+    out = nnx.jit(lambda m, x: m(x))(model, jnp.ones((3, 8, 8, 1)))
+    assert out.shape == (3, 64) and out.dtype == jnp.float32  # unit length in float32
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, rtol=1e-5)
+    params = nnx.state(model, nnx.Param)
+    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
+    projected = models.build(
+        "bi_encoder",
+        {"encoder": "mlp", "encoder_kwargs": {"features": (16,)}, "tower_dim": 32},
+        input_shape=(8, 8, 1),
+        embedding_dim=12,
+        rngs=nnx.Rngs(0),
+    )
+    assert projected(jnp.ones((2, 8, 8, 1))).shape == (2, 12)
+    assert projected.tower.head.out_features == 32 and projected.embedding_dim == 12
+    for kwargs, message in [
+        ({"encoder": "cnnn"}, "'model.encoder': unknown model 'cnnn'"),
+        ({"encoder": "siamese"}, "'model.encoder' is 'siamese'"),
+        ({"encoder_kwargs": {"feature": (8,)}}, "'model.encoder_kwargs.feature' is not a setting"),
+        ({"encoder_kwargs": {"num_classes": 3}}, "'model.encoder_kwargs.num_classes' is set by"),
+        ({"embedding_dim": 0}, "'model.embedding_dim' must be >= 1"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            models.build("siamese", kwargs, input_shape=(8, 8, 1), rngs=nnx.Rngs(0))
+
+
+def test_digit_pairs_hold_out_the_digits_test_images():
+    train = data.load("digit_pairs", "train", cache=True).cached
+    test = data.load("digit_pairs", "test", cache=True).cached
+    digits_test = data.load("digits", "test", cache=True).cached
+    used_in_train = set(train["image_index"].tolist()) | set(train["positive_index"].tolist())
+    in_test = set(test["image_index"].tolist()) | set(test["positive_index"].tolist())
+    assert not used_in_train & in_test
+    assert len(test["image"]) == len(digits_test["image"]) == len(set(test["image_index"]))
+
+    def as_set(images):
+        return sorted(i.tobytes() for i in images)
+
+    assert as_set(test["image"]) == as_set(digits_test["image"])  # the digits test split
+    for split in (train, test):
+        assert (split["image_index"] != split["positive_index"]).all()
+    # Positives share the anchor's label: the same image index always has the same label.
+    label_of = dict(zip(train["image_index"].tolist(), train["label"].tolist()))
+    assert all(label_of[p] == y for p, y in zip(train["positive_index"], train["label"]))
+
+
+def _retrieval(**overrides):
+    return tiny("digits_retrieval", **{**SMALL_TOWER, **overrides})
+
+
+@pytest.fixture(scope="module")
+def two_steps(tmp_path_factory):
+    """An InfoNCE run of two steps (one eval), shared by the one-step and export tests."""
+    workdir = tmp_path_factory.mktemp("retrieval") / "run"
+    config = _retrieval(total_steps=2, eval_every_steps=2, checkpoint_every_steps=2)
+    return workdir, train_and_evaluate(config, str(workdir))
+
+
+def _check_eval(metrics):
+    assert {"eval/loss", "eval/recall_at_1", "eval/recall_at_5", "eval/map"} <= set(metrics)
+    assert all(math.isfinite(v) for v in metrics.values())
+    assert 0.0 <= metrics["eval/recall_at_1"] <= metrics["eval/recall_at_5"] <= 1.0
+
+
+def test_one_step_runs_infonce(two_steps):
+    _, result = two_steps
+    assert result.step == 2
+    _check_eval(result.eval_metrics)
+
+
+def test_one_step_runs_triplet(tmp_path):
+    config = _retrieval(total_steps=1, eval_every_steps=1, **{"task.loss": "triplet"})
+    result = train_and_evaluate(config, str(tmp_path))
+    assert result.step == 1
+    _check_eval(result.eval_metrics)
+    with open(tmp_path / "metrics.jsonl") as f:
+        assert "train/active_triplets" in f.read()
+
+
+def test_config_mistakes_fail_with_the_key_named():
+    with pytest.raises(ConfigError, match="'task.loss' is 'contrastive'; choose one of infonce"):
+        experiments.get("retrieval")(_retrieval(**{"task.loss": "contrastive"}))
+    config = _retrieval()
+    config.task.temprature = 0.1
+    with pytest.raises(ConfigError, match="'task.temprature' is unknown.*did you mean"):
+        experiments.get("retrieval")(config)
+    with pytest.raises(ConfigError, match="'task.temperature' must be > 0"):
+        experiments.get("retrieval")(_retrieval(**{"task.temperature": 0.0}))
+    exp = experiments.get("retrieval")(_retrieval(**{"model.name": "cnn"}))
+    exp.setup(data.load("digit_pairs", "train", cache=True))
+    with pytest.raises(ConfigError, match="'cnn' is not an embedding model.*model.name=siamese"):
+        exp.build_model(nnx.Rngs(0))
+    plain = experiments.get("retrieval")(_retrieval(**{"data.name": "digits"}))
+    with pytest.raises(ConfigError, match="no 'positive' feature.*digit_pairs"):
+        plain.setup(data.load("digits", "train", cache=True))
+
+
+def test_export_embeds_as_the_training_code(two_steps, tmp_path):
+    workdir, _ = two_steps
+    out = tmp_path / "export"
+    manifest = export(str(workdir), str(out))
+    assert manifest["outputs"] == {"embedding": {"dtype": "float32", "shape": [-1, 64]}}
+    assert manifest["inputs"] == {"image": {"dtype": "uint8", "shape": [-1, 8, 8, 1]}}
+    assert "eval/recall_at_1" in manifest["metrics"]
+    model = artifact.load(str(out))
+    experiment, trained, _, _ = restore_model(str(workdir), "best")
+    x = data.load("digit_pairs", "test", cache=True).rows(np.arange(5))["image"]
+    got = model({"image": x})["embedding"]
+    want = jax.device_get(experiment.predict(trained, {"image": x}))["embedding"]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("loss, map_gain", [("infonce", 0.2), ("triplet", 0.1)])
+def test_learns_to_retrieve_held_out_digits(loss, map_gain, tmp_path):
+    config = _retrieval(
+        total_steps=120,
+        eval_every_steps=120,
+        checkpoint_every_steps=120,
+        batch_size=64,
+        **{"task.loss": loss, "optimizer.warmup_steps": 10},
+    )
+    m = train_and_evaluate(config, str(tmp_path)).eval_metrics
+    # Raw pixels already find a same-class digit at rank 1 (recall@1 0.97) but rank the class as
+    # a whole poorly (mAP 0.64); the embedding must do both. Measured with this small tower:
+    # infonce recall@1 0.975, mAP 0.93; triplet 0.94, 0.80 (the full-size config: 0.99 both).
+    test = data.load("digit_pairs", "test", cache=True).cached
+    images = test["image"].reshape(len(test["image"]), -1)
+    pixels = retrieval_metrics(images, test["label"])
+    assert m["eval/recall_at_1"] >= 0.9
+    assert m["eval/map"] > pixels["map"] + map_gain
