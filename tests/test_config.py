@@ -44,7 +44,10 @@ def test_validate_names_the_key(mutate, message):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        ({"model.name": "transformr"}, "unknown model 'transformr'; use one of .*causal_lm, cnn"),
+        (
+            {"model.name": "transformr"},
+            "unknown model 'transformr'; use one of bi_encoder, causal_lm, cnn",
+        ),
         ({"model.name": "nowhere.mod:Net"}, "cannot import 'nowhere.mod:Net'"),
         ({"data.name": "no_such_data"}, "unknown data set 'no_such_data'"),
         ({"data.eval_splits": ("validation",)}, "has no split 'validation'"),

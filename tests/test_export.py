@@ -43,7 +43,9 @@ def test_loaded_export_equals_training_code(digits_export):
     assert m["outputs"]["label"]["shape"] == [-1] and len(m["outputs"]["label"]["names"]) == 10
     assert m["source"] == {"workdir": str(workdir), "step": step}
     assert m["config"]["model"]["name"] == "cnn" and m["config"]["total_steps"] == 20
-    assert set(m["metrics"]) == {"eval/loss", "eval/accuracy"}
+    assert set(m["metrics"]) == {
+        f"eval/{k}" for k in ("loss", "accuracy", "precision", "recall", "f1", "auroc")
+    }
     assert m["versions"]["jax"] == jax.__version__ and m["versions"]["flax"]
     assert m["git"]["commit"] is None or len(m["git"]["commit"]) == 40
     assert m["platforms"] == ["cpu"]

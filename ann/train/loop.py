@@ -229,7 +229,6 @@ def run(
         # Finished: at total_steps, or before it (early stopping, a sweep's pruning). Nothing
         # to train or compile; report what the run last evaluated.
         data_iter.close()
-        checkpoints.close()
         if early:
             logging.info(
                 "run %s at step %d: %s; nothing to train (delete %s to train on)",
@@ -244,6 +243,17 @@ def run(
                 start_step,
                 total_steps,
             )
+            if jax.process_index() == 0 and (status or {}).get("status") != "done":
+                # E.g. the status file was lost: the checkpoint says the run is complete.
+                run_status.write(
+                    workdir,
+                    "done",
+                    start_step,
+                    total_steps=total_steps,
+                    eval_metrics=(status or {}).get("eval_metrics", {}),
+                    best_eval_metrics=checkpoints.best_metrics(),
+                )
+        checkpoints.close()
         return Result(
             state=state,
             step=start_step,
