@@ -11,7 +11,7 @@ import difflib
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import ml_collections
@@ -263,9 +263,14 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
         raise ConfigError("config key 'data.eval_splits' is empty; name at least one split")
 
 
-def task_settings(config: ml_collections.ConfigDict, defaults: Mapping[str, Any]) -> dict:
-    """An experiment's settings: `defaults` updated by `config.task`, refusing unknown keys and
-    values of another type than the default's, with the key named."""
+def task_settings(
+    config: ml_collections.ConfigDict,
+    defaults: Mapping[str, Any],
+    choices: Mapping[str, Sequence[Any]] | None = None,
+) -> dict:
+    """An experiment's settings: `defaults` updated by `config.task`, refusing unknown keys,
+    values of another type than the default's, and values outside `choices[key]`, with the key
+    named."""
     settings = dict(defaults)
     for key, value in config.task.to_dict().items():
         if key not in defaults:
@@ -283,6 +288,12 @@ def task_settings(config: ml_collections.ConfigDict, defaults: Mapping[str, Any]
                 f"{default!r}, got {type(value).__name__} {value!r}"
             )
         settings[key] = float(value) if numeric else value
+    for key, allowed in (choices or {}).items():
+        if settings[key] not in allowed:
+            raise ConfigError(
+                f"config key 'task.{key}' is {settings[key]!r}; choose one of "
+                f"{', '.join(map(str, allowed))}"
+            )
     return settings
 
 

@@ -54,10 +54,6 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
 
-def data_parallel_size(mesh: Mesh) -> int:
-    return math.prod(mesh.shape[a] for a in BATCH_AXES if a in mesh.axis_names)
-
-
 def initialize_distributed(
     coordinator_address: str = "",
     num_processes: int = 0,

@@ -44,12 +44,7 @@ def seasonal_naive(history: jax.Array, horizon: int, period: int) -> jax.Array:
 class Forecasting:
     def __init__(self, config: ml_collections.ConfigDict):
         self.config = config
-        self.settings = task_settings(config, SETTINGS)
-        if self.settings["loss"] not in LOSSES:
-            raise ConfigError(
-                f"config key 'task.loss' is {self.settings['loss']!r}; choose one of "
-                f"{', '.join(LOSSES)}"
-            )
+        self.settings = task_settings(config, SETTINGS, {"loss": LOSSES})
         if self.settings["period"] < 0:
             raise ConfigError(
                 f"config key 'task.period' must be >= 0 (0 = from the data set), got "

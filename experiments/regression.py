@@ -70,12 +70,7 @@ def regression_metrics(prediction: np.ndarray, target: np.ndarray) -> dict[str, 
 class Regression:
     def __init__(self, config: ml_collections.ConfigDict):
         self.config = config
-        self.settings = task_settings(config, SETTINGS)
-        if self.settings["loss"] not in LOSSES:
-            raise ConfigError(
-                f"config key 'task.loss' is {self.settings['loss']!r}; choose one of "
-                f"{', '.join(LOSSES)}"
-            )
+        self.settings = task_settings(config, SETTINGS, {"loss": LOSSES})
         if self.settings["huber_delta"] <= 0:
             raise ConfigError(
                 f"config key 'task.huber_delta' must be > 0 (in target standard deviations), "

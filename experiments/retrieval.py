@@ -121,12 +121,8 @@ def nearest_neighbour_hits(embeddings: jax.Array, labels: jax.Array) -> jax.Arra
 class Retrieval:
     def __init__(self, config: ml_collections.ConfigDict):
         self.config = config
-        self.settings = task_settings(config, SETTINGS)
+        self.settings = task_settings(config, SETTINGS, {"loss": LOSSES})
         s = self.settings
-        if s["loss"] not in LOSSES:
-            raise ConfigError(
-                f"config key 'task.loss' is {s['loss']!r}; choose one of {', '.join(LOSSES)}"
-            )
         if s["temperature"] <= 0:
             raise ConfigError(f"config key 'task.temperature' must be > 0, got {s['temperature']}")
         if s["margin"] < 0:
