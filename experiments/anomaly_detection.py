@@ -54,6 +54,7 @@ from flax import nnx
 from ann import models
 from ann.config import ConfigError, task_settings
 from ann.data import Split
+from ann.data.statistics import channel_stats
 from ann.metrics import classification as metrics
 
 STATS_ROWS = 20_000  # training rows read at setup for input statistics and the reference rows
@@ -144,10 +145,7 @@ class AnomalyDetection:
             )
         held_out = self._held_out(rows[self.input_key])
         fit = normal & ~held_out if (normal & ~held_out).any() else normal
-        sample = rows[self.input_key][fit].astype(np.float64).reshape(-1, self.input_shape[-1])
-        self.mean = sample.mean(axis=0).astype(np.float32)
-        std = sample.std(axis=0)
-        self.std = np.where(std > 1e-6, std, 1.0).astype(np.float32)
+        self.mean, self.std = channel_stats(rows[self.input_key][fit])
         # Without calibration rows (fraction 0, or too few rows) the threshold falls back to
         # rows the model trains on.
         calibration = normal & held_out if (normal & held_out).any() else normal

@@ -20,6 +20,7 @@ from flax import nnx
 from ann import models
 from ann.config import ConfigError
 from ann.data import Split
+from ann.data.statistics import channel_stats
 from ann.metrics import classification as metrics
 
 STATS_ROWS = 10_000  # rows of the training split used for input statistics
@@ -50,10 +51,7 @@ class Classification:
         self.input_shape = tuple(train.info.features[self.input_key].shape)
         self.input_dtype = np.dtype(train.info.features[self.input_key].np_dtype)
         sample = train.rows(np.arange(min(len(train), STATS_ROWS)))[self.input_key]
-        sample = sample.astype(np.float64).reshape(-1, self.input_shape[-1])
-        self.mean = sample.mean(axis=0).astype(np.float32)
-        std = sample.std(axis=0)
-        self.std = np.where(std > 1e-6, std, 1.0).astype(np.float32)
+        self.mean, self.std = channel_stats(sample)
 
     def fields(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {"inputs": rows[self.input_key], "targets": rows[self.label_key].astype(np.int32)}

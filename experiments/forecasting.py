@@ -25,6 +25,7 @@ from flax import nnx
 from ann import models
 from ann.config import ConfigError, task_settings
 from ann.data import Split
+from ann.data.statistics import channel_stats
 
 STATS_ROWS = 10_000  # rows of the training split used for the channel statistics
 LOSSES = ("mse", "mae")
@@ -88,10 +89,7 @@ class Forecasting:
             )
         self.period = period
         sample = train.rows(np.arange(min(len(train), STATS_ROWS)))[self.history_key]
-        sample = sample.astype(np.float64).reshape(-1, self.history_shape[-1])
-        self.mean = sample.mean(axis=0).astype(np.float32)
-        std = sample.std(axis=0)
-        self.std = np.where(std > 1e-6, std, 1.0).astype(np.float32)
+        self.mean, self.std = channel_stats(sample)
 
     def fields(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {

@@ -32,6 +32,7 @@ from flax import nnx
 from ann import models
 from ann.config import ConfigError, task_settings
 from ann.data import Split
+from ann.data.statistics import channel_stats, safe_std
 
 FIT_ROWS = 100_000  # training rows read for the statistics and the least squares baseline
 LOSSES = ("mse", "huber")
@@ -104,11 +105,9 @@ class Regression:
         rows = train.rows(np.arange(min(len(train), FIT_ROWS)))
         x = rows[self.input_key].astype(np.float64)
         y = rows[self.target_key].astype(np.float64)
-        channels = x.reshape(-1, self.input_shape[-1]) if self.input_shape else x.reshape(-1, 1)
-        self.mean = channels.mean(axis=0).astype(np.float32)
-        self.std = _nonzero(channels.std(axis=0))
+        self.mean, self.std = channel_stats(x)
         self.target_mean = y.mean(axis=0).astype(np.float32)
-        self.target_std = _nonzero(y.std(axis=0))
+        self.target_std = safe_std(y.std(axis=0))
         if self.settings["baseline"]:
             # Fit on the standardized inputs (as the network sees them) for a well-conditioned
             # system; least squares is invariant to that scaling, so it is the plain OLS fit.
@@ -205,8 +204,3 @@ class Regression:
             result["baseline_rmse"] = baseline
             result["rmse_ratio"] = result["rmse"] / max(baseline, 1e-12)
         return result
-
-
-def _nonzero(std: np.ndarray) -> np.ndarray:
-    """A standard deviation safe to divide by: constant columns keep their values (std 1)."""
-    return np.where(std > 1e-6, std, 1.0).astype(np.float32)
