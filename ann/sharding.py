@@ -16,11 +16,13 @@ replicated. `config.sharding_rules` takes the rules or a preset name from PRESET
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from typing import Any
 
 import jax
+import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ann.config import ConfigError
@@ -176,10 +178,6 @@ def state_shardings(state: Any, rules: str | Rules, mesh: Mesh) -> Any:
 def write_layout(params: Any, shardings: Any, path: str) -> str:
     """Writes `path, shape, dtype, partition spec` per parameter as TSV (atomically); returns
     a one-line summary: how many parameters are split and the bytes each device holds."""
-    import os
-
-    import numpy as np
-
     leaves = jax.tree_util.tree_leaves_with_path(params)
     specs = jax.tree.leaves(shardings, is_leaf=lambda x: isinstance(x, NamedSharding))
     lines, split, total, per_device = ["path\tshape\tdtype\tspec"], 0, 0, 0
