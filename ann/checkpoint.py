@@ -27,6 +27,12 @@ def _save_args(state: Any, data_iter: Any) -> ocp.args.Composite:
     )
 
 
+def _barrier_names(prefix: str) -> ocp.options.MultiprocessingOptions:
+    # Both managers may save the same step at once; Orbax names its multi-process barriers by
+    # step, so without a prefix the second save finds "barrier already ongoing" and times out.
+    return ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=prefix)
+
+
 class Checkpoints:
     def __init__(
         self,
@@ -41,7 +47,9 @@ class Checkpoints:
         self.latest = ocp.CheckpointManager(
             os.path.abspath(os.path.join(workdir, "checkpoints")),
             options=ocp.CheckpointManagerOptions(
-                max_to_keep=max_to_keep, enable_async_checkpointing=async_save
+                max_to_keep=max_to_keep,
+                enable_async_checkpointing=async_save,
+                multiprocessing_options=_barrier_names("latest"),
             ),
         )
         self.best = ocp.CheckpointManager(
@@ -52,6 +60,7 @@ class Checkpoints:
                 best_mode=best_mode,
                 keep_checkpoints_without_metrics=False,
                 enable_async_checkpointing=async_save,
+                multiprocessing_options=_barrier_names("best"),
             ),
         )
         self._best_value = self.best_metrics().get(best_metric)

@@ -5,6 +5,8 @@ ann/sharding.py's rules."""
 from __future__ import annotations
 
 import math
+import signal
+import threading
 from collections.abc import Mapping, Sequence
 
 import jax
@@ -99,6 +101,11 @@ def initialize_distributed(
             f"that the coordinator is reachable (timeout {timeout_seconds}s)"
         ) from e
     _orbax_barriers_without_collectives()
+    # jax.distributed installs a SIGTERM notifier that only `reached_preemption_sync_point`
+    # reads; ann shares the request itself (train/preemption.py). Until training starts, SIGTERM
+    # ends the process as it does in a single-process run.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _orbax_barriers_without_collectives() -> None:

@@ -16,6 +16,9 @@ if [ -n "${ANN_DEVICES_PER_PROCESS:-}" ]; then
   export XLA_FLAGS="--xla_force_host_platform_device_count=$ANN_DEVICES_PER_PROCESS"
 fi
 pids=()
+# SIGTERM or Ctrl-C to this script is passed on as SIGTERM: every process saves a checkpoint
+# at a step they agree on and exits, as on a preempted cluster; the script waits for them.
+trap 'kill -TERM "${pids[@]}" 2>/dev/null' INT TERM
 for ((i = 0; i < n; i++)); do
   python3 -m ann.main --coordinator_address="127.0.0.1:$port" --num_processes="$n" \
     --process_id="$i" "$@" &

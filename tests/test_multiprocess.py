@@ -1,6 +1,9 @@
 """Several processes on one machine (gloo collectives on CPU): same training as one process."""
 
+import json
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
@@ -30,14 +33,22 @@ def test_two_processes_of_two_devices_train_like_one_and_hand_over_to_one_device
     from ann.train.loop import restore_model
 
     multi, single = tmp_path / "multi", tmp_path / "single"
-    proc = subprocess.run(
+    launcher = subprocess.Popen(
         ["bash", "scripts/launch_local.sh", "2", "--", f"--workdir={multi}", *FLAGS],
         env={**os.environ, "ANN_DEVICES_PER_PROCESS": "2"},
         cwd=ROOT,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=300,
+        start_new_session=True,
     )
+    try:
+        _, stderr = launcher.communicate(timeout=300)
+    finally:
+        if launcher.poll() is None:  # timed out: stop the launcher and both processes
+            os.killpg(launcher.pid, signal.SIGKILL)
+            launcher.wait()
+    proc = subprocess.CompletedProcess(launcher.args, launcher.returncode, "", stderr)
     assert proc.returncode == 0, proc.stderr[-3000:]
     # One mesh over both processes' devices; only process 0 logs.
     assert proc.stderr.count("4 x cpu, mesh {'data': 4") == 1
@@ -78,38 +89,9 @@ def test_two_processes_of_two_devices_train_like_one_and_hand_over_to_one_device
 def test_a_peer_that_dies_mid_run_ends_the_other_with_an_error(tmp_path):
     """Process 1 is killed once training runs; process 0 must exit non-zero within the
     heartbeat timeout instead of waiting forever in a collective."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    common = [
-        sys.executable,
-        "-m",
-        "ann.main",
-        f"--workdir={tmp_path}",
-        *FLAGS,
-        "--config.total_steps=100000",
-        "--config.log_every_steps=1",
-        f"--coordinator_address=127.0.0.1:{port}",
-        "--num_processes=2",
-        "--distributed_timeout=20",
-    ]
-    procs = [
-        subprocess.Popen(
-            [*common, f"--process_id={i}"],
-            env=with_devices(1),
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(2)
-    ]
+    procs = _two_processes(tmp_path, "--config.total_steps=100000", "--config.log_every_steps=1")
     try:
-        deadline = time.time() + 240
-        while not train_losses_or_empty(tmp_path) and time.time() < deadline:
-            assert procs[0].poll() is None and procs[1].poll() is None, "a process ended early"
-            time.sleep(0.5)
-        assert train_losses_or_empty(tmp_path), "training never started"
+        _wait_for_training(tmp_path, procs)
         procs[1].kill()
         killed = time.time()
         _, stderr = procs[0].communicate(timeout=150)
@@ -120,6 +102,61 @@ def test_a_peer_that_dies_mid_run_ends_the_other_with_an_error(tmp_path):
             p.kill()
             p.wait()
     print(stderr[-2000:])
+
+
+def test_sigterm_to_one_process_stops_all_at_the_same_step_with_a_checkpoint(tmp_path):
+    """A scheduler preempting one process: every process saves the same step and exits 0."""
+    procs = _two_processes(tmp_path, "--config.total_steps=100000", "--config.log_every_steps=20")
+    try:
+        _wait_for_training(tmp_path, procs)
+        procs[1].send_signal(signal.SIGTERM)
+        errs = [p.communicate(timeout=120)[1] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    assert [p.returncode for p in procs] == [0, 0], errs[0][-2000:] + errs[1][-2000:]
+    stops = [re.findall(r"SIGTERM: saved a checkpoint at step (\d+)", e) for e in errs]
+    assert stops[0] and stops[0] == stops[1], errs[0][-2000:]
+    assert json.load(open(tmp_path / "run_status.json"))["status"] == "interrupted"
+    assert os.path.isdir(tmp_path / "checkpoints" / stops[0][0])
+
+
+def _two_processes(workdir, *flags) -> list[subprocess.Popen]:
+    """Two processes of one run on 1 fake device each, started without the launcher."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    common = [
+        sys.executable,
+        "-m",
+        "ann.main",
+        f"--workdir={workdir}",
+        *FLAGS,
+        *flags,
+        f"--coordinator_address=127.0.0.1:{port}",
+        "--num_processes=2",
+        "--distributed_timeout=20",
+    ]
+    return [
+        subprocess.Popen(
+            [*common, f"--process_id={i}"],
+            env=with_devices(1),
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+
+
+def _wait_for_training(workdir, procs) -> None:
+    deadline = time.time() + 240
+    while not train_losses_or_empty(workdir) and time.time() < deadline:
+        assert all(p.poll() is None for p in procs), "a process ended early"
+        time.sleep(0.5)
+    assert train_losses_or_empty(workdir), "training never started"
 
 
 def train_losses_or_empty(workdir) -> dict:

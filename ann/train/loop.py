@@ -387,7 +387,8 @@ def run(
                 if sync_each_step:
                     jax.block_until_ready(metrics)
                 due = [h for h in hooks if h.due(step, total_steps)]
-                if not due and not preemption.requested:
+                preempted = preemption.stop_now(synced=bool(due))
+                if not due and not preempted:
                     continue
                 # The only host sync in the loop: pull metrics, refuse to go on past a NaN.
                 pulled = jax.device_get(pending)
@@ -401,9 +402,9 @@ def run(
                     checkpoints.save(step, state, data_iter, force=True)
                     logging.warning("%s at step %d: %s", ctx.finish, step, ctx.finish_message)
                     break
-                if preemption.requested or ctx.stop:
+                if preempted or ctx.stop:
                     checkpoints.save(step, state, data_iter, force=True)
-                    why = "SIGTERM" if preemption.requested else "a hook asked to stop"
+                    why = "SIGTERM" if preempted else "a hook asked to stop"
                     logging.warning("%s: saved a checkpoint at step %d and stopped", why, step)
                     interrupted = True
                     break
