@@ -13,7 +13,7 @@ n=$1
 shift 2
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 if [ -n "${ANN_DEVICES_PER_PROCESS:-}" ]; then
-  export XLA_FLAGS="--xla_force_host_platform_device_count=$ANN_DEVICES_PER_PROCESS"
+  export XLA_FLAGS="${XLA_FLAGS:-} --xla_force_host_platform_device_count=$ANN_DEVICES_PER_PROCESS"
 fi
 pids=()
 # SIGTERM or Ctrl-C to this script is passed on as SIGTERM: every process saves a checkpoint

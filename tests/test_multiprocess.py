@@ -12,7 +12,7 @@ import time
 import jax
 import numpy as np
 import pytest
-from conftest import ROOT, train_losses, with_devices
+from conftest import FAST_COMPILE, ROOT, train_losses, with_devices
 
 pytestmark = pytest.mark.slow
 
@@ -35,7 +35,7 @@ def test_two_processes_of_two_devices_train_like_one_and_hand_over_to_one_device
     multi, single = tmp_path / "multi", tmp_path / "single"
     launcher = subprocess.Popen(
         ["bash", "scripts/launch_local.sh", "2", "--", f"--workdir={multi}", *FLAGS],
-        env={**os.environ, "ANN_DEVICES_PER_PROCESS": "2"},
+        env={**os.environ, "XLA_FLAGS": FAST_COMPILE, "ANN_DEVICES_PER_PROCESS": "2"},
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -9,7 +9,7 @@ import sys
 import textwrap
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, with_devices
 
 from ann.sweep import definition as definition_lib
 from ann.sweep import emit, grid, launch, pruning, search, space
@@ -53,7 +53,7 @@ def write_config(tmp_path, sweep, steps=20, name="sweep_config.py"):
 @pytest.fixture
 def one_device(monkeypatch):
     """Trials run on one CPU device (the tests' 4 fake devices would slow them down)."""
-    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
+    monkeypatch.setenv("XLA_FLAGS", with_devices(1)["XLA_FLAGS"])
     monkeypatch.setenv("JAX_PLATFORMS", "cpu")
     from ann import data
 
