@@ -1,0 +1,86 @@
+"""Does an XLA:CPU flag change what batching buys? Per-row cost of an exported model at batch 1
+and at a large batch, under several XLA_FLAGS, each in a fresh process pinned to core 0.
+
+    python scripts/bench_xla_cpu_flags.py --export=runs/bench_serve/resnet_export [--batch=64]
+
+(`scripts/bench_serve.py` creates that export.) Prints median ms per row at batch 1 and at
+`--batch`, their ratio (the most dynamic batching can gain on compute alone), and the first
+row's prediction, which must not change with the flag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+FLAGS = [
+    "",
+    "--xla_cpu_use_xnnpack=true",
+    "--xla_cpu_use_onednn=true",
+    "--xla_cpu_experimental_xnn_graph_fusion_mode=XNN_GRAPH_FUSION_MODE_GREEDY",
+    "--xla_cpu_enable_fast_math=true",
+]
+
+
+def measure(export: str, batch: int) -> dict:
+    """In this process: median ms per row at batch 1 and `batch`, and the first prediction."""
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(0, {0})
+    import numpy as np
+
+    from ann import artifact
+
+    model = artifact.load(export)
+    rng = np.random.default_rng(0)
+    x = {
+        name: rng.uniform(0, 16, (batch, *spec["shape"][1:])).astype(spec["dtype"])
+        for name, spec in model.inputs.items()
+    }
+    out = {}
+    for b, calls in ((1, 200), (batch, 40)):
+        fn = model.compile(b)
+        rows = {k: v[:b] for k, v in x.items()}
+        for _ in range(20):
+            y = fn(rows)
+        times = []
+        for _ in range(calls):
+            start = time.perf_counter()
+            y = fn(rows)  # returns NumPy arrays: the call has finished
+            times.append(time.perf_counter() - start)
+        out[str(b)] = statistics.median(times) * 1e3 / b
+        out[f"first_{b}"] = np.asarray(next(iter(y.values())))[0].tolist()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--export", required=True)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.measure:
+        print(json.dumps(measure(args.export, args.batch)))
+        return
+    print(f"| XLA_FLAGS | batch 1 ms | batch {args.batch} ms/row | ratio | first prediction |")
+    print("|---|---|---|---|---|")
+    for flags in FLAGS:
+        env = {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}
+        cmd = [sys.executable, __file__, f"--export={args.export}", f"--batch={args.batch}",
+               "--measure"]  # fmt: skip
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if proc.returncode:
+            print(f"| `{flags}` | failed: {proc.stderr.strip().splitlines()[-1]} |")
+            continue
+        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        one, many = r["1"], r[str(args.batch)]
+        print(f"| `{flags or '(default)'}` | {one:.3f} | {many:.3f} | {one / many:.2f} | "
+              f"{r['first_1']} / {r[f'first_{args.batch}']} |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
