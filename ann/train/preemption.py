@@ -4,7 +4,7 @@ Several processes must stop at the same step, or one would save while the others
 next step's collectives. So in a multi-process run the request is shared at the steps where the
 loop already syncs with the host (those where a hook is due, at least every `log_every_steps`):
 all processes stop at the first such step after any of them was signalled. (JAX's own
-`reached_preemption_sync_point` missed its step when the notice came during compilation.)
+`reached_preemption_sync_point` never fired in a test where the notice came early in the run.)
 """
 
 from __future__ import annotations
