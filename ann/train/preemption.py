@@ -24,6 +24,7 @@ class Preemption:
     def __init__(self) -> None:
         self.requested = False
         self._previous = None
+        self._processes = jax.process_count()  # read once: stop_now runs every step
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         del signum, frame
@@ -32,7 +33,7 @@ class Preemption:
     def stop_now(self, synced: bool) -> bool:
         """Whether to stop after this step. `synced`: every process is at a host sync here (a
         hook is due), so a tiny all-gather of the request costs nothing extra."""
-        if jax.process_count() == 1:
+        if self._processes == 1:
             return self.requested
         if not synced:
             return False
