@@ -414,11 +414,10 @@ def test_slurm_and_kubernetes_run_the_trial_commands(tmp_path, fake_python):
     assert proc.returncode == 0, proc.stderr
     ran = trials[2].workdir
     assert f"--workdir={ran}" in open(os.path.join(ran, "stdout.log")).read()
-    assert trials_lib.read_record(ran) == {
-        "launcher": "slurm",
-        "returncode": 0,
-        "wall_seconds": 0,
-    }
+    record = trials_lib.read_record(ran)
+    # The stand-in python returns at once, but a loaded machine can still take a second.
+    assert isinstance(record.pop("wall_seconds"), int)
+    assert record == {"launcher": "slurm", "returncode": 0}
     env["SLURM_ARRAY_TASK_ID"] = "4"
     assert subprocess.run(["bash", sbatch], env=env, capture_output=True).returncode == 2
 
