@@ -11,14 +11,17 @@
     python -m ann.registry --registry=DIR tag NAME KEY VALUE [--version=N]
     python -m ann.registry --registry=DIR resolve models:/NAME@champion
     python -m ann.registry --registry=DIR show models:/NAME/3
+    python -m ann.registry --registry=DIR mirror models:/NAME/3 --mlflow_uri=URI
+
+With `--mlflow_uri` (default `$ANN_MLFLOW_URI`), register, alias and tag are mirrored into that
+MLflow tracking server too (`ann/mlflow_mirror.py`); `mirror` copies an existing version there.
 
 A registered model has integer versions 1, 2, ...; an alias (`champion`, `challenger`) points
 at one version and can be moved; tags are free key/value pairs on a model or a version. URIs:
 `models:/NAME/3`, `models:/NAME@champion`, `models:/NAME/latest`. Each version keeps its
 lineage from the export's manifest: the run and step, the config, the data, the eval metrics
 and the git commit. Versions are allocated inside `BEGIN IMMEDIATE` transactions, so writers in
-separate processes never get the same number. Mirroring into an MLflow server is not
-implemented.
+separate processes never get the same number.
 """
 
 from __future__ import annotations
@@ -446,12 +449,18 @@ def main(argv: list[str]) -> None:
         "tag": 3,
         "resolve": 1,
         "show": 1,
+        "mirror": 1,
     }
     if command not in usage or len(args) != usage[command]:
         raise RegistryError(
             f"usage: python -m ann.registry --registry=DIR "
             f"{'|'.join(usage)} ARGS (see `python -m ann.registry --help`); got {argv[1:]}"
         )
+    mlflow_uri = f.mlflow_uri
+    if command == "mirror" and not mlflow_uri:
+        raise RegistryError("mirror: give the MLflow tracking server as --mlflow_uri=URI")
+    if mlflow_uri:
+        from ann import mlflow_mirror
     if command == "register":
         mv = registry.register(
             args[0], f.name, f.description or "", _parse_tags(f.tag or []), f.alias or []
@@ -459,6 +468,13 @@ def main(argv: list[str]) -> None:
         print(
             f"registered {args[0]} as {mv.uri}" + (f" @{','.join(mv.aliases)}" * bool(mv.aliases))
         )
+        if mlflow_uri:
+            number = mlflow_mirror.mirror(registry, mv.name, mv.version, mlflow_uri)
+            print(f"mirrored {mv.uri} into MLflow at {mlflow_uri} as version {number}")
+    elif command == "mirror":
+        mv = registry.resolve(args[0])
+        number = mlflow_mirror.mirror(registry, mv.name, mv.version, mlflow_uri)
+        print(f"mirrored {mv.uri} into MLflow at {mlflow_uri} as version {number}")
     elif command == "list":
         for m in registry.models():
             print(
@@ -472,12 +488,18 @@ def main(argv: list[str]) -> None:
         if f.delete:
             registry.delete_alias(args[0], args[1])
             print(f"deleted alias {args[1]!r} of {args[0]!r}")
+            if mlflow_uri:
+                mlflow_mirror.delete_alias(args[0], args[1], mlflow_uri)
         else:
             registry.set_alias(args[0], args[1], int(args[2]))
             print(f"models:/{args[0]}@{args[1]} -> models:/{args[0]}/{int(args[2])}")
+            if mlflow_uri:
+                mlflow_mirror.set_alias(registry, args[0], args[1], int(args[2]), mlflow_uri)
     elif command == "tag":
         registry.set_tag(args[0], args[1], args[2], f.version)
         print(f"tagged {args[0]}{f'/{f.version}' if f.version else ''}: {args[1]}={args[2]}")
+        if mlflow_uri:
+            mlflow_mirror.set_tag(registry, args[0], args[1], args[2], f.version, mlflow_uri)
     elif command == "resolve":
         print(registry.resolve(args[0]).path)
     elif command == "show":
@@ -496,6 +518,11 @@ def _run() -> None:
     flags.DEFINE_multi_string("alias", None, "register: aliases to point at the new version.")
     flags.DEFINE_integer("version", None, "tag: tag this version instead of the model.")
     flags.DEFINE_boolean("delete", False, "alias: delete the alias NAME ALIAS.")
+    flags.DEFINE_string(
+        "mlflow_uri",
+        os.environ.get("ANN_MLFLOW_URI", ""),
+        "MLflow tracking server to mirror register/alias/tag into, and for `mirror`.",
+    )
 
     def guarded(argv: list[str]) -> None:
         try:

@@ -1,0 +1,143 @@
+"""Mirroring registry versions into a real MLflow tracking server, started on loopback."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from ann import artifact
+from ann.mlflow_mirror import MirrorError, mirror
+from ann.registry import Registry
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """`mlflow server` with a SQLite store and proxied artifacts; yields its URI."""
+    root = tmp_path_factory.mktemp("mlflow")
+    port = _free_port()
+    uri = f"http://127.0.0.1:{port}"
+    log = open(root / "server.log", "w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host=127.0.0.1", f"--port={port}",
+         f"--backend-store-uri=sqlite:///{root / 'mlflow.db'}",
+         f"--artifacts-destination={root / 'artifacts'}", "--workers=1"],
+        cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.time() + 180
+        while True:
+            try:
+                urllib.request.urlopen(f"{uri}/health", timeout=2).read()
+                break
+            except OSError:
+                if server.poll() is not None or time.time() > deadline:
+                    raise RuntimeError(
+                        f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}"
+                    ) from None
+                time.sleep(0.5)
+        yield uri
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(30)
+        log.close()
+
+
+def test_versions_aliases_and_lineage_appear_in_mlflow(digits_export, mlflow_server, tmp_path):
+    from mlflow import MlflowClient
+
+    _, out = digits_export
+    registry = Registry(str(tmp_path / "reg"))
+    client = MlflowClient(mlflow_server)
+    v1 = registry.register(str(out), "digits", aliases=["champion"], description="first")
+    assert mirror(registry, "digits", 1, mlflow_server) == 1
+    registry.register(str(out), "digits")
+    assert mirror(registry, "digits", 2, mlflow_server) == 2
+    assert mirror(registry, "digits", 1, mlflow_server) == 1  # again: a no-op, not version 3
+
+    versions = client.search_model_versions("name='digits'")
+    assert sorted(int(v.version) for v in versions) == [1, 2]
+    first = client.get_model_version_by_alias("digits", "champion")
+    assert first.version == "1" and first.tags["ann.version"] == "1"
+    assert first.tags["ann.manifest_sha256"] == v1.manifest_sha256
+    assert first.description == "first"
+    # ann's version records where it went.
+    tags = registry.get_version("digits", 1).tags
+    assert tags["mlflow.tracking_uri"] == mlflow_server and tags["mlflow.version"] == "1"
+    assert tags["mlflow.run_id"] == first.run_id
+
+    # The run carries the lineage: config as params, eval metrics at the trained step, the export.
+    run = client.get_run(first.run_id)
+    assert run.info.status == "FINISHED" and run.info.run_name == "digits-v1"
+    assert run.data.params["model.name"] == "cnn" and run.data.params["data.name"] == "digits"
+    for key, value in v1.lineage["metrics"].items():
+        assert run.data.metrics[key] == pytest.approx(value)
+    assert run.data.tags["ann.registry_uri"] == "models:/digits/1"
+    assert run.data.tags["mlflow.source.git.commit"] == v1.lineage["git"]["commit"]
+    downloaded = client.download_artifacts(first.run_id, "model", str(tmp_path / "dl"))
+    artifact.verify(downloaded, v1.manifest_sha256)  # the same bytes as the registry's copy
+
+
+def test_cli_mirrors_register_alias_and_tag(digits_export, mlflow_server, tmp_path):
+    from mlflow import MlflowClient
+
+    _, out = digits_export
+    client = MlflowClient(mlflow_server)
+
+    def cli(*args, env=None):
+        return subprocess.run(
+            [sys.executable, "-m", "ann.registry", f"--registry={tmp_path / 'reg'}", *args],
+            capture_output=True, text=True, timeout=120, env=env,
+        )  # fmt: skip
+
+    # A name the other test does not use: both share the server.
+    uri = f"--mlflow_uri={mlflow_server}"
+    done = cli("register", str(out), "--name=cli_digits", "--alias=champion", uri)
+    assert done.returncode == 0, done.stderr
+    assert f"mirrored models:/cli_digits/1 into MLflow at {mlflow_server} as version 1" in (
+        done.stdout
+    )
+    assert cli("register", str(out), "--name=cli_digits").returncode == 0  # not mirrored
+    moved = cli("alias", "cli_digits", "champion", "2", uri)
+    assert moved.returncode == 1 and "models:/cli_digits/2 was not mirrored" in moved.stderr
+    assert "mirror models:/cli_digits/2" in moved.stderr  # the command that fixes it
+    assert cli("mirror", "models:/cli_digits/2", uri).returncode == 0
+    assert cli("alias", "cli_digits", "champion", "2", uri).returncode == 0
+    assert client.get_model_version_by_alias("cli_digits", "champion").version == "2"
+    assert cli("tag", "cli_digits", "stage", "prod", "--version=2", uri).returncode == 0
+    assert client.get_model_version("cli_digits", "2").tags["stage"] == "prod"
+    assert cli("alias", "cli_digits", "champion", "--delete", uri).returncode == 0
+    assert client.get_registered_model("cli_digits").aliases == {}
+
+    # An unreachable server: ann's registry keeps the version, the error says how to retry.
+    dead = f"http://127.0.0.1:{_free_port()}"
+    env = {**os.environ, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+    failed = cli("register", str(out), "--name=cli_digits", f"--mlflow_uri={dead}", env=env)
+    assert failed.returncode == 1 and "registered" in failed.stdout
+    assert f"mirroring models:/cli_digits/3 into MLflow at {dead} failed" in failed.stderr
+    assert f"mirror models:/cli_digits/3 --mlflow_uri={dead}" in failed.stderr
+    assert Registry(str(tmp_path / "reg")).resolve("models:/cli_digits/latest").version == 3
+    missing = cli("mirror", "models:/cli_digits/3")
+    assert missing.returncode == 1 and "--mlflow_uri=URI" in missing.stderr
+
+
+def test_without_the_mlflow_client_the_error_says_what_to_install(
+    digits_export, tmp_path, monkeypatch
+):
+    _, out = digits_export
+    registry = Registry(str(tmp_path / "reg"))
+    registry.register(str(out), "digits")
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # import mlflow -> ImportError
+    with pytest.raises(MirrorError, match=r"pip install 'ann\[mlflow\]'"):
+        mirror(registry, "digits", 1, "http://127.0.0.1:1")
