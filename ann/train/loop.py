@@ -271,6 +271,7 @@ def run(
             tx,
             optimizers.schedule(config.optimizer, total_steps),
             config.optimizer.accumulate_steps,
+            frozenset(optimizers.frozen_paths(state.params, tuple(config.freeze))),
         ),
         (state, _abstract_batch(example, config.batch_size, batch_sharding)),
         in_shardings=(state_shardings, batch_sharding),

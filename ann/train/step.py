@@ -12,6 +12,7 @@ import optax
 from flax import nnx
 
 from ann.experiment import Experiment
+from ann.train.optimizers import path_name
 from ann.train.state import ModelDef, TrainState, merge
 
 
@@ -21,12 +22,24 @@ def make_train_step(
     tx: optax.GradientTransformation,
     learning_rate: optax.Schedule,
     accumulate_steps: int = 1,
+    frozen: frozenset[str] = frozenset(),
 ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
     """One optimizer update; with `accumulate_steps` > 1 the batch is split into micro-batches
-    whose gradients are averaged (a bigger effective batch in the same memory)."""
+    whose gradients are averaged (a bigger effective batch in the same memory).
+
+    Parameters whose path is in `frozen` (`config.freeze`, resolved) are cut from the gradient:
+    their gradient is zero without being computed, and a frozen backbone's whole backward pass
+    drops out of the compiled step. The optimizer does not update them either way."""
+
+    def cut_frozen(params):
+        return jax.tree_util.tree_map_with_path(
+            lambda p, x: jax.lax.stop_gradient(x) if path_name(p) in frozen else x, params
+        )
 
     def grads_of(params, model_state, batch, rng):
         def loss_fn(params):
+            if frozen:
+                params = cut_frozen(params)
             # copy=True: fresh Variables at this trace level, so BatchNorm may update them.
             model = nnx.merge(model_def.train, params, model_state, copy=True)
             loss, metrics = experiment.loss(model, batch, rng)

@@ -30,7 +30,9 @@ starts fresh: on resume the run's own checkpoint wins, whatever `init_from` says
 layer whose parameters are all frozen is frozen whole, as Keras does for fine-tuning: in
 training it normalizes with its running statistics and stops updating them (otherwise the
 statistics, which are model state and not parameters, would drift under the frozen scale and
-bias). Gradients are still computed for frozen parameters and count in `train/grad_norm`.
+bias). Frozen parameters are cut from the gradient (`stop_gradient` in the train step), so
+a frozen backbone's backward pass is not compiled at all and `train/grad_norm` measures the
+trained parameters only.
 
 List a model's paths, what `freeze` freezes and what `init_from` would load, without training:
 
