@@ -19,6 +19,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow_datasets as tfds
 
+from ann.data import splits
+
 PAIRS_PER_ANCHOR = 10
 SEEDS = {"train": 0, "test": 1}
 
@@ -65,14 +67,8 @@ class DigitPairs(tfds.core.GeneratorBasedBuilder):
 
     def _split_generators(self, dl_manager):
         del dl_manager  # nothing to download
-        from sklearn.datasets import load_digits  # imported only when building
-
-        from ann.data.offline import _random_split  # the digits split, shared (no cycle here)
-
-        data = load_digits()
-        images = data.images.astype(np.uint8)[..., None]
-        labels = data.target.astype(np.int64)
-        train, test = _random_split(labels)
+        images, labels = splits.digits()
+        train, test = splits.random_split(labels)  # the `digits` data set's split
         return {
             "train": self._generate_examples(
                 images, labels, *draw_pairs(labels, train, PAIRS_PER_ANCHOR, SEEDS["train"])

@@ -14,6 +14,8 @@ from collections.abc import Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
+from ann.data import splits
+
 NORMAL_DIGITS = tuple(range(8))
 ANOMALY_DIGITS = (8, 9)
 
@@ -42,15 +44,8 @@ class DigitsNovelty(tfds.core.GeneratorBasedBuilder):
 
     def _split_generators(self, dl_manager):
         del dl_manager  # nothing to download
-        from sklearn.datasets import load_digits  # imported only when building
-
-        # Imported here: offline.py imports this module to register it.
-        from ann.data.offline import _random_split
-
-        data = load_digits()
-        images = data.images.astype(np.uint8)[..., None]
-        digits = data.target.astype(np.int64)
-        train, test = _random_split(digits)  # exactly the `digits` data set's split
+        images, digits = splits.digits()
+        train, test = splits.random_split(digits)  # exactly the `digits` data set's split
         train = train[np.isin(digits[train], NORMAL_DIGITS)]
         return {
             "train": self._generate_examples(images, digits, train),

@@ -11,29 +11,12 @@ from __future__ import annotations
 import numpy as np
 import tensorflow_datasets as tfds
 
+from ann.data import splits
 from ann.data.digit_pairs import DigitPairs
 from ann.data.digit_strings import DigitStrings
 from ann.data.digits_novelty import DigitsNovelty
 from ann.data.pydoc_chars import PydocChars
 from ann.data.sensor_series import SensorFaults, SensorSeries
-
-SPLIT_SEED = 0
-TEST_FRACTION = 0.2
-
-
-def _random_split(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.model_selection import train_test_split  # imported only when building
-
-    index = np.arange(len(labels))
-    train, test = train_test_split(
-        index, test_size=TEST_FRACTION, random_state=SPLIT_SEED, stratify=labels
-    )
-    return np.sort(train), np.sort(test)
-
-
-def _sequential_split(n: int) -> tuple[np.ndarray, np.ndarray]:
-    cut = int(round(n * (1 - TEST_FRACTION)))
-    return np.arange(cut), np.arange(cut, n)
 
 
 class Digits(tfds.core.GeneratorBasedBuilder):
@@ -56,13 +39,9 @@ class Digits(tfds.core.GeneratorBasedBuilder):
 
     def _split_generators(self, dl_manager):
         del dl_manager  # nothing to download
-        from sklearn.datasets import load_digits  # imported only when building
-
-        data = load_digits()
-        images = data.images.astype(np.uint8)[..., None]
-        labels = data.target.astype(np.int64)
-        train, test = _random_split(labels)
-        train_w, test_w = _sequential_split(len(labels))
+        images, labels = splits.digits()
+        train, test = splits.random_split(labels)
+        train_w, test_w = splits.sequential_split(len(labels))
         return {
             name: self._generate_examples(images, labels, index)
             for name, index in [
@@ -103,7 +82,7 @@ class BreastCancer(tfds.core.GeneratorBasedBuilder):
         data = load_breast_cancer()
         features = data.data.astype(np.float32)
         labels = data.target.astype(np.int64)
-        train, test = _random_split(labels)
+        train, test = splits.random_split(labels)
         return {
             "train": self._generate_examples(features, labels, train),
             "test": self._generate_examples(features, labels, test),
@@ -149,7 +128,7 @@ class Diabetes(tfds.core.GeneratorBasedBuilder):
         # The same seeded split as the classification sets, stratified on target deciles so that
         # both splits cover the whole range of a continuous target.
         edges = np.quantile(target, np.linspace(0, 1, DIABETES_BINS + 1)[1:-1])
-        train, test = _random_split(np.digitize(target, edges))
+        train, test = splits.random_split(np.digitize(target, edges))
         return {
             "train": self._generate_examples(features, target, train),
             "test": self._generate_examples(features, target, test),
