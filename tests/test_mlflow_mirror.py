@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from ann import artifact
+from ann import artifact, mlflow_mirror
 from ann.mlflow_mirror import MirrorError, mirror
 from ann.registry import Registry
 
@@ -34,6 +34,8 @@ def mlflow_server(tmp_path_factory):
          f"--backend-store-uri=sqlite:///{root / 'mlflow.db'}",
          f"--artifacts-destination={root / 'artifacts'}", "--workers=1"],
         cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        # No background job runner (8 more processes): registry calls do not use it.
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
     )  # fmt: skip
     try:
         deadline = time.time() + 180
@@ -54,7 +56,7 @@ def mlflow_server(tmp_path_factory):
         log.close()
 
 
-def test_versions_aliases_and_lineage_appear_in_mlflow(digits_export, mlflow_server, tmp_path):
+def test_versions_aliases_tags_and_lineage_appear_in_mlflow(digits_export, mlflow_server, tmp_path):
     from mlflow import MlflowClient
 
     _, out = digits_export
@@ -88,12 +90,26 @@ def test_versions_aliases_and_lineage_appear_in_mlflow(digits_export, mlflow_ser
     downloaded = client.download_artifacts(first.run_id, "model", str(tmp_path / "dl"))
     artifact.verify(downloaded, v1.manifest_sha256)  # the same bytes as the registry's copy
 
+    # Aliases and tags follow; a version never mirrored is refused with the command that fixes it.
+    registry.set_alias("digits", "challenger", 2)
+    mlflow_mirror.set_alias(registry, "digits", "challenger", 2, mlflow_server)
+    assert client.get_model_version_by_alias("digits", "challenger").version == "2"
+    mlflow_mirror.set_tag(registry, "digits", "stage", "prod", 2, mlflow_server)
+    mlflow_mirror.set_tag(registry, "digits", "owner", "me", None, mlflow_server)
+    assert client.get_model_version("digits", "2").tags["stage"] == "prod"
+    assert client.get_registered_model("digits").tags["owner"] == "me"
+    registry.delete_alias("digits", "challenger")
+    mlflow_mirror.delete_alias("digits", "challenger", mlflow_server)
+    assert client.get_registered_model("digits").aliases == {"champion": "1"}
+    registry.register(str(out), "digits")
+    with pytest.raises(MirrorError, match=r"models:/digits/3 was not mirrored .* mirror it first"):
+        mlflow_mirror.set_alias(registry, "digits", "champion", 3, mlflow_server)
 
-def test_cli_mirrors_register_alias_and_tag(digits_export, mlflow_server, tmp_path):
+
+def test_cli_mirrors_and_says_how_to_retry(digits_export, mlflow_server, tmp_path):
     from mlflow import MlflowClient
 
     _, out = digits_export
-    client = MlflowClient(mlflow_server)
 
     def cli(*args, env=None):
         return subprocess.run(
@@ -108,27 +124,20 @@ def test_cli_mirrors_register_alias_and_tag(digits_export, mlflow_server, tmp_pa
     assert f"mirrored models:/cli_digits/1 into MLflow at {mlflow_server} as version 1" in (
         done.stdout
     )
-    assert cli("register", str(out), "--name=cli_digits").returncode == 0  # not mirrored
-    moved = cli("alias", "cli_digits", "champion", "2", uri)
-    assert moved.returncode == 1 and "models:/cli_digits/2 was not mirrored" in moved.stderr
-    assert "mirror models:/cli_digits/2" in moved.stderr  # the command that fixes it
-    assert cli("mirror", "models:/cli_digits/2", uri).returncode == 0
-    assert cli("alias", "cli_digits", "champion", "2", uri).returncode == 0
-    assert client.get_model_version_by_alias("cli_digits", "champion").version == "2"
-    assert cli("tag", "cli_digits", "stage", "prod", "--version=2", uri).returncode == 0
-    assert client.get_model_version("cli_digits", "2").tags["stage"] == "prod"
-    assert cli("alias", "cli_digits", "champion", "--delete", uri).returncode == 0
-    assert client.get_registered_model("cli_digits").aliases == {}
+    assert cli("mirror", "models:/cli_digits/1", uri).returncode == 0  # already there: a no-op
+    assert cli("tag", "cli_digits", "stage", "prod", "--version=1", uri).returncode == 0
+    version = MlflowClient(mlflow_server).get_model_version_by_alias("cli_digits", "champion")
+    assert version.version == "1" and version.tags["stage"] == "prod"
 
     # An unreachable server: ann's registry keeps the version, the error says how to retry.
     dead = f"http://127.0.0.1:{_free_port()}"
     env = {**os.environ, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
     failed = cli("register", str(out), "--name=cli_digits", f"--mlflow_uri={dead}", env=env)
     assert failed.returncode == 1 and "registered" in failed.stdout
-    assert f"mirroring models:/cli_digits/3 into MLflow at {dead} failed" in failed.stderr
-    assert f"mirror models:/cli_digits/3 --mlflow_uri={dead}" in failed.stderr
-    assert Registry(str(tmp_path / "reg")).resolve("models:/cli_digits/latest").version == 3
-    missing = cli("mirror", "models:/cli_digits/3")
+    assert f"mirroring models:/cli_digits/2 into MLflow at {dead} failed" in failed.stderr
+    assert f"mirror models:/cli_digits/2 --mlflow_uri={dead}" in failed.stderr
+    assert Registry(str(tmp_path / "reg")).resolve("models:/cli_digits/latest").version == 2
+    missing = cli("mirror", "models:/cli_digits/2")
     assert missing.returncode == 1 and "--mlflow_uri=URI" in missing.stderr
 
 
