@@ -91,3 +91,38 @@ def test_device_iterator_state_is_that_of_the_consumed_batch():
     fresh = data.DeviceIterator(data.train_batches(split, fields, 32, seed=0), sharding)
     fresh.set_state(saved)
     assert (np.asarray(next(fresh)["targets"]) == np.asarray(expected)).all()
+
+
+# sha256 of every split's arrays, per data set and builder VERSION. TFDS reuses a prepared
+# version as it is, so a builder whose output changes without a VERSION bump would leave every
+# existing data_dir silently stale: change the output, bump VERSION, then update this table.
+# (pydoc_chars reads this Python's own docs; the sensor sets are float math that may differ in
+# the last bit between NumPy builds; neither can have one fingerprint everywhere.)
+FINGERPRINTS = {
+    ("digits", "1.0.0"): "1c5e822fd8455b8b27aa8864cb800d90252332c02c34f7aacaefb8b96875d2cb",
+    ("breast_cancer", "1.0.0"): "6c54e7523bcf229b7bee7cf0f04c1642aa4193bbd7d097c100f1f474c6031416",
+    ("diabetes", "1.0.0"): "0b95f6e79906eb239d8d0d4bc05b8e02ef52de165417c22bdcfaec53f675b097",
+    ("digit_strings", "2.0.0"): "2fc61ca25f43986e4541b572a0ad2d5854afe283c8397a88efd883952f7cee7b",
+    ("digit_pairs", "1.0.0"): "dbbb7dabff701fe5d90819921a9f54397818c8dfe92216d06e64497d3a4b916c",
+    ("digits_novelty", "1.0.0"): "a6b8d6cf1e6a5babd8417d20acd94cdb770c702747003f2371a6f22caecf4d96",
+}
+
+
+@pytest.mark.parametrize("name", sorted({name for name, _ in FINGERPRINTS}))
+def test_builder_output_changes_only_with_its_version(name):
+    import hashlib
+
+    digest = hashlib.sha256()
+    info = data.load(name, "train").info
+    for split in sorted(info.splits):
+        rows = data.load(name, split, cache=True).cached
+        for key in sorted(rows):
+            array = np.ascontiguousarray(rows[key])
+            digest.update(f"{split}/{key}/{array.dtype}/{array.shape}".encode())
+            digest.update(array.tobytes())
+    version = str(info.version)
+    assert (name, version) in FINGERPRINTS, f"new version {version} of {name}: add its sha256"
+    assert digest.hexdigest() == FINGERPRINTS[name, version], (
+        f"{name} {version} builds different data than when its fingerprint was taken: bump its "
+        "builder's VERSION (so prepared copies are rebuilt) and update FINGERPRINTS"
+    )
