@@ -2,12 +2,14 @@
 
     python scripts/bench_serve.py [--models=cnn,resnet] [--concurrency=1,8,32,64]
         [--requests=3000] [--seconds=8] [--steps=100] [--workdir=runs/bench_serve]
+        [--encoding=json|binary]
 
 For each model (configs/digits_cnn.py, configs/digits_resnet.py, trained for `--steps` steps and
 exported once into `--workdir`, reused after), it starts `python -m ann.serve` twice, with
 `--max_batch_size=64 --max_queue_delay_ms=2` and with `--max_batch_size=1`, and drives each
 with a load generator in another process: `c` keep-alive connections, each sending one-row v2
-requests back to back, until `--requests` or `--seconds` run out. With 2 or more CPUs the server
+requests back to back (JSON, or with `--encoding=binary` the binary tensor data extension both
+ways), until `--requests` or `--seconds` run out. With 2 or more CPUs the server
 is pinned to core 0 and the load generator to core 1 (taskset). Printed per level: throughput,
 client p50/p95/p99 latency, errors, and from the server's /metrics the mean time per request in
 the queue and the rest of the server's time (compute, JSON, routing); the server process's CPU
@@ -62,16 +64,25 @@ async def _load(port: int, path: str, bodies: list[bytes], concurrency: int, req
         try:
             while sent < requests and time.perf_counter() < deadline:
                 sent += 1
-                body = bodies[(i + sent) % len(bodies)]
+                json_length, body = bodies[(i + sent) % len(bodies)]
+                binary = (
+                    b""
+                    if json_length is None
+                    else (b"Inference-Header-Content-Length: %d\r\n" % json_length)
+                )
                 head = (
-                    f"POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-                    f"Content-Length: {len(body)}\r\n\r\n"
-                ).encode()
+                    (
+                        f"POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+                        f"Content-Length: {len(body)}\r\n"
+                    ).encode()
+                    + binary
+                    + b"\r\n"
+                )
                 start = time.perf_counter()
                 writer.write(head + body)
                 header = await reader.readuntil(b"\r\n\r\n")
                 status = int(header[9:12])
-                length = int(header.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                length = int(header.lower().split(b"\r\ncontent-length: ")[1].split(b"\r\n")[0])
                 await reader.readexactly(length)
                 latencies.append(time.perf_counter() - start)
                 statuses[status] = statuses.get(status, 0) + 1
@@ -107,8 +118,8 @@ def loadgen_main(args: argparse.Namespace) -> None:
         uvloop.install()
     except ImportError:
         pass
-    with open(args.bodies) as f:
-        bodies = [b.encode() for b in json.load(f)]
+    with open(args.bodies) as f:  # [JSON header length or null, body as latin-1]
+        bodies = [(n, b.encode("latin-1")) for n, b in json.load(f)]
     asyncio.run(_load(args.port, args.path, bodies[:50], 4, 200, 5))  # warm up
     result = asyncio.run(
         _load(args.port, args.path, bodies, int(args.concurrency), args.requests, args.seconds)
@@ -213,6 +224,12 @@ def main() -> None:
     parser.add_argument("--max_batch_size", type=int, default=64)
     parser.add_argument("--max_queue_delay_ms", type=float, default=2.0)
     parser.add_argument("--workdir", default=os.path.join(ROOT, "runs", "bench_serve"))
+    parser.add_argument(
+        "--encoding",
+        choices=("json", "binary"),
+        default="json",
+        help="tensors as JSON numbers, or as binary tensor data (requests and replies)",
+    )
     parser.add_argument("--loadgen", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--path", help=argparse.SUPPRESS)
@@ -231,8 +248,16 @@ def main() -> None:
     bodies_path = os.path.join(args.workdir, "bodies.json")
     with open(bodies_path, "w") as f:
         tensor = {"name": "image", "shape": [1, 8, 8, 1], "datatype": "UINT8"}
-        bodies = [{"inputs": [{**tensor, "data": x.reshape(-1).tolist()}]} for x in images]
-        json.dump([json.dumps(b) for b in bodies], f)
+        bodies = []
+        for x in images:
+            if args.encoding == "json":
+                body = json.dumps({"inputs": [{**tensor, "data": x.reshape(-1).tolist()}]})
+                bodies.append((None, body))
+            else:  # binary tensor data in and out
+                head = json.dumps({"inputs": [{**tensor, "parameters": {"binary_data_size": 64}}],
+                                   "parameters": {"binary_data_output": True}})  # fmt: skip
+                bodies.append((len(head), head + x.tobytes().decode("latin-1")))
+        json.dump(bodies, f)
     levels = [int(c) for c in args.concurrency.split(",")]
     modes = {
         "dynamic": [f"--max_batch_size={args.max_batch_size}",

@@ -197,6 +197,143 @@ def test_infer_metadata_health_metrics(served):
     assert first["outputs"]["label"]["data"] == want["label"].tolist()
 
 
+def binary_body(x, outputs=None, **parameters):
+    """A v2 request with `x` as binary tensor data; returns (body, JSON header length)."""
+    header = {"inputs": [{"name": "image", "shape": list(x.shape), "datatype": "UINT8",
+                          "parameters": {"binary_data_size": x.nbytes}}]}  # fmt: skip
+    if outputs is not None:
+        header["outputs"] = outputs
+    if parameters:
+        header["parameters"] = parameters
+    head = json.dumps(header).encode()
+    return head + x.tobytes(), len(head)
+
+
+def split_binary(raw: bytes, length: int) -> tuple[dict, dict[str, np.ndarray]]:
+    header = json.loads(raw[:length])
+    arrays, offset = {}, length
+    for o in header["outputs"]:
+        if "parameters" in o:
+            size = o["parameters"]["binary_data_size"]
+            dtype = {"FP32": "<f4", "INT32": "<i4"}[o["datatype"]]
+            arrays[o["name"]] = np.frombuffer(raw[offset : offset + size], dtype).reshape(
+                o["shape"]
+            )
+            offset += size
+    assert offset == len(raw)
+    return header, arrays
+
+
+def test_binary_tensor_data_in_and_out(served):
+    server, model, _ = served
+    x = data.load("digits", "test", cache=True).rows(np.arange(3))["image"]
+    want = model({"image": x})
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        # Binary in, binary out (every output).
+        body, length = binary_body(x, binary_data_output=True)
+        conn.request("POST", "/v2/models/digits/infer", body=body,
+                     headers={"Inference-Header-Content-Length": str(length)})  # fmt: skip
+        response = conn.getresponse()
+        raw = response.read()
+        assert response.status == 200, raw
+        assert response.getheader("content-type") == "application/octet-stream"
+        header, arrays = split_binary(
+            raw, int(response.getheader("inference-header-content-length"))
+        )
+        assert header["model_name"] == "digits" and header["model_version"] == "1"
+        np.testing.assert_array_equal(arrays["probabilities"], want["probabilities"])
+        np.testing.assert_array_equal(arrays["label"], want["label"])
+
+        # Binary in, one output binary and one JSON, chosen per output.
+        outputs = [
+            {"name": "label"},
+            {"name": "probabilities", "parameters": {"binary_data": True}},
+        ]
+        body, length = binary_body(x, outputs=outputs)
+        conn.request("POST", "/v2/models/digits/infer", body=body,
+                     headers={"Inference-Header-Content-Length": str(length)})  # fmt: skip
+        response = conn.getresponse()
+        raw = response.read()
+        header, arrays = split_binary(
+            raw, int(response.getheader("inference-header-content-length"))
+        )
+        assert header["outputs"][0]["data"] == want["label"].tolist()
+        np.testing.assert_array_equal(arrays["probabilities"], want["probabilities"])
+
+        # Binary data without the header that says where the JSON ends: a 400 that says so.
+        conn.request("POST", "/v2/models/digits/infer", body=body)
+        response = conn.getresponse()
+        reply = json.loads(response.read())
+        assert response.status == 400 and "Inference-Header-Content-Length" in reply["error"]
+    finally:
+        conn.close()
+    status, _, meta = request(server.port, "GET", "/v2")
+    assert "binary_tensor_data" in meta["extensions"]
+
+
+FLOAT_SIGNATURE = {"x": {"dtype": "float32", "shape": [2]}, "on": {"dtype": "bool", "shape": [1]}}
+
+
+def test_binary_decoding_checks_sizes_and_values():
+    def decode(tensors, raw, length=None, **extra):
+        head = json.dumps({"inputs": tensors, **extra}).encode()
+        header = str(len(head) if length is None else length).encode()
+        return protocol.decode_infer(head + raw, FLOAT_SIGNATURE, OUTPUTS, 8, header)
+
+    def tensor(name, shape, datatype, size):
+        return {"name": name, "shape": shape, "datatype": datatype,
+                "parameters": {"binary_data_size": size}}  # fmt: skip
+
+    x = np.array([[1.5, -2.0], [3.0, 4.25]], "<f4")
+    on = np.array([[1], [0]], np.uint8)
+    good = [tensor("x", [2, 2], "FP32", 16), tensor("on", [2, 1], "BOOL", 2)]
+    inputs, rows, _, _, binary = decode(good, x.tobytes() + on.tobytes())
+    assert rows == 2 and binary == frozenset()
+    np.testing.assert_array_equal(inputs["x"], x)
+    assert inputs["on"].dtype == np.bool_ and inputs["on"].tolist() == [[True], [False]]
+    # JSON and binary inputs mix in one request.
+    mixed = [good[0], {"name": "on", "shape": [2, 1], "datatype": "BOOL", "data": [1, 0]}]
+    assert decode(mixed, x.tobytes())[1] == 2
+
+    nan = np.array([[1.0, np.nan], [0, 0]], "<f4").tobytes()
+    for tensors, raw, length, message in [
+        (good, x.tobytes() + on.tobytes(), 10**6, "Inference-Header-Content-Length between 0"),
+        (good, x.tobytes() + on.tobytes(), b"x", "Inference-Header-Content-Length between 0"),
+        ([tensor("x", [2, 2], "FP32", 12), good[1]], x.tobytes(), None, "expected 16 bytes"),
+        (good, x.tobytes(), None, "expected 2 bytes of binary data at offset 16, got 0"),
+        (good, x.tobytes() + on.tobytes() + b"!", None, "expected 18 bytes of binary tensor"),
+        (
+            [{**good[0], "data": [1, 2, 3, 4]}, good[1]],
+            x.tobytes() + on.tobytes(),
+            None,
+            "expected none with binary_data_size",
+        ),
+        ([good[0], good[1]], nan + on.tobytes(), None, "expected finite FP32 values, got nan"),
+        ([good[0], good[1]], x.tobytes() + bytes([1, 7]), None, "expected bytes 0 or 1"),
+        ([tensor("x", [2, 2], "FP32", -1), good[1]], b"", None, "expected a byte count >= 0"),
+    ]:
+        with pytest.raises(protocol.ProtocolError, match=message) as e:
+            if isinstance(length, bytes):
+                head = json.dumps({"inputs": tensors}).encode()
+                protocol.decode_infer(head + raw, FLOAT_SIGNATURE, OUTPUTS, 8, length)
+            else:
+                decode(tensors, raw, length)
+        assert explained(e.value.message), e.value.message
+    with pytest.raises(protocol.ProtocolError, match="'binary_data_output' is true or false"):
+        decode(good, x.tobytes() + on.tobytes(), parameters={"binary_data_output": "yes"})
+
+    # Encoding: binary outputs after the JSON, little-endian, sizes in their parameters.
+    reply, length = protocol.encode_infer(
+        "m", "1", None, {"p": x, "l": np.array([3, 4], np.int32)}, frozenset({"l"})
+    )
+    header = json.loads(reply[:length])
+    assert header["outputs"][0]["data"] == x.reshape(-1).tolist()
+    assert header["outputs"][1]["parameters"] == {"binary_data_size": 8}
+    assert np.frombuffer(reply[length:], "<i4").tolist() == [3, 4]
+    assert protocol.encode_infer("m", "1", None, {"p": x})[1] is None  # all JSON: no header
+
+
 def test_errors_name_the_field(served):
     server, _, _ = served
     port = server.port
@@ -298,7 +435,7 @@ bad_bodies = st.one_of(
 def explained(error: str) -> bool:
     """The message names the field, what was expected and what came."""
     field = error.split(":")[0].split("[")[0].split(".")[0]
-    return field in ("body", "inputs", "id", "outputs") and "expected" in error
+    return field in ("body", "inputs", "id", "outputs", "parameters") and "expected" in error
 
 
 SIGNATURE = {"image": {"dtype": "uint8", "shape": [8, 8, 1]}}
@@ -310,7 +447,7 @@ OUTPUTS = {"probabilities": {}, "label": {}}
 def test_fuzzed_decoder_explains_every_refusal(body):
     # In-process and fast, so it can try many more cases than the HTTP fuzz below.
     try:
-        inputs, rows, _, wanted = protocol.decode_infer(body, SIGNATURE, OUTPUTS, 8)
+        inputs, rows, _, wanted, _ = protocol.decode_infer(body, SIGNATURE, OUTPUTS, 8)
     except protocol.ProtocolError as e:
         assert e.status in (400, 413) and explained(e.message), e.message
     else:
@@ -394,3 +531,42 @@ def test_overload_gives_503_and_sigterm_drains(digits_export):
             request(port, "GET", "/v2/health/live", timeout=2)
     finally:
         server.stop()
+
+
+binary_bodies = st.builds(
+    lambda size, shape, raw, delta, data: (
+        json.dumps(
+            {
+                "inputs": [
+                    {
+                        "name": "image",
+                        "shape": shape,
+                        "datatype": "UINT8",
+                        "parameters": {"binary_data_size": size},
+                        **data,
+                    }
+                ]
+            }
+        ).encode(),
+        raw,
+        delta,
+    ),  # fmt: skip
+    st.integers(-3, 600) | json_values,
+    st.sampled_from([[1, 8, 8, 1], [2, 8, 8, 1], [1, 8, 8]]) | json_values,
+    st.binary(max_size=300),
+    st.integers(-5, 5),
+    st.sampled_from([{}, {"data": [0] * 64}]),
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(case=binary_bodies)
+def test_fuzzed_binary_requests_are_explained(case):
+    head, raw, delta = case
+    header = str(len(head) + delta).encode()
+    try:
+        inputs, rows, _, _, _ = protocol.decode_infer(head + raw, SIGNATURE, OUTPUTS, 8, header)
+    except protocol.ProtocolError as e:
+        assert e.status in (400, 413) and explained(e.message), e.message
+    else:
+        assert inputs["image"].shape == (rows, 8, 8, 1) and inputs["image"].dtype == np.uint8

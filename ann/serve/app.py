@@ -209,11 +209,13 @@ class App:
         body: bytes,
         too_large: int | None,
         respond: Callable[[int, bytes, list | None], None],
+        header_length: bytes | None = None,
     ) -> None:
         """One parsed HTTP request; calls `respond(status, body, headers)` once, maybe later.
 
         `too_large` is the body size when it is over `max_body_bytes` (-1: streamed past it);
-        the request is still routed so the refusal names the model.
+        the request is still routed so the refusal names the model. `header_length`: the
+        Inference-Header-Content-Length header (binary tensor data), if sent.
         """
         served: ServedModel | None = None
         status: int | None = 500
@@ -226,7 +228,7 @@ class App:
                 if rest == ["infer"]:
                     self._require(method, "POST", path)
                     status = None  # counted when its reply goes
-                    self._infer(served, body, too_large, respond)
+                    self._infer(served, body, too_large, respond, header_length)
                     return
                 self._require(method, "GET", path)
                 if rest == []:
@@ -334,6 +336,7 @@ class App:
         body: bytes,
         too_large: int | None,
         respond: Callable[[int, bytes, list | None], None],
+        header_length: bytes | None,
     ) -> None:
         """Decodes and queues one infer; the reply is sent when its batch has run."""
         start = time.perf_counter()
@@ -349,8 +352,8 @@ class App:
         inputs, request_id = None, None
         try:
             try:
-                inputs, rows, request_id, wanted = protocol.decode_infer(
-                    body, m.inputs, m.outputs, self.settings.max_batch_size
+                inputs, rows, request_id, wanted, binary = protocol.decode_infer(
+                    body, m.inputs, m.outputs, self.settings.max_batch_size, header_length
                 )
             except protocol.ProtocolError as e:
                 raise HTTPError(e.status, e.message, e.reason) from None
@@ -383,7 +386,10 @@ class App:
             try:
                 outputs, timing = future.result()
                 selected = {k: outputs[k] for k in wanted}
-                respond(200, protocol.encode_infer(m.name, m.version, request_id, selected), None)
+                reply, json_length = protocol.encode_infer(
+                    m.name, m.version, request_id, selected, binary
+                )
+                respond(200, reply, None if json_length is None else _binary_headers(json_length))
             except Exception as e:  # a fault in the model or the encoder: a 500 that says so
                 log.exception("internal error on infer %s", m.name)
                 self.metrics.errors.labels("500", "internal").inc()
@@ -414,13 +420,20 @@ class App:
         return {
             "name": "ann",
             "version": ann.__version__,
-            "extensions": [],
+            "extensions": ["binary_tensor_data"],
             "models": [
                 {"name": m.name, "version": m.version, "ready": m.ready}
                 for versions in self.models.values()
                 for m in versions.values()
             ],
         }
+
+
+def _binary_headers(json_length: int) -> list[tuple[bytes, bytes]]:
+    return [
+        (b"content-type", b"application/octet-stream"),
+        (b"inference-header-content-length", b"%d" % json_length),
+    ]
 
 
 def _compile_buckets(model: artifact.Model, sizes: list[int]) -> dict[int, Callable]:
@@ -435,15 +448,25 @@ def _compile_buckets(model: artifact.Model, sizes: list[int]) -> dict[int, Calla
 
 def openapi(app: App) -> dict[str, Any]:
     """The API as an OpenAPI 3 document (the v2 protocol's shapes, this server's models)."""
+    # `data`, or `parameters.binary_data_size` with the bytes after the JSON (binary extension)
     tensor = {
         "type": "object",
-        "required": ["name", "shape", "datatype", "data"],
+        "required": ["name", "shape", "datatype"],
         "properties": {
             "name": {"type": "string"},
             "shape": {"type": "array", "items": {"type": "integer"}},
             "datatype": {"type": "string", "enum": sorted(set(protocol.DATATYPES.values()))},
             "data": {"type": "array", "items": {}},
+            "parameters": {
+                "type": "object",
+                "properties": {"binary_data_size": {"type": "integer", "minimum": 0}},
+            },
         },
+    }
+    binary = {
+        "description": "binary tensor data extension: the JSON request (its length in the "
+        "Inference-Header-Content-Length header), then each binary input's bytes, in order",
+        "schema": {"type": "string", "format": "binary"},
     }
     error = {"type": "object", "properties": {"error": {"type": "string"}}}
     ref = {"$ref": "#/components/schemas/Error"}
@@ -464,14 +487,21 @@ def openapi(app: App) -> dict[str, Any]:
         "schema": {"type": "string", "enum": sorted(app.models)},
     }
     version = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}
+    header_length = {
+        "name": "Inference-Header-Content-Length",
+        "in": "header",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 0},
+    }
     infer = {
         "post": {
             "summary": "Infer (Open Inference Protocol v2)",
-            "parameters": [name],
+            "parameters": [name, header_length],
             "requestBody": {
                 "required": True,
                 "content": {
-                    "application/json": {"schema": {"$ref": "#/components/schemas/InferRequest"}}
+                    "application/json": {"schema": {"$ref": "#/components/schemas/InferRequest"}},
+                    "application/octet-stream": binary,
                 },
             },
             "responses": {
@@ -481,13 +511,14 @@ def openapi(app: App) -> dict[str, Any]:
                     "content": {
                         "application/json": {
                             "schema": {"$ref": "#/components/schemas/InferResponse"}
-                        }
+                        },
+                        "application/octet-stream": binary,
                     },
                 },
             },
         }
     }
-    versioned = {"post": {**infer["post"], "parameters": [name, version]}}
+    versioned = {"post": {**infer["post"], "parameters": [name, version, header_length]}}
 
     def get(summary: str, *params: dict) -> dict[str, Any]:
         return {
@@ -524,7 +555,20 @@ def openapi(app: App) -> dict[str, Any]:
                         "inputs": {"type": "array", "items": tensor},
                         "outputs": {
                             "type": "array",
-                            "items": {"type": "object", "properties": {"name": {"type": "string"}}},
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "name": {"type": "string"},
+                                    "parameters": {
+                                        "type": "object",
+                                        "properties": {"binary_data": {"type": "boolean"}},
+                                    },
+                                },
+                            },
+                        },
+                        "parameters": {
+                            "type": "object",
+                            "properties": {"binary_data_output": {"type": "boolean"}},
                         },
                     },
                 },

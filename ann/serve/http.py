@@ -81,6 +81,7 @@ class Connection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._url = b""
         self._auth: bytes | None = None
+        self._header_length: bytes | None = None  # Inference-Header-Content-Length (binary)
         self._expect = False
         self._length: int | None = None
         self._chunks: list[bytes] = []
@@ -117,6 +118,7 @@ class Connection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._url = b""
         self._auth = None
+        self._header_length = None
         self._expect = False
         self._length: int | None = None
         self._chunks = []
@@ -133,6 +135,8 @@ class Connection(asyncio.Protocol):
             self._length = int(value)
         elif len(name) == 6 and name.lower() == b"expect":
             self._expect = value.lower() == b"100-continue"
+        elif len(name) == 31 and name.lower() == b"inference-header-content-length":
+            self._header_length = value
 
     def on_headers_complete(self) -> None:
         length = self._length
@@ -178,7 +182,7 @@ class Connection(asyncio.Protocol):
         chunks = self._chunks
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         self._handler(self._parser.get_method().decode(), path, self._auth, body,
-                      self._too_large, respond)  # fmt: skip
+                      self._too_large, respond, self._header_length)  # fmt: skip
 
     def _flush(self) -> None:
         slots, transport = self._slots, self._transport

@@ -1,4 +1,11 @@
-"""Open Inference Protocol v2 (KServe v2) JSON codec: decode and check requests, encode replies.
+"""Open Inference Protocol v2 (KServe v2) codec: decode and check requests, encode replies.
+
+JSON, and the binary tensor data extension (as in Triton and KServe): with the header
+`Inference-Header-Content-Length: N` the first N bytes of the body are the JSON request and the
+rest holds raw tensors, little-endian, row-major, one after another in the order of the inputs
+whose `parameters.binary_data_size` gives their size. Outputs come back binary the same way
+when the request asks (`parameters.binary_data_output: true`, or an output's
+`parameters.binary_data: true`).
 
 Every check that fails raises `ProtocolError` with the HTTP status and a message that names the
 field, what was expected and what came, e.g.
@@ -153,19 +160,90 @@ def _decode_data(field: str, data: Any, shape: list[int], spec: _Spec) -> np.nda
     return result
 
 
+def _decode_binary(field: str, raw: memoryview, shape: list[int], spec: _Spec) -> np.ndarray:
+    """Raw little-endian bytes -> the input's array, with the same checks as JSON numbers."""
+    array = np.frombuffer(raw, spec.dtype.newbyteorder("<")).astype(spec.dtype, copy=False)
+    array = array.reshape(shape)
+    if spec.kind == "b" and array.size and _max(array.view(np.uint8), axis=None) > 1:
+        raise ProtocolError(400, f"{field}: expected bytes 0 or 1 for BOOL", "data")
+    if spec.kind == "f" and not np.isfinite(array).all():
+        bad = int(np.flatnonzero(~np.isfinite(array.reshape(-1)))[0])
+        raise ProtocolError(
+            400,
+            f"{field}: expected finite {spec.datatype} values, got {array.reshape(-1)[bad]} at "
+            f"flat index {bad}",
+            "data",
+        )
+    return array
+
+
+def _binary_size(field: str, tensor: Mapping[str, Any]) -> int | None:
+    """`parameters.binary_data_size` of a request input, if it is sent as binary."""
+    parameters = tensor.get("parameters")
+    if parameters is None:
+        return None
+    if not isinstance(parameters, dict):
+        raise ProtocolError(
+            400, f"{field}.parameters: expected an object, got {_short(parameters)}", "field"
+        )
+    size = parameters.get("binary_data_size")
+    if size is None:
+        return None
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise ProtocolError(
+            400,
+            f"{field}.parameters.binary_data_size: expected a byte count >= 0, got {_short(size)}",
+            "field",
+        )
+    return size
+
+
+def _flag(field: str, parameters: Any, key: str) -> bool:
+    if parameters is None:
+        return False
+    value = parameters.get(key, False) if isinstance(parameters, dict) else None
+    if not isinstance(value, bool):
+        raise ProtocolError(
+            400,
+            f"{field}: expected an object whose {key!r} is true or false, got {_short(parameters)}",
+            "field",
+        )
+    return value
+
+
 def decode_infer(
     body: bytes,
     signature: Mapping[str, Mapping[str, Any]],
     outputs: Mapping[str, Any],
     max_rows: int,
-) -> tuple[dict[str, np.ndarray], int, str | None, list[str]]:
-    """A v2 infer request -> (inputs by name, rows, request id, output names to return)."""
+    header_length: bytes | None = None,
+) -> tuple[dict[str, np.ndarray], int, str | None, list[str], frozenset[str]]:
+    """A v2 infer request -> (inputs by name, rows, request id, output names to return, those
+    of them to return as binary). `header_length`: the Inference-Header-Content-Length header's
+    value, when the body carries binary tensors after its JSON."""
+    binary = memoryview(b"")
+    if header_length is not None:
+        text = header_length.strip()
+        if not text.isdigit() or not 0 <= int(text) <= len(body):
+            raise ProtocolError(
+                400,
+                f"body: expected Inference-Header-Content-Length between 0 and the body's "
+                f"{len(body)} bytes, got {_short(text.decode('latin-1'))}",
+                "binary",
+            )
+        length = int(text)
+        binary = memoryview(body)[length:]
+        body = body[:length]
     try:
         request = orjson.loads(body)
     except orjson.JSONDecodeError as e:
+        hint = ""
+        if header_length is None and b"binary_data_size" in body:
+            hint = "; binary data after the JSON needs the Inference-Header-Content-Length header"
         raise ProtocolError(
             400,
-            f"body: expected a JSON object (NaN and Infinity are not JSON), got invalid JSON ({e})",
+            f"body: expected a JSON object (NaN and Infinity are not JSON), got invalid JSON "
+            f"({e}){hint}",
             "json",
         ) from None
     if not isinstance(request, dict):
@@ -185,6 +263,7 @@ def decode_infer(
         )
     arrays: dict[str, np.ndarray] = {}
     rows = None
+    offset = 0  # into the binary part
     for i, tensor in enumerate(tensors):
         field = f"inputs[{i}]"
         if not isinstance(tensor, dict):
@@ -238,13 +317,48 @@ def decode_infer(
                 "shape",
             )
         rows = shape[0]
-        arrays[name] = _decode_data(f"{field}.data", tensor.get("data"), shape, spec)
+        size = _binary_size(field, tensor)
+        if size is None:
+            arrays[name] = _decode_data(f"{field}.data", tensor.get("data"), shape, spec)
+            continue
+        expected_size = math.prod(shape) * spec.dtype.itemsize
+        if size != expected_size:
+            raise ProtocolError(
+                400,
+                f"{field}.parameters.binary_data_size: expected {expected_size} bytes for "
+                f"{spec.datatype} {shape}, got {size}",
+                "binary",
+            )
+        if "data" in tensor:
+            raise ProtocolError(
+                400, f"{field}.data: expected none with binary_data_size, got some", "binary"
+            )
+        if offset + size > len(binary):
+            raise ProtocolError(
+                400,
+                f"{field}.parameters.binary_data_size: expected {size} bytes of binary data at "
+                f"offset {offset}, got {max(len(binary) - offset, 0)} (is the "
+                "Inference-Header-Content-Length header set?)",
+                "binary",
+            )
+        raw = binary[offset : offset + size]
+        offset += size
+        arrays[name] = _decode_binary(f"{field} (binary)", raw, shape, spec)
+    if offset != len(binary):
+        raise ProtocolError(
+            400,
+            f"body: expected {offset} bytes of binary tensor data after the JSON header (the "
+            f"inputs' binary_data_size), got {len(binary)}",
+            "binary",
+        )
     missing = sorted(set(signature) - set(arrays)) if len(arrays) != len(signature) else None
     if missing:
         raise ProtocolError(
             400, f"inputs: expected also {missing}, got only {sorted(arrays)}", "name"
         )
     wanted = list(outputs)
+    all_binary = _flag("parameters", request.get("parameters"), "binary_data_output")
+    as_binary = set(wanted) if all_binary else set()
     requested = request.get("outputs")
     if requested is not None:
         if not isinstance(requested, list) or not all(
@@ -258,7 +372,12 @@ def decode_infer(
                 "field",
             )
         wanted = [o["name"] for o in requested]
-    return arrays, int(rows or 0), request_id, wanted
+        as_binary = {
+            o["name"]
+            for i, o in enumerate(requested)
+            if _flag(f"outputs[{i}].parameters", o.get("parameters"), "binary_data") or all_binary
+        }
+    return arrays, int(rows or 0), request_id, wanted, frozenset(as_binary)
 
 
 def encode_infer(
@@ -266,18 +385,30 @@ def encode_infer(
     model_version: str,
     request_id: str | None,
     outputs: Mapping[str, np.ndarray],
-) -> bytes:
-    """A v2 infer response; arrays go to JSON straight from NumPy (orjson)."""
+    binary: frozenset[str] = frozenset(),
+) -> tuple[bytes, int | None]:
+    """A v2 infer response and, when some outputs are `binary`, its JSON header's length (for
+    Inference-Header-Content-Length; None for plain JSON). JSON arrays go straight from NumPy
+    (orjson); binary ones as little-endian bytes after the JSON."""
     body: dict[str, Any] = {"model_name": model_name, "model_version": model_version}
     if request_id is not None:
         body["id"] = request_id
-    body["outputs"] = [
-        {
+    tensors, raw = [], []
+    for name, value in outputs.items():
+        tensor = {
             "name": name,
             "datatype": _BY_DTYPE.get(value.dtype) or DATATYPES[value.dtype.name],
             "shape": list(value.shape),
-            "data": np.ascontiguousarray(value).reshape(-1),
         }
-        for name, value in outputs.items()
-    ]
-    return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+        if name in binary:
+            data = np.ascontiguousarray(value, value.dtype.newbyteorder("<")).tobytes()
+            tensor["parameters"] = {"binary_data_size": len(data)}
+            raw.append(data)
+        else:
+            tensor["data"] = np.ascontiguousarray(value).reshape(-1)
+        tensors.append(tensor)
+    body["outputs"] = tensors
+    header = orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not raw:
+        return header, None
+    return b"".join([header, *raw]), len(header)
