@@ -19,7 +19,7 @@ no-op, and moving or deleting an alias moves or deletes it in MLflow too.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from ann.registry import ModelVersion, Registry, RegistryError
@@ -78,7 +78,9 @@ def mirror(registry: Registry, name: str, version: int, tracking_uri: str) -> in
         run_id = _log_run(client, mv)
         client.log_artifacts(run_id, mv.path, "model")
         client.set_terminated(run_id, "FINISHED")
-        _ensure_registered_model(client, name)
+        _create_unless_exists(
+            lambda: client.create_registered_model(name, tags={"ann.registry": "mirror"})
+        )
         source = f"{client.get_run(run_id).info.artifact_uri}/model"
         created = client.create_model_version(
             name,
@@ -107,11 +109,7 @@ def _log_run(client: Any, mv: ModelVersion) -> str:
 
     experiment = client.get_experiment_by_name(EXPERIMENT)
     if experiment is None:
-        try:
-            client.create_experiment(EXPERIMENT)
-        except Exception as e:
-            if getattr(e, "error_code", None) != "RESOURCE_ALREADY_EXISTS":  # another writer
-                raise
+        _create_unless_exists(lambda: client.create_experiment(EXPERIMENT))
         experiment = client.get_experiment_by_name(EXPERIMENT)
     experiment_id = experiment.experiment_id
     lineage = mv.lineage
@@ -143,19 +141,18 @@ def _log_run(client: Any, mv: ModelVersion) -> str:
     return run_id
 
 
-def _ensure_registered_model(client: Any, name: str) -> None:
-    from mlflow.exceptions import MlflowException
+def _code(error: Exception) -> str | None:
+    """MLflow's error code (RESOURCE_ALREADY_EXISTS, ...), if the error carries one."""
+    return getattr(error, "error_code", None)
 
+
+def _create_unless_exists(create: Callable[[], Any]) -> None:
+    """Runs `create`; an object that exists already (made earlier, or by another writer just
+    now) is what was wanted."""
     try:
-        client.get_registered_model(name)
-        return
-    except MlflowException as e:
-        if e.error_code != "RESOURCE_DOES_NOT_EXIST":
-            raise
-    try:
-        client.create_registered_model(name, tags={"ann.registry": "mirror"})
-    except MlflowException as e:
-        if e.error_code != "RESOURCE_ALREADY_EXISTS":  # another writer made it first
+        create()
+    except Exception as e:
+        if _code(e) != "RESOURCE_ALREADY_EXISTS":
             raise
 
 
@@ -186,7 +183,7 @@ def delete_alias(name: str, alias: str, tracking_uri: str) -> None:
     try:
         client.delete_registered_model_alias(name, alias)
     except Exception as e:
-        if getattr(e, "error_code", None) == "RESOURCE_DOES_NOT_EXIST":
+        if _code(e) == "RESOURCE_DOES_NOT_EXIST":
             return  # never mirrored, or deleted there already
         raise MirrorError(
             f"deleting alias {alias!r} of {name!r} in MLflow at {tracking_uri} failed: {e}"
@@ -202,9 +199,9 @@ def set_tag(
         try:
             client.set_registered_model_tag(name, key, value)
         except Exception as e:
+            hint = "; mirror a version of it first" if _code(e) == "RESOURCE_DOES_NOT_EXIST" else ""
             raise MirrorError(
-                f"tagging {name!r} in MLflow at {tracking_uri} failed: {e}; mirror a version "
-                "of it first"
+                f"tagging {name!r} in MLflow at {tracking_uri} failed: {e}{hint}"
             ) from e
         return
     mv = registry.get_version(name, version)

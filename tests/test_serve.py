@@ -276,9 +276,10 @@ FLOAT_SIGNATURE = {"x": {"dtype": "float32", "shape": [2]}, "on": {"dtype": "boo
 
 
 def test_binary_decoding_checks_sizes_and_values():
-    def decode(tensors, raw, length=None, **extra):
+    def decode(tensors, raw, header=None, **extra):
+        """`header`: the Inference-Header-Content-Length value; default the JSON's length."""
         head = json.dumps({"inputs": tensors, **extra}).encode()
-        header = str(len(head) if length is None else length).encode()
+        header = str(len(head)).encode() if header is None else header
         return protocol.decode_infer(head + raw, FLOAT_SIGNATURE, OUTPUTS, 8, header)
 
     def tensor(name, shape, datatype, size):
@@ -297,8 +298,8 @@ def test_binary_decoding_checks_sizes_and_values():
     assert decode(mixed, x.tobytes())[1] == 2
 
     nan = np.array([[1.0, np.nan], [0, 0]], "<f4").tobytes()
-    for tensors, raw, length, message in [
-        (good, x.tobytes() + on.tobytes(), 10**6, "Inference-Header-Content-Length between 0"),
+    for tensors, raw, header, message in [
+        (good, x.tobytes() + on.tobytes(), b"1000000", "Inference-Header-Content-Length between 0"),
         (good, x.tobytes() + on.tobytes(), b"x", "Inference-Header-Content-Length between 0"),
         ([tensor("x", [2, 2], "FP32", 12), good[1]], x.tobytes(), None, "expected 16 bytes"),
         (good, x.tobytes(), None, "expected 2 bytes of binary data at offset 16, got 0"),
@@ -314,11 +315,7 @@ def test_binary_decoding_checks_sizes_and_values():
         ([tensor("x", [2, 2], "FP32", -1), good[1]], b"", None, "expected a byte count >= 0"),
     ]:
         with pytest.raises(protocol.ProtocolError, match=message) as e:
-            if isinstance(length, bytes):
-                head = json.dumps({"inputs": tensors}).encode()
-                protocol.decode_infer(head + raw, FLOAT_SIGNATURE, OUTPUTS, 8, length)
-            else:
-                decode(tensors, raw, length)
+            decode(tensors, raw, header)
         assert explained(e.value.message), e.value.message
     with pytest.raises(protocol.ProtocolError, match="'binary_data_output' is true or false"):
         decode(good, x.tobytes() + on.tobytes(), parameters={"binary_data_output": "yes"})

@@ -149,15 +149,20 @@ def _decode_data(field: str, data: Any, shape: list[int], spec: _Spec) -> np.nda
         return array.astype(dtype).reshape(shape)
     with np.errstate(over="ignore", invalid="ignore"):
         result = array.astype(dtype).reshape(shape)
-    if not np.isfinite(result).all():
-        bad = int(np.flatnonzero(~np.isfinite(result.reshape(-1)))[0])
+    return _finite(field, result, datatype, " (out of range for the type)")
+
+
+def _finite(field: str, array: np.ndarray, datatype: str, why: str = "") -> np.ndarray:
+    """`array` if every value is finite; else a refusal naming the first one that is not."""
+    if not np.isfinite(array).all():
+        bad = int(np.flatnonzero(~np.isfinite(array.reshape(-1)))[0])
         raise ProtocolError(
             400,
-            f"{field}: expected finite {datatype} values, got "
-            f"{result.reshape(-1)[bad]} at flat index {bad} (out of range for the type)",
+            f"{field}: expected finite {datatype} values, got {array.reshape(-1)[bad]} at flat "
+            f"index {bad}{why}",
             "data",
         )
-    return result
+    return array
 
 
 def _decode_binary(field: str, raw: memoryview, shape: list[int], spec: _Spec) -> np.ndarray:
@@ -166,14 +171,8 @@ def _decode_binary(field: str, raw: memoryview, shape: list[int], spec: _Spec) -
     array = array.reshape(shape)
     if spec.kind == "b" and array.size and _max(array.view(np.uint8), axis=None) > 1:
         raise ProtocolError(400, f"{field}: expected bytes 0 or 1 for BOOL", "data")
-    if spec.kind == "f" and not np.isfinite(array).all():
-        bad = int(np.flatnonzero(~np.isfinite(array.reshape(-1)))[0])
-        raise ProtocolError(
-            400,
-            f"{field}: expected finite {spec.datatype} values, got {array.reshape(-1)[bad]} at "
-            f"flat index {bad}",
-            "data",
-        )
+    if spec.kind == "f":
+        return _finite(field, array, spec.datatype)
     return array
 
 
