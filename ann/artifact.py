@@ -6,16 +6,23 @@
       function.jaxexport     the inference function, serialized by `jax.export` (symbolic batch)
       weights.safetensors    the weights, flat, keyed by parameter path ("blocks/0/bn1/scale")
 
-Loading reads each file once, checks its size and sha256 against the manifest, and only then
+Nothing read here is trusted. The manifest is read only if it is a regular file of at most
+MAX_MANIFEST_BYTES, and its structure is checked before use. Each file it lists must be a plain
+name in DIR itself (no '/', no '..', no absolute path), a regular file (not a symbolic link,
+FIFO, device or directory), of the size the manifest declares (at most MAX_FILE_BYTES, checked
+with fstat before a byte is read), with the declared sha256. Loading reads each file once and
 deserializes those same bytes, so a file changed between the check and the use is not possible.
 Nothing here imports flax or the training code: a server needs jax, numpy and safetensors.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import re
+import stat
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -25,6 +32,14 @@ MANIFEST = "manifest.json"
 FUNCTION = "function.jaxexport"
 WEIGHTS = "weights.safetensors"
 FORMAT = "ann.export/1"
+# A manifest holds signatures, config, metrics and reference statistics (about 100 KB for the
+# digits CNN; per-feature statistics are capped by `ann.export.MAX_FEATURES`).
+MAX_MANIFEST_BYTES = 16 << 20
+# The largest file an export may list: above it, a declared size is refused before any read.
+MAX_FILE_BYTES = 64 << 30
+FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")  # a plain name inside the export
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_CHUNK = 1 << 20
 
 
 class IntegrityError(ValueError):
@@ -43,16 +58,141 @@ def sha256_file(path: str) -> str:
     return digest.hexdigest()
 
 
-def read_manifest(directory: str, manifest_sha256: str | None = None) -> dict[str, Any]:
-    """The parsed manifest; with `manifest_sha256` (as a registry records it) also its hash."""
+def _kind(mode: int) -> str:
+    for test, kind in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def _open_regular(path: str) -> tuple[int, int]:
+    """(fd, size) of `path`, refused unless it is a regular file and not a symbolic link.
+
+    O_NOFOLLOW refuses a link; O_NONBLOCK keeps opening a FIFO from waiting for a writer."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise IntegrityError(
+                f"{path} is a symbolic link; an export holds regular files only, refusing it"
+            ) from e
+        raise IntegrityError(
+            f"{path} is missing or unreadable ({e.strerror}); the export is incomplete"
+        ) from e
+    mode, size = (st := os.fstat(fd)).st_mode, st.st_size
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise IntegrityError(f"{path} is {_kind(mode)}, not a regular file; refusing to read it")
+    return fd, size
+
+
+def _read_fd(fd: int, size: int, sink: Callable[[bytes], None], chunk_bytes: int = _CHUNK) -> int:
+    """Feeds at most `size` + 1 bytes of `fd` to `sink` (the +1 notices a file that grew)."""
+    left, seen = size + 1, 0
+    with os.fdopen(fd, "rb", buffering=0) as f:
+        while left > 0:
+            chunk = f.read(min(chunk_bytes, left))
+            if not chunk:
+                break
+            sink(chunk)
+            seen += len(chunk)
+            left -= len(chunk)
+    return seen
+
+
+def _check_signature(path: str, key: str, value: Any) -> None:
+    def bad(why: str) -> IntegrityError:
+        return IntegrityError(f"{path}: {key!r} {why}; re-export with `ann.export`")
+
+    if not isinstance(value, dict) or not value:
+        raise bad("must map each name to its dtype and shape")
+    for name, spec in value.items():
+        if not isinstance(spec, dict) or not isinstance(spec.get("dtype"), str):
+            raise bad(f"entry {name!r} has no dtype")
+        try:
+            np.dtype(spec["dtype"])
+        except TypeError as e:
+            raise bad(f"entry {name!r} has the unknown dtype {spec['dtype']!r}") from e
+        shape = spec.get("shape")
+        if (
+            not isinstance(shape, list)
+            or not shape
+            or shape[0] != -1
+            or not all(type(d) is int and d >= (-1 if i == 0 else 0) for i, d in enumerate(shape))
+        ):
+            raise bad(f"entry {name!r} has the shape {shape!r}, not [-1, d1, d2, ...] (d >= 0)")
+
+
+def _check_manifest(path: str, manifest: Any) -> None:
+    """Refuses a manifest whose structure the loader, the registry or a server would trip on."""
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise IntegrityError(f"{path} is not an {FORMAT} manifest; re-export with `ann.export`")
+    name = manifest.get("name")
+    if not isinstance(name, str) or not 0 < len(name) <= 128 or not name.isprintable():
+        raise IntegrityError(f"{path}: 'name' must be 1 to 128 printable characters, got {name!r}")
+    for key in ("inputs", "outputs"):
+        _check_signature(path, key, manifest.get(key))
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not {FUNCTION, WEIGHTS} <= set(files):
+        raise IntegrityError(
+            f"{path}: 'files' must list {FUNCTION} and {WEIGHTS} with their sha256 and bytes; "
+            "re-export with `ann.export`"
+        )
+    for file_name, entry in files.items():
+        if not FILE_NAME.match(file_name) or file_name == MANIFEST:
+            raise IntegrityError(
+                f"{path} lists the file {file_name!r}, which is not a plain file name inside the "
+                "export (no '/', '..', absolute path or leading '.'); refusing it"
+            )
+        if (
+            not isinstance(entry, dict)
+            or not isinstance(entry.get("sha256"), str)
+            or not SHA256.match(entry["sha256"])
+            or type(entry.get("bytes")) is not int
+            or entry["bytes"] < 0
+        ):
+            raise IntegrityError(
+                f"{path}: file {file_name!r} needs 'sha256' (64 hex digits) and 'bytes' (an "
+                f"integer >= 0), got {entry!r}; re-export with `ann.export`"
+            )
+        if entry["bytes"] > MAX_FILE_BYTES:
+            raise IntegrityError(
+                f"{path}: file {file_name!r} declares {entry['bytes']} bytes, above the limit of "
+                f"{MAX_FILE_BYTES} bytes for a file of an export; refusing to read it"
+            )
+
+
+def read_manifest_bytes(
+    directory: str, manifest_sha256: str | None = None
+) -> tuple[dict[str, Any], bytes]:
+    """The checked manifest and its exact bytes (what a registry hashes and copies).
+
+    Raises IntegrityError if manifest.json is not a regular file of at most MAX_MANIFEST_BYTES,
+    is not JSON, is not an ann.export/1 manifest of the expected structure, or (given
+    `manifest_sha256`, as a registry records it) does not have that sha256."""
     path = os.path.join(directory, MANIFEST)
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError as e:
+        fd, size = _open_regular(path)
+    except IntegrityError as e:
+        raise IntegrityError(f"{directory} is not an ann export: {e}") from e
+    if size > MAX_MANIFEST_BYTES:
+        os.close(fd)
         raise IntegrityError(
-            f"{directory} is not an ann export: cannot read {MANIFEST} ({e})"
-        ) from e
+            f"{path} has {size} bytes, above the limit of {MAX_MANIFEST_BYTES} bytes for a "
+            "manifest; refusing to read it"
+        )
+    parts: list[bytes] = []
+    _read_fd(fd, MAX_MANIFEST_BYTES, parts.append)
+    raw = b"".join(parts)
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise IntegrityError(f"{path} grew past {MAX_MANIFEST_BYTES} bytes while being read")
     if manifest_sha256 is not None and sha256_bytes(raw) != manifest_sha256:
         raise IntegrityError(
             f"{path} was modified: its sha256 is {sha256_bytes(raw)}, the registry recorded "
@@ -62,54 +202,101 @@ def read_manifest(directory: str, manifest_sha256: str | None = None) -> dict[st
         manifest = json.loads(raw)
     except ValueError as e:
         raise IntegrityError(f"{path} is not valid JSON (truncated or edited?): {e}") from e
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise IntegrityError(f"{path} is not an {FORMAT} manifest; re-export with `ann.export`")
-    return manifest
+    _check_manifest(path, manifest)
+    return manifest, raw
 
 
-def read_verified(directory: str, manifest: Mapping[str, Any], name: str) -> bytes:
-    """The bytes of file `name`, after checking its size and sha256 against the manifest."""
+def read_manifest(directory: str, manifest_sha256: str | None = None) -> dict[str, Any]:
+    """The parsed, checked manifest (see `read_manifest_bytes`)."""
+    return read_manifest_bytes(directory, manifest_sha256)[0]
+
+
+def _stream_verified(
+    directory: str,
+    manifest: Mapping[str, Any],
+    name: str,
+    sink: Callable[[bytes], None],
+    chunk_bytes: int = _CHUNK,
+) -> None:
+    """Feeds file `name` to `sink` in chunks, then checks its size and sha256.
+
+    The size is checked with fstat before the first read, so a file of another size (a huge
+    one included) is never read; the caller must discard what `sink` got if this raises."""
     entry = manifest["files"].get(name)
     if entry is None:
         raise IntegrityError(f"{MANIFEST} in {directory} lists no file {name!r}")
     path = os.path.join(directory, name)
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
+    fd, size = _open_regular(path)
+    if size != entry["bytes"]:
+        os.close(fd)
         raise IntegrityError(
-            f"{path} is missing or unreadable ({e}); the export is incomplete"
-        ) from e
-    if len(data) != entry["bytes"]:
-        raise IntegrityError(
-            f"{path} has {len(data)} bytes, the manifest says {entry['bytes']} (truncated?); "
-            "refusing to load it"
+            f"{path} has {size} bytes, the manifest says {entry['bytes']} (truncated or "
+            "replaced?); refusing to read it"
         )
-    digest = sha256_bytes(data)
-    if digest != entry["sha256"]:
+    digest = hashlib.sha256()
+
+    def both(chunk: bytes) -> None:
+        digest.update(chunk)
+        sink(chunk)
+
+    seen = _read_fd(fd, size, both, chunk_bytes)
+    if seen != size:
         raise IntegrityError(
-            f"{path} was modified: sha256 {digest}, the manifest says {entry['sha256']}; "
-            "refusing to load it"
+            f"{path} changed size while being read ({seen} bytes, the manifest says {size}); "
+            "refusing it"
         )
-    return data
+    if digest.hexdigest() != entry["sha256"]:
+        raise IntegrityError(
+            f"{path} was modified: sha256 {digest.hexdigest()}, the manifest says "
+            f"{entry['sha256']}; refusing to load it"
+        )
+
+
+def read_verified(directory: str, manifest: Mapping[str, Any], name: str) -> bytes:
+    """The bytes of file `name`, after checking its size and sha256 against the manifest."""
+    chunks: list[bytes] = []
+    # One read (Linux returns up to ~2 GiB) keeps a single copy of the bytes in memory.
+    _stream_verified(directory, manifest, name, chunks.append, chunk_bytes=1 << 31)
+    return b"".join(chunks)
+
+
+def copy_verified(directory: str, manifest: Mapping[str, Any], name: str, dest: str) -> None:
+    """Copies file `name` into the directory `dest` (which must not hold it yet), checking it
+    on the way; a file that fails the check is removed again."""
+    target = os.path.join(dest, name)
+    with open(target, "xb") as out:
+        try:
+            _stream_verified(directory, manifest, name, out.write)
+        except BaseException:
+            out.close()
+            os.unlink(target)
+            raise
 
 
 def verify(directory: str, manifest_sha256: str | None = None) -> dict[str, Any]:
     """Checks every file the manifest lists (without deserializing); returns the manifest."""
     manifest = read_manifest(directory, manifest_sha256)
     for name in manifest["files"]:
-        read_verified(directory, manifest, name)
+        _stream_verified(directory, manifest, name, lambda chunk: None)
     return manifest
 
 
 class Model:
     """A loaded export: call it on a dict of NumPy arrays with any batch size."""
 
-    def __init__(self, directory: str, manifest: dict[str, Any], exported: Any, weights: dict):
+    def __init__(
+        self,
+        directory: str,
+        manifest: dict[str, Any],
+        exported: Any,
+        weights: dict,
+        manifest_sha256: str,
+    ):
         import jax
 
         self.directory = directory
         self.manifest = manifest
+        self.manifest_sha256 = manifest_sha256  # of the bytes this model was loaded from
         self.name: str = manifest["name"]
         self.inputs: dict[str, dict[str, Any]] = manifest["inputs"]  # shapes: -1 = batch
         self.outputs: dict[str, dict[str, Any]] = manifest["outputs"]
@@ -165,7 +352,7 @@ def load(directory: str, manifest_sha256: str | None = None) -> Model:
     from jax import export
     from safetensors.numpy import load as load_safetensors
 
-    manifest = read_manifest(directory, manifest_sha256)
+    manifest, raw = read_manifest_bytes(directory, manifest_sha256)
     function = read_verified(directory, manifest, FUNCTION)
     weights = read_verified(directory, manifest, WEIGHTS)
     try:
@@ -173,4 +360,4 @@ def load(directory: str, manifest_sha256: str | None = None) -> Model:
         arrays = load_safetensors(weights)
     except Exception as e:  # the bytes matched their hash, so the writer made a bad artifact
         raise IntegrityError(f"{directory}: cannot deserialize the export ({e})") from e
-    return Model(directory, manifest, exported, arrays)
+    return Model(directory, manifest, exported, arrays, sha256_bytes(raw))

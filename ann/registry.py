@@ -30,12 +30,14 @@ import contextlib
 import dataclasses
 import json
 import os
+import pathlib
 import re
 import shutil
 import sqlite3
 import stat
 import sys
 import time
+import urllib.parse
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -44,6 +46,8 @@ from ann import artifact
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 ALIAS = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
+MAX_TAG_KEY, MAX_TAG_VALUE = 250, 5000  # MLflow's limits for tag keys and values
+MAX_DESCRIPTION = 5000
 URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>[^/@]+)|@(?P<alias>[^/@]+))$")
 
 SCHEMA = """
@@ -124,23 +128,59 @@ def _remove(path: str) -> None:
 
 
 class Registry:
+    """The registry in `root`. Opening one touches nothing on disk: reading needs an existing
+    registry (RegistryError "no registry at ROOT" otherwise) and never creates, migrates or
+    changes a file; only `register` creates the directory and database."""
+
     def __init__(self, root: str):
         self.root = os.path.abspath(root)
         self.artifacts = os.path.join(self.root, "artifacts")
-        os.makedirs(self.artifacts, exist_ok=True)
         self.db_path = os.path.join(self.root, "registry.db")
-        with self._connect() as db:
+
+    def _create(self) -> None:
+        """Creates the directory and the database (idempotent, safe across processes)."""
+        if os.path.exists(self.root) and not os.path.isdir(self.root):
+            raise RegistryError(f"--registry={self.root} is a file, not a registry directory")
+        os.makedirs(self.artifacts, exist_ok=True)
+        db = sqlite3.connect(self.db_path, timeout=60, isolation_level=None)
+        try:
             db.execute("PRAGMA journal_mode=WAL")  # readers do not wait for a writer
             db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as e:
+            raise RegistryError(f"{self.db_path} is not an ann registry database ({e})") from e
+        finally:
+            db.close()
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        # One short-lived connection per operation: safe across threads and processes.
-        db = sqlite3.connect(self.db_path, timeout=60, isolation_level=None)
-        db.row_factory = sqlite3.Row
-        db.execute("PRAGMA foreign_keys=ON")
+        """One short-lived connection per operation (safe across threads and processes) to an
+        existing database: `mode=rw` never creates the file. SQLite removes the WAL files it
+        makes for a read when the connection closes; on a read-only mount, where it cannot make
+        them, the database is opened immutable (nobody can write it there)."""
+        if not os.path.isfile(self.db_path):
+            raise RegistryError(
+                f"no registry at {self.root}; give --registry=DIR (or $ANN_REGISTRY) of an "
+                "existing one, or `register` an export to create it"
+            )
+        writable = os.access(self.root, os.W_OK) and os.access(self.db_path, os.W_OK)
+        mode = "mode=rw" if writable else "mode=ro&immutable=1"
         try:
+            db = sqlite3.connect(
+                f"{pathlib.Path(self.db_path).as_uri()}?{mode}",
+                uri=True,
+                timeout=60,
+                isolation_level=None,
+            )
+        except sqlite3.Error as e:
+            raise RegistryError(f"cannot open {self.db_path} ({e})") from e
+        try:
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA foreign_keys=ON")
             yield db
+        except sqlite3.DatabaseError as e:
+            raise RegistryError(
+                f"{self.db_path} cannot be used as an ann registry database ({e})"
+            ) from e
         finally:
             db.close()
 
@@ -166,16 +206,32 @@ class Registry:
         tags: Mapping[str, str] | None = None,
         aliases: Sequence[str] = (),
     ) -> ModelVersion:
-        """Copies a verified export in as the next version of `name` (default: its manifest's)."""
-        manifest = artifact.verify(export_dir)
+        """Copies a verified export in as the next version of `name` (default: its manifest's).
+
+        Only the manifest and the files it lists are copied, each checked on the way (see
+        `ann.artifact`): an export whose manifest names a path outside it, a symbolic link, a
+        special file or a file of another size or sha256 is refused, and nothing is registered.
+        Creates the registry if it does not exist yet."""
+        manifest, raw = artifact.read_manifest_bytes(export_dir)
         name = name or manifest["name"]
         self._check_name(name)
         for alias in aliases:
             self._check_alias(alias)
+        for key, value in (tags or {}).items():
+            self._check_tag(key, value)
+        if len(description) > MAX_DESCRIPTION:
+            raise RegistryError(
+                f"the description has {len(description)} characters, more than {MAX_DESCRIPTION}"
+            )
+        self._create()
         incoming = os.path.join(self.artifacts, f".incoming-{uuid.uuid4().hex}")
         try:
-            shutil.copytree(export_dir, incoming)
-            manifest_sha = artifact.sha256_file(os.path.join(incoming, artifact.MANIFEST))
+            os.mkdir(incoming)
+            with open(os.path.join(incoming, artifact.MANIFEST), "xb") as f:
+                f.write(raw)
+            for file_name in manifest["files"]:
+                artifact.copy_verified(export_dir, manifest, file_name, incoming)
+            manifest_sha = artifact.sha256_bytes(raw)
             artifact.verify(incoming, manifest_sha)  # the copy, not just the source
             now = time.time()
             with self._write() as db:
@@ -232,6 +288,7 @@ class Registry:
 
     def set_tag(self, name: str, key: str, value: str, version: int | None = None) -> None:
         """Tags the registered model, or one version of it."""
+        self._check_tag(key, value)
         with self._write() as db:
             if version is None:
                 self._require_model(db, name)
@@ -334,6 +391,18 @@ class Registry:
             )
 
     @staticmethod
+    def _check_tag(key: str, value: str) -> None:
+        # MLflow's limits, so that every tag can be mirrored.
+        if not 0 < len(key) <= MAX_TAG_KEY or key != key.strip():
+            raise RegistryError(
+                f"tag key {key!r} must be 1 to {MAX_TAG_KEY} characters, without surrounding spaces"
+            )
+        if len(value) > MAX_TAG_VALUE:
+            raise RegistryError(
+                f"tag {key!r}: the value has {len(value)} characters, more than {MAX_TAG_VALUE}"
+            )
+
+    @staticmethod
     def _require_model(db: sqlite3.Connection, name: str) -> None:
         if db.execute("SELECT 1 FROM registered_models WHERE name = ?", (name,)).fetchone():
             return
@@ -431,34 +500,121 @@ def _parse_tags(items: Sequence[str]) -> dict[str, str]:
         key, sep, value = item.partition("=")
         if not sep:
             raise RegistryError(f"--tag={item!r} must be KEY=VALUE")
+        Registry._check_tag(key, value)
         tags[key] = value
     return tags
+
+
+MLFLOW_SCHEMES = ("http", "https", "file", "sqlite", "postgresql", "mysql", "mssql", "databricks")
+
+
+def check_mlflow_uri(uri: str) -> None:
+    """Refuses a tracking URI MLflow could not use, before anything is written anywhere."""
+    why = ""
+    parts = urllib.parse.urlsplit(uri)
+    scheme = parts.scheme.split("+")[0]  # postgresql+psycopg2://...
+    if not uri.isprintable() or any(c.isspace() for c in uri):
+        why = "holds spaces or control characters"
+    elif scheme not in MLFLOW_SCHEMES:
+        why = f"has the scheme {parts.scheme!r}, not one of {', '.join(MLFLOW_SCHEMES)}"
+    elif scheme in ("http", "https"):
+        try:
+            port = parts.port
+        except ValueError:
+            port, why = None, "has a port outside 1-65535"
+        if not why and not parts.hostname:
+            why = "names no host"
+        elif not why and port == 0:
+            why = "has a port outside 1-65535"
+    if why:
+        raise RegistryError(
+            f"--mlflow_uri={uri!r} {why}; give the tracking server as http(s)://HOST:PORT "
+            "(or an MLflow store URI: file:, sqlite:, postgresql:, mysql:, mssql:, databricks)"
+        )
+
+
+USAGE = {
+    "register": "EXPORT_DIR",
+    "list": "",
+    "versions": "NAME",
+    "alias": "NAME ALIAS VERSION (NAME ALIAS with --delete)",
+    "tag": "NAME KEY VALUE",
+    "resolve": "URI",
+    "show": "URI",
+    "mirror": "URI",
+}
+READ_ONLY = ("list", "versions", "resolve", "show")
+# Flags that only one command reads: given to another, they would be silently ignored.
+ONLY_FOR = {
+    "name": "register",
+    "description": "register",
+    "tag": "register",
+    "alias": "register",
+    "version": "tag",
+    "delete": "alias",
+}
+
+
+def check_command(command: str, args: Sequence[str], f: Any) -> None:
+    """Checks the command, its arguments and every flag before the registry is opened; raises
+    RegistryError with one line that names the fix."""
+    counts = {
+        "register": 1,
+        "list": 0,
+        "versions": 1,
+        "alias": 2 if f.delete else 3,
+        "tag": 3,
+        "resolve": 1,
+        "show": 1,
+        "mirror": 1,
+    }
+    if command not in counts or len(args) != counts[command]:
+        raise RegistryError(
+            f"usage: python -m ann.registry --registry=DIR "
+            f"{'|'.join(USAGE)} ARGS (see `python -m ann.registry --help`); got "
+            f"{[command, *args] if command else []}"
+            + (f"; {command} takes {USAGE[command] or 'no arguments'}" if command in USAGE else "")
+        )
+    for flag, owner in ONLY_FOR.items():
+        value = getattr(f, flag)
+        if command != owner and value is not None and value is not False and value != []:
+            raise RegistryError(f"--{flag} is for `{owner}` only; drop it from `{command}`")
+    if not f.registry:
+        raise RegistryError("--registry is empty; give the registry directory")
+    if f.name is not None:
+        Registry._check_name(f.name)
+    for alias in f.alias or []:
+        Registry._check_alias(alias)
+    _parse_tags(f.tag or [])
+    if f.description is not None and len(f.description) > MAX_DESCRIPTION:
+        raise RegistryError(
+            f"--description has {len(f.description)} characters, more than {MAX_DESCRIPTION}"
+        )
+    if f.version is not None and f.version < 1:
+        raise RegistryError(f"--version={f.version} must be a version number >= 1")
+    if command == "alias":
+        Registry._check_alias(args[1])
+        if not f.delete and not (args[2].isdigit() and int(args[2]) >= 1):
+            raise RegistryError(f"alias: VERSION {args[2]!r} must be a version number >= 1")
+    if command in ("resolve", "show", "mirror") and not URI.match(args[0]):
+        raise RegistryError(
+            f"model URI {args[0]!r} is not models:/NAME/VERSION, models:/NAME@ALIAS or "
+            "models:/NAME/latest"
+        )
+    if command == "mirror" and not f.mlflow_uri:
+        raise RegistryError("mirror: give the MLflow tracking server as --mlflow_uri=URI")
+    if f.mlflow_uri and command not in READ_ONLY:
+        check_mlflow_uri(f.mlflow_uri)
 
 
 def main(argv: list[str]) -> None:
     from absl import flags
 
     f = flags.FLAGS
-    registry = Registry(f.registry)
     command, args = (argv[1], argv[2:]) if len(argv) > 1 else ("", [])
-    usage = {
-        "register": 1,
-        "list": 0,
-        "versions": 1,
-        "alias": 3 if not f.delete else 2,
-        "tag": 3,
-        "resolve": 1,
-        "show": 1,
-        "mirror": 1,
-    }
-    if command not in usage or len(args) != usage[command]:
-        raise RegistryError(
-            f"usage: python -m ann.registry --registry=DIR "
-            f"{'|'.join(usage)} ARGS (see `python -m ann.registry --help`); got {argv[1:]}"
-        )
-    mlflow_uri = f.mlflow_uri
-    if command == "mirror" and not mlflow_uri:
-        raise RegistryError("mirror: give the MLflow tracking server as --mlflow_uri=URI")
+    check_command(command, args, f)
+    registry = Registry(f.registry)
+    mlflow_uri = f.mlflow_uri if command not in READ_ONLY else ""
     if mlflow_uri:
         from ann import mlflow_mirror
     if command == "register":

@@ -177,3 +177,118 @@ def test_export_refuses_a_nonempty_out_and_keeps_batchnorm(tmp_path, digits_expo
         rtol=1e-5,
         atol=1e-6,
     )
+
+
+def _craft(copy, outside, kind):
+    """Makes the export in `copy` hostile in one way; returns the file the refusal must name."""
+    import os
+
+    manifest_path = copy / artifact.MANIFEST
+    manifest = json.loads(manifest_path.read_text())
+    weights = copy / artifact.WEIGHTS
+    blob = weights.read_bytes()
+    secret = outside / "secret.bin"
+    secret.write_bytes(blob)  # a file outside the export, with a sha256 the attacker knows
+
+    def list_extra(name):
+        entry = {"sha256": artifact.sha256_bytes(blob), "bytes": len(blob)}
+        manifest["files"][name] = entry
+        manifest_path.write_text(json.dumps(manifest))
+        return name
+
+    if kind == "absolute_path":
+        return list_extra(str(secret))
+    if kind == "dotdot":
+        return list_extra(f"../{outside.name}/secret.bin")
+    weights.unlink()
+    if kind == "symlink_out":
+        weights.symlink_to(secret)
+    elif kind == "fifo":
+        os.mkfifo(weights)
+    elif kind == "directory":
+        weights.mkdir()
+    elif kind == "size_mismatch":
+        # A sparse 256 MiB file where the manifest declares the real weights' size: refused by
+        # its size before a byte is read (checked below by the memory this test allocates).
+        with open(weights, "wb") as f:
+            f.truncate(256 << 20)
+    elif kind == "huge_declared_size":
+        # A file that is as large as its manifest says, just above the limit: never read.
+        size = artifact.MAX_FILE_BYTES + 1 if hasattr(artifact, "MAX_FILE_BYTES") else 64 << 30
+        with open(weights, "wb") as f:
+            f.truncate(size + 1)
+        manifest["files"][artifact.WEIGHTS]["bytes"] = size + 1
+        manifest_path.write_text(json.dumps(manifest))
+    elif kind == "huge_manifest":
+        weights.write_bytes(blob)
+        manifest_path.write_text(json.dumps(manifest) + " " * (16 << 20))
+        return artifact.MANIFEST
+    return artifact.WEIGHTS
+
+
+def _without_blocking(call):
+    """Runs `call` in a thread; a FIFO it waits on is opened for it after 60 s (so a regression
+    fails instead of hanging the suite)."""
+    import threading
+
+    result = {}
+
+    def run():
+        try:
+            result["value"] = call()
+        except BaseException as e:  # noqa: BLE001 - handed to the test
+            result["error"] = e
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(60)
+    if thread.is_alive():
+        pytest.fail("reading the export blocked (on a FIFO?)")
+    if "error" in result:
+        raise result["error"]
+    return result.get("value")
+
+
+@pytest.mark.parametrize(
+    "kind, message",
+    [
+        ("absolute_path", r"lists the file '/[^']*secret.bin', which is not a plain file name"),
+        ("dotdot", r"lists the file '\.\./[^']*secret.bin', which is not a plain file name"),
+        ("symlink_out", r"weights.safetensors is a symbolic link"),
+        ("fifo", r"weights.safetensors is a FIFO, not a regular file"),
+        ("directory", r"weights.safetensors is a directory, not a regular file"),
+        ("size_mismatch", r"weights.safetensors has 268435456 bytes, the manifest says \d+ "),
+        ("huge_declared_size", r"file 'weights.safetensors' declares \d+ bytes, above the limit"),
+        ("huge_manifest", r"manifest.json has \d+ bytes, above the limit of \d+ bytes"),
+    ],
+)
+def test_crafted_export_is_refused_by_the_loader_and_the_registry(
+    digits_export, tmp_path, kind, message
+):
+    """Each is refused with one line naming the file, before the file is read, and registering
+    it leaves no version and no copy behind."""
+    import os
+    import tracemalloc
+
+    from ann.registry import Registry
+
+    _, out = digits_export
+    copy, outside, reg = tmp_path / "export", tmp_path / "outside", tmp_path / "reg"
+    shutil.copytree(out, copy)
+    outside.mkdir()
+    named = _craft(copy, outside, kind)
+
+    tracemalloc.start()
+    try:
+        for check in (lambda: artifact.load(str(copy)), lambda: Registry(str(reg)).register(
+                str(copy), "digits")):  # fmt: skip
+            with pytest.raises(artifact.IntegrityError, match=message) as refused:
+                _without_blocking(check)
+            assert named in str(refused.value) and "\n" not in str(refused.value)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 << 20, f"{peak} bytes allocated: the file was read before it was refused"
+    if os.path.exists(reg / "registry.db"):
+        assert Registry(str(reg)).models() == []
+        assert os.listdir(reg / "artifacts") == []

@@ -1,6 +1,7 @@
 """Registry: versions, aliases, tags, lineage, URIs, immutability, concurrent writers."""
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -67,8 +68,6 @@ def test_versions_aliases_tags_and_uris(digits_export, tmp_path):
 
 
 def test_registering_a_tampered_export_fails(digits_export, tmp_path):
-    import shutil
-
     _, out = digits_export
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
@@ -120,3 +119,108 @@ def test_cli(digits_export, tmp_path):
     assert bad.returncode == 1 and "error: model 'digits' has no alias 'nope'" in bad.stderr
     usage = cli("frobnicate")
     assert usage.returncode == 1 and "usage:" in usage.stderr
+
+
+def _cli(registry_dir, *args, **kwargs):
+    return subprocess.run(
+        [sys.executable, "-m", "ann.registry", f"--registry={registry_dir}", *args],
+        capture_output=True, text=True, timeout=60, **kwargs,
+    )  # fmt: skip
+
+
+def _tree(root):
+    """Every path under `root` with its size, mtime and content hash."""
+    snapshot = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
+            digest = artifact.sha256_file(path) if os.path.isfile(path) else None
+            snapshot[os.path.relpath(path, root)] = (st.st_size, st.st_mtime_ns, digest)
+    return snapshot
+
+
+READ_COMMANDS = [
+    ("list",),
+    ("versions", "digits"),
+    ("resolve", "models:/digits@champion"),
+    ("show", "models:/digits/1"),
+]
+
+
+def test_commands_on_a_missing_registry_create_nothing(tmp_path):
+    missing = tmp_path / "nope" / "reg"
+    commands = [
+        *READ_COMMANDS,
+        ("alias", "digits", "champion", "1"),
+        ("alias", "digits", "champion", "--delete"),
+        ("tag", "digits", "stage", "prod"),
+        ("mirror", "models:/digits/1", "--mlflow_uri=http://127.0.0.1:1"),
+    ]
+    for command in commands:
+        result = _cli(missing, *command)
+        assert result.returncode == 1, (command, result.stderr)
+        assert result.stderr == f"error: no registry at {missing}; give --registry=DIR (or " \
+            "$ANN_REGISTRY) of an existing one, or `register` an export to create it\n"  # fmt: skip
+        assert os.listdir(tmp_path) == [], command
+    # The library refuses the same way: opening one touches nothing.
+    with pytest.raises(RegistryError, match="no registry at"):
+        Registry(str(missing)).models()
+    assert os.listdir(tmp_path) == []
+
+
+def test_read_only_commands_change_nothing(digits_export, tmp_path):
+    _, out = digits_export
+    reg = tmp_path / "reg"
+    Registry(str(reg)).register(str(out), "digits", aliases=["champion"])
+    before = _tree(reg)
+    for command in READ_COMMANDS:
+        result = _cli(reg, *command)
+        assert result.returncode == 0, (command, result.stderr)
+    assert _tree(reg) == before
+    # A registry whose artifacts directory is gone: reading does not make it again.
+    for dirpath, _, _ in os.walk(reg / "artifacts"):
+        os.chmod(dirpath, 0o755)
+    shutil.rmtree(reg / "artifacts")
+    before = _tree(reg)
+    for command in READ_COMMANDS[:2]:
+        assert _cli(reg, *command).returncode == 0, command
+    assert _tree(reg) == before
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["frobnicate"], "usage: python -m ann.registry"),
+        (["alias", "digits", "champion"], "alias takes NAME ALIAS VERSION"),
+        (["alias", "digits", "champion", "x"], "alias: VERSION 'x' must be a version number >= 1"),
+        (["alias", "digits", "champion", "0"], "alias: VERSION '0' must be a version number"),
+        (["alias", "digits", "latest", "1"], "alias 'latest' must start with"),
+        (["tag", "digits", "k", "v", "--version=0"], "--version=0 must be a version number"),
+        (["tag", "digits", "", "v"], "tag key '' must be 1 to 250 characters"),
+        (["tag", "digits", "k", "v" * 5001], "the value has 5001 characters, more than 5000"),
+        (["register", "EXPORT", "--name=a/b"], "model name 'a/b' must be letters"),
+        (["register", "EXPORT", "--alias=9x"], "alias '9x' must start with a letter"),
+        (["register", "EXPORT", "--tag=novalue"], "--tag='novalue' must be KEY=VALUE"),
+        (["register", "EXPORT", "--description=" + "d" * 5001], "--description has 5001"),
+        (["list", "--name=digits"], "--name is for `register` only; drop it from `list`"),
+        (["list", "--version=1"], "--version is for `tag` only"),
+        (["resolve", "models:/x/1", "--delete"], "--delete is for `alias` only"),
+        (["resolve", "digits/1"], "model URI 'digits/1' is not models:/NAME/VERSION"),
+        (["mirror", "models:/digits/1", "--mlflow_uri="], "mirror: give the MLflow tracking"),
+        (["register", "EXPORT", "--mlflow_uri=http://h:99999"], "has a port outside 1-65535"),
+        (["register", "EXPORT", "--mlflow_uri=ftp://h"], "has the scheme 'ftp', not one of"),
+        (["register", "EXPORT", "--mlflow_uri=http://"], "names no host"),
+        (["register", "EXPORT", "--registry="], "--registry is empty"),
+    ],
+)
+def test_flags_are_checked_before_anything_starts(tmp_path, args, message):
+    """Each bad flag or argument: exit 1, one line naming it, and no registry created (not even
+    for `register`, whose export here does not exist: the flags are checked first)."""
+    reg = tmp_path / "reg"
+    env = {**os.environ, "ANN_MLFLOW_URI": ""}
+    result = _cli(reg, *[str(tmp_path / "export") if a == "EXPORT" else a for a in args], env=env)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert message in result.stderr
+    assert not reg.exists()

@@ -66,7 +66,7 @@ def load_models(specs: list[str], registry_dir: str) -> list[ServedModel]:
             models.append(ServedModel(mv.name, str(mv.version), model, spec))
         else:
             model = artifact.load(spec)
-            digest = artifact.sha256_file(os.path.join(spec, artifact.MANIFEST))
+            digest = model.manifest_sha256  # of the bytes loaded, not a second read
             models.append(ServedModel(model.name, digest[:12], model, os.path.abspath(spec)))
     seen = set()
     for m in models:
