@@ -13,19 +13,28 @@ already looks. Per version it writes:
 
 MLflow numbers its versions itself, so the mapping is written back onto ann's version as tags
 (`mlflow.tracking_uri`, `mlflow.run_id`, `mlflow.version`): mirroring a version twice is a
-no-op, and moving or deleting an alias moves or deletes it in MLflow too.
+no-op, and moving or deleting an alias moves or deletes it in MLflow too. A mirror that failed
+half-way (the run made but the upload failed, the version made but an alias failed) is finished
+by the retry, which finds the run by its tags and the version by its run: never a second one.
+The upload is a copy of exactly the files the manifest lists, checked against the sha256
+recorded at registration.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+from ann import artifact
 from ann.registry import ModelVersion, Registry, RegistryError
 
 EXPERIMENT = "ann-registry"
 TAG_URI, TAG_RUN, TAG_VERSION = "mlflow.tracking_uri", "mlflow.run_id", "mlflow.version"
+# The run's own tags, by which a retry finds the run an earlier attempt made.
+RUN_URI, RUN_SHA, RUN_REGISTRY = "ann.registry_uri", "ann.manifest_sha256", "ann.registry_root"
 _PARAMS_PER_CALL = 100  # MLflow's log_batch limit
 
 
@@ -67,78 +76,143 @@ def mirrored_version(mv: ModelVersion, tracking_uri: str) -> int | None:
 
 
 def mirror(registry: Registry, name: str, version: int, tracking_uri: str) -> int:
-    """Mirrors one registry version (and its aliases); returns its MLflow version number."""
+    """Mirrors one registry version (and its aliases); returns its MLflow version number.
+
+    Idempotent, also after a partial failure: the run is found again by its tags (registry
+    directory, `models:/` URI and manifest sha256) and finished if it was not, and the model
+    version by that run, so a retry never leaves a second run or version behind. Raises
+    MirrorError (with the command to retry) if the MLflow side fails."""
     mv = registry.get_version(name, version)
     done = mirrored_version(mv, tracking_uri)
     if done is not None:
         return done
     client = _client(tracking_uri)
-    run_id = None
     try:
-        run_id = _log_run(client, mv)
-        client.log_artifacts(run_id, mv.path, "model")
-        client.set_terminated(run_id, "FINISHED")
+        run_id = _finished_run(client, registry, mv)
         _create_unless_exists(
             lambda: client.create_registered_model(name, tags={"ann.registry": "mirror"})
         )
-        source = f"{client.get_run(run_id).info.artifact_uri}/model"
-        created = client.create_model_version(
-            name,
-            source,
-            run_id=run_id,
-            tags={"ann.version": str(version), "ann.manifest_sha256": mv.manifest_sha256},
-            description=mv.description or None,
-        )
-        number = int(created.version)
+        number = _model_version(client, mv, run_id)
         for alias in mv.aliases:
             client.set_registered_model_alias(name, alias, str(number))
+    except (MirrorError, artifact.IntegrityError):
+        raise
     except Exception as e:  # MlflowException, or the HTTP client's own errors
-        if run_id is not None:
-            try:
-                client.set_terminated(run_id, "FAILED")
-            except Exception:  # noqa: BLE001 - the first error is the one to report
-                pass
         raise _failed(mv, tracking_uri, e) from e
     for key, value in ((TAG_URI, tracking_uri), (TAG_RUN, run_id), (TAG_VERSION, number)):
         registry.set_tag(name, key, str(value), version)
     return number
 
 
-def _log_run(client: Any, mv: ModelVersion) -> str:
-    from mlflow.entities import Metric, Param, RunTag
-
+def _experiment_id(client: Any) -> str:
     experiment = client.get_experiment_by_name(EXPERIMENT)
     if experiment is None:
         _create_unless_exists(lambda: client.create_experiment(EXPERIMENT))
         experiment = client.get_experiment_by_name(EXPERIMENT)
-    experiment_id = experiment.experiment_id
+    return experiment.experiment_id
+
+
+def _finished_run(client: Any, registry: Registry, mv: ModelVersion) -> str:
+    """The id of the run holding `mv`: an earlier attempt's if there is one (finished here if it
+    was not), else a new one."""
+    experiment_id = _experiment_id(client)
+    # The URI and sha256 cannot hold quotes (ann.registry.NAME, hex); the directory can, so it is
+    # compared here rather than in the filter.
+    found = [
+        run
+        for run in client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`{RUN_URI}` = '{mv.uri}' and "
+            f"tags.`{RUN_SHA}` = '{mv.manifest_sha256}'",
+            max_results=1000,
+        )
+        if run.data.tags.get(RUN_REGISTRY) == registry.root
+    ]
+    found.sort(key=lambda run: (run.info.status != "FINISHED", run.info.start_time))
+    if found and found[0].info.status == "FINISHED":
+        return found[0].info.run_id
+    run = found[0] if found else _create_run(client, experiment_id, registry, mv)
+    run_id = run.info.run_id
+    try:
+        _log_run(client, run, mv)
+        _upload(client, run_id, mv)
+        client.set_terminated(run_id, "FINISHED")
+    except Exception:
+        try:  # shown as failed until a retry finds and finishes it
+            client.set_terminated(run_id, "FAILED")
+        except Exception:  # noqa: BLE001 - the first error is the one to report
+            pass
+        raise
+    return run_id
+
+
+def _create_run(client: Any, experiment_id: str, registry: Registry, mv: ModelVersion) -> Any:
     lineage = mv.lineage
     source = lineage.get("source") or {}
     tags = {
-        "ann.registry_uri": mv.uri,
-        "ann.manifest_sha256": mv.manifest_sha256,
+        RUN_URI: mv.uri,
+        RUN_SHA: mv.manifest_sha256,
+        RUN_REGISTRY: registry.root,
         "ann.source_workdir": str(source.get("workdir")),
         "ann.source_step": str(source.get("step")),
         "mlflow.source.git.commit": str((lineage.get("git") or {}).get("commit")),
     }
-    run = client.create_run(experiment_id, run_name=f"{mv.name}-v{mv.version}", tags=tags)
-    run_id = run.info.run_id
-    step = int(source.get("step") or 0)
+    return client.create_run(experiment_id, run_name=f"{mv.name}-v{mv.version}", tags=tags)
+
+
+def _log_run(client: Any, run: Any, mv: ModelVersion) -> None:
+    """Logs the config as params and the eval metrics, skipping what an earlier attempt logged
+    (MLflow refuses a param logged twice only if its value changed; a metric would repeat)."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    lineage = mv.lineage
+    step = int((lineage.get("source") or {}).get("step") or 0)
     now = int(time.time() * 1000)
     metrics = [
         Metric(key, float(value), now, step)
         for key, value in (lineage.get("metrics") or {}).items()
-        if isinstance(value, (int, float))
+        if isinstance(value, (int, float)) and key not in run.data.metrics
     ]
-    params = [Param(key, value) for key, value in _flatten(lineage.get("config") or {})]
+    params = [
+        Param(key, value)
+        for key, value in _flatten(lineage.get("config") or {})
+        if key not in run.data.params
+    ]
     for i in range(0, max(len(params), 1), _PARAMS_PER_CALL):
         client.log_batch(
-            run_id,
+            run.info.run_id,
             metrics=metrics if i == 0 else [],
             params=params[i : i + _PARAMS_PER_CALL],
             tags=[RunTag("ann.kind", "registry-version")] if i == 0 else [],
         )
-    return run_id
+
+
+def _upload(client: Any, run_id: str, mv: ModelVersion) -> None:
+    """Uploads the export under `model/`: a copy of exactly the files its manifest lists, each
+    checked against the sha256 recorded at registration on the way (`ann.artifact`)."""
+    manifest, raw = artifact.read_manifest_bytes(mv.path, mv.manifest_sha256)
+    with tempfile.TemporaryDirectory(prefix="ann-mirror-") as tmp:
+        with open(os.path.join(tmp, artifact.MANIFEST), "xb") as f:
+            f.write(raw)
+        for file_name in manifest["files"]:
+            artifact.copy_verified(mv.path, manifest, file_name, tmp)
+        client.log_artifacts(run_id, tmp, "model")  # overwrites an earlier attempt's files
+
+
+def _model_version(client: Any, mv: ModelVersion, run_id: str) -> int:
+    """The MLflow version made from `run_id` by an earlier attempt, or a new one."""
+    found = client.search_model_versions(f"name = '{mv.name}' and run_id = '{run_id}'")
+    if found:
+        return min(int(v.version) for v in found)
+    source = f"{client.get_run(run_id).info.artifact_uri}/model"
+    created = client.create_model_version(
+        mv.name,
+        source,
+        run_id=run_id,
+        tags={"ann.version": str(mv.version), "ann.manifest_sha256": mv.manifest_sha256},
+        description=mv.description or None,
+    )
+    return int(created.version)
 
 
 def _code(error: Exception) -> str | None:

@@ -150,3 +150,45 @@ def test_without_the_mlflow_client_the_error_says_what_to_install(
     monkeypatch.setitem(sys.modules, "mlflow", None)  # import mlflow -> ImportError
     with pytest.raises(MirrorError, match=r"pip install 'ann\[mlflow\]'"):
         mirror(registry, "digits", 1, "http://127.0.0.1:1")
+
+
+def test_a_retry_after_a_partial_failure_leaves_one_run_and_one_version(
+    digits_export, mlflow_server, tmp_path, monkeypatch
+):
+    """Failures injected in-process at each step after the run exists; each retry finishes the
+    same run and version instead of making another."""
+    from mlflow import MlflowClient
+
+    _, out = digits_export
+    registry = Registry(str(tmp_path / "reg"))
+    registry.register(str(out), "retry_digits", aliases=["champion"])
+    client = MlflowClient(mlflow_server)
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("injected failure")
+
+    for owner, method in [
+        (MlflowClient, "log_artifacts"),  # the run exists, its upload fails
+        (MlflowClient, "set_registered_model_alias"),  # the version exists, its alias fails
+        (Registry, "set_tag"),  # MLflow is done, writing the mapping back into ann fails
+    ]:
+        with monkeypatch.context() as patch:
+            patch.setattr(owner, method, fail)
+            with pytest.raises((MirrorError, RuntimeError), match="injected failure"):
+                mirror(registry, "retry_digits", 1, mlflow_server)
+    assert mirror(registry, "retry_digits", 1, mlflow_server) == 1
+    assert mirror(registry, "retry_digits", 1, mlflow_server) == 1  # and again: a no-op
+
+    experiment = client.get_experiment_by_name(mlflow_mirror.EXPERIMENT)
+    runs = client.search_runs(
+        [experiment.experiment_id], "tags.`ann.registry_uri` = 'models:/retry_digits/1'"
+    )
+    assert [r.info.status for r in runs] == ["FINISHED"]
+    [version] = client.search_model_versions("name = 'retry_digits'")
+    assert version.version == "1" and version.run_id == runs[0].info.run_id
+    assert client.get_model_version_by_alias("retry_digits", "champion").version == "1"
+    assert registry.get_version("retry_digits", 1).tags["mlflow.run_id"] == runs[0].info.run_id
+    downloaded = client.download_artifacts(version.run_id, "model", str(tmp_path / "dl"))
+    assert sorted(os.listdir(downloaded)) == sorted(
+        [artifact.MANIFEST, artifact.FUNCTION, artifact.WEIGHTS]
+    )
