@@ -13,36 +13,117 @@ def fields(rows):
     return {"inputs": rows["image"], "targets": rows["label"]}
 
 
+def _row_set(rows: np.ndarray) -> list[bytes]:
+    return sorted(np.ascontiguousarray(r).tobytes() for r in rows)
+
+
 def test_digits_splits_are_stratified_and_disjoint():
-    train = data.load("digits", "train", cache=True)
-    test = data.load("digits", "test", cache=True)
-    assert len(train) + len(test) == 1797
-    ratio = [np.mean(s.cached["label"] == c) for s in (train, test) for c in range(10)]
-    # stratified: each class has the same share in train and test, to a row or so
-    assert np.allclose(ratio[:10], ratio[10:], atol=0.01)
-    both = np.concatenate([train.cached["image"], test.cached["image"]]).reshape(1797, -1)
-    assert len(np.unique(both, axis=0)) >= 1790  # (a few digits images are exact duplicates)
+    from ann.data import splits
+
+    loaded = {s: data.load("digits", s, cache=True) for s in ("train", "validation", "test")}
+    assert [len(loaded[s]) for s in ("train", "validation", "test")] == [1221, 216, 360]
+    for name in ("validation", "test"):  # stratified: each class has its share, to a row or so
+        ratio = [
+            np.mean(loaded[s].cached["label"] == c) for s in ("train", name) for c in range(10)
+        ]
+        assert np.allclose(ratio[:10], ratio[10:], atol=0.01)
+    # The built splits are exactly the rows of disjoint index sets covering the data set.
+    index = splits.random_splits(splits.digits()[1])
+    assert sorted(np.concatenate(list(index.values())).tolist()) == list(range(1797))
+    images = splits.digits()[0]
+    for name, split in loaded.items():
+        assert _row_set(split.cached["image"]) == _row_set(images[index[name]])
 
 
-def test_digits_writer_split_is_sequential():
+def test_digits_writer_splits_are_sequential_so_writer_disjoint():
     from sklearn.datasets import load_digits
 
     images = load_digits().images.astype(np.uint8).reshape(1797, -1)
-    test = data.load("digits", "test_writers", cache=True).cached["image"].reshape(-1, 64)
-    tail = {row.tobytes() for row in images[-len(test) :]}
-    assert len(test) == 359
-    assert {row.tobytes() for row in test} == tail
+    parts = [
+        data.load("digits", s, cache=True).cached["image"].reshape(-1, 64)
+        for s in ("train_writers", "validation_writers", "test_writers")
+    ]
+    assert [len(p) for p in parts] == [1222, 216, 359]  # test_writers as before validation
+    bounds = np.cumsum([0, *map(len, parts)])
+    for part, lo, hi in zip(parts, bounds[:-1], bounds[1:]):  # consecutive blocks, in order
+        assert _row_set(part) == _row_set(images[lo:hi])
+
+
+@pytest.mark.parametrize(
+    "name, key",
+    [
+        ("breast_cancer", "features"),
+        ("diabetes", "features"),
+        ("sensor_faults", "window"),
+        ("digits_novelty", "image"),
+    ],
+)
+def test_validation_is_carved_from_train_and_disjoint(name, key):
+    rows = {s: data.load(name, s, cache=True).cached[key] for s in ("train", "validation", "test")}
+    n = {s: len(r) for s, r in rows.items()}
+    # About 15% of the training rows (digits_novelty's train also drops the digits 8 and 9).
+    assert 0.1 < n["validation"] / (n["train"] + n["validation"]) < 0.25
+    seen = {s: set(_row_set(r)) for s, r in rows.items()}
+    assert not seen["validation"] & seen["train"]
+    assert not seen["validation"] & seen["test"]
+    if name in ("sensor_faults", "digits_novelty"):  # anomalies to choose on, as in test
+        assert 0.1 < data.load(name, "validation", cache=True).cached["label"].mean() < 0.3
+
+
+def test_pair_and_series_validation_shares_no_source_with_train_or_test():
+    pairs = {
+        s: data.load("digit_pairs", s, cache=True).cached for s in ("train", "validation", "test")
+    }
+    used = {
+        s: set(r["image_index"].tolist()) | set(r["positive_index"].tolist())
+        for s, r in pairs.items()
+    }
+    assert used["validation"] and not used["validation"] & (used["train"] | used["test"])
+    series = {s: data.load("sensor_series", s, cache=True).cached for s in ("train", "validation")}
+    # Same generator stream as train (test has its own seed), other series.
+    assert not set(series["validation"]["series"].tolist()) & set(
+        series["train"]["series"].tolist()
+    )
+    assert not _row_set(series["validation"]["history"][:50]) == _row_set(
+        series["train"]["history"][:50]
+    )
+
+
+def test_generated_validation_comes_from_the_training_stream():
+    from ann.data import digit_strings, pydoc_chars
+
+    stream, start, stop = digit_strings.ROWS["validation"]
+    assert stream == "train" and start == digit_strings.ROWS["train"][2]
+    val = data.load("digit_strings", "validation", cache=True).cached
+    assert len(val) and set(val["length"].tolist()) == set(digit_strings.split_lengths("train"))
+    docs = pydoc_chars.split_documents(pydoc_chars.documents())
+    names = {s: {n for n, _ in d} for s, d in docs.items()}
+    assert names["validation"] and not names["validation"] & (names["train"] | names["test"])
+    assert len(data.load("pydoc_chars", "validation")) > 0
+
+
+def test_a_slice_of_the_train_split_serves_as_validation():
+    train = data.load("breast_cancer", "train[:90%]", cache=True)
+    validation = data.load("breast_cancer", "train[90%:]", cache=True)
+    whole = data.load("breast_cancer", "train", cache=True)
+    assert len(train) + len(validation) == len(whole) == 386
+    both = np.concatenate([train.cached["features"], validation.cached["features"]])
+    assert _row_set(both) == _row_set(whole.cached["features"])
+    with pytest.raises(ConfigError, match="no split 'valid'"):
+        data.load("breast_cancer", "valid")
+    with pytest.raises(ConfigError, match="no split 'train\\[:10x\\]'"):
+        data.load("breast_cancer", "train[:10x]")
 
 
 def test_breast_cancer_is_tabular():
     train = data.load("breast_cancer", "train", cache=True)
-    assert train.cached["features"].shape == (455, 30)
+    assert train.cached["features"].shape == (386, 30)
     assert set(np.unique(train.cached["label"])) == {0, 1}
 
 
 def test_unknown_split_lists_the_real_ones():
-    with pytest.raises(ConfigError, match="its splits are test, test_writers, train"):
-        data.load("digits", "validation")
+    with pytest.raises(ConfigError, match="its splits are test, test_writers, train, "):
+        data.load("digits", "val")
 
 
 def test_train_batches_are_seeded_and_resume_exactly():
@@ -50,7 +131,7 @@ def test_train_batches_are_seeded_and_resume_exactly():
     a = data.train_batches(split, fields, 32, seed=1)
     first = [next(a)["targets"] for _ in range(5)]
     state = a.get_state()
-    rest = [next(a)["targets"] for _ in range(50)]  # crosses an epoch boundary (1437 rows)
+    rest = [next(a)["targets"] for _ in range(50)]  # crosses an epoch boundary (1221 rows)
 
     b = data.train_batches(split, fields, 32, seed=1)
     assert all((x == y).all() for x, y in zip(first, [next(b)["targets"] for _ in range(5)]))
@@ -99,12 +180,12 @@ def test_device_iterator_state_is_that_of_the_consumed_batch():
 # (pydoc_chars reads this Python's own docs; the sensor sets are float math that may differ in
 # the last bit between NumPy builds; neither can have one fingerprint everywhere.)
 FINGERPRINTS = {
-    ("digits", "1.0.0"): "1c5e822fd8455b8b27aa8864cb800d90252332c02c34f7aacaefb8b96875d2cb",
-    ("breast_cancer", "1.0.0"): "6c54e7523bcf229b7bee7cf0f04c1642aa4193bbd7d097c100f1f474c6031416",
-    ("diabetes", "1.0.0"): "0b95f6e79906eb239d8d0d4bc05b8e02ef52de165417c22bdcfaec53f675b097",
-    ("digit_strings", "2.0.0"): "2fc61ca25f43986e4541b572a0ad2d5854afe283c8397a88efd883952f7cee7b",
-    ("digit_pairs", "1.0.0"): "dbbb7dabff701fe5d90819921a9f54397818c8dfe92216d06e64497d3a4b916c",
-    ("digits_novelty", "1.0.0"): "a6b8d6cf1e6a5babd8417d20acd94cdb770c702747003f2371a6f22caecf4d96",
+    ("digits", "1.1.0"): "7d6c62743904dbb2ac177b7e439c63e6addc2b3733be32d1223321c036b5be12",
+    ("breast_cancer", "1.1.0"): "9bcf573f0f8ae27918eb2ad2d6601e8c206219eb317dee2a3fb0dcf0e802ccc1",
+    ("diabetes", "1.1.0"): "20761e5017137f56c36a5e2006eb3818efbb2c12bdd44799bdd031873f3f1b31",
+    ("digit_strings", "2.1.0"): "38edcdacfba08cabb0f43070d0347a68a5ccaffd88714947af72eb55ab8ccb8a",
+    ("digit_pairs", "1.1.0"): "4fcd0f5d9b1a76384a5d9403925b9a36da8bf1384927e3ae174a289d221e508b",
+    ("digits_novelty", "1.1.0"): "1a72fb0e410ff51c6d7a9b98e577db898cdefd8b8350e9dd3b5cfcbf7936611d",
 }
 
 

@@ -53,7 +53,7 @@ def test_sensor_faults_labels_and_kinds():
     assert features["label"].names == ["normal", "fault"]
     assert train.info.supervised_keys == ("window", "label")
     w = sensor_series.FAULT_WINDOW, sensor_series.FAULT_CHANNELS
-    assert train.cached["window"].shape == (2000, *w) and test.cached["window"].shape == (1000, *w)
+    assert train.cached["window"].shape == (1700, *w) and test.cached["window"].shape == (1000, *w)
     assert train.cached["label"].sum() == 0  # normal windows only
     fault_rate = test.cached["label"].mean()
     assert 0.15 <= fault_rate <= 0.21

@@ -20,20 +20,21 @@ def test_diabetes_builder_shapes_and_split():
 
     train = data.load("diabetes", "train", cache=True)
     test = data.load("diabetes", "test", cache=True)
+    val = data.load("diabetes", "validation", cache=True)
     features = train.info.features
     assert train.info.supervised_keys == ("features", "target")
     assert features["features"].shape == (10,) and features["features"].np_dtype == np.float32
     assert features["target"].shape == () and features["target"].np_dtype == np.float32
-    assert len(train) == 353 and len(test) == 89
-    assert train.cached["features"].shape == (353, 10) and test.cached["target"].shape == (89,)
+    assert len(train) == 300 and len(val) == 53 and len(test) == 89
+    assert train.cached["features"].shape == (300, 10) and test.cached["target"].shape == (89,)
     # Every patient once, in the original (unscaled) units.
     source = load_diabetes(scaled=False)
-    both = np.concatenate([train.cached["features"], test.cached["features"]])
+    both = np.concatenate([s.cached["features"] for s in (train, val, test)])
     np.testing.assert_allclose(
         both[np.lexsort(both.T)], source.data[np.lexsort(source.data.T)], rtol=1e-6
     )
     # Stratified on target deciles: each decile has 8 or 9 of the 89 test rows.
-    target = np.concatenate([train.cached["target"], test.cached["target"]])
+    target = np.concatenate([s.cached["target"] for s in (train, val, test)])
     edges = np.quantile(target, np.linspace(0, 1, 11)[1:-1])
     counts = np.bincount(np.digitize(test.cached["target"], edges), minlength=10)
     assert counts.min() >= 8 and counts.max() <= 9

@@ -1,17 +1,17 @@
 """`digit_pairs`: (anchor, positive) pairs of same-class digits, for metric learning.
 
-Built from the same seeded, stratified 80/20 split as `digits` (so its `test` images are exactly
-the `digits` test images, never trained on):
+Built from the same seeded, stratified splits as `digits` (so its `validation` and `test` images
+are exactly the `digits` validation and test images, never trained on):
 
 - `train`: every train image as an anchor, PAIRS_PER_ANCHOR times, each with a different
   positive: another train image of the same class, drawn with a fixed seed.
-- `test`: every test image once, with a positive drawn from the other test images of its class
-  (used only for the eval loss; retrieval scores the `image` column, each test image a query
-  against all the others).
+- `validation`, `test`: every image of the split once, with a positive drawn from the other
+  images of its class in that split (used only for the eval loss; retrieval scores the `image`
+  column, each image a query against all the others of its split).
 
 Each row holds `image` (the anchor) and `positive` (8x8x1 uint8), the shared `label`, and the
 indices of both images in scikit-learn's `load_digits`, so the provenance of a pair can be
-checked (no test image is in any train pair).
+checked (no validation or test image is in any train pair).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import tensorflow_datasets as tfds
 from ann.data import splits
 
 PAIRS_PER_ANCHOR = 10
-SEEDS = {"train": 0, "test": 1}
+SEEDS = {"train": 0, "test": 1, "validation": 2}
 
 
 def draw_pairs(
@@ -46,8 +46,12 @@ def draw_pairs(
 class DigitPairs(tfds.core.GeneratorBasedBuilder):
     """Same-class pairs of scikit-learn's 8x8 digits; held-out test images for retrieval."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "10 pairs per train anchor; one pair per test image."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {
+        "1.0.0": "10 pairs per train anchor; one pair per test image.",
+        "1.1.0": "validation: the digits validation images, one pair each (train anchors are "
+        "the rest of the old train images); test unchanged.",
+    }
 
     def _info(self) -> tfds.core.DatasetInfo:
         image = tfds.features.Tensor(shape=(8, 8, 1), dtype=np.uint8)
@@ -68,14 +72,14 @@ class DigitPairs(tfds.core.GeneratorBasedBuilder):
     def _split_generators(self, dl_manager):
         del dl_manager  # nothing to download
         images, labels = splits.digits()
-        train, test = splits.random_split(labels)  # the `digits` data set's split
+        index = splits.random_splits(labels)  # the `digits` data set's splits
         return {
-            "train": self._generate_examples(
-                images, labels, *draw_pairs(labels, train, PAIRS_PER_ANCHOR, SEEDS["train"])
-            ),
-            "test": self._generate_examples(
-                images, labels, *draw_pairs(labels, test, 1, SEEDS["test"])
-            ),
+            name: self._generate_examples(
+                images,
+                labels,
+                *draw_pairs(labels, rows, PAIRS_PER_ANCHOR if name == "train" else 1, SEEDS[name]),
+            )
+            for name, rows in index.items()
         }
 
     def _generate_examples(self, images, labels, anchors, positives):

@@ -7,9 +7,11 @@ first (45+67 -> `2 1 1`, i.e. 112): a left-to-right decoder then meets each carr
 digit it changes, as written addition does (the standard format for learned addition; the
 operands stay in their usual order). `decode(ids, task="add")` turns it back around.
 
-Lengths n run over 1..MAX_DIGITS; `train` and `test_seen` use every n but HELD_OUT, `test` only
-the HELD_OUT lengths: inside the training range (interpolation), never trained on. Generated from
-a fixed seed per split; the vocabulary, special ids and the tasks whose target is written
+Lengths n run over 1..MAX_DIGITS; `train`, `validation` and `test_seen` use every n but
+HELD_OUT, `test` only the HELD_OUT lengths: inside the training range (interpolation), never
+trained on. Generated from a fixed seed per split; `validation` is the last VALIDATION_FRACTION
+of the training stream (carved from it: `train` is the rest), so choosing a checkpoint looks at
+neither test split; the vocabulary, special ids and the tasks whose target is written
 reversed (`reversed_target_tasks`) are in `info.metadata`.
 """
 
@@ -18,6 +20,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow_datasets as tfds
 
+from ann.data.splits import VALIDATION_FRACTION
+
 MAX_DIGITS = 8
 HELD_OUT = (3, 6)
 TASKS = ("reverse", "sort", "add")
@@ -25,8 +29,16 @@ VOCABULARY = ["<pad>", "<bos>", "<eos>", *"0123456789", "+", *TASKS]
 PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
 SOURCE_LEN = 2 * MAX_DIGITS + 3  # task, digits, '+', digits, eos
 TARGET_LEN = MAX_DIGITS + 2  # sum digits (one more than n) and eos
-SIZES = {"train": 30_000, "test": 1_500, "test_seen": 1_500}
+SIZES = {"train": 30_000, "test": 1_500, "test_seen": 1_500}  # train: before carving validation
 SEEDS = {"train": 0, "test": 1, "test_seen": 2}
+TRAIN_ROWS = int(round(SIZES["train"] * (1 - VALIDATION_FRACTION)))
+# split -> (stream it is generated from, rows [start, stop) of that stream)
+ROWS = {
+    "train": ("train", 0, TRAIN_ROWS),
+    "validation": ("train", TRAIN_ROWS, SIZES["train"]),
+    "test": ("test", 0, SIZES["test"]),
+    "test_seen": ("test_seen", 0, SIZES["test_seen"]),
+}
 REVERSED_TARGET = ("add",)  # targets written least-significant digit first
 _INDEX = {t: i for i, t in enumerate(VOCABULARY)}
 
@@ -76,10 +88,11 @@ def decode(ids: np.ndarray | list[int], task: str | None = None) -> str:
 class DigitStrings(tfds.core.GeneratorBasedBuilder):
     """Reverse, sort and add digit strings; held-out lengths in `test`."""
 
-    VERSION = tfds.core.Version("2.0.0")
+    VERSION = tfds.core.Version("2.1.0")
     RELEASE_NOTES = {
         "1.0.0": "reverse/sort/add, n = 1..8, lengths 3 and 6 held out.",
         "2.0.0": "The sum of add is written least-significant digit first.",
+        "2.1.0": "validation: the last 15% of the train stream; test and test_seen unchanged.",
     }
 
     def _info(self) -> tfds.core.DatasetInfo:
@@ -104,15 +117,18 @@ class DigitStrings(tfds.core.GeneratorBasedBuilder):
 
     def _split_generators(self, dl_manager):
         del dl_manager  # generated
-        return {split: self._generate_examples(split) for split in SIZES}
+        return {split: self._generate_examples(split) for split in ROWS}
 
     def _generate_examples(self, split: str):
-        rng = np.random.default_rng(SEEDS[split])
-        lengths = split_lengths(split)
-        for i in range(SIZES[split]):
+        stream, start, stop = ROWS[split]
+        rng = np.random.default_rng(SEEDS[stream])
+        lengths = split_lengths(stream)
+        for i in range(stop):
             task = TASKS[i % len(TASKS)]
             n = int(rng.choice(lengths))
             source, target = example(task, rng, n)
+            if i < start:
+                continue  # the stream's rows before this split's
             yield (
                 i,
                 {

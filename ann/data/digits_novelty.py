@@ -1,10 +1,11 @@
 """`digits_novelty`: the 8x8 digits with held-out classes as anomalies (novelty detection).
 
-`train` is the `digits` train split (the same seeded, stratified 80/20 split, from
-`ann.data.offline`) keeping only the NORMAL_DIGITS; `test` is the whole `digits` test split,
-labelled "normal" for those digits and "anomaly" for the ANOMALY_DIGITS, which no training row
-shows (about 20% of the test rows). The original digit is kept in the `digit` feature, so an
-analysis can break scores down by class.
+`train` is the `digits` train split (the same seeded, stratified splits, `ann.data.splits`)
+keeping only the NORMAL_DIGITS; `validation` and `test` are the whole `digits` validation and
+test splits, labelled "normal" for those digits and "anomaly" for the ANOMALY_DIGITS, which no
+training row shows (about 20% of their rows). Validation holds other images of the anomalous
+digits than test, so choosing a checkpoint on it never looks at a test row. The original digit
+is kept in the `digit` feature, so an analysis can break scores down by class.
 """
 
 from __future__ import annotations
@@ -23,8 +24,12 @@ ANOMALY_DIGITS = (8, 9)
 class DigitsNovelty(tfds.core.GeneratorBasedBuilder):
     """Digits 0-7 to train on; the digits test split with 8 and 9 labelled as anomalies."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Digits 8 and 9 held out of train, anomalies in test."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {
+        "1.0.0": "Digits 8 and 9 held out of train, anomalies in test.",
+        "1.1.0": "validation: the digits validation rows (8 and 9 as anomalies), carved from "
+        "train; test unchanged.",
+    }
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
@@ -45,12 +50,9 @@ class DigitsNovelty(tfds.core.GeneratorBasedBuilder):
     def _split_generators(self, dl_manager):
         del dl_manager  # nothing to download
         images, digits = splits.digits()
-        train, test = splits.random_split(digits)  # exactly the `digits` data set's split
-        train = train[np.isin(digits[train], NORMAL_DIGITS)]
-        return {
-            "train": self._generate_examples(images, digits, train),
-            "test": self._generate_examples(images, digits, test),
-        }
+        index = splits.random_splits(digits)  # exactly the `digits` data set's splits
+        index["train"] = index["train"][np.isin(digits[index["train"]], NORMAL_DIGITS)]
+        return {name: self._generate_examples(images, digits, rows) for name, rows in index.items()}
 
     def _generate_examples(
         self, images: np.ndarray, digits: np.ndarray, index: np.ndarray

@@ -1,9 +1,12 @@
 """TFDS builders over data sets that scikit-learn ships, so the defaults run with no internet.
 
 Prepared as array_record and read with `tfds.data_source` (no TensorFlow needed). The random
-train/test split is seeded and stratified. The digits are ordered by writer, so the builder also
-offers a sequential split (`train_writers` / `test_writers`: the first 80% / the last 20%) that
-measures transfer to writers the model never saw.
+train/validation/test split is seeded and stratified (`ann.data.splits`): `test` is 20% of the
+rows, `validation` 15% of the rest, carved from the training rows. Train to fit, validate to
+choose (best checkpoint, early stopping, sweeps), test once. The digits are ordered by writer,
+so the builder also offers a sequential split (`train_writers` / `validation_writers` /
+`test_writers`: in order, the first 80% split 85/15, then the last 20%) that measures transfer
+to writers the model never saw, and chooses on writers it never trained on.
 """
 
 from __future__ import annotations
@@ -22,8 +25,12 @@ from ann.data.sensor_series import SensorFaults, SensorSeries
 class Digits(tfds.core.GeneratorBasedBuilder):
     """scikit-learn's 8x8 handwritten digits (1,797 images, pixel values 0..16)."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Random stratified and sequential (by writer) splits."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {
+        "1.0.0": "Random stratified and sequential (by writer) splits.",
+        "1.1.0": "validation (15% of train, stratified) and validation_writers (the last 15% of "
+        "train_writers); test and test_writers unchanged.",
+    }
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
@@ -40,16 +47,12 @@ class Digits(tfds.core.GeneratorBasedBuilder):
     def _split_generators(self, dl_manager):
         del dl_manager  # nothing to download
         images, labels = splits.digits()
-        train, test = splits.random_split(labels)
-        train_w, test_w = splits.sequential_split(len(labels))
+        named = {
+            **splits.random_splits(labels),
+            **{f"{k}_writers": v for k, v in splits.sequential_splits(len(labels)).items()},
+        }
         return {
-            name: self._generate_examples(images, labels, index)
-            for name, index in [
-                ("train", train),
-                ("test", test),
-                ("train_writers", train_w),
-                ("test_writers", test_w),
-            ]
+            name: self._generate_examples(images, labels, index) for name, index in named.items()
         }
 
     def _generate_examples(self, images, labels, index):
@@ -60,8 +63,11 @@ class Digits(tfds.core.GeneratorBasedBuilder):
 class BreastCancer(tfds.core.GeneratorBasedBuilder):
     """scikit-learn's Wisconsin breast cancer data: 569 rows, 30 numeric features, 2 classes."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Random stratified split."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {
+        "1.0.0": "Random stratified split.",
+        "1.1.0": "validation: 15% of train, stratified; test unchanged.",
+    }
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
@@ -82,10 +88,9 @@ class BreastCancer(tfds.core.GeneratorBasedBuilder):
         data = load_breast_cancer()
         features = data.data.astype(np.float32)
         labels = data.target.astype(np.int64)
-        train, test = splits.random_split(labels)
         return {
-            "train": self._generate_examples(features, labels, train),
-            "test": self._generate_examples(features, labels, test),
+            name: self._generate_examples(features, labels, index)
+            for name, index in splits.random_splits(labels).items()
         }
 
     def _generate_examples(self, features, labels, index):
@@ -101,8 +106,11 @@ class Diabetes(tfds.core.GeneratorBasedBuilder):
     units (age, sex, BMI, blood pressure, six blood serum values), and a continuous target, a
     measure of disease progression one year later (25..346)."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Random split stratified on target deciles."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {
+        "1.0.0": "Random split stratified on target deciles.",
+        "1.1.0": "validation: 15% of train, stratified on target deciles; test unchanged.",
+    }
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
@@ -128,10 +136,9 @@ class Diabetes(tfds.core.GeneratorBasedBuilder):
         # The same seeded split as the classification sets, stratified on target deciles so that
         # both splits cover the whole range of a continuous target.
         edges = np.quantile(target, np.linspace(0, 1, DIABETES_BINS + 1)[1:-1])
-        train, test = splits.random_split(np.digitize(target, edges))
         return {
-            "train": self._generate_examples(features, target, train),
-            "test": self._generate_examples(features, target, test),
+            name: self._generate_examples(features, target, index)
+            for name, index in splits.random_splits(np.digitize(target, edges)).items()
         }
 
     def _generate_examples(self, features, target, index):

@@ -2,8 +2,10 @@
 
 The docstrings (module, class and function) of every top-level `.py` file in the running
 Python's standard library, read with `ast` (nothing is imported), one document per file. Files
-are sorted by name; every tenth (index % 10 == 0) goes to `test`, the rest to `train`, so the
-test text comes from modules the model never read. Each document is cut into windows of
+are sorted by name; every tenth (index % 10 == 0) goes to `test`; of the rest, a seeded
+VALIDATION_FRACTION of the files goes to `validation` and the others to `train`, so test and
+validation text come from modules the model never read (whole files: windows of one file are
+never on both sides). Each document is cut into windows of
 `WINDOW` token ids with a stride of `WINDOW - 1` (each character is a next-token target exactly
 once); the last window of a document is right-padded with id 0.
 
@@ -22,6 +24,8 @@ from collections.abc import Iterator
 
 import numpy as np
 import tensorflow_datasets as tfds
+
+from ann.data.splits import SPLIT_SEED, VALIDATION_FRACTION
 
 WINDOW = 128
 TEST_EVERY = 10
@@ -70,11 +74,27 @@ def windows(ids: np.ndarray, window: int = WINDOW) -> Iterator[np.ndarray]:
         yield np.pad(chunk, (0, window - len(chunk)))
 
 
+def split_documents(docs: list[tuple[str, str]]) -> dict[str, list[tuple[str, str]]]:
+    """`docs` into train, validation and test, whole documents each (see the module docstring)."""
+    test = [d for i, d in enumerate(docs) if i % TEST_EVERY == 0]
+    rest = [d for i, d in enumerate(docs) if i % TEST_EVERY != 0]
+    order = np.random.default_rng(SPLIT_SEED).permutation(len(rest))
+    held = set(order[: int(round(len(rest) * VALIDATION_FRACTION))].tolist())
+    return {
+        "train": [d for i, d in enumerate(rest) if i not in held],
+        "validation": [d for i, d in enumerate(rest) if i in held],
+        "test": test,
+    }
+
+
 class PydocChars(tfds.core.GeneratorBasedBuilder):
     """Standard-library docstrings as fixed-length character windows."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Top-level stdlib files, every tenth file held out for test."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {
+        "1.0.0": "Top-level stdlib files, every tenth file held out for test.",
+        "1.1.0": "validation: 15% of the train files (seeded); test unchanged.",
+    }
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
@@ -91,12 +111,8 @@ class PydocChars(tfds.core.GeneratorBasedBuilder):
 
     def _split_generators(self, dl_manager):
         del dl_manager  # nothing to download
-        docs = documents()
         return {
-            "train": self._generate_examples(
-                [d for i, d in enumerate(docs) if i % TEST_EVERY != 0]
-            ),
-            "test": self._generate_examples([d for i, d in enumerate(docs) if i % TEST_EVERY == 0]),
+            name: self._generate_examples(d) for name, d in split_documents(documents()).items()
         }
 
     def _generate_examples(self, docs):

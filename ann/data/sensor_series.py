@@ -11,14 +11,18 @@ Regime changes come at random times (on average every REGIME_EVERY steps): the l
 cycle's amplitude changes, its phase slips and the trend bends. Windows of HISTORY steps
 (`history`) and the next HORIZON steps (`future`) are cut with a stride; `series` and `start`
 say where from. `train` and `test` are cut from different series (different seeds), so no test
-point was ever in a training window. The seasonal period, which the seasonal-naive baseline
-needs, is the module constant PERIOD and `info.metadata["period"]` (with `history`, `horizon`).
+point was ever in a training window; `validation` is the last VALIDATION_FRACTION of the
+training series (cut with the test stride), so it shares no series with train either. The
+seasonal period, which the seasonal-naive baseline needs, is the module constant PERIOD and
+`info.metadata["period"]` (with `history`, `horizon`).
 
 `sensor_faults`: independent windows of FAULT_WINDOW steps x FAULT_CHANNELS channels: the cycle
 (its length jitters by 10% from window to window), a shared slow AR(1) wander, white noise of
 std 0.08, and a fourth sensor whose response is nonlinear (saturating), so normal windows do not
-lie in a linear subspace. `train` holds normal windows only; `test` has about FAULT_RATE of its
-windows with one injected fault in one channel, labelled "fault": a spike (+-0.6-1.0 on 1-3
+lie in a linear subspace. `train` holds normal windows only; `validation` is the last
+VALIDATION_FRACTION of the training stream's windows with faults injected as in `test` (from its
+own seed), to choose checkpoints on; `test` has about FAULT_RATE of its windows with one
+injected fault in one channel, labelled "fault": a spike (+-0.6-1.0 on 1-3
 steps), a level shift (0.35-0.6), a drift (a ramp to 0.5-0.9), a stuck sensor (a flat line of 16+
 steps), a noise burst (noise 3-5x larger for 12-24 steps) or a broken correlation (one channel's
 cycle slips by a quarter to half a period). Against a cycle of amplitude ~1 these are moderate:
@@ -35,6 +39,8 @@ from collections.abc import Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
+from ann.data.splits import VALIDATION_FRACTION
+
 PERIOD = 24  # steps per "day": the seasonal period of both data sets
 
 # sensor_series
@@ -46,12 +52,26 @@ REGIME_EVERY = 300
 SERIES_COUNT = {"train": 150, "test": 30}
 STRIDE = {"train": 12, "test": 24}
 SERIES_SEEDS = {"train": 100, "test": 200}
+TRAIN_SERIES = int(round(SERIES_COUNT["train"] * (1 - VALIDATION_FRACTION)))
+# split -> (series stream, series [first, stop) of it, stride)
+SERIES_ROWS = {
+    "train": ("train", 0, TRAIN_SERIES, STRIDE["train"]),
+    "validation": ("train", TRAIN_SERIES, SERIES_COUNT["train"], STRIDE["test"]),
+    "test": ("test", 0, SERIES_COUNT["test"], STRIDE["test"]),
+}
 
 # sensor_faults
 FAULT_WINDOW = 64
 FAULT_CHANNELS = 4
-FAULT_SIZES = {"train": 2_000, "test": 1_000}
-FAULT_SEEDS = {"train": 10, "test": 20}
+FAULT_SIZES = {"train": 2_000, "test": 1_000}  # train: before carving validation
+FAULT_SEEDS = {"train": 10, "test": 20, "validation": 30}  # validation's: its faults only
+TRAIN_WINDOWS = int(round(FAULT_SIZES["train"] * (1 - VALIDATION_FRACTION)))
+# split -> (window stream, windows [start, stop) of it)
+FAULT_ROWS = {
+    "train": ("train", 0, TRAIN_WINDOWS),
+    "validation": ("train", TRAIN_WINDOWS, FAULT_SIZES["train"]),
+    "test": ("test", 0, FAULT_SIZES["test"]),
+}
 FAULT_RATE = 0.18
 FAULT_KINDS = ("none", "spike", "level_shift", "drift", "stuck", "noise_burst", "decorrelation")
 
@@ -170,14 +190,22 @@ def _inject(
 
 def fault_windows(split: str) -> Iterator[tuple[np.ndarray, int]]:
     """(window, fault kind) of each `sensor_faults` row of `split`, in order (kind 0 = normal)."""
-    rng = np.random.default_rng(FAULT_SEEDS[split])
-    rate = FAULT_RATE if split == "test" else 0.0  # train is normal windows only
-    for _ in range(FAULT_SIZES[split]):
+    stream, start, stop = FAULT_ROWS[split]
+    rng = np.random.default_rng(FAULT_SEEDS[stream])
+    rate = FAULT_RATE if stream == "test" else 0.0  # the train stream is normal windows only
+    # Validation's faults come from their own generator: the train stream stays as it was.
+    faults = np.random.default_rng(FAULT_SEEDS["validation"]) if split == "validation" else rng
+    for i in range(stop):
         window, parts = _normal_window(rng)
         kind = 0
         if rng.random() < rate:
             kind = 1 + int(rng.integers(len(FAULT_KINDS) - 1))
             window = _inject(rng, window, parts, FAULT_KINDS[kind])
+        if i < start:
+            continue
+        if split == "validation" and faults.random() < FAULT_RATE:
+            kind = 1 + int(faults.integers(len(FAULT_KINDS) - 1))
+            window = _inject(faults, window, parts, FAULT_KINDS[kind])
         yield window, kind
 
 
@@ -197,8 +225,11 @@ def fault_kinds(windows: np.ndarray, split: str = "test") -> np.ndarray:
 class SensorSeries(tfds.core.GeneratorBasedBuilder):
     """Forecasting windows (history -> future) from generated multichannel sensor series."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "96-step history, 24-step future, 3 channels, period 24."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {
+        "1.0.0": "96-step history, 24-step future, 3 channels, period 24.",
+        "1.1.0": "validation: the last 15% of the train series (stride 24); test unchanged.",
+    }
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
@@ -221,14 +252,17 @@ class SensorSeries(tfds.core.GeneratorBasedBuilder):
 
     def _split_generators(self, dl_manager):
         del dl_manager  # generated
-        return {split: self._generate_examples(split) for split in SERIES_COUNT}
+        return {split: self._generate_examples(split) for split in SERIES_ROWS}
 
     def _generate_examples(self, split: str) -> Iterator[tuple[int, dict]]:
-        rng = np.random.default_rng(SERIES_SEEDS[split])
+        stream, first, stop, stride = SERIES_ROWS[split]
+        rng = np.random.default_rng(SERIES_SEEDS[stream])
         key = 0
-        for s in range(SERIES_COUNT[split]):
+        for s in range(stop):
             series = generate_series(rng, SERIES_LEN, SERIES_CHANNELS)
-            for start in range(0, SERIES_LEN - HISTORY - HORIZON + 1, STRIDE[split]):
+            if s < first:
+                continue  # the stream's series before this split's
+            for start in range(0, SERIES_LEN - HISTORY - HORIZON + 1, stride):
                 cut = start + HISTORY
                 yield (
                     key,
@@ -245,8 +279,12 @@ class SensorSeries(tfds.core.GeneratorBasedBuilder):
 class SensorFaults(tfds.core.GeneratorBasedBuilder):
     """Multichannel sensor windows; `test` has injected faults (anomaly detection)."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "64x4 windows; six fault kinds in ~18% of test windows."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {
+        "1.0.0": "64x4 windows; six fault kinds in ~18% of test windows.",
+        "1.1.0": "validation: the last 15% of the train windows, with faults injected as in "
+        "test; test unchanged.",
+    }
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
@@ -265,7 +303,7 @@ class SensorFaults(tfds.core.GeneratorBasedBuilder):
 
     def _split_generators(self, dl_manager):
         del dl_manager  # generated
-        return {split: self._generate_examples(split) for split in FAULT_SIZES}
+        return {split: self._generate_examples(split) for split in FAULT_ROWS}
 
     def _generate_examples(self, split: str) -> Iterator[tuple[int, dict]]:
         for i, (window, kind) in enumerate(fault_windows(split)):

@@ -1,4 +1,11 @@
-"""Data sets by name: ann's offline builders, or any TFDS data set prepared as array_record."""
+"""Data sets by name: ann's offline builders, or any TFDS data set prepared as array_record.
+
+A split is a name (`train`, `validation`, `test`) or TFDS's slicing syntax over them
+(https://www.tensorflow.org/datasets/splits): `train[:90%]`, `train[90%:]`, `train[:5000]`,
+`train+test`. A TFDS set without a validation split gets one that way: `data.train_split=
+"train[:90%]"` with `data.validation_split="train[90%:]"` (the two slices of one split never
+overlap).
+"""
 
 from __future__ import annotations
 
@@ -73,15 +80,29 @@ def _builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
     return builder
 
 
-def load(name: str, split: str, data_dir: str | None = None, cache: bool = False) -> Split:
-    """Opens `split` of data set `name`, building ann's offline sets on first use."""
+def load(
+    name: str, split: str, data_dir: str | None = None, cache: bool = False, key: str = ""
+) -> Split:
+    """Opens `split` (a name or a TFDS slice such as `train[90%:]`) of data set `name`,
+    building ann's offline sets on first use. `key` names the config key that chose the split,
+    for the error message. Raises ConfigError for an unknown split or bad slice."""
     data_dir = data_dir or default_data_dir()
     builder = _builder(name, data_dir)
-    if split not in builder.info.splits:
+    try:
+        builder.info.splits[split]  # parses slices too; raises on unknown names and bad syntax
+    except (KeyError, ValueError) as e:
+        names = sorted(builder.info.splits)
+        where = f"config key '{key}': " if key else ""
+        fix = ""
+        if split == "validation" and "train" in names:
+            fix = (
+                "; carve one from train: --config.data.train_split='train[:90%]' "
+                "--config.data.validation_split='train[90%:]'"
+            )
         raise ConfigError(
-            f"data set {name!r} has no split {split!r}; its splits are "
-            f"{', '.join(sorted(builder.info.splits))}"
-        )
+            f"{where}data set {name!r} has no split {split!r}; its splits are "
+            f"{', '.join(names)} (or TFDS slices of them, e.g. 'train[90%:]'){fix}"
+        ) from e
     try:
         source = builder.as_data_source(split=split)
     except Exception as e:  # e.g. prepared as tfrecord, which needs TensorFlow to read

@@ -1,7 +1,10 @@
 """scikit-learn's digits as arrays, and the seeded splits the offline data sets share.
 
 Every digits-based data set (`digits`, `digit_pairs`, `digits_novelty`) builds from the same
-arrays and the same stratified split, so none of them tests on an image another trains on.
+arrays and the same stratified splits, so none of them tests or validates on an image another
+trains on. Test rows are split off first (TEST_FRACTION of all rows); the validation rows are
+then carved from what is left for training (VALIDATION_FRACTION of it), so adding the
+validation split left every test split exactly as it was.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import numpy as np
 
 SPLIT_SEED = 0
 TEST_FRACTION = 0.2
+VALIDATION_FRACTION = 0.15  # of the training rows: about 12% of all rows
 
 
 def random_split(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -23,10 +27,43 @@ def random_split(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(train), np.sort(test)
 
 
+def carve_validation(
+    index: np.ndarray, labels: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted (train, validation) subsets of the row indices `index`: VALIDATION_FRACTION of
+    them, seeded, stratified by `labels` (aligned with `index`) when given."""
+    from sklearn.model_selection import train_test_split
+
+    train, validation = train_test_split(
+        np.asarray(index),
+        test_size=VALIDATION_FRACTION,
+        random_state=SPLIT_SEED,
+        stratify=labels,
+    )
+    return np.sort(train), np.sort(validation)
+
+
+def random_splits(labels: np.ndarray) -> dict[str, np.ndarray]:
+    """Sorted row indices of `train`, `validation` and `test`: `random_split`'s test rows, and
+    its train rows carved into train and validation, both stratified by `labels`."""
+    train, test = random_split(labels)
+    train, validation = carve_validation(train, labels[train])
+    return {"train": train, "validation": validation, "test": test}
+
+
 def sequential_split(n: int) -> tuple[np.ndarray, np.ndarray]:
     """The first 80% of the rows and the last 20%."""
     cut = int(round(n * (1 - TEST_FRACTION)))
     return np.arange(cut), np.arange(cut, n)
+
+
+def sequential_splits(n: int) -> dict[str, np.ndarray]:
+    """`sequential_split` with the last VALIDATION_FRACTION of its train rows as validation:
+    rows in order, so for data ordered by writer (the digits) train, validation and test are
+    (up to the one writer at each boundary) written by different people."""
+    train, test = sequential_split(n)
+    cut = int(round(len(train) * (1 - VALIDATION_FRACTION)))
+    return {"train": train[:cut], "validation": train[cut:], "test": test}
 
 
 def digits() -> tuple[np.ndarray, np.ndarray]:
