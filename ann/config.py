@@ -34,7 +34,12 @@ SCHEMA: dict[str, Any] = {
     "data": {
         "name": ("", str),
         "data_dir": ("", str),  # "" = $TFDS_DATA_DIR or ~/tensorflow_datasets
+        # Splits are names or TFDS slices ("train[:90%]", "train[90%:]"); see ann/data/sources.py.
         "train_split": ("train", str),
+        # Chooses: the best checkpoint, early stopping and a sweep's objective read its `val/`
+        # metrics. A TFDS set without one: train_split="train[:90%]", this "train[90%:]".
+        "validation_split": ("validation", str),
+        # Reported only (`eval/` for the first, `eval_<split>/` for more), never chosen on.
         "eval_splits": (("test",), (tuple, list)),
         "cache": (True, bool),  # hold the decoded split in memory (small data sets)
         "shuffle": (True, bool),
@@ -81,9 +86,10 @@ SCHEMA: dict[str, Any] = {
     "eval_every_steps": (200, int),
     "checkpoint_every_steps": (200, int),
     "max_to_keep": (3, int),
-    "best_metric": ("eval/accuracy", str),
+    # A `val/` metric (of data.validation_split): model selection never looks at the test split.
+    "best_metric": ("val/accuracy", str),
     "best_mode": ("max", str),
-    # Stop when `metric` (an eval metric; "" = off) has not improved by more than `min_delta`
+    # Stop when `metric` (a `val/` metric; "" = off) has not improved by more than `min_delta`
     # for `patience` evals in a row. The run then counts as finished: a rerun does not train on.
     "early_stopping": {
         "metric": ("", str),
@@ -126,6 +132,21 @@ POSITIVE = (
     "optimizer.accumulate_steps",
     "early_stopping.patience",
 )
+
+
+SELECTION_PREFIX = "val/"  # metrics of data.validation_split: the only ones that choose
+
+
+def check_selection_metric(key: str, metric: str) -> None:
+    """Raises ConfigError unless `metric` is a validation metric (`val/...`): what chooses a
+    checkpoint, stops a run early or ranks a sweep's trials must not read the test split."""
+    if not metric.startswith(SELECTION_PREFIX):
+        name = metric.split("/", 1)[-1] or "accuracy"
+        raise ConfigError(
+            f"{key} is {metric!r}, which is not a validation metric; choosing on {metric!r} "
+            f"would select on the reported split: use '{SELECTION_PREFIX}{name}' (metrics of "
+            "data.validation_split)"
+        )
 
 
 def _defaults(schema: Mapping[str, Any]) -> dict[str, Any]:
@@ -177,8 +198,11 @@ def _get(config: Mapping[str, Any], path: str) -> Any:
     return value
 
 
-def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
-    """Checks keys, types, choices and device divisibility; raises ConfigError naming the key."""
+def validate(config: ml_collections.ConfigDict, num_devices: int, selecting: bool = True) -> None:
+    """Checks keys, types, choices and device divisibility; raises ConfigError naming the key.
+    `selecting=False` (restoring a trained run) skips the check that `best_metric` and
+    `early_stopping.metric` are `val/` metrics: runs from before validation splits chose on
+    `eval/` and keep that choice."""
     values = config.to_dict()
     for key in SCHEMA:
         if key not in values:
@@ -233,11 +257,10 @@ def validate(config: ml_collections.ConfigDict, num_devices: int) -> None:
             "devices; change one of them"
         )
     stopping = values["early_stopping"]
-    if stopping["metric"] and not stopping["metric"].startswith("eval"):
-        raise ConfigError(
-            f"config key 'early_stopping.metric' is {stopping['metric']!r}, not an eval metric; "
-            "use a name from the eval logs such as eval/accuracy or eval/loss, or '' for off"
-        )
+    if selecting:
+        check_selection_metric("config key 'best_metric'", values["best_metric"])
+        if stopping["metric"]:
+            check_selection_metric("config key 'early_stopping.metric'", stopping["metric"])
     if stopping["min_delta"] < 0:
         raise ConfigError(
             f"config key 'early_stopping.min_delta' must be >= 0, got {stopping['min_delta']}"

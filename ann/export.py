@@ -9,8 +9,12 @@ training evaluated. The layout and the loader (jax only) are in `ann/artifact.py
 holds:
 
 - `name`, `format`, `platforms`; `inputs` and `outputs`: name -> dtype and shape, -1 for batch;
-- `source`: the run's workdir and step; `config`: the resolved config; `metrics`: the run's
-  eval metrics at that step; `git`: commit and dirty flag; `versions`: jax, jaxlib, flax;
+- `source`: the run's workdir and step, and how that step was chosen (`selected_by`: for
+  `--step=best`, the run's `best_metric`, a `val/` metric of the validation split, and its
+  mode); `data`: the data set, its version and which split is which (train, validation,
+  eval = test); `config`: the resolved config; `metrics`: the run's metrics at that step,
+  labelled by split: `val/...` (validation, what chose it) and `eval/...` (test, reported);
+  `git`: commit and dirty flag; `versions`: jax, jaxlib, flax;
 - `reference`: statistics of the training split for drift checks (see `reference_statistics`);
 - `files`: sha256 and size of every other file.
 
@@ -123,7 +127,8 @@ def _git() -> dict[str, Any]:
 
 
 def _eval_metrics(workdir: str, step: int) -> dict[str, float]:
-    """The eval metrics the run logged at `step` (metrics.jsonl)."""
+    """The validation (`val/`) and test (`eval/`, `eval_<split>/`) metrics the run logged at
+    `step` (metrics.jsonl)."""
     path = os.path.join(workdir, "metrics.jsonl")
     metrics: dict[str, float] = {}
     if os.path.exists(path):
@@ -135,7 +140,7 @@ def _eval_metrics(workdir: str, step: int) -> dict[str, float]:
                         {
                             k: v
                             for k, v in record.items()
-                            if k.startswith("eval") and not k.endswith("/seconds")
+                            if k.startswith(("val/", "eval")) and not k.endswith("/seconds")
                         }
                     )
     return metrics
@@ -168,6 +173,7 @@ def export(
 
     if os.path.exists(out) and os.listdir(out):
         raise FileExistsError(f"--out={out} exists and is not empty; choose a new directory")
+    requested = step
     experiment, model, step, config = restore_model(workdir, step)
     graphdef, state = nnx.split(model)
     leaves, treedef = jax.tree_util.tree_flatten_with_path(state)
@@ -217,11 +223,21 @@ def export(
         "platforms": list(exported.platforms),
         "inputs": _signature_json(input_signature),
         "outputs": _signature_json(output_signature),
-        "source": {"workdir": os.path.abspath(workdir), "step": int(step)},
+        "source": {
+            "workdir": os.path.abspath(workdir),
+            "step": int(step),
+            "selected_by": (
+                {"metric": config.best_metric, "mode": config.best_mode}
+                if requested == "best"
+                else {"step": requested}
+            ),
+        },
         "data": {
             "name": dc.name,
+            "version": str(train.info.version),
             "train_split": dc.train_split,
-            "eval_splits": list(dc.eval_splits),
+            "validation_split": dc.validation_split,  # chose the step (val/ metrics)
+            "eval_splits": list(dc.eval_splits),  # reported only (eval/ metrics: test)
         },
         "config": json.loads(config_lib.to_json(config)),
         "metrics": _eval_metrics(workdir, int(step)),

@@ -19,9 +19,10 @@ MLflow tracking server too (`ann/mlflow_mirror.py`); `mirror` copies an existing
 A registered model has integer versions 1, 2, ...; an alias (`champion`, `challenger`) points
 at one version and can be moved; tags are free key/value pairs on a model or a version. URIs:
 `models:/NAME/3`, `models:/NAME@champion`, `models:/NAME/latest`. Each version keeps its
-lineage from the export's manifest: the run and step, the config, the data, the eval metrics
-and the git commit. Versions are allocated inside `BEGIN IMMEDIATE` transactions, so writers in
-separate processes never get the same number.
+lineage from the export's manifest: the run and step (and the validation metric that chose
+it), the config, the data (which split validated, which tested), the metrics labelled by split
+(`val/...` validation, `eval/...` test) and the git commit. Versions are allocated inside
+`BEGIN IMMEDIATE` transactions, so writers in separate processes never get the same number.
 """
 
 from __future__ import annotations
@@ -485,7 +486,9 @@ class Registry:
 
 def _summary(mv: ModelVersion) -> str:
     metrics = mv.lineage.get("metrics") or {}
-    shown = " ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
+    # Validation (what chose the step) first, then test (`eval/`): sorted puts eval before val.
+    order = sorted(metrics, key=lambda k: (not k.startswith("val/"), k))
+    shown = " ".join(f"{k}={metrics[k]:.4g}" for k in order)
     created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(mv.created))
     source = mv.lineage.get("source") or {}
     return (

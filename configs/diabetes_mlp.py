@@ -31,6 +31,6 @@ def get_config(arg: str | None = None):
     c.checkpoint_every_steps = 1000
     # Lower is better. Reported results are the last step's, not the best checkpoint's: picking
     # a step by its test RMSE would tune on the test split.
-    c.best_metric = "eval/rmse"
+    c.best_metric = "val/rmse"
     c.best_mode = "min"
     return c

@@ -33,6 +33,7 @@ def get_config(arg: str | None = None):
     c.model.dropout = 0.0
     c.data.name = "digit_strings"
     c.data.train_split = "train"
+    c.data.validation_split = "validation"  # chooses the best checkpoint
     c.data.eval_splits = ("test", "test_seen")
     c.batch_size = 64
     c.eval_batch_size = 500
@@ -48,6 +49,6 @@ def get_config(arg: str | None = None):
     c.log_every_steps = 100
     c.eval_every_steps = 600
     c.checkpoint_every_steps = 600
-    c.best_metric = "eval/exact_match"
+    c.best_metric = "val/exact_match"
     c.best_mode = "max"
     return c

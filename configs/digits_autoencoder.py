@@ -25,6 +25,7 @@ def get_config(arg: str | None = None):
     c.model.upsample = "transpose"
     c.data.name = "digits_novelty"
     c.data.train_split = "train"  # digits 0-7 only
+    c.data.validation_split = "validation"  # chooses the best checkpoint
     c.data.eval_splits = ("test",)
     c.task.breakdown = "digit"  # auroc_8, auroc_9
     c.batch_size = 128
@@ -36,7 +37,7 @@ def get_config(arg: str | None = None):
     c.log_every_steps = 100
     c.eval_every_steps = 250
     c.checkpoint_every_steps = 250
-    c.best_metric = "eval/auroc"
+    c.best_metric = "val/auroc"
     c.best_mode = "max"
     if arg == "dense":
         c.model = ann_config.base().model

@@ -29,6 +29,7 @@ def get_config(arg: str | None = None):
     c.model.dropout = 0.1
     c.data.name = "digits"
     c.data.train_split = "train"
+    c.data.validation_split = "validation"  # chooses the best checkpoint
     c.data.eval_splits = ("test",)
     c.init_from = "runs/digits_cnn"
     c.init_from_skip = ("head/.*",)  # a new head: same shape as the old one, so skip it by name

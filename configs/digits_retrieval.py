@@ -22,6 +22,7 @@ def get_config(arg: str | None = None):
     c.model.embedding_dim = 64
     c.data.name = "digit_pairs"
     c.data.train_split = "train"
+    c.data.validation_split = "validation"  # chooses the best checkpoint
     c.data.eval_splits = ("test",)
     c.task.loss = "infonce"
     c.task.temperature = 0.1
@@ -35,7 +36,7 @@ def get_config(arg: str | None = None):
     c.log_every_steps = 50
     c.eval_every_steps = 100
     c.checkpoint_every_steps = 100
-    c.best_metric = "eval/recall_at_1"
+    c.best_metric = "val/recall_at_1"
     c.best_mode = "max"
     if arg == "triplet":
         c.task = {"loss": "triplet", "margin": 0.5}  # 0.2: all triplets satisfied by step 200

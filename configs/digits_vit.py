@@ -20,6 +20,7 @@ def get_config(arg: str | None = None):
     c.model.dropout = 0.1
     c.data.name = "digits"
     c.data.train_split = "train"
+    c.data.validation_split = "validation"  # chooses the best checkpoint
     c.data.eval_splits = ("test",)
     c.batch_size = 64
     c.total_steps = 1000

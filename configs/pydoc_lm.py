@@ -22,6 +22,7 @@ def get_config(arg: str | None = None):
     c.model.dropout = 0.0
     c.data.name = "pydoc_chars"
     c.data.train_split = "train"
+    c.data.validation_split = "validation"  # chooses the best checkpoint
     c.data.eval_splits = ("test",)
     c.batch_size = 32
     c.eval_batch_size = 64
@@ -35,6 +36,6 @@ def get_config(arg: str | None = None):
     c.log_every_steps = 100
     c.eval_every_steps = 400
     c.checkpoint_every_steps = 400
-    c.best_metric = "eval/bits_per_char"
+    c.best_metric = "val/bits_per_char"
     c.best_mode = "min"
     return c

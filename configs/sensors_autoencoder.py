@@ -22,6 +22,7 @@ def get_config(arg: str | None = None):
     c.model.latent = 32  # 256 values per window -> 32: small enough not to copy a fault through
     c.data.name = "sensor_faults"
     c.data.train_split = "train"  # normal windows only
+    c.data.validation_split = "validation"  # chooses the best checkpoint
     c.data.eval_splits = ("test",)
     c.batch_size = 128
     c.total_steps = 2000  # about 160 epochs of the 1,600 windows that are fit (a few ms a step)
@@ -32,7 +33,7 @@ def get_config(arg: str | None = None):
     c.log_every_steps = 200
     c.eval_every_steps = 500
     c.checkpoint_every_steps = 500
-    c.best_metric = "eval/auroc"
+    c.best_metric = "val/auroc"
     c.best_mode = "max"
     if arg == "conv":
         c.model = ann_config.base().model

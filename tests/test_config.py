@@ -50,7 +50,11 @@ def test_validate_names_the_key(mutate, message):
         ),
         ({"model.name": "nowhere.mod:Net"}, "cannot import 'nowhere.mod:Net'"),
         ({"data.name": "no_such_data"}, "unknown data set 'no_such_data'"),
-        ({"data.eval_splits": ("validation",)}, "has no split 'validation'"),
+        ({"data.eval_splits": ("valid",)}, "has no split 'valid'"),
+        (
+            {"data.validation_split": "valid"},
+            "config key 'data.validation_split': data set 'digits' has no split 'valid'",
+        ),
         ({"experiment": "regresion"}, "unknown experiment 'regresion'"),
     ],
 )
@@ -134,8 +138,22 @@ def test_unset_keys_can_be_set_from_the_command_line():
 
 
 def test_unknown_best_metric_is_a_config_error(tmp_path):
-    with pytest.raises(ConfigError, match="'best_metric': 'eval/acc' is not an eval metric"):
-        train_and_evaluate(tiny(total_steps=2, best_metric="eval/acc"), str(tmp_path))
+    with pytest.raises(ConfigError, match="'best_metric': 'val/acc' is not"):
+        train_and_evaluate(tiny(total_steps=2, best_metric="val/acc"), str(tmp_path))
+
+
+def test_a_test_metric_never_chooses_the_best_checkpoint(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        config_lib.validate(tiny(best_metric="eval/accuracy"), num_devices=4)
+    assert str(e.value) == (
+        "config key 'best_metric' is 'eval/accuracy', which is not a validation metric; "
+        "choosing on 'eval/accuracy' would select on the reported split: use 'val/accuracy' "
+        "(metrics of data.validation_split)"
+    )
+    with pytest.raises(ConfigError, match="'eval_test_seen/loss'.*use 'val/loss'"):
+        config_lib.validate(tiny(best_metric="eval_test_seen/loss"), num_devices=4)
+    assert config_lib.base().best_metric == "val/accuracy"
+    assert config_lib.base().data.validation_split == "validation"
 
 
 def test_task_settings_fill_defaults_and_name_unknown_or_mistyped_keys():
@@ -165,3 +183,13 @@ def test_a_run_written_before_new_keys_existed_still_reads(tmp_path):
     assert old.sharding_rules == "fsdp" and old.mesh.fsdp == 1 and old.freeze == ()
     assert old.data.eval_splits == ("test",) and old.model.name == config.model.name
     config_lib.validate(old, 4)
+    # A run from before validation splits: chose on eval/, no data.validation_split. It reads
+    # and restores (its best checkpoint stays the one it chose); it does not train on.
+    del values["data"]["validation_split"]
+    values["best_metric"] = "eval/accuracy"
+    (tmp_path / "config.json").write_text(json.dumps(values))
+    old = config_lib.read(str(tmp_path))
+    assert old.data.validation_split == "validation" and old.best_metric == "eval/accuracy"
+    config_lib.validate(old, 1, selecting=False)
+    with pytest.raises(ConfigError, match="use 'val/accuracy'"):
+        config_lib.validate(old, 4)

@@ -183,7 +183,7 @@ FINGERPRINTS = {
     ("digits", "1.1.0"): "7d6c62743904dbb2ac177b7e439c63e6addc2b3733be32d1223321c036b5be12",
     ("breast_cancer", "1.1.0"): "9bcf573f0f8ae27918eb2ad2d6601e8c206219eb317dee2a3fb0dcf0e802ccc1",
     ("diabetes", "1.1.0"): "20761e5017137f56c36a5e2006eb3818efbb2c12bdd44799bdd031873f3f1b31",
-    ("digit_strings", "2.1.0"): "38edcdacfba08cabb0f43070d0347a68a5ccaffd88714947af72eb55ab8ccb8a",
+    ("digit_strings", "2.1.0"): "7b561c7563d9ef5986905d6a10bb83f0f3bd7157ccb51d27d2f4643802a5d42d",
     ("digit_pairs", "1.1.0"): "4fcd0f5d9b1a76384a5d9403925b9a36da8bf1384927e3ae174a289d221e508b",
     ("digits_novelty", "1.1.0"): "1a72fb0e410ff51c6d7a9b98e577db898cdefd8b8350e9dd3b5cfcbf7936611d",
 }

@@ -1,4 +1,5 @@
-"""Early stopping: it stops, keeps and reports the best checkpoint, and a rerun trains no more."""
+"""Early stopping: it stops on a validation metric, keeps and reports the best checkpoint, and
+a rerun trains no more."""
 
 import json
 
@@ -19,7 +20,7 @@ def stopping(**overrides):
         eval_every_steps=5,
         checkpoint_every_steps=50,
         **{
-            "early_stopping.metric": "eval/accuracy",
+            "early_stopping.metric": "val/accuracy",
             "early_stopping.mode": "max",
             "early_stopping.patience": 2,
             "early_stopping.min_delta": 1.0,
@@ -30,7 +31,7 @@ def stopping(**overrides):
 
 def eval_steps(workdir):
     with open(workdir / "metrics.jsonl") as f:
-        return [r["step"] for r in map(json.loads, f) if "eval/accuracy" in r]
+        return [r["step"] for r in map(json.loads, f) if "val/accuracy" in r]
 
 
 def test_early_stopping_stops_and_a_rerun_does_not_train(tmp_path):
@@ -90,20 +91,48 @@ def test_off_by_default_and_a_finished_run_reports_done(tmp_path):
     assert compiles == []
 
 
+def test_early_stopping_reads_the_validation_split_not_test(tmp_path):
+    # patience=1, min_delta=0: the run stops at the first eval whose val/loss is no lower than
+    # the best before it; whatever the test loss does.
+    config = tiny(
+        total_steps=200,
+        eval_every_steps=5,
+        checkpoint_every_steps=100,
+        **{"early_stopping.metric": "val/loss", "early_stopping.mode": "min"},
+        **{"early_stopping.patience": 1, "optimizer.learning_rate": 0.05},
+    )
+    result = train_and_evaluate(config, str(tmp_path))
+    with open(tmp_path / "metrics.jsonl") as f:
+        evals = [r for r in map(json.loads, f) if "val/loss" in r]
+    assert all("eval/loss" in r for r in evals)  # test reported beside validation
+    val = [r["val/loss"] for r in evals]
+    stop = next(i for i in range(1, len(val)) if val[i] >= min(val[:i]))
+    assert result.stop_reason == "early_stopped" and result.step == evals[stop]["step"]
+    status = json.loads((tmp_path / "run_status.json").read_text())
+    assert status["message"].startswith("val/loss did not improve")
+
+
 def test_early_stopping_errors_name_the_key(tmp_path):
-    with pytest.raises(ConfigError, match="early_stopping.metric.*not an eval metric"):
+    with pytest.raises(ConfigError, match="early_stopping.metric.*not a validation metric"):
         train_and_evaluate(tiny(**{"early_stopping.metric": "accuracy"}), str(tmp_path / "a"))
     with pytest.raises(ConfigError, match="early_stopping.mode"):
         train_and_evaluate(
-            tiny(**{"early_stopping.metric": "eval/loss", "early_stopping.mode": "down"}),
+            tiny(**{"early_stopping.metric": "val/loss", "early_stopping.mode": "down"}),
             str(tmp_path / "b"),
         )
-    with pytest.raises(ConfigError, match="'eval/acc' is not an eval metric; choose one of"):
-        train_and_evaluate(tiny(**{"early_stopping.metric": "eval/acc"}), str(tmp_path / "c"))
+    with pytest.raises(ConfigError, match="'val/acc' is not a validation metric of this run"):
+        train_and_evaluate(tiny(**{"early_stopping.metric": "val/acc"}), str(tmp_path / "c"))
+    # A test metric never stops a run: refused before anything compiles, with the fix.
+    with pytest.raises(
+        ConfigError,
+        match="config key 'early_stopping.metric' is 'eval/accuracy', which is not a validation "
+        "metric.*use 'val/accuracy'",
+    ):
+        train_and_evaluate(tiny(**{"early_stopping.metric": "eval/accuracy"}), str(tmp_path / "d"))
 
 
 def test_min_mode_and_min_delta():
-    stop = hooks.EarlyStopping(1, "eval/loss", "min", patience=2, min_delta=0.1)
+    stop = hooks.EarlyStopping(1, "val/loss", "min", patience=2, min_delta=0.1)
     assert not stop.update(1, 1.0)
     assert not stop.update(2, 0.95)  # better, but not by more than min_delta
     assert not stop.update(3, 0.85)  # by more than min_delta from 1.0: counter resets

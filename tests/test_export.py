@@ -41,10 +41,22 @@ def test_loaded_export_equals_training_code(digits_export):
     assert m["inputs"] == {"image": {"dtype": "uint8", "shape": [-1, 8, 8, 1]}}
     assert m["outputs"]["probabilities"] == {"dtype": "float32", "shape": [-1, 10]}
     assert m["outputs"]["label"]["shape"] == [-1] and len(m["outputs"]["label"]["names"]) == 10
-    assert m["source"] == {"workdir": str(workdir), "step": step}
+    # --step=best: the step the validation split chose, labelled as such; the test metrics of
+    # that step are reported beside it.
+    selected = {"metric": "val/accuracy", "mode": "max"}
+    assert m["source"] == {"workdir": str(workdir), "step": step, "selected_by": selected}
+    with open(workdir / "metrics.jsonl") as f:
+        evals = [r for r in map(json.loads, f) if "val/accuracy" in r]
+    chosen = max(evals, key=lambda r: r["val/accuracy"])  # the first of equal values
+    assert step == chosen["step"] and m["metrics"]["val/accuracy"] == chosen["val/accuracy"]
+    assert m["metrics"]["eval/accuracy"] == chosen["eval/accuracy"]
+    assert m["data"]["validation_split"] == "validation" and m["data"]["eval_splits"] == ["test"]
+    assert m["data"]["version"] == str(data.load("digits", "train").info.version)
     assert m["config"]["model"]["name"] == "cnn" and m["config"]["total_steps"] == 20
     assert set(m["metrics"]) == {
-        f"eval/{k}" for k in ("loss", "accuracy", "precision", "recall", "f1", "auroc")
+        f"{split}/{k}"
+        for split in ("val", "eval")
+        for k in ("loss", "accuracy", "precision", "recall", "f1", "auroc")
     }
     assert m["versions"]["jax"] == jax.__version__ and m["versions"]["flax"]
     assert m["git"]["commit"] is None or len(m["git"]["commit"]) == 40

@@ -11,6 +11,7 @@ import textwrap
 import pytest
 from conftest import ROOT, with_devices
 
+from ann.config import ConfigError
 from ann.sweep import definition as definition_lib
 from ann.sweep import emit, grid, launch, pruning, search, space
 from ann.sweep import trials as trials_lib
@@ -156,7 +157,7 @@ def test_bad_definitions_fail_in_one_line(tmp_path, sweep, message):
 def test_tpe_needs_a_searchable_space(tmp_path):
     definition = definition_lib.load(write_config(tmp_path, "return h.sweep('seed', [1])"), {})
     with pytest.raises(SweepError, match="--search=tpe needs a search space.*h.loguniform"):
-        search.run(definition, str(tmp_path / "s"), trials=2, metric="eval/accuracy", mode="max")
+        search.run(definition, str(tmp_path / "s"), trials=2, metric="val/accuracy", mode="max")
 
 
 def test_cli_errors_are_one_line(tmp_path):
@@ -170,6 +171,23 @@ def test_cli_errors_are_one_line(tmp_path):
     ]
     proc = sweep_cli(f"--config={ROOT / 'configs' / 'digits_cnn.py'}", f"--workdir={tmp_path}")
     assert proc.returncode == 1 and "has no get_sweep(h); add one" in proc.stderr
+
+
+def test_the_objective_must_be_a_validation_metric(tmp_path):
+    # Ranking trials on the test split would make the winner's test score optimistic.
+    path = write_config(tmp_path, "return h.sweep('optimizer.learning_rate', [1e-3])")
+    proc = sweep_cli(
+        f"--config={path}", f"--workdir={tmp_path / 's'}", "--metric=eval/accuracy", "--dry_run"
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        "error: --metric is 'eval/accuracy', which is not a validation metric; choosing on "
+        "'eval/accuracy' would select on the reported split: use 'val/accuracy' (metrics of "
+        "data.validation_split)"
+    ]
+    # The default objective is the config's best_metric, a validation metric.
+    definition = definition_lib.load(path, {})
+    assert definition.base.best_metric == "val/accuracy"
 
 
 # ---- the launcher, with stand-in trials --------------------------------------------------
@@ -266,8 +284,10 @@ def test_grid_sweep_runs_resumes_and_summarizes(tmp_path, one_device):
     assert len(rows) == 4
     for row in rows:
         assert row["status"] == "done", row
-        assert 0.1 < float(row["best eval/accuracy"]) <= 1.0
-        assert float(row["final eval/loss"]) > 0 and row["steps"] == "20"
+        assert 0.1 < float(row["best val/accuracy"]) <= 1.0  # ranked on validation
+        assert 0.1 < float(row["eval/accuracy at best step"]) <= 1.0  # test, reported
+        assert float(row["final eval/loss"]) > 0 and float(row["final val/loss"]) > 0
+        assert row["steps"] == "20"
         assert float(row["wall seconds"]) > 0
     assert {r["optimizer.learning_rate"] for r in rows} == {"0.001", "0.003"}
     assert {r["model.features"] for r in rows} == {"(32,)", "(64,)"}
@@ -313,15 +333,15 @@ def test_a_failing_trial_is_recorded_and_the_others_finish(tmp_path, one_device)
     definition = definition_lib.load(write_config(tmp_path, sweep), {})
     workdir = str(tmp_path / "sweep")
     lines = []
-    grid.run(definition, workdir, "eval/accuracy", "max", parallel=2, log=lines.append)
+    grid.run(definition, workdir, "val/accuracy", "max", parallel=2, log=lines.append)
     rows = {r["trial"]: r for r in read_csv(os.path.join(workdir, "results.csv"))}
     bad, good = rows["name=sgd,learning_rate=1e+30"], rows["name=adam,learning_rate=0.001"]
     assert bad["status"] == "failed" and "training diverged" in bad["error"]
-    assert good["status"] == "done" and float(good["best eval/accuracy"]) > 0.1
+    assert good["status"] == "done" and float(good["best val/accuracy"]) > 0.1
     assert any(line.startswith("[") and "failed" in line for line in lines)
     # Resumed, it runs nothing: done is done, and a failed trial stays failed unless retried.
     lines.clear()
-    grid.run(definition, workdir, "eval/accuracy", "max", log=lines.append)
+    grid.run(definition, workdir, "val/accuracy", "max", log=lines.append)
     assert "2 trials, 0 to run" in lines[0] and "--retry_failed" in lines[0]
 
 
@@ -337,7 +357,7 @@ def test_tpe_study_prunes_the_bad_region_and_resumes(tmp_path, one_device):
     """
     definition = definition_lib.load(write_config(tmp_path, sweep, steps=40), {})
     workdir = str(tmp_path / "tpe")
-    options = dict(metric="eval/accuracy", mode="max", startup_trials=2, seed=0)
+    options = dict(metric="val/accuracy", mode="max", startup_trials=2, seed=0)
     search.run(definition, workdir, trials=6, log=lambda line: None, **options)
 
     import optuna
@@ -350,7 +370,7 @@ def test_tpe_study_prunes_the_bad_region_and_resumes(tmp_path, one_device):
     pruned = [r for r in rows if r["status"] == "pruned"]
     assert pruned and all(int(r["steps"]) < 40 for r in pruned)
     done = [r for r in rows if r["status"] == "done"]
-    best = max(float(r["best eval/accuracy"]) for r in done)
+    best = max(float(r["best val/accuracy"]) for r in done)
     assert study.best_value == pytest.approx(best)
     # Resumed with the same size, the study has nothing left to run.
     lines = []
@@ -372,15 +392,18 @@ class FakeTrial:
 
 def test_pruning_hook_reports_and_finishes_the_run():
     ctx = hooks.Context(None, None, total_steps=100, batch_size=1, writer=None, checkpoints=None)
-    ctx.eval_metrics = {"eval/accuracy": 0.5, "eval/seconds": 1.0}
-    hook = pruning.ReportToStudy(10, FakeTrial(prune=True), "eval/accuracy")
+    ctx.eval_metrics = {"val/accuracy": 0.5, "eval/accuracy": 0.9, "eval/seconds": 1.0}
+    hook = pruning.ReportToStudy(10, FakeTrial(prune=True), "val/accuracy")
     hook(10, ctx)
+    # The study sees the validation value, never the test one.
     assert hook.trial.reports == [(10, 0.5)] and ctx.finish == "pruned"
     last = hooks.Context(None, None, total_steps=100, batch_size=1, writer=None, checkpoints=None)
     last.eval_metrics = ctx.eval_metrics
     hook(100, last)  # the last eval is the result, never a reason to prune
     assert not last.finish
     assert pruning.hooks_from_env(None) == []  # no sweep, no hook, no Optuna
+    with pytest.raises(ConfigError, match="use 'val/accuracy'"):
+        pruning.ReportToStudy(10, FakeTrial(prune=True), "eval/accuracy")
 
 
 # ---- cluster scripts -----------------------------------------------------------------------

@@ -128,13 +128,20 @@ def test_nan_stops_training_before_saving(tmp_path):
 
 
 def test_best_checkpoint_is_kept(tmp_path):
+    # Chosen on the validation split's loss (the default best_metric is val/accuracy); the test
+    # split's metrics are recorded beside it and never choose.
     config = tiny(total_steps=40, eval_every_steps=5, max_to_keep=1)
+    config.best_metric, config.best_mode = "val/loss", "min"
     result = train_and_evaluate(config, str(tmp_path))
-    evals = [r for r in read_metrics(tmp_path) if "eval/accuracy" in r]
-    best = max(evals, key=lambda r: r["eval/accuracy"])
+    evals = [r for r in read_metrics(tmp_path) if "val/loss" in r]
+    best = min(evals, key=lambda r: r["val/loss"])
     best_dirs = [p.name for p in (tmp_path / "checkpoints_best").iterdir() if p.name.isdigit()]
-    assert best_dirs == [str(result.best_eval_metrics["step"])]
-    assert result.best_eval_metrics["eval/accuracy"] == best["eval/accuracy"]
+    assert best_dirs == [str(best["step"])] == [str(result.best_eval_metrics["step"])]
+    assert result.best_eval_metrics["val/loss"] == best["val/loss"]
+    assert result.best_eval_metrics["eval/loss"] == best["eval/loss"]  # test, reported
+    status = json.loads((tmp_path / "run_status.json").read_text())
+    assert status["best_eval_metrics"]["val/loss"] == best["val/loss"]
+    assert {"val/accuracy", "eval/accuracy"} <= set(status["eval_metrics"])
     latest = [p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()]
     assert latest == ["40"]
 

@@ -2,7 +2,7 @@
 
     python -m ann.sweep --config=configs/digits_mlp.py --workdir=runs/sweep1 [--parallel=2]
     python -m ann.sweep --config=configs/digits_mlp.py --workdir=runs/tpe1 --search=tpe \
-        --trials=20 --metric=eval/accuracy --mode=max
+        --trials=20 --metric=val/accuracy --mode=max
     python -m ann.sweep --config=configs/digits_mlp.py --workdir=runs/sweep1 --emit=slurm
     python -m ann.sweep --summarize=runs/sweep1
 
@@ -18,7 +18,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from ann.config import ConfigError
+from ann.config import ConfigError, check_selection_metric
 from ann.sweep import definition as definition_lib
 from ann.sweep import emit, grid, results, search
 from ann.sweep.space import SweepError
@@ -34,7 +34,12 @@ flags.DEFINE_enum(
     "grid: every trial of get_sweep (with its random draws); tpe: Optuna's TPE over its space.",
 )
 flags.DEFINE_integer("trials", 20, "--search=tpe: trials in the study, pruned and failed included.")
-flags.DEFINE_string("metric", None, "Eval metric to rank and optimize (default: best_metric).")
+flags.DEFINE_string(
+    "metric",
+    None,
+    "Validation metric (val/...) to rank and optimize (default: the config's best_metric); "
+    "test metrics (eval/...) are reported beside it, never optimized.",
+)
 flags.DEFINE_enum(
     "mode",
     None,
@@ -101,6 +106,7 @@ def sweep(argv: list[str]) -> None:
         config_flags.get_override_values(FLAGS["config"]),
     )
     metric = FLAGS.metric or definition.base.best_metric
+    check_selection_metric("--metric" if FLAGS.metric else "the config's best_metric", metric)
     mode = FLAGS.mode or (definition.base.best_mode if not FLAGS.metric else None)
     if mode is None:
         raise SweepError(f"--metric={metric}: say whether higher is better with --mode=max/min")

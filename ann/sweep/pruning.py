@@ -1,7 +1,8 @@
 """Pruning a trial from its intermediate evals: the trial side of a `--search=tpe` study.
 
 The sweep launches a trial with `ANN_SWEEP_PRUNING` set to a JSON object naming the study's
-SQLite storage, the trial and the metric. `ann.main` then adds `ReportToStudy`, which reports
+SQLite storage, the trial and the metric (a `val/` metric: pruning chooses, so it never reads
+the test split). `ann.main` then adds `ReportToStudy`, which reports
 each eval of the metric to the study and, when the study's pruner says so, ends the run as
 finished with status `pruned`. Without that variable nothing here runs and Optuna is never
 imported, so the train loop stays free of it.
@@ -15,7 +16,7 @@ from typing import Any
 
 import ml_collections
 
-from ann.config import ConfigError
+from ann.config import SELECTION_PREFIX, ConfigError, check_selection_metric
 from ann.train.hooks import Context, Hook
 
 ENV = "ANN_SWEEP_PRUNING"
@@ -46,13 +47,14 @@ class ReportToStudy(Hook):
 
     def __init__(self, every: int, trial: Any, metric: str):
         super().__init__(every)
+        check_selection_metric("sweep --metric", metric)  # prune on validation, never test
         self.trial, self.metric = trial, metric
 
     def __call__(self, step: int, ctx: Context) -> None:
         if self.metric not in ctx.eval_metrics:
-            names = sorted(k for k in ctx.eval_metrics if not k.endswith("seconds"))
+            names = sorted(k for k in ctx.eval_metrics if k.startswith(SELECTION_PREFIX))
             raise ConfigError(
-                f"sweep --metric={self.metric} is not an eval metric of this run; use one of "
+                f"sweep --metric={self.metric} is not a validation metric of this run; use one of "
                 f"{', '.join(names)}"
             )
         value = float(ctx.eval_metrics[self.metric])

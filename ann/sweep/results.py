@@ -1,7 +1,9 @@
 """The sweep's results: `results.csv`, `results.md` and `results.png` in the sweep workdir.
 
-One row per trial: its overrides, status, the best value of the sweep's metric and its step,
-the final value of every eval metric, steps trained, wall time, error and command. Everything
+One row per trial: its overrides, status, the best value of the sweep's metric (a `val/`
+metric: trials are ranked on the validation split) and its step, the test metrics (`eval/`)
+at that step (reported, never ranked on), the final value of every validation and test
+metric, steps trained, wall time, error and command. Everything
 is read from the trial workdirs (metrics.jsonl, run_status.json, trial.json), so
 `python -m ann.sweep --summarize=DIR` rebuilds it at any time, also after a cluster run.
 """
@@ -38,8 +40,13 @@ def read_sweep_file(sweep_dir: str) -> dict[str, Any]:
         ) from None
 
 
+def _scored(key: str) -> bool:
+    """A validation (`val/`) or reported (`eval/`, `eval_<split>/`) metric, not a timing."""
+    return key.startswith(("val/", "eval")) and "seconds" not in key
+
+
 def evals(workdir: str) -> tuple[list[dict], int]:
-    """Eval records from metrics.jsonl, and the last step logged."""
+    """Eval records (validation and test metrics) from metrics.jsonl, and the last step."""
     records, last = [], 0
     try:
         with open(os.path.join(workdir, "metrics.jsonl")) as f:
@@ -48,7 +55,7 @@ def evals(workdir: str) -> tuple[list[dict], int]:
                     continue
                 record = json.loads(line)
                 last = max(last, record["step"])
-                if any(k.startswith("eval") and "seconds" not in k for k in record):
+                if any(_scored(k) for k in record):
                     records.append(record)
     except (OSError, ValueError):
         pass
@@ -73,8 +80,11 @@ def trial_row(sweep_dir: str, name: str, overrides: dict, metric: str, mode: str
     row: dict[str, Any] = {"trial": name, "status": status, **overrides}
     row[f"best {metric}"] = best
     row["best step"] = best_step
+    at_best = next((r for r in records if r["step"] == best_step), {})
+    for key in sorted(k for k in at_best if k.startswith("eval") and "seconds" not in k):
+        row[f"{key} at best step"] = at_best[key]  # the test score of the chosen step
     final = records[-1] if records else {}
-    for key in sorted(k for k in final if k.startswith("eval") and "seconds" not in k):
+    for key in sorted(k for k in final if _scored(k)):
         row[f"final {key}"] = final[key]
     row["steps"] = run.get("step", last) if run else (last or None)
     row["early stop"] = run.get("status") == "early_stopped"

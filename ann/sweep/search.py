@@ -5,8 +5,9 @@ finished are kept, trials that were running when the sweep stopped run again (re
 their checkpoints), and new trials are asked for until the study holds `trials` of them
 (failed and pruned ones count). Each trial is an `ann.main` subprocess like a grid trial; it
 reports its evals to the study and stops itself when pruned (`pruning.py`). A finished trial's
-objective is the best value of the metric over its evals: the one its best checkpoint holds
-when the metric is also `best_metric`.
+objective is the best value of the metric (a `val/` metric of the validation split, never a
+test one) over its evals: the one its best checkpoint holds when the metric is also
+`best_metric`.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ import numpy as np
 from absl import logging
 
 from ann.checkpoint import Checkpoints
-from ann.config import ConfigError
+from ann.config import SELECTION_PREFIX, ConfigError, check_selection_metric
 from ann.metrics.writers import MetricWriter
 
 
@@ -110,7 +110,11 @@ class LogTrain(Hook):
 
 
 class Evaluate(Hook):
-    """Runs `evaluate(state) -> {name: value}`, writes it, and keeps the best checkpoint."""
+    """Runs `evaluate(state) -> {name: value}`, writes it, and keeps the best checkpoint.
+
+    `evaluate` scores the validation split (`val/...`, what chooses: `best_metric` is one of
+    them, config validation sees to that) and the reported splits (`eval/...`, the test split,
+    never chosen on); `ctx.eval_metrics` and the best checkpoint's record hold both."""
 
     def __init__(self, every: int, evaluate: Callable[[Any], dict[str, float]]):
         super().__init__(every)
@@ -179,8 +183,9 @@ class Checkpoint(Hook):
 
 
 class EarlyStopping(Hook):
-    """Ends the run as finished when `metric` has not improved by more than `min_delta` for
-    `patience` evals in a row. Runs right after `Evaluate`, on the same steps.
+    """Ends the run as finished when `metric` (a `val/` metric of the validation split, never a
+    test one) has not improved by more than `min_delta` for `patience` evals in a row. Runs
+    right after `Evaluate`, on the same steps.
 
     On resume it replays the eval history in `metrics.jsonl` up to the restored step, so an
     interrupted run stops where an uninterrupted one would.
@@ -188,6 +193,7 @@ class EarlyStopping(Hook):
 
     def __init__(self, every: int, metric: str, mode: str, patience: int, min_delta: float):
         super().__init__(every)
+        check_selection_metric("config key 'early_stopping.metric'", metric)
         self.metric, self.mode, self.patience, self.min_delta = metric, mode, patience, min_delta
         self.best: float | None = None
         self.best_step = 0
@@ -223,10 +229,10 @@ class EarlyStopping(Hook):
             self._replay(ctx)
             self._replayed = True
         if self.metric not in ctx.eval_metrics:
-            names = sorted(k for k in ctx.eval_metrics if not k.endswith("seconds"))
+            names = sorted(k for k in ctx.eval_metrics if k.startswith(SELECTION_PREFIX))
             raise ConfigError(
-                f"config key 'early_stopping.metric': {self.metric!r} is not an eval metric; "
-                f"choose one of {', '.join(names)}"
+                f"config key 'early_stopping.metric': {self.metric!r} is not a validation "
+                f"metric of this run; choose one of {', '.join(names)}"
             )
         if self.update(step, ctx.eval_metrics[self.metric]) and step < ctx.total_steps:
             ctx.finish = "early_stopped"

@@ -101,7 +101,8 @@ class Setup:
     experiment: Experiment
     mesh: jax.sharding.Mesh
     train_split: data.Split
-    eval_splits: list[data.Split]
+    validation_split: data.Split | None  # chooses (`val/` metrics); None when not training
+    eval_splits: list[data.Split]  # reported (`eval/`, `eval_<split>/`); [] when not training
     total_steps: int
     tx: Any
     model_def: state_lib.ModelDef
@@ -115,10 +116,11 @@ def build(
     """Validates the config, opens the data, and builds the model and its train state.
 
     `for_training=False` (restoring a model to use it) skips the checks that only matter for
-    training here, such as the batch dividing this machine's device count, and replicates the
-    model over this machine's devices whatever mesh it was trained on.
+    training here, such as the batch dividing this machine's device count and the selection
+    metrics being `val/` ones (older runs chose on `eval/`), opens only the train split, and
+    replicates the model over this machine's devices whatever mesh it was trained on.
     """
-    config_lib.validate(config, jax.device_count() if for_training else 1)
+    config_lib.validate(config, jax.device_count() if for_training else 1, selecting=for_training)
     if for_training:
         mesh = parallel.make_mesh(config.mesh.to_dict())
         rules = config.sharding_rules
@@ -126,8 +128,15 @@ def build(
         mesh, rules = parallel.make_mesh({"data": -1, "fsdp": 1, "tensor": 1}), "replicate"
     # Data first: the experiment learns its classes and input statistics from the train split.
     dc = config.data
-    train_split = data.load(dc.name, dc.train_split, dc.data_dir, cache=dc.cache)
-    eval_splits = [data.load(dc.name, s, dc.data_dir, cache=dc.cache) for s in dc.eval_splits]
+    train_split = data.load(dc.name, dc.train_split, dc.data_dir, dc.cache, "data.train_split")
+    validation_split, eval_splits = None, []
+    if for_training:
+        validation_split = data.load(
+            dc.name, dc.validation_split, dc.data_dir, dc.cache, "data.validation_split"
+        )
+        eval_splits = [
+            data.load(dc.name, s, dc.data_dir, dc.cache, "data.eval_splits") for s in dc.eval_splits
+        ]
     experiment.setup(train_split)
     total_steps = _total_steps(config, len(train_split))
 
@@ -142,6 +151,7 @@ def build(
         experiment=experiment,
         mesh=mesh,
         train_split=train_split,
+        validation_split=validation_split,
         eval_splits=eval_splits,
         total_steps=total_steps,
         tx=tx,
@@ -293,9 +303,15 @@ def run(
     # On CPU with several devices, back-to-back collective steps can deadlock: sync each step.
     sync_each_step = jax.default_backend() == "cpu" and mesh.size > 1
 
+    # `val/` metrics choose (best checkpoint, early stopping, a sweep's objective); `eval/` (the
+    # first of data.eval_splits, the test split by default) and `eval_<split>/` are reported.
+    scored = [("val", setup.validation_split)] + [
+        ("eval" if i == 0 else f"eval_{split.split}", split) for i, split in enumerate(eval_splits)
+    ]
+
     def evaluate(state) -> dict[str, float]:
         results = {}
-        for i, split in enumerate(eval_splits):
+        for prefix, split in scored:
             sums, rows = None, []
             for batch in data.eval_batches(split, experiment.fields, eval_local):
                 out = eval_fn(state, data.put(batch, batch_sharding))
@@ -304,7 +320,6 @@ def run(
                     rows.append(jax.device_get(out["rows"]))
                 elif sync_each_step:
                     jax.block_until_ready(sums)
-            prefix = "eval" if i == 0 else f"eval_{split.split}"
             sums = jax.device_get(sums)
             if rows:
                 metrics = experiment.eval_metrics(sums, _real_rows(rows))
