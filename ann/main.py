@@ -97,8 +97,11 @@ def main(argv: list[str]) -> None:
 
 
 def _summary(metrics: dict) -> str:
+    """Validation (`val/`, what chose) then test (`eval/`, reported) metrics, one line."""
     return " | ".join(
-        f"{k} {v:.4f}" for k, v in metrics.items() if k.startswith("eval") and "seconds" not in k
+        f"{k} {v:.4f}"
+        for k, v in metrics.items()
+        if k.startswith(("val/", "eval")) and "seconds" not in k
     )
 
 
