@@ -6,54 +6,168 @@
 `--model` takes a registry URI (`models:/NAME/3`, `models:/NAME@ALIAS`, `models:/NAME/latest`;
 served as NAME, version 3) or an export directory (served under its manifest name, version = the
 first 12 hex digits of its manifest's sha256). Give it several times to serve several models or
-versions; the first version of a name answers `/v2/models/NAME/infer`. Artifacts are verified
-(sha256) and loaded before the port opens; compiling every batch bucket happens after, and
+versions; the first version of a name answers `/v2/models/NAME/infer`. Every flag is checked
+first (a bad one: one line naming the flag and the fix, exit 1), then artifacts are verified
+(sha256) and loaded, all before the port opens; compiling every batch bucket happens after, and
 `/v2/health/ready` turns 200 when it is done.
+
+The token: `--token_file` (a mounted secret) or `$ANN_SERVE_TOKEN`; `--token` works too, but a
+command line is visible to every user of the machine (`ps`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import resource
 import sys
 
 from absl import app, flags
-
-from ann import artifact
-from ann.serve.app import App, ServedModel, Settings, run
 
 FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
+    from ann.serve.app import Settings
+
+    d = Settings()
     flags.DEFINE_multi_string("model", None, "Registry URI or export directory (repeatable).")
     flags.DEFINE_string(
         "registry", os.environ.get("ANN_REGISTRY", "registry"), "Registry directory for URIs."
     )
-    flags.DEFINE_string("host", "127.0.0.1", "Address to bind; 0.0.0.0 only in a container.")
-    flags.DEFINE_integer("port", 8000, "Port.")
-    flags.DEFINE_integer("max_batch_size", 64, "Most rows per batch (and per request).")
-    flags.DEFINE_float("max_queue_delay_ms", 2.0, "Longest a request waits for its batch to fill.")
+    flags.DEFINE_string("host", d.host, "Address to bind; 0.0.0.0 only in a container.")
+    flags.DEFINE_integer("port", d.port, "Port.")
+    flags.DEFINE_integer(
+        "metrics_port",
+        None,
+        "Second port serving /metrics and /v2/health/* without the token (for Prometheus); "
+        "off by default.",
+    )
+    flags.DEFINE_integer("max_batch_size", d.max_batch_size, "Most rows per batch and request.")
+    flags.DEFINE_float(
+        "max_queue_delay_ms", d.max_queue_delay_ms, "Longest a request waits for its batch."
+    )
     flags.DEFINE_enum(
         "batch_wait",
-        "idle",
+        d.batch_wait,
         ["idle", "full"],
         "idle: run a batch as soon as no more requests are waiting to be read (at most "
         "max_queue_delay_ms); full: wait until it is full or max_queue_delay_ms has passed.",
     )
     flags.DEFINE_integer("max_queue_rows", None, "Rows queued before 503 (default 16 batches).")
-    flags.DEFINE_integer("max_body_bytes", 8 << 20, "Largest request body (413 above).")
-    flags.DEFINE_string(
-        "token", os.environ.get("ANN_SERVE_TOKEN"), "Bearer token required (except health)."
+    flags.DEFINE_integer("max_body_bytes", d.max_body_bytes, "Largest request body (413).")
+    flags.DEFINE_integer(
+        "max_request_line_bytes", d.max_request_line_bytes, "Longest request URL (414)."
     )
+    flags.DEFINE_integer(
+        "max_header_bytes", d.max_header_bytes, "Most bytes of header fields per request (431)."
+    )
+    flags.DEFINE_integer("max_headers", d.max_headers, "Most header fields per request (431).")
+    flags.DEFINE_float(
+        "header_timeout_s", d.header_timeout_s, "Seconds to receive a whole request head (408)."
+    )
+    flags.DEFINE_float(
+        "body_timeout_s", d.body_timeout_s, "Seconds between two reads of a body (408)."
+    )
+    flags.DEFINE_float(
+        "keepalive_timeout_s", d.keepalive_timeout_s, "Seconds an idle connection stays open."
+    )
+    flags.DEFINE_integer(
+        "max_connections", d.max_connections, "Connections open at once (503 above)."
+    )
+    flags.DEFINE_string(
+        "token",
+        os.environ.get("ANN_SERVE_TOKEN"),
+        "Bearer token required (except health); default $ANN_SERVE_TOKEN. Prefer --token_file "
+        "or the variable: a command line is visible to other users.",
+    )
+    flags.DEFINE_string("token_file", None, "File holding the bearer token (a mounted secret).")
     flags.DEFINE_string("request_log", None, "File for sampled request/response JSON lines.")
-    flags.DEFINE_float("request_log_sample", 0.01, "Share of requests logged.")
-    flags.DEFINE_float("shutdown_timeout", 30.0, "Seconds SIGTERM waits for queued requests.")
+    flags.DEFINE_float("request_log_sample", d.request_log_sample, "Share of requests logged.")
+    flags.DEFINE_float(
+        "shutdown_timeout", d.shutdown_timeout, "Seconds SIGTERM waits for queued requests."
+    )
     flags.mark_flags_as_required(["model"])
 
 
-def load_models(specs: list[str], registry_dir: str) -> list[ServedModel]:
-    """Resolves and verifies every `--model`; raises on the first that fails."""
+def fail(message: str) -> None:
+    """One line on stderr, exit 1."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(1)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's parsing, with a bad flag as one line and exit 1 (not a usage dump)."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        fail(f"{e}; see --helpfull")
+        raise  # not reached
+
+
+def read_token() -> str | None:
+    if FLAGS.token_file is None:
+        return FLAGS.token
+    if FLAGS.token is not None:
+        fail("--token_file and --token (or $ANN_SERVE_TOKEN) are both set; give one")
+    try:
+        with open(FLAGS.token_file, encoding="utf-8") as f:
+            return f.read().strip()
+    except (OSError, UnicodeDecodeError) as e:
+        fail(f"--token_file={FLAGS.token_file}: cannot read it ({e})")
+    return None  # not reached
+
+
+def settings_from_flags():
+    """The checked `Settings`, or exit 1 with the first flag that cannot work."""
+    from ann.serve.app import Settings
+
+    try:
+        settings = Settings(
+            host=FLAGS.host,
+            port=FLAGS.port,
+            metrics_port=FLAGS.metrics_port,
+            max_batch_size=FLAGS.max_batch_size,
+            max_queue_delay_ms=FLAGS.max_queue_delay_ms,
+            batch_wait=FLAGS.batch_wait,
+            max_queue_rows=FLAGS.max_queue_rows,
+            max_body_bytes=FLAGS.max_body_bytes,
+            max_request_line_bytes=FLAGS.max_request_line_bytes,
+            max_header_bytes=FLAGS.max_header_bytes,
+            max_headers=FLAGS.max_headers,
+            header_timeout_s=FLAGS.header_timeout_s,
+            body_timeout_s=FLAGS.body_timeout_s,
+            keepalive_timeout_s=FLAGS.keepalive_timeout_s,
+            max_connections=FLAGS.max_connections,
+            token=read_token(),
+            request_log=FLAGS.request_log,
+            request_log_sample=FLAGS.request_log_sample,
+            shutdown_timeout=FLAGS.shutdown_timeout,
+        )
+    except ValueError as e:
+        fail(str(e))
+    ensure_file_descriptors(settings.file_descriptors())
+    return settings
+
+
+def ensure_file_descriptors(needed: int) -> None:
+    """Raises the soft open-file limit to `needed` if the hard one allows; else exit 1."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        fail(
+            f"--max_connections={FLAGS.max_connections} needs about {needed} open files, the "
+            f"process may open {hard} (ulimit -Hn); lower --max_connections or raise the limit"
+        )
+    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+
+
+def load_models(specs: list[str], registry_dir: str) -> list:
+    """Resolves and verifies every `--model` (`ServedModel`s); raises on the first that fails."""
+    from ann import artifact
+    from ann.serve.app import ServedModel
+
     models = []
     for spec in specs:
         if spec.startswith("models:/"):
@@ -78,30 +192,25 @@ def load_models(specs: list[str], registry_dir: str) -> list[ServedModel]:
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+        fail(f"unexpected arguments: {' '.join(argv[1:])} (flags are --name=value)")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s ann.serve: %(message)s")
+    settings = settings_from_flags()
+    from ann import artifact
     from ann.registry import RegistryError
+    from ann.serve.app import App, run
 
     try:
         models = load_models(FLAGS.model, FLAGS.registry)
     except (RegistryError, artifact.IntegrityError, OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
-    settings = Settings(
-        max_batch_size=FLAGS.max_batch_size,
-        max_queue_delay_ms=FLAGS.max_queue_delay_ms,
-        batch_wait=FLAGS.batch_wait,
-        max_queue_rows=FLAGS.max_queue_rows,
-        max_body_bytes=FLAGS.max_body_bytes,
-        token=FLAGS.token,
-        request_log=FLAGS.request_log,
-        request_log_sample=FLAGS.request_log_sample,
-    )
+        fail(str(e))
     names = ", ".join(f"{m.name}/{m.version}" for m in models)
-    print(f"serving {names} on http://{FLAGS.host}:{FLAGS.port}", file=sys.stderr, flush=True)
-    run(App(models, settings), FLAGS.host, FLAGS.port, FLAGS.shutdown_timeout)
+    where = f"http://{settings.host}:{settings.port}"
+    if settings.metrics_port is not None:
+        where += f" (metrics: http://{settings.host}:{settings.metrics_port}/metrics)"
+    print(f"serving {names} on {where}", file=sys.stderr, flush=True)
+    run(App(models, settings))
 
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -26,6 +26,7 @@ import asyncio
 import dataclasses
 import hmac
 import logging
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -44,19 +45,117 @@ log = logging.getLogger("ann.serve")
 
 @dataclasses.dataclass
 class Settings:
+    """The server's configuration, one field per flag of `python -m ann.serve`; every value is
+    checked when made (`ValueError`: one line naming the flag and the fix), so a setting that
+    cannot work stops the server before its port opens.
+
+    Limits on clients (ann/serve/http.py), defaults and where they come from:
+    `max_request_line_bytes` 8192 (414 above; nginx `large_client_header_buffers 4 8k`, Apache
+    `LimitRequestLine 8190`); `max_header_bytes` 16384 for all header fields together (431;
+    h11's and so uvicorn's `max_incomplete_event_size` 16 KiB, Node's `--max-http-header-size`
+    16 KiB); `max_headers` 100 fields (431; Apache `LimitRequestFields 100`); `header_timeout_s`
+    60 for a whole request head and `body_timeout_s` 60 between two reads of a body (408;
+    nginx `client_header_timeout` and `client_body_timeout`, both 60 s); `keepalive_timeout_s` 5
+    idle between requests (uvicorn `--timeout-keep-alive` 5 s); `max_connections` 512 open at
+    once (503 above; nginx `worker_connections 512`, which also fits the common `ulimit -n` of
+    1024); `max_body_bytes` 8 MiB (413).
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    metrics_port: int | None = None  # /metrics and health without the token (Prometheus)
     max_batch_size: int = 64
     max_queue_delay_ms: float = 2.0
     batch_wait: str = "idle"  # "idle": stop waiting once no more requests are coming; "full"
     max_queue_rows: int | None = None  # default: 16 full batches
     max_body_bytes: int = 8 << 20
+    max_request_line_bytes: int = 8192
+    max_header_bytes: int = 16 << 10
+    max_headers: int = 100
+    header_timeout_s: float = 60.0
+    body_timeout_s: float = 60.0
+    keepalive_timeout_s: float = 5.0
+    max_connections: int = 512
     token: str | None = None
     request_log: str | None = None
     request_log_sample: float = 0.01
+    shutdown_timeout: float = 30.0
     retry_after_seconds: int = 1
+
+    def __post_init__(self) -> None:
+        problem = self.problem()
+        if problem:
+            raise ValueError(problem)
 
     @property
     def queue_rows(self) -> int:
         return self.max_queue_rows or 16 * self.max_batch_size
+
+    def problem(self) -> str | None:
+        """The first setting that cannot work, as one line naming the flag and the fix."""
+        ranges: list[tuple[str, float, float, str]] = [
+            ("port", 1, 65535, ""),
+            ("max_batch_size", 1, 1 << 16, "rows per batch; each size up to it is compiled"),
+            ("max_queue_delay_ms", 0, 60_000, ""),
+            ("max_body_bytes", 1024, 1 << 31, "bytes; a body is held in memory"),
+            ("max_request_line_bytes", 256, 1 << 20, "bytes"),
+            ("max_header_bytes", 1024, 1 << 20, "bytes"),
+            ("max_headers", 8, 10_000, "header fields"),
+            ("header_timeout_s", 0.01, 3600, "seconds"),
+            ("body_timeout_s", 0.01, 3600, "seconds"),
+            ("keepalive_timeout_s", 0.01, 3600, "seconds"),
+            ("max_connections", 1, 1 << 20, ""),
+            ("request_log_sample", 0, 1, "a share of requests"),
+            ("shutdown_timeout", 0, 3600, "seconds"),
+            ("retry_after_seconds", 0, 3600, "seconds"),
+        ]
+        if self.metrics_port is not None:
+            ranges.append(("metrics_port", 1, 65535, ""))
+        if self.max_queue_rows is not None:
+            ranges.append(("max_queue_rows", 1, 1 << 30, "rows"))
+        for name, low, high, unit in ranges:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                return f"--{name}={value!r}: expected a number in [{low}, {high}]"
+            if not (low <= value <= high):  # also NaN
+                unit = f" ({unit})" if unit else ""
+                return (
+                    f"--{name}={_number(value)}: expected a value in [{_number(low)}, "
+                    f"{_number(high)}]{unit}"
+                )
+        if not self.host:
+            return "--host: expected an address to bind, got an empty string"
+        if self.batch_wait not in ("idle", "full"):
+            return f"--batch_wait={self.batch_wait}: expected idle or full"
+        if self.queue_rows < self.max_batch_size:
+            return (
+                f"--max_queue_rows={self.queue_rows} is below --max_batch_size="
+                f"{self.max_batch_size}: a full batch could never be queued; raise "
+                f"--max_queue_rows to at least {self.max_batch_size} or leave it unset"
+            )
+        if self.metrics_port is not None and self.metrics_port == self.port:
+            return (
+                f"--metrics_port={self.metrics_port} is --port too; give the metrics listener "
+                "a port of its own"
+            )
+        if self.token is not None and not (
+            self.token and all(33 <= ord(c) <= 126 for c in self.token)
+        ):
+            return (
+                "token: expected printable ASCII without spaces (a Bearer token, RFC 6750), got "
+                f"{'an empty one' if not self.token else 'other characters'}; set "
+                "--token_file or $ANN_SERVE_TOKEN to a real token, or unset both for no token"
+            )
+        if self.request_log is not None:
+            folder = os.path.dirname(os.path.abspath(self.request_log))
+            if not os.path.isdir(folder):
+                return f"--request_log={self.request_log}: its folder {folder} does not exist"
+        return None
+
+    def file_descriptors(self) -> int:
+        """File descriptors the server may need: its connections and a reserve for the rest."""
+        listeners = 2 if self.metrics_port is not None else 1
+        return listeners * self.max_connections + 256
 
 
 class ServedModel:
@@ -114,7 +213,11 @@ class App:
                 m.name, m.version, ",".join(m.model.manifest.get("platforms", [])), m.source
             ).set(1)
         self.request_log = (
-            RequestLog(settings.request_log, settings.request_log_sample)
+            RequestLog(
+                settings.request_log,
+                settings.request_log_sample,
+                on_drop=self.metrics.request_log_dropped.inc,
+            )
             if settings.request_log
             else None
         )
@@ -197,6 +300,10 @@ class App:
 
     # -- requests ------------------------------------------------------------------------------
 
+    def refused(self, status: int, reason: str) -> None:
+        """Counts a refusal made by the HTTP layer (limits, timeouts, malformed HTTP)."""
+        self.metrics.errors.labels(str(status), reason).inc()
+
     def start(self) -> None:
         """Starts compiling every model in the background (the port is open meanwhile)."""
         self._compile_task = asyncio.get_running_loop().create_task(self._compile_all())
@@ -210,18 +317,29 @@ class App:
         too_large: int | None,
         respond: Callable[[int, bytes, list | None], None],
         header_length: bytes | None = None,
+        public_only: bool = False,
     ) -> None:
         """One parsed HTTP request; calls `respond(status, body, headers)` once, maybe later.
 
         `too_large` is the body size when it is over `max_body_bytes` (-1: streamed past it);
         the request is still routed so the refusal names the model. `header_length`: the
-        Inference-Header-Content-Length header (binary tensor data), if sent.
+        Inference-Header-Content-Length header (binary tensor data), if sent. `public_only`:
+        the metrics port, which answers `/metrics` and `/v2/health/*` without the token and
+        nothing else.
         """
         served: ServedModel | None = None
         status: int | None = 500
         try:
             parts = [p for p in path.split("/") if p]
-            if parts[:2] != ["v2", "health"]:
+            if public_only:
+                if parts != ["metrics"] and parts[:2] != ["v2", "health"]:
+                    raise HTTPError(
+                        404,
+                        f"no route {method} {_clip(path)} on the metrics port (it "
+                        "serves /metrics and /v2/health/*)",
+                        "route",
+                    )
+            elif parts[:2] != ["v2", "health"]:
                 self._authorize(authorization)
             if parts[:2] == ["v2", "models"] and len(parts) >= 3:
                 served, rest = self._route_model(parts[2:])
@@ -239,7 +357,9 @@ class App:
                     reply = {"name": served.name, "ready": status == 200}
                     respond(status, self._with_model(reply, served), None)
                 else:
-                    raise HTTPError(404, f"no route {method} {path}; see /openapi.json", "route")
+                    raise HTTPError(
+                        404, f"no route {method} {_clip(path)}; see /openapi.json", "route"
+                    )
                 return
             self._require(method, "GET", path)
             status = 200
@@ -260,7 +380,7 @@ class App:
             elif parts == ["openapi.json"]:
                 respond(200, orjson.dumps(openapi(self)), None)
             else:
-                raise HTTPError(404, f"no route {method} {path}; see /openapi.json", "route")
+                raise HTTPError(404, f"no route {method} {_clip(path)}; see /openapi.json", "route")
         except HTTPError as e:
             status = e.status
             self.metrics.errors.labels(str(e.status), e.reason).inc()
@@ -307,7 +427,7 @@ class App:
         if method != expected:
             raise HTTPError(
                 405,
-                f"method: expected {expected} for {path}, got {method}",
+                f"method: expected {expected} for {_clip(path)}, got {method}",
                 "method",
                 [(b"allow", expected.encode())],
             )
@@ -317,14 +437,16 @@ class App:
         versions = self.models.get(name)
         if versions is None:
             raise HTTPError(
-                404, f"model: expected one of {sorted(self.models)}, got {name!r}", "model"
+                404,
+                f"model: expected one of {sorted(self.models)}, got {protocol.short(name)}",
+                "model",
             )
         if rest[:1] == ["versions"]:
             if len(rest) < 2 or rest[1] not in versions:
-                got = rest[1] if len(rest) > 1 else None
+                got = protocol.short(rest[1] if len(rest) > 1 else None)
                 raise HTTPError(
                     404,
-                    f"model {name!r} version: expected one of {sorted(versions)}, got {got!r}",
+                    f"model {name!r} version: expected one of {sorted(versions)}, got {got}",
                     "version",
                 )
             return versions[rest[1]], rest[2:]
@@ -338,38 +460,50 @@ class App:
         respond: Callable[[int, bytes, list | None], None],
         header_length: bytes | None,
     ) -> None:
-        """Decodes and queues one infer; the reply is sent when its batch has run."""
+        """Decodes and queues one infer; the reply is sent when its batch has run.
+
+        Refusals that cost nothing come first, before the body is decoded: body too large,
+        draining, not ready, queue full (no room for even one row)."""
         start = time.perf_counter()
         limit = self.settings.max_body_bytes
         if too_large is not None:
             got = f"got {too_large} (Content-Length)" if too_large >= 0 else "got more"
             raise HTTPError(
                 413,
-                f"body: expected at most {limit} bytes, {got}",
+                f"body: expected at most {limit} bytes (--max_body_bytes), {got}",
                 "body_too_large",
                 [(b"connection", b"close")],
             )
         inputs, request_id = None, None
         try:
-            try:
-                inputs, rows, request_id, wanted, binary = protocol.decode_infer(
-                    body, m.inputs, m.outputs, self.settings.max_batch_size, header_length
-                )
-            except protocol.ProtocolError as e:
-                raise HTTPError(e.status, e.message, e.reason) from None
             if self.draining:
                 raise HTTPError(
                     503, "server: draining for shutdown; retry elsewhere", "draining", self._retry
                 )
-            if not m.ready or m.batcher is None:
+            batcher = m.batcher
+            if not m.ready or batcher is None:
                 raise HTTPError(
                     503,
                     f"model {m.name!r} version {m.version}: still compiling; retry",
                     "not_ready",
                     self._retry,
                 )
+            if batcher.queued_rows >= batcher.max_queue_rows:
+                raise HTTPError(
+                    503,
+                    f"queue: full ({batcher.queued_rows} rows are queued, limit "
+                    f"{batcher.max_queue_rows}); retry later",
+                    "queue_full",
+                    self._retry,
+                )
             try:
-                future = m.batcher.submit_nowait(inputs, rows)
+                inputs, rows, request_id, wanted, binary = protocol.decode_infer(
+                    body, m.inputs, m.outputs, self.settings.max_batch_size, header_length
+                )
+            except protocol.ProtocolError as e:
+                raise HTTPError(e.status, e.message, e.reason) from None
+            try:
+                future = batcher.submit_nowait(inputs, rows)
             except QueueFull as e:
                 raise HTTPError(
                     503, f"queue: full ({e}); retry later", "queue_full", self._retry
@@ -427,6 +561,18 @@ class App:
                 for m in versions.values()
             ],
         }
+
+
+def _number(value: float) -> str:
+    """12, 0.5, nan, inf: as a flag would be written."""
+    if isinstance(value, int) or (float(value).is_integer() and abs(value) < 1e18):
+        return str(int(value))
+    return repr(float(value))
+
+
+def _clip(text: str, limit: int = 100) -> str:
+    """A client's text quoted in a refusal, cut to `limit` characters."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _binary_headers(json_length: int) -> list[tuple[bytes, bytes]]:
@@ -596,8 +742,9 @@ def openapi(app: App) -> dict[str, Any]:
     }
 
 
-def run(app: App, host: str, port: int, shutdown_timeout: float = 30.0) -> None:
-    """Serves `app` until SIGTERM/SIGINT: stop accepting, finish queued requests, exit."""
+def run(app: App) -> None:
+    """Serves `app` on `app.settings.host:port` until SIGTERM/SIGINT: stop accepting, finish
+    queued requests, exit."""
     from ann.serve.http import serve
 
     try:
@@ -607,4 +754,4 @@ def run(app: App, host: str, port: int, shutdown_timeout: float = 30.0) -> None:
     except ImportError:
         factory = None
     with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(serve(app, host, port, shutdown_timeout))
+        runner.run(serve(app))

@@ -10,6 +10,13 @@ therefore runs at once instead of waiting `max_queue_delay` for company that is 
 under load the batch is whatever arrived while the previous one ran. The worker's event is set
 only when it sleeps, not once per request. A request that would push the
 queue past `max_queue_rows` is refused at once (the caller answers 503 + Retry-After).
+
+Defensive, although the server refuses such requests before they get here: a request of more
+than `max_batch_size` rows (or none) is refused at `submit_nowait` (`ValueError`), since no
+batch could ever take it; settings that cannot work (`max_queue_rows < max_batch_size`, no
+compiled size that holds `max_batch_size`) are refused when the batcher is made. A request whose
+future was cancelled (its client went away) is dropped from the queue unrun. A model error
+fails every request of its batch, and the worker goes on with the next.
 """
 
 from __future__ import annotations
@@ -19,10 +26,13 @@ import bisect
 import collections
 import concurrent.futures
 import dataclasses
+import logging
 import time
 from collections.abc import Callable, Mapping
 
 import numpy as np
+
+log = logging.getLogger("ann.serve")
 
 RunFn = Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]
 
@@ -72,6 +82,18 @@ class Batcher:
     ):
         if wait not in ("idle", "full"):
             raise ValueError(f"wait: expected 'idle' or 'full', got {wait!r}")
+        if max_batch_size < 1 or not run or max(run) < max_batch_size:
+            raise ValueError(
+                f"max_batch_size: expected at least 1 and a compiled size that holds it, got "
+                f"{max_batch_size} with sizes {sorted(run)}"
+            )
+        if max_queue_rows < max_batch_size:
+            raise ValueError(
+                f"max_queue_rows: expected at least max_batch_size ({max_batch_size}) so a full "
+                f"batch can queue, got {max_queue_rows}"
+            )
+        if not max_queue_delay >= 0:
+            raise ValueError(f"max_queue_delay: expected seconds >= 0, got {max_queue_delay}")
         self.wait = wait
         self._run = dict(run)  # bucket size -> compiled function
         self._sizes = sorted(self._run)
@@ -86,6 +108,7 @@ class Batcher:
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="batcher")
         self._worker: asyncio.Task | None = None
         self._waiting = False
+        self._loop_ref: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
         self._loop_ref = asyncio.get_running_loop()
@@ -98,7 +121,16 @@ class Batcher:
         return await self.submit_nowait(inputs, rows)
 
     def submit_nowait(self, inputs: Mapping[str, np.ndarray], rows: int) -> asyncio.Future:
-        """Queues one request; its future gets (outputs, timing). Raises QueueFull at once."""
+        """Queues one request; its future gets (outputs, timing). Raises QueueFull at once when
+        the queue has no room or the batcher is closing; ValueError for `rows` outside
+        [1, max_batch_size]; RuntimeError before `start`."""
+        if not 1 <= rows <= self.max_batch_size:
+            raise ValueError(
+                f"rows: expected 1 to max_batch_size ({self.max_batch_size}) per request, got "
+                f"{rows}"
+            )
+        if self._loop_ref is None:
+            raise RuntimeError("Batcher.submit_nowait before start()")
         if self._closing:
             raise QueueFull("the server is shutting down")
         if self.queued_rows + rows > self.max_queue_rows:
@@ -153,28 +185,35 @@ class Batcher:
             batch, rows = [], 0
             while self._items and rows + self._items[0].rows <= self.max_batch_size:
                 item = self._items.popleft()
+                self.queued_rows -= item.rows
+                if item.future.done():  # cancelled: its client is gone, its rows need no run
+                    continue
                 batch.append(item)
                 rows += item.rows
-            self.queued_rows -= rows
+            if not batch:
+                continue
             start = time.perf_counter()
             bucket = self._sizes[bisect.bisect_left(self._sizes, rows)]
             try:
                 outputs = await loop.run_in_executor(self._executor, self._compute, batch, bucket)
+                compute = time.perf_counter() - start
+                offset = 0
+                for item in batch:
+                    timing = Timing(start - item.enqueued, compute, rows, bucket)
+                    mine = {k: v[offset : offset + item.rows] for k, v in outputs.items()}
+                    offset += item.rows
+                    if not item.future.done():  # the client may have gone
+                        item.future.set_result((mine, timing))
             except Exception as e:  # a fault in the model: every request of the batch hears it
                 for item in batch:
                     if not item.future.done():
                         item.future.set_exception(e)
                 continue
-            compute = time.perf_counter() - start
-            offset = 0
-            for item in batch:
-                timing = Timing(start - item.enqueued, compute, rows, bucket)
-                mine = {k: v[offset : offset + item.rows] for k, v in outputs.items()}
-                offset += item.rows
-                if not item.future.done():  # the client may have gone
-                    item.future.set_result((mine, timing))
             if self._on_batch is not None:
-                self._on_batch(Timing(0.0, compute, rows, bucket))
+                try:
+                    self._on_batch(Timing(0.0, compute, rows, bucket))
+                except Exception:  # metrics must not stop the worker
+                    log.exception("batch observer failed")
 
     def _compute(self, batch: list[_Pending], bucket: int) -> dict[str, np.ndarray]:
         if len(batch) == 1 and batch[0].rows == bucket:

@@ -9,12 +9,23 @@ Keep-alive and pipelining (replies leave in request order), `Expect: 100-continu
 the limit refused from `Content-Length` (or while streaming) then the connection closed,
 malformed HTTP answered 400 and closed. SIGTERM/SIGINT: stop accepting, answer 503 to new infers,
 finish every queued one, then close the connections and return.
+
+Slow, huge and hostile clients (the limits are `Settings` fields and server flags; defaults and
+their sources in `ann/serve/app.py:Settings`): a request line over `max_request_line_bytes` gets
+414, more than `max_headers` header fields or `max_header_bytes` of them 431, each then closed.
+A request head not complete `header_timeout_s` after its first byte (or after the connection
+opened), or a body with no new bytes for `body_timeout_s`, gets 408 and the connection closes;
+a keep-alive connection idle for `keepalive_timeout_s` is closed silently. Time spent by the
+server itself (a request queued or computing) never counts. At `max_connections` open, a new
+connection takes the place of an idle keep-alive one, or gets 503 and is closed. Deadlines are
+checked by one sweep per listener (a few times per shortest timeout), not a timer per request.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import signal
 import time
@@ -31,6 +42,8 @@ log = logging.getLogger("ann.serve")
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 _STATUS_LINES: dict[int, bytes] = {}
 _JSON = b"content-type: application/json\r\n"
+# The most digits a Content-Length may have before it is converted: 2**63 has 19.
+_MAX_LENGTH_DIGITS = 18
 
 
 def _status_line(status: int) -> bytes:
@@ -60,6 +73,10 @@ def encode_response(status: int, body: bytes, headers: list | None, close: bool)
     return b"".join(parts)
 
 
+def _error(message: str) -> bytes:
+    return orjson.dumps({"error": message})
+
+
 class _Slot:
     """One request's place in its connection's reply order."""
 
@@ -70,13 +87,78 @@ class _Slot:
         self.close = False
 
 
-class Connection(asyncio.Protocol):
-    """One client connection; `handler(method, path, authorization, body, too_large, respond)`."""
+class _Stop(Exception):
+    """Raised from a parser callback after a refusal, to stop parsing."""
 
-    def __init__(self, handler: Callable[..., None], max_body: int, connections: set):
-        self._handler = handler
-        self._max_body = max_body
-        self._connections = connections
+
+# What a connection's deadline means when it passes.
+_IDLE, _HEAD, _BODY = 1, 2, 3
+
+
+class Listener:
+    """What the connections of one listening socket share: the handler, the limits (a
+    `Settings`), the open connections, the deadline sweep, and `refused(status, reason)`
+    (a metrics hook for refusals made here, before a request reaches the handler)."""
+
+    def __init__(
+        self,
+        handler: Callable[..., None],
+        settings: Any,
+        connections: set,
+        refused: Callable[[int, str], None] = lambda status, reason: None,
+    ):
+        self.handler, self.settings, self.connections, self.refused = (
+            handler,
+            settings,
+            connections,
+            refused,
+        )
+        shortest = min(settings.header_timeout_s, settings.body_timeout_s,
+                       settings.keepalive_timeout_s)  # fmt: skip
+        self._tick = min(1.0, max(0.02, shortest / 4))
+        self._timer: asyncio.TimerHandle | None = None
+
+    def __call__(self) -> Connection:
+        return Connection(self)
+
+    def start(self) -> None:
+        self._timer = asyncio.get_running_loop().call_later(self._tick, self._sweep)
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def _sweep(self) -> None:
+        now = time.monotonic()
+        for c in [c for c in self.connections if 0 < c.deadline < now]:
+            c.timed_out()
+        self._timer = asyncio.get_running_loop().call_later(self._tick, self._sweep)
+
+    def admit(self, new: Connection) -> bool:
+        """Room for `new`: under the cap, or by closing one idle keep-alive connection."""
+        if len(self.connections) < self.settings.max_connections:
+            return True
+        for c in self.connections:
+            if c.waiting is _IDLE:
+                c.close()
+                self.connections.discard(c)
+                return True
+        return False
+
+
+class Connection(asyncio.Protocol):
+    """One client connection; calls `listener.handler(method, path, authorization, body,
+    too_large, respond, header_length)` once per request."""
+
+    def __init__(self, listener: Listener):
+        self._listener = listener
+        settings = listener.settings
+        self._handler = listener.handler
+        self._max_body = settings.max_body_bytes
+        self._max_line = settings.max_request_line_bytes
+        self._max_header_bytes = settings.max_header_bytes
+        self._max_headers = settings.max_headers
+        self._connections = listener.connections
         self._parser = httptools.HttpRequestParser(self)
         self._transport: asyncio.Transport | None = None
         self._url = b""
@@ -89,29 +171,57 @@ class Connection(asyncio.Protocol):
         self._too_large: int | None = None  # body size over the limit: refuse, then close
         self._slots: collections.deque[_Slot] = collections.deque()
         self._closing = False
+        self._in_message = False
+        self._headers = 0  # header fields of the current request
+        self._header_bytes = 0
+        self._head_bytes = 0  # raw bytes received while a head is incomplete (a safety net)
+        self.deadline = 0.0  # time.monotonic() after which `waiting` times out; 0: none
+        self.waiting: int | None = _HEAD
         self.gone = False
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
+        listener = self._listener
+        if not listener.admit(self):
+            limit = listener.settings.max_connections
+            listener.refused(503, "connections")
+            message = (
+                f"connections: expected at most {limit} open at once (--max_connections), got "
+                "one more; retry later"
+            )
+            self._transport.write(encode_response(503, _error(message), [(b"retry-after", b"1")],
+                                                  True))  # fmt: skip
+            self._transport.close()
+            self.gone = True
+            return
         self._connections.add(self)
+        self.deadline = time.monotonic() + listener.settings.header_timeout_s
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.gone = True
+        self.deadline = 0.0
         self._connections.discard(self)
 
     def data_received(self, data: bytes) -> None:
-        if self._closing:
+        if self._closing or self.gone:
             return  # refused: what is still coming is read and dropped until the client closes
+        if self.waiting is not _BODY and self.waiting is not None:
+            self._head_bytes += len(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._refuse(400, b'{"error":"request: expected HTTP/1.1 without upgrade"}')
+            self._refuse(400, b'{"error":"request: expected HTTP/1.1 without upgrade"}', "http")
         except httptools.HttpParserError as e:
             if not self._closing:
                 message = f"request: expected valid HTTP/1.1, got a parse error ({e})"
-                self._refuse(400, orjson.dumps({"error": message}))
+                self._refuse(400, _error(message), "http")
+            return
+        if self.waiting is _HEAD and self._head_bytes > self._max_line + self._max_header_bytes:
+            # httptools buffers a header line until it ends: bound what it may buffer.
+            self._refuse_head(431, "request head", self._max_line + self._max_header_bytes,
+                              "more", "--max_header_bytes")  # fmt: skip
 
     # -- httptools callbacks -------------------------------------------------------------------
 
@@ -124,21 +234,47 @@ class Connection(asyncio.Protocol):
         self._chunks = []
         self._size = 0
         self._too_large = None
+        self._headers = self._header_bytes = 0
+        self._in_message = True
+        if self.waiting is not _HEAD:  # else the head began with this connection
+            self.waiting = _HEAD
+            self.deadline = time.monotonic() + self._listener.settings.header_timeout_s
 
     def on_url(self, url: bytes) -> None:
         self._url += url
+        if len(self._url) > self._max_line:
+            self._refuse_head(414, "request line", self._max_line, "more",
+                              "--max_request_line_bytes")  # fmt: skip
+            raise _Stop
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers += 1
+        self._header_bytes += len(name) + len(value) + 4  # ": " and CRLF
+        if self._headers > self._max_headers:
+            self._refuse_head(431, "headers", self._max_headers, "more", "--max_headers",
+                              "fields")  # fmt: skip
+            raise _Stop
+        if self._header_bytes > self._max_header_bytes:
+            self._refuse_head(431, "headers", self._max_header_bytes, "more",
+                              "--max_header_bytes")  # fmt: skip
+            raise _Stop
         if len(name) == 13 and name.lower() == b"authorization":
             self._auth = value
-        elif len(name) == 14 and name.lower() == b"content-length" and value.isdigit():
-            self._length = int(value)
+        elif len(name) == 14 and name.lower() == b"content-length":
+            # llhttp has checked it is digits that fit 64 bits; bound it before converting.
+            if len(value) > _MAX_LENGTH_DIGITS:
+                self._length = self._max_body + 1
+            elif value.isdigit():
+                self._length = int(value)
         elif len(name) == 6 and name.lower() == b"expect":
             self._expect = value.lower() == b"100-continue"
         elif len(name) == 31 and name.lower() == b"inference-header-content-length":
             self._header_length = value
 
     def on_headers_complete(self) -> None:
+        self._head_bytes = 0
+        self.waiting = _BODY
+        self.deadline = time.monotonic() + self._listener.settings.body_timeout_s
         length = self._length
         if length is not None and length > self._max_body:
             self._too_large = length
@@ -149,6 +285,7 @@ class Connection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         if self._too_large is not None:
             return
+        self.deadline = time.monotonic() + self._listener.settings.body_timeout_s
         self._size += len(body)
         if self._size > self._max_body:
             self._too_large = -1  # streamed (chunked) past the limit
@@ -158,6 +295,9 @@ class Connection(asyncio.Protocol):
         self._chunks.append(body)
 
     def on_message_complete(self) -> None:
+        self._in_message = False
+        self.waiting = None  # the server's turn: its own time never times out
+        self.deadline = 0.0
         if self._too_large is None:
             self._dispatch()
 
@@ -195,24 +335,57 @@ class Connection(asyncio.Protocol):
                 slots.clear()
                 self._linger(transport)
                 return
+        if not slots and not self._in_message and not self._closing:
+            self.waiting = _IDLE
+            self.deadline = time.monotonic() + self._listener.settings.keepalive_timeout_s
 
     def _linger(self, transport: asyncio.Transport) -> None:
         """Closes after the last reply without losing it: closing with unread data sends a
         reset that can destroy the reply before the client reads it (a 413 during a large
         upload). So: send FIN, drop what still comes, close when the client does (or in 5 s)."""
+        self.waiting, self.deadline = None, 0.0
         if transport.can_write_eof():
             transport.write_eof()
             asyncio.get_running_loop().call_later(5.0, transport.close)
         else:
             transport.close()
 
-    def _refuse(self, status: int, body: bytes) -> None:
-        """Malformed HTTP: answer after the replies already owed, then close."""
+    def _refuse(self, status: int, body: bytes, reason: str) -> None:
+        """Malformed or over a limit: answer after the replies already owed, then close."""
         self._closing = True
+        self.waiting, self.deadline = None, 0.0
+        self._listener.refused(status, reason)
         slot = _Slot()
         slot.data, slot.close = encode_response(status, body, None, True), True
         self._slots.append(slot)
         self._flush()
+
+    def _refuse_head(self, status: int, what: str, limit: int, got: str, flag: str,
+                     unit: str = "bytes") -> None:  # fmt: skip
+        if not self._closing:
+            message = f"{what}: expected at most {limit} {unit} ({flag}), got {got}"
+            self._refuse(status, _error(message), "too_large")
+
+    def timed_out(self) -> None:
+        """The sweep found this connection's deadline passed."""
+        waiting, settings = self.waiting, self._listener.settings
+        self.waiting, self.deadline = None, 0.0
+        if waiting is _IDLE or self._closing or (waiting is _HEAD and not self._in_message
+                                                 and not self._head_bytes):  # fmt: skip
+            self.close()  # nothing asked: nothing to answer
+        elif waiting is _HEAD:
+            message = (
+                f"request head: expected it complete within {settings.header_timeout_s:g} s "
+                "(--header_timeout_s), got it incomplete"
+            )
+            self._refuse(408, _error(message), "header_timeout")
+        elif waiting is _BODY:
+            expected = f" of {self._length}" if self._length is not None else ""
+            message = (
+                f"body: expected more bytes within {settings.body_timeout_s:g} s "
+                f"(--body_timeout_s), got {self._size}{expected} and then none"
+            )
+            self._refuse(408, _error(message), "body_timeout")
 
     @property
     def idle(self) -> bool:
@@ -223,30 +396,46 @@ class Connection(asyncio.Protocol):
             self._transport.close()
 
 
-async def serve(
-    app: Any, host: str, port: int, shutdown_timeout: float, backlog: int = 2048
-) -> None:
-    """Runs until SIGTERM/SIGINT, then drains: see the module docstring."""
+async def serve(app: Any, backlog: int = 2048) -> None:
+    """Runs until SIGTERM/SIGINT, then drains: see the module docstring. Listens on
+    `settings.host:port` (every route) and, when `settings.metrics_port` is set, on
+    `host:metrics_port` (`/metrics` and health only, without the token: for Prometheus)."""
     loop = asyncio.get_running_loop()
+    settings = app.settings
     connections: set[Connection] = set()
-    max_body = app.settings.max_body_bytes
-    server = await loop.create_server(
-        lambda: Connection(app.handle, max_body, connections), host, port, backlog=backlog
-    )
+    listeners = [Listener(app.handle, settings, connections, app.refused)]
+    app.metrics.connections.set_function(lambda: len(connections))
+    servers = [
+        await loop.create_server(listeners[0], settings.host, settings.port, backlog=backlog)
+    ]
+    if settings.metrics_port is not None:
+        side: set[Connection] = set()
+        listeners.append(
+            Listener(functools.partial(app.handle, public_only=True), settings, side, app.refused)
+        )
+        servers.append(await loop.create_server(listeners[1], settings.host,
+                                               settings.metrics_port, backlog=backlog))  # fmt: skip
+    for listener in listeners:
+        listener.start()
     app.start()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     app.start_draining()
-    server.close()  # no new connections
+    for server in servers:
+        server.close()  # no new connections
+    shutdown_timeout = settings.shutdown_timeout
     deadline = time.monotonic() + shutdown_timeout
     try:
         await asyncio.wait_for(app.shutdown(), shutdown_timeout)
     except asyncio.TimeoutError:
         log.warning("shutdown: queued requests not finished after %.0fs", shutdown_timeout)
-    while any(not c.idle for c in connections) and time.monotonic() < deadline:
+    every = [*connections, *(listeners[1].connections if len(listeners) > 1 else ())]
+    while any(not c.idle for c in every) and time.monotonic() < deadline:
         await asyncio.sleep(0.01)  # the last replies leave
-    for c in list(connections):
+    for listener in listeners:
+        listener.stop()
+    for c in [*connections, *(listeners[1].connections if len(listeners) > 1 else ())]:
         c.close()
     await asyncio.sleep(0)

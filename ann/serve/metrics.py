@@ -8,10 +8,12 @@
 | `ann_batch_size` | histogram | model, version | real rows per batch |
 | `ann_batch_padding_rows_total` | counter | model, version | rows added to reach a bucket |
 | `ann_requests_total` | counter | model, version, code | every HTTP request by status |
-| `ann_errors_total` | counter | code, reason | refused requests: json, name, shape, ... |
+| `ann_errors_total` | counter | code, reason | refusals: json, shape, ..., header_timeout, ... |
 | `ann_queue_depth` | gauge | model, version | rows waiting |
 | `ann_model_info` | gauge (1) | model, version, platforms, source | what is loaded |
 | `ann_ready` | gauge | | 1 when every model is compiled and the server not draining |
+| `ann_connections` | gauge | | client connections open on the main port |
+| `ann_request_log_dropped_total` | counter | | sampled records dropped (the writer fell behind) |
 
 `model` and `version` are only ever names the server loaded (or empty), so a client cannot blow
 up the label cardinality with made-up names.
@@ -93,6 +95,12 @@ class Metrics:
             registry=r,
         )
         self.ready = Gauge("ann_ready", "1 when the server is ready.", registry=r)
+        self.connections = Gauge("ann_connections", "Open client connections.", registry=r)
+        self.request_log_dropped = Counter(
+            "ann_request_log_dropped",
+            "Sampled request records dropped because the log writer fell behind.",
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

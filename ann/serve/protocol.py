@@ -60,7 +60,8 @@ def tensor_metadata(signature: Mapping[str, Mapping[str, Any]]) -> list[dict[str
     ]
 
 
-def _short(value: Any, limit: int = 60) -> str:
+def short(value: Any, limit: int = 60) -> str:
+    """`repr(value)`, cut to `limit` characters: what a refusal quotes of what came."""
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -68,13 +69,15 @@ def _short(value: Any, limit: int = 60) -> str:
 class _Spec:
     """What one input's signature entry means, worked out once, not per request."""
 
-    __slots__ = ("dtype", "datatype", "expected", "kind", "low", "high")
+    __slots__ = ("dtype", "datatype", "expected", "kind", "floating", "low", "high")
 
     def __init__(self, dtype: str, shape: tuple[int, ...]):
         self.dtype = np.dtype(dtype)
         self.datatype = DATATYPES[self.dtype.name]
         self.expected = [-1, *shape]
         self.kind = self.dtype.kind
+        # bfloat16 (ml_dtypes) has kind "V", not "f": floating all the same, checked the same.
+        self.floating = self.kind == "f" or self.datatype == "BF16"
         if self.kind in "iu":
             info = np.iinfo(self.dtype)
             self.low, self.high = int(info.min), int(info.max)
@@ -118,7 +121,7 @@ def _decode_data(field: str, data: Any, shape: list[int], spec: _Spec) -> np.nda
     kind = array.dtype.kind
     if kind not in "biuf":
         raise ProtocolError(
-            400, f"{field}: expected numbers for {datatype}, got {_short(data)}", "data"
+            400, f"{field}: expected numbers for {datatype}, got {short(data)}", "data"
         )
     if array.size != count:
         raise ProtocolError(
@@ -171,7 +174,7 @@ def _decode_binary(field: str, raw: memoryview, shape: list[int], spec: _Spec) -
     array = array.reshape(shape)
     if spec.kind == "b" and array.size and _max(array.view(np.uint8), axis=None) > 1:
         raise ProtocolError(400, f"{field}: expected bytes 0 or 1 for BOOL", "data")
-    if spec.kind == "f":
+    if spec.floating:
         return _finite(field, array, spec.datatype)
     return array
 
@@ -183,7 +186,7 @@ def _binary_size(field: str, tensor: Mapping[str, Any]) -> int | None:
         return None
     if not isinstance(parameters, dict):
         raise ProtocolError(
-            400, f"{field}.parameters: expected an object, got {_short(parameters)}", "field"
+            400, f"{field}.parameters: expected an object, got {short(parameters)}", "field"
         )
     size = parameters.get("binary_data_size")
     if size is None:
@@ -191,7 +194,7 @@ def _binary_size(field: str, tensor: Mapping[str, Any]) -> int | None:
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
         raise ProtocolError(
             400,
-            f"{field}.parameters.binary_data_size: expected a byte count >= 0, got {_short(size)}",
+            f"{field}.parameters.binary_data_size: expected a byte count >= 0, got {short(size)}",
             "field",
         )
     return size
@@ -204,7 +207,7 @@ def _flag(field: str, parameters: Any, key: str) -> bool:
     if not isinstance(value, bool):
         raise ProtocolError(
             400,
-            f"{field}: expected an object whose {key!r} is true or false, got {_short(parameters)}",
+            f"{field}: expected an object whose {key!r} is true or false, got {short(parameters)}",
             "field",
         )
     return value
@@ -223,11 +226,12 @@ def decode_infer(
     binary = memoryview(b"")
     if header_length is not None:
         text = header_length.strip()
-        if not text.isdigit() or not 0 <= int(text) <= len(body):
+        # Bounded before int(): a body's length has at most as many digits as len(body).
+        if len(text) > len(str(len(body))) or not text.isdigit() or not 0 <= int(text) <= len(body):
             raise ProtocolError(
                 400,
                 f"body: expected Inference-Header-Content-Length between 0 and the body's "
-                f"{len(body)} bytes, got {_short(text.decode('latin-1'))}",
+                f"{len(body)} bytes, got {short(text.decode('latin-1'))}",
                 "binary",
             )
         length = int(text)
@@ -251,13 +255,13 @@ def decode_infer(
         )
     request_id = request.get("id")
     if request_id is not None and not isinstance(request_id, str):
-        raise ProtocolError(400, f"id: expected a string, got {_short(request_id)}", "field")
+        raise ProtocolError(400, f"id: expected a string, got {short(request_id)}", "field")
     tensors = request.get("inputs")
     if not isinstance(tensors, list) or not tensors:
         raise ProtocolError(
             400,
             f"inputs: expected a non-empty list of tensors {{name, shape, datatype, data}}, got "
-            f"{_short(tensors)}",
+            f"{short(tensors)}",
             "field",
         )
     arrays: dict[str, np.ndarray] = {}
@@ -266,12 +270,12 @@ def decode_infer(
     for i, tensor in enumerate(tensors):
         field = f"inputs[{i}]"
         if not isinstance(tensor, dict):
-            raise ProtocolError(400, f"{field}: expected an object, got {_short(tensor)}", "field")
+            raise ProtocolError(400, f"{field}: expected an object, got {short(tensor)}", "field")
         name = tensor.get("name")
         if not isinstance(name, str) or name not in signature:
             raise ProtocolError(
                 400,
-                f"{field}.name: expected one of {sorted(signature)}, got {_short(name)}",
+                f"{field}.name: expected one of {sorted(signature)}, got {short(name)}",
                 "name",
             )
         if name in arrays:
@@ -284,7 +288,7 @@ def decode_infer(
             raise ProtocolError(
                 400,
                 f"{field}.datatype: expected {spec.datatype} for input {name!r}, got "
-                f"{_short(datatype)}",
+                f"{short(datatype)}",
                 "datatype",
             )
         shape = tensor.get("shape")
@@ -299,7 +303,7 @@ def decode_infer(
             raise ProtocolError(
                 400,
                 f"{field}.shape: expected {expected} (batch first, at least 1 row) for input "
-                f"{name!r}, got {_short(shape)}",
+                f"{name!r}, got {short(shape)}",
                 "shape",
             )
         if shape[0] > max_rows:
@@ -367,7 +371,7 @@ def decode_infer(
             raise ProtocolError(
                 400,
                 f"outputs: expected a list of {{name}} with names in {sorted(outputs)}, got "
-                f"{_short(requested)}",
+                f"{short(requested)}",
                 "field",
             )
         wanted = [o["name"] for o in requested]

@@ -3,15 +3,22 @@
 Each line: `{"time", "model", "version", "id", "status", "seconds", "inputs", "outputs"}` (or
 `"error"` instead of outputs), tensors as `{"shape", "data"}`. A share `sample` of infer
 requests is logged; the file rotates at `max_bytes` keeping `backups` old files.
+
+No file I/O (and no JSON encoding) on the event loop: `write` puts the record's parts on a
+bounded queue and a background thread formats and writes them. When the queue is full (the disk
+is slower than the sampled traffic) the record is dropped and `on_drop` is called (the server
+counts it in `ann_request_log_dropped_total`) instead of the server slowing down.
 """
 
 from __future__ import annotations
 
 import logging
 import logging.handlers
+import queue
 import random
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -23,8 +30,18 @@ def _tensors(arrays: Mapping[str, np.ndarray]) -> dict[str, Any]:
 
 
 class RequestLog:
-    def __init__(self, path: str, sample: float, max_bytes: int = 50 << 20, backups: int = 3):
+    def __init__(
+        self,
+        path: str,
+        sample: float,
+        max_bytes: int = 50 << 20,
+        backups: int = 3,
+        queue_size: int = 1024,
+        on_drop: Callable[[], None] = lambda: None,
+    ):
         self.sample = sample
+        self.dropped = 0
+        self._on_drop = on_drop
         self._random = random.Random()
         self._logger = logging.getLogger(f"ann.serve.requests.{path}")
         self._logger.propagate = False
@@ -34,6 +51,9 @@ class RequestLog:
         )
         self._handler.setFormatter(logging.Formatter("%(message)s"))
         self._logger.addHandler(self._handler)
+        self._queue: queue.Queue[tuple | None] = queue.Queue(queue_size)
+        self._thread = threading.Thread(target=self._drain, name="request-log", daemon=True)
+        self._thread.start()
 
     def sampled(self) -> bool:
         return self.sample > 0 and self._random.random() < self.sample
@@ -49,8 +69,25 @@ class RequestLog:
         outputs: Mapping[str, np.ndarray] | None = None,
         error: str | None = None,
     ) -> None:
+        """Queues one record (the arrays by reference: the server never changes them after)."""
+        record = (time.time(), model, version, request_id, status, seconds, inputs, outputs, error)
+        try:
+            self._queue.put_nowait(record)
+        except queue.Full:
+            self.dropped += 1
+            self._on_drop()
+
+    def _drain(self) -> None:
+        while (item := self._queue.get()) is not None:
+            try:
+                self._logger.info(self._format(*item))
+            except Exception:  # a record that cannot be written must not stop the writer
+                logging.getLogger("ann.serve").exception("request log: writing failed")
+
+    @staticmethod
+    def _format(when, model, version, request_id, status, seconds, inputs, outputs, error) -> str:
         record: dict[str, Any] = {
-            "time": time.time(),
+            "time": when,
             "model": model,
             "version": version,
             "id": request_id,
@@ -62,8 +99,11 @@ class RequestLog:
             record["outputs"] = _tensors(outputs)
         if error is not None:
             record["error"] = error
-        self._logger.info(orjson.dumps(record).decode())
+        return orjson.dumps(record).decode()
 
     def close(self) -> None:
+        """Writes what is queued, then closes the file."""
+        self._queue.put(None)
+        self._thread.join()
         self._logger.removeHandler(self._handler)
         self._handler.close()

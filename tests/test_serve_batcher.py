@@ -1,0 +1,134 @@
+"""The batcher alone, in-process: oversize requests, settings that cannot work, a model error
+failing its whole batch, cancelled requests, and the order of close()."""
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from ann.serve.batcher import Batcher, QueueFull, buckets
+
+
+def recording_run(max_batch_size, fail_first=False):
+    """Compiled functions for every bucket that double `x` and record each call's batch."""
+    calls = []
+
+    def make(size):
+        def run(inputs):
+            calls.append(inputs["x"].copy())
+            if fail_first and len(calls) == 1:
+                raise RuntimeError("model exploded")
+            assert inputs["x"].shape[0] == size
+            return {"y": inputs["x"] * 2}
+
+        return run
+
+    return {size: make(size) for size in buckets(max_batch_size)}, calls
+
+
+def rows(n, start=0):
+    return {"x": np.arange(start, start + n, dtype=np.float32).reshape(n, 1)}
+
+
+def test_oversize_and_empty_requests_are_refused_at_submit():
+    async def main():
+        run, calls = recording_run(8)
+        batcher = Batcher(run, 8, 0.001, 64)
+        batcher.start()
+        for n in (9, 0, -1):
+            with pytest.raises(ValueError, match=r"rows: expected 1 to max_batch_size \(8\)"):
+                batcher.submit_nowait(rows(max(n, 1)), n)
+        assert batcher.queued_rows == 0
+        # The worker still serves a request that fits.
+        out, timing = await batcher.submit(rows(8), 8)
+        assert out["y"].tolist() == (rows(8)["x"] * 2).tolist() and timing.bucket == 8
+        await batcher.close()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"max_queue_rows": 4}, "max_queue_rows: expected at least max_batch_size"),
+        ({"max_batch_size": 0}, "max_batch_size: expected at least 1"),
+        ({"max_batch_size": 16}, "a compiled size that holds it"),
+        ({"max_queue_delay": -1.0}, "max_queue_delay: expected seconds >= 0"),
+        ({"max_queue_delay": float("nan")}, "max_queue_delay: expected seconds >= 0"),
+    ],
+)
+def test_settings_that_cannot_work_are_refused(kwargs, message):
+    run, _ = recording_run(8)
+    args = {"max_batch_size": 8, "max_queue_delay": 0.001, "max_queue_rows": 64, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        Batcher(run, **args)
+
+
+def test_model_error_fails_every_request_of_its_batch_and_the_worker_goes_on():
+    async def main():
+        run, calls = recording_run(8, fail_first=True)
+        # wait="full" with a long delay: the three requests surely share one batch.
+        batcher = Batcher(run, 8, 5.0, 64, wait="full")
+        batcher.start()
+        futures = [batcher.submit_nowait(rows(n), n) for n in (1, 2, 5)]
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        assert len(calls) == 1 and calls[0].shape[0] == 8
+        assert all(isinstance(r, RuntimeError) and "exploded" in str(r) for r in results)
+        out, _ = await asyncio.wait_for(
+            asyncio.gather(batcher.submit(rows(3), 3), batcher.submit(rows(5, 3), 5)), 30
+        )
+        assert out[0]["y"].ravel().tolist() == [0.0, 2.0, 4.0]
+        await batcher.close()
+
+    asyncio.run(main())
+
+
+def test_cancelled_requests_are_not_run():
+    async def main():
+        run, calls = recording_run(8)
+        batcher = Batcher(run, 8, 0.2, 64, wait="full")
+        batcher.start()
+        first = batcher.submit_nowait(rows(1, 10), 1)
+        gone = batcher.submit_nowait(rows(3, 20), 3)
+        last = batcher.submit_nowait(rows(1, 30), 1)
+        gone.cancel()  # its client went away while it was queued
+        (a, _), (b, _) = await asyncio.wait_for(asyncio.gather(first, last), 30)
+        assert [c.shape[0] for c in calls] == [2]  # 2 real rows, bucket 2: the 3 rows skipped
+        assert calls[0].ravel().tolist() == [10.0, 30.0]
+        assert a["y"].ravel().tolist() == [20.0] and b["y"].ravel().tolist() == [60.0]
+        assert batcher.queued_rows == 0
+        await batcher.close()
+
+    asyncio.run(main())
+
+
+def test_close_finishes_queued_requests_then_refuses():
+    async def main():
+        run, calls = recording_run(8)
+        # A 60 s fill wait: close() must not sit it out.
+        batcher = Batcher(run, 8, 60.0, 64, wait="full")
+        batcher.start()
+        futures = [batcher.submit_nowait(rows(1, i), 1) for i in range(3)]
+        await asyncio.sleep(0)
+        await asyncio.wait_for(batcher.close(), 30)
+        assert all(f.done() and not f.cancelled() for f in futures)
+        assert [f.result()[0]["y"].item() for f in futures] == [0.0, 2.0, 4.0]
+        with pytest.raises(QueueFull, match="shutting down"):
+            batcher.submit_nowait(rows(1), 1)
+
+    asyncio.run(main())
+
+
+def test_submit_before_start_and_queue_full():
+    async def main():
+        run, _ = recording_run(4)
+        batcher = Batcher(run, 4, 60.0, 4, wait="full")
+        with pytest.raises(RuntimeError, match="before start"):
+            batcher.submit_nowait(rows(1), 1)
+        batcher.start()
+        batcher.submit_nowait(rows(3), 3)
+        with pytest.raises(QueueFull, match=r"3 rows are queued \(limit 4\)"):
+            batcher.submit_nowait(rows(2), 2)
+        await asyncio.wait_for(batcher.close(), 30)
+
+    asyncio.run(main())

@@ -1,0 +1,81 @@
+"""Every server flag is checked before anything starts: a bad one exits 1 with one line that
+names the flag (and the fix), before any model is loaded or any port opened."""
+
+import concurrent.futures
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ann.serve.app import Settings
+
+MISSING = "/nonexistent/export"  # flags are checked first: the model is never looked at
+
+BAD = [
+    (["--port=0"], "--port=0: expected a value in [1, 65535]"),
+    (["--port=70000"], "--port=70000"),
+    (["--port=eighty"], "--port"),
+    (["--metrics_port=8000", "--port=8000"], "--metrics_port=8000 is --port too"),
+    (["--metrics_port=-1"], "--metrics_port=-1"),
+    (["--max_batch_size=0"], "--max_batch_size=0"),
+    (["--max_batch_size=8", "--max_queue_rows=4"], "raise --max_queue_rows to at least 8"),
+    (["--max_queue_rows=0"], "--max_queue_rows=0"),
+    (["--max_queue_delay_ms=nan"], "--max_queue_delay_ms=nan"),
+    (["--max_queue_delay_ms=-1"], "--max_queue_delay_ms=-1"),
+    (["--batch_wait=sometimes"], "--batch_wait"),
+    (["--max_body_bytes=10"], "--max_body_bytes=10"),
+    (["--max_request_line_bytes=10"], "--max_request_line_bytes=10"),
+    (["--max_header_bytes=10"], "--max_header_bytes=10"),
+    (["--max_headers=0"], "--max_headers=0"),
+    (["--header_timeout_s=0"], "--header_timeout_s=0"),
+    (["--body_timeout_s=inf"], "--body_timeout_s=inf"),
+    (["--keepalive_timeout_s=-5"], "--keepalive_timeout_s=-5"),
+    (["--max_connections=0"], "--max_connections=0"),
+    (["--request_log_sample=1.5"], "--request_log_sample=1.5"),
+    (["--request_log=/nonexistent/dir/requests.jsonl"], "--request_log=/nonexistent/dir"),
+    (["--shutdown_timeout=-1"], "--shutdown_timeout=-1"),
+    (["--token="], "token: expected printable ASCII"),
+    (["--token=two words"], "token: expected printable ASCII"),
+    (["--token_file=/nonexistent/token"], "--token_file=/nonexistent/token: cannot read it"),
+    (["--token_file=/dev/null", "--token=x"], "--token_file and --token"),
+    (["stray"], "unexpected arguments: stray"),
+]
+
+
+def run_server(args, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "ann.serve", f"--model={MISSING}", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_bad_flags_exit_1_with_one_line():
+    cases = [(args, message, None) for args, message in BAD]
+    cases.append(([], "token: expected printable ASCII", {"ANN_SERVE_TOKEN": ""}))
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda c: run_server(c[0], c[2]), cases))
+    for (args, message, _), result in zip(cases, results):
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 1, (args, result.stderr[-2000:])
+        assert len(lines) == 1 and lines[0].startswith("error: "), (args, result.stderr)
+        assert message in lines[0], (args, message, lines[0])
+        assert MISSING not in lines[0], (args, lines[0])  # refused before any model loads
+    # Missing --model is a flag error too.
+    result = subprocess.run([sys.executable, "-m", "ann.serve"], capture_output=True, text=True,
+                            timeout=60)  # fmt: skip
+    assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
+    assert "--model" in result.stderr
+
+
+def test_settings_check_every_field():
+    assert Settings().problem() is None
+    with pytest.raises(ValueError, match="raise --max_queue_rows to at least 64"):
+        Settings(max_queue_rows=63)
+    with pytest.raises(ValueError, match="--max_connections=0"):
+        Settings(max_connections=0)
+    assert Settings(max_queue_rows=64).queue_rows == 64
+    assert Settings(metrics_port=8001).file_descriptors() > 2 * Settings().max_connections

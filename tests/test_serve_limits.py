@@ -1,0 +1,394 @@
+"""The server against slow, huge and hostile clients: HTTP limits and timeouts, the connection
+cap, cheap refusals before decoding, bounded numbers, the request log off the event loop, the
+metrics port and the token file. Loopback only; every wait is bounded."""
+
+import http.client
+import json
+import os
+import resource
+import socket
+import threading
+
+import ml_dtypes  # noqa: F401  (registers bfloat16 with NumPy)
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_serve import Server, infer_body, request
+
+from ann.serve import protocol
+from ann.serve.app import App, ServedModel, Settings
+from ann.serve.http import Connection, Listener
+from ann.serve.request_log import RequestLog
+
+TOKEN = "t0ken-for-tests"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+INFER = "/v2/models/digits_cnn/infer"
+
+
+def raise_fd_limit(needed: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        if hard != resource.RLIM_INFINITY and hard < needed:
+            pytest.skip(f"needs {needed} open files, ulimit -Hn is {hard}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+
+
+@pytest.fixture(scope="module")
+def strict(digits_export, tmp_path_factory):
+    """A server with short timeouts and small limits, a token file and a metrics port."""
+    _, out = digits_export
+    root = tmp_path_factory.mktemp("limits")
+    (root / "token").write_text(TOKEN + "\n")
+    raise_fd_limit(2048)
+    metrics_port = __import__("test_serve").free_port()
+    server = Server(
+        [
+            f"--model={out}",
+            "--max_batch_size=4",
+            f"--token_file={root / 'token'}",
+            f"--metrics_port={metrics_port}",
+            "--header_timeout_s=1.5",
+            "--body_timeout_s=1.5",
+            "--keepalive_timeout_s=1.5",
+            "--max_connections=400",
+            "--max_request_line_bytes=1024",
+            "--max_header_bytes=4096",
+            "--max_headers=30",
+            "--max_body_bytes=65536",
+        ]
+    )
+    try:
+        server.wait_ready()
+        server.metrics_port = metrics_port
+        yield server
+    finally:
+        server.stop()
+
+
+def one_row() -> bytes:
+    return json.dumps(infer_body(np.zeros((1, 8, 8, 1), np.uint8))).encode()
+
+
+def raw_request(port, data: bytes, timeout=20.0) -> tuple[int, dict, bytes]:
+    """Sends raw bytes, reads one HTTP response: (status, headers, body)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        response = http.client.HTTPResponse(s)
+        response.begin()
+        return response.status, dict(response.getheaders()), response.read()
+
+
+def head(path=INFER, headers=(), method="POST") -> bytes:
+    lines = [f"{method} {path} HTTP/1.1".encode(), b"Host: t"]
+    lines += [k + b": " + v for k, v in headers]
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+def test_token_file_and_metrics_port(strict):
+    port = strict.port
+    body = one_row()
+    assert request(port, "POST", INFER, body)[0] == 401
+    assert request(port, "POST", INFER, body, AUTH)[0] == 200
+    assert request(port, "GET", "/metrics")[0] == 401  # the main port keeps its token
+    status, headers, text = request(strict.metrics_port, "GET", "/metrics")
+    assert status == 200 and "ann_connections" in text and "ann_requests_total" in text
+    assert request(strict.metrics_port, "GET", "/v2/health/ready")[0] == 200
+    status, _, reply = request(strict.metrics_port, "POST", INFER, body, AUTH)
+    assert status == 404 and "metrics port" in reply["error"]
+
+
+def test_request_line_and_header_limits(strict):
+    port = strict.port
+    auth = (b"Authorization", f"Bearer {TOKEN}".encode())
+    cases = [
+        (head("/v2/" + "a" * 2000, [auth], "GET"), 414,
+         "request line: expected at most 1024 bytes (--max_request_line_bytes)"),
+        (head(headers=[auth] + [(b"X-%d" % i, b"1") for i in range(40)]), 431,
+         "headers: expected at most 30 fields (--max_headers)"),
+        (head(headers=[auth, (b"X-Big", b"v" * 5000)]), 431,
+         "expected at most 4096 bytes (--max_header_bytes)"),
+        (head(headers=[auth] + [(b"X-%d" % i, b"v" * 400) for i in range(20)]), 431,
+         "headers: expected at most 4096 bytes (--max_header_bytes)"),
+        # One header line that never ends: bounded by what the parser may buffer.
+        (head(headers=[auth])[:-2] + b"X-Endless: " + b"v" * 200_000, 431, "request head"),
+        (head(headers=[auth, (b"Content-Length", b"9" * 5000)]), 400, "expected valid HTTP/1.1"),
+        (head(headers=[auth, (b"Content-Length", b"99999999999999999999")]), 400, "HTTP/1.1"),
+        (head(headers=[auth, (b"Content-Length", b"999999999999")]), 413,
+         "body: expected at most 65536 bytes"),
+    ]  # fmt: skip
+    for data, code, message in cases:
+        status, headers, body = raw_request(port, data)
+        assert status == code, (data[:80], body)
+        assert message in json.loads(body)["error"], (message, body)
+        assert headers.get("connection") == "close"
+
+
+def test_huge_numbers_in_headers_are_refused_not_500(strict):
+    body = one_row()
+    # (5,000 digits are over this server's --max_header_bytes: see test_serve.py for those)
+    for value in [b"9" * 3000, b"1" + b"0" * 30, b"-1", b"0x10", b"\xd9\xa1\xd9\xa2"]:
+        status, _, reply = raw_request(
+            strict.port,
+            head(headers=[(b"Authorization", f"Bearer {TOKEN}".encode()),
+                          (b"Content-Length", b"%d" % len(body)),
+                          (b"Inference-Header-Content-Length", value)]) + body,
+        )  # fmt: skip
+        assert status == 400, (value, reply)
+        assert "Inference-Header-Content-Length between 0" in json.loads(reply)["error"]
+
+
+def test_slow_clients_are_dropped_and_do_not_block_others(strict):
+    """300 clients send `Content-Length: 1000`, 10 bytes, then nothing; a normal client is
+    served meanwhile, and every slow one gets 408 and is closed after --body_timeout_s."""
+    slow = head(headers=[(b"Authorization", f"Bearer {TOKEN}".encode()),
+                         (b"Content-Length", b"1000")]) + b"0123456789"  # fmt: skip
+    sockets = []
+    try:
+        for _ in range(300):
+            s = socket.create_connection(("127.0.0.1", strict.port), timeout=30)
+            s.sendall(slow)
+            sockets.append(s)
+        status, _, reply = request(strict.port, "POST", INFER, one_row(), AUTH)
+        assert status == 200, reply
+        for s in sockets:
+            data = b""
+            while chunk := s.recv(65536):  # the server closes: recv ends (or times out: fail)
+                data += chunk
+            assert data.startswith(b"HTTP/1.1 408 "), data[:200]
+            assert b"--body_timeout_s" in data and b"got 10 of 1000" in data
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def test_connection_flood_is_capped_and_recovers(strict):
+    """500 connections that send nothing: 400 are kept (--max_connections), the rest get 503;
+    all are dropped after --header_timeout_s; the server's open files stay bounded; a normal
+    client is served after."""
+    sockets, refused = [], 0
+    fds = len(os.listdir(f"/proc/{strict.proc.pid}/fd"))
+    try:
+        for _ in range(500):
+            sockets.append(socket.create_connection(("127.0.0.1", strict.port), timeout=30))
+        for s in sockets:
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+            if data:
+                assert data.startswith(b"HTTP/1.1 503 ") and b"--max_connections" in data, data
+                refused += 1
+    finally:
+        for s in sockets:
+            s.close()
+    assert 100 <= refused < 500
+    status, _, reply = request(strict.port, "POST", INFER, one_row(), AUTH)
+    assert status == 200, reply
+    assert len(os.listdir(f"/proc/{strict.proc.pid}/fd")) <= fds + 10
+    text = request(strict.metrics_port, "GET", "/metrics")[2]
+    assert 'ann_errors_total{code="503",reason="connections"}' in text
+
+
+def test_idle_keepalive_is_closed_and_header_timeout_answers_408(strict):
+    with socket.create_connection(("127.0.0.1", strict.port), timeout=30) as s:
+        s.sendall(head("/v2/health/live", method="GET"))
+        first = s.recv(65536)
+        assert first.startswith(b"HTTP/1.1 200 ")
+        assert s.recv(65536) == b""  # idle past --keepalive_timeout_s: closed, no reply
+    with socket.create_connection(("127.0.0.1", strict.port), timeout=30) as s:
+        s.sendall(b"POST /v2/models/digits_cnn/infer HTTP/1.1\r\nHost: t\r\n")  # no end
+        data = s.recv(65536)
+        assert data.startswith(b"HTTP/1.1 408 ") and b"--header_timeout_s" in data
+
+
+# -- header fuzz: in-process (many cases) and over HTTP (fewer) ---------------------------------
+
+TOKEN_CHARS = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+numbers = st.one_of(
+    st.integers(-10, 10**30).map(lambda n: str(n).encode()),
+    st.integers(1, 6000).map(lambda n: b"9" * n),
+    st.sampled_from([b"", b" 12", b"12 ", b"0x10", b"1e3", b"+5", b"\xd9\xa1", b"1,2", b"\x00"]),
+)
+header_names = st.one_of(
+    st.text(TOKEN_CHARS, min_size=1, max_size=40).map(str.encode),
+    st.sampled_from([b"Content-Length", b"Inference-Header-Content-Length", b"Transfer-Encoding",
+                     b"Expect", b"Authorization", b"Connection", b"Content-Encoding"]),
+    st.binary(min_size=0, max_size=10),
+)  # fmt: skip
+header_values = st.one_of(
+    numbers,
+    st.sampled_from([b"chunked", b"gzip", b"chunked, gzip", b"identity", b"100-continue",
+                     b"close", b"keep-alive", b"Bearer " + TOKEN.encode(), b"upgrade"]),
+    st.text(max_size=30).map(lambda t: t.encode("utf-8")),
+    st.text(max_size=30).map(lambda t: t.encode("latin-1", "replace")),
+    st.integers(0, 6000).map(lambda n: b"v" * n),
+    st.binary(max_size=30),
+)  # fmt: skip
+fuzzed_heads = st.builds(
+    lambda method, path, headers, repeat: (method, path, headers * repeat),
+    st.sampled_from([b"POST", b"GET", b"PUT", b"BREW"]),
+    st.sampled_from([b"/v2/models/digits_cnn/infer", b"/v2/health/live", b"/%ff%00", b"*"])
+    | st.integers(0, 3000).map(lambda n: b"/" + b"a" * n),
+    st.lists(st.tuples(header_names, header_values), max_size=12),
+    st.integers(1, 15),
+)
+LIMITS = Settings(max_body_bytes=65536, max_request_line_bytes=1024, max_header_bytes=4096,
+                  max_headers=30)  # fmt: skip
+
+
+class FakeTransport:
+    def __init__(self):
+        self.data, self.closed = b"", False
+
+    def write(self, data):
+        self.data += data
+
+    def can_write_eof(self):
+        return False
+
+    def close(self):
+        self.closed = True
+
+
+@settings(max_examples=600, deadline=None)
+@given(case=fuzzed_heads, body=st.binary(max_size=300), split=st.integers(1, 50))
+def test_fuzzed_headers_in_process_are_answered_or_awaited(case, body, split):
+    method, path, headers = case
+    seen = []
+
+    def handler(method, path, auth, body, too_large, respond, header_length=None):
+        seen.append((too_large, header_length))
+        respond(413 if too_large is not None else 200, b"{}", None)
+
+    conn = Connection(Listener(handler, LIMITS, set()))
+    transport = FakeTransport()
+    conn.connection_made(transport)
+    data = method + b" " + path + b" HTTP/1.1\r\n"
+    data += b"".join(k + b": " + v + b"\r\n" for k, v in headers) + b"\r\n" + body
+    for i in range(0, len(data), split * 97):
+        conn.data_received(data[i : i + split * 97])  # never raises
+    statuses = [int(line.split()[1]) for line in transport.data.split(b"\r\n")
+                if line.startswith(b"HTTP/1.1 ")]  # fmt: skip
+    assert set(statuses) <= {100, 200, 400, 413, 414, 431}, transport.data[:300]
+    if set(statuses) - {100, 200, 413}:
+        assert b'"error":"' in transport.data and b"expected" in transport.data
+        assert transport.closed
+    if len(path) > 1024 and method != b"BREW":  # (an unknown method is refused first)
+        assert 414 in statuses and not seen
+    if sum(len(k) + len(v) + 4 for k, v in headers) > 4096 + 1024 + 200:
+        assert not seen  # no request with that many header bytes reaches the handler
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(headers=st.lists(st.tuples(header_names, header_values), max_size=40),
+       binary=st.booleans())  # fmt: skip
+def test_fuzzed_headers_over_http_never_500(strict, headers, binary):
+    """Random extra headers on a valid infer whose body length is always right: never a 500,
+    every refusal explained."""
+    x = np.zeros((1, 8, 8, 1), np.uint8)
+    if binary:
+        top = json.dumps({"inputs": [{"name": "image", "shape": [1, 8, 8, 1], "datatype":
+                          "UINT8", "parameters": {"binary_data_size": 64}}]}).encode()  # fmt: skip
+        body = top + x.tobytes()
+    else:
+        body = json.dumps(infer_body(x)).encode()
+    # The length is always right and always last: what matters is what comes before it.
+    skip = {b"content-length", b"transfer-encoding", b"connection", b"expect", b"authorization"}
+    extra = [(k, v) for k, v in headers if k.lower() not in skip]
+    fixed = [(b"Authorization", f"Bearer {TOKEN}".encode()), (b"Connection", b"close"),
+             (b"Content-Length", b"%d" % len(body))]  # fmt: skip
+    if binary:
+        fixed.append((b"Inference-Header-Content-Length", b"%d" % len(top)))
+    try:
+        status, _, reply = raw_request(strict.port, head(headers=extra + fixed) + body)
+    except (http.client.RemoteDisconnected, ConnectionResetError):
+        return  # a header the parser refused may close before the reply is read in full
+    assert status in (200, 400, 413, 414, 431), (status, reply)
+    if status != 200:
+        assert "expected" in json.loads(reply)["error"], reply
+
+
+# -- in-process: cheap refusals, numbers, BF16, the request log --------------------------------
+
+
+class FakeModel:
+    name = "m"
+    inputs = {"x": {"dtype": "float32", "shape": [-1, 2]}}
+    outputs = {"y": {"dtype": "float32", "shape": [-1, 2]}}
+    manifest = {"platforms": ["cpu"]}
+
+
+class FullQueue:
+    queued_rows = max_queue_rows = 64
+
+
+def test_cheap_refusals_come_before_decoding(monkeypatch):
+    def never(*args, **kwargs):
+        raise AssertionError("the body was decoded")
+
+    monkeypatch.setattr(protocol, "decode_infer", never)
+    model = ServedModel("m", "1", FakeModel(), "test")
+    app = App([model], Settings())
+    replies = []
+
+    def infer(body=b"{not json"):
+        app.handle("POST", "/v2/models/m/infer", None, body, None,
+                   lambda *reply: replies.append(reply))  # fmt: skip
+        status, body, headers = replies.pop()
+        return status, json.loads(body)["error"], dict(headers or [])
+
+    status, error, headers = infer()
+    assert status == 503 and "still compiling" in error and headers[b"retry-after"] == b"1"
+    model.ready, model.batcher = True, FullQueue()
+    status, error, _ = infer()
+    assert status == 503 and "queue: full (64 rows are queued, limit 64)" in error
+    app.start_draining()
+    status, error, _ = infer()
+    assert status == 503 and "draining" in error
+
+
+def test_binary_bf16_gets_the_finite_check():
+    signature = {"x": {"dtype": "bfloat16", "shape": [2]}}
+    for bad in (np.inf, -np.inf, np.nan):
+        raw = np.array([[1.0, bad]], ml_dtypes.bfloat16).tobytes()
+        tensor = {"name": "x", "shape": [1, 2], "datatype": "BF16",
+                  "parameters": {"binary_data_size": 4}}  # fmt: skip
+        head_ = json.dumps({"inputs": [tensor]}).encode()
+        with pytest.raises(protocol.ProtocolError, match="expected finite BF16 values"):
+            protocol.decode_infer(head_ + raw, signature, {"y": {}}, 8, b"%d" % len(head_))
+    with pytest.raises(protocol.ProtocolError, match="expected finite BF16 values"):
+        body = {"inputs": [{"name": "x", "shape": [1, 2], "datatype": "BF16", "data": [1, 1e39]}]}
+        protocol.decode_infer(json.dumps(body).encode(), signature, {"y": {}}, 8)
+
+
+def test_header_length_with_5000_digits_is_a_400():
+    body = json.dumps(infer_body(np.zeros((1, 8, 8, 1), np.uint8))).encode()
+    signature = {"image": {"dtype": "uint8", "shape": [8, 8, 1]}}
+    for value in (b"9" * 5000, b"0" * 5000, b"1" * 30):
+        with pytest.raises(protocol.ProtocolError, match="Inference-Header-Content-Length") as e:
+            protocol.decode_infer(body, signature, {"label": {}}, 8, value)
+        assert e.value.status == 400
+
+
+def test_request_log_writes_off_the_caller_thread_and_counts_drops(tmp_path):
+    dropped = []
+    log = RequestLog(str(tmp_path / "r.jsonl"), 1.0, queue_size=2,
+                     on_drop=lambda: dropped.append(1))  # fmt: skip
+    release, writers = threading.Event(), []
+    emit = log._handler.emit
+
+    def slow_emit(record):
+        writers.append(threading.current_thread())
+        release.wait(30)  # a disk that stalls
+        emit(record)
+
+    log._handler.emit = slow_emit
+    x = {"x": np.zeros((1, 2), np.float32)}
+    for i in range(6):
+        log.write("m", "1", f"r{i}", 200, 0.001, x, x)  # returns at once although the disk stalls
+    assert dropped and log.dropped == len(dropped) and len(dropped) <= 4
+    release.set()
+    log.close()
+    assert writers and threading.current_thread() not in writers
+    lines = (tmp_path / "r.jsonl").read_text().splitlines()
+    assert len(lines) == 6 - len(dropped) and json.loads(lines[0])["id"] == "r0"
