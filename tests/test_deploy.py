@@ -1,5 +1,6 @@
 """Deployment recipes parse, and point their probes and ports at what the server serves."""
 
+import dataclasses
 import pathlib
 import re
 import shlex
@@ -58,9 +59,50 @@ def test_kubernetes_manifests():
     service = by_kind["Service"]
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
 
+    # Prometheus scrapes the metrics port (no token there); infer stays behind the token.
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    args = server_args(container["args"])
+    annotations = pod["metadata"]["annotations"]
+    assert int(annotations["prometheus.io/port"]) == ports["metrics"] != ports["http"]
+    assert int(args["metrics_port"]) == ports["metrics"]
+    assert [p["targetPort"] for p in service["spec"]["ports"]] == ["http"]  # not the metrics
+    # The token is required and read from a mounted Secret file, never the command line.
+    assert "token" not in args
+    [mount] = [
+        m for m in container["volumeMounts"] if args["token_file"].startswith(m["mountPath"])
+    ]
+    [volume] = [v for v in pod["spec"]["volumes"] if v["name"] == mount["name"]]
+    assert volume["secret"]["secretName"] == "ann-serve" and not volume["secret"].get("optional")
+    assert args["token_file"] == f"{mount['mountPath']}/{volume['secret']['items'][0]['path']}"
+
     [isvc] = yaml.safe_load_all((DEPLOY / "kserve.yaml").read_text())
     assert isvc["apiVersion"] == "serving.kserve.io/v1beta1" and isvc["kind"] == "InferenceService"
     [kc] = isvc["spec"]["predictor"]["containers"]
     assert kc["name"] == "kserve-container" and kc["image"] == container["image"]
     assert kc["ports"][0]["containerPort"] == 8080
     assert kc["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    kargs = server_args(kc["args"])
+    assert int(isvc["metadata"]["annotations"]["prometheus.io/port"]) == int(kargs["metrics_port"])
+    assert "token" not in kargs
+    [token] = [e for e in kc["env"] if e["name"] == "ANN_SERVE_TOKEN"]
+    assert token["valueFrom"]["secretKeyRef"]["optional"] is False  # required
+
+
+def server_args(argv: list[str]) -> dict[str, str]:
+    """`--name=value` arguments of a manifest, each a real server flag whose value the server
+    accepts (the manifests' numbers are checked as the server checks them at start)."""
+    from ann.serve.app import Settings
+
+    fields = {f.name: f for f in dataclasses.fields(Settings)}
+    args, settings = {}, {}
+    for arg in argv:
+        name, _, value = arg.removeprefix("--").partition("=")
+        assert arg.startswith("--") and value, arg
+        args[name] = value
+        if name in fields:
+            kind = type(getattr(Settings(), name) or 0)
+            settings[name] = value if kind is str else kind(value)
+        else:
+            assert name in ("model", "registry", "token_file"), arg
+    Settings(**settings)  # raises on a value the server would refuse
+    return args

@@ -18,8 +18,6 @@ from test_serve import Server, infer_body, request
 
 from ann.serve import protocol
 from ann.serve.app import App, ServedModel, Settings
-from ann.serve.http import Connection, Listener
-from ann.serve.request_log import RequestLog
 
 TOKEN = "t0ken-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -232,8 +230,6 @@ fuzzed_heads = st.builds(
     st.lists(st.tuples(header_names, header_values), max_size=12),
     st.integers(1, 15),
 )
-LIMITS = Settings(max_body_bytes=65536, max_request_line_bytes=1024, max_header_bytes=4096,
-                  max_headers=30)  # fmt: skip
 
 
 class FakeTransport:
@@ -253,6 +249,10 @@ class FakeTransport:
 @settings(max_examples=600, deadline=None)
 @given(case=fuzzed_heads, body=st.binary(max_size=300), split=st.integers(1, 50))
 def test_fuzzed_headers_in_process_are_answered_or_awaited(case, body, split):
+    from ann.serve.http import Connection, Listener
+
+    limits = Settings(max_body_bytes=65536, max_request_line_bytes=1024, max_header_bytes=4096,
+                      max_headers=30)  # fmt: skip
     method, path, headers = case
     seen = []
 
@@ -260,7 +260,7 @@ def test_fuzzed_headers_in_process_are_answered_or_awaited(case, body, split):
         seen.append((too_large, header_length))
         respond(413 if too_large is not None else 200, b"{}", None)
 
-    conn = Connection(Listener(handler, LIMITS, set()))
+    conn = Connection(Listener(handler, limits, set()))
     transport = FakeTransport()
     conn.connection_made(transport)
     data = method + b" " + path + b" HTTP/1.1\r\n"
@@ -371,6 +371,8 @@ def test_header_length_with_5000_digits_is_a_400():
 
 
 def test_request_log_writes_off_the_caller_thread_and_counts_drops(tmp_path):
+    from ann.serve.request_log import RequestLog
+
     dropped = []
     log = RequestLog(str(tmp_path / "r.jsonl"), 1.0, queue_size=2,
                      on_drop=lambda: dropped.append(1))  # fmt: skip
