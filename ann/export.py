@@ -294,9 +294,41 @@ def define_flags() -> None:
     flags.DEFINE_string("workdir", None, "The run to export (holds config.json and checkpoints).")
     flags.DEFINE_string("out", None, "New directory to write the export into.")
     flags.DEFINE_string("step", "best", "'best', 'latest' or a step number.")
-    flags.DEFINE_string("name", None, "Model name in the manifest (default DATA_MODEL).")
+    flags.DEFINE_string(
+        "name", None, "Model name in the manifest (default DATA_MODEL); a valid registry name."
+    )
     flags.DEFINE_list("platforms", ["cpu"], "Platforms to lower for: cpu, cuda, rocm, tpu.")
     flags.mark_flags_as_required(["workdir", "out"])
+
+
+PLATFORMS = ("cpu", "cuda", "rocm", "tpu")  # what jax.export lowers for
+
+
+def check_flags(workdir: str, out: str, step: str, name: str | None, platforms: list[str]) -> None:
+    """Checks every flag before a model is restored or anything is written; raises ValueError
+    with one line that names the flag and the fix."""
+    from ann.registry import NAME
+
+    if not (step in ("best", "latest") or step.isdigit()):
+        raise ValueError(f"--step={step!r} must be 'best', 'latest' or a step number (>= 0)")
+    if name is not None and not NAME.match(name):
+        raise ValueError(
+            f"--name={name!r} must be letters, digits, '_', '.' or '-' (at most 128), starting "
+            "with a letter or digit (a name the registry and the server accept)"
+        )
+    unknown = [p for p in platforms if p not in PLATFORMS]
+    if not platforms or unknown or len(set(platforms)) != len(platforms):
+        raise ValueError(
+            f"--platforms={','.join(platforms)!r} must be distinct names among "
+            f"{', '.join(PLATFORMS)}" + (f" (unknown: {', '.join(unknown)})" if unknown else "")
+        )
+    if not os.path.isfile(os.path.join(workdir, "config.json")):
+        what = "does not exist" if not os.path.exists(workdir) else "holds no config.json"
+        raise ValueError(f"--workdir={workdir} {what}; give the directory of a trained run")
+    if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
+        raise ValueError(f"--out={out} exists and is not an empty directory; choose a new one")
+    if os.path.realpath(out) == os.path.realpath(workdir):
+        raise ValueError(f"--out={out} is the run's own directory; choose a new one")
 
 
 def main(argv: list[str]) -> None:
@@ -307,6 +339,11 @@ def main(argv: list[str]) -> None:
 
     logging.set_verbosity(logging.WARNING)  # Orbax and TFDS are chatty at INFO
 
+    try:
+        check_flags(FLAGS.workdir, FLAGS.out, FLAGS.step, FLAGS.name, FLAGS.platforms)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
     step: int | str = int(FLAGS.step) if FLAGS.step.isdigit() else FLAGS.step
     try:
         manifest = export(FLAGS.workdir, FLAGS.out, step, FLAGS.name, FLAGS.platforms)

@@ -304,3 +304,36 @@ def test_crafted_export_is_refused_by_the_loader_and_the_registry(
     if os.path.exists(reg / "registry.db"):
         assert Registry(str(reg)).models() == []
         assert os.listdir(reg / "artifacts") == []
+
+
+@pytest.mark.parametrize(
+    "flag_args, message",
+    [
+        (["--step=-3"], "--step='-3' must be 'best', 'latest' or a step number"),
+        (["--step=last"], "--step='last' must be"),
+        (["--name=a/b"], "--name='a/b' must be letters, digits"),
+        (["--platforms=cpu,gpu"], "--platforms='cpu,gpu' must be distinct names among"),
+        (["--platforms=cpu,cpu"], "--platforms='cpu,cpu' must be distinct names"),
+        (["--platforms="], "--platforms='' must be distinct names"),
+        (["--workdir=MISSING"], "does not exist; give the directory of a trained run"),
+        (["--out=FILE"], "exists and is not an empty directory; choose a new one"),
+        (["--out=RUN"], "exists and is not an empty directory"),
+    ],
+)
+def test_export_flags_are_checked_before_anything_starts(
+    digits_export, tmp_path, flag_args, message
+):
+    workdir, _ = digits_export
+    (tmp_path / "file").write_text("x")
+    places = {"MISSING": tmp_path / "missing", "FILE": tmp_path / "file", "RUN": workdir}
+    args = [f"--workdir={workdir}", f"--out={tmp_path / 'out'}"]
+    for a in flag_args:
+        key, _, value = a.partition("=")
+        args.append(f"{key}={places.get(value, value)}")
+    result = subprocess.run(
+        [sys.executable, "-m", "ann.export", *args], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert message in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # nothing written
