@@ -172,6 +172,17 @@ def test_init_from_an_export_and_a_registry_uri(tmp_path, source, monkeypatch):
     with pytest.raises(ConfigError, match="holds one set of weights; drop ':best'"):
         transfer.load(f"{out}:best", state)
 
+    # An export whose weights are a link to a file elsewhere is refused, naming the file (the
+    # loader's checks: see test_export's crafted exports).
+    import shutil
+
+    crafted, elsewhere = tmp_path / "crafted", tmp_path / "elsewhere.safetensors"
+    shutil.copytree(out, crafted)
+    (crafted / "weights.safetensors").rename(elsewhere)
+    (crafted / "weights.safetensors").symlink_to(elsewhere)
+    with pytest.raises(ConfigError, match=r"crafted/weights.safetensors is a symbolic link"):
+        transfer.read(transfer.resolve(str(crafted)))
+
 
 def test_mistakes_are_config_errors(tmp_path, source):
     with pytest.raises(ConfigError, match=r"'init_from'=.*nowhere.* does not exist; use a run"):
