@@ -7,11 +7,13 @@ one line naming the key and the fix, not deep inside JAX.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
+import math
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import ml_collections
@@ -123,15 +125,94 @@ CHOICES = {
     "param_dtype": ("float32", "bfloat16", "float16"),
 }
 
-POSITIVE = (
-    "batch_size",
-    "log_every_steps",
-    "eval_every_steps",
-    "checkpoint_every_steps",
-    "max_to_keep",
-    "optimizer.accumulate_steps",
-    "early_stopping.patience",
-)
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The values a numeric setting may take: an interval in interval notation (`closed` says
+    which ends belong to it, e.g. "[)" for 0 <= x < 1), plus `also`: single values with a
+    meaning of their own (0 = unset, -1 = the remaining devices). A bound may name another key
+    ("total_steps"); the check then waits until that key's value is known. For a sequence
+    value each element must lie in the range, in increasing order if `increasing`."""
+
+    low: float | str = -math.inf
+    high: float | str = math.inf
+    closed: str = "[]"
+    also: tuple[Any, ...] = ()
+    increasing: bool = False
+
+    def check(
+        self, path: str, value: Any, resolve: Callable[[str], Any], example: Any = None
+    ) -> None:
+        """Raises ConfigError naming `path`, the range and `example` (an in-range value to
+        suggest) if `value` is outside the range. `resolve(key)` gives a named bound's value;
+        a bound still 0 (unset) skips the check."""
+        low, high = (resolve(b) if isinstance(b, str) else b for b in (self.low, self.high))
+        if not low and isinstance(self.low, str) or not high and isinstance(self.high, str):
+            return  # e.g. total_steps comes from num_epochs once the data set is open
+        items = list(value) if isinstance(value, Sequence) else [value]
+        ordered = not self.increasing or all(a < b for a, b in zip(items, items[1:]))
+        if ordered and all(self._contains(x, low, high) for x in items):
+            return
+        text = self._describe(low, high)
+        if isinstance(value, Sequence):
+            text = f"{'increasing, ' if self.increasing else ''}each {text}"
+        hint = (
+            f"; e.g. --config.{path}={example}"
+            if example is not None and not isinstance(example, Sequence) and example != value
+            else ""
+        )
+        raise ConfigError(f"config key '{path}' must be {text}, got {value!r}{hint}")
+
+    def _contains(self, x: float, low: float, high: float) -> bool:
+        above = x >= low if self.closed[0] == "[" else x > low
+        below = x <= high if self.closed[1] == "]" else x < high
+        return (above and below) or x in self.also
+
+    def _describe(self, low: float, high: float) -> str:
+        if high == math.inf:
+            text = f"{'>=' if self.closed[0] == '[' else '>'} {low:g}"
+        else:
+            text = f"in {self.closed[0]}{low:g}, {high:g}{self.closed[1]}"
+            if isinstance(self.high, str):
+                text += f" ({self.high}={high:g}; lower this or raise {self.high})"
+        return text + "".join(f" or {v}" for v in self.also)
+
+
+POSITIVE, NONNEGATIVE, FRACTION = Range(0, closed="()"), Range(0), Range(0, 1, closed="[)")
+COUNT = Range(1)  # an integer count that cannot be 0
+
+# key -> the values it may take. Keys of the open sections (`model.dropout`) are checked where a
+# config sets them; `task.*` ranges are the experiments' own (`task_settings(ranges=...)`).
+RANGES: dict[str, Range] = {
+    "batch_size": COUNT,
+    "eval_batch_size": NONNEGATIVE,  # 0 = batch_size
+    "total_steps": NONNEGATIVE,  # 0 = unset: num_epochs decides
+    "num_epochs": NONNEGATIVE,
+    "data.read_threads": COUNT,
+    "data.prefetch_batches": NONNEGATIVE,
+    "optimizer.learning_rate": POSITIVE,
+    "optimizer.warmup_steps": Range(0, "total_steps", closed="[)"),
+    "optimizer.end_learning_rate_factor": NONNEGATIVE,
+    "optimizer.step_boundaries": Range(0, "total_steps", closed="()", increasing=True),
+    "optimizer.step_factor": POSITIVE,
+    "optimizer.momentum": FRACTION,
+    "optimizer.b1": FRACTION,
+    "optimizer.b2": FRACTION,
+    "optimizer.eps": POSITIVE,
+    "optimizer.weight_decay": NONNEGATIVE,
+    "optimizer.grad_clip_norm": NONNEGATIVE,  # 0 = no clipping
+    "optimizer.accumulate_steps": COUNT,
+    "log_every_steps": COUNT,
+    "eval_every_steps": COUNT,
+    "checkpoint_every_steps": COUNT,
+    "max_to_keep": COUNT,
+    "early_stopping.patience": COUNT,
+    "early_stopping.min_delta": NONNEGATIVE,
+    "mesh.data": Range(1, also=(-1,)),  # -1 = the remaining devices
+    "mesh.fsdp": Range(1, also=(-1,)),
+    "mesh.tensor": Range(1, also=(-1,)),
+    "model.dropout": FRACTION,  # every ann model's dropout rate (ann/models/)
+}
 
 
 SELECTION_PREFIX = "val/"  # metrics of data.validation_split: the only ones that choose
@@ -161,7 +242,8 @@ def base() -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(_defaults(SCHEMA))
 
 
-def _did_you_mean(key: str, options: list[str]) -> str:
+def did_you_mean(key: str, options: list[str]) -> str:
+    """` (did you mean 'x'?)` for the closest of `options`, or ""."""
     close = difflib.get_close_matches(key, options, n=1)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
@@ -171,7 +253,7 @@ def _check_section(values: Mapping[str, Any], schema: Mapping[str, Any], prefix:
         path = f"{prefix}{key}"
         if key not in schema:
             raise ConfigError(
-                f"config key '{path}' is unknown{_did_you_mean(key, list(schema))}; "
+                f"config key '{path}' is unknown{did_you_mean(key, list(schema))}; "
                 f"known keys here: {', '.join(sorted(schema))}"
             )
         spec = schema[key]
@@ -196,6 +278,32 @@ def _get(config: Mapping[str, Any], path: str) -> Any:
     for part in path.split("."):
         value = value[part]
     return value
+
+
+def _default(path: str) -> Any:
+    """The schema's default for `path` (None for keys of the open sections)."""
+    spec: Any = SCHEMA
+    for part in path.split("."):
+        if not isinstance(spec, Mapping) or part not in spec:
+            return None
+        spec = spec[part]
+    return None if isinstance(spec, Mapping) else spec[0]
+
+
+def check_ranges(config: Mapping[str, Any] | ml_collections.ConfigDict, **known: Any) -> None:
+    """Checks every numeric setting against RANGES; raises ConfigError naming the key, its range
+    and an in-range example. `known` gives bounds not in the config yet, e.g. the `total_steps`
+    that `num_epochs` comes to once the data set's size is known (ann.train.optimizers.make)."""
+    values = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else config
+    for path, allowed in RANGES.items():
+        try:
+            value = _get(values, path)
+        except KeyError:  # an open section's key (model.dropout) that this config does not set
+            continue
+        if value is None or isinstance(value, str | bool):
+            continue  # None = unset; a wrong type is _check_section's to report
+        resolve = lambda key: known[key] if key in known else _get(values, key)  # noqa: E731
+        allowed.check(path, value, resolve, example=_default(path))
 
 
 def validate(config: ml_collections.ConfigDict, num_devices: int, selecting: bool = True) -> None:
@@ -228,14 +336,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, selecting: boo
             raise ConfigError(
                 f"config key '{path}' is {_get(values, path)!r}; choose one of {', '.join(options)}"
             )
-    for path in POSITIVE:
-        if _get(values, path) <= 0:
-            raise ConfigError(f"config key '{path}' must be > 0, got {_get(values, path)}")
-    for key in ("total_steps", "num_epochs", "eval_batch_size", "optimizer.grad_clip_norm"):
-        if (_get(values, key) or 0) < 0:
-            raise ConfigError(
-                f"config key '{key}' must be >= 0 (0 = unset), got {_get(values, key)}"
-            )
+    check_ranges(values)
     if bool(values["total_steps"]) == bool(values["num_epochs"]):
         raise ConfigError(
             "set exactly one of config keys 'total_steps' and 'num_epochs' to a positive value "
@@ -261,10 +362,6 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, selecting: boo
         check_selection_metric("config key 'best_metric'", values["best_metric"])
         if stopping["metric"]:
             check_selection_metric("config key 'early_stopping.metric'", stopping["metric"])
-    if stopping["min_delta"] < 0:
-        raise ConfigError(
-            f"config key 'early_stopping.min_delta' must be >= 0, got {stopping['min_delta']}"
-        )
     profile = values["profile_steps"]
     if profile and (len(profile) != 2 or profile[0] < 1 or profile[1] < 1):
         raise ConfigError(
@@ -290,16 +387,18 @@ def task_settings(
     config: ml_collections.ConfigDict,
     defaults: Mapping[str, Any],
     choices: Mapping[str, Sequence[Any]] | None = None,
+    ranges: Mapping[str, Range] | None = None,
 ) -> dict:
     """An experiment's settings: `defaults` updated by `config.task`, refusing unknown keys,
-    values of another type than the default's, and values outside `choices[key]`, with the key
-    named."""
+    values of another type than the default's, values outside `choices[key]` and numbers
+    outside `ranges[key]` (e.g. `{"temperature": POSITIVE}`), with the key named."""
     settings = dict(defaults)
     for key, value in config.task.to_dict().items():
         if key not in defaults:
             raise ConfigError(
                 f"config key 'task.{key}' is unknown to experiment {config.experiment!r}"
-                f"{_did_you_mean(key, list(defaults))}; it reads: {', '.join(sorted(defaults))}"
+                f"{did_you_mean(key, list(defaults))}; "
+                + (f"it reads: {', '.join(sorted(defaults))}" if defaults else "it reads none")
             )
         default = defaults[key]
         numeric = isinstance(default, float) and isinstance(value, int)
@@ -317,6 +416,8 @@ def task_settings(
                 f"config key 'task.{key}' is {settings[key]!r}; choose one of "
                 f"{', '.join(map(str, allowed))}"
             )
+    for key, allowed in (ranges or {}).items():
+        allowed.check(f"task.{key}", settings[key], settings.__getitem__, example=defaults[key])
     return settings
 
 

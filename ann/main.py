@@ -14,18 +14,17 @@ import sys
 
 import jax
 from absl import app, flags, logging
-from ml_collections import config_flags
 
 import ann
 import experiments
-from ann import parallel
+from ann import cli, parallel
 from ann.checkpoint import CheckpointError
 from ann.config import ConfigError
 from ann.sweep import pruning
 from ann.train.loop import NonFiniteLossError, train_and_evaluate
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Config file (configs/NAME.py[:ARG]).")
+cli.define_config("Config file (configs/NAME.py[:ARG]).")
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and config.json.")
 flags.DEFINE_string("coordinator_address", "", "Multi-process: HOST:PORT of process 0.")
 flags.DEFINE_integer("num_processes", 0, "Multi-process: how many processes in all.")
@@ -80,7 +79,6 @@ def main(argv: list[str]) -> None:
         result = train_and_evaluate(FLAGS.config, FLAGS.workdir, extra_hooks=hooks)
     except (ConfigError, CheckpointError, NonFiniteLossError) as e:
         # A user mistake or a diverged run: one clear line, no stack trace from deep in JAX.
-        logging.error("%s", e)
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     if result.interrupted:
@@ -106,7 +104,7 @@ def _summary(metrics: dict) -> str:
 
 
 def run() -> None:
-    app.run(main)
+    cli.run(main)
 
 
 if __name__ == "__main__":

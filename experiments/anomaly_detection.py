@@ -52,7 +52,7 @@ from absl import logging
 from flax import nnx
 
 from ann import models
-from ann.config import ConfigError, task_settings
+from ann.config import COUNT, FRACTION, ConfigError, Range, task_settings
 from ann.data import Split
 from ann.data.statistics import channel_stats
 from ann.metrics import classification as metrics
@@ -65,29 +65,17 @@ TASK_DEFAULTS = {
     "reference_rows": 1024,  # at most this many calibration rows give the threshold
     "breakdown": "",  # a ClassLabel feature to report auroc_<class> by; "" = none
 }
+TASK_RANGES = {
+    "threshold_quantile": Range(0, 1, closed="()"),
+    "calibration_fraction": FRACTION,  # 0 = train on every row
+    "reference_rows": COUNT,
+}
 
 
 class AnomalyDetection:
     def __init__(self, config: ml_collections.ConfigDict):
         self.config = config
-        self.settings = task_settings(config, TASK_DEFAULTS)
-        quantile = self.settings["threshold_quantile"]
-        if not 0.0 < quantile < 1.0:
-            raise ConfigError(
-                f"config key 'task.threshold_quantile' must be in (0, 1), got {quantile}; "
-                "e.g. --config.task.threshold_quantile=0.99"
-            )
-        fraction = self.settings["calibration_fraction"]
-        if not 0.0 <= fraction < 1.0:
-            raise ConfigError(
-                f"config key 'task.calibration_fraction' must be in [0, 1), got {fraction}; "
-                "e.g. --config.task.calibration_fraction=0.2 (0 = train on every row)"
-            )
-        if self.settings["reference_rows"] <= 0:
-            raise ConfigError(
-                f"config key 'task.reference_rows' must be > 0, got "
-                f"{self.settings['reference_rows']}"
-            )
+        self.settings = task_settings(config, TASK_DEFAULTS, ranges=TASK_RANGES)
         self.breakdown = self.settings["breakdown"]
         self.input_key = self.label_key = ""
         self.input_shape: tuple[int, ...] = ()

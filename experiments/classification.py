@@ -18,7 +18,7 @@ import optax
 from flax import nnx
 
 from ann import models
-from ann.config import ConfigError
+from ann.config import ConfigError, task_settings
 from ann.data import Split
 from ann.data.statistics import channel_stats
 from ann.metrics import classification as metrics
@@ -29,6 +29,7 @@ STATS_ROWS = 10_000  # rows of the training split used for input statistics
 class Classification:
     def __init__(self, config: ml_collections.ConfigDict):
         self.config = config
+        task_settings(config, {})  # it has no task.* settings: refuse any, by name
         self.input_key = self.label_key = ""
         self.num_classes = 0
         self.input_shape: tuple[int, ...] = ()

@@ -23,7 +23,7 @@ import numpy as np
 from flax import nnx
 
 from ann import models
-from ann.config import ConfigError, task_settings
+from ann.config import NONNEGATIVE, ConfigError, task_settings
 from ann.data import Split
 from ann.data.statistics import channel_stats
 
@@ -45,12 +45,7 @@ def seasonal_naive(history: jax.Array, horizon: int, period: int) -> jax.Array:
 class Forecasting:
     def __init__(self, config: ml_collections.ConfigDict):
         self.config = config
-        self.settings = task_settings(config, SETTINGS, {"loss": LOSSES})
-        if self.settings["period"] < 0:
-            raise ConfigError(
-                f"config key 'task.period' must be >= 0 (0 = from the data set), got "
-                f"{self.settings['period']}"
-            )
+        self.settings = task_settings(config, SETTINGS, {"loss": LOSSES}, {"period": NONNEGATIVE})
         self.history_key = self.future_key = ""
         self.history_shape: tuple[int, ...] = ()
         self.future_shape: tuple[int, ...] = ()

@@ -20,7 +20,7 @@ import optax
 from flax import nnx
 
 from ann import models
-from ann.config import ConfigError
+from ann.config import ConfigError, task_settings
 from ann.data import Split
 
 STATS_ROWS = 20_000  # rows of the training split used for the unigram baseline
@@ -31,6 +31,7 @@ class LanguageModelling:
 
     def __init__(self, config: ml_collections.ConfigDict):
         self.config = config
+        task_settings(config, {})  # it has no task.* settings: refuse any, by name
         self.vocabulary: list[str] = []
         self.pad_id = 0
         self.window = 0

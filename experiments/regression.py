@@ -30,7 +30,7 @@ import optax
 from flax import nnx
 
 from ann import models
-from ann.config import ConfigError, task_settings
+from ann.config import POSITIVE, ConfigError, task_settings
 from ann.data import Split
 from ann.data.statistics import channel_stats, safe_std
 
@@ -71,12 +71,7 @@ def regression_metrics(prediction: np.ndarray, target: np.ndarray) -> dict[str, 
 class Regression:
     def __init__(self, config: ml_collections.ConfigDict):
         self.config = config
-        self.settings = task_settings(config, SETTINGS, {"loss": LOSSES})
-        if self.settings["huber_delta"] <= 0:
-            raise ConfigError(
-                f"config key 'task.huber_delta' must be > 0 (in target standard deviations), "
-                f"got {self.settings['huber_delta']}"
-            )
+        self.settings = task_settings(config, SETTINGS, {"loss": LOSSES}, {"huber_delta": POSITIVE})
         self.input_key = self.target_key = ""
         self.input_shape: tuple[int, ...] = ()
         self.target_shape: tuple[int, ...] = ()

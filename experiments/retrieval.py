@@ -34,7 +34,7 @@ import numpy as np
 from flax import nnx
 
 from ann import models
-from ann.config import ConfigError, task_settings
+from ann.config import NONNEGATIVE, POSITIVE, ConfigError, task_settings
 from ann.data import Split
 from ann.data.statistics import channel_stats
 from ann.metrics.retrieval import retrieval_metrics
@@ -122,12 +122,9 @@ def nearest_neighbour_hits(embeddings: jax.Array, labels: jax.Array) -> jax.Arra
 class Retrieval:
     def __init__(self, config: ml_collections.ConfigDict):
         self.config = config
-        self.settings = task_settings(config, SETTINGS, {"loss": LOSSES})
-        s = self.settings
-        if s["temperature"] <= 0:
-            raise ConfigError(f"config key 'task.temperature' must be > 0, got {s['temperature']}")
-        if s["margin"] < 0:
-            raise ConfigError(f"config key 'task.margin' must be >= 0, got {s['margin']}")
+        self.settings = task_settings(
+            config, SETTINGS, {"loss": LOSSES}, {"temperature": POSITIVE, "margin": NONNEGATIVE}
+        )
         self.input_key = self.label_key = ""
         self.input_shape: tuple[int, ...] = ()
         self.input_dtype = np.dtype(np.float32)

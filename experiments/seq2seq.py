@@ -23,7 +23,7 @@ import optax
 from flax import nnx
 
 from ann import generate, models
-from ann.config import ConfigError, task_settings
+from ann.config import NONNEGATIVE, ConfigError, task_settings
 from ann.data import Split
 
 DEFAULTS = {"eval_beam_size": 0}  # 0 or 1: greedy exact match only
@@ -32,12 +32,7 @@ DEFAULTS = {"eval_beam_size": 0}  # 0 or 1: greedy exact match only
 class Seq2Seq:
     def __init__(self, config: ml_collections.ConfigDict):
         self.config = config
-        self.settings = task_settings(config, DEFAULTS)
-        if self.settings["eval_beam_size"] < 0:
-            raise ConfigError(
-                "config key 'task.eval_beam_size' must be >= 0 (0 = no beam search in eval), got "
-                f"{self.settings['eval_beam_size']}"
-            )
+        self.settings = task_settings(config, DEFAULTS, ranges={"eval_beam_size": NONNEGATIVE})
         self.vocabulary: list[str] = []
         self.pad_id = self.bos_id = self.eos_id = 0
         self.source_len = self.target_len = 0

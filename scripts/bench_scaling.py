@@ -20,15 +20,15 @@ import os
 import tempfile
 
 import jax
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import flags, logging
 
+from ann import cli
 from ann.metrics import device_peaks
 from ann.train.hooks import Clock
 from ann.train.loop import train_and_evaluate
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", "configs/pydoc_lm.py", "Transformer config to run.")
+cli.define_config("Transformer config to run.", "configs/pydoc_lm.py")
 flags.DEFINE_integer("steps", 50, "Steps warmed up, then steps measured, per preset.")
 flags.DEFINE_list("presets", ["replicate", "fsdp", "fsdp+tensor"], "Sharding presets to run.")
 
@@ -101,4 +101,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -18,17 +18,16 @@ import time
 import jax
 import numpy as np
 import optax
-from absl import app, flags, logging
+from absl import flags, logging
 from flax import nnx
-from ml_collections import config_flags
 
 import experiments
-from ann import data
+from ann import cli, data
 from ann.train import hooks, optimizers
 from ann.train.loop import train_and_evaluate
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", "configs/digits_cnn.py", "Config to benchmark.")
+cli.define_config("Config to benchmark.", "configs/digits_cnn.py")
 flags.DEFINE_integer("steps", 300, "Steps warmed up, then steps measured.")
 flags.DEFINE_integer("rounds", 3, "Rounds; medians are reported.")
 
@@ -115,4 +114,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -27,7 +27,7 @@ def test_shipped_configs_validate():
         (lambda c: c.update({"batch_size": 30}), "not divisible by the 4 devices"),
         (lambda c: c.optimizer.update({"name": "adamm"}), "'optimizer.name' is 'adamm'; choose"),
         (lambda c: c.update({"num_epochs": 2}), "exactly one of config keys 'total_steps'"),
-        (lambda c: c.update({"log_every_steps": 0}), "'log_every_steps' must be > 0"),
+        (lambda c: c.update({"log_every_steps": 0}), "'log_every_steps' must be >= 1"),
         (lambda c: c.model.update({"name": ""}), "'model.name' is empty"),
     ],
 )
@@ -193,3 +193,179 @@ def test_a_run_written_before_new_keys_existed_still_reads(tmp_path):
     config_lib.validate(old, 1, selecting=False)
     with pytest.raises(ConfigError, match="use 'val/accuracy'"):
         config_lib.validate(old, 4)
+
+
+# Every numeric setting's range, from the one table in ann/config.py (RANGES). total_steps=100.
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("optimizer.learning_rate", 0.0, "must be > 0, got 0.0; e.g. --config.optimizer.learnin"),
+        ("optimizer.learning_rate", -1e-3, "must be > 0"),
+        ("optimizer.warmup_steps", 100, "must be in [0, 100) (total_steps=100; lower this or"),
+        ("optimizer.warmup_steps", -1, "must be in [0, 100)"),
+        ("optimizer.step_boundaries", (50, 100), "must be increasing, each in (0, 100) (total"),
+        ("optimizer.step_boundaries", (60, 30), "must be increasing, each in (0, 100)"),
+        ("optimizer.step_boundaries", (0, 30), "must be increasing, each in (0, 100)"),
+        ("optimizer.step_factor", 0.0, "must be > 0"),
+        ("optimizer.end_learning_rate_factor", -0.1, "must be >= 0"),
+        ("optimizer.momentum", 1.0, "must be in [0, 1)"),
+        ("optimizer.b1", 1.0, "must be in [0, 1), got 1.0; e.g. --config.optimizer.b1=0.9"),
+        ("optimizer.b2", -0.1, "must be in [0, 1)"),
+        ("optimizer.eps", 0.0, "must be > 0"),
+        ("optimizer.weight_decay", -1e-4, "must be >= 0"),
+        ("optimizer.grad_clip_norm", -1.0, "must be >= 0"),
+        ("optimizer.accumulate_steps", 0, "must be >= 1"),
+        ("model.dropout", 1.0, "must be in [0, 1), got 1.0"),
+        ("model.dropout", -0.1, "must be in [0, 1)"),
+        ("data.read_threads", 0, "must be >= 1"),
+        ("data.prefetch_batches", -1, "must be >= 0"),
+        ("batch_size", 0, "must be >= 1"),
+        ("total_steps", -5, "must be >= 0"),
+        ("max_to_keep", 0, "must be >= 1"),
+        ("checkpoint_every_steps", 0, "must be >= 1"),
+        ("eval_every_steps", -1, "must be >= 1"),
+        ("early_stopping.patience", 0, "must be >= 1"),
+        ("early_stopping.min_delta", -0.5, "must be >= 0"),
+        ("mesh.fsdp", 0, "must be >= 1 or -1"),
+    ],
+)
+def test_every_range_is_checked_naming_the_key(key, value, message):
+    config = load_config("digits_mlp")
+    config.total_steps = 100
+    section, _, name = key.rpartition(".")
+    (config[section] if section else config)[name] = value
+    with pytest.raises(ConfigError) as e:
+        config_lib.validate(config, num_devices=4)
+    assert f"config key '{key}' {message}" in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_schedule_of_a_num_epochs_run_is_checked_once_its_length_is_known(tmp_path):
+    # total_steps comes from num_epochs and the data set's size: 1 epoch of 1437 rows / 32.
+    config = tiny(total_steps=0, num_epochs=1)
+    config.optimizer.schedule = "warmup_cosine"
+    config.optimizer.warmup_steps = 500
+    config_lib.validate(config, num_devices=4)  # not knowable yet
+    with pytest.raises(ConfigError, match=r"'optimizer.warmup_steps' must be in \[0, 45\)"):
+        train_and_evaluate(config, str(tmp_path))
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_task_settings_check_ranges():
+    config = config_lib.base()
+    config.experiment = "retrieval"
+    config.task.temperature = 0.0
+    defaults = {"temperature": 0.1}
+    with pytest.raises(ConfigError, match=r"'task.temperature' must be > 0, got 0.0; e.g. .*=0.1"):
+        config_lib.task_settings(config, defaults, ranges={"temperature": config_lib.POSITIVE})
+    config.task.temperature = 0.5
+    assert config_lib.task_settings(config, defaults, ranges={"temperature": config_lib.POSITIVE})
+
+
+def _cli(module: str, tmp_path, *overrides: str) -> subprocess.CompletedProcess:
+    extra = {"ann.sweep": ["--dry_run"], "ann.train.transfer": []}.get(module, [])
+    workdir = [] if module == "ann.train.transfer" else [f"--workdir={tmp_path}"]
+    return subprocess.run(
+        [sys.executable, "-m", module, f"--config={ROOT}/configs/digits_mlp.py"]
+        + [*overrides, *workdir, *extra],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize(
+    "module, override, message",
+    [
+        # The README's own example of a misspelt key.
+        (
+            "ann.main",
+            "--config.optimizer.lerning_rate=0.01",
+            "error: config key 'optimizer.lerning_rate' is unknown (did you mean 'learning_rate'?)",
+        ),
+        (
+            "ann.sweep",
+            "--config.optimizer.lerning_rate=0.01",
+            "error: config key 'optimizer.lerning_rate' is unknown (did you mean 'learning_rate'?)",
+        ),
+        (
+            "ann.train.transfer",
+            "--config.optimizer.lerning_rate=0.01",
+            "error: config key 'optimizer.lerning_rate' is unknown (did you mean 'learning_rate'?)",
+        ),
+        # A section that does not exist.
+        ("ann.main", "--config.optimzer.learning_rate=0.01", "error: config key 'optimzer' is"),
+        # An undeclared model argument the model does not take; a task key the experiment lacks.
+        (
+            "ann.main",
+            "--config.model.nrm=batch",
+            "error: config key 'model.nrm' is not an argument of model 'mlp' (did you mean "
+            "'norm'?)",
+        ),
+        ("ann.sweep", "--config.model.nrm=batch", "error: config key 'model.nrm' is not an"),
+        ("ann.main", "--config.task.margin=1.0", "error: config key 'task.margin' is unknown"),
+        ("ann.main", "--config.batch_size=abc", "error: flag --config.batch_size=abc: invalid"),
+        ("ann.sweep", "--config.optimizer.b2=1.0", "error: config key 'optimizer.b2' must be in"),
+    ],
+)
+def test_every_entry_point_refuses_a_bad_override_in_one_line(tmp_path, module, override, message):
+    proc = _cli(module, tmp_path, override)
+    assert proc.returncode == 1, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(message), proc.stderr
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_a_missing_config_file_is_one_line(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "ann.main", "--config=configs/nope.py", f"--workdir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == "error: --config=configs/nope.py: no such file"
+
+
+def test_an_undeclared_model_argument_the_model_takes_is_accepted(tmp_path):
+    # digits_mlp.py does not set model.norm; MLP takes it.
+    proc = _cli(
+        "ann.main",
+        tmp_path,
+        "--config.model.norm=batch",
+        "--config.total_steps=2",
+        "--config.eval_every_steps=2",
+        "--config.compilation_cache_dir=off",
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads((tmp_path / "config.json").read_text())["model"]["norm"] == "batch"
+    layout = (tmp_path / "parameters.tsv").read_text()
+    assert "norms/0/scale" in layout or "norm" in layout
+
+
+class _NoDtypeNet:
+    """A user model whose constructor takes no dtype or param_dtype."""
+
+    def __init__(self, input_shape, num_classes, width: int = 8, *, rngs):
+        del input_shape, num_classes, width, rngs
+
+
+@pytest.mark.parametrize("key", ["dtype", "param_dtype"])
+def test_a_dtype_the_model_cannot_take_is_refused(key):
+    from ann import models
+
+    config = load_config("digits_mlp")
+    config.model = {"name": f"{__name__}:_NoDtypeNet", "width": 4}
+    models.check_config(config)  # float32: nothing is lost
+    config[key] = "bfloat16"
+    with pytest.raises(ConfigError) as e:
+        models.check_config(config)
+    assert str(e.value).startswith(
+        f"config key '{key}'='bfloat16': model '{__name__}:_NoDtypeNet' takes no '{key}'"
+    )
+    config.model.widht = 4
+    config[key] = "float32"
+    with pytest.raises(ConfigError, match="'model.widht' is not an argument.*did you mean 'width'"):
+        models.check_config(config)

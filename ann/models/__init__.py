@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import jax.numpy as jnp
 from flax import nnx
 
-from ann.config import ConfigError
+from ann.config import ConfigError, did_you_mean
 
 _REGISTRY: dict[str, type[nnx.Module]] = {}
 
@@ -51,29 +52,73 @@ def get(name: str) -> type[nnx.Module]:
     return _REGISTRY[name]
 
 
+def _parameters(cls: type) -> tuple[dict[str, inspect.Parameter], bool]:
+    """The constructor's named parameters, and whether it takes **kwargs."""
+    params = dict(inspect.signature(cls.__init__).parameters)
+    params.pop("self", None)
+    return params, any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+_FROM_ELSEWHERE = ("dtype", "param_dtype", "rngs")  # config.dtype, config.param_dtype, the seed
+
+
+def check_arguments(name: str, kwargs: Mapping[str, Any], supplied: Sequence[str] = ()) -> None:
+    """Raises ConfigError for a `model.*` key that model `name`'s constructor does not take,
+    naming the key and the arguments it does take (`supplied`: what the experiment passes)."""
+    params, takes_any = _parameters(get(name))
+    if takes_any:
+        return
+    # What a config may set: everything the experiment or the loop does not pass itself (when
+    # that is not known, the arguments with defaults, less dtypes and RNGs).
+    passed = supplied or [
+        k for k, p in params.items() if p.default is p.empty or k in _FROM_ELSEWHERE
+    ]
+    accepted = [k for k in params if k not in passed]
+    for key in kwargs:
+        if key not in params:
+            raise ConfigError(
+                f"config key 'model.{key}' is not an argument of model {name!r}"
+                f"{did_you_mean(key, accepted)}; it accepts: {', '.join(accepted)}"
+            )
+
+
 def build(name: str, kwargs: dict, **supplied) -> nnx.Module:
     """Constructs model `name` from config kwargs plus what the experiment supplies.
 
-    Config keys the constructor does not accept fail with the accepted list.
+    Config keys the constructor does not accept fail with the accepted list; supplied
+    arguments it does not take are left out (a model need not take `dtype`, see from_config).
     """
-    cls = get(name)
-    params = inspect.signature(cls.__init__).parameters
-    takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    check_arguments(name, kwargs, tuple(supplied))
+    params, takes_any = _parameters(get(name))
     if not takes_any:
-        accepted = [k for k in params if k not in ("self", *supplied)]
-        for key in kwargs:
-            if key not in params:
-                raise ConfigError(
-                    f"config key 'model.{key}' is not an argument of model {name!r}; "
-                    f"it accepts: {', '.join(accepted)}"
-                )
         supplied = {k: v for k, v in supplied.items() if k in params}
-    return cls(**kwargs, **supplied)
+    return get(name)(**kwargs, **supplied)
+
+
+def check_config(config) -> None:
+    """What can be checked of the config's model before any data is read: its `model.*` keys
+    against the constructor, and that a non-float32 `dtype` or `param_dtype` reaches a model
+    that takes it. A model without a `dtype` argument would run in float32 whatever the config
+    says (mixed precision that does nothing), so that is a ConfigError too."""
+    name = config.model.name
+    check_arguments(name, {k: v for k, v in config.model.items() if k != "name"})
+    params, takes_any = _parameters(get(name))
+    for key in ("dtype", "param_dtype"):
+        value = config[key]
+        if value != "float32" and not takes_any and key not in params:
+            raise ConfigError(
+                f"config key '{key}'={value!r}: model {name!r} takes no {key!r} argument, so "
+                f"it would run in float32; add `{key}` to its constructor or set "
+                f"--config.{key}=float32"
+            )
 
 
 def from_config(config, **supplied) -> nnx.Module:
     """The model `config.model.name` built from the config's `model.*` keys, its `dtype` and
-    `param_dtype`, and what the experiment supplies (shapes, vocabulary, `rngs`)."""
+    `param_dtype`, and what the experiment supplies (shapes, vocabulary, `rngs`).
+
+    Raises ConfigError as `check_config` does."""
+    check_config(config)
     kwargs = {k: v for k, v in config.model.to_dict().items() if k != "name"}
     return build(
         config.model.name,

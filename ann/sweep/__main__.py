@@ -18,13 +18,14 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
+from ann import cli
 from ann.config import ConfigError, check_selection_metric
 from ann.sweep import definition as definition_lib
 from ann.sweep import emit, grid, results, search
 from ann.sweep.space import SweepError
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Config file with get_sweep(h): NAME.py[:ARG].")
+cli.define_config("Config file with get_sweep(h): NAME.py[:ARG].")
 flags.DEFINE_string("workdir", None, "Sweep directory: one workdir per trial, results, study.")
 flags.DEFINE_integer("parallel", 1, "Trials at a time, each pinned to its own share of cores.")
 flags.DEFINE_enum(
@@ -195,4 +196,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

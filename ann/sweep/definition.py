@@ -12,8 +12,8 @@ from typing import Any
 
 import ml_collections
 from absl import flags
-from ml_collections import config_flags
 
+from ann import cli, models
 from ann import config as config_lib
 from ann.sweep import space
 from ann.sweep.space import Overrides, SweepError
@@ -55,6 +55,7 @@ def load(config: str, fixed: Overrides) -> Definition:
             "h.zip(...) or h.random(...)"
         )
     base = parse(config, fixed)
+    check_config(base)
     space.check_keys(node, base, path)
     overlap = sorted(set(node.keys()) & set(fixed))
     if overlap:
@@ -71,20 +72,29 @@ def parse(config: str, overrides: Overrides) -> ml_collections.ConfigDict:
     argv = ["ann.main", f"--config={config}"]
     argv += [f"--config.{k}={cli_value(v)}" for k, v in overrides.items()]
     values = flags.FlagValues()
-    config_flags.DEFINE_config_file("config", None, "", flag_values=values, sys_argv=argv)
+    cli.define_config("", flag_values=values, sys_argv=argv)
     try:
         values(argv)
     except (flags.Error, AttributeError, TypeError, ValueError, KeyError) as e:
-        text = " ".join(str(e).split())
-        raise SweepError(f"{' '.join(argv[2:])}: {text}") from None
+        raise SweepError(f"{' '.join(argv[2:])}: {cli.one_line(e)}") from None
     return values["config"].value
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+    """What ann.main checks before it reads data: keys, types, choices and ranges, the model's
+    arguments and dtypes, the experiment's task.* settings. Raises ConfigError."""
+    import experiments  # the task registry (imports JAX); only a sweep that runs needs it
+
+    config_lib.validate(config, num_devices=1)
+    models.check_config(config)
+    experiments.get(config.experiment)(config)
 
 
 def check_trial(definition: Definition, trial: Trial) -> str:
     """Validates the trial's full config (types, choices, ranges); returns its config JSON."""
     try:
         config = parse(definition.config, {**definition.fixed, **trial.overrides})
-        config_lib.validate(config, num_devices=1)
+        check_config(config)
     except (SweepError, config_lib.ConfigError) as e:
         raise SweepError(f"trial {trial.name}: {e}; fix the value in get_sweep") from None
     return config_lib.to_json(config)

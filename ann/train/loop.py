@@ -22,7 +22,7 @@ from absl import logging
 from flax import nnx
 
 from ann import config as config_lib
-from ann import data, parallel, sharding
+from ann import data, models, parallel, sharding
 from ann.checkpoint import Checkpoints
 from ann.experiment import Experiment
 from ann.metrics import device_peaks
@@ -121,6 +121,7 @@ def build(
     replicates the model over this machine's devices whatever mesh it was trained on.
     """
     config_lib.validate(config, jax.device_count() if for_training else 1, selecting=for_training)
+    models.check_config(config)  # model.* keys and dtypes, before any data is read
     if for_training:
         mesh = parallel.make_mesh(config.mesh.to_dict())
         rules = config.sharding_rules

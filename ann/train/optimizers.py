@@ -21,6 +21,7 @@ import jax
 import ml_collections
 import optax
 
+from ann import config as config_lib
 from ann.config import ConfigError
 from ann.sharding import path_str as path_name  # convs/0/kernel: one path format everywhere
 
@@ -90,7 +91,11 @@ def make(
     opt: ml_collections.ConfigDict, total_steps: int, freeze: Sequence[str] = ()
 ) -> optax.GradientTransformation:
     """An optax chain built from the `optimizer.*` config keys; parameters whose path one of
-    `freeze`'s regexes matches in full are not updated (see the module docstring)."""
+    `freeze`'s regexes matches in full are not updated (see the module docstring).
+
+    Raises ConfigError if the schedule does not fit the run (warmup or a step boundary at or
+    past `total_steps`, which num_epochs runs learn only once the data set is open)."""
+    config_lib.check_ranges({"optimizer": opt.to_dict()}, total_steps=total_steps)
     chain = _chain(opt, total_steps)
     if not freeze:
         return chain  # the same optimizer state as ever: checkpoints without freezing restore

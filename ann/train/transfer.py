@@ -498,9 +498,10 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    from absl import app, flags
-    from ml_collections import config_flags
+    from absl import flags
 
-    config_flags.DEFINE_config_file("config", None, "Config file (configs/NAME.py[:ARG]).")
+    from ann import cli
+
+    cli.define_config("Config file (configs/NAME.py[:ARG]).")
     flags.mark_flags_as_required(["config"])
-    app.run(main)
+    cli.run(main)
