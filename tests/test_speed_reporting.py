@@ -65,6 +65,7 @@ def test_persistent_compilation_cache_beside_the_workdir(tmp_path):
         f"--config={ROOT}/configs/digits_cnn.py",
         f"--workdir={tmp_path / 'run'}",
         "--config.total_steps=2",
+        "--config.optimizer.warmup_steps=1",  # the config's 50 does not fit in 2 steps
         "--config.batch_size=32",
     ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)

@@ -142,12 +142,16 @@ def build(
     total_steps = _total_steps(config, len(train_split))
 
     seed_key = jax.random.PRNGKey(config.seed)
-    model = experiment.build_model(nnx.Rngs(params=config.seed))
     tx = optimizers.make(config.optimizer, total_steps, freeze=tuple(config.freeze))
-    model_def, state = state_lib.create(model, tx, jax.random.fold_in(seed_key, 1))
+    # Built on the devices, each holding only its shards (a model too big for one can start).
+    model_def, state, state_shardings = state_lib.create_sharded(
+        lambda: experiment.build_model(nnx.Rngs(params=config.seed)),
+        tx,
+        jax.random.fold_in(seed_key, 1),
+        rules,
+        mesh,
+    )
     model_def = transfer.freeze_statistics(model_def, state, config.freeze)  # frozen BatchNorm
-    state_shardings = sharding.state_shardings(state, rules, mesh)
-    state = parallel.place(state, state_shardings)
     return Setup(
         experiment=experiment,
         mesh=mesh,

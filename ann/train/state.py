@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx, struct
+
+from ann import sharding
 
 
 @struct.dataclass
@@ -28,7 +31,8 @@ class ModelDef:
 
 
 def create(model: nnx.Module, tx: optax.GradientTransformation, rng: jax.Array):
-    """Splits a freshly built model into (ModelDef, TrainState) on the host."""
+    """Splits a freshly built model into (ModelDef, TrainState) where its arrays are (on the
+    host for an eagerly built model; see `create_sharded` for building it on its shardings)."""
     model.eval()
     eval_def, _, _ = nnx.split(model, nnx.Param, ...)
     model.train()
@@ -41,6 +45,39 @@ def create(model: nnx.Module, tx: optax.GradientTransformation, rng: jax.Array):
         rng=rng,
     )
     return ModelDef(train=train_def, eval=eval_def), state
+
+
+def sharded_initializer(
+    make_model: Callable[[], nnx.Module],
+    tx: optax.GradientTransformation,
+    rng: jax.Array,
+    rules: Any,
+    mesh: jax.sharding.Mesh,
+) -> tuple[ModelDef, Callable[[], TrainState], Any]:
+    """(ModelDef, init, shardings): `init()` builds the train state directly on `shardings`
+    (ann/sharding.py's `rules` over `mesh`), as one jitted function whose outputs are sharded,
+    so no device ever holds more than its shards of a model that only fits sharded. The shapes
+    come from `jax.eval_shape` (nothing allocated). `init` computes the same values as building
+    the model eagerly with the same seed (same RNG streams; tests/test_sharding.py checks it)."""
+    def build() -> tuple[ModelDef, TrainState]:
+        return create(make_model(), tx, rng)
+
+    model_def, shapes = jax.eval_shape(build)
+    shardings = sharding.state_shardings(shapes, rules, mesh)
+    return model_def, jax.jit(lambda: build()[1], out_shardings=shardings), shardings
+
+
+def create_sharded(
+    make_model: Callable[[], nnx.Module],
+    tx: optax.GradientTransformation,
+    rng: jax.Array,
+    rules: Any,
+    mesh: jax.sharding.Mesh,
+) -> tuple[ModelDef, TrainState, Any]:
+    """(ModelDef, TrainState, its shardings), the state built where it lives (see
+    `sharded_initializer`). Raises ConfigError for sharding rules that do not fit the model."""
+    model_def, init, shardings = sharded_initializer(make_model, tx, rng, rules, mesh)
+    return model_def, init(), shardings
 
 
 def merge(graphdef: nnx.GraphDef, state: TrainState) -> nnx.Module:
