@@ -43,7 +43,9 @@ SCHEMA: dict[str, Any] = {
         "validation_split": ("validation", str),
         # Reported only (`eval/` for the first, `eval_<split>/` for more), never chosen on.
         "eval_splits": (("test",), (tuple, list)),
-        "cache": (True, bool),  # hold the decoded split in memory (small data sets)
+        # Hold decoded splits in memory: "auto" = those that fit in ann.data.sources'
+        # CACHE_LIMIT_BYTES (1 GiB each); "on" = always; "off" = stream every split from disk.
+        "cache": ("auto", str),
         "shuffle": (True, bool),
         "read_threads": (1, int),  # host threads reading batches ahead
         "prefetch_batches": (2, int),
@@ -117,6 +119,7 @@ SCHEMA: dict[str, Any] = {
 }
 
 CHOICES = {
+    "data.cache": ("auto", "on", "off"),
     "optimizer.name": ("sgd", "adam", "adamw"),
     "optimizer.schedule": ("constant", "warmup_cosine", "step"),
     "best_mode": ("max", "min"),
@@ -438,6 +441,9 @@ def read(workdir: str) -> ml_collections.ConfigDict:
 
     with open(os.path.join(workdir, "config.json")) as f:
         values = json.load(f)
+    cache = values.get("data", {}).get("cache")
+    if isinstance(cache, bool):  # written when data.cache was a bool
+        values["data"]["cache"] = "on" if cache else "off"
     fill(values, SCHEMA)
     values["data"]["eval_splits"] = tuple(values["data"]["eval_splits"])  # JSON made it a list
     return ml_collections.ConfigDict(values)

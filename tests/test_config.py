@@ -241,12 +241,14 @@ def test_every_range_is_checked_naming_the_key(key, value, message):
 
 
 def test_schedule_of_a_num_epochs_run_is_checked_once_its_length_is_known(tmp_path):
-    # total_steps comes from num_epochs and the data set's size: 1 epoch of 1437 rows / 32.
+    # total_steps comes from num_epochs and the data set's size: 1 epoch of digits' train / 32.
     config = tiny(total_steps=0, num_epochs=1)
     config.optimizer.schedule = "warmup_cosine"
     config.optimizer.warmup_steps = 500
     config_lib.validate(config, num_devices=4)  # not knowable yet
-    with pytest.raises(ConfigError, match=r"'optimizer.warmup_steps' must be in \[0, 45\)"):
+    with pytest.raises(
+        ConfigError, match=r"'optimizer.warmup_steps' must be in \[0, [34]\d\) \(total_steps="
+    ):
         train_and_evaluate(config, str(tmp_path))
     assert not (tmp_path / "checkpoints").exists()
 
@@ -369,3 +371,31 @@ def test_a_dtype_the_model_cannot_take_is_refused(key):
     config[key] = "float32"
     with pytest.raises(ConfigError, match="'model.widht' is not an argument.*did you mean 'width'"):
         models.check_config(config)
+
+
+def test_data_cache_auto_holds_only_splits_under_the_limit(monkeypatch, tmp_path):
+    from ann.data import sources
+
+    split = sources.load("digits", "train", cache="auto")
+    # Each row: an 8x8x1 uint8 image and an int64 label.
+    size = len(split) * (64 + 8)
+    assert sources.decoded_bytes(split.info, "train") == size
+    assert sources.decoded_bytes(split.info, "train[:50%]") == len(split) // 2 * 72
+    assert split.cached is not None  # far under the 1 GiB limit
+    monkeypatch.setattr(sources, "CACHE_LIMIT_BYTES", size - 1)  # a set just too large
+    assert sources.load("digits", "train", cache="auto").cached is None  # streams
+    assert sources.load("digits", "train", cache="on").cached is not None
+    assert sources.load("digits", "test", cache="auto").cached is not None  # smaller: fits
+    assert sources.load("digits", "test", cache="off").cached is None
+    assert config_lib.base().data.cache == "auto"
+    config = tiny()
+    config.data.cache = "yes"
+    with pytest.raises(ConfigError, match="'data.cache' is 'yes'; choose one of auto, on, off"):
+        config_lib.validate(config, num_devices=4)
+    # A run written when data.cache was a bool still reads and validates.
+    config.data.cache = "auto"
+    config_lib.write(config, str(tmp_path))
+    values = json.loads((tmp_path / "config.json").read_text())
+    values["data"]["cache"] = False
+    (tmp_path / "config.json").write_text(json.dumps(values))
+    assert config_lib.read(str(tmp_path)).data.cache == "off"

@@ -15,8 +15,10 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+import jax
 import numpy as np
 import tensorflow_datasets as tfds
+from absl import logging
 
 from ann.config import ConfigError
 from ann.data.offline import BUILDERS
@@ -50,6 +52,34 @@ class Split:
         return self
 
 
+# data.cache="auto" holds a split in memory only when its decoded rows are estimated to take at
+# most this many bytes (per split); a larger one streams from disk through array_record's random
+# access. "on" always holds it, "off" never does.
+CACHE_LIMIT_BYTES = 1 << 30
+
+
+def decoded_bytes(info: tfds.core.DatasetInfo, split: str) -> int:
+    """Estimated bytes of `split`'s rows (a split name or a TFDS slice) once decoded: rows x the
+    fixed shapes' sizes of every feature (TFDS's tensor info). A feature of variable shape makes
+    it the size on disk instead (`num_bytes` of the whole split, pro rata for a slice; encoded,
+    so an underestimate)."""
+    rows = int(info.splits[split].num_examples)
+    tensors = jax.tree.leaves(
+        info.features.get_tensor_info(), is_leaf=lambda x: hasattr(x, "shape")
+    )
+    if any(d is None or d < 0 for t in tensors for d in t.shape):
+        whole = info.splits[split.split("[")[0]]
+        return int(whole.num_bytes) * rows // max(1, int(whole.num_examples))
+    return rows * sum(int(np.prod(t.shape)) * np.dtype(t.np_dtype).itemsize for t in tensors)
+
+
+def wants_cache(setting: str | bool, info: tfds.core.DatasetInfo, split: str) -> bool:
+    """Whether `data.cache` ("auto", "on", "off"; or a bool) holds `split` in memory."""
+    if setting == "auto":
+        return decoded_bytes(info, split) <= CACHE_LIMIT_BYTES
+    return setting in (True, "on")
+
+
 def default_data_dir() -> str:
     return os.environ.get("TFDS_DATA_DIR", os.path.expanduser("~/tensorflow_datasets"))
 
@@ -81,10 +111,15 @@ def _builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
 
 
 def load(
-    name: str, split: str, data_dir: str | None = None, cache: bool = False, key: str = ""
+    name: str,
+    split: str,
+    data_dir: str | None = None,
+    cache: str | bool = False,
+    key: str = "",
 ) -> Split:
     """Opens `split` (a name or a TFDS slice such as `train[90%:]`) of data set `name`,
-    building ann's offline sets on first use. `key` names the config key that chose the split,
+    building ann's offline sets on first use; holds it in memory as `wants_cache(cache)`
+    decides (the config's `data.cache`). `key` names the config key that chose the split,
     for the error message. Raises ConfigError for an unknown split or bad slice."""
     data_dir = data_dir or default_data_dir()
     builder = _builder(name, data_dir)
@@ -111,4 +146,15 @@ def load(
             f"with `tfds build {name} --file_format=array_record`"
         ) from e
     result = Split(name=name, split=split, info=builder.info, source=source)
-    return result.cache() if cache else result
+    if not wants_cache(cache, builder.info, split):
+        if cache == "auto":
+            logging.info(
+                "data: streaming %s:%s from disk (about %.0f MiB decoded, above the %d MiB that "
+                "data.cache=auto holds in memory; data.cache=on holds it anyway)",
+                name,
+                split,
+                decoded_bytes(builder.info, split) / 2**20,
+                CACHE_LIMIT_BYTES >> 20,
+            )
+        return result
+    return result.cache()

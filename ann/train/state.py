@@ -59,6 +59,7 @@ def sharded_initializer(
     so no device ever holds more than its shards of a model that only fits sharded. The shapes
     come from `jax.eval_shape` (nothing allocated). `init` computes the same values as building
     the model eagerly with the same seed (same RNG streams; tests/test_sharding.py checks it)."""
+
     def build() -> tuple[ModelDef, TrainState]:
         return create(make_model(), tx, rng)
 
