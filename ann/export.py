@@ -359,5 +359,7 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    from ann import cli
+
     define_flags()
-    app.run(main)
+    cli.run(main)  # a bad flag: one line, exit 1

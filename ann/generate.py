@@ -162,4 +162,6 @@ def main(argv: list[str]) -> None:
 if __name__ == "__main__":
     _define_flags()
     flags.mark_flag_as_required("workdir")
-    app.run(main)
+    from ann import cli
+
+    cli.run(main)  # a bad flag: one line, exit 1

@@ -666,7 +666,7 @@ def main(argv: list[str]) -> None:
 
 
 def _run() -> None:
-    from absl import app, flags
+    from absl import flags
 
     flags.DEFINE_string(
         "registry", os.environ.get("ANN_REGISTRY", "registry"), "Registry directory."
@@ -690,7 +690,9 @@ def _run() -> None:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(1)
 
-    app.run(guarded)
+    from ann import cli
+
+    cli.run(guarded)  # a bad flag: one line, exit 1
 
 
 if __name__ == "__main__":
