@@ -13,6 +13,9 @@ keeping a key/value cache: simpler, exact, and cheap at these sequence lengths.
 
 from __future__ import annotations
 
+import os
+import sys
+
 import jax
 import jax.numpy as jnp
 from absl import app, flags
@@ -114,24 +117,70 @@ def beam_search(
 FLAGS = flags.FLAGS
 
 
-def _define_flags() -> None:
+def _define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     # Defined only when run as a program: experiments import this module next to ann.main's flags.
-    flags.DEFINE_string("workdir", None, "A trained run (language_modelling or seq2seq).")
-    flags.DEFINE_string("step", "best", "Checkpoint: best, latest or a step number.")
-    flags.DEFINE_string("prompt", "", "LM: text to continue.")
-    flags.DEFINE_integer("num_tokens", 200, "LM: ids to sample.")
-    flags.DEFINE_float("temperature", 0.8, "LM: softmax temperature; 0 = greedy.")
-    flags.DEFINE_integer("top_k", 20, "LM: sample among the k most likely ids; 0 = all.")
-    flags.DEFINE_integer("num_samples", 1, "LM: continuations to draw.")
-    flags.DEFINE_integer("seed", 0, "LM: sampling seed.")
-    flags.DEFINE_string("source", "", "seq2seq: source text, e.g. 'reverse 12345' or 'add 12+34'.")
-    flags.DEFINE_integer("beam_size", 1, "seq2seq: 1 = greedy.")
+    fv = {"flag_values": flag_values}
+    flags.DEFINE_string("workdir", None, "A trained run (language_modelling or seq2seq).", **fv)
+    flags.DEFINE_string("step", "best", "Checkpoint: best, latest or a step number.", **fv)
+    flags.DEFINE_string("prompt", "", "LM: text to continue.", **fv)
+    flags.DEFINE_integer("num_tokens", 200, "LM: ids to sample (>= 1).", **fv)
+    flags.DEFINE_float("temperature", 0.8, "LM: softmax temperature (>= 0); 0 = greedy.", **fv)
+    flags.DEFINE_integer("top_k", 20, "LM: sample among the k most likely ids; 0 = all.", **fv)
+    flags.DEFINE_integer("num_samples", 1, "LM: continuations to draw (>= 1).", **fv)
+    flags.DEFINE_integer("seed", 0, "LM: sampling seed, in [0, 2**32).", **fv)
+    flags.DEFINE_string(
+        "source", "", "seq2seq: source text, e.g. 'reverse 12345' or 'add 12+34'.", **fv
+    )
+    flags.DEFINE_integer("beam_size", 1, "seq2seq: beams (>= 1); 1 = greedy.", **fv)
+    flags.mark_flag_as_required("workdir", flag_values=flag_values)
+
+
+LM_FLAGS = ("prompt", "num_tokens", "temperature", "top_k", "num_samples", "seed")
+SEQ2SEQ_FLAGS = ("source", "beam_size")
+
+
+def check_flags(f: flags.FlagValues) -> str:
+    """Checks every flag before a model is restored; returns the run's experiment. Raises
+    ValueError with one line naming the flag and the fix."""
+    import math
+
+    from ann import config as config_lib
+
+    if not (f.step in ("best", "latest") or f.step.isdigit()):
+        raise ValueError(f"--step={f.step!r} must be 'best', 'latest' or a step number (>= 0)")
+    for name, low in (("num_tokens", 1), ("num_samples", 1), ("top_k", 0), ("beam_size", 1)):
+        if f[name].value < low:
+            raise ValueError(f"--{name}={f[name].value} must be >= {low}")
+    if not math.isfinite(f.temperature) or f.temperature < 0:
+        raise ValueError(f"--temperature={f.temperature} must be finite and >= 0 (0: greedy)")
+    if not 0 <= f.seed < 2**32:
+        raise ValueError(f"--seed={f.seed} must be in [0, 2**32)")
+    if not os.path.isfile(os.path.join(f.workdir, "config.json")):
+        what = "does not exist" if not os.path.exists(f.workdir) else "holds no config.json"
+        raise ValueError(f"--workdir={f.workdir} {what}; give the directory of a trained run")
+    experiment = config_lib.read(f.workdir).experiment
+    own = {"language_modelling": LM_FLAGS, "seq2seq": SEQ2SEQ_FLAGS}.get(experiment)
+    if own is None:
+        raise ValueError(
+            f"--workdir={f.workdir} is a {experiment!r} run, which has nothing to generate; give "
+            "a language_modelling or seq2seq run"
+        )
+    for name in LM_FLAGS + SEQ2SEQ_FLAGS:
+        if f[name].present and name not in own:
+            raise ValueError(f"--{name} is not for {experiment} runs; drop it")
+    return experiment
 
 
 def main(argv: list[str]) -> None:
-    del argv
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     from ann.train.loop import restore_model
 
+    try:
+        check_flags(FLAGS)
+    except ValueError as e:  # ConfigError too
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
     step = FLAGS.step if FLAGS.step in ("best", "latest") else int(FLAGS.step)
     experiment, model, step, config = restore_model(FLAGS.workdir, step)
     if config.experiment == "language_modelling":
@@ -161,7 +210,6 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     _define_flags()
-    flags.mark_flag_as_required("workdir")
     from ann import cli
 
     cli.run(main)  # a bad flag: one line, exit 1

@@ -1,6 +1,7 @@
 """Transformer family: ViT, causal LM and seq2seq; attention masks; decoding; their data sets."""
 
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -258,3 +259,47 @@ def test_seq2seq_learns_held_out_lengths(tmp_path):
     assert m["eval/exact_match_reverse"] > 0.8
     assert m["eval/exact_match"] > 0.4
     assert m["eval/token_accuracy"] > 0.6
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--num_tokens=0"], "--num_tokens=0 must be >= 1"),
+        (["--num_samples=0"], "--num_samples=0 must be >= 1"),
+        (["--top_k=-1"], "--top_k=-1 must be >= 0"),
+        (["--beam_size=0"], "--beam_size=0 must be >= 1"),
+        (["--temperature=-0.5"], "--temperature=-0.5 must be finite and >= 0"),
+        (["--temperature=nan"], "--temperature=nan must be finite"),
+        (["--seed=-1"], "--seed=-1 must be in [0, 2**32)"),
+        (["--step=last"], "--step='last' must be 'best', 'latest' or a step number"),
+        (["--workdir=MISSING"], "does not exist; give the directory of a trained run"),
+        (["--workdir=LM", "--beam_size=4"], "--beam_size is not for language_modelling runs"),
+        (["--workdir=SEQ2SEQ", "--prompt=x"], "--prompt is not for seq2seq runs; drop it"),
+        (["--workdir=DIGITS"], "is a 'classification' run, which has nothing to generate"),
+    ],
+)
+def test_generate_flags_are_checked_before_a_model_is_restored(tmp_path, args, message):
+    from absl import flags
+
+    from ann import config as config_lib
+
+    runs = {"LM": "pydoc_lm", "SEQ2SEQ": "digit_seq2seq", "DIGITS": "digits_mlp"}
+    for key, name in runs.items():  # config.json is all the checks read
+        config_lib.write(tiny(name), str(tmp_path / key))
+    fv = flags.FlagValues()
+    generate._define_flags(fv)
+    named = {"MISSING": tmp_path / "missing", **{key: tmp_path / key for key in runs}}
+    args = [a.replace(a.split("=")[1], str(named[a.split("=")[1]])) if "workdir" in a else a
+            for a in args]  # fmt: skip
+    fv(["generate", f"--workdir={tmp_path / 'LM'}", *args])
+    with pytest.raises(ValueError, match=re.escape(message)):
+        generate.check_flags(fv)
+    if args == ["--num_tokens=0"]:  # the command line: exit 1, one line, before any restore
+        import subprocess
+        import sys
+
+        result = subprocess.run(
+            [sys.executable, "-m", "ann.generate", f"--workdir={tmp_path / 'LM'}", *args],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert result.returncode == 1 and result.stderr == f"error: {message}\n", result.stderr
