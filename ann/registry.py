@@ -23,6 +23,12 @@ lineage from the export's manifest: the run and step (and the validation metric 
 it), the config, the data (which split validated, which tested), the metrics labelled by split
 (`val/...` validation, `eval/...` test) and the git commit. Versions are allocated inside
 `BEGIN IMMEDIATE` transactions, so writers in separate processes never get the same number.
+
+Only `register` creates a registry: `list`, `versions`, `resolve`, `show` (and the server and
+`init_from`, through `Registry`) never create, migrate or change a file, and on a path holding no
+registry every command says "no registry at PATH". `register` copies only the manifest and the
+files it lists, each checked on the way by `ann.artifact`. The command line checks the command,
+its arguments and every flag (`check_command`) before the registry is opened.
 """
 
 from __future__ import annotations
@@ -675,7 +681,7 @@ def _run() -> None:
     flags.DEFINE_string("description", None, "register: a description of the version.")
     flags.DEFINE_multi_string("tag", None, "register: KEY=VALUE tags for the version.")
     flags.DEFINE_multi_string("alias", None, "register: aliases to point at the new version.")
-    flags.DEFINE_integer("version", None, "tag: tag this version instead of the model.")
+    flags.DEFINE_integer("version", None, "tag: tag this version (>= 1) instead of the model.")
     flags.DEFINE_boolean("delete", False, "alias: delete the alias NAME ALIAS.")
     flags.DEFINE_string(
         "mlflow_uri",
