@@ -3,6 +3,7 @@ names the flag (and the fix), before any model is loaded or any port opened."""
 
 import concurrent.futures
 import os
+import socket
 import subprocess
 import sys
 
@@ -43,9 +44,9 @@ BAD = [
 ]
 
 
-def run_server(args, env=None):
+def run_server(args, env=None, model=MISSING):
     return subprocess.run(
-        [sys.executable, "-m", "ann.serve", f"--model={MISSING}", *args],
+        [sys.executable, "-m", "ann.serve", f"--model={model}", *args],
         capture_output=True,
         text=True,
         timeout=60,
@@ -79,3 +80,23 @@ def test_settings_check_every_field():
         Settings(max_connections=0)
     assert Settings(max_queue_rows=64).queue_rows == 64
     assert Settings(metrics_port=8001).file_descriptors() > 2 * Settings().max_connections
+
+
+def test_settings_that_need_the_model_or_the_port(digits_export):
+    from ann.serve.__main__ import body_too_small
+
+    class Wide:
+        name, version = "wide", "1"
+        model = type("M", (), {"inputs": {"x": {"shape": [-1, 1000], "dtype": "float32"}}})
+
+    assert "--max_body_bytes=1024 cannot hold one row of model wide" in body_too_small([Wide], 1024)
+    assert body_too_small([Wide], 8 << 20) is None
+    _, out = digits_export
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_server([f"--port={port}"], model=str(out))
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"error: --port={port} on --host=127.0.0.1: cannot listen")

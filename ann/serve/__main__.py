@@ -203,12 +203,31 @@ def main(argv: list[str]) -> None:
         models = load_models(FLAGS.model, FLAGS.registry)
     except (RegistryError, artifact.IntegrityError, OSError, ValueError) as e:
         fail(str(e))
-    names = ", ".join(f"{m.name}/{m.version}" for m in models)
-    where = f"http://{settings.host}:{settings.port}"
-    if settings.metrics_port is not None:
-        where += f" (metrics: http://{settings.host}:{settings.metrics_port}/metrics)"
-    print(f"serving {names} on {where}", file=sys.stderr, flush=True)
-    run(App(models, settings))
+    problem = body_too_small(models, settings.max_body_bytes)
+    if problem:
+        fail(problem)
+    try:
+        run(App(models, settings))
+    except OSError as e:
+        fail(str(e))
+
+
+def body_too_small(models: list, max_body_bytes: int) -> str | None:
+    """`--max_body_bytes` too small for one row of a model, even as binary tensor data (its
+    raw bytes plus a JSON header of about 100 bytes per input): no request could ever pass."""
+    import numpy as np
+
+    for m in models:
+        need = sum(
+            int(np.prod(spec["shape"][1:], dtype=np.int64)) * np.dtype(spec["dtype"]).itemsize + 100
+            for spec in m.model.inputs.values()
+        )
+        if need > max_body_bytes:
+            return (
+                f"--max_body_bytes={max_body_bytes} cannot hold one row of model {m.name} "
+                f"version {m.version} (about {need} bytes even as binary tensor data); raise it"
+            )
+    return None
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ import collections
 import functools
 import logging
 import signal
+import sys
 import time
 from collections.abc import Callable
 from http import HTTPStatus
@@ -117,11 +118,15 @@ class Listener:
                        settings.keepalive_timeout_s)  # fmt: skip
         self._tick = min(1.0, max(0.02, shortest / 4))
         self._timer: asyncio.TimerHandle | None = None
+        # A clock read per sweep, not per request (as nginx caches its time): a deadline may
+        # pass up to two ticks late, which no timeout of whole seconds notices.
+        self.now = time.monotonic()
 
     def __call__(self) -> Connection:
         return Connection(self)
 
     def start(self) -> None:
+        self.now = time.monotonic()
         self._timer = asyncio.get_running_loop().call_later(self._tick, self._sweep)
 
     def stop(self) -> None:
@@ -129,7 +134,7 @@ class Listener:
             self._timer.cancel()
 
     def _sweep(self) -> None:
-        now = time.monotonic()
+        now = self.now = time.monotonic()
         for c in [c for c in self.connections if 0 < c.deadline < now]:
             c.timed_out()
         self._timer = asyncio.get_running_loop().call_later(self._tick, self._sweep)
@@ -175,7 +180,10 @@ class Connection(asyncio.Protocol):
         self._headers = 0  # header fields of the current request
         self._header_bytes = 0
         self._head_bytes = 0  # raw bytes received while a head is incomplete (a safety net)
-        self.deadline = 0.0  # time.monotonic() after which `waiting` times out; 0: none
+        self._header_timeout = settings.header_timeout_s
+        self._body_timeout = settings.body_timeout_s
+        self._keepalive_timeout = settings.keepalive_timeout_s
+        self.deadline = 0.0  # listener.now after which `waiting` times out; 0: none
         self.waiting: int | None = _HEAD
         self.gone = False
 
@@ -197,7 +205,7 @@ class Connection(asyncio.Protocol):
             self.gone = True
             return
         self._connections.add(self)
-        self.deadline = time.monotonic() + listener.settings.header_timeout_s
+        self.deadline = listener.now + self._header_timeout
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.gone = True
@@ -238,7 +246,7 @@ class Connection(asyncio.Protocol):
         self._in_message = True
         if self.waiting is not _HEAD:  # else the head began with this connection
             self.waiting = _HEAD
-            self.deadline = time.monotonic() + self._listener.settings.header_timeout_s
+            self.deadline = self._listener.now + self._header_timeout
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -248,16 +256,10 @@ class Connection(asyncio.Protocol):
             raise _Stop
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        # Counted here, judged once the head is complete (until then what the parser may
+        # buffer is bounded by `data_received`'s count of raw bytes).
         self._headers += 1
         self._header_bytes += len(name) + len(value) + 4  # ": " and CRLF
-        if self._headers > self._max_headers:
-            self._refuse_head(431, "headers", self._max_headers, "more", "--max_headers",
-                              "fields")  # fmt: skip
-            raise _Stop
-        if self._header_bytes > self._max_header_bytes:
-            self._refuse_head(431, "headers", self._max_header_bytes, "more",
-                              "--max_header_bytes")  # fmt: skip
-            raise _Stop
         if len(name) == 13 and name.lower() == b"authorization":
             self._auth = value
         elif len(name) == 14 and name.lower() == b"content-length":
@@ -272,9 +274,17 @@ class Connection(asyncio.Protocol):
             self._header_length = value
 
     def on_headers_complete(self) -> None:
+        if self._headers > self._max_headers:
+            self._refuse_head(431, "headers", self._max_headers, "more", "--max_headers",
+                              "fields")  # fmt: skip
+            raise _Stop
+        if self._header_bytes > self._max_header_bytes:
+            self._refuse_head(431, "headers", self._max_header_bytes, "more",
+                              "--max_header_bytes")  # fmt: skip
+            raise _Stop
         self._head_bytes = 0
         self.waiting = _BODY
-        self.deadline = time.monotonic() + self._listener.settings.body_timeout_s
+        self.deadline = self._listener.now + self._body_timeout
         length = self._length
         if length is not None and length > self._max_body:
             self._too_large = length
@@ -285,7 +295,7 @@ class Connection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         if self._too_large is not None:
             return
-        self.deadline = time.monotonic() + self._listener.settings.body_timeout_s
+        self.deadline = self._listener.now + self._body_timeout
         self._size += len(body)
         if self._size > self._max_body:
             self._too_large = -1  # streamed (chunked) past the limit
@@ -337,7 +347,7 @@ class Connection(asyncio.Protocol):
                 return
         if not slots and not self._in_message and not self._closing:
             self.waiting = _IDLE
-            self.deadline = time.monotonic() + self._listener.settings.keepalive_timeout_s
+            self.deadline = self._listener.now + self._keepalive_timeout
 
     def _linger(self, transport: asyncio.Transport) -> None:
         """Closes after the last reply without losing it: closing with unread data sends a
@@ -405,18 +415,28 @@ async def serve(app: Any, backlog: int = 2048) -> None:
     connections: set[Connection] = set()
     listeners = [Listener(app.handle, settings, connections, app.refused)]
     app.metrics.connections.set_function(lambda: len(connections))
-    servers = [
-        await loop.create_server(listeners[0], settings.host, settings.port, backlog=backlog)
-    ]
     if settings.metrics_port is not None:
         side: set[Connection] = set()
         listeners.append(
             Listener(functools.partial(app.handle, public_only=True), settings, side, app.refused)
         )
-        servers.append(await loop.create_server(listeners[1], settings.host,
-                                               settings.metrics_port, backlog=backlog))  # fmt: skip
+    servers = []
+    for listener, flag, port in zip(
+        listeners, ("--port", "--metrics_port"), (settings.port, settings.metrics_port)
+    ):
+        try:
+            servers.append(await loop.create_server(listener, settings.host, port, backlog=backlog))
+        except OSError as e:  # in use, or not an address of this machine: say which flag
+            for server in servers:
+                server.close()
+            raise OSError(f"{flag}={port} on --host={settings.host}: cannot listen ({e})") from e
     for listener in listeners:
         listener.start()
+    names = ", ".join(f"{n}/{v}" for n, versions in app.models.items() for v in versions)
+    where = f"http://{settings.host}:{settings.port}"
+    if settings.metrics_port is not None:
+        where += f" (metrics: http://{settings.host}:{settings.metrics_port}/metrics)"
+    print(f"serving {names} on {where}", file=sys.stderr, flush=True)
     app.start()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
