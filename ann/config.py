@@ -233,6 +233,25 @@ def check_selection_metric(key: str, metric: str) -> None:
         )
 
 
+def check_workdir_selects_on_validation(workdir: str) -> None:
+    """Raises ConfigError when `workdir` holds a run written before ann had validation splits
+    (its config.json has no `data.validation_split`): it chose its best checkpoint on the test
+    split, and the offline data sets it trained on have changed since (their train rows gave the
+    validation rows), so training on there would mix two data sets and two selection rules.
+    Such a run still restores and exports as it is."""
+    try:
+        with open(os.path.join(workdir, "config.json")) as f:
+            saved = json.load(f)
+    except (OSError, ValueError):
+        return  # a fresh workdir
+    if isinstance(saved, dict) and "validation_split" not in (saved.get("data") or {}):
+        raise ConfigError(
+            f"workdir {workdir} holds a run from before validation splits (it chose its best "
+            f"checkpoint on {saved.get('best_metric', 'eval/...')!r}, and its data set has "
+            "changed since); train in a new --workdir (this one still restores and exports)"
+        )
+
+
 def _defaults(schema: Mapping[str, Any]) -> dict[str, Any]:
     return {
         key: _defaults(spec) if isinstance(spec, Mapping) else spec[0]

@@ -193,6 +193,9 @@ def test_a_run_written_before_new_keys_existed_still_reads(tmp_path):
     config_lib.validate(old, 1, selecting=False)
     with pytest.raises(ConfigError, match="use 'val/accuracy'"):
         config_lib.validate(old, 4)
+    with pytest.raises(ConfigError, match="from before validation splits.*new --workdir"):
+        train_and_evaluate(tiny(), str(tmp_path))
+    assert "validation_split" not in json.loads((tmp_path / "config.json").read_text())["data"]
 
 
 # Every numeric setting's range, from the one table in ann/config.py (RANGES). total_steps=100.

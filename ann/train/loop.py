@@ -200,6 +200,7 @@ def run(
     extra_hooks: Sequence[hooks_lib.Hook] = (),
 ) -> Result:
     _enable_compilation_cache(config.compilation_cache_dir, workdir)
+    config_lib.check_workdir_selects_on_validation(workdir)  # before config.json is rewritten
     setup = build(config, experiment)
     mesh, state, state_shardings = setup.mesh, setup.state, setup.state_shardings
     if jax.process_index() == 0:
