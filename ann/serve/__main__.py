@@ -22,7 +22,9 @@ import os
 import resource
 import sys
 
-from absl import app, flags
+from absl import flags
+
+from ann import cli
 
 FLAGS = flags.FLAGS
 
@@ -94,15 +96,6 @@ def fail(message: str) -> None:
     """One line on stderr, exit 1."""
     print(f"error: {message}", file=sys.stderr, flush=True)
     sys.exit(1)
-
-
-def parse_flags(argv: list[str]) -> list[str]:
-    """absl's parsing, with a bad flag as one line and exit 1 (not a usage dump)."""
-    try:
-        return FLAGS(argv)
-    except flags.Error as e:
-        fail(f"{e}; see --helpfull")
-        raise  # not reached
 
 
 def read_token() -> str | None:
@@ -232,4 +225,4 @@ def body_too_small(models: list, max_body_bytes: int) -> str | None:
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main, flags_parser=parse_flags)
+    cli.run(main)
