@@ -3,6 +3,7 @@
     python scripts/bench_serve.py [--models=cnn,resnet] [--concurrency=1,8,32,64]
         [--requests=3000] [--seconds=8] [--steps=100] [--workdir=runs/bench_serve]
         [--encoding=json|binary]
+    python scripts/bench_serve.py --http_layer   # the fixed cost per request, in-process
 
 For each model (configs/digits_cnn.py, configs/digits_resnet.py, trained for `--steps` steps and
 exported once into `--workdir`, reused after), it starts `python -m ann.serve` twice, with
@@ -214,6 +215,46 @@ def bare_call_ms(export_dir: str, x) -> float:
     return statistics.median(times) * 1e3
 
 
+def http_layer(requests: int = 20000, repeats: int = 7) -> None:
+    """CPU time per request of `ann.serve.http.Connection` fed one-row v2 JSON requests (as
+    one packet each), decoded by `protocol.decode_infer` and answered at once: what every
+    request costs the server besides its batch. Best and median of `repeats` passes."""
+    from ann.serve import http, protocol
+    from ann.serve.app import Settings
+
+    body = json.dumps({"inputs": [{"name": "image", "shape": [1, 8, 8, 1], "datatype": "UINT8",
+                                   "data": [3] * 64}]}).encode()  # fmt: skip
+    request = (b"POST /v2/models/digits/infer HTTP/1.1\r\nHost: bench\r\nContent-Type: "
+               b"application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))  # fmt: skip
+    signature, outputs = {"image": {"dtype": "uint8", "shape": [8, 8, 1]}}, {"label": {}}
+
+    class Transport:
+        def write(self, data: bytes) -> None:
+            pass
+
+        def can_write_eof(self) -> bool:
+            return False
+
+        def close(self) -> None:
+            pass
+
+    def handler(method, path, auth, body, too_large, respond, header_length=None) -> None:
+        protocol.decode_infer(body, signature, outputs, 64, header_length)
+        respond(200, b'{"model_name":"digits"}', None)
+
+    times = []
+    for _ in range(repeats):
+        connection = http.Connection(http.Listener(handler, Settings(), set()))
+        connection.connection_made(Transport())
+        start = time.process_time()
+        for _ in range(requests):
+            connection.data_received(request)
+        times.append((time.process_time() - start) / requests * 1e6)
+    times.sort()
+    print(f"HTTP layer + decode + reply: {times[0]:.2f} us per request (best of {repeats}), "
+          f"median {times[len(times) // 2]:.2f} us")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", default="cnn,resnet")
@@ -230,6 +271,12 @@ def main() -> None:
         default="json",
         help="tensors as JSON numbers, or as binary tensor data (requests and replies)",
     )
+    parser.add_argument(
+        "--http_layer",
+        action="store_true",
+        help="only the in-process cost of one request's HTTP parse, limits, decode and reply "
+        "(CPU microseconds, no sockets, no model): the server's fixed cost per request",
+    )
     parser.add_argument("--loadgen", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--path", help=argparse.SUPPRESS)
@@ -237,6 +284,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.loadgen:
         loadgen_main(args)
+        return
+    if args.http_layer:
+        http_layer()
         return
 
     import numpy as np
