@@ -394,3 +394,27 @@ def test_request_log_writes_off_the_caller_thread_and_counts_drops(tmp_path):
     assert writers and threading.current_thread() not in writers
     lines = (tmp_path / "r.jsonl").read_text().splitlines()
     assert len(lines) == 6 - len(dropped) and json.loads(lines[0])["id"] == "r0"
+
+
+def test_connection_cap_evicts_idle_keepalive_first():
+    from ann.serve.http import Connection, Listener
+
+    refused = []
+
+    def handler(method, path, auth, body, too_large, respond, header_length=None):
+        respond(200, b"{}", None)
+
+    listener = Listener(handler, Settings(max_connections=2), set(),
+                        lambda status, reason: refused.append((status, reason)))  # fmt: skip
+    idle, busy, new, extra = (Connection(listener) for _ in range(4))
+    transports = [FakeTransport() for _ in range(4)]
+    idle.connection_made(transports[0])
+    idle.data_received(b"GET /v2/health/live HTTP/1.1\r\nHost: t\r\n\r\n")  # answered: idle now
+    busy.connection_made(transports[1])
+    busy.data_received(b"GET /v2/health/live HTTP/1.1\r\nHost: t\r\n")  # head incomplete
+    new.connection_made(transports[2])  # takes the idle one's place
+    assert transports[0].closed and not transports[1].closed and not transports[2].closed
+    assert listener.connections == {busy, new}
+    extra.connection_made(transports[3])  # no idle one left: refused
+    assert transports[3].closed and transports[3].data.startswith(b"HTTP/1.1 503 ")
+    assert b"--max_connections" in transports[3].data and refused == [(503, "connections")]
