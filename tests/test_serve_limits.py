@@ -275,7 +275,8 @@ def test_fuzzed_headers_in_process_are_answered_or_awaited(case, body, split):
         assert transport.closed
     if len(path) > 1024 and method != b"BREW":  # (an unknown method is refused first)
         assert 414 in statuses and not seen
-    if sum(len(k) + len(v) + 4 for k, v in headers) > 4096 + 1024 + 200:
+    plain = not any(b"\r" in k + v or b"\n" in k + v for k, v in headers)  # (CRLF: a new head)
+    if plain and sum(len(k) + len(v) + 4 for k, v in headers) > 4096 + 1024 + 200:
         assert not seen  # no request with that many header bytes reaches the handler
 
 
