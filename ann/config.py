@@ -384,6 +384,18 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, selecting: boo
         check_selection_metric("config key 'best_metric'", values["best_metric"])
         if stopping["metric"]:
             check_selection_metric("config key 'early_stopping.metric'", stopping["metric"])
+        dc = values["data"]
+        for other, splits in (
+            ("data.train_split", [dc["train_split"]]),
+            ("data.eval_splits", dc["eval_splits"]),
+        ):
+            if dc["validation_split"] in splits:
+                raise ConfigError(
+                    f"config key 'data.validation_split' is {dc['validation_split']!r}, which is "
+                    f"also in {other}: the split that chooses must be one of its own; use "
+                    "'validation', or carve one from train: data.train_split='train[:90%]', "
+                    "data.validation_split='train[90%:]'"
+                )
     profile = values["profile_steps"]
     if profile and (len(profile) != 2 or profile[0] < 1 or profile[1] < 1):
         raise ConfigError(

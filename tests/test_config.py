@@ -152,6 +152,11 @@ def test_a_test_metric_never_chooses_the_best_checkpoint(tmp_path):
     )
     with pytest.raises(ConfigError, match="'eval_test_seen/loss'.*use 'val/loss'"):
         config_lib.validate(tiny(best_metric="eval_test_seen/loss"), num_devices=4)
+    # Nor does the test split choose under another name, nor the train split.
+    with pytest.raises(ConfigError, match="'data.validation_split' is 'test', which is also in "):
+        config_lib.validate(tiny(**{"data.validation_split": "test"}), num_devices=4)
+    with pytest.raises(ConfigError, match="also in data.train_split.*train\\[90%:\\]"):
+        config_lib.validate(tiny(**{"data.validation_split": "train"}), num_devices=4)
     assert config_lib.base().best_metric == "val/accuracy"
     assert config_lib.base().data.validation_split == "validation"
 
