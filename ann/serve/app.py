@@ -17,7 +17,9 @@ per-request Python work took more of the server's one core than the model's comp
 docs/benchmarks.md). Refusals are `{"error": "..."}` naming the field, what was expected and
 what came: 400 bad input, 401 bad token, 404 unknown model or route, 405, 413 body or rows too
 large, 400 malformed HTTP, 503 + Retry-After when the queue is full, the model is still
-compiling or the server is draining. A fault in the server itself is a 500 that says so.
+compiling or the server is draining (decided before the body is decoded). A fault in the server
+itself is a 500 that says so. The HTTP layer refuses the rest before a request gets here: 408,
+414, 431 and 503 for too many connections (ann/serve/http.py; limits in `Settings`).
 """
 
 from __future__ import annotations
@@ -195,7 +197,8 @@ class HTTPError(Exception):
 
 
 class App:
-    """The ASGI application; `models` are loaded artifacts, compiled on startup."""
+    """The server's routes and serving logic; `models` are loaded artifacts, compiled on
+    startup; `settings` were checked when made."""
 
     def __init__(self, models: list[ServedModel], settings: Settings):
         self.settings = settings

@@ -116,10 +116,11 @@ class Listener:
         )
         shortest = min(settings.header_timeout_s, settings.body_timeout_s,
                        settings.keepalive_timeout_s)  # fmt: skip
-        self._tick = min(1.0, max(0.02, shortest / 4))
+        self.tick = min(1.0, max(0.02, shortest / 4))
         self._timer: asyncio.TimerHandle | None = None
-        # A clock read per sweep, not per request (as nginx caches its time): a deadline may
-        # pass up to two ticks late, which no timeout of whole seconds notices.
+        # A clock read per sweep, not per request (as nginx caches its time). `now` may be up
+        # to a tick old, so each timeout gets a tick added: a deadline is never early, and
+        # passes at most two ticks late.
         self.now = time.monotonic()
 
     def __call__(self) -> Connection:
@@ -127,7 +128,7 @@ class Listener:
 
     def start(self) -> None:
         self.now = time.monotonic()
-        self._timer = asyncio.get_running_loop().call_later(self._tick, self._sweep)
+        self._timer = asyncio.get_running_loop().call_later(self.tick, self._sweep)
 
     def stop(self) -> None:
         if self._timer is not None:
@@ -137,7 +138,7 @@ class Listener:
         now = self.now = time.monotonic()
         for c in [c for c in self.connections if 0 < c.deadline < now]:
             c.timed_out()
-        self._timer = asyncio.get_running_loop().call_later(self._tick, self._sweep)
+        self._timer = asyncio.get_running_loop().call_later(self.tick, self._sweep)
 
     def admit(self, new: Connection) -> bool:
         """Room for `new`: under the cap, or by closing one idle keep-alive connection."""
@@ -180,9 +181,10 @@ class Connection(asyncio.Protocol):
         self._headers = 0  # header fields of the current request
         self._header_bytes = 0
         self._head_bytes = 0  # raw bytes received while a head is incomplete (a safety net)
-        self._header_timeout = settings.header_timeout_s
-        self._body_timeout = settings.body_timeout_s
-        self._keepalive_timeout = settings.keepalive_timeout_s
+        tick = listener.tick
+        self._header_timeout = settings.header_timeout_s + tick
+        self._body_timeout = settings.body_timeout_s + tick
+        self._keepalive_timeout = settings.keepalive_timeout_s + tick
         self.deadline = 0.0  # listener.now after which `waiting` times out; 0: none
         self.waiting: int | None = _HEAD
         self.gone = False
