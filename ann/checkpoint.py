@@ -3,20 +3,45 @@
 `checkpoints/` keeps the latest `max_to_keep` steps; `checkpoints_best/` keeps the one step with
 the best value of the configured eval metric. Orbax writes each step to a temporary directory
 and renames it when complete, so an interrupted save never shadows a good checkpoint.
+
+Integrity: once Orbax has committed a step (for an async save, when the next save or the end of
+the run waits for it), process 0 writes `STEP/ann_manifest.json` beside Orbax's files, atomically:
+the size and sha256 of every file of the step. A restore verifies the files against it, then
+checks the restored state is finite. For training, a damaged step (a file changed, truncated or
+missing, or non-finite values) is moved to `checkpoints_damaged/` (kept, not deleted) and the run
+resumes from the newest intact step, saying which file was damaged and which step it resumed
+from. An I/O error while reading is reported as such and changes nothing. A step saved before
+manifests existed (or whose manifest was never written, e.g. the process was killed right after
+the commit) is restored unverified, with a warning.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
+import json
+import math
 import os
+import shutil
 from typing import Any
 
+import jax
 import orbax.checkpoint as ocp
+from absl import logging
 
 from ann.config import ConfigError
+from ann.train.state import all_finite
+
+MANIFEST = "ann_manifest.json"
+DAMAGED_DIR = "checkpoints_damaged"
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint that exists but cannot be restored; the message says what to do."""
+    """A checkpoint that cannot be saved or restored; the message says what to do."""
+
+
+class CheckpointSaveError(CheckpointError):
+    """A save failed (disk full, permission, ...): the run cannot go on safely."""
 
 
 def _save_args(state: Any, data_iter: Any) -> ocp.args.Composite:
@@ -33,6 +58,84 @@ def _barrier_names(prefix: str) -> ocp.options.MultiprocessingOptions:
     return ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=prefix)
 
 
+def _files(step_dir: str) -> list[str]:
+    """Every file of a step directory, relative to it, sorted; the manifest itself excluded."""
+    found = []
+    for root, _, names in os.walk(step_dir):
+        for name in names:
+            rel = os.path.relpath(os.path.join(root, name), step_dir)
+            if rel != MANIFEST and not rel.endswith(".tmp"):
+                found.append(rel)
+    return sorted(found)
+
+
+def _sha256(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def write_manifest(step_dir: str) -> None:
+    """Records the size and sha256 of every file of a committed step in `STEP/ann_manifest.json`
+    (temp file + rename: a reader sees all of it or none)."""
+    files = {
+        rel: {
+            "bytes": os.path.getsize(os.path.join(step_dir, rel)),
+            "sha256": _sha256(os.path.join(step_dir, rel)),
+        }
+        for rel in _files(step_dir)
+    }
+    tmp = os.path.join(step_dir, MANIFEST + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump({"files": files}, f, indent=1, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, os.path.join(step_dir, MANIFEST))
+
+
+def verify_files(step_dir: str) -> str | None:
+    """What is wrong with a step's files against its manifest (one phrase naming the file), or
+    None when they match. Raises FileNotFoundError when the step has no manifest, and OSError
+    when a file cannot be read (an I/O problem, not damage)."""
+    with open(os.path.join(step_dir, MANIFEST)) as f:
+        try:
+            recorded = json.load(f)["files"]
+        except (ValueError, KeyError, TypeError):
+            return f"file {MANIFEST} itself is unreadable"
+    for rel, want in recorded.items():
+        path = os.path.join(step_dir, rel)
+        if not os.path.exists(path):
+            return f"file {rel} is missing"
+        size = os.path.getsize(path)
+        if size != want["bytes"]:
+            return f"file {rel} has {size} bytes, {want['bytes']} when saved (truncated or cut)"
+        if _sha256(path) != want["sha256"]:
+            return f"file {rel} does not match the sha256 recorded at save (bytes changed)"
+    return None
+
+
+def _finite(tree: Any) -> bool:
+    return bool(jax.device_get(all_finite(tree)))
+
+
+def _is_io_error(e: BaseException) -> bool:
+    """An OSError anywhere in the cause chain that is about the storage, not the content."""
+    while e is not None:
+        if isinstance(e, OSError) and e.errno in (
+            errno.EIO,
+            errno.EACCES,
+            errno.EPERM,
+            errno.ENOSPC,
+            errno.EROFS,
+            errno.ETIMEDOUT,
+            errno.ESTALE,
+            errno.EAGAIN,
+            errno.EDQUOT,
+        ):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
 class Checkpoints:
     def __init__(
         self,
@@ -42,10 +145,11 @@ class Checkpoints:
         best_mode: str,
         async_save: bool = True,
     ):
+        self.workdir = os.path.abspath(workdir)
         self.best_metric = best_metric
         self.best_mode = best_mode
         self.latest = ocp.CheckpointManager(
-            os.path.abspath(os.path.join(workdir, "checkpoints")),
+            os.path.join(self.workdir, "checkpoints"),
             options=ocp.CheckpointManagerOptions(
                 max_to_keep=max_to_keep,
                 enable_async_checkpointing=async_save,
@@ -53,7 +157,7 @@ class Checkpoints:
             ),
         )
         self.best = ocp.CheckpointManager(
-            os.path.abspath(os.path.join(workdir, "checkpoints_best")),
+            os.path.join(self.workdir, "checkpoints_best"),
             options=ocp.CheckpointManagerOptions(
                 max_to_keep=1,
                 best_fn=lambda metrics: metrics[best_metric],
@@ -63,15 +167,78 @@ class Checkpoints:
                 multiprocessing_options=_barrier_names("best"),
             ),
         )
-        self._best_value = self.best_metrics().get(best_metric)
+        # Saved steps whose commit (and manifest) is not yet confirmed, per manager.
+        self._unsealed: dict[int, list[int]] = {id(self.latest): [], id(self.best): []}
+        self._failed = False  # a save failed and was reported
+        best = self.best_metrics().get(best_metric)
+        self._best_value = best if isinstance(best, int | float) and math.isfinite(best) else None
 
     def latest_step(self) -> int | None:
         return self.latest.latest_step()
 
+    def _step_dir(self, manager: ocp.CheckpointManager, step: int) -> str:
+        return os.path.join(str(manager.directory), str(step))
+
+    def _complete_steps(self, manager: ocp.CheckpointManager, but: int | None = None) -> list[int]:
+        """Committed steps on disk (newest first), from the directory itself."""
+        try:
+            names = os.listdir(manager.directory)
+        except OSError:
+            return []
+        return sorted((int(n) for n in names if n.isdigit() and int(n) != but), reverse=True)
+
+    def _save_failed(self, manager: ocp.CheckpointManager, step: int, e: BaseException) -> str:
+        last = self._complete_steps(self.latest, but=step)
+        where = (
+            f"the last complete checkpoint is step {last[0]} in {self.latest.directory}"
+            if last
+            else "there is no complete checkpoint yet"
+        )
+        return (
+            f"saving checkpoint step {step} to {manager.directory} failed "
+            f"({type(e).__name__}: {e}); {where}; free disk space or fix the permissions "
+            "there, then rerun the same command to resume"
+            + (" from it" if last else " (it starts over)")
+        )
+
+    def _seal(self, manager: ocp.CheckpointManager) -> None:
+        """Waits for the manager's save in flight; then writes the manifest of each step it has
+        committed. A failed async save surfaces here, as a CheckpointSaveError naming it."""
+        pending = self._unsealed[id(manager)]
+        try:
+            manager.wait_until_finished()
+        except Exception as e:
+            step = pending[-1] if pending else -1
+            pending.clear()
+            self._failed = True
+            raise CheckpointSaveError(self._save_failed(manager, step, e)) from e
+        while pending:
+            step = pending.pop(0)
+            step_dir = self._step_dir(manager, step)
+            if jax.process_index() == 0 and os.path.isdir(step_dir):  # not rotated out yet
+                try:
+                    write_manifest(step_dir)
+                except OSError as e:
+                    raise CheckpointSaveError(self._save_failed(manager, step, e)) from e
+
+    def _save(self, manager: ocp.CheckpointManager, step: int, args: Any, **kw: Any) -> bool:
+        self._seal(manager)
+        try:
+            saved = manager.save(step, args=args, **kw)
+        except Exception as e:
+            self._failed = True
+            raise CheckpointSaveError(self._save_failed(manager, step, e)) from e
+        if saved:
+            self._unsealed[id(manager)].append(step)
+        return saved
+
     def save(self, step: int, state: Any, data_iter: Any, force: bool = False) -> bool:
+        """Saves (async where configured) `state` and the data position as step `step`. The
+        caller has checked that `state` is finite. Raises CheckpointSaveError if this save, or
+        the previous async one, failed."""
         if step == self.latest.latest_step():
             return False
-        return self.latest.save(step, args=_save_args(state, data_iter), force=force)
+        return self._save(self.latest, step, _save_args(state, data_iter), force=force)
 
     def best_metrics(self) -> dict:
         """`{"step": N, **eval metrics}` of the best checkpoint so far, or {} if there is none."""
@@ -80,41 +247,136 @@ class Checkpoints:
         return {"step": int(step), **metrics} if metrics else {}
 
     def save_if_best(self, step: int, state: Any, data_iter: Any, metrics: dict) -> bool:
-        """Saves to `checkpoints_best/` when `metrics[best_metric]` beats the best so far."""
+        """Saves to `checkpoints_best/` when `metrics[best_metric]` beats the best so far. A
+        non-finite value (NaN, inf) is never the best."""
         if self.best_metric not in metrics:
             raise ConfigError(
                 f"config key 'best_metric': {self.best_metric!r} is not an eval metric; "
                 f"choose one of {', '.join(sorted(metrics))}"
             )
         value, best = metrics[self.best_metric], self._best_value
+        if not math.isfinite(value):
+            logging.warning("eval at step %d: %s is %s; not a best", step, self.best_metric, value)
+            return False
         better = best is None or (value > best if self.best_mode == "max" else value < best)
         if better and step != self.best.latest_step():
-            self.best.save(step, args=_save_args(state, data_iter), metrics=metrics, force=True)
+            self._save(self.best, step, _save_args(state, data_iter), metrics=metrics, force=True)
             self._best_value = value
         return better
 
-    def restore(self, abstract_state: Any, data_iter: Any, step: int | None = None) -> tuple:
-        """Restores (state, step) into `abstract_state`'s shapes and shardings, and the data
-        iterator in place."""
-        step = self.latest.latest_step() if step is None else step
+    def _check(self, manager: ocp.CheckpointManager, step: int) -> str | None:
+        """The damage found in a step's files (None: intact or unverifiable). I/O errors raise
+        a CheckpointError that says so and advises nothing destructive."""
+        step_dir = self._step_dir(manager, step)
         try:
-            restored = self.latest.restore(
-                step,
-                args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()
-                ),
-            )
-            data_iter.set_state(restored.data)
-        except Exception as e:
+            return verify_files(step_dir)
+        except FileNotFoundError:
+            if os.path.isdir(step_dir):
+                logging.warning(
+                    "checkpoint step %d in %s has no %s (saved before manifests, or the "
+                    "process stopped right after the save): restoring it unverified",
+                    step,
+                    manager.directory,
+                    MANIFEST,
+                )
+                return None
+            return "the step directory is missing"
+        except OSError as e:
             raise CheckpointError(
-                f"checkpoint step {step} in {self.latest.directory} cannot be restored into this "
-                f"config ({type(e).__name__}: {e}); use the config it was saved with, or delete "
-                "that step directory to fall back to an earlier one, or start a new --workdir"
+                f"reading checkpoint step {step} in {manager.directory} failed with an I/O "
+                f"error ({e}); nothing was changed: check the disk or mount and rerun"
             ) from e
-        return restored.state, step
+
+    def _read(self, manager: ocp.CheckpointManager, step: int, args: Any) -> Any:
+        """Orbax's restore, with its errors sorted: I/O, or a state that does not fit."""
+        try:
+            return manager.restore(step, args=args)
+        except Exception as e:
+            if _is_io_error(e):
+                raise CheckpointError(
+                    f"reading checkpoint step {step} in {manager.directory} failed with an I/O "
+                    f"error ({type(e).__name__}: {e}); nothing was changed: check the disk or "
+                    "mount and rerun"
+                ) from e
+            raise _Unreadable(f"{type(e).__name__}: {e}") from e
+
+    def restore(self, abstract_state: Any, data_iter: Any) -> tuple:
+        """Restores (state, step) from the newest intact step into `abstract_state`'s shapes and
+        shardings, and the data iterator in place. Damaged steps are moved to
+        `checkpoints_damaged/` with a warning naming the file; the step resumed from is logged."""
+        damaged: list[tuple[int, str]] = []
+        for step in self._complete_steps(self.latest):
+            problem = self._check(self.latest, step)
+            if problem is None:
+                try:
+                    restored = self._read(
+                        self.latest,
+                        step,
+                        ocp.args.Composite(
+                            state=ocp.args.StandardRestore(abstract_state),
+                            data=ocp.args.JsonRestore(),
+                        ),
+                    )
+                except _Unreadable as e:
+                    if os.path.exists(os.path.join(self._step_dir(self.latest, step), MANIFEST)):
+                        # Its files are as saved: the config, not the bytes, differs.
+                        raise CheckpointError(
+                            f"checkpoint step {step} in {self.latest.directory} is intact but "
+                            f"does not fit this config ({e}); rerun with the config it was "
+                            "saved with (WORKDIR/config.json), or start a new --workdir"
+                        ) from e
+                    problem = f"it cannot be read and has no manifest to tell why ({e})"
+                else:
+                    if _finite(restored.state):
+                        data_iter.set_state(restored.data)
+                        self._set_aside(damaged, step)
+                        return restored.state, step
+                    problem = "it holds non-finite values (NaN or inf)"
+            damaged.append((step, problem))
+        listing = "; ".join(f"step {s}: {p}" for s, p in damaged)
+        raise CheckpointError(
+            f"no checkpoint in {self.latest.directory} can be restored ({listing}); they are "
+            f"left in place: start a new --workdir, or rerun here with init_from set to an "
+            "export or another run"
+        )
+
+    def _set_aside(self, damaged: list[tuple[int, str]], resumed: int) -> None:
+        """Moves damaged steps out of Orbax's way (so training can save those step numbers
+        again), keeping their files for inspection, and says what happened."""
+        if not damaged:
+            return
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("ann_checkpoint_restored")
+        aside = os.path.join(self.workdir, DAMAGED_DIR)
+        for step, problem in damaged:
+            target = os.path.join(aside, str(step))
+            if jax.process_index() == 0:
+                os.makedirs(aside, exist_ok=True)
+                n = 1
+                while os.path.exists(target):
+                    n += 1
+                    target = os.path.join(aside, f"{step}.{n}")
+                shutil.move(self._step_dir(self.latest, step), target)
+            logging.warning(
+                "checkpoint step %d is damaged (%s); moved it to %s; resumed from step %d, the "
+                "newest intact checkpoint",
+                step,
+                problem,
+                target,
+                resumed,
+            )
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("ann_checkpoint_set_aside")
+        self.latest.reload()
 
     def restore_state(self, abstract_state: Any, step: int | str = "latest") -> tuple:
-        """Only the train state (no data iterator): `step` is "latest", "best" or a number."""
+        """Only the train state (no data iterator): `step` is "latest", "best" or a number.
+        Verified like `restore`, but with no fallback: a damaged step is an error naming the
+        file and the steps there are to choose from instead."""
         manager = self.best if step == "best" else self.latest
         if step in ("best", "latest"):
             step = manager.latest_step()
@@ -122,21 +384,44 @@ class Checkpoints:
             raise CheckpointError(
                 f"no checkpoint in {manager.directory}; train first, or pick another step"
             )
-        try:
-            restored = manager.restore(
-                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
-            )
-        except Exception as e:
-            raise CheckpointError(
-                f"checkpoint step {step} in {manager.directory} cannot be restored "
-                f"({type(e).__name__}: {e})"
-            ) from e
-        return restored.state, int(step)
+        step = int(step)
+        others = [s for s in self._complete_steps(self.latest) if s != step]
+        choose = f"; steps in {self.latest.directory}: {', '.join(map(str, others)) or 'none'}"
+        problem = self._check(manager, step)
+        if problem is None:
+            try:
+                restored = self._read(
+                    manager,
+                    step,
+                    ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)),
+                )
+            except _Unreadable as e:
+                raise CheckpointError(
+                    f"checkpoint step {step} in {manager.directory} cannot be restored into "
+                    f"this config ({e}){choose}"
+                ) from e
+            if _finite(restored.state):
+                return restored.state, step
+            problem = "it holds non-finite values (NaN or inf)"
+        raise CheckpointError(
+            f"checkpoint step {step} in {manager.directory} is damaged ({problem}){choose}"
+        )
 
     def wait(self) -> None:
-        self.latest.wait_until_finished()
-        self.best.wait_until_finished()
+        """Waits for saves in flight and seals them; raises CheckpointSaveError if one failed."""
+        try:
+            self._seal(self.latest)
+        finally:
+            self._seal(self.best)
 
     def close(self) -> None:
-        self.latest.close()
-        self.best.close()
+        for manager in (self.latest, self.best):
+            try:
+                manager.close()
+            except Exception:
+                if not self._failed:  # else already raised as a CheckpointSaveError
+                    raise
+
+
+class _Unreadable(Exception):
+    """Orbax could not restore a step for a reason other than I/O."""

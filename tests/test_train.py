@@ -76,9 +76,24 @@ def params_of(result):
     return jax.tree.leaves(jax.device_get(result.state.params))
 
 
+def assert_same_state(a, b, atol=1e-6):
+    """The whole train state: step, RNG, parameters, model state (BatchNorm statistics) and
+    optimizer state (Adam's moments and count), leaf by leaf, with paths in the message."""
+    for part in ("step", "rng", "params", "model_state", "opt_state"):
+        got, want = jax.device_get(getattr(a, part)), jax.device_get(getattr(b, part))
+        got_leaves = jax.tree_util.tree_leaves_with_path(got)
+        want_leaves = jax.tree_util.tree_leaves_with_path(want)
+        assert [p for p, _ in got_leaves] == [p for p, _ in want_leaves], part
+        assert got_leaves, part
+        for (path, x), (_, y) in zip(got_leaves, want_leaves):
+            np.testing.assert_allclose(
+                x, y, atol=atol, rtol=0, err_msg=f"{part}{jax.tree_util.keystr(path)}"
+            )
+
+
 def test_resume_is_exact(tmp_path):
     # Dropout (RNG), BatchNorm statistics (model state), Adam moments and the data order must
-    # all come back for the two runs to agree.
+    # all come back for the two runs to agree: the whole state and the final eval.
     config = tiny(total_steps=30, **{"model.norm": "batch", "model.dropout": 0.2})
     straight = train_and_evaluate(config, str(tmp_path / "straight"))
 
@@ -86,11 +101,19 @@ def test_resume_is_exact(tmp_path):
     assert first.interrupted and first.step == 13
     second = train_and_evaluate(config, str(tmp_path / "resumed"))
     assert second.step == 30 and not second.interrupted
-    for a, b in zip(params_of(straight), params_of(second)):
-        np.testing.assert_allclose(a, b, atol=1e-6, rtol=0)
-    # the metrics file reads as one run: each step once
+    assert jax.tree.leaves(second.state.model_state), "no BatchNorm statistics to compare"
+    assert_same_state(straight.state, second.state)
+    evals = {k: v for k, v in straight.eval_metrics.items() if not k.endswith("seconds")}
+    assert evals and {k: second.eval_metrics[k] for k in evals} == pytest.approx(evals, abs=1e-6)
+    assert second.best_eval_metrics["step"] == straight.best_eval_metrics["step"]
+    # the metrics file reads as one run: each step once, the same evals at the same steps
     steps = [r["step"] for r in read_metrics(tmp_path / "resumed") if "train/loss" in r]
     assert steps == sorted(set(steps))
+    resumed_evals = [r for r in read_metrics(tmp_path / "resumed") if "eval/loss" in r]
+    straight_evals = [r for r in read_metrics(tmp_path / "straight") if "eval/loss" in r]
+    assert [r["step"] for r in resumed_evals] == [r["step"] for r in straight_evals]
+    for r, s in zip(resumed_evals, straight_evals):
+        assert r["eval/loss"] == pytest.approx(s["eval/loss"], abs=1e-6)
 
 
 def test_no_retrace_after_the_first_step(tmp_path):

@@ -1,7 +1,10 @@
 """Writes scalar metrics to TensorBoard event files and `metrics.jsonl` in the workdir.
 
 Only process 0 writes. On resume, lines for steps after the restored checkpoint are dropped, so
-the file reads as one uninterrupted run.
+the file reads as one uninterrupted run. JSON has no NaN or infinity: a non-finite value is
+written as the string "nan", "inf" or "-inf" (what Python's `float()` parses), never dropped or
+turned into null, and `read_records` turns those strings back into floats, so whatever replays
+the file on resume (early stopping) sees what the uninterrupted run saw.
 """
 
 from __future__ import annotations
@@ -12,6 +15,29 @@ import os
 
 import jax
 import tensorboardX
+
+NON_FINITE = ("nan", "inf", "-inf")
+
+
+def encode(value: float) -> float | str:
+    """A float as metrics.jsonl stores it: itself, or "nan" / "inf" / "-inf"."""
+    if math.isfinite(value):
+        return value
+    return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+
+
+def decode(record: dict) -> dict:
+    """A metrics.jsonl record with "nan"/"inf"/"-inf" strings turned back into floats."""
+    return {k: float(v) if isinstance(v, str) and v in NON_FINITE else v for k, v in record.items()}
+
+
+def read_records(path: str) -> list[dict]:
+    """Every record of a metrics.jsonl file, decoded; [] if the file does not exist."""
+    try:
+        with open(path) as f:
+            return [decode(json.loads(line)) for line in f if line.strip()]
+    except FileNotFoundError:
+        return []
 
 
 class MetricWriter:
@@ -39,9 +65,7 @@ class MetricWriter:
         if not self.enabled:
             return
         clean = {k: float(v) for k, v in metrics.items()}
-        # JSON has no NaN; write null so the line stays parseable.
-        finite = {k: v if math.isfinite(v) else None for k, v in clean.items()}
-        record = {"step": int(step), **finite}
+        record = {"step": int(step), **{k: encode(v) for k, v in clean.items()}}
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
         for key, value in clean.items():

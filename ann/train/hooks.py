@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,7 +18,7 @@ from absl import logging
 
 from ann.checkpoint import Checkpoints
 from ann.config import SELECTION_PREFIX, ConfigError, check_selection_metric
-from ann.metrics.writers import MetricWriter
+from ann.metrics.writers import MetricWriter, read_records
 
 
 @dataclasses.dataclass
@@ -201,7 +200,10 @@ class EarlyStopping(Hook):
         self._replayed = False
 
     def update(self, step: int, value: float) -> bool:
-        """Takes one eval's value; True when patience has run out."""
+        """Takes one eval's value; True when patience has run out. A non-finite value (a NaN
+        eval) neither counts as an improvement nor uses up patience: it is not a measurement."""
+        if not np.isfinite(value):
+            return False
         improved = self.best is None or (
             value > self.best + self.min_delta
             if self.mode == "max"
@@ -214,12 +216,7 @@ class EarlyStopping(Hook):
         return self.bad_evals >= self.patience
 
     def _replay(self, ctx: Context) -> None:
-        try:
-            with open(ctx.writer.path) as f:
-                records = [json.loads(line) for line in f if line.strip()]
-        except OSError:
-            records = []
-        for record in records:
+        for record in read_records(ctx.writer.path):
             value = record.get(self.metric)
             if value is not None and record["step"] <= ctx.start_step:
                 self.update(record["step"], value)

@@ -23,7 +23,7 @@ from flax import nnx
 
 from ann import config as config_lib
 from ann import data, models, parallel, sharding
-from ann.checkpoint import Checkpoints
+from ann.checkpoint import Checkpoints, CheckpointSaveError
 from ann.experiment import Experiment
 from ann.metrics import device_peaks
 from ann.metrics.writers import MetricWriter
@@ -35,7 +35,12 @@ from ann.train.preemption import Preemption
 
 
 class NonFiniteLossError(FloatingPointError):
-    """Training diverged; nothing after the last good checkpoint was saved."""
+    """Training diverged; nothing after the last good checkpoint was saved. `.step` is the
+    first step whose metrics or state were not finite."""
+
+    def __init__(self, message: str, step: int):
+        super().__init__(message)
+        self.step = step
 
 
 @dataclasses.dataclass
@@ -70,16 +75,55 @@ def _real_rows(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 
 
 def _check_finite(window: list[dict], step: int, checkpoints: Checkpoints) -> None:
+    """Raises NonFiniteLossError if a train metric, or the state a step produced, is not finite.
+
+    Runs at every host sync, before any hook (so before any save): the state about to be saved
+    is the one the window's last step produced, and its `STATE_FINITE` flag is in the window.
+    `window[i]` holds the metrics of step `step - len(window) + i + 1`."""
     for i, metrics in enumerate(window):
-        bad = [k for k, v in metrics.items() if not np.isfinite(v)]
+        first = step - len(window) + i + 1
+        bad = [k for k, v in metrics.items() if k != step_lib.STATE_FINITE and not np.isfinite(v)]
         if bad:
-            first = step - len(window) + i + 1
-            raise NonFiniteLossError(
-                f"training diverged: {', '.join(bad)} became {metrics[bad[0]]} at step {first}; "
-                f"nothing was saved after it (last good checkpoint: step "
-                f"{checkpoints.latest_step()}). Lower optimizer.learning_rate or set "
-                "optimizer.grad_clip_norm"
+            what = f"{', '.join(bad)} became {metrics[bad[0]]} at step {first}"
+        elif not metrics.get(step_lib.STATE_FINITE, True):
+            what = (
+                f"the train state (parameters, optimizer or model state) became non-finite at "
+                f"step {first}"
             )
+        else:
+            continue
+        last = checkpoints.latest_step()
+        raise NonFiniteLossError(
+            f"training diverged: {what}; nothing non-finite was saved (last good checkpoint: "
+            f"{f'step {last}' if last is not None else 'none'}). To train on, use a new --workdir "
+            "with a lower optimizer.learning_rate or an optimizer.grad_clip_norm"
+            + (f" (init_from=WORKDIR:{last} starts from that checkpoint)" if last else ""),
+            first,
+        )
+
+
+def _record_end(
+    workdir: str, error: BaseException, step: int, total_steps: int, checkpoints: Checkpoints
+) -> None:
+    """run_status.json for a run that an exception ended: `diverged` (with the first bad step),
+    `interrupted` (Ctrl-C) or `failed`, with the one-line message."""
+    if isinstance(error, NonFiniteLossError):
+        status, step = "diverged", error.step
+    elif isinstance(error, KeyboardInterrupt):
+        status = "interrupted"
+    else:
+        status = "failed"
+    message = str(error) or type(error).__name__
+    if status == "interrupted":
+        message = "interrupted (Ctrl-C); the same command resumes from the last checkpoint"
+    run_status.write(
+        workdir,
+        status,
+        step,
+        total_steps=total_steps,
+        message=message if status != "failed" else f"{type(error).__name__}: {message}",
+        last_checkpoint=checkpoints.latest_step(),
+    )
 
 
 def train_and_evaluate(
@@ -240,6 +284,21 @@ def run(
     elif config.init_from:  # only at a fresh start: on resume the run's own checkpoint wins
         state = transfer.init_from(state, config, tx, state_shardings, workdir)
     status = run_status.read(workdir)
+    if run_status.stale_running(status):
+        if jax.process_index() == 0:
+            logging.warning(
+                "%s; resuming from the last checkpoint (step %s)",
+                run_status.stale_running(status).replace("WORKDIR", workdir, 1),
+                start_step or "none: starting over",
+            )
+        status = None
+    elif (owner := run_status.live_owner(status)) is not None and jax.process_index() == 0:
+        logging.warning(
+            "%s says pid %d on this host is training this workdir and that process is alive: "
+            "two runs in one workdir overwrite each other's checkpoints; stop one of them",
+            run_status.path(workdir),
+            owner,
+        )
     early = bool(status) and status["status"] in run_status.FINISHED_EARLY
     if early or start_step >= total_steps:
         # Finished: at total_steps, or before it (early stopping, a sweep's pruning). Nothing
@@ -397,6 +456,7 @@ def run(
     interrupted = False
     if jax.process_index() == 0:
         run_status.write(workdir, "running", step, total_steps=total_steps)
+    ended: BaseException | None = None
     try:
         with Preemption() as preemption:
             while step < total_steps:
@@ -412,10 +472,13 @@ def run(
                 preempted = preemption.stop_now(synced=bool(due))
                 if not due and not preempted:
                     continue
-                # The only host sync in the loop: pull metrics, refuse to go on past a NaN.
+                # The only host sync in the loop: pull metrics, refuse to go on past a NaN in
+                # them or in the state, before any hook can save that state.
                 pulled = jax.device_get(pending)
                 pending.clear()
                 _check_finite(pulled, step, checkpoints)
+                for m in pulled:
+                    del m[step_lib.STATE_FINITE]
                 ctx.window.extend(pulled)
                 ctx.state = state
                 for hook in due:
@@ -430,13 +493,25 @@ def run(
                     logging.warning("%s: saved a checkpoint at step %d and stopped", why, step)
                     interrupted = True
                     break
+    except BaseException as e:
+        ended = e
+        raise
     finally:
         for hook in hooks:
             hook.close(ctx)
         data_iter.close()
-        checkpoints.wait()
-        checkpoints.close()
-        writer.close()
+        try:
+            checkpoints.wait()  # a save in flight that failed raises here
+        except CheckpointSaveError as e:
+            if ended is None:
+                ended = e
+                raise
+            logging.error("%s", e)  # after another error; that one propagates
+        finally:
+            if ended is not None and jax.process_index() == 0:
+                _record_end(workdir, ended, step, total_steps, checkpoints)
+            checkpoints.close()
+            writer.close()
     result = Result(
         state=state,
         step=step,

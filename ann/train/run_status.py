@@ -1,15 +1,22 @@
 """`WORKDIR/run_status.json`: how a run stands, written atomically by process 0.
 
-`running` while training, then `done` (reached total_steps), `interrupted` (SIGTERM or a hook's
-stop: the same command resumes), or a reason a hook gave to end the run as finished
-(`early_stopped`, `pruned`): re-running the same command then does not train further. Sweeps
-read this file to tell a finished trial from one that still has work to do.
+`running` while training, then `done` (reached total_steps), `interrupted` (SIGTERM, Ctrl-C or a
+hook's stop: the same command resumes), `diverged` (the loss or the train state became
+non-finite; nothing non-finite was saved), `failed` (an error ended the run, e.g. a checkpoint
+save that failed; the message says which and how to resume), or a reason a hook gave to end the
+run as finished (`early_stopped`, `pruned`): re-running the same command then does not train
+further. Sweeps read this file to tell a finished trial from one that still has work to do.
+
+Every record carries the `host` and `pid` of the process that wrote it, so a `running` record
+left by a process that was killed (no chance to write anything else) is recognised as stale on
+the next start (`stale_running`), not taken for a live run.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 from typing import Any
 
 FILENAME = "run_status.json"
@@ -33,9 +40,55 @@ def read(workdir: str) -> dict[str, Any] | None:
 def write(workdir: str, status: str, step: int, **info: Any) -> None:
     """Replaces the record atomically (temp file + rename), so a reader never sees half of it."""
     os.makedirs(workdir, exist_ok=True)
-    record = {"status": status, "step": int(step), **info}
+    record = {
+        "status": status,
+        "step": int(step),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        **info,
+    }
     tmp = path(workdir) + ".tmp"
     with open(tmp, "w") as f:
         json.dump(record, f, indent=2, sort_keys=True, default=float)
         f.write("\n")
     os.replace(tmp, path(workdir))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: existence check only
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def live_owner(record: dict[str, Any] | None) -> int | None:
+    """The pid of another live process on this host whose `running` record this is, else None."""
+    if not record or record.get("status") != "running":
+        return None
+    pid = record.get("pid")
+    if record.get("host") == socket.gethostname() and isinstance(pid, int):
+        if pid != os.getpid() and _alive(pid):
+            return pid
+    return None
+
+
+def stale_running(record: dict[str, Any] | None) -> str:
+    """For a `running` record whose writer is gone (or may be: it ran on another host, or is
+    this very process, whose earlier run raised): one line saying so; "" for any other record
+    and for a live writer on this host (see `live_owner`)."""
+    if not record or record.get("status") != "running" or live_owner(record) is not None:
+        return ""
+    host, pid = record.get("host"), record.get("pid")
+    if not host:
+        who = "a process that recorded no host or pid"
+    elif host == socket.gethostname():
+        who = f"pid {pid} on this host, which is no longer running"
+    else:
+        who = f"pid {pid} on host {host}; this is {socket.gethostname()}, so it cannot be checked"
+    return (
+        f"{path('WORKDIR')} says 'running' at step {record.get('step')} ({who}): that run was "
+        "killed or crashed without recording how it ended; not trusted"
+    )

@@ -91,3 +91,16 @@ def abstract(state: TrainState, shardings: Any) -> Any:
     return jax.tree.map(
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings
     )
+
+
+def all_finite(tree: Any) -> jax.Array:
+    """One bool scalar: True when every floating-point leaf of `tree` is finite (no NaN/inf).
+
+    Integer leaves (step counters, RNG keys) cannot be non-finite and are skipped. Inside a jit
+    this is one fused read of the leaves and a reduction, with no host sync."""
+    flags = [
+        jnp.isfinite(x).all()
+        for x in jax.tree.leaves(tree)
+        if jnp.issubdtype(jnp.result_type(x), jnp.inexact)
+    ]
+    return jnp.stack(flags).all() if flags else jnp.array(True)

@@ -13,7 +13,11 @@ from flax import nnx
 
 from ann.experiment import Experiment
 from ann.train.optimizers import path_name
-from ann.train.state import ModelDef, TrainState, merge
+from ann.train.state import ModelDef, TrainState, all_finite, merge
+
+# The train metric that says whether the updated state (parameters, model state such as
+# BatchNorm statistics, optimizer state) is finite; the loop pops it before logging.
+STATE_FINITE = "state_finite"
 
 
 def make_train_step(
@@ -29,7 +33,10 @@ def make_train_step(
 
     Parameters whose path is in `frozen` (`config.freeze`, resolved) are cut from the gradient:
     their gradient is zero without being computed, and a frozen backbone's whole backward pass
-    drops out of the compiled step. The optimizer does not update them either way."""
+    drops out of the compiled step. The optimizer does not update them either way.
+
+    The step's metrics hold `STATE_FINITE`: whether the state it returns is all finite, so the
+    loop never saves a state whose loss it has not yet seen go bad."""
 
     def cut_frozen(params):
         return jax.tree_util.tree_map_with_path(
@@ -83,6 +90,8 @@ def make_train_step(
         new_state = state.replace(
             step=state.step + 1, params=params, model_state=model_state, opt_state=opt_state
         )
+        # What a checkpoint of new_state would hold, checked where it lives: one bool.
+        metrics[STATE_FINITE] = all_finite((params, model_state, opt_state))
         return new_state, metrics
 
     return train_step

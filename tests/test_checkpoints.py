@@ -1,0 +1,240 @@
+"""Never save, export or resume a broken state: the NaN guard checks the state a checkpoint will
+hold, damaged checkpoints are found and skipped, failed saves end the run with what to do."""
+
+import errno
+import json
+import logging
+import os
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+import pytest
+from conftest import tiny
+from flax import nnx
+
+from ann import checkpoint as checkpoint_lib
+from ann.checkpoint import CheckpointError, CheckpointSaveError
+from ann.metrics.writers import MetricWriter, read_records
+from ann.train import hooks, optimizers, run_status
+from ann.train.loop import NonFiniteLossError, restore_model, train_and_evaluate
+
+
+def saved_steps(workdir, kind="checkpoints"):
+    return sorted(int(p.name) for p in (workdir / kind).iterdir() if p.name.isdigit())
+
+
+def assert_finite_model(workdir, step):
+    _, model, got, _ = restore_model(str(workdir), step)
+    assert got == step
+    for leaf in jax.tree.leaves(nnx.state(model)):
+        if np.issubdtype(np.asarray(leaf).dtype, np.inexact):
+            assert np.isfinite(np.asarray(leaf)).all(), f"checkpoint step {step} is not finite"
+
+
+def nan_updates_from(update: int) -> optax.GradientTransformation:
+    """Appended to the optimizer: from its `update`-th update (0-based) on, every update is NaN,
+    so the state that update produces (step update + 1) is the first non-finite one, while that
+    step's loss (computed before the update) is still finite."""
+
+    def init(params):
+        return jnp.zeros([], jnp.int32)
+
+    def apply(updates, count, params=None):
+        return jax.tree.map(lambda u: jnp.where(count >= update, jnp.nan, u), updates), count + 1
+
+    return optax.GradientTransformation(init, apply)
+
+
+# Hooks (log, checkpoint) are due every 4 steps only, so the loop syncs with the host at steps
+# 4, 8, ...: a NaN is found at the next sync, as in a real run, not at the step it appears.
+@pytest.mark.parametrize(
+    "update, bad_step",
+    [
+        (7, 8),  # the state goes bad on a sync step, while that step's loss is still finite
+        (5, 6),  # the state goes bad mid-window; the loss shows it at step 7, seen at step 8
+    ],
+)
+def test_a_nan_found_late_leaves_only_finite_checkpoints(tmp_path, monkeypatch, update, bad_step):
+    make = optimizers.make
+    monkeypatch.setattr(
+        optimizers, "make", lambda *a, **k: optax.chain(make(*a, **k), nan_updates_from(update))
+    )
+    config = tiny(
+        total_steps=40, log_every_steps=4, checkpoint_every_steps=4, eval_every_steps=1000
+    )
+    with pytest.raises(NonFiniteLossError) as e:
+        train_and_evaluate(config, str(tmp_path))
+    assert f"at step {bad_step}" in str(e.value) and "learning_rate" in str(e.value)
+    steps = saved_steps(tmp_path)
+    assert steps == [4]
+    for step in steps:
+        assert_finite_model(tmp_path, step)
+    status = run_status.read(str(tmp_path))
+    assert status["status"] == "diverged" and status["step"] == bad_step
+    assert status["message"] == str(e.value)
+
+
+def test_a_non_finite_eval_is_never_best_and_never_counts_for_early_stopping(tmp_path):
+    checkpoints = checkpoint_lib.Checkpoints(str(tmp_path), 3, "eval/loss", "min")
+    try:
+        assert not checkpoints.save_if_best(1, None, None, {"eval/loss": float("nan")})
+        assert not checkpoints.save_if_best(2, None, None, {"eval/loss": float("-inf")})
+    finally:
+        checkpoints.close()
+    assert not (tmp_path / "checkpoints_best").exists() or not saved_steps(
+        tmp_path, "checkpoints_best"
+    )
+
+    stopping = hooks.EarlyStopping(1, "eval/loss", "min", patience=2, min_delta=0.0)
+    assert not stopping.update(1, 0.5)
+    assert not stopping.update(2, float("nan"))  # neither a bad eval nor an improvement
+    assert (stopping.best, stopping.best_step, stopping.bad_evals) == (0.5, 1, 0)
+    assert not stopping.update(3, 0.6)
+    assert stopping.update(4, 0.7)
+
+
+def test_metrics_jsonl_keeps_non_finite_values_and_reads_them_back(tmp_path):
+    writer = MetricWriter(str(tmp_path))
+    writer.write(5, {"eval/loss": float("nan"), "eval/a": float("inf"), "eval/b": -np.inf})
+    writer.write(6, {"eval/loss": 0.25})
+    writer.close()
+    raw = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert raw[0] == {"step": 5, "eval/loss": "nan", "eval/a": "inf", "eval/b": "-inf"}
+    records = read_records(str(tmp_path / "metrics.jsonl"))
+    assert np.isnan(records[0]["eval/loss"]) and records[0]["eval/b"] == -np.inf
+    assert records[1] == {"step": 6, "eval/loss": 0.25}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A 20-step run with checkpoints at 10 and 20 (a copy is made for each test)."""
+    workdir = tmp_path_factory.mktemp("trained") / "run"
+    train_and_evaluate(tiny(total_steps=20), str(workdir))
+    return workdir
+
+
+def copy_run(src, dst):
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def largest_data_file(step_dir: pathlib.Path) -> pathlib.Path:
+    files = [p for p in step_dir.rglob("*") if p.is_file() and p.name != checkpoint_lib.MANIFEST]
+    return max(files, key=lambda p: p.stat().st_size)
+
+
+def test_every_committed_step_has_a_manifest_of_its_files(trained):
+    for kind in ("checkpoints", "checkpoints_best"):
+        for step in saved_steps(trained, kind):
+            step_dir = trained / kind / str(step)
+            manifest = json.loads((step_dir / checkpoint_lib.MANIFEST).read_text())["files"]
+            assert manifest and set(manifest) == set(checkpoint_lib._files(str(step_dir)))
+            assert checkpoint_lib.verify_files(str(step_dir)) is None
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_a_damaged_checkpoint_falls_back_to_the_newest_intact_step(
+    tmp_path, trained, caplog, damage
+):
+    workdir = copy_run(trained, tmp_path / "run")
+    victim = largest_data_file(workdir / "checkpoints" / "20")
+    data = bytearray(victim.read_bytes())
+    if damage == "flip":
+        middle = len(data) // 2
+        data[middle : middle + 16] = bytes(b ^ 0xFF for b in data[middle : middle + 16])
+    else:
+        data = data[: len(data) // 2]
+    victim.write_bytes(bytes(data))
+
+    with caplog.at_level(logging.WARNING):
+        result = train_and_evaluate(tiny(total_steps=30), str(workdir))
+    assert result.step == 30
+    said = caplog.text
+    rel = str(victim.relative_to(workdir / "checkpoints" / "20"))
+    assert "checkpoint step 20 is damaged" in said and rel in said
+    assert "resumed from step 10" in said
+    for wrong in ("learning_rate", "config", "delete"):
+        assert wrong not in said.split("checkpoint step 20 is damaged")[1].split("\n")[0]
+    assert (workdir / checkpoint_lib.DAMAGED_DIR / "20").is_dir()  # kept for inspection
+    assert saved_steps(workdir)[-1] == 30
+
+
+def test_a_damaged_step_is_an_error_naming_the_file_for_export(tmp_path, trained):
+    workdir = copy_run(trained, tmp_path / "run")
+    victim = largest_data_file(workdir / "checkpoints" / "20")
+    victim.write_bytes(victim.read_bytes()[:-7])
+    with pytest.raises(CheckpointError) as e:
+        restore_model(str(workdir), "latest")
+    message = str(e.value)
+    assert "step 20" in message and victim.name in message and "truncated" in message
+    assert "steps in" in message and "10" in message
+    assert "delete" not in message and "learning_rate" not in message
+    assert restore_model(str(workdir), 10)[2] == 10
+
+
+def test_an_io_error_on_restore_is_reported_as_io_and_changes_nothing(
+    tmp_path, trained, monkeypatch
+):
+    workdir = copy_run(trained, tmp_path / "run")
+
+    def unreadable(path):
+        raise OSError(errno.EIO, "Input/output error", path)
+
+    monkeypatch.setattr(checkpoint_lib, "_sha256", unreadable)
+    with pytest.raises(CheckpointError, match="I/O error") as e:
+        train_and_evaluate(tiny(total_steps=30), str(workdir))
+    assert "delete" not in str(e.value) and "config" not in str(e.value)
+    assert saved_steps(workdir) == [10, 20]
+    assert not (workdir / checkpoint_lib.DAMAGED_DIR).exists()
+
+
+def test_a_failed_save_ends_the_run_with_what_to_do(tmp_path, monkeypatch):
+    real_save = ocp.CheckpointManager.save
+
+    def save(self, step, *args, **kwargs):
+        if step == 20 and str(self.directory).endswith("checkpoints"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(self, step, *args, **kwargs)
+
+    monkeypatch.setattr(ocp.CheckpointManager, "save", save)
+    with pytest.raises(CheckpointSaveError) as e:
+        train_and_evaluate(tiny(total_steps=30), str(tmp_path))
+    message = str(e.value)
+    assert "\n" not in message
+    assert "checkpoint step 20" in message and "No space left on device" in message
+    assert "last complete checkpoint is step 10" in message and "rerun" in message
+    status = run_status.read(str(tmp_path))
+    assert status["status"] == "failed" and "step 20" in status["message"]
+    assert saved_steps(tmp_path) == [10]
+
+
+def test_a_running_status_left_by_a_killed_process_is_not_trusted(tmp_path):
+    import subprocess
+    import sys
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    run_status.write(str(tmp_path), "running", 7)
+    record = run_status.read(str(tmp_path))
+    assert record["pid"] == os.getpid() and record["host"]
+    record["pid"] = gone.pid
+    (tmp_path / run_status.FILENAME).write_text(json.dumps(record))
+    record = run_status.read(str(tmp_path))
+    said = run_status.stale_running(record)
+    assert "killed or crashed" in said and f"pid {gone.pid}" in said and "step 7" in said
+    assert run_status.live_owner(record) is None
+
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        record["pid"] = alive.pid
+        assert run_status.live_owner(record) == alive.pid
+        assert run_status.stale_running(record) == ""
+    finally:
+        alive.kill()
+        alive.wait()
