@@ -489,3 +489,82 @@ def write(config: ml_collections.ConfigDict, workdir: str) -> str:
         f.write(to_json(config) + "\n")
     os.replace(tmp, path)
     return path
+
+
+# Keys a rerun of an existing workdir may change: they change how a run is watched, saved or
+# laid out, not what it trains (`total_steps`/`num_epochs` extend or cut the run; a decaying
+# schedule is then rebuilt, with a warning). A key is covered by its own entry or a section's.
+# Every other key (model, task, data, optimizer, batch_size, seed, experiment, dtype, freeze,
+# init_from, best_metric, ...) is refused by `check_resume`.
+RESUME_MAY_CHANGE = (
+    "total_steps",
+    "num_epochs",
+    "log_every_steps",
+    "eval_every_steps",
+    "checkpoint_every_steps",
+    "max_to_keep",
+    "eval_batch_size",
+    "early_stopping.patience",
+    "early_stopping.min_delta",
+    "async_checkpointing",
+    "profile_steps",
+    "compilation_cache_dir",
+    "mesh",
+    "sharding_rules",
+    "data.data_dir",
+    "data.cache",
+    "data.read_threads",
+    "data.prefetch_batches",
+    "data.eval_splits",
+)
+
+_UNSET = "<unset>"
+
+
+def _flat(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, Mapping):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """`{dotted key: (old value, new value)}` for every key whose value differs between two
+    configs (ConfigDicts or plain dicts); a key absent on one side shows as "<unset>". Values are
+    compared as config.json stores them (tuples and lists alike)."""
+    a, b = (
+        _flat(json.loads(json.dumps(c.to_dict() if hasattr(c, "to_dict") else c, default=str)))
+        for c in (old, new)
+    )
+    return {
+        key: (a.get(key, _UNSET), b.get(key, _UNSET))
+        for key in sorted(set(a) | set(b))
+        if a.get(key, _UNSET) != b.get(key, _UNSET)
+    }
+
+
+def _may_change(key: str) -> bool:
+    return any(key == k or key.startswith(k + ".") for k in RESUME_MAY_CHANGE)
+
+
+def check_resume(
+    saved: ml_collections.ConfigDict, config: ml_collections.ConfigDict, workdir: str
+) -> dict[str, tuple[Any, Any]]:
+    """Compares a rerun's config with the one `workdir` was started with (`read(workdir)`).
+
+    Returns the allowed changes (keys in `RESUME_MAY_CHANGE`) as `{key: (old, new)}`; raises
+    ConfigError, in one line naming each other changed key with its old and new value, when the
+    rerun would train something else than the run's record (config.json) says."""
+    changes = diff(saved, config)
+    refused = {k: v for k, v in changes.items() if not _may_change(k)}
+    if refused:
+        listed = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in refused.items())
+        raise ConfigError(
+            f"{workdir} was trained with another config ({listed}), and resuming would mix two "
+            f"runs in one record; use a new --workdir (add --config.init_from={workdir} to start "
+            f"from this run's weights), or rerun with the values in {workdir}/config.json"
+        )
+    return changes

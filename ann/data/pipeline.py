@@ -26,21 +26,32 @@ def _process_shard() -> tuple[int, int]:
 
 
 class _ShuffledBatches:
-    """Batch b of an endless stream, as this process's part of it.
+    """Batch i of an endless stream that starts at a position (epoch, example), as this
+    process's part of it.
 
-    Every process draws the same global batch b (a slice of epoch b // per_epoch's seeded
-    permutation of all rows) and keeps its own contiguous share, so the global batch, and the
-    training, do not depend on how many processes there are. Indexing whole batches keeps
-    per-row Python work out of the pipeline."""
+    Every process draws the same global batch (a slice of an epoch's seeded permutation of all
+    rows) and keeps its own contiguous share, so the global batch, and the training, do not
+    depend on how many processes there are. Each epoch's rows that do not fill a whole batch are
+    dropped. Indexing whole batches keeps per-row Python work out of the pipeline."""
 
-    def __init__(self, num_rows: int, global_batch: int, seed: int, shuffle: bool):
+    def __init__(
+        self,
+        num_rows: int,
+        global_batch: int,
+        seed: int,
+        shuffle: bool,
+        epoch: int = 0,
+        example: int = 0,
+    ):
         self.num_rows, self.global_batch, self.seed, self.shuffle = (
             num_rows,
             global_batch,
             seed,
             shuffle,
         )
-        self.per_epoch = num_rows // global_batch  # the remainder is dropped (new one each epoch)
+        self.epoch, self.example = epoch, example  # where batch 0 starts
+        self.per_epoch = num_rows // global_batch
+        self.first_epoch_batches = (num_rows - example) // global_batch  # left in `epoch`
         index, count = _process_shard()
         local = global_batch // count
         self.local = slice(index * local, (index + 1) * local)
@@ -54,10 +65,78 @@ class _ShuffledBatches:
             return np.arange(self.num_rows)
         return np.random.default_rng([self.seed, epoch]).permutation(self.num_rows)
 
+    def position(self, batches: int) -> dict[str, int]:
+        """The position after `batches` batches from the start: {"epoch": e, "example": o}, the
+        first `o` rows of epoch e's order are used. It counts rows, not batches, so a run
+        resumed with another batch size (or number of processes) goes on from the same row."""
+        if batches <= self.first_epoch_batches:
+            return {"epoch": self.epoch, "example": self.example + batches * self.global_batch}
+        epochs, b = divmod(batches - self.first_epoch_batches, self.per_epoch)
+        return {"epoch": self.epoch + 1 + epochs, "example": b * self.global_batch}
+
     def __getitem__(self, index: int) -> np.ndarray:
-        epoch, b = divmod(index, self.per_epoch)
-        batch = self._order(epoch)[b * self.global_batch : (b + 1) * self.global_batch]
+        at = self.position(index)
+        if at["example"] + self.global_batch > self.num_rows:  # the epoch's remainder: skip it
+            at = {"epoch": at["epoch"] + 1, "example": 0}
+        start = at["example"]
+        batch = self._order(at["epoch"])[start : start + self.global_batch]
         return batch[self.local]
+
+
+class TrainBatches:
+    """An endless, checkpointable iterator of this process's share of each global batch.
+
+    `get_state()` is the position in rows, `{"epoch": e, "example": o}`: the same for every
+    process and free of the batch size, so a checkpoint resumes at the same row under another
+    batch size or process count (no row replayed, none skipped within the epoch). `set_state`
+    also takes the grain state older checkpoints hold (`{"next_index": batches}`), read with
+    this iterator's batch size, which the run's config compare has kept unchanged."""
+
+    def __init__(
+        self,
+        split: Split,
+        fields: Fields,
+        global_batch_size: int,
+        seed: int,
+        shuffle: bool,
+        read_threads: int,
+        buffer_batches: int,
+    ):
+        self._split, self._fields = split, fields
+        self._batch, self._seed, self._shuffle = global_batch_size, seed, shuffle
+        self._options = grain.ReadOptions(
+            num_threads=read_threads, prefetch_buffer_size=buffer_batches
+        )
+        self._start(0, 0)
+
+    def _start(self, epoch: int, example: int) -> None:
+        self._source = _ShuffledBatches(
+            len(self._split), self._batch, self._seed, self._shuffle, epoch, example
+        )
+        ds = grain.MapDataset.source(self._source)
+        ds = ds.map(lambda idx: self._fields(self._split.rows(idx)))
+        self._iter = iter(ds.to_iter_dataset(self._options))
+
+    def __iter__(self) -> TrainBatches:
+        return self
+
+    def __next__(self) -> Batch:
+        return next(self._iter)
+
+    def get_state(self) -> dict[str, int]:
+        return self._source.position(int(self._iter.get_state()["next_index"]))
+
+    def set_state(self, state: dict) -> None:
+        if "next_index" in state:  # a grain state: batches of this size since the start
+            epoch, b = divmod(int(state["next_index"]), max(1, len(self._split) // self._batch))
+            state = {"epoch": epoch, "example": b * self._batch}
+        epoch, example = int(state["epoch"]), int(state["example"])
+        if epoch < 0 or not 0 <= example <= len(self._split):
+            raise ValueError(
+                f"data position {state} is outside split {self._split.name}/"
+                f"{self._split.split} of {len(self._split)} rows"
+            )
+        self._start(epoch, example)
 
 
 def train_batches(
@@ -68,7 +147,7 @@ def train_batches(
     shuffle: bool = True,
     read_threads: int = 1,
     buffer_batches: int = 4,
-) -> grain.DatasetIterator:
+) -> TrainBatches:
     """An endless, checkpointable iterator of this process's share of each global batch.
 
     Each epoch visits every row once (less the remainder of a batch), in a new seeded order.
@@ -78,10 +157,9 @@ def train_batches(
             f"split {split.name}/{split.split} has {len(split)} rows, fewer than a batch of "
             f"{global_batch_size}; lower batch_size"
         )
-    ds = grain.MapDataset.source(_ShuffledBatches(len(split), global_batch_size, seed, shuffle))
-    ds = ds.map(lambda idx: fields(split.rows(idx)))
-    options = grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=buffer_batches)
-    return iter(ds.to_iter_dataset(options))
+    return TrainBatches(
+        split, fields, global_batch_size, seed, shuffle, read_threads, buffer_batches
+    )
 
 
 def eval_batches(split: Split, fields: Fields, local_batch_size: int) -> Iterator[Batch]:

@@ -39,20 +39,23 @@ class DeviceIterator:
         self._queue: queue.Queue | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._closed = False
 
     def _fill(self, stop: threading.Event, out: queue.Queue) -> None:
+        def hand_over(item: Any) -> None:  # waits for room, but never past a stop
+            while not stop.is_set():
+                try:
+                    out.put(item, timeout=0.1)
+                    return
+                except queue.Full:
+                    continue
+
         try:
             while not stop.is_set():
                 batch = next(self._host)
-                item = (put(batch, self._sharding), self._host.get_state())
-                while not stop.is_set():
-                    try:
-                        out.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
+                hand_over((put(batch, self._sharding), self._host.get_state()))
         except BaseException as e:  # handed to the loop's thread, raised there
-            out.put(_Failed(e))
+            hand_over(_Failed(e))
 
     def _start(self) -> None:
         self._stop = threading.Event()
@@ -62,22 +65,31 @@ class DeviceIterator:
         )
         self._thread.start()
 
-    def close(self) -> None:
-        """Stops the reader thread; the next `next()` starts it again."""
+    def _stop_reader(self) -> None:
         if self._thread is not None:
             self._stop.set()
             self._thread.join()
             self._thread = self._queue = None
 
+    def close(self) -> None:
+        """Stops the reader thread for good (also one waiting on a full queue); `next()` then
+        raises ValueError. Closing twice is harmless."""
+        self._stop_reader()
+        self._closed = True
+
     def __iter__(self) -> DeviceIterator:
         return self
 
     def __next__(self) -> dict:
+        """The next global batch. Raises what the host iterator raised (the reader stops; a
+        later call starts it again), or ValueError once the iterator is closed."""
+        if self._closed:
+            raise ValueError("DeviceIterator is closed; make a new one to read more batches")
         if self._thread is None:
             self._start()
         item = self._queue.get()
         if isinstance(item, _Failed):
-            self.close()
+            self._stop_reader()
             raise item.error
         batch, self._state = item
         return batch
@@ -88,6 +100,7 @@ class DeviceIterator:
         return copy.deepcopy(self._state)
 
     def set_state(self, state: dict) -> None:
-        self.close()  # batches read ahead belong to the old position
+        """Moves to a position `get_state()` gave (of this or another iterator)."""
+        self._stop_reader()  # batches read ahead belong to the old position
         self._state = copy.deepcopy(state)
         self._host.set_state(self._state)

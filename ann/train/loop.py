@@ -8,6 +8,7 @@ iterator, so an interrupted run ends where an uninterrupted one would.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import time
@@ -100,6 +101,73 @@ def _check_finite(window: list[dict], step: int, checkpoints: Checkpoints) -> No
             + (f" (init_from=WORKDIR:{last} starts from that checkpoint)" if last else ""),
             first,
         )
+
+
+CONFIG_CHANGES = "config_changes.jsonl"
+
+
+def _compare_config(
+    config: ml_collections.ConfigDict, workdir: str
+) -> tuple[ml_collections.ConfigDict | None, dict]:
+    """At a fresh start (no checkpoint yet) writes config.json, the run's record; on a rerun
+    compares `config` with it: (saved config, allowed changes), or a ConfigError naming each
+    key that would change what is trained."""
+    ckpt_dir = os.path.join(workdir, "checkpoints")
+    started = os.path.isdir(ckpt_dir) and any(n.isdigit() for n in os.listdir(ckpt_dir))
+    if started and os.path.exists(os.path.join(workdir, "config.json")):
+        saved = config_lib.read(workdir)
+        return saved, config_lib.check_resume(saved, config, workdir)
+    if jax.process_index() == 0:
+        config_lib.write(config, workdir)
+    return None, {}
+
+
+def _record_config_changes(
+    config: ml_collections.ConfigDict,
+    saved: ml_collections.ConfigDict,
+    changes: dict,
+    workdir: str,
+    step: int,
+    num_train: int,
+) -> None:
+    """Logs the allowed changes and appends them to WORKDIR/config_changes.jsonl (one line per
+    resume that changed something new: step, time, {key: [old, new]}). A new run length under a
+    schedule that depends on it (warmup_cosine) is warned about with the learning rate at the
+    resume step under the old and the new schedule."""
+    logging.info(
+        "resuming with config changes: %s",
+        "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changes.items()),
+    )
+    old_total, new_total = _total_steps(saved, num_train), _total_steps(config, num_train)
+    if old_total != new_total:
+        before = float(optimizers.schedule(saved.optimizer, old_total)(step))
+        after = float(optimizers.schedule(config.optimizer, new_total)(step))
+        if before != after:
+            logging.warning(
+                "the run's length changed from %d to %d steps: the %s learning-rate schedule is "
+                "rebuilt over the new length; at the resume step %d the learning rate was %.6g "
+                "and is now %.6g",
+                old_total,
+                new_total,
+                config.optimizer.schedule,
+                step,
+                before,
+                after,
+            )
+    if jax.process_index() > 0:
+        return
+    path = os.path.join(workdir, CONFIG_CHANGES)
+    record = {k: list(v) for k, v in changes.items()}
+    try:
+        with open(path) as f:
+            last = [json.loads(line) for line in f if line.strip()][-1:]
+    except (OSError, ValueError):
+        last = []
+    if last and last[0].get("changes") == record:
+        return  # the same changes as the last resume: already recorded
+    entry = {"step": step, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "changes": record}
+    with open(path, "a") as f:
+        f.write(json.dumps(entry, default=str) + "\n")
 
 
 def _record_end(
@@ -247,8 +315,8 @@ def run(
     config_lib.check_workdir_selects_on_validation(workdir)  # before config.json is rewritten
     setup = build(config, experiment)
     mesh, state, state_shardings = setup.mesh, setup.state, setup.state_shardings
+    saved_config, config_changes = _compare_config(config, workdir)
     if jax.process_index() == 0:
-        config_lib.write(config, workdir)
         layout = os.path.join(workdir, "parameters.tsv")
         summary = sharding.write_layout(state.params, state_shardings.params, layout)
         logging.info("sharding_rules %s: %s (each one: %s)", config.sharding_rules, summary, layout)
@@ -281,6 +349,10 @@ def run(
         abstract_state = state_lib.abstract(state, state_shardings)
         state, start_step = checkpoints.restore(abstract_state, data_iter)
         logging.info("resumed from %s at step %d", checkpoints.latest.directory, start_step)
+        if config_changes:
+            _record_config_changes(
+                config, saved_config, config_changes, workdir, start_step, len(train_split)
+            )
     elif config.init_from:  # only at a fresh start: on resume the run's own checkpoint wins
         state = transfer.init_from(state, config, tx, state_shardings, workdir)
     status = run_status.read(workdir)

@@ -1,0 +1,99 @@
+"""A run's record describes what was trained: a rerun may not change what is trained."""
+
+import json
+import logging
+import shutil
+
+import pytest
+from conftest import tiny
+
+from ann import config as config_lib
+from ann.config import ConfigError
+from ann.train.loop import CONFIG_CHANGES, train_and_evaluate
+
+
+def test_check_resume_refuses_what_changes_training_and_names_each_key():
+    saved = tiny()
+    changed = tiny(
+        batch_size=64,
+        seed=3,
+        **{"optimizer.learning_rate": 0.01, "model.dropout": 0.5, "log_every_steps": 7},
+    )
+    with pytest.raises(ConfigError) as e:
+        config_lib.check_resume(saved, changed, "WD")
+    message = str(e.value)
+    assert "\n" not in message
+    for part in (
+        "batch_size: 32 -> 64",
+        "seed: 0 -> 3",
+        "optimizer.learning_rate: 0.001 -> 0.01",
+        "model.dropout:",
+        "new --workdir",
+        "init_from=WD",
+    ):
+        assert part in message, part
+    assert "log_every_steps" not in message  # allowed: not among the refused
+
+    allowed = tiny(total_steps=50, eval_every_steps=5, **{"data.read_threads": 2})
+    assert config_lib.check_resume(saved, allowed, "WD") == {
+        "data.read_threads": (1, 2),
+        "eval_every_steps": (10, 5),
+        "total_steps": (20, 50),
+    }
+    # A key the saved run lacks (added to a section since) counts as a change.
+    extra = tiny(**{"model.norm": "batch"})
+    with pytest.raises(ConfigError, match="model.norm: '<unset>' -> 'batch'|model.norm: "):
+        config_lib.check_resume(saved, extra, "WD")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("resume_config") / "run"
+    train_and_evaluate(
+        tiny(total_steps=10, **{"optimizer.schedule": "warmup_cosine"}), str(workdir)
+    )
+    return workdir
+
+
+def copy_run(trained, tmp_path):
+    return shutil.copytree(trained, tmp_path / "run")
+
+
+def test_a_rerun_with_another_batch_size_is_refused_and_the_record_kept(trained, tmp_path):
+    workdir = copy_run(trained, tmp_path)
+    before = (workdir / "config.json").read_text()
+    config = tiny(total_steps=20, batch_size=64, **{"optimizer.schedule": "warmup_cosine"})
+    with pytest.raises(ConfigError, match="batch_size: 32 -> 64"):
+        train_and_evaluate(config, str(workdir))
+    assert (workdir / "config.json").read_text() == before
+    assert not (workdir / CONFIG_CHANGES).exists()
+
+
+def test_harmless_changes_are_allowed_and_recorded(trained, tmp_path, caplog):
+    workdir = copy_run(trained, tmp_path)
+    before = (workdir / "config.json").read_text()
+    config = tiny(total_steps=20, log_every_steps=2, **{"optimizer.schedule": "warmup_cosine"})
+    with caplog.at_level(logging.INFO):
+        result = train_and_evaluate(config, str(workdir))
+    assert result.step == 20
+    assert (workdir / "config.json").read_text() == before  # the record of the fresh start
+    entries = [json.loads(line) for line in open(workdir / CONFIG_CHANGES)]
+    assert entries == [
+        {
+            "step": 10,
+            "time": entries[0]["time"],
+            "changes": {"log_every_steps": [5, 2], "total_steps": [10, 20]},
+        }
+    ]
+    # The cosine schedule is rebuilt over 20 steps: say so, with the rate before and after.
+    from ann.train import optimizers
+
+    old = float(optimizers.schedule(config_lib.read(str(workdir)).optimizer, 10)(10))
+    new = float(optimizers.schedule(config.optimizer, 20)(10))
+    assert old != new
+    assert "schedule is rebuilt" in caplog.text
+    assert f"was {old:.6g} and is now {new:.6g}" in caplog.text
+
+    # The same rerun again (nothing left to train) records nothing new.
+    train_and_evaluate(config, str(workdir))
+    assert len(open(workdir / CONFIG_CHANGES).readlines()) == 1
