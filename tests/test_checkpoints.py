@@ -79,17 +79,17 @@ def test_a_nan_found_late_leaves_only_finite_checkpoints(tmp_path, monkeypatch, 
 
 
 def test_a_non_finite_eval_is_never_best_and_never_counts_for_early_stopping(tmp_path):
-    checkpoints = checkpoint_lib.Checkpoints(str(tmp_path), 3, "eval/loss", "min")
+    checkpoints = checkpoint_lib.Checkpoints(str(tmp_path), 3, "val/loss", "min")
     try:
-        assert not checkpoints.save_if_best(1, None, None, {"eval/loss": float("nan")})
-        assert not checkpoints.save_if_best(2, None, None, {"eval/loss": float("-inf")})
+        assert not checkpoints.save_if_best(1, None, None, {"val/loss": float("nan")})
+        assert not checkpoints.save_if_best(2, None, None, {"val/loss": float("-inf")})
     finally:
         checkpoints.close()
     assert not (tmp_path / "checkpoints_best").exists() or not saved_steps(
         tmp_path, "checkpoints_best"
     )
 
-    stopping = hooks.EarlyStopping(1, "eval/loss", "min", patience=2, min_delta=0.0)
+    stopping = hooks.EarlyStopping(1, "val/loss", "min", patience=2, min_delta=0.0)
     assert not stopping.update(1, 0.5)
     assert not stopping.update(2, float("nan"))  # neither a bad eval nor an improvement
     assert (stopping.best, stopping.best_step, stopping.bad_evals) == (0.5, 1, 0)
