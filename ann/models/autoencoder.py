@@ -63,8 +63,6 @@ class DenseAutoencoder(nnx.Module):
             raise ConfigError(f"config key 'model.latent' must be > 0, got {latent}")
         if norm not in (None, "layer"):
             raise ConfigError(f"config key 'model.norm' is {norm!r}; use None or 'layer'")
-        if not 0.0 <= dropout < 1.0:
-            raise ConfigError(f"config key 'model.dropout' must be in [0, 1), got {dropout}")
         self.input_shape = tuple(int(d) for d in input_shape)
         size = math.prod(self.input_shape)
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)

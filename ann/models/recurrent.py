@@ -65,8 +65,6 @@ class RecurrentForecaster(nnx.Module):
                 f"config key 'model.highway' must be an int in [0, {input_shape[0]}] (steps of "
                 f"history), got {highway!r}"
             )
-        if not 0.0 <= dropout < 1.0:
-            raise ConfigError(f"config key 'model.dropout' must be in [0, 1), got {dropout!r}")
         channels = int(input_shape[-1])
         self.cell_name = cell
         self.hidden_size = hidden_size
