@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import pathlib
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -118,8 +119,6 @@ def trained(tmp_path_factory):
 
 
 def copy_run(src, dst):
-    import shutil
-
     shutil.copytree(src, dst)
     return dst
 
@@ -212,6 +211,34 @@ def test_a_failed_save_ends_the_run_with_what_to_do(tmp_path, monkeypatch):
     status = run_status.read(str(tmp_path))
     assert status["status"] == "failed" and "step 20" in status["message"]
     assert saved_steps(tmp_path) == [10]
+
+
+def test_a_save_that_fails_in_the_background_is_reported_with_its_step(tmp_path, monkeypatch):
+    """An async save fails after save() returned: Orbax raises when it is next waited for (the
+    next save, or the end of the run); the error must still name step 20, not the later one."""
+    real_save, real_wait = ocp.CheckpointManager.save, ocp.CheckpointManager.wait_until_finished
+    failing = {}
+
+    def save(self, step, *args, **kwargs):
+        saved = real_save(self, step, *args, **kwargs)
+        if step == 20 and str(self.directory).endswith("checkpoints"):
+            failing["dir"] = os.path.join(str(self.directory), "20")
+        return saved
+
+    def wait_until_finished(self):
+        real_wait(self)
+        if failing.get("dir", "").startswith(str(self.directory)):
+            shutil.rmtree(failing.pop("dir"))  # what the failed background write left: nothing
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ocp.CheckpointManager, "save", save)
+    monkeypatch.setattr(ocp.CheckpointManager, "wait_until_finished", wait_until_finished)
+    with pytest.raises(CheckpointSaveError) as e:
+        train_and_evaluate(tiny(total_steps=30), str(tmp_path))
+    message = str(e.value)
+    assert "checkpoint step 20" in message and "No space left on device" in message
+    assert "last complete checkpoint is step 10" in message
+    assert run_status.read(str(tmp_path))["status"] == "failed"
 
 
 def test_a_running_status_left_by_a_killed_process_is_not_trusted(tmp_path):

@@ -1,5 +1,6 @@
 """Behaviour that needs its own process: SIGTERM, and different device counts."""
 
+import json
 import signal
 import subprocess
 import sys
@@ -73,3 +74,35 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path):
     proc = cli(tmp_path, 1, f"--config.total_steps={saved[0] + 5}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"at step {saved[0]}" in proc.stderr
+
+
+def test_a_killed_run_is_recognised_and_resumed(tmp_path):
+    """SIGKILL leaves run_status.json at `running`: the next start says the run was killed
+    instead of trusting it, and resumes from the last checkpoint."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "ann.main",
+        CONFIG,
+        f"--workdir={tmp_path}",
+        *SMALL,
+        "--config.total_steps=100000",
+        "--config.eval_every_steps=100000",
+    ]
+    proc = subprocess.Popen(cmd, env=with_devices(1), cwd=ROOT, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    ckpt = tmp_path / "checkpoints"
+    while time.time() < deadline and not (ckpt.exists() and any(ckpt.glob("[0-9]*"))):
+        time.sleep(0.5)
+    assert proc.poll() is None, "training ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    status = json.loads((tmp_path / "run_status.json").read_text())
+    assert status["status"] == "running" and status["pid"] == proc.pid
+
+    saved = max(int(p.name) for p in ckpt.iterdir() if p.name.isdigit())
+    rerun = cli(tmp_path, 1, f"--config.total_steps={saved + 5}")
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "killed or crashed without recording how it ended" in rerun.stderr
+    assert f"pid {proc.pid}" in rerun.stderr and f"at step {saved}" in rerun.stderr
+    assert json.loads((tmp_path / "run_status.json").read_text())["status"] == "done"
