@@ -5,18 +5,20 @@ the best value of the configured eval metric. Orbax writes each step to a tempor
 and renames it when complete, so an interrupted save never shadows a good checkpoint.
 
 Integrity: once Orbax has committed a step (for an async save, when the next save or the end of
-the run waits for it), process 0 writes `STEP/ann_manifest.json` beside Orbax's files, atomically:
-the size and sha256 of every file of the step. A restore verifies the files against it, then
-checks the restored state is finite. For training, a damaged step (a file changed, truncated or
-missing, or non-finite values) is moved to `checkpoints_damaged/` (kept, not deleted) and the run
-resumes from the newest intact step, saying which file was damaged and which step it resumed
-from. An I/O error while reading is reported as such and changes nothing. A step saved before
-manifests existed (or whose manifest was never written, e.g. the process was killed right after
+the run waits for it), process 0 writes `STEP/ann_manifest.json` beside Orbax's files, atomically,
+from a background thread (hashing reads every byte): the size and sha256 of every file of the
+step. A restore verifies the files against it, then checks the restored state is finite. For
+training, a damaged step (a file changed, truncated or missing, or non-finite values) is moved to
+`checkpoints_damaged/` (kept, not deleted) and the run resumes from the newest intact step,
+saying which file was damaged and which step it resumed from. An I/O error while reading is
+reported as such and changes nothing. A step saved before manifests existed (or whose manifest
+was never written, e.g. the process was killed right after
 the commit) is restored unverified, with a warning.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import errno
 import hashlib
 import json
@@ -90,6 +92,15 @@ def write_manifest(step_dir: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, os.path.join(step_dir, MANIFEST))
+
+
+def _write_manifest_if_kept(step_dir: str) -> None:
+    """write_manifest, unless Orbax has already rotated the step out (max_to_keep)."""
+    try:
+        write_manifest(step_dir)
+    except FileNotFoundError:
+        if os.path.isdir(step_dir):
+            raise
 
 
 def verify_files(step_dir: str) -> str | None:
@@ -170,6 +181,8 @@ class Checkpoints:
         # Saved steps whose commit (and manifest) is not yet confirmed, per manager.
         self._unsealed: dict[int, list[int]] = {id(self.latest): [], id(self.best): []}
         self._failed = False  # a save failed and was reported
+        self._hasher = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="manifest")
+        self._manifests: list[tuple[ocp.CheckpointManager, int, concurrent.futures.Future]] = []
         best = self.best_metrics().get(best_metric)
         self._best_value = best if isinstance(best, int | float) and math.isfinite(best) else None
 
@@ -214,12 +227,22 @@ class Checkpoints:
             raise CheckpointSaveError(self._save_failed(manager, step, e)) from e
         while pending:
             step = pending.pop(0)
-            step_dir = self._step_dir(manager, step)
-            if jax.process_index() == 0 and os.path.isdir(step_dir):  # not rotated out yet
-                try:
-                    write_manifest(step_dir)
-                except OSError as e:
-                    raise CheckpointSaveError(self._save_failed(manager, step, e)) from e
+            if jax.process_index() == 0:  # hashed off the loop's thread: it reads every byte
+                step_dir = self._step_dir(manager, step)
+                future = self._hasher.submit(_write_manifest_if_kept, step_dir)
+                self._manifests.append((manager, step, future))
+        self._check_manifests(block=False)
+
+    def _check_manifests(self, block: bool) -> None:
+        """Raises a CheckpointSaveError for a manifest that could not be written (waiting for
+        those in progress when `block`)."""
+        while self._manifests and (block or self._manifests[0][2].done()):
+            manager, step, future = self._manifests.pop(0)
+            try:
+                future.result()
+            except OSError as e:
+                self._failed = True
+                raise CheckpointSaveError(self._save_failed(manager, step, e)) from e
 
     def _save(self, manager: ocp.CheckpointManager, step: int, args: Any, **kw: Any) -> bool:
         self._seal(manager)
@@ -408,13 +431,16 @@ class Checkpoints:
         )
 
     def wait(self) -> None:
-        """Waits for saves in flight and seals them; raises CheckpointSaveError if one failed."""
+        """Waits for saves in flight and their manifests; raises CheckpointSaveError if one
+        failed."""
         try:
             self._seal(self.latest)
         finally:
             self._seal(self.best)
+        self._check_manifests(block=True)
 
     def close(self) -> None:
+        self._hasher.shutdown(wait=True)
         for manager in (self.latest, self.best):
             try:
                 manager.close()
