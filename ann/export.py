@@ -213,7 +213,10 @@ def export(
     sample = {k: v[:PREDICT_BATCH] for k, v in ref_inputs.items()}
     expected = jax.device_get(experiment.predict(model, sample))
     for k, v in expected.items():
-        if not np.allclose(v, ref_outputs[k][: len(v)], rtol=1e-5, atol=1e-6):
+        # float32 round-off of two compilations grows with the outputs' scale (a forecast in
+        # the data's units, ~10, differs by ~5e-6 where it crosses zero): atol scales with it.
+        scale = max(1.0, float(np.max(np.abs(v)))) if np.size(v) else 1.0
+        if not np.allclose(v, ref_outputs[k][: len(v)], rtol=1e-5, atol=1e-6 * scale):
             raise AssertionError(f"exported output {k!r} differs from the training code's")
 
     manifest: dict[str, Any] = {

@@ -155,12 +155,12 @@ def test_a_class_label_target_is_refused():
 
 @pytest.mark.slow
 def test_diabetes_config_beats_least_squares(tmp_path):
-    """The shipped config, its whole budget (200 epochs): the last step's test RMSE (not the
-    best checkpoint's, which would be picked on the test split) is below the OLS baseline's."""
+    """The shipped config, its whole budget (200 epochs): the last step's test RMSE is below
+    the OLS baseline's."""
     config = load_config("diabetes_mlp")
     config.compilation_cache_dir = "off"
     result = train_and_evaluate(config, str(tmp_path))
     metrics = result.eval_metrics
-    assert result.step == 2207
+    assert result.step == 1875  # 200 epochs of 300 rows (the train split less validation)
     assert metrics["eval/rmse_ratio"] < 1.0, metrics
     assert metrics["eval/r2"] > 0.55
