@@ -351,7 +351,14 @@ class Checkpoints:
                     problem = f"it cannot be read and has no manifest to tell why ({e})"
                 else:
                     if _finite(restored.state):
-                        data_iter.set_state(restored.data)
+                        try:
+                            data_iter.set_state(restored.data)
+                        except (ValueError, KeyError, TypeError) as e:
+                            raise CheckpointError(
+                                f"checkpoint step {step} in {self.latest.directory} holds a "
+                                f"data position this data set does not have ({e}); rerun with "
+                                "the data config it was saved with (WORKDIR/config.json)"
+                            ) from e
                         self._set_aside(damaged, step)
                         return restored.state, step
                     problem = "it holds non-finite values (NaN or inf)"
