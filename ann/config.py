@@ -495,7 +495,7 @@ def write(config: ml_collections.ConfigDict, workdir: str) -> str:
 # laid out, not what it trains (`total_steps`/`num_epochs` extend or cut the run; a decaying
 # schedule is then rebuilt, with a warning). A key is covered by its own entry or a section's.
 # Every other key (model, task, data, optimizer, batch_size, seed, experiment, dtype, freeze,
-# init_from, best_metric, ...) is refused by `check_resume`.
+# best_metric, ...) is refused by `check_resume`.
 RESUME_MAY_CHANGE = (
     "total_steps",
     "num_epochs",
@@ -516,6 +516,9 @@ RESUME_MAY_CHANGE = (
     "data.read_threads",
     "data.prefetch_batches",
     "data.eval_splits",
+    # Read only at a fresh start: on resume the run's own checkpoint wins, so they change nothing.
+    "init_from",
+    "init_from_skip",
 )
 
 _UNSET = "<unset>"

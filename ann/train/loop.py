@@ -581,7 +581,10 @@ def run(
             logging.error("%s", e)  # after another error; that one propagates
         finally:
             if ended is not None and jax.process_index() == 0:
-                _record_end(workdir, ended, step, total_steps, checkpoints)
+                try:
+                    _record_end(workdir, ended, step, total_steps, checkpoints)
+                except OSError as e:  # e.g. the disk that failed the save: keep the first error
+                    logging.error("could not record the run's end in run_status.json: %s", e)
             checkpoints.close()
             writer.close()
     result = Result(
