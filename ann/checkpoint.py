@@ -28,6 +28,8 @@ import shutil
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
@@ -125,7 +127,17 @@ def verify_files(step_dir: str) -> str | None:
 
 
 def _finite(tree: Any) -> bool:
-    return bool(jax.device_get(all_finite(tree)))
+    """Whether every floating-point array of a restored state is finite. One process checks
+    its shards on the host (nothing to compile); several reduce on the devices, so that all of
+    them reach the same answer and fall back to the same step."""
+    if jax.process_count() > 1:
+        return bool(jax.device_get(all_finite(tree)))
+    return all(
+        np.isfinite(np.asarray(shard.data)).all()
+        for x in jax.tree.leaves(tree)
+        if jnp.issubdtype(jnp.result_type(x), jnp.inexact)
+        for shard in x.addressable_shards
+    )
 
 
 def _is_io_error(e: BaseException) -> bool:
