@@ -10,6 +10,7 @@ from flax import nnx
 
 import experiments
 from ann import artifact, data, models
+from ann import config as ann_config
 from ann.config import ConfigError
 from ann.data import sensor_series
 from ann.export import export
@@ -179,6 +180,7 @@ def _numpy_naive_mae(split) -> float:
 def test_bad_config_is_a_config_error(series_train, overrides, message):
     config = sensors(**overrides)
     with pytest.raises(ConfigError, match=message):
+        ann_config.validate(config, 1)  # ranges written once in config.RANGES (model.dropout)
         exp = experiments.get("forecasting")(config)
         exp.setup(series_train)
         exp.build_model(nnx.Rngs(0))

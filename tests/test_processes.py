@@ -92,7 +92,11 @@ def test_a_killed_run_is_recognised_and_resumed(tmp_path):
     proc = subprocess.Popen(cmd, env=with_devices(1), cwd=ROOT, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     ckpt = tmp_path / "checkpoints"
-    while time.time() < deadline and not (ckpt.exists() and any(ckpt.glob("[0-9]*"))):
+
+    def committed() -> bool:  # a finished step directory, not Orbax's temporary one
+        return ckpt.exists() and any(p.name.isdigit() for p in ckpt.iterdir())
+
+    while time.time() < deadline and not committed():
         time.sleep(0.5)
     assert proc.poll() is None, "training ended before it could be killed"
     proc.send_signal(signal.SIGKILL)
