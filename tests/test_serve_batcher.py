@@ -127,7 +127,7 @@ def test_submit_before_start_and_queue_full():
             batcher.submit_nowait(rows(1), 1)
         batcher.start()
         batcher.submit_nowait(rows(3), 3)
-        with pytest.raises(QueueFull, match=r"3 rows are queued \(limit 4\)"):
+        with pytest.raises(QueueFull, match="3 rows are queued, limit 4"):
             batcher.submit_nowait(rows(2), 2)
         await asyncio.wait_for(batcher.close(), 30)
 

@@ -18,6 +18,7 @@ from test_serve import Server, infer_body, request
 
 from ann.serve import protocol
 from ann.serve.app import App, ServedModel, Settings
+from ann.serve.batcher import Batcher
 
 TOKEN = "t0ken-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -319,10 +320,6 @@ class FakeModel:
     manifest = {"platforms": ["cpu"]}
 
 
-class FullQueue:
-    queued_rows = max_queue_rows = 64
-
-
 def test_cheap_refusals_come_before_decoding(monkeypatch):
     def never(*args, **kwargs):
         raise AssertionError("the body was decoded")
@@ -340,7 +337,9 @@ def test_cheap_refusals_come_before_decoding(monkeypatch):
 
     status, error, headers = infer()
     assert status == 503 and "still compiling" in error and headers[b"retry-after"] == b"1"
-    model.ready, model.batcher = True, FullQueue()
+    full = Batcher({64: lambda inputs: inputs}, 64, 0.0, 64)  # never started: nothing runs
+    full.queued_rows = 64
+    model.ready, model.batcher = True, full
     status, error, _ = infer()
     assert status == 503 and "queue: full (64 rows are queued, limit 64)" in error
     app.start_draining()

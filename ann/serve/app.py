@@ -491,22 +491,14 @@ class App:
                     "not_ready",
                     self._retry,
                 )
-            if batcher.queued_rows >= batcher.max_queue_rows:
-                raise HTTPError(
-                    503,
-                    f"queue: full ({batcher.queued_rows} rows are queued, limit "
-                    f"{batcher.max_queue_rows}); retry later",
-                    "queue_full",
-                    self._retry,
-                )
             try:
+                batcher.check_room()  # before decoding: no room for even one row
                 inputs, rows, request_id, wanted, binary = protocol.decode_infer(
                     body, m.inputs, m.outputs, self.settings.max_batch_size, header_length
                 )
+                future = batcher.submit_nowait(inputs, rows)
             except protocol.ProtocolError as e:
                 raise HTTPError(e.status, e.message, e.reason) from None
-            try:
-                future = batcher.submit_nowait(inputs, rows)
             except QueueFull as e:
                 raise HTTPError(
                     503, f"queue: full ({e}); retry later", "queue_full", self._retry

@@ -131,10 +131,7 @@ class Batcher:
             )
         if self._loop_ref is None:
             raise RuntimeError("Batcher.submit_nowait before start()")
-        if self._closing:
-            raise QueueFull("the server is shutting down")
-        if self.queued_rows + rows > self.max_queue_rows:
-            raise QueueFull(f"{self.queued_rows} rows are queued (limit {self.max_queue_rows})")
+        self.check_room(rows)
         future = self._loop_ref.create_future()
         self._items.append(_Pending(inputs, rows, future, time.perf_counter()))
         self.queued_rows += rows
@@ -142,6 +139,15 @@ class Batcher:
             self._waiting = False
             self._wakeup.set()
         return future
+
+    def check_room(self, rows: int = 1) -> None:
+        """Raises QueueFull unless `rows` more rows may be queued now: the one place that
+        decides it (the server asks with 1 row before decoding a body, `submit_nowait` with
+        the request's rows after)."""
+        if self._closing:
+            raise QueueFull("the server is shutting down")
+        if self.queued_rows + rows > self.max_queue_rows:
+            raise QueueFull(f"{self.queued_rows} rows are queued, limit {self.max_queue_rows}")
 
     async def close(self) -> None:
         """Refuses new requests, finishes every queued one, then stops the worker."""
