@@ -404,7 +404,7 @@ def test_connection_cap_evicts_idle_keepalive_first():
     def handler(method, path, auth, body, too_large, respond, header_length=None):
         respond(200, b"{}", None)
 
-    listener = Listener(handler, Settings(max_connections=2), set(),
+    listener = Listener(handler, Settings(max_connections=2, retry_after_seconds=3), set(),
                         lambda status, reason: refused.append((status, reason)))  # fmt: skip
     idle, busy, new, extra = (Connection(listener) for _ in range(4))
     transports = [FakeTransport() for _ in range(4)]
@@ -418,3 +418,4 @@ def test_connection_cap_evicts_idle_keepalive_first():
     extra.connection_made(transports[3])  # no idle one left: refused
     assert transports[3].closed and transports[3].data.startswith(b"HTTP/1.1 503 ")
     assert b"--max_connections" in transports[3].data and refused == [(503, "connections")]
+    assert b"\r\nretry-after: 3\r\n" in transports[3].data  # as the app's 503s say it

@@ -201,8 +201,8 @@ class Connection(asyncio.Protocol):
                 f"connections: expected at most {limit} open at once (--max_connections), got "
                 "one more; retry later"
             )
-            self._transport.write(encode_response(503, _error(message), [(b"retry-after", b"1")],
-                                                  True))  # fmt: skip
+            retry = [(b"retry-after", b"%d" % listener.settings.retry_after_seconds)]
+            self._transport.write(encode_response(503, _error(message), retry, True))
             self._transport.close()
             self.gone = True
             return
