@@ -244,7 +244,7 @@ def http_layer(requests: int = 20000, repeats: int = 7) -> None:
 
     times = []
     for _ in range(repeats):
-        connection = http.Connection(http.Listener(handler, Settings(), set()))
+        connection = http.Connection(http.Listener(handler, Settings()))
         connection.connection_made(Transport())
         start = time.process_time()
         for _ in range(requests):

@@ -261,7 +261,7 @@ def test_fuzzed_headers_in_process_are_answered_or_awaited(case, body, split):
         seen.append((too_large, header_length))
         respond(413 if too_large is not None else 200, b"{}", None)
 
-    conn = Connection(Listener(handler, limits, set()))
+    conn = Connection(Listener(handler, limits))
     transport = FakeTransport()
     conn.connection_made(transport)
     data = method + b" " + path + b" HTTP/1.1\r\n"
@@ -404,7 +404,7 @@ def test_connection_cap_evicts_idle_keepalive_first():
     def handler(method, path, auth, body, too_large, respond, header_length=None):
         respond(200, b"{}", None)
 
-    listener = Listener(handler, Settings(max_connections=2, retry_after_seconds=3), set(),
+    listener = Listener(handler, Settings(max_connections=2, retry_after_seconds=3),
                         lambda status, reason: refused.append((status, reason)))  # fmt: skip
     idle, busy, new, extra = (Connection(listener) for _ in range(4))
     transports = [FakeTransport() for _ in range(4)]

@@ -105,15 +105,10 @@ class Listener:
         self,
         handler: Callable[..., None],
         settings: Any,
-        connections: set,
         refused: Callable[[int, str], None] = lambda status, reason: None,
     ):
-        self.handler, self.settings, self.connections, self.refused = (
-            handler,
-            settings,
-            connections,
-            refused,
-        )
+        self.handler, self.settings, self.refused = handler, settings, refused
+        self.connections: set[Connection] = set()
         shortest = min(settings.header_timeout_s, settings.body_timeout_s,
                        settings.keepalive_timeout_s)  # fmt: skip
         self.tick = min(1.0, max(0.02, shortest / 4))
@@ -414,14 +409,12 @@ async def serve(app: Any, backlog: int = 2048) -> None:
     `host:metrics_port` (`/metrics` and health only, without the token: for Prometheus)."""
     loop = asyncio.get_running_loop()
     settings = app.settings
-    connections: set[Connection] = set()
-    listeners = [Listener(app.handle, settings, connections, app.refused)]
+    listeners = [Listener(app.handle, settings, app.refused)]
+    connections = listeners[0].connections
     app.metrics.connections.set_function(lambda: len(connections))
     if settings.metrics_port is not None:
-        side: set[Connection] = set()
-        listeners.append(
-            Listener(functools.partial(app.handle, public_only=True), settings, side, app.refused)
-        )
+        public = functools.partial(app.handle, public_only=True)
+        listeners.append(Listener(public, settings, app.refused))
     servers = []
     for listener, flag, port in zip(
         listeners, ("--port", "--metrics_port"), (settings.port, settings.metrics_port)
@@ -453,11 +446,11 @@ async def serve(app: Any, backlog: int = 2048) -> None:
         await asyncio.wait_for(app.shutdown(), shutdown_timeout)
     except asyncio.TimeoutError:
         log.warning("shutdown: queued requests not finished after %.0fs", shutdown_timeout)
-    every = [*connections, *(listeners[1].connections if len(listeners) > 1 else ())]
+    every = [c for listener in listeners for c in listener.connections]
     while any(not c.idle for c in every) and time.monotonic() < deadline:
         await asyncio.sleep(0.01)  # the last replies leave
     for listener in listeners:
         listener.stop()
-    for c in [*connections, *(listeners[1].connections if len(listeners) > 1 else ())]:
+    for c in [c for listener in listeners for c in listener.connections]:
         c.close()
     await asyncio.sleep(0)
