@@ -17,6 +17,7 @@ command line is visible to every user of the machine (`ps`).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import resource
@@ -115,28 +116,15 @@ def settings_from_flags():
     """The checked `Settings`, or exit 1 with the first flag that cannot work."""
     from ann.serve.app import Settings
 
+    # Each Settings field is the flag of its name (retry_after_seconds has none; the token
+    # may come from a file or the environment).
+    named = {
+        f.name: FLAGS[f.name].value
+        for f in dataclasses.fields(Settings)
+        if f.name in FLAGS and f.name != "token"
+    }
     try:
-        settings = Settings(
-            host=FLAGS.host,
-            port=FLAGS.port,
-            metrics_port=FLAGS.metrics_port,
-            max_batch_size=FLAGS.max_batch_size,
-            max_queue_delay_ms=FLAGS.max_queue_delay_ms,
-            batch_wait=FLAGS.batch_wait,
-            max_queue_rows=FLAGS.max_queue_rows,
-            max_body_bytes=FLAGS.max_body_bytes,
-            max_request_line_bytes=FLAGS.max_request_line_bytes,
-            max_header_bytes=FLAGS.max_header_bytes,
-            max_headers=FLAGS.max_headers,
-            header_timeout_s=FLAGS.header_timeout_s,
-            body_timeout_s=FLAGS.body_timeout_s,
-            keepalive_timeout_s=FLAGS.keepalive_timeout_s,
-            max_connections=FLAGS.max_connections,
-            token=read_token(),
-            request_log=FLAGS.request_log,
-            request_log_sample=FLAGS.request_log_sample,
-            shutdown_timeout=FLAGS.shutdown_timeout,
-        )
+        settings = Settings(token=read_token(), **named)
     except ValueError as e:
         fail(str(e))
     ensure_file_descriptors(settings.file_descriptors())
