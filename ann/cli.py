@@ -1,5 +1,7 @@
-"""What ann's command-line entry points share: the `--config` flag and flag parsing that ends a
-mistake in one line (`error: ...`, exit status 1) instead of a traceback from absl.
+"""What ann's command-line entry points share: the `--config` flag, and flag parsing and a run
+that end a mistake in one line (`error: ...`, exit status 1) instead of a traceback: a bad flag
+or override while absl parses, a ConfigError (or another user error the command names) while
+`main` runs.
 
 `--config.KEY=VALUE` may name a key the config file does not hold: the flag accepts it, and
 `ann.config.validate` (or the model's signature, or the experiment's `task_settings`) then
@@ -82,6 +84,15 @@ def parse_flags(argv: list[str]) -> list[str]:
     return rest
 
 
-def run(main: Callable[[list[str]], None]) -> None:
-    """`absl.app.run(main)` with `parse_flags`."""
-    app.run(main, flags_parser=parse_flags)
+def run(main: Callable[[list[str]], None], errors: tuple[type[BaseException], ...] = ()) -> None:
+    """`absl.app.run(main)` with `parse_flags`. A ConfigError, or one of `errors` (the mistakes
+    the command reports itself, e.g. a diverged run), that `main` raises prints `error: ...` on
+    one line and exits 1; anything else keeps its traceback (a bug to read, not a flag to fix)."""
+
+    def guarded(argv: list[str]) -> None:
+        try:
+            main(argv)
+        except (ConfigError, *errors) as e:
+            _fail(str(e))
+
+    app.run(guarded, flags_parser=parse_flags)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging as py_logging
 import os
-import sys
 
 import jax
 from absl import app, flags, logging
@@ -19,7 +18,6 @@ import ann
 import experiments
 from ann import cli, parallel
 from ann.checkpoint import CheckpointError
-from ann.config import ConfigError
 from ann.sweep import pruning
 from ann.train.loop import NonFiniteLossError, train_and_evaluate
 
@@ -64,23 +62,18 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     quiet_libraries()
-    try:
-        parallel.initialize_distributed(
-            FLAGS.coordinator_address,
-            FLAGS.num_processes,
-            FLAGS.process_id,
-            auto=FLAGS.distributed == "auto",
-            timeout_seconds=FLAGS.distributed_timeout,
-        )
-        if jax.process_index() > 0:  # one console log per run (process 0's); warnings from all
-            logging.set_verbosity(logging.WARNING)
-        # A sweep's trial reports its evals to the study (Optuna is imported only then).
-        hooks = pruning.hooks_from_env(FLAGS.config)
-        result = train_and_evaluate(FLAGS.config, FLAGS.workdir, extra_hooks=hooks)
-    except (ConfigError, CheckpointError, NonFiniteLossError) as e:
-        # A user mistake or a diverged run: one clear line, no stack trace from deep in JAX.
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    parallel.initialize_distributed(
+        FLAGS.coordinator_address,
+        FLAGS.num_processes,
+        FLAGS.process_id,
+        auto=FLAGS.distributed == "auto",
+        timeout_seconds=FLAGS.distributed_timeout,
+    )
+    if jax.process_index() > 0:  # one console log per run (process 0's); warnings from all
+        logging.set_verbosity(logging.WARNING)
+    # A sweep's trial reports its evals to the study (Optuna is imported only then).
+    hooks = pruning.hooks_from_env(FLAGS.config)
+    result = train_and_evaluate(FLAGS.config, FLAGS.workdir, extra_hooks=hooks)
     if result.interrupted:
         logging.info("stopped at step %d; run the same command to resume", result.step)
         return
@@ -104,7 +97,9 @@ def _summary(metrics: dict) -> str:
 
 
 def run() -> None:
-    cli.run(main)
+    # A user mistake (ConfigError, a damaged checkpoint) or a diverged run: one clear line, no
+    # stack trace from deep in JAX.
+    cli.run(main, errors=(CheckpointError, NonFiniteLossError))
 
 
 if __name__ == "__main__":

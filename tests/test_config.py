@@ -273,11 +273,14 @@ def test_task_settings_check_ranges():
 
 
 def _cli(module: str, tmp_path, *overrides: str) -> subprocess.CompletedProcess:
-    extra = {"ann.sweep": ["--dry_run"], "ann.train.transfer": []}.get(module, [])
-    workdir = [] if module == "ann.train.transfer" else [f"--workdir={tmp_path}"]
+    """`python -m module`, or `python scripts/NAME.py` for a script, on digits_mlp."""
+    extra = {"ann.sweep": ["--dry_run"]}.get(module, [])
+    script = module.endswith(".py")
+    takes_workdir = not script and module != "ann.train.transfer"
+    workdir = [f"--workdir={tmp_path}"] if takes_workdir else []
+    command = [sys.executable, *([module] if script else ["-m", module])]
     return subprocess.run(
-        [sys.executable, "-m", module, f"--config={ROOT}/configs/digits_mlp.py"]
-        + [*overrides, *workdir, *extra],
+        command + [f"--config={ROOT}/configs/digits_mlp.py", *overrides, *workdir, *extra],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -317,6 +320,17 @@ def _cli(module: str, tmp_path, *overrides: str) -> subprocess.CompletedProcess:
         ("ann.main", "--config.task.margin=1.0", "error: config key 'task.margin' is unknown"),
         ("ann.main", "--config.batch_size=abc", "error: flag --config.batch_size=abc: invalid"),
         ("ann.sweep", "--config.optimizer.b2=1.0", "error: config key 'optimizer.b2' must be in"),
+        # The benchmarks are entry points too: a ConfigError raised inside main is one line.
+        (
+            "scripts/bench_train.py",
+            "--config.optimizer.learning_rate=-1",
+            "error: config key 'optimizer.learning_rate' must be > 0",
+        ),
+        (
+            "scripts/bench_scaling.py",
+            "--config.optimizer.lerning_rate=0.01",
+            "error: config key 'optimizer.lerning_rate' is unknown (did you mean 'learning_rate'?)",
+        ),
     ],
 )
 def test_every_entry_point_refuses_a_bad_override_in_one_line(tmp_path, module, override, message):

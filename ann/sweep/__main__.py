@@ -19,7 +19,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from ann import cli
-from ann.config import ConfigError, check_selection_metric
+from ann.config import check_selection_metric
 from ann.sweep import definition as definition_lib
 from ann.sweep import emit, grid, results, search
 from ann.sweep.space import SweepError
@@ -186,14 +186,11 @@ def sweep(argv: list[str]) -> None:
 def main(argv: list[str]) -> None:
     try:
         sweep(argv)
-    except (SweepError, ConfigError) as e:
-        # A mistake in the sweep: one line naming it and the fix, no stack trace.
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
     except KeyboardInterrupt:
         print("interrupted; run the same command to resume", file=sys.stderr)
         sys.exit(130)
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    # A mistake in the sweep (SweepError, ConfigError): one line naming it and the fix.
+    cli.run(main, errors=(SweepError,))
