@@ -328,6 +328,15 @@ def check_ranges(config: Mapping[str, Any] | ml_collections.ConfigDict, **known:
         allowed.check(path, value, resolve, example=_default(path))
 
 
+def fit_warmup(config: ml_collections.ConfigDict) -> None:
+    """For a shortened run of a shipped config (a test, a benchmark): a warmup that would not fit
+    (`optimizer.warmup_steps >= total_steps`, which `validate` refuses) becomes half the run, in
+    place. Other warmups, and runs whose length comes from `num_epochs`, are left as they are."""
+    opt = config.optimizer
+    if config.total_steps and opt.warmup_steps >= config.total_steps:
+        opt.warmup_steps = config.total_steps // 2
+
+
 def validate(config: ml_collections.ConfigDict, num_devices: int, selecting: bool = True) -> None:
     """Checks keys, types, choices and device divisibility; raises ConfigError naming the key.
     `selecting=False` (restoring a trained run) skips the check that `best_metric` and

@@ -22,7 +22,8 @@ import tempfile
 import jax
 from absl import flags, logging
 
-from ann import cli
+from ann import cli, models
+from ann import config as config_lib
 from ann.metrics import device_peaks
 from ann.train.hooks import Clock
 from ann.train.loop import train_and_evaluate
@@ -76,6 +77,10 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
     config, n = FLAGS.config, jax.device_count()
+    config.total_steps = 2 * FLAGS.steps  # as `measure` runs it
+    config_lib.fit_warmup(config)  # a longer warmup ends inside the untimed first half
+    config_lib.validate(config, n)  # before any preset runs; their meshes all fit n devices
+    models.check_config(config)
     kind = jax.devices()[0].device_kind
     peak = device_peaks.peak_flops(kind)
     print(

@@ -53,14 +53,11 @@ def tiny(name: str = "digits_mlp", **overrides):
         for p in parents:
             target = target[p]
         target[leaf] = value
-    # A shipped warmup longer than the short run would be refused (warmup < total_steps).
-    opt = config.optimizer
-    if (
-        config.total_steps
-        and opt.warmup_steps >= config.total_steps
-        and "optimizer.warmup_steps" not in overrides
-    ):
-        opt.warmup_steps = config.total_steps // 2
+    if "optimizer.warmup_steps" not in overrides:
+        # A shipped warmup longer than the short run would be refused (warmup < total_steps).
+        from ann.config import fit_warmup
+
+        fit_warmup(config)
     return config
 
 

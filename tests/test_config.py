@@ -248,6 +248,20 @@ def test_every_range_is_checked_naming_the_key(key, value, message):
     assert "\n" not in str(e.value)
 
 
+def test_a_shortened_run_fits_a_shipped_warmup():
+    # bench_scaling's default: pydoc_lm (warmup 100) run for 2 x 50 steps.
+    config = load_config("pydoc_lm")
+    config.total_steps = 100
+    with pytest.raises(ConfigError, match="'optimizer.warmup_steps' must be in"):
+        config_lib.validate(config, num_devices=4)
+    config_lib.fit_warmup(config)
+    assert config.optimizer.warmup_steps == 50
+    config_lib.validate(config, num_devices=4)
+    config.total_steps = 400  # a warmup that fits is left as it is
+    config_lib.fit_warmup(config)
+    assert config.optimizer.warmup_steps == 50
+
+
 def test_schedule_of_a_num_epochs_run_is_checked_once_its_length_is_known(tmp_path):
     # total_steps comes from num_epochs and the data set's size: 1 epoch of digits' train / 32.
     config = tiny(total_steps=0, num_epochs=1)
