@@ -347,17 +347,35 @@ class Model:
         return run
 
 
+def _deserialize(directory: str, name: str, parse: Callable[[], Any]) -> Any:
+    try:
+        return parse()
+    except Exception as e:  # the bytes matched their hash, so the writer made a bad artifact
+        path = os.path.join(directory, name)
+        raise IntegrityError(f"{path} cannot be deserialized ({e}); re-export the run") from e
+
+
+def _weights(directory: str, manifest: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load as load_safetensors
+
+    data = read_verified(directory, manifest, WEIGHTS)
+    return _deserialize(directory, WEIGHTS, lambda: load_safetensors(data))
+
+
+def load_weights(directory: str, manifest_sha256: str | None = None) -> dict[str, np.ndarray]:
+    """The export's weights, parameter path -> host array (e.g. "blocks/0/bn1/scale": float32
+    [C]), read through the same checks as `load` (what `init_from` uses). Raises
+    IntegrityError naming the file that fails a check or cannot be deserialized."""
+    return _weights(directory, read_manifest(directory, manifest_sha256))
+
+
 def load(directory: str, manifest_sha256: str | None = None) -> Model:
     """Verifies every file's sha256 and loads the export in `directory` (jax only, no flax)."""
     from jax import export
-    from safetensors.numpy import load as load_safetensors
 
     manifest, raw = read_manifest_bytes(directory, manifest_sha256)
     function = read_verified(directory, manifest, FUNCTION)
-    weights = read_verified(directory, manifest, WEIGHTS)
-    try:
-        exported = export.deserialize(bytearray(function))
-        arrays = load_safetensors(weights)
-    except Exception as e:  # the bytes matched their hash, so the writer made a bad artifact
-        raise IntegrityError(f"{directory}: cannot deserialize the export ({e})") from e
-    return Model(directory, manifest, exported, arrays, sha256_bytes(raw))
+    exported = _deserialize(directory, FUNCTION, lambda: export.deserialize(bytearray(function)))
+    arrays = _weights(directory, manifest)
+    # Given, the recorded hash was just checked against these bytes: no second hash.
+    return Model(directory, manifest, exported, arrays, manifest_sha256 or sha256_bytes(raw))

@@ -13,6 +13,7 @@ import pytest
 from conftest import load_config, tiny
 
 import experiments
+from ann import artifact
 from ann import config as config_lib
 from ann.config import ConfigError
 from ann.train import hooks, loop, optimizers, transfer
@@ -181,6 +182,19 @@ def test_init_from_an_export_and_a_registry_uri(tmp_path, source, monkeypatch):
     (crafted / "weights.safetensors").rename(elsewhere)
     (crafted / "weights.safetensors").symlink_to(elsewhere)
     with pytest.raises(ConfigError, match=r"crafted/weights.safetensors is a symbolic link"):
+        transfer.read(transfer.resolve(str(crafted)))
+
+    # Weights whose bytes match the manifest's hash but are not safetensors: one line naming the
+    # file (artifact.load_weights, the loader's own deserialization check), not safetensors'.
+    (crafted / "weights.safetensors").unlink()
+    (crafted / "weights.safetensors").write_bytes(b"not safetensors")
+    manifest = json.loads((crafted / "manifest.json").read_text())
+    manifest["files"]["weights.safetensors"] = {
+        "sha256": artifact.sha256_bytes(b"not safetensors"),
+        "bytes": len(b"not safetensors"),
+    }
+    (crafted / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ConfigError, match=r"crafted/weights.safetensors cannot be deserialized"):
         transfer.read(transfer.resolve(str(crafted)))
 
 

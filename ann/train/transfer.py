@@ -163,15 +163,8 @@ def _resolve_registry(spec: str) -> Source:
 def read(source: Source) -> dict[str, np.ndarray]:
     """The source's arrays by path: parameters and model state (e.g. BatchNorm statistics)."""
     if source.kind == "export":
-        from safetensors.numpy import load as load_safetensors
-
         try:
-            manifest = artifact.read_manifest(source.directory, source.manifest_sha256)
-            return dict(
-                load_safetensors(
-                    artifact.read_verified(source.directory, manifest, artifact.WEIGHTS)
-                )
-            )
+            return artifact.load_weights(source.directory, source.manifest_sha256)
         except artifact.IntegrityError as e:
             raise _error(source.spec, str(e)) from e
     return _read_checkpoint(source)
