@@ -79,6 +79,21 @@ def test_registering_a_tampered_export_fails(digits_export, tmp_path):
     assert not [p for p in os.listdir(registry.artifacts) if p.startswith(".incoming")]
 
 
+def test_register_reads_each_file_once(digits_export, tmp_path, monkeypatch):
+    """Each listed file is hashed once, while it is copied (not again from the copy)."""
+    _, out = digits_export
+    opened = []
+    open_regular = artifact._open_regular
+
+    def counting(path):
+        opened.append(os.path.basename(path))
+        return open_regular(path)
+
+    monkeypatch.setattr(artifact, "_open_regular", counting)
+    Registry(str(tmp_path / "reg")).register(str(out), "digits")
+    assert sorted(opened) == sorted([artifact.MANIFEST, artifact.FUNCTION, artifact.WEIGHTS])
+
+
 def test_concurrent_writers_get_distinct_versions(digits_export, tmp_path):
     _, out = digits_export
     reg = tmp_path / "reg"
