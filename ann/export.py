@@ -129,20 +129,18 @@ def _git() -> dict[str, Any]:
 def _eval_metrics(workdir: str, step: int) -> dict[str, float]:
     """The validation (`val/`) and test (`eval/`, `eval_<split>/`) metrics the run logged at
     `step` (metrics.jsonl)."""
-    path = os.path.join(workdir, "metrics.jsonl")
+    from ann.metrics.writers import read_records  # "nan"/"inf" strings back to floats
+
     metrics: dict[str, float] = {}
-    if os.path.exists(path):
-        with open(path) as f:
-            for line in f:
-                record = json.loads(line)
-                if record.get("step") == step:
-                    metrics.update(
-                        {
-                            k: v
-                            for k, v in record.items()
-                            if k.startswith(("val/", "eval")) and not k.endswith("/seconds")
-                        }
-                    )
+    for record in read_records(os.path.join(workdir, "metrics.jsonl")):
+        if record.get("step") == step:
+            metrics.update(
+                {
+                    k: v
+                    for k, v in record.items()
+                    if k.startswith(("val/", "eval")) and not k.endswith("/seconds")
+                }
+            )
     return metrics
 
 

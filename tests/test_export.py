@@ -337,3 +337,18 @@ def test_export_flags_are_checked_before_anything_starts(
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
     assert message in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # nothing written
+
+
+def test_exported_metrics_read_non_finite_values_as_numbers(tmp_path):
+    """metrics.jsonl stores NaN as the string "nan" (ann.metrics.writers); the manifest's
+    metrics (printed by export, summarized by the registry with :.4g) must be numbers."""
+    import math
+
+    from ann import export as export_lib
+
+    lines = [{"step": 10, "val/loss": 0.5, "eval/loss": "nan", "eval/seconds": 1.0}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    metrics = export_lib._eval_metrics(str(tmp_path), 10)
+    assert metrics["val/loss"] == 0.5 and math.isnan(metrics["eval/loss"])
+    assert sorted(metrics) == ["eval/loss", "val/loss"]
+    assert f"{metrics['eval/loss']:.4g}" == "nan"
