@@ -130,8 +130,9 @@ def _check_signature(path: str, key: str, value: Any) -> None:
             raise bad(f"entry {name!r} has the shape {shape!r}, not [-1, d1, d2, ...] (d >= 0)")
 
 
-def _check_manifest(path: str, manifest: Any) -> None:
-    """Refuses a manifest whose structure the loader, the registry or a server would trip on."""
+def check_manifest(path: str, manifest: Any) -> None:
+    """Refuses a manifest whose structure the loader, the registry or a server would trip on
+    (IntegrityError naming `path` and the key). `ann.export` runs it on what it writes."""
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise IntegrityError(f"{path} is not an {FORMAT} manifest; re-export with `ann.export`")
     name = manifest.get("name")
@@ -202,7 +203,7 @@ def read_manifest_bytes(
         manifest = json.loads(raw)
     except ValueError as e:
         raise IntegrityError(f"{path} is not valid JSON (truncated or edited?): {e}") from e
-    _check_manifest(path, manifest)
+    check_manifest(path, manifest)
     return manifest, raw
 
 

@@ -256,7 +256,11 @@ def export(
 
 
 def write(out: str, manifest: dict[str, Any], function: bytes, weights: dict) -> dict[str, Any]:
-    """Writes the artifact into a temporary sibling of `out`, then renames it into place."""
+    """Writes the artifact into a temporary sibling of `out`, then renames it into place.
+
+    The manifest must pass the loader's own checks (`ann.artifact.check_manifest` and its
+    MAX_MANIFEST_BYTES): an export nothing could load is refused with IntegrityError and
+    nothing is written."""
     from safetensors.numpy import save as save_safetensors
 
     parent = os.path.dirname(os.path.abspath(out))
@@ -274,9 +278,16 @@ def write(out: str, manifest: dict[str, Any], function: bytes, weights: dict) ->
                 "sha256": artifact.sha256_bytes(blob),
                 "bytes": len(blob),
             }
-        with open(os.path.join(tmp, artifact.MANIFEST), "w") as f:
-            json.dump(manifest, f, indent=1)
-            f.write("\n")
+        path = os.path.join(out, artifact.MANIFEST)
+        artifact.check_manifest(path, manifest)
+        text = (json.dumps(manifest, indent=1) + "\n").encode()
+        if len(text) > artifact.MAX_MANIFEST_BYTES:
+            raise artifact.IntegrityError(
+                f"{path} would have {len(text)} bytes, above the loader's limit of "
+                f"{artifact.MAX_MANIFEST_BYTES} (ann.artifact.MAX_MANIFEST_BYTES); nothing written"
+            )
+        with open(os.path.join(tmp, artifact.MANIFEST), "wb") as f:
+            f.write(text)
         os.chmod(tmp, 0o755)  # mkdtemp's 0o700 would hide the export from other users
         if os.path.isdir(out) and not os.listdir(out):
             os.rmdir(out)
@@ -348,7 +359,13 @@ def main(argv: list[str]) -> None:
     step: int | str = int(FLAGS.step) if FLAGS.step.isdigit() else FLAGS.step
     try:
         manifest = export(FLAGS.workdir, FLAGS.out, step, FLAGS.name, FLAGS.platforms)
-    except (ConfigError, CheckpointError, FileExistsError, FileNotFoundError) as e:
+    except (
+        ConfigError,
+        CheckpointError,
+        FileExistsError,
+        FileNotFoundError,
+        artifact.IntegrityError,
+    ) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     metrics = " | ".join(f"{k} {v:.4f}" for k, v in sorted(manifest["metrics"].items()))

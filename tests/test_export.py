@@ -339,6 +339,25 @@ def test_export_flags_are_checked_before_anything_starts(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # nothing written
 
 
+def test_export_writes_only_what_the_loader_accepts(digits_export, tmp_path, monkeypatch):
+    """A manifest above the loader's size limit, or one the loader's checks refuse, is never
+    written: an export nothing could load would only fail later, at registration or serving."""
+    from ann import export as export_lib
+
+    _, out = digits_export
+    manifest = artifact.read_manifest(str(out))
+    function = (out / artifact.FUNCTION).read_bytes()
+    weights = artifact.load_weights(str(out))
+    target = tmp_path / "out"
+    monkeypatch.setattr(artifact, "MAX_MANIFEST_BYTES", 1000)
+    with pytest.raises(artifact.IntegrityError, match=r"above the loader's limit of 1000"):
+        export_lib.write(str(target), dict(manifest), function, weights)
+    monkeypatch.undo()
+    with pytest.raises(artifact.IntegrityError, match=r"'name' must be 1 to 128 printable"):
+        export_lib.write(str(target), {**manifest, "name": "a\nb"}, function, weights)
+    assert list(tmp_path.iterdir()) == []  # no export, no temporary directory left
+
+
 def test_exported_metrics_read_non_finite_values_as_numbers(tmp_path):
     """metrics.jsonl stores NaN as the string "nan" (ann.metrics.writers); the manifest's
     metrics (printed by export, summarized by the registry with :.4g) must be numbers."""
