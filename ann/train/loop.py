@@ -8,11 +8,12 @@ iterator, so an interrupted run ends where an uninterrupted one would.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -218,8 +219,18 @@ class Setup:
     total_steps: int
     tx: Any
     model_def: state_lib.ModelDef
-    state: state_lib.TrainState  # freshly initialized, placed on the mesh
-    state_shardings: Any
+    init: Callable[[], state_lib.TrainState]  # the jitted sharded init; runs on `.state` only
+    abstract_state: Any  # shapes, dtypes, shardings: what a checkpoint restores into
+
+    @property
+    def state_shardings(self) -> Any:
+        return state_lib.shardings_of(self.abstract_state)
+
+    @functools.cached_property
+    def state(self) -> state_lib.TrainState:
+        """A freshly initialized state, placed on the mesh: compiled and computed on first use
+        (a resumed or finished run restores into `abstract_state` and never needs it)."""
+        return self.init()
 
 
 def build(
@@ -255,15 +266,17 @@ def build(
 
     seed_key = jax.random.PRNGKey(config.seed)
     tx = optimizers.make(config.optimizer, total_steps, freeze=tuple(config.freeze))
-    # Built on the devices, each holding only its shards (a model too big for one can start).
-    model_def, state, state_shardings = state_lib.create_sharded(
+    # Built on the devices, each holding only its shards (a model too big for one can start),
+    # and only when no checkpoint is restored instead (Setup.state).
+    model_def, init, abstract_state = state_lib.sharded_initializer(
         lambda: experiment.build_model(nnx.Rngs(params=config.seed)),
         tx,
         jax.random.fold_in(seed_key, 1),
         rules,
         mesh,
     )
-    model_def = transfer.freeze_statistics(model_def, state, config.freeze)  # frozen BatchNorm
+    # Frozen BatchNorm layers: decided from paths alone.
+    model_def = transfer.freeze_statistics(model_def, abstract_state, config.freeze)
     return Setup(
         experiment=experiment,
         mesh=mesh,
@@ -273,8 +286,8 @@ def build(
         total_steps=total_steps,
         tx=tx,
         model_def=model_def,
-        state=state,
-        state_shardings=state_shardings,
+        init=init,
+        abstract_state=abstract_state,
     )
 
 
@@ -289,8 +302,7 @@ def restore_model(
     setup = build(config, experiments.get(config.experiment)(config), for_training=False)
     checkpoints = Checkpoints(workdir, config.max_to_keep, config.best_metric, config.best_mode)
     try:
-        abstract_state = state_lib.abstract(setup.state, setup.state_shardings)
-        state, step = checkpoints.restore_state(abstract_state, step)
+        state, step = checkpoints.restore_state(setup.abstract_state, step)
     finally:
         checkpoints.close()
     return setup.experiment, state_lib.merge(setup.model_def.eval, state), step, config
@@ -314,16 +326,16 @@ def run(
     _enable_compilation_cache(config.compilation_cache_dir, workdir)
     config_lib.check_workdir_selects_on_validation(workdir)  # before config.json is rewritten
     setup = build(config, experiment)
-    mesh, state, state_shardings = setup.mesh, setup.state, setup.state_shardings
+    mesh, abstract_state, state_shardings = setup.mesh, setup.abstract_state, setup.state_shardings
     saved_config, config_changes = _compare_config(config, workdir)
     if jax.process_index() == 0:
         layout = os.path.join(workdir, "parameters.tsv")
-        summary = sharding.write_layout(state.params, state_shardings.params, layout)
+        summary = sharding.write_layout(abstract_state.params, state_shardings.params, layout)
         logging.info("sharding_rules %s: %s (each one: %s)", config.sharding_rules, summary, layout)
     train_split, eval_splits, total_steps = setup.train_split, setup.eval_splits, setup.total_steps
     model_def, tx, dc = setup.model_def, setup.tx, config.data
     replicated = parallel.replicated(mesh)
-    num_params = sum(x.size for x in jax.tree.leaves(state.params))
+    num_params = sum(x.size for x in jax.tree.leaves(abstract_state.params))
 
     batch_sharding = parallel.batch_sharding(mesh)
     local_batch = config.batch_size // jax.process_count()
@@ -346,15 +358,16 @@ def run(
     )
     start_step = 0
     if checkpoints.latest_step() is not None:
-        abstract_state = state_lib.abstract(state, state_shardings)
         state, start_step = checkpoints.restore(abstract_state, data_iter)
         logging.info("resumed from %s at step %d", checkpoints.latest.directory, start_step)
         if config_changes:
             _record_config_changes(
                 config, saved_config, config_changes, workdir, start_step, len(train_split)
             )
-    elif config.init_from:  # only at a fresh start: on resume the run's own checkpoint wins
-        state = transfer.init_from(state, config, tx, state_shardings, workdir)
+    else:
+        state = setup.state
+        if config.init_from:  # only at a fresh start: on resume the run's own checkpoint wins
+            state = transfer.init_from(state, config, tx, state_shardings, workdir)
     status = run_status.read(workdir)
     if run_status.stale_running(status):
         if jax.process_index() == 0:

@@ -54,18 +54,21 @@ def sharded_initializer(
     rules: Any,
     mesh: jax.sharding.Mesh,
 ) -> tuple[ModelDef, Callable[[], TrainState], Any]:
-    """(ModelDef, init, shardings): `init()` builds the train state directly on `shardings`
-    (ann/sharding.py's `rules` over `mesh`), as one jitted function whose outputs are sharded,
-    so no device ever holds more than its shards of a model that only fits sharded. The shapes
-    come from `jax.eval_shape` (nothing allocated). `init` computes the same values as building
-    the model eagerly with the same seed (same RNG streams; tests/test_sharding.py checks it)."""
+    """(ModelDef, init, abstract_state): `init()` builds the train state directly on its
+    shardings (ann/sharding.py's `rules` over `mesh`), as one jitted function whose outputs are
+    sharded, so no device ever holds more than its shards of a model that only fits sharded.
+    `abstract_state` is the state as `jax.ShapeDtypeStruct`s with those shardings (from
+    `jax.eval_shape`: nothing allocated, nothing compiled), all a checkpoint restore needs.
+    `init` computes the same values as building the model eagerly with the same seed (same RNG
+    streams; tests/test_sharding.py checks it)."""
 
     def build() -> tuple[ModelDef, TrainState]:
         return create(make_model(), tx, rng)
 
     model_def, shapes = jax.eval_shape(build)
     shardings = sharding.state_shardings(shapes, rules, mesh)
-    return model_def, jax.jit(lambda: build()[1], out_shardings=shardings), shardings
+    init = jax.jit(lambda: build()[1], out_shardings=shardings)
+    return model_def, init, abstract(shapes, shardings)
 
 
 def create_sharded(
@@ -77,13 +80,18 @@ def create_sharded(
 ) -> tuple[ModelDef, TrainState, Any]:
     """(ModelDef, TrainState, its shardings), the state built where it lives (see
     `sharded_initializer`). Raises ConfigError for sharding rules that do not fit the model."""
-    model_def, init, shardings = sharded_initializer(make_model, tx, rng, rules, mesh)
-    return model_def, init(), shardings
+    model_def, init, abstract_state = sharded_initializer(make_model, tx, rng, rules, mesh)
+    return model_def, init(), shardings_of(abstract_state)
 
 
 def merge(graphdef: nnx.GraphDef, state: TrainState) -> nnx.Module:
     """The model with the state's parameters and statistics."""
     return nnx.merge(graphdef, state.params, state.model_state, copy=True)
+
+
+def shardings_of(abstract_state: Any) -> Any:
+    """The tree of shardings of an abstract (or a placed) state."""
+    return jax.tree.map(lambda x: x.sharding, abstract_state)
 
 
 def abstract(state: TrainState, shardings: Any) -> Any:
