@@ -61,7 +61,8 @@ def one_line(error: BaseException) -> str:
     return text
 
 
-def _fail(message: str) -> NoReturn:
+def fail(message: str) -> NoReturn:
+    """`error: message` on stderr, one line, exit 1: how every entry point ends a mistake."""
     print(f"error: {message}", file=sys.stderr)
     sys.exit(1)
 
@@ -74,13 +75,13 @@ def parse_flags(argv: list[str]) -> list[str]:
         rest = flags.FLAGS(argv)
     except _PARSE_ERRORS as e:
         if "Error whilst parsing config file" in str(e):
-            _fail(str(e))
-        _fail(one_line(e))
+            fail(str(e))
+        fail(one_line(e))
     if "config" in flags.FLAGS and flags.FLAGS["config"].present:
         # ml_collections defers a missing file's error to the config's first use.
         path = config_flags.get_config_filename(flags.FLAGS["config"]).partition(":")[0]
         if not os.path.isfile(path):
-            _fail(f"--config={path}: no such file")
+            fail(f"--config={path}: no such file")
     return rest
 
 
@@ -93,6 +94,6 @@ def run(main: Callable[[list[str]], None], errors: tuple[type[BaseException], ..
         try:
             main(argv)
         except (ConfigError, *errors) as e:
-            _fail(str(e))
+            fail(str(e))
 
     app.run(guarded, flags_parser=parse_flags)

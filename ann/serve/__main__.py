@@ -21,7 +21,6 @@ import dataclasses
 import logging
 import os
 import resource
-import sys
 
 from absl import flags
 
@@ -93,23 +92,16 @@ def define_flags() -> None:
     flags.mark_flags_as_required(["model"])
 
 
-def fail(message: str) -> None:
-    """One line on stderr, exit 1."""
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    sys.exit(1)
-
-
 def read_token() -> str | None:
     if FLAGS.token_file is None:
         return FLAGS.token
     if FLAGS.token is not None:
-        fail("--token_file and --token (or $ANN_SERVE_TOKEN) are both set; give one")
+        cli.fail("--token_file and --token (or $ANN_SERVE_TOKEN) are both set; give one")
     try:
         with open(FLAGS.token_file, encoding="utf-8") as f:
             return f.read().strip()
     except (OSError, UnicodeDecodeError) as e:
-        fail(f"--token_file={FLAGS.token_file}: cannot read it ({e})")
-    return None  # not reached
+        cli.fail(f"--token_file={FLAGS.token_file}: cannot read it ({e})")
 
 
 def settings_from_flags():
@@ -126,7 +118,7 @@ def settings_from_flags():
     try:
         settings = Settings(token=read_token(), **named)
     except ValueError as e:
-        fail(str(e))
+        cli.fail(str(e))
     ensure_file_descriptors(settings.file_descriptors())
     return settings
 
@@ -137,7 +129,7 @@ def ensure_file_descriptors(needed: int) -> None:
     if soft == resource.RLIM_INFINITY or soft >= needed:
         return
     if hard != resource.RLIM_INFINITY and hard < needed:
-        fail(
+        cli.fail(
             f"--max_connections={FLAGS.max_connections} needs about {needed} open files, the "
             f"process may open {hard} (ulimit -Hn); lower --max_connections or raise the limit"
         )
@@ -173,7 +165,7 @@ def load_models(specs: list[str], registry_dir: str) -> list:
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
-        fail(f"unexpected arguments: {' '.join(argv[1:])} (flags are --name=value)")
+        cli.fail(f"unexpected arguments: {' '.join(argv[1:])} (flags are --name=value)")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s ann.serve: %(message)s")
     settings = settings_from_flags()
     from ann import artifact
@@ -183,14 +175,14 @@ def main(argv: list[str]) -> None:
     try:
         models = load_models(FLAGS.model, FLAGS.registry)
     except (RegistryError, artifact.IntegrityError, OSError, ValueError) as e:
-        fail(str(e))
+        cli.fail(str(e))
     problem = body_too_small(models, settings.max_body_bytes)
     if problem:
-        fail(problem)
+        cli.fail(problem)
     try:
         run(App(models, settings))
     except OSError as e:
-        fail(str(e))
+        cli.fail(str(e))
 
 
 def body_too_small(models: list, max_body_bytes: int) -> str | None:
