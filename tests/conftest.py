@@ -14,6 +14,7 @@ os.environ["JAX_PLATFORMS"] = "cpu"
 import importlib.util  # noqa: E402
 import json  # noqa: E402
 import pathlib  # noqa: E402
+import subprocess  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -93,3 +94,13 @@ def train_losses(workdir) -> dict:
     """step -> train/loss from a run's metrics.jsonl."""
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         return {r["step"]: r["train/loss"] for r in map(json.loads, f) if "train/loss" in r}
+
+
+def one_line_error(result: subprocess.CompletedProcess) -> str:
+    """The refusal a command printed, checked to be the project's form: exit status 1 and
+    `error: ...` as the only line on stderr (no traceback, no warning). Returns the line."""
+    context = (result.args, result.stderr[-2000:])
+    assert result.returncode == 1, context
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, context
+    assert result.stderr.endswith("\n"), context
+    return result.stderr[:-1]

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import tiny
+from conftest import one_line_error, tiny
 from flax import nnx
 
 from ann import data, generate, models
@@ -302,4 +302,4 @@ def test_generate_flags_are_checked_before_a_model_is_restored(tmp_path, args, m
             [sys.executable, "-m", "ann.generate", f"--workdir={tmp_path / 'LM'}", *args],
             capture_output=True, text=True, timeout=120,
         )  # fmt: skip
-        assert result.returncode == 1 and result.stderr == f"error: {message}\n", result.stderr
+        assert one_line_error(result) == f"error: {message}"
