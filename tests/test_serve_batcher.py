@@ -26,15 +26,22 @@ def recording_run(max_batch_size, fail_first=False):
     return {size: make(size) for size in buckets(max_batch_size)}, calls
 
 
+def started(delay, wait="idle", fail_first=False):
+    """A running Batcher of 8 rows (queue 64) over `recording_run`, and its calls; made inside
+    the event loop."""
+    run, calls = recording_run(8, fail_first)
+    batcher = Batcher(run, 8, delay, 64, wait=wait)
+    batcher.start()
+    return batcher, calls
+
+
 def rows(n, start=0):
     return {"x": np.arange(start, start + n, dtype=np.float32).reshape(n, 1)}
 
 
 def test_oversize_and_empty_requests_are_refused_at_submit():
     async def main():
-        run, calls = recording_run(8)
-        batcher = Batcher(run, 8, 0.001, 64)
-        batcher.start()
+        batcher, calls = started(0.001)
         for n in (9, 0, -1):
             with pytest.raises(ValueError, match=r"rows: expected 1 to max_batch_size \(8\)"):
                 batcher.submit_nowait(rows(max(n, 1)), n)
@@ -66,10 +73,8 @@ def test_settings_that_cannot_work_are_refused(kwargs, message):
 
 def test_model_error_fails_every_request_of_its_batch_and_the_worker_goes_on():
     async def main():
-        run, calls = recording_run(8, fail_first=True)
         # wait="full" with a long delay: the three requests surely share one batch.
-        batcher = Batcher(run, 8, 5.0, 64, wait="full")
-        batcher.start()
+        batcher, calls = started(5.0, "full", fail_first=True)
         futures = [batcher.submit_nowait(rows(n), n) for n in (1, 2, 5)]
         results = await asyncio.gather(*futures, return_exceptions=True)
         assert len(calls) == 1 and calls[0].shape[0] == 8
@@ -85,9 +90,7 @@ def test_model_error_fails_every_request_of_its_batch_and_the_worker_goes_on():
 
 def test_cancelled_requests_are_not_run():
     async def main():
-        run, calls = recording_run(8)
-        batcher = Batcher(run, 8, 0.2, 64, wait="full")
-        batcher.start()
+        batcher, calls = started(0.2, "full")
         first = batcher.submit_nowait(rows(1, 10), 1)
         gone = batcher.submit_nowait(rows(3, 20), 3)
         last = batcher.submit_nowait(rows(1, 30), 1)
@@ -104,10 +107,8 @@ def test_cancelled_requests_are_not_run():
 
 def test_close_finishes_queued_requests_then_refuses():
     async def main():
-        run, calls = recording_run(8)
         # A 60 s fill wait: close() must not sit it out.
-        batcher = Batcher(run, 8, 60.0, 64, wait="full")
-        batcher.start()
+        batcher, calls = started(60.0, "full")
         futures = [batcher.submit_nowait(rows(1, i), 1) for i in range(3)]
         await asyncio.sleep(0)
         await asyncio.wait_for(batcher.close(), 30)
