@@ -347,6 +347,18 @@ def test_cheap_refusals_come_before_decoding(monkeypatch):
     assert status == 503 and "draining" in error
 
 
+def test_refusals_quote_a_clients_path_and_names_clipped():
+    app = App([ServedModel("m", "1", FakeModel(), "test")], Settings())
+    replies = []
+    for method, path in [("GET", "/" + "a" * 5000), ("GET", "/v2/models/m/infer" + "b" * 5000),
+                         ("GET", "/v2/models/" + "c" * 5000),
+                         ("GET", "/v2/models/m/versions/" + "9" * 5000)]:  # fmt: skip
+        app.handle(method, path, None, b"", None, lambda *reply: replies.append(reply))
+        status, body, _ = replies.pop()
+        error = json.loads(body)["error"]
+        assert status in (404, 405) and len(error) < 300 and "..." in error, (status, error)
+
+
 def test_binary_bf16_gets_the_finite_check():
     signature = {"x": {"dtype": "bfloat16", "shape": [2]}}
     for bad in (np.inf, -np.inf, np.nan):

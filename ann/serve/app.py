@@ -338,7 +338,7 @@ class App:
                 if parts != ["metrics"] and parts[:2] != ["v2", "health"]:
                     raise HTTPError(
                         404,
-                        f"no route {method} {_clip(path)} on the metrics port (it "
+                        f"no route {method} {protocol.clip(path)} on the metrics port (it "
                         "serves /metrics and /v2/health/*)",
                         "route",
                     )
@@ -361,7 +361,7 @@ class App:
                     respond(status, self._with_model(reply, served), None)
                 else:
                     raise HTTPError(
-                        404, f"no route {method} {_clip(path)}; see /openapi.json", "route"
+                        404, f"no route {method} {protocol.clip(path)}; see /openapi.json", "route"
                     )
                 return
             self._require(method, "GET", path)
@@ -383,7 +383,9 @@ class App:
             elif parts == ["openapi.json"]:
                 respond(200, orjson.dumps(openapi(self)), None)
             else:
-                raise HTTPError(404, f"no route {method} {_clip(path)}; see /openapi.json", "route")
+                raise HTTPError(
+                    404, f"no route {method} {protocol.clip(path)}; see /openapi.json", "route"
+                )
         except HTTPError as e:
             status = e.status
             self.metrics.errors.labels(str(e.status), e.reason).inc()
@@ -430,7 +432,7 @@ class App:
         if method != expected:
             raise HTTPError(
                 405,
-                f"method: expected {expected} for {_clip(path)}, got {method}",
+                f"method: expected {expected} for {protocol.clip(path)}, got {method}",
                 "method",
                 [(b"allow", expected.encode())],
             )
@@ -563,11 +565,6 @@ def _number(value: float) -> str:
     if isinstance(value, int) or (float(value).is_integer() and abs(value) < 1e18):
         return str(int(value))
     return repr(float(value))
-
-
-def _clip(text: str, limit: int = 100) -> str:
-    """A client's text quoted in a refusal, cut to `limit` characters."""
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _binary_headers(json_length: int) -> list[tuple[bytes, bytes]]:

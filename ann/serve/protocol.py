@@ -60,10 +60,14 @@ def tensor_metadata(signature: Mapping[str, Mapping[str, Any]]) -> list[dict[str
     ]
 
 
+def clip(text: str, limit: int = 100) -> str:
+    """A client's text as a refusal quotes it (a path, a value), cut to `limit` characters."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def short(value: Any, limit: int = 60) -> str:
     """`repr(value)`, cut to `limit` characters: what a refusal quotes of what came."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return clip(repr(value), limit)
 
 
 class _Spec:
