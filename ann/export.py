@@ -346,9 +346,6 @@ def check_flags(workdir: str, out: str, step: str, name: str | None, platforms: 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    from ann.checkpoint import CheckpointError
-    from ann.config import ConfigError
-
     logging.set_verbosity(logging.WARNING)  # Orbax and TFDS are chatty at INFO
 
     try:
@@ -357,17 +354,7 @@ def main(argv: list[str]) -> None:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     step: int | str = int(FLAGS.step) if FLAGS.step.isdigit() else FLAGS.step
-    try:
-        manifest = export(FLAGS.workdir, FLAGS.out, step, FLAGS.name, FLAGS.platforms)
-    except (
-        ConfigError,
-        CheckpointError,
-        FileExistsError,
-        FileNotFoundError,
-        artifact.IntegrityError,
-    ) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    manifest = export(FLAGS.workdir, FLAGS.out, step, FLAGS.name, FLAGS.platforms)
     metrics = " | ".join(f"{k} {v:.4f}" for k, v in sorted(manifest["metrics"].items()))
     print(
         f"exported {manifest['name']} (step {manifest['source']['step']}, "
@@ -378,6 +365,10 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     from ann import cli
+    from ann.checkpoint import CheckpointError
 
     define_flags()
-    cli.run(main)  # a bad flag: one line, exit 1
+    # A bad flag, run or step: one line, exit 1 (ConfigError too, see cli.run).
+    cli.run(
+        main, errors=(CheckpointError, FileExistsError, FileNotFoundError, artifact.IntegrityError)
+    )

@@ -42,7 +42,6 @@ import re
 import shutil
 import sqlite3
 import stat
-import sys
 import time
 import urllib.parse
 import uuid
@@ -689,16 +688,11 @@ def _run() -> None:
         "MLflow tracking server to mirror register/alias/tag into, and for `mirror`.",
     )
 
-    def guarded(argv: list[str]) -> None:
-        try:
-            main(argv)
-        except (RegistryError, artifact.IntegrityError, ValueError, OSError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(1)
-
     from ann import cli
 
-    cli.run(guarded)  # a bad flag: one line, exit 1
+    # A bad flag, argument, registry or export: one line, exit 1 (RegistryError and
+    # IntegrityError are ValueErrors).
+    cli.run(main, errors=(ValueError, OSError))
 
 
 if __name__ == "__main__":
