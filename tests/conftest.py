@@ -104,3 +104,13 @@ def one_line_error(result: subprocess.CompletedProcess) -> str:
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, context
     assert result.stderr.endswith("\n"), context
     return result.stderr[:-1]
+
+
+def fill(args: list[str], places: dict) -> list[str]:
+    """Command-line arguments with placeholders replaced: a bare `RUN`, or the value of
+    `--flag=RUN`, becomes `str(places["RUN"])` (the flag tables name paths a test makes)."""
+    filled = []
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        filled.append(f"{key}={places.get(value, value)}" if sep else str(places.get(arg, arg)))
+    return filled

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import one_line_error, tiny
+from conftest import fill, one_line_error, tiny
 from flax import nnx
 
 from ann import data, generate, models
@@ -289,9 +289,7 @@ def test_generate_flags_are_checked_before_a_model_is_restored(tmp_path, args, m
     fv = flags.FlagValues()
     generate._define_flags(fv)
     named = {"MISSING": tmp_path / "missing", **{key: tmp_path / key for key in runs}}
-    args = [a.replace(a.split("=")[1], str(named[a.split("=")[1]])) if "workdir" in a else a
-            for a in args]  # fmt: skip
-    fv(["generate", f"--workdir={tmp_path / 'LM'}", *args])
+    fv(["generate", f"--workdir={tmp_path / 'LM'}", *fill(args, named)])
     with pytest.raises(ValueError, match=re.escape(message)):
         generate.check_flags(fv)
     if args == ["--num_tokens=0"]:  # the command line: exit 1, one line, before any restore
