@@ -159,6 +159,7 @@ class Connection(asyncio.Protocol):
         self._max_line = settings.max_request_line_bytes
         self._max_header_bytes = settings.max_header_bytes
         self._max_headers = settings.max_headers
+        self._max_head = self._max_line + self._max_header_bytes  # raw bytes of a whole head
         self._connections = listener.connections
         self._parser = httptools.HttpRequestParser(self)
         self._transport: asyncio.Transport | None = None
@@ -223,10 +224,9 @@ class Connection(asyncio.Protocol):
                 message = f"request: expected valid HTTP/1.1, got a parse error ({e})"
                 self._refuse(400, _error(message), "http")
             return
-        if self.waiting is _HEAD and self._head_bytes > self._max_line + self._max_header_bytes:
+        if self.waiting is _HEAD and self._head_bytes > self._max_head:
             # httptools buffers a header line until it ends: bound what it may buffer.
-            self._refuse_head(431, "request head", self._max_line + self._max_header_bytes,
-                              "more", "--max_header_bytes")  # fmt: skip
+            self._refuse_head(431, "request head", self._max_head, "--max_header_bytes")
 
     # -- httptools callbacks -------------------------------------------------------------------
 
@@ -248,8 +248,7 @@ class Connection(asyncio.Protocol):
     def on_url(self, url: bytes) -> None:
         self._url += url
         if len(self._url) > self._max_line:
-            self._refuse_head(414, "request line", self._max_line, "more",
-                              "--max_request_line_bytes")  # fmt: skip
+            self._refuse_head(414, "request line", self._max_line, "--max_request_line_bytes")
             raise _Stop
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -272,12 +271,10 @@ class Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         if self._headers > self._max_headers:
-            self._refuse_head(431, "headers", self._max_headers, "more", "--max_headers",
-                              "fields")  # fmt: skip
+            self._refuse_head(431, "headers", self._max_headers, "--max_headers", "fields")
             raise _Stop
         if self._header_bytes > self._max_header_bytes:
-            self._refuse_head(431, "headers", self._max_header_bytes, "more",
-                              "--max_header_bytes")  # fmt: skip
+            self._refuse_head(431, "headers", self._max_header_bytes, "--max_header_bytes")
             raise _Stop
         self._head_bytes = 0
         self.waiting = _BODY
@@ -367,10 +364,11 @@ class Connection(asyncio.Protocol):
         self._slots.append(slot)
         self._flush()
 
-    def _refuse_head(self, status: int, what: str, limit: int, got: str, flag: str,
-                     unit: str = "bytes") -> None:  # fmt: skip
+    def _refuse_head(
+        self, status: int, what: str, limit: int, flag: str, unit: str = "bytes"
+    ) -> None:
         if not self._closing:
-            message = f"{what}: expected at most {limit} {unit} ({flag}), got {got}"
+            message = f"{what}: expected at most {limit} {unit} ({flag}), got more"
             self._refuse(status, _error(message), "too_large")
 
     def timed_out(self) -> None:
