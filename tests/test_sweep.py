@@ -13,7 +13,7 @@ from conftest import ROOT, with_devices
 
 from ann.config import ConfigError
 from ann.sweep import definition as definition_lib
-from ann.sweep import emit, grid, launch, pruning, search, space
+from ann.sweep import emit, grid, launch, pruning, results, search, space
 from ann.sweep import trials as trials_lib
 from ann.sweep.space import SweepError
 from ann.train import hooks
@@ -272,6 +272,30 @@ return h.product(
     h.sweep("model.features", [(32,), (64,)]),
 )
 """
+
+
+def test_results_plot_shows_validation_and_test_apart(tmp_path):
+    info = {
+        "config": "configs/digits_mlp.py",
+        "search": "grid",
+        "metric": "val/accuracy",
+        "mode": "max",
+        "trials": [{"name": n, "overrides": {"optimizer.learning_rate": lr}} for n, lr in
+                   (("a", 0.001), ("b", 0.01), ("c", 0.1))],
+    }  # fmt: skip
+    rows = [
+        {"trial": "a", "status": "done", "optimizer.learning_rate": 0.001,
+         "best val/accuracy": 0.8, "eval/accuracy at best step": 0.78},
+        {"trial": "b", "status": "done", "optimizer.learning_rate": 0.01,
+         "best val/accuracy": 0.9, "eval/accuracy at best step": 0.86, "best step": 20,
+         "command": "python -m ann.main"},
+        {"trial": "c", "status": "pruned", "optimizer.learning_rate": 0.1,
+         "best val/accuracy": 0.5},
+    ]  # fmt: skip
+    path = results.plot(str(tmp_path), info, rows)
+    assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    text = results.markdown(str(tmp_path), info, rows, path)
+    assert "(validation, ranked) and the test score" in text
 
 
 @pytest.mark.slow

@@ -171,7 +171,11 @@ def markdown(sweep_dir: str, info: dict, rows: list[dict], plot: str | None) -> 
             f"    {top['command']}",
         ]
     if plot:
-        lines += ["", f"![{metric} against each swept key]({os.path.basename(plot)})"]
+        lines += [
+            "",
+            f"![{metric} (validation, ranked) and the test score at its step, against each swept "
+            f"key]({os.path.basename(plot)})",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -184,9 +188,13 @@ def _number(text: Any) -> float | None:
 
 
 def plot(sweep_dir: str, info: dict, rows: list[dict]) -> str | None:
-    """`results.png`: the best metric of each trial against each swept key; None if there is
-    nothing to plot yet."""
-    metric = info["metric"]
+    """`results.png`: each trial's best validation value of the sweep's metric (what ranks the
+    trials; filled markers) and its test value at that step (`eval/...`, reported only; hollow
+    markers), against each swept key, the chosen trial starred. None if there is nothing to
+    plot yet."""
+    metric, mode = info["metric"], info["mode"]
+    name = metric.split("/", 1)[-1]
+    test = f"eval/{name} at best step"  # the first eval split's, as trial_row records it
     keys = [k for k in dict.fromkeys(k for t in info["trials"] for k in t["overrides"])]
     keys = [k for k in keys if len({str(r.get(k)) for r in rows}) > 1]
     points = [r for r in rows if r[f"best {metric}"] is not None]
@@ -195,10 +203,16 @@ def plot(sweep_dir: str, info: dict, rows: list[dict]) -> str | None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure  # no pyplot: no global state, no display needed
 
+    chosen = _sorted(points, metric, mode)[0]
     cols = min(len(keys), 3)
     nrows = math.ceil(len(keys) / cols)
-    fig = Figure(figsize=(4.2 * cols, 3.4 * nrows), layout="constrained")
+    fig = Figure(figsize=(4.2 * cols, 3.4 * nrows + 0.6), layout="constrained")
     FigureCanvasAgg(fig)
+    fig.suptitle(
+        f"Ranked on {metric} (validation split, {'higher' if mode == 'max' else 'lower'} is "
+        f"better)\neval/{name} (test) at that step: reported, never ranked on",
+        fontsize=8,
+    )
     for i, key in enumerate(keys):
         ax = fig.add_subplot(nrows, cols, i + 1)
         xs = [_number(r.get(key)) for r in points]
@@ -210,14 +224,26 @@ def plot(sweep_dir: str, info: dict, rows: list[dict]) -> str | None:
         elif min(xs) > 0 and max(xs) / min(xs) >= 50:
             ax.set_xscale("log")
         for status, style in (("done", "o"), ("pruned", "x")):
-            sel = [(x, r[f"best {metric}"]) for x, r in zip(xs, points) if r["status"] == status]
-            if sel:
-                ax.scatter(*zip(*sel), marker=style, label=status, alpha=0.8)
+            sel = [(x, r) for x, r in zip(xs, points) if r["status"] == status]
+            if not sel:
+                continue
+            val = [(x, r[f"best {metric}"]) for x, r in sel]
+            ax.scatter(*zip(*val), marker=style, color="C0", label=f"validation ({status})")
+            tested = [(x, r[test]) for x, r in sel if isinstance(r.get(test), int | float)]
+            if tested:
+                hollow = {"facecolors": "none"} if style == "o" else {}
+                ax.scatter(
+                    *zip(*tested), marker=style, edgecolors="C1", color="C1",
+                    label=f"test ({status})", **hollow,
+                )  # fmt: skip
+        x = xs[points.index(chosen)]
+        ax.scatter([x], [chosen[f"best {metric}"]], marker="*", s=220, color="C3", zorder=3,
+                   label="chosen (best validation)")  # fmt: skip
         ax.set_xlabel(key)
-        ax.set_ylabel(f"best {metric}")
+        ax.set_ylabel(f"{name} at the trial's best step")
         ax.grid(alpha=0.3)
         if i == 0:
-            ax.legend(fontsize=8)
+            ax.legend(fontsize=7)
     path = os.path.join(sweep_dir, "results.png")
     fig.savefig(path, dpi=100)
     return path
