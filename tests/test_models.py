@@ -9,10 +9,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import ROOT, load_config
 from flax import nnx
 
 from ann import models
+from ann.config import COUNT, ConfigError
 
 
 @pytest.mark.parametrize("name", ["mlp", "cnn", "resnet"])
@@ -92,3 +93,39 @@ def test_readme_own_experiment_trains_and_exports_from_outside_ann(tmp_path):
     model = artifact.load(str(tmp_path / "exports/parity"))
     out = model({"image": np.zeros((3, 8, 8, 1), np.uint8)})
     assert out["p_odd"].shape == (3,) and np.all((out["p_odd"] >= 0) & (out["p_odd"] <= 1))
+
+
+# A model's own argument ranges (its RANGES) are checked with the config, before any data set is
+# read or built, like every other numeric setting.
+@pytest.mark.parametrize(
+    "name, arg, key, value, message",
+    [
+        ("digits_autoencoder", None, "latent", -1, "must be >= 0, got -1"),
+        ("digits_autoencoder", None, "kernel_size", 0, "must be >= 1, got 0"),
+        ("digits_autoencoder", "dense", "latent", 0, "must be > 0, got 0"),
+        ("digits_retrieval", None, "embedding_dim", 0, "must be >= 1, got 0"),
+        ("digits_retrieval", None, "tower_dim", -2, "must be >= 0, got -2"),
+        ("sensors_lstm", None, "hidden_size", 0, "must be >= 1, got 0"),
+        ("sensors_lstm", "gru", "num_layers", 0, "must be >= 1, got 0"),
+    ],
+)
+def test_model_argument_ranges_are_checked_before_data(name, arg, key, value, message):
+    config = load_config(name, arg)
+    config.model[key] = value
+    with pytest.raises(ConfigError) as e:
+        models.check_config(config)
+    assert f"config key 'model.{key}' {message}" in str(e.value)
+
+
+def test_a_user_model_declares_its_own_ranges(monkeypatch):
+    class Ranged(nnx.Module):
+        RANGES = {"width": COUNT}
+
+        def __init__(self, *, width: int = 8, rngs: nnx.Rngs):
+            self.width = width
+
+    monkeypatch.setitem(models._REGISTRY, "ranged_test_model", Ranged)  # this test only
+
+    with pytest.raises(ConfigError, match="'model.width' must be >= 1, got 0; e.g. --config.m"):
+        models.check_arguments("ranged_test_model", {"width": 0})
+    models.check_arguments("ranged_test_model", {"width": 3})

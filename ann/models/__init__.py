@@ -15,7 +15,7 @@ from typing import Any
 import jax.numpy as jnp
 from flax import nnx
 
-from ann.config import ConfigError, did_you_mean
+from ann.config import ConfigError, Range, did_you_mean
 
 _REGISTRY: dict[str, type[nnx.Module]] = {}
 
@@ -64,8 +64,17 @@ _FROM_ELSEWHERE = ("dtype", "param_dtype", "rngs")  # config.dtype, config.param
 
 def check_arguments(name: str, kwargs: Mapping[str, Any], supplied: Sequence[str] = ()) -> None:
     """Raises ConfigError for a `model.*` key that model `name`'s constructor does not take,
-    naming the key and the arguments it does take (`supplied`: what the experiment passes)."""
-    params, takes_any = _parameters(get(name))
+    naming the key and the arguments it does take (`supplied`: what the experiment passes), or
+    whose number lies outside the model's own `RANGES` (a class attribute, argument ->
+    `ann.config.Range`; arguments every model shares, `model.dropout`, are in config.RANGES)."""
+    cls = get(name)
+    params, takes_any = _parameters(cls)
+    ranges: Mapping[str, Range] = getattr(cls, "RANGES", {})
+    for key, allowed in ranges.items():
+        value = kwargs.get(key)
+        if value is not None and not isinstance(value, str | bool):  # a type is the model's
+            default = params[key].default if key in params else None
+            allowed.check(f"model.{key}", value, kwargs.__getitem__, example=default)
     if takes_any:
         return
     # What a config may set: everything the experiment or the loop does not pass itself (when

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ann.config import ConfigError
+from ann.config import COUNT, NONNEGATIVE, POSITIVE, ConfigError
 from ann.models import register
 
 
@@ -46,6 +46,8 @@ def _check_sizes(name: str, values: Sequence[int], allow_empty: bool = False) ->
 class DenseAutoencoder(nnx.Module):
     """MLP encoder `features` -> `latent`, decoder `reversed(features)` -> the input's size."""
 
+    RANGES = {"latent": POSITIVE}  # checked with the config, before any data is read
+
     def __init__(
         self,
         *,
@@ -59,8 +61,6 @@ class DenseAutoencoder(nnx.Module):
         rngs: nnx.Rngs,
     ):
         features = _check_sizes("features", features, allow_empty=True)
-        if latent <= 0:
-            raise ConfigError(f"config key 'model.latent' must be > 0, got {latent}")
         if norm not in (None, "layer"):
             raise ConfigError(f"config key 'model.norm' is {norm!r}; use None or 'layer'")
         self.input_shape = tuple(int(d) for d in input_shape)
@@ -106,6 +106,9 @@ class ConvAutoencoder(nnx.Module):
     `(T, C)` inputs, 2-D for `(H, W, C)`. Each entry of `features` halves every spatial axis;
     sizes that do not divide by 2**len(features) are zero-padded at the end and cropped back."""
 
+    # Checked with the config, before any data is read. latent 0 = no dense bottleneck.
+    RANGES = {"kernel_size": COUNT, "latent": NONNEGATIVE}
+
     def __init__(
         self,
         *,
@@ -125,10 +128,6 @@ class ConvAutoencoder(nnx.Module):
                 f"input shape is {tuple(input_shape)}: use model.name=dense_autoencoder"
             )
         features = _check_sizes("features", features)
-        if kernel_size <= 0:
-            raise ConfigError(f"config key 'model.kernel_size' must be > 0, got {kernel_size}")
-        if latent < 0:
-            raise ConfigError(f"config key 'model.latent' must be >= 0 (0 = none), got {latent}")
         if upsample not in ("nearest", "transpose"):
             raise ConfigError(
                 f"config key 'model.upsample' is {upsample!r}; use 'nearest' or 'transpose'"

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ann.config import ConfigError
+from ann.config import COUNT, ConfigError
 from ann.models import register
 
 CELLS = {"lstm": nnx.OptimizedLSTMCell, "gru": nnx.GRUCell}
@@ -33,6 +33,8 @@ CELLS = {"lstm": nnx.OptimizedLSTMCell, "gru": nnx.GRUCell}
 
 class RecurrentForecaster(nnx.Module):
     """Stacked recurrent layers and a direct multi-step head; `cell` is "lstm" or "gru"."""
+
+    RANGES = {"hidden_size": COUNT, "num_layers": COUNT}  # checked with the config, before data
 
     def __init__(
         self,
@@ -57,7 +59,7 @@ class RecurrentForecaster(nnx.Module):
         if cell not in CELLS:
             raise ConfigError(f"recurrent cell {cell!r} is unknown; use one of {sorted(CELLS)}")
         for key, value in (("hidden_size", hidden_size), ("num_layers", num_layers)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if not isinstance(value, int) or isinstance(value, bool):  # RANGES: >= 1
                 raise ConfigError(f"config key 'model.{key}' must be an int >= 1, got {value!r}")
         valid_int = isinstance(highway, int) and not isinstance(highway, bool)
         if not valid_int or not 0 <= highway <= input_shape[0]:

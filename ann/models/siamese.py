@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ann import models
-from ann.config import ConfigError
+from ann.config import COUNT, NONNEGATIVE, ConfigError
 
 # What the siamese module supplies to its tower; every other tower argument is a config key.
 _SUPPLIED = ("input_shape", "num_classes", "dtype", "param_dtype", "rngs")
@@ -65,6 +65,9 @@ def l2_normalize(x: jax.Array, eps: float = 1e-6) -> jax.Array:
 @models.register("siamese")
 @models.register("bi_encoder")
 class Siamese(nnx.Module):
+    # Checked with the config, before any data is read. tower_dim 0 = no projection.
+    RANGES = {"embedding_dim": COUNT, "tower_dim": NONNEGATIVE}
+
     def __init__(
         self,
         *,
@@ -77,12 +80,6 @@ class Siamese(nnx.Module):
         param_dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
     ):
-        if embedding_dim < 1:
-            raise ConfigError(f"config key 'model.embedding_dim' must be >= 1, got {embedding_dim}")
-        if tower_dim < 0:
-            raise ConfigError(
-                f"config key 'model.tower_dim' must be >= 0 (0 = no projection), got {tower_dim}"
-            )
         kwargs = dict(encoder_kwargs or {})
         _check_tower(encoder, kwargs)
         self.embedding_dim = embedding_dim
