@@ -36,6 +36,7 @@ BAD = [
     (["--max_connections=0"], "--max_connections=0"),
     (["--request_log_sample=1.5"], "--request_log_sample=1.5"),
     (["--request_log=/nonexistent/dir/requests.jsonl"], "--request_log=/nonexistent/dir"),
+    (["--request_log=/tmp"], "--request_log=/tmp: is a folder"),
     (["--shutdown_timeout=-1"], "--shutdown_timeout=-1"),
     (["--token="], "token: expected printable ASCII"),
     (["--token=two words"], "token: expected printable ASCII"),

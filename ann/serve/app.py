@@ -149,9 +149,14 @@ class Settings:
                 "--token_file or $ANN_SERVE_TOKEN to a real token, or unset both for no token"
             )
         if self.request_log is not None:
-            folder = os.path.dirname(os.path.abspath(self.request_log))
+            path = os.path.abspath(self.request_log)
+            folder = os.path.dirname(path)
             if not os.path.isdir(folder):
                 return f"--request_log={self.request_log}: its folder {folder} does not exist"
+            if os.path.isdir(path):
+                return f"--request_log={self.request_log}: is a folder; give a file in it"
+            if not os.access(path if os.path.exists(path) else folder, os.W_OK):
+                return f"--request_log={self.request_log}: not writable; give a writable path"
         return None
 
     def file_descriptors(self) -> int:
