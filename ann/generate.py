@@ -13,6 +13,7 @@ keeping a key/value cache: simpler, exact, and cheap at these sequence lengths.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 
@@ -137,24 +138,27 @@ def _define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
 
 LM_FLAGS = ("prompt", "num_tokens", "temperature", "top_k", "num_samples", "seed")
 SEQ2SEQ_FLAGS = ("source", "beam_size")
+# flag -> the values it may take, low <= value < high (NaN is outside), and how to say so.
+RANGES = {
+    "num_tokens": (1, math.inf, ">= 1"),
+    "num_samples": (1, math.inf, ">= 1"),
+    "top_k": (0, math.inf, ">= 0 (0: all ids)"),
+    "beam_size": (1, math.inf, ">= 1"),
+    "temperature": (0, math.inf, "finite and >= 0 (0: greedy)"),
+    "seed": (0, 2**32, "in [0, 2**32)"),
+}
 
 
 def check_flags(f: flags.FlagValues) -> str:
     """Checks every flag before a model is restored; returns the run's experiment. Raises
     ValueError with one line naming the flag and the fix."""
-    import math
-
     from ann import config as config_lib
 
     if not (f.step in ("best", "latest") or f.step.isdigit()):
         raise ValueError(f"--step={f.step!r} must be 'best', 'latest' or a step number (>= 0)")
-    for name, low in (("num_tokens", 1), ("num_samples", 1), ("top_k", 0), ("beam_size", 1)):
-        if f[name].value < low:
-            raise ValueError(f"--{name}={f[name].value} must be >= {low}")
-    if not math.isfinite(f.temperature) or f.temperature < 0:
-        raise ValueError(f"--temperature={f.temperature} must be finite and >= 0 (0: greedy)")
-    if not 0 <= f.seed < 2**32:
-        raise ValueError(f"--seed={f.seed} must be in [0, 2**32)")
+    for name, (low, high, allowed) in RANGES.items():
+        if not low <= f[name].value < high:
+            raise ValueError(f"--{name}={f[name].value} must be {allowed}")
     if not os.path.isfile(os.path.join(f.workdir, "config.json")):
         what = "does not exist" if not os.path.exists(f.workdir) else "holds no config.json"
         raise ValueError(f"--workdir={f.workdir} {what}; give the directory of a trained run")
