@@ -20,6 +20,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow_datasets as tfds
 
+from ann.data import splits
+
 MAX_DIGITS = 8
 HELD_OUT = (3, 6)
 TASKS = ("reverse", "sort", "add")
@@ -31,14 +33,8 @@ SIZES = {"train": 30_000, "test": 1_500, "test_seen": 1_500}  # train: before ca
 SEEDS = {"train": 0, "test": 1, "test_seen": 2}
 # Validation is sized like the test splits (generated data has no natural size; a larger one
 # would only slow every eval's greedy decoding).
-TRAIN_ROWS = SIZES["train"] - SIZES["test"]
 # split -> (stream it is generated from, rows [start, stop) of that stream)
-ROWS = {
-    "train": ("train", 0, TRAIN_ROWS),
-    "validation": ("train", TRAIN_ROWS, SIZES["train"]),
-    "test": ("test", 0, SIZES["test"]),
-    "test_seen": ("test_seen", 0, SIZES["test_seen"]),
-}
+ROWS = splits.stream_splits(SIZES, validation_rows=SIZES["test"])
 REVERSED_TARGET = ("add",)  # targets written least-significant digit first
 _INDEX = {t: i for i, t in enumerate(VOCABULARY)}
 

@@ -11,7 +11,7 @@ Regime changes come at random times (on average every REGIME_EVERY steps): the l
 cycle's amplitude changes, its phase slips and the trend bends. Windows of HISTORY steps
 (`history`) and the next HORIZON steps (`future`) are cut with a stride; `series` and `start`
 say where from. `train` and `test` are cut from different series (different seeds), so no test
-point was ever in a training window; `validation` is the last VALIDATION_FRACTION of the
+point was ever in a training window; `validation` is the last splits.VALIDATION_FRACTION of the
 training series (cut with the test stride), so it shares no series with train either. The
 seasonal period, which the seasonal-naive baseline needs, is the module constant PERIOD and
 `info.metadata["period"]` (with `history`, `horizon`).
@@ -20,9 +20,9 @@ seasonal period, which the seasonal-naive baseline needs, is the module constant
 (its length jitters by 10% from window to window), a shared slow AR(1) wander, white noise of
 std 0.08, and a fourth sensor whose response is nonlinear (saturating), so normal windows do not
 lie in a linear subspace. `train` holds normal windows only; `validation` is the last
-VALIDATION_FRACTION of the training stream's windows with faults injected as in `test` (from its
-own seed), to choose checkpoints on; `test` has about FAULT_RATE of its windows with one
-injected fault in one channel, labelled "fault": a spike (+-0.6-1.0 on 1-3
+splits.VALIDATION_FRACTION of the training stream's windows with faults injected as in `test`
+(from its own seed), to choose checkpoints on; `test` has about FAULT_RATE of its windows with
+one injected fault in one channel, labelled "fault": a spike (+-0.6-1.0 on 1-3
 steps), a level shift (0.35-0.6), a drift (a ramp to 0.5-0.9), a stuck sensor (a flat line of 16+
 steps), a noise burst (noise 3-5x larger for 12-24 steps) or a broken correlation (one channel's
 cycle slips by a quarter to half a period). Against a cycle of amplitude ~1 these are moderate:
@@ -39,7 +39,7 @@ from collections.abc import Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
-from ann.data.splits import VALIDATION_FRACTION
+from ann.data import splits
 
 PERIOD = 24  # steps per "day": the seasonal period of both data sets
 
@@ -50,28 +50,18 @@ SERIES_CHANNELS = 3
 SERIES_LEN = 800
 REGIME_EVERY = 300
 SERIES_COUNT = {"train": 150, "test": 30}
-STRIDE = {"train": 12, "test": 24}
+STRIDE = {"train": 12, "validation": 24, "test": 24}  # validation's windows are cut as test's
 SERIES_SEEDS = {"train": 100, "test": 200}
-TRAIN_SERIES = int(round(SERIES_COUNT["train"] * (1 - VALIDATION_FRACTION)))
-# split -> (series stream, series [first, stop) of it, stride)
-SERIES_ROWS = {
-    "train": ("train", 0, TRAIN_SERIES, STRIDE["train"]),
-    "validation": ("train", TRAIN_SERIES, SERIES_COUNT["train"], STRIDE["test"]),
-    "test": ("test", 0, SERIES_COUNT["test"], STRIDE["test"]),
-}
+# split -> (series stream, series [first, stop) of it)
+SERIES_ROWS = splits.stream_splits(SERIES_COUNT)
 
 # sensor_faults
 FAULT_WINDOW = 64
 FAULT_CHANNELS = 4
 FAULT_SIZES = {"train": 2_000, "test": 1_000}  # train: before carving validation
 FAULT_SEEDS = {"train": 10, "test": 20, "validation": 30}  # validation's: its faults only
-TRAIN_WINDOWS = int(round(FAULT_SIZES["train"] * (1 - VALIDATION_FRACTION)))
 # split -> (window stream, windows [start, stop) of it)
-FAULT_ROWS = {
-    "train": ("train", 0, TRAIN_WINDOWS),
-    "validation": ("train", TRAIN_WINDOWS, FAULT_SIZES["train"]),
-    "test": ("test", 0, FAULT_SIZES["test"]),
-}
+FAULT_ROWS = splits.stream_splits(FAULT_SIZES)
 FAULT_RATE = 0.18
 FAULT_KINDS = ("none", "spike", "level_shift", "drift", "stuck", "noise_burst", "decorrelation")
 
@@ -255,7 +245,8 @@ class SensorSeries(tfds.core.GeneratorBasedBuilder):
         return {split: self._generate_examples(split) for split in SERIES_ROWS}
 
     def _generate_examples(self, split: str) -> Iterator[tuple[int, dict]]:
-        stream, first, stop, stride = SERIES_ROWS[split]
+        stream, first, stop = SERIES_ROWS[split]
+        stride = STRIDE[split]
         rng = np.random.default_rng(SERIES_SEEDS[stream])
         key = 0
         for s in range(stop):

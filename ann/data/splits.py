@@ -9,6 +9,8 @@ validation split left every test split exactly as it was.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 SPLIT_SEED = 0
@@ -62,8 +64,28 @@ def sequential_splits(n: int) -> dict[str, np.ndarray]:
     rows in order, so for data ordered by writer (the digits) train, validation and test are
     (up to the one writer at each boundary) written by different people."""
     train, test = sequential_split(n)
-    cut = int(round(len(train) * (1 - VALIDATION_FRACTION)))
+    cut = kept_for_training(len(train))
     return {"train": train[:cut], "validation": train[cut:], "test": test}
+
+
+def kept_for_training(n: int) -> int:
+    """How many of `n` training rows, in order, stay in train when the last VALIDATION_FRACTION
+    of them become validation."""
+    return int(round(n * (1 - VALIDATION_FRACTION)))
+
+
+def stream_splits(
+    sizes: Mapping[str, int], validation_rows: int | None = None
+) -> dict[str, tuple[str, int, int]]:
+    """The splits of generated data, where each split of `sizes` is a stream of rows drawn from
+    a seed of its own: `{split: (stream, first row, stop row)}`. `validation` is the last
+    `validation_rows` of the `train` stream (default: its last VALIDATION_FRACTION), `train`
+    the rows before; generating the streams as before leaves every other split unchanged."""
+    n = sizes["train"]
+    cut = kept_for_training(n) if validation_rows is None else n - validation_rows
+    rows = {"train": ("train", 0, cut), "validation": ("train", cut, n)}
+    rows.update({name: (name, 0, size) for name, size in sizes.items() if name != "train"})
+    return rows
 
 
 def digits() -> tuple[np.ndarray, np.ndarray]:
