@@ -98,3 +98,22 @@ def test_settings_that_need_the_model_or_the_port(digits_export):
         result = run_server([f"--port={port}"], model=str(out))
     line = one_line_error(result)
     assert line.startswith(f"error: --port={port} on --host=127.0.0.1: cannot listen"), line
+
+
+def test_an_open_file_limit_the_kernel_refuses_is_one_line():
+    # Under an unlimited `ulimit -Hn` the kernel (fs.nr_open) may still refuse the raise.
+    code = (
+        "import resource, sys\n"
+        "from absl import flags\n"
+        "import ann.serve.__main__ as m\n"
+        "m.define_flags(); flags.FLAGS(['serve', '--model=x'])\n"
+        "resource.getrlimit = lambda kind: (1024, resource.RLIM_INFINITY)\n"
+        "def refuse(*args): raise ValueError('not allowed to raise maximum limit')\n"
+        "resource.setrlimit = refuse\n"
+        "m.ensure_file_descriptors(5000)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60)  # fmt: skip
+    line = one_line_error(result)
+    assert "--max_connections=512 needs about 5000 open files" in line, line
+    assert "not allowed to raise maximum limit" in line, line

@@ -128,12 +128,15 @@ def ensure_file_descriptors(needed: int) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY or soft >= needed:
         return
-    if hard != resource.RLIM_INFINITY and hard < needed:
+    try:
+        if hard != resource.RLIM_INFINITY and hard < needed:
+            raise ValueError(f"the process may open {hard} (ulimit -Hn)")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+    except (ValueError, OSError) as e:  # also a kernel cap (fs.nr_open) under an unlimited -Hn
         cli.fail(
-            f"--max_connections={FLAGS.max_connections} needs about {needed} open files, the "
-            f"process may open {hard} (ulimit -Hn); lower --max_connections or raise the limit"
+            f"--max_connections={FLAGS.max_connections} needs about {needed} open files, {e}; "
+            "lower --max_connections or raise the limit"
         )
-    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
 
 
 def load_models(specs: list[str], registry_dir: str) -> list:
