@@ -21,11 +21,37 @@ SMALL = [
 ]
 
 
+def command(workdir, *flags):
+    return [sys.executable, "-m", "ann.main", CONFIG, f"--workdir={workdir}", *SMALL, *flags]
+
+
 def cli(workdir, devices, *flags, timeout=300):
-    cmd = [sys.executable, "-m", "ann.main", CONFIG, f"--workdir={workdir}", *SMALL, *flags]
     return subprocess.run(
-        cmd, env=with_devices(devices), cwd=ROOT, capture_output=True, text=True, timeout=timeout
+        command(workdir, *flags),
+        env=with_devices(devices),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
+
+
+def start_endless(workdir, ready, *flags, stderr=subprocess.DEVNULL):
+    """Starts a run on one device too long to end by itself (no eval either); returns the
+    process once `ready()` holds (polled for at most 240 s), still running, to be signalled."""
+    endless = ["--config.total_steps=100000", "--config.eval_every_steps=100000"]
+    proc = subprocess.Popen(
+        command(workdir, *endless, *flags),
+        env=with_devices(1),
+        cwd=ROOT,
+        stderr=stderr,
+        text=True,
+    )
+    deadline = time.time() + 240
+    while time.time() < deadline and not ready():
+        time.sleep(0.5)
+    assert proc.poll() is None, "training ended before it could be signalled"
+    return proc
 
 
 def test_one_and_four_devices_agree_and_a_checkpoint_moves_between_them(tmp_path):
@@ -46,23 +72,13 @@ def test_one_and_four_devices_agree_and_a_checkpoint_moves_between_them(tmp_path
 
 
 def test_sigterm_saves_and_exits_cleanly(tmp_path):
-    cmd = [
-        sys.executable,
-        "-m",
-        "ann.main",
-        CONFIG,
-        f"--workdir={tmp_path}",
-        *SMALL,
-        "--config.total_steps=100000",
-        "--config.checkpoint_every_steps=100000",
-        "--config.eval_every_steps=100000",
-    ]
-    proc = subprocess.Popen(cmd, env=with_devices(1), cwd=ROOT, stderr=subprocess.PIPE, text=True)
     metrics = tmp_path / "metrics.jsonl"
-    deadline = time.time() + 240
-    while time.time() < deadline and not (metrics.exists() and "train/loss" in metrics.read_text()):
-        time.sleep(0.5)
-    assert proc.poll() is None, "training ended before it could be interrupted"
+    proc = start_endless(
+        tmp_path,
+        lambda: metrics.exists() and "train/loss" in metrics.read_text(),
+        "--config.checkpoint_every_steps=100000",
+        stderr=subprocess.PIPE,
+    )
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 0, stderr[-2000:]
@@ -79,26 +95,12 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path):
 def test_a_killed_run_is_recognised_and_resumed(tmp_path):
     """SIGKILL leaves run_status.json at `running`: the next start says the run was killed
     instead of trusting it, and resumes from the last checkpoint."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "ann.main",
-        CONFIG,
-        f"--workdir={tmp_path}",
-        *SMALL,
-        "--config.total_steps=100000",
-        "--config.eval_every_steps=100000",
-    ]
-    proc = subprocess.Popen(cmd, env=with_devices(1), cwd=ROOT, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
     ckpt = tmp_path / "checkpoints"
 
     def committed() -> bool:  # a finished step directory, not Orbax's temporary one
         return ckpt.exists() and any(p.name.isdigit() for p in ckpt.iterdir())
 
-    while time.time() < deadline and not committed():
-        time.sleep(0.5)
-    assert proc.poll() is None, "training ended before it could be killed"
+    proc = start_endless(tmp_path, committed)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     status = json.loads((tmp_path / "run_status.json").read_text())
