@@ -177,6 +177,39 @@ def test_a_damaged_step_is_an_error_naming_the_file_for_export(tmp_path, trained
     assert restore_model(str(workdir), 10)[2] == 10
 
 
+def test_init_from_a_damaged_or_non_finite_step_is_refused(tmp_path, trained):
+    """init_from reads another run's checkpoint as a resume reads its own: verified against
+    the manifest, and finite."""
+    from ann.config import ConfigError
+    from ann.train import transfer
+
+    workdir = copy_run(trained, tmp_path / "run")
+    victim = largest_data_file(workdir / "checkpoints" / "20")
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    with pytest.raises(ConfigError, match="init_from.*is damaged.*does not match the sha256"):
+        transfer.read(transfer.resolve(f"{workdir}:20"))
+    assert transfer.read(transfer.resolve(f"{workdir}:10"))  # an intact step still loads
+
+    class Position:
+        def get_state(self):
+            return {}
+
+    nan_run = tmp_path / "nan_run"
+    checkpoints = checkpoint_lib.Checkpoints(str(nan_run), 3, "val/loss", "min")
+    try:
+        state = {"params": {"w": jnp.array([1.0, jnp.nan])}, "model_state": {}}
+        checkpoints.save(1, state, Position())
+        checkpoints.wait()
+    finally:
+        checkpoints.close()
+    (nan_run / "config.json").write_text("{}")
+    assert checkpoint_lib.verify_files(str(nan_run / "checkpoints" / "1")) is None
+    with pytest.raises(ConfigError, match="init_from.*non-finite values.*in w;"):
+        transfer.read(transfer.resolve(f"{nan_run}:1"))
+
+
 def test_an_io_error_on_restore_is_reported_as_io_and_changes_nothing(
     tmp_path, trained, monkeypatch
 ):

@@ -63,6 +63,7 @@ from ann.train import state as state_lib
 
 REPORT = "init_from.json"
 STEP_CHOICES = ("best", "latest")
+_OTHER_STEP = "start from another step (RUN:best, RUN:latest, RUN:STEP) or an export"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,11 +173,27 @@ def read(source: Source) -> dict[str, np.ndarray]:
 
 def _read_checkpoint(source: Source) -> dict[str, np.ndarray]:
     """Only `params` and `model_state` of the saved TrainState, as host arrays: the optimizer
-    state is neither read nor needed to match."""
+    state is neither read nor needed to match. The step's files are verified against its
+    sha256 manifest and the arrays must be finite, as on a resume (ann/checkpoint.py); a step
+    saved before manifests is read unverified, with a warning."""
     import orbax.checkpoint as ocp
     from etils import epath
 
+    from ann import checkpoint as checkpoint_lib
+
     path = epath.Path(source.directory)
+    step_dir = str(path.parent)
+    try:
+        problem = checkpoint_lib.verify_files(step_dir)
+    except FileNotFoundError:
+        problem = None
+        logging.warning("%s has no %s: reading it unverified", step_dir, checkpoint_lib.MANIFEST)
+    except OSError as e:
+        raise _error(
+            source.spec, f"reading {step_dir} failed with an I/O error ({e}); check the disk"
+        ) from e
+    if problem is not None:
+        raise _error(source.spec, f"checkpoint {step_dir} is damaged ({problem}); {_OTHER_STEP}")
     handler = ocp.PyTreeCheckpointHandler()
     try:
         saved = handler.metadata(path).tree
@@ -200,6 +217,17 @@ def _read_checkpoint(source: Source) -> dict[str, np.ndarray]:
     for key_path, value in jax.tree_util.tree_leaves_with_path(restored):
         name = optimizers.path_name(key_path)
         arrays[name.partition("/")[2]] = np.asarray(value)  # drop "params/" or "model_state/"
+    bad = [
+        n
+        for n, x in arrays.items()
+        if np.issubdtype(x.dtype, np.inexact) and not np.isfinite(x).all()
+    ]
+    if bad:
+        raise _error(
+            source.spec,
+            f"checkpoint {step_dir} holds non-finite values (NaN or inf) in {', '.join(bad)}; "
+            + _OTHER_STEP,
+        )
     return arrays
 
 
