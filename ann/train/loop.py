@@ -81,13 +81,15 @@ def _check_finite(window: list[dict], step: int, checkpoints: Checkpoints) -> No
 
     Runs at every host sync, before any hook (so before any save): the state about to be saved
     is the one the window's last step produced, and its `STATE_FINITE` flag is in the window.
-    `window[i]` holds the metrics of step `step - len(window) + i + 1`."""
+    `window[i]` holds the metrics of step `step - len(window) + i + 1`; the flag is taken out
+    of them (it is not a metric to log)."""
     for i, metrics in enumerate(window):
         first = step - len(window) + i + 1
-        bad = [k for k, v in metrics.items() if k != step_lib.STATE_FINITE and not np.isfinite(v)]
+        state_finite = metrics.pop(step_lib.STATE_FINITE, True)
+        bad = [k for k, v in metrics.items() if not np.isfinite(v)]
         if bad:
             what = f"{', '.join(bad)} became {metrics[bad[0]]} at step {first}"
-        elif not metrics.get(step_lib.STATE_FINITE, True):
+        elif not state_finite:
             what = (
                 f"the train state (parameters, optimizer or model state) became non-finite at "
                 f"step {first}"
@@ -562,8 +564,6 @@ def run(
                 pulled = jax.device_get(pending)
                 pending.clear()
                 _check_finite(pulled, step, checkpoints)
-                for m in pulled:
-                    del m[step_lib.STATE_FINITE]
                 ctx.window.extend(pulled)
                 ctx.state = state
                 for hook in due:
