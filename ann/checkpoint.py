@@ -167,7 +167,9 @@ class Checkpoints:
         best_metric: str,
         best_mode: str,
         async_save: bool = True,
+        create: bool = True,
     ):
+        """`create=False` for a reader (restore_state only): no directory is made in `workdir`."""
         self.workdir = os.path.abspath(workdir)
         self.best_metric = best_metric
         self.best_mode = best_mode
@@ -177,6 +179,7 @@ class Checkpoints:
                 max_to_keep=max_to_keep,
                 enable_async_checkpointing=async_save,
                 multiprocessing_options=_barrier_names("latest"),
+                create=create,
             ),
         )
         self.best = ocp.CheckpointManager(
@@ -188,6 +191,7 @@ class Checkpoints:
                 keep_checkpoints_without_metrics=False,
                 enable_async_checkpointing=async_save,
                 multiprocessing_options=_barrier_names("best"),
+                create=create,
             ),
         )
         # Saved steps whose commit (and manifest) is not yet confirmed, per manager.

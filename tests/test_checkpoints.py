@@ -177,6 +177,15 @@ def test_a_damaged_step_is_an_error_naming_the_file_for_export(tmp_path, trained
     assert restore_model(str(workdir), 10)[2] == 10
 
 
+def test_restoring_a_model_creates_nothing_in_the_run(tmp_path, trained):
+    # export/generate read a run: no directory appears in it (here the missing best one).
+    workdir = copy_run(trained, tmp_path / "run")
+    shutil.rmtree(workdir / "checkpoints_best")
+    before = sorted(p.relative_to(workdir) for p in workdir.rglob("*"))
+    assert restore_model(str(workdir), "latest")[2] == 20
+    assert sorted(p.relative_to(workdir) for p in workdir.rglob("*")) == before
+
+
 def test_init_from_a_damaged_or_non_finite_step_is_refused(tmp_path, trained):
     """init_from reads another run's checkpoint as a resume reads its own: verified against
     the manifest, and finite."""

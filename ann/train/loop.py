@@ -302,7 +302,9 @@ def restore_model(
 
     config = config_lib.read(workdir)
     setup = build(config, experiments.get(config.experiment)(config), for_training=False)
-    checkpoints = Checkpoints(workdir, config.max_to_keep, config.best_metric, config.best_mode)
+    checkpoints = Checkpoints(
+        workdir, config.max_to_keep, config.best_metric, config.best_mode, create=False
+    )
     try:
         state, step = checkpoints.restore_state(setup.abstract_state, step)
     finally:
