@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
+from jax.experimental import multihost_utils
 
 from ann.config import ConfigError
 from ann.train.state import all_finite
@@ -339,46 +340,51 @@ class Checkpoints:
                 ) from e
             raise _Unreadable(f"{type(e).__name__}: {e}") from e
 
+    def _load(self, step: int, abstract_state: Any) -> tuple[Any, str | None]:
+        """(restored state and data position, None) for an intact step of `checkpoints/`, or
+        (None, what is wrong) for a damaged one. Raises CheckpointError for an I/O error and
+        for an intact step that does not fit `abstract_state`."""
+        problem = self._check(self.latest, step)
+        if problem is not None:
+            return None, problem
+        args = ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()
+        )
+        try:
+            restored = self._read(self.latest, step, args)
+        except _Unreadable as e:
+            if not os.path.exists(os.path.join(self._step_dir(self.latest, step), MANIFEST)):
+                return None, f"it cannot be read and has no manifest to tell why ({e})"
+            # Its files are as saved: the config, not the bytes, differs.
+            raise CheckpointError(
+                f"checkpoint step {step} in {self.latest.directory} is intact but does not fit "
+                f"this config ({e}); rerun with the config it was saved with "
+                "(WORKDIR/config.json), or start a new --workdir"
+            ) from e
+        if not _finite(restored.state):
+            return None, "it holds non-finite values (NaN or inf)"
+        return restored, None
+
     def restore(self, abstract_state: Any, data_iter: Any) -> tuple:
         """Restores (state, step) from the newest intact step into `abstract_state`'s shapes and
         shardings, and the data iterator in place. Damaged steps are moved to
         `checkpoints_damaged/` with a warning naming the file; the step resumed from is logged."""
         damaged: list[tuple[int, str]] = []
         for step in self._complete_steps(self.latest):
-            problem = self._check(self.latest, step)
-            if problem is None:
-                try:
-                    restored = self._read(
-                        self.latest,
-                        step,
-                        ocp.args.Composite(
-                            state=ocp.args.StandardRestore(abstract_state),
-                            data=ocp.args.JsonRestore(),
-                        ),
-                    )
-                except _Unreadable as e:
-                    if os.path.exists(os.path.join(self._step_dir(self.latest, step), MANIFEST)):
-                        # Its files are as saved: the config, not the bytes, differs.
-                        raise CheckpointError(
-                            f"checkpoint step {step} in {self.latest.directory} is intact but "
-                            f"does not fit this config ({e}); rerun with the config it was "
-                            "saved with (WORKDIR/config.json), or start a new --workdir"
-                        ) from e
-                    problem = f"it cannot be read and has no manifest to tell why ({e})"
-                else:
-                    if _finite(restored.state):
-                        try:
-                            data_iter.set_state(restored.data)
-                        except (ValueError, KeyError, TypeError) as e:
-                            raise CheckpointError(
-                                f"checkpoint step {step} in {self.latest.directory} holds a "
-                                f"data position this data set does not have ({e}); rerun with "
-                                "the data config it was saved with (WORKDIR/config.json)"
-                            ) from e
-                        self._set_aside(damaged, step)
-                        return restored.state, step
-                    problem = "it holds non-finite values (NaN or inf)"
-            damaged.append((step, problem))
+            restored, problem = self._load(step, abstract_state)
+            if problem is not None:
+                damaged.append((step, problem))
+                continue
+            try:
+                data_iter.set_state(restored.data)
+            except (ValueError, KeyError, TypeError) as e:
+                raise CheckpointError(
+                    f"checkpoint step {step} in {self.latest.directory} holds a data position "
+                    f"this data set does not have ({e}); rerun with the data config it was "
+                    "saved with (WORKDIR/config.json)"
+                ) from e
+            self._set_aside(damaged, step)
+            return restored.state, step
         listing = "; ".join(f"step {s}: {p}" for s, p in damaged)
         raise CheckpointError(
             f"no checkpoint in {self.latest.directory} can be restored ({listing}); they are "
@@ -392,8 +398,6 @@ class Checkpoints:
         if not damaged:
             return
         if jax.process_count() > 1:
-            from jax.experimental import multihost_utils
-
             multihost_utils.sync_global_devices("ann_checkpoint_restored")
         aside = os.path.join(self.workdir, DAMAGED_DIR)
         for step, problem in damaged:
@@ -414,8 +418,6 @@ class Checkpoints:
                 resumed,
             )
         if jax.process_count() > 1:
-            from jax.experimental import multihost_utils
-
             multihost_utils.sync_global_devices("ann_checkpoint_set_aside")
         self.latest.reload()
 
