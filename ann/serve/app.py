@@ -341,11 +341,8 @@ class App:
             parts = [p for p in path.split("/") if p]
             if public_only:
                 if parts != ["metrics"] and parts[:2] != ["v2", "health"]:
-                    raise HTTPError(
-                        404,
-                        f"no route {method} {protocol.clip(path)} on the metrics port (it "
-                        "serves /metrics and /v2/health/*)",
-                        "route",
+                    raise _no_route(
+                        method, path, "the metrics port serves /metrics and /v2/health/*"
                     )
             elif parts[:2] != ["v2", "health"]:
                 self._authorize(authorization)
@@ -365,9 +362,7 @@ class App:
                     reply = {"name": served.name, "ready": status == 200}
                     respond(status, self._with_model(reply, served), None)
                 else:
-                    raise HTTPError(
-                        404, f"no route {method} {protocol.clip(path)}; see /openapi.json", "route"
-                    )
+                    raise _no_route(method, path)
                 return
             self._require(method, "GET", path)
             status = 200
@@ -388,9 +383,7 @@ class App:
             elif parts == ["openapi.json"]:
                 respond(200, orjson.dumps(openapi(self)), None)
             else:
-                raise HTTPError(
-                    404, f"no route {method} {protocol.clip(path)}; see /openapi.json", "route"
-                )
+                raise _no_route(method, path)
         except HTTPError as e:
             status = e.status
             self.metrics.errors.labels(str(e.status), e.reason).inc()
@@ -570,6 +563,10 @@ def _number(value: float) -> str:
     if isinstance(value, int) or (float(value).is_integer() and abs(value) < 1e18):
         return str(int(value))
     return repr(float(value))
+
+
+def _no_route(method: str, path: str, hint: str = "see /openapi.json") -> HTTPError:
+    return HTTPError(404, f"no route {method} {protocol.clip(path)}; {hint}", "route")
 
 
 def _binary_headers(json_length: int) -> list[tuple[bytes, bytes]]:
