@@ -22,7 +22,8 @@ import tempfile
 import jax
 from absl import flags, logging
 
-from ann import cli, models
+import experiments
+from ann import cli
 from ann import config as config_lib
 from ann.metrics import device_peaks
 from ann.train.hooks import Clock
@@ -79,8 +80,7 @@ def main(argv):
     config, n = FLAGS.config, jax.device_count()
     config.total_steps = 2 * FLAGS.steps  # as `measure` runs it
     config_lib.fit_warmup(config)  # a longer warmup ends inside the untimed first half
-    config_lib.validate(config, n)  # before any preset runs; their meshes all fit n devices
-    models.check_config(config)
+    experiments.check_config(config, n)  # before any preset; their meshes all fit n devices
     kind = jax.devices()[0].device_kind
     peak = device_peaks.peak_flops(kind)
     print(

@@ -22,7 +22,7 @@ from absl import flags, logging
 from flax import nnx
 
 import experiments
-from ann import cli, data, models
+from ann import cli, data
 from ann import config as config_lib
 from ann.train import hooks, optimizers
 from ann.train.loop import train_and_evaluate
@@ -96,8 +96,7 @@ def main(argv):
     config = FLAGS.config
     config.total_steps = 2 * FLAGS.steps  # as both loops run it
     config_lib.fit_warmup(config)  # a longer warmup ends inside the untimed first half
-    config_lib.validate(config, jax.device_count())  # before either loop starts
-    models.check_config(config)
+    experiments.check_config(config, jax.device_count())  # before either loop starts
     print(
         f"devices: {jax.device_count()} x {jax.devices()[0].device_kind}; "
         f"model {config.model.name}, batch {config.batch_size}, {FLAGS.steps} steps"

@@ -13,7 +13,7 @@ from typing import Any
 import ml_collections
 from absl import flags
 
-from ann import cli, models
+from ann import cli
 from ann import config as config_lib
 from ann.sweep import space
 from ann.sweep.space import Overrides, SweepError
@@ -81,13 +81,11 @@ def parse(config: str, overrides: Overrides) -> ml_collections.ConfigDict:
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
-    """What ann.main checks before it reads data: keys, types, choices and ranges, the model's
-    arguments and dtypes, the experiment's task.* settings. Raises ConfigError."""
+    """What ann.main checks before it reads data (`experiments.check_config`), on one device:
+    a trial's devices are not known here. Raises ConfigError."""
     import experiments  # the task registry (imports JAX); only a sweep that runs needs it
 
-    config_lib.validate(config, num_devices=1)
-    models.check_config(config)
-    experiments.get(config.experiment)(config)
+    experiments.check_config(config, num_devices=1)
 
 
 def check_trial(definition: Definition, trial: Trial) -> str:
