@@ -128,8 +128,8 @@ class TrainBatches:
 
     def set_state(self, state: dict) -> None:
         if "next_index" in state:  # a grain state: batches of this size since the start
-            epoch, b = divmod(int(state["next_index"]), max(1, len(self._split) // self._batch))
-            state = {"epoch": epoch, "example": b * self._batch}
+            start = _ShuffledBatches(len(self._split), self._batch, self._seed, self._shuffle)
+            state = start.position(int(state["next_index"]))
         epoch, example = int(state["epoch"]), int(state["example"])
         if epoch < 0 or not 0 <= example <= len(self._split):
             raise ValueError(
