@@ -359,6 +359,14 @@ def test_refusals_quote_a_clients_path_and_names_clipped():
         assert status in (404, 405) and len(error) < 300 and "..." in error, (status, error)
 
 
+def test_http_layer_refusals_count_as_requests_and_errors():
+    app = App([ServedModel("m", "1", FakeModel(), "test")], Settings())
+    app.refused(408, "body_timeout")
+    text = app.metrics.render().decode()
+    assert 'ann_errors_total{code="408",reason="body_timeout"} 1.0' in text
+    assert 'ann_requests_total{code="408",model="",version=""} 1.0' in text
+
+
 def test_binary_bf16_gets_the_finite_check():
     signature = {"x": {"dtype": "bfloat16", "shape": [2]}}
     for bad in (np.inf, -np.inf, np.nan):

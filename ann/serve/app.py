@@ -309,8 +309,10 @@ class App:
     # -- requests ------------------------------------------------------------------------------
 
     def refused(self, status: int, reason: str) -> None:
-        """Counts a refusal made by the HTTP layer (limits, timeouts, malformed HTTP)."""
+        """Counts a refusal made by the HTTP layer (limits, timeouts, malformed HTTP), as an
+        error and as a request (`ann_requests_total` counts every reply by status)."""
         self.metrics.errors.labels(str(status), reason).inc()
+        self._count(None, status)
 
     def start(self) -> None:
         """Starts compiling every model in the background (the port is open meanwhile)."""
