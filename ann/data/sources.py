@@ -73,13 +73,6 @@ def decoded_bytes(info: tfds.core.DatasetInfo, split: str) -> int:
     return rows * sum(int(np.prod(t.shape)) * np.dtype(t.np_dtype).itemsize for t in tensors)
 
 
-def wants_cache(setting: str | bool, info: tfds.core.DatasetInfo, split: str) -> bool:
-    """Whether `data.cache` ("auto", "on", "off"; or a bool) holds `split` in memory."""
-    if setting == "auto":
-        return decoded_bytes(info, split) <= CACHE_LIMIT_BYTES
-    return setting in (True, "on")
-
-
 def default_data_dir() -> str:
     return os.environ.get("TFDS_DATA_DIR", os.path.expanduser("~/tensorflow_datasets"))
 
@@ -118,9 +111,11 @@ def load(
     key: str = "",
 ) -> Split:
     """Opens `split` (a name or a TFDS slice such as `train[90%:]`) of data set `name`,
-    building ann's offline sets on first use; holds it in memory as `wants_cache(cache)`
-    decides (the config's `data.cache`). `key` names the config key that chose the split,
-    for the error message. Raises ConfigError for an unknown split or bad slice."""
+    building ann's offline sets on first use. `cache` (the config's `data.cache`: "auto", "on",
+    "off"; or a bool) says whether to hold it in memory; "auto" holds it when its estimated
+    decoded size (`decoded_bytes`) is at most CACHE_LIMIT_BYTES. `key` names the config key
+    that chose the split, for the error message. Raises ConfigError for an unknown split or bad
+    slice."""
     data_dir = data_dir or default_data_dir()
     builder = _builder(name, data_dir)
     try:
@@ -146,15 +141,17 @@ def load(
             f"with `tfds build {name} --file_format=array_record`"
         ) from e
     result = Split(name=name, split=split, info=builder.info, source=source)
-    if not wants_cache(cache, builder.info, split):
-        if cache == "auto":
-            logging.info(
-                "data: streaming %s:%s from disk (about %.0f MiB decoded, above the %d MiB that "
-                "data.cache=auto holds in memory; data.cache=on holds it anyway)",
-                name,
-                split,
-                decoded_bytes(builder.info, split) / 2**20,
-                CACHE_LIMIT_BYTES >> 20,
-            )
+    if cache == "auto":
+        size = decoded_bytes(builder.info, split)
+        if size <= CACHE_LIMIT_BYTES:
+            return result.cache()
+        logging.info(
+            "data: streaming %s:%s from disk (about %.0f MiB decoded, above the %d MiB that "
+            "data.cache=auto holds in memory; data.cache=on holds it anyway)",
+            name,
+            split,
+            size / 2**20,
+            CACHE_LIMIT_BYTES >> 20,
+        )
         return result
-    return result.cache()
+    return result.cache() if cache in (True, "on") else result
