@@ -235,7 +235,13 @@ fuzzed_heads = st.builds(
 
 class FakeTransport:
     def __init__(self):
-        self.data, self.closed = b"", False
+        self.data, self.closed, self.reading = b"", False, True
+
+    def pause_reading(self):
+        self.reading = False
+
+    def resume_reading(self):
+        self.reading = True
 
     def write(self, data):
         self.data += data
@@ -439,3 +445,49 @@ def test_connection_cap_evicts_idle_keepalive_first():
     assert transports[3].closed and transports[3].data.startswith(b"HTTP/1.1 503 ")
     assert b"--max_connections" in transports[3].data and refused == [(503, "connections")]
     assert b"\r\nretry-after: 3\r\n" in transports[3].data  # as the app's 503s say it
+
+
+def test_a_client_that_does_not_read_its_replies_is_not_read_from():
+    from ann.serve.http import Connection, Listener
+
+    def handler(method, path, auth, body, too_large, respond, header_length=None):
+        respond(200, b"{}", None)
+
+    conn, transport = Connection(Listener(handler, Settings())), FakeTransport()
+    conn.connection_made(transport)
+    conn.pause_writing()  # asyncio: the write buffer passed its high-water mark
+    assert not transport.reading
+    conn.resume_writing()  # drained
+    assert transport.reading
+
+
+def test_pipelined_requests_of_a_client_that_does_not_read_stop_being_read():
+    """Loopback: 2,000 pipelined GETs (100 at a time) whose 100 kB replies are never read. The
+    server reads no more once its write buffer is full: it must not answer (and hold) them all."""
+    import asyncio
+
+    from ann.serve.http import Listener
+
+    handled = []
+
+    def handler(method, path, auth, body, too_large, respond, header_length=None):
+        handled.append(path)
+        respond(200, b"x" * 100_000, None)
+
+    async def main():
+        listener = Listener(handler, Settings())
+        server = await asyncio.get_running_loop().create_server(listener, "127.0.0.1", 0)
+        listener.start()
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            for _ in range(20):
+                writer.write(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n" * 100)
+                await asyncio.sleep(0.01)
+        finally:
+            writer.transport.abort()
+            listener.stop()
+            server.close()
+
+    asyncio.run(main())
+    assert 0 < len(handled) <= 500, len(handled)

@@ -7,8 +7,10 @@ httptools' callbacks, handed to `App.handle` with a `respond` callback, and answ
 
 Keep-alive and pipelining (replies leave in request order), `Expect: 100-continue`, bodies over
 the limit refused from `Content-Length` (or while streaming) then the connection closed,
-malformed HTTP answered 400 and closed. SIGTERM/SIGINT: stop accepting, answer 503 to new infers,
-finish every queued one, then close the connections and return.
+malformed HTTP answered 400 and closed; a client that stops reading its replies is not read
+from until it drains them (asyncio's write-buffer flow control). SIGTERM/SIGINT: stop
+accepting, answer 503 to new infers, finish every queued one, then close the connections and
+return.
 
 Slow, huge and hostile clients (the limits are `Settings` fields and server flags; defaults and
 their sources in `ann/serve/app.py:Settings`): a request line over `max_request_line_bytes` gets
@@ -209,6 +211,17 @@ class Connection(asyncio.Protocol):
         self.gone = True
         self.deadline = 0.0
         self._connections.discard(self)
+
+    def pause_writing(self) -> None:
+        """The client does not read its replies (the write buffer passed its high-water mark):
+        read no more requests from it until it does, so what it can make the server buffer
+        stays bounded (a slow reader, as a slow sender is bounded by the timeouts)."""
+        if self._transport is not None and not self.gone:
+            self._transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self._transport is not None and not self.gone:
+            self._transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
         if self._closing or self.gone:
