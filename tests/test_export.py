@@ -226,14 +226,14 @@ def _craft(copy, outside, kind):
             f.truncate(256 << 20)
     elif kind == "huge_declared_size":
         # A file that is as large as its manifest says, just above the limit: never read.
-        size = artifact.MAX_FILE_BYTES + 1 if hasattr(artifact, "MAX_FILE_BYTES") else 64 << 30
+        size = artifact.MAX_FILE_BYTES + 1
         with open(weights, "wb") as f:
-            f.truncate(size + 1)
-        manifest["files"][artifact.WEIGHTS]["bytes"] = size + 1
+            f.truncate(size)
+        manifest["files"][artifact.WEIGHTS]["bytes"] = size
         manifest_path.write_text(json.dumps(manifest))
     elif kind == "huge_manifest":
         weights.write_bytes(blob)
-        manifest_path.write_text(json.dumps(manifest) + " " * (16 << 20))
+        manifest_path.write_text(json.dumps(manifest) + " " * artifact.MAX_MANIFEST_BYTES)
         return artifact.MANIFEST
     return artifact.WEIGHTS
 
