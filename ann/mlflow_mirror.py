@@ -23,6 +23,7 @@ recorded at registration.
 from __future__ import annotations
 
 import os
+import shlex
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -60,11 +61,18 @@ def _flatten(tree: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, s
             yield f"{prefix}{key}", str(value)
 
 
-def _failed(mv: ModelVersion, tracking_uri: str, error: BaseException) -> MirrorError:
+def _command(registry: Registry, tracking_uri: str, *args: str) -> str:
+    """The `python -m ann.registry` command line that repeats a step on this registry."""
+    return shlex.join(
+        ["python", "-m", "ann.registry", f"--registry={registry.root}", *args]
+        + [f"--mlflow_uri={tracking_uri}"]
+    )
+
+
+def _failed(what: str, tracking_uri: str, error: BaseException, retry: str) -> MirrorError:
     return MirrorError(
-        f"mirroring {mv.uri} into MLflow at {tracking_uri} failed: {error}. ann's registry "
-        f"holds the change; retry with: python -m ann.registry mirror {mv.uri} "
-        f"--mlflow_uri={tracking_uri}"
+        f"{what} at {tracking_uri} failed: {error}. ann's registry holds the change; "
+        f"retry with: {retry}"
     )
 
 
@@ -98,7 +106,8 @@ def mirror(registry: Registry, name: str, version: int, tracking_uri: str) -> in
     except (MirrorError, artifact.IntegrityError):
         raise
     except Exception as e:  # MlflowException, or the HTTP client's own errors
-        raise _failed(mv, tracking_uri, e) from e
+        retry = _command(registry, tracking_uri, "mirror", mv.uri)
+        raise _failed(f"mirroring {mv.uri} into MLflow", tracking_uri, e, retry) from e
     for key, value in ((TAG_URI, tracking_uri), (TAG_RUN, run_id), (TAG_VERSION, number)):
         registry.set_tag(name, key, str(value), version)
     return number
@@ -230,12 +239,12 @@ def _create_unless_exists(create: Callable[[], Any]) -> None:
             raise
 
 
-def _require_mirrored(mv: ModelVersion, tracking_uri: str) -> int:
+def _require_mirrored(registry: Registry, mv: ModelVersion, tracking_uri: str) -> int:
     number = mirrored_version(mv, tracking_uri)
     if number is None:
         raise MirrorError(
             f"{mv.uri} was not mirrored into MLflow at {tracking_uri}; mirror it first: "
-            f"python -m ann.registry mirror {mv.uri} --mlflow_uri={tracking_uri}"
+            f"{_command(registry, tracking_uri, 'mirror', mv.uri)}"
         )
     return number
 
@@ -243,12 +252,16 @@ def _require_mirrored(mv: ModelVersion, tracking_uri: str) -> int:
 def set_alias(registry: Registry, name: str, alias: str, version: int, tracking_uri: str) -> None:
     """Points `alias` at the MLflow version mirrored from ann's `version` (already aliased)."""
     mv = registry.get_version(name, version)
-    number = _require_mirrored(mv, tracking_uri)
+    number = _require_mirrored(registry, mv, tracking_uri)
     client = _client(tracking_uri)
     try:
         client.set_registered_model_alias(name, alias, str(number))
     except Exception as e:
-        raise _failed(mv, tracking_uri, e) from e
+        # `mirror` would be a no-op on a mirrored version: the retry is this command again.
+        retry = _command(registry, tracking_uri, "alias", name, alias, str(version))
+        raise _failed(
+            f"pointing alias {alias!r} at {mv.uri} in MLflow", tracking_uri, e, retry
+        ) from e
 
 
 def delete_alias(name: str, alias: str, tracking_uri: str) -> None:
@@ -279,8 +292,9 @@ def set_tag(
             ) from e
         return
     mv = registry.get_version(name, version)
-    number = _require_mirrored(mv, tracking_uri)
+    number = _require_mirrored(registry, mv, tracking_uri)
     try:
         client.set_model_version_tag(name, str(number), key, value)
     except Exception as e:
-        raise _failed(mv, tracking_uri, e) from e
+        retry = _command(registry, tracking_uri, "tag", name, key, value, f"--version={version}")
+        raise _failed(f"tagging {mv.uri} in MLflow", tracking_uri, e, retry) from e

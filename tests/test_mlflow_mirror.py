@@ -135,7 +135,8 @@ def test_cli_mirrors_and_says_how_to_retry(digits_export, mlflow_server, tmp_pat
     failed = cli("register", str(out), "--name=cli_digits", f"--mlflow_uri={dead}", env=env)
     assert failed.returncode == 1 and "registered" in failed.stdout
     assert f"mirroring models:/cli_digits/2 into MLflow at {dead} failed" in failed.stderr
-    assert f"mirror models:/cli_digits/2 --mlflow_uri={dead}" in failed.stderr
+    retry = f"--registry={tmp_path / 'reg'} mirror models:/cli_digits/2 --mlflow_uri={dead}"
+    assert retry in failed.stderr  # on this registry, not ./registry
     assert Registry(str(tmp_path / "reg")).resolve("models:/cli_digits/latest").version == 2
     missing = cli("mirror", "models:/cli_digits/2")
     assert missing.returncode == 1 and "--mlflow_uri=URI" in missing.stderr
