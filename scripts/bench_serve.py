@@ -22,7 +22,6 @@ model's compute time per request (`ann_compute_seconds`), at c=1 and at the top 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -34,7 +33,47 @@ import sys
 import time
 import urllib.request
 
+from absl import flags
+
+from ann import cli
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("models", ["cnn", "resnet"], "Models to serve: configs/digits_NAME.py.")
+flags.DEFINE_list("concurrency", ["1", "8", "32", "64"], "Client connections, one run each.")
+flags.DEFINE_integer("requests", 3000, "Requests per run (or --seconds).", lower_bound=1)
+flags.DEFINE_float("seconds", 8.0, "Seconds per run at most (or --requests).")
+flags.DEFINE_integer("steps", 100, "Training steps of each model, once.", lower_bound=1)
+flags.DEFINE_integer("max_batch_size", 64, "The dynamic server's batch.", lower_bound=1)
+flags.DEFINE_float("max_queue_delay_ms", 2.0, "The dynamic server's queue delay.", lower_bound=0)
+flags.DEFINE_string("workdir", os.path.join(ROOT, "runs", "bench_serve"), "Runs and exports.")
+flags.DEFINE_enum(
+    "encoding", "json", ["json", "binary"],
+    "Tensors as JSON numbers, or as binary tensor data (requests and replies).",
+)  # fmt: skip
+flags.DEFINE_boolean(
+    "http_layer",
+    False,
+    "Only the in-process cost of one request's HTTP parse, limits, decode and reply (CPU "
+    "microseconds, no sockets, no model): the server's fixed cost per request.",
+)
+# The load generator's own process (started by this script).
+flags.DEFINE_boolean("loadgen", False, "Internal: run as the load generator.")
+flags.DEFINE_integer("port", None, "Internal: the server's port.")
+flags.DEFINE_string("path", None, "Internal: the infer path.")
+flags.DEFINE_string("bodies", None, "Internal: the request bodies' file.")
+flags.register_validator(
+    "concurrency",
+    lambda v: all(c.isdigit() and int(c) >= 1 for c in v),
+    "--concurrency takes client counts >= 1, e.g. --concurrency=1,8,32",
+)
+flags.register_validator(
+    "models",
+    lambda v: all(os.path.isfile(os.path.join(ROOT, "configs", f"digits_{m}.py")) for m in v),
+    "--models takes names of configs/digits_NAME.py, e.g. --models=cnn,resnet",
+)
+flags.register_validator("seconds", lambda v: v > 0, "--seconds must be > 0, e.g. --seconds=8")
 
 
 def pinned(core: int) -> list[str]:
@@ -112,7 +151,7 @@ async def _load(port: int, path: str, bodies: list[bytes], concurrency: int, req
     }
 
 
-def loadgen_main(args: argparse.Namespace) -> None:
+def loadgen_main(args: flags.FlagValues) -> None:
     try:
         import uvloop
 
@@ -123,7 +162,7 @@ def loadgen_main(args: argparse.Namespace) -> None:
         bodies = [(n, b.encode("latin-1")) for n, b in json.load(f)]
     asyncio.run(_load(args.port, args.path, bodies[:50], 4, 200, 5))  # warm up
     result = asyncio.run(
-        _load(args.port, args.path, bodies, int(args.concurrency), args.requests, args.seconds)
+        _load(args.port, args.path, bodies, int(args.concurrency[0]), args.requests, args.seconds)
     )
     print(json.dumps(result))
 
@@ -132,7 +171,14 @@ def loadgen_main(args: argparse.Namespace) -> None:
 
 
 def run(cmd: list[str]) -> None:
-    subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    """Runs a preparation step (train, export); a failure ends the benchmark in one line: the
+    command and the last line it printed (its own `error: ...`)."""
+    proc = subprocess.run(
+        cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    if proc.returncode:
+        last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+        cli.fail(f"python {' '.join(cmd[1:4])} ... failed (exit {proc.returncode}): {last}")
 
 
 def prepare(model: str, steps: int, workdir: str) -> str:
@@ -255,33 +301,9 @@ def http_layer(requests: int = 20000, repeats: int = 7) -> None:
           f"median {times[len(times) // 2]:.2f} us")  # fmt: skip
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--models", default="cnn,resnet")
-    parser.add_argument("--concurrency", default="1,8,32,64")
-    parser.add_argument("--requests", type=int, default=3000)
-    parser.add_argument("--seconds", type=float, default=8.0)
-    parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--max_batch_size", type=int, default=64)
-    parser.add_argument("--max_queue_delay_ms", type=float, default=2.0)
-    parser.add_argument("--workdir", default=os.path.join(ROOT, "runs", "bench_serve"))
-    parser.add_argument(
-        "--encoding",
-        choices=("json", "binary"),
-        default="json",
-        help="tensors as JSON numbers, or as binary tensor data (requests and replies)",
-    )
-    parser.add_argument(
-        "--http_layer",
-        action="store_true",
-        help="only the in-process cost of one request's HTTP parse, limits, decode and reply "
-        "(CPU microseconds, no sockets, no model): the server's fixed cost per request",
-    )
-    parser.add_argument("--loadgen", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--path", help=argparse.SUPPRESS)
-    parser.add_argument("--bodies", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+def main(argv: list[str]) -> None:
+    del argv
+    args = FLAGS
     if args.loadgen:
         loadgen_main(args)
         return
@@ -308,7 +330,7 @@ def main() -> None:
                                    "parameters": {"binary_data_output": True}})  # fmt: skip
                 bodies.append((len(head), head + x.tobytes().decode("latin-1")))
         json.dump(bodies, f)
-    levels = [int(c) for c in args.concurrency.split(",")]
+    levels = [int(c) for c in args.concurrency]
     modes = {
         "dynamic": [f"--max_batch_size={args.max_batch_size}",
                     f"--max_queue_delay_ms={args.max_queue_delay_ms}"],
@@ -317,7 +339,7 @@ def main() -> None:
     print(f"{os.cpu_count()} CPUs; server on core 0, load generator on core 1"
           if pinned(0) else "not pinned (taskset missing or 1 CPU)")  # fmt: skip
     summary = []
-    for model in args.models.split(","):
+    for model in args.models:
         export_dir = prepare(model, args.steps, args.workdir)
         bare = bare_call_ms(export_dir, images)
         results = {}
@@ -383,4 +405,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)  # a bad flag: one line, exit 1

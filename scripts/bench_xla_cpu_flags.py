@@ -10,7 +10,6 @@ row's prediction, which must not change with the flag.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -18,7 +17,21 @@ import subprocess
 import sys
 import time
 
-FLAGS = [
+from absl import flags
+
+from ann import cli
+
+flags.DEFINE_string("export", None, "The export to time (e.g. runs/bench_serve/resnet_export).")
+flags.DEFINE_integer("batch", 64, "The large batch, against batch 1.", lower_bound=1)
+flags.DEFINE_boolean("measure", False, "Internal: time one XLA_FLAGS setting in this process.")
+flags.mark_flag_as_required("export")
+flags.register_validator(
+    "export",
+    lambda v: v is None or os.path.isfile(os.path.join(v, "manifest.json")),
+    "--export must be an export directory (with manifest.json; scripts/bench_serve.py makes one)",
+)
+
+XLA_FLAGS = [
     "",
     "--xla_cpu_use_xnnpack=true",
     "--xla_cpu_use_onednn=true",
@@ -57,30 +70,27 @@ def measure(export: str, batch: int) -> dict:
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--export", required=True)
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+def main(argv: list[str]) -> None:
+    del argv
+    args = flags.FLAGS
     if args.measure:
         print(json.dumps(measure(args.export, args.batch)))
         return
     print(f"| XLA_FLAGS | batch 1 ms | batch {args.batch} ms/row | ratio | first prediction |")
     print("|---|---|---|---|---|")
-    for flags in FLAGS:
-        env = {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}
+    for xla_flags in XLA_FLAGS:
+        env = {**os.environ, "XLA_FLAGS": xla_flags, "JAX_PLATFORMS": "cpu"}
         cmd = [sys.executable, __file__, f"--export={args.export}", f"--batch={args.batch}",
                "--measure"]  # fmt: skip
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if proc.returncode:
-            print(f"| `{flags}` | failed: {proc.stderr.strip().splitlines()[-1]} |")
+            print(f"| `{xla_flags}` | failed: {proc.stderr.strip().splitlines()[-1]} |")
             continue
         r = json.loads(proc.stdout.strip().splitlines()[-1])
         one, many = r["1"], r[str(args.batch)]
-        print(f"| `{flags or '(default)'}` | {one:.3f} | {many:.3f} | {one / many:.2f} | "
+        print(f"| `{xla_flags or '(default)'}` | {one:.3f} | {many:.3f} | {one / many:.2f} | "
               f"{r['first_1']} / {r[f'first_{args.batch}']} |")  # fmt: skip
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)  # a bad flag: one line, exit 1

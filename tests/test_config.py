@@ -266,15 +266,19 @@ def test_task_settings_check_ranges():
     assert config_lib.task_settings(config, defaults, ranges={"temperature": config_lib.POSITIVE})
 
 
+_NO_CONFIG = ("scripts/bench_serve.py", "scripts/bench_xla_cpu_flags.py")
+
+
 def _cli(module: str, tmp_path, *overrides: str) -> subprocess.CompletedProcess:
     """`python -m module`, or `python scripts/NAME.py` for a script, on digits_mlp."""
     extra = {"ann.sweep": ["--dry_run"]}.get(module, [])
     script = module.endswith(".py")
     takes_workdir = not script and module != "ann.train.transfer"
     workdir = [f"--workdir={tmp_path}"] if takes_workdir else []
+    config = [] if module in _NO_CONFIG else [f"--config={ROOT}/configs/digits_mlp.py"]
     command = [sys.executable, *([module] if script else ["-m", module])]
     return subprocess.run(
-        command + [f"--config={ROOT}/configs/digits_mlp.py", *overrides, *workdir, *extra],
+        command + [*config, *overrides, *workdir, *extra],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -327,6 +331,10 @@ def _cli(module: str, tmp_path, *overrides: str) -> subprocess.CompletedProcess:
             "--config.optimizer.lerning_rate=0.01",
             "error: config key 'optimizer.lerning_rate' is unknown (did you mean 'learning_rate'?)",
         ),
+        # The benchmarks without a config: their flags and ranges, through the same parser.
+        ("scripts/bench_serve.py", "--requests=abc", "error: flag --requests=abc: invalid"),
+        ("scripts/bench_serve.py", "--concurrency=0,8", "error: flag --concurrency=['0', '8']"),
+        ("scripts/bench_xla_cpu_flags.py", "--batch=0", "error: flag --batch=0: 0 is not a posit"),
     ],
 )
 def test_every_entry_point_refuses_a_bad_override_in_one_line(tmp_path, module, override, message):
