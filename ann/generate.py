@@ -19,7 +19,7 @@ import sys
 
 import jax
 import jax.numpy as jnp
-from absl import app, flags
+from absl import app, flags, logging
 from flax import nnx
 
 
@@ -180,6 +180,7 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     from ann.train.loop import restore_model
 
+    logging.set_verbosity(logging.WARNING)  # Orbax and TFDS are chatty at INFO
     try:
         check_flags(FLAGS)
     except ValueError as e:  # ConfigError too
@@ -208,12 +209,11 @@ def main(argv: list[str]) -> None:
         for row, score in zip(jax.device_get(beams[0]), jax.device_get(scores[0])):
             # The source tells decode whether this task's target is written reversed (add).
             print(f"{score:9.4f}  {experiment.decode(row, source=source[0])}")
-    else:
-        raise app.UsageError(f"{config.experiment!r} runs have nothing to generate")
 
 
 if __name__ == "__main__":
     _define_flags()
     from ann import cli
+    from ann.checkpoint import CheckpointError
 
-    cli.run(main)  # a bad flag: one line, exit 1
+    cli.run(main, errors=(CheckpointError,))  # a bad flag or step: one line, exit 1

@@ -301,3 +301,25 @@ def test_generate_flags_are_checked_before_a_model_is_restored(tmp_path, args, m
             capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert one_line_error(result) == f"error: {message}"
+
+
+def test_generate_on_a_run_without_checkpoints_is_one_line(tmp_path):
+    """A CheckpointError from the restore (no step, a missing or damaged one) is the same one
+    line as a bad flag, with Orbax's INFO logging silenced, and the run is left as it was."""
+    import os
+    import subprocess
+    import sys
+
+    from ann import config as config_lib
+
+    run, config = tmp_path / "run", tiny("digit_seq2seq")
+    config_lib.write(config, str(run))
+    data.load(config.data.name, config.data.train_split)  # built here, not in the subprocess
+    result = subprocess.run(
+        [sys.executable, "-m", "ann.generate", f"--workdir={run}", "--source=reverse 1"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert one_line_error(result) == (
+        f"error: no checkpoint in {run}/checkpoints_best; train first, or pick another step"
+    )
+    assert os.listdir(run) == ["config.json"]
