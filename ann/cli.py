@@ -85,6 +85,16 @@ def parse_flags(argv: list[str]) -> list[str]:
     return rest
 
 
+def check_trained_run(workdir: str, step: str) -> None:
+    """`--workdir` and `--step` of a command that restores a trained run (export, generate):
+    raises ValueError with one line naming the flag and the fix."""
+    if not (step in ("best", "latest") or step.isdigit()):
+        raise ValueError(f"--step={step!r} must be 'best', 'latest' or a step number (>= 0)")
+    if not os.path.isfile(os.path.join(workdir, "config.json")):
+        what = "does not exist" if not os.path.exists(workdir) else "holds no config.json"
+        raise ValueError(f"--workdir={workdir} {what}; give the directory of a trained run")
+
+
 def run(main: Callable[[list[str]], None], errors: tuple[type[BaseException], ...] = ()) -> None:
     """`absl.app.run(main)` with `parse_flags`. A ConfigError, or one of `errors` (the mistakes
     the command reports itself, e.g. a diverged run), that `main` raises prints `error: ...` on

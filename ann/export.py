@@ -319,10 +319,10 @@ PLATFORMS = ("cpu", "cuda", "rocm", "tpu")  # what jax.export lowers for
 def check_flags(workdir: str, out: str, step: str, name: str | None, platforms: list[str]) -> None:
     """Checks every flag before a model is restored or anything is written; raises ValueError
     with one line that names the flag and the fix."""
+    from ann import cli
     from ann.registry import NAME
 
-    if not (step in ("best", "latest") or step.isdigit()):
-        raise ValueError(f"--step={step!r} must be 'best', 'latest' or a step number (>= 0)")
+    cli.check_trained_run(workdir, step)
     if name is not None and not NAME.match(name):
         raise ValueError(
             f"--name={name!r} must be letters, digits, '_', '.' or '-' (at most 128), starting "
@@ -334,9 +334,6 @@ def check_flags(workdir: str, out: str, step: str, name: str | None, platforms: 
             f"--platforms={','.join(platforms)!r} must be distinct names among "
             f"{', '.join(PLATFORMS)}" + (f" (unknown: {', '.join(unknown)})" if unknown else "")
         )
-    if not os.path.isfile(os.path.join(workdir, "config.json")):
-        what = "does not exist" if not os.path.exists(workdir) else "holds no config.json"
-        raise ValueError(f"--workdir={workdir} {what}; give the directory of a trained run")
     if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
         raise ValueError(f"--out={out} exists and is not an empty directory; choose a new one")
     if os.path.realpath(out) == os.path.realpath(workdir):

@@ -14,7 +14,6 @@ keeping a key/value cache: simpler, exact, and cheap at these sequence lengths.
 from __future__ import annotations
 
 import math
-import os
 import sys
 
 import jax
@@ -152,16 +151,16 @@ RANGES = {
 def check_flags(f: flags.FlagValues) -> str:
     """Checks every flag before a model is restored; returns the run's experiment. Raises
     ValueError with one line naming the flag and the fix."""
+    from ann import cli
     from ann import config as config_lib
 
-    if not (f.step in ("best", "latest") or f.step.isdigit()):
-        raise ValueError(f"--step={f.step!r} must be 'best', 'latest' or a step number (>= 0)")
+    cli.check_trained_run(f.workdir, f.step)
     for name, (low, high, allowed) in RANGES.items():
         if not low <= f[name].value < high:
             raise ValueError(f"--{name}={f[name].value} must be {allowed}")
-    if not os.path.isfile(os.path.join(f.workdir, "config.json")):
-        what = "does not exist" if not os.path.exists(f.workdir) else "holds no config.json"
-        raise ValueError(f"--workdir={f.workdir} {what}; give the directory of a trained run")
+    from ann import cli
+
+    cli.check_trained_run(f.workdir, f.step)
     experiment = config_lib.read(f.workdir).experiment
     own = {"language_modelling": LM_FLAGS, "seq2seq": SEQ2SEQ_FLAGS}.get(experiment)
     if own is None:
