@@ -32,7 +32,7 @@ MANIFEST = "manifest.json"
 FUNCTION = "function.jaxexport"
 WEIGHTS = "weights.safetensors"
 FORMAT = "ann.export/1"
-# A manifest holds signatures, config, metrics and reference statistics (about 100 KB for the
+# A manifest holds signatures, config, metrics and reference statistics (about 40 KB for the
 # digits CNN; per-feature statistics are capped by `ann.export.MAX_FEATURES`).
 MAX_MANIFEST_BYTES = 16 << 20
 # The largest file an export may list: above it, a declared size is refused before any read.
