@@ -148,7 +148,10 @@ class Range:
     ) -> None:
         """Raises ConfigError naming `path`, the range and `example` (an in-range value to
         suggest) if `value` is outside the range. `resolve(key)` gives a named bound's value;
-        a bound still 0 (unset) skips the check."""
+        a bound still 0 (unset) skips the check. None (unset), a string or a bool is not
+        checked: a wrong type is for the schema (or the model) to report."""
+        if value is None or isinstance(value, str | bool):
+            return
         low, high = (resolve(b) if isinstance(b, str) else b for b in (self.low, self.high))
         if not low and isinstance(self.low, str) or not high and isinstance(self.high, str):
             return  # e.g. total_steps comes from num_epochs once the data set is open
@@ -317,14 +320,15 @@ def check_ranges(config: Mapping[str, Any] | ml_collections.ConfigDict, **known:
     and an in-range example. `known` gives bounds not in the config yet, e.g. the `total_steps`
     that `num_epochs` comes to once the data set's size is known (ann.train.optimizers.make)."""
     values = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else config
+
+    def resolve(key: str) -> Any:
+        return known[key] if key in known else _get(values, key)
+
     for path, allowed in RANGES.items():
         try:
             value = _get(values, path)
         except KeyError:  # an open section's key (model.dropout) that this config does not set
             continue
-        if value is None or isinstance(value, str | bool):
-            continue  # None = unset; a wrong type is _check_section's to report
-        resolve = lambda key: known[key] if key in known else _get(values, key)  # noqa: E731
         allowed.check(path, value, resolve, example=_default(path))
 
 

@@ -71,10 +71,9 @@ def check_arguments(name: str, kwargs: Mapping[str, Any], supplied: Sequence[str
     params, takes_any = _parameters(cls)
     ranges: Mapping[str, Range] = getattr(cls, "RANGES", {})
     for key, allowed in ranges.items():
-        value = kwargs.get(key)
-        if value is not None and not isinstance(value, str | bool):  # a type is the model's
-            default = params[key].default if key in params else None
-            allowed.check(f"model.{key}", value, kwargs.__getitem__, example=default)
+        param = params.get(key)
+        default = None if param is None or param.default is param.empty else param.default
+        allowed.check(f"model.{key}", kwargs.get(key), kwargs.__getitem__, example=default)
     if takes_any:
         return
     # What a config may set: everything the experiment or the loop does not pass itself (when
