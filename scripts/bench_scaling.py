@@ -31,8 +31,14 @@ from ann.train.loop import train_and_evaluate
 
 FLAGS = flags.FLAGS
 cli.define_config("Transformer config to run.", "configs/pydoc_lm.py")
-flags.DEFINE_integer("steps", 50, "Steps warmed up, then steps measured, per preset.")
-flags.DEFINE_list("presets", ["replicate", "fsdp", "fsdp+tensor"], "Sharding presets to run.")
+PRESETS = ("replicate", "fsdp", "fsdp+tensor")
+flags.DEFINE_integer("steps", 50, "Steps warmed up, then steps timed, per preset.", lower_bound=1)
+flags.DEFINE_list("presets", list(PRESETS), "Sharding presets to run.")
+flags.register_validator(
+    "presets",
+    lambda v: bool(v) and set(v) <= set(PRESETS),
+    f"--presets takes some of {','.join(PRESETS)}",
+)
 
 
 def mesh_for(preset: str, devices: int) -> dict[str, int] | None:

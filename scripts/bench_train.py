@@ -29,8 +29,8 @@ from ann.train.loop import train_and_evaluate
 
 FLAGS = flags.FLAGS
 cli.define_config("Config to benchmark.", "configs/digits_cnn.py")
-flags.DEFINE_integer("steps", 300, "Steps warmed up, then steps measured.")
-flags.DEFINE_integer("rounds", 3, "Rounds; medians are reported.")
+flags.DEFINE_integer("steps", 300, "Steps warmed up, then steps measured.", lower_bound=1)
+flags.DEFINE_integer("rounds", 3, "Rounds; medians are reported.", lower_bound=1)
 
 
 def bare_seconds_per_step(config, steps: int) -> float:

@@ -331,6 +331,7 @@ def _cli(module: str, tmp_path, *overrides: str) -> subprocess.CompletedProcess:
             "--config.optimizer.lerning_rate=0.01",
             "error: config key 'optimizer.lerning_rate' is unknown (did you mean 'learning_rate'?)",
         ),
+        ("scripts/bench_scaling.py", "--steps=0", "error: flag --steps=0: 0 is not a positive"),
         # The benchmarks without a config: their flags and ranges, through the same parser.
         ("scripts/bench_serve.py", "--requests=abc", "error: flag --requests=abc: invalid"),
         ("scripts/bench_serve.py", "--concurrency=0,8", "error: flag --concurrency=['0', '8']"),
