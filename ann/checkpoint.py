@@ -433,8 +433,10 @@ class Checkpoints:
                 f"no checkpoint in {manager.directory}; train first, or pick another step"
             )
         step = int(step)
-        others = [s for s in self._complete_steps(self.latest) if s != step]
+        others = self._complete_steps(self.latest, but=step)
         choose = f"; steps in {self.latest.directory}: {', '.join(map(str, others)) or 'none'}"
+        if step not in self._complete_steps(manager):
+            raise CheckpointError(f"no checkpoint step {step} in {manager.directory}{choose}")
         problem = self._check(manager, step)
         if problem is None:
             try:

@@ -177,6 +177,14 @@ def test_a_damaged_step_is_an_error_naming_the_file_for_export(tmp_path, trained
     assert restore_model(str(workdir), 10)[2] == 10
 
 
+def test_a_step_that_was_never_saved_is_not_called_damaged(trained):
+    with pytest.raises(CheckpointError) as e:
+        restore_model(str(trained), 999)
+    message = str(e.value)
+    assert "no checkpoint step 999" in message and "damaged" not in message
+    assert "steps in" in message and "20" in message
+
+
 def test_restoring_a_model_creates_nothing_in_the_run(tmp_path, trained):
     # export/generate read a run: no directory appears in it (here the missing best one).
     workdir = copy_run(trained, tmp_path / "run")
