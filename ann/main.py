@@ -38,6 +38,7 @@ flags.DEFINE_integer(
     "distributed_timeout",
     300,
     "Seconds to wait for peers (start-up and heartbeats) before ending with an error.",
+    lower_bound=1,
 )
 flags.mark_flags_as_required(["config", "workdir"])
 

@@ -78,6 +78,11 @@ def initialize_distributed(
             "a multi-process run needs all of --coordinator_address=HOST:PORT, "
             "--num_processes=N and --process_id=I (or --distributed=auto on a cluster)"
         )
+    if explicit and process_id >= num_processes:
+        raise ConfigError(
+            f"--process_id={process_id} with --num_processes={num_processes}: process ids run "
+            f"0..{num_processes - 1}"
+        )
     # Collectives between CPU devices of different processes go through gloo; GPUs and TPUs
     # use their own (NCCL, ICI), which this setting does not touch.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")

@@ -332,6 +332,10 @@ def _cli(module: str, tmp_path, *overrides: str) -> subprocess.CompletedProcess:
             "error: config key 'optimizer.lerning_rate' is unknown (did you mean 'learning_rate'?)",
         ),
         ("scripts/bench_scaling.py", "--steps=0", "error: flag --steps=0: 0 is not a positive"),
+        # Numeric flags of the commands themselves: bounds checked while parsing.
+        ("ann.sweep", "--trials=0", "error: flag --trials=0: 0 is not a positive integer"),
+        ("ann.sweep", "--cluster_cpus=0", "error: flag --cluster_cpus=0: 0 is not a positive"),
+        ("ann.main", "--distributed_timeout=0", "error: flag --distributed_timeout=0: 0 is not"),
         # The benchmarks without a config: their flags and ranges, through the same parser.
         ("scripts/bench_serve.py", "--requests=abc", "error: flag --requests=abc: invalid"),
         ("scripts/bench_serve.py", "--concurrency=0,8", "error: flag --concurrency=['0', '8']"),

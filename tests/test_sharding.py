@@ -189,3 +189,10 @@ def test_sharded_init_holds_a_quarter_of_the_state_per_device_under_fsdp():
         per_device[preset] = memory.output_size_in_bytes
     ratio = per_device["fsdp"] / per_device["replicate"]
     assert 0.24 < ratio < 0.3, per_device
+
+
+def test_a_process_id_outside_the_run_is_refused_before_joining():
+    from ann import parallel
+
+    with pytest.raises(ConfigError, match=r"--process_id=2 with --num_processes=2: .* 0\.\.1"):
+        parallel.initialize_distributed("127.0.0.1:1", 2, 2)

@@ -27,14 +27,18 @@ from ann.sweep.space import SweepError
 FLAGS = flags.FLAGS
 cli.define_config("Config file with get_sweep(h): NAME.py[:ARG].")
 flags.DEFINE_string("workdir", None, "Sweep directory: one workdir per trial, results, study.")
-flags.DEFINE_integer("parallel", 1, "Trials at a time, each pinned to its own share of cores.")
+flags.DEFINE_integer(
+    "parallel", 1, "Trials at a time, each pinned to its own share of cores.", lower_bound=1
+)
 flags.DEFINE_enum(
     "search",
     "grid",
     ["grid", "tpe"],
     "grid: every trial of get_sweep (with its random draws); tpe: Optuna's TPE over its space.",
 )
-flags.DEFINE_integer("trials", 20, "--search=tpe: trials in the study, pruned and failed included.")
+flags.DEFINE_integer(
+    "trials", 20, "--search=tpe: trials in the study, pruned and failed included.", lower_bound=1
+)
 flags.DEFINE_string(
     "metric",
     None,
@@ -53,6 +57,7 @@ flags.DEFINE_integer(
     5,
     "--search=tpe: random trials before TPE models the "
     "space; also finished trials before the pruner prunes.",
+    lower_bound=0,
 )
 flags.DEFINE_enum(
     "pruner",
@@ -61,7 +66,9 @@ flags.DEFINE_enum(
     "--search=tpe: prune trials whose "
     "eval is worse than the median of finished trials at the same step.",
 )
-flags.DEFINE_integer("prune_warmup_steps", 0, "--search=tpe: no pruning before this train step.")
+flags.DEFINE_integer(
+    "prune_warmup_steps", 0, "--search=tpe: no pruning before this train step.", lower_bound=0
+)
 flags.DEFINE_bool("retry_failed", False, "Rerun trials that failed before (default: keep them).")
 flags.DEFINE_bool("dry_run", False, "Print the trials' commands; run nothing.")
 flags.DEFINE_string("summarize", None, "Rewrite and print the results of this sweep workdir.")
@@ -72,8 +79,8 @@ flags.DEFINE_enum(
     "Write a cluster job for the trials instead "
     "of running them: a SLURM array script or a Kubernetes indexed Job.",
 )
-flags.DEFINE_integer("cluster_cpus", 4, "--emit: cores per trial.")
-flags.DEFINE_integer("cluster_memory_gb", 8, "--emit: memory per trial.")
+flags.DEFINE_integer("cluster_cpus", 4, "--emit: cores per trial.", lower_bound=1)
+flags.DEFINE_integer("cluster_memory_gb", 8, "--emit: memory per trial.", lower_bound=1)
 flags.DEFINE_string("image", "ann:latest", "--emit=k8s: container image holding the project.")
 flags.DEFINE_string("image_root", "/app", "--emit=k8s: the project's directory in the image.")
 flags.DEFINE_string("pvc", "ann-runs", "--emit=k8s: PersistentVolumeClaim for the sweep workdir.")
@@ -100,8 +107,6 @@ def sweep(argv: list[str]) -> None:
         return
     if FLAGS["config"].value is None or not FLAGS.workdir:
         raise SweepError("give --config=configs/NAME.py and --workdir=DIR (or --summarize=DIR)")
-    if FLAGS.parallel < 1:
-        raise SweepError(f"--parallel={FLAGS.parallel}: use 1 or more")
     definition = definition_lib.load(
         config_flags.get_config_filename(FLAGS["config"]),
         config_flags.get_override_values(FLAGS["config"]),
