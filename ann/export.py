@@ -129,7 +129,7 @@ def _git() -> dict[str, Any]:
 def _eval_metrics(workdir: str, step: int) -> dict[str, float]:
     """The validation (`val/`) and test (`eval/`, `eval_<split>/`) metrics the run logged at
     `step` (metrics.jsonl)."""
-    from ann.metrics.writers import read_records  # "nan"/"inf" strings back to floats
+    from ann.train.writers import read_records  # "nan"/"inf" strings back to floats
 
     metrics: dict[str, float] = {}
     for record in read_records(os.path.join(workdir, "metrics.jsonl")):
@@ -362,7 +362,7 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     from ann import cli
-    from ann.checkpoint import CheckpointError
+    from ann.train.checkpoint import CheckpointError
 
     define_flags()
     # A bad flag, run or step: one line, exit 1 (ConfigError too, see cli.run).

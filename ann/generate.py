@@ -213,6 +213,6 @@ def main(argv: list[str]) -> None:
 if __name__ == "__main__":
     _define_flags()
     from ann import cli
-    from ann.checkpoint import CheckpointError
+    from ann.train.checkpoint import CheckpointError
 
     cli.run(main, errors=(CheckpointError,))  # a bad flag or step: one line, exit 1

@@ -17,8 +17,8 @@ from absl import app, flags, logging
 import ann
 import experiments
 from ann import cli, parallel
-from ann.checkpoint import CheckpointError
 from ann.sweep import pruning
+from ann.train.checkpoint import CheckpointError
 from ann.train.loop import NonFiniteLossError, train_and_evaluate
 
 FLAGS = flags.FLAGS

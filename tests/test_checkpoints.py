@@ -17,11 +17,11 @@ import pytest
 from conftest import tiny
 from flax import nnx
 
-from ann import checkpoint as checkpoint_lib
-from ann.checkpoint import CheckpointError, CheckpointSaveError
-from ann.metrics.writers import MetricWriter, read_records
+from ann.train import checkpoint as checkpoint_lib
 from ann.train import hooks, optimizers, run_status
+from ann.train.checkpoint import CheckpointError, CheckpointSaveError
 from ann.train.loop import NonFiniteLossError, restore_model, train_and_evaluate
+from ann.train.writers import MetricWriter, read_records
 
 
 def saved_steps(workdir, kind="checkpoints"):

@@ -354,7 +354,7 @@ def test_export_writes_only_what_the_loader_accepts(digits_export, tmp_path, mon
 
 
 def test_exported_metrics_read_non_finite_values_as_numbers(tmp_path):
-    """metrics.jsonl stores NaN as the string "nan" (ann.metrics.writers); the manifest's
+    """metrics.jsonl stores NaN as the string "nan" (ann.train.writers); the manifest's
     metrics (printed by export, summarized by the registry with :.4g) must be numbers."""
     import math
 

@@ -1,1 +1,1 @@
-"""Metric writers (TensorBoard, JSON lines, console)."""
+"""Metrics: classification, retrieval and device peak numbers, computed from arrays."""

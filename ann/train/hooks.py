@@ -16,9 +16,9 @@ import jax
 import numpy as np
 from absl import logging
 
-from ann.checkpoint import Checkpoints
 from ann.config import SELECTION_PREFIX, ConfigError, check_selection_metric
-from ann.metrics.writers import MetricWriter, read_records
+from ann.train.checkpoint import Checkpoints
+from ann.train.writers import MetricWriter, read_records
 
 
 @dataclasses.dataclass

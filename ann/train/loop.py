@@ -25,15 +25,15 @@ from flax import nnx
 
 from ann import config as config_lib
 from ann import data, models, parallel, sharding
-from ann.checkpoint import Checkpoints, CheckpointSaveError
 from ann.experiment import Experiment
 from ann.metrics import device_peaks
-from ann.metrics.writers import MetricWriter
 from ann.train import hooks as hooks_lib
 from ann.train import optimizers, run_status, transfer
 from ann.train import state as state_lib
 from ann.train import step as step_lib
+from ann.train.checkpoint import Checkpoints, CheckpointSaveError
 from ann.train.preemption import Preemption
+from ann.train.writers import MetricWriter
 
 
 class NonFiniteLossError(FloatingPointError):

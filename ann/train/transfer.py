@@ -130,7 +130,7 @@ def resolve(spec: str) -> Source:
 def _resolve_checkpoint(spec: str, run_dir: str, which: str) -> Source:
     import orbax.checkpoint as ocp
 
-    # The best checkpoint is the one step kept in checkpoints_best/ (see ann/checkpoint.py).
+    # The best checkpoint is the one step kept in checkpoints_best/ (see ann/train/checkpoint.py).
     sub = "checkpoints_best" if which == "best" else "checkpoints"
     directory = os.path.abspath(os.path.join(run_dir, sub))
     steps = sorted(ocp.step.checkpoint_steps(directory)) if os.path.isdir(directory) else []
@@ -174,12 +174,12 @@ def read(source: Source) -> dict[str, np.ndarray]:
 def _read_checkpoint(source: Source) -> dict[str, np.ndarray]:
     """Only `params` and `model_state` of the saved TrainState, as host arrays: the optimizer
     state is neither read nor needed to match. The step's files are verified against its
-    sha256 manifest and the arrays must be finite, as on a resume (ann/checkpoint.py); a step
+    sha256 manifest and the arrays must be finite, as on a resume (ann/train/checkpoint.py); a step
     saved before manifests is read unverified, with a warning."""
     import orbax.checkpoint as ocp
     from etils import epath
 
-    from ann import checkpoint as checkpoint_lib
+    from ann.train import checkpoint as checkpoint_lib
 
     path = epath.Path(source.directory)
     step_dir = str(path.parent)
@@ -506,7 +506,7 @@ def describe(config: Any) -> list[str]:
 def main(argv: list[str]) -> None:
     from absl import app, flags
 
-    from ann.checkpoint import CheckpointError
+    from ann.train.checkpoint import CheckpointError
 
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
