@@ -167,7 +167,7 @@ def export(
 
     from ann import config as config_lib
     from ann import data
-    from ann.train.loop import restore_model
+    from ann.train.build import restore_model
 
     if os.path.exists(out) and os.listdir(out):
         raise FileExistsError(f"--out={out} exists and is not empty; choose a new directory")

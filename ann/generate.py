@@ -177,7 +177,7 @@ def check_flags(f: flags.FlagValues) -> str:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    from ann.train.loop import restore_model
+    from ann.train.build import restore_model
 
     logging.set_verbosity(logging.WARNING)  # Orbax and TFDS are chatty at INFO
     try:

@@ -62,6 +62,11 @@ def path_str(path: tuple) -> str:
     return "/".join(parts[:-1] if parts and parts[-1] == "value" else parts)
 
 
+def paths(tree: Any) -> list[str]:
+    """The `path_str` of every array in `tree` (e.g. the train state's params), in tree order."""
+    return [path_str(p) for p, _ in jax.tree_util.tree_leaves_with_path(tree)]
+
+
 def resolve(rules: str | Rules) -> tuple[tuple[re.Pattern, Any], ...]:
     """Checks `config.sharding_rules` (a preset name or pairs) and compiles the regexes."""
     if isinstance(rules, str):

@@ -10,7 +10,8 @@ from flax import nnx
 
 from ann import data, models
 from ann.config import ConfigError
-from ann.train.loop import restore_model, train_and_evaluate
+from ann.train.build import restore_model
+from ann.train.loop import train_and_evaluate
 from experiments.anomaly_detection import AnomalyDetection
 
 BF16 = jnp.bfloat16

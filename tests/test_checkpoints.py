@@ -19,8 +19,9 @@ from flax import nnx
 
 from ann.train import checkpoint as checkpoint_lib
 from ann.train import hooks, optimizers, run_status
+from ann.train.build import restore_model
 from ann.train.checkpoint import CheckpointError, CheckpointSaveError
-from ann.train.loop import NonFiniteLossError, restore_model, train_and_evaluate
+from ann.train.loop import NonFiniteLossError, train_and_evaluate
 from ann.train.writers import MetricWriter, read_records
 
 

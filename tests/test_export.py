@@ -13,7 +13,8 @@ from conftest import fill, one_line_error, tiny
 
 from ann import artifact, data
 from ann.export import export
-from ann.train.loop import restore_model, train_and_evaluate
+from ann.train.build import restore_model
+from ann.train.loop import train_and_evaluate
 
 
 def test_loaded_export_equals_training_code(digits_export):

@@ -14,7 +14,8 @@ from ann import config as ann_config
 from ann.config import ConfigError
 from ann.data import sensor_series
 from ann.export import export
-from ann.train.loop import restore_model, train_and_evaluate
+from ann.train.build import restore_model
+from ann.train.loop import train_and_evaluate
 from experiments.forecasting import seasonal_naive
 
 

@@ -30,7 +30,7 @@ FLAGS = [
 def test_two_processes_of_two_devices_train_like_one_and_hand_over_to_one_device(tmp_path):
     """2 processes x 2 devices give the losses and parameters of 1 process x 4 devices with the
     same global batch; the run then continues on 1 process x 1 device from their checkpoint."""
-    from ann.train.loop import restore_model
+    from ann.train.build import restore_model
 
     multi, single = tmp_path / "multi", tmp_path / "single"
     launcher = subprocess.Popen(

@@ -11,7 +11,8 @@ from flax import nnx
 from ann import artifact, data, models
 from ann.config import ConfigError
 from ann.export import export
-from ann.train.loop import restore_model, train_and_evaluate
+from ann.train.build import restore_model
+from ann.train.loop import train_and_evaluate
 from experiments.regression import Regression, least_squares, regression_metrics
 
 

@@ -15,7 +15,8 @@ from ann import artifact, data, models
 from ann.config import ConfigError
 from ann.export import export
 from ann.metrics.retrieval import retrieval_metrics
-from ann.train.loop import restore_model, train_and_evaluate
+from ann.train.build import restore_model
+from ann.train.loop import train_and_evaluate
 from experiments import retrieval
 
 SMALL_TOWER = {"model.encoder_kwargs.features": (8,), "model.encoder_kwargs.dense": 32}

@@ -10,7 +10,8 @@ from jax.sharding import PartitionSpec
 
 from ann import sharding
 from ann.config import ConfigError
-from ann.train.loop import restore_model, train_and_evaluate
+from ann.train.build import restore_model
+from ann.train.loop import train_and_evaluate
 
 MESHES = {
     "replicate": {"data": 4, "fsdp": 1, "tensor": 1},
@@ -126,7 +127,7 @@ def test_custom_rules_are_checked_against_the_mesh_and_the_shapes():
 
 
 def _init_setup(name, **overrides):
-    """(experiment, make_model, tx, rng) for config `name` as ann.train.loop.build makes them."""
+    """(experiment, make_model, tx, rng) for config `name` as ann.train.build.build makes them."""
     import experiments
     from ann import data
     from ann.train import optimizers

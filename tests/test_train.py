@@ -217,7 +217,7 @@ def test_restore_model_gives_the_evaluated_model(tmp_path):
     from sklearn import metrics as sk
 
     from ann import data
-    from ann.train.loop import restore_model
+    from ann.train.build import restore_model
 
     config = tiny(total_steps=20, eval_every_steps=20, eval_batch_size=64)
     result = train_and_evaluate(config, str(tmp_path))

@@ -12,11 +12,11 @@ import optax
 import pytest
 from conftest import load_config, tiny
 
-import experiments
 from ann import artifact
 from ann import config as config_lib
 from ann.config import ConfigError
-from ann.train import hooks, loop, optimizers, transfer
+from ann.sharding import path_str
+from ann.train import build, hooks, optimizers, transfer
 from ann.train.loop import train_and_evaluate
 
 # Source: an MLP with BatchNorm. Target: the same first layer, a narrower second one, so the
@@ -36,7 +36,7 @@ def source(tmp_path_factory):
 
 def by_path(tree) -> dict[str, np.ndarray]:
     host = jax.device_get(tree)
-    return {optimizers.path_name(p): x for p, x in jax.tree_util.tree_leaves_with_path(host)}
+    return {path_str(p): x for p, x in jax.tree_util.tree_leaves_with_path(host)}
 
 
 class StopAt(hooks.Hook):
@@ -142,7 +142,7 @@ def test_init_from_loads_reports_freezes_and_resume_wins(tmp_path, source):
         np.testing.assert_array_equal(params[path], theirs[path], err_msg=path)
     for path in ("norms/0/mean", "norms/0/var"):
         np.testing.assert_array_equal(stats[path], theirs[path], err_msg=path)
-    fresh = loop.build(config, experiments.get(config.experiment)(config)).state
+    fresh = build.build(config, build.make_experiment(config)).state
     fresh_params, fresh_stats = by_path(fresh.params), by_path(fresh.model_state)
     for path in ("layers/1/kernel", "head/kernel", "head/bias", "norms/1/scale"):
         assert not np.array_equal(params[path], fresh_params[path]), path
@@ -156,7 +156,7 @@ def test_init_from_an_export_and_a_registry_uri(tmp_path, source, monkeypatch):
     out = tmp_path / "export"
     export(str(source), str(out), name="digits_mlp")
     config = tiny(init_from=str(out), **TARGET)
-    state = loop.build(config, experiments.get(config.experiment)(config)).state
+    state = build.build(config, build.make_experiment(config)).state
     src, report, arrays = transfer.load(str(out), state)
     assert src.kind == "export" and src.step is None
     _, from_checkpoint, saved = transfer.load(str(source), state)

@@ -8,27 +8,24 @@ iterator, so an interrupted run ends where an uninterrupted one would.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
-import math
 import os
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
-from flax import nnx
 
 from ann import config as config_lib
-from ann import data, models, parallel, sharding
+from ann import data, parallel, sharding
 from ann.experiment import Experiment
 from ann.metrics import device_peaks
+from ann.train import build as build_lib
+from ann.train import freezing, optimizers, run_status, transfer
 from ann.train import hooks as hooks_lib
-from ann.train import optimizers, run_status, transfer
 from ann.train import state as state_lib
 from ann.train import step as step_lib
 from ann.train.checkpoint import Checkpoints, CheckpointSaveError
@@ -55,12 +52,6 @@ class Result:
     # Why a hook finished the run before total_steps ("early_stopped", "pruned"), else "".
     # Such a run is not interrupted: rerunning it does not train further.
     stop_reason: str = ""
-
-
-def _total_steps(config: ml_collections.ConfigDict, num_train: int) -> int:
-    if config.total_steps:
-        return int(config.total_steps)
-    return max(1, math.ceil(config.num_epochs * num_train / config.batch_size))
 
 
 def _abstract_batch(example: dict[str, np.ndarray], global_rows: int, sharding) -> dict:
@@ -141,7 +132,10 @@ def _record_config_changes(
         "resuming with config changes: %s",
         "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changes.items()),
     )
-    old_total, new_total = _total_steps(saved, num_train), _total_steps(config, num_train)
+    old_total, new_total = (
+        build_lib.total_steps(saved, num_train),
+        build_lib.total_steps(config, num_train),
+    )
     if old_total != new_total:
         before = float(optimizers.schedule(saved.optimizer, old_total)(step))
         after = float(optimizers.schedule(config.optimizer, new_total)(step))
@@ -203,113 +197,7 @@ def train_and_evaluate(
     extra_hooks: Sequence[hooks_lib.Hook] = (),
 ) -> Result:
     """Trains `config.experiment` and evaluates it; resumes if `workdir` has a checkpoint."""
-    import experiments  # the task registry; the loop below only sees the Experiment protocol
-
-    experiment = experiments.get(config.experiment)(config)
-    return run(config, workdir, experiment, extra_hooks)
-
-
-@dataclasses.dataclass
-class Setup:
-    """Everything a run is built from, before any data flows or anything compiles."""
-
-    experiment: Experiment
-    mesh: jax.sharding.Mesh
-    train_split: data.Split
-    validation_split: data.Split | None  # chooses (`val/` metrics); None when not training
-    eval_splits: list[data.Split]  # reported (`eval/`, `eval_<split>/`); [] when not training
-    total_steps: int
-    tx: Any
-    model_def: state_lib.ModelDef
-    init: Callable[[], state_lib.TrainState]  # the jitted sharded init; runs on `.state` only
-    abstract_state: Any  # shapes, dtypes, shardings: what a checkpoint restores into
-
-    @property
-    def state_shardings(self) -> Any:
-        return state_lib.shardings_of(self.abstract_state)
-
-    @functools.cached_property
-    def state(self) -> state_lib.TrainState:
-        """A freshly initialized state, placed on the mesh: compiled and computed on first use
-        (a resumed or finished run restores into `abstract_state` and never needs it)."""
-        return self.init()
-
-
-def build(
-    config: ml_collections.ConfigDict, experiment: Experiment, for_training: bool = True
-) -> Setup:
-    """Validates the config, opens the data, and builds the model and its train state.
-
-    `for_training=False` (restoring a model to use it) skips the checks that only matter for
-    training here, such as the batch dividing this machine's device count and the selection
-    metrics being `val/` ones (older runs chose on `eval/`), opens only the train split, and
-    replicates the model over this machine's devices whatever mesh it was trained on.
-    """
-    config_lib.validate(config, jax.device_count() if for_training else 1, selecting=for_training)
-    models.check_config(config)  # model.* keys and dtypes, before any data is read
-    if for_training:
-        mesh = parallel.make_mesh(config.mesh.to_dict())
-        rules = config.sharding_rules
-    else:
-        mesh, rules = parallel.make_mesh({"data": -1, "fsdp": 1, "tensor": 1}), "replicate"
-    # Data first: the experiment learns its classes and input statistics from the train split.
-    dc = config.data
-    train_split = data.load(dc.name, dc.train_split, dc.data_dir, dc.cache, "data.train_split")
-    validation_split, eval_splits = None, []
-    if for_training:
-        validation_split = data.load(
-            dc.name, dc.validation_split, dc.data_dir, dc.cache, "data.validation_split"
-        )
-        eval_splits = [
-            data.load(dc.name, s, dc.data_dir, dc.cache, "data.eval_splits") for s in dc.eval_splits
-        ]
-    experiment.setup(train_split)
-    total_steps = _total_steps(config, len(train_split))
-
-    seed_key = jax.random.PRNGKey(config.seed)
-    tx = optimizers.make(config.optimizer, total_steps, freeze=tuple(config.freeze))
-    # Built on the devices, each holding only its shards (a model too big for one can start),
-    # and only when no checkpoint is restored instead (Setup.state).
-    model_def, init, abstract_state = state_lib.sharded_initializer(
-        lambda: experiment.build_model(nnx.Rngs(params=config.seed)),
-        tx,
-        jax.random.fold_in(seed_key, 1),
-        rules,
-        mesh,
-    )
-    # Frozen BatchNorm layers: decided from paths alone.
-    model_def = transfer.freeze_statistics(model_def, abstract_state, config.freeze)
-    return Setup(
-        experiment=experiment,
-        mesh=mesh,
-        train_split=train_split,
-        validation_split=validation_split,
-        eval_splits=eval_splits,
-        total_steps=total_steps,
-        tx=tx,
-        model_def=model_def,
-        init=init,
-        abstract_state=abstract_state,
-    )
-
-
-def restore_model(
-    workdir: str, step: int | str = "best"
-) -> tuple[Experiment, nnx.Module, int, ml_collections.ConfigDict]:
-    """A trained run's model in eval mode, from `workdir/config.json` and a checkpoint:
-    `step` is "best", "latest" or a step number. Returns (experiment, model, step, config)."""
-    import experiments
-
-    config = config_lib.read(workdir)
-    setup = build(config, experiments.get(config.experiment)(config), for_training=False)
-    checkpoints = Checkpoints(
-        workdir, config.max_to_keep, config.best_metric, config.best_mode, create=False
-    )
-    try:
-        state, step = checkpoints.restore_state(setup.abstract_state, step)
-    finally:
-        checkpoints.close()
-    return setup.experiment, state_lib.merge(setup.model_def.eval, state), step, config
+    return run(config, workdir, build_lib.make_experiment(config), extra_hooks)
 
 
 def _enable_compilation_cache(setting: str, workdir: str) -> None:
@@ -329,7 +217,7 @@ def run(
 ) -> Result:
     _enable_compilation_cache(config.compilation_cache_dir, workdir)
     config_lib.check_workdir_selects_on_validation(workdir)  # before config.json is rewritten
-    setup = build(config, experiment)
+    setup = build_lib.build(config, experiment)
     mesh, abstract_state, state_shardings = setup.mesh, setup.abstract_state, setup.state_shardings
     saved_config, config_changes = _compare_config(config, workdir)
     if jax.process_index() == 0:
@@ -435,7 +323,7 @@ def run(
             tx,
             optimizers.schedule(config.optimizer, total_steps),
             config.optimizer.accumulate_steps,
-            frozenset(optimizers.frozen_paths(state.params, tuple(config.freeze))),
+            frozenset(freezing.frozen_paths(state.params, tuple(config.freeze))),
         ),
         (state, _abstract_batch(example, config.batch_size, batch_sharding)),
         in_shardings=(state_shardings, batch_sharding),

@@ -12,7 +12,7 @@ import optax
 from flax import nnx
 
 from ann.experiment import Experiment
-from ann.train.optimizers import path_name
+from ann.sharding import path_str as path_name
 from ann.train.state import ModelDef, TrainState, all_finite, merge
 
 # The train metric that says whether the updated state (parameters, model state such as

@@ -26,13 +26,7 @@ summary and the lists, and writes them to WORKDIR/init_from.json. A source that 
 with the model is refused (it is almost surely the wrong one). Loading happens only when a run
 starts fresh: on resume the run's own checkpoint wins, whatever `init_from` says.
 
-`config.freeze` (ann/train/optimizers.py) keeps parameters from being updated. A BatchNorm
-layer whose parameters are all frozen is frozen whole, as Keras does for fine-tuning: in
-training it normalizes with its running statistics and stops updating them (otherwise the
-statistics, which are model state and not parameters, would drift under the frozen scale and
-bias). Frozen parameters are cut from the gradient (`stop_gradient` in the train step), so
-a frozen backbone's backward pass is not compiled at all and `train/grad_norm` measures the
-trained parameters only.
+`config.freeze` keeps parameters from being updated (ann/train/freezing.py says how).
 
 List a model's paths, what `freeze` freezes and what `init_from` would load, without training:
 
@@ -58,7 +52,8 @@ from flax import nnx
 
 from ann import artifact, parallel
 from ann.config import ConfigError
-from ann.train import optimizers
+from ann.sharding import path_str, paths
+from ann.train import build, freezing
 from ann.train import state as state_lib
 
 REPORT = "init_from.json"
@@ -215,7 +210,7 @@ def _read_checkpoint(source: Source) -> dict[str, np.ndarray]:
         handler.close()
     arrays = {}
     for key_path, value in jax.tree_util.tree_leaves_with_path(restored):
-        name = optimizers.path_name(key_path)
+        name = path_str(key_path)
         arrays[name.partition("/")[2]] = np.asarray(value)  # drop "params/" or "model_state/"
     bad = [
         n
@@ -237,12 +232,10 @@ def _read_checkpoint(source: Source) -> dict[str, np.ndarray]:
 def targets(state: state_lib.TrainState) -> dict[str, Any]:
     """The arrays `init_from` may fill, by path: every parameter, and the model state's
     floating-point arrays (statistics; not RNG counters or other integer state)."""
-    found = {
-        optimizers.path_name(p): x for p, x in jax.tree_util.tree_leaves_with_path(state.params)
-    }
+    found = {path_str(p): x for p, x in jax.tree_util.tree_leaves_with_path(state.params)}
     for key_path, x in jax.tree_util.tree_leaves_with_path(state.model_state):
         if jax.dtypes.issubdtype(x.dtype, np.floating):
-            found[optimizers.path_name(key_path)] = x
+            found[path_str(key_path)] = x
     return found
 
 
@@ -362,7 +355,7 @@ def load(
     source = resolve(spec)
     arrays = read(source)
     target = targets(state)
-    every = optimizers.paths(state.params) + optimizers.paths(state.model_state)
+    every = paths(state.params) + paths(state.model_state)
     report = match(target, arrays, skip, every)
     if not report.loaded:
         theirs, ours = sorted(arrays), list(target)
@@ -389,7 +382,7 @@ def init_from(
     loaded = set(report.loaded)
 
     def fill(key_path: tuple, x: Any, sharding: Any) -> Any:
-        name = optimizers.path_name(key_path)
+        name = path_str(key_path)
         if name not in loaded:
             return x  # already on its sharding
         # Host data, the same in every process: `place` builds the global array without a
@@ -421,45 +414,6 @@ def write_report(workdir: str, source: Source, report: Report) -> str:
     return path
 
 
-def freeze_statistics(
-    model_def: state_lib.ModelDef, state: state_lib.TrainState, patterns: Sequence[str]
-) -> state_lib.ModelDef:
-    """`model_def` with every BatchNorm layer whose parameters are all frozen normalizing with
-    its running statistics in training too (so they stay fixed); logs what `freeze` freezes.
-    Raises ConfigError for a pattern that matches no parameter."""
-    if not patterns:
-        return model_def
-    frozen = optimizers.frozen_paths(state.params, patterns)
-    model = nnx.merge(model_def.train, state.params, state.model_state)
-    layers = []
-    for path, module in nnx.iter_modules(model):
-        if isinstance(module, nnx.BatchNorm):
-            prefix = "/".join(map(str, path))
-            names = [f"{prefix}/{n}" for n in optimizers.paths(nnx.state(module, nnx.Param))]
-            if names and all(n in frozen for n in names):
-                module.use_running_average = True  # a static attribute: lands in the graphdef
-                layers.append(prefix)
-    sizes = {
-        optimizers.path_name(p): x.size
-        for p, x in jax.tree_util.tree_leaves_with_path(state.params)
-    }
-    logging.info(
-        "freeze %s: %d of %d parameter arrays (%s of %s values) are not updated%s",
-        tuple(patterns),
-        len(frozen),
-        len(sizes),
-        f"{sum(sizes[p] for p in frozen):,}",
-        f"{sum(sizes.values()):,}",
-        f"; BatchNorm layers kept on their running statistics: {', '.join(layers)}"
-        if layers
-        else "",
-    )
-    if not layers:
-        return model_def
-    train_def, _, _ = nnx.split(model, nnx.Param, ...)
-    return model_def.replace(train=train_def)
-
-
 # -- listing paths -----------------------------------------------------------------------------
 
 
@@ -467,18 +421,12 @@ def describe(config: Any) -> list[str]:
     """One tab-separated line per array of the config's model: path, shape, dtype, whether it
     changes in training (trained / frozen parameter; statistics / fixed statistics of a frozen
     BatchNorm; other state) and, with `init_from` set, where it starts."""
-    import experiments
-    from ann.train import loop
-
-    setup = loop.build(config, experiments.get(config.experiment)(config), for_training=False)
+    setup = build.build(config, build.make_experiment(config), for_training=False)
     state = setup.state
-    frozen = optimizers.frozen_paths(state.params, tuple(config.freeze))
-    model = nnx.merge(setup.model_def.train, state.params, state.model_state)
-    fixed = {  # BatchNorm layers that freeze_statistics() put on their running statistics
-        "/".join(map(str, path))
-        for path, module in nnx.iter_modules(model)
-        if isinstance(module, nnx.BatchNorm) and module.use_running_average
-    }
+    frozen = freezing.frozen_paths(state.params, tuple(config.freeze))
+    fixed = freezing.fixed_statistics(
+        nnx.merge(setup.model_def.train, state.params, state.model_state)
+    )
     start: dict[str, str] = {}
     if config.init_from:
         _, report, _ = load(config.init_from, state, tuple(config.init_from_skip))
@@ -491,7 +439,7 @@ def describe(config: Any) -> list[str]:
     lines = ["path\tshape\tdtype\tupdate" + ("\tinit_from" if config.init_from else "")]
     for part, tree in (("params", state.params), ("model_state", state.model_state)):
         for key_path, x in jax.tree_util.tree_leaves_with_path(tree):
-            name = optimizers.path_name(key_path)
+            name = path_str(key_path)
             if part == "params":
                 update = "frozen" if name in frozen else "trained"
             elif not jax.dtypes.issubdtype(x.dtype, np.floating):

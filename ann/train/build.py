@@ -1,0 +1,141 @@
+"""Building a run: validate the config, open the data, build the model and its train state.
+
+What training, export, generation and transfer share, without the loop: `build` makes a `Setup`
+(nothing compiled, no data flowing), `restore_model` a trained run's model from its workdir.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import ml_collections
+from flax import nnx
+
+from ann import config as config_lib
+from ann import data, models, parallel
+from ann.experiment import Experiment
+from ann.train import freezing, optimizers
+from ann.train import state as state_lib
+from ann.train.checkpoint import Checkpoints
+
+
+def make_experiment(config: ml_collections.ConfigDict) -> Experiment:
+    """The experiment `config.experiment` names, built from the config. Raises ConfigError."""
+    import experiments  # the task table; the framework never imports its plug-ins at load
+
+    return experiments.get(config.experiment)(config)
+
+
+def total_steps(config: ml_collections.ConfigDict, num_train: int) -> int:
+    """`config.total_steps`, or `num_epochs` over `num_train` examples in batches, at least 1."""
+    if config.total_steps:
+        return int(config.total_steps)
+    return max(1, math.ceil(config.num_epochs * num_train / config.batch_size))
+
+
+@dataclasses.dataclass
+class Setup:
+    """Everything a run is built from, before any data flows or anything compiles."""
+
+    experiment: Experiment
+    mesh: jax.sharding.Mesh
+    train_split: data.Split
+    validation_split: data.Split | None  # chooses (`val/` metrics); None when not training
+    eval_splits: list[data.Split]  # reported (`eval/`, `eval_<split>/`); [] when not training
+    total_steps: int
+    tx: Any
+    model_def: state_lib.ModelDef
+    init: Callable[[], state_lib.TrainState]  # the jitted sharded init; runs on `.state` only
+    abstract_state: Any  # shapes, dtypes, shardings: what a checkpoint restores into
+
+    @property
+    def state_shardings(self) -> Any:
+        return state_lib.shardings_of(self.abstract_state)
+
+    @functools.cached_property
+    def state(self) -> state_lib.TrainState:
+        """A freshly initialized state, placed on the mesh: compiled and computed on first use
+        (a resumed or finished run restores into `abstract_state` and never needs it)."""
+        return self.init()
+
+
+def build(
+    config: ml_collections.ConfigDict, experiment: Experiment, for_training: bool = True
+) -> Setup:
+    """Validates the config, opens the data, and builds the model and its train state.
+
+    `for_training=False` (restoring a model to use it) skips the checks that only matter for
+    training here, such as the batch dividing this machine's device count and the selection
+    metrics being `val/` ones (older runs chose on `eval/`), opens only the train split, and
+    replicates the model over this machine's devices whatever mesh it was trained on.
+    Raises ConfigError for a bad config.
+    """
+    config_lib.validate(config, jax.device_count() if for_training else 1, selecting=for_training)
+    models.check_config(config)  # model.* keys and dtypes, before any data is read
+    if for_training:
+        mesh = parallel.make_mesh(config.mesh.to_dict())
+        rules = config.sharding_rules
+    else:
+        mesh, rules = parallel.make_mesh({"data": -1, "fsdp": 1, "tensor": 1}), "replicate"
+    # Data first: the experiment learns its classes and input statistics from the train split.
+    dc = config.data
+    train_split = data.load(dc.name, dc.train_split, dc.data_dir, dc.cache, "data.train_split")
+    validation_split, eval_splits = None, []
+    if for_training:
+        validation_split = data.load(
+            dc.name, dc.validation_split, dc.data_dir, dc.cache, "data.validation_split"
+        )
+        eval_splits = [
+            data.load(dc.name, s, dc.data_dir, dc.cache, "data.eval_splits") for s in dc.eval_splits
+        ]
+    experiment.setup(train_split)
+    steps = total_steps(config, len(train_split))
+
+    seed_key = jax.random.PRNGKey(config.seed)
+    tx = optimizers.make(config.optimizer, steps, freeze=tuple(config.freeze))
+    # Built on the devices, each holding only its shards (a model too big for one can start),
+    # and only when no checkpoint is restored instead (Setup.state).
+    model_def, init, abstract_state = state_lib.sharded_initializer(
+        lambda: experiment.build_model(nnx.Rngs(params=config.seed)),
+        tx,
+        jax.random.fold_in(seed_key, 1),
+        rules,
+        mesh,
+    )
+    # Frozen BatchNorm layers: decided from paths alone.
+    model_def = freezing.freeze_statistics(model_def, abstract_state, config.freeze)
+    return Setup(
+        experiment=experiment,
+        mesh=mesh,
+        train_split=train_split,
+        validation_split=validation_split,
+        eval_splits=eval_splits,
+        total_steps=steps,
+        tx=tx,
+        model_def=model_def,
+        init=init,
+        abstract_state=abstract_state,
+    )
+
+
+def restore_model(
+    workdir: str, step: int | str = "best"
+) -> tuple[Experiment, nnx.Module, int, ml_collections.ConfigDict]:
+    """A trained run's model in eval mode, from `workdir/config.json` and a checkpoint:
+    `step` is "best", "latest" or a step number. Returns (experiment, model, step, config).
+    Raises ConfigError (config.json) or CheckpointError (no such step, a damaged one)."""
+    config = config_lib.read(workdir)
+    setup = build(config, make_experiment(config), for_training=False)
+    checkpoints = Checkpoints(
+        workdir, config.max_to_keep, config.best_metric, config.best_mode, create=False
+    )
+    try:
+        state, step = checkpoints.restore_state(setup.abstract_state, step)
+    finally:
+        checkpoints.close()
+    return setup.experiment, state_lib.merge(setup.model_def.eval, state), step, config

@@ -1,0 +1,131 @@
+"""Freezing (`config.freeze`): which parameters are not trained, and what that implies.
+
+A pattern is a regex matched against the whole of a parameter's path (`re.fullmatch`). A path
+is the module path joined by "/", with list indices as numbers: `convs/0/kernel`, `dense/bias`,
+`blocks/1/bn1/scale` (the names of an export's weights, too). `python -m ann.train.transfer
+--config=configs/NAME.py` lists a model's paths (every run also writes them to
+WORKDIR/parameters.tsv). (`sharding_rules` regexes use `re.search`; `freeze` ones must match the
+whole path.)
+
+Three places act on the frozen set, all from `frozen_paths`:
+
+- the optimizer (`mask`): frozen parameters get a zero update from `optax.set_to_zero` under
+  `optax.multi_transform`, the rest the whole chain, so weight decay never touches a frozen
+  parameter and gradient clipping measures only the trained ones' norm;
+- the train step (ann/train/step.py): frozen parameters are cut from the gradient
+  (`stop_gradient`), so a frozen backbone's backward pass is not compiled at all and
+  `train/grad_norm` measures the trained parameters only;
+- the model (`freeze_statistics`): a BatchNorm layer whose parameters are all frozen is frozen
+  whole, as Keras does for fine-tuning: in training it normalizes with its running statistics
+  and stops updating them (otherwise the statistics, which are model state and not parameters,
+  would drift under the frozen scale and bias).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import optax
+from absl import logging
+from flax import nnx
+
+from ann.config import ConfigError
+from ann.sharding import path_str, paths
+from ann.train import state as state_lib
+
+FROZEN, TRAINABLE = "frozen", "trainable"
+
+
+def frozen_paths(params: Any, patterns: Sequence[str]) -> set[str]:
+    """The paths of `params` that some pattern of `config.freeze` matches in full.
+
+    A pattern that matches nothing is almost surely a typo, and freezing everything leaves
+    nothing to train: both are ConfigErrors that show real paths to copy from.
+    """
+    if not patterns:
+        return set()
+    names = paths(params)
+    frozen = set()
+    for pattern in patterns:
+        regex = re.compile(pattern)  # validate() has checked that it compiles
+        hits = {n for n in names if regex.fullmatch(n)}
+        if not hits:
+            layer = names[0].split("/")[0]  # a top-level module, for the example
+            raise ConfigError(
+                f"config key 'freeze': pattern {pattern!r} matches no parameter (the whole path "
+                f"must match, e.g. '{layer}/.*'); paths are like {', '.join(names[:6])}"
+                f"{', ...' if len(names) > 6 else ''} (list them all with python -m "
+                "ann.train.transfer --config=...)"
+            )
+        frozen |= hits
+    if len(frozen) == len(names):
+        raise ConfigError(
+            f"config key 'freeze' {tuple(patterns)} freezes all {len(names)} parameter arrays, "
+            "so nothing would train; leave at least the head out of it"
+        )
+    return frozen
+
+
+def mask(
+    chain: optax.GradientTransformation, patterns: Sequence[str]
+) -> optax.GradientTransformation:
+    """`chain` for the trained parameters, a zero update for those `patterns` freeze."""
+    patterns = tuple(patterns)
+
+    def labels(params: Any) -> Any:
+        # Called on the host by tx.init (so a bad pattern fails before anything compiles) and
+        # again, with the same answer, while tracing each update.
+        frozen = frozen_paths(params, patterns)
+        return jax.tree_util.tree_map_with_path(
+            lambda p, _: FROZEN if path_str(p) in frozen else TRAINABLE, params
+        )
+
+    return optax.multi_transform({TRAINABLE: chain, FROZEN: optax.set_to_zero()}, labels)
+
+
+def freeze_statistics(
+    model_def: state_lib.ModelDef, state: state_lib.TrainState, patterns: Sequence[str]
+) -> state_lib.ModelDef:
+    """`model_def` with every BatchNorm layer whose parameters are all frozen normalizing with
+    its running statistics in training too (so they stay fixed); logs what `freeze` freezes.
+    Raises ConfigError for a pattern that matches no parameter."""
+    if not patterns:
+        return model_def
+    frozen = frozen_paths(state.params, patterns)
+    model = nnx.merge(model_def.train, state.params, state.model_state)
+    layers = []
+    for path, module in nnx.iter_modules(model):
+        if isinstance(module, nnx.BatchNorm):
+            prefix = "/".join(map(str, path))
+            names = [f"{prefix}/{n}" for n in paths(nnx.state(module, nnx.Param))]
+            if names and all(n in frozen for n in names):
+                module.use_running_average = True  # a static attribute: lands in the graphdef
+                layers.append(prefix)
+    sizes = {path_str(p): x.size for p, x in jax.tree_util.tree_leaves_with_path(state.params)}
+    logging.info(
+        "freeze %s: %d of %d parameter arrays (%s of %s values) are not updated%s",
+        tuple(patterns),
+        len(frozen),
+        len(sizes),
+        f"{sum(sizes[p] for p in frozen):,}",
+        f"{sum(sizes.values()):,}",
+        f"; BatchNorm layers kept on their running statistics: {', '.join(layers)}"
+        if layers
+        else "",
+    )
+    if not layers:
+        return model_def
+    train_def, _, _ = nnx.split(model, nnx.Param, ...)
+    return model_def.replace(train=train_def)
+
+
+def fixed_statistics(model: nnx.Module) -> set[str]:
+    """The paths of the BatchNorm layers `freeze_statistics` put on their running statistics."""
+    return {
+        "/".join(map(str, path))
+        for path, module in nnx.iter_modules(model)
+        if isinstance(module, nnx.BatchNorm) and module.use_running_average
+    }
