@@ -3,16 +3,25 @@
 An experiment says what is trained and how it is scored: which fields of the data it reads, the
 model it builds, its loss, and its eval metrics. The loop only calls these methods, so new tasks
 (language modelling, seq2seq, anomaly detection, metric learning) need no change to the loop.
+
+Experiments are found by name (`config.experiment`) through one table of dotted paths, imported
+only when asked for (the framework never imports its plug-ins at module level), or given as a
+user's `package.module:ClassName`.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any, Protocol
 
 import jax
+import ml_collections
 import numpy as np
 from flax import nnx
 
+from ann import config as config_lib
+from ann import models
+from ann.config import ConfigError
 from ann.data import Split
 
 Batch = dict[str, np.ndarray]
@@ -38,13 +47,20 @@ class Experiment(Protocol):
     def eval_sums(self, model: nnx.Module, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
         """Per-batch sums over the rows where `batch['mask']` is 1, added up across batches."""
 
-    def eval_metrics(self, sums: dict[str, np.ndarray]) -> dict[str, float]:
-        """Final metrics over a whole split from the summed `eval_sums`.
+    def eval_rows(self, model: nnx.Module, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        """Per-row outputs for metrics that need every row (AUROC, recall@k): {name: array with
+        the batch axis first}. The loop gathers them over the whole split, padding dropped, and
+        passes them to `eval_metrics`. `{}` when the sums are enough (nothing is gathered)."""
 
-        An experiment whose metrics need every row (AUROC, recall@k) also defines
-        `eval_rows(model, batch) -> {name: per-row array}`; the loop then gathers those rows
-        over the whole split, padding dropped, and calls `eval_metrics(sums, rows)`.
-        """
+    def eval_metrics(
+        self, sums: dict[str, np.ndarray], rows: dict[str, np.ndarray] | None = None
+    ) -> dict[str, float]:
+        """Final metrics over a whole split from the summed `eval_sums` and, when `eval_rows`
+        returns something, the gathered rows (None otherwise)."""
+
+    # Token positions trained per example (the loop then logs tokens/s); 0 for tasks that are
+    # not about tokens.
+    tokens_per_example: int
 
     # What export and serving need. `predict` runs the same on-device preprocessing as `loss`, so
     # an exported model cannot drift from the trained one.
@@ -57,3 +73,53 @@ class Experiment(Protocol):
 
     def predict(self, model: nnx.Module, inputs: dict[str, jax.Array]) -> dict[str, jax.Array]:
         """Eval-mode outputs for a batch of raw inputs (as the data set stores them)."""
+
+
+# What the loop, export and serving use; a class attribute or method each (checked by `get`).
+_MEMBERS = tuple(
+    name for name in (*Experiment.__annotations__, *vars(Experiment)) if not name.startswith("_")
+)
+
+EXPERIMENTS = {
+    "classification": "experiments.classification:Classification",
+    "language_modelling": "experiments.language_modelling:LanguageModelling",
+    "seq2seq": "experiments.seq2seq:Seq2Seq",
+    "retrieval": "experiments.retrieval:Retrieval",
+    "forecasting": "experiments.forecasting:Forecasting",
+    "anomaly_detection": "experiments.anomaly_detection:AnomalyDetection",
+    "regression": "experiments.regression:Regression",
+}
+
+
+def get(name: str) -> type:
+    """The experiment class for `name`: a name in `EXPERIMENTS` or `package.module:ClassName`,
+    imported on first use. Raises ConfigError naming `experiment` for an unknown name, a path
+    that does not import, or a class that lacks a member of the protocol."""
+    target = EXPERIMENTS.get(name, name)
+    if ":" not in target:
+        raise ConfigError(
+            f"config key 'experiment': unknown experiment {name!r}; use one of "
+            f"{', '.join(sorted(EXPERIMENTS))} or package.module:ClassName"
+        )
+    module_name, _, attr = target.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as e:
+        raise ConfigError(f"config key 'experiment': cannot import {target!r} ({e})") from e
+    missing = [m for m in _MEMBERS if not hasattr(cls, m)]
+    if missing:
+        raise ConfigError(
+            f"config key 'experiment': {target!r} lacks {', '.join(missing)} of the experiment "
+            "protocol (ann.experiment.Experiment)"
+        )
+    return cls
+
+
+def check_config(config: ml_collections.ConfigDict, num_devices: int) -> Experiment:
+    """Everything a command can check before it reads data: the config's keys, types, choices
+    and ranges (`ann.config.validate`, the batch against `num_devices`), the model's arguments,
+    their ranges and dtypes (`ann.models.check_config`), and the experiment's `task.*`
+    settings. Returns the experiment, built from the config; raises ConfigError."""
+    config_lib.validate(config, num_devices)
+    models.check_config(config)
+    return get(config.experiment)(config)

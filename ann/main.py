@@ -8,6 +8,7 @@ Running the same command again resumes from the workdir's latest checkpoint.
 
 from __future__ import annotations
 
+import importlib.util
 import logging as py_logging
 import os
 
@@ -15,7 +16,6 @@ import jax
 from absl import app, flags, logging
 
 import ann
-import experiments
 from ann import cli, parallel
 from ann.sweep import pruning
 from ann.train.checkpoint import CheckpointError
@@ -43,7 +43,12 @@ flags.DEFINE_integer(
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-_OWN_DIRS = tuple(os.path.dirname(os.path.abspath(m.__file__)) + os.sep for m in (ann, experiments))
+# ann's folder and the experiments' (found, not imported: the framework never imports its plug-ins)
+_OWN_DIRS = tuple(
+    os.path.dirname(os.path.abspath(spec.origin)) + os.sep
+    for spec in (ann.__spec__, importlib.util.find_spec("experiments"))
+    if spec is not None and spec.origin
+)
 
 
 class _OwnInfoOnly(py_logging.Filter):

@@ -73,6 +73,8 @@ TASK_RANGES = {
 
 
 class AnomalyDetection:
+    tokens_per_example = 0  # not a token task: the loop logs no tokens/s
+
     def __init__(self, config: ml_collections.ConfigDict):
         self.config = config
         self.settings = task_settings(config, TASK_DEFAULTS, ranges=TASK_RANGES)
@@ -231,7 +233,7 @@ class AnomalyDetection:
             rows["group"] = batch["group"]
         return rows
 
-    def eval_metrics(self, sums, rows):
+    def eval_metrics(self, sums, rows=None):
         score, anomalous = rows["score"], rows["targets"] > 0
         reference = np.asarray(sums["reference_scores"]) / float(sums["batches"])
         threshold = float(np.quantile(reference, self.settings["threshold_quantile"]))

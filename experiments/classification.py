@@ -27,6 +27,8 @@ STATS_ROWS = 10_000  # rows of the training split used for input statistics
 
 
 class Classification:
+    tokens_per_example = 0  # not a token task: the loop logs no tokens/s
+
     def __init__(self, config: ml_collections.ConfigDict):
         self.config = config
         task_settings(config, {})  # it has no task.* settings: refuse any, by name
@@ -107,7 +109,7 @@ class Classification:
         logits = self._logits(model, batch["inputs"], None)
         return {"probabilities": jax.nn.softmax(logits, axis=-1), "targets": batch["targets"]}
 
-    def eval_metrics(self, sums, rows):
+    def eval_metrics(self, sums, rows=None):
         count = max(float(sums["count"]), 1.0)
         matrix = np.asarray(sums["confusion"])
         return {

@@ -28,6 +28,7 @@ STATS_ROWS = 20_000  # rows of the training split used for the unigram baseline
 
 class LanguageModelling:
     key = "tokens"
+    tokens_per_example = 0  # set from the data set in setup: the loop logs tokens/s
 
     def __init__(self, config: ml_collections.ConfigDict):
         self.config = config
@@ -103,7 +104,10 @@ class LanguageModelling:
             "tokens": weights.sum(),
         }
 
-    def eval_metrics(self, sums):
+    def eval_rows(self, model, batch):
+        return {}  # the sums are enough
+
+    def eval_metrics(self, sums, rows=None):
         tokens = max(float(sums["tokens"]), 1.0)
         loss = float(sums["nll"]) / tokens
         return {

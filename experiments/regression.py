@@ -69,6 +69,8 @@ def regression_metrics(prediction: np.ndarray, target: np.ndarray) -> dict[str, 
 
 
 class Regression:
+    tokens_per_example = 0  # not a token task: the loop logs no tokens/s
+
     def __init__(self, config: ml_collections.ConfigDict):
         self.config = config
         self.settings = task_settings(config, SETTINGS, {"loss": LOSSES}, {"huber_delta": POSITIVE})
@@ -189,7 +191,7 @@ class Regression:
             rows["baseline"] = linear.reshape(linear.shape[0], *self.target_shape)
         return rows
 
-    def eval_metrics(self, sums, rows):
+    def eval_metrics(self, sums, rows=None):
         result = {
             "loss": float(sums["loss"]) / max(float(sums["count"]), 1.0),
             **regression_metrics(rows["prediction"], rows["targets"]),

@@ -120,6 +120,8 @@ def nearest_neighbour_hits(embeddings: jax.Array, labels: jax.Array) -> jax.Arra
 
 
 class Retrieval:
+    tokens_per_example = 0  # not a token task: the loop logs no tokens/s
+
     def __init__(self, config: ml_collections.ConfigDict):
         self.config = config
         self.settings = task_settings(
@@ -216,7 +218,7 @@ class Retrieval:
     def eval_rows(self, model, batch):
         return {"embedding": self._embed(model, batch["anchor"], None), "label": batch["label"]}
 
-    def eval_metrics(self, sums, rows):
+    def eval_metrics(self, sums, rows=None):
         return {
             "loss": float(sums["loss"]) / max(float(sums["count"]), 1.0),
             **retrieval_metrics(rows["embedding"], rows["label"]),

@@ -30,6 +30,8 @@ DEFAULTS = {"eval_beam_size": 0}  # 0 or 1: greedy exact match only
 
 
 class Seq2Seq:
+    tokens_per_example = 0  # set from the data set in setup: the loop logs tokens/s
+
     def __init__(self, config: ml_collections.ConfigDict):
         self.config = config
         self.settings = task_settings(config, DEFAULTS, ranges={"eval_beam_size": NONNEGATIVE})
@@ -164,7 +166,10 @@ class Seq2Seq:
             sums[f"rows_{name}"] = ((batch["task"] == k) * mask).sum()
         return sums
 
-    def eval_metrics(self, sums):
+    def eval_rows(self, model, batch):
+        return {}  # the sums are enough
+
+    def eval_metrics(self, sums, rows=None):
         tokens, rows = max(float(sums["tokens"]), 1.0), max(float(sums["rows"]), 1.0)
         metrics = {
             "loss": float(sums["nll"]) / tokens,

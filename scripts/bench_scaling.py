@@ -22,9 +22,9 @@ import tempfile
 import jax
 from absl import flags, logging
 
-import experiments
 from ann import cli
 from ann import config as config_lib
+from ann import experiment as experiment_lib
 from ann.metrics import device_peaks
 from ann.train.hooks import Clock
 from ann.train.loop import train_and_evaluate
@@ -86,7 +86,7 @@ def main(argv):
     config, n = FLAGS.config, jax.device_count()
     config.total_steps = 2 * FLAGS.steps  # as `measure` runs it
     config_lib.fit_warmup(config)  # a longer warmup ends inside the untimed first half
-    experiments.check_config(config, n)  # before any preset; their meshes all fit n devices
+    experiment_lib.check_config(config, n)  # before any preset; their meshes all fit n devices
     kind = jax.devices()[0].device_kind
     peak = device_peaks.peak_flops(kind)
     print(

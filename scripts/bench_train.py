@@ -21,9 +21,9 @@ import optax
 from absl import flags, logging
 from flax import nnx
 
-import experiments
 from ann import cli, data
 from ann import config as config_lib
+from ann import experiment as experiment_lib
 from ann.train import hooks, optimizers
 from ann.train.loop import train_and_evaluate
 
@@ -35,7 +35,7 @@ flags.DEFINE_integer("rounds", 3, "Rounds; medians are reported.", lower_bound=1
 
 def bare_seconds_per_step(config, steps: int) -> float:
     """A plain NNX + optax loop anyone would write: jit, donate, slice, step."""
-    experiment = experiments.get(config.experiment)(config)
+    experiment = experiment_lib.get(config.experiment)(config)
     split = data.load(config.data.name, config.data.train_split, config.data.data_dir, cache=True)
     experiment.setup(split)
     rows = experiment.fields(split.rows(np.arange(len(split))))
@@ -96,7 +96,7 @@ def main(argv):
     config = FLAGS.config
     config.total_steps = 2 * FLAGS.steps  # as both loops run it
     config_lib.fit_warmup(config)  # a longer warmup ends inside the untimed first half
-    experiments.check_config(config, jax.device_count())  # before either loop starts
+    experiment_lib.check_config(config, jax.device_count())  # before either loop starts
     print(
         f"devices: {jax.device_count()} x {jax.devices()[0].device_kind}; "
         f"model {config.model.name}, batch {config.batch_size}, {FLAGS.steps} steps"

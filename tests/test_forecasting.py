@@ -8,9 +8,9 @@ import pytest
 from conftest import load_config, tiny
 from flax import nnx
 
-import experiments
 from ann import artifact, data, models
 from ann import config as ann_config
+from ann import experiment as experiment_lib
 from ann.config import ConfigError
 from ann.data import sensor_series
 from ann.export import export
@@ -120,7 +120,7 @@ def test_one_step_runs(tmp_path, name):
 
 def test_eval_ignores_padding_rows(series_train):
     config = sensors(**{"model.hidden_size": 8})
-    exp = experiments.get("forecasting")(config)
+    exp = experiment_lib.get("forecasting")(config)
     exp.setup(series_train)
     model = exp.build_model(nnx.Rngs(0))
     model.eval()
@@ -182,7 +182,7 @@ def test_bad_config_is_a_config_error(series_train, overrides, message):
     config = sensors(**overrides)
     with pytest.raises(ConfigError, match=message):
         ann_config.validate(config, 1)  # ranges written once in config.RANGES (model.dropout)
-        exp = experiments.get("forecasting")(config)
+        exp = experiment_lib.get("forecasting")(config)
         exp.setup(series_train)
         exp.build_model(nnx.Rngs(0))
 
@@ -190,7 +190,7 @@ def test_bad_config_is_a_config_error(series_train, overrides, message):
 def test_unknown_model_key_is_a_config_error(series_train):
     config = sensors()
     config.model.cell = "rnn"  # the cell is the model's name (lstm, gru), not a key
-    exp = experiments.get("forecasting")(config)
+    exp = experiment_lib.get("forecasting")(config)
     exp.setup(series_train)
     with pytest.raises(ConfigError, match="model.cell"):
         exp.build_model(nnx.Rngs(0))

@@ -10,8 +10,8 @@ import pytest
 from conftest import tiny
 from flax import nnx
 
-import experiments
 from ann import artifact, data, models
+from ann import experiment as experiment_lib
 from ann.config import ConfigError
 from ann.export import export
 from ann.metrics.retrieval import retrieval_metrics
@@ -205,18 +205,18 @@ def test_one_step_runs_triplet(tmp_path):
 
 def test_config_mistakes_fail_with_the_key_named():
     with pytest.raises(ConfigError, match="'task.loss' is 'contrastive'; choose one of infonce"):
-        experiments.get("retrieval")(_retrieval(**{"task.loss": "contrastive"}))
+        experiment_lib.get("retrieval")(_retrieval(**{"task.loss": "contrastive"}))
     config = _retrieval()
     config.task.temprature = 0.1
     with pytest.raises(ConfigError, match="'task.temprature' is unknown.*did you mean"):
-        experiments.get("retrieval")(config)
+        experiment_lib.get("retrieval")(config)
     with pytest.raises(ConfigError, match="'task.temperature' must be > 0"):
-        experiments.get("retrieval")(_retrieval(**{"task.temperature": 0.0}))
-    exp = experiments.get("retrieval")(_retrieval(**{"model.name": "cnn"}))
+        experiment_lib.get("retrieval")(_retrieval(**{"task.temperature": 0.0}))
+    exp = experiment_lib.get("retrieval")(_retrieval(**{"model.name": "cnn"}))
     exp.setup(data.load("digit_pairs", "train", cache=True))
     with pytest.raises(ConfigError, match="'cnn' is not an embedding model.*model.name=siamese"):
         exp.build_model(nnx.Rngs(0))
-    plain = experiments.get("retrieval")(_retrieval(**{"data.name": "digits"}))
+    plain = experiment_lib.get("retrieval")(_retrieval(**{"data.name": "digits"}))
     with pytest.raises(ConfigError, match="no 'positive' feature.*digit_pairs"):
         plain.setup(data.load("digits", "train", cache=True))
 

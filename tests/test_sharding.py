@@ -128,12 +128,12 @@ def test_custom_rules_are_checked_against_the_mesh_and_the_shapes():
 
 def _init_setup(name, **overrides):
     """(experiment, make_model, tx, rng) for config `name` as ann.train.build.build makes them."""
-    import experiments
     from ann import data
+    from ann import experiment as experiment_lib
     from ann.train import optimizers
 
     config = tiny(name, **overrides)
-    experiment = experiments.get(config.experiment)(config)
+    experiment = experiment_lib.get(config.experiment)(config)
     experiment.setup(data.load(config.data.name, config.data.train_split))
     tx = optimizers.make(config.optimizer, 20)
     rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1)

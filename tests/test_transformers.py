@@ -160,7 +160,7 @@ def test_pydoc_windows_cover_every_char():
 
 
 def test_seq2seq_digit_strings_hold_out_lengths_inside_the_trained_range():
-    import experiments
+    from ann import experiment as experiment_lib
 
     splits = {s: data.load("digit_strings", s, cache=True) for s in ("train", "test", "test_seen")}
     lengths = {s: set(split.cached["length"].tolist()) for s, split in splits.items()}
@@ -174,7 +174,7 @@ def test_seq2seq_digit_strings_hold_out_lengths_inside_the_trained_range():
         digits = np.isin(split.cached["source"], DIGIT_IDS).sum(-1)
         per_number = np.where(split.cached["task"] == 2, digits // 2, digits)
         np.testing.assert_array_equal(per_number, split.cached["length"])
-    exp = experiments.get("seq2seq")(tiny("digit_seq2seq"))
+    exp = experiment_lib.get("seq2seq")(tiny("digit_seq2seq"))
     exp.setup(splits["train"])
     assert exp.digit_ids() == DIGIT_IDS
     test = splits["test"].cached
@@ -191,10 +191,10 @@ def test_seq2seq_digit_strings_hold_out_lengths_inside_the_trained_range():
 
 
 def test_lm_eval_sums_ignore_padded_rows_and_tokens():
-    import experiments
+    from ann import experiment as experiment_lib
 
     config = tiny("pydoc_lm")
-    exp = experiments.get("language_modelling")(config)
+    exp = experiment_lib.get("language_modelling")(config)
     exp.setup(data.load("pydoc_chars", "train", cache=True))
     model = exp.build_model(nnx.Rngs(0))
     model.eval()

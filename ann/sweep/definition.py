@@ -81,11 +81,11 @@ def parse(config: str, overrides: Overrides) -> ml_collections.ConfigDict:
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
-    """What ann.main checks before it reads data (`experiments.check_config`), on one device:
+    """What ann.main checks before it reads data (`ann.experiment.check_config`), on one device:
     a trial's devices are not known here. Raises ConfigError."""
-    import experiments  # the task registry (imports JAX); only a sweep that runs needs it
+    from ann import experiment  # imports JAX; only a sweep that runs needs it
 
-    experiments.check_config(config, num_devices=1)
+    experiment.check_config(config, num_devices=1)
 
 
 def check_trial(definition: Definition, trial: Trial) -> str:

@@ -26,9 +26,9 @@ from ann.train.checkpoint import Checkpoints
 
 def make_experiment(config: ml_collections.ConfigDict) -> Experiment:
     """The experiment `config.experiment` names, built from the config. Raises ConfigError."""
-    import experiments  # the task table; the framework never imports its plug-ins at load
+    from ann import experiment as experiment_lib  # the task table (imports on use)
 
-    return experiments.get(config.experiment)(config)
+    return experiment_lib.get(config.experiment)(config)
 
 
 def total_steps(config: ml_collections.ConfigDict, num_train: int) -> int:

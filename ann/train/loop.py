@@ -410,7 +410,7 @@ def run(
         best_eval_metrics=checkpoints.best_metrics(),  # on resume, the best so far
         flops_per_step=report.get("flops", 0.0),
         peak_flops=peak,
-        tokens_per_example=getattr(experiment, "tokens_per_example", 0),
+        tokens_per_example=experiment.tokens_per_example,
     )
     hooks = [
         hooks_lib.LogTrain(config.log_every_steps),

@@ -98,15 +98,16 @@ def make_train_step(
 
 
 def make_eval_step(experiment: Experiment, model_def: ModelDef) -> Callable:
-    """Eval step returning {"sums": ...} and, for experiments with `eval_rows`, {"rows": ...}:
-    per-row outputs with the batch's `mask`, so the host can drop padding rows."""
-    per_row = getattr(experiment, "eval_rows", None)
+    """Eval step returning {"sums": ...} and, for experiments whose `eval_rows` returns
+    something, {"rows": ...}: per-row outputs with the batch's `mask`, so the host can drop
+    padding rows."""
 
     def eval_step(state: TrainState, batch: dict) -> dict:
         model = merge(model_def.eval, state)
         out = {"sums": experiment.eval_sums(model, batch)}
-        if per_row is not None:
-            out["rows"] = {**per_row(model, batch), "mask": batch["mask"]}
+        per_row = experiment.eval_rows(model, batch)
+        if per_row:  # known while tracing: a task whose sums are enough gathers nothing
+            out["rows"] = {**per_row, "mask": batch["mask"]}
         return out
 
     return eval_step
