@@ -9,9 +9,9 @@ import urllib.request
 
 import pytest
 
-from ann import artifact, mlflow_mirror
-from ann.mlflow_mirror import MirrorError, mirror
-from ann.registry import Registry
+from ann import artifact
+from ann.registry import Registry, mlflow_mirror
+from ann.registry.mlflow_mirror import MirrorError, mirror
 
 pytestmark = pytest.mark.slow
 

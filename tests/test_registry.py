@@ -9,7 +9,7 @@ import pytest
 from conftest import fill, one_line_error
 
 from ann import artifact
-from ann.registry import Registry, RegistryError
+from ann.registry import Registry, RegistryError, resolve
 
 
 def test_versions_aliases_tags_and_uris(digits_export, tmp_path):
@@ -66,6 +66,38 @@ def test_versions_aliases_tags_and_uris(digits_export, tmp_path):
         assert not os.stat(p).st_mode & 0o222, p
     model = registry.load("models:/digits@champion")
     assert model.name == "digits_cnn"
+
+
+def test_resolve_takes_registry_uris_and_export_directories(digits_export, tmp_path, monkeypatch):
+    """The one resolve that serving, init_from and the command line share."""
+    _, out = digits_export
+    reg = tmp_path / "reg"
+    monkeypatch.setenv("ANN_REGISTRY", str(reg))
+    with pytest.raises(RegistryError, match=r"no registry at .*reg \(for models:/digits/1\); set "):
+        resolve("models:/digits/1")  # $ANN_REGISTRY names none: say where it looked
+    assert os.listdir(tmp_path) == []
+
+    direct = resolve(str(out))
+    assert (direct.path, direct.manifest_sha256, direct.version) == (str(out), None, None)
+    assert direct.load().name == "digits_cnn"
+    for spec, message in [
+        (str(tmp_path / "nope"), "nope does not exist; give an export directory"),
+        (str(tmp_path), "holds no manifest.json; give an export directory"),
+    ]:
+        with pytest.raises(RegistryError, match=message):
+            resolve(spec)
+
+    Registry(str(reg)).register(str(out), "digits", aliases=["champion"])
+    by_alias = resolve("models:/digits@champion")  # in $ANN_REGISTRY
+    assert by_alias.version.uri == "models:/digits/1"
+    assert by_alias.path == str(reg / "artifacts" / "digits" / "1")
+    assert by_alias.manifest_sha256 == by_alias.version.manifest_sha256
+    assert by_alias.load().name == "digits_cnn"
+    assert resolve("models:/digits/1", str(reg)).path == by_alias.path
+    with pytest.raises(RegistryError, match="'models:digits/1' is not models:/NAME/VERSION"):
+        resolve("models:digits/1", str(reg))
+    with pytest.raises(RegistryError, match=f"no registry at {tmp_path / 'other'}; give"):
+        resolve("models:/digits/1", str(tmp_path / "other"))
 
 
 def test_registering_a_tampered_export_fails(digits_export, tmp_path):

@@ -30,13 +30,12 @@ FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
+    from ann.registry import default_root
     from ann.serve.app import Settings
 
     d = Settings()
     flags.DEFINE_multi_string("model", None, "Registry URI or export directory (repeatable).")
-    flags.DEFINE_string(
-        "registry", os.environ.get("ANN_REGISTRY", "registry"), "Registry directory for URIs."
-    )
+    flags.DEFINE_string("registry", default_root(), "Registry directory for URIs ($ANN_REGISTRY).")
     flags.DEFINE_string("host", d.host, "Address to bind; 0.0.0.0 only in a container.")
     flags.DEFINE_integer("port", d.port, "Port.")
     flags.DEFINE_integer(
@@ -140,24 +139,21 @@ def ensure_file_descriptors(needed: int) -> None:
 
 
 def load_models(specs: list[str], registry_dir: str) -> list:
-    """Resolves and verifies every `--model` (`ServedModel`s); raises on the first that fails."""
-    from ann import artifact
+    """Resolves (`ann.registry.resolve`) and verifies every `--model` (`ServedModel`s); raises
+    on the first that fails."""
+    from ann import registry
     from ann.serve.app import ServedModel
 
     models = []
     for spec in specs:
-        if spec.startswith("models:/"):
-            from ann.registry import Registry
-
-            if not os.path.isdir(registry_dir):
-                raise FileNotFoundError(f"--registry={registry_dir} does not exist (for {spec})")
-            mv = Registry(registry_dir).resolve(spec)
-            model = artifact.load(mv.path, mv.manifest_sha256)
+        resolved = registry.resolve(spec, registry_dir)
+        model = resolved.load()
+        if resolved.version is not None:
+            mv = resolved.version
             models.append(ServedModel(mv.name, str(mv.version), model, spec))
         else:
-            model = artifact.load(spec)
             digest = model.manifest_sha256  # of the bytes loaded, not a second read
-            models.append(ServedModel(model.name, digest[:12], model, os.path.abspath(spec)))
+            models.append(ServedModel(model.name, digest[:12], model, resolved.path))
     seen = set()
     for m in models:
         if (m.name, m.version) in seen:

@@ -50,7 +50,7 @@ import optax
 from absl import logging
 from flax import nnx
 
-from ann import artifact, parallel
+from ann import artifact, parallel, registry
 from ann.config import ConfigError
 from ann.sharding import path_str, paths
 from ann.train import build, freezing
@@ -98,9 +98,10 @@ def _error(spec: str, message: str) -> ConfigError:
 
 
 def resolve(spec: str) -> Source:
-    """Resolves `config.init_from` to a checkpoint step or an export directory on disk."""
-    if spec.startswith("models:"):
-        return _resolve_registry(spec)
+    """Resolves `config.init_from` to a checkpoint step or an export directory on disk (a
+    registry URI or an export directory through `ann.registry.resolve`)."""
+    if spec.startswith(registry.URI_SCHEME):
+        return _resolve_export(spec, spec)
     directory, which = spec, "best"
     head, sep, tail = spec.rpartition(":")
     if sep and head and (tail in STEP_CHOICES or tail.isdigit()):
@@ -110,7 +111,7 @@ def resolve(spec: str) -> Source:
             raise _error(
                 spec, f"{directory} is an export, which holds one set of weights; drop ':{tail}'"
             )
-        return Source(spec, "export", os.path.abspath(directory))
+        return _resolve_export(spec, directory)
     if os.path.isfile(os.path.join(directory, "config.json")):
         return _resolve_checkpoint(spec, directory, which)
     what = "does not exist" if not os.path.exists(directory) else "is not a run or an export"
@@ -141,19 +142,13 @@ def _resolve_checkpoint(spec: str, run_dir: str, which: str) -> Source:
     return Source(spec, "checkpoint", str(path / "state"), step)
 
 
-def _resolve_registry(spec: str) -> Source:
-    from ann import registry
-
-    root = os.environ.get("ANN_REGISTRY", "registry")
-    if not os.path.isfile(os.path.join(root, "registry.db")):
-        raise _error(
-            spec, f"no registry at {os.path.abspath(root)}; set $ANN_REGISTRY to its directory"
-        )
+def _resolve_export(spec: str, model: str) -> Source:
+    """A registry URI (in $ANN_REGISTRY, default ./registry) or an export directory."""
     try:
-        version = registry.Registry(root).resolve(spec)
+        resolved = registry.resolve(model)
     except registry.RegistryError as e:
         raise _error(spec, str(e)) from e
-    return Source(spec, "export", version.path, manifest_sha256=version.manifest_sha256)
+    return Source(spec, "export", resolved.path, manifest_sha256=resolved.manifest_sha256)
 
 
 def read(source: Source) -> dict[str, np.ndarray]:

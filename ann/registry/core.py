@@ -1,34 +1,10 @@
-"""A model registry in MLflow's words, on SQLite (standard library) and a directory.
+"""The registry itself: `Registry` (SQLite database and read-only artifact directories),
+`ModelVersion`, `RegistryError` and the name, alias and URI rules. See `ann/registry/__init__.py`
+for the layout and the command line.
 
-    REGISTRY/
-      registry.db                 registered models, versions, aliases, tags, lineage
-      artifacts/NAME/VERSION/     an export, copied in, verified, made read-only
-
-    python -m ann.registry --registry=DIR register EXPORT_DIR [--name=digits] [--alias=champion]
-    python -m ann.registry --registry=DIR list
-    python -m ann.registry --registry=DIR versions NAME
-    python -m ann.registry --registry=DIR alias NAME ALIAS VERSION     (--delete to remove)
-    python -m ann.registry --registry=DIR tag NAME KEY VALUE [--version=N]
-    python -m ann.registry --registry=DIR resolve models:/NAME@champion
-    python -m ann.registry --registry=DIR show models:/NAME/3
-    python -m ann.registry --registry=DIR mirror models:/NAME/3 --mlflow_uri=URI
-
-With `--mlflow_uri` (default `$ANN_MLFLOW_URI`), register, alias and tag are mirrored into that
-MLflow tracking server too (`ann/mlflow_mirror.py`); `mirror` copies an existing version there.
-
-A registered model has integer versions 1, 2, ...; an alias (`champion`, `challenger`) points
-at one version and can be moved; tags are free key/value pairs on a model or a version. URIs:
-`models:/NAME/3`, `models:/NAME@champion`, `models:/NAME/latest`. Each version keeps its
-lineage from the export's manifest: the run and step (and the validation metric that chose
-it), the config, the data (which split validated, which tested), the metrics labelled by split
-(`val/...` validation, `eval/...` test) and the git commit. Versions are allocated inside
-`BEGIN IMMEDIATE` transactions, so writers in separate processes never get the same number.
-
-Only `register` creates a registry: `list`, `versions`, `resolve`, `show` (and the server and
-`init_from`, through `Registry`) never create, migrate or change a file, and on a path holding no
-registry every command says "no registry at PATH". `register` copies only the manifest and the
-files it lists, each checked on the way by `ann.artifact`. The command line checks the command,
-its arguments and every flag (`check_command`) before the registry is opened.
+Versions are allocated inside `BEGIN IMMEDIATE` transactions, so writers in separate processes
+never get the same number. Opening a `Registry` touches nothing on disk: reading needs an
+existing registry and never creates, migrates or changes a file; only `register` creates one.
 """
 
 from __future__ import annotations
@@ -43,7 +19,6 @@ import shutil
 import sqlite3
 import stat
 import time
-import urllib.parse
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -54,6 +29,7 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 ALIAS = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
 MAX_TAG_KEY, MAX_TAG_VALUE = 250, 5000  # MLflow's limits for tag keys and values
 MAX_DESCRIPTION = 5000
+URI_SCHEME = "models:"  # a spec starting with it is a registry URI, anything else a directory
 URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>[^/@]+)|@(?P<alias>[^/@]+))$")
 
 SCHEMA = """
@@ -90,6 +66,11 @@ CREATE TABLE IF NOT EXISTS tags (
   PRIMARY KEY (name, version, key)
 );
 """
+
+
+def default_root() -> str:
+    """The registry directory when none is given: `$ANN_REGISTRY`, else `./registry`."""
+    return os.environ.get("ANN_REGISTRY", "registry")
 
 
 class RegistryError(ValueError):
@@ -143,6 +124,10 @@ class Registry:
         self.artifacts = os.path.join(self.root, "artifacts")
         self.db_path = os.path.join(self.root, "registry.db")
 
+    def exists(self) -> bool:
+        """Whether `root` holds a registry (its database); looks, touches nothing."""
+        return os.path.isfile(self.db_path)
+
     def _create(self) -> None:
         """Creates the directory and the database (idempotent, safe across processes)."""
         if os.path.exists(self.root) and not os.path.isdir(self.root):
@@ -163,7 +148,7 @@ class Registry:
         existing database: `mode=rw` never creates the file. SQLite removes the WAL files it
         makes for a read when the connection closes; on a read-only mount, where it cannot make
         them, the database is opened immutable (nobody can write it there)."""
-        if not os.path.isfile(self.db_path):
+        if not self.exists():
             raise RegistryError(
                 f"no registry at {self.root}; give --registry=DIR (or $ANN_REGISTRY) of an "
                 "existing one, or `register` an export to create it"
@@ -484,216 +469,3 @@ class Registry:
             aliases=self._aliases(db, row["name"], row["version"]),
             tags=self._tags(db, row["name"], row["version"]),
         )
-
-
-# -- command line -------------------------------------------------------------------------------
-
-
-def _summary(mv: ModelVersion) -> str:
-    metrics = mv.lineage.get("metrics") or {}
-    # Validation (what chose the step) first, then test (`eval/`): sorted puts eval before val.
-    order = sorted(metrics, key=lambda k: (not k.startswith("val/"), k))
-    shown = " ".join(f"{k}={metrics[k]:.4g}" for k in order)
-    created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(mv.created))
-    source = mv.lineage.get("source") or {}
-    return (
-        f"{mv.uri}  created {created}  aliases [{', '.join(mv.aliases)}]  "
-        f"run {source.get('workdir')} step {source.get('step')}  {shown}"
-    )
-
-
-def _parse_tags(items: Sequence[str]) -> dict[str, str]:
-    tags = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise RegistryError(f"--tag={item!r} must be KEY=VALUE")
-        Registry._check_tag(key, value)
-        tags[key] = value
-    return tags
-
-
-MLFLOW_SCHEMES = ("http", "https", "file", "sqlite", "postgresql", "mysql", "mssql", "databricks")
-
-
-def check_mlflow_uri(uri: str) -> None:
-    """Refuses a tracking URI MLflow could not use, before anything is written anywhere."""
-    why = ""
-    parts = urllib.parse.urlsplit(uri)
-    scheme = parts.scheme.split("+")[0]  # postgresql+psycopg2://...
-    if not uri.isprintable() or any(c.isspace() for c in uri):
-        why = "holds spaces or control characters"
-    elif scheme not in MLFLOW_SCHEMES:
-        why = f"has the scheme {parts.scheme!r}, not one of {', '.join(MLFLOW_SCHEMES)}"
-    elif scheme in ("http", "https"):
-        try:
-            port = parts.port
-        except ValueError:
-            port, why = None, "has a port outside 1-65535"
-        if not why and not parts.hostname:
-            why = "names no host"
-        elif not why and port == 0:
-            why = "has a port outside 1-65535"
-    if why:
-        raise RegistryError(
-            f"--mlflow_uri={uri!r} {why}; give the tracking server as http(s)://HOST:PORT "
-            "(or an MLflow store URI: file:, sqlite:, postgresql:, mysql:, mssql:, databricks)"
-        )
-
-
-USAGE = {
-    "register": "EXPORT_DIR",
-    "list": "",
-    "versions": "NAME",
-    "alias": "NAME ALIAS VERSION (NAME ALIAS with --delete)",
-    "tag": "NAME KEY VALUE",
-    "resolve": "URI",
-    "show": "URI",
-    "mirror": "URI",
-}
-READ_ONLY = ("list", "versions", "resolve", "show")
-# Flags that only one command reads: given to another, they would be silently ignored.
-ONLY_FOR = {
-    "name": "register",
-    "description": "register",
-    "tag": "register",
-    "alias": "register",
-    "version": "tag",
-    "delete": "alias",
-}
-
-
-def check_command(command: str, args: Sequence[str], f: Any) -> None:
-    """Checks the command, its arguments and every flag before the registry is opened; raises
-    RegistryError with one line that names the fix."""
-    counts = {
-        "register": 1,
-        "list": 0,
-        "versions": 1,
-        "alias": 2 if f.delete else 3,
-        "tag": 3,
-        "resolve": 1,
-        "show": 1,
-        "mirror": 1,
-    }
-    if command not in counts or len(args) != counts[command]:
-        raise RegistryError(
-            f"usage: python -m ann.registry --registry=DIR "
-            f"{'|'.join(USAGE)} ARGS (see `python -m ann.registry --help`); got "
-            f"{[command, *args] if command else []}"
-            + (f"; {command} takes {USAGE[command] or 'no arguments'}" if command in USAGE else "")
-        )
-    for flag, owner in ONLY_FOR.items():
-        value = getattr(f, flag)
-        if command != owner and value is not None and value is not False and value != []:
-            raise RegistryError(f"--{flag} is for `{owner}` only; drop it from `{command}`")
-    if not f.registry:
-        raise RegistryError("--registry is empty; give the registry directory")
-    if f.name is not None:
-        Registry._check_name(f.name)
-    for alias in f.alias or []:
-        Registry._check_alias(alias)
-    _parse_tags(f.tag or [])
-    if f.description is not None and len(f.description) > MAX_DESCRIPTION:
-        raise RegistryError(
-            f"--description has {len(f.description)} characters, more than {MAX_DESCRIPTION}"
-        )
-    if f.version is not None and f.version < 1:
-        raise RegistryError(f"--version={f.version} must be a version number >= 1")
-    if command == "alias":
-        Registry._check_alias(args[1])
-        if not f.delete and not (args[2].isdigit() and int(args[2]) >= 1):
-            raise RegistryError(f"alias: VERSION {args[2]!r} must be a version number >= 1")
-    if command in ("resolve", "show", "mirror") and not URI.match(args[0]):
-        raise RegistryError(
-            f"model URI {args[0]!r} is not models:/NAME/VERSION, models:/NAME@ALIAS or "
-            "models:/NAME/latest"
-        )
-    if command == "mirror" and not f.mlflow_uri:
-        raise RegistryError("mirror: give the MLflow tracking server as --mlflow_uri=URI")
-    if f.mlflow_uri and command not in READ_ONLY:
-        check_mlflow_uri(f.mlflow_uri)
-
-
-def main(argv: list[str]) -> None:
-    from absl import flags
-
-    f = flags.FLAGS
-    command, args = (argv[1], argv[2:]) if len(argv) > 1 else ("", [])
-    check_command(command, args, f)
-    registry = Registry(f.registry)
-    mlflow_uri = f.mlflow_uri if command not in READ_ONLY else ""
-    if mlflow_uri:
-        from ann import mlflow_mirror
-    if command == "register":
-        mv = registry.register(
-            args[0], f.name, f.description or "", _parse_tags(f.tag or []), f.alias or []
-        )
-        print(
-            f"registered {args[0]} as {mv.uri}" + (f" @{','.join(mv.aliases)}" * bool(mv.aliases))
-        )
-        if mlflow_uri:
-            number = mlflow_mirror.mirror(registry, mv.name, mv.version, mlflow_uri)
-            print(f"mirrored {mv.uri} into MLflow at {mlflow_uri} as version {number}")
-    elif command == "mirror":
-        mv = registry.resolve(args[0])
-        number = mlflow_mirror.mirror(registry, mv.name, mv.version, mlflow_uri)
-        print(f"mirrored {mv.uri} into MLflow at {mlflow_uri} as version {number}")
-    elif command == "list":
-        for m in registry.models():
-            print(
-                f"{m['name']}  latest version {m['latest']}  aliases [{', '.join(m['aliases'])}]"
-                f"  tags {m['tags']}"
-            )
-    elif command == "versions":
-        for mv in registry.versions(args[0]):
-            print(_summary(mv))
-    elif command == "alias":
-        if f.delete:
-            registry.delete_alias(args[0], args[1])
-            print(f"deleted alias {args[1]!r} of {args[0]!r}")
-            if mlflow_uri:
-                mlflow_mirror.delete_alias(args[0], args[1], mlflow_uri)
-        else:
-            registry.set_alias(args[0], args[1], int(args[2]))
-            print(f"models:/{args[0]}@{args[1]} -> models:/{args[0]}/{int(args[2])}")
-            if mlflow_uri:
-                mlflow_mirror.set_alias(registry, args[0], args[1], int(args[2]), mlflow_uri)
-    elif command == "tag":
-        registry.set_tag(args[0], args[1], args[2], f.version)
-        print(f"tagged {args[0]}{f'/{f.version}' if f.version else ''}: {args[1]}={args[2]}")
-        if mlflow_uri:
-            mlflow_mirror.set_tag(registry, args[0], args[1], args[2], f.version, mlflow_uri)
-    elif command == "resolve":
-        print(registry.resolve(args[0]).path)
-    elif command == "show":
-        print(json.dumps(dataclasses.asdict(registry.resolve(args[0])), indent=1, default=str))
-
-
-def _run() -> None:
-    from absl import flags
-
-    flags.DEFINE_string(
-        "registry", os.environ.get("ANN_REGISTRY", "registry"), "Registry directory."
-    )
-    flags.DEFINE_string("name", None, "register: model name (default: the export's name).")
-    flags.DEFINE_string("description", None, "register: a description of the version.")
-    flags.DEFINE_multi_string("tag", None, "register: KEY=VALUE tags for the version.")
-    flags.DEFINE_multi_string("alias", None, "register: aliases to point at the new version.")
-    flags.DEFINE_integer("version", None, "tag: tag this version (>= 1) instead of the model.")
-    flags.DEFINE_boolean("delete", False, "alias: delete the alias NAME ALIAS.")
-    flags.DEFINE_string(
-        "mlflow_uri",
-        os.environ.get("ANN_MLFLOW_URI", ""),
-        "MLflow tracking server to mirror register/alias/tag into, and for `mirror`.",
-    )
-
-    from ann import cli
-
-    # A bad flag, argument, registry or export: one line, exit 1 (RegistryError and
-    # IntegrityError are ValueErrors).
-    cli.run(main, errors=(ValueError, OSError))
-
-
-if __name__ == "__main__":
-    _run()

@@ -26,11 +26,12 @@ import os
 import shlex
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from ann import artifact
-from ann.registry import ModelVersion, Registry, RegistryError
+from ann.registry.core import ModelVersion, Registry, RegistryError
 
 EXPERIMENT = "ann-registry"
 TAG_URI, TAG_RUN, TAG_VERSION = "mlflow.tracking_uri", "mlflow.run_id", "mlflow.version"
@@ -41,6 +42,35 @@ _PARAMS_PER_CALL = 100  # MLflow's log_batch limit
 
 class MirrorError(RegistryError):
     """The MLflow side failed; ann's registry already holds the change."""
+
+
+MLFLOW_SCHEMES = ("http", "https", "file", "sqlite", "postgresql", "mysql", "mssql", "databricks")
+
+
+def check_mlflow_uri(uri: str) -> None:
+    """Refuses a tracking URI MLflow could not use, before anything is written anywhere: raises
+    RegistryError with one line naming the fix."""
+    why = ""
+    parts = urllib.parse.urlsplit(uri)
+    scheme = parts.scheme.split("+")[0]  # postgresql+psycopg2://...
+    if not uri.isprintable() or any(c.isspace() for c in uri):
+        why = "holds spaces or control characters"
+    elif scheme not in MLFLOW_SCHEMES:
+        why = f"has the scheme {parts.scheme!r}, not one of {', '.join(MLFLOW_SCHEMES)}"
+    elif scheme in ("http", "https"):
+        try:
+            port = parts.port
+        except ValueError:
+            port, why = None, "has a port outside 1-65535"
+        if not why and not parts.hostname:
+            why = "names no host"
+        elif not why and port == 0:
+            why = "has a port outside 1-65535"
+    if why:
+        raise RegistryError(
+            f"--mlflow_uri={uri!r} {why}; give the tracking server as http(s)://HOST:PORT "
+            "(or an MLflow store URI: file:, sqlite:, postgresql:, mysql:, mssql:, databricks)"
+        )
 
 
 def _client(tracking_uri: str) -> Any:
@@ -125,7 +155,7 @@ def _finished_run(client: Any, registry: Registry, mv: ModelVersion) -> str:
     """The id of the run holding `mv`: an earlier attempt's if there is one (finished here if it
     was not), else a new one."""
     experiment_id = _experiment_id(client)
-    # The URI and sha256 cannot hold quotes (ann.registry.NAME, hex); the directory can, so it is
+    # The URI and sha256 cannot hold quotes (core.NAME, hex); the directory can, so it is
     # compared here rather than in the filter.
     found = [
         run

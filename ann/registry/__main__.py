@@ -1,0 +1,260 @@
+"""The model registry's command line (see `ann/registry/__init__.py` for the registry):
+
+    python -m ann.registry --registry=DIR register EXPORT_DIR [--name=digits] [--alias=champion]
+    python -m ann.registry --registry=DIR list
+    python -m ann.registry --registry=DIR versions NAME
+    python -m ann.registry --registry=DIR alias NAME ALIAS VERSION     (--delete to remove)
+    python -m ann.registry --registry=DIR tag NAME KEY VALUE [--version=N]
+    python -m ann.registry --registry=DIR resolve models:/NAME@champion
+    python -m ann.registry --registry=DIR show models:/NAME/3
+    python -m ann.registry --registry=DIR mirror models:/NAME/3 --mlflow_uri=URI
+
+The command, its arguments and every flag are checked (`check_command`) before the registry is
+opened; a mistake ends in one line (`error: ...`), exit 1. `--registry` defaults to
+$ANN_REGISTRY, else ./registry; `--mlflow_uri` to $ANN_MLFLOW_URI.
+
+`main(argv)` runs one command on flags already parsed; `run()` defines the flags and runs
+`main` through `ann.cli.run` (flag parsing and the one-line error wrapper). This is the only
+module that imports both the registry core and the MLflow mirror.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from absl import flags
+
+from ann import cli
+from ann.registry import mlflow_mirror
+from ann.registry.core import (
+    MAX_DESCRIPTION,
+    URI,
+    ModelVersion,
+    Registry,
+    RegistryError,
+    default_root,
+)
+from ann.registry.spec import resolve
+
+# A bad flag, argument, registry or export: one line, exit 1 (RegistryError, MirrorError and
+# artifact.IntegrityError are ValueErrors; a missing or unreadable file is an OSError).
+ERRORS = (ValueError, OSError)
+
+
+def _summary(mv: ModelVersion) -> str:
+    metrics = mv.lineage.get("metrics") or {}
+    # Validation (what chose the step) first, then test (`eval/`): sorted puts eval before val.
+    order = sorted(metrics, key=lambda k: (not k.startswith("val/"), k))
+    shown = " ".join(f"{k}={metrics[k]:.4g}" for k in order)
+    created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(mv.created))
+    source = mv.lineage.get("source") or {}
+    return (
+        f"{mv.uri}  created {created}  aliases [{', '.join(mv.aliases)}]  "
+        f"run {source.get('workdir')} step {source.get('step')}  {shown}"
+    )
+
+
+def _parse_tags(items: Sequence[str]) -> dict[str, str]:
+    tags = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise RegistryError(f"--tag={item!r} must be KEY=VALUE")
+        Registry._check_tag(key, value)
+        tags[key] = value
+    return tags
+
+
+USAGE = {
+    "register": "EXPORT_DIR",
+    "list": "",
+    "versions": "NAME",
+    "alias": "NAME ALIAS VERSION (NAME ALIAS with --delete)",
+    "tag": "NAME KEY VALUE",
+    "resolve": "URI",
+    "show": "URI",
+    "mirror": "URI",
+}
+READ_ONLY = ("list", "versions", "resolve", "show")
+# Flags that only one command reads: given to another, they would be silently ignored.
+ONLY_FOR = {
+    "name": "register",
+    "description": "register",
+    "tag": "register",
+    "alias": "register",
+    "version": "tag",
+    "delete": "alias",
+}
+
+
+def check_command(command: str, args: Sequence[str], f: Any) -> None:
+    """Checks the command, its arguments and every flag before the registry is opened; raises
+    RegistryError with one line that names the fix."""
+    counts = {
+        "register": 1,
+        "list": 0,
+        "versions": 1,
+        "alias": 2 if f.delete else 3,
+        "tag": 3,
+        "resolve": 1,
+        "show": 1,
+        "mirror": 1,
+    }
+    if command not in counts or len(args) != counts[command]:
+        raise RegistryError(
+            f"usage: python -m ann.registry --registry=DIR "
+            f"{'|'.join(USAGE)} ARGS (see `python -m ann.registry --help`); got "
+            f"{[command, *args] if command else []}"
+            + (f"; {command} takes {USAGE[command] or 'no arguments'}" if command in USAGE else "")
+        )
+    for flag, owner in ONLY_FOR.items():
+        value = getattr(f, flag)
+        if command != owner and value is not None and value is not False and value != []:
+            raise RegistryError(f"--{flag} is for `{owner}` only; drop it from `{command}`")
+    if not f.registry:
+        raise RegistryError("--registry is empty; give the registry directory")
+    if f.name is not None:
+        Registry._check_name(f.name)
+    for alias in f.alias or []:
+        Registry._check_alias(alias)
+    _parse_tags(f.tag or [])
+    if f.description is not None and len(f.description) > MAX_DESCRIPTION:
+        raise RegistryError(
+            f"--description has {len(f.description)} characters, more than {MAX_DESCRIPTION}"
+        )
+    if f.version is not None and f.version < 1:
+        raise RegistryError(f"--version={f.version} must be a version number >= 1")
+    if command == "alias":
+        Registry._check_alias(args[1])
+        if not f.delete and not (args[2].isdigit() and int(args[2]) >= 1):
+            raise RegistryError(f"alias: VERSION {args[2]!r} must be a version number >= 1")
+    if command in ("resolve", "show", "mirror") and not URI.match(args[0]):
+        raise RegistryError(
+            f"model URI {args[0]!r} is not models:/NAME/VERSION, models:/NAME@ALIAS or "
+            "models:/NAME/latest"
+        )
+    if command == "mirror" and not f.mlflow_uri:
+        raise RegistryError("mirror: give the MLflow tracking server as --mlflow_uri=URI")
+    if f.mlflow_uri and command not in READ_ONLY:
+        mlflow_mirror.check_mlflow_uri(f.mlflow_uri)
+
+
+def _version(f: Any, uri: str) -> ModelVersion:
+    version = resolve(uri, f.registry).version
+    assert version is not None  # check_command let only registry URIs through
+    return version
+
+
+def _register(registry: Registry, f: Any, args: Sequence[str], mlflow_uri: str) -> None:
+    mv = registry.register(
+        args[0], f.name, f.description or "", _parse_tags(f.tag or []), f.alias or []
+    )
+    print(f"registered {args[0]} as {mv.uri}" + (f" @{','.join(mv.aliases)}" * bool(mv.aliases)))
+    if mlflow_uri:
+        _mirror_version(registry, mv, mlflow_uri)
+
+
+def _mirror(registry: Registry, f: Any, args: Sequence[str], mlflow_uri: str) -> None:
+    _mirror_version(registry, _version(f, args[0]), mlflow_uri)
+
+
+def _mirror_version(registry: Registry, mv: ModelVersion, mlflow_uri: str) -> None:
+    number = mlflow_mirror.mirror(registry, mv.name, mv.version, mlflow_uri)
+    print(f"mirrored {mv.uri} into MLflow at {mlflow_uri} as version {number}")
+
+
+def _list(registry: Registry, f: Any, args: Sequence[str], mlflow_uri: str) -> None:
+    for m in registry.models():
+        print(
+            f"{m['name']}  latest version {m['latest']}  aliases [{', '.join(m['aliases'])}]"
+            f"  tags {m['tags']}"
+        )
+
+
+def _versions(registry: Registry, f: Any, args: Sequence[str], mlflow_uri: str) -> None:
+    for mv in registry.versions(args[0]):
+        print(_summary(mv))
+
+
+def _alias(registry: Registry, f: Any, args: Sequence[str], mlflow_uri: str) -> None:
+    name, alias = args[0], args[1]
+    if f.delete:
+        registry.delete_alias(name, alias)
+        print(f"deleted alias {alias!r} of {name!r}")
+        if mlflow_uri:
+            mlflow_mirror.delete_alias(name, alias, mlflow_uri)
+        return
+    version = int(args[2])
+    registry.set_alias(name, alias, version)
+    print(f"models:/{name}@{alias} -> models:/{name}/{version}")
+    if mlflow_uri:
+        mlflow_mirror.set_alias(registry, name, alias, version, mlflow_uri)
+
+
+def _tag(registry: Registry, f: Any, args: Sequence[str], mlflow_uri: str) -> None:
+    name, key, value = args
+    registry.set_tag(name, key, value, f.version)
+    print(f"tagged {name}{f'/{f.version}' if f.version else ''}: {key}={value}")
+    if mlflow_uri:
+        mlflow_mirror.set_tag(registry, name, key, value, f.version, mlflow_uri)
+
+
+def _resolve(registry: Registry, f: Any, args: Sequence[str], mlflow_uri: str) -> None:
+    print(resolve(args[0], f.registry).path)
+
+
+def _show(registry: Registry, f: Any, args: Sequence[str], mlflow_uri: str) -> None:
+    print(json.dumps(dataclasses.asdict(_version(f, args[0])), indent=1, default=str))
+
+
+COMMANDS: dict[str, Callable[[Registry, Any, Sequence[str], str], None]] = {
+    "register": _register,
+    "list": _list,
+    "versions": _versions,
+    "alias": _alias,
+    "tag": _tag,
+    "resolve": _resolve,
+    "show": _show,
+    "mirror": _mirror,
+}
+
+
+def main(argv: list[str]) -> None:
+    """Runs `argv[1]` with the arguments `argv[2:]` on the parsed flags (absl's `main`)."""
+    f = flags.FLAGS
+    command, args = (argv[1], argv[2:]) if len(argv) > 1 else ("", [])
+    check_command(command, args, f)
+    mlflow_uri = f.mlflow_uri if command not in READ_ONLY else ""
+    COMMANDS[command](Registry(f.registry), f, args, mlflow_uri)
+
+
+def define_flags() -> None:
+    """The registry's flags (`--registry`, `--name`, ..., `--mlflow_uri`)."""
+    flags.DEFINE_string("registry", default_root(), "Registry directory ($ANN_REGISTRY).")
+    flags.DEFINE_string("name", None, "register: model name (default: the export's name).")
+    flags.DEFINE_string("description", None, "register: a description of the version.")
+    flags.DEFINE_multi_string("tag", None, "register: KEY=VALUE tags for the version.")
+    flags.DEFINE_multi_string("alias", None, "register: aliases to point at the new version.")
+    flags.DEFINE_integer("version", None, "tag: tag this version (>= 1) instead of the model.")
+    flags.DEFINE_boolean("delete", False, "alias: delete the alias NAME ALIAS.")
+    flags.DEFINE_string(
+        "mlflow_uri",
+        os.environ.get("ANN_MLFLOW_URI", ""),
+        "MLflow tracking server to mirror register/alias/tag into, and for `mirror`.",
+    )
+
+
+def run() -> None:
+    """`python -m ann.registry ...`: defines the flags, parses `sys.argv` and runs `main`
+    through `ann.cli.run` (one-line errors, exit 1)."""
+    define_flags()
+    cli.run(main, errors=ERRORS)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,56 @@
+"""The one way a model spec becomes an export directory on disk, for every command that takes
+one (serving's `--model`, `config.init_from`, the registry's `resolve`):
+
+- a registry URI, `models:/NAME/3`, `models:/NAME@ALIAS` or `models:/NAME/latest`, in the
+  registry at `registry` (default `$ANN_REGISTRY`, else `./registry`): the version's read-only
+  copy, with the manifest sha256 recorded at registration to load it against;
+- an export directory (`python -m ann.export`, holding manifest.json): itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from ann import artifact
+from ann.registry.core import URI_SCHEME, ModelVersion, Registry, RegistryError, default_root
+
+
+@dataclasses.dataclass(frozen=True)
+class Resolved:
+    """What a spec names."""
+
+    spec: str  # as given
+    path: str  # the absolute export directory
+    # The manifest's sha256 recorded at registration, checked when loading; None for a bare
+    # export directory (its manifest is what it is, the files are still checked against it).
+    manifest_sha256: str | None
+    version: ModelVersion | None  # the registry version a URI resolved to; None for a directory
+
+    def load(self) -> artifact.Model:
+        """Loads the export, checking every file's sha256 (and the recorded manifest hash);
+        raises artifact.IntegrityError (a ValueError) on any mismatch."""
+        return artifact.load(self.path, self.manifest_sha256)
+
+
+def resolve(spec: str, registry: str | None = None) -> Resolved:
+    """Resolves a registry URI in `registry` (default `default_root()`) or an export directory.
+
+    Raises RegistryError with one line: no registry there, no such model, version or alias, a
+    malformed URI, or a directory that is not an export. Never creates or changes a file."""
+    if spec.startswith(URI_SCHEME):
+        store = Registry(registry or default_root())
+        if registry is None and not store.exists():  # no flag named it: say where it looked
+            raise RegistryError(
+                f"no registry at {store.root} (for {spec}); set $ANN_REGISTRY to the registry's "
+                "directory"
+            )
+        mv = store.resolve(spec)
+        return Resolved(spec, mv.path, mv.manifest_sha256, mv)
+    if os.path.isfile(os.path.join(spec, artifact.MANIFEST)):
+        return Resolved(spec, os.path.abspath(spec), None, None)
+    what = "does not exist" if not os.path.exists(spec) else f"holds no {artifact.MANIFEST}"
+    raise RegistryError(
+        f"{spec} {what}; give an export directory (python -m ann.export) or a registry URI "
+        "models:/NAME/VERSION, models:/NAME@ALIAS or models:/NAME/latest"
+    )
