@@ -7,23 +7,42 @@ or override while absl parses, a ConfigError (or another user error the command 
 `ann.config.validate` (or the model's signature, or the experiment's `task_settings`) then
 refuses it by name with a "did you mean", or accepts it where the section is open (`model.*`
 constructor arguments, `task.*` experiment settings).
+
+`run` is the one wrapper every job shares (`ann JOB`, `python -m ann.X`, the benchmark scripts):
+
+- `--help` (`-h`, `--helpshort`; `--helpfull` for every library's flags too) prints the job's
+  description and its own flags, `--config` included, on stdout and exits 0;
+- a missing required flag, a bad flag or override, a config file's unknown variant
+  (`configs/NAME.py:ARG`), or a user mistake raised while the job runs is one `error: ...`
+  line on stderr and exit status 1; a bug keeps its traceback;
+- libraries' INFO logging (Orbax, TFDS) is dropped, ann's own kept (`quiet=True`: warnings
+  only, for jobs whose output is their result);
+- a reader that goes away (`ann registry list | head`) ends the job quietly: no traceback, exit
+  status 141, as a Unix tool killed by SIGPIPE.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import logging as py_logging
 import os
 import re
 import sys
 from collections.abc import Callable
 from typing import NoReturn
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from ann.config import ConfigError
 
 # Where a --config override or value is wrong, ml_collections and absl raise these while parsing.
 _PARSE_ERRORS = (flags.Error, ConfigError, AttributeError, KeyError, TypeError, ValueError, OSError)
+# absl's help flags; absl's own handling of them exits 1 and leaves out --config.
+_HELP = {"--help": False, "-help": False, "-h": False, "-?": False, "--helpshort": False}
+_HELP.update({"-helpshort": False, "--helpfull": True, "-helpfull": True})
+_REQUIRED = re.compile(r"Flag --(\w+) must have a value other than None")
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a tool killed by SIGPIPE
 
 
 def define_config(
@@ -67,13 +86,63 @@ def fail(message: str) -> NoReturn:
     sys.exit(1)
 
 
+def _show_help(full: bool) -> NoReturn:
+    """The main module's docstring and flags (with `--config`, which ann.cli defines for it) on
+    stdout, exit 0; `full` lists every library's flags as well."""
+    if "config" in flags.FLAGS:
+        # absl lists a module's "key flags": those it defined itself (sys.argv[0] names it).
+        flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS["config"])
+    try:
+        app.usage(shorthelp=not full, writeto_stdout=True)
+        if not full:
+            print("Try --helpfull to get a list of all flags.")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _reader_gone()
+    sys.exit(0)
+
+
+def _config_file_error(error: BaseException) -> ConfigError | None:
+    """The ConfigError a config file's `get_config(arg)` raised (an unknown variant), found in
+    what absl and ml_collections re-raised it as (they chain it as the context)."""
+    found = None
+    while error is not None:
+        if isinstance(error, ConfigError):
+            found = error
+        error = error.__cause__ or error.__context__
+    return found
+
+
+def _missing_flags(error: BaseException) -> str | None:
+    """ "missing --a (its help); --b (its help)" for absl's message that required flags are
+    unset, else None."""
+    names = _REQUIRED.findall(str(error))
+    if not names:
+        return None
+    what = "; ".join(f"--{n} ({flags.FLAGS[n].help.rstrip('.')})" for n in names)
+    return f"missing {what}; --help lists every flag"
+
+
 def parse_flags(argv: list[str]) -> list[str]:
     """absl's flag parsing for `app.run`, where a bad flag or override prints one line and
-    exits 1. A config file whose own code fails keeps its traceback (ml_collections puts it in
-    the message), since that is a bug to read in the file, not a flag to fix."""
+    exits 1, and `--help` exits 0 (see the module docstring). A config file whose own code
+    fails keeps its traceback (ml_collections puts it in the message), since that is a bug to
+    read in the file, not a flag to fix; a ConfigError it raises (an unknown variant) is one
+    line."""
+    for arg in argv[1:]:
+        if arg == "--":
+            break
+        if arg in _HELP:
+            _show_help(full=_HELP[arg])
     try:
         rest = flags.FLAGS(argv)
     except _PARSE_ERRORS as e:
+        missing, raised = _missing_flags(e), _config_file_error(e)
+        if missing:
+            fail(missing)
+        if raised is not None:
+            given = re.match(r"flag --config=(.*?): Error whilst", str(e))
+            fail(f"--config={given.group(1) if given else '?'}: {raised}")
         if "Error whilst parsing config file" in str(e):
             fail(str(e))
         fail(one_line(e))
@@ -95,14 +164,60 @@ def check_trained_run(workdir: str, step: str) -> None:
         raise ValueError(f"--workdir={workdir} {what}; give the directory of a trained run")
 
 
-def run(main: Callable[[list[str]], None], errors: tuple[type[BaseException], ...] = ()) -> None:
-    """`absl.app.run(main)` with `parse_flags`. A ConfigError, or one of `errors` (the mistakes
-    the command reports itself, e.g. a diverged run), that `main` raises prints `error: ...` on
-    one line and exits 1; anything else keeps its traceback (a bug to read, not a flag to fix)."""
+class _LibraryInfoFilter(py_logging.Filter):
+    """Keeps every warning, but INFO lines only from ann, experiments/ and the job itself
+    (Orbax and TFDS log pages of INFO while restoring and reading)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        # experiments/ is ann's sibling (found, not imported: it imports the framework).
+        spec = importlib.util.find_spec("experiments")
+        here = [os.path.dirname(os.path.abspath(__file__))]
+        here += list(spec.submodule_search_locations or []) if spec else []
+        self.own = tuple(os.path.abspath(d) + os.sep for d in here)
+
+    def filter(self, record: py_logging.LogRecord) -> bool:
+        if record.levelno >= py_logging.WARNING:
+            return True
+        return os.path.abspath(record.pathname).startswith(self.own)
+
+
+def quiet_libraries(quiet: bool = False) -> None:
+    """Drops libraries' INFO logging (see _LibraryInfoFilter), once; `quiet` keeps warnings
+    only, ann's own INFO lines too."""
+    handler = logging.get_absl_handler()
+    if not any(isinstance(f, _LibraryInfoFilter) for f in handler.filters):
+        handler.addFilter(_LibraryInfoFilter())
+    if quiet:
+        logging.set_verbosity(logging.WARNING)
+
+
+def _reader_gone() -> NoReturn:
+    """stdout's reader closed the pipe (`| head`): stop quietly. stdout is pointed at /dev/null
+    so that the interpreter's last flush does not fail again (Python's documented recipe)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(EXIT_BROKEN_PIPE)
+
+
+def run(
+    main: Callable[[list[str]], None],
+    errors: tuple[type[BaseException], ...] = (),
+    quiet: bool = False,
+) -> None:
+    """`absl.app.run(main)` with `parse_flags`, logging as `quiet_libraries(quiet)` sets it, and
+    a reader that goes away handled (see the module docstring). A ConfigError, or one of
+    `errors` (the mistakes the command reports itself, e.g. a diverged run), that `main` raises
+    prints `error: ...` on one line and exits 1; anything else keeps its traceback (a bug to
+    read, not a flag to fix)."""
 
     def guarded(argv: list[str]) -> None:
+        quiet_libraries(quiet)
         try:
             main(argv)
+            sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        except BrokenPipeError:
+            _reader_gone()
         except (ConfigError, *errors) as e:
             fail(str(e))
 

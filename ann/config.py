@@ -7,6 +7,7 @@ one line naming the key and the fix, not deep inside JAX.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import json
@@ -144,12 +145,18 @@ class Range:
     increasing: bool = False
 
     def check(
-        self, path: str, value: Any, resolve: Callable[[str], Any], example: Any = None
+        self,
+        path: str,
+        value: Any,
+        resolve: Callable[[str], Any],
+        example: Any = None,
+        accepts: Callable[[Any], bool] | None = None,
     ) -> None:
-        """Raises ConfigError naming `path`, the range and `example` (an in-range value to
-        suggest) if `value` is outside the range. `resolve(key)` gives a named bound's value;
-        a bound still 0 (unset) skips the check. None (unset), a string or a bool is not
-        checked: a wrong type is for the schema (or the model) to report."""
+        """Raises ConfigError naming `path`, the range and an in-range value to set instead
+        (see `suggest`; `example` is tried first, e.g. the key's default) if `value` is
+        outside the range. `resolve(key)` gives a named bound's value; a bound still 0 (unset)
+        skips the check. None (unset), a string or a bool is not checked: a wrong type is for
+        the schema (or the model) to report."""
         if value is None or isinstance(value, str | bool):
             return
         low, high = (resolve(b) if isinstance(b, str) else b for b in (self.low, self.high))
@@ -160,14 +167,40 @@ class Range:
         if ordered and all(self._contains(x, low, high) for x in items):
             return
         text = self._describe(low, high)
+        hint = ""
         if isinstance(value, Sequence):
             text = f"{'increasing, ' if self.increasing else ''}each {text}"
-        hint = (
-            f"; e.g. --config.{path}={example}"
-            if example is not None and not isinstance(example, Sequence) and example != value
-            else ""
-        )
+        else:
+            fix = self.suggest(value, low, high, example, accepts)
+            hint = f"; e.g. --config.{path}={fix}" if fix is not None else ""
         raise ConfigError(f"config key '{path}' must be {text}, got {value!r}{hint}")
+
+    def suggest(
+        self,
+        value: float,
+        low: float,
+        high: float,
+        example: Any = None,
+        accepts: Callable[[Any], bool] | None = None,
+    ) -> Any:
+        """A value to suggest instead of `value`: the first of `example`, the interval's
+        midpoint, its ends, one past its lower end, 10, 100, 1000 and then `also` (values that
+        mean "unset") that lies in the range and that `accepts` (the other checks with this
+        value in place) takes; None if none does. Integers for an integer setting."""
+        whole = isinstance(value, int) and (example is None or isinstance(example, int))
+        tries = [example]
+        if math.isfinite(low) and math.isfinite(high):
+            tries.append((low + high) / 2)
+        tries += [low, high, low + 1, 10, 100, 1000, *self.also]
+        for x in tries:
+            if not isinstance(x, int | float) or isinstance(x, bool) or not math.isfinite(x):
+                continue
+            x = int(x) if whole and float(x).is_integer() else x
+            if whole and not isinstance(x, int):
+                continue
+            if self._contains(x, low, high) and x != value and (accepts is None or accepts(x)):
+                return x
+        return None
 
     def _contains(self, x: float, low: float, high: float) -> bool:
         above = x >= low if self.closed[0] == "[" else x > low
@@ -192,8 +225,8 @@ COUNT = Range(1)  # an integer count that cannot be 0
 RANGES: dict[str, Range] = {
     "batch_size": COUNT,
     "eval_batch_size": NONNEGATIVE,  # 0 = batch_size
-    "total_steps": NONNEGATIVE,  # 0 = unset: num_epochs decides
-    "num_epochs": NONNEGATIVE,
+    "total_steps": Range(1, also=(0,)),  # 0 = unset: num_epochs decides
+    "num_epochs": Range(0, closed="()", also=(0,)),
     "data.read_threads": COUNT,
     "data.prefetch_batches": NONNEGATIVE,
     "optimizer.learning_rate": POSITIVE,
@@ -253,6 +286,22 @@ def check_workdir_selects_on_validation(workdir: str) -> None:
             f"checkpoint on {saved.get('best_metric', 'eval/...')!r}, and its data set has "
             "changed since); train in a new --workdir (this one still restores and exports)"
         )
+
+
+def variant(file: str, arg: str | None, *known: str) -> str | None:
+    """The `ARG` of `--config=configs/NAME.py:ARG` if the config file `file` (its `__file__`)
+    offers it among `known`, None for no variant; raises ConfigError naming the file and the
+    variants it has otherwise (one line: a mistyped variant is a flag to fix, not a bug)."""
+    if not arg:
+        return None
+    if arg in known:
+        return arg
+    name = os.path.basename(file)
+    offers = " or ".join(f":{v}" for v in known)
+    raise ConfigError(
+        f"{name} has no variant {arg!r}; "
+        + (f"use {offers} or no variant" if known else "it takes none (drop ':" + arg + "')")
+    )
 
 
 def _defaults(schema: Mapping[str, Any]) -> dict[str, Any]:
@@ -316,20 +365,61 @@ def _default(path: str) -> Any:
 
 
 def check_ranges(config: Mapping[str, Any] | ml_collections.ConfigDict, **known: Any) -> None:
-    """Checks every numeric setting against RANGES; raises ConfigError naming the key, its range
-    and an in-range example. `known` gives bounds not in the config yet, e.g. the `total_steps`
-    that `num_epochs` comes to once the data set's size is known (ann.train.optimizers.make)."""
+    """Checks every numeric setting against RANGES; raises ConfigError naming the first key out
+    of range, its range and a value to set instead that its range, and every range that depends
+    on it, accept (a total_steps suggestion must still exceed optimizer.warmup_steps). `known`
+    gives bounds not in the config yet, e.g. the `total_steps` that `num_epochs` comes to once
+    the data set's size is known (ann.train.optimizers.make)."""
     values = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else config
+    bad = _out_of_range(values, known)
+    if not bad:
+        return
+    path = bad[0]
+    *parents, leaf = path.split(".")
 
-    def resolve(key: str) -> Any:
-        return known[key] if key in known else _get(values, key)
+    # Keys whose bound is `path` may have failed only because of `path`'s bad value.
+    dependants = {k for k, r in RANGES.items() if path in (r.low, r.high)}
 
+    def accepts(x: Any) -> bool:  # no key out of range that was not before, one run length
+        changed = copy.deepcopy(dict(values))
+        (_get(changed, ".".join(parents)) if parents else changed)[leaf] = x
+        new = set(_out_of_range(changed, known))
+        return new <= set(bad) - {path} - dependants and not _run_length_error(changed)
+
+    resolve = _resolver(values, known)
+    RANGES[path].check(path, _get(values, path), resolve, _default(path), accepts)
+
+
+def _run_length_error(values: Mapping[str, Any]) -> str | None:
+    """The mistake in how long the run is (exactly one of total_steps and num_epochs is set),
+    or None; also None where `values` holds neither key (a partial config)."""
+    if "total_steps" not in values or "num_epochs" not in values:
+        return None
+    if bool(values["total_steps"]) == bool(values["num_epochs"]):
+        return (
+            "set exactly one of config keys 'total_steps' and 'num_epochs' to a positive value "
+            f"(got total_steps={values['total_steps']}, num_epochs={values['num_epochs']})"
+        )
+    return None
+
+
+def _resolver(values: Mapping[str, Any], known: Mapping[str, Any]) -> Callable[[str], Any]:
+    return lambda key: known[key] if key in known else _get(values, key)
+
+
+def _out_of_range(values: Mapping[str, Any], known: Mapping[str, Any]) -> list[str]:
+    """The keys of RANGES whose values `values` sets outside their ranges, in RANGES' order."""
+    bad = []
     for path, allowed in RANGES.items():
         try:
             value = _get(values, path)
         except KeyError:  # an open section's key (model.dropout) that this config does not set
             continue
-        allowed.check(path, value, resolve, example=_default(path))
+        try:
+            allowed.check(path, value, _resolver(values, known))
+        except ConfigError:
+            bad.append(path)
+    return bad
 
 
 def fit_warmup(config: ml_collections.ConfigDict) -> None:
@@ -372,11 +462,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, selecting: boo
                 f"config key '{path}' is {_get(values, path)!r}; choose one of {', '.join(options)}"
             )
     check_ranges(values)
-    if bool(values["total_steps"]) == bool(values["num_epochs"]):
-        raise ConfigError(
-            "set exactly one of config keys 'total_steps' and 'num_epochs' to a positive value "
-            f"(got total_steps={values['total_steps']}, num_epochs={values['num_epochs']})"
-        )
+    if _run_length_error(values):
+        raise ConfigError(_run_length_error(values))
     for key in ("batch_size", "eval_batch_size"):
         size = values[key]
         if size and size % num_devices:

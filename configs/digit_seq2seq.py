@@ -19,8 +19,7 @@ from ann import config as ann_config
 
 
 def get_config(arg: str | None = None):
-    if arg:
-        raise ValueError(f"digit_seq2seq takes no variant, got {arg!r}")
+    ann_config.variant(__file__, arg)
     c = ann_config.base()
     c.experiment = "seq2seq"
     c.model.name = "seq2seq"

@@ -14,6 +14,7 @@ from ann import config as ann_config
 
 
 def get_config(arg: str | None = None):
+    arg = ann_config.variant(__file__, arg, "dense")
     c = ann_config.base()
     c.experiment = "anomaly_detection"
     c.model.name = "conv_autoencoder"
@@ -44,6 +45,4 @@ def get_config(arg: str | None = None):
         c.model.name = "dense_autoencoder"
         c.model.features = (128, 64)
         c.model.latent = 16
-    elif arg:
-        raise ValueError(f"unknown variant {arg!r} of digits_autoencoder; use :dense or nothing")
     return c

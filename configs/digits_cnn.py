@@ -12,6 +12,7 @@ from ann import config as ann_config
 
 
 def get_config(arg: str | None = None):
+    arg = ann_config.variant(__file__, arg, "writers")
     c = ann_config.base()
     c.experiment = "classification"
     c.model.name = "cnn"
@@ -36,6 +37,4 @@ def get_config(arg: str | None = None):
         c.data.train_split = "train_writers"
         c.data.validation_split = "validation_writers"  # writers not trained or tested on
         c.data.eval_splits = ("test_writers",)
-    elif arg:
-        raise ValueError(f"unknown variant {arg!r} of digits_cnn; use :writers or nothing")
     return c

@@ -20,6 +20,7 @@ from ann import config as ann_config
 
 
 def get_config(arg: str | None = None):
+    arg = ann_config.variant(__file__, arg, "scratch")
     c = ann_config.base()
     c.experiment = "classification"
     # The source's architecture (configs/digits_cnn.py): paths and shapes must match to load.
@@ -48,6 +49,4 @@ def get_config(arg: str | None = None):
         c.init_from = ""
         c.init_from_skip = ()
         c.freeze = ()
-    elif arg:
-        raise ValueError(f"unknown variant {arg!r} of digits_finetune; use :scratch or nothing")
     return c

@@ -4,7 +4,7 @@ from ann import config as ann_config
 
 
 def get_config(arg: str | None = None):
-    del arg
+    ann_config.variant(__file__, arg)
     c = ann_config.base()
     c.model.name = "resnet"
     c.model.widths = (32, 64)

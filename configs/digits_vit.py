@@ -7,8 +7,7 @@ from ann import config as ann_config
 
 
 def get_config(arg: str | None = None):
-    if arg:
-        raise ValueError(f"digits_vit takes no variant, got {arg!r}")
+    ann_config.variant(__file__, arg)
     c = ann_config.base()
     c.experiment = "classification"
     c.model.name = "vit"

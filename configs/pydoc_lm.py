@@ -10,8 +10,7 @@ from ann import config as ann_config
 
 
 def get_config(arg: str | None = None):
-    if arg:
-        raise ValueError(f"pydoc_lm takes no variant, got {arg!r}")
+    ann_config.variant(__file__, arg)
     c = ann_config.base()
     c.experiment = "language_modelling"
     c.model.name = "causal_lm"

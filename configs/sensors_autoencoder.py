@@ -15,6 +15,7 @@ from ann import config as ann_config
 
 
 def get_config(arg: str | None = None):
+    arg = ann_config.variant(__file__, arg, "conv")
     c = ann_config.base()
     c.experiment = "anomaly_detection"
     c.model.name = "dense_autoencoder"
@@ -41,6 +42,4 @@ def get_config(arg: str | None = None):
         c.model.features = (32, 64)  # 64 steps -> 32 -> 16
         c.model.kernel_size = 5
         c.model.latent = 32
-    elif arg:
-        raise ValueError(f"unknown variant {arg!r} of sensors_autoencoder; use :conv or nothing")
     return c

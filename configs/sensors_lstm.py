@@ -15,8 +15,7 @@ from ann import config as ann_config
 
 
 def get_config(arg: str | None = None):
-    if arg not in (None, "", "lstm", "gru"):
-        raise ValueError(f"unknown variant {arg!r} of sensors_lstm; use :gru or nothing")
+    arg = ann_config.variant(__file__, arg, "gru", "lstm")
     c = ann_config.base()
     c.experiment = "forecasting"
     c.model.name = "gru" if arg == "gru" else "lstm"

@@ -1,9 +1,11 @@
 """A bad config fails before anything compiles, in one line naming the key and the fix."""
 
 import json
+import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from conftest import ROOT, load_config, tiny
 
@@ -184,9 +186,7 @@ def test_a_run_written_before_new_keys_existed_still_reads(tmp_path):
 
 
 # Every numeric setting's range, from the one table in ann/config.py (RANGES). total_steps=100.
-@pytest.mark.parametrize(
-    "key, value, message",
-    [
+RANGE_CASES = [
         ("optimizer.learning_rate", 0.0, "must be > 0, got 0.0; e.g. --config.optimizer.learnin"),
         ("optimizer.learning_rate", -1e-3, "must be > 0"),
         ("optimizer.warmup_steps", 100, "must be in [0, 100) (total_steps=100; lower this or"),
@@ -208,24 +208,47 @@ def test_a_run_written_before_new_keys_existed_still_reads(tmp_path):
         ("data.read_threads", 0, "must be >= 1"),
         ("data.prefetch_batches", -1, "must be >= 0"),
         ("batch_size", 0, "must be >= 1"),
-        ("total_steps", -5, "must be >= 0"),
+        ("total_steps", -5, "must be >= 1 or 0"),
+        ("num_epochs", -1.0, "must be > 0 or 0"),
         ("max_to_keep", 0, "must be >= 1"),
         ("checkpoint_every_steps", 0, "must be >= 1"),
         ("eval_every_steps", -1, "must be >= 1"),
         ("early_stopping.patience", 0, "must be >= 1"),
         ("early_stopping.min_delta", -0.5, "must be >= 0"),
         ("mesh.fsdp", 0, "must be >= 1 or -1"),
-    ],
-)
+]
+
+
+def _set(config, key, value):
+    section, _, name = key.rpartition(".")
+    (config[section] if section else config)[name] = value
+
+
+@pytest.mark.parametrize("key, value, message", RANGE_CASES)
 def test_every_range_is_checked_naming_the_key(key, value, message):
     config = load_config("digits_mlp")
     config.total_steps = 100
-    section, _, name = key.rpartition(".")
-    (config[section] if section else config)[name] = value
+    _set(config, key, value)
     with pytest.raises(ConfigError) as e:
         config_lib.validate(config, num_devices=4)
     assert f"config key '{key}' {message}" in str(e.value)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("key, value, message", [c for c in RANGE_CASES if np.isscalar(c[1])])
+@pytest.mark.parametrize("name", ["digits_mlp", "digits_cnn"])  # cnn: a warmup of 50 steps
+def test_every_range_error_suggests_a_value_that_is_accepted(name, key, value, message):
+    # total_steps=-5 suggested 0, which the next check refused (0 means "unset"); model.dropout=1
+    # suggested nothing.
+    config = load_config(name)
+    config.total_steps = 100
+    _set(config, key, value)
+    with pytest.raises(ConfigError) as e:
+        config_lib.validate(config, num_devices=4)
+    suggested = re.search(rf"; e\.g\. --config\.{re.escape(key)}=(\S+)$", str(e.value))
+    assert suggested, str(e.value)
+    _set(config, key, type(value)(float(suggested.group(1))))
+    config_lib.validate(config, num_devices=4)
 
 
 def test_a_shortened_run_fits_a_shipped_warmup():
