@@ -154,14 +154,19 @@ def parse_flags(argv: list[str]) -> list[str]:
     return rest
 
 
+class FlagError(ValueError):
+    """A command-line flag's value is wrong; the message names the flag and the fix. `run`
+    prints it as one line (like a ConfigError), whichever job raises it."""
+
+
 def check_trained_run(workdir: str, step: str) -> None:
     """`--workdir` and `--step` of a command that restores a trained run (export, generate):
-    raises ValueError with one line naming the flag and the fix."""
+    raises FlagError with one line naming the flag and the fix."""
     if not (step in ("best", "latest") or step.isdigit()):
-        raise ValueError(f"--step={step!r} must be 'best', 'latest' or a step number (>= 0)")
+        raise FlagError(f"--step={step!r} must be 'best', 'latest' or a step number (>= 0)")
     if not os.path.isfile(os.path.join(workdir, "config.json")):
         what = "does not exist" if not os.path.exists(workdir) else "holds no config.json"
-        raise ValueError(f"--workdir={workdir} {what}; give the directory of a trained run")
+        raise FlagError(f"--workdir={workdir} {what}; give the directory of a trained run")
 
 
 class _LibraryInfoFilter(py_logging.Filter):
@@ -206,8 +211,8 @@ def run(
     quiet: bool = False,
 ) -> None:
     """`absl.app.run(main)` with `parse_flags`, logging as `quiet_libraries(quiet)` sets it, and
-    a reader that goes away handled (see the module docstring). A ConfigError, or one of
-    `errors` (the mistakes the command reports itself, e.g. a diverged run), that `main` raises
+    a reader that goes away handled (see the module docstring). A ConfigError or FlagError, or
+    one of `errors` (the mistakes the command reports itself, e.g. a diverged run), that `main` raises
     prints `error: ...` on one line and exits 1; anything else keeps its traceback (a bug to
     read, not a flag to fix)."""
 
@@ -218,7 +223,7 @@ def run(
             sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
         except BrokenPipeError:
             _reader_gone()
-        except (ConfigError, *errors) as e:
+        except (ConfigError, FlagError, *errors) as e:
             fail(str(e))
 
     app.run(guarded, flags_parser=parse_flags)
