@@ -212,9 +212,9 @@ def run(
 ) -> None:
     """`absl.app.run(main)` with `parse_flags`, logging as `quiet_libraries(quiet)` sets it, and
     a reader that goes away handled (see the module docstring). A ConfigError or FlagError, or
-    one of `errors` (the mistakes the command reports itself, e.g. a diverged run), that `main` raises
-    prints `error: ...` on one line and exits 1; anything else keeps its traceback (a bug to
-    read, not a flag to fix)."""
+    one of `errors` (the mistakes the command reports itself, e.g. a diverged run), that `main`
+    raises prints `error: ...` on one line and exits 1; anything else keeps its traceback (a
+    bug to read, not a flag to fix)."""
 
     def guarded(argv: list[str]) -> None:
         quiet_libraries(quiet)

@@ -35,7 +35,7 @@ from typing import Any
 
 import jax
 import numpy as np
-from absl import app, flags, logging
+from absl import app, flags
 
 from ann import artifact
 
@@ -317,39 +317,33 @@ PLATFORMS = ("cpu", "cuda", "rocm", "tpu")  # what jax.export lowers for
 
 
 def check_flags(workdir: str, out: str, step: str, name: str | None, platforms: list[str]) -> None:
-    """Checks every flag before a model is restored or anything is written; raises ValueError
+    """Checks every flag before a model is restored or anything is written; raises FlagError
     with one line that names the flag and the fix."""
     from ann import cli
     from ann.registry import NAME
 
     cli.check_trained_run(workdir, step)
     if name is not None and not NAME.match(name):
-        raise ValueError(
+        raise cli.FlagError(
             f"--name={name!r} must be letters, digits, '_', '.' or '-' (at most 128), starting "
             "with a letter or digit (a name the registry and the server accept)"
         )
     unknown = [p for p in platforms if p not in PLATFORMS]
     if not platforms or unknown or len(set(platforms)) != len(platforms):
-        raise ValueError(
+        raise cli.FlagError(
             f"--platforms={','.join(platforms)!r} must be distinct names among "
             f"{', '.join(PLATFORMS)}" + (f" (unknown: {', '.join(unknown)})" if unknown else "")
         )
     if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
-        raise ValueError(f"--out={out} exists and is not an empty directory; choose a new one")
+        raise cli.FlagError(f"--out={out} exists and is not an empty directory; choose a new one")
     if os.path.realpath(out) == os.path.realpath(workdir):
-        raise ValueError(f"--out={out} is the run's own directory; choose a new one")
+        raise cli.FlagError(f"--out={out} is the run's own directory; choose a new one")
 
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    logging.set_verbosity(logging.WARNING)  # Orbax and TFDS are chatty at INFO
-
-    try:
-        check_flags(FLAGS.workdir, FLAGS.out, FLAGS.step, FLAGS.name, FLAGS.platforms)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    check_flags(FLAGS.workdir, FLAGS.out, FLAGS.step, FLAGS.name, FLAGS.platforms)
     step: int | str = int(FLAGS.step) if FLAGS.step.isdigit() else FLAGS.step
     manifest = export(FLAGS.workdir, FLAGS.out, step, FLAGS.name, FLAGS.platforms)
     metrics = " | ".join(f"{k} {v:.4f}" for k, v in sorted(manifest["metrics"].items()))
@@ -365,7 +359,10 @@ if __name__ == "__main__":
     from ann.train.checkpoint import CheckpointError
 
     define_flags()
-    # A bad flag, run or step: one line, exit 1 (ConfigError too, see cli.run).
+    # A bad flag, run or step: one line, exit 1 (FlagError and ConfigError: see cli.run);
+    # warnings only: the result line is the output.
     cli.run(
-        main, errors=(CheckpointError, FileExistsError, FileNotFoundError, artifact.IntegrityError)
+        main,
+        errors=(CheckpointError, FileExistsError, FileNotFoundError, artifact.IntegrityError),
+        quiet=True,
     )

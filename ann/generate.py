@@ -14,11 +14,10 @@ keeping a key/value cache: simpler, exact, and cheap at these sequence lengths.
 from __future__ import annotations
 
 import math
-import sys
 
 import jax
 import jax.numpy as jnp
-from absl import app, flags, logging
+from absl import app, flags
 from flax import nnx
 
 
@@ -150,27 +149,24 @@ RANGES = {
 
 def check_flags(f: flags.FlagValues) -> str:
     """Checks every flag before a model is restored; returns the run's experiment. Raises
-    ValueError with one line naming the flag and the fix."""
+    FlagError with one line naming the flag and the fix."""
     from ann import cli
     from ann import config as config_lib
 
-    cli.check_trained_run(f.workdir, f.step)
     for name, (low, high, allowed) in RANGES.items():
         if not low <= f[name].value < high:
-            raise ValueError(f"--{name}={f[name].value} must be {allowed}")
-    from ann import cli
-
+            raise cli.FlagError(f"--{name}={f[name].value} must be {allowed}")
     cli.check_trained_run(f.workdir, f.step)
     experiment = config_lib.read(f.workdir).experiment
     own = {"language_modelling": LM_FLAGS, "seq2seq": SEQ2SEQ_FLAGS}.get(experiment)
     if own is None:
-        raise ValueError(
+        raise cli.FlagError(
             f"--workdir={f.workdir} is a {experiment!r} run, which has nothing to generate; give "
             "a language_modelling or seq2seq run"
         )
     for name in LM_FLAGS + SEQ2SEQ_FLAGS:
         if f[name].present and name not in own:
-            raise ValueError(f"--{name} is not for {experiment} runs; drop it")
+            raise cli.FlagError(f"--{name} is not for {experiment} runs; drop it")
     return experiment
 
 
@@ -179,12 +175,7 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     from ann.train.build import restore_model
 
-    logging.set_verbosity(logging.WARNING)  # Orbax and TFDS are chatty at INFO
-    try:
-        check_flags(FLAGS)
-    except ValueError as e:  # ConfigError too
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    check_flags(FLAGS)
     step = FLAGS.step if FLAGS.step in ("best", "latest") else int(FLAGS.step)
     experiment, model, step, config = restore_model(FLAGS.workdir, step)
     if config.experiment == "language_modelling":
@@ -215,4 +206,5 @@ if __name__ == "__main__":
     from ann import cli
     from ann.train.checkpoint import CheckpointError
 
-    cli.run(main, errors=(CheckpointError,))  # a bad flag or step: one line, exit 1
+    # A bad flag or step: one line, exit 1; warnings only: the samples are the output.
+    cli.run(main, errors=(CheckpointError,), quiet=True)

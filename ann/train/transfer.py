@@ -40,7 +40,6 @@ import dataclasses
 import json
 import os
 import re
-import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -449,23 +448,18 @@ def describe(config: Any) -> list[str]:
 def main(argv: list[str]) -> None:
     from absl import app, flags
 
-    from ann.train.checkpoint import CheckpointError
-
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    logging.set_verbosity(logging.WARNING)  # Orbax and TFDS are chatty at INFO
-    try:
-        print("\n".join(describe(flags.FLAGS.config)))
-    except (ConfigError, CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    print("\n".join(describe(flags.FLAGS.config)))
 
 
 if __name__ == "__main__":
     from absl import flags
 
     from ann import cli
+    from ann.train.checkpoint import CheckpointError
 
     cli.define_config("Config file (configs/NAME.py[:ARG]).")
     flags.mark_flags_as_required(["config"])
-    cli.run(main)
+    # A bad config or source checkpoint: one line; warnings only: the table is the output.
+    cli.run(main, errors=(CheckpointError,), quiet=True)
