@@ -1,21 +1,16 @@
-"""Train and evaluate from a config file.
+"""Train and evaluate from a config file (`ann train`, or `python -m ann.main`).
 
-    python -m ann.main --config=configs/digits_cnn.py --workdir=runs/digits_cnn \
-        [--config.optimizer.learning_rate=0.01 ...]
+    ann train --config=configs/digits_cnn.py --workdir=runs/digits_cnn
+    ann train --config=configs/digits_cnn.py --workdir=runs/lr --config.optimizer.learning_rate=0.01
 
 Running the same command again resumes from the workdir's latest checkpoint.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import logging as py_logging
-import os
-
 import jax
 from absl import app, flags, logging
 
-import ann
 from ann import cli, parallel
 from ann.sweep import pruning
 from ann.train.checkpoint import CheckpointError
@@ -43,31 +38,9 @@ flags.DEFINE_integer(
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-# ann's folder and the experiments' (found, not imported: the framework never imports its plug-ins)
-_OWN_DIRS = tuple(
-    os.path.dirname(os.path.abspath(spec.origin)) + os.sep
-    for spec in (ann.__spec__, importlib.util.find_spec("experiments"))
-    if spec is not None and spec.origin
-)
-
-
-class _OwnInfoOnly(py_logging.Filter):
-    """Keeps every warning, but INFO lines only from ann itself (Orbax and TFDS are chatty)."""
-
-    def filter(self, record: py_logging.LogRecord) -> bool:
-        return record.levelno >= py_logging.WARNING or os.path.abspath(record.pathname).startswith(
-            _OWN_DIRS
-        )
-
-
-def quiet_libraries() -> None:
-    logging.get_absl_handler().addFilter(_OwnInfoOnly())
-
-
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    quiet_libraries()
     parallel.initialize_distributed(
         FLAGS.coordinator_address,
         FLAGS.num_processes,
