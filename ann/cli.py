@@ -180,11 +180,14 @@ class _LibraryInfoFilter(py_logging.Filter):
         here = [os.path.dirname(os.path.abspath(__file__))]
         here += list(spec.submodule_search_locations or []) if spec else []
         self.own = tuple(os.path.abspath(d) + os.sep for d in here)
+        job = getattr(sys.modules.get("__main__"), "__file__", None)  # e.g. a benchmark script
+        self.job = os.path.abspath(job) if job else None
 
     def filter(self, record: py_logging.LogRecord) -> bool:
         if record.levelno >= py_logging.WARNING:
             return True
-        return os.path.abspath(record.pathname).startswith(self.own)
+        path = os.path.abspath(record.pathname)
+        return path.startswith(self.own) or path == self.job
 
 
 def quiet_libraries(quiet: bool = False) -> None:

@@ -1,0 +1,223 @@
+"""The `ann` command and the wrapper every job shares (ann/__main__.py, ann/cli.py), run as a
+user runs them: in a subprocess."""
+
+import ast
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from conftest import ROOT, one_line_error
+
+from ann.__main__ import JOBS
+
+# A flag of each job's own that its --help must show (`--config` where the job takes one).
+OWN_FLAGS = {
+    "train": ["--config", "--workdir"],
+    "export": ["--workdir", "--out", "--platforms"],
+    "generate": ["--workdir", "--prompt", "--beam_size"],
+    "registry": ["--registry", "--mlflow_uri"],
+    "serve": ["--model", "--port"],
+    "sweep": ["--config", "--trials", "--emit"],
+    "transfer": ["--config"],
+}
+
+
+def ann(*args: str, cwd=ROOT, **kw) -> subprocess.CompletedProcess:
+    """`ann ARGS` as `python -m ann ARGS` (the console script calls the same function)."""
+    return subprocess.run(
+        [sys.executable, "-m", "ann", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
+        **kw,
+    )
+
+
+def test_every_python_m_entry_point_is_a_job():
+    # Every module of ann/ that runs as a program is reachable as `ann JOB`, and only those.
+    programs = set()
+    for path in (ROOT / "ann").rglob("*.py"):
+        if path.name == "__main__.py" and path.parent == ROOT / "ann":
+            continue
+        if 'if __name__ == "__main__"' in path.read_text():
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            programs.add(".".join(parts[:-1] if parts[-1] == "__main__" else parts))
+    assert programs == {module for module, _ in JOBS.values()}
+    assert OWN_FLAGS.keys() == JOBS.keys()
+
+
+def test_ann_help_lists_the_jobs_without_importing_jax():
+    result = ann("--help")
+    assert result.returncode == 0 and not result.stderr, result.stderr
+    for job, (_, line) in JOBS.items():
+        assert f"  {job}" in result.stdout and line in result.stdout
+    probe = (
+        "import sys; from ann.__main__ import main; main(['ann', '--help']); print(*sys.modules)"
+    )
+    loaded = (
+        subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=60
+        )
+        .stdout.split("\n")[-2]
+        .split()
+    )
+    assert "jax" not in loaded and "ann.main" not in loaded and "ann.cli" not in loaded
+
+
+@pytest.mark.parametrize("job", list(JOBS))
+def test_every_job_help_shows_its_flags_and_exits_0(job):
+    # absl's --help exited 1 and left out --config (defined in ann/cli.py, not the job).
+    result = ann(job, "--help")
+    assert result.returncode == 0, result.stderr[-2000:]
+    for flag in OWN_FLAGS[job]:
+        assert f"  {flag}:" in result.stdout, (flag, result.stdout)
+
+
+def test_python_m_help_is_the_same_as_ann():
+    result = subprocess.run(
+        [sys.executable, "-m", "ann.main", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "  --config:" in result.stdout and "  --workdir:" in result.stdout
+
+
+def test_the_console_script_is_declared():
+    tomllib = pytest.importorskip("tomllib")
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        scripts = tomllib.load(f)["project"]["scripts"]
+    module, _, function = scripts["ann"].partition(":")
+    assert (module, function) == ("ann.__main__", "main")
+    script = pathlib.Path(sys.executable).parent / "ann"
+    if script.exists():  # installed (pip install -e .): the script itself
+        result = subprocess.run([str(script), "--help"], capture_output=True, text=True)
+        assert result.returncode == 0 and "jobs:" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ([], "error: no job given; jobs: train, export,"),
+        (["trian"], "error: unknown job 'trian' (did you mean 'train'?); jobs: train,"),
+        # A missing --config was absl's "flag --config=None: Flag --config must have a value
+        # other than None."
+        (["train", "--workdir=W"], "error: missing --config (Config file"),
+        (["transfer"], "error: missing --config (Config file"),
+        (["export"], "error: missing --workdir (The run to export"),
+        # An unknown variant of a config file was a traceback from the config file.
+        (
+            ["train", "--config=configs/digits_cnn.py:nosuch", "--workdir=W"],
+            "error: --config=configs/digits_cnn.py:nosuch: digits_cnn.py has no variant "
+            "'nosuch'; use :writers or no variant",
+        ),
+        (
+            ["sweep", "--config=configs/digits_mlp.py:nosuch", "--workdir=W"],
+            "error: --config=configs/digits_mlp.py:nosuch: digits_mlp.py has no variant 'nosuch'",
+        ),
+        (
+            ["train", "--config=configs/pydoc_lm.py:big", "--workdir=W"],
+            "error: --config=configs/pydoc_lm.py:big: pydoc_lm.py has no variant 'big'; it ",
+        ),
+    ],
+)
+def test_mistakes_on_the_command_line_are_one_line(tmp_path, args, message):
+    args = [a.replace("=W", f"={tmp_path / 'run'}") for a in args]
+    line = one_line_error(ann(*args))
+    assert line.startswith(message), line
+    assert not (tmp_path / "run").exists()
+
+
+def test_every_config_file_refuses_an_unknown_variant():
+    # The config files with no variant took any `:ARG` silently (`del arg`).
+    from conftest import load_config
+
+    from ann.config import ConfigError
+
+    for path in sorted((ROOT / "configs").glob("*.py")):
+        with pytest.raises(ConfigError, match=f"{path.name} has no variant 'nosuch'"):
+            load_config(path.stem, "nosuch")
+
+
+def _job(tmp_path, body: str) -> pathlib.Path:
+    """A job script run through cli.run, as every entry point is."""
+    script = tmp_path / "job.py"
+    script.write_text(
+        "from absl import logging\nfrom ann import cli\n\n"
+        + textwrap.dedent(body)
+        + "\n\nif __name__ == '__main__':\n    cli.run(main)\n"
+    )
+    return script
+
+
+def test_a_reader_that_goes_away_ends_a_job_quietly(tmp_path):
+    # `ann registry show ... | head` printed a BrokenPipeError traceback.
+    script = _job(tmp_path, "def main(argv):\n    for i in range(100_000):\n        print(i)")
+    proc = subprocess.Popen(
+        [sys.executable, str(script)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    assert proc.stdout.readline() == "0\n"
+    proc.stdout.close()  # what `head -1` does: 100,000 lines do not fit in the pipe
+    stderr = proc.stderr.read()
+    assert proc.wait(timeout=60) == 141, stderr
+    assert stderr == ""
+
+
+def test_libraries_info_logging_is_dropped_in_every_job(tmp_path):
+    # generate printed ~37 lines of Orbax INFO on its normal path; export silenced them itself.
+    library = tmp_path / "chatty"
+    library.mkdir()
+    (library / "__init__.py").write_text(
+        "from absl import logging\n\ndef work():\n    logging.info('library detail')\n"
+        "    logging.warning('library warning')\n"
+    )
+    script = _job(
+        tmp_path,
+        """
+        import os
+        import chatty
+        import ann
+
+        # A line logged from a file of ann (what a record's pathname says).
+        OWN = compile("logging.info(\\"ann's own line\\")", ann.__path__[0] + "/x.py", "exec")
+
+        def main(argv):
+            chatty.work()
+            logging.info("the job's own line")
+            exec(OWN)
+        """,
+    )
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}"}
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, cwd=ROOT, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    assert "library detail" not in result.stderr
+    for kept in ("library warning", "the job's own line", "ann's own line"):
+        assert kept in result.stderr, result.stderr
+
+
+def test_no_job_catches_what_the_shared_wrapper_handles():
+    # export, generate and transfer each caught ConfigError (or ValueError) and printed it
+    # themselves, and each set absl's verbosity: cli.run does both, once.
+    for path in (ROOT / "ann").rglob("*.py"):
+        if path.name == "cli.py":
+            continue
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ExceptHandler) and node.type is not None:
+                caught = ast.unparse(node.type)
+                body = ast.unparse(node)
+                assert not ("ConfigError" in caught and "sys.exit" in body), (path, body)
+                assert not (caught == "ValueError" and 'print(f"error:' in body), (path, body)
+        assert "logging.set_verbosity(logging.WARNING)  # Orbax" not in path.read_text(), path
