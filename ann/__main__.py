@@ -45,7 +45,12 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv if argv is None else argv
     job = argv[1] if len(argv) > 1 else ""
     if job in ("-h", "--help", "-help", "help"):
-        print(describe())
+        try:
+            print(describe(), flush=True)
+        except BrokenPipeError:  # `ann --help | head -3`
+            from ann.cli import reader_gone
+
+            reader_gone()
         return
     if job not in JOBS:
         from ann.config import did_you_mean

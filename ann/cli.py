@@ -98,7 +98,7 @@ def _show_help(full: bool) -> NoReturn:
             print("Try --helpfull to get a list of all flags.")
         sys.stdout.flush()
     except BrokenPipeError:
-        _reader_gone()
+        reader_gone()
     sys.exit(0)
 
 
@@ -200,7 +200,7 @@ def quiet_libraries(quiet: bool = False) -> None:
         logging.set_verbosity(logging.WARNING)
 
 
-def _reader_gone() -> NoReturn:
+def reader_gone() -> NoReturn:
     """stdout's reader closed the pipe (`| head`): stop quietly. stdout is pointed at /dev/null
     so that the interpreter's last flush does not fail again (Python's documented recipe)."""
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -225,7 +225,7 @@ def run(
             main(argv)
             sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
         except BrokenPipeError:
-            _reader_gone()
+            reader_gone()
         except (ConfigError, FlagError, *errors) as e:
             fail(str(e))
 

@@ -27,13 +27,9 @@ OWN_FLAGS = {
 
 def ann(*args: str, cwd=ROOT, **kw) -> subprocess.CompletedProcess:
     """`ann ARGS` as `python -m ann ARGS` (the console script calls the same function)."""
+    kw = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **kw}
     return subprocess.run(
-        [sys.executable, "-m", "ann", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=300,
-        **kw,
+        [sys.executable, "-m", "ann", *args], text=True, cwd=cwd, timeout=300, **kw
     )
 
 
@@ -154,6 +150,18 @@ def _job(tmp_path, body: str) -> pathlib.Path:
         + "\n\nif __name__ == '__main__':\n    cli.run(main)\n"
     )
     return script
+
+
+@pytest.mark.parametrize("args", [["--help"], ["registry", "--help"]])
+def test_help_into_a_closed_pipe_is_quiet(args):
+    # `ann --help | head -3` printed a BrokenPipeError traceback.
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before anything is written
+    try:
+        result = ann(*args, stdout=write, stderr=subprocess.PIPE)
+    finally:
+        os.close(write)
+    assert (result.returncode, result.stderr) == (141, "")
 
 
 def test_a_reader_that_goes_away_ends_a_job_quietly(tmp_path):
