@@ -6,18 +6,19 @@
     python scripts/bench_serve.py --http_layer   # the fixed cost per request, in-process
 
 For each model (configs/digits_cnn.py, configs/digits_resnet.py, trained for `--steps` steps and
-exported once into `--workdir`, reused after), it starts `python -m ann.serve` twice, with
-`--max_batch_size=64 --max_queue_delay_ms=2` and with `--max_batch_size=1`, and drives each
-with a load generator in another process: `c` keep-alive connections, each sending one-row v2
-requests back to back (JSON, or with `--encoding=binary` the binary tensor data extension both
-ways), until `--requests` or `--seconds` run out. With 2 or more CPUs the server
-is pinned to core 0 and the load generator to core 1 (taskset). Printed per level: throughput,
-client p50/p95/p99 latency, errors, and from the server's /metrics the mean time per request in
-the queue and the rest of the server's time (compute, JSON, routing); the server process's CPU
-time per request (/proc); and the load generator's own CPU share (near 100% would mean it, not
-the server, is the limit). Overhead, two ways: client latency at concurrency 1 against batch
-size 1 minus the bare compiled call of the same model; and server CPU per request minus the
-model's compute time per request (`ann_compute_seconds`), at c=1 and at the top level.
+exported once into `--workdir`, reused after), it starts `python -m ann.serve` twice, with the
+server's default `--max_batch_size` and `--max_queue_delay_ms` (64, 2 ms) and with
+`--max_batch_size=1`, and drives each with a load generator in another process: `c` keep-alive
+connections, each sending one-row v2 requests back to back (JSON, or with `--encoding=binary`
+the binary tensor data extension both ways), until `--requests` or `--seconds` run out. With 2
+or more CPUs the server is pinned to core 0 and the load generator to core 1 (taskset). Printed
+per level: throughput, client p50/p95/p99 latency, errors, and from the server's /metrics the
+mean time per request in the queue and the rest of the server's time (compute, JSON, routing);
+the server process's CPU time per request (/proc); and the load generator's own CPU share (near
+100% would mean it, not the server, is the limit). Overhead, two ways: client latency at
+concurrency 1 against batch size 1 minus the bare compiled call of the same model; and server
+CPU per request minus the model's compute time per request (`ann_compute_seconds`), at c=1 and
+at the top level.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import urllib.request
 from absl import flags
 
 from ann import cli
+from ann.serve.settings import Settings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -45,8 +47,13 @@ flags.DEFINE_list("concurrency", ["1", "8", "32", "64"], "Client connections, on
 flags.DEFINE_integer("requests", 3000, "Requests per run (or --seconds).", lower_bound=1)
 flags.DEFINE_float("seconds", 8.0, "Seconds per run at most (or --requests).")
 flags.DEFINE_integer("steps", 100, "Training steps of each model, once.", lower_bound=1)
-flags.DEFINE_integer("max_batch_size", 64, "The dynamic server's batch.", lower_bound=1)
-flags.DEFINE_float("max_queue_delay_ms", 2.0, "The dynamic server's queue delay.", lower_bound=0)
+flags.DEFINE_integer(
+    "max_batch_size", Settings.max_batch_size, "The dynamic server's batch.", lower_bound=1
+)
+flags.DEFINE_float(
+    "max_queue_delay_ms", Settings.max_queue_delay_ms, "The dynamic server's queue delay.",
+    lower_bound=0,
+)  # fmt: skip
 flags.DEFINE_string("workdir", os.path.join(ROOT, "runs", "bench_serve"), "Runs and exports.")
 flags.DEFINE_enum(
     "encoding", "json", ["json", "binary"],
@@ -266,7 +273,6 @@ def http_layer(requests: int = 20000, repeats: int = 7) -> None:
     one packet each), decoded by `protocol.decode_infer` and answered at once: what every
     request costs the server besides its batch. Best and median of `repeats` passes."""
     from ann.serve import http, protocol
-    from ann.serve.app import Settings
 
     body = json.dumps({"inputs": [{"name": "image", "shape": [1, 8, 8, 1], "datatype": "UINT8",
                                    "data": [3] * 64}]}).encode()  # fmt: skip

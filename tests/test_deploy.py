@@ -91,7 +91,7 @@ def test_kubernetes_manifests():
 def server_args(argv: list[str]) -> dict[str, str]:
     """`--name=value` arguments of a manifest, each a real server flag whose value the server
     accepts (the manifests' numbers are checked as the server checks them at start)."""
-    from ann.serve.app import Settings
+    from ann.serve.settings import Settings
 
     fields = {f.name: f for f in dataclasses.fields(Settings)}
     args, settings = {}, {}

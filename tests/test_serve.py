@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from ann import artifact, data
 from ann.registry import Registry
 from ann.serve import protocol
+from ann.serve.errors import ServeError
 
 
 def free_port() -> int:
@@ -322,10 +323,10 @@ def test_binary_decoding_checks_sizes_and_values():
         ([good[0], good[1]], x.tobytes() + bytes([1, 7]), None, "expected bytes 0 or 1"),
         ([tensor("x", [2, 2], "FP32", -1), good[1]], b"", None, "expected a byte count >= 0"),
     ]:
-        with pytest.raises(protocol.ProtocolError, match=message) as e:
+        with pytest.raises(ServeError, match=message) as e:
             decode(tensors, raw, header)
         assert explained(e.value.message), e.value.message
-    with pytest.raises(protocol.ProtocolError, match="'binary_data_output' is true or false"):
+    with pytest.raises(ServeError, match="'binary_data_output' is true or false"):
         decode(good, x.tobytes() + on.tobytes(), parameters={"binary_data_output": "yes"})
 
     # Encoding: binary outputs after the JSON, little-endian, sizes in their parameters.
@@ -453,7 +454,7 @@ def test_fuzzed_decoder_explains_every_refusal(body):
     # In-process and fast, so it can try many more cases than the HTTP fuzz below.
     try:
         inputs, rows, _, wanted, _ = protocol.decode_infer(body, SIGNATURE, OUTPUTS, 8)
-    except protocol.ProtocolError as e:
+    except ServeError as e:
         assert e.status in (400, 413) and explained(e.message), e.message
     else:
         assert inputs["image"].shape == (rows, 8, 8, 1) and inputs["image"].dtype == np.uint8
@@ -571,7 +572,7 @@ def test_fuzzed_binary_requests_are_explained(case):
     header = str(len(head) + delta).encode()
     try:
         inputs, rows, _, _, _ = protocol.decode_infer(head + raw, SIGNATURE, OUTPUTS, 8, header)
-    except protocol.ProtocolError as e:
+    except ServeError as e:
         assert e.status in (400, 413) and explained(e.message), e.message
     else:
         assert inputs["image"].shape == (rows, 8, 8, 1) and inputs["image"].dtype == np.uint8

@@ -66,7 +66,8 @@ def test_oversize_and_empty_requests_are_refused_at_submit():
 )
 def test_settings_that_cannot_work_are_refused(kwargs, message):
     run, _ = recording_run(8)
-    args = {"max_batch_size": 8, "max_queue_delay": 0.001, "max_queue_rows": 64, **kwargs}
+    args = {"max_batch_size": 8, "max_queue_delay": 0.001, "max_queue_rows": 64, "wait": "idle",
+            **kwargs}  # fmt: skip
     with pytest.raises(ValueError, match=message):
         Batcher(run, **args)
 

@@ -10,7 +10,7 @@ import sys
 import pytest
 from conftest import one_line_error
 
-from ann.serve.app import Settings
+from ann.serve.settings import Settings
 
 MISSING = "/nonexistent/export"  # flags are checked first: the model is never looked at
 

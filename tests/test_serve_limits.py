@@ -17,8 +17,11 @@ from hypothesis import strategies as st
 from test_serve import Server, infer_body, request
 
 from ann.serve import protocol
-from ann.serve.app import App, ServedModel, Settings
+from ann.serve.app import App
 from ann.serve.batcher import Batcher
+from ann.serve.dataplane import ServedModel
+from ann.serve.errors import ServeError
+from ann.serve.settings import Settings
 
 TOKEN = "t0ken-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -343,7 +346,8 @@ def test_cheap_refusals_come_before_decoding(monkeypatch):
 
     status, error, headers = infer()
     assert status == 503 and "still compiling" in error and headers[b"retry-after"] == b"1"
-    full = Batcher({64: lambda inputs: inputs}, 64, 0.0, 64)  # never started: nothing runs
+    # Never started: nothing runs.
+    full = Batcher({64: lambda inputs: inputs}, 64, 0.0, 64, wait="idle")
     full.queued_rows = 64
     model.ready, model.batcher = True, full
     status, error, _ = infer()
@@ -380,9 +384,9 @@ def test_binary_bf16_gets_the_finite_check():
         tensor = {"name": "x", "shape": [1, 2], "datatype": "BF16",
                   "parameters": {"binary_data_size": 4}}  # fmt: skip
         head_ = json.dumps({"inputs": [tensor]}).encode()
-        with pytest.raises(protocol.ProtocolError, match="expected finite BF16 values"):
+        with pytest.raises(ServeError, match="expected finite BF16 values"):
             protocol.decode_infer(head_ + raw, signature, {"y": {}}, 8, b"%d" % len(head_))
-    with pytest.raises(protocol.ProtocolError, match="expected finite BF16 values"):
+    with pytest.raises(ServeError, match="expected finite BF16 values"):
         body = {"inputs": [{"name": "x", "shape": [1, 2], "datatype": "BF16", "data": [1, 1e39]}]}
         protocol.decode_infer(json.dumps(body).encode(), signature, {"y": {}}, 8)
 
@@ -391,7 +395,7 @@ def test_header_length_with_5000_digits_is_a_400():
     body = json.dumps(infer_body(np.zeros((1, 8, 8, 1), np.uint8))).encode()
     signature = {"image": {"dtype": "uint8", "shape": [8, 8, 1]}}
     for value in (b"9" * 5000, b"0" * 5000, b"1" * 30):
-        with pytest.raises(protocol.ProtocolError, match="Inference-Header-Content-Length") as e:
+        with pytest.raises(ServeError, match="Inference-Header-Content-Length") as e:
             protocol.decode_infer(body, signature, {"label": {}}, 8, value)
         assert e.value.status == 400
 

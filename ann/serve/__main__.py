@@ -17,7 +17,6 @@ command line is visible to every user of the machine (`ps`).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import resource
@@ -30,64 +29,19 @@ FLAGS = flags.FLAGS
 
 
 def define_flags() -> None:
-    from ann.registry import default_root
-    from ann.serve.app import Settings
+    """One flag per `Settings` field (its default, help and choices: `ann/serve/settings.py`
+    is the one place they are written), plus `--model` and `--token_file`."""
+    from ann.serve.settings import flag_default, flag_fields
 
-    d = Settings()
+    define = {int: flags.DEFINE_integer, float: flags.DEFINE_float, str: flags.DEFINE_string}
     flags.DEFINE_multi_string("model", None, "Registry URI or export directory (repeatable).")
-    flags.DEFINE_string("registry", default_root(), "Registry directory for URIs ($ANN_REGISTRY).")
-    flags.DEFINE_string("host", d.host, "Address to bind; 0.0.0.0 only in a container.")
-    flags.DEFINE_integer("port", d.port, "Port.")
-    flags.DEFINE_integer(
-        "metrics_port",
-        None,
-        "Second port serving /metrics and /v2/health/* without the token (for Prometheus); "
-        "off by default.",
-    )
-    flags.DEFINE_integer("max_batch_size", d.max_batch_size, "Most rows per batch and request.")
-    flags.DEFINE_float(
-        "max_queue_delay_ms", d.max_queue_delay_ms, "Longest a request waits for its batch."
-    )
-    flags.DEFINE_enum(
-        "batch_wait",
-        d.batch_wait,
-        ["idle", "full"],
-        "idle: run a batch as soon as no more requests are waiting to be read (at most "
-        "max_queue_delay_ms); full: wait until it is full or max_queue_delay_ms has passed.",
-    )
-    flags.DEFINE_integer("max_queue_rows", None, "Rows queued before 503 (default 16 batches).")
-    flags.DEFINE_integer("max_body_bytes", d.max_body_bytes, "Largest request body (413).")
-    flags.DEFINE_integer(
-        "max_request_line_bytes", d.max_request_line_bytes, "Longest request URL (414)."
-    )
-    flags.DEFINE_integer(
-        "max_header_bytes", d.max_header_bytes, "Most bytes of header fields per request (431)."
-    )
-    flags.DEFINE_integer("max_headers", d.max_headers, "Most header fields per request (431).")
-    flags.DEFINE_float(
-        "header_timeout_s", d.header_timeout_s, "Seconds to receive a whole request head (408)."
-    )
-    flags.DEFINE_float(
-        "body_timeout_s", d.body_timeout_s, "Seconds between two reads of a body (408)."
-    )
-    flags.DEFINE_float(
-        "keepalive_timeout_s", d.keepalive_timeout_s, "Seconds an idle connection stays open."
-    )
-    flags.DEFINE_integer(
-        "max_connections", d.max_connections, "Connections open at once (503 above)."
-    )
-    flags.DEFINE_string(
-        "token",
-        os.environ.get("ANN_SERVE_TOKEN"),
-        "Bearer token required (except health); default $ANN_SERVE_TOKEN. Prefer --token_file "
-        "or the variable: a command line is visible to other users.",
-    )
+    for field in flag_fields():
+        meta = field.metadata
+        if "choices" in meta:
+            flags.DEFINE_enum(field.name, flag_default(field), meta["choices"], meta["help"])
+        else:
+            define[meta["kind"]](field.name, flag_default(field), meta["help"])
     flags.DEFINE_string("token_file", None, "File holding the bearer token (a mounted secret).")
-    flags.DEFINE_string("request_log", None, "File for sampled request/response JSON lines.")
-    flags.DEFINE_float("request_log_sample", d.request_log_sample, "Share of requests logged.")
-    flags.DEFINE_float(
-        "shutdown_timeout", d.shutdown_timeout, "Seconds SIGTERM waits for queued requests."
-    )
     flags.mark_flags_as_required(["model"])
 
 
@@ -105,15 +59,10 @@ def read_token() -> str | None:
 
 def settings_from_flags():
     """The checked `Settings`, or exit 1 with the first flag that cannot work."""
-    from ann.serve.app import Settings
+    from ann.serve.settings import Settings, flag_fields
 
-    # Each Settings field is the flag of its name (retry_after_seconds has none; the token
-    # may come from a file or the environment).
-    named = {
-        f.name: FLAGS[f.name].value
-        for f in dataclasses.fields(Settings)
-        if f.name in FLAGS and f.name != "token"
-    }
+    # Each flag field of Settings is the flag of its name (the token may come from a file).
+    named = {f.name: FLAGS[f.name].value for f in flag_fields() if f.name != "token"}
     try:
         settings = Settings(token=read_token(), **named)
     except ValueError as e:
@@ -142,7 +91,7 @@ def load_models(specs: list[str], registry_dir: str) -> list:
     """Resolves (`ann.registry.resolve`) and verifies every `--model` (`ServedModel`s); raises
     on the first that fails."""
     from ann import registry
-    from ann.serve.app import ServedModel
+    from ann.serve.dataplane import ServedModel
 
     models = []
     for spec in specs:
@@ -172,7 +121,7 @@ def main(argv: list[str]) -> None:
     from ann.serve.app import App, run
 
     try:
-        models = load_models(FLAGS.model, FLAGS.registry)
+        models = load_models(FLAGS.model, settings.registry)
     except (RegistryError, artifact.IntegrityError, OSError, ValueError) as e:
         cli.fail(str(e))
     problem = body_too_small(models, settings.max_body_bytes)

@@ -1,6 +1,8 @@
-"""The model server: Open Inference Protocol v2 over a lean HTTP/1.1 layer (ann/serve/http.py).
+"""HTTP for the model server: the route table, and each route's translation between HTTP and
+the serving logic (`dataplane.DataPlane`), over a lean HTTP/1.1 layer (ann/serve/http.py).
 
-Routes (every JSON reply carries `model_name` and `model_version` when a model is addressed):
+Routes (`ROUTES`; every JSON reply carries `model_name` and `model_version` when a model is
+addressed):
 
     POST /v2/models/{name}[/versions/{v}]/infer     infer (dynamic batching)
     GET  /v2/models/{name}[/versions/{v}]           model metadata
@@ -8,18 +10,20 @@ Routes (every JSON reply carries `model_name` and `model_version` when a model i
     GET  /v2/health/live   /v2/health/ready         process alive / every model compiled
     GET  /v2                                        server metadata
     GET  /metrics                                   Prometheus
-    GET  /openapi.json                              this API as OpenAPI 3
+    GET  /openapi.json                              this API as OpenAPI 3 (ann/serve/openapi.json)
 
-No framework and no ASGI cycle, because the infer path is the product: `App.handle` takes a
-parsed request and a `respond` callback; an infer is decoded, queued, and answered from its
-batch's future callback, with no task or coroutine of its own (under uvicorn's ASGI cycle the
-per-request Python work took more of the server's one core than the model's compute did; see
-docs/benchmarks.md). Refusals are `{"error": "..."}` naming the field, what was expected and
-what came: 400 bad input, 401 bad token, 404 unknown model or route, 405, 413 body or rows too
-large, 400 malformed HTTP, 503 + Retry-After when the queue is full, the model is still
-compiling or the server is draining (decided before the body is decoded). A fault in the server
-itself is a 500 that says so. The HTTP layer refuses the rest before a request gets here: 408,
-414, 431 and 503 for too many connections (ann/serve/http.py; limits in `Settings`).
+A path that matches no route is 404 whatever its method; a route asked with a method it does
+not take is 405 with `Allow`. No framework and no ASGI cycle, because the infer path is the
+product: `App.handle` takes a parsed request and a `respond` callback; an infer is decoded,
+queued, and answered from its batch's future callback, with no task or coroutine of its own
+(under uvicorn's ASGI cycle the per-request Python work took more of the server's one core than
+the model's compute did; see docs/benchmarks.md). Refusals are `errors.ServeError`, answered
+`{"error": "..."}` naming the field, what was expected and what came: 400 bad input, 401 bad
+token, 404 unknown model or route, 405, 413 body or rows too large, 400 malformed HTTP, 503 +
+Retry-After when the queue is full, the model is still compiling or the server is draining
+(decided before the body is decoded). A fault in the server itself is a 500 that says so. The
+HTTP layer refuses the rest before a request gets here: 408, 414, 431 and 503 for too many
+connections (ann/serve/http.py; limits in `Settings`).
 """
 
 from __future__ import annotations
@@ -28,198 +32,102 @@ import asyncio
 import dataclasses
 import hmac
 import logging
-import os
 import time
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import orjson
 
-from ann import artifact
-from ann.serve import protocol
-from ann.serve.batcher import Batcher, QueueFull, Timing, buckets
-from ann.serve.metrics import Metrics
+from ann.serve import openapi, protocol
+from ann.serve.dataplane import DataPlane, ServedModel
+from ann.serve.errors import ServeError
 from ann.serve.request_log import RequestLog
+from ann.serve.settings import Settings
 
 log = logging.getLogger("ann.serve")
 
+Respond = Callable[[int, bytes, "list | None"], None]
 
-@dataclasses.dataclass
-class Settings:
-    """The server's configuration, one field per flag of `python -m ann.serve`; every value is
-    checked when made (`ValueError`: one line naming the flag and the fix), so a setting that
-    cannot work stops the server before its port opens.
 
-    Limits on clients (ann/serve/http.py), defaults and where they come from:
-    `max_request_line_bytes` 8192 (414 above; nginx `large_client_header_buffers 4 8k`, Apache
-    `LimitRequestLine 8190`); `max_header_bytes` 16384 for all header fields together (431;
-    h11's and so uvicorn's `max_incomplete_event_size` 16 KiB, Node's `--max-http-header-size`
-    16 KiB); `max_headers` 100 fields (431; Apache `LimitRequestFields 100`); `header_timeout_s`
-    60 for a whole request head and `body_timeout_s` 60 between two reads of a body (408;
-    nginx `client_header_timeout` and `client_body_timeout`, both 60 s); `keepalive_timeout_s` 5
-    idle between requests (uvicorn `--timeout-keep-alive` 5 s); `max_connections` 512 open at
-    once (503 above; nginx `worker_connections 512`, which also fits the common `ulimit -n` of
-    1024); `max_body_bytes` 8 MiB (413).
-    """
+@dataclasses.dataclass(frozen=True)
+class Route:
+    """One path of the API: `pattern` with `{name}` and `{version}` parts, the `App` method
+    answering each HTTP method, `public`: no token needed (health probes), `metrics_port`:
+    also answered on the metrics port. A pattern with `{name}` addresses a served model: it is
+    looked up (404 if unknown) before the method is judged, so every reply names it."""
 
-    host: str = "127.0.0.1"
-    port: int = 8000
-    metrics_port: int | None = None  # /metrics and health without the token (Prometheus)
-    max_batch_size: int = 64
-    max_queue_delay_ms: float = 2.0
-    batch_wait: str = "idle"  # "idle": stop waiting once no more requests are coming; "full"
-    max_queue_rows: int | None = None  # default: 16 full batches
-    max_body_bytes: int = 8 << 20
-    max_request_line_bytes: int = 8192
-    max_header_bytes: int = 16 << 10
-    max_headers: int = 100
-    header_timeout_s: float = 60.0
-    body_timeout_s: float = 60.0
-    keepalive_timeout_s: float = 5.0
-    max_connections: int = 512
-    token: str | None = None
-    request_log: str | None = None
-    request_log_sample: float = 0.01
-    shutdown_timeout: float = 30.0
-    retry_after_seconds: int = 1
-
-    def __post_init__(self) -> None:
-        problem = self.problem()
-        if problem:
-            raise ValueError(problem)
+    pattern: str
+    methods: dict[str, str]
+    public: bool = False
+    metrics_port: bool = False
 
     @property
-    def queue_rows(self) -> int:
-        return self.max_queue_rows or 16 * self.max_batch_size
+    def parts(self) -> list[str]:
+        return [p for p in self.pattern.split("/") if p]
 
-    def problem(self) -> str | None:
-        """The first setting that cannot work, as one line naming the flag and the fix."""
-        ranges: list[tuple[str, float, float, str]] = [
-            ("port", 1, 65535, ""),
-            ("max_batch_size", 1, 1 << 16, "rows per batch; each size up to it is compiled"),
-            ("max_queue_delay_ms", 0, 60_000, ""),
-            ("max_body_bytes", 1024, 1 << 31, "bytes; a body is held in memory"),
-            ("max_request_line_bytes", 256, 1 << 20, "bytes"),
-            ("max_header_bytes", 1024, 1 << 20, "bytes"),
-            ("max_headers", 8, 10_000, "header fields"),
-            ("header_timeout_s", 0.01, 3600, "seconds"),
-            ("body_timeout_s", 0.01, 3600, "seconds"),
-            ("keepalive_timeout_s", 0.01, 3600, "seconds"),
-            ("max_connections", 1, 1 << 20, ""),
-            ("request_log_sample", 0, 1, "a share of requests"),
-            ("shutdown_timeout", 0, 3600, "seconds"),
-            ("retry_after_seconds", 0, 3600, "seconds"),
-        ]
-        if self.metrics_port is not None:
-            ranges.append(("metrics_port", 1, 65535, ""))
-        if self.max_queue_rows is not None:
-            ranges.append(("max_queue_rows", 1, 1 << 30, "rows"))
-        for name, low, high, unit in ranges:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                return f"--{name}={value!r}: expected a number in [{low}, {high}]"
-            if not (low <= value <= high):  # also NaN
-                unit = f" ({unit})" if unit else ""
-                return (
-                    f"--{name}={_number(value)}: expected a value in [{_number(low)}, "
-                    f"{_number(high)}]{unit}"
-                )
-        if not self.host:
-            return "--host: expected an address to bind, got an empty string"
-        if self.batch_wait not in ("idle", "full"):
-            return f"--batch_wait={self.batch_wait}: expected idle or full"
-        if self.queue_rows < self.max_batch_size:
-            return (
-                f"--max_queue_rows={self.queue_rows} is below --max_batch_size="
-                f"{self.max_batch_size}: a full batch could never be queued; raise "
-                f"--max_queue_rows to at least {self.max_batch_size} or leave it unset"
-            )
-        if self.metrics_port is not None and self.metrics_port == self.port:
-            return (
-                f"--metrics_port={self.metrics_port} is --port too; give the metrics listener "
-                "a port of its own"
-            )
-        if self.token is not None and not (
-            self.token and all(33 <= ord(c) <= 126 for c in self.token)
-        ):
-            return (
-                "token: expected printable ASCII without spaces (a Bearer token, RFC 6750), got "
-                f"{'an empty one' if not self.token else 'other characters'}; set "
-                "--token_file or $ANN_SERVE_TOKEN to a real token, or unset both for no token"
-            )
-        if self.request_log is not None:
-            path = os.path.abspath(self.request_log)
-            folder = os.path.dirname(path)
-            if not os.path.isdir(folder):
-                return f"--request_log={self.request_log}: its folder {folder} does not exist"
-            if os.path.isdir(path):
-                return f"--request_log={self.request_log}: is a folder; give a file in it"
-            if not os.access(path if os.path.exists(path) else folder, os.W_OK):
-                return f"--request_log={self.request_log}: not writable; give a writable path"
+
+def _model_routes(suffix: str, methods: dict[str, str]) -> list[Route]:
+    return [
+        Route("/v2/models/{name}" + suffix, methods),
+        Route("/v2/models/{name}/versions/{version}" + suffix, methods),
+    ]
+
+
+ROUTES: list[Route] = [
+    Route("/v2/health/live", {"GET": "live"}, public=True, metrics_port=True),
+    Route("/v2/health/ready", {"GET": "server_ready"}, public=True, metrics_port=True),
+    Route("/v2", {"GET": "server_metadata"}),
+    Route("/metrics", {"GET": "metrics_text"}, metrics_port=True),
+    Route("/openapi.json", {"GET": "openapi"}),
+    *_model_routes("", {"GET": "model_metadata"}),
+    *_model_routes("/ready", {"GET": "model_ready"}),
+    *_model_routes("/infer", {"POST": "infer"}),
+]
+
+
+class Router:
+    """Matches a path's parts to a route: routes grouped by their number of parts, each
+    compared on its literal parts only, literal-richer routes first."""
+
+    def __init__(self, routes: list[Route]):
+        self._by_length: dict[int, list[tuple[Route, tuple, tuple]]] = {}
+        for route in routes:
+            parts = route.parts
+            literals = tuple((i, p) for i, p in enumerate(parts) if not p.startswith("{"))
+            names = tuple((i, p[1:-1]) for i, p in enumerate(parts) if p.startswith("{"))
+            self._by_length.setdefault(len(parts), []).append((route, literals, names))
+        for candidates in self._by_length.values():
+            candidates.sort(key=lambda c: len(c[2]))
+
+    def match(self, parts: list[str]) -> tuple[Route, dict[str, str]] | None:
+        for route, literals, names in self._by_length.get(len(parts), ()):
+            for i, literal in literals:
+                if parts[i] != literal:
+                    break
+            else:
+                return route, {name: parts[i] for i, name in names}
         return None
 
-    def file_descriptors(self) -> int:
-        """File descriptors the server may need: its connections and a reserve for the rest."""
-        listeners = 2 if self.metrics_port is not None else 1
-        return listeners * self.max_connections + 256
 
+class Request:
+    """One parsed HTTP request as the routes see it."""
 
-class ServedModel:
-    """One version of one model: its artifact, its compiled buckets and its batcher."""
+    __slots__ = ("method", "path", "body", "too_large", "respond", "header_length")
 
-    def __init__(self, name: str, version: str, model: artifact.Model, source: str):
-        self.name, self.version, self.model, self.source = name, version, model, source
-        self.inputs = {k: {**v, "shape": v["shape"][1:]} for k, v in model.inputs.items()}
-        self.outputs = model.outputs
-        self.batcher: Batcher | None = None
-        self.ready = False
-        self.observe_duration: Callable[[float], None] = lambda _: None
-        self.observe_queue: Callable[[float], None] = lambda _: None
-        self.metadata = orjson.dumps(
-            {
-                "name": name,
-                "versions": [version],
-                "platform": "jax",
-                "inputs": protocol.tensor_metadata(model.inputs),
-                "outputs": protocol.tensor_metadata(model.outputs),
-                "model_name": name,
-                "model_version": version,
-                "parameters": {
-                    "platforms": model.manifest.get("platforms"),
-                    "source": model.manifest.get("source"),
-                    "metrics": model.manifest.get("metrics"),
-                    "labels": {k: v["names"] for k, v in model.outputs.items() if "names" in v},
-                },
-            }
-        )
-
-
-class HTTPError(Exception):
-    def __init__(self, status: int, message: str, reason: str, headers: list | None = None):
-        super().__init__(message)
-        self.status, self.message, self.reason, self.headers = status, message, reason, headers
+    def __init__(self, method, path, body, too_large, respond, header_length):
+        self.method, self.path, self.body = method, path, body
+        self.too_large, self.respond, self.header_length = too_large, respond, header_length
 
 
 class App:
-    """The server's routes and serving logic; `models` are loaded artifacts, compiled on
-    startup; `settings` were checked when made."""
+    """The HTTP application: `models` are loaded artifacts, compiled on `start`; `settings`
+    were checked when made. The serving logic is `self.dataplane`."""
 
     def __init__(self, models: list[ServedModel], settings: Settings):
         self.settings = settings
-        self.models: dict[str, dict[str, ServedModel]] = {}
-        self.default: dict[str, ServedModel] = {}  # the first version given for each name
-        for m in models:
-            self.models.setdefault(m.name, {})[m.version] = m
-            self.default.setdefault(m.name, m)
-        self.metrics = Metrics(settings.max_batch_size)
-        for m in models:
-            # Children bound once: a labels() lookup per request costs more than the observe.
-            m.observe_duration = self.metrics.request_duration.labels(m.name, m.version).observe
-            m.observe_queue = self.metrics.queue_seconds.labels(m.name, m.version).observe
-            self.metrics.model_info.labels(
-                m.name, m.version, ",".join(m.model.manifest.get("platforms", [])), m.source
-            ).set(1)
+        self.dataplane = DataPlane(models, settings)
+        self.metrics = self.dataplane.metrics
+        self.router = Router(ROUTES)
         self.request_log = (
             RequestLog(
                 settings.request_log,
@@ -229,80 +137,25 @@ class App:
             if settings.request_log
             else None
         )
-        self.draining = False
-        self.compile_error: str | None = None
-        self._compile_task: asyncio.Task | None = None
         self._token = settings.token.encode() if settings.token else None
-        self._retry = [(b"retry-after", str(settings.retry_after_seconds).encode())]
         self._request_counters: dict[tuple[str, str, int], Callable[[], None]] = {}
 
     @property
-    def ready(self) -> bool:
-        return not self.draining and all(m.ready for v in self.models.values() for m in v.values())
+    def models(self) -> dict[str, dict[str, ServedModel]]:
+        return self.dataplane.models
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    async def _compile_all(self) -> None:
-        """Compiles every bucket of every model (off the event loop), then turns ready."""
-        loop = asyncio.get_running_loop()
-        sizes = buckets(self.settings.max_batch_size)
-        for versions in self.models.values():
-            for m in versions.values():
-                start = time.perf_counter()
-                try:
-                    run = await loop.run_in_executor(None, _compile_buckets, m.model, sizes)
-                except Exception as e:
-                    self.compile_error = f"model {m.name} version {m.version}: {e}"
-                    log.exception("compiling %s failed", m.name)
-                    return
-                m.batcher = Batcher(
-                    run,
-                    self.settings.max_batch_size,
-                    self.settings.max_queue_delay_ms / 1000,
-                    self.settings.queue_rows,
-                    wait=self.settings.batch_wait,
-                    on_batch=self._batch_observer(m),
-                )
-                m.batcher.start()
-                m.ready = True
-                log.warning(
-                    "model %s version %s: compiled batch sizes %s in %.1fs",
-                    m.name,
-                    m.version,
-                    sizes,
-                    time.perf_counter() - start,
-                )
-        self.metrics.ready.set(1 if self.ready else 0)
-        log.warning("ready")
-
-    def _batch_observer(self, m: ServedModel) -> Callable[[Timing], None]:
-        compute = self.metrics.compute_seconds.labels(m.name, m.version)
-        size = self.metrics.batch_size.labels(m.name, m.version)
-        padding = self.metrics.padding.labels(m.name, m.version)
-        self.metrics.queue_depth.labels(m.name, m.version).set_function(
-            lambda: m.batcher.queued_rows if m.batcher else 0
-        )
-
-        def observe(t: Timing) -> None:
-            compute.observe(t.compute_seconds)
-            size.observe(t.batch_rows)
-            padding.inc(t.bucket - t.batch_rows)
-
-        return observe
+    def start(self) -> None:
+        """Starts compiling every model in the background (the port is open meanwhile)."""
+        self.dataplane.start()
 
     def start_draining(self) -> None:
         """SIGTERM: ready turns false and new infers get 503; queued ones still finish."""
-        self.draining = True
-        self.metrics.ready.set(0)
+        self.dataplane.start_draining()
 
     async def shutdown(self) -> None:
-        self.start_draining()
-        for versions in self.models.values():
-            for m in versions.values():
-                if m.batcher is not None:
-                    await m.batcher.close()
-        if self._compile_task is not None and not self._compile_task.done():
-            self._compile_task.cancel()
+        await self.dataplane.shutdown()
         if self.request_log is not None:
             self.request_log.close()
 
@@ -314,10 +167,6 @@ class App:
         self.metrics.errors.labels(str(status), reason).inc()
         self._count(None, status)
 
-    def start(self) -> None:
-        """Starts compiling every model in the background (the port is open meanwhile)."""
-        self._compile_task = asyncio.get_running_loop().create_task(self._compile_all())
-
     def handle(
         self,
         method: str,
@@ -325,7 +174,7 @@ class App:
         authorization: bytes | None,
         body: bytes,
         too_large: int | None,
-        respond: Callable[[int, bytes, list | None], None],
+        respond: Respond,
         header_length: bytes | None = None,
         public_only: bool = False,
     ) -> None:
@@ -340,53 +189,21 @@ class App:
         served: ServedModel | None = None
         status: int | None = 500
         try:
-            parts = [p for p in path.split("/") if p]
-            if public_only:
-                if parts != ["metrics"] and parts[:2] != ["v2", "health"]:
-                    raise _no_route(
-                        method, path, "the metrics port serves /metrics and /v2/health/*"
-                    )
-            elif parts[:2] != ["v2", "health"]:
-                self._authorize(authorization)
-            if parts[:2] == ["v2", "models"] and len(parts) >= 3:
-                served, rest = self._route_model(parts[2:])
-                if rest == ["infer"]:
-                    self._require(method, "POST", path)
-                    status = None  # counted when its reply goes
-                    self._infer(served, body, too_large, respond, header_length)
-                    return
-                self._require(method, "GET", path)
-                if rest == []:
-                    status = 200
-                    respond(200, served.metadata, None)
-                elif rest == ["ready"]:
-                    status = 200 if served.ready and not self.draining else 503
-                    reply = {"name": served.name, "ready": status == 200}
-                    respond(status, self._with_model(reply, served), None)
-                else:
-                    raise _no_route(method, path)
-                return
-            self._require(method, "GET", path)
-            status = 200
-            if parts == ["v2", "health", "live"]:
-                respond(200, b'{"live":true}', None)
-            elif parts == ["v2", "health", "ready"]:
-                status = 200 if self.ready else 503
-                ready: dict[str, Any] = {"ready": status == 200}
-                if self.compile_error:
-                    ready["error"] = f"compiling failed: {self.compile_error}"
-                respond(status, orjson.dumps(ready), None)
-            elif parts == ["v2"]:
-                respond(200, orjson.dumps(self._server_metadata()), None)
-            elif parts == ["metrics"]:
-                respond(
-                    200, self.metrics.render(), [(b"content-type", b"text/plain; version=0.0.4")]
+            route, params = self._route(method, path, authorization, public_only)
+            if "name" in params:
+                served = self.dataplane.model(params["name"], params.get("version"))
+            answer = route.methods.get(method)
+            if answer is None:
+                allowed = ", ".join(sorted(route.methods))
+                raise ServeError(
+                    405,
+                    f"method: expected {allowed} for {protocol.clip(path)}, got {method}",
+                    "method",
+                    [(b"allow", allowed.encode())],
                 )
-            elif parts == ["openapi.json"]:
-                respond(200, orjson.dumps(openapi(self)), None)
-            else:
-                raise _no_route(method, path)
-        except HTTPError as e:
+            request = Request(method, path, body, too_large, respond, header_length)
+            status = getattr(self, answer)(request, served)
+        except ServeError as e:
             status = e.status
             self.metrics.errors.labels(str(e.status), e.reason).inc()
             respond(e.status, self._with_model({"error": e.message}, served), e.headers)
@@ -400,6 +217,22 @@ class App:
             if status is not None:
                 self._count(served, status)
 
+    def _route(
+        self, method: str, path: str, authorization: bytes | None, public_only: bool
+    ) -> tuple[Route, dict[str, str]]:
+        """The route of `path` and its parameters, once the token allows it; 404 for a path
+        no route has (on the metrics port: for every route it does not answer)."""
+        found = self.router.match([p for p in path.split("/") if p])
+        if public_only:
+            if found is None or not found[0].metrics_port:
+                raise _no_route(method, path, "the metrics port serves /metrics and /v2/health/*")
+            return found
+        if found is None or not found[0].public:
+            self._authorize(authorization)
+        if found is None:
+            raise _no_route(method, path)
+        return found
+
     def _count(self, served: ServedModel | None, status: int) -> None:
         """`ann_requests_total`, children cached: a labels() lookup costs more than the inc."""
         key = (served.name, served.version, status) if served else ("", "", status)
@@ -410,8 +243,6 @@ class App:
             ).inc
         counter()
 
-    # -- routes --------------------------------------------------------------------------------
-
     def _authorize(self, authorization: bytes | None) -> None:
         if self._token is None:
             return
@@ -419,7 +250,7 @@ class App:
             scheme, _, token = authorization.partition(b" ")
             if scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self._token):
                 return
-        raise HTTPError(
+        raise ServeError(
             401,
             "authorization: expected header 'Authorization: Bearer <token>' with the server's "
             "token, got none or a wrong one",
@@ -428,97 +259,83 @@ class App:
         )
 
     @staticmethod
-    def _require(method: str, expected: str, path: str) -> None:
-        if method != expected:
-            raise HTTPError(
-                405,
-                f"method: expected {expected} for {protocol.clip(path)}, got {method}",
-                "method",
-                [(b"allow", expected.encode())],
-            )
+    def _with_model(body: dict[str, Any], served: ServedModel | None) -> bytes:
+        if served is not None:
+            body = {**body, "model_name": served.name, "model_version": served.version}
+        return orjson.dumps(body)
 
-    def _route_model(self, parts: list[str]) -> tuple[ServedModel, list[str]]:
-        name, rest = parts[0], parts[1:]
-        versions = self.models.get(name)
-        if versions is None:
-            raise HTTPError(
-                404,
-                f"model: expected one of {sorted(self.models)}, got {protocol.short(name)}",
-                "model",
-            )
-        if rest[:1] == ["versions"]:
-            if len(rest) < 2 or rest[1] not in versions:
-                got = protocol.short(rest[1] if len(rest) > 1 else None)
-                raise HTTPError(
-                    404,
-                    f"model {name!r} version: expected one of {sorted(versions)}, got {got}",
-                    "version",
-                )
-            return versions[rest[1]], rest[2:]
-        return self.default[name], rest
+    # -- routes: each answers through `request.respond` and returns the status to count --------
 
-    def _infer(
-        self,
-        m: ServedModel,
-        body: bytes,
-        too_large: int | None,
-        respond: Callable[[int, bytes, list | None], None],
-        header_length: bytes | None,
-    ) -> None:
-        """Decodes and queues one infer; the reply is sent when its batch has run.
+    def live(self, request: Request, served: None) -> int:
+        request.respond(200, b'{"live":true}', None)
+        return 200
 
-        Refusals that cost nothing come first, before the body is decoded: body too large,
-        draining, not ready, queue full (no room for even one row)."""
+    def server_ready(self, request: Request, served: None) -> int:
+        reply = self.dataplane.readiness()
+        status = 200 if reply["ready"] else 503
+        request.respond(status, orjson.dumps(reply), None)
+        return status
+
+    def server_metadata(self, request: Request, served: None) -> int:
+        request.respond(200, orjson.dumps(self.dataplane.server_metadata()), None)
+        return 200
+
+    def metrics_text(self, request: Request, served: None) -> int:
+        text = self.metrics.render()
+        request.respond(200, text, [(b"content-type", b"text/plain; version=0.0.4")])
+        return 200
+
+    def openapi(self, request: Request, served: None) -> int:
+        request.respond(200, orjson.dumps(openapi.fill(self.dataplane.all_models())), None)
+        return 200
+
+    def model_metadata(self, request: Request, served: ServedModel) -> int:
+        request.respond(200, served.metadata, None)
+        return 200
+
+    def model_ready(self, request: Request, served: ServedModel) -> int:
+        ready = self.dataplane.model_ready(served)
+        status = 200 if ready else 503
+        request.respond(
+            status, self._with_model({"name": served.name, "ready": ready}, served), None
+        )
+        return status
+
+    def infer(self, request: Request, m: ServedModel) -> None:
+        """Decodes and queues one infer; the reply is sent when its batch has run (and counted
+        then: returns None). Refusals that cost nothing come first, before the body is
+        decoded: body too large, draining, not ready, queue full (no room for even one row)."""
         start = time.perf_counter()
-        limit = self.settings.max_body_bytes
-        if too_large is not None:
-            got = f"got {too_large} (Content-Length)" if too_large >= 0 else "got more"
-            raise HTTPError(
-                413,
-                f"body: expected at most {limit} bytes (--max_body_bytes), {got}",
-                "body_too_large",
-                [(b"connection", b"close")],
-            )
-        inputs, request_id = None, None
+        if request.too_large is not None:
+            raise _body_too_large(self.settings.max_body_bytes, request.too_large)
+        decoded = None
         try:
-            if self.draining:
-                raise HTTPError(
-                    503, "server: draining for shutdown; retry elsewhere", "draining", self._retry
-                )
-            batcher = m.batcher
-            if not m.ready or batcher is None:
-                raise HTTPError(
-                    503,
-                    f"model {m.name!r} version {m.version}: still compiling; retry",
-                    "not_ready",
-                    self._retry,
-                )
-            try:
-                batcher.check_room()  # before decoding: no room for even one row
-                inputs, rows, request_id, wanted, binary = protocol.decode_infer(
-                    body, m.inputs, m.outputs, self.settings.max_batch_size, header_length
-                )
-                future = batcher.submit_nowait(inputs, rows)
-            except protocol.ProtocolError as e:
-                raise HTTPError(e.status, e.message, e.reason) from None
-            except QueueFull as e:
-                raise HTTPError(
-                    503, f"queue: full ({e}); retry later", "queue_full", self._retry
-                ) from None
-        except HTTPError as e:
+            batcher = self.dataplane.admit(m)
+            decoded = protocol.decode_infer(
+                request.body, m.inputs, m.outputs, self.settings.max_batch_size,
+                request.header_length,
+            )  # fmt: skip
+            future = self.dataplane.submit(batcher, decoded)
+        except ServeError as e:
             if self.request_log is not None and self.request_log.sampled():
+                inputs = decoded.inputs if decoded is not None else None
+                request_id = decoded.id if decoded is not None else None
                 elapsed = time.perf_counter() - start
                 self.request_log.write(
                     m.name, m.version, request_id, e.status, elapsed, inputs, error=e.message
                 )
             raise
+        future.add_done_callback(self._reply_infer(m, decoded, request.respond, start))
 
+    def _reply_infer(
+        self, m: ServedModel, decoded: protocol.InferRequest, respond: Respond, start: float
+    ) -> Callable[[asyncio.Future], None]:
         def done(future: asyncio.Future) -> None:
             try:
                 outputs, timing = future.result()
-                selected = {k: outputs[k] for k in wanted}
+                selected = {k: outputs[k] for k in decoded.outputs}
                 reply, json_length = protocol.encode_infer(
-                    m.name, m.version, request_id, selected, binary
+                    m.name, m.version, decoded.id, selected, decoded.binary
                 )
                 respond(200, reply, None if json_length is None else _binary_headers(json_length))
             except Exception as e:  # a fault in the model or the encoder: a 500 that says so
@@ -529,46 +346,28 @@ class App:
                 self._count(m, 500)
                 return
             duration = time.perf_counter() - start
-            m.observe_duration(duration)
-            m.observe_queue(timing.queue_seconds)
+            self.dataplane.observe(m, duration, timing)
             self._count(m, 200)
             if self.request_log is not None and self.request_log.sampled():
                 self.request_log.write(
-                    m.name, m.version, request_id, 200, duration, inputs, selected
+                    m.name, m.version, decoded.id, 200, duration, decoded.inputs, selected
                 )
 
-        future.add_done_callback(done)
-
-    @staticmethod
-    def _with_model(body: dict[str, Any], served: ServedModel | None) -> bytes:
-        if served is not None:
-            body = {**body, "model_name": served.name, "model_version": served.version}
-        return orjson.dumps(body)
-
-    def _server_metadata(self) -> dict[str, Any]:
-        import ann
-
-        return {
-            "name": "ann",
-            "version": ann.__version__,
-            "extensions": ["binary_tensor_data"],
-            "models": [
-                {"name": m.name, "version": m.version, "ready": m.ready}
-                for versions in self.models.values()
-                for m in versions.values()
-            ],
-        }
+        return done
 
 
-def _number(value: float) -> str:
-    """12, 0.5, nan, inf: as a flag would be written."""
-    if isinstance(value, int) or (float(value).is_integer() and abs(value) < 1e18):
-        return str(int(value))
-    return repr(float(value))
+def _no_route(method: str, path: str, hint: str = "see /openapi.json") -> ServeError:
+    return ServeError(404, f"no route {method} {protocol.clip(path)}; {hint}", "route")
 
 
-def _no_route(method: str, path: str, hint: str = "see /openapi.json") -> HTTPError:
-    return HTTPError(404, f"no route {method} {protocol.clip(path)}; {hint}", "route")
+def _body_too_large(limit: int, too_large: int) -> ServeError:
+    got = f"got {too_large} (Content-Length)" if too_large >= 0 else "got more"
+    return ServeError(
+        413,
+        f"body: expected at most {limit} bytes (--max_body_bytes), {got}",
+        "body_too_large",
+        [(b"connection", b"close")],
+    )
 
 
 def _binary_headers(json_length: int) -> list[tuple[bytes, bytes]]:
@@ -576,166 +375,6 @@ def _binary_headers(json_length: int) -> list[tuple[bytes, bytes]]:
         (b"content-type", b"application/octet-stream"),
         (b"inference-header-content-length", b"%d" % json_length),
     ]
-
-
-def _compile_buckets(model: artifact.Model, sizes: list[int]) -> dict[int, Callable]:
-    """AOT-compiles each bucket and runs it once, so the first request pays nothing."""
-    run = {}
-    for size in sizes:
-        fn = model.compile(size)
-        fn({k: np.zeros((size, *v["shape"][1:]), v["dtype"]) for k, v in model.inputs.items()})
-        run[size] = fn
-    return run
-
-
-def openapi(app: App) -> dict[str, Any]:
-    """The API as an OpenAPI 3 document (the v2 protocol's shapes, this server's models)."""
-    # `data`, or `parameters.binary_data_size` with the bytes after the JSON (binary extension)
-    tensor = {
-        "type": "object",
-        "required": ["name", "shape", "datatype"],
-        "properties": {
-            "name": {"type": "string"},
-            "shape": {"type": "array", "items": {"type": "integer"}},
-            "datatype": {"type": "string", "enum": sorted(set(protocol.DATATYPES.values()))},
-            "data": {"type": "array", "items": {}},
-            "parameters": {
-                "type": "object",
-                "properties": {"binary_data_size": {"type": "integer", "minimum": 0}},
-            },
-        },
-    }
-    binary = {
-        "description": "binary tensor data extension: the JSON request (its length in the "
-        "Inference-Header-Content-Length header), then each binary input's bytes, in order",
-        "schema": {"type": "string", "format": "binary"},
-    }
-    error = {"type": "object", "properties": {"error": {"type": "string"}}}
-    ref = {"$ref": "#/components/schemas/Error"}
-
-    def responses(ok: str, *codes: int) -> dict[str, Any]:
-        out: dict[str, Any] = {"200": {"description": ok}}
-        for code in codes:
-            out[str(code)] = {
-                "description": "error",
-                "content": {"application/json": {"schema": ref}},
-            }
-        return out
-
-    name = {
-        "name": "name",
-        "in": "path",
-        "required": True,
-        "schema": {"type": "string", "enum": sorted(app.models)},
-    }
-    version = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}
-    header_length = {
-        "name": "Inference-Header-Content-Length",
-        "in": "header",
-        "required": False,
-        "schema": {"type": "integer", "minimum": 0},
-    }
-    infer = {
-        "post": {
-            "summary": "Infer (Open Inference Protocol v2)",
-            "parameters": [name, header_length],
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/json": {"schema": {"$ref": "#/components/schemas/InferRequest"}},
-                    "application/octet-stream": binary,
-                },
-            },
-            "responses": {
-                **responses("outputs", 400, 401, 404, 413, 503),
-                "200": {
-                    "description": "outputs",
-                    "content": {
-                        "application/json": {
-                            "schema": {"$ref": "#/components/schemas/InferResponse"}
-                        },
-                        "application/octet-stream": binary,
-                    },
-                },
-            },
-        }
-    }
-    versioned = {"post": {**infer["post"], "parameters": [name, version, header_length]}}
-
-    def get(summary: str, *params: dict) -> dict[str, Any]:
-        return {
-            "get": {
-                "summary": summary,
-                "parameters": list(params),
-                "responses": responses(summary, 401, 404, 503),
-            }
-        }
-
-    return {
-        "openapi": "3.0.3",
-        "info": {"title": "ann model server", "version": "2"},
-        "paths": {
-            "/v2/health/live": get("Server live"),
-            "/v2/health/ready": get("Server ready"),
-            "/v2": get("Server metadata"),
-            "/v2/models/{name}": get("Model metadata", name),
-            "/v2/models/{name}/ready": get("Model ready", name),
-            "/v2/models/{name}/infer": infer,
-            "/v2/models/{name}/versions/{version}": get("Model metadata", name, version),
-            "/v2/models/{name}/versions/{version}/ready": get("Model ready", name, version),
-            "/v2/models/{name}/versions/{version}/infer": versioned,
-            "/metrics": get("Prometheus metrics"),
-        },
-        "components": {
-            "schemas": {
-                "Error": error,
-                "InferRequest": {
-                    "type": "object",
-                    "required": ["inputs"],
-                    "properties": {
-                        "id": {"type": "string"},
-                        "inputs": {"type": "array", "items": tensor},
-                        "outputs": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "properties": {
-                                    "name": {"type": "string"},
-                                    "parameters": {
-                                        "type": "object",
-                                        "properties": {"binary_data": {"type": "boolean"}},
-                                    },
-                                },
-                            },
-                        },
-                        "parameters": {
-                            "type": "object",
-                            "properties": {"binary_data_output": {"type": "boolean"}},
-                        },
-                    },
-                },
-                "InferResponse": {
-                    "type": "object",
-                    "properties": {
-                        "model_name": {"type": "string"},
-                        "model_version": {"type": "string"},
-                        "id": {"type": "string"},
-                        "outputs": {"type": "array", "items": tensor},
-                    },
-                },
-            }
-        },
-        "x-models": {
-            n: {
-                v: {
-                    "inputs": protocol.tensor_metadata(m.model.inputs),
-                    "outputs": protocol.tensor_metadata(m.model.outputs),
-                }
-                for v, m in vs.items()
-            }
-            for n, vs in app.models.items()
-        },
-    }
 
 
 def run(app: App) -> None:

@@ -1,15 +1,16 @@
 """Dynamic batching: requests queue up and run together, padded to a few compiled sizes.
 
 One worker per model takes the oldest request and lets the batch fill: with `wait="idle"` (the
-default) for as long as each pass of the event loop brings more requests, i.e. until no one else
-is waiting to be read; with `wait="full"` until `max_batch_size` rows are queued; either way at
-most until that request has waited `max_queue_delay` seconds. It takes whole requests up to
-`max_batch_size` rows, pads them to the smallest compiled bucket that holds them, and runs the
-function on a thread (XLA releases the GIL), while new requests keep queuing. A lone request
-therefore runs at once instead of waiting `max_queue_delay` for company that is not coming, and
-under load the batch is whatever arrived while the previous one ran. The worker's event is set
-only when it sleeps, not once per request. A request that would push the
-queue past `max_queue_rows` is refused at once (the caller answers 503 + Retry-After).
+server's default, `Settings.batch_wait`) for as long as each pass of the event loop brings more
+requests, i.e. until no one else is waiting to be read; with `wait="full"` until
+`max_batch_size` rows are queued; either way at most until that request has waited
+`max_queue_delay` seconds. It takes whole requests up to `max_batch_size` rows, pads them to the
+smallest compiled bucket that holds them, and runs the function on a thread (XLA releases the
+GIL), while new requests keep queuing. A lone request therefore runs at once instead of waiting
+`max_queue_delay` for company that is not coming, and under load the batch is whatever arrived
+while the previous one ran. The worker's event is set only when it sleeps, not once per request.
+A request that would push the queue past `max_queue_rows` is refused at once (the caller answers
+503 + Retry-After).
 
 Defensive, although the server refuses such requests before they get here: a request of more
 than `max_batch_size` rows (or none) is refused at `submit_nowait` (`ValueError`), since no
@@ -78,7 +79,8 @@ class Batcher:
         max_queue_delay: float,
         max_queue_rows: int,
         on_batch: Callable[[Timing], None] | None = None,
-        wait: str = "idle",
+        *,
+        wait: str,
     ):
         if wait not in ("idle", "full"):
             raise ValueError(f"wait: expected 'idle' or 'full', got {wait!r}")

@@ -13,7 +13,7 @@ accepting, answer 503 to new infers, finish every queued one, then close the con
 return.
 
 Slow, huge and hostile clients (the limits are `Settings` fields and server flags; defaults and
-their sources in `ann/serve/app.py:Settings`): a request line over `max_request_line_bytes` gets
+their sources in `ann/serve/settings.py`): a request line over `max_request_line_bytes` gets
 414, more than `max_headers` header fields or `max_header_bytes` of them 431, each then closed.
 A request head not complete `header_timeout_s` after its first byte (or after the connection
 opened), or a body with no new bytes for `body_timeout_s`, gets 408 and the connection closes;
@@ -414,7 +414,11 @@ class Connection(asyncio.Protocol):
             self._transport.close()
 
 
-async def serve(app: Any, backlog: int = 2048) -> None:
+# Pending connections the kernel queues before they are accepted (listen(2)'s backlog).
+BACKLOG = 2048
+
+
+async def serve(app: Any) -> None:
     """Runs until SIGTERM/SIGINT, then drains: see the module docstring. Listens on
     `settings.host:port` (every route) and, when `settings.metrics_port` is set, on
     `host:metrics_port` (`/metrics` and health only, without the token: for Prometheus)."""
@@ -431,7 +435,7 @@ async def serve(app: Any, backlog: int = 2048) -> None:
         listeners, ("--port", "--metrics_port"), (settings.port, settings.metrics_port)
     ):
         try:
-            servers.append(await loop.create_server(listener, settings.host, port, backlog=backlog))
+            servers.append(await loop.create_server(listener, settings.host, port, backlog=BACKLOG))
         except OSError as e:  # in use, or not an address of this machine: say which flag
             for server in servers:
                 server.close()

@@ -7,7 +7,7 @@ whose `parameters.binary_data_size` gives their size. Outputs come back binary t
 when the request asks (`parameters.binary_data_output: true`, or an output's
 `parameters.binary_data: true`).
 
-Every check that fails raises `ProtocolError` with the HTTP status and a message that names the
+Every check that fails raises `errors.ServeError` with the HTTP status and a message that names the
 field, what was expected and what came, e.g.
 `inputs[0].shape: expected [-1, 8, 8, 1] (batch first), got [1, 8, 8]`.
 """
@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
+
+from ann.serve.errors import ServeError
 
 # numpy dtype name <-> v2 datatype
 DATATYPES = {
@@ -40,16 +42,6 @@ DATATYPES = {
 
 
 _BY_DTYPE = {np.dtype(k): v for k, v in DATATYPES.items() if k != "bfloat16"}
-
-
-class ProtocolError(Exception):
-    """A request the server refuses; `status` is the HTTP code, `reason` a short metric label."""
-
-    def __init__(self, status: int, message: str, reason: str = "bad_request"):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.reason = reason
 
 
 def tensor_metadata(signature: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -108,13 +100,13 @@ def _decode_data(field: str, data: Any, shape: list[int], spec: _Spec) -> np.nda
     checks (range, integrality, finiteness), no work per element in Python."""
     dtype, datatype = spec.dtype, spec.datatype
     if not isinstance(data, list):
-        raise ProtocolError(
+        raise ServeError(
             400, f"{field}: expected a JSON array of numbers, got {type(data).__name__}", "data"
         )
     try:
         array = np.asarray(data)
     except (ValueError, TypeError):
-        raise ProtocolError(
+        raise ServeError(
             400,
             f"{field}: expected a flat or regularly nested array of numbers, got ragged lists",
             "data",
@@ -124,11 +116,11 @@ def _decode_data(field: str, data: Any, shape: list[int], spec: _Spec) -> np.nda
         array = array.astype(dtype)
     kind = array.dtype.kind
     if kind not in "biuf":
-        raise ProtocolError(
+        raise ServeError(
             400, f"{field}: expected numbers for {datatype}, got {short(data)}", "data"
         )
     if array.size != count:
-        raise ProtocolError(
+        raise ServeError(
             400,
             f"{field}: expected {count} values for shape {shape}, got {array.size}",
             "data",
@@ -137,13 +129,13 @@ def _decode_data(field: str, data: Any, shape: list[int], spec: _Spec) -> np.nda
     if target in "iu":
         if kind == "f":
             if not np.isfinite(array).all() or (array != np.round(array)).any():
-                raise ProtocolError(
+                raise ServeError(
                     400, f"{field}: expected integers for {datatype}, got fractions", "data"
                 )
         if array.size:
             low, high = _min(array, axis=None), _max(array, axis=None)
             if low < spec.low or high > spec.high:
-                raise ProtocolError(
+                raise ServeError(
                     400,
                     f"{field}: expected {datatype} values in [{spec.low}, {spec.high}], "
                     f"got values in [{low}, {high}]",
@@ -152,7 +144,7 @@ def _decode_data(field: str, data: Any, shape: list[int], spec: _Spec) -> np.nda
         return array.astype(dtype).reshape(shape)
     if target == "b":
         if kind != "b" and not np.isin(array, (0, 1)).all():
-            raise ProtocolError(400, f"{field}: expected true/false or 0/1 for BOOL", "data")
+            raise ServeError(400, f"{field}: expected true/false or 0/1 for BOOL", "data")
         return array.astype(dtype).reshape(shape)
     with np.errstate(over="ignore", invalid="ignore"):
         result = array.astype(dtype).reshape(shape)
@@ -163,7 +155,7 @@ def _finite(field: str, array: np.ndarray, datatype: str, why: str = "") -> np.n
     """`array` if every value is finite; else a refusal naming the first one that is not."""
     if not np.isfinite(array).all():
         bad = int(np.flatnonzero(~np.isfinite(array.reshape(-1)))[0])
-        raise ProtocolError(
+        raise ServeError(
             400,
             f"{field}: expected finite {datatype} values, got {array.reshape(-1)[bad]} at flat "
             f"index {bad}{why}",
@@ -177,7 +169,7 @@ def _decode_binary(field: str, raw: memoryview, shape: list[int], spec: _Spec) -
     array = np.frombuffer(raw, spec.dtype.newbyteorder("<")).astype(spec.dtype, copy=False)
     array = array.reshape(shape)
     if spec.kind == "b" and array.size and _max(array.view(np.uint8), axis=None) > 1:
-        raise ProtocolError(400, f"{field}: expected bytes 0 or 1 for BOOL", "data")
+        raise ServeError(400, f"{field}: expected bytes 0 or 1 for BOOL", "data")
     if spec.floating:
         return _finite(field, array, spec.datatype)
     return array
@@ -189,14 +181,14 @@ def _binary_size(field: str, tensor: Mapping[str, Any]) -> int | None:
     if parameters is None:
         return None
     if not isinstance(parameters, dict):
-        raise ProtocolError(
+        raise ServeError(
             400, f"{field}.parameters: expected an object, got {short(parameters)}", "field"
         )
     size = parameters.get("binary_data_size")
     if size is None:
         return None
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        raise ProtocolError(
+        raise ServeError(
             400,
             f"{field}.parameters.binary_data_size: expected a byte count >= 0, got {short(size)}",
             "field",
@@ -209,12 +201,22 @@ def _flag(field: str, parameters: Any, key: str) -> bool:
         return False
     value = parameters.get(key, False) if isinstance(parameters, dict) else None
     if not isinstance(value, bool):
-        raise ProtocolError(
+        raise ServeError(
             400,
             f"{field}: expected an object whose {key!r} is true or false, got {short(parameters)}",
             "field",
         )
     return value
+
+
+class InferRequest(NamedTuple):
+    """A decoded v2 infer request."""
+
+    inputs: dict[str, np.ndarray]  # by input name, each [rows, *signature shape], its dtype
+    rows: int  # the batch axis, the same for every input
+    id: str | None  # the request's `id`, echoed in the reply
+    outputs: list[str]  # output names to return, in the order asked
+    binary: frozenset[str]  # those of them to return as binary tensor data
 
 
 def decode_infer(
@@ -223,46 +225,65 @@ def decode_infer(
     outputs: Mapping[str, Any],
     max_rows: int,
     header_length: bytes | None = None,
-) -> tuple[dict[str, np.ndarray], int, str | None, list[str], frozenset[str]]:
-    """A v2 infer request -> (inputs by name, rows, request id, output names to return, those
-    of them to return as binary). `header_length`: the Inference-Header-Content-Length header's
-    value, when the body carries binary tensors after its JSON."""
+) -> InferRequest:
+    """A v2 infer request -> `InferRequest`; `ServeError` (400, or 413 for more than
+    `max_rows` rows) naming the field otherwise. `header_length`: the
+    Inference-Header-Content-Length header's value, when the body carries binary tensors
+    after its JSON."""
     binary = memoryview(b"")
     if header_length is not None:
-        text = header_length.strip()
-        # Bounded before int(): a body's length has at most as many digits as len(body).
-        if len(text) > len(str(len(body))) or not text.isdigit() or not 0 <= int(text) <= len(body):
-            raise ProtocolError(
-                400,
-                f"body: expected Inference-Header-Content-Length between 0 and the body's "
-                f"{len(body)} bytes, got {short(text.decode('latin-1'))}",
-                "binary",
-            )
-        length = int(text)
-        binary = memoryview(body)[length:]
-        body = body[:length]
+        body, binary = _split_binary(body, header_length)
+    request = _parse_json(body, header_length is not None)
+    request_id = request.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise ServeError(400, f"id: expected a string, got {short(request_id)}", "field")
+    arrays, rows = _decode_inputs(request.get("inputs"), signature, max_rows, binary)
+    wanted, as_binary = _wanted_outputs(request, outputs)
+    return InferRequest(arrays, rows, request_id, wanted, as_binary)
+
+
+def _split_binary(body: bytes, header_length: bytes) -> tuple[bytes, memoryview]:
+    """(the JSON part, the binary tensor data after it) by Inference-Header-Content-Length."""
+    text = header_length.strip()
+    # Bounded before int(): a body's length has at most as many digits as len(body).
+    if len(text) > len(str(len(body))) or not text.isdigit() or not 0 <= int(text) <= len(body):
+        raise ServeError(
+            400,
+            f"body: expected Inference-Header-Content-Length between 0 and the body's "
+            f"{len(body)} bytes, got {short(text.decode('latin-1'))}",
+            "binary",
+        )
+    length = int(text)
+    return body[:length], memoryview(body)[length:]
+
+
+def _parse_json(body: bytes, has_header: bool) -> dict[str, Any]:
     try:
         request = orjson.loads(body)
     except orjson.JSONDecodeError as e:
         hint = ""
-        if header_length is None and b"binary_data_size" in body:
+        if not has_header and b"binary_data_size" in body:
             hint = "; binary data after the JSON needs the Inference-Header-Content-Length header"
-        raise ProtocolError(
+        raise ServeError(
             400,
             f"body: expected a JSON object (NaN and Infinity are not JSON), got invalid JSON "
             f"({e}){hint}",
             "json",
         ) from None
     if not isinstance(request, dict):
-        raise ProtocolError(
+        raise ServeError(
             400, f"body: expected a JSON object with 'inputs', got {type(request).__name__}", "json"
         )
-    request_id = request.get("id")
-    if request_id is not None and not isinstance(request_id, str):
-        raise ProtocolError(400, f"id: expected a string, got {short(request_id)}", "field")
-    tensors = request.get("inputs")
+    return request
+
+
+def _decode_inputs(
+    tensors: Any, signature: Mapping[str, Mapping[str, Any]], max_rows: int, binary: memoryview
+) -> tuple[dict[str, np.ndarray], int]:
+    """The request's `inputs` -> (arrays by name, rows): every input of the signature once,
+    with the same rows, binary ones taking their bytes from `binary` in order."""
     if not isinstance(tensors, list) or not tensors:
-        raise ProtocolError(
+        raise ServeError(
             400,
             f"inputs: expected a non-empty list of tensors {{name, shape, datatype, data}}, got "
             f"{short(tensors)}",
@@ -273,86 +294,18 @@ def decode_infer(
     offset = 0  # into the binary part
     for i, tensor in enumerate(tensors):
         field = f"inputs[{i}]"
-        if not isinstance(tensor, dict):
-            raise ProtocolError(400, f"{field}: expected an object, got {short(tensor)}", "field")
-        name = tensor.get("name")
-        if not isinstance(name, str) or name not in signature:
-            raise ProtocolError(
-                400,
-                f"{field}.name: expected one of {sorted(signature)}, got {short(name)}",
-                "name",
-            )
-        if name in arrays:
-            raise ProtocolError(
-                400, f"{field}.name: expected each input once, got {name!r} again", "name"
-            )
-        spec = _spec(signature[name])
-        datatype = tensor.get("datatype")
-        if datatype != spec.datatype:
-            raise ProtocolError(
-                400,
-                f"{field}.datatype: expected {spec.datatype} for input {name!r}, got "
-                f"{short(datatype)}",
-                "datatype",
-            )
-        shape = tensor.get("shape")
-        expected = spec.expected
-        if (
-            not isinstance(shape, list)
-            or len(shape) != len(expected)
-            or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape)
-            or shape[1:] != expected[1:]
-            or shape[0] < 1
-        ):
-            raise ProtocolError(
-                400,
-                f"{field}.shape: expected {expected} (batch first, at least 1 row) for input "
-                f"{name!r}, got {short(shape)}",
-                "shape",
-            )
-        if shape[0] > max_rows:
-            raise ProtocolError(
-                413,
-                f"{field}.shape[0]: expected at most {max_rows} rows per request (the server's "
-                f"max_batch_size), got {shape[0]}; split the request",
-                "too_many_rows",
-            )
-        if rows is not None and shape[0] != rows:
-            raise ProtocolError(
-                400,
-                f"{field}.shape[0]: expected {rows} rows like the first input, got {shape[0]}",
-                "shape",
-            )
+        name, spec = _input_spec(field, tensor, signature, arrays)
+        shape = _shape(field, tensor, name, spec, max_rows, rows)
         rows = shape[0]
         size = _binary_size(field, tensor)
         if size is None:
             arrays[name] = _decode_data(f"{field}.data", tensor.get("data"), shape, spec)
             continue
-        expected_size = math.prod(shape) * spec.dtype.itemsize
-        if size != expected_size:
-            raise ProtocolError(
-                400,
-                f"{field}.parameters.binary_data_size: expected {expected_size} bytes for "
-                f"{spec.datatype} {shape}, got {size}",
-                "binary",
-            )
-        if "data" in tensor:
-            raise ProtocolError(
-                400, f"{field}.data: expected none with binary_data_size, got some", "binary"
-            )
-        if offset + size > len(binary):
-            raise ProtocolError(
-                400,
-                f"{field}.parameters.binary_data_size: expected {size} bytes of binary data at "
-                f"offset {offset}, got {max(len(binary) - offset, 0)} (is the "
-                "Inference-Header-Content-Length header set?)",
-                "binary",
-            )
-        raw = binary[offset : offset + size]
+        raw = _binary_slice(field, tensor, shape, spec, size, binary, offset)
         offset += size
         arrays[name] = _decode_binary(f"{field} (binary)", raw, shape, spec)
     if offset != len(binary):
-        raise ProtocolError(
+        raise ServeError(
             400,
             f"body: expected {offset} bytes of binary tensor data after the JSON header (the "
             f"inputs' binary_data_size), got {len(binary)}",
@@ -360,9 +313,108 @@ def decode_infer(
         )
     missing = sorted(set(signature) - set(arrays)) if len(arrays) != len(signature) else None
     if missing:
-        raise ProtocolError(
-            400, f"inputs: expected also {missing}, got only {sorted(arrays)}", "name"
+        raise ServeError(400, f"inputs: expected also {missing}, got only {sorted(arrays)}", "name")
+    return arrays, int(rows or 0)
+
+
+def _input_spec(
+    field: str, tensor: Any, signature: Mapping[str, Mapping[str, Any]], seen: Mapping
+) -> tuple[str, _Spec]:
+    """The input's name (one of the signature's, not seen before) and its checked datatype."""
+    if not isinstance(tensor, dict):
+        raise ServeError(400, f"{field}: expected an object, got {short(tensor)}", "field")
+    name = tensor.get("name")
+    if not isinstance(name, str) or name not in signature:
+        raise ServeError(
+            400, f"{field}.name: expected one of {sorted(signature)}, got {short(name)}", "name"
         )
+    if name in seen:
+        raise ServeError(400, f"{field}.name: expected each input once, got {name!r} again", "name")
+    spec = _spec(signature[name])
+    datatype = tensor.get("datatype")
+    if datatype != spec.datatype:
+        raise ServeError(
+            400,
+            f"{field}.datatype: expected {spec.datatype} for input {name!r}, got {short(datatype)}",
+            "datatype",
+        )
+    return name, spec
+
+
+def _shape(
+    field: str, tensor: dict, name: str, spec: _Spec, max_rows: int, rows: int | None
+) -> list[int]:
+    """The input's shape: the signature's, batch first, at most `max_rows` rows (413), the
+    same rows as the inputs before it (`rows`)."""
+    shape = tensor.get("shape")
+    expected = spec.expected
+    if (
+        not isinstance(shape, list)
+        or len(shape) != len(expected)
+        or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape)
+        or shape[1:] != expected[1:]
+        or shape[0] < 1
+    ):
+        raise ServeError(
+            400,
+            f"{field}.shape: expected {expected} (batch first, at least 1 row) for input "
+            f"{name!r}, got {short(shape)}",
+            "shape",
+        )
+    if shape[0] > max_rows:
+        raise ServeError(
+            413,
+            f"{field}.shape[0]: expected at most {max_rows} rows per request (the server's "
+            f"max_batch_size), got {shape[0]}; split the request",
+            "too_many_rows",
+        )
+    if rows is not None and shape[0] != rows:
+        raise ServeError(
+            400,
+            f"{field}.shape[0]: expected {rows} rows like the first input, got {shape[0]}",
+            "shape",
+        )
+    return shape
+
+
+def _binary_slice(
+    field: str,
+    tensor: dict,
+    shape: list[int],
+    spec: _Spec,
+    size: int,
+    binary: memoryview,
+    offset: int,
+) -> memoryview:
+    """The input's `size` bytes of binary data at `offset`, checked against its shape."""
+    expected_size = math.prod(shape) * spec.dtype.itemsize
+    if size != expected_size:
+        raise ServeError(
+            400,
+            f"{field}.parameters.binary_data_size: expected {expected_size} bytes for "
+            f"{spec.datatype} {shape}, got {size}",
+            "binary",
+        )
+    if "data" in tensor:
+        raise ServeError(
+            400, f"{field}.data: expected none with binary_data_size, got some", "binary"
+        )
+    if offset + size > len(binary):
+        raise ServeError(
+            400,
+            f"{field}.parameters.binary_data_size: expected {size} bytes of binary data at "
+            f"offset {offset}, got {max(len(binary) - offset, 0)} (is the "
+            "Inference-Header-Content-Length header set?)",
+            "binary",
+        )
+    return binary[offset : offset + size]
+
+
+def _wanted_outputs(
+    request: dict[str, Any], outputs: Mapping[str, Any]
+) -> tuple[list[str], frozenset[str]]:
+    """(output names to return, those to return binary): every output unless `outputs` names
+    some; binary when `parameters.binary_data_output` or the output's `binary_data` says so."""
     wanted = list(outputs)
     all_binary = _flag("parameters", request.get("parameters"), "binary_data_output")
     as_binary = set(wanted) if all_binary else set()
@@ -372,7 +424,7 @@ def decode_infer(
             isinstance(o, dict) and isinstance(o.get("name"), str) and o["name"] in outputs
             for o in requested
         ):
-            raise ProtocolError(
+            raise ServeError(
                 400,
                 f"outputs: expected a list of {{name}} with names in {sorted(outputs)}, got "
                 f"{short(requested)}",
@@ -384,7 +436,7 @@ def decode_infer(
             for i, o in enumerate(requested)
             if _flag(f"outputs[{i}].parameters", o.get("parameters"), "binary_data") or all_binary
         }
-    return arrays, int(rows or 0), request_id, wanted, frozenset(as_binary)
+    return wanted, frozenset(as_binary)
 
 
 def encode_infer(

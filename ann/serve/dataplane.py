@@ -1,0 +1,280 @@
+"""The serving logic, without HTTP: which models are served, whether they are ready, and infer.
+
+`app.App` translates HTTP to these calls and back (as MLServer's `rest/endpoints.py` does for its
+`handlers/dataplane.py`); anything that is not about HTTP lives here, so another front end (a
+gRPC one, a test, canary or shadow routing) drives the same logic. Refusals are
+`errors.ServeError` carrying their status.
+
+The seam for traffic routing: a request that names no version gets the version its
+`TrafficPolicy` chooses (`DataPlane.model`). Today that is `FirstGiven`, the first version given
+for the name; a canary policy would choose by weight, a shadow one would also hand a copy of the
+request to a second version (after `submit`, which has the decoded request).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+import numpy as np
+import orjson
+
+from ann import artifact
+from ann.serve import protocol
+from ann.serve.batcher import Batcher, QueueFull, Timing, buckets
+from ann.serve.errors import ServeError, unavailable
+from ann.serve.metrics import Metrics
+from ann.serve.settings import Settings
+
+log = logging.getLogger("ann.serve")
+
+
+class ServedModel:
+    """One version of one model: its artifact, its compiled buckets and its batcher.
+
+    `inputs`: the signature without the batch axis (what the codec checks requests against);
+    `metadata`: the v2 model metadata reply, encoded once."""
+
+    def __init__(self, name: str, version: str, model: artifact.Model, source: str):
+        self.name, self.version, self.model, self.source = name, version, model, source
+        self.inputs = {k: {**v, "shape": v["shape"][1:]} for k, v in model.inputs.items()}
+        self.outputs = model.outputs
+        self.batcher: Batcher | None = None
+        self.ready = False
+        self.observe_duration: Callable[[float], None] = lambda _: None
+        self.observe_queue: Callable[[float], None] = lambda _: None
+        self.metadata = orjson.dumps(
+            {
+                "name": name,
+                "versions": [version],
+                "platform": "jax",
+                "inputs": protocol.tensor_metadata(model.inputs),
+                "outputs": protocol.tensor_metadata(model.outputs),
+                "model_name": name,
+                "model_version": version,
+                "parameters": {
+                    "platforms": model.manifest.get("platforms"),
+                    "source": model.manifest.get("source"),
+                    "metrics": model.manifest.get("metrics"),
+                    "labels": {k: v["names"] for k, v in model.outputs.items() if "names" in v},
+                },
+            }
+        )
+
+
+class TrafficPolicy(Protocol):
+    """Chooses the version that answers a request naming no version."""
+
+    def choose(self, name: str, versions: Mapping[str, ServedModel]) -> ServedModel: ...
+
+
+class FirstGiven:
+    """The first version given for a name (`--model` order) answers its unversioned path."""
+
+    def choose(self, name: str, versions: Mapping[str, ServedModel]) -> ServedModel:
+        return next(iter(versions.values()))  # dicts keep insertion order
+
+
+class DataPlane:
+    """The served models and what can be asked of them: readiness, metadata, infer.
+
+    `models`: loaded artifacts (compiled by `start`); `settings` were checked when made;
+    `policy` chooses the version of an unversioned request (default `FirstGiven`)."""
+
+    def __init__(
+        self,
+        models: list[ServedModel],
+        settings: Settings,
+        policy: TrafficPolicy | None = None,
+    ):
+        self.settings = settings
+        self.policy: TrafficPolicy = policy or FirstGiven()
+        self.models: dict[str, dict[str, ServedModel]] = {}
+        for m in models:
+            self.models.setdefault(m.name, {})[m.version] = m
+        self.metrics = Metrics(settings.max_batch_size)
+        for m in models:
+            self._bind_metrics(m)
+        self.draining = False
+        self.compile_error: str | None = None
+        self._compile_task: asyncio.Task | None = None
+
+    def _bind_metrics(self, m: ServedModel) -> None:
+        # Children bound once: a labels() lookup per request costs more than the observe.
+        m.observe_duration = self.metrics.request_duration.labels(m.name, m.version).observe
+        m.observe_queue = self.metrics.queue_seconds.labels(m.name, m.version).observe
+        platforms = ",".join(m.model.manifest.get("platforms", []))
+        self.metrics.model_info.labels(m.name, m.version, platforms, m.source).set(1)
+
+    # -- what is served --------------------------------------------------------------------------
+
+    def model(self, name: str, version: str | None = None) -> ServedModel:
+        """The served model `name` at `version`, or the one the traffic policy chooses when
+        `version` is None; `ServeError` 404 naming what is served otherwise."""
+        versions = self.models.get(name)
+        if versions is None:
+            raise ServeError(
+                404,
+                f"model: expected one of {sorted(self.models)}, got {protocol.short(name)}",
+                "model",
+            )
+        if version is None:
+            return self.policy.choose(name, versions)
+        served = versions.get(version)
+        if served is None:
+            raise ServeError(
+                404,
+                f"model {name!r} version: expected one of {sorted(versions)}, got "
+                f"{protocol.short(version)}",
+                "version",
+            )
+        return served
+
+    def all_models(self) -> list[ServedModel]:
+        return [m for versions in self.models.values() for m in versions.values()]
+
+    @property
+    def ready(self) -> bool:
+        """Every model compiled and the server not draining."""
+        return not self.draining and all(m.ready for m in self.all_models())
+
+    def model_ready(self, m: ServedModel) -> bool:
+        return m.ready and not self.draining
+
+    def readiness(self) -> dict[str, Any]:
+        """`{"ready": bool}`, with `"error"` when compiling failed."""
+        reply: dict[str, Any] = {"ready": self.ready}
+        if self.compile_error:
+            reply["error"] = f"compiling failed: {self.compile_error}"
+        return reply
+
+    def server_metadata(self) -> dict[str, Any]:
+        import ann
+
+        return {
+            "name": "ann",
+            "version": ann.__version__,
+            "extensions": ["binary_tensor_data"],
+            "models": [
+                {"name": m.name, "version": m.version, "ready": m.ready} for m in self.all_models()
+            ],
+        }
+
+    # -- infer -----------------------------------------------------------------------------------
+
+    def admit(self, m: ServedModel) -> Batcher:
+        """`m`'s batcher if it may take a request now; else `ServeError` 503 + Retry-After
+        (draining, still compiling, queue full): refusals that cost nothing, made before the
+        request is decoded."""
+        retry = self.settings.retry_after_seconds
+        if self.draining:
+            raise unavailable("server: draining for shutdown; retry elsewhere", "draining", retry)
+        batcher = m.batcher
+        if not m.ready or batcher is None:
+            raise unavailable(
+                f"model {m.name!r} version {m.version}: still compiling; retry", "not_ready", retry
+            )
+        try:
+            batcher.check_room()  # no room for even one row
+        except QueueFull as e:
+            raise unavailable(f"queue: full ({e}); retry later", "queue_full", retry) from None
+        return batcher
+
+    def submit(self, batcher: Batcher, request: protocol.InferRequest) -> asyncio.Future:
+        """Queues a decoded request on `batcher` (from `admit`); the future gets
+        (outputs by name, `Timing`). `ServeError` 503 when the queue has no room for its rows."""
+        try:
+            return batcher.submit_nowait(request.inputs, request.rows)
+        except QueueFull as e:
+            retry = self.settings.retry_after_seconds
+            raise unavailable(f"queue: full ({e}); retry later", "queue_full", retry) from None
+
+    @staticmethod
+    def observe(m: ServedModel, seconds: float, timing: Timing) -> None:
+        """Records one answered infer: `seconds` from its body read to its reply."""
+        m.observe_duration(seconds)
+        m.observe_queue(timing.queue_seconds)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Starts compiling every model in the background (the port is open meanwhile)."""
+        self._compile_task = asyncio.get_running_loop().create_task(self._compile_all())
+
+    async def _compile_all(self) -> None:
+        """Compiles every bucket of every model (off the event loop), then turns ready."""
+        loop = asyncio.get_running_loop()
+        sizes = buckets(self.settings.max_batch_size)
+        for m in self.all_models():
+            start = time.perf_counter()
+            try:
+                run = await loop.run_in_executor(None, _compile_buckets, m.model, sizes)
+            except Exception as e:
+                self.compile_error = f"model {m.name} version {m.version}: {e}"
+                log.exception("compiling %s failed", m.name)
+                return
+            self._start_batcher(m, run)
+            log.warning(
+                "model %s version %s: compiled batch sizes %s in %.1fs",
+                m.name,
+                m.version,
+                sizes,
+                time.perf_counter() - start,
+            )
+        self.metrics.ready.set(1 if self.ready else 0)
+        log.warning("ready")
+
+    def _start_batcher(self, m: ServedModel, run: Mapping[int, Callable]) -> None:
+        s = self.settings
+        m.batcher = Batcher(
+            run,
+            s.max_batch_size,
+            s.max_queue_delay_ms / 1000,
+            s.queue_rows,
+            wait=s.batch_wait,
+            on_batch=self._batch_observer(m),
+        )
+        m.batcher.start()
+        m.ready = True
+
+    def _batch_observer(self, m: ServedModel) -> Callable[[Timing], None]:
+        compute = self.metrics.compute_seconds.labels(m.name, m.version)
+        size = self.metrics.batch_size.labels(m.name, m.version)
+        padding = self.metrics.padding.labels(m.name, m.version)
+        self.metrics.queue_depth.labels(m.name, m.version).set_function(
+            lambda: m.batcher.queued_rows if m.batcher else 0
+        )
+
+        def observe(t: Timing) -> None:
+            compute.observe(t.compute_seconds)
+            size.observe(t.batch_rows)
+            padding.inc(t.bucket - t.batch_rows)
+
+        return observe
+
+    def start_draining(self) -> None:
+        """SIGTERM: ready turns false and new infers get 503; queued ones still finish."""
+        self.draining = True
+        self.metrics.ready.set(0)
+
+    async def shutdown(self) -> None:
+        """Drains: every queued request finishes, then the batchers stop."""
+        self.start_draining()
+        for m in self.all_models():
+            if m.batcher is not None:
+                await m.batcher.close()
+        if self._compile_task is not None and not self._compile_task.done():
+            self._compile_task.cancel()
+
+
+def _compile_buckets(model: artifact.Model, sizes: list[int]) -> dict[int, Callable]:
+    """AOT-compiles each bucket and runs it once, so the first request pays nothing."""
+    run = {}
+    for size in sizes:
+        fn = model.compile(size)
+        fn({k: np.zeros((size, *v["shape"][1:]), v["dtype"]) for k, v in model.inputs.items()})
+        run[size] = fn
+    return run

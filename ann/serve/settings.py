@@ -1,0 +1,180 @@
+"""The server's settings: the one place where each default is written.
+
+Every field is a flag of `python -m ann.serve` of the same name (`ann/serve/__main__.py` defines
+the flags from these fields: their defaults, help and choices), except those marked `flag=False`.
+Values are checked when a `Settings` is made (`ValueError`: one line naming the flag and the
+fix), so a setting that cannot work stops the server before its port opens.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+
+def _flag(default: Any, help: str, kind: type | None = None, **extra: Any) -> Any:
+    """A field that is also a flag: `kind` (int, float, str) when the default is None;
+    `choices` for an enum flag; `env` names a variable that overrides the default;
+    `flag=False` for a setting without a flag."""
+    metadata = {"help": help, "kind": kind or type(default), **extra}
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+@dataclasses.dataclass
+class Settings:
+    """The server's configuration, one field per flag of `python -m ann.serve`.
+
+    Limits on clients (ann/serve/http.py), defaults and where they come from:
+    `max_request_line_bytes` 8192 (414 above; nginx `large_client_header_buffers 4 8k`, Apache
+    `LimitRequestLine 8190`); `max_header_bytes` 16384 for all header fields together (431;
+    h11's and so uvicorn's `max_incomplete_event_size` 16 KiB, Node's `--max-http-header-size`
+    16 KiB); `max_headers` 100 fields (431; Apache `LimitRequestFields 100`); `header_timeout_s`
+    60 for a whole request head and `body_timeout_s` 60 between two reads of a body (408;
+    nginx `client_header_timeout` and `client_body_timeout`, both 60 s); `keepalive_timeout_s` 5
+    idle between requests (uvicorn `--timeout-keep-alive` 5 s); `max_connections` 512 open at
+    once (503 above; nginx `worker_connections 512`, which also fits the common `ulimit -n` of
+    1024); `max_body_bytes` 8 MiB (413).
+    """
+
+    host: str = _flag("127.0.0.1", "Address to bind; 0.0.0.0 only in a container.")
+    port: int = _flag(8000, "Port.")
+    metrics_port: int | None = _flag(
+        None,
+        "Second port serving /metrics and /v2/health/* without the token (for Prometheus); "
+        "off by default.",
+        int,
+    )
+    registry: str = _flag(
+        "registry",
+        "Registry directory for models:/ URIs; default $ANN_REGISTRY.",
+        env="ANN_REGISTRY",
+    )
+    max_batch_size: int = _flag(64, "Most rows per batch and request.")
+    max_queue_delay_ms: float = _flag(2.0, "Longest a request waits for its batch.")
+    batch_wait: str = _flag(
+        "idle",
+        "idle: run a batch as soon as no more requests are waiting to be read (at most "
+        "max_queue_delay_ms); full: wait until it is full or max_queue_delay_ms has passed.",
+        choices=["idle", "full"],
+    )
+    max_queue_rows: int | None = _flag(None, "Rows queued before 503 (default 16 batches).", int)
+    max_body_bytes: int = _flag(8 << 20, "Largest request body (413).")
+    max_request_line_bytes: int = _flag(8192, "Longest request URL (414).")
+    max_header_bytes: int = _flag(16 << 10, "Most bytes of header fields per request (431).")
+    max_headers: int = _flag(100, "Most header fields per request (431).")
+    header_timeout_s: float = _flag(60.0, "Seconds to receive a whole request head (408).")
+    body_timeout_s: float = _flag(60.0, "Seconds between two reads of a body (408).")
+    keepalive_timeout_s: float = _flag(5.0, "Seconds an idle connection stays open.")
+    max_connections: int = _flag(512, "Connections open at once (503 above).")
+    token: str | None = _flag(
+        None,
+        "Bearer token required (except health); default $ANN_SERVE_TOKEN. Prefer --token_file "
+        "or the variable: a command line is visible to other users.",
+        str,
+        env="ANN_SERVE_TOKEN",
+    )
+    request_log: str | None = _flag(None, "File for sampled request/response JSON lines.", str)
+    request_log_sample: float = _flag(0.01, "Share of requests logged.")
+    shutdown_timeout: float = _flag(30.0, "Seconds SIGTERM waits for queued requests.")
+    retry_after_seconds: int = _flag(1, "Retry-After of a 503.", flag=False)
+
+    def __post_init__(self) -> None:
+        problem = self.problem()
+        if problem:
+            raise ValueError(problem)
+
+    @property
+    def queue_rows(self) -> int:
+        return self.max_queue_rows or 16 * self.max_batch_size
+
+    def problem(self) -> str | None:
+        """The first setting that cannot work, as one line naming the flag and the fix."""
+        ranges: list[tuple[str, float, float, str]] = [
+            ("port", 1, 65535, ""),
+            ("max_batch_size", 1, 1 << 16, "rows per batch; each size up to it is compiled"),
+            ("max_queue_delay_ms", 0, 60_000, ""),
+            ("max_body_bytes", 1024, 1 << 31, "bytes; a body is held in memory"),
+            ("max_request_line_bytes", 256, 1 << 20, "bytes"),
+            ("max_header_bytes", 1024, 1 << 20, "bytes"),
+            ("max_headers", 8, 10_000, "header fields"),
+            ("header_timeout_s", 0.01, 3600, "seconds"),
+            ("body_timeout_s", 0.01, 3600, "seconds"),
+            ("keepalive_timeout_s", 0.01, 3600, "seconds"),
+            ("max_connections", 1, 1 << 20, ""),
+            ("request_log_sample", 0, 1, "a share of requests"),
+            ("shutdown_timeout", 0, 3600, "seconds"),
+            ("retry_after_seconds", 0, 3600, "seconds"),
+        ]
+        if self.metrics_port is not None:
+            ranges.append(("metrics_port", 1, 65535, ""))
+        if self.max_queue_rows is not None:
+            ranges.append(("max_queue_rows", 1, 1 << 30, "rows"))
+        for name, low, high, unit in ranges:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                return f"--{name}={value!r}: expected a number in [{low}, {high}]"
+            if not (low <= value <= high):  # also NaN
+                unit = f" ({unit})" if unit else ""
+                return (
+                    f"--{name}={_number(value)}: expected a value in [{_number(low)}, "
+                    f"{_number(high)}]{unit}"
+                )
+        if not self.host:
+            return "--host: expected an address to bind, got an empty string"
+        if self.batch_wait not in ("idle", "full"):
+            return f"--batch_wait={self.batch_wait}: expected idle or full"
+        if self.queue_rows < self.max_batch_size:
+            return (
+                f"--max_queue_rows={self.queue_rows} is below --max_batch_size="
+                f"{self.max_batch_size}: a full batch could never be queued; raise "
+                f"--max_queue_rows to at least {self.max_batch_size} or leave it unset"
+            )
+        if self.metrics_port is not None and self.metrics_port == self.port:
+            return (
+                f"--metrics_port={self.metrics_port} is --port too; give the metrics listener "
+                "a port of its own"
+            )
+        if self.token is not None and not (
+            self.token and all(33 <= ord(c) <= 126 for c in self.token)
+        ):
+            return (
+                "token: expected printable ASCII without spaces (a Bearer token, RFC 6750), got "
+                f"{'an empty one' if not self.token else 'other characters'}; set "
+                "--token_file or $ANN_SERVE_TOKEN to a real token, or unset both for no token"
+            )
+        if self.request_log is not None:
+            path = os.path.abspath(self.request_log)
+            folder = os.path.dirname(path)
+            if not os.path.isdir(folder):
+                return f"--request_log={self.request_log}: its folder {folder} does not exist"
+            if os.path.isdir(path):
+                return f"--request_log={self.request_log}: is a folder; give a file in it"
+            if not os.access(path if os.path.exists(path) else folder, os.W_OK):
+                return f"--request_log={self.request_log}: not writable; give a writable path"
+        return None
+
+    def file_descriptors(self) -> int:
+        """File descriptors the server may need: its connections and a reserve for the rest."""
+        listeners = 2 if self.metrics_port is not None else 1
+        return listeners * self.max_connections + 256
+
+
+def _number(value: float) -> str:
+    """12, 0.5, nan, inf: as a flag would be written."""
+    if isinstance(value, int) or (float(value).is_integer() and abs(value) < 1e18):
+        return str(int(value))
+    return repr(float(value))
+
+
+def flag_fields() -> list[dataclasses.Field]:
+    """The fields that are flags of `python -m ann.serve`, in order."""
+    return [f for f in dataclasses.fields(Settings) if f.metadata.get("flag", True)]
+
+
+def flag_default(field: dataclasses.Field) -> Any:
+    """A flag's default: its field's, or the environment variable that overrides it."""
+    env = field.metadata.get("env")
+    if env is not None and env in os.environ:
+        return os.environ[env]
+    return field.default

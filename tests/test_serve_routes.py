@@ -1,0 +1,129 @@
+"""The server's route table, in-process: 404 for a path no route has whatever its method, 405
+with `Allow` for a route asked with another method, the token and the metrics port judged per
+route; the OpenAPI document (static package data) lists every route; `Settings` is the one
+source of the server's defaults."""
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import tomllib
+
+from ann.serve import openapi
+from ann.serve.app import ROUTES, App
+from ann.serve.dataplane import ServedModel
+from ann.serve.settings import Settings, flag_fields
+
+ROOT = Path(__file__).resolve().parent.parent
+METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
+
+
+class FakeModel:
+    name = "m"
+    inputs = {"x": {"dtype": "float32", "shape": [-1, 2]}}
+    outputs = {"y": {"dtype": "float32", "shape": [-1, 2]}}
+    manifest = {"platforms": ["cpu"]}
+
+
+def call(app, method, path, token=None, public_only=False):
+    """(status, parsed JSON or raw body, headers) of one request handled in-process."""
+    replies = []
+    auth = f"Bearer {token}".encode() if token else None
+    app.handle(method, path, auth, b"{}", None, lambda *reply: replies.append(reply),
+               public_only=public_only)  # fmt: skip
+    [(status, body, headers)] = replies
+    headers = dict(headers or [])
+    if headers.get(b"content-type", b"application/json") == b"application/json":
+        body = json.loads(body)
+    return status, body, headers
+
+
+def concrete(pattern: str) -> str:
+    return pattern.replace("{name}", "m").replace("{version}", "1")
+
+
+@pytest.fixture
+def app():
+    return App([ServedModel("m", "1", FakeModel(), "test")], Settings())
+
+
+def test_unknown_paths_are_404_whatever_the_method(app):
+    for path in ["/v2/nowhere", "/v2/models/m/infer/extra", "/", "/v2/health", "/metrics/x"]:
+        for method in METHODS:
+            status, body, _ = call(app, method, path)
+            assert status == 404, (method, path, body)
+            assert body["error"].startswith(f"no route {method} "), body
+
+
+def test_every_route_refuses_other_methods_with_405_and_allow(app):
+    for route in ROUTES:
+        path = concrete(route.pattern)
+        allowed = sorted(route.methods)
+        for method in METHODS:
+            if method in route.methods:
+                continue
+            status, body, headers = call(app, method, path)
+            assert status == 405, (method, path, body)
+            assert headers[b"allow"] == ", ".join(allowed).encode()
+            assert (
+                f"method: expected {', '.join(allowed)} for {path}, got {method}" in (body["error"])
+            )
+            if "{name}" in route.pattern:  # a model route names its model even in a 405
+                assert (body["model_name"], body["model_version"]) == ("m", "1")
+
+
+def test_unknown_models_and_versions_are_404_before_the_method(app):
+    assert call(app, "GET", "/v2/models/nope/infer")[:1] == (404,)
+    status, body, _ = call(app, "DELETE", "/v2/models/m/versions/7/ready")
+    assert status == 404 and "version: expected one of ['1'], got '7'" in body["error"]
+
+
+def test_token_and_metrics_port_are_judged_per_route():
+    app = App([ServedModel("m", "1", FakeModel(), "test")], Settings(token="s3cret"))
+    for route in ROUTES:
+        path = concrete(route.pattern)
+        method = next(iter(route.methods))
+        status = call(app, method, path)[0]
+        assert (status != 401) == route.public, (path, status)
+        status = call(app, method, path, public_only=True)[0]
+        assert (status != 404) == route.metrics_port, (path, status)
+    # An unknown path asks for the token first: it tells a stranger nothing.
+    assert call(app, "POST", "/v2/nowhere")[0] == 401
+    assert call(app, "POST", "/v2/nowhere", token="s3cret")[0] == 404
+
+
+def test_openapi_is_static_package_data_listing_every_route(app):
+    status, doc, _ = call(app, "GET", "/openapi.json")
+    assert status == 200 and doc["openapi"].startswith("3.")
+    assert set(doc["paths"]) == {r.pattern for r in ROUTES}
+    for route in ROUTES:
+        assert set(doc["paths"][route.pattern]) == {m.lower() for m in route.methods}
+    # Filled per model: the names a {name} takes, and each version's tensors.
+    assert doc["components"]["parameters"]["name"]["schema"]["enum"] == ["m"]
+    assert doc["x-models"]["m"]["1"]["inputs"] == [
+        {"name": "x", "datatype": "FP32", "shape": [-1, 2]}
+    ]
+    assert "enum" not in openapi.template()["components"]["parameters"]["name"]["schema"]
+    # A wheel carries it: declared package data.
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "openapi.json" in project["tool"]["setuptools"]["package-data"]["ann.serve"]
+
+
+def test_settings_are_the_only_source_of_flag_defaults():
+    code = (
+        "import json\nfrom absl import flags\nimport ann.serve.__main__ as m\nm.define_flags()\n"
+        "print(json.dumps({k: v.default for k, v in flags.FLAGS._flags().items()}))"
+    )
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}  # no $ANN_* variables
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, env=env, check=True)  # fmt: skip
+    defaults = json.loads(out.stdout)
+    fields = flag_fields()
+    assert fields and {f.name for f in dataclasses.fields(Settings)} - {f.name for f in fields} == {
+        "retry_after_seconds"
+    }
+    for field in fields:
+        assert defaults[field.name] == field.default, field.name
