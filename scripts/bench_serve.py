@@ -4,6 +4,7 @@
         [--requests=3000] [--seconds=8] [--steps=100] [--workdir=runs/bench_serve]
         [--encoding=json|binary]
     python scripts/bench_serve.py --http_layer   # the fixed cost per request, in-process
+    python scripts/bench_serve.py --app_layer    # the routes' and serving logic's, in-process
 
 For each model (configs/digits_cnn.py, configs/digits_resnet.py, trained for `--steps` steps and
 exported once into `--workdir`, reused after), it starts `python -m ann.serve` twice, with the
@@ -64,6 +65,12 @@ flags.DEFINE_boolean(
     False,
     "Only the in-process cost of one request's HTTP parse, limits, decode and reply (CPU "
     "microseconds, no sockets, no model): the server's fixed cost per request.",
+)
+flags.DEFINE_boolean(
+    "app_layer",
+    False,
+    "Only the in-process cost of `App.handle` per request (route table, token, serving logic, "
+    "decode; the batcher stubbed): an infer and a metadata request, CPU microseconds.",
 )
 # The load generator's own process (started by this script).
 flags.DEFINE_boolean("loadgen", False, "Internal: run as the load generator.")
@@ -307,6 +314,50 @@ def http_layer(requests: int = 20000, repeats: int = 7) -> None:
           f"median {times[len(times) // 2]:.2f} us")  # fmt: skip
 
 
+def app_layer(requests: int = 20000, repeats: int = 7) -> None:
+    """CPU time per request of `App.handle` for a one-row v2 JSON infer (routed, admitted,
+    decoded, queued on a stub batcher that never runs it) and for a model metadata GET: the
+    routes' and the serving logic's cost per request, without HTTP parsing or a model."""
+    from ann.serve.app import App
+    from ann.serve.dataplane import ServedModel
+
+    class Model:
+        name = "digits"
+        inputs = {"image": {"dtype": "uint8", "shape": [-1, 8, 8, 1]}}
+        outputs = {"label": {"dtype": "int32", "shape": [-1]}}
+        manifest = {"platforms": ["cpu"]}
+
+    class Future:
+        def add_done_callback(self, fn) -> None:
+            pass
+
+    class StubBatcher:  # accepts every request, runs none
+        def check_room(self, rows: int = 1) -> None:
+            pass
+
+        def submit_nowait(self, inputs, rows) -> Future:
+            return Future()
+
+    served = ServedModel("digits", "1", Model(), "bench")
+    served.ready, served.batcher = True, StubBatcher()
+    app = App([served], Settings(token="bench"))
+    auth = b"Bearer bench"
+    body = json.dumps({"inputs": [{"name": "image", "shape": [1, 8, 8, 1], "datatype": "UINT8",
+                                   "data": [3] * 64}]}).encode()  # fmt: skip
+    replies = []
+    for method, path, what in [("POST", "/v2/models/digits/infer", "infer"),
+                               ("GET", "/v2/models/digits", "metadata")]:  # fmt: skip
+        times = []
+        for _ in range(repeats):
+            start = time.process_time()
+            for _ in range(requests):
+                app.handle(method, path, auth, body, None, lambda *reply: None)
+            times.append((time.process_time() - start) / requests * 1e6)
+        times.sort()
+        replies.append(f"{what} {times[0]:.2f} us (median {times[len(times) // 2]:.2f})")
+    print(f"App.handle per request, best of {repeats}: " + ", ".join(replies))
+
+
 def main(argv: list[str]) -> None:
     del argv
     args = FLAGS
@@ -315,6 +366,9 @@ def main(argv: list[str]) -> None:
         return
     if args.http_layer:
         http_layer()
+        return
+    if args.app_layer:
+        app_layer()
         return
 
     import numpy as np

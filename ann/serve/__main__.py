@@ -18,7 +18,6 @@ command line is visible to every user of the machine (`ps`).
 from __future__ import annotations
 
 import logging
-import os
 import resource
 
 from absl import flags
@@ -87,7 +86,7 @@ def ensure_file_descriptors(needed: int) -> None:
         )
 
 
-def load_models(specs: list[str], registry_dir: str) -> list:
+def load_models(specs: list[str], registry_dir: str | None) -> list:
     """Resolves (`ann.registry.resolve`) and verifies every `--model` (`ServedModel`s); raises
     on the first that fails."""
     from ann import registry

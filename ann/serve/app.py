@@ -86,8 +86,12 @@ ROUTES: list[Route] = [
 
 
 class Router:
-    """Matches a path's parts to a route: routes grouped by their number of parts, each
-    compared on its literal parts only, literal-richer routes first."""
+    """Matches a path to a route and its parameters: routes grouped by their number of parts,
+    each compared on its literal parts only, literal-richer routes first (so a model named
+    like a literal route still reaches its own routes). Matches are remembered per path (at
+    most `CACHE` of them): a server sees the same few paths again and again."""
+
+    CACHE = 4096
 
     def __init__(self, routes: list[Route]):
         self._by_length: dict[int, list[tuple[Route, tuple, tuple]]] = {}
@@ -98,8 +102,22 @@ class Router:
             self._by_length.setdefault(len(parts), []).append((route, literals, names))
         for candidates in self._by_length.values():
             candidates.sort(key=lambda c: len(c[2]))
+        self._seen: dict[str, tuple[Route, dict[str, str]] | None] = {}
 
-    def match(self, parts: list[str]) -> tuple[Route, dict[str, str]] | None:
+    def match(self, path: str) -> tuple[Route, dict[str, str]] | None:
+        """(route, parameters by name) for `path`, or None; the parameters are shared by every
+        request of the same path: read them, never change them."""
+        try:
+            return self._seen[path]
+        except KeyError:
+            pass
+        found = self._match([p for p in path.split("/") if p])
+        if len(self._seen) >= self.CACHE:
+            self._seen.clear()
+        self._seen[path] = found
+        return found
+
+    def _match(self, parts: list[str]) -> tuple[Route, dict[str, str]] | None:
         for route, literals, names in self._by_length.get(len(parts), ()):
             for i, literal in literals:
                 if parts[i] != literal:
@@ -222,7 +240,7 @@ class App:
     ) -> tuple[Route, dict[str, str]]:
         """The route of `path` and its parameters, once the token allows it; 404 for a path
         no route has (on the metrics port: for every route it does not answer)."""
-        found = self.router.match([p for p in path.split("/") if p])
+        found = self.router.match(path)
         if public_only:
             if found is None or not found[0].metrics_port:
                 raise _no_route(method, path, "the metrics port serves /metrics and /v2/health/*")

@@ -45,10 +45,8 @@ class Settings:
         "off by default.",
         int,
     )
-    registry: str = _flag(
-        "registry",
-        "Registry directory for models:/ URIs; default $ANN_REGISTRY.",
-        env="ANN_REGISTRY",
+    registry: str | None = _flag(
+        None, "Registry directory for models:/ URIs (default $ANN_REGISTRY, else ./registry).", str
     )
     max_batch_size: int = _flag(64, "Most rows per batch and request.")
     max_queue_delay_ms: float = _flag(2.0, "Longest a request waits for its batch.")
