@@ -119,7 +119,8 @@ def _missing_flags(error: BaseException) -> str | None:
     names = _REQUIRED.findall(str(error))
     if not names:
         return None
-    what = "; ".join(f"--{n} ({flags.FLAGS[n].help.rstrip('.')})" for n in names)
+    # One line: absl's help of a repeatable flag has a second line ("repeat this option...").
+    what = "; ".join(f"--{n} ({' '.join(flags.FLAGS[n].help.split()).rstrip('.')})" for n in names)
     return f"missing {what}; --help lists every flag"
 
 
