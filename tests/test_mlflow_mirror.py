@@ -64,7 +64,7 @@ def test_versions_aliases_tags_and_lineage_appear_in_mlflow(digits_export, mlflo
     client = MlflowClient(mlflow_server)
     v1 = registry.register(str(out), "digits", aliases=["champion"], description="first")
     assert mirror(registry, "digits", 1, mlflow_server) == 1
-    registry.register(str(out), "digits")
+    registry.register(str(out), "digits", allow_duplicate=True)
     assert mirror(registry, "digits", 2, mlflow_server) == 2
     assert mirror(registry, "digits", 1, mlflow_server) == 1  # again: a no-op, not version 3
 
@@ -101,7 +101,7 @@ def test_versions_aliases_tags_and_lineage_appear_in_mlflow(digits_export, mlflo
     registry.delete_alias("digits", "challenger")
     mlflow_mirror.delete_alias("digits", "challenger", mlflow_server)
     assert client.get_registered_model("digits").aliases == {"champion": "1"}
-    registry.register(str(out), "digits")
+    registry.register(str(out), "digits", allow_duplicate=True)
     with pytest.raises(MirrorError, match=r"models:/digits/3 was not mirrored .* mirror it first"):
         mlflow_mirror.set_alias(registry, "digits", "champion", 3, mlflow_server)
 
@@ -132,7 +132,8 @@ def test_cli_mirrors_and_says_how_to_retry(digits_export, mlflow_server, tmp_pat
     # An unreachable server: ann's registry keeps the version, the error says how to retry.
     dead = f"http://127.0.0.1:{_free_port()}"
     env = {**os.environ, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
-    failed = cli("register", str(out), "--name=cli_digits", f"--mlflow_uri={dead}", env=env)
+    failed = cli("register", str(out), "--name=cli_digits", "--allow_duplicate",
+                 f"--mlflow_uri={dead}", env=env)  # fmt: skip
     assert failed.returncode == 1 and "registered" in failed.stdout
     assert f"mirroring models:/cli_digits/2 into MLflow at {dead} failed" in failed.stderr
     retry = f"--registry={tmp_path / 'reg'} mirror models:/cli_digits/2 --mlflow_uri={dead}"

@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 
@@ -16,7 +17,7 @@ def test_versions_aliases_tags_and_uris(digits_export, tmp_path):
     workdir, out = digits_export
     registry = Registry(str(tmp_path / "reg"))
     v1 = registry.register(str(out), "digits", tags={"team": "vision"}, aliases=["champion"])
-    v2 = registry.register(str(out), "digits", description="retrained")
+    v2 = registry.register(str(out), "digits", description="retrained", allow_duplicate=True)
     assert (v1.version, v2.version) == (1, 2)
     assert v1.aliases == ["champion"] and v1.tags == {"team": "vision"}
     assert v2.description == "retrained" and v2.uri == "models:/digits/2"
@@ -108,8 +109,7 @@ def test_registering_a_tampered_export_fails(digits_export, tmp_path):
     registry = Registry(str(tmp_path / "reg"))
     with pytest.raises(artifact.IntegrityError, match="weights.safetensors has 11 bytes"):
         registry.register(str(copy), "digits")
-    assert registry.models() == []
-    assert not [p for p in os.listdir(registry.artifacts) if p.startswith(".incoming")]
+    assert sorted(os.listdir(tmp_path)) == ["copy"]  # no registry, no staged copy left
 
 
 def test_register_reads_each_file_once(digits_export, tmp_path, monkeypatch):
@@ -127,24 +127,98 @@ def test_register_reads_each_file_once(digits_export, tmp_path, monkeypatch):
     assert sorted(opened) == sorted([artifact.MANIFEST, artifact.FUNCTION, artifact.WEIGHTS])
 
 
+def _register_concurrently(reg, out, *flags, n=4):
+    """`n` processes registering `out` as digits at once; returns their CompletedProcess-likes."""
+    cmd = [sys.executable, "-m", "ann.registry", f"--registry={reg}", "register", str(out)]
+    procs = [
+        subprocess.Popen([*cmd, "--name=digits", *flags], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+        for _ in range(n)
+    ]  # fmt: skip
+    for p in procs:
+        p.stdout_text, p.stderr_text = p.communicate(timeout=120)
+    return procs
+
+
 def test_concurrent_writers_get_distinct_versions(digits_export, tmp_path):
     _, out = digits_export
     reg = tmp_path / "reg"
     # No registry yet: the writers also race to create it.
-    cmd = [sys.executable, "-m", "ann.registry", f"--registry={reg}", "register", str(out)]
-    procs = [
-        subprocess.Popen([*cmd, "--name=digits"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        for _ in range(5)
-    ]
-    outputs = [p.communicate(timeout=120) for p in procs]
-    assert [p.returncode for p in procs] == [0] * 5, [o[1][-500:] for o in outputs]
-    uris = sorted(o[0].decode().split(" as ")[1].split()[0] for o in outputs)
+    procs = _register_concurrently(reg, out, "--allow_duplicate", n=5)
+    assert [p.returncode for p in procs] == [0] * 5, [p.stderr_text[-500:] for p in procs]
+    uris = sorted(p.stdout_text.split(" as ")[1].split()[0] for p in procs)
     assert uris == [f"models:/digits/{v}" for v in (1, 2, 3, 4, 5)]
     registry = Registry(str(reg))
     versions = registry.versions("digits")
     assert [v.version for v in versions] == [1, 2, 3, 4, 5]
     for v in versions:
         artifact.verify(v.path, v.manifest_sha256)
+
+
+def test_an_export_registered_again_is_refused_naming_its_version(digits_export, tmp_path):
+    """The same export (same manifest sha256) under the same name: one line naming the version
+    it is already, nothing changed; --allow_duplicate makes a new version anyway; another name
+    is another model."""
+    _, out = digits_export
+    reg = tmp_path / "reg"
+    # Writers racing with the same export: one version, the others refused (checked inside the
+    # transaction that allocates the version, not only before copying).
+    procs = _register_concurrently(reg, out, n=4)
+    assert sorted(p.returncode for p in procs) == [0, 1, 1, 1], [p.stderr_text for p in procs]
+    assert [v.version for v in Registry(str(reg)).versions("digits")] == [1]
+    before = _tree(reg, mtimes=False)
+    refused = _cli(reg, "register", str(out), "--name=digits", "--alias=champion", "--tag=a=b")
+    assert one_line_error(refused) == (
+        f"error: {out} is already registered as digits version 1 (the same manifest sha256); "
+        "point an alias at it (alias digits ALIAS 1), or give --allow_duplicate to register it "
+        "as a new version anyway"
+    )
+    assert _tree(reg, mtimes=False) == before  # no version, alias, tag or artifact
+    again = _cli(reg, "register", str(out), "--name=digits", "--allow_duplicate")
+    assert again.returncode == 0 and "as models:/digits/2" in again.stdout, again.stderr
+    registry = Registry(str(reg))
+    with pytest.raises(RegistryError, match="already registered as digits version 1, 2 "):
+        registry.register(str(out), "digits")
+    assert registry.register(str(out), "digits_copy").uri == "models:/digits_copy/1"
+
+
+def test_a_refused_register_creates_nothing(digits_export, tmp_path):
+    """A register refused for its export or for the directory it would register into leaves
+    no registry, database, artifacts directory or parent behind, nor changes an existing one."""
+    _, out = digits_export
+    tampered = tmp_path / "tampered"
+    shutil.copytree(out, tampered)
+    (tampered / artifact.WEIGHTS).write_bytes(b"not weights")
+    new = tmp_path / "new"
+    result = _cli(new / "reg", "register", str(tampered))
+    assert "weights.safetensors has 11 bytes" in one_line_error(result)
+    with pytest.raises(artifact.IntegrityError):
+        Registry(str(new / "reg")).register(str(tampered), "digits")
+    assert not new.exists()
+
+    empty = tmp_path / "empty"  # a directory the user made for it
+    empty.mkdir()
+    assert _cli(empty, "register", str(tampered)).returncode == 1
+    assert os.listdir(empty) == []
+
+    foreign = tmp_path / "foreign"  # a registry.db that is not ann's
+    foreign.mkdir()
+    sqlite3.connect(foreign / "registry.db").executescript("CREATE TABLE notes (text TEXT);")
+    (tmp_path / "garbage").mkdir()
+    (tmp_path / "garbage" / "registry.db").write_bytes(b"not a database")
+    for directory, message in [
+        (foreign, "is not an ann registry database (it holds the table notes)"),
+        (tmp_path / "garbage", "is not an ann registry database"),
+    ]:
+        before = _tree(directory)
+        assert message in one_line_error(_cli(directory, "register", str(out)))
+        assert _tree(directory) == before, directory
+
+    reg = tmp_path / "reg"  # an existing registry
+    Registry(str(reg)).register(str(out), "digits")
+    before = _tree(reg, mtimes=False)
+    assert _cli(reg, "register", str(tampered), "--name=digits").returncode == 1
+    assert _tree(reg, mtimes=False) == before
 
 
 def test_cli(digits_export, tmp_path):
@@ -176,15 +250,17 @@ def _cli(registry_dir, *args, **kwargs):
     )  # fmt: skip
 
 
-def _tree(root):
-    """Every path under `root` with its size, mtime and content hash."""
+def _tree(root, mtimes=True):
+    """Every path under `root` with its size, mtime (unless `mtimes` is False: a directory's
+    changes when a staged copy inside it comes and goes) and content hash."""
     snapshot = {}
     for dirpath, dirnames, filenames in os.walk(root):
         for name in dirnames + filenames:
             path = os.path.join(dirpath, name)
             st = os.lstat(path)
             digest = artifact.sha256_file(path) if os.path.isfile(path) else None
-            snapshot[os.path.relpath(path, root)] = (st.st_size, st.st_mtime_ns, digest)
+            size = None if os.path.isdir(path) else st.st_size
+            snapshot[os.path.relpath(path, root)] = (size, st.st_mtime_ns * mtimes, digest)
     return snapshot
 
 

@@ -94,7 +94,7 @@ def served(digits_export, tmp_path_factory):
     root = tmp_path_factory.mktemp("serve")
     registry = Registry(str(root / "reg"))
     registry.register(str(out), "digits", aliases=["champion"])
-    registry.register(str(out), "digits")
+    registry.register(str(out), "digits", allow_duplicate=True)
     server = Server(
         [
             "--model=models:/digits@champion",

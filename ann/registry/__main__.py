@@ -1,6 +1,7 @@
 """The model registry's command line (see `ann/registry/__init__.py` for the registry):
 
     python -m ann.registry --registry=DIR register EXPORT_DIR [--name=digits] [--alias=champion]
+                                              [--allow_duplicate]
     python -m ann.registry --registry=DIR list
     python -m ann.registry --registry=DIR versions NAME
     python -m ann.registry --registry=DIR alias NAME ALIAS VERSION     (--delete to remove)
@@ -87,6 +88,7 @@ ONLY_FOR = {
     "description": "register",
     "tag": "register",
     "alias": "register",
+    "allow_duplicate": "register",
     "version": "tag",
     "delete": "alias",
 }
@@ -152,7 +154,12 @@ def _version(f: Any, uri: str) -> ModelVersion:
 
 def _register(registry: Registry, f: Any, args: Sequence[str], mlflow_uri: str) -> None:
     mv = registry.register(
-        args[0], f.name, f.description or "", _parse_tags(f.tag or []), f.alias or []
+        args[0],
+        f.name,
+        f.description or "",
+        _parse_tags(f.tag or []),
+        f.alias or [],
+        allow_duplicate=f.allow_duplicate,
     )
     print(f"registered {args[0]} as {mv.uri}" + (f" @{','.join(mv.aliases)}" * bool(mv.aliases)))
     if mlflow_uri:
@@ -240,6 +247,12 @@ def define_flags() -> None:
     flags.DEFINE_string("description", None, "register: a description of the version.")
     flags.DEFINE_multi_string("tag", None, "register: KEY=VALUE tags for the version.")
     flags.DEFINE_multi_string("alias", None, "register: aliases to point at the new version.")
+    flags.DEFINE_boolean(
+        "allow_duplicate",
+        False,
+        "register: make a new version even if this export (its manifest sha256) is already "
+        "a version of the model (refused by default, naming that version).",
+    )
     flags.DEFINE_integer("version", None, "tag: tag this version (>= 1) instead of the model.")
     flags.DEFINE_boolean("delete", False, "alias: delete the alias NAME ALIAS.")
     flags.DEFINE_string(

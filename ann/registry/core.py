@@ -73,6 +73,9 @@ def default_root() -> str:
     return os.environ.get("ANN_REGISTRY", "registry")
 
 
+TABLES = ("registered_models", "model_versions", "aliases", "tags")  # what SCHEMA creates
+
+
 class RegistryError(ValueError):
     """A registry request that cannot be met; the message says which name, version or alias."""
 
@@ -128,19 +131,42 @@ class Registry:
         """Whether `root` holds a registry (its database); looks, touches nothing."""
         return os.path.isfile(self.db_path)
 
-    def _create(self) -> None:
-        """Creates the directory and the database (idempotent, safe across processes)."""
+    def _check_root(self) -> None:
+        """Refuses, before anything is written, a root that is a file or holds a registry.db
+        that is not an ann registry (another program's database, or not SQLite at all)."""
         if os.path.exists(self.root) and not os.path.isdir(self.root):
             raise RegistryError(f"--registry={self.root} is a file, not a registry directory")
-        os.makedirs(self.artifacts, exist_ok=True)
+        if self.exists():
+            with self._connect() as db:
+                self._check_tables(db)
+
+    def _check_tables(self, db: sqlite3.Connection) -> None:
+        try:
+            rows = db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+        except sqlite3.DatabaseError as e:
+            raise RegistryError(f"{self.db_path} is not an ann registry database ({e})") from e
+        foreign = sorted({row[0] for row in rows} - set(TABLES))
+        if foreign:
+            raise RegistryError(
+                f"{self.db_path} is not an ann registry database (it holds the table"
+                f"{'s' * (len(foreign) > 1)} {', '.join(foreign)}); give another --registry"
+            )
+
+    def _create(self) -> None:
+        """Creates the directory and the database (idempotent, safe across processes); an
+        existing database must be an ann registry's, and is left as it is otherwise."""
+        self._check_root()
+        os.makedirs(self.root, exist_ok=True)
         db = sqlite3.connect(self.db_path, timeout=60, isolation_level=None)
         try:
+            self._check_tables(db)
             db.execute("PRAGMA journal_mode=WAL")  # readers do not wait for a writer
             db.executescript(SCHEMA)
         except sqlite3.DatabaseError as e:
             raise RegistryError(f"{self.db_path} is not an ann registry database ({e})") from e
         finally:
             db.close()
+        os.makedirs(self.artifacts, exist_ok=True)
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -196,65 +222,38 @@ class Registry:
         description: str = "",
         tags: Mapping[str, str] | None = None,
         aliases: Sequence[str] = (),
+        allow_duplicate: bool = False,
     ) -> ModelVersion:
         """Copies a verified export in as the next version of `name` (default: its manifest's).
 
         Only the manifest and the files it lists are copied, each checked on the way (see
         `ann.artifact`): an export whose manifest names a path outside it, a symbolic link, a
-        special file or a file of another size or sha256 is refused, and nothing is registered.
-        Creates the registry if it does not exist yet."""
+        special file or a file of another size or sha256 is refused (artifact.IntegrityError).
+        An export already registered under `name` (the same manifest sha256) is refused with
+        RegistryError naming its version, unless `allow_duplicate`. Creates the registry if it
+        does not exist yet, but only once the copy is verified: a refused register creates
+        and changes nothing (the copy is staged next to the registry and removed)."""
         manifest, raw = artifact.read_manifest_bytes(export_dir)
         name = name or manifest["name"]
-        self._check_name(name)
-        for alias in aliases:
-            self._check_alias(alias)
-        for key, value in (tags or {}).items():
-            self._check_tag(key, value)
-        if len(description) > MAX_DESCRIPTION:
-            raise RegistryError(
-                f"the description has {len(description)} characters, more than {MAX_DESCRIPTION}"
-            )
-        self._create()
-        incoming = os.path.join(self.artifacts, f".incoming-{uuid.uuid4().hex}")
+        self._check_request(name, description, tags or {}, aliases)
+        self._check_root()
+        manifest_sha = artifact.sha256_bytes(raw)
+        if not allow_duplicate and self.exists():  # before copying anything
+            with self._connect() as db:
+                self._refuse_duplicate(db, name, manifest_sha, export_dir)
+        incoming = self._stage(export_dir, manifest, raw)
         try:
-            os.mkdir(incoming)
-            with open(os.path.join(incoming, artifact.MANIFEST), "xb") as f:
-                f.write(raw)
-            # Each file is hashed once, as it is copied: the bytes written are the bytes checked.
-            for file_name in manifest["files"]:
-                artifact.copy_verified(export_dir, manifest, file_name, incoming)
-            manifest_sha = artifact.sha256_bytes(raw)
-            now = time.time()
+            self._create()
             with self._write() as db:
-                db.execute(
-                    "INSERT INTO registered_models (name, created, updated) VALUES (?, ?, ?) "
-                    "ON CONFLICT(name) DO UPDATE SET updated = excluded.updated",
-                    (name, now, now),
-                )
-                (last,) = db.execute(
-                    "SELECT COALESCE(MAX(version), 0) FROM model_versions WHERE name = ?", (name,)
-                ).fetchone()
-                version = last + 1
-                rel = os.path.join("artifacts", name, str(version))
-                db.execute(
-                    "INSERT INTO model_versions (name, version, path, manifest_sha256, source, "
-                    "lineage, description, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        name,
-                        version,
-                        rel,
-                        manifest_sha,
-                        os.path.abspath(export_dir),
-                        json.dumps(_lineage(manifest)),
-                        description,
-                        now,
-                    ),
-                )
+                if not allow_duplicate:  # another writer may have registered it meanwhile
+                    self._refuse_duplicate(db, name, manifest_sha, export_dir)
+                version = self._insert_version(db, name, export_dir, manifest, manifest_sha,
+                                               description)  # fmt: skip
                 for key, value in (tags or {}).items():
                     self._put_tag(db, name, version, key, value)
                 for alias in aliases:
                     self._put_alias(db, name, alias, version)
-                target = os.path.join(self.root, rel)
+                target = os.path.join(self.artifacts, name, str(version))
                 # Left by a writer that died between the rename and its commit: not in the db.
                 _remove(target)
                 os.makedirs(os.path.dirname(target), exist_ok=True)
@@ -263,6 +262,83 @@ class Registry:
         finally:
             _remove(incoming)
         return self.get_version(name, version)
+
+    def _stage(self, export_dir: str, manifest: Mapping[str, Any], raw: bytes) -> str:
+        """A verified copy of the export (the manifest and the files it lists) in a new
+        directory on the registry's file system, so that moving it in is a rename: in
+        `artifacts/` if it exists, else in the nearest existing directory above it. Each file
+        is hashed once, as it is copied: the bytes written are the bytes checked. Nothing is
+        left behind if a file is refused."""
+        parent = self.artifacts
+        while not os.path.isdir(parent):
+            parent = os.path.dirname(parent)
+        incoming = os.path.join(parent, f".ann-registry-incoming-{uuid.uuid4().hex}")
+        os.mkdir(incoming)
+        try:
+            with open(os.path.join(incoming, artifact.MANIFEST), "xb") as f:
+                f.write(raw)
+            for file_name in manifest["files"]:
+                artifact.copy_verified(export_dir, manifest, file_name, incoming)
+        except BaseException:
+            _remove(incoming)
+            raise
+        return incoming
+
+    @staticmethod
+    def _insert_version(
+        db: sqlite3.Connection,
+        name: str,
+        export_dir: str,
+        manifest: Mapping[str, Any],
+        manifest_sha: str,
+        description: str,
+    ) -> int:
+        """Adds the next version of `name` (and `name` itself if new); returns its number."""
+        now = time.time()
+        db.execute(
+            "INSERT INTO registered_models (name, created, updated) VALUES (?, ?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET updated = excluded.updated",
+            (name, now, now),
+        )
+        (last,) = db.execute(
+            "SELECT COALESCE(MAX(version), 0) FROM model_versions WHERE name = ?", (name,)
+        ).fetchone()
+        version = last + 1
+        db.execute(
+            "INSERT INTO model_versions (name, version, path, manifest_sha256, source, "
+            "lineage, description, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                name,
+                version,
+                os.path.join("artifacts", name, str(version)),
+                manifest_sha,
+                os.path.abspath(export_dir),
+                json.dumps(_lineage(manifest)),
+                description,
+                now,
+            ),
+        )
+        return version
+
+    @staticmethod
+    def _refuse_duplicate(
+        db: sqlite3.Connection, name: str, manifest_sha: str, export_dir: str
+    ) -> None:
+        """Raises RegistryError if `name` already has a version with this manifest sha256."""
+        same = [
+            str(row[0])
+            for row in db.execute(
+                "SELECT version FROM model_versions WHERE name = ? AND manifest_sha256 = ? "
+                "ORDER BY version",
+                (name, manifest_sha),
+            )
+        ]
+        if same:
+            raise RegistryError(
+                f"{export_dir} is already registered as {name} version {', '.join(same)} (the "
+                f"same manifest sha256); point an alias at it (alias {name} ALIAS {same[-1]}), "
+                "or give --allow_duplicate to register it as a new version anyway"
+            )
 
     def set_alias(self, name: str, alias: str, version: int) -> None:
         """Points `alias` at `version` of `name`, moving it if it pointed elsewhere."""
@@ -364,6 +440,20 @@ class Registry:
         return artifact.load(mv.path, mv.manifest_sha256)
 
     # -- helpers -------------------------------------------------------------------------------
+
+    @classmethod
+    def _check_request(
+        cls, name: str, description: str, tags: Mapping[str, str], aliases: Sequence[str]
+    ) -> None:
+        cls._check_name(name)
+        for alias in aliases:
+            cls._check_alias(alias)
+        for key, value in tags.items():
+            cls._check_tag(key, value)
+        if len(description) > MAX_DESCRIPTION:
+            raise RegistryError(
+                f"the description has {len(description)} characters, more than {MAX_DESCRIPTION}"
+            )
 
     @staticmethod
     def _check_name(name: str) -> None:
