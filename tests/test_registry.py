@@ -65,7 +65,7 @@ def test_versions_aliases_tags_and_uris(digits_export, tmp_path):
     assert path == str(tmp_path / "reg" / "artifacts" / "digits" / "1")
     for p in [path, *(os.path.join(path, f) for f in os.listdir(path))]:
         assert not os.stat(p).st_mode & 0o222, p
-    model = registry.load("models:/digits@champion")
+    model = resolve("models:/digits@champion", registry.root).load()
     assert model.name == "digits_cnn"
 
 
