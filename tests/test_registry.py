@@ -315,7 +315,7 @@ def test_read_only_commands_change_nothing(digits_export, tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["frobnicate"], "usage: python -m ann.registry"),
+        (["frobnicate"], "usage: ann registry"),
         (["alias", "digits", "champion"], "alias takes NAME ALIAS VERSION"),
         (["alias", "digits", "champion", "x"], "alias: VERSION 'x' must be a version number >= 1"),
         (["alias", "digits", "champion", "0"], "alias: VERSION '0' must be a version number"),
