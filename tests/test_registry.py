@@ -74,7 +74,8 @@ def test_resolve_takes_registry_uris_and_export_directories(digits_export, tmp_p
     _, out = digits_export
     reg = tmp_path / "reg"
     monkeypatch.setenv("ANN_REGISTRY", str(reg))
-    with pytest.raises(RegistryError, match=r"no registry at .*reg \(for models:/digits/1\); set "):
+    default = r"no registry at .*reg for models:/digits/1 \(the default: \$ANN_REGISTRY"
+    with pytest.raises(RegistryError, match=default):
         resolve("models:/digits/1")  # $ANN_REGISTRY names none: say where it looked
     assert os.listdir(tmp_path) == []
 

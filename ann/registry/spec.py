@@ -42,8 +42,8 @@ def resolve(spec: str, registry: str | None = None) -> Resolved:
         store = Registry(registry or default_root())
         if registry is None and not store.exists():  # no flag named it: say where it looked
             raise RegistryError(
-                f"no registry at {store.root} (for {spec}); set $ANN_REGISTRY to the registry's "
-                "directory"
+                f"no registry at {store.root} for {spec} (the default: $ANN_REGISTRY, else "
+                "./registry); set $ANN_REGISTRY, or the command's --registry, to its directory"
             )
         mv = store.resolve(spec)
         return Resolved(spec, mv.path, mv.manifest_sha256, mv)
