@@ -13,6 +13,7 @@ from absl import app, flags, logging
 
 from ann import cli, parallel
 from ann.sweep import pruning
+from ann.train import build
 from ann.train.checkpoint import CheckpointError
 from ann.train.loop import NonFiniteLossError, train_and_evaluate
 
@@ -50,9 +51,11 @@ def main(argv: list[str]) -> None:
     )
     if jax.process_index() > 0:  # one console log per run (process 0's); warnings from all
         logging.set_verbosity(logging.WARNING)
+    config = FLAGS.config
+    experiment = build.make_experiment(config)
     # A sweep's trial reports its evals to the study (Optuna is imported only then).
-    hooks = pruning.hooks_from_env(FLAGS.config)
-    result = train_and_evaluate(FLAGS.config, FLAGS.workdir, extra_hooks=hooks)
+    listeners = pruning.listeners_from_env(config)
+    result = train_and_evaluate(config, FLAGS.workdir, experiment, eval_listeners=listeners)
     if result.interrupted:
         logging.info("stopped at step %d; run the same command to resume", result.step)
         return

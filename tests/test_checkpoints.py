@@ -91,7 +91,7 @@ def test_a_non_finite_eval_is_never_best_and_never_counts_for_early_stopping(tmp
         tmp_path, "checkpoints_best"
     )
 
-    stopping = hooks.EarlyStopping(1, "val/loss", "min", patience=2, min_delta=0.0)
+    stopping = hooks.EarlyStopping("val/loss", "min", patience=2, min_delta=0.0)
     assert not stopping.update(1, 0.5)
     assert not stopping.update(2, float("nan"))  # neither a bad eval nor an improvement
     assert (stopping.best, stopping.best_step, stopping.bad_evals) == (0.5, 1, 0)

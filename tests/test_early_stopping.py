@@ -56,8 +56,8 @@ def test_early_stopping_stops_and_a_rerun_does_not_train(tmp_path):
 
 
 class StopAt(hooks.Hook):
-    def __call__(self, step, ctx):
-        ctx.stop = True
+    def __call__(self, info):
+        info.request_stop("a hook asked to stop")
 
 
 def test_patience_survives_an_interruption(tmp_path):
@@ -133,7 +133,7 @@ def test_early_stopping_errors_name_the_key(tmp_path):
 
 
 def test_min_mode_and_min_delta():
-    stop = hooks.EarlyStopping(1, "val/loss", "min", patience=2, min_delta=0.1)
+    stop = hooks.EarlyStopping("val/loss", "min", patience=2, min_delta=0.1)
     assert not stop.update(1, 1.0)
     assert not stop.update(2, 0.95)  # better, but not by more than min_delta
     assert not stop.update(3, 0.85)  # by more than min_delta from 1.0: counter resets

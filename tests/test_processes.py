@@ -112,3 +112,23 @@ def test_a_killed_run_is_recognised_and_resumed(tmp_path):
     assert "killed or crashed without recording how it ended" in rerun.stderr
     assert f"pid {proc.pid}" in rerun.stderr and f"at step {saved}" in rerun.stderr
     assert json.loads((tmp_path / "run_status.json").read_text())["status"] == "done"
+
+
+def test_a_second_run_in_a_busy_workdir_is_refused_and_writes_nothing(tmp_path):
+    """While one run trains a workdir, a second start there is one line naming the first
+    run's host and pid, exit 1, and adds nothing (no metrics lines, no restored checkpoint)."""
+    metrics = tmp_path / "metrics.jsonl"
+    proc = start_endless(tmp_path, lambda: metrics.exists() and metrics.stat().st_size > 0)
+    try:
+        second = cli(tmp_path, 1, "--config.total_steps=100000", "--config.eval_every_steps=100000")
+        lines_after = metrics.read_text().count('"step"')
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+    assert second.returncode == 1, second.stderr[-2000:]
+    last = second.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: workdir ") and f"pid {proc.pid}" in last, last
+    assert "restored" not in second.stderr and "resumed from" not in second.stderr
+    # Whatever the first run wrote since, no line came from the second (one writer per step).
+    steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
+    assert len(steps) >= lines_after and steps == sorted(steps)

@@ -9,7 +9,8 @@ from conftest import tiny
 
 from ann import config as config_lib
 from ann.config import ConfigError
-from ann.train.loop import CONFIG_CHANGES, train_and_evaluate
+from ann.train.loop import train_and_evaluate
+from ann.train.resume import CONFIG_CHANGES
 
 
 def test_check_resume_refuses_what_changes_training_and_names_each_key():
@@ -97,3 +98,27 @@ def test_harmless_changes_are_allowed_and_recorded(trained, tmp_path, caplog):
     # The same rerun again (nothing left to train) records nothing new.
     train_and_evaluate(config, str(workdir))
     assert len(open(workdir / CONFIG_CHANGES).readlines()) == 1
+
+
+def test_changes_are_reported_against_the_last_run_and_a_shorter_run_is_refused(
+    trained, tmp_path, caplog
+):
+    workdir = copy_run(trained, tmp_path)
+
+    def config(total_steps):
+        return tiny(total_steps=total_steps, **{"optimizer.schedule": "warmup_cosine"})
+
+    train_and_evaluate(config(20), str(workdir))
+    with caplog.at_level(logging.INFO):
+        assert train_and_evaluate(config(30), str(workdir)).step == 30
+    # The last run had 20 steps (config.json still says 10, the fresh start's record).
+    assert "total_steps: 20 -> 30" in caplog.text and "10 -> 30" not in caplog.text
+    assert "length changed from 20 to 30 steps" in caplog.text
+    entries = [json.loads(line) for line in open(workdir / CONFIG_CHANGES)]
+    assert [e["changes"]["total_steps"] for e in entries] == [[10, 20], [10, 30]]
+
+    # A run length below the step reached: refused before anything is written.
+    kept = {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()}
+    with pytest.raises(ConfigError, match="total_steps.*has reached step 30.*at least 30"):
+        train_and_evaluate(config(10), str(workdir))
+    assert {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()} == kept

@@ -414,20 +414,19 @@ class FakeTrial:
         return self.prune
 
 
-def test_pruning_hook_reports_and_finishes_the_run():
-    ctx = hooks.Context(None, None, total_steps=100, batch_size=1, writer=None, checkpoints=None)
-    ctx.eval_metrics = {"val/accuracy": 0.5, "eval/accuracy": 0.9, "eval/seconds": 1.0}
-    hook = pruning.ReportToStudy(10, FakeTrial(prune=True), "val/accuracy")
-    hook(10, ctx)
+def test_pruning_listener_reports_and_finishes_the_run():
+    metrics = {"val/accuracy": 0.5, "eval/accuracy": 0.9, "eval/seconds": 1.0}
+    info = hooks.StepInfo(step=10, total_steps=100, state=None)
+    listener = pruning.ReportToStudy(FakeTrial(prune=True), "val/accuracy")
+    listener.on_eval(info, metrics)
     # The study sees the validation value, never the test one.
-    assert hook.trial.reports == [(10, 0.5)] and ctx.finish == "pruned"
-    last = hooks.Context(None, None, total_steps=100, batch_size=1, writer=None, checkpoints=None)
-    last.eval_metrics = ctx.eval_metrics
-    hook(100, last)  # the last eval is the result, never a reason to prune
-    assert not last.finish
-    assert pruning.hooks_from_env(None) == []  # no sweep, no hook, no Optuna
+    assert listener.trial.reports == [(10, 0.5)] and info.stop().finish == "pruned"
+    last = hooks.StepInfo(step=100, total_steps=100, state=None)
+    listener.on_eval(last, metrics)  # the last eval is the result, never a reason to prune
+    assert last.stop() is None
+    assert pruning.listeners_from_env(None) == []  # no sweep, no listener, no Optuna
     with pytest.raises(ConfigError, match="use 'val/accuracy'"):
-        pruning.ReportToStudy(10, FakeTrial(prune=True), "eval/accuracy")
+        pruning.ReportToStudy(FakeTrial(prune=True), "eval/accuracy")
 
 
 # ---- cluster scripts -----------------------------------------------------------------------

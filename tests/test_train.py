@@ -68,8 +68,8 @@ def test_metrics_and_event_files(tmp_path):
 class StopAt(hooks.Hook):
     """Interrupts the run at a step, as a preemption would."""
 
-    def __call__(self, step, ctx):
-        ctx.stop = True
+    def __call__(self, info):
+        info.request_stop("a hook asked to stop")
 
 
 def params_of(result):

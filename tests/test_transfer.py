@@ -40,8 +40,8 @@ def by_path(tree) -> dict[str, np.ndarray]:
 
 
 class StopAt(hooks.Hook):
-    def __call__(self, step, ctx):
-        ctx.stop = True
+    def __call__(self, info):
+        info.request_stop("a hook asked to stop")
 
 
 def test_match_sorts_every_array():

@@ -92,9 +92,10 @@ def _flatten(tree: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, s
 
 
 def _command(registry: Registry, tracking_uri: str, *args: str) -> str:
-    """The `ann registry` command line that repeats a step on this registry."""
+    """The `python -m ann.registry` command line that repeats a step on this registry."""
     return shlex.join(
-        ["ann", "registry", f"--registry={registry.root}", *args] + [f"--mlflow_uri={tracking_uri}"]
+        ["python", "-m", "ann.registry", f"--registry={registry.root}", *args]
+        + [f"--mlflow_uri={tracking_uri}"]
     )
 
 

@@ -2,7 +2,7 @@
 
 The sweep launches a trial with `ANN_SWEEP_PRUNING` set to a JSON object naming the study's
 SQLite storage, the trial and the metric (a `val/` metric: pruning chooses, so it never reads
-the test split). `ann.main` then adds `ReportToStudy`, which reports
+the test split). `ann.main` then adds `ReportToStudy`, an eval listener that reports
 each eval of the metric to the study and, when the study's pruner says so, ends the run as
 finished with status `pruned`. Without that variable nothing here runs and Optuna is never
 imported, so the train loop stays free of it.
@@ -16,8 +16,8 @@ from typing import Any
 
 import ml_collections
 
-from ann.config import SELECTION_PREFIX, ConfigError, check_selection_metric
-from ann.train.hooks import Context, Hook
+from ann.config import check_selection_metric
+from ann.train.hooks import StepInfo, eval_metric
 
 ENV = "ANN_SWEEP_PRUNING"
 
@@ -42,34 +42,29 @@ def make_pruner(name: str, startup_trials: int, warmup_steps: int) -> Any:
     )
 
 
-class ReportToStudy(Hook):
-    """After each eval: report `metric` to the trial; finish the run as pruned if told to."""
+class ReportToStudy:
+    """Eval listener: reports `metric` to the trial after each eval; finishes the run as
+    pruned when the study's pruner says so."""
 
-    def __init__(self, every: int, trial: Any, metric: str):
-        super().__init__(every)
+    def __init__(self, trial: Any, metric: str):
         check_selection_metric("sweep --metric", metric)  # prune on validation, never test
         self.trial, self.metric = trial, metric
 
-    def __call__(self, step: int, ctx: Context) -> None:
-        if self.metric not in ctx.eval_metrics:
-            names = sorted(k for k in ctx.eval_metrics if k.startswith(SELECTION_PREFIX))
-            raise ConfigError(
-                f"sweep --metric={self.metric} is not a validation metric of this run; use one of "
-                f"{', '.join(names)}"
-            )
-        value = float(ctx.eval_metrics[self.metric])
-        self.trial.report(value, step)
+    def on_eval(self, info: StepInfo, metrics: dict[str, float]) -> None:
+        value = eval_metric(metrics, self.metric, "sweep --metric")
+        self.trial.report(value, info.step)
         # The last eval is the trial's result, not a reason to prune it.
-        if step < ctx.total_steps and self.trial.should_prune():
-            ctx.finish = "pruned"
-            ctx.finish_message = (
-                f"the sweep's pruner stopped it: {self.metric} {value:.4f} at step {step} is "
-                "worse than the median of finished trials"
+        if info.step < info.total_steps and self.trial.should_prune():
+            info.request_stop(
+                f"the sweep's pruner stopped it: {self.metric} {value:.4f} at step {info.step} "
+                "is worse than the median of finished trials",
+                finish="pruned",
             )
 
 
-def hooks_from_env(config: ml_collections.ConfigDict) -> list[Hook]:
-    """The hooks a sweep asked for through `ANN_SWEEP_PRUNING`; [] when it is not set."""
+def listeners_from_env(config: ml_collections.ConfigDict) -> list[ReportToStudy]:
+    """The eval listeners a sweep asked for through `ANN_SWEEP_PRUNING`; [] when it is not
+    set."""
     spec = os.environ.get(ENV)
     if not spec:
         return []
@@ -84,4 +79,4 @@ def hooks_from_env(config: ml_collections.ConfigDict) -> list[Hook]:
     )
     # Optuna has no public constructor from a trial number; its id is what `ask` returned.
     trial = optuna.trial.Trial(study, int(info["trial_id"]))
-    return [ReportToStudy(config.eval_every_steps, trial, info["metric"])]
+    return [ReportToStudy(trial, info["metric"])]

@@ -1,7 +1,13 @@
 """Hooks: small objects that run every N steps (and at the last step) after the train step.
 
 Logging, evaluation and checkpointing are hooks, so new behaviour is a new hook rather than a
-new branch in the loop. A hook reads and writes the shared `Context`.
+new branch in the loop (levanter's callbacks are the model). A hook gets what it works with when
+it is made (the metric writer, the checkpoints) and, at each of its steps, a read-only
+`StepInfo`; the one thing it may ask of the loop is to stop (`StepInfo.request_stop`).
+
+Evaluation results go to the eval hook's listeners (`EvalListener`): keeping the best
+checkpoint, early stopping, a sweep's pruning. They run in the order the eval hook was given
+them, right after each eval, so no behaviour depends on where a hook sits in the loop's list.
 """
 
 from __future__ import annotations
@@ -9,8 +15,8 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import jax
 import numpy as np
@@ -21,45 +27,59 @@ from ann.train.checkpoint import Checkpoints
 from ann.train.writers import MetricWriter, read_records
 
 
-@dataclasses.dataclass
-class Context:
-    """What the loop shares with its hooks."""
+@dataclasses.dataclass(frozen=True)
+class Stop:
+    """A request to end the run after this step's hooks, with a checkpoint saved.
 
-    state: Any
-    data_iter: Any
-    total_steps: int
-    batch_size: int
-    writer: MetricWriter
-    checkpoints: Checkpoints
-    window: list[dict] = dataclasses.field(default_factory=list)  # host train metrics since log
-    window_start: float = dataclasses.field(default_factory=time.perf_counter)
-    window_first_step: int = 0
-    excluded_seconds: float = 0.0  # time spent in eval/checkpoint hooks inside the window
-    data_seconds: float = 0.0  # time spent waiting for batches inside the window
-    eval_metrics: dict[str, float] = dataclasses.field(default_factory=dict)
-    best_eval_metrics: dict[str, float] = dataclasses.field(default_factory=dict)
-    stop: bool = False  # a hook sets this to save a checkpoint and end the run here
-    # A hook sets `finish` to a reason ("early_stopped", "pruned") to end the run as finished:
-    # saved, recorded in run_status.json, and not trained further by a rerun.
+    `finish` empty: interrupted, the same command resumes. `finish` a reason ("early_stopped",
+    "pruned"): finished before total_steps, recorded in run_status.json; a rerun trains no
+    further."""
+
+    message: str
     finish: str = ""
-    finish_message: str = ""
-    start_step: int = 0  # the step this process started (or resumed) from
-    flops_per_step: float = 0.0  # per device, from XLA's cost analysis of the train step
-    peak_flops: float | None = None  # per device; None where unknown (CPU): no MFU
-    tokens_per_example: int = 0  # set by token tasks: tokens/s is then logged
+
+
+@dataclasses.dataclass(frozen=True)
+class StepInfo:
+    """What the loop tells its hooks at a host sync (a step where some hook is due)."""
+
+    step: int  # optimizer steps done
+    total_steps: int
+    state: Any  # the train state after `step`; hooks read it, never replace it
+    # Host train metrics of each step since the previous sync, oldest first (all finite).
+    metrics: tuple[dict[str, float], ...] = ()
+    data_seconds: float = 0.0  # waiting for batches since the previous sync
+    hook_seconds: float = 0.0  # in hooks at the previous sync (eval, checkpoints): not training
+    _stops: list[Stop] = dataclasses.field(default_factory=list, repr=False, compare=False)
+
+    def request_stop(self, message: str, finish: str = "") -> None:
+        """Asks the loop to save a checkpoint and end the run once this step's hooks are done
+        (see `Stop`). A finishing request wins over an interrupting one; among the same kind,
+        the first."""
+        self._stops.append(Stop(message, finish))
+
+    def stop(self) -> Stop | None:
+        """The request the loop acts on, or None (what `request_stop` says)."""
+        finishing = [s for s in self._stops if s.finish]
+        return (finishing or self._stops or [None])[0]
 
 
 class Hook:
+    """Runs at every `every`-th step and at the last one (`due`); `record` sees every sync."""
+
     def __init__(self, every: int):
         self.every = every
 
     def due(self, step: int, total_steps: int) -> bool:
         return step % self.every == 0 or step == total_steps
 
-    def __call__(self, step: int, ctx: Context) -> None:
+    def record(self, info: StepInfo) -> None:
+        """Called at every host sync, due or not, before the due hooks run."""
+
+    def __call__(self, info: StepInfo) -> None:
         raise NotImplementedError
 
-    def close(self, ctx: Context) -> None:
+    def close(self) -> None:
         """Called once when the run ends, however it ends."""
 
 
@@ -68,26 +88,56 @@ def _eta(seconds: float) -> str:
 
 
 class LogTrain(Hook):
-    """Means of the train metrics since the last log, throughput, ETA; console and writer."""
+    """Means of the train metrics since the last log, throughput, ETA; console and writer.
 
-    def __call__(self, step: int, ctx: Context) -> None:
-        if not ctx.window:
-            return
-        metrics = {f"train/{k}": float(np.mean([m[k] for m in ctx.window])) for k in ctx.window[0]}
-        steps = step - ctx.window_first_step
-        seconds = max(time.perf_counter() - ctx.window_start - ctx.excluded_seconds, 1e-9)
+    Throughput counts training time only: time spent in hooks (eval, checkpoints) is taken
+    out. `tokens_per_example` > 0 adds tokens/s; `flops_per_step` with `peak_flops` (per
+    device, None where unknown) adds MFU."""
+
+    def __init__(
+        self,
+        every: int,
+        writer: MetricWriter,
+        batch_size: int,
+        flops_per_step: float = 0.0,
+        peak_flops: float | None = None,
+        tokens_per_example: int = 0,
+    ):
+        super().__init__(every)
+        self.writer, self.batch_size = writer, batch_size
+        self.flops_per_step, self.peak_flops = flops_per_step, peak_flops
+        self.tokens_per_example = tokens_per_example
+        self.window: list[dict[str, float]] = []
+        self.window_start = time.perf_counter()
+        self.excluded_seconds = self.data_seconds = 0.0
+
+    def record(self, info: StepInfo) -> None:
+        self.window.extend(info.metrics)
+        self.data_seconds += info.data_seconds
+        self.excluded_seconds += info.hook_seconds
+
+    def _metrics(self, steps: int) -> dict[str, float]:
+        w = self.window
+        metrics = {f"train/{k}": float(np.mean([m[k] for m in w])) for k in w[0]}
+        seconds = max(time.perf_counter() - self.window_start - self.excluded_seconds, 1e-9)
         metrics["train/steps_per_sec"] = steps / seconds
-        metrics["train/examples_per_sec"] = steps * ctx.batch_size / seconds
-        metrics["train/data_wait_fraction"] = min(ctx.data_seconds / seconds, 1.0)
-        if ctx.tokens_per_example:
-            metrics["train/tokens_per_sec"] = metrics["train/examples_per_sec"] * (
-                ctx.tokens_per_example
+        metrics["train/examples_per_sec"] = steps * self.batch_size / seconds
+        metrics["train/data_wait_fraction"] = min(self.data_seconds / seconds, 1.0)
+        if self.tokens_per_example:
+            metrics["train/tokens_per_sec"] = (
+                metrics["train/examples_per_sec"] * self.tokens_per_example
             )
-        if ctx.flops_per_step and ctx.peak_flops:
+        if self.flops_per_step and self.peak_flops:
             metrics["train/mfu"] = (
-                ctx.flops_per_step * metrics["train/steps_per_sec"] / (ctx.peak_flops)
+                self.flops_per_step * metrics["train/steps_per_sec"] / self.peak_flops
             )
-        ctx.writer.write(step, metrics)
+        return metrics
+
+    def __call__(self, info: StepInfo) -> None:
+        if not self.window:
+            return
+        metrics = self._metrics(len(self.window))
+        self.writer.write(info.step, metrics)
         shown = " | ".join(
             f"{k.split('/', 1)[1]} {v:.4f}"
             for k, v in metrics.items()
@@ -95,109 +145,106 @@ class LogTrain(Hook):
         )
         logging.info(
             "step %d/%d (%.0f%%) | %s | %s ex/s | ETA %s",
-            step,
-            ctx.total_steps,
-            100 * step / ctx.total_steps,
+            info.step,
+            info.total_steps,
+            100 * info.step / info.total_steps,
             shown,
             f"{metrics['train/examples_per_sec']:,.0f}",
-            _eta((ctx.total_steps - step) / metrics["train/steps_per_sec"]),
+            _eta((info.total_steps - info.step) / metrics["train/steps_per_sec"]),
         )
-        ctx.window.clear()
-        ctx.window_start = time.perf_counter()
-        ctx.window_first_step = step
-        ctx.excluded_seconds = ctx.data_seconds = 0.0
+        self.window = []
+        self.window_start = time.perf_counter()
+        self.excluded_seconds = self.data_seconds = 0.0
+
+
+class EvalListener(Protocol):
+    """Told each eval's metrics (`val/...`, `eval/...`, `eval/seconds`) right after it."""
+
+    def on_eval(self, info: StepInfo, metrics: dict[str, float]) -> None: ...
 
 
 class Evaluate(Hook):
-    """Runs `evaluate(state) -> {name: value}`, writes it, and keeps the best checkpoint.
+    """Runs `evaluate(state) -> {name: value}`, writes and logs it, then tells `listeners`.
 
     `evaluate` scores the validation split (`val/...`, what chooses: `best_metric` is one of
     them, config validation sees to that) and the reported splits (`eval/...`, the test split,
-    never chosen on); `ctx.eval_metrics` and the best checkpoint's record hold both."""
+    never chosen on). `last` holds the latest eval's metrics ({} before the first)."""
 
-    def __init__(self, every: int, evaluate: Callable[[Any], dict[str, float]]):
+    def __init__(
+        self,
+        every: int,
+        evaluate: Callable[[Any], dict[str, float]],
+        writer: MetricWriter,
+        listeners: Sequence[EvalListener] = (),
+    ):
         super().__init__(every)
-        self.evaluate = evaluate
+        self.evaluate, self.writer, self.listeners = evaluate, writer, tuple(listeners)
+        self.last: dict[str, float] = {}
 
-    def __call__(self, step: int, ctx: Context) -> None:
+    def __call__(self, info: StepInfo) -> None:
         start = time.perf_counter()
-        metrics = self.evaluate(ctx.state)
+        metrics = self.evaluate(info.state)
         metrics["eval/seconds"] = time.perf_counter() - start
-        ctx.writer.write(step, metrics)
-        ctx.eval_metrics = metrics
-        if ctx.checkpoints.save_if_best(step, ctx.state, ctx.data_iter, metrics):
-            ctx.best_eval_metrics = {"step": step, **metrics}
+        self.writer.write(info.step, metrics)
+        self.last = metrics
         logging.info(
             "eval step %d | %s",
-            step,
+            info.step,
             " | ".join(f"{k} {v:.4f}" for k, v in metrics.items() if not k.endswith("seconds")),
         )
-        ctx.excluded_seconds += time.perf_counter() - start
+        for listener in self.listeners:
+            listener.on_eval(info, metrics)
 
 
-class Profile(Hook):
-    """Traces steps first+1 .. first+count with jax.profiler into `logdir` (TensorBoard's
-    profile plugin reads it), starting after step `first` completes."""
+class KeepBest:
+    """Eval listener: saves the state as the best checkpoint when `best_metric` improved.
+    `best` is the best eval's record ({"step": ..., metrics}); on resume, the best so far."""
 
-    def __init__(self, first: int, count: int, logdir: str):
-        super().__init__(every=first)
-        self.first, self.last, self.logdir = first, first + count, logdir
-        self.active = False
+    def __init__(self, checkpoints: Checkpoints, data_iter: Any):
+        self.checkpoints, self.data_iter = checkpoints, data_iter
+        self.best = checkpoints.best_metrics()
 
-    def due(self, step: int, total_steps: int) -> bool:
-        return step in (self.first, self.last) or (self.active and step == total_steps)
-
-    def __call__(self, step: int, ctx: Context) -> None:
-        if not self.active and step == self.first:
-            jax.profiler.start_trace(self.logdir)
-            self.active = True
-        elif self.active:
-            jax.block_until_ready(ctx.state)
-            self.close(ctx)
-            logging.info("profiled steps %d-%d into %s", self.first + 1, step, self.logdir)
-
-    def close(self, ctx: Context) -> None:
-        if self.active:
-            jax.profiler.stop_trace()
-            self.active = False
+    def on_eval(self, info: StepInfo, metrics: dict[str, float]) -> None:
+        if self.checkpoints.save_if_best(info.step, info.state, self.data_iter, metrics):
+            self.best = {"step": info.step, **metrics}
 
 
-class Clock(Hook):
-    """Notes the wall time at each of its steps, right after the loop synced with the device:
-    what benchmarks use to time steady-state steps of the real loop."""
-
-    def __init__(self, every: int):
-        super().__init__(every)
-        self.times: dict[int, float] = {}
-
-    def __call__(self, step: int, ctx: Context) -> None:
-        self.times[step] = time.perf_counter()
-
-
-class Checkpoint(Hook):
-    def __call__(self, step: int, ctx: Context) -> None:
-        start = time.perf_counter()
-        ctx.checkpoints.save(step, ctx.state, ctx.data_iter)
-        ctx.excluded_seconds += time.perf_counter() - start
+def eval_metric(metrics: dict[str, float], metric: str, what: str) -> float:
+    """`metrics[metric]`; a ConfigError naming `what` and the validation metrics there are,
+    when this run has no such metric."""
+    if metric not in metrics:
+        names = sorted(k for k in metrics if k.startswith(SELECTION_PREFIX))
+        raise ConfigError(
+            f"{what}: {metric!r} is not a validation metric of this run; choose one of "
+            f"{', '.join(names)}"
+        )
+    return float(metrics[metric])
 
 
-class EarlyStopping(Hook):
-    """Ends the run as finished when `metric` (a `val/` metric of the validation split, never a
-    test one) has not improved by more than `min_delta` for `patience` evals in a row. Runs
-    right after `Evaluate`, on the same steps.
+class EarlyStopping:
+    """Eval listener: ends the run as finished when `metric` (a `val/` metric of the validation
+    split, never a test one) has not improved by more than `min_delta` for `patience` evals in
+    a row.
 
-    On resume it replays the eval history in `metrics.jsonl` up to the restored step, so an
-    interrupted run stops where an uninterrupted one would.
+    With `history` (a metrics.jsonl path) it first replays the evals there up to `start_step`,
+    so a resumed run stops where an uninterrupted one would.
     """
 
-    def __init__(self, every: int, metric: str, mode: str, patience: int, min_delta: float):
-        super().__init__(every)
+    def __init__(
+        self,
+        metric: str,
+        mode: str,
+        patience: int,
+        min_delta: float,
+        history: str = "",
+        start_step: int = 0,
+    ):
         check_selection_metric("config key 'early_stopping.metric'", metric)
         self.metric, self.mode, self.patience, self.min_delta = metric, mode, patience, min_delta
         self.best: float | None = None
         self.best_step = 0
         self.bad_evals = 0
-        self._replayed = False
+        self._history, self._start_step = history, start_step
 
     def update(self, step: int, value: float) -> bool:
         """Takes one eval's value; True when patience has run out. A non-finite value (a NaN
@@ -215,25 +262,70 @@ class EarlyStopping(Hook):
             self.bad_evals += 1
         return self.bad_evals >= self.patience
 
-    def _replay(self, ctx: Context) -> None:
-        for record in read_records(ctx.writer.path):
+    def _replay(self) -> None:
+        for record in read_records(self._history):
             value = record.get(self.metric)
-            if value is not None and record["step"] <= ctx.start_step:
+            if value is not None and record["step"] <= self._start_step:
                 self.update(record["step"], value)
 
-    def __call__(self, step: int, ctx: Context) -> None:
-        if not self._replayed:
-            self._replay(ctx)
-            self._replayed = True
-        if self.metric not in ctx.eval_metrics:
-            names = sorted(k for k in ctx.eval_metrics if k.startswith(SELECTION_PREFIX))
-            raise ConfigError(
-                f"config key 'early_stopping.metric': {self.metric!r} is not a validation "
-                f"metric of this run; choose one of {', '.join(names)}"
-            )
-        if self.update(step, ctx.eval_metrics[self.metric]) and step < ctx.total_steps:
-            ctx.finish = "early_stopped"
-            ctx.finish_message = (
+    def on_eval(self, info: StepInfo, metrics: dict[str, float]) -> None:
+        if self._history:
+            self._replay()
+            self._history = ""
+        value = eval_metric(metrics, self.metric, "config key 'early_stopping.metric'")
+        if self.update(info.step, value) and info.step < info.total_steps:
+            info.request_stop(
                 f"{self.metric} did not improve by more than {self.min_delta:g} for "
-                f"{self.patience} evals (best {self.best:.4f} at step {self.best_step})"
+                f"{self.patience} evals (best {self.best:.4f} at step {self.best_step})",
+                finish="early_stopped",
             )
+
+
+class Checkpoint(Hook):
+    """Saves the latest checkpoint (state and data iterator) every `every` steps."""
+
+    def __init__(self, every: int, checkpoints: Checkpoints, data_iter: Any):
+        super().__init__(every)
+        self.checkpoints, self.data_iter = checkpoints, data_iter
+
+    def __call__(self, info: StepInfo) -> None:
+        self.checkpoints.save(info.step, info.state, self.data_iter)
+
+
+class Profile(Hook):
+    """Traces steps first+1 .. first+count with jax.profiler into `logdir` (TensorBoard's
+    profile plugin reads it), starting after step `first` completes."""
+
+    def __init__(self, first: int, count: int, logdir: str):
+        super().__init__(every=first)
+        self.first, self.last, self.logdir = first, first + count, logdir
+        self.active = False
+
+    def due(self, step: int, total_steps: int) -> bool:
+        return step in (self.first, self.last) or (self.active and step == total_steps)
+
+    def __call__(self, info: StepInfo) -> None:
+        if not self.active and info.step == self.first:
+            jax.profiler.start_trace(self.logdir)
+            self.active = True
+        elif self.active:
+            jax.block_until_ready(info.state)
+            self.close()
+            logging.info("profiled steps %d-%d into %s", self.first + 1, info.step, self.logdir)
+
+    def close(self) -> None:
+        if self.active:
+            jax.profiler.stop_trace()
+            self.active = False
+
+
+class Clock(Hook):
+    """Notes the wall time at each of its steps, right after the loop synced with the device:
+    what benchmarks use to time steady-state steps of the real loop."""
+
+    def __init__(self, every: int):
+        super().__init__(every)
+        self.times: dict[int, float] = {}
+
+    def __call__(self, info: StepInfo) -> None:
+        self.times[info.step] = time.perf_counter()

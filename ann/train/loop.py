@@ -1,17 +1,33 @@
-"""`train_and_evaluate(config, workdir)`: the task-free train loop.
+"""`train_and_evaluate(config, workdir, experiment)`: the task-free train loop.
 
 Data -> one AOT-compiled, sharded train step -> hooks (log, eval, checkpoint). Re-running the
 same command resumes from the latest checkpoint: parameters, optimizer, step, RNG and the data
 iterator, so an interrupted run ends where an uninterrupted one would.
+
+A run, top to bottom (each phase a function below, in this order):
+
+1. `_open`: check the workdir, build the run (ann/train/build.py), check `init_from`, lock the
+   workdir, compare the config with the run's record; nothing is written before these pass;
+2. `_restore_or_init`: the latest checkpoint (exact resume) or a fresh state (+ `init_from`);
+3. `_report_finished`: a run already finished (total_steps reached, or stopped early) only
+   reports what it last evaluated;
+4. `_compile`: the train and eval steps, ahead of time, before step 0;
+5. `_evaluator`: the function that scores the validation and reported splits;
+6. `_report_compile`: compile times, FLOPs and memory to metrics.jsonl and the console;
+7. `_default_hooks`: log, eval (with its listeners: best checkpoint, early stopping, a sweep's
+   pruning), checkpoint, profile, then the caller's hooks;
+8. `_train`: the loop body, with the one host sync per hook step;
+9. `_end`: wait for saves, record how the run ended in run_status.json.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -24,10 +40,11 @@ from ann import data, parallel, sharding
 from ann.experiment import Experiment
 from ann.metrics import device_peaks
 from ann.train import build as build_lib
-from ann.train import freezing, optimizers, run_status, transfer
+from ann.train import freezing, optimizers, resume, run_status, transfer
 from ann.train import hooks as hooks_lib
 from ann.train import state as state_lib
 from ann.train import step as step_lib
+from ann.train import workdir as workdir_lib
 from ann.train.checkpoint import Checkpoints, CheckpointSaveError
 from ann.train.preemption import Preemption
 from ann.train.writers import MetricWriter
@@ -97,76 +114,6 @@ def _check_finite(window: list[dict], step: int, checkpoints: Checkpoints) -> No
         )
 
 
-CONFIG_CHANGES = "config_changes.jsonl"
-
-
-def _compare_config(
-    config: ml_collections.ConfigDict, workdir: str
-) -> tuple[ml_collections.ConfigDict | None, dict]:
-    """At a fresh start (no checkpoint yet) writes config.json, the run's record; on a rerun
-    compares `config` with it: (saved config, allowed changes), or a ConfigError naming each
-    key that would change what is trained."""
-    ckpt_dir = os.path.join(workdir, "checkpoints")
-    started = os.path.isdir(ckpt_dir) and any(n.isdigit() for n in os.listdir(ckpt_dir))
-    if started and os.path.exists(os.path.join(workdir, "config.json")):
-        saved = config_lib.read(workdir)
-        return saved, config_lib.check_resume(saved, config, workdir)
-    if jax.process_index() == 0:
-        config_lib.write(config, workdir)
-    return None, {}
-
-
-def _record_config_changes(
-    config: ml_collections.ConfigDict,
-    saved: ml_collections.ConfigDict,
-    changes: dict,
-    workdir: str,
-    step: int,
-    num_train: int,
-) -> None:
-    """Logs the allowed changes and appends them to WORKDIR/config_changes.jsonl (one line per
-    resume that changed something new: step, time, {key: [old, new]}). A new run length under a
-    schedule that depends on it (warmup_cosine) is warned about with the learning rate at the
-    resume step under the old and the new schedule."""
-    logging.info(
-        "resuming with config changes: %s",
-        "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changes.items()),
-    )
-    old_total, new_total = (
-        build_lib.total_steps(saved, num_train),
-        build_lib.total_steps(config, num_train),
-    )
-    if old_total != new_total:
-        before = float(optimizers.schedule(saved.optimizer, old_total)(step))
-        after = float(optimizers.schedule(config.optimizer, new_total)(step))
-        if before != after:
-            logging.warning(
-                "the run's length changed from %d to %d steps: the %s learning-rate schedule is "
-                "rebuilt over the new length; at the resume step %d the learning rate was %.6g "
-                "and is now %.6g",
-                old_total,
-                new_total,
-                config.optimizer.schedule,
-                step,
-                before,
-                after,
-            )
-    if jax.process_index() > 0:
-        return
-    path = os.path.join(workdir, CONFIG_CHANGES)
-    record = {k: list(v) for k, v in changes.items()}
-    try:
-        with open(path) as f:
-            last = [json.loads(line) for line in f if line.strip()][-1:]
-    except (OSError, ValueError):
-        last = []
-    if last and last[0].get("changes") == record:
-        return  # the same changes as the last resume: already recorded
-    entry = {"step": step, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "changes": record}
-    with open(path, "a") as f:
-        f.write(json.dumps(entry, default=str) + "\n")
-
-
 def _record_end(
     workdir: str, error: BaseException, step: int, total_steps: int, checkpoints: Checkpoints
 ) -> None:
@@ -191,15 +138,6 @@ def _record_end(
     )
 
 
-def train_and_evaluate(
-    config: ml_collections.ConfigDict,
-    workdir: str,
-    extra_hooks: Sequence[hooks_lib.Hook] = (),
-) -> Result:
-    """Trains `config.experiment` and evaluates it; resumes if `workdir` has a checkpoint."""
-    return run(config, workdir, build_lib.make_experiment(config), extra_hooks)
-
-
 def _enable_compilation_cache(setting: str, workdir: str) -> None:
     """Turns on XLA's persistent compilation cache (first use in a process decides; a cache
     directory set elsewhere, e.g. $JAX_COMPILATION_CACHE_DIR, wins)."""
@@ -209,119 +147,213 @@ def _enable_compilation_cache(setting: str, workdir: str) -> None:
     jax.config.update("jax_compilation_cache_dir", path)
 
 
-def run(
+@dataclasses.dataclass
+class _Run:
+    """What the phases of one run share once it is open."""
+
+    config: ml_collections.ConfigDict
+    workdir: str
+    setup: build_lib.Setup
+    checkpoints: Checkpoints
+    data_iter: data.DeviceIterator
+    saved_config: ml_collections.ConfigDict | None  # config.json on a rerun, else None
+    config_changes: dict  # allowed changes from config.json: {key: (old, new)}
+    status: dict | None = None  # run_status.json as the last run left it (None: fresh, stale)
+    state: Any = None
+    start_step: int = 0
+    _closed: bool = False
+
+    @property
+    def experiment(self) -> Experiment:
+        return self.setup.experiment
+
+    @property
+    def total_steps(self) -> int:
+        return self.setup.total_steps
+
+    def close(self) -> None:
+        """Stops the data reader and closes the checkpoints (once; later calls do nothing)."""
+        if not self._closed:
+            self._closed = True
+            self.data_iter.close()
+            self.checkpoints.close()
+
+
+def train_and_evaluate(
     config: ml_collections.ConfigDict,
     workdir: str,
-    experiment: Experiment,
+    experiment: Experiment | None = None,
     extra_hooks: Sequence[hooks_lib.Hook] = (),
+    eval_listeners: Sequence[hooks_lib.EvalListener] = (),
 ) -> Result:
+    """Trains `experiment` (built from `config.experiment` when None) and evaluates it; resumes
+    if `workdir` has a checkpoint. `extra_hooks` run after the default hooks at their steps;
+    `eval_listeners` are told each eval, after the best-checkpoint keeper and early stopping.
+
+    Raises ConfigError (a bad config, workdir or `init_from`; a workdir another run holds; a
+    rerun that would change what is trained, or end before the step it reached),
+    CheckpointError, and NonFiniteLossError when training diverged."""
+    workdir_lib.check(workdir)  # before anything is created, the compilation cache included
     _enable_compilation_cache(config.compilation_cache_dir, workdir)
     config_lib.check_workdir_selects_on_validation(workdir)  # before config.json is rewritten
+    if experiment is None:
+        experiment = build_lib.make_experiment(config)
     setup = build_lib.build(config, experiment)
-    mesh, abstract_state, state_shardings = setup.mesh, setup.abstract_state, setup.state_shardings
-    saved_config, config_changes = _compare_config(config, workdir)
-    if jax.process_index() == 0:
-        layout = os.path.join(workdir, "parameters.tsv")
-        summary = sharding.write_layout(abstract_state.params, state_shardings.params, layout)
-        logging.info("sharding_rules %s: %s (each one: %s)", config.sharding_rules, summary, layout)
-    train_split, eval_splits, total_steps = setup.train_split, setup.eval_splits, setup.total_steps
-    model_def, tx, dc = setup.model_def, setup.tx, config.data
-    replicated = parallel.replicated(mesh)
-    num_params = sum(x.size for x in jax.tree.leaves(abstract_state.params))
+    # Read and matched before anything is written, so a bad source leaves no half-made workdir.
+    source = None
+    if config.init_from and not resume.has_checkpoint(workdir):
+        source = transfer.load(config.init_from, setup.abstract_state, tuple(config.init_from_skip))
+    with workdir_lib.lock(workdir), contextlib.ExitStack() as stack:
+        run = _open(config, workdir, setup)
+        stack.callback(run.close)
+        _restore_or_init(run, source)
+        if _finished(run):
+            return _report_finished(run)
+        return _train_compiled(run, extra_hooks, eval_listeners)
 
-    batch_sharding = parallel.batch_sharding(mesh)
-    local_batch = config.batch_size // jax.process_count()
+
+def _open(config: ml_collections.ConfigDict, workdir: str, setup: build_lib.Setup) -> _Run:
+    """Compares the config with the run's record (writing config.json at a fresh start), and
+    opens the checkpoints and the train data."""
+    saved, changes = resume.compare(config, workdir)
+    if saved is None and jax.process_index() == 0:
+        config_lib.write(config, workdir)
+    dc = config.data
     host_iter = data.train_batches(
-        train_split,
-        experiment.fields,
+        setup.train_split,
+        setup.experiment.fields,
         config.batch_size,
         seed=config.seed,
         shuffle=dc.shuffle,
         read_threads=dc.read_threads,
     )
-    data_iter = data.DeviceIterator(host_iter, batch_sharding, dc.prefetch_batches)
-
-    checkpoints = Checkpoints(
-        workdir,
-        config.max_to_keep,
-        config.best_metric,
-        config.best_mode,
-        async_save=config.async_checkpointing,
+    data_iter = data.DeviceIterator(
+        host_iter, parallel.batch_sharding(setup.mesh), dc.prefetch_batches
     )
-    start_step = 0
-    if checkpoints.latest_step() is not None:
-        state, start_step = checkpoints.restore(abstract_state, data_iter)
-        logging.info("resumed from %s at step %d", checkpoints.latest.directory, start_step)
-        if config_changes:
-            _record_config_changes(
-                config, saved_config, config_changes, workdir, start_step, len(train_split)
+    try:
+        checkpoints = Checkpoints(
+            workdir,
+            config.max_to_keep,
+            config.best_metric,
+            config.best_mode,
+            async_save=config.async_checkpointing,
+        )
+    except BaseException:
+        data_iter.close()
+        raise
+    return _Run(config, workdir, setup, checkpoints, data_iter, saved, changes)
+
+
+def _restore_or_init(run: _Run, source: transfer.Loaded | None) -> None:
+    """`run.state` and `run.start_step` from the latest checkpoint (and the data iterator's
+    position with them), or a fresh state with `init_from`'s arrays (`source`) loaded;
+    then `run.status`, and the parameter layout in WORKDIR/parameters.tsv."""
+    setup, workdir = run.setup, run.workdir
+    if run.checkpoints.latest_step() is not None:
+        run.state, run.start_step = run.checkpoints.restore(setup.abstract_state, run.data_iter)
+        logging.info("resumed from %s at step %d", run.checkpoints.latest.directory, run.start_step)
+        resume.check_length(setup.total_steps, run.start_step, workdir)
+        if run.saved_config is not None:
+            resume.record(
+                run.config,
+                run.saved_config,
+                run.config_changes,
+                workdir,
+                run.start_step,
+                len(setup.train_split),
             )
     else:
-        state = setup.state
-        if config.init_from:  # only at a fresh start: on resume the run's own checkpoint wins
-            state = transfer.init_from(state, config, tx, state_shardings, workdir)
+        run.state = setup.state
+        if source is not None:  # only at a fresh start: on resume the run's own checkpoint wins
+            run.state = transfer.init_from(
+                run.state, source, setup.tx, setup.state_shardings, workdir
+            )
     status = run_status.read(workdir)
-    if run_status.stale_running(status):
+    if stale := run_status.stale_running(status):
+        # The workdir lock rules out a live writer: it was killed, or crashed.
         if jax.process_index() == 0:
             logging.warning(
                 "%s; resuming from the last checkpoint (step %s)",
-                run_status.stale_running(status).replace("WORKDIR", workdir, 1),
-                start_step or "none: starting over",
+                stale.replace("WORKDIR", workdir, 1),
+                run.start_step or "none: starting over",
             )
         status = None
-    elif (owner := run_status.live_owner(status)) is not None and jax.process_index() == 0:
-        logging.warning(
-            "%s says pid %d on this host is training this workdir and that process is alive: "
-            "two runs in one workdir overwrite each other's checkpoints; stop one of them",
-            run_status.path(workdir),
-            owner,
-        )
-    early = bool(status) and status["status"] in run_status.FINISHED_EARLY
-    if early or start_step >= total_steps:
-        # Finished: at total_steps, or before it (early stopping, a sweep's pruning). Nothing
-        # to train or compile; report what the run last evaluated.
-        data_iter.close()
-        if early:
-            logging.info(
-                "run %s at step %d: %s; nothing to train (delete %s to train on)",
-                status["status"].replace("_", " "),
-                status["step"],
-                status.get("message", ""),
-                run_status.path(workdir),
-            )
-        else:
-            logging.info(
-                "run finished at step %d of %d; nothing to train (raise total_steps to train on)",
-                start_step,
-                total_steps,
-            )
-            if jax.process_index() == 0 and (status or {}).get("status") != "done":
-                # E.g. the status file was lost: the checkpoint says the run is complete.
-                run_status.write(
-                    workdir,
-                    "done",
-                    start_step,
-                    total_steps=total_steps,
-                    eval_metrics=(status or {}).get("eval_metrics", {}),
-                    best_eval_metrics=checkpoints.best_metrics(),
-                )
-        checkpoints.close()
-        return Result(
-            state=state,
-            step=start_step,
-            eval_metrics=(status or {}).get("eval_metrics", {}),
-            best_eval_metrics=(status or {}).get("best_eval_metrics", {}),
-            stop_reason=status["status"] if early else "",
+    run.status = status
+    if jax.process_index() == 0:
+        layout = os.path.join(workdir, "parameters.tsv")
+        shardings = setup.state_shardings.params
+        summary = sharding.write_layout(setup.abstract_state.params, shardings, layout)
+        logging.info(
+            "sharding_rules %s: %s (each one: %s)", run.config.sharding_rules, summary, layout
         )
 
-    # Compile both steps ahead of time, before step 0.
-    example = experiment.fields(train_split.rows(np.arange(local_batch)))
-    train_fn, train_compile = step_lib.compile_step(
+
+def _finished(run: _Run) -> bool:
+    """At total_steps, or finished before it (early stopping, a sweep's pruning)."""
+    early = bool(run.status) and run.status["status"] in run_status.FINISHED_EARLY
+    return early or run.start_step >= run.total_steps
+
+
+def _report_finished(run: _Run) -> Result:
+    """A finished run: nothing to train or compile; reports what it last evaluated."""
+    status = run.status or {}
+    early = status.get("status") in run_status.FINISHED_EARLY
+    if early:
+        logging.info(
+            "run %s at step %d: %s; nothing to train (delete %s to train on)",
+            status["status"].replace("_", " "),
+            status["step"],
+            status.get("message", ""),
+            run_status.path(run.workdir),
+        )
+    else:
+        logging.info(
+            "run finished at step %d of %d; nothing to train (raise total_steps to train on)",
+            run.start_step,
+            run.total_steps,
+        )
+        if jax.process_index() == 0 and status.get("status") != "done":
+            # E.g. the status file was lost: the checkpoint says the run is complete.
+            run_status.write(
+                run.workdir,
+                "done",
+                run.start_step,
+                total_steps=run.total_steps,
+                eval_metrics=status.get("eval_metrics", {}),
+                best_eval_metrics=run.checkpoints.best_metrics(),
+            )
+    return Result(
+        state=run.state,
+        step=run.start_step,
+        eval_metrics=status.get("eval_metrics", {}),
+        best_eval_metrics=status.get("best_eval_metrics", {}),
+        stop_reason=status["status"] if early else "",
+    )
+
+
+@dataclasses.dataclass
+class _Compiled:
+    train: jax.stages.Compiled
+    train_seconds: float
+    eval: jax.stages.Compiled
+    eval_seconds: float
+    eval_local: int  # eval rows per process and batch
+
+
+def _compile(run: _Run) -> _Compiled:
+    """Both steps, compiled ahead of time for the run's shardings, before step 0."""
+    config, setup, state = run.config, run.setup, run.state
+    experiment, split = run.experiment, setup.train_split
+    state_shardings, replicated = setup.state_shardings, parallel.replicated(setup.mesh)
+    batch_sharding = parallel.batch_sharding(setup.mesh)
+    local_batch = config.batch_size // jax.process_count()
+    example = experiment.fields(split.rows(np.arange(local_batch)))
+    train_fn, train_seconds = step_lib.compile_step(
         step_lib.make_train_step(
             experiment,
-            model_def,
-            tx,
-            optimizers.schedule(config.optimizer, total_steps),
+            setup.model_def,
+            setup.tx,
+            optimizers.schedule(config.optimizer, setup.total_steps),
             config.optimizer.accumulate_steps,
             frozenset(freezing.frozen_paths(state.params, tuple(config.freeze))),
         ),
@@ -333,34 +365,45 @@ def run(
     eval_batch = config.eval_batch_size or config.batch_size
     eval_local = eval_batch // jax.process_count()
     eval_example = {
-        **experiment.fields(train_split.rows(np.arange(eval_local))),
+        **experiment.fields(split.rows(np.arange(eval_local))),
         "mask": np.ones(eval_local, np.float32),
     }
-    eval_fn, eval_compile = step_lib.compile_step(
-        step_lib.make_eval_step(experiment, model_def),
+    eval_fn, eval_seconds = step_lib.compile_step(
+        step_lib.make_eval_step(experiment, setup.model_def),
         (state, _abstract_batch(eval_example, eval_batch, batch_sharding)),
         in_shardings=(state_shardings, batch_sharding),
         out_shardings=replicated,
     )
+    return _Compiled(train_fn, train_seconds, eval_fn, eval_seconds, eval_local)
+
+
+def _sync_each_step(mesh: jax.sharding.Mesh) -> bool:
     # On CPU with several devices, back-to-back collective steps can deadlock: sync each step.
-    sync_each_step = jax.default_backend() == "cpu" and mesh.size > 1
+    return jax.default_backend() == "cpu" and mesh.size > 1
 
-    # `val/` metrics choose (best checkpoint, early stopping, a sweep's objective); `eval/` (the
-    # first of data.eval_splits, the test split by default) and `eval_<split>/` are reported.
+
+def _evaluator(run: _Run, compiled: _Compiled) -> Callable[[Any], dict[str, float]]:
+    """`evaluate(state) -> {prefix/name: value}` over every scored split: `val/` metrics (the
+    validation split) choose (best checkpoint, early stopping, a sweep's objective); `eval/`
+    (the first of data.eval_splits, the test split by default) and `eval_<split>/` report."""
+    setup, experiment = run.setup, run.experiment
     scored = [("val", setup.validation_split)] + [
-        ("eval" if i == 0 else f"eval_{split.split}", split) for i, split in enumerate(eval_splits)
+        ("eval" if i == 0 else f"eval_{split.split}", split)
+        for i, split in enumerate(setup.eval_splits)
     ]
+    batch_sharding = parallel.batch_sharding(setup.mesh)
+    sync = _sync_each_step(setup.mesh)
 
-    def evaluate(state) -> dict[str, float]:
+    def evaluate(state: Any) -> dict[str, float]:
         results = {}
         for prefix, split in scored:
             sums, rows = None, []
-            for batch in data.eval_batches(split, experiment.fields, eval_local):
-                out = eval_fn(state, data.put(batch, batch_sharding))
+            for batch in data.eval_batches(split, experiment.fields, compiled.eval_local):
+                out = compiled.eval(state, data.put(batch, batch_sharding))
                 sums = out["sums"] if sums is None else jax.tree.map(jnp.add, sums, out["sums"])
                 if "rows" in out:
                     rows.append(jax.device_get(out["rows"]))
-                elif sync_each_step:
+                elif sync:
                     jax.block_until_ready(sums)
             sums = jax.device_get(sums)
             if rows:
@@ -370,14 +413,20 @@ def run(
             results.update({f"{prefix}/{k}": v for k, v in metrics.items()})
         return results
 
-    report = step_lib.analyze(train_fn)
-    peak = device_peaks.peak_flops(jax.devices()[0].device_kind)
-    writer = MetricWriter(workdir, resume_step=start_step)
+    return evaluate
+
+
+def _report_compile(run: _Run, compiled: _Compiled, writer: MetricWriter) -> dict[str, float]:
+    """Writes compile times, the train step's cost analysis and the parameter count at the
+    start step, logs them in one line; returns the cost analysis (`flops`, `memory_bytes`)."""
+    config, mesh = run.config, run.setup.mesh
+    report = step_lib.analyze(compiled.train)
+    num_params = sum(x.size for x in jax.tree.leaves(run.setup.abstract_state.params))
     writer.write(
-        start_step,
+        run.start_step,
         {
-            "compile/train_step_seconds": train_compile,
-            "compile/eval_step_seconds": eval_compile,
+            "compile/train_step_seconds": compiled.train_seconds,
+            "compile/eval_step_seconds": compiled.eval_seconds,
             **{f"compile/train_step_{k}": v for k, v in report.items()},
             "model/num_params": num_params,
         },
@@ -390,123 +439,186 @@ def run(
         mesh.size,
         jax.devices()[0].device_kind,
         dict(mesh.shape),
-        train_compile,
+        compiled.train_seconds,
         report.get("flops", 0.0) / 1e9,
         report.get("memory_bytes", 0.0) / 2**20,
-        eval_compile,
-        total_steps,
+        compiled.eval_seconds,
+        run.total_steps,
         config.batch_size,
     )
+    return report
 
-    ctx = hooks_lib.Context(
-        state=state,
-        data_iter=data_iter,
-        total_steps=total_steps,
-        batch_size=config.batch_size,
-        writer=writer,
-        checkpoints=checkpoints,
-        window_first_step=start_step,
-        start_step=start_step,
-        best_eval_metrics=checkpoints.best_metrics(),  # on resume, the best so far
-        flops_per_step=report.get("flops", 0.0),
-        peak_flops=peak,
-        tokens_per_example=experiment.tokens_per_example,
+
+def _default_hooks(
+    run: _Run,
+    evaluate: Callable[[Any], dict[str, float]],
+    writer: MetricWriter,
+    report: dict[str, float],
+    eval_listeners: Sequence[hooks_lib.EvalListener],
+) -> tuple[list[hooks_lib.Hook], hooks_lib.Evaluate, hooks_lib.KeepBest]:
+    """Log, eval (best checkpoint, early stopping and `eval_listeners` listening), checkpoint
+    and profile hooks; returns (hooks, the eval hook, the best-checkpoint keeper)."""
+    config, checkpoints, data_iter = run.config, run.checkpoints, run.data_iter
+    experiment = run.experiment
+    keep_best = hooks_lib.KeepBest(checkpoints, data_iter)
+    listeners: list[hooks_lib.EvalListener] = [keep_best]
+    if config.early_stopping.metric:
+        listeners.append(
+            hooks_lib.EarlyStopping(
+                **config.early_stopping.to_dict(), history=writer.path, start_step=run.start_step
+            )
+        )
+    evaluate_hook = hooks_lib.Evaluate(
+        config.eval_every_steps, evaluate, writer, [*listeners, *eval_listeners]
     )
     hooks = [
-        hooks_lib.LogTrain(config.log_every_steps),
-        hooks_lib.Evaluate(config.eval_every_steps, evaluate),
-        *(
-            [hooks_lib.EarlyStopping(config.eval_every_steps, **config.early_stopping.to_dict())]
-            if config.early_stopping.metric
-            else []
+        hooks_lib.LogTrain(
+            config.log_every_steps,
+            writer,
+            config.batch_size,
+            flops_per_step=report.get("flops", 0.0),
+            peak_flops=device_peaks.peak_flops(jax.devices()[0].device_kind),
+            tokens_per_example=experiment.tokens_per_example,
         ),
-        hooks_lib.Checkpoint(config.checkpoint_every_steps),
-        *(
-            [hooks_lib.Profile(*config.profile_steps, os.path.join(workdir, "profile"))]
-            if config.profile_steps
-            else []
-        ),
-        *extra_hooks,
+        evaluate_hook,
+        hooks_lib.Checkpoint(config.checkpoint_every_steps, checkpoints, data_iter),
     ]
-    pending: list[dict] = []  # device metrics of steps not yet pulled to the host
-    step = start_step
-    interrupted = False
+    if config.profile_steps:
+        profile_dir = os.path.join(run.workdir, "profile")
+        hooks.append(hooks_lib.Profile(*config.profile_steps, profile_dir))
+    return hooks, evaluate_hook, keep_best
+
+
+def _train_compiled(
+    run: _Run,
+    extra_hooks: Sequence[hooks_lib.Hook],
+    eval_listeners: Sequence[hooks_lib.EvalListener],
+) -> Result:
+    """Compiles, reports, trains from `run.start_step` to the end (or a stop), records it."""
+    compiled = _compile(run)
+    writer = MetricWriter(run.workdir, resume_step=run.start_step)
+    report = _report_compile(run, compiled, writer)
+    hooks, evaluate_hook, keep_best = _default_hooks(
+        run, _evaluator(run, compiled), writer, report, eval_listeners
+    )
+    hooks += extra_hooks
     if jax.process_index() == 0:
-        run_status.write(workdir, "running", step, total_steps=total_steps)
+        run_status.write(run.workdir, "running", run.start_step, total_steps=run.total_steps)
+    progress = _Progress(run.state, run.start_step)
     ended: BaseException | None = None
     try:
-        with Preemption() as preemption:
-            while step < total_steps:
-                t0 = time.perf_counter()
-                batch = next(data_iter)
-                ctx.data_seconds += time.perf_counter() - t0
-                state, metrics = train_fn(state, batch)
-                step += 1
-                pending.append(metrics)
-                if sync_each_step:
-                    jax.block_until_ready(metrics)
-                due = [h for h in hooks if h.due(step, total_steps)]
-                preempted = preemption.stop_now(synced=bool(due))
-                if not due and not preempted:
-                    continue
-                # The only host sync in the loop: pull metrics, refuse to go on past a NaN in
-                # them or in the state, before any hook can save that state.
-                pulled = jax.device_get(pending)
-                pending.clear()
-                _check_finite(pulled, step, checkpoints)
-                ctx.window.extend(pulled)
-                ctx.state = state
-                for hook in due:
-                    hook(step, ctx)
-                if ctx.finish:
-                    checkpoints.save(step, state, data_iter, force=True)
-                    logging.warning("%s at step %d: %s", ctx.finish, step, ctx.finish_message)
-                    break
-                if preempted or ctx.stop:
-                    checkpoints.save(step, state, data_iter, force=True)
-                    why = "SIGTERM" if preempted else "a hook asked to stop"
-                    logging.warning("%s: saved a checkpoint at step %d and stopped", why, step)
-                    interrupted = True
-                    break
+        _train(run, compiled.train, hooks, progress)
     except BaseException as e:
         ended = e
         raise
     finally:
-        for hook in hooks:
-            hook.close(ctx)
-        data_iter.close()
-        try:
-            checkpoints.wait()  # a save in flight that failed raises here
-        except CheckpointSaveError as e:
-            if ended is None:
-                ended = e
-                raise
-            logging.error("%s", e)  # after another error; that one propagates
-        finally:
-            if ended is not None and jax.process_index() == 0:
-                try:
-                    _record_end(workdir, ended, step, total_steps, checkpoints)
-                except OSError as e:  # e.g. the disk that failed the save: keep the first error
-                    logging.error("could not record the run's end in run_status.json: %s", e)
-            checkpoints.close()
-            writer.close()
+        _end(run, hooks, writer, progress, ended)
     result = Result(
-        state=state,
-        step=step,
+        state=progress.state,
+        step=progress.step,
         # A resumed segment that ran no eval reports the run's last one.
-        eval_metrics=ctx.eval_metrics or (status or {}).get("eval_metrics", {}),
-        best_eval_metrics=ctx.best_eval_metrics,
-        interrupted=interrupted,
-        stop_reason=ctx.finish,
+        eval_metrics=evaluate_hook.last or (run.status or {}).get("eval_metrics", {}),
+        best_eval_metrics=keep_best.best,
+        interrupted=progress.stop is not None and not progress.stop.finish,
+        stop_reason=progress.stop.finish if progress.stop else "",
     )
     if jax.process_index() == 0:  # after checkpoints.wait(): "done" never precedes the save
+        finish = result.stop_reason or ("interrupted" if result.interrupted else "done")
         run_status.write(
-            workdir,
-            ctx.finish or ("interrupted" if interrupted else "done"),
-            step,
-            total_steps=total_steps,
-            message=ctx.finish_message,
+            run.workdir,
+            finish,
+            result.step,
+            total_steps=run.total_steps,
+            message=progress.stop.message if progress.stop and progress.stop.finish else "",
             eval_metrics=result.eval_metrics,
             best_eval_metrics=result.best_eval_metrics,
         )
     return result
+
+
+@dataclasses.dataclass
+class _Progress:
+    """Where the loop is: kept up to date step by step, so a run that raises still knows."""
+
+    state: Any
+    step: int
+    stop: hooks_lib.Stop | None = None
+
+
+def _train(
+    run: _Run, train_fn: jax.stages.Compiled, hooks: list[hooks_lib.Hook], progress: _Progress
+) -> None:
+    """The loop body: step, and at the steps where a hook is due (or a SIGTERM is shared) the
+    one host sync: pull the metrics, refuse a non-finite one, run the due hooks, stop if asked."""
+    data_iter, total, sync = run.data_iter, run.total_steps, _sync_each_step(run.setup.mesh)
+    state, step = progress.state, progress.step
+    pending: list[dict] = []  # device metrics of steps not yet pulled to the host
+    data_seconds = hook_seconds = 0.0
+    with Preemption() as preemption:
+        while step < total:
+            t0 = time.perf_counter()
+            batch = next(data_iter)
+            data_seconds += time.perf_counter() - t0
+            state, metrics = train_fn(state, batch)
+            progress.state, progress.step = state, step + 1
+            step += 1
+            pending.append(metrics)
+            if sync:
+                jax.block_until_ready(metrics)
+            due = [h for h in hooks if h.due(step, total)]
+            preempted = preemption.stop_now(synced=bool(due))
+            if not due and not preempted:
+                continue
+            pulled = jax.device_get(pending)
+            pending.clear()
+            _check_finite(pulled, step, run.checkpoints)  # before any hook can save the state
+            info = hooks_lib.StepInfo(step, total, state, tuple(pulled), data_seconds, hook_seconds)
+            t1 = time.perf_counter()
+            for hook in hooks:
+                hook.record(info)
+            for hook in due:
+                hook(info)
+            data_seconds, hook_seconds = 0.0, time.perf_counter() - t1
+            stop = info.stop() or (hooks_lib.Stop("SIGTERM") if preempted else None)
+            if stop is not None:
+                _stop(run, state, step, stop)
+                progress.stop = stop
+                return
+
+
+def _stop(run: _Run, state: Any, step: int, stop: hooks_lib.Stop) -> None:
+    """Saves a checkpoint at `step` and says why the run stops there."""
+    run.checkpoints.save(step, state, run.data_iter, force=True)
+    if stop.finish:
+        logging.warning("%s at step %d: %s", stop.finish, step, stop.message)
+    else:
+        logging.warning("%s: saved a checkpoint at step %d and stopped", stop.message, step)
+
+
+def _end(
+    run: _Run,
+    hooks: list[hooks_lib.Hook],
+    writer: MetricWriter,
+    progress: _Progress,
+    ended: BaseException | None,
+) -> None:
+    """However the loop ended: close the hooks, wait for saves in flight (a failed one raises,
+    unless another error already does), record an error's end in run_status.json, close."""
+    for hook in hooks:
+        hook.close()
+    run.data_iter.close()
+    try:
+        run.checkpoints.wait()  # a save in flight that failed raises here
+    except CheckpointSaveError as e:
+        if ended is None:
+            ended = e
+            raise
+        logging.error("%s", e)  # after another error; that one propagates
+    finally:
+        if ended is not None and jax.process_index() == 0:
+            try:
+                _record_end(run.workdir, ended, progress.step, run.total_steps, run.checkpoints)
+            except OSError as e:  # e.g. the disk that failed the save: keep the first error
+                logging.error("could not record the run's end in run_status.json: %s", e)
+        run.close()
+        writer.close()

@@ -6,7 +6,7 @@
   `runs/digits_cnn:600` (a step). Only the parameters and the model's statistics are read
   (an Orbax partial restore), so the source's optimizer, data and even model class do not
   matter, only its array paths and shapes;
-- an export directory (`ann export`): its `weights.safetensors`, checked against the
+- an export directory (`python -m ann.export`): its `weights.safetensors`, checked against the
   manifest's sha256 first;
 - a registry URI, `models:/NAME@champion` or `models:/NAME/3`, in the registry at
   $ANN_REGISTRY (default ./registry), checked against the hash recorded at registration.
@@ -30,7 +30,7 @@ starts fresh: on resume the run's own checkpoint wins, whatever `init_from` says
 
 List a model's paths, what `freeze` freezes and what `init_from` would load, without training:
 
-    ann transfer --config=configs/digits_finetune.py \\
+    python -m ann.train.transfer --config=configs/digits_finetune.py \\
         [--config.init_from=runs/digits_cnn]
 """
 
@@ -41,7 +41,7 @@ import json
 import os
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -341,11 +341,17 @@ def details(report: Report) -> list[str]:
 # -- the loop's entry points -------------------------------------------------------------------
 
 
-def load(
-    spec: str, state: state_lib.TrainState, skip: Sequence[str] = ()
-) -> tuple[Source, Report, dict[str, np.ndarray]]:
-    """Resolves and reads `spec` and matches it against `state`; refuses a source that shares
-    nothing with the model. Returns (source, report, source arrays)."""
+class Loaded(NamedTuple):
+    """A source read and matched against a model (`load`), ready for `init_from`."""
+
+    source: Source
+    report: Report
+    arrays: dict[str, np.ndarray]
+
+
+def load(spec: str, state: Any, skip: Sequence[str] = ()) -> Loaded:
+    """Resolves and reads `spec` and matches it against `state` (a train state, or its
+    abstract shapes); refuses, with a ConfigError, a source that shares nothing with the model."""
     source = resolve(spec)
     arrays = read(source)
     target = targets(state)
@@ -358,26 +364,26 @@ def load(
             f"no array of it matches this model by path and shape, so nothing would load "
             f"(source: {len(theirs)} arrays such as {', '.join(theirs[:4])}; this model: "
             f"{', '.join(f'{p} {_shape(target[p].shape)}' for p in ours[:4])}); is it the "
-            "right source? Compare with ann transfer --config=...",
+            "right source? Compare with python -m ann.train.transfer --config=...",
         )
-    return source, report, arrays
+    return Loaded(source, report, arrays)
 
 
 def init_from(
     state: state_lib.TrainState,
-    config: Any,
+    loaded: Loaded,
     tx: optax.GradientTransformation,
     shardings: Any,
     workdir: str,
 ) -> state_lib.TrainState:
-    """The fresh, placed `state` with `config.init_from`'s matching arrays loaded onto their
-    shardings and the optimizer state re-initialized; logs and writes WORKDIR/init_from.json."""
-    source, report, arrays = load(config.init_from, state, tuple(config.init_from_skip))
-    loaded = set(report.loaded)
+    """The fresh, placed `state` with `loaded`'s matching arrays put onto their shardings and
+    the optimizer state re-initialized; logs and writes WORKDIR/init_from.json."""
+    source, report, arrays = loaded.source, loaded.report, loaded.arrays
+    loaded_paths = set(report.loaded)
 
     def fill(key_path: tuple, x: Any, sharding: Any) -> Any:
         name = path_str(key_path)
-        if name not in loaded:
+        if name not in loaded_paths:
             return x  # already on its sharding
         # Host data, the same in every process: `place` builds the global array without a
         # collective, however the parameter is split.
@@ -423,7 +429,7 @@ def describe(config: Any) -> list[str]:
     )
     start: dict[str, str] = {}
     if config.init_from:
-        _, report, _ = load(config.init_from, state, tuple(config.init_from_skip))
+        report = load(config.init_from, state, tuple(config.init_from_skip)).report
         start.update({p: "loaded" for p in report.loaded})
         start.update({p: "fresh (missing in source)" for p in report.missing_in_source})
         start.update(

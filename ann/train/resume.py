@@ -1,0 +1,120 @@
+"""A rerun's config against the run's record: what may change on resume, and what changed.
+
+`config.json` is written once, at a fresh start: the run's record (export and restore read it).
+A rerun may change only the keys in `ann.config.RESUME_MAY_CHANGE` (how long, how often, where);
+each resume whose config differs from the previous run's appends a line to
+`WORKDIR/config_changes.jsonl`: {step, time, changes: {key: [value in config.json, new value]}},
+so the record plus the last line is the latest run's config.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import jax
+import ml_collections
+from absl import logging
+
+from ann import config as config_lib
+from ann.config import ConfigError
+from ann.train import build, optimizers
+
+CONFIG_CHANGES = "config_changes.jsonl"
+UNSET = "<unset>"  # how ann.config.diff shows a key one config lacks
+
+
+def has_checkpoint(workdir: str) -> bool:
+    """Whether `workdir` holds a saved step, i.e. this is a rerun, not a fresh start."""
+    ckpt_dir = os.path.join(workdir, "checkpoints")
+    return os.path.isdir(ckpt_dir) and any(n.isdigit() for n in os.listdir(ckpt_dir))
+
+
+def compare(
+    config: ml_collections.ConfigDict, workdir: str
+) -> tuple[ml_collections.ConfigDict | None, dict]:
+    """On a rerun: (the saved config, the allowed changes from it as {key: (old, new)}), or a
+    ConfigError naming each key that would change what is trained. At a fresh start (None, {})."""
+    if has_checkpoint(workdir) and os.path.exists(os.path.join(workdir, "config.json")):
+        saved = config_lib.read(workdir)
+        return saved, config_lib.check_resume(saved, config, workdir)
+    return None, {}
+
+
+def _last_changes(workdir: str) -> dict[str, list] | None:
+    try:
+        with open(os.path.join(workdir, CONFIG_CHANGES)) as f:
+            lines = [json.loads(line) for line in f if line.strip()]
+    except (OSError, ValueError):
+        return None
+    return lines[-1].get("changes") if lines else None
+
+
+def previous(saved: ml_collections.ConfigDict, workdir: str) -> ml_collections.ConfigDict:
+    """The config the run was last trained with: config.json with the last recorded changes."""
+    values = json.loads(json.dumps(saved.to_dict(), default=str))
+    for key, (_, new) in (_last_changes(workdir) or {}).items():
+        *parents, leaf = key.split(".")
+        node = values
+        for part in parents:
+            node = node.setdefault(part, {})
+        if new == UNSET:
+            node.pop(leaf, None)
+        else:
+            node[leaf] = new
+    return ml_collections.ConfigDict(values)
+
+
+def check_length(total_steps: int, step: int, workdir: str) -> None:
+    """Raises ConfigError when a rerun's run length is below the step its checkpoint reached."""
+    if total_steps < step:
+        raise ConfigError(
+            f"config key 'total_steps': the run would be {total_steps} steps long, but {workdir} "
+            f"has reached step {step}; set total_steps (or num_epochs) to at least {step}, or "
+            "use a new --workdir"
+        )
+
+
+def record(
+    config: ml_collections.ConfigDict,
+    saved: ml_collections.ConfigDict,
+    changes: dict[str, tuple[Any, Any]],
+    workdir: str,
+    step: int,
+    num_train: int,
+) -> None:
+    """Logs what changed since the previous run and, when that differs from the last line,
+    appends the changes from config.json to config_changes.jsonl (process 0). A new run length
+    under a schedule that depends on it (warmup_cosine) is warned about with the learning rate
+    at the resume step under the old and the new schedule."""
+    last = previous(saved, workdir)
+    since = config_lib.diff(last, config)
+    if since:
+        logging.info(
+            "resuming with config changes: %s",
+            "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in since.items()),
+        )
+    old_total, new_total = build.total_steps(last, num_train), build.total_steps(config, num_train)
+    if old_total != new_total:
+        before = float(optimizers.schedule(last.optimizer, old_total)(step))
+        after = float(optimizers.schedule(config.optimizer, new_total)(step))
+        if before != after:
+            logging.warning(
+                "the run's length changed from %d to %d steps: the %s learning-rate schedule is "
+                "rebuilt over the new length; at the resume step %d the learning rate was %.6g "
+                "and is now %.6g",
+                old_total,
+                new_total,
+                config.optimizer.schedule,
+                step,
+                before,
+                after,
+            )
+    entry = {k: list(v) for k, v in changes.items()}
+    if jax.process_index() > 0 or entry == (_last_changes(workdir) or {}):
+        return  # the same config as the last run: nothing new to record
+    line = {"step": step, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "changes": entry}
+    with open(os.path.join(workdir, CONFIG_CHANGES), "a") as f:
+        f.write(json.dumps(line, default=str) + "\n")

@@ -1,0 +1,79 @@
+"""The run's directory: checked before anything is written, and locked for the run's life.
+
+Two runs in one workdir would overwrite each other's checkpoints, metrics and status, so a run
+holds an exclusive `fcntl.flock` on `WORKDIR/.lock` (process 0; process i of a multi-process
+run on `WORKDIR/.lock.i`, so every process of a second run is refused, not left waiting for its
+peers) from before it writes anything until it ends. The operating system drops the lock when
+the process exits, however it exits, so a crash never leaves a workdir locked. The file holds
+the holder's host and pid, which a refused run names. (flock is advisory and, on network file
+systems, only as good as their lock support; NFSv4 and Lustre carry it across hosts.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import socket
+from collections.abc import Iterator
+
+import jax
+
+from ann.config import ConfigError
+
+
+class WorkdirError(ConfigError):
+    """The workdir cannot hold this run: not a directory, not writable, or in use."""
+
+
+def check(workdir: str) -> None:
+    """Raises WorkdirError, naming the path and the fix, when `workdir` is a file or cannot be
+    created or written; creates nothing."""
+    path = os.path.abspath(workdir)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise WorkdirError(
+            f"workdir {workdir} is a file, not a directory; choose another --workdir (a "
+            "directory, created if missing)"
+        )
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise WorkdirError(
+            f"workdir {workdir} cannot be created: {existing} is a file; choose another --workdir"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        what = "is not writable" if existing == path else f"cannot be created in {existing}"
+        raise WorkdirError(
+            f"workdir {workdir} {what} (permission denied); choose another --workdir or fix "
+            "the permissions"
+        )
+
+
+def _lock_path(workdir: str) -> str:
+    index = jax.process_index()
+    return os.path.join(workdir, ".lock" if index == 0 else f".lock.{index}")
+
+
+@contextlib.contextmanager
+def lock(workdir: str) -> Iterator[None]:
+    """Holds this process's lock on `workdir` (created if missing) while the block runs.
+    Raises WorkdirError naming the host and pid of the run that holds it."""
+    os.makedirs(workdir, exist_ok=True)
+    path = _lock_path(workdir)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.read(fd, 200).decode(errors="replace").strip() or "a process"
+        os.close(fd)
+        raise WorkdirError(
+            f"workdir {workdir} is in use by another run ({holder}, holding {path}); wait for "
+            "it to end or stop it, or choose another --workdir"
+        ) from None
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"host {socket.gethostname()} pid {os.getpid()}\n".encode())
+        yield
+    finally:
+        os.close(fd)  # releases the lock; the file stays, harmlessly

@@ -1,0 +1,59 @@
+"""The workdir: checked before anything is written, locked while a run uses it; a bad
+`init_from` leaves nothing behind."""
+
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT, tiny, with_devices
+
+from ann.config import ConfigError
+from ann.train import workdir as workdir_lib
+from ann.train.loop import train_and_evaluate
+
+
+def test_a_file_as_workdir_is_one_line_and_creates_nothing(tmp_path):
+    (tmp_path / "README.md").write_text("not a run\n")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ann.main",
+            f"--config={ROOT}/configs/digits_mlp.py",
+            f"--workdir={tmp_path / 'README.md'}",
+        ],
+        env=with_devices(1),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: workdir ") and "is a file" in lines[-1]
+    assert "Traceback" not in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md"]  # no .jax_cache
+
+
+def test_an_uncreatable_workdir_is_refused_before_anything_is_made(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(workdir_lib.WorkdirError, match="cannot be created: .*file is a file"):
+        train_and_evaluate(tiny(), str(tmp_path / "file" / "run"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_a_workdir_in_use_is_refused_naming_its_holder(tmp_path):
+    workdir = tmp_path / "run"
+    with workdir_lib.lock(str(workdir)):  # as another run holds it
+        with pytest.raises(workdir_lib.WorkdirError, match=r"in use by another run \(host .* pid"):
+            train_and_evaluate(tiny(), str(workdir))
+    assert [p.name for p in workdir.iterdir()] == [".lock"]  # nothing of a run was written
+    # Released when the holder ends: the same workdir trains.
+    assert train_and_evaluate(tiny(total_steps=2), str(workdir)).step == 2
+
+
+def test_a_bad_init_from_leaves_no_half_made_workdir(tmp_path):
+    workdir = tmp_path / "run"
+    with pytest.raises(ConfigError, match="init_from"):
+        train_and_evaluate(tiny(init_from=str(tmp_path / "nowhere")), str(workdir))
+    assert not workdir.exists()
