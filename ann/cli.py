@@ -119,8 +119,9 @@ def _missing_flags(error: BaseException) -> str | None:
     names = _REQUIRED.findall(str(error))
     if not names:
         return None
-    # One line: absl's help of a repeatable flag has a second line ("repeat this option...").
-    what = "; ".join(f"--{n} ({' '.join(flags.FLAGS[n].help.split()).rstrip('.')})" for n in names)
+    # A help text on one line, without what absl appends to it ("repeat this option ...").
+    said = {n: " ".join(flags.FLAGS[n].help.split(";\n")[0].split()).rstrip(".") for n in names}
+    what = "; ".join(f"--{n} ({said[n]})" for n in names)
     return f"missing {what}; --help lists every flag"
 
 

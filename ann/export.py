@@ -1,6 +1,6 @@
 """Export a trained run for serving: one `jax.export` graph, safetensors weights, a manifest.
 
-    python -m ann.export --workdir=runs/digits_cnn --out=exports/digits_cnn [--step=best]
+    ann export --workdir=runs/digits_cnn --out=exports/digits_cnn [--step=best]
         [--name=digits] [--platforms=cpu,cuda,tpu]
 
 The graph is the experiment's `predict` (the training preprocessing, the model in eval mode,

@@ -3,9 +3,9 @@
 Plain functions over a model (jit them, or call them inside a jitted function), and a CLI on a
 trained run's workdir:
 
-    python -m ann.generate --workdir=runs/pydoc_lm --prompt="Return the " --num_tokens=200 \
+    ann generate --workdir=runs/pydoc_lm --prompt="Return the " --num_tokens=200 \
         --temperature=0.8 --top_k=20
-    python -m ann.generate --workdir=runs/digit_seq2seq --source="reverse 12345" --beam_size=4
+    ann generate --workdir=runs/digit_seq2seq --source="reverse 12345" --beam_size=4
 
 Sampling and greedy decoding recompute the whole (fixed-length) buffer each step instead of
 keeping a key/value cache: simpler, exact, and cheap at these sequence lengths.

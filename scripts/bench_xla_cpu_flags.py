@@ -3,7 +3,8 @@ and at a large batch, under several XLA_FLAGS, each in a fresh process pinned to
 
     python scripts/bench_xla_cpu_flags.py --export=runs/bench_serve/resnet_export [--batch=64]
 
-(`scripts/bench_serve.py` creates that export.) Prints median ms per row at batch 1 and at
+(`scripts/bench_serve.py` creates that export; a registry URI such as `models:/digits@champion`,
+in $ANN_REGISTRY, works too.) Prints median ms per row at batch 1 and at
 `--batch`, their ratio (the most dynamic batching can gain on compute alone), and the first
 row's prediction, which must not change with the flag.
 """
@@ -21,15 +22,26 @@ from absl import flags
 
 from ann import cli
 
-flags.DEFINE_string("export", None, "The export to time (e.g. runs/bench_serve/resnet_export).")
+flags.DEFINE_string(
+    "export", None, "The export directory or registry URI to time (ann.registry.resolve)."
+)
 flags.DEFINE_integer("batch", 64, "The large batch, against batch 1.", lower_bound=1)
 flags.DEFINE_boolean("measure", False, "Internal: time one XLA_FLAGS setting in this process.")
 flags.mark_flag_as_required("export")
-flags.register_validator(
-    "export",
-    lambda v: v is None or os.path.isfile(os.path.join(v, "manifest.json")),
-    "--export must be an export directory (with manifest.json; scripts/bench_serve.py makes one)",
-)
+
+
+@flags.validator("export")
+def _resolvable(spec: str | None) -> bool:
+    """An export directory or a registry URI; else absl's one-line flag error, naming it."""
+    from ann import registry
+
+    if spec is not None:
+        try:
+            registry.resolve(spec)
+        except registry.RegistryError as e:
+            raise flags.ValidationError(str(e)) from e
+    return True
+
 
 XLA_FLAGS = [
     "",
@@ -46,9 +58,9 @@ def measure(export: str, batch: int) -> dict:
         os.sched_setaffinity(0, {0})
     import numpy as np
 
-    from ann import artifact
+    from ann import registry
 
-    model = artifact.load(export)
+    model = registry.resolve(export).load()
     rng = np.random.default_rng(0)
     x = {
         name: rng.uniform(0, 16, (batch, *spec["shape"][1:])).astype(spec["dtype"])

@@ -107,6 +107,7 @@ def test_the_console_script_is_declared():
         (["train", "--workdir=W"], "error: missing --config (Config file"),
         (["transfer"], "error: missing --config (Config file"),
         (["export"], "error: missing --workdir (The run to export"),
+        (["serve"], "error: missing --model (Registry URI or export directory (repeatable));"),
         # An unknown variant of a config file was a traceback from the config file.
         (
             ["train", "--config=configs/digits_cnn.py:nosuch", "--workdir=W"],

@@ -65,7 +65,7 @@ def test_versions_aliases_tags_and_uris(digits_export, tmp_path):
     assert path == str(tmp_path / "reg" / "artifacts" / "digits" / "1")
     for p in [path, *(os.path.join(path, f) for f in os.listdir(path))]:
         assert not os.stat(p).st_mode & 0o222, p
-    model = registry.load("models:/digits@champion")
+    model = resolve("models:/digits@champion", registry.root).load()
     assert model.name == "digits_cnn"
 
 
@@ -74,7 +74,8 @@ def test_resolve_takes_registry_uris_and_export_directories(digits_export, tmp_p
     _, out = digits_export
     reg = tmp_path / "reg"
     monkeypatch.setenv("ANN_REGISTRY", str(reg))
-    with pytest.raises(RegistryError, match=r"no registry at .*reg \(for models:/digits/1\); set "):
+    default = r"no registry at .*reg for models:/digits/1 \(the default: \$ANN_REGISTRY"
+    with pytest.raises(RegistryError, match=default):
         resolve("models:/digits/1")  # $ANN_REGISTRY names none: say where it looked
     assert os.listdir(tmp_path) == []
 
@@ -315,7 +316,7 @@ def test_read_only_commands_change_nothing(digits_export, tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["frobnicate"], "usage: python -m ann.registry"),
+        (["frobnicate"], "usage: ann registry"),
         (["alias", "digits", "champion"], "alias takes NAME ALIAS VERSION"),
         (["alias", "digits", "champion", "x"], "alias: VERSION 'x' must be a version number >= 1"),
         (["alias", "digits", "champion", "0"], "alias: VERSION '0' must be a version number"),

@@ -4,7 +4,7 @@
       registry.db                 registered models, versions, aliases, tags, lineage
       artifacts/NAME/VERSION/     an export, copied in, verified, made read-only
 
-The command line (`python -m ann.registry --help`) is in `__main__.py`.
+The command line (`ann registry --help`) is in `__main__.py`.
 
 Modules: `core` (the `Registry`, `ModelVersion`, `RegistryError`), `spec` (`resolve`: the one
 way a registry URI or an export directory becomes a directory to load, used by serving,

@@ -1,14 +1,14 @@
 """The model registry's command line (see `ann/registry/__init__.py` for the registry):
 
-    python -m ann.registry --registry=DIR register EXPORT_DIR [--name=digits] [--alias=champion]
+    ann registry --registry=DIR register EXPORT_DIR [--name=digits] [--alias=champion]
                                               [--allow_duplicate]
-    python -m ann.registry --registry=DIR list
-    python -m ann.registry --registry=DIR versions NAME
-    python -m ann.registry --registry=DIR alias NAME ALIAS VERSION     (--delete to remove)
-    python -m ann.registry --registry=DIR tag NAME KEY VALUE [--version=N]
-    python -m ann.registry --registry=DIR resolve models:/NAME@champion
-    python -m ann.registry --registry=DIR show models:/NAME/3
-    python -m ann.registry --registry=DIR mirror models:/NAME/3 --mlflow_uri=URI
+    ann registry --registry=DIR list
+    ann registry --registry=DIR versions NAME
+    ann registry --registry=DIR alias NAME ALIAS VERSION     (--delete to remove)
+    ann registry --registry=DIR tag NAME KEY VALUE [--version=N]
+    ann registry --registry=DIR resolve models:/NAME@champion
+    ann registry --registry=DIR show models:/NAME/3
+    ann registry --registry=DIR mirror models:/NAME/3 --mlflow_uri=URI
 
 The command, its arguments and every flag are checked (`check_command`) before the registry is
 opened; a mistake ends in one line (`error: ...`), exit 1. `--registry` defaults to
@@ -109,8 +109,8 @@ def check_command(command: str, args: Sequence[str], f: Any) -> None:
     }
     if command not in counts or len(args) != counts[command]:
         raise RegistryError(
-            f"usage: python -m ann.registry --registry=DIR "
-            f"{'|'.join(USAGE)} ARGS (see `python -m ann.registry --help`); got "
+            f"usage: ann registry --registry=DIR "
+            f"{'|'.join(USAGE)} ARGS (see `ann registry --help`); got "
             f"{[command, *args] if command else []}"
             + (f"; {command} takes {USAGE[command] or 'no arguments'}" if command in USAGE else "")
         )
@@ -263,7 +263,7 @@ def define_flags() -> None:
 
 
 def run() -> None:
-    """`python -m ann.registry ...`: defines the flags, parses `sys.argv` and runs `main`
+    """`ann registry ...`: defines the flags, parses `sys.argv` and runs `main`
     through `ann.cli.run` (one-line errors, exit 1)."""
     define_flags()
     cli.run(main, errors=ERRORS)

@@ -402,7 +402,9 @@ class Registry:
             return self._version(db, self._require_version(db, name, version))
 
     def resolve(self, uri: str) -> ModelVersion:
-        """`models:/NAME/3`, `models:/NAME@ALIAS` or `models:/NAME/latest` -> the version."""
+        """`models:/NAME/3`, `models:/NAME@ALIAS` or `models:/NAME/latest` -> the version in
+        this registry; raises RegistryError naming what is missing. Commands that take a model
+        (a URI or an export directory) go through `ann.registry.resolve`, which calls this."""
         match = URI.match(uri)
         if not match:
             raise RegistryError(
@@ -433,11 +435,6 @@ class Registry:
             else:
                 raise RegistryError(f"model URI {uri!r}: version {version!r} is not an integer")
             return self._version(db, self._require_version(db, name, number))
-
-    def load(self, uri: str) -> artifact.Model:
-        """Resolves `uri` and loads it, checking the manifest's hash recorded at registration."""
-        mv = self.resolve(uri)
-        return artifact.load(mv.path, mv.manifest_sha256)
 
     # -- helpers -------------------------------------------------------------------------------
 

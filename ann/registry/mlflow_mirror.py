@@ -92,10 +92,9 @@ def _flatten(tree: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, s
 
 
 def _command(registry: Registry, tracking_uri: str, *args: str) -> str:
-    """The `python -m ann.registry` command line that repeats a step on this registry."""
+    """The `ann registry` command line that repeats a step on this registry."""
     return shlex.join(
-        ["python", "-m", "ann.registry", f"--registry={registry.root}", *args]
-        + [f"--mlflow_uri={tracking_uri}"]
+        ["ann", "registry", f"--registry={registry.root}", *args] + [f"--mlflow_uri={tracking_uri}"]
     )
 
 

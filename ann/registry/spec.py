@@ -4,7 +4,7 @@ one (serving's `--model`, `config.init_from`, the registry's `resolve`):
 - a registry URI, `models:/NAME/3`, `models:/NAME@ALIAS` or `models:/NAME/latest`, in the
   registry at `registry` (default `$ANN_REGISTRY`, else `./registry`): the version's read-only
   copy, with the manifest sha256 recorded at registration to load it against;
-- an export directory (`python -m ann.export`, holding manifest.json): itself.
+- an export directory (`ann export`, holding manifest.json): itself.
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ def resolve(spec: str, registry: str | None = None) -> Resolved:
         store = Registry(registry or default_root())
         if registry is None and not store.exists():  # no flag named it: say where it looked
             raise RegistryError(
-                f"no registry at {store.root} (for {spec}); set $ANN_REGISTRY to the registry's "
-                "directory"
+                f"no registry at {store.root} for {spec} (the default: $ANN_REGISTRY, else "
+                "./registry); set $ANN_REGISTRY, or the command's --registry, to its directory"
             )
         mv = store.resolve(spec)
         return Resolved(spec, mv.path, mv.manifest_sha256, mv)
@@ -51,6 +51,6 @@ def resolve(spec: str, registry: str | None = None) -> Resolved:
         return Resolved(spec, os.path.abspath(spec), None, None)
     what = "does not exist" if not os.path.exists(spec) else f"holds no {artifact.MANIFEST}"
     raise RegistryError(
-        f"{spec} {what}; give an export directory (python -m ann.export) or a registry URI "
+        f"{spec} {what}; give an export directory (ann export) or a registry URI "
         "models:/NAME/VERSION, models:/NAME@ALIAS or models:/NAME/latest"
     )

@@ -1,6 +1,6 @@
 """Model server: Open Inference Protocol v2 over HTTP, dynamic batching, Prometheus metrics.
 
-`python -m ann.serve --model=models:/digits@champion` (see `ann/serve/__main__.py`). Parts, by
+`ann serve --model=models:/digits@champion` (see `ann/serve/__main__.py`). Parts, by
 responsibility: `settings` (every setting and its default, one flag each), `app` (the route
 table and HTTP translation), `dataplane` (the serving logic without HTTP: models, readiness,
 infer, the traffic-policy seam), `errors` (the one refusal type, with its status), `protocol`

@@ -1,7 +1,7 @@
 """Serve exported models over the Open Inference Protocol v2.
 
-    python -m ann.serve --model=models:/digits@champion --registry=registry --port=8000
-    python -m ann.serve --model=exports/digits_cnn --model=models:/digits/2 ...
+    ann serve --model=models:/digits@champion --registry=registry --port=8000
+    ann serve --model=exports/digits_cnn --model=models:/digits/2 ...
 
 `--model` takes a registry URI (`models:/NAME/3`, `models:/NAME@ALIAS`, `models:/NAME/latest`;
 served as NAME, version 3) or an export directory (served under its manifest name, version = the

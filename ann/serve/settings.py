@@ -1,6 +1,6 @@
 """The server's settings: the one place where each default is written.
 
-Every field is a flag of `python -m ann.serve` of the same name (`ann/serve/__main__.py` defines
+Every field is a flag of `ann serve` of the same name (`ann/serve/__main__.py` defines
 the flags from these fields: their defaults, help and choices), except those marked `flag=False`.
 Values are checked when a `Settings` is made (`ValueError`: one line naming the flag and the
 fix), so a setting that cannot work stops the server before its port opens.
@@ -23,7 +23,7 @@ def _flag(default: Any, help: str, kind: type | None = None, **extra: Any) -> An
 
 @dataclasses.dataclass
 class Settings:
-    """The server's configuration, one field per flag of `python -m ann.serve`.
+    """The server's configuration, one field per flag of `ann serve`.
 
     Limits on clients (ann/serve/http.py), defaults and where they come from:
     `max_request_line_bytes` 8192 (414 above; nginx `large_client_header_buffers 4 8k`, Apache
@@ -166,7 +166,7 @@ def _number(value: float) -> str:
 
 
 def flag_fields() -> list[dataclasses.Field]:
-    """The fields that are flags of `python -m ann.serve`, in order."""
+    """The fields that are flags of `ann serve`, in order."""
     return [f for f in dataclasses.fields(Settings) if f.metadata.get("flag", True)]
 
 

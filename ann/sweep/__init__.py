@@ -1,4 +1,4 @@
-"""Sweeps and hyperparameter search: `python -m ann.sweep --config=configs/X.py --workdir=DIR`.
+"""Sweeps and hyperparameter search: `ann sweep --config=configs/X.py --workdir=DIR`.
 
 A config file declares its search space in `get_sweep(h)` beside `get_config` (`space.py`).
 Each trial is a full `python -m ann.main` run in its own workdir (`trials.py`), launched locally

@@ -1,10 +1,10 @@
 """Run a sweep of a config file's `get_sweep(h)`, locally or on a cluster.
 
-    python -m ann.sweep --config=configs/digits_mlp.py --workdir=runs/sweep1 [--parallel=2]
-    python -m ann.sweep --config=configs/digits_mlp.py --workdir=runs/tpe1 --search=tpe \
+    ann sweep --config=configs/digits_mlp.py --workdir=runs/sweep1 [--parallel=2]
+    ann sweep --config=configs/digits_mlp.py --workdir=runs/tpe1 --search=tpe \
         --trials=20 --metric=val/accuracy --mode=max
-    python -m ann.sweep --config=configs/digits_mlp.py --workdir=runs/sweep1 --emit=slurm
-    python -m ann.sweep --summarize=runs/sweep1
+    ann sweep --config=configs/digits_mlp.py --workdir=runs/sweep1 --emit=slurm
+    ann sweep --summarize=runs/sweep1
 
 `--config.KEY=VALUE` fixes a key for every trial. Running the same command again resumes.
 """
@@ -156,7 +156,7 @@ def sweep(argv: list[str]) -> None:
                 **common,
             )
             print(f"wrote {path}: kubectl apply -f {path}  ({len(trials)} indices)")
-        print(f"then: python -m ann.sweep --summarize={FLAGS.workdir}")
+        print(f"then: ann sweep --summarize={FLAGS.workdir}")
         return
     lock = _lock(FLAGS.workdir)
     try:

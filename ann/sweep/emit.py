@@ -2,7 +2,7 @@
 
 Index i runs trial i's command (the one in its command.sh), in the directory the sweep was
 defined from, and leaves what the local launcher leaves: stdout.log, stderr.log and a
-trial.json with the exit status and wall time. So `python -m ann.sweep --summarize=DIR` reads a
+trial.json with the exit status and wall time. So `ann sweep --summarize=DIR` reads a
 cluster sweep like a local one, and resubmitting the same script resumes unfinished trials
 (`ann.main` resumes from each workdir; a finished one has nothing left to do).
 """

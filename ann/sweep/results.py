@@ -5,7 +5,7 @@ metric: trials are ranked on the validation split) and its step, the test metric
 at that step (reported, never ranked on), the final value of every validation and test
 metric, steps trained, wall time, error and command. Everything
 is read from the trial workdirs (metrics.jsonl, run_status.json, trial.json), so
-`python -m ann.sweep --summarize=DIR` rebuilds it at any time, also after a cluster run.
+`ann sweep --summarize=DIR` rebuilds it at any time, also after a cluster run.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def read_sweep_file(sweep_dir: str) -> dict[str, Any]:
             return json.load(f)
     except OSError:
         raise SweepError(
-            f"{path} not found: --summarize takes a sweep workdir that python -m ann.sweep "
+            f"{path} not found: --summarize takes a sweep workdir that ann sweep "
             "--workdir=... has written"
         ) from None
 

@@ -2,7 +2,7 @@
 
 A pattern is a regex matched against the whole of a parameter's path (`re.fullmatch`). A path
 is the module path joined by "/", with list indices as numbers: `convs/0/kernel`, `dense/bias`,
-`blocks/1/bn1/scale` (the names of an export's weights, too). `python -m ann.train.transfer
+`blocks/1/bn1/scale` (the names of an export's weights, too). `ann transfer
 --config=configs/NAME.py` lists a model's paths (every run also writes them to
 WORKDIR/parameters.tsv). (`sharding_rules` regexes use `re.search`; `freeze` ones must match the
 whole path.)

@@ -6,7 +6,7 @@
   `runs/digits_cnn:600` (a step). Only the parameters and the model's statistics are read
   (an Orbax partial restore), so the source's optimizer, data and even model class do not
   matter, only its array paths and shapes;
-- an export directory (`python -m ann.export`): its `weights.safetensors`, checked against the
+- an export directory (`ann export`): its `weights.safetensors`, checked against the
   manifest's sha256 first;
 - a registry URI, `models:/NAME@champion` or `models:/NAME/3`, in the registry at
   $ANN_REGISTRY (default ./registry), checked against the hash recorded at registration.
@@ -30,7 +30,7 @@ starts fresh: on resume the run's own checkpoint wins, whatever `init_from` says
 
 List a model's paths, what `freeze` freezes and what `init_from` would load, without training:
 
-    python -m ann.train.transfer --config=configs/digits_finetune.py \\
+    ann transfer --config=configs/digits_finetune.py \\
         [--config.init_from=runs/digits_cnn]
 """
 
@@ -364,7 +364,7 @@ def load(spec: str, state: Any, skip: Sequence[str] = ()) -> Loaded:
             f"no array of it matches this model by path and shape, so nothing would load "
             f"(source: {len(theirs)} arrays such as {', '.join(theirs[:4])}; this model: "
             f"{', '.join(f'{p} {_shape(target[p].shape)}' for p in ours[:4])}); is it the "
-            "right source? Compare with python -m ann.train.transfer --config=...",
+            "right source? Compare with ann transfer --config=...",
         )
     return Loaded(source, report, arrays)
 
