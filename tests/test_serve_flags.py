@@ -42,6 +42,10 @@ BAD = [
     (["--token=two words"], "token: expected printable ASCII"),
     (["--token_file=/nonexistent/token"], "--token_file=/nonexistent/token: cannot read it"),
     (["--token_file=/dev/null", "--token=x"], "--token_file and --token"),
+    (["--admin_token="], "admin_token: expected printable ASCII"),
+    (["--admin_token=same", "--token=same"], "admin_token: expected a token other than --token"),
+    (["--admin_token_file=/nonexistent/a"], "--admin_token_file=/nonexistent/a: cannot read it"),
+    (["--admin_token_file=/dev/null", "--admin_token=x"], "--admin_token_file and --admin_token"),
     (["stray"], "unexpected arguments: stray"),
 ]
 

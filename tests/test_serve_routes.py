@@ -3,6 +3,7 @@ with `Allow` for a route asked with another method, the token and the metrics po
 route; the OpenAPI document (static package data) lists every route; `Settings` is the one
 source of the server's defaults."""
 
+import asyncio
 import dataclasses
 import json
 import subprocess
@@ -42,12 +43,12 @@ def call(app, method, path, token=None, public_only=False):
 
 
 def concrete(pattern: str) -> str:
-    return pattern.replace("{name}", "m").replace("{version}", "1")
+    return pattern.replace("{name}", "m").replace("{version}", "1").replace("{model}", "m")
 
 
 @pytest.fixture
 def app():
-    return App([ServedModel("m", "1", FakeModel(), "test")], Settings())
+    return App([ServedModel("m", "1", FakeModel(), "test")], Settings(admin_token="adm1n"))
 
 
 def test_unknown_paths_are_404_whatever_the_method(app):
@@ -65,7 +66,7 @@ def test_every_route_refuses_other_methods_with_405_and_allow(app):
         for method in METHODS:
             if method in route.methods:
                 continue
-            status, body, headers = call(app, method, path)
+            status, body, headers = call(app, method, path, "adm1n" if route.admin else None)
             assert status == 405, (method, path, body)
             assert headers[b"allow"] == ", ".join(allowed).encode()
             assert (
@@ -82,17 +83,24 @@ def test_unknown_models_and_versions_are_404_before_the_method(app):
 
 
 def test_token_and_metrics_port_are_judged_per_route():
-    app = App([ServedModel("m", "1", FakeModel(), "test")], Settings(token="s3cret"))
+    settings = Settings(token="s3cret", admin_token="adm1n")
+    app = App([ServedModel("m", "1", FakeModel(), "test")], settings)
     for route in ROUTES:
         path = concrete(route.pattern)
         method = next(iter(route.methods))
         status = call(app, method, path)[0]
         assert (status != 401) == route.public, (path, status)
+        if route.admin:  # the client's token is not the admin's
+            assert call(app, method, path, token="s3cret")[0] == 401
         status = call(app, method, path, public_only=True)[0]
         assert (status != 404) == route.metrics_port, (path, status)
     # An unknown path asks for the token first: it tells a stranger nothing.
     assert call(app, "POST", "/v2/nowhere")[0] == 401
     assert call(app, "POST", "/v2/nowhere", token="s3cret")[0] == 404
+    # Without an admin token, load and unload are refused whoever asks.
+    bare = App([ServedModel("m", "1", FakeModel(), "test")], Settings())
+    status, body, _ = call(bare, "POST", "/v2/repository/models/m/load")
+    assert status == 403 and "--admin_token_file" in body["error"]
 
 
 def test_openapi_is_static_package_data_listing_every_route(app):
@@ -127,3 +135,47 @@ def test_settings_are_the_only_source_of_flag_defaults():
     }
     for field in fields:
         assert defaults[field.name] == field.default, field.name
+
+
+def test_a_model_being_loaded_is_503_with_retry_after(app):
+    app.dataplane.loading["x"] = {None}  # a load of a new name, version not known yet
+    status, body, headers = call(app, "POST", "/v2/models/x/infer")
+    assert status == 503 and headers[b"retry-after"] == b"1", body
+    assert "'x': being loaded or unloaded; retry" in body["error"]
+    app.dataplane.loading["m"] = {"2"}  # a second version of a served name
+    app.dataplane.model("m", "1").ready = True
+    assert call(app, "GET", "/v2/models/m/versions/2/ready")[0] == 503
+    assert call(app, "GET", "/v2/models/m/ready")[0] == 200  # version 1 serves on
+    assert call(app, "GET", "/v2/models/m/versions/3/ready")[0] == 404
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (b"[1]", "body: expected a JSON object, got [1]"),
+        (b"{nope", "body: expected a JSON object, got invalid JSON"),
+        (b'{"parameters": 3}', "parameters: expected an object, got 3"),
+        (b'{"parameters": {"source": ""}}', "parameters.source: expected a registry URI"),
+        (b'{"parameters": {"config": "{"}}', "parameters.config: expected a model configuration"),
+        (
+            b'{"parameters": {"config": "{\\"version_policy\\": {\\"specific\\": '
+            b'{\\"versions\\": [\\"x\\"]}}}"}}',
+            "version_policy.specific.versions: expected version numbers",
+        ),
+    ],
+)
+def test_load_requests_that_cannot_work_are_400(app, body, message):
+    replies = []
+    auth = b"Bearer adm1n"
+
+    async def main():
+        app.handle("POST", "/v2/repository/models/m/load", auth, body, None,
+                   lambda *reply: replies.append(reply))  # fmt: skip
+        for _ in range(100):  # answered from a task: let it run
+            if replies:
+                break
+            await asyncio.sleep(0)
+
+    asyncio.run(main())
+    [(status, reply, _)] = replies
+    assert status == 400 and message in json.loads(reply)["error"], reply

@@ -41,29 +41,38 @@ def define_flags() -> None:
         else:
             define[meta["kind"]](field.name, flag_default(field), meta["help"])
     flags.DEFINE_string("token_file", None, "File holding the bearer token (a mounted secret).")
+    flags.DEFINE_string(
+        "admin_token_file", None, "File holding the admin token (load and unload; a secret)."
+    )
     flags.mark_flags_as_required(["model"])
 
 
-def read_token() -> str | None:
-    if FLAGS.token_file is None:
-        return FLAGS.token
-    if FLAGS.token is not None:
-        cli.fail("--token_file and --token (or $ANN_SERVE_TOKEN) are both set; give one")
+# Tokens that may come from a file instead of their flag or variable.
+TOKENS = {"token": "ANN_SERVE_TOKEN", "admin_token": "ANN_SERVE_ADMIN_TOKEN"}
+
+
+def read_token(name: str) -> str | None:
+    """`--NAME_file`'s content if given, else `--NAME` (default `$ANN_SERVE_...`)."""
+    path = FLAGS[f"{name}_file"].value
+    if path is None:
+        return FLAGS[name].value
+    if FLAGS[name].value is not None:
+        cli.fail(f"--{name}_file and --{name} (or ${TOKENS[name]}) are both set; give one")
     try:
-        with open(FLAGS.token_file, encoding="utf-8") as f:
+        with open(path, encoding="utf-8") as f:
             return f.read().strip()
     except (OSError, UnicodeDecodeError) as e:
-        cli.fail(f"--token_file={FLAGS.token_file}: cannot read it ({e})")
+        cli.fail(f"--{name}_file={path}: cannot read it ({e})")
 
 
 def settings_from_flags():
     """The checked `Settings`, or exit 1 with the first flag that cannot work."""
     from ann.serve.settings import Settings, flag_fields
 
-    # Each flag field of Settings is the flag of its name (the token may come from a file).
-    named = {f.name: FLAGS[f.name].value for f in flag_fields() if f.name != "token"}
+    # Each flag field of Settings is the flag of its name (tokens may come from a file).
+    named = {f.name: FLAGS[f.name].value for f in flag_fields() if f.name not in TOKENS}
     try:
-        settings = Settings(token=read_token(), **named)
+        settings = Settings(**{name: read_token(name) for name in TOKENS}, **named)
     except ValueError as e:
         cli.fail(str(e))
     ensure_file_descriptors(settings.file_descriptors())
@@ -86,30 +95,6 @@ def ensure_file_descriptors(needed: int) -> None:
         )
 
 
-def load_models(specs: list[str], registry_dir: str | None) -> list:
-    """Resolves (`ann.registry.resolve`) and verifies every `--model` (`ServedModel`s); raises
-    on the first that fails."""
-    from ann import registry
-    from ann.serve.dataplane import ServedModel
-
-    models = []
-    for spec in specs:
-        resolved = registry.resolve(spec, registry_dir)
-        model = resolved.load()
-        if resolved.version is not None:
-            mv = resolved.version
-            models.append(ServedModel(mv.name, str(mv.version), model, spec))
-        else:
-            digest = model.manifest_sha256  # of the bytes loaded, not a second read
-            models.append(ServedModel(model.name, digest[:12], model, resolved.path))
-    seen = set()
-    for m in models:
-        if (m.name, m.version) in seen:
-            raise ValueError(f"--model: {m.name} version {m.version} is given twice")
-        seen.add((m.name, m.version))
-    return models
-
-
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         cli.fail(f"unexpected arguments: {' '.join(argv[1:])} (flags are --name=value)")
@@ -118,6 +103,7 @@ def main(argv: list[str]) -> None:
     from ann import artifact
     from ann.registry import RegistryError
     from ann.serve.app import App, run
+    from ann.serve.repository import load_models
 
     try:
         models = load_models(FLAGS.model, settings.registry)

@@ -11,6 +11,10 @@ addressed):
     GET  /v2                                        server metadata
     GET  /metrics                                   Prometheus
     GET  /openapi.json                              this API as OpenAPI 3 (ann/serve/openapi.json)
+    GET  /v2/models/{name}[/versions/{v}]/config    model configuration (Triton's shape)
+    GET  /v2/models[/{name}[/versions/{v}]]/stats   statistics (Triton's shape)
+    POST /v2/repository/index                       models and their states
+    POST /v2/repository/models/{name}/load|unload   load / unload (the admin token)
 
 A path that matches no route is 404 whatever its method; a route asked with a method it does
 not take is 405 with `Allow`. No framework and no ASGI cycle, because the infer path is the
@@ -41,8 +45,11 @@ import orjson
 from ann.serve import openapi, protocol
 from ann.serve.dataplane import DataPlane, ServedModel
 from ann.serve.errors import ServeError
+from ann.serve.model_config import model_config
+from ann.serve.repository import Repository
 from ann.serve.request_log import RequestLog
 from ann.serve.settings import Settings
+from ann.serve.statistics import model_statistics
 
 log = logging.getLogger("ann.serve")
 
@@ -53,13 +60,15 @@ Respond = Callable[[int, bytes, "list | None"], None]
 class Route:
     """One path of the API: `pattern` with `{name}` and `{version}` parts, the `App` method
     answering each HTTP method, `public`: no token needed (health probes), `metrics_port`:
-    also answered on the metrics port. A pattern with `{name}` addresses a served model: it is
-    looked up (404 if unknown) before the method is judged, so every reply names it."""
+    also answered on the metrics port, `admin`: the admin token needed. A pattern with
+    `{name}` addresses a served model: it is looked up (404 if unknown) before the method is
+    judged, so every reply names it (repository routes say `{model}`: not necessarily served)."""
 
     pattern: str
     methods: dict[str, str]
     public: bool = False
     metrics_port: bool = False
+    admin: bool = False  # needs the admin token (`Settings.admin_token`), not the client's
 
     @property
     def parts(self) -> list[str]:
@@ -82,6 +91,12 @@ ROUTES: list[Route] = [
     *_model_routes("", {"GET": "model_metadata"}),
     *_model_routes("/ready", {"GET": "model_ready"}),
     *_model_routes("/infer", {"POST": "infer"}),
+    *_model_routes("/config", {"GET": "model_config"}),
+    *_model_routes("/stats", {"GET": "statistics"}),
+    Route("/v2/models/stats", {"GET": "statistics"}),
+    Route("/v2/repository/index", {"POST": "repository_index"}),
+    Route("/v2/repository/models/{model}/load", {"POST": "repository_load"}, admin=True),
+    Route("/v2/repository/models/{model}/unload", {"POST": "repository_unload"}, admin=True),
 ]
 
 
@@ -130,10 +145,10 @@ class Router:
 class Request:
     """One parsed HTTP request as the routes see it."""
 
-    __slots__ = ("method", "path", "body", "too_large", "respond", "header_length")
+    __slots__ = ("method", "path", "params", "body", "too_large", "respond", "header_length")
 
-    def __init__(self, method, path, body, too_large, respond, header_length):
-        self.method, self.path, self.body = method, path, body
+    def __init__(self, method, path, params, body, too_large, respond, header_length):
+        self.method, self.path, self.params, self.body = method, path, params, body
         self.too_large, self.respond, self.header_length = too_large, respond, header_length
 
 
@@ -144,6 +159,7 @@ class App:
     def __init__(self, models: list[ServedModel], settings: Settings):
         self.settings = settings
         self.dataplane = DataPlane(models, settings)
+        self.repository = Repository(self.dataplane, settings.registry)
         self.metrics = self.dataplane.metrics
         self.router = Router(ROUTES)
         self.request_log = (
@@ -156,7 +172,9 @@ class App:
             else None
         )
         self._token = settings.token.encode() if settings.token else None
+        self._admin_token = settings.admin_token.encode() if settings.admin_token else None
         self._request_counters: dict[tuple[str, str, int], Callable[[], None]] = {}
+        self._tasks: set[asyncio.Task] = set()  # repository loads and unloads in progress
 
     @property
     def models(self) -> dict[str, dict[str, ServedModel]]:
@@ -173,6 +191,8 @@ class App:
         self.dataplane.start_draining()
 
     async def shutdown(self) -> None:
+        for task in list(self._tasks):  # loads and unloads in progress
+            task.cancel()
         await self.dataplane.shutdown()
         if self.request_log is not None:
             self.request_log.close()
@@ -219,7 +239,7 @@ class App:
                     "method",
                     [(b"allow", allowed.encode())],
                 )
-            request = Request(method, path, body, too_large, respond, header_length)
+            request = Request(method, path, params, body, too_large, respond, header_length)
             status = getattr(self, answer)(request, served)
         except ServeError as e:
             status = e.status
@@ -245,7 +265,9 @@ class App:
             if found is None or not found[0].metrics_port:
                 raise _no_route(method, path, "the metrics port serves /metrics and /v2/health/*")
             return found
-        if found is None or not found[0].public:
+        if found is not None and found[0].admin:
+            self._authorize_admin(authorization)
+        elif found is None or not found[0].public:
             self._authorize(authorization)
         if found is None:
             raise _no_route(method, path)
@@ -261,20 +283,31 @@ class App:
             ).inc
         counter()
 
-    def _authorize(self, authorization: bytes | None) -> None:
-        if self._token is None:
+    def _authorize(self, authorization: bytes | None, admin: bool = False) -> None:
+        expected = self._admin_token if admin else self._token
+        if expected is None:
             return
         if authorization is not None:
             scheme, _, token = authorization.partition(b" ")
-            if scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self._token):
+            if scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), expected):
                 return
         raise ServeError(
             401,
             "authorization: expected header 'Authorization: Bearer <token>' with the server's "
-            "token, got none or a wrong one",
+            f"{'admin token' if admin else 'token'}, got none or a wrong one",
             "auth",
             [(b"www-authenticate", b"Bearer")],
         )
+
+    def _authorize_admin(self, authorization: bytes | None) -> None:
+        if self._admin_token is None:
+            raise ServeError(
+                403,
+                "repository: load and unload need the server started with an admin token "
+                "(--admin_token_file or $ANN_SERVE_ADMIN_TOKEN); it has none",
+                "admin",
+            )
+        self._authorize(authorization, admin=True)
 
     @staticmethod
     def _with_model(body: dict[str, Any], served: ServedModel | None) -> bytes:
@@ -319,15 +352,84 @@ class App:
         )
         return status
 
+    def model_config(self, request: Request, served: ServedModel) -> int:
+        request.respond(200, orjson.dumps(model_config(served, self.settings)), None)
+        return 200
+
+    def statistics(self, request: Request, served: ServedModel | None) -> int:
+        """All models (`/v2/models/stats`), every version of one, or one version."""
+        if served is None:
+            models = self.dataplane.all_models()
+        elif "version" in request.params:
+            models = [served]
+        else:
+            models = list(self.dataplane.models[served.name].values())
+        samples = self.metrics.samples()
+        stats = [model_statistics(m, samples) for m in models]
+        request.respond(200, orjson.dumps({"model_stats": stats}), None)
+        return 200
+
+    def repository_index(self, request: Request, served: None) -> int:
+        """Triton's index: body `{}` or empty, or `{"ready": true}` for ready models only."""
+        body = _json_object(request.body, "body")
+        ready = body.get("ready", False)
+        if not isinstance(ready, bool):
+            raise ServeError(400, f"ready: expected true or false, got {protocol.short(ready)}")
+        request.respond(200, orjson.dumps(self.repository.index(ready)), None)
+        return 200
+
+    def repository_load(self, request: Request, served: None) -> None:
+        """Loads from `parameters.source`, Triton's `parameters.config` version policy, or
+        the registry's latest version; answered once the model is ready (or failed)."""
+        name = request.params["model"]
+        parameters = _json_object(request.body, "body").get("parameters")
+        work = self.repository.load(name, parameters)
+        self._answer_later(request, work, lambda ms: {"name": name, "loaded": _versions(ms)})
+
+    def repository_unload(self, request: Request, served: None) -> None:
+        """Unloads every version of the model; answered once its queued requests are done."""
+        name = request.params["model"]
+        _json_object(request.body, "body")  # Triton's unload_dependents: nothing depends here
+        work = self.repository.unload(name)
+        self._answer_later(request, work, lambda ms: {"name": name, "unloaded": _versions(ms)})
+
+    def _answer_later(
+        self, request: Request, work: Any, reply: Callable[[Any], dict[str, Any]]
+    ) -> None:
+        """Runs coroutine `work` as a task; answers 200 with `reply(result)` or its refusal."""
+        respond = request.respond
+
+        def done(task: asyncio.Task) -> None:
+            try:
+                status, body, headers = 200, orjson.dumps(reply(task.result())), None
+            except asyncio.CancelledError:  # the server is shutting down
+                status, headers = 503, None
+                body = orjson.dumps({"error": "server: shutting down; the load was stopped"})
+            except ServeError as e:
+                status, body, headers = e.status, orjson.dumps({"error": e.message}), e.headers
+                self.metrics.errors.labels(str(e.status), e.reason).inc()
+            except Exception as e:  # a bug: say so
+                log.exception("internal error on %s", request.path)
+                status, headers = 500, None
+                body = orjson.dumps({"error": f"internal server error ({e}); a server bug"})
+                self.metrics.errors.labels("500", "internal").inc()
+            respond(status, body, headers)
+            self._count(None, status)
+
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(done)
+
     def infer(self, request: Request, m: ServedModel) -> None:
         """Decodes and queues one infer; the reply is sent when its batch has run (and counted
         then: returns None). Refusals that cost nothing come first, before the body is
         decoded: body too large, draining, not ready, queue full (no room for even one row)."""
         start = time.perf_counter()
-        if request.too_large is not None:
-            raise _body_too_large(self.settings.max_body_bytes, request.too_large)
         decoded = None
         try:
+            if request.too_large is not None:
+                raise _body_too_large(self.settings.max_body_bytes, request.too_large)
             batcher = self.dataplane.admit(m)
             decoded = protocol.decode_infer(
                 request.body, m.inputs, m.outputs, self.settings.max_batch_size,
@@ -335,10 +437,11 @@ class App:
             )  # fmt: skip
             future = self.dataplane.submit(batcher, decoded)
         except ServeError as e:
+            elapsed = time.perf_counter() - start
+            m.observe_failure(elapsed)
             if self.request_log is not None and self.request_log.sampled():
                 inputs = decoded.inputs if decoded is not None else None
                 request_id = decoded.id if decoded is not None else None
-                elapsed = time.perf_counter() - start
                 self.request_log.write(
                     m.name, m.version, request_id, e.status, elapsed, inputs, error=e.message
                 )
@@ -361,6 +464,7 @@ class App:
                 self.metrics.errors.labels("500", "internal").inc()
                 message = f"internal server error ({type(e).__name__}: {e}); this is a server bug"
                 respond(500, self._with_model({"error": message}, m), None)
+                m.observe_failure(time.perf_counter() - start)
                 self._count(m, 500)
                 return
             duration = time.perf_counter() - start
@@ -372,6 +476,27 @@ class App:
                 )
 
         return done
+
+
+def _json_object(body: bytes, field: str) -> dict[str, Any]:
+    """A request body that is a JSON object, or empty (as `{}`); 400 otherwise."""
+    if not body.strip():
+        return {}
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        raise ServeError(
+            400, f"{field}: expected a JSON object, got invalid JSON ({e})", "json"
+        ) from None
+    if not isinstance(value, dict):
+        raise ServeError(
+            400, f"{field}: expected a JSON object, got {protocol.short(value)}", "json"
+        )
+    return value
+
+
+def _versions(models: list[ServedModel]) -> list[str]:
+    return [m.version for m in models]
 
 
 def _no_route(method: str, path: str, hint: str = "see /openapi.json") -> ServeError:

@@ -58,9 +58,13 @@ def buckets(max_batch_size: int) -> list[int]:
 @dataclasses.dataclass
 class Timing:
     queue_seconds: float  # from submit until its batch started
-    compute_seconds: float  # the whole batch's run, padding and splitting included
+    compute_seconds: float  # the batch's inputs assembled (padding) and the model run
     batch_rows: int  # real rows in the batch
     bucket: int  # compiled size it ran at
+    # Parts, in the batch's own Timing (`on_batch`) only: assembling the padded inputs (part of
+    # compute_seconds), and splitting the outputs back into requests (after it).
+    input_seconds: float = 0.0
+    output_seconds: float = 0.0
 
 
 @dataclasses.dataclass
@@ -203,8 +207,11 @@ class Batcher:
             start = time.perf_counter()
             bucket = self._sizes[bisect.bisect_left(self._sizes, rows)]
             try:
-                outputs = await loop.run_in_executor(self._executor, self._compute, batch, bucket)
-                compute = time.perf_counter() - start
+                outputs, assembled = await loop.run_in_executor(
+                    self._executor, self._compute, batch, bucket
+                )
+                split = time.perf_counter()
+                compute = split - start
                 offset = 0
                 for item in batch:
                     timing = Timing(start - item.enqueued, compute, rows, bucket)
@@ -219,13 +226,16 @@ class Batcher:
                 continue
             if self._on_batch is not None:
                 try:
-                    self._on_batch(Timing(0.0, compute, rows, bucket))
+                    output = time.perf_counter() - split
+                    self._on_batch(Timing(0.0, compute, rows, bucket, assembled, output))
                 except Exception:  # metrics must not stop the worker
                     log.exception("batch observer failed")
 
-    def _compute(self, batch: list[_Pending], bucket: int) -> dict[str, np.ndarray]:
+    def _compute(self, batch: list[_Pending], bucket: int) -> tuple[dict[str, np.ndarray], float]:
+        """(the batch's outputs, seconds spent assembling its padded inputs)."""
         if len(batch) == 1 and batch[0].rows == bucket:
-            return self._run[bucket](batch[0].inputs)
+            return self._run[bucket](batch[0].inputs), 0.0
+        start = time.perf_counter()
         inputs = {}
         for name, first in batch[0].inputs.items():
             array = np.zeros((bucket, *first.shape[1:]), first.dtype)  # padding rows are zeros
@@ -234,4 +244,5 @@ class Batcher:
                 array[offset : offset + item.rows] = item.inputs[name]
                 offset += item.rows
             inputs[name] = array
-        return self._run[bucket](inputs)
+        assembled = time.perf_counter() - start
+        return self._run[bucket](inputs), assembled

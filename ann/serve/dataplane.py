@@ -44,8 +44,10 @@ class ServedModel:
         self.outputs = model.outputs
         self.batcher: Batcher | None = None
         self.ready = False
+        self.last_inference = 0.0  # time.time() of its last batch; 0: none yet
         self.observe_duration: Callable[[float], None] = lambda _: None
         self.observe_queue: Callable[[float], None] = lambda _: None
+        self.observe_failure: Callable[[float], None] = lambda _: None
         self.metadata = orjson.dumps(
             {
                 "name": name,
@@ -63,6 +65,10 @@ class ServedModel:
                 },
             }
         )
+
+
+# The v2 protocol extensions this server implements, as Triton names them.
+EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics", "model_configuration"]
 
 
 class TrafficPolicy(Protocol):
@@ -101,11 +107,15 @@ class DataPlane:
         self.draining = False
         self.compile_error: str | None = None
         self._compile_task: asyncio.Task | None = None
+        # Names with a repository load or unload in progress -> the versions involved (None
+        # until known): a request for one of them is 503 + Retry-After, not 404.
+        self.loading: dict[str, set[str | None]] = {}
 
     def _bind_metrics(self, m: ServedModel) -> None:
         # Children bound once: a labels() lookup per request costs more than the observe.
         m.observe_duration = self.metrics.request_duration.labels(m.name, m.version).observe
         m.observe_queue = self.metrics.queue_seconds.labels(m.name, m.version).observe
+        m.observe_failure = self.metrics.failed_duration.labels(m.name, m.version).observe
         platforms = ",".join(m.model.manifest.get("platforms", []))
         self.metrics.model_info.labels(m.name, m.version, platforms, m.source).set(1)
 
@@ -116,6 +126,7 @@ class DataPlane:
         `version` is None; `ServeError` 404 naming what is served otherwise."""
         versions = self.models.get(name)
         if versions is None:
+            self._loading(name, version)
             raise ServeError(
                 404,
                 f"model: expected one of {sorted(self.models)}, got {protocol.short(name)}",
@@ -125,6 +136,7 @@ class DataPlane:
             return self.policy.choose(name, versions)
         served = versions.get(version)
         if served is None:
+            self._loading(name, version)
             raise ServeError(
                 404,
                 f"model {name!r} version: expected one of {sorted(versions)}, got "
@@ -132,6 +144,16 @@ class DataPlane:
                 "version",
             )
         return served
+
+    def _loading(self, name: str, version: str | None) -> None:
+        """503 + Retry-After if `name` (at `version`, or any) is being loaded or unloaded."""
+        versions = self.loading.get(name)
+        if versions is not None and (version is None or version in versions or None in versions):
+            raise unavailable(
+                f"model {name!r}: being loaded or unloaded; retry",
+                "loading",
+                self.settings.retry_after_seconds,
+            )
 
     def all_models(self) -> list[ServedModel]:
         return [m for versions in self.models.values() for m in versions.values()]
@@ -157,7 +179,7 @@ class DataPlane:
         return {
             "name": "ann",
             "version": ann.__version__,
-            "extensions": ["binary_tensor_data"],
+            "extensions": EXTENSIONS,
             "models": [
                 {"name": m.name, "version": m.version, "ready": m.ready} for m in self.all_models()
             ],
@@ -205,29 +227,24 @@ class DataPlane:
         self._compile_task = asyncio.get_running_loop().create_task(self._compile_all())
 
     async def _compile_all(self) -> None:
-        """Compiles every bucket of every model (off the event loop), then turns ready."""
-        loop = asyncio.get_running_loop()
-        sizes = buckets(self.settings.max_batch_size)
+        """Compiles every model given at start, then turns ready."""
         for m in self.all_models():
-            start = time.perf_counter()
             try:
-                run = await loop.run_in_executor(None, _compile_buckets, m.model, sizes)
+                await self.compile(m)
             except Exception as e:
                 self.compile_error = f"model {m.name} version {m.version}: {e}"
                 log.exception("compiling %s failed", m.name)
                 return
-            self._start_batcher(m, run)
-            log.warning(
-                "model %s version %s: compiled batch sizes %s in %.1fs",
-                m.name,
-                m.version,
-                sizes,
-                time.perf_counter() - start,
-            )
         self.metrics.ready.set(1 if self.ready else 0)
         log.warning("ready")
 
-    def _start_batcher(self, m: ServedModel, run: Mapping[int, Callable]) -> None:
+    async def compile(self, m: ServedModel) -> None:
+        """Compiles and runs once every batch bucket of `m` (off the event loop), starts its
+        batcher and marks it ready; raises what compiling raised."""
+        loop = asyncio.get_running_loop()
+        sizes = buckets(self.settings.max_batch_size)
+        start = time.perf_counter()
+        run = await loop.run_in_executor(None, _compile_buckets, m.model, sizes)
         s = self.settings
         m.batcher = Batcher(
             run,
@@ -239,19 +256,67 @@ class DataPlane:
         )
         m.batcher.start()
         m.ready = True
+        log.warning(
+            "model %s version %s: compiled batch sizes %s in %.1fs",
+            m.name,
+            m.version,
+            sizes,
+            time.perf_counter() - start,
+        )
+
+    def add(self, m: ServedModel) -> None:
+        """Serves `m` (compiled: `compile`) from now on, after the versions of its name."""
+        self.models.setdefault(m.name, {})[m.version] = m
+        self._bind_metrics(m)
+
+    async def remove(self, name: str) -> list[ServedModel]:
+        """Stops serving every version of `name` (requests for it: 404 from now on), then
+        waits for the requests already queued."""
+        removed = list(self.models.pop(name, {}).values())
+        for m in removed:
+            m.ready = False
+            platforms = ",".join(m.model.manifest.get("platforms", []))
+            try:
+                self.metrics.model_info.remove(m.name, m.version, platforms, m.source)
+            except KeyError:
+                pass
+            if m.batcher is not None:
+                await m.batcher.close()
+        return removed
 
     def _batch_observer(self, m: ServedModel) -> Callable[[Timing], None]:
-        compute = self.metrics.compute_seconds.labels(m.name, m.version)
-        size = self.metrics.batch_size.labels(m.name, m.version)
-        padding = self.metrics.padding.labels(m.name, m.version)
-        self.metrics.queue_depth.labels(m.name, m.version).set_function(
+        labels = (m.name, m.version)
+        compute = self.metrics.compute_seconds.labels(*labels)
+        size = self.metrics.batch_size.labels(*labels)
+        padding = self.metrics.padding.labels(*labels)
+        self.metrics.queue_depth.labels(*labels).set_function(
             lambda: m.batcher.queued_rows if m.batcher else 0
         )
+        per_bucket: dict[int, tuple[Callable, ...]] = {}
+
+        def children(bucket: int) -> tuple[Callable, ...]:
+            phase = self.metrics.batch_phase_seconds
+            b = str(bucket)
+            return (
+                self.metrics.batch_executions.labels(*labels, b).inc,
+                phase.labels(*labels, b, "input").inc,
+                phase.labels(*labels, b, "infer").inc,
+                phase.labels(*labels, b, "output").inc,
+            )
 
         def observe(t: Timing) -> None:
             compute.observe(t.compute_seconds)
             size.observe(t.batch_rows)
             padding.inc(t.bucket - t.batch_rows)
+            found = per_bucket.get(t.bucket)
+            if found is None:
+                found = per_bucket[t.bucket] = children(t.bucket)
+            executed, assembled, inferred, split = found
+            executed()
+            assembled(t.input_seconds)
+            inferred(t.compute_seconds - t.input_seconds)
+            split(t.output_seconds)
+            m.last_inference = time.time()
 
         return observe
 

@@ -3,10 +3,13 @@
 | name | type | labels | what |
 |---|---|---|---|
 | `ann_request_duration_seconds` | histogram | model, version | infer requests, body read to reply |
+| `ann_failed_request_duration_seconds` | histogram | model, version | infers refused or failed |
 | `ann_queue_seconds` | histogram | model, version | time a request waited for its batch |
-| `ann_compute_seconds` | histogram | model, version | one batch: pad, run, split |
+| `ann_compute_seconds` | histogram | model, version | one batch: pad and run |
 | `ann_batch_size` | histogram | model, version | real rows per batch |
 | `ann_batch_padding_rows_total` | counter | model, version | rows added to reach a bucket |
+| `ann_batch_executions_total` | counter | model, version, batch_size | batches run per size |
+| `ann_batch_phase_seconds_total` | counter | model, version, batch_size, phase | see below |
 | `ann_requests_total` | counter | model, version, code | every HTTP request by status |
 | `ann_errors_total` | counter | code, reason | refusals: json, shape, ..., header_timeout, ... |
 | `ann_queue_depth` | gauge | model, version | rows waiting |
@@ -15,8 +18,12 @@
 | `ann_connections` | gauge | | client connections open on the main port |
 | `ann_request_log_dropped_total` | counter | | sampled records dropped (the writer fell behind) |
 
-`model` and `version` are only ever names the server loaded (or empty), so a client cannot blow
-up the label cardinality with made-up names.
+Batch phases: `input` assembling the padded batch, `infer` the model run, `output` splitting the
+outputs back into requests (`ann_compute_seconds` is input + infer).
+
+`model` and `version` are only ever names the server loaded (or empty), and `batch_size` one of
+its compiled sizes, so a client cannot blow up the label cardinality with made-up names. The
+statistics extension (`GET /v2/models/stats`) is computed from these series, so the two agree.
 """
 
 from __future__ import annotations
@@ -78,6 +85,25 @@ class Metrics:
         self.batch_size = Histogram(
             "ann_batch_size", "Real rows per batch.", mv, buckets=sizes, registry=r
         )
+        self.failed_duration = Histogram(
+            "ann_failed_request_duration_seconds",
+            "Infer requests refused or failed after their model was found.",
+            mv,
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_executions = Counter(
+            "ann_batch_executions",
+            "Batches run, by compiled batch size.",
+            (*mv, "batch_size"),
+            registry=r,
+        )
+        self.batch_phase_seconds = Counter(
+            "ann_batch_phase_seconds",
+            "Seconds per batch phase: input (padding), infer (the model), output (splitting).",
+            (*mv, "batch_size", "phase"),
+            registry=r,
+        )
         self.padding = Counter(
             "ann_batch_padding_rows", "Rows of padding added to reach a bucket.", mv, registry=r
         )
@@ -104,3 +130,11 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+    def samples(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        """Every current sample: (name, sorted labels) -> value, read in one pass."""
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for metric in self.registry.collect()
+            for s in metric.samples
+        }

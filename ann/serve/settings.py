@@ -72,6 +72,14 @@ class Settings:
         str,
         env="ANN_SERVE_TOKEN",
     )
+    admin_token: str | None = _flag(
+        None,
+        "Bearer token for the repository's load and unload (POST /v2/repository/models/NAME/"
+        "load|unload); without it they are refused. Default $ANN_SERVE_ADMIN_TOKEN; prefer "
+        "--admin_token_file or the variable.",
+        str,
+        env="ANN_SERVE_ADMIN_TOKEN",
+    )
     request_log: str | None = _flag(None, "File for sampled request/response JSON lines.", str)
     request_log_sample: float = _flag(0.01, "Share of requests logged.")
     shutdown_timeout: float = _flag(30.0, "Seconds SIGTERM waits for queued requests.")
@@ -133,13 +141,18 @@ class Settings:
                 f"--metrics_port={self.metrics_port} is --port too; give the metrics listener "
                 "a port of its own"
             )
-        if self.token is not None and not (
-            self.token and all(33 <= ord(c) <= 126 for c in self.token)
-        ):
+        for flag, token in (("token", self.token), ("admin_token", self.admin_token)):
+            if token is not None and not (token and all(33 <= ord(c) <= 126 for c in token)):
+                return (
+                    f"{flag}: expected printable ASCII without spaces (a Bearer token, RFC 6750), "
+                    f"got {'an empty one' if not token else 'other characters'}; set "
+                    f"--{flag}_file or ${'ANN_SERVE_' + flag.upper()} to a real token, or unset "
+                    "both for none"
+                )
+        if self.admin_token is not None and self.admin_token == self.token:
             return (
-                "token: expected printable ASCII without spaces (a Bearer token, RFC 6750), got "
-                f"{'an empty one' if not self.token else 'other characters'}; set "
-                "--token_file or $ANN_SERVE_TOKEN to a real token, or unset both for no token"
+                "admin_token: expected a token other than --token (the admin token may load and "
+                "unload models; a client's token must not); give each its own"
             )
         if self.request_log is not None:
             path = os.path.abspath(self.request_log)

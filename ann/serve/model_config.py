@@ -1,0 +1,49 @@
+"""Triton's model configuration extension (`GET /v2/models/{name}[/versions/{v}]/config`):
+the configuration Triton would hold for a served model, generated from its export's manifest
+(inputs, outputs, dtypes, shapes) and the server's settings (batching)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ann.serve import protocol
+from ann.serve.batcher import buckets
+from ann.serve.settings import Settings
+
+
+def model_config(m: Any, settings: Settings) -> dict[str, Any]:
+    """Triton's JSON shape: name, platform, backend, max_batch_size, input and output (name,
+    data_type `TYPE_<v2 datatype>`, dims without the batch axis), dynamic_batching (the
+    compiled sizes as preferred batch sizes, the queue delay in microseconds, the queue's
+    size in rows), the version policy (registry versions) and ann's own parameters."""
+
+    def tensors(signature: dict[str, Any]) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": t["name"],
+                "data_type": "TYPE_" + t["datatype"],
+                "dims": t["shape"][1:],
+            }
+            for t in protocol.tensor_metadata(signature)
+        ]
+
+    config: dict[str, Any] = {
+        "name": m.name,
+        "platform": "jax",
+        "backend": "ann",
+        "max_batch_size": settings.max_batch_size,
+        "input": tensors(m.model.inputs),
+        "output": tensors(m.model.outputs),
+        "dynamic_batching": {
+            "preferred_batch_size": buckets(settings.max_batch_size),
+            "max_queue_delay_microseconds": round(settings.max_queue_delay_ms * 1000),
+            "default_queue_policy": {"max_queue_size": settings.queue_rows},
+        },
+        "parameters": {
+            "source": {"string_value": m.source},
+            "batch_wait": {"string_value": settings.batch_wait},
+        },
+    }
+    if m.version.isdigit():
+        config["version_policy"] = {"specific": {"versions": [int(m.version)]}}
+    return config

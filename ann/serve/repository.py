@@ -1,0 +1,210 @@
+"""Triton's model repository extension, without HTTP: the index of models and their states,
+and loading or unloading a model while the server runs.
+
+`load_model(spec, registry)` is the one way a `--model` (at start) or a repository load (later)
+becomes a `ServedModel`: a registry URI resolved in the registry, or an export directory, its
+files verified by sha256. A load resolves and reads the artifact and compiles every batch
+bucket off the event loop; until the model is ready, requests for it get 503 + Retry-After
+(`DataPlane.model`), and the server's own readiness does not change (a load is not a restart).
+An unload takes the model's versions out of service at once (new requests: 404) and lets the
+requests already queued finish.
+
+States, as Triton names them: READY, LOADING, UNAVAILABLE (with the reason: unloaded, or why
+loading failed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from ann import artifact
+from ann.serve import protocol
+from ann.serve.dataplane import DataPlane, ServedModel
+from ann.serve.errors import ServeError
+
+READY, LOADING, UNAVAILABLE = "READY", "LOADING", "UNAVAILABLE"
+
+
+def load_model(spec: str, registry: str | None) -> ServedModel:
+    """Resolves (`ann.registry.resolve`) and verifies one model spec: `models:/NAME/3`,
+    `models:/NAME@ALIAS`, `models:/NAME/latest` (served as NAME, version 3) in `registry`
+    (None: the registry's default, `$ANN_REGISTRY` else ./registry), or an export directory
+    (served under its manifest name, version = the first 12 hex digits of its manifest's
+    sha256). Raises RegistryError, artifact.IntegrityError, OSError or ValueError with one
+    line naming the spec."""
+    from ann import registry as registries
+
+    resolved = registries.resolve(spec, registry)
+    model = resolved.load()
+    if resolved.version is not None:
+        mv = resolved.version
+        return ServedModel(mv.name, str(mv.version), model, spec)
+    digest = model.manifest_sha256  # of the bytes loaded, not a second read
+    return ServedModel(model.name, digest[:12], model, resolved.path)
+
+
+def load_models(specs: list[str], registry: str | None) -> list[ServedModel]:
+    """Every `--model`, loaded (`load_model`); ValueError for a name and version given twice."""
+    models = [load_model(spec, registry) for spec in specs]
+    seen = set()
+    for m in models:
+        if (m.name, m.version) in seen:
+            raise ValueError(f"--model: {m.name} version {m.version} is given twice")
+        seen.add((m.name, m.version))
+    return models
+
+
+def load_sources(name: str, parameters: Any) -> list[str]:
+    """The specs a load request names: `parameters.source` (a registry URI or an export
+    directory, as `--model` takes), else the versions of Triton's `parameters.config`
+    `version_policy.specific.versions` (`models:/NAME/V` each), else `models:/NAME/latest`."""
+    if parameters is None:
+        parameters = {}
+    if not isinstance(parameters, dict):
+        raise ServeError(400, f"parameters: expected an object, got {protocol.short(parameters)}")
+    source = parameters.get("source")
+    if source is not None:
+        if not isinstance(source, str) or not source:
+            raise ServeError(
+                400,
+                "parameters.source: expected a registry URI (models:/NAME/VERSION) or an export "
+                f"directory, got {protocol.short(source)}",
+            )
+        return [source]
+    config = parameters.get("config")
+    if config is None:
+        return [f"models:/{name}/latest"]
+    versions = _config_versions(config)
+    return [f"models:/{name}/{v}" for v in versions] or [f"models:/{name}/latest"]
+
+
+def _config_versions(config: Any) -> list[int]:
+    """`version_policy.specific.versions` of a Triton model config given as a JSON string."""
+    import orjson
+
+    try:
+        parsed = orjson.loads(config) if isinstance(config, str) else None
+    except orjson.JSONDecodeError:
+        parsed = None
+    if not isinstance(parsed, dict):
+        raise ServeError(
+            400,
+            "parameters.config: expected a model configuration as a JSON string, got "
+            f"{protocol.short(config)}",
+        )
+    policy = parsed.get("version_policy") or {}
+    versions = (
+        (policy.get("specific") or {}).get("versions", []) if isinstance(policy, dict) else []
+    )
+    if not isinstance(versions, list) or not all(
+        isinstance(v, (int, str)) and str(v).isdigit() for v in versions
+    ):
+        raise ServeError(
+            400,
+            "parameters.config.version_policy.specific.versions: expected version numbers, got "
+            f"{protocol.short(versions)}",
+        )
+    return [int(v) for v in versions]
+
+
+class Repository:
+    """Index, load and unload over a `DataPlane`; `registry` resolves `models:/` URIs."""
+
+    def __init__(self, dataplane: DataPlane, registry: str | None):
+        self.dataplane = dataplane
+        self.registry = registry
+        # (name, version) -> why it is not served (unloaded, or the error that failed its load)
+        self.unavailable: dict[tuple[str, str], str] = {}
+
+    def index(self, ready_only: bool = False) -> list[dict[str, str]]:
+        """Every model the server knows: served (READY, or LOADING while it compiles), being
+        loaded (LOADING; version "" until known), unloaded or failed (UNAVAILABLE + reason)."""
+        dp = self.dataplane
+        entries = []
+        for m in dp.all_models():
+            if m.ready:
+                entries.append(_entry(m.name, m.version, READY))
+            elif dp.compile_error and not ready_only:
+                entries.append(_entry(m.name, m.version, UNAVAILABLE, dp.compile_error))
+            elif not ready_only:
+                entries.append(_entry(m.name, m.version, LOADING))
+        if not ready_only:
+            for name, versions in dp.loading.items():
+                entries.extend(_entry(name, v or "", LOADING) for v in versions)
+            served = {(m.name, m.version) for m in dp.all_models()}
+            for (name, version), reason in self.unavailable.items():
+                if (name, version) not in served:
+                    entries.append(_entry(name, version, UNAVAILABLE, reason))
+        return sorted(entries, key=lambda e: (e["name"], e["version"]))
+
+    async def load(self, name: str, parameters: Any) -> list[ServedModel]:
+        """Loads the versions a load request names (`load_sources`) and serves them; those
+        already served are left as they are. ServeError: 409 while `name` is being loaded or
+        unloaded, 400 for a source that cannot be loaded or names another model, 500 when
+        compiling fails."""
+        dp = self.dataplane
+        sources = load_sources(name, parameters)
+        if name in dp.loading:
+            raise ServeError(409, f"model {name!r}: a load or unload is in progress; retry", "busy")
+        dp.loading[name] = {None}
+        loop = asyncio.get_running_loop()
+        try:
+            models = []
+            for spec in sources:
+                m = await loop.run_in_executor(None, self._read, name, spec)
+                if m.version in dp.models.get(name, {}):
+                    continue  # served already: a load is idempotent
+                dp.loading[name].add(m.version)
+                models.append(m)
+            for m in models:
+                try:
+                    await dp.compile(m)
+                except Exception as e:
+                    self.unavailable[(m.name, m.version)] = f"compiling failed: {e}"
+                    raise ServeError(
+                        500, f"load {name!r}: compiling version {m.version} failed ({e})", "load"
+                    ) from None
+                dp.add(m)
+                self.unavailable.pop((m.name, m.version), None)
+            return models
+        finally:
+            del dp.loading[name]
+
+    def _read(self, name: str, spec: str) -> ServedModel:
+        """The model `spec` names, read and verified (off the event loop)."""
+        from ann.registry import RegistryError
+
+        try:
+            m = load_model(spec, self.registry)
+        except (RegistryError, artifact.IntegrityError, OSError, ValueError) as e:
+            raise ServeError(400, f"load {name!r}: {e}", "load") from None
+        if m.name != name:
+            raise ServeError(
+                400,
+                f"load {name!r}: {protocol.short(spec)} holds model {m.name!r}; load it as "
+                f"{m.name!r} or give a source of {name!r}",
+                "load",
+            )
+        return m
+
+    async def unload(self, name: str) -> list[ServedModel]:
+        """Takes every version of `name` out of service (404 from now on) and waits for its
+        queued requests. ServeError: 404 for a model not served, 409 while it is being loaded."""
+        dp = self.dataplane
+        if name in dp.loading:
+            raise ServeError(409, f"model {name!r}: a load or unload is in progress; retry", "busy")
+        if name not in dp.models:
+            dp.model(name)  # raises the 404 naming what is served
+        dp.loading[name] = set()
+        try:
+            removed = await dp.remove(name)
+        finally:
+            del dp.loading[name]
+        for m in removed:
+            self.unavailable[(m.name, m.version)] = "unloaded"
+        return removed
+
+
+def _entry(name: str, version: str, state: str, reason: str = "") -> dict[str, str]:
+    return {"name": name, "version": version, "state": state, "reason": reason}
