@@ -145,7 +145,9 @@ class Registry:
             rows = db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
         except sqlite3.DatabaseError as e:
             raise RegistryError(f"{self.db_path} is not an ann registry database ({e})") from e
-        foreign = sorted({row[0] for row in rows} - set(TABLES))
+        # SQLite's own tables (sqlite_stat1 after ANALYZE, ...) belong to any database.
+        ours = set(TABLES)
+        foreign = sorted(r[0] for r in rows if r[0] not in ours and not r[0].startswith("sqlite_"))
         if foreign:
             raise RegistryError(
                 f"{self.db_path} is not an ann registry database (it holds the table"
