@@ -26,6 +26,7 @@ from ann import models
 from ann.config import NONNEGATIVE, ConfigError, task_settings
 from ann.data import Split
 from ann.data.statistics import channel_stats
+from ann.metrics.baselines import seasonal_naive
 
 STATS_ROWS = 10_000  # rows of the training split used for the channel statistics
 LOSSES = ("mse", "mae")
@@ -33,13 +34,6 @@ SETTINGS = {
     "period": 0,  # seasonal period of the naive baseline; 0 = the data set's metadata
     "loss": "mse",
 }
-
-
-def seasonal_naive(history: jax.Array, horizon: int, period: int) -> jax.Array:
-    """[batch, horizon, channels]: each future step is the value one period before it, the last
-    period of `history` [batch, time, channels] repeated."""
-    index = history.shape[1] - period + np.arange(horizon) % period
-    return history[:, index]
 
 
 class Forecasting:

@@ -22,6 +22,7 @@ from flax import nnx
 from ann import models
 from ann.config import ConfigError, task_settings
 from ann.data import Split
+from ann.metrics.baselines import unigram_log_probs
 
 STATS_ROWS = 20_000  # rows of the training split used for the unigram baseline
 
@@ -52,10 +53,8 @@ class LanguageModelling:
         self.pad_id = int(metadata.get("pad_id", 0))
         self.window = features[self.key].shape[0]
         self.tokens_per_example = self.window - 1  # predicted positions: the loop logs tokens/s
-        tokens = train.rows(np.arange(min(len(train), STATS_ROWS)))[self.key][:, 1:].reshape(-1)
-        counts = np.bincount(tokens[tokens != self.pad_id], minlength=len(self.vocabulary))
-        # Add-one smoothing: a character unseen in training must not give an infinite baseline.
-        self.unigram_logp = np.log((counts + 1) / (counts + 1).sum()).astype(np.float32)
+        tokens = train.rows(np.arange(min(len(train), STATS_ROWS)))[self.key][:, 1:]
+        self.unigram_logp = unigram_log_probs(tokens, len(self.vocabulary), self.pad_id)
 
     def fields(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {self.key: rows[self.key].astype(np.int32)}

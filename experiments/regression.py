@@ -33,6 +33,8 @@ from ann import models
 from ann.config import POSITIVE, ConfigError, task_settings
 from ann.data import Split
 from ann.data.statistics import channel_stats, safe_std
+from ann.metrics.baselines import least_squares
+from ann.metrics.regression import regression_metrics
 
 FIT_ROWS = 100_000  # training rows read for the statistics and the least squares baseline
 LOSSES = ("mse", "huber")
@@ -41,31 +43,6 @@ SETTINGS = {
     "huber_delta": 1.0,  # in standard deviations of the target
     "baseline": True,  # fit and score the least squares baseline
 }
-
-
-def least_squares(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Ordinary least squares with an intercept: (weights [features, targets], bias [targets])
-    minimizing |x @ weights + bias - y|^2, fit in float64 (minimum norm when underdetermined)."""
-    design = np.concatenate([x, np.ones((len(x), 1))], axis=1).astype(np.float64)
-    solution, *_ = np.linalg.lstsq(design, y.astype(np.float64), rcond=None)
-    return solution[:-1], solution[-1]
-
-
-def regression_metrics(prediction: np.ndarray, target: np.ndarray) -> dict[str, float]:
-    """rmse and mae over all values, r2 per target element averaged; rows on axis 0."""
-    rows = max(len(target), 1)
-    error = prediction.astype(np.float64).reshape(rows, -1) - target.reshape(rows, -1)
-    target = target.astype(np.float64).reshape(rows, -1)
-    residual = np.square(error).sum(0)
-    total = np.square(target - target.mean(0)).sum(0)
-    # A constant target: r2 is 1 for an exact fit and 0 otherwise (scikit-learn's convention).
-    safe = np.where(total > 0, total, 1.0)
-    r2 = np.where(total > 0, 1.0 - residual / safe, np.where(residual == 0, 1.0, 0.0))
-    return {
-        "rmse": float(np.sqrt(np.square(error).mean())),
-        "mae": float(np.abs(error).mean()),
-        "r2": float(r2.mean()),
-    }
 
 
 class Regression:

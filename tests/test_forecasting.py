@@ -1,5 +1,5 @@
-"""Forecasting: the generated sensor data sets, LSTM/GRU forecasters, the seasonal-naive
-baseline, learning to beat it, export, and config errors."""
+"""Forecasting: the generated sensor data sets, LSTM/GRU forecasters, learning to beat the
+seasonal-naive baseline, export, and config errors."""
 
 import jax
 import jax.numpy as jnp
@@ -16,7 +16,6 @@ from ann.data import sensor_series
 from ann.export import export
 from ann.train.build import restore_model
 from ann.train.loop import train_and_evaluate
-from experiments.forecasting import seasonal_naive
 
 
 @pytest.fixture(scope="module")
@@ -69,12 +68,6 @@ def test_sensor_faults_labels_and_kinds():
         np.abs(faulty - normal.mean((0, 1))).max()
         < 1.5 * np.abs(normal - normal.mean((0, 1))).max()
     )
-
-
-def test_seasonal_naive_repeats_the_last_period():
-    history = np.arange(10, dtype=np.float32).reshape(1, 10, 1)  # 0..9
-    out = np.asarray(seasonal_naive(jnp.asarray(history), 5, 3))
-    np.testing.assert_array_equal(out[0, :, 0], [7, 8, 9, 7, 8])
 
 
 @pytest.mark.parametrize("name", ["lstm", "gru"])

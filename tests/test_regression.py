@@ -1,5 +1,5 @@
 """Regression: the offline diabetes data set, metrics against scikit-learn over a restored model,
-the least squares baseline, export, config errors, and the shipped config beating OLS."""
+the least squares baseline in eval, export, config errors, and the shipped config beating OLS."""
 
 import jax
 import jax.numpy as jnp
@@ -13,7 +13,7 @@ from ann.config import ConfigError
 from ann.export import export
 from ann.train.build import restore_model
 from ann.train.loop import train_and_evaluate
-from experiments.regression import Regression, least_squares, regression_metrics
+from experiments.regression import Regression
 
 
 def test_diabetes_builder_shapes_and_split():
@@ -39,27 +39,6 @@ def test_diabetes_builder_shapes_and_split():
     edges = np.quantile(target, np.linspace(0, 1, 11)[1:-1])
     counts = np.bincount(np.digitize(test.cached["target"], edges), minlength=10)
     assert counts.min() >= 8 and counts.max() <= 9
-
-
-def test_metric_helpers_equal_scikit_learn():
-    from sklearn import metrics as sk
-    from sklearn.linear_model import LinearRegression
-
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(50, 4))
-    y = x @ rng.normal(size=(4, 3)) + rng.normal(size=(50, 3))
-    prediction = y + rng.normal(size=y.shape)
-    got = regression_metrics(prediction, y)
-    assert got["rmse"] == pytest.approx(np.sqrt(sk.mean_squared_error(y, prediction)))
-    assert got["mae"] == pytest.approx(sk.mean_absolute_error(y, prediction))
-    assert got["r2"] == pytest.approx(sk.r2_score(y, prediction))  # per target, averaged
-    # A constant target: r2 is 1 for an exact fit, 0 otherwise (scikit-learn's convention).
-    assert regression_metrics(np.ones(5), np.ones(5))["r2"] == 1.0
-    assert regression_metrics(np.zeros(5), np.ones(5))["r2"] == 0.0
-    weights, bias = least_squares(x, y)
-    ols = LinearRegression().fit(x, y)
-    np.testing.assert_allclose(weights, ols.coef_.T, rtol=1e-8)
-    np.testing.assert_allclose(bias, ols.intercept_, rtol=1e-8)
 
 
 def test_mlp_linear_skip_adds_a_linear_path():
