@@ -54,8 +54,8 @@ from flax import nnx
 from ann import models
 from ann.config import COUNT, FRACTION, ConfigError, Range, task_settings
 from ann.data import Split
-from ann.data.statistics import channel_stats
 from ann.metrics import classification as metrics
+from experiments.common import Standardizer, feature_spec, spec, supervised_keys
 
 STATS_ROWS = 20_000  # training rows read at setup for input statistics and the reference rows
 
@@ -81,20 +81,17 @@ class AnomalyDetection:
         self.breakdown = self.settings["breakdown"]
         self.input_key = self.label_key = ""
         self.input_shape: tuple[int, ...] = ()
-        self.input_dtype = np.dtype(np.float32)
+        self.inputs: dict = {}  # the input's signature
         self.breakdown_names: list[str] = []
-        self.mean = self.std = np.zeros(())
+        self.preprocess = Standardizer()
         self.reference = np.zeros(())  # raw normal training rows the threshold is taken from
         self._predict_compiled = nnx.jit(self._predict)
 
     def setup(self, train: Split) -> None:
         features = train.info.features
-        if not train.info.supervised_keys:
-            raise ConfigError(
-                f"data set {train.name!r} declares no (input, label) supervised_keys; "
-                "anomaly_detection needs them"
-            )
-        self.input_key, self.label_key = train.info.supervised_keys[:2]
+        self.input_key, self.label_key = supervised_keys(
+            train, "anomaly_detection", "(input, label)"
+        )
         label = features[self.label_key]
         if getattr(label, "num_classes", 0) != 2:
             raise ConfigError(
@@ -112,7 +109,7 @@ class AnomalyDetection:
                 )
             self.breakdown_names = list(group.names)
         self.input_shape = tuple(features[self.input_key].shape)
-        self.input_dtype = np.dtype(features[self.input_key].np_dtype)
+        self.inputs = {self.input_key: feature_spec(train, self.input_key)}
 
         # A random sample (seeded), so ordered data sets give representative statistics.
         rng = np.random.default_rng(self.config.seed)
@@ -135,7 +132,7 @@ class AnomalyDetection:
             )
         held_out = self._held_out(rows[self.input_key])
         fit = normal & ~held_out if (normal & ~held_out).any() else normal
-        self.mean, self.std = channel_stats(rows[self.input_key][fit])
+        self.preprocess = Standardizer.per_channel(rows[self.input_key][fit])
         # Without calibration rows (fraction 0, or too few rows) the threshold falls back to
         # rows the model trains on.
         calibration = normal & held_out if (normal & held_out).any() else normal
@@ -168,9 +165,6 @@ class AnomalyDetection:
     def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
         return models.from_config(self.config, input_shape=self.input_shape, rngs=rngs)
 
-    def preprocess(self, inputs: jax.Array) -> jax.Array:
-        return (inputs.astype(jnp.float32) - self.mean) / self.std
-
     def _reconstruct(
         self, model: nnx.Module, inputs: jax.Array, rng: jax.Array | None
     ) -> tuple[jax.Array, jax.Array]:
@@ -186,12 +180,12 @@ class AnomalyDetection:
         return jnp.square(y - x).reshape(x.shape[0], -1).mean(axis=1)
 
     def input_signature(self) -> dict:
-        return {self.input_key: {"dtype": self.input_dtype.name, "shape": list(self.input_shape)}}
+        return self.inputs
 
     def output_signature(self) -> dict:
         return {
-            "score": {"dtype": "float32", "shape": []},
-            "reconstruction": {"dtype": "float32", "shape": list(self.input_shape)},
+            "score": spec("float32", []),
+            "reconstruction": spec("float32", self.input_shape),
         }
 
     def predict(self, model: nnx.Module, inputs: dict[str, jax.Array]) -> dict[str, jax.Array]:
@@ -206,7 +200,7 @@ class AnomalyDetection:
         return {
             "score": jnp.square(y - x).reshape(x.shape[0], -1).mean(axis=1),
             # In the input's own units, so it can be compared with the input directly.
-            "reconstruction": y * self.std + self.mean,
+            "reconstruction": self.preprocess.invert(y),
         }
 
     def loss(self, model, batch, rng):

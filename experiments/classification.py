@@ -20,8 +20,15 @@ from flax import nnx
 from ann import models
 from ann.config import ConfigError, task_settings
 from ann.data import Split
-from ann.data.statistics import channel_stats
 from ann.metrics import classification as metrics
+from experiments.common import (
+    Standardizer,
+    feature_spec,
+    first_rows,
+    mean_of,
+    spec,
+    supervised_keys,
+)
 
 STATS_ROWS = 10_000  # rows of the training split used for input statistics
 
@@ -35,26 +42,20 @@ class Classification:
         self.input_key = self.label_key = ""
         self.num_classes = 0
         self.input_shape: tuple[int, ...] = ()
-        self.input_dtype = np.dtype(np.float32)
+        self.inputs: dict = {}  # the input's signature
         self.class_names: list[str] = []
-        self.mean = self.std = np.zeros(())
+        self.preprocess = Standardizer()
 
     def setup(self, train: Split) -> None:
-        if not train.info.supervised_keys:
-            raise ConfigError(
-                f"data set {train.name!r} declares no (input, label) supervised_keys; "
-                "classification needs them"
-            )
-        self.input_key, self.label_key = train.info.supervised_keys[:2]
+        self.input_key, self.label_key = supervised_keys(train, "classification", "(input, label)")
         label = train.info.features[self.label_key]
         if not hasattr(label, "num_classes"):
             raise ConfigError(f"feature {self.label_key!r} of {train.name!r} is not a ClassLabel")
         self.num_classes = label.num_classes
         self.class_names = list(label.names)
         self.input_shape = tuple(train.info.features[self.input_key].shape)
-        self.input_dtype = np.dtype(train.info.features[self.input_key].np_dtype)
-        sample = train.rows(np.arange(min(len(train), STATS_ROWS)))[self.input_key]
-        self.mean, self.std = channel_stats(sample)
+        self.inputs = {self.input_key: feature_spec(train, self.input_key)}
+        self.preprocess = Standardizer.per_channel(first_rows(train, STATS_ROWS)[self.input_key])
 
     def fields(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {"inputs": rows[self.input_key], "targets": rows[self.label_key].astype(np.int32)}
@@ -64,20 +65,17 @@ class Classification:
             self.config, input_shape=self.input_shape, num_classes=self.num_classes, rngs=rngs
         )
 
-    def preprocess(self, inputs: jax.Array) -> jax.Array:
-        return (inputs.astype(jnp.float32) - self.mean) / self.std
-
     def _logits(self, model: nnx.Module, inputs: jax.Array, rng: jax.Array | None) -> jax.Array:
         # Loss in float32 whatever the compute dtype.
         return model(self.preprocess(inputs), rngs=rng).astype(jnp.float32)
 
     def input_signature(self) -> dict:
-        return {self.input_key: {"dtype": self.input_dtype.name, "shape": list(self.input_shape)}}
+        return self.inputs
 
     def output_signature(self) -> dict:
         return {
-            "probabilities": {"dtype": "float32", "shape": [self.num_classes]},
-            "label": {"dtype": "int32", "shape": [], "names": self.class_names},
+            "probabilities": spec("float32", [self.num_classes]),
+            "label": spec("int32", [], self.class_names),
         }
 
     def predict(self, model: nnx.Module, inputs: dict[str, jax.Array]) -> dict[str, jax.Array]:
@@ -110,11 +108,10 @@ class Classification:
         return {"probabilities": jax.nn.softmax(logits, axis=-1), "targets": batch["targets"]}
 
     def eval_metrics(self, sums, rows=None):
-        count = max(float(sums["count"]), 1.0)
         matrix = np.asarray(sums["confusion"])
         return {
-            "loss": float(sums["loss"]) / count,
-            "accuracy": float(np.trace(matrix)) / count,
+            "loss": mean_of(sums, "loss", "count"),
+            "accuracy": float(np.trace(matrix)) / max(float(sums["count"]), 1.0),
             **metrics.summary(matrix),
             "auroc": metrics.auroc(rows["targets"], rows["probabilities"]),
         }

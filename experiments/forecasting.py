@@ -25,8 +25,8 @@ from flax import nnx
 from ann import models
 from ann.config import NONNEGATIVE, ConfigError, task_settings
 from ann.data import Split
-from ann.data.statistics import channel_stats
 from ann.metrics.baselines import seasonal_naive
+from experiments.common import Standardizer, first_rows, spec, supervised_keys
 
 STATS_ROWS = 10_000  # rows of the training split used for the channel statistics
 LOSSES = ("mse", "mae")
@@ -46,16 +46,13 @@ class Forecasting:
         self.history_shape: tuple[int, ...] = ()
         self.future_shape: tuple[int, ...] = ()
         self.period = 0
-        self.mean = self.std = np.zeros(())
+        self.standardize = Standardizer()
 
     def setup(self, train: Split) -> None:
         info = train.info
-        if not info.supervised_keys:
-            raise ConfigError(
-                f"data set {train.name!r} declares no (history, future) supervised_keys; "
-                "forecasting needs them (use data.name=sensor_series)"
-            )
-        self.history_key, self.future_key = info.supervised_keys[:2]
+        self.history_key, self.future_key = supervised_keys(
+            train, "forecasting", "(history, future)", " (use data.name=sensor_series)"
+        )
         self.history_shape = tuple(info.features[self.history_key].shape)
         self.future_shape = tuple(info.features[self.future_key].shape)
         if (
@@ -79,8 +76,7 @@ class Forecasting:
                 f"({self.history_shape[0]} steps); the seasonal-naive baseline needs one period"
             )
         self.period = period
-        sample = train.rows(np.arange(min(len(train), STATS_ROWS)))[self.history_key]
-        self.mean, self.std = channel_stats(sample)
+        self.standardize = Standardizer.per_channel(first_rows(train, STATS_ROWS)[self.history_key])
 
     def fields(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {
@@ -96,22 +92,19 @@ class Forecasting:
             rngs=rngs,
         )
 
-    def standardize(self, x: jax.Array) -> jax.Array:
-        return (x.astype(jnp.float32) - self.mean) / self.std
-
     def _forecast(self, model: nnx.Module, history: jax.Array, rng: jax.Array | None) -> jax.Array:
         """The forecast in standardized units, float32 whatever the compute dtype."""
         return model(self.standardize(history), rngs=rng).astype(jnp.float32)
 
     def input_signature(self) -> dict:
-        return {self.history_key: {"dtype": "float32", "shape": list(self.history_shape)}}
+        return {self.history_key: spec("float32", self.history_shape)}
 
     def output_signature(self) -> dict:
-        return {"forecast": {"dtype": "float32", "shape": list(self.future_shape)}}
+        return {"forecast": spec("float32", self.future_shape)}
 
     def predict(self, model: nnx.Module, inputs: dict[str, jax.Array]) -> dict[str, jax.Array]:
         scaled = self._forecast(model, inputs[self.history_key], None)
-        return {"forecast": scaled * self.std + self.mean}
+        return {"forecast": self.standardize.invert(scaled)}
 
     def _pointwise(self, error: jax.Array) -> jax.Array:
         return jnp.abs(error) if self.settings["loss"] == "mae" else jnp.square(error)
@@ -124,7 +117,7 @@ class Forecasting:
     def eval_sums(self, model, batch):
         future = batch["future"].astype(jnp.float32)
         scaled = self._forecast(model, batch["history"], None)
-        error = scaled * self.std + self.mean - future
+        error = self.standardize.invert(scaled) - future
         naive = seasonal_naive(batch["history"].astype(jnp.float32), future.shape[1], self.period)
         naive_error = naive - future
         mask = batch["mask"][:, None, None]

@@ -23,6 +23,7 @@ from ann import models
 from ann.config import ConfigError, task_settings
 from ann.data import Split
 from ann.metrics.baselines import unigram_log_probs
+from experiments.common import Vocabulary, first_rows, spec
 
 STATS_ROWS = 20_000  # rows of the training split used for the unigram baseline
 
@@ -34,8 +35,7 @@ class LanguageModelling:
     def __init__(self, config: ml_collections.ConfigDict):
         self.config = config
         task_settings(config, {})  # it has no task.* settings: refuse any, by name
-        self.vocabulary: list[str] = []
-        self.pad_id = 0
+        self.vocab = Vocabulary()
         self.window = 0
         self.unigram_logp = np.zeros(())
 
@@ -46,41 +46,39 @@ class LanguageModelling:
                 f"data set {train.name!r} has no 1-D {self.key!r} feature; language_modelling "
                 "reads windows of token ids from it"
             )
-        metadata = train.info.metadata or {}
-        if "vocabulary" not in metadata:
-            raise ConfigError(f"data set {train.name!r} has no metadata['vocabulary']")
-        self.vocabulary = list(metadata["vocabulary"])
-        self.pad_id = int(metadata.get("pad_id", 0))
+        self.vocab = Vocabulary.of(train, "language_modelling")
         self.window = features[self.key].shape[0]
         self.tokens_per_example = self.window - 1  # predicted positions: the loop logs tokens/s
-        tokens = train.rows(np.arange(min(len(train), STATS_ROWS)))[self.key][:, 1:]
-        self.unigram_logp = unigram_log_probs(tokens, len(self.vocabulary), self.pad_id)
+        tokens = first_rows(train, STATS_ROWS)[self.key][:, 1:]
+        self.unigram_logp = unigram_log_probs(tokens, len(self.vocab), self.vocab.pad_id)
 
     def fields(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {self.key: rows[self.key].astype(np.int32)}
 
     def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
-        return models.from_config(self.config, vocab_size=len(self.vocabulary), rngs=rngs)
+        return models.from_config(self.config, vocab_size=len(self.vocab), rngs=rngs)
 
     # Text <-> ids with the data set's vocabulary (for sampling; multi-character entries such as
     # "<pad>" are never produced from text).
     def encode(self, text: str) -> np.ndarray:
-        index = {t: i for i, t in enumerate(self.vocabulary)}
+        index = self.vocab.index
         return np.array([index.get(ch, 1) for ch in text], np.int32)
 
     def decode(self, ids) -> str:
+        tokens = self.vocab.tokens
         return "".join(
-            self.vocabulary[i] if len(self.vocabulary[i]) == 1 else "\ufffd"
+            tokens[i] if len(tokens[i]) == 1 else "\ufffd"
             for i in np.asarray(ids).reshape(-1).tolist()
-            if i != self.pad_id
+            if i != self.vocab.pad_id
         )
 
     def _nll(self, model, tokens, rng):
         """Per-target negative log-likelihood [b, t-1], target weights, and the logits."""
         inputs, targets = tokens[:, :-1], tokens[:, 1:]
-        logits = model(inputs, valid=inputs != self.pad_id, rngs=rng).astype(jnp.float32)
+        valid = inputs != self.vocab.pad_id
+        logits = model(inputs, valid=valid, rngs=rng).astype(jnp.float32)
         nll = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
-        return nll, (targets != self.pad_id).astype(jnp.float32), logits
+        return nll, (targets != self.vocab.pad_id).astype(jnp.float32), logits
 
     def loss(self, model, batch, rng):
         nll, weights, logits = self._nll(model, batch[self.key], rng)
@@ -119,17 +117,17 @@ class LanguageModelling:
 
     # Serving: a window of ids in, the distribution of the id after its last real token out.
     def input_signature(self) -> dict:
-        return {self.key: {"dtype": "int32", "shape": [self.window]}}
+        return {self.key: spec("int32", [self.window])}
 
     def output_signature(self) -> dict:
         return {
-            "probabilities": {"dtype": "float32", "shape": [len(self.vocabulary)]},
-            "next_token": {"dtype": "int32", "shape": [], "names": self.vocabulary},
+            "probabilities": spec("float32", [len(self.vocab)]),
+            "next_token": spec("int32", [], self.vocab.tokens),
         }
 
     def predict(self, model, inputs):
         tokens = inputs[self.key].astype(jnp.int32)
-        valid = tokens != self.pad_id
+        valid = tokens != self.vocab.pad_id
         logits = model(tokens, valid=valid).astype(jnp.float32)
         last = jnp.maximum(valid.sum(-1) - 1, 0)
         logits = jnp.take_along_axis(logits, last[:, None, None], axis=1)[:, 0]

@@ -32,9 +32,16 @@ from flax import nnx
 from ann import models
 from ann.config import POSITIVE, ConfigError, task_settings
 from ann.data import Split
-from ann.data.statistics import channel_stats, safe_std
 from ann.metrics.baselines import least_squares
 from ann.metrics.regression import regression_metrics
+from experiments.common import (
+    Standardizer,
+    feature_spec,
+    first_rows,
+    mean_of,
+    spec,
+    supervised_keys,
+)
 
 FIT_ROWS = 100_000  # training rows read for the statistics and the least squares baseline
 LOSSES = ("mse", "huber")
@@ -54,19 +61,16 @@ class Regression:
         self.input_key = self.target_key = ""
         self.input_shape: tuple[int, ...] = ()
         self.target_shape: tuple[int, ...] = ()
-        self.input_dtype = np.dtype(np.float32)
-        self.mean = self.std = np.zeros(())
-        self.target_mean = self.target_std = np.zeros(())
+        self.inputs: dict = {}  # the input's signature
+        self.preprocess = Standardizer()  # per input channel
+        self.scale_target = Standardizer()  # per target element
         self.baseline: tuple[np.ndarray, np.ndarray] | None = None
 
     def setup(self, train: Split) -> None:
         info = train.info
-        if not info.supervised_keys:
-            raise ConfigError(
-                f"data set {train.name!r} declares no (input, target) supervised_keys; "
-                "regression needs them (e.g. data.name=diabetes)"
-            )
-        self.input_key, self.target_key = info.supervised_keys[:2]
+        self.input_key, self.target_key = supervised_keys(
+            train, "regression", "(input, target)", " (e.g. data.name=diabetes)"
+        )
         target = info.features[self.target_key]
         if hasattr(target, "num_classes") or not np.issubdtype(target.np_dtype, np.floating):
             raise ConfigError(
@@ -74,24 +78,20 @@ class Regression:
                 "use --config.experiment=classification for class labels"
             )
         self.input_shape = tuple(info.features[self.input_key].shape)
-        self.input_dtype = np.dtype(info.features[self.input_key].np_dtype)
+        self.inputs = {self.input_key: feature_spec(train, self.input_key)}
         self.target_shape = tuple(target.shape)
-        rows = train.rows(np.arange(min(len(train), FIT_ROWS)))
+        rows = first_rows(train, FIT_ROWS)
         x = rows[self.input_key].astype(np.float64)
         y = rows[self.target_key].astype(np.float64)
-        self.mean, self.std = channel_stats(x)
-        self.target_mean = y.mean(axis=0).astype(np.float32)
-        self.target_std = safe_std(y.std(axis=0))
+        self.preprocess = Standardizer.per_channel(x)
+        self.scale_target = Standardizer.per_element(y)
         if self.settings["baseline"]:
             # Fit on the standardized inputs (as the network sees them) for a well-conditioned
             # system; least squares is invariant to that scaling, so it is the plain OLS fit.
             weights, bias = least_squares(
-                self._standardize_host(x).reshape(len(x), -1), y.reshape(len(y), -1)
+                self.preprocess(x, np.float64).reshape(len(x), -1), y.reshape(len(y), -1)
             )
             self.baseline = (weights.astype(np.float32), bias.astype(np.float32))
-
-    def _standardize_host(self, x: np.ndarray) -> np.ndarray:
-        return (x - self.mean) / self.std
 
     @property
     def target_size(self) -> int:
@@ -114,12 +114,6 @@ class Regression:
             rngs=rngs,
         )
 
-    def preprocess(self, inputs: jax.Array) -> jax.Array:
-        return (inputs.astype(jnp.float32) - self.mean) / self.std
-
-    def scale_target(self, target: jax.Array) -> jax.Array:
-        return (target.astype(jnp.float32) - self.target_mean) / self.target_std
-
     def _scaled(self, model: nnx.Module, inputs: jax.Array, rng: jax.Array | None) -> jax.Array:
         """The prediction in standardized target units, float32 whatever the compute dtype."""
         out = model(self.preprocess(inputs), rngs=rng).astype(jnp.float32)
@@ -134,20 +128,20 @@ class Regression:
         return self._pointwise(error).reshape(error.shape[0], -1).mean(-1)
 
     def input_signature(self) -> dict:
-        return {self.input_key: {"dtype": self.input_dtype.name, "shape": list(self.input_shape)}}
+        return self.inputs
 
     def output_signature(self) -> dict:
-        return {"prediction": {"dtype": "float32", "shape": list(self.target_shape)}}
+        return {"prediction": spec("float32", self.target_shape)}
 
     def predict(self, model: nnx.Module, inputs: dict[str, jax.Array]) -> dict[str, jax.Array]:
         scaled = self._scaled(model, inputs[self.input_key], None)
-        return {"prediction": scaled * self.target_std + self.target_mean}
+        return {"prediction": self.scale_target.invert(scaled)}
 
     def loss(self, model, batch, rng):
         error = self._scaled(model, batch["inputs"], rng) - self.scale_target(batch["targets"])
         loss = self._row_loss(error).mean()
         # The batch's RMSE in the target's units, for the progress line.
-        rmse = jnp.sqrt(jnp.square(error * self.target_std).mean())
+        rmse = jnp.sqrt(jnp.square(error * self.scale_target.std).mean())
         return loss, {"loss": loss, "rmse": rmse}
 
     def eval_sums(self, model, batch):
@@ -170,7 +164,7 @@ class Regression:
 
     def eval_metrics(self, sums, rows=None):
         result = {
-            "loss": float(sums["loss"]) / max(float(sums["count"]), 1.0),
+            "loss": mean_of(sums, "loss", "count"),
             **regression_metrics(rows["prediction"], rows["targets"]),
         }
         if "baseline" in rows:

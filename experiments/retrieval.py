@@ -36,9 +36,16 @@ from flax import nnx
 from ann import models
 from ann.config import NONNEGATIVE, POSITIVE, ConfigError, task_settings
 from ann.data import Split
-from ann.data.statistics import channel_stats
 from ann.metrics.retrieval import retrieval_metrics
 from ann.metrics.retrieval_losses import batch_hard_triplet, info_nce, nearest_neighbour_hits
+from experiments.common import (
+    Standardizer,
+    feature_spec,
+    first_rows,
+    mean_of,
+    spec,
+    supervised_keys,
+)
 
 STATS_ROWS = 10_000  # rows of the training split used for input statistics
 POSITIVE_KEY = "positive"
@@ -61,18 +68,15 @@ class Retrieval:
         )
         self.input_key = self.label_key = ""
         self.input_shape: tuple[int, ...] = ()
-        self.input_dtype = np.dtype(np.float32)
+        self.inputs: dict = {}  # the input's signature
         self.embedding_dim = 0
-        self.mean = self.std = np.zeros(())
+        self.preprocess = Standardizer()
 
     def setup(self, train: Split) -> None:
         info = train.info
-        if not info.supervised_keys:
-            raise ConfigError(
-                f"data set {train.name!r} declares no (input, label) supervised_keys; retrieval "
-                "needs them (use data.name=digit_pairs)"
-            )
-        self.input_key, self.label_key = info.supervised_keys[:2]
+        self.input_key, self.label_key = supervised_keys(
+            train, "retrieval", "(input, label)", " (use data.name=digit_pairs)"
+        )
         features = info.features
         inputs = features[self.input_key]
         positive = features[POSITIVE_KEY] if POSITIVE_KEY in features else None
@@ -85,9 +89,8 @@ class Retrieval:
         if not np.issubdtype(np.dtype(features[self.label_key].np_dtype), np.integer):
             raise ConfigError(f"feature {self.label_key!r} of {train.name!r} is not an integer")
         self.input_shape = tuple(inputs.shape)
-        self.input_dtype = np.dtype(inputs.np_dtype)
-        sample = train.rows(np.arange(min(len(train), STATS_ROWS)))[self.input_key]
-        self.mean, self.std = channel_stats(sample)
+        self.inputs = {self.input_key: feature_spec(train, self.input_key)}
+        self.preprocess = Standardizer.per_channel(first_rows(train, STATS_ROWS)[self.input_key])
 
     def fields(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {
@@ -110,8 +113,9 @@ class Retrieval:
         return model
 
     def _embed(self, model: nnx.Module, inputs: jax.Array, rng: jax.Array | None) -> jax.Array:
-        x = (inputs.astype(jnp.float32) - self.mean) / self.std
-        return model(x, rngs=rng).astype(jnp.float32)  # losses in float32 whatever the dtype
+        return model(self.preprocess(inputs), rngs=rng).astype(
+            jnp.float32
+        )  # losses in float32 whatever the dtype
 
     def _pair_losses(self, model, batch, rng, valid):
         """Per-pair losses [B] and per-batch diagnostics, anchors and positives in one call (one
@@ -152,16 +156,16 @@ class Retrieval:
 
     def eval_metrics(self, sums, rows=None):
         return {
-            "loss": float(sums["loss"]) / max(float(sums["count"]), 1.0),
+            "loss": mean_of(sums, "loss", "count"),
             **retrieval_metrics(rows["embedding"], rows["label"]),
         }
 
     # Serving: an input in, its embedding out (compare embeddings by dot product: unit length).
     def input_signature(self) -> dict:
-        return {self.input_key: {"dtype": self.input_dtype.name, "shape": list(self.input_shape)}}
+        return self.inputs
 
     def output_signature(self) -> dict:
-        return {"embedding": {"dtype": "float32", "shape": [self.embedding_dim]}}
+        return {"embedding": spec("float32", [self.embedding_dim])}
 
     def predict(self, model: nnx.Module, inputs: dict[str, jax.Array]) -> dict[str, jax.Array]:
         return {"embedding": self._embed(model, inputs[self.input_key], None)}

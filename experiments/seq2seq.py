@@ -25,6 +25,7 @@ from flax import nnx
 from ann import generate, models
 from ann.config import NONNEGATIVE, ConfigError, task_settings
 from ann.data import Split
+from experiments.common import Vocabulary, spec
 
 DEFAULTS = {"eval_beam_size": 0}  # 0 or 1: greedy exact match only
 
@@ -35,8 +36,7 @@ class Seq2Seq:
     def __init__(self, config: ml_collections.ConfigDict):
         self.config = config
         self.settings = task_settings(config, DEFAULTS, ranges={"eval_beam_size": NONNEGATIVE})
-        self.vocabulary: list[str] = []
-        self.pad_id = self.bos_id = self.eos_id = 0
+        self.vocab = Vocabulary()
         self.source_len = self.target_len = 0
         self.task_names: list[str] = []
         self.reversed_target_tasks: list[str] = []
@@ -44,15 +44,12 @@ class Seq2Seq:
     def setup(self, train: Split) -> None:
         features, metadata = train.info.features, train.info.metadata or {}
         missing = [k for k in ("source", "target") if k not in features]
-        missing += [k for k in ("vocabulary", "bos_id", "eos_id") if k not in metadata]
         if missing:
             raise ConfigError(
-                f"data set {train.name!r} lacks {', '.join(missing)}; seq2seq needs source and "
-                "target features and metadata vocabulary, bos_id, eos_id"
+                f"data set {train.name!r} has no {' or '.join(missing)} feature; seq2seq reads "
+                "token ids from source and target (e.g. data.name=digit_strings)"
             )
-        self.vocabulary = list(metadata["vocabulary"])
-        self.pad_id = int(metadata.get("pad_id", 0))
-        self.bos_id, self.eos_id = int(metadata["bos_id"]), int(metadata["eos_id"])
+        self.vocab = Vocabulary.of(train, "seq2seq", needs=("bos_id", "eos_id"))
         self.source_len = features["source"].shape[0]
         self.target_len = features["target"].shape[0]
         self.tokens_per_example = self.target_len  # decoder positions: the loop logs tokens/s
@@ -69,20 +66,29 @@ class Seq2Seq:
     def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
         return models.from_config(
             self.config,
-            vocab_size=len(self.vocabulary),
+            vocab_size=len(self.vocab),
             max_len=max(self.source_len, self.target_len),
             pad_id=self.pad_id,
-            digit_ids=self.digit_ids(),
+            digit_ids=self.vocab.digit_ids(),
             rngs=rngs,
         )
 
-    def digit_ids(self) -> tuple[int, ...]:
-        """Ids of the vocabulary's one-character decimal digits."""
-        return tuple(i for i, t in enumerate(self.vocabulary) if len(t) == 1 and t.isdecimal())
+    # The special ids, for decoding here and in `ann.generate`.
+    @property
+    def pad_id(self) -> int:
+        return self.vocab.pad_id
+
+    @property
+    def bos_id(self) -> int:
+        return self.vocab.bos_id
+
+    @property
+    def eos_id(self) -> int:
+        return self.vocab.eos_id
 
     def encode_source(self, text: str) -> np.ndarray:
         """'reverse 123' -> ids: whole words in the vocabulary, else characters; then <eos>."""
-        index = {t: i for i, t in enumerate(self.vocabulary)}
+        index = self.vocab.index
         ids = []
         for word in text.split():
             ids += [index[word]] if word in index else [index[ch] for ch in word]
@@ -94,15 +100,15 @@ class Seq2Seq:
     def decode(self, ids: np.ndarray | list[int], source: np.ndarray | None = None) -> str:
         """Text of ids up to <eos>. Given the `source` ids, a target of a task whose targets are
         written reversed (metadata `reversed_target_tasks`) is turned back around."""
-        out = []
+        out, tokens = [], self.vocab.tokens
         for i in np.asarray(ids).reshape(-1).tolist():
             if i == self.eos_id:
                 break
             if i not in (self.pad_id, self.bos_id):
-                out.append(self.vocabulary[i] + (" " if len(self.vocabulary[i]) > 1 else ""))
+                out.append(tokens[i] + (" " if len(tokens[i]) > 1 else ""))
         if source is not None and self.reversed_target_tasks:
             first = int(np.asarray(source).reshape(-1)[0])
-            if self.vocabulary[first] in self.reversed_target_tasks:
+            if tokens[first] in self.reversed_target_tasks:
                 out.reverse()
         return "".join(out)
 
@@ -186,10 +192,10 @@ class Seq2Seq:
         return metrics
 
     def input_signature(self) -> dict:
-        return {"source": {"dtype": "int32", "shape": [self.source_len]}}
+        return {"source": spec("int32", [self.source_len])}
 
     def output_signature(self) -> dict:
-        return {"tokens": {"dtype": "int32", "shape": [self.target_len]}}
+        return {"tokens": spec("int32", [self.target_len])}
 
     def predict(self, model, inputs):
         return {"tokens": self._greedy(model, inputs["source"].astype(jnp.int32))}

@@ -1,14 +1,133 @@
-"""Every experiment through the same checks: found by name, refuses a bad task setting by key,
-trains a step, and exports what training computes. Task-specific checks live in each task's own
-test file."""
+"""Every experiment through the same checks: found by name, refuses a bad task setting by its
+key in one line, trains a step and evaluates it, and exports what training computes (the
+exported `predict` equals the in-process one on the same inputs). What is specific to one task
+lives in its own test file."""
 
+import math
+import sys
 import types
 
+import jax
+import numpy as np
 import pytest
 from conftest import tiny
 
+from ann import artifact, data
 from ann import experiment as experiment_lib
 from ann.config import ConfigError
+from ann.export import export
+from ann.train.build import restore_model
+from ann.train.loop import train_and_evaluate
+
+_SMALL_TRANSFORMER = {"model.dim": 16, "model.mlp_dim": 32}
+# experiment -> (shipped config, overrides for a tiny model, eval metrics it must report, a bad
+# task setting: key and value). Two steps: a checkpoint and an eval at step 2.
+CASES = {
+    "classification": (
+        "digits_mlp",
+        {"model.features": (16,)},
+        {"loss", "accuracy", "f1", "auroc"},
+        ("task.smoothing", 0.1),  # it reads no task settings
+    ),
+    "regression": (
+        "diabetes_mlp",
+        {"num_epochs": None, "model.features": (16,)},
+        {"loss", "rmse", "mae", "r2", "baseline_rmse", "rmse_ratio"},
+        ("task.huber_delta", 0.0),
+    ),
+    "forecasting": (
+        "sensors_lstm",
+        {"model.hidden_size": 8},
+        {"loss", "mae", "rmse", "naive_mae", "naive_rmse", "mae_ratio"},
+        ("task.period", -1),
+    ),
+    "anomaly_detection": (
+        "sensors_autoencoder",
+        {"model.features": (16,), "model.latent": 4},
+        {"auroc", "loss", "threshold", "precision", "recall", "f1", "flagged"},
+        ("task.threshold_quantile", 1.0),
+    ),
+    "retrieval": (
+        "digits_retrieval",
+        {"model.encoder_kwargs.features": (8,), "model.encoder_kwargs.dense": 32},
+        {"loss", "recall_at_1", "recall_at_5", "map"},
+        ("task.temperature", 0.0),
+    ),
+    "language_modelling": (
+        "pydoc_lm",
+        {**_SMALL_TRANSFORMER, "model.depth": 1},
+        {"loss", "bits_per_char", "perplexity", "accuracy", "unigram_bits_per_char"},
+        ("task.temperature", 1.0),  # it reads no task settings
+    ),
+    "seq2seq": (
+        "digit_seq2seq",
+        # Beam search in eval too: its exact match is reported next to greedy's.
+        {
+            **_SMALL_TRANSFORMER,
+            "model.encoder_depth": 1,
+            "model.decoder_depth": 1,
+            "task.eval_beam_size": 2,
+        },
+        {"loss", "token_accuracy", "exact_match", "beam_exact_match", "beam_exact_match_add"},
+        ("task.eval_beam_size", -1),
+    ),
+}
+
+
+def _config(name, **overrides):
+    config_name, small, _, _ = CASES[name]
+    steps = {"total_steps": 2, "eval_every_steps": 2, "checkpoint_every_steps": 2}
+    config = tiny(config_name, **{**steps, **small, **overrides})
+    assert config.experiment == name
+    return config
+
+
+def test_the_table_names_every_case():
+    assert set(CASES) == set(experiment_lib.EXPERIMENTS)
+
+
+@pytest.fixture(scope="module", params=sorted(CASES))
+def trained(request, tmp_path_factory):
+    """(name, workdir, result, export directory, manifest) of a two-step run and its export."""
+    name = request.param
+    root = tmp_path_factory.mktemp(name)
+    result = train_and_evaluate(_config(name), str(root / "run"))
+    manifest = export(str(root / "run"), str(root / "export"))
+    return name, root / "run", result, root / "export", manifest
+
+
+def test_trains_and_evaluates(trained):
+    name, _, result, _, _ = trained
+    assert result.step == 2
+    metrics = {k.removeprefix("eval/"): v for k, v in result.eval_metrics.items()}
+    assert CASES[name][2] <= set(metrics)
+    assert all(math.isfinite(v) for v in metrics.values()), metrics
+
+
+def test_export_predicts_as_the_training_code(trained):
+    _, workdir, _, out, manifest = trained
+    experiment, model, step, config = restore_model(str(workdir), "best")
+    assert step == 2
+    split = data.load(config.data.name, config.data.train_split, cache=True)
+    inputs = {k: v for k, v in split.rows(np.arange(5)).items() if k in manifest["inputs"]}
+    assert set(inputs) == set(manifest["inputs"])
+    got = artifact.load(str(out))(inputs)
+    want = jax.device_get(experiment.predict(model, inputs))
+    assert set(got) == set(want) == set(manifest["outputs"])
+    for key in want:
+        if np.issubdtype(want[key].dtype, np.integer):
+            np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+        else:
+            np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-5, err_msg=key)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_a_bad_task_setting_is_one_line_naming_its_key(name):
+    key, value = CASES[name][3]
+    with pytest.raises(ConfigError) as error:
+        experiment_lib.check_config(_config(name, **{key: value}), 4)
+    message = str(error.value)
+    assert f"'{key}'" in message and "\n" not in message
 
 
 def test_every_name_in_the_table_imports_a_complete_experiment():
@@ -20,7 +139,7 @@ def test_every_name_in_the_table_imports_a_complete_experiment():
 def test_a_class_lacking_protocol_members_is_refused_by_name(monkeypatch):
     module = types.ModuleType("half_done_tasks")
     module.Half = type("Half", (), {"setup": lambda self, train: None})
-    monkeypatch.setitem(__import__("sys").modules, "half_done_tasks", module)
+    monkeypatch.setitem(sys.modules, "half_done_tasks", module)
     with pytest.raises(
         ConfigError, match=r"'half_done_tasks:Half' lacks tokens_per_example, .*eval_rows"
     ):

@@ -176,7 +176,7 @@ def test_seq2seq_digit_strings_hold_out_lengths_inside_the_trained_range():
         np.testing.assert_array_equal(per_number, split.cached["length"])
     exp = experiment_lib.get("seq2seq")(tiny("digit_seq2seq"))
     exp.setup(splits["train"])
-    assert exp.digit_ids() == DIGIT_IDS
+    assert exp.vocab.digit_ids() == DIGIT_IDS
     test = splits["test"].cached
     for i in range(30):
         source = digit_strings.decode(test["source"][i]).split(" ")
@@ -211,22 +211,12 @@ def _run(name, tmp_path, steps, **overrides):
     return train_and_evaluate(config, str(tmp_path))
 
 
-@pytest.mark.parametrize("name", ["digits_vit", "pydoc_lm", "digit_seq2seq"])
-def test_one_step_runs(name, tmp_path):
-    depth = {
-        # Beam search in eval too: its exact match is reported next to greedy's.
-        "digit_seq2seq": {
-            "model.encoder_depth": 1,
-            "model.decoder_depth": 1,
-            "task.eval_beam_size": 2,
-        }
-    }.get(name, {"model.depth": 1})
-    result = _run(name, tmp_path, 1, **{"model.dim": 16, "model.mlp_dim": 32, **depth})
+def test_one_vit_step_runs(tmp_path):  # the token tasks run in test_experiments.py
+    result = _run(
+        "digits_vit", tmp_path, 1, **{"model.dim": 16, "model.mlp_dim": 32, "model.depth": 1}
+    )
     assert result.step == 1
-    metric = {"digits_vit": "accuracy", "pydoc_lm": "bits_per_char"}.get(name, "exact_match")
-    assert math.isfinite(result.eval_metrics[f"eval/{metric}"])
-    if name == "digit_seq2seq":
-        assert 0 <= result.eval_metrics["eval/beam_exact_match_add"] <= 1
+    assert math.isfinite(result.eval_metrics["eval/accuracy"])
 
 
 def test_vit_learns(tmp_path):

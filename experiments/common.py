@@ -1,0 +1,126 @@
+"""What ann's experiments share: reading a data set's supervised keys and its first rows, per-
+channel standardization with training statistics, signature entries, means of summed metrics,
+and token vocabularies from a data set's metadata."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ann.config import ConfigError
+from ann.data import Split
+from ann.data.statistics import channel_stats, safe_std
+
+
+def supervised_keys(train: Split, task: str, roles: str, hint: str = "") -> tuple[str, str]:
+    """The data set's TFDS `supervised_keys` (input, target) as two feature names. Raises
+    ConfigError naming the data set, the `roles` the task reads them as ("(input, label)") and
+    `hint` (what to use instead) when it declares none."""
+    keys = train.info.supervised_keys
+    if not keys:
+        raise ConfigError(
+            f"data set {train.name!r} declares no {roles} supervised_keys; {task} needs them{hint}"
+        )
+    return keys[0], keys[1]
+
+
+def first_rows(train: Split, limit: int) -> dict[str, np.ndarray]:
+    """The first `limit` rows of `train` (all when fewer): a data set's rows are stored shuffled,
+    so they are a sample for statistics."""
+    return train.rows(np.arange(min(len(train), limit)))
+
+
+@dataclasses.dataclass
+class Standardizer:
+    """x -> (x - mean) / std with statistics of the training split, float32 on the device (inside
+    the jitted `loss`, `eval_sums` and `predict` alike, so an export carries it). `mean` and
+    `std` broadcast against the values: per channel (last axis) from `per_channel`, per element
+    from `per_element`; a constant column keeps its values (std 1, `safe_std`)."""
+
+    mean: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((), np.float32))
+    std: np.ndarray = dataclasses.field(default_factory=lambda: np.ones((), np.float32))
+
+    @classmethod
+    def per_channel(cls, values: np.ndarray) -> Standardizer:
+        """Statistics over every row and position of `values` [rows, ..., channels]."""
+        return cls(*channel_stats(values))
+
+    @classmethod
+    def per_element(cls, values: np.ndarray) -> Standardizer:
+        """Statistics over the rows (axis 0) of `values`, one per element of a row."""
+        x = np.asarray(values, np.float64)
+        return cls(x.mean(axis=0).astype(np.float32), safe_std(x.std(axis=0)))
+
+    def __call__(self, x: jax.Array, dtype: Any = jnp.float32) -> jax.Array:
+        """Standardized `x`, computed in `dtype` (float32; numpy's float64 for a host-side fit)."""
+        return (x.astype(dtype) - self.mean) / self.std
+
+    def invert(self, y: jax.Array) -> jax.Array:
+        """Back to the data's own units."""
+        return y * self.std + self.mean
+
+
+def spec(dtype: Any, shape: Sequence[int], names: Sequence[str] | None = None) -> dict:
+    """One signature entry (`ann.experiment.Signature`): numpy dtype name and per-example shape,
+    plus class or token `names` for an integer output that indexes them."""
+    entry: dict[str, Any] = {"dtype": np.dtype(dtype).name, "shape": list(shape)}
+    if names is not None:
+        entry["names"] = list(names)
+    return entry
+
+
+def feature_spec(train: Split, key: str) -> dict:
+    """The signature entry of feature `key` as the data set stores it."""
+    feature = train.info.features[key]
+    return spec(feature.np_dtype, feature.shape)
+
+
+def mean_of(sums: Mapping[str, Any], total: str, count: str) -> float:
+    """sums[total] / sums[count] as a float; an empty split (count 0) counts as 1 row."""
+    return float(sums[total]) / max(float(sums[count]), 1.0)
+
+
+@dataclasses.dataclass
+class Vocabulary:
+    """A token data set's vocabulary from its `info.metadata`: `tokens` (id -> text), `pad_id`
+    (default 0) and, where the metadata has them, `bos_id` and `eos_id` (-1 otherwise)."""
+
+    tokens: list[str] = dataclasses.field(default_factory=list)
+    pad_id: int = 0
+    bos_id: int = -1
+    eos_id: int = -1
+
+    @classmethod
+    def of(cls, train: Split, task: str, needs: Sequence[str] = ()) -> Vocabulary:
+        """Raises ConfigError naming the data set and what it lacks: metadata `vocabulary` and
+        the `needs` ("bos_id", "eos_id")."""
+        metadata = train.info.metadata or {}
+        missing = [k for k in ("vocabulary", *needs) if k not in metadata]
+        if missing:
+            raise ConfigError(
+                f"data set {train.name!r} has no metadata {', '.join(missing)}; {task} reads its "
+                "vocabulary from there"
+            )
+        return cls(
+            list(metadata["vocabulary"]),
+            int(metadata.get("pad_id", 0)),
+            int(metadata.get("bos_id", -1)),
+            int(metadata.get("eos_id", -1)),
+        )
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def index(self) -> dict[str, int]:
+        """Token text -> id."""
+        return {t: i for i, t in enumerate(self.tokens)}
+
+    def digit_ids(self) -> tuple[int, ...]:
+        """Ids of the one-character decimal digit tokens."""
+        return tuple(i for i, t in enumerate(self.tokens) if len(t) == 1 and t.isdecimal())
