@@ -357,12 +357,10 @@ def main(argv: list[str]) -> None:
 if __name__ == "__main__":
     from ann import cli
     from ann.train.checkpoint import CheckpointError
+    from ann.train.writers import MetricsFileError
 
     define_flags()
-    # A bad flag, run or step: one line, exit 1 (FlagError and ConfigError: see cli.run);
-    # warnings only: the result line is the output.
-    cli.run(
-        main,
-        errors=(CheckpointError, FileExistsError, FileNotFoundError, artifact.IntegrityError),
-        quiet=True,
-    )
+    # A bad flag, run or step, a damaged run file: one line, exit 1 (FlagError and ConfigError:
+    # see cli.run); warnings only: the result line is the output.
+    errors = (FileExistsError, FileNotFoundError, artifact.IntegrityError, MetricsFileError)
+    cli.run(main, errors=(CheckpointError, *errors), quiet=True)

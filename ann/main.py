@@ -16,6 +16,7 @@ from ann.sweep import pruning
 from ann.train import build
 from ann.train.checkpoint import CheckpointError
 from ann.train.loop import NonFiniteLossError, train_and_evaluate
+from ann.train.writers import MetricsFileError
 
 FLAGS = flags.FLAGS
 cli.define_config("Config file (configs/NAME.py[:ARG]).")
@@ -81,7 +82,7 @@ def _summary(metrics: dict) -> str:
 def run() -> None:
     # A user mistake (ConfigError, a damaged checkpoint) or a diverged run: one clear line, no
     # stack trace from deep in JAX.
-    cli.run(main, errors=(CheckpointError, NonFiniteLossError))
+    cli.run(main, errors=(CheckpointError, NonFiniteLossError, MetricsFileError))
 
 
 if __name__ == "__main__":

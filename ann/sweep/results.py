@@ -18,6 +18,7 @@ from typing import Any
 
 from ann.sweep import trials as trials_lib
 from ann.sweep.space import SweepError
+from ann.train.writers import MetricsFileError, read_records
 
 SWEEP_FILE = "sweep.json"
 ORDER = {"done": 0, "pruned": 1, "running": 2, "interrupted": 3, "pending": 4, "failed": 5}
@@ -46,20 +47,14 @@ def _scored(key: str) -> bool:
 
 
 def evals(workdir: str) -> tuple[list[dict], int]:
-    """Eval records (validation and test metrics) from metrics.jsonl, and the last step."""
-    records, last = [], 0
+    """Eval records (validation and test metrics) from metrics.jsonl, and the last step. Raises
+    SweepError naming the file and line of a damaged record (a torn last line is skipped)."""
     try:
-        with open(os.path.join(workdir, "metrics.jsonl")) as f:
-            for line in f:
-                if not line.strip():
-                    continue
-                record = json.loads(line)
-                last = max(last, record["step"])
-                if any(_scored(k) for k in record):
-                    records.append(record)
-    except (OSError, ValueError):
-        pass
-    return records, last
+        records = read_records(os.path.join(workdir, "metrics.jsonl"))
+    except MetricsFileError as e:
+        raise SweepError(str(e)) from None
+    last = max((r["step"] for r in records), default=0)
+    return [r for r in records if any(_scored(k) for k in r)], last
 
 
 def best_of(records: list[dict], metric: str, mode: str) -> tuple[float | None, int | None]:

@@ -15,6 +15,7 @@ import os
 
 import jax
 import tensorboardX
+from absl import logging
 
 NON_FINITE = ("nan", "inf", "-inf")
 
@@ -31,13 +32,43 @@ def decode(record: dict) -> dict:
     return {k: float(v) if isinstance(v, str) and v in NON_FINITE else v for k, v in record.items()}
 
 
+class MetricsFileError(ValueError):
+    """A metrics.jsonl line before the last one that is not a JSON record: the file is damaged
+    (a torn last line is only a crash mid-write, and is skipped)."""
+
+
+def _parse(path: str, lines: list[str]) -> list[tuple[str, dict]]:
+    """(line, record) of every non-blank line. A last line that does not parse (the run stopped
+    while writing it) is skipped with a warning; any other raises MetricsFileError naming the
+    file and the line number."""
+    filled = [i for i, line in enumerate(lines) if line.strip()]
+    parsed = []
+    for i in filled:
+        try:
+            record = json.loads(lines[i])
+            if not isinstance(record, dict) or "step" not in record:
+                raise ValueError("not a record")
+        except ValueError:
+            if i == filled[-1]:
+                logging.warning("%s: skipping line %d, torn by a crash mid-write", path, i + 1)
+                continue
+            raise MetricsFileError(
+                f"{path}: line {i + 1} is not a metrics record; the file is damaged (delete "
+                "that line to use the rest)"
+            ) from None
+        parsed.append((lines[i], record))
+    return parsed
+
+
 def read_records(path: str) -> list[dict]:
-    """Every record of a metrics.jsonl file, decoded; [] if the file does not exist."""
+    """Every record of a metrics.jsonl file, decoded; [] if the file does not exist. A torn last
+    line is skipped with a warning; raises MetricsFileError for a damaged line before it."""
     try:
         with open(path) as f:
-            return [decode(json.loads(line)) for line in f if line.strip()]
+            lines = f.readlines()
     except FileNotFoundError:
         return []
+    return [decode(record) for _, record in _parse(path, lines)]
 
 
 class MetricWriter:
@@ -55,7 +86,8 @@ class MetricWriter:
         if not os.path.exists(self.path):
             return
         with open(self.path) as f:
-            keep = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+            parsed = _parse(self.path, f.readlines())
+        keep = [line for line, record in parsed if record["step"] <= step]
         tmp = self.path + ".tmp"
         with open(tmp, "w") as f:
             f.writelines(keep)
