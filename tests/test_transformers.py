@@ -159,6 +159,18 @@ def test_pydoc_windows_cover_every_char():
     assert pydoc_chars.decode(pydoc_chars.encode("def f():\n")) == "def f():\n"
 
 
+def test_pydoc_validation_files_come_from_the_shared_split_helper():
+    from ann.data.splits import carve_validation
+
+    docs = [(f"m{i}.py", "x") for i in range(60)]
+    split = pydoc_chars.split_documents(docs)
+    assert split["test"] == docs[::10]
+    rest = [d for i, d in enumerate(docs) if i % 10]
+    train, validation = carve_validation(np.arange(len(rest)))
+    assert split["validation"] == [rest[i] for i in validation]
+    assert split["train"] == [rest[i] for i in train]
+
+
 def test_seq2seq_digit_strings_hold_out_lengths_inside_the_trained_range():
     from ann import experiment as experiment_lib
 

@@ -2,8 +2,9 @@
 
 The docstrings (module, class and function) of every top-level `.py` file in the running
 Python's standard library, read with `ast` (nothing is imported), one document per file. Files
-are sorted by name; every tenth (index % 10 == 0) goes to `test`; of the rest, a seeded
-VALIDATION_FRACTION of the files goes to `validation` and the others to `train`, so test and
+are sorted by name; every tenth (index % 10 == 0) goes to `test`; of the rest, the seeded
+VALIDATION_FRACTION of the files that `splits.carve_validation` picks (as for every offline set)
+goes to `validation` and the others to `train`, so test and
 validation text come from modules the model never read (whole files: windows of one file are
 never on both sides). Each document is cut into windows of
 `WINDOW` token ids with a stride of `WINDOW - 1` (each character is a next-token target exactly
@@ -25,7 +26,7 @@ from collections.abc import Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
-from ann.data.splits import SPLIT_SEED, VALIDATION_FRACTION
+from ann.data.splits import carve_validation
 
 WINDOW = 128
 TEST_EVERY = 10
@@ -78,8 +79,8 @@ def split_documents(docs: list[tuple[str, str]]) -> dict[str, list[tuple[str, st
     """`docs` into train, validation and test, whole documents each (see the module docstring)."""
     test = [d for i, d in enumerate(docs) if i % TEST_EVERY == 0]
     rest = [d for i, d in enumerate(docs) if i % TEST_EVERY != 0]
-    order = np.random.default_rng(SPLIT_SEED).permutation(len(rest))
-    held = set(order[: int(round(len(rest) * VALIDATION_FRACTION))].tolist())
+    _, validation = carve_validation(np.arange(len(rest)))  # the split every builder uses
+    held = set(validation.tolist())
     return {
         "train": [d for i, d in enumerate(rest) if i not in held],
         "validation": [d for i, d in enumerate(rest) if i in held],
@@ -90,10 +91,12 @@ def split_documents(docs: list[tuple[str, str]]) -> dict[str, list[tuple[str, st
 class PydocChars(tfds.core.GeneratorBasedBuilder):
     """Standard-library docstrings as fixed-length character windows."""
 
-    VERSION = tfds.core.Version("1.1.0")
+    VERSION = tfds.core.Version("1.2.0")
     RELEASE_NOTES = {
         "1.0.0": "Top-level stdlib files, every tenth file held out for test.",
         "1.1.0": "validation: 15% of the train files (seeded); test unchanged.",
+        "1.2.0": "validation files chosen by splits.carve_validation, as in every other "
+        "builder (other files than 1.1.0's); test unchanged.",
     }
 
     def _info(self) -> tfds.core.DatasetInfo:
