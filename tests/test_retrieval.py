@@ -1,6 +1,7 @@
 """Retrieval: the siamese model, the digit_pairs data, training, export and config errors."""
 
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -42,12 +43,33 @@ def test_siamese_model_embeds_with_any_tower():
     for kwargs, message in [
         ({"encoder": "cnnn"}, "'model.encoder': unknown model 'cnnn'"),
         ({"encoder": "siamese"}, "'model.encoder' is 'siamese'"),
-        ({"encoder_kwargs": {"feature": (8,)}}, "'model.encoder_kwargs.feature' is not a setting"),
+        (
+            {"encoder_kwargs": {"feature": (8,)}},
+            "'model.encoder_kwargs.feature' is not an argument of model 'cnn' .did you mean",
+        ),
         ({"encoder_kwargs": {"num_classes": 3}}, "'model.encoder_kwargs.num_classes' is set by"),
         ({"embedding_dim": 0}, "'model.embedding_dim' must be >= 1"),
     ]:
         with pytest.raises(ConfigError, match=message):
             models.build("siamese", kwargs, input_shape=(8, 8, 1), rngs=nnx.Rngs(0))
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"encoder_kwargs.dropout": 1.5}, "'model.encoder_kwargs.dropout' must be in [0, 1)"),
+        (
+            {"encoder": "lstm", "encoder_kwargs": {"hidden_size": 0}},
+            "'model.encoder_kwargs.hidden_size' must be >= 1",
+        ),
+        ({"encoder_kwargs.dense": 32, "encoder_kwargs.widht": 3}, "'model.encoder_kwargs.widht'"),
+    ],
+)
+def test_tower_arguments_are_range_checked_with_the_config(overrides, message):
+    """Before any data is read (ann.models.check_config), under the keys the user set."""
+    config = _retrieval(**{f"model.{k}": v for k, v in overrides.items()})
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        models.check_config(config)
 
 
 def test_digit_pairs_hold_out_the_digits_test_images():

@@ -15,7 +15,7 @@ from typing import Any
 import jax.numpy as jnp
 from flax import nnx
 
-from ann.config import ConfigError, Range, did_you_mean
+from ann.config import RANGES, ConfigError, Range, did_you_mean
 
 _REGISTRY: dict[str, type[nnx.Module]] = {}
 
@@ -62,18 +62,33 @@ def _parameters(cls: type) -> tuple[dict[str, inspect.Parameter], bool]:
 _FROM_ELSEWHERE = ("dtype", "param_dtype", "rngs")  # config.dtype, config.param_dtype, the seed
 
 
-def check_arguments(name: str, kwargs: Mapping[str, Any], supplied: Sequence[str] = ()) -> None:
+# Arguments every ann model shares (`model.dropout`), ranged once in config.RANGES.
+_SHARED_RANGES = {
+    key.removeprefix("model."): allowed
+    for key, allowed in RANGES.items()
+    if key.startswith("model.")
+}
+
+
+def check_arguments(
+    name: str, kwargs: Mapping[str, Any], supplied: Sequence[str] = (), prefix: str = "model."
+) -> None:
     """Raises ConfigError for a `model.*` key that model `name`'s constructor does not take,
     naming the key and the arguments it does take (`supplied`: what the experiment passes), or
     whose number lies outside the model's own `RANGES` (a class attribute, argument ->
-    `ann.config.Range`; arguments every model shares, `model.dropout`, are in config.RANGES)."""
+    `ann.config.Range`) or the ranges every model shares (`model.dropout`, config.RANGES).
+    `prefix` is where the keys sit in the config (a siamese tower's: "model.encoder_kwargs.").
+    A model whose arguments hold another model's (a tower) checks those in its classmethod
+    `check_nested(kwargs, prefix)`."""
     cls = get(name)
     params, takes_any = _parameters(cls)
-    ranges: Mapping[str, Range] = getattr(cls, "RANGES", {})
+    ranges: Mapping[str, Range] = {**_SHARED_RANGES, **getattr(cls, "RANGES", {})}
     for key, allowed in ranges.items():
         param = params.get(key)
         default = None if param is None or param.default is param.empty else param.default
-        allowed.check(f"model.{key}", kwargs.get(key), kwargs.__getitem__, example=default)
+        allowed.check(f"{prefix}{key}", kwargs.get(key), kwargs.__getitem__, example=default)
+    if hasattr(cls, "check_nested"):
+        cls.check_nested(kwargs, prefix)
     if takes_any:
         return
     # What a config may set: everything the experiment or the loop does not pass itself (when
@@ -85,7 +100,7 @@ def check_arguments(name: str, kwargs: Mapping[str, Any], supplied: Sequence[str
     for key in kwargs:
         if key not in params:
             raise ConfigError(
-                f"config key 'model.{key}' is not an argument of model {name!r}"
+                f"config key '{prefix}{key}' is not an argument of model {name!r}"
                 f"{did_you_mean(key, accepted)}; it accepts: {', '.join(accepted)}"
             )
 

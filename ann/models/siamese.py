@@ -26,34 +26,26 @@ from ann.config import COUNT, NONNEGATIVE, ConfigError
 _SUPPLIED = ("input_shape", "num_classes", "dtype", "param_dtype", "rngs")
 
 
-def _check_tower(encoder: str, kwargs: Mapping[str, Any]) -> None:
-    """Refuses a tower that cannot be built, naming the `model.encoder*` key to fix."""
+def _check_tower(encoder: str, kwargs: Mapping[str, Any], prefix: str = "model.") -> None:
+    """Refuses a tower that cannot be built, naming the `model.encoder*` key to fix: its
+    arguments and their ranges are checked as a model's own, under `model.encoder_kwargs.`."""
     if encoder in ("siamese", "bi_encoder"):
         raise ConfigError(
-            f"config key 'model.encoder' is {encoder!r}: a siamese tower cannot be a siamese "
+            f"config key '{prefix}encoder' is {encoder!r}: a siamese tower cannot be a siamese "
             "network; use an image model such as cnn, mlp, resnet or vit"
         )
     try:
-        cls = models.get(encoder)
+        models.get(encoder)
     except ConfigError as e:  # the same mistake, under the key the user set
-        raise ConfigError(str(e).replace("'model.name'", "'model.encoder'", 1)) from None
+        raise ConfigError(str(e).replace("'model.name'", f"'{prefix}encoder'", 1)) from None
     for key in kwargs:
         if key in _SUPPLIED:
             raise ConfigError(
-                f"config key 'model.encoder_kwargs.{key}' is set by the siamese model; set the "
+                f"config key '{prefix}encoder_kwargs.{key}' is set by the siamese model; set the "
                 "output width with model.embedding_dim (or model.tower_dim), and the dtypes with "
                 "the top-level dtype and param_dtype"
             )
-    params = inspect.signature(cls.__init__).parameters
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return
-    for key in kwargs:
-        if key not in params:
-            accepted = [k for k in params if k not in ("self", *_SUPPLIED)]
-            raise ConfigError(
-                f"config key 'model.encoder_kwargs.{key}' is not a setting of encoder "
-                f"{encoder!r}; it accepts: {', '.join(accepted)}"
-            )
+    models.check_arguments(encoder, kwargs, _SUPPLIED, prefix=f"{prefix}encoder_kwargs.")
 
 
 def l2_normalize(x: jax.Array, eps: float = 1e-6) -> jax.Array:
@@ -67,6 +59,14 @@ def l2_normalize(x: jax.Array, eps: float = 1e-6) -> jax.Array:
 class Siamese(nnx.Module):
     # Checked with the config, before any data is read. tower_dim 0 = no projection.
     RANGES = {"embedding_dim": COUNT, "tower_dim": NONNEGATIVE}
+
+    @classmethod
+    def check_nested(cls, kwargs: Mapping[str, Any], prefix: str) -> None:
+        """The tower's arguments (`model.encoder_kwargs`), before any data is read."""
+        tower = kwargs.get("encoder_kwargs") or {}
+        tower = tower.to_dict() if hasattr(tower, "to_dict") else dict(tower)
+        default = inspect.signature(cls.__init__).parameters["encoder"].default
+        _check_tower(kwargs.get("encoder", default), tower, prefix)
 
     def __init__(
         self,
