@@ -26,7 +26,7 @@ from ann import models
 from ann.config import NONNEGATIVE, ConfigError, task_settings
 from ann.data import Split
 from ann.metrics.baselines import seasonal_naive
-from experiments.common import Standardizer, first_rows, spec, supervised_keys
+from experiments.common import Standardizer, first_rows, mean_of, spec, supervised_keys
 
 STATS_ROWS = 10_000  # rows of the training split used for the channel statistics
 LOSSES = ("mse", "mae")
@@ -135,13 +135,12 @@ class Forecasting:
         return {}  # the sums are enough
 
     def eval_metrics(self, sums, rows=None):
-        points = max(float(sums["points"]), 1.0)
-        mae, naive_mae = float(sums["abs"]) / points, float(sums["naive_abs"]) / points
+        mae, naive_mae = mean_of(sums, "abs", "points"), mean_of(sums, "naive_abs", "points")
         return {
-            "loss": float(sums["loss"]) / points,
+            "loss": mean_of(sums, "loss", "points"),
             "mae": mae,
-            "rmse": float(np.sqrt(float(sums["sq"]) / points)),
+            "rmse": float(np.sqrt(mean_of(sums, "sq", "points"))),
             "naive_mae": naive_mae,
-            "naive_rmse": float(np.sqrt(float(sums["naive_sq"]) / points)),
+            "naive_rmse": float(np.sqrt(mean_of(sums, "naive_sq", "points"))),
             "mae_ratio": mae / max(naive_mae, 1e-12),
         }

@@ -23,7 +23,7 @@ from ann import models
 from ann.config import ConfigError, task_settings
 from ann.data import Split
 from ann.metrics.baselines import unigram_log_probs
-from experiments.common import Vocabulary, first_rows, spec
+from experiments.common import Vocabulary, first_rows, mean_of, spec
 
 STATS_ROWS = 20_000  # rows of the training split used for the unigram baseline
 
@@ -105,14 +105,13 @@ class LanguageModelling:
         return {}  # the sums are enough
 
     def eval_metrics(self, sums, rows=None):
-        tokens = max(float(sums["tokens"]), 1.0)
-        loss = float(sums["nll"]) / tokens
+        loss = mean_of(sums, "nll", "tokens")
         return {
             "loss": loss,
             "bits_per_char": loss / math.log(2),
             "perplexity": math.exp(loss),
-            "accuracy": float(sums["correct"]) / tokens,
-            "unigram_bits_per_char": float(sums["unigram_nll"]) / tokens / math.log(2),
+            "accuracy": mean_of(sums, "correct", "tokens"),
+            "unigram_bits_per_char": mean_of(sums, "unigram_nll", "tokens") / math.log(2),
         }
 
     # Serving: a window of ids in, the distribution of the id after its last real token out.

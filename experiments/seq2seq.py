@@ -25,7 +25,7 @@ from flax import nnx
 from ann import generate, models
 from ann.config import NONNEGATIVE, ConfigError, task_settings
 from ann.data import Split
-from experiments.common import Vocabulary, spec
+from experiments.common import Vocabulary, mean_of, spec
 
 DEFAULTS = {"eval_beam_size": 0}  # 0 or 1: greedy exact match only
 
@@ -176,19 +176,16 @@ class Seq2Seq:
         return {}  # the sums are enough
 
     def eval_metrics(self, sums, rows=None):
-        tokens, rows = max(float(sums["tokens"]), 1.0), max(float(sums["rows"]), 1.0)
         metrics = {
-            "loss": float(sums["nll"]) / tokens,
-            "token_accuracy": float(sums["correct_tokens"]) / tokens,
+            "loss": mean_of(sums, "nll", "tokens"),
+            "token_accuracy": mean_of(sums, "correct_tokens", "tokens"),
         }
         for key in ("exact", "beam_exact"):
             if key not in sums:
                 continue
-            metrics[f"{key}_match"] = float(sums[key]) / rows
+            metrics[f"{key}_match"] = mean_of(sums, key, "rows")
             for name in self.task_names:
-                metrics[f"{key}_match_{name}"] = float(sums[f"{key}_{name}"]) / max(
-                    float(sums[f"rows_{name}"]), 1.0
-                )
+                metrics[f"{key}_match_{name}"] = mean_of(sums, f"{key}_{name}", f"rows_{name}")
         return metrics
 
     def input_signature(self) -> dict:
