@@ -179,3 +179,31 @@ def test_load_requests_that_cannot_work_are_400(app, body, message):
     asyncio.run(main())
     [(status, reply, _)] = replies
     assert status == 400 and message in json.loads(reply)["error"], reply
+
+
+def test_repository_index_states(app):
+    repository = app.repository
+    app.dataplane.loading["new"] = {None}
+    repository.unavailable[("old", "3")] = "unloaded"
+    index = {(e["name"], e["version"]): (e["state"], e["reason"]) for e in repository.index()}
+    assert index == {
+        ("m", "1"): ("LOADING", ""),  # given at start, still compiling
+        ("new", ""): ("LOADING", ""),
+        ("old", "3"): ("UNAVAILABLE", "unloaded"),
+    }
+    assert repository.index(ready_only=True) == []
+    app.dataplane.model("m", "1").ready = True
+    assert repository.index(ready_only=True) == [
+        {"name": "m", "version": "1", "state": "READY", "reason": ""}
+    ]
+    app.dataplane.start_draining()
+    replies = []
+
+    async def main():
+        app.handle("POST", "/v2/repository/models/x/load", b"Bearer adm1n", b"", None,
+                   lambda *reply: replies.append(reply))  # fmt: skip
+        while not replies:
+            await asyncio.sleep(0)
+
+    asyncio.run(asyncio.wait_for(main(), 10))
+    assert replies[0][0] == 503 and b"draining" in replies[0][1]

@@ -16,18 +16,19 @@ addressed):
     POST /v2/repository/index                       models and their states
     POST /v2/repository/models/{name}/load|unload   load / unload (the admin token)
 
-A path that matches no route is 404 whatever its method; a route asked with a method it does
-not take is 405 with `Allow`. No framework and no ASGI cycle, because the infer path is the
-product: `App.handle` takes a parsed request and a `respond` callback; an infer is decoded,
-queued, and answered from its batch's future callback, with no task or coroutine of its own
-(under uvicorn's ASGI cycle the per-request Python work took more of the server's one core than
-the model's compute did; see docs/benchmarks.md). Refusals are `errors.ServeError`, answered
-`{"error": "..."}` naming the field, what was expected and what came: 400 bad input, 401 bad
-token, 404 unknown model or route, 405, 413 body or rows too large, 400 malformed HTTP, 503 +
-Retry-After when the queue is full, the model is still compiling or the server is draining
-(decided before the body is decoded). A fault in the server itself is a 500 that says so. The
-HTTP layer refuses the rest before a request gets here: 408, 414, 431 and 503 for too many
-connections (ann/serve/http.py; limits in `Settings`).
+A path that matches no route is 404 whatever its method; a route asked with a method it does not
+take is 405 with `Allow`. No framework and no ASGI cycle, because the infer path is the product:
+`App.handle` takes a parsed request and a `respond` callback; an infer is decoded, queued, and
+answered from its batch's future callback, with no task or coroutine of its own (under uvicorn's
+ASGI cycle the per-request Python work took more of the server's one core than the model's
+compute did; see docs/benchmarks.md). Refusals are `errors.ServeError`, answered `{"error":
+"..."}` naming the field, what was expected and what came: 400 bad input, 401 bad token, 403
+load/unload without an admin token configured, 404 unknown model or route, 405, 409 a load or
+unload of that model in progress, 413 body or rows too large, 400 malformed HTTP, 503 +
+Retry-After when the queue is full, the model is still compiling or being loaded, or the server
+is draining (decided before the body is decoded). A fault in the server itself is a 500 that
+says so. The HTTP layer refuses the rest before a request gets here: 408, 414, 431 and 503 for
+too many connections (ann/serve/http.py; limits in `Settings`).
 """
 
 from __future__ import annotations

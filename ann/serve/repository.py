@@ -21,7 +21,7 @@ from typing import Any
 from ann import artifact
 from ann.serve import protocol
 from ann.serve.dataplane import DataPlane, ServedModel
-from ann.serve.errors import ServeError
+from ann.serve.errors import ServeError, unavailable
 
 READY, LOADING, UNAVAILABLE = "READY", "LOADING", "UNAVAILABLE"
 
@@ -145,6 +145,12 @@ class Repository:
         compiling fails."""
         dp = self.dataplane
         sources = load_sources(name, parameters)
+        if dp.draining:
+            raise unavailable(
+                "server: draining for shutdown; load elsewhere",
+                "draining",
+                dp.settings.retry_after_seconds,
+            )
         if name in dp.loading:
             raise ServeError(409, f"model {name!r}: a load or unload is in progress; retry", "busy")
         dp.loading[name] = {None}
