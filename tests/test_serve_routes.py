@@ -48,7 +48,10 @@ def concrete(pattern: str) -> str:
 
 @pytest.fixture
 def app():
-    return App([ServedModel("m", "1", FakeModel(), "test")], Settings(admin_token="adm1n"))
+    return App(
+        [ServedModel("m", "1", FakeModel(), "test")],
+        Settings(admin_token="adm1n", registry="/nonexistent/registry"),
+    )
 
 
 def test_unknown_paths_are_404_whatever_the_method(app):

@@ -1,4 +1,5 @@
-"""Triton's model repository extension, without HTTP: the index of models and their states,
+"""Triton's model repository extension, without HTTP: the index of models and their states
+(those served, being loaded, unloaded or failed, and the registry's versions not loaded),
 and loading or unloading a model while the server runs.
 
 `load_model(spec, registry)` is the one way a `--model` (at start) or a repository load (later)
@@ -16,6 +17,7 @@ loading failed).
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from ann import artifact
@@ -24,6 +26,8 @@ from ann.serve.dataplane import DataPlane, ServedModel
 from ann.serve.errors import ServeError, unavailable
 
 READY, LOADING, UNAVAILABLE = "READY", "LOADING", "UNAVAILABLE"
+
+log = logging.getLogger("ann.serve")
 
 
 def load_model(spec: str, registry: str | None) -> ServedModel:
@@ -132,11 +136,35 @@ class Repository:
         if not ready_only:
             for name, versions in dp.loading.items():
                 entries.extend(_entry(name, v or "", LOADING) for v in versions)
-            served = {(m.name, m.version) for m in dp.all_models()}
+            known = {(e["name"], e["version"]) for e in entries}
             for (name, version), reason in self.unavailable.items():
-                if (name, version) not in served:
+                if (name, version) not in known:
                     entries.append(_entry(name, version, UNAVAILABLE, reason))
+            known |= set(self.unavailable)
+            entries.extend(
+                _entry(name, version, UNAVAILABLE, "not loaded (in the registry)")
+                for name, version in self._registered()
+                if (name, version) not in known
+            )
         return sorted(entries, key=lambda e: (e["name"], e["version"]))
+
+    def _registered(self) -> list[tuple[str, str]]:
+        """(name, version) of every version in the registry, if there is one (as Triton's
+        index lists the models of its repository that are not loaded)."""
+        from ann.registry import Registry, RegistryError, default_root
+
+        registry = Registry(self.registry or default_root())
+        if not registry.exists():
+            return []
+        try:
+            return [
+                (m["name"], str(v.version))
+                for m in registry.models()
+                for v in registry.versions(m["name"])
+            ]
+        except RegistryError as e:  # the index still answers with what is served
+            log.warning("repository index: the registry could not be read (%s)", e)
+            return []
 
     async def load(self, name: str, parameters: Any) -> list[ServedModel]:
         """Loads the versions a load request names (`load_sources`) and serves them; those
