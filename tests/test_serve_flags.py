@@ -35,6 +35,8 @@ BAD = [
     (["--keepalive_timeout_s=-5"], "--keepalive_timeout_s=-5"),
     (["--max_connections=0"], "--max_connections=0"),
     (["--request_log_sample=1.5"], "--request_log_sample=1.5"),
+    (["--request_log_max_bytes=10"], "--request_log_max_bytes=10: expected a value in [1024,"),
+    (["--request_log_backups=-1"], "--request_log_backups=-1"),
     (["--request_log=/nonexistent/dir/requests.jsonl"], "--request_log=/nonexistent/dir"),
     (["--request_log=/tmp"], "--request_log=/tmp: is a folder"),
     (["--shutdown_timeout=-1"], "--shutdown_timeout=-1"),

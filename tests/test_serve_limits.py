@@ -404,7 +404,7 @@ def test_request_log_writes_off_the_caller_thread_and_counts_drops(tmp_path):
     from ann.serve.request_log import RequestLog
 
     dropped = []
-    log = RequestLog(str(tmp_path / "r.jsonl"), 1.0, queue_size=2,
+    log = RequestLog(str(tmp_path / "r.jsonl"), 1.0, 1 << 20, 1, queue_size=2,
                      on_drop=lambda: dropped.append(1))  # fmt: skip
     release, writers = threading.Event(), []
     emit = log._handler.emit

@@ -167,6 +167,8 @@ class App:
             RequestLog(
                 settings.request_log,
                 settings.request_log_sample,
+                settings.request_log_max_bytes,
+                settings.request_log_backups,
                 on_drop=self.metrics.request_log_dropped.inc,
             )
             if settings.request_log

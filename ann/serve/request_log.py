@@ -2,7 +2,8 @@
 
 Each line: `{"time", "model", "version", "id", "status", "seconds", "inputs", "outputs"}` (or
 `"error"` instead of outputs), tensors as `{"shape", "data"}`. A share `sample` of infer
-requests is logged; the file rotates at `max_bytes` keeping `backups` old files.
+requests is logged; the file rotates at `max_bytes` keeping `backups` old files (the server's
+`--request_log_max_bytes` and `--request_log_backups`).
 
 No file I/O (and no JSON encoding) on the event loop: `write` puts the record's parts on a
 bounded queue and a background thread formats and writes them. When the queue is full (the disk
@@ -29,14 +30,20 @@ def _tensors(arrays: Mapping[str, np.ndarray]) -> dict[str, Any]:
     return {k: {"shape": list(v.shape), "data": v.reshape(-1).tolist()} for k, v in arrays.items()}
 
 
+# Records waiting for the writer thread before new ones are dropped.
+QUEUE_SIZE = 1024
+
+
 class RequestLog:
+    """`path` rotates at `max_bytes` keeping `backups` files (`Settings.request_log_*`)."""
+
     def __init__(
         self,
         path: str,
         sample: float,
-        max_bytes: int = 50 << 20,
-        backups: int = 3,
-        queue_size: int = 1024,
+        max_bytes: int,
+        backups: int,
+        queue_size: int = QUEUE_SIZE,
         on_drop: Callable[[], None] = lambda: None,
     ):
         self.sample = sample

@@ -82,6 +82,8 @@ class Settings:
     )
     request_log: str | None = _flag(None, "File for sampled request/response JSON lines.", str)
     request_log_sample: float = _flag(0.01, "Share of requests logged.")
+    request_log_max_bytes: int = _flag(50 << 20, "Size at which the request log rotates.")
+    request_log_backups: int = _flag(3, "Rotated request log files kept.")
     shutdown_timeout: float = _flag(30.0, "Seconds SIGTERM waits for queued requests.")
     retry_after_seconds: int = _flag(1, "Retry-After of a 503.", flag=False)
 
@@ -109,6 +111,8 @@ class Settings:
             ("keepalive_timeout_s", 0.01, 3600, "seconds"),
             ("max_connections", 1, 1 << 20, ""),
             ("request_log_sample", 0, 1, "a share of requests"),
+            ("request_log_max_bytes", 1024, 1 << 40, "bytes"),
+            ("request_log_backups", 0, 1000, "files"),
             ("shutdown_timeout", 0, 3600, "seconds"),
             ("retry_after_seconds", 0, 3600, "seconds"),
         ]
