@@ -280,7 +280,6 @@ def test_crafted_export_is_refused_by_the_loader_and_the_registry(
 ):
     """Each is refused with one line naming the file, before the file is read, and registering
     it leaves no version and no copy behind."""
-    import os
     import tracemalloc
 
     from ann.registry import Registry
