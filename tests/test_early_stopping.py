@@ -1,6 +1,7 @@
 """Early stopping: it stops on a validation metric, keeps and reports the best checkpoint, and
 a rerun trains no more."""
 
+import dataclasses
 import json
 
 import jax
@@ -140,3 +141,15 @@ def test_min_mode_and_min_delta():
     assert stop.best == 0.85 and stop.bad_evals == 0
     assert not stop.update(4, 0.80)
     assert stop.update(5, 0.90)
+
+
+def test_a_hook_reads_a_frozen_step_record_and_asks_to_stop_through_it():
+    info = hooks.StepInfo(step=10, total_steps=20, state=None)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        info.step = 11
+    assert info.stop() is None
+    info.request_stop("a hook asked to stop")
+    info.request_stop("patience ran out", finish="early_stopped")
+    info.request_stop("the pruner said so", finish="pruned")
+    # Finishing wins over interrupting, whichever asked first; among finishes, the first.
+    assert info.stop() == hooks.Stop("patience ran out", "early_stopped")
