@@ -19,6 +19,8 @@ from typing import Any
 
 import ml_collections
 
+from ann import atomic
+
 NoneType = type(None)
 
 
@@ -584,10 +586,7 @@ def write(config: ml_collections.ConfigDict, workdir: str) -> str:
     """Writes the resolved config to `workdir/config.json` atomically; returns the path."""
     os.makedirs(workdir, exist_ok=True)
     path = os.path.join(workdir, "config.json")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(to_json(config) + "\n")
-    os.replace(tmp, path)
+    atomic.write_text(path, to_json(config) + "\n")
     return path
 
 

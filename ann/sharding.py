@@ -16,7 +16,6 @@ replicated. `config.sharding_rules` takes the rules or a preset name from PRESET
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -25,6 +24,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from ann import atomic
 from ann.config import ConfigError
 
 # Megatron-style tensor parallelism for ann's transformer blocks (ann/models/transformer.py):
@@ -193,10 +193,7 @@ def write_layout(params: Any, shardings: Any, path: str) -> str:
         per_device += int(np.prod(shard)) * np.dtype(x.dtype).itemsize
         split += shard != tuple(x.shape)
         lines.append(f"{path_str(key)}\t{tuple(x.shape)}\t{np.dtype(x.dtype).name}\t{s.spec}")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    atomic.write_text(path, "\n".join(lines) + "\n")
     return (
         f"{split} of {len(leaves)} parameter arrays split; {per_device / 2**20:.2f} of "
         f"{total / 2**20:.2f} MiB of parameters per device"

@@ -16,6 +16,7 @@ import math
 import os
 from typing import Any
 
+from ann import atomic
 from ann.sweep import trials as trials_lib
 from ann.sweep.space import SweepError
 from ann.train.writers import MetricsFileError, read_records
@@ -26,7 +27,7 @@ ORDER = {"done": 0, "pruned": 1, "running": 2, "interrupted": 3, "pending": 4, "
 
 def write_sweep_file(sweep_dir: str, info: dict[str, Any]) -> None:
     os.makedirs(sweep_dir, exist_ok=True)
-    trials_lib.write_text(os.path.join(sweep_dir, SWEEP_FILE), json.dumps(info, indent=2) + "\n")
+    atomic.write_text(os.path.join(sweep_dir, SWEEP_FILE), json.dumps(info, indent=2) + "\n")
 
 
 def read_sweep_file(sweep_dir: str) -> dict[str, Any]:
@@ -248,18 +249,16 @@ def write(sweep_dir: str, with_plot: bool = True) -> str:
     """Rewrites results.csv, results.md (and results.png); returns the markdown."""
     info, rows = collect(sweep_dir)
     columns = _columns(rows)
-    tmp = os.path.join(sweep_dir, "results.csv.tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic.replacing(os.path.join(sweep_dir, "results.csv"), newline="") as f:
         writer = csv.DictWriter(f, columns)
         writer.writeheader()
         writer.writerows(
             {c: "" if row.get(c) is None else row.get(c) for c in columns} for row in rows
         )
-    os.replace(tmp, os.path.join(sweep_dir, "results.csv"))
     png = os.path.join(sweep_dir, "results.png")
     picture = plot(sweep_dir, info, rows) if with_plot else (png if os.path.exists(png) else None)
     text = markdown(sweep_dir, info, rows, picture)
-    trials_lib.write_text(os.path.join(sweep_dir, "results.md"), text)
+    atomic.write_text(os.path.join(sweep_dir, "results.md"), text)
     return text
 
 

@@ -25,6 +25,7 @@ import sys
 import time
 from typing import Any
 
+from ann import atomic
 from ann.sweep.space import Overrides
 from ann.train import run_status
 
@@ -112,7 +113,7 @@ class Trial:
 
     def write_files(self, config_json: str) -> None:
         os.makedirs(self.workdir, exist_ok=True)
-        write_text(os.path.join(self.workdir, "config.json"), config_json + "\n")
+        atomic.write_text(os.path.join(self.workdir, "config.json"), config_json + "\n")
         script = (
             "#!/usr/bin/env bash\n"
             f"# Trial {self.name} of the sweep in {self.sweep_dir}: runs (or resumes) it alone.\n"
@@ -120,15 +121,8 @@ class Trial:
             f'exec {self.command()} "$@"\n'
         )
         path = os.path.join(self.workdir, "command.sh")
-        write_text(path, script)
+        atomic.write_text(path, script)
         os.chmod(path, 0o755)
-
-
-def write_text(path: str, text: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def read_record(workdir: str) -> dict[str, Any]:
@@ -141,7 +135,8 @@ def read_record(workdir: str) -> dict[str, Any]:
 
 def update_record(workdir: str, **fields: Any) -> dict[str, Any]:
     record = {**read_record(workdir), **fields}
-    write_text(os.path.join(workdir, RECORD), json.dumps(record, indent=2, sort_keys=True) + "\n")
+    text = json.dumps(record, indent=2, sort_keys=True) + "\n"
+    atomic.write_text(os.path.join(workdir, RECORD), text)
     return record
 
 

@@ -1,0 +1,68 @@
+"""Writing a file so that a reader, or a crash, never sees it half-written: the one way ann
+replaces a file (config.json, run_status.json, parameters.tsv, checkpoint manifests, sweep
+results, ...).
+
+The text goes to a temporary file in the same directory (a rename is atomic only within one
+file system), which is flushed and fsync'd, then renamed over the target (`os.replace`), and the
+directory is fsync'd so that the rename itself survives a power loss. This is the sequence
+SQLite and PostgreSQL rely on; see also Python's `os.replace` documentation. A failure removes
+the temporary file and leaves the old file as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Iterator
+from typing import IO, Any
+
+
+def sync_directory(directory: str) -> None:
+    """fsync `directory`, making the names created or renamed in it durable. A file system that
+    cannot fsync a directory (some network ones refuse with EINVAL) is left as it is: the rename
+    has happened, only its durability across a power loss is then the file system's."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def replacing(path: str, mode: str = "w", **open_kwargs: Any) -> Iterator[IO]:
+    """`with replacing(path) as f: f.write(...)`: `f` is a temporary file next to `path` that
+    replaces `path` when the block ends without an exception (see the module docstring).
+    `mode` is "w" or "wb"; `open_kwargs` go to `open` (e.g. `newline=""` for csv).
+    Raises what `open`, the block or the rename raise; `path` is then unchanged."""
+    directory = os.path.dirname(os.path.abspath(path))
+    # Hidden, unique (several writers may race) and ending in .tmp (what readers skip).
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        with open(tmp, mode.replace("w", "x"), **open_kwargs) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    sync_directory(directory)
+
+
+def write_text(path: str, text: str) -> None:
+    """Replaces `path` with `text` (UTF-8) atomically and durably."""
+    with replacing(path, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    """Replaces `path` with `data` atomically and durably."""
+    with replacing(path, "wb") as f:
+        f.write(data)
