@@ -17,6 +17,8 @@ import jax
 import tensorboardX
 from absl import logging
 
+from ann import atomic
+
 NON_FINITE = ("nan", "inf", "-inf")
 
 
@@ -88,10 +90,8 @@ class MetricWriter:
         with open(self.path) as f:
             parsed = _parse(self.path, f.readlines())
         keep = [line for line, record in parsed if record["step"] <= step]
-        tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
+        with atomic.replacing(self.path) as f:
             f.writelines(keep)
-        os.replace(tmp, self.path)
 
     def write(self, step: int, metrics: dict[str, float]) -> None:
         if not self.enabled:
