@@ -34,6 +34,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
 
+from ann import atomic
 from ann.config import ConfigError
 from ann.train.state import all_finite
 
@@ -89,12 +90,8 @@ def write_manifest(step_dir: str) -> None:
         }
         for rel in _files(step_dir)
     }
-    tmp = os.path.join(step_dir, MANIFEST + ".tmp")
-    with open(tmp, "w") as f:
+    with atomic.replacing(os.path.join(step_dir, MANIFEST)) as f:
         json.dump({"files": files}, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, os.path.join(step_dir, MANIFEST))
 
 
 def _write_manifest_if_kept(step_dir: str) -> None:
