@@ -19,6 +19,8 @@ import os
 import socket
 from typing import Any
 
+from ann import atomic
+
 FILENAME = "run_status.json"
 FINISHED_EARLY = ("early_stopped", "pruned")  # finished before total_steps; a rerun is a no-op
 
@@ -47,11 +49,9 @@ def write(workdir: str, status: str, step: int, **info: Any) -> None:
         "pid": os.getpid(),
         **info,
     }
-    tmp = path(workdir) + ".tmp"
-    with open(tmp, "w") as f:
+    with atomic.replacing(path(workdir)) as f:
         json.dump(record, f, indent=2, sort_keys=True, default=float)
         f.write("\n")
-    os.replace(tmp, path(workdir))
 
 
 def _alive(pid: int) -> bool:
