@@ -49,7 +49,7 @@ import optax
 from absl import logging
 from flax import nnx
 
-from ann import artifact, parallel, registry
+from ann import artifact, atomic, parallel, registry
 from ann.config import ConfigError
 from ann.sharding import path_str, paths
 from ann.train import build, freezing
@@ -407,10 +407,9 @@ def write_report(workdir: str, source: Source, report: Report) -> str:
     os.makedirs(workdir, exist_ok=True)
     path = os.path.join(workdir, REPORT)
     record = {"init_from": dataclasses.asdict(source), **dataclasses.asdict(report)}
-    with open(path + ".tmp", "w") as f:
+    with atomic.replacing(path) as f:
         json.dump(record, f, indent=1)
         f.write("\n")
-    os.replace(path + ".tmp", path)
     return path
 
 
