@@ -37,7 +37,7 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from ann import artifact
+from ann import artifact, atomic
 
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 HISTOGRAM_BINS = 10
@@ -270,10 +270,7 @@ def write(out: str, manifest: dict[str, Any], function: bytes, weights: dict) ->
         files = {artifact.FUNCTION: function, artifact.WEIGHTS: save_safetensors(weights)}
         manifest["files"] = {}
         for file_name, blob in files.items():
-            with open(os.path.join(tmp, file_name), "wb") as f:
-                f.write(blob)
-                f.flush()
-                os.fsync(f.fileno())
+            atomic.write_bytes(os.path.join(tmp, file_name), blob)
             manifest["files"][file_name] = {
                 "sha256": artifact.sha256_bytes(blob),
                 "bytes": len(blob),
@@ -286,12 +283,13 @@ def write(out: str, manifest: dict[str, Any], function: bytes, weights: dict) ->
                 f"{path} would have {len(text)} bytes, above the loader's limit of "
                 f"{artifact.MAX_MANIFEST_BYTES} (ann.artifact.MAX_MANIFEST_BYTES); nothing written"
             )
-        with open(os.path.join(tmp, artifact.MANIFEST), "wb") as f:
-            f.write(text)
+        atomic.write_bytes(os.path.join(tmp, artifact.MANIFEST), text)
         os.chmod(tmp, 0o755)  # mkdtemp's 0o700 would hide the export from other users
         if os.path.isdir(out) and not os.listdir(out):
             os.rmdir(out)
+        # The whole directory appears at once, its files written durably (ann.atomic) first.
         os.rename(tmp, out)
+        atomic.sync_directory(parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
