@@ -38,6 +38,7 @@ import numpy as np
 from absl import app, flags
 
 from ann import artifact, atomic
+from ann.sharding import path_str
 
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 HISTOGRAM_BINS = 10
@@ -148,11 +149,6 @@ def _signature_json(signature: dict[str, dict[str, Any]]) -> dict[str, dict[str,
     return {k: {**v, "shape": [-1, *v["shape"]]} for k, v in signature.items()}
 
 
-def _path_name(path: tuple) -> str:
-    name = jax.tree_util.keystr(path, simple=True, separator="/")
-    return name.removesuffix("/value")  # nnx.Variable's own leaf
-
-
 def export(
     workdir: str,
     out: str,
@@ -175,7 +171,8 @@ def export(
     experiment, model, step, config = restore_model(workdir, step)
     graphdef, state = nnx.split(model)
     leaves, treedef = jax.tree_util.tree_flatten_with_path(state)
-    keys = [_path_name(path) for path, _ in leaves]
+    # The names sharding rules, `freeze` and `init_from` use: one function, so they agree.
+    keys = [path_str(path) for path, _ in leaves]
     weights = {k: np.asarray(jax.device_get(v)) for k, (_, v) in zip(keys, leaves)}
     if len(weights) != len(keys):
         raise ValueError("two parameters flatten to the same name; cannot export this model")

@@ -50,7 +50,9 @@ Rules = Sequence[tuple[str, Any]]
 
 
 def path_str(path: tuple) -> str:
-    """`decoder/blocks/0/attn/query/kernel` for a pytree key path (NNX's `.value` dropped)."""
+    """`decoder/blocks/0/attn/query/kernel` for a pytree key path (NNX's `.value` dropped): the
+    one name of a parameter, for sharding rules, `freeze`, `init_from`, parameters.tsv and an
+    export's weights alike."""
     parts = []
     for key in path:
         for attr in ("key", "idx", "name"):
