@@ -318,20 +318,57 @@ def base() -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(_defaults(SCHEMA))
 
 
-def did_you_mean(key: str, options: list[str]) -> str:
-    """` (did you mean 'x'?)` for the closest of `options`, or ""."""
-    close = difflib.get_close_matches(key, options, n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+def did_you_mean(key: str, options: Sequence[str], prefix: str = "") -> str:
+    """` (did you mean 'PREFIXx'?)` for the option closest to `key` (difflib's ratio of at
+    least 0.6), or ""."""
+    close = difflib.get_close_matches(key, list(options), n=1)
+    return f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+
+
+class KeyLookupError(KeyError):
+    """A dotted key that names nothing; `hint` says what is there instead."""
+
+    def __init__(self, key: str, hint: str):
+        super().__init__(key)
+        self.key, self.hint = key, hint
+
+    def __str__(self) -> str:
+        return f"{self.key!r} is not a key{self.hint}"
+
+
+def is_section(value: Any) -> bool:
+    """Whether a config value is a section (a ConfigDict or a mapping) rather than a value."""
+    return isinstance(value, Mapping | ml_collections.ConfigDict)
+
+
+def lookup(tree: Mapping[str, Any] | ml_collections.ConfigDict, key: str) -> Any:
+    """The value at the dotted `key` ("optimizer.learning_rate") of nested mappings (dicts,
+    ConfigDicts): the one lookup of a `--config.KEY`, for config checks and sweep axes alike.
+    Raises KeyLookupError (a KeyError) whose `hint` is the closest key at the level where the
+    path breaks, as a whole dotted key (" (did you mean 'optimizer.learning_rate'?)"), or else
+    the keys there ("; keys under 'optimizer': b1, b2, ...")."""
+    value: Any = tree
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        if not is_section(value) or part not in value:
+            where = ".".join(parts[:i])
+            options = sorted(value) if is_section(value) else []
+            hint = did_you_mean(part, options, prefix=f"{where}." if where else "") or (
+                f"; keys under '{where or '(top)'}': {', '.join(options) or 'none'}"
+            )
+            raise KeyLookupError(key, hint)
+        value = value[part]
+    return value
 
 
 def _check_section(values: Mapping[str, Any], schema: Mapping[str, Any], prefix: str) -> None:
     for key, value in values.items():
         path = f"{prefix}{key}"
         if key not in schema:
-            raise ConfigError(
-                f"config key '{path}' is unknown{did_you_mean(key, list(schema))}; "
-                f"known keys here: {', '.join(sorted(schema))}"
-            )
+            try:
+                lookup(SCHEMA, path)
+            except KeyLookupError as e:
+                raise ConfigError(f"config key '{path}' is unknown{e.hint}") from None
         spec = schema[key]
         if isinstance(spec, Mapping):
             if not isinstance(value, Mapping):
@@ -349,20 +386,12 @@ def _check_section(values: Mapping[str, Any], schema: Mapping[str, Any], prefix:
             )
 
 
-def _get(config: Mapping[str, Any], path: str) -> Any:
-    value: Any = config
-    for part in path.split("."):
-        value = value[part]
-    return value
-
-
 def _default(path: str) -> Any:
     """The schema's default for `path` (None for keys of the open sections)."""
-    spec: Any = SCHEMA
-    for part in path.split("."):
-        if not isinstance(spec, Mapping) or part not in spec:
-            return None
-        spec = spec[part]
+    try:
+        spec = lookup(SCHEMA, path)
+    except KeyLookupError:
+        return None
     return None if isinstance(spec, Mapping) else spec[0]
 
 
@@ -384,12 +413,12 @@ def check_ranges(config: Mapping[str, Any] | ml_collections.ConfigDict, **known:
 
     def accepts(x: Any) -> bool:  # no key out of range that was not before, one run length
         changed = copy.deepcopy(dict(values))
-        (_get(changed, ".".join(parents)) if parents else changed)[leaf] = x
+        (lookup(changed, ".".join(parents)) if parents else changed)[leaf] = x
         new = set(_out_of_range(changed, known))
         return new <= set(bad) - {path} - dependants and not _run_length_error(changed)
 
     resolve = _resolver(values, known)
-    RANGES[path].check(path, _get(values, path), resolve, _default(path), accepts)
+    RANGES[path].check(path, lookup(values, path), resolve, _default(path), accepts)
 
 
 def _run_length_error(values: Mapping[str, Any]) -> str | None:
@@ -406,7 +435,7 @@ def _run_length_error(values: Mapping[str, Any]) -> str | None:
 
 
 def _resolver(values: Mapping[str, Any], known: Mapping[str, Any]) -> Callable[[str], Any]:
-    return lambda key: known[key] if key in known else _get(values, key)
+    return lambda key: known[key] if key in known else lookup(values, key)
 
 
 def _out_of_range(values: Mapping[str, Any], known: Mapping[str, Any]) -> list[str]:
@@ -414,7 +443,7 @@ def _out_of_range(values: Mapping[str, Any], known: Mapping[str, Any]) -> list[s
     bad = []
     for path, allowed in RANGES.items():
         try:
-            value = _get(values, path)
+            value = lookup(values, path)
         except KeyError:  # an open section's key (model.dropout) that this config does not set
             continue
         try:
@@ -459,9 +488,10 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, selecting: boo
             "(or breast_cancer, or a TFDS name such as mnist)"
         )
     for path, options in CHOICES.items():
-        if _get(values, path) not in options:
+        value = lookup(values, path)
+        if value not in options:
             raise ConfigError(
-                f"config key '{path}' is {_get(values, path)!r}; choose one of {', '.join(options)}"
+                f"config key '{path}' is {value!r}; choose one of {', '.join(options)}"
             )
     check_ranges(values)
     if _run_length_error(values):

@@ -316,17 +316,20 @@ def _cli(module: str, tmp_path, *overrides: str) -> subprocess.CompletedProcess:
         (
             "ann.main",
             "--config.optimizer.lerning_rate=0.01",
-            "error: config key 'optimizer.lerning_rate' is unknown (did you mean 'learning_rate'?)",
+            "error: config key 'optimizer.lerning_rate' is unknown (did you mean "
+            "'optimizer.learning_rate'?)",
         ),
         (
             "ann.sweep",
             "--config.optimizer.lerning_rate=0.01",
-            "error: config key 'optimizer.lerning_rate' is unknown (did you mean 'learning_rate'?)",
+            "error: config key 'optimizer.lerning_rate' is unknown (did you mean "
+            "'optimizer.learning_rate'?)",
         ),
         (
             "ann.train.transfer",
             "--config.optimizer.lerning_rate=0.01",
-            "error: config key 'optimizer.lerning_rate' is unknown (did you mean 'learning_rate'?)",
+            "error: config key 'optimizer.lerning_rate' is unknown (did you mean "
+            "'optimizer.learning_rate'?)",
         ),
         # A section that does not exist.
         ("ann.main", "--config.optimzer.learning_rate=0.01", "error: config key 'optimzer' is"),
@@ -352,7 +355,8 @@ def _cli(module: str, tmp_path, *overrides: str) -> subprocess.CompletedProcess:
         (
             "scripts/bench_scaling.py",
             "--config.optimizer.lerning_rate=0.01",
-            "error: config key 'optimizer.lerning_rate' is unknown (did you mean 'learning_rate'?)",
+            "error: config key 'optimizer.lerning_rate' is unknown (did you mean "
+            "'optimizer.learning_rate'?)",
         ),
         ("scripts/bench_scaling.py", "--steps=0", "error: flag --steps=0: 0 is not a positive"),
         # Numeric flags of the commands themselves: bounds checked while parsing.
@@ -453,3 +457,21 @@ def test_data_cache_auto_holds_only_splits_under_the_limit(monkeypatch, tmp_path
     values["data"]["cache"] = False
     (tmp_path / "config.json").write_text(json.dumps(values))
     assert config_lib.read(str(tmp_path)).data.cache == "off"
+
+
+def test_one_dotted_key_lookup_with_did_you_mean():
+    config = load_config("digits_mlp")
+    assert config_lib.lookup(config, "optimizer.learning_rate") == config.optimizer.learning_rate
+    with pytest.raises(KeyError) as e:
+        config_lib.lookup(config, "optimizer.lerning_rate")
+    assert e.value.hint == " (did you mean 'optimizer.learning_rate'?)"
+    with pytest.raises(KeyError) as e:
+        config_lib.lookup(config, "optimizer.zzz")
+    assert e.value.hint.startswith("; keys under 'optimizer': accumulate_steps, b1, b2")
+    with pytest.raises(KeyError) as e:
+        config_lib.lookup(config, "batch_size.x")  # a value, not a section
+    assert e.value.hint == "; keys under 'batch_size': none"
+    # The config's check names the whole key, as a sweep axis does (the same lookup).
+    config.optimizer.lerning_rate = 0.1
+    with pytest.raises(ConfigError, match=r"\(did you mean 'optimizer.learning_rate'\?\)$"):
+        config_lib.validate(config, num_devices=4)

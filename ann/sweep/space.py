@@ -17,14 +17,15 @@ distributions.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import itertools
 import math
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import ml_collections
+
+from ann import config as config_lib
 
 NoneType = type(None)
 
@@ -283,10 +284,6 @@ class Builder:
         return Random(n, list(draws), seed)
 
 
-def _is_section(value: Any) -> bool:
-    return isinstance(value, Mapping | ml_collections.ConfigDict)
-
-
 def _check_key(key: Any) -> None:
     if not isinstance(key, str) or not key or " " in key:
         raise SweepError(f"sweep key {key!r} must be a dotted config path, e.g. 'model.dropout'")
@@ -299,24 +296,14 @@ def check_keys(node: Node, config: ml_collections.ConfigDict, source: str) -> No
         if key in seen:
             raise SweepError(f"sweep key {key!r} is swept twice; sweep each key once")
         seen.add(key)
-        section: Any = config
-        parts = key.split(".")
-        for i, part in enumerate(parts):
-            if not _is_section(section) or part not in section:
-                where = ".".join(parts[:i])
-                options = sorted(section) if _is_section(section) else []
-                close = difflib.get_close_matches(part, options, n=1)
-                hint = (
-                    f" (did you mean '{'.'.join([*parts[:i], close[0]])}'?)"
-                    if close
-                    else f"; keys under '{where or '(top)'}': {', '.join(options) or 'none'}"
-                )
-                raise SweepError(
-                    f"sweep key {key!r} is not a key of the config from {source}{hint}; a "
-                    "key must be set in get_config (to a default) before it can be swept"
-                )
-            section = section[part]
-        if _is_section(section):
+        try:
+            section = config_lib.lookup(config, key)
+        except config_lib.KeyLookupError as e:
+            raise SweepError(
+                f"sweep key {key!r} is not a key of the config from {source}{e.hint}; a "
+                "key must be set in get_config (to a default) before it can be swept"
+            ) from None
+        if config_lib.is_section(section):
             raise SweepError(
                 f"sweep key {key!r} is a section; sweep one of its keys, e.g. "
                 f"{key}.{next(iter(section), 'name')}"
