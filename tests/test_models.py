@@ -124,7 +124,7 @@ def test_a_user_model_declares_its_own_ranges(monkeypatch):
         def __init__(self, *, width: int = 8, rngs: nnx.Rngs):
             self.width = width
 
-    monkeypatch.setitem(models._REGISTRY, "ranged_test_model", Ranged)  # this test only
+    monkeypatch.setitem(models.MODELS, "ranged_test_model", Ranged)  # this test only
 
     with pytest.raises(ConfigError, match="'model.width' must be >= 1, got 0; e.g. --config.m"):
         models.check_arguments("ranged_test_model", {"width": 0})

@@ -101,7 +101,9 @@ def test_seq2seq_place_values_count_from_each_numbers_last_digit():
     vocab = {t: i for i, t in enumerate(digit_strings.VOCABULARY)}
     ids = [[vocab[t] for t in row] for row in (["reverse", *"123", "<eos>", "<pad>"],)]
     ids += [[vocab[t] for t in ["add", *"45", "+", *"6", "<eos>"]]]
-    places = models.seq2seq.place_values(jnp.array(ids), DIGIT_IDS)
+    from ann.models.seq2seq import place_values
+
+    places = place_values(jnp.array(ids), DIGIT_IDS)
     assert places.tolist() == [[-1, 2, 1, 0, -1, -1], [-1, 1, 0, -1, 0, -1]]
 
 

@@ -17,39 +17,59 @@ from flax import nnx
 
 from ann.config import RANGES, ConfigError, Range, did_you_mean
 
-_REGISTRY: dict[str, type[nnx.Module]] = {}
+# name -> `module:Class`, imported on first use (so this package imports none of its models,
+# and a model module never needs this one to be found); `register` adds a user's class.
+MODELS: dict[str, str | type[nnx.Module]] = {
+    "mlp": "ann.models.mlp:MLP",
+    "cnn": "ann.models.cnn:CNN",
+    "resnet": "ann.models.resnet:ResNet",
+    "vit": "ann.models.vit:ViT",
+    "causal_lm": "ann.models.lm:CausalLM",
+    "lm": "ann.models.lm:CausalLM",
+    "seq2seq": "ann.models.seq2seq:Seq2Seq",
+    "lstm": "ann.models.recurrent:LSTMForecaster",
+    "gru": "ann.models.recurrent:GRUForecaster",
+    "dense_autoencoder": "ann.models.autoencoder:DenseAutoencoder",
+    "conv_autoencoder": "ann.models.autoencoder:ConvAutoencoder",
+    "siamese": "ann.models.siamese:Siamese",
+    "bi_encoder": "ann.models.siamese:Siamese",
+}
 
 
 def register(name: str) -> Callable[[type[nnx.Module]], type[nnx.Module]]:
+    """`@register("wide")` on a user's model class: `model.name="wide"` then builds it (its
+    module must be imported before the config is checked)."""
+
     def add(cls: type[nnx.Module]) -> type[nnx.Module]:
-        _REGISTRY[name] = cls
+        MODELS[name] = cls
         return cls
 
     return add
 
 
 def names() -> list[str]:
-    return sorted(_REGISTRY)
+    return sorted(MODELS)
 
 
 def get(name: str) -> type[nnx.Module]:
-    """The model class for `name`: a registered name or `package.module:ClassName`."""
-    if ":" in name:
-        module_name, _, attr = name.partition(":")
-        try:
-            cls = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as e:
-            raise ConfigError(
-                f"config key 'model.name': cannot import {name!r} ({e}); make sure the module is "
-                "on PYTHONPATH and the class exists"
-            ) from e
-        return cls
-    if name not in _REGISTRY:
+    """The model class for `name`: a name in `MODELS` or `package.module:ClassName`. Raises
+    ConfigError naming `model.name` for an unknown name or a path that does not import."""
+    target = MODELS.get(name, name)
+    if isinstance(target, type):
+        return target
+    if ":" not in target:
         raise ConfigError(
             f"config key 'model.name': unknown model {name!r}; use one of {', '.join(names())} "
             "or package.module:ClassName"
         )
-    return _REGISTRY[name]
+    module_name, _, attr = target.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as e:
+        raise ConfigError(
+            f"config key 'model.name': cannot import {target!r} ({e}); make sure the module is "
+            "on PYTHONPATH and the class exists"
+        ) from e
 
 
 def _parameters(cls: type) -> tuple[dict[str, inspect.Parameter], bool]:
@@ -150,17 +170,3 @@ def from_config(config, **supplied) -> nnx.Module:
         param_dtype=jnp.dtype(config.param_dtype),
         **supplied,
     )
-
-
-# Import for registration side effects.
-from ann.models import (  # noqa: E402,F401
-    autoencoder,
-    cnn,
-    lm,
-    mlp,
-    recurrent,
-    resnet,
-    seq2seq,
-    siamese,
-    vit,
-)

@@ -29,7 +29,6 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ann.config import COUNT, NONNEGATIVE, POSITIVE, ConfigError
-from ann.models import register
 
 
 def _check_sizes(name: str, values: Sequence[int], allow_empty: bool = False) -> tuple[int, ...]:
@@ -42,7 +41,6 @@ def _check_sizes(name: str, values: Sequence[int], allow_empty: bool = False) ->
     return sizes
 
 
-@register("dense_autoencoder")
 class DenseAutoencoder(nnx.Module):
     """MLP encoder `features` -> `latent`, decoder `reversed(features)` -> the input's size."""
 
@@ -100,7 +98,6 @@ class DenseAutoencoder(nnx.Module):
         return out.reshape(x.shape)
 
 
-@register("conv_autoencoder")
 class ConvAutoencoder(nnx.Module):
     """Strided conv encoder, optional dense bottleneck, upsample + conv decoder; 1-D for
     `(T, C)` inputs, 2-D for `(H, W, C)`. Each entry of `features` halves every spatial axis;

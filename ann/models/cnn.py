@@ -8,10 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ann.models import register
 
-
-@register("cnn")
 class CNN(nnx.Module):
     def __init__(
         self,

@@ -7,12 +7,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ann.models import register
 from ann.models.transformer import Stack, causal_mask, combine, padding_mask
 
 
-@register("causal_lm")
-@register("lm")
 class CausalLM(nnx.Module):
     def __init__(
         self,

@@ -10,10 +10,8 @@ import numpy as np
 from flax import nnx
 
 from ann.config import ConfigError
-from ann.models import register
 
 
-@register("mlp")
 class MLP(nnx.Module):
     """Flattened input -> `features` hidden ReLU layers (each optionally normalized, then
     dropped out) -> a linear head of `num_classes` units: class logits, or, for regression, one

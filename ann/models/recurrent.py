@@ -26,7 +26,6 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ann.config import COUNT, ConfigError
-from ann.models import register
 
 CELLS = {"lstm": nnx.OptimizedLSTMCell, "gru": nnx.GRUCell}
 
@@ -127,13 +126,11 @@ def _fixed_cell(cell: str) -> Callable[[type[RecurrentForecaster]], type[Recurre
     return fix
 
 
-@register("lstm")
 @_fixed_cell("lstm")
 class LSTMForecaster(RecurrentForecaster):
     """`RecurrentForecaster` with LSTM cells (`nnx.OptimizedLSTMCell`)."""
 
 
-@register("gru")
 @_fixed_cell("gru")
 class GRUForecaster(RecurrentForecaster):
     """`RecurrentForecaster` with GRU cells (`nnx.GRUCell`)."""

@@ -8,8 +8,6 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ann.models import register
-
 
 class Block(nnx.Module):
     """Two 3x3 convs with BatchNorm and a projected shortcut when the shape changes."""
@@ -31,7 +29,6 @@ class Block(nnx.Module):
         return nnx.relu(y + shortcut)
 
 
-@register("resnet")
 class ResNet(nnx.Module):
     def __init__(
         self,

@@ -27,7 +27,6 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ann.config import ConfigError
-from ann.models import register
 from ann.models.transformer import Stack, causal_mask, combine, padding_mask
 
 POSITIONS = ("learned", "rope", "digits")
@@ -45,7 +44,6 @@ def place_values(source: jax.Array, digit_ids: Sequence[int]) -> jax.Array:
     return (next_stop - index[None, :] - 1).astype(jnp.int32)
 
 
-@register("seq2seq")
 class Seq2Seq(nnx.Module):
     def __init__(
         self,

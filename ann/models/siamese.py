@@ -1,13 +1,12 @@
 """A siamese network / bi-encoder: one shared tower maps every input to an L2-normalised embedding.
 
-The tower is any registered image model, found by name (`encoder="cnn"`, `"mlp"`, `"resnet"`,
-`"vit"` or `package.module:Class`) and built with `encoder_kwargs`; its classifier head becomes
-the embedding layer (its `num_classes` is the output width). Optionally a ReLU and a linear
-projection follow (`tower_dim` > 0: the tower outputs `tower_dim` features and the projection
-maps them to `embedding_dim`, as SimCLR's projection head). Both sides of a pair go through the
-same weights, so "siamese" and "bi-encoder" are the same module here; the experiment decides
-what is paired.
-"""
+The tower is any image model of `ann.models.MODELS`, found by name (`encoder="cnn"`, `"mlp"`,
+`"resnet"`, `"vit"` or `package.module:Class`) and built with `encoder_kwargs`; its classifier head
+becomes the embedding layer (its `num_classes` is the output width). Optionally a ReLU and a linear
+projection follow (`tower_dim` > 0: the tower outputs `tower_dim` features and the projection maps
+them to `embedding_dim`, as SimCLR's projection head). Both sides of a pair go through the same
+weights, so "siamese" and "bi-encoder" are the same module here; the experiment decides what is
+paired."""
 
 from __future__ import annotations
 
@@ -54,8 +53,6 @@ def l2_normalize(x: jax.Array, eps: float = 1e-6) -> jax.Array:
     return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), eps)
 
 
-@models.register("siamese")
-@models.register("bi_encoder")
 class Siamese(nnx.Module):
     # Checked with the config, before any data is read. tower_dim 0 = no projection.
     RANGES = {"embedding_dim": COUNT, "tower_dim": NONNEGATIVE}

@@ -9,11 +9,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ann.models import register
 from ann.models.transformer import Stack
 
 
-@register("vit")
 class ViT(nnx.Module):
     def __init__(
         self,
