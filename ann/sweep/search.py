@@ -12,10 +12,12 @@ test one) over its evals: the one its best checkpoint holds when the metric is a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 from ann.sweep import definition as definition_lib
 from ann.sweep import grid, launch, pruning, results, space
@@ -41,13 +43,47 @@ def run(
     log: Callable[[str], None] = print,
 ) -> str:
     """Runs (or resumes) the study; returns the results table as markdown."""
-    import optuna
-
     params, fixed = space.params(definition.node)
-    distributions = {p.name: p.distribution for p in params}
-    decoders = {p.name: p.decode for p in params}
     os.makedirs(sweep_dir, exist_ok=True)
     url = f"sqlite:///{os.path.abspath(os.path.join(sweep_dir, 'study.db'))}"
+    study = open_study(
+        url, sweep_dir, metric, mode, seed, startup_trials, pruner, prune_warmup_steps
+    )
+    search = Search(
+        definition,
+        sweep_dir,
+        trials,
+        metric,
+        mode,
+        url,
+        study,
+        {p.name: p.distribution for p in params},
+        {p.name: p.decode for p in params},
+        fixed,
+        {"name": pruner, "startup_trials": startup_trials, "warmup_steps": prune_warmup_steps},
+        log,
+    )
+    search.start(parallel)
+    launch.run(search.next_trial, search.on_end, parallel)
+    text = results.write(sweep_dir)
+    search.report_best()
+    return text
+
+
+def open_study(
+    url: str,
+    sweep_dir: str,
+    metric: str,
+    mode: str,
+    seed: int,
+    startup_trials: int,
+    pruner: str,
+    prune_warmup_steps: int,
+):
+    """The Optuna study at `url`, created or loaded; a SweepError if it was created for
+    another direction or metric than `mode` and `metric`."""
+    import optuna
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = pruning.storage(url)
     try:
@@ -75,99 +111,125 @@ def run(
             f"--metric={study.user_attrs['metric']} or a new --workdir"
         )
     study.set_user_attr("metric", metric)
-    prune_spec = {
-        "name": pruner,
-        "startup_trials": startup_trials,
-        "warmup_steps": prune_warmup_steps,
-    }
-    numbers: dict[str, int] = {}  # trial name -> Optuna trial number
+    return study
 
-    def make(frozen_or_trial, overrides: dict) -> Trial:
+
+@dataclasses.dataclass
+class Search:
+    """One run of a study: asks it for trials, launches them, tells it their outcomes."""
+
+    definition: Definition
+    sweep_dir: str
+    trials: int  # the study's size: finished, failed and pruned trials count
+    metric: str
+    mode: str
+    url: str  # the study's storage
+    study: Any  # optuna.Study
+    distributions: dict[str, Any]  # parameter -> Optuna distribution
+    decoders: dict[str, Callable[[Any], dict]]  # parameter -> its config overrides
+    fixed: dict  # overrides of every trial
+    prune_spec: dict
+    log: Callable[[str], None]
+    numbers: dict[str, int] = dataclasses.field(default_factory=dict)  # name -> trial number
+    resume: deque = dataclasses.field(default_factory=deque)  # trials left RUNNING
+
+    def start(self, parallel: int) -> None:
+        """Queues the trials a stopped sweep left running, records the trial list, logs."""
+        import optuna
+
+        running = optuna.trial.TrialState.RUNNING
+        self.resume.extend(
+            self.make(t, self.overrides_of(t.params))
+            for t in self.study.get_trials(deepcopy=False, states=(running,))
+            if "name" in t.user_attrs
+        )
+        self.record_trials()
+        self.log(
+            f"study {self.url.removeprefix('sqlite:///')}: {len(self.study.trials)} of "
+            f"{self.trials} trials so far"
+            + (f", {len(self.resume)} to resume" if self.resume else "")
+            + f"; TPE over {', '.join(self.distributions)}, {parallel} at a time"
+        )
+
+    def make(self, frozen_or_trial, overrides: dict) -> Trial:
+        """The Trial of an Optuna trial: its name, and the environment that lets it report."""
         name = frozen_or_trial.user_attrs.get("name") or (
             f"{frozen_or_trial.number:03d}-{trials_lib.names([overrides])[0]}"
         )
-        env = {
-            pruning.ENV: json.dumps(
-                {
-                    "storage": url,
-                    "study": STUDY,
-                    # Optuna's internal id: what optuna.trial.Trial(study, id) needs.
-                    "trial_id": frozen_or_trial._trial_id,
-                    "metric": metric,
-                    "pruner": prune_spec,
-                }
-            )
+        report = {
+            "storage": self.url,
+            "study": STUDY,
+            # Optuna's internal id: what optuna.trial.Trial(study, id) needs.
+            "trial_id": frozen_or_trial._trial_id,
+            "metric": self.metric,
+            "pruner": self.prune_spec,
         }
-        numbers[name] = frozen_or_trial.number
-        return definition.trial(name, overrides, sweep_dir, env=env)
+        self.numbers[name] = frozen_or_trial.number
+        env = {pruning.ENV: json.dumps(report)}
+        return self.definition.trial(name, overrides, self.sweep_dir, env=env)
 
-    def overrides_of(values: dict) -> dict:
-        out = dict(fixed)
+    def overrides_of(self, values: dict) -> dict:
+        out = dict(self.fixed)
         for name, value in values.items():
-            out.update(decoders[name](value))
+            out.update(self.decoders[name](value))
         return out
 
-    def record_trials() -> None:
+    def record_trials(self) -> None:
+        """Rewrites the sweep file with every named trial of the study."""
         listed = [
-            definition.trial(t.user_attrs["name"], overrides_of(t.params), sweep_dir)
-            for t in study.get_trials(deepcopy=False)
+            self.definition.trial(t.user_attrs["name"], self.overrides_of(t.params), self.sweep_dir)
+            for t in self.study.get_trials(deepcopy=False)
             if "name" in t.user_attrs
         ]
-        info = results.sweep_info(definition, "tpe", metric, mode, listed)
-        results.write_sweep_file(sweep_dir, {**info, "study": os.path.basename(url)})
+        info = results.sweep_info(self.definition, "tpe", self.metric, self.mode, listed)
+        results.write_sweep_file(self.sweep_dir, {**info, "study": os.path.basename(self.url)})
 
-    running = optuna.trial.TrialState.RUNNING
-    resume = deque(
-        make(t, overrides_of(t.params))
-        for t in study.get_trials(deepcopy=False, states=(running,))
-        if "name" in t.user_attrs
-    )
-    record_trials()
-    log(
-        f"study {url.removeprefix('sqlite:///')}: {len(study.trials)} of {trials} trials so far"
-        + (f", {len(resume)} to resume" if resume else "")
-        + f"; TPE over {', '.join(distributions)}, {parallel} at a time"
-    )
+    def next_trial(self) -> Trial | None:
+        """A trial to resume, else a new one asked of the study, else None (the study is full).
+        A trial whose config is refused fails in the study and raises SweepError."""
+        import optuna
 
-    def next_trial() -> Trial | None:
-        if resume:
-            return resume.popleft()
-        if len(study.trials) >= trials:
+        if self.resume:
+            return self.resume.popleft()
+        if len(self.study.trials) >= self.trials:
             return None
-        asked = study.ask(distributions)
-        overrides = overrides_of(asked.params)
-        trial = make(asked, overrides)
+        asked = self.study.ask(self.distributions)
+        trial = self.make(asked, self.overrides_of(asked.params))
         asked.set_user_attr("name", trial.name)
         try:
-            config_json = definition_lib.check_trial(definition, trial)
+            config_json = definition_lib.check_trial(self.definition, trial)
         except SweepError:
-            study.tell(asked, state=optuna.trial.TrialState.FAIL)
+            self.study.tell(asked, state=optuna.trial.TrialState.FAIL)
             raise
         trial.write_files(config_json)
-        record_trials()
+        self.record_trials()
         return trial
 
-    def on_end(trial: Trial, outcome: launch.Outcome) -> None:
-        number = numbers[trial.name]
-        if outcome.status == "done":
-            value, _ = results.best_of(results.evals(trial.workdir)[0], metric, mode)
-            if value is None:
-                study.tell(number, state=optuna.trial.TrialState.FAIL)
-            else:
-                study.tell(number, value)
-        elif outcome.status == "pruned":
-            study.tell(number, state=optuna.trial.TrialState.PRUNED)
-        elif outcome.status == "failed":
-            study.tell(number, state=optuna.trial.TrialState.FAIL)
-        # interrupted: left RUNNING in the study, so the next run of the sweep resumes it.
-        log(f"[{number + 1}/{trials}] " + grid.end_line(trial, outcome, metric, mode))
-        results.write(sweep_dir, with_plot=False)
+    def on_end(self, trial: Trial, outcome: launch.Outcome) -> None:
+        """Tells the study how `trial` ended, logs it and rewrites the results."""
+        import optuna
 
-    launch.run(next_trial, on_end, parallel)
-    text = results.write(sweep_dir)
-    try:
-        best = study.best_trial
-        log(f"best: trial {best.number} ({best.user_attrs.get('name')}), {metric} {best.value:.4f}")
-    except ValueError:
-        log("no trial finished")
-    return text
+        number, states = self.numbers[trial.name], optuna.trial.TrialState
+        if outcome.status == "done":
+            value, _ = results.best_of(results.evals(trial.workdir)[0], self.metric, self.mode)
+            if value is None:
+                self.study.tell(number, state=states.FAIL)
+            else:
+                self.study.tell(number, value)
+        elif outcome.status == "pruned":
+            self.study.tell(number, state=states.PRUNED)
+        elif outcome.status == "failed":
+            self.study.tell(number, state=states.FAIL)
+        # interrupted: left RUNNING in the study, so the next run of the sweep resumes it.
+        end = grid.end_line(trial, outcome, self.metric, self.mode)
+        self.log(f"[{number + 1}/{self.trials}] {end}")
+        results.write(self.sweep_dir, with_plot=False)
+
+    def report_best(self) -> None:
+        try:
+            best = self.study.best_trial
+        except ValueError:
+            self.log("no trial finished")
+            return
+        name = best.user_attrs.get("name")
+        self.log(f"best: trial {best.number} ({name}), {self.metric} {best.value:.4f}")
