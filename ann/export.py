@@ -171,8 +171,7 @@ def export(
     experiment, model, step, config = restore_model(workdir, step)
     graphdef, state = nnx.split(model)
     leaves, treedef = jax.tree_util.tree_flatten_with_path(state)
-    # The names sharding rules, `freeze` and `init_from` use: one function, so they agree.
-    keys = [path_str(path) for path, _ in leaves]
+    keys = [path_str(path) for path, _ in leaves]  # as sharding rules and `freeze` name them
     weights = {k: np.asarray(jax.device_get(v)) for k, (_, v) in zip(keys, leaves)}
     if len(weights) != len(keys):
         raise ValueError("two parameters flatten to the same name; cannot export this model")
