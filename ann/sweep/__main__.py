@@ -100,6 +100,7 @@ def _lock(sweep_dir: str):
 
 
 def sweep(argv: list[str]) -> None:
+    """`ann sweep`: summarize a sweep, or load its definition and emit, list or run it."""
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     if FLAGS.summarize:
@@ -111,53 +112,66 @@ def sweep(argv: list[str]) -> None:
         config_flags.get_config_filename(FLAGS["config"]),
         config_flags.get_override_values(FLAGS["config"]),
     )
+    metric, mode = objective(definition)
+    if FLAGS.emit or FLAGS.dry_run:
+        emit_grid(definition, metric, mode)
+    else:
+        run_here(definition, metric, mode)
+
+
+def objective(definition: definition_lib.Definition) -> tuple[str, str]:
+    """(metric, mode) the trials are ranked by: the flags', else the config's best_metric and
+    best_mode. A SweepError for a test metric, or a --metric without its --mode."""
     metric = FLAGS.metric or definition.base.best_metric
     check_selection_metric("--metric" if FLAGS.metric else "the config's best_metric", metric)
     mode = FLAGS.mode or (definition.base.best_mode if not FLAGS.metric else None)
     if mode is None:
         raise SweepError(f"--metric={metric}: say whether higher is better with --mode=max/min")
-    if FLAGS.emit or FLAGS.dry_run:
-        if FLAGS.search != "grid":
-            raise SweepError(
-                f"--{'emit' if FLAGS.emit else 'dry_run'} lists a grid's trials; --search=tpe "
-                "chooses them as it goes, so run it with the local launcher"
-            )
-        trials, configs = grid.prepare(definition, FLAGS.workdir)
-        if FLAGS.dry_run:
-            print("\n".join(t.command() for t in trials))
-            return
-        for trial, config_json in zip(trials, configs):
-            trial.write_files(config_json)
-        results.write_sweep_file(
-            FLAGS.workdir, results.sweep_info(definition, "grid", metric, mode, trials)
+    return metric, mode
+
+
+def emit_grid(definition: definition_lib.Definition, metric: str, mode: str) -> None:
+    """--dry_run: print the grid's trial commands. --emit: write every trial's files and a
+    SLURM array or Kubernetes indexed Job that runs them."""
+    if FLAGS.search != "grid":
+        raise SweepError(
+            f"--{'emit' if FLAGS.emit else 'dry_run'} lists a grid's trials; --search=tpe "
+            "chooses them as it goes, so run it with the local launcher"
         )
-        # --parallel caps concurrent trials on the cluster only when given.
-        parallel = FLAGS.parallel if FLAGS["parallel"].present else 0
-        common = dict(parallel=parallel, cpus=FLAGS.cluster_cpus)
-        if FLAGS.emit == "slurm":
-            path = emit.write(
-                "slurm",
-                trials,
-                FLAGS.workdir,
-                cwd=os.getcwd(),
-                memory=f"{FLAGS.cluster_memory_gb}G",
-                **common,
-            )
-            print(f"wrote {path}: sbatch {path}  ({len(trials)} array tasks)")
-        else:
-            path = emit.write(
-                "k8s",
-                trials,
-                FLAGS.workdir,
-                memory=f"{FLAGS.cluster_memory_gb}Gi",
-                image=FLAGS.image,
-                pvc=FLAGS.pvc,
-                root=FLAGS.image_root,
-                **common,
-            )
-            print(f"wrote {path}: kubectl apply -f {path}  ({len(trials)} indices)")
-        print(f"then: ann sweep --summarize={FLAGS.workdir}")
+    trials, configs = grid.prepare(definition, FLAGS.workdir)
+    if FLAGS.dry_run:
+        print("\n".join(t.command() for t in trials))
         return
+    for trial, config_json in zip(trials, configs):
+        trial.write_files(config_json)
+    results.write_sweep_file(
+        FLAGS.workdir, results.sweep_info(definition, "grid", metric, mode, trials)
+    )
+    # --parallel caps concurrent trials on the cluster only when given.
+    parallel = FLAGS.parallel if FLAGS["parallel"].present else 0
+    common = dict(parallel=parallel, cpus=FLAGS.cluster_cpus)
+    if FLAGS.emit == "slurm":
+        memory = f"{FLAGS.cluster_memory_gb}G"
+        path = emit.write("slurm", trials, FLAGS.workdir, cwd=os.getcwd(), memory=memory, **common)
+        print(f"wrote {path}: sbatch {path}  ({len(trials)} array tasks)")
+    else:
+        path = emit.write(
+            "k8s",
+            trials,
+            FLAGS.workdir,
+            memory=f"{FLAGS.cluster_memory_gb}Gi",
+            image=FLAGS.image,
+            pvc=FLAGS.pvc,
+            root=FLAGS.image_root,
+            **common,
+        )
+        print(f"wrote {path}: kubectl apply -f {path}  ({len(trials)} indices)")
+    print(f"then: ann sweep --summarize={FLAGS.workdir}")
+
+
+def run_here(definition: definition_lib.Definition, metric: str, mode: str) -> None:
+    """Runs the grid or the TPE study with the local launcher, holding the workdir's lock,
+    and prints the results table."""
     lock = _lock(FLAGS.workdir)
     try:
         if FLAGS.search == "tpe":
