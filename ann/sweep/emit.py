@@ -13,6 +13,7 @@ import os
 import re
 import shlex
 
+from ann import atomic
 from ann.sweep.trials import Trial
 
 # Runs trial $INDEX: its command, its logs, and a trial.json like the local launcher's.
@@ -144,6 +145,5 @@ def write(kind: str, trials: list[Trial], sweep_dir: str, **options) -> str:
             os.path.join(sweep_dir, "sweep-job.yaml"),
             kubernetes(trials, sweep_dir, **options),
         )
-    with open(path, "w") as f:
-        f.write(text)
+    atomic.write_text(path, text)
     return path

@@ -241,7 +241,8 @@ def plot(sweep_dir: str, info: dict, rows: list[dict]) -> str | None:
         if i == 0:
             ax.legend(fontsize=7)
     path = os.path.join(sweep_dir, "results.png")
-    fig.savefig(path, dpi=100)
+    with atomic.replacing(path, "wb") as f:  # a reader never sees half a picture
+        fig.savefig(f, format="png", dpi=100)
     return path
 
 
