@@ -73,6 +73,19 @@ def test_every_job_help_shows_its_flags_and_exits_0(job):
         assert f"  {flag}:" in result.stdout, (flag, result.stdout)
 
 
+@pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "scripts").glob("bench_*.py")))
+def test_every_benchmark_script_help_exits_0(script):
+    # The scripts run through the same wrapper (cli.run): --help is theirs to show too.
+    result = subprocess.run(
+        [sys.executable, f"scripts/{script}", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert result.returncode == 0 and "flags:" in result.stdout, result.stderr[-2000:]
+
+
 def test_python_m_help_is_the_same_as_ann():
     result = subprocess.run(
         [sys.executable, "-m", "ann.main", "--help"],
