@@ -594,6 +594,13 @@ def to_json(config: ml_collections.ConfigDict) -> str:
 def read(workdir: str) -> ml_collections.ConfigDict:
     """A run's resolved config from `workdir/config.json`. Keys added to ann since the run was
     written take their defaults, so older runs still restore and export."""
+    with open(os.path.join(workdir, "config.json")) as f:
+        return from_values(json.load(f))
+
+
+def from_values(values: dict[str, Any]) -> ml_collections.ConfigDict:
+    """A resolved config from its JSON values (config.json, an export's manifest `config`),
+    keys added to ann since it was written filled with their defaults."""
 
     def fill(values: dict, schema: Mapping[str, Any]) -> None:
         for key, spec in schema.items():
@@ -602,8 +609,7 @@ def read(workdir: str) -> ml_collections.ConfigDict:
             else:
                 values.setdefault(key, spec[0])
 
-    with open(os.path.join(workdir, "config.json")) as f:
-        values = json.load(f)
+    values = json.loads(json.dumps(values))  # a copy: the caller's dict is left as it was
     cache = values.get("data", {}).get("cache")
     if isinstance(cache, bool):  # written when data.cache was a bool
         values["data"]["cache"] = "on" if cache else "off"

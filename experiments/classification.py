@@ -78,8 +78,14 @@ class Classification:
             "label": spec("int32", [], self.class_names),
         }
 
+    def logits(self, model: nnx.Module, inputs: dict[str, jax.Array]) -> jax.Array:
+        """The model's raw float32 logits [batch, classes] for a batch of raw inputs (before any
+        temperature): what `predict`'s probabilities come from, and what `ann report` and
+        calibration fit on."""
+        return self._logits(model, inputs[self.input_key], None)
+
     def predict(self, model: nnx.Module, inputs: dict[str, jax.Array]) -> dict[str, jax.Array]:
-        logits = self._logits(model, inputs[self.input_key], None)
+        logits = self.logits(model, inputs)
         return {
             "probabilities": jax.nn.softmax(logits, axis=-1),
             "label": logits.argmax(-1).astype(jnp.int32),

@@ -1,0 +1,89 @@
+"""`ann report`: how good a model is, where it fails, whether its probabilities mean what they
+say; report.json, index.html (pictures inlined) and the PNGs.
+
+    ann report --workdir=runs/digits_cnn                      # best checkpoint, validation + test
+    ann report --workdir=runs/digits_cnn --step=latest --split=test
+    ann report --model=models:/digits@champion --split=test   # a registered model (or an export)
+
+Writes WORKDIR/report (for --model: ./report-NAME-VERSION), or --out, replacing an earlier
+report there, and prints a short summary. report.json's schema: docs/report.md.
+"""
+
+from __future__ import annotations
+
+import os
+
+from absl import app, flags
+
+from ann import cli
+from ann.report import collect
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    flags.DEFINE_string("workdir", None, "A trained run to report on (holds config.json).")
+    flags.DEFINE_string(
+        "model", None, "Or an export directory or registry URI: models:/NAME/3, models:/NAME@alias."
+    )
+    flags.DEFINE_string("registry", None, "The registry for --model URIs (default $ANN_REGISTRY).")
+    flags.DEFINE_string("step", "best", "With --workdir: 'best', 'latest' or a step number.")
+    flags.DEFINE_list("split", list(collect.SPLITS), "The splits to report: validation, test.")
+    flags.DEFINE_string(
+        "out", None, "Directory to write (default WORKDIR/report, ./report-NAME-V)."
+    )
+
+
+def check_flags(workdir: str | None, model: str | None, step: str, splits: list[str]) -> None:
+    """Raises FlagError with one line naming the flag and the fix."""
+    if (workdir is None) == (model is None):
+        said = "both" if workdir else "neither"
+        raise cli.FlagError(
+            f"give exactly one of --workdir (a trained run) or --model (an export directory or "
+            f"models:/ URI); {said} given"
+        )
+    if model is not None and step != "best":
+        raise cli.FlagError("--step applies to --workdir only; an export is one step already")
+    unknown = [s for s in splits if s not in collect.SPLITS]
+    if not splits or unknown or len(set(splits)) != len(splits):
+        raise cli.FlagError(
+            f"--split={','.join(splits)!r} must be distinct names among "
+            f"{', '.join(collect.SPLITS)}"
+            + (f" (unknown: {', '.join(unknown)})" if unknown else "")
+        )
+    if workdir is not None:
+        cli.check_trained_run(workdir, step)
+
+
+def default_out(identity: dict) -> str:
+    if identity["kind"] == "workdir":
+        return os.path.join(identity["workdir"], "report")
+    version = f"-{identity['version']}" if identity.get("version") else ""
+    return f"report-{identity['name']}{version}"
+
+
+def main(argv: list[str]) -> None:
+    from ann.report import write
+
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    check_flags(FLAGS.workdir, FLAGS.model, FLAGS.step, FLAGS.split)
+    if FLAGS.out:
+        write.check_out(FLAGS.out)  # before anything is restored
+    if FLAGS.workdir is not None:
+        step: int | str = int(FLAGS.step) if FLAGS.step.isdigit() else FLAGS.step
+        source = collect.from_workdir(FLAGS.workdir, step)
+    else:
+        source = collect.from_model(FLAGS.model, FLAGS.registry)
+    out = FLAGS.out or default_out(source.identity)
+    report = write.write_report(source, FLAGS.split, out)
+    print(write.summary(report, out))
+
+
+if __name__ == "__main__":
+    from ann.artifact import IntegrityError
+    from ann.registry.core import RegistryError
+    from ann.train.checkpoint import CheckpointError
+
+    define_flags()
+    cli.run(main, errors=(CheckpointError, IntegrityError, RegistryError), quiet=True)

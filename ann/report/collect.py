@@ -1,0 +1,205 @@
+"""What a report is computed from: a model (a trained run's checkpoint, or an export) and its
+predictions over whole data splits.
+
+`from_workdir` restores a run (`ann.train.build.restore_model`) and runs its experiment's
+`predict`; `from_model` resolves an export directory or a registry URI (`ann.registry.resolve`),
+rebuilds the experiment and the data split from the manifest's config and data, and runs the
+exported function, so the report scores exactly what is served. Both give a `Source`;
+`collect(source, "validation" | "test")` its `Predictions` over one split, and
+`prediction_variance` how much repeated inference on the same rows differs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+SPLITS = ("validation", "test")  # what --split accepts: the run's validation and test splits
+VARIANCE_RUNS = 3  # inference repeated this many times on the same rows (issue 14, part 5)
+VARIANCE_ROWS = 512  # on at most this many rows of the first split reported
+TINY = np.finfo(np.float32).tiny  # log(p) of an export's probability: p clipped here, not log 0
+
+Batch = dict[str, np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class Predictions:
+    """One split's rows and what the model predicted for them."""
+
+    split: str  # "validation" | "test"
+    # The split's raw rows (inputs, labels, other fields such as the digits' writer group),
+    # every array with the rows first, in the data set's order.
+    rows: dict[str, np.ndarray]
+    # What the experiment's predict returned for those rows (rows first), plus, for
+    # classification, "logits": float32 [rows, classes] before any temperature.
+    outputs: dict[str, np.ndarray]
+    experiment: Any  # the built Experiment (class names, keys, signatures)
+    config: ml_collections.ConfigDict
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """A model to report on: who it is, its experiment and config, and a batch predictor."""
+
+    identity: dict[str, Any]  # report.json's "model" (see docs/report.md)
+    experiment: Any
+    config: ml_collections.ConfigDict
+    # One batch of raw inputs (exactly `batch_size` rows) -> outputs as host arrays.
+    predict_batch: Callable[[Batch], Batch]
+    batch_size: int
+
+
+def _batch_size(config: ml_collections.ConfigDict) -> int:
+    return max(1, min(int(config.batch_size), 512))
+
+
+def from_workdir(workdir: str, step: int | str = "best") -> Source:
+    """The run in `workdir` at `step` ("best", "latest" or a number). Raises ConfigError
+    (config.json) or CheckpointError (no such step)."""
+    import jax
+    from flax import nnx
+
+    from ann.train.build import restore_model
+
+    experiment, model, step, config = restore_model(workdir, step)
+    graphdef, state = nnx.split(model)
+    has_logits = callable(getattr(experiment, "logits", None))
+
+    @jax.jit
+    def infer(state: Any, inputs: Batch) -> Batch:
+        module = nnx.merge(graphdef, state)
+        outputs = dict(experiment.predict(module, inputs))
+        if has_logits:
+            outputs["logits"] = experiment.logits(module, inputs)
+        return outputs
+
+    identity = {"kind": "workdir", "workdir": os.path.abspath(workdir), "step": int(step)}
+    return Source(
+        identity=identity,
+        experiment=experiment,
+        config=config,
+        predict_batch=lambda inputs: jax.device_get(infer(state, inputs)),
+        batch_size=_batch_size(config),
+    )
+
+
+def from_model(spec: str, registry: str | None = None) -> Source:
+    """An export directory or a registry URI (models:/NAME/3, models:/NAME@alias). The config
+    and data split come from the manifest; outputs from the exported function. For
+    classification, "logits" is log(probabilities) (clipped at float32's tiny), times the
+    manifest's `calibration.temperature` when it has one: the raw logits up to a per-row
+    constant, which softmax and the calibration metrics ignore. Raises RegistryError (spec),
+    IntegrityError (files), ConfigError (config)."""
+    from ann import config as config_lib
+    from ann import data
+    from ann.registry import resolve
+    from ann.train.build import make_experiment
+
+    resolved = resolve(spec, registry)
+    model = resolved.load()
+    config = config_lib.from_values(model.manifest["config"])
+    experiment = make_experiment(config)
+    dc = config.data
+    experiment.setup(data.load(dc.name, dc.train_split, dc.data_dir, dc.cache, "data.train_split"))
+    temperature = float((model.manifest.get("calibration") or {}).get("temperature") or 1.0)
+    batch_size = _batch_size(config)
+    run = model.compile(batch_size)
+    has_logits = callable(getattr(experiment, "logits", None))
+
+    def predict_batch(inputs: Batch) -> Batch:
+        outputs = run(inputs)
+        if has_logits and "probabilities" in outputs:
+            probabilities = outputs["probabilities"].astype(np.float32)
+            outputs["logits"] = np.log(np.maximum(probabilities, TINY)) * temperature
+        return outputs
+
+    version = resolved.version
+    identity = {
+        "kind": "registry" if version else "export",
+        "spec": spec,
+        "path": resolved.path,
+        "name": version.name if version else model.name,
+        "version": version.version if version else None,
+        "manifest_sha256": model.manifest_sha256,
+        "workdir": model.manifest.get("source", {}).get("workdir"),
+        "step": model.manifest.get("source", {}).get("step"),
+    }
+    return Source(identity, experiment, config, predict_batch, batch_size)
+
+
+def split_of(config: ml_collections.ConfigDict, split: str) -> str:
+    """The data set's split (TFDS syntax) that `split` ("validation" or "test") names for this
+    run: `data.validation_split`, or the first of `data.eval_splits`. Raises ValueError."""
+    if split == "validation":
+        return config.data.validation_split
+    if split == "test" and config.data.eval_splits:
+        return config.data.eval_splits[0]
+    raise ValueError(f"the run has no {split} split (data.eval_splits is empty)")
+
+
+def predict(source: Source, rows: Batch) -> Batch:
+    """`source`'s outputs for every row of `rows` (raw, rows first), in fixed-size batches (the
+    last padded with copies of its first row, the padding dropped): one compilation."""
+    keys = list(source.experiment.input_signature())
+    count = len(rows[keys[0]])
+    size = source.batch_size
+    parts: list[Batch] = []
+    for start in range(0, count, size):
+        batch = {k: rows[k][start : start + size] for k in keys}
+        used = len(batch[keys[0]])
+        if used < size:
+            batch = {
+                k: np.concatenate([v, np.repeat(v[:1], size - used, 0)]) for k, v in batch.items()
+            }
+        outputs = source.predict_batch(batch)
+        parts.append({k: np.asarray(v)[:used] for k, v in outputs.items()})
+    if not parts:
+        raise ValueError("the split has no rows")
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def collect(source: Source, split: str) -> Predictions:
+    """`source`'s Predictions over the run's `split` ("validation" or "test"), every row."""
+    from ann import data
+
+    dc = source.config.data
+    name = split_of(source.config, split)
+    key = "data.validation_split" if split == "validation" else "data.eval_splits"
+    table = data.load(dc.name, name, dc.data_dir, dc.cache, key)
+    rows = table.rows(np.arange(len(table)))
+    return Predictions(split, rows, predict(source, rows), source.experiment, source.config)
+
+
+def prediction_variance(
+    source: Source, rows: Batch, runs: int = VARIANCE_RUNS, limit: int = VARIANCE_ROWS
+) -> dict[str, Any]:
+    """Runs inference `runs` times on the same (at most `limit`) rows and returns
+    {"runs", "rows", "max_abs_diff": the largest |difference| from the first run over every
+    float output (0.0 when inference is deterministic, as on CPU), "by_output": the same per
+    output, "labels_changed": rows whose integer outputs differ in any run}."""
+    keys = list(source.experiment.input_signature())
+    sample = {k: rows[k][:limit] for k in keys}
+    results = [predict(source, sample) for _ in range(runs)]
+    by_output: dict[str, float] = {}
+    changed = np.zeros(len(sample[keys[0]]), bool)
+    for name, first in results[0].items():
+        if np.issubdtype(first.dtype, np.floating):
+            diffs = [
+                np.max(np.abs(r[name].astype(np.float64) - first), initial=0.0) for r in results
+            ]
+            by_output[name] = float(max(diffs))
+        else:
+            for r in results[1:]:
+                changed |= (r[name] != first).reshape(len(changed), -1).any(-1)
+    return {
+        "runs": runs,
+        "rows": int(len(changed)),
+        "max_abs_diff": max(by_output.values(), default=0.0),
+        "by_output": by_output,
+        "labels_changed": int(changed.sum()),
+    }

@@ -1,0 +1,112 @@
+"""The report's pictures and its one-file HTML page.
+
+`write_figures` saves each section's matplotlib figures as PNGs (Agg backend; each figure closed
+once written); `write_index` writes index.html with every PNG inlined as a base64 data URI, so
+the page is self-contained (mail it, open it offline), while the PNGs stay next to it.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+from typing import Any
+
+from ann import atomic
+from ann.report.sections import Section
+
+DPI = 100  # figures are sized in inches for this: a 6.4 x 4.8 figure is 640 x 480 pixels
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+h1 { font-size: 1.5em; } h2 { margin-top: 2em; border-bottom: 1px solid #ccc; }
+table { border-collapse: collapse; margin: 0.5em 0; font-size: 0.9em; }
+td, th { border: 1px solid #ddd; padding: 2px 8px; text-align: right; }
+th { background: #f4f4f4; } td:first-child, th:first-child { text-align: left; }
+img { max-width: 100%; margin: 0.5em 0; display: block; }
+pre { background: #f7f7f7; padding: 0.5em; overflow-x: auto; font-size: 0.8em; }
+"""
+
+
+def figure_file(split: str, section: Section, name: str) -> str:
+    """The PNG's file name: SPLIT_SECTION_NAME.png (letters, digits and '_' only)."""
+    safe = "".join(c if c.isalnum() else "_" for c in name.lower())
+    return f"{split}_{section.key}_{safe}.png"
+
+
+def write_figures(out: str, split: str, sections: list[Section]) -> dict[str, list[str]]:
+    """Saves every figure of `sections` into `out` as PNG and closes it. Returns section key ->
+    the file names written, in order."""
+    import matplotlib.pyplot as plt
+
+    written: dict[str, list[str]] = {}
+    for section in sections:
+        names = written.setdefault(section.key, [])
+        for name, figure in section.figures.items():
+            file_name = figure_file(split, section, name)
+            figure.savefig(os.path.join(out, file_name), dpi=DPI, bbox_inches="tight")
+            plt.close(figure)
+            names.append(file_name)
+    return written
+
+
+def _scalar_table(metrics: dict[str, Any]) -> str:
+    """The section's scalar metrics as a two-column table; nested values go in a <pre> block."""
+    scalars = {k: v for k, v in metrics.items() if isinstance(v, int | float | str | None)}
+    nested = {k: v for k, v in metrics.items() if k not in scalars}
+    parts = []
+    if scalars:
+        rows = "".join(
+            f"<tr><td>{html.escape(k)}</td><td>{_format(v)}</td></tr>" for k, v in scalars.items()
+        )
+        parts.append(f"<table><tr><th>metric</th><th>value</th></tr>{rows}</table>")
+    if nested:
+        text = json.dumps(nested, indent=1)
+        parts.append(
+            f"<details><summary>all values</summary><pre>{html.escape(text)}</pre></details>"
+        )
+    return "".join(parts)
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return html.escape(str(value))
+
+
+def _image(out: str, file_name: str) -> str:
+    with open(os.path.join(out, file_name), "rb") as f:
+        data = base64.b64encode(f.read()).decode("ascii")
+    alt = html.escape(file_name)
+    return f'<img alt="{alt}" title="{alt}" src="data:image/png;base64,{data}">'
+
+
+def write_index(
+    out: str,
+    title: str,
+    header: list[str],
+    splits: dict[str, list[Section]],
+    figures: dict[str, dict[str, list[str]]],
+) -> str:
+    """Writes out/index.html: `title`, the `header` lines, then per split each section's notes,
+    metrics and pictures (from `figures`: split -> section key -> PNG files in `out`, inlined).
+    Returns its path."""
+    body = [f"<h1>{html.escape(title)}</h1>"]
+    body += [f"<p>{html.escape(line)}</p>" for line in header]
+    for split, sections in splits.items():
+        for section in sections:
+            body.append(f"<h2>{html.escape(split)}: {html.escape(section.title)}</h2>")
+            if section.notes:
+                items = "".join(f"<li>{html.escape(n)}</li>" for n in section.notes)
+                body.append(f"<ul>{items}</ul>")
+            body.append(_scalar_table(section.metrics))
+            body += [_image(out, f) for f in figures.get(split, {}).get(section.key, [])]
+    page = (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head>"
+        f"<body>{''.join(body)}</body></html>\n"
+    )
+    path = os.path.join(out, "index.html")
+    atomic.write_text(path, page)
+    return path

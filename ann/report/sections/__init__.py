@@ -1,0 +1,69 @@
+"""A report's sections, per task: what each experiment's part of `ann report` computes and draws.
+
+A section function takes one split's `ann.report.collect.Predictions` and returns a list of
+`Section`s (metrics for report.json, matplotlib figures, summary lines). Functions are found by
+experiment name through `SECTIONS` (imported on use: matplotlib and scikit-learn load only for a
+report), and the numbers each slice is scored by through `SLICE_METRICS`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import matplotlib.figure
+
+    from ann.report.collect import Predictions
+
+
+@dataclasses.dataclass
+class Section:
+    """One part of a report for one split."""
+
+    title: str
+    metrics: dict[str, Any]  # JSON-able; report.json's splits.SPLIT.sections.TITLE_KEY
+    # name -> figure, written as SPLIT_NAME.png next to index.html and inlined in it; closed
+    # once written.
+    figures: dict[str, matplotlib.figure.Figure] = dataclasses.field(default_factory=dict)
+    notes: list[str] = dataclasses.field(default_factory=list)  # lines for the printed summary
+
+    @property
+    def key(self) -> str:
+        """The section's name in report.json: its title, lower case, words joined by '_'."""
+        return "_".join("".join(c if c.isalnum() else " " for c in self.title.lower()).split())
+
+
+# experiment name -> "module:function" taking (preds: Predictions) and returning list[Section].
+SECTIONS: dict[str, str] = {
+    "classification": "ann.report.sections.classification:sections",
+}
+
+# experiment name -> "module:function" taking (preds: Predictions) and returning the headline
+# metrics (name -> float) that `ann.report.slices` computes for each slice of a split.
+SLICE_METRICS: dict[str, str] = {
+    "classification": "ann.report.sections.classification:headline",
+}
+
+
+def _find(table: dict[str, str], experiment: str, what: str) -> Callable[..., Any]:
+    target = table.get(experiment)
+    if target is None:
+        raise ValueError(
+            f"ann report has no {what} for experiment {experiment!r} (it has: "
+            f"{', '.join(sorted(table))})"
+        )
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def sections_for(experiment: str) -> Callable[[Predictions], list[Section]]:
+    """The section function for `experiment` (a name in SECTIONS). Raises ValueError."""
+    return _find(SECTIONS, experiment, "sections")
+
+
+def slice_metrics_for(experiment: str) -> Callable[[Predictions], dict[str, float]]:
+    """The headline-metrics function for `experiment` (a name in SLICE_METRICS)."""
+    return _find(SLICE_METRICS, experiment, "slice metrics")

@@ -1,0 +1,158 @@
+"""One report: every section of every split, slices, prediction variance, written as
+report.json, index.html and the PNGs into one directory (see docs/report.md for the schema)."""
+
+from __future__ import annotations
+
+import datetime
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from typing import Any
+
+from ann import atomic
+from ann.report import SCHEMA_VERSION, collect, html
+from ann.report.sections import Section, sections_for, slice_metrics_for
+
+REPORT = "report.json"
+
+
+def _slices(preds: collect.Predictions) -> list[dict[str, Any]]:
+    """`ann.report.slices.slice_metrics` for each entry of the config's `report.slices` (none
+    when the config has no such key or slicing is not installed)."""
+    report_config = preds.config.get("report")
+    specs = list(report_config.get("slices", ()) or ()) if report_config else []
+    if not specs or importlib.util.find_spec("ann.report.slices") is None:
+        return []
+    from ann.report import slices
+
+    metric_fn = slice_metrics_for(preds.config.experiment)
+    return [slices.slice_metrics(preds, spec, metric_fn) for spec in specs]
+
+
+def _jsonable(value: Any) -> Any:
+    """NumPy scalars and arrays as Python numbers and lists; NaN and infinities as strings
+    ("nan", "inf", "-inf"), so report.json is strict JSON."""
+    import numpy as np
+
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return "nan" if np.isnan(value) else ("inf" if value > 0 else "-inf")
+    return value
+
+
+def _replace_directory(tmp: str, out: str) -> None:
+    """Puts the finished report `tmp` at `out`, replacing an earlier report there."""
+    old = None
+    if os.path.exists(out):
+        old = tempfile.mkdtemp(prefix=".report-old-", dir=os.path.dirname(out))
+        os.rename(out, os.path.join(old, "report"))
+    os.rename(tmp, out)
+    atomic.sync_directory(os.path.dirname(out))
+    if old:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def check_out(out: str) -> None:
+    """Raises FlagError unless `out` is new, empty, or an earlier report (holds report.json)."""
+    from ann.cli import FlagError
+
+    if os.path.exists(out) and not (
+        os.path.isdir(out) and (not os.listdir(out) or os.path.isfile(os.path.join(out, REPORT)))
+    ):
+        raise FlagError(
+            f"--out={out} exists and is not an earlier report (no {REPORT}); choose a new directory"
+        )
+
+
+def write_report(source: collect.Source, splits: list[str], out: str) -> dict[str, Any]:
+    """Collects `splits`, computes their sections, slices and the prediction variance, and
+    writes `out`/report.json, index.html and the PNGs (into a temporary sibling first, then
+    renamed into place: nothing half-written). Returns the report.json contents."""
+    out = os.path.abspath(out)
+    check_out(out)
+    config = source.config
+    section_fn = sections_for(config.experiment)
+    parent = os.path.dirname(out)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".report-", dir=parent)
+    try:
+        report: dict[str, Any] = {
+            "schema_version": SCHEMA_VERSION,
+            "created": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "model": source.identity,
+            "experiment": config.experiment,
+            "data": {
+                "name": config.data.name,
+                "splits": {s: collect.split_of(config, s) for s in splits},
+            },
+            "splits": {},
+        }
+        by_split: dict[str, list[Section]] = {}
+        figures: dict[str, dict[str, list[str]]] = {}
+        variance_rows = None
+        for split in splits:
+            preds = collect.collect(source, split)
+            variance_rows = variance_rows if variance_rows is not None else preds.rows
+            sections = section_fn(preds)
+            by_split[split] = sections
+            figures[split] = html.write_figures(tmp, split, sections)
+            report["splits"][split] = {
+                "rows": len(next(iter(preds.outputs.values()))),
+                "sections": {s.key: s.metrics for s in sections},
+                "notes": [note for s in sections for note in s.notes],
+                "slices": _slices(preds),
+            }
+        report["prediction_variance"] = collect.prediction_variance(source, variance_rows)
+        report["files"] = {
+            "index": "index.html",
+            "figures": sorted(f for split in figures.values() for fs in split.values() for f in fs),
+        }
+        report = _jsonable(report)
+        html.write_index(tmp, title(report), header(report), by_split, figures)
+        atomic.write_text(os.path.join(tmp, REPORT), json.dumps(report, indent=1) + "\n")
+        os.chmod(tmp, 0o755)  # mkdtemp's 0o700 would hide the report from other users
+        _replace_directory(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return report
+
+
+def title(report: dict[str, Any]) -> str:
+    model = report["model"]
+    if model["kind"] == "workdir":
+        return f"ann report: {model['workdir']} (step {model['step']})"
+    version = f" version {model['version']}" if model.get("version") else ""
+    return f"ann report: {model['name']}{version} ({model['spec']})"
+
+
+def header(report: dict[str, Any]) -> list[str]:
+    """The lines under the title: experiment, data, model identity, prediction variance."""
+    model, variance = report["model"], report["prediction_variance"]
+    splits = ", ".join(f"{k} = {v}" for k, v in report["data"]["splits"].items())
+    lines = [f"{report['experiment']} on {report['data']['name']} ({splits})"]
+    if model.get("manifest_sha256"):
+        lines.append(f"manifest sha256 {model['manifest_sha256']}")
+    lines.append(
+        f"prediction variance: largest difference {variance['max_abs_diff']:.3g} over "
+        f"{variance['runs']} runs on {variance['rows']} rows"
+    )
+    return lines
+
+
+def summary(report: dict[str, Any], out: str) -> str:
+    """The printed summary: the title, header lines, each split's notes, where it was written."""
+    lines = [title(report), *header(report)]
+    for split, values in report["splits"].items():
+        lines += [f"{split}: {note}" for note in values["notes"]]
+    lines.append(f"wrote {os.path.join(out, REPORT)}, {os.path.join(out, 'index.html')}")
+    return "\n".join(lines)
