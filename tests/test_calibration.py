@@ -1,0 +1,129 @@
+"""Calibration metrics against hand computations and scikit-learn; temperature scaling."""
+
+import numpy as np
+import pytest
+from scipy.special import softmax
+from sklearn import calibration as skc
+from sklearn import metrics as sk
+
+from ann.metrics import calibration as cal
+
+# Four rows, three classes; confidences 0.9 (right), 0.8 (wrong), 0.5 (right), 0.4 (wrong).
+HAND_P = np.array(
+    [[0.9, 0.05, 0.05], [0.8, 0.1, 0.1], [0.2, 0.5, 0.3], [0.4, 0.35, 0.25]], np.float64
+)
+HAND_Y = np.array([0, 1, 1, 2])
+
+
+def test_metrics_match_hand_computation():
+    # 4 bins with edges exact in binary: 0.5 sits on an edge and belongs to (0.25, 0.5].
+    r = cal.reliability(HAND_P, HAND_Y, bins=4)
+    np.testing.assert_array_equal(r.counts, [0, 2, 0, 2])
+    np.testing.assert_allclose(r.confidence[[1, 3]], [0.45, 0.85])
+    np.testing.assert_allclose(r.accuracy[[1, 3]], [0.5, 0.5])
+    assert np.isnan(r.confidence[0]) and r.to_json()["confidence"][0] is None
+    assert cal.ece(HAND_P, HAND_Y, bins=4) == pytest.approx(0.5 * 0.05 + 0.5 * 0.35)  # not 0.4
+    assert cal.mce(HAND_P, HAND_Y, bins=4) == pytest.approx(0.35)
+    # Per class: 0.325 (class 0), 0.25 (class 1), 0.225 (class 2; 0.25 on an edge, bin 0).
+    assert cal.classwise_ece(HAND_P, HAND_Y, bins=4) == pytest.approx(0.8 / 3)
+    assert cal.brier(HAND_P, HAND_Y) == pytest.approx((0.015 + 1.46 + 0.38 + 0.845) / 4)
+    assert cal.nll(HAND_P, HAND_Y) == pytest.approx(-np.log([0.9, 0.1, 0.5, 0.25]).mean())
+
+
+def _random(seed, rows, classes):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, classes, rows)
+    logits = rng.normal(size=(rows, classes)) + 2.0 * np.eye(classes)[labels]
+    return softmax(logits, axis=1), labels
+
+
+@pytest.mark.parametrize("classes", [2, 5])
+def test_metrics_match_scikit_learn(classes):
+    p, y = _random(classes, 400, classes)
+    # Top class: calibration_curve of "prediction right" against the confidence.
+    r = cal.reliability(p, y)
+    want_acc, want_conf = skc.calibration_curve(
+        p.argmax(1) == y, p.max(1), n_bins=cal.BINS, strategy="uniform"
+    )
+    np.testing.assert_allclose(r.accuracy[r.counts > 0], want_acc)
+    np.testing.assert_allclose(r.confidence[r.counts > 0], want_conf)
+    # One class's probability against [label == c].
+    r1 = cal.reliability(p, y, class_index=1)
+    want_acc, want_conf = skc.calibration_curve(y == 1, p[:, 1], n_bins=cal.BINS)
+    np.testing.assert_allclose(r1.accuracy[r1.counts > 0], want_acc)
+    np.testing.assert_allclose(r1.confidence[r1.counts > 0], want_conf)
+    want_brier = (
+        sk.brier_score_loss(y, p[:, 1])
+        if classes == 2
+        else sk.brier_score_loss(y, p, labels=range(classes))
+    )
+    assert cal.brier(p, y) == pytest.approx(want_brier)
+    assert cal.nll(p, y) == pytest.approx(sk.log_loss(y, p, labels=range(classes)))
+    got = cal.summary(p, y)
+    assert got["ece"] == pytest.approx(r.ece) and got["brier"] == pytest.approx(want_brier)
+
+
+def test_confidences_of_exactly_0_and_1_fall_in_the_end_bins():
+    # A saturated float32 softmax gives exactly 1.0 and 0.0.
+    p = softmax(np.array([[200.0, 0.0], [0.0, 200.0], [200.0, 0.0]], np.float32), axis=1)
+    assert p.max() == 1.0 and p.min() == 0.0
+    y = np.array([0, 1, 1])
+    r = cal.reliability(p, y)
+    assert r.counts[-1] == 3 and r.counts[:-1].sum() == 0
+    assert r.accuracy[-1] == pytest.approx(2 / 3) and cal.ece(p, y) == pytest.approx(1 / 3)
+    r1 = cal.reliability(p, y, class_index=1)
+    np.testing.assert_array_equal(r1.counts[[0, -1]], [2, 1])
+    want_acc, want_conf = skc.calibration_curve(y == 1, p[:, 1], n_bins=cal.BINS)
+    np.testing.assert_allclose(r1.accuracy[r1.counts > 0], want_acc)
+    np.testing.assert_allclose(r1.confidence[r1.counts > 0], want_conf)
+    assert np.isfinite(cal.nll(p, y))  # the wrong row's 0 is clipped, as log_loss does
+    assert cal.nll(p, y) == pytest.approx(sk.log_loss(y, p))
+
+
+def test_bad_inputs_raise_one_clear_line_not_nan():
+    with pytest.raises(ValueError, match=r"class\(es\) 2 have no rows"):
+        cal.classwise_ece(HAND_P[:3], HAND_Y[:3])
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        cal.ece(np.ones((3, 1)), np.zeros(3, int))
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        cal.fit_temperature(np.random.default_rng(0).normal(size=(5, 3)), np.zeros(5, int))
+    with pytest.raises(ValueError, match=r"class indices in \[0, 3\)"):
+        cal.brier(HAND_P, np.array([0, 1, 2, 3]))
+    with pytest.raises(ValueError, match="sums to"):
+        cal.nll(HAND_P * 1.1, HAND_Y)
+    with pytest.raises(ValueError, match="NaN"):
+        cal.ece(np.where(HAND_P > 0.85, np.nan, HAND_P), HAND_Y)
+    with pytest.raises(ValueError, match="integers"):
+        cal.ece(HAND_P, HAND_Y.astype(float))
+    with pytest.raises(ValueError, match="no rows"):
+        cal.ece(np.zeros((0, 3)), np.zeros(0, int))
+    with pytest.raises(ValueError, match="logits look like probabilities"):
+        cal.fit_temperature(HAND_P, HAND_Y)
+    for error in ValueError, cal.CalibrationError:
+        with pytest.raises(error):
+            cal.mce(HAND_P, HAND_Y[:2])
+
+
+def test_temperature_scaling_fixes_an_overconfident_model_and_keeps_argmax():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(2000, 4)) * 2.0
+    # Labels drawn from softmax(logits): these logits are calibrated; times 5, overconfident.
+    cumulative = softmax(logits, axis=1).cumsum(1)
+    labels = np.minimum((cumulative < rng.random((2000, 1))).sum(1), 3)
+    over = logits * 5.0
+    t = cal.fit_temperature(over, labels)
+    assert 4.0 < t < 6.0
+    before, after = cal.softmax(over), cal.softmax(over, t)
+    np.testing.assert_array_equal(before.argmax(1), after.argmax(1))
+    assert cal.ece(after, labels) < cal.ece(before, labels) / 3
+    assert cal.nll(after, labels) < cal.nll(before, labels)
+    # The fitted T is the NLL minimum: nudging it either way costs.
+    for other in (t * 0.95, t * 1.05):
+        assert cal.scaled_nll(over, labels, other) > cal.scaled_nll(over, labels, t)
+
+
+def test_a_fit_without_interior_optimum_is_refused():
+    # Every row right by a wide margin: NLL falls without end as T -> 0.
+    logits = np.array([[5.0, 0.0], [0.0, 5.0], [6.0, 1.0]])
+    with pytest.raises(ValueError, match="no NLL optimum inside"):
+        cal.fit_temperature(logits, np.array([0, 1, 0]))
