@@ -496,20 +496,22 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, selecting: boo
     check_ranges(values)
     if _run_length_error(values):
         raise ConfigError(_run_length_error(values))
-    for key in ("batch_size", "eval_batch_size"):
+    micro = values["optimizer"]["accumulate_steps"]
+    whole = micro * num_devices  # a batch splits into micro-batches of a multiple of the devices
+    # The suggested size is one the next check accepts too.
+    for key, unit in (("batch_size", whole), ("eval_batch_size", num_devices)):
         size = values[key]
         if size and size % num_devices:
             raise ConfigError(
                 f"config key '{key}'={size} is not divisible by the {num_devices} devices; "
                 f"use a multiple of {num_devices}, e.g. --config.{key}="
-                f"{max(num_devices, size // num_devices * num_devices)}"
+                f"{max(unit, size // unit * unit)}"
             )
-    micro = values["optimizer"]["accumulate_steps"]
-    if values["batch_size"] % (micro * num_devices):
+    if values["batch_size"] % whole:
         raise ConfigError(
             f"config key 'batch_size'={values['batch_size']} must split into "
             f"optimizer.accumulate_steps={micro} micro-batches of a multiple of {num_devices} "
-            "devices; change one of them"
+            f"devices; e.g. --config.batch_size={max(whole, values['batch_size'] // whole * whole)}"
         )
     stopping = values["early_stopping"]
     if selecting:

@@ -475,3 +475,19 @@ def test_one_dotted_key_lookup_with_did_you_mean():
     config.optimizer.lerning_rate = 0.1
     with pytest.raises(ConfigError, match=r"\(did you mean 'optimizer.learning_rate'\?\)$"):
         config_lib.validate(config, num_devices=4)
+
+
+@pytest.mark.parametrize(
+    "batch_size, accumulate_steps", [(30, 1), (30, 2), (36, 4), (2, 2), (100, 4)]
+)
+def test_a_batch_size_suggestion_is_accepted(batch_size, accumulate_steps):
+    # batch_size=30 with 2 micro-batches suggested 28, which the micro-batch check then
+    # refused (28 does not split into 2 x 4 devices); that check suggested nothing.
+    config = load_config("digits_mlp")
+    config.batch_size, config.optimizer.accumulate_steps = batch_size, accumulate_steps
+    with pytest.raises(ConfigError) as e:
+        config_lib.validate(config, num_devices=4)
+    suggested = re.search(r"e\.g\. --config\.batch_size=(\d+)$", str(e.value))
+    assert suggested, str(e.value)
+    config.batch_size = int(suggested.group(1))
+    config_lib.validate(config, num_devices=4)
