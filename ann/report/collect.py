@@ -40,6 +40,12 @@ class Predictions:
     outputs: dict[str, np.ndarray]
     experiment: Any  # the built Experiment (class names, keys, signatures)
     config: ml_collections.ConfigDict
+    # The model itself: raw inputs (rows first, any count) -> outputs, batched as above; for a
+    # section that must run the model on inputs of its own (an LM's prefixes). None: not given.
+    predict: Callable[[Batch], Batch] | None = None
+    # The validation split's Predictions of the same model, for what is fitted there and applied
+    # to this split (the temperature); None on the validation split itself.
+    validation: Predictions | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,8 +169,9 @@ def predict(source: Source, rows: Batch) -> Batch:
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def collect(source: Source, split: str) -> Predictions:
-    """`source`'s Predictions over the run's `split` ("validation" or "test"), every row."""
+def collect(source: Source, split: str, validation: Predictions | None = None) -> Predictions:
+    """`source`'s Predictions over the run's `split` ("validation" or "test"), every row;
+    `validation` (the validation split's, for a test split) is kept in it."""
     from ann import data
 
     dc = source.config.data
@@ -172,7 +179,15 @@ def collect(source: Source, split: str) -> Predictions:
     key = "data.validation_split" if split == "validation" else "data.eval_splits"
     table = data.load(dc.name, name, dc.data_dir, dc.cache, key)
     rows = table.rows(np.arange(len(table)))
-    return Predictions(split, rows, predict(source, rows), source.experiment, source.config)
+    return Predictions(
+        split,
+        rows,
+        predict(source, rows),
+        source.experiment,
+        source.config,
+        predict=lambda inputs: predict(source, inputs),
+        validation=None if split == "validation" else validation,
+    )
 
 
 def prediction_variance(

@@ -13,22 +13,22 @@ from typing import Any
 
 from ann import atomic
 from ann.report import SCHEMA_VERSION, collect, html
-from ann.report.sections import Section, sections_for, slice_metrics_for
+from ann.report.sections import Section, sections_for
 
 REPORT = "report.json"
 
 
-def _slices(preds: collect.Predictions) -> list[dict[str, Any]]:
-    """`ann.report.slices.slice_metrics` for each entry of the config's `report.slices` (none
-    when the config has no such key or slicing is not installed)."""
+def _slices(preds: collect.Predictions) -> list[Section]:
+    """`ann.report.slices.report_slices`: one Section per entry of the config's `report.slices`
+    (none when the config names none, or slicing is not installed)."""
     report_config = preds.config.get("report")
-    specs = list(report_config.get("slices", ()) or ()) if report_config else []
-    if not specs or importlib.util.find_spec("ann.report.slices") is None:
+    if not (report_config and report_config.get("slices")):
+        return []
+    if importlib.util.find_spec("ann.report.slices") is None:
         return []
     from ann.report import slices
 
-    metric_fn = slice_metrics_for(preds.config.experiment)
-    return [slices.slice_metrics(preds, spec, metric_fn) for spec in specs]
+    return slices.report_slices(preds)
 
 
 def _jsonable(value: Any) -> Any:
@@ -73,6 +73,31 @@ def check_out(out: str) -> None:
         )
 
 
+def _report_splits(
+    source: collect.Source, splits: list[str], tmp: str, report: dict[str, Any]
+) -> tuple[dict[str, list[Section]], dict[str, dict[str, list[str]]], dict[str, Any]]:
+    """Collects and scores each split into `report["splits"]`, writing its PNGs into `tmp`.
+    The validation split is always collected (the test split's temperature is fitted there).
+    Returns (split -> sections shown, split -> section key -> PNG files, rows for the
+    prediction variance)."""
+    section_fn = sections_for(source.config.experiment)
+    validation = collect.collect(source, "validation")
+    shown: dict[str, list[Section]] = {}
+    figures: dict[str, dict[str, list[str]]] = {}
+    for split in splits:
+        preds = validation if split == "validation" else collect.collect(source, split, validation)
+        sections, slices = section_fn(preds), _slices(preds)
+        shown[split] = sections + slices
+        figures[split] = html.write_figures(tmp, split, shown[split])
+        report["splits"][split] = {
+            "rows": len(next(iter(preds.outputs.values()))),
+            "sections": {s.key: s.metrics for s in sections},
+            "slices": {s.key: s.metrics for s in slices},
+            "notes": [note for s in shown[split] for note in s.notes],
+        }
+    return shown, figures, validation.rows
+
+
 def write_report(source: collect.Source, splits: list[str], out: str) -> dict[str, Any]:
     """Collects `splits`, computes their sections, slices and the prediction variance, and
     writes `out`/report.json, index.html and the PNGs (into a temporary sibling first, then
@@ -80,7 +105,6 @@ def write_report(source: collect.Source, splits: list[str], out: str) -> dict[st
     out = os.path.abspath(out)
     check_out(out)
     config = source.config
-    section_fn = sections_for(config.experiment)
     parent = os.path.dirname(out)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".report-", dir=parent)
@@ -96,28 +120,14 @@ def write_report(source: collect.Source, splits: list[str], out: str) -> dict[st
             },
             "splits": {},
         }
-        by_split: dict[str, list[Section]] = {}
-        figures: dict[str, dict[str, list[str]]] = {}
-        variance_rows = None
-        for split in splits:
-            preds = collect.collect(source, split)
-            variance_rows = variance_rows if variance_rows is not None else preds.rows
-            sections = section_fn(preds)
-            by_split[split] = sections
-            figures[split] = html.write_figures(tmp, split, sections)
-            report["splits"][split] = {
-                "rows": len(next(iter(preds.outputs.values()))),
-                "sections": {s.key: s.metrics for s in sections},
-                "notes": [note for s in sections for note in s.notes],
-                "slices": _slices(preds),
-            }
-        report["prediction_variance"] = collect.prediction_variance(source, variance_rows)
+        shown, figures, rows = _report_splits(source, splits, tmp, report)
+        report["prediction_variance"] = collect.prediction_variance(source, rows)
         report["files"] = {
             "index": "index.html",
             "figures": sorted(f for split in figures.values() for fs in split.values() for f in fs),
         }
         report = _jsonable(report)
-        html.write_index(tmp, title(report), header(report), by_split, figures)
+        html.write_index(tmp, title(report), header(report), shown, figures)
         atomic.write_text(os.path.join(tmp, REPORT), json.dumps(report, indent=1) + "\n")
         os.chmod(tmp, 0o755)  # mkdtemp's 0o700 would hide the report from other users
         _replace_directory(tmp, out)

@@ -3,7 +3,7 @@
 A section function takes one split's `ann.report.collect.Predictions` and returns a list of
 `Section`s (metrics for report.json, matplotlib figures, summary lines). Functions are found by
 experiment name through `SECTIONS` (imported on use: matplotlib and scikit-learn load only for a
-report), and the numbers each slice is scored by through `SLICE_METRICS`.
+report).
 """
 
 from __future__ import annotations
@@ -41,29 +41,15 @@ SECTIONS: dict[str, str] = {
     "classification": "ann.report.sections.classification:sections",
 }
 
-# experiment name -> "module:function" taking (preds: Predictions) and returning the headline
-# metrics (name -> float) that `ann.report.slices` computes for each slice of a split.
-SLICE_METRICS: dict[str, str] = {
-    "classification": "ann.report.sections.classification:headline",
-}
 
-
-def _find(table: dict[str, str], experiment: str, what: str) -> Callable[..., Any]:
-    target = table.get(experiment)
+def sections_for(experiment: str) -> Callable[[Predictions], list[Section]]:
+    """The section function for `experiment` (a name in SECTIONS). Raises ValueError naming
+    the experiments that have one."""
+    target = SECTIONS.get(experiment)
     if target is None:
         raise ValueError(
-            f"ann report has no {what} for experiment {experiment!r} (it has: "
-            f"{', '.join(sorted(table))})"
+            f"ann report has no sections for experiment {experiment!r} (it has: "
+            f"{', '.join(sorted(SECTIONS))})"
         )
     module, _, name = target.partition(":")
     return getattr(importlib.import_module(module), name)
-
-
-def sections_for(experiment: str) -> Callable[[Predictions], list[Section]]:
-    """The section function for `experiment` (a name in SECTIONS). Raises ValueError."""
-    return _find(SECTIONS, experiment, "sections")
-
-
-def slice_metrics_for(experiment: str) -> Callable[[Predictions], dict[str, float]]:
-    """The headline-metrics function for `experiment` (a name in SLICE_METRICS)."""
-    return _find(SLICE_METRICS, experiment, "slice metrics")
