@@ -96,6 +96,10 @@ SCHEMA: dict[str, Any] = {
     # A `val/` metric (of data.validation_split): model selection never looks at the test split.
     "best_metric": ("val/accuracy", str),
     "best_mode": ("max", str),
+    # How export calibrates a classifier's probabilities (ann/calibrate.py): "temperature" fits
+    # one temperature on the validation split (Guo et al. 2017) and folds it into the exported
+    # graph; "none" exports softmax(logits). Tasks without class logits ignore it.
+    "calibration": ("temperature", str),
     # Stop when `metric` (a `val/` metric; "" = off) has not improved by more than `min_delta`
     # for `patience` evals in a row. The run then counts as finished: a rerun does not train on.
     "early_stopping": {
@@ -126,6 +130,7 @@ CHOICES = {
     "optimizer.name": ("sgd", "adam", "adamw"),
     "optimizer.schedule": ("constant", "warmup_cosine", "step"),
     "best_mode": ("max", "min"),
+    "calibration": ("temperature", "none"),
     "early_stopping.mode": ("max", "min"),
     "dtype": ("float32", "bfloat16", "float16"),
     "param_dtype": ("float32", "bfloat16", "float16"),

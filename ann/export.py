@@ -15,6 +15,9 @@ holds:
   eval = test); `config`: the resolved config; `metrics`: the run's metrics at that step,
   labelled by split: `val/...` (validation, what chose it) and `eval/...` (test, reported);
   `git`: commit and dirty flag; `versions`: jax, jaxlib, flax;
+- `calibration` (classification): the temperature T fitted on the validation split and folded
+  into the graph (probabilities = softmax(logits / T)), and ECE, MCE, Brier and NLL before and
+  after on the validation and test splits (see `ann/calibrate.py`; `config.calibration`);
 - `reference`: statistics of the training split for drift checks (see `reference_statistics`);
 - `files`: sha256 and size of every other file.
 
@@ -149,6 +152,19 @@ def _signature_json(signature: dict[str, dict[str, Any]]) -> dict[str, dict[str,
     return {k: {**v, "shape": [-1, *v["shape"]]} for k, v in signature.items()}
 
 
+def _check_agrees(experiment: Any, model: Any, inputs: dict, exported: dict) -> None:
+    """The exported graph's outputs on `inputs` must be the training code's (its predict, the
+    temperature included), or nothing is written: raises AssertionError naming the output."""
+    sample = {k: v[:PREDICT_BATCH] for k, v in inputs.items()}
+    expected = jax.device_get(experiment.predict(model, sample))
+    for k, v in expected.items():
+        # float32 round-off of two compilations grows with the outputs' scale (a forecast in
+        # the data's units, ~10, differs by ~5e-6 where it crosses zero): atol scales with it.
+        scale = max(1.0, float(np.max(np.abs(v)))) if np.size(v) else 1.0
+        if not np.allclose(v, exported[k][: len(v)], rtol=1e-5, atol=1e-6 * scale):
+            raise AssertionError(f"exported output {k!r} differs from the training code's")
+
+
 def export(
     workdir: str,
     out: str,
@@ -163,12 +179,15 @@ def export(
 
     from ann import config as config_lib
     from ann import data
+    from ann.calibrate import calibrate
     from ann.train.build import restore_model
 
     if os.path.exists(out) and os.listdir(out):
         raise FileExistsError(f"--out={out} exists and is not empty; choose a new directory")
     requested = step
     experiment, model, step, config = restore_model(workdir, step)
+    # Before the graph is traced: predict then divides the logits by the fitted temperature.
+    calibrated = calibrate(experiment, model, config)
     graphdef, state = nnx.split(model)
     leaves, treedef = jax.tree_util.tree_flatten_with_path(state)
     keys = [path_str(path) for path, _ in leaves]  # as sharding rules and `freeze` name them
@@ -203,15 +222,7 @@ def export(
         for i in range(0, len(next(iter(ref_inputs.values()))), PREDICT_BATCH)
     ]
     ref_outputs = {k: np.concatenate([o[k] for o in outputs]) for k in output_signature}
-    # The exported graph must agree with the training code on the same rows, or nothing is written.
-    sample = {k: v[:PREDICT_BATCH] for k, v in ref_inputs.items()}
-    expected = jax.device_get(experiment.predict(model, sample))
-    for k, v in expected.items():
-        # float32 round-off of two compilations grows with the outputs' scale (a forecast in
-        # the data's units, ~10, differs by ~5e-6 where it crosses zero): atol scales with it.
-        scale = max(1.0, float(np.max(np.abs(v)))) if np.size(v) else 1.0
-        if not np.allclose(v, ref_outputs[k][: len(v)], rtol=1e-5, atol=1e-6 * scale):
-            raise AssertionError(f"exported output {k!r} differs from the training code's")
+    _check_agrees(experiment, model, ref_inputs, ref_outputs)
 
     manifest: dict[str, Any] = {
         "format": artifact.FORMAT,
@@ -238,6 +249,7 @@ def export(
         },
         "config": json.loads(config_lib.to_json(config)),
         "metrics": _eval_metrics(workdir, int(step)),
+        **({"calibration": calibrated} if calibrated else {}),
         "git": _git(),
         "versions": {
             "jax": jax.__version__,
@@ -350,11 +362,13 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     from ann import cli
+    from ann.metrics.calibration import CalibrationError
     from ann.train.checkpoint import CheckpointError
     from ann.train.writers import MetricsFileError
 
     define_flags()
-    # A bad flag, run or step, a damaged run file: one line, exit 1 (FlagError and ConfigError:
-    # see cli.run); warnings only: the result line is the output.
+    # A bad flag, run or step, a damaged run file, a temperature that cannot be fitted: one
+    # line, exit 1 (FlagError and ConfigError: see cli.run); warnings only: the result line is
+    # the output.
     errors = (FileExistsError, FileNotFoundError, artifact.IntegrityError, MetricsFileError)
-    cli.run(main, errors=(CheckpointError, *errors), quiet=True)
+    cli.run(main, errors=(CheckpointError, CalibrationError, *errors), quiet=True)

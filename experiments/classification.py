@@ -45,6 +45,9 @@ class Classification:
         self.inputs: dict = {}  # the input's signature
         self.class_names: list[str] = []
         self.preprocess = Standardizer()
+        # Divides the logits in `predict` (export sets it: ann/calibrate.py); a Python float, so
+        # a traced predict carries it as a constant. 1.0 = softmax(logits).
+        self.temperature = 1.0
 
     def setup(self, train: Split) -> None:
         self.input_key, self.label_key = supervised_keys(train, "classification", "(input, label)")
@@ -85,9 +88,11 @@ class Classification:
         return self._logits(model, inputs[self.input_key], None)
 
     def predict(self, model: nnx.Module, inputs: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        """probabilities float32 [batch, classes] = softmax(logits / self.temperature), and
+        label int32 [batch] = argmax of the logits (a temperature > 0 never changes it)."""
         logits = self.logits(model, inputs)
         return {
-            "probabilities": jax.nn.softmax(logits, axis=-1),
+            "probabilities": jax.nn.softmax(logits / self.temperature, axis=-1),
             "label": logits.argmax(-1).astype(jnp.int32),
         }
 

@@ -1,12 +1,24 @@
 """Calibration metrics against hand computations and scikit-learn; temperature scaling."""
 
+import json
+import shutil
+import subprocess
+import sys
+
+import jax
 import numpy as np
 import pytest
+from conftest import one_line_error, tiny
 from scipy.special import softmax
 from sklearn import calibration as skc
 from sklearn import metrics as sk
 
+from ann import artifact, calibrate, data
+from ann import config as config_lib
+from ann.config import ConfigError
+from ann.export import export
 from ann.metrics import calibration as cal
+from ann.train.build import restore_model
 
 # Four rows, three classes; confidences 0.9 (right), 0.8 (wrong), 0.5 (right), 0.4 (wrong).
 HAND_P = np.array(
@@ -127,3 +139,71 @@ def test_a_fit_without_interior_optimum_is_refused():
     logits = np.array([[5.0, 0.0], [0.0, 5.0], [6.0, 1.0]])
     with pytest.raises(ValueError, match="no NLL optimum inside"):
         cal.fit_temperature(logits, np.array([0, 1, 0]))
+
+
+# --- at export: fitted on the validation split, folded into the graph --------------------------
+
+
+def test_export_folds_the_validation_temperature_into_the_graph(digits_export):
+    workdir, out = digits_export
+    model = artifact.load(str(out))
+    entry = model.manifest["calibration"]
+    t = entry["temperature"]
+    experiment, trained, _, config = restore_model(str(workdir), "best")
+    logits, labels = calibrate.split_logits(experiment, trained, config, "validation")
+    assert entry["method"] == "temperature" and entry["fitted_on"]["rows"] == len(labels)
+    assert t == pytest.approx(cal.fit_temperature(logits, labels), rel=1e-5)
+    assert abs(t - 1) > 0.05  # else the checks below could not tell calibrated from not
+    # The training code's calibrated probabilities are what the export serves; argmax unchanged.
+    x = {"image": data.load("digits", "test", cache=True).rows(np.arange(64))["image"]}
+    raw = np.asarray(jax.device_get(experiment.logits(trained, x)))
+    got = model(x)
+    np.testing.assert_allclose(got["probabilities"], softmax(raw / t, axis=1), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(got["probabilities"], softmax(raw, axis=1), rtol=1e-3, atol=1e-4)
+    np.testing.assert_array_equal(got["label"], raw.argmax(1))
+    # Before/after on both splits, as recomputed here; the fit cannot raise validation NLL.
+    val = entry["metrics"]["validation"]
+    assert set(entry["metrics"]) == {"validation", "test"}
+    for key, value in cal.summary(softmax(logits, axis=1), labels).items():
+        assert val["before"][key] == pytest.approx(value, rel=1e-5), key
+    assert val["before"]["nll"] == pytest.approx(model.manifest["metrics"]["val/loss"], rel=1e-4)
+    assert val["after"]["nll"] <= val["before"]["nll"]
+    test_logits, test_labels = calibrate.split_logits(experiment, trained, config, "test")
+    after = cal.summary(cal.softmax(test_logits, t), test_labels)
+    assert entry["metrics"]["test"]["after"]["ece"] == pytest.approx(after["ece"], rel=1e-5)
+
+
+def test_calibration_none_and_a_fit_that_fails(digits_export, tmp_path):
+    workdir, _ = digits_export
+    run = tmp_path / "run"
+    shutil.copytree(workdir, run)
+    values = json.loads((run / "config.json").read_text())
+    # One validation row: one class, no temperature to fit: one line, nothing written.
+    (run / "config.json").write_text(
+        json.dumps({**values, "data": {**values["data"], "validation_split": "validation[:1]"}})
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "ann.export", f"--workdir={run}", f"--out={tmp_path / 'bad'}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    line = one_line_error(result)
+    assert "at least 2 classes" in line and '"calibration": "none"' in line, line
+    assert not (tmp_path / "bad").exists() and not list(tmp_path.glob(".export-*"))
+    (run / "config.json").write_text(json.dumps({**values, "calibration": "none"}))
+    manifest = export(str(run), str(tmp_path / "export"))
+    entry = manifest["calibration"]
+    assert entry["method"] == "none" and entry["temperature"] == 1.0
+    assert set(entry["metrics"]["validation"]) == {"before"}  # nothing was fitted
+    experiment, trained, _, _ = restore_model(str(run), "best")
+    x = {"image": data.load("digits", "test", cache=True).rows(np.arange(16))["image"]}
+    raw = np.asarray(jax.device_get(experiment.logits(trained, x)))
+    got = artifact.load(str(tmp_path / "export"))(x)["probabilities"]
+    np.testing.assert_allclose(got, softmax(raw, axis=1), rtol=1e-5, atol=1e-6)
+
+
+def test_config_calibration_is_a_choice():
+    config = tiny("digits_cnn", calibration="platt")
+    with pytest.raises(ConfigError, match="'calibration' is 'platt'; choose one of temperature"):
+        config_lib.validate(config, 1)

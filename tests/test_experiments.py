@@ -105,9 +105,13 @@ def test_trains_and_evaluates(trained):
 
 
 def test_export_predicts_as_the_training_code(trained):
-    _, workdir, _, out, manifest = trained
+    name, workdir, _, out, manifest = trained
     experiment, model, step, config = restore_model(str(workdir), "best")
     assert step == 2
+    # A classifier's export divides its logits by the temperature fitted at export.
+    assert ("calibration" in manifest) == (name == "classification")
+    if "calibration" in manifest:
+        experiment.temperature = manifest["calibration"]["temperature"]
     split = data.load(config.data.name, config.data.train_split, cache=True)
     inputs = {k: v for k, v in split.rows(np.arange(5)).items() if k in manifest["inputs"]}
     assert set(inputs) == set(manifest["inputs"])

@@ -21,6 +21,7 @@ def test_loaded_export_equals_training_code(digits_export):
     workdir, out = digits_export
     model = artifact.load(str(out))
     experiment, trained, step, config = restore_model(str(workdir), "best")
+    experiment.temperature = model.manifest["calibration"]["temperature"]  # see test_calibration
     rows = data.load("digits", "test", cache=True).rows(np.arange(100))
     inputs = {"image": rows["image"]}
     got = model(inputs)
@@ -183,6 +184,7 @@ def test_export_refuses_a_nonempty_out_and_keeps_batchnorm(tmp_path, digits_expo
     model = artifact.load(str(tmp_path / "export"))
     assert any(k.endswith("bn1/mean") for k in model.weights)
     experiment, trained, _, _ = restore_model(str(workdir), "latest")
+    experiment.temperature = manifest["calibration"]["temperature"]
     x = data.load("digits", "test", cache=True).rows(np.arange(8))["image"]
     np.testing.assert_allclose(
         model({"image": x})["probabilities"],

@@ -299,6 +299,6 @@ def fit_temperature(logits: Any, labels: Any, tolerance: float = 1e-6) -> float:
         raise CalibrationError(
             f"the temperature fit found no NLL optimum inside T in {TEMPERATURE_BOUNDS[0]:g}.."
             f"{TEMPERATURE_BOUNDS[1]:g} (stopped at T={np.exp(result.x):.3g}): e.g. every row is "
-            "already right; set config.calibration='none'"
+            "already right"
         )
     return float(np.exp(result.x))

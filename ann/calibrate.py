@@ -1,0 +1,115 @@
+"""Calibrating a classifier at export: temperature scaling fitted on the validation split.
+
+`ann export` reads the checkpoint the validation split chose, computes that split's logits with
+the training code (`experiment.logits`), fits one temperature T by minimising their NLL
+(`ann.metrics.calibration.fit_temperature`, Guo et al. 2017), and sets
+`experiment.temperature = T` before the graph is traced: the exported `probabilities` are
+softmax(logits / T), T a constant of the graph, and `label` (the argmax) is unchanged. The
+manifest's `calibration` entry records T and the top-class ECE, MCE, Brier score and NLL before
+and after, on the validation and the test split. `config.calibration="none"` keeps T = 1 and
+records the metrics of the uncalibrated probabilities. Experiments without a `logits` method
+(every task but classification) have no class probabilities and are not calibrated.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from ann.metrics import calibration
+
+BATCH = 256  # rows per forward pass; the last batch is padded, so one compilation serves all
+
+
+def calibratable(experiment: Any) -> bool:
+    """Whether the experiment exposes raw class logits (and a `temperature` its predict uses)."""
+    return callable(getattr(experiment, "logits", None)) and hasattr(experiment, "temperature")
+
+
+def split_logits(
+    experiment: Any, model: Any, config: ml_collections.ConfigDict, split: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every row of the run's `split` ("validation": `data.validation_split`; "test": the first
+    of `data.eval_splits`) through the training code: (logits float32 [rows, classes], before
+    any temperature; labels int64 [rows]). Raises ValueError for a run without that split."""
+    from flax import nnx
+
+    from ann import data
+
+    dc = config.data
+    if split == "validation":
+        name, key = dc.validation_split, "data.validation_split"
+    elif split == "test" and dc.eval_splits:
+        name, key = dc.eval_splits[0], "data.eval_splits"
+    else:
+        raise ValueError(f"the run has no {split!r} split (data.eval_splits is empty)")
+    table = data.load(dc.name, name, dc.data_dir, dc.cache, key)
+    rows = table.rows(np.arange(len(table)))
+    inputs = {k: rows[k] for k in experiment.input_signature()}
+    graphdef, state = nnx.split(model)
+    logits_of = jax.jit(lambda state, x: experiment.logits(nnx.merge(graphdef, state), x))
+    count, parts = len(table), []
+    for start in range(0, count, BATCH):
+        batch = {k: v[start : start + BATCH] for k, v in inputs.items()}
+        used = len(next(iter(batch.values())))
+        pad = BATCH - used  # copies of the first row, dropped below
+        batch = {k: np.concatenate([v, np.repeat(v[:1], pad, 0)]) for k, v in batch.items()}
+        parts.append(np.asarray(jax.device_get(logits_of(state, batch)))[:used])
+    logits = np.concatenate(parts) if parts else np.zeros((0, experiment.num_classes), np.float32)
+    return logits, rows[experiment.label_key].astype(np.int64)
+
+
+def _metrics(logits: np.ndarray, labels: np.ndarray, temperature: float) -> dict[str, float]:
+    summary = calibration.summary(calibration.softmax(logits, temperature), labels)
+    return {k: float(f"{v:.6g}") for k, v in summary.items()}
+
+
+def calibrate(
+    experiment: Any, model: Any, config: ml_collections.ConfigDict
+) -> dict[str, Any] | None:
+    """Fits (config.calibration="temperature") or skips ("none") the temperature, sets
+    `experiment.temperature`, and returns the manifest's `calibration` entry:
+    {"method", "temperature" (float, 1.0 for none), "fitted_on": {"split", "rows"},
+    "bins": 15, "metrics": {"validation"|"test": {"before": {...}, "after": {...}}}} with
+    ece, mce, brier and nll (ann.metrics.calibration.summary) of softmax(logits) and of
+    softmax(logits / T). None for an experiment without logits. Raises CalibrationError
+    (ValueError, one line) when the fit fails (e.g. one class in the validation split)."""
+    if not calibratable(experiment):
+        return None
+    splits = {"validation": split_logits(experiment, model, config, "validation")}
+    if config.data.eval_splits:
+        splits["test"] = split_logits(experiment, model, config, "test")
+    temperature = 1.0
+    if config.calibration == "temperature":
+        try:
+            temperature = calibration.fit_temperature(*splits["validation"])
+        except calibration.CalibrationError as e:
+            raise calibration.CalibrationError(
+                f"cannot fit the temperature on {config.data.validation_split!r}: {e}; or "
+                'export uncalibrated: set "calibration": "none" in the run\'s config.json'
+            ) from e
+    experiment.temperature = temperature
+    metrics = {
+        split: {
+            "before": _metrics(logits, labels, 1.0),
+            **(
+                {"after": _metrics(logits, labels, temperature)}
+                if config.calibration == "temperature"
+                else {}
+            ),
+        }
+        for split, (logits, labels) in splits.items()
+    }
+    return {
+        "method": config.calibration,
+        "temperature": temperature,
+        "fitted_on": {
+            "split": config.data.validation_split,
+            "rows": int(len(splits["validation"][1])),
+        },
+        "bins": calibration.BINS,
+        "metrics": metrics,
+    }
