@@ -1,31 +1,50 @@
-"""Classification's report: per-class precision, recall, F1 and support, the confusion matrix
-(scikit-learn's numbers, matplotlib's pictures)."""
+"""Classification's report for one split: how good (per-class precision, recall, F1, support),
+where it fails (confusion matrix, the most frequent confusions with example inputs), how well
+it ranks (ROC and precision-recall curves: binary, or one-vs-rest per class), whether its
+probabilities mean what they say (reliability diagrams before and after temperature scaling),
+and, for two classes, the threshold that reaches a chosen recall.
+
+Numbers come from scikit-learn (`precision_recall_fscore_support`, `confusion_matrix`,
+`roc_curve`, `precision_recall_curve`, `average_precision_score`) and ann.metrics.calibration
+(ECE, MCE, Brier, NLL, reliability bins, the temperature fit); pictures from matplotlib (Agg).
+"""
 
 from __future__ import annotations
 
-import numpy as np
+from typing import Any
 
-from ann.report.collect import Predictions
-from ann.report.sections import Section
+import matplotlib
+
+matplotlib.use("Agg")  # files only: never a window, never a display needed
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from ann.report.collect import Predictions  # noqa: E402
+from ann.report.sections import Section  # noqa: E402
+
+TARGET_RECALL = 0.9  # default of config.report.target_recall: binary precision at this recall
+TOP_CONFUSIONS = 5  # the most frequent (true, predicted) pairs shown
+EXAMPLES_PER_CONFUSION = 6  # example inputs drawn per pair (the most confident mistakes first)
+MAX_LEGEND_CLASSES = 20  # above this many classes, curves are drawn without a legend
 
 
 def _labels(preds: Predictions) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """(true labels, predicted labels, class names) of a split."""
+    """(true labels int64 [rows], predicted labels int64 [rows], class names) of a split."""
     experiment = preds.experiment
     y_true = np.asarray(preds.rows[experiment.label_key]).astype(np.int64).reshape(-1)
     y_pred = np.asarray(preds.outputs["label"]).astype(np.int64).reshape(-1)
-    return y_true, y_pred, list(experiment.class_names)
+    return y_true, y_pred, [str(n) for n in experiment.class_names]
 
 
 def headline(preds: Predictions) -> dict[str, float]:
-    """Accuracy and macro precision, recall and F1 (scikit-learn; a class never predicted has
-    precision 0): what each slice is scored by."""
+    """Accuracy and macro precision, recall and F1 over every class of the model (scikit-learn;
+    a class never predicted has precision 0, one without rows recall 0), in [0, 1]."""
     from sklearn import metrics
 
     y_true, y_pred, names = _labels(preds)
-    labels = np.arange(len(names))
     p, r, f, _ = metrics.precision_recall_fscore_support(
-        y_true, y_pred, labels=labels, average="macro", zero_division=0
+        y_true, y_pred, labels=np.arange(len(names)), average="macro", zero_division=0
     )
     return {
         "accuracy": float(metrics.accuracy_score(y_true, y_pred)),
@@ -36,8 +55,9 @@ def headline(preds: Predictions) -> dict[str, float]:
 
 
 def per_class(preds: Predictions) -> Section:
-    """Per-class precision, recall, F1 and support (scikit-learn's precision_recall_fscore_support;
-    0 where a class is never predicted or absent)."""
+    """Per-class precision, recall, F1 (in [0, 1]) and support (rows of that true class), from
+    scikit-learn's precision_recall_fscore_support (0 where a class is never predicted or has
+    no rows), plus the headline metrics."""
     from sklearn import metrics
 
     y_true, y_pred, names = _labels(preds)
@@ -54,36 +74,309 @@ def per_class(preds: Predictions) -> Section:
         for i, name in enumerate(names)
     }
     top = headline(preds)
-    worst = min(classes, key=lambda n: (classes[n]["f1"], n))
+    present = [n for n in names if classes[n]["support"]]
+    worst = min(present, key=lambda n: classes[n]["f1"])
     notes = [
-        f"accuracy {top['accuracy']:.4f}, macro F1 {top['macro_f1']:.4f} over {len(y_true)} rows; "
-        f"worst class {worst!r} (F1 {classes[worst]['f1']:.3f})"
+        f"accuracy {top['accuracy']:.4f}, macro F1 {top['macro_f1']:.4f} over {len(y_true)} "
+        f"rows; worst class {worst!r} (F1 {classes[worst]['f1']:.3f})"
     ]
-    return Section(
-        "Per-class metrics", {**top, "rows": int(len(y_true)), "classes": classes}, {}, notes
-    )
+    absent = [n for n in names if not classes[n]["support"]]
+    if absent:
+        notes.append(f"classes without rows in this split: {', '.join(absent)}")
+    metrics_ = {**top, "rows": int(len(y_true)), "classes": classes}
+    return Section("Per-class metrics", metrics_, {}, notes)
 
 
 def confusion(preds: Predictions) -> Section:
-    """The confusion matrix (rows: true class, columns: predicted), as counts and a heatmap."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+    """The confusion matrix (rows: true class, columns: predicted class; counts of rows) as a
+    heatmap annotated with the counts."""
     from sklearn import metrics
 
     y_true, y_pred, names = _labels(preds)
     matrix = metrics.confusion_matrix(y_true, y_pred, labels=np.arange(len(names)))
+    size = min(16.0, max(4.5, 0.55 * len(names) + 2.0))
+    figure, axes = plt.subplots(figsize=(size, size * 0.9))
     display = metrics.ConfusionMatrixDisplay(matrix, display_labels=names)
-    size = max(4.0, 0.5 * len(names) + 2.0)
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(size, size))
-    display.plot(ax=axes, cmap="Blues", colorbar=False, values_format="d")
+    display.plot(
+        ax=axes, cmap="Blues", colorbar=True, values_format="d", include_values=len(names) <= 30
+    )
     axes.set_title(f"Confusion matrix ({preds.split}, {len(y_true)} rows)")
-    metrics_ = {"labels": names, "matrix": matrix.tolist()}
-    return Section("Confusion matrix", metrics_, {"confusion_matrix": figure}, [])
+    axes.set_xlabel("Predicted class")
+    axes.set_ylabel("True class")
+    if max(map(len, names)) > 3:
+        plt.setp(axes.get_xticklabels(), rotation=45, ha="right")
+    figure.tight_layout()
+    return Section(
+        "Confusion matrix", {"labels": names, "matrix": matrix.tolist()}, {"heatmap": figure}
+    )
+
+
+def _one_vs_rest(preds: Predictions) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """(class, is-that-class 0/1 [rows], its probability [rows]) for each class with both
+    positive and negative rows: class 1 only for a binary model, every class otherwise."""
+    y_true, _, names = _labels(preds)
+    probabilities = np.asarray(preds.outputs["probabilities"], np.float64)
+    classes = [1] if len(names) == 2 else range(len(names))
+    curves = []
+    for c in classes:
+        hit = (y_true == c).astype(np.int64)
+        if 0 < hit.sum() < len(hit):
+            curves.append((c, hit, probabilities[:, c]))
+    return curves
+
+
+def curves(preds: Predictions) -> Section:
+    """ROC and precision-recall curves (scikit-learn's roc_curve and precision_recall_curve):
+    the positive class (1) for a binary model, one-vs-rest per class otherwise, with ROC AUC and
+    average precision per class (in [0, 1]) and their macro means over the classes drawn. A
+    class without rows (or with every row) has no curve and is listed."""
+    from sklearn import metrics
+
+    _, _, names = _labels(preds)
+    figure, (roc_axes, pr_axes) = plt.subplots(1, 2, figsize=(12, 5.2))
+    auc, ap = {}, {}
+    for c, hit, score in _one_vs_rest(preds):
+        fpr, tpr, _ = metrics.roc_curve(hit, score)
+        precision, recall, _ = metrics.precision_recall_curve(hit, score)
+        auc[names[c]] = float(metrics.roc_auc_score(hit, score))
+        ap[names[c]] = float(metrics.average_precision_score(hit, score))
+        roc_axes.plot(fpr, tpr, lw=1.3, label=f"{names[c]} (AUC {auc[names[c]]:.3f})")
+        pr_axes.plot(recall, precision, lw=1.3, label=f"{names[c]} (AP {ap[names[c]]:.3f})")
+    roc_axes.plot([0, 1], [0, 1], ls="--", c="grey", lw=0.8, label="chance")
+    kind = "positive class" if len(names) == 2 else "one-vs-rest"
+    for axes, what, x, y in (
+        (roc_axes, "ROC", "False positive rate", "True positive rate"),
+        (pr_axes, "Precision-recall", "Recall", "Precision"),
+    ):
+        axes.set(xlim=(-0.01, 1.01), ylim=(-0.01, 1.02), xlabel=x, ylabel=y)
+        axes.set_title(f"{what} ({kind}, {preds.split})")
+        axes.grid(alpha=0.3)
+        if len(auc) <= MAX_LEGEND_CLASSES:
+            axes.legend(loc="lower right" if what == "ROC" else "lower left", fontsize=8)
+    figure.tight_layout()
+    missing = [n for i, n in enumerate(names) if n not in auc and (len(names) > 2 or i == 1)]
+    notes = []
+    if auc:
+        notes.append(
+            f"ROC AUC {np.mean(list(auc.values())):.4f}, average precision "
+            f"{np.mean(list(ap.values())):.4f} ({kind})"
+        )
+    if missing:
+        notes.append(f"no ROC curve for class(es) {', '.join(missing)}: only one kind of row")
+    metrics_ = {
+        "kind": kind,
+        "roc_auc": auc,
+        "average_precision": ap,
+        "macro_roc_auc": float(np.mean(list(auc.values()))) if auc else None,
+        "macro_average_precision": float(np.mean(list(ap.values()))) if ap else None,
+        "classes_without_curve": missing,
+    }
+    return Section("ROC and precision-recall", metrics_, {"curves": figure}, notes)
+
+
+def _reliability_axes(axes: Any, hist_axes: Any, bins: Any, title: str) -> None:
+    """Draws one reliability diagram (accuracy per confidence bin against the diagonal, the
+    gap hatched) and, below it, the histogram of confidences (rows per bin)."""
+    edges = np.asarray(bins.edges)
+    centers, width = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
+    filled = np.asarray(bins.counts) > 0
+    accuracy = np.where(filled, bins.accuracy, 0.0)
+    confidence = np.where(filled, bins.confidence, 0.0)
+    axes.bar(
+        centers, accuracy, width, color="tab:blue", edgecolor="black", lw=0.5, label="accuracy"
+    )
+    axes.bar(
+        centers[filled],
+        (confidence - accuracy)[filled],
+        width[filled],
+        bottom=accuracy[filled],
+        color="tab:red",
+        alpha=0.3,
+        hatch="//",
+        edgecolor="tab:red",
+        lw=0.5,
+        label="gap to confidence",
+    )
+    axes.plot([0, 1], [0, 1], ls="--", c="grey", lw=1, label="perfect calibration")
+    axes.set(xlim=(0, 1), ylim=(0, 1), ylabel="Accuracy")
+    axes.set_title(title, fontsize=11)
+    axes.legend(loc="upper left", fontsize=8)
+    axes.tick_params(labelbottom=False)
+    hist_axes.bar(centers, bins.counts, width, color="tab:grey", edgecolor="black", lw=0.5)
+    hist_axes.set(xlim=(0, 1), xlabel="Confidence (top-class probability)", ylabel="Rows")
+
+
+def calibration(preds: Predictions) -> Section:
+    """Whether the probabilities mean what they say, before and after temperature scaling
+    (Guo et al. 2017): ECE, MCE, Brier and NLL (ann.metrics.calibration.summary, 15 bins) of
+    softmax(logits) and of softmax(logits / T), T fitted on the validation split's logits (this
+    split's, for the validation split itself), with both reliability diagrams and confidence
+    histograms. A split or model the fit refuses (one class, no optimum) gets its message."""
+    from ann.metrics import calibration as calib
+
+    y_true, _, _ = _labels(preds)
+    fitted_on = preds.validation or preds
+    logits = np.asarray(preds.outputs["logits"], np.float64)
+    try:
+        temperature = calib.fit_temperature(fitted_on.outputs["logits"], _labels(fitted_on)[0])
+        before, after = calib.softmax(logits), calib.softmax(logits, temperature)
+        scores = {"before": calib.summary(before, y_true), "after": calib.summary(after, y_true)}
+        bins = {
+            "before": calib.reliability(before, y_true),
+            "after": calib.reliability(after, y_true),
+        }
+    except calib.CalibrationError as e:
+        return Section("Calibration", {"error": str(e)}, {}, [f"calibration: {e}"])
+    figure, grid = plt.subplots(
+        2, 2, figsize=(11, 6.5), sharex="col", gridspec_kw={"height_ratios": [3, 1]}
+    )
+    titles = {
+        "before": f"Before temperature scaling (ECE {scores['before']['ece']:.3f})",
+        "after": f"After, T = {temperature:.3g} (ECE {scores['after']['ece']:.3f})",
+    }
+    for column, when in enumerate(("before", "after")):
+        _reliability_axes(grid[0, column], grid[1, column], bins[when], titles[when])
+    figure.suptitle(f"Reliability ({preds.split}, {len(y_true)} rows, {calib.BINS} bins)")
+    figure.tight_layout()
+    metrics_ = {
+        "temperature": float(temperature),
+        "temperature_fitted_on": fitted_on.split,
+        "bins": calib.BINS,
+        "before": scores["before"],
+        "after": scores["after"],
+        "reliability_before": bins["before"].to_json(),
+        "reliability_after": bins["after"].to_json(),
+    }
+    note = (
+        f"ECE {scores['before']['ece']:.4f} -> {scores['after']['ece']:.4f}, NLL "
+        f"{scores['before']['nll']:.4f} -> {scores['after']['nll']:.4f} with temperature "
+        f"{temperature:.3g} (fitted on {fitted_on.split})"
+    )
+    return Section("Calibration", metrics_, {"reliability": figure}, [note])
+
+
+def _image(x: np.ndarray) -> np.ndarray | None:
+    """One input as something imshow draws (H x W, or H x W x 3/4), or None when it is not an
+    image (a feature vector, a sequence)."""
+    x = np.asarray(x)
+    if x.ndim == 3 and x.shape[-1] == 1:
+        x = x[..., 0]
+    if x.ndim == 2 and min(x.shape) >= 4 or x.ndim == 3 and x.shape[-1] in (3, 4):
+        return x
+    return None
+
+
+def confusions(preds: Predictions) -> Section:
+    """The most frequent mistakes: the TOP_CONFUSIONS (true, predicted) pairs by count, each
+    with the row indices (in the split's order) of its most confident examples, drawn when the
+    inputs are images."""
+    y_true, y_pred, names = _labels(preds)
+    confidence = np.asarray(preds.outputs["probabilities"]).max(-1)
+    wrong = y_true != y_pred
+    pairs, counts = np.unique(
+        np.stack([y_true[wrong], y_pred[wrong]], 1), axis=0, return_counts=True
+    )
+    order = np.lexsort((pairs[:, 1], pairs[:, 0], -counts))[:TOP_CONFUSIONS] if len(pairs) else []
+    top = []
+    for i in order:
+        t, p = (int(v) for v in pairs[i])
+        rows = np.flatnonzero((y_true == t) & (y_pred == p))
+        rows = rows[np.argsort(-confidence[rows], kind="stable")][:EXAMPLES_PER_CONFUSION]
+        top.append(
+            {
+                "true": names[t],
+                "predicted": names[p],
+                "count": int(counts[i]),
+                "examples": rows.tolist(),
+            }
+        )
+    metrics_ = {"errors": int(wrong.sum()), "rows": int(len(y_true)), "top": top}
+    notes = (
+        [
+            "most frequent mistakes: "
+            + ", ".join(f"{c['true']} -> {c['predicted']} ({c['count']}x)" for c in top[:3])
+        ]
+        if top
+        else ["no mistakes on this split"]
+    )
+    inputs = preds.rows[preds.experiment.input_key]
+    if not top or _image(inputs[0]) is None:
+        return Section("Worst confusions", metrics_, {}, notes)
+    columns = EXAMPLES_PER_CONFUSION
+    figure, grid = plt.subplots(
+        len(top), columns, figsize=(1.5 * columns + 1.2, 1.6 * len(top)), squeeze=False
+    )
+    for r, pair in enumerate(top):
+        for c in range(columns):
+            axes = grid[r, c]
+            axes.set_xticks([])
+            axes.set_yticks([])
+            if c >= len(pair["examples"]):
+                axes.axis("off")
+                continue
+            row = pair["examples"][c]
+            axes.imshow(_image(inputs[row]), cmap="gray_r", interpolation="nearest")
+            axes.set_title(f"row {row}, p={confidence[row]:.2f}", fontsize=8)
+        grid[r, 0].set_ylabel(
+            f"true {pair['true']}\n-> {pair['predicted']}\n({pair['count']}x)", fontsize=9
+        )
+    figure.suptitle(f"Most frequent mistakes ({preds.split}): most confident examples")
+    figure.tight_layout()
+    return Section("Worst confusions", metrics_, {"examples": figure}, notes)
+
+
+def thresholds(preds: Predictions) -> Section | None:
+    """Binary models only (else None): the best precision among thresholds on class 1's
+    probability whose recall is at least `config.report.target_recall` (default TARGET_RECALL),
+    and that threshold (scikit-learn's precision_recall_curve; predicted positive when the
+    probability >= threshold), next to precision and recall at the argmax (threshold 0.5)."""
+    from sklearn import metrics
+
+    y_true, y_pred, names = _labels(preds)
+    if len(names) != 2:
+        return None
+    report_config = preds.config.get("report")
+    target = float(
+        report_config.get("target_recall", TARGET_RECALL) if report_config else TARGET_RECALL
+    )
+    hit = (y_true == 1).astype(np.int64)
+    result: dict[str, Any] = {
+        "positive_class": names[1],
+        "target_recall": target,
+        "argmax_precision": float(metrics.precision_score(hit, y_pred, zero_division=0)),
+        "argmax_recall": float(metrics.recall_score(hit, y_pred, zero_division=0)),
+    }
+    if not 0 < hit.sum() < len(hit):
+        result.update(precision=None, recall=None, threshold=None)
+        return Section(
+            "Threshold",
+            result,
+            {},
+            [f"no threshold: class {names[1]!r} is all or none of the rows"],
+        )
+    score = np.asarray(preds.outputs["probabilities"], np.float64)[:, 1]
+    precision, recall, cut = metrics.precision_recall_curve(hit, score)
+    # The curve's last point (recall 0, precision 1) has no threshold.
+    reach = np.flatnonzero(recall[:-1] >= target)
+    best = reach[np.argmax(precision[reach])]
+    result.update(
+        precision=float(precision[best]), recall=float(recall[best]), threshold=float(cut[best])
+    )
+    note = (
+        f"precision {result['precision']:.4f} at recall >= {target:g} (recall "
+        f"{result['recall']:.4f}) with threshold {result['threshold']:.4g} on p({names[1]})"
+    )
+    return Section("Threshold", result, {}, [note])
 
 
 def sections(preds: Predictions) -> list[Section]:
-    """Every classification section for one split."""
-    return [per_class(preds), confusion(preds)]
+    """Every classification section for one split (the threshold for a binary model only)."""
+    found = [
+        per_class(preds),
+        confusion(preds),
+        curves(preds),
+        calibration(preds),
+        confusions(preds),
+    ]
+    threshold = thresholds(preds)
+    return found + ([threshold] if threshold else [])
