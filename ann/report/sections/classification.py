@@ -175,30 +175,31 @@ def curves(preds: Predictions) -> Section:
 
 
 def _reliability_axes(axes: Any, hist_axes: Any, bins: Any, title: str) -> None:
-    """Draws one reliability diagram (accuracy per confidence bin against the diagonal, the
-    gap hatched) and, below it, the histogram of confidences (rows per bin)."""
+    """Draws one reliability diagram (accuracy per confidence bin as bars, the bin's mean
+    confidence as a red mark, the diagonal where they agree) and, below it, the histogram of
+    confidences (rows per bin)."""
     edges = np.asarray(bins.edges)
     centers, width = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
     filled = np.asarray(bins.counts) > 0
-    accuracy = np.where(filled, bins.accuracy, 0.0)
-    confidence = np.where(filled, bins.confidence, 0.0)
-    axes.bar(
-        centers, accuracy, width, color="tab:blue", edgecolor="black", lw=0.5, label="accuracy"
-    )
     axes.bar(
         centers[filled],
-        (confidence - accuracy)[filled],
+        np.asarray(bins.accuracy)[filled],
         width[filled],
-        bottom=accuracy[filled],
-        color="tab:red",
-        alpha=0.3,
-        hatch="//",
-        edgecolor="tab:red",
+        color="tab:blue",
+        edgecolor="black",
         lw=0.5,
-        label="gap to confidence",
+        label="accuracy in bin",
+    )
+    axes.hlines(
+        np.asarray(bins.confidence)[filled],
+        edges[:-1][filled],
+        edges[1:][filled],
+        colors="tab:red",
+        lw=2.5,
+        label="mean confidence in bin",
     )
     axes.plot([0, 1], [0, 1], ls="--", c="grey", lw=1, label="perfect calibration")
-    axes.set(xlim=(0, 1), ylim=(0, 1), ylabel="Accuracy")
+    axes.set(xlim=(0, 1), ylim=(0, 1.02), ylabel="Accuracy")
     axes.set_title(title, fontsize=11)
     axes.legend(loc="upper left", fontsize=8)
     axes.tick_params(labelbottom=False)
@@ -302,7 +303,7 @@ def confusions(preds: Predictions) -> Section:
     inputs = preds.rows[preds.experiment.input_key]
     if not top or _image(inputs[0]) is None:
         return Section("Worst confusions", metrics_, {}, notes)
-    columns = EXAMPLES_PER_CONFUSION
+    columns = max(len(pair["examples"]) for pair in top)
     figure, grid = plt.subplots(
         len(top), columns, figsize=(1.5 * columns + 1.2, 1.6 * len(top)), squeeze=False
     )
@@ -318,7 +319,8 @@ def confusions(preds: Predictions) -> Section:
             axes.imshow(_image(inputs[row]), cmap="gray_r", interpolation="nearest")
             axes.set_title(f"row {row}, p={confidence[row]:.2f}", fontsize=8)
         grid[r, 0].set_ylabel(
-            f"true {pair['true']}\n-> {pair['predicted']}\n({pair['count']}x)", fontsize=9
+            f"true {pair['true']}\n→ predicted {pair['predicted']}\n({pair['count']} rows)",
+            fontsize=9,
         )
     figure.suptitle(f"Most frequent mistakes ({preds.split}): most confident examples")
     figure.tight_layout()
