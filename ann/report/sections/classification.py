@@ -327,11 +327,32 @@ def confusions(preds: Predictions) -> Section:
     return Section("Worst confusions", metrics_, {"examples": figure}, notes)
 
 
+def _operating_point(preds: Predictions, target: float) -> dict[str, float] | None:
+    """The best precision among thresholds on class 1's probability whose recall on `preds` is
+    at least `target`, with that recall and threshold (scikit-learn's precision_recall_curve;
+    positive when the probability >= threshold); None when class 1 is all or none of the rows."""
+    from sklearn import metrics
+
+    hit = (_labels(preds)[0] == 1).astype(np.int64)
+    if not 0 < hit.sum() < len(hit):
+        return None
+    score = np.asarray(preds.outputs["probabilities"], np.float64)[:, 1]
+    precision, recall, cut = metrics.precision_recall_curve(hit, score)
+    reach = np.flatnonzero(recall[:-1] >= target)  # the last point (recall 0) has no threshold
+    best = reach[np.argmax(precision[reach])]
+    return {
+        "precision": float(precision[best]),
+        "recall": float(recall[best]),
+        "threshold": float(cut[best]),
+    }
+
+
 def thresholds(preds: Predictions) -> Section | None:
-    """Binary models only (else None): the best precision among thresholds on class 1's
-    probability whose recall is at least `config.report.target_recall` (default TARGET_RECALL),
-    and that threshold (scikit-learn's precision_recall_curve; predicted positive when the
-    probability >= threshold), next to precision and recall at the argmax (threshold 0.5)."""
+    """Binary models only (else None): precision at a chosen recall, `config.report.
+    target_recall` (default TARGET_RECALL), and the threshold on class 1's probability that
+    reaches it (`_operating_point`) on this split; on the test split also the precision and
+    recall here of the threshold chosen on validation (the honest number: chosen elsewhere);
+    and precision and recall of the argmax (threshold 0.5)."""
     from sklearn import metrics
 
     y_true, y_pred, names = _labels(preds)
@@ -348,27 +369,29 @@ def thresholds(preds: Predictions) -> Section | None:
         "argmax_precision": float(metrics.precision_score(hit, y_pred, zero_division=0)),
         "argmax_recall": float(metrics.recall_score(hit, y_pred, zero_division=0)),
     }
-    if not 0 < hit.sum() < len(hit):
+    point = _operating_point(preds, target)
+    if point is None:
         result.update(precision=None, recall=None, threshold=None)
-        return Section(
-            "Threshold",
-            result,
-            {},
-            [f"no threshold: class {names[1]!r} is all or none of the rows"],
+        return Section("Threshold", result, {}, [f"no threshold: {names[1]!r} is all or none"])
+    result.update(point)
+    notes = [
+        f"precision {point['precision']:.4f} at recall >= {target:g} (recall "
+        f"{point['recall']:.4f}) with threshold {point['threshold']:.4g} on p({names[1]})"
+    ]
+    chosen = _operating_point(preds.validation, target) if preds.validation else None
+    if chosen is not None:
+        positive = np.asarray(preds.outputs["probabilities"])[:, 1] >= chosen["threshold"]
+        result["validation_threshold"] = {
+            "threshold": chosen["threshold"],
+            "precision": float(metrics.precision_score(hit, positive, zero_division=0)),
+            "recall": float(metrics.recall_score(hit, positive, zero_division=0)),
+        }
+        v = result["validation_threshold"]
+        notes.append(
+            f"validation's threshold {v['threshold']:.4g} gives precision {v['precision']:.4f}, "
+            f"recall {v['recall']:.4f} here"
         )
-    score = np.asarray(preds.outputs["probabilities"], np.float64)[:, 1]
-    precision, recall, cut = metrics.precision_recall_curve(hit, score)
-    # The curve's last point (recall 0, precision 1) has no threshold.
-    reach = np.flatnonzero(recall[:-1] >= target)
-    best = reach[np.argmax(precision[reach])]
-    result.update(
-        precision=float(precision[best]), recall=float(recall[best]), threshold=float(cut[best])
-    )
-    note = (
-        f"precision {result['precision']:.4f} at recall >= {target:g} (recall "
-        f"{result['recall']:.4f}) with threshold {result['threshold']:.4g} on p({names[1]})"
-    )
-    return Section("Threshold", result, {}, [note])
+    return Section("Threshold", result, {}, notes)
 
 
 def sections(preds: Predictions) -> list[Section]:
