@@ -151,7 +151,7 @@ def curves(preds: Predictions) -> Section:
         axes.set(xlim=(-0.01, 1.01), ylim=(-0.01, 1.02), xlabel=x, ylabel=y)
         axes.set_title(f"{what} ({kind}, {preds.split})")
         axes.grid(alpha=0.3)
-        if len(auc) <= MAX_LEGEND_CLASSES:
+        if 0 < len(auc) <= MAX_LEGEND_CLASSES:
             axes.legend(loc="lower right" if what == "ROC" else "lower left", fontsize=8)
     figure.tight_layout()
     missing = [n for i, n in enumerate(names) if n not in auc and (len(names) > 2 or i == 1)]

@@ -1,0 +1,282 @@
+"""`ann report`: the command end to end on a tiny digits run and on its registered export, its
+one-line refusals, and the classification numbers against scikit-learn and hand computations."""
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import types
+
+import ml_collections
+import numpy as np
+import pytest
+from conftest import one_line_error
+
+from ann.report import collect
+from ann.report.sections import classification
+
+SECTIONS = (
+    "per_class_metrics",
+    "confusion_matrix",
+    "roc_and_precision_recall",
+    "calibration",
+    "worst_confusions",
+)
+
+
+def ann_report(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "ann", "report", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+
+
+@pytest.fixture(scope="module")
+def workdir_report(digits_export, tmp_path_factory):
+    """`ann report --workdir` of the shared tiny digits CNN: (workdir, out, report.json)."""
+    workdir, _ = digits_export
+    out = tmp_path_factory.mktemp("report") / "report"
+    result = ann_report(f"--workdir={workdir}", f"--out={out}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "validation: accuracy" in result.stdout and "test: ECE" in result.stdout
+    with open(out / "report.json") as f:
+        return workdir, out, json.load(f)
+
+
+def test_report_writes_json_html_and_pngs(workdir_report):
+    workdir, out, report = workdir_report
+    assert report["schema_version"] == 1
+    assert report["model"] == {"kind": "workdir", "workdir": str(workdir), "step": 20}
+    assert report["experiment"] == "classification"
+    assert report["data"] == {
+        "name": "digits",
+        "splits": {"validation": "validation", "test": "test"},
+    }
+    for split, rows in (("validation", 216), ("test", 360)):
+        values = report["splits"][split]
+        assert values["rows"] == rows
+        assert tuple(values["sections"]) == SECTIONS  # a binary model adds "threshold"
+        assert values["notes"] and values["slices"] == {}
+    calibration = report["splits"]["test"]["sections"]["calibration"]
+    assert calibration["temperature_fitted_on"] == "validation"
+    assert (
+        calibration["temperature"]
+        == report["splits"]["validation"]["sections"]["calibration"]["temperature"]
+    )
+    assert sum(calibration["reliability_before"]["counts"]) == 360
+    # Every picture is a PNG next to index.html and inlined in it, nothing fetched from elsewhere.
+    pngs = sorted(f for f in os.listdir(out) if f.endswith(".png"))
+    assert pngs == report["files"]["figures"] and len(pngs) == 8
+    page = (out / "index.html").read_text()
+    assert 'src="http' not in page and "href=" not in page
+    for name in pngs:
+        data = (out / name).read_bytes()
+        assert data.startswith(b"\x89PNG\r\n\x1a\n")
+        assert f'src="data:image/png;base64,{base64.b64encode(data).decode()}"' in page
+
+
+def test_prediction_variance_is_zero_on_cpu(workdir_report):
+    variance = workdir_report[2]["prediction_variance"]
+    assert variance["runs"] == 3 and variance["rows"] == 216
+    assert variance["max_abs_diff"] == 0.0 and variance["labels_changed"] == 0
+    assert set(variance["by_output"]) == {"probabilities", "logits"}
+
+
+def test_prediction_variance_sees_a_nondeterministic_model():
+    """The check is not blind: noise in the outputs and a flipped label are both reported."""
+    calls = iter(range(100))
+
+    def noisy(inputs):
+        n, k = len(inputs["x"]), next(calls)
+        return {"score": np.full(n, 1e-3 * k, np.float32), "label": np.full(n, k % 2, np.int32)}
+
+    experiment = types.SimpleNamespace(input_signature=lambda: {"x": {}})
+    source = collect.Source({}, experiment, ml_collections.ConfigDict(), noisy, batch_size=4)
+    variance = collect.prediction_variance(source, {"x": np.zeros((10, 2))})
+    assert variance["rows"] == 10 and variance["labels_changed"] == 10
+    # Each run is 3 batches (calls 0-2, 3-5, 6-8): run 3 differs from run 1 by 6e-3 everywhere.
+    assert variance["max_abs_diff"] == pytest.approx(6e-3, rel=1e-4)
+
+
+def test_per_class_metrics_equal_sklearn(workdir_report):
+    """report.json's per-class numbers are scikit-learn's classification_report of the labels
+    and of the argmax of the model's probabilities, recomputed here from the checkpoint."""
+    from sklearn.metrics import classification_report
+
+    workdir, _, report = workdir_report
+    preds = collect.collect(collect.from_workdir(str(workdir)), "test")
+    y_true = preds.rows["label"]
+    y_pred = preds.outputs["probabilities"].argmax(-1)
+    names = [str(c) for c in range(10)]
+    want = classification_report(y_true, y_pred, target_names=names, output_dict=True)
+    got = report["splits"]["test"]["sections"]["per_class_metrics"]
+    for name in names:
+        for key in ("precision", "recall", "f1"):
+            assert got["classes"][name][key] == pytest.approx(
+                want[name][f"{key}-score" if key == "f1" else key]
+            )
+        assert got["classes"][name]["support"] == want[name]["support"]
+    assert got["accuracy"] == pytest.approx(want["accuracy"])
+    assert got["macro_f1"] == pytest.approx(want["macro avg"]["f1-score"])
+    matrix = np.array(report["splits"]["test"]["sections"]["confusion_matrix"]["matrix"])
+    assert matrix.sum() == 360 and np.trace(matrix) == np.sum(y_true == y_pred)
+
+
+def test_registered_model_report_matches_the_run(workdir_report, digits_export, tmp_path):
+    from ann.registry import Registry
+
+    _, export_dir = digits_export
+    registry = tmp_path / "registry"
+    version = Registry(str(registry)).register(str(export_dir), "digits", aliases=["champion"])
+    out = tmp_path / "out"
+    result = ann_report(
+        "--model=models:/digits@champion", f"--registry={registry}", "--split=test", f"--out={out}"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    model = report["model"]
+    assert (model["kind"], model["name"], model["version"]) == ("registry", "digits", 1)
+    assert model["manifest_sha256"] == version.manifest_sha256
+    assert list(report["splits"]) == ["test"] and report["prediction_variance"]["max_abs_diff"] == 0
+    # The exported graph scores the test split as the checkpoint does.
+    run = workdir_report[2]["splits"]["test"]["sections"]
+    got = report["splits"]["test"]["sections"]
+    assert got["per_class_metrics"] == run["per_class_metrics"]
+    assert got["confusion_matrix"] == run["confusion_matrix"]
+    for key in ("ece", "nll", "brier"):
+        assert got["calibration"]["before"][key] == pytest.approx(
+            run["calibration"]["before"][key], abs=1e-6
+        )
+    assert got["calibration"]["temperature"] == pytest.approx(
+        run["calibration"]["temperature"], rel=1e-4
+    )
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ([], "give exactly one of --workdir"),
+        (["--workdir=RUN", "--model=models:/x/1"], "both given"),
+        (
+            ["--workdir=RUN", "--split=train"],
+            "--split='train' must be distinct names among validation, test (unknown: train)",
+        ),
+        (["--workdir=RUN", "--split=test,test"], "must be distinct names"),
+        (["--workdir=NOWHERE"], "does not exist; give the directory of a trained run"),
+        (["--workdir=RUN", "--step=last"], "--step='last' must be 'best', 'latest'"),
+        (["--model=models:/x/1", "--step=3"], "--step applies to --workdir only"),
+        (["--workdir=RUN", "--out=FILE"], "exists and is not an earlier report"),
+        (["--model=EMPTY"], "holds no manifest.json"),
+        (["--workdir=RUN", "--step=999"], "999"),
+    ],
+)
+def test_bad_flags_are_one_line(args, message, digits_export, tmp_path):
+    places = {
+        "RUN": digits_export[0],
+        "NOWHERE": tmp_path / "nowhere",
+        "FILE": tmp_path / "file",
+        "EMPTY": tmp_path,
+    }
+    (tmp_path / "file").write_text("not a report")
+    filled = [
+        f"{a.partition('=')[0]}={places.get(a.partition('=')[2], a.partition('=')[2])}"
+        for a in args
+    ]
+    line = one_line_error(ann_report(*filled))
+    assert message in line, line
+    assert not os.path.exists(tmp_path / "nowhere")
+
+
+# --- the sections on hand-made predictions ----------------------------------------------------
+
+
+def fake_predictions(
+    labels, probabilities, split="test", logits=None, validation=None, inputs=None
+):
+    probabilities = np.asarray(probabilities, np.float32)
+    classes = probabilities.shape[1]
+    experiment = types.SimpleNamespace(
+        label_key="label", input_key="x", class_names=[f"c{i}" for i in range(classes)]
+    )
+    rows = {
+        "label": np.asarray(labels),
+        "x": inputs if inputs is not None else np.zeros((len(labels), 3)),
+    }
+    outputs = {
+        "probabilities": probabilities,
+        "label": probabilities.argmax(-1).astype(np.int32),
+        "logits": np.log(probabilities) if logits is None else logits,
+    }
+    config = ml_collections.ConfigDict({"experiment": "classification"})
+    return collect.Predictions(split, rows, outputs, experiment, config, validation=validation)
+
+
+def test_binary_threshold_by_hand():
+    # Class 1's probability per row, sorted; labels: 4 positives (rows 1, 3, 4, 5).
+    p1 = np.array([0.1, 0.3, 0.4, 0.6, 0.8, 0.9])
+    preds = fake_predictions([0, 1, 0, 1, 1, 1], np.stack([1 - p1, p1], 1))
+    section = classification.thresholds(preds)
+    # Recall >= 0.9 needs every positive: threshold 0.3 (rows 1..5 positive), precision 4/5.
+    assert section.metrics["threshold"] == pytest.approx(0.3)
+    assert section.metrics["precision"] == pytest.approx(0.8)
+    assert section.metrics["recall"] == 1.0
+    # The argmax (p1 > 0.5): rows 3, 4, 5, all positives: precision 1, recall 3/4.
+    assert section.metrics["argmax_precision"] == 1.0
+    assert section.metrics["argmax_recall"] == pytest.approx(0.75)
+    assert classification.thresholds(fake_predictions([0, 1, 2], np.eye(3) * 0.7 + 0.1)) is None
+
+
+def test_worst_confusions_are_counted_and_drawn():
+    # 2 -> 1 twice, 0 -> 2 once, every other row right; inputs are 8x8 "images".
+    labels = [0, 1, 2, 2, 2, 0]
+    predicted = [2, 1, 1, 1, 2, 0]
+    probabilities = np.full((6, 3), 0.1)
+    probabilities[np.arange(6), predicted] = 0.8
+    probabilities[3, predicted[3]] = 0.7  # row 3 is the less confident 2 -> 1
+    probabilities[3, [0, 2]] = 0.15
+    preds = fake_predictions(labels, probabilities, inputs=np.zeros((6, 8, 8, 1), np.uint8))
+    section = classification.confusions(preds)
+    assert section.metrics["errors"] == 3
+    assert section.metrics["top"] == [
+        {"true": "c2", "predicted": "c1", "count": 2, "examples": [2, 3]},
+        {"true": "c0", "predicted": "c2", "count": 1, "examples": [0]},
+    ]
+    assert list(section.figures) == ["examples"]
+    assert section.notes == ["most frequent mistakes: c2 -> c1 (2x), c0 -> c2 (1x)"]
+
+
+def test_calibration_uses_the_validation_temperature():
+    """An overconfident model (logits 4x too large): the temperature fitted on validation is
+    near 4, and lowers the test split's ECE and NLL."""
+    rng = np.random.default_rng(0)
+
+    def split(name, rows, validation=None):
+        true_logits = rng.normal(size=(rows, 3)) * 1.5
+        labels = np.array([rng.choice(3, p=np.exp(z) / np.exp(z).sum()) for z in true_logits])
+        logits = 4 * true_logits
+        probabilities = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+        return fake_predictions(labels, probabilities, name, logits, validation)
+
+    validation = split("validation", 4000)
+    test = split("test", 2000, validation)
+    section = classification.calibration(test)
+    metrics = section.metrics
+    assert metrics["temperature_fitted_on"] == "validation"
+    assert metrics["temperature"] == pytest.approx(4.0, rel=0.15)
+    assert metrics["after"]["ece"] < metrics["before"]["ece"] / 2
+    assert metrics["after"]["nll"] < metrics["before"]["nll"]
+    assert list(section.figures) == ["reliability"]
+
+
+def test_one_class_split_is_a_message_not_nan():
+    preds = fake_predictions([1, 1, 1], [[0.2, 0.8], [0.3, 0.7], [0.4, 0.6]])
+    calibration = classification.calibration(preds)
+    assert "error" in calibration.metrics and "2 classes" in calibration.notes[0]
+    curves = classification.curves(preds)
+    assert curves.metrics["roc_auc"] == {} and curves.metrics["classes_without_curve"] == ["c1"]
+    threshold = classification.thresholds(preds)
+    assert threshold.metrics["threshold"] is None
