@@ -140,7 +140,7 @@ def test_registered_model_report_matches_the_run(workdir_report, digits_export, 
     report = json.loads((out / "report.json").read_text())
     model = report["model"]
     assert (model["kind"], model["name"], model["version"]) == ("registry", "digits", 1)
-    assert model["manifest_sha256"] == version.manifest_sha256
+    assert model["manifest_sha256"] == version.manifest_sha256 and model["path"] == version.path
     assert list(report["splits"]) == ["test"] and report["prediction_variance"]["max_abs_diff"] == 0
     # The exported graph scores the test split as the checkpoint does.
     run = workdir_report[2]["splits"]["test"]["sections"]
