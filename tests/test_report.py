@@ -154,6 +154,15 @@ def test_registered_model_report_matches_the_run(workdir_report, digits_export, 
     assert got["calibration"]["temperature"] == pytest.approx(
         run["calibration"]["temperature"], rel=1e-4
     )
+    # The export serves probabilities divided by the temperature its manifest records: those
+    # score as the checkpoint's after scaling (the same T, fitted on the same validation logits).
+    served = json.loads((export_dir / "manifest.json").read_text())["calibration"]["temperature"]
+    assert got["calibration"]["served_temperature"] == pytest.approx(served)
+    assert run["calibration"]["served_temperature"] == 1.0
+    for key in ("ece", "nll"):
+        assert got["calibration"]["served"][key] == pytest.approx(
+            run["calibration"]["after"][key], abs=1e-5
+        )
 
 
 @pytest.mark.parametrize(

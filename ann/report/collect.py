@@ -113,6 +113,8 @@ def from_model(spec: str, registry: str | None = None) -> Source:
     dc = config.data
     experiment.setup(data.load(dc.name, dc.train_split, dc.data_dir, dc.cache, "data.train_split"))
     temperature = float((model.manifest.get("calibration") or {}).get("temperature") or 1.0)
+    if hasattr(experiment, "temperature"):
+        experiment.temperature = temperature  # what the exported graph divides the logits by
     batch_size = _batch_size(config)
     run = model.compile(batch_size)
     has_logits = callable(getattr(experiment, "logits", None))

@@ -212,7 +212,9 @@ def calibration(preds: Predictions) -> Section:
     (Guo et al. 2017): ECE, MCE, Brier and NLL (ann.metrics.calibration.summary, 15 bins) of
     softmax(logits) and of softmax(logits / T), T fitted on the validation split's logits (this
     split's, for the validation split itself), with both reliability diagrams and confidence
-    histograms. A split or model the fit refuses (one class, no optimum) gets its message."""
+    histograms; and the scores of the probabilities the model serves (`served`: an export's
+    are already divided by its manifest's temperature). A split or model the fit refuses (one
+    class, no optimum) gets its message."""
     from ann.metrics import calibration as calib
 
     y_true, _, _ = _labels(preds)
@@ -239,7 +241,12 @@ def calibration(preds: Predictions) -> Section:
         _reliability_axes(grid[0, column], grid[1, column], bins[when], titles[when])
     figure.suptitle(f"Reliability ({preds.split}, {len(y_true)} rows, {calib.BINS} bins)")
     figure.tight_layout()
+    served = float(getattr(preds.experiment, "temperature", 1.0))
     metrics_ = {
+        # The temperature the model's own probabilities already use (an export's manifest
+        # `calibration`; 1 for a checkpoint) and their scores: what is served.
+        "served_temperature": served,
+        "served": calib.summary(np.asarray(preds.outputs["probabilities"], np.float64), y_true),
         "temperature": float(temperature),
         "temperature_fitted_on": fitted_on.split,
         "bins": calib.BINS,
