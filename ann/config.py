@@ -123,6 +123,17 @@ SCHEMA: dict[str, Any] = {
     # A preset (replicate, fsdp, fsdp+tensor) or ordered (path regex, placement) pairs; see
     # ann/sharding.py. "fsdp" with mesh.fsdp=1 (the default) replicates.
     "sharding_rules": ("fsdp", (str, tuple, list)),
+    # `ann report`'s slices (ann/report/slice_spec.py): entries 'label',
+    # 'feature:NAME[INDEX]:quantiles=4' or 'field:NAME'. A slice is flagged when its headline
+    # score (accuracy, AUROC, recall@1, exact match) is below `slice_min`, or its headline error
+    # (RMSE, MAE, bits per char) above `slice_max`; 0 = no bound. `target_recall`: the recall
+    # at which a binary classifier's report gives the precision and the threshold.
+    "report": {
+        "slices": ((), (tuple, list)),
+        "slice_min": (0.0, (float, int)),
+        "slice_max": (0.0, (float, int)),
+        "target_recall": (0.9, (float, int)),
+    },
 }
 
 CHOICES = {
@@ -258,6 +269,9 @@ RANGES: dict[str, Range] = {
     "mesh.fsdp": Range(1, also=(-1,)),
     "mesh.tensor": Range(1, also=(-1,)),
     "model.dropout": FRACTION,  # every ann model's dropout rate (ann/models/)
+    "report.slice_min": Range(0, 1),  # 0 = no bound
+    "report.slice_max": NONNEGATIVE,  # 0 = no bound
+    "report.target_recall": Range(0, 1, closed="(]"),
 }
 
 
@@ -554,6 +568,23 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, selecting: boo
                 raise ConfigError(f"config key '{key}': {pattern!r} is not a regex ({e})") from e
     if not values["data"]["eval_splits"]:
         raise ConfigError("config key 'data.eval_splits' is empty; name at least one split")
+    check_slices(values["report"]["slices"])
+
+
+def check_slices(entries: Any) -> None:
+    """Raises ConfigError naming `report.slices`, the bad entry and the accepted forms."""
+    from ann.report import slice_spec  # here: importing the report package needs ann.config
+
+    if isinstance(entries, str):
+        raise ConfigError(
+            f"config key 'report.slices' is the string {entries!r}; give a tuple of entries, "
+            f"e.g. --config.report.slices=\"({entries!r},)\""
+        )
+    for entry in entries:
+        try:
+            slice_spec.parse(entry)
+        except ValueError as e:
+            raise ConfigError(f"config key 'report.slices': {e}") from None
 
 
 def task_settings(
@@ -661,6 +692,7 @@ RESUME_MAY_CHANGE = (
     # Read only at a fresh start: on resume the run's own checkpoint wins, so they change nothing.
     "init_from",
     "init_from_skip",
+    "report",  # read by `ann report` only
 )
 
 _UNSET = "<unset>"

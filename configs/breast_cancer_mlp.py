@@ -17,4 +17,8 @@ def get_config(arg: str | None = None):
     c.log_every_steps = 50
     c.eval_every_steps = 100
     c.checkpoint_every_steps = 100
+    # `ann report`: accuracy per class and per quartile of the first feature (mean radius:
+    # large tumours are mostly malignant, small ones benign); a slice below 0.9 is flagged.
+    c.report.slices = ("label", "feature:features[0]:quantiles=4")
+    c.report.slice_min = 0.9
     return c

@@ -33,6 +33,10 @@ def get_config(arg: str | None = None):
     c.log_every_steps = 50
     c.eval_every_steps = 200
     c.checkpoint_every_steps = 200
+    # `ann report`: accuracy per digit and per writer group (about one writer each); a slice
+    # below 0.95 is flagged.
+    c.report.slices = ("label", "field:writer_group")
+    c.report.slice_min = 0.95
     if arg == "writers":
         c.data.train_split = "train_writers"
         c.data.validation_split = "validation_writers"  # writers not trained or tested on

@@ -216,6 +216,9 @@ RANGE_CASES = [
     ("early_stopping.patience", 0, "must be >= 1"),
     ("early_stopping.min_delta", -0.5, "must be >= 0"),
     ("mesh.fsdp", 0, "must be >= 1 or -1"),
+    ("report.slice_min", 1.5, "must be in [0, 1]"),
+    ("report.slice_max", -1.0, "must be >= 0"),
+    ("report.target_recall", 0.0, "must be in (0, 1]"),
 ]
 
 
@@ -435,10 +438,11 @@ def test_data_cache_auto_holds_only_splits_under_the_limit(monkeypatch, tmp_path
     from ann.data import sources
 
     split = sources.load("digits", "train", cache="auto")
-    # Each row: an 8x8x1 uint8 image and an int64 label.
-    size = len(split) * (64 + 8)
+    # Each row: an 8x8x1 uint8 image, an int64 label and an int32 writer group.
+    row = 64 + 8 + 4
+    size = len(split) * row
     assert sources.decoded_bytes(split.info, "train") == size
-    assert sources.decoded_bytes(split.info, "train[:50%]") == len(split) // 2 * 72
+    assert sources.decoded_bytes(split.info, "train[:50%]") == len(split) // 2 * row
     assert split.cached is not None  # far under the 1 GiB limit
     monkeypatch.setattr(sources, "CACHE_LIMIT_BYTES", size - 1)  # a set just too large
     assert sources.load("digits", "train", cache="auto").cached is None  # streams

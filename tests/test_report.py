@@ -60,7 +60,9 @@ def test_report_writes_json_html_and_pngs(workdir_report):
         values = report["splits"][split]
         assert values["rows"] == rows
         assert tuple(values["sections"]) == SECTIONS  # a binary model adds "threshold"
-        assert values["notes"] and values["slices"] == {}
+        assert values["notes"]
+        # configs/digits_cnn.py's report.slices: per digit and per writer group
+        assert set(values["slices"]) == {"slices_label", "slices_field_writer_group"}
     calibration = report["splits"]["test"]["sections"]["calibration"]
     assert calibration["temperature_fitted_on"] == "validation"
     assert (
@@ -70,7 +72,7 @@ def test_report_writes_json_html_and_pngs(workdir_report):
     assert sum(calibration["reliability_before"]["counts"]) == 360
     # Every picture is a PNG next to index.html and inlined in it, nothing fetched from elsewhere.
     pngs = sorted(f for f in os.listdir(out) if f.endswith(".png"))
-    assert pngs == report["files"]["figures"] and len(pngs) == 8
+    assert pngs == report["files"]["figures"] and len(pngs) == 12
     page = (out / "index.html").read_text()
     assert 'src="http' not in page and "href=" not in page
     for name in pngs:

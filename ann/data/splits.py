@@ -88,6 +88,16 @@ def stream_splits(
     return rows
 
 
+DIGITS_WRITERS = 13  # scikit-learn's digits are UCI optdigits' test set: 13 writers
+
+
+def writer_groups(n: int, groups: int = DIGITS_WRITERS) -> np.ndarray:
+    """int32 [n]: `groups` equal blocks of consecutive rows numbered 0.. in order. For rows
+    ordered by writer (the digits) a block is about one writer: the data records no writer ids,
+    so block edges fall by count, not exactly between writers."""
+    return (np.arange(n) * groups // max(n, 1)).astype(np.int32)
+
+
 def digits() -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's digits: images uint8 [1797, 8, 8, 1] (values 0..16), labels int64."""
     from sklearn.datasets import load_digits  # imported only when building

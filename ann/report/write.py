@@ -4,7 +4,6 @@ report.json, index.html and the PNGs into one directory (see docs/report.md for 
 from __future__ import annotations
 
 import datetime
-import importlib.util
 import json
 import os
 import shutil
@@ -19,13 +18,7 @@ REPORT = "report.json"
 
 
 def _slices(preds: collect.Predictions) -> list[Section]:
-    """`ann.report.slices.report_slices`: one Section per entry of the config's `report.slices`
-    (none when the config names none, or slicing is not installed)."""
-    report_config = preds.config.get("report")
-    if not (report_config and report_config.get("slices")):
-        return []
-    if importlib.util.find_spec("ann.report.slices") is None:
-        return []
+    """One Section per entry of the config's `report.slices` (none when it names none)."""
     from ann.report import slices
 
     return slices.report_slices(preds)

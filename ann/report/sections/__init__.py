@@ -39,6 +39,12 @@ class Section:
 # experiment name -> "module:function" taking (preds: Predictions) and returning list[Section].
 SECTIONS: dict[str, str] = {
     "classification": "ann.report.sections.classification:sections",
+    "regression": "ann.report.sections.regression:sections",
+    "forecasting": "ann.report.sections.forecasting:sections",
+    "anomaly_detection": "ann.report.sections.anomaly:sections",
+    "retrieval": "ann.report.sections.retrieval:sections",
+    "seq2seq": "ann.report.sections.sequences:seq2seq",
+    "language_modelling": "ann.report.sections.sequences:language_modelling",
 }
 
 

@@ -1,0 +1,86 @@
+"""Anomaly detection's report: how the anomaly score (the reconstruction error) separates
+normal rows (label 0) from anomalous ones (label 1): the two score distributions, and the ROC
+curve with its area (scikit-learn's roc_curve and roc_auc_score)."""
+
+from __future__ import annotations
+
+import numpy as np
+from matplotlib.figure import Figure
+from sklearn.metrics import roc_auc_score, roc_curve
+
+from ann.report.collect import Predictions
+from ann.report.sections import Section
+
+BINS = 40
+LOG_SPREAD = 100  # scores spread over more than this ratio get log-spaced bins and axis
+
+
+def histogram_figure(normal: np.ndarray, anomalous: np.ndarray) -> Figure:
+    scores = np.concatenate([normal, anomalous])
+    low, high = float(scores.min()), float(scores.max())
+    log = low > 0 and high / low > LOG_SPREAD
+    edges = np.geomspace(low, high, BINS + 1) if log else np.linspace(low, high, BINS + 1)
+    fig = Figure(figsize=(7.0, 4.0), layout="constrained")
+    ax = fig.add_subplot()
+    # Each class's share of its own rows per bin: the classes differ in size (anomalies are
+    # rare), so counts would hide one, and densities mislead on log-spaced bins.
+    for values, name, color in ((normal, "normal", "#1f77b4"), (anomalous, "anomalous", "#d62728")):
+        if len(values):
+            weights = np.full(len(values), 1 / len(values))
+            ax.hist(values, bins=edges, weights=weights, alpha=0.55, color=color, label=name)
+    if log:
+        ax.set_xscale("log")
+    ax.set_xlabel("anomaly score (reconstruction MSE, standardized units)")
+    ax.set_ylabel("share of the class's rows")
+    ax.set_title(
+        f"Score distributions ({len(normal)} normal, {len(anomalous)} anomalous rows)", fontsize=10
+    )
+    ax.legend(fontsize=8)
+    return fig
+
+
+def roc_figure(fpr: np.ndarray, tpr: np.ndarray, auroc: float) -> Figure:
+    fig = Figure(figsize=(4.8, 4.6), layout="constrained")
+    ax = fig.add_subplot()
+    ax.plot(fpr, tpr, lw=1.5, label=f"model (AUROC {auroc:.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="chance")
+    ax.set_xlabel("false positive rate (normal rows flagged)")
+    ax.set_ylabel("true positive rate (anomalies found)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.set_title("ROC", fontsize=10)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def sections(preds: Predictions) -> list[Section]:
+    """Score quantiles per class, auroc and the ROC curve's points (None and no curve when the
+    split holds only one class)."""
+    labels = np.asarray(preds.rows[preds.experiment.label_key]).astype(np.int64)
+    score = np.asarray(preds.outputs["score"], np.float64)
+    normal, anomalous = score[labels == 0], score[labels == 1]
+    quantiles = {
+        name: {f"p{q}": float(np.percentile(v, q)) for q in (5, 50, 95)}
+        for name, v in (("normal", normal), ("anomalous", anomalous))
+        if len(v)
+    }
+    metrics = {
+        "rows": {"normal": int(len(normal)), "anomalous": int(len(anomalous))},
+        "score_quantiles": quantiles,
+    }
+    figures = {"score_histogram": histogram_figure(normal, anomalous)}
+    if len(normal) and len(anomalous):
+        fpr, tpr, _ = roc_curve(labels, score)
+        auroc = float(roc_auc_score(labels, score))
+        metrics["auroc"] = auroc
+        metrics["roc"] = {"fpr": fpr.tolist(), "tpr": tpr.tolist()}
+        figures["roc"] = roc_figure(fpr, tpr, auroc)
+        note = f"auroc {auroc:.4f} ({len(normal)} normal, {len(anomalous)} anomalous rows)"
+    else:
+        metrics["auroc"] = None
+        note = (
+            f"no ROC: the {preds.split} split has only "
+            f"{'normal' if len(normal) else 'anomalous'} rows"
+        )
+    return [Section(title="Anomaly scores", metrics=metrics, figures=figures, notes=[note])]

@@ -1,0 +1,111 @@
+"""Regression's report: where the errors are. Residuals (target - prediction) against the
+prediction, and the error by decile of the target (does the model shrink towards the mean?).
+Every target element counts as one point (a scalar target: one per row), in the target's
+units."""
+
+from __future__ import annotations
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from ann.metrics.regression import regression_metrics
+from ann.report.collect import Predictions
+from ann.report.sections import Section
+from ann.report.slices import quantile_buckets
+
+DECILES = 10
+MAX_POINTS = 5000  # the scatter draws at most this many points (every k-th), the metrics all
+
+
+def _points(preds: Predictions) -> tuple[np.ndarray, np.ndarray]:
+    """(target, prediction) float64 [points]: every target element of every row."""
+    target = np.asarray(preds.rows[preds.experiment.target_key], np.float64).reshape(-1)
+    prediction = np.asarray(preds.outputs["prediction"], np.float64).reshape(-1)
+    return target, prediction
+
+
+def by_target_decile(target: np.ndarray, prediction: np.ndarray) -> list[dict]:
+    """One entry per decile of the target (`quantile_buckets`: [lo, hi), the last [lo, hi];
+    tied edges merge deciles): low, high, count, rmse and mae (`regression_metrics`) and bias,
+    the mean residual (target - prediction: > 0 means the model predicts too low there)."""
+    bucket, edges = quantile_buckets(target, DECILES)
+    table = []
+    for b in range(len(edges) - 1):
+        rows = bucket == b
+        if not rows.any():
+            continue
+        m = regression_metrics(prediction[rows], target[rows])
+        table.append(
+            {
+                "decile": b + 1,
+                "low": float(edges[b]),
+                "high": float(edges[b + 1]),
+                "count": int(rows.sum()),
+                "rmse": m["rmse"],
+                "mae": m["mae"],
+                "bias": float((target[rows] - prediction[rows]).mean()),
+            }
+        )
+    return table
+
+
+def residual_figure(target: np.ndarray, prediction: np.ndarray, units: str) -> Figure:
+    residual = target - prediction
+    step = max(1, len(target) // MAX_POINTS)
+    fig = Figure(figsize=(6.4, 4.4), layout="constrained")
+    ax = fig.add_subplot()
+    ax.scatter(prediction[::step], residual[::step], s=12, alpha=0.6, edgecolors="none")
+    ax.axhline(0, color="black", lw=1)
+    ax.set_xlabel(f"predicted {units}")
+    ax.set_ylabel("residual (target - predicted)")
+    shown = "" if step == 1 else f", every {step}th shown"
+    ax.set_title(f"Residuals vs predicted ({len(target)} points{shown})", fontsize=10)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def decile_figure(table: list[dict], units: str) -> Figure:
+    fig = Figure(figsize=(7.2, 4.0), layout="constrained")
+    ax = fig.add_subplot()
+    x = np.arange(len(table))
+    ax.bar(x - 0.2, [t["mae"] for t in table], width=0.4, label="MAE")
+    ax.bar(x + 0.2, [t["bias"] for t in table], width=0.4, label="bias (mean residual)")
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xticks(x, [f"{t['low']:.3g}-\n{t['high']:.3g}" for t in table], fontsize=8)
+    counts = [t["count"] for t in table] or [0]
+    each = f"{min(counts)}" if min(counts) == max(counts) else f"{min(counts)} to {max(counts)}"
+    ax.set_xlabel(f"decile of the target ({units} from-to; {each} points each)")
+    ax.set_ylabel(f"error ({units} units)")
+    ax.set_title("Error by target decile", fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def sections(preds: Predictions) -> list[Section]:
+    """Overall rmse, mae, r2; the residual scatter; the error by target decile."""
+    target, prediction = _points(preds)
+    units = f"{preds.experiment.target_key}"
+    overall = regression_metrics(prediction, target)
+    table = by_target_decile(target, prediction)
+    worst = max(table, key=lambda t: t["mae"])
+    return [
+        Section(
+            title="Residuals",
+            metrics={**overall, "points": int(len(target))},
+            figures={"residuals": residual_figure(target, prediction, units)},
+            notes=[
+                f"rmse {overall['rmse']:.4g}, mae {overall['mae']:.4g}, r2 {overall['r2']:.3f} "
+                f"over {len(target)} points"
+            ],
+        ),
+        Section(
+            title="Error by target decile",
+            metrics={"deciles": table},
+            figures={"error_by_decile": decile_figure(table, units)},
+            notes=[
+                f"largest MAE {worst['mae']:.4g} in decile {worst['decile']} "
+                f"({worst['low']:.4g} to {worst['high']:.4g}, bias {worst['bias']:+.4g})"
+            ],
+        ),
+    ]

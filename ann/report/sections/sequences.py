@@ -1,0 +1,174 @@
+"""Token tasks' reports. Seq2seq: the exact match of the greedy decoding by target length (and
+by task, where the data set has a `task` field). Language modelling: bits per character of the
+model's next-character predictions, by the length of the context before it, against the
+unigram baseline."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from ann.report.collect import Predictions
+from ann.report.sections import Section
+from ann.report.task_metrics import seq2seq as seq2seq_metrics
+from ann.report.task_metrics import target_lengths
+
+LM_ROWS = 32  # rows of the split whose every character is scored (one predict call per prefix)
+CONTEXT_BINS = 16  # the bits-by-context curve averages positions in this many bins
+
+
+def length_figure(table: list[dict]) -> Figure:
+    fig = Figure(figsize=(7.0, 4.0), layout="constrained")
+    ax = fig.add_subplot()
+    x = np.arange(len(table))
+    ax.bar(x, [t["exact_match"] for t in table])
+    for xi, t in zip(x, table):
+        ax.text(xi, t["exact_match"], f"n={t['count']}", ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(x, [str(t["length"]) for t in table], fontsize=8)
+    ax.set_xlabel("target length (tokens before <eos>)")
+    ax.set_ylabel("exact match")
+    ax.set_ylim(0, 1.08)
+    ax.set_title("Exact match by target length (greedy decoding)", fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def seq2seq(preds: Predictions) -> list[Section]:
+    """exact_match and token_accuracy (`task_metrics.seq2seq`), by_length: [{length, count,
+    exact_match}], and by_task: {task: exact_match} where the rows have a `task` field."""
+    target = np.asarray(preds.rows["target"])
+    exact = (np.asarray(preds.outputs["tokens"]) == target).all(-1)
+    lengths = target_lengths(preds)
+    table = [
+        {
+            "length": int(n),
+            "count": int((lengths == n).sum()),
+            "exact_match": float(exact[lengths == n].mean()),
+        }
+        for n in np.unique(lengths)
+    ]
+    metrics = {**seq2seq_metrics(preds, np.arange(len(target))), "by_length": table}
+    names = getattr(preds.experiment, "task_names", [])
+    if names and "task" in preds.rows:
+        task = np.asarray(preds.rows["task"])
+        metrics["by_task"] = {
+            name: float(exact[task == k].mean())
+            for k, name in enumerate(names)
+            if (task == k).any()
+        }
+    worst = min(table, key=lambda t: t["exact_match"])
+    return [
+        Section(
+            title="Exact match by target length",
+            metrics=metrics,
+            figures={"exact_match_by_length": length_figure(table)},
+            notes=[
+                f"exact match {metrics['exact_match']:.4f}, token accuracy "
+                f"{metrics['token_accuracy']:.4f}; lowest {worst['exact_match']:.3f} at length "
+                f"{worst['length']} ({worst['count']} rows)"
+            ],
+        )
+    ]
+
+
+def character_bits(preds: Predictions, rows: int = LM_ROWS) -> dict[str, np.ndarray]:
+    """Every character after the first of the split's first `rows` windows, predicted from the
+    characters before it by `preds.predict` (one prefix per character, padded as the data set
+    pads). Returns float64 `bits` = -log2 p(character) [chars], `unigram_bits` (the training
+    split's character frequencies, the experiment's baseline) and int `context` (characters
+    before it) [chars]."""
+    exp = preds.experiment
+    pad = exp.vocab.pad_id
+    windows = np.asarray(preds.rows[exp.key])[:rows]
+    prefixes, targets, context = [], [], []
+    for window in windows:
+        for t in range(1, int((window != pad).sum())):
+            prefix = np.full_like(window, pad)
+            prefix[:t] = window[:t]
+            prefixes.append(prefix)
+            targets.append(window[t])
+            context.append(t)
+    targets = np.asarray(targets, np.int64)
+    if not len(targets):
+        return {"bits": np.zeros(0), "unigram_bits": np.zeros(0), "context": np.zeros(0, int)}
+    probs = np.asarray(preds.predict({exp.key: np.stack(prefixes)})["probabilities"], np.float64)
+    p = np.maximum(probs[np.arange(len(targets)), targets], np.finfo(np.float32).tiny)
+    return {
+        "bits": -np.log2(p),
+        "unigram_bits": -np.asarray(exp.unigram_logp, np.float64)[targets] / math.log(2),
+        "context": np.asarray(context),
+    }
+
+
+def by_context(context: np.ndarray, bits: np.ndarray) -> list[dict]:
+    """Mean bits per char of characters with `context` in each of up to CONTEXT_BINS equal
+    ranges: [{context_from, context_to (inclusive), chars, bits_per_char}]."""
+    edges = np.unique(np.linspace(context.min(), context.max() + 1, CONTEXT_BINS + 1).astype(int))
+    bucket = np.searchsorted(edges[1:-1], context, side="right")
+    return [
+        {
+            "context_from": int(edges[b]),
+            "context_to": int(edges[b + 1] - 1),
+            "chars": int((bucket == b).sum()),
+            "bits_per_char": float(bits[bucket == b].mean()),
+        }
+        for b in range(len(edges) - 1)
+        if (bucket == b).any()
+    ]
+
+
+def context_figure(table: list[dict], unigram: float) -> Figure:
+    fig = Figure(figsize=(7.0, 4.0), layout="constrained")
+    ax = fig.add_subplot()
+    centres = [(t["context_from"] + t["context_to"]) / 2 for t in table]
+    ax.plot(centres, [t["bits_per_char"] for t in table], marker="o", ms=3, label="model")
+    ax.axhline(unigram, color="grey", ls="--", label=f"unigram baseline ({unigram:.2f})")
+    ax.set_xlabel("characters of context before the predicted one")
+    ax.set_ylabel("bits per char")
+    ax.set_ylim(0, max(unigram, *(t["bits_per_char"] for t in table)) * 1.1)
+    ax.set_title("Bits per char by context length", fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def language_modelling(preds: Predictions) -> list[Section]:
+    """bits_per_char and unigram_bits_per_char over the scored characters, rows and chars
+    scored, and by_context: [{context_from, context_to, chars, bits_per_char}]; a note and
+    bits_per_char None when the report has no model to run (`preds.predict` None)."""
+    if preds.predict is None:
+        return [
+            Section(
+                title="Bits per char",
+                metrics={"bits_per_char": None},
+                notes=["bits per char needs the model (Predictions.predict); none was given"],
+            )
+        ]
+    scored = character_bits(preds)
+    bits, context = scored["bits"], scored["context"]
+    unigram = float(scored["unigram_bits"].mean()) if len(bits) else None
+    metrics = {
+        "bits_per_char": float(bits.mean()) if len(bits) else None,
+        "unigram_bits_per_char": unigram,
+        "rows": int(min(LM_ROWS, len(preds.rows[preds.experiment.key]))),
+        "chars": int(len(bits)),
+        "by_context": by_context(context, bits) if len(bits) else [],
+    }
+    figures = (
+        {"bits_by_context": context_figure(metrics["by_context"], unigram)} if len(bits) else {}
+    )
+    return [
+        Section(
+            title="Bits per char",
+            metrics=metrics,
+            figures=figures,
+            notes=[
+                f"bits per char {metrics['bits_per_char']:.4f} against {unigram:.4f} for the "
+                f"unigram baseline ({metrics['chars']} characters of {metrics['rows']} rows)"
+            ]
+            if len(bits)
+            else ["no characters to score"],
+        )
+    ]

@@ -1,0 +1,252 @@
+"""Per-slice metrics: the task's headline metrics on each slice of a split, the gap between the
+best and the worst slice, and the slices worse than the config's bound (TFMA's slicing, for
+"is the model worse for some group?").
+
+`config.report.slices` lists how to cut (`ann/report/slice_spec.py`: `label`,
+`feature:NAME[INDEX]:quantiles=Q`, `field:NAME`); every row falls in exactly one slice of each
+entry, so the slices' sizes add up to the split and their size-weighted mean of a row-mean
+metric (accuracy, MAE, recall@k, exact match) is the whole split's. `report.slice_min` bounds a
+headline score from below, `report.slice_max` a headline error from above (0 = no bound).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from ann.config import ConfigError
+from ann.report import slice_spec, task_metrics
+from ann.report.collect import Predictions
+from ann.report.sections import Section
+
+MAX_SLICES = 50  # a field with more distinct values is refused: bucket it into quantiles
+# The label's class names where the experiment does not keep them (anomaly detection's 0 and 1).
+ANOMALY_NAMES = ("normal", "anomalous")
+
+
+def quantile_buckets(values: np.ndarray, q: int) -> tuple[np.ndarray, np.ndarray]:
+    """(bucket of each value, int [n] from 0; edges float64 [buckets + 1]): `q` bins between
+    the values' quantiles (numpy's default linear interpolation), each bin [lo, hi) and the
+    last [lo, hi]. Tied quantiles merge their bins, so there may be fewer than `q`."""
+    values = np.asarray(values, np.float64)
+    edges = np.unique(np.quantile(values, np.linspace(0, 1, q + 1)))
+    if len(edges) == 1:  # one value: one bucket
+        return np.zeros(len(values), np.int64), np.repeat(edges, 2)
+    return np.searchsorted(edges[1:-1], values, side="right"), edges
+
+
+def _fail(spec: slice_spec.SliceSpec, why: str) -> ConfigError:
+    return ConfigError(f"config key 'report.slices' entry {spec.text!r}: {why}")
+
+
+def _column(preds: Predictions, spec: slice_spec.SliceSpec, key: str) -> np.ndarray:
+    if key not in preds.rows:
+        fields = ", ".join(sorted(preds.rows))
+        raise _fail(spec, f"split {preds.split!r} has no field {key!r}; its fields: {fields}")
+    return np.asarray(preds.rows[key])
+
+
+def _label_slices(preds: Predictions, spec: slice_spec.SliceSpec) -> tuple[np.ndarray, list]:
+    key = getattr(preds.experiment, "label_key", "")
+    if not key:
+        raise _fail(
+            spec,
+            f"experiment {preds.config.experiment!r} has no class label to slice by; "
+            "use 'feature:NAME[INDEX]:quantiles=4' or 'field:NAME'",
+        )
+    labels = _column(preds, spec, key).astype(np.int64)
+    names = getattr(preds.experiment, "class_names", None) or (
+        ANOMALY_NAMES if preds.config.experiment == "anomaly_detection" else ()
+    )
+    values = np.unique(labels)
+    named = [names[v] if 0 <= v < len(names) else str(v) for v in values]
+    return np.searchsorted(values, labels), [f"{key}={n}" for n in named]
+
+
+def _field_slices(preds: Predictions, spec: slice_spec.SliceSpec) -> tuple[np.ndarray, list]:
+    column = _column(preds, spec, spec.name)
+    if column.ndim != 1 or np.issubdtype(column.dtype, np.floating):
+        raise _fail(
+            spec,
+            f"field {spec.name!r} ({column.dtype}, shape per row {column.shape[1:]}) is not one "
+            f"discrete value per row; use 'feature:{spec.name}"
+            f"{'[0]' if column.ndim > 1 else ''}:quantiles=4'",
+        )
+    values, ids = np.unique(column, return_inverse=True)
+    if len(values) > MAX_SLICES:
+        raise _fail(
+            spec,
+            f"field {spec.name!r} has {len(values)} distinct values (at most {MAX_SLICES}); "
+            f"use 'feature:{spec.name}:quantiles=4'",
+        )
+    named = [v.decode() if isinstance(v, bytes) else v for v in values.tolist()]
+    return ids.reshape(-1), [f"{spec.name}={v}" for v in named]
+
+
+def _feature_slices(preds: Predictions, spec: slice_spec.SliceSpec) -> tuple[np.ndarray, list]:
+    column = _column(preds, spec, spec.name)
+    shape = column.shape[1:]
+    if len(spec.index) != len(shape) or any(not 0 <= i < n for i, n in zip(spec.index, shape)):
+        example = f"[{', '.join('0' * 1 for _ in shape)}]" if shape else ""
+        raise _fail(
+            spec,
+            f"feature {spec.name!r} has shape {tuple(shape)} per row, so it takes "
+            f"{len(shape)} index(es) within it, e.g. 'feature:{spec.name}{example}"
+            f":quantiles={spec.quantiles}'",
+        )
+    if not np.issubdtype(column.dtype, np.number):
+        raise _fail(spec, f"feature {spec.name!r} is {column.dtype}, not numbers; use field:")
+    values = column[(slice(None), *spec.index)]
+    ids, edges = quantile_buckets(values, spec.quantiles)
+    label = spec.name + (f"[{','.join(map(str, spec.index))}]" if spec.index else "")
+    last = len(edges) - 2
+    names = [
+        f"{label} q{b + 1} [{edges[b]:.4g}, {edges[b + 1]:.4g}{']' if b == last else ')'}"
+        for b in range(len(edges) - 1)
+    ]
+    return ids, names
+
+
+def assign(preds: Predictions, spec: slice_spec.SliceSpec) -> tuple[np.ndarray, list[str]]:
+    """(slice of each row, int [n] indexing `names`; names [slices]). Raises ConfigError naming
+    `report.slices`, the entry and the fix when the split cannot be cut that way."""
+    cut = {"label": _label_slices, "field": _field_slices, "feature": _feature_slices}[spec.kind]
+    return cut(preds, spec)
+
+
+def slice_metrics(
+    preds: Predictions,
+    spec: str | slice_spec.SliceSpec,
+    metric_fn: task_metrics.MetricFn | None = None,
+) -> dict[str, Any]:
+    """Metrics per slice of one `report.slices` entry (JSON-able, schema in docs/report.md).
+
+    `metric_fn(preds, index)` defaults to the experiment's (`task_metrics.HEADLINES`); its first
+    metric is the headline, higher is better unless the experiment's HEADLINES entry says not.
+    Returns {spec, headline, higher_is_better, overall: {size, metrics}, slices: [{name, size,
+    metrics}], gap: {best, worst, value} (None with fewer than two slices that have a
+    headline), bound: {slice_min|slice_max: value} or {}, flagged: [names]}.
+    """
+    spec = slice_spec.parse(spec) if isinstance(spec, str) else spec
+    known = task_metrics.HEADLINES.get(preds.config.experiment)
+    fn = metric_fn or (known[0] if known else None)
+    if fn is None:
+        raise ConfigError(
+            f"config key 'report.slices': experiment {preds.config.experiment!r} has no slice "
+            "metrics; set --config.report.slices='()'"
+        )
+    higher = known[2] if known and fn is known[0] else True
+    ids, names = assign(preds, spec)
+    overall = fn(preds, np.arange(len(ids)))
+    headline = next(iter(overall))
+    slices = []
+    for s, name in enumerate(names):
+        index = np.flatnonzero(ids == s)
+        slices.append({"name": name, "size": int(len(index)), "metrics": fn(preds, index)})
+    return {
+        "spec": spec.text,
+        "headline": headline,
+        "higher_is_better": higher,
+        "overall": {"size": int(len(ids)), "metrics": overall},
+        "slices": slices,
+        **_gap_and_flags(preds, slices, headline, higher),
+    }
+
+
+def _gap_and_flags(
+    preds: Predictions, slices: list[dict], headline: str, higher: bool
+) -> dict[str, Any]:
+    scored = [s for s in slices if s["metrics"].get(headline) is not None]
+    gap = None
+    if len(scored) >= 2:
+        ranked = sorted(scored, key=lambda s: s["metrics"][headline], reverse=higher)
+        best, worst = ranked[0], ranked[-1]
+        value = abs(best["metrics"][headline] - worst["metrics"][headline])
+        gap = {"best": best["name"], "worst": worst["name"], "value": value}
+    report = preds.config.get("report", {})
+    key = "slice_min" if higher else "slice_max"
+    bound = float(report.get(key, 0.0) or 0.0)
+    other = "slice_max" if higher else "slice_min"
+    if float(report.get(other, 0.0) or 0.0):
+        kind = "an error" if higher else "a score"
+        raise ConfigError(
+            f"config key 'report.{other}' bounds {kind}, but this task's headline {headline!r} "
+            f"is {'a score' if higher else 'an error'}: set report.{key} instead"
+        )
+    flagged = []
+    if bound:
+        flagged = [
+            s["name"]
+            for s in scored
+            if (s["metrics"][headline] < bound if higher else s["metrics"][headline] > bound)
+        ]
+    return {"gap": gap, "bound": {key: bound} if bound else {}, "flagged": flagged}
+
+
+def report_slices(
+    preds: Predictions, metric_fn: task_metrics.MetricFn | None = None
+) -> list[Section]:
+    """One Section per `config.report.slices` entry: `slice_metrics` and a bar chart of the
+    headline per slice."""
+    sections = []
+    for entry in preds.config.get("report", {}).get("slices", ()):
+        result = slice_metrics(preds, entry, metric_fn)
+        sections.append(
+            Section(
+                title=f"Slices: {result['spec']}",
+                metrics=result,
+                figures={"by_slice": slice_figure(result)},
+                notes=_notes(result),
+            )
+        )
+    return sections
+
+
+def _notes(result: dict[str, Any]) -> list[str]:
+    h = result["headline"]
+    overall = result["overall"]["metrics"][h]
+    notes = [f"{result['spec']}: {len(result['slices'])} slices, overall {h} {_fmt(overall)}"]
+    if result["gap"]:
+        g = result["gap"]
+        notes.append(f"  gap {_fmt(g['value'])} (best {g['best']}, worst {g['worst']})")
+    if result["flagged"]:
+        ((key, bound),) = result["bound"].items()
+        notes.append(f"  flagged ({key} {bound:g}): {', '.join(result['flagged'])}")
+    return notes
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4g}"
+
+
+def slice_figure(result: dict[str, Any]) -> Figure:
+    """Horizontal bars: the headline per slice (red: flagged), the slice sizes, the overall
+    value and the bound as vertical lines."""
+    h = result["headline"]
+    slices = result["slices"]
+    values = [s["metrics"][h] for s in slices]
+    fig = Figure(figsize=(7.5, 1.6 + 0.32 * len(slices)), layout="constrained")
+    ax = fig.add_subplot()
+    y = np.arange(len(slices))[::-1]
+    colors = ["#d62728" if s["name"] in result["flagged"] else "#1f77b4" for s in slices]
+    ax.barh(y, [0.0 if v is None else v for v in values], color=colors)
+    for yi, v in zip(y, values):
+        ax.text(v or 0.0, yi, f"{_fmt(v)} ", va="center", ha="right", fontsize=8, color="white")
+    ax.set_yticks(y, [f"{s['name']}  (n={s['size']})" for s in slices], fontsize=8)
+    overall = result["overall"]["metrics"][h]
+    if overall is not None:
+        ax.axvline(overall, color="black", lw=1, ls="--", label=f"overall {_fmt(overall)}")
+    for key, bound in result["bound"].items():
+        ax.axvline(bound, color="#d62728", lw=1, ls=":", label=f"{key} {bound:g}")
+    shown = [v for v in (*values, overall, *result["bound"].values()) if v is not None]
+    if shown:
+        # Zoomed on the values: bars from 0 would hide a gap of 0.02 in accuracy.
+        low, high = min(shown), max(shown)
+        span = max(high - low, abs(high) * 0.05, 1e-6)
+        ax.set_xlim(max(0.0, low - span * 0.5) if low >= 0 else low - span * 0.5, high + span * 0.1)
+    ax.set_xlabel(f"{h} ({'higher' if result['higher_is_better'] else 'lower'} is better)")
+    ax.set_title(f"{h} by slice: {result['spec']}", fontsize=10)
+    fig.legend(loc="outside lower center", ncol=2, fontsize=8, frameon=False)
+    return fig

@@ -1,0 +1,328 @@
+"""`ann report`'s task sections (regression, forecasting, anomaly detection, retrieval, seq2seq,
+language modelling) and its slices, on synthetic Predictions checked against hand computations
+and scikit-learn; `ann report` end to end for each task family on tiny shipped configs (slow)."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import types
+
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from ann import config as config_lib
+from ann.config import ConfigError
+from ann.report import slices, task_metrics
+from ann.report.collect import Predictions
+from ann.report.sections import sections_for
+
+
+def make_preds(experiment: str, rows, outputs, exp, predict=None, **report) -> Predictions:
+    config = config_lib.base()
+    config.experiment = experiment
+    for key, value in report.items():
+        config.report[key] = value
+    return Predictions("test", rows, outputs, exp, config, predict)
+
+
+def rendered(section) -> None:
+    """Every figure of the section draws to a PNG."""
+    for figure in section.figures.values():
+        figure.savefig(io.BytesIO(), format="png")
+
+
+@pytest.fixture(scope="module")
+def classified():
+    """300 rows of 3 classes, ~80% right, with a group field and a 3-wide float feature."""
+    rng = np.random.default_rng(0)
+    n = 300
+    y = rng.integers(0, 3, n)
+    predicted = np.where(rng.random(n) < 0.8, y, rng.integers(0, 3, n))
+    rows = {"label": y, "group": rng.integers(0, 5, n), "x": rng.normal(size=(n, 3))}
+    exp = types.SimpleNamespace(label_key="label", class_names=["a", "b", "c"])
+    return rows, {"label": predicted}, exp
+
+
+# --- slices -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spec", ["label", "field:group", "feature:x[1]:quantiles=4"])
+def test_slices_sum_to_the_whole(classified, spec):
+    rows, outputs, exp = classified
+    result = slices.slice_metrics(make_preds("classification", rows, outputs, exp), spec)
+    sizes = [s["size"] for s in result["slices"]]
+    assert sum(sizes) == len(rows["label"]) == result["overall"]["size"]
+    weighted = sum(s["size"] * s["metrics"]["accuracy"] for s in result["slices"]) / sum(sizes)
+    overall = skm.accuracy_score(rows["label"], outputs["label"])
+    assert weighted == pytest.approx(overall) == result["overall"]["metrics"]["accuracy"]
+    json.dumps(result)  # JSON-able as it is
+
+
+def test_slice_gap_flags_and_quantile_buckets(classified):
+    rows, outputs, exp = classified
+    preds = make_preds("classification", rows, outputs, exp, slice_min=0.85)
+    result = slices.slice_metrics(preds, "field:group")
+    by_name = {s["name"]: s["metrics"]["accuracy"] for s in result["slices"]}
+    for g in range(5):  # each group's accuracy by hand
+        rows_g = rows["group"] == g
+        assert by_name[f"group={g}"] == pytest.approx(
+            (rows["label"][rows_g] == outputs["label"][rows_g]).mean()
+        )
+    best, worst = max(by_name, key=by_name.get), min(by_name, key=by_name.get)
+    assert result["gap"] == {
+        "best": best,
+        "worst": worst,
+        "value": pytest.approx(by_name[best] - by_name[worst]),
+    }
+    assert result["flagged"] == [k for k, v in by_name.items() if v < 0.85] != []
+    assert result["bound"] == {"slice_min": 0.85}
+    quartiles = slices.slice_metrics(preds, "feature:x[1]:quantiles=4")["slices"]
+    assert [s["size"] for s in quartiles] == [75] * 4
+    assert quartiles[0]["name"].startswith("x[1] q1 [") and quartiles[-1]["name"].endswith("]")
+    (section,) = slices.report_slices(
+        make_preds("classification", rows, outputs, exp, slices=("field:group",), slice_min=0.85)
+    )
+    assert section.metrics["spec"] == "field:group" and "flagged" in section.notes[-1]
+    rendered(section)
+
+
+def test_quantile_buckets_ties_and_edges():
+    ids, edges = slices.quantile_buckets(np.array([1.0, 1, 1, 1, 2, 3, 4, 5]), 4)
+    # numpy's quantiles at 0, 1/4, 1/2, 3/4, 1: 1, 1, 1.5, 3.25, 5; the tied first two merge.
+    assert edges.tolist() == [1, 1.5, 3.25, 5]
+    assert ids.tolist() == [0, 0, 0, 0, 1, 1, 2, 2]
+    # A value on an edge starts the bin above it: [lo, hi).
+    ids, edges = slices.quantile_buckets(np.arange(5.0), 4)
+    assert edges.tolist() == [0, 1, 2, 3, 4] and ids.tolist() == [0, 1, 2, 3, 3]
+    ids, edges = slices.quantile_buckets(np.full(5, 7.0), 4)
+    assert ids.tolist() == [0] * 5 and edges.tolist() == [7.0, 7.0]
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("field:writer", "has no field 'writer'; its fields: group, label, x"),
+        ("field:x", "is not one discrete value per row; use 'feature:x[0]:quantiles=4'"),
+        ("feature:x:quantiles=4", "has shape (3,) per row, so it takes 1 index(es)"),
+        ("feature:x[7]", "has shape (3,) per row"),
+    ],
+)
+def test_slice_specs_the_data_cannot_take_are_one_line(classified, spec, message):
+    rows, outputs, exp = classified
+    with pytest.raises(ConfigError) as e:
+        slices.slice_metrics(make_preds("classification", rows, outputs, exp), spec)
+    text = str(e.value)
+    assert "\n" not in text and f"'report.slices' entry {spec!r}" in text and message in text
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        (("feture:x",), "entry 'feture:x' has no kind 'feture'; use 'label', 'feature:"),
+        (("feature:x[1]:quantiles=50",), "quantiles=50 is outside 2..20; e.g. 'feature:x[1]"),
+        (("field:",), "entry 'field:' is not of the form 'label', 'feature:NAME[INDEX]"),
+        (("label:x",), "is not of the form"),
+        ((3,), "entry 3 is not a string"),
+    ],
+)
+def test_bad_slice_specs_are_refused_at_validation_in_one_line(value, message):
+    config = config_lib.base()
+    config.model.name, config.data.name, config.total_steps = "mlp", "digits", 10
+    config.report.slices = value
+    with pytest.raises(ConfigError) as e:
+        config_lib.validate(config, 1)
+    assert "\n" not in str(e.value) and "config key 'report.slices'" in str(e.value)
+    assert message in str(e.value)
+    # A string where a tuple belongs (config.json, a dict): the command line refuses it already.
+    with pytest.raises(ConfigError, match="is the string 'label'; give a tuple of entries"):
+        config_lib.check_slices("label")
+
+
+def test_bounds_go_with_the_headline_direction():
+    rows = {"target": np.arange(8.0), "f": np.arange(8.0)}
+    outputs = {"prediction": np.arange(8.0) + np.array([0, 0, 0, 0, 1, 1, 3, 3])}
+    exp = types.SimpleNamespace(target_key="target")
+    preds = make_preds("regression", rows, outputs, exp, slice_max=1.5)
+    result = slices.slice_metrics(preds, "feature:f:quantiles=2")
+    assert result["headline"] == "rmse" and result["higher_is_better"] is False
+    assert result["flagged"] == ["f q2 [3.5, 7]"] and result["gap"]["worst"] == "f q2 [3.5, 7]"
+    with pytest.raises(ConfigError, match="report.slice_min' bounds a score.*set report.slice_max"):
+        slices.slice_metrics(
+            make_preds("regression", rows, outputs, exp, slice_min=0.5), "feature:f:quantiles=2"
+        )
+    with pytest.raises(ConfigError, match="has no class label to slice by"):
+        slices.slice_metrics(make_preds("regression", rows, outputs, exp), "label")
+
+
+# --- sections -----------------------------------------------------------------------------
+
+
+def test_regression_residuals_and_deciles():
+    rng = np.random.default_rng(1)
+    target = rng.gamma(3.0, 50.0, 200)
+    prediction = target * 0.8 + 20 + rng.normal(0, 5, 200)
+    exp = types.SimpleNamespace(target_key="target")
+    preds = make_preds("regression", {"target": target}, {"prediction": prediction}, exp)
+    residuals, deciles = sections_for("regression")(preds)
+    assert residuals.metrics["rmse"] == pytest.approx(
+        math.sqrt(skm.mean_squared_error(target, prediction))
+    )
+    assert residuals.metrics["r2"] == pytest.approx(skm.r2_score(target, prediction))
+    table = deciles.metrics["deciles"]
+    assert [t["count"] for t in table] == [20] * 10
+    order = np.argsort(target)
+    for t, index in zip(table, np.array_split(order, 10)):
+        assert t["mae"] == pytest.approx(skm.mean_absolute_error(target[index], prediction[index]))
+        assert t["bias"] == pytest.approx((target[index] - prediction[index]).mean())
+    # The model shrinks towards the mean: it predicts too high at the bottom, too low at the top.
+    assert table[0]["bias"] < 0 < table[-1]["bias"]
+    rendered(residuals), rendered(deciles)
+
+
+def test_forecasting_mae_by_horizon_against_seasonal_naive():
+    # period 2, history [.., a, b]: the naive forecast is a, b, a, b...
+    history = np.array([[[0.0], [1.0], [2.0], [3.0]], [[0.0], [0.0], [4.0], [6.0]]])
+    future = np.array([[[2.0], [4.0], [2.0]], [[5.0], [6.0], [4.0]]])
+    forecast = np.array([[[2.5], [4.0], [1.0]], [[5.0], [7.0], [4.0]]])
+    exp = types.SimpleNamespace(history_key="history", future_key="future", period=2)
+    rows = {"history": history, "future": future}
+    (section,) = sections_for("forecasting")(
+        make_preds("forecasting", rows, {"forecast": forecast}, exp)
+    )
+    m = section.metrics
+    assert m["mae_by_horizon"] == pytest.approx([0.25, 0.5, 0.5])
+    # naive: row 0 -> 2, 3, 2; row 1 -> 4, 6, 4
+    assert m["naive_mae_by_horizon"] == pytest.approx([0.5, 0.5, 0.0])
+    assert m["mae"] == pytest.approx(1.25 / 3) and m["naive_mae"] == pytest.approx(1.0 / 3)
+    assert m["mae_ratio"] == pytest.approx(1.25)
+    rendered(section)
+
+
+def test_anomaly_scores_and_roc():
+    exp = types.SimpleNamespace(label_key="label")
+    rows = {"label": np.array([0, 0, 1, 1])}
+    preds = make_preds("anomaly_detection", rows, {"score": np.array([0.1, 0.4, 0.35, 0.8])}, exp)
+    (section,) = sections_for("anomaly_detection")(preds)
+    assert section.metrics["auroc"] == 0.75  # 3 of the 4 (normal, anomalous) pairs ordered
+    assert section.metrics["rows"] == {"normal": 2, "anomalous": 2}
+    assert set(section.figures) == {"score_histogram", "roc"}
+    rendered(section)
+    normal_only = make_preds(
+        "anomaly_detection", {"label": np.zeros(3, int)}, {"score": np.ones(3)}, exp
+    )
+    (section,) = sections_for("anomaly_detection")(normal_only)
+    assert section.metrics["auroc"] is None and "only normal rows" in section.notes[0]
+
+
+def test_retrieval_recall_curve():
+    # Four rows on a line: a, a near each other; b, b apart, nearest to an `a` each.
+    embeddings = np.array([[1.0, 0.0], [1.0, 0.1], [1.0, 0.3], [0.0, 1.0]])
+    labels = np.array([0, 0, 1, 1])
+    exp = types.SimpleNamespace(label_key="label")
+    preds = make_preds("retrieval", {"label": labels}, {"embedding": embeddings}, exp)
+    (section,) = sections_for("retrieval")(preds)
+    # Nearest others: row 0 -> 1 (hit), 1 -> 0 (hit), 2 -> 1 (miss), 3 -> 2 (hit).
+    assert section.metrics["ks"] == [1, 2, 3]
+    assert section.metrics["recall_at_k"] == pytest.approx([0.75, 0.75, 1.0])
+    rendered(section)
+    # Slices of queries weighted by size give the whole split's recall@1.
+    result = slices.slice_metrics(preds, "label")
+    weighted = sum(s["size"] * s["metrics"]["recall_at_1"] for s in result["slices"]) / 4
+    assert weighted == pytest.approx(0.75) == result["overall"]["metrics"]["recall_at_1"]
+
+
+def test_seq2seq_exact_match_by_length():
+    pad, eos = 0, 2
+    target = np.array([[5, 2, 0, 0], [5, 6, 2, 0], [7, 8, 2, 0], [5, 6, 7, 2]])
+    tokens = target.copy()
+    tokens[2, 1] = 5  # a length-2 row wrong
+    tokens[3, 3] = 0  # a length-3 row without its <eos>
+    exp = types.SimpleNamespace(pad_id=pad, eos_id=eos, task_names=["t0", "t1"])
+    rows = {"target": target, "task": np.array([0, 1, 1, 0])}
+    (section,) = sections_for("seq2seq")(make_preds("seq2seq", rows, {"tokens": tokens}, exp))
+    m = section.metrics
+    assert m["by_length"] == [
+        {"length": 1, "count": 1, "exact_match": 1.0},
+        {"length": 2, "count": 2, "exact_match": 0.5},
+        {"length": 3, "count": 1, "exact_match": 0.0},
+    ]
+    assert m["exact_match"] == 0.25 + 0.25 and m["by_task"] == {"t0": 0.5, "t1": 0.5}
+    assert m["token_accuracy"] == pytest.approx(10 / 12)  # 12 real tokens, 2 wrong
+    rendered(section)
+
+
+def test_language_model_bits_per_char():
+    vocab = 8
+    windows = np.array([[1, 2, 3, 4, 5], [3, 3, 0, 0, 0]])  # 4 + 1 predicted characters
+
+    def predict(inputs):  # puts 1/2 on the last real token, the rest spread evenly
+        x = inputs["tokens"]
+        assert x.shape[1] == 5 and ((x == 0).cumsum(1) * (x != 0)).sum() == 0  # right-padded
+        probs = np.full((len(x), vocab), 0.5 / (vocab - 1))
+        probs[np.arange(len(x)), x[np.arange(len(x)), (x != 0).sum(1) - 1]] = 0.5
+        return {"probabilities": probs}
+
+    exp = types.SimpleNamespace(
+        key="tokens",
+        vocab=types.SimpleNamespace(pad_id=0),
+        unigram_logp=np.full(vocab, -math.log(vocab)),
+    )
+    preds = make_preds("language_modelling", {"tokens": windows}, {}, exp, predict)
+    (section,) = sections_for("language_modelling")(preds)
+    # Only the repeated 3 is the last token again: 1 bit; the 4 others log2(14) bits each.
+    expected = (4 * math.log2(14) + 1) / 5
+    assert section.metrics["bits_per_char"] == pytest.approx(expected)
+    assert section.metrics["unigram_bits_per_char"] == pytest.approx(3.0)
+    assert section.metrics["chars"] == 5 and section.metrics["rows"] == 2
+    rendered(section)
+    (no_model,) = sections_for("language_modelling")(
+        make_preds("language_modelling", {"tokens": windows}, {}, exp)
+    )
+    assert no_model.metrics["bits_per_char"] is None and "needs the model" in no_model.notes[0]
+
+
+def test_every_task_with_sections_has_slice_metrics_but_language_modelling():
+    from ann.report.sections import SECTIONS
+
+    assert set(SECTIONS) - set(task_metrics.HEADLINES) == {"language_modelling"}
+
+
+# --- `ann report` end to end, one tiny run per task family ---------------------------------
+
+FAMILIES = {
+    "classification": ("digits_mlp", {"report.slices": ("label", "field:writer_group")}),
+    "regression": ("diabetes_mlp", {"report.slices": ("feature:features[2]:quantiles=4",)}),
+    "forecasting": ("sensors_lstm", {}),
+    "anomaly_detection": ("sensors_autoencoder", {"report.slices": ("label",)}),
+    "retrieval": ("digits_retrieval", {"report.slices": ("label",)}),
+    "seq2seq": ("digit_seq2seq", {"report.slices": ("field:task",)}),
+    "language_modelling": ("pydoc_lm", {}),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_ann_report_runs_for_every_task_family(family, tmp_path):
+    from conftest import tiny
+
+    from ann.report import collect, write
+    from ann.train.loop import train_and_evaluate
+
+    name, overrides = FAMILIES[family]
+    config = tiny(name, num_epochs=0, total_steps=4, eval_every_steps=4, **overrides)
+    assert config.experiment == family
+    train_and_evaluate(config, str(tmp_path / "run"))
+    out = tmp_path / "report"
+    source = collect.from_workdir(str(tmp_path / "run"))
+    write.write_report(source, ["validation", "test"], str(out))
+    report = json.loads((out / "report.json").read_text())
+    for split in ("validation", "test"):
+        assert report["splits"][split]["sections"], (family, split)
+        assert len(report["splits"][split]["slices"]) == len(config.report.slices)
+        for result in report["splits"][split]["slices"].values():
+            sizes = [s["size"] for s in result["slices"]]
+            assert sum(sizes) == result["overall"]["size"]
+    assert list(out.glob("*.png")) and (out / "index.html").exists()
