@@ -22,6 +22,7 @@ OWN_FLAGS = {
     "serve": ["--model", "--port"],
     "sweep": ["--config", "--trials", "--emit"],
     "transfer": ["--config"],
+    "report": ["--workdir", "--model", "--split"],
 }
 
 
