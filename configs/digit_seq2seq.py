@@ -3,8 +3,8 @@ add, scored by greedy exact match on lengths held out of training (`test`: strin
 digits, inside the trained range 1..8) and on the training lengths (`test_seen`, reported as
 eval_test_seen/...), overall and per task.
 
-    python -m ann.main --config=configs/digit_seq2seq.py --workdir=runs/digit_seq2seq
-    python -m ann.generate --workdir=runs/digit_seq2seq --source="add 123+989" --beam_size=4
+    ann train --config=configs/digit_seq2seq.py --workdir=runs/digit_seq2seq
+    ann generate --workdir=runs/digit_seq2seq --source="add 123+989" --beam_size=4
 
 What makes held-out lengths work: place-value rotary positions (`model.positions = "digits"`:
 each source digit sits at its distance from the units digit of its number, so output i meets the

@@ -4,8 +4,8 @@ digits 8 and 9 are the anomalies. `eval/auroc_8` and `eval/auroc_9` break the AU
 held-out digit. It reaches an AUROC of about 0.97; PCA's reconstruction error (16 components)
 scores about 0.90 on the same split.
 
-    python -m ann.main --config=configs/digits_autoencoder.py --workdir=runs/digits_autoencoder
-    python -m ann.main --config=configs/digits_autoencoder.py:dense --workdir=runs/digits_dense
+    ann train --config=configs/digits_autoencoder.py --workdir=runs/digits_autoencoder
+    ann train --config=configs/digits_autoencoder.py:dense --workdir=runs/digits_dense
 
 `:dense` swaps in the dense autoencoder.
 """

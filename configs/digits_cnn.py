@@ -1,7 +1,7 @@
 """The default experiment: the small CNN on the offline digits data.
 
-    python -m ann.main --config=configs/digits_cnn.py --workdir=runs/digits_cnn
-    python -m ann.main --config=configs/digits_cnn.py:writers --workdir=runs/digits_cnn_writers
+    ann train --config=configs/digits_cnn.py --workdir=runs/digits_cnn
+    ann train --config=configs/digits_cnn.py:writers --workdir=runs/digits_cnn_writers
 
 `:writers` trains on the first 68% of the digits, chooses its checkpoint on the next 12%
 (`validation_writers`) and tests on the last 20%, written by people the model never saw

@@ -1,9 +1,9 @@
 """Fine-tuning: the digits CNN's trained conv encoder under a new classifier head.
 
-    python -m ann.main --config=configs/digits_cnn.py --workdir=runs/digits_cnn
-    python -m ann.main --config=configs/digits_finetune.py --workdir=runs/digits_finetune \
+    ann train --config=configs/digits_cnn.py --workdir=runs/digits_cnn
+    ann train --config=configs/digits_finetune.py --workdir=runs/digits_finetune \
         --config.init_from=runs/digits_cnn
-    python -m ann.main --config=configs/digits_finetune.py:scratch \
+    ann train --config=configs/digits_finetune.py:scratch \
         --workdir=runs/digits_finetune_scratch
 
 The model is the digits CNN with a new head: the conv layers and the dense layer come from the
@@ -12,7 +12,7 @@ source run (its best checkpoint; `RUN_DIR:latest`, `RUN_DIR:STEP`, an export dir
 are frozen, so only the dense layer and the head train, on a small budget (100 steps of 32).
 WORKDIR/init_from.json says what was loaded. The source never saw the test split, so the
 comparison with `:scratch` (the same model and budget from random weights, nothing frozen) is
-fair. `python -m ann.train.transfer --config=configs/digits_finetune.py` lists the parameter
+fair. `ann transfer --config=configs/digits_finetune.py` lists the parameter
 paths that `freeze` and `init_from_skip` match against.
 """
 

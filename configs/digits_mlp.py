@@ -19,9 +19,9 @@ def get_config(arg: str | None = None):
 
 
 def get_sweep(h):
-    """Learning rate and dropout against width, for `python -m ann.sweep`:
+    """Learning rate and dropout against width, for `ann sweep`:
 
-        python -m ann.sweep --config=configs/digits_mlp.py --workdir=runs/mlp_sweep --parallel=2
+        ann sweep --config=configs/digits_mlp.py --workdir=runs/mlp_sweep --parallel=2
 
     runs 8 trials (4 seeded log-uniform draws x 2 widths); with `--search=tpe --trials=K`,
     Optuna searches the same ranges instead of drawing them.

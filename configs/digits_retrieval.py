@@ -1,7 +1,7 @@
 """A siamese CNN (bi-encoder) trained for retrieval on same-class digit pairs.
 
-    python -m ann.main --config=configs/digits_retrieval.py --workdir=runs/digits_retrieval
-    python -m ann.main --config=configs/digits_retrieval.py:triplet \
+    ann train --config=configs/digits_retrieval.py --workdir=runs/digits_retrieval
+    ann train --config=configs/digits_retrieval.py:triplet \
         --workdir=runs/digits_retrieval_triplet
 
 Trains on `digit_pairs` (pairs drawn from the digits train split) and scores leave-one-out

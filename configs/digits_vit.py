@@ -1,6 +1,6 @@
 """A ViT-style patch classifier on the offline digits: 2x2 patches of the 8x8 image (16 tokens).
 
-python -m ann.main --config=configs/digits_vit.py --workdir=runs/digits_vit
+ann train --config=configs/digits_vit.py --workdir=runs/digits_vit
 """
 
 from ann import config as ann_config

@@ -1,7 +1,7 @@
 """A character-level causal LM on the standard library's docstrings (`pydoc_chars`).
 
-    python -m ann.main --config=configs/pydoc_lm.py --workdir=runs/pydoc_lm
-    python -m ann.generate --workdir=runs/pydoc_lm --prompt="Return the " --top_k=20
+    ann train --config=configs/pydoc_lm.py --workdir=runs/pydoc_lm
+    ann generate --workdir=runs/pydoc_lm --prompt="Return the " --top_k=20
 
 Scored by eval/bits_per_char on held-out modules; eval/unigram_bits_per_char is the baseline.
 """

@@ -4,8 +4,8 @@ split with injected faults (spikes, level shifts, drifts, stuck sensors, noise b
 correlations between channels). It reaches an AUROC of about 0.95; PCA's reconstruction error
 (16 components) scores about 0.92, an isolation forest about 0.57.
 
-    python -m ann.main --config=configs/sensors_autoencoder.py --workdir=runs/sensors_autoencoder
-    python -m ann.main --config=configs/sensors_autoencoder.py:conv --workdir=runs/sensors_conv
+    ann train --config=configs/sensors_autoencoder.py --workdir=runs/sensors_autoencoder
+    ann train --config=configs/sensors_autoencoder.py:conv --workdir=runs/sensors_conv
 
 `:conv` swaps in the 1-D convolutional autoencoder: several times slower on a CPU, and no better
 here, where every window shares one fixed 4-channel structure that the dense model learns whole.

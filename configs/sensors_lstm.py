@@ -1,7 +1,7 @@
 """An LSTM (or, with `:gru`, a GRU) forecasting the next 24 steps of generated sensor series.
 
-    python -m ann.main --config=configs/sensors_lstm.py --workdir=runs/sensors_lstm
-    python -m ann.main --config=configs/sensors_lstm.py:gru --workdir=runs/sensors_gru
+    ann train --config=configs/sensors_lstm.py --workdir=runs/sensors_lstm
+    ann train --config=configs/sensors_lstm.py:gru --workdir=runs/sensors_gru
 
 Three channels, 96 steps of history, period 24 (ann/data/sensor_series.py). Scored by MAE
 against the seasonal-naive forecast (`eval/mae_ratio` < 1 beats it); the best checkpoint is the

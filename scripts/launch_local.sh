@@ -6,7 +6,7 @@
 # Set ANN_DEVICES_PER_PROCESS to give each process that many fake CPU devices.
 set -u
 if [ $# -lt 2 ] || [ "$2" != "--" ]; then
-  echo "usage: $0 N -- <python -m ann.main flags>" >&2
+  echo "usage: $0 N -- <ann train flags>" >&2
   exit 2
 fi
 n=$1
