@@ -12,6 +12,9 @@ addressed):
     GET  /metrics                                   Prometheus
     GET  /openapi.json                              this API as OpenAPI 3 (ann/serve/openapi.json)
     GET  /v2/models/{name}[/versions/{v}]/config    model configuration (Triton's shape)
+    GET  /v2/models/{name}[/versions/{v}]/monitor   the last monitoring window (drift, shares,
+                                                    accuracy; ann/serve/monitoring.py)
+    POST /v2/models/{name}[/versions/{v}]/feedback  late labels by request id (feedback.py)
     GET  /v2/models[/{name}[/versions/{v}]]/stats   statistics (Triton's shape)
     POST /v2/repository/index                       models and their states
     POST /v2/repository/models/{name}/load|unload   load / unload (the admin token)
@@ -94,6 +97,8 @@ ROUTES: list[Route] = [
     *_model_routes("/infer", {"POST": "infer"}),
     *_model_routes("/config", {"GET": "model_config"}),
     *_model_routes("/stats", {"GET": "statistics"}),
+    *_model_routes("/monitor", {"GET": "monitor"}),
+    *_model_routes("/feedback", {"POST": "feedback"}),
     Route("/v2/models/stats", {"GET": "statistics"}),
     Route("/v2/repository/index", {"POST": "repository_index"}),
     Route("/v2/repository/models/{model}/load", {"POST": "repository_load"}, admin=True),
@@ -372,6 +377,26 @@ class App:
         request.respond(200, orjson.dumps({"model_stats": stats}), None)
         return 200
 
+    def monitor(self, request: Request, served: ServedModel) -> int:
+        """The last monitoring window's results (`ModelMonitor.report`)."""
+        request.respond(200, self._with_model(_monitor_of(served).report(), served), None)
+        return 200
+
+    def feedback(self, request: Request, served: ServedModel) -> int:
+        """Late labels: `{"id", "label"}` or a list of them, joined by request id."""
+        monitor = _monitor_of(served)
+        if request.too_large is not None:
+            raise _body_too_large(self.settings.max_body_bytes, request.too_large)
+        try:
+            body = orjson.loads(request.body)
+        except orjson.JSONDecodeError as e:
+            raise ServeError(
+                400, f'feedback: expected JSON ({{"id", "label"}} or a list), got invalid JSON '
+                f"({e})", "json",
+            ) from None  # fmt: skip
+        request.respond(200, self._with_model(monitor.feedback(body), served), None)
+        return 200
+
     def repository_index(self, request: Request, served: None) -> int:
         """Triton's index: body `{}` or empty, or `{"ready": true}` for ready models only."""
         body = _json_object(request.body, "body")
@@ -473,6 +498,8 @@ class App:
             duration = time.perf_counter() - start
             self.dataplane.observe(m, duration, timing)
             self._count(m, 200)
+            if m.monitor is not None:
+                m.monitor.record(decoded.id, decoded.inputs, outputs, decoded.rows)
             if self.request_log is not None and self.request_log.sampled():
                 self.request_log.write(
                     m.name, m.version, decoded.id, 200, duration, decoded.inputs, selected
@@ -496,6 +523,17 @@ def _json_object(body: bytes, field: str) -> dict[str, Any]:
             400, f"{field}: expected a JSON object, got {protocol.short(value)}", "json"
         )
     return value
+
+
+def _monitor_of(served: ServedModel) -> Any:
+    """The model's `ModelMonitor`; 409 when the server runs with `--monitor=off`."""
+    if served.monitor is None:
+        raise ServeError(
+            409,
+            "monitoring: off on this server (--monitor=off); restart it with --monitor=on",
+            "monitor_off",
+        )
+    return served.monitor
 
 
 def _versions(models: list[ServedModel]) -> list[str]:

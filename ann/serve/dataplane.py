@@ -27,6 +27,7 @@ from ann.serve import protocol
 from ann.serve.batcher import Batcher, QueueFull, Timing, buckets
 from ann.serve.errors import ServeError, unavailable
 from ann.serve.metrics import Metrics
+from ann.serve.monitoring import ModelMonitor, Monitoring
 from ann.serve.settings import Settings
 
 log = logging.getLogger("ann.serve")
@@ -45,6 +46,7 @@ class ServedModel:
         self.batcher: Batcher | None = None
         self.ready = False
         self.last_inference = 0.0  # time.time() of its last batch; 0: none yet
+        self.monitor: ModelMonitor | None = None  # windows and feedback (--monitor=on)
         self.observe_duration: Callable[[float], None] = lambda _: None
         self.observe_queue: Callable[[float], None] = lambda _: None
         self.observe_failure: Callable[[float], None] = lambda _: None
@@ -102,6 +104,7 @@ class DataPlane:
         for m in models:
             self.models.setdefault(m.name, {})[m.version] = m
         self.metrics = Metrics(settings.max_batch_size)
+        self.monitoring = Monitoring() if settings.monitor == "on" else None
         for m in models:
             self._bind_metrics(m)
         self.draining = False
@@ -118,6 +121,9 @@ class DataPlane:
         m.observe_failure = self.metrics.failed_duration.labels(m.name, m.version).observe
         platforms = ",".join(m.model.manifest.get("platforms", []))
         self.metrics.model_info.labels(m.name, m.version, platforms, m.source).set(1)
+        if self.monitoring is not None:
+            m.monitor = ModelMonitor(m, self.settings, self.metrics)
+            self.monitoring.add(m.monitor)
 
     # -- what is served --------------------------------------------------------------------------
 
@@ -225,6 +231,8 @@ class DataPlane:
     def start(self) -> None:
         """Starts compiling every model in the background (the port is open meanwhile)."""
         self._compile_task = asyncio.get_running_loop().create_task(self._compile_all())
+        if self.monitoring is not None:
+            self.monitoring.start()
 
     async def _compile_all(self) -> None:
         """Compiles every model given at start, then turns ready."""
@@ -282,6 +290,8 @@ class DataPlane:
                 pass
             if m.batcher is not None:
                 await m.batcher.close()
+            if self.monitoring is not None and m.monitor is not None:
+                self.monitoring.remove(m.monitor)
         return removed
 
     def _batch_observer(self, m: ServedModel) -> Callable[[Timing], None]:
@@ -333,6 +343,8 @@ class DataPlane:
                 await m.batcher.close()
         if self._compile_task is not None and not self._compile_task.done():
             self._compile_task.cancel()
+        if self.monitoring is not None:
+            self.monitoring.stop()
 
 
 def _compile_buckets(model: artifact.Model, sizes: list[int]) -> dict[int, Callable]:

@@ -18,6 +18,26 @@
 | `ann_connections` | gauge | | client connections open on the main port |
 | `ann_request_log_dropped_total` | counter | | sampled records dropped (the writer fell behind) |
 
+Monitoring (`--monitor=on`, the default; ann/serve/monitoring.py; all labelled model, version):
+
+| name | type | extra labels | what |
+|---|---|---|---|
+| `ann_drift_score` | gauge | feature, method | last window: top 10 features, `output:NAME`, ... |
+| `ann_drift_share` | gauge | | share of input features that drifted in the last window |
+| `ann_drift_detected` | gauge | | 1 when the last window's dataset drift was detected |
+| `ann_drift_windows_total` | counter | | windows completed |
+| `ann_drift_window_end_timestamp_seconds` | gauge | | when the last window closed (Unix) |
+| `ann_prediction_share` | gauge | class | predicted-class shares in the last window |
+| `ann_confidence` | histogram | | top-class probability per served row (15 bins in [0, 1]) |
+| `ann_estimated_accuracy` | gauge | | mean top-class probability, last window (CBPE) |
+| `ann_realized_accuracy` | gauge | window | `last` closed window with labels; `total` |
+| `ann_feedback_labels_total` | counter | | labelled rows joined to their prediction |
+| `ann_feedback_unmatched_total` | counter | reason | not joined: unknown, evicted, duplicate |
+| `ann_model_age_seconds` | gauge | | now minus the manifest's `created` time (at scrape) |
+
+`ann_drift_score`'s features: the top 10 input features by score, `output:NAME` for each output,
+and `multivariate` (method mmd) when that test is on.
+
 Batch phases: `input` assembling the padded batch, `infer` the model run, `output` splitting the
 outputs back into requests (`ann_compute_seconds` is input + infer).
 
@@ -52,6 +72,9 @@ LATENCY_BUCKETS = (
     2.0,
     5.0,
 )
+
+# ann_confidence: 15 equal bins over [0, 1], as ECE's (ann/metrics/calibration.py).
+CONFIDENCE_BUCKETS = tuple(round(i / 15, 6) for i in range(1, 16))
 
 
 class Metrics:
@@ -125,6 +148,73 @@ class Metrics:
         self.request_log_dropped = Counter(
             "ann_request_log_dropped",
             "Sampled request records dropped because the log writer fell behind.",
+            registry=r,
+        )
+
+        self._monitoring(r, mv)
+
+    def _monitoring(self, r: CollectorRegistry, mv: tuple[str, str]) -> None:
+        """The monitoring series (table above)."""
+        self.drift_score = Gauge(
+            "ann_drift_score",
+            "Drift score of the last window: top features, outputs, multivariate.",
+            (*mv, "feature", "method"),
+            registry=r,
+        )
+        self.drift_share = Gauge(
+            "ann_drift_share", "Share of drifted input features, last window.", mv, registry=r
+        )
+        self.drift_detected = Gauge(
+            "ann_drift_detected", "1 when the last window drifted (dataset drift).", mv, registry=r
+        )
+        self.drift_windows = Counter(
+            "ann_drift_windows", "Monitoring windows completed.", mv, registry=r
+        )
+        self.drift_window_end = Gauge(
+            "ann_drift_window_end_timestamp_seconds",
+            "When the last monitoring window closed (Unix time).",
+            mv,
+            registry=r,
+        )
+        self.prediction_share = Gauge(
+            "ann_prediction_share",
+            "Predicted-class shares in the last window.",
+            (*mv, "class"),
+            registry=r,
+        )
+        self.confidence = Histogram(
+            "ann_confidence",
+            "Top-class probability of served rows.",
+            mv,
+            buckets=CONFIDENCE_BUCKETS,
+            registry=r,
+        )
+        self.estimated_accuracy = Gauge(
+            "ann_estimated_accuracy",
+            "Mean top-class probability of the last window (CBPE-style estimate).",
+            mv,
+            registry=r,
+        )
+        self.realized_accuracy = Gauge(
+            "ann_realized_accuracy",
+            "Accuracy of labelled predictions: window=last (latest closed window with labels) "
+            "or total (since start).",
+            (*mv, "window"),
+            registry=r,
+        )
+        self.feedback_labels = Counter(
+            "ann_feedback_labels", "Labelled rows joined to their prediction.", mv, registry=r
+        )
+        self.feedback_unmatched = Counter(
+            "ann_feedback_unmatched",
+            "Labels not joined, by reason (unknown, evicted, duplicate).",
+            (*mv, "reason"),
+            registry=r,
+        )
+        self.model_age = Gauge(
+            "ann_model_age_seconds",
+            "Seconds since the model was exported (manifest 'created').",
+            mv,
             registry=r,
         )
 

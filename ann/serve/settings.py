@@ -84,6 +84,26 @@ class Settings:
     request_log_sample: float = _flag(0.01, "Share of requests logged.")
     request_log_max_bytes: int = _flag(50 << 20, "Size at which the request log rotates.")
     request_log_backups: int = _flag(3, "Rotated request log files kept.")
+    monitor: str = _flag(
+        "on",
+        "on: served inputs and outputs are collected into windows and tested for drift in a "
+        "background thread, and late labels are joined by request id (/monitor, /feedback, "
+        "ann_drift_*, ann_realized_accuracy); off: nothing is recorded.",
+        choices=["on", "off"],
+    )
+    monitor_window_rows: int = _flag(
+        1000, "A monitoring window closes after this many rows (one-row requests: requests)."
+    )
+    monitor_window_seconds: float = _flag(
+        60.0,
+        "... or after this many seconds, once it holds at least min(100, "
+        "--monitor_window_rows) rows.",
+    )
+    monitor_feedback_capacity: int = _flag(
+        100_000,
+        "Predictions kept per model version for joining late labels by request id (oldest "
+        "evicted first; about 200 bytes each).",
+    )
     shutdown_timeout: float = _flag(30.0, "Seconds SIGTERM waits for queued requests.")
     retry_after_seconds: int = _flag(1, "Retry-After of a 503.", flag=False)
 
@@ -113,6 +133,9 @@ class Settings:
             ("request_log_sample", 0, 1, "a share of requests"),
             ("request_log_max_bytes", 1024, 1 << 40, "bytes"),
             ("request_log_backups", 0, 1000, "files"),
+            ("monitor_window_rows", 10, 1_000_000, "rows"),
+            ("monitor_window_seconds", 0.1, 86_400, "seconds"),
+            ("monitor_feedback_capacity", 0, 100_000_000, "predictions"),
             ("shutdown_timeout", 0, 3600, "seconds"),
             ("retry_after_seconds", 0, 3600, "seconds"),
         ]
@@ -134,6 +157,8 @@ class Settings:
             return "--host: expected an address to bind, got an empty string"
         if self.batch_wait not in ("idle", "full"):
             return f"--batch_wait={self.batch_wait}: expected idle or full"
+        if self.monitor not in ("on", "off"):
+            return f"--monitor={self.monitor}: expected on or off"
         if self.queue_rows < self.max_batch_size:
             return (
                 f"--max_queue_rows={self.queue_rows} is below --max_batch_size="

@@ -1,0 +1,168 @@
+"""Late labels: ground truth joined to served predictions by the v2 request `id`.
+
+A client that sends `{"id": "r-17", "inputs": [...]}` to `/infer` may later send the true
+label to `/feedback` as `{"id": "r-17", "label": 3}` (a class index, or a class name of the
+model's categorical output; a list of them for a request of several rows), one such object or
+a JSON list of them (a batch). Each joined row counts toward realized accuracy: of the window
+its prediction was made in (`ann_realized_accuracy{window="last"}`: the latest closed window
+with labels) and since the server started (`window="total"`).
+
+Memory is bounded: `Predictions` keeps the predicted classes of the last `capacity` requests
+that carried an id (`--monitor_feedback_capacity`, default 100,000; about 200 bytes each, so
+about 20 MB), oldest evicted first, and remembers the ids of as many evicted ones, ids only, so
+a label that comes too late is counted as `evicted` rather than `unknown`. A label that cannot
+be joined is not an error: the reply and `ann_feedback_unmatched_total{reason}` count it by
+reason: `unknown` (no request with that id, or evicted long ago), `evicted` (its prediction
+was dropped to stay within capacity: raise the capacity or send labels sooner), `duplicate`
+(that id was already labelled; the first label counts). A request that is wrong in itself is
+a 400 naming the field, and nothing of its batch is applied.
+
+Not thread-safe: `ann.serve.monitoring.ModelMonitor` calls it under its lock.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ann.serve import protocol
+from ann.serve.errors import ServeError
+
+REASONS = ("unknown", "evicted", "duplicate")
+WINDOWS_KEPT = 1000  # per-window label counts kept (the oldest windows are forgotten)
+
+
+class Predictions:
+    """The predicted classes of recent requests by id, and the realized accuracy of those
+    that got their label.
+
+    `capacity`: requests kept (0: no joins); `names`: the class names of the model's
+    categorical output (labels may be given by name or index)."""
+
+    def __init__(self, capacity: int, names: Sequence[str]):
+        self.capacity = capacity
+        self.names = list(names)
+        self._index = {name: i for i, name in enumerate(self.names)}
+        # id -> [predicted classes int [rows], window index, labelled?]
+        self._kept: collections.OrderedDict[str, list] = collections.OrderedDict()
+        self._evicted: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self.windows: dict[int, list[int]] = {}  # window index -> [correct, labelled] rows
+        self.total = [0, 0]
+        self.unmatched = dict.fromkeys(REASONS, 0)
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    def record(self, request_id: str, predicted: np.ndarray, window: int) -> None:
+        """Keeps one request's predicted classes (int [rows], kept by reference: the server
+        never changes them) under its id, evicting the oldest beyond capacity. A second
+        request with the same id replaces the first."""
+        if self.capacity <= 0:
+            return
+        kept = self._kept
+        if request_id in kept:
+            del kept[request_id]
+        kept[request_id] = [predicted, window, False]
+        if len(kept) > self.capacity:
+            old, _ = kept.popitem(last=False)
+            self._evicted[old] = None
+            if len(self._evicted) > self.capacity:
+                self._evicted.popitem(last=False)
+
+    def parse(self, body: Any) -> list[tuple[str, list[int]]]:
+        """The (id, class indices) of a feedback body: one `{"id", "label"}` object or a list
+        of them; ServeError 400 naming the first field that is wrong."""
+        items = body if isinstance(body, list) else [body]
+        where = (lambda i: f"feedback[{i}]") if isinstance(body, list) else (lambda i: "feedback")
+        if not items:
+            raise ServeError(400, 'feedback: expected at least one {"id", "label"}, got []')
+        parsed = []
+        for i, item in enumerate(items):
+            if not isinstance(item, dict) or set(item) != {"id", "label"}:
+                got = sorted(item) if isinstance(item, dict) else protocol.short(item)
+                raise ServeError(
+                    400,
+                    f'{where(i)}: expected an object with "id" and "label" (and nothing else), '
+                    f"got {got}",
+                    "feedback",
+                )
+            request_id = item["id"]
+            if not isinstance(request_id, str) or not request_id:
+                raise ServeError(
+                    400,
+                    f"{where(i)}.id: expected the infer request's id (a non-empty string), got "
+                    f"{protocol.short(request_id)}",
+                    "feedback",
+                )
+            label = item["label"]
+            labels = label if isinstance(label, list) else [label]
+            parsed.append((request_id, [self._class(f"{where(i)}.label", v) for v in labels]))
+        return parsed
+
+    def _class(self, field: str, value: Any) -> int:
+        """A class index from an index or a class name; ServeError 400 otherwise."""
+        if isinstance(value, str) and value in self._index:
+            return self._index[value]
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(self.names):
+            return value
+        names = self.names if len(self.names) <= 12 else [*self.names[:12], "..."]
+        raise ServeError(
+            400,
+            f"{field}: expected a class index in [0, {len(self.names) - 1}] or a class name "
+            f"({', '.join(names)}), got {protocol.short(value)}",
+            "feedback",
+        )
+
+    def join(self, items: list[tuple[str, list[int]]]) -> dict[str, Any]:
+        """Joins parsed labels (`parse`) to their predictions; returns `{"matched": rows,
+        "unmatched": {reason: count}}` for this batch. ServeError 400 (nothing applied) when a
+        label list's length is not its request's rows."""
+        for request_id, labels in items:
+            found = self._kept.get(request_id)
+            if found is not None and len(labels) != len(found[0]):
+                raise ServeError(
+                    400,
+                    f"feedback id {protocol.short(request_id)}: expected {len(found[0])} labels "
+                    f"(its request had {len(found[0])} rows), got {len(labels)}",
+                    "feedback",
+                )
+        matched, unmatched = 0, dict.fromkeys(REASONS, 0)
+        for request_id, labels in items:
+            found = self._kept.get(request_id)
+            if found is None:
+                unmatched["evicted" if request_id in self._evicted else "unknown"] += 1
+                continue
+            if found[2]:
+                unmatched["duplicate"] += 1
+                continue
+            found[2] = True
+            correct = int(np.count_nonzero(np.asarray(found[0]) == np.asarray(labels)))
+            counts = self.windows.setdefault(found[1], [0, 0])
+            for c in (counts, self.total):
+                c[0] += correct
+                c[1] += len(labels)
+            matched += len(labels)
+        while len(self.windows) > WINDOWS_KEPT:
+            del self.windows[min(self.windows)]
+        for reason, n in unmatched.items():
+            self.unmatched[reason] += n
+        return {"matched": matched, "unmatched": unmatched}
+
+    def realized(self, closed: int) -> dict[str, Any]:
+        """Realized accuracy: `last`, of the latest window before `closed` (the first window
+        still open) with labels, and `total`, since the start; None where none is labelled."""
+        done = [w for w in self.windows if w < closed and self.windows[w][1]]
+        last = max(done) if done else None
+        return {
+            "last": _accuracy(self.windows[last], last) if last is not None else None,
+            "total": _accuracy(self.total, None) if self.total[1] else None,
+        }
+
+
+def _accuracy(counts: list[int], window: int | None) -> dict[str, Any]:
+    correct, labelled = counts
+    reply = {"accuracy": correct / labelled, "correct": correct, "labelled": labelled}
+    return reply if window is None else {"window": window, **reply}

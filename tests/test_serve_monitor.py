@@ -1,0 +1,180 @@
+"""Monitoring in the server: windows of served rows, /monitor, the gauges in /metrics, late
+labels joined by request id (the same accuracy as offline evaluation of the same rows), bad
+feedback refused in one line, and a designed shift (brightened digits) detected."""
+
+import json
+import time
+
+import numpy as np
+import pytest
+from test_serve import Server, infer_body, request
+from test_serve_routes import FakeModel, call
+
+from ann import artifact, data
+from ann.serve.app import App
+from ann.serve.dataplane import ServedModel
+from ann.serve.feedback import Predictions
+from ann.serve.settings import Settings
+
+WINDOW = 100  # rows per monitoring window in these tests
+
+
+@pytest.fixture(scope="module")
+def monitored(digits_export):
+    _, out = digits_export
+    server = Server(
+        [f"--model={out}", "--max_batch_size=8", f"--monitor_window_rows={WINDOW}",
+         "--monitor_window_seconds=3600", "--monitor_feedback_capacity=1000"]
+    )  # fmt: skip
+    try:
+        model = artifact.load(str(out))
+        yield server.wait_ready(), model, f"/v2/models/{model.name}"
+    finally:
+        server.stop()
+
+
+def digits_rows():
+    rows = data.load("digits", "test", cache=True).rows(np.arange(300))
+    return rows["image"], rows["label"]
+
+
+def wait_window(port, path, index, timeout=60):
+    """The /monitor reply once window `index` has been tested (the thread ticks every 0.2 s)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status, _, body = request(port, "GET", path + "/monitor")
+        assert status == 200, body
+        if body["window"] is not None and body["window"]["index"] >= index:
+            return body
+        time.sleep(0.1)
+    raise AssertionError(f"window {index} was not tested: {body}")
+
+
+def send(port, path, x, prefix, rows_per_request=1):
+    """One-row (or `rows_per_request`-row) infers with ids PREFIX0, PREFIX1, ... (a lone
+    request: PREFIX)."""
+    for i in range(0, len(x), rows_per_request):
+        request_id = prefix if len(x) == rows_per_request else f"{prefix}{i}"
+        body = infer_body(x[i : i + rows_per_request], id=request_id)
+        status, _, reply = request(port, "POST", path + "/infer", body)
+        assert status == 200, reply
+
+
+def metric(text, name, **labels):
+    """The value of the sample `name{labels...}` in Prometheus text (labels: a subset)."""
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} {labels} not in /metrics")
+
+
+def test_feedback_joins_give_offline_accuracy_and_gauges_appear(monitored):
+    server, model, path = monitored
+    port = server.port
+    x, y = digits_rows()
+    x, y = x[:200], y[:200]
+    want = model({"image": x})
+    send(port, path, x[:160], "r")  # one row per request: windows 0 and most of 1
+    send(port, path, x[160:], "b", rows_per_request=8)  # 5 requests of 8 rows
+    names = model.outputs["label"]["names"]
+    labels = [{"id": f"r{i}", "label": int(y[i])} for i in range(0, 160, 2)]
+    labels += [{"id": f"r{i}", "label": names[int(y[i])]} for i in range(1, 160, 2)]  # by name
+    labels += [{"id": f"b{i - 160}", "label": y[i : i + 8].tolist()} for i in range(160, 200, 8)]
+    labels += [{"id": "never-sent", "label": 1}, {"id": "r0", "label": 3}]  # unknown, duplicate
+    status, _, reply = request(port, "POST", path + "/feedback", labels)
+    assert status == 200, reply
+    assert reply["matched"] == 200
+    assert reply["unmatched"] == {"unknown": 1, "evicted": 0, "duplicate": 1}
+    offline = float(np.mean(want["label"] == y))
+    assert reply["accuracy"]["total"] == {
+        "accuracy": pytest.approx(offline, abs=1e-12),
+        "correct": int(np.sum(want["label"] == y)),
+        "labelled": 200,
+    }
+    # Window 1 (rows 100..199) is closed by its 100th row; its results match offline ones.
+    body = wait_window(port, path, 1)
+    assert body["window"]["rows"] == WINDOW and body["window"]["closed_by"] == "rows"
+    last = slice(100, 200)
+    shares = np.bincount(want["label"][last], minlength=10) / WINDOW
+    np.testing.assert_allclose(list(body["predictions"]["shares"].values()), shares)
+    confidence = want["probabilities"][last].max(-1).mean()
+    assert body["accuracy"]["estimated"] == pytest.approx(confidence, rel=1e-6)
+    assert "calibrated" in body["accuracy"]["estimated_assumptions"]
+    realized_last = body["accuracy"]["realized"]["last"]
+    assert realized_last["window"] == 1
+    assert realized_last["accuracy"] == pytest.approx(np.mean(want["label"][last] == y[last]))
+    assert body["feedback"]["labels"] == 200 and body["model_age_seconds"] > 0
+
+    status, _, text = request(port, "GET", "/metrics")
+    assert status == 200
+    mv = {"model": model.name}
+    assert metric(text, "ann_realized_accuracy", **mv, window="total") == pytest.approx(offline)
+    assert metric(text, "ann_feedback_labels_total", **mv) == 200
+    assert metric(text, "ann_feedback_unmatched_total", **mv, reason="unknown") == 1
+    assert metric(text, "ann_drift_windows_total", **mv) == 2
+    assert metric(text, "ann_estimated_accuracy", **mv) == pytest.approx(confidence, rel=1e-6)
+    assert metric(text, "ann_prediction_share", **mv, **{"class": names[3]}) == shares[3]
+    assert metric(text, "ann_confidence_count", **mv) == 200
+    assert 0 < metric(text, "ann_model_age_seconds", **mv) < 30 * 86400
+    assert metric(text, "ann_drift_window_end_timestamp_seconds", **mv) > 1.7e9
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (b"{nope", "feedback: expected JSON"),
+        (b"[]", 'feedback: expected at least one {"id", "label"}, got []'),
+        (b'{"id": "r1"}', 'feedback: expected an object with "id" and "label"'),
+        (b'[{"id": "r1", "label": 1}, 7]', 'feedback[1]: expected an object with "id"'),
+        (b'{"id": 5, "label": 1}', "feedback.id: expected the infer request's id"),
+        (b'{"id": "r1", "label": 10}', "feedback.label: expected a class index in [0, 9]"),
+        (b'{"id": "r1", "label": "ten"}', "feedback.label: expected a class index in [0, 9]"),
+        (b'{"id": "r1", "label": true}', "feedback.label: expected a class index"),
+        (b'{"id": "eight", "label": [1, 2]}', "expected 8 labels (its request had 8 rows), got 2"),
+    ],
+)
+def test_bad_feedback_is_one_clear_400_and_applies_nothing(monitored, body, message):
+    server, model, path = monitored
+    send(server.port, path, digits_rows()[0][:8], "eight", rows_per_request=8)
+    before = request(server.port, "GET", path + "/monitor")[2]["feedback"]
+    status, _, reply = request(server.port, "POST", path + "/feedback", body)
+    assert status == 400 and message in reply["error"], reply
+    assert "\n" not in reply["error"] and reply["model_name"] == model.name
+    assert request(server.port, "GET", path + "/monitor")[2]["feedback"] == before
+
+
+def test_designed_shift_is_detected_within_one_window(monitored):
+    """Brightened digits (every pixel + 4, at most 16: the data's range) are detected in the
+    first window of 100 one-row requests."""
+    pytest.importorskip("ann.monitor.drift")
+    server, model, path = monitored
+    port = server.port
+    x, _ = digits_rows()
+    start = wait_window(port, path, 0)["open_window"]["index"]
+    send(port, path, np.minimum(x[:WINDOW].astype(np.int32) + 4, 16).astype(np.uint8), "s")
+    body = wait_window(port, path, start)
+    assert body["drift"]["detected"] and body["drift"]["share"] >= 0.5, body["drift"]
+    text = request(port, "GET", "/metrics")[2]
+    assert metric(text, "ann_drift_detected", model=model.name) == 1
+    assert metric(text, "ann_drift_share", model=model.name) >= 0.5
+
+
+def test_monitoring_off_says_so():
+    app = App([ServedModel("m", "1", FakeModel(), "test")], Settings(monitor="off"))
+    for route in ("/v2/models/m/monitor", "/v2/models/m/versions/1/feedback"):
+        status, body, _ = call(app, "POST" if "feedback" in route else "GET", route)
+        assert status == 409 and "--monitor=off" in body["error"], body
+
+
+def test_the_feedback_store_is_bounded_and_says_why_a_label_is_not_joined():
+    store = Predictions(capacity=2, names=["a", "b"])
+    for i in range(3):
+        store.record(f"r{i}", np.array([i % 2]), window=0)
+    assert len(store) == 2
+    joined = store.join(store.parse([{"id": f"r{i}", "label": "b"} for i in (0, 1, 2, 2, 9)]))
+    assert joined == {"matched": 2, "unmatched": {"unknown": 1, "evicted": 1, "duplicate": 1}}
+    assert store.realized(closed=1)["last"] == {
+        "window": 0, "accuracy": 0.5, "correct": 1, "labelled": 2
+    }  # fmt: skip
+    assert store.realized(closed=0)["last"] is None  # window 0 still open
+    assert json.dumps(store.realized(1))  # JSON-ready
