@@ -5,6 +5,10 @@
                              size of every other file
       function.jaxexport     the inference function, serialized by `jax.export` (symbolic batch)
       weights.safetensors    the weights, flat, keyed by parameter path ("blocks/0/bn1/scale")
+      reference.safetensors  the drift reference: a seeded sample of training rows,
+                             `inputs/NAME` (raw model inputs) and `outputs/NAME` (the model's
+                             outputs on them); optional (exports before it still load), read
+                             by `load_reference` through the same checks
 
 Nothing read here is trusted. The manifest is read only if it is a regular file of at most
 MAX_MANIFEST_BYTES, and its structure is checked before use. Each file it lists must be a plain
@@ -31,6 +35,7 @@ import numpy as np
 MANIFEST = "manifest.json"
 FUNCTION = "function.jaxexport"
 WEIGHTS = "weights.safetensors"
+REFERENCE = "reference.safetensors"
 FORMAT = "ann.export/1"
 # A manifest holds signatures, config, metrics and reference statistics (about 40 KB for the
 # digits CNN; per-feature statistics are capped by `ann.export.MAX_FEATURES`).
@@ -380,3 +385,28 @@ def load(directory: str, manifest_sha256: str | None = None) -> Model:
     arrays = _weights(directory, manifest)
     # Given, the recorded hash was just checked against these bytes: no second hash.
     return Model(directory, manifest, exported, arrays, manifest_sha256 or sha256_bytes(raw))
+
+
+def load_reference(
+    directory: str, manifest: Mapping[str, Any]
+) -> dict[str, dict[str, np.ndarray]] | None:
+    """The export's reference sample, {"inputs": {name: array}, "outputs": {name: array}}
+    (rows first), read through the manifest's size and sha256 checks (IntegrityError when a
+    check fails or the file cannot be deserialized); None when the manifest lists no
+    reference.safetensors (an export written before it existed)."""
+    from safetensors.numpy import load as load_safetensors
+
+    if REFERENCE not in manifest["files"]:
+        return None
+    data = read_verified(directory, manifest, REFERENCE)
+    arrays = _deserialize(directory, REFERENCE, lambda: load_safetensors(data))
+    sample: dict[str, dict[str, np.ndarray]] = {"inputs": {}, "outputs": {}}
+    for key, value in arrays.items():
+        kind, _, name = key.partition("/")
+        if kind not in sample or not name:
+            raise IntegrityError(
+                f"{os.path.join(directory, REFERENCE)} holds {key!r}, not inputs/NAME or "
+                "outputs/NAME; re-export the run"
+            )
+        sample[kind][name] = value
+    return sample

@@ -18,7 +18,8 @@ holds:
 - `calibration` (classification): the temperature T fitted on the validation split and folded
   into the graph (probabilities = softmax(logits / T)), and ECE, MCE, Brier and NLL before and
   after on the validation and test splits (see `ann/calibrate.py`; `config.calibration`);
-- `reference`: statistics of the training split for drift checks (see `reference_statistics`);
+- `reference`: statistics of the training split for drift checks (see `reference_statistics`),
+  and `reference.sample`: what reference.safetensors holds (`sample_rows`);
 - `files`: sha256 and size of every other file.
 
 The export is written into a temporary directory next to `--out` and renamed into place.
@@ -48,6 +49,8 @@ HISTOGRAM_BINS = 10
 CONFIDENCE_BINS = 15  # as ECE's bins
 MAX_FEATURES = 1024  # above this many values per example, summarize per channel (last axis)
 REFERENCE_ROWS = 10_000
+SAMPLE_ROWS = 5_000  # reference.safetensors: at most this many training rows
+SAMPLE_SEED = 0
 PREDICT_BATCH = 512
 
 
@@ -111,6 +114,27 @@ def reference_statistics(
             summary["max_histogram"] = {"edges": _round(e), "counts": c.tolist()}
         result["outputs"][name] = summary
     return result
+
+
+def sample_rows(rows: int, size: int = SAMPLE_ROWS, seed: int = SAMPLE_SEED) -> np.ndarray:
+    """The training rows of the drift reference sample: `min(size, rows)` distinct indices,
+    sorted, drawn uniformly without replacement by a generator seeded with `seed`: the
+    distribution a reservoir sample (Vitter's algorithm R) of the split read in order has; the
+    split is read by index, so the indices are drawn directly. The same in every export of the
+    same split size."""
+    if rows <= size:
+        return np.arange(rows)
+    return np.sort(np.random.default_rng(seed).choice(rows, size, replace=False))
+
+
+def _predict_all(call: Any, weights: dict, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The exported function on every row of `inputs`, PREDICT_BATCH rows at a time."""
+    rows = len(next(iter(inputs.values())))
+    outputs = [
+        jax.device_get(call(weights, {k: v[i : i + PREDICT_BATCH] for k, v in inputs.items()}))
+        for i in range(0, rows, PREDICT_BATCH)
+    ]
+    return {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
 
 
 def _git() -> dict[str, Any]:
@@ -217,12 +241,24 @@ def export(
     rows = train.rows(np.arange(min(len(train), REFERENCE_ROWS)))
     ref_inputs = {k: rows[k] for k in input_signature}
     call = jax.jit(exported.call)
-    outputs = [
-        jax.device_get(call(weights, {k: v[i : i + PREDICT_BATCH] for k, v in ref_inputs.items()}))
-        for i in range(0, len(next(iter(ref_inputs.values()))), PREDICT_BATCH)
-    ]
-    ref_outputs = {k: np.concatenate([o[k] for o in outputs]) for k in output_signature}
+    ref_outputs = _predict_all(call, weights, ref_inputs)
     _check_agrees(experiment, model, ref_inputs, ref_outputs)
+    # The drift reference sample (reference.safetensors): raw inputs and the graph's outputs.
+    index = sample_rows(len(train))
+    picked = train.rows(index)
+    sample_inputs = {k: np.ascontiguousarray(picked[k]) for k in input_signature}
+    sample = {f"inputs/{k}": v for k, v in sample_inputs.items()}
+    sample.update(
+        {f"outputs/{k}": v for k, v in _predict_all(call, weights, sample_inputs).items()}
+    )
+    reference = reference_statistics(ref_inputs, ref_outputs, output_signature)
+    reference["sample"] = {
+        "file": artifact.REFERENCE,
+        "rows": len(index),
+        "of": len(train),
+        "split": dc.train_split,
+        "seed": SAMPLE_SEED,
+    }
 
     manifest: dict[str, Any] = {
         "format": artifact.FORMAT,
@@ -258,13 +294,20 @@ def export(
             "python": sys.version.split()[0],
         },
         "num_params": int(sum(v.size for v in weights.values())),
-        "reference": reference_statistics(ref_inputs, ref_outputs, output_signature),
+        "reference": reference,
     }
-    return write(out, manifest, bytes(exported.serialize()), weights)
+    return write(out, manifest, bytes(exported.serialize()), weights, sample)
 
 
-def write(out: str, manifest: dict[str, Any], function: bytes, weights: dict) -> dict[str, Any]:
-    """Writes the artifact into a temporary sibling of `out`, then renames it into place.
+def write(
+    out: str,
+    manifest: dict[str, Any],
+    function: bytes,
+    weights: dict,
+    reference: dict[str, np.ndarray] | None = None,
+) -> dict[str, Any]:
+    """Writes the artifact into a temporary sibling of `out`, then renames it into place;
+    `reference` (`inputs/NAME`, `outputs/NAME` arrays) becomes reference.safetensors.
 
     The manifest must pass the loader's own checks (`ann.artifact.check_manifest` and its
     MAX_MANIFEST_BYTES): an export nothing could load is refused with IntegrityError and
@@ -276,6 +319,8 @@ def write(out: str, manifest: dict[str, Any], function: bytes, weights: dict) ->
     tmp = tempfile.mkdtemp(prefix=".export-", dir=parent)
     try:
         files = {artifact.FUNCTION: function, artifact.WEIGHTS: save_safetensors(weights)}
+        if reference is not None:
+            files[artifact.REFERENCE] = save_safetensors(reference)
         manifest["files"] = {}
         for file_name, blob in files.items():
             atomic.write_bytes(os.path.join(tmp, file_name), blob)

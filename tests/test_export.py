@@ -63,7 +63,7 @@ def test_loaded_export_equals_training_code(digits_export):
     assert m["versions"]["jax"] == jax.__version__ and m["versions"]["flax"]
     assert m["git"]["commit"] is None or len(m["git"]["commit"]) == 40
     assert m["platforms"] == ["cpu"]
-    assert set(m["files"]) == {artifact.FUNCTION, artifact.WEIGHTS}
+    assert set(m["files"]) == {artifact.FUNCTION, artifact.WEIGHTS, artifact.REFERENCE}
     ref = m["reference"]
     image = ref["inputs"]["image"]
     assert image["rows"] == len(data.load("digits", "train")) and len(image["mean"]) == 64

@@ -1,0 +1,384 @@
+"""Drift tests: does a window of traffic look like the export's reference sample?
+
+Per feature (`ann.monitor.features`), exactly Evidently's data-drift defaults, so numbers compare
+with an Evidently report on the same data (evidentlyai/evidently,
+src/evidently/legacy/calculations/stattests/registry.py `_get_default_stattest`, and the test
+files beside it). With `n` the distinct values of reference and current together:
+
+| reference rows | n <= 2 | 3 <= n <= 5 | n > 5 |
+|---|---|---|---|
+| <= 1,000 | two-proportion z-test, p < 0.05 | chi-square, p < 0.05 | two-sample KS, p <= 0.05 |
+| > 1,000 | Jensen-Shannon >= 0.1 | Jensen-Shannon >= 0.1 | Wasserstein / std >= 0.1 |
+
+- `ks`: `scipy.stats.ks_2samp`, two-sided (ks_stattest.py: drift when p <= threshold).
+- `chisquare`: expected counts are the reference's counts per value times current rows /
+  reference rows, over the values seen in either (chisquare_stattest.py).
+- `z`: the share of rows different from the smallest value, pooled two-proportion z statistic,
+  two-sided p (z_stattest.py); p = 1 when both sides hold the same single value.
+- `wasserstein`: `scipy.stats.wasserstein_distance` divided by max(reference std, 0.001), the
+  population std (wasserstein_distance_norm.py).
+- `jensenshannon`: `scipy.spatial.distance.jensenshannon` (natural log, so at most
+  sqrt(ln 2) = 0.83) of the two value shares; binning as Evidently's `get_binned_data`
+  (utils.py): a feature whose reference holds more than 20 distinct values is cut into
+  Sturges' bins of reference and current together (`np.histogram_bin_edges(..., "sturges")`),
+  otherwise each distinct value is a bin; no zero filling.
+- `psi` (`method="psi"`, not a default): sum of (ref% - cur%) * ln(ref% / cur%) over the same
+  bins, empty bins filled with 0.0001 (or the smallest share / 1e6 when that is <= 0.0001), as
+  Evidently's psi.py; drift when PSI >= 0.1.
+
+Non-finite values are dropped first, as Evidently does. Dataset drift: the share of drifted
+input features >= 0.5 (Evidently's `drift_share`, data_drift.py `get_dataset_drift`).
+
+Output drift (not counted in the share): predicted classes (an output with class `names`) by
+Jensen-Shannon on the class shares (threshold 0.1); a `probabilities` output by KS on the
+confidence (each row's largest probability; p <= 0.05); any other output value by the default
+test as an input feature is (`output:NAME[i]`).
+
+Multivariate (`multivariate=True`): maximum mean discrepancy over all input features together,
+standardized by the reference's mean and std, unbiased MMD^2 with a Gaussian kernel
+exp(-d^2 / (2 sigma^2)), sigma^2 = median(d^2) / 2 over distinct pairs of the pooled sample
+(Gretton et al. 2012's median heuristic; Evidently's mmd_stattest.py uses the same kernel and
+estimator on one column), and a permutation p-value (Phipson and Smyth 2010:
+(1 + #{permuted >= observed}) / (1 + permutations)) computed in jax. At most MMD_ROWS rows of
+each side take part (a seeded subsample). Drift when p < 0.05.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import warnings
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy import spatial, stats
+
+from ann.monitor.features import feature_matrix
+
+ALPHA = 0.05  # p-value tests: Evidently's default threshold
+DISTANCE = 0.1  # distance tests (Wasserstein normed, Jensen-Shannon, PSI)
+DRIFT_SHARE = 0.5  # dataset drift: share of drifted input features >= this
+SMALL_REFERENCE = 1_000  # reference rows <= this: statistical tests, else distances
+FEW_VALUES = 5  # distinct values <= this: a categorical test
+BINARY = 2
+BIN_VALUES = 20  # reference distinct values > this: Sturges' bins for JS and PSI
+WASSERSTEIN_STD_FLOOR = 0.001
+MMD_ROWS = 1_000
+MMD_PERMUTATIONS = 200
+METHODS = ("auto", "psi", "ks", "wasserstein", "jensenshannon")
+
+
+class DriftUnavailable(ValueError):
+    """The export holds no reference sample (exported before reference.safetensors), or the
+    traffic cannot be compared with it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureDrift:
+    """One test's result. `score`: the test statistic (KS D, chi-square, |z|, MMD^2) or the
+    distance; `p_value`: None for distances; `threshold`: on p (drift when below, KS: at or
+    below) or on the distance (drift at or above)."""
+
+    feature: str
+    method: str
+    score: float
+    p_value: float | None
+    threshold: float
+    drifted: bool
+
+    @property
+    def strength(self) -> float:
+        """How far past its threshold, comparable across methods (>= 1: drifted): the
+        distance / threshold, or log(p) / log(threshold) for p-value tests."""
+        if self.p_value is None:
+            return self.score / self.threshold if math.isfinite(self.score) else 0.0
+        return math.log(max(self.p_value, 1e-300)) / math.log(self.threshold)
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: _finite(v) for k, v in dataclasses.asdict(self).items()}
+
+
+def _finite(value: Any) -> Any:
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+@dataclasses.dataclass(frozen=True)
+class DriftResult:
+    """A window's drift: per input feature, per output, and (optionally) multivariate."""
+
+    rows: int
+    reference_rows: int
+    features: list[FeatureDrift]
+    share: float  # drifted input features / input features
+    detected: bool  # share >= DRIFT_SHARE
+    outputs: list[FeatureDrift]
+    multivariate: FeatureDrift | None
+
+    def top(self, k: int = 10) -> list[FeatureDrift]:
+        """The `k` input features most past their thresholds (`FeatureDrift.strength`)."""
+        return sorted(self.features, key=lambda f: -f.strength)[:k]
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready: NaN and infinities become null."""
+        return {
+            "rows": self.rows,
+            "reference_rows": self.reference_rows,
+            "share": self.share,
+            "detected": self.detected,
+            "drift_share": DRIFT_SHARE,
+            "drifted": sum(f.drifted for f in self.features),
+            "features": [f.to_json() for f in self.features],
+            "outputs": [f.to_json() for f in self.outputs],
+            "multivariate": self.multivariate.to_json() if self.multivariate else None,
+        }
+
+
+# -- the tests, each on two 1-D float arrays of finite values --------------------------------
+
+
+def ks(ref: np.ndarray, cur: np.ndarray) -> tuple[float, float | None, float, bool]:
+    """Two-sample KS: (D, p, 0.05, p <= 0.05)."""
+    result = stats.ks_2samp(ref, cur)
+    return float(result.statistic), float(result.pvalue), ALPHA, bool(result.pvalue <= ALPHA)
+
+
+def _counts(ref: np.ndarray, cur: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Counts of each value seen in either, reference and current (same order)."""
+    keys = np.union1d(ref, cur)
+    return (
+        np.bincount(np.searchsorted(keys, ref), minlength=len(keys)),
+        np.bincount(np.searchsorted(keys, cur), minlength=len(keys)),
+    )
+
+
+def chisquare(ref: np.ndarray, cur: np.ndarray) -> tuple[float, float | None, float, bool]:
+    """Chi-square goodness of fit of current counts to the reference's shares, scaled."""
+    r, c = _counts(ref, cur)
+    with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        result = stats.chisquare(c, r * (len(cur) / len(ref)))
+    p = float(result.pvalue) if np.isfinite(result.pvalue) else 0.0
+    return float(result.statistic), p, ALPHA, bool(p < ALPHA)
+
+
+def z_test(ref: np.ndarray, cur: np.ndarray) -> tuple[float, float | None, float, bool]:
+    """Two-proportion z-test on the share of rows that differ from the smallest value."""
+    keys = np.union1d(ref, cur)
+    if len(keys) == 1:
+        return 0.0, 1.0, ALPHA, False
+    p1, p2 = np.mean(ref != keys[0]), np.mean(cur != keys[0])
+    pooled = (p1 * len(ref) + p2 * len(cur)) / (len(ref) + len(cur))
+    z = (p1 - p2) / math.sqrt(pooled * (1 - pooled) * (1 / len(ref) + 1 / len(cur)))
+    p = float(2 * stats.norm.sf(abs(z)))
+    return abs(float(z)), p, ALPHA, bool(p < ALPHA)
+
+
+def wasserstein(ref: np.ndarray, cur: np.ndarray) -> tuple[float, float | None, float, bool]:
+    """Wasserstein-1 distance over max(reference std, 0.001)."""
+    norm = max(float(np.std(ref)), WASSERSTEIN_STD_FLOOR)
+    score = float(stats.wasserstein_distance(ref, cur)) / norm
+    return score, None, DISTANCE, score >= DISTANCE
+
+
+def binned(ref: np.ndarray, cur: np.ndarray, fill_zeroes: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Evidently's `get_binned_data`: reference and current shares per bin."""
+    if len(np.unique(ref)) > BIN_VALUES:
+        edges = np.histogram_bin_edges(np.concatenate([ref, cur]), bins="sturges")
+        r = np.histogram(ref, edges)[0] / len(ref)
+        c = np.histogram(cur, edges)[0] / len(cur)
+    else:
+        rc, cc = _counts(ref, cur)
+        r, c = rc / len(ref), cc / len(cur)
+    if fill_zeroes:
+        for shares in (r, c):
+            smallest = shares[shares > 0].min()
+            shares[shares == 0] = smallest / 1e6 if smallest <= 0.0001 else 0.0001
+    return r, c
+
+
+def jensenshannon(ref: np.ndarray, cur: np.ndarray) -> tuple[float, float | None, float, bool]:
+    """Jensen-Shannon distance (natural log) of the binned shares."""
+    score = float(spatial.distance.jensenshannon(*binned(ref, cur, fill_zeroes=False)))
+    return score, None, DISTANCE, score >= DISTANCE
+
+
+def psi(ref: np.ndarray, cur: np.ndarray) -> tuple[float, float | None, float, bool]:
+    """Population stability index of the binned shares (empty bins filled)."""
+    r, c = binned(ref, cur, fill_zeroes=True)
+    score = float(np.sum((r - c) * np.log(r / c)))
+    return score, None, DISTANCE, score >= DISTANCE
+
+
+TESTS: dict[str, Callable[[np.ndarray, np.ndarray], tuple[float, float | None, float, bool]]] = {
+    "ks": ks,
+    "chisquare": chisquare,
+    "z": z_test,
+    "wasserstein": wasserstein,
+    "jensenshannon": jensenshannon,
+    "psi": psi,
+}
+
+
+def default_test(reference_rows: int, distinct: int) -> str:
+    """Evidently's choice for a numeric feature (`_get_default_stattest`)."""
+    if reference_rows <= SMALL_REFERENCE:
+        if distinct <= FEW_VALUES:
+            return "chisquare" if distinct > BINARY else "z"
+        return "ks"
+    return "jensenshannon" if distinct <= FEW_VALUES else "wasserstein"
+
+
+def test_feature(name: str, ref: np.ndarray, cur: np.ndarray, method: str = "auto") -> FeatureDrift:
+    """One feature's drift: `method` "auto" (Evidently's choice) or a name in TESTS. Values
+    that are not finite are dropped; a side left empty gives method "empty", not drifted."""
+    ref, cur = ref[np.isfinite(ref)], cur[np.isfinite(cur)]
+    if not len(ref) or not len(cur):
+        return FeatureDrift(name, "empty", 0.0, None, DISTANCE, False)
+    if method == "auto":
+        method = default_test(len(ref), len(np.union1d(ref, cur)))
+    score, p, threshold, drifted = TESTS[method](ref, cur)
+    return FeatureDrift(name, method, score, p, threshold, bool(drifted))
+
+
+def _output_drift(
+    name: str, spec: Mapping[str, Any], ref: np.ndarray, cur: np.ndarray, method: str
+) -> list[FeatureDrift]:
+    """Predicted classes: JS of class shares; probabilities: KS of the confidence; other
+    outputs: each value as a feature."""
+    if "names" in spec:
+        feature = f"output:{name}"
+        r, c = ref.reshape(-1).astype(np.float64), cur.reshape(-1).astype(np.float64)
+        return [test_feature(feature, r, c, "psi" if method == "psi" else "jensenshannon")]
+    if name == "probabilities" and ref.ndim == 2:
+        r, c = ref.max(-1).astype(np.float64), cur.max(-1).astype(np.float64)
+        return [test_feature(f"output:{name}", r, c, "ks")]
+    r, names = feature_matrix({name: ref}, {name: spec})
+    c, _ = feature_matrix({name: cur}, {name: spec})
+    return [test_feature(f"output:{n}", r[:, i], c[:, i], method) for i, n in enumerate(names)]
+
+
+class Reference:
+    """The reference sample of an export (training rows and the model's outputs on them) and
+    the tests of a window of traffic against it (`detect`)."""
+
+    def __init__(
+        self,
+        inputs: Mapping[str, np.ndarray],
+        outputs: Mapping[str, np.ndarray],
+        input_spec: Mapping[str, Mapping[str, Any]],
+        output_spec: Mapping[str, Mapping[str, Any]],
+    ):
+        """`inputs`, `outputs`: name -> [rows, ...] arrays (outputs may be a subset of
+        `output_spec`, or empty); specs as the manifest's `inputs` and `outputs`."""
+        self.input_spec = dict(input_spec)
+        self.output_spec = {k: v for k, v in output_spec.items() if k in outputs}
+        self.features, self.names = feature_matrix(inputs, self.input_spec)
+        self.outputs = {k: np.asarray(outputs[k]) for k in self.output_spec}
+        self.rows = self.features.shape[0]
+        if self.rows < 2:
+            raise DriftUnavailable(f"the reference sample has {self.rows} rows; at least 2 needed")
+
+    @classmethod
+    def from_model(cls, model: Any) -> Reference:
+        """The reference of a loaded export (`ann.artifact.Model`), read from its
+        reference.safetensors through the manifest's sha256 check (IntegrityError when it
+        fails). Raises DriftUnavailable for an export without one."""
+        from ann import artifact
+
+        sample = artifact.load_reference(model.directory, model.manifest)
+        if sample is None:
+            raise DriftUnavailable(
+                f"{model.directory} holds no {artifact.REFERENCE} (exported before reference "
+                "samples were written); drift is unavailable: re-export the run with `ann export`"
+            )
+        return cls(sample["inputs"], sample["outputs"], model.inputs, model.outputs)
+
+    def detect(
+        self,
+        inputs: Mapping[str, np.ndarray],
+        outputs: Mapping[str, np.ndarray],
+        *,
+        method: str = "auto",
+        multivariate: bool = False,
+    ) -> DriftResult:
+        """Tests a window of traffic: `inputs` as the model takes them (name -> [rows, ...]),
+        `outputs` the model's outputs on them (those absent are not tested). `method`: "auto"
+        (Evidently's defaults, see the module docstring), "psi", or one test for every input
+        feature ("ks", "wasserstein", "jensenshannon"). Raises ValueError for an unknown method,
+        inputs that do not match the signature, or fewer than 2 rows."""
+        if method not in METHODS:
+            raise ValueError(f"method={method!r} must be one of {', '.join(METHODS)}")
+        current, _ = feature_matrix(inputs, self.input_spec)
+        rows = current.shape[0]
+        if rows < 2:
+            raise ValueError(f"a drift test needs at least 2 rows of traffic, got {rows}")
+        features = [
+            test_feature(name, self.features[:, i], current[:, i], method)
+            for i, name in enumerate(self.names)
+        ]
+        out: list[FeatureDrift] = []
+        for name, spec in self.output_spec.items():
+            if name in outputs:
+                cur = np.asarray(outputs[name])
+                out += _output_drift(name, spec, self.outputs[name], cur, method)
+        share = sum(f.drifted for f in features) / max(len(features), 1)
+        mmd = mmd_test(self.features, current) if multivariate else None
+        return DriftResult(rows, self.rows, features, share, share >= DRIFT_SHARE, out, mmd)
+
+
+def mmd_test(
+    reference: np.ndarray,
+    current: np.ndarray,
+    permutations: int = MMD_PERMUTATIONS,
+    seed: int = 0,
+) -> FeatureDrift:
+    """Multivariate MMD test of two float arrays [rows, F] (see the module docstring):
+    FeatureDrift("multivariate", "mmd", MMD^2, p, 0.05, p < 0.05)."""
+    rng = np.random.default_rng(seed)
+    x, y = (_subsample(a, MMD_ROWS, rng) for a in (reference, current))
+    mean, std = x.mean(0), x.std(0)
+    std = np.where(std > 0, std, 1.0)
+    z = np.nan_to_num((np.concatenate([x, y]) - mean) / std).astype(np.float32)
+    observed, permuted = _mmd_permutations(
+        jnp.asarray(z), len(x), permutations, jax.random.key(seed)
+    )
+    observed, permuted = float(observed), np.asarray(permuted)
+    p = float((1 + np.sum(permuted >= observed)) / (1 + permutations))
+    return FeatureDrift("multivariate", "mmd", observed, p, ALPHA, p < ALPHA)
+
+
+def _subsample(a: np.ndarray, rows: int, rng: np.random.Generator) -> np.ndarray:
+    return a if len(a) <= rows else a[np.sort(rng.choice(len(a), rows, replace=False))]
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _mmd_permutations(
+    z: jax.Array, n: int, permutations: int, key: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """(observed MMD^2, MMD^2 of `permutations` random relabellings) of the pooled rows `z`
+    float32 [rows, F], the first `n` being the reference. One matrix product scores every
+    labelling: with K0 the kernel matrix with a zero diagonal and a the reference indicator,
+    the reference's sum is a'K0a, the current's b'K0b (b = 1 - a) and the cross sum a'K0b."""
+    total = z.shape[0]
+    m = total - n
+    sq = jnp.sum(z * z, axis=1)
+    d2 = jnp.maximum(sq[:, None] + sq[None, :] - 2 * z @ z.T, 0.0)
+    off = ~jnp.eye(total, dtype=bool)
+    median = jnp.nanmedian(jnp.where(off, d2, jnp.nan))
+    kernel = jnp.where(off, jnp.exp(-d2 / jnp.maximum(median, 1e-12)), 0.0)
+    labels = (jnp.arange(total) < n).astype(jnp.float32)
+    keys = jax.random.split(key, permutations)
+    shuffled = jax.vmap(lambda k: jax.random.permutation(k, labels))(keys)
+    a = jnp.concatenate([labels[None], shuffled]).T  # [total, 1 + permutations]
+    b = 1.0 - a
+    ka, kb = kernel @ a, kernel @ b
+    mmd2 = (
+        jnp.sum(a * ka, 0) / (n * (n - 1))
+        + jnp.sum(b * kb, 0) / (m * (m - 1))
+        - 2 * jnp.sum(a * kb, 0) / (n * m)
+    )
+    return mmd2[0], mmd2[1:]

@@ -1,0 +1,211 @@
+"""Drift tests (ann/monitor/drift.py): the statistics against scipy and hand values, Evidently's
+choice of test, designed shifts found within a stated number of rows, few false alarms, and the
+export's reference sample (checksummed; older exports without one still load)."""
+
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+from scipy import spatial, stats
+
+from ann import artifact, data
+from ann.monitor import drift
+from ann.monitor.drift import Reference
+from ann.monitor.features import PROJECTED, feature_matrix, feature_names
+
+DIGITS = {"image": {"dtype": "uint8", "shape": [-1, 8, 8, 1]}}
+TABLE = {"features": {"dtype": "float32", "shape": [-1, 30]}}
+SEEDS = 20
+
+
+def _rows(name: str, split: str, key: str) -> np.ndarray:
+    source = data.load(name, split, cache=True)
+    return source.rows(np.arange(len(source)))[key]
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return _rows("digits", "train", "image"), _rows("digits", "test", "image")
+
+
+@pytest.fixture(scope="module")
+def breast_cancer():
+    return _rows("breast_cancer", "train", "features"), _rows("breast_cancer", "test", "features")
+
+
+def test_each_statistic_is_scipys_or_the_hand_value():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=300), rng.normal(0.3, 1, size=200)
+    d, p, threshold, drifted = drift.ks(a, b)
+    assert (d, p) == pytest.approx(tuple(stats.ks_2samp(a, b)))
+    assert threshold == 0.05 and drifted == (p <= 0.05)
+    # Wasserstein over the reference's population std; a constant reference: over 0.001.
+    score, p, threshold, drifted = drift.wasserstein(
+        np.array([0.0, 1, 2, 3]), np.array([1.0, 2, 3, 4])
+    )
+    assert score == pytest.approx(1 / np.std([0, 1, 2, 3])) and p is None and drifted
+    assert drift.wasserstein(np.zeros(10), np.full(10, 0.01))[0] == pytest.approx(10.0)
+    # Two-proportion z: 30% vs 50% non-zero of 100 rows each; pooled 40%.
+    ref, cur = np.repeat([0.0, 1.0], [70, 30]), np.repeat([0.0, 1.0], [50, 50])
+    z, p, _, drifted = drift.z_test(ref, cur)
+    assert z == pytest.approx(0.2 / math.sqrt(0.4 * 0.6 * 0.02))
+    assert p == pytest.approx(0.003892, abs=1e-6) and drifted
+    assert drift.z_test(np.ones(5), np.ones(7))[1:] == (1.0, 0.05, False)
+    # Chi-square: expected = reference counts scaled to the current rows.
+    ref, cur = np.repeat([0.0, 1, 2], [50, 30, 20]), np.repeat([0.0, 1, 2], [10, 15, 25])
+    chi, p, _, _ = drift.chisquare(ref, cur)
+    assert chi == pytest.approx(15**2 / 25 + 0 + 15**2 / 10)
+    assert p == pytest.approx(stats.chi2.sf(chi, 2))
+    # Jensen-Shannon, natural log: disjoint values are sqrt(ln 2) apart.
+    assert drift.jensenshannon(np.zeros(5), np.ones(5))[0] == pytest.approx(math.sqrt(math.log(2)))
+    # More than 20 distinct reference values: Sturges' bins over both samples (Evidently).
+    edges = np.histogram_bin_edges(np.concatenate([a, b]), bins="sturges")
+    want = spatial.distance.jensenshannon(
+        np.histogram(a, edges)[0] / len(a), np.histogram(b, edges)[0] / len(b)
+    )
+    assert drift.jensenshannon(a, b)[0] == pytest.approx(want)
+    # PSI of shares (0.5, 0.5) vs (0.25, 0.75); an empty bin is filled with 0.0001.
+    want = 0.25 * math.log(2) - 0.25 * math.log(0.5 / 0.75)
+    assert drift.psi(np.repeat([0.0, 1], [2, 2]), np.repeat([0.0, 1], [1, 3]))[0] == pytest.approx(
+        want
+    )
+    filled = (1 - 0.0001) * math.log(1 / 0.0001) + (0.0001 - 1) * math.log(0.0001 / 1)
+    assert drift.psi(np.zeros(4), np.ones(4))[0] == pytest.approx(filled)
+
+
+@pytest.mark.parametrize(
+    "reference_rows, distinct, test",
+    [
+        (1000, 1, "z"),
+        (1000, 2, "z"),
+        (1000, 3, "chisquare"),
+        (1000, 5, "chisquare"),
+        (1000, 6, "ks"),
+        (1001, 2, "jensenshannon"),
+        (1001, 5, "jensenshannon"),
+        (1001, 6, "wasserstein"),
+    ],
+)
+def test_the_default_test_is_evidentlys(reference_rows, distinct, test):
+    assert drift.default_test(reference_rows, distinct) == test
+
+
+def test_dataset_drift_at_half_the_features_and_features_named_by_position():
+    rng = np.random.default_rng(0)
+    spec = {"x": {"dtype": "float32", "shape": [-1, 2]}}
+    train = rng.normal(size=(500, 2))
+    ref = Reference({"x": train}, {}, spec, {})
+    cur = train[:300] + [0, 3]  # x[0] as the reference's, x[1] moved
+    result = ref.detect({"x": cur}, {})
+    assert [f.feature for f in result.features] == ["x[0]", "x[1]"]
+    assert [f.method for f in result.features] == ["ks", "ks"]
+    assert result.share == 0.5 and result.detected  # Evidently: share >= 0.5
+    assert result.top(1)[0].feature == "x[1]"
+    json.dumps(result.to_json(), allow_nan=False)
+    with pytest.raises(ValueError, match="input 'x' has the shape"):
+        ref.detect({"x": cur[:, :1]}, {})
+    with pytest.raises(ValueError, match="method='nope' must be one of auto, psi"):
+        ref.detect({"x": cur}, {}, method="nope")
+    assert {f.method for f in ref.detect({"x": cur}, {}, method="psi").features} == {"psi"}
+
+
+def test_large_inputs_are_projected_to_32_fixed_features():
+    spec = {"image": {"dtype": "uint8", "shape": [-1, 32, 32, 3]}}
+    x = np.random.default_rng(0).integers(0, 255, size=(5, 32, 32, 3), dtype=np.uint8)
+    matrix, names = feature_matrix({"image": x}, spec)
+    assert matrix.shape == (5, PROJECTED) and names[0] == "image:proj0"
+    np.testing.assert_array_equal(matrix, feature_matrix({"image": x}, spec)[0])
+    assert feature_names(DIGITS)[:2] == ["image[0,0,0]", "image[0,1,0]"]
+
+
+def _window(rows: np.ndarray, size: int, seed: int) -> np.ndarray:
+    return rows[np.random.default_rng(seed).choice(len(rows), size, replace=False)]
+
+
+def test_digits_shifted_or_brightened_are_found_in_20_rows_and_200_rows_raise_few_alarms(digits):
+    # Reference: the 1,221 training digits (> 1,000 rows: Wasserstein and Jensen-Shannon);
+    # current: held-out test digits.
+    train, test = digits
+    ref = Reference({"image": train}, {}, DIGITS, {})
+    alarms = [ref.detect({"image": _window(test, 200, s)}, {}).detected for s in range(SEEDS)]
+    assert sum(alarms) <= SEEDS // 10, alarms
+    for seed in range(5):
+        window = _window(test, 20, seed)
+        shifted = np.roll(window, 1, axis=2)  # one pixel to the right
+        brightened = np.minimum(window.astype(int) + 2, 16).astype(np.uint8)
+        for moved in (shifted, brightened):
+            result = ref.detect({"image": moved}, {})
+            assert result.detected and result.share > 0.5, result.share
+    mmd = ref.detect({"image": np.roll(_window(test, 20, 0), 1, axis=2)}, {}, multivariate=True)
+    assert mmd.multivariate.drifted and mmd.multivariate.method == "mmd"
+
+
+def test_breast_cancer_feature_moved_by_one_std_is_found_in_50_rows(breast_cancer):
+    # 386 reference rows (<= 1,000: KS per feature). Moving one of 30 features is not dataset
+    # drift (1/30 < 0.5): that feature is flagged, and the multivariate test notices.
+    train, test = breast_cancer
+    ref = Reference({"features": train}, {}, TABLE, {})
+    std = train[:, 0].std()
+    found, false_feature, false_dataset, false_mmd, mmd_found = 0, 0, 0, 0, 0
+    for seed in range(SEEDS):
+        window = _window(test, 50, seed)
+        same = ref.detect({"features": window}, {}, multivariate=True)
+        false_feature += same.features[0].drifted
+        false_dataset += same.detected
+        false_mmd += same.multivariate.drifted
+        moved = window.copy()
+        moved[:, 0] += std
+        result = ref.detect({"features": moved}, {}, multivariate=seed < 5)
+        found += result.features[0].drifted
+        mmd_found += seed < 5 and result.multivariate.drifted
+    assert found >= SEEDS - 1, found
+    assert false_feature <= SEEDS // 10 and false_dataset == 0 and false_mmd <= SEEDS // 10
+    assert mmd_found >= 4, mmd_found
+
+
+def test_the_export_holds_a_checksummed_reference_sample(digits_export, tmp_path):
+    _, out = digits_export
+    model = artifact.load(str(out))
+    entry = model.manifest["files"][artifact.REFERENCE]
+    assert entry["sha256"] == artifact.sha256_file(str(out / artifact.REFERENCE))
+    sample = model.manifest["reference"]["sample"]
+    assert sample == {
+        "file": artifact.REFERENCE,
+        "rows": 1221,
+        "of": 1221,
+        "split": "train",
+        "seed": 0,
+    }
+    ref = Reference.from_model(model)
+    assert ref.rows == 1221 and ref.names[0] == "image[0,0,0]"
+    test = _rows("digits", "test", "image")[:200]
+    result = ref.detect({"image": test}, model({"image": test}))
+    assert not result.detected
+    assert [(f.feature, f.method) for f in result.outputs] == [
+        ("output:probabilities", "ks"),
+        ("output:label", "jensenshannon"),
+    ]
+    # The stored outputs are the model's own on the stored inputs.
+    stored = artifact.load_reference(str(out), model.manifest)
+    np.testing.assert_array_equal(
+        model({"image": stored["inputs"]["image"][:50]})["label"], stored["outputs"]["label"][:50]
+    )
+
+    tampered = tmp_path / "tampered"
+    shutil.copytree(out, tampered)
+    blob = bytearray((tampered / artifact.REFERENCE).read_bytes())
+    blob[-1] ^= 1
+    (tampered / artifact.REFERENCE).write_bytes(bytes(blob))
+    with pytest.raises(artifact.IntegrityError, match="reference.safetensors was modified"):
+        Reference.from_model(artifact.load(str(tampered)))
+
+    older = tmp_path / "older"
+    shutil.copytree(out, older)
+    manifest = json.loads((older / artifact.MANIFEST).read_text())
+    del manifest["files"][artifact.REFERENCE]
+    (older / artifact.MANIFEST).write_text(json.dumps(manifest))
+    (older / artifact.REFERENCE).unlink()
+    with pytest.raises(drift.DriftUnavailable, match="holds no reference.safetensors"):
+        Reference.from_model(artifact.load(str(older)))  # it loads; drift says why not
