@@ -137,6 +137,28 @@ def _predict_all(call: Any, weights: dict, inputs: dict[str, np.ndarray]) -> dic
     return {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
 
 
+def reference_sample(
+    train: Any, split: str, names: Sequence[str], call: Any, weights: dict
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The drift reference sample of the training split `train` (`sample_rows`): its manifest
+    entry and the arrays of reference.safetensors, `inputs/NAME` (the raw model inputs
+    `names`, as the signature takes them) and `outputs/NAME` (the exported graph `call`'s
+    outputs on them)."""
+    index = sample_rows(len(train))
+    rows = train.rows(index)
+    inputs = {k: np.ascontiguousarray(rows[k]) for k in names}
+    arrays = {f"inputs/{k}": v for k, v in inputs.items()}
+    arrays.update({f"outputs/{k}": v for k, v in _predict_all(call, weights, inputs).items()})
+    entry = {
+        "file": artifact.REFERENCE,
+        "rows": len(index),
+        "of": len(train),
+        "split": split,
+        "seed": SAMPLE_SEED,
+    }
+    return entry, arrays
+
+
 def _git() -> dict[str, Any]:
     """The commit of the code that exported (ann's checkout), and whether it had local edits."""
     here = os.path.dirname(os.path.abspath(__file__))
@@ -243,22 +265,10 @@ def export(
     call = jax.jit(exported.call)
     ref_outputs = _predict_all(call, weights, ref_inputs)
     _check_agrees(experiment, model, ref_inputs, ref_outputs)
-    # The drift reference sample (reference.safetensors): raw inputs and the graph's outputs.
-    index = sample_rows(len(train))
-    picked = train.rows(index)
-    sample_inputs = {k: np.ascontiguousarray(picked[k]) for k in input_signature}
-    sample = {f"inputs/{k}": v for k, v in sample_inputs.items()}
-    sample.update(
-        {f"outputs/{k}": v for k, v in _predict_all(call, weights, sample_inputs).items()}
-    )
     reference = reference_statistics(ref_inputs, ref_outputs, output_signature)
-    reference["sample"] = {
-        "file": artifact.REFERENCE,
-        "rows": len(index),
-        "of": len(train),
-        "split": dc.train_split,
-        "seed": SAMPLE_SEED,
-    }
+    reference["sample"], sample = reference_sample(
+        train, dc.train_split, list(input_signature), call, weights
+    )
 
     manifest: dict[str, Any] = {
         "format": artifact.FORMAT,
