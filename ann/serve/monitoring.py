@@ -274,9 +274,9 @@ class ModelMonitor:
     def _set_drift(self, result: Any) -> None:
         """ann_drift_score (top features, outputs, multivariate), share and detected."""
         m, mv = self._metrics, (self.served.name, self.served.version)
-        top = sorted(result.features, key=lambda f: -f.score)[:TOP_FEATURES]
+        top = result.top(TOP_FEATURES)  # most past their thresholds, across methods
         shown = [(f.feature, f.method, f.score) for f in top]
-        shown += [(f"output:{f.feature}", f.method, f.score) for f in result.outputs]
+        shown += [(f.feature, f.method, f.score) for f in result.outputs]  # "output:NAME"
         if result.multivariate is not None:
             shown.append(("multivariate", result.multivariate.method, result.multivariate.score))
         labels = set()
