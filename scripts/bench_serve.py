@@ -297,7 +297,7 @@ def http_layer(requests: int = 20000, repeats: int = 7) -> None:
         def close(self) -> None:
             pass
 
-    def handler(method, path, auth, body, too_large, respond, header_length=None) -> None:
+    def handler(method, path, auth, body, too_large, respond, header_length=None, trace=None):
         protocol.decode_infer(body, signature, outputs, 64, header_length)
         respond(200, b'{"model_name":"digits"}', None)
 
@@ -335,7 +335,7 @@ def app_layer(requests: int = 20000, repeats: int = 7) -> None:
         def check_room(self, rows: int = 1) -> None:
             pass
 
-        def submit_nowait(self, inputs, rows) -> Future:
+        def submit_nowait(self, inputs, rows, trace=None) -> Future:
             return Future()
 
     served = ServedModel("digits", "1", Model(), "bench")

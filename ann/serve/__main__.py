@@ -13,6 +13,10 @@ first (a bad one: one line naming the flag and the fix, exit 1), then artifacts 
 
 The token: `--token_file` (a mounted secret) or `$ANN_SERVE_TOKEN`; `--token` works too, but a
 command line is visible to every user of the machine (`ps`).
+
+Traces: OpenTelemetry, configured by the standard `OTEL_*` variables only (off unless
+`OTEL_TRACES_EXPORTER` is set; ann/serve/tracing.py), e.g.
+`OTEL_TRACES_EXPORTER=otlp OTEL_SERVICE_NAME=digits ann serve --model=...`.
 """
 
 from __future__ import annotations
@@ -104,6 +108,7 @@ def main(argv: list[str]) -> None:
     from ann.registry import RegistryError
     from ann.serve.app import App, run
     from ann.serve.repository import load_models
+    from ann.serve.tracing import from_environment
 
     try:
         models = load_models(FLAGS.model, settings.registry)
@@ -113,7 +118,7 @@ def main(argv: list[str]) -> None:
     if problem:
         cli.fail(problem)
     try:
-        run(App(models, settings))
+        run(App(models, settings, tracing=from_environment()))
     except OSError as e:
         cli.fail(str(e))
 

@@ -32,6 +32,9 @@ Retry-After when the queue is full, the model is still compiling or being loaded
 is draining (decided before the body is decoded). A fault in the server itself is a 500 that
 says so. The HTTP layer refuses the rest before a request gets here: 408, 414, 431 and 503 for
 too many connections (ann/serve/http.py; limits in `Settings`).
+
+Traces (ann/serve/tracing.py, when `OTEL_*` turns them on): a SERVER span per request of every
+route but the probes (`Route.traced`), and an infer's decode, queue and encode spans under it.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ from ann.serve.repository import Repository
 from ann.serve.request_log import RequestLog
 from ann.serve.settings import Settings
 from ann.serve.statistics import model_statistics
+from ann.serve.tracing import TracedRequest, Tracing
 
 log = logging.getLogger("ann.serve")
 
@@ -64,7 +68,8 @@ Respond = Callable[[int, bytes, "list | None"], None]
 class Route:
     """One path of the API: `pattern` with `{name}` and `{version}` parts, the `App` method
     answering each HTTP method, `public`: no token needed (health probes), `metrics_port`:
-    also answered on the metrics port, `admin`: the admin token needed. A pattern with
+    also answered on the metrics port, `admin`: the admin token needed, `traced`: a span per
+    request when tracing is on (not for health and metrics probes). A pattern with
     `{name}` addresses a served model: it is looked up (404 if unknown) before the method is
     judged, so every reply names it (repository routes say `{model}`: not necessarily served)."""
 
@@ -73,6 +78,7 @@ class Route:
     public: bool = False
     metrics_port: bool = False
     admin: bool = False  # needs the admin token (`Settings.admin_token`), not the client's
+    traced: bool = True
 
     @property
     def parts(self) -> list[str]:
@@ -87,10 +93,12 @@ def _model_routes(suffix: str, methods: dict[str, str]) -> list[Route]:
 
 
 ROUTES: list[Route] = [
-    Route("/v2/health/live", {"GET": "live"}, public=True, metrics_port=True),
-    Route("/v2/health/ready", {"GET": "server_ready"}, public=True, metrics_port=True),
+    Route("/v2/health/live", {"GET": "live"}, public=True, metrics_port=True, traced=False),
+    Route(
+        "/v2/health/ready", {"GET": "server_ready"}, public=True, metrics_port=True, traced=False
+    ),
     Route("/v2", {"GET": "server_metadata"}),
-    Route("/metrics", {"GET": "metrics_text"}, metrics_port=True),
+    Route("/metrics", {"GET": "metrics_text"}, metrics_port=True, traced=False),
     Route("/openapi.json", {"GET": "openapi"}),
     *_model_routes("", {"GET": "model_metadata"}),
     *_model_routes("/ready", {"GET": "model_ready"}),
@@ -149,22 +157,28 @@ class Router:
 
 
 class Request:
-    """One parsed HTTP request as the routes see it."""
+    """One parsed HTTP request as the routes see it; `traced`: its span (tracing on), or None."""
 
-    __slots__ = ("method", "path", "params", "body", "too_large", "respond", "header_length")
+    __slots__ = ("method", "path", "params", "body", "too_large", "respond", "header_length",
+                 "traced")  # fmt: skip
 
-    def __init__(self, method, path, params, body, too_large, respond, header_length):
+    def __init__(self, method, path, params, body, too_large, respond, header_length, traced):
         self.method, self.path, self.params, self.body = method, path, params, body
         self.too_large, self.respond, self.header_length = too_large, respond, header_length
+        self.traced = traced
 
 
 class App:
     """The HTTP application: `models` are loaded artifacts, compiled on `start`; `settings`
-    were checked when made. The serving logic is `self.dataplane`."""
+    were checked when made; `tracing`: spans (`tracing.from_environment()`), None for none.
+    The serving logic is `self.dataplane`."""
 
-    def __init__(self, models: list[ServedModel], settings: Settings):
+    def __init__(
+        self, models: list[ServedModel], settings: Settings, tracing: Tracing | None = None
+    ):
         self.settings = settings
-        self.dataplane = DataPlane(models, settings)
+        self.tracing = tracing
+        self.dataplane = DataPlane(models, settings, tracing=tracing)
         self.repository = Repository(self.dataplane, settings.registry)
         self.metrics = self.dataplane.metrics
         self.router = Router(ROUTES)
@@ -222,22 +236,30 @@ class App:
         too_large: int | None,
         respond: Respond,
         header_length: bytes | None = None,
+        trace: tuple[bytes, bytes | None] | None = None,
         public_only: bool = False,
     ) -> None:
         """One parsed HTTP request; calls `respond(status, body, headers)` once, maybe later.
 
         `too_large` is the body size when it is over `max_body_bytes` (-1: streamed past it);
         the request is still routed so the refusal names the model. `header_length`: the
-        Inference-Header-Content-Length header (binary tensor data), if sent. `public_only`:
-        the metrics port, which answers `/metrics` and `/v2/health/*` without the token and
-        nothing else.
+        Inference-Header-Content-Length header (binary tensor data), if sent. `trace`: its
+        (traceparent, tracestate) headers, if sent. `public_only`: the metrics port, which
+        answers `/metrics` and `/v2/health/*` without the token and nothing else.
         """
         served: ServedModel | None = None
         status: int | None = 500
+        traced = None
+        if self.tracing is not None and not public_only:
+            traced = self._traced(method, path, trace, respond)
+            if traced is not None:
+                respond = traced
         try:
             route, params = self._route(method, path, authorization, public_only)
             if "name" in params:
                 served = self.dataplane.model(params["name"], params.get("version"))
+                if traced is not None:
+                    traced.model(served.name, served.version)
             answer = route.methods.get(method)
             if answer is None:
                 allowed = ", ".join(sorted(route.methods))
@@ -247,7 +269,7 @@ class App:
                     "method",
                     [(b"allow", allowed.encode())],
                 )
-            request = Request(method, path, params, body, too_large, respond, header_length)
+            request = Request(method, path, params, body, too_large, respond, header_length, traced)
             status = getattr(self, answer)(request, served)
         except ServeError as e:
             status = e.status
@@ -262,6 +284,20 @@ class App:
         finally:
             if status is not None:
                 self._count(served, status)
+
+    def _traced(
+        self,
+        method: str,
+        path: str,
+        trace: tuple[bytes, bytes | None] | None,
+        respond: Respond,
+    ) -> TracedRequest | None:
+        """The request's span wrapping `respond`; None for an untraced route (the probes)."""
+        found = self.router.match(path)  # remembered: `_route` finds it again for nothing
+        if found is not None and not found[0].traced:
+            return None
+        route = None if found is None else found[0].pattern
+        return self.tracing.request(method, path, route, trace, respond)
 
     def _route(
         self, method: str, path: str, authorization: bytes | None, public_only: bool
@@ -459,11 +495,15 @@ class App:
             if request.too_large is not None:
                 raise _body_too_large(self.settings.max_body_bytes, request.too_large)
             batcher = self.dataplane.admit(m)
+            decoding = time.perf_counter()
             decoded = protocol.decode_infer(
                 request.body, m.inputs, m.outputs, self.settings.max_batch_size,
                 request.header_length,
             )  # fmt: skip
-            future = self.dataplane.submit(batcher, decoded)
+            traced = request.traced
+            if traced is not None:
+                traced.child("decode", decoding, {"ann.request.rows": decoded.rows})
+            future = self.dataplane.submit(batcher, decoded, traced)
         except ServeError as e:
             elapsed = time.perf_counter() - start
             m.observe_failure(elapsed)
@@ -474,18 +514,23 @@ class App:
                     m.name, m.version, request_id, e.status, elapsed, inputs, error=e.message
                 )
             raise
-        future.add_done_callback(self._reply_infer(m, decoded, request.respond, start))
+        future.add_done_callback(self._reply_infer(m, decoded, request, start))
 
     def _reply_infer(
-        self, m: ServedModel, decoded: protocol.InferRequest, respond: Respond, start: float
+        self, m: ServedModel, decoded: protocol.InferRequest, request: Request, start: float
     ) -> Callable[[asyncio.Future], None]:
+        respond, traced = request.respond, request.traced
+
         def done(future: asyncio.Future) -> None:
             try:
                 outputs, timing = future.result()
                 selected = {k: outputs[k] for k in decoded.outputs}
+                encoding = time.perf_counter()
                 reply, json_length = protocol.encode_infer(
                     m.name, m.version, decoded.id, selected, decoded.binary
                 )
+                if traced is not None:
+                    traced.child("encode", encoding)
                 respond(200, reply, None if json_length is None else _binary_headers(json_length))
             except Exception as e:  # a fault in the model or the encoder: a 500 that says so
                 log.exception("internal error on infer %s", m.name)

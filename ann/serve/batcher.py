@@ -18,6 +18,9 @@ batch could ever take it; settings that cannot work (`max_queue_rows < max_batch
 compiled size that holds `max_batch_size`) are refused when the batcher is made. A request whose
 future was cancelled (its client went away) is dropped from the queue unrun. A model error
 fails every request of its batch, and the worker goes on with the next.
+
+Tracing (ann/serve/tracing.py): a request may carry an opaque `trace` (its span), and a batcher
+made with a `trace` hook (`BatchTracer`) calls it when a batch is formed and when it has run.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ import concurrent.futures
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -73,6 +77,19 @@ class _Pending:
     rows: int
     future: asyncio.Future
     enqueued: float
+    trace: Any = None  # the request's span (tracing.TracedRequest), or None
+
+
+class BatchTracer(Protocol):
+    """Traces batches (`tracing.BatchTrace`): `start` when one is formed from `members`, with
+    `rows` real rows padded to `bucket`, returning a token; `end` with that token once it has
+    run (`time.perf_counter()` readings around its compute; `error`: what the model raised)."""
+
+    def start(self, members: Sequence[_Pending], rows: int, bucket: int) -> Any: ...
+
+    def end(
+        self, token: Any, compute_start: float, compute_end: float, error: Exception | None
+    ) -> None: ...
 
 
 class Batcher:
@@ -85,6 +102,7 @@ class Batcher:
         on_batch: Callable[[Timing], None] | None = None,
         *,
         wait: str,
+        trace: BatchTracer | None = None,
     ):
         if wait not in ("idle", "full"):
             raise ValueError(f"wait: expected 'idle' or 'full', got {wait!r}")
@@ -107,6 +125,7 @@ class Batcher:
         self.max_queue_delay = max_queue_delay
         self.max_queue_rows = max_queue_rows
         self._on_batch = on_batch
+        self._trace = trace
         self._items: collections.deque[_Pending] = collections.deque()
         self.queued_rows = 0
         self._wakeup = asyncio.Event()
@@ -126,10 +145,13 @@ class Batcher:
         """Queues one request; returns its outputs (its own rows) and how long it took."""
         return await self.submit_nowait(inputs, rows)
 
-    def submit_nowait(self, inputs: Mapping[str, np.ndarray], rows: int) -> asyncio.Future:
-        """Queues one request; its future gets (outputs, timing). Raises QueueFull at once when
-        the queue has no room or the batcher is closing; ValueError for `rows` outside
-        [1, max_batch_size]; RuntimeError before `start`."""
+    def submit_nowait(
+        self, inputs: Mapping[str, np.ndarray], rows: int, trace: Any = None
+    ) -> asyncio.Future:
+        """Queues one request; its future gets (outputs, timing). `trace`: the request's span,
+        for the batcher's `trace` hook. Raises QueueFull at once when the queue has no room or
+        the batcher is closing; ValueError for `rows` outside [1, max_batch_size];
+        RuntimeError before `start`."""
         if not 1 <= rows <= self.max_batch_size:
             raise ValueError(
                 f"rows: expected 1 to max_batch_size ({self.max_batch_size}) per request, got "
@@ -139,7 +161,7 @@ class Batcher:
             raise RuntimeError("Batcher.submit_nowait before start()")
         self.check_room(rows)
         future = self._loop_ref.create_future()
-        self._items.append(_Pending(inputs, rows, future, time.perf_counter()))
+        self._items.append(_Pending(inputs, rows, future, time.perf_counter(), trace))
         self.queued_rows += rows
         if self._waiting:  # wake the worker only when it sleeps, not once per request
             self._waiting = False
@@ -206,6 +228,7 @@ class Batcher:
                 continue
             start = time.perf_counter()
             bucket = self._sizes[bisect.bisect_left(self._sizes, rows)]
+            traced = None if self._trace is None else self._trace.start(batch, rows, bucket)
             try:
                 outputs, assembled = await loop.run_in_executor(
                     self._executor, self._compute, batch, bucket
@@ -223,7 +246,11 @@ class Batcher:
                 for item in batch:
                     if not item.future.done():
                         item.future.set_exception(e)
+                if traced is not None:
+                    self._trace.end(traced, start, time.perf_counter(), e)
                 continue
+            if traced is not None:
+                self._trace.end(traced, start, split, None)
             if self._on_batch is not None:
                 try:
                     output = time.perf_counter() - split

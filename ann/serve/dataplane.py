@@ -29,6 +29,7 @@ from ann.serve.errors import ServeError, unavailable
 from ann.serve.metrics import Metrics
 from ann.serve.monitoring import ModelMonitor, Monitoring
 from ann.serve.settings import Settings
+from ann.serve.tracing import Tracing
 
 log = logging.getLogger("ann.serve")
 
@@ -90,16 +91,19 @@ class DataPlane:
     """The served models and what can be asked of them: readiness, metadata, infer.
 
     `models`: loaded artifacts (compiled by `start`); `settings` were checked when made;
-    `policy` chooses the version of an unversioned request (default `FirstGiven`)."""
+    `policy` chooses the version of an unversioned request (default `FirstGiven`); `tracing`:
+    spans of batches and their requests (`tracing.from_environment()`), None for none."""
 
     def __init__(
         self,
         models: list[ServedModel],
         settings: Settings,
         policy: TrafficPolicy | None = None,
+        tracing: Tracing | None = None,
     ):
         self.settings = settings
         self.policy: TrafficPolicy = policy or FirstGiven()
+        self.tracing = tracing
         self.models: dict[str, dict[str, ServedModel]] = {}
         for m in models:
             self.models.setdefault(m.name, {})[m.version] = m
@@ -211,11 +215,14 @@ class DataPlane:
             raise unavailable(f"queue: full ({e}); retry later", "queue_full", retry) from None
         return batcher
 
-    def submit(self, batcher: Batcher, request: protocol.InferRequest) -> asyncio.Future:
+    def submit(
+        self, batcher: Batcher, request: protocol.InferRequest, trace: Any = None
+    ) -> asyncio.Future:
         """Queues a decoded request on `batcher` (from `admit`); the future gets
-        (outputs by name, `Timing`). `ServeError` 503 when the queue has no room for its rows."""
+        (outputs by name, `Timing`). `trace`: the request's span (`tracing.TracedRequest`),
+        linked from its batch's. `ServeError` 503 when the queue has no room for its rows."""
         try:
-            return batcher.submit_nowait(request.inputs, request.rows)
+            return batcher.submit_nowait(request.inputs, request.rows, trace)
         except QueueFull as e:
             retry = self.settings.retry_after_seconds
             raise unavailable(f"queue: full ({e}); retry later", "queue_full", retry) from None
@@ -261,6 +268,7 @@ class DataPlane:
             s.queue_rows,
             wait=s.batch_wait,
             on_batch=self._batch_observer(m),
+            trace=None if self.tracing is None else self.tracing.batches(m.name, m.version),
         )
         m.batcher.start()
         m.ready = True

@@ -151,7 +151,8 @@ class Listener:
 
 class Connection(asyncio.Protocol):
     """One client connection; calls `listener.handler(method, path, authorization, body,
-    too_large, respond, header_length)` once per request."""
+    too_large, respond, header_length, trace)` once per request (`trace`: the W3C trace context
+    headers `(traceparent, tracestate or None)` when a traceparent was sent, else None)."""
 
     def __init__(self, listener: Listener):
         self._listener = listener
@@ -168,6 +169,8 @@ class Connection(asyncio.Protocol):
         self._url = b""
         self._auth: bytes | None = None
         self._header_length: bytes | None = None  # Inference-Header-Content-Length (binary)
+        self._traceparent: bytes | None = None  # W3C trace context (ann/serve/tracing.py)
+        self._tracestate: bytes | None = None
         self._expect = False
         self._length: int | None = None
         self._chunks: list[bytes] = []
@@ -247,6 +250,7 @@ class Connection(asyncio.Protocol):
         self._url = b""
         self._auth = None
         self._header_length = None
+        self._traceparent = self._tracestate = None
         self._expect = False
         self._length: int | None = None
         self._chunks = []
@@ -281,6 +285,10 @@ class Connection(asyncio.Protocol):
             self._expect = value.lower() == b"100-continue"
         elif len(name) == 31 and name.lower() == b"inference-header-content-length":
             self._header_length = value
+        elif len(name) == 11 and name.lower() == b"traceparent":
+            self._traceparent = value
+        elif len(name) == 10 and name.lower() == b"tracestate":
+            self._tracestate = value
 
     def on_headers_complete(self) -> None:
         if self._headers > self._max_headers:
@@ -338,8 +346,9 @@ class Connection(asyncio.Protocol):
             path = unquote(path)
         chunks = self._chunks
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        trace = None if self._traceparent is None else (self._traceparent, self._tracestate)
         self._handler(self._parser.get_method().decode(), path, self._auth, body,
-                      self._too_large, respond, self._header_length)  # fmt: skip
+                      self._too_large, respond, self._header_length, trace)  # fmt: skip
 
     def _flush(self) -> None:
         slots, transport = self._slots, self._transport

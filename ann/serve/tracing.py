@@ -1,0 +1,236 @@
+"""OpenTelemetry traces of the model server, configured only by the standard `OTEL_*` variables.
+
+Off unless `OTEL_TRACES_EXPORTER` names an exporter (the SDK's own reading: unset or `none` is no
+exporter), or a tracer provider is already installed in the process (`opentelemetry-instrument
+ann serve ...`, or a program embedding the server). Off, the server makes no span and pays one
+`is None` test per request and per batch. On, `from_environment` hands the configuring to the
+SDK's own code (`opentelemetry.sdk._configuration`, which `opentelemetry-instrument` and
+`opentelemetry-distro` run too): exporters (`OTEL_TRACES_EXPORTER`, `OTEL_EXPORTER_OTLP_*`),
+sampler (`OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG`), resource (`OTEL_SERVICE_NAME`,
+`OTEL_RESOURCE_ATTRIBUTES`), batching (`OTEL_BSP_*`), span limits, `OTEL_SDK_DISABLED`. The one
+default ann adds: `ann[otel]` installs the OTLP exporter over HTTP, so without
+`OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL` the protocol is `http/protobuf` (the specification's
+default; the Python SDK alone would pick gRPC, which is not installed). A configuration that
+fails (an unknown exporter, the SDK missing) logs one warning and the server serves untraced.
+
+Spans (tracer "ann.serve"), by the HTTP semantic conventions where they have a name:
+
+    "POST /v2/models/{name}/infer"  SERVER, one per request but /v2/health/*, /metrics and the
+        metrics port; parent: the request's W3C `traceparent` (and `tracestate`) when sent.
+        http.request.method, http.route, url.path, url.scheme, network.protocol.version,
+        http.response.status_code; error.type and status ERROR for 5xx (a 4xx is the client's
+        error, not the server's); ann.model.name, ann.model.version when a model is addressed.
+      "decode"   the infer body decoded (ann.request.rows)
+      "queue"    submitted until its batch started; linked to the batch's span
+      "encode"   the reply encoded
+    "batch"   one per batch, the root of its own trace, linked to the request span of each of its
+        requests (as the messaging conventions do for a batch): ann.model.name,
+        ann.model.version, ann.batch.size (rows), ann.batch.requests, ann.batch.bucket (the
+        compiled size it was padded to); status ERROR when the model failed.
+      "compute"  the padded inputs assembled and the compiled model run
+
+The conventions have no names for a model or a batch, hence the `ann.` names. A sampler decides a
+batch span as a root (OTEL_TRACES_SAMPLER=parentbased_traceidratio samples batches at the same
+ratio, independently of their requests); sample at the collector to keep them together.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+log = logging.getLogger("ann.serve")
+
+# HTTP methods the semantic conventions know; any other is "_OTHER" (http.request.method).
+KNOWN_METHODS = frozenset(
+    ["CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE"]
+)
+
+
+def from_environment() -> Tracing | None:
+    """The server's tracing as the `OTEL_*` variables configure it, or None (off): see the
+    module docstring. Never raises: a configuration that fails logs one warning (what failed
+    and the fix) and returns None."""
+    if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return None
+    installed = trace.get_tracer_provider()
+    if not isinstance(installed, (trace.ProxyTracerProvider, trace.NoOpTracerProvider)):
+        return Tracing(installed)  # opentelemetry-instrument, or the embedding program
+    exporters = os.environ.get("OTEL_TRACES_EXPORTER", "").strip()
+    if not exporters or exporters.lower() == "none":
+        return None
+    try:
+        from opentelemetry.sdk._configuration import _OTelSDKConfigurator
+    except ImportError as e:
+        log.warning(
+            "tracing: OTEL_TRACES_EXPORTER=%s needs the OpenTelemetry SDK (%s); install "
+            "'ann[otel]'. Serving without traces.",
+            exporters,
+            e,
+        )
+        return None
+    if not (
+        os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+    ):
+        os.environ["OTEL_EXPORTER_OTLP_PROTOCOL"] = "http/protobuf"  # as the distro sets "grpc"
+    try:
+        _OTelSDKConfigurator().configure()
+    except Exception as e:  # any fault in a configuration must not stop the server
+        log.warning(
+            "tracing: the OTEL_* configuration failed (%s: %s); check OTEL_TRACES_EXPORTER=%s "
+            "and the OTEL_EXPORTER_* variables. Serving without traces.",
+            type(e).__name__,
+            e,
+            exporters,
+        )
+        return None
+    return Tracing(trace.get_tracer_provider())
+
+
+def epoch_ns(perf: float) -> int:
+    """A `time.perf_counter()` reading of the recent past as nanoseconds since the epoch (the
+    span clock): now in `time.time_ns()` minus how long ago it was."""
+    return time.time_ns() - int((time.perf_counter() - perf) * 1e9)
+
+
+class Tracing:
+    """Makes the server's spans with a tracer of `provider` (an SDK `TracerProvider`, or any
+    API one)."""
+
+    def __init__(self, provider: trace.TracerProvider):
+        import ann
+
+        self.tracer = provider.get_tracer("ann.serve", ann.__version__)
+        self._propagator = TraceContextTextMapPropagator()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        route: str | None,
+        headers: tuple[bytes, bytes | None] | None,
+        respond: Callable[[int, bytes, Any], None],
+    ) -> TracedRequest:
+        """Starts the SERVER span of one request; `route`: its route's pattern (None: no route
+        matched), `headers`: its (traceparent, tracestate) when sent; `respond` is the reply
+        callback, wrapped by the returned `TracedRequest` (which ends the span)."""
+        parent = None
+        if headers is not None:
+            traceparent, tracestate = headers
+            carrier = {"traceparent": traceparent.decode("latin-1")}
+            if tracestate is not None:
+                carrier["tracestate"] = tracestate.decode("latin-1")
+            parent = self._propagator.extract(carrier)
+        known = method if method in KNOWN_METHODS else "_OTHER"
+        attributes: dict[str, Any] = {
+            "http.request.method": known,
+            "url.path": path,
+            "url.scheme": "http",
+            "network.protocol.version": "1.1",
+        }
+        if known == "_OTHER":
+            attributes["http.request.method_original"] = method
+        if route is not None:
+            attributes["http.route"] = route
+        name = "HTTP" if known == "_OTHER" else known
+        if route is not None:
+            name = f"{name} {route}"
+        span = self.tracer.start_span(
+            name, context=parent, kind=SpanKind.SERVER, attributes=attributes
+        )
+        return TracedRequest(self.tracer, span, respond)
+
+    def batches(self, name: str, version: str) -> BatchTrace:
+        """The `Batcher` hook that traces the batches of model `name` at `version`."""
+        return BatchTrace(self.tracer, name, version)
+
+
+class TracedRequest:
+    """One request's SERVER span and its reply callback: calling it answers the request with
+    `(status, body, headers)` and ends the span with the status."""
+
+    __slots__ = ("tracer", "span", "context", "_respond")
+
+    def __init__(self, tracer: trace.Tracer, span: trace.Span, respond: Callable):
+        self.tracer, self.span, self._respond = tracer, span, respond
+        self.context = trace.set_span_in_context(span)  # the parent of its children
+
+    def model(self, name: str, version: str) -> None:
+        self.span.set_attributes({"ann.model.name": name, "ann.model.version": version})
+
+    def child(self, name: str, start: float, attributes: dict[str, Any] | None = None) -> None:
+        """A child span from `start` (a `time.perf_counter()` reading) until now."""
+        span = self.tracer.start_span(
+            name, context=self.context, start_time=epoch_ns(start), attributes=attributes
+        )
+        span.end()
+
+    def __call__(self, status: int, body: bytes, headers: Any) -> None:
+        span = self.span
+        span.set_attribute("http.response.status_code", status)
+        if status >= 500:
+            span.set_attribute("error.type", str(status))
+            span.set_status(Status(StatusCode.ERROR))
+        try:
+            self._respond(status, body, headers)
+        finally:
+            span.end()
+
+
+class BatchTrace:
+    """The `Batcher`'s tracing hook for one model: `start` when a batch is formed (its span,
+    linked to each request's span, and each request's "queue" span, ended), `end` when it has
+    run (its "compute" span, then its own end)."""
+
+    def __init__(self, tracer: trace.Tracer, name: str, version: str):
+        self.tracer = tracer
+        self.attributes = {"ann.model.name": name, "ann.model.version": version}
+
+    def start(self, members: Sequence[Any], rows: int, bucket: int) -> trace.Span:
+        """`members`: the batch's pending requests (`.trace`: a `TracedRequest` or None,
+        `.enqueued`: their `time.perf_counter()` at submit). Returns the batch's span."""
+        traced = [p for p in members if p.trace is not None]
+        attributes = {
+            **self.attributes,
+            "ann.batch.size": rows,
+            "ann.batch.requests": len(members),
+            "ann.batch.bucket": bucket,
+        }
+        links = [Link(p.trace.span.get_span_context()) for p in traced]
+        span = self.tracer.start_span("batch", context=_ROOT, links=links, attributes=attributes)
+        now = time.time_ns()
+        to_batch = [Link(span.get_span_context())]
+        for p in traced:
+            waited = p.trace.tracer.start_span(
+                "queue", context=p.trace.context, start_time=epoch_ns(p.enqueued), links=to_batch
+            )
+            waited.end(now)
+        return span
+
+    def end(
+        self, span: trace.Span, compute_start: float, compute_end: float, error: Exception | None
+    ) -> None:
+        """Records the batch's compute (`time.perf_counter()` readings) and ends its span;
+        `error`: what the model raised, if it did."""
+        compute = self.tracer.start_span(
+            "compute", context=trace.set_span_in_context(span), start_time=epoch_ns(compute_start)
+        )
+        if error is not None:
+            for s in (compute, span):
+                s.record_exception(error)
+                s.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+        compute.end(epoch_ns(compute_end))
+        span.end()
+
+
+# An empty context: a batch span starts a trace of its own, whatever is current.
+_ROOT = Context()

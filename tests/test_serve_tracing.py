@@ -1,0 +1,258 @@
+"""The server's OpenTelemetry traces, in-process against the SDK's in-memory exporter: a request
+span per request with decode, queue and encode children, one batch span per batch linked to its
+requests (compute under it), the HTTP conventions' attributes, the W3C traceparent honoured, no
+spans for the probes, a failing model marked ERROR; and the configuration from `OTEL_*`: a bad
+one warns once and the server serves (the CLI end to end: slow)."""
+
+import asyncio
+import json
+import logging
+import re
+import sys
+
+import numpy as np
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+from ann.serve import tracing
+from ann.serve.app import App
+from ann.serve.dataplane import ServedModel
+from ann.serve.settings import Settings
+
+INFER = "/v2/models/m/infer"
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+PARENT_ID = "00f067aa0ba902b7"
+
+
+class FakeModel:
+    """y = 2x; a row with x[0] < 0 makes the whole batch fail (a fault in the model)."""
+
+    name = "m"
+    inputs = {"x": {"dtype": "float32", "shape": [-1, 2]}}
+    outputs = {"y": {"dtype": "float32", "shape": [-1, 2]}}
+    manifest = {"platforms": ["cpu"]}
+
+    def compile(self, size):
+        def run(inputs):
+            if (inputs["x"][:, 0] < 0).any():
+                raise ValueError("negative input")
+            return {"y": inputs["x"] * 2}
+
+        return run
+
+
+def body(rows, value=1.0, **extra) -> bytes:
+    x = [[value, 0.5]] * rows
+    return json.dumps(
+        {"inputs": [{"name": "x", "shape": [rows, 2], "datatype": "FP32", "data": x}], **extra}
+    ).encode()
+
+
+@pytest.fixture
+def exporter():
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    spans.tracing = tracing.Tracing(provider)
+    return spans
+
+
+def serve(tracer, requests, settings=None):
+    """Answers `requests` ((method, path, body, trace headers, public_only)), all handled in one
+    turn of the event loop (so the infers share one batch) by a compiled App; their replies."""
+
+    async def main():
+        app = App([ServedModel("m", "1", FakeModel(), "test")], settings or Settings(),
+                  tracing=tracer)  # fmt: skip
+        app.start()
+        await asyncio.wait_for(app.dataplane._compile_task, 60)
+        loop = asyncio.get_running_loop()
+        replies = [loop.create_future() for _ in requests]
+        for (method, path, data, trace, public_only), reply in zip(requests, replies):
+            app.handle(method, path, None, data, None,
+                       lambda *r, reply=reply: reply.set_result(r), None, trace,
+                       public_only=public_only)  # fmt: skip
+        answered = await asyncio.wait_for(asyncio.gather(*replies), 60)
+        await app.shutdown()
+        return answered
+
+    return asyncio.run(main())
+
+
+def infer(data, trace=None):
+    return ("POST", INFER, data, trace, False)
+
+
+def by_name(spans) -> dict[str, list]:
+    found: dict[str, list] = {}
+    for span in spans:
+        found.setdefault(span.name, []).append(span)
+    return found
+
+
+def test_spans_parents_links_and_attributes(exporter):
+    traceparent = f"00-{TRACE_ID}-{PARENT_ID}-01".encode()
+    replies = serve(
+        exporter.tracing,
+        [infer(body(1), (traceparent, b"vendor=1")), infer(body(2, id="two")), infer(body(3))],
+    )
+    assert [status for status, _, _ in replies] == [200, 200, 200]
+    spans = by_name(exporter.get_finished_spans())
+    assert sorted(spans) == ["POST /v2/models/{name}/infer", "batch", "compute", "decode",
+                             "encode", "queue"]  # fmt: skip
+    requests = spans["POST /v2/models/{name}/infer"]
+    assert len(requests) == 3 and all(s.kind is SpanKind.SERVER for s in requests)
+    for span in requests:
+        assert {k: span.attributes[k] for k in (
+            "http.request.method", "http.route", "url.path", "http.response.status_code",
+            "ann.model.name", "ann.model.version")} == {
+            "http.request.method": "POST", "http.route": "/v2/models/{name}/infer",
+            "url.path": INFER, "http.response.status_code": 200, "ann.model.name": "m",
+            "ann.model.version": "1"}  # fmt: skip
+        assert span.status.status_code is StatusCode.UNSET
+        for child in ("decode", "queue", "encode"):  # each request has one of each, under it
+            [mine] = [s for s in spans[child] if s.parent.span_id == span.context.span_id]
+            assert mine.context.trace_id == span.context.trace_id
+    # The traceparent sent: that request's span continues the caller's trace.
+    continued = [s for s in requests if s.context.trace_id == int(TRACE_ID, 16)]
+    assert len(continued) == 1 and continued[0].parent.span_id == int(PARENT_ID, 16)
+    assert continued[0].parent.is_remote and continued[0].context.trace_state.get("vendor") == "1"
+    assert len({s.context.trace_id for s in requests}) == 3
+    # One batch of the three, a trace of its own, linked to each request; compute under it.
+    [batch], [compute] = spans["batch"], spans["compute"]
+    assert batch.parent is None
+    assert batch.context.trace_id not in {s.context.trace_id for s in requests}
+    assert {link.context.span_id for link in batch.links} == {s.context.span_id for s in requests}
+    assert dict(batch.attributes) == {"ann.model.name": "m", "ann.model.version": "1",
+                                      "ann.batch.size": 6, "ann.batch.requests": 3,
+                                      "ann.batch.bucket": 8}  # fmt: skip
+    assert compute.parent.span_id == batch.context.span_id
+    for queue in spans["queue"]:  # each request's wait links to the batch that ran it
+        assert [link.context.span_id for link in queue.links] == [batch.context.span_id]
+    assert sorted(s.attributes["ann.request.rows"] for s in spans["decode"]) == [1, 2, 3]
+
+
+def test_no_spans_for_probes_and_the_metrics_port(exporter):
+    probes = [
+        ("GET", path, b"", None, public_only)
+        for path in ("/v2/health/live", "/v2/health/ready", "/metrics")
+        for public_only in (False, True)
+    ]
+    probes.append(("POST", INFER, body(1), None, True))  # the metrics port: 404, no span
+    statuses = [status for status, _, _ in serve(exporter.tracing, probes)]
+    assert statuses == [200] * 6 + [404]
+    assert exporter.get_finished_spans() == ()
+    serve(exporter.tracing, [("GET", "/v2/models/m", b"", None, False)])  # not a probe: a span
+    [span] = exporter.get_finished_spans()
+    assert span.name == "GET /v2/models/{name}" and span.attributes["ann.model.name"] == "m"
+
+
+def test_refusals_and_a_failing_model(exporter):
+    replies = serve(exporter.tracing, [
+        ("GET", "/nowhere", b"", None, False), ("BREW", INFER, b"", None, False),
+        infer(b"{not json"), infer(body(1, value=-1.0)), infer(body(1))])  # fmt: skip
+    assert [status for status, _, _ in replies] == [404, 405, 400, 500, 500]
+    spans = by_name(exporter.get_finished_spans())
+    [unrouted] = spans["GET"]  # no route: the method alone, no http.route
+    assert "http.route" not in unrouted.attributes
+    assert unrouted.attributes["http.response.status_code"] == 404
+    [other] = spans["HTTP /v2/models/{name}/infer"]  # a method the conventions do not know
+    assert other.attributes["http.request.method"] == "_OTHER"
+    assert other.attributes["http.request.method_original"] == "BREW"
+    requests = spans["POST /v2/models/{name}/infer"]
+    codes = sorted(s.attributes["http.response.status_code"] for s in requests)
+    assert codes == [400, 500, 500]
+    for span in requests + [unrouted, other]:  # a 4xx is the client's error, a 5xx the server's
+        failed = span.attributes["http.response.status_code"] >= 500
+        assert (span.status.status_code is StatusCode.ERROR) == failed
+        assert ("error.type" in span.attributes) == failed
+    [batch], [compute] = spans["batch"], spans["compute"]  # the two good rows ran as one batch
+    for span in (batch, compute):
+        assert span.status.status_code is StatusCode.ERROR
+        assert "negative input" in span.status.description
+    assert compute.events[0].name == "exception"
+
+
+def test_configuration_from_the_environment(monkeypatch, caplog):
+    for name in ("OTEL_SDK_DISABLED", "OTEL_TRACES_EXPORTER"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(tracing.trace, "get_tracer_provider", tracing.trace.ProxyTracerProvider)
+    assert tracing.from_environment() is None  # no exporter named: off, no warning
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+    assert tracing.from_environment() is None
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console")
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    assert tracing.from_environment() is None
+    monkeypatch.delenv("OTEL_SDK_DISABLED")
+    # A provider installed before (opentelemetry-instrument, an embedding program) is used.
+    installed = TracerProvider()
+    monkeypatch.setattr(tracing.trace, "get_tracer_provider", lambda: installed)
+    assert tracing.from_environment().tracer.resource is installed.resource
+    assert caplog.records == []
+
+
+def bad(monkeypatch, caplog, **env):
+    """`from_environment` with `env`: off, and the one warning it logged."""
+    monkeypatch.setattr(tracing.trace, "get_tracer_provider", tracing.trace.ProxyTracerProvider)
+    monkeypatch.delenv("OTEL_SDK_DISABLED", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="ann.serve"):
+        assert tracing.from_environment() is None
+    [record] = [r for r in caplog.records if r.name == "ann.serve"]
+    return record.getMessage()
+
+
+def test_a_bad_configuration_warns_once_and_serving_goes_on(monkeypatch, caplog):
+    message = bad(monkeypatch, caplog, OTEL_TRACES_EXPORTER="no_such_exporter")
+    assert "no_such_exporter" in message and "Serving without traces" in message
+    message = bad(monkeypatch, caplog, OTEL_TRACES_EXPORTER="otlp",
+                  OTEL_EXPORTER_OTLP_PROTOCOL="carrier_pigeon")  # fmt: skip
+    assert "carrier_pigeon" in message
+    monkeypatch.setitem(sys.modules, "opentelemetry.sdk._configuration", None)  # no SDK
+    message = bad(monkeypatch, caplog, OTEL_TRACES_EXPORTER="otlp")
+    assert "install 'ann[otel]'" in message
+    # What the server does with it: serve, untraced.
+    [(status, reply, _)] = serve(None, [infer(body(2))])
+    assert status == 200 and json.loads(reply)["outputs"][0]["data"] == [2.0, 1.0] * 2
+
+
+@pytest.mark.slow
+def test_the_command_line_traces_by_otel_variables(digits_export):
+    """`ann serve` with OTEL_TRACES_EXPORTER=console: spans on stdout; with an unknown
+    exporter: one warning, and it serves."""
+    from test_serve import Server, infer_body, request
+
+    _, out = digits_export
+    x = infer_body(np.zeros((1, 8, 8, 1), np.uint8))
+    traceparent = f"00-{TRACE_ID}-{PARENT_ID}-01"
+    env = {"OTEL_TRACES_EXPORTER": "console", "OTEL_SERVICE_NAME": "digits-test"}
+    server = Server([f"--model={out}"], env)
+    try:
+        server.wait_ready()
+        status = request(server.port, "POST", "/v2/models/digits_cnn/infer",
+                         json.dumps(x).encode(), {"traceparent": traceparent})[0]  # fmt: skip
+        assert status == 200
+        request(server.port, "GET", "/v2/health/ready")
+    finally:
+        server.proc.terminate()
+        printed = server.proc.communicate(timeout=60)[0].decode()
+    names = re.findall(r'"name": "([^"]+)"', printed)
+    assert {"POST /v2/models/{name}/infer", "decode", "queue", "batch", "compute",
+            "encode"} <= set(names) and not any("health" in n for n in names)  # fmt: skip
+    assert f'"trace_id": "0x{TRACE_ID}"' in printed and '"service.name": "digits-test"' in printed
+    server = Server([f"--model={out}"], {"OTEL_TRACES_EXPORTER": "no_such_exporter"})
+    try:
+        server.wait_ready()
+        status = request(server.port, "POST", "/v2/models/digits_cnn/infer",
+                         json.dumps(x).encode())[0]  # fmt: skip
+        assert status == 200
+    finally:
+        server.proc.terminate()
+        printed = server.proc.communicate(timeout=60)[0].decode()
+    warnings = [line for line in printed.splitlines() if "tracing:" in line]
+    assert len(warnings) == 1 and "no_such_exporter" in warnings[0], printed[-2000:]
