@@ -25,6 +25,10 @@ JOBS: dict[str, tuple[str, str]] = {
     "sweep": ("ann.sweep", "run a config's sweep (grid or TPE) or write cluster scripts"),
     "report": ("ann.report", "judge a run or export: metrics, pictures, report.json, index.html"),
     "transfer": ("ann.train.transfer", "list which parameters a config loads, trains, freezes"),
+    "observability": (
+        "ann.observability",
+        "render Prometheus SLO rules and alerts and the Grafana dashboard",
+    ),
 }
 
 USAGE = "usage: ann JOB [flags]   (ann JOB --help: the job's flags)"

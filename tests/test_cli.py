@@ -23,6 +23,7 @@ OWN_FLAGS = {
     "sweep": ["--config", "--trials", "--emit"],
     "transfer": ["--config"],
     "report": ["--workdir", "--model", "--split"],
+    "observability": ["--out", "--slo", "--alert", "--runbook_base"],
 }
 
 

@@ -1,0 +1,134 @@
+"""`ann observability render`: Prometheus rules and alerts, and the Grafana dashboard, as files.
+
+    ann observability render --out=observability
+    ann observability render --out=obs --slo.availability=0.995 --slo.latency_p95_ms=500 \\
+        --alert.accuracy_min=0.95 --runbook_base=https://git.example.com/ann/docs/runbooks
+
+Writes OUT/prometheus-rules.yaml (recording rules, SLO burn-rate alerts, drift and accuracy
+tickets: ann/observability/rules.py) and OUT/grafana-dashboard.json (ann/observability/
+dashboard.py), replacing earlier ones, and prints what it wrote. Check the rules with
+`promtool check rules OUT/prometheus-rules.yaml`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import yaml
+from absl import flags
+from ml_collections import ConfigDict, config_flags
+
+from ann import atomic, cli
+from ann.config import did_you_mean
+from ann.observability import dashboard, rules
+
+FLAGS = flags.FLAGS
+COMMANDS = ("render",)
+RULES_FILE = "prometheus-rules.yaml"
+DASHBOARD_FILE = "grafana-dashboard.json"
+_DEFAULTS = rules.Settings()
+# The keys of --slo.* and --alert.* (rules.Settings fields).
+SECTIONS = {
+    "slo": ("availability", "latency_p95_ms"),
+    "alert": ("accuracy_min", "drift_for", "accuracy_for", "keep_firing_for"),
+}
+
+
+def define_flags() -> None:
+    flags.DEFINE_string("out", None, "Directory to write the rules and the dashboard to.")
+    slo = ConfigDict({key: getattr(_DEFAULTS, key) for key in SECTIONS["slo"]})
+    config_flags.DEFINE_config_dict(
+        "slo",
+        slo,
+        "SLOs: --slo.availability (share of non-5xx requests, e.g. 0.999), "
+        "--slo.latency_p95_ms (95% of infers faster than this; a histogram bucket).",
+        lock_config=False,
+        accept_new_attributes=True,  # an unknown key is refused by name in settings_from_flags
+    )
+    alert = ConfigDict({key: getattr(_DEFAULTS, key) for key in SECTIONS["alert"]})
+    config_flags.DEFINE_config_dict(
+        "alert",
+        alert,
+        "Model alerts: --alert.accuracy_min (realized-accuracy bound), --alert.drift_for, "
+        "--alert.accuracy_for (how long before a ticket), --alert.keep_firing_for (cool-off).",
+        lock_config=False,
+        accept_new_attributes=True,
+    )
+    flags.DEFINE_string(
+        "runbook_base", _DEFAULTS.runbook_base, "Where the runbooks are (URL or path)."
+    )
+
+
+class _Dumper(yaml.SafeDumper):
+    """PyYAML's safe dumper with multi-line strings (PromQL) as `|` blocks."""
+
+
+def _text(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _text)
+
+
+def settings_from_flags() -> rules.Settings:
+    """rules.Settings from --slo.*, --alert.* and --runbook_base; raises FlagError (one line)."""
+    values = {"runbook_base": FLAGS.runbook_base}
+    for section, keys in SECTIONS.items():
+        for key, value in FLAGS[section].value.items():
+            if key not in keys:
+                raise cli.FlagError(
+                    f"--{section}.{key} is unknown{did_you_mean(key, keys, section + '.')}; "
+                    f"--{section}.* keys: {', '.join(keys)}"
+                )
+            values[key] = value
+    settings = rules.Settings(**values)
+    try:
+        settings.check()
+    except ValueError as e:
+        raise cli.FlagError(str(e)) from None
+    return settings
+
+
+def render(settings: rules.Settings, out: str) -> dict[str, int]:
+    """Writes OUT/prometheus-rules.yaml and OUT/grafana-dashboard.json; returns counts
+    (recording rules, alerts, panels) for the summary line."""
+    os.makedirs(out, exist_ok=True)
+    rule_file = rules.rule_file(settings)
+    given = json.dumps(dataclasses.asdict(settings))
+    header = f"# Rendered by `ann observability render` from {given}; do not edit by hand.\n"
+    text = yaml.dump(rule_file, Dumper=_Dumper, sort_keys=False, width=1000)
+    atomic.write_text(os.path.join(out, RULES_FILE), header + text)
+    model = dashboard.dashboard(settings)
+    atomic.write_text(os.path.join(out, DASHBOARD_FILE), json.dumps(model, indent=2) + "\n")
+    found = [r for group in rule_file["groups"] for r in group["rules"]]
+    return {
+        "recording rules": sum("record" in r for r in found),
+        "alerts": sum("alert" in r for r in found),
+        "panels": sum(p["type"] != "row" for p in model["panels"]),
+    }
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) != 2 or argv[1] not in COMMANDS:
+        given = " ".join(argv[1:]) or "nothing"
+        raise cli.FlagError(
+            f"give one command: {', '.join(COMMANDS)} (ann observability render --out=DIR); "
+            f"got {given}"
+        )
+    if not FLAGS.out:
+        raise cli.FlagError("missing --out (the directory to write the rules and dashboard to)")
+    settings = settings_from_flags()
+    counts = render(settings, FLAGS.out)
+    print(
+        f"wrote {os.path.join(FLAGS.out, RULES_FILE)} ({counts['recording rules']} recording "
+        f"rules, {counts['alerts']} alerts) and {os.path.join(FLAGS.out, DASHBOARD_FILE)} "
+        f"({counts['panels']} panels)"
+    )
+
+
+if __name__ == "__main__":
+    define_flags()
+    cli.run(main, errors=(OSError,), quiet=True)

@@ -1,0 +1,329 @@
+"""The Grafana dashboard of served models, as the classic dashboard JSON model (schemaVersion
+39): importable from Grafana's "Import dashboard" page or a provisioning folder as it is, or
+through the HTTP API wrapped as `{"dashboard": ..., "overwrite": true}`.
+
+Variables: `datasource` (any Prometheus data source), `model` and `version` (from
+`ann_model_info`; "All" matches every non-empty name). Three rows, the three usual audiences:
+
+- Executive: accuracy trend (realized on labelled predictions, and the CBPE estimate), model
+  age per served version, drift state, firing ann alerts.
+- On-call: p95 latency against the SLO threshold, 5xx share, SLO burn rate, traffic per
+  version, queue depth, saturation (compute seconds per second), refusals by reason.
+- Debug: drift score per feature, predicted-class shares, the confidence histogram, queue wait
+  and compute time, batch sizes and padding, monitoring windows and label feedback.
+
+Every expression reads the `ann_*` series of ann/serve/metrics.py, the recording rules of
+ann/observability/rules.py (`ann:*`) or Prometheus's own `ALERTS`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ann.observability.rules import Settings
+
+DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+SEL = 'model=~"$model",version=~"$version"'
+RATE = "$__rate_interval"
+ROW_WIDTH = 24
+
+
+def _target(expr: str, legend: str, ref: str, **extra: Any) -> dict[str, Any]:
+    return {"refId": ref, "datasource": DATASOURCE, "expr": expr, "legendFormat": legend, **extra}
+
+
+def panel(
+    title: str,
+    targets: list[tuple[str, str]],
+    *,
+    kind: str = "timeseries",
+    unit: str = "short",
+    width: int = 8,
+    description: str = "",
+    threshold: float | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """One panel (position filled in by `layout`): `targets` are (PromQL, legend) pairs;
+    `threshold` draws a red line (timeseries) or colours the value (stat) at that value."""
+    defaults: dict[str, Any] = {"unit": unit}
+    if threshold is not None:
+        steps = [{"color": "green", "value": None}, {"color": "red", "value": threshold}]
+        defaults["thresholds"] = {"mode": "absolute", "steps": steps}
+        if kind == "timeseries":
+            defaults["custom"] = {"thresholdsStyle": {"mode": "line"}}
+    fmt = {"format": "heatmap"} if kind == "heatmap" else {}
+    refs = "ABCDEFGH"
+    return {
+        "type": kind,
+        "title": title,
+        "description": description,
+        "datasource": DATASOURCE,
+        "gridPos": {"h": 8, "w": width, "x": 0, "y": 0},
+        "targets": [_target(e, legend, refs[i], **fmt) for i, (e, legend) in enumerate(targets)],
+        "fieldConfig": {"defaults": defaults, "overrides": []},
+        "options": options,
+    }
+
+
+def _quantile(q: float, histogram: str, by: str = "model, version") -> str:
+    return (
+        f"histogram_quantile({q:g}, sum by (le, {by}) (rate({histogram}_bucket{{{SEL}}}[{RATE}])))"
+    )
+
+
+def executive(settings: Settings) -> list[dict[str, Any]]:
+    """Accuracy trend, model version and age, drift and alerts."""
+    mv = "{{model}} v{{version}}"
+    return [
+        panel(
+            "Accuracy: realized and estimated",
+            [
+                (f'ann_realized_accuracy{{{SEL},window="last"}}', f"{mv} realized (last window)"),
+                (f'ann_realized_accuracy{{{SEL},window="total"}}', f"{mv} realized (since start)"),
+                (f"ann_estimated_accuracy{{{SEL}}}", f"{mv} estimated (CBPE)"),
+            ],
+            unit="percentunit",
+            width=12,
+            threshold=settings.accuracy_min,
+            description="Realized: labelled predictions (POST .../feedback). Estimated: mean "
+            "top-class probability, right when the model is calibrated. Red: the alert bound.",
+        ),
+        panel(
+            "Model age per served version",
+            [(f"ann_model_age_seconds{{{SEL}}}", mv)],
+            kind="stat",
+            unit="s",
+            width=6,
+            description="Now minus the manifest's export time (model freshness).",
+        ),
+        panel(
+            "Drift detected",
+            [(f"ann_drift_detected{{{SEL}}}", mv)],
+            kind="state-timeline",
+            width=6,
+            threshold=1,
+        ),
+        panel(
+            "ann alerts firing",
+            [('ALERTS{alertname=~"Ann.*",alertstate="firing",model=~"$model"}', "{{alertname}}")],
+            kind="table",
+            width=24,
+            description="Page and ticket alerts of the rendered rules (runbooks: docs/runbooks/).",
+        ),
+    ]
+
+
+def oncall(settings: Settings) -> list[dict[str, Any]]:
+    """p95, errors, burn rate, per-version traffic, queue depth, saturation."""
+    requests = f"ann_requests_total{{{SEL}}}"
+    fivexx = f'ann_requests_total{{{SEL},code=~"5.."}}'
+    burn = (
+        'ann:slo_errors:ratio_rate1h{model=~"$model"} '
+        "/ on (slo) group_left () (1 - ann:slo_objective:ratio)"
+    )
+    return [
+        panel(
+            "Latency p95 (successful infers)",
+            [(_quantile(0.95, "ann_request_duration_seconds"), "{{model}} v{{version}}")],
+            unit="s",
+            threshold=settings.latency_p95_ms / 1000,
+            description="Red: the latency SLO threshold (--slo.latency_p95_ms).",
+        ),
+        panel(
+            "5xx share",
+            [
+                (
+                    f"sum by (model, version) (rate({fivexx}[{RATE}])) / "
+                    f"sum by (model, version) (rate({requests}[{RATE}]))",
+                    "{{model}} v{{version}}",
+                )
+            ],
+            unit="percentunit",
+            threshold=1 - settings.availability,
+        ),
+        panel(
+            "SLO burn rate (1h window)",
+            [(burn, "{{model}} {{slo}}")],
+            threshold=14.4,
+            description="Error ratio over the budget: 1 spends the budget in the SLO period; "
+            "14.4 over 1h (and 5m) pages.",
+        ),
+        panel(
+            "Traffic per version (req/s)",
+            [(f"sum by (model, version) (rate({requests}[{RATE}]))", "{{model}} v{{version}}")],
+            unit="reqps",
+            stacking={"mode": "normal"},
+        ),
+        panel(
+            "Queue depth (rows waiting)",
+            [(f"ann_queue_depth{{{SEL}}}", "{{model}} v{{version}}")],
+        ),
+        panel(
+            "Saturation: compute busy (s/s)",
+            [
+                (
+                    f"sum by (model, version) (rate(ann_batch_phase_seconds_total{{{SEL}}}"
+                    f"[{RATE}]))",
+                    "{{model}} v{{version}}",
+                ),
+                ("min(ann_ready)", "server ready"),
+            ],
+            description="Seconds of batch work per second: near 1 the model's device is busy "
+            "all the time and requests queue.",
+        ),
+        panel(
+            "Refusals by status and reason (all models)",
+            [(f"sum by (code, reason) (rate(ann_errors_total[{RATE}]))", "{{code}} {{reason}}")],
+            unit="reqps",
+            width=24,
+        ),
+    ]
+
+
+def debug() -> list[dict[str, Any]]:
+    """Drift per feature, prediction shares, confidence, queue and batch, windows, feedback."""
+    mv = "{{model}} v{{version}}"
+    return [
+        panel(
+            "Drift score per feature (last window)",
+            [
+                (f"ann_drift_score{{{SEL}}}", "{{feature}} ({{method}})"),
+                (f"ann_drift_share{{{SEL}}}", f"{mv} share of features drifted"),
+            ],
+            width=12,
+            description="Top 10 input features, output:NAME, multivariate (MMD) when on. "
+            "Compare: ann monitor drift on a request log.",
+        ),
+        panel(
+            "Predicted-class shares (last window)",
+            [(f"ann_prediction_share{{{SEL}}}", "{{class}}")],
+            unit="percentunit",
+            width=12,
+            stacking={"mode": "normal"},
+        ),
+        panel(
+            "Confidence (top-class probability) histogram",
+            [(f"sum by (le) (increase(ann_confidence_bucket{{{SEL}}}[{RATE}]))", "{{le}}")],
+            kind="heatmap",
+            calculate=False,
+            yAxis={"unit": "percentunit"},
+        ),
+        panel(
+            "Queue wait and compute (p95)",
+            [
+                (_quantile(0.95, "ann_queue_seconds"), f"{mv} queue wait"),
+                (_quantile(0.95, "ann_compute_seconds"), f"{mv} compute"),
+            ],
+            unit="s",
+        ),
+        panel(
+            "Batch size (rows) and padding",
+            [
+                (_quantile(0.5, "ann_batch_size"), f"{mv} p50"),
+                (_quantile(0.95, "ann_batch_size"), f"{mv} p95"),
+                (f"rate(ann_batch_padding_rows_total{{{SEL}}}[{RATE}])", f"{mv} padding rows/s"),
+            ],
+        ),
+        panel(
+            "Monitoring windows and label feedback",
+            [
+                (f"rate(ann_drift_windows_total{{{SEL}}}[{RATE}])", f"{mv} windows/s"),
+                (
+                    f"time() - ann_drift_window_end_timestamp_seconds{{{SEL}}}",
+                    f"{mv} seconds since last window",
+                ),
+                (f"rate(ann_feedback_labels_total{{{SEL}}}[{RATE}])", f"{mv} labels joined/s"),
+                (
+                    f"sum by (model, version, reason) "
+                    f"(rate(ann_feedback_unmatched_total{{{SEL}}}[{RATE}]))",
+                    f"{mv} unmatched ({{{{reason}}}})/s",
+                ),
+            ],
+            width=24,
+        ),
+    ]
+
+
+def layout(rows: list[tuple[str, list[dict[str, Any]]]]) -> list[dict[str, Any]]:
+    """Row panels and their panels with ids and grid positions, left to right, wrapping at
+    Grafana's 24 columns."""
+    panels: list[dict[str, Any]] = []
+    y = 0
+    for title, members in rows:
+        panels.append(
+            {
+                "type": "row",
+                "title": title,
+                "collapsed": False,
+                "gridPos": {"h": 1, "w": ROW_WIDTH, "x": 0, "y": y},
+                "panels": [],
+            }
+        )
+        y, x = y + 1, 0
+        for member in members:
+            pos = member["gridPos"]
+            if x + pos["w"] > ROW_WIDTH:
+                y, x = y + pos["h"], 0
+            pos["x"], pos["y"] = x, y
+            x += pos["w"]
+            panels.append(member)
+        y += 8
+    for i, p in enumerate(panels, start=1):
+        p["id"] = i
+    return panels
+
+
+def _variable(name: str, query: str, label: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "label": label,
+        "type": "query",
+        "datasource": DATASOURCE,
+        "definition": query,
+        "query": {"query": query, "refId": f"{name}-variable"},
+        "refresh": 2,  # on time range change
+        "includeAll": True,
+        "allValue": ".+",
+        "multi": True,
+        "sort": 1,
+        "current": {},
+        "options": [],
+        "hide": 0,
+    }
+
+
+def dashboard(settings: Settings) -> dict[str, Any]:
+    """The dashboard JSON model (a dict for json.dump)."""
+    templating = [
+        {
+            "name": "datasource",
+            "label": "Data source",
+            "type": "datasource",
+            "query": "prometheus",
+            "current": {},
+            "options": [],
+            "hide": 0,
+        },
+        _variable("model", "label_values(ann_model_info, model)", "Model"),
+        _variable("version", 'label_values(ann_model_info{model=~"$model"}, version)', "Version"),
+    ]
+    rows = [
+        ("Executive", executive(settings)),
+        ("On-call", oncall(settings)),
+        ("Debug", debug()),
+    ]
+    return {
+        "uid": "ann-served-models",
+        "title": "ann: served models",
+        "description": "Rendered by `ann observability render`; do not edit by hand.",
+        "tags": ["ann", "serving", "slo"],
+        "schemaVersion": 39,
+        "version": 1,
+        "editable": True,
+        "timezone": "browser",
+        "refresh": "30s",
+        "time": {"from": "now-6h", "to": "now"},
+        "templating": {"list": templating},
+        "annotations": {"list": []},
+        "panels": layout(rows),
+    }

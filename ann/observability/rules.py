@@ -1,0 +1,232 @@
+"""Prometheus recording rules and alerts for served models, rendered from a few numbers.
+
+SLO alerts are the multi-window, multi-burn-rate alerts of the Google SRE workbook (chapter 5,
+"Alerting on SLOs", alert 6): an SLO with objective `o` has the error budget `1 - o`; an alert
+fires when the share of bad events over a long window AND over a short window (1/12 of it) both
+exceed `factor * (1 - o)`:
+
+| severity | factor | long window | short window | budget spent when it fires |
+|---|---|---|---|---|
+| page | 14.4 | 1h | 5m | 2% of a 30-day budget in 1 hour |
+| page | 6 | 6h | 30m | 5% in 6 hours |
+| ticket | 1 | 3d | 6h | 10% in 3 days |
+
+The two SLIs, per model (every version together: the budget is the service's):
+
+- availability: the share of `ann_requests_total` with a 5xx `code` (4xx are the client's
+  mistakes and count as good), over requests whose `model` label is set (health and metrics
+  probes have none);
+- latency: the share of successful infer requests slower than `latency_p95_ms`, read from the
+  `ann_request_duration_seconds` histogram's bucket `le` = that threshold (so the threshold
+  must be one of the histogram's buckets), with the objective 95% ("p95 under N ms").
+
+Naming follows Prometheus's `level:metric:operations` convention, as Sloth and Pyrra do
+(Sloth's `slo:sli_error:ratio_rate5m`): `ann:slo_errors:ratio_rate5m{slo="availability"}`,
+one series per model and window, the window also as the `window` label. Model alerts are
+tickets with a cool-off: `for` (the condition must hold that long, so one noisy window does
+not open a ticket) and `keep_firing_for` (Prometheus >= 2.42: a flapping condition keeps one
+alert open instead of resolving and re-firing).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any
+
+from ann.serve.metrics import LATENCY_BUCKETS
+
+# (severity, burn-rate factor, long window, short window): SRE workbook, table 5-8.
+BURN_RATES: tuple[tuple[str, float, str, str], ...] = (
+    ("page", 14.4, "1h", "5m"),
+    ("page", 6.0, "6h", "30m"),
+    ("ticket", 1.0, "3d", "6h"),
+)
+WINDOWS = ("5m", "30m", "1h", "6h", "3d")
+LATENCY_OBJECTIVE = 0.95  # "p95 under N ms": 95% of requests faster than N ms
+RECORD = "ann:slo_errors:ratio_rate{window}"
+_DURATION = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")  # Prometheus's duration syntax
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What `ann observability render` renders from (the `--slo.*` and `--alert.*` flags).
+
+    availability: the availability objective, a share in (0, 1), e.g. 0.999.
+    latency_p95_ms: 95% of successful infer requests must be faster than this many
+        milliseconds; one of the `ann_request_duration_seconds` buckets.
+    accuracy_min: the realized-accuracy bound (a share in [0, 1]) below which a ticket opens.
+    drift_for, accuracy_for: how long (a Prometheus duration) the condition must hold.
+    keep_firing_for: the cool-off: how long an alert stays firing after its condition clears.
+    runbook_base: the runbooks' location (a URL or path); alerts link `BASE/NAME.md`.
+    """
+
+    availability: float = 0.999
+    latency_p95_ms: float = 200.0
+    accuracy_min: float = 0.9
+    drift_for: str = "30m"
+    accuracy_for: str = "30m"
+    keep_firing_for: str = "1h"
+    runbook_base: str = "docs/runbooks"
+
+    def check(self) -> None:
+        """Raises ValueError with one line naming the setting and the fix."""
+        if not 0.0 < self.availability < 1.0:
+            raise ValueError(
+                f"--slo.availability={self.availability} must be a share in (0, 1), e.g. 0.999"
+            )
+        buckets_ms = [round(b * 1000, 6) for b in LATENCY_BUCKETS]
+        if self.latency_p95_ms not in buckets_ms:
+            raise ValueError(
+                f"--slo.latency_p95_ms={self.latency_p95_ms:g} must be a bucket of "
+                f"ann_request_duration_seconds (ms): {', '.join(f'{b:g}' for b in buckets_ms)}"
+            )
+        if not 0.0 <= self.accuracy_min <= 1.0:
+            raise ValueError(f"--alert.accuracy_min={self.accuracy_min} must be in [0, 1]")
+        for name in ("drift_for", "accuracy_for", "keep_firing_for"):
+            value = getattr(self, name)
+            if not _DURATION.match(value):
+                raise ValueError(
+                    f"--alert.{name}={value!r} must be a Prometheus duration, e.g. 30m, 1h, 1d"
+                )
+        if not self.runbook_base:
+            raise ValueError("--runbook_base must be a URL or path, e.g. docs/runbooks")
+
+
+def le_matcher(seconds: float) -> str:
+    """The `le` label matcher of a histogram bucket: prometheus_client writes 1.0 as "1.0",
+    Prometheus 3 normalises it to "1" at scrape, so whole numbers match both."""
+    if float(seconds).is_integer():
+        whole = int(seconds)
+        return f'le=~"{whole}|{whole}\\\\.0"'
+    return f'le="{float(seconds)!r}"'
+
+
+def sli_errors(slo: str, window: str, latency_s: float) -> str:
+    """PromQL: the share of bad events over `window`, per model (`slo`: availability or
+    latency). A missing bad series counts as 0 (`or ... * 0`), so the ratio exists whenever
+    there was traffic."""
+    if slo == "availability":
+        total = f'sum by (model) (rate(ann_requests_total{{model!=""}}[{window}]))'
+        bad = f'sum by (model) (rate(ann_requests_total{{model!="",code=~"5.."}}[{window}]))'
+        return f"(\n  {bad}\n  or {total} * 0\n)\n/ {total}"
+    total = f"sum by (model) (rate(ann_request_duration_seconds_count[{window}]))"
+    fast = (
+        f"sum by (model) (rate(ann_request_duration_seconds_bucket{{{le_matcher(latency_s)}}}"
+        f"[{window}]))"
+    )
+    return f"1 - (\n  {fast}\n  / {total}\n)"
+
+
+def recording_rules(settings: Settings) -> dict[str, Any]:
+    """The SLI recording rules: one group, `ann:slo_errors:ratio_rate<W>` for every window
+    the alerts read, for both SLOs, plus the objectives as `ann:slo_objective:ratio`."""
+    rules = []
+    latency_s = settings.latency_p95_ms / 1000
+    for slo in ("availability", "latency"):
+        for window in WINDOWS:
+            rules.append(
+                {
+                    "record": RECORD.format(window=window),
+                    "expr": sli_errors(slo, window, latency_s),
+                    "labels": {"slo": slo, "window": window},
+                }
+            )
+    objectives = {"availability": settings.availability, "latency": LATENCY_OBJECTIVE}
+    for slo, objective in objectives.items():
+        rules.append(
+            {
+                "record": "ann:slo_objective:ratio",
+                "expr": f"vector({objective})",
+                "labels": {"slo": slo},
+            }
+        )
+    return {"name": "ann-slo-sli-recordings", "rules": rules}
+
+
+def _burn(slo: str, factor: float, window: str, budget: float) -> str:
+    """One window's condition: its error ratio above `factor` times the budget."""
+    return (
+        f'max without (window) ({RECORD.format(window=window)}{{slo="{slo}"}}'
+        f" > ({factor:g} * {budget:.6g}))"
+    )
+
+
+def slo_alerts(settings: Settings) -> dict[str, Any]:
+    """The page and ticket alerts of both SLOs (see the module docstring)."""
+    alerts = []
+    slos = {
+        "availability": (settings.availability, "5xx responses"),
+        "latency": (
+            LATENCY_OBJECTIVE,
+            f"infer requests slower than {settings.latency_p95_ms:g} ms",
+        ),
+    }
+    for slo, (objective, bad) in slos.items():
+        budget = 1.0 - objective
+        for severity in ("page", "ticket"):
+            pairs = [
+                f"({_burn(slo, f, long, budget)}\nand\n{_burn(slo, f, short, budget)})"
+                for s, f, long, short in BURN_RATES
+                if s == severity
+            ]
+            windows = ", ".join(
+                f"{f:g}x over {long} and {short}"
+                for s, f, long, short in BURN_RATES
+                if s == severity
+            )
+            alerts.append(
+                {
+                    "alert": f"Ann{slo.capitalize()}SLOBurn{severity.capitalize()}",
+                    "expr": "\nor\n".join(pairs),
+                    "labels": {"severity": severity, "slo": slo},
+                    "annotations": {
+                        "summary": f"{{{{ $labels.model }}}}: {slo} error budget burning "
+                        f"({windows})",
+                        "description": f"The share of {bad} of model {{{{ $labels.model }}}} "
+                        f"is {{{{ $value | humanizePercentage }}}}; the objective "
+                        f"{objective:g} allows {budget:.6g}.",
+                        "runbook_url": f"{settings.runbook_base}/{slo}-slo-burn.md",
+                    },
+                }
+            )
+    return {"name": "ann-slo-alerts", "rules": alerts}
+
+
+def model_alerts(settings: Settings) -> dict[str, Any]:
+    """Drift and realized-accuracy tickets, per model version, with their cool-off."""
+    drift = {
+        "alert": "AnnDriftDetected",
+        "expr": "max by (model, version) (ann_drift_detected) == 1",
+        "for": settings.drift_for,
+        "keep_firing_for": settings.keep_firing_for,
+        "labels": {"severity": "ticket"},
+        "annotations": {
+            "summary": "{{ $labels.model }} version {{ $labels.version }}: input drift",
+            "description": "Dataset drift was detected in the serving windows for "
+            f"{settings.drift_for} (ann_drift_detected = 1).",
+            "runbook_url": f"{settings.runbook_base}/drift.md",
+        },
+    }
+    accuracy = {
+        "alert": "AnnAccuracyBelowBound",
+        "expr": f'min by (model, version) (ann_realized_accuracy{{window="last"}}) '
+        f"< {settings.accuracy_min:g}",
+        "for": settings.accuracy_for,
+        "keep_firing_for": settings.keep_firing_for,
+        "labels": {"severity": "ticket"},
+        "annotations": {
+            "summary": "{{ $labels.model }} version {{ $labels.version }}: realized accuracy "
+            "{{ $value | humanizePercentage }}",
+            "description": f"Accuracy on labelled predictions (last window) is below "
+            f"{settings.accuracy_min:g} for {settings.accuracy_for}.",
+            "runbook_url": f"{settings.runbook_base}/accuracy-drop.md",
+        },
+    }
+    return {"name": "ann-model-alerts", "rules": [drift, accuracy]}
+
+
+def rule_file(settings: Settings) -> dict[str, Any]:
+    """The whole Prometheus rule file (`rule_files:` in prometheus.yml) as a dict."""
+    settings.check()
+    return {"groups": [recording_rules(settings), slo_alerts(settings), model_alerts(settings)]}

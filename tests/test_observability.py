@@ -1,0 +1,303 @@
+"""`ann observability render`: the rendered Prometheus rules (checked and unit-tested with
+promtool: alerts fire on synthetic series) and the Grafana dashboard (every expression reads
+a series the server exports or a rule records)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+from conftest import ROOT, one_line_error
+
+from ann.observability import __main__ as cli_main
+from ann.observability import rules
+from ann.serve.metrics import Metrics
+
+PROMTOOL = shutil.which("promtool")
+needs_promtool = pytest.mark.skipif(
+    PROMTOOL is None,
+    reason="promtool is not installed (Debian: apt-get install prometheus; .ci/run installs it "
+    "where apt-get is available)",
+)
+# The monitoring series COMMON to the serving lane (ann/serve/metrics.py once it has them).
+MONITORING = {
+    "ann_drift_score": "gauge",
+    "ann_drift_share": "gauge",
+    "ann_drift_detected": "gauge",
+    "ann_drift_windows": "counter",
+    "ann_drift_window_end_timestamp_seconds": "gauge",
+    "ann_prediction_share": "gauge",
+    "ann_confidence": "histogram",
+    "ann_realized_accuracy": "gauge",
+    "ann_estimated_accuracy": "gauge",
+    "ann_feedback_labels": "counter",
+    "ann_feedback_unmatched": "counter",
+    "ann_model_age_seconds": "gauge",
+}
+SUFFIXES = {"histogram": ("_bucket", "_count", "_sum"), "counter": ("_total",), "gauge": ("",)}
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory):
+    out = tmp_path_factory.mktemp("observability")
+    cli_main.render(rules.Settings(), str(out))
+    return out
+
+
+def exported_series() -> set[str]:
+    """Every series name the server can export: ann/serve/metrics.py's, plus the monitoring
+    series of the interface list (until the server has them all)."""
+    kinds = {m.name: m.type for m in Metrics(8).registry.collect()}
+    kinds = {**MONITORING, **kinds}
+    return {name + suffix for name, kind in kinds.items() for suffix in SUFFIXES[kind]}
+
+
+def test_render_command_writes_rules_and_dashboard(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "ann", "observability", "render", f"--out={tmp_path}"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "(12 recording rules, 6 alerts)" in result.stdout and "panels)" in result.stdout
+    groups = yaml.safe_load((tmp_path / cli_main.RULES_FILE).read_text())["groups"]
+    names = [r.get("alert") for g in groups for r in g["rules"] if "alert" in r]
+    assert names == [
+        "AnnAvailabilitySLOBurnPage",
+        "AnnAvailabilitySLOBurnTicket",
+        "AnnLatencySLOBurnPage",
+        "AnnLatencySLOBurnTicket",
+        "AnnDriftDetected",
+        "AnnAccuracyBelowBound",
+    ]
+    for rule in (r for g in groups for r in g["rules"] if "alert" in r):
+        page = rule["annotations"]["runbook_url"].removeprefix("docs/runbooks/")
+        assert (ROOT / "docs" / "runbooks" / page).is_file(), page
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--slo.latency_p95_ms=150"], "error: --slo.latency_p95_ms=150 must be a bucket of "),
+        (["--slo.availability=1.5"], "error: --slo.availability=1.5 must be a share in (0, 1)"),
+        (["--alert.drift_for=soon"], "error: --alert.drift_for='soon' must be a Prometheus"),
+        (
+            ["--slo.availabilty=0.99"],
+            "error: --slo.availabilty is unknown (did you mean 'slo.availability'?); --slo.* keys: ",
+        ),
+        (["--alert.availability=0.9"], "error: --alert.availability is unknown"),
+        (["--alert.accuracy_min=2"], "error: --alert.accuracy_min=2.0 must be in [0, 1]"),
+        (["--slo.availability=abc"], "error: flag --slo.availability=abc: could not convert"),
+        (["--runbook_base="], "error: --runbook_base must be a URL or path"),
+        (["NOOUT"], "error: missing --out"),
+        (["rendr"], "error: give one command: render (ann observability render --out=DIR); got"),
+    ],
+)
+def test_bad_flags_are_one_line(tmp_path, args, message):
+    command = ["render"] if args != ["rendr"] else []
+    out = [] if args == ["NOOUT"] else [f"--out={tmp_path / 'o'}"]
+    args = [a for a in args if a != "NOOUT"]
+    result = subprocess.run(
+        [sys.executable, "-m", "ann", "observability", *command, *out, *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    line = one_line_error(result)
+    assert line.startswith(message), line
+    assert not (tmp_path / "o").exists()
+
+
+def test_the_latency_threshold_refusal_names_the_buckets():
+    with pytest.raises(ValueError, match=r"\(ms\): 0\.5, 1, 2, 5, 10, 20, 50, 100, 200, 500"):
+        rules.Settings(latency_p95_ms=150).check()
+    assert rules.le_matcher(1.0) == 'le=~"1|1\\\\.0"' and rules.le_matcher(0.2) == 'le="0.2"'
+
+
+@needs_promtool
+def test_promtool_checks_the_rules(rendered):
+    result = subprocess.run(
+        [PROMTOOL, "check", "rules", str(rendered / cli_main.RULES_FILE)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 18 rules found" in result.stdout
+
+
+def _without_value_annotations(rendered, tmp_path) -> tuple[str, dict[str, dict]]:
+    """A copy of the rendered rules without the annotations that print `$value` (a float an
+    expected alert would have to repeat digit for digit); returns its path and each alert's
+    remaining annotations."""
+    rule_file = yaml.safe_load((rendered / cli_main.RULES_FILE).read_text())
+    kept = {}
+    for rule in (r for g in rule_file["groups"] for r in g["rules"] if "alert" in r):
+        notes = {k: v for k, v in rule["annotations"].items() if "$value" not in v}
+        rule["annotations"] = kept[rule["alert"]] = notes
+    path = tmp_path / "rules.yaml"
+    path.write_text(yaml.safe_dump(rule_file, sort_keys=False))
+    return str(path), kept
+
+
+def _promtool_test(rendered, tmp_path, series: dict[str, str], expected: list) -> None:
+    """Runs `promtool test rules` on the rendered rules with `series` (1m samples); `expected`
+    holds (alert, eval time, labels of each firing alert: [] for none)."""
+    path, annotations = _without_value_annotations(rendered, tmp_path)
+
+    def fired(alert: str, labels: dict) -> dict:
+        notes = annotations[alert]
+        for key, value in labels.items():
+            notes = {k: v.replace(f"{{{{ $labels.{key} }}}}", value) for k, v in notes.items()}
+        return {"exp_labels": labels, "exp_annotations": notes}
+
+    alerts = [
+        {"eval_time": at, "alertname": alert, "exp_alerts": [fired(alert, x) for x in firing]}
+        for alert, at, firing in expected
+    ]
+    test = {
+        "rule_files": [path],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [{"series": s, "values": v} for s, v in series.items()],
+                "alert_rule_test": alerts,
+            }
+        ],
+    }
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump(test, sort_keys=False))
+    result = subprocess.run(
+        [PROMTOOL, "test", "rules", str(tmp_path / "test.yaml")], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@needs_promtool
+def test_the_page_fires_on_a_high_error_rate_and_not_on_a_low_one(rendered, tmp_path):
+    # digits: 20% 500s > 14.4 x 0.1% = 1.44%: page. mnist: 0.5% is under both pages (6 x 0.1%
+    # = 0.6%) but over the ticket's 1 x 0.1%. Probes (no model) are not counted.
+    base = 'ann_requests_total{model="%s",version="1",code="%s"}'
+    series = {
+        base % ("digits", "200"): "0+80x120",
+        base % ("digits", "500"): "0+20x120",
+        base % ("mnist", "200"): "0+995x120",
+        base % ("mnist", "500"): "0+5x120",
+        base % ("", "503"): "0+1000x120",
+    }
+    page, ticket = "AnnAvailabilitySLOBurnPage", "AnnAvailabilitySLOBurnTicket"
+    labels = {m: {"severity": "page", "slo": "availability", "model": m} for m in ("digits",)}
+    tickets = [
+        {"severity": "ticket", "slo": "availability", "model": m} for m in ("digits", "mnist")
+    ]
+    expected = [(page, "70m", [labels["digits"]]), (ticket, "70m", tickets)]
+    _promtool_test(rendered, tmp_path, series, expected)
+
+
+@needs_promtool
+def test_the_latency_page_fires_when_requests_are_slow(rendered, tmp_path):
+    # Half the requests slower than 200 ms: 50% > 6 x 5% over 6h and 30m (not 14.4 x 5%).
+    hist = 'ann_request_duration_seconds_%s{model="digits",version="1"%s}'
+    series = {
+        hist % ("bucket", ',le="0.2"'): "0+50x60",
+        hist % ("bucket", ',le="+Inf"'): "0+100x60",
+        hist % ("count", ""): "0+100x60",
+    }
+    labels = {"severity": "page", "slo": "latency", "model": "digits"}
+    _promtool_test(rendered, tmp_path, series, [("AnnLatencySLOBurnPage", "40m", [labels])])
+    fast = {**series, hist % ("bucket", ',le="0.2"'): "0+99x60"}  # 1% slow: within 5%
+    _promtool_test(rendered, tmp_path, fast, [("AnnLatencySLOBurnPage", "40m", [])])
+
+
+@needs_promtool
+def test_drift_and_accuracy_tickets_wait_for_their_for_and_cool_off(rendered, tmp_path):
+    # Drift detected from 10m to 69m: pending until `for` (30m) has passed, then firing, and
+    # still firing within keep_firing_for (1h) after the gauge went back to 0 (70m).
+    mv = 'model="digits",version="2"'
+    series = {
+        f"ann_drift_detected{{{mv}}}": "0x9 1x59 0x120",
+        f'ann_realized_accuracy{{{mv},window="last"}}': "0.97x9 0.8x59",
+        f'ann_realized_accuracy{{{mv},window="total"}}': "0.5x70",  # not what the alert reads
+    }
+    labels = [{"severity": "ticket", "model": "digits", "version": "2"}]
+    expected = [
+        ("AnnDriftDetected", "5m", []),
+        ("AnnDriftDetected", "35m", []),  # pending
+        ("AnnDriftDetected", "45m", labels),
+        ("AnnDriftDetected", "100m", labels),  # cooling off
+        ("AnnDriftDetected", "140m", []),
+        ("AnnAccuracyBelowBound", "35m", []),  # pending
+        ("AnnAccuracyBelowBound", "45m", labels),
+    ]
+    _promtool_test(rendered, tmp_path, series, expected)
+
+
+def _expressions(model: dict) -> list[tuple[str, str]]:
+    return [(p["title"], t["expr"]) for p in model["panels"] for t in p.get("targets", [])] + [
+        (v["name"], v["definition"]) for v in model["templating"]["list"] if "definition" in v
+    ]
+
+
+def test_the_dashboard_is_an_importable_model_of_three_views(rendered):
+    model = json.loads((rendered / cli_main.DASHBOARD_FILE).read_text())
+    assert model["uid"] and model["title"] and model["schemaVersion"] >= 36
+    variables = {v["name"]: v["type"] for v in model["templating"]["list"]}
+    assert variables == {"datasource": "datasource", "model": "query", "version": "query"}
+    rows = [p["title"] for p in model["panels"] if p["type"] == "row"]
+    assert rows == ["Executive", "On-call", "Debug"]
+    ids = [p["id"] for p in model["panels"]]
+    assert len(set(ids)) == len(ids)
+    cells = set()
+    for p in model["panels"]:
+        pos = p["gridPos"]
+        assert pos["x"] + pos["w"] <= 24, p["title"]
+        for dx in range(pos["w"]):
+            for dy in range(pos["h"]):
+                cell = (pos["x"] + dx, pos["y"] + dy)
+                assert cell not in cells, f"{p['title']} overlaps another panel"
+                cells.add(cell)
+        if p["type"] != "row":
+            assert p["targets"] and p["datasource"]["uid"] == "${datasource}", p["title"]
+    titles = " | ".join(p["title"] for p in model["panels"])
+    for view in (
+        "Accuracy",
+        "Model age",
+        "Drift detected",
+        "Latency p95",
+        "5xx",
+        "Queue depth",
+        "Saturation",
+        "Traffic per version",
+        "Drift score per feature",
+        "Predicted-class shares",
+        "Confidence",
+        "Batch size",
+    ):
+        assert view in titles, view
+
+
+def test_every_dashboard_and_rule_expression_reads_series_that_exist(rendered):
+    model = json.loads((rendered / cli_main.DASHBOARD_FILE).read_text())
+    groups = yaml.safe_load((rendered / cli_main.RULES_FILE).read_text())["groups"]
+    recorded = {r["record"] for g in groups for r in g["rules"] if "record" in r}
+    exprs = _expressions(model) + [
+        (r.get("record") or r["alert"], r["expr"]) for g in groups for r in g["rules"]
+    ]
+    known = exported_series() | recorded | {"ALERTS"}
+    unknown = []
+    for where, expr in exprs:
+        without_strings = re.sub(r'"[^"]*"', '""', expr)
+        for name in re.findall(r"\b(ann[_:][a-zA-Z0-9_:]+|ALERTS)\b", without_strings):
+            if name not in known:
+                unknown.append(f"{where}: {name}")
+    assert not unknown, unknown
+    read = {n for _, e in exprs for n in re.findall(r"\bann_[a-z0-9_]+", e)}
+    assert {"ann_drift_score_total", "ann_requests"} & read == set()  # the regex is not lax
+    assert "ann_requests_total" in read and "ann_confidence_bucket" in read
