@@ -66,3 +66,23 @@ def write_bytes(path: str, data: bytes) -> None:
     """Replaces `path` with `data` atomically and durably."""
     with replacing(path, "wb") as f:
         f.write(data)
+
+
+def why_not_creatable(path: str) -> str | None:
+    """Why the directory `path` cannot be used or created (what follows its name in a message:
+    "is a file, not a directory", "cannot be created: PARENT is a file", ...), or None when it
+    can. Creates nothing."""
+    path = os.path.abspath(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        return "is a file, not a directory"
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        return f"cannot be created: {existing} is a file"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        if existing == path:
+            return "is not writable (permission denied)"
+        return f"cannot be created in {existing} (permission denied)"
+    return None
+

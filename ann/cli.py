@@ -23,6 +23,7 @@ constructor arguments, `task.*` experiment settings).
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import logging as py_logging
 import os
@@ -138,6 +139,8 @@ def parse_flags(argv: list[str]) -> list[str]:
             _show_help(full=_HELP[arg])
     try:
         rest = flags.FLAGS(argv)
+    except flags.UnrecognizedFlagError as e:
+        fail(_unknown_flag(e))
     except _PARSE_ERRORS as e:
         missing, raised = _missing_flags(e), _config_file_error(e)
         if missing:
@@ -147,13 +150,72 @@ def parse_flags(argv: list[str]) -> list[str]:
             fail(f"--config={given.group(1) if given else '?'}: {raised}")
         if "Error whilst parsing config file" in str(e):
             fail(str(e))
-        fail(one_line(e))
+        fail(_bad_override(one_line(e)))
     if "config" in flags.FLAGS and flags.FLAGS["config"].present:
         # ml_collections defers a missing file's error to the config's first use.
         path = config_flags.get_config_filename(flags.FLAGS["config"]).partition(":")[0]
         if not os.path.isfile(path):
-            fail(f"--config={path}: no such file")
+            fail(f"--config={path}: no such file{_near_files(path)}")
     return rest
+
+
+def _unknown_flag(error: flags.UnrecognizedFlagError) -> str:
+    """absl's message for an unknown flag, with a suggestion: `--config.KEY` where the name is
+    a config key (`--total_steps` for `--config.total_steps`), else the job's closest flag."""
+    from ann.config import SCHEMA
+
+    name = error.flagname
+    message = f"unknown flag --{name}"
+    if "config" in flags.FLAGS:
+        keys = list(_dotted(SCHEMA))
+        same = [k for k in keys if k == name or k.rsplit(".", 1)[-1] == name]
+        if same:
+            return f"{message}; config keys are set as --config.{same[0]}=..."
+    own = list(flags.FLAGS.get_key_flags_for_module(sys.argv[0])) + [
+        flags.FLAGS[n] for n in ("config",) if n in flags.FLAGS
+    ]
+    names = sorted({f.name for f in own})
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
+    close = close or [n for n in names if n.startswith(name) or name.startswith(n)][:1]
+    hint = f"; did you mean --{close[0]}?" if close else ""
+    return f"{message}{hint} (--help lists this job's flags)"
+
+
+def _dotted(tree: dict, prefix: str = "") -> list[str]:
+    """Every key of a nested dict as a dotted path ("optimizer.learning_rate")."""
+    keys = []
+    for key, value in tree.items():
+        path = prefix + key
+        keys += _dotted(value, path + ".") if isinstance(value, dict) else [path]
+    return keys
+
+
+_CONVERSIONS = {
+    "invalid literal for int()": "an integer",
+    "could not convert string to float": "a number",
+}
+
+
+def _bad_override(text: str) -> str:
+    """ "flag --config.total_steps=abc: invalid literal for int() ..." as "--config.total_steps=abc
+    must be an integer ..."; other messages unchanged."""
+    match = re.fullmatch(r"flag (--config\.[\w.]+=.*?): (.*)", text)
+    if match:
+        for said, wanted in _CONVERSIONS.items():
+            if match.group(2).startswith(said):
+                return f"{match.group(1)} must be {wanted} (the key's type in the config)"
+    return text
+
+
+def _near_files(path: str) -> str:
+    """ "; did you mean configs/digits_cnn.py?" for a config file name close to `path`."""
+    folder, name = os.path.split(path)
+    try:
+        present = [f for f in os.listdir(folder or ".") if f.endswith(".py")]
+    except OSError:
+        return ""
+    close = difflib.get_close_matches(name, present, n=1, cutoff=0.6)
+    return f"; did you mean {os.path.join(folder, close[0])}?" if close else ""
 
 
 class FlagError(ValueError):
@@ -169,6 +231,16 @@ def check_trained_run(workdir: str, step: str) -> None:
     if not os.path.isfile(os.path.join(workdir, "config.json")):
         what = "does not exist" if not os.path.exists(workdir) else "holds no config.json"
         raise FlagError(f"--workdir={workdir} {what}; give the directory of a trained run")
+
+
+def check_out(flag: str, path: str) -> None:
+    """Raises FlagError naming `--flag` when the directory `path` cannot be created or written
+    (a file in the way, no permission); creates nothing. Checked before a job computes."""
+    from ann import atomic
+
+    why = atomic.why_not_creatable(path)
+    if why:
+        raise FlagError(f"--{flag}={path} {why}; choose another --{flag}")
 
 
 class _LibraryInfoFilter(py_logging.Filter):

@@ -405,6 +405,36 @@ def _check_section(values: Mapping[str, Any], schema: Mapping[str, Any], prefix:
             )
 
 
+# What each element of a sequence-valued key must be: `--config.data.eval_splits=3` parses as
+# (3,), which the key's own type check (tuple or list) accepts.
+ELEMENTS: dict[str, tuple[type, str]] = {  # key -> (element type, an example value)
+    "data.eval_splits": (str, "('test',)"),
+    "init_from_skip": (str, "('head/.*',)"),
+    "freeze": (str, "('convs/.*',)"),
+    "optimizer.step_boundaries": (int, "(1000, 2000)"),
+    "profile_steps": (int, "(10, 5)"),
+    "report.slices": (str, "('label',)"),
+}
+
+
+def check_elements(values: Mapping[str, Any]) -> None:
+    """Raises ConfigError naming the first key in ELEMENTS with an element of another type."""
+    for path, (kind, example) in ELEMENTS.items():
+        try:
+            sequence = lookup(values, path)
+        except KeyLookupError:
+            continue
+        if isinstance(sequence, str):
+            continue  # report.slices checks its own (it names the tuple form)
+        for element in sequence:
+            if not isinstance(element, kind) or isinstance(element, bool):
+                wanted = "an int" if kind is int else "a string"
+                raise ConfigError(
+                    f"config key '{path}' holds {element!r} ({type(element).__name__}); every "
+                    f'element must be {wanted}, e.g. --config.{path}="{example}"'
+                )
+
+
 def _default(path: str) -> Any:
     """The schema's default for `path` (None for keys of the open sections)."""
     try:
@@ -501,6 +531,7 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, selecting: boo
             "resnet, or package.module:ClassName)"
         )
     _check_section({"name": values["model"]["name"]}, SCHEMA["model"], "model.")
+    check_elements(values)
     if not values["data"]["name"]:
         raise ConfigError(
             "config key 'data.name' is empty; set --config.data.name=digits "
@@ -578,7 +609,7 @@ def check_slices(entries: Any) -> None:
     if isinstance(entries, str):
         raise ConfigError(
             f"config key 'report.slices' is the string {entries!r}; give a tuple of entries, "
-            f"e.g. --config.report.slices=\"({entries!r},)\""
+            f'e.g. --config.report.slices="({entries!r},)"'
         )
     for entry in entries:
         try:

@@ -395,7 +395,8 @@ def check_flags(workdir: str, out: str, step: str, name: str | None, platforms: 
             f"--platforms={','.join(platforms)!r} must be distinct names among "
             f"{', '.join(PLATFORMS)}" + (f" (unknown: {', '.join(unknown)})" if unknown else "")
         )
-    if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
+    cli.check_out("out", out)
+    if os.path.exists(out) and os.listdir(out):
         raise cli.FlagError(f"--out={out} exists and is not an empty directory; choose a new one")
     if os.path.realpath(out) == os.path.realpath(workdir):
         raise cli.FlagError(f"--out={out} is the run's own directory; choose a new one")

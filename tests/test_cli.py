@@ -137,6 +137,42 @@ def test_the_console_script_is_declared():
             ["train", "--config=configs/pydoc_lm.py:big", "--workdir=W"],
             "error: --config=configs/pydoc_lm.py:big: pydoc_lm.py has no variant 'big'; it ",
         ),
+        # Flags and overrides a user gets nearly right: each answer names what to type.
+        (
+            ["train", "--config=configs/digits_cnn.py", "--workdir=W", "--total_steps=5"],
+            "error: unknown flag --total_steps; config keys are set as --config.total_steps=",
+        ),
+        (
+            ["train", "--config=configs/digits_cnn.py", "--workdir=W", "--learning_rate=1"],
+            "error: unknown flag --learning_rate; config keys are set as "
+            "--config.optimizer.learning_rate=",
+        ),
+        (
+            ["export", "--workdir=W", "--output=x"],
+            "error: unknown flag --output; did you mean --out?",
+        ),
+        (
+            ["train", "--config=configs/digit_cnn.py", "--workdir=W"],
+            "error: --config=configs/digit_cnn.py: no such file; did you mean "
+            "configs/digits_cnn.py?",
+        ),
+        (
+            ["train", "--config=configs/digits_cnn.py", "--workdir=W", "--config.total_steps=abc"],
+            "error: --config.total_steps=abc must be an integer",
+        ),
+        (
+            [
+                "train",
+                "--config=configs/digits_cnn.py",
+                "--workdir=W",
+                "--config.data.eval_splits=3",
+            ],
+            "error: config key 'data.eval_splits' holds 3 (int); every element must be a string",
+        ),
+        (
+            ["registry", "lst"],
+            "error: unknown registry command 'lst'; did you mean `ann registry list`?",
+        ),
     ],
 )
 def test_mistakes_on_the_command_line_are_one_line(tmp_path, args, message):
@@ -245,3 +281,22 @@ def test_no_job_catches_what_the_shared_wrapper_handles():
                 assert not ("ConfigError" in caught and "sys.exit" in body), (path, body)
                 assert not (caught == "ValueError" and 'print(f"error:' in body), (path, body)
         assert "logging.set_verbosity(logging.WARNING)  # Orbax" not in path.read_text(), path
+
+
+@pytest.mark.parametrize("job", ["export", "report"])
+def test_an_out_that_cannot_be_created_is_refused_before_any_work(tmp_path, job):
+    # It was a traceback (FileExistsError) after the whole report had been computed.
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text("{}")  # only the flag checks run
+    (tmp_path / "file").write_text("")
+    out = tmp_path / "file" / "out"
+    line = one_line_error(ann(job, f"--workdir={tmp_path / 'run'}", f"--out={out}"))
+    blocked = tmp_path / "file"
+    assert (
+        line == f"error: --out={out} cannot be created: {blocked} is a file; choose another --out"
+    )
+
+
+def test_a_near_miss_split_is_named():
+    line = one_line_error(ann("report", "--workdir=nowhere", "--split=val"))
+    assert line.startswith("error: --split=val: unknown split 'val'; did you mean 'validation'?")

@@ -76,6 +76,17 @@ def test_wrong_type_in_a_config_that_is_not_type_safe():
         config_lib.validate(config, num_devices=4)
 
 
+@pytest.mark.parametrize("key", sorted(config_lib.ELEMENTS))
+def test_a_sequence_key_names_an_element_of_the_wrong_type(key):
+    # --config.data.eval_splits=3 parses as (3,): the tuple passed, TFDS then raised a traceback.
+    config = load_config("digits_mlp")
+    kind, _ = config_lib.ELEMENTS[key]
+    section, _, name = key.rpartition(".")
+    (config[section] if section else config)[name] = ("x",) if kind is int else (3,)
+    with pytest.raises(ConfigError, match=f"config key '{key}' holds .*; every element must be"):
+        config_lib.validate(config, num_devices=4)
+
+
 def test_config_not_built_from_base():
     import ml_collections
 

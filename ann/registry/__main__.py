@@ -22,6 +22,7 @@ module that imports both the registry core and the MLflow mirror.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import os
 import time
@@ -107,6 +108,13 @@ def check_command(command: str, args: Sequence[str], f: Any) -> None:
         "show": 1,
         "mirror": 1,
     }
+    if command and command not in counts:
+        close = difflib.get_close_matches(command, list(counts), n=1)
+        raise RegistryError(
+            f"unknown registry command {command!r}"
+            + (f"; did you mean `ann registry {close[0]}`?" if close else "")
+            + f" (commands: {', '.join(counts)})"
+        )
     if command not in counts or len(args) != counts[command]:
         raise RegistryError(
             f"usage: ann registry --registry=DIR "

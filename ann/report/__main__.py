@@ -11,6 +11,7 @@ report there, and prints a short summary. report.json's schema: docs/report.md.
 
 from __future__ import annotations
 
+import difflib
 import os
 
 from absl import app, flags
@@ -24,9 +25,13 @@ FLAGS = flags.FLAGS
 def define_flags() -> None:
     flags.DEFINE_string("workdir", None, "A trained run to report on (holds config.json).")
     flags.DEFINE_string(
-        "model", None, "Or an export directory or registry URI: models:/NAME/3, models:/NAME@alias."
+        "model",
+        None,
+        "Instead of --workdir: an export directory or models:/NAME/3, models:/NAME@alias.",
     )
-    flags.DEFINE_string("registry", None, "The registry for --model URIs (default $ANN_REGISTRY).")
+    flags.DEFINE_string(
+        "registry", None, "The registry for --model URIs (default $ANN_REGISTRY, else ./registry)."
+    )
     flags.DEFINE_string("step", "best", "With --workdir: 'best', 'latest' or a step number.")
     flags.DEFINE_list("split", list(collect.SPLITS), "The splits to report: validation, test.")
     flags.DEFINE_string(
@@ -45,6 +50,16 @@ def check_flags(workdir: str | None, model: str | None, step: str, splits: list[
     if model is not None and step != "best":
         raise cli.FlagError("--step applies to --workdir only; an export is one step already")
     unknown = [s for s in splits if s not in collect.SPLITS]
+    close = [
+        [n for n in collect.SPLITS if n.startswith(s)]
+        or difflib.get_close_matches(s, collect.SPLITS, n=1)
+        for s in unknown
+    ]
+    if unknown and all(close):
+        raise cli.FlagError(
+            f"--split={','.join(splits)}: unknown split {unknown[0]!r}; did you mean "
+            f"{close[0][0]!r}? (splits: {', '.join(collect.SPLITS)})"
+        )
     if not splits or unknown or len(set(splits)) != len(splits):
         raise cli.FlagError(
             f"--split={','.join(splits)!r} must be distinct names among "
@@ -69,13 +84,15 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     check_flags(FLAGS.workdir, FLAGS.model, FLAGS.step, FLAGS.split)
     if FLAGS.out:
-        write.check_out(FLAGS.out)  # before anything is restored
+        cli.check_out("out", FLAGS.out)  # before anything is restored
+        write.check_out(FLAGS.out)
     if FLAGS.workdir is not None:
         step: int | str = int(FLAGS.step) if FLAGS.step.isdigit() else FLAGS.step
         source = collect.from_workdir(FLAGS.workdir, step)
     else:
         source = collect.from_model(FLAGS.model, FLAGS.registry)
     out = FLAGS.out or default_out(source.identity)
+    cli.check_out("out", out)  # before the splits are scored
     report = write.write_report(source, FLAGS.split, out)
     print(write.summary(report, out))
 

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 
 import jax
 
+from ann import atomic
 from ann.config import ConfigError
 
 
@@ -29,24 +30,11 @@ class WorkdirError(ConfigError):
 def check(workdir: str) -> None:
     """Raises WorkdirError, naming the path and the fix, when `workdir` is a file or cannot be
     created or written; creates nothing."""
-    path = os.path.abspath(workdir)
-    if os.path.exists(path) and not os.path.isdir(path):
+    why = atomic.why_not_creatable(workdir)
+    if why:
         raise WorkdirError(
-            f"workdir {workdir} is a file, not a directory; choose another --workdir (a "
-            "directory, created if missing)"
-        )
-    existing = path
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
-    if not os.path.isdir(existing):
-        raise WorkdirError(
-            f"workdir {workdir} cannot be created: {existing} is a file; choose another --workdir"
-        )
-    if not os.access(existing, os.W_OK | os.X_OK):
-        what = "is not writable" if existing == path else f"cannot be created in {existing}"
-        raise WorkdirError(
-            f"workdir {workdir} {what} (permission denied); choose another --workdir or fix "
-            "the permissions"
+            f"workdir {workdir} {why}; choose another --workdir (a directory, created if "
+            "missing)" + (" or fix the permissions" if "permission" in why else "")
         )
 
 
