@@ -364,6 +364,12 @@ def test_errors_name_the_field(served):
         ("POST", "/v2/models/digits/infer",
          {"inputs": [{"name": "image", "shape": [1, 8, 8, 1], "datatype": "UINT8",
                       "data": [1] * 63}]}, 400, "expected 64 values for shape [1, 8, 8, 1]"),
+        # A missing field read "got None", as if null had been sent.
+        ("POST", "/v2/models/digits/infer",
+         {"inputs": [{"name": "image", "shape": [1, 8, 8, 1], "data": [1] * 64}]}, 400,
+         "inputs[0].datatype: expected UINT8 for input 'image', got no 'datatype' field"),
+        ("POST", "/v2/models/digits/infer", {"inputs": [{}]}, 400,
+         "inputs[0].name: expected one of ['image'], got no 'name' field"),
         ("POST", "/v2/models/digits/infer", b"x" * 200_000, 413,
          "body: expected at most 100000 bytes (--max_body_bytes), got 200000"),
     ]  # fmt: skip

@@ -62,6 +62,16 @@ def short(value: Any, limit: int = 60) -> str:
     return clip(repr(value), limit)
 
 
+_MISSING = object()
+
+
+def given(tensor: Mapping[str, Any], key: str) -> str:
+    """What a request gave for `key`: `short(value)`, or "no 'key' field" when it is absent
+    (a refusal that said "got None" read as if null had been sent)."""
+    value = tensor.get(key, _MISSING)
+    return f"no {key!r} field" if value is _MISSING else short(value)
+
+
 class _Spec:
     """What one input's signature entry means, worked out once, not per request."""
 
@@ -326,7 +336,9 @@ def _input_spec(
     name = tensor.get("name")
     if not isinstance(name, str) or name not in signature:
         raise ServeError(
-            400, f"{field}.name: expected one of {sorted(signature)}, got {short(name)}", "name"
+            400,
+            f"{field}.name: expected one of {sorted(signature)}, got {given(tensor, 'name')}",
+            "name",
         )
     if name in seen:
         raise ServeError(400, f"{field}.name: expected each input once, got {name!r} again", "name")
@@ -335,7 +347,8 @@ def _input_spec(
     if datatype != spec.datatype:
         raise ServeError(
             400,
-            f"{field}.datatype: expected {spec.datatype} for input {name!r}, got {short(datatype)}",
+            f"{field}.datatype: expected {spec.datatype} for input {name!r}, got "
+            + given(tensor, "datatype"),
             "datatype",
         )
     return name, spec
@@ -358,7 +371,7 @@ def _shape(
         raise ServeError(
             400,
             f"{field}.shape: expected {expected} (batch first, at least 1 row) for input "
-            f"{name!r}, got {short(shape)}",
+            f"{name!r}, got {given(tensor, 'shape')}",
             "shape",
         )
     if shape[0] > max_rows:
