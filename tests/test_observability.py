@@ -285,3 +285,59 @@ def test_every_dashboard_and_rule_expression_reads_series_that_exist(rendered):
     read = {n for _, e in exprs for n in re.findall(r"\bann_[a-z0-9_]+", e)}
     assert {"ann_drift_score_total", "ann_requests"} & read == set()  # the regex is not lax
     assert "ann_requests_total" in read and "ann_confidence_bucket" in read
+
+
+def _series_as_the_server_writes_them(metrics: Metrics) -> dict[str, str]:
+    """Every sample of `metrics`' /metrics text as a promtool input series: counters (and
+    histogram buckets, counts, sums) grow by their value each minute, gauges hold it."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    series = {}
+    for family in text_string_to_metric_families(metrics.render().decode()):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            grows = family.type in ("counter", "histogram")
+            values = f"0+{sample.value:g}x60" if grows else f"{sample.value:g}x60"
+            series[f"{sample.name}{{{labels}}}"] = values
+    return series
+
+
+@needs_promtool
+def test_every_alert_fires_on_the_series_the_server_writes(rendered, tmp_path):
+    # The real metrics class and prometheus_client's exposition: label names, `le` spelling,
+    # `_total` suffixes as a scrape of the server has them.
+    metrics = Metrics(8)
+    for code in ("200", "200", "200", "200", "500"):  # 20% 5xx
+        metrics.requests.labels("digits", "1", code).inc()
+    metrics.requests.labels("", "", "404").inc()  # a probe of an unknown path: no model
+    for seconds in (0.1, 0.5):  # half the infers slower than 200 ms
+        metrics.request_duration.labels("digits", "1").observe(seconds)
+    metrics.drift_detected.labels("digits", "1").set(1)
+    metrics.realized_accuracy.labels("digits", "1", "last").set(0.5)
+    metrics.realized_accuracy.labels("digits", "1", "total").set(0.95)
+    series = _series_as_the_server_writes_them(metrics)
+    slo = {"model": "digits"}
+    version = [{"severity": "ticket", "model": "digits", "version": "1"}]
+    expected = [
+        ("AnnAvailabilitySLOBurnPage", "40m", [{"severity": "page", "slo": "availability", **slo}]),
+        ("AnnLatencySLOBurnPage", "40m", [{"severity": "page", "slo": "latency", **slo}]),
+        ("AnnDriftDetected", "40m", version),
+        ("AnnAccuracyBelowBound", "40m", version),
+    ]
+    _promtool_test(rendered, tmp_path, series, expected)
+
+
+@needs_promtool
+def test_every_dashboard_expression_is_promql(rendered, tmp_path):
+    # Grafana's variables replaced as Grafana does before it sends a query; promtool parses
+    # each expression as a recording rule's.
+    model = json.loads((rendered / cli_main.DASHBOARD_FILE).read_text())
+    exprs = [e for where, e in _expressions(model) if not e.startswith("label_values(")]
+    for name, value in (("$__rate_interval", "5m"), ("$model", ".+"), ("$version", ".+")):
+        exprs = [e.replace(name, value) for e in exprs]
+    records = [{"record": f"dashboard:check_{i}:expr", "expr": e} for i, e in enumerate(exprs)]
+    path = tmp_path / "dashboard-rules.yaml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": records}]}))
+    result = subprocess.run([PROMTOOL, "check", "rules", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(exprs)} rules found" in result.stdout
