@@ -24,6 +24,7 @@ OWN_FLAGS = {
     "transfer": ["--config"],
     "report": ["--workdir", "--model", "--split"],
     "observability": ["--out", "--slo", "--alert", "--runbook_base"],
+    "monitor": ["--model", "--requests", "--out"],
 }
 
 

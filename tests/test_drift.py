@@ -209,3 +209,62 @@ def test_the_export_holds_a_checksummed_reference_sample(digits_export, tmp_path
     (older / artifact.REFERENCE).unlink()
     with pytest.raises(drift.DriftUnavailable, match="holds no reference.safetensors"):
         Reference.from_model(artifact.load(str(older)))  # it loads; drift says why not
+
+
+def _log(path, model, version, images, served=True):
+    """A request log written by the server's own writer, 20 rows per request."""
+    from ann.serve.request_log import RequestLog
+
+    log = RequestLog(str(path), sample=1.0, max_bytes=1 << 30, backups=0)
+    for i in range(0, len(images), 20):
+        x = images[i : i + 20]
+        log.write(model.name, version, f"r{i}", 200, 0.01, {"image": x}, model({"image": x}))
+    log.write(model.name, version, "bad", 400, 0.0, None, error="bad request")
+    log.write("other", "1", "o", 200, 0.01, {"image": images[:1]}, None)
+    log.close()
+
+
+def test_monitor_drift_cli_writes_a_report_and_refuses_a_bad_log_in_one_line(
+    digits_export, tmp_path
+):
+    from conftest import one_line_error
+    from test_cli import ann
+
+    _, out = digits_export
+    model = artifact.load(str(out))
+    version = model.manifest_sha256[:12]  # what `ann serve` calls an export's version
+    test = _rows("digits", "test", "image")
+    _log(tmp_path / "same.jsonl", model, version, test[:200])
+    _log(tmp_path / "moved.jsonl", model, version, np.roll(test[200:], 1, axis=2))
+
+    def drift_cli(log, report, *extra):
+        return ann(
+            "monitor", "drift", f"--model={out}", f"--requests={log}", f"--out={report}", *extra
+        )
+
+    result = drift_cli(tmp_path / "moved.jsonl", tmp_path / "moved")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith("drift DETECTED: "), result.stdout
+    report = json.loads((tmp_path / "moved" / "report.json").read_text())
+    assert report["result"]["detected"] and report["result"]["rows"] == 160
+    assert report["requests"]["records"] == 8 and report["outputs_from"] == "log"
+    assert report["requests"]["skipped"] == {"other models": 1, "failed or without inputs": 1}
+    assert report["result"]["multivariate"]["drifted"]
+    assert "drift_top_features_1.png" in report["figures"]
+    for name in report["figures"]:
+        assert (tmp_path / "moved" / name).read_bytes()[:4] == b"\x89PNG"
+    assert "data:image/png;base64," in (tmp_path / "moved" / "index.html").read_text()
+
+    result = drift_cli(tmp_path / "same.jsonl", tmp_path / "same", "--nomultivariate")
+    assert result.returncode == 0 and result.stdout.startswith("drift not detected: ")
+    assert json.loads((tmp_path / "same" / "report.json").read_text())["result"]["share"] < 0.5
+
+    (tmp_path / "bad.jsonl").write_text('{"model": "x"}\nnot json\n')
+    line = one_line_error(drift_cli(tmp_path / "bad.jsonl", tmp_path / "bad"))
+    assert line.startswith(f"error: {tmp_path / 'bad.jsonl'} line 2 is not JSON"), line
+    line = one_line_error(drift_cli(tmp_path / "none.jsonl", tmp_path / "bad"))
+    assert line.startswith(f"error: --requests={tmp_path / 'none.jsonl'} is not a file"), line
+    (tmp_path / "empty.jsonl").write_text('{"model": "x", "status": 200}\n')
+    line = one_line_error(drift_cli(tmp_path / "empty.jsonl", tmp_path / "bad"))
+    assert "holds no successful request of model" in line and "models: x" in line, line
+    assert not (tmp_path / "bad").exists()

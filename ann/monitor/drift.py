@@ -99,7 +99,9 @@ class FeatureDrift:
         return math.log(max(self.p_value, 1e-300)) / math.log(self.threshold)
 
     def to_json(self) -> dict[str, Any]:
-        return {k: _finite(v) for k, v in dataclasses.asdict(self).items()}
+        """The fields and the strength; NaN and infinities as null."""
+        fields = {**dataclasses.asdict(self), "strength": self.strength}
+        return {k: _finite(v) for k, v in fields.items()}
 
 
 def _finite(value: Any) -> Any:

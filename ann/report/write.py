@@ -42,7 +42,7 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _replace_directory(tmp: str, out: str) -> None:
+def replace_directory(tmp: str, out: str) -> None:
     """Puts the finished report `tmp` at `out`, replacing an earlier report there."""
     old = None
     if os.path.exists(out):
@@ -123,7 +123,7 @@ def write_report(source: collect.Source, splits: list[str], out: str) -> dict[st
         html.write_index(tmp, title(report), header(report), shown, figures)
         atomic.write_text(os.path.join(tmp, REPORT), json.dumps(report, indent=1) + "\n")
         os.chmod(tmp, 0o755)  # mkdtemp's 0o700 would hide the report from other users
-        _replace_directory(tmp, out)
+        replace_directory(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

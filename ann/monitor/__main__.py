@@ -1,0 +1,162 @@
+"""`ann monitor COMMAND`: monitoring jobs run on files.
+
+    ann monitor drift --model=models:/digits@champion --requests=requests.jsonl [--out=DIR]
+        [--registry=DIR] [--method=auto] [--multivariate] [--top=6]
+
+`drift` reads the server's request log (`ann serve --request_log=FILE`; rotated files too:
+`--requests=log,log.1`), keeps the model's successful requests (`ann.monitor.request_log`), tests
+them against the export's reference sample (`ann.monitor.drift`: Evidently's defaults) and
+writes report.json, index.html and PNGs to --out (default ./drift-NAME-VERSION; an earlier
+drift report there is replaced), then prints a summary. The outputs tested are the logged ones
+when every request logged them all, else the model's on the logged inputs.
+
+Exit status 0 whether or not drift is found; 1 with one `error: ...` line for a bad flag, a
+request log that cannot be read, or an export without a reference sample.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from absl import flags
+
+from ann import cli
+from ann.monitor.drift import METHODS
+
+FLAGS = flags.FLAGS
+PREDICT_BATCH = 512
+
+
+def define_flags() -> None:
+    flags.DEFINE_string(
+        "model", None, "drift: an export directory or registry URI (models:/NAME/3, @alias)."
+    )
+    flags.DEFINE_string("registry", None, "The registry for --model URIs (default $ANN_REGISTRY).")
+    flags.DEFINE_list("requests", None, "drift: the server's request log file(s), comma-separated.")
+    flags.DEFINE_string("out", None, "Directory to write (default ./drift-NAME-VERSION).")
+    flags.DEFINE_enum("method", "auto", METHODS, "Per-feature test: auto = Evidently's defaults.")
+    flags.DEFINE_boolean("multivariate", True, "Also the multivariate MMD test (jax).")
+    flags.DEFINE_integer("top", 6, "Drifted features drawn (reference vs current).", lower_bound=0)
+
+
+def _model(spec: str, registry: str | None) -> tuple[Any, str, str]:
+    """(loaded model, name, version) as `ann serve` names them (ann.serve.repository)."""
+    from ann.registry import resolve
+
+    resolved = resolve(spec, registry)
+    model = resolved.load()
+    if resolved.version is not None:
+        return model, resolved.version.name, str(resolved.version.version)
+    return model, model.name, model.manifest_sha256[:12]
+
+
+def _outputs(model: Any, traffic: Any) -> tuple[dict[str, np.ndarray], str]:
+    if traffic.outputs:
+        return traffic.outputs, "log"
+    rows = len(next(iter(traffic.inputs.values())))
+    parts = [
+        model({k: v[i : i + PREDICT_BATCH] for k, v in traffic.inputs.items()})
+        for i in range(0, rows, PREDICT_BATCH)
+    ]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}, "model"
+
+
+def summary(report: dict[str, Any], path: str) -> str:
+    """The printed lines: the verdict, the multivariate test, outputs, top features, files."""
+    r, m = report["result"], report["model"]
+    drifted = r["drifted"]
+    lines = [
+        f"drift {'DETECTED' if r['detected'] else 'not detected'}: {drifted} of "
+        f"{len(r['features'])} features drifted (share {r['share']:.2f}, dataset drift at "
+        f">= {r['drift_share']}) | {r['rows']} rows from {report['requests']['records']} "
+        f"requests to {m['name']} version {m['version']} | {r['reference_rows']} reference rows"
+    ]
+    shown = ([r["multivariate"]] if r["multivariate"] else []) + r["outputs"]
+    for f in shown:
+        p = f" p={f['p_value']:.3g}" if f["p_value"] is not None else ""
+        verdict = "DRIFT" if f["drifted"] else "ok"
+        lines.append(f"  {f['feature']}: {f['method']} {f['score']:.4g}{p} {verdict}")
+    top = sorted(r["features"], key=lambda f: -f["strength"])[:5]
+    lines.append(
+        "  top: " + ", ".join(f"{f['feature']} {f['method']} {f['score']:.3g}" for f in top)
+    )
+    lines.append(f"wrote {path}, index.html and {len(report['figures'])} pictures")
+    return "\n".join(lines)
+
+
+def drift(args: list[str]) -> None:
+    """`ann monitor drift`: the report of a request log against the model's reference."""
+    from ann.monitor import report as drift_report
+    from ann.monitor.drift import Reference
+    from ann.monitor.request_log import read_traffic
+    from ann.report.write import check_out
+
+    if args:
+        raise cli.FlagError(f"unexpected arguments: {' '.join(args)}; drift takes flags only")
+    if not FLAGS.model or not FLAGS.requests:
+        raise cli.FlagError("drift needs --model (an export or models:/ URI) and --requests=FILE")
+    if FLAGS.out:
+        check_out(FLAGS.out)
+    model, name, version = _model(FLAGS.model, FLAGS.registry)
+    reference = Reference.from_model(model)
+    traffic = read_traffic(FLAGS.requests, name, version, model.inputs, model.outputs)
+    outputs, source = _outputs(model, traffic)
+    result = reference.detect(
+        traffic.inputs, outputs, method=FLAGS.method, multivariate=FLAGS.multivariate
+    )
+    out = FLAGS.out or f"drift-{name}-{version}"
+    check_out(out)
+    report = {
+        "schema": drift_report.SCHEMA,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "model": {"spec": FLAGS.model, "name": name, "version": version, "path": model.directory},
+        "requests": {
+            "files": list(FLAGS.requests),
+            "records": traffic.records,
+            "versions": traffic.versions,
+            "skipped": traffic.skipped,
+            "first": traffic.first,
+            "last": traffic.last,
+        },
+        "outputs_from": source,
+        "method": FLAGS.method,
+        "result": result.to_json(),
+    }
+    parts = drift_report.sections(result, reference, traffic.inputs, outputs, FLAGS.top)
+    header = [
+        f"{traffic.records} requests ({result.rows} rows) from {', '.join(FLAGS.requests)} "
+        f"against {result.reference_rows} reference rows of {model.directory}",
+        f"outputs from the {'request log' if source == 'log' else 'model on the logged inputs'};"
+        f" per-feature tests: {FLAGS.method} (Evidently's defaults when auto)",
+    ]
+    title = f"Drift: {name} version {version}"
+    path = drift_report.write(out, report, parts, title, header)
+    print(summary(report, path))
+
+
+COMMANDS: dict[str, Callable[[list[str]], None]] = {"drift": drift}
+
+
+def main(argv: list[str]) -> None:
+    """Runs the command `argv[1]` with the arguments `argv[2:]` on the parsed flags."""
+    command = argv[1] if len(argv) > 1 else ""
+    if command not in COMMANDS:
+        what = f"unknown command {command!r}" if command else "no command given"
+        raise cli.FlagError(f"{what}; commands: {', '.join(COMMANDS)} (ann monitor --help)")
+    COMMANDS[command](argv[2:])
+
+
+if __name__ == "__main__":
+    from ann.artifact import IntegrityError
+    from ann.monitor.drift import DriftUnavailable
+    from ann.monitor.request_log import RequestLogError
+    from ann.registry.core import RegistryError
+
+    define_flags()
+    # A bad --model (RegistryError), export (IntegrityError, no reference sample) or request
+    # log: one line, exit 1.
+    errors = (IntegrityError, RegistryError, DriftUnavailable, RequestLogError, OSError)
+    cli.run(main, errors=errors, quiet=True)

@@ -1,0 +1,202 @@
+"""The drift report of `ann monitor drift`: report.json, the PNGs and index.html in one directory.
+
+Pictures (matplotlib, written and inlined by `ann.report.html`):
+- `drift_summary_strength.png`: the features most past their thresholds (strength: distance /
+  threshold, or log p / log 0.05; >= 1 is drift), and for an image input (one value per
+  position, no projection) a map of each position's strength;
+- `drift_top_features_N.png`: the top drifted features' reference and current histograms
+  (shares per value for a few distinct values, else 30 common bins);
+- `drift_outputs_*.png`: predicted-class shares and the confidence histogram, reference vs current.
+
+report.json: `schema`, `model` (spec, name, version, path), `requests` (files, records used,
+versions, skipped by reason, first and last time), `outputs_from` ("log" or "model"),
+`method`, `result` (`DriftResult.to_json()`) and `figures`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from ann import atomic
+from ann.monitor.drift import DriftResult, FeatureDrift, Reference
+from ann.monitor.features import MAX_VALUES, feature_matrix
+
+SCHEMA = "ann.monitor.drift/1"
+SHOWN = 20  # features in the strength chart and the table
+HIST_BINS = 30
+FEW_VALUES = 20  # at most this many distinct values: one bar per value
+
+
+def _describe(f: FeatureDrift) -> str:
+    p = f"p={f.p_value:.3g} " if f.p_value is not None else ""
+    return f"{f.method} {f.score:.4g} {p}{'DRIFT' if f.drifted else 'ok'}"
+
+
+def _strength_figure(result: DriftResult) -> Any:
+    import matplotlib.pyplot as plt
+
+    top = result.top(SHOWN)
+    figure, ax = plt.subplots(figsize=(7, 0.25 * len(top) + 1.2))
+    values = [max(f.strength, 1e-3) for f in top]
+    ax.barh(range(len(top)), values, color=["#d62728" if f.drifted else "#7f7f7f" for f in top])
+    ax.set_yticks(range(len(top)), [f"{f.feature} ({f.method})" for f in top], fontsize=8)
+    ax.invert_yaxis()
+    ax.axvline(1.0, color="black", lw=1, ls="--")
+    ax.set_xscale("log")
+    ax.set_xlabel("strength (>= 1: drift; distance / threshold or log p / log 0.05)")
+    drifted = sum(f.drifted for f in result.features)
+    ax.set_title(
+        f"{drifted} of {len(result.features)} features drifted (share {result.share:.2f}; "
+        f"dataset drift at >= 0.5: {'yes' if result.detected else 'no'})",
+        fontsize=9,
+    )
+    return figure
+
+
+def _image_maps(result: DriftResult, spec: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """name -> a map of per-position strength for each image-like input (rank 2 or 3)."""
+    import matplotlib.pyplot as plt
+
+    by_name = {f.feature: f for f in result.features}
+    maps = {}
+    for name, entry in spec.items():
+        shape = entry["shape"][1:]
+        if len(shape) not in (2, 3) or int(np.prod(shape)) > MAX_VALUES:
+            continue
+        strength = np.array(
+            [by_name[f"{name}[{','.join(map(str, i))}]"].strength for i in np.ndindex(*shape)]
+        ).reshape(shape)
+        grid = strength.max(-1) if len(shape) == 3 else strength
+        figure, ax = plt.subplots(figsize=(4.5, 4))
+        image = ax.imshow(np.log10(np.maximum(grid, 1e-2)), cmap="magma", vmin=-1)
+        ax.set_title(f"{name}: log10 strength per position (> 0: drift)", fontsize=9)
+        figure.colorbar(image, ax=ax)
+        maps[f"{name}_map"] = figure
+    return maps
+
+
+def _histogram(ax: Any, ref: np.ndarray, cur: np.ndarray) -> None:
+    values = np.union1d(ref, cur)
+    if len(values) <= FEW_VALUES:
+        width = 0.4 * (np.min(np.diff(values)) if len(values) > 1 else 1.0)
+        r = np.array([np.mean(ref == v) for v in values])
+        c = np.array([np.mean(cur == v) for v in values])
+        ax.bar(values - width / 2, r, width, label="reference")
+        ax.bar(values + width / 2, c, width, label="current")
+        ax.set_ylabel("share of rows")
+    else:
+        edges = np.histogram_bin_edges(np.concatenate([ref, cur]), bins=HIST_BINS)
+        ax.hist(ref, edges, density=True, alpha=0.6, label="reference")
+        ax.hist(cur, edges, density=True, alpha=0.6, label="current")
+        ax.set_ylabel("density")
+    ax.legend(fontsize=8)
+
+
+def _feature_figures(
+    result: DriftResult, reference: Reference, current: np.ndarray, top: int
+) -> dict[str, Any]:
+    import matplotlib.pyplot as plt
+
+    index = {name: i for i, name in enumerate(reference.names)}
+    figures = {}
+    for rank, f in enumerate([f for f in result.top(top) if f.drifted], 1):
+        i = index[f.feature]
+        figure, ax = plt.subplots(figsize=(6, 3.2))
+        _histogram(ax, reference.features[:, i], current[:, i])
+        ax.set_title(f"{f.feature}: {_describe(f)}", fontsize=9)
+        ax.set_xlabel("value")
+        figures[str(rank)] = figure
+    return figures
+
+
+def _output_figures(reference: Reference, outputs: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    import matplotlib.pyplot as plt
+
+    figures = {}
+    for name, spec in reference.output_spec.items():
+        if name not in outputs:
+            continue
+        ref, cur = reference.outputs[name], np.asarray(outputs[name])
+        if "names" in spec:
+            classes = np.arange(len(spec["names"]))
+            figure, ax = plt.subplots(figsize=(6, 3.2))
+            ax.bar(classes - 0.2, np.bincount(ref, minlength=len(classes)) / len(ref), 0.4)
+            ax.bar(classes + 0.2, np.bincount(cur, minlength=len(classes)) / len(cur), 0.4)
+            ax.set_xticks(classes, spec["names"], fontsize=7, rotation=45)
+            ax.legend(["reference", "current"], fontsize=8)
+            ax.set_title(f"{name}: predicted-class shares", fontsize=9)
+        elif name == "probabilities" and ref.ndim == 2:
+            figure, ax = plt.subplots(figsize=(6, 3.2))
+            edges = np.linspace(0, 1, 16)  # 15 bins, as the export's confidence histogram
+            ax.hist(ref.max(-1), edges, density=True, alpha=0.6, label="reference")
+            ax.hist(cur.max(-1), edges, density=True, alpha=0.6, label="current")
+            ax.set_xlabel("confidence (largest probability)")
+            ax.legend(fontsize=8)
+            ax.set_title(f"{name}: confidence", fontsize=9)
+        else:
+            continue
+        figures[name] = figure
+    return figures
+
+
+def sections(
+    result: DriftResult,
+    reference: Reference,
+    inputs: Mapping[str, np.ndarray],
+    outputs: Mapping[str, np.ndarray],
+    top: int,
+) -> list[Any]:
+    """The report's sections (`ann.report.sections.Section`): summary, top features, outputs."""
+    from ann.report.sections import Section
+
+    current, _ = feature_matrix(inputs, reference.input_spec)
+    mmd = result.multivariate
+    summary = {
+        "rows": result.rows,
+        "reference rows": result.reference_rows,
+        "features drifted": f"{sum(f.drifted for f in result.features)} of {len(result.features)}",
+        "share": result.share,
+        "dataset drift (share >= 0.5)": "yes" if result.detected else "no",
+        **({"multivariate": _describe(mmd)} if mmd else {}),
+    }
+    figures = {"strength": _strength_figure(result), **_image_maps(result, reference.input_spec)}
+    table = {f.feature: _describe(f) for f in result.top(SHOWN)}
+    return [
+        Section("Summary", summary, figures),
+        Section("Top features", table, _feature_figures(result, reference, current, top)),
+        Section(
+            "Outputs",
+            {f.feature: _describe(f) for f in result.outputs},
+            _output_figures(reference, outputs),
+        ),
+    ]
+
+
+def write(out: str, report: dict[str, Any], parts: list[Any], title: str, header: list[str]) -> str:
+    """Writes report.json, the PNGs of `parts` and index.html into a new directory that then
+    replaces `out` (an earlier report there is replaced; nothing half-written). Returns the
+    path of report.json."""
+    from ann.report import html
+    from ann.report.write import replace_directory
+
+    parent = os.path.dirname(os.path.abspath(out))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".drift-", dir=parent)
+    try:
+        figures = html.write_figures(tmp, "drift", parts)
+        report["figures"] = [name for names in figures.values() for name in names]
+        html.write_index(tmp, title, header, {"drift": parts}, {"drift": figures})
+        atomic.write_text(os.path.join(tmp, "report.json"), json.dumps(report, indent=1) + "\n")
+        os.chmod(tmp, 0o755)
+        replace_directory(tmp, os.path.abspath(out))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return os.path.join(out, "report.json")

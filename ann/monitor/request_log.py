@@ -1,0 +1,130 @@
+"""Reading the server's request log (`ann serve --request_log=FILE`, written by
+`ann.serve.request_log`) back into arrays: one JSON object per line, `{"time", "model",
+"version", "id", "status", "seconds", "inputs", "outputs"}` (or `"error"` instead of the
+outputs), each tensor `{"shape", "data"}` with the data flat, row-major.
+
+`read_traffic` keeps the successful records (status 200, with inputs) of one model: those of
+its exact version when the log holds any, else those of its name (an export served under its
+manifest name has a version made of its manifest's sha256; a registry URI names a version
+number). Everything else is counted by reason, not read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import orjson
+
+
+class RequestLogError(ValueError):
+    """A request log that cannot be read: missing, not JSON lines, or holding nothing usable."""
+
+
+@dataclasses.dataclass
+class Traffic:
+    """What a request log holds for one model."""
+
+    inputs: dict[str, np.ndarray]  # name -> [rows, ...], the signature's dtype
+    outputs: dict[str, np.ndarray]  # name -> [rows, ...]; empty unless every record has all
+    records: int  # requests used
+    versions: list[str]  # versions of the model among them
+    skipped: dict[str, int]  # reason -> records not used
+    first: float  # time of the first and last record used (seconds since the epoch)
+    last: float
+
+
+def _tensor(where: str, name: str, value: Any, spec: Mapping[str, Any]) -> np.ndarray:
+    """A logged tensor as an array of the signature's dtype and per-row shape."""
+    if not isinstance(value, dict) or "shape" not in value or "data" not in value:
+        raise RequestLogError(f"{where}: tensor {name!r} has no shape and data")
+    try:
+        array = np.asarray(value["data"], dtype=np.dtype(spec["dtype"]))
+        array = array.reshape(value["shape"])
+    except (TypeError, ValueError) as e:
+        raise RequestLogError(f"{where}: tensor {name!r} cannot be read ({e})") from e
+    if list(array.shape[1:]) != list(spec["shape"][1:]):
+        raise RequestLogError(
+            f"{where}: tensor {name!r} has the shape {list(array.shape)}, the model takes "
+            f"{spec['shape']} (-1: any batch); is this the log of another model?"
+        )
+    return array
+
+
+def _records(paths: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
+    """(where, record) for every line of every file, in order; RequestLogError naming the
+    file and line that is not a JSON object."""
+    found = []
+    for path in paths:
+        if not os.path.isfile(path):
+            raise RequestLogError(f"--requests={path} is not a file; give the server's request log")
+        with open(path, "rb") as f:
+            for number, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = orjson.loads(line)
+                except orjson.JSONDecodeError as e:
+                    raise RequestLogError(
+                        f"{path} line {number} is not JSON ({e}); expected the request log "
+                        "`ann serve --request_log` writes"
+                    ) from e
+                if not isinstance(record, dict):
+                    raise RequestLogError(f"{path} line {number} is not a JSON object")
+                found.append((f"{path} line {number}", record))
+    return found
+
+
+def read_traffic(
+    paths: Sequence[str],
+    name: str,
+    version: str | None,
+    inputs: Mapping[str, Mapping[str, Any]],
+    outputs: Mapping[str, Mapping[str, Any]],
+) -> Traffic:
+    """The successful requests of model `name` (version `version` when the log holds it) in
+    the request log files `paths`, their inputs and logged outputs as arrays of the model's
+    signature (`inputs`, `outputs`: the manifest's). Raises RequestLogError with one line."""
+    records = _records(paths)
+    mine = [(w, r) for w, r in records if r.get("model") == name]
+    exact = [(w, r) for w, r in mine if version is not None and str(r.get("version")) == version]
+    use = exact or mine
+    skipped: dict[str, int] = {}
+    if len(mine) < len(records):
+        skipped["other models"] = len(records) - len(mine)
+    if exact and len(exact) < len(mine):
+        skipped["other versions"] = len(mine) - len(exact)
+    ok = [(w, r) for w, r in use if r.get("status") == 200 and isinstance(r.get("inputs"), dict)]
+    if len(ok) < len(use):
+        skipped["failed or without inputs"] = len(use) - len(ok)
+    if not ok:
+        seen = sorted({str(r.get("model")) for _, r in records})
+        raise RequestLogError(
+            f"{', '.join(paths)} holds no successful request of model {name!r} ({len(records)} "
+            f"records; models: {', '.join(seen) or 'none'}); serve it with --request_log"
+        )
+    columns: dict[str, list[np.ndarray]] = {k: [] for k in inputs}
+    logged: dict[str, list[np.ndarray]] = {k: [] for k in outputs}
+    for where, record in ok:
+        for key, spec in inputs.items():
+            if key not in record["inputs"]:
+                raise RequestLogError(f"{where}: the request has no input {key!r}")
+            columns[key].append(_tensor(where, key, record["inputs"][key], spec))
+        for key, spec in outputs.items():
+            value = (record.get("outputs") or {}).get(key)
+            if value is not None:
+                logged[key].append(_tensor(where, key, value, spec))
+    complete = {k: np.concatenate(v) for k, v in logged.items() if len(v) == len(ok)}
+    times = [float(r.get("time") or 0.0) for _, r in ok]
+    return Traffic(
+        inputs={k: np.concatenate(v) for k, v in columns.items()},
+        outputs=complete if len(complete) == len(outputs) else {},
+        records=len(ok),
+        versions=sorted({str(r.get("version")) for _, r in ok}),
+        skipped=skipped,
+        first=min(times),
+        last=max(times),
+    )
