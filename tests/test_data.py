@@ -207,3 +207,14 @@ def test_builder_output_changes_only_with_its_version(name):
         f"{name} {version} builds different data than when its fingerprint was taken: bump its "
         "builder's VERSION (so prepared copies are rebuilt) and update FINGERPRINTS"
     )
+
+
+def test_a_first_build_prints_one_line_of_ours_not_tfds_download_messages(tmp_path, capfd):
+    # TFDS printed "Downloading and preparing dataset Unknown size ..." and progress bars for a
+    # set that is built offline; and warned that the new folder "has no dataset_info.json".
+    from ann.data import sources
+
+    sources.load("diabetes", "train", data_dir=str(tmp_path))
+    out, err = capfd.readouterr()
+    assert "Downloading" not in out + err and "dataset_info.json" not in out + err
+    assert "%" not in err  # no progress bar

@@ -9,10 +9,13 @@ overlap).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
+import io
+import logging as py_logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import jax
@@ -77,6 +80,37 @@ def default_data_dir() -> str:
     return os.environ.get("TFDS_DATA_DIR", os.path.expanduser("~/tensorflow_datasets"))
 
 
+@contextlib.contextmanager
+def _without_first_build_warning() -> Iterator[None]:
+    """Drops TFDS's warning that a not yet built variant folder "has no dataset_info.json":
+    on a first run that is expected, and the next line says the set is being built."""
+
+    def keep(record: py_logging.LogRecord) -> bool:
+        return "has no dataset_info.json" not in record.getMessage()
+
+    logger = py_logging.getLogger("absl")
+    logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        logger.removeFilter(keep)
+
+
+def _prepare_offline(builder: tfds.core.DatasetBuilder) -> None:
+    """Builds an offline set once, with one line of ours instead of TFDS's "Downloading and
+    preparing dataset Unknown size ..." (nothing is downloaded) and its progress bars."""
+    logging.info(
+        "building data set %s %s in %s (once)", builder.name, builder.version, builder.data_dir
+    )
+    shown = tfds.core.utils.tqdm_utils._active  # restored: a user's own setting wins after
+    tfds.display_progress_bar(False)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            builder.download_and_prepare()
+    finally:
+        tfds.display_progress_bar(shown)
+
+
 def _builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
     if name in BUILDERS:
         # Processes of one run (or trials of a sweep) may start on a fresh data_dir together:
@@ -84,8 +118,10 @@ def _builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
         os.makedirs(data_dir, exist_ok=True)
         with open(os.path.join(data_dir, f".{name}.lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            builder = BUILDERS[name](data_dir=data_dir, file_format="array_record")
-            builder.download_and_prepare()  # offline: builds from the package's copy once
+            with _without_first_build_warning():
+                builder = BUILDERS[name](data_dir=data_dir, file_format="array_record")
+                if not builder.is_prepared():
+                    _prepare_offline(builder)
         return builder
     try:
         builder = tfds.builder(name, data_dir=data_dir)

@@ -21,7 +21,6 @@ Traces: OpenTelemetry, configured by the standard `OTEL_*` variables only (off u
 
 from __future__ import annotations
 
-import logging
 import resource
 
 from absl import flags
@@ -102,7 +101,6 @@ def ensure_file_descriptors(needed: int) -> None:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         cli.fail(f"unexpected arguments: {' '.join(argv[1:])} (flags are --name=value)")
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s ann.serve: %(message)s")
     settings = settings_from_flags()
     from ann import artifact
     from ann.registry import RegistryError

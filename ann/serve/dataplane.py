@@ -251,7 +251,7 @@ class DataPlane:
                 log.exception("compiling %s failed", m.name)
                 return
         self.metrics.ready.set(1 if self.ready else 0)
-        log.warning("ready")
+        log.info("ready")
 
     async def compile(self, m: ServedModel) -> None:
         """Compiles and runs once every batch bucket of `m` (off the event loop), starts its
@@ -272,7 +272,7 @@ class DataPlane:
         )
         m.batcher.start()
         m.ready = True
-        log.warning(
+        log.info(
             "model %s version %s: compiled batch sizes %s in %.1fs",
             m.name,
             m.version,
