@@ -3,7 +3,7 @@
 Plain functions over a model (jit them, or call them inside a jitted function), and a CLI on a
 trained run's workdir:
 
-    ann generate --workdir=runs/pydoc_lm --prompt="Return the " --num_tokens=200 \
+    ann generate --workdir=runs/pydoc_lm --prompt="Return the " --num_tokens=200 \\
         --temperature=0.8 --top_k=20
     ann generate --workdir=runs/digit_seq2seq --source="reverse 12345" --beam_size=4
 

@@ -4,6 +4,7 @@ user runs them: in a subprocess."""
 import ast
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import textwrap
@@ -74,6 +75,8 @@ def test_every_job_help_shows_its_flags_and_exits_0(job):
     assert result.returncode == 0, result.stderr[-2000:]
     for flag in OWN_FLAGS[job]:
         assert f"  {flag}:" in result.stdout, (flag, result.stdout)
+    # A docstring's example ending in a lone "\" joined its lines ("--search=tpe   --trials").
+    assert not re.search(r"\S {3,}--", result.stdout), result.stdout
 
 
 @pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "scripts").glob("bench_*.py")))

@@ -21,7 +21,7 @@ import numpy as np
 
 SPLITS = ("validation", "test")  # what --split accepts: the run's validation and test splits
 VARIANCE_RUNS = 3  # inference repeated this many times on the same rows (issue 14, part 5)
-VARIANCE_ROWS = 512  # on at most this many rows of the first split reported
+VARIANCE_ROWS = 512  # on at most this many rows of the validation split
 TINY = np.finfo(np.float32).tiny  # log(p) of an export's probability: p clipped here, not log 0
 
 Batch = dict[str, np.ndarray]

@@ -147,7 +147,7 @@ def header(report: dict[str, Any]) -> list[str]:
         lines.append(f"manifest sha256 {model['manifest_sha256']}")
     lines.append(
         f"prediction variance: largest difference {variance['max_abs_diff']:.3g} over "
-        f"{variance['runs']} runs on {variance['rows']} rows"
+        f"{variance['runs']} runs on {variance['rows']} rows of the validation split"
     )
     return lines
 

@@ -1,7 +1,7 @@
 """Run a sweep of a config file's `get_sweep(h)`, locally or on a cluster.
 
     ann sweep --config=configs/digits_mlp.py --workdir=runs/sweep1 [--parallel=2]
-    ann sweep --config=configs/digits_mlp.py --workdir=runs/tpe1 --search=tpe \
+    ann sweep --config=configs/digits_mlp.py --workdir=runs/tpe1 --search=tpe \\
         --trials=20 --metric=val/accuracy --mode=max
     ann sweep --config=configs/digits_mlp.py --workdir=runs/sweep1 --emit=slurm
     ann sweep --summarize=runs/sweep1
