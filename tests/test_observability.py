@@ -81,13 +81,16 @@ def test_render_command_writes_rules_and_dashboard(tmp_path):
         (["--slo.availability=abc"], "error: flag --slo.availability=abc: could not convert"),
         (["--runbook_base="], "error: --runbook_base must be a URL or path"),
         (["NOOUT"], "error: missing --out"),
+        (["--out=FILE"], "error: --out=FILE is a file, not a directory; choose another --out"),
         (["rendr"], "error: give one command: render (ann observability render --out=DIR); got"),
     ],
 )
 def test_bad_flags_are_one_line(tmp_path, args, message):
     command = ["render"] if args != ["rendr"] else []
-    out = [] if args == ["NOOUT"] else [f"--out={tmp_path / 'o'}"]
-    args = [a for a in args if a != "NOOUT"]
+    (tmp_path / "FILE").write_text("")
+    out = [] if args == ["NOOUT"] or args[0].startswith("--out") else [f"--out={tmp_path / 'o'}"]
+    args = [a.replace("FILE", str(tmp_path / "FILE")) for a in args if a != "NOOUT"]
+    message = message.replace("=FILE", f"={tmp_path / 'FILE'}")
     result = subprocess.run(
         [sys.executable, "-m", "ann", "observability", *command, *out, *args],
         capture_output=True,

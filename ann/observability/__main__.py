@@ -120,6 +120,7 @@ def main(argv: list[str]) -> None:
         )
     if not FLAGS.out:
         raise cli.FlagError("missing --out (the directory to write the rules and dashboard to)")
+    cli.check_out("out", FLAGS.out)
     settings = settings_from_flags()
     counts = render(settings, FLAGS.out)
     print(
