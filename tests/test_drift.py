@@ -11,9 +11,10 @@ import pytest
 from scipy import spatial, stats
 
 from ann import artifact, data
+from ann.export import sample_rows
 from ann.monitor import drift
 from ann.monitor.drift import Reference
-from ann.monitor.features import PROJECTED, feature_matrix, feature_names
+from ann.monitor.features import PROJECTED, feature_matrix, feature_names, projection
 
 DIGITS = {"image": {"dtype": "uint8", "shape": [-1, 8, 8, 1]}}
 TABLE = {"features": {"dtype": "float32", "shape": [-1, 30]}}
@@ -41,6 +42,8 @@ def test_each_statistic_is_scipys_or_the_hand_value():
     d, p, threshold, drifted = drift.ks(a, b)
     assert (d, p) == pytest.approx(tuple(stats.ks_2samp(a, b)))
     assert threshold == 0.05 and drifted == (p <= 0.05)
+    near = b - 0.3 + 0.16  # p = 0.044: drift at Evidently's 0.05
+    assert 0.04 < drift.ks(a, near)[1] < 0.05 and drift.ks(a, near)[3]
     # Wasserstein over the reference's population std; a constant reference: over 0.001.
     score, p, threshold, drifted = drift.wasserstein(
         np.array([0.0, 1, 2, 3]), np.array([1.0, 2, 3, 4])
@@ -116,7 +119,17 @@ def test_large_inputs_are_projected_to_32_fixed_features():
     x = np.random.default_rng(0).integers(0, 255, size=(5, 32, 32, 3), dtype=np.uint8)
     matrix, names = feature_matrix({"image": x}, spec)
     assert matrix.shape == (5, PROJECTED) and names[0] == "image:proj0"
+    projection.cache_clear()  # the same matrix computed afresh (as in another process)
     np.testing.assert_array_equal(matrix, feature_matrix({"image": x}, spec)[0])
+    assert projection(3072).std() == pytest.approx(1 / math.sqrt(3072), rel=0.02)
+
+
+def test_the_reference_sample_is_seeded_and_capped_at_5000_rows():
+    np.testing.assert_array_equal(sample_rows(1221), np.arange(1221))
+    rows = sample_rows(60_000)
+    assert len(rows) == len(np.unique(rows)) == 5000 and np.all(np.diff(rows) > 0)
+    np.testing.assert_array_equal(rows, sample_rows(60_000))
+    assert rows.max() > 50_000  # drawn from the whole split, not its head
     assert feature_names(DIGITS)[:2] == ["image[0,0,0]", "image[0,1,0]"]
 
 

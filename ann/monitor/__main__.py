@@ -16,6 +16,7 @@ request log that cannot be read, or an export without a reference sample.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -98,7 +99,11 @@ def drift(args: list[str]) -> None:
         raise cli.FlagError(f"unexpected arguments: {' '.join(args)}; drift takes flags only")
     if not FLAGS.model or not FLAGS.requests:
         raise cli.FlagError("drift needs --model (an export or models:/ URI) and --requests=FILE")
+    for path in FLAGS.requests:  # before the model is loaded
+        if not os.path.isfile(path):
+            raise cli.FlagError(f"--requests={path} is not a file; give the server's request log")
     if FLAGS.out:
+        cli.check_out("out", FLAGS.out)
         check_out(FLAGS.out)
     model, name, version = _model(FLAGS.model, FLAGS.registry)
     reference = Reference.from_model(model)
@@ -108,6 +113,7 @@ def drift(args: list[str]) -> None:
         traffic.inputs, outputs, method=FLAGS.method, multivariate=FLAGS.multivariate
     )
     out = FLAGS.out or f"drift-{name}-{version}"
+    cli.check_out("out", out)
     check_out(out)
     report = {
         "schema": drift_report.SCHEMA,
