@@ -32,6 +32,7 @@ PREDICT_BATCH = 512
 
 
 def define_flags() -> None:
+    """The monitor jobs' flags, defined only when run as a program."""
     flags.DEFINE_string(
         "model", None, "drift: an export directory or registry URI (models:/NAME/3, @alias)."
     )
