@@ -50,7 +50,7 @@ def test_render_command_writes_rules_and_dashboard(tmp_path):
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    assert "(12 recording rules, 6 alerts)" in result.stdout and "panels)" in result.stdout
+    assert "(13 recording rules, 6 alerts)" in result.stdout and "panels)" in result.stdout
     groups = yaml.safe_load((tmp_path / cli_main.RULES_FILE).read_text())["groups"]
     names = [r.get("alert") for g in groups for r in g["rules"] if "alert" in r]
     assert names == [
@@ -117,7 +117,7 @@ def test_promtool_checks_the_rules(rendered):
         text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 18 rules found" in result.stdout
+    assert "SUCCESS: 19 rules found" in result.stdout
 
 
 def _without_value_annotations(rendered, tmp_path) -> tuple[str, dict[str, dict]]:
@@ -134,9 +134,12 @@ def _without_value_annotations(rendered, tmp_path) -> tuple[str, dict[str, dict]
     return str(path), kept
 
 
-def _promtool_test(rendered, tmp_path, series: dict[str, str], expected: list) -> None:
+def _promtool_test(
+    rendered, tmp_path, series: dict[str, str], expected: list, values: tuple = ()
+) -> None:
     """Runs `promtool test rules` on the rendered rules with `series` (1m samples); `expected`
-    holds (alert, eval time, labels of each firing alert: [] for none)."""
+    holds (alert, eval time, labels of each firing alert: [] for none), `values` (PromQL, eval
+    time, [(labels, value)]) for what recording rules hold."""
     path, annotations = _without_value_annotations(rendered, tmp_path)
 
     def fired(alert: str, labels: dict) -> dict:
@@ -157,6 +160,14 @@ def _promtool_test(rendered, tmp_path, series: dict[str, str], expected: list) -
                 "interval": "1m",
                 "input_series": [{"series": s, "values": v} for s, v in series.items()],
                 "alert_rule_test": alerts,
+                "promql_expr_test": [
+                    {
+                        "expr": expr,
+                        "eval_time": at,
+                        "exp_samples": [{"labels": lb, "value": v} for lb, v in samples],
+                    }
+                    for expr, at, samples in values
+                ],
             }
         ],
     }
@@ -185,7 +196,11 @@ def test_the_page_fires_on_a_high_error_rate_and_not_on_a_low_one(rendered, tmp_
         {"severity": "ticket", "slo": "availability", "model": m} for m in ("digits", "mnist")
     ]
     expected = [(page, "70m", [labels["digits"]]), (ticket, "70m", tickets)]
-    _promtool_test(rendered, tmp_path, series, expected)
+    # The 30-day budget: mnist spends 5 times its budget (0.5% / 0.1%): 1 - 5 left.
+    budget = "ann:slo_error_budget_remaining:ratio"
+    left = [('{model="mnist",period="30d",slo="availability"}', -4)]
+    values = [(f'round({budget}{{model="mnist"}}, 0.001)', "70m", left)]
+    _promtool_test(rendered, tmp_path, series, expected, values)
 
 
 @needs_promtool

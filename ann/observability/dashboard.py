@@ -41,13 +41,16 @@ def panel(
     width: int = 8,
     description: str = "",
     threshold: float | None = None,
+    good_above: bool = False,
     **options: Any,
 ) -> dict[str, Any]:
     """One panel (position filled in by `layout`): `targets` are (PromQL, legend) pairs;
-    `threshold` draws a red line (timeseries) or colours the value (stat) at that value."""
+    `threshold` draws a line (timeseries) or colours the value (stat) at that value: red above
+    it, or below it when `good_above`."""
     defaults: dict[str, Any] = {"unit": unit}
     if threshold is not None:
-        steps = [{"color": "green", "value": None}, {"color": "red", "value": threshold}]
+        low, high = ("red", "green") if good_above else ("green", "red")
+        steps = [{"color": low, "value": None}, {"color": high, "value": threshold}]
         defaults["thresholds"] = {"mode": "absolute", "steps": steps}
         if kind == "timeseries":
             defaults["custom"] = {"thresholdsStyle": {"mode": "line"}}
@@ -104,10 +107,21 @@ def executive(settings: Settings) -> list[dict[str, Any]]:
             threshold=1,
         ),
         panel(
+            "SLO error budget left (30 days)",
+            [('ann:slo_error_budget_remaining:ratio{model=~"$model"}', "{{model}} {{slo}}")],
+            kind="stat",
+            unit="percentunit",
+            width=12,
+            threshold=0,
+            good_above=True,
+            description="1 - (mean error ratio over 30 days) / (1 - objective): 100% untouched, "
+            "0 spent.",
+        ),
+        panel(
             "ann alerts firing",
             [('ALERTS{alertname=~"Ann.*",alertstate="firing",model=~"$model"}', "{{alertname}}")],
             kind="table",
-            width=24,
+            width=12,
             description="Page and ticket alerts of the rendered rules (runbooks: docs/runbooks/).",
         ),
     ]

@@ -45,6 +45,7 @@ BURN_RATES: tuple[tuple[str, float, str, str], ...] = (
 WINDOWS = ("5m", "30m", "1h", "6h", "3d")
 LATENCY_OBJECTIVE = 0.95  # "p95 under N ms": 95% of requests faster than N ms
 RECORD = "ann:slo_errors:ratio_rate{window}"
+PERIOD = "30d"  # the SLO period the burn-rate factors assume (14.4 = 2% of 30 days in 1 hour)
 _DURATION = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")  # Prometheus's duration syntax
 
 
@@ -120,7 +121,10 @@ def sli_errors(slo: str, window: str, latency_s: float) -> str:
 
 def recording_rules(settings: Settings) -> dict[str, Any]:
     """The SLI recording rules: one group, `ann:slo_errors:ratio_rate<W>` for every window
-    the alerts read, for both SLOs, plus the objectives as `ann:slo_objective:ratio`."""
+    the alerts read, for both SLOs, the objectives as `ann:slo_objective:ratio`, and the error
+    budget left over the 30-day period, `ann:slo_error_budget_remaining:ratio` (1: untouched,
+    0: spent, below 0: overspent; Sloth's `slo:period_error_budget_remaining:ratio`, the mean
+    of the 5-minute ratios)."""
     rules = []
     latency_s = settings.latency_p95_ms / 1000
     for slo in ("availability", "latency"):
@@ -141,6 +145,16 @@ def recording_rules(settings: Settings) -> dict[str, Any]:
                 "labels": {"slo": slo},
             }
         )
+    rules.append(
+        {
+            "record": "ann:slo_error_budget_remaining:ratio",
+            "expr": (
+                f"1 - sum without (window) (avg_over_time({RECORD.format(window='5m')}"
+                f"[{PERIOD}]))\n/ on (slo) group_left () (1 - ann:slo_objective:ratio)"
+            ),
+            "labels": {"period": PERIOD},
+        }
+    )
     return {"name": "ann-slo-sli-recordings", "rules": rules}
 
 
