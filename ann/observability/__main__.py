@@ -37,6 +37,8 @@ SECTIONS = {
 
 
 def define_flags() -> None:
+    """`--out`, `--slo.*`, `--alert.*` (ml_collections dicts: typed, unknown keys refused by
+    name in settings_from_flags) and `--runbook_base`; defaults from rules.Settings."""
     flags.DEFINE_string("out", None, "Directory to write the rules and the dashboard to.")
     slo = ConfigDict({key: getattr(_DEFAULTS, key) for key in SECTIONS["slo"]})
     config_flags.DEFINE_config_dict(
@@ -112,6 +114,8 @@ def render(settings: rules.Settings, out: str) -> dict[str, int]:
 
 
 def main(argv: list[str]) -> None:
+    """`ann observability render`: checks the command and flags (FlagError: one line), renders,
+    prints what it wrote."""
     if len(argv) != 2 or argv[1] not in COMMANDS:
         given = " ".join(argv[1:]) or "nothing"
         raise cli.FlagError(
