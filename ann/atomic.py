@@ -85,4 +85,3 @@ def why_not_creatable(path: str) -> str | None:
             return "is not writable (permission denied)"
         return f"cannot be created in {existing} (permission denied)"
     return None
-
