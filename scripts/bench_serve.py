@@ -5,11 +5,15 @@
         [--encoding=json|binary]
     python scripts/bench_serve.py --http_layer   # the fixed cost per request, in-process
     python scripts/bench_serve.py --app_layer    # the routes' and serving logic's, in-process
+    python scripts/bench_serve.py --monitoring --concurrency=32   # monitoring on vs off
 
 For each model (configs/digits_cnn.py, configs/digits_resnet.py, trained for `--steps` steps and
 exported once into `--workdir`, reused after), it starts `python -m ann.serve` twice, with the
 server's default `--max_batch_size` and `--max_queue_delay_ms` (64, 2 ms) and with
-`--max_batch_size=1`, and drives each with a load generator in another process: `c` keep-alive
+`--max_batch_size=1` (with `--monitoring`: dynamic both times, `--monitor=off` and
+`--monitor=on`, each request carrying an id so the feedback store is exercised too; without it
+both servers run `--monitor=off`, as before monitoring existed), and drives
+each with a load generator in another process: `c` keep-alive
 connections, each sending one-row v2 requests back to back (JSON, or with `--encoding=binary`
 the binary tensor data extension both ways), until `--requests` or `--seconds` run out. With 2
 or more CPUs the server is pinned to core 0 and the load generator to core 1 (taskset). Printed
@@ -71,6 +75,12 @@ flags.DEFINE_boolean(
     False,
     "Only the in-process cost of `App.handle` per request (route table, token, serving logic, "
     "decode; the batcher stubbed): an infer and a metadata request, CPU microseconds.",
+)
+flags.DEFINE_boolean(
+    "monitoring",
+    False,
+    "Compare the server with monitoring off and on (both dynamic batching; windows, drift tests "
+    "and the feedback store) instead of dynamic vs batch size 1: the cost of --monitor=on.",
 )
 # The load generator's own process (started by this script).
 flags.DEFINE_boolean("loadgen", False, "Internal: run as the load generator.")
@@ -381,21 +391,28 @@ def main(argv: list[str]) -> None:
     with open(bodies_path, "w") as f:
         tensor = {"name": "image", "shape": [1, 8, 8, 1], "datatype": "UINT8"}
         bodies = []
-        for x in images:
+        for i, x in enumerate(images):
+            ids = {"id": f"bench-{i}"} if args.monitoring else {}
             if args.encoding == "json":
-                body = json.dumps({"inputs": [{**tensor, "data": x.reshape(-1).tolist()}]})
+                body = json.dumps({**ids, "inputs": [{**tensor, "data": x.reshape(-1).tolist()}]})
                 bodies.append((None, body))
             else:  # binary tensor data in and out
-                head = json.dumps({"inputs": [{**tensor, "parameters": {"binary_data_size": 64}}],
+                head = json.dumps({**ids,
+                                   "inputs": [{**tensor, "parameters": {"binary_data_size": 64}}],
                                    "parameters": {"binary_data_output": True}})  # fmt: skip
                 bodies.append((len(head), head + x.tobytes().decode("latin-1")))
         json.dump(bodies, f)
     levels = [int(c) for c in args.concurrency]
-    modes = {
-        "dynamic": [f"--max_batch_size={args.max_batch_size}",
-                    f"--max_queue_delay_ms={args.max_queue_delay_ms}"],
-        "batch-1": ["--max_batch_size=1"],  # queues every client, as dynamic does (1024 rows)
-    }  # fmt: skip
+    dynamic = [f"--max_batch_size={args.max_batch_size}",
+               f"--max_queue_delay_ms={args.max_queue_delay_ms}"]  # fmt: skip
+    modes = (
+        {"mon-off": [*dynamic, "--monitor=off"], "mon-on": [*dynamic, "--monitor=on"]}
+        if args.monitoring
+        else {
+            "dynamic": [*dynamic, "--monitor=off"],
+            "batch-1": ["--max_batch_size=1", "--monitor=off"],  # queues every client (1024)
+        }
+    )
     print(f"{os.cpu_count()} CPUs; server on core 0, load generator on core 1"
           if pinned(0) else "not pinned (taskset missing or 1 CPU)")  # fmt: skip
     summary = []
@@ -448,8 +465,18 @@ def main(argv: list[str]) -> None:
             finally:
                 proc.terminate()
                 proc.wait(60)
-        one = results[("batch-1", 1)]
         top = max(levels)
+        if args.monitoring:
+            on, off = results[("mon-on", top)], results[("mon-off", top)]
+            summary.append(
+                f"{model} c={top}: monitoring on/off throughput {on['throughput']:.0f}/"
+                f"{off['throughput']:.0f} req/s ({on['throughput'] / off['throughput'] - 1:+.1%}),"
+                f" p95 {on['p95_ms']:.2f}/{off['p95_ms']:.2f} ms "
+                f"({on['p95_ms'] / off['p95_ms'] - 1:+.1%}), server CPU per request "
+                f"{on['server_cpu_ms']:.3f}/{off['server_cpu_ms']:.3f} ms"
+            )
+            continue
+        one = results[("batch-1", 1)]
         ratio = results[("dynamic", top)]["throughput"] / results[("batch-1", top)]["throughput"]
         dyn = results[("dynamic", top)]
         summary.append(

@@ -120,7 +120,6 @@ class ModelMonitor:
     def _bind(self, metrics: Metrics, name: str, version: str) -> None:
         """Children bound once (a labels() lookup per use costs more than the use)."""
         mv = (name, version)
-        self._confidence = metrics.confidence.labels(*mv)
         self._labels_counter = metrics.feedback_labels.labels(*mv)
         self._unmatched = {r: metrics.feedback_unmatched.labels(*mv, r) for r in REASONS}
         self._realized = {w: metrics.realized_accuracy.labels(*mv, w) for w in ("last", "total")}
@@ -236,8 +235,7 @@ class ModelMonitor:
                 m.prediction_share.labels(*mv, name).set(share)
         if self.probability_output is not None:
             top = np.asarray(outputs[self.probability_output], np.float64).max(axis=-1)
-            for value in top.tolist():
-                self._confidence.observe(value)
+            m.confidence.observe(mv, top)
             estimate = float(top.mean())
             m.estimated_accuracy.labels(*mv).set(estimate)
             part["confidence"] = {
