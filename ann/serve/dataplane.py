@@ -260,6 +260,8 @@ class DataPlane:
         sizes = buckets(self.settings.max_batch_size)
         start = time.perf_counter()
         run = await loop.run_in_executor(None, _compile_buckets, m.model, sizes)
+        if m.monitor is not None:  # the drift tests' imports and reference: off the loop too
+            await loop.run_in_executor(None, m.monitor.prepare)
         s = self.settings
         m.batcher = Batcher(
             run,
