@@ -1,0 +1,151 @@
+"""Send a file of late labels to a running server: `ann monitor feedback`.
+
+    ann monitor feedback --url=http://127.0.0.1:8000 --model=digits --labels=labels.jsonl
+        [--version=3] [--batch=1000] [--token_file=FILE]
+
+`--labels` holds one JSON object per line, `{"id": "r-17", "label": 3}` (the infer request's
+`id`; a class index or name, or a list of them for a request of several rows): the body the
+server's `POST /v2/models/NAME[/versions/V]/feedback` takes, sent `--batch` lines at a time.
+Prints what the server joined: rows matched, labels not joined by reason (unknown, evicted,
+duplicate), and the realized accuracy since the server started. The token: `--token_file` or
+`$ANN_SERVE_TOKEN`, as `ann serve` takes it.
+
+Every line is checked before anything is sent (a line that is not a JSON object: one line naming
+the file and line number, exit 1); a batch the server refuses stops the ingest with the server's
+own message and the lines of that batch (those before it were applied).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+from absl import flags
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """The flags of `ann monitor feedback` besides `--model` (which `ann monitor` defines for
+    every command: here the served model's name)."""
+    flags.DEFINE_string("url", "http://127.0.0.1:8000", "feedback: the server's base URL.")
+    flags.DEFINE_string(
+        "version", None, "feedback: the model's version (default: its unversioned path's)."
+    )
+    flags.DEFINE_string("labels", None, 'feedback: JSON lines of {"id": ..., "label": ...}.')
+    flags.DEFINE_integer("batch", 1000, "feedback: labels per request.", lower_bound=1)
+    flags.DEFINE_string(
+        "token_file", None, "feedback: file holding the bearer token (else $ANN_SERVE_TOKEN)."
+    )
+
+
+def read_labels(path: str) -> list[dict[str, Any]]:
+    """The objects of a JSON lines file (blank lines skipped); ValueError naming the line."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"--labels={path}: cannot read it ({e})") from None
+    items = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"--labels={path} line {number}: not JSON ({e.msg})") from None
+        if not isinstance(item, dict):
+            raise ValueError(
+                f'--labels={path} line {number}: expected an object {{"id": ..., "label": ...}}, '
+                f"got {line[:60]}"
+            )
+        items.append(item)
+    if not items:
+        raise ValueError(f"--labels={path}: holds no labels")
+    return items
+
+
+def send(
+    url: str,
+    model: str,
+    items: list[dict[str, Any]],
+    version: str | None = None,
+    batch: int = 1000,
+    token: str | None = None,
+) -> dict[str, Any]:
+    """POSTs `items` to the model's feedback route, `batch` at a time; returns the sums:
+    `{"matched", "unmatched": {reason: n}, "accuracy": the last reply's}`. ValueError with the
+    server's message (and the lines of the refused batch) or why it could not be reached."""
+    path = f"/v2/models/{urllib.parse.quote(model, safe='')}"
+    if version is not None:
+        path += f"/versions/{urllib.parse.quote(version, safe='')}"
+    endpoint = url.rstrip("/") + path + "/feedback"
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    total: dict[str, Any] = {"matched": 0, "unmatched": {}, "accuracy": None}
+    for start in range(0, len(items), batch):
+        chunk = items[start : start + batch]
+        body = json.dumps(chunk).encode()
+        request = urllib.request.Request(endpoint, data=body, headers=headers, method="POST")
+        where = f"labels {start + 1}-{start + len(chunk)}"
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                reply = json.loads(response.read())
+        except urllib.error.HTTPError as e:
+            try:
+                message = json.loads(e.read()).get("error", "")
+            except (ValueError, AttributeError):
+                message = ""
+            raise ValueError(
+                f"{endpoint}: {where} refused ({e.code}): {message or e.reason}"
+            ) from None
+        except (urllib.error.URLError, OSError) as e:
+            raise ValueError(f"{endpoint}: cannot reach the server ({e}); is it running?") from None
+        total["matched"] += reply["matched"]
+        for reason, n in reply["unmatched"].items():
+            total["unmatched"][reason] = total["unmatched"].get(reason, 0) + n
+        total["accuracy"] = reply["accuracy"]
+    return total
+
+
+def read_token() -> str | None:
+    """`--token_file`'s content, else `$ANN_SERVE_TOKEN`."""
+    if FLAGS.token_file is None:
+        return os.environ.get("ANN_SERVE_TOKEN")
+    try:
+        with open(FLAGS.token_file, encoding="utf-8") as f:
+            return f.read().strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"--token_file={FLAGS.token_file}: cannot read it ({e})") from None
+
+
+def feedback(args: list[str]) -> None:
+    """`ann monitor feedback`: reads `--labels`, sends them to the server, prints what was
+    joined; one `error: ...` line and exit 1 for a bad flag, file or refused batch."""
+    from ann import cli
+
+    if args:
+        raise cli.FlagError(f"unexpected arguments: {' '.join(args)}; feedback takes flags only")
+    if not FLAGS.model or not FLAGS.labels:
+        raise cli.FlagError(
+            "feedback needs --model (the served model's name) and --labels=FILE.jsonl"
+        )
+    try:
+        items = read_labels(FLAGS.labels)
+        total = send(FLAGS.url, FLAGS.model, items, FLAGS.version, FLAGS.batch, read_token())
+    except ValueError as e:
+        cli.fail(str(e))
+    unmatched = ", ".join(f"{k} {v}" for k, v in total["unmatched"].items())
+    realized = (total["accuracy"] or {}).get("total")
+    accuracy = (
+        f"realized accuracy {realized['accuracy']:.4f} over {realized['labelled']} labelled rows"
+        if realized
+        else "no labelled rows yet"
+    )
+    print(f"{len(items)} labels sent: {total['matched']} rows joined; not joined: {unmatched}; "
+          f"{accuracy} (since the server started)")  # fmt: skip
