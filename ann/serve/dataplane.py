@@ -14,6 +14,7 @@ request to a second version (after `submit`, which has the decoded request).
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -251,6 +252,11 @@ class DataPlane:
                 log.exception("compiling %s failed", m.name)
                 return
         self.metrics.ready.set(1 if self.ready else 0)
+        # What startup made (jax, scipy, the compiled models: ~140k objects) leaves the cyclic
+        # collector's full passes. Monitoring holds each request for up to a second, which
+        # promotes some to the oldest generation and so triggers full passes: over the startup
+        # objects one took 0.3 s, stalling the event loop (ann/serve/monitoring.py).
+        gc.freeze()
         log.info("ready")
 
     async def compile(self, m: ServedModel) -> None:

@@ -167,7 +167,7 @@ class ModelMonitor:
             if len(self._queue) == self._queue.maxlen:
                 self.dropped += 1
             window = self.window
-            self._queue.append((window, inputs, outputs))
+            self._queue.append((window, inputs, outputs, rows))
             self._rows += rows
             if self._rows >= self.rows_per_window:
                 self._close("rows")
@@ -224,7 +224,7 @@ class ModelMonitor:
             kept[2] += 1
             if kept[1] < self.keep_rows:
                 kept[0].append(item)
-                kept[1] += len(next(iter(item[2].values())))
+                kept[1] += item[3]
             else:  # a uniform sample of the window's requests (reservoir sampling, Algorithm R)
                 j = int(self._random.integers(kept[2]))
                 if j < len(kept[0]):
