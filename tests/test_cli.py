@@ -20,12 +20,12 @@ OWN_FLAGS = {
     "export": ["--workdir", "--out", "--platforms"],
     "generate": ["--workdir", "--prompt", "--beam_size"],
     "registry": ["--registry", "--mlflow_uri"],
-    "serve": ["--model", "--port"],
+    "serve": ["--model", "--port", "--monitor", "--monitor_window_rows"],
     "sweep": ["--config", "--trials", "--emit"],
     "transfer": ["--config"],
     "report": ["--workdir", "--model", "--split"],
     "observability": ["--out", "--slo", "--alert", "--runbook_base"],
-    "monitor": ["--model", "--requests", "--out"],
+    "monitor": ["--model", "--requests", "--out", "--labels", "--url"],
 }
 
 

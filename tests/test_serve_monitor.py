@@ -3,10 +3,13 @@ labels joined by request id (the same accuracy as offline evaluation of the same
 feedback refused in one line, and a designed shift (brightened digits) detected."""
 
 import json
+import subprocess
+import sys
 import time
 
 import numpy as np
 import pytest
+from conftest import one_line_error
 from test_serve import Server, infer_body, request
 from test_serve_routes import FakeModel, call
 
@@ -157,6 +160,29 @@ def test_designed_shift_is_detected_within_one_window(monitored):
     text = request(port, "GET", "/metrics")[2]
     assert metric(text, "ann_drift_detected", model=model.name) == 1
     assert metric(text, "ann_drift_share", model=model.name) >= 0.5
+
+
+def test_ann_monitor_feedback_sends_a_labels_file(monitored, tmp_path):
+    server, model, path = monitored
+    x, y = digits_rows()
+    send(server.port, path, x[:12], "cli")
+    labels = tmp_path / "labels.jsonl"
+    lines = [{"id": f"cli{i}", "label": int(y[i])} for i in range(12)]
+    lines.append({"id": "gone", "label": 0})
+    labels.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    url = f"--url=http://127.0.0.1:{server.port}"
+    command = [sys.executable, "-m", "ann.monitor", "feedback", f"--model={model.name}", url,
+               f"--labels={labels}", "--batch=5"]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("13 labels sent: 12 rows joined; not joined: unknown 1,"), done
+    # A batch the server refuses: its message, the lines of the batch, exit 1.
+    labels.write_text(json.dumps({"id": "cli0", "label": 99}) + "\n")
+    line = one_line_error(subprocess.run(command, capture_output=True, text=True, timeout=120))
+    assert "labels 1-1 refused (400): feedback[0].label: expected a class index in [0, 9]" in line
+    labels.write_text("{not json\n")
+    line = one_line_error(subprocess.run(command, capture_output=True, text=True, timeout=120))
+    assert f"--labels={labels} line 1: not JSON" in line
 
 
 def test_monitoring_off_says_so():

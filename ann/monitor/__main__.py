@@ -10,8 +10,16 @@ writes report.json, index.html and PNGs to --out (default ./drift-NAME-VERSION; 
 drift report there is replaced), then prints a summary. The outputs tested are the logged ones
 when every request logged them all, else the model's on the logged inputs.
 
+    ann monitor feedback --url=http://127.0.0.1:8000 --model=digits --labels=labels.jsonl
+        [--version=3] [--batch=1000] [--token_file=FILE]
+
+`feedback` sends a JSON lines file of late labels (`{"id": ..., "label": ...}`, the infer
+request's id) to a running server's feedback route in batches and prints what it joined
+(`ann.monitor.feedback`; --model is then the served model's name).
+
 Exit status 0 whether or not drift is found; 1 with one `error: ...` line for a bad flag, a
-request log that cannot be read, or an export without a reference sample.
+request log that cannot be read, an export without a reference sample, a labels file that
+cannot be read or a feedback batch the server refuses.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import numpy as np
 from absl import flags
 
 from ann import cli
+from ann.monitor import feedback as feedback_job
 from ann.monitor.drift import METHODS
 
 FLAGS = flags.FLAGS
@@ -34,7 +43,10 @@ PREDICT_BATCH = 512
 def define_flags() -> None:
     """The monitor jobs' flags, defined only when run as a program."""
     flags.DEFINE_string(
-        "model", None, "drift: an export directory or registry URI (models:/NAME/3, @alias)."
+        "model",
+        None,
+        "drift: an export directory or registry URI (models:/NAME/3, @alias); feedback: the "
+        "served model's name.",
     )
     flags.DEFINE_string("registry", None, "The registry for --model URIs (default $ANN_REGISTRY).")
     flags.DEFINE_list("requests", None, "drift: the server's request log file(s), comma-separated.")
@@ -42,6 +54,8 @@ def define_flags() -> None:
     flags.DEFINE_enum("method", "auto", METHODS, "Per-feature test: auto = Evidently's defaults.")
     flags.DEFINE_boolean("multivariate", True, "Also the multivariate MMD test (jax).")
     flags.DEFINE_integer("top", 6, "Drifted features drawn (reference vs current).", lower_bound=0)
+    feedback_job.define_flags()
+    flags.adopt_module_key_flags(feedback_job)  # listed in `ann monitor --help` too
 
 
 def _model(spec: str, registry: str | None) -> tuple[Any, str, str]:
@@ -144,7 +158,12 @@ def drift(args: list[str]) -> None:
     print(summary(report, path))
 
 
-COMMANDS: dict[str, Callable[[list[str]], None]] = {"drift": drift}
+def feedback(args: list[str]) -> None:
+    """`ann monitor feedback`: a labels file sent to a server (`ann.monitor.feedback`)."""
+    feedback_job.feedback(args)
+
+
+COMMANDS: dict[str, Callable[[list[str]], None]] = {"drift": drift, "feedback": feedback}
 
 
 def main(argv: list[str]) -> None:
