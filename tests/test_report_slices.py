@@ -85,8 +85,39 @@ def test_slice_gap_flags_and_quantile_buckets(classified):
     (section,) = slices.report_slices(
         make_preds("classification", rows, outputs, exp, slices=("field:group",), slice_min=0.85)
     )
-    assert section.metrics["spec"] == "field:group" and "flagged" in section.notes[-1]
+    assert section.metrics["spec"] == "field:group"
+    assert section.notes[-2].startswith("  flagged (slice_min 0.85; 95% CI in brackets): group=")
     rendered(section)
+
+
+def test_slice_intervals_are_wilsons_by_hand():
+    """ci95 is the Wilson score interval of the slice's right rows: hand values from Newcombe
+    (1998, "Two-sided confidence intervals for the single proportion", Table I: 81/263 and
+    1/29) and the closed form at 0 successes, [0, z^2 / (n + z^2)]."""
+    groups = {0: (0, 10), 1: (81, 263), 2: (1, 29)}  # group -> (right rows, rows)
+    group = np.concatenate([np.full(n, g) for g, (_, n) in groups.items()])
+    right = np.concatenate([np.arange(n) < k for k, n in groups.values()])
+    rows = {"label": np.zeros(len(group), int), "group": group}
+    exp = types.SimpleNamespace(label_key="label", class_names=["a", "b"])
+    outputs = {"label": np.where(right, 0, 1)}
+    preds = make_preds("classification", rows, outputs, exp, slice_min=0.32)
+    result = slices.slice_metrics(preds, "field:group")
+    z2 = 1.959964**2
+    want = [[0.0, z2 / (10 + z2)], [0.2553, 0.3662], [0.0061, 0.1718]]
+    for entry, (lo, hi) in zip(result["slices"], want):
+        assert entry["ci95"] == [pytest.approx(lo, abs=5e-5), pytest.approx(hi, abs=5e-5)]
+    assert result["overall"]["ci95"] == slices.wilson_interval(82, 302)
+    # Flags go by the point estimate (all three are below 0.32); only 81/263 = 0.308 has an
+    # interval that reaches the bound, and the summary says so.
+    assert result["flagged"] == ["group=0", "group=1", "group=2"]
+    notes = slices._notes(result)
+    assert notes[-2].startswith("  flagged (slice_min 0.32; 95% CI in brackets): group=0 0 [0.000")
+    assert (
+        notes[-1]
+        == "  the 95% CI reaches slice_min 0.32 for group=1: too few rows to tell from noise"
+    )
+    with pytest.raises(ValueError, match="0 <= successes <= rows"):
+        slices.wilson_interval(3, 2)
 
 
 def test_quantile_buckets_ties_and_edges():
@@ -148,6 +179,8 @@ def test_bounds_go_with_the_headline_direction():
     preds = make_preds("regression", rows, outputs, exp, slice_max=1.5)
     result = slices.slice_metrics(preds, "feature:f:quantiles=2")
     assert result["headline"] == "rmse" and result["higher_is_better"] is False
+    # An error in the target's units is no proportion: no interval.
+    assert result["overall"]["ci95"] is None and {s["ci95"] for s in result["slices"]} == {None}
     assert result["flagged"] == ["f q2 [3.5, 7]"] and result["gap"]["worst"] == "f q2 [3.5, 7]"
     with pytest.raises(ConfigError, match="report.slice_min' bounds a score.*set report.slice_max"):
         slices.slice_metrics(
@@ -210,6 +243,14 @@ def test_anomaly_scores_and_roc():
     assert section.metrics["rows"] == {"normal": 2, "anomalous": 2}
     assert set(section.figures) == {"score_histogram", "roc"}
     rendered(section)
+    # Per label, AUROC is undefined (one class each): the chart says n/a and keeps its size.
+    (sliced,) = slices.report_slices(
+        make_preds("anomaly_detection", rows, preds.outputs, exp, slices=("label",))
+    )
+    assert [s["metrics"]["auroc"] for s in sliced.metrics["slices"]] == [None, None]
+    png = io.BytesIO()
+    sliced.figures["by_slice"].savefig(png, format="png", dpi=100, bbox_inches="tight")
+    assert int.from_bytes(png.getvalue()[16:20], "big") < 1000  # width in pixels
     normal_only = make_preds(
         "anomaly_detection", {"label": np.zeros(3, int)}, {"score": np.ones(3)}, exp
     )

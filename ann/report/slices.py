@@ -7,6 +7,12 @@ best and the worst slice, and the slices worse than the config's bound (TFMA's s
 entry, so the slices' sizes add up to the split and their size-weighted mean of a row-mean
 metric (accuracy, MAE, recall@k, exact match) is the whole split's. `report.slice_min` bounds a
 headline score from below, `report.slice_max` a headline error from above (0 = no bound).
+
+Where the headline is a proportion (accuracy, recall@1, exact match: `task_metrics.PROPORTIONS`)
+each slice also gets its 95% Wilson score interval (Wilson 1927; scipy's
+`binomtest(k, n).proportion_ci(method="wilson")`), so a flagged slice of 20 rows can be told from
+a real regression: flags still go by the point estimate, and the summary says when a flagged
+slice's interval reaches the bound.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from ann.report import slice_spec, task_metrics
 from ann.report.collect import Predictions
 from ann.report.sections import Section
 
+CI_LEVEL = 0.95  # the slices' interval: `ci95` in report.json
 MAX_SLICES = 50  # a field with more distinct values is refused: bucket it into quantiles
 # The label's class names where the experiment does not keep them (anomaly detection's 0 and 1).
 ANOMALY_NAMES = ("normal", "anomalous")
@@ -35,6 +42,29 @@ def quantile_buckets(values: np.ndarray, q: int) -> tuple[np.ndarray, np.ndarray
     if len(edges) == 1:  # one value: one bucket
         return np.zeros(len(values), np.int64), np.repeat(edges, 2)
     return np.searchsorted(edges[1:-1], values, side="right"), edges
+
+
+def wilson_interval(successes: int, rows: int, level: float = CI_LEVEL) -> list[float]:
+    """[lo, hi]: the Wilson score interval (Wilson 1927, "Probable inference, the law of
+    succession, and statistical inference") of a proportion `successes` / `rows` at confidence
+    `level`, from scipy.stats.binomtest(...).proportion_ci(method="wilson"). Inside [0, 1] and
+    never of width 0 (unlike the normal approximation at 0 or `rows` successes). Raises
+    ValueError unless 0 <= successes <= rows and rows >= 1."""
+    from scipy.stats import binomtest
+
+    if not 0 <= successes <= rows or rows < 1:
+        raise ValueError(f"a proportion needs 0 <= successes <= rows >= 1; got {successes}/{rows}")
+    ci = binomtest(int(successes), int(rows)).proportion_ci(confidence_level=level, method="wilson")
+    return [float(ci.low), float(ci.high)]
+
+
+def headline_interval(metrics: dict[str, Any], headline: str, size: int) -> list[float] | None:
+    """The `ci95` of a slice: the Wilson interval of its headline when that is a proportion of
+    its `size` rows (`task_metrics.PROPORTIONS`) and defined, else None."""
+    value = metrics.get(headline)
+    if headline not in task_metrics.PROPORTIONS or value is None or size < 1:
+        return None
+    return wilson_interval(round(value * size), size)
 
 
 def _fail(spec: slice_spec.SliceSpec, why: str) -> ConfigError:
@@ -125,9 +155,10 @@ def slice_metrics(
 
     `metric_fn(preds, index)` defaults to the experiment's (`task_metrics.HEADLINES`); its first
     metric is the headline, higher is better unless the experiment's HEADLINES entry says not.
-    Returns {spec, headline, higher_is_better, overall: {size, metrics}, slices: [{name, size,
-    metrics}], gap: {best, worst, value} (None with fewer than two slices that have a
-    headline), bound: {slice_min|slice_max: value} or {}, flagged: [names]}.
+    Returns {spec, headline, higher_is_better, overall: {size, metrics, ci95}, slices: [{name,
+    size, metrics, ci95}], gap: {best, worst, value} (None with fewer than two slices that
+    have a headline), bound: {slice_min|slice_max: value} or {}, flagged: [names]}; ci95 is
+    [lo, hi] (`headline_interval`) or None.
     """
     spec = slice_spec.parse(spec) if isinstance(spec, str) else spec
     known = task_metrics.HEADLINES.get(preds.config.experiment)
@@ -144,12 +175,18 @@ def slice_metrics(
     slices = []
     for s, name in enumerate(names):
         index = np.flatnonzero(ids == s)
-        slices.append({"name": name, "size": int(len(index)), "metrics": fn(preds, index)})
+        metrics, size = fn(preds, index), int(len(index))
+        ci95 = headline_interval(metrics, headline, size)
+        slices.append({"name": name, "size": size, "metrics": metrics, "ci95": ci95})
     return {
         "spec": spec.text,
         "headline": headline,
         "higher_is_better": higher,
-        "overall": {"size": int(len(ids)), "metrics": overall},
+        "overall": {
+            "size": int(len(ids)),
+            "metrics": overall,
+            "ci95": headline_interval(overall, headline, len(ids)),
+        },
         "slices": slices,
         **_gap_and_flags(preds, slices, headline, higher),
     }
@@ -212,8 +249,34 @@ def _notes(result: dict[str, Any]) -> list[str]:
         g = result["gap"]
         notes.append(f"  gap {_fmt(g['value'])} (best {g['best']}, worst {g['worst']})")
     if result["flagged"]:
-        ((key, bound),) = result["bound"].items()
-        notes.append(f"  flagged ({key} {bound:g}): {', '.join(result['flagged'])}")
+        notes += _flag_notes(result)
+    return notes
+
+
+def _flag_notes(result: dict[str, Any]) -> list[str]:
+    """The flagged slices with their headline (and 95% interval, where it has one); a second
+    line naming those whose interval reaches the bound (worse than it by chance alone, maybe)."""
+    ((key, bound),) = result["bound"].items()
+    h = result["headline"]
+    by_name = {s["name"]: s for s in result["slices"]}
+    flagged = [by_name[name] for name in result["flagged"]]
+    shown = []
+    for entry in flagged:
+        ci = entry.get("ci95")
+        interval = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
+        shown.append(f"{entry['name']} {_fmt(entry['metrics'][h])}{interval}")
+    with_ci = any(entry.get("ci95") for entry in flagged)
+    notes = [
+        f"  flagged ({key} {bound:g}{'; 95% CI in brackets' if with_ci else ''}): "
+        + ", ".join(shown)
+    ]
+    noise = [e["name"] for e in flagged if e.get("ci95") and e["ci95"][0] <= bound <= e["ci95"][1]]
+    if noise:
+        every = len(noise) == len(flagged) > 1
+        which = f"all {len(flagged)}" if every else ", ".join(noise)
+        notes.append(
+            f"  the 95% CI reaches {key} {bound:g} for {which}: too few rows to tell from noise"
+        )
     return notes
 
 
@@ -221,32 +284,72 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4g}"
 
 
+# Behind a value label: readable over the overall and bound lines.
+_LABEL_BOX = {"facecolor": "white", "edgecolor": "none", "pad": 0.5, "alpha": 0.8}
+
+
 def slice_figure(result: dict[str, Any]) -> Figure:
-    """Horizontal bars: the headline per slice (red: flagged), the slice sizes, the overall
-    value and the bound as vertical lines."""
+    """Horizontal bars: the headline per slice (red: flagged) with its 95% interval as an error
+    bar where it has one, the slice sizes, the overall value and the bound as vertical lines; a
+    slice without a headline (AUROC of one class) reads "n/a"."""
     h = result["headline"]
     slices = result["slices"]
     values = [s["metrics"][h] for s in slices]
+    intervals = [s.get("ci95") for s in slices]
     fig = Figure(figsize=(7.5, 1.6 + 0.32 * len(slices)), layout="constrained")
     ax = fig.add_subplot()
     y = np.arange(len(slices))[::-1]
     colors = ["#d62728" if s["name"] in result["flagged"] else "#1f77b4" for s in slices]
     ax.barh(y, [0.0 if v is None else v for v in values], color=colors)
-    for yi, v in zip(y, values):
-        ax.text(v or 0.0, yi, f"{_fmt(v)} ", va="center", ha="right", fontsize=8, color="white")
+    _interval_bars(ax, y, values, intervals)
+    for yi, v, ci in zip(y, values, intervals):
+        if v is None:  # at the axes' left edge: a text at x = 0 would stretch the figure
+            ax.text(
+                0.01,
+                yi,
+                "n/a (not defined on this slice)",
+                va="center",
+                fontsize=8,
+                transform=ax.get_yaxis_transform(),
+            )
+        else:
+            label = f" {_fmt(v)}"
+            ax.text(ci[1] if ci else v, yi, label, va="center", fontsize=8, bbox=_LABEL_BOX)
     ax.set_yticks(y, [f"{s['name']}  (n={s['size']})" for s in slices], fontsize=8)
     overall = result["overall"]["metrics"][h]
     if overall is not None:
         ax.axvline(overall, color="black", lw=1, ls="--", label=f"overall {_fmt(overall)}")
     for key, bound in result["bound"].items():
         ax.axvline(bound, color="#d62728", lw=1, ls=":", label=f"{key} {bound:g}")
-    shown = [v for v in (*values, overall, *result["bound"].values()) if v is not None]
+    ends = [e for ci in intervals if ci for e in ci]
+    shown = [v for v in (*values, *ends, overall, *result["bound"].values()) if v is not None]
     if shown:
-        # Zoomed on the values: bars from 0 would hide a gap of 0.02 in accuracy.
+        # Zoomed on the values: bars from 0 would hide a gap of 0.02 in accuracy; room on the
+        # right for the value labels.
         low, high = min(shown), max(shown)
         span = max(high - low, abs(high) * 0.05, 1e-6)
-        ax.set_xlim(max(0.0, low - span * 0.5) if low >= 0 else low - span * 0.5, high + span * 0.1)
+        ax.set_xlim(max(0.0, low - span * 0.3) if low >= 0 else low - span * 0.3, high + span * 0.2)
     ax.set_xlabel(f"{h} ({'higher' if result['higher_is_better'] else 'lower'} is better)")
     ax.set_title(f"{h} by slice: {result['spec']}", fontsize=10)
-    fig.legend(loc="outside lower center", ncol=2, fontsize=8, frameon=False)
+    fig.legend(loc="outside lower center", ncol=3, fontsize=8, frameon=False)
     return fig
+
+
+def _interval_bars(ax: Any, y: np.ndarray, values: list, intervals: list) -> None:
+    """Error bars from each slice's ci95[0] to ci95[1] (none where it has no interval)."""
+    drawn = [(yi, v, ci) for yi, v, ci in zip(y, values, intervals) if ci and v is not None]
+    if not drawn:
+        return
+    ys, vs, cis = zip(*drawn)
+    low = [v - ci[0] for v, ci in zip(vs, cis)]
+    high = [ci[1] - v for v, ci in zip(vs, cis)]
+    ax.errorbar(
+        vs,
+        ys,
+        xerr=[low, high],
+        fmt="none",
+        ecolor="black",
+        elinewidth=1,
+        capsize=3,
+        label=f"{CI_LEVEL:.0%} interval (Wilson)",
+    )

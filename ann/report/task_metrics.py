@@ -132,6 +132,10 @@ def seq2seq(preds: Predictions, index: np.ndarray) -> dict[str, float | None]:
     }
 
 
+# Headline metrics that are a share of the subset's rows (each row right or not: a row-mean of
+# 0/1), so the count of right rows is round(value * size) and a binomial interval applies.
+PROPORTIONS = frozenset({"accuracy", "recall_at_1", "exact_match"})
+
 # experiment name -> (metric function, headline metric, higher is better)
 HEADLINES: dict[str, tuple[MetricFn, str, bool]] = {
     "classification": (classification, "accuracy", True),

@@ -326,7 +326,8 @@ def confusions(preds: Predictions) -> Section:
             axes.imshow(_image(inputs[row]), cmap="gray_r", interpolation="nearest")
             axes.set_title(f"row {row}, p={confidence[row]:.2f}", fontsize=8)
         grid[r, 0].set_ylabel(
-            f"true {pair['true']}\n→ predicted {pair['predicted']}\n({pair['count']} rows)",
+            f"true {pair['true']}\n→ predicted {pair['predicted']}\n"
+            f"({pair['count']} row{'s' if pair['count'] != 1 else ''})",
             fontsize=9,
         )
     figure.suptitle(f"Most frequent mistakes ({preds.split}): most confident examples")
