@@ -2,6 +2,7 @@
 one-line refusals, and the classification numbers against scikit-learn and hand computations."""
 
 import base64
+import copy
 import json
 import os
 import subprocess
@@ -11,6 +12,7 @@ import types
 import ml_collections
 import numpy as np
 import pytest
+import report_doc
 from conftest import one_line_error
 
 from ann.report import collect
@@ -81,6 +83,34 @@ def test_report_writes_json_html_and_pngs(workdir_report):
         assert f'src="data:image/png;base64,{base64.b64encode(data).decode()}"' in page
 
 
+def test_report_json_is_documented(workdir_report):
+    """docs/report.md lists every key of the digits report, and the report holds every key the
+    document says a classification report with slices always holds. A binary model's threshold
+    section and a refused calibration (hand-made predictions) stand in for what 10 classes and a
+    good fit never write."""
+    report = copy.deepcopy(workdir_report[2])
+    p1 = np.array([0.1, 0.3, 0.4, 0.6, 0.8, 0.9])
+    binary = np.stack([1 - p1, p1], 1)
+    validation = fake_predictions([0, 1, 0, 1, 1, 1], binary, "validation")
+    test = fake_predictions([0, 1, 0, 1, 1, 1], binary, validation=validation)
+    report["splits"]["test"]["sections"]["threshold"] = classification.thresholds(test).metrics
+    one_class = fake_predictions([1, 1, 1], [[0.2, 0.8], [0.3, 0.7], [0.4, 0.6]])
+    refused = classification.calibration(one_class).metrics
+    report["splits"]["validation"]["sections"]["calibration"] = refused
+    assert report_doc.undocumented(report) == []
+    conditions = {"binary models", "binary models, test split", "when the fit is refused"}
+    assert report_doc.missing(report, conditions | {"when there are errors"}) == []
+    assert report_doc.missing(report, conditions | {"when the model has float outputs"}) == []
+    # The check is not blind: a key the document does not list, one it lists that is gone.
+    report["splits"]["test"]["sections"]["calibration"]["before"]["ece_percent"] = 1.1
+    assert report_doc.undocumented(report) == [
+        "splits.test.sections.calibration.before.ece_percent"
+    ]
+    del report["splits"]["validation"]["sections"]["per_class_metrics"]["macro_f1"]
+    del report["splits"]["test"]["sections"]["per_class_metrics"]["macro_f1"]
+    assert report_doc.missing(report) == ["splits.SPLIT.sections.per_class_metrics.macro_f1"]
+
+
 def test_prediction_variance_is_zero_on_cpu(workdir_report):
     variance = workdir_report[2]["prediction_variance"]
     assert variance["runs"] == 3 and variance["rows"] == 216
@@ -144,6 +174,8 @@ def test_registered_model_report_matches_the_run(workdir_report, digits_export, 
     assert (model["kind"], model["name"], model["version"]) == ("registry", "digits", 1)
     assert model["manifest_sha256"] == version.manifest_sha256 and model["path"] == version.path
     assert list(report["splits"]) == ["test"] and report["prediction_variance"]["max_abs_diff"] == 0
+    assert report_doc.undocumented(report) == []
+    assert report_doc.missing(report, {"export, registry"}) == []
     # The exported graph scores the test split as the checkpoint does.
     run = workdir_report[2]["splits"]["test"]["sections"]
     got = report["splits"]["test"]["sections"]

@@ -285,7 +285,7 @@ def _fmt(value: float | None) -> str:
 
 
 # Behind a value label: readable over the overall and bound lines.
-_LABEL_BOX = {"facecolor": "white", "edgecolor": "none", "pad": 0.5, "alpha": 0.8}
+_LABEL_BOX = {"facecolor": "white", "edgecolor": "none", "pad": 0.1, "alpha": 0.8}
 
 
 def slice_figure(result: dict[str, Any]) -> Figure:
