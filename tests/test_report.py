@@ -212,7 +212,8 @@ def test_registered_model_report_matches_the_run(workdir_report, digits_export, 
         (["--workdir=NOWHERE"], "does not exist; give the directory of a trained run"),
         (["--workdir=RUN", "--step=last"], "--step='last' must be 'best', 'latest'"),
         (["--model=models:/x/1", "--step=3"], "--step applies to --workdir only"),
-        (["--workdir=RUN", "--out=FILE"], "exists and is not an earlier report"),
+        (["--workdir=RUN", "--out=FILE"], "is a file, not a directory; choose another --out"),
+        (["--workdir=RUN", "--out=OTHER"], "exists and is not an earlier report (no report.json)"),
         (["--model=EMPTY"], "holds no manifest.json"),
         (["--workdir=RUN", "--step=999"], "999"),
     ],
@@ -222,9 +223,12 @@ def test_bad_flags_are_one_line(args, message, digits_export, tmp_path):
         "RUN": digits_export[0],
         "NOWHERE": tmp_path / "nowhere",
         "FILE": tmp_path / "file",
+        "OTHER": tmp_path / "other",  # a directory of something else
         "EMPTY": tmp_path,
     }
     (tmp_path / "file").write_text("not a report")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("not a report")
     filled = [
         f"{a.partition('=')[0]}={places.get(a.partition('=')[2], a.partition('=')[2])}"
         for a in args
