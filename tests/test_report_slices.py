@@ -157,7 +157,7 @@ def test_slice_specs_the_data_cannot_take_are_one_line(classified, spec, message
         (("feature:x[1]:quantiles=50",), "quantiles=50 is outside 2..20; e.g. 'feature:x[1]"),
         (("field:",), "entry 'field:' is not of the form 'label', 'feature:NAME[INDEX]"),
         (("label:x",), "is not of the form"),
-        ((3,), "entry 3 is not a string"),
+        ((3,), "holds 3 (int); every element must be a string"),
     ],
 )
 def test_bad_slice_specs_are_refused_at_validation_in_one_line(value, message):
