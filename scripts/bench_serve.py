@@ -2,7 +2,7 @@
 
     python scripts/bench_serve.py [--models=cnn,resnet] [--concurrency=1,8,32,64]
         [--requests=3000] [--seconds=8] [--steps=100] [--workdir=runs/bench_serve]
-        [--encoding=json|binary]
+        [--encoding=json|binary] [--tracing]
     python scripts/bench_serve.py --http_layer   # the fixed cost per request, in-process
     python scripts/bench_serve.py --app_layer    # the routes' and serving logic's, in-process
     python scripts/bench_serve.py --monitoring --concurrency=32   # monitoring on vs off
@@ -24,11 +24,20 @@ the server process's CPU time per request (/proc); and the load generator's own 
 concurrency 1 against batch size 1 minus the bare compiled call of the same model; and server
 CPU per request minus the model's compute time per request (`ann_compute_seconds`), at c=1 and
 at the top level.
+
+`--tracing` adds the dynamic server with OpenTelemetry traces on, twice: every request sampled
+("traced") and 1% ("traced1%", `OTEL_TRACES_SAMPLER=parentbased_traceidratio`), configured as a
+user would, by `OTEL_*` variables only (`OTEL_TRACES_EXPORTER=otlp`, the SDK's batch span
+processor) and exporting over OTLP/HTTP to a sink in this process that answers 200 and drops what
+it gets: the whole cost of tracing (spans, batching, protobuf encoding, HTTP), none of a
+collector's. `--app_layer` also times a traced infer (the SDK, spans dropped by a no-op
+exporter): the CPU cost of one request's spans.
 """
 
 from __future__ import annotations
 
 import asyncio
+import http.server
 import json
 import os
 import shutil
@@ -36,6 +45,8 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import urllib.request
 
@@ -81,6 +92,12 @@ flags.DEFINE_boolean(
     False,
     "Compare the server with monitoring off and on (both dynamic batching; windows, drift tests "
     "and the feedback store) instead of dynamic vs batch size 1: the cost of --monitor=on.",
+)
+flags.DEFINE_boolean(
+    "tracing",
+    False,
+    "Also run the dynamic server with OpenTelemetry traces on (OTEL_* variables, OTLP/HTTP to "
+    "a sink here that drops them): traces on vs off in the same run.",
 )
 # The load generator's own process (started by this script).
 flags.DEFINE_boolean("loadgen", False, "Internal: run as the load generator.")
@@ -248,16 +265,64 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def serve(export_dir: str, port: int, extra: list[str]) -> subprocess.Popen:
+class OtlpSink:
+    """An OTLP/HTTP endpoint in this process (a thread) that answers every export 200 and
+    drops it; `spans` counts the spans that came (a check that the server traced)."""
+
+    def __init__(self) -> None:
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceRequest,
+        )
+
+        sink = self
+        self.spans = 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                sent = ExportTraceServiceRequest.FromString(self.rfile.read(length))
+                sink.spans += sum(len(s.spans) for r in sent.resource_spans for s in r.scope_spans)
+                self.send_response(200)
+                self.send_header("content-type", "application/x-protobuf")
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def env(self) -> dict[str, str]:
+        """The `OTEL_*` variables of a server that traces into this sink."""
+        return {
+            "OTEL_TRACES_EXPORTER": "otlp",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": (
+                f"http://127.0.0.1:{self.server.server_address[1]}/v1/traces"
+            ),
+            "OTEL_SERVICE_NAME": "bench_serve",
+        }
+
+
+def serve(
+    export_dir: str, port: int, extra: list[str], env: dict[str, str] | None = None
+) -> subprocess.Popen:
+    """`python -m ann.serve` on `port` (core 0), once it is ready; `env`: its `OTEL_*`
+    variables (none from this process: without them, traces are off). Its stderr goes to a
+    file, never a pipe nobody reads (a full pipe would stop the server)."""
+    log = tempfile.TemporaryFile()
     proc = subprocess.Popen(
         [*pinned(0), sys.executable, "-m", "ann.serve", f"--model={export_dir}", f"--port={port}",
          "--max_queue_rows=1024", *extra],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log,
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}, **(env or {})},
     )  # fmt: skip
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(proc.stderr.read().decode()[-2000:])
+            log.seek(0)
+            raise RuntimeError(log.read().decode()[-2000:])
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2)
             return proc
@@ -327,7 +392,10 @@ def http_layer(requests: int = 20000, repeats: int = 7) -> None:
 def app_layer(requests: int = 20000, repeats: int = 7) -> None:
     """CPU time per request of `App.handle` for a one-row v2 JSON infer (routed, admitted,
     decoded, queued on a stub batcher that never runs it) and for a model metadata GET: the
-    routes' and the serving logic's cost per request, without HTTP parsing or a model."""
+    routes' and the serving logic's cost per request, without HTTP parsing or a model. Then
+    the same with traces on (the SDK's batch span processor, a no-op exporter), every request
+    sampled and 1% of them: the metadata GET's difference is one request span's cost; the
+    infer's, its request span started (never ended: the stub never answers)."""
     from ann.serve.app import App
     from ann.serve.dataplane import ServedModel
 
@@ -348,24 +416,60 @@ def app_layer(requests: int = 20000, repeats: int = 7) -> None:
         def submit_nowait(self, inputs, rows, trace=None) -> Future:
             return Future()
 
-    served = ServedModel("digits", "1", Model(), "bench")
-    served.ready, served.batcher = True, StubBatcher()
-    app = App([served], Settings(token="bench"))
     auth = b"Bearer bench"
     body = json.dumps({"inputs": [{"name": "image", "shape": [1, 8, 8, 1], "datatype": "UINT8",
                                    "data": [3] * 64}]}).encode()  # fmt: skip
-    replies = []
-    for method, path, what in [("POST", "/v2/models/digits/infer", "infer"),
-                               ("GET", "/v2/models/digits", "metadata")]:  # fmt: skip
-        times = []
-        for _ in range(repeats):
-            start = time.process_time()
-            for _ in range(requests):
-                app.handle(method, path, auth, body, None, lambda *reply: None)
-            times.append((time.process_time() - start) / requests * 1e6)
-        times.sort()
-        replies.append(f"{what} {times[0]:.2f} us (median {times[len(times) // 2]:.2f})")
-    print(f"App.handle per request, best of {repeats}: " + ", ".join(replies))
+    for label, traced in [("off", None), ("on", no_op_tracing()),
+                          ("on, 1% sampled", no_op_tracing(0.01))]:  # fmt: skip
+        served = ServedModel("digits", "1", Model(), "bench")
+        served.ready, served.batcher = True, StubBatcher()
+        app = App([served], Settings(token="bench"), tracing=traced)
+        replies = []
+        for method, path, what in [("POST", "/v2/models/digits/infer", "infer"),
+                                   ("GET", "/v2/models/digits", "metadata")]:  # fmt: skip
+            times = []
+            for _ in range(repeats):
+                start = time.process_time()
+                for _ in range(requests):
+                    app.handle(method, path, auth, body, None, lambda *reply: None)
+                times.append((time.process_time() - start) / requests * 1e6)
+            times.sort()
+            replies.append(f"{what} {times[0]:.2f} us (median {times[len(times) // 2]:.2f})")
+        print(f"App.handle per request, traces {label}, best of {repeats}: " + ", ".join(replies))
+
+
+def no_op_tracing(ratio: float | None = None):
+    """The server's tracing with the SDK as `OTEL_TRACES_EXPORTER` sets it up (a batch span
+    processor), its exporter dropping every span; `ratio`: sampled as by
+    `OTEL_TRACES_SAMPLER=parentbased_traceidratio` with that `OTEL_TRACES_SAMPLER_ARG`."""
+    from opentelemetry.sdk.trace import TracerProvider, sampling
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    from ann.serve.tracing import Tracing
+
+    class Drop(SpanExporter):
+        def export(self, spans) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    sampler = None if ratio is None else sampling.ParentBasedTraceIdRatio(ratio)
+    provider = TracerProvider(sampler=sampler)
+    provider.add_span_processor(BatchSpanProcessor(Drop()))
+    return Tracing(provider)
+
+
+def traces_summary(model: str, results: dict, levels: list[int], off: str, mode: str) -> str:
+    """Traces off (mode `off`, the same server untraced) vs on (`mode`) at each level: p95 and
+    throughput."""
+    parts = []
+    for c in levels:
+        was, on = results[(off, c)], results[(mode, c)]
+        p95 = on["p95_ms"] / was["p95_ms"] - 1
+        throughput = on["throughput"] / was["throughput"] - 1
+        parts.append(
+            f"c={c}: p95 {was['p95_ms']:.2f} -> {on['p95_ms']:.2f} ms ({p95:+.0%}), throughput "
+            f"{was['throughput']:.0f} -> {on['throughput']:.0f} req/s ({throughput:+.0%})"
+        )
+    return f"{model}: traces off -> {mode}: " + "; ".join(parts)
 
 
 def main(argv: list[str]) -> None:
@@ -413,6 +517,15 @@ def main(argv: list[str]) -> None:
             "batch-1": ["--max_batch_size=1", "--monitor=off"],  # queues every client (1024)
         }
     )
+    sink, traced = None, {}
+    if args.tracing:  # the dynamic server again, traces on (OTEL_* only): all, then 1% sampled
+        sink = OtlpSink()
+        ratio = {
+            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG": "0.01",
+        }
+        traced = {"traced": sink.env(), "traced1%": {**sink.env(), **ratio}}
+        modes.update({mode: [*dynamic, "--monitor=off"] for mode in traced})
     print(f"{os.cpu_count()} CPUs; server on core 0, load generator on core 1"
           if pinned(0) else "not pinned (taskset missing or 1 CPU)")  # fmt: skip
     summary = []
@@ -422,7 +535,7 @@ def main(argv: list[str]) -> None:
         results = {}
         for mode, extra in modes.items():
             port = free_port()
-            proc = serve(export_dir, port, extra)
+            proc = serve(export_dir, port, extra, traced.get(mode))
             try:
                 for c in levels:
                     before, cpu = metrics(port), cpu_seconds(proc.pid)
@@ -454,7 +567,7 @@ def main(argv: list[str]) -> None:
                     results[(mode, c)] = r
                     errors = sum(v for k, v in r["statuses"].items() if k != "200")
                     print(
-                        f"{model:7s} {mode:8s} c={c:3d} | {r['throughput']:8.0f} req/s | p50 "
+                        f"{model:7s} {mode:9s} c={c:3d} | {r['throughput']:8.0f} req/s | p50 "
                         f"{r['p50_ms']:6.2f} p95 {r['p95_ms']:6.2f} p99 {r['p99_ms']:6.2f} ms | "
                         f"server: queue {r['queue_ms']:5.2f} rest {r['server_rest_ms']:5.2f} ms "
                         f"cpu {r['server_cpu_ms']:5.3f} ms/req | batch {r['mean_batch']:5.1f} | "
@@ -466,6 +579,10 @@ def main(argv: list[str]) -> None:
                 proc.terminate()
                 proc.wait(60)
         top = max(levels)
+        if sink is not None:
+            off = "mon-off" if args.monitoring else "dynamic"
+            summary += [traces_summary(model, results, levels, off, mode) for mode in traced]
+            summary.append(f"{sink.spans} spans exported")
         if args.monitoring:
             on, off = results[("mon-on", top)], results[("mon-off", top)]
             summary.append(

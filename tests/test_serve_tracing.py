@@ -1,8 +1,8 @@
 """The server's OpenTelemetry traces, in-process against the SDK's in-memory exporter: a request
-span per request with decode, queue and encode children, one batch span per batch linked to its
-requests (compute under it), the HTTP conventions' attributes, the W3C traceparent honoured, no
-spans for the probes, a failing model marked ERROR; and the configuration from `OTEL_*`: a bad
-one warns once and the server serves (the CLI end to end: slow)."""
+span per request with queue and encode children, one batch span per batch linked to its requests
+(compute under it), the HTTP conventions' attributes, the W3C traceparent honoured (a caller's
+"not sampled" too), no spans for the probes, a failing model marked ERROR; and the configuration
+from `OTEL_*`: a bad one warns once and the server serves (the CLI end to end: slow)."""
 
 import asyncio
 import json
@@ -101,8 +101,8 @@ def test_spans_parents_links_and_attributes(exporter):
     )
     assert [status for status, _, _ in replies] == [200, 200, 200]
     spans = by_name(exporter.get_finished_spans())
-    assert sorted(spans) == ["POST /v2/models/{name}/infer", "batch", "compute", "decode",
-                             "encode", "queue"]  # fmt: skip
+    assert sorted(spans) == ["POST /v2/models/{name}/infer", "batch", "compute", "encode",
+                             "queue"]  # fmt: skip
     requests = spans["POST /v2/models/{name}/infer"]
     assert len(requests) == 3 and all(s.kind is SpanKind.SERVER for s in requests)
     for span in requests:
@@ -113,7 +113,7 @@ def test_spans_parents_links_and_attributes(exporter):
             "url.path": INFER, "http.response.status_code": 200, "ann.model.name": "m",
             "ann.model.version": "1"}  # fmt: skip
         assert span.status.status_code is StatusCode.UNSET
-        for child in ("decode", "queue", "encode"):  # each request has one of each, under it
+        for child in ("queue", "encode"):  # each request has one of each, under it
             [mine] = [s for s in spans[child] if s.parent.span_id == span.context.span_id]
             assert mine.context.trace_id == span.context.trace_id
     # The traceparent sent: that request's span continues the caller's trace.
@@ -132,7 +132,20 @@ def test_spans_parents_links_and_attributes(exporter):
     assert compute.parent.span_id == batch.context.span_id
     for queue in spans["queue"]:  # each request's wait links to the batch that ran it
         assert [link.context.span_id for link in queue.links] == [batch.context.span_id]
-    assert sorted(s.attributes["ann.request.rows"] for s in spans["decode"]) == [1, 2, 3]
+
+
+def test_requests_sampled_out_cost_no_children_and_no_batch(exporter):
+    unsampled = (f"00-{TRACE_ID}-{PARENT_ID}-00".encode(), None)  # the caller did not sample
+    serve(exporter.tracing, [infer(body(1), unsampled), infer(body(2))])
+    spans = by_name(exporter.get_finished_spans())  # the default sampler follows the caller
+    [kept] = spans.pop("POST /v2/models/{name}/infer")
+    [batch] = spans.pop("batch")
+    assert [link.context.span_id for link in batch.links] == [kept.context.span_id]
+    assert batch.attributes["ann.batch.requests"] == 2 and batch.attributes["ann.batch.size"] == 3
+    assert {n: len(s) for n, s in spans.items()} == {"queue": 1, "encode": 1, "compute": 1}
+    exporter.clear()
+    serve(exporter.tracing, [infer(body(1), unsampled), infer(body(1), unsampled)])
+    assert exporter.get_finished_spans() == ()
 
 
 def test_no_spans_for_probes_and_the_metrics_port(exporter):
@@ -242,8 +255,8 @@ def test_the_command_line_traces_by_otel_variables(digits_export):
         server.proc.terminate()
         printed = server.proc.communicate(timeout=60)[0].decode()
     names = re.findall(r'"name": "([^"]+)"', printed)
-    assert {"POST /v2/models/{name}/infer", "decode", "queue", "batch", "compute",
-            "encode"} <= set(names) and not any("health" in n for n in names)  # fmt: skip
+    assert {"POST /v2/models/{name}/infer", "queue", "batch", "compute", "encode"} <= set(names)
+    assert not any("health" in n for n in names)
     assert f'"trace_id": "0x{TRACE_ID}"' in printed and '"service.name": "digits-test"' in printed
     server = Server([f"--model={out}"], {"OTEL_TRACES_EXPORTER": "no_such_exporter"})
     try:

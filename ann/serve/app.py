@@ -34,7 +34,7 @@ says so. The HTTP layer refuses the rest before a request gets here: 408, 414, 4
 too many connections (ann/serve/http.py; limits in `Settings`).
 
 Traces (ann/serve/tracing.py, when `OTEL_*` turns them on): a SERVER span per request of every
-route but the probes (`Route.traced`), and an infer's decode, queue and encode spans under it.
+route but the probes (`Route.traced`), and an infer's queue and encode spans under it.
 """
 
 from __future__ import annotations
@@ -495,15 +495,11 @@ class App:
             if request.too_large is not None:
                 raise _body_too_large(self.settings.max_body_bytes, request.too_large)
             batcher = self.dataplane.admit(m)
-            decoding = time.perf_counter()
             decoded = protocol.decode_infer(
                 request.body, m.inputs, m.outputs, self.settings.max_batch_size,
                 request.header_length,
             )  # fmt: skip
-            traced = request.traced
-            if traced is not None:
-                traced.child("decode", decoding, {"ann.request.rows": decoded.rows})
-            future = self.dataplane.submit(batcher, decoded, traced)
+            future = self.dataplane.submit(batcher, decoded, request.traced)
         except ServeError as e:
             elapsed = time.perf_counter() - start
             m.observe_failure(elapsed)

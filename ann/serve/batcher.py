@@ -82,8 +82,9 @@ class _Pending:
 
 class BatchTracer(Protocol):
     """Traces batches (`tracing.BatchTrace`): `start` when one is formed from `members`, with
-    `rows` real rows padded to `bucket`, returning a token; `end` with that token once it has
-    run (`time.perf_counter()` readings around its compute; `error`: what the model raised)."""
+    `rows` real rows padded to `bucket`, returning a token (None: nothing to trace); `end` with
+    that token once it has run (`time.perf_counter()` readings around its compute; `error`:
+    what the model raised)."""
 
     def start(self, members: Sequence[_Pending], rows: int, bucket: int) -> Any: ...
 

@@ -20,7 +20,6 @@ Spans (tracer "ann.serve"), by the HTTP semantic conventions where they have a n
         http.request.method, http.route, url.path, url.scheme, network.protocol.version,
         http.response.status_code; error.type and status ERROR for 5xx (a 4xx is the client's
         error, not the server's); ann.model.name, ann.model.version when a model is addressed.
-      "decode"   the infer body decoded (ann.request.rows)
       "queue"    submitted until its batch started; linked to the batch's span
       "encode"   the reply encoded
     "batch"   one per batch, the root of its own trace, linked to the request span of each of its
@@ -29,9 +28,14 @@ Spans (tracer "ann.serve"), by the HTTP semantic conventions where they have a n
         compiled size it was padded to); status ERROR when the model failed.
       "compute"  the padded inputs assembled and the compiled model run
 
-The conventions have no names for a model or a batch, hence the `ann.` names. A sampler decides a
-batch span as a root (OTEL_TRACES_SAMPLER=parentbased_traceidratio samples batches at the same
-ratio, independently of their requests); sample at the collector to keep them together.
+The conventions have no names for a model or a batch, hence the `ann.` names. A span costs the
+SDK about 25 us of CPU (its attribute checks mostly), so the request's own steps of a few us
+(routing, decoding) get none. A request the sampler drops (`OTEL_TRACES_SAMPLER=
+parentbased_traceidratio`, `OTEL_TRACES_SAMPLER_ARG=0.01`) costs a non-recording span and no
+children, and a batch none of whose requests is sampled gets no span. The sampler decides a
+batch span as a root: with a ratio it keeps a batch at that ratio too, whatever its requests;
+sample everything (the default) and keep traces at the collector (tail sampling) to have the
+batch of every kept request.
 """
 
 from __future__ import annotations
@@ -158,21 +162,21 @@ class TracedRequest:
     """One request's SERVER span and its reply callback: calling it answers the request with
     `(status, body, headers)` and ends the span with the status."""
 
-    __slots__ = ("tracer", "span", "context", "_respond")
+    __slots__ = ("tracer", "span", "recording", "context", "_respond")
 
     def __init__(self, tracer: trace.Tracer, span: trace.Span, respond: Callable):
         self.tracer, self.span, self._respond = tracer, span, respond
+        self.recording = span.is_recording()  # False: sampled out, no children
         self.context = trace.set_span_in_context(span)  # the parent of its children
 
     def model(self, name: str, version: str) -> None:
-        self.span.set_attributes({"ann.model.name": name, "ann.model.version": version})
+        if self.recording:
+            self.span.set_attributes({"ann.model.name": name, "ann.model.version": version})
 
-    def child(self, name: str, start: float, attributes: dict[str, Any] | None = None) -> None:
+    def child(self, name: str, start: float) -> None:
         """A child span from `start` (a `time.perf_counter()` reading) until now."""
-        span = self.tracer.start_span(
-            name, context=self.context, start_time=epoch_ns(start), attributes=attributes
-        )
-        span.end()
+        if self.recording:
+            self.tracer.start_span(name, context=self.context, start_time=epoch_ns(start)).end()
 
     def __call__(self, status: int, body: bytes, headers: Any) -> None:
         span = self.span
@@ -195,10 +199,13 @@ class BatchTrace:
         self.tracer = tracer
         self.attributes = {"ann.model.name": name, "ann.model.version": version}
 
-    def start(self, members: Sequence[Any], rows: int, bucket: int) -> trace.Span:
+    def start(self, members: Sequence[Any], rows: int, bucket: int) -> trace.Span | None:
         """`members`: the batch's pending requests (`.trace`: a `TracedRequest` or None,
-        `.enqueued`: their `time.perf_counter()` at submit). Returns the batch's span."""
-        traced = [p for p in members if p.trace is not None]
+        `.enqueued`: their `time.perf_counter()` at submit). Returns the batch's span, None
+        when none of its requests is recorded (sampled out, or untraced)."""
+        traced = [p for p in members if p.trace is not None and p.trace.recording]
+        if not traced:
+            return None
         attributes = {
             **self.attributes,
             "ann.batch.size": rows,
