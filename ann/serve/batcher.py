@@ -227,9 +227,9 @@ class Batcher:
                 rows += item.rows
             if not batch:
                 continue
-            start = time.perf_counter()
             bucket = self._sizes[bisect.bisect_left(self._sizes, rows)]
             traced = None if self._trace is None else self._trace.start(batch, rows, bucket)
+            start = time.perf_counter()  # after the spans: tracing is no part of compute
             try:
                 outputs, assembled = await loop.run_in_executor(
                     self._executor, self._compute, batch, bucket

@@ -167,7 +167,7 @@ class TracedRequest:
     def __init__(self, tracer: trace.Tracer, span: trace.Span, respond: Callable):
         self.tracer, self.span, self._respond = tracer, span, respond
         self.recording = span.is_recording()  # False: sampled out, no children
-        self.context = trace.set_span_in_context(span)  # the parent of its children
+        self.context = trace.set_span_in_context(span) if self.recording else None
 
     def model(self, name: str, version: str) -> None:
         if self.recording:
@@ -213,8 +213,10 @@ class BatchTrace:
             "ann.batch.bucket": bucket,
         }
         links = [Link(p.trace.span.get_span_context()) for p in traced]
-        span = self.tracer.start_span("batch", context=_ROOT, links=links, attributes=attributes)
         now = time.time_ns()
+        span = self.tracer.start_span(
+            "batch", context=_ROOT, links=links, attributes=attributes, start_time=now
+        )
         to_batch = [Link(span.get_span_context())]
         for p in traced:
             waited = p.trace.tracer.start_span(
