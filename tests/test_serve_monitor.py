@@ -204,3 +204,51 @@ def test_the_feedback_store_is_bounded_and_says_why_a_label_is_not_joined():
     }  # fmt: skip
     assert store.realized(closed=0)["last"] is None  # window 0 still open
     assert json.dumps(store.realized(1))  # JSON-ready
+
+
+class OldExport:
+    """A model whose export predates reference samples (its manifest lists none)."""
+
+    name, directory = "old", "/nonexistent/old-export"
+    inputs = {"x": {"dtype": "float32", "shape": [-1, 3]}}
+    outputs = {
+        "probabilities": {"dtype": "float32", "shape": [-1, 2]},
+        "label": {"dtype": "int32", "shape": [-1], "names": ["no", "yes"]},
+    }
+    manifest = {"platforms": ["cpu"], "files": {}, "created": "2026-11-30T00:00:00Z"}
+
+
+def test_windows_close_by_time_and_an_old_export_says_drift_is_unavailable_once(caplog):
+    from ann.serve.metrics import Metrics
+    from ann.serve.monitoring import ModelMonitor
+
+    served = ServedModel("old", "1", OldExport(), "test")
+    settings = Settings(monitor_window_rows=1000, monitor_window_seconds=0.1)
+    monitor = ModelMonitor(served, settings, Metrics(8))
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0.5, 1.0, 250).astype(np.float32)
+    probabilities = np.stack([p, 1 - p], axis=1)
+    rows = [({"x": rng.normal(size=(1, 3)).astype(np.float32)},
+             {"probabilities": probabilities[i : i + 1], "label": np.zeros(1, np.int32)})
+            for i in range(250)]  # fmt: skip
+    for inputs, outputs in rows[:50]:
+        monitor.record(None, inputs, outputs, 1)
+    time.sleep(0.15)  # past --monitor_window_seconds, but 50 rows are fewer than 100
+    monitor.step()
+    assert monitor.report()["window"] is None and monitor.report()["open_window"]["rows"] == 50
+    for inputs, outputs in rows[50:150]:
+        monitor.record(None, inputs, outputs, 1)
+    monitor.step()  # 150 rows and old enough: closed by time, then handled
+    report = monitor.report()
+    assert report["window"]["rows"] == 150 and report["window"]["closed_by"] == "seconds"
+    assert report["drift"] is None and "no reference.safetensors" in report["drift_unavailable"]
+    assert report["predictions"]["shares"] == {"no": 1.0, "yes": 0.0}
+    assert report["accuracy"]["estimated"] == pytest.approx(p[:150].mean(), rel=1e-6)
+    assert 0 < report["model_age_seconds"]
+    for inputs, outputs in rows[150:]:
+        monitor.record(None, inputs, outputs, 1)
+    time.sleep(0.15)
+    monitor.step()
+    assert monitor.report()["window"]["index"] == 1
+    said = [r for r in caplog.records if "drift unavailable" in r.getMessage()]
+    assert len(said) == 1, said  # once, not once a window
