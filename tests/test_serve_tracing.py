@@ -121,6 +121,7 @@ def test_spans_parents_links_and_attributes(exporter):
     assert len(continued) == 1 and continued[0].parent.span_id == int(PARENT_ID, 16)
     assert continued[0].parent.is_remote and continued[0].context.trace_state.get("vendor") == "1"
     assert len({s.context.trace_id for s in requests}) == 3
+    assert [s.attributes.get("ann.request.id") for s in requests].count("two") == 1
     # One batch of the three, a trace of its own, linked to each request; compute under it.
     [batch], [compute] = spans["batch"], spans["compute"]
     assert batch.parent is None

@@ -499,6 +499,8 @@ class App:
                 request.body, m.inputs, m.outputs, self.settings.max_batch_size,
                 request.header_length,
             )  # fmt: skip
+            if request.traced is not None and decoded.id is not None:
+                request.traced.attribute("ann.request.id", decoded.id)  # the feedback join key
             future = self.dataplane.submit(batcher, decoded, request.traced)
         except ServeError as e:
             elapsed = time.perf_counter() - start

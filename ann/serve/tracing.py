@@ -19,7 +19,8 @@ Spans (tracer "ann.serve"), by the HTTP semantic conventions where they have a n
         metrics port; parent: the request's W3C `traceparent` (and `tracestate`) when sent.
         http.request.method, http.route, url.path, url.scheme, network.protocol.version,
         http.response.status_code; error.type and status ERROR for 5xx (a 4xx is the client's
-        error, not the server's); ann.model.name, ann.model.version when a model is addressed.
+        error, not the server's); ann.model.name, ann.model.version when a model is addressed;
+        ann.request.id: an infer's v2 `id` when it has one (the key feedback joins labels on).
       "queue"    submitted until its batch started; linked to the batch's span
       "encode"   the reply encoded
     "batch"   one per batch, the root of its own trace, linked to the request span of each of its
@@ -172,6 +173,10 @@ class TracedRequest:
     def model(self, name: str, version: str) -> None:
         if self.recording:
             self.span.set_attributes({"ann.model.name": name, "ann.model.version": version})
+
+    def attribute(self, key: str, value: Any) -> None:
+        if self.recording:
+            self.span.set_attribute(key, value)
 
     def child(self, name: str, start: float) -> None:
         """A child span from `start` (a `time.perf_counter()` reading) until now."""
