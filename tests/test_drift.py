@@ -114,6 +114,24 @@ def test_dataset_drift_at_half_the_features_and_features_named_by_position():
     assert {f.method for f in ref.detect({"x": cur}, {}, method="psi").features} == {"psi"}
 
 
+def test_histograms_put_reference_and_traffic_on_the_same_bins():
+    spec = {"x": {"dtype": "float32", "shape": [-1, 2]}}
+    train = np.stack([np.arange(100.0), np.full(100, 7.0)], axis=1)  # x[1] constant
+    ref = Reference({"x": train}, {}, spec, {})
+    cur = np.stack([np.arange(100.0) + 100, np.r_[np.full(99, 7.0), np.nan]], axis=1)
+    hist = ref.histograms({"x": cur}, ["x[0]", "x[1]"])
+    edges, r, c = hist["x[0]"]
+    np.testing.assert_allclose(edges, np.linspace(0, 199, 11))  # the range of both
+    np.testing.assert_allclose(r, [0.2] * 5 + [0] * 5, atol=0.011)
+    np.testing.assert_allclose(c, [0] * 5 + [0.2] * 5, atol=0.011)
+    edges, r, c = hist["x[1]"]  # constant: NumPy's value +- 0.5; the NaN dropped
+    assert (edges[0], edges[-1]) == (6.5, 7.5) and r.sum() == c.sum() == 1 and r[5] == c[5] == 1
+    with pytest.raises(
+        ValueError, match=r"no input feature 'x\[2\]' in the reference; .* \('x\[0\]'"
+    ):
+        ref.histograms({"x": cur}, ["x[2]"])
+
+
 def test_large_inputs_are_projected_to_32_fixed_features():
     spec = {"image": {"dtype": "uint8", "shape": [-1, 32, 32, 3]}}
     x = np.random.default_rng(0).integers(0, 255, size=(5, 32, 32, 3), dtype=np.uint8)

@@ -242,7 +242,11 @@ def test_drift_and_accuracy_tickets_wait_for_their_for_and_cool_off(rendered, tm
 
 
 def _expressions(model: dict) -> list[tuple[str, str]]:
-    return [(p["title"], t["expr"]) for p in model["panels"] for t in p.get("targets", [])] + [
+    """(where, PromQL) of every Prometheus target and query variable (not the Tempo ones)."""
+    targets = [(p["title"], t) for p in model["panels"] for t in p.get("targets", [])]
+    prometheus = [(w, t["expr"]) for w, t in targets if t["datasource"]["type"] == "prometheus"]
+    assert len(prometheus) == len([t for _, t in targets if "expr" in t]) >= 20
+    return prometheus + [
         (v["name"], v["definition"]) for v in model["templating"]["list"] if "definition" in v
     ]
 
@@ -251,7 +255,15 @@ def test_the_dashboard_is_an_importable_model_of_three_views(rendered):
     model = json.loads((rendered / cli_main.DASHBOARD_FILE).read_text())
     assert model["uid"] and model["title"] and model["schemaVersion"] >= 36
     variables = {v["name"]: v["type"] for v in model["templating"]["list"]}
-    assert variables == {"datasource": "datasource", "model": "query", "version": "query"}
+    assert variables == {
+        "datasource": "datasource",
+        "model": "query",
+        "version": "query",
+        "feature": "query",
+        "traces": "datasource",
+        "service": "textbox",
+        "latency_threshold": "textbox",
+    }
     rows = [p["title"] for p in model["panels"] if p["type"] == "row"]
     assert rows == ["Executive", "On-call", "Debug"]
     ids = [p["id"] for p in model["panels"]]
@@ -266,7 +278,9 @@ def test_the_dashboard_is_an_importable_model_of_three_views(rendered):
                 assert cell not in cells, f"{p['title']} overlaps another panel"
                 cells.add(cell)
         if p["type"] != "row":
-            assert p["targets"] and p["datasource"]["uid"] == "${datasource}", p["title"]
+            uid = {"prometheus": "${datasource}", "tempo": "${traces}"}[p["datasource"]["type"]]
+            assert p["targets"] and p["datasource"]["uid"] == uid, p["title"]
+            assert all(t["datasource"] == p["datasource"] for t in p["targets"]), p["title"]
     titles = " | ".join(p["title"] for p in model["panels"])
     for view in (
         "Accuracy",
@@ -281,8 +295,55 @@ def test_the_dashboard_is_an_importable_model_of_three_views(rendered):
         "Predicted-class shares",
         "Confidence",
         "Batch size",
+        "Input histogram",
+        "Slow requests",
     ):
         assert view in titles, view
+
+
+def test_input_histograms_compare_current_and_reference_per_selected_feature(rendered):
+    model = json.loads((rendered / cli_main.DASHBOARD_FILE).read_text())
+    [panel] = [p for p in model["panels"] if p["title"].startswith("Input histogram")]
+    assert panel["type"] == "barchart" and panel["repeat"] == "feature"
+    [target] = panel["targets"]
+    assert target["instant"] and target["format"] == "table"
+    # =~: Grafana regex-escapes a multi-value variable (feature names hold "[", "]").
+    want = 'ann_feature_bin_share{model=~"$model",version=~"$version",feature=~"$feature"}'
+    assert target["expr"] == want
+    grouping = next(t for t in panel["transformations"] if t["id"] == "groupingToMatrix")
+    matrix = {"rowField": "bin", "columnField": "source", "valueField": "Value"}
+    assert grouping["options"] == matrix
+    assert panel["options"]["xField"] == "bin\\source"  # groupingToMatrix's first column
+    [feature] = [v for v in model["templating"]["list"] if v["name"] == "feature"]
+    assert feature["definition"].startswith("label_values(ann_feature_bin_share{")
+
+
+def test_slow_requests_are_a_traceql_search_the_latency_panels_link_to(rendered):
+    from ann.serve import tracing
+
+    model = json.loads((rendered / cli_main.DASHBOARD_FILE).read_text())
+    variables = {v["name"]: v for v in model["templating"]["list"]}
+    assert variables["traces"]["query"] == "tempo"
+    assert variables["service"]["current"]["value"] == tracing.SERVICE_NAME == "ann-serve"
+    assert variables["latency_threshold"]["current"]["value"] == "200"  # the SLO's, in ms
+    [panel] = [p for p in model["panels"] if p["title"].startswith("Slow requests")]
+    [target] = panel["targets"]
+    assert target["datasource"] == {"type": "tempo", "uid": "${traces}"}
+    assert target["queryType"] == "traceql" and target["tableType"] == "traces"
+    query = target["query"]
+    assert query.startswith("{ ") and query.endswith(" }")  # one spanset
+    conditions = [c.strip() for c in query[2:-2].split("&&")]
+    assert conditions == [
+        'resource.service.name = "$service"',
+        "kind = server",  # the request spans, not their children or the batches
+        'span.ann.model.name =~ "$model"',
+        "duration > ${latency_threshold}ms",
+    ]
+    linked = {p["title"] for p in model["panels"] if p.get("links")}
+    assert linked == {"Latency p95 (successful infers)", "Queue wait and compute (p95)"}
+    for p in model["panels"]:
+        for link in p.get("links", []):
+            assert f"/d/{model['uid']}/?viewPanel={panel['id']}&" in link["url"]
 
 
 def test_every_dashboard_and_rule_expression_reads_series_that_exist(rendered):
@@ -351,7 +412,8 @@ def test_every_dashboard_expression_is_promql(rendered, tmp_path):
     # each expression as a recording rule's.
     model = json.loads((rendered / cli_main.DASHBOARD_FILE).read_text())
     exprs = [e for where, e in _expressions(model) if not e.startswith("label_values(")]
-    for name, value in (("$__rate_interval", "5m"), ("$model", ".+"), ("$version", ".+")):
+    variables = ("$__rate_interval", "5m"), ("$model", ".+"), ("$version", ".+")
+    for name, value in (*variables, ("$feature", ".+")):
         exprs = [e.replace(name, value) for e in exprs]
     records = [{"record": f"dashboard:check_{i}:expr", "expr": e} for i, e in enumerate(exprs)]
     path = tmp_path / "dashboard-rules.yaml"

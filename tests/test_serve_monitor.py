@@ -71,6 +71,30 @@ def metric(text, name, **labels):
     raise AssertionError(f"{name} {labels} not in /metrics")
 
 
+def _samples(text, name, model):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return [
+        s.labels | {"value": s.value}
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == name and s.labels.get("model") == model
+    ]
+
+
+def drift_scores(text, model):
+    """(feature, method) of every ann_drift_score sample of `model`."""
+    return [(s["feature"], s["method"]) for s in _samples(text, "ann_drift_score", model)]
+
+
+def bin_shares(text, model):
+    """ann_feature_bin_share of `model`: feature -> source -> bin -> share."""
+    out = {}
+    for s in _samples(text, "ann_feature_bin_share", model):
+        out.setdefault(s["feature"], {}).setdefault(s["source"], {})[s["bin"]] = s["value"]
+    return out
+
+
 def test_feedback_joins_give_offline_accuracy_and_gauges_appear(monitored):
     server, model, path = monitored
     port = server.port
@@ -160,6 +184,22 @@ def test_designed_shift_is_detected_within_one_window(monitored):
     text = request(port, "GET", "/metrics")[2]
     assert metric(text, "ann_drift_detected", model=model.name) == 1
     assert metric(text, "ann_drift_share", model=model.name) >= 0.5
+    # The top features' histograms, current beside reference on the same bins.
+    bins = bin_shares(text, model.name)
+    scored = {f for f, _ in drift_scores(text, model.name)} - {"multivariate"}
+    assert set(bins) == {f for f in scored if not f.startswith("output:")}
+    assert len(bins) == 10
+    for feature, sources in bins.items():
+        assert set(sources) == {"reference", "current"}, feature
+        assert list(sources["reference"]) == list(sources["current"]), feature  # same bins
+        lows = [float(b.split("[")[1].split(",")[0]) for b in sorted(sources["current"])]
+        assert len(lows) == 10 and lows == sorted(lows), feature  # text order is bin order
+        for shares in sources.values():
+            assert sum(shares.values()) == pytest.approx(1.0)
+    moved = max(
+        sum(abs(s["current"][b] - s["reference"][b]) for b in s["current"]) for s in bins.values()
+    )
+    assert moved > 0.5, bins  # brightened pixels: mass moved to the upper bins
 
 
 def test_ann_monitor_feedback_sends_a_labels_file(monitored, tmp_path):

@@ -208,6 +208,23 @@ def test_configuration_from_the_environment(monkeypatch, caplog):
     assert caplog.records == []
 
 
+@pytest.mark.parametrize(
+    "env, name",
+    [
+        ({}, "ann-serve"),
+        ({"OTEL_SERVICE_NAME": " "}, "ann-serve"),
+        ({"OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=prod"}, "ann-serve"),
+        ({"OTEL_SERVICE_NAME": "digits"}, "digits"),
+        ({"OTEL_RESOURCE_ATTRIBUTES": "team=ml, service.name=digits"}, None),
+    ],
+)
+def test_the_service_is_named_ann_serve_unless_the_variables_name_one(env, name):
+    # The rendered dashboard's slow-request panel looks for service.name = ann-serve.
+    environ = dict(env)
+    tracing.default_service_name(environ)
+    assert environ.get("OTEL_SERVICE_NAME") == name  # None: the attributes name it
+
+
 def bad(monkeypatch, caplog, **env):
     """`from_environment` with `env`: off, and the one warning it logged."""
     monkeypatch.setattr(tracing.trace, "get_tracer_provider", tracing.trace.ProxyTracerProvider)

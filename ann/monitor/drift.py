@@ -68,6 +68,7 @@ BINARY = 2
 BIN_VALUES = 20  # reference distinct values > this: Sturges' bins for JS and PSI
 WASSERSTEIN_STD_FLOOR = 0.001
 MMD_ROWS = 1_000
+HISTOGRAM_BINS = 10  # bins of `histogram` (the dashboard's input histograms)
 MMD_PERMUTATIONS = 200
 METHODS = ("auto", "psi", "ks", "wasserstein", "jensenshannon")
 
@@ -215,6 +216,23 @@ def psi(ref: np.ndarray, cur: np.ndarray) -> tuple[float, float | None, float, b
     return score, None, DISTANCE, score >= DISTANCE
 
 
+def histogram(
+    ref: np.ndarray, cur: np.ndarray, bins: int = HISTOGRAM_BINS
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Reference and current on the same bins, to be read side by side (not a drift test):
+    (edges float64 [bins + 1], reference shares [bins], current shares [bins]). `bins` equal
+    bins over the range of both together (`np.histogram_bin_edges`; a constant feature gets
+    NumPy's range of value +- 0.5), the last bin closed; non-finite values dropped, so a side
+    left empty has shares of 0. Raises ValueError when both sides are empty."""
+    ref, cur = ref[np.isfinite(ref)], cur[np.isfinite(cur)]
+    both = np.concatenate([ref, cur])
+    if not len(both):
+        raise ValueError("histogram: no finite value in the reference or the current rows")
+    edges = np.histogram_bin_edges(both, bins=bins)
+    shares = [np.histogram(x, edges)[0] / max(len(x), 1) for x in (ref, cur)]
+    return edges, shares[0], shares[1]
+
+
 TESTS: dict[str, Callable[[np.ndarray, np.ndarray], tuple[float, float | None, float, bool]]] = {
     "ks": ks,
     "chisquare": chisquare,
@@ -299,6 +317,33 @@ class Reference:
             )
         return cls(sample["inputs"], sample["outputs"], model.inputs, model.outputs)
 
+    def current_features(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Traffic as the reference's features (`feature_matrix`): float64 [rows, F], columns in
+        the order of `self.names`. Raises ValueError for inputs that do not match the spec."""
+        return feature_matrix(inputs, self.input_spec)[0]
+
+    def histograms(
+        self, inputs: Mapping[str, np.ndarray], features: list[str], bins: int = HISTOGRAM_BINS
+    ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """`histogram` of each named input feature of the reference and of `inputs` (a window
+        of traffic, as `detect` takes it): feature -> (edges, reference shares, current shares).
+        Features without a finite value on either side are left out; raises ValueError naming
+        a feature the reference does not have."""
+        columns = {name: i for i, name in enumerate(self.names)}
+        missing = [f for f in features if f not in columns]
+        if missing:
+            raise ValueError(
+                f"histograms: no input feature {missing[0]!r} in the reference; features are "
+                f"named as Reference.names ({self.names[0]!r}, ...)"
+            )
+        current = self.current_features(inputs)
+        out = {}
+        for name in features:
+            ref, cur = self.features[:, columns[name]], current[:, columns[name]]
+            if np.isfinite(ref).any() or np.isfinite(cur).any():
+                out[name] = histogram(ref, cur, bins)
+        return out
+
     def detect(
         self,
         inputs: Mapping[str, np.ndarray],
@@ -314,7 +359,7 @@ class Reference:
         inputs that do not match the signature, or fewer than 2 rows."""
         if method not in METHODS:
             raise ValueError(f"method={method!r} must be one of {', '.join(METHODS)}")
-        current, _ = feature_matrix(inputs, self.input_spec)
+        current = self.current_features(inputs)
         rows = current.shape[0]
         if rows < 2:
             raise ValueError(f"a drift test needs at least 2 rows of traffic, got {rows}")

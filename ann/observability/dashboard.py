@@ -3,17 +3,23 @@
 through the HTTP API wrapped as `{"dashboard": ..., "overwrite": true}`.
 
 Variables: `datasource` (any Prometheus data source), `model` and `version` (from
-`ann_model_info`; "All" matches every non-empty name). Three rows, the three usual audiences:
+`ann_model_info`; "All" matches every non-empty name), `feature` (the top drifted input
+features, from `ann_feature_bin_share`), `traces` (any Tempo data source), `service` (the
+traces' service.name, default ann/serve/tracing.py's "ann-serve") and `latency_threshold`
+(ms, default the latency SLO). Three rows, the three usual audiences:
 
 - Executive: accuracy trend (realized on labelled predictions, and the CBPE estimate), model
   age per served version, drift state, firing ann alerts.
 - On-call: p95 latency against the SLO threshold, 5xx share, SLO burn rate, traffic per
   version, queue depth, saturation (compute seconds per second), refusals by reason.
-- Debug: drift score per feature, predicted-class shares, the confidence histogram, queue wait
-  and compute time, batch sizes and padding, monitoring windows and label feedback.
+- Debug: drift score per feature, predicted-class shares, input histograms (per selected
+  feature, the last window beside the export's reference on the same bins), the confidence
+  histogram, queue wait and compute time, batch sizes and padding, monitoring windows and
+  label feedback, and the slow requests' traces (a TraceQL search on Tempo; the latency panels
+  link to it).
 
-Every expression reads the `ann_*` series of ann/serve/metrics.py, the recording rules of
-ann/observability/rules.py (`ann:*`) or Prometheus's own `ALERTS`.
+Every Prometheus expression reads the `ann_*` series of ann/serve/metrics.py, the recording
+rules of ann/observability/rules.py (`ann:*`) or Prometheus's own `ALERTS`.
 """
 
 from __future__ import annotations
@@ -21,8 +27,14 @@ from __future__ import annotations
 from typing import Any
 
 from ann.observability.rules import Settings
+from ann.serve.tracing import SERVICE_NAME
 
+UID = "ann-served-models"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+TRACES = {"type": "tempo", "uid": "${traces}"}
+SLOW_REQUESTS = "Slow requests (traces over the latency threshold)"
+# Panels whose title starts so link to SLOW_REQUESTS.
+LATENCY_PANELS = ("Latency p95", "Queue wait and compute")
 SEL = 'model=~"$model",version=~"$version"'
 RATE = "$__rate_interval"
 ROW_WIDTH = 24
@@ -215,6 +227,7 @@ def debug() -> list[dict[str, Any]]:
             width=12,
             stacking={"mode": "normal"},
         ),
+        input_histograms(),
         panel(
             "Confidence (top-class probability) histogram",
             [(f"sum by (le) (increase(ann_confidence_bucket{{{SEL}}}[{RATE}]))", "{{le}}")],
@@ -255,7 +268,85 @@ def debug() -> list[dict[str, Any]]:
             ],
             width=24,
         ),
+        slow_requests(),
     ]
+
+
+def input_histograms() -> dict[str, Any]:
+    """A bar chart per feature of the `feature` variable (repeated across the row): the last
+    window's share of rows per bin beside the reference's, on the same bins
+    (`ann_feature_bin_share`, an instant query as a table; the bins sorted by their label,
+    whose ordinal prefix is the bin order, then one column per source)."""
+    histogram = panel(
+        "Input histogram: $feature (reference vs last window)",
+        [(f'ann_feature_bin_share{{{SEL},feature=~"$feature"}}', "{{source}}")],
+        kind="barchart",
+        unit="percentunit",
+        width=ROW_WIDTH,  # Grafana splits the row among the repeats (maxPerRow per row)
+        description="Top 10 drifted input features of the last window (the `feature` "
+        "variable; its All repeats the panel per feature). Bars: share of rows per bin, "
+        "10 equal bins over both ranges. Pick one model and version: bins differ per version.",
+        xField="bin\\source",
+        orientation="vertical",
+        showValue="never",
+        legend={"displayMode": "list", "placement": "bottom", "showLegend": True},
+    )
+    histogram["targets"][0].update({"instant": True, "range": False, "format": "table"})
+    histogram["transformations"] = [
+        {"id": "sortBy", "options": {"sort": [{"field": "bin"}]}},
+        {
+            "id": "groupingToMatrix",
+            "options": {"rowField": "bin", "columnField": "source", "valueField": "Value"},
+        },
+    ]
+    histogram.update({"repeat": "feature", "repeatDirection": "h", "maxPerRow": 4})
+    return histogram
+
+
+def slow_query() -> str:
+    """TraceQL: the SERVER spans (one per request, ann/serve/tracing.py) of the `service`
+    variable's service and the selected models slower than `latency_threshold` ms."""
+    return (
+        '{ resource.service.name = "$service" && kind = server && '
+        'span.ann.model.name =~ "$model" && duration > ${latency_threshold}ms }'
+    )
+
+
+def slow_requests() -> dict[str, Any]:
+    """The slowest requests' traces: a table of a TraceQL search on the `traces` (Tempo) data
+    source (Grafana's Tempo query model: queryType traceql, tableType traces)."""
+    return {
+        "type": "table",
+        "title": SLOW_REQUESTS,
+        "description": "Infer requests slower than the latency_threshold variable (ms; default "
+        "the latency SLO), from the traces the server emits (OTEL_TRACES_EXPORTER, service "
+        f"name OTEL_SERVICE_NAME, default {SERVICE_NAME}). Open a trace to see its queue "
+        "wait, decode, encode and the linked batch's compute.",
+        "datasource": TRACES,
+        "gridPos": {"h": 10, "w": ROW_WIDTH, "x": 0, "y": 0},
+        "targets": [
+            {
+                "refId": "A",
+                "datasource": TRACES,
+                "queryType": "traceql",
+                "query": slow_query(),
+                "limit": 20,
+                "tableType": "traces",
+            }
+        ],
+        "fieldConfig": {"defaults": {}, "overrides": []},
+        "options": {"showHeader": True, "sortBy": [{"displayName": "Duration", "desc": True}]},
+    }
+
+
+def link_latency_to_traces(panels: list[dict[str, Any]]) -> None:
+    """Adds a link to the slow-requests panel (opened alone, same time range and variables)
+    to the latency panels (LATENCY_PANELS)."""
+    target = next(p["id"] for p in panels if p["title"] == SLOW_REQUESTS)
+    url = f"/d/{UID}/?viewPanel={target}&${{__url_time_range}}&${{__all_variables}}"
+    for p in panels:
+        if p["title"].startswith(LATENCY_PANELS):
+            p["links"] = [{"title": "Slow-request traces", "url": url}]
 
 
 def layout(rows: list[tuple[str, list[dict[str, Any]]]]) -> list[dict[str, Any]]:
@@ -273,15 +364,16 @@ def layout(rows: list[tuple[str, list[dict[str, Any]]]]) -> list[dict[str, Any]]
                 "panels": [],
             }
         )
-        y, x = y + 1, 0
+        y, x, line = y + 1, 0, 0  # line: the height of the current line of panels
         for member in members:
             pos = member["gridPos"]
             if x + pos["w"] > ROW_WIDTH:
-                y, x = y + pos["h"], 0
+                y, x, line = y + line, 0, 0
             pos["x"], pos["y"] = x, y
             x += pos["w"]
+            line = max(line, pos["h"])
             panels.append(member)
-        y += 8
+        y += line
     for i, p in enumerate(panels, start=1):
         p["id"] = i
     return panels
@@ -306,6 +398,20 @@ def _variable(name: str, query: str, label: str) -> dict[str, Any]:
     }
 
 
+def _textbox(name: str, value: str, label: str) -> dict[str, Any]:
+    """A free-text variable holding `value` until the user types another."""
+    current = {"text": value, "value": value}
+    return {
+        "name": name,
+        "label": label,
+        "type": "textbox",
+        "query": value,
+        "current": current,
+        "options": [{**current, "selected": True}],
+        "hide": 0,
+    }
+
+
 def dashboard(settings: Settings) -> dict[str, Any]:
     """The dashboard JSON model (a dict for json.dump)."""
     templating = [
@@ -320,14 +426,32 @@ def dashboard(settings: Settings) -> dict[str, Any]:
         },
         _variable("model", "label_values(ann_model_info, model)", "Model"),
         _variable("version", 'label_values(ann_model_info{model=~"$model"}, version)', "Version"),
+        _variable(
+            "feature",
+            f"label_values(ann_feature_bin_share{{{SEL}}}, feature)",
+            "Feature (input histograms)",
+        ),
+        {
+            "name": "traces",
+            "label": "Traces data source",
+            "type": "datasource",
+            "query": "tempo",
+            "current": {},
+            "options": [],
+            "hide": 0,
+        },
+        _textbox("service", SERVICE_NAME, "Service (traces)"),
+        _textbox("latency_threshold", f"{settings.latency_p95_ms:g}", "Slow request (ms)"),
     ]
     rows = [
         ("Executive", executive(settings)),
         ("On-call", oncall(settings)),
         ("Debug", debug()),
     ]
+    panels = layout(rows)
+    link_latency_to_traces(panels)
     return {
-        "uid": "ann-served-models",
+        "uid": UID,
         "title": "ann: served models",
         "description": "Rendered by `ann observability render`; do not edit by hand.",
         "tags": ["ann", "serving", "slo"],
@@ -339,5 +463,5 @@ def dashboard(settings: Settings) -> dict[str, Any]:
         "time": {"from": "now-6h", "to": "now"},
         "templating": {"list": templating},
         "annotations": {"list": []},
-        "panels": layout(rows),
+        "panels": panels,
     }

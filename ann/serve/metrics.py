@@ -23,6 +23,7 @@ Monitoring (`--monitor=on`, the default; ann/serve/monitoring.py; all labelled m
 | name | type | extra labels | what |
 |---|---|---|---|
 | `ann_drift_score` | gauge | feature, method | last window: top 10 features, `output:NAME`, ... |
+| `ann_feature_bin_share` | gauge | feature, bin, source | input histograms, see below |
 | `ann_drift_share` | gauge | | share of input features that drifted in the last window |
 | `ann_drift_detected` | gauge | | 1 when the last window's dataset drift was detected |
 | `ann_drift_windows_total` | counter | | windows completed |
@@ -37,6 +38,14 @@ Monitoring (`--monitor=on`, the default; ann/serve/monitoring.py; all labelled m
 
 `ann_drift_score`'s features: the top 10 input features by score, `output:NAME` for each output,
 and `multivariate` (method mmd) when that test is on.
+
+`ann_feature_bin_share`: for the same top 10 input features of the last window, the share of
+rows in each of 10 equal bins over the range of the reference and the window together
+(`ann.monitor.drift.histogram`), `source="reference"` (the export's reference sample) and
+`source="current"` (the window), on the same bins; each side sums to 1 per feature. `bin` is
+the bin's ordinal and range, `"01 [0, 1.6)"` .. `"10 [14.4, 16]"`: the ordinal keeps the bins
+in order where Grafana sorts by text. At most 10 features x 10 bins x 2 sources = 200 series
+per model version; a feature that leaves the top 10 loses its series.
 
 Batch phases: `input` assembling the padded batch, `infer` the model run, `output` splitting the
 outputs back into requests (`ann_compute_seconds` is input + infer).
@@ -203,6 +212,13 @@ class Metrics:
             "ann_drift_score",
             "Drift score of the last window: top features, outputs, multivariate.",
             (*mv, "feature", "method"),
+            registry=r,
+        )
+        self.feature_bin_share = Gauge(
+            "ann_feature_bin_share",
+            "Share of rows per bin of a top drifted input feature, last window (source=current) "
+            "and the export's reference sample (source=reference), on the same bins.",
+            (*mv, "feature", "bin", "source"),
             registry=r,
         )
         self.drift_share = Gauge(

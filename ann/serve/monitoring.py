@@ -8,10 +8,11 @@ copied, tested or encoded there. One background thread (`Monitoring`, niceness 1
 allows: serving comes first on a busy core) drains the queues every `TICK_SECONDS` (1 s) and
 handles each closed window: predicted-class shares, the confidence histogram and the CBPE-style
 estimate for every window, and drift by the export's reference sample
-(`ann.monitor.drift.Reference.from_model(model).detect`, Evidently's defaults) for the latest
-window closed in that tick (windows that close faster than one a second are counted in
-`skipped_windows`, not drift-tested: at most one test a second per model, about 20 ms of CPU for
-the digits' 64 features and 1,000 rows). It sets the gauges (ann/serve/metrics.py) and keeps
+(`ann.monitor.drift.Reference.from_model(model).detect`, Evidently's defaults), with the top
+drifted features' histograms beside the reference's on the same bins (`Reference.histograms`,
+for the dashboard), for the latest window closed in that tick (windows that close faster than
+one a second are counted in `skipped_windows`, not drift-tested: at most one test a second per
+model, about 20 ms of CPU for the digits' 64 features and 1,000 rows). It sets the gauges (ann/serve/metrics.py) and keeps
 the results for `GET .../monitor`. Importing the tests and reading the reference (a second of
 CPU) happen while the model compiles, before it is ready (`prepare`).
 
@@ -63,7 +64,7 @@ TICK_SECONDS = 1.0  # how often the thread looks for closed windows (drift-tests
 MAX_WINDOW_BYTES = 64 << 20  # rows a window keeps: a uniform sample beyond 64 MiB
 NICE = 19  # the thread's niceness: it yields to serving on a busy core
 MIN_ROWS = 100  # a window closed by time holds at least min(MIN_ROWS, window rows) rows
-TOP_FEATURES = 10  # features exported in ann_drift_score
+TOP_FEATURES = 10  # features exported in ann_drift_score and ann_feature_bin_share
 ESTIMATE_ASSUMPTIONS = (
     "expected accuracy = mean top-class probability (CBPE); assumes calibrated probabilities "
     "and no concept drift (only the inputs moved); optimistic otherwise"
@@ -100,6 +101,17 @@ def created_time(manifest: dict[str, Any]) -> float | None:
         return float(calendar.timegm(time.strptime(created, "%Y-%m-%dT%H:%M:%SZ")))
     except (TypeError, ValueError):
         return None
+
+
+def bin_names(edges: np.ndarray) -> list[str]:
+    """The `bin` labels of ann_feature_bin_share for bin edges [bins + 1]: ordinal (2 digits,
+    so text order is bin order) and range, half-open but the last, e.g. `"01 [0, 1.6)"`,
+    `"10 [14.4, 16]"` (4 significant digits)."""
+    last = len(edges) - 2
+    return [
+        f"{i + 1:02d} [{lo:.4g}, {hi:.4g}{']' if i == last else ')'}"
+        for i, (lo, hi) in enumerate(zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True))
+    ]
 
 
 class ModelMonitor:
@@ -139,6 +151,7 @@ class ModelMonitor:
         self.drift_unavailable: str | None = None
         self._reference_tried = False
         self._drift_labels: set[tuple[str, str]] = set()
+        self._bin_labels: set[tuple[str, str, str]] = set()
         self._metrics = metrics
         self._bind(metrics, served.name, served.version)
 
@@ -323,6 +336,8 @@ class ModelMonitor:
             return None
         result = self.reference.detect(inputs, outputs)
         self._set_drift(result)
+        top = [f.feature for f in result.top(TOP_FEATURES)]
+        self._set_histograms(self.reference.histograms(inputs, top))
         return result.to_json()
 
     def _set_drift(self, result: Any) -> None:
@@ -345,6 +360,23 @@ class ModelMonitor:
         self._drift_labels = labels
         m.drift_share.labels(*mv).set(result.share)
         m.drift_detected.labels(*mv).set(1 if result.detected else 0)
+
+    def _set_histograms(self, histograms: dict[str, tuple]) -> None:
+        """ann_feature_bin_share: reference and current shares per bin of the top features
+        (`Reference.histograms`); series of features no longer in the top are removed."""
+        gauge, mv = self._metrics.feature_bin_share, (self.served.name, self.served.version)
+        labels = set()
+        for feature, (edges, reference, current) in histograms.items():
+            for i, name in enumerate(bin_names(edges)):
+                for source, shares in (("reference", reference), ("current", current)):
+                    gauge.labels(*mv, feature, name, source).set(float(shares[i]))
+                    labels.add((feature, name, source))
+        for stale in self._bin_labels - labels:
+            try:
+                gauge.remove(*mv, *stale)
+            except KeyError:
+                pass
+        self._bin_labels = labels
 
     # -- GET .../monitor -----------------------------------------------------------------------
 
@@ -388,8 +420,8 @@ class ModelMonitor:
     def forget(self) -> None:
         """Removes this version's monitoring series (the model was unloaded)."""
         m, mv = self._metrics, (self.served.name, self.served.version)
-        for metric in (m.drift_score, m.prediction_share, m.realized_accuracy,
-                       m.feedback_unmatched):  # fmt: skip
+        for metric in (m.drift_score, m.feature_bin_share, m.prediction_share,
+                       m.realized_accuracy, m.feedback_unmatched):  # fmt: skip
             for labels in list(metric._metrics):  # prometheus_client keeps children there
                 if labels[:2] == mv:
                     metric.remove(*labels)

@@ -7,11 +7,15 @@ ann serve ...`, or a program embedding the server). Off, the server makes no spa
 SDK's own code (`opentelemetry.sdk._configuration`, which `opentelemetry-instrument` and
 `opentelemetry-distro` run too): exporters (`OTEL_TRACES_EXPORTER`, `OTEL_EXPORTER_OTLP_*`),
 sampler (`OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG`), resource (`OTEL_SERVICE_NAME`,
-`OTEL_RESOURCE_ATTRIBUTES`), batching (`OTEL_BSP_*`), span limits, `OTEL_SDK_DISABLED`. The one
-default ann adds: `ann[otel]` installs the OTLP exporter over HTTP, so without
+`OTEL_RESOURCE_ATTRIBUTES`), batching (`OTEL_BSP_*`), span limits, `OTEL_SDK_DISABLED`. The
+defaults ann adds: `ann[otel]` installs the OTLP exporter over HTTP, so without
 `OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL` the protocol is `http/protobuf` (the specification's
-default; the Python SDK alone would pick gRPC, which is not installed). A configuration that
-fails (an unknown exporter, the SDK missing) logs one warning and the server serves untraced.
+default; the Python SDK alone would pick gRPC, which is not installed); and without
+`OTEL_SERVICE_NAME` or a `service.name` in `OTEL_RESOURCE_ATTRIBUTES` the service is
+`SERVICE_NAME`, "ann-serve" (the SDK's would be "unknown_service:python"), the name the
+rendered Grafana dashboard's slow-request panel looks for by default (ann/observability/). A
+configuration that fails (an unknown exporter, the SDK missing) logs one warning and the server
+serves untraced.
 
 Spans (tracer "ann.serve"), by the HTTP semantic conventions where they have a name:
 
@@ -44,7 +48,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from typing import Any
 
 from opentelemetry import trace
@@ -53,6 +57,8 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 log = logging.getLogger("ann.serve")
+
+SERVICE_NAME = "ann-serve"  # resource service.name when the OTEL_* variables name none
 
 # HTTP methods the semantic conventions know; any other is "_OTHER" (http.request.method).
 KNOWN_METHODS = frozenset(
@@ -87,6 +93,7 @@ def from_environment() -> Tracing | None:
         or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
     ):
         os.environ["OTEL_EXPORTER_OTLP_PROTOCOL"] = "http/protobuf"  # as the distro sets "grpc"
+    default_service_name(os.environ)
     try:
         _OTelSDKConfigurator().configure()
     except Exception as e:  # any fault in a configuration must not stop the server
@@ -99,6 +106,15 @@ def from_environment() -> Tracing | None:
         )
         return None
     return Tracing(trace.get_tracer_provider())
+
+
+def default_service_name(environ: MutableMapping[str, str]) -> None:
+    """Sets `OTEL_SERVICE_NAME` to SERVICE_NAME in `environ` (the process environment, which
+    the SDK reads) unless it or `OTEL_RESOURCE_ATTRIBUTES` (`key=value,...`) names a service."""
+    attributes = environ.get("OTEL_RESOURCE_ATTRIBUTES", "")
+    keys = {part.split("=", 1)[0].strip() for part in attributes.split(",")}
+    if not environ.get("OTEL_SERVICE_NAME", "").strip() and "service.name" not in keys:
+        environ["OTEL_SERVICE_NAME"] = SERVICE_NAME
 
 
 def epoch_ns(perf: float) -> int:
