@@ -321,7 +321,7 @@ def slow_requests() -> dict[str, Any]:
         "description": "Infer requests slower than the latency_threshold variable (ms; default "
         "the latency SLO), from the traces the server emits (OTEL_TRACES_EXPORTER, service "
         f"name OTEL_SERVICE_NAME, default {SERVICE_NAME}). Open a trace to see its queue "
-        "wait, decode, encode and the linked batch's compute.",
+        "wait, encode and the linked batch's compute.",
         "datasource": TRACES,
         "gridPos": {"h": 10, "w": ROW_WIDTH, "x": 0, "y": 0},
         "targets": [

@@ -12,9 +12,10 @@ estimate for every window, and drift by the export's reference sample
 drifted features' histograms beside the reference's on the same bins (`Reference.histograms`,
 for the dashboard), for the latest window closed in that tick (windows that close faster than
 one a second are counted in `skipped_windows`, not drift-tested: at most one test a second per
-model, about 20 ms of CPU for the digits' 64 features and 1,000 rows). It sets the gauges (ann/serve/metrics.py) and keeps
-the results for `GET .../monitor`. Importing the tests and reading the reference (a second of
-CPU) happen while the model compiles, before it is ready (`prepare`).
+model, about 20 ms of CPU for the digits' 64 features and 1,000 rows). It sets the gauges
+(ann/serve/metrics.py) and keeps the results for `GET .../monitor`. Importing the tests and
+reading the reference (a second of CPU) happen while the model compiles, before it is ready
+(`prepare`).
 
 Windows, per model version: a window closes once it holds `--monitor_window_rows` rows (1,000),
 or after `--monitor_window_seconds` (60) once it holds at least min(100, rows) rows: fewer rows
