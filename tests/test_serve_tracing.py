@@ -190,9 +190,19 @@ def test_refusals_and_a_failing_model(exporter):
     assert compute.events[0].name == "exception"
 
 
-def test_configuration_from_the_environment(monkeypatch, caplog):
-    for name in ("OTEL_SDK_DISABLED", "OTEL_TRACES_EXPORTER"):
-        monkeypatch.delenv(name, raising=False)
+@pytest.fixture
+def clean_env(monkeypatch):
+    """No OTEL_* variable this file's tests read or `from_environment` sets, before and after
+    (setenv first, so that monkeypatch also removes what the code under test sets)."""
+    for name in ("OTEL_SDK_DISABLED", "OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_PROTOCOL",
+                 "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"):  # fmt: skip
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+    return monkeypatch
+
+
+def test_configuration_from_the_environment(clean_env, caplog):
+    monkeypatch = clean_env
     monkeypatch.setattr(tracing.trace, "get_tracer_provider", tracing.trace.ProxyTracerProvider)
     assert tracing.from_environment() is None  # no exporter named: off, no warning
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
@@ -228,7 +238,6 @@ def test_the_service_is_named_ann_serve_unless_the_variables_name_one(env, name)
 def bad(monkeypatch, caplog, **env):
     """`from_environment` with `env`: off, and the one warning it logged."""
     monkeypatch.setattr(tracing.trace, "get_tracer_provider", tracing.trace.ProxyTracerProvider)
-    monkeypatch.delenv("OTEL_SDK_DISABLED", raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     caplog.clear()
@@ -238,7 +247,8 @@ def bad(monkeypatch, caplog, **env):
     return record.getMessage()
 
 
-def test_a_bad_configuration_warns_once_and_serving_goes_on(monkeypatch, caplog):
+def test_a_bad_configuration_warns_once_and_serving_goes_on(clean_env, caplog):
+    monkeypatch = clean_env
     message = bad(monkeypatch, caplog, OTEL_TRACES_EXPORTER="no_such_exporter")
     assert "no_such_exporter" in message and "Serving without traces" in message
     message = bad(monkeypatch, caplog, OTEL_TRACES_EXPORTER="otlp",
