@@ -127,8 +127,14 @@ class DataPlane:
         platforms = ",".join(m.model.manifest.get("platforms", []))
         self.metrics.model_info.labels(m.name, m.version, platforms, m.source).set(1)
         if self.monitoring is not None:
+            self.monitoring.add(self._monitor(m))
+
+    def _monitor(self, m: ServedModel) -> ModelMonitor:
+        """`m`'s monitor (--monitor=on), made once: by `compile` for a repository load (so its
+        `prepare` runs off the loop), else when `m` is bound at start."""
+        if m.monitor is None:
             m.monitor = ModelMonitor(m, self.settings, self.metrics)
-            self.monitoring.add(m.monitor)
+        return m.monitor
 
     # -- what is served --------------------------------------------------------------------------
 
@@ -266,8 +272,8 @@ class DataPlane:
         sizes = buckets(self.settings.max_batch_size)
         start = time.perf_counter()
         run = await loop.run_in_executor(None, _compile_buckets, m.model, sizes)
-        if m.monitor is not None:  # the drift tests' imports and reference: off the loop too
-            await loop.run_in_executor(None, m.monitor.prepare)
+        if self.monitoring is not None:  # the drift tests' imports and reference: off the loop
+            await loop.run_in_executor(None, self._monitor(m).prepare)
         s = self.settings
         m.batcher = Batcher(
             run,
