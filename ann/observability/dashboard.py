@@ -276,7 +276,10 @@ def input_histograms() -> dict[str, Any]:
     """A bar chart per feature of the `feature` variable (repeated across the row): the last
     window's share of rows per bin beside the reference's, on the same bins
     (`ann_feature_bin_share`, an instant query as a table; the bins sorted by their label,
-    whose ordinal prefix is the bin order, then one column per source)."""
+    whose ordinal prefix is the bin order, then one column per source). Grafana's
+    groupingToMatrix keeps rows in the order it first sees them and names its first field
+    `ROW\\COLUMN` (grafana-data transformers/groupingToMatrix.ts), hence the sortBy before it
+    and the bar chart's xField `bin\\source`."""
     histogram = panel(
         "Input histogram: $feature (reference vs last window)",
         [(f'ann_feature_bin_share{{{SEL},feature=~"$feature"}}', "{{source}}")],
@@ -305,7 +308,9 @@ def input_histograms() -> dict[str, Any]:
 
 def slow_query() -> str:
     """TraceQL: the SERVER spans (one per request, ann/serve/tracing.py) of the `service`
-    variable's service and the selected models slower than `latency_threshold` ms."""
+    variable's service and the selected models slower than `latency_threshold` ms. `=~` for
+    the model: Grafana writes a multi-value variable into a Tempo query as `a|b`
+    (VariableFormatID.Pipe in the Tempo data source's applyVariables) and "All" as `.+`."""
     return (
         '{ resource.service.name = "$service" && kind = server && '
         'span.ann.model.name =~ "$model" && duration > ${latency_threshold}ms }'
