@@ -195,7 +195,7 @@ def clean_env(monkeypatch):
     """No OTEL_* variable this file's tests read or `from_environment` sets, before and after
     (setenv first, so that monkeypatch also removes what the code under test sets)."""
     for name in ("OTEL_SDK_DISABLED", "OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_PROTOCOL",
-                 "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"):  # fmt: skip
+                 "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_SERVICE_NAME"):  # fmt: skip
         monkeypatch.setenv(name, "")
         monkeypatch.delenv(name)
     return monkeypatch
