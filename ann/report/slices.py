@@ -289,8 +289,8 @@ _LABEL_BOX = {"facecolor": "white", "edgecolor": "none", "pad": 0.1, "alpha": 0.
 
 
 def slice_figure(result: dict[str, Any]) -> Figure:
-    """Horizontal bars: the headline per slice (red: flagged) with its 95% interval as an error
-    bar where it has one, the slice sizes, the overall value and the bound as vertical lines; a
+    """A dot plot: the headline per slice as a point (red: flagged) with its 95% interval as a
+    whisker where it has one, the slice sizes, the overall value and the bound as vertical lines; a
     slice without a headline (AUROC of one class) reads "n/a"."""
     h = result["headline"]
     slices = result["slices"]
@@ -300,8 +300,18 @@ def slice_figure(result: dict[str, Any]) -> Figure:
     ax = fig.add_subplot()
     y = np.arange(len(slices))[::-1]
     colors = ["#d62728" if s["name"] in result["flagged"] else "#1f77b4" for s in slices]
-    ax.barh(y, [0.0 if v is None else v for v in values], color=colors)
+    # Points, not bars: the axis is zoomed on the values, and a bar cut off at the left edge
+    # would show 0.91 as a third of 1.0.
+    ax.grid(axis="y", color="#eeeeee", lw=0.8)
     _interval_bars(ax, y, values, intervals)
+    shown_y = [yi for yi, v in zip(y, values) if v is not None]
+    ax.scatter(
+        [v for v in values if v is not None],
+        shown_y,
+        c=[c for c, v in zip(colors, values) if v is not None],
+        s=36,
+        zorder=3,
+    )
     for yi, v, ci in zip(y, values, intervals):
         if v is None:  # at the axes' left edge: a text at x = 0 would stretch the figure
             ax.text(
@@ -314,7 +324,15 @@ def slice_figure(result: dict[str, Any]) -> Figure:
             )
         else:
             label = f" {_fmt(v)}"
-            ax.text(ci[1] if ci else v, yi, label, va="center", fontsize=8, bbox=_LABEL_BOX)
+            ax.annotate(
+                label,
+                (max(ci[1], v) if ci else v, yi),
+                xytext=(6, 0),  # points: clear of the marker and the whisker's cap
+                textcoords="offset points",
+                va="center",
+                fontsize=8,
+                bbox=_LABEL_BOX,
+            )
     ax.set_yticks(y, [f"{s['name']}  (n={s['size']})" for s in slices], fontsize=8)
     overall = result["overall"]["metrics"][h]
     if overall is not None:
@@ -324,8 +342,8 @@ def slice_figure(result: dict[str, Any]) -> Figure:
     ends = [e for ci in intervals if ci for e in ci]
     shown = [v for v in (*values, *ends, overall, *result["bound"].values()) if v is not None]
     if shown:
-        # Zoomed on the values: bars from 0 would hide a gap of 0.02 in accuracy; room on the
-        # right for the value labels.
+        # Zoomed on the values (from 0, a gap of 0.02 in accuracy would not show); room on
+        # the right for the value labels.
         low, high = min(shown), max(shown)
         span = max(high - low, abs(high) * 0.05, 1e-6)
         ax.set_xlim(max(0.0, low - span * 0.3) if low >= 0 else low - span * 0.3, high + span * 0.2)
