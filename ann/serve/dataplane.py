@@ -133,7 +133,8 @@ class DataPlane:
         """`m`'s monitor (--monitor=on), made once: by `compile` for a repository load (so its
         `prepare` runs off the loop), else when `m` is bound at start."""
         if m.monitor is None:
-            m.monitor = ModelMonitor(m, self.settings, self.metrics)
+            pool = self.monitoring.pool if self.monitoring is not None else None
+            m.monitor = ModelMonitor(m, self.settings, self.metrics, pool)
         return m.monitor
 
     # -- what is served --------------------------------------------------------------------------
