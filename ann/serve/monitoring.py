@@ -12,10 +12,11 @@ estimate for every window, and drift by the export's reference sample
 drifted features' histograms beside the reference's on the same bins (`Reference.histograms`,
 for the dashboard), for the latest window closed in that tick (windows that close faster than
 one a second are counted in `skipped_windows`, not drift-tested: at most one test a second per
-model, about 20 ms of CPU for the digits' 64 features and 1,000 rows). It sets the gauges
-(ann/serve/metrics.py) and keeps the results for `GET .../monitor`. Importing the tests and
-reading the reference (a second of CPU) happen while the model compiles, before it is ready
-(`prepare`).
+model, about 20 ms of CPU for the digits' 64 features and 1,000 rows). The drift tests run in
+a process of their own (one worker, niceness 19, JAX on the CPU; spawned while the first model
+compiles, it reads and keeps each model's reference: `prepare`): in the server process their GIL
+hand-offs cost the event loop more than the tests cost themselves (`Monitoring`). The thread
+sets the gauges (ann/serve/metrics.py) and keeps the results for `GET .../monitor`.
 
 Windows, per model version: a window closes once it holds `--monitor_window_rows` rows (1,000),
 or after `--monitor_window_seconds` (60) once it holds at least min(100, rows) rows: fewer rows
@@ -321,9 +322,10 @@ class ModelMonitor:
         return part
 
     def prepare(self) -> None:
-        """Imports the drift tests and reads the export's reference sample: slow (about a
-        second of CPU, under the GIL), so the server calls it off the event loop while the
-        model compiles. An export without a sample, or no drift module: one line, once."""
+        """Reads the export's reference sample into the drift process (here, without a pool),
+        starting that process for the first model: seconds (spawning, importing the tests), so
+        the server calls it off the event loop while the model compiles. An export without a
+        sample, or a sample that fails its check: one line, once."""
         if self._reference_tried:
             return
         self._reference_tried = True
