@@ -273,12 +273,12 @@ def test_windows_close_by_time_and_an_old_export_says_drift_is_unavailable_once(
              {"probabilities": probabilities[i : i + 1], "label": np.zeros(1, np.int32)})
             for i in range(250)]  # fmt: skip
     for inputs, outputs in rows[:50]:
-        monitor.record(None, inputs, outputs, 1)
+        monitor.record_batch(inputs, outputs, 1)
     time.sleep(0.15)  # past --monitor_window_seconds, but 50 rows are fewer than 100
     monitor.step()
     assert monitor.report()["window"] is None and monitor.report()["open_window"]["rows"] == 50
     for inputs, outputs in rows[50:150]:
-        monitor.record(None, inputs, outputs, 1)
+        monitor.record_batch(inputs, outputs, 1)
     monitor.step()  # 150 rows and old enough: closed by time, then handled
     report = monitor.report()
     assert report["window"]["rows"] == 150 and report["window"]["closed_by"] == "seconds"
@@ -287,7 +287,7 @@ def test_windows_close_by_time_and_an_old_export_says_drift_is_unavailable_once(
     assert report["accuracy"]["estimated"] == pytest.approx(p[:150].mean(), rel=1e-6)
     assert 0 < report["model_age_seconds"]
     for inputs, outputs in rows[150:]:
-        monitor.record(None, inputs, outputs, 1)
+        monitor.record_batch(inputs, outputs, 1)
     time.sleep(0.15)
     monitor.step()
     assert monitor.report()["window"]["index"] == 1

@@ -101,6 +101,8 @@ class Batcher:
         max_queue_delay: float,
         max_queue_rows: int,
         on_batch: Callable[[Timing], None] | None = None,
+        on_rows: Callable[[Mapping[str, np.ndarray], dict[str, np.ndarray], int], None]
+        | None = None,
         *,
         wait: str,
         trace: BatchTracer | None = None,
@@ -126,6 +128,9 @@ class Batcher:
         self.max_queue_delay = max_queue_delay
         self.max_queue_rows = max_queue_rows
         self._on_batch = on_batch
+        # Sees each batch's inputs and outputs (padded: the first `rows` rows are real), after
+        # its requests have their results: monitoring records a batch, not each request.
+        self._on_rows = on_rows
         self._trace = trace
         self._items: collections.deque[_Pending] = collections.deque()
         self.queued_rows = 0
@@ -231,7 +236,7 @@ class Batcher:
             traced = None if self._trace is None else self._trace.start(batch, rows, bucket)
             start = time.perf_counter()  # after the spans: tracing is no part of compute
             try:
-                outputs, assembled = await loop.run_in_executor(
+                outputs, assembled, inputs = await loop.run_in_executor(
                     self._executor, self._compute, batch, bucket
                 )
                 split = time.perf_counter()
@@ -252,6 +257,11 @@ class Batcher:
                 continue
             if traced is not None:
                 self._trace.end(traced, start, split, None)
+            if self._on_rows is not None:
+                try:
+                    self._on_rows(inputs, outputs, rows)
+                except Exception:  # monitoring must not stop the worker
+                    log.exception("batch rows observer failed")
             if self._on_batch is not None:
                 try:
                     output = time.perf_counter() - split
@@ -259,10 +269,12 @@ class Batcher:
                 except Exception:  # metrics must not stop the worker
                     log.exception("batch observer failed")
 
-    def _compute(self, batch: list[_Pending], bucket: int) -> tuple[dict[str, np.ndarray], float]:
-        """(the batch's outputs, seconds spent assembling its padded inputs)."""
+    def _compute(
+        self, batch: list[_Pending], bucket: int
+    ) -> tuple[dict[str, np.ndarray], float, Mapping[str, np.ndarray]]:
+        """(the batch's outputs, seconds spent assembling its padded inputs, those inputs)."""
         if len(batch) == 1 and batch[0].rows == bucket:
-            return self._run[bucket](batch[0].inputs), 0.0
+            return self._run[bucket](batch[0].inputs), 0.0, batch[0].inputs
         start = time.perf_counter()
         inputs = {}
         for name, first in batch[0].inputs.items():
@@ -273,4 +285,4 @@ class Batcher:
                 offset += item.rows
             inputs[name] = array
         assembled = time.perf_counter() - start
-        return self._run[bucket](inputs), assembled
+        return self._run[bucket](inputs), assembled, inputs

@@ -283,6 +283,7 @@ class DataPlane:
             s.queue_rows,
             wait=s.batch_wait,
             on_batch=self._batch_observer(m),
+            on_rows=None if m.monitor is None else m.monitor.record_batch,
             trace=None if self.tracing is None else self.tracing.batches(m.name, m.version),
         )
         m.batcher.start()
