@@ -19,7 +19,7 @@ def test_slurm_script_runs_one_task_per_node_and_saves_on_sigterm():
     text = (ROOT / "scripts/cluster/slurm_train.sbatch").read_text()
     assert "#SBATCH --ntasks-per-node=1" in text
     assert "#SBATCH --signal=TERM@" in text
-    assert "srun" in text and "python -m ann.main --distributed=auto" in text
+    assert "srun" in text and "ann train --distributed=auto" in text
 
 
 def test_k8s_job_is_indexed_and_wires_the_process_id():

@@ -356,7 +356,7 @@ def _cli(module: str, tmp_path, *overrides: str) -> subprocess.CompletedProcess:
         ),
         ("ann.sweep", "--config.model.nrm=batch", "error: config key 'model.nrm' is not an"),
         ("ann.main", "--config.task.margin=1.0", "error: config key 'task.margin' is unknown"),
-        ("ann.main", "--config.batch_size=abc", "error: flag --config.batch_size=abc: invalid"),
+        ("ann.main", "--config.batch_size=abc", "error: --config.batch_size=abc must be an int"),
         # A value that does not fit the 4 devices (the tests' XLA_FLAGS reach the subprocess).
         ("ann.main", "--config.batch_size=30", "error: config key 'batch_size'=30 is not divisib"),
         ("ann.sweep", "--config.optimizer.b2=1.0", "error: config key 'optimizer.b2' must be in"),

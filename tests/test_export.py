@@ -316,7 +316,7 @@ def test_crafted_export_is_refused_by_the_loader_and_the_registry(
         (["--platforms=cpu,cpu"], "--platforms='cpu,cpu' must be distinct names"),
         (["--platforms="], "--platforms='' must be distinct names"),
         (["--workdir=MISSING"], "does not exist; give the directory of a trained run"),
-        (["--out=FILE"], "exists and is not an empty directory; choose a new one"),
+        (["--out=FILE"], "is a file, not a directory; choose another --out"),
         (["--out=RUN"], "exists and is not an empty directory"),
     ],
 )

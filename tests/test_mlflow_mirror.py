@@ -192,5 +192,5 @@ def test_a_retry_after_a_partial_failure_leaves_one_run_and_one_version(
     assert registry.get_version("retry_digits", 1).tags["mlflow.run_id"] == runs[0].info.run_id
     downloaded = client.download_artifacts(version.run_id, "model", str(tmp_path / "dl"))
     assert sorted(os.listdir(downloaded)) == sorted(
-        [artifact.MANIFEST, artifact.FUNCTION, artifact.WEIGHTS]
+        [artifact.MANIFEST, artifact.FUNCTION, artifact.WEIGHTS, artifact.REFERENCE]
     )
