@@ -158,11 +158,13 @@ def test_feedback_joins_give_offline_accuracy_and_gauges_appear(monitored):
         (b'{"id": "r1", "label": "ten"}', "feedback.label: expected a class index in [0, 9]"),
         (b'{"id": "r1", "label": true}', "feedback.label: expected a class index"),
         (b'{"id": "eight", "label": [1, 2]}', "expected 8 labels (its request had 8 rows), got 2"),
+        (b'{"id": "one", "label": [1, 2]}', "expected 1 label (its request had 1 row), got 2"),
     ],
 )
 def test_bad_feedback_is_one_clear_400_and_applies_nothing(monitored, body, message):
     server, model, path = monitored
     send(server.port, path, digits_rows()[0][:8], "eight", rows_per_request=8)
+    send(server.port, path, digits_rows()[0][:1], "one")
     before = request(server.port, "GET", path + "/monitor")[2]["feedback"]
     status, _, reply = request(server.port, "POST", path + "/feedback", body)
     assert status == 400 and message in reply["error"], reply

@@ -41,6 +41,7 @@ def _describe(f: FeatureDrift) -> str:
 
 def _strength_figure(result: DriftResult) -> Any:
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
     top = result.top(SHOWN)
     figure, ax = plt.subplots(figsize=(7, 0.25 * len(top) + 1.2))
@@ -50,6 +51,11 @@ def _strength_figure(result: DriftResult) -> Any:
     ax.invert_yaxis()
     ax.axvline(1.0, color="black", lw=1, ls="--")
     ax.set_xscale("log")
+    # Labelled at 1, 2 and 5 of each decade: strengths often span less than one decade, where
+    # the default log axis shows only "10^0".
+    ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
     ax.set_xlabel("strength (>= 1: drift; distance / threshold or log p / log 0.05)")
     drifted = sum(f.drifted for f in result.features)
     ax.set_title(
@@ -130,6 +136,7 @@ def _output_figures(reference: Reference, outputs: Mapping[str, np.ndarray]) -> 
             ax.bar(classes - 0.2, np.bincount(ref, minlength=len(classes)) / len(ref), 0.4)
             ax.bar(classes + 0.2, np.bincount(cur, minlength=len(classes)) / len(cur), 0.4)
             ax.set_xticks(classes, spec["names"], fontsize=7, rotation=45)
+            ax.set_ylabel("share of rows")
             ax.legend(["reference", "current"], fontsize=8)
             ax.set_title(f"{name}: predicted-class shares", fontsize=9)
         elif name == "probabilities" and ref.ndim == 2:
@@ -138,6 +145,7 @@ def _output_figures(reference: Reference, outputs: Mapping[str, np.ndarray]) -> 
             ax.hist(ref.max(-1), edges, density=True, alpha=0.6, label="reference")
             ax.hist(cur.max(-1), edges, density=True, alpha=0.6, label="current")
             ax.set_xlabel("confidence (largest probability)")
+            ax.set_ylabel("density (area 1)")
             ax.legend(fontsize=8)
             ax.set_title(f"{name}: confidence", fontsize=9)
         else:

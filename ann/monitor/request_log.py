@@ -101,7 +101,7 @@ def read_traffic(
     if len(ok) < len(use):
         skipped["failed or without inputs"] = len(use) - len(ok)
     if not ok:
-        seen = sorted({str(r.get("model")) for _, r in records})
+        seen = sorted({str(r["model"]) for _, r in records if r.get("model")})
         raise RequestLogError(
             f"{', '.join(paths)} holds no successful request of model {name!r} ({len(records)} "
             f"records; models: {', '.join(seen) or 'none'}); serve it with --request_log"

@@ -132,8 +132,9 @@ class Predictions:
             if found is not None and len(labels) != len(found[0]):
                 raise ServeError(
                     400,
-                    f"feedback id {protocol.short(request_id)}: expected {len(found[0])} labels "
-                    f"(its request had {len(found[0])} rows), got {len(labels)}",
+                    f"feedback id {protocol.short(request_id)}: expected "
+                    f"{_count(len(found[0]), 'label')} (its request had "
+                    f"{_count(len(found[0]), 'row')}), got {len(labels)}",
                     "feedback",
                 )
         matched, unmatched = 0, dict.fromkeys(REASONS, 0)
@@ -173,3 +174,7 @@ def _accuracy(counts: list[int], window: int | None) -> dict[str, Any]:
     correct, labelled = counts
     reply = {"accuracy": correct / labelled, "correct": correct, "labelled": labelled}
     return reply if window is None else {"window": window, **reply}
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")

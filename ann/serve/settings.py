@@ -102,7 +102,8 @@ class Settings:
     monitor_feedback_capacity: int = _flag(
         100_000,
         "Predictions kept per model version for joining late labels by request id: the last "
-        "half of it always, up to all of it (two generations; about 200 bytes each).",
+        "half of it always, up to all of it (two generations; about 200 bytes each); 0 keeps "
+        "none, so every label is counted unknown.",
     )
     shutdown_timeout: float = _flag(30.0, "Seconds SIGTERM waits for queued requests.")
     retry_after_seconds: int = _flag(1, "Retry-After of a 503.", flag=False)
