@@ -14,7 +14,9 @@ constructor arguments, `task.*` experiment settings).
   description and its own flags, `--config` included, on stdout and exits 0;
 - a missing required flag, a bad flag or override, a config file's unknown variant
   (`configs/NAME.py:ARG`), or a user mistake raised while the job runs is one `error: ...`
-  line on stderr and exit status 1; a bug keeps its traceback;
+  line on stderr and exit status 1, naming what to type where a near miss is likely (an
+  unknown flag that is a config key or close to the job's own, a config file's near name, a
+  number key given text); a bug keeps its traceback;
 - libraries' INFO logging (Orbax, TFDS) is dropped, ann's own kept (`quiet=True`: warnings
   only, for jobs whose output is their result);
 - a reader that goes away (`ann registry list | head`) ends the job quietly: no traceback, exit
@@ -167,8 +169,7 @@ def _unknown_flag(error: flags.UnrecognizedFlagError) -> str:
     name = error.flagname
     message = f"unknown flag --{name}"
     if "config" in flags.FLAGS:
-        keys = list(_dotted(SCHEMA))
-        same = [k for k in keys if k == name or k.rsplit(".", 1)[-1] == name]
+        same = [k for k in _dotted(SCHEMA) if k == name or k.rsplit(".", 1)[-1] == name]
         if same:
             return f"{message}; config keys are set as --config.{same[0]}=..."
     own = list(flags.FLAGS.get_key_flags_for_module(sys.argv[0])) + [
