@@ -108,6 +108,7 @@ def sweep(argv: list[str]) -> None:
         return
     if FLAGS["config"].value is None or not FLAGS.workdir:
         raise SweepError("give --config=configs/NAME.py and --workdir=DIR (or --summarize=DIR)")
+    cli.check_out("workdir", FLAGS.workdir)  # before the trials (it was a NotADirectoryError)
     definition = definition_lib.load(
         config_flags.get_config_filename(FLAGS["config"]),
         config_flags.get_override_values(FLAGS["config"]),
