@@ -173,6 +173,11 @@ def test_the_console_script_is_declared():
             ],
             "error: config key 'data.eval_splits' holds 3 (int); every element must be a string",
         ),
+        # A sweep workdir under a file was a NotADirectoryError traceback.
+        (
+            ["sweep", "--config=configs/digits_mlp.py", "--workdir=README.md/sweep"],
+            "error: --workdir=README.md/sweep cannot be created: ",
+        ),
         (
             ["registry", "lst"],
             "error: unknown registry command 'lst'; did you mean `ann registry list`?",
