@@ -48,7 +48,9 @@ def define_flags() -> None:
         "drift: an export directory or registry URI (models:/NAME/3, @alias); feedback: the "
         "served model's name.",
     )
-    flags.DEFINE_string("registry", None, "The registry for --model URIs (default $ANN_REGISTRY).")
+    flags.DEFINE_string(
+        "registry", None, "The registry for --model URIs (default $ANN_REGISTRY, else ./registry)."
+    )
     flags.DEFINE_list("requests", None, "drift: the server's request log file(s), comma-separated.")
     flags.DEFINE_string("out", None, "Directory to write (default ./drift-NAME-VERSION).")
     flags.DEFINE_enum("method", "auto", METHODS, "Per-feature test: auto = Evidently's defaults.")
