@@ -74,6 +74,7 @@ TASK_RANGES = {
 
 class AnomalyDetection:
     tokens_per_example = 0  # not a token task: the loop logs no tokens/s
+    class_names = ("normal", "anomalous")  # labels 0 and 1, as the report's label slices name them
 
     def __init__(self, config: ml_collections.ConfigDict):
         self.config = config

@@ -236,7 +236,9 @@ def test_forecasting_mae_by_horizon_against_seasonal_naive():
 
 
 def test_anomaly_scores_and_roc():
-    exp = types.SimpleNamespace(label_key="label")
+    from experiments.anomaly_detection import AnomalyDetection
+
+    exp = types.SimpleNamespace(label_key="label", class_names=AnomalyDetection.class_names)
     rows = {"label": np.array([0, 0, 1, 1])}
     preds = make_preds("anomaly_detection", rows, {"score": np.array([0.1, 0.4, 0.35, 0.8])}, exp)
     (section,) = sections_for("anomaly_detection")(preds)

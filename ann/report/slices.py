@@ -29,8 +29,6 @@ from ann.report.sections import Section
 
 CI_LEVEL = 0.95  # the slices' interval: `ci95` in report.json
 MAX_SLICES = 50  # a field with more distinct values is refused: bucket it into quantiles
-# The label's class names where the experiment does not keep them (anomaly detection's 0 and 1).
-ANOMALY_NAMES = ("normal", "anomalous")
 
 
 def quantile_buckets(values: np.ndarray, q: int) -> tuple[np.ndarray, np.ndarray]:
@@ -87,9 +85,7 @@ def _label_slices(preds: Predictions, spec: slice_spec.SliceSpec) -> tuple[np.nd
             "use 'feature:NAME[INDEX]:quantiles=4' or 'field:NAME'",
         )
     labels = _column(preds, spec, key).astype(np.int64)
-    names = getattr(preds.experiment, "class_names", None) or (
-        ANOMALY_NAMES if preds.config.experiment == "anomaly_detection" else ()
-    )
+    names = getattr(preds.experiment, "class_names", None) or ()
     values = np.unique(labels)
     named = [names[v] if 0 <= v < len(names) else str(v) for v in values]
     return np.searchsorted(values, labels), [f"{key}={n}" for n in named]
