@@ -60,17 +60,6 @@ def define_flags() -> None:
     flags.adopt_module_key_flags(feedback_job)  # listed in `ann monitor --help` too
 
 
-def _model(spec: str, registry: str | None) -> tuple[Any, str, str]:
-    """(loaded model, name, version) as `ann serve` names them (ann.serve.repository)."""
-    from ann.registry import resolve
-
-    resolved = resolve(spec, registry)
-    model = resolved.load()
-    if resolved.version is not None:
-        return model, resolved.version.name, str(resolved.version.version)
-    return model, model.name, model.manifest_sha256[:12]
-
-
 def _outputs(model: Any, traffic: Any) -> tuple[dict[str, np.ndarray], str]:
     if traffic.outputs:
         return traffic.outputs, "log"
@@ -122,7 +111,10 @@ def drift(args: list[str]) -> None:
     if FLAGS.out:
         cli.check_out("out", FLAGS.out)
         check_out(FLAGS.out)
-    model, name, version = _model(FLAGS.model, FLAGS.registry)
+    from ann.serve.repository import load_model  # named as `ann serve` names it
+
+    served = load_model(FLAGS.model, FLAGS.registry)
+    model, name, version = served.model, served.name, served.version
     reference = Reference.from_model(model)
     traffic = read_traffic(FLAGS.requests, name, version, model.inputs, model.outputs)
     outputs, source = _outputs(model, traffic)
