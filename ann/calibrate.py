@@ -33,33 +33,25 @@ def split_logits(
     experiment: Any, model: Any, config: ml_collections.ConfigDict, split: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """Every row of the run's `split` ("validation": `data.validation_split`; "test": the first
-    of `data.eval_splits`) through the training code: (logits float32 [rows, classes], before
-    any temperature; labels int64 [rows]). Raises ValueError for a run without that split."""
+    of `data.eval_splits`) through the training code, in `BATCH`-row batches as `ann report`
+    reads a split (`ann.report.collect.collect`): (logits float32 [rows, classes], before any
+    temperature; labels int64 [rows]). Raises ValueError for a run without that split, or a
+    split without rows."""
     from flax import nnx
 
-    from ann import data
+    from ann.report import collect
 
-    dc = config.data
-    if split == "validation":
-        name, key = dc.validation_split, "data.validation_split"
-    elif split == "test" and dc.eval_splits:
-        name, key = dc.eval_splits[0], "data.eval_splits"
-    else:
-        raise ValueError(f"the run has no {split!r} split (data.eval_splits is empty)")
-    table = data.load(dc.name, name, dc.data_dir, dc.cache, key)
-    rows = table.rows(np.arange(len(table)))
-    inputs = {k: rows[k] for k in experiment.input_signature()}
     graphdef, state = nnx.split(model)
     logits_of = jax.jit(lambda state, x: experiment.logits(nnx.merge(graphdef, state), x))
-    count, parts = len(table), []
-    for start in range(0, count, BATCH):
-        batch = {k: v[start : start + BATCH] for k, v in inputs.items()}
-        used = len(next(iter(batch.values())))
-        pad = BATCH - used  # copies of the first row, dropped below
-        batch = {k: np.concatenate([v, np.repeat(v[:1], pad, 0)]) for k, v in batch.items()}
-        parts.append(np.asarray(jax.device_get(logits_of(state, batch)))[:used])
-    logits = np.concatenate(parts) if parts else np.zeros((0, experiment.num_classes), np.float32)
-    return logits, rows[experiment.label_key].astype(np.int64)
+    source = collect.Source(
+        identity={},
+        experiment=experiment,
+        config=config,
+        predict_batch=lambda inputs: {"logits": jax.device_get(logits_of(state, inputs))},
+        batch_size=BATCH,
+    )
+    preds = collect.collect(source, split)
+    return preds.outputs["logits"], preds.rows[experiment.label_key].astype(np.int64)
 
 
 def _metrics(logits: np.ndarray, labels: np.ndarray, temperature: float) -> dict[str, float]:
