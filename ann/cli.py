@@ -37,7 +37,7 @@ from typing import NoReturn
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from ann.config import ConfigError
+from ann.config import SCHEMA, ConfigError
 
 # Where a --config override or value is wrong, ml_collections and absl raise these while parsing.
 _PARSE_ERRORS = (flags.Error, ConfigError, AttributeError, KeyError, TypeError, ValueError, OSError)
@@ -164,8 +164,6 @@ def parse_flags(argv: list[str]) -> list[str]:
 def _unknown_flag(error: flags.UnrecognizedFlagError) -> str:
     """absl's message for an unknown flag, with a suggestion: `--config.KEY` where the name is
     a config key (`--total_steps` for `--config.total_steps`), else the job's closest flag."""
-    from ann.config import SCHEMA
-
     name = error.flagname
     message = f"unknown flag --{name}"
     if "config" in flags.FLAGS:
@@ -178,8 +176,14 @@ def _unknown_flag(error: flags.UnrecognizedFlagError) -> str:
     names = sorted({f.name for f in own})
     close = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
     close = close or [n for n in names if n.startswith(name) or name.startswith(n)][:1]
-    hint = f"; did you mean --{close[0]}?" if close else ""
-    return f"{message}{hint} (--help lists this job's flags)"
+    if close:
+        return f"{message}; did you mean --{close[0]}? (--help lists this job's flags)"
+    if "config" in flags.FLAGS:  # a near miss of a config key given as a flag: --totl_steps
+        leaves = {k.rsplit(".", 1)[-1]: k for k in _dotted(SCHEMA)}
+        near = difflib.get_close_matches(name, list(leaves), n=1, cutoff=0.8)
+        if near:
+            return f"{message}; did you mean --config.{leaves[near[0]]}=...?"
+    return f"{message} (--help lists this job's flags)"
 
 
 def _dotted(tree: dict, prefix: str = "") -> list[str]:

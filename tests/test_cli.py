@@ -152,6 +152,10 @@ def test_the_console_script_is_declared():
             "--config.optimizer.learning_rate=",
         ),
         (
+            ["train", "--config=configs/digits_cnn.py", "--workdir=W", "--totl_steps=5"],
+            "error: unknown flag --totl_steps; did you mean --config.total_steps=...?",
+        ),
+        (
             ["export", "--workdir=W", "--output=x"],
             "error: unknown flag --output; did you mean --out?",
         ),
