@@ -13,7 +13,7 @@ from absl import app, flags, logging
 
 from ann import cli, parallel
 from ann.sweep import pruning
-from ann.train import build
+from ann.train import build, startup
 from ann.train.checkpoint import CheckpointError
 from ann.train.loop import NonFiniteLossError, train_and_evaluate
 from ann.train.writers import MetricsFileError
@@ -56,7 +56,13 @@ def main(argv: list[str]) -> None:
     experiment = build.make_experiment(config)
     # A sweep's trial reports its evals to the study (Optuna is imported only then).
     listeners = pruning.listeners_from_env(config)
-    result = train_and_evaluate(config, FLAGS.workdir, experiment, eval_listeners=listeners)
+    result = train_and_evaluate(
+        config,
+        FLAGS.workdir,
+        experiment,
+        eval_listeners=listeners,
+        started=startup.process_start(),
+    )
     if result.interrupted:
         logging.info("stopped at step %d; run the same command to resume", result.step)
         return

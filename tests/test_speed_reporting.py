@@ -3,12 +3,16 @@
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 from conftest import ROOT, tiny
 
 from ann.metrics.device_peaks import peak_flops
+from ann.train import startup
 from ann.train.loop import train_and_evaluate
+
+PARTS = ("imports", "data", "build", "restore", "compile", "other")
 
 
 def first_record(workdir):
@@ -29,12 +33,41 @@ def test_bfloat16_cnn_still_learns(tmp_path):
 
 
 def test_compile_report_and_no_mfu_on_cpu(tmp_path):
-    train_and_evaluate(tiny(total_steps=5), str(tmp_path))
+    started = time.perf_counter()
+    train_and_evaluate(tiny(total_steps=5), str(tmp_path), started=started - 1.5)
     first = first_record(tmp_path)
     assert first["compile/train_step_flops"] > 1e5  # an MLP step on 32 rows
     assert first["compile/train_step_memory_bytes"] > 0
-    keys = set().union(*(json.loads(line) for line in open(tmp_path / "metrics.jsonl")))
+    records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    keys = set().union(*records)
     assert "train/mfu" not in keys
+    # Start-up: one record before the first step, its parts adding up to the whole.
+    (startup,) = [r for r in records if "startup/seconds" in r]
+    assert startup["step"] == 0
+    parts = {k: v for k, v in startup.items() if k.endswith("_seconds") and k.count("/") == 1}
+    assert set(parts) == {f"startup/{p}_seconds" for p in PARTS}
+    assert startup["startup/imports_seconds"] >= 1.5  # counted from `started`, before the call
+    assert startup["startup/compile_seconds"] > 0 and startup["startup/restore_seconds"] > 0
+    assert sum(parts.values()) == pytest.approx(startup["startup/seconds"])
+    assert startup["startup/compiles"] >= 2  # train and eval steps at least
+    assert startup["startup/cache_hits"] == 0  # tests run without the persistent cache
+
+
+def test_startup_clock_and_process_start():
+    before = time.perf_counter()
+    assert startup.process_start() < before  # this process started before this test
+    clock = startup.Clock()
+    with clock.part("build"):
+        time.sleep(0.02)
+    clock.move("build", "data", 0.01)
+    report = clock.report()
+    assert "startup/imports_seconds" not in report  # no start given: timed from the clock
+    assert report["startup/data_seconds"] == 0.01
+    assert report["startup/build_seconds"] >= 0.01
+    line = startup.describe(report)
+    assert (
+        line.startswith("start-up ") and "data 0.01s" in line and "compilation cache: off" in line
+    )
 
 
 def test_peak_table():
@@ -58,16 +91,27 @@ def test_bad_profile_steps():
 
 @pytest.mark.slow
 def test_persistent_compilation_cache_beside_the_workdir(tmp_path):
-    cmd = [
-        sys.executable,
-        "-m",
-        "ann.main",
-        f"--config={ROOT}/configs/digits_cnn.py",
-        f"--workdir={tmp_path / 'run'}",
-        "--config.total_steps=2",
-        "--config.optimizer.warmup_steps=1",  # the config's 50 does not fit in 2 steps
-        "--config.batch_size=32",
-    ]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert any((tmp_path / ".jax_cache").iterdir())
+    """A second run in a fresh workdir beside the first reads every compile from the cache."""
+    starts = []
+    for name in ("cold", "warm"):
+        cmd = [
+            sys.executable,
+            "-m",
+            "ann.main",
+            f"--config={ROOT}/configs/digits_cnn.py",
+            f"--workdir={tmp_path / name}",
+            "--config.total_steps=2",
+            "--config.optimizer.warmup_steps=1",  # the config's 50 does not fit in 2 steps
+            "--config.batch_size=32",
+        ]
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert "start-up " in proc.stderr  # the console line
+        records = [json.loads(line) for line in open(tmp_path / name / "metrics.jsonl")]
+        starts.append(next(r for r in records if "startup/seconds" in r))
+        assert any((tmp_path / ".jax_cache").iterdir())
+    cold, warm = starts
+    # init, train and eval steps at least; the eval step compiles in under jax's default 1 s
+    assert cold["startup/compiles"] >= 3 and cold["startup/cache_hits"] == 0
+    assert warm["startup/cache_hits"] == warm["startup/compiles"] == cold["startup/compiles"]
+    assert cold["startup/imports_seconds"] > 0  # ann train counts from its process's start

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -52,6 +53,7 @@ class Setup:
     model_def: state_lib.ModelDef
     init: Callable[[], state_lib.TrainState]  # the jitted sharded init; runs on `.state` only
     abstract_state: Any  # shapes, dtypes, shardings: what a checkpoint restores into
+    data_seconds: float = 0.0  # of building it, the time spent opening the data splits
 
     @property
     def state_shardings(self) -> Any:
@@ -84,6 +86,7 @@ def build(
         mesh, rules = parallel.make_mesh({"data": -1, "fsdp": 1, "tensor": 1}), "replicate"
     # Data first: the experiment learns its classes and input statistics from the train split.
     dc = config.data
+    data_start = time.perf_counter()
     train_split = data.load(dc.name, dc.train_split, dc.data_dir, dc.cache, "data.train_split")
     validation_split, eval_splits = None, []
     if for_training:
@@ -94,6 +97,7 @@ def build(
             data.load(dc.name, s, dc.data_dir, dc.cache, "data.eval_splits") for s in dc.eval_splits
         ]
     experiment.setup(train_split)
+    data_seconds = time.perf_counter() - data_start
     steps = total_steps(config, len(train_split))
 
     seed_key = jax.random.PRNGKey(config.seed)
@@ -120,6 +124,7 @@ def build(
         model_def=model_def,
         init=init,
         abstract_state=abstract_state,
+        data_seconds=data_seconds,
     )
 
 

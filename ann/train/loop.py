@@ -42,6 +42,7 @@ from ann.metrics import device_peaks
 from ann.train import build as build_lib
 from ann.train import freezing, optimizers, resume, run_status, transfer
 from ann.train import hooks as hooks_lib
+from ann.train import startup as startup_lib
 from ann.train import state as state_lib
 from ann.train import step as step_lib
 from ann.train import workdir as workdir_lib
@@ -140,11 +141,16 @@ def _record_end(
 
 def _enable_compilation_cache(setting: str, workdir: str) -> None:
     """Turns on XLA's persistent compilation cache (first use in a process decides; a cache
-    directory set elsewhere, e.g. $JAX_COMPILATION_CACHE_DIR, wins)."""
+    directory set elsewhere, e.g. $JAX_COMPILATION_CACHE_DIR, wins), for every executable:
+    jax keeps only compiles over 1 s by default, which left the digits CNN's eval step and the
+    small jits of a start (RNG, init) to recompile on every start (a warm start 0.3 s slower
+    on this 2-core CPU). $JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS, if set, wins."""
     if setting == "off" or jax.config.jax_compilation_cache_dir:
         return
     path = setting or os.path.join(os.path.dirname(os.path.abspath(workdir)), ".jax_cache")
     jax.config.update("jax_compilation_cache_dir", path)
+    if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 @dataclasses.dataclass
@@ -185,20 +191,27 @@ def train_and_evaluate(
     experiment: Experiment | None = None,
     extra_hooks: Sequence[hooks_lib.Hook] = (),
     eval_listeners: Sequence[hooks_lib.EvalListener] = (),
+    started: float | None = None,
 ) -> Result:
     """Trains `experiment` (built from `config.experiment` when None) and evaluates it; resumes
     if `workdir` has a checkpoint. `extra_hooks` run after the default hooks at their steps;
     `eval_listeners` are told each eval, after the best-checkpoint keeper and early stopping.
+    `started` (a `time.perf_counter()` value; `ann train` gives its process's start) is where
+    the start-up time (`startup/...` in metrics.jsonl, ann/train/startup.py) counts from; None:
+    from this call.
 
     Raises ConfigError (a bad config, workdir or `init_from`; a workdir another run holds; a
     rerun that would change what is trained, or end before the step it reached),
     CheckpointError, and NonFiniteLossError when training diverged."""
+    clock = startup_lib.Clock(started)
     workdir_lib.check(workdir)  # before anything is created, the compilation cache included
     _enable_compilation_cache(config.compilation_cache_dir, workdir)
     config_lib.check_workdir_selects_on_validation(workdir)  # before config.json is rewritten
     if experiment is None:
         experiment = build_lib.make_experiment(config)
-    setup = build_lib.build(config, experiment)
+    with clock.part("build"):
+        setup = build_lib.build(config, experiment)
+    clock.move("build", "data", setup.data_seconds)
     # Read and matched before anything is written, so a bad source leaves no half-made workdir.
     source = None
     if config.init_from and not resume.has_checkpoint(workdir):
@@ -206,10 +219,11 @@ def train_and_evaluate(
     with workdir_lib.lock(workdir), contextlib.ExitStack() as stack:
         run = _open(config, workdir, setup)
         stack.callback(run.close)
-        _restore_or_init(run, source)
+        with clock.part("restore"):
+            _restore_or_init(run, source)
         if _finished(run):
             return _report_finished(run)
-        return _train_compiled(run, extra_hooks, eval_listeners)
+        return _train_compiled(run, extra_hooks, eval_listeners, clock)
 
 
 def _open(config: ml_collections.ConfigDict, workdir: str, setup: build_lib.Setup) -> _Run:
@@ -493,9 +507,11 @@ def _train_compiled(
     run: _Run,
     extra_hooks: Sequence[hooks_lib.Hook],
     eval_listeners: Sequence[hooks_lib.EvalListener],
+    clock: startup_lib.Clock,
 ) -> Result:
     """Compiles, reports, trains from `run.start_step` to the end (or a stop), records it."""
-    compiled = _compile(run)
+    with clock.part("compile"):
+        compiled = _compile(run)
     writer = MetricWriter(run.workdir, resume_step=run.start_step)
     report = _report_compile(run, compiled, writer)
     hooks, evaluate_hook, keep_best = _default_hooks(
@@ -504,6 +520,9 @@ def _train_compiled(
     hooks += extra_hooks
     if jax.process_index() == 0:
         run_status.write(run.workdir, "running", run.start_step, total_steps=run.total_steps)
+    started = clock.report()  # to the loop's start: the first step is next
+    writer.write(run.start_step, started)
+    logging.info("%s", startup_lib.describe(started))
     progress = _Progress(run.state, run.start_step)
     ended: BaseException | None = None
     try:

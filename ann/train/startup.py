@@ -1,0 +1,117 @@
+"""Start-up time: from the command to the first train step, in named parts.
+
+`ann train` hands the loop its process's start (`process_start()`), so `startup/seconds` counts
+everything a user waits for: the interpreter, imports and flags (`imports`), reading the data
+(`data`), building the model and its abstract state (`build`), restoring a checkpoint or
+initializing the state (`restore`), compiling the train and eval steps (`compile`), and the
+rest (`other`: workdir checks, config record, parameter layout, metric writers). A caller of
+`train_and_evaluate` that gives no start is timed from that call (no `imports` part).
+
+The persistent compilation cache's use is counted from jax's monitoring events: `compiles`
+(executables the start needed: each one compiled, or read from the cache) and `cache_hits`
+(of them, read from the cache).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterator
+
+import jax
+
+# jax's own event names (jax/_src/compiler.py); jax records a request for every executable
+# whenever its cache is enabled (the default), with or without a cache directory.
+_EVENTS = {
+    "/jax/compilation_cache/compile_requests_use_cache": "compiles",
+    "/jax/compilation_cache/cache_hits": "cache_hits",
+}
+_counts = dict.fromkeys(_EVENTS.values(), 0)
+_listening = False
+
+
+def _count(event: str, **_: object) -> None:
+    name = _EVENTS.get(event)
+    if name is not None:
+        _counts[name] += 1
+
+
+def _listen() -> None:
+    global _listening
+    if not _listening:
+        jax.monitoring.register_event_listener(_count)
+        _listening = True
+
+
+def process_start() -> float:
+    """When this process started, as a `time.perf_counter()` value: from /proc/self/stat
+    (Linux; 10 ms resolution, kernel clock ticks since boot against CLOCK_BOOTTIME). Where
+    that cannot be read, now (the caller's own start)."""
+    now = time.perf_counter()
+    try:
+        with open("/proc/self/stat") as f:
+            # Field 22 is the start time; the command name (field 2) may hold spaces, so count
+            # from the closing parenthesis.
+            fields = f.read().rsplit(")", 1)[1].split()
+        started_ticks = int(fields[19])
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - started_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return now
+    return now - max(0.0, age)
+
+
+class Clock:
+    """Seconds per start-up part, from `started` (a `time.perf_counter()` value; None: now)."""
+
+    def __init__(self, started: float | None = None):
+        _listen()
+        now = time.perf_counter()
+        self.origin = now if started is None else started
+        self.seconds: dict[str, float] = {}
+        if started is not None:
+            self.seconds["imports"] = now - started
+        self._counts = dict(_counts)
+
+    @contextlib.contextmanager
+    def part(self, name: str) -> Iterator[None]:
+        """Adds the time spent in the block to part `name`."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+    def move(self, source: str, target: str, seconds: float) -> None:
+        """Moves `seconds` counted in part `source` to part `target` (a part measured inside
+        another, such as the data read while building)."""
+        self.seconds[source] -= seconds
+        self.seconds[target] = self.seconds.get(target, 0.0) + seconds
+
+    def report(self) -> dict[str, float]:
+        """`startup/seconds` (origin to now), `startup/PART_seconds` for each part and `other`
+        (the rest), `startup/compiles` and `startup/cache_hits` since this clock began."""
+        total = time.perf_counter() - self.origin
+        out = {"startup/seconds": total}
+        out.update({f"startup/{k}_seconds": v for k, v in self.seconds.items()})
+        out["startup/other_seconds"] = max(0.0, total - sum(self.seconds.values()))
+        out.update({f"startup/{k}": float(_counts[k] - self._counts[k]) for k in _counts})
+        return out
+
+
+def describe(report: dict[str, float]) -> str:
+    """One console line: `start-up 1.68s to the first step: imports 1.03s, data 0.08s, ... |
+    compilation cache: 7 of 7 executables read from it` (`off` without a cache directory)."""
+    parts = [
+        f"{key[len('startup/') : -len('_seconds')]} {value:.2f}s"
+        for key, value in report.items()
+        if key.endswith("_seconds")
+    ]
+    cache = "off"
+    if jax.config.jax_compilation_cache_dir:
+        hits, compiles = report["startup/cache_hits"], report["startup/compiles"]
+        cache = f"{hits:.0f} of {compiles:.0f} executables read from it"
+    return (
+        f"start-up {report['startup/seconds']:.2f}s to the first step: {', '.join(parts)} | "
+        f"compilation cache: {cache}"
+    )

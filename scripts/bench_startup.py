@@ -1,0 +1,110 @@
+"""Start-up time of `ann train`, cold and warm: command to the first train step, fresh processes.
+
+    python scripts/bench_startup.py [--config=configs/digits_cnn.py] [--rounds=3] [--config.K=V]
+
+Each round runs `python -m ann.main` twice, each in a fresh process with a fresh workdir: cold
+(an empty compilation cache directory), then warm (the cache the cold run filled). Each run
+trains `--steps` steps; its `startup/...` record in metrics.jsonl (ann/train/startup.py) gives
+the time from the process's start to the loop's start and its parts. The data set is prepared
+once before the first round (untimed), so cold means "nothing compiled", not "nothing built".
+Prints each run's parts, then the medians and warm / cold.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+
+from absl import flags
+from ml_collections import config_flags
+
+from ann import cli
+from ann import config as config_lib
+
+FLAGS = flags.FLAGS
+cli.define_config("Config to start.", "configs/digits_cnn.py")
+flags.DEFINE_integer("rounds", 3, "Rounds of (cold, warm); medians are reported.", lower_bound=1)
+flags.DEFINE_integer("steps", 2, "Steps each run trains (start-up ends before the first).", 1)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PARTS = ("imports", "data", "build", "restore", "compile", "other")
+
+
+def _config_args(argv: list[str]) -> list[str]:
+    """--config (the default if not given) and the --config.KEY=VALUE arguments the bench was
+    given, passed on verbatim."""
+    given = [a for a in argv if a.startswith("--config.")]
+    return [f"--config={config_flags.get_config_filename(FLAGS['config'])}", *given]
+
+
+def _prepare_data(config_args: list[str]) -> None:
+    """Builds the data set once (untimed), so that no timed run pays for it."""
+    code = (
+        "import sys\nfrom absl import flags\nfrom ann import cli, data\n"
+        "cli.define_config('config')\nflags.FLAGS(['prepare', *sys.argv[1:]])\n"
+        "dc = flags.FLAGS.config.data\ndata.load(dc.name, dc.train_split, dc.data_dir)\n"
+    )
+    subprocess.run(
+        [sys.executable, "-c", code, *config_args], cwd=ROOT, check=True, capture_output=True
+    )
+
+
+def _start(config_args: list[str], workdir: str, cache: str) -> dict[str, float]:
+    """One fresh `ann train` process; its start-up record from metrics.jsonl."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "ann.main",
+        *config_args,
+        f"--workdir={workdir}",
+        f"--config.total_steps={FLAGS.steps}",
+        f"--config.optimizer.warmup_steps={FLAGS.config.optimizer.warmup_steps}",
+        f"--config.compilation_cache_dir={cache}",
+    ]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        cli.fail(f"{' '.join(cmd)} failed: {proc.stderr.strip().splitlines()[-1:]}")
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        for line in f:
+            record = json.loads(line)
+            if "startup/seconds" in record:
+                return record
+    cli.fail(f"{workdir}/metrics.jsonl has no startup/seconds record")
+
+
+def _describe(name: str, record: dict[str, float]) -> str:
+    parts = ", ".join(f"{p} {record.get(f'startup/{p}_seconds', 0.0):.2f}" for p in PARTS)
+    hits, asked = record["startup/cache_hits"], record["startup/compiles"]
+    total = record["startup/seconds"]
+    return f"{name} {total:.2f} s ({parts}; cache {hits:.0f} of {asked:.0f})"
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    config = FLAGS.config
+    config.total_steps = FLAGS.steps
+    config_lib.fit_warmup(config)  # a shipped warmup longer than the short run
+    args = _config_args(sys.argv[1:])
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+    cold, warm = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        _prepare_data(args)
+        for r in range(FLAGS.rounds):
+            cache = os.path.join(tmp, f"cache{r}")
+            cold.append(_start(args, os.path.join(tmp, f"cold{r}"), cache))
+            warm.append(_start(args, os.path.join(tmp, f"warm{r}"), cache))
+            ratio = warm[-1]["startup/seconds"] / cold[-1]["startup/seconds"]
+            print(f"round {r}: {_describe('cold', cold[-1])}", flush=True)
+            print(f"round {r}: {_describe('warm', warm[-1])} | warm/cold {ratio:.3f}", flush=True)
+    c = statistics.median(x["startup/seconds"] for x in cold)
+    w = statistics.median(x["startup/seconds"] for x in warm)
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"median start-up: cold {c:.2f} s, warm {w:.2f} s, warm/cold {w / c:.3f} (goal <= 0.3)")
+
+
+if __name__ == "__main__":
+    cli.run(main)
