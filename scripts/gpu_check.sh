@@ -18,6 +18,10 @@ python3 scripts/bench_train.py --steps=500 --rounds=3 --config.batch_size=1024 2
   | grep -v -i warn | tee "$out/bench_cnn_b1024.txt"
 python3 scripts/bench_train.py --config=configs/digits_mlp.py --steps=1000 --rounds=3 2>&1 \
   | grep -v -i warn | tee "$out/bench_mlp.txt"
+# The train step against the JAX peers (2x2 max pool by reshape: its gradient must not be slower
+# than nnx.max_pool's select-and-scatter on GPU); PyTorch rows when --torch_python exists.
+python3 scripts/bench_peers.py --steps=500 --rounds=3 2>&1 | grep -v -i warn \
+  | tee "$out/bench_peers.txt"
 # The same ratios on that machine's CPU cores, where nothing else runs.
 JAX_PLATFORMS=cpu python3 scripts/bench_train.py --steps=200 --rounds=3 2>&1 | grep -v -i warn \
   | tee "$out/bench_cnn_cpu.txt"

@@ -129,3 +129,25 @@ def test_a_user_model_declares_its_own_ranges(monkeypatch):
     with pytest.raises(ConfigError, match="'model.width' must be >= 1, got 0; e.g. --config.m"):
         models.check_arguments("ranged_test_model", {"width": 0})
     models.check_arguments("ranged_test_model", {"width": 3})
+
+
+@pytest.mark.parametrize(
+    "shape, window", [((3, 8, 8, 5), (2, 2)), ((2, 7, 9, 3), (2, 2)), ((2, 9, 6, 4), (3, 2))]
+)
+def test_cnn_max_pool_is_nnx_max_pool_in_values_and_gradients(shape, window):
+    from ann.models.cnn import max_pool
+
+    x = jax.random.normal(jax.random.PRNGKey(0), shape)
+    cotangent = jax.random.normal(jax.random.PRNGKey(1), max_pool(x, window).shape)
+
+    def old(x):
+        return nnx.max_pool(x, window_shape=window, strides=window)
+
+    np.testing.assert_array_equal(max_pool(x, window), old(x))
+    # Random values (no ties), and after a ReLU: tied zeros whose gradient the ReLU drops.
+    for act in (lambda v: v, nnx.relu):
+        grads = [
+            jax.grad(lambda v, pool=pool, act=act: (pool(act(v)) * cotangent).sum())(x)
+            for pool in (lambda v: max_pool(v, window), old)
+        ]
+        np.testing.assert_array_equal(*grads)

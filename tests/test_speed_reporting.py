@@ -115,3 +115,56 @@ def test_persistent_compilation_cache_beside_the_workdir(tmp_path):
     assert cold["startup/compiles"] >= 3 and cold["startup/cache_hits"] == 0
     assert warm["startup/cache_hits"] == warm["startup/compiles"] == cold["startup/compiles"]
     assert cold["startup/imports_seconds"] > 0  # ann train counts from its process's start
+
+
+def test_train_steps_compile_with_xla_cpu_options(monkeypatch):
+    import jax
+    import jax.numpy as jnp
+
+    from ann.train import step as step_lib
+
+    assert step_lib.compiler_options() == step_lib.CPU_COMPILER_OPTIONS
+    # The digits CNN's second conv at batch 16: YNNPACK takes it without the options.
+    x = jax.ShapeDtypeStruct((16, 8, 8, 32), jnp.float32)
+    w = jax.ShapeDtypeStruct((3, 3, 32, 64), jnp.float32)
+
+    def conv(x, w):
+        return jax.lax.conv_general_dilated(
+            x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+
+    compiled, _ = step_lib.compile_step(conv, (x, w), None, None)
+    assert "ynn_fusion" not in compiled.as_text()  # the convolution left to XLA's own kernel
+    # A setting in XLA_FLAGS wins: nothing is passed, XLA's default (YNNPACK) runs.
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=individual_dot")
+    assert step_lib.compiler_options() is None
+
+
+@pytest.mark.slow  # 10 s: compiles three train steps
+def test_bench_peers_runs_at_a_tiny_size_without_torch():
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "scripts/bench_peers.py",
+            "--steps=2",
+            "--rounds=1",
+            "--warmup=1",
+            "--batches=2",
+            "--config.batch_size=8",
+            "--torch_python=",
+        ],  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout
+    assert "PyTorch: skipped: --torch_python is empty" in out, out
+    for row in (
+        "| ann (ann.train.step, compiled) |",
+        "| jax.lax, hand-written |",
+        "| Flax linen |",
+    ):
+        assert row in out, out
+    assert "load average" in out, out

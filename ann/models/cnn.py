@@ -9,6 +9,27 @@ import jax.numpy as jnp
 from flax import nnx
 
 
+def max_pool(x: jax.Array, window: tuple[int, int] = (2, 2)) -> jax.Array:
+    """Non-overlapping max pool of `x` [batch, height, width, channels] (any float dtype) by a
+    reshape and a max: [batch, height // wh, width // ww, channels], the values of
+    `nnx.max_pool(x, window, strides=window)` (VALID: a last row or column that does not fill a
+    window is dropped).
+
+    Why not `nnx.max_pool`: its gradient is a select-and-scatter, which XLA:CPU runs as a
+    reduce-window carrying argmax indices and a scatter, about 3 of 14 ms of the digits CNN's
+    train step on 2 cores (docs/benchmarks.md, "Train step vs peers"); this gradient is an
+    elementwise compare and select that fuses with its neighbours, on CPU and GPU alike.
+    The gradients are equal except inside a window whose maximum is tied: select-and-scatter
+    gives the whole gradient to one element, this splits it equally among the tied ones
+    (`jax.lax.reduce_max`'s rule). After a ReLU the only likely ties are zeros, whose gradient
+    the ReLU drops either way.
+    """
+    wh, ww = window
+    n, h, w, c = x.shape
+    x = x[:, : h // wh * wh, : w // ww * ww]
+    return x.reshape(n, h // wh, wh, w // ww, ww, c).max(axis=(2, 4))
+
+
 class CNN(nnx.Module):
     def __init__(
         self,
@@ -36,7 +57,7 @@ class CNN(nnx.Module):
     def __call__(self, x: jax.Array, *, rngs: jax.Array | None = None) -> jax.Array:
         for conv in self.convs:
             x = nnx.relu(conv(x))
-        x = nnx.max_pool(x, window_shape=(2, 2), strides=(2, 2))
+        x = max_pool(x, (2, 2))
         x = x.reshape(x.shape[0], -1)
         x = self.dropout(nnx.relu(self.dense(x)), rngs=rngs)
         return self.head(x)

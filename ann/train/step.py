@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -131,6 +132,28 @@ def analyze(compiled: jax.stages.Compiled) -> dict[str, float]:
     return report
 
 
+# XLA:CPU options for ann's compiled steps: XLA's default YNNPACK fusions (single dots, reductions)
+# less its convolutions, which then run on XLA's own (Eigen) kernels. YNNPACK's convolutions took
+# 9.5 of the digits CNN's 14 ms train step on 2 cores (the second conv's weight gradient alone
+# 4.7 ms); without them the step takes 7 ms, the ResNet's 29 against 32 ms, and a model without
+# convolutions compiles to the same program (docs/benchmarks.md, "Train step vs peers"). CPU
+# only: other backends never see it. A setting of the same flag in XLA_FLAGS wins.
+CPU_COMPILER_OPTIONS = {
+    "xla_cpu_experimental_ynn_fusion_type": (
+        "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"
+    )
+}
+
+
+def compiler_options() -> dict[str, str] | None:
+    """The XLA options `compile_step` passes: `CPU_COMPILER_OPTIONS` on the CPU backend, minus
+    any flag `XLA_FLAGS` sets; None (XLA's defaults) on other backends."""
+    if jax.default_backend() != "cpu":
+        return None
+    env = os.environ.get("XLA_FLAGS", "")
+    return {k: v for k, v in CPU_COMPILER_OPTIONS.items() if f"--{k}" not in env} or None
+
+
 def compile_step(
     fn: Callable,
     args: tuple,
@@ -138,7 +161,8 @@ def compile_step(
     out_shardings: Any,
     donate_argnums: tuple[int, ...] = (),
 ) -> tuple[jax.stages.Compiled, float]:
-    """Lowers and compiles `fn` for these abstract args before step 0; returns (compiled, secs).
+    """Lowers and compiles `fn` for these abstract args before step 0, with `compiler_options()`;
+    returns (compiled, secs).
 
     A compiled executable cannot retrace: a batch of another shape is an error, not a silent
     recompile.
@@ -147,5 +171,5 @@ def compile_step(
     jitted = jax.jit(
         fn, in_shardings=in_shardings, out_shardings=out_shardings, donate_argnums=donate_argnums
     )
-    compiled = jitted.lower(*args).compile()
+    compiled = jitted.lower(*args).compile(compiler_options=compiler_options())
     return compiled, time.perf_counter() - start
