@@ -1,16 +1,20 @@
-"""The model server under load: dynamic batching vs batch size 1, in the same run.
+"""The model server under load: dynamic batching vs batch size 1, and vs Seldon MLServer.
 
-    python scripts/bench_serve.py [--models=cnn,resnet] [--concurrency=1,8,32,64]
+    python scripts/bench_serve.py [--models=cnn,cnn_large,resnet] [--concurrency=1,8,32,64]
         [--requests=3000] [--seconds=8] [--steps=100] [--workdir=runs/bench_serve]
-        [--encoding=json|binary] [--tracing]
+        [--encoding=json|binary] [--tracing] [--nobatch1] [--peer_python=PYTHON]
     python scripts/bench_serve.py --http_layer   # the fixed cost per request, in-process
     python scripts/bench_serve.py --app_layer    # the routes' and serving logic's, in-process
     python scripts/bench_serve.py --monitoring --concurrency=32   # monitoring on vs off
+    # ann vs MLServer (issue 16's table; MLServer in its own venv, see mlserver_runtime.py):
+    python scripts/bench_serve.py --models=cnn,cnn_large --nobatch1 \
+        --peer_python=/work/mlserver-venv/bin/python
 
-For each model (configs/digits_cnn.py, configs/digits_resnet.py, trained for `--steps` steps and
-exported once into `--workdir`, reused after), it starts `python -m ann.serve` twice, with the
-server's default `--max_batch_size` and `--max_queue_delay_ms` (64, 2 ms) and with
-`--max_batch_size=1` (with `--monitoring`: dynamic both times, `--monitor=off` and
+For each model (configs/digits_cnn.py, "cnn_large" the same CNN wider: 2.4M parameters,
+configs/digits_resnet.py; trained for `--steps` steps and exported once into `--workdir`,
+reused after), it starts `python -m ann.serve` twice, with the server's default
+`--max_batch_size` and `--max_queue_delay_ms` (64, 2 ms) and with `--max_batch_size=1`
+(`--nobatch1`: not that one; with `--monitoring`: dynamic both times, `--monitor=off` and
 `--monitor=on`, each request carrying an id so the feedback store is exercised too; without it
 both servers run `--monitor=off`, as before monitoring existed), and drives
 each with a load generator in another process: `c` keep-alive
@@ -19,11 +23,20 @@ the binary tensor data extension both ways), until `--requests` or `--seconds` r
 or more CPUs the server is pinned to core 0 and the load generator to core 1 (taskset). Printed
 per level: throughput, client p50/p95/p99 latency, errors, and from the server's /metrics the
 mean time per request in the queue and the rest of the server's time (compute, JSON, routing);
-the server process's CPU time per request (/proc); and the load generator's own CPU share (near
-100% would mean it, not the server, is the limit). Overhead, two ways: client latency at
-concurrency 1 against batch size 1 minus the bare compiled call of the same model; and server
-CPU per request minus the model's compute time per request (`ann_compute_seconds`), at c=1 and
-at the top level.
+the server process's CPU (/proc, read by the load generator around its measured window) per
+answered request and in cores (near 1.00: the server's core is saturated); and the load
+generator's own CPU share (near 100% would mean it, not the server, is the limit). First, the
+load generator's ceiling: its throughput at the top level against a trivial endpoint on core 0
+(a fixed reply, no parsing beyond Content-Length). Overhead: at the lowest level, the server's
+CPU per request minus its compute (`ann_compute_seconds`), and client p50 minus the bare
+compiled batch-1 call of the same model in this process.
+
+`--peer_python`: also serves each model with Seldon MLServer from that venv (in-process
+inference, `parallel_workers: 0`; scripts/mlserver_runtime.py calls the same export compiled
+for the same batch sizes), adaptive batching off ("mlserver") and on ("mlserver-ab", the same
+max batch size and delay as ann), with the same load generator and pinning, then prints per
+model and level ann's dynamic server against MLServer's better run. Skipped, with the reason,
+when that python or its `mlserver` is missing, or with `--encoding=binary`.
 
 `--tracing` adds the dynamic server with OpenTelemetry traces on, twice: every request sampled
 ("traced") and 1% ("traced1%", `OTEL_TRACES_SAMPLER=parentbased_traceidratio`), configured as a
@@ -58,7 +71,17 @@ from ann.serve.settings import Settings
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("models", ["cnn", "resnet"], "Models to serve: configs/digits_NAME.py.")
+# Served models: name -> (config, overrides). "cnn" is the small CNN (151k parameters),
+# "cnn_large" the same architecture wider (2.4M parameters), the issue-16 pair; any other name
+# is configs/digits_NAME.py as it is.
+MODELS = {
+    "cnn": ("digits_cnn", []),
+    "cnn_large": ("digits_cnn", ["--config.model.features=(128,256)", "--config.model.dense=512"]),
+}
+flags.DEFINE_list(
+    "models", ["cnn", "resnet"],
+    f"Models to serve: {', '.join(MODELS)} or NAME for configs/digits_NAME.py.",
+)  # fmt: skip
 flags.DEFINE_list("concurrency", ["1", "8", "32", "64"], "Client connections, one run each.")
 flags.DEFINE_integer("requests", 3000, "Requests per run (or --seconds).", lower_bound=1)
 flags.DEFINE_float("seconds", 8.0, "Seconds per run at most (or --requests).")
@@ -99,11 +122,22 @@ flags.DEFINE_boolean(
     "Also run the dynamic server with OpenTelemetry traces on (OTEL_* variables, OTLP/HTTP to "
     "a sink here that drops them): traces on vs off in the same run.",
 )
+flags.DEFINE_boolean(
+    "batch1", True, "Also run the server at --max_batch_size=1 (--nobatch1: dynamic only)."
+)
+flags.DEFINE_string(
+    "peer_python", "",
+    "Python of a venv with Seldon MLServer (1.7.x), jax and safetensors (see "
+    "scripts/mlserver_runtime.py): also serve each model with MLServer, adaptive batching off "
+    "and on, and print ann vs MLServer's better run per level. Empty: skipped.",
+)  # fmt: skip
 # The load generator's own process (started by this script).
 flags.DEFINE_boolean("loadgen", False, "Internal: run as the load generator.")
 flags.DEFINE_integer("port", None, "Internal: the server's port.")
 flags.DEFINE_string("path", None, "Internal: the infer path.")
 flags.DEFINE_string("bodies", None, "Internal: the request bodies' file.")
+flags.DEFINE_integer("server_pid", None, "Internal: the server's process, for its CPU time.")
+flags.DEFINE_boolean("trivial", False, "Internal: run as the trivial endpoint (--port).")
 flags.register_validator(
     "concurrency",
     lambda v: all(c.isdigit() and int(c) >= 1 for c in v),
@@ -111,8 +145,11 @@ flags.register_validator(
 )
 flags.register_validator(
     "models",
-    lambda v: all(os.path.isfile(os.path.join(ROOT, "configs", f"digits_{m}.py")) for m in v),
-    "--models takes names of configs/digits_NAME.py, e.g. --models=cnn,resnet",
+    lambda v: all(
+        m in MODELS or os.path.isfile(os.path.join(ROOT, "configs", f"digits_{m}.py")) for m in v
+    ),
+    f"--models takes {', '.join(MODELS)} or names of configs/digits_NAME.py, e.g. "
+    "--models=cnn,cnn_large",
 )
 flags.register_validator("seconds", lambda v: v > 0, "--seconds must be > 0, e.g. --seconds=8")
 
@@ -133,7 +170,7 @@ def free_port() -> int:
 
 
 async def _load(port: int, path: str, bodies: list[bytes], concurrency: int, requests: int,
-                seconds: float) -> dict:  # fmt: skip
+                seconds: float, server_pid: int | None = None) -> dict:  # fmt: skip
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     sent = 0
@@ -170,10 +207,12 @@ async def _load(port: int, path: str, bodies: list[bytes], concurrency: int, req
         finally:
             writer.close()
 
+    server = cpu_seconds(server_pid) if server_pid else 0.0
     start, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(client(i) for i in range(concurrency)))
     elapsed = time.perf_counter() - start
     cpu = time.process_time() - cpu
+    server = (cpu_seconds(server_pid) - server) if server_pid else 0.0
     latencies.sort()
 
     def q(p: float) -> float:
@@ -189,6 +228,10 @@ async def _load(port: int, path: str, bodies: list[bytes], concurrency: int, req
         "mean_ms": statistics.fmean(latencies) * 1e3,
         "statuses": statuses,
         "client_cpu": cpu / elapsed,  # near 1.0: the load generator, not the server, is the limit
+        # The server process's CPU (all its threads) over the same window: per answered
+        # request, and in cores (near 1.0 pinned to one core: the server is the limit).
+        "server_cpu_ms": server / max(statuses.get(200, 0), 1) * 1e3,
+        "server_cores": server / elapsed,
     }
 
 
@@ -203,9 +246,68 @@ def loadgen_main(args: flags.FlagValues) -> None:
         bodies = [(n, b.encode("latin-1")) for n, b in json.load(f)]
     asyncio.run(_load(args.port, args.path, bodies[:50], 4, 200, 5))  # warm up
     result = asyncio.run(
-        _load(args.port, args.path, bodies, int(args.concurrency[0]), args.requests, args.seconds)
-    )
+        _load(args.port, args.path, bodies, int(args.concurrency[0]), args.requests, args.seconds,
+              args.server_pid)
+    )  # fmt: skip
     print(json.dumps(result))
+
+
+def trivial_main(port: int) -> None:
+    """A trivial HTTP endpoint (the load generator's ceiling): answers every request at once
+    with a fixed 200 reply the size of an infer reply, no parsing beyond Content-Length."""
+    outputs = [
+        {"name": "label", "shape": [1], "datatype": "INT32", "data": [0]},
+        {"name": "probabilities", "shape": [1, 10], "datatype": "FP32", "data": [0.1] * 10},
+    ]
+    reply = json.dumps({"model_name": "digits", "outputs": outputs}).encode()
+    head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n"
+    response = head % len(reply) + reply
+
+    class Echo(asyncio.Protocol):
+        def connection_made(self, transport) -> None:
+            self.transport, self.buffer = transport, b""
+
+        def data_received(self, data: bytes) -> None:
+            self.buffer += data
+            while True:
+                end = self.buffer.find(b"\r\n\r\n")
+                if end < 0:
+                    return
+                head = self.buffer[:end].lower()
+                length = int(head.split(b"content-length: ")[1].split(b"\r\n")[0])
+                if len(self.buffer) < end + 4 + length:
+                    return
+                self.buffer = self.buffer[end + 4 + length :]
+                self.transport.write(response)
+
+    async def serve() -> None:
+        server = await asyncio.get_running_loop().create_server(Echo, "127.0.0.1", port)
+        print("ready", flush=True)
+        await server.serve_forever()
+
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(serve())
+
+
+def loadgen_ceiling(c: int, bodies: str, args: flags.FlagValues) -> dict:
+    """The load generator at `c` connections against `trivial_main` on core 0: the most it can
+    send, so a server whose throughput is near it is not what limits the run."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [*pinned(0), sys.executable, __file__, "--trivial", f"--port={port}"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        proc.stdout.readline()  # "ready"
+        return load(port, proc.pid, "/trivial", bodies, c, args)
+    finally:
+        proc.terminate()
+        proc.wait(60)
 
 
 # -- orchestration ------------------------------------------------------------------------------
@@ -223,7 +325,9 @@ def run(cmd: list[str]) -> None:
 
 
 def prepare(model: str, steps: int, workdir: str) -> str:
-    """Trains (briefly) and exports configs/digits_MODEL.py once; returns the export dir."""
+    """Trains (briefly) and exports `model` (`MODELS`, or configs/digits_MODEL.py) once;
+    returns the export dir."""
+    config, overrides = MODELS.get(model, (f"digits_{model}", []))
     run_dir, export_dir = os.path.join(workdir, model), os.path.join(workdir, f"{model}_export")
     if not os.path.exists(os.path.join(export_dir, "manifest.json")):
         run(
@@ -231,7 +335,8 @@ def prepare(model: str, steps: int, workdir: str) -> str:
                 sys.executable,
                 "-m",
                 "ann.main",
-                f"--config=configs/digits_{model}.py",
+                f"--config=configs/{config}.py",
+                *overrides,
                 f"--workdir={run_dir}",
                 f"--config.total_steps={steps}",
                 f"--config.eval_every_steps={steps}",
@@ -309,27 +414,33 @@ def serve(
     export_dir: str, port: int, extra: list[str], env: dict[str, str] | None = None
 ) -> subprocess.Popen:
     """`python -m ann.serve` on `port` (core 0), once it is ready; `env`: its `OTEL_*`
-    variables (none from this process: without them, traces are off). Its stderr goes to a
-    file, never a pipe nobody reads (a full pipe would stop the server)."""
-    log = tempfile.TemporaryFile()
-    proc = subprocess.Popen(
+    variables (none from this process: without them, traces are off)."""
+    return start(
         [*pinned(0), sys.executable, "-m", "ann.serve", f"--model={export_dir}", f"--port={port}",
          "--max_queue_rows=1024", *extra],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log,
-        env={**{k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}, **(env or {})},
+        port, "/v2/health/ready",
+        {**{k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}, **(env or {})},
     )  # fmt: skip
+
+
+def start(cmd: list[str], port: int, ready: str, env: dict[str, str]) -> subprocess.Popen:
+    """Starts a server and returns once `ready` answers 200. Its output goes to a file, never
+    a pipe nobody reads (a full pipe would stop the server); RuntimeError with its last lines
+    if it exits first, or after 300 s."""
+    log = tempfile.TemporaryFile()
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=log, env=env)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             log.seek(0)
             raise RuntimeError(log.read().decode()[-2000:])
         try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=2)
+            urllib.request.urlopen(f"http://127.0.0.1:{port}{ready}", timeout=2)
             return proc
         except OSError:
             time.sleep(0.3)
     proc.kill()
-    raise RuntimeError("server did not turn ready")
+    raise RuntimeError(f"{cmd[0]} did not turn ready")
 
 
 def bare_call_ms(export_dir: str, x) -> float:
@@ -472,11 +583,217 @@ def traces_summary(model: str, results: dict, levels: list[int], off: str, mode:
     return f"{model}: traces off -> {mode}: " + "; ".join(parts)
 
 
+def write_bodies(path: str, images, monitoring: bool, encoding: str) -> None:
+    """The request bodies, one per test image: [JSON header length or None, body as latin-1]."""
+    tensor = {"name": "image", "shape": [1, 8, 8, 1], "datatype": "UINT8"}
+    bodies = []
+    for i, x in enumerate(images):
+        ids = {"id": f"bench-{i}"} if monitoring else {}
+        if encoding == "json":
+            body = json.dumps({**ids, "inputs": [{**tensor, "data": x.reshape(-1).tolist()}]})
+            bodies.append((None, body))
+        else:  # binary tensor data in and out
+            head = json.dumps({**ids,
+                               "inputs": [{**tensor, "parameters": {"binary_data_size": 64}}],
+                               "parameters": {"binary_data_output": True}})  # fmt: skip
+            bodies.append((len(head), head + x.tobytes().decode("latin-1")))
+    with open(path, "w") as f:
+        json.dump(bodies, f)
+
+
+def server_modes(args: flags.FlagValues) -> tuple[dict[str, list[str]], dict, OtlpSink | None]:
+    """The ann servers to run, mode -> flags; the `OTEL_*` variables of traced modes; the
+    OTLP sink (with --tracing)."""
+    dynamic = [f"--max_batch_size={args.max_batch_size}",
+               f"--max_queue_delay_ms={args.max_queue_delay_ms}"]  # fmt: skip
+    modes = (
+        {"mon-off": [*dynamic, "--monitor=off"], "mon-on": [*dynamic, "--monitor=on"]}
+        if args.monitoring
+        else {
+            "dynamic": [*dynamic, "--monitor=off"],
+            "batch-1": ["--max_batch_size=1", "--monitor=off"],  # queues every client (1024)
+        }
+    )
+    if not args.batch1:
+        modes.pop("batch-1", None)
+    sink, traced = None, {}
+    if args.tracing:  # the dynamic server again, traces on (OTEL_* only): all, then 1% sampled
+        sink = OtlpSink()
+        ratio = {
+            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG": "0.01",
+        }
+        traced = {"traced": sink.env(), "traced1%": {**sink.env(), **ratio}}
+        modes.update({mode: [*dynamic, "--monitor=off"] for mode in traced})
+    return modes, traced, sink
+
+
+def load(port: int, pid: int, path: str, bodies: str, c: int, args: flags.FlagValues) -> dict:
+    """One level: the load generator (core 1) against the server `pid` on `port`."""
+    out = subprocess.run(
+        [*pinned(1), sys.executable, __file__, "--loadgen", f"--port={port}", f"--path={path}",
+         f"--bodies={bodies}", f"--concurrency={c}", f"--requests={args.requests}",
+         f"--seconds={args.seconds}", f"--server_pid={pid}"],
+        check=True, capture_output=True, text=True, timeout=args.seconds + 120,
+    )  # fmt: skip
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def print_level(model: str, mode: str, c: int, r: dict) -> None:
+    errors = sum(v for k, v in r["statuses"].items() if k != "200")
+    server = (
+        f"queue {r['queue_ms']:5.2f} rest {r['server_rest_ms']:5.2f} ms " if "queue_ms" in r else ""
+    )
+    batch = f"batch {r['mean_batch']:5.1f} | " if "mean_batch" in r else ""
+    print(
+        f"{model:9s} {mode:11s} c={c:3d} | {r['throughput']:8.0f} req/s | p50 "
+        f"{r['p50_ms']:6.2f} p95 {r['p95_ms']:6.2f} p99 {r['p99_ms']:6.2f} ms | server: {server}"
+        f"cpu {r['server_cpu_ms']:5.3f} ms/req, {r['server_cores']:4.2f} cores | {batch}"
+        f"client cpu {r['client_cpu']:4.0%} | errors {errors}",
+        flush=True,
+    )
+
+
+def run_ann(model: str, export_dir: str, mode: str, extra: list[str], env: dict | None,
+            levels: list[int], bodies: str, args: flags.FlagValues) -> dict:  # fmt: skip
+    """Every level against one ann server; results by level, with the server's own split of
+    each request's time (/metrics)."""
+    results = {}
+    port = free_port()
+    proc = serve(export_dir, port, extra, env)
+    try:
+        for c in levels:
+            before = metrics(port)
+            r = load(port, proc.pid, f"/v2/models/digits_{model}/infer", bodies, c, args)
+            after = metrics(port)
+            d = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+            n = max(d["ann_request_duration_seconds_count"], 1)
+            r["queue_ms"] = d["ann_queue_seconds_sum"] / n * 1e3
+            r["server_rest_ms"] = (
+                (d["ann_request_duration_seconds_sum"] - d["ann_queue_seconds_sum"]) / n * 1e3
+            )
+            r["mean_batch"] = d["ann_batch_size_sum"] / max(d["ann_batch_size_count"], 1)
+            # The part of the server's CPU that was not the model (HTTP, JSON, routing,
+            # batching, metrics): its own overhead. Only meaningful at c=1: under load the
+            # compute's wall time also counts the event loop's turns on the same core.
+            r["overhead_ms"] = r["server_cpu_ms"] - d["ann_compute_seconds_sum"] / n * 1e3
+            results[c] = r
+            print_level(model, mode, c, r)
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    return results
+
+
+def run_peer(model: str, export_dir: str, adaptive: bool, levels: list[int], bodies: str,
+             args: flags.FlagValues) -> dict:  # fmt: skip
+    """Every level against Seldon MLServer (`--peer_python`'s venv, in-process inference,
+    scripts/mlserver_runtime.py calling the same export), adaptive batching on (the same
+    `--max_batch_size` and `--max_queue_delay_ms` as ann) or off."""
+    results = {}
+    name = f"digits_{model}"
+    with tempfile.TemporaryDirectory() as root:
+        port, grpc, metrics_port = free_port(), free_port(), free_port()
+        with open(os.path.join(root, "settings.json"), "w") as f:
+            json.dump({"http_port": port, "grpc_port": grpc, "metrics_port": metrics_port,
+                       "parallel_workers": 0, "debug": False}, f)  # fmt: skip
+        os.makedirs(os.path.join(root, name))
+        with open(os.path.join(root, name, "model-settings.json"), "w") as f:
+            batching = (
+                {"max_batch_size": args.max_batch_size,
+                 "max_batch_time": args.max_queue_delay_ms / 1000} if adaptive else {}
+            )  # fmt: skip
+            json.dump({"name": name, "implementation": "mlserver_runtime.AnnExport",
+                       "parameters": {"uri": export_dir}, **batching}, f)  # fmt: skip
+        mlserver = os.path.join(os.path.dirname(args.peer_python), "mlserver")
+        env = {**os.environ, "PYTHONPATH": os.path.join(ROOT, "scripts")}
+        proc = start([*pinned(0), mlserver, "start", root], port, f"/v2/models/{name}/ready", env)
+        mode = "mlserver-ab" if adaptive else "mlserver"
+        try:
+            for c in levels:
+                results[c] = load(port, proc.pid, f"/v2/models/{name}/infer", bodies, c, args)
+                print_level(model, mode, c, results[c])
+        finally:
+            proc.terminate()
+            proc.wait(60)
+    return results
+
+
+def peer_skipped(args: flags.FlagValues) -> str | None:
+    """Why the MLServer runs are skipped (None: they run)."""
+    if not args.peer_python:
+        return "no --peer_python (MLServer's venv; see scripts/mlserver_runtime.py)"
+    mlserver = os.path.join(os.path.dirname(args.peer_python), "mlserver")
+    if not os.path.isfile(args.peer_python) or not os.path.isfile(mlserver):
+        return f"--peer_python={args.peer_python}: no python with mlserver beside it"
+    if args.encoding != "json":
+        return "--encoding=binary: MLServer's REST has no binary tensor data extension"
+    return None
+
+
+def peer_table(results: dict, models: list[str], levels: list[int]) -> str:
+    """ann (dynamic) vs MLServer's better run (adaptive batching on or off) per row."""
+    lines = [
+        "| model | c | ann req/s | MLServer best req/s | ratio | ann p95 ms | MLServer p95 ms "
+        "| ann server CPU (cores) | ann CPU ms/req | MLServer CPU ms/req |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for model in models:
+        for c in levels:
+            ann = results[(model, "dynamic", c)]
+            peer = max((results[(model, m, c)] for m in ("mlserver", "mlserver-ab")),
+                       key=lambda r: r["throughput"])  # fmt: skip
+            lines.append(
+                f"| {model} | {c} | {ann['throughput']:,.0f} | {peer['throughput']:,.0f} | "
+                f"{ann['throughput'] / peer['throughput']:.2f}x | {ann['p95_ms']:.2f} | "
+                f"{peer['p95_ms']:.2f} | {ann['server_cores']:.2f} | {ann['server_cpu_ms']:.3f}"
+                f" | {peer['server_cpu_ms']:.3f} |"
+            )
+    return "\n".join(lines)
+
+
+def summarize(model: str, results: dict, levels: list[int], bare: float,
+              args: flags.FlagValues, traced: dict) -> list[str]:  # fmt: skip
+    """The per-model summary lines (traces, monitoring, or dynamic vs batch-1)."""
+    top = max(levels)
+    summary = []
+    if traced:
+        off = "mon-off" if args.monitoring else "dynamic"
+        summary += [traces_summary(model, results, levels, off, mode) for mode in traced]
+    if args.monitoring:
+        on, off = results[(model, "mon-on", top)], results[(model, "mon-off", top)]
+        summary.append(
+            f"{model} c={top}: monitoring on/off throughput {on['throughput']:.0f}/"
+            f"{off['throughput']:.0f} req/s ({on['throughput'] / off['throughput'] - 1:+.1%}),"
+            f" p95 {on['p95_ms']:.2f}/{off['p95_ms']:.2f} ms "
+            f"({on['p95_ms'] / off['p95_ms'] - 1:+.1%}), server CPU per request "
+            f"{on['server_cpu_ms']:.3f}/{off['server_cpu_ms']:.3f} ms"
+        )
+        return summary
+    dyn, one = results[(model, "dynamic", top)], results[(model, "dynamic", min(levels))]
+    line = (
+        f"{model}: bare compiled batch-1 call {bare:.3f} ms; at c={min(levels)} (dynamic) the "
+        f"server's CPU per request {one['server_cpu_ms']:.3f} ms, of it not the model "
+        f"{one['overhead_ms']:.3f} ms, client p50 minus bare call {one['p50_ms'] - bare:.3f} ms;"
+        f" at c={top}: server CPU per request {dyn['server_cpu_ms']:.3f} ms"
+    )
+    if args.batch1:
+        b1 = results[(model, "batch-1", top)]
+        line += (
+            f", batch-1 {b1['server_cpu_ms']:.3f} ms; dynamic/batch-1 throughput "
+            f"{dyn['throughput'] / b1['throughput']:.2f}x, dynamic p95 {dyn['p95_ms']:.1f} ms"
+        )
+    return [line]
+
+
 def main(argv: list[str]) -> None:
     del argv
     args = FLAGS
     if args.loadgen:
         loadgen_main(args)
+        return
+    if args.trivial:
+        trivial_main(args.port)
         return
     if args.http_layer:
         http_layer()
@@ -491,121 +808,42 @@ def main(argv: list[str]) -> None:
 
     os.makedirs(args.workdir, exist_ok=True)
     images = data.load("digits", "test", cache=True).rows(np.arange(256))["image"]
-    bodies_path = os.path.join(args.workdir, "bodies.json")
-    with open(bodies_path, "w") as f:
-        tensor = {"name": "image", "shape": [1, 8, 8, 1], "datatype": "UINT8"}
-        bodies = []
-        for i, x in enumerate(images):
-            ids = {"id": f"bench-{i}"} if args.monitoring else {}
-            if args.encoding == "json":
-                body = json.dumps({**ids, "inputs": [{**tensor, "data": x.reshape(-1).tolist()}]})
-                bodies.append((None, body))
-            else:  # binary tensor data in and out
-                head = json.dumps({**ids,
-                                   "inputs": [{**tensor, "parameters": {"binary_data_size": 64}}],
-                                   "parameters": {"binary_data_output": True}})  # fmt: skip
-                bodies.append((len(head), head + x.tobytes().decode("latin-1")))
-        json.dump(bodies, f)
+    bodies = os.path.join(args.workdir, "bodies.json")
+    write_bodies(bodies, images, args.monitoring, args.encoding)
     levels = [int(c) for c in args.concurrency]
-    dynamic = [f"--max_batch_size={args.max_batch_size}",
-               f"--max_queue_delay_ms={args.max_queue_delay_ms}"]  # fmt: skip
-    modes = (
-        {"mon-off": [*dynamic, "--monitor=off"], "mon-on": [*dynamic, "--monitor=on"]}
-        if args.monitoring
-        else {
-            "dynamic": [*dynamic, "--monitor=off"],
-            "batch-1": ["--max_batch_size=1", "--monitor=off"],  # queues every client (1024)
-        }
-    )
-    sink, traced = None, {}
-    if args.tracing:  # the dynamic server again, traces on (OTEL_* only): all, then 1% sampled
-        sink = OtlpSink()
-        ratio = {
-            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
-            "OTEL_TRACES_SAMPLER_ARG": "0.01",
-        }
-        traced = {"traced": sink.env(), "traced1%": {**sink.env(), **ratio}}
-        modes.update({mode: [*dynamic, "--monitor=off"] for mode in traced})
+    modes, traced, sink = server_modes(args)
+    skipped = peer_skipped(args)
     print(f"{os.cpu_count()} CPUs; server on core 0, load generator on core 1"
           if pinned(0) else "not pinned (taskset missing or 1 CPU)")  # fmt: skip
-    summary = []
+    print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} "
+          f"{os.getloadavg()[2]:.2f} (1, 5, 15 min)")  # fmt: skip
+    ceiling = loadgen_ceiling(max(levels), bodies, args)
+    print(
+        f"load generator ceiling at c={max(levels)} (a trivial endpoint on core 0): "
+        f"{ceiling['throughput']:,.0f} req/s, client cpu {ceiling['client_cpu']:.0%}"
+    )
+    summary, results = [], {}
     for model in args.models:
         export_dir = prepare(model, args.steps, args.workdir)
         bare = bare_call_ms(export_dir, images)
-        results = {}
         for mode, extra in modes.items():
-            port = free_port()
-            proc = serve(export_dir, port, extra, traced.get(mode))
-            try:
-                for c in levels:
-                    before, cpu = metrics(port), cpu_seconds(proc.pid)
-                    out = subprocess.run(
-                        [*pinned(1), sys.executable, __file__, "--loadgen", f"--port={port}",
-                         f"--path=/v2/models/digits_{model}/infer", f"--bodies={bodies_path}",
-                         f"--concurrency={c}", f"--requests={args.requests}",
-                         f"--seconds={args.seconds}"],
-                        check=True, capture_output=True, text=True, timeout=args.seconds + 120,
-                    )  # fmt: skip
-                    r = json.loads(out.stdout.strip().splitlines()[-1])
-                    cpu = cpu_seconds(proc.pid) - cpu
-                    after = metrics(port)
-                    d = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
-                    n = max(d["ann_request_duration_seconds_count"], 1)
-                    r["queue_ms"] = d["ann_queue_seconds_sum"] / n * 1e3
-                    r["server_rest_ms"] = (
-                        (d["ann_request_duration_seconds_sum"] - d["ann_queue_seconds_sum"])
-                        / n
-                        * 1e3
-                    )
-                    r["mean_batch"] = d["ann_batch_size_sum"] / max(d["ann_batch_size_count"], 1)
-                    # The server's whole core per answered request, and the part of it that was
-                    # not the model (HTTP, JSON, routing, batching, metrics): its own overhead.
-                    # The second is only meaningful at c=1: under load the compute thread's wall
-                    # time also counts the event loop's turns on the same core.
-                    r["server_cpu_ms"] = cpu / n * 1e3
-                    r["overhead_ms"] = (cpu - d["ann_compute_seconds_sum"]) / n * 1e3
-                    results[(mode, c)] = r
-                    errors = sum(v for k, v in r["statuses"].items() if k != "200")
-                    print(
-                        f"{model:7s} {mode:9s} c={c:3d} | {r['throughput']:8.0f} req/s | p50 "
-                        f"{r['p50_ms']:6.2f} p95 {r['p95_ms']:6.2f} p99 {r['p99_ms']:6.2f} ms | "
-                        f"server: queue {r['queue_ms']:5.2f} rest {r['server_rest_ms']:5.2f} ms "
-                        f"cpu {r['server_cpu_ms']:5.3f} ms/req | batch {r['mean_batch']:5.1f} | "
-                        f"client cpu {r['client_cpu']:4.0%} "
-                        f"| errors {errors}",
-                        flush=True,
-                    )
-            finally:
-                proc.terminate()
-                proc.wait(60)
-        top = max(levels)
-        if sink is not None:
-            off = "mon-off" if args.monitoring else "dynamic"
-            summary += [traces_summary(model, results, levels, off, mode) for mode in traced]
-            summary.append(f"{sink.spans} spans exported")
-        if args.monitoring:
-            on, off = results[("mon-on", top)], results[("mon-off", top)]
-            summary.append(
-                f"{model} c={top}: monitoring on/off throughput {on['throughput']:.0f}/"
-                f"{off['throughput']:.0f} req/s ({on['throughput'] / off['throughput'] - 1:+.1%}),"
-                f" p95 {on['p95_ms']:.2f}/{off['p95_ms']:.2f} ms "
-                f"({on['p95_ms'] / off['p95_ms'] - 1:+.1%}), server CPU per request "
-                f"{on['server_cpu_ms']:.3f}/{off['server_cpu_ms']:.3f} ms"
-            )
-            continue
-        one = results[("batch-1", 1)]
-        ratio = results[("dynamic", top)]["throughput"] / results[("batch-1", top)]["throughput"]
-        dyn = results[("dynamic", top)]
-        summary.append(
-            f"{model}: bare compiled batch-1 call {bare:.3f} ms; server overhead per request "
-            f"(client p50 at c=1, batch-1, minus bare call) {one['p50_ms'] - bare:.3f} ms; "
-            f"server CPU per request minus its compute, c=1 batch-1: {one['overhead_ms']:.3f} ms; "
-            f"server CPU per request, all of it, at c={top}: dynamic {dyn['server_cpu_ms']:.3f} "
-            f"ms, batch-1 {results[('batch-1', top)]['server_cpu_ms']:.3f} ms; "
-            f"dynamic/batch-1 throughput at c={top}: {ratio:.2f}x, dynamic p95 "
-            f"{results[('dynamic', top)]['p95_ms']:.1f} ms"
-        )
+            found = run_ann(model, export_dir, mode, extra, traced.get(mode), levels, bodies, args)
+            results.update({(model, mode, c): r for c, r in found.items()})
+        if skipped is None and not args.monitoring:
+            for adaptive in (False, True):
+                found = run_peer(model, export_dir, adaptive, levels, bodies, args)
+                mode = "mlserver-ab" if adaptive else "mlserver"
+                results.update({(model, mode, c): r for c, r in found.items()})
+        summary += summarize(model, results, levels, bare, args, traced)
+    if sink is not None:
+        summary.append(f"{sink.spans} spans exported")
+    if skipped is not None:
+        summary.append(f"MLServer comparison skipped: {skipped}")
+    elif not args.monitoring:
+        summary.append(peer_table(results, args.models, levels))
     print("\n".join(summary))
+    print(f"load average at the end {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} "
+          f"{os.getloadavg()[2]:.2f}")  # fmt: skip
 
 
 if __name__ == "__main__":

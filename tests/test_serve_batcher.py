@@ -134,3 +134,99 @@ def test_submit_before_start_and_queue_full():
         await asyncio.wait_for(batcher.close(), 30)
 
     asyncio.run(main())
+
+
+class GatedModel:
+    """Compiled functions for every bucket of 8 that double `x`, record each call's real rows
+    (non-zero: requests here never send a 0) and block on `gate` until the test opens it;
+    `entered` is set when a call has started."""
+
+    def __init__(self):
+        import threading
+
+        self.gate, self.entered = threading.Event(), threading.Event()
+        self.calls: list[list[float]] = []
+        self.run = {size: self._run for size in buckets(8)}
+
+    def _run(self, inputs):
+        self.calls.append([v for v in inputs["x"].ravel().tolist() if v])
+        self.entered.set()
+        assert self.gate.wait(30), "the test never opened the gate"
+        return {"y": inputs["x"] * 2}
+
+    async def wait_entered(self):
+        """Until a call has started (off the loop, so the loop keeps serving)."""
+        assert await asyncio.get_running_loop().run_in_executor(None, self.entered.wait, 30)
+        self.entered.clear()
+
+
+def test_next_batch_starts_when_the_previous_ends_before_its_replies():
+    """Work-conserving: what queued while a batch computed runs as the next batch the moment
+    it ends, before the finished batch's requests hear their results (their replies are then
+    encoded while the model computes), and with no pass of the event loop in between."""
+
+    async def main():
+        model = GatedModel()
+        batcher = Batcher(model.run, 8, 60.0, 64, wait="idle")
+        batcher.start()
+        first = batcher.submit_nowait(rows(1, 1), 1)
+        await model.wait_entered()  # the lone request computes; the model is busy
+        queued = [batcher.submit_nowait(rows(1, 10 + i), 1) for i in range(3)]
+        assert batcher.batches == 1
+        model.gate.set()
+        out, timing = await first
+        # The moment the first batch ended, the three queued requests started as one batch.
+        assert batcher.batches == 2 and batcher.queued_rows == 0
+        assert out["y"].tolist() == [[2.0]] and timing.bucket == 1
+        results = await asyncio.wait_for(asyncio.gather(*queued), 30)
+        assert model.calls == [[1.0], [10.0, 11.0, 12.0]]
+        assert [r[0]["y"].item() for r in results] == [20.0, 22.0, 24.0]
+        assert all(r[1].batch_rows == 3 and r[1].bucket == 4 for r in results)
+        await batcher.close()
+
+    asyncio.run(main())
+
+
+def test_a_burst_runs_as_full_batches_back_to_back():
+    """20 one-row requests arriving while a batch computes: 3 more batches (8, 8, 4), each
+    started as the previous ended, none waiting for company (queue delay 60 s)."""
+
+    async def main():
+        model = GatedModel()
+        batcher = Batcher(model.run, 8, 60.0, 64, wait="idle")
+        batcher.start()
+        first = batcher.submit_nowait(rows(1, 1), 1)
+        await model.wait_entered()
+        burst = [batcher.submit_nowait(rows(1, 100 + i), 1) for i in range(20)]
+        model.gate.set()
+        await asyncio.wait_for(asyncio.gather(first, *burst), 30)
+        assert batcher.batches == 4
+        assert [len(c) for c in model.calls] == [1, 8, 8, 4]
+        assert sum(model.calls[1:], []) == [100.0 + i for i in range(20)]  # oldest first
+        await batcher.close()
+
+    asyncio.run(main())
+
+
+def test_full_wait_after_a_batch_waits_for_a_full_one():
+    """wait="full": what queued while a batch computed does not run when it ends, but once a
+    batch is full (or the oldest request's deadline, 60 s here, passes)."""
+
+    async def main():
+        model = GatedModel()
+        batcher = Batcher(model.run, 8, 60.0, 64, wait="full")
+        batcher.start()
+        first = [batcher.submit_nowait(rows(1, 1 + i), 1) for i in range(8)]
+        await model.wait_entered()
+        later = [batcher.submit_nowait(rows(1, 20 + i), 1) for i in range(3)]
+        model.gate.set()
+        await asyncio.wait_for(asyncio.gather(*first), 30)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert batcher.batches == 1 and batcher.queued_rows == 3  # waits for company
+        later += [batcher.submit_nowait(rows(1, 30 + i), 1) for i in range(5)]
+        await asyncio.wait_for(asyncio.gather(*later), 30)
+        assert [len(c) for c in model.calls] == [8, 8] and batcher.batches == 2
+        await batcher.close()
+
+    asyncio.run(main())

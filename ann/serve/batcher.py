@@ -1,16 +1,22 @@
 """Dynamic batching: requests queue up and run together, padded to a few compiled sizes.
 
-One worker per model takes the oldest request and lets the batch fill: with `wait="idle"` (the
+One worker per model, work-conserving (as Triton's dynamic batcher and TF-Serving's batch
+scheduler): one batch computes at a time, on a thread (XLA releases the GIL), while new requests
+keep queuing; the moment it finishes, the next batch starts with whatever queued meanwhile, and
+only then are the finished batch's results handed out, so its replies are encoded and written
+while the next one computes. The model therefore never waits for the event loop while requests
+wait, and under load the batch is whatever arrived while the previous one ran.
+
+When the model is idle, the oldest request lets the batch fill first: with `wait="idle"` (the
 server's default, `Settings.batch_wait`) for as long as each pass of the event loop brings more
 requests, i.e. until no one else is waiting to be read; with `wait="full"` until
-`max_batch_size` rows are queued; either way at most until that request has waited
-`max_queue_delay` seconds. It takes whole requests up to `max_batch_size` rows, pads them to the
-smallest compiled bucket that holds them, and runs the function on a thread (XLA releases the
-GIL), while new requests keep queuing. A lone request therefore runs at once instead of waiting
-`max_queue_delay` for company that is not coming, and under load the batch is whatever arrived
-while the previous one ran. The worker's event is set only when it sleeps, not once per request.
-A request that would push the queue past `max_queue_rows` is refused at once (the caller answers
-503 + Retry-After).
+`max_batch_size` rows are queued (and after a batch, the next also waits to be full); either
+way at most until that request has waited `max_queue_delay` seconds. A lone request therefore
+runs at once instead of waiting `max_queue_delay` for company that is not coming. A batch takes
+whole requests up to `max_batch_size` rows, padded to the smallest compiled bucket that holds
+them. The worker's event is set only when it sleeps, not once per request. `batches` counts the
+batches started. A request that would push the queue past `max_queue_rows` is refused at once
+(the caller answers 503 + Retry-After).
 
 Defensive, although the server refuses such requests before they get here: a request of more
 than `max_batch_size` rows (or none) is refused at `submit_nowait` (`ValueError`), since no
@@ -80,6 +86,19 @@ class _Pending:
     trace: Any = None  # the request's span (tracing.TracedRequest), or None
 
 
+@dataclasses.dataclass
+class _Running:
+    """A batch handed to the executor: its requests, real rows, compiled size, trace token,
+    `time.perf_counter()` when handed over, and the future of `Batcher._compute`."""
+
+    batch: list[_Pending]
+    rows: int
+    bucket: int
+    traced: Any
+    start: float
+    future: asyncio.Future
+
+
 class BatchTracer(Protocol):
     """Traces batches (`tracing.BatchTrace`): `start` when one is formed from `members`, with
     `rows` real rows padded to `bucket`, returning a token (None: nothing to trace); `end` with
@@ -140,6 +159,7 @@ class Batcher:
         self._worker: asyncio.Task | None = None
         self._waiting = False
         self._loop_ref: asyncio.AbstractEventLoop | None = None
+        self.batches = 0  # batches started so far
 
     def start(self) -> None:
         self._loop_ref = asyncio.get_running_loop()
@@ -193,89 +213,128 @@ class Batcher:
         self._executor.shutdown(wait=True)
 
     async def _loop(self) -> None:
+        """The worker: one batch computes at a time (on the executor's thread, the model's
+        core); the moment it finishes, the next starts with whatever queued meanwhile, and
+        only then are the finished batch's results handed out, so its replies are encoded
+        while the next one computes (work-conserving: the model never waits for the loop)."""
         loop = asyncio.get_running_loop()
+        running: _Running | None = None
         while True:
-            if not self._items:
-                if self._closing:
-                    return
-                self._wakeup.clear()
-                self._waiting = True
-                await self._wakeup.wait()
-                continue
-            # Fill the batch while requests keep coming: each pass lets the event loop read
-            # every socket that is ready. Stop when it is full, when a pass brought nothing new
-            # (no one else is waiting to be read, so waiting longer only adds latency), or at
-            # the oldest request's deadline.
-            deadline = self._items[0].enqueued + self.max_queue_delay
-            seen = -1
-            while self.queued_rows < self.max_batch_size and not self._closing:
-                remaining = deadline - time.perf_counter()
-                if remaining <= 0 or (self.wait == "idle" and self.queued_rows == seen):
-                    break
-                seen = self.queued_rows
-                if self.wait == "idle":
-                    await asyncio.sleep(0)
+            if running is None:
+                if not self._items:
+                    if self._closing:
+                        return
+                    self._wakeup.clear()
+                    self._waiting = True
+                    await self._wakeup.wait()
                     continue
-                self._wakeup.clear()
-                self._waiting = True
-                try:
-                    await asyncio.wait_for(self._wakeup.wait(), remaining)
-                except asyncio.TimeoutError:
-                    break
-            batch, rows = [], 0
-            while self._items and rows + self._items[0].rows <= self.max_batch_size:
-                item = self._items.popleft()
-                self.queued_rows -= item.rows
-                if item.future.done():  # cancelled: its client is gone, its rows need no run
-                    continue
-                batch.append(item)
-                rows += item.rows
-            if not batch:
+                await self._fill()  # the model is idle: let the batch fill (`wait`)
+                running = self._dispatch(loop)
                 continue
-            bucket = self._sizes[bisect.bisect_left(self._sizes, rows)]
-            traced = None if self._trace is None else self._trace.start(batch, rows, bucket)
-            start = time.perf_counter()  # after the spans: tracing is no part of compute
             try:
-                outputs, assembled, inputs = await loop.run_in_executor(
-                    self._executor, self._compute, batch, bucket
-                )
-                split = time.perf_counter()
-                compute = split - start
-                offset = 0
-                for item in batch:
-                    timing = Timing(start - item.enqueued, compute, rows, bucket)
-                    mine = {k: v[offset : offset + item.rows] for k, v in outputs.items()}
-                    offset += item.rows
-                    if not item.future.done():  # the client may have gone
-                        item.future.set_result((mine, timing))
+                result, error = await running.future, None
             except Exception as e:  # a fault in the model: every request of the batch hears it
-                for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(e)
-                if traced is not None:
-                    self._trace.end(traced, start, time.perf_counter(), e)
+                result, error = None, e
+            finished, running = running, self._dispatch(loop) if self._due() else None
+            self._finish(finished, result, error)
+
+    async def _fill(self) -> None:
+        """Lets the batch fill while the model is idle: while requests keep coming, each pass
+        letting the event loop read every socket that is ready. Stops when it is full, when a
+        pass brought nothing new (no one else is waiting to be read, so waiting longer only
+        adds latency), or at the oldest request's deadline; with `wait="full"`, only when full
+        or at the deadline."""
+        deadline = self._items[0].enqueued + self.max_queue_delay
+        seen = -1
+        while self.queued_rows < self.max_batch_size and not self._closing:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0 or (self.wait == "idle" and self.queued_rows == seen):
+                return
+            seen = self.queued_rows
+            if self.wait == "idle":
+                await asyncio.sleep(0)
                 continue
-            if traced is not None:
-                self._trace.end(traced, start, split, None)
-            if self._on_rows is not None:
-                try:
-                    self._on_rows(inputs, outputs, rows)
-                except Exception:  # monitoring must not stop the worker
-                    log.exception("batch rows observer failed")
-            if self._on_batch is not None:
-                try:
-                    output = time.perf_counter() - split
-                    self._on_batch(Timing(0.0, compute, rows, bucket, assembled, output))
-                except Exception:  # metrics must not stop the worker
-                    log.exception("batch observer failed")
+            self._wakeup.clear()
+            self._waiting = True
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+            except asyncio.TimeoutError:
+                return
+
+    def _due(self) -> bool:
+        """Whether the queued requests run as the next batch the moment the model is free:
+        always with `wait="idle"` (they queued while it computed); with `wait="full"` when a
+        batch is full or the oldest request's deadline has passed (else `_fill` waits)."""
+        if not self._items:
+            return False
+        if self.wait == "idle" or self._closing or self.queued_rows >= self.max_batch_size:
+            return True
+        return time.perf_counter() >= self._items[0].enqueued + self.max_queue_delay
+
+    def _dispatch(self, loop: asyncio.AbstractEventLoop) -> _Running | None:
+        """Takes whole requests (oldest first, cancelled ones dropped) up to `max_batch_size`
+        rows and starts them computing; None when every queued request was cancelled."""
+        batch, rows = [], 0
+        while self._items and rows + self._items[0].rows <= self.max_batch_size:
+            item = self._items.popleft()
+            self.queued_rows -= item.rows
+            if item.future.done():  # cancelled: its client is gone, its rows need no run
+                continue
+            batch.append(item)
+            rows += item.rows
+        if not batch:
+            return None
+        bucket = self._sizes[bisect.bisect_left(self._sizes, rows)]
+        traced = None if self._trace is None else self._trace.start(batch, rows, bucket)
+        start = time.perf_counter()  # after the spans: tracing is no part of compute
+        future = loop.run_in_executor(self._executor, self._compute, batch, bucket)
+        self.batches += 1
+        return _Running(batch, rows, bucket, traced, start, future)
+
+    def _finish(self, done: _Running, result: Any, error: Exception | None) -> None:
+        """Hands a computed batch's rows to its requests (or its error to all of them), then
+        the trace, monitoring and metrics hooks (none of which may stop the worker)."""
+        if error is not None:
+            for item in done.batch:
+                if not item.future.done():
+                    item.future.set_exception(error)
+            if done.traced is not None:
+                self._trace.end(done.traced, done.start, time.perf_counter(), error)
+            return
+        outputs, assembled, inputs, compute_start, compute_end = result
+        split = time.perf_counter()
+        compute = compute_end - compute_start
+        offset = 0
+        for item in done.batch:
+            timing = Timing(compute_start - item.enqueued, compute, done.rows, done.bucket)
+            mine = {k: v[offset : offset + item.rows] for k, v in outputs.items()}
+            offset += item.rows
+            if not item.future.done():  # the client may have gone
+                item.future.set_result((mine, timing))
+        if done.traced is not None:
+            self._trace.end(done.traced, compute_start, compute_end, None)
+        if self._on_rows is not None:
+            try:
+                self._on_rows(inputs, outputs, done.rows)
+            except Exception:  # monitoring must not stop the worker
+                log.exception("batch rows observer failed")
+        if self._on_batch is not None:
+            try:
+                output = time.perf_counter() - split
+                timing = Timing(0.0, compute, done.rows, done.bucket, assembled, output)
+                self._on_batch(timing)
+            except Exception:  # metrics must not stop the worker
+                log.exception("batch observer failed")
 
     def _compute(
         self, batch: list[_Pending], bucket: int
-    ) -> tuple[dict[str, np.ndarray], float, Mapping[str, np.ndarray]]:
-        """(the batch's outputs, seconds spent assembling its padded inputs, those inputs)."""
-        if len(batch) == 1 and batch[0].rows == bucket:
-            return self._run[bucket](batch[0].inputs), 0.0, batch[0].inputs
+    ) -> tuple[dict[str, np.ndarray], float, Mapping[str, np.ndarray], float, float]:
+        """On the executor's thread: (the batch's outputs, seconds spent assembling its padded
+        inputs, those inputs, `time.perf_counter()` before assembling and after the run)."""
         start = time.perf_counter()
+        if len(batch) == 1 and batch[0].rows == bucket:
+            outputs = self._run[bucket](batch[0].inputs)
+            return outputs, 0.0, batch[0].inputs, start, time.perf_counter()
         inputs = {}
         for name, first in batch[0].inputs.items():
             array = np.zeros((bucket, *first.shape[1:]), first.dtype)  # padding rows are zeros
@@ -285,4 +344,4 @@ class Batcher:
                 offset += item.rows
             inputs[name] = array
         assembled = time.perf_counter() - start
-        return self._run[bucket](inputs), assembled, inputs
+        return self._run[bucket](inputs), assembled, inputs, start, time.perf_counter()
