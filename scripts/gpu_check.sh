@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
-# On a GPU machine: train the default experiment and the ResNet, then the train benchmark.
+# On a GPU machine: the causal LM's tokens/s and MFU, train the default experiment and the
+# ResNet, the train benchmarks (ann vs bare, CNN and MLP), then start-up cold and warm.
 #   scripts/gpu_check.sh OUTDIR
-# Prints the device, eval results and the ann/bare ratios; full logs go to OUTDIR.
+# Prints the device, the LM's MFU, eval results, the ann/bare ratios and start-up times; full
+# logs go to OUTDIR.
 set -u
 out=${1:-/tmp/gpu_check}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 TFDS_DATA_DIR=${TFDS_DATA_DIR:-/tmp/tensorflow_datasets}
 nvidia-smi -L
 python3 -c "import jax, flax; print('jax', jax.__version__, 'flax', flax.__version__, jax.devices())"
+# The causal LM at a size that fills the GPU (0.87B parameters, 16 x 2,048 tokens, bf16, cudnn
+# attention; remat only if XLA's memory estimate needs it): tokens/s and MFU (goal >= 0.40).
+python3 scripts/bench_lm.py --size=1b --out="$out/bench_lm_1b.json" 2>&1 | grep -v -i warn \
+  | tee "$out/bench_lm_1b.txt"
 for cfg in digits_cnn digits_resnet; do
   /usr/bin/time -f "$cfg wall %es" python3 -m ann.main --config=configs/$cfg.py \
     --workdir=/tmp/runs/$cfg >"$out/train_$cfg.log" 2>&1
@@ -27,3 +33,5 @@ JAX_PLATFORMS=cpu python3 scripts/bench_train.py --steps=200 --rounds=3 2>&1 | g
   | tee "$out/bench_cnn_cpu.txt"
 JAX_PLATFORMS=cpu python3 scripts/bench_train.py --config=configs/digits_mlp.py --steps=1000 \
   --rounds=3 2>&1 | grep -v -i warn | tee "$out/bench_mlp_cpu.txt"
+# Start-up of `ann train`, cold and warm compilation cache, on the GPU.
+python3 scripts/bench_startup.py --rounds=1 2>&1 | grep -v -i warn | tee "$out/bench_startup.txt"

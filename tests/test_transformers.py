@@ -1,13 +1,16 @@
 """Transformer family: ViT, causal LM and seq2seq; attention masks; decoding; their data sets."""
 
+import json
 import math
 import re
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import fill, one_line_error, tiny
+from conftest import ROOT, fill, one_line_error, tiny
 from flax import nnx
 
 from ann import data, generate, models
@@ -67,6 +70,58 @@ def test_causal_lm_ignores_later_and_padding_tokens():
     a, b = model(tokens), model(changed, valid=changed != 0)
     np.testing.assert_allclose(a[0, :4], b[0, :4], atol=1e-5)
     assert not np.allclose(a[0, 4:], b[0, 4:], atol=1e-3)
+
+
+@pytest.mark.parametrize("attention", ["xla", "einsum-remat", "xla-remat"])
+def test_causal_lm_attention_and_remat_match_the_spelled_out_masks(attention):
+    """jax.nn.dot_product_attention told "causal, right padding" (and remat) computes what the
+    explicit masks do: same logits at real tokens, same gradients."""
+    tokens = jnp.array(np.random.default_rng(0).integers(1, 20, (3, 9)), jnp.int32)
+    tokens = tokens.at[1, 6:].set(0).at[2, 3:].set(0)  # right padding
+    valid = tokens != 0
+    impl, _, remat = attention.partition("-")
+
+    def loss(model):
+        return (model(tokens, valid=valid) * valid[..., None]).sum()
+
+    def run(**kw):
+        model = build("causal_lm", depth=2, **kw)
+        value, grads = nnx.value_and_grad(loss)(model)
+        return value, jax.tree.leaves(nnx.state(grads))
+
+    base, base_grads = run()
+    value, grads = run(attention=impl, remat=bool(remat))
+    assert float(value) == pytest.approx(float(base), rel=1e-5)
+    for g, b in zip(grads, base_grads, strict=True):
+        np.testing.assert_allclose(g, b, atol=2e-4)
+    if remat:  # the blocks are really recomputed: jax.checkpoint (remat) in the program
+        model = build("causal_lm", depth=2, attention=impl, remat=True)
+        assert "remat" in str(jax.make_jaxpr(nnx.grad(loss))(model))
+
+
+def test_attention_choices_are_checked():
+    with pytest.raises(ValueError, match="attention 'flash': use one of einsum, xla, cudnn"):
+        build("causal_lm", attention="flash")
+    with pytest.raises(ValueError, match="no attention dropout"):
+        build("causal_lm", attention="xla", dropout=0.1)
+
+
+@pytest.mark.slow
+def test_bench_lm_tiny_reports_tokens_and_model_flops(tmp_path):
+    """scripts/bench_lm.py (the GPU LM benchmark) at its CPU size: tokens/s, the PaLM FLOPs."""
+    out = tmp_path / "lm.json"
+    cmd = [sys.executable, "scripts/bench_lm.py", "--size=tiny", "--warmup=1", "--steps=2"]
+    proc = subprocess.run(
+        [*cmd, f"--out={out}"], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "tokens/s" in proc.stdout and "MFU: n/a" in proc.stdout  # no peak for a CPU
+    r = json.loads(out.read_text())
+    assert r["tokens_per_sec"] > 0 and r["tokens_per_step"] == r["batch"] * r["seq"]
+    attention = 12 * r["depth"] * r["dim"] * r["seq"]  # 12 L H Q T with H Q = dim
+    assert r["flops_per_token"] == 6 * r["num_params"] + attention
+    assert r["attention"] == "xla" and r["dtype"] == "bfloat16" and r["mfu"] is None
+    assert math.isfinite(r["last_loss"])
 
 
 DIGIT_IDS = tuple(range(3, 13))  # digit_strings' '0'..'9'

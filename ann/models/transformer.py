@@ -13,6 +13,10 @@ import jax.numpy as jnp
 from flax import nnx
 
 NEG_INF = -1e9  # finite: a row with every key masked softmaxes to uniform, never NaN
+# How attention is computed: "einsum" spells it out (float32 logits, attention dropout);
+# "xla" and "cudnn" call jax.nn.dot_product_attention with that implementation (cudnn: fused
+# flash attention on NVIDIA GPUs, bfloat16/float16 only; no attention dropout).
+ATTENTION = ("einsum", "xla", "cudnn")
 
 
 def padding_mask(valid: jax.Array) -> jax.Array:
@@ -54,7 +58,8 @@ def rope(x: jax.Array, positions: jax.Array, base: float = 10_000.0) -> jax.Arra
 
 
 class Attention(nnx.Module):
-    """Multi-head (self- or cross-) attention; optional RoPE on queries and keys."""
+    """Multi-head (self- or cross-) attention; optional RoPE on queries and keys; computed as
+    `implementation` says (one of ATTENTION)."""
 
     def __init__(
         self,
@@ -63,13 +68,22 @@ class Attention(nnx.Module):
         *,
         use_rope: bool = False,
         dropout: float = 0.0,
+        implementation: str = "einsum",
         dtype: jnp.dtype | None = None,
         param_dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
     ):
         if dim % num_heads:
             raise ValueError(f"model dim {dim} is not divisible by num_heads {num_heads}")
+        if implementation not in ATTENTION:
+            raise ValueError(f"attention {implementation!r}: use one of {', '.join(ATTENTION)}")
+        if implementation != "einsum" and dropout:
+            raise ValueError(
+                f"attention {implementation!r} has no attention dropout; use dropout=0 or "
+                "attention='einsum'"
+            )
         self.num_heads, self.head_dim, self.use_rope = num_heads, dim // num_heads, use_rope
+        self.implementation = implementation
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.query = nnx.Linear(dim, dim, **kw)
         self.key = nnx.Linear(dim, dim, **kw)
@@ -85,8 +99,13 @@ class Attention(nnx.Module):
         mask: jax.Array | None = None,
         positions: jax.Array | None = None,
         context_positions: jax.Array | None = None,
+        causal: bool = False,
+        lengths: jax.Array | None = None,
         rngs: jax.Array | None = None,
     ) -> jax.Array:
+        """`mask` as the module docstring says; `causal` adds the causal mask and `lengths`
+        [batch] int32 hides keys at and after each row's length (right padding): the two masks
+        `jax.nn.dot_product_attention` (cudnn) takes without building them."""
         context = x if context is None else context
         b, tq, tk = x.shape[0], x.shape[1], context.shape[1]
         q = self.query(x).reshape(b, tq, self.num_heads, self.head_dim)
@@ -96,6 +115,21 @@ class Attention(nnx.Module):
             q = rope(q, jnp.arange(tq) if positions is None else positions)
             kpos = context_positions if context_positions is not None else positions
             k = rope(k, jnp.arange(tk) if kpos is None else kpos)
+        if self.implementation != "einsum":
+            y = jax.nn.dot_product_attention(
+                q,
+                k,
+                v,
+                mask=mask,
+                is_causal=causal,
+                key_value_seq_lengths=lengths,
+                implementation=self.implementation,
+            )
+            return self.out(y.reshape(b, tq, -1))
+        if causal:
+            mask = combine(mask, causal_mask(tq))
+        if lengths is not None:
+            mask = combine(mask, (jnp.arange(tk) < lengths[:, None])[:, None, None, :])
         logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32)
         logits = logits / jnp.sqrt(jnp.float32(self.head_dim))
         if mask is not None:
@@ -134,13 +168,16 @@ class Block(nnx.Module):
         use_rope: bool = False,
         cross_rope: bool = False,
         dropout: float = 0.0,
+        attention: str = "einsum",
         dtype: jnp.dtype | None = None,
         param_dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
     ):
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.norm1 = nnx.LayerNorm(dim, **kw)
-        self.attn = Attention(dim, num_heads, use_rope=use_rope, dropout=dropout, **kw)
+        self.attn = Attention(
+            dim, num_heads, use_rope=use_rope, dropout=dropout, implementation=attention, **kw
+        )
         self.cross_norm = self.cross = nnx.data(None)
         if cross_attention:
             self.cross_norm = nnx.LayerNorm(dim, **kw)
@@ -160,10 +197,19 @@ class Block(nnx.Module):
         context_mask: jax.Array | None = None,
         positions: jax.Array | None = None,
         context_positions: jax.Array | None = None,
+        causal: bool = False,
+        lengths: jax.Array | None = None,
         rngs: jax.Array | None = None,
     ) -> jax.Array:
         k = _keys(rngs, 6)
-        h = self.attn(self.norm1(x), mask=mask, positions=positions, rngs=k[0])
+        h = self.attn(
+            self.norm1(x),
+            mask=mask,
+            positions=positions,
+            causal=causal,
+            lengths=lengths,
+            rngs=k[0],
+        )
         x = x + self.dropout(h, rngs=k[1])
         if self.cross is not None:
             h = self.cross(
@@ -179,9 +225,14 @@ class Block(nnx.Module):
 
 
 class Stack(nnx.Module):
-    """`depth` blocks and a final LayerNorm (pre-norm transformers need one at the end)."""
+    """`depth` blocks and a final LayerNorm (pre-norm transformers need one at the end).
 
-    def __init__(self, depth: int, dim: int, **block_kw):
+    `remat`: each block's activations are recomputed in the backward pass instead of kept
+    (`nnx.remat`, i.e. jax.checkpoint): about a third more compute for a block's activations'
+    memory, so a larger batch or sequence fits."""
+
+    def __init__(self, depth: int, dim: int, *, remat: bool = False, **block_kw):
+        self.remat = remat
         self.blocks = nnx.List(Block(dim, **block_kw) for _ in range(depth))
         self.norm = nnx.LayerNorm(
             dim,
@@ -191,6 +242,11 @@ class Stack(nnx.Module):
         )
 
     def __call__(self, x: jax.Array, *, rngs: jax.Array | None = None, **kwargs) -> jax.Array:
+        def run(block: Block, x: jax.Array, key: jax.Array | None) -> jax.Array:
+            return block(x, rngs=key, **kwargs)
+
+        if self.remat:
+            run = nnx.remat(run)
         for block, key in zip(self.blocks, _keys(rngs, len(self.blocks))):
-            x = block(x, rngs=key, **kwargs)
+            x = run(block, x, key)
         return self.norm(x)
