@@ -14,7 +14,9 @@ Compute is bfloat16 with float32 parameters and optimizer state (`config.dtype=b
 attention is `jax.nn.dot_product_attention` (cudnn flash attention on a GPU, xla elsewhere).
 `--remat=auto` first compiles without rematerialization and recompiles with it (each block
 recomputed in the backward pass) only if XLA's memory estimate exceeds 90% of the device's
-memory. Then `--warmup` steps, then `--steps` timed steps (one host sync at the end).
+memory (jax's share of it: 75% of a GPU unless $XLA_PYTHON_CLIENT_MEM_FRACTION says more;
+scripts/gpu_check.sh gives 0.95). Then `--warmup` steps, then `--steps` timed steps (one host
+sync at the end).
 
 MFU follows the PaLM paper (Chowdhery et al. 2022, appendix B): model FLOPs per token
 6N + 12 L H Q T (N parameters, the tied embedding counted once as the output layer; L layers,
