@@ -89,6 +89,11 @@ SCHEMA: dict[str, Any] = {
         "grad_clip_norm": (0.0, (float, int, NoneType)),  # 0 = no clipping
         "accumulate_steps": (1, int),
     },
+    # Train steps run in one compiled call (a `jax.lax.scan` over a stack of batches; metrics
+    # stay on the device until a hook needs them): fewer Python dispatches for small models.
+    # 0 = auto (ann/train/chunks.py: a divisor of the hook periods, at most 10, the stacked
+    # batches at most 64 MiB); 1 = one step per call. A call never crosses a hook's step.
+    "steps_per_call": (0, int),
     "log_every_steps": (50, int),
     "eval_every_steps": (200, int),
     "checkpoint_every_steps": (200, int),
@@ -259,6 +264,7 @@ RANGES: dict[str, Range] = {
     "optimizer.weight_decay": NONNEGATIVE,
     "optimizer.grad_clip_norm": NONNEGATIVE,  # 0 = no clipping
     "optimizer.accumulate_steps": COUNT,
+    "steps_per_call": Range(1, also=(0,)),  # 0 = auto
     "log_every_steps": COUNT,
     "eval_every_steps": COUNT,
     "checkpoint_every_steps": COUNT,
@@ -703,6 +709,7 @@ def write(config: ml_collections.ConfigDict, workdir: str) -> str:
 RESUME_MAY_CHANGE = (
     "total_steps",
     "num_epochs",
+    "steps_per_call",  # the same steps, grouped into calls differently
     "log_every_steps",
     "eval_every_steps",
     "checkpoint_every_steps",

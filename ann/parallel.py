@@ -46,10 +46,11 @@ def make_mesh(axes: Mapping[str, int], devices: Sequence[jax.Device] | None = No
     )
 
 
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-    """Leading (batch) dimension split over the mesh's data axes."""
+def batch_sharding(mesh: Mesh, stacked: bool = False) -> NamedSharding:
+    """Leading (batch) dimension split over the mesh's data axes; `stacked`: a stack of
+    batches (`[steps, batch, ...]`, ann/train/chunks.py), the second dimension split."""
     axes = tuple(a for a in BATCH_AXES if a in mesh.axis_names)
-    return NamedSharding(mesh, PartitionSpec(axes))
+    return NamedSharding(mesh, PartitionSpec(None, axes) if stacked else PartitionSpec(axes))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

@@ -1,15 +1,23 @@
 """ann's train loop vs a bare `jax.jit` loop: same model, batch, optimizer and data, one process.
 
     python scripts/bench_train.py [--config=configs/digits_cnn.py] [--steps=300] [--rounds=3]
+    python scripts/bench_train.py --eval [--evals=20]    # ann's eval vs a bare eval loop
 
 Both are timed in steady state: `steps` steps after `steps` of warm-up. ann's time includes
 everything its loop does per step (input pipeline, transfer to the device, the step, logging
 every `log_every_steps`); eval and checkpoints are pushed past the end. The bare loop draws
 batches from a NumPy array already in memory and calls one jitted, donated step.
+
+`--eval` times one evaluation instead: ann's (`eval/seconds` of a run that evaluates every 10
+steps: the validation and test splits, prefetched, then the experiment's metrics) against a bare
+loop over the same splits and batch size (padded batches from memory, one jitted function of the
+experiment's `eval_sums` and `eval_rows`, one pull to the host per split, the same metrics).
+The load average (1 minute) is printed before and after: other work on the machine skews both.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import tempfile
@@ -24,13 +32,15 @@ from flax import nnx
 from ann import cli, data
 from ann import config as config_lib
 from ann import experiment as experiment_lib
-from ann.train import hooks, optimizers
+from ann.train import hooks, optimizers, writers
 from ann.train.loop import train_and_evaluate
 
 FLAGS = flags.FLAGS
 cli.define_config("Config to benchmark.", "configs/digits_cnn.py")
 flags.DEFINE_integer("steps", 300, "Steps warmed up, then steps measured.", lower_bound=1)
 flags.DEFINE_integer("rounds", 3, "Rounds; medians are reported.", lower_bound=1)
+flags.DEFINE_bool("eval", False, "Time one evaluation (ann vs bare) instead of train steps.")
+flags.DEFINE_integer("evals", 20, "With --eval: evaluations timed per round.", lower_bound=2)
 
 
 def bare_seconds_per_step(config, steps: int) -> float:
@@ -90,6 +100,98 @@ def ann_seconds_per_step(config, steps: int) -> float:
     return (clock.times[2 * steps] - clock.times[steps]) / steps
 
 
+def _scored_splits(config) -> list[data.Split]:
+    names = [config.data.validation_split, config.data.eval_splits[0]]
+    return [data.load(config.data.name, n, config.data.data_dir, cache=True) for n in names]
+
+
+def bare_eval_seconds(config, evals: int) -> float:
+    """Median seconds of one bare evaluation of the validation and test splits."""
+    experiment = experiment_lib.get(config.experiment)(config)
+    train = data.load(config.data.name, config.data.train_split, config.data.data_dir, cache=True)
+    experiment.setup(train)
+    model = experiment.build_model(nnx.Rngs(params=config.seed))
+    model.eval()
+    graphdef, state = nnx.split(model)
+    size = config.eval_batch_size or config.batch_size
+    splits = []
+    for split in _scored_splits(config):
+        rows = experiment.fields(split.rows(np.arange(len(split))))
+        n = len(split)
+        pad = -n % size
+        batches = []
+        for start in range(0, n + pad, size):
+            idx = np.minimum(np.arange(start, start + size), n - 1)
+            batch = {k: v[idx] for k, v in rows.items()}
+            batch["mask"] = (np.arange(start, start + size) < n).astype(np.float32)
+            batches.append(batch)
+        splits.append(batches)
+
+    @jax.jit
+    def step(state, batch):
+        m = nnx.merge(graphdef, state)
+        return experiment.eval_sums(m, batch), experiment.eval_rows(m, batch)
+
+    def once():
+        for batches in splits:
+            sums, rows = None, []
+            for batch in batches:
+                s, r = step(state, batch)
+                sums = s if sums is None else jax.tree.map(jax.numpy.add, sums, s)
+                rows.append(r)
+            sums, rows = jax.device_get((sums, rows))
+            if rows[0]:
+                keep = np.concatenate([b["mask"] for b in batches]) > 0
+                real = {k: np.concatenate([r[k] for r in rows])[keep] for k in rows[0]}
+                experiment.eval_metrics(sums, real)
+            else:
+                experiment.eval_metrics(sums)
+
+    once()  # compile
+    times = []
+    for _ in range(evals):
+        start = time.perf_counter()
+        once()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def ann_eval_seconds(config, evals: int) -> float:
+    """Median `eval/seconds` of a run evaluating every 10 steps (the first eval left out)."""
+    c = config.copy_and_resolve_references()
+    c.total_steps = 10 * (evals + 1)
+    c.eval_every_steps = 10
+    c.checkpoint_every_steps = 100 * c.total_steps
+    with tempfile.TemporaryDirectory() as workdir:
+        train_and_evaluate(c, workdir)
+        times = [
+            r["eval/seconds"]
+            for r in writers.read_records(os.path.join(workdir, "metrics.jsonl"))
+            if "eval/seconds" in r
+        ]
+    return statistics.median(times[1:])
+
+
+def _load() -> str:
+    return f"load average {os.getloadavg()[0]:.2f}"
+
+
+def main_eval(config) -> None:
+    """Prints ann's eval time against the bare eval loop's, and the ratio."""
+    print(f"model {config.model.name}, eval batch {config.eval_batch_size or config.batch_size}")
+    print(_load(), flush=True)
+    bare, ours = [], []
+    for r in range(FLAGS.rounds):
+        bare.append(bare_eval_seconds(config, FLAGS.evals))
+        ours.append(ann_eval_seconds(config, FLAGS.evals))
+        print(f"round {r}: bare {bare[-1] * 1e3:.2f} ms, ann {ours[-1] * 1e3:.2f} ms", flush=True)
+    b, o = statistics.median(bare), statistics.median(ours)
+    print(f"bare eval loop: {b * 1e3:.2f} ms per evaluation (validation + test splits)")
+    print(f"ann evaluate:   {o * 1e3:.2f} ms per evaluation")
+    print(f"ratio ann/bare eval throughput: {b / o:.3f}")
+    print(_load())
+
+
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
@@ -97,10 +199,14 @@ def main(argv):
     config.total_steps = 2 * FLAGS.steps  # as both loops run it
     config_lib.fit_warmup(config)  # a longer warmup ends inside the untimed first half
     experiment_lib.check_config(config, jax.device_count())  # before either loop starts
+    if FLAGS.eval:
+        main_eval(config)
+        return
     print(
         f"devices: {jax.device_count()} x {jax.devices()[0].device_kind}; "
         f"model {config.model.name}, batch {config.batch_size}, {FLAGS.steps} steps"
     )
+    print(_load(), flush=True)
     bare, ours = [], []
     for r in range(FLAGS.rounds):
         bare.append(bare_seconds_per_step(config, FLAGS.steps))
@@ -114,6 +220,7 @@ def main(argv):
     print(f"bare jax.jit: {b * 1e3:.2f} ms/step, {bs / b:,.0f} examples/s")
     print(f"ann loop:     {o * 1e3:.2f} ms/step, {bs / o:,.0f} examples/s")
     print(f"ratio ann/bare throughput: {b / o:.3f}")
+    print(_load())
     sys.stdout.flush()
 
 

@@ -29,6 +29,11 @@ python3 scripts/bench_train.py --config=configs/digits_mlp.py --steps=1000 --rou
 # than nnx.max_pool's select-and-scatter on GPU); PyTorch rows when --torch_python exists.
 python3 scripts/bench_peers.py --steps=500 --rounds=3 2>&1 | grep -v -i warn \
   | tee "$out/bench_peers.txt"
+# steps_per_call (default auto: 10 here) against one step per call, and eval against a bare
+# eval loop: multi-step dispatch must not make the GPU slower either.
+python3 scripts/bench_train.py --config=configs/digits_mlp.py --steps=1000 --rounds=3 \
+  --config.steps_per_call=1 2>&1 | grep -v -i warn | tee "$out/bench_mlp_k1.txt"
+python3 scripts/bench_train.py --eval --rounds=3 2>&1 | grep -v -i warn | tee "$out/bench_eval.txt"
 # The same ratios on that machine's CPU cores, where nothing else runs.
 JAX_PLATFORMS=cpu python3 scripts/bench_train.py --steps=200 --rounds=3 2>&1 | grep -v -i warn \
   | tee "$out/bench_cnn_cpu.txt"

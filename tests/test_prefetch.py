@@ -135,3 +135,36 @@ def test_an_old_grain_position_resumes_as_before():
     old.set_state({"next_index": 17})
     for want, got in zip(expected[17:], take(old, 13)):
         np.testing.assert_array_equal(want, got)
+
+
+def test_a_plan_of_calls_stacks_the_same_batches_and_keeps_their_position(sharding):
+    mesh = sharding.mesh
+    stacked = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, "data"))
+    single = data.DeviceIterator(train_batches(RowIds(100), ids, 8, seed=0), sharding)
+    chunked = data.DeviceIterator(train_batches(RowIds(100), ids, 8, seed=0), sharding)
+    plan = [4, 1, 1, 4, 4, 1]  # 15 batches: crosses the epoch boundary (12 batches)
+    chunked.plan_calls(plan, stacked)
+    for n in plan:
+        item = np.asarray(next(chunked)["id"])
+        want = np.stack(take(single, n))
+        assert item.shape == ((n, 8) if n > 1 else (8,))
+        np.testing.assert_array_equal(item.reshape(n, 8), want)
+        assert chunked.get_state() == single.get_state()
+    with pytest.raises(StopIteration):
+        next(chunked)
+    single.close()
+    chunked.close()
+
+
+def test_eval_prefetch_gives_every_batch_in_order_and_stops_its_thread(sharding):
+    split = RowIds(37)
+    want = list(data.eval_batches(split, ids, 8))
+    got = list(data.prefetch(data.eval_batches(split, ids, 8), sharding, size=2))
+    assert len(got) == len(want) == 5
+    for w, g in zip(want, got):
+        np.testing.assert_array_equal(w["id"], np.asarray(g["id"]))
+        np.testing.assert_array_equal(w["mask"], np.asarray(g["mask"]))
+    early = data.prefetch(data.eval_batches(split, ids, 8), sharding, size=2)
+    next(early)
+    early.close()  # a loop that leaves early
+    assert not [t for t in threading.enumerate() if t.name == "device-prefetch"]

@@ -223,7 +223,8 @@ def test_restore_model_gives_the_evaluated_model(tmp_path):
     from ann import data
     from ann.train.build import restore_model
 
-    config = tiny(total_steps=20, eval_every_steps=20, eval_batch_size=64)
+    # Two evals: the second reads the test batches the first left on the devices.
+    config = tiny(total_steps=20, eval_every_steps=10, eval_batch_size=64)
     result = train_and_evaluate(config, str(tmp_path))
     experiment, model, step, config = restore_model(str(tmp_path), "best")
     assert step == 20 and config.model.name == "mlp"

@@ -1,7 +1,7 @@
 """Data: sources by name, grain pipelines, and device prefetch."""
 
 from ann.data.pipeline import eval_batches, train_batches
-from ann.data.prefetch import DeviceIterator, put
+from ann.data.prefetch import DeviceIterator, prefetch, put
 from ann.data.sources import Split, load
 
-__all__ = ["DeviceIterator", "Split", "eval_batches", "load", "put", "train_batches"]
+__all__ = ["DeviceIterator", "Split", "eval_batches", "load", "prefetch", "put", "train_batches"]

@@ -4,6 +4,10 @@ A background thread reads the next batches and starts their transfer while the t
 runs, so the loop only dispatches. The iterator state it reports is that of the last batch
 handed to the loop, not of the batches still waiting, so a checkpoint resumes exactly where
 training stopped.
+
+With a plan of calls (`plan_calls`, ann/train/chunks.py), an item is the stack of the next `k`
+batches (`[k, batch, ...]`, one transfer), or one batch where the plan says 1. The same class
+prefetches an eval split (an iterator without `get_state`), `prefetch` below.
 """
 
 from __future__ import annotations
@@ -11,9 +15,11 @@ from __future__ import annotations
 import copy
 import queue
 import threading
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import jax
+import numpy as np
 
 
 def put(batch: dict, sharding: jax.sharding.Sharding) -> dict:
@@ -28,18 +34,42 @@ class _Failed:
         self.error = error
 
 
+def _stack(batches: list[dict]) -> dict:
+    return {k: np.stack([b[k] for b in batches]) for k in batches[0]}
+
+
 class DeviceIterator:
-    """Wraps a checkpointable host iterator (`get_state()` / `set_state(dict)`)."""
+    """Wraps a host iterator, checkpointable (`get_state()` / `set_state(dict)`) for training;
+    one without `get_state` (an eval split) reads through but has no position."""
 
     def __init__(self, host_iter: Any, sharding: jax.sharding.Sharding, size: int = 2):
         self._host = host_iter
         self._sharding = sharding
         self._size = max(1, size)
-        self._state = host_iter.get_state()
+        self._checkpointable = hasattr(host_iter, "get_state")
+        self._state = host_iter.get_state() if self._checkpointable else None
         self._queue: queue.Queue | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._calls: Sequence[int] = ()  # the plan of calls; () = one batch per item
+        self._stacked_sharding: jax.sharding.Sharding | None = None
+        self._handed = 0  # items handed to the loop since the plan was set
+
+    def plan_calls(self, sizes: Sequence[int], stacked_sharding: jax.sharding.Sharding) -> None:
+        """From the current position on, item i is the stack of the next `sizes[i]` batches
+        (leading axis `sizes[i]`, placed with `stacked_sharding`), or one batch (no stack axis)
+        where `sizes[i]` is 1; after the plan's last item, `next()` raises StopIteration."""
+        self._stop_reader()  # items read ahead were cut by the old plan
+        self._calls, self._stacked_sharding, self._handed = tuple(sizes), stacked_sharding, 0
+
+    def _read(self, n: int) -> tuple[dict, Any]:
+        """The next item of `n` batches on the devices, with the host position after it."""
+        if n == 1:
+            batch = put(next(self._host), self._sharding)
+        else:
+            batch = put(_stack([next(self._host) for _ in range(n)]), self._stacked_sharding)
+        return batch, (self._host.get_state() if self._checkpointable else None)
 
     def _fill(self, stop: threading.Event, out: queue.Queue) -> None:
         def hand_over(item: Any) -> None:  # waits for room, but never past a stop
@@ -51,9 +81,14 @@ class DeviceIterator:
                     continue
 
         try:
+            if self._calls:
+                for n in self._calls[self._handed :]:
+                    if stop.is_set():
+                        return
+                    hand_over(self._read(n))
+                raise StopIteration
             while not stop.is_set():
-                batch = next(self._host)
-                hand_over((put(batch, self._sharding), self._host.get_state()))
+                hand_over(self._read(1))
         except BaseException as e:  # handed to the loop's thread, raised there
             hand_over(_Failed(e))
 
@@ -92,6 +127,7 @@ class DeviceIterator:
             self._stop_reader()
             raise item.error
         batch, self._state = item
+        self._handed += 1
         return batch
 
     def get_state(self) -> dict:
@@ -100,7 +136,20 @@ class DeviceIterator:
         return copy.deepcopy(self._state)
 
     def set_state(self, state: dict) -> None:
-        """Moves to a position `get_state()` gave (of this or another iterator)."""
+        """Moves to a position `get_state()` gave (of this or another iterator); a plan of
+        calls is dropped (set the new position's with `plan_calls`)."""
         self._stop_reader()  # batches read ahead belong to the old position
+        self._calls, self._handed = (), 0
         self._state = copy.deepcopy(state)
         self._host.set_state(self._state)
+
+
+def prefetch(batches: Iterator[dict], sharding: jax.sharding.Sharding, size: int = 2):
+    """Yields each host batch of `batches` on the devices, transferred up to `size` batches
+    ahead by a background thread (what the train loop gets from DeviceIterator), so a loop of
+    eval steps only dispatches. The thread stops when the loop ends or leaves early."""
+    device_iter = DeviceIterator(batches, sharding, size)
+    try:
+        yield from device_iter
+    finally:
+        device_iter.close()

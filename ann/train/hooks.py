@@ -65,7 +65,11 @@ class StepInfo:
 
 
 class Hook:
-    """Runs at every `every`-th step and at the last one (`due`); `record` sees every sync."""
+    """Runs at every `every`-th step and at the last one (`due`); `record` sees every sync.
+
+    `due(step, total_steps)` must depend on nothing else: the loop plans its calls of several
+    steps (`steps_per_call`, ann/train/chunks.py) from it before step 0, so that no call
+    crosses a step where a hook is due."""
 
     def __init__(self, every: int):
         self.every = every

@@ -11,12 +11,15 @@ A run, top to bottom (each phase a function below, in this order):
 2. `_restore_or_init`: the latest checkpoint (exact resume) or a fresh state (+ `init_from`);
 3. `_report_finished`: a run already finished (total_steps reached, or stopped early) only
    reports what it last evaluated;
-4. `_compile`: the train and eval steps, ahead of time, before step 0;
-5. `_evaluator`: the function that scores the validation and reported splits;
-6. `_report_compile`: compile times, FLOPs and memory to metrics.jsonl and the console;
-7. `_default_hooks`: log, eval (with its listeners: best checkpoint, early stopping, a sweep's
+4. `_compile_eval`, `_evaluator`: the eval step, ahead of time, and the function that scores
+   the validation and reported splits;
+5. `_default_hooks`: log, eval (with its listeners: best checkpoint, early stopping, a sweep's
    pruning), checkpoint, profile, then the caller's hooks;
-8. `_train`: the loop body, with the one host sync per hook step;
+6. `_plan_calls`, `_compile_train`: which steps run together in one call (`steps_per_call`,
+   ann/train/chunks.py; a call never crosses a hook's step) and the train programs that plan
+   uses, ahead of time, before step 0;
+7. `_report_compile`: compile times, FLOPs and memory to metrics.jsonl and the console;
+8. `_train`: the loop body, one call of k steps at a time, with the one host sync per hook step;
 9. `_end`: wait for saves, record how the run ended in run_status.json.
 """
 
@@ -26,7 +29,7 @@ import contextlib
 import dataclasses
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import jax
@@ -40,7 +43,7 @@ from ann import data, parallel, sharding
 from ann.experiment import Experiment
 from ann.metrics import device_peaks
 from ann.train import build as build_lib
-from ann.train import freezing, optimizers, resume, run_status, transfer
+from ann.train import chunks, freezing, optimizers, resume, run_status, transfer
 from ann.train import hooks as hooks_lib
 from ann.train import startup as startup_lib
 from ann.train import state as state_lib
@@ -347,53 +350,92 @@ def _report_finished(run: _Run) -> Result:
 
 @dataclasses.dataclass
 class _Compiled:
-    train: jax.stages.Compiled
-    train_seconds: float
     eval: jax.stages.Compiled
     eval_seconds: float
     eval_local: int  # eval rows per process and batch
+    steps_per_call: int = 1
+    # Steps per call -> the train program (`k` steps and/or 1: ann/train/chunks.py), filled by
+    # `_compile_train` with the sizes the run's plan of calls uses.
+    train: dict[int, jax.stages.Compiled] = dataclasses.field(default_factory=dict)
+    train_seconds: float = 0.0
 
 
-def _compile(run: _Run) -> _Compiled:
-    """Both steps, compiled ahead of time for the run's shardings, before step 0."""
+def _example(run: _Run, rows: int) -> dict[str, np.ndarray]:
+    """`rows` train rows as the experiment feeds them: the shapes and dtypes to compile for."""
+    return run.experiment.fields(run.setup.train_split.rows(np.arange(rows)))
+
+
+def _compile_eval(run: _Run) -> _Compiled:
+    """The eval step, compiled ahead of time for the run's shardings, before step 0."""
     config, setup, state = run.config, run.setup, run.state
-    experiment, split = run.experiment, setup.train_split
-    state_shardings, replicated = setup.state_shardings, parallel.replicated(setup.mesh)
     batch_sharding = parallel.batch_sharding(setup.mesh)
-    local_batch = config.batch_size // jax.process_count()
-    example = experiment.fields(split.rows(np.arange(local_batch)))
-    train_fn, train_seconds = step_lib.compile_step(
-        step_lib.make_train_step(
-            experiment,
-            setup.model_def,
-            setup.tx,
-            optimizers.schedule(config.optimizer, setup.total_steps),
-            config.optimizer.accumulate_steps,
-            frozenset(freezing.frozen_paths(state.params, tuple(config.freeze))),
-        ),
-        (state, _abstract_batch(example, config.batch_size, batch_sharding)),
-        in_shardings=(state_shardings, batch_sharding),
-        out_shardings=(state_shardings, replicated),
-        donate_argnums=(0,),
-    )
     eval_batch = config.eval_batch_size or config.batch_size
     eval_local = eval_batch // jax.process_count()
-    eval_example = {
-        **experiment.fields(split.rows(np.arange(eval_local))),
-        "mask": np.ones(eval_local, np.float32),
-    }
+    eval_example = {**_example(run, eval_local), "mask": np.ones(eval_local, np.float32)}
     eval_fn, eval_seconds = step_lib.compile_step(
-        step_lib.make_eval_step(experiment, setup.model_def),
+        step_lib.make_eval_step(run.experiment, setup.model_def),
         (state, _abstract_batch(eval_example, eval_batch, batch_sharding)),
-        in_shardings=(state_shardings, batch_sharding),
-        out_shardings=replicated,
+        in_shardings=(setup.state_shardings, batch_sharding),
+        out_shardings=parallel.replicated(setup.mesh),
     )
-    return _Compiled(train_fn, train_seconds, eval_fn, eval_seconds, eval_local)
+    return _Compiled(eval_fn, eval_seconds, eval_local)
+
+
+def _compile_train(run: _Run, compiled: _Compiled, sizes: set[int]) -> None:
+    """The train programs of `sizes` steps per call (ann/train/chunks.py), compiled ahead of
+    time for the run's shardings, before step 0, into `compiled.train`."""
+    config, setup, state = run.config, run.setup, run.state
+    state_shardings, replicated = setup.state_shardings, parallel.replicated(setup.mesh)
+    example = _example(run, config.batch_size // jax.process_count())
+
+    step = step_lib.make_train_step(
+        run.experiment,
+        setup.model_def,
+        setup.tx,
+        optimizers.schedule(config.optimizer, setup.total_steps),
+        config.optimizer.accumulate_steps,
+        frozenset(freezing.frozen_paths(state.params, tuple(config.freeze))),
+    )
+
+    for n in sorted(sizes):
+        stacked = n > 1
+        batch_sharding = parallel.batch_sharding(setup.mesh, stacked=stacked)
+        batch = _abstract_batch(example, config.batch_size, None)
+        batch = {
+            k: jax.ShapeDtypeStruct(
+                (n, *v.shape) if stacked else v.shape, v.dtype, sharding=batch_sharding
+            )
+            for k, v in batch.items()
+        }
+        compiled.train[n], seconds = step_lib.compile_step(
+            step_lib.make_multi_step(step) if stacked else step,
+            (state, batch),
+            in_shardings=(state_shardings, batch_sharding),
+            out_shardings=(state_shardings, replicated),
+            donate_argnums=(0,),
+        )
+        compiled.train_seconds += seconds
+
+
+def _plan_calls(run: _Run, hooks: Sequence[hooks_lib.Hook]) -> tuple[int, list[int]]:
+    """(steps per call, the plan of calls from the start step to the end): `steps_per_call`,
+    or auto (0) from the hook periods and the size of a batch."""
+    config = run.config
+    batch_bytes = sum(v.nbytes for v in _example(run, 1).values()) * config.batch_size
+    periods = (config.log_every_steps, config.eval_every_steps, config.checkpoint_every_steps)
+    k = chunks.steps_per_call(config.steps_per_call, periods, batch_bytes)
+    return k, chunks.plan(hooks, run.start_step, run.total_steps, k)
 
 
 def _sync_each_step(mesh: jax.sharding.Mesh) -> bool:
     # On CPU with several devices, back-to-back collective steps can deadlock: sync each step.
     return jax.default_backend() == "cpu" and mesh.size > 1
+
+
+# An eval split whose rows take at most this many bytes is transferred to the devices once and
+# kept there between evals (the digits splits: under 0.2 MiB); a larger one is read again,
+# prefetched, at each eval.
+EVAL_KEEP_BYTES = 64 * 2**20
 
 
 def _evaluator(run: _Run, compiled: _Compiled) -> Callable[[Any], dict[str, float]]:
@@ -407,19 +449,35 @@ def _evaluator(run: _Run, compiled: _Compiled) -> Callable[[Any], dict[str, floa
     ]
     batch_sharding = parallel.batch_sharding(setup.mesh)
     sync = _sync_each_step(setup.mesh)
+    ahead = run.config.data.prefetch_batches
+    row_bytes = sum(v.nbytes for v in _example(run, 1).values())
+    kept: dict[str, list[dict]] = {}  # prefix -> a small split's batches, on the devices
+
+    def batches(prefix: str, split: data.Split) -> Iterable[dict]:
+        """The split's padded batches on the devices: transferred ahead by a thread, as
+        training batches are; a split within EVAL_KEEP_BYTES stays there for the next eval."""
+        if prefix in kept:
+            return kept[prefix]
+        host = data.eval_batches(split, experiment.fields, compiled.eval_local)
+        device = data.prefetch(host, batch_sharding, ahead)
+        if len(split) * row_bytes <= EVAL_KEEP_BYTES:
+            kept[prefix] = list(device)
+            return kept[prefix]
+        return device
 
     def evaluate(state: Any) -> dict[str, float]:
         results = {}
         for prefix, split in scored:
             sums, rows = None, []
-            for batch in data.eval_batches(split, experiment.fields, compiled.eval_local):
-                out = compiled.eval(state, data.put(batch, batch_sharding))
+            # Pulled to the host once per split: the loop only dispatches.
+            for batch in batches(prefix, split):
+                out = compiled.eval(state, batch)
                 sums = out["sums"] if sums is None else jax.tree.map(jnp.add, sums, out["sums"])
                 if "rows" in out:
-                    rows.append(jax.device_get(out["rows"]))
-                elif sync:
-                    jax.block_until_ready(sums)
-            sums = jax.device_get(sums)
+                    rows.append(out["rows"])
+                if sync:
+                    jax.block_until_ready(out)
+            sums, rows = jax.device_get((sums, rows))
             if rows:
                 metrics = experiment.eval_metrics(sums, _real_rows(rows))
             else:
@@ -431,29 +489,39 @@ def _evaluator(run: _Run, compiled: _Compiled) -> Callable[[Any], dict[str, floa
 
 
 def _report_compile(run: _Run, compiled: _Compiled, writer: MetricWriter) -> dict[str, float]:
-    """Writes compile times, the train step's cost analysis and the parameter count at the
-    start step, logs them in one line; returns the cost analysis (`flops`, `memory_bytes`)."""
+    """Writes compile times, the train step's cost analysis (per step: a call of k steps counts
+    k times) and the parameter count at the start step, logs them in one line; returns the cost
+    analysis (`flops`, `memory_bytes`: per call)."""
     config, mesh = run.config, run.setup.mesh
-    report = step_lib.analyze(compiled.train)
+    largest = max(compiled.train)
+    report = step_lib.analyze(compiled.train[largest])
+    if "flops" in report:
+        report["flops"] /= largest
     num_params = sum(x.size for x in jax.tree.leaves(run.setup.abstract_state.params))
     writer.write(
         run.start_step,
         {
             "compile/train_step_seconds": compiled.train_seconds,
             "compile/eval_step_seconds": compiled.eval_seconds,
+            "compile/train_programs": len(compiled.train),
+            "compile/steps_per_call": compiled.steps_per_call,
             **{f"compile/train_step_{k}": v for k, v in report.items()},
             "model/num_params": num_params,
         },
     )
+    programs = " and ".join(f"{n}" for n in sorted(compiled.train, reverse=True))
     logging.info(
-        "model %s: %s parameters | %d x %s, mesh %s | train step compiled in %.2fs: %.3g "
-        "GFLOP and %.1f MiB per device | eval compiled in %.2fs | %d steps of %d examples",
+        "model %s: %s parameters | %d x %s, mesh %s | train step compiled in %.2fs (%d steps "
+        "per call; programs of %s steps): %.3g GFLOP a step and %.1f MiB a call per device | "
+        "eval compiled in %.2fs | %d steps of %d examples",
         config.model.name,
         f"{num_params:,}",
         mesh.size,
         jax.devices()[0].device_kind,
         dict(mesh.shape),
         compiled.train_seconds,
+        compiled.steps_per_call,
+        programs,
         report.get("flops", 0.0) / 1e9,
         report.get("memory_bytes", 0.0) / 2**20,
         compiled.eval_seconds,
@@ -467,11 +535,11 @@ def _default_hooks(
     run: _Run,
     evaluate: Callable[[Any], dict[str, float]],
     writer: MetricWriter,
-    report: dict[str, float],
     eval_listeners: Sequence[hooks_lib.EvalListener],
 ) -> tuple[list[hooks_lib.Hook], hooks_lib.Evaluate, hooks_lib.KeepBest]:
     """Log, eval (best checkpoint, early stopping and `eval_listeners` listening), checkpoint
-    and profile hooks; returns (hooks, the eval hook, the best-checkpoint keeper)."""
+    and profile hooks; returns (hooks, the eval hook, the best-checkpoint keeper). The log
+    hook (first) learns the step's FLOPs once the train step is compiled."""
     config, checkpoints, data_iter = run.config, run.checkpoints, run.data_iter
     experiment = run.experiment
     keep_best = hooks_lib.KeepBest(checkpoints, data_iter)
@@ -490,7 +558,6 @@ def _default_hooks(
             config.log_every_steps,
             writer,
             config.batch_size,
-            flops_per_step=report.get("flops", 0.0),
             peak_flops=device_peaks.peak_flops(jax.devices()[0].device_kind),
             tokens_per_example=experiment.tokens_per_example,
         ),
@@ -511,13 +578,17 @@ def _train_compiled(
 ) -> Result:
     """Compiles, reports, trains from `run.start_step` to the end (or a stop), records it."""
     with clock.part("compile"):
-        compiled = _compile(run)
+        compiled = _compile_eval(run)
     writer = MetricWriter(run.workdir, resume_step=run.start_step)
-    report = _report_compile(run, compiled, writer)
     hooks, evaluate_hook, keep_best = _default_hooks(
-        run, _evaluator(run, compiled), writer, report, eval_listeners
+        run, _evaluator(run, compiled), writer, eval_listeners
     )
     hooks += extra_hooks
+    compiled.steps_per_call, calls = _plan_calls(run, hooks)
+    with clock.part("compile"):
+        _compile_train(run, compiled, set(calls))
+    report = _report_compile(run, compiled, writer)
+    hooks[0].flops_per_step = report.get("flops", 0.0)  # the LogTrain hook: MFU
     if jax.process_index() == 0:
         run_status.write(run.workdir, "running", run.start_step, total_steps=run.total_steps)
     started = clock.report()  # to the loop's start: the first step is next
@@ -526,7 +597,7 @@ def _train_compiled(
     progress = _Progress(run.state, run.start_step)
     ended: BaseException | None = None
     try:
-        _train(run, compiled.train, hooks, progress)
+        _train(run, compiled.train, calls, hooks, progress)
     except BaseException as e:
         ended = e
         raise
@@ -564,31 +635,50 @@ class _Progress:
     stop: hooks_lib.Stop | None = None
 
 
+def _per_step(pulled: list[tuple[int, dict]]) -> list[dict]:
+    """Host metrics of each step, oldest first, from calls' metrics (stacked `[n]` per metric
+    for a call of n > 1 steps)."""
+    steps: list[dict] = []
+    for n, metrics in pulled:
+        if n == 1:
+            steps.append(metrics)
+        else:
+            steps.extend(jax.tree.map(lambda v, i=i: v[i], metrics) for i in range(n))
+    return steps
+
+
 def _train(
-    run: _Run, train_fn: jax.stages.Compiled, hooks: list[hooks_lib.Hook], progress: _Progress
+    run: _Run,
+    train_fns: dict[int, jax.stages.Compiled],
+    calls: Sequence[int],
+    hooks: list[hooks_lib.Hook],
+    progress: _Progress,
 ) -> None:
-    """The loop body: step, and at the steps where a hook is due (or a SIGTERM is shared) the
-    one host sync: pull the metrics, refuse a non-finite one, run the due hooks, stop if asked."""
+    """The loop body: one call per entry of `calls` (steps per call, ann/train/chunks.py: a
+    call never crosses a hook's step), and at the steps where a hook is due (or a SIGTERM is
+    shared) the one host sync: pull the metrics, refuse a non-finite one, run the due hooks,
+    stop if asked."""
     data_iter, total, sync = run.data_iter, run.total_steps, _sync_each_step(run.setup.mesh)
     state, step = progress.state, progress.step
-    pending: list[dict] = []  # device metrics of steps not yet pulled to the host
+    data_iter.plan_calls(calls, parallel.batch_sharding(run.setup.mesh, stacked=True))
+    pending: list[tuple[int, dict]] = []  # (steps, device metrics) of calls not yet pulled
     data_seconds = hook_seconds = 0.0
     with Preemption() as preemption:
-        while step < total:
+        for n in calls:
             t0 = time.perf_counter()
             batch = next(data_iter)
             data_seconds += time.perf_counter() - t0
-            state, metrics = train_fn(state, batch)
-            progress.state, progress.step = state, step + 1
-            step += 1
-            pending.append(metrics)
+            state, metrics = train_fns[n](state, batch)
+            progress.state, progress.step = state, step + n
+            step += n
+            pending.append((n, metrics))
             if sync:
                 jax.block_until_ready(metrics)
             due = [h for h in hooks if h.due(step, total)]
             preempted = preemption.stop_now(synced=bool(due))
             if not due and not preempted:
                 continue
-            pulled = jax.device_get(pending)
+            pulled = _per_step(jax.device_get(pending))
             pending.clear()
             _check_finite(pulled, step, run.checkpoints)  # before any hook can save the state
             info = hooks_lib.StepInfo(step, total, state, tuple(pulled), data_seconds, hook_seconds)

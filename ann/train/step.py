@@ -98,6 +98,24 @@ def make_train_step(
     return train_step
 
 
+def make_multi_step(
+    train_step: Callable[[TrainState, dict], tuple[TrainState, dict]],
+) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
+    """`train_step` over a stack of batches in one call (ann/train/chunks.py): every leaf of
+    the batch has a leading axis of `k` steps (`[k, batch, ...]`, the batch axis sharded as in
+    one step); the metrics come back stacked, `[k]` per metric, step by step in order.
+
+    A `jax.lax.scan`, so XLA compiles the step once as a loop body whatever `k` is; the steps
+    and their RNG (folded from the state's step) are those of `k` calls of `train_step`, and
+    each step's `STATE_FINITE` names the first step whose state went bad, inside a call too.
+    """
+
+    def multi_step(state: TrainState, batches: dict) -> tuple[TrainState, dict]:
+        return jax.lax.scan(train_step, state, batches)
+
+    return multi_step
+
+
 def make_eval_step(experiment: Experiment, model_def: ModelDef) -> Callable:
     """Eval step returning {"sums": ...} and, for experiments whose `eval_rows` returns
     something, {"rows": ...}: per-row outputs with the batch's `mask`, so the host can drop

@@ -1,0 +1,140 @@
+"""Several train steps in one call (`steps_per_call`, ann/train/chunks.py): the same training,
+the same hook steps, exact resume and NaN steps as one step per call."""
+
+import jax
+import numpy as np
+import pytest
+from conftest import tiny
+
+from ann.train import chunks, hooks
+from ann.train.loop import NonFiniteLossError, train_and_evaluate
+from ann.train.writers import read_records
+
+# Hooks every 6 and 12 steps with 4 steps per call: calls of 4 and of 1 (before steps 6, 18).
+COMMON = {
+    "total_steps": 24,
+    "log_every_steps": 6,
+    "eval_every_steps": 12,
+    "checkpoint_every_steps": 12,
+    "model.dropout": 0.2,  # the RNG per step must match too
+}
+
+
+class Seen(hooks.Hook):
+    """Records each sync it is due at: (step, number of steps' metrics handed over)."""
+
+    def __init__(self, every: int):
+        super().__init__(every)
+        self.calls: list[tuple[int, int]] = []
+        self.since = 0
+
+    def record(self, info):
+        self.since += len(info.metrics)
+
+    def __call__(self, info):
+        self.calls.append((info.step, self.since))
+        self.since = 0
+
+
+class StopAt(hooks.Hook):
+    def __init__(self, step: int):
+        super().__init__(step)
+
+    def __call__(self, info):
+        info.request_stop("a hook asked to stop")
+
+
+def run(workdir, k, extra=(), **overrides):
+    config = tiny(**{**COMMON, "steps_per_call": k, **overrides})
+    return train_and_evaluate(config, str(workdir), extra_hooks=list(extra))
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("straight")
+    return run(workdir, 1), workdir
+
+
+@pytest.fixture(scope="module")
+def chunked(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("chunked")
+    seen = Seen(5)
+    return run(workdir, 4, [seen]), workdir, seen
+
+
+def leaves(state):
+    return jax.tree.leaves(jax.device_get((state.params, state.opt_state, state.rng)))
+
+
+def assert_same(a, b):
+    for x, y in zip(leaves(a), leaves(b), strict=True):
+        np.testing.assert_allclose(x, y, rtol=0, atol=1e-6)
+
+
+def test_calls_of_k_steps_train_as_one_step_per_call(straight, chunked):
+    (one, one_dir), (four, four_dir, _) = straight, chunked
+    assert one.step == four.step == 24
+    assert_same(one.state, four.state)
+    logs = [
+        [
+            (r["step"], r["train/loss"])
+            for r in read_records(str(d / "metrics.jsonl"))
+            if "train/loss" in r
+        ]
+        for d in (one_dir, four_dir)
+    ]
+    assert [s for s, _ in logs[1]] == [6, 12, 18, 24]
+    np.testing.assert_allclose([v for _, v in logs[1]], [v for _, v in logs[0]], atol=1e-6)
+    compiles = [
+        r for r in read_records(str(four_dir / "metrics.jsonl")) if "compile/train_programs" in r
+    ]
+    assert compiles[0]["compile/train_programs"] == 2  # 4 steps, and 1 before hook steps
+    assert compiles[0]["compile/steps_per_call"] == 4
+
+
+def test_hooks_run_at_their_steps_whatever_the_calls(chunked):
+    # A hook every 5 steps with 4 steps per call: due at 5, 10, 15, 20 and the last step,
+    # each time with the metrics of every step since its previous sync.
+    _, _, seen = chunked
+    assert [s for s, _ in seen.calls] == [5, 10, 15, 20, 24]
+    assert sum(n for _, n in seen.calls) == 24
+
+
+def test_the_plan_cuts_calls_at_hook_steps():
+    assert chunks.plan([hooks.Hook(6)], 0, 24, 4) == [4, 1, 1, 4, 1, 1, 4, 1, 1, 4, 1, 1]
+    assert chunks.plan([hooks.Hook(8)], 3, 20, 4) == [4, 1, 4, 4, 4]  # 3-7, 8, 9-12, ...
+    assert sum(chunks.plan([hooks.Hook(7), hooks.Hook(5)], 0, 100, 10)) == 100
+    # auto: a divisor of the hook periods, at most 10, within the bytes for a call
+    assert chunks.steps_per_call(0, (50, 200, 200), 1000) == 10
+    assert chunks.steps_per_call(0, (5, 10, 10), 1000) == 5
+    assert chunks.steps_per_call(0, (13,), 1000) == 1
+    assert chunks.steps_per_call(0, (50,), chunks.AUTO_MAX_BYTES // 3) == 2
+    assert chunks.steps_per_call(7, (50,), 1000) == 7
+
+
+def test_a_run_stopped_inside_the_calls_resumes_exactly(straight, tmp_path):
+    # Stopped at step 9 (calls of 4: 1-4, then 5, 6, then 7-10 would cross it), resumed with
+    # 3 steps per call: the data position and the step saved agree, the run ends as one.
+    first = run(tmp_path, 4, [StopAt(9)])
+    assert first.interrupted and first.step == 9
+    second = run(tmp_path, 3)
+    assert second.step == 24
+    assert_same(straight[0].state, second.state)
+
+
+def test_a_nan_is_named_at_its_own_step_inside_a_call(tmp_path):
+    bad = {}
+    for k in (1, 8):
+        with pytest.raises(NonFiniteLossError) as e:
+            run(
+                tmp_path / str(k),
+                k,
+                total_steps=16,
+                log_every_steps=8,
+                eval_every_steps=8,
+                checkpoint_every_steps=8,
+                **{"optimizer.name": "sgd", "optimizer.learning_rate": 1e30},
+            )
+        bad[k] = e.value.step
+    assert bad[8] == bad[1]
+    assert bad[8] % 8 != 0, "the first bad step should be inside a call of 8"
