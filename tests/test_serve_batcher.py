@@ -230,3 +230,30 @@ def test_full_wait_after_a_batch_waits_for_a_full_one():
         await batcher.close()
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("delay, inline", [(60.0, True), (0.0, False)])
+def test_a_lone_request_to_a_fast_bucket_runs_on_the_loop_thread(delay, inline):
+    """After one run of a bucket took less than max_queue_delay, a lone request to it runs on
+    the event loop's thread (no hand-over to the executor and back); with max_queue_delay 0,
+    nothing is that fast, so every batch runs on the executor's thread."""
+    import threading
+
+    threads = []
+
+    def run(inputs):
+        threads.append(threading.get_ident())
+        return {"y": inputs["x"] * 2}
+
+    async def main():
+        batcher = Batcher({size: run for size in buckets(8)}, 8, delay, 64, wait="idle")
+        batcher.start()
+        for i in range(3):
+            out, timing = await batcher.submit(rows(1, i + 1), 1)
+            assert out["y"].item() == 2.0 * (i + 1) and timing.bucket == 1
+        await batcher.close()
+
+    asyncio.run(main())
+    loop_thread = threading.get_ident()  # asyncio.run runs the loop on this thread
+    assert threads[0] != loop_thread  # the bucket's first run: its speed is not known yet
+    assert [t == loop_thread for t in threads[1:]] == [inline, inline]

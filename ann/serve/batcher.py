@@ -160,6 +160,8 @@ class Batcher:
         self._waiting = False
         self._loop_ref: asyncio.AbstractEventLoop | None = None
         self.batches = 0  # batches started so far
+        # Bucket -> whether its last run took less than max_queue_delay (see `_dispatch`).
+        self._fast: dict[int, bool] = {}
 
     def start(self) -> None:
         self._loop_ref = asyncio.get_running_loop()
@@ -273,7 +275,14 @@ class Batcher:
 
     def _dispatch(self, loop: asyncio.AbstractEventLoop) -> _Running | None:
         """Takes whole requests (oldest first, cancelled ones dropped) up to `max_batch_size`
-        rows and starts them computing; None when every queued request was cancelled."""
+        rows and starts them computing; None when every queued request was cancelled.
+
+        On the executor's thread, except a lone request (nothing else queued) whose bucket's
+        last run took less than `max_queue_delay`: that one runs here, on the event loop's
+        thread, since handing it over and back costs four thread switches (at concurrency 1
+        on one core, ~0.1 ms of the server's CPU per request, 8% of the 2.4M-parameter CNN's
+        and 20% of the 151k one's), while the loop is held no longer than a request may wait
+        for its batch anyway, and nothing else is waiting to be computed."""
         batch, rows = [], 0
         while self._items and rows + self._items[0].rows <= self.max_batch_size:
             item = self._items.popleft()
@@ -287,8 +296,15 @@ class Batcher:
         bucket = self._sizes[bisect.bisect_left(self._sizes, rows)]
         traced = None if self._trace is None else self._trace.start(batch, rows, bucket)
         start = time.perf_counter()  # after the spans: tracing is no part of compute
-        future = loop.run_in_executor(self._executor, self._compute, batch, bucket)
         self.batches += 1
+        if len(batch) == 1 and not self._items and self._fast.get(bucket, False):
+            future = loop.create_future()  # a lone request to a fast bucket: on this thread
+            try:
+                future.set_result(self._compute(batch, bucket))
+            except Exception as e:
+                future.set_exception(e)
+            return _Running(batch, rows, bucket, traced, start, future)
+        future = loop.run_in_executor(self._executor, self._compute, batch, bucket)
         return _Running(batch, rows, bucket, traced, start, future)
 
     def _finish(self, done: _Running, result: Any, error: Exception | None) -> None:
@@ -304,6 +320,7 @@ class Batcher:
         outputs, assembled, inputs, compute_start, compute_end = result
         split = time.perf_counter()
         compute = compute_end - compute_start
+        self._fast[done.bucket] = compute < self.max_queue_delay
         offset = 0
         for item in done.batch:
             timing = Timing(compute_start - item.enqueued, compute, done.rows, done.bucket)
