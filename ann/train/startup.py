@@ -28,6 +28,7 @@ _EVENTS = {
     "/jax/compilation_cache/cache_hits": "cache_hits",
 }
 _counts = dict.fromkeys(_EVENTS.values(), 0)
+PARTS = ("imports", "data", "build", "restore", "compile")  # in the order a start runs them
 _listening = False
 
 
@@ -93,7 +94,9 @@ class Clock:
         (the rest), `startup/compiles` and `startup/cache_hits` since this clock began."""
         total = time.perf_counter() - self.origin
         out = {"startup/seconds": total}
-        out.update({f"startup/{k}_seconds": v for k, v in self.seconds.items()})
+        order = [p for p in PARTS if p in self.seconds]
+        order += [p for p in self.seconds if p not in PARTS]
+        out.update({f"startup/{k}_seconds": self.seconds[k] for k in order})
         out["startup/other_seconds"] = max(0.0, total - sum(self.seconds.values()))
         out.update({f"startup/{k}": float(_counts[k] - self._counts[k]) for k in _counts})
         return out
