@@ -145,6 +145,7 @@ def measure(compiled, init, batch: int, seq: int, vocab: int, mesh) -> dict[str,
     )
     batches = [{"tokens": make(jax.random.PRNGKey(i))} for i in range(2)]
     state = init()
+    sync = jax.default_backend() == "cpu" and mesh.size > 1
     losses = []
     for i in range(FLAGS.warmup):
         state, metrics = compiled(state, batches[i % 2])
@@ -154,6 +155,8 @@ def measure(compiled, init, batch: int, seq: int, vocab: int, mesh) -> dict[str,
         start = time.perf_counter()
         for i in range(FLAGS.steps):
             state, metrics = compiled(state, batches[i % 2])
+            if sync:  # as the loop does: several CPU devices can deadlock back to back
+                jax.block_until_ready(metrics)
         jax.block_until_ready(metrics)
         seconds = (time.perf_counter() - start) / FLAGS.steps
     losses.append(float(metrics["loss"]))
