@@ -18,7 +18,10 @@ def get_config(arg: str | None = None):
     c.model.name = "cnn"
     c.model.features = (32, 64)
     c.model.dense = 128
-    c.model.dropout = 0.1
+    # Dropout 0.5 on the dense layer (the usual rate for a hidden dense layer, Srivastava et al.
+    # 2014): at 0.1 the CNN fits the train split exactly by step 200 and tests at 0.983-0.992 over
+    # seeds 0-4; at 0.5 it tests at 0.992-0.997, and validates higher too (docs/benchmarks.md).
+    c.model.dropout = 0.5
     c.data.name = "digits"
     c.data.train_split = "train"
     c.data.validation_split = "validation"  # chooses the best checkpoint
