@@ -272,6 +272,8 @@ def main(argv: list[str]) -> None:
     if unknown:
         raise ConfigError(f"--only: unknown {sorted(unknown)}; choose from {CONTENDERS}")
     run = set(FLAGS.only or CONTENDERS)
+    if run - {"ann"}:
+        peer_model(config)  # a model the peers cannot mirror: one error line before any work
     config.total_steps = FLAGS.warmup + FLAGS.rounds * FLAGS.steps
     config_lib.fit_warmup(config)
     experiment = build_lib.make_experiment(config)
