@@ -91,8 +91,9 @@ SCHEMA: dict[str, Any] = {
     },
     # Train steps run in one compiled call (a `jax.lax.scan` over a stack of batches; metrics
     # stay on the device until a hook needs them): fewer Python dispatches for small models.
-    # 0 = auto (ann/train/chunks.py: a divisor of the hook periods, at most 10, the stacked
-    # batches at most 64 MiB); 1 = one step per call. A call never crosses a hook's step.
+    # 0 = auto (ann/train/chunks.py: 1 for a step over 0.2 GFLOP, else a divisor of the hook
+    # periods, at most 10, the stacked batches at most 64 MiB); 1 = one step per call. A call
+    # never crosses a hook's step.
     "steps_per_call": (0, int),
     "log_every_steps": (50, int),
     "eval_every_steps": (200, int),

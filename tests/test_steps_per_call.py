@@ -110,6 +110,11 @@ def test_the_plan_cuts_calls_at_hook_steps():
     assert chunks.steps_per_call(0, (13,), 1000) == 1
     assert chunks.steps_per_call(0, (50,), chunks.AUTO_MAX_BYTES // 3) == 2
     assert chunks.steps_per_call(7, (50,), 1000) == 7
+    assert chunks.steps_per_call(0, (50,), 1000, step_flops=2 * chunks.AUTO_MAX_FLOPS) == 1
+    # XLA:CPU loops a convolution on a slow path: a step with one is unrolled there
+    assert chunks.unroll("cpu", "%0 = stablehlo.convolution(%a, %b)")
+    assert not chunks.unroll("gpu", "%0 = stablehlo.convolution(%a, %b)")
+    assert not chunks.unroll("cpu", "%0 = stablehlo.dot_general(%a, %b)")
 
 
 def test_a_run_stopped_inside_the_calls_resumes_exactly(straight, tmp_path):

@@ -15,7 +15,7 @@ A run, top to bottom (each phase a function below, in this order):
    the validation and reported splits;
 5. `_default_hooks`: log, eval (with its listeners: best checkpoint, early stopping, a sweep's
    pruning), checkpoint, profile, then the caller's hooks;
-6. `_plan_calls`, `_compile_train`: which steps run together in one call (`steps_per_call`,
+6. `_compile_train`: which steps run together in one call (`steps_per_call`,
    ann/train/chunks.py; a call never crosses a hook's step) and the train programs that plan
    uses, ahead of time, before step 0;
 7. `_report_compile`: compile times, FLOPs and memory to metrics.jsonl and the console;
@@ -358,6 +358,7 @@ class _Compiled:
     # `_compile_train` with the sizes the run's plan of calls uses.
     train: dict[int, jax.stages.Compiled] = dataclasses.field(default_factory=dict)
     train_seconds: float = 0.0
+    unrolled: bool = False  # the k-step program unrolls its steps (chunks.unroll)
 
 
 def _example(run: _Run, rows: int) -> dict[str, np.ndarray]:
@@ -381,13 +382,14 @@ def _compile_eval(run: _Run) -> _Compiled:
     return _Compiled(eval_fn, eval_seconds, eval_local)
 
 
-def _compile_train(run: _Run, compiled: _Compiled, sizes: set[int]) -> None:
-    """The train programs of `sizes` steps per call (ann/train/chunks.py), compiled ahead of
-    time for the run's shardings, before step 0, into `compiled.train`."""
+def _compile_train(run: _Run, compiled: _Compiled, hooks: Sequence[hooks_lib.Hook]) -> list[int]:
+    """Plans the calls from the start step to the end (`steps_per_call`, or auto from the step's
+    FLOPs, the hook periods and the size of a batch: ann/train/chunks.py) and compiles the train
+    programs the plan uses (k steps and/or 1) ahead of time for the run's shardings, before
+    step 0, into `compiled.train`. Returns the plan: steps per call, call by call."""
     config, setup, state = run.config, run.setup, run.state
     state_shardings, replicated = setup.state_shardings, parallel.replicated(setup.mesh)
-    example = _example(run, config.batch_size // jax.process_count())
-
+    example = _abstract_batch(_example(run, config.batch_size // jax.process_count()), 0, None)
     step = step_lib.make_train_step(
         run.experiment,
         setup.model_def,
@@ -397,34 +399,40 @@ def _compile_train(run: _Run, compiled: _Compiled, sizes: set[int]) -> None:
         frozenset(freezing.frozen_paths(state.params, tuple(config.freeze))),
     )
 
-    for n in sorted(sizes):
-        stacked = n > 1
-        batch_sharding = parallel.batch_sharding(setup.mesh, stacked=stacked)
-        batch = _abstract_batch(example, config.batch_size, None)
+    def lower(fn: Callable, n: int) -> jax.stages.Lowered:
+        sharding = parallel.batch_sharding(setup.mesh, stacked=n > 1)
+        lead = (n, config.batch_size) if n > 1 else (config.batch_size,)
         batch = {
-            k: jax.ShapeDtypeStruct(
-                (n, *v.shape) if stacked else v.shape, v.dtype, sharding=batch_sharding
-            )
-            for k, v in batch.items()
+            k: jax.ShapeDtypeStruct((*lead, *v.shape[1:]), v.dtype, sharding=sharding)
+            for k, v in example.items()
         }
-        compiled.train[n], seconds = step_lib.compile_step(
-            step_lib.make_multi_step(step) if stacked else step,
-            (state, batch),
-            in_shardings=(state_shardings, batch_sharding),
+        return jax.jit(
+            fn,
+            in_shardings=(state_shardings, sharding),
             out_shardings=(state_shardings, replicated),
             donate_argnums=(0,),
-        )
-        compiled.train_seconds += seconds
+        ).lower(state, batch)
 
-
-def _plan_calls(run: _Run, hooks: Sequence[hooks_lib.Hook]) -> tuple[int, list[int]]:
-    """(steps per call, the plan of calls from the start step to the end): `steps_per_call`,
-    or auto (0) from the hook periods and the size of a batch."""
-    config = run.config
+    start = time.perf_counter()
+    single = lower(step, 1)  # lowering only: its FLOPs and ops choose k
+    cost = single.cost_analysis() or {}
+    cost = cost[0] if isinstance(cost, list | tuple) and cost else cost
     batch_bytes = sum(v.nbytes for v in _example(run, 1).values()) * config.batch_size
     periods = (config.log_every_steps, config.eval_every_steps, config.checkpoint_every_steps)
-    k = chunks.steps_per_call(config.steps_per_call, periods, batch_bytes)
-    return k, chunks.plan(hooks, run.start_step, run.total_steps, k)
+    k = chunks.steps_per_call(
+        config.steps_per_call, periods, batch_bytes, float(cost.get("flops", 0.0))
+    )
+    calls = chunks.plan(hooks, run.start_step, run.total_steps, k)
+    options = step_lib.compiler_options()
+    if 1 in calls:
+        compiled.train[1] = single.compile(compiler_options=options)
+    if k in calls and k > 1:
+        compiled.unrolled = chunks.unroll(jax.default_backend(), single.as_text())
+        multi = lower(step_lib.make_multi_step(step, compiled.unrolled), k)
+        compiled.train[k] = multi.compile(compiler_options=options)
+    compiled.steps_per_call = k
+    compiled.train_seconds += time.perf_counter() - start
+    return calls
 
 
 def _sync_each_step(mesh: jax.sharding.Mesh) -> bool:
@@ -489,13 +497,15 @@ def _evaluator(run: _Run, compiled: _Compiled) -> Callable[[Any], dict[str, floa
 
 
 def _report_compile(run: _Run, compiled: _Compiled, writer: MetricWriter) -> dict[str, float]:
-    """Writes compile times, the train step's cost analysis (per step: a call of k steps counts
-    k times) and the parameter count at the start step, logs them in one line; returns the cost
+    """Writes compile times, the train step's cost analysis (FLOPs per step; memory per call)
+    and the parameter count at the start step, logs them in one line; returns the cost
     analysis (`flops`, `memory_bytes`: per call)."""
     config, mesh = run.config, run.setup.mesh
+    # XLA counts a loop's body once: a call of k steps looped reports one step's FLOPs,
+    # unrolled k steps' FLOPs.
     largest = max(compiled.train)
     report = step_lib.analyze(compiled.train[largest])
-    if "flops" in report:
+    if "flops" in report and compiled.unrolled:
         report["flops"] /= largest
     num_params = sum(x.size for x in jax.tree.leaves(run.setup.abstract_state.params))
     writer.write(
@@ -584,9 +594,8 @@ def _train_compiled(
         run, _evaluator(run, compiled), writer, eval_listeners
     )
     hooks += extra_hooks
-    compiled.steps_per_call, calls = _plan_calls(run, hooks)
     with clock.part("compile"):
-        _compile_train(run, compiled, set(calls))
+        calls = _compile_train(run, compiled, hooks)
     report = _report_compile(run, compiled, writer)
     hooks[0].flops_per_step = report.get("flops", 0.0)  # the LogTrain hook: MFU
     if jax.process_index() == 0:

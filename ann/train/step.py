@@ -100,6 +100,7 @@ def make_train_step(
 
 def make_multi_step(
     train_step: Callable[[TrainState, dict], tuple[TrainState, dict]],
+    unroll: bool = False,
 ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
     """`train_step` over a stack of batches in one call (ann/train/chunks.py): every leaf of
     the batch has a leading axis of `k` steps (`[k, batch, ...]`, the batch axis sharded as in
@@ -108,10 +109,11 @@ def make_multi_step(
     A `jax.lax.scan`, so XLA compiles the step once as a loop body whatever `k` is; the steps
     and their RNG (folded from the state's step) are those of `k` calls of `train_step`, and
     each step's `STATE_FINITE` names the first step whose state went bad, inside a call too.
+    `unroll`: the k steps as straight-line code, not a loop (ann/train/chunks.py `unroll`).
     """
 
     def multi_step(state: TrainState, batches: dict) -> tuple[TrainState, dict]:
-        return jax.lax.scan(train_step, state, batches)
+        return jax.lax.scan(train_step, state, batches, unroll=unroll)
 
     return multi_step
 
