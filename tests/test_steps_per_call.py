@@ -118,10 +118,11 @@ def test_the_plan_cuts_calls_at_hook_steps():
 
 
 def test_a_run_stopped_inside_the_calls_resumes_exactly(straight, tmp_path):
-    # Stopped at step 9 (calls of 4: 1-4, then 5, 6, then 7-10 would cross it), resumed with
-    # 3 steps per call: the data position and the step saved agree, the run ends as one.
-    first = run(tmp_path, 4, [StopAt(9)])
-    assert first.interrupted and first.step == 9
+    # Stopped at step 10, right after a call of 4 (1-4, 5, 6, 7-10): the checkpoint holds the
+    # data position after that call's last batch. Resumed with 3 steps per call (11, 12, 13-15,
+    # ...), the run ends as the straight one did.
+    first = run(tmp_path, 4, [StopAt(10)])
+    assert first.interrupted and first.step == 10
     second = run(tmp_path, 3)
     assert second.step == 24
     assert_same(straight[0].state, second.state)
