@@ -32,11 +32,12 @@ CPU per request minus its compute (`ann_compute_seconds`), and client p50 minus 
 compiled batch-1 call of the same model in this process.
 
 `--peer_python`: also serves each model with Seldon MLServer from that venv (in-process
-inference, `parallel_workers: 0`; scripts/mlserver_runtime.py calls the same export compiled
-for the same batch sizes), adaptive batching off ("mlserver") and on ("mlserver-ab", the same
-max batch size and delay as ann), with the same load generator and pinning, then prints per
-model and level ann's dynamic server against MLServer's better run. Skipped, with the reason,
-when that python or its `mlserver` is missing, or with `--encoding=binary`.
+inference, `parallel_workers: 0`, no access log, no gzip; scripts/mlserver_runtime.py calls the
+same export compiled for the same batch sizes), adaptive batching off ("mlserver") and on
+("mlserver-ab", the same max batch size and delay as ann), with the same load generator and
+pinning, then prints per model and level ann's dynamic server against MLServer's better run.
+Skipped, with the reason, when that python or its `mlserver` is missing, or with
+`--encoding=binary`.
 
 `--tracing` adds the dynamic server with OpenTelemetry traces on, twice: every request sampled
 ("traced") and 1% ("traced1%", `OTEL_TRACES_SAMPLER=parentbased_traceidratio`), configured as a
@@ -696,7 +697,8 @@ def run_peer(model: str, export_dir: str, adaptive: bool, levels: list[int], bod
         port, grpc, metrics_port = free_port(), free_port(), free_port()
         with open(os.path.join(root, "settings.json"), "w") as f:
             json.dump({"http_port": port, "grpc_port": grpc, "metrics_port": metrics_port,
-                       "parallel_workers": 0, "debug": False}, f)  # fmt: skip
+                       "parallel_workers": 0, "debug": False, "gzip_enabled": False},
+                      f)  # fmt: skip
         os.makedirs(os.path.join(root, name))
         with open(os.path.join(root, name, "model-settings.json"), "w") as f:
             batching = (
