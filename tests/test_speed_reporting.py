@@ -53,6 +53,21 @@ def test_compile_report_and_no_mfu_on_cpu(tmp_path):
     assert startup["startup/cache_hits"] == 0  # tests run without the persistent cache
 
 
+def test_mfu_from_the_compiled_steps_flops_where_the_peak_is_known(tmp_path, monkeypatch):
+    # A device whose peak is known (a fake 1 TFLOP/s) gets train/mfu: the compiled train
+    # step's FLOPs reach the log hook, whatever steps per call the run chose.
+    from ann.metrics import device_peaks
+
+    monkeypatch.setattr(device_peaks, "peak_flops", lambda kind: 1e12)
+    train_and_evaluate(tiny(total_steps=10, log_every_steps=5), str(tmp_path))
+    records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    flops = records[0]["compile/train_step_flops"]
+    logged = [r for r in records if "train/mfu" in r]
+    assert len(logged) == 2
+    for r in logged:
+        assert r["train/mfu"] == pytest.approx(flops * r["train/steps_per_sec"] / 1e12)
+
+
 def test_startup_clock_and_process_start():
     before = time.perf_counter()
     assert startup.process_start() < before  # this process started before this test

@@ -549,7 +549,7 @@ def _default_hooks(
 ) -> tuple[list[hooks_lib.Hook], hooks_lib.Evaluate, hooks_lib.KeepBest]:
     """Log, eval (best checkpoint, early stopping and `eval_listeners` listening), checkpoint
     and profile hooks; returns (hooks, the eval hook, the best-checkpoint keeper). The log
-    hook (first) learns the step's FLOPs once the train step is compiled."""
+    hook learns the step's FLOPs once the train step is compiled."""
     config, checkpoints, data_iter = run.config, run.checkpoints, run.data_iter
     experiment = run.experiment
     keep_best = hooks_lib.KeepBest(checkpoints, data_iter)
@@ -597,7 +597,9 @@ def _train_compiled(
     with clock.part("compile"):
         calls = _compile_train(run, compiled, hooks)
     report = _report_compile(run, compiled, writer)
-    hooks[0].flops_per_step = report.get("flops", 0.0)  # the LogTrain hook: MFU
+    for hook in hooks:  # the log hook's MFU needs the compiled step's FLOPs
+        if isinstance(hook, hooks_lib.LogTrain):
+            hook.flops_per_step = report.get("flops", 0.0)
     if jax.process_index() == 0:
         run_status.write(run.workdir, "running", run.start_step, total_steps=run.total_steps)
     started = clock.report()  # to the loop's start: the first step is next
