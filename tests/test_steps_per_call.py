@@ -144,3 +144,16 @@ def test_a_nan_is_named_at_its_own_step_inside_a_call(tmp_path):
         bad[k] = e.value.step
     assert bad[8] == bad[1]
     assert bad[8] % 8 != 0, "the first bad step should be inside a call of 8"
+
+
+def test_steps_per_call_that_never_fits_runs_single_steps_and_says_so(tmp_path, caplog):
+    # 7 steps never fit between hook steps 6 apart: the run reports the one step per call it
+    # uses (not the 7 asked for) and warns with the fix.
+    with caplog.at_level("WARNING"):
+        run(tmp_path, 7, total_steps=12)
+    (record,) = [
+        r for r in read_records(str(tmp_path / "metrics.jsonl")) if "compile/steps_per_call" in r
+    ]
+    assert record["compile/steps_per_call"] == 1 and record["compile/train_programs"] == 1
+    assert "steps_per_call=7: no call of 7 steps fits" in caplog.text
+    assert "--config.steps_per_call=0 (auto)" in caplog.text

@@ -27,7 +27,7 @@ AUTO_MAX_STEPS = 10
 # device at once; `data.prefetch_batches` more calls are read ahead).
 AUTO_MAX_BYTES = 64 * 2**20
 # ... and only for a step of at most this many FLOPs (XLA's count of the lowered step): a larger
-# one spends little of its time in host work. The digits MLP's step (0.04 GFLOP, 1 ms here) gains
+# one spends little of its time in host work. The digits MLP's step (0.07 GFLOP, 1 ms here) gains
 # from 10 steps per call; the digits CNN's (0.89 GFLOP, 8-20 ms) measured no gain, and on XLA:CPU
 # a convolution inside a loop runs on a slow path (see `unroll`).
 AUTO_MAX_FLOPS = 2e8

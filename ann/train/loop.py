@@ -430,7 +430,20 @@ def _compile_train(run: _Run, compiled: _Compiled, hooks: Sequence[hooks_lib.Hoo
         compiled.unrolled = chunks.unroll(jax.default_backend(), single.as_text())
         multi = lower(step_lib.make_multi_step(step, compiled.unrolled), k)
         compiled.train[k] = multi.compile(compiler_options=options)
-    compiled.steps_per_call = k
+    if k > 1 and k not in calls:
+        if config.steps_per_call > 1:  # asked for, and never possible: say so
+            logging.warning(
+                "steps_per_call=%d: no call of %d steps fits between the steps where a hook is "
+                "due (log, eval and checkpoint periods: %s) from step %d to %d; every step runs "
+                "alone. Use a divisor of those periods, or --config.steps_per_call=0 (auto)",
+                k,
+                k,
+                ", ".join(map(str, sorted(set(periods)))),
+                run.start_step,
+                run.total_steps,
+            )
+        k = 1
+    compiled.steps_per_call = k  # what the run uses, not what was asked for
     compiled.train_seconds += time.perf_counter() - start
     return calls
 
@@ -519,19 +532,21 @@ def _report_compile(run: _Run, compiled: _Compiled, writer: MetricWriter) -> dic
             "model/num_params": num_params,
         },
     )
-    programs = " and ".join(f"{n}" for n in sorted(compiled.train, reverse=True))
+    k = compiled.steps_per_call
+    per_call = "one step per call" if k == 1 else f"{k} steps per call"
+    if k > 1 and 1 in compiled.train:
+        per_call += ", single steps where a call of k would cross a hook step"
     logging.info(
-        "model %s: %s parameters | %d x %s, mesh %s | train step compiled in %.2fs (%d steps "
-        "per call; programs of %s steps): %.3g GFLOP a step and %.1f MiB a call per device | "
-        "eval compiled in %.2fs | %d steps of %d examples",
+        "model %s: %s parameters | %d x %s, mesh %s | train step compiled in %.2fs (%s): "
+        "%.3g GFLOP a step and %.1f MiB a call per device | eval compiled in %.2fs | %d steps "
+        "of %d examples",
         config.model.name,
         f"{num_params:,}",
         mesh.size,
         jax.devices()[0].device_kind,
         dict(mesh.shape),
         compiled.train_seconds,
-        compiled.steps_per_call,
-        programs,
+        per_call,
         report.get("flops", 0.0) / 1e9,
         report.get("memory_bytes", 0.0) / 2**20,
         compiled.eval_seconds,
