@@ -53,7 +53,9 @@ flags.DEFINE_integer("steps", 200, "Steps timed per round.", lower_bound=1)
 flags.DEFINE_integer("rounds", 5, "Rounds; the median round is reported.", lower_bound=1)
 flags.DEFINE_integer("warmup", 50, "Untimed steps before the first round.", lower_bound=1)
 flags.DEFINE_integer("batches", 16, "Distinct batches the steps cycle over.", lower_bound=1)
-flags.DEFINE_integer("threads", 2, "PyTorch's intra-op threads (torch.set_num_threads).")
+flags.DEFINE_integer(
+    "threads", 2, "PyTorch's intra-op threads (torch.set_num_threads).", lower_bound=1
+)
 flags.DEFINE_string(
     "torch_python",
     "/work/peers/bin/python",
