@@ -75,9 +75,14 @@ class Result:
     stop_reason: str = ""
 
 
-def _abstract_batch(example: dict[str, np.ndarray], global_rows: int, sharding) -> dict:
+def _abstract_batch(
+    example: dict[str, np.ndarray], global_rows: int, sharding, steps: int = 1
+) -> dict:
+    """Shapes and dtypes of a global batch of `global_rows` rows like `example`'s; with `steps`
+    > 1, of a stack of that many batches (`[steps, rows, ...]`, ann/train/chunks.py)."""
+    lead = (steps, global_rows) if steps > 1 else (global_rows,)
     return {
-        k: jax.ShapeDtypeStruct((global_rows, *v.shape[1:]), v.dtype, sharding=sharding)
+        k: jax.ShapeDtypeStruct((*lead, *v.shape[1:]), v.dtype, sharding=sharding)
         for k, v in example.items()
     }
 
@@ -389,7 +394,7 @@ def _compile_train(run: _Run, compiled: _Compiled, hooks: Sequence[hooks_lib.Hoo
     step 0, into `compiled.train`. Returns the plan: steps per call, call by call."""
     config, setup, state = run.config, run.setup, run.state
     state_shardings, replicated = setup.state_shardings, parallel.replicated(setup.mesh)
-    example = _abstract_batch(_example(run, config.batch_size // jax.process_count()), 0, None)
+    example = _example(run, config.batch_size // jax.process_count())
     step = step_lib.make_train_step(
         run.experiment,
         setup.model_def,
@@ -401,17 +406,10 @@ def _compile_train(run: _Run, compiled: _Compiled, hooks: Sequence[hooks_lib.Hoo
 
     def lower(fn: Callable, n: int) -> jax.stages.Lowered:
         sharding = parallel.batch_sharding(setup.mesh, stacked=n > 1)
-        lead = (n, config.batch_size) if n > 1 else (config.batch_size,)
-        batch = {
-            k: jax.ShapeDtypeStruct((*lead, *v.shape[1:]), v.dtype, sharding=sharding)
-            for k, v in example.items()
-        }
-        return jax.jit(
-            fn,
-            in_shardings=(state_shardings, sharding),
-            out_shardings=(state_shardings, replicated),
-            donate_argnums=(0,),
-        ).lower(state, batch)
+        batch = _abstract_batch(example, config.batch_size, sharding, n)
+        return step_lib.lower_step(
+            fn, (state, batch), (state_shardings, sharding), (state_shardings, replicated), (0,)
+        )
 
     start = time.perf_counter()
     single = lower(step, 1)  # lowering only: its FLOPs and ops choose k

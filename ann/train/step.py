@@ -188,8 +188,21 @@ def compile_step(
     recompile.
     """
     start = time.perf_counter()
+    lowered = lower_step(fn, args, in_shardings, out_shardings, donate_argnums)
+    compiled = lowered.compile(compiler_options=compiler_options())
+    return compiled, time.perf_counter() - start
+
+
+def lower_step(
+    fn: Callable,
+    args: tuple,
+    in_shardings: tuple,
+    out_shardings: Any,
+    donate_argnums: tuple[int, ...] = (),
+) -> jax.stages.Lowered:
+    """`fn` jitted with these shardings and lowered for these abstract args, not yet compiled
+    (its cost analysis and HLO are readable; compile it with `compiler_options()`)."""
     jitted = jax.jit(
         fn, in_shardings=in_shardings, out_shardings=out_shardings, donate_argnums=donate_argnums
     )
-    compiled = jitted.lower(*args).compile(compiler_options=compiler_options())
-    return compiled, time.perf_counter() - start
+    return jitted.lower(*args)
