@@ -54,6 +54,7 @@ import asyncio
 import http.server
 import json
 import os
+import runpy
 import shutil
 import socket
 import statistics
@@ -67,6 +68,7 @@ import urllib.request
 from absl import flags
 
 from ann import cli
+from ann import config as config_lib
 from ann.serve.settings import Settings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -331,6 +333,9 @@ def prepare(model: str, steps: int, workdir: str) -> str:
     config, overrides = MODELS.get(model, (f"digits_{model}", []))
     run_dir, export_dir = os.path.join(workdir, model), os.path.join(workdir, f"{model}_export")
     if not os.path.exists(os.path.join(export_dir, "manifest.json")):
+        shipped = runpy.run_path(os.path.join(ROOT, "configs", f"{config}.py"))["get_config"]()
+        shipped.total_steps = steps
+        config_lib.fit_warmup(shipped)  # a shipped warmup longer than a short --steps
         run(
             [
                 sys.executable,
@@ -340,6 +345,7 @@ def prepare(model: str, steps: int, workdir: str) -> str:
                 *overrides,
                 f"--workdir={run_dir}",
                 f"--config.total_steps={steps}",
+                f"--config.optimizer.warmup_steps={shipped.optimizer.warmup_steps}",
                 f"--config.eval_every_steps={steps}",
                 f"--config.checkpoint_every_steps={steps}",
             ]
