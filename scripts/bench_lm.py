@@ -172,6 +172,7 @@ def measure(compiled, init, batch: int, seq: int, vocab: int, mesh) -> dict[str,
 def report(r: dict) -> None:
     """Prints the run's results, one figure a line, then the whole as one JSON line."""
     mfu = f"{r['mfu']:.3f}" if r["mfu"] is not None else "n/a (no known peak for this device)"
+    peak = f"peak {r['peak_flops'] / 1e12:.0f} TFLOP/s each" if r["peak_flops"] else "peak unknown"
     print(
         f"model: {r['num_params'] / 1e6:,.1f}M parameters (dim {r['dim']}, depth {r['depth']}, "
         f"{r['heads']} heads, mlp {r['mlp_dim']}, vocab {r['vocab']}); attention "
@@ -187,7 +188,7 @@ def report(r: dict) -> None:
         f"model FLOPs per token (6N + 12LHQT): {r['flops_per_token'] / 1e9:.4g} GFLOP; "
         f"{r['model_tflops_per_sec']:.4g} TFLOP/s model, {r['hardware_tflops_per_sec']:.4g} "
         f"TFLOP/s hardware (XLA's count) on {r['devices']} x {r['device_kind']} "
-        f"(peak {(r['peak_flops'] or 0) / 1e12:.0f} TFLOP/s each)\n"
+        f"({peak})\n"
         f"MFU: {mfu} (goal >= 0.40)"
     )
     print("json: " + json.dumps(r))

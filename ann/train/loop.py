@@ -533,7 +533,7 @@ def _report_compile(run: _Run, compiled: _Compiled, writer: MetricWriter) -> dic
     k = compiled.steps_per_call
     per_call = "one step per call" if k == 1 else f"{k} steps per call"
     if k > 1 and 1 in compiled.train:
-        per_call += ", single steps where a call of k would cross a hook step"
+        per_call += f", single steps where a call of {k} would cross a hook step"
     logging.info(
         "model %s: %s parameters | %d x %s, mesh %s | train step compiled in %.2fs (%s): "
         "%.3g GFLOP a step and %.1f MiB a call per device | eval compiled in %.2fs | %d steps "
