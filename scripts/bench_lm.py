@@ -104,7 +104,7 @@ def compile_train_step(config, experiment, batch: int, seq: int, mesh, total_ste
     model_def, init, abstract_state = state_lib.sharded_initializer(
         lambda: experiment.build_model(nnx.Rngs(params=0)),
         tx,
-        jax.random.PRNGKey(1),
+        1,
         "replicate",
         mesh,
     )

@@ -127,7 +127,7 @@ def test_custom_rules_are_checked_against_the_mesh_and_the_shapes():
 
 
 def _init_setup(name, **overrides):
-    """(experiment, make_model, tx, rng) for config `name` as ann.train.build.build makes them."""
+    """(config, make_model, tx, seed) for config `name` as ann.train.build.build makes them."""
     from ann import data
     from ann import experiment as experiment_lib
     from ann.train import optimizers
@@ -136,8 +136,7 @@ def _init_setup(name, **overrides):
     experiment = experiment_lib.get(config.experiment)(config)
     experiment.setup(data.load(config.data.name, config.data.train_split))
     tx = optimizers.make(config.optimizer, 20)
-    rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1)
-    return config, lambda: experiment.build_model(nnx.Rngs(params=config.seed)), tx, rng
+    return config, lambda: experiment.build_model(nnx.Rngs(params=config.seed)), tx, config.seed
 
 
 @pytest.mark.parametrize(
@@ -157,10 +156,11 @@ def test_sharded_init_gives_the_same_initial_state_as_eager_init(name, overrides
     from ann import parallel
     from ann.train import state as state_lib
 
-    config, make_model, tx, rng = _init_setup(name, **overrides)
-    _, eager = state_lib.create(make_model(), tx, rng)
+    config, make_model, tx, seed = _init_setup(name, **overrides)
+    # The state's key as an eager fold_in made it before the init derived it itself.
+    _, eager = state_lib.create(make_model(), tx, jax.random.fold_in(jax.random.PRNGKey(seed), 1))
     mesh = parallel.make_mesh(MESHES["fsdp"])
-    _, sharded, shardings = state_lib.create_sharded(make_model, tx, rng, "fsdp", mesh)
+    _, sharded, shardings = state_lib.create_sharded(make_model, tx, seed, "fsdp", mesh)
     leaves = jax.tree_util.tree_leaves_with_path(eager)
     assert len(leaves) == len(jax.tree.leaves(sharded))
     for (path, want), got in zip(leaves, jax.tree.leaves(sharded)):
@@ -181,11 +181,11 @@ def test_sharded_init_holds_a_quarter_of_the_state_per_device_under_fsdp():
     from ann.train import state as state_lib
 
     # Wide enough that parameters (and Adam's two moments of them) dominate the state.
-    _, make_model, tx, rng = _init_setup("digits_mlp", **{"model.features": (512, 512)})
+    _, make_model, tx, seed = _init_setup("digits_mlp", **{"model.features": (512, 512)})
     per_device = {}
     for preset in ("replicate", "fsdp"):
         mesh = parallel.make_mesh(MESHES["fsdp"])
-        _, init, _ = state_lib.sharded_initializer(make_model, tx, rng, preset, mesh)
+        _, init, _ = state_lib.sharded_initializer(make_model, tx, seed, preset, mesh)
         memory = init.lower().compile().memory_analysis()
         per_device[preset] = memory.output_size_in_bytes
     ratio = per_device["fsdp"] / per_device["replicate"]

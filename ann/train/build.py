@@ -100,14 +100,13 @@ def build(
     data_seconds = time.perf_counter() - data_start
     steps = total_steps(config, len(train_split))
 
-    seed_key = jax.random.PRNGKey(config.seed)
     tx = optimizers.make(config.optimizer, steps, freeze=tuple(config.freeze))
     # Built on the devices, each holding only its shards (a model too big for one can start),
     # and only when no checkpoint is restored instead (Setup.state).
     model_def, init, abstract_state = state_lib.sharded_initializer(
         lambda: experiment.build_model(nnx.Rngs(params=config.seed)),
         tx,
-        jax.random.fold_in(seed_key, 1),
+        config.seed,
         rules,
         mesh,
     )

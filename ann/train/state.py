@@ -47,10 +47,16 @@ def create(model: nnx.Module, tx: optax.GradientTransformation, rng: jax.Array):
     return ModelDef(train=train_def, eval=eval_def), state
 
 
+def state_rng(seed: int) -> jax.Array:
+    """The train state's RNG key for `seed` (`TrainState.rng`, the root of the steps' dropout
+    keys): `fold_in(PRNGKey(seed), 1)`, apart from the model's initializers (`nnx.Rngs(seed)`)."""
+    return jax.random.fold_in(jax.random.PRNGKey(seed), 1)
+
+
 def sharded_initializer(
     make_model: Callable[[], nnx.Module],
     tx: optax.GradientTransformation,
-    rng: jax.Array,
+    seed: int,
     rules: Any,
     mesh: jax.sharding.Mesh,
 ) -> tuple[ModelDef, Callable[[], TrainState], Any]:
@@ -60,10 +66,12 @@ def sharded_initializer(
     `abstract_state` is the state as `jax.ShapeDtypeStruct`s with those shardings (from
     `jax.eval_shape`: nothing allocated, nothing compiled), all a checkpoint restore needs.
     `init` computes the same values as building the model eagerly with the same seed (same RNG
-    streams; tests/test_sharding.py checks it)."""
+    streams, the state's key `state_rng(seed)`; tests/test_sharding.py checks it)."""
 
     def build() -> tuple[ModelDef, TrainState]:
-        return create(make_model(), tx, rng)
+        # The key is derived inside the one jitted init, not eagerly: eager PRNGKey and fold_in
+        # would be 4 small executables more to compile (or read from the cache) at every start.
+        return create(make_model(), tx, state_rng(seed))
 
     model_def, shapes = jax.eval_shape(build)
     shardings = sharding.state_shardings(shapes, rules, mesh)
@@ -74,13 +82,13 @@ def sharded_initializer(
 def create_sharded(
     make_model: Callable[[], nnx.Module],
     tx: optax.GradientTransformation,
-    rng: jax.Array,
+    seed: int,
     rules: Any,
     mesh: jax.sharding.Mesh,
 ) -> tuple[ModelDef, TrainState, Any]:
     """(ModelDef, TrainState, its shardings), the state built where it lives (see
     `sharded_initializer`). Raises ConfigError for sharding rules that do not fit the model."""
-    model_def, init, abstract_state = sharded_initializer(make_model, tx, rng, rules, mesh)
+    model_def, init, abstract_state = sharded_initializer(make_model, tx, seed, rules, mesh)
     return model_def, init(), shardings_of(abstract_state)
 
 
