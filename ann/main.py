@@ -8,6 +8,11 @@ Running the same command again resumes from the workdir's latest checkpoint.
 
 from __future__ import annotations
 
+import gc
+
+if __name__ == "__main__":  # `ann train`: no garbage collection from here to the first step
+    gc.disable()  # (the imports below are most of a warm start; ann/train/startup.py)
+
 import jax
 from absl import app, flags, logging
 
@@ -56,6 +61,7 @@ def main(argv: list[str]) -> None:
     experiment = build.make_experiment(config)
     # A sweep's trial reports its evals to the study (Optuna is imported only then).
     listeners = pruning.listeners_from_env(config)
+    gc.enable()  # train_and_evaluate pauses it again over its own start-up (startup.Clock)
     result = train_and_evaluate(
         config,
         FLAGS.workdir,

@@ -184,3 +184,57 @@ def test_bench_peers_runs_at_a_tiny_size_without_torch():
     ):
         assert row in out, out
     assert "load average" in out, out
+
+
+def test_startup_pauses_the_garbage_collector_until_the_first_step(tmp_path, monkeypatch):
+    """No collector passes over the start-up's long-lived objects (ann/train/startup.py): off
+    while the run builds, on again from the first step, and as it was after a failed start."""
+    import gc
+
+    from ann.config import ConfigError
+    from ann.train import build as build_lib
+
+    seen = []
+    real_build = build_lib.build
+
+    def build(*args, **kwargs):
+        seen.append(gc.isenabled())
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(build_lib, "build", build)
+    assert gc.isenabled()
+    train_and_evaluate(tiny(total_steps=2), str(tmp_path / "run"))
+    assert seen == [False] and gc.isenabled()
+    with pytest.raises(ConfigError):
+        train_and_evaluate(tiny(total_steps=2, batch_size=-1), str(tmp_path / "bad"))
+    assert gc.isenabled()
+    gc.disable()  # a caller's own choice is kept
+    try:
+        clock = startup.Clock()
+        clock.report()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_ann_train_imports_without_garbage_collection():
+    """`ann train` pauses the collector from its first import (its imports are most of a warm
+    start); run as a program only, so importing ann.main elsewhere changes nothing."""
+    code = (
+        "import gc, runpy, sys\n"
+        "passes = []\n"
+        "gc.callbacks.append(lambda phase, info: passes.append(phase == 'start'))\n"
+        "sys.argv = ['ann.main']\n"  # no --config: absl stops before main()
+        "try:\n"
+        "    runpy.run_module('ann.main', run_name='__main__')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sum(passes), gc.isenabled())\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    passes, enabled = proc.stdout.split()
+    # A pass may come while Python compiles ann/main.py itself, before its first line runs;
+    # without the pause its imports take about 450.
+    assert int(passes) <= 2 and enabled == "False", proc.stderr[-2000:]

@@ -211,27 +211,30 @@ def train_and_evaluate(
     Raises ConfigError (a bad config, workdir or `init_from`; a workdir another run holds; a
     rerun that would change what is trained, or end before the step it reached),
     CheckpointError, and NonFiniteLossError when training diverged."""
-    clock = startup_lib.Clock(started)
-    workdir_lib.check(workdir)  # before anything is created, the compilation cache included
-    _enable_compilation_cache(config.compilation_cache_dir, workdir)
-    config_lib.check_workdir_selects_on_validation(workdir)  # before config.json is rewritten
-    if experiment is None:
-        experiment = build_lib.make_experiment(config)
-    with clock.part("build"):
-        setup = build_lib.build(config, experiment)
-    clock.move("build", "data", setup.data_seconds)
-    # Read and matched before anything is written, so a bad source leaves no half-made workdir.
-    source = None
-    if config.init_from and not resume.has_checkpoint(workdir):
-        source = transfer.load(config.init_from, setup.abstract_state, tuple(config.init_from_skip))
-    with workdir_lib.lock(workdir), contextlib.ExitStack() as stack:
-        run = _open(config, workdir, setup)
-        stack.callback(run.close)
-        with clock.part("restore"):
-            _restore_or_init(run, source)
-        if _finished(run):
-            return _report_finished(run)
-        return _train_compiled(run, extra_hooks, eval_listeners, clock)
+    # The clock pauses the garbage collector until the first step (ann/train/startup.py).
+    with startup_lib.Clock(started) as clock:
+        workdir_lib.check(workdir)  # before anything is created, the compilation cache included
+        _enable_compilation_cache(config.compilation_cache_dir, workdir)
+        config_lib.check_workdir_selects_on_validation(workdir)  # before config.json is rewritten
+        if experiment is None:
+            experiment = build_lib.make_experiment(config)
+        with clock.part("build"):
+            setup = build_lib.build(config, experiment)
+        clock.move("build", "data", setup.data_seconds)
+        # Read and matched before anything is written, so a bad source leaves no half-made workdir.
+        source = None
+        if config.init_from and not resume.has_checkpoint(workdir):
+            source = transfer.load(
+                config.init_from, setup.abstract_state, tuple(config.init_from_skip)
+            )
+        with workdir_lib.lock(workdir), contextlib.ExitStack() as stack:
+            run = _open(config, workdir, setup)
+            stack.callback(run.close)
+            with clock.part("restore"):
+                _restore_or_init(run, source)
+            if _finished(run):
+                return _report_finished(run)
+            return _train_compiled(run, extra_hooks, eval_listeners, clock)
 
 
 def _open(config: ml_collections.ConfigDict, workdir: str, setup: build_lib.Setup) -> _Run:

@@ -10,11 +10,21 @@ rest (`other`: workdir checks, config record, parameter layout, metric writers).
 The persistent compilation cache's use is counted from jax's monitoring events: `compiles`
 (executables the start needed: each one compiled, or read from the cache) and `cache_hits`
 (of them, read from the cache).
+
+A start-up allocates objects that live as long as the process (modules, traced and lowered
+programs) and frees few, so Python's cyclic garbage collector, which runs after every 700 net
+allocations and rescans the older generations every 10th and 100th time, spends its passes on
+objects it cannot free: about 450 collections in `import ann.main` alone, 0.2-0.4 s of a 3.5 s
+warm start on this 2-core machine (docs/benchmarks.md). It is paused from the start
+(`ann train` from its first import, `Clock` for a `train_and_evaluate` call) to the first step,
+and restored then: what it would have freed waits until its first pass (the digits CNN's peak
+memory was the same, 422 MB).
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import time
 from collections.abc import Iterator
@@ -63,9 +73,14 @@ def process_start() -> float:
 
 
 class Clock:
-    """Seconds per start-up part, from `started` (a `time.perf_counter()` value; None: now)."""
+    """Seconds per start-up part, from `started` (a `time.perf_counter()` value; None: now).
+
+    From its making to `report()` (or `close()`, or the end of a `with` block) the garbage
+    collector is paused (see the module's docstring); then it is back as it was."""
 
     def __init__(self, started: float | None = None):
+        self._gc_was_enabled: bool | None = gc.isenabled()
+        gc.disable()
         _listen()
         now = time.perf_counter()
         self.origin = now if started is None else started
@@ -89,10 +104,24 @@ class Clock:
         self.seconds[source] -= seconds
         self.seconds[target] = self.seconds.get(target, 0.0) + seconds
 
+    def __enter__(self) -> Clock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Ends the start-up's garbage collector pause (done by `report()`; twice is harmless)."""
+        if self._gc_was_enabled:
+            gc.enable()
+        self._gc_was_enabled = None
+
     def report(self) -> dict[str, float]:
         """`startup/seconds` (origin to now), `startup/PART_seconds` for each part and `other`
-        (the rest), `startup/compiles` and `startup/cache_hits` since this clock began."""
+        (the rest), `startup/compiles` and `startup/cache_hits` since this clock began. The
+        start-up ends here: the garbage collector runs again (`close()`)."""
         total = time.perf_counter() - self.origin
+        self.close()
         out = {"startup/seconds": total}
         order = [p for p in PARTS if p in self.seconds]
         order += [p for p in self.seconds if p not in PARTS]
