@@ -19,6 +19,7 @@ from flax import nnx
 
 from ann.train import checkpoint as checkpoint_lib
 from ann.train import hooks, optimizers, run_status
+from ann.train import state as state_lib
 from ann.train.build import restore_model
 from ann.train.checkpoint import CheckpointError, CheckpointSaveError
 from ann.train.loop import NonFiniteLossError, train_and_evaluate
@@ -35,6 +36,27 @@ def assert_finite_model(workdir, step):
     for leaf in jax.tree.leaves(nnx.state(model)):
         if np.issubdtype(np.asarray(leaf).dtype, np.inexact):
             assert np.isfinite(np.asarray(leaf)).all(), f"checkpoint step {step} is not finite"
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("leaf", ["w", "mu", "nu", "b", "half"])
+def test_all_finite_finds_one_bad_value_in_any_leaf(leaf, bad):
+    """The state's finiteness flag, jitted as in the train step: one NaN or infinity anywhere
+    (in a leaf that shares its shape with others, or alone, in half precision too) makes it
+    False; huge finite values and integer leaves do not."""
+    tree = {
+        "w": jnp.full((3, 4), 3e38, jnp.float32),  # finite, but their sum would overflow
+        "mu": jnp.zeros((3, 4)),
+        "nu": jnp.ones((3, 4)),
+        "b": jnp.ones(5),
+        "half": jnp.ones(7, jnp.bfloat16),
+        "count": jnp.array(7, jnp.int32),
+    }
+    check = jax.jit(state_lib.all_finite)
+    assert bool(check(tree))
+    bad_tree = {**tree, leaf: tree[leaf].ravel().at[2].set(bad).reshape(tree[leaf].shape)}
+    assert not bool(check(bad_tree))
+    assert bool(check({"count": jnp.array(1)})) and bool(check({}))
 
 
 def nan_updates_from(update: int) -> optax.GradientTransformation:
