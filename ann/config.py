@@ -50,7 +50,9 @@ SCHEMA: dict[str, Any] = {
         # CACHE_LIMIT_BYTES (1 GiB each); "on" = always; "off" = stream every split from disk.
         "cache": ("auto", str),
         "shuffle": (True, bool),
-        "read_threads": (1, int),  # host threads reading batches ahead
+        # Threads of grain's own reading batches ahead; 0: read in the device prefetch thread,
+        # which already runs ahead of the step (a thread more costs CPU: docs/benchmarks.md).
+        "read_threads": (0, int),
         "prefetch_batches": (2, int),
     },
     "batch_size": (128, int),
@@ -251,7 +253,7 @@ RANGES: dict[str, Range] = {
     "eval_batch_size": NONNEGATIVE,  # 0 = batch_size
     "total_steps": Range(1, also=(0,)),  # 0 = unset: num_epochs decides
     "num_epochs": Range(0, closed="()", also=(0,)),
-    "data.read_threads": COUNT,
+    "data.read_threads": NONNEGATIVE,
     "data.prefetch_batches": NONNEGATIVE,
     "optimizer.learning_rate": POSITIVE,
     "optimizer.warmup_steps": Range(0, "total_steps", closed="[)"),

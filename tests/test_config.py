@@ -216,7 +216,7 @@ RANGE_CASES = [
     ("optimizer.accumulate_steps", 0, "must be >= 1"),
     ("model.dropout", 1.0, "must be in [0, 1), got 1.0"),
     ("model.dropout", -0.1, "must be in [0, 1)"),
-    ("data.read_threads", 0, "must be >= 1"),
+    ("data.read_threads", -1, "must be >= 0"),
     ("data.prefetch_batches", -1, "must be >= 0"),
     ("batch_size", 0, "must be >= 1"),
     ("total_steps", -5, "must be >= 1 or 0"),

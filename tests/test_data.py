@@ -172,6 +172,7 @@ def test_device_iterator_state_is_that_of_the_consumed_batch():
     fresh = data.DeviceIterator(data.train_batches(split, fields, 32, seed=0), sharding)
     fresh.set_state(saved)
     assert (np.asarray(next(fresh)["targets"]) == np.asarray(expected)).all()
+    it.close(), fresh.close()  # their reader threads would outlive the test
 
 
 # sha256 of every split's arrays, per data set and builder VERSION. TFDS reuses a prepared

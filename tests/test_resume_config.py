@@ -37,7 +37,7 @@ def test_check_resume_refuses_what_changes_training_and_names_each_key():
 
     allowed = tiny(total_steps=50, eval_every_steps=5, **{"data.read_threads": 2})
     assert config_lib.check_resume(saved, allowed, "WD") == {
-        "data.read_threads": (1, 2),
+        "data.read_threads": (0, 2),
         "eval_every_steps": (10, 5),
         "total_steps": (20, 50),
     }

@@ -145,7 +145,7 @@ def train_batches(
     global_batch_size: int,
     seed: int,
     shuffle: bool = True,
-    read_threads: int = 1,
+    read_threads: int = 0,
     buffer_batches: int = 4,
 ) -> TrainBatches:
     """An endless, checkpointable iterator of this process's share of each global batch.
