@@ -63,7 +63,9 @@ def test_two_processes_of_two_devices_train_like_one_and_hand_over_to_one_device
 
     a, b = train_losses(multi), train_losses(single)
     assert sorted(a) == sorted(b) == [5, 10, 15, 20]
-    np.testing.assert_allclose([a[s] for s in a], [b[s] for s in a], rtol=1e-5)
+    # The logged losses follow the parameters (below): equal up to the order of float32 sums
+    # (measured 1.4e-5 relative at step 20 on one CPU, under 1e-5 on another).
+    np.testing.assert_allclose([a[s] for s in a], [b[s] for s in a], rtol=1e-4)
     for x, y in zip(
         jax.tree.leaves(jax.device_get(nnx_params(restore_model(str(multi), "latest")[1]))),
         jax.tree.leaves(jax.device_get(nnx_params(restore_model(str(single), "latest")[1]))),
