@@ -117,8 +117,8 @@ def all_finite(tree: Any) -> jax.Array:
     at a NaN or an infinity, IEEE 754), and leaves of one shape and dtype are added before one
     reduction: an optimizer's moments share their parameter's shape, so Adam's state is checked
     in one reduction per parameter, not three (and not the `isfinite` + reduce-window + reduce
-    per leaf that `jnp.isfinite(x).all()` compiles to on XLA:CPU: docs/benchmarks.md, "The
-    state's finiteness check"). A sum of zeros and NaNs is NaN exactly when a NaN is in it.
+    per leaf that `jnp.isfinite(x).all()` compiles to on XLA:CPU: docs/benchmarks.md, "Issue
+    16, session 9"). A sum of zeros and NaNs is NaN exactly when a NaN is in it.
     """
     groups: dict[tuple, list[jax.Array]] = {}
     for x in jax.tree.leaves(tree):
