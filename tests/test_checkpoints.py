@@ -93,7 +93,7 @@ def test_a_nan_found_late_leaves_only_finite_checkpoints(tmp_path, monkeypatch, 
     with pytest.raises(NonFiniteLossError) as e:
         train_and_evaluate(config, str(tmp_path))
     assert f"at step {bad_step}" in str(e.value) and "learning_rate" in str(e.value)
-    assert f"init_from={tmp_path}:4 starts from that checkpoint" in str(e.value)
+    assert f"init_from={tmp_path}:4 starts from it" in str(e.value)
     steps = saved_steps(tmp_path)
     assert steps == [4]
     for step in steps:

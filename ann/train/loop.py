@@ -118,7 +118,7 @@ def _check_finite(window: list[dict], step: int, checkpoints: Checkpoints) -> No
             f"training diverged: {what}; nothing non-finite was saved (last good checkpoint: "
             f"{f'step {last}' if last is not None else 'none'}). To train on, use a new --workdir "
             "with a lower optimizer.learning_rate or an optimizer.grad_clip_norm"
-            + (f" (init_from={checkpoints.workdir}:{last} starts from that checkpoint)" if last else ""),
+            + (f" (init_from={checkpoints.workdir}:{last} starts from it)" if last else ""),
             first,
         )
 
