@@ -356,7 +356,7 @@ class Checkpoints:
             raise CheckpointError(
                 f"checkpoint step {step} in {self.latest.directory} is intact but does not fit "
                 f"this config ({e}); rerun with the config it was saved with "
-                "(WORKDIR/config.json), or start a new --workdir"
+                f"({os.path.join(self.workdir, 'config.json')}), or start a new --workdir"
             ) from e
         if not _finite(restored.state):
             return None, "it holds non-finite values (NaN or inf)"
@@ -378,7 +378,7 @@ class Checkpoints:
                 raise CheckpointError(
                     f"checkpoint step {step} in {self.latest.directory} holds a data position "
                     f"this data set does not have ({e}); rerun with the data config it was "
-                    "saved with (WORKDIR/config.json)"
+                    f"saved with ({os.path.join(self.workdir, 'config.json')})"
                 ) from e
             self._set_aside(damaged, step)
             return restored.state, step
