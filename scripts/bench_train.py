@@ -157,7 +157,7 @@ def ann_eval_seconds(config, evals: int) -> float:
     falls): an Orbax write takes longer than 10 train steps here, so with the config's own
     choice (a new best at most evals while the model learns) each timed eval would share the
     CPU with the previous eval's save still in flight, which the default experiment (evals 200
-    steps apart) never does (docs/benchmarks.md, "Eval")."""
+    steps apart) never does (docs/benchmarks.md, "Issue 16, session 9")."""
     c = config.copy_and_resolve_references()
     c.total_steps = 10 * (evals + 1)
     config_lib.fit_warmup(c)  # a few evals make a run shorter than the config's warmup
