@@ -245,3 +245,14 @@ def test_restore_model_gives_the_evaluated_model(tmp_path):
     config_file = tmp_path / "config.json"
     config_file.write_text(config_file.read_text().replace('"batch_size": 32', '"batch_size": 30'))
     assert restore_model(str(tmp_path), "latest")[2] == 20
+
+
+def test_finished_runs_rerun_prints_the_done_line_of_the_run(tmp_path):
+    """The `done:` line of a rerun (ann/main.py, from the metrics read back from
+    run_status.json) lists the metrics as the run itself did: validation first, in the
+    experiment's order, then test."""
+    from ann.train import run_status
+
+    metrics = {"val/loss": 0.1, "val/accuracy": 0.9, "eval/loss": 0.2, "eval/accuracy": 0.8}
+    run_status.write(str(tmp_path), "finished", 600, eval_metrics=metrics)
+    assert list(run_status.read(str(tmp_path))["eval_metrics"]) == list(metrics)

@@ -50,7 +50,8 @@ def write(workdir: str, status: str, step: int, **info: Any) -> None:
         **info,
     }
     with atomic.replacing(path(workdir)) as f:
-        json.dump(record, f, indent=2, sort_keys=True, default=float)
+        # Insertion order kept: a finished run's rerun prints its metrics in the order the run did.
+        json.dump(record, f, indent=2, default=float)
         f.write("\n")
 
 
