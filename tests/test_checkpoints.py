@@ -17,6 +17,7 @@ import pytest
 from conftest import tiny
 from flax import nnx
 
+from ann.data import pipeline
 from ann.train import checkpoint as checkpoint_lib
 from ann.train import hooks, optimizers, run_status
 from ann.train import state as state_lib
@@ -339,3 +340,25 @@ def test_a_running_status_left_by_a_killed_process_is_not_trusted(tmp_path):
     finally:
         alive.kill()
         alive.wait()
+
+
+def test_a_step_that_does_not_fit_the_config_names_the_runs_config_json(tmp_path, trained):
+    workdir = copy_run(trained, tmp_path / "run")
+    (workdir / "config.json").unlink()  # (with it, the config compare refuses the change first)
+    with pytest.raises(CheckpointError, match="does not fit this config") as e:
+        train_and_evaluate(tiny(total_steps=30, **{"model.features": (64,)}), str(workdir))
+    assert f"({workdir / 'config.json'})" in str(e.value)
+    assert saved_steps(workdir) == [10, 20]
+
+
+def test_a_data_position_the_split_lacks_names_the_runs_config_json(tmp_path, trained, monkeypatch):
+    workdir = copy_run(trained, tmp_path / "run")
+
+    def outside(self, state):
+        raise ValueError(f"data position {state} is outside split digits/train")
+
+    monkeypatch.setattr(pipeline.TrainBatches, "set_state", outside)
+    with pytest.raises(CheckpointError, match="holds a data position") as e:
+        train_and_evaluate(tiny(total_steps=30), str(workdir))
+    assert f"({workdir / 'config.json'})" in str(e.value)
+    assert saved_steps(workdir) == [10, 20]
