@@ -537,9 +537,11 @@ def _report_compile(run: _Run, compiled: _Compiled, writer: MetricWriter) -> dic
     per_call = "one step per call" if k == 1 else f"{k} steps per call"
     if k > 1 and 1 in compiled.train:
         per_call += f", single steps where a call of {k} would cross a hook step"
+    # "ready": traced, lowered, then compiled or read from the compilation cache (the start-up
+    # line counts which), so a warm start does not claim a compile it skipped.
     logging.info(
-        "model %s: %s parameters | %d x %s, mesh %s | train step compiled in %.2fs (%s): "
-        "%.3g GFLOP a step and %.1f MiB a call per device | eval compiled in %.2fs | %d steps "
+        "model %s: %s parameters | %d x %s, mesh %s | train step ready in %.2fs (%s): "
+        "%.3g GFLOP a step and %.1f MiB a call per device | eval step ready in %.2fs | %d steps "
         "of %d examples",
         config.model.name,
         f"{num_params:,}",
