@@ -135,12 +135,15 @@ SCHEMA: dict[str, Any] = {
     # 'feature:NAME[INDEX]:quantiles=4' or 'field:NAME'. A slice is flagged when its headline
     # score (accuracy, AUROC, recall@1, exact match) is below `slice_min`, or its headline error
     # (RMSE, MAE, bits per char) above `slice_max`; 0 = no bound. `target_recall`: the recall
-    # at which a binary classifier's report gives the precision and the threshold.
+    # at which a binary classifier's report gives the precision and the threshold. `lm_rows`:
+    # a language model's report scores every character of the split's first `lm_rows` windows,
+    # one forward pass per character (its cost grows with lm_rows x window length).
     "report": {
         "slices": ((), (tuple, list)),
         "slice_min": (0.0, (float, int)),
         "slice_max": (0.0, (float, int)),
         "target_recall": (0.9, (float, int)),
+        "lm_rows": (32, int),
     },
 }
 
@@ -281,6 +284,7 @@ RANGES: dict[str, Range] = {
     "report.slice_min": Range(0, 1),  # 0 = no bound
     "report.slice_max": NONNEGATIVE,  # 0 = no bound
     "report.target_recall": Range(0, 1, closed="(]"),
+    "report.lm_rows": COUNT,
 }
 
 

@@ -15,7 +15,7 @@ from ann.report.sections import Section
 from ann.report.task_metrics import seq2seq as seq2seq_metrics
 from ann.report.task_metrics import target_lengths
 
-LM_ROWS = 32  # rows of the split whose every character is scored (one predict call per prefix)
+LM_ROWS = 32  # default of config.report.lm_rows: windows whose every character is scored
 CONTEXT_BINS = 16  # the bits-by-context curve averages positions in this many bins
 
 
@@ -146,13 +146,15 @@ def language_modelling(preds: Predictions) -> list[Section]:
                 notes=["bits per char needs the model (Predictions.predict); none was given"],
             )
         ]
-    scored = character_bits(preds)
+    report_config = preds.config.get("report")
+    rows = int(report_config.get("lm_rows", LM_ROWS) if report_config else LM_ROWS)
+    scored = character_bits(preds, rows)
     bits, context = scored["bits"], scored["context"]
     unigram = float(scored["unigram_bits"].mean()) if len(bits) else None
     metrics = {
         "bits_per_char": float(bits.mean()) if len(bits) else None,
         "unigram_bits_per_char": unigram,
-        "rows": int(min(LM_ROWS, len(preds.rows[preds.experiment.key]))),
+        "rows": int(min(rows, len(preds.rows[preds.experiment.key]))),
         "chars": int(len(bits)),
         "by_context": by_context(context, bits) if len(bits) else [],
     }
