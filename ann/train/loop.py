@@ -381,10 +381,11 @@ def _compile_eval(run: _Run) -> _Compiled:
     eval_batch = config.eval_batch_size or config.batch_size
     eval_local = eval_batch // jax.process_count()
     eval_example = {**_example(run, eval_local), "mask": np.ones(eval_local, np.float32)}
+    arrays, treedef = step_lib.eval_arrays(state)
     eval_fn, eval_seconds = step_lib.compile_step(
-        step_lib.make_eval_step(run.experiment, setup.model_def),
-        (state, _abstract_batch(eval_example, eval_batch, batch_sharding)),
-        in_shardings=(setup.state_shardings, batch_sharding),
+        step_lib.make_eval_step(run.experiment, setup.model_def, treedef),
+        (arrays, _abstract_batch(eval_example, eval_batch, batch_sharding)),
+        in_shardings=(step_lib.eval_arrays(setup.state_shardings)[0], batch_sharding),
         out_shardings=parallel.replicated(setup.mesh),
     )
     return _Compiled(eval_fn, eval_seconds, eval_local)
@@ -489,11 +490,12 @@ def _evaluator(run: _Run, compiled: _Compiled) -> Callable[[Any], dict[str, floa
 
     def evaluate(state: Any) -> dict[str, float]:
         results = {}
+        arrays, _ = step_lib.eval_arrays(state)  # once, not per batch
         for prefix, split in scored:
             sums, rows = None, []
             # Pulled to the host once per split: the loop only dispatches.
             for batch in batches(prefix, split):
-                out = compiled.eval(state, batch)
+                out = compiled.eval(arrays, batch)
                 sums = out["sums"] if sums is None else jax.tree.map(jnp.add, sums, out["sums"])
                 if "rows" in out:
                     rows.append(out["rows"])
