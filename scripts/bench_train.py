@@ -9,9 +9,11 @@ every `log_every_steps`); eval and checkpoints are pushed past the end. The bare
 batches from a NumPy array already in memory and calls one jitted, donated step.
 
 `--eval` times one evaluation instead: ann's (`eval/seconds` of a run that evaluates every 10
-steps: the validation and test splits, prefetched, then the experiment's metrics) against a bare
-loop over the same splits and batch size (padded batches from memory, one jitted function of the
-experiment's `eval_sums` and `eval_rows`, one pull to the host per split, the same metrics).
+steps: the validation and test splits, then the experiment's metrics) against a bare loop over
+the same splits and batch size (padded batches on the device, one jitted function of the
+experiment's `eval_sums` and `eval_rows`, one pull to the host per split, the same metrics),
+the two alternating inside the same run (the bare one at steps 5, 15, ...), so both see the
+same machine: separate runs differed by up to 20% from round to round here.
 The load average (1 minute) is printed before and after: other work on the machine skews both.
 """
 
@@ -22,6 +24,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 
 import jax
 import numpy as np
@@ -109,8 +112,8 @@ def _scored_splits(config) -> list[data.Split]:
     return [data.load(config.data.name, n, config.data.data_dir, cache=True) for n in names]
 
 
-def bare_eval_seconds(config, evals: int) -> float:
-    """Median seconds of one bare evaluation of the validation and test splits."""
+def bare_evaluation(config) -> Callable[[], None]:
+    """One bare evaluation of the validation and test splits, ready to call (compiled)."""
     experiment = experiment_lib.get(config.experiment)(config)
     train = data.load(config.data.name, config.data.train_split, config.data.data_dir, cache=True)
     experiment.setup(train)
@@ -118,8 +121,11 @@ def bare_eval_seconds(config, evals: int) -> float:
     model.eval()
     graphdef, state = nnx.split(model)
     size = config.eval_batch_size or config.batch_size
-    # The same padded batches ann reads, held in memory (the bare loop reads nothing).
-    splits = [list(data.eval_batches(s, experiment.fields, size)) for s in _scored_splits(config)]
+    # The same padded batches ann reads, held on the device (as ann keeps a small split).
+    splits = [
+        [jax.device_put(b) for b in data.eval_batches(s, experiment.fields, size)]
+        for s in _scored_splits(config)
+    ]
 
     @jax.jit
     def step(state, batch):
@@ -135,29 +141,44 @@ def bare_eval_seconds(config, evals: int) -> float:
                 rows.append(r)
             sums, rows = jax.device_get((sums, rows))
             if rows[0]:
-                keep = np.concatenate([b["mask"] for b in batches]) > 0
+                keep = np.concatenate([np.asarray(b["mask"]) for b in batches]) > 0
                 real = {k: np.concatenate([r[k] for r in rows])[keep] for k in rows[0]}
                 experiment.eval_metrics(sums, real)
             else:
                 experiment.eval_metrics(sums)
 
     once()  # compile
-    times = []
-    for _ in range(evals):
+    return once
+
+
+class _BareEvals(hooks.Hook):
+    """Times `once()` at steps 5, 15, 25, ...: each bare evaluation, like each of ann's
+    (steps 10, 20, ...), comes after 5 train steps of the same run."""
+
+    def __init__(self, once: Callable[[], None]):
+        super().__init__(5)
+        self.once, self.seconds = once, []
+
+    def due(self, step: int, total_steps: int) -> bool:
+        return step % 10 == 5
+
+    def __call__(self, info: hooks.StepInfo) -> None:
         start = time.perf_counter()
-        once()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        self.once()
+        self.seconds.append(time.perf_counter() - start)
 
 
-def ann_eval_seconds(config, evals: int) -> float:
-    """Median `eval/seconds` of a run evaluating every 10 steps (the first two evals left out).
+def eval_seconds(config, evals: int) -> tuple[float, float]:
+    """(bare, ann): median seconds of one evaluation, both taken inside one ann run that
+    alternates them: ann's own (`eval/seconds` at steps 10, 20, ...) and a bare one (at steps
+    5, 15, ...); the first two of each left out.
 
     Only the first eval saves a best checkpoint (`best_mode=max` on the validation loss, which
     falls): an Orbax write takes longer than 10 train steps here, so with the config's own
     choice (a new best at most evals while the model learns) each timed eval would share the
     CPU with the previous eval's save still in flight, which the default experiment (evals 200
     steps apart) never does (docs/benchmarks.md, "Issue 16, session 9")."""
+    bare = _BareEvals(bare_evaluation(config))
     c = config.copy_and_resolve_references()
     c.total_steps = 10 * (evals + 1)
     config_lib.fit_warmup(c)  # a few evals make a run shorter than the config's warmup
@@ -165,13 +186,13 @@ def ann_eval_seconds(config, evals: int) -> float:
     c.checkpoint_every_steps = 100 * c.total_steps
     c.best_metric, c.best_mode = "val/loss", "max"
     with tempfile.TemporaryDirectory() as workdir:
-        train_and_evaluate(c, workdir)
-        times = [
+        train_and_evaluate(c, workdir, extra_hooks=[bare])
+        ours = [
             r["eval/seconds"]
             for r in writers.read_records(os.path.join(workdir, "metrics.jsonl"))
             if "eval/seconds" in r
         ]
-    return statistics.median(times[2:])
+    return statistics.median(bare.seconds[2:]), statistics.median(ours[2:])
 
 
 def _load() -> str:
@@ -179,18 +200,23 @@ def _load() -> str:
 
 
 def main_eval(config) -> None:
-    """Prints ann's eval time against the bare eval loop's, and the ratio."""
+    """Prints ann's eval time against the bare eval loop's, and the ratio: the median of the
+    rounds' ratios (each round's two loops ran side by side)."""
     print(f"model {config.model.name}, eval batch {config.eval_batch_size or config.batch_size}")
     print(_load(), flush=True)
     bare, ours = [], []
     for r in range(FLAGS.rounds):
-        bare.append(bare_eval_seconds(config, FLAGS.evals))
-        ours.append(ann_eval_seconds(config, FLAGS.evals))
-        print(f"round {r}: bare {bare[-1] * 1e3:.2f} ms, ann {ours[-1] * 1e3:.2f} ms", flush=True)
+        b, o = eval_seconds(config, FLAGS.evals)
+        bare.append(b)
+        ours.append(o)
+        print(
+            f"round {r}: bare {b * 1e3:.2f} ms, ann {o * 1e3:.2f} ms, ratio {b / o:.3f}", flush=True
+        )
+    ratio = statistics.median(b / o for b, o in zip(bare, ours))
     b, o = statistics.median(bare), statistics.median(ours)
     print(f"bare eval loop: {b * 1e3:.2f} ms per evaluation (validation + test splits)")
     print(f"ann evaluate:   {o * 1e3:.2f} ms per evaluation")
-    print(f"ratio ann/bare eval throughput: {b / o:.3f}")
+    print(f"ratio ann/bare eval throughput: {ratio:.3f} (median of the rounds' ratios)")
     print(_load())
 
 
