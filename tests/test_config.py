@@ -445,6 +445,34 @@ def test_a_dtype_the_model_cannot_take_is_refused(key):
         models.check_config(config)
 
 
+def test_a_split_is_decoded_once_per_process_within_the_memo_budget(monkeypatch):
+    from ann.data import sources
+
+    monkeypatch.setattr(sources, "_decoded", sources.collections.OrderedDict())
+    reads = []
+    real = sources.Split.rows
+
+    def rows(split, indices):  # counts whole-split reads (decodes)
+        if len(indices) == len(split):
+            reads.append(split.split)
+        return real(split, indices)
+
+    monkeypatch.setattr(sources.Split, "rows", rows)
+    first = sources.load("digits", "test", cache="on")
+    again = sources.load("digits", "test", cache="auto")
+    assert reads == ["test"] and again.cached is first.cached  # shared, not decoded again
+    assert not first.cached["image"].flags.writeable  # nobody can change what others read
+    np.testing.assert_array_equal(again.rows([3, 1])["label"], first.cached["label"][[3, 1]])
+    # Past the budget the least recently used split is dropped, and decoded again when asked.
+    monkeypatch.setattr(sources, "MEMO_BYTES", 1)
+    sources.load("digits", "train", cache="on")
+    assert list(sources._decoded) == [
+        (sources.os.path.abspath(first.info.data_dir), "digits", "train")
+    ]
+    sources.load("digits", "test", cache="on")
+    assert reads == ["test", "train", "test"]
+
+
 def test_data_cache_auto_holds_only_splits_under_the_limit(monkeypatch, tmp_path):
     from ann.data import sources
 
