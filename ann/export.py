@@ -138,17 +138,34 @@ def _predict_all(call: Any, weights: dict, inputs: dict[str, np.ndarray]) -> dic
 
 
 def reference_sample(
-    train: Any, split: str, names: Sequence[str], call: Any, weights: dict
+    train: Any,
+    split: str,
+    names: Sequence[str],
+    call: Any,
+    weights: dict,
+    known: dict[str, np.ndarray] | None = None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """The drift reference sample of the training split `train` (`sample_rows`): its manifest
     entry and the arrays of reference.safetensors, `inputs/NAME` (the raw model inputs
     `names`, as the signature takes them) and `outputs/NAME` (the exported graph `call`'s
-    outputs on them)."""
+    outputs on them). `known`: `call`'s outputs on the split's first rows, reused for the
+    sampled rows among them (all of a split within REFERENCE_ROWS) instead of predicted again."""
     index = sample_rows(len(train))
     rows = train.rows(index)
     inputs = {k: np.ascontiguousarray(rows[k]) for k in names}
     arrays = {f"inputs/{k}": v for k, v in inputs.items()}
-    arrays.update({f"outputs/{k}": v for k, v in _predict_all(call, weights, inputs).items()})
+    have = len(next(iter(known.values()))) if known else 0
+    new = index >= have
+    outputs = {k: v[index[~new]] for k, v in known.items()} if known else {}
+    if new.any():
+        predicted = _predict_all(call, weights, {k: v[new] for k, v in inputs.items()})
+        for k, v in predicted.items():
+            both = np.empty((len(index), *v.shape[1:]), v.dtype)
+            both[new] = v
+            if k in outputs:
+                both[~new] = outputs[k]
+            outputs[k] = both
+    arrays.update({f"outputs/{k}": v for k, v in outputs.items()})
     entry = {
         "file": artifact.REFERENCE,
         "rows": len(index),
@@ -267,7 +284,7 @@ def export(
     _check_agrees(experiment, model, ref_inputs, ref_outputs)
     reference = reference_statistics(ref_inputs, ref_outputs, output_signature)
     reference["sample"], sample = reference_sample(
-        train, dc.train_split, list(input_signature), call, weights
+        train, dc.train_split, list(input_signature), call, weights, ref_outputs
     )
 
     manifest: dict[str, Any] = {

@@ -11,7 +11,7 @@ import pytest
 from scipy import spatial, stats
 
 from ann import artifact, data
-from ann.export import sample_rows
+from ann.export import reference_sample, sample_rows
 from ann.monitor import drift
 from ann.monitor.drift import Reference
 from ann.monitor.features import PROJECTED, feature_matrix, feature_names, projection
@@ -149,6 +149,37 @@ def test_the_reference_sample_is_seeded_and_capped_at_5000_rows():
     np.testing.assert_array_equal(rows, sample_rows(60_000))
     assert rows.max() > 50_000  # drawn from the whole split, not its head
     assert feature_names(DIGITS)[:2] == ["image[0,0,0]", "image[0,1,0]"]
+
+
+class _Rows:
+    """A split of `n` rows whose feature `x` is the row's index."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def __len__(self):
+        return self.n
+
+    def rows(self, index):
+        return {"x": np.asarray(index, np.float32)[:, None]}
+
+
+def test_the_reference_sample_reuses_the_outputs_export_already_has():
+    predicted = []
+
+    def call(weights, batch):  # the "exported graph": y = 2x, noting the rows it is run on
+        predicted.extend(batch["x"][:, 0].tolist())
+        return {"y": 2 * batch["x"], "label": batch["x"][:, 0].astype(np.int32) % 3}
+
+    split = _Rows(60_000)
+    known = call(None, {"x": np.arange(10_000, dtype=np.float32)[:, None]})  # the first rows
+    predicted.clear()
+    entry, arrays = reference_sample(split, "train", ["x"], call, None, known)
+    x = arrays["inputs/x"]
+    assert entry["rows"] == len(x) == 5000 and (x[:, 0] < 10_000).any()
+    np.testing.assert_array_equal(arrays["outputs/y"], 2 * x)  # each row's own, in order
+    np.testing.assert_array_equal(arrays["outputs/label"], x[:, 0].astype(np.int32) % 3)
+    assert sorted(predicted) == sorted(x[x[:, 0] >= 10_000, 0].tolist())  # only the new rows
 
 
 def _window(rows: np.ndarray, size: int, seed: int) -> np.ndarray:
