@@ -31,7 +31,7 @@ import logging as py_logging
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import NoReturn
 
 from absl import app, flags, logging
@@ -65,6 +65,13 @@ def define_config(
         accept_new_attributes=True,
         **kwargs,
     )
+
+
+def metric_order(names: Iterable[str]) -> list[str]:
+    """Metric names in the order every job's one-line summary lists them: validation (`val/`,
+    what chose the step) first, then the rest (the test split: `eval/`, `eval_<split>/`), each
+    group in the given order (the order the run logged them)."""
+    return sorted(names, key=lambda name: not name.startswith("val/"))
 
 
 def one_line(error: BaseException) -> str:

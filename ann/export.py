@@ -425,11 +425,14 @@ def main(argv: list[str]) -> None:
     check_flags(FLAGS.workdir, FLAGS.out, FLAGS.step, FLAGS.name, FLAGS.platforms)
     step: int | str = int(FLAGS.step) if FLAGS.step.isdigit() else FLAGS.step
     manifest = export(FLAGS.workdir, FLAGS.out, step, FLAGS.name, FLAGS.platforms)
-    metrics = " | ".join(f"{k} {v:.4f}" for k, v in sorted(manifest["metrics"].items()))
+    from ann import cli
+
+    metrics = manifest["metrics"]
+    shown = " | ".join(f"{k} {metrics[k]:.4f}" for k in cli.metric_order(metrics))
     print(
         f"exported {manifest['name']} (step {manifest['source']['step']}, "
         f"{manifest['num_params']:,} parameters, {', '.join(manifest['platforms'])}) to "
-        f"{FLAGS.out}" + (f" | {metrics}" if metrics else "")
+        f"{FLAGS.out}" + (f" | {shown}" if shown else "")
     )
 
 

@@ -84,11 +84,8 @@ def main(argv: list[str]) -> None:
 
 def _summary(metrics: dict) -> str:
     """Validation (`val/`, what chose) then test (`eval/`, reported) metrics, one line."""
-    return " | ".join(
-        f"{k} {v:.4f}"
-        for k, v in metrics.items()
-        if k.startswith(("val/", "eval")) and "seconds" not in k
-    )
+    shown = [k for k in metrics if k.startswith(("val/", "eval")) and "seconds" not in k]
+    return " | ".join(f"{k} {metrics[k]:.4f}" for k in cli.metric_order(shown))
 
 
 def run() -> None:

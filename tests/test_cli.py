@@ -12,6 +12,7 @@ import textwrap
 import pytest
 from conftest import ROOT, one_line_error
 
+from ann import cli
 from ann.__main__ import JOBS
 
 # A flag of each job's own that its --help must show (`--config` where the job takes one).
@@ -313,3 +314,16 @@ def test_an_out_that_cannot_be_created_is_refused_before_any_work(tmp_path, job)
 def test_a_near_miss_split_is_named():
     line = one_line_error(ann("report", "--workdir=nowhere", "--split=val"))
     assert line.startswith("error: --split=val: unknown split 'val'; did you mean 'validation'?")
+
+
+def test_every_summary_line_lists_validation_metrics_first_in_logged_order():
+    """The `done:` line, `ann export`'s line and `ann registry list` share this order, so the
+    same run reads the same everywhere (export's had been alphabetical: eval/ before val/)."""
+    logged = ["eval/loss", "val/loss", "eval/accuracy", "val/accuracy", "eval_test_seen/loss"]
+    assert cli.metric_order(logged) == [
+        "val/loss",
+        "val/accuracy",
+        "eval/loss",
+        "eval/accuracy",
+        "eval_test_seen/loss",
+    ]

@@ -50,9 +50,7 @@ ERRORS = (ValueError, OSError)
 
 def _summary(mv: ModelVersion) -> str:
     metrics = mv.lineage.get("metrics") or {}
-    # Validation (what chose the step) first, then test (`eval/`): sorted puts eval before val.
-    order = sorted(metrics, key=lambda k: (not k.startswith("val/"), k))
-    shown = " ".join(f"{k}={metrics[k]:.4g}" for k in order)
+    shown = " ".join(f"{k}={metrics[k]:.4g}" for k in cli.metric_order(metrics))
     created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(mv.created))
     source = mv.lineage.get("source") or {}
     return (
