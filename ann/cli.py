@@ -38,6 +38,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from ann.config import SCHEMA, ConfigError
+from ann.config import file_in as config_file_in
 
 # Where a --config override or value is wrong, ml_collections and absl raise these while parsing.
 _PARSE_ERRORS = (flags.Error, ConfigError, AttributeError, KeyError, TypeError, ValueError, OSError)
@@ -240,7 +241,7 @@ def check_trained_run(workdir: str, step: str) -> None:
     raises FlagError with one line naming the flag and the fix."""
     if not (step in ("best", "latest") or step.isdigit()):
         raise FlagError(f"--step={step!r} must be 'best', 'latest' or a step number (>= 0)")
-    if not os.path.isfile(os.path.join(workdir, "config.json")):
+    if not os.path.isfile(config_file_in(workdir)):
         what = "does not exist" if not os.path.exists(workdir) else "holds no config.json"
         raise FlagError(f"--workdir={workdir} {what}; give the directory of a trained run")
 

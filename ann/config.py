@@ -310,7 +310,7 @@ def check_workdir_selects_on_validation(workdir: str) -> None:
     validation rows), so training on there would mix two data sets and two selection rules.
     Such a run still restores and exports as it is."""
     try:
-        with open(os.path.join(workdir, "config.json")) as f:
+        with open(file_in(workdir)) as f:
             saved = json.load(f)
     except (OSError, ValueError):
         return  # a fresh workdir
@@ -676,7 +676,7 @@ def to_json(config: ml_collections.ConfigDict) -> str:
 def read(workdir: str) -> ml_collections.ConfigDict:
     """A run's resolved config from `workdir/config.json`. Keys added to ann since the run was
     written take their defaults, so older runs still restore and export."""
-    with open(os.path.join(workdir, "config.json")) as f:
+    with open(file_in(workdir)) as f:
         return from_values(json.load(f))
 
 
@@ -700,10 +700,15 @@ def from_values(values: dict[str, Any]) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(values)
 
 
+def file_in(workdir: str) -> str:
+    """The path of a run's config record, `workdir/config.json`."""
+    return os.path.join(workdir, "config.json")
+
+
 def write(config: ml_collections.ConfigDict, workdir: str) -> str:
     """Writes the resolved config to `workdir/config.json` atomically; returns the path."""
     os.makedirs(workdir, exist_ok=True)
-    path = os.path.join(workdir, "config.json")
+    path = file_in(workdir)
     atomic.write_text(path, to_json(config) + "\n")
     return path
 

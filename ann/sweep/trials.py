@@ -26,6 +26,7 @@ import time
 from typing import Any
 
 from ann import atomic
+from ann import config as config_lib
 from ann.sweep.space import Overrides
 from ann.train import run_status
 
@@ -113,7 +114,7 @@ class Trial:
 
     def write_files(self, config_json: str) -> None:
         os.makedirs(self.workdir, exist_ok=True)
-        atomic.write_text(os.path.join(self.workdir, "config.json"), config_json + "\n")
+        atomic.write_text(config_lib.file_in(self.workdir), config_json + "\n")
         script = (
             "#!/usr/bin/env bash\n"
             f"# Trial {self.name} of the sweep in {self.sweep_dir}: runs (or resumes) it alone.\n"

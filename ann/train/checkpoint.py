@@ -36,6 +36,7 @@ from jax.experimental import multihost_utils
 
 from ann import atomic
 from ann.config import ConfigError
+from ann.config import file_in as config_file_in
 from ann.train.state import all_finite
 
 MANIFEST = "ann_manifest.json"
@@ -356,7 +357,7 @@ class Checkpoints:
             raise CheckpointError(
                 f"checkpoint step {step} in {self.latest.directory} is intact but does not fit "
                 f"this config ({e}); rerun with the config it was saved with "
-                f"({os.path.join(self.workdir, 'config.json')}), or start a new --workdir"
+                f"({config_file_in(self.workdir)}), or start a new --workdir"
             ) from e
         if not _finite(restored.state):
             return None, "it holds non-finite values (NaN or inf)"
@@ -378,7 +379,7 @@ class Checkpoints:
                 raise CheckpointError(
                     f"checkpoint step {step} in {self.latest.directory} holds a data position "
                     f"this data set does not have ({e}); rerun with the data config it was "
-                    f"saved with ({os.path.join(self.workdir, 'config.json')})"
+                    f"saved with ({config_file_in(self.workdir)})"
                 ) from e
             self._set_aside(damaged, step)
             return restored.state, step

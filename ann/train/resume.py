@@ -37,7 +37,7 @@ def compare(
 ) -> tuple[ml_collections.ConfigDict | None, dict]:
     """On a rerun: (the saved config, the allowed changes from it as {key: (old, new)}), or a
     ConfigError naming each key that would change what is trained. At a fresh start (None, {})."""
-    if has_checkpoint(workdir) and os.path.exists(os.path.join(workdir, "config.json")):
+    if has_checkpoint(workdir) and os.path.exists(config_lib.file_in(workdir)):
         saved = config_lib.read(workdir)
         return saved, config_lib.check_resume(saved, config, workdir)
     return None, {}

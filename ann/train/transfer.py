@@ -51,6 +51,7 @@ from flax import nnx
 
 from ann import artifact, atomic, parallel, registry
 from ann.config import ConfigError
+from ann.config import file_in as config_file_in
 from ann.sharding import path_str, paths
 from ann.train import build, freezing
 from ann.train import state as state_lib
@@ -111,7 +112,7 @@ def resolve(spec: str) -> Source:
                 spec, f"{directory} is an export, which holds one set of weights; drop ':{tail}'"
             )
         return _resolve_export(spec, directory)
-    if os.path.isfile(os.path.join(directory, "config.json")):
+    if os.path.isfile(config_file_in(directory)):
         return _resolve_checkpoint(spec, directory, which)
     what = "does not exist" if not os.path.exists(directory) else "is not a run or an export"
     raise _error(

@@ -36,6 +36,13 @@ class Section:
         return "_".join("".join(c if c.isalnum() else " " for c in self.title.lower()).split())
 
 
+def report_setting(preds: Predictions, key: str, default: Any) -> Any:
+    """`config.report.KEY` of the run behind `preds`, or `default` where its config has none
+    (an export's manifest from before the key existed)."""
+    report = preds.config.get("report")
+    return report.get(key, default) if report else default
+
+
 # experiment name -> "module:function" taking (preds: Predictions) and returning list[Section].
 SECTIONS: dict[str, str] = {
     "classification": "ann.report.sections.classification:sections",

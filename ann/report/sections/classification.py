@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ann.report.collect import Predictions  # noqa: E402
-from ann.report.sections import Section  # noqa: E402
+from ann.report.sections import Section, report_setting  # noqa: E402
 
 TARGET_RECALL = 0.9  # default of config.report.target_recall: binary precision at this recall
 TOP_CONFUSIONS = 5  # the most frequent (true, predicted) pairs shown
@@ -366,10 +366,7 @@ def thresholds(preds: Predictions) -> Section | None:
     y_true, y_pred, names = _labels(preds)
     if len(names) != 2:
         return None
-    report_config = preds.config.get("report")
-    target = float(
-        report_config.get("target_recall", TARGET_RECALL) if report_config else TARGET_RECALL
-    )
+    target = float(report_setting(preds, "target_recall", TARGET_RECALL))
     hit = (y_true == 1).astype(np.int64)
     result: dict[str, Any] = {
         "positive_class": names[1],

@@ -11,7 +11,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ann.report.collect import Predictions
-from ann.report.sections import Section
+from ann.report.sections import Section, report_setting
 from ann.report.task_metrics import seq2seq as seq2seq_metrics
 from ann.report.task_metrics import target_lengths
 
@@ -146,8 +146,7 @@ def language_modelling(preds: Predictions) -> list[Section]:
                 notes=["bits per char needs the model (Predictions.predict); none was given"],
             )
         ]
-    report_config = preds.config.get("report")
-    rows = int(report_config.get("lm_rows", LM_ROWS) if report_config else LM_ROWS)
+    rows = int(report_setting(preds, "lm_rows", LM_ROWS))
     scored = character_bits(preds, rows)
     bits, context = scored["bits"], scored["context"]
     unigram = float(scored["unigram_bits"].mean()) if len(bits) else None
