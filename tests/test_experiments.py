@@ -1,8 +1,9 @@
 """Every experiment through the same checks: found by name, refuses a bad task setting by its
-key in one line, trains a step and evaluates it, and exports what training computes (the
-exported `predict` equals the in-process one on the same inputs). What is specific to one task
-lives in its own test file."""
+key in one line, trains a step and evaluates it, exports what training computes (the exported
+`predict` equals the in-process one on the same inputs), and `ann report` reads the run (one
+tiny run per family serves all three). What is specific to one task lives in its own test file."""
 
+import json
 import math
 import sys
 import types
@@ -10,6 +11,7 @@ import types
 import jax
 import numpy as np
 import pytest
+import report_doc
 from conftest import tiny
 
 from ann import artifact, data
@@ -74,16 +76,29 @@ CASES = {
 }
 
 
+# The report's slices of each family's run (`ann report` below); a language model's report
+# scores 4 windows, each character a forward pass (the default 32 would take most of the test).
+REPORT = {
+    "classification": {"report.slices": ("label", "field:writer_group")},
+    "regression": {"report.slices": ("feature:features[2]:quantiles=4",)},
+    "forecasting": {},
+    "anomaly_detection": {"report.slices": ("label",)},
+    "retrieval": {"report.slices": ("label",)},
+    "seq2seq": {"report.slices": ("field:task",)},
+    "language_modelling": {"report.lm_rows": 4},
+}
+
+
 def _config(name, **overrides):
     config_name, small, _, _ = CASES[name]
     steps = {"total_steps": 2, "eval_every_steps": 2, "checkpoint_every_steps": 2}
-    config = tiny(config_name, **{**steps, **small, **overrides})
+    config = tiny(config_name, **{**steps, **small, **REPORT[name], **overrides})
     assert config.experiment == name
     return config
 
 
 def test_the_table_names_every_case():
-    assert set(CASES) == set(experiment_lib.EXPERIMENTS)
+    assert set(CASES) == set(experiment_lib.EXPERIMENTS) == set(REPORT)
 
 
 @pytest.fixture(scope="module", params=sorted(CASES))
@@ -123,6 +138,28 @@ def test_export_predicts_as_the_training_code(trained):
             np.testing.assert_array_equal(got[key], want[key], err_msg=key)
         else:
             np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-5, err_msg=key)
+
+
+def test_ann_report_reads_the_run(trained, tmp_path):
+    from ann.report import collect, write
+
+    name, workdir, _, _, _ = trained
+    out = tmp_path / "report"
+    write.write_report(collect.from_workdir(str(workdir)), ["validation", "test"], str(out))
+    report = json.loads((out / "report.json").read_text())
+    slices = REPORT[name].get("report.slices", ())
+    for split in ("validation", "test"):
+        assert report["splits"][split]["sections"], (name, split)
+        assert len(report["splits"][split]["slices"]) == len(slices)
+        for result in report["splits"][split]["slices"].values():
+            sizes = [s["size"] for s in result["slices"]]
+            assert sum(sizes) == result["overall"]["size"]
+    assert list(out.glob("*.png")) and (out / "index.html").exists()
+    if name == "language_modelling":
+        assert report["splits"]["test"]["sections"]["bits_per_char"]["rows"] == 4
+    # docs/report.md documents every key, and lists none this family always writes that is gone.
+    assert report_doc.undocumented(report) == []
+    assert report_doc.missing(report) == []
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

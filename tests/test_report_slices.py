@@ -1,6 +1,6 @@
 """`ann report`'s task sections (regression, forecasting, anomaly detection, retrieval, seq2seq,
 language modelling) and its slices, on synthetic Predictions checked against hand computations
-and scikit-learn; `ann report` end to end for each task family on tiny shipped configs (slow)."""
+and scikit-learn. `ann report` end to end for each task family: tests/test_experiments.py."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import types
 
 import numpy as np
 import pytest
-import report_doc
 from sklearn import metrics as skm
 
 from ann import config as config_lib
@@ -332,58 +331,3 @@ def test_every_task_with_sections_has_slice_metrics_but_language_modelling():
     from ann.report.sections import SECTIONS
 
     assert set(SECTIONS) - set(task_metrics.HEADLINES) == {"language_modelling"}
-
-
-# --- `ann report` end to end, one tiny run per task family ---------------------------------
-
-# The report reads any model; a small one keeps the run and its report's inference short.
-SMALL_SEQ2SEQ = {
-    "model.dim": 16,
-    "model.mlp_dim": 32,
-    "model.encoder_depth": 1,
-    "model.decoder_depth": 1,
-    "data.eval_splits": ("test",),  # the report reads validation and test only
-}
-FAMILIES = {
-    "classification": ("digits_mlp", {"report.slices": ("label", "field:writer_group")}),
-    "regression": ("diabetes_mlp", {"report.slices": ("feature:features[2]:quantiles=4",)}),
-    "forecasting": ("sensors_lstm", {}),
-    "anomaly_detection": ("sensors_autoencoder", {"report.slices": ("label",)}),
-    "retrieval": ("digits_retrieval", {"report.slices": ("label",)}),
-    "seq2seq": ("digit_seq2seq", {"report.slices": ("field:task",), **SMALL_SEQ2SEQ}),
-    # 4 windows, each character a forward pass (the default 32 took 40 of this test's 60 s).
-    "language_modelling": (
-        "pydoc_lm",
-        {"report.lm_rows": 4, "model.dim": 16, "model.mlp_dim": 32, "model.depth": 1},
-    ),
-}
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_ann_report_runs_for_every_task_family(family, tmp_path):
-    from conftest import tiny
-
-    from ann.report import collect, write
-    from ann.train.loop import train_and_evaluate
-
-    name, overrides = FAMILIES[family]
-    config = tiny(name, num_epochs=0, total_steps=4, eval_every_steps=4, **overrides)
-    assert config.experiment == family
-    train_and_evaluate(config, str(tmp_path / "run"))
-    out = tmp_path / "report"
-    source = collect.from_workdir(str(tmp_path / "run"))
-    write.write_report(source, ["validation", "test"], str(out))
-    report = json.loads((out / "report.json").read_text())
-    for split in ("validation", "test"):
-        assert report["splits"][split]["sections"], (family, split)
-        assert len(report["splits"][split]["slices"]) == len(config.report.slices)
-        for result in report["splits"][split]["slices"].values():
-            sizes = [s["size"] for s in result["slices"]]
-            assert sum(sizes) == result["overall"]["size"]
-    assert list(out.glob("*.png")) and (out / "index.html").exists()
-    if family == "language_modelling":
-        assert report["splits"]["test"]["sections"]["bits_per_char"]["rows"] == 4
-    # docs/report.md documents every key, and lists none this family always writes that is gone.
-    assert report_doc.undocumented(report) == []
-    assert report_doc.missing(report) == []
