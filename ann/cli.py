@@ -297,14 +297,19 @@ def reader_gone() -> NoReturn:
 
 def run(
     main: Callable[[list[str]], None],
-    errors: tuple[type[BaseException], ...] = (),
+    errors: tuple[type[BaseException] | str, ...] = (),
     quiet: bool = False,
 ) -> None:
     """`absl.app.run(main)` with `parse_flags`, logging as `quiet_libraries(quiet)` sets it, and
     a reader that goes away handled (see the module docstring). A ConfigError or FlagError, or
     one of `errors` (the mistakes the command reports itself, e.g. a diverged run), that `main`
     raises prints `error: ...` on one line and exits 1; anything else keeps its traceback (a
-    bug to read, not a flag to fix)."""
+    bug to read, not a flag to fix).
+
+    An error may be named "module:Class" instead of given: a job then need not import a heavy
+    module (JAX, Orbax) before its flags are parsed, so `--help` and a mistyped flag answer in
+    a fraction of a second. The name is looked up only when `main` raises, and only if the
+    module was imported by then (else nothing raised can be that class)."""
 
     def guarded(argv: list[str]) -> None:
         quiet_libraries(quiet)
@@ -313,7 +318,22 @@ def run(
             sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
         except BrokenPipeError:
             reader_gone()
-        except (ConfigError, FlagError, *errors) as e:
-            fail(str(e))
+        except Exception as e:
+            if isinstance(e, (ConfigError, FlagError, *_error_classes(errors))):
+                fail(str(e))
+            raise
 
     app.run(guarded, flags_parser=parse_flags)
+
+
+def _error_classes(errors: Iterable[type[BaseException] | str]) -> list[type[BaseException]]:
+    """`errors` as classes: a "module:Class" name resolves only where the module is imported."""
+    classes = []
+    for error in errors:
+        if isinstance(error, str):
+            module, name = error.split(":")
+            if module in sys.modules:
+                classes.append(getattr(sys.modules[module], name))
+        else:
+            classes.append(error)
+    return classes

@@ -524,11 +524,15 @@ def fit_warmup(config: ml_collections.ConfigDict) -> None:
         opt.warmup_steps = config.total_steps // 2
 
 
-def validate(config: ml_collections.ConfigDict, num_devices: int, selecting: bool = True) -> None:
+def validate(
+    config: ml_collections.ConfigDict, num_devices: int | None, selecting: bool = True
+) -> None:
     """Checks keys, types, choices and device divisibility; raises ConfigError naming the key.
-    `selecting=False` (restoring a trained run) skips the check that `best_metric` and
-    `early_stopping.metric` are `val/` metrics: runs from before validation splits chose on
-    `eval/` and keep that choice."""
+    `num_devices=None` checks all but the divisibility: a job's first look at its config,
+    before JAX is imported, so that a mistyped key costs no JAX start-up. `selecting=False`
+    (restoring a trained run) skips the check that `best_metric` and `early_stopping.metric`
+    are `val/` metrics: runs from before validation splits chose on `eval/` and keep that
+    choice."""
     values = config.to_dict()
     for key in SCHEMA:
         if key not in values:
@@ -559,23 +563,8 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, selecting: boo
     check_ranges(values)
     if _run_length_error(values):
         raise ConfigError(_run_length_error(values))
-    micro = values["optimizer"]["accumulate_steps"]
-    whole = micro * num_devices  # a batch splits into micro-batches of a multiple of the devices
-    # The suggested size is one the next check accepts too.
-    for key, unit in (("batch_size", whole), ("eval_batch_size", num_devices)):
-        size = values[key]
-        if size and size % num_devices:
-            raise ConfigError(
-                f"config key '{key}'={size} is not divisible by the {num_devices} devices; "
-                f"use a multiple of {num_devices}, e.g. --config.{key}="
-                f"{max(unit, size // unit * unit)}"
-            )
-    if values["batch_size"] % whole:
-        raise ConfigError(
-            f"config key 'batch_size'={values['batch_size']} must split into "
-            f"optimizer.accumulate_steps={micro} micro-batches of a multiple of {num_devices} "
-            f"devices; e.g. --config.batch_size={max(whole, values['batch_size'] // whole * whole)}"
-        )
+    if num_devices is not None:
+        _check_divisible(values, num_devices)
     stopping = values["early_stopping"]
     if selecting:
         check_selection_metric("config key 'best_metric'", values["best_metric"])
@@ -613,6 +602,27 @@ def validate(config: ml_collections.ConfigDict, num_devices: int, selecting: boo
     if not values["data"]["eval_splits"]:
         raise ConfigError("config key 'data.eval_splits' is empty; name at least one split")
     check_slices(values["report"]["slices"])
+
+
+def _check_divisible(values: Mapping[str, Any], num_devices: int) -> None:
+    """The batch sizes against the device count (`validate`)."""
+    micro = values["optimizer"]["accumulate_steps"]
+    whole = micro * num_devices  # a batch splits into micro-batches of a multiple of the devices
+    # The suggested size is one the next check accepts too.
+    for key, unit in (("batch_size", whole), ("eval_batch_size", num_devices)):
+        size = values[key]
+        if size and size % num_devices:
+            raise ConfigError(
+                f"config key '{key}'={size} is not divisible by the {num_devices} devices; "
+                f"use a multiple of {num_devices}, e.g. --config.{key}="
+                f"{max(unit, size // unit * unit)}"
+            )
+    if values["batch_size"] % whole:
+        raise ConfigError(
+            f"config key 'batch_size'={values['batch_size']} must split into "
+            f"optimizer.accumulate_steps={micro} micro-batches of a multiple of {num_devices} "
+            f"devices; e.g. --config.batch_size={max(whole, values['batch_size'] // whole * whole)}"
+        )
 
 
 def check_slices(entries: Any) -> None:

@@ -37,12 +37,10 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import jax
 import numpy as np
 from absl import app, flags
 
 from ann import artifact, atomic
-from ann.sharding import path_str
 
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 HISTOGRAM_BINS = 10
@@ -129,6 +127,8 @@ def sample_rows(rows: int, size: int = SAMPLE_ROWS, seed: int = SAMPLE_SEED) -> 
 
 def _predict_all(call: Any, weights: dict, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The exported function on every row of `inputs`, PREDICT_BATCH rows at a time."""
+    import jax
+
     rows = len(next(iter(inputs.values())))
     outputs = [
         jax.device_get(call(weights, {k: v[i : i + PREDICT_BATCH] for k, v in inputs.items()}))
@@ -218,6 +218,8 @@ def _signature_json(signature: dict[str, dict[str, Any]]) -> dict[str, dict[str,
 def _check_agrees(experiment: Any, model: Any, inputs: dict, exported: dict) -> None:
     """The exported graph's outputs on `inputs` must be the training code's (its predict, the
     temperature included), or nothing is written: raises AssertionError naming the output."""
+    import jax
+
     sample = {k: v[:PREDICT_BATCH] for k, v in inputs.items()}
     expected = jax.device_get(experiment.predict(model, sample))
     for k, v in expected.items():
@@ -236,13 +238,16 @@ def export(
     platforms: Sequence[str] = ("cpu",),
 ) -> dict[str, Any]:
     """Exports the run in `workdir` at `step` ("best", "latest" or a number) into `out`."""
+    # Imported on use: `ann export --help` and a bad flag answer without JAX.
     import flax
+    import jax
     import jaxlib
     from flax import nnx
 
     from ann import config as config_lib
     from ann import data
     from ann.calibrate import calibrate
+    from ann.sharding import path_str
     from ann.train.build import restore_model
 
     if os.path.exists(out) and os.listdir(out):
@@ -438,13 +443,12 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     from ann import cli
-    from ann.metrics.calibration import CalibrationError
-    from ann.train.checkpoint import CheckpointError
     from ann.train.writers import MetricsFileError
 
     define_flags()
     # A bad flag, run or step, a damaged run file, a temperature that cannot be fitted: one
     # line, exit 1 (FlagError and ConfigError: see cli.run); warnings only: the result line is
-    # the output.
+    # the output. The checkpoint and calibration code (JAX) is imported once a run is read.
     errors = (FileExistsError, FileNotFoundError, artifact.IntegrityError, MetricsFileError)
-    cli.run(main, errors=(CheckpointError, CalibrationError, *errors), quiet=True)
+    named = ("ann.train.checkpoint:CheckpointError", "ann.metrics.calibration:CalibrationError")
+    cli.run(main, errors=(*named, *errors), quiet=True)

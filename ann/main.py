@@ -11,17 +11,12 @@ from __future__ import annotations
 import gc
 
 if __name__ == "__main__":  # `ann train`: no garbage collection from here to the first step
-    gc.disable()  # (the imports below are most of a warm start; ann/train/startup.py)
+    gc.disable()  # (the imports in main are most of a warm start; ann/train/startup.py)
 
-import jax
 from absl import app, flags, logging
 
-from ann import cli, parallel
-from ann.sweep import pruning
-from ann.train import build, startup
-from ann.train.checkpoint import CheckpointError
-from ann.train.loop import NonFiniteLossError, train_and_evaluate
-from ann.train.writers import MetricsFileError
+from ann import cli
+from ann import config as config_lib
 
 FLAGS = flags.FLAGS
 cli.define_config("Config file (configs/NAME.py[:ARG]).")
@@ -48,6 +43,16 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    # JAX and the training code are imported once the flags and the config's keys are checked:
+    # `--help` and a mistyped flag or key answer without them (0.3 s instead of 3 s).
+    config_lib.validate(FLAGS.config, num_devices=None)
+    import jax
+
+    from ann import parallel
+    from ann.sweep import pruning
+    from ann.train import build, startup
+    from ann.train.loop import train_and_evaluate
+
     parallel.initialize_distributed(
         FLAGS.coordinator_address,
         FLAGS.num_processes,
@@ -91,7 +96,8 @@ def _summary(metrics: dict) -> str:
 def run() -> None:
     # A user mistake (ConfigError, a damaged checkpoint) or a diverged run: one clear line, no
     # stack trace from deep in JAX.
-    cli.run(main, errors=(CheckpointError, NonFiniteLossError, MetricsFileError))
+    errors = ("ann.train.checkpoint:CheckpointError", "ann.train.loop:NonFiniteLossError")
+    cli.run(main, errors=(*errors, "ann.train.writers:MetricsFileError"))
 
 
 if __name__ == "__main__":

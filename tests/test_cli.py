@@ -69,6 +69,53 @@ def test_ann_help_lists_the_jobs_without_importing_jax():
     assert "jax" not in loaded and "ann.main" not in loaded and "ann.cli" not in loaded
 
 
+# Answered before JAX is imported (a second and more of a start here): help, a mistyped flag or
+# config key, a missing run.
+WITHOUT_JAX = [
+    ("train", "--help"),
+    ("train", "--config=configs/digits_mlp.py", "--workdir=W", "--config.optimizer.b2=1.0"),
+    ("train", "--config=configs/digits_mlp.py", "--workdir=W", "--config.optimzer.b2=0.9"),
+    ("export", "--help"),
+    ("export", "--workdir=W", "--out=OUT"),
+    ("report", "--help"),
+    ("report", "--workdir=W"),
+    ("sweep", "--help"),
+    ("sweep", "--config=configs/digits_mlp.py", "--workdir=W", "--trials=0"),
+    ("registry", "--help"),
+    ("serve", "--help"),
+    ("observability", "--help"),
+]
+
+
+@pytest.mark.parametrize("args", WITHOUT_JAX, ids=" ".join)
+def test_help_and_mistakes_answer_without_importing_jax(args, tmp_path):
+    probe = (
+        "import sys\nfrom ann.__main__ import main\ntry:\n    main(['ann', *sys.argv[1:]])\n"
+        "except SystemExit as e:\n    code = e.code\nprint('jax' in sys.modules, code)\n"
+    )
+    args = [a.replace("=W", f"={tmp_path / 'run'}").replace("OUT", str(tmp_path)) for a in args]
+    result = subprocess.run(
+        [sys.executable, "-c", probe, *args], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
+    jax_loaded, code = result.stdout.split("\n")[-2].split()
+    assert jax_loaded == "False", (args, result.stderr[-2000:])
+    if "--help" in args:
+        assert code in ("0", "None") and not result.stderr, result.stderr[-2000:]
+    else:  # the mistake's one line
+        assert code == "1" and result.stderr.startswith("error: "), result.stderr[-2000:]
+        assert result.stderr.count("\n") == 1, result.stderr
+
+
+def test_errors_named_by_module_resolve_only_once_imported():
+    from ann.artifact import IntegrityError
+
+    # A job names the errors of modules it imports late; a module not imported yet cannot have
+    # raised its error, and looking it up must not import it.
+    named = ["ann.artifact:IntegrityError", KeyError, "ann_not_imported_yet:Error"]
+    assert cli._error_classes(named) == [IntegrityError, KeyError]
+    assert "ann_not_imported_yet" not in sys.modules
+
+
 @pytest.mark.parametrize("job", list(JOBS))
 def test_every_job_help_shows_its_flags_and_exits_0(job):
     # absl's --help exited 1 and left out --config (defined in ann/cli.py, not the job).

@@ -217,24 +217,26 @@ def test_startup_pauses_the_garbage_collector_until_the_first_step(tmp_path, mon
         gc.enable()
 
 
-def test_ann_train_imports_without_garbage_collection():
+def test_ann_train_imports_without_garbage_collection(tmp_path):
     """`ann train` pauses the collector from its first import (its imports are most of a warm
     start); run as a program only, so importing ann.main elsewhere changes nothing."""
     code = (
         "import gc, runpy, sys\n"
         "passes = []\n"
         "gc.callbacks.append(lambda phase, info: passes.append(phase == 'start'))\n"
-        "sys.argv = ['ann.main']\n"  # no --config: absl stops before main()
         "try:\n"
-        "    runpy.run_module('ann.main', run_name='__main__')\n"
+        "    runpy.run_module('ann.main', run_name='__main__', alter_sys=True)\n"
         "except SystemExit:\n"
         "    pass\n"
-        "print(sum(passes), gc.isenabled())\n"
+        "print(sum(passes), gc.isenabled(), 'ann.train.loop' in sys.modules)\n"
     )
+    # An unknown experiment is refused once the training code is imported, before data.
+    args = ["--config=configs/digits_mlp.py", f"--workdir={tmp_path}", "--config.experiment=x"]
     proc = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
-    passes, enabled = proc.stdout.split()
+    passes, enabled, imported = proc.stdout.split()
+    assert imported == "True" and "unknown experiment 'x'" in proc.stderr, proc.stderr[-2000:]
     # A pass may come while Python compiles ann/main.py itself, before its first line runs;
     # without the pause its imports take about 450.
     assert int(passes) <= 2 and enabled == "False", proc.stderr[-2000:]

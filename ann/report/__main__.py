@@ -78,11 +78,10 @@ def default_out(identity: dict) -> str:
 
 
 def main(argv: list[str]) -> None:
-    from ann.report import write
-
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     check_flags(FLAGS.workdir, FLAGS.model, FLAGS.step, FLAGS.split)
+    from ann.report import write  # JAX, matplotlib: after the flags are known to be good
     if FLAGS.out:
         cli.check_out("out", FLAGS.out)  # before anything is restored
         write.check_out(FLAGS.out)
@@ -98,9 +97,7 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    from ann.artifact import IntegrityError
-    from ann.registry.core import RegistryError
-    from ann.train.checkpoint import CheckpointError
-
     define_flags()
-    cli.run(main, errors=(CheckpointError, IntegrityError, RegistryError), quiet=True)
+    # By name: the checkpoint code (JAX, Orbax) is imported only once a run is read.
+    errors = ("ann.train.checkpoint:CheckpointError", "ann.artifact:IntegrityError")
+    cli.run(main, errors=(*errors, "ann.registry.core:RegistryError"), quiet=True)

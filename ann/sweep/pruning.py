@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ml_collections
 
 from ann.config import check_selection_metric
-from ann.train.hooks import StepInfo, eval_metric
+
+if TYPE_CHECKING:  # the loop's module (JAX, Orbax): a sweep's own process never needs it
+    from ann.train.hooks import StepInfo
 
 ENV = "ANN_SWEEP_PRUNING"
 
@@ -51,6 +53,8 @@ class ReportToStudy:
         self.trial, self.metric = trial, metric
 
     def on_eval(self, info: StepInfo, metrics: dict[str, float]) -> None:
+        from ann.train.hooks import eval_metric  # imported by the trial's loop already
+
         value = eval_metric(metrics, self.metric, "sweep --metric")
         self.trial.report(value, info.step)
         # The last eval is the trial's result, not a reason to prune it.

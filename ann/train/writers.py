@@ -13,8 +13,6 @@ import json
 import math
 import os
 
-import jax
-import tensorboardX
 from absl import logging
 
 from ann import atomic
@@ -75,6 +73,10 @@ def read_records(path: str) -> list[dict]:
 
 class MetricWriter:
     def __init__(self, workdir: str, resume_step: int | None = None):
+        # Imported here: a reader of metrics.jsonl (a sweep, `ann registry`) needs neither.
+        import jax
+        import tensorboardX
+
         self.enabled = jax.process_index() == 0
         self.path = os.path.join(workdir, "metrics.jsonl")
         if not self.enabled:
