@@ -1,7 +1,9 @@
 """A bad config fails before anything compiles, in one line naming the key and the fix."""
 
 import json
+import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -449,6 +451,7 @@ def test_a_split_is_decoded_once_per_process_within_the_memo_budget(monkeypatch)
     from ann.data import sources
 
     monkeypatch.setattr(sources, "_decoded", sources.collections.OrderedDict())
+    monkeypatch.setattr(sources, "_read_decoded", lambda path: None)  # no copy on disk either
     reads = []
     real = sources.Split.rows
 
@@ -471,6 +474,41 @@ def test_a_split_is_decoded_once_per_process_within_the_memo_budget(monkeypatch)
     ]
     sources.load("digits", "test", cache="on")
     assert reads == ["test", "train", "test"]
+
+
+def test_a_decoded_split_is_kept_on_disk_for_the_next_process(monkeypatch, tmp_path):
+    from ann.data import sources
+
+    def new_process():
+        monkeypatch.setattr(sources, "_decoded", sources.collections.OrderedDict())
+
+    new_process()
+    first = sources.load("digits", "test", data_dir=str(tmp_path), cache="on")
+    want = {k: np.array(v) for k, v in first.cached.items()}
+    decoded = tmp_path / "digits" / str(first.info.version) / "decoded"
+    (copy,) = decoded.iterdir()
+    # The next process maps the arrays from disk: nothing is decoded again.
+    new_process()
+    with monkeypatch.context() as m:
+        m.setattr(sources.Split, "cache", lambda split: pytest.fail("decoded again"))
+        again = sources.load("digits", "test", data_dir=str(tmp_path), cache="on")
+    assert set(again.cached) == set(want)
+    for key, value in want.items():
+        assert again.cached[key].dtype == value.dtype and not again.cached[key].flags.writeable
+        np.testing.assert_array_equal(again.cached[key], value)
+    # A rebuilt set (its files changed) is decoded again, and the old copy goes.
+    info = tmp_path / "digits" / str(first.info.version) / "dataset_info.json"
+    os.utime(info, ns=(0, info.stat().st_mtime_ns + 10**9))
+    new_process()
+    sources.load("digits", "test", data_dir=str(tmp_path), cache="on")
+    (rebuilt,) = decoded.iterdir()
+    assert rebuilt.name != copy.name and rebuilt.name.startswith("test.")
+    # A copy that cannot be written is no copy: no half-written directory, the split still loads.
+    shutil.rmtree(decoded)
+    new_process()
+    monkeypatch.setattr(sources.np, "save", lambda *a, **k: (_ for _ in ()).throw(OSError(28)))
+    split = sources.load("digits", "test", data_dir=str(tmp_path), cache="on")
+    assert list(decoded.iterdir()) == [] and len(split.rows([0, 1])["label"]) == 2
 
 
 def test_data_cache_auto_holds_only_splits_under_the_limit(monkeypatch, tmp_path):
