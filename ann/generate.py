@@ -1,123 +1,24 @@
-"""Decoding trained sequence models: sampling for causal LMs, greedy and beam search for seq2seq.
-
-Plain functions over a model (jit them, or call them inside a jitted function), and a CLI on a
-trained run's workdir:
+"""`ann generate`: text sampled from a trained causal LM, or sequences decoded by a seq2seq
+model (greedy or beam search, ann/decoding.py), from a trained run's workdir:
 
     ann generate --workdir=runs/pydoc_lm --prompt="Return the " --num_tokens=200 \\
         --temperature=0.8 --top_k=20
     ann generate --workdir=runs/digit_seq2seq --source="reverse 12345" --beam_size=4
 
-Sampling and greedy decoding recompute the whole (fixed-length) buffer each step instead of
-keeping a key/value cache: simpler, exact, and cheap at these sequence lengths.
+The flags are checked before JAX is imported and the model restored.
 """
 
 from __future__ import annotations
 
 import math
 
-import jax
-import jax.numpy as jnp
 from absl import app, flags
-from flax import nnx
-
-
-def sample(
-    model: nnx.Module,
-    prompt: jax.Array,
-    num_tokens: int,
-    rng: jax.Array,
-    *,
-    temperature: float = 1.0,
-    top_k: int = 0,
-) -> jax.Array:
-    """Continues `prompt` [b, p] (int ids, no padding) by `num_tokens` ids from a causal LM.
-
-    Each id is drawn from softmax(logits / temperature) over the `top_k` most likely ids (0 = all);
-    temperature 0 is greedy. Returns [b, p + num_tokens].
-    """
-    b, p = prompt.shape
-    tokens = jnp.concatenate([prompt, jnp.zeros((b, num_tokens), prompt.dtype)], axis=1)
-
-    def step(i, tokens):
-        # The causal mask hides the not-yet-written zeros after position p - 1 + i.
-        logits = model(tokens)[:, p - 1 + i].astype(jnp.float32)
-        if top_k:
-            kth = jax.lax.top_k(logits, top_k)[0][:, -1:]
-            logits = jnp.where(logits < kth, -jnp.inf, logits)
-        if temperature == 0:
-            nxt = logits.argmax(-1)
-        else:
-            nxt = jax.random.categorical(jax.random.fold_in(rng, i), logits / temperature)
-        return tokens.at[:, p + i].set(nxt.astype(tokens.dtype))
-
-    return jax.lax.fori_loop(0, num_tokens, step, tokens)
-
-
-def greedy(
-    model: nnx.Module, source: jax.Array, target_len: int, *, bos_id: int, eos_id: int, pad_id: int
-) -> jax.Array:
-    """Greedy decoding of a `seq2seq` model: [b, target_len] ids, padding after <eos>."""
-    memory, memory_mask = model.encode(source)
-    b = source.shape[0]
-    tokens = jnp.full((b, target_len + 1), pad_id, jnp.int32).at[:, 0].set(bos_id)
-
-    def step(i, carry):
-        tokens, done = carry
-        logits = model.decode(tokens[:, :-1], memory, memory_mask)[:, i]
-        nxt = jnp.where(done, pad_id, logits.argmax(-1).astype(jnp.int32))
-        return tokens.at[:, i + 1].set(nxt), done | (nxt == eos_id)
-
-    tokens, _ = jax.lax.fori_loop(0, target_len, step, (tokens, jnp.zeros(b, bool)))
-    return tokens[:, 1:]
-
-
-def beam_search(
-    model: nnx.Module,
-    source: jax.Array,
-    target_len: int,
-    *,
-    beam_size: int,
-    bos_id: int,
-    eos_id: int,
-    pad_id: int,
-) -> tuple[jax.Array, jax.Array]:
-    """Beam search with a `seq2seq` model: (ids [b, beam, target_len], log-probs [b, beam]),
-    best first. A finished beam (one that wrote <eos>) keeps its score and writes padding.
-    Scores are plain sums of log-probabilities (no length normalization)."""
-    b, k = source.shape[0], beam_size
-    memory, memory_mask = model.encode(source)
-    # What encode returns (the mask, or under rotary positions (mask, positions)), per beam.
-    memory, memory_mask = jax.tree.map(lambda a: jnp.repeat(a, k, axis=0), (memory, memory_mask))
-    tokens = jnp.full((b, k, target_len + 1), pad_id, jnp.int32).at[:, :, 0].set(bos_id)
-    # Only the first beam is live at the start, so the k beams do not start as copies.
-    scores = jnp.full((b, k), -jnp.inf).at[:, 0].set(0.0)
-    done = jnp.zeros((b, k), bool)
-
-    def step(i, carry):
-        tokens, scores, done = carry
-        flat = tokens.reshape(b * k, -1)[:, :-1]
-        logits = model.decode(flat, memory, memory_mask)[:, i].astype(jnp.float32)
-        logp = jax.nn.log_softmax(logits).reshape(b, k, -1)
-        vocab = logp.shape[-1]
-        # A finished beam extends only with padding, at no cost.
-        only_pad = jnp.full((vocab,), -jnp.inf).at[pad_id].set(0.0)
-        logp = jnp.where(done[..., None], only_pad, logp)
-        candidates = (scores[..., None] + logp).reshape(b, k * vocab)
-        scores, index = jax.lax.top_k(candidates, k)
-        beam, token = index // vocab, (index % vocab).astype(jnp.int32)
-        tokens = jnp.take_along_axis(tokens, beam[..., None], axis=1).at[:, :, i + 1].set(token)
-        done = jnp.take_along_axis(done, beam, axis=1) | (token == eos_id)
-        return tokens, scores, done
-
-    tokens, scores, _ = jax.lax.fori_loop(0, target_len, step, (tokens, scores, done))
-    return tokens[:, :, 1:], scores
-
 
 FLAGS = flags.FLAGS
 
 
 def _define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
-    # Defined only when run as a program: experiments import this module next to ann.main's flags.
+    # Defined only when run as a program (the tests define them on a FlagValues of their own).
     fv = {"flag_values": flag_values}
     flags.DEFINE_string("workdir", None, "A trained run (language_modelling or seq2seq).", **fv)
     flags.DEFINE_string("step", "best", "Checkpoint: best, latest or a step number.", **fv)
@@ -173,9 +74,13 @@ def check_flags(f: flags.FlagValues) -> str:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    check_flags(FLAGS)
+    import jax
+    import jax.numpy as jnp
+
+    from ann.decoding import beam_search, sample
     from ann.train.build import restore_model
 
-    check_flags(FLAGS)
     step = FLAGS.step if FLAGS.step in ("best", "latest") else int(FLAGS.step)
     experiment, model, step, config = restore_model(FLAGS.workdir, step)
     if config.experiment == "language_modelling":
@@ -204,7 +109,6 @@ def main(argv: list[str]) -> None:
 if __name__ == "__main__":
     _define_flags()
     from ann import cli
-    from ann.train.checkpoint import CheckpointError
 
     # A bad flag or step: one line, exit 1; warnings only: the samples are the output.
-    cli.run(main, errors=(CheckpointError,), quiet=True)
+    cli.run(main, errors=("ann.train.checkpoint:CheckpointError",), quiet=True)

@@ -6,7 +6,7 @@ a per-task exact match. The decoder reads `<bos> target[:-1]`. Eval reports the 
 `loss` and `token_accuracy` over real target tokens, and `exact_match`: the share of rows whose
 greedily decoded output (up to and including `<eos>`, padding after) equals the target exactly.
 With `task.eval_beam_size` > 1 it also reports `beam_exact_match` (and per task): the same with
-the best beam of `ann.generate.beam_search`.
+the best beam of `ann.decoding.beam_search`.
 
 The model is given the ids of the vocabulary's digit tokens ('0'..'9'), which `seq2seq`'s
 `positions='digits'` needs. Metadata `reversed_target_tasks` (optional) names the tasks (a
@@ -22,7 +22,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from ann import generate, models
+from ann import decoding, models
 from ann.config import NONNEGATIVE, ConfigError, task_settings
 from ann.data import Split
 from experiments.common import Vocabulary, mean_of, spec
@@ -73,7 +73,7 @@ class Seq2Seq:
             rngs=rngs,
         )
 
-    # The special ids, for decoding here and in `ann.generate`.
+    # The special ids, for decoding here and in `ann generate`.
     @property
     def pad_id(self) -> int:
         return self.vocab.pad_id
@@ -129,7 +129,7 @@ class Seq2Seq:
         return loss, {"loss": loss, "token_accuracy": accuracy}
 
     def _greedy(self, model, source):
-        return generate.greedy(
+        return decoding.greedy(
             model,
             source,
             self.target_len,
@@ -139,7 +139,7 @@ class Seq2Seq:
         )
 
     def _beam(self, model, source):
-        beams, _ = generate.beam_search(
+        beams, _ = decoding.beam_search(
             model,
             source,
             self.target_len,

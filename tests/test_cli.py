@@ -77,6 +77,8 @@ WITHOUT_JAX = [
     ("train", "--config=configs/digits_mlp.py", "--workdir=W", "--config.optimzer.b2=0.9"),
     ("export", "--help"),
     ("export", "--workdir=W", "--out=OUT"),
+    ("generate", "--help"),
+    ("generate", "--workdir=W", "--num_tokens=0"),
     ("report", "--help"),
     ("report", "--workdir=W"),
     ("sweep", "--help"),

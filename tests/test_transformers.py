@@ -13,7 +13,7 @@ import pytest
 from conftest import ROOT, fill, one_line_error, tiny
 from flax import nnx
 
-from ann import data, generate, models
+from ann import data, decoding, generate, models
 from ann.config import ConfigError
 from ann.data import digit_strings, pydoc_chars
 from ann.models import transformer
@@ -180,9 +180,9 @@ def test_seq2seq_greedy_and_beam_decoding_agree(positions):
     model.eval()
     source = jnp.array([[5, 6, 7, 2, 0, 0], [8, 9, 2, 0, 0, 0]])
     ids = dict(bos_id=1, eos_id=2, pad_id=0)
-    greedy = nnx.jit(lambda m, s: generate.greedy(m, s, 6, **ids))(model, source)
+    greedy = nnx.jit(lambda m, s: decoding.greedy(m, s, 6, **ids))(model, source)
     beam = nnx.jit(
-        lambda m, s, k: generate.beam_search(m, s, 6, beam_size=k, **ids), static_argnums=2
+        lambda m, s, k: decoding.beam_search(m, s, 6, beam_size=k, **ids), static_argnums=2
     )
     beams, scores = beam(model, source, 1)
     np.testing.assert_array_equal(greedy, beams[:, 0])
@@ -195,7 +195,7 @@ def test_sampling_greedy_top1_and_temperature_agree():
     lm = build("causal_lm")
     prompt = jnp.array([[3, 4, 5]])
     sample = nnx.jit(
-        lambda m, p, r, t, k: generate.sample(m, p, 5, r, temperature=t, top_k=k),
+        lambda m, p, r, t, k: decoding.sample(m, p, 5, r, temperature=t, top_k=k),
         static_argnums=(3, 4),
     )
     argmax = sample(lm, prompt, jax.random.PRNGKey(0), 0.0, 0)
