@@ -1,6 +1,7 @@
 """Start-up time of `ann train`, cold and warm: command to the first train step, fresh processes.
 
     python scripts/bench_startup.py [--config=configs/digits_cnn.py] [--rounds=3] [--config.K=V]
+    python scripts/bench_startup.py --help_jobs [--rounds=5]   # `ann JOB --help`, each job
 
 Each round runs `python -m ann.main` twice, each in a fresh process with a fresh workdir: cold
 (an empty compilation cache directory), then warm (the cache the cold run filled). Each run
@@ -8,6 +9,10 @@ trains `--steps` steps; its `startup/...` record in metrics.jsonl (ann/train/sta
 the time from the process's start to the loop's start and its parts. The data set is prepared
 once before the first round (untimed), so cold means "nothing compiled", not "nothing built".
 Prints each run's parts, then the medians and warm / cold.
+
+`--help_jobs`: the time of `ann JOB --help` for every job, fresh processes, medians of
+`--rounds`, against `python -c "import jax"` in the same command (a job under 1.0 answers before
+JAX is imported).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 
 from absl import flags
 from ml_collections import config_flags
@@ -29,6 +35,7 @@ FLAGS = flags.FLAGS
 cli.define_config("Config to start.", "configs/digits_cnn.py")
 flags.DEFINE_integer("rounds", 3, "Rounds of (cold, warm); medians are reported.", lower_bound=1)
 flags.DEFINE_integer("steps", 2, "Steps each run trains (start-up ends before the first).", 1)
+flags.DEFINE_bool("help_jobs", False, "Time `ann JOB --help` for every job instead.")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PARTS = ("imports", "data", "build", "restore", "compile", "other")
@@ -83,8 +90,33 @@ def _describe(name: str, record: dict[str, float]) -> str:
     return f"{name} {total:.2f} s ({parts}; cache {hits:.0f} of {asked:.0f})"
 
 
+def _seconds(cmd: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def help_jobs() -> None:
+    """`ann JOB --help` for every job against `import jax`, interleaved round by round."""
+    from ann.__main__ import JOBS
+
+    cmds = {"import jax": [sys.executable, "-c", "import jax"]}
+    cmds |= {job: [sys.executable, "-m", "ann", job, "--help"] for job in JOBS}
+    times: dict[str, list[float]] = {name: [] for name in cmds}
+    for _ in range(FLAGS.rounds):
+        for name, cmd in cmds.items():
+            times[name].append(_seconds(cmd))
+    base = statistics.median(times["import jax"])
+    for name, values in times.items():
+        median = statistics.median(values)
+        print(f"{name:>14}  {median:6.2f} s  ({median / base:.2f} of import jax)")
+
+
 def main(argv: list[str]) -> None:
     del argv
+    if FLAGS.help_jobs:
+        help_jobs()
+        return
     config = FLAGS.config
     config.total_steps = FLAGS.steps
     config_lib.fit_warmup(config)  # a shipped warmup longer than the short run

@@ -86,6 +86,8 @@ WITHOUT_JAX = [
     ("registry", "--help"),
     ("serve", "--help"),
     ("observability", "--help"),
+    ("monitor", "--help"),
+    ("monitor", "drift", "--model=OUT", "--requests=OUT", "--method=kss"),
 ]
 
 

@@ -6,3 +6,7 @@ drift and a multivariate MMD test against an export's reference sample), `reques
 the server's request log), `report` and `__main__` (`ann monitor drift`: the tests on a request
 log file, report.json, PNGs and index.html).
 """
+
+# The per-feature drift tests `ann monitor drift --method` takes (ann/monitor/drift.py); here, so
+# that the command's flags are defined without importing the tests (SciPy, JAX).
+METHODS = ("auto", "psi", "ks", "wasserstein", "jensenshannon")

@@ -57,6 +57,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import spatial, stats
 
+from ann.monitor import METHODS
 from ann.monitor.features import feature_matrix
 
 ALPHA = 0.05  # p-value tests: Evidently's default threshold
@@ -70,7 +71,6 @@ WASSERSTEIN_STD_FLOOR = 0.001
 MMD_ROWS = 1_000
 HISTOGRAM_BINS = 10  # bins of `histogram` (the dashboard's input histograms)
 MMD_PERMUTATIONS = 200
-METHODS = ("auto", "psi", "ks", "wasserstein", "jensenshannon")
 
 
 class DriftUnavailable(ValueError):
