@@ -496,6 +496,12 @@ def test_a_decoded_split_is_kept_on_disk_for_the_next_process(monkeypatch, tmp_p
     for key, value in want.items():
         assert again.cached[key].dtype == value.dtype and not again.cached[key].flags.writeable
         np.testing.assert_array_equal(again.cached[key], value)
+    # A damaged copy is decoded again and replaced.
+    (copy / "0.npy").unlink()
+    new_process()
+    damaged = sources.load("digits", "test", data_dir=str(tmp_path), cache="on")
+    np.testing.assert_array_equal(damaged.cached["image"], want["image"])
+    assert (copy / "0.npy").exists() and not isinstance(damaged.cached["image"], np.memmap)
     # A rebuilt set (its files changed) is decoded again, and the old copy goes.
     info = tmp_path / "digits" / str(first.info.version) / "dataset_info.json"
     os.utime(info, ns=(0, info.stat().st_mtime_ns + 10**9))

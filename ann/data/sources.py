@@ -120,14 +120,16 @@ def _on_disk(data_dir: str, split: str) -> str:
 
 
 def _read_decoded(path: str) -> dict[str, np.ndarray] | None:
-    """The arrays `_write_decoded` left in `path`, memory-mapped read-only; None if absent."""
+    """The arrays `_write_decoded` left in `path`, memory-mapped read-only; None if absent or
+    damaged (a file gone or cut short)."""
     try:
         with open(os.path.join(path, "features.json")) as f:
             names = json.load(f)
         return {
             k: np.load(os.path.join(path, f"{i}.npy"), mmap_mode="r") for i, k in enumerate(names)
         }
-    except (OSError, ValueError):  # absent, or unreadable: decode again
+    except (OSError, ValueError):  # absent, or damaged (removed, so a new copy can take its place)
+        shutil.rmtree(path, ignore_errors=True)
         return None
 
 
