@@ -77,8 +77,8 @@ def metric_order(names: Iterable[str]) -> list[str]:
 
 def one_line(error: BaseException) -> str:
     """The error's text on one line. ml_collections raises AttributeError(KeyError("'key'\\nDid
-    you mean ...")) for an override under an unknown section: that becomes "config key 'key' is
-    unknown; Did you mean ..."."""
+    you mean \"near\" instead of \"key\"?")) for an override under an unknown section: that
+    becomes "config key 'key' is unknown (did you mean 'near'?)", as ann words its own."""
     while error.args and isinstance(error.args[0], BaseException):
         error = error.args[0]
     text = error.args[0] if error.args and isinstance(error.args[0], str) else str(error)
@@ -87,6 +87,9 @@ def one_line(error: BaseException) -> str:
         match = re.fullmatch(r"'([^']+)'\s*(.*)", text)
         if match:
             key, rest = match.groups()
+            near = re.fullmatch(r'Did you mean "([^"]+)" instead of "[^"]+"\?', rest)
+            if near:
+                return f"config key {key!r} is unknown (did you mean {near.group(1)!r}?)"
             return f"config key {key!r} is unknown" + (f"; {rest}" if rest else "")
     return text
 

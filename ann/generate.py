@@ -68,6 +68,8 @@ def check_flags(f: flags.FlagValues) -> str:
     for name in LM_FLAGS + SEQ2SEQ_FLAGS:
         if f[name].present and name not in own:
             raise cli.FlagError(f"--{name} is not for {experiment} runs; drop it")
+    if experiment == "seq2seq" and not f.source.strip():
+        raise cli.FlagError("--source is empty; give the text to decode, e.g. 'reverse 12345'")
     return experiment
 
 
@@ -78,6 +80,7 @@ def main(argv: list[str]) -> None:
     import jax
     import jax.numpy as jnp
 
+    from ann import cli
     from ann.decoding import beam_search, sample
     from ann.train.build import restore_model
 
@@ -96,7 +99,10 @@ def main(argv: list[str]) -> None:
             print(experiment.decode(row))
             print("-" * 40)
     elif config.experiment == "seq2seq":
-        source = jnp.asarray(experiment.encode_source(FLAGS.source))[None]
+        try:  # the vocabulary is the data set's: known once the run is restored
+            source = jnp.asarray(experiment.encode_source(FLAGS.source))[None]
+        except ValueError as e:
+            raise cli.FlagError(f"--source={FLAGS.source!r}: {e}") from None
         ids = dict(bos_id=experiment.bos_id, eos_id=experiment.eos_id, pad_id=experiment.pad_id)
         beams, scores = jax.jit(
             lambda m, s: beam_search(m, s, experiment.target_len, beam_size=FLAGS.beam_size, **ids)

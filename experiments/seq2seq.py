@@ -87,14 +87,20 @@ class Seq2Seq:
         return self.vocab.eos_id
 
     def encode_source(self, text: str) -> np.ndarray:
-        """'reverse 123' -> ids: whole words in the vocabulary, else characters; then <eos>."""
+        """'reverse 123' -> ids: whole words in the vocabulary, else characters; then <eos>.
+        Raises ValueError naming a character outside the vocabulary, or a source longer than
+        the model's (`source_len` ids, <eos> included)."""
         index = self.vocab.index
         ids = []
         for word in text.split():
+            unknown = [ch for ch in word if ch not in index]
+            if word not in index and unknown:
+                known = " ".join(t for t in self.vocab.tokens if not t.startswith("<"))
+                raise ValueError(f"{unknown[0]!r} is not in the vocabulary ({known})")
             ids += [index[word]] if word in index else [index[ch] for ch in word]
         ids.append(self.eos_id)
         if len(ids) > self.source_len:
-            raise ValueError(f"source {text!r} is longer than {self.source_len} ids")
+            raise ValueError(f"it is longer than the model's {self.source_len} ids (with <eos>)")
         return np.pad(np.array(ids, np.int32), (0, self.source_len - len(ids)))
 
     def decode(self, ids: np.ndarray | list[int], source: np.ndarray | None = None) -> str:

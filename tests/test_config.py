@@ -348,7 +348,11 @@ def _cli(module: str, tmp_path, *overrides: str) -> subprocess.CompletedProcess:
             "'optimizer.learning_rate'?)",
         ),
         # A section that does not exist.
-        ("ann.main", "--config.optimzer.learning_rate=0.01", "error: config key 'optimzer' is"),
+        (
+            "ann.main",
+            "--config.optimzer.learning_rate=0.01",
+            "error: config key 'optimzer' is unknown (did you mean 'optimizer'?)",
+        ),
         # An undeclared model argument the model does not take; a task key the experiment lacks.
         (
             "ann.main",
@@ -487,6 +491,7 @@ def test_a_decoded_split_is_kept_on_disk_for_the_next_process(monkeypatch, tmp_p
     want = {k: np.array(v) for k, v in first.cached.items()}
     decoded = tmp_path / "digits" / str(first.info.version) / "decoded"
     (copy,) = decoded.iterdir()
+    assert copy.stat().st_mode & 0o777 == 0o755  # readable by a shared data dir's other users
     # The next process maps the arrays from disk: nothing is decoded again.
     new_process()
     with monkeypatch.context() as m:

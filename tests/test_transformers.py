@@ -334,6 +334,7 @@ def test_seq2seq_learns_held_out_lengths(tmp_path):
         (["--workdir=MISSING"], "does not exist; give the directory of a trained run"),
         (["--workdir=LM", "--beam_size=4"], "--beam_size is not for language_modelling runs"),
         (["--workdir=SEQ2SEQ", "--prompt=x"], "--prompt is not for seq2seq runs; drop it"),
+        (["--workdir=SEQ2SEQ", "--source= "], "--source is empty; give the text to decode"),
         (["--workdir=DIGITS"], "is a 'classification' run, which has nothing to generate"),
     ],
 )
@@ -360,6 +361,23 @@ def test_generate_flags_are_checked_before_a_model_is_restored(tmp_path, args, m
             capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert one_line_error(result) == f"error: {message}"
+
+
+def test_a_source_outside_the_vocabulary_or_too_long_is_named():
+    # `ann generate` turns these into one `error: --source=...` line (they were tracebacks).
+    from experiments.seq2seq import Seq2Seq
+
+    config = tiny("digit_seq2seq")
+    experiment = Seq2Seq(config)
+    experiment.setup(data.load(config.data.name, config.data.train_split))
+    assert experiment.encode_source("reverse 12 3")[:5].tolist() == [
+        experiment.vocab.index[t] for t in ("reverse", "1", "2", "3", "<eos>")
+    ]
+    known = r"\(0 1 .* reverse sort add\)"
+    with pytest.raises(ValueError, match=rf"^'a' is not in the vocabulary {known}"):
+        experiment.encode_source("reverse 12a45")
+    with pytest.raises(ValueError, match="longer than the model's 19 ids"):
+        experiment.encode_source("reverse " + "1" * 30)
 
 
 def test_generate_on_a_run_without_checkpoints_is_one_line(tmp_path):

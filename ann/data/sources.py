@@ -142,6 +142,7 @@ def _write_decoded(path: str, arrays: dict[str, np.ndarray]) -> None:
         name = os.path.basename(path).rsplit(".", 1)[0]
         stale = [e.path for e in os.scandir(parent) if e.name.rsplit(".", 1)[0] == name]
         tmp = tempfile.mkdtemp(dir=parent, prefix=".writing-")
+        os.chmod(tmp, 0o755)  # mkdtemp's 0700 would hide the copy from a shared data dir's users
     except OSError:
         return
     try:
