@@ -14,7 +14,7 @@ The persistent compilation cache's use is counted from jax's monitoring events: 
 A start-up allocates objects that live as long as the process (modules, traced and lowered
 programs) and frees few, so Python's cyclic garbage collector, which runs after every 700 net
 allocations and rescans the older generations every 10th and 100th time, spends its passes on
-objects it cannot free: about 450 collections in `import ann.main` alone, about 0.4 s of a
+objects it cannot free: about 450 collections in `ann train`'s imports alone, about 0.4 s of a
 3.75 s warm start on a loaded 2-core machine (docs/benchmarks.md, "Start-up"). It is paused
 from the start (`ann train` from its first import, `Clock` for a `train_and_evaluate` call) to
 the first step, and restored then: what it would have freed waits until its first pass (the
