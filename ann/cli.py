@@ -31,7 +31,7 @@ import logging as py_logging
 import os
 import re
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import NoReturn
 
 from absl import app, flags, logging
@@ -75,10 +75,11 @@ def metric_order(names: Iterable[str]) -> list[str]:
     return sorted(names, key=lambda name: not name.startswith("val/"))
 
 
-def one_line(error: BaseException) -> str:
+def one_line(error: BaseException, argv: Sequence[str] = ()) -> str:
     """The error's text on one line. ml_collections raises AttributeError(KeyError("'key'\\nDid
     you mean \"near\" instead of \"key\"?")) for an override under an unknown section: that
-    becomes "config key 'key' is unknown (did you mean 'near'?)", as ann words its own."""
+    becomes "config key 'key.rest' is unknown (did you mean 'near.rest'?)", as ann words its own,
+    the rest of the dotted key taken from the override in `argv` (the arguments parsed)."""
     while error.args and isinstance(error.args[0], BaseException):
         error = error.args[0]
     text = error.args[0] if error.args and isinstance(error.args[0], str) else str(error)
@@ -89,7 +90,11 @@ def one_line(error: BaseException) -> str:
             key, rest = match.groups()
             near = re.fullmatch(r'Did you mean "([^"]+)" instead of "[^"]+"\?', rest)
             if near:
-                return f"config key {key!r} is unknown (did you mean {near.group(1)!r}?)"
+                prefix = f"--config.{key}."
+                given = [a.split("=")[0] for a in argv if a.startswith(prefix)]
+                tail = given[0][len(prefix) - 1 :] if given else ""  # ".learning_rate"
+                said, meant = key + tail, near.group(1) + tail
+                return f"config key {said!r} is unknown (did you mean {meant!r}?)"
             return f"config key {key!r} is unknown" + (f"; {rest}" if rest else "")
     return text
 
@@ -163,7 +168,7 @@ def parse_flags(argv: list[str]) -> list[str]:
             fail(f"--config={given.group(1) if given else '?'}: {raised}")
         if "Error whilst parsing config file" in str(e):
             fail(str(e))
-        fail(_bad_override(one_line(e)))
+        fail(_bad_override(one_line(e, argv)))
     if "config" in flags.FLAGS and flags.FLAGS["config"].present:
         # ml_collections defers a missing file's error to the config's first use.
         path = config_flags.get_config_filename(flags.FLAGS["config"]).partition(":")[0]

@@ -351,7 +351,8 @@ def _cli(module: str, tmp_path, *overrides: str) -> subprocess.CompletedProcess:
         (
             "ann.main",
             "--config.optimzer.learning_rate=0.01",
-            "error: config key 'optimzer' is unknown (did you mean 'optimizer'?)",
+            "error: config key 'optimzer.learning_rate' is unknown (did you mean "
+            "'optimizer.learning_rate'?)",
         ),
         # An undeclared model argument the model does not take; a task key the experiment lacks.
         (

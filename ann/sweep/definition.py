@@ -76,7 +76,7 @@ def parse(config: str, overrides: Overrides) -> ml_collections.ConfigDict:
     try:
         values(argv)
     except (flags.Error, AttributeError, TypeError, ValueError, KeyError) as e:
-        raise SweepError(f"{' '.join(argv[2:])}: {cli.one_line(e)}") from None
+        raise SweepError(f"{' '.join(argv[2:])}: {cli.one_line(e, argv)}") from None
     return values["config"].value
 
 
