@@ -96,8 +96,12 @@ def _summary(metrics: dict) -> str:
 def run() -> None:
     # A user mistake (ConfigError, a damaged checkpoint) or a diverged run: one clear line, no
     # stack trace from deep in JAX.
-    errors = ("ann.train.checkpoint:CheckpointError", "ann.train.loop:NonFiniteLossError")
-    cli.run(main, errors=(*errors, "ann.train.writers:MetricsFileError"))
+    errors = (  # by name: main imports their modules (JAX, Orbax) after the flags are read
+        "ann.train.checkpoint:CheckpointError",
+        "ann.train.loop:NonFiniteLossError",
+        "ann.train.writers:MetricsFileError",
+    )
+    cli.run(main, errors=errors)
 
 
 if __name__ == "__main__":

@@ -177,6 +177,11 @@ if __name__ == "__main__":
     define_flags()
     # A bad --model (RegistryError), export (IntegrityError, no reference sample) or request
     # log: one line, exit 1. The drift tests (SciPy, JAX) are imported when they run.
-    errors = (IntegrityError, RegistryError, "ann.monitor.drift:DriftUnavailable")
-    errors = (*errors, RequestLogError, OSError)
+    errors = (
+        IntegrityError,
+        RegistryError,
+        "ann.monitor.drift:DriftUnavailable",
+        RequestLogError,
+        OSError,
+    )
     cli.run(main, errors=errors, quiet=True)

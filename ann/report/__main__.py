@@ -99,5 +99,9 @@ def main(argv: list[str]) -> None:
 if __name__ == "__main__":
     define_flags()
     # By name: the checkpoint code (JAX, Orbax) is imported only once a run is read.
-    errors = ("ann.train.checkpoint:CheckpointError", "ann.artifact:IntegrityError")
-    cli.run(main, errors=(*errors, "ann.registry.core:RegistryError"), quiet=True)
+    errors = (
+        "ann.train.checkpoint:CheckpointError",
+        "ann.artifact:IntegrityError",
+        "ann.registry.core:RegistryError",
+    )
+    cli.run(main, errors=errors, quiet=True)

@@ -18,7 +18,7 @@ import ml_collections
 
 from ann.config import check_selection_metric
 
-if TYPE_CHECKING:  # the loop's module (JAX, Orbax): a sweep's own process never needs it
+if TYPE_CHECKING:  # the loop's module (JAX, Orbax): only a trial's own loop needs it
     from ann.train.hooks import StepInfo
 
 ENV = "ANN_SWEEP_PRUNING"
