@@ -174,6 +174,30 @@ def test_sharded_init_gives_the_same_initial_state_as_eager_init(name, overrides
     assert got_specs == want_specs and any(s != PartitionSpec() for s in got_specs)
 
 
+def test_the_state_initializer_compiles_for_running_once_to_the_same_values(monkeypatch):
+    """On CPU the init compiles at LLVM level 1 (seconds less to the first step) and gives bit
+    for bit the values of XLA's default level 3; a setting in XLA_FLAGS wins."""
+    from ann import parallel
+    from ann.train import state as state_lib
+    from ann.train import xla_options
+
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+    assert xla_options.for_cpu(xla_options.INIT) == {"xla_backend_optimization_level": "1"}
+    _, make_model, tx, seed = _init_setup("digits_mlp", **{"model.features": (64,)})
+    mesh = parallel.make_mesh(MESHES["fsdp"])
+    _, init, _ = state_lib.sharded_initializer(make_model, tx, seed, "fsdp", mesh)
+    default = init.lower().compile(compiler_options={"xla_backend_optimization_level": "3"})()
+    for want, got in zip(jax.tree.leaves(default), jax.tree.leaves(init()), strict=True):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    # The options reach the init's compile: a bad one is refused there.
+    monkeypatch.setattr(xla_options, "INIT", {"xla_backend_optimization_level": "bogus"})
+    _, init, _ = state_lib.sharded_initializer(make_model, tx, seed, "fsdp", mesh)
+    with pytest.raises(Exception, match="xla_backend_optimization_level"):
+        init()
+    monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=2")  # the tests' own way
+    assert xla_options.for_cpu(xla_options.INIT) is None
+
+
 def test_sharded_init_holds_a_quarter_of_the_state_per_device_under_fsdp():
     """The compiled init's per-device output under fsdp (mesh fsdp=4) is about a quarter of
     the replicated one: a model larger than one device can start."""

@@ -138,8 +138,10 @@ def test_train_steps_compile_with_xla_cpu_options(monkeypatch):
     import jax.numpy as jnp
 
     from ann.train import step as step_lib
+    from ann.train import xla_options
 
-    assert step_lib.compiler_options() == step_lib.CPU_COMPILER_OPTIONS
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+    assert xla_options.for_cpu(xla_options.STEP) == xla_options.STEP
     # The digits CNN's second conv at batch 16: YNNPACK takes it without the options.
     x = jax.ShapeDtypeStruct((16, 8, 8, 32), jnp.float32)
     w = jax.ShapeDtypeStruct((3, 3, 32, 64), jnp.float32)
@@ -153,7 +155,7 @@ def test_train_steps_compile_with_xla_cpu_options(monkeypatch):
     assert "ynn_fusion" not in compiled.as_text()  # the convolution left to XLA's own kernel
     # A setting in XLA_FLAGS wins: nothing is passed, XLA's default (YNNPACK) runs.
     monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=individual_dot")
-    assert step_lib.compiler_options() is None
+    assert xla_options.for_cpu(xla_options.STEP) is None
 
 
 @pytest.mark.slow  # 10 s: compiles three train steps

@@ -43,7 +43,7 @@ from ann import data, parallel, sharding
 from ann.experiment import Experiment
 from ann.metrics import device_peaks
 from ann.train import build as build_lib
-from ann.train import chunks, freezing, optimizers, resume, run_status, transfer
+from ann.train import chunks, freezing, optimizers, resume, run_status, transfer, xla_options
 from ann.train import hooks as hooks_lib
 from ann.train import startup as startup_lib
 from ann.train import state as state_lib
@@ -425,7 +425,7 @@ def _compile_train(run: _Run, compiled: _Compiled, hooks: Sequence[hooks_lib.Hoo
         config.steps_per_call, periods, batch_bytes, float(cost.get("flops", 0.0))
     )
     calls = chunks.plan(hooks, run.start_step, run.total_steps, k)
-    options = step_lib.compiler_options()
+    options = xla_options.for_cpu(xla_options.STEP)
     if 1 in calls:
         compiled.train[1] = single.compile(compiler_options=options)
     if k in calls and k > 1:

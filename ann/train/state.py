@@ -11,6 +11,7 @@ import optax
 from flax import nnx, struct
 
 from ann import sharding
+from ann.train import xla_options
 
 
 @struct.dataclass
@@ -75,7 +76,9 @@ def sharded_initializer(
 
     model_def, shapes = jax.eval_shape(build)
     shardings = sharding.state_shardings(shapes, rules, mesh)
-    init = jax.jit(lambda: build()[1], out_shardings=shardings)
+    # Compiled for running once (xla_options.INIT): seconds less to a run's first step.
+    options = xla_options.for_cpu(xla_options.INIT)
+    init = jax.jit(lambda: build()[1], out_shardings=shardings, compiler_options=options)
     return model_def, init, abstract(shapes, shardings)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -14,6 +13,7 @@ from flax import nnx
 
 from ann.experiment import Experiment
 from ann.sharding import path_str as path_name
+from ann.train import xla_options
 from ann.train.state import ModelDef, TrainState, all_finite
 
 # The train metric that says whether the updated state (parameters, model state such as
@@ -164,28 +164,6 @@ def analyze(compiled: jax.stages.Compiled) -> dict[str, float]:
     return report
 
 
-# XLA:CPU options for ann's compiled steps: XLA's default YNNPACK fusions (single dots, reductions)
-# less its convolutions, which then run on XLA's own (Eigen) kernels. YNNPACK's convolutions took
-# 9.5 of the digits CNN's 14 ms train step on 2 cores (the second conv's weight gradient alone
-# 4.7 ms); without them the step takes 7 ms, the ResNet's 29 against 32 ms, and a model without
-# convolutions compiles to the same program (docs/benchmarks.md, "Train step vs peers"). CPU
-# only: other backends never see it. A setting of the same flag in XLA_FLAGS wins.
-CPU_COMPILER_OPTIONS = {
-    "xla_cpu_experimental_ynn_fusion_type": (
-        "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"
-    )
-}
-
-
-def compiler_options() -> dict[str, str] | None:
-    """The XLA options `compile_step` passes: `CPU_COMPILER_OPTIONS` on the CPU backend, minus
-    any flag `XLA_FLAGS` sets; None (XLA's defaults) on other backends."""
-    if jax.default_backend() != "cpu":
-        return None
-    env = os.environ.get("XLA_FLAGS", "")
-    return {k: v for k, v in CPU_COMPILER_OPTIONS.items() if f"--{k}" not in env} or None
-
-
 def compile_step(
     fn: Callable,
     args: tuple,
@@ -193,15 +171,15 @@ def compile_step(
     out_shardings: Any,
     donate_argnums: tuple[int, ...] = (),
 ) -> tuple[jax.stages.Compiled, float]:
-    """Lowers and compiles `fn` for these abstract args before step 0, with `compiler_options()`;
-    returns (compiled, secs).
+    """Lowers and compiles `fn` for these abstract args before step 0, with the step's XLA
+    options (ann/train/xla_options.py); returns (compiled, secs).
 
     A compiled executable cannot retrace: a batch of another shape is an error, not a silent
     recompile.
     """
     start = time.perf_counter()
     lowered = lower_step(fn, args, in_shardings, out_shardings, donate_argnums)
-    compiled = lowered.compile(compiler_options=compiler_options())
+    compiled = lowered.compile(compiler_options=xla_options.for_cpu(xla_options.STEP))
     return compiled, time.perf_counter() - start
 
 
@@ -213,7 +191,7 @@ def lower_step(
     donate_argnums: tuple[int, ...] = (),
 ) -> jax.stages.Lowered:
     """`fn` jitted with these shardings and lowered for these abstract args, not yet compiled
-    (its cost analysis and HLO are readable; compile it with `compiler_options()`)."""
+    (its cost analysis and HLO are readable; compile it with `xla_options.STEP`)."""
     jitted = jax.jit(
         fn, in_shardings=in_shardings, out_shardings=out_shardings, donate_argnums=donate_argnums
     )
