@@ -24,7 +24,7 @@ JOBS: dict[str, tuple[str, str]] = {
     "serve": ("ann.serve", "serve exported or registered models over HTTP (v2 protocol)"),
     "sweep": ("ann.sweep", "run a config's sweep (grid or TPE) or write cluster scripts"),
     "report": ("ann.report", "judge a run or export: metrics, pictures, report.json, index.html"),
-    "transfer": ("ann.train.transfer", "list which parameters a config loads, trains, freezes"),
+    "transfer": ("ann.transfer", "list which parameters a config loads, trains, freezes"),
     "observability": (
         "ann.observability",
         "render Prometheus SLO rules and alerts and the Grafana dashboard",

@@ -87,6 +87,8 @@ WITHOUT_JAX = [
     ("serve", "--help"),
     ("observability", "--help"),
     ("monitor", "--help"),
+    ("transfer", "--help"),
+    ("transfer", "--config=configs/digits_mlp.py", "--config.optimizer.b2=1.0"),
     ("monitor", "drift", "--model=OUT", "--requests=OUT", "--method=kss"),
 ]
 

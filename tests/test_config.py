@@ -312,7 +312,7 @@ def _cli(module: str, tmp_path, *overrides: str) -> subprocess.CompletedProcess:
     """`python -m module`, or `python scripts/NAME.py` for a script, on digits_mlp."""
     extra = {"ann.sweep": ["--dry_run"]}.get(module, [])
     script = module.endswith(".py")
-    takes_workdir = not script and module != "ann.train.transfer"
+    takes_workdir = not script and module != "ann.transfer"
     workdir = [f"--workdir={tmp_path}"] if takes_workdir else []
     config = [] if module in _NO_CONFIG else [f"--config={ROOT}/configs/digits_mlp.py"]
     command = [sys.executable, *([module] if script else ["-m", module])]
@@ -342,7 +342,7 @@ def _cli(module: str, tmp_path, *overrides: str) -> subprocess.CompletedProcess:
             "'optimizer.learning_rate'?)",
         ),
         (
-            "ann.train.transfer",
+            "ann.transfer",
             "--config.optimizer.lerning_rate=0.01",
             "error: config key 'optimizer.lerning_rate' is unknown (did you mean "
             "'optimizer.learning_rate'?)",

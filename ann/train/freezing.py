@@ -57,8 +57,8 @@ def frozen_paths(params: Any, patterns: Sequence[str]) -> set[str]:
             raise ConfigError(
                 f"config key 'freeze': pattern {pattern!r} matches no parameter (the whole path "
                 f"must match, e.g. '{layer}/.*'); paths are like {', '.join(names[:6])}"
-                f"{', ...' if len(names) > 6 else ''} (list them all with python -m "
-                "ann.train.transfer --config=...)"
+                f"{', ...' if len(names) > 6 else ''} (list them all with ann "
+                "transfer --config=...)"
             )
         frozen |= hits
     if len(frozen) == len(names):

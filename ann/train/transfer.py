@@ -28,10 +28,10 @@ starts fresh: on resume the run's own checkpoint wins, whatever `init_from` says
 
 `config.freeze` keeps parameters from being updated (ann/train/freezing.py says how).
 
-List a model's paths, what `freeze` freezes and what `init_from` would load, without training:
+List a model's paths, what `freeze` freezes and what `init_from` would load, without training
+(`describe`; the command is ann/transfer.py):
 
-    ann transfer --config=configs/digits_finetune.py \\
-        [--config.init_from=runs/digits_cnn]
+    ann transfer --config=configs/digits_finetune.py [--config.init_from=runs/digits_cnn]
 """
 
 from __future__ import annotations
@@ -449,23 +449,3 @@ def describe(config: Any) -> list[str]:
             line = f"{name}\t{_shape(x.shape)}\t{np.dtype(x.dtype).name}\t{update}"
             lines.append(line + (f"\t{start.get(name, 'fresh')}" if config.init_from else ""))
     return lines
-
-
-def main(argv: list[str]) -> None:
-    from absl import app, flags
-
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    print("\n".join(describe(flags.FLAGS.config)))
-
-
-if __name__ == "__main__":
-    from absl import flags
-
-    from ann import cli
-    from ann.train.checkpoint import CheckpointError
-
-    cli.define_config("Config file (configs/NAME.py[:ARG]).")
-    flags.mark_flags_as_required(["config"])
-    # A bad config or source checkpoint: one line; warnings only: the table is the output.
-    cli.run(main, errors=(CheckpointError,), quiet=True)

@@ -1,0 +1,35 @@
+"""`ann transfer`: a config's model, array by array, without training: each path's shape and
+dtype, whether training updates it (trained, frozen, statistics), and with `init_from` set,
+whether it is loaded from the source or starts fresh (and why). The library is
+ann/train/transfer.py.
+
+    ann transfer --config=configs/digits_finetune.py [--config.init_from=runs/digits_cnn]
+
+The flags and the config's keys are checked before JAX is imported and the model built.
+"""
+
+from __future__ import annotations
+
+from absl import app, flags
+
+from ann import cli
+from ann import config as config_lib
+
+FLAGS = flags.FLAGS
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    # The model is only described, never trained: the checks of a trained run's restore.
+    config_lib.validate(FLAGS.config, num_devices=None, selecting=False)
+    from ann.train import transfer
+
+    print("\n".join(transfer.describe(FLAGS.config)))
+
+
+if __name__ == "__main__":
+    cli.define_config("Config file (configs/NAME.py[:ARG]).")
+    flags.mark_flags_as_required(["config"])
+    # A bad config or source checkpoint: one line; warnings only: the table is the output.
+    cli.run(main, errors=("ann.train.checkpoint:CheckpointError",), quiet=True)
