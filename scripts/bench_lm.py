@@ -99,7 +99,8 @@ def experiment_for(config, vocab: int, seq: int) -> LanguageModelling:
 
 
 def compile_train_step(config, experiment, batch: int, seq: int, mesh, total_steps: int):
-    """(compiled step, initialized state, number of parameters), AOT for `batch` x `seq + 1`."""
+    """(compiled step, compile seconds, the state's initializer, number of parameters, the
+    step's hyperparameters argument), AOT for `batch` x `seq + 1`."""
     tx = optimizers.make(config.optimizer, total_steps)
     model_def, init, abstract_state = state_lib.sharded_initializer(
         lambda: experiment.build_model(nnx.Rngs(params=0)),
@@ -108,21 +109,22 @@ def compile_train_step(config, experiment, batch: int, seq: int, mesh, total_ste
         "replicate",
         mesh,
     )
-    batch_sharding = parallel.batch_sharding(mesh)
+    batch_sharding, replicated = parallel.batch_sharding(mesh), parallel.replicated(mesh)
     fn = step.make_train_step(
-        experiment, model_def, tx, optimizers.schedule(config.optimizer, total_steps)
+        experiment, model_def, optimizers.for_step(config.optimizer, total_steps)
     )
     tokens = jax.ShapeDtypeStruct((batch, seq + 1), jnp.int32, sharding=batch_sharding)
     shardings = state_lib.shardings_of(abstract_state)
+    hyperparameters = step.place_hyperparameters(config.optimizer, mesh)
     compiled, seconds = step.compile_step(
         fn,
-        (abstract_state, {"tokens": tokens}),
-        in_shardings=(shardings, batch_sharding),
-        out_shardings=(shardings, parallel.replicated(mesh)),
+        (abstract_state, {"tokens": tokens}, hyperparameters),
+        in_shardings=(shardings, batch_sharding, replicated),
+        out_shardings=(shardings, replicated),
         donate_argnums=(0,),
     )
     num_params = sum(x.size for x in jax.tree.leaves(abstract_state.params))
-    return compiled, seconds, init, num_params
+    return compiled, seconds, init, num_params, hyperparameters
 
 
 def device_memory() -> int | None:
@@ -136,7 +138,9 @@ def model_flops_per_token(num_params: int, depth: int, heads: int, head_dim: int
     return 6 * num_params + 12 * depth * heads * head_dim * seq
 
 
-def measure(compiled, init, batch: int, seq: int, vocab: int, mesh) -> dict[str, float]:
+def measure(
+    compiled, init, hyperparameters, batch: int, seq: int, vocab: int, mesh
+) -> dict[str, float]:
     """Warm-up, then `--steps` timed steps on two synthetic batches used in turn."""
     sharding = parallel.batch_sharding(mesh)
     make = jax.jit(
@@ -148,13 +152,13 @@ def measure(compiled, init, batch: int, seq: int, vocab: int, mesh) -> dict[str,
     sync = jax.default_backend() == "cpu" and mesh.size > 1
     losses = []
     for i in range(FLAGS.warmup):
-        state, metrics = compiled(state, batches[i % 2])
+        state, metrics = compiled(state, batches[i % 2], hyperparameters)
         losses.append(float(metrics["loss"]))  # syncs: warm-up is untimed
     profile = jax.profiler.trace(FLAGS.profile) if FLAGS.profile else contextlib.nullcontext()
     with profile:
         start = time.perf_counter()
         for i in range(FLAGS.steps):
-            state, metrics = compiled(state, batches[i % 2])
+            state, metrics = compiled(state, batches[i % 2], hyperparameters)
             if sync:  # as the loop does: several CPU devices can deadlock back to back
                 jax.block_until_ready(metrics)
         jax.block_until_ready(metrics)
@@ -214,7 +218,7 @@ def main(argv: list[str]) -> None:
         experiment = experiment_for(config, vocab, seq)
         total = FLAGS.warmup + FLAGS.steps
         try:
-            compiled, compile_seconds, init, num_params = compile_train_step(
+            compiled, compile_seconds, init, num_params, hyperparameters = compile_train_step(
                 config, experiment, batch, seq, mesh, total
             )
         except Exception as e:  # e.g. a cuDNN without this shape: still measure, say so
@@ -233,7 +237,7 @@ def main(argv: list[str]) -> None:
         if FLAGS.remat != "auto" or remat or limit is None or memory <= MEMORY_SHARE * limit:
             break
         remat = True
-    r = measure(compiled, init, batch, seq, vocab, mesh)
+    r = measure(compiled, init, hyperparameters, batch, seq, vocab, mesh)
     tokens = batch * seq
     per_token = model_flops_per_token(num_params, depth, heads, dim // heads, seq)
     peak = device_peaks.peak_flops(kind)

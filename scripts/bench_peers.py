@@ -100,23 +100,24 @@ def time_ann(config, setup: build_lib.Setup, batches: list[dict]) -> float:
     """ann's compiled train step, as `ann.train.loop` compiles it; batches on the device."""
     sharding = parallel.batch_sharding(setup.mesh)
     state = setup.state
+    hyperparameters = step_lib.place_hyperparameters(config.optimizer, setup.mesh)
+    replicated = parallel.replicated(setup.mesh)
     train_fn, _ = step_lib.compile_step(
         step_lib.make_train_step(
             setup.experiment,
             setup.model_def,
-            setup.tx,
-            optimizers.schedule(config.optimizer, setup.total_steps),
+            optimizers.for_step(config.optimizer, setup.total_steps),
         ),
-        (state, batches[0]),
-        in_shardings=(setup.state_shardings, sharding),
-        out_shardings=(setup.state_shardings, parallel.replicated(setup.mesh)),
+        (state, batches[0], hyperparameters),
+        in_shardings=(setup.state_shardings, sharding, replicated),
+        out_shardings=(setup.state_shardings, replicated),
         donate_argnums=(0,),
     )
     on_device = [jax.device_put(b, sharding) for b in batches]
 
     def step(i):
         nonlocal state
-        state, metrics = train_fn(state, on_device[i % len(on_device)])
+        state, metrics = train_fn(state, on_device[i % len(on_device)], hyperparameters)
         return metrics
 
     return median_ms(step, jax.block_until_ready)

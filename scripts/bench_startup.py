@@ -1,6 +1,7 @@
 """Start-up time of `ann train`, cold and warm: command to the first train step, fresh processes.
 
     python scripts/bench_startup.py [--config=configs/digits_cnn.py] [--rounds=3] [--config.K=V]
+    python scripts/bench_startup.py --warm_override=optimizer.learning_rate=0.01  # next trial
     python scripts/bench_startup.py --help_jobs [--rounds=5]   # `ann JOB --help`, each job
 
 Each round runs `python -m ann.main` twice, each in a fresh process with a fresh workdir: cold
@@ -8,7 +9,9 @@ Each round runs `python -m ann.main` twice, each in a fresh process with a fresh
 trains `--steps` steps; its `startup/...` record in metrics.jsonl (ann/train/startup.py) gives
 the time from the process's start to the loop's start and its parts. The data set is prepared
 once before the first round (untimed), so cold means "nothing compiled", not "nothing built".
-Prints each run's parts, then the medians and warm / cold.
+Prints each run's parts, then the medians and warm / cold. `--warm_override=KEY=VALUE`
+(repeatable) changes the warm run's config, as a sweep's next trial would: with the optimizer's
+float hyperparameters (ann/train/optimizers.py) it still reads every program from the cache.
 
 `--help_jobs`: the time of `ann JOB --help` for every job, fresh processes, medians of
 `--rounds`, against `python -c "import jax"` in the same command (a job under 1.0 answers before
@@ -36,6 +39,11 @@ cli.define_config("Config to start.", "configs/digits_cnn.py")
 flags.DEFINE_integer("rounds", 3, "Rounds of (cold, warm); medians are reported.", lower_bound=1)
 flags.DEFINE_integer("steps", 2, "Steps each run trains (start-up ends before the first).", 1)
 flags.DEFINE_bool("help_jobs", False, "Time `ann JOB --help` for every job instead.")
+flags.DEFINE_multi_string(
+    "warm_override",
+    [],
+    "KEY=VALUE for the warm run only (e.g. optimizer.learning_rate=0.01: a sweep's next trial).",
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PARTS = ("imports", "data", "build", "restore", "compile", "other")
@@ -60,8 +68,11 @@ def _prepare_data(config_args: list[str]) -> None:
     )
 
 
-def _start(config_args: list[str], workdir: str, cache: str) -> dict[str, float]:
-    """One fresh `ann train` process; its start-up record from metrics.jsonl."""
+def _start(
+    config_args: list[str], workdir: str, cache: str, extra: list[str] = ()
+) -> dict[str, float]:
+    """One fresh `ann train` process (`extra` overrides last, so they win); its start-up record
+    from metrics.jsonl."""
     cmd = [
         sys.executable,
         "-m",
@@ -71,6 +82,7 @@ def _start(config_args: list[str], workdir: str, cache: str) -> dict[str, float]
         f"--config.total_steps={FLAGS.steps}",
         f"--config.optimizer.warmup_steps={FLAGS.config.optimizer.warmup_steps}",
         f"--config.compilation_cache_dir={cache}",
+        *extra,
     ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -128,7 +140,8 @@ def main(argv: list[str]) -> None:
         for r in range(FLAGS.rounds):
             cache = os.path.join(tmp, f"cache{r}")
             cold.append(_start(args, os.path.join(tmp, f"cold{r}"), cache))
-            warm.append(_start(args, os.path.join(tmp, f"warm{r}"), cache))
+            extra = [f"--config.{o}" for o in FLAGS.warm_override]
+            warm.append(_start(args, os.path.join(tmp, f"warm{r}"), cache, extra))
             ratio = warm[-1]["startup/seconds"] / cold[-1]["startup/seconds"]
             print(f"round {r}: {_describe('cold', cold[-1])}", flush=True)
             print(f"round {r}: {_describe('warm', warm[-1])} | warm/cold {ratio:.3f}", flush=True)

@@ -4,6 +4,7 @@ Adam: Kingma & Ba 2015, Alg. 1, with eps outside the square root; AdamW: Loshchi
 2019, decay decoupled and scaled by the learning rate as in optax), and the schedules against
 their formulas."""
 
+import functools
 import math
 
 import jax
@@ -96,14 +97,29 @@ CASES = {
 }
 
 
+@pytest.mark.parametrize("as_arguments", [False, True], ids=["constants", "arguments"])
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_updates_match_the_published_rules(case):
+def test_updates_match_the_published_rules(case, as_arguments):
+    """The chain from the config's values, and (as the train step builds it) from its float
+    hyperparameters given as arrays to the compiled update, over a config that holds other
+    values: those arrays, not the config, set the update."""
     opt = {"learning_rate": 0.1, **CASES[case]}
     config = tiny(**{f"optimizer.{k}": v for k, v in opt.items()})
     tx = optimizers.make(config.optimizer, total_steps=STEPS)
     params = {"w": jnp.asarray(PARAMS)}
     state = tx.init(params)
-    update = jax.jit(tx.update)
+    values = {k: np.float32(v) for k, v in optimizers.hyperparameters(config.optimizer).items()}
+    # Every value the step takes as an argument changed in the config it compiles from.
+    other = tiny(**{f"optimizer.{k}": v for k, v in opt.items()})
+    for key, value in values.items():
+        other.optimizer[key] = float(value) * 0.5
+
+    @jax.jit
+    def traced(grads, state, params, values):
+        tx = optimizers.make(other.optimizer, STEPS, values=values)
+        return tx.update(grads, state, params)
+
+    update = functools.partial(traced, values=values) if as_arguments else jax.jit(tx.update)
     for t, (g, want) in enumerate(zip(GRADS, reference(opt))):
         updates, state = update({"w": jnp.asarray(g)}, state, params)
         params = optax.apply_updates(params, updates)

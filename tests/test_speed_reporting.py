@@ -107,9 +107,13 @@ def test_bad_profile_steps():
 
 @pytest.mark.slow
 def test_persistent_compilation_cache_beside_the_workdir(tmp_path):
-    """A second run in a fresh workdir beside the first reads every compile from the cache."""
+    """A second run in a fresh workdir beside the first reads every compile from the cache,
+    with other optimizer hyperparameters too (the train step takes them as arguments, so a
+    sweep over them compiles once), and trains with its own values."""
     starts = []
-    for name in ("cold", "warm"):
+    # name, learning rate, other hyperparameters of the config's adamw
+    runs = [("cold", 0.003, []), ("warm", 0.01, ["weight_decay=0.05", "b2=0.99", "eps=1e-6"])]
+    for name, lr, others in runs:
         cmd = [
             sys.executable,
             "-m",
@@ -119,12 +123,17 @@ def test_persistent_compilation_cache_beside_the_workdir(tmp_path):
             "--config.total_steps=2",
             "--config.optimizer.warmup_steps=1",  # the config's 50 does not fit in 2 steps
             "--config.batch_size=32",
+            f"--config.optimizer.learning_rate={lr}",
+            *[f"--config.optimizer.{o}" for o in others],
         ]
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert "start-up " in proc.stderr  # the console line
         records = [json.loads(line) for line in open(tmp_path / name / "metrics.jsonl")]
         starts.append(next(r for r in records if "startup/seconds" in r))
+        # Steps 0 and 1 of a 1-step warmup: 0 and the peak, logged as their mean.
+        logged = next(r for r in records if "train/learning_rate" in r)
+        assert logged["train/learning_rate"] == pytest.approx(lr / 2), name
         assert any((tmp_path / ".jax_cache").iterdir())
     cold, warm = starts
     # init, train and eval steps at least; the eval step compiles in under jax's default 1 s

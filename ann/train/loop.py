@@ -367,6 +367,8 @@ class _Compiled:
     train: dict[int, jax.stages.Compiled] = dataclasses.field(default_factory=dict)
     train_seconds: float = 0.0
     unrolled: bool = False  # the k-step program unrolls its steps (chunks.unroll)
+    # The train programs' third argument: the optimizer's float hyperparameters, on the mesh.
+    hyperparameters: dict[str, jax.Array] = dataclasses.field(default_factory=dict)
 
 
 def _example(run: _Run, rows: int) -> dict[str, np.ndarray]:
@@ -399,20 +401,26 @@ def _compile_train(run: _Run, compiled: _Compiled, hooks: Sequence[hooks_lib.Hoo
     config, setup, state = run.config, run.setup, run.state
     state_shardings, replicated = setup.state_shardings, parallel.replicated(setup.mesh)
     example = _example(run, config.batch_size // jax.process_count())
+    opt, freeze = config.optimizer, tuple(config.freeze)
     step = step_lib.make_train_step(
         run.experiment,
         setup.model_def,
-        setup.tx,
-        optimizers.schedule(config.optimizer, setup.total_steps),
-        config.optimizer.accumulate_steps,
-        frozenset(freezing.frozen_paths(state.params, tuple(config.freeze))),
+        optimizers.for_step(opt, setup.total_steps, freeze),
+        opt.accumulate_steps,
+        frozenset(freezing.frozen_paths(state.params, freeze)),
     )
+    # Arguments, not constants: runs that differ only in these share the compiled step.
+    compiled.hyperparameters = step_lib.place_hyperparameters(opt, setup.mesh)
 
     def lower(fn: Callable, n: int) -> jax.stages.Lowered:
         sharding = parallel.batch_sharding(setup.mesh, stacked=n > 1)
         batch = _abstract_batch(example, config.batch_size, sharding, n)
         return step_lib.lower_step(
-            fn, (state, batch), (state_shardings, sharding), (state_shardings, replicated), (0,)
+            fn,
+            (state, batch, compiled.hyperparameters),
+            (state_shardings, sharding, replicated),
+            (state_shardings, replicated),
+            (0,),
         )
 
     start = time.perf_counter()
@@ -628,7 +636,7 @@ def _train_compiled(
     progress = _Progress(run.state, run.start_step)
     ended: BaseException | None = None
     try:
-        _train(run, compiled.train, calls, hooks, progress)
+        _train(run, compiled, calls, hooks, progress)
     except BaseException as e:
         ended = e
         raise
@@ -680,7 +688,7 @@ def _per_step(pulled: list[tuple[int, dict]]) -> list[dict]:
 
 def _train(
     run: _Run,
-    train_fns: dict[int, jax.stages.Compiled],
+    compiled: _Compiled,
     calls: Sequence[int],
     hooks: list[hooks_lib.Hook],
     progress: _Progress,
@@ -690,6 +698,7 @@ def _train(
     shared) the one host sync: pull the metrics, refuse a non-finite one, run the due hooks,
     stop if asked."""
     data_iter, total, sync = run.data_iter, run.total_steps, _sync_each_step(run.setup.mesh)
+    train_fns, hyperparameters = compiled.train, compiled.hyperparameters
     state, step = progress.state, progress.step
     data_iter.plan_calls(calls, parallel.batch_sharding(run.setup.mesh, stacked=True))
     pending: list[tuple[int, dict]] = []  # (steps, device metrics) of calls not yet pulled
@@ -699,7 +708,7 @@ def _train(
             t0 = time.perf_counter()
             batch = next(data_iter)
             data_seconds += time.perf_counter() - t0
-            state, metrics = train_fns[n](state, batch)
+            state, metrics = train_fns[n](state, batch, hyperparameters)
             progress.state, progress.step = state, step + n
             step += n
             pending.append((n, metrics))

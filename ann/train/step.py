@@ -8,12 +8,14 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 
+from ann import parallel
 from ann.experiment import Experiment
 from ann.sharding import path_str as path_name
-from ann.train import xla_options
+from ann.train import optimizers, xla_options
 from ann.train.state import ModelDef, TrainState, all_finite
 
 # The train metric that says whether the updated state (parameters, model state such as
@@ -21,16 +23,25 @@ from ann.train.state import ModelDef, TrainState, all_finite
 STATE_FINITE = "state_finite"
 
 
+# The optimizer of a train step: its optax chain and learning-rate schedule, built from the
+# float hyperparameters the step is given (ann/train/optimizers.py `make` and `schedule`).
+Optimizer = Callable[[dict], tuple[optax.GradientTransformation, optax.Schedule]]
+
+
 def make_train_step(
     experiment: Experiment,
     model_def: ModelDef,
-    tx: optax.GradientTransformation,
-    learning_rate: optax.Schedule,
+    optimizer: Optimizer,
     accumulate_steps: int = 1,
     frozen: frozenset[str] = frozenset(),
-) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
-    """One optimizer update; with `accumulate_steps` > 1 the batch is split into micro-batches
-    whose gradients are averaged (a bigger effective batch in the same memory).
+) -> Callable[[TrainState, dict, dict], tuple[TrainState, dict]]:
+    """One optimizer update, `(state, batch, hyperparameters) -> (state, metrics)`; with
+    `accumulate_steps` > 1 the batch is split into micro-batches whose gradients are averaged (a
+    bigger effective batch in the same memory).
+
+    `hyperparameters` (float32 scalars by name, ann/train/optimizers.py `hyperparameters`) are
+    arguments, not constants: steps that differ only in them compile to the same program, and
+    `optimizer(hyperparameters)` builds the chain and schedule from them inside the trace.
 
     Parameters whose path is in `frozen` (`config.freeze`, resolved) are cut from the gradient:
     their gradient is zero without being computed, and a frozen backbone's whole backward pass
@@ -56,7 +67,10 @@ def make_train_step(
         (_, (metrics, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
         return grads, metrics, model_state
 
-    def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+    def train_step(
+        state: TrainState, batch: dict, hyperparameters: dict
+    ) -> tuple[TrainState, dict]:
+        tx, learning_rate = optimizer(hyperparameters)
         rng = jax.random.fold_in(state.rng, state.step)
         k = accumulate_steps
         if k == 1:
@@ -98,10 +112,18 @@ def make_train_step(
     return train_step
 
 
+def place_hyperparameters(opt: Any, mesh: jax.sharding.Mesh) -> dict[str, jax.Array]:
+    """The train step's `hyperparameters` argument for the `optimizer.*` config `opt`: float32
+    scalars, replicated on `mesh` (ann/train/optimizers.py `hyperparameters`)."""
+    values = {k: np.float32(v) for k, v in optimizers.hyperparameters(opt).items()}
+    replicated = parallel.replicated(mesh)
+    return parallel.place(values, {k: replicated for k in values})
+
+
 def make_multi_step(
-    train_step: Callable[[TrainState, dict], tuple[TrainState, dict]],
+    train_step: Callable[[TrainState, dict, dict], tuple[TrainState, dict]],
     unroll: bool = False,
-) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
+) -> Callable[[TrainState, dict, dict], tuple[TrainState, dict]]:
     """`train_step` over a stack of batches in one call (ann/train/chunks.py): every leaf of
     the batch has a leading axis of `k` steps (`[k, batch, ...]`, the batch axis sharded as in
     one step); the metrics come back stacked, `[k]` per metric, step by step in order.
@@ -112,8 +134,11 @@ def make_multi_step(
     `unroll`: the k steps as straight-line code, not a loop (ann/train/chunks.py `unroll`).
     """
 
-    def multi_step(state: TrainState, batches: dict) -> tuple[TrainState, dict]:
-        return jax.lax.scan(train_step, state, batches, unroll=unroll)
+    def multi_step(state: TrainState, batches: dict, hyperparameters: dict):
+        def one(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+            return train_step(state, batch, hyperparameters)
+
+        return jax.lax.scan(one, state, batches, unroll=unroll)
 
     return multi_step
 
