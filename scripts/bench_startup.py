@@ -3,6 +3,7 @@
     python scripts/bench_startup.py [--config=configs/digits_cnn.py] [--rounds=3] [--config.K=V]
     python scripts/bench_startup.py --warm_override=optimizer.learning_rate=0.01  # next trial
     python scripts/bench_startup.py --help_jobs [--rounds=5]   # `ann JOB --help`, each job
+    python scripts/bench_startup.py --init_compile [--config=...]  # the init's compile options
 
 Each round runs `python -m ann.main` twice, each in a fresh process with a fresh workdir: cold
 (an empty compilation cache directory), then warm (the cache the cold run filled). Each run
@@ -12,6 +13,11 @@ once before the first round (untimed), so cold means "nothing compiled", not "no
 Prints each run's parts, then the medians and warm / cold. `--warm_override=KEY=VALUE`
 (repeatable) changes the warm run's config, as a sweep's next trial would: with the optimizer's
 float hyperparameters (ann/train/optimizers.py) it still reads every program from the cache.
+
+`--init_compile`: the config's state initializer (ann/train/state.py) compiled in this process
+at LLVM optimization level 3 (XLA's default) and 1 (ann/train/xla_options.py `INIT`), `--rounds`
+times each, alternating, no persistent cache: median compile seconds, the compiled init's run
+time, and whether every array it makes is the same bit for bit.
 
 `--help_jobs`: the time of `ann JOB --help` for every job, fresh processes, medians of
 `--rounds`, against `python -c "import jax"` in the same command (a job under 1.0 answers before
@@ -39,6 +45,12 @@ cli.define_config("Config to start.", "configs/digits_cnn.py")
 flags.DEFINE_integer("rounds", 3, "Rounds of (cold, warm); medians are reported.", lower_bound=1)
 flags.DEFINE_integer("steps", 2, "Steps each run trains (start-up ends before the first).", 1)
 flags.DEFINE_bool("help_jobs", False, "Time `ann JOB --help` for every job instead.")
+flags.DEFINE_bool(
+    "init_compile",
+    False,
+    "Compile the config's state initializer at XLA's default LLVM level (3) and at ann's (1) "
+    "in this process instead: compile seconds, run time, the values compared.",
+)
 flags.DEFINE_multi_string(
     "warm_override",
     [],
@@ -124,10 +136,50 @@ def help_jobs() -> None:
         print(f"{name:>14}  {median:6.2f} s  ({median / base:.2f} of import jax)")
 
 
+def init_compile() -> None:
+    """The state's initializer compiled at LLVM level 3 and 1, alternating (see the docstring)."""
+    import jax
+    import numpy as np
+
+    from ann.train import build
+
+    config = FLAGS.config
+    init = build.build(config, build.make_experiment(config)).init
+    seconds: dict[str, list[float]] = {"3": [], "1": []}
+    run_ms: dict[str, list[float]] = {"3": [], "1": []}
+    values = {}
+    for _ in range(FLAGS.rounds):
+        for level in seconds:
+            jax.clear_caches()  # jax's in-memory caches would skip the second compile
+            lowered = init.lower()
+            start = time.perf_counter()
+            compiled = lowered.compile(compiler_options={"xla_backend_optimization_level": level})
+            seconds[level].append(time.perf_counter() - start)
+            jax.block_until_ready(compiled())
+            start = time.perf_counter()
+            values[level] = jax.block_until_ready(compiled())
+            run_ms[level].append((time.perf_counter() - start) * 1e3)
+    same = all(
+        np.array_equal(np.asarray(a), np.asarray(b))
+        for a, b in zip(jax.tree.leaves(values["3"]), jax.tree.leaves(values["1"]), strict=True)
+    )
+    for level in seconds:
+        compile_s, run = statistics.median(seconds[level]), statistics.median(run_ms[level])
+        print(
+            f"{config.model.name} init, LLVM level {level}: "
+            f"compile {compile_s:.2f} s, run {run:.1f} ms"
+        )
+    ratio = statistics.median(seconds["1"]) / statistics.median(seconds["3"])
+    print(f"compile level 1 / level 3: {ratio:.3f}; the same values bit for bit: {same}")
+
+
 def main(argv: list[str]) -> None:
     del argv
     if FLAGS.help_jobs:
         help_jobs()
+        return
+    if FLAGS.init_compile:
+        init_compile()
         return
     config = FLAGS.config
     config.total_steps = FLAGS.steps

@@ -23,9 +23,10 @@ STEP = {
 
 # The state's initializer, which runs once: LLVM at optimization level 1 instead of XLA's
 # default 3 (DebugOptions.xla_backend_optimization_level). Its random initializers are long
-# integer (threefry) programs that LLVM spends seconds optimizing: the digits CNN's init compiled
-# in 3.2-3.3 s, at level 1 in 1.1 s, and ran in the same 16 ms; the MLP 3.6 -> 1.1 s, the ResNet
-# 7.1 -> 2.6 s, the ViT 5.4 -> 3.5 s, the causal LM 3.7 -> 2.5 s; every value bit for bit the same.
+# integer (threefry) programs that LLVM spends seconds optimizing. On 2 cores
+# (`python scripts/bench_startup.py --init_compile --config=...`), compile seconds at level 3 ->
+# 1: digits CNN 3.15 -> 1.10, MLP 2.11 -> 0.79, ResNet 6.20 -> 2.30, ViT 4.90 -> 2.85, causal
+# LM 3.02 -> 2.21; the init ran as fast (3-7 ms) and made every value bit for bit the same.
 INIT = {"xla_backend_optimization_level": "1"}
 
 
