@@ -31,7 +31,7 @@ import logging as py_logging
 import os
 import re
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import NoReturn
 
 from absl import app, flags, logging
@@ -73,6 +73,23 @@ def metric_order(names: Iterable[str]) -> list[str]:
     what chose the step) first, then the rest (the test split: `eval/`, `eval_<split>/`), each
     group in the given order (the order the run logged them)."""
     return sorted(names, key=lambda name: not name.startswith("val/"))
+
+
+def run_summary(
+    step: int, last: Mapping[str, float], best: Mapping[str, float], stop_reason: str = ""
+) -> str:
+    """`ann train`'s last line: how the run ended (`done`, or `early stopped` / `pruned`), at
+    which step, then the kept checkpoint's step and metrics (`best`, what `ann export` and
+    `ann report` read: its validation metrics chose it, its test metrics are the estimate to
+    report). A run without a best checkpoint shows its last eval (`last`) instead."""
+    ended = stop_reason.replace("_", " ") if stop_reason else "done"
+    if best:
+        metrics, where = best, f" | best checkpoint: step {best.get('step', '-')}"
+    else:
+        metrics, where = last, ""
+    shown = [k for k in metrics if k.startswith(("val/", "eval")) and "seconds" not in k]
+    values = " | ".join(f"{k} {metrics[k]:.4f}" for k in metric_order(shown))
+    return f"{ended}: step {step}{where} | {values}"
 
 
 def one_line(error: BaseException, argv: Sequence[str] = ()) -> str:

@@ -77,20 +77,11 @@ def main(argv: list[str]) -> None:
     if result.interrupted:
         logging.info("stopped at step %d; run the same command to resume", result.step)
         return
-    if result.stop_reason:
-        best = result.best_eval_metrics
-        print(
-            f"{result.stop_reason.replace('_', ' ')}: step {result.step} | best checkpoint: "
-            f"step {best.get('step', '-')} | {_summary(best)}"
+    print(
+        cli.run_summary(
+            result.step, result.eval_metrics, result.best_eval_metrics, result.stop_reason
         )
-        return
-    print(f"done: step {result.step} | {_summary(result.eval_metrics)}")
-
-
-def _summary(metrics: dict) -> str:
-    """Validation (`val/`, what chose) then test (`eval/`, reported) metrics, one line."""
-    shown = [k for k in metrics if k.startswith(("val/", "eval")) and "seconds" not in k]
-    return " | ".join(f"{k} {metrics[k]:.4f}" for k in cli.metric_order(shown))
+    )
 
 
 def run() -> None:

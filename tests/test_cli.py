@@ -369,6 +369,23 @@ def test_a_near_miss_split_is_named():
     assert line.startswith("error: --split=val: unknown split 'val'; did you mean 'validation'?")
 
 
+def test_the_last_line_of_a_run_reports_the_kept_checkpoint_not_the_last_eval():
+    """A run keeps (and exports) its best checkpoint: the `done:` line gave the last eval's
+    test accuracy (0.9917 at step 600) where the kept step-400 checkpoint scores 0.9889."""
+    last = {"val/loss": 0.0629, "val/accuracy": 0.9861, "eval/accuracy": 0.9917}
+    best = {"step": 400, "val/accuracy": 0.9861, "eval/accuracy": 0.9889, "eval/seconds": 1.0}
+    assert cli.run_summary(600, last, best) == (
+        "done: step 600 | best checkpoint: step 400 | val/accuracy 0.9861 | eval/accuracy 0.9889"
+    )
+    assert cli.run_summary(60, last, best, "early_stopped").startswith(
+        "early stopped: step 60 | best checkpoint: step 400 | "
+    )
+    # No checkpoint chosen (no val/ metric to choose on): the last eval.
+    assert cli.run_summary(600, last, {}) == (
+        "done: step 600 | val/loss 0.0629 | val/accuracy 0.9861 | eval/accuracy 0.9917"
+    )
+
+
 def test_every_summary_line_lists_validation_metrics_first_in_logged_order():
     """The `done:` line, `ann export`'s line and `ann registry list` share this order, so the
     same run reads the same everywhere (export's had been alphabetical: eval/ before val/)."""
