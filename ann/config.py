@@ -530,9 +530,10 @@ def validate(
     """Checks keys, types, choices and device divisibility; raises ConfigError naming the key.
     `num_devices=None` checks all but the divisibility: a job's first look at its config,
     before JAX is imported, so that a mistyped key costs no JAX start-up. `selecting=False`
-    (restoring a trained run) skips the check that `best_metric` and `early_stopping.metric`
-    are `val/` metrics: runs from before validation splits chose on `eval/` and keep that
-    choice."""
+    (restoring a trained run) skips the checks that only matter for a run about to train: that
+    `best_metric` and `early_stopping.metric` are `val/` metrics (runs from before validation
+    splits chose on `eval/` and keep that choice), and that no `optimizer.*` key is set to a
+    value the chosen optimizer or schedule ignores (`_check_optimizer_keys_apply`)."""
     values = config.to_dict()
     for key in SCHEMA:
         if key not in values:
@@ -566,7 +567,8 @@ def validate(
     if num_devices is not None:
         _check_divisible(values, num_devices)
     stopping = values["early_stopping"]
-    if selecting:
+    if selecting:  # a run to train (a trained run's config.json is read as it was)
+        _check_optimizer_keys_apply(values["optimizer"])
         check_selection_metric("config key 'best_metric'", values["best_metric"])
         if stopping["metric"]:
             check_selection_metric("config key 'early_stopping.metric'", stopping["metric"])
@@ -602,6 +604,42 @@ def validate(
     if not values["data"]["eval_splits"]:
         raise ConfigError("config key 'data.eval_splits' is empty; name at least one split")
     check_slices(values["report"]["slices"])
+
+
+# optimizer.* keys that only some optimizers or schedules read (ann/train/optimizers.py), with
+# the setting that decides and the values under which they are read: anywhere else a value other
+# than the default would be silently ignored (a sweep over momentum with adamw: equal trials).
+_OPTIMIZER_KEY_READERS = {
+    "momentum": ("name", ("sgd",)),
+    "nesterov": ("name", ("sgd",)),
+    "b1": ("name", ("adam", "adamw")),
+    "b2": ("name", ("adam", "adamw")),
+    "eps": ("name", ("adam", "adamw")),
+    "warmup_steps": ("schedule", ("constant", "warmup_cosine")),
+    "end_learning_rate_factor": ("schedule", ("warmup_cosine",)),
+    "step_boundaries": ("schedule", ("step",)),
+    "step_factor": ("schedule", ("step",)),
+}
+
+
+def _check_optimizer_keys_apply(opt: Mapping[str, Any]) -> None:
+    """Refuses an `optimizer.*` value the chosen optimizer or schedule would ignore."""
+    for key, (decider, readers) in _OPTIMIZER_KEY_READERS.items():
+        value, default = opt[key], SCHEMA["optimizer"][key][0]
+        unchanged = tuple(value) == default if isinstance(value, list | tuple) else value == default
+        if opt[decider] not in readers and not unchanged:
+            shown = tuple(value) if isinstance(value, list | tuple) else value
+            raise ConfigError(
+                f"config key 'optimizer.{key}'={shown!r} has no effect with optimizer.{decider}="
+                f"{opt[decider]!r} (read only by {' and '.join(readers)}); leave it at "
+                f"{default!r} or set --config.optimizer.{decider}={readers[0]}"
+            )
+    if opt["name"] == "sgd" and opt["nesterov"] and not opt["momentum"]:
+        raise ConfigError(
+            "config key 'optimizer.nesterov'=True has no effect with optimizer.momentum=0 "
+            "(Nesterov momentum needs momentum); set --config.optimizer.momentum=0.9 or "
+            "--config.optimizer.nesterov=False"
+        )
 
 
 def _check_divisible(values: Mapping[str, Any], num_devices: int) -> None:

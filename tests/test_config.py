@@ -267,6 +267,44 @@ def test_every_range_error_suggests_a_value_that_is_accepted(name, key, value, m
     config_lib.validate(config, num_devices=4)
 
 
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        # digits_mlp: adam, constant schedule
+        ({"optimizer.momentum": 0.5}, "'optimizer.momentum'=0.5 has no effect with optimizer.name"),
+        ({"optimizer.nesterov": True}, "'optimizer.nesterov'=True has no effect with optimizer."),
+        ({"optimizer.name": "sgd", "optimizer.b2": 0.99}, "'optimizer.b2'=0.99 has no effect"),
+        ({"optimizer.step_boundaries": (50,)}, "'optimizer.step_boundaries'=(50,) has no effect"),
+        ({"optimizer.end_learning_rate_factor": 0.1}, "'optimizer.end_learning_rate_factor'=0.1"),
+        (
+            {"optimizer.schedule": "step", "optimizer.warmup_steps": 10},
+            "'optimizer.warmup_steps'=10 has no effect with optimizer.schedule='step' (read only "
+            "by constant and warmup_cosine); leave it at 0 or set --config.optimizer.schedule=",
+        ),
+        (
+            {"optimizer.name": "sgd", "optimizer.momentum": 0.0, "optimizer.nesterov": True},
+            "'optimizer.nesterov'=True has no effect with optimizer.momentum=0",
+        ),
+    ],
+)
+def test_an_optimizer_key_the_choice_ignores_is_refused(overrides, message):
+    """A sweep over momentum with adam trained the same model in every trial, silently."""
+    config = load_config("digits_mlp")
+    for key, value in overrides.items():
+        _set(config, key, value)
+    with pytest.raises(ConfigError) as e:
+        config_lib.validate(config, num_devices=4)
+    assert message in str(e.value) and "\n" not in str(e.value)
+    config_lib.validate(config, num_devices=4, selecting=False)  # a trained run still reads
+    # The same keys where they are read, or at their defaults, pass.
+    _set(config, "optimizer.name", "sgd")
+    _set(config, "optimizer.momentum", 0.9)
+    for key in ("b1", "b2", "eps", "end_learning_rate_factor", "step_boundaries"):
+        _set(config, f"optimizer.{key}", config_lib.SCHEMA["optimizer"][key][0])
+    _set(config, "optimizer.warmup_steps", 0)
+    config_lib.validate(config, num_devices=4)
+
+
 def test_a_shortened_run_fits_a_shipped_warmup():
     # bench_scaling's default: pydoc_lm (warmup 100) run for 2 x 50 steps.
     config = load_config("pydoc_lm")
