@@ -98,7 +98,8 @@ def _start(
     ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if proc.returncode != 0:
-        cli.fail(f"{' '.join(cmd)} failed: {proc.stderr.strip().splitlines()[-1:]}")
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1].removeprefix("error: ")
+        cli.fail(f"the run in {workdir} ended with status {proc.returncode}: {last}")
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         for line in f:
             record = json.loads(line)
@@ -173,6 +174,28 @@ def init_compile() -> None:
     print(f"compile level 1 / level 3: {ratio:.3f}; the same values bit for bit: {same}")
 
 
+def _warm_overrides() -> list[str]:
+    """`--warm_override`s as `--config.KEY=VALUE` arguments, parsed and validated with the
+    rest of the config now (as `ann train` would), so that a mistake is one line before any run.
+    Raises FlagError naming the flag."""
+    extra = [f"--config.{o}" for o in FLAGS.warm_override]
+    if not extra:
+        return extra
+    argv = ["bench_startup", *_config_args(sys.argv[1:]), *extra]
+    warm = flags.FlagValues()
+    default = config_flags.get_config_filename(FLAGS["config"])
+    # ml_collections reads the overrides from `sys_argv` (else sys.argv), not the parsed list.
+    cli.define_config("The warm run's config.", default, flag_values=warm, sys_argv=argv)
+    try:
+        warm(argv)
+        warm.config.total_steps = FLAGS.steps
+        config_lib.fit_warmup(warm.config)
+        config_lib.validate(warm.config, num_devices=None)
+    except (flags.Error, config_lib.ConfigError, AttributeError, KeyError, ValueError) as e:
+        raise cli.FlagError(f"--warm_override: {cli.one_line(e, extra)}") from None
+    return extra
+
+
 def main(argv: list[str]) -> None:
     del argv
     if FLAGS.help_jobs:
@@ -185,6 +208,9 @@ def main(argv: list[str]) -> None:
     config.total_steps = FLAGS.steps
     config_lib.fit_warmup(config)  # a shipped warmup longer than the short run
     args = _config_args(sys.argv[1:])
+    extra = _warm_overrides()
+    if extra:
+        print(f"the warm runs add: {' '.join(extra)}", flush=True)
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     cold, warm = [], []
     with tempfile.TemporaryDirectory() as tmp:
@@ -192,7 +218,6 @@ def main(argv: list[str]) -> None:
         for r in range(FLAGS.rounds):
             cache = os.path.join(tmp, f"cache{r}")
             cold.append(_start(args, os.path.join(tmp, f"cold{r}"), cache))
-            extra = [f"--config.{o}" for o in FLAGS.warm_override]
             warm.append(_start(args, os.path.join(tmp, f"warm{r}"), cache, extra))
             ratio = warm[-1]["startup/seconds"] / cold[-1]["startup/seconds"]
             print(f"round {r}: {_describe('cold', cold[-1])}", flush=True)
