@@ -146,6 +146,28 @@ def test_every_benchmark_script_help_exits_0(script):
     assert result.returncode == 0 and "flags:" in result.stdout, result.stderr[-2000:]
 
 
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("optimizer.learning_rte=0.01", "did you mean 'optimizer.learning_rate'?"),
+        ("optimizer.learning_rate=-0.01", "'optimizer.learning_rate' must be > 0"),
+        ("optimizer.momentum=0.5", "'optimizer.momentum'=0.5 has no effect"),
+    ],
+)
+def test_bench_startup_checks_its_warm_override_before_any_run(override, message):
+    # It had failed after the whole cold run (17 s), quoting the subprocess's command line.
+    result = subprocess.run(
+        [sys.executable, "scripts/bench_startup.py", f"--warm_override={override}"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    line = one_line_error(result)
+    assert line.startswith("error: --warm_override: ") and message in line, line
+    assert "load average" not in result.stdout  # nothing ran
+
+
 def test_python_m_help_is_the_same_as_ann():
     result = subprocess.run(
         [sys.executable, "-m", "ann.main", "--help"],
