@@ -59,9 +59,16 @@ def test_mfu_from_the_compiled_steps_flops_where_the_peak_is_known(tmp_path, mon
     # A device whose peak is known (a fake 1 TFLOP/s) gets train/mfu: the compiled train
     # step's FLOPs reach the log hook, whatever steps per call the run chose.
     from ann.metrics import device_peaks
+    from ann.train import hooks
 
     monkeypatch.setattr(device_peaks, "peak_flops", lambda kind: 1e12)
+    # The log hook's first window opens once the train programs exist (their FLOPs known).
+    opened, start = [], hooks.LogTrain.start
+    monkeypatch.setattr(
+        hooks.LogTrain, "start", lambda self: (opened.append(self.flops_per_step > 0), start(self))
+    )
     train_and_evaluate(tiny(total_steps=10, log_every_steps=5), str(tmp_path))
+    assert opened == [True]
     records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
     flops = records[0]["compile/train_step_flops"]
     logged = [r for r in records if "train/mfu" in r]
@@ -96,6 +103,31 @@ def test_profile_steps_write_a_trace(tmp_path):
     train_and_evaluate(tiny(total_steps=8, profile_steps=(2, 3)), str(tmp_path))
     traces = list((tmp_path / "profile").rglob("*.xplane.pb"))
     assert traces, "no profile written"
+
+
+def test_the_first_logged_rate_counts_from_the_first_step(monkeypatch):
+    """The log hook is made before the train step compiles: its first window counted the
+    compile as training (the digits CNN's first line said 1,653 ex/s and ETA 0:00:43, then ran
+    600 steps in 16 s)."""
+    from ann.train import hooks
+
+    now = [100.0]
+    monkeypatch.setattr(hooks.time, "perf_counter", lambda: now[0])
+    written = []
+
+    class Writer:
+        def write(self, step, metrics):
+            written.append(metrics)
+
+    log = hooks.LogTrain(10, Writer(), batch_size=32)
+    now[0] += 3.0  # the train step compiles
+    log.start()  # the loop's first step is next
+    now[0] += 1.0  # 10 steps
+    info = hooks.StepInfo(10, 100, None, metrics=tuple({"loss": 1.0} for _ in range(10)))
+    log.record(info)
+    log(info)
+    assert written[0]["train/steps_per_sec"] == pytest.approx(10.0)
+    assert written[0]["train/examples_per_sec"] == pytest.approx(320.0)
 
 
 def test_bad_profile_steps():

@@ -115,6 +115,14 @@ class LogTrain(Hook):
         self.window_start = time.perf_counter()
         self.excluded_seconds = self.data_seconds = 0.0
 
+    def start(self) -> None:
+        """Opens the first window now, as the loop's first step is next: the hook is made before
+        the train step compiles, and the first interval's rate and ETA had counted that compile
+        as training (1,653 ex/s and ETA 0:00:43 for the digits CNN, which then ran its 600 steps
+        in 16 s)."""
+        self.window, self.window_start = [], time.perf_counter()
+        self.excluded_seconds = self.data_seconds = 0.0
+
     def record(self, info: StepInfo) -> None:
         self.window.extend(info.metrics)
         self.data_seconds += info.data_seconds

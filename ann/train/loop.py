@@ -633,6 +633,9 @@ def _train_compiled(
     started = clock.report()  # to the loop's start: the first step is next
     writer.write(run.start_step, started)
     logging.info("%s", startup_lib.describe(started))
+    for hook in hooks:  # the first window of throughput starts with the first step
+        if isinstance(hook, hooks_lib.LogTrain):
+            hook.start()
     progress = _Progress(run.state, run.start_step)
     ended: BaseException | None = None
     try:
