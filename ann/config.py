@@ -532,8 +532,8 @@ def validate(
     before JAX is imported, so that a mistyped key costs no JAX start-up. `selecting=False`
     (restoring a trained run) skips the checks that only matter for a run about to train: that
     `best_metric` and `early_stopping.metric` are `val/` metrics (runs from before validation
-    splits chose on `eval/` and keep that choice), and that no `optimizer.*` key is set to a
-    value the chosen optimizer or schedule ignores (`_check_optimizer_keys_apply`)."""
+    splits chose on `eval/` and keep that choice), and that no key is set to a value its
+    optimizer, schedule or another setting ignores (`_check_keys_apply`)."""
     values = config.to_dict()
     for key in SCHEMA:
         if key not in values:
@@ -567,8 +567,7 @@ def validate(
     if num_devices is not None:
         _check_divisible(values, num_devices)
     stopping = values["early_stopping"]
-    if selecting:  # a run to train (a trained run's config.json is read as it was)
-        _check_optimizer_keys_apply(values["optimizer"])
+    if selecting:
         check_selection_metric("config key 'best_metric'", values["best_metric"])
         if stopping["metric"]:
             check_selection_metric("config key 'early_stopping.metric'", stopping["metric"])
@@ -604,36 +603,47 @@ def validate(
     if not values["data"]["eval_splits"]:
         raise ConfigError("config key 'data.eval_splits' is empty; name at least one split")
     check_slices(values["report"]["slices"])
+    if selecting:  # a run to train (a trained run's config.json is read as it was)
+        _check_keys_apply(values)
 
 
-# optimizer.* keys that only some optimizers or schedules read (ann/train/optimizers.py), with
-# the setting that decides and the values under which they are read: anywhere else a value other
-# than the default would be silently ignored (a sweep over momentum with adamw: equal trials).
-_OPTIMIZER_KEY_READERS = {
-    "momentum": ("name", ("sgd",)),
-    "nesterov": ("name", ("sgd",)),
-    "b1": ("name", ("adam", "adamw")),
-    "b2": ("name", ("adam", "adamw")),
-    "eps": ("name", ("adam", "adamw")),
-    "warmup_steps": ("schedule", ("constant", "warmup_cosine")),
-    "end_learning_rate_factor": ("schedule", ("warmup_cosine",)),
-    "step_boundaries": ("schedule", ("step",)),
-    "step_factor": ("schedule", ("step",)),
+# Keys read only under another key's setting: key -> (that key, the values under which it is
+# read; () = whenever it is set, not its default "off"). Anywhere else a value other than the
+# default would be silently ignored (a sweep over momentum with adamw: equal trials).
+_READ_ONLY_WHEN = {
+    "optimizer.momentum": ("optimizer.name", ("sgd",)),
+    "optimizer.nesterov": ("optimizer.name", ("sgd",)),
+    "optimizer.b1": ("optimizer.name", ("adam", "adamw")),
+    "optimizer.b2": ("optimizer.name", ("adam", "adamw")),
+    "optimizer.eps": ("optimizer.name", ("adam", "adamw")),
+    "optimizer.warmup_steps": ("optimizer.schedule", ("constant", "warmup_cosine")),
+    "optimizer.end_learning_rate_factor": ("optimizer.schedule", ("warmup_cosine",)),
+    "optimizer.step_boundaries": ("optimizer.schedule", ("step",)),
+    "optimizer.step_factor": ("optimizer.schedule", ("step",)),
+    "early_stopping.mode": ("early_stopping.metric", ()),
+    "early_stopping.patience": ("early_stopping.metric", ()),
+    "early_stopping.min_delta": ("early_stopping.metric", ()),
+    "init_from_skip": ("init_from", ()),
 }
+# What to set a `()` setting of `_READ_ONLY_WHEN` to, in the message's fix.
+_SET_EXAMPLES = {"early_stopping.metric": "val/loss", "init_from": "runs/NAME"}
 
 
-def _check_optimizer_keys_apply(opt: Mapping[str, Any]) -> None:
-    """Refuses an `optimizer.*` value the chosen optimizer or schedule would ignore."""
-    for key, (decider, readers) in _OPTIMIZER_KEY_READERS.items():
-        value, default = opt[key], SCHEMA["optimizer"][key][0]
-        unchanged = tuple(value) == default if isinstance(value, list | tuple) else value == default
-        if opt[decider] not in readers and not unchanged:
-            shown = tuple(value) if isinstance(value, list | tuple) else value
+def _check_keys_apply(values: Mapping[str, Any]) -> None:
+    """Refuses a value that the setting it depends on (`_READ_ONLY_WHEN`) makes ignored."""
+    for key, (decider, readers) in _READ_ONLY_WHEN.items():
+        value, default = lookup(values, key), _default(key)
+        value = tuple(value) if isinstance(value, list | tuple) else value
+        setting = lookup(values, decider)
+        read = setting in readers if readers else setting != _default(decider)
+        if value != default and not read:
+            fix = readers[0] if readers else _SET_EXAMPLES[decider]
             raise ConfigError(
-                f"config key 'optimizer.{key}'={shown!r} has no effect with optimizer.{decider}="
-                f"{opt[decider]!r} (read only by {' and '.join(readers)}); leave it at "
-                f"{default!r} or set --config.optimizer.{decider}={readers[0]}"
+                f"config key '{key}'={value!r} has no effect with {decider}={setting!r} "
+                f"(read only {'by ' + ' and '.join(readers) if readers else 'when it is set'}); "
+                f"leave it at {default!r} or set --config.{decider}={fix}"
             )
+    opt = values["optimizer"]
     if opt["name"] == "sgd" and opt["nesterov"] and not opt["momentum"]:
         raise ConfigError(
             "config key 'optimizer.nesterov'=True has no effect with optimizer.momentum=0 "

@@ -285,9 +285,16 @@ def test_every_range_error_suggests_a_value_that_is_accepted(name, key, value, m
             {"optimizer.name": "sgd", "optimizer.momentum": 0.0, "optimizer.nesterov": True},
             "'optimizer.nesterov'=True has no effect with optimizer.momentum=0",
         ),
+        # The same kind outside the optimizer: settings of a feature that is off.
+        (
+            {"early_stopping.patience": 3},
+            "'early_stopping.patience'=3 has no effect with early_stopping.metric='' (read only "
+            "when it is set); leave it at 5 or set --config.early_stopping.metric=val/loss",
+        ),
+        ({"init_from_skip": ("head/.*",)}, "'init_from_skip'=('head/.*',) has no effect with"),
     ],
 )
-def test_an_optimizer_key_the_choice_ignores_is_refused(overrides, message):
+def test_a_key_its_setting_ignores_is_refused(overrides, message):
     """A sweep over momentum with adam trained the same model in every trial, silently."""
     config = load_config("digits_mlp")
     for key, value in overrides.items():
@@ -302,6 +309,8 @@ def test_an_optimizer_key_the_choice_ignores_is_refused(overrides, message):
     for key in ("b1", "b2", "eps", "end_learning_rate_factor", "step_boundaries"):
         _set(config, f"optimizer.{key}", config_lib.SCHEMA["optimizer"][key][0])
     _set(config, "optimizer.warmup_steps", 0)
+    _set(config, "early_stopping.patience", 5)
+    _set(config, "init_from_skip", ())
     config_lib.validate(config, num_devices=4)
 
 
