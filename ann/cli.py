@@ -87,9 +87,14 @@ def run_summary(
         metrics, where = best, f" | best checkpoint: step {best.get('step', '-')}"
     else:
         metrics, where = last, ""
+    return f"{ended}: step {step}{where} | {metrics_line(metrics)}"
+
+
+def metrics_line(metrics: Mapping[str, float]) -> str:
+    """The validation and test metrics of a run (`val/...`, `eval.../...`, not their seconds) as
+    `name value | ...` in `metric_order`: the summary `ann train` and `ann export` print."""
     shown = [k for k in metrics if k.startswith(("val/", "eval")) and "seconds" not in k]
-    values = " | ".join(f"{k} {metrics[k]:.4f}" for k in metric_order(shown))
-    return f"{ended}: step {step}{where} | {values}"
+    return " | ".join(f"{k} {metrics[k]:.4f}" for k in metric_order(shown))
 
 
 def one_line(error: BaseException, argv: Sequence[str] = ()) -> str:

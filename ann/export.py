@@ -432,8 +432,7 @@ def main(argv: list[str]) -> None:
     manifest = export(FLAGS.workdir, FLAGS.out, step, FLAGS.name, FLAGS.platforms)
     from ann import cli
 
-    metrics = manifest["metrics"]
-    shown = " | ".join(f"{k} {metrics[k]:.4f}" for k in cli.metric_order(metrics))
+    shown = cli.metrics_line(manifest["metrics"])
     print(
         f"exported {manifest['name']} (step {manifest['source']['step']}, "
         f"{manifest['num_params']:,} parameters, {', '.join(manifest['platforms'])}) to "

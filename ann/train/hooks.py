@@ -111,16 +111,19 @@ class LogTrain(Hook):
         self.writer, self.batch_size = writer, batch_size
         self.flops_per_step, self.peak_flops = flops_per_step, peak_flops
         self.tokens_per_example = tokens_per_example
-        self.window: list[dict[str, float]] = []
-        self.window_start = time.perf_counter()
-        self.excluded_seconds = self.data_seconds = 0.0
+        self._open_window()
 
     def start(self) -> None:
-        """Opens the first window now, as the loop's first step is next: the hook is made before
-        the train step compiles, and the first interval's rate and ETA had counted that compile
-        as training (1,653 ex/s and ETA 0:00:43 for the digits CNN, which then ran its 600 steps
-        in 16 s)."""
-        self.window, self.window_start = [], time.perf_counter()
+        """Opens the first window again, once the loop's train programs are compiled: the hook
+        is made before that, and the first window's rate and ETA had counted the compile as
+        training (1,653 ex/s and ETA 0:00:43 for the digits CNN, which then ran its 600 steps in
+        16 s)."""
+        self._open_window()
+
+    def _open_window(self) -> None:
+        """The metrics and training time until the next log start from now."""
+        self.window: list[dict[str, float]] = []
+        self.window_start = time.perf_counter()
         self.excluded_seconds = self.data_seconds = 0.0
 
     def record(self, info: StepInfo) -> None:
@@ -164,9 +167,7 @@ class LogTrain(Hook):
             f"{metrics['train/examples_per_sec']:,.0f}",
             _eta((info.total_steps - info.step) / metrics["train/steps_per_sec"]),
         )
-        self.window = []
-        self.window_start = time.perf_counter()
-        self.excluded_seconds = self.data_seconds = 0.0
+        self._open_window()
 
 
 class EvalListener(Protocol):

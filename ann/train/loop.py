@@ -628,14 +628,12 @@ def _train_compiled(
     for hook in hooks:  # the log hook's MFU needs the compiled step's FLOPs
         if isinstance(hook, hooks_lib.LogTrain):
             hook.flops_per_step = report.get("flops", 0.0)
+            hook.start()  # its first window: from here, not from before the compile
     if jax.process_index() == 0:
         run_status.write(run.workdir, "running", run.start_step, total_steps=run.total_steps)
     started = clock.report()  # to the loop's start: the first step is next
     writer.write(run.start_step, started)
     logging.info("%s", startup_lib.describe(started))
-    for hook in hooks:  # the first window of throughput starts with the first step
-        if isinstance(hook, hooks_lib.LogTrain):
-            hook.start()
     progress = _Progress(run.state, run.start_step)
     ended: BaseException | None = None
     try:
