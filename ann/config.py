@@ -638,10 +638,11 @@ def _check_keys_apply(values: Mapping[str, Any]) -> None:
         read = setting in readers if readers else setting != _default(decider)
         if value != default and not read:
             fix = readers[0] if readers else _SET_EXAMPLES[decider]
+            reset = f"'{default!r}'" if isinstance(default, tuple) else default
             raise ConfigError(
                 f"config key '{key}'={value!r} has no effect with {decider}={setting!r} "
                 f"(read only {'by ' + ' and '.join(readers) if readers else 'when it is set'}); "
-                f"leave it at {default!r} or set --config.{decider}={fix}"
+                f"set --config.{key}={reset} (its default) or --config.{decider}={fix}"
             )
     opt = values["optimizer"]
     if opt["name"] == "sgd" and opt["nesterov"] and not opt["momentum"]:

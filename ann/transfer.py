@@ -21,8 +21,9 @@ FLAGS = flags.FLAGS
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    # The model is only described, never trained: the checks of a trained run's restore.
-    config_lib.validate(FLAGS.config, num_devices=None, selecting=False)
+    # A config about to be trained (what it would load and freeze): every check `ann train` makes
+    # before importing JAX, so an override it would refuse is refused here too.
+    config_lib.validate(FLAGS.config, num_devices=None)
     from ann.train import transfer
 
     print("\n".join(transfer.describe(FLAGS.config)))

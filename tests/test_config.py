@@ -279,7 +279,8 @@ def test_every_range_error_suggests_a_value_that_is_accepted(name, key, value, m
         (
             {"optimizer.schedule": "step", "optimizer.warmup_steps": 10},
             "'optimizer.warmup_steps'=10 has no effect with optimizer.schedule='step' (read only "
-            "by constant and warmup_cosine); leave it at 0 or set --config.optimizer.schedule=",
+            "by constant and warmup_cosine); set --config.optimizer.warmup_steps=0 (its default) "
+            "or --config.optimizer.schedule=",
         ),
         (
             {"optimizer.name": "sgd", "optimizer.momentum": 0.0, "optimizer.nesterov": True},
@@ -289,7 +290,8 @@ def test_every_range_error_suggests_a_value_that_is_accepted(name, key, value, m
         (
             {"early_stopping.patience": 3},
             "'early_stopping.patience'=3 has no effect with early_stopping.metric='' (read only "
-            "when it is set); leave it at 5 or set --config.early_stopping.metric=val/loss",
+            "when it is set); set --config.early_stopping.patience=5 (its default) or "
+            "--config.early_stopping.metric=val/loss",
         ),
         ({"init_from_skip": ("head/.*",)}, "'init_from_skip'=('head/.*',) has no effect with"),
     ],
