@@ -115,7 +115,7 @@ def compile_train_step(config, experiment, batch: int, seq: int, mesh, total_ste
     )
     tokens = jax.ShapeDtypeStruct((batch, seq + 1), jnp.int32, sharding=batch_sharding)
     shardings = state_lib.shardings_of(abstract_state)
-    hyperparameters = step.place_hyperparameters(config.optimizer, mesh)
+    hyperparameters = step.place_hyperparameters(config.optimizer, total_steps, mesh)
     compiled, seconds = step.compile_step(
         fn,
         (abstract_state, {"tokens": tokens}, hyperparameters),

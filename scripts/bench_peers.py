@@ -100,7 +100,9 @@ def time_ann(config, setup: build_lib.Setup, batches: list[dict]) -> float:
     """ann's compiled train step, as `ann.train.loop` compiles it; batches on the device."""
     sharding = parallel.batch_sharding(setup.mesh)
     state = setup.state
-    hyperparameters = step_lib.place_hyperparameters(config.optimizer, setup.mesh)
+    hyperparameters = step_lib.place_hyperparameters(
+        config.optimizer, setup.total_steps, setup.mesh
+    )
     replicated = parallel.replicated(setup.mesh)
     train_fn, _ = step_lib.compile_step(
         step_lib.make_train_step(

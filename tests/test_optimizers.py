@@ -97,26 +97,34 @@ CASES = {
 }
 
 
+def halved(key, value):
+    """Another value of the hyperparameter `key`, as valid for the same run."""
+    if key in ("warmup_steps", "step_boundaries"):
+        return value + 1  # still inside the run's STEPS
+    return value * 0.5
+
+
 @pytest.mark.parametrize("as_arguments", [False, True], ids=["constants", "arguments"])
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_updates_match_the_published_rules(case, as_arguments):
-    """The chain from the config's values, and (as the train step builds it) from its float
-    hyperparameters given as arrays to the compiled update, over a config that holds other
-    values: those arrays, not the config, set the update."""
+    """The chain from the config's values, and (as the train step builds it) from its
+    hyperparameters given as arrays to the compiled update, over a config (and a run length)
+    that holds other values: those arrays, not the config, set the update and its schedule."""
     opt = {"learning_rate": 0.1, **CASES[case]}
     config = tiny(**{f"optimizer.{k}": v for k, v in opt.items()})
     tx = optimizers.make(config.optimizer, total_steps=STEPS)
     params = {"w": jnp.asarray(PARAMS)}
     state = tx.init(params)
-    values = {k: np.float32(v) for k, v in optimizers.hyperparameters(config.optimizer).items()}
+    values = optimizers.hyperparameters(config.optimizer, STEPS)
     # Every value the step takes as an argument changed in the config it compiles from.
     other = tiny(**{f"optimizer.{k}": v for k, v in opt.items()})
     for key, value in values.items():
-        other.optimizer[key] = float(value) * 0.5
+        if key != "total_steps":
+            other.optimizer[key] = halved(key, np.asarray(value)).tolist()
 
     @jax.jit
     def traced(grads, state, params, values):
-        tx = optimizers.make(other.optimizer, STEPS, values=values)
+        tx = optimizers.make(other.optimizer, 2 * STEPS, values=values)
         return tx.update(grads, state, params)
 
     update = functools.partial(traced, values=values) if as_arguments else jax.jit(tx.update)
@@ -128,13 +136,18 @@ def test_updates_match_the_published_rules(case, as_arguments):
         )
 
 
+@pytest.mark.parametrize("xp", [jnp, np], ids=["jax", "numpy"])
 @pytest.mark.parametrize("case", ["warmup_cosine", "warmup_constant", "step"])
-def test_schedules_match_their_formulas(case):
+def test_schedules_match_their_formulas(case, xp):
+    """In a trace (jax.numpy) and on the host (numpy: resume's warning, which must not run
+    a jax op: each would compile a program at the resume's start)."""
     opt = {"learning_rate": 0.1, **CASES[case]}
     config = tiny(**{f"optimizer.{k}": v for k, v in opt.items()})
-    schedule = optimizers.schedule(config.optimizer, 8)
+    schedule = optimizers.schedule(config.optimizer, 8, xp=xp)
     for t in range(10):
-        assert float(schedule(t)) == pytest.approx(lr_at(opt, t, 8), rel=1e-5, abs=1e-9), t
+        value = schedule(t)
+        assert float(value) == pytest.approx(lr_at(opt, t, 8), rel=1e-5, abs=1e-9), t
+        assert isinstance(value, jax.Array) == (xp is jnp)
 
 
 def test_frozen_parameters_get_no_update_and_no_weight_decay():

@@ -5,6 +5,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 from conftest import ROOT, tiny
 
@@ -140,20 +141,24 @@ def test_bad_profile_steps():
 @pytest.mark.slow
 def test_persistent_compilation_cache_beside_the_workdir(tmp_path):
     """A second run in a fresh workdir beside the first reads every compile from the cache,
-    with other optimizer hyperparameters too (the train step takes them as arguments, so a
-    sweep over them compiles once), and trains with its own values."""
+    with other optimizer hyperparameters, another warmup and more steps too (the train step
+    takes them as arguments, so a sweep over them, or a resume with more steps, compiles
+    once), and trains with its own values."""
     starts = []
-    # name, learning rate, other hyperparameters of the config's adamw
-    runs = [("cold", 0.003, []), ("warm", 0.01, ["weight_decay=0.05", "b2=0.99", "eps=1e-6"])]
-    for name, lr, others in runs:
+    # name, learning rate, steps, warmup steps, other hyperparameters of the config's adamw
+    runs = [
+        ("cold", 0.003, 2, 1, []),
+        ("warm", 0.01, 4, 2, ["weight_decay=0.05", "b2=0.99", "eps=1e-6"]),
+    ]
+    for name, lr, steps, warmup, others in runs:
         cmd = [
             sys.executable,
             "-m",
             "ann.main",
             f"--config={ROOT}/configs/digits_cnn.py",
             f"--workdir={tmp_path / name}",
-            "--config.total_steps=2",
-            "--config.optimizer.warmup_steps=1",  # the config's 50 does not fit in 2 steps
+            f"--config.total_steps={steps}",
+            f"--config.optimizer.warmup_steps={warmup}",  # the config's 50 does not fit
             "--config.batch_size=32",
             f"--config.optimizer.learning_rate={lr}",
             *[f"--config.optimizer.{o}" for o in others],
@@ -163,9 +168,10 @@ def test_persistent_compilation_cache_beside_the_workdir(tmp_path):
         assert "start-up " in proc.stderr  # the console line
         records = [json.loads(line) for line in open(tmp_path / name / "metrics.jsonl")]
         starts.append(next(r for r in records if "startup/seconds" in r))
-        # Steps 0 and 1 of a 1-step warmup: 0 and the peak, logged as their mean.
-        logged = next(r for r in records if "train/learning_rate" in r)
-        assert logged["train/learning_rate"] == pytest.approx(lr / 2), name
+        # The mean of the logged steps' rates: 0 and the peak (2 steps, warmup 1); 0, half the
+        # peak, the peak and half of it (4 steps, warmup 2, then the cosine over 2 steps).
+        logged = [r["train/learning_rate"] for r in records if "train/learning_rate" in r]
+        assert np.mean(logged) == pytest.approx(lr / 2), (name, logged)
         assert any((tmp_path / ".jax_cache").iterdir())
     cold, warm = starts
     # init, train and eval steps at least; the eval step compiles in under jax's default 1 s

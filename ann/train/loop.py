@@ -367,7 +367,7 @@ class _Compiled:
     train: dict[int, jax.stages.Compiled] = dataclasses.field(default_factory=dict)
     train_seconds: float = 0.0
     unrolled: bool = False  # the k-step program unrolls its steps (chunks.unroll)
-    # The train programs' third argument: the optimizer's float hyperparameters, on the mesh.
+    # The train programs' third argument: the optimizer's hyperparameters, on the mesh.
     hyperparameters: dict[str, jax.Array] = dataclasses.field(default_factory=dict)
 
 
@@ -410,7 +410,7 @@ def _compile_train(run: _Run, compiled: _Compiled, hooks: Sequence[hooks_lib.Hoo
         frozenset(freezing.frozen_paths(state.params, freeze)),
     )
     # Arguments, not constants: runs that differ only in these share the compiled step.
-    compiled.hyperparameters = step_lib.place_hyperparameters(opt, setup.mesh)
+    compiled.hyperparameters = step_lib.place_hyperparameters(opt, setup.total_steps, setup.mesh)
 
     def lower(fn: Callable, n: int) -> jax.stages.Lowered:
         sharding = parallel.batch_sharding(setup.mesh, stacked=n > 1)

@@ -1,15 +1,18 @@
 """The optimizer factory: sgd (+momentum), adam, adamw; schedules; clipping; weight decay;
 frozen parameters (`config.freeze`, masked by ann/train/freezing.py).
 
-The train step takes the optimizer's float hyperparameters (`hyperparameters`: the learning
-rate, weight decay, momentum, Adam's b1, b2 and eps, the clipping norm) as arguments at run
-time instead of compiling them in as constants, and builds its optax chain from them inside
-the trace (`make(..., values=...)`; optax's transformations take arrays for these).
-Runs that differ only in those values therefore share one compiled train step: a sweep over the
-learning rate compiles it once per model and reads it from the persistent compilation cache in
-every other trial (docs/benchmarks.md, "Issue 16, session 12"). What shapes the program stays
+The train step takes the optimizer's hyperparameters (`hyperparameters`: the learning rate,
+weight decay, momentum, Adam's b1, b2 and eps, the clipping norm, and the schedule's step counts
+and factors, `total_steps` among them) as arguments at run time instead of compiling them in as
+constants, and builds its optax chain and schedule from them inside the trace (`make(...,
+values=...)`; optax's transformations take arrays for these, the schedules are written over
+arrays here). Runs that differ only in those values share one compiled train step: a sweep over
+the learning rate or the warmup compiles it once per model and reads it from the persistent
+compilation cache in every other trial, and a resume that raises `total_steps` reads it too
+(docs/benchmarks.md, "Issue 16, session 12" and "session 13"). What shapes the program stays
 compiled in: the optimizer's name, which parts the chain has (clipping and weight decay on or
-off, momentum or none, Nesterov), the schedule's kind, steps and factors, the frozen paths.
+off, momentum or none, Nesterov), the schedule's kind and its number of step boundaries, the
+frozen paths.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
 
 from ann import config as config_lib
@@ -27,43 +32,72 @@ from ann.train import freezing
 Hyperparameters = Mapping[str, Any]
 
 
-def hyperparameters(opt: ml_collections.ConfigDict) -> dict[str, float]:
-    """The `optimizer.*` values the train step takes at run time, by config key (see the
-    module docstring); only those of the parts the chain has (no `momentum` without momentum,
-    no `grad_clip_norm` without clipping)."""
-    values = {"learning_rate": float(opt.learning_rate)}
+def hyperparameters(opt: ml_collections.ConfigDict, total_steps: int) -> dict[str, np.ndarray]:
+    """The values the train step takes at run time (see the module docstring), by config key,
+    for a run of `total_steps` steps: float32 scalars for the learning rate, the clipping norm,
+    weight decay, momentum, Adam's b1/b2/eps, the schedule's `end_learning_rate_factor` and
+    `step_factor`; int32 for `warmup_steps` and `total_steps`; an int32 vector `[n]` for the
+    `n` `step_boundaries`. Only those of the parts the chain and schedule have (no `momentum`
+    without momentum, no `total_steps` outside warmup_cosine)."""
+    f32, i32 = np.float32, np.int32
+    values = {"learning_rate": f32(opt.learning_rate)}
     if opt.grad_clip_norm:
-        values["grad_clip_norm"] = float(opt.grad_clip_norm)
+        values["grad_clip_norm"] = f32(opt.grad_clip_norm)
     if opt.weight_decay or opt.name == "adamw":
-        values["weight_decay"] = float(opt.weight_decay)
+        values["weight_decay"] = f32(opt.weight_decay)
     if opt.name in ("adam", "adamw"):
-        values.update(b1=float(opt.b1), b2=float(opt.b2), eps=float(opt.eps))
+        values.update(b1=f32(opt.b1), b2=f32(opt.b2), eps=f32(opt.eps))
     elif opt.momentum:
-        values["momentum"] = float(opt.momentum)
+        values["momentum"] = f32(opt.momentum)
+    if opt.schedule in ("constant", "warmup_cosine"):
+        values["warmup_steps"] = i32(opt.warmup_steps)
+    if opt.schedule == "warmup_cosine":
+        values["total_steps"] = i32(total_steps)
+        values["end_learning_rate_factor"] = f32(opt.end_learning_rate_factor)
+    if opt.schedule == "step":
+        values["step_boundaries"] = np.asarray(opt.step_boundaries, i32).reshape(-1)
+        values["step_factor"] = f32(opt.step_factor)
     return values
 
 
-def _unit_schedule(opt: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
-    """The schedule's shape, peaking at 1.0: the learning rate is the peak times this."""
+def _warmup(count: Any, warmup_steps: Any, xp: Any) -> Any:
+    """optax.linear_schedule(0.0, 1.0, warmup_steps)'s formula, over arrays."""
+    w = xp.maximum(warmup_steps, 1).astype(xp.float32)  # 0: never selected, never nan
+    frac = 1 - xp.clip(count, 0, w) / w
+    return -1.0 * frac + 1.0
+
+
+def _unit_schedule(opt: ml_collections.ConfigDict, h: Hyperparameters, xp: Any) -> optax.Schedule:
+    """The schedule's shape, peaking at 1.0 (the learning rate is the peak times this), from
+    the step counts and factors in `h`, arrays in the train step. The formulas are optax's
+    (warmup_cosine_decay_schedule: linear_schedule then cosine_decay_schedule, Loshchilov &
+    Hutter 2017, joined by join_schedules; piecewise_constant_schedule) written over arrays:
+    optax's constructors branch in Python on the step counts, which would compile them into
+    the step, so a run with more steps (or a resume that raises total_steps) would compile it
+    again."""
     if opt.schedule == "constant":
-        if opt.warmup_steps:
-            return optax.join_schedules(
-                [optax.linear_schedule(0.0, 1.0, opt.warmup_steps), optax.constant_schedule(1.0)],
-                [opt.warmup_steps],
-            )
-        return optax.constant_schedule(1.0)
+        w = h["warmup_steps"]
+        return lambda count: xp.where(count < w, _warmup(count, w, xp), 1.0)
     if opt.schedule == "warmup_cosine":
-        return optax.warmup_cosine_decay_schedule(
-            init_value=0.0,
-            peak_value=1.0,
-            warmup_steps=opt.warmup_steps,
-            decay_steps=max(total_steps, opt.warmup_steps + 1),
-            end_value=float(opt.end_learning_rate_factor),
-        )
+        w, end = h["warmup_steps"], h["end_learning_rate_factor"]
+
+        def warmup_cosine(count):  # every op inside: no eager op (and compile) when built
+            decay = (xp.maximum(h["total_steps"], w + 1) - w).astype(xp.float32)
+            t = xp.minimum(xp.asarray(count - w).astype(xp.float32), decay)
+            cosine = 0.5 * (1 + xp.cos(xp.pi * t / decay))
+            return xp.where(count < w, _warmup(count, w, xp), (1 - end) * cosine + end)
+
+        return warmup_cosine
     if opt.schedule == "step":
-        return optax.piecewise_constant_schedule(
-            1.0, {int(b): float(opt.step_factor) for b in opt.step_boundaries}
-        )
+
+        def step(count):
+            value = xp.float32(1.0)
+            for i in range(len(opt.step_boundaries)):  # how many is the program's shape
+                boundary = h["step_boundaries"][i]
+                value = xp.where(count < boundary, value, value * h["step_factor"])
+            return value
+
+        return step
     raise ValueError(f"unknown schedule {opt.schedule!r}")  # validate() catches this first
 
 
@@ -71,13 +105,16 @@ def schedule(
     opt: ml_collections.ConfigDict,
     total_steps: int,
     values: Hyperparameters | None = None,
+    xp: Any = jnp,
 ) -> optax.Schedule:
-    """The learning rate at each step: `learning_rate` (from `values`, default the config's)
-    times the schedule's shape: constant with an optional linear warmup; warmup then cosine
-    decay to `end_learning_rate_factor` of the peak (optax's warmup_cosine_decay_schedule);
-    or `step_factor` at each of `step_boundaries`."""
-    peak = (values or {}).get("learning_rate", float(opt.learning_rate))
-    unit = _unit_schedule(opt, total_steps)
+    """The learning rate at each step: `learning_rate` times the schedule's shape: constant
+    with an optional linear warmup; warmup then cosine decay to `end_learning_rate_factor` of
+    the peak (optax's warmup_cosine_decay_schedule); or `step_factor` at each of
+    `step_boundaries`. Every value from `values` where given (arrays in the train step), the
+    config's otherwise. `xp`: jax.numpy, or numpy for a value on the host that compiles
+    nothing (each eager jax op would compile a program)."""
+    values = {**hyperparameters(opt, total_steps), **(values or {})}
+    peak, unit = values["learning_rate"], _unit_schedule(opt, values, xp)
     return lambda count: peak * unit(count)
 
 
@@ -87,7 +124,7 @@ def make(
     freeze: Sequence[str] = (),
     values: Hyperparameters | None = None,
 ) -> optax.GradientTransformation:
-    """An optax chain built from the `optimizer.*` config keys, with the float hyperparameters
+    """An optax chain built from the `optimizer.*` config keys, with the hyperparameters
     from `values` where given (keys as `hyperparameters` returns them; arrays in the train
     step), the config's otherwise: the optimizer state's structure never depends on them.
     Parameters whose path one of `freeze`'s regexes matches in full are not updated (see the
@@ -96,7 +133,7 @@ def make(
     Raises ConfigError if the schedule does not fit the run (warmup or a step boundary at or
     past `total_steps`, which num_epochs runs learn only once the data set is open)."""
     config_lib.check_ranges({"optimizer": opt.to_dict()}, total_steps=total_steps)
-    values = {**hyperparameters(opt), **(values or {})}
+    values = {**hyperparameters(opt, total_steps), **(values or {})}
     chain = _chain(opt, values, schedule(opt, total_steps, values))
     if not freeze:
         return chain  # the same optimizer state as ever: checkpoints without freezing restore

@@ -16,6 +16,7 @@ from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 from absl import logging
 
 from ann import config as config_lib
@@ -98,8 +99,8 @@ def record(
         )
     old_total, new_total = build.total_steps(last, num_train), build.total_steps(config, num_train)
     if old_total != new_total:
-        before = float(optimizers.schedule(last.optimizer, old_total)(step))
-        after = float(optimizers.schedule(config.optimizer, new_total)(step))
+        before = float(optimizers.schedule(last.optimizer, old_total, xp=np)(step))
+        after = float(optimizers.schedule(config.optimizer, new_total, xp=np)(step))
         if before != after:
             logging.warning(
                 "the run's length changed from %d to %d steps: the %s learning-rate schedule is "

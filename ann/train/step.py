@@ -8,7 +8,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import nnx
 
@@ -24,7 +23,7 @@ STATE_FINITE = "state_finite"
 
 
 # The optimizer of a train step: its optax chain and learning-rate schedule, built from the
-# float hyperparameters the step is given (ann/train/optimizers.py `make` and `schedule`).
+# hyperparameters the step is given (ann/train/optimizers.py `make` and `schedule`).
 Optimizer = Callable[[dict], tuple[optax.GradientTransformation, optax.Schedule]]
 
 
@@ -39,7 +38,7 @@ def make_train_step(
     `accumulate_steps` > 1 the batch is split into micro-batches whose gradients are averaged (a
     bigger effective batch in the same memory).
 
-    `hyperparameters` (float32 scalars by name, ann/train/optimizers.py `hyperparameters`) are
+    `hyperparameters` (arrays by name, ann/train/optimizers.py `hyperparameters`) are
     arguments, not constants: steps that differ only in them compile to the same program, and
     `optimizer(hyperparameters)` builds the chain and schedule from them inside the trace.
 
@@ -112,10 +111,13 @@ def make_train_step(
     return train_step
 
 
-def place_hyperparameters(opt: Any, mesh: jax.sharding.Mesh) -> dict[str, jax.Array]:
-    """The train step's `hyperparameters` argument for the `optimizer.*` config `opt`: float32
-    scalars, replicated on `mesh` (ann/train/optimizers.py `hyperparameters`)."""
-    values = {k: np.float32(v) for k, v in optimizers.hyperparameters(opt).items()}
+def place_hyperparameters(
+    opt: Any, total_steps: int, mesh: jax.sharding.Mesh
+) -> dict[str, jax.Array]:
+    """The train step's `hyperparameters` argument for the `optimizer.*` config `opt` and a run
+    of `total_steps`: ann/train/optimizers.py `hyperparameters` (float32 and int32 scalars, the
+    step boundaries a vector), replicated on `mesh`."""
+    values = optimizers.hyperparameters(opt, total_steps)
     replicated = parallel.replicated(mesh)
     return parallel.place(values, {k: replicated for k in values})
 
