@@ -357,6 +357,34 @@ def did_you_mean(key: str, options: Sequence[str], prefix: str = "") -> str:
     return f" (did you mean '{prefix}{close[0]}'?)" if close else ""
 
 
+# Names other frameworks give ann's keys (PyTorch's and Keras' `lr`, `epochs`, `beta1`, ...):
+# a key under one of them is pointed at ann's.
+ALIASES = {
+    "lr": "learning_rate",
+    "wd": "weight_decay",
+    "bs": "batch_size",
+    "epochs": "num_epochs",
+    "steps": "total_steps",
+    "max_steps": "total_steps",
+    "warmup": "warmup_steps",
+    "clip_norm": "grad_clip_norm",
+    "beta1": "b1",
+    "beta2": "b2",
+    "epsilon": "eps",
+}
+
+
+def _leaves_named(tree: Any, name: str, prefix: str = "") -> list[str]:
+    """Every dotted key of `tree` whose last part is `name`."""
+    found = []
+    for key, value in tree.items():
+        if key == name:
+            found.append(prefix + key)
+        if is_section(value):
+            found += _leaves_named(value, name, f"{prefix}{key}.")
+    return found
+
+
 class KeyLookupError(KeyError):
     """A dotted key that names nothing; `hint` says what is there instead."""
 
@@ -377,7 +405,9 @@ def lookup(tree: Mapping[str, Any] | ml_collections.ConfigDict, key: str) -> Any
     """The value at the dotted `key` ("optimizer.learning_rate") of nested mappings (dicts,
     ConfigDicts): the one lookup of a `--config.KEY`, for config checks and sweep axes alike.
     Raises KeyLookupError (a KeyError) whose `hint` is the closest key at the level where the
-    path breaks, as a whole dotted key (" (did you mean 'optimizer.learning_rate'?)"), or else
+    path breaks, as a whole dotted key (" (did you mean 'optimizer.learning_rate'?)"), or the
+    one key elsewhere in the tree with that name, or ann's name for it (`ALIASES`: `lr` is
+    `optimizer.learning_rate`), or else
     the keys there ("; keys under 'optimizer': b1, b2, ...")."""
     value: Any = tree
     parts = key.split(".")
@@ -385,8 +415,14 @@ def lookup(tree: Mapping[str, Any] | ml_collections.ConfigDict, key: str) -> Any
         if not is_section(value) or part not in value:
             where = ".".join(parts[:i])
             options = sorted(value) if is_section(value) else []
-            hint = did_you_mean(part, options, prefix=f"{where}." if where else "") or (
-                f"; keys under '{where or '(top)'}': {', '.join(options) or 'none'}"
+            # The same name (or ann's for an alias) one place in the tree: a key at the wrong
+            # level ("learning_rate" for "optimizer.learning_rate") or another framework's name.
+            elsewhere = _leaves_named(tree, ALIASES.get(part, part))
+            rest = "".join(f".{p}" for p in parts[i + 1 :])
+            hint = (
+                did_you_mean(part, options, prefix=f"{where}." if where else "")
+                or (f" (did you mean '{elsewhere[0]}{rest}'?)" if len(elsewhere) == 1 else "")
+                or f"; keys under '{where or '(top)'}': {', '.join(options) or 'none'}"
             )
             raise KeyLookupError(key, hint)
         value = value[part]

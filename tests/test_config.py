@@ -27,6 +27,11 @@ def test_shipped_configs_validate():
     [
         (lambda c: c.update({"batch_sise": 3}), "'batch_sise' is unknown (did you mean"),
         (lambda c: c.optimizer.update({"lerning_rate": 1}), "'optimizer.lerning_rate' is unknown"),
+        # Another framework's name, or ann's at the wrong level: pointed at ann's key.
+        (lambda c: c.update({"lr": 0.1}), "'lr' is unknown (did you mean 'optimizer.learning_r"),
+        (lambda c: c.update({"learning_rate": 0.1}), "(did you mean 'optimizer.learning_rate'?)"),
+        (lambda c: c.optimizer.update({"beta2": 0.9}), "(did you mean 'optimizer.b2'?)"),
+        (lambda c: c.update({"epochs": 3}), "'epochs' is unknown (did you mean 'num_epochs'?)"),
         (lambda c: c.update({"eval_batch_size": -8}), "'eval_batch_size' must be >= 0"),
         (lambda c: c.update({"batch_size": 30}), "not divisible by the 4 devices"),
         (lambda c: c.optimizer.update({"name": "adamm"}), "'optimizer.name' is 'adamm'; choose"),

@@ -293,7 +293,22 @@ def test_worst_confusions_are_counted_and_drawn():
         {"true": "c0", "predicted": "c2", "count": 1, "examples": [0]},
     ]
     assert list(section.figures) == ["examples"]
-    assert section.notes == ["most frequent mistakes: c2 -> c1 (2x), c0 -> c2 (1x)"]
+    assert section.notes == ["most frequent mistakes (3 in 2 pairs): c2 -> c1 (2x), c0 -> c2 (1x)"]
+
+
+def test_confusions_say_how_many_pairs_are_not_shown(monkeypatch):
+    """Pairs past the shown ones (here tied with the last shown) are counted, not dropped."""
+    monkeypatch.setattr(classification, "TOP_CONFUSIONS", 2)
+    labels = [0, 0, 1, 2, 2, 1]
+    predicted = [1, 1, 0, 0, 1, 1]  # 0 -> 1 twice; 1 -> 0, 2 -> 0, 2 -> 1 once each
+    probabilities = np.full((6, 3), 0.1)
+    probabilities[np.arange(6), predicted] = 0.8
+    section = classification.confusions(fake_predictions(labels, probabilities))
+    assert section.metrics["pairs"] == 4
+    assert section.notes == [
+        "most frequent mistakes (5 in 4 pairs): c0 -> c1 (2x), c1 -> c0 (1x); "
+        "2 more pairs, 1x or fewer"
+    ]
 
 
 def test_calibration_uses_the_validation_temperature():
@@ -317,6 +332,23 @@ def test_calibration_uses_the_validation_temperature():
     assert metrics["after"]["ece"] < metrics["before"]["ece"] / 2
     assert metrics["after"]["nll"] < metrics["before"]["nll"]
     assert list(section.figures) == ["reliability"]
+
+
+def test_a_reliability_bin_of_only_mistakes_is_drawn():
+    """A bin with rows, all wrong (accuracy 0), must not look like an empty bin: its gap to
+    the mean confidence is drawn; an empty bin draws nothing."""
+    import matplotlib.pyplot as plt
+
+    bins = types.SimpleNamespace(
+        edges=[0.0, 1 / 3, 2 / 3, 1.0], counts=[0, 2, 5], accuracy=[0.0, 0.0, 1.0],
+        confidence=[0.0, 0.5, 0.9],
+    )  # fmt: skip
+    figure, (axes, hist_axes) = plt.subplots(2)
+    classification._reliability_axes(axes, hist_axes, bins, "t")
+    drawn = [p for p in axes.patches if p.get_height() != 0]
+    covers = [sum(p.get_x() < x < p.get_x() + p.get_width() for p in drawn) for x in (0.2, 0.5)]
+    plt.close(figure)
+    assert covers[0] == 0 and covers[1] >= 1
 
 
 def test_one_class_split_is_a_message_not_nan():

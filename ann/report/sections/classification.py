@@ -175,23 +175,37 @@ def curves(preds: Predictions) -> Section:
 
 
 def _reliability_axes(axes: Any, hist_axes: Any, bins: Any, title: str) -> None:
-    """Draws one reliability diagram (accuracy per confidence bin as bars, the bin's mean
-    confidence as a red mark, the diagonal where they agree) and, below it, the histogram of
-    confidences (rows per bin)."""
+    """Draws one reliability diagram (accuracy per confidence bin as bars, the gap from it to
+    the bin's mean confidence hatched, as in Guo et al. 2017, fig. 1, so a bin whose rows are
+    all wrong shows too; the mean confidence as a red mark, the diagonal where they agree) and,
+    below it, the histogram of confidences (rows per bin, a log scale so a bin of one row
+    shows beside one of hundreds)."""
     edges = np.asarray(bins.edges)
     centers, width = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
     filled = np.asarray(bins.counts) > 0
+    accuracy, confidence = np.asarray(bins.accuracy)[filled], np.asarray(bins.confidence)[filled]
     axes.bar(
         centers[filled],
-        np.asarray(bins.accuracy)[filled],
+        accuracy,
         width[filled],
         color="tab:blue",
         edgecolor="black",
         lw=0.5,
         label="accuracy in bin",
     )
+    axes.bar(
+        centers[filled],
+        confidence - accuracy,
+        width[filled],
+        bottom=accuracy,
+        fill=False,
+        hatch="//",
+        edgecolor="tab:red",
+        lw=0.5,
+        label="gap to confidence",
+    )
     axes.hlines(
-        np.asarray(bins.confidence)[filled],
+        confidence,
         edges[:-1][filled],
         edges[1:][filled],
         colors="tab:red",
@@ -204,7 +218,8 @@ def _reliability_axes(axes: Any, hist_axes: Any, bins: Any, title: str) -> None:
     axes.legend(loc="upper left", fontsize=8)
     axes.tick_params(labelbottom=False)
     hist_axes.bar(centers, bins.counts, width, color="tab:grey", edgecolor="black", lw=0.5)
-    hist_axes.set(xlim=(0, 1), xlabel="Confidence (top-class probability)", ylabel="Rows")
+    hist_axes.set_yscale("log")
+    hist_axes.set(xlim=(0, 1), xlabel="Confidence (top-class probability)", ylabel="Rows (log)")
 
 
 def calibration(preds: Predictions) -> Section:
@@ -275,9 +290,10 @@ def _image(x: np.ndarray) -> np.ndarray | None:
 
 
 def confusions(preds: Predictions) -> Section:
-    """The most frequent mistakes: the TOP_CONFUSIONS (true, predicted) pairs by count, each
-    with the row indices (in the split's order) of its most confident examples, drawn when the
-    inputs are images."""
+    """The most frequent mistakes: the TOP_CONFUSIONS (true, predicted) pairs by count (ties
+    by label order), each with the row indices (in the split's order) of its most confident
+    examples, drawn when the inputs are images. The note names every pair shown and how many
+    other pairs there are; metrics: `errors`, `rows`, `pairs` (distinct wrong pairs), `top`."""
     y_true, y_pred, names = _labels(preds)
     confidence = np.asarray(preds.outputs["probabilities"]).max(-1)
     wrong = y_true != y_pred
@@ -298,15 +314,15 @@ def confusions(preds: Predictions) -> Section:
                 "examples": rows.tolist(),
             }
         )
-    metrics_ = {"errors": int(wrong.sum()), "rows": int(len(y_true)), "top": top}
-    notes = (
-        [
-            "most frequent mistakes: "
-            + ", ".join(f"{c['true']} -> {c['predicted']} ({c['count']}x)" for c in top[:3])
-        ]
-        if top
-        else ["no mistakes on this split"]
-    )
+    errors = int(wrong.sum())
+    metrics_ = {"errors": errors, "rows": int(len(y_true)), "pairs": len(pairs), "top": top}
+    notes = ["no mistakes on this split"]
+    if top:
+        shown = ", ".join(f"{c['true']} -> {c['predicted']} ({c['count']}x)" for c in top)
+        rest = len(pairs) - len(top)  # ties at the last count included: say so, not drop them
+        more = f"; {rest} more pair{'s' * (rest != 1)}, {top[-1]['count']}x or fewer"
+        more = more if rest else ""
+        notes = [f"most frequent mistakes ({errors} in {len(pairs)} pairs): {shown}{more}"]
     inputs = preds.rows[preds.experiment.input_key]
     if not top or _image(inputs[0]) is None:
         return Section("Worst confusions", metrics_, {}, notes)
