@@ -68,6 +68,11 @@ def define_config(
     )
 
 
+def overridden(flag_values: flags.FlagValues = flags.FLAGS) -> set[str]:
+    """The config keys set by `--config.KEY=VALUE` on the command line (dotted)."""
+    return set(flag_values["config"].override_values)
+
+
 def metric_order(names: Iterable[str]) -> list[str]:
     """Metric names in the order every job's one-line summary lists them: validation (`val/`,
     what chose the step) first, then the rest (the test split: `eval/`, `eval_<split>/`), each
@@ -242,11 +247,19 @@ _CONVERSIONS = {
 def _bad_override(text: str) -> str:
     """ "flag --config.total_steps=abc: invalid literal for int() ..." as "--config.total_steps=abc
     must be an integer ..."; other messages unchanged."""
-    match = re.fullmatch(r"flag (--config\.[\w.]+=.*?): (.*)", text)
+    match = re.fullmatch(r"flag (--config\.([\w.]+)=.*?): (.*)", text)
     if match:
         for said, wanted in _CONVERSIONS.items():
-            if match.group(2).startswith(said):
-                return f"{match.group(1)} must be {wanted} (the key's type in the config)"
+            if match.group(3).startswith(said):
+                from ann import config as config_lib
+
+                key = match.group(2)
+                # The key's default, unless it is the range's "unset" value (total_steps=0).
+                allowed = config_lib.RANGES.get(key)
+                default = config_lib._default(key) if allowed else None
+                shown = default is not None and default not in allowed.also
+                example = f"; e.g. --config.{key}={default}" if shown else ""
+                return f"{match.group(1)} must be {wanted} (the key's type in the config){example}"
     return text
 
 

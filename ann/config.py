@@ -14,7 +14,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import ml_collections
@@ -195,7 +195,7 @@ class Range:
         ordered = not self.increasing or all(a < b for a, b in zip(items, items[1:]))
         if ordered and all(self._contains(x, low, high) for x in items):
             return
-        text = self._describe(low, high)
+        text = self._describe(low, high, resolve)
         hint = ""
         if isinstance(value, Sequence):
             text = f"{'increasing, ' if self.increasing else ''}each {text}"
@@ -236,14 +236,24 @@ class Range:
         below = x <= high if self.closed[1] == "]" else x < high
         return (above and below) or x in self.also
 
-    def _describe(self, low: float, high: float) -> str:
+    def _describe(self, low: float, high: float, resolve: Callable[[str], Any]) -> str:
         if high == math.inf:
             text = f"{'>=' if self.closed[0] == '[' else '>'} {low:g}"
         else:
             text = f"in {self.closed[0]}{low:g}, {high:g}{self.closed[1]}"
             if isinstance(self.high, str):
-                text += f" ({self.high}={high:g}; lower this or raise {self.high})"
+                text += f" ({self.high}={high:g}; lower this or raise {self._decider(resolve)})"
         return text + "".join(f" or {v}" for v in self.also)
+
+    def _decider(self, resolve: Callable[[str], Any]) -> str:
+        """The key to raise for a larger upper bound: `num_epochs` when it sets total_steps."""
+        if self.high == "total_steps":
+            try:
+                if resolve("num_epochs"):
+                    return "num_epochs"
+            except KeyError:  # a partial config
+                pass
+        return str(self.high)
 
 
 POSITIVE, NONNEGATIVE, FRACTION = Range(0, closed="()"), Range(0), Range(0, 1, closed="[)")
@@ -401,13 +411,17 @@ def is_section(value: Any) -> bool:
     return isinstance(value, Mapping | ml_collections.ConfigDict)
 
 
-def lookup(tree: Mapping[str, Any] | ml_collections.ConfigDict, key: str) -> Any:
+def lookup(
+    tree: Mapping[str, Any] | ml_collections.ConfigDict,
+    key: str,
+    also: Sequence[Mapping[str, Any]] = (),
+) -> Any:
     """The value at the dotted `key` ("optimizer.learning_rate") of nested mappings (dicts,
     ConfigDicts): the one lookup of a `--config.KEY`, for config checks and sweep axes alike.
     Raises KeyLookupError (a KeyError) whose `hint` is the closest key at the level where the
-    path breaks, as a whole dotted key (" (did you mean 'optimizer.learning_rate'?)"), or the
-    one key elsewhere in the tree with that name, or ann's name for it (`ALIASES`: `lr` is
-    `optimizer.learning_rate`), or else
+    path breaks, as a whole dotted key (" (did you mean 'optimizer.learning_rate'?)"): the one
+    key elsewhere in `tree` or the trees in `also` with that name or ann's name for it
+    (`ALIASES`: `lr` is `optimizer.learning_rate`), else the closest name at that level, else
     the keys there ("; keys under 'optimizer': b1, b2, ...")."""
     value: Any = tree
     parts = key.split(".")
@@ -416,12 +430,15 @@ def lookup(tree: Mapping[str, Any] | ml_collections.ConfigDict, key: str) -> Any
             where = ".".join(parts[:i])
             options = sorted(value) if is_section(value) else []
             # The same name (or ann's for an alias) one place in the tree: a key at the wrong
-            # level ("learning_rate" for "optimizer.learning_rate") or another framework's name.
-            elsewhere = _leaves_named(tree, ALIASES.get(part, part))
+            # level ("learning_rate" for "optimizer.learning_rate") or another framework's name;
+            # an exact name beats a near one at this level ("dropout" is not "report").
+            name = ALIASES.get(part, part)
+            found = {k for t in (tree, *also) for k in _leaves_named(t, name)}
+            elsewhere = sorted(found - {".".join(parts[: i + 1])})  # `also` may hold the key
             rest = "".join(f".{p}" for p in parts[i + 1 :])
             hint = (
-                did_you_mean(part, options, prefix=f"{where}." if where else "")
-                or (f" (did you mean '{elsewhere[0]}{rest}'?)" if len(elsewhere) == 1 else "")
+                (f" (did you mean '{elsewhere[0]}{rest}'?)" if len(elsewhere) == 1 else "")
+                or did_you_mean(part, options, prefix=f"{where}." if where else "")
                 or f"; keys under '{where or '(top)'}': {', '.join(options) or 'none'}"
             )
             raise KeyLookupError(key, hint)
@@ -429,19 +446,24 @@ def lookup(tree: Mapping[str, Any] | ml_collections.ConfigDict, key: str) -> Any
     return value
 
 
-def _check_section(values: Mapping[str, Any], schema: Mapping[str, Any], prefix: str) -> None:
+def _check_section(
+    values: Mapping[str, Any], schema: Mapping[str, Any], prefix: str, root: Mapping[str, Any]
+) -> None:
+    """Every key of `values` (the section at `prefix` of the config `root`) is in `schema`
+    with its type. An unknown key is pointed at a key of the schema or of `root` (whose
+    `model.*` keys the schema does not hold)."""
     for key, value in values.items():
         path = f"{prefix}{key}"
         if key not in schema:
             try:
-                lookup(SCHEMA, path)
+                lookup(SCHEMA, path, also=(root,))
             except KeyLookupError as e:
                 raise ConfigError(f"config key '{path}' is unknown{e.hint}") from None
         spec = schema[key]
         if isinstance(spec, Mapping):
             if not isinstance(value, Mapping):
                 raise ConfigError(f"config key '{path}' must be a section (a ConfigDict)")
-            _check_section(value, spec, path + ".")
+            _check_section(value, spec, path + ".", root)
             continue
         _, types = spec
         types = types if isinstance(types, tuple) else (types,)
@@ -524,10 +546,16 @@ def _run_length_error(values: Mapping[str, Any]) -> str | None:
     or None; also None where `values` holds neither key (a partial config)."""
     if "total_steps" not in values or "num_epochs" not in values:
         return None
-    if bool(values["total_steps"]) == bool(values["num_epochs"]):
+    steps, epochs = values["total_steps"], values["num_epochs"]
+    if bool(steps) == bool(epochs):
+        fix = (
+            "to train by epochs, add --config.total_steps=0 (or by steps, --config.num_epochs=0)"
+            if steps
+            else "e.g. --config.total_steps=1000 or --config.num_epochs=10"
+        )
         return (
             "set exactly one of config keys 'total_steps' and 'num_epochs' to a positive value "
-            f"(got total_steps={values['total_steps']}, num_epochs={values['num_epochs']})"
+            f"(got total_steps={steps}, num_epochs={epochs:g}); {fix}"
         )
     return None
 
@@ -561,7 +589,10 @@ def fit_warmup(config: ml_collections.ConfigDict) -> None:
 
 
 def validate(
-    config: ml_collections.ConfigDict, num_devices: int | None, selecting: bool = True
+    config: ml_collections.ConfigDict,
+    num_devices: int | None,
+    selecting: bool = True,
+    given: Collection[str] = (),
 ) -> None:
     """Checks keys, types, choices and device divisibility; raises ConfigError naming the key.
     `num_devices=None` checks all but the divisibility: a job's first look at its config,
@@ -569,14 +600,17 @@ def validate(
     (restoring a trained run) skips the checks that only matter for a run about to train: that
     `best_metric` and `early_stopping.metric` are `val/` metrics (runs from before validation
     splits chose on `eval/` and keep that choice), and that no key is set to a value its
-    optimizer, schedule or another setting ignores (`_check_keys_apply`)."""
+    optimizer, schedule or another setting ignores (`_check_keys_apply`); `given`: the dotted
+    keys set on the command line, refused there when ignored even at their default value."""
     values = config.to_dict()
     for key in SCHEMA:
         if key not in values:
             raise ConfigError(
                 f"config key '{key}' is missing; start the config from ann.config.base()"
             )
-    _check_section({k: v for k, v in values.items() if k not in ("model", "task")}, SCHEMA, "")
+    _check_section(
+        {k: v for k, v in values.items() if k not in ("model", "task")}, SCHEMA, "", values
+    )
     if not isinstance(values["task"], Mapping):
         raise ConfigError("config key 'task' must be a section (a ConfigDict)")
     if not isinstance(values["model"], Mapping) or not values["model"].get("name"):
@@ -584,7 +618,7 @@ def validate(
             "config key 'model.name' is empty; set --config.model.name=cnn (or mlp, "
             "resnet, or package.module:ClassName)"
         )
-    _check_section({"name": values["model"]["name"]}, SCHEMA["model"], "model.")
+    _check_section({"name": values["model"]["name"]}, SCHEMA["model"], "model.", values)
     check_elements(values)
     if not values["data"]["name"]:
         raise ConfigError(
@@ -640,7 +674,7 @@ def validate(
         raise ConfigError("config key 'data.eval_splits' is empty; name at least one split")
     check_slices(values["report"]["slices"])
     if selecting:  # a run to train (a trained run's config.json is read as it was)
-        _check_keys_apply(values)
+        _check_keys_apply(values, given)
 
 
 # Keys read only under another key's setting: key -> (that key, the values under which it is
@@ -665,20 +699,27 @@ _READ_ONLY_WHEN = {
 _SET_EXAMPLES = {"early_stopping.metric": "val/loss", "init_from": "runs/NAME"}
 
 
-def _check_keys_apply(values: Mapping[str, Any]) -> None:
-    """Refuses a value that the setting it depends on (`_READ_ONLY_WHEN`) makes ignored."""
+def _check_keys_apply(values: Mapping[str, Any], given: Collection[str] = ()) -> None:
+    """Refuses a value that the setting it depends on (`_READ_ONLY_WHEN`) makes ignored: one
+    other than the key's default, or any value of a key in `given` (set on the command line:
+    `--config.optimizer.momentum=0.9` with adamw means the user expects momentum 0.9)."""
     for key, (decider, readers) in _READ_ONLY_WHEN.items():
         value, default = lookup(values, key), _default(key)
         value = tuple(value) if isinstance(value, list | tuple) else value
         setting = lookup(values, decider)
         read = setting in readers if readers else setting != _default(decider)
-        if value != default and not read:
+        if (value != default or key in given) and not read:
             fix = readers[0] if readers else _SET_EXAMPLES[decider]
             reset = f"'{default!r}'" if isinstance(default, tuple) else default
+            undo = (
+                f"drop --config.{key} or set"
+                if value == default
+                else f"set --config.{key}={reset} (its default) or"
+            )
             raise ConfigError(
                 f"config key '{key}'={value!r} has no effect with {decider}={setting!r} "
                 f"(read only {'by ' + ' and '.join(readers) if readers else 'when it is set'}); "
-                f"set --config.{key}={reset} (its default) or --config.{decider}={fix}"
+                f"{undo} --config.{decider}={fix}"
             )
     opt = values["optimizer"]
     if opt["name"] == "sgd" and opt["nesterov"] and not opt["momentum"]:

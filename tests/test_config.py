@@ -32,6 +32,10 @@ def test_shipped_configs_validate():
         (lambda c: c.update({"learning_rate": 0.1}), "(did you mean 'optimizer.learning_rate'?)"),
         (lambda c: c.optimizer.update({"beta2": 0.9}), "(did you mean 'optimizer.b2'?)"),
         (lambda c: c.update({"epochs": 3}), "'epochs' is unknown (did you mean 'num_epochs'?)"),
+        # An exact name one level off beats a near name at the level ('dropout' is not 'report').
+        (lambda c: c.update({"dropout": 0.2}), "'dropout' is unknown (did you mean 'model.drop"),
+        (lambda c: c.optimizer.update({"total_steps": 9}), "(did you mean 'total_steps'?)"),
+        (lambda c: c.update({"warmup_steps": 9}), "(did you mean 'optimizer.warmup_steps'?)"),
         (lambda c: c.update({"eval_batch_size": -8}), "'eval_batch_size' must be >= 0"),
         (lambda c: c.update({"batch_size": 30}), "not divisible by the 4 devices"),
         (lambda c: c.optimizer.update({"name": "adamm"}), "'optimizer.name' is 'adamm'; choose"),
@@ -319,6 +323,32 @@ def test_a_key_its_setting_ignores_is_refused(overrides, message):
     _set(config, "early_stopping.patience", 5)
     _set(config, "init_from_skip", ())
     config_lib.validate(config, num_devices=4)
+
+
+def test_an_ignored_key_given_at_its_default_is_refused_too():
+    """`--config.optimizer.momentum=0.9` with adam: the user expects momentum; the value is the
+    default, so only knowing it was given (`given`, the command line's keys) can tell."""
+    config = load_config("digits_mlp")  # adam
+    config_lib.validate(config, num_devices=4)  # momentum at its default, not given: fine
+    with pytest.raises(ConfigError) as e:
+        config_lib.validate(config, num_devices=4, given={"optimizer.momentum"})
+    assert str(e.value).endswith(
+        "drop --config.optimizer.momentum or set --config.optimizer.name=sgd"
+    ), str(e.value)
+    config_lib.validate(config, num_devices=4, given={"optimizer.b1"})  # read by adam
+
+
+def test_a_mistimed_run_length_names_the_fix():
+    config = load_config("digits_mlp")
+    config.num_epochs = 3  # total_steps still set by the file
+    with pytest.raises(ConfigError) as e:
+        config_lib.validate(config, num_devices=4)
+    assert "num_epochs=3)" in str(e.value) and "add --config.total_steps=0" in str(e.value)
+    # Once the data set gives the epochs' length, a warmup past it names num_epochs to raise.
+    config.total_steps, config.optimizer.warmup_steps = 0, 50
+    with pytest.raises(ConfigError) as e:
+        config_lib.check_ranges(config.to_dict(), total_steps=29)
+    assert "(total_steps=29; lower this or raise num_epochs)" in str(e.value), str(e.value)
 
 
 def test_a_shortened_run_fits_a_shipped_warmup():

@@ -294,6 +294,8 @@ def test_results_plot_shows_validation_and_test_apart(tmp_path):
     ]  # fmt: skip
     path = results.plot(str(tmp_path), info, rows)
     assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    # A decade of learning rates on a log axis (3e-4..3e-3 had a linear one); dropout stays.
+    assert results.log_axis([3e-4, 1e-3, 3e-3]) and not results.log_axis([0.1, 0.3, 0.5])
     text = results.markdown(str(tmp_path), info, rows, path)
     assert "(validation, ranked) and the test score" in text
 

@@ -183,6 +183,12 @@ def _number(text: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def log_axis(values: list[float]) -> bool:
+    """Whether swept values span a decade or more (all positive): learning rates and weight
+    decays are swept by factors (1e-4, 3e-4, 1e-3), and a linear axis crowds them at one end."""
+    return min(values) > 0 and max(values) / min(values) >= 10
+
+
 def plot(sweep_dir: str, info: dict, rows: list[dict]) -> str | None:
     """`results.png`: each trial's best validation value of the sweep's metric (what ranks the
     trials; filled markers) and its test value at that step (`eval/...`, reported only; hollow
@@ -198,6 +204,7 @@ def plot(sweep_dir: str, info: dict, rows: list[dict]) -> str | None:
         return None
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure  # no pyplot: no global state, no display needed
+    from matplotlib.ticker import NullFormatter
 
     chosen = _sorted(points, metric, mode)[0]
     cols = min(len(keys), 3)
@@ -217,8 +224,12 @@ def plot(sweep_dir: str, info: dict, rows: list[dict]) -> str | None:
             labels = list(dict.fromkeys(str(r.get(key)) for r in points))
             xs = [labels.index(str(r.get(key))) for r in points]
             ax.set_xticks(range(len(labels)), labels, rotation=20, fontsize=8)
-        elif min(xs) > 0 and max(xs) / min(xs) >= 50:
+        elif log_axis(xs):
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # 3x10^-4, 4x10^-4, ... overlapped
+            if len(set(xs)) <= 8:  # a grid's values, as the config wrote them
+                ax.set_xticks(sorted(set(xs)), [f"{x:g}" for x in sorted(set(xs))], fontsize=8)
+        ax.margins(x=0.12)  # no marker or tick label at the edge
         for status, style in (("done", "o"), ("pruned", "x")):
             sel = [(x, r) for x, r in zip(xs, points) if r["status"] == status]
             if not sel:

@@ -99,7 +99,8 @@ def build(
     experiment.setup(train_split)
     data_seconds = time.perf_counter() - data_start
     steps = total_steps(config, len(train_split))
-
+    # The schedule against the run's length, now known: a bound past it names num_epochs too.
+    config_lib.check_ranges(config.to_dict(), total_steps=steps)
     tx = optimizers.make(config.optimizer, steps, freeze=tuple(config.freeze))
     # Built on the devices, each holding only its shards (a model too big for one can start),
     # and only when no checkpoint is restored instead (Setup.state).
