@@ -33,19 +33,37 @@ def precision_recall_f1(matrix: np.ndarray) -> dict[str, np.ndarray]:
     return {"precision": precision, "recall": recall, "f1": f1, "support": matrix.sum(axis=1)}
 
 
+def average_ranks(x: np.ndarray) -> np.ndarray:
+    """The rank (1..n) of each value within its column of `x` [n, k], float64, tied values
+    sharing the average of their ranks; a column holding NaN is all NaN. The same numbers as
+    `scipy.stats.rankdata(x, axis=0)` (method "average", nan_policy "propagate"; the tests
+    compare them), written here because importing scipy.stats cost every training process
+    1.2-1.5 s on 2 cores for this one function (docs/benchmarks.md, "Issue 16, session 13").
+    All columns at once: one sort, then each tie group's first and last sorted position."""
+    x = np.asarray(x, np.float64)
+    order = np.argsort(x, axis=0, kind="stable")
+    ordered = np.take_along_axis(x, order, axis=0)
+    position = np.arange(len(x))[:, None]
+    starts = np.ones(x.shape, bool)
+    starts[1:] = ordered[1:] != ordered[:-1]
+    ends = np.ones(x.shape, bool)
+    ends[:-1] = starts[1:]
+    first = np.maximum.accumulate(np.where(starts, position, 0), axis=0)
+    last = np.minimum.accumulate(np.where(ends, position, len(x))[::-1], axis=0)[::-1]
+    ranks = np.empty_like(x)
+    np.put_along_axis(ranks, order, (first + last) / 2.0 + 1.0, axis=0)
+    ranks[:, np.isnan(x).any(axis=0)] = np.nan
+    return ranks
+
+
 def _column_aurocs(hits: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """AUROC of each column of `scores` [rows, k] against the bool `hits` [rows, k], from
     average ranks (Mann-Whitney U; ties count half); NaN for a column without both classes.
-    All columns are ranked in one `rankdata` call: its fixed cost (about 0.2-0.3 ms here), paid
-    per column, had been a third of the digits CNN's eval (docs/benchmarks.md, "Issue 16,
-    session 10")."""
+    All columns are ranked at once: a fixed cost paid per column had been a third of the
+    digits CNN's eval (docs/benchmarks.md, "Issue 16, session 10")."""
     positives = hits.sum(axis=0)
     negatives = len(hits) - positives
-    # Imported here: scipy.stats takes about 1 s to import, which a run's start-up (imports
-    # before the first step) would otherwise pay; the first eval pays it instead.
-    from scipy.stats import rankdata
-
-    ranks = rankdata(np.asarray(scores, np.float64), axis=0)
+    ranks = average_ranks(scores)
     u = np.where(hits, ranks, 0.0).sum(axis=0) - positives * (positives + 1) / 2
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where((positives > 0) & (negatives > 0), u / (positives * negatives), np.nan)
