@@ -296,8 +296,15 @@ def test_results_plot_shows_validation_and_test_apart(tmp_path):
     assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     # A decade of learning rates on a log axis (3e-4..3e-3 had a linear one); dropout stays.
     assert results.log_axis([3e-4, 1e-3, 3e-3]) and not results.log_axis([0.1, 0.3, 0.5])
+    rows[1]["final val/loss"], rows[1]["eval_extra/accuracy at best step"] = 0.3, 0.7
     text = results.markdown(str(tmp_path), info, rows, path)
     assert "(validation, ranked) and the test score" in text
+    # The table: what ranks and its test score; the other metrics only in results.csv.
+    header = next(line for line in text.splitlines() if line.startswith("| # |"))
+    assert header == (
+        "| # | trial | status | optimizer.learning_rate | best val/accuracy | "
+        "eval/accuracy at best step | best step |"
+    ), header
 
 
 @pytest.mark.slow

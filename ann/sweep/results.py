@@ -151,7 +151,13 @@ def markdown(sweep_dir: str, info: dict, rows: list[dict], plot: str | None) -> 
         f"Metric: {metric} ({mode}). Sorted best first.",
         "",
     ]
-    shown = [c for c in _columns(rows) if c != "command"]
+    # The ranking and what it rests on; every other metric (each eval split's at the best step,
+    # all at the end) is in results.csv: a table of them all ran to 28 columns.
+    swept = {k for t in info["trials"] for k in t["overrides"]}
+    name = metric.split("/", 1)[-1]
+    essential = {f"best {metric}", "best step", f"eval/{name} at best step", "steps"}
+    essential |= {"trial", "status", "early stop", "wall seconds", "error"} | swept
+    shown = [c for c in _columns(rows) if c in essential]
     lines.append("| # | " + " | ".join(shown) + " |")
     lines.append("|---|" + "---|" * len(shown))
     ranked = _sorted(rows, metric, mode)
@@ -166,6 +172,7 @@ def markdown(sweep_dir: str, info: dict, rows: list[dict], plot: str | None) -> 
             "",
             f"    {top['command']}",
         ]
+    lines += ["", "Every metric, at each trial's best step and at its end: results.csv."]
     if plot:
         lines += [
             "",
