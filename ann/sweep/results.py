@@ -245,11 +245,11 @@ def plot(sweep_dir: str, info: dict, rows: list[dict]) -> str | None:
             ax.scatter(*zip(*val), marker=style, color="C0", label=f"validation ({status})")
             tested = [(x, r[test]) for x, r in sel if isinstance(r.get(test), int | float)]
             if tested:
-                hollow = {"facecolors": "none"} if style == "o" else {}
+                # A hollow circle; an "x" has no face, only its colour (an edge colour warned).
+                look = {"facecolors": "none", "edgecolors": "C1"} if style == "o" else {}
                 ax.scatter(
-                    *zip(*tested), marker=style, edgecolors="C1", color="C1",
-                    label=f"test ({status})", **hollow,
-                )  # fmt: skip
+                    *zip(*tested), marker=style, color="C1", label=f"test ({status})", **look
+                )
         x = xs[points.index(chosen)]
         ax.scatter([x], [chosen[f"best {metric}"]], marker="*", s=220, color="C3", zorder=3,
                    label="chosen (best validation)")  # fmt: skip
