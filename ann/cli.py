@@ -256,7 +256,7 @@ def _bad_override(text: str) -> str:
                 key = match.group(2)
                 # The key's default, unless it is the range's "unset" value (total_steps=0).
                 allowed = config_lib.RANGES.get(key)
-                default = config_lib._default(key) if allowed else None
+                default = config_lib.default(key) if allowed else None
                 shown = default is not None and default not in allowed.also
                 example = f"; e.g. --config.{key}={default}" if shown else ""
                 return f"{match.group(1)} must be {wanted} (the key's type in the config){example}"

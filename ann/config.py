@@ -506,7 +506,7 @@ def check_elements(values: Mapping[str, Any]) -> None:
                 )
 
 
-def _default(path: str) -> Any:
+def default(path: str) -> Any:
     """The schema's default for `path` (None for keys of the open sections)."""
     try:
         spec = lookup(SCHEMA, path)
@@ -538,7 +538,7 @@ def check_ranges(config: Mapping[str, Any] | ml_collections.ConfigDict, **known:
         return new <= set(bad) - {path} - dependants and not _run_length_error(changed)
 
     resolve = _resolver(values, known)
-    RANGES[path].check(path, lookup(values, path), resolve, _default(path), accepts)
+    RANGES[path].check(path, lookup(values, path), resolve, default(path), accepts)
 
 
 def _run_length_error(values: Mapping[str, Any]) -> str | None:
@@ -704,16 +704,16 @@ def _check_keys_apply(values: Mapping[str, Any], given: Collection[str] = ()) ->
     other than the key's default, or any value of a key in `given` (set on the command line:
     `--config.optimizer.momentum=0.9` with adamw means the user expects momentum 0.9)."""
     for key, (decider, readers) in _READ_ONLY_WHEN.items():
-        value, default = lookup(values, key), _default(key)
+        value, unset = lookup(values, key), default(key)
         value = tuple(value) if isinstance(value, list | tuple) else value
         setting = lookup(values, decider)
-        read = setting in readers if readers else setting != _default(decider)
-        if (value != default or key in given) and not read:
+        read = setting in readers if readers else setting != default(decider)
+        if (value != unset or key in given) and not read:
             fix = readers[0] if readers else _SET_EXAMPLES[decider]
-            reset = f"'{default!r}'" if isinstance(default, tuple) else default
+            reset = f"'{unset!r}'" if isinstance(unset, tuple) else unset
             undo = (
                 f"drop --config.{key} or set"
-                if value == default
+                if value == unset
                 else f"set --config.{key}={reset} (its default) or"
             )
             raise ConfigError(
