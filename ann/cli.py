@@ -37,6 +37,7 @@ from typing import NoReturn
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from ann import config as config_lib
 from ann.config import SCHEMA, ConfigError
 from ann.config import file_in as config_file_in
 
@@ -68,9 +69,14 @@ def define_config(
     )
 
 
-def overridden(flag_values: flags.FlagValues = flags.FLAGS) -> set[str]:
-    """The config keys set by `--config.KEY=VALUE` on the command line (dotted)."""
-    return set(flag_values["config"].override_values)
+def unchanged_overrides(flag_values: flags.FlagValues = flags.FLAGS) -> set[str]:
+    """The `--config.KEY=VALUE` keys whose value the config file already held (the file read
+    again without them; `ann.config.unchanged_overrides`), for `ann.config.validate`."""
+    holder = flag_values["config"]
+    if not holder.override_values:
+        return set()
+    file_config = holder.parser.parse(config_flags.get_config_filename(holder))
+    return config_lib.unchanged_overrides(file_config, holder.override_values)
 
 
 def metric_order(names: Iterable[str]) -> list[str]:
@@ -251,8 +257,6 @@ def _bad_override(text: str) -> str:
     if match:
         for said, wanted in _CONVERSIONS.items():
             if match.group(3).startswith(said):
-                from ann import config as config_lib
-
                 key = match.group(2)
                 # The key's default, unless it is the range's "unset" value (total_steps=0).
                 allowed = config_lib.RANGES.get(key)

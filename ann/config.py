@@ -506,6 +506,26 @@ def check_elements(values: Mapping[str, Any]) -> None:
                 )
 
 
+def unchanged_overrides(
+    file_config: Mapping[str, Any] | ml_collections.ConfigDict, overrides: Mapping[str, Any]
+) -> set[str]:
+    """The dotted keys of `overrides` (`--config.KEY=VALUE`) whose value `file_config`, the
+    config file's own config, already holds: overrides that change nothing."""
+
+    def same(a: Any, b: Any) -> bool:
+        tuples = [tuple(x) if isinstance(x, list | tuple) else x for x in (a, b)]
+        return tuples[0] == tuples[1]
+
+    found = set()
+    for key, value in overrides.items():
+        try:
+            if same(lookup(file_config, key), value):
+                found.add(key)
+        except KeyError:  # a key the file does not set (model.norm): the override adds it
+            pass
+    return found
+
+
 def default(path: str) -> Any:
     """The schema's default for `path` (None for keys of the open sections)."""
     try:
@@ -592,7 +612,7 @@ def validate(
     config: ml_collections.ConfigDict,
     num_devices: int | None,
     selecting: bool = True,
-    given: Collection[str] = (),
+    unchanged: Collection[str] = (),
 ) -> None:
     """Checks keys, types, choices and device divisibility; raises ConfigError naming the key.
     `num_devices=None` checks all but the divisibility: a job's first look at its config,
@@ -600,8 +620,9 @@ def validate(
     (restoring a trained run) skips the checks that only matter for a run about to train: that
     `best_metric` and `early_stopping.metric` are `val/` metrics (runs from before validation
     splits chose on `eval/` and keep that choice), and that no key is set to a value its
-    optimizer, schedule or another setting ignores (`_check_keys_apply`); `given`: the dotted
-    keys set on the command line, refused there when ignored even at their default value."""
+    optimizer, schedule or another setting ignores (`_check_keys_apply`); `unchanged`: the
+    dotted keys the command line set to the value the config file already held
+    (`unchanged_overrides`), refused when ignored even at their default value."""
     values = config.to_dict()
     for key in SCHEMA:
         if key not in values:
@@ -674,7 +695,7 @@ def validate(
         raise ConfigError("config key 'data.eval_splits' is empty; name at least one split")
     check_slices(values["report"]["slices"])
     if selecting:  # a run to train (a trained run's config.json is read as it was)
-        _check_keys_apply(values, given)
+        _check_keys_apply(values, unchanged)
 
 
 # Keys read only under another key's setting: key -> (that key, the values under which it is
@@ -699,16 +720,18 @@ _READ_ONLY_WHEN = {
 _SET_EXAMPLES = {"early_stopping.metric": "val/loss", "init_from": "runs/NAME"}
 
 
-def _check_keys_apply(values: Mapping[str, Any], given: Collection[str] = ()) -> None:
+def _check_keys_apply(values: Mapping[str, Any], unchanged: Collection[str] = ()) -> None:
     """Refuses a value that the setting it depends on (`_READ_ONLY_WHEN`) makes ignored: one
-    other than the key's default, or any value of a key in `given` (set on the command line:
-    `--config.optimizer.momentum=0.9` with adamw means the user expects momentum 0.9)."""
+    other than the key's default, or a key in `unchanged`, set on the command line to what the
+    config file held (`--config.optimizer.momentum=0.9` with adamw: the user expects momentum
+    0.9). Setting a key the file had changed back to its default, the fix this message names,
+    is a change and passes."""
     for key, (decider, readers) in _READ_ONLY_WHEN.items():
         value, unset = lookup(values, key), default(key)
         value = tuple(value) if isinstance(value, list | tuple) else value
         setting = lookup(values, decider)
         read = setting in readers if readers else setting != default(decider)
-        if (value != unset or key in given) and not read:
+        if (value != unset or key in unchanged) and not read:
             fix = readers[0] if readers else _SET_EXAMPLES[decider]
             reset = f"'{unset!r}'" if isinstance(unset, tuple) else unset
             undo = (

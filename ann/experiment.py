@@ -12,6 +12,7 @@ user's `package.module:ClassName`.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Collection
 from typing import Any, Protocol
 
 import jax
@@ -115,11 +116,14 @@ def get(name: str) -> type:
     return cls
 
 
-def check_config(config: ml_collections.ConfigDict, num_devices: int) -> Experiment:
+def check_config(
+    config: ml_collections.ConfigDict, num_devices: int, unchanged: Collection[str] = ()
+) -> Experiment:
     """Everything a command can check before it reads data: the config's keys, types, choices
-    and ranges (`ann.config.validate`, the batch against `num_devices`), the model's arguments,
-    their ranges and dtypes (`ann.models.check_config`), and the experiment's `task.*`
-    settings. Returns the experiment, built from the config; raises ConfigError."""
-    config_lib.validate(config, num_devices)
+    and ranges (`ann.config.validate`, the batch against `num_devices`, `unchanged` overrides),
+    the model's arguments, their ranges and dtypes (`ann.models.check_config`), and the
+    experiment's `task.*` settings. Returns the experiment, built from the config; raises
+    ConfigError."""
+    config_lib.validate(config, num_devices, unchanged=unchanged)
     models.check_config(config)
     return get(config.experiment)(config)

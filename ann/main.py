@@ -45,7 +45,7 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     # JAX and the training code are imported once the flags and the config's keys are checked:
     # `--help` and a mistyped flag or key answer without them (0.3 s instead of 3 s).
-    config_lib.validate(FLAGS.config, num_devices=None, given=cli.overridden(FLAGS))
+    config_lib.validate(FLAGS.config, num_devices=None, unchanged=cli.unchanged_overrides(FLAGS))
     import jax
 
     from ann import parallel

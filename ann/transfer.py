@@ -23,7 +23,7 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     # A config about to be trained (what it would load and freeze): every check `ann train` makes
     # before importing JAX, so an override it would refuse is refused here too.
-    config_lib.validate(FLAGS.config, num_devices=None, given=cli.overridden(FLAGS))
+    config_lib.validate(FLAGS.config, num_devices=None, unchanged=cli.unchanged_overrides(FLAGS))
     from ann.train import transfer
 
     print("\n".join(transfer.describe(FLAGS.config)))

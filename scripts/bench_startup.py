@@ -190,7 +190,7 @@ def _warm_overrides() -> list[str]:
         warm(argv)
         warm.config.total_steps = FLAGS.steps
         config_lib.fit_warmup(warm.config)
-        config_lib.validate(warm.config, num_devices=None)
+        config_lib.validate(warm.config, num_devices=None, unchanged=cli.unchanged_overrides(warm))
     except (flags.Error, config_lib.ConfigError, AttributeError, KeyError, ValueError) as e:
         raise cli.FlagError(f"--warm_override: {cli.one_line(e, extra)}") from None
     return extra

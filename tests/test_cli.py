@@ -247,6 +247,23 @@ def test_the_console_script_is_declared():
             "error: --config.total_steps=abc must be an integer",
         ),
         (
+            ["train", "--config=configs/digits_cnn.py", "--workdir=W", "--config.batch_size=abc"],
+            "error: --config.batch_size=abc must be an integer (the key's type in the config); "
+            "e.g. --config.batch_size=128",
+        ),
+        # adamw ignores momentum: an override to the value the file holds changes nothing.
+        (
+            [
+                "train",
+                "--config=configs/digits_cnn.py",
+                "--workdir=W",
+                "--config.optimizer.momentum=0.9",
+            ],
+            "error: config key 'optimizer.momentum'=0.9 has no effect with optimizer.name="
+            "'adamw' (read only by sgd); drop --config.optimizer.momentum or set "
+            "--config.optimizer.name=sgd",
+        ),
+        (
             [
                 "train",
                 "--config=configs/digits_cnn.py",

@@ -325,17 +325,31 @@ def test_a_key_its_setting_ignores_is_refused(overrides, message):
     config_lib.validate(config, num_devices=4)
 
 
-def test_an_ignored_key_given_at_its_default_is_refused_too():
+def test_an_ignored_key_set_to_what_the_file_holds_is_refused_and_the_named_fix_passes():
     """`--config.optimizer.momentum=0.9` with adam: the user expects momentum; the value is the
-    default, so only knowing it was given (`given`, the command line's keys) can tell."""
+    default, so only knowing the override changed nothing (`unchanged_overrides`) can tell.
+    Setting a key the file had changed back to its default, the fix the message names, is a
+    change and must pass."""
     config = load_config("digits_mlp")  # adam
     config_lib.validate(config, num_devices=4)  # momentum at its default, not given: fine
+    unchanged = config_lib.unchanged_overrides(
+        load_config("digits_mlp"), {"optimizer.momentum": 0.9}
+    )
+    assert unchanged == {"optimizer.momentum"}
     with pytest.raises(ConfigError) as e:
-        config_lib.validate(config, num_devices=4, given={"optimizer.momentum"})
+        config_lib.validate(config, num_devices=4, unchanged=unchanged)
     assert str(e.value).endswith(
         "drop --config.optimizer.momentum or set --config.optimizer.name=sgd"
     ), str(e.value)
-    config_lib.validate(config, num_devices=4, given={"optimizer.b1"})  # read by adam
+    config_lib.validate(config, num_devices=4, unchanged={"optimizer.b1"})  # read by adam
+    file_config = load_config("digits_mlp")
+    file_config.early_stopping.patience = 3  # without early_stopping.metric: ignored
+    with pytest.raises(ConfigError, match="set --config.early_stopping.patience=5 \\(its default"):
+        config_lib.validate(file_config, num_devices=4)
+    fixed = {"early_stopping.patience": 5}
+    assert config_lib.unchanged_overrides(file_config, fixed) == set()
+    file_config.early_stopping.patience = 5
+    config_lib.validate(file_config, num_devices=4, unchanged=set())
 
 
 def test_a_mistimed_run_length_names_the_fix():

@@ -139,6 +139,12 @@ def test_tpe_space_from_the_same_definition():
         ("return h.uniform('model.dropout', 0, 1)", r"wrap it in h.random\(n, ...\)"),
         ("return h.sweep('optimizer.name', ['adam', 'adamx'])", "trial name=adamx: .*adamx"),
         ("return h.sweep('total_steps', [2.5])", "trial total_steps=2.5: .*invalid literal"),
+        # adam ignores momentum: a trial that sets it, even to the file's value, is refused up
+        # front as `ann train` would refuse it, not once it is launched.
+        (
+            "return h.sweep('optimizer.momentum', [0.9])",
+            "trial momentum=0.9: config key 'optimizer.momentum'=0.9 has no effect",
+        ),
         (
             "return h.product(h.sweep('seed', [1]), h.sweep('seed', [2]))",
             "'seed' is swept twice",

@@ -82,6 +82,7 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     check_flags(FLAGS.workdir, FLAGS.model, FLAGS.step, FLAGS.split)
     from ann.report import write  # JAX, matplotlib: after the flags are known to be good
+
     if FLAGS.out:
         cli.check_out("out", FLAGS.out)  # before anything is restored
         write.check_out(FLAGS.out)

@@ -54,8 +54,7 @@ def load(config: str, fixed: Overrides) -> Definition:
             f"{path}: get_sweep(h) returned {node!r}; return h.sweep(...), h.product(...), "
             "h.zip(...) or h.random(...)"
         )
-    base = parse(config, fixed)
-    check_config(base)
+    base = checked(config, fixed)
     space.check_keys(node, base, path)
     overlap = sorted(set(node.keys()) & set(fixed))
     if overlap:
@@ -80,19 +79,23 @@ def parse(config: str, overrides: Overrides) -> ml_collections.ConfigDict:
     return values["config"].value
 
 
-def check_config(config: ml_collections.ConfigDict) -> None:
-    """What ann.main checks before it reads data (`ann.experiment.check_config`), on one device:
-    a trial's devices are not known here. Raises ConfigError."""
+def checked(config: str, overrides: Overrides) -> ml_collections.ConfigDict:
+    """The config `ann train` would build from `config` and `overrides` (`parse`), after the
+    checks it makes before reading data (`ann.experiment.check_config`, on one device: a
+    trial's devices are not known here), overrides that change nothing included
+    (`ann.config.unchanged_overrides`). Raises SweepError or ConfigError."""
     from ann import experiment  # imports JAX; only a sweep that runs needs it
 
-    experiment.check_config(config, num_devices=1)
+    built = parse(config, overrides)
+    unchanged = config_lib.unchanged_overrides(parse(config, {}), overrides)
+    experiment.check_config(built, num_devices=1, unchanged=unchanged)
+    return built
 
 
 def check_trial(definition: Definition, trial: Trial) -> str:
     """Validates the trial's full config (types, choices, ranges); returns its config JSON."""
     try:
-        config = parse(definition.config, {**definition.fixed, **trial.overrides})
-        check_config(config)
+        config = checked(definition.config, {**definition.fixed, **trial.overrides})
     except (SweepError, config_lib.ConfigError) as e:
         raise SweepError(f"trial {trial.name}: {e}; fix the value in get_sweep") from None
     return config_lib.to_json(config)
