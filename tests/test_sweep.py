@@ -177,6 +177,11 @@ def test_cli_errors_are_one_line(tmp_path):
     ]
     proc = sweep_cli(f"--config={ROOT / 'configs' / 'digits_cnn.py'}", f"--workdir={tmp_path}")
     assert proc.returncode == 1 and "has no get_sweep(h); add one" in proc.stderr
+    # A trial refused up front leaves no workdir (it had left one holding a lock file).
+    path = write_config(tmp_path, "return h.sweep('optimizer.momentum', [0.9, 0.5])")
+    proc = sweep_cli(f"--config={path}", f"--workdir={tmp_path / 'refused'}")
+    assert proc.returncode == 1 and "has no effect" in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "refused").exists()
 
 
 def test_the_objective_must_be_a_validation_metric(tmp_path):

@@ -172,7 +172,9 @@ def emit_grid(definition: definition_lib.Definition, metric: str, mode: str) -> 
 
 def run_here(definition: definition_lib.Definition, metric: str, mode: str) -> None:
     """Runs the grid or the TPE study with the local launcher, holding the workdir's lock,
-    and prints the results table."""
+    and prints the results table. A grid's trials are checked before the workdir is made, so
+    a refused one leaves nothing behind (a TPE study chooses its trials as it goes)."""
+    prepared = grid.prepare(definition, FLAGS.workdir) if FLAGS.search == "grid" else None
     lock = _lock(FLAGS.workdir)
     try:
         if FLAGS.search == "tpe":
@@ -196,6 +198,7 @@ def run_here(definition: definition_lib.Definition, metric: str, mode: str) -> N
                 mode,
                 parallel=FLAGS.parallel,
                 retry_failed=FLAGS.retry_failed,
+                prepared=prepared,
             )
     finally:
         lock.close()

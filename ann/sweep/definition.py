@@ -97,5 +97,7 @@ def check_trial(definition: Definition, trial: Trial) -> str:
     try:
         config = checked(definition.config, {**definition.fixed, **trial.overrides})
     except (SweepError, config_lib.ConfigError) as e:
-        raise SweepError(f"trial {trial.name}: {e}; fix the value in get_sweep") from None
+        raise SweepError(
+            f"trial {trial.name}: {e}; change get_sweep (or the sweep's --config flags)"
+        ) from None
     return config_lib.to_json(config)

@@ -41,9 +41,11 @@ def run(
     parallel: int = 1,
     retry_failed: bool = False,
     log: Callable[[str], None] = print,
+    prepared: tuple[list[Trial], list[str]] | None = None,
 ) -> str:
-    """Runs the sweep (resuming it); returns the results table as markdown."""
-    trials, configs = prepare(definition, sweep_dir)
+    """Runs the sweep (resuming it); returns the results table as markdown. `prepared`: what
+    `prepare` returned, when the caller checked the trials before making the workdir."""
+    trials, configs = prepared or prepare(definition, sweep_dir)
     results.write_sweep_file(
         sweep_dir, results.sweep_info(definition, "grid", metric, mode, trials)
     )
