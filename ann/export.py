@@ -126,14 +126,18 @@ def sample_rows(rows: int, size: int = SAMPLE_ROWS, seed: int = SAMPLE_SEED) -> 
 
 
 def _predict_all(call: Any, weights: dict, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The exported function on every row of `inputs`, PREDICT_BATCH rows at a time."""
+    """The exported function on every row of `inputs`, PREDICT_BATCH rows at a time (fewer
+    when there are fewer rows). The last chunk is padded with copies of its last row to the
+    same size, so `call` (jitted) compiles once."""
     import jax
 
     rows = len(next(iter(inputs.values())))
-    outputs = [
-        jax.device_get(call(weights, {k: v[i : i + PREDICT_BATCH] for k, v in inputs.items()}))
-        for i in range(0, rows, PREDICT_BATCH)
-    ]
+    size = min(rows, PREDICT_BATCH)
+    outputs = []
+    for start in range(0, rows, size):
+        index = np.minimum(np.arange(start, start + size), rows - 1)
+        got = jax.device_get(call(weights, {k: v[index] for k, v in inputs.items()}))
+        outputs.append({k: v[: rows - start] for k, v in got.items()})
     return {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
 
 
@@ -215,13 +219,15 @@ def _signature_json(signature: dict[str, dict[str, Any]]) -> dict[str, dict[str,
     return {k: {**v, "shape": [-1, *v["shape"]]} for k, v in signature.items()}
 
 
-def _check_agrees(experiment: Any, model: Any, inputs: dict, exported: dict) -> None:
-    """The exported graph's outputs on `inputs` must be the training code's (its predict, the
-    temperature included), or nothing is written: raises AssertionError naming the output."""
+def _check_agrees(infer: Any, weights: dict, inputs: dict, exported: dict) -> None:
+    """The exported graph's outputs on `inputs` must be the training code's (`infer`: its
+    predict, the temperature included, compiled apart from the export), or nothing is written:
+    raises AssertionError naming the output."""
     import jax
 
     sample = {k: v[:PREDICT_BATCH] for k, v in inputs.items()}
-    expected = jax.device_get(experiment.predict(model, sample))
+    # Jitted: run eagerly, a decoder's predict compiled each of its ~1,000 ops on its own (8 s).
+    expected = jax.device_get(jax.jit(infer)(weights, sample))
     for k, v in expected.items():
         # float32 round-off of two compilations grows with the outputs' scale (a forecast in
         # the data's units, ~10, differs by ~5e-6 where it crosses zero): atol scales with it.
@@ -286,7 +292,7 @@ def export(
     ref_inputs = {k: rows[k] for k in input_signature}
     call = jax.jit(exported.call)
     ref_outputs = _predict_all(call, weights, ref_inputs)
-    _check_agrees(experiment, model, ref_inputs, ref_outputs)
+    _check_agrees(infer, weights, ref_inputs, ref_outputs)
     reference = reference_statistics(ref_inputs, ref_outputs, output_signature)
     reference["sample"], sample = reference_sample(
         train, dc.train_split, list(input_signature), call, weights, ref_outputs

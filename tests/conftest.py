@@ -22,11 +22,17 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session", autouse=True)
-def data_dir(tmp_path_factory):
-    """Every test (and subprocess) reads data sets from one session directory."""
-    path = str(tmp_path_factory.mktemp("tensorflow_datasets"))
-    os.environ["TFDS_DATA_DIR"] = path
-    return path
+def data_dir(tmp_path_factory, worker_id):
+    """Every test (and subprocess) reads data sets from one session directory, shared by the
+    session's xdist workers (their base directories' parent), so each set is built once: a
+    worker that needs a set another is building waits for it (ann.data.sources locks builds)."""
+    root = tmp_path_factory.getbasetemp()
+    if worker_id != "master":
+        root = root.parent
+    path = root / "tensorflow_datasets"
+    path.mkdir(exist_ok=True)
+    os.environ["TFDS_DATA_DIR"] = str(path)
+    return str(path)
 
 
 def load_config(name: str, arg: str | None = None):

@@ -182,6 +182,14 @@ def test_cli_errors_are_one_line(tmp_path):
     proc = sweep_cli(f"--config={path}", f"--workdir={tmp_path / 'refused'}")
     assert proc.returncode == 1 and "has no effect" in proc.stderr, proc.stderr[-2000:]
     assert not (tmp_path / "refused").exists()
+    # A study draws its trials as it goes: a range whose end the config refuses (dropout 1.0)
+    # is refused before the study's workdir exists, naming that end's trial.
+    path = write_config(tmp_path, "return h.uniform('model.dropout', 0.0, 1.0)")
+    proc = sweep_cli(f"--config={path}", f"--workdir={tmp_path / 'tpe'}", "--search=tpe")
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    refused = "error: trial dropout=1: config key 'model.dropout' must be in [0, 1), got 1.0"
+    assert proc.stderr.strip().splitlines()[-1].startswith(refused), proc.stderr[-2000:]
+    assert not (tmp_path / "tpe").exists()
 
 
 def test_the_objective_must_be_a_validation_metric(tmp_path):

@@ -173,8 +173,13 @@ def emit_grid(definition: definition_lib.Definition, metric: str, mode: str) -> 
 def run_here(definition: definition_lib.Definition, metric: str, mode: str) -> None:
     """Runs the grid or the TPE study with the local launcher, holding the workdir's lock,
     and prints the results table. A grid's trials are checked before the workdir is made, so
-    a refused one leaves nothing behind (a TPE study chooses its trials as it goes)."""
-    prepared = grid.prepare(definition, FLAGS.workdir) if FLAGS.search == "grid" else None
+    a refused one leaves nothing behind; a TPE study chooses its trials as it goes, so the
+    trials at its space's ends are checked instead (`search.check_space`)."""
+    prepared = None
+    if FLAGS.search == "grid":
+        prepared = grid.prepare(definition, FLAGS.workdir)
+    else:
+        search.check_space(definition)
     lock = _lock(FLAGS.workdir)
     try:
         if FLAGS.search == "tpe":

@@ -233,3 +233,30 @@ class Search:
             return
         name = best.user_attrs.get("name")
         self.log(f"best: trial {best.number} ({name}), {self.metric} {best.value:.4f}")
+
+
+def check_space(definition: Definition) -> None:
+    """Checks, before a study or its workdir exists, the trials at the ends of the space:
+    each searched parameter at each end of its range (every value of a categorical one), the
+    others at their lowest or first value. A study draws its trials as it goes, so a value the
+    config refuses would otherwise surface only as a failed trial in a workdir already made.
+    Raises SweepError naming the trial, as `definition.check_trial` does."""
+    params, fixed = space.params(definition.node)
+    first = {p.name: _ends(p.distribution)[0] for p in params}
+    seen: set[str] = set()
+    for p in params:
+        for value in _ends(p.distribution):
+            overrides = dict(fixed)
+            for name, v in {**first, p.name: value}.items():
+                overrides.update(next(q.decode for q in params if q.name == name)(v))
+            name = trials_lib.names([overrides])[0]
+            if name not in seen:
+                seen.add(name)
+                definition_lib.check_trial(definition, definition.trial(name, overrides, ""))
+
+
+def _ends(distribution: Any) -> list[Any]:
+    """The values at the ends of an Optuna distribution: low and high of a range, every
+    choice of a categorical one."""
+    choices = getattr(distribution, "choices", None)
+    return list(choices) if choices is not None else [distribution.low, distribution.high]
