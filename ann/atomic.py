@@ -72,6 +72,8 @@ def why_not_creatable(path: str) -> str | None:
     """Why the directory `path` cannot be used or created (what follows its name in a message:
     "is a file, not a directory", "cannot be created: PARENT is a file", ...), or None when it
     can. Creates nothing."""
+    if not path.strip():  # abspath would make it the current directory
+        return "is empty: give a directory"
     path = os.path.abspath(path)
     if os.path.exists(path) and not os.path.isdir(path):
         return "is a file, not a directory"

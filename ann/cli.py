@@ -12,8 +12,9 @@ constructor arguments, `task.*` experiment settings).
 
 - `--help` (`-h`, `--helpshort`; `--helpfull` for every library's flags too) prints the job's
   description and its own flags, `--config` included, on stdout and exits 0;
-- a missing required flag, a bad flag or override, a config file's unknown variant
-  (`configs/NAME.py:ARG`), or a user mistake raised while the job runs is one `error: ...`
+- a missing required flag, a bad flag or override, a stray argument, a config file's unknown
+  variant (`configs/NAME.py:ARG`) or failing code (its line named), or a user mistake raised
+  while the job runs is one `error: ...`
   line on stderr and exit status 1, naming what to type where a near miss is likely (an
   unknown flag that is a config key or close to the job's own, a config file's near name, a
   number key given text); a bug keeps its traceback;
@@ -31,6 +32,7 @@ import logging as py_logging
 import os
 import re
 import sys
+import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import NoReturn
 
@@ -180,9 +182,9 @@ def _missing_flags(error: BaseException) -> str | None:
 def parse_flags(argv: list[str]) -> list[str]:
     """absl's flag parsing for `app.run`, where a bad flag or override prints one line and
     exits 1, and `--help` exits 0 (see the module docstring). A config file whose own code
-    fails keeps its traceback (ml_collections puts it in the message), since that is a bug to
-    read in the file, not a flag to fix; a ConfigError it raises (an unknown variant) is one
-    line."""
+    fails (a syntax error, a failed import, an error in get_config) is one line naming the
+    file's line and the error (`_config_code_error`); a ConfigError it raises (an unknown
+    variant) is one line too."""
     for arg in argv[1:]:
         if arg == "--":
             break
@@ -199,15 +201,48 @@ def parse_flags(argv: list[str]) -> list[str]:
         if raised is not None:
             given = re.match(r"flag --config=(.*?): Error whilst", str(e))
             fail(f"--config={given.group(1) if given else '?'}: {raised}")
-        if "Error whilst parsing config file" in str(e):
-            fail(str(e))
-        fail(_bad_override(one_line(e, argv)))
+        fail(_config_code_error(e, argv) or _bad_override(one_line(e, argv)))
+    except (NameError, ImportError, SyntaxError, ArithmeticError, AssertionError) as e:
+        message = _config_code_error(e, argv)
+        if message is None:
+            raise  # not the config file's: a bug to read with its traceback
+        fail(message)
     if "config" in flags.FLAGS and flags.FLAGS["config"].present:
         # ml_collections defers a missing file's error to the config's first use.
         path = config_flags.get_config_filename(flags.FLAGS["config"]).partition(":")[0]
         if not os.path.isfile(path):
             fail(f"--config={path}: no such file{_near_files(path)}")
     return rest
+
+
+def _config_code_error(error: BaseException, argv: Sequence[str]) -> str | None:
+    """One line for an exception the `--config` file's own code raised (a syntax error, a
+    failed import, an error in get_config), naming the file's line: "--config=PATH line N:
+    NameError: ...; fix the config file"; and for a file without get_config, what to add.
+    None when the error did not come from the config file."""
+    given = [a.split("=", 1)[1] for a in argv[1:] if a.startswith("--config=")]
+    if not given:
+        return None
+    path = given[-1].partition(":")[0]
+    if isinstance(error, AttributeError) and "attribute 'get_config'" in str(error):
+        return (
+            f"--config={path} has no get_config(); define get_config() returning the "
+            "ml_collections.ConfigDict to train (as configs/digits_cnn.py does)"
+        )
+    target = os.path.realpath(path)
+    while error is not None:  # absl re-raises what get_config raised as a flag error
+        if isinstance(error, SyntaxError) and os.path.realpath(error.filename or "") == target:
+            line, text = error.lineno, error.msg
+            break
+        tb = traceback.extract_tb(error.__traceback__)
+        frames = [f for f in tb if os.path.realpath(f.filename) == target]
+        if frames:
+            line, text = frames[-1].lineno, one_line(error)
+            break
+        error = error.__cause__ or error.__context__
+    else:
+        return None
+    return f"--config={path} line {line}: {type(error).__name__}: {text}; fix the config file"
 
 
 def _unknown_flag(error: flags.UnrecognizedFlagError) -> str:
@@ -281,6 +316,18 @@ def _near_files(path: str) -> str:
 class FlagError(ValueError):
     """A command-line flag's value is wrong; the message names the flag and the fix. `run`
     prints it as one line (like a ConfigError), whichever job raises it."""
+
+
+def check_no_arguments(args: Sequence[str]) -> None:
+    """Raises FlagError when a command that takes flags only is given other words (`args`, the
+    command line after the job's name): most often the rest of an unquoted value with spaces
+    (`--prompt=Return the` leaves `the`)."""
+    if args:
+        words = " ".join(repr(a) for a in args)
+        raise FlagError(
+            f"unexpected argument{'s' if len(args) > 1 else ''} {words}: this command takes "
+            'flags only (--name=value); quote a value that has spaces: --name="two words"'
+        )
 
 
 def check_trained_run(workdir: str, step: str) -> None:

@@ -38,7 +38,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 from ann import artifact, atomic
 
@@ -431,13 +431,12 @@ def check_flags(workdir: str, out: str, step: str, name: str | None, platforms: 
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    from ann import cli
+
+    cli.check_no_arguments(argv[1:])
     check_flags(FLAGS.workdir, FLAGS.out, FLAGS.step, FLAGS.name, FLAGS.platforms)
     step: int | str = int(FLAGS.step) if FLAGS.step.isdigit() else FLAGS.step
     manifest = export(FLAGS.workdir, FLAGS.out, step, FLAGS.name, FLAGS.platforms)
-    from ann import cli
-
     shown = cli.metrics_line(manifest["metrics"])
     print(
         f"exported {manifest['name']} (step {manifest['source']['step']}, "

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 
-from absl import app, flags
+from absl import flags
 
 FLAGS = flags.FLAGS
 
@@ -74,13 +74,13 @@ def check_flags(f: flags.FlagValues) -> str:
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    from ann import cli
+
+    cli.check_no_arguments(argv[1:])
     check_flags(FLAGS)
     import jax
     import jax.numpy as jnp
 
-    from ann import cli
     from ann.decoding import beam_search, sample
     from ann.train.build import restore_model
 

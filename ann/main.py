@@ -13,7 +13,7 @@ import gc
 if __name__ == "__main__":  # `ann train`: no garbage collection from here to the first step
     gc.disable()  # (the imports in main are most of a warm start; ann/train/startup.py)
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from ann import cli
 from ann import config as config_lib
@@ -41,8 +41,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    cli.check_no_arguments(argv[1:])
     # JAX and the training code are imported once the flags and the config's keys are checked:
     # `--help` and a mistyped flag or key answer without them (0.3 s instead of 3 s).
     config_lib.validate(FLAGS.config, num_devices=None, unchanged=cli.unchanged_overrides(FLAGS))

@@ -10,7 +10,7 @@ The flags and the config's keys are checked before JAX is imported and the model
 
 from __future__ import annotations
 
-from absl import app, flags
+from absl import flags
 
 from ann import cli
 from ann import config as config_lib
@@ -19,8 +19,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    cli.check_no_arguments(argv[1:])
     # A config about to be trained (what it would load and freeze): every check `ann train` makes
     # before importing JAX, so an override it would refuse is refused here too.
     config_lib.validate(FLAGS.config, num_devices=None, unchanged=cli.unchanged_overrides(FLAGS))

@@ -281,12 +281,46 @@ def test_the_console_script_is_declared():
             ["registry", "lst"],
             "error: unknown registry command 'lst'; did you mean `ann registry list`?",
         ),
+        # A stray word (the rest of an unquoted value) printed the whole help page.
+        (
+            ["generate", "--workdir=W", "--prompt=Return", "the"],
+            "error: unexpected argument 'the': this command takes flags only (--name=value); "
+            'quote a value that has spaces: --name="two words"',
+        ),
+        (
+            ["export", "--workdir=W", "--out=W", "a", "b"],
+            "error: unexpected arguments 'a' 'b': this command takes flags only",
+        ),
     ],
 )
 def test_mistakes_on_the_command_line_are_one_line(tmp_path, args, message):
     args = [a.replace("=W", f"={tmp_path / 'run'}") for a in args]
     line = one_line_error(ann(*args))
     assert line.startswith(message), line
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_config_file_whose_code_fails_is_one_line_naming_its_line(tmp_path):
+    # Each printed a traceback of 50-60 lines; a file without get_config named ml_collections'
+    # internal module ("module 'config_config' has no attribute 'get_config'").
+    files = {
+        "syntax.py": ("def get_config(:\n", "line 1: SyntaxError: invalid syntax"),
+        "name.py": (
+            "def get_config():\n    return undefined\n",
+            "line 2: NameError: name 'undefined' is not defined",
+        ),
+        "value.py": (
+            "import ml_collections\n\ndef get_config():\n    raise ValueError('no data')\n",
+            "line 4: ValueError: no data",
+        ),
+        "imports.py": ("import not_a_module_xyz\n", "line 1: ModuleNotFoundError: No module"),
+        "empty.py": ("X = 1\n", "has no get_config(); define get_config() returning the"),
+    }
+    for name, (code, message) in files.items():
+        path = tmp_path / name
+        path.write_text(code)
+        line = one_line_error(ann("train", f"--config={path}", f"--workdir={tmp_path / 'run'}"))
+        assert line.startswith(f"error: --config={path} {message}"), line
     assert not (tmp_path / "run").exists()
 
 

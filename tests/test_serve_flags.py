@@ -48,7 +48,7 @@ BAD = [
     (["--admin_token=same", "--token=same"], "admin_token: expected a token other than --token"),
     (["--admin_token_file=/nonexistent/a"], "--admin_token_file=/nonexistent/a: cannot read it"),
     (["--admin_token_file=/dev/null", "--admin_token=x"], "--admin_token_file and --admin_token"),
-    (["stray"], "unexpected arguments: stray"),
+    (["stray"], "unexpected argument 'stray': this command takes flags only"),
 ]
 
 

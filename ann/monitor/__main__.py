@@ -101,8 +101,7 @@ def drift(args: list[str]) -> None:
     from ann.monitor.request_log import read_traffic
     from ann.report.write import check_out
 
-    if args:
-        raise cli.FlagError(f"unexpected arguments: {' '.join(args)}; drift takes flags only")
+    cli.check_no_arguments(args)
     if not FLAGS.model or not FLAGS.requests:
         raise cli.FlagError("drift needs --model (an export or models:/ URI) and --requests=FILE")
     for path in FLAGS.requests:  # before the model is loaded

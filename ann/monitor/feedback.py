@@ -129,8 +129,7 @@ def feedback(args: list[str]) -> None:
     joined; one `error: ...` line and exit 1 for a bad flag, file or refused batch."""
     from ann import cli
 
-    if args:
-        raise cli.FlagError(f"unexpected arguments: {' '.join(args)}; feedback takes flags only")
+    cli.check_no_arguments(args)
     if not FLAGS.model or not FLAGS.labels:
         raise cli.FlagError(
             "feedback needs --model (the served model's name) and --labels=FILE.jsonl"

@@ -14,7 +14,7 @@ from __future__ import annotations
 import difflib
 import os
 
-from absl import app, flags
+from absl import flags
 
 from ann import cli
 from ann.report import collect
@@ -78,8 +78,7 @@ def default_out(identity: dict) -> str:
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    cli.check_no_arguments(argv[1:])
     check_flags(FLAGS.workdir, FLAGS.model, FLAGS.step, FLAGS.split)
     from ann.report import write  # JAX, matplotlib: after the flags are known to be good
 

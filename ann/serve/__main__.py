@@ -99,8 +99,7 @@ def ensure_file_descriptors(needed: int) -> None:
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        cli.fail(f"unexpected arguments: {' '.join(argv[1:])} (flags are --name=value)")
+    cli.check_no_arguments(argv[1:])
     settings = settings_from_flags()
     from ann import artifact
     from ann.registry import RegistryError

@@ -15,7 +15,7 @@ import fcntl
 import os
 import sys
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from ann import cli
@@ -101,8 +101,7 @@ def _lock(sweep_dir: str):
 
 def sweep(argv: list[str]) -> None:
     """`ann sweep`: summarize a sweep, or load its definition and emit, list or run it."""
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    cli.check_no_arguments(argv[1:])
     if FLAGS.summarize:
         print(results.write(FLAGS.summarize), end="")
         return

@@ -33,7 +33,7 @@ def check(workdir: str) -> None:
     why = atomic.why_not_creatable(workdir)
     if why:
         raise WorkdirError(
-            f"workdir {workdir} {why}; choose another --workdir (a directory, created if "
+            f"workdir {workdir!r} {why}; choose another --workdir (a directory, created if "
             "missing)" + (" or fix the permissions" if "permission" in why else "")
         )
 
