@@ -24,8 +24,8 @@ def sample(
 ) -> jax.Array:
     """Continues `prompt` [b, p] (int ids, no padding) by `num_tokens` ids from a causal LM.
 
-    Each id is drawn from softmax(logits / temperature) over the `top_k` most likely ids (0 = all);
-    temperature 0 is greedy. Returns [b, p + num_tokens].
+    Each id is drawn from softmax(logits / temperature) over the `top_k` most likely ids (0, or
+    at least the vocabulary's size, = all); temperature 0 is greedy. Returns [b, p + num_tokens].
     """
     b, p = prompt.shape
     tokens = jnp.concatenate([prompt, jnp.zeros((b, num_tokens), prompt.dtype)], axis=1)
@@ -33,7 +33,7 @@ def sample(
     def step(i, tokens):
         # The causal mask hides the not-yet-written zeros after position p - 1 + i.
         logits = model(tokens)[:, p - 1 + i].astype(jnp.float32)
-        if top_k:
+        if 0 < top_k < logits.shape[-1]:  # lax.top_k refuses a k above the vocabulary
             kth = jax.lax.top_k(logits, top_k)[0][:, -1:]
             logits = jnp.where(logits < kth, -jnp.inf, logits)
         if temperature == 0:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 
-from absl import flags
+from absl import flags, logging
 
 FLAGS = flags.FLAGS
 
@@ -87,6 +87,13 @@ def main(argv: list[str]) -> None:
     step = FLAGS.step if FLAGS.step in ("best", "latest") else int(FLAGS.step)
     experiment, model, step, config = restore_model(FLAGS.workdir, step)
     if config.experiment == "language_modelling":
+        unknown = experiment.unknown(FLAGS.prompt)
+        if unknown:  # the model reads them as <unk>, as it read the training text's rare ones
+            logging.warning(
+                "--prompt has characters outside the run's vocabulary (%s): each is read as "
+                "<unk> and printed as \ufffd",
+                " ".join(repr(ch) for ch in unknown),
+            )
         prompt = jnp.asarray(experiment.encode(FLAGS.prompt or "\n"))[None]
         prompt = jnp.repeat(prompt, FLAGS.num_samples, axis=0)
         fn = jax.jit(

@@ -61,8 +61,15 @@ class LanguageModelling:
     # Text <-> ids with the data set's vocabulary (for sampling; multi-character entries such as
     # "<pad>" are never produced from text).
     def encode(self, text: str) -> np.ndarray:
+        """int32 [len(text)]: each character's id; one outside the vocabulary is <unk> (id 1),
+        as the data set wrote the training text's rare characters (see `unknown`)."""
         index = self.vocab.index
         return np.array([index.get(ch, 1) for ch in text], np.int32)
+
+    def unknown(self, text: str) -> list[str]:
+        """The distinct characters of `text` outside the vocabulary (`encode` reads them as
+        <unk>), sorted."""
+        return sorted(set(text) - set(self.vocab.index))
 
     def decode(self, ids) -> str:
         tokens = self.vocab.tokens

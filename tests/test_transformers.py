@@ -206,6 +206,9 @@ def test_sampling_greedy_top1_and_temperature_agree():
     assert argmax[0, 3:].tolist() == logits[0, 2:7].argmax(-1).tolist()
     hot = sample(lm, jnp.repeat(prompt, 8, 0), jax.random.PRNGKey(2), 5.0, 0)
     assert len({tuple(r) for r in hot.tolist()}) > 1  # temperature samples differ
+    # A top_k past the vocabulary keeps every id, as 0 does (lax.top_k raised a ValueError).
+    wide = sample(lm, jnp.repeat(prompt, 8, 0), jax.random.PRNGKey(2), 5.0, 10**6)
+    np.testing.assert_array_equal(wide, hot)
 
 
 def test_pydoc_windows_cover_every_char():
@@ -378,6 +381,17 @@ def test_a_source_outside_the_vocabulary_or_too_long_is_named():
         experiment.encode_source("reverse 12a45")
     with pytest.raises(ValueError, match="longer than the model's 19 ids"):
         experiment.encode_source("reverse " + "1" * 30)
+
+
+def test_a_prompt_outside_the_vocabulary_is_read_as_unk_and_named():
+    # `ann generate` warns with these (a prompt with 'é' or a tab was read silently as <unk>).
+    from experiments.language_modelling import LanguageModelling
+
+    config = tiny("pydoc_lm")
+    experiment = LanguageModelling(config)
+    experiment.setup(data.load(config.data.name, config.data.train_split))
+    assert experiment.unknown("café\tdef") == ["\t", "é"] and experiment.unknown("def") == []
+    assert experiment.encode("é")[0] == experiment.vocab.index["<unk>"] == 1
 
 
 def test_generate_on_a_run_without_checkpoints_is_one_line(tmp_path):
