@@ -282,6 +282,83 @@ def test_ctrl_c_stops_running_trials_as_interrupted_not_failed(tmp_path):
     assert trials_lib.status(sleeper.workdir)[0] == "interrupted"
 
 
+def test_a_sweep_stops_its_trials_when_one_shows_the_metric_is_wrong(tmp_path):
+    # A mistyped --metric ran every trial to the end (grid: exit 0, an empty ranking column).
+    sleeper = script_trial(tmp_path, "slow", "import time; time.sleep(60)")
+    done = script_trial(tmp_path, "done", "pass")
+    os.makedirs(done.workdir)
+    with open(os.path.join(done.workdir, "metrics.jsonl"), "w") as f:
+        f.write(json.dumps({"step": 10, "val/accuracy": 0.5, "val/loss": 1.0}) + "\n")
+    with open(os.path.join(done.workdir, "run_status.json"), "w") as f:
+        f.write(json.dumps({"status": "done", "step": 10}))
+    queue = iter([sleeper, done])
+
+    def on_end(trial, outcome):
+        results.check_metric(trial, outcome, "val/acuracy")
+
+    with pytest.raises(SweepError, match=r"--metric=val/acuracy is not a validation metric of "
+                       r"trial done; choose one of val/accuracy, val/loss"):  # fmt: skip
+        launch.run(lambda: next(queue, None), on_end, parallel=2)
+    assert trials_lib.status(sleeper.workdir)[0] == "interrupted"  # stopped, not left running
+    # A trial whose pruning listener failed on the metric stops the sweep too.
+    failed = launch.Outcome("failed", 1, "sweep --metric: 'val/x' is not a validation metric "
+                            "of this run; choose one of val/accuracy", 3.0)  # fmt: skip
+    with pytest.raises(SweepError, match="trial done: sweep --metric: 'val/x' is not"):
+        results.check_metric(done, failed, "val/x")
+    results.check_metric(done, launch.Outcome("done", 0, None, 3.0), "val/loss")  # present
+
+
+def test_a_workdir_of_the_other_search_and_a_sweep_without_a_result_are_refused(tmp_path):
+    results.write_sweep_file(str(tmp_path), {"search": "tpe", "trials": []})
+    with pytest.raises(SweepError, match="holds a tpe sweep; resume it with --search=tpe"):
+        results.check_same_search(str(tmp_path), "grid")
+    results.check_same_search(str(tmp_path), "tpe")
+    results.check_same_search(str(tmp_path / "new"), "grid")
+    # Every trial failed: the command exits 1 rather than 0 with nothing ranked.
+    info = {"search": "grid", "metric": "val/accuracy", "mode": "max", "trials": [
+        {"name": "a", "overrides": {}}, {"name": "b", "overrides": {}}]}  # fmt: skip
+    results.write_sweep_file(str(tmp_path), info)
+    for name in ("a", "b"):
+        os.makedirs(tmp_path / name)
+        trials_lib.update_record(str(tmp_path / name), returncode=1, error="boom")
+    with pytest.raises(SweepError, match="no trial of .* finished"):
+        results.check_a_trial_finished(str(tmp_path))
+    trials_lib.update_record(str(tmp_path / "b"), returncode=0)
+    run_status_file = tmp_path / "b" / "run_status.json"
+    run_status_file.write_text(json.dumps({"status": "done", "step": 20}))
+    results.check_a_trial_finished(str(tmp_path))
+
+
+def test_a_drawn_trial_the_config_refuses_fails_in_the_study_and_the_next_is_drawn(tmp_path):
+    # A warmup past a shorter run: the space's ends pass (check_space), some draws do not.
+    # Such a draw stopped the whole sweep, and a rerun showed it as pending forever.
+    sweep = """
+    return h.product(h.choice("total_steps", [20, 4]), h.randint("optimizer.warmup_steps", 0, 15))
+    """
+    definition = definition_lib.load(write_config(tmp_path, sweep), {})
+    search.check_space(definition)
+    workdir = str(tmp_path / "tpe")
+    params, fixed = space.params(definition.node)
+    url = f"sqlite:///{workdir}/study.db"
+    os.makedirs(workdir)
+    study = search.open_study(url, workdir, "val/accuracy", "max", 0, 8, "median", 0)
+    lines = []
+    s = search.Search(definition, workdir, 8, "val/accuracy", "max", url, study,
+                      {p.name: p.distribution for p in params}, {p.name: p.decode for p in params},
+                      fixed, {}, lines.append)  # fmt: skip
+    launched = []
+    while (trial := s.next_trial()) is not None:
+        launched.append(trial)
+    refused = [line for line in lines if " refused " in line]
+    assert launched and refused and len(launched) + len(refused) == 8, lines
+    assert all("must be in [0, 4)" in line for line in refused)
+    states = [t.state.name for t in study.trials]
+    assert states.count("FAIL") == len(refused) and states.count("RUNNING") == len(launched)
+    rows = {r["trial"]: r for r in read_csv(os.path.join(workdir, "results.csv"))}
+    failed = [r for r in rows.values() if r["status"] == "failed"]
+    assert len(failed) == len(refused) and all("[0, 4)" in r["error"] for r in failed)
+
+
 # ---- real sweeps ---------------------------------------------------------------------------
 
 

@@ -113,6 +113,7 @@ def sweep(argv: list[str]) -> None:
         config_flags.get_override_values(FLAGS["config"]),
     )
     metric, mode = objective(definition)
+    results.check_same_search(FLAGS.workdir, FLAGS.search)
     if FLAGS.emit or FLAGS.dry_run:
         emit_grid(definition, metric, mode)
     else:
@@ -208,6 +209,7 @@ def run_here(definition: definition_lib.Definition, metric: str, mode: str) -> N
         lock.close()
     print(text, end="")
     print(f"(results.csv, results.md and results.png in {FLAGS.workdir})")
+    results.check_a_trial_finished(FLAGS.workdir)
 
 
 def main(argv: list[str]) -> None:

@@ -71,6 +71,7 @@ def run(
         done[0] += 1
         log(f"[{done[0]}/{len(todo)}] " + end_line(trial, outcome, metric, mode))
         results.write(sweep_dir, with_plot=False)
+        results.check_metric(trial, outcome, metric)
 
     launch.run(lambda: next(queue, None), on_end, parallel)
     return results.write(sweep_dir)

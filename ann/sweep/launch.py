@@ -23,6 +23,7 @@ from collections.abc import Callable
 from absl import logging
 
 from ann.sweep import trials as trials_lib
+from ann.sweep.space import SweepError
 from ann.sweep.trials import Trial
 
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
@@ -160,13 +161,18 @@ def run(
                 if run_.proc.poll() is not None:
                     del running[slot]
                     on_end(run_.trial, _finish(run_))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SweepError) as stop:  # Ctrl-C, or on_end stopping the sweep
         logging.warning(
-            "interrupted: stopping %d running trials (they save and exit)", len(running)
+            "%s: stopping %d running trials (they save and exit)",
+            "interrupted" if isinstance(stop, KeyboardInterrupt) else "sweep stopped",
+            len(running),
         )
         for run_ in running.values():
             run_.proc.send_signal(signal.SIGTERM)
         for run_ in running.values():
             run_.proc.wait()
-            on_end(run_.trial, _finish(run_, stopped=True))
+            try:
+                on_end(run_.trial, _finish(run_, stopped=True))
+            except SweepError:
+                pass  # the first reason to stop is the one reported
         raise

@@ -30,6 +30,22 @@ def write_sweep_file(sweep_dir: str, info: dict[str, Any]) -> None:
     atomic.write_text(os.path.join(sweep_dir, SWEEP_FILE), json.dumps(info, indent=2) + "\n")
 
 
+def check_same_search(sweep_dir: str, search: str) -> None:
+    """Raises SweepError when `sweep_dir` holds a sweep of the other kind (sweep.json's
+    `search`): a grid run into a TPE study's workdir (or the reverse) rewrote sweep.json, and
+    results.md then listed only its own trials, hiding the others."""
+    try:
+        with open(os.path.join(sweep_dir, SWEEP_FILE)) as f:
+            found = json.load(f).get("search")
+    except (OSError, ValueError, AttributeError):
+        return  # a new workdir (or one --summarize will name as damaged)
+    if found and found != search:
+        raise SweepError(
+            f"--workdir={sweep_dir} holds a {found} sweep; resume it with --search={found}, "
+            "or give this one a new --workdir"
+        )
+
+
 def read_sweep_file(sweep_dir: str) -> dict[str, Any]:
     path = os.path.join(sweep_dir, SWEEP_FILE)
     try:
@@ -65,6 +81,33 @@ def best_of(records: list[dict], metric: str, mode: str) -> tuple[float | None, 
         return None, None
     pick = max if mode == "max" else min
     return pick(values, key=lambda vs: vs[0])
+
+
+def check_metric(trial: Any, outcome: Any, metric: str) -> None:
+    """Raises SweepError when a trial that ended shows the sweep's `metric` is not one of its
+    runs' (a mistyped --metric): a finished trial that never logged it, or one its pruning
+    listener failed on (`hooks.eval_metric`). Every trial would end the same way, so the sweep
+    stops rather than training them all for nothing."""
+    if outcome.status == "failed" and "is not a validation metric of this run" in (
+        outcome.error or ""
+    ):
+        raise SweepError(f"trial {trial.name}: {outcome.error.removeprefix('error: ')}")
+    if outcome.status != "done":
+        return
+    records, _ = evals(trial.workdir)
+    if records and not any(metric in r for r in records):
+        names = sorted({k for r in records for k in r if k.startswith("val/")})
+        raise SweepError(
+            f"--metric={metric} is not a validation metric of trial {trial.name}; choose one "
+            f"of {', '.join(names)}"
+        )
+
+
+def check_a_trial_finished(sweep_dir: str) -> None:
+    """Raises SweepError (the command exits 1) when no trial of the sweep is done or pruned:
+    every one failed or was refused, so there is no result to rank."""
+    if not {row["status"] for row in collect(sweep_dir)[1]} & {"done", "pruned"}:
+        raise SweepError(f"no trial of {sweep_dir} finished; see the error column of results.md")
 
 
 def trial_row(sweep_dir: str, name: str, overrides: dict, metric: str, mode: str) -> dict:

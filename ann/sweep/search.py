@@ -186,24 +186,31 @@ class Search:
 
     def next_trial(self) -> Trial | None:
         """A trial to resume, else a new one asked of the study, else None (the study is full).
-        A trial whose config is refused fails in the study and raises SweepError."""
+        A drawn trial whose config is refused (a combination `check_space` could not see, e.g.
+        a warmup past a shorter run) is not launched: it fails in the study and in the
+        results with the refusal as its error, and the next one is asked for."""
         import optuna
 
         if self.resume:
             return self.resume.popleft()
-        if len(self.study.trials) >= self.trials:
-            return None
-        asked = self.study.ask(self.distributions)
-        trial = self.make(asked, self.overrides_of(asked.params))
-        asked.set_user_attr("name", trial.name)
-        try:
-            config_json = definition_lib.check_trial(self.definition, trial)
-        except SweepError:
-            self.study.tell(asked, state=optuna.trial.TrialState.FAIL)
-            raise
-        trial.write_files(config_json)
-        self.record_trials()
-        return trial
+        while len(self.study.trials) < self.trials:
+            asked = self.study.ask(self.distributions)
+            trial = self.make(asked, self.overrides_of(asked.params))
+            asked.set_user_attr("name", trial.name)
+            try:
+                config_json = definition_lib.check_trial(self.definition, trial)
+            except SweepError as e:
+                self.study.tell(asked, state=optuna.trial.TrialState.FAIL)
+                os.makedirs(trial.workdir, exist_ok=True)
+                trials_lib.update_record(trial.workdir, refused=str(e), ended=trials_lib.now())
+                self.record_trials()
+                self.log(f"[{asked.number + 1}/{self.trials}] refused    {trial.name}: {e}")
+                results.write(self.sweep_dir, with_plot=False)
+                continue
+            trial.write_files(config_json)
+            self.record_trials()
+            return trial
+        return None
 
     def on_end(self, trial: Trial, outcome: launch.Outcome) -> None:
         """Tells the study how `trial` ended, logs it and rewrites the results."""
@@ -224,6 +231,7 @@ class Search:
         end = grid.end_line(trial, outcome, self.metric, self.mode)
         self.log(f"[{number + 1}/{self.trials}] {end}")
         results.write(self.sweep_dir, with_plot=False)
+        results.check_metric(trial, outcome, self.metric)
 
     def report_best(self) -> None:
         try:

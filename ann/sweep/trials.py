@@ -174,6 +174,9 @@ def status(workdir: str) -> tuple[str, dict[str, Any]]:
     details = {"record": record, "run": run}
     state = run.get("status")
     finished = state in ("done", *run_status.FINISHED_EARLY)
+    if record.get("refused"):  # a drawn config that validation refused: never launched
+        details["error"] = record["refused"]
+        return "failed", details
     if record.get("stopped_by_sweep") and not finished:
         return "interrupted", details
     if returncode not in (None, 0):
