@@ -293,7 +293,7 @@ def test_seq2seq_exact_match_by_length():
         {"length": 3, "count": 1, "exact_match": 0.0},
     ]
     assert m["exact_match"] == 0.25 + 0.25 and m["by_task"] == {"t0": 0.5, "t1": 0.5}
-    assert m["token_accuracy"] == pytest.approx(10 / 12)  # 12 real tokens, 2 wrong
+    assert m["decoded_token_accuracy"] == pytest.approx(10 / 12)  # 12 real tokens, 2 wrong
     rendered(section)
 
 

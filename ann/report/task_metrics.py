@@ -121,14 +121,16 @@ def target_lengths(preds: Predictions) -> np.ndarray:
 
 def seq2seq(preds: Predictions, index: np.ndarray) -> dict[str, float | None]:
     """exact_match: the share of rows whose greedy decoding equals the target token for token
-    (`<eos>` and the padding after it included), and token_accuracy over the real target
-    tokens (`<eos>` included, padding not)."""
+    (`<eos>` and the padding after it included), and decoded_token_accuracy over the real
+    target tokens (`<eos>` included, padding not) of that decoding: not training's
+    `token_accuracy`, which is teacher-forced (each token predicted from the true ones before)."""
     target = np.asarray(preds.rows["target"])[index]
     tokens = np.asarray(preds.outputs["tokens"])[index]
     real = target != preds.experiment.pad_id
+    right = ((tokens == target) & real).sum()
     return {
         "exact_match": float((tokens == target).all(-1).mean()),
-        "token_accuracy": float(((tokens == target) & real).sum() / max(int(real.sum()), 1)),
+        "decoded_token_accuracy": float(right / max(int(real.sum()), 1)),
     }
 
 

@@ -36,7 +36,7 @@ def length_figure(table: list[dict]) -> Figure:
 
 
 def seq2seq(preds: Predictions) -> list[Section]:
-    """exact_match and token_accuracy (`task_metrics.seq2seq`), by_length: [{length, count,
+    """exact_match and decoded_token_accuracy (`task_metrics.seq2seq`), by_length: [{length, count,
     exact_match}], and by_task: {task: exact_match} where the rows have a `task` field."""
     target = np.asarray(preds.rows["target"])
     exact = (np.asarray(preds.outputs["tokens"]) == target).all(-1)
@@ -65,8 +65,9 @@ def seq2seq(preds: Predictions) -> list[Section]:
             metrics=metrics,
             figures={"exact_match_by_length": length_figure(table)},
             notes=[
-                f"exact match {metrics['exact_match']:.4f}, token accuracy "
-                f"{metrics['token_accuracy']:.4f}; lowest {worst['exact_match']:.3f} at length "
+                f"exact match {metrics['exact_match']:.4f}, token accuracy of the greedy "
+                f"decoding {metrics['decoded_token_accuracy']:.4f} (training's token_accuracy "
+                "is teacher-forced); lowest {worst['exact_match']:.3f} at length "
                 f"{worst['length']} ({worst['count']} rows)"
             ],
         )
