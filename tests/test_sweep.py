@@ -345,10 +345,12 @@ def test_a_drawn_trial_the_config_refuses_fails_in_the_study_and_the_next_is_dra
     lines = []
     s = search.Search(definition, workdir, 8, "val/accuracy", "max", url, study,
                       {p.name: p.distribution for p in params}, {p.name: p.decode for p in params},
-                      fixed, {}, lines.append)  # fmt: skip
+                      fixed, {"startup_trials": 8}, lines.append)  # fmt: skip
     launched = []
     while (trial := s.next_trial()) is not None:
         launched.append(trial)
+    s.start(1)  # its header says what 8 trials with 8 startup trials are
+    assert "random draws (TPE's first 8 are random; raise --trials for TPE)" in lines[-1]
     refused = [line for line in lines if " refused " in line]
     assert launched and refused and len(launched) + len(refused) == 8, lines
     assert all("must be in [0, 4)" in line for line in refused)
@@ -504,7 +506,7 @@ def test_tpe_study_prunes_the_bad_region_and_resumes(tmp_path, one_device):
     # Resumed with the same size, the study has nothing left to run.
     lines = []
     search.run(definition, workdir, trials=6, log=lines.append, **options)
-    assert "6 of 6 trials so far" in lines[0]
+    assert "6 of 6 trials so far" in lines[0] and "TPE after 2 random draws over" in lines[0]
     assert len(optuna.load_study(study_name="ann", storage=study._storage).trials) == 6
 
 

@@ -148,8 +148,17 @@ class Search:
             f"study {self.url.removeprefix('sqlite:///')}: {len(self.study.trials)} of "
             f"{self.trials} trials so far"
             + (f", {len(self.resume)} to resume" if self.resume else "")
-            + f"; TPE over {', '.join(self.distributions)}, {parallel} at a time"
+            + f"; {self.sampler_words()} over {', '.join(self.distributions)}, "
+            f"{parallel} at a time"
         )
+
+    def sampler_words(self) -> str:
+        """How the study draws: TPE draws its first `startup_trials` at random, so a study no
+        larger than that is a random search."""
+        startup = self.prune_spec.get("startup_trials", 0)
+        if self.trials <= startup:
+            return f"random draws (TPE's first {startup} are random; raise --trials for TPE)"
+        return f"TPE after {startup} random draws" if startup else "TPE"
 
     def make(self, frozen_or_trial, overrides: dict) -> Trial:
         """The Trial of an Optuna trial: its name, and the environment that lets it report."""
