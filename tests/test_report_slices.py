@@ -294,6 +294,10 @@ def test_seq2seq_exact_match_by_length():
     ]
     assert m["exact_match"] == 0.25 + 0.25 and m["by_task"] == {"t0": 0.5, "t1": 0.5}
     assert m["decoded_token_accuracy"] == pytest.approx(10 / 12)  # 12 real tokens, 2 wrong
+    assert section.notes == [
+        "exact match 0.5000, token accuracy of the greedy decoding 0.8333 (training's "
+        "token_accuracy is teacher-forced); lowest 0.000 at length 3 (1 rows)"
+    ]
     rendered(section)
 
 

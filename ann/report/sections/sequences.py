@@ -67,7 +67,7 @@ def seq2seq(preds: Predictions) -> list[Section]:
             notes=[
                 f"exact match {metrics['exact_match']:.4f}, token accuracy of the greedy "
                 f"decoding {metrics['decoded_token_accuracy']:.4f} (training's token_accuracy "
-                "is teacher-forced); lowest {worst['exact_match']:.3f} at length "
+                f"is teacher-forced); lowest {worst['exact_match']:.3f} at length "
                 f"{worst['length']} ({worst['count']} rows)"
             ],
         )
