@@ -213,7 +213,7 @@ class Search:
                 os.makedirs(trial.workdir, exist_ok=True)
                 trials_lib.update_record(trial.workdir, refused=str(e), ended=trials_lib.now())
                 self.record_trials()
-                self.log(f"[{asked.number + 1}/{self.trials}] refused    {trial.name}: {e}")
+                self.log(f"[{asked.number + 1}/{self.trials}] refused     {e}")  # names it
                 results.write(self.sweep_dir, with_plot=False)
                 continue
             trial.write_files(config_json)
