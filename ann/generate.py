@@ -94,6 +94,15 @@ def main(argv: list[str]) -> None:
                 "<unk> and printed as \ufffd",
                 " ".join(repr(ch) for ch in unknown),
             )
+        length = len(FLAGS.prompt or "\n") + FLAGS.num_tokens
+        if length > experiment.window:
+            logging.warning(
+                "the prompt and --num_tokens=%d make %d characters, past the %d-character "
+                "windows the model was trained on: what it writes past them is extrapolation",
+                FLAGS.num_tokens,
+                length,
+                experiment.window,
+            )
         prompt = jnp.asarray(experiment.encode(FLAGS.prompt or "\n"))[None]
         prompt = jnp.repeat(prompt, FLAGS.num_samples, axis=0)
         fn = jax.jit(
@@ -116,7 +125,8 @@ def main(argv: list[str]) -> None:
         )(model, source)
         for row, score in zip(jax.device_get(beams[0]), jax.device_get(scores[0])):
             # The source tells decode whether this task's target is written reversed (add).
-            print(f"{score:9.4f}  {experiment.decode(row, source=source[0])}")
+            text = experiment.decode(row, source=source[0])
+            print(f"{score:9.4f}  {text or '(empty: <eos> first)'}")
 
 
 if __name__ == "__main__":

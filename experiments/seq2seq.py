@@ -88,11 +88,20 @@ class Seq2Seq:
 
     def encode_source(self, text: str) -> np.ndarray:
         """'reverse 123' -> ids: whole words in the vocabulary, else characters; then <eos>.
-        Raises ValueError naming a character outside the vocabulary, or a source longer than
-        the model's (`source_len` ids, <eos> included)."""
+        Raises ValueError naming a character outside the vocabulary, a source longer than the
+        model's (`source_len` ids, <eos> included), or, where the data set has tasks, a source
+        that does not start with a task word or has nothing after it."""
         index = self.vocab.index
+        words = text.split()
+        if self.task_names and (not words or words[0] not in self.task_names):
+            raise ValueError(
+                f"it starts with {words[0] if words else ''!r}, not a task word: begin with one "
+                f"of {', '.join(self.task_names)}, e.g. '{self.task_names[0]} 12345'"
+            )
+        if self.task_names and len(words) == 1:
+            raise ValueError(f"it has nothing after the task word; e.g. '{words[0]} 12345'")
         ids = []
-        for word in text.split():
+        for word in words:
             unknown = [ch for ch in word if ch not in index]
             if word not in index and unknown:
                 known = " ".join(t for t in self.vocab.tokens if not t.startswith("<"))

@@ -381,6 +381,12 @@ def test_a_source_outside_the_vocabulary_or_too_long_is_named():
         experiment.encode_source("reverse 12a45")
     with pytest.raises(ValueError, match="longer than the model's 19 ids"):
         experiment.encode_source("reverse " + "1" * 30)
+    # Both were decoded as if they were sources (the model saw no task, or no number).
+    with pytest.raises(ValueError, match="^it starts with '12345', not a task word: begin with "
+                       "one of reverse, sort, add, e.g. 'reverse 12345'$"):  # fmt: skip
+        experiment.encode_source("12345")
+    with pytest.raises(ValueError, match="^it has nothing after the task word"):
+        experiment.encode_source(" sort ")
 
 
 def test_a_prompt_outside_the_vocabulary_is_read_as_unk_and_named():
