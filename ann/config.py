@@ -299,6 +299,9 @@ RANGES: dict[str, Range] = {
 
 
 SELECTION_PREFIX = "val/"  # metrics of data.validation_split: the only ones that choose
+# How a run refuses a selection metric it does not compute (ann.train.hooks.eval_metric); a
+# sweep finds it in a failed trial's error line (ann.sweep.results.check_metric).
+NOT_A_METRIC_OF_THIS_RUN = "is not a validation metric of this run"
 
 
 def check_selection_metric(key: str, metric: str) -> None:

@@ -17,6 +17,7 @@ import os
 from typing import Any
 
 from ann import atomic
+from ann.config import NOT_A_METRIC_OF_THIS_RUN
 from ann.sweep import trials as trials_lib
 from ann.sweep.space import SweepError
 from ann.train.writers import MetricsFileError, read_records
@@ -88,9 +89,7 @@ def check_metric(trial: Any, outcome: Any, metric: str) -> None:
     runs' (a mistyped --metric): a finished trial that never logged it, or one its pruning
     listener failed on (`hooks.eval_metric`). Every trial would end the same way, so the sweep
     stops rather than training them all for nothing."""
-    if outcome.status == "failed" and "is not a validation metric of this run" in (
-        outcome.error or ""
-    ):
+    if outcome.status == "failed" and NOT_A_METRIC_OF_THIS_RUN in (outcome.error or ""):
         raise SweepError(f"trial {trial.name}: {outcome.error.removeprefix('error: ')}")
     if outcome.status != "done":
         return

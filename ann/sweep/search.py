@@ -260,12 +260,13 @@ def check_space(definition: Definition) -> None:
     Raises SweepError naming the trial, as `definition.check_trial` does."""
     params, fixed = space.params(definition.node)
     first = {p.name: _ends(p.distribution)[0] for p in params}
+    decoders = {p.name: p.decode for p in params}
     seen: set[str] = set()
     for p in params:
         for value in _ends(p.distribution):
             overrides = dict(fixed)
             for name, v in {**first, p.name: value}.items():
-                overrides.update(next(q.decode for q in params if q.name == name)(v))
+                overrides.update(decoders[name](v))
             name = trials_lib.names([overrides])[0]
             if name not in seen:
                 seen.add(name)

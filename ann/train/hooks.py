@@ -22,7 +22,12 @@ import jax
 import numpy as np
 from absl import logging
 
-from ann.config import SELECTION_PREFIX, ConfigError, check_selection_metric
+from ann.config import (
+    NOT_A_METRIC_OF_THIS_RUN,
+    SELECTION_PREFIX,
+    ConfigError,
+    check_selection_metric,
+)
 from ann.train.checkpoint import Checkpoints
 from ann.train.writers import MetricWriter, read_records
 
@@ -228,8 +233,7 @@ def eval_metric(metrics: dict[str, float], metric: str, what: str) -> float:
     if metric not in metrics:
         names = sorted(k for k in metrics if k.startswith(SELECTION_PREFIX))
         raise ConfigError(
-            f"{what}: {metric!r} is not a validation metric of this run; choose one of "
-            f"{', '.join(names)}"
+            f"{what}: {metric!r} {NOT_A_METRIC_OF_THIS_RUN}; choose one of {', '.join(names)}"
         )
     return float(metrics[metric])
 
