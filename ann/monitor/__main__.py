@@ -96,17 +96,18 @@ def summary(report: dict[str, Any], path: str) -> str:
 
 def drift(args: list[str]) -> None:
     """`ann monitor drift`: the report of a request log against the model's reference."""
-    from ann.monitor import report as drift_report
-    from ann.monitor.drift import Reference
-    from ann.monitor.request_log import read_traffic
-    from ann.report.write import check_out
-
+    # The flags first: a mistake answered after these imports in 3.0-3.7 s, now in 0.6 s.
     cli.check_no_arguments(args)
     if not FLAGS.model or not FLAGS.requests:
         raise cli.FlagError("drift needs --model (an export or models:/ URI) and --requests=FILE")
     for path in FLAGS.requests:  # before the model is loaded
         if not os.path.isfile(path):
             raise cli.FlagError(f"--requests={path} is not a file; give the server's request log")
+    from ann.monitor import report as drift_report
+    from ann.monitor.drift import Reference
+    from ann.monitor.request_log import read_traffic
+    from ann.report.write import check_out
+
     if FLAGS.out:
         cli.check_out("out", FLAGS.out)
         check_out(FLAGS.out)
