@@ -73,7 +73,7 @@ def why_not_creatable(path: str) -> str | None:
     "is a file, not a directory", "cannot be created: PARENT is a file", ...), or None when it
     can. Creates nothing."""
     if not path.strip():  # abspath would make it the current directory
-        return "is empty: give a directory"
+        return "is empty"
     path = os.path.abspath(path)
     if os.path.exists(path) and not os.path.isdir(path):
         return "is a file, not a directory"

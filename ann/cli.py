@@ -19,7 +19,8 @@ constructor arguments, `task.*` experiment settings).
   unknown flag that is a config key or close to the job's own, a config file's near name, a
   number key given text); a bug keeps its traceback;
 - libraries' INFO logging (Orbax, TFDS) is dropped, ann's own kept (`quiet=True`: warnings
-  only, for jobs whose output is their result);
+  only, for jobs whose output is their result; such a job says what it is doing with
+  `progress`, on a terminal only);
 - a reader that goes away (`ann registry list | head`) ends the job quietly: no traceback, exit
   status 141, as a Unix tool killed by SIGPIPE.
 """
@@ -138,6 +139,15 @@ def fail(message: str) -> NoReturn:
     """`error: message` on stderr, one line, exit 1: how every entry point ends a mistake."""
     print(f"error: {message}", file=sys.stderr)
     sys.exit(1)
+
+
+def progress(message: str) -> None:
+    """`message...` on stderr when stderr is a terminal: what a quiet job (`ann export`, `ann
+    report`) is doing through its 5-20 s of restoring and compiling. Nothing when stderr is a
+    pipe or file, so a script reads only the result line and an error line (the convention of
+    git's and pip's progress output)."""
+    if sys.stderr.isatty():
+        print(f"{message}...", file=sys.stderr, flush=True)
 
 
 def _show_help(full: bool) -> NoReturn:
@@ -345,6 +355,8 @@ def check_out(flag: str, path: str) -> None:
     (a file in the way, no permission); creates nothing. Checked before a job computes."""
     from ann import atomic
 
+    if not path.strip():
+        raise FlagError(f"--{flag} is empty; give the directory to write")
     why = atomic.why_not_creatable(path)
     if why:
         raise FlagError(f"--{flag}={path} {why}; choose another --{flag}")

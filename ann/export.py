@@ -250,8 +250,8 @@ def export(
     import jaxlib
     from flax import nnx
 
+    from ann import cli, data
     from ann import config as config_lib
-    from ann import data
     from ann.calibrate import calibrate
     from ann.sharding import path_str
     from ann.train.build import restore_model
@@ -259,6 +259,7 @@ def export(
     if os.path.exists(out) and os.listdir(out):
         raise FileExistsError(f"--out={out} exists and is not empty; choose a new directory")
     requested = step
+    cli.progress(f"restoring the {step} checkpoint of {workdir}")
     experiment, model, step, config = restore_model(workdir, step)
     # Before the graph is traced: predict then divides the logits by the fitted temperature.
     calibrated = calibrate(experiment, model, config)
@@ -281,6 +282,7 @@ def export(
         for k, v in input_signature.items()
     }
     weight_specs = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in weights.items()}
+    cli.progress(f"step {step}: tracing the model for {', '.join(platforms)} (jax.export)")
     exported = jax.export.export(jax.jit(infer), platforms=tuple(platforms))(
         weight_specs, input_specs
     )
@@ -290,6 +292,10 @@ def export(
     train = data.load(dc.name, dc.train_split, dc.data_dir, cache=dc.cache)
     rows = train.rows(np.arange(min(len(train), REFERENCE_ROWS)))
     ref_inputs = {k: rows[k] for k in input_signature}
+    cli.progress(
+        f"running the export on {len(rows[next(iter(rows))]):,} training rows: its agreement "
+        "with the training code, the reference statistics for drift"
+    )
     call = jax.jit(exported.call)
     ref_outputs = _predict_all(call, weights, ref_inputs)
     _check_agrees(infer, weights, ref_inputs, ref_outputs)

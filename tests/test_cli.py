@@ -472,3 +472,27 @@ def test_every_summary_line_lists_validation_metrics_first_in_logged_order():
         "eval/accuracy",
         "eval_test_seen/loss",
     ]
+
+
+class _Stream:
+    def __init__(self, tty: bool):
+        self.tty, self.text = tty, ""
+
+    def isatty(self) -> bool:
+        return self.tty
+
+    def write(self, text: str) -> None:
+        self.text += text
+
+    def flush(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("tty", [True, False])
+def test_progress_is_shown_on_a_terminal_only(monkeypatch, tty):
+    """`ann export` and `ann report` say what they do through their silent seconds, but a
+    script reading their stderr through a pipe sees only warnings and the error line."""
+    stream = _Stream(tty)
+    monkeypatch.setattr(sys, "stderr", stream)
+    cli.progress("restoring the best checkpoint of runs/x")
+    assert stream.text == ("restoring the best checkpoint of runs/x...\n" if tty else "")

@@ -318,7 +318,8 @@ def test_crafted_export_is_refused_by_the_loader_and_the_registry(
         (["--workdir=MISSING"], "does not exist; give the directory of a trained run"),
         (["--out=FILE"], "is a file, not a directory; choose another --out"),
         (["--out=RUN"], "exists and is not an empty directory"),
-        (["--out="], "--out= is empty: give a directory"),  # it failed after the whole export
+        # Once it failed after the whole export; then it said "choose another" of nothing.
+        (["--out="], "--out is empty; give the directory to write"),
     ],
 )
 def test_export_flags_are_checked_before_anything_starts(

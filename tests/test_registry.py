@@ -319,6 +319,8 @@ def test_read_only_commands_change_nothing(digits_export, tmp_path):
     [
         (["frobnicate"], "unknown registry command 'frobnicate' (commands: register, list,"),
         (["alias", "digits", "champion"], "alias takes NAME ALIAS VERSION"),
+        ([], "give a registry command (usage: ann registry"),  # the cause first, then usage
+        (["register"], "register takes EXPORT_DIR, got nothing (usage:"),
         (["alias", "digits", "champion", "x"], "alias: VERSION 'x' must be a version number >= 1"),
         (["alias", "digits", "champion", "0"], "alias: VERSION '0' must be a version number"),
         (["alias", "digits", "latest", "1"], "alias 'latest' must start with"),

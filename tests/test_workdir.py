@@ -40,6 +40,9 @@ def test_an_uncreatable_workdir_is_refused_before_anything_is_made(tmp_path):
     with pytest.raises(workdir_lib.WorkdirError, match="cannot be created: .*file is a file"):
         train_and_evaluate(tiny(), str(tmp_path / "file" / "run"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+    # An empty one would be the current directory; the line says what to give, once.
+    with pytest.raises(workdir_lib.WorkdirError, match=r"^workdir is empty; give the run's dir"):
+        workdir_lib.check(" ")
 
 
 def test_a_workdir_in_use_is_refused_naming_its_holder(tmp_path):

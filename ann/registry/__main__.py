@@ -113,12 +113,13 @@ def check_command(command: str, args: Sequence[str], f: Any) -> None:
             + (f"; did you mean `ann registry {close[0]}`?" if close else "")
             + f" (commands: {', '.join(counts)})"
         )
-    if command not in counts or len(args) != counts[command]:
+    usage = f"usage: ann registry --registry=DIR {'|'.join(USAGE)} ARGS; see `ann registry --help`"
+    if not command:
+        raise RegistryError(f"give a registry command ({usage})")
+    if len(args) != counts[command]:
+        got = " ".join(args) if args else "nothing"
         raise RegistryError(
-            f"usage: ann registry --registry=DIR "
-            f"{'|'.join(USAGE)} ARGS (see `ann registry --help`); got "
-            f"{[command, *args] if command else []}"
-            + (f"; {command} takes {USAGE[command] or 'no arguments'}" if command in USAGE else "")
+            f"{command} takes {USAGE[command] or 'no arguments'}, got {got} ({usage})"
         )
     for flag, owner in ONLY_FOR.items():
         value = getattr(f, flag)

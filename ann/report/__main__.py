@@ -87,11 +87,14 @@ def main(argv: list[str]) -> None:
         write.check_out(FLAGS.out)
     if FLAGS.workdir is not None:
         step: int | str = int(FLAGS.step) if FLAGS.step.isdigit() else FLAGS.step
+        cli.progress(f"restoring the {step} checkpoint of {FLAGS.workdir}")
         source = collect.from_workdir(FLAGS.workdir, step)
     else:
+        cli.progress(f"loading {FLAGS.model}")
         source = collect.from_model(FLAGS.model, FLAGS.registry)
     out = FLAGS.out or default_out(source.identity)
     cli.check_out("out", out)  # before the splits are scored
+    cli.progress(f"scoring {' and '.join(FLAGS.split)}, drawing the pictures into {out}")
     report = write.write_report(source, FLAGS.split, out)
     print(write.summary(report, out))
 

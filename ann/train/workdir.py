@@ -30,6 +30,10 @@ class WorkdirError(ConfigError):
 def check(workdir: str) -> None:
     """Raises WorkdirError, naming the path and the fix, when `workdir` is a file or cannot be
     created or written; creates nothing."""
+    if not workdir.strip():
+        raise WorkdirError(
+            "workdir is empty; give the run's directory (--workdir, created if missing)"
+        )
     why = atomic.why_not_creatable(workdir)
     if why:
         raise WorkdirError(
