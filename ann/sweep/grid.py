@@ -7,10 +7,11 @@ interrupted or never-started trial runs (an interrupted one resumes from its che
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 from ann.sweep import definition as definition_lib
-from ann.sweep import launch, results, space
+from ann.sweep import launch, pruning, results, space
 from ann.sweep import trials as trials_lib
 from ann.sweep.definition import Definition
 from ann.sweep.trials import Trial
@@ -56,7 +57,8 @@ def run(
         if status in trials_lib.FINISHED or (status == "failed" and not retry_failed):
             continue
         trial.write_files(config_json)
-        todo.append(trial)
+        # Checked at the trial's first eval: a mistyped --metric stops the sweep there.
+        todo.append(dataclasses.replace(trial, env={**trial.env, pruning.METRIC_ENV: metric}))
     message = f"sweep {sweep_dir}: {len(trials)} trials, {len(todo)} to run, {parallel} at a time"
     skipped = [f"{n} {s}" for s, n in counts.items() if s in (*trials_lib.FINISHED, "failed")]
     if skipped:

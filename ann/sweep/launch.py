@@ -162,6 +162,8 @@ def run(
                     del running[slot]
                     on_end(run_.trial, _finish(run_))
     except (KeyboardInterrupt, SweepError) as stop:  # Ctrl-C, or on_end stopping the sweep
+        if not running:
+            raise
         logging.warning(
             "%s: stopping %d running trials (they save and exit)",
             "interrupted" if isinstance(stop, KeyboardInterrupt) else "sweep stopped",

@@ -1,11 +1,14 @@
-"""Pruning a trial from its intermediate evals: the trial side of a `--search=tpe` study.
+"""The trial side of a sweep: its metric checked at the first eval, pruned by a TPE study.
 
-The sweep launches a trial with `ANN_SWEEP_PRUNING` set to a JSON object naming the study's
-SQLite storage, the trial and the metric (a `val/` metric: pruning chooses, so it never reads
-the test split). `ann.main` then adds `ReportToStudy`, an eval listener that reports
-each eval of the metric to the study and, when the study's pruner says so, ends the run as
-finished with status `pruned`. Without that variable nothing here runs and Optuna is never
-imported, so the train loop stays free of it.
+A grid's trial is launched with `ANN_SWEEP_METRIC` naming the sweep's `--metric`: `ann.main`
+adds `CheckMetric`, which fails the trial at its first eval if the run has no such metric, so
+a mistyped `--metric` stops the sweep then (`results.check_metric`) rather than after a whole
+trial. A `--search=tpe` trial gets `ANN_SWEEP_PRUNING` instead, a JSON object naming the
+study's SQLite storage, the trial and the metric (a `val/` metric: pruning chooses, so it never
+reads the test split): `ReportToStudy` reports each eval of the metric to the study (checking
+it the same way) and, when the study's pruner says so, ends the run as finished with status
+`pruned`. Without either variable nothing here runs and Optuna is never imported, so the train
+loop stays free of it.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ if TYPE_CHECKING:  # the loop's module (JAX, Orbax): only a trial's own loop nee
     from ann.train.hooks import StepInfo
 
 ENV = "ANN_SWEEP_PRUNING"
+METRIC_ENV = "ANN_SWEEP_METRIC"
 
 
 def storage(url: str) -> Any:
@@ -42,6 +46,22 @@ def make_pruner(name: str, startup_trials: int, warmup_steps: int) -> Any:
     return optuna.pruners.MedianPruner(
         n_startup_trials=startup_trials, n_warmup_steps=warmup_steps, interval_steps=1
     )
+
+
+class CheckMetric:
+    """Eval listener: at the first eval, a ConfigError (the trial fails, the sweep stops) when
+    the run has no `metric` (`hooks.eval_metric`); nothing after."""
+
+    def __init__(self, metric: str):
+        check_selection_metric("sweep --metric", metric)
+        self.metric, self.checked = metric, False
+
+    def on_eval(self, info: StepInfo, metrics: dict[str, float]) -> None:
+        from ann.train.hooks import eval_metric
+
+        if not self.checked:
+            eval_metric(metrics, self.metric, "sweep --metric")
+            self.checked = True
 
 
 class ReportToStudy:
@@ -66,12 +86,13 @@ class ReportToStudy:
             )
 
 
-def listeners_from_env(config: ml_collections.ConfigDict) -> list[ReportToStudy]:
-    """The eval listeners a sweep asked for through `ANN_SWEEP_PRUNING`; [] when it is not
-    set."""
+def listeners_from_env(config: ml_collections.ConfigDict) -> list[CheckMetric | ReportToStudy]:
+    """The eval listeners a sweep asked for through `ANN_SWEEP_PRUNING` or `ANN_SWEEP_METRIC`;
+    [] when neither is set."""
     spec = os.environ.get(ENV)
     if not spec:
-        return []
+        metric = os.environ.get(METRIC_ENV)
+        return [CheckMetric(metric)] if metric else []
     import optuna
 
     info = json.loads(spec)
