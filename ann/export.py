@@ -236,6 +236,33 @@ def _check_agrees(infer: Any, weights: dict, inputs: dict, exported: dict) -> No
             raise AssertionError(f"exported output {k!r} differs from the training code's")
 
 
+def _reference(
+    exported: Any, infer: Any, weights: dict, train: Any, experiment: Any
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The manifest's reference statistics and the reference sample, computed by the exported
+    graph itself on the training split, after checking that it agrees with the training code
+    (`_check_agrees`)."""
+    import jax
+
+    from ann import cli
+
+    inputs = list(experiment.input_signature())
+    rows = train.rows(np.arange(min(len(train), REFERENCE_ROWS)))
+    ref_inputs = {k: rows[k] for k in inputs}
+    cli.progress(
+        f"running the export on {len(rows[inputs[0]]):,} training rows: its agreement with "
+        "the training code, the reference statistics for drift"
+    )
+    call = jax.jit(exported.call)
+    ref_outputs = _predict_all(call, weights, ref_inputs)
+    _check_agrees(infer, weights, ref_inputs, ref_outputs)
+    reference = reference_statistics(ref_inputs, ref_outputs, experiment.output_signature())
+    reference["sample"], sample = reference_sample(
+        train, train.split, inputs, call, weights, ref_outputs
+    )
+    return reference, sample
+
+
 def export(
     workdir: str,
     out: str,
@@ -287,22 +314,9 @@ def export(
         weight_specs, input_specs
     )
 
-    # Reference statistics from the training split, computed by the exported graph itself.
     dc = config.data
     train = data.load(dc.name, dc.train_split, dc.data_dir, cache=dc.cache)
-    rows = train.rows(np.arange(min(len(train), REFERENCE_ROWS)))
-    ref_inputs = {k: rows[k] for k in input_signature}
-    cli.progress(
-        f"running the export on {len(rows[next(iter(rows))]):,} training rows: its agreement "
-        "with the training code, the reference statistics for drift"
-    )
-    call = jax.jit(exported.call)
-    ref_outputs = _predict_all(call, weights, ref_inputs)
-    _check_agrees(infer, weights, ref_inputs, ref_outputs)
-    reference = reference_statistics(ref_inputs, ref_outputs, output_signature)
-    reference["sample"], sample = reference_sample(
-        train, dc.train_split, list(input_signature), call, weights, ref_outputs
-    )
+    reference, sample = _reference(exported, infer, weights, train, experiment)
 
     manifest: dict[str, Any] = {
         "format": artifact.FORMAT,

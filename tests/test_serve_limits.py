@@ -12,7 +12,7 @@ import threading
 import ml_dtypes  # noqa: F401  (registers bfloat16 with NumPy)
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from test_serve import Server, infer_body, request
 
@@ -293,6 +293,7 @@ def test_fuzzed_headers_in_process_are_answered_or_awaited(case, body, split):
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 @given(headers=st.lists(st.tuples(header_names, header_values), max_size=40),
        binary=st.booleans())  # fmt: skip
+@example(headers=[(b"0", b"\r\n")], binary=False)  # found by a CI run: the head ends early
 def test_fuzzed_headers_over_http_never_500(strict, headers, binary):
     """Random extra headers on a valid infer whose body length is always right: never a 500,
     every refusal explained."""
@@ -314,7 +315,10 @@ def test_fuzzed_headers_over_http_never_500(strict, headers, binary):
         status, _, reply = raw_request(strict.port, head(headers=extra + fixed) + body)
     except (http.client.RemoteDisconnected, ConnectionResetError):
         return  # a header the parser refused may close before the reply is read in full
-    assert status in (200, 400, 413, 414, 431), (status, reply)
+    allowed = {200, 400, 413, 414, 431}
+    if any(b"\r" in k + v or b"\n" in k + v for k, v in extra):
+        allowed.add(401)  # a CRLF ends the head early: the token arrives in the body, or not at all
+    assert status in allowed, (status, reply)
     if status != 200:
         assert "expected" in json.loads(reply)["error"], reply
 
