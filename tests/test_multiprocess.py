@@ -23,7 +23,6 @@ FLAGS = [
     "--config.log_every_steps=5",
     "--config.eval_every_steps=10",
     "--config.checkpoint_every_steps=10",
-    "--config.compilation_cache_dir=off",
 ]
 
 

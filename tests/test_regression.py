@@ -137,7 +137,6 @@ def test_diabetes_config_beats_least_squares(tmp_path):
     """The shipped config, its whole budget (200 epochs): the last step's test RMSE is below
     the OLS baseline's."""
     config = load_config("diabetes_mlp")
-    config.compilation_cache_dir = "off"
     result = train_and_evaluate(config, str(tmp_path))
     metrics = result.eval_metrics
     assert result.step == 1875  # 200 epochs of 300 rows (the train split less validation)

@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, tiny, with_devices
+from conftest import ROOT, tiny, with_devices, without_compilation_cache
 
 from ann.config import ConfigError
 from ann.train import workdir as workdir_lib
@@ -22,7 +22,8 @@ def test_a_file_as_workdir_is_one_line_and_creates_nothing(tmp_path):
             f"--config={ROOT}/configs/digits_mlp.py",
             f"--workdir={tmp_path / 'README.md'}",
         ],
-        env=with_devices(1),
+        # Its own cache beside the workdir, as a user's run has: not even that is made.
+        env={**without_compilation_cache(), "XLA_FLAGS": with_devices(1)["XLA_FLAGS"]},
         cwd=tmp_path,
         capture_output=True,
         text=True,
