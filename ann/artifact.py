@@ -184,6 +184,9 @@ def read_manifest_bytes(
     is not JSON, is not an ann.export/1 manifest of the expected structure, or (given
     `manifest_sha256`, as a registry records it) does not have that sha256."""
     path = os.path.join(directory, MANIFEST)
+    if not os.path.isdir(directory):
+        what = "is a file" if os.path.exists(directory) else "does not exist"
+        raise IntegrityError(f"{directory} {what}; give an export directory (`ann export --out`)")
     try:
         fd, size = _open_regular(path)
     except IntegrityError as e:

@@ -308,10 +308,16 @@ def check_selection_metric(key: str, metric: str) -> None:
     """Raises ConfigError unless `metric` is a validation metric (`val/...`): what chooses a
     checkpoint, stops a run early or ranks a sweep's trials must not read the test split."""
     if not metric.startswith(SELECTION_PREFIX):
-        name = metric.split("/", 1)[-1] or "accuracy"
+        prefix, _, name = metric.rpartition("/")
+        if prefix.startswith("eval"):
+            split = "the reported split"
+        elif prefix == "train":
+            split = "the training batches"
+        else:  # a bare name: what a run logs is always prefixed by its split
+            split = "no split (a run's metrics are val/..., train/... or eval/...)"
         raise ConfigError(
             f"{key} is {metric!r}, which is not a validation metric; choosing on {metric!r} "
-            f"would select on the reported split: use '{SELECTION_PREFIX}{name}' (metrics of "
+            f"would select on {split}: use '{SELECTION_PREFIX}{name or 'accuracy'}' (metrics of "
             "data.validation_split)"
         )
 

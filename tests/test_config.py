@@ -156,6 +156,12 @@ def test_a_test_metric_never_chooses_the_best_checkpoint(tmp_path):
     )
     with pytest.raises(ConfigError, match="'eval_test_seen/loss'.*use 'val/loss'"):
         config_lib.validate(tiny(best_metric="eval_test_seen/loss"), num_devices=4)
+    # A bare name is no split's (it said "the reported split"), train/ the training batches'.
+    with pytest.raises(ConfigError, match=r"select on no split \(a run's metrics are val/.*"
+                       r"use 'val/accuracy'"):  # fmt: skip
+        config_lib.validate(tiny(best_metric="accuracy"), num_devices=4)
+    with pytest.raises(ConfigError, match="select on the training batches: use 'val/loss'"):
+        config_lib.validate(tiny(best_metric="train/loss"), num_devices=4)
     # Nor does the test split choose under another name, nor the train split.
     with pytest.raises(ConfigError, match="'data.validation_split' is 'test', which is also in "):
         config_lib.validate(tiny(**{"data.validation_split": "test"}), num_devices=4)

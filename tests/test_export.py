@@ -169,6 +169,14 @@ def test_tampered_artifact_is_refused(digits_export, tmp_path, damage, message):
             artifact.verify(str(copy))
 
 
+def test_a_path_that_is_no_directory_is_not_called_an_incomplete_export(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(artifact.IntegrityError, match=r"nope does not exist; give an export dir"):
+        artifact.read_manifest_bytes(str(tmp_path / "nope"))
+    with pytest.raises(artifact.IntegrityError, match=r"file is a file; give an export directory"):
+        artifact.read_manifest_bytes(str(tmp_path / "file"))
+
+
 def test_export_refuses_a_nonempty_out_and_keeps_batchnorm(tmp_path, digits_export):
     _, out = digits_export
     with pytest.raises(FileExistsError, match="not empty"):

@@ -562,6 +562,33 @@ def test_a_grid_trial_checks_the_sweep_metric_at_its_first_eval(tmp_path, monkey
     assert pruning.listeners_from_env(None) == []
 
 
+def test_a_trial_failed_by_the_sweeps_metric_runs_again_and_retries_are_not_skips(
+    tmp_path, monkeypatch
+):
+    definition = definition_lib.load(write_config(tmp_path, GRID), {})
+    sweep_dir = str(tmp_path / "sweep")
+    trials, _ = grid.prepare(definition, sweep_dir)
+    # One trial failed on a mistyped --metric (the sweep's mistake), one on its own error.
+    metric_error = "sweep --metric: 'val/acuracy' is not a validation metric of this run; ..."
+    for trial in trials[:2]:
+        os.makedirs(trial.workdir)
+    trials_lib.update_record(trials[0].workdir, returncode=1, error=metric_error)
+    trials_lib.update_record(trials[1].workdir, returncode=1, error="boom")
+    launched, lines = [], []
+
+    def launch_nothing(next_trial, on_end, parallel):
+        while (trial := next_trial()) is not None:
+            launched.append(trial.name)
+
+    monkeypatch.setattr(launch, "run", launch_nothing)
+    grid.run(definition, sweep_dir, "val/accuracy", "max", log=lines.append)
+    assert trials[0].name in launched and trials[1].name not in launched
+    assert "skipping 1 failed (--retry_failed reruns failed trials); rerunning 1 failed" in lines[0]
+    launched.clear()
+    grid.run(definition, sweep_dir, "val/accuracy", "max", retry_failed=True, log=lines.append)
+    assert trials[1].name in launched and "skipping" not in lines[-1], lines[-1]
+
+
 # ---- cluster scripts -----------------------------------------------------------------------
 
 

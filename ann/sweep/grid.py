@@ -53,8 +53,10 @@ def run(
     todo, counts = [], {}
     for trial, config_json in zip(trials, configs):
         status, _ = trials_lib.status(trial.workdir)
+        if status == "failed" and (retry_failed or results.failed_on_the_metric(trial.workdir)):
+            status = "retried"  # a failed --metric was the sweep's mistake, not the trial's
         counts[status] = counts.get(status, 0) + 1
-        if status in trials_lib.FINISHED or (status == "failed" and not retry_failed):
+        if status in trials_lib.FINISHED or status == "failed":
             continue
         trial.write_files(config_json)
         # Checked at the trial's first eval: a mistyped --metric stops the sweep there.
@@ -63,8 +65,10 @@ def run(
     skipped = [f"{n} {s}" for s, n in counts.items() if s in (*trials_lib.FINISHED, "failed")]
     if skipped:
         message += f"; skipping {', '.join(skipped)}"
-    if counts.get("failed") and not retry_failed:
+    if counts.get("failed"):
         message += " (--retry_failed reruns failed trials)"
+    if counts.get("retried"):
+        message += f"; rerunning {counts['retried']} failed"
     log(message)
     queue = iter(todo)
     done = [0]

@@ -102,6 +102,12 @@ def check_metric(trial: Any, outcome: Any, metric: str) -> None:
         )
 
 
+def failed_on_the_metric(workdir: str) -> bool:
+    """Whether the trial in `workdir` failed only because the sweep's --metric was not one of
+    its metrics (`check_metric`): the sweep's mistake, so a corrected sweep runs it again."""
+    return NOT_A_METRIC_OF_THIS_RUN in (trials_lib.read_record(workdir).get("error") or "")
+
+
 def check_a_trial_finished(sweep_dir: str) -> None:
     """Raises SweepError (the command exits 1) when no trial of the sweep is done or pruned:
     every one failed or was refused, so there is no result to rank."""
