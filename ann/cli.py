@@ -143,7 +143,8 @@ def fail(message: str) -> NoReturn:
 
 def progress(message: str) -> None:
     """`message...` on stderr when stderr is a terminal: what a quiet job (`ann export`, `ann
-    report`) is doing through its 5-20 s of restoring and compiling. Nothing when stderr is a
+    report`, `ann monitor drift`, `ann generate`) is doing through its seconds of restoring
+    and compiling. Nothing when stderr is a
     pipe or file, so a script reads only the result line and an error line (the convention of
     git's and pip's progress output)."""
     if sys.stderr.isatty():

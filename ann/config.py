@@ -298,6 +298,14 @@ RANGES: dict[str, Range] = {
 }
 
 
+# Environment variables that win over a run's `compilation_cache_dir` and ann's
+# every-program threshold (ann.train.loop): a benchmark of cold starts, or a test of the run's
+# own cache, removes them from its subprocesses.
+COMPILATION_CACHE_VARIABLES = (
+    "JAX_COMPILATION_CACHE_DIR",
+    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS",
+)
+
 SELECTION_PREFIX = "val/"  # metrics of data.validation_split: the only ones that choose
 # How a run refuses a selection metric it does not compute (ann.train.hooks.eval_metric); a
 # sweep finds it in a failed trial's error line (ann.sweep.results.check_metric).

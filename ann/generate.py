@@ -85,6 +85,7 @@ def main(argv: list[str]) -> None:
     from ann.train.build import restore_model
 
     step = FLAGS.step if FLAGS.step in ("best", "latest") else int(FLAGS.step)
+    cli.progress(f"restoring the {step} checkpoint of {FLAGS.workdir}")
     experiment, model, step, config = restore_model(FLAGS.workdir, step)
     if config.experiment == "language_modelling":
         unknown = experiment.unknown(FLAGS.prompt)

@@ -80,9 +80,6 @@ def _prepare_data(config_args: list[str]) -> None:
     )
 
 
-CACHE_VARIABLES = ("JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS")
-
-
 def _start(
     config_args: list[str], workdir: str, cache: str, extra: list[str] = ()
 ) -> dict[str, float]:
@@ -101,7 +98,7 @@ def _start(
     ]
     # A cache directory in the environment would win over the run's own (ann.train.loop), and a
     # "cold" start would read it.
-    env = {k: v for k, v in os.environ.items() if k not in CACHE_VARIABLES}
+    env = {k: v for k, v in os.environ.items() if k not in config_lib.COMPILATION_CACHE_VARIABLES}
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1].removeprefix("error: ")

@@ -77,8 +77,9 @@ def compilation_cache(tmp_path_factory, worker_id):
 
 def without_compilation_cache() -> dict[str, str]:
     """The environment for a subprocess that must use its run's own compilation cache."""
-    drop = ("JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS")
-    return {k: v for k, v in os.environ.items() if k not in drop}
+    from ann.config import COMPILATION_CACHE_VARIABLES
+
+    return {k: v for k, v in os.environ.items() if k not in COMPILATION_CACHE_VARIABLES}
 
 
 def load_config(name: str, arg: str | None = None):

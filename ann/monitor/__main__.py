@@ -113,9 +113,11 @@ def drift(args: list[str]) -> None:
         check_out(FLAGS.out)
     from ann.serve.repository import load_model  # named as `ann serve` names it
 
+    cli.progress(f"loading {FLAGS.model}")
     served = load_model(FLAGS.model, FLAGS.registry)
     model, name, version = served.model, served.name, served.version
     reference = Reference.from_model(model)
+    cli.progress(f"reading {', '.join(FLAGS.requests)}, testing each feature for drift")
     traffic = read_traffic(FLAGS.requests, name, version, model.inputs, model.outputs)
     outputs, source = _outputs(model, traffic)
     result = reference.detect(
