@@ -175,6 +175,25 @@ def check_manifest(path: str, manifest: Any) -> None:
             )
 
 
+def not_an_export(
+    directory: str, give: str = "give an export directory (`ann export --out`)"
+) -> str | None:
+    """One line saying why `directory` holds no export and what to give instead (`give`), or
+    None when it has a manifest.json (whose checks come when it is read). A training run's
+    workdir (its config.json, no manifest) is named as one, with the command that exports it."""
+    if not os.path.isdir(directory):
+        what = "is a file" if os.path.exists(directory) else "does not exist"
+        return f"{directory} {what}; {give}"
+    if os.path.lexists(os.path.join(directory, MANIFEST)):
+        return None
+    if os.path.isfile(os.path.join(directory, "config.json")):
+        return (
+            f"{directory} is a training run, not an export; export it first (ann export "
+            f"--workdir={directory} --out=EXPORT_DIR) and give EXPORT_DIR"
+        )
+    return f"{directory} holds no {MANIFEST}; {give}"
+
+
 def read_manifest_bytes(
     directory: str, manifest_sha256: str | None = None
 ) -> tuple[dict[str, Any], bytes]:
@@ -184,9 +203,9 @@ def read_manifest_bytes(
     is not JSON, is not an ann.export/1 manifest of the expected structure, or (given
     `manifest_sha256`, as a registry records it) does not have that sha256."""
     path = os.path.join(directory, MANIFEST)
-    if not os.path.isdir(directory):
-        what = "is a file" if os.path.exists(directory) else "does not exist"
-        raise IntegrityError(f"{directory} {what}; give an export directory (`ann export --out`)")
+    why = not_an_export(directory)
+    if why is not None:
+        raise IntegrityError(why)
     try:
         fd, size = _open_regular(path)
     except IntegrityError as e:

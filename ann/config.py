@@ -163,7 +163,8 @@ CHOICES = {
 class Range:
     """The values a numeric setting may take: an interval in interval notation (`closed` says
     which ends belong to it, e.g. "[)" for 0 <= x < 1), plus `also`: single values with a
-    meaning of their own (0 = unset, -1 = the remaining devices). A bound may name another key
+    meaning of their own (0 = unset, -1 = the remaining devices), which `means` tells the user
+    (e.g. "0: num_epochs decides"). A bound may name another key
     ("total_steps"); the check then waits until that key's value is known. For a sequence
     value each element must lie in the range, in increasing order if `increasing`."""
 
@@ -172,6 +173,7 @@ class Range:
     closed: str = "[]"
     also: tuple[Any, ...] = ()
     increasing: bool = False
+    means: str = ""
 
     def check(
         self,
@@ -243,7 +245,8 @@ class Range:
             text = f"in {self.closed[0]}{low:g}, {high:g}{self.closed[1]}"
             if isinstance(self.high, str):
                 text += f" ({self.high}={high:g}; lower this or raise {self._decider(resolve)})"
-        return text + "".join(f" or {v}" for v in self.also)
+        text += "".join(f" or {v}" for v in self.also)
+        return f"{text} ({self.means})" if self.means else text
 
     def _decider(self, resolve: Callable[[str], Any]) -> str:
         """The key to raise for a larger upper bound: `num_epochs` when it sets total_steps."""
@@ -258,14 +261,15 @@ class Range:
 
 POSITIVE, NONNEGATIVE, FRACTION = Range(0, closed="()"), Range(0), Range(0, 1, closed="[)")
 COUNT = Range(1)  # an integer count that cannot be 0
+REMAINING_DEVICES = "-1: the devices the other axes leave"
 
 # key -> the values it may take. Keys of the open sections (`model.dropout`) are checked where a
 # config sets them; `task.*` ranges are the experiments' own (`task_settings(ranges=...)`).
 RANGES: dict[str, Range] = {
     "batch_size": COUNT,
     "eval_batch_size": NONNEGATIVE,  # 0 = batch_size
-    "total_steps": Range(1, also=(0,)),  # 0 = unset: num_epochs decides
-    "num_epochs": Range(0, closed="()", also=(0,)),
+    "total_steps": Range(1, also=(0,), means="0: num_epochs decides the length"),
+    "num_epochs": Range(0, closed="()", also=(0,), means="0: total_steps decides the length"),
     "data.read_threads": NONNEGATIVE,
     "data.prefetch_batches": NONNEGATIVE,
     "optimizer.learning_rate": POSITIVE,
@@ -280,16 +284,16 @@ RANGES: dict[str, Range] = {
     "optimizer.weight_decay": NONNEGATIVE,
     "optimizer.grad_clip_norm": NONNEGATIVE,  # 0 = no clipping
     "optimizer.accumulate_steps": COUNT,
-    "steps_per_call": Range(1, also=(0,)),  # 0 = auto
+    "steps_per_call": Range(1, also=(0,), means="0: auto, chosen from the step's cost"),
     "log_every_steps": COUNT,
     "eval_every_steps": COUNT,
     "checkpoint_every_steps": COUNT,
     "max_to_keep": COUNT,
     "early_stopping.patience": COUNT,
     "early_stopping.min_delta": NONNEGATIVE,
-    "mesh.data": Range(1, also=(-1,)),  # -1 = the remaining devices
-    "mesh.fsdp": Range(1, also=(-1,)),
-    "mesh.tensor": Range(1, also=(-1,)),
+    "mesh.data": Range(1, also=(-1,), means=REMAINING_DEVICES),
+    "mesh.fsdp": Range(1, also=(-1,), means=REMAINING_DEVICES),
+    "mesh.tensor": Range(1, also=(-1,), means=REMAINING_DEVICES),
     "model.dropout": FRACTION,  # every ann model's dropout rate (ann/models/)
     "report.slice_min": Range(0, 1),  # 0 = no bound
     "report.slice_max": NONNEGATIVE,  # 0 = no bound
@@ -317,16 +321,18 @@ def check_selection_metric(key: str, metric: str) -> None:
     checkpoint, stops a run early or ranks a sweep's trials must not read the test split."""
     if not metric.startswith(SELECTION_PREFIX):
         prefix, _, name = metric.rpartition("/")
-        if prefix.startswith("eval"):
-            split = "the reported split"
-        elif prefix == "train":
-            split = "the training batches"
-        else:  # a bare name: what a run logs is always prefixed by its split
-            split = "no split (a run's metrics are val/..., train/... or eval/...)"
+        use = f"use '{SELECTION_PREFIX}{name or 'accuracy'}' (metrics of data.validation_split)"
+        if not prefix:  # a bare name: what a run logs is always prefixed by its split
+            raise ConfigError(
+                f"{key} is {metric!r}, which names no split (a run's metrics are val/..., "
+                f"train/... and eval/...): {use}"
+            )
+        split = "the reported split" if prefix.startswith("eval") else "the training batches"
+        if prefix != "train" and not prefix.startswith("eval"):
+            split = f"the split {prefix!r}, which no run logs"
         raise ConfigError(
             f"{key} is {metric!r}, which is not a validation metric; choosing on {metric!r} "
-            f"would select on {split}: use '{SELECTION_PREFIX}{name or 'accuracy'}' (metrics of "
-            "data.validation_split)"
+            f"would select on {split}: {use}"
         )
 
 

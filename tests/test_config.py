@@ -156,10 +156,16 @@ def test_a_test_metric_never_chooses_the_best_checkpoint(tmp_path):
     )
     with pytest.raises(ConfigError, match="'eval_test_seen/loss'.*use 'val/loss'"):
         config_lib.validate(tiny(best_metric="eval_test_seen/loss"), num_devices=4)
-    # A bare name is no split's (it said "the reported split"), train/ the training batches'.
-    with pytest.raises(ConfigError, match=r"select on no split \(a run's metrics are val/.*"
-                       r"use 'val/accuracy'"):  # fmt: skip
+    # A bare name names no split (it said "would select on no split"), train/ the training
+    # batches', and a prefix no run logs is named as such (it said "no split" too).
+    with pytest.raises(ConfigError) as e:
         config_lib.validate(tiny(best_metric="accuracy"), num_devices=4)
+    assert str(e.value) == (
+        "config key 'best_metric' is 'accuracy', which names no split (a run's metrics are "
+        "val/..., train/... and eval/...): use 'val/accuracy' (metrics of data.validation_split)"
+    )
+    with pytest.raises(ConfigError, match="the split 'test', which no run logs: use 'val/auroc'"):
+        config_lib.validate(tiny(best_metric="test/auroc"), num_devices=4)
     with pytest.raises(ConfigError, match="select on the training batches: use 'val/loss'"):
         config_lib.validate(tiny(best_metric="train/loss"), num_devices=4)
     # Nor does the test split choose under another name, nor the train split.
@@ -236,14 +242,16 @@ RANGE_CASES = [
     ("data.read_threads", -1, "must be >= 0"),
     ("data.prefetch_batches", -1, "must be >= 0"),
     ("batch_size", 0, "must be >= 1"),
-    ("total_steps", -5, "must be >= 1 or 0"),
-    ("num_epochs", -1.0, "must be > 0 or 0"),
+    # what a value of its own means is said (it was "must be >= 1 or 0")
+    ("total_steps", -5, "must be >= 1 or 0 (0: num_epochs decides the length), got -5"),
+    ("num_epochs", -1.0, "must be > 0 or 0 (0: total_steps decides the length)"),
     ("max_to_keep", 0, "must be >= 1"),
     ("checkpoint_every_steps", 0, "must be >= 1"),
     ("eval_every_steps", -1, "must be >= 1"),
     ("early_stopping.patience", 0, "must be >= 1"),
     ("early_stopping.min_delta", -0.5, "must be >= 0"),
-    ("mesh.fsdp", 0, "must be >= 1 or -1"),
+    ("mesh.fsdp", 0, "must be >= 1 or -1 (-1: the devices the other axes leave)"),
+    ("steps_per_call", -1, "must be >= 1 or 0 (0: auto, chosen from the step's cost)"),
     ("report.slice_min", 1.5, "must be in [0, 1]"),
     ("report.slice_max", -1.0, "must be >= 0"),
     ("report.target_recall", 0.0, "must be in (0, 1]"),

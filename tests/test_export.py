@@ -175,6 +175,16 @@ def test_a_path_that_is_no_directory_is_not_called_an_incomplete_export(tmp_path
         artifact.read_manifest_bytes(str(tmp_path / "nope"))
     with pytest.raises(artifact.IntegrityError, match=r"file is a file; give an export directory"):
         artifact.read_manifest_bytes(str(tmp_path / "file"))
+    # A training run's workdir is named as one, with the command that exports it (it said "the
+    # export is incomplete").
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text("{}")
+    with pytest.raises(artifact.IntegrityError) as e:
+        artifact.read_manifest_bytes(str(tmp_path / "run"))
+    assert str(e.value) == (
+        f"{tmp_path / 'run'} is a training run, not an export; export it first (ann export "
+        f"--workdir={tmp_path / 'run'} --out=EXPORT_DIR) and give EXPORT_DIR"
+    )
 
 
 def test_export_refuses_a_nonempty_out_and_keeps_batchnorm(tmp_path, digits_export):

@@ -71,7 +71,7 @@ def test_versions_aliases_tags_and_uris(digits_export, tmp_path):
 
 def test_resolve_takes_registry_uris_and_export_directories(digits_export, tmp_path, monkeypatch):
     """The one resolve that serving, init_from and the command line share."""
-    _, out = digits_export
+    run, out = digits_export
     reg = tmp_path / "reg"
     monkeypatch.setenv("ANN_REGISTRY", str(reg))
     default = r"no registry at .*reg for models:/digits/1 \(the default: \$ANN_REGISTRY"
@@ -85,6 +85,7 @@ def test_resolve_takes_registry_uris_and_export_directories(digits_export, tmp_p
     for spec, message in [
         (str(tmp_path / "nope"), "nope does not exist; give an export directory"),
         (str(tmp_path), "holds no manifest.json; give an export directory"),
+        (str(run), "is a training run, not an export; export it first \\(ann export --workdir="),
     ]:
         with pytest.raises(RegistryError, match=message):
             resolve(spec)

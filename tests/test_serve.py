@@ -467,6 +467,27 @@ def test_fuzzed_decoder_explains_every_refusal(body):
         assert set(wanted) <= set(OUTPUTS)
 
 
+@pytest.mark.parametrize(
+    "body, where",
+    [
+        # orjson says "invalid literal, expected 'null'" for text that starts like null
+        (b"not json", "expected a JSON value at column 1"),
+        (b'{"inputs": [nan]}', "expected a JSON value at column 13"),
+        (b'{"inputs": []', "unexpected end of data at column 14"),
+        (
+            b'{\n"inputs": [],\n x}',
+            "unexpected character, expected a string key at line 3 column 2",
+        ),
+    ],
+)
+def test_invalid_json_is_named_with_its_place_not_the_parsers_guess(body, where):
+    with pytest.raises(ServeError) as e:
+        protocol.decode_infer(body, SIGNATURE, OUTPUTS, 8)
+    assert e.value.message == (
+        f"body: expected a JSON object (NaN and Infinity are not JSON), got invalid JSON ({where})"
+    )
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 @given(body=bad_bodies)
 def test_fuzzed_requests_never_500(served, body):

@@ -150,6 +150,7 @@ def test_feedback_joins_give_offline_accuracy_and_gauges_appear(monitored):
     "body, message",
     [
         (b"{nope", "feedback: expected JSON"),
+        (b"not json", "got invalid JSON (expected a JSON value at column 1)"),
         (b"[]", 'feedback: expected at least one {"id", "label"}, got []'),
         (b'{"id": "r1"}', 'feedback: expected an object with "id" and "label"'),
         (b'[{"id": "r1", "label": 1}, 7]', 'feedback[1]: expected an object with "id"'),

@@ -157,6 +157,7 @@ def test_a_model_being_loaded_is_503_with_retry_after(app):
     [
         (b"[1]", "body: expected a JSON object, got [1]"),
         (b"{nope", "body: expected a JSON object, got invalid JSON"),
+        (b"nan", "body: expected a JSON object, got invalid JSON (expected a JSON value at column"),
         (b'{"parameters": 3}', "parameters: expected an object, got 3"),
         (b'{"parameters": {"source": ""}}', "parameters.source: expected a registry URI"),
         (b'{"parameters": {"config": "{"}}', "parameters.config: expected a model configuration"),

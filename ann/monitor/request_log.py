@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import orjson
 
+from ann.serve.protocol import json_error
+
 
 class RequestLogError(ValueError):
     """A request log that cannot be read: missing, not JSON lines, or holding nothing usable."""
@@ -69,8 +71,8 @@ def _records(paths: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
                     record = orjson.loads(line)
                 except orjson.JSONDecodeError as e:
                     raise RequestLogError(
-                        f"{path} line {number} is not JSON ({e}); expected the request log "
-                        "`ann serve --request_log` writes"
+                        f"{path} line {number} is not JSON ({json_error(e)}); expected the "
+                        "request log `ann serve --request_log` writes"
                     ) from e
                 if not isinstance(record, dict):
                     raise RequestLogError(f"{path} line {number} is not a JSON object")

@@ -47,10 +47,11 @@ def resolve(spec: str, registry: str | None = None) -> Resolved:
             )
         mv = store.resolve(spec)
         return Resolved(spec, mv.path, mv.manifest_sha256, mv)
-    if os.path.isfile(os.path.join(spec, artifact.MANIFEST)):
-        return Resolved(spec, os.path.abspath(spec), None, None)
-    what = "does not exist" if not os.path.exists(spec) else f"holds no {artifact.MANIFEST}"
-    raise RegistryError(
-        f"{spec} {what}; give an export directory (ann export) or a registry URI "
-        "models:/NAME/VERSION, models:/NAME@ALIAS or models:/NAME/latest"
+    give = (
+        "give an export directory (ann export) or a registry URI models:/NAME/VERSION, "
+        "models:/NAME@ALIAS or models:/NAME/latest"
     )
+    why = artifact.not_an_export(spec, give)
+    if why is not None:
+        raise RegistryError(why)
+    return Resolved(spec, os.path.abspath(spec), None, None)

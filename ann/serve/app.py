@@ -428,7 +428,7 @@ class App:
         except orjson.JSONDecodeError as e:
             raise ServeError(
                 400, f'feedback: expected JSON ({{"id", "label"}} or a list), got invalid JSON '
-                f"({e})", "json",
+                f"({protocol.json_error(e)})", "json",
             ) from None  # fmt: skip
         request.respond(200, self._with_model(monitor.feedback(body), served), None)
         return 200
@@ -559,7 +559,9 @@ def _json_object(body: bytes, field: str) -> dict[str, Any]:
         value = orjson.loads(body)
     except orjson.JSONDecodeError as e:
         raise ServeError(
-            400, f"{field}: expected a JSON object, got invalid JSON ({e})", "json"
+            400,
+            f"{field}: expected a JSON object, got invalid JSON ({protocol.json_error(e)})",
+            "json",
         ) from None
     if not isinstance(value, dict):
         raise ServeError(

@@ -62,6 +62,16 @@ def short(value: Any, limit: int = 60) -> str:
     return clip(repr(value), limit)
 
 
+def json_error(error: orjson.JSONDecodeError) -> str:
+    """What is wrong with text orjson refused, and where: its reason and column (and line, past
+    the first). orjson's "invalid literal, expected 'null'" (text that starts like a literal:
+    `nan`, `not json`) becomes "expected a JSON value": it names the parser's guess, not the
+    fault."""
+    reason = "expected a JSON value" if error.msg.startswith("invalid literal") else error.msg
+    line = f"line {error.lineno} " if error.lineno > 1 else ""
+    return f"{reason} at {line}column {error.colno}"
+
+
 _MISSING = object()
 
 
@@ -277,7 +287,7 @@ def _parse_json(body: bytes, has_header: bool) -> dict[str, Any]:
         raise ServeError(
             400,
             f"body: expected a JSON object (NaN and Infinity are not JSON), got invalid JSON "
-            f"({e}){hint}",
+            f"({json_error(e)}){hint}",
             "json",
         ) from None
     if not isinstance(request, dict):
