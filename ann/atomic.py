@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from typing import IO, Any
@@ -71,7 +72,9 @@ def write_bytes(path: str, data: bytes) -> None:
 def why_not_creatable(path: str) -> str | None:
     """Why the directory `path` cannot be used or created (what follows its name in a message:
     "is a file, not a directory", "cannot be created: PARENT is a file", ...), or None when it
-    can. Creates nothing."""
+    can. Leaves nothing behind: it makes and removes a probe directory in the nearest existing
+    parent, the one test that a read-only or special file system (/proc) answers truly, and
+    root, whom permission bits do not stop."""
     if not path.strip():  # abspath would make it the current directory
         return "is empty"
     path = os.path.abspath(path)
@@ -86,4 +89,8 @@ def why_not_creatable(path: str) -> str | None:
         if existing == path:
             return "is not writable (permission denied)"
         return f"cannot be created in {existing} (permission denied)"
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".ann-probe-", dir=existing))
+    except OSError as e:
+        return f"cannot be created in {existing} ({e.strerror or e})"
     return None

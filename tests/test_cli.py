@@ -437,6 +437,20 @@ def test_an_out_that_cannot_be_created_is_refused_before_any_work(tmp_path, job)
     assert (
         line == f"error: --out={out} cannot be created: {blocked} is a file; choose another --out"
     )
+    # A file system that refuses what permission bits allow (here /proc, for root too) is found
+    # before any work too: it was "[Errno 2] ... '/proc/.export-7dknqkvw'" after restoring.
+    line = one_line_error(ann(job, f"--workdir={tmp_path / 'run'}", "--out=/proc/nope"))
+    assert line.startswith("error: --out=/proc/nope cannot be created in /proc ("), line
+    assert line.endswith("); choose another --out"), line
+    assert set(os.listdir(tmp_path)) == {"run", "file"}  # the probe left nothing
+
+
+def test_the_writability_probe_leaves_nothing_behind(tmp_path):
+    from ann import atomic
+
+    assert atomic.why_not_creatable(str(tmp_path / "a" / "b")) is None
+    assert atomic.why_not_creatable(str(tmp_path)) is None
+    assert os.listdir(tmp_path) == []
 
 
 def test_a_near_miss_split_is_named():
