@@ -1,6 +1,7 @@
 """Registry: versions, aliases, tags, lineage, URIs, immutability, concurrent writers."""
 
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -240,6 +241,11 @@ def test_cli(digits_export, tmp_path):
                                                 "--alias=champion").stdout  # fmt: skip
     assert cli("resolve", "models:/digits@champion").stdout.strip().endswith("artifacts/digits/1")
     assert "digits  latest version 1  aliases [champion=1]" in cli("list").stdout
+    # Metrics to 4 decimals, as a run's and an export's lines show them (it was 4 digits: .963)
+    shown = cli("versions", "digits").stdout.split("step ", 1)[1].split()[1:]
+    assert shown and all(re.fullmatch(r"[a-z_/0-9]+=-?\d+\.\d{4}", m) for m in shown), " ".join(
+        shown
+    )
     bad = cli("resolve", "models:/digits@nope")
     assert bad.returncode == 1 and "error: model 'digits' has no alias 'nope'" in bad.stderr
     unknown = cli("frobnicate")

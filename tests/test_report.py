@@ -307,8 +307,11 @@ def test_confusions_say_how_many_pairs_are_not_shown(monkeypatch):
     assert section.metrics["pairs"] == 4
     assert section.notes == [
         "most frequent mistakes (5 in 4 pairs): c0 -> c1 (2x), c1 -> c0 (1x); "
-        "2 more pairs, 1x or fewer"
+        "2 more pairs, 1x each"  # it said "1x or fewer"
     ]
+    monkeypatch.setattr(classification, "TOP_CONFUSIONS", 1)
+    section = classification.confusions(fake_predictions(labels, probabilities))
+    assert section.notes[0].endswith("c0 -> c1 (2x); 3 more pairs, at most 2x each")
 
 
 def test_calibration_uses_the_validation_temperature():

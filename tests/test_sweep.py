@@ -443,7 +443,8 @@ def test_grid_sweep_runs_resumes_and_summarizes(tmp_path, one_device):
             path.unlink()
     proc = sweep_cli(f"--config={config}", f"--workdir={workdir}", "--parallel=2")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "4 trials, 1 to run" in proc.stdout and "skipping 3 done" in proc.stdout
+    # One trial left runs alone on every core (it said "2 at a time" and split them).
+    assert "4 trials, 1 to run, 1 at a time" in proc.stdout and "skipping 3 done" in proc.stdout
     attempts = {
         p.name: trials_lib.read_record(str(p))["attempts"]
         for p in workdir.iterdir()
@@ -508,8 +509,9 @@ def test_tpe_study_prunes_the_bad_region_and_resumes(tmp_path, one_device):
     assert study.best_value == pytest.approx(best)
     # Resumed with the same size, the study has nothing left to run.
     lines = []
-    search.run(definition, workdir, trials=6, log=lines.append, **options)
+    search.run(definition, workdir, trials=6, parallel=4, log=lines.append, **options)
     assert "6 of 6 trials so far" in lines[0] and "TPE after 2 random draws over" in lines[0]
+    assert lines[0].endswith(", 1 at a time"), lines[0]  # none left: not "4 at a time"
     assert len(optuna.load_study(study_name="ann", storage=study._storage).trials) == 6
 
 

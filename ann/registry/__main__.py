@@ -50,7 +50,7 @@ ERRORS = (ValueError, OSError)
 
 def _summary(mv: ModelVersion) -> str:
     metrics = mv.lineage.get("metrics") or {}
-    shown = " ".join(f"{k}={metrics[k]:.4g}" for k in cli.metric_order(metrics))
+    shown = " ".join(f"{k}={metrics[k]:.4f}" for k in cli.metric_order(metrics))  # as runs show
     created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(mv.created))
     source = mv.lineage.get("source") or {}
     return (

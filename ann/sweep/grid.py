@@ -61,6 +61,7 @@ def run(
         trial.write_files(config_json)
         # Checked at the trial's first eval: a mistyped --metric stops the sweep there.
         todo.append(dataclasses.replace(trial, env={**trial.env, pruning.METRIC_ENV: metric}))
+    parallel = max(1, min(parallel, len(todo)))  # the cores split among trials that run
     message = f"sweep {sweep_dir}: {len(trials)} trials, {len(todo)} to run, {parallel} at a time"
     skipped = [f"{n} {s}" for s, n in counts.items() if s in (*trials_lib.FINISHED, "failed")]
     if skipped:

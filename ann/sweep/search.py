@@ -63,8 +63,7 @@ def run(
         {"name": pruner, "startup_trials": startup_trials, "warmup_steps": prune_warmup_steps},
         log,
     )
-    search.start(parallel)
-    launch.run(search.next_trial, search.on_end, parallel)
+    launch.run(search.next_trial, search.on_end, search.start(parallel))
     text = results.write(sweep_dir)
     search.report_best()
     return text
@@ -133,8 +132,10 @@ class Search:
     numbers: dict[str, int] = dataclasses.field(default_factory=dict)  # name -> trial number
     resume: deque = dataclasses.field(default_factory=deque)  # trials left RUNNING
 
-    def start(self, parallel: int) -> None:
-        """Queues the trials a stopped sweep left running, records the trial list, logs."""
+    def start(self, parallel: int) -> int:
+        """Queues the trials a stopped sweep left running, records the trial list, logs; returns
+        how many trials run at a time: `parallel`, or fewer when fewer are left (so the cores
+        are split among the trials that run, and the log says what happens)."""
         import optuna
 
         running = optuna.trial.TrialState.RUNNING
@@ -144,6 +145,8 @@ class Search:
             if "name" in t.user_attrs
         )
         self.record_trials()
+        left = len(self.resume) + max(0, self.trials - len(self.study.trials))
+        parallel = max(1, min(parallel, left))
         self.log(
             f"study {self.url.removeprefix('sqlite:///')}: {len(self.study.trials)} of "
             f"{self.trials} trials so far"
@@ -151,6 +154,7 @@ class Search:
             + f"; {self.sampler_words()} over {', '.join(self.distributions)}, "
             f"{parallel} at a time"
         )
+        return parallel
 
     def sampler_words(self) -> str:
         """How the study draws: TPE draws its first `startup_trials` at random, so a study no

@@ -320,8 +320,9 @@ def confusions(preds: Predictions) -> Section:
     if top:
         shown = ", ".join(f"{c['true']} -> {c['predicted']} ({c['count']}x)" for c in top)
         rest = len(pairs) - len(top)  # ties at the last count included: say so, not drop them
-        more = f"; {rest} more pair{'s' * (rest != 1)}, {top[-1]['count']}x or fewer"
-        more = more if rest else ""
+        last = top[-1]["count"]  # what each pair not shown has at most
+        each = "1x each" if last == 1 else f"at most {last}x each"
+        more = f"; {rest} more pair{'s' * (rest != 1)}, {each}" if rest else ""
         notes = [f"most frequent mistakes ({errors} in {len(pairs)} pairs): {shown}{more}"]
     inputs = preds.rows[preds.experiment.input_key]
     if not top or _image(inputs[0]) is None:
