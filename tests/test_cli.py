@@ -83,6 +83,10 @@ WITHOUT_JAX = [
     ("report", "--workdir=W"),
     ("sweep", "--help"),
     ("sweep", "--config=configs/digits_mlp.py", "--workdir=W", "--trials=0"),
+    # These answered after importing JAX (1.5-4 s).
+    ("sweep", "--config=configs/digits_mlp.py", "--workdir=W", "--metric=eval/accuracy"),
+    ("train", "--config=configs/digits_mlp.py", "--workdir="),
+    ("train", "--config=configs/digits_mlp.py", "--workdir=README.md/run"),
     ("registry", "--help"),
     ("serve", "--help"),
     ("observability", "--help"),

@@ -108,6 +108,8 @@ def sweep(argv: list[str]) -> None:
     if FLAGS["config"].value is None or FLAGS.workdir is None:
         raise SweepError("give --config=configs/NAME.py and --workdir=DIR (or --summarize=DIR)")
     cli.check_out("workdir", FLAGS.workdir)  # empty, a file, not writable: one line, nothing made
+    if FLAGS.metric:  # before loading the definition, which imports JAX (seconds)
+        check_selection_metric("--metric", FLAGS.metric)
     definition = definition_lib.load(
         config_flags.get_config_filename(FLAGS["config"]),
         config_flags.get_override_values(FLAGS["config"]),
