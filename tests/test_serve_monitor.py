@@ -302,3 +302,58 @@ def test_windows_close_by_time_and_an_old_export_says_drift_is_unavailable_once(
     assert monitor.report()["window"]["index"] == 1
     said = [r for r in caplog.records if "drift unavailable" in r.getMessage()]
     assert len(said) == 1, said  # once, not once a window
+
+
+def _accuracy_alert(text):
+    """The models for which `min by (model, version) (ann_realized_accuracy{window="last"})
+    < 0.9` (ann/observability/rules.py) is true in Prometheus text: PromQL's min skips NaN
+    unless every value is NaN, and a comparison with NaN is false."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    by_model = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == "ann_realized_accuracy" and s.labels["window"] == "last":
+                by_model.setdefault((s.labels["model"], s.labels["version"]), []).append(s.value)
+    firing = []
+    for key, values in by_model.items():
+        known = [v for v in values if not np.isnan(v)]
+        if known and min(known) < 0.9:
+            firing.append(key)
+    return firing
+
+
+def test_realized_accuracy_is_nan_until_labels_come_so_the_alert_cannot_fire():
+    from ann.serve.metrics import Metrics
+    from ann.serve.monitoring import ModelMonitor
+
+    metrics = Metrics(8)
+    served = ServedModel("old", "1", OldExport(), "test")
+    monitor = ModelMonitor(served, Settings(monitor_window_rows=100), metrics)
+    text = metrics.render().decode()
+    mv = {"model": "old", "version": "1"}
+    for window in ("last", "total"):  # NaN, as /monitor's null; never 0 ("all wrong")
+        assert np.isnan(metric(text, "ann_realized_accuracy", **mv, window=window)), text
+    assert _accuracy_alert(text) == []
+    # No other monitoring gauge says anything before its first window.
+    for name in ("ann_estimated_accuracy", "ann_prediction_share", "ann_drift_share",
+                 "ann_drift_detected", "ann_drift_score", "ann_confidence_count"):  # fmt: skip
+        assert f"\n{name}{{" not in text, name
+
+    rng = np.random.default_rng(0)
+    for i in range(100):  # window 0: predicted "no" every time
+        outputs = {"probabilities": np.array([[0.9, 0.1]], np.float32),
+                   "label": np.zeros(1, np.int32)}  # fmt: skip
+        monitor.record_batch({"x": rng.normal(size=(1, 3)).astype(np.float32)}, outputs, 1)
+        monitor.record(f"r{i}", outputs)
+    labels = [{"id": f"r{i}", "label": "yes" if i < 20 else "no"} for i in range(100)]
+    assert monitor.feedback(labels)["matched"] == 100
+    text = metrics.render().decode()
+    assert metric(text, "ann_realized_accuracy", **mv, window="total") == 0.8
+    assert np.isnan(metric(text, "ann_realized_accuracy", **mv, window="last"))  # 0 still open
+    assert _accuracy_alert(text) == []
+    monitor.step()  # window 0 closes with its labels
+    text = metrics.render().decode()
+    assert metric(text, "ann_realized_accuracy", **mv, window="last") == 0.8
+    assert _accuracy_alert(text) == [("old", "1")]
+    assert metric(text, "ann_estimated_accuracy", **mv) == pytest.approx(0.9)

@@ -46,6 +46,7 @@ from __future__ import annotations
 import calendar
 import concurrent.futures
 import logging
+import math
 import multiprocessing
 import os
 import threading
@@ -174,7 +175,11 @@ class ModelMonitor:
         mv = (name, version)
         self._labels_counter = metrics.feedback_labels.labels(*mv)
         self._unmatched = {r: metrics.feedback_unmatched.labels(*mv, r) for r in REASONS}
+        # NaN until labels come: a gauge at 0 read as "every prediction wrong" (the accuracy
+        # alert fired for every model that got no labels); PromQL comparisons with NaN are false.
         self._realized = {w: metrics.realized_accuracy.labels(*mv, w) for w in ("last", "total")}
+        for child in self._realized.values():
+            child.set(math.nan)
         self.created = created_time(self.served.model.manifest)
         if self.created is not None:
             created = self.created
@@ -250,9 +255,10 @@ class ModelMonitor:
         return {**joined, "accuracy": realized}
 
     def _set_realized(self, realized: dict[str, Any]) -> None:
+        """ann_realized_accuracy from `Predictions.realized`: NaN where nothing is labelled (as
+        `/monitor`'s null)."""
         for window, value in realized.items():
-            if value is not None:
-                self._realized[window].set(value["accuracy"])
+            self._realized[window].set(math.nan if value is None else value["accuracy"])
 
     # -- the background thread -----------------------------------------------------------------
 
