@@ -37,6 +37,7 @@ import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import NoReturn
 
+import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -201,12 +202,21 @@ def parse_flags(argv: list[str]) -> list[str]:
             break
         if arg in _HELP:
             _show_help(full=_HELP[arg])
+        if arg.startswith("--config=") and arg.endswith((".json", ".yaml", ".yml")):
+            fail(
+                f"{arg}: a config is a Python file with get_config() (configs/NAME.py); a run's "
+                "config.json records a run: give the file it was made from, with --config.KEY="
+                "VALUE for what differs"
+            )
+    logging.get_absl_logger().addFilter(_said_here)  # once: a logger holds a filter once
     try:
         rest = flags.FLAGS(argv)
     except flags.UnrecognizedFlagError as e:
         fail(_unknown_flag(e))
     except _PARSE_ERRORS as e:
         missing, raised = _missing_flags(e), _config_file_error(e)
+        if missing and "config" in _REQUIRED.findall(str(e)) and flags.FLAGS["config"].present:
+            fail(f"--config={_config_path()}: get_config() returned None; {_RETURN_A_CONFIG}")
         if missing:
             fail(missing)
         if raised is not None:
@@ -220,10 +230,31 @@ def parse_flags(argv: list[str]) -> list[str]:
         fail(message)
     if "config" in flags.FLAGS and flags.FLAGS["config"].present:
         # ml_collections defers a missing file's error to the config's first use.
-        path = config_flags.get_config_filename(flags.FLAGS["config"]).partition(":")[0]
+        path = _config_path()
         if not os.path.isfile(path):
             fail(f"--config={path}: no such file{_near_files(path)}")
+        value = flags.FLAGS["config"].value
+        if not isinstance(value, ml_collections.ConfigDict):
+            returned = type(value).__name__
+            fail(f"--config={path}: get_config() returned a {returned}; {_RETURN_A_CONFIG}")
     return rest
+
+
+def _said_here(record: py_logging.LogRecord) -> bool:
+    """Drops ml_collections' warning for a get_config() that returned None: parse_flags says
+    it in its one line."""
+    return "get_config() returned None" not in record.getMessage()
+
+
+_RETURN_A_CONFIG = (
+    "return an ml_collections.ConfigDict (start from ann.config.base(), as configs/digits_cnn.py "
+    "does)"
+)
+
+
+def _config_path() -> str:
+    """The --config file's path, without its `:ARG`."""
+    return config_flags.get_config_filename(flags.FLAGS["config"]).partition(":")[0]
 
 
 def _config_code_error(error: BaseException, argv: Sequence[str]) -> str | None:
@@ -290,9 +321,11 @@ def _dotted(tree: dict, prefix: str = "") -> list[str]:
     return keys
 
 
-_CONVERSIONS = {
+_CONVERSIONS = {  # the start of what absl or ml_collections says -> what the key takes
     "invalid literal for int()": "an integer",
     "could not convert string to float": "a number",
+    "('Non-boolean argument to boolean flag'": "true or false",
+    "Error while parsing string": "a tuple such as '(32, 64)', quoted for the shell",
 }
 
 
@@ -300,6 +333,12 @@ def _bad_override(text: str) -> str:
     """ "flag --config.total_steps=abc: invalid literal for int() ..." as "--config.total_steps=abc
     must be an integer ..."; other messages unchanged."""
     match = re.fullmatch(r"flag (--config\.([\w.]+)=.*?): (.*)", text)
+    if match and match.group(3).startswith("Failed to parse"):  # a value for a whole section
+        key = match.group(2)
+        inside = [k for k in _dotted(SCHEMA) if k.startswith(f"{key}.")]
+        shown = [(k, config_lib.default(k)) for k in inside if config_lib.default(k) not in ("",)]
+        example = f"--config.{shown[-1][0]}={shown[-1][1]}" if shown else f"--config.{key}.NAME=V"
+        return f"{match.group(1)}: '{key}' is a section, not a value; set its keys, e.g. {example}"
     if match:
         for said, wanted in _CONVERSIONS.items():
             if match.group(3).startswith(said):

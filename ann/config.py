@@ -200,7 +200,7 @@ class Range:
         text = self._describe(low, high, resolve)
         hint = ""
         if isinstance(value, Sequence):
-            text = f"{'increasing, ' if self.increasing else ''}each {text}"
+            text = f"{'increasing, ' if self.increasing else ''}each element {text}"
         else:
             fix = self.suggest(value, low, high, example, accepts)
             hint = f"; e.g. --config.{path}={fix}" if fix is not None else ""
@@ -239,12 +239,13 @@ class Range:
         return (above and below) or x in self.also
 
     def _describe(self, low: float, high: float, resolve: Callable[[str], Any]) -> str:
+        low_, high_ = _number(low), _number(high)
         if high == math.inf:
-            text = f"{'>=' if self.closed[0] == '[' else '>'} {low:g}"
+            text = f"{'>=' if self.closed[0] == '[' else '>'} {low_}"
         else:
-            text = f"in {self.closed[0]}{low:g}, {high:g}{self.closed[1]}"
+            text = f"in {self.closed[0]}{low_}, {high_}{self.closed[1]}"
             if isinstance(self.high, str):
-                text += f" ({self.high}={high:g}; lower this or raise {self._decider(resolve)})"
+                text += f" ({self.high}={high_}; lower this or raise {self._decider(resolve)})"
         text += "".join(f" or {v}" for v in self.also)
         return f"{text} ({self.means})" if self.means else text
 
@@ -259,6 +260,11 @@ class Range:
         return str(self.high)
 
 
+def _number(x: float) -> str:
+    """A bound as a user would type it: whole numbers in full (4294967296, not 4.29497e+09)."""
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e16 else f"{x:g}"
+
+
 POSITIVE, NONNEGATIVE, FRACTION = Range(0, closed="()"), Range(0), Range(0, 1, closed="[)")
 COUNT = Range(1)  # an integer count that cannot be 0
 REMAINING_DEVICES = "-1: the devices the other axes leave"
@@ -266,6 +272,7 @@ REMAINING_DEVICES = "-1: the devices the other axes leave"
 # key -> the values it may take. Keys of the open sections (`model.dropout`) are checked where a
 # config sets them; `task.*` ranges are the experiments' own (`task_settings(ranges=...)`).
 RANGES: dict[str, Range] = {
+    "seed": Range(0, 2**32, closed="[)"),  # grain's and jax.random's seeds are unsigned 32-bit
     "batch_size": COUNT,
     "eval_batch_size": NONNEGATIVE,  # 0 = batch_size
     "total_steps": Range(1, also=(0,), means="0: num_epochs decides the length"),

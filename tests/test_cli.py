@@ -285,6 +285,71 @@ def test_the_console_script_is_declared():
             ["registry", "lst"],
             "error: unknown registry command 'lst'; did you mean `ann registry list`?",
         ),
+        # From a fresh-user trial: each of these was a traceback (JAX's TypeError, a
+        # ZeroDivisionError, grain's ValueError, TFDS's parser, a wrapped ValueError that left
+        # config.json behind) or absl/ml_collections wording.
+        *[
+            (["train", "--config=configs/digits_cnn.py", "--workdir=W", override], message)
+            for override, message in [
+                (
+                    "--config.model.features=0",
+                    "error: config key 'model.features' must be each element >= 1, got (0,)",
+                ),
+                (
+                    "--config.model.features=abc",
+                    "error: config key 'model.features' must be a "
+                    "tuple of integers, got ('abc',); e.g. --config.model.features='(32, 64)'",
+                ),
+                (
+                    "--config.model.dense=-4",
+                    "error: config key 'model.dense' must be >= 1, got -4;"
+                    " e.g. --config.model.dense=128",
+                ),
+                (
+                    "--config.seed=-1",
+                    "error: config key 'seed' must be in [0, 4294967296), got "
+                    "-1; e.g. --config.seed=0",
+                ),
+                ("--config.data.name=3", "error: config key 'data.name': unknown data set '3';"),
+                (
+                    "--config.batch_size=100000",
+                    "error: split digits/train has 1221 rows, fewer "
+                    "than a batch of 100000; lower --config.batch_size",
+                ),
+                (
+                    "--config.data.shuffle=yes",
+                    "error: --config.data.shuffle=yes must be true or "
+                    "false (the key's type in the config)",
+                ),
+                (
+                    "--config.mesh=abc",
+                    "error: --config.mesh=abc: 'mesh' is a section, not a "
+                    "value; set its keys, e.g. --config.mesh.tensor=1",
+                ),
+                (
+                    "--config.model.features=(32,",
+                    "error: --config.model.features=(32, must be a "
+                    "tuple such as '(32, 64)', quoted for the shell",
+                ),
+            ]
+        ],  # fmt: skip
+        (
+            [
+                "train",
+                "--config=configs/digits_vit.py",
+                "--workdir=W",
+                "--config.model.num_heads=3",
+                "--config.total_steps=2",
+                "--config.optimizer.warmup_steps=0",
+            ],
+            "error: model 'vit' cannot be built from its model.* settings: model dim 64 is not "
+            "divisible by num_heads 3",
+        ),  # fmt: skip
+        (
+            ["train", "--config=README.json", "--workdir=W"],
+            "error: --config=README.json: a config is a Python file with get_config() "
+            "(configs/NAME.py); a run's config.json records a run",
+        ),
         # A stray word (the rest of an unquoted value) printed the whole help page.
         (
             ["generate", "--workdir=W", "--prompt=Return", "the"],
@@ -298,6 +363,9 @@ def test_the_console_script_is_declared():
     ],
 )
 def test_mistakes_on_the_command_line_are_one_line(tmp_path, args, message):
+    from ann import data
+
+    data.load("digits", "train")  # built here, not by the run: its build says so on stderr
     args = [a.replace("=W", f"={tmp_path / 'run'}") for a in args]
     line = one_line_error(ann(*args))
     assert line.startswith(message), line
@@ -455,6 +523,19 @@ def test_the_writability_probe_leaves_nothing_behind(tmp_path):
     assert atomic.why_not_creatable(str(tmp_path / "a" / "b")) is None
     assert atomic.why_not_creatable(str(tmp_path)) is None
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("returned", ["{'model': {'name': 'cnn'}}", "None"])
+def test_a_config_file_that_returns_no_configdict_is_one_line(tmp_path, returned):
+    # A dict was an AttributeError traceback ('dict' object has no attribute 'to_dict'); None
+    # was "missing --config".
+    (tmp_path / "mine.py").write_text(f"def get_config():\n    return {returned}\n")
+    line = one_line_error(ann("train", f"--config={tmp_path / 'mine.py'}", "--workdir=W"))
+    what = "a dict" if returned != "None" else "None"
+    assert line == (
+        f"error: --config={tmp_path / 'mine.py'}: get_config() returned {what}; return an "
+        "ml_collections.ConfigDict (start from ann.config.base(), as configs/digits_cnn.py does)"
+    )
 
 
 def test_a_near_miss_split_is_named():

@@ -1,7 +1,16 @@
 """Data: sources by name, grain pipelines, and device prefetch."""
 
-from ann.data.pipeline import eval_batches, train_batches
+from ann.data.pipeline import check_batch_size, eval_batches, train_batches
 from ann.data.prefetch import DeviceIterator, prefetch, put
 from ann.data.sources import Split, load
 
-__all__ = ["DeviceIterator", "Split", "eval_batches", "load", "prefetch", "put", "train_batches"]
+__all__ = [
+    "DeviceIterator",
+    "Split",
+    "check_batch_size",
+    "eval_batches",
+    "load",
+    "prefetch",
+    "put",
+    "train_batches",
+]

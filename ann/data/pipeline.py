@@ -15,6 +15,7 @@ import grain
 import jax
 import numpy as np
 
+from ann.config import ConfigError
 from ann.data.sources import Split
 
 Batch = dict[str, np.ndarray]
@@ -139,6 +140,16 @@ class TrainBatches:
         self._start(epoch, example)
 
 
+def check_batch_size(split: Split, global_batch_size: int) -> None:
+    """Raises ConfigError when `split` cannot fill one batch of `global_batch_size` rows (a
+    training run checks it before its workdir is written)."""
+    if len(split) < global_batch_size:
+        raise ConfigError(
+            f"split {split.name}/{split.split} has {len(split)} rows, fewer than a batch of "
+            f"{global_batch_size}; lower --config.batch_size"
+        )
+
+
 def train_batches(
     split: Split,
     fields: Fields,
@@ -152,11 +163,7 @@ def train_batches(
 
     Each epoch visits every row once (less the remainder of a batch), in a new seeded order.
     """
-    if len(split) < global_batch_size:
-        raise ValueError(
-            f"split {split.name}/{split.split} has {len(split)} rows, fewer than a batch of "
-            f"{global_batch_size}; lower batch_size"
-        )
+    check_batch_size(split, global_batch_size)
     return TrainBatches(
         split, fields, global_batch_size, seed, shuffle, read_threads, buffer_batches
     )

@@ -222,7 +222,7 @@ def _builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
         return builder
     try:
         builder = tfds.builder(name, data_dir=data_dir)
-    except tfds.core.registered.DatasetNotFoundError as e:
+    except (tfds.core.registered.DatasetNotFoundError, ValueError) as e:  # ValueError: "3", "a b"
         raise ConfigError(
             f"config key 'data.name': unknown data set {name!r}; use one of ann's offline sets "
             f"({', '.join(sorted(BUILDERS))}) or a TFDS name such as 'mnist'"

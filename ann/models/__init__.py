@@ -102,6 +102,9 @@ def check_arguments(
     `check_nested(kwargs, prefix)`."""
     cls = get(name)
     params, takes_any = _parameters(cls)
+    for key, value in kwargs.items():
+        if key in params:
+            _check_kind(f"{prefix}{key}", value, params[key].default)
     ranges: Mapping[str, Range] = {**_SHARED_RANGES, **getattr(cls, "RANGES", {})}
     for key, allowed in ranges.items():
         param = params.get(key)
@@ -125,17 +128,50 @@ def check_arguments(
             )
 
 
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _check_kind(path: str, value: Any, default: Any) -> None:
+    """ConfigError when `value` is not of the kind of the constructor's `default`: an integer
+    for an int (a JAX TypeError deep in the model before), a number for a float, a tuple of
+    integers for a tuple of integers. Other defaults (None, strings, bools) say nothing."""
+    if value is None or isinstance(default, bool):
+        return
+    if _is_int(default) and not _is_int(value):
+        expected, example = "an integer", default
+    elif isinstance(default, float) and not (_is_int(value) or isinstance(value, float)):
+        expected, example = "a number", default
+    elif (
+        isinstance(default, tuple)
+        and default
+        and all(_is_int(x) for x in default)
+        and not (isinstance(value, tuple | list) and all(_is_int(x) for x in value))
+    ):
+        expected, example = "a tuple of integers", f"'{default}'"
+    else:
+        return
+    raise ConfigError(
+        f"config key '{path}' must be {expected}, got {value!r}; e.g. --config.{path}={example}"
+    )
+
+
 def build(name: str, kwargs: dict, **supplied) -> nnx.Module:
     """Constructs model `name` from config kwargs plus what the experiment supplies.
 
     Config keys the constructor does not accept fail with the accepted list; supplied
     arguments it does not take are left out (a model need not take `dtype`, see from_config).
-    """
+    A ValueError the constructor raises about its arguments (a `dim` that `num_heads` does not
+    divide, a patch that does not tile the image: combinations only it can judge, with the
+    data's shapes) is a ConfigError naming the model."""
     check_arguments(name, kwargs, tuple(supplied))
     params, takes_any = _parameters(get(name))
     if not takes_any:
         supplied = {k: v for k, v in supplied.items() if k in params}
-    return get(name)(**kwargs, **supplied)
+    try:
+        return get(name)(**kwargs, **supplied)
+    except ValueError as e:
+        raise ConfigError(f"model {name!r} cannot be built from its model.* settings: {e}") from e
 
 
 def check_config(config) -> None:

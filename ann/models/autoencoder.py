@@ -44,7 +44,7 @@ def _check_sizes(name: str, values: Sequence[int], allow_empty: bool = False) ->
 class DenseAutoencoder(nnx.Module):
     """MLP encoder `features` -> `latent`, decoder `reversed(features)` -> the input's size."""
 
-    RANGES = {"latent": POSITIVE}  # checked with the config, before any data is read
+    RANGES = {"features": COUNT, "latent": POSITIVE}  # checked with the config, before data
 
     def __init__(
         self,
@@ -104,7 +104,7 @@ class ConvAutoencoder(nnx.Module):
     sizes that do not divide by 2**len(features) are zero-padded at the end and cropped back."""
 
     # Checked with the config, before any data is read. latent 0 = no dense bottleneck.
-    RANGES = {"kernel_size": COUNT, "latent": NONNEGATIVE}
+    RANGES = {"features": COUNT, "kernel_size": COUNT, "latent": NONNEGATIVE}
 
     def __init__(
         self,

@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from ann.config import COUNT
+
 
 def max_pool(x: jax.Array, window: tuple[int, int] = (2, 2)) -> jax.Array:
     """Non-overlapping max pool of `x` [batch, height, width, channels] (any float dtype) by a
@@ -31,6 +33,8 @@ def max_pool(x: jax.Array, window: tuple[int, int] = (2, 2)) -> jax.Array:
 
 
 class CNN(nnx.Module):
+    RANGES = {"features": COUNT, "dense": COUNT}  # checked with the config, before data
+
     def __init__(
         self,
         *,

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from ann.config import COUNT
 from ann.models.transformer import Stack, causal_mask, combine, padding_mask
 
 
@@ -14,6 +15,8 @@ class CausalLM(nnx.Module):
     """`attention`: "einsum" (masks spelled out), "xla" or "cudnn" (jax.nn.dot_product_attention
     told the mask is causal with right padding; cudnn is flash attention on NVIDIA GPUs in
     bfloat16: `--config.dtype=bfloat16`). `remat`: recompute each block in the backward pass."""
+
+    RANGES = {k: COUNT for k in ("dim", "depth", "num_heads", "mlp_dim")}
 
     def __init__(
         self,

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from ann.config import ConfigError
+from ann.config import COUNT, ConfigError
 
 
 class MLP(nnx.Module):
@@ -21,6 +21,8 @@ class MLP(nnx.Module):
     deep"): the hidden path only has to learn what a linear model misses, which helps on small
     tabular data where a linear model is already strong.
     """
+
+    RANGES = {"features": COUNT}  # checked with the config, before any data is read
 
     def __init__(
         self,

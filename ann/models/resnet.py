@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from ann.config import COUNT
+
 
 class Block(nnx.Module):
     """Two 3x3 convs with BatchNorm and a projected shortcut when the shape changes."""
@@ -30,6 +32,8 @@ class Block(nnx.Module):
 
 
 class ResNet(nnx.Module):
+    RANGES = {"widths": COUNT, "blocks_per_stage": COUNT}  # checked with the config
+
     def __init__(
         self,
         *,

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ann.config import ConfigError
+from ann.config import COUNT, ConfigError
 from ann.models.transformer import Stack, causal_mask, combine, padding_mask
 
 POSITIONS = ("learned", "rope", "digits")
@@ -45,6 +45,8 @@ def place_values(source: jax.Array, digit_ids: Sequence[int]) -> jax.Array:
 
 
 class Seq2Seq(nnx.Module):
+    RANGES = {k: COUNT for k in ("dim", "encoder_depth", "decoder_depth", "num_heads", "mlp_dim")}
+
     def __init__(
         self,
         *,

@@ -9,10 +9,13 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from ann.config import COUNT
 from ann.models.transformer import Stack
 
 
 class ViT(nnx.Module):
+    RANGES = {k: COUNT for k in ("patch_size", "dim", "depth", "num_heads", "mlp_dim")}
+
     def __init__(
         self,
         *,

@@ -90,6 +90,7 @@ def build(
     train_split = data.load(dc.name, dc.train_split, dc.data_dir, dc.cache, "data.train_split")
     validation_split, eval_splits = None, []
     if for_training:
+        data.check_batch_size(train_split, config.batch_size)  # before the workdir is written
         validation_split = data.load(
             dc.name, dc.validation_split, dc.data_dir, dc.cache, "data.validation_split"
         )
