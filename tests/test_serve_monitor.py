@@ -3,6 +3,8 @@ labels joined by request id (the same accuracy as offline evaluation of the same
 feedback refused in one line, and a designed shift (brightened digits) detected."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -10,7 +12,7 @@ import time
 import numpy as np
 import pytest
 from conftest import one_line_error
-from test_serve import Server, infer_body, request
+from test_serve import Server, free_port, infer_body, request
 from test_serve_routes import FakeModel, call
 
 from ann import artifact, data
@@ -357,3 +359,58 @@ def test_realized_accuracy_is_nan_until_labels_come_so_the_alert_cannot_fire():
     assert metric(text, "ann_realized_accuracy", **mv, window="last") == 0.8
     assert _accuracy_alert(text) == [("old", "1")]
     assert metric(text, "ann_estimated_accuracy", **mv) == pytest.approx(0.9)
+
+
+def test_ctrl_c_stops_the_server_and_its_drift_process_without_a_traceback(digits_export):
+    """A terminal's Ctrl-C sends SIGINT to the whole process group: the server drains and
+    exits 0, and the drift process (spawned while the model compiled) ignores it rather than
+    printing a KeyboardInterrupt traceback of its own."""
+    _, out = digits_export
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ann.serve", f"--port={port}", f"--model={out}", "--monitor=on"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # a process group of its own, as a terminal's job
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if request(port, "GET", "/v2/health/ready", timeout=2)[0] == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.stdout.read()[-3000:]
+        os.killpg(proc.pid, signal.SIGINT)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, output[-3000:]
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output, output[-3000:]
+    deadline = time.monotonic() + 10
+    while _running_in_group(proc.pid):  # the drift process was stopped, not left behind
+        assert time.monotonic() < deadline, _running_in_group(proc.pid)
+        time.sleep(0.2)
+
+
+def _running_in_group(pgid):
+    """The processes of process group `pgid` that have not exited (zombies left out), from
+    /proc: [(pid, command line)]."""
+    running = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()  # after "pid (comm)"
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    running.append((int(entry), f.read().replace(b"\0", b" ").decode()))
+        except (OSError, IndexError, ValueError):
+            pass
+    return running

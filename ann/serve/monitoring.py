@@ -14,10 +14,12 @@ drifted features' histograms beside the reference's on the same bins (`Reference
 for the dashboard), for the latest window closed in that tick (windows that close faster than
 one a second are counted in `skipped_windows`, not drift-tested: at most one test a second per
 model, about 20 ms of CPU for the digits' 64 features and 1,000 rows). The drift tests run in
-a process of their own (one worker, niceness 19, JAX on the CPU; spawned while the first model
-compiles, it reads and keeps each model's reference: `prepare`): in the server process their GIL
-hand-offs cost the event loop more than the tests cost themselves (`Monitoring`). The thread
-sets the gauges (ann/serve/metrics.py) and keeps the results for `GET .../monitor`.
+a process of their own (one worker, niceness 19, JAX on the CPU, SIGINT ignored: a terminal's
+Ctrl-C reaches the whole process group, and the server stops it after draining; spawned while
+the first model compiles, it reads and keeps each model's reference: `prepare`): in the server
+process their GIL hand-offs cost the event loop more than the tests cost themselves
+(`Monitoring`). The thread sets the gauges (ann/serve/metrics.py) and keeps the results for
+`GET .../monitor`.
 
 Windows, per model version: a window closes once it holds `--monitor_window_rows` rows (1,000),
 or after `--monitor_window_seconds` (60) once it holds at least min(100, rows) rows: fewer rows
@@ -45,13 +47,16 @@ from __future__ import annotations
 
 import calendar
 import concurrent.futures
+import contextlib
 import logging
 import math
 import multiprocessing
 import os
+import signal
 import threading
 import time
 import types
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -359,7 +364,9 @@ class ModelMonitor:
                 view = types.SimpleNamespace(
                     directory=m.directory, manifest=m.manifest, inputs=m.inputs, outputs=m.outputs
                 )
-                self._pool.submit(_load_reference, self._key, view).result()
+                with _sigint_blocked():  # the first submit spawns the drift process
+                    future = self._pool.submit(_load_reference, self._key, view)
+                future.result()
                 self.reference = self._key
         except Exception as e:  # an old export, or a reference that fails its check
             self.drift_unavailable = f"{type(e).__name__}: {e}"
@@ -482,9 +489,27 @@ class ModelMonitor:
 _REFERENCES: dict[str, Any] = {}  # in the drift process: "name/version" -> Reference
 
 
+@contextlib.contextmanager
+def _sigint_blocked() -> Iterator[None]:
+    """SIGINT blocked in the calling thread (any thread: the main thread handles the server's
+    SIGINT meanwhile), so that a process spawned here starts with it blocked: a Ctrl-C while
+    it imports, before `_start_drift_process` ignores SIGINT, would print its traceback."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def _start_drift_process() -> None:
-    """The drift process's start: the lowest CPU priority, JAX on the CPU only (the drift
-    tests never take an accelerator from the model), the tests imported."""
+    """The drift process's start: SIGINT ignored (a terminal's Ctrl-C goes to the whole process
+    group; the server drains and then stops this process, which printed a KeyboardInterrupt
+    traceback of its own), the lowest CPU priority, JAX on the CPU only (the drift tests never
+    take an accelerator from the model), the tests imported."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Spawned with SIGINT blocked (`_sigint_blocked`): one that came before the line above stayed
+    # pending, and is now discarded.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     os.environ["JAX_PLATFORMS"] = "cpu"
     try:
         os.nice(NICE)
