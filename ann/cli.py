@@ -380,14 +380,41 @@ def check_no_arguments(args: Sequence[str]) -> None:
         )
 
 
-def check_trained_run(workdir: str, step: str) -> None:
-    """`--workdir` and `--step` of a command that restores a trained run (export, generate):
-    raises FlagError with one line naming the flag and the fix."""
+def check_trained_run(workdir: str, step: str, export_flag: str | None = None) -> None:
+    """`--workdir` and `--step` of a command that restores a trained run (export, generate,
+    report): raises FlagError with one line naming the flag and the fix. An export given as
+    the run is named as one, with the run it came from, and `--export_flag` where the command
+    also takes an export (report's --model)."""
     if not (step in ("best", "latest") or step.isdigit()):
         raise FlagError(f"--step={step!r} must be 'best', 'latest' or a step number (>= 0)")
-    if not os.path.isfile(config_file_in(workdir)):
-        what = "does not exist" if not os.path.exists(workdir) else "holds no config.json"
-        raise FlagError(f"--workdir={workdir} {what}; give the directory of a trained run")
+    if os.path.isfile(config_file_in(workdir)):
+        return
+    if _is_export(workdir):
+        source = _export_source(workdir)
+        came = f" (its run: --workdir={source})" if source else ""
+        instead = f", or give the export as --{export_flag}={workdir}" if export_flag else ""
+        raise FlagError(
+            f"--workdir={workdir} is an export, not a training run; give the run's directory"
+            f"{came}{instead}"
+        )
+    what = "does not exist" if not os.path.exists(workdir) else "holds no config.json"
+    raise FlagError(f"--workdir={workdir} {what}; give the directory of a trained run")
+
+
+def _is_export(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, "manifest.json"))  # artifact.MANIFEST, no JAX
+
+
+def _export_source(path: str) -> str | None:
+    """The workdir an export's manifest says it came from, if it can be read."""
+    import json
+
+    try:
+        with open(os.path.join(path, "manifest.json"), "rb") as f:
+            source = json.loads(f.read(1 << 20)).get("source", {}).get("workdir")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return source if isinstance(source, str) else None
 
 
 def check_out(flag: str, path: str) -> None:
@@ -397,6 +424,8 @@ def check_out(flag: str, path: str) -> None:
 
     if not path.strip():
         raise FlagError(f"--{flag} is empty; give the directory to write")
+    if _is_export(path):  # a training run or a report written into it would mix the two
+        raise FlagError(f"--{flag}={path} is an export (it holds manifest.json); choose another")
     why = atomic.why_not_creatable(path)
     if why:
         raise FlagError(f"--{flag}={path} {why}; choose another --{flag}")

@@ -538,6 +538,28 @@ def test_a_config_file_that_returns_no_configdict_is_one_line(tmp_path, returned
     )
 
 
+def test_an_export_given_where_a_run_or_an_output_goes_is_named(tmp_path):
+    # ann train trained into it (checkpoints beside manifest.json); report and export said
+    # "holds no config.json"; observability render wrote into it.
+    export = tmp_path / "exp"
+    export.mkdir()
+    (export / "manifest.json").write_text('{"source": {"workdir": "/runs/digits"}}')
+    run = "give the run's directory (its run: --workdir=/runs/digits)"
+    for args, message in [
+        (["train", "--config=configs/digits_mlp.py", f"--workdir={export}"],
+         f"--workdir={export} is an export (it holds manifest.json); choose another"),
+        (["report", f"--workdir={export}"],
+         f"--workdir={export} is an export, not a training run; {run}, or give the export as "
+         f"--model={export}"),
+        (["export", f"--workdir={export}", f"--out={tmp_path / 'out'}"],
+         f"--workdir={export} is an export, not a training run; {run}"),
+        (["observability", "render", f"--out={export}"],
+         f"--out={export} is an export (it holds manifest.json); choose another"),
+    ]:  # fmt: skip
+        assert one_line_error(ann(*args)) == f"error: {message}", args
+    assert sorted(os.listdir(tmp_path)) == ["exp"] and os.listdir(export) == ["manifest.json"]
+
+
 def test_a_near_miss_split_is_named():
     line = one_line_error(ann("report", "--workdir=nowhere", "--split=val"))
     assert line.startswith("error: --split=val: unknown split 'val'; did you mean 'validation'?")

@@ -362,3 +362,16 @@ def test_one_class_split_is_a_message_not_nan():
     assert curves.metrics["roc_auc"] == {} and curves.metrics["classes_without_curve"] == ["c1"]
     threshold = classification.thresholds(preds)
     assert threshold.metrics["threshold"] is None
+
+
+def test_the_default_out_names_an_export_by_its_served_version():
+    # An export directory's report went to ./report-NAME; `ann serve` and `ann monitor drift`
+    # name the same export NAME version <the manifest's first 12 hex digits>.
+    from ann.report.__main__ import default_out
+
+    sha = "0123456789abcdef" * 4
+    export = {"kind": "export", "name": "digits_cnn", "version": None, "manifest_sha256": sha}
+    assert default_out(export) == "report-digits_cnn-0123456789ab"
+    registry = {**export, "kind": "registry", "name": "digits", "version": 3}
+    assert default_out(registry) == "report-digits-3"
+    assert default_out({"kind": "workdir", "workdir": "/runs/a"}) == "/runs/a/report"

@@ -31,7 +31,7 @@ def test_a_file_as_workdir_is_one_line_and_creates_nothing(tmp_path):
     )
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
-    assert lines[-1].startswith("error: workdir ") and "is a file" in lines[-1]
+    assert lines[-1].startswith("error: --workdir=") and "is a file" in lines[-1]  # no JAX
     assert "Traceback" not in done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md"]  # no .jax_cache
 

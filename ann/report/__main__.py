@@ -67,14 +67,16 @@ def check_flags(workdir: str | None, model: str | None, step: str, splits: list[
             + (f" (unknown: {', '.join(unknown)})" if unknown else "")
         )
     if workdir is not None:
-        cli.check_trained_run(workdir, step)
+        cli.check_trained_run(workdir, step, export_flag="model")
 
 
 def default_out(identity: dict) -> str:
     if identity["kind"] == "workdir":
         return os.path.join(identity["workdir"], "report")
-    version = f"-{identity['version']}" if identity.get("version") else ""
-    return f"report-{identity['name']}{version}"
+    # An export directory's version is its manifest's first 12 hex digits, as `ann serve` and
+    # `ann monitor drift` name it (report.json's model.version stays null for it).
+    version = identity.get("version") or identity["manifest_sha256"][:12]
+    return f"report-{identity['name']}-{version}"
 
 
 def main(argv: list[str]) -> None:

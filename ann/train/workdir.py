@@ -34,6 +34,10 @@ def check(workdir: str) -> None:
         raise WorkdirError(
             "workdir is empty; give the run's directory (--workdir, created if missing)"
         )
+    if os.path.isfile(os.path.join(workdir, "manifest.json")):  # artifact.MANIFEST
+        raise WorkdirError(
+            f"workdir {workdir!r} is an export (it holds manifest.json); choose another --workdir"
+        )
     why = atomic.why_not_creatable(workdir)
     if why:
         raise WorkdirError(
