@@ -339,6 +339,13 @@ def _bad_override(text: str) -> str:
         shown = [(k, config_lib.default(k)) for k in inside if config_lib.default(k) not in ("",)]
         example = f"--config.{shown[-1][0]}={shown[-1][1]}" if shown else f"--config.{key}.NAME=V"
         return f"{match.group(1)}: '{key}' is a section, not a value; set its keys, e.g. {example}"
+    job_flag = re.fullmatch(r"flag (--(\w+)=.*?): (.*)", text)  # the job's own (serve --port)
+    if job_flag:
+        for said, wanted in _CONVERSIONS.items():
+            if job_flag.group(3).startswith(said):
+                default = flags.FLAGS[job_flag.group(2)].default
+                example = f"; e.g. --{job_flag.group(2)}={default}" if default is not None else ""
+                return f"{job_flag.group(1)} must be {wanted}{example}"
     if match:
         for said, wanted in _CONVERSIONS.items():
             if match.group(3).startswith(said):

@@ -345,6 +345,12 @@ def test_the_console_script_is_declared():
             "error: model 'vit' cannot be built from its model.* settings: model dim 64 is not "
             "divisible by num_heads 3",
         ),  # fmt: skip
+        # A job's own flag given the wrong type was Python's "invalid literal for int() with
+        # base 10: 'abc'".
+        (
+            ["serve", "--model=W", "--port=abc"],
+            "error: --port=abc must be an integer; e.g. --port=8000",
+        ),
         (
             ["train", "--config=README.json", "--workdir=W"],
             "error: --config=README.json: a config is a Python file with get_config() "
