@@ -395,6 +395,7 @@ def check_trained_run(workdir: str, step: str, export_flag: str | None = None) -
     if not (step in ("best", "latest") or step.isdigit()):
         raise FlagError(f"--step={step!r} must be 'best', 'latest' or a step number (>= 0)")
     if os.path.isfile(config_file_in(workdir)):
+        _note_unfinished(workdir)
         return
     if _is_export(workdir):
         source = _export_source(workdir)
@@ -406,6 +407,27 @@ def check_trained_run(workdir: str, step: str, export_flag: str | None = None) -
         )
     what = "does not exist" if not os.path.exists(workdir) else "holds no config.json"
     raise FlagError(f"--workdir={workdir} {what}; give the directory of a trained run")
+
+
+def _note_unfinished(workdir: str) -> None:
+    """A `note:` line on stderr when the run is still training (its checkpoints, the best one
+    included, may still change) or ended before its length (interrupted, failed): what is
+    restored is then the best so far, which the user should know."""
+    from ann.train import run_status  # json and os only: no JAX
+
+    record = run_status.read(workdir)
+    if record is None or record.get("status") in ("done", *run_status.FINISHED_EARLY):
+        return
+    step, total = record.get("step"), record.get("total_steps")
+    at = f"step {step}" + (f" of {total}" if total else "")
+    pid = run_status.live_owner(record)
+    if pid is not None:  # a running record's step is where that start began
+        what = f"is still training (pid {pid}, started at {at})"
+    elif record.get("status") == "running":
+        return  # a stale record: the run's own next start sorts it out
+    else:
+        what = f"ended {record['status']} at {at}"
+    print(f"note: {workdir} {what}; its checkpoints so far are used", file=sys.stderr)
 
 
 def _is_export(path: str) -> bool:

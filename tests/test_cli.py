@@ -2,6 +2,7 @@
 user runs them: in a subprocess."""
 
 import ast
+import json
 import os
 import pathlib
 import re
@@ -623,3 +624,38 @@ def test_progress_is_shown_on_a_terminal_only(monkeypatch, tty):
     monkeypatch.setattr(sys, "stderr", stream)
     cli.progress("restoring the best checkpoint of runs/x")
     assert stream.text == ("restoring the best checkpoint of runs/x...\n" if tty else "")
+
+
+def test_a_run_still_training_or_ended_early_is_noted_when_restored(tmp_path, capsys):
+    # Exporting or reporting a run that is still training (its best checkpoint may change) or
+    # was interrupted said nothing; only a checkpoint warning with the wrong cause.
+    import socket
+
+    from ann import cli
+    from ann.train import run_status
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        record = {"status": "running", "step": 200, "total_steps": 3000, "pid": writer.pid}
+        (run / run_status.FILENAME).write_text(json.dumps({**record, "host": socket.gethostname()}))
+        cli.check_trained_run(str(run), "best")
+        assert capsys.readouterr().err == (
+            f"note: {run} is still training (pid {writer.pid}, started at step 200 of 3000); its "
+            "checkpoints so far are used\n"
+        )
+    finally:
+        writer.kill()
+        writer.wait()
+    cli.check_trained_run(str(run), "best")  # its writer is gone: a stale record, no note
+    assert capsys.readouterr().err == ""
+    run_status.write(str(run), "interrupted", 1151, total_steps=3000)
+    cli.check_trained_run(str(run), "best")
+    assert capsys.readouterr().err == (
+        f"note: {run} ended interrupted at step 1151 of 3000; its checkpoints so far are used\n"
+    )
+    run_status.write(str(run), "done", 3000, total_steps=3000)
+    cli.check_trained_run(str(run), "best")
+    assert capsys.readouterr().err == ""

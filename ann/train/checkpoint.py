@@ -311,8 +311,9 @@ class Checkpoints:
         except FileNotFoundError:
             if os.path.isdir(step_dir):
                 logging.warning(
-                    "checkpoint step %d in %s has no %s (saved before manifests, or the "
-                    "process stopped right after the save): restoring it unverified",
+                    "checkpoint step %d in %s has no %s (the run is still saving it, the "
+                    "process stopped right after the save, or it was saved before manifests): "
+                    "restoring it unverified",
                     step,
                     manager.directory,
                     MANIFEST,
