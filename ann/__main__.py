@@ -29,7 +29,7 @@ JOBS: dict[str, tuple[str, str]] = {
         "ann.observability",
         "render Prometheus SLO rules and alerts and the Grafana dashboard",
     ),
-    "monitor": ("ann.monitor", "drift of a request log against the export's reference sample"),
+    "monitor": ("ann.monitor", "drift of a request log; late labels fed to a running server"),
 }
 
 USAGE = "usage: ann JOB [flags]   (ann JOB --help: the job's flags)"

@@ -283,6 +283,10 @@ def test_the_console_script_is_declared():
             "error: --workdir=README.md/sweep cannot be created: ",
         ),
         (
+            ["monitor", "drfit"],
+            "error: unknown command 'drfit' (did you mean 'drift'?); commands: drift, feedback",
+        ),
+        (
             ["registry", "lst"],
             "error: unknown registry command 'lst'; did you mean `ann registry list`?",
         ),

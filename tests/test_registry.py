@@ -38,6 +38,11 @@ def test_versions_aliases_tags_and_uris(digits_export, tmp_path):
     registry.delete_alias("digits", "challenger")
     with pytest.raises(RegistryError, match="has no alias 'challenger'; its aliases: champion=2"):
         registry.resolve("models:/digits@challenger")
+    # Deleting it again lists the aliases as resolve does (it said only "has no alias").
+    with pytest.raises(RegistryError, match="has no alias 'challenger'; its aliases: champion=2"):
+        registry.delete_alias("digits", "challenger")
+    with pytest.raises(RegistryError, match="'ghost'"):
+        registry.delete_alias("ghost", "champion")
     registry.set_tag("digits", "stage", "prod", version=2)
     registry.set_tag("digits", "owner", "me")
     assert registry.get_version("digits", 2).tags == {"stage": "prod"}

@@ -33,6 +33,7 @@ import numpy as np
 from absl import flags
 
 from ann import cli
+from ann import config as config_lib
 from ann.monitor import METHODS
 from ann.monitor import feedback as feedback_job
 
@@ -166,7 +167,9 @@ def main(argv: list[str]) -> None:
     """Runs the command `argv[1]` with the arguments `argv[2:]` on the parsed flags."""
     command = argv[1] if len(argv) > 1 else ""
     if command not in COMMANDS:
-        what = f"unknown command {command!r}" if command else "no command given"
+        what = "no command given"
+        if command:
+            what = f"unknown command {command!r}{config_lib.did_you_mean(command, COMMANDS)}"
         raise cli.FlagError(f"{what}; commands: {', '.join(COMMANDS)} (ann monitor --help)")
     COMMANDS[command](argv[2:])
 

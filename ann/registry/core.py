@@ -353,7 +353,11 @@ class Registry:
         with self._write() as db:
             cursor = db.execute("DELETE FROM aliases WHERE name = ? AND alias = ?", (name, alias))
             if cursor.rowcount == 0:
-                raise RegistryError(f"model {name!r} has no alias {alias!r}")
+                self._require_model(db, name)  # an unknown model is named as one
+                raise RegistryError(
+                    f"model {name!r} has no alias {alias!r}; its aliases: "
+                    f"{', '.join(self._aliases(db, name)) or 'none'}"
+                )
 
     def set_tag(self, name: str, key: str, value: str, version: int | None = None) -> None:
         """Tags the registered model, or one version of it."""
