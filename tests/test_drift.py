@@ -329,9 +329,9 @@ def test_monitor_drift_cli_writes_a_report_and_refuses_a_bad_log_in_one_line(
     line = one_line_error(drift_cli(tmp_path / "bad.jsonl", tmp_path / "bad"))
     # the column, not orjson's parser state ("expected 'null'")
     assert line == (
-        f"error: {tmp_path / 'bad.jsonl'} line 2 is not JSON (expected a JSON value at column "
-        "1); expected the request "
-        "log `ann serve --request_log` writes"
+        f"error: {tmp_path / 'bad.jsonl'} line 2: expected a request record (a JSON object a "
+        "line, as `ann serve --request_log` writes), got invalid JSON (expected a JSON value at "
+        "column 1)"
     ), line
     line = one_line_error(drift_cli(tmp_path / "none.jsonl", tmp_path / "bad"))
     assert line.startswith(f"error: --requests={tmp_path / 'none.jsonl'} is not a file"), line

@@ -351,9 +351,9 @@ def test_errors_name_the_field(served):
         ("GET", "/nowhere", None, 404, "no route GET /nowhere"),
         ("POST", "/v2/models/digits/infer", b"{not json", 400, "body: expected a JSON object"),
         ("POST", "/v2/models/digits/infer", infer_body(x, name="img"), 400,
-         "inputs[0].name: expected one of ['image'], got 'img'"),
+         'inputs[0].name: expected one of ["image"], got "img"'),
         ("POST", "/v2/models/digits/infer", infer_body(x, datatype="FP32"), 400,
-         "inputs[0].datatype: expected UINT8 for input 'image', got 'FP32'"),
+         "inputs[0].datatype: expected UINT8 for input 'image', got \"FP32\""),
         ("POST", "/v2/models/digits/infer", infer_body(x.reshape(2, 8, 8)), 400,
          "inputs[0].shape: expected [-1, 8, 8, 1]"),
         ("POST", "/v2/models/digits/infer", infer_body(np.zeros((9, 8, 8, 1), np.uint8)), 413,
@@ -369,7 +369,7 @@ def test_errors_name_the_field(served):
          {"inputs": [{"name": "image", "shape": [1, 8, 8, 1], "data": [1] * 64}]}, 400,
          "inputs[0].datatype: expected UINT8 for input 'image', got no 'datatype' field"),
         ("POST", "/v2/models/digits/infer", {"inputs": [{}]}, 400,
-         "inputs[0].name: expected one of ['image'], got no 'name' field"),
+         "inputs[0].name: expected one of [\"image\"], got no 'name' field"),
         ("POST", "/v2/models/digits/infer", b"x" * 200_000, 413,
          "body: expected at most 100000 bytes (--max_body_bytes), got 200000"),
     ]  # fmt: skip
@@ -468,24 +468,107 @@ def test_fuzzed_decoder_explains_every_refusal(body):
 
 
 @pytest.mark.parametrize(
-    "body, where",
+    "body, got",
     [
         # orjson says "invalid literal, expected 'null'" for text that starts like null
-        (b"not json", "expected a JSON value at column 1"),
-        (b'{"inputs": [nan]}', "expected a JSON value at column 13"),
-        (b'{"inputs": []', "unexpected end of data at column 14"),
+        (b"not json", "invalid JSON (expected a JSON value at column 1)"),
+        (b"hello", "invalid JSON (unexpected character, expected a JSON value at column 1)"),
+        (b'{"inputs": []', "invalid JSON (unexpected end of data at column 14)"),
         (
             b'{\n"inputs": [],\n x}',
-            "unexpected character, expected a string key at line 3 column 2",
+            "invalid JSON (unexpected character, expected a string key at line 3 column 2)",
+        ),
+        # The aside about NaN only where such a token is what failed.
+        (
+            b'{"inputs": [nan]}',
+            "invalid JSON (expected a JSON value at column 13; NaN and Infinity are not JSON)",
+        ),
+        (
+            b'{"x": -Infinity}',
+            "invalid JSON (no digit after sign at column 8; NaN and Infinity are not JSON)",
+        ),
+        (b"", "an empty body"),  # not orjson's "Input is a zero-length, empty document"
+        (b" \n", "an empty body"),
+        # not orjson's "str is not valid UTF-8: surrogates not allowed", nor column 1
+        (b"\xff", "text that is not UTF-8 (byte 0xff at column 1)"),
+        (b'{"id": "r\xe9"}', "text that is not UTF-8 (byte 0xe9 at column 10)"),
+        # Valid JSON syntax, not invalid JSON: a number no 64-bit float holds.
+        (
+            b"1e400",
+            "a number out of range (1e400 at column 1; JSON numbers here are 64-bit floats, at "
+            "most about 1.8e308 in size)",
         ),
     ],
 )
-def test_invalid_json_is_named_with_its_place_not_the_parsers_guess(body, where):
+def test_invalid_json_is_named_with_its_place_not_the_parsers_guess(body, got):
     with pytest.raises(ServeError) as e:
         protocol.decode_infer(body, SIGNATURE, OUTPUTS, 8)
-    assert e.value.message == (
-        f"body: expected a JSON object (NaN and Infinity are not JSON), got invalid JSON ({where})"
-    )
+    assert e.value.message == f"body: expected a JSON object, got {got}"
+    assert e.value.status == 400 and e.value.reason == "json"
+
+
+def image(data, **fields):
+    """A request body with one `image` input of one row."""
+    tensor = {"name": "image", "shape": [1, 8, 8, 1], "datatype": "UINT8", "data": data}
+    return json.dumps({"inputs": [{**tensor, **fields}]}).encode()
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        # What came is quoted as JSON spells it (null, true, "text"), never as Python does.
+        (image([None, *[0] * 63]), "inputs[0].data: expected numbers for UINT8, got [null,0,0,"),
+        (image(None), "inputs[0].data: expected a JSON array of numbers, got null"),
+        (image("abc"), 'inputs[0].data: expected a JSON array of numbers, got "abc"'),
+        (image({"a": 1}), 'inputs[0].data: expected a JSON array of numbers, got {"a":1}'),
+        (image([0] * 64, datatype=True), "inputs[0].datatype: expected UINT8 for input 'image', "
+         "got true"),
+        (image([0] * 64, name=None), 'inputs[0].name: expected one of ["image"], got null'),
+        (image([0] * 64, shape=[1, 8, 8, True]), "inputs[0].shape: expected [-1, 8, 8, 1] (batch "
+         "first, at least 1 row) for input 'image', got [1,8,8,true]"),
+        (b'{"id": true, "inputs": []}', "id: expected a string, got true"),
+        (b"null", "body: expected a JSON object with 'inputs', got null"),
+        (b"[1, 2]", "body: expected a JSON object with 'inputs', got [1,2]"),
+        # A field that is absent is said to be, not quoted as null (it read "got NoneType").
+        (json.dumps({"inputs": [{"name": "image", "shape": [1, 8, 8, 1], "datatype": "UINT8"}]})
+         .encode(), "inputs[0].data: expected a JSON array of numbers, got no 'data' field"),
+    ],
+)  # fmt: skip
+def test_refusals_quote_what_came_in_json_spelling(body, message):
+    with pytest.raises(ServeError) as e:
+        protocol.decode_infer(body, SIGNATURE, OUTPUTS, 8)
+    assert e.value.message.startswith(message), e.value.message
+    assert "None" not in e.value.message and "True" not in e.value.message
+
+
+BOOLEANS = "expected numbers for {} input {!r}, got true or false (JSON booleans are for BOOL "
+
+
+@pytest.mark.parametrize("datatype", ["UINT8", "INT32", "INT64", "FP16", "FP32", "FP64", "BF16"])
+def test_json_booleans_are_refused_for_every_datatype_but_bool(datatype):
+    """NumPy reads true and false as 1 and 0: a UINT8 input answered 200 for them."""
+    dtype = {v: k for k, v in protocol.DATATYPES.items()}[datatype]
+    signature = {"x": {"dtype": dtype, "shape": [2]}}
+
+    def body(values, **extra):
+        tensor = {"name": "x", "shape": [1, 2], "datatype": datatype, "data": values}
+        return json.dumps({"inputs": [tensor], **extra}).encode()
+
+    for values in ([True, False], [[True], [0]], [1, True], [False, 2.5], [[3, 4], [5, False]]):
+        with pytest.raises(ServeError) as e:
+            protocol.decode_infer(body(values), signature, OUTPUTS, 8)
+        assert e.value.status == 400, values
+        assert e.value.message.startswith("inputs[0].data: " + BOOLEANS.format(datatype, "x"))
+    # Numbers go through, also when the body says true elsewhere.
+    for extra in ({}, {"parameters": {"binary_data_output": True}}, {"id": "true false"}):
+        inputs = protocol.decode_infer(body([1, 0], **extra), signature, OUTPUTS, 8)[0]
+        assert inputs["x"].tolist() == [[1, 0]], extra
+    # BOOL takes them, and 0/1.
+    bools = {"b": {"dtype": "bool", "shape": [2]}}
+    for values in ([True, False], [1, 0], [True, 0]):
+        tensor = {"name": "b", "shape": [1, 2], "datatype": "BOOL", "data": values}
+        request = json.dumps({"inputs": [tensor]}).encode()
+        assert protocol.decode_infer(request, bools, OUTPUTS, 8)[0]["b"].tolist() == [[True, False]]
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))

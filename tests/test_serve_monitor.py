@@ -160,6 +160,17 @@ def test_feedback_joins_give_offline_accuracy_and_gauges_appear(monitored):
         (b'{"id": "r1", "label": 10}', "feedback.label: expected a class index in [0, 9]"),
         (b'{"id": "r1", "label": "ten"}', "feedback.label: expected a class index in [0, 9]"),
         (b'{"id": "r1", "label": true}', "feedback.label: expected a class index"),
+        (b'{"id": "r1", "label": null}', "(0, 1, 2, 3, 4, 5, 6, 7, 8, 9), got null"),
+        (b'{"id": "r1", "label": [true]}', "(0, 1, 2, 3, 4, 5, 6, 7, 8, 9), got true"),
+        (
+            b'{"id": "r1"}',
+            'feedback: expected an object with "id" and "label" (and nothing else), got ["id"]',
+        ),
+        (
+            b'{"id": null, "label": 1}',
+            "feedback.id: expected the infer request's id (a non-empty string), got null",
+        ),
+        (b"", 'feedback: expected JSON ({"id", "label"} or a list), got an empty body'),
         (b'{"id": "eight", "label": [1, 2]}', "expected 8 labels (its request had 8 rows), got 2"),
         (b'{"id": "one", "label": [1, 2]}', "expected 1 label (its request had 1 row), got 2"),
     ],

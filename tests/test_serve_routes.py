@@ -82,7 +82,7 @@ def test_every_route_refuses_other_methods_with_405_and_allow(app):
 def test_unknown_models_and_versions_are_404_before_the_method(app):
     assert call(app, "GET", "/v2/models/nope/infer")[:1] == (404,)
     status, body, _ = call(app, "DELETE", "/v2/models/m/versions/7/ready")
-    assert status == 404 and "version: expected one of ['1'], got '7'" in body["error"]
+    assert status == 404 and 'version: expected one of ["1"], got "7"' in body["error"]
 
 
 def test_token_and_metrics_port_are_judged_per_route():

@@ -138,11 +138,11 @@ def raises(status: str, message: str, call, *args, **kwargs) -> InferenceServerE
 def test_errors_are_client_exceptions_with_the_servers_message(triton):
     _, client, _, _ = triton
     x = images(2)
-    raises("404", "model: expected one of ['digits'], got 'nope'", client.infer, "nope",
+    raises("404", 'model: expected one of ["digits"], got "nope"', client.infer, "nope",
            infer_inputs(x, False))  # fmt: skip
-    raises("404", "version: expected one of ['1', '2'], got '9'", client.infer, "digits",
+    raises("404", 'version: expected one of ["1","2"], got "9"', client.infer, "digits",
            infer_inputs(x, True), model_version="9")  # fmt: skip
-    raises("400", "inputs[0].datatype: expected UINT8 for input 'image', got 'FP32'",
+    raises("400", "inputs[0].datatype: expected UINT8 for input 'image', got \"FP32\"",
            client.infer, "digits", infer_inputs(x.astype(np.float32), False, "FP32"))  # fmt: skip
     raises("400", "inputs[0].shape: expected [-1, 8, 8, 1]", client.infer, "digits",
            infer_inputs(x.reshape(2, 8, 8), True))  # fmt: skip
@@ -254,7 +254,7 @@ def test_repository_index_load_and_unload(triton):
 
     client.unload_model("digits_cnn", headers=ADMIN_HEADERS)
     assert not client.is_model_ready("digits_cnn")
-    raises("404", "model: expected one of ['digits'], got 'digits_cnn'", client.infer,
+    raises("404", 'model: expected one of ["digits"], got "digits_cnn"', client.infer,
            "digits_cnn", infer_inputs(x, True))  # fmt: skip
     states = {(m["name"], m["version"]): m for m in client.get_model_repository_index()}
     gone = [m for (name, _), m in states.items() if name == "digits_cnn"]

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from ann.serve.protocol import json_error
+from ann.serve.protocol import json_error, short
 
 
 class RequestLogError(ValueError):
@@ -71,11 +71,14 @@ def _records(paths: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
                     record = orjson.loads(line)
                 except orjson.JSONDecodeError as e:
                     raise RequestLogError(
-                        f"{path} line {number} is not JSON ({json_error(e)}); expected the "
-                        "request log `ann serve --request_log` writes"
-                    ) from e
+                        f"{path} line {number}: expected a request record (a JSON object a line, "
+                        f"as `ann serve --request_log` writes), got {json_error(e, line)}"
+                    ) from None
                 if not isinstance(record, dict):
-                    raise RequestLogError(f"{path} line {number} is not a JSON object")
+                    raise RequestLogError(
+                        f"{path} line {number}: expected a request record (a JSON object a line, "
+                        f"as `ann serve --request_log` writes), got {short(record)}"
+                    )
                 found.append((f"{path} line {number}", record))
     return found
 

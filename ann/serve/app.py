@@ -423,13 +423,7 @@ class App:
         monitor = _monitor_of(served)
         if request.too_large is not None:
             raise _body_too_large(self.settings.max_body_bytes, request.too_large)
-        try:
-            body = orjson.loads(request.body)
-        except orjson.JSONDecodeError as e:
-            raise ServeError(
-                400, f'feedback: expected JSON ({{"id", "label"}} or a list), got invalid JSON '
-                f"({protocol.json_error(e)})", "json",
-            ) from None  # fmt: skip
+        body = protocol.loads(request.body, "feedback", 'JSON ({"id", "label"} or a list)')
         request.respond(200, self._with_model(monitor.feedback(body), served), None)
         return 200
 
@@ -555,14 +549,7 @@ def _json_object(body: bytes, field: str) -> dict[str, Any]:
     """A request body that is a JSON object, or empty (as `{}`); 400 otherwise."""
     if not body.strip():
         return {}
-    try:
-        value = orjson.loads(body)
-    except orjson.JSONDecodeError as e:
-        raise ServeError(
-            400,
-            f"{field}: expected a JSON object, got invalid JSON ({protocol.json_error(e)})",
-            "json",
-        ) from None
+    value = protocol.loads(body, field, "a JSON object")
     if not isinstance(value, dict):
         raise ServeError(
             400, f"{field}: expected a JSON object, got {protocol.short(value)}", "json"

@@ -147,7 +147,7 @@ class DataPlane:
             self._loading(name, version)
             raise ServeError(
                 404,
-                f"model: expected one of {sorted(self.models)}, got {protocol.short(name)}",
+                f"model: expected one of {protocol.names(self.models)}, got {protocol.short(name)}",
                 "model",
             )
         if version is None:
@@ -157,7 +157,7 @@ class DataPlane:
             self._loading(name, version)
             raise ServeError(
                 404,
-                f"model {name!r} version: expected one of {sorted(versions)}, got "
+                f"model {name!r} version: expected one of {protocol.names(versions)}, got "
                 f"{protocol.short(version)}",
                 "version",
             )

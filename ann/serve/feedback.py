@@ -89,7 +89,7 @@ class Predictions:
         parsed = []
         for i, item in enumerate(items):
             if not isinstance(item, dict) or set(item) != {"id", "label"}:
-                got = sorted(item) if isinstance(item, dict) else protocol.short(item)
+                got = protocol.short(sorted(item) if isinstance(item, dict) else item)
                 raise ServeError(
                     400,
                     f'{where(i)}: expected an object with "id" and "label" (and nothing else), '
