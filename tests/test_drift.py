@@ -339,3 +339,40 @@ def test_monitor_drift_cli_writes_a_report_and_refuses_a_bad_log_in_one_line(
     line = one_line_error(drift_cli(tmp_path / "empty.jsonl", tmp_path / "bad"))
     assert "holds no successful request of model" in line and "models: x" in line, line
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_torn_last_line_of_the_request_log_is_skipped_and_a_bad_one_before_it_refused(
+    tmp_path, caplog
+):
+    from ann.monitor.request_log import RequestLogError, read_traffic
+
+    spec = {"x": {"dtype": "float32", "shape": [-1, 2]}}
+    records = [
+        json.dumps({"model": "m", "version": "1", "status": 200, "time": float(i),
+                    "inputs": {"x": {"shape": [1, 2], "data": [i, i]}}})
+        for i in range(3)
+    ]  # fmt: skip
+    torn = tmp_path / "torn.jsonl"  # a server killed mid-write, or still writing
+    torn.write_text("\n".join(records) + "\n" + records[0][:40])
+    with caplog.at_level("WARNING"):
+        traffic = read_traffic([str(torn)], "m", "1", spec, {})
+    assert traffic.records == 3 and traffic.inputs["x"][:, 0].tolist() == [0, 1, 2]
+    said = [r.getMessage() for r in caplog.records if "torn" in r.getMessage()]
+    assert said == [
+        f"{torn}: skipping line 4, torn (no end of line: the server was stopped while writing "
+        "it, or is writing it now)"
+    ]
+    # The same cut line before others (or ended by a newline) is damage: refused, and the place
+    # is on that line (it said "at line 2 column 1" for line 2).
+    for name, text in (
+        ("mid.jsonl", records[0] + "\n" + records[1][:40] + "\n" + records[2] + "\n"),
+        ("ended.jsonl", records[0] + "\n" + records[1][:40] + "\n"),
+    ):
+        (tmp_path / name).write_text(text)
+        with pytest.raises(RequestLogError) as e:
+            read_traffic([str(tmp_path / name)], "m", "1", spec, {})
+        assert str(e.value) == (
+            f"{tmp_path / name} line 2: expected a request record (a JSON object a line, as "
+            "`ann serve --request_log` writes), got invalid JSON (unexpected end of data at "
+            "column 41)"
+        )

@@ -1,7 +1,9 @@
 """Reading the server's request log (`ann serve --request_log=FILE`, written by
 `ann.serve.request_log`) back into arrays: one JSON object per line, `{"time", "model",
 "version", "id", "status", "seconds", "inputs", "outputs"}` (or `"error"` instead of the
-outputs), each tensor `{"shape", "data"}` with the data flat, row-major.
+outputs), each tensor `{"shape", "data"}` with the data flat, row-major. A last line cut short
+(no end of line: the server was killed mid-write, or is writing it as the log is read) is
+skipped with a warning; a damaged line before it is refused, naming the file and line.
 
 `read_traffic` keeps the successful records (status 200, with inputs) of one model: those of
 its exact version when the log holds any, else those of its name (an export served under its
@@ -18,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+from absl import logging
 
 from ann.serve.protocol import json_error, short
 
@@ -58,7 +61,9 @@ def _tensor(where: str, name: str, value: Any, spec: Mapping[str, Any]) -> np.nd
 
 def _records(paths: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
     """(where, record) for every line of every file, in order; RequestLogError naming the
-    file and line that is not a JSON object."""
+    file and line that is not a JSON object. A file's last line without its end of line that
+    does not parse (the server was stopped while writing it, or is writing it now) is skipped
+    with a warning, as metrics.jsonl's torn last line is (ann/train/writers.py)."""
     found = []
     for path in paths:
         if not os.path.isfile(path):
@@ -67,12 +72,24 @@ def _records(paths: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
             for number, line in enumerate(f, 1):
                 if not line.strip():
                     continue
+                # Parsed without its end of line, so that orjson's place is on this line (it
+                # said "unexpected end of data at line 2 column 1" for line 101).
+                ended = line.endswith(b"\n")  # only a file's last line can lack it
+                text = line[:-1] if ended else line
                 try:
-                    record = orjson.loads(line)
+                    record = orjson.loads(text)
                 except orjson.JSONDecodeError as e:
+                    if not ended:
+                        logging.warning(
+                            "%s: skipping line %d, torn (no end of line: the server was stopped "
+                            "while writing it, or is writing it now)",
+                            path,
+                            number,
+                        )
+                        continue
                     raise RequestLogError(
                         f"{path} line {number}: expected a request record (a JSON object a line, "
-                        f"as `ann serve --request_log` writes), got {json_error(e, line)}"
+                        f"as `ann serve --request_log` writes), got {json_error(e, text)}"
                     ) from None
                 if not isinstance(record, dict):
                     raise RequestLogError(
