@@ -242,9 +242,32 @@ def test_ann_monitor_feedback_sends_a_labels_file(monitored, tmp_path):
     labels.write_text(json.dumps({"id": "cli0", "label": 99}) + "\n")
     line = one_line_error(subprocess.run(command, capture_output=True, text=True, timeout=120))
     assert "labels 1-1 refused (400): feedback[0].label: expected a class index in [0, 9]" in line
-    labels.write_text("{not json\n")
-    line = one_line_error(subprocess.run(command, capture_output=True, text=True, timeout=120))
-    assert f"--labels={labels} line 1: not JSON" in line
+    # A bad line is worded as the server words a bad body (reason and column), not as
+    # Python's json module ("not JSON (Expecting value)").
+    expected = (
+        f'error: --labels={labels} line 2: expected a JSON object {{"id": ..., "label": ...}}'
+    )
+    for text, got in [
+        (b"{not json", "invalid JSON (unexpected character, expected a string key at column 2)"),
+        (b"nan", "invalid JSON (expected a JSON value at column 1; NaN and Infinity are not JSON)"),
+        (b'{"id": "r\xe9"}', "text that is not UTF-8 (byte 0xe9 at column 10)"),
+        (b"[1, null]", "[1,null]"),
+    ]:
+        labels.write_bytes(b'{"id": "cli0", "label": 1}\n' + text + b"\n")
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        assert one_line_error(done) == f"{expected}, got {got}"
+    # A URL without http:// is named as such (it said "cannot reach the server (<urlopen error
+    # unknown url type: localhost>); is it running?").
+    bare = [*command[:5], f"--url=localhost:{server.port}", *command[6:]]
+    line = one_line_error(subprocess.run(bare, capture_output=True, text=True, timeout=120))
+    assert line == (
+        f"error: --url=localhost:{server.port}: expected the server's URL starting with http:// "
+        f"or https://, e.g. --url=http://localhost:{server.port}"
+    )
+    labels.write_text(json.dumps({"id": "cli0", "label": 1}) + "\n")
+    gone = [*command[:5], f"--url=http://127.0.0.1:{free_port()}", *command[6:]]
+    line = one_line_error(subprocess.run(gone, capture_output=True, text=True, timeout=120))
+    assert line.endswith("cannot reach the server (Connection refused); is it running?"), line
 
 
 def test_monitoring_off_says_so():

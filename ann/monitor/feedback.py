@@ -24,6 +24,7 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
+import orjson
 from absl import flags
 
 FLAGS = flags.FLAGS
@@ -32,7 +33,9 @@ FLAGS = flags.FLAGS
 def define_flags() -> None:
     """The flags of `ann monitor feedback` besides `--model` (which `ann monitor` defines for
     every command: here the served model's name)."""
-    flags.DEFINE_string("url", "http://127.0.0.1:8000", "feedback: the server's base URL.")
+    flags.DEFINE_string(
+        "url", "http://127.0.0.1:8000", "feedback: the server's base URL (http:// or https://)."
+    )
     flags.DEFINE_string(
         "version", None, "feedback: the model's version (default: its unversioned path's)."
     )
@@ -44,29 +47,47 @@ def define_flags() -> None:
 
 
 def read_labels(path: str) -> list[dict[str, Any]]:
-    """The objects of a JSON lines file (blank lines skipped); ValueError naming the line."""
+    """The objects of a JSON lines file (blank lines skipped); ValueError naming the file and
+    line, and what is wrong there as the server words it (`protocol.json_error`: the reason and
+    column), for a line that is not a JSON object."""
+    from ann.serve.protocol import json_error, short
+
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, "rb") as f:
             lines = f.read().splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise ValueError(f"--labels={path}: cannot read it ({e})") from None
+    except OSError as e:
+        raise ValueError(f"--labels={path}: cannot read it ({e.strerror or e})") from None
     items = []
+    expected = 'expected a JSON object {"id": ..., "label": ...}'
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            item = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"--labels={path} line {number}: not JSON ({e.msg})") from None
-        if not isinstance(item, dict):
+            item = orjson.loads(line)
+        except orjson.JSONDecodeError as e:
             raise ValueError(
-                f'--labels={path} line {number}: expected an object {{"id": ..., "label": ...}}, '
-                f"got {line[:60]}"
-            )
+                f"--labels={path} line {number}: {expected}, got {json_error(e, line)}"
+            ) from None
+        if not isinstance(item, dict):
+            raise ValueError(f"--labels={path} line {number}: {expected}, got {short(item)}")
         items.append(item)
     if not items:
         raise ValueError(f"--labels={path}: holds no labels")
     return items
+
+
+def check_url(url: str) -> None:
+    """ValueError unless `url` is an http:// or https:// URL with a host: `localhost:8000`
+    reached urllib as the unknown scheme "localhost", and the refusal said the server was not
+    running."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        rest = url.split("://", 1)[-1]  # localhost:8000, or the host after another scheme
+        example = f"http://{rest}" if rest and ":/" not in rest else "http://127.0.0.1:8000"
+        raise ValueError(
+            f"--url={url}: expected the server's URL starting with http:// or https://, e.g. "
+            f"--url={example}"
+        )
 
 
 def send(
@@ -79,7 +100,9 @@ def send(
 ) -> dict[str, Any]:
     """POSTs `items` to the model's feedback route, `batch` at a time; returns the sums:
     `{"matched", "unmatched": {reason: n}, "accuracy": the last reply's}`. ValueError with the
-    server's message (and the lines of the refused batch) or why it could not be reached."""
+    server's message (and the lines of the refused batch), why it could not be reached, or for
+    a `url` that is not http:// or https:// (`check_url`)."""
+    check_url(url)
     path = f"/v2/models/{urllib.parse.quote(model, safe='')}"
     if version is not None:
         path += f"/versions/{urllib.parse.quote(version, safe='')}"
@@ -105,7 +128,12 @@ def send(
                 f"{endpoint}: {where} refused ({e.code}): {message or e.reason}"
             ) from None
         except (urllib.error.URLError, OSError) as e:
-            raise ValueError(f"{endpoint}: cannot reach the server ({e}); is it running?") from None
+            # The OS's reason ("Connection refused"), not urllib's "<urlopen error [Errno 111]".
+            reason = e.reason if isinstance(e, urllib.error.URLError) else e
+            why = getattr(reason, "strerror", None) or str(reason)
+            raise ValueError(
+                f"{endpoint}: cannot reach the server ({why}); is it running?"
+            ) from None
         total["matched"] += reply["matched"]
         for reason, n in reply["unmatched"].items():
             total["unmatched"][reason] = total["unmatched"].get(reason, 0) + n
@@ -135,6 +163,7 @@ def feedback(args: list[str]) -> None:
             "feedback needs --model (the served model's name) and --labels=FILE.jsonl"
         )
     try:
+        check_url(FLAGS.url)  # before the labels are read
         items = read_labels(FLAGS.labels)
         total = send(FLAGS.url, FLAGS.model, items, FLAGS.version, FLAGS.batch, read_token())
     except ValueError as e:
