@@ -337,7 +337,12 @@ def test_monitor_drift_cli_writes_a_report_and_refuses_a_bad_log_in_one_line(
     assert line.startswith(f"error: --requests={tmp_path / 'none.jsonl'} is not a file"), line
     (tmp_path / "empty.jsonl").write_text('{"model": "x", "status": 200}\n')
     line = one_line_error(drift_cli(tmp_path / "empty.jsonl", tmp_path / "bad"))
-    assert "holds no successful request of model" in line and "models: x" in line, line
+    assert line == (
+        f"error: {tmp_path / 'empty.jsonl'} holds no request of model 'digits_cnn': its 1 "
+        "request is for model x, not digits_cnn; give --model what `ann serve --model` was "
+        "given (an export directory is served under its manifest name, a models:/ URI under its "
+        "registered name)"
+    ), line
     assert not (tmp_path / "bad").exists()
 
 
@@ -376,3 +381,52 @@ def test_a_torn_last_line_of_the_request_log_is_skipped_and_a_bad_one_before_it_
             "`ann serve --request_log` writes), got invalid JSON (unexpected end of data at "
             "column 41)"
         )
+
+
+def test_a_log_of_other_models_names_them_and_the_export_served_from_its_directory(tmp_path):
+    """A models:/ URI names the model by its registered name; the same export served from its
+    directory is logged under its manifest name. The refusal said "(models: digits_cnn); serve
+    it with --request_log", the wrong fix."""
+    from ann.monitor.request_log import RequestLogError, read_traffic
+
+    spec = {"x": {"dtype": "float32", "shape": [-1, 2]}}
+    tensor = {"shape": [1, 2], "data": [0, 0]}
+
+    def log(name, *records):
+        path = tmp_path / name
+        path.write_text("".join(json.dumps(r) + "\n" for r in records))
+        return str(path)
+
+    served = {"model": "digits_cnn", "version": "f4c1bfaa67c2", "status": 200,
+              "inputs": {"x": tensor}}  # fmt: skip
+    other = {"model": "iris", "version": "2", "status": 200, "inputs": {"x": tensor}}
+    export = ("digits_cnn", "f4c1bfaa67c2", "/registry/artifacts/digits/1")
+
+    def refusal(path, name="digits", export=export):
+        with pytest.raises(RequestLogError) as e:
+            read_traffic([path], name, "1", spec, {}, export)
+        return str(e.value)
+
+    path = log("same.jsonl", served, served, other)
+    assert refusal(path) == (
+        f"{path} holds no request of model 'digits': its 3 requests are for models digits_cnn "
+        "(2), iris (1), not digits; those of digits_cnn version f4c1bfaa67c2 are this export "
+        "served from its directory: give --model=/registry/artifacts/digits/1"
+    )
+    assert read_traffic([path], "digits_cnn", "f4c1bfaa67c2", spec, {}).records == 2  # so
+    path = log("other.jsonl", other)
+    assert refusal(path) == (
+        f"{path} holds no request of model 'digits': its 1 request is for model iris, not "
+        "digits; give --model what `ann serve --model` was given (an export directory is "
+        "served under its manifest name, a models:/ URI under its registered name)"
+    )
+    path = log("failed.jsonl", {"model": "digits", "version": "1", "status": 400}, other)
+    assert refusal(path) == (
+        f"{path} holds no successful request of model 'digits': its one request failed or was "
+        "logged without inputs"
+    )
+    path = log("empty.jsonl")
+    assert refusal(path) == (
+        f"{path} holds no requests; log them with `ann serve --request_log=FILE` "
+        "(--request_log_sample=1 logs every one)"
+    )

@@ -119,7 +119,9 @@ def drift(args: list[str]) -> None:
     model, name, version = served.model, served.name, served.version
     reference = Reference.from_model(model)
     cli.progress(f"reading {', '.join(FLAGS.requests)}, testing each feature for drift")
-    traffic = read_traffic(FLAGS.requests, name, version, model.inputs, model.outputs)
+    # The export as `ann serve` names it when given its directory (repository.load_model).
+    export = (model.name, model.manifest_sha256[:12], model.directory)
+    traffic = read_traffic(FLAGS.requests, name, version, model.inputs, model.outputs, export)
     outputs, source = _outputs(model, traffic)
     result = reference.detect(
         traffic.inputs, outputs, method=FLAGS.method, multivariate=FLAGS.multivariate

@@ -100,16 +100,69 @@ def _records(paths: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
     return found
 
 
+def _nothing_of(
+    where: str,
+    records: list[tuple[str, dict[str, Any]]],
+    name: str,
+    mine: int,
+    export: tuple[str, str, str] | None,
+) -> str:
+    """Why the log `where` gives no request of model `name` (`mine`: its records of that
+    name), and what to do: the log's model names when it holds only others (it said "serve it
+    with --request_log" for a log of the same export served under another name)."""
+    if not records:
+        return (
+            f"{where} holds no requests; log them with `ann serve --request_log=FILE` "
+            "(--request_log_sample=1 logs every one)"
+        )
+    if mine:
+        return (
+            f"{where} holds no successful request of model {name!r}: "
+            + (
+                "its one request failed or was logged"
+                if mine == 1
+                else f"all {mine} of its requests failed or were logged"
+            )
+            + " without inputs"
+        )
+    counts: dict[str, int] = {}
+    for _, r in records:
+        counts[str(r.get("model"))] = counts.get(str(r.get("model")), 0) + 1
+    held = (
+        f"model {next(iter(counts))}"
+        if len(counts) == 1
+        else "models " + ", ".join(f"{k} ({n})" for k, n in sorted(counts.items()))
+    )
+    n = len(records)
+    message = f"{where} holds no request of model {name!r}: its {n} request"
+    message += f"{' is' if n == 1 else 's are'} for {held}, not {name}"
+    if export is not None:
+        own, digest, directory = export
+        if any(r.get("model") == own and str(r.get("version")) == digest for _, r in records):
+            return (
+                f"{message}; those of {own} version {digest} are this export served from its "
+                f"directory: give --model={directory}"
+            )
+    return (
+        f"{message}; give --model what `ann serve --model` was given (an export directory is "
+        "served under its manifest name, a models:/ URI under its registered name)"
+    )
+
+
 def read_traffic(
     paths: Sequence[str],
     name: str,
     version: str | None,
     inputs: Mapping[str, Mapping[str, Any]],
     outputs: Mapping[str, Mapping[str, Any]],
+    export: tuple[str, str, str] | None = None,
 ) -> Traffic:
     """The successful requests of model `name` (version `version` when the log holds it) in
     the request log files `paths`, their inputs and logged outputs as arrays of the model's
-    signature (`inputs`, `outputs`: the manifest's). Raises RequestLogError with one line."""
+    signature (`inputs`, `outputs`: the manifest's). `export`: (the export's manifest name, its
+    version as `ann serve` names an export directory's, its directory) when `name` is another
+    (a models:/ URI's): a log of the export served from its directory is then named so in the
+    refusal. Raises RequestLogError with one line."""
     records = _records(paths)
     mine = [(w, r) for w, r in records if r.get("model") == name]
     exact = [(w, r) for w, r in mine if version is not None and str(r.get("version")) == version]
@@ -123,11 +176,7 @@ def read_traffic(
     if len(ok) < len(use):
         skipped["failed or without inputs"] = len(use) - len(ok)
     if not ok:
-        seen = sorted({str(r["model"]) for _, r in records if r.get("model")})
-        raise RequestLogError(
-            f"{', '.join(paths)} holds no successful request of model {name!r} ({len(records)} "
-            f"records; models: {', '.join(seen) or 'none'}); serve it with --request_log"
-        )
+        raise RequestLogError(_nothing_of(", ".join(paths), records, name, len(use), export))
     columns: dict[str, list[np.ndarray]] = {k: [] for k in inputs}
     logged: dict[str, list[np.ndarray]] = {k: [] for k in outputs}
     for where, record in ok:
