@@ -160,7 +160,11 @@ def test_a_model_being_loaded_is_503_with_retry_after(app):
         (b"nan", "body: expected a JSON object, got invalid JSON (expected a JSON value at column"),
         (b'{"parameters": 3}', "parameters: expected an object, got 3"),
         (b'{"parameters": {"source": ""}}', "parameters.source: expected a registry URI"),
-        (b'{"parameters": {"config": "{"}}', "parameters.config: expected a model configuration"),
+        (
+            b'{"parameters": {"config": "{"}}',
+            "parameters.config: expected a model configuration "
+            'as a JSON string, got "{", invalid JSON (unexpected end of data at column 2)',
+        ),
         (
             b'{"parameters": {"config": "{\\"version_policy\\": {\\"specific\\": '
             b'{\\"versions\\": [\\"x\\"]}}}"}}',

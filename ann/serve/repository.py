@@ -87,16 +87,14 @@ def _config_versions(config: Any) -> list[int]:
     """`version_policy.specific.versions` of a Triton model config given as a JSON string."""
     import orjson
 
+    expected = "parameters.config: expected a model configuration as a JSON string, got "
     try:
         parsed = orjson.loads(config) if isinstance(config, str) else None
-    except orjson.JSONDecodeError:
-        parsed = None
+    except orjson.JSONDecodeError as e:  # why, and where in the string
+        why = protocol.json_error(e, config)
+        raise ServeError(400, f"{expected}{protocol.short(config)}, {why}") from None
     if not isinstance(parsed, dict):
-        raise ServeError(
-            400,
-            "parameters.config: expected a model configuration as a JSON string, got "
-            f"{protocol.short(config)}",
-        )
+        raise ServeError(400, expected + protocol.short(config))
     policy = parsed.get("version_policy") or {}
     versions = (
         (policy.get("specific") or {}).get("versions", []) if isinstance(policy, dict) else []
