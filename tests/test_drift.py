@@ -430,3 +430,30 @@ def test_a_log_of_other_models_names_them_and_the_export_served_from_its_directo
         f"{path} holds no requests; log them with `ann serve --request_log=FILE` "
         "(--request_log_sample=1 logs every one)"
     )
+
+
+@pytest.mark.parametrize(
+    "tensor, message",
+    [
+        # A null read as NaN, silently (drift then tested a value nobody sent).
+        ({"shape": [1, 2], "data": [1, None]}, "expected a JSON array of numbers, got [1,null]"),
+        # NumPy's own words before: "cannot reshape array of size 3 into shape (1,2)", "'str'
+        # object cannot be interpreted as an integer", "setting an array element with a
+        # sequence. The requested array has an inhomogeneous shape ..."
+        ({"shape": [1, 2], "data": [1, 2, 3]}, "expected 2 values for the shape [1, 2], got 3"),
+        ({"shape": "x", "data": [1, 2]}, 'expected a shape (a list of sizes), got "x"'),
+        ({"shape": [1, 2], "data": [[1], [2, 3]]}, "expected a JSON array of numbers, got [[1],"),
+        ({"shape": [1, 2], "data": ["a", "b"]}, 'expected a JSON array of numbers, got ["a","b"]'),
+    ],
+)
+def test_a_damaged_tensor_in_the_request_log_is_named_without_numpys_words(
+    tmp_path, tensor, message
+):
+    from ann.monitor.request_log import RequestLogError, read_traffic
+
+    record = {"model": "m", "version": "1", "status": 200, "inputs": {"x": tensor}}
+    (tmp_path / "log.jsonl").write_text(json.dumps(record) + "\n")
+    spec = {"x": {"dtype": "float32", "shape": [-1, 2]}}
+    with pytest.raises(RequestLogError) as e:
+        read_traffic([str(tmp_path / "log.jsonl")], "m", "1", spec, {})
+    assert str(e.value).startswith(f"{tmp_path / 'log.jsonl'} line 1: tensor 'x': {message}")

@@ -14,6 +14,7 @@ number). Everything else is counted by reason, not read.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -43,14 +44,31 @@ class Traffic:
 
 
 def _tensor(where: str, name: str, value: Any, spec: Mapping[str, Any]) -> np.ndarray:
-    """A logged tensor as an array of the signature's dtype and per-row shape."""
+    """A logged tensor as an array of the signature's dtype and per-row shape; RequestLogError
+    naming what is wrong (it quoted NumPy's own errors, and read a null as NaN)."""
     if not isinstance(value, dict) or "shape" not in value or "data" not in value:
         raise RequestLogError(f"{where}: tensor {name!r} has no shape and data")
+    shape, data = value["shape"], value["data"]
+    if not isinstance(shape, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
+        raise RequestLogError(
+            f"{where}: tensor {name!r}: expected a shape (a list of sizes), got {short(shape)}"
+        )
     try:
-        array = np.asarray(value["data"], dtype=np.dtype(spec["dtype"]))
-        array = array.reshape(value["shape"])
-    except (TypeError, ValueError) as e:
-        raise RequestLogError(f"{where}: tensor {name!r} cannot be read ({e})") from e
+        array = np.asarray(data) if isinstance(data, list) else None
+    except ValueError:  # ragged lists
+        array = None
+    if array is None or array.dtype.kind not in "biuf":
+        raise RequestLogError(
+            f"{where}: tensor {name!r}: expected a JSON array of numbers, got {short(data)}"
+        )
+    if array.size != math.prod(shape):
+        raise RequestLogError(
+            f"{where}: tensor {name!r}: expected {math.prod(shape)} values for the shape "
+            f"{shape}, got {array.size}"
+        )
+    array = array.astype(np.dtype(spec["dtype"])).reshape(shape)
     if list(array.shape[1:]) != list(spec["shape"][1:]):
         raise RequestLogError(
             f"{where}: tensor {name!r} has the shape {list(array.shape)}, the model takes "
