@@ -202,6 +202,13 @@ def parse_flags(argv: list[str]) -> list[str]:
             break
         if arg in _HELP:
             _show_help(full=_HELP[arg])
+        if arg.startswith("--config=") and os.path.isdir(arg.removeprefix("--config=")):
+            given = arg.removeprefix("--config=")
+            run = os.path.isfile(config_file_in(given))
+            fail(
+                f"{arg} is {'a run directory' if run else 'a directory'}; give a config file "
+                f"(configs/NAME.py){', the one the run was made from' if run else ''}"
+            )
         if arg.startswith("--config=") and arg.endswith((".json", ".yaml", ".yml")):
             fail(
                 f"{arg}: a config is a Python file with get_config() (configs/NAME.py); a run's "
@@ -223,7 +230,7 @@ def parse_flags(argv: list[str]) -> list[str]:
             given = re.match(r"flag --config=(.*?): Error whilst", str(e))
             fail(f"--config={given.group(1) if given else '?'}: {raised}")
         fail(_config_code_error(e, argv) or _bad_override(one_line(e, argv)))
-    except (NameError, ImportError, SyntaxError, ArithmeticError, AssertionError) as e:
+    except Exception as e:  # what get_config itself raised (RuntimeError too), else a bug
         message = _config_code_error(e, argv)
         if message is None:
             raise  # not the config file's: a bug to read with its traceback
@@ -339,8 +346,18 @@ def _bad_override(text: str) -> str:
         shown = [(k, config_lib.default(k)) for k in inside if config_lib.default(k) not in ("",)]
         example = f"--config.{shown[-1][0]}={shown[-1][1]}" if shown else f"--config.{key}.NAME=V"
         return f"{match.group(1)}: '{key}' is a section, not a value; set its keys, e.g. {example}"
+    missing = re.fullmatch(r"Missing value for flag (--[\w.]+)", text)
+    if missing:
+        return f"{missing.group(1)} needs a value: {missing.group(1)}=VALUE"
     job_flag = re.fullmatch(r"flag (--(\w+)=.*?): (.*)", text)  # the job's own (serve --port)
     if job_flag:
+        said = job_flag.group(3)
+        choices = re.fullmatch(r"value should be one of <(.*)>", said)  # an enum flag
+        if choices:
+            return f"{job_flag.group(1)} must be one of {', '.join(choices.group(1).split('|'))}"
+        bound = re.fullmatch(r"\S+ is not (an? .*)", said)  # a flag's lower or upper bound
+        if bound:
+            return f"{job_flag.group(1)} must be {bound.group(1)}"
         for said, wanted in _CONVERSIONS.items():
             if job_flag.group(3).startswith(said):
                 default = flags.FLAGS[job_flag.group(2)].default

@@ -174,6 +174,7 @@ class Range:
     also: tuple[Any, ...] = ()
     increasing: bool = False
     means: str = ""
+    nonempty: bool = False  # for a sequence: () is refused too (a CNN without convolutions)
 
     def check(
         self,
@@ -195,12 +196,16 @@ class Range:
             return  # e.g. total_steps comes from num_epochs once the data set is open
         items = list(value) if isinstance(value, Sequence) else [value]
         ordered = not self.increasing or all(a < b for a, b in zip(items, items[1:]))
-        if ordered and all(self._contains(x, low, high) for x in items):
+        filled = items or not self.nonempty
+        if filled and ordered and all(self._contains(x, low, high) for x in items):
             return
         text = self._describe(low, high, resolve)
         hint = ""
         if isinstance(value, Sequence):
-            text = f"{'increasing, ' if self.increasing else ''}each element {text}"
+            each = "one or more elements, each" if self.nonempty else "each element"
+            text = f"{'increasing, ' if self.increasing else ''}{each} {text}"
+            if isinstance(example, Sequence) and example and not isinstance(example, str):
+                hint = f"; e.g. --config.{path}='{tuple(example)}'"  # quoted for the shell
         else:
             fix = self.suggest(value, low, high, example, accepts)
             hint = f"; e.g. --config.{path}={fix}" if fix is not None else ""
@@ -267,6 +272,7 @@ def _number(x: float) -> str:
 
 POSITIVE, NONNEGATIVE, FRACTION = Range(0, closed="()"), Range(0), Range(0, 1, closed="[)")
 COUNT = Range(1)  # an integer count that cannot be 0
+SIZES = Range(1, nonempty=True)  # layer sizes: at least one layer, each >= 1
 REMAINING_DEVICES = "-1: the devices the other axes leave"
 
 # key -> the values it may take. Keys of the open sections (`model.dropout`) are checked where a
@@ -414,14 +420,14 @@ ALIASES = {
 }
 
 
-def _leaves_named(tree: Any, name: str, prefix: str = "") -> list[str]:
-    """Every dotted key of `tree` whose last part is `name`."""
+def _leaves_named(tree: Any, name: str, prefix: str = "", values_only: bool = False) -> list[str]:
+    """Every dotted key of `tree` whose last part is `name` (`values_only`: not a section)."""
     found = []
     for key, value in tree.items():
-        if key == name:
+        if key == name and not (values_only and is_section(value)):
             found.append(prefix + key)
         if is_section(value):
-            found += _leaves_named(value, name, f"{prefix}{key}.")
+            found += _leaves_named(value, name, f"{prefix}{key}.", values_only)
     return found
 
 
@@ -463,9 +469,11 @@ def lookup(
             # level ("learning_rate" for "optimizer.learning_rate") or another framework's name;
             # an exact name beats a near one at this level ("dropout" is not "report").
             name = ALIASES.get(part, part)
-            found = {k for t in (tree, *also) for k in _leaves_named(t, name)}
-            elsewhere = sorted(found - {".".join(parts[: i + 1])})  # `also` may hold the key
             rest = "".join(f".{p}" for p in parts[i + 1 :])
+            # A value given (nothing after `part`) is not pointed at a section: `mesh.model` is
+            # not `model`.
+            found = {k for t in (tree, *also) for k in _leaves_named(t, name, "", not rest)}
+            elsewhere = sorted(found - {".".join(parts[: i + 1])})  # `also` may hold the key
             hint = (
                 (f" (did you mean '{elsewhere[0]}{rest}'?)" if len(elsewhere) == 1 else "")
                 or did_you_mean(part, options, prefix=f"{where}." if where else "")

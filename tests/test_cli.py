@@ -298,7 +298,18 @@ def test_the_console_script_is_declared():
             for override, message in [
                 (
                     "--config.model.features=0",
-                    "error: config key 'model.features' must be each element >= 1, got (0,)",
+                    "error: config key 'model.features' must be one or more elements, each >= 1, "
+                    "got (0,); e.g. --config.model.features='(32, 64)'",
+                ),
+                (
+                    "--config.model.features=()",
+                    "error: config key 'model.features' must be one or more elements, each >= 1, "
+                    "got ();",
+                ),
+                (
+                    "--config.mesh.model=2",
+                    "error: config key 'mesh.model' is unknown; keys under 'mesh': data, fsdp, "
+                    "tensor",
                 ),
                 (
                     "--config.model.features=abc",
@@ -348,13 +359,22 @@ def test_the_console_script_is_declared():
                 "--config.optimizer.warmup_steps=0",
             ],
             "error: model 'vit' cannot be built from its model.* settings: model dim 64 is not "
-            "divisible by num_heads 3",
+            "divisible by num_heads 3; use num_heads in 1, 2, 4, 8, 16, 32, 64, or a dim that 3 "
+            "divides",
         ),  # fmt: skip
         # A job's own flag given the wrong type was Python's "invalid literal for int() with
         # base 10: 'abc'".
         (
             ["serve", "--model=W", "--port=abc"],
             "error: --port=abc must be an integer; e.g. --port=8000",
+        ),
+        (  # absl: "Missing value for flag --config.total_steps"
+            ["train", "--config=configs/digits_cnn.py", "--workdir=W", "--config.total_steps"],
+            "error: --config.total_steps needs a value: --config.total_steps=VALUE",
+        ),
+        (
+            ["train", "--config=configs", "--workdir=W"],
+            "error: --config=configs is a directory; give a config file (configs/NAME.py)",
         ),
         (
             ["train", "--config=README.json", "--workdir=W"],
@@ -538,6 +558,10 @@ def test_the_writability_probe_leaves_nothing_behind(tmp_path):
 
 @pytest.mark.parametrize("returned", ["{'model': {'name': 'cnn'}}", "None"])
 def test_a_config_file_that_returns_no_configdict_is_one_line(tmp_path, returned):
+    # (and one whose get_config raises what no flag parser expects: a RuntimeError traceback)
+    (tmp_path / "raises.py").write_text("def get_config():\n    raise RuntimeError('boom')\n")
+    line = one_line_error(ann("train", f"--config={tmp_path / 'raises.py'}", "--workdir=W"))
+    assert line.endswith("raises.py line 2: RuntimeError: boom; fix the config file"), line
     # A dict was an AttributeError traceback ('dict' object has no attribute 'to_dict'); None
     # was "missing --config".
     (tmp_path / "mine.py").write_text(f"def get_config():\n    return {returned}\n")

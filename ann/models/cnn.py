@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ann.config import COUNT
+from ann.config import COUNT, SIZES
 
 
 def max_pool(x: jax.Array, window: tuple[int, int] = (2, 2)) -> jax.Array:
@@ -33,7 +33,7 @@ def max_pool(x: jax.Array, window: tuple[int, int] = (2, 2)) -> jax.Array:
 
 
 class CNN(nnx.Module):
-    RANGES = {"features": COUNT, "dense": COUNT}  # checked with the config, before data
+    RANGES = {"features": SIZES, "dense": COUNT}  # checked with the config, before data
 
     def __init__(
         self,

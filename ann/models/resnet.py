@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ann.config import COUNT
+from ann.config import COUNT, SIZES
 
 
 class Block(nnx.Module):
@@ -32,7 +32,7 @@ class Block(nnx.Module):
 
 
 class ResNet(nnx.Module):
-    RANGES = {"widths": COUNT, "blocks_per_stage": COUNT}  # checked with the config
+    RANGES = {"widths": SIZES, "blocks_per_stage": COUNT}  # checked with the config
 
     def __init__(
         self,

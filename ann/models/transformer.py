@@ -74,7 +74,11 @@ class Attention(nnx.Module):
         rngs: nnx.Rngs,
     ):
         if dim % num_heads:
-            raise ValueError(f"model dim {dim} is not divisible by num_heads {num_heads}")
+            fits = ", ".join(str(n) for n in range(1, min(dim, 64) + 1) if dim % n == 0)
+            raise ValueError(
+                f"model dim {dim} is not divisible by num_heads {num_heads}; use num_heads in "
+                f"{fits}, or a dim that {num_heads} divides"
+            )
         if implementation not in ATTENTION:
             raise ValueError(f"attention {implementation!r}: use one of {', '.join(ATTENTION)}")
         if implementation != "einsum" and dropout:

@@ -33,7 +33,13 @@ class ViT(nnx.Module):
     ):
         height, width, channels = input_shape
         if height % patch_size or width % patch_size:
-            raise ValueError(f"patch_size {patch_size} does not divide the image {height}x{width}")
+            fits = ", ".join(
+                str(n) for n in range(1, min(height, width) + 1) if not height % n and not width % n
+            )
+            raise ValueError(
+                f"patch_size {patch_size} does not divide the image {height}x{width}; use one "
+                f"of {fits}"
+            )
         self.patch_size = patch_size
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.embed = nnx.Linear(patch_size * patch_size * channels, dim, **kw)
