@@ -463,15 +463,63 @@ def _export_source(path: str) -> str | None:
     return source if isinstance(source, str) else None
 
 
-def check_out(flag: str, path: str) -> None:
+# What a directory already holds, by the file that marks it: a job writes into none of them but
+# its own kind (`check_out`'s `may_hold`), or the two would mix (checkpoints beside a registry).
+_MARKERS = (
+    ("manifest.json", "an export"),
+    ("registry.db", "a model registry"),
+    ("sweep.json", "a sweep"),
+    ("config.json", "a training run"),
+)
+
+
+def holds(path: str) -> str | None:
+    """What the directory `path` holds ("an export (manifest.json)", "other runs (a, b)"), or
+    None: nothing ann made, or no such directory."""
+    for name, what in _MARKERS:
+        if os.path.isfile(os.path.join(path, name)):
+            return f"{what} ({name})"
+    try:
+        entries = sorted(os.listdir(path))
+    except OSError:
+        return None
+    runs = [e for e in entries[:1000] if _holds_runs(os.path.join(path, e))]
+    if runs:
+        return f"other runs ({', '.join(runs[:3])}{', ...' if len(runs) > 3 else ''})"
+    return None
+
+
+def _holds_runs(path: str) -> bool:
+    """Whether `path` is a run, or a directory of them (a sweep's, a project's `runs/x/`)."""
+    if os.path.isfile(os.path.join(path, "config.json")):
+        return True
+    try:
+        children = os.listdir(path)[:1000]
+    except OSError:
+        return False
+    return any(os.path.isfile(os.path.join(path, c, "config.json")) for c in children)
+
+
+def check_out(flag: str, path: str, may_hold: str | None = None) -> None:
     """Raises FlagError naming `--flag` when the directory `path` cannot be created or written
-    (a file in the way, no permission); creates nothing. Checked before a job computes."""
+    (a file in the way, no permission) or already holds something ann made (`holds`) other
+    than `may_hold` ("a training run" for `ann train`, "a sweep" for `ann sweep`); creates
+    nothing. Checked before a job computes."""
     from ann import atomic
 
     if not path.strip():
         raise FlagError(f"--{flag} is empty; give the directory to write")
-    if _is_export(path):  # a training run or a report written into it would mix the two
-        raise FlagError(f"--{flag}={path} is an export (it holds manifest.json); choose another")
+    found = holds(path)
+    if found is not None and not (may_hold and found.startswith(may_hold)):
+        raise FlagError(f"--{flag}={path} holds {found}; choose another --{flag}")
+    if may_hold and found is None and os.path.isdir(path):  # a job's own directory: new or empty
+        others = sorted(e for e in os.listdir(path) if not e.startswith("."))  # .lock, caches
+        if others:
+            shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+            raise FlagError(
+                f"--{flag}={path} holds files that are not {may_hold}'s ({shown}); give a new or "
+                f"empty directory, e.g. --{flag}={os.path.join(path, 'NAME')}"
+            )
     why = atomic.why_not_creatable(path)
     if why:
         raise FlagError(f"--{flag}={path} {why}; choose another --{flag}")

@@ -45,7 +45,7 @@ def main(argv: list[str]) -> None:
     # JAX and the training code are imported once the flags and the config's keys are checked:
     # `--help` and a mistyped flag or key answer without them (0.3 s instead of 3 s).
     config_lib.validate(FLAGS.config, num_devices=None, unchanged=cli.unchanged_overrides(FLAGS))
-    cli.check_out("workdir", FLAGS.workdir)  # empty, a file, not writable (ann.train.workdir)
+    cli.check_out("workdir", FLAGS.workdir, may_hold="a training run")  # (ann.train.workdir)
     import jax
 
     from ann import parallel

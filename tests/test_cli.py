@@ -582,17 +582,45 @@ def test_an_export_given_where_a_run_or_an_output_goes_is_named(tmp_path):
     run = "give the run's directory (its run: --workdir=/runs/digits)"
     for args, message in [
         (["train", "--config=configs/digits_mlp.py", f"--workdir={export}"],
-         f"--workdir={export} is an export (it holds manifest.json); choose another"),
+         f"--workdir={export} holds an export (manifest.json); choose another --workdir"),
         (["report", f"--workdir={export}"],
          f"--workdir={export} is an export, not a training run; {run}, or give the export as "
          f"--model={export}"),
         (["export", f"--workdir={export}", f"--out={tmp_path / 'out'}"],
          f"--workdir={export} is an export, not a training run; {run}"),
         (["observability", "render", f"--out={export}"],
-         f"--out={export} is an export (it holds manifest.json); choose another"),
+         f"--out={export} holds an export (manifest.json); choose another --out"),
     ]:  # fmt: skip
         assert one_line_error(ann(*args)) == f"error: {message}", args
     assert sorted(os.listdir(tmp_path)) == ["exp"] and os.listdir(export) == ["manifest.json"]
+
+
+def test_train_and_sweep_write_only_into_their_own_kind_of_directory(tmp_path):
+    # A second trial trained into a registry, a sweep, the parent of all runs, and swept into a
+    # training run: each mixed two kinds of files in one directory.
+    (tmp_path / "registry").mkdir()
+    (tmp_path / "registry" / "registry.db").write_text("")
+    (tmp_path / "sweep").mkdir()
+    (tmp_path / "sweep" / "sweep.json").write_text("{}")
+    (tmp_path / "runs" / "a").mkdir(parents=True)
+    (tmp_path / "runs" / "a" / "config.json").write_text("{}")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("")
+    train = ["train", "--config=configs/digits_mlp.py"]
+    for args, message in [
+        ([*train, f"--workdir={tmp_path / 'registry'}"], "holds a model registry (registry.db)"),
+        ([*train, f"--workdir={tmp_path / 'sweep'}"], "holds a sweep (sweep.json)"),
+        ([*train, f"--workdir={tmp_path / 'runs'}"], "holds other runs (a)"),
+        ([*train, f"--workdir={tmp_path / 'notes'}"], "holds files that are not a training "
+         f"run's (todo.txt); give a new or empty directory, e.g. --workdir={tmp_path}/notes/NAME"),
+        (["sweep", "--config=configs/digits_mlp.py", f"--workdir={tmp_path / 'runs' / 'a'}"],
+         "holds a training run (config.json); choose another --workdir"),
+    ]:  # fmt: skip
+        line = one_line_error(ann(*args))
+        assert message in line, (args, line)
+    assert sorted(os.listdir(tmp_path / "runs")) == ["a"] and os.listdir(tmp_path / "notes") == [
+        "todo.txt"
+    ]
 
 
 def test_a_near_miss_split_is_named():

@@ -107,7 +107,7 @@ def sweep(argv: list[str]) -> None:
         return
     if FLAGS["config"].value is None or FLAGS.workdir is None:
         raise SweepError("give --config=configs/NAME.py and --workdir=DIR (or --summarize=DIR)")
-    cli.check_out("workdir", FLAGS.workdir)  # empty, a file, not writable: one line, nothing made
+    cli.check_out("workdir", FLAGS.workdir, may_hold="a sweep")  # a file, a run: nothing made
     if FLAGS.metric:  # before loading the definition, which imports JAX (seconds)
         check_selection_metric("--metric", FLAGS.metric)
     definition = definition_lib.load(
