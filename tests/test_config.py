@@ -142,8 +142,10 @@ def test_unset_keys_can_be_set_from_the_command_line():
 
 
 def test_unknown_best_metric_is_a_config_error(tmp_path):
-    with pytest.raises(ConfigError, match="'best_metric': 'val/acc' is not"):
+    with pytest.raises(ConfigError, match="'best_metric': 'val/acc' is not") as e:
         train_and_evaluate(tiny(total_steps=2, best_metric="val/acc"), str(tmp_path))
+    # Only what may choose is offered (it listed the test split's eval/ metrics too).
+    assert "choose one of val/accuracy" in str(e.value) and "eval/" not in str(e.value)
 
 
 def test_a_test_metric_never_chooses_the_best_checkpoint(tmp_path):

@@ -35,7 +35,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from ann import atomic
-from ann.config import ConfigError
+from ann.config import NOT_A_METRIC_OF_THIS_RUN, SELECTION_PREFIX, ConfigError
 from ann.config import file_in as config_file_in
 from ann.train.state import all_finite
 
@@ -287,10 +287,11 @@ class Checkpoints:
     def save_if_best(self, step: int, state: Any, data_iter: Any, metrics: dict) -> bool:
         """Saves to `checkpoints_best/` when `metrics[best_metric]` beats the best so far. A
         non-finite value (NaN, inf) is never the best."""
-        if self.best_metric not in metrics:
+        if self.best_metric not in metrics:  # only validation metrics choose (config.py)
+            names = sorted(k for k in metrics if k.startswith(SELECTION_PREFIX))
             raise ConfigError(
-                f"config key 'best_metric': {self.best_metric!r} is not an eval metric; "
-                f"choose one of {', '.join(sorted(metrics))}"
+                f"config key 'best_metric': {self.best_metric!r} {NOT_A_METRIC_OF_THIS_RUN}; "
+                f"choose one of {', '.join(names)}"
             )
         value, best = metrics[self.best_metric], self._best_value
         if not math.isfinite(value):
