@@ -715,3 +715,14 @@ def test_a_run_still_training_or_ended_early_is_noted_when_restored(tmp_path, ca
     run_status.write(str(run), "done", 3000, total_steps=3000)
     cli.check_trained_run(str(run), "best")
     assert capsys.readouterr().err == ""
+
+
+def test_an_unprepared_tfds_set_is_one_line_without_tfds_warning(tmp_path):
+    # An empty variant folder (a build that never ran) made TFDS warn "Variant folder ... has no
+    # dataset_info.json" above ann's own line, which says what to do.
+    (tmp_path / "mnist" / "3.0.1").mkdir(parents=True)
+    line = one_line_error(
+        ann("train", "--config=configs/digits_cnn.py", f"--workdir={tmp_path / 'run'}",
+            "--config.data.name=mnist", f"--config.data.data_dir={tmp_path}")
+    )  # fmt: skip
+    assert line.startswith(f"error: data set 'mnist' is not prepared in {tmp_path}; prepare it")

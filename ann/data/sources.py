@@ -221,13 +221,15 @@ def _builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
                     _prepare_offline(builder)
         return builder
     try:
-        builder = tfds.builder(name, data_dir=data_dir)
+        with _without_first_build_warning():  # unprepared: the error below says so, with the fix
+            builder = tfds.builder(name, data_dir=data_dir)
+            prepared = builder.is_prepared()
     except (tfds.core.registered.DatasetNotFoundError, ValueError) as e:  # ValueError: "3", "a b"
         raise ConfigError(
             f"config key 'data.name': unknown data set {name!r}; use one of ann's offline sets "
             f"({', '.join(sorted(BUILDERS))}) or a TFDS name such as 'mnist'"
         ) from e
-    if not builder.is_prepared():
+    if not prepared:
         raise ConfigError(
             f"data set {name!r} is not prepared in {data_dir}; prepare it where you have internet "
             f"with `tfds build {name} --file_format=array_record --data_dir={data_dir}` "
