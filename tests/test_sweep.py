@@ -175,7 +175,9 @@ def test_cli_errors_are_one_line(tmp_path):
         "(did you mean 'optimizer.learning_rate'?); a key must be set in get_config (to a "
         "default) before it can be swept"
     ]
-    proc = sweep_cli(f"--config={ROOT / 'configs' / 'digits_cnn.py'}", f"--workdir={tmp_path / 'nosweep'}")
+    proc = sweep_cli(
+        f"--config={ROOT / 'configs' / 'digits_cnn.py'}", f"--workdir={tmp_path / 'nosweep'}"
+    )
     assert proc.returncode == 1 and "has no get_sweep(h); add one" in proc.stderr
     # An empty --workdir was answered with "give --config=... and --workdir=DIR".
     proc = sweep_cli(f"--config={path}", "--workdir=")
