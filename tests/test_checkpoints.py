@@ -362,3 +362,28 @@ def test_a_data_position_the_split_lacks_names_the_runs_config_json(tmp_path, tr
         train_and_evaluate(tiny(total_steps=30), str(workdir))
     assert f"({workdir / 'config.json'})" in str(e.value)
     assert saved_steps(workdir) == [10, 20]
+
+
+def test_restoring_a_run_that_has_saved_nothing_yet_says_it_is_still_training(tmp_path):
+    # `ann report` of a run still starting said "train first", as for a run never trained.
+    import socket
+    import subprocess
+    import sys
+
+    from ann.train import run_status
+
+    writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        record = {"status": "running", "step": 0, "pid": writer.pid, "host": socket.gethostname()}
+        (tmp_path / run_status.FILENAME).write_text(json.dumps(record))
+        checkpoints = checkpoint_lib.Checkpoints(str(tmp_path), 3, "val/loss", "min")
+        with pytest.raises(checkpoint_lib.CheckpointError) as e:
+            checkpoints.restore_state(None, "best")
+        assert (
+            f"yet: the run is still training (pid {writer.pid}) and has saved none; try "
+            "again after its first eval" in str(e.value)
+        )
+        checkpoints.close()
+    finally:
+        writer.kill()
+        writer.wait()

@@ -37,6 +37,7 @@ from jax.experimental import multihost_utils
 from ann import atomic
 from ann.config import NOT_A_METRIC_OF_THIS_RUN, SELECTION_PREFIX, ConfigError
 from ann.config import file_in as config_file_in
+from ann.train import run_status
 from ann.train.state import all_finite
 
 MANIFEST = "ann_manifest.json"
@@ -429,6 +430,13 @@ class Checkpoints:
         if step in ("best", "latest"):
             step = manager.latest_step()
         if step is None:
+            pid = run_status.live_owner(run_status.read(self.workdir))
+            if pid is not None:  # its first save is still to come
+                raise CheckpointError(
+                    f"no checkpoint in {manager.directory} yet: the run is still training (pid "
+                    f"{pid}) and has saved none; try again after its first "
+                    f"{'eval' if manager is self.best else 'checkpoint'}"
+                )
             raise CheckpointError(
                 f"no checkpoint in {manager.directory}; train first, or pick another step"
             )
