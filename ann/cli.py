@@ -22,7 +22,12 @@ constructor arguments, `task.*` experiment settings).
   only, for jobs whose output is their result; such a job says what it is doing with
   `progress`, on a terminal only);
 - a reader that goes away (`ann registry list | head`) ends the job quietly: no traceback, exit
-  status 141, as a Unix tool killed by SIGPIPE.
+  status 141, as a Unix tool killed by SIGPIPE;
+- Ctrl-C (a KeyboardInterrupt, from flag parsing to the end of `main`) is one line on stderr,
+  `interrupted (Ctrl-C)` or the interrupt's own message where the job says where it stopped
+  (`ann train`: the step, and what the same command resumes from), exit status 130 (128 +
+  SIGINT, as a shell reports for a job stopped by Ctrl-C); no traceback. Once `main` has
+  returned (its result is out) Ctrl-C is ignored, so the exit status agrees with the output.
 """
 
 from __future__ import annotations
@@ -564,6 +569,78 @@ def reader_gone() -> NoReturn:
     sys.exit(EXIT_BROKEN_PIPE)
 
 
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a job stopped by Ctrl-C
+
+
+def interrupted(message: str = "") -> NoReturn:
+    """Ctrl-C ended the job: `message` (one line saying where things stand; by default
+    `interrupted (Ctrl-C)`) on stderr, exit status 130. Another Ctrl-C from here on ends the
+    process at once (the signal's default action), without a traceback from the exit."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+    print(message or "interrupted (Ctrl-C)", file=sys.stderr, flush=True)
+    sys.exit(EXIT_INTERRUPTED)
+
+
+def _ignore_interrupts() -> None:
+    """Ctrl-C does nothing from here on: the job's work is done and said (a Ctrl-C in the
+    interpreter's exit once left its result printed but the exit status 130, or a traceback
+    from JAX's exit handler)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _handle_interrupts() -> None:
+    """How Ctrl-C reaches `main`: as a KeyboardInterrupt, but never inside an import, and never
+    lost. Left alone where SIGINT is ignored (a script's background job) or handled by others.
+
+    - During an import the interrupt waits for it to finish: raised inside one it can crash the
+      process (a SIGINT while JAX's compiled extension loads: "Segmentation fault", every time
+      in a test) or leave a module half made.
+    - A KeyboardInterrupt that Python must drop (raised where no caller can get it, in a
+      garbage-collection callback or a `__del__`: seen in JAX's `_xla_gc_callback` during `ann
+      train`'s start-up, which printed "Exception ignored ... KeyboardInterrupt" and trained on
+      to the end) is not lost.
+
+    Both are delivered again a moment later, from a thread (at once, it would land where it
+    is), and again until they land where they can be raised."""
+    import _thread
+    import signal
+    import threading
+
+    def again() -> None:
+        timer = threading.Timer(0.01, _thread.interrupt_main)  # nothing if SIGINT is ignored
+        timer.daemon = True
+        timer.start()
+
+    def handler(signum: int, frame) -> None:
+        while frame is not None:
+            if frame.f_code.co_filename.startswith("<frozen importlib"):
+                again()
+                return
+            frame = frame.f_back
+        raise KeyboardInterrupt
+
+    previous = sys.unraisablehook
+
+    def hook(unraisable) -> None:
+        if issubclass(unraisable.exc_type, KeyboardInterrupt):
+            again()
+        else:
+            previous(unraisable)
+
+    if threading.current_thread() is threading.main_thread():
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, handler)
+    sys.unraisablehook = hook
+
+
 def run(
     main: Callable[[list[str]], None],
     errors: tuple[type[BaseException] | str, ...] = (),
@@ -573,7 +650,8 @@ def run(
     a reader that goes away handled (see the module docstring). A ConfigError or FlagError, or
     one of `errors` (the mistakes the command reports itself, e.g. a diverged run), that `main`
     raises prints `error: ...` on one line and exits 1; anything else keeps its traceback (a
-    bug to read, not a flag to fix).
+    bug to read, not a flag to fix). A KeyboardInterrupt is `interrupted(its message)`: one
+    line, exit status 130.
 
     An error may be named "module:Class" instead of given: a job then need not import a heavy
     module (JAX, Orbax) before its flags are parsed, so `--help` and a mistyped flag answer in
@@ -584,6 +662,7 @@ def run(
         quiet_libraries(quiet)
         try:
             main(argv)
+            _ignore_interrupts()
             sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
         except BrokenPipeError:
             reader_gone()
@@ -592,7 +671,11 @@ def run(
                 fail(str(e))
             raise
 
-    app.run(guarded, flags_parser=parse_flags)
+    _handle_interrupts()
+    try:
+        app.run(guarded, flags_parser=parse_flags)
+    except KeyboardInterrupt as e:  # Ctrl-C while flags are parsed or `main` runs
+        interrupted(str(e))
 
 
 def _error_classes(errors: Iterable[type[BaseException] | str]) -> list[type[BaseException]]:

@@ -46,6 +46,34 @@ def main(argv: list[str]) -> None:
     # `--help` and a mistyped flag or key answer without them (0.3 s instead of 3 s).
     config_lib.validate(FLAGS.config, num_devices=None, unchanged=cli.unchanged_overrides(FLAGS))
     cli.check_out("workdir", FLAGS.workdir, may_hold="a training run")  # (ann.train.workdir)
+    try:
+        result = _train()
+    except KeyboardInterrupt as e:
+        # Once training began, the loop names the step and what a rerun resumes from.
+        cli.interrupted(str(e) or STOPPED_STARTING)
+    if result.interrupted:
+        from ann.train.loop import interrupted_line
+        from ann.train.preemption import CTRL_C
+
+        if result.interruption == CTRL_C:  # stopped at a step boundary, saved (preemption.py)
+            cli.interrupted(interrupted_line(result.step, result.step))
+        logging.info("stopped at step %d; run the same command to resume", result.step)
+        return
+    print(
+        cli.run_summary(
+            result.step, result.eval_metrics, result.best_eval_metrics, result.stop_reason
+        )
+    )
+
+
+STOPPED_STARTING = (
+    "interrupted (Ctrl-C) while starting, before the first step; run the same command to start "
+    "again"
+)
+
+
+def _train():
+    """Joins the processes (multi-process), builds the experiment and trains: a Result."""
     import jax
 
     from ann import parallel
@@ -67,20 +95,12 @@ def main(argv: list[str]) -> None:
     # A sweep's trial reports its evals to the study (Optuna is imported only then).
     listeners = pruning.listeners_from_env(config)
     gc.enable()  # train_and_evaluate pauses it again over its own start-up (startup.Clock)
-    result = train_and_evaluate(
+    return train_and_evaluate(
         config,
         FLAGS.workdir,
         experiment,
         eval_listeners=listeners,
         started=startup.process_start(),
-    )
-    if result.interrupted:
-        logging.info("stopped at step %d; run the same command to resume", result.step)
-        return
-    print(
-        cli.run_summary(
-            result.step, result.eval_metrics, result.best_eval_metrics, result.stop_reason
-        )
     )
 
 

@@ -50,7 +50,7 @@ from ann.train import state as state_lib
 from ann.train import step as step_lib
 from ann.train import workdir as workdir_lib
 from ann.train.checkpoint import Checkpoints, CheckpointSaveError
-from ann.train.preemption import Preemption
+from ann.train.preemption import CTRL_C, Preemption
 from ann.train.writers import MetricWriter
 
 
@@ -69,7 +69,10 @@ class Result:
     step: int
     eval_metrics: dict[str, float]
     best_eval_metrics: dict[str, float]
-    interrupted: bool = False  # stopped before total_steps (SIGTERM or a hook); rerun resumes
+    interrupted: bool = False  # stopped before total_steps (a signal or a hook); rerun resumes
+    # Why an interrupted run stopped: "SIGTERM", "Ctrl-C" (ann/train/preemption.py) or a hook's
+    # message; "" for a run that was not interrupted.
+    interruption: str = ""
     # Why a hook finished the run before total_steps ("early_stopped", "pruned"), else "".
     # Such a run is not interrupted: rerunning it does not train further.
     stop_reason: str = ""
@@ -123,11 +126,30 @@ def _check_finite(window: list[dict], step: int, checkpoints: Checkpoints) -> No
         )
 
 
+def interrupted_line(step: int, last_checkpoint: int | None) -> str:
+    """The one line for a run that Ctrl-C stopped at `step`, `last_checkpoint` the newest step
+    saved (what the same command resumes from)."""
+    if last_checkpoint == step:
+        return (
+            f"interrupted at step {step} (Ctrl-C); checkpoint saved; run the same command to resume"
+        )
+    if last_checkpoint is None:
+        return (
+            f"interrupted at step {step} (Ctrl-C) before any checkpoint was saved; run the "
+            "same command to start over"
+        )
+    return (
+        f"interrupted at step {step} (Ctrl-C) without saving it; run the same command to resume "
+        f"from the last checkpoint (step {last_checkpoint})"
+    )
+
+
 def _record_end(
     workdir: str, error: BaseException, step: int, total_steps: int, checkpoints: Checkpoints
 ) -> None:
     """run_status.json for a run that an exception ended: `diverged` (with the first bad step),
-    `interrupted` (Ctrl-C) or `failed`, with the one-line message."""
+    `interrupted` (Ctrl-C: a KeyboardInterrupt, whose message `_end` set) or `failed`, with
+    the one-line message."""
     if isinstance(error, NonFiniteLossError):
         status, step = "diverged", error.step
     elif isinstance(error, KeyboardInterrupt):
@@ -135,8 +157,6 @@ def _record_end(
     else:
         status = "failed"
     message = str(error) or type(error).__name__
-    if status == "interrupted":
-        message = "interrupted (Ctrl-C); the same command resumes from the last checkpoint"
     run_status.write(
         workdir,
         status,
@@ -650,16 +670,20 @@ def _train_compiled(
         eval_metrics=evaluate_hook.last or (run.status or {}).get("eval_metrics", {}),
         best_eval_metrics=keep_best.best,
         interrupted=progress.stop is not None and not progress.stop.finish,
+        interruption=progress.stop.message if progress.stop and not progress.stop.finish else "",
         stop_reason=progress.stop.finish if progress.stop else "",
     )
     if jax.process_index() == 0:  # after checkpoints.wait(): "done" never precedes the save
         finish = result.stop_reason or ("interrupted" if result.interrupted else "done")
+        message = progress.stop.message if progress.stop and progress.stop.finish else ""
+        if result.interrupted:
+            message = f"{progress.stop.message}: saved step {result.step}; the same command resumes"
         run_status.write(
             run.workdir,
             finish,
             result.step,
             total_steps=run.total_steps,
-            message=progress.stop.message if progress.stop and progress.stop.finish else "",
+            message=message,
             eval_metrics=result.eval_metrics,
             best_eval_metrics=result.best_eval_metrics,
         )
@@ -729,7 +753,7 @@ def _train(
             for hook in due:
                 hook(info)
             data_seconds, hook_seconds = 0.0, time.perf_counter() - t1
-            stop = info.stop() or (hooks_lib.Stop("SIGTERM") if preempted else None)
+            stop = info.stop() or (hooks_lib.Stop(preemption.reason) if preempted else None)
             if stop is not None:
                 _stop(run, state, step, stop)
                 progress.stop = stop
@@ -737,11 +761,12 @@ def _train(
 
 
 def _stop(run: _Run, state: Any, step: int, stop: hooks_lib.Stop) -> None:
-    """Saves a checkpoint at `step` and says why the run stops there."""
+    """Saves a checkpoint at `step` and says why the run stops there (for Ctrl-C, the user's
+    own action, ann train says it once: `interrupted_line`, its last line)."""
     run.checkpoints.save(step, state, run.data_iter, force=True)
     if stop.finish:
         logging.warning("%s at step %d: %s", stop.finish, step, stop.message)
-    else:
+    elif stop.message != CTRL_C:
         logging.warning("%s: saved a checkpoint at step %d and stopped", stop.message, step)
 
 
@@ -753,7 +778,13 @@ def _end(
     ended: BaseException | None,
 ) -> None:
     """However the loop ended: close the hooks, wait for saves in flight (a failed one raises,
-    unless another error already does), record an error's end in run_status.json, close."""
+    unless another error already does), close, record an error's end in run_status.json.
+
+    A KeyboardInterrupt (Ctrl-C outside the loop's own handling, or a second one in it; also
+    while waiting or closing here) is given its one line (`interrupted_line`), for ann train's
+    console and run_status.json alike, once the checkpoints are closed: the closing finishes a
+    save in flight, so the line names the step a rerun resumes from."""
+    interrupts = [ended] if isinstance(ended, KeyboardInterrupt) else []
     for hook in hooks:
         hook.close()
     run.data_iter.close()
@@ -764,11 +795,23 @@ def _end(
             ended = e
             raise
         logging.error("%s", e)  # after another error; that one propagates
+    except KeyboardInterrupt as e:  # Ctrl-C while the last saves finish
+        interrupts.append(e)
+        ended = ended or e
+        raise
     finally:
-        if ended is not None and jax.process_index() == 0:
-            try:
-                _record_end(run.workdir, ended, progress.step, run.total_steps, run.checkpoints)
-            except OSError as e:  # e.g. the disk that failed the save: keep the first error
-                logging.error("could not record the run's end in run_status.json: %s", e)
-        run.close()
-        writer.close()
+        try:
+            run.close()
+        except KeyboardInterrupt as e:  # Ctrl-C while the closing finishes a save
+            interrupts.append(e)
+            ended = ended or e
+            raise
+        finally:
+            for interrupt in interrupts:
+                interrupt.args = (interrupted_line(progress.step, run.checkpoints.latest_step()),)
+            if ended is not None and jax.process_index() == 0:
+                try:
+                    _record_end(run.workdir, ended, progress.step, run.total_steps, run.checkpoints)
+                except OSError as e:  # e.g. the disk that failed the save: keep the first error
+                    logging.error("could not record the run's end in run_status.json: %s", e)
+            writer.close()

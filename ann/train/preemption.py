@@ -1,14 +1,24 @@
-"""SIGTERM (what schedulers send before a hard stop) becomes a request to save and exit.
+"""SIGTERM (what schedulers send before a hard stop), or a first Ctrl-C (SIGINT), becomes a
+request to save and exit; a second Ctrl-C stops at once.
+
+While the loop trains, either signal asks it to stop at the next step boundary with a
+checkpoint saved (run_status.json: `interrupted`; the same command resumes). A Ctrl-C while a
+stop is already pending raises KeyboardInterrupt there and then: nothing more is saved, and the
+loop records `interrupted` at the step it reached, with the last checkpoint. Outside the loop
+(start-up, compiling, the last save) Ctrl-C is Python's KeyboardInterrupt as usual: waiting for
+a step there could mean waiting through a long compile.
 
 Several processes must stop at the same step, or one would save while the others wait in the
 next step's collectives. So in a multi-process run the request is shared at the steps where the
 loop already syncs with the host (those where a hook is due, at least every `log_every_steps`):
-all processes stop at the first such step after any of them was signalled. (JAX's own
+all processes stop at the first such step after any of them was signalled; one that got no
+signal names the one the others got (Ctrl-C over SIGTERM). (JAX's own
 `reached_preemption_sync_point` never fired in a test where the notice came early in the run.)
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from types import FrameType
@@ -17,18 +27,39 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+CTRL_C = "Ctrl-C"  # the stop's reason (`Preemption.reason`, the Stop's message) for SIGINT
+# Shared between processes as the index here: the highest one any process got wins.
+REASONS = ("", "SIGTERM", CTRL_C)
+_REASON_OF = {signal.SIGTERM: "SIGTERM", signal.SIGINT: CTRL_C}
+# Said at once, since the stop can be a while away (the step's due hooks, an eval, run first).
+_PENDING = (
+    b"Ctrl-C: stopping at the next step with a checkpoint saved "
+    b"(Ctrl-C again stops at once, without saving)\n"
+)
+
 
 class Preemption:
-    """Context manager: while active, SIGTERM asks the loop to save and stop."""
+    """Context manager: while active, SIGTERM or a first Ctrl-C asks the loop to save and stop
+    (`reason` then names it: "SIGTERM" or "Ctrl-C"); a Ctrl-C once a stop is pending raises
+    KeyboardInterrupt."""
 
     def __init__(self) -> None:
-        self.requested = False
-        self._previous = None
+        self.reason = ""
+        self._previous: dict[int, object] = {}
         self._processes = jax.process_count()  # read once: stop_now runs every step
+        self._console = jax.process_index() == 0  # one acknowledgement per run, not per process
+
+    @property
+    def requested(self) -> bool:
+        return bool(self.reason)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        del signum, frame
-        self.requested = True
+        del frame
+        if signum == signal.SIGINT and self.reason:
+            raise KeyboardInterrupt  # the second: stop now (the loop records where)
+        self.reason = self.reason or _REASON_OF[signum]
+        if signum == signal.SIGINT and self._console:
+            os.write(2, _PENDING)  # not print or logging: a handler may run inside either
 
     def stop_now(self, synced: bool) -> bool:
         """Whether to stop after this step. `synced`: every process is at a host sync here (a
@@ -37,15 +68,26 @@ class Preemption:
             return self.requested
         if not synced:
             return False
-        return bool(np.any(multihost_utils.process_allgather(np.int32(self.requested))))
+        mine = np.int32(REASONS.index(self.reason))
+        shared = int(np.max(multihost_utils.process_allgather(mine)))
+        if shared and not self.reason:  # another process was signalled: stop with it
+            self.reason = REASONS[shared]
+        return bool(shared)
 
     def __enter__(self) -> Preemption:
         # Signal handlers can only be installed from the main thread (tests may use others).
         # In a multi-process run this replaces JAX's own SIGTERM notifier, on purpose (above).
+        # An ignored SIGINT stays ignored: a shell starts a script's background jobs (`ann train
+        # ... &`) with it ignored, so that a Ctrl-C meant for the foreground leaves them alone.
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
+            for signum in _REASON_OF:
+                if signum == signal.SIGINT and signal.getsignal(signum) == signal.SIG_IGN:
+                    continue
+                self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
+        for signum, previous in self._previous.items():
+            if previous is not None:  # None: a handler installed outside Python, not restorable
+                signal.signal(signum, previous)
+        self._previous.clear()

@@ -1,0 +1,209 @@
+"""Ctrl-C, as a terminal sends it (SIGINT to the whole process group): `ann train` saves at the
+next step and says where it stopped, a second Ctrl-C stops at once, any other job ends in one
+line; exit status 130 and no traceback throughout (ann/cli.py `run`, ann/train/preemption.py)."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from conftest import ROOT, with_devices
+
+pytestmark = pytest.mark.slow
+
+TRAIN = [
+    sys.executable,
+    "-m",
+    "ann.main",
+    f"--config={ROOT}/configs/digits_mlp.py",
+    "--config.batch_size=32",
+    "--config.log_every_steps=5",
+    "--config.eval_every_steps=100000",
+    "--config.checkpoint_every_steps=100000",  # the only checkpoint is Ctrl-C's
+]
+SAVED = re.compile(
+    r"interrupted at step (\d+) \(Ctrl-C\); checkpoint saved; run the same command to resume"
+)
+
+
+def start(argv, stderr, **kw) -> subprocess.Popen:
+    """`argv` in its own process group, as a job in a terminal is (Ctrl-C reaches the group)."""
+    return subprocess.Popen(argv, cwd=ROOT, start_new_session=True, stderr=stderr, text=True, **kw)
+
+
+def wait_for(ready, proc, what: str, seconds: float = 240) -> None:
+    deadline = time.time() + seconds
+    while not ready():
+        assert proc.poll() is None, f"ended before {what}"
+        assert time.time() < deadline, f"no {what} in {seconds}s"
+        time.sleep(0.05)
+
+
+def ctrl_c(proc) -> None:
+    os.killpg(proc.pid, signal.SIGINT)
+
+
+def test_ctrl_c_saves_at_the_next_step_and_the_same_command_resumes(tmp_path):
+    workdir, log = tmp_path / "run", tmp_path / "stderr.log"
+    metrics = workdir / "metrics.jsonl"
+    with open(log, "w") as err:
+        proc = start(
+            [*TRAIN, f"--workdir={workdir}", "--config.total_steps=100000"],
+            err,
+            env=with_devices(1),
+            stdout=subprocess.DEVNULL,
+        )
+        try:
+            wait_for(lambda: metrics.exists() and "train/loss" in metrics.read_text(), proc, "step")
+            ctrl_c(proc)
+            proc.wait(timeout=120)
+        finally:
+            proc.kill()
+    stderr = log.read_text()
+    assert proc.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    # Said at once (the stop may wait for the step's hooks), then the one line, last.
+    assert "Ctrl-C: stopping at the next step with a checkpoint saved" in stderr
+    last = stderr.splitlines()[-1]
+    match = SAVED.fullmatch(last)
+    assert match, stderr[-3000:]
+    step = int(match.group(1))
+    assert [line for line in stderr.splitlines() if "interrupted" in line] == [last]
+    assert [p.name for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()] == [str(step)]
+    status = json.loads((workdir / "run_status.json").read_text())
+    assert status["status"] == "interrupted" and status["step"] == step, status
+
+    rerun = subprocess.run(
+        [*TRAIN, f"--workdir={workdir}", f"--config.total_steps={step + 5}"],
+        cwd=ROOT,
+        env=with_devices(1),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"resumed from {workdir / 'checkpoints'} at step {step}" in rerun.stderr
+    assert rerun.stdout.startswith(f"done: step {step + 5}")
+    assert json.loads((workdir / "run_status.json").read_text())["status"] == "done"
+
+
+# A run through the same wrapper as `ann train` whose hook, at step 15, gets Ctrl-C twice before
+# the loop reaches the next step: checkpoint_every_steps=10 (tiny) saved step 10 only.
+TWICE = """
+import os, signal, sys
+sys.path.insert(0, {tests!r})
+from conftest import tiny
+from ann import cli
+from ann.train import hooks
+from ann.train.loop import train_and_evaluate
+
+class CtrlCTwice(hooks.Hook):
+    def __call__(self, info):
+        signal.raise_signal(signal.SIGINT)  # the first: save and stop at the next step
+        signal.raise_signal(signal.SIGINT)  # the second, before it: stop now
+
+def main(argv):
+    twice = [CtrlCTwice(15)] if os.environ.get("CTRL_C_TWICE") else []
+    print(train_and_evaluate(tiny(), {workdir!r}, extra_hooks=twice).step)
+
+cli.run(main)
+"""
+
+
+def test_a_second_ctrl_c_stops_at_once_and_says_what_a_rerun_resumes_from(tmp_path):
+    workdir = tmp_path / "run"
+    script = TWICE.format(tests=str(ROOT / "tests"), workdir=str(workdir))
+
+    def run(**env):
+        return subprocess.run(
+            [sys.executable, "-c", script],
+            cwd=ROOT,
+            env={**with_devices(1), **env},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    stopped = run(CTRL_C_TWICE="1")
+    line = (
+        "interrupted at step 15 (Ctrl-C) without saving it; run the same command to resume "
+        "from the last checkpoint (step 10)"
+    )
+    assert stopped.returncode == 130, stopped.stderr[-3000:]
+    assert "Traceback" not in stopped.stderr, stopped.stderr[-3000:]
+    assert stopped.stderr.splitlines()[-1] == line
+    status = json.loads((workdir / "run_status.json").read_text())
+    assert status["status"] == "interrupted" and status["step"] == 15, status
+    assert status["message"] == line and status["last_checkpoint"] == 10, status
+
+    rerun = run()
+    assert rerun.returncode == 0 and rerun.stdout == "20\n", rerun.stderr[-3000:]
+    assert "at step 10" in rerun.stderr
+
+
+def test_ctrl_c_ends_another_job_in_one_line_and_leaves_no_partial_output(digits_export, tmp_path):
+    # Sent while the job imports JAX (inside its main): a SIGINT while JAX's compiled extension
+    # loads crashed the process ("Segmentation fault"); it waits for the import to finish now.
+    workdir, _ = digits_export
+    out = tmp_path / "export"
+    proc = start(
+        [sys.executable, "-m", "ann.export", f"--workdir={workdir}", f"--out={out}"],
+        subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    maps = f"/proc/{proc.pid}/maps"
+    if not os.path.exists(maps):
+        proc.kill()
+        pytest.skip("needs /proc to see the job import JAX")
+    wait_for(lambda: "jaxlib" in open(maps).read(), proc, "import of JAX")
+    ctrl_c(proc)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert (proc.returncode, stderr, stdout) == (130, "interrupted (Ctrl-C)\n", "")
+    assert list(tmp_path.iterdir()) == []  # no export, not even its temporary directory
+
+
+def python_job(code: str) -> list[str]:
+    """A job script run through cli.run, as every entry point is."""
+    return [sys.executable, "-c", f"from ann import cli\n{textwrap.dedent(code)}\ncli.run(main)\n"]
+
+
+def test_a_ctrl_c_that_python_drops_still_ends_the_job():
+    # Raised in a __del__ or a garbage-collection callback (as in JAX's, during `ann train`'s
+    # start-up), a KeyboardInterrupt was printed as "Exception ignored" and the job went on.
+    code = """
+        import time
+
+        class Dropped:
+            def __del__(self):
+                raise KeyboardInterrupt  # where Python can only drop it
+
+        def main(argv):
+            Dropped()
+            time.sleep(10)
+            print("went on to the end")
+    """
+    result = subprocess.run(python_job(code), cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stderr, result.stdout) == (130, "interrupted (Ctrl-C)\n", "")
+
+
+def test_ctrl_c_once_the_result_is_out_does_not_change_the_exit_status():
+    # Between the result and the end of the process (JAX's exit handler, here a slow one),
+    # Ctrl-C printed a traceback, or exited 130 after the result line.
+    code = """
+        import atexit, time
+
+        def main(argv):
+            atexit.register(time.sleep, 3)
+            print("result", flush=True)
+    """
+    proc = start(python_job(code), subprocess.PIPE, stdout=subprocess.PIPE)
+    assert proc.stdout.readline() == "result\n"
+    time.sleep(0.5)  # in the exit handler
+    ctrl_c(proc)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert (proc.returncode, stderr, stdout) == (0, "", "")
