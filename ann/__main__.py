@@ -5,8 +5,9 @@
 job's module is imported: `ann --help` starts in a fraction of a second, without JAX.
 
 Exit status: 0 done (and `--help`); 1 a mistake, one `error: ...` line on stderr (a bad flag,
-config or file; an unknown job) or a failed run; 130 a sweep interrupted by Ctrl-C; 141 the
-reader of the output went away (`ann registry list | head`).
+config or file; an unknown job) or a failed run; 130 a job interrupted by Ctrl-C (one line,
+`ann train` saved at the step it names); 141 the reader of the output went away (`ann registry
+list | head`).
 """
 
 from __future__ import annotations
@@ -66,7 +67,12 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
     module = JOBS[job][0]
     sys.argv = [f"ann {job}", *argv[2:]]
-    runpy.run_module(module, run_name="__main__", alter_sys=True)
+    try:
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+    except KeyboardInterrupt:  # before the job's cli.run took over (importing its module)
+        from ann.cli import interrupted
+
+        interrupted()
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ Running the same command again resumes from the workdir's latest checkpoint.
 from __future__ import annotations
 
 import gc
+import re
 
 if __name__ == "__main__":  # `ann train`: no garbage collection from here to the first step
     gc.disable()  # (the imports in main are most of a warm start; ann/train/startup.py)
@@ -51,6 +52,11 @@ def main(argv: list[str]) -> None:
     except KeyboardInterrupt as e:
         # Once training began, the loop names the step and what a rerun resumes from.
         cli.interrupted(str(e) or STOPPED_STARTING)
+    except Exception as e:
+        message = out_of_memory(e)
+        if message is None:
+            raise
+        raise config_lib.ConfigError(message) from e
     if result.interrupted:
         from ann.train.loop import interrupted_line
         from ann.train.preemption import CTRL_C
@@ -63,6 +69,24 @@ def main(argv: list[str]) -> None:
         cli.run_summary(
             result.step, result.eval_metrics, result.best_eval_metrics, result.stop_reason
         )
+    )
+
+
+def out_of_memory(error: BaseException) -> str | None:
+    """One line for XLA's out-of-memory error (a model or batch too large for the device: "Out
+    of memory allocating N bytes", RESOURCE_EXHAUSTED), naming what to lower; None for any
+    other error (a bug keeps its traceback)."""
+    text = str(error)
+    if type(error).__name__ not in ("JaxRuntimeError", "XlaRuntimeError") or not (
+        "Out of memory" in text or "RESOURCE_EXHAUSTED" in text
+    ):
+        return None
+    size = re.search(r"allocating (\d+) bytes", text)
+    asked = f" (one allocation of {int(size.group(1)) / 2**30:,.1f} GiB)" if size else ""
+    return (
+        f"the run does not fit in the device's memory{asked}; lower batch_size or the model's "
+        "sizes (the workdir's parameters.tsv lists every parameter array), or split it over "
+        "devices (config.mesh, config.sharding_rules)"
     )
 
 

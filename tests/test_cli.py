@@ -726,3 +726,18 @@ def test_an_unprepared_tfds_set_is_one_line_without_tfds_warning(tmp_path):
             "--config.data.name=mnist", f"--config.data.data_dir={tmp_path}")
     )  # fmt: skip
     assert line.startswith(f"error: data set 'mnist' is not prepared in {tmp_path}; prepare it")
+
+
+def test_a_model_too_large_for_memory_is_one_line_naming_what_to_lower(tmp_path):
+    # A dense layer of 10^8 units (381 GiB of weights) was a 58-line JaxRuntimeError traceback.
+    result = ann(
+        "train", "--config=configs/digits_cnn.py", f"--workdir={tmp_path / 'run'}",
+        "--config.model.dense=100000000", "--config.total_steps=2",
+        "--config.optimizer.warmup_steps=0",
+    )  # fmt: skip
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert result.stderr.splitlines()[-1] == (
+        "error: the run does not fit in the device's memory (one allocation of 381.5 GiB); lower "
+        "batch_size or the model's sizes (the workdir's parameters.tsv lists every parameter "
+        "array), or split it over devices (config.mesh, config.sharding_rules)"
+    )

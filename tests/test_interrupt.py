@@ -207,3 +207,21 @@ def test_ctrl_c_once_the_result_is_out_does_not_change_the_exit_status():
     ctrl_c(proc)
     stdout, stderr = proc.communicate(timeout=60)
     assert (proc.returncode, stderr, stdout) == (0, "", "")
+
+
+def test_ctrl_c_while_the_jobs_module_is_imported_is_one_line(monkeypatch, capsys):
+    # Before the job's own cli.run takes over (importing its module), a Ctrl-C was a traceback.
+    import runpy
+
+    import pytest
+
+    from ann import __main__ as entry
+
+    def interrupted_import(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runpy, "run_module", interrupted_import)
+    monkeypatch.setattr("signal.signal", lambda *args: None)  # keep pytest's own handler
+    with pytest.raises(SystemExit) as e:
+        entry.main(["ann", "export"])
+    assert e.value.code == 130 and capsys.readouterr().err == "interrupted (Ctrl-C)\n"
