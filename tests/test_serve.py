@@ -517,7 +517,13 @@ def image(data, **fields):
     "body, message",
     [
         # What came is quoted as JSON spells it (null, true, "text"), never as Python does.
-        (image([None, *[0] * 63]), "inputs[0].data: expected numbers for UINT8, got [null,0,0,"),
+        # The first value that is not a number, and where (it quoted the array's start only).
+        (image([None, *[0] * 63]), "inputs[0].data: expected numbers for UINT8, got null at flat "
+         "index 0"),
+        (image([*[0] * 40, "1", *[0] * 23]), 'inputs[0].data: expected numbers for UINT8, got "1" '
+         "at flat index 40"),
+        (image([[[[0]] * 8] * 7 + [[[0]] * 7 + [[None]]]]), "inputs[0].data: expected numbers "
+         "for UINT8, got null at flat index 63"),  # nested [1, 8, 8, 1]: the row-major index
         (image(None), "inputs[0].data: expected a JSON array of numbers, got null"),
         (image("abc"), 'inputs[0].data: expected a JSON array of numbers, got "abc"'),
         (image({"a": 1}), 'inputs[0].data: expected a JSON array of numbers, got {"a":1}'),
@@ -532,6 +538,10 @@ def image(data, **fields):
         # A field that is absent is said to be, not quoted as null (it read "got NoneType").
         (json.dumps({"inputs": [{"name": "image", "shape": [1, 8, 8, 1], "datatype": "UINT8"}]})
          .encode(), "inputs[0].data: expected a JSON array of numbers, got no 'data' field"),
+        (b"{}", "inputs: expected a non-empty list of tensors {name, shape, datatype, data}, got "
+         "no 'inputs' field"),
+        (b'{"inputs": null}', "inputs: expected a non-empty list of tensors {name, shape, "
+         "datatype, data}, got null"),
     ],
 )  # fmt: skip
 def test_refusals_quote_what_came_in_json_spelling(body, message):

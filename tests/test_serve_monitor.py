@@ -162,9 +162,21 @@ def test_feedback_joins_give_offline_accuracy_and_gauges_appear(monitored):
         (b'{"id": "r1", "label": true}', "feedback.label: expected a class index"),
         (b'{"id": "r1", "label": null}', "(0, 1, 2, 3, 4, 5, 6, 7, 8, 9), got null"),
         (b'{"id": "r1", "label": [true]}', "(0, 1, 2, 3, 4, 5, 6, 7, 8, 9), got true"),
+        # The field that is missing is named (it said 'got ["label"]' for a label without id).
         (
             b'{"id": "r1"}',
-            'feedback: expected an object with "id" and "label" (and nothing else), got ["id"]',
+            'feedback: expected an object with "id" and "label" (and nothing else), got no '
+            "'label' field",
+        ),
+        (
+            b'[{"label": 1}]',
+            'feedback[0]: expected an object with "id" and "label" (and '
+            "nothing else), got no 'id' field",
+        ),
+        (
+            b'{"id": "r1", "label": 1, "x": 2}',
+            'feedback: expected an object with "id" and '
+            '"label" (and nothing else), got other fields ["x"]',
         ),
         (
             b'{"id": null, "label": 1}',

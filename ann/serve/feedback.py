@@ -88,12 +88,11 @@ class Predictions:
             raise ServeError(400, 'feedback: expected at least one {"id", "label"}, got []')
         parsed = []
         for i, item in enumerate(items):
-            if not isinstance(item, dict) or set(item) != {"id", "label"}:
-                got = protocol.short(sorted(item) if isinstance(item, dict) else item)
+            if not isinstance(item, dict) or item.keys() != _FIELDS:
                 raise ServeError(
                     400,
                     f'{where(i)}: expected an object with "id" and "label" (and nothing else), '
-                    f"got {got}",
+                    f"got {_fields(item)}",
                     "feedback",
                 )
             request_id = item["id"]
@@ -168,6 +167,25 @@ class Predictions:
             "last": _accuracy(self.windows[last], last) if last is not None else None,
             "total": _accuracy(self.total, None) if self.total[1] else None,
         }
+
+
+_FIELDS = {"id", "label"}
+
+
+def _fields(item: Any) -> str:
+    """What a feedback item that is not `{"id", "label"}` has instead: `no 'id' field` (as
+    `protocol.given` says a missing field), the other fields, or the value that came (it said
+    `got ["label"]` for an object without its id)."""
+    if not isinstance(item, dict):
+        return protocol.short(item)
+    missing = [k for k in ("id", "label") if k not in item]
+    others = sorted(set(item) - _FIELDS)
+    said = []
+    if missing:
+        said.append("no " + " and no ".join(f"{k!r} field" for k in missing))
+    if others:
+        said.append(f"other fields {protocol.names(others)}")
+    return " and ".join(said)
 
 
 def _accuracy(counts: list[int], window: int | None) -> dict[str, Any]:

@@ -199,7 +199,7 @@ def _decode_data(
     kind = array.dtype.kind
     if kind not in "biuf":
         raise ServeError(
-            400, f"{field}: expected numbers for {datatype}, got {short(data)}", "data"
+            400, f"{field}: expected numbers for {datatype}, got {not_a_number(data)}", "data"
         )
     target = spec.kind
     if target != "b" and (kind == "b" or (booleans and _holds_booleans(data))):
@@ -238,6 +238,25 @@ def _decode_data(
     with np.errstate(over="ignore", invalid="ignore"):
         result = array.astype(dtype).reshape(shape)
     return _finite(field, result, datatype, array)
+
+
+def not_a_number(data: list) -> str:
+    """The first value of a JSON array (flat or nested) that is not a number, as a refusal
+    says it: `null at flat index 3` (the index of the row-major flat data); the whole array
+    (`short`) if every value is one. Only on the error path: it walks the values in Python."""
+    index = 0
+    stack = [iter(data)]
+    while stack:
+        for value in stack[-1]:
+            if type(value) is list:
+                stack.append(iter(value))
+                break
+            if type(value) not in (int, float, bool):
+                return f"{short(value, 30)} at flat index {index}"
+            index += 1
+        else:
+            stack.pop()
+    return short(data)
 
 
 def _may_hold_booleans(body: bytes) -> bool:
@@ -366,7 +385,7 @@ def decode_infer(
     if request_id is not None and not isinstance(request_id, str):
         raise ServeError(400, f"id: expected a string, got {short(request_id)}", "field")
     booleans = _may_hold_booleans(body)
-    arrays, rows = _decode_inputs(request.get("inputs"), signature, max_rows, binary, booleans)
+    arrays, rows = _decode_inputs(request, signature, max_rows, binary, booleans)
     wanted, as_binary = _wanted_outputs(request, outputs)
     return InferRequest(arrays, rows, request_id, wanted, as_binary)
 
@@ -402,7 +421,7 @@ def _parse_json(body: bytes, has_header: bool) -> dict[str, Any]:
 
 
 def _decode_inputs(
-    tensors: Any,
+    request: dict[str, Any],
     signature: Mapping[str, Mapping[str, Any]],
     max_rows: int,
     binary: memoryview,
@@ -411,11 +430,12 @@ def _decode_inputs(
     """The request's `inputs` -> (arrays by name, rows): every input of the signature once,
     with the same rows, binary ones taking their bytes from `binary` in order (`booleans`: see
     `_decode_data`)."""
+    tensors = request.get("inputs")
     if not isinstance(tensors, list) or not tensors:
         raise ServeError(
             400,
-            f"inputs: expected a non-empty list of tensors {{name, shape, datatype, data}}, got "
-            f"{short(tensors)}",
+            "inputs: expected a non-empty list of tensors {name, shape, datatype, data}, got "
+            + given(request, "inputs"),
             "field",
         )
     arrays: dict[str, np.ndarray] = {}
