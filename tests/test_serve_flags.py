@@ -42,11 +42,23 @@ BAD = [
     (["--shutdown_timeout=-1"], "--shutdown_timeout=-1"),
     (["--token="], "token: expected printable ASCII"),
     (["--token=two words"], "token: expected printable ASCII"),
-    (["--token_file=/nonexistent/token"], "--token_file=/nonexistent/token: cannot read it"),
+    # It said "cannot read it ([Errno 2] No such file or directory: '/nonexistent/token')".
+    (
+        ["--token_file=/nonexistent/token"],
+        "--token_file=/nonexistent/token does not exist; give the file that holds the token",
+    ),
+    (["--token_file=/tmp"], "--token_file=/tmp is a folder; give the file that holds the token"),
     (["--token_file=/dev/null", "--token=x"], "--token_file and --token"),
     (["--admin_token="], "admin_token: expected printable ASCII"),
     (["--admin_token=same", "--token=same"], "admin_token: expected a token other than --token"),
-    (["--admin_token_file=/nonexistent/a"], "--admin_token_file=/nonexistent/a: cannot read it"),
+    (["--admin_token_file=/nonexistent/a"], "--admin_token_file=/nonexistent/a does not exist"),
+    # It said "cannot listen ([Errno -2] Name or service not known)", after the models loaded.
+    (
+        ["--host=999.1.1.1"],
+        "--host=999.1.1.1 is not an address of this machine; give one of its "
+        "addresses, e.g. --host=127.0.0.1 (this machine only) or --host=0.0.0.0 (every address)",
+    ),
+    (["--host=192.0.2.1"], "--host=192.0.2.1 is not an address of this machine"),
     (["--admin_token_file=/dev/null", "--admin_token=x"], "--admin_token_file and --admin_token"),
     (["stray"], "unexpected argument 'stray': this command takes flags only"),
 ]
@@ -87,7 +99,38 @@ def test_settings_check_every_field():
     assert Settings(metrics_port=8001).file_descriptors() > 2 * Settings().max_connections
 
 
-def test_settings_that_need_the_model_or_the_port(digits_export):
+def test_a_port_in_use_is_named_before_any_model_loads_and_at_the_bind_too():
+    """It said "cannot listen ([Errno 98] error while attempting to bind on address
+    ('127.0.0.1', 18431): address already in use)", once the models had loaded."""
+    import asyncio
+
+    from test_serve_routes import FakeModel
+
+    from ann.serve.app import App
+    from ann.serve.dataplane import ServedModel
+    from ann.serve.http import serve
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        said = f"--port={port} is in use by another process; choose another --port"
+        assert one_line_error(run_server([f"--port={port}"])) == f"error: {said}"
+        with socket.socket() as free:  # --port itself free (8000 may be taken here)
+            free.bind(("127.0.0.1", 0))
+            other = free.getsockname()[1]
+        line = one_line_error(run_server([f"--port={other}", f"--metrics_port={port}"]))
+        assert line == f"error: --metrics_port={port} is in use by another process; choose " + (
+            "another --metrics_port"
+        )
+        # Taken between the check and the server's own bind: the same words.
+        app = App([ServedModel("m", "1", FakeModel(), "test")], Settings(port=port))
+        with pytest.raises(OSError) as e:
+            asyncio.run(serve(app))
+        assert str(e.value) == said
+
+
+def test_settings_that_need_the_model():
     from ann.serve.__main__ import body_too_small
 
     class Wide:
@@ -96,14 +139,6 @@ def test_settings_that_need_the_model_or_the_port(digits_export):
 
     assert "--max_body_bytes=1024 cannot hold one row of model wide" in body_too_small([Wide], 1024)
     assert body_too_small([Wide], 8 << 20) is None
-    _, out = digits_export
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        result = run_server([f"--port={port}"], model=str(out))
-    line = one_line_error(result)
-    assert line.startswith(f"error: --port={port} on --host=127.0.0.1: cannot listen"), line
 
 
 def test_an_open_file_limit_the_kernel_refuses_is_one_line():

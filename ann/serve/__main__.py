@@ -61,16 +61,18 @@ def read_token(name: str) -> str | None:
         return FLAGS[name].value
     if FLAGS[name].value is not None:
         cli.fail(f"--{name}_file and --{name} (or ${TOKENS[name]}) are both set; give one")
+    from ann.serve.settings import read_token_file
+
     try:
-        with open(path, encoding="utf-8") as f:
-            return f.read().strip()
-    except (OSError, UnicodeDecodeError) as e:
-        cli.fail(f"--{name}_file={path}: cannot read it ({e})")
+        return read_token_file(f"{name}_file", path)
+    except ValueError as e:  # "--token_file=/x does not exist; give the file ..."
+        cli.fail(str(e))
 
 
 def settings_from_flags():
-    """The checked `Settings`, or exit 1 with the first flag that cannot work."""
-    from ann.serve.settings import Settings, flag_fields
+    """The checked `Settings`, or exit 1 with the first flag that cannot work (a port in use
+    and a --host not of this machine too: before any model is loaded)."""
+    from ann.serve.settings import Settings, flag_fields, listen_problem
 
     # Each flag field of Settings is the flag of its name (tokens may come from a file).
     named = {f.name: FLAGS[f.name].value for f in flag_fields() if f.name not in TOKENS}
@@ -79,6 +81,9 @@ def settings_from_flags():
     except ValueError as e:
         cli.fail(str(e))
     ensure_file_descriptors(settings.file_descriptors())
+    problem = listen_problem(settings)
+    if problem:
+        cli.fail(problem)
     return settings
 
 

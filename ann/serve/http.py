@@ -40,6 +40,8 @@ from urllib.parse import unquote
 import httptools
 import orjson
 
+from ann.serve.settings import listen_error
+
 log = logging.getLogger("ann.serve")
 
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
@@ -448,7 +450,7 @@ async def serve(app: Any) -> None:
         except OSError as e:  # in use, or not an address of this machine: say which flag
             for server in servers:
                 server.close()
-            raise OSError(f"{flag}={port} on --host={settings.host}: cannot listen ({e})") from e
+            raise OSError(listen_error(flag, port, settings.host, e)) from e
     for listener in listeners:
         listener.start()
     names = ", ".join(f"{n}/{v}" for n, versions in app.models.items() for v in versions)

@@ -219,3 +219,78 @@ def flag_default(field: dataclasses.Field) -> Any:
     if env is not None and env in os.environ:
         return os.environ[env]
     return field.default
+
+
+def file_error(name: str, error: OSError | UnicodeDecodeError, wanted: str) -> str:
+    """Why the file a flag names cannot be read, in one line with the fix: `name` is the flag
+    as given (`--token_file=/x`) or a path, `wanted` what the flag takes ("the file holding the
+    token"). It said "cannot read it ([Errno 2] No such file or directory: '/x')"."""
+    if isinstance(error, UnicodeDecodeError):
+        return f"{name} is not UTF-8 text (byte 0x{error.object[error.start]:02x}); give {wanted}"
+    if isinstance(error, FileNotFoundError):
+        return f"{name} does not exist; give {wanted}"
+    if isinstance(error, IsADirectoryError):
+        return f"{name} is a folder; give {wanted}"
+    if isinstance(error, PermissionError):
+        return f"{name} is not readable by this user; make it readable or give another file"
+    return f"{name}: cannot read it ({error.strerror or error})"
+
+
+def read_token_file(flag: str, path: str) -> str:
+    """The token in the file `--FLAG=PATH` names, stripped; ValueError (`file_error`)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read().strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(
+            file_error(f"--{flag}={path}", e, "the file that holds the token")
+        ) from None
+
+
+def listen_error(flag: str, port: int, host: str, error: OSError) -> str:
+    """Why `ann serve` cannot listen on `host:port` (`flag` names the port: --port or
+    --metrics_port), in one line naming the flag and the fix: it said "cannot listen ([Errno 98]
+    error while attempting to bind on address ('127.0.0.1', 18431): address already in use)"."""
+    import errno
+    import socket
+
+    if isinstance(error, socket.gaierror) or error.errno == errno.EADDRNOTAVAIL:
+        # gaierror: not an IP address, and no name this machine resolves ("999.1.1.1").
+        return (
+            f"--host={host} is not an address of this machine; give one of its addresses, e.g. "
+            "--host=127.0.0.1 (this machine only) or --host=0.0.0.0 (every address)"
+        )
+    if error.errno == errno.EADDRINUSE:
+        return f"{flag}={port} is in use by another process; choose another {flag}"
+    if error.errno == errno.EACCES and port < 1024:
+        return (
+            f"{flag}={port} is a privileged port (below 1024) this user may not open; choose "
+            f"a {flag} of 1024 or more"
+        )
+    return f"{flag}={port} on --host={host}: cannot listen ({error.strerror or error})"
+
+
+def listen_problem(settings: Settings) -> str | None:
+    """Why `ann serve` could not listen on `--host` at `--port` (and `--metrics_port`), found by
+    binding each address for a moment, as the server will (SO_REUSEADDR, IPv6 sockets
+    IPv6-only), before the models are loaded: loading a large one takes minutes, and a port in
+    use was said only after. None when it can; `listen_error`'s line otherwise. The server's
+    own bind (ann/serve/http.py) says the same if the port is taken in between."""
+    import socket
+
+    for flag, port in (("--port", settings.port), ("--metrics_port", settings.metrics_port)):
+        if port is None:
+            continue
+        try:
+            found = socket.getaddrinfo(
+                settings.host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            )
+            for family, kind, proto, _, address in found:
+                with socket.socket(family, kind, proto) as s:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    if family == socket.AF_INET6:
+                        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                    s.bind(address)
+        except OSError as e:
+            return listen_error(flag, port, settings.host, e)
+    return None
