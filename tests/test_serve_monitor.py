@@ -282,6 +282,29 @@ def test_ann_monitor_feedback_sends_a_labels_file(monitored, tmp_path):
     assert line.endswith("cannot reach the server (Connection refused); is it running?"), line
 
 
+def test_a_torn_last_line_of_a_labels_file_is_skipped_as_the_request_logs_is(tmp_path, caplog):
+    """It was refused outright ("line 3: expected a JSON object ..., got invalid JSON") while
+    drift skipped a request log's torn last line; both read by ann.monitor.jsonlines now."""
+    from ann.monitor.feedback import read_labels
+
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text('{"id": "a", "label": 1}\n{"id": "b", "label": 2}\n{"id": "c", "la')
+    with caplog.at_level("WARNING"):
+        assert read_labels(str(labels)) == [{"id": "a", "label": 1}, {"id": "b", "label": 2}]
+    said = [r.getMessage() for r in caplog.records if "torn" in r.getMessage()]
+    assert said == [
+        f"{labels}: skipping line 3, torn (no end of line: the file was read while being "
+        "written, or its writer was stopped)"
+    ]
+    labels.write_text('{"id": "a", "la\n{"id": "b", "label": 2}\n')  # before the last: damage
+    with pytest.raises(ValueError) as e:
+        read_labels(str(labels))
+    assert str(e.value) == (
+        f'--labels={labels} line 1: expected a JSON object {{"id": ..., "label": ...}}, got '
+        "invalid JSON (unexpected end of data at column 16)"
+    )
+
+
 def test_monitoring_off_says_so():
     app = App([ServedModel("m", "1", FakeModel(), "test")], Settings(monitor="off"))
     for route in ("/v2/models/m/monitor", "/v2/models/m/versions/1/feedback"):

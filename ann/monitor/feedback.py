@@ -24,7 +24,6 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-import orjson
 from absl import flags
 
 FLAGS = flags.FLAGS
@@ -49,28 +48,14 @@ def define_flags() -> None:
 def read_labels(path: str) -> list[dict[str, Any]]:
     """The objects of a JSON lines file (blank lines skipped); ValueError naming the file and
     line, and what is wrong there as the server words it (`protocol.json_error`: the reason and
-    column), for a line that is not a JSON object."""
-    from ann.serve.protocol import json_error, short
+    column), for a line that is not a JSON object. A torn last line (no end of line, not JSON:
+    the file is still being written) is skipped with a warning, as the request log's is
+    (`ann.monitor.jsonlines`)."""
+    from ann.monitor.jsonlines import objects
 
-    try:
-        with open(path, "rb") as f:
-            lines = f.read().splitlines()
-    except OSError as e:
-        raise ValueError(f"--labels={path}: cannot read it ({e.strerror or e})") from None
-    items = []
     expected = 'expected a JSON object {"id": ..., "label": ...}'
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            item = orjson.loads(line)
-        except orjson.JSONDecodeError as e:
-            raise ValueError(
-                f"--labels={path} line {number}: {expected}, got {json_error(e, line)}"
-            ) from None
-        if not isinstance(item, dict):
-            raise ValueError(f"--labels={path} line {number}: {expected}, got {short(item)}")
-        items.append(item)
+    torn = "the file was read while being written, or its writer was stopped"
+    items = [item for _, item in objects(path, f"--labels={path}", expected, ValueError, torn)]
     if not items:
         raise ValueError(f"--labels={path}: holds no labels")
     return items

@@ -20,10 +20,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import orjson
-from absl import logging
 
-from ann.serve.protocol import json_error, short
+from ann.monitor.jsonlines import objects
+from ann.serve.protocol import short
 
 
 class RequestLogError(ValueError):
@@ -77,44 +76,22 @@ def _tensor(where: str, name: str, value: Any, spec: Mapping[str, Any]) -> np.nd
     return array
 
 
+_EXPECTED = "expected a request record (a JSON object a line, as `ann serve --request_log` writes)"
+
+
 def _records(paths: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
     """(where, record) for every line of every file, in order; RequestLogError naming the
     file and line that is not a JSON object. A file's last line without its end of line that
     does not parse (the server was stopped while writing it, or is writing it now) is skipped
-    with a warning, as metrics.jsonl's torn last line is (ann/train/writers.py)."""
+    with a warning, as metrics.jsonl's torn last line is (`ann.monitor.jsonlines`, which reads
+    a labels file the same way)."""
     found = []
+    torn = "the server was stopped while writing it, or is writing it now"
     for path in paths:
         if not os.path.isfile(path):
             raise RequestLogError(f"--requests={path} is not a file; give the server's request log")
-        with open(path, "rb") as f:
-            for number, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                # Parsed without its end of line, so that orjson's place is on this line (it
-                # said "unexpected end of data at line 2 column 1" for line 101).
-                ended = line.endswith(b"\n")  # only a file's last line can lack it
-                text = line[:-1] if ended else line
-                try:
-                    record = orjson.loads(text)
-                except orjson.JSONDecodeError as e:
-                    if not ended:
-                        logging.warning(
-                            "%s: skipping line %d, torn (no end of line: the server was stopped "
-                            "while writing it, or is writing it now)",
-                            path,
-                            number,
-                        )
-                        continue
-                    raise RequestLogError(
-                        f"{path} line {number}: expected a request record (a JSON object a line, "
-                        f"as `ann serve --request_log` writes), got {json_error(e, text)}"
-                    ) from None
-                if not isinstance(record, dict):
-                    raise RequestLogError(
-                        f"{path} line {number}: expected a request record (a JSON object a line, "
-                        f"as `ann serve --request_log` writes), got {short(record)}"
-                    )
-                found.append((f"{path} line {number}", record))
+        for number, record in objects(path, path, _EXPECTED, RequestLogError, torn):
+            found.append((f"{path} line {number}", record))
     return found
 
 

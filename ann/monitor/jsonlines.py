@@ -1,0 +1,59 @@
+"""The JSON lines files `ann monitor` reads: the server's request log (`drift --requests`) and a
+file of late labels (`feedback --labels`), one JSON object a line, blank lines skipped.
+
+Both read the same way: a last line cut short (no end of line, not JSON: the file was read while
+being written, or its writer was stopped mid-line) is skipped with a warning, as metrics.jsonl's
+torn last line is (ann/train/writers.py); a damaged line before it is refused, naming the file,
+the line and what is there as the server words a bad body (`protocol.json_error`: the reason and
+the column on that line).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+from absl import logging
+
+
+def objects(
+    path: str, name: str, expected: str, error: type[Exception], torn: str
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line of the file `path`. `name`: the file as a
+    refusal names it (`--labels=FILE`, or the path); `expected`: what a line should be
+    (`expected a request record (...)`); `torn`: why a last line may be cut short, for the
+    warning. Raises `error` with one line, `NAME line N: EXPECTED, got ...`, for a line that is
+    not a JSON object, or `NAME ...` for a file that cannot be read (`file_error`)."""
+    from ann.serve.protocol import json_error, short
+    from ann.serve.settings import file_error
+
+    try:
+        f = open(path, "rb")
+    except OSError as e:
+        raise error(file_error(name, e, "a JSON lines file")) from None
+    with f:
+        try:
+            for number, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                # Parsed without its end of line, so that orjson's place is on this line (it
+                # said "unexpected end of data at line 2 column 1" for line 101).
+                ended = line.endswith(b"\n")  # only a file's last line can lack it
+                text = line[:-1] if ended else line
+                try:
+                    value = orjson.loads(text)
+                except orjson.JSONDecodeError as e:
+                    if not ended:
+                        logging.warning(
+                            "%s: skipping line %d, torn (no end of line: %s)", path, number, torn
+                        )
+                        continue
+                    raise error(
+                        f"{name} line {number}: {expected}, got {json_error(e, text)}"
+                    ) from None
+                if not isinstance(value, dict):
+                    raise error(f"{name} line {number}: {expected}, got {short(value)}")
+                yield number, value
+        except OSError as e:  # a folder (EISDIR shows on the first read), a failing disk
+            raise error(file_error(name, e, "a JSON lines file")) from None
