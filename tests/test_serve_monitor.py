@@ -282,6 +282,73 @@ def test_ann_monitor_feedback_sends_a_labels_file(monitored, tmp_path):
     assert line.endswith("cannot reach the server (Connection refused); is it running?"), line
 
 
+def test_ann_monitor_feedback_says_how_to_reach_the_server(monitored):
+    """A plain-HTTP server asked over https:// is said to be one (it said "[SSL:
+    WRONG_VERSION_NUMBER] wrong version number (_ssl.c:1006)"); a path in --url is said to be
+    put before the route."""
+    from ann.monitor.feedback import send
+
+    server, model, _ = monitored
+    items = [{"id": "nobody", "label": 0}]
+    with pytest.raises(ValueError) as e:
+        send(f"https://127.0.0.1:{server.port}", model.name, items)
+    assert str(e.value) == (
+        f"https://127.0.0.1:{server.port}/v2/models/{model.name}/feedback: the server at "
+        f"127.0.0.1:{server.port} does not speak HTTPS (`ann serve` serves plain HTTP); use "
+        f"--url=http://127.0.0.1:{server.port}"
+    )
+    with pytest.raises(ValueError) as e:
+        send(f"http://127.0.0.1:{server.port}/ann/", model.name, items)
+    said = str(e.value)
+    assert f"labels 1-1 refused (404): no route POST /ann/v2/models/{model.name}/feedback; " in said
+    assert said.endswith("(--url is the server's root URL: /ann is put before the route)"), said
+
+
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        # A traceback (http.client.InvalidURL: URL can't contain control characters).
+        ("http://local host:1", "expected the server's URL, got a space in it at character 13; "
+         "a URL has none (remove it)"),
+        ("http://a\tb:1", 'expected the server\'s URL, got the control character "\\t" in it at '
+         "character 9; a URL has none (remove it)"),
+        # The route is feedback's to add (the server said "no route POST /v2/v2/models/...").
+        ("http://localhost:8000/v2", "expected the server's root URL, without a route (feedback "
+         "adds /v2/models/NAME/feedback), e.g. --url=http://localhost:8000"),
+        ("http://h:1/ann/v2/models/digits/feedback", "expected the server's root URL, without a "
+         "route (feedback adds /v2/models/NAME/feedback), e.g. --url=http://h:1/ann"),
+        ("http://h:1/?x=1", "expected the server's root URL, without a query (?...) or fragment "
+         "(#...), e.g. --url=http://h:1"),
+        # urllib's words before: "Port could not be cast to integer value as 'abc'".
+        ("http://localhost:abc", "expected a port in [1, 65535] after the host, got abc"),
+        ("http://localhost:0", "expected a port in [1, 65535] after the host, got 0"),
+        ("http://:8000", "expected a host after http://, e.g. --url=http://127.0.0.1:8000"),
+        ("http://[::1:8000", "expected an IPv6 host closed by ], e.g. --url=http://[::1]:8000"),
+    ],
+)  # fmt: skip
+def test_a_url_that_is_not_the_servers_root_is_refused_before_the_labels_are_read(url, message):
+    from ann.monitor.feedback import check_url
+
+    with pytest.raises(ValueError) as e:
+        check_url(url)
+    shown = url.replace("\t", "\\t")
+    assert str(e.value) == f"--url={shown}: {message}"
+    for fine in ("http://127.0.0.1:8000", "http://localhost:8000/", "https://gateway/ann/"):
+        check_url(fine)
+
+
+def test_ann_monitor_feedback_checks_the_url_first_in_one_line(tmp_path):
+    missing = tmp_path / "nowhere.jsonl"  # the URL is refused before the labels are read
+    for url in ("http://local host:1", "http://localhost:1/v2"):
+        command = [sys.executable, "-m", "ann.monitor", "feedback", "--model=digits",
+                   f"--url={url}", f"--labels={missing}"]  # fmt: skip
+        line = one_line_error(subprocess.run(command, capture_output=True, text=True, timeout=120))
+        assert line.startswith(f"error: --url={url}: expected the server's "), line
+    command[5] = "--url=http://localhost:1"
+    line = one_line_error(subprocess.run(command, capture_output=True, text=True, timeout=120))
+    assert line == f"error: --labels={missing} does not exist; give a JSON lines file", line
+
+
 def test_a_torn_last_line_of_a_labels_file_is_skipped_as_the_request_logs_is(tmp_path, caplog):
     """It was refused outright ("line 3: expected a JSON object ..., got invalid JSON") while
     drift skipped a request log's torn last line; both read by ann.monitor.jsonlines now."""

@@ -17,13 +17,16 @@ own message and the lines of that batch (those before it were applied).
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
 from typing import Any
 
+import orjson
 from absl import flags
 
 FLAGS = flags.FLAGS
@@ -33,7 +36,9 @@ def define_flags() -> None:
     """The flags of `ann monitor feedback` besides `--model` (which `ann monitor` defines for
     every command: here the served model's name)."""
     flags.DEFINE_string(
-        "url", "http://127.0.0.1:8000", "feedback: the server's base URL (http:// or https://)."
+        "url",
+        "http://127.0.0.1:8000",
+        "feedback: the server's root URL, http://HOST:PORT (or https://); the route is added.",
     )
     flags.DEFINE_string(
         "version", None, "feedback: the model's version (default: its unversioned path's)."
@@ -61,17 +66,67 @@ def read_labels(path: str) -> list[dict[str, Any]]:
     return items
 
 
+def _shown(url: str) -> str:
+    """`url` as a refusal quotes it: control characters (a tab, a newline) escaped as JSON
+    escapes them, so that the refusal stays one line."""
+    if all(32 <= ord(c) != 127 for c in url):
+        return url
+    return orjson.dumps(url).decode()[1:-1]
+
+
 def check_url(url: str) -> None:
-    """ValueError unless `url` is an http:// or https:// URL with a host: `localhost:8000`
-    reached urllib as the unknown scheme "localhost", and the refusal said the server was not
-    running."""
-    parts = urllib.parse.urlsplit(url)
+    """ValueError unless `url` is the server's http:// or https:// root URL: a host (and port)
+    with no space or control character in it, no route (`/v2/...`: feedback adds the route),
+    no query or fragment. `localhost:8000` reached urllib as the unknown scheme "localhost", and
+    the refusal said the server was not running; `http://local host:1` was a traceback
+    (http.client.InvalidURL); `http://host:1/v2` a 404 from the server for /v2/v2/models/..."""
+    shown = _shown(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:  # urllib's "Invalid IPv6 URL": a [ without its ]
+        raise ValueError(
+            f"--url={shown}: expected an IPv6 host closed by ], e.g. --url=http://[::1]:8000"
+        ) from None
     if parts.scheme not in ("http", "https") or not parts.netloc:
         rest = url.split("://", 1)[-1]  # localhost:8000, or the host after another scheme
         example = f"http://{rest}" if rest and ":/" not in rest else "http://127.0.0.1:8000"
         raise ValueError(
-            f"--url={url}: expected the server's URL starting with http:// or https://, e.g. "
-            f"--url={example}"
+            f"--url={shown}: expected the server's URL starting with http:// or https://, e.g. "
+            f"--url={_shown(example)}"
+        )
+    bad = next((c for c in url if ord(c) <= 32 or ord(c) == 127), None)
+    if bad is not None:
+        what = "a space" if bad == " " else f"the control character {orjson.dumps(bad).decode()}"
+        raise ValueError(
+            f"--url={shown}: expected the server's URL, got {what} in it at character "
+            f"{url.index(bad) + 1}; a URL has none (remove it)"
+        )
+    if not parts.hostname:
+        raise ValueError(
+            f"--url={shown}: expected a host after {parts.scheme}://, e.g. "
+            f"--url={parts.scheme}://127.0.0.1:8000"
+        )
+    try:
+        port = parts.port
+    except ValueError:  # urllib's "Port could not be cast to integer value as 'abc'"
+        port = 0
+    if port == 0:
+        raise ValueError(
+            f"--url={shown}: expected a port in [1, 65535] after the host, got "
+            f"{parts.netloc.rpartition(':')[2]}"
+        )
+    root = f"{parts.scheme}://{parts.netloc}"
+    segments = parts.path.split("/")
+    if "v2" in segments:  # the route's own prefix: sent to /v2/v2/models/...
+        prefix = "/".join(segments[: segments.index("v2")])
+        raise ValueError(
+            f"--url={shown}: expected the server's root URL, without a route (feedback adds "
+            f"/v2/models/NAME/feedback), e.g. --url={root}{prefix}"
+        )
+    if parts.query or parts.fragment or url.endswith(("?", "#")):
+        raise ValueError(
+            f"--url={shown}: expected the server's root URL, without a query (?...) or "
+            f"fragment (#...), e.g. --url={root}{parts.path.rstrip('/')}"
         )
 
 
@@ -109,16 +164,15 @@ def send(
                 message = json.loads(e.read()).get("error", "")
             except (ValueError, AttributeError):
                 message = ""
+            path = urllib.parse.urlsplit(url).path.rstrip("/")
+            if e.code == 404 and path and message.startswith("no route"):
+                # A path in --url is put before the route (a proxy's prefix); not this one.
+                message += f" (--url is the server's root URL: {path} is put before the route)"
             raise ValueError(
                 f"{endpoint}: {where} refused ({e.code}): {message or e.reason}"
             ) from None
-        except (urllib.error.URLError, OSError) as e:
-            # The OS's reason ("Connection refused"), not urllib's "<urlopen error [Errno 111]".
-            reason = e.reason if isinstance(e, urllib.error.URLError) else e
-            why = getattr(reason, "strerror", None) or str(reason)
-            raise ValueError(
-                f"{endpoint}: cannot reach the server ({why}); is it running?"
-            ) from None
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
+            raise ValueError(f"{endpoint}: {_unreachable(url, e)}") from None
         total["matched"] += reply["matched"]
         for reason, n in reply["unmatched"].items():
             total["unmatched"][reason] = total["unmatched"].get(reason, 0) + n
@@ -126,15 +180,52 @@ def send(
     return total
 
 
+# OpenSSL's reasons for a reply that is not TLS (1.1 and 3.0: "wrong version number"; 3.2 on:
+# "record layer failure"; a long reply read as a record's length: "packet length too long").
+_NOT_TLS = ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG")
+
+
+def _unreachable(url: str, error: Exception) -> str:
+    """Why the server at `url` did not answer, in the project's words: the OS's reason
+    ("Connection refused"), not urllib's "<urlopen error [Errno 111] ...>"; a plain-HTTP
+    server asked over https:// says so (it said "[SSL: WRONG_VERSION_NUMBER] wrong version
+    number (_ssl.c:1006)"); what answers but not in HTTP is named as such."""
+    reason = error.reason if isinstance(error, urllib.error.URLError) else error
+    parts = urllib.parse.urlsplit(url)
+    if isinstance(reason, ssl.SSLCertVerificationError):
+        return (
+            f"cannot reach the server over HTTPS: its certificate is not trusted "
+            f"({reason.verify_message})"
+        )
+    if isinstance(reason, ssl.SSLError):
+        if reason.reason in _NOT_TLS:  # a plain-HTTP reply where TLS's was expected
+            plain = urllib.parse.urlunsplit(parts._replace(scheme="http"))
+            return (
+                f"the server at {parts.netloc} does not speak HTTPS (`ann serve` serves plain "
+                f"HTTP); use --url={plain}"
+            )
+        return f"the HTTPS handshake with {parts.netloc} failed ({reason.reason or reason})"
+    if isinstance(reason, http.client.HTTPException):  # BadStatusLine, RemoteDisconnected
+        said = (
+            "it closed the connection without a reply"
+            if isinstance(reason, http.client.RemoteDisconnected)
+            else "its reply is not HTTP"
+        )
+        return (
+            f"what listens at {parts.netloc} did not answer the request ({said}); is --url "
+            "the server's?"
+        )
+    why = getattr(reason, "strerror", None) or str(reason)
+    return f"cannot reach the server ({why}); is it running?"
+
+
 def read_token() -> str | None:
     """`--token_file`'s content, else `$ANN_SERVE_TOKEN`."""
     if FLAGS.token_file is None:
         return os.environ.get("ANN_SERVE_TOKEN")
-    try:
-        with open(FLAGS.token_file, encoding="utf-8") as f:
-            return f.read().strip()
-    except (OSError, UnicodeDecodeError) as e:
-        raise ValueError(f"--token_file={FLAGS.token_file}: cannot read it ({e})") from None
+    from ann.serve.settings import read_token_file
+
+    return read_token_file("token_file", FLAGS.token_file)
 
 
 def feedback(args: list[str]) -> None:
