@@ -296,7 +296,7 @@ def test_monitor_drift_cli_writes_a_report_and_refuses_a_bad_log_in_one_line(
     from conftest import one_line_error
     from test_cli import ann
 
-    _, out = digits_export
+    workdir, out = digits_export
     model = artifact.load(str(out))
     version = model.manifest_sha256[:12]  # what `ann serve` calls an export's version
     test = _rows("digits", "test", "image")
@@ -325,7 +325,7 @@ def test_monitor_drift_cli_writes_a_report_and_refuses_a_bad_log_in_one_line(
     assert result.returncode == 0 and result.stdout.startswith("drift not detected: ")
     assert json.loads((tmp_path / "same" / "report.json").read_text())["result"]["share"] < 0.5
 
-    (tmp_path / "bad.jsonl").write_text('{"model": "x"}\nnot json\n')
+    (tmp_path / "bad.jsonl").write_text('{"model": "x", "status": 200}\nnot json\n')
     line = one_line_error(drift_cli(tmp_path / "bad.jsonl", tmp_path / "bad"))
     # the column, not orjson's parser state ("expected 'null'")
     assert line == (
@@ -342,6 +342,21 @@ def test_monitor_drift_cli_writes_a_report_and_refuses_a_bad_log_in_one_line(
         "request is for model x, not digits_cnn; give --model what `ann serve --model` was "
         "given (an export directory is served under its manifest name, a models:/ URI under its "
         "registered name)"
+    ), line
+    # One row: a traceback before (ValueError: a drift test needs at least 2 rows of traffic).
+    _log(tmp_path / "one.jsonl", model, version, test[:1])
+    line = one_line_error(drift_cli(tmp_path / "one.jsonl", tmp_path / "bad"))
+    assert line == (
+        f"error: {tmp_path / 'one.jsonl'} holds 1 row of model 'digits_cnn' (in 1 successful "
+        "request); at least 2 are needed: log more requests (`ann serve "
+        "--request_log_sample=1` logs every one)"
+    ), line
+    # A training run's metrics file: "its 17 requests are for model None, not digits_cnn".
+    line = one_line_error(drift_cli(workdir / "metrics.jsonl", tmp_path / "bad"))
+    assert line.startswith(
+        f"error: {workdir / 'metrics.jsonl'} line 1 is not a request record of `ann serve "
+        "--request_log` (it has no 'model' or 'status' field; it looks like a training run's "
+        "metrics.jsonl)"
     ), line
     assert not (tmp_path / "bad").exists()
 
@@ -432,18 +447,65 @@ def test_a_log_of_other_models_names_them_and_the_export_served_from_its_directo
     )
 
 
+def test_a_file_that_is_not_a_request_log_is_named_so_and_one_row_is_too_few(tmp_path):
+    """A training run's metrics.jsonl was read as requests "for model None"; a log of one
+    row failed in the drift test with a traceback (ValueError: a drift test needs at least 2
+    rows of traffic, got 1)."""
+    from ann.monitor.request_log import RequestLogError, read_traffic
+
+    spec = {"x": {"dtype": "float32", "shape": [-1, 2]}}
+
+    def refusal(text, **kwargs):
+        (tmp_path / "log.jsonl").write_text(text)
+        with pytest.raises(RequestLogError) as e:
+            read_traffic([str(tmp_path / "log.jsonl")], "m", "1", spec, {}, **kwargs)
+        return str(e.value)
+
+    path = tmp_path / "log.jsonl"
+    metrics = '{"step": 0, "model/num_params": 12.0}\n{"step": 5, "train/loss": 0.5}\n'
+    assert refusal(metrics) == (
+        f"{path} line 1 is not a request record of `ann serve --request_log` (it has no 'model' "
+        "or 'status' field; it looks like a training run's metrics.jsonl); give --requests the "
+        "file the server's --request_log wrote"
+    )
+    request = {"model": "m", "version": "1", "status": 200,
+               "inputs": {"x": {"shape": [1, 2], "data": [0, 1]}}}  # fmt: skip
+    assert refusal(json.dumps(request) + '\n{"model": null, "status": 200}\n') == (
+        f"{path} line 2 is not a request record of `ann serve --request_log` (its model is "
+        "null, not a name); give --requests the file the server's --request_log wrote"
+    )
+    assert refusal(json.dumps(request) + "\n", min_rows=2) == (
+        f"{path} holds 1 row of model 'm' (in 1 successful request); at least 2 are needed: "
+        "log more requests (`ann serve --request_log_sample=1` logs every one)"
+    )
+    two = {**request, "inputs": {"x": {"shape": [2, 2], "data": [0, 1, 2, 3]}}}
+    path.write_text(json.dumps(two) + "\n")
+    assert read_traffic([str(path)], "m", "1", spec, {}, min_rows=2).inputs["x"].shape == (2, 2)
+
+
 @pytest.mark.parametrize(
     "tensor, message",
     [
         # A null read as NaN, silently (drift then tested a value nobody sent).
-        ({"shape": [1, 2], "data": [1, None]}, "expected a JSON array of numbers, got [1,null]"),
+        # The first value that is not a number, and where (it quoted the array's start).
+        (
+            {"shape": [1, 2], "data": [1, None]},
+            "expected a JSON array of numbers, got null at flat index 1",
+        ),
         # NumPy's own words before: "cannot reshape array of size 3 into shape (1,2)", "'str'
         # object cannot be interpreted as an integer", "setting an array element with a
         # sequence. The requested array has an inhomogeneous shape ..."
         ({"shape": [1, 2], "data": [1, 2, 3]}, "expected 2 values for the shape [1, 2], got 3"),
         ({"shape": "x", "data": [1, 2]}, 'expected a shape (a list of sizes), got "x"'),
         ({"shape": [1, 2], "data": [[1], [2, 3]]}, "expected a JSON array of numbers, got [[1],"),
-        ({"shape": [1, 2], "data": ["a", "b"]}, 'expected a JSON array of numbers, got ["a","b"]'),
+        (
+            {"shape": [1, 2], "data": [1, "b"]},
+            'expected a JSON array of numbers, got "b" at flat index 1',
+        ),
+        (
+            {"shape": [1, 2], "data": [[0], [None]]},
+            "expected a JSON array of numbers, got null at flat index 1",
+        ),
     ],
 )
 def test_a_damaged_tensor_in_the_request_log_is_named_without_numpys_words(

@@ -105,7 +105,7 @@ def drift(args: list[str]) -> None:
         if not os.path.isfile(path):
             raise cli.FlagError(f"--requests={path} is not a file; give the server's request log")
     from ann.monitor import report as drift_report
-    from ann.monitor.drift import Reference
+    from ann.monitor.drift import MIN_ROWS, Reference
     from ann.monitor.request_log import read_traffic
     from ann.report.write import check_out
 
@@ -121,7 +121,9 @@ def drift(args: list[str]) -> None:
     cli.progress(f"reading {', '.join(FLAGS.requests)}, testing each feature for drift")
     # The export as `ann serve` names it when given its directory (repository.load_model).
     export = (model.name, model.manifest_sha256[:12], model.directory)
-    traffic = read_traffic(FLAGS.requests, name, version, model.inputs, model.outputs, export)
+    traffic = read_traffic(
+        FLAGS.requests, name, version, model.inputs, model.outputs, export, MIN_ROWS
+    )
     outputs, source = _outputs(model, traffic)
     result = reference.detect(
         traffic.inputs, outputs, method=FLAGS.method, multivariate=FLAGS.multivariate

@@ -70,6 +70,7 @@ BIN_VALUES = 20  # reference distinct values > this: Sturges' bins for JS and PS
 WASSERSTEIN_STD_FLOOR = 0.001
 MMD_ROWS = 1_000
 HISTOGRAM_BINS = 10  # bins of `histogram` (the dashboard's input histograms)
+MIN_ROWS = 2  # rows of traffic a drift test needs (a window, a request log)
 MMD_PERMUTATIONS = 200
 
 
@@ -361,8 +362,8 @@ class Reference:
             raise ValueError(f"method={method!r} must be one of {', '.join(METHODS)}")
         current = self.current_features(inputs)
         rows = current.shape[0]
-        if rows < 2:
-            raise ValueError(f"a drift test needs at least 2 rows of traffic, got {rows}")
+        if rows < MIN_ROWS:
+            raise ValueError(f"a drift test needs at least {MIN_ROWS} rows of traffic, got {rows}")
         features = [
             test_feature(name, self.features[:, i], current[:, i], method)
             for i, name in enumerate(self.names)

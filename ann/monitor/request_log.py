@@ -3,7 +3,8 @@
 "version", "id", "status", "seconds", "inputs", "outputs"}` (or `"error"` instead of the
 outputs), each tensor `{"shape", "data"}` with the data flat, row-major. A last line cut short
 (no end of line: the server was killed mid-write, or is writing it as the log is read) is
-skipped with a warning; a damaged line before it is refused, naming the file and line.
+skipped with a warning; a damaged line before it is refused, naming the file and line, as is
+an object that is not a request record (no "model" and "status": a training run's metrics.jsonl).
 
 `read_traffic` keeps the successful records (status 200, with inputs) of one model: those of
 its exact version when the log holds any, else those of its name (an export served under its
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ann.monitor.jsonlines import objects
-from ann.serve.protocol import short
+from ann.serve.protocol import not_a_number, short
 
 
 class RequestLogError(ValueError):
@@ -59,8 +60,10 @@ def _tensor(where: str, name: str, value: Any, spec: Mapping[str, Any]) -> np.nd
     except ValueError:  # ragged lists
         array = None
     if array is None or array.dtype.kind not in "biuf":
+        # The first value that is not a number, and where (`[1,null,...` said neither).
+        got = not_a_number(data) if array is not None else short(data)
         raise RequestLogError(
-            f"{where}: tensor {name!r}: expected a JSON array of numbers, got {short(data)}"
+            f"{where}: tensor {name!r}: expected a JSON array of numbers, got {got}"
         )
     if array.size != math.prod(shape):
         raise RequestLogError(
@@ -76,23 +79,44 @@ def _tensor(where: str, name: str, value: Any, spec: Mapping[str, Any]) -> np.nd
     return array
 
 
+# A request log's record: what `ann.serve.request_log` always writes.
+_FIELDS = ("model", "status")
 _EXPECTED = "expected a request record (a JSON object a line, as `ann serve --request_log` writes)"
 
 
 def _records(paths: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
     """(where, record) for every line of every file, in order; RequestLogError naming the
-    file and line that is not a JSON object. A file's last line without its end of line that
-    does not parse (the server was stopped while writing it, or is writing it now) is skipped
-    with a warning, as metrics.jsonl's torn last line is (`ann.monitor.jsonlines`, which reads
-    a labels file the same way)."""
+    file and line that is not a request record: not a JSON object, or one without the model
+    and status every record has (a training run's metrics.jsonl was read as requests "for
+    model None"). A file's last line without its end of line that does not parse (the server
+    was stopped while writing it, or is writing it now) is skipped with a warning, as
+    metrics.jsonl's torn last line is (`ann.monitor.jsonlines`)."""
     found = []
     torn = "the server was stopped while writing it, or is writing it now"
     for path in paths:
         if not os.path.isfile(path):
             raise RequestLogError(f"--requests={path} is not a file; give the server's request log")
         for number, record in objects(path, path, _EXPECTED, RequestLogError, torn):
-            found.append((f"{path} line {number}", record))
+            where = f"{path} line {number}"
+            if not all(k in record for k in _FIELDS) or not isinstance(record["model"], str):
+                raise RequestLogError(_not_a_request(where, record))
+            found.append((where, record))
     return found
+
+
+def _not_a_request(where: str, record: dict[str, Any]) -> str:
+    """Why the JSON object at `where` is not a request record, and what --requests takes."""
+    missing = [k for k in _FIELDS if k not in record]
+    if missing:
+        why = f"it has no {' or '.join(repr(k) for k in missing)} field"
+    else:
+        why = f"its model is {short(record['model'])}, not a name"
+    if "step" in record and missing:  # {"step": 0, "train/loss": ...}
+        why += "; it looks like a training run's metrics.jsonl"
+    return (
+        f"{where} is not a request record of `ann serve --request_log` ({why}); give --requests "
+        "the file the server's --request_log wrote"
+    )
 
 
 def _nothing_of(
@@ -151,13 +175,15 @@ def read_traffic(
     inputs: Mapping[str, Mapping[str, Any]],
     outputs: Mapping[str, Mapping[str, Any]],
     export: tuple[str, str, str] | None = None,
+    min_rows: int = 1,
 ) -> Traffic:
     """The successful requests of model `name` (version `version` when the log holds it) in
     the request log files `paths`, their inputs and logged outputs as arrays of the model's
     signature (`inputs`, `outputs`: the manifest's). `export`: (the export's manifest name, its
     version as `ann serve` names an export directory's, its directory) when `name` is another
     (a models:/ URI's): a log of the export served from its directory is then named so in the
-    refusal. Raises RequestLogError with one line."""
+    refusal. `min_rows`: the fewest rows of traffic the caller can use (a drift test: 2).
+    Raises RequestLogError with one line."""
     records = _records(paths)
     mine = [(w, r) for w, r in records if r.get("model") == name]
     exact = [(w, r) for w, r in mine if version is not None and str(r.get("version")) == version]
@@ -183,10 +209,18 @@ def read_traffic(
             value = (record.get("outputs") or {}).get(key)
             if value is not None:
                 logged[key].append(_tensor(where, key, value, spec))
+    arrays = {k: np.concatenate(v) for k, v in columns.items()}
+    rows = len(next(iter(arrays.values()))) if arrays else 0
+    if rows < min_rows:
+        raise RequestLogError(
+            f"{', '.join(paths)} holds {_count(rows, 'row')} of model {name!r} (in "
+            f"{_count(len(ok), 'successful request')}); at least {min_rows} are needed: log "
+            "more requests (`ann serve --request_log_sample=1` logs every one)"
+        )
     complete = {k: np.concatenate(v) for k, v in logged.items() if len(v) == len(ok)}
     times = [float(r.get("time") or 0.0) for _, r in ok]
     return Traffic(
-        inputs={k: np.concatenate(v) for k, v in columns.items()},
+        inputs=arrays,
         outputs=complete if len(complete) == len(outputs) else {},
         records=len(ok),
         versions=sorted({str(r.get("version")) for _, r in ok}),
@@ -194,3 +228,7 @@ def read_traffic(
         first=min(times),
         last=max(times),
     )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
