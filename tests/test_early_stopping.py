@@ -115,7 +115,7 @@ def test_early_stopping_reads_the_validation_split_not_test(tmp_path):
 
 
 def test_early_stopping_errors_name_the_key(tmp_path):
-    with pytest.raises(ConfigError, match="early_stopping.metric.*not a validation metric"):
+    with pytest.raises(ConfigError, match="early_stopping.metric.*names no split.*val/accuracy"):
         train_and_evaluate(tiny(**{"early_stopping.metric": "accuracy"}), str(tmp_path / "a"))
     with pytest.raises(ConfigError, match="early_stopping.mode"):
         train_and_evaluate(

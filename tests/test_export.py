@@ -335,7 +335,7 @@ def test_crafted_export_is_refused_by_the_loader_and_the_registry(
         (["--platforms="], "--platforms='' must be distinct names"),
         (["--workdir=MISSING"], "does not exist; give the directory of a trained run"),
         (["--out=FILE"], "is a file, not a directory; choose another --out"),
-        (["--out=RUN"], "exists and is not an empty directory"),
+        (["--out=RUN"], "holds a training run (config.json); choose another --out"),
         # Once it failed after the whole export; then it said "choose another" of nothing.
         (["--out="], "--out is empty; give the directory to write"),
     ],

@@ -31,9 +31,22 @@ SAVED = re.compile(
 )
 
 
+# A terminal's job starts with SIGINT at its default; a background job of a non-interactive
+# shell (a CI script run with `&`) inherits it ignored, and a Python started so never sees
+# Ctrl-C. Each job here is exec'd with SIGINT reset, as a terminal starts it.
+AS_IN_A_TERMINAL = [
+    sys.executable,
+    "-c",
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.argv[1], sys.argv[1:])",
+]
+
+
 def start(argv, stderr, **kw) -> subprocess.Popen:
     """`argv` in its own process group, as a job in a terminal is (Ctrl-C reaches the group)."""
-    return subprocess.Popen(argv, cwd=ROOT, start_new_session=True, stderr=stderr, text=True, **kw)
+    return subprocess.Popen(
+        [*AS_IN_A_TERMINAL, *argv], cwd=ROOT, start_new_session=True, stderr=stderr, text=True, **kw
+    )
 
 
 def wait_for(ready, proc, what: str, seconds: float = 240) -> None:
@@ -121,7 +134,7 @@ def test_a_second_ctrl_c_stops_at_once_and_says_what_a_rerun_resumes_from(tmp_pa
 
     def run(**env):
         return subprocess.run(
-            [sys.executable, "-c", script],
+            [*AS_IN_A_TERMINAL, sys.executable, "-c", script],
             cwd=ROOT,
             env={**with_devices(1), **env},
             capture_output=True,
@@ -187,7 +200,9 @@ def test_a_ctrl_c_that_python_drops_still_ends_the_job():
             time.sleep(10)
             print("went on to the end")
     """
-    result = subprocess.run(python_job(code), cwd=ROOT, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [*AS_IN_A_TERMINAL, *python_job(code)], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert (result.returncode, result.stderr, result.stdout) == (130, "interrupted (Ctrl-C)\n", "")
 
 
