@@ -316,9 +316,21 @@ def test_a_sweep_stops_its_trials_when_one_shows_the_metric_is_wrong(tmp_path):
 def test_a_workdir_of_the_other_search_and_a_sweep_without_a_result_are_refused(tmp_path):
     results.write_sweep_file(str(tmp_path), {"search": "tpe", "trials": []})
     with pytest.raises(SweepError, match="holds a tpe sweep; resume it with --search=tpe"):
-        results.check_same_search(str(tmp_path), "grid")
-    results.check_same_search(str(tmp_path), "tpe")
-    results.check_same_search(str(tmp_path / "new"), "grid")
+        results.check_same_sweep(str(tmp_path), "grid")
+    results.check_same_sweep(str(tmp_path), "tpe")
+    results.check_same_sweep(str(tmp_path / "new"), "grid")
+    # Resumed with other fixed overrides, its finished trials were reported as if trained so.
+    results.write_sweep_file(str(tmp_path), {"search": "tpe", "fixed": {"total_steps": "20"}})
+    results.check_same_sweep(str(tmp_path), "tpe", {"total_steps": 20})
+    with pytest.raises(SweepError) as e:
+        results.check_same_sweep(str(tmp_path), "tpe", {"total_steps": 30})
+    assert str(e.value) == (
+        f"--workdir={tmp_path} holds a sweep run with fixed overrides --config.total_steps=20, "
+        "not --config.total_steps=30: its trials were trained with those; resume it with the "
+        "same flags, or give this one a new --workdir"
+    )
+    with pytest.raises(SweepError, match="overrides --config.total_steps=20, not none"):
+        results.check_same_sweep(str(tmp_path), "tpe", {})
     # Every trial failed: the command exits 1 rather than 0 with nothing ranked.
     info = {"search": "grid", "metric": "val/accuracy", "mode": "max", "trials": [
         {"name": "a", "overrides": {}}, {"name": "b", "overrides": {}}]}  # fmt: skip

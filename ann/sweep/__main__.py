@@ -115,7 +115,7 @@ def sweep(argv: list[str]) -> None:
         config_flags.get_override_values(FLAGS["config"]),
     )
     metric, mode = objective(definition)
-    results.check_same_search(FLAGS.workdir, FLAGS.search)
+    results.check_same_sweep(FLAGS.workdir, FLAGS.search, definition.fixed)
     if FLAGS.emit or FLAGS.dry_run:
         emit_grid(definition, metric, mode)
     else:

@@ -14,6 +14,7 @@ import csv
 import json
 import math
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from ann import atomic
@@ -31,18 +32,32 @@ def write_sweep_file(sweep_dir: str, info: dict[str, Any]) -> None:
     atomic.write_text(os.path.join(sweep_dir, SWEEP_FILE), json.dumps(info, indent=2) + "\n")
 
 
-def check_same_search(sweep_dir: str, search: str) -> None:
-    """Raises SweepError when `sweep_dir` holds a sweep of the other kind (sweep.json's
-    `search`): a grid run into a TPE study's workdir (or the reverse) rewrote sweep.json, and
-    results.md then listed only its own trials, hiding the others."""
+def check_same_sweep(sweep_dir: str, search: str, fixed: Mapping[str, Any] | None = None) -> None:
+    """Raises SweepError when `sweep_dir` holds another sweep: of the other kind (sweep.json's
+    `search`: a grid run into a TPE study's workdir rewrote sweep.json, and results.md then
+    listed only its own trials), or with other fixed `--config.KEY=VALUE` overrides (`fixed`;
+    None: not compared): its finished trials were trained without them, so resuming would
+    report them under settings they never had."""
     try:
         with open(os.path.join(sweep_dir, SWEEP_FILE)) as f:
-            found = json.load(f).get("search")
+            info = json.load(f)
+        found, had = info.get("search"), info.get("fixed", {})
     except (OSError, ValueError, AttributeError):
         return  # a new workdir (or one --summarize will name as damaged)
     if found and found != search:
         raise SweepError(
             f"--workdir={sweep_dir} holds a {found} sweep; resume it with --search={found}, "
+            "or give this one a new --workdir"
+        )
+    given = {k: trials_lib.cli_value(v) for k, v in (fixed or {}).items()}
+    if fixed is not None and isinstance(had, dict) and had != given:
+
+        def flags(values: Mapping[str, Any]) -> str:
+            return " ".join(f"--config.{k}={v}" for k, v in sorted(values.items())) or "none"
+
+        raise SweepError(
+            f"--workdir={sweep_dir} holds a sweep run with fixed overrides {flags(had)}, not "
+            f"{flags(given)}: its trials were trained with those; resume it with the same flags, "
             "or give this one a new --workdir"
         )
 
