@@ -494,6 +494,19 @@ def holds(path: str) -> str | None:
     return None
 
 
+def _inside(path: str) -> str | None:
+    """The run, export or registry that a directory above `path` is ("a training run at
+    runs/a"), or None; a sweep above it is not one (its trials are its runs' directories)."""
+    parent = os.path.dirname(os.path.abspath(path))
+    while True:
+        for name, what in _MARKERS:
+            if name != "sweep.json" and os.path.isfile(os.path.join(parent, name)):
+                return f"{what} at {parent}"
+        if os.path.dirname(parent) == parent:
+            return None
+        parent = os.path.dirname(parent)
+
+
 def _holds_runs(path: str) -> bool:
     """Whether `path` is a run, or a directory of them (a sweep's, a project's `runs/x/`)."""
     if os.path.isfile(os.path.join(path, "config.json")):
@@ -514,6 +527,9 @@ def check_out(flag: str, path: str, may_hold: str | None = None) -> None:
 
     if not path.strip():
         raise FlagError(f"--{flag} is empty; give the directory to write")
+    inside = _inside(path) if may_hold else None  # an --out may sit in a run (its report/)
+    if inside is not None:
+        raise FlagError(f"--{flag}={path} is inside {inside}; choose a directory outside it")
     found = holds(path)
     if found is not None and not (may_hold and found.startswith(may_hold)):
         raise FlagError(f"--{flag}={path} holds {found}; choose another --{flag}")

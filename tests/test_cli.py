@@ -615,6 +615,12 @@ def test_train_and_sweep_write_only_into_their_own_kind_of_directory(tmp_path):
          f"run's (todo.txt); give a new or empty directory, e.g. --workdir={tmp_path}/notes/NAME"),
         (["sweep", "--config=configs/digits_mlp.py", f"--workdir={tmp_path / 'runs' / 'a'}"],
          "holds a training run (config.json); choose another --workdir"),
+        # Nor inside one (a third trial trained into a run's checkpoints/ and a registry's
+        # artifacts/, as the message for a non-empty directory had suggested).
+        ([*train, f"--workdir={tmp_path / 'runs' / 'a' / 'checkpoints'}"],
+         f"is inside a training run at {tmp_path / 'runs' / 'a'}; choose a directory outside it"),
+        ([*train, f"--workdir={tmp_path / 'registry' / 'artifacts' / 'x'}"],
+         f"is inside a model registry at {tmp_path / 'registry'}"),
     ]:  # fmt: skip
         line = one_line_error(ann(*args))
         assert message in line, (args, line)
