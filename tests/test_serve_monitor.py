@@ -323,6 +323,8 @@ def test_ann_monitor_feedback_says_how_to_reach_the_server(monitored):
         ("http://localhost:abc", "expected a port in [1, 65535] after the host, got abc"),
         ("http://localhost:0", "expected a port in [1, 65535] after the host, got 0"),
         ("http://:8000", "expected a host after http://, e.g. --url=http://127.0.0.1:8000"),
+        # It said "expected the server's URL starting with http:// or https://".
+        ("https://", "expected a host after https://, e.g. --url=https://127.0.0.1:8000"),
         ("http://[::1:8000", "expected an IPv6 host closed by ], e.g. --url=http://[::1]:8000"),
     ],
 )  # fmt: skip

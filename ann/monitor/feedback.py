@@ -87,7 +87,12 @@ def check_url(url: str) -> None:
         raise ValueError(
             f"--url={shown}: expected an IPv6 host closed by ], e.g. --url=http://[::1]:8000"
         ) from None
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    if parts.scheme in ("http", "https") and not parts.netloc:  # "http://": no host
+        raise ValueError(
+            f"--url={shown}: expected a host after {parts.scheme}://, e.g. "
+            f"--url={parts.scheme}://127.0.0.1:8000"
+        )
+    if parts.scheme not in ("http", "https"):
         rest = url.split("://", 1)[-1]  # localhost:8000, or the host after another scheme
         example = f"http://{rest}" if rest and ":/" not in rest else "http://127.0.0.1:8000"
         raise ValueError(
