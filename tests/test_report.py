@@ -375,3 +375,21 @@ def test_the_default_out_names_an_export_by_its_served_version():
     registry = {**export, "kind": "registry", "name": "digits", "version": 3}
     assert default_out(registry) == "report-digits-3"
     assert default_out({"kind": "workdir", "workdir": "/runs/a"}) == "/runs/a/report"
+
+
+def test_a_model_report_and_a_drift_report_do_not_replace_each_other(tmp_path):
+    # Both write report.json: `ann monitor drift --out=RUN/report` silently replaced the model
+    # report there, and the reverse.
+    from ann.cli import FlagError
+    from ann.report.write import check_out
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "report.json").write_text('{"schema_version": 1, "splits": {}}')
+    (tmp_path / "drift").mkdir()
+    (tmp_path / "drift" / "report.json").write_text('{"schema": 1, "requests": {}}')
+    check_out(str(tmp_path / "model"))  # an earlier report of its own kind: replaced
+    check_out(str(tmp_path / "drift"), "drift report")
+    with pytest.raises(FlagError, match=r"holds a drift report \(report.json\); choose another"):
+        check_out(str(tmp_path / "drift"))
+    with pytest.raises(FlagError, match=r"holds a model report \(report.json\); choose another"):
+        check_out(str(tmp_path / "model"), "drift report")

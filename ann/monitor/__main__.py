@@ -111,7 +111,7 @@ def drift(args: list[str]) -> None:
 
     if FLAGS.out:
         cli.check_out("out", FLAGS.out)
-        check_out(FLAGS.out)
+        check_out(FLAGS.out, "drift report")
     from ann.serve.repository import load_model  # named as `ann serve` names it
 
     cli.progress(f"loading {FLAGS.model}")
@@ -130,7 +130,7 @@ def drift(args: list[str]) -> None:
     )
     out = FLAGS.out or f"drift-{name}-{version}"
     cli.check_out("out", out)
-    check_out(out)
+    check_out(out, "drift report")
     report = {
         "schema": drift_report.SCHEMA,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

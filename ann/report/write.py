@@ -54,8 +54,10 @@ def replace_directory(tmp: str, out: str) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def check_out(out: str) -> None:
-    """Raises FlagError unless `out` is new, empty, or an earlier report (holds report.json)."""
+def check_out(out: str, kind: str = "model report") -> None:
+    """Raises FlagError unless `out` is new, empty, or an earlier report of the same `kind`
+    (holds report.json): "model report" (`ann report`) or "drift report" (`ann monitor
+    drift`), which share the file name and would replace each other."""
     from ann.cli import FlagError
 
     if os.path.exists(out) and not (
@@ -64,6 +66,24 @@ def check_out(out: str) -> None:
         raise FlagError(
             f"--out={out} exists and is not an earlier report (no {REPORT}); choose a new directory"
         )
+    found = _report_kind(os.path.join(out, REPORT))
+    if found is not None and found != kind:
+        raise FlagError(f"--out={out} holds a {found} ({REPORT}); choose another --out")
+
+
+def _report_kind(path: str) -> str | None:
+    """Which report a report.json is, by its keys (`schema_version`: ann report's, docs/
+    report.md; `schema` and `requests`: a drift report's); None when absent or unreadable."""
+    try:
+        with open(path, "rb") as f:
+            data = json.loads(f.read())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    if "schema" in data and "requests" in data:
+        return "drift report"
+    return "model report" if "schema_version" in data else None
 
 
 def _report_splits(
