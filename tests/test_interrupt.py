@@ -81,7 +81,7 @@ def test_ctrl_c_saves_at_the_next_step_and_the_same_command_resumes(tmp_path):
     assert proc.returncode == 130, stderr[-3000:]
     assert "Traceback" not in stderr, stderr[-3000:]
     # Said at once (the stop may wait for the step's hooks), then the one line, last.
-    assert "Ctrl-C: stopping at the next logged step with a checkpoint saved" in stderr
+    assert "Ctrl-C: stopping at a step boundary soon (at most log_every_steps away)" in stderr
     last = stderr.splitlines()[-1]
     match = SAVED.fullmatch(last)
     assert match, stderr[-3000:]

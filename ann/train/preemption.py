@@ -31,12 +31,12 @@ CTRL_C = "Ctrl-C"  # the stop's reason (`Preemption.reason`, the Stop's message)
 # Shared between processes as the index here: the highest one any process got wins.
 REASONS = ("", "SIGTERM", CTRL_C)
 _REASON_OF = {signal.SIGTERM: "SIGTERM", signal.SIGINT: CTRL_C}
-# Said at once, since the stop can be a while away: the loop dispatches steps ahead of the
-# device and sees the signal when it next waits for them (at most log_every_steps away), and
-# the step's due hooks (an eval) run first.
+# Said at once, since the stop can be a while away: the loop sees the signal at its next step
+# boundary, or, while it waits for steps dispatched ahead to the device, when that wait ends (at
+# most log_every_steps later); and the step's due hooks (an eval) run first.
 _PENDING = (
-    b"Ctrl-C: stopping at the next logged step with a checkpoint saved "
-    b"(Ctrl-C again stops at once, without saving)\n"
+    b"Ctrl-C: stopping at a step boundary soon (at most log_every_steps away) with a checkpoint "
+    b"saved (Ctrl-C again stops at once, without saving)\n"
 )
 
 
