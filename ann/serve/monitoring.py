@@ -596,4 +596,8 @@ class Monitoring:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(5)
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        # Waits for the drift process (queued tests cancelled, at most the running one left):
+        # with wait=False, the interpreter's exit could wake the pool's manager through a pipe
+        # it had already closed ("OSError: [Errno 9] Bad file descriptor" in concurrent.futures'
+        # atexit hook, a traceback on Ctrl-C, once in a CI run).
+        self.pool.shutdown(wait=True, cancel_futures=True)
