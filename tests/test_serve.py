@@ -507,6 +507,59 @@ def test_invalid_json_is_named_with_its_place_not_the_parsers_guess(body, got):
     assert e.value.status == 400 and e.value.reason == "json"
 
 
+RANGE = "expected a number within a 64-bit float's range (at most about 1.8e308 in size)"
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        # It said "body: expected a JSON object, got a number out of range (1e400 at column
+        # 87; ...)" of a body that is an object: the place is named, as other refusals name it.
+        (b'{"inputs": [{"name": "image", "shape": [1, 8, 8, 1], "datatype": "UINT8", '
+         b'"data": [0, 1e400]}]}', f"inputs[0].data[1]: {RANGE}, got 1e400"),
+        (b'{"inputs": [{"name": "image", "data": [[0], [-1e400, 2e999]]}]}',
+         f"inputs[0].data[1][0]: {RANGE}, got -1e400"),  # the first of two
+        (b'{"id": "x", "inputs": [], "parameters": {"p": 1' + b"0" * 400 + b"}}",
+         f"parameters.p: {RANGE}, got 1{'0' * 26}..."),  # an integer's text, cut to 30
+        # The body itself is the number: what came is named, as before.
+        (b"1e400", "body: expected a JSON object, got a number out of range (1e400 at column "
+         "1; JSON numbers here are 64-bit floats, at most about 1.8e308 in size)"),
+    ],
+)  # fmt: skip
+def test_a_number_out_of_range_is_named_by_its_place_in_the_body(body, message):
+    with pytest.raises(ServeError) as e:
+        protocol.decode_infer(body, SIGNATURE, OUTPUTS, 8)
+    assert e.value.message == message
+    assert e.value.status == 400 and e.value.reason == "json"
+
+
+def test_a_number_out_of_range_is_named_by_its_place_on_every_json_route():
+    """The feedback and repository routes parse their bodies as infer does."""
+    from test_serve_routes import FakeModel
+
+    from ann.serve.app import App
+    from ann.serve.dataplane import ServedModel
+    from ann.serve.settings import Settings
+
+    app = App([ServedModel("m", "1", FakeModel(), "test")], Settings(admin_token="t"))
+
+    def refusal(path, body):
+        replies = []
+        app.handle("POST", path, b"Bearer t", body, None, lambda *r: replies.append(r))
+        [(status, reply, _)] = replies
+        assert status == 400, reply
+        return json.loads(reply)["error"]
+
+    feedback = "/v2/models/m/feedback"
+    assert refusal(feedback, b'[{"id": "a", "label": 1}, {"id": "b", "label": 1e400}]') == (
+        f"feedback[1].label: {RANGE}, got 1e400"
+    )
+    assert (
+        refusal(feedback, b'{"id": "a", "label": 1e400}') == f"feedback.label: {RANGE}, got 1e400"
+    )
+    assert refusal("/v2/repository/index", b'{"ready": 1e400}') == f"ready: {RANGE}, got 1e400"
+
+
 def image(data, **fields):
     """A request body with one `image` input of one row."""
     tensor = {"name": "image", "shape": [1, 8, 8, 1], "datatype": "UINT8", "data": data}

@@ -372,6 +372,15 @@ def test_a_torn_last_line_of_a_labels_file_is_skipped_as_the_request_logs_is(tmp
         f'--labels={labels} line 1: expected a JSON object {{"id": ..., "label": ...}}, got '
         "invalid JSON (unexpected end of data at column 16)"
     )
+    # A number out of range in a line's object is named by its place (it said "expected a
+    # JSON object ..., got a number out of range (1e400 at column 22; ...)" of an object).
+    labels.write_text('{"id": "a", "label": 1}\n{"id": "b", "label": 1e400}\n')
+    with pytest.raises(ValueError) as e:
+        read_labels(str(labels))
+    assert str(e.value) == (
+        f"--labels={labels} line 2: label: expected a number within a 64-bit float's range "
+        "(at most about 1.8e308 in size), got 1e400"
+    )
 
 
 def test_monitoring_off_says_so():

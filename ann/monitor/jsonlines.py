@@ -5,7 +5,8 @@ Both read the same way: a last line cut short (no end of line, not JSON: the fil
 being written, or its writer was stopped mid-line) is skipped with a warning, as metrics.jsonl's
 torn last line is (ann/train/writers.py); a damaged line before it is refused, naming the file,
 the line and what is there as the server words a bad body (`protocol.json_error`: the reason and
-the column on that line).
+the column on that line; a number no 64-bit float holds inside a line's object by its place, as
+`label`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ def objects(
     (`expected a request record (...)`); `torn`: why a last line may be cut short, for the
     warning. Raises `error` with one line, `NAME line N: EXPECTED, got ...`, for a line that is
     not a JSON object, or `NAME ...` for a file that cannot be read (`file_error`)."""
-    from ann.serve.protocol import json_error, short
+    from ann.serve.protocol import OUT_OF_RANGE, field_name, json_error, out_of_range, short
     from ann.serve.settings import file_error
 
     try:
@@ -49,6 +50,13 @@ def objects(
                             "%s: skipping line %d, torn (no end of line: %s)", path, number, torn
                         )
                         continue
+                    found = out_of_range(e)
+                    if found and found[0]:  # the line is an object: the number is named
+                        where = field_name("", found[0])
+                        raise error(
+                            f"{name} line {number}: {where}: expected {OUT_OF_RANGE}, got "
+                            f"{found[1]}"
+                        ) from None
                     raise error(
                         f"{name} line {number}: {expected}, got {json_error(e, text)}"
                     ) from None

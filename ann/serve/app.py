@@ -549,7 +549,7 @@ def _json_object(body: bytes, field: str) -> dict[str, Any]:
     """A request body that is a JSON object, or empty (as `{}`); 400 otherwise."""
     if not body.strip():
         return {}
-    value = protocol.loads(body, field, "a JSON object")
+    value = protocol.loads(body, field, "a JSON object", prefix="")
     if not isinstance(value, dict):
         raise ServeError(
             400, f"{field}: expected a JSON object, got {protocol.short(value)}", "json"

@@ -118,12 +118,90 @@ def _place(line: int, column: int) -> str:
     return f"line {line} column {column}" if line > 1 else f"column {column}"
 
 
-def loads(body: bytes, field: str, expected: str) -> Any:
+# Tries at a body whose out-of-range numbers are each replaced to find the first one's place:
+# past this many, the refusal gives its column instead (a bounded cost on a refused body).
+_OUT_OF_RANGE_TRIES = 8
+# What a refusal expects there: JSON numbers are read as IEEE 754 doubles (RFC 8259 section 6).
+OUT_OF_RANGE = "a number within a 64-bit float's range (at most about 1.8e308 in size)"
+
+
+def out_of_range(error: orjson.JSONDecodeError) -> tuple[list[str | int], str] | None:
+    """For orjson's refusal of a number no 64-bit float holds (`1e400`, valid JSON): (the keys
+    and indices that lead to it from the top of the document, the number's text cut to 30
+    characters); None for another error, or where the path cannot be found cheaply (more than
+    a few such numbers). The text is parsed again with that number replaced by a marker (and
+    later ones by 0), and the marker looked for in document order: one or a few more parses, on
+    a body that is refused anyway."""
+    if not error.msg.startswith("number is infinity"):
+        return None
+    doc, pos = error.doc, error.pos
+    number = _NUMBER.match(doc, pos)
+    if number is None:
+        return None
+    marker = "\ue000ann:out-of-range\ue000"  # a private-use character: no client's text
+    text = doc[:pos] + orjson.dumps(marker).decode() + doc[number.end() :]
+    for _ in range(_OUT_OF_RANGE_TRIES):
+        try:
+            value = orjson.loads(text)
+        except orjson.JSONDecodeError as e:
+            later = _NUMBER.match(e.doc, e.pos) if e.msg.startswith("number is infinity") else None
+            if later is None:
+                return None
+            text = e.doc[: e.pos] + "0" + e.doc[later.end() :]
+            continue
+        path = _path_to(value, marker)
+        return (path, clip(number.group(), 30)) if path else None
+    return None
+
+
+def _path_to(value: Any, marker: str) -> list[str | int] | None:
+    """The keys and indices that lead to the string `marker` in a parsed JSON `value`, or None.
+    A list is searched for it at C speed (`list.index`) before its elements are visited."""
+    stack: list[tuple[Any, list[str | int]]] = [(value, [])]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, dict):
+            children = list(node.items())
+        elif isinstance(node, list):
+            try:
+                return [*path, node.index(marker)]
+            except ValueError:
+                children = list(enumerate(node))
+        else:
+            continue
+        for key, child in reversed(children):  # the first child is searched first
+            if isinstance(child, (dict, list)):
+                stack.append((child, [*path, key]))
+            elif child == marker:
+                return [*path, key]
+    return None
+
+
+def field_name(prefix: str, path: list[str | int]) -> str:
+    """A place in a request as refusals name it: `inputs[0].data[3]` (`prefix` "", a body's
+    own fields), `feedback[2].label` (`prefix` "feedback")."""
+    name = prefix
+    for step in path:
+        name += f"[{step}]" if isinstance(step, int) else (f".{step}" if name else str(step))
+    return name
+
+
+def loads(body: bytes, field: str, expected: str, prefix: str | None = None) -> Any:
     """A request body parsed as JSON; ServeError 400 (reason `json`) otherwise, one line:
-    `FIELD: expected EXPECTED, got ...` with what came (`json_error`; "an empty body")."""
+    `FIELD: expected EXPECTED, got ...` with what came (`json_error`; "an empty body"). A
+    number no 64-bit float holds inside the body is named by its place instead (it said `body:
+    expected a JSON object, got a number out of range (...)` of an object):
+    `inputs[0].data[0]: expected a number within a 64-bit float's range (...), got 1e400`, the
+    place after `prefix` (default `field`; "" where the body's fields are named bare, as
+    `inputs[0]`)."""
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as e:
+        found = out_of_range(e)
+        if found and found[0]:
+            where = field_name(field if prefix is None else prefix, found[0])
+            message = f"{where}: expected {OUT_OF_RANGE}, got {found[1]}"
+            raise ServeError(400, message, "json") from None
         got = "an empty body" if not body.strip() else json_error(e, body)
         raise ServeError(400, f"{field}: expected {expected}, got {got}", "json") from None
 
@@ -394,7 +472,7 @@ def _split_binary(body: bytes, header_length: bytes) -> tuple[bytes, memoryview]
 
 def _parse_json(body: bytes, has_header: bool) -> dict[str, Any]:
     try:
-        request = loads(body, "body", "a JSON object")
+        request = loads(body, "body", "a JSON object", prefix="")
     except ServeError as e:
         if has_header or b"binary_data_size" not in body:
             raise
