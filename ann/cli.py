@@ -119,9 +119,10 @@ def metrics_line(metrics: Mapping[str, float]) -> str:
 
 def one_line(error: BaseException, argv: Sequence[str] = ()) -> str:
     """The error's text on one line. ml_collections raises AttributeError(KeyError("'key'\\nDid
-    you mean \"near\" instead of \"key\"?")) for an override under an unknown section: that
-    becomes "config key 'key.rest' is unknown (did you mean 'near.rest'?)", as ann words its own,
-    the rest of the dotted key taken from the override in `argv` (the arguments parsed)."""
+    you mean \"near\" instead of \"key\"?")) for an override under an unknown section, naming
+    only that part of the key: that becomes "config key 'model.key.rest' is unknown (did you
+    mean 'model.near.rest'?)", as ann words its own, the whole dotted key taken from the
+    override in `argv` (the arguments parsed)."""
     while error.args and isinstance(error.args[0], BaseException):
         error = error.args[0]
     text = error.args[0] if error.args and isinstance(error.args[0], str) else str(error)
@@ -131,14 +132,36 @@ def one_line(error: BaseException, argv: Sequence[str] = ()) -> str:
         if match:
             key, rest = match.groups()
             near = re.fullmatch(r'Did you mean "([^"]+)" instead of "[^"]+"\?', rest)
+            before, after = _override_around(key, argv)
+            said = ".".join((*before, key, *after))
             if near:
-                prefix = f"--config.{key}."
-                given = [a.split("=")[0] for a in argv if a.startswith(prefix)]
-                tail = given[0][len(prefix) - 1 :] if given else ""  # ".learning_rate"
-                said, meant = key + tail, near.group(1) + tail
+                meant = ".".join((*before, near.group(1), *after))
                 return f"config key {said!r} is unknown (did you mean {meant!r}?)"
-            return f"config key {key!r} is unknown" + (f"; {rest}" if rest else "")
+            return f"config key {said!r} is unknown" + (f"; {rest}" if rest else "")
     return text
+
+
+def _override_around(part: str, argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The parts of the `--config.A.B.PART.C=...` override in `argv` before and after `part`,
+    a section name ml_collections did not find (([A, B], [C])); ([], []) when none names it.
+    An override where `part` is below a section the schema holds comes first: `optimizer` is
+    not the unknown part of `--config.optimizer.lr=...`."""
+    found = []
+    for arg in argv:
+        if not arg.startswith("--config."):
+            continue
+        parts = arg.removeprefix("--config.").split("=", 1)[0].split(".")
+        for i, p in enumerate(parts[:-1]):
+            if p == part:
+                try:
+                    known = config_lib.is_section(
+                        config_lib.lookup(SCHEMA, ".".join(parts[: i + 1]))
+                    )
+                except KeyError:
+                    known = False
+                found.append((known, parts[:i], parts[i + 1 :]))
+    found.sort(key=lambda f: f[0])  # stable: the first unknown one
+    return (found[0][1], found[0][2]) if found else ([], [])
 
 
 def fail(message: str) -> NoReturn:

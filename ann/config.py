@@ -842,7 +842,7 @@ def task_settings(
         if key not in defaults:
             raise ConfigError(
                 f"config key 'task.{key}' is unknown to experiment {config.experiment!r}"
-                f"{did_you_mean(key, list(defaults))}; "
+                f"{did_you_mean(key, list(defaults), 'task.')}; "
                 + (f"it reads: {', '.join(sorted(defaults))}" if defaults else "it reads none")
             )
         default = defaults[key]

@@ -187,7 +187,7 @@ def test_task_settings_fill_defaults_and_name_unknown_or_mistyped_keys():
     assert settings == {"loss": "infonce", "temperature": 1.0}
     config.task.tempreature = 0.5
     with pytest.raises(
-        config_lib.ConfigError, match="task.tempreature.*did you mean 'temperature'"
+        config_lib.ConfigError, match="task.tempreature.*did you mean 'task.temperature'"
     ):
         config_lib.task_settings(config, {"loss": "infonce", "temperature": 0.1})
     del config.task["tempreature"]
@@ -473,9 +473,29 @@ def _cli(module: str, tmp_path, *overrides: str) -> subprocess.CompletedProcess:
             "ann.main",
             "--config.model.nrm=batch",
             "error: config key 'model.nrm' is not an argument of model 'mlp' (did you mean "
-            "'norm'?)",
+            "'model.norm'?)",
         ),
         ("ann.sweep", "--config.model.nrm=batch", "error: config key 'model.nrm' is not an"),
+        # A near miss is named as the user types it, the whole dotted key at any depth (it was
+        # the bare name: "did you mean 'features'?").
+        (
+            "ann.main",
+            "--config.model.featurs=16",
+            "error: config key 'model.featurs' is not an argument of model 'mlp' (did you mean "
+            "'model.features'?)",
+        ),
+        (
+            "ann.main",
+            "--config.model.featurs.x=1",
+            "error: config key 'model.featurs.x' is unknown (did you mean 'model.features.x'?)",
+        ),
+        (
+            "ann.main",
+            "--config.early_stopping.patiense.x=1",
+            "error: config key 'early_stopping.patiense.x' is unknown (did you mean "
+            "'early_stopping.patience.x'?)",
+        ),
+        ("ann.main", "--config.model.nested.x=1", "error: config key 'model.nested.x' is unknown"),
         ("ann.main", "--config.task.margin=1.0", "error: config key 'task.margin' is unknown"),
         ("ann.main", "--config.batch_size=abc", "error: --config.batch_size=abc must be an int"),
         # A value that does not fit the 4 devices (the tests' XLA_FLAGS reach the subprocess).
@@ -564,7 +584,9 @@ def test_a_dtype_the_model_cannot_take_is_refused(key):
     )
     config.model.widht = 4
     config[key] = "float32"
-    with pytest.raises(ConfigError, match="'model.widht' is not an argument.*did you mean 'width'"):
+    with pytest.raises(
+        ConfigError, match="'model.widht' is not an argument.*did you mean 'model.width'"
+    ):
         models.check_config(config)
 
 

@@ -117,7 +117,7 @@ def test_huber_loss_in_bfloat16_runs_a_step(tmp_path):
     "overrides, message",
     [
         ({"task.loss": "l1"}, "'task.loss' is 'l1'; choose one of mse, huber"),
-        ({"task.huber": 1.0}, "'task.huber' is unknown.*did you mean 'huber_delta'"),
+        ({"task.huber": 1.0}, "'task.huber' is unknown.*did you mean 'task.huber_delta'"),
         ({"task.baseline": "yes"}, "'task.baseline' must be bool"),
     ],
 )

@@ -45,7 +45,8 @@ def test_siamese_model_embeds_with_any_tower():
         ({"encoder": "siamese"}, "'model.encoder' is 'siamese'"),
         (
             {"encoder_kwargs": {"feature": (8,)}},
-            "'model.encoder_kwargs.feature' is not an argument of model 'cnn' .did you mean",
+            "'model.encoder_kwargs.feature' is not an argument of model 'cnn' .did you mean "
+            "'model.encoder_kwargs.features'",
         ),
         ({"encoder_kwargs": {"num_classes": 3}}, "'model.encoder_kwargs.num_classes' is set by"),
         ({"embedding_dim": 0}, "'model.embedding_dim' must be >= 1"),

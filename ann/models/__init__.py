@@ -124,7 +124,7 @@ def check_arguments(
         if key not in params:
             raise ConfigError(
                 f"config key '{prefix}{key}' is not an argument of model {name!r}"
-                f"{did_you_mean(key, accepted)}; it accepts: {', '.join(accepted)}"
+                f"{did_you_mean(key, accepted, prefix)}; it accepts: {', '.join(accepted)}"
             )
 
 
