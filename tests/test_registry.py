@@ -351,6 +351,10 @@ def test_read_only_commands_change_nothing(digits_export, tmp_path):
         (["register", "EXPORT", "--mlflow_uri=http://h:99999"], "has a port outside 1-65535"),
         (["register", "EXPORT", "--mlflow_uri=ftp://h"], "has the scheme 'ftp', not one of"),
         (["register", "EXPORT", "--mlflow_uri=http://"], "names no host"),
+        (
+            ["register", "EXPORT", "--mlflow_uri=http://a..b:5000"],
+            "has the host a..b, which is not a host name",
+        ),
         (["register", "EXPORT", "--registry="], "--registry is empty"),
     ],
 )

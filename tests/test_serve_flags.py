@@ -52,16 +52,44 @@ BAD = [
     (["--admin_token="], "admin_token: expected printable ASCII"),
     (["--admin_token=same", "--token=same"], "admin_token: expected a token other than --token"),
     (["--admin_token_file=/nonexistent/a"], "--admin_token_file=/nonexistent/a does not exist"),
-    # It said "cannot listen ([Errno -2] Name or service not known)", after the models loaded.
+    # It said "cannot listen ([Errno -2] Name or service not known)", after the models loaded;
+    # then "is not an address of this machine" of what is not an address at all.
     (
         ["--host=999.1.1.1"],
-        "--host=999.1.1.1 is not an address of this machine; give one of its "
-        "addresses, e.g. --host=127.0.0.1 (this machine only) or --host=0.0.0.0 (every address)",
+        "--host=999.1.1.1 is not an IPv4 address (four numbers from 0 to 255, as 127.0.0.1); "
+        "give an address of this machine, e.g. --host=127.0.0.1 (this machine only) or "
+        "--host=0.0.0.0 (every address)",
     ),
     (["--host=192.0.2.1"], "--host=192.0.2.1 is not an address of this machine"),
     (["--admin_token_file=/dev/null", "--admin_token=x"], "--admin_token_file and --admin_token"),
     (["stray"], "unexpected argument 'stray': this command takes flags only"),
 ]
+
+
+@pytest.mark.parametrize(
+    "host, message",
+    [
+        ("999.1.1.1", "is not an IPv4 address (four numbers from 0 to 255, as 127.0.0.1)"),
+        ("1.2.3", "is not an IPv4 address"),  # inet_aton's shorthand for 1.2.0.3
+        ("ab:cd", "is not an IPv6 address (hexadecimal groups between colons, as ::1)"),
+        # A traceback: UnicodeError (encoding with 'idna' codec failed) from getaddrinfo.
+        ("a..b", "is not a host name (labels of 1 to 63 letters, digits and -, not starting or "
+         "ending with -, between dots)"),
+        ("x" * 64, "is not a host name"),
+        ("-x", "is not a host name"),
+        ("hôst", "is not an ASCII host name (a host name is letters, digits, - and .; an "
+         "internationalized one goes in its ASCII form, xn--hst-kna)"),
+        ("[::1]", "give the IPv6 address without brackets, --host=::1"),
+        ("localhost:8000", "give the port apart, --host=localhost --port=8000"),
+    ],
+)  # fmt: skip
+def test_a_host_that_is_not_an_address_or_a_name_is_said_to_be_one(host, message):
+    with pytest.raises(ValueError) as e:
+        Settings(host=host)
+    assert str(e.value).startswith(f"--host={host}")
+    assert message in str(e.value), str(e.value)
+    for fine in ("127.0.0.1", "0.0.0.0", "::", "::1", "localhost", "my-host.example.", "svc_1"):
+        Settings(host=fine)
 
 
 def run_server(args, env=None, model=MISSING):
@@ -158,3 +186,24 @@ def test_an_open_file_limit_the_kernel_refuses_is_one_line():
     line = one_line_error(result)
     assert "--max_connections=512 needs about 5000 open files" in line, line
     assert "not allowed to raise maximum limit" in line, line
+
+
+def test_weights_are_compiled_in_while_the_copies_fit_constant_weights_mb(digits_export):
+    from ann import artifact
+    from ann.serve.batcher import buckets
+    from ann.serve.dataplane import compile_buckets, constant_weights
+
+    model = artifact.load(str(digits_export[1]))
+    sizes = buckets(64)
+    copies_mb = model.weights_bytes * len(sizes) / (1 << 20)
+    assert constant_weights(model, sizes, copies_mb)
+    assert not constant_weights(model, sizes, copies_mb * 0.99)
+    assert not constant_weights(model, sizes, 0)
+
+    def argument_bytes(max_mb: float) -> list[int]:
+        run = compile_buckets(model, [1, 2], max_mb)
+        return [run[n].executable.memory_analysis().argument_size_in_bytes for n in (1, 2)]
+
+    assert min(argument_bytes(0)) >= model.weights_bytes > 1000 > max(argument_bytes(256))
+    with pytest.raises(ValueError, match=r"--constant_weights_mb=-1: .*\(MiB\)"):
+        Settings(constant_weights_mb=-1)

@@ -326,6 +326,16 @@ def test_ann_monitor_feedback_says_how_to_reach_the_server(monitored):
         # It said "expected the server's URL starting with http:// or https://".
         ("https://", "expected a host after https://, e.g. --url=https://127.0.0.1:8000"),
         ("http://[::1:8000", "expected an IPv6 host closed by ], e.g. --url=http://[::1]:8000"),
+        # Python's "encoding with 'idna' codec failed (UnicodeError: label empty or too long)".
+        ("http://a..b:8000", "the host a..b is not a host name (labels of 1 to 63 letters, "
+         "digits and -, not starting or ending with -, between dots); e.g. "
+         "--url=http://127.0.0.1:8000"),
+        ("http://hôst:8000", "the host hôst is not an ASCII host name (a host name is letters, "
+         "digits, - and .; an internationalized one goes in its ASCII form, xn--hst-kna); e.g. "
+         "--url=http://127.0.0.1:8000"),
+        # "cannot reach the server (Name or service not known); is it running?"
+        ("https://999.1.1.1", "the host 999.1.1.1 is not an IPv4 address (four numbers from 0 "
+         "to 255, as 127.0.0.1); e.g. --url=https://127.0.0.1:8000"),
     ],
 )  # fmt: skip
 def test_a_url_that_is_not_the_servers_root_is_refused_before_the_labels_are_read(url, message):

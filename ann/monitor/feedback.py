@@ -75,8 +75,9 @@ def _shown(url: str) -> str:
 
 
 def check_url(url: str) -> None:
-    """ValueError unless `url` is the server's http:// or https:// root URL: a host (and port)
-    with no space or control character in it, no route (`/v2/...`: feedback adds the route),
+    """ValueError unless `url` is the server's http:// or https:// root URL: a host (an IP
+    address or a host name, `settings.host_problem`) and port with no space or control
+    character in it, no route (`/v2/...`: feedback adds the route),
     no query or fragment. `localhost:8000` reached urllib as the unknown scheme "localhost", and
     the refusal said the server was not running; `http://local host:1` was a traceback
     (http.client.InvalidURL); `http://host:1/v2` a 404 from the server for /v2/v2/models/..."""
@@ -109,6 +110,14 @@ def check_url(url: str) -> None:
     if not parts.hostname:
         raise ValueError(
             f"--url={shown}: expected a host after {parts.scheme}://, e.g. "
+            f"--url={parts.scheme}://127.0.0.1:8000"
+        )
+    from ann.serve.settings import host_problem
+
+    why = host_problem(parts.hostname)
+    if why:  # "hôst", "a..b" ended in Python's "encoding with 'idna' codec failed"
+        raise ValueError(
+            f"--url={shown}: the host {parts.hostname} {why}; e.g. "
             f"--url={parts.scheme}://127.0.0.1:8000"
         )
     try:

@@ -66,6 +66,11 @@ def check_mlflow_uri(uri: str) -> None:
             why = "names no host"
         elif not why and port == 0:
             why = "has a port outside 1-65535"
+        if not why:
+            from ann.serve.settings import host_problem
+
+            problem = host_problem(parts.hostname)  # "hôst" failed in MLflow's client, later
+            why = f"has the host {parts.hostname}, which {problem}" if problem else ""
     if why:
         raise RegistryError(
             f"--mlflow_uri={uri!r} {why}; give the tracking server as http(s)://HOST:PORT "

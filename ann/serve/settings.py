@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from typing import Any
 
 
@@ -156,6 +157,15 @@ class Settings:
                 )
         if not self.host:
             return "--host: expected an address to bind, got an empty string"
+        host = self.host
+        if host.startswith("[") and host.endswith("]"):  # a URL's IPv6 spelling
+            return f"--host={host}: give the IPv6 address without brackets, --host={host[1:-1]}"
+        name, _, port = host.rpartition(":")
+        if port.isdigit() and name and ":" not in name:  # localhost:8000
+            return f"--host={host}: give the port apart, --host={name} --port={port}"
+        why = host_problem(host)
+        if why:
+            return f"--host={host} {why}; give an address of this machine, e.g. {_HOSTS}"
         if self.batch_wait not in ("idle", "full"):
             return f"--batch_wait={self.batch_wait}: expected idle or full"
         if self.monitor not in ("on", "off"):
@@ -199,6 +209,9 @@ class Settings:
         """File descriptors the server may need: its connections and a reserve for the rest."""
         listeners = 2 if self.metrics_port is not None else 1
         return listeners * self.max_connections + 256
+
+
+_HOSTS = "--host=127.0.0.1 (this machine only) or --host=0.0.0.0 (every address)"
 
 
 def _number(value: float) -> str:
@@ -247,6 +260,53 @@ def read_token_file(flag: str, path: str) -> str:
         ) from None
 
 
+# A host name's labels (RFC 1123 section 2.1, relaxing RFC 952: letters, digits and hyphens,
+# 1 to 63 characters, no hyphen at either end); "_" too, which resolvers accept and container
+# service names use.
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
+_EXAMPLE_V4 = "four numbers from 0 to 255, as 127.0.0.1"
+
+
+def host_problem(host: str) -> str | None:
+    """Why `host` is neither an IP address nor a host name, as the end of a refusal that names
+    the flag (`is not an IPv4 address (...)`), or None. Checked by its spelling alone, before
+    any lookup: "999.1.1.1" was said to be "not an address of this machine", and a non-ASCII
+    or empty label ("hôst", "a..b") reached Python's IDNA codec ("encoding with 'idna' codec
+    failed"). IPv4: dotted decimal (`ipaddress.IPv4Address`: inet_aton's shorthands such as
+    "1.2.3" are refused); IPv6: RFC 4291 text (`ipaddress.IPv6Address`); a name: RFC 1123
+    labels of at most 63 characters, 253 in all (RFC 1035 section 2.3.4)."""
+    import ipaddress
+
+    if host and all(c.isdigit() or c == "." for c in host):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            return f"is not an IPv4 address ({_EXAMPLE_V4})"
+        return None
+    if ":" in host:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return "is not an IPv6 address (hexadecimal groups between colons, as ::1)"
+        return None
+    if not host.isascii():
+        try:
+            ascii_form = f", {host.encode('idna').decode()}"
+        except UnicodeError:
+            ascii_form = ""
+        return (
+            "is not an ASCII host name (a host name is letters, digits, - and .; an "
+            f"internationalized one goes in its ASCII form{ascii_form})"
+        )
+    labels = host[:-1].split(".") if host.endswith(".") else host.split(".")
+    if len(host) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
+        return (
+            "is not a host name (labels of 1 to 63 letters, digits and -, not starting or "
+            "ending with -, between dots)"
+        )
+    return None
+
+
 def listen_error(flag: str, port: int, host: str, error: OSError) -> str:
     """Why `ann serve` cannot listen on `host:port` (`flag` names the port: --port or
     --metrics_port), in one line naming the flag and the fix: it said "cannot listen ([Errno 98]
@@ -254,11 +314,15 @@ def listen_error(flag: str, port: int, host: str, error: OSError) -> str:
     import errno
     import socket
 
-    if isinstance(error, socket.gaierror) or error.errno == errno.EADDRNOTAVAIL:
-        # gaierror: not an IP address, and no name this machine resolves ("999.1.1.1").
+    if isinstance(error, socket.gaierror):  # a well-formed name that does not resolve
         return (
-            f"--host={host} is not an address of this machine; give one of its addresses, e.g. "
-            "--host=127.0.0.1 (this machine only) or --host=0.0.0.0 (every address)"
+            f"--host={host}: no address found for that name ({error.strerror or error}); "
+            f"give an address of this machine, e.g. {_HOSTS}"
+        )
+    if error.errno == errno.EADDRNOTAVAIL:
+        return (
+            f"--host={host} is not an address of this machine; give one of its addresses, "
+            f"e.g. {_HOSTS}"
         )
     if error.errno == errno.EADDRINUSE:
         return f"{flag}={port} is in use by another process; choose another {flag}"
