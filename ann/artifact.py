@@ -358,23 +358,50 @@ class Model:
         self.check(inputs)
         return {k: np.asarray(v) for k, v in self._jitted(self.weights, inputs).items()}
 
-    def compile(self, batch_size: int) -> Callable[[Mapping[str, np.ndarray]], dict]:
-        """The function compiled ahead of time for exactly `batch_size` rows (no retracing)."""
+    @property
+    def weights_bytes(self) -> int:
+        """Bytes of all the weights together (what each constant-weights executable copies)."""
+        return sum(int(w.nbytes) for w in self.weights.values())
+
+    def compile(
+        self, batch_size: int, *, constant_weights: bool = False
+    ) -> Callable[[Mapping[str, np.ndarray]], dict]:
+        """The function compiled ahead of time for exactly `batch_size` rows (no retracing):
+        {input name: array [batch_size, ...]} -> {output name: NumPy array}.
+
+        `constant_weights`: the weights are compiled into the executable as constants instead
+        of passed on each call. XLA:CPU then lays them out once, at compile time: YNNPACK no
+        longer repacks the convolutions' weights on every call, which made the digits CNNs'
+        batch-1 to batch-8 calls 11-22% faster on a 2-core CPU (docs/benchmarks.md, "Weights
+        compiled in"). The cost is a copy of the weights (`weights_bytes`) in each executable;
+        outputs may differ from the default's in the last float32 bits (kernels are chosen
+        for the layout). The returned function's `executable` is the jax `Compiled` (for
+        `memory_analysis()`, `as_text()`)."""
         import jax
 
         specs = {
             name: jax.ShapeDtypeStruct((batch_size, *spec["shape"][1:]), np.dtype(spec["dtype"]))
             for name, spec in self.inputs.items()
         }
-        compiled = self._jitted.lower(self.weights, specs).compile()
-        weights = self.weights
+        if constant_weights:
+            weights = self.weights  # closed over: jit embeds closed-over arrays as constants
+            compiled = jax.jit(lambda inputs: self._exported.call(weights, inputs))
+            compiled = compiled.lower(specs).compile()
 
-        def run(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-            return {k: np.asarray(v) for k, v in compiled(weights, dict(inputs)).items()}
+            def run(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+                return {k: np.asarray(v) for k, v in compiled(dict(inputs)).items()}
+
+        else:
+            compiled = self._jitted.lower(self.weights, specs).compile()
+            weights = self.weights
+
+            def run(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+                return {k: np.asarray(v) for k, v in compiled(weights, dict(inputs)).items()}
 
         return run
 
 
+        run.executable = compiled  # type: ignore[attr-defined]
 def _deserialize(directory: str, name: str, parse: Callable[[], Any]) -> Any:
     try:
         return parse()

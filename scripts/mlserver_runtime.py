@@ -7,9 +7,11 @@ Runs inside MLServer's own virtual environment (never a dependency of ann), whic
     /work/mlserver-venv/bin/pip install mlserver==1.7.1 jax==0.10.2 jaxlib==0.10.2 \
         safetensors flatbuffers
 
-It calls the same exported function as `python -m ann.serve`: `ann.artifact.load(uri)` (jax,
-numpy and safetensors only; this checkout is put on `sys.path`) compiled ahead of time for the
-same batch sizes (`ann.serve.batcher.buckets`), a batch padded to the smallest that holds it.
+It calls the same executables as `python -m ann.serve`: `ann.artifact.load(uri)` (this
+checkout is put on `sys.path`) compiled ahead of time by the server's own
+`ann.serve.dataplane.compile_buckets` for the same batch sizes (`ann.serve.batcher.buckets`),
+with the weights compiled in under the same rule and default (`--constant_weights_mb`), a batch
+padded to the smallest size that holds it.
 With MLServer's adaptive batching on (`max_batch_size` > 1 in model-settings.json), MLServer
 concatenates requests into one `predict`; off, each request is its own batch of one row.
 """
@@ -29,6 +31,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ann import artifact  # noqa: E402
 from ann.serve.batcher import buckets  # noqa: E402
+from ann.serve.dataplane import compile_buckets  # noqa: E402
+from ann.serve.settings import Settings  # noqa: E402
 
 
 class AnnExport(MLModel):
@@ -39,12 +43,7 @@ class AnnExport(MLModel):
         model = artifact.load(self.settings.parameters.uri)
         self._sizes = buckets(max(1, self.settings.max_batch_size))
         self._input = next(iter(model.inputs))
-        shape = model.inputs[self._input]["shape"][1:]
-        dtype = model.inputs[self._input]["dtype"]
-        self._run = {}
-        for size in self._sizes:
-            self._run[size] = model.compile(size)
-            self._run[size]({self._input: np.zeros((size, *shape), dtype)})
+        self._run = compile_buckets(model, self._sizes, Settings().constant_weights_mb)
         return True
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:

@@ -36,6 +36,18 @@ def test_loaded_export_equals_training_code(digits_export):
         rtol=1e-5,
         atol=1e-6,
     )
+    # Weights compiled in (the server's default on CPU): the same outputs, and the executable
+    # takes only the inputs (400 bytes of uint8 [4, 8, 8, 1] plus a few of bookkeeping).
+    constant = model.compile(4, constant_weights=True)
+    np.testing.assert_allclose(
+        constant({"image": rows["image"][:4]})["probabilities"],
+        want["probabilities"][:4],
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    passed = model.compile(4).executable.memory_analysis().argument_size_in_bytes
+    compiled_in = constant.executable.memory_analysis().argument_size_in_bytes
+    assert passed >= model.weights_bytes > 1000 > compiled_in
     with pytest.raises(ValueError, match="input 'image' must be uint8"):
         model({"image": rows["image"].astype(np.float32)})
 

@@ -272,7 +272,9 @@ class DataPlane:
         loop = asyncio.get_running_loop()
         sizes = buckets(self.settings.max_batch_size)
         start = time.perf_counter()
-        run = await loop.run_in_executor(None, _compile_buckets, m.model, sizes)
+        run = await loop.run_in_executor(
+            None, compile_buckets, m.model, sizes, self.settings.constant_weights_mb
+        )
         if self.monitoring is not None:  # the drift tests' imports and reference: off the loop
             await loop.run_in_executor(None, self._monitor(m).prepare)
         s = self.settings
@@ -289,11 +291,14 @@ class DataPlane:
         m.batcher.start()
         m.ready = True
         log.info(
-            "model %s version %s: compiled batch sizes %s in %.1fs",
+            "model %s version %s: compiled batch sizes %s in %.1fs (%s)",
             m.name,
             m.version,
             sizes,
             time.perf_counter() - start,
+            f"weights compiled in: {m.model.weights_bytes * len(sizes) / (1 << 20):.1f} MiB"
+            if constant_weights(m.model, sizes, s.constant_weights_mb)
+            else "weights passed on each call",
         )
 
     def add(self, m: ServedModel) -> None:
@@ -371,11 +376,25 @@ class DataPlane:
             self.monitoring.stop()
 
 
-def _compile_buckets(model: artifact.Model, sizes: list[int]) -> dict[int, Callable]:
-    """AOT-compiles each bucket and runs it once, so the first request pays nothing."""
+def constant_weights(model: artifact.Model, sizes: list[int], max_mb: float) -> bool:
+    """Whether `compile_buckets` compiles the weights into each executable: on the CPU backend
+    only (where it was measured to pay: `artifact.Model.compile`), and only while the copies,
+    `model.weights_bytes` times the number of `sizes`, total at most `max_mb` MiB."""
+    import jax
+
+    copies = model.weights_bytes * len(sizes)
+    return jax.default_backend() == "cpu" and copies <= max_mb * (1 << 20)
+
+
+def compile_buckets(
+    model: artifact.Model, sizes: list[int], constant_weights_mb: float
+) -> dict[int, Callable]:
+    """AOT-compiles each bucket (weights as constants when `constant_weights` says so) and
+    runs it once, so the first request pays nothing: {batch size: function}."""
+    constant = constant_weights(model, sizes, constant_weights_mb)
     run = {}
     for size in sizes:
-        fn = model.compile(size)
+        fn = model.compile(size, constant_weights=constant)
         fn({k: np.zeros((size, *v["shape"][1:]), v["dtype"]) for k, v in model.inputs.items()})
         run[size] = fn
     return run

@@ -57,6 +57,12 @@ class Settings:
         "max_queue_delay_ms); full: wait until it is full or max_queue_delay_ms has passed.",
         choices=["idle", "full"],
     )
+    constant_weights_mb: float = _flag(
+        256.0,
+        "Compile the weights into each batch size's executable (faster small batches on CPU: "
+        "no per-call weight repacking) while the copies, weights x batch sizes, total at most "
+        "this many MiB; 0: always pass them on each call.",
+    )
     max_queue_rows: int | None = _flag(None, "Rows queued before 503 (default 16 batches).", int)
     max_body_bytes: int = _flag(8 << 20, "Largest request body (413).")
     max_request_line_bytes: int = _flag(8192, "Longest request URL (414).")
@@ -124,6 +130,7 @@ class Settings:
             ("port", 1, 65535, ""),
             ("max_batch_size", 1, 1 << 16, "rows per batch; each size up to it is compiled"),
             ("max_queue_delay_ms", 0, 60_000, ""),
+            ("constant_weights_mb", 0, 1 << 20, "MiB"),
             ("max_body_bytes", 1024, 1 << 31, "bytes; a body is held in memory"),
             ("max_request_line_bytes", 256, 1 << 20, "bytes"),
             ("max_header_bytes", 1024, 1 << 20, "bytes"),
