@@ -105,3 +105,33 @@ def calibrate(
         "bins": calibration.BINS,
         "metrics": metrics,
     }
+
+
+def summary_lines(entry: dict[str, Any]) -> list[str]:
+    """What `ann export` prints of its manifest's `calibration` entry (`calibrate`'s return): a
+    line with the temperature and each split's ECE before -> after, and a `note:` line for each
+    split whose ECE rose. The fit minimises the validation split's NLL (Guo et al. 2017), not
+    ECE, a binned and noisy score on a few hundred rows: it can rise, and the user decides."""
+    metrics = entry["metrics"]
+    if entry["method"] != "temperature":
+        eces = ", ".join(f"{split} {m['before']['ece']:.4f}" for split, m in metrics.items())
+        return [f"calibration: none (softmax of the logits); ECE {eces}"]
+    eces = ", ".join(
+        f"{split} {m['before']['ece']:.4f} -> {m['after']['ece']:.4f}"
+        for split, m in metrics.items()
+    )
+    fitted = entry["fitted_on"]
+    lines = [
+        f"calibration: temperature {entry['temperature']:.4g}, fitted to the NLL of "
+        f"{fitted['split']} ({fitted['rows']} rows; Guo et al. 2017); ECE {eces}"
+    ]
+    for split, m in metrics.items():
+        before, after = m["before"], m["after"]
+        if after["ece"] > before["ece"]:
+            lines.append(
+                f"note: temperature scaling raised the {split} ECE ({before['ece']:.4f} -> "
+                f"{after['ece']:.4f}; NLL {before['nll']:.4f} -> {after['nll']:.4f}); to export "
+                'softmax(logits) instead, set "calibration": "none" in the run\'s config.json '
+                "and export again"
+            )
+    return lines

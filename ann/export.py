@@ -463,6 +463,10 @@ def main(argv: list[str]) -> None:
         f"{manifest['num_params']:,} parameters, {', '.join(manifest['platforms'])}) to "
         f"{FLAGS.out}" + (f" | {shown}" if shown else "")
     )
+    if "calibration" in manifest:
+        from ann.calibrate import summary_lines
+
+        print("\n".join(summary_lines(manifest["calibration"])))
 
 
 if __name__ == "__main__":

@@ -124,12 +124,14 @@ def digits_export(tmp_path_factory):
     root = tmp_path_factory.mktemp("digits_export")
     workdir, out = root / "run", root / "export"
     train_and_evaluate(tiny("digits_cnn"), str(workdir))
-    subprocess.run(
+    result = subprocess.run(
         [sys.executable, "-m", "ann.export", f"--workdir={workdir}", f"--out={out}"],
         check=True,
         capture_output=True,
+        text=True,
         timeout=300,
     )
+    (root / "export.stdout").write_text(result.stdout)  # what ann export printed
     return workdir, out
 
 

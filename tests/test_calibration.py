@@ -173,6 +173,29 @@ def test_export_folds_the_validation_temperature_into_the_graph(digits_export):
     assert entry["metrics"]["test"]["after"]["ece"] == pytest.approx(after["ece"], rel=1e-5)
 
 
+def test_export_says_the_fit_is_to_nll_and_notes_a_split_whose_ece_rose(digits_export):
+    _, out = digits_export
+    entry = artifact.load(str(out)).manifest["calibration"]
+    printed = (out.parent / "export.stdout").read_text().splitlines()
+    assert printed[1:] == calibrate.summary_lines(entry), printed
+    val, test = entry["metrics"]["validation"], entry["metrics"]["test"]
+    assert printed[1].startswith(f"calibration: temperature {entry['temperature']:.4g}, fitted")
+    assert "to the NLL of validation" in printed[1]
+    assert f"test {test['before']['ece']:.4f} -> {test['after']['ece']:.4f}" in printed[1]
+    # A split whose ECE rose gets a note naming it and the way back to softmax(logits).
+    same = {"ece": 0.02, "mce": 0.1, "brier": 0.01, "nll": 0.05}
+    worse = {"before": same, "after": {**same, "ece": 0.03}}
+    rose = {**entry, "metrics": {"validation": {"before": same, "after": same}, "test": worse}}
+    lines = calibrate.summary_lines(rose)
+    assert len(lines) == 2 and lines[1].startswith("note: temperature scaling raised the test ECE")
+    assert "0.0200 -> 0.0300" in lines[1] and '"calibration": "none"' in lines[1]
+    assert len(calibrate.summary_lines({**rose, "metrics": {"test": val}})) == 1
+    none = {"method": "none", "metrics": {"validation": {"before": same}}}
+    assert calibrate.summary_lines(none) == [
+        "calibration: none (softmax of the logits); ECE validation 0.0200"
+    ]
+
+
 def test_calibration_none_and_a_fit_that_fails(digits_export, tmp_path):
     workdir, _ = digits_export
     run = tmp_path / "run"
