@@ -47,8 +47,8 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from ann import config as config_lib
+from ann import directory_kind
 from ann.config import SCHEMA, ConfigError
-from ann.config import file_in as config_file_in
 
 # Where a --config override or value is wrong, ml_collections and absl raise these while parsing.
 _PARSE_ERRORS = (flags.Error, ConfigError, AttributeError, KeyError, TypeError, ValueError, OSError)
@@ -232,7 +232,7 @@ def parse_flags(argv: list[str]) -> list[str]:
             _show_help(full=_HELP[arg])
         if arg.startswith("--config=") and os.path.isdir(arg.removeprefix("--config=")):
             given = arg.removeprefix("--config=")
-            run = os.path.isfile(config_file_in(given))
+            run = directory_kind.RUN in directory_kind.of(given)
             fail(
                 f"{arg} is {'a run directory' if run else 'a directory'}; give a config file "
                 f"(configs/NAME.py){', the one the run was made from' if run else ''}"
@@ -439,10 +439,11 @@ def check_trained_run(workdir: str, step: str, export_flag: str | None = None) -
     also takes an export (report's --model)."""
     if not (step in ("best", "latest") or step.isdigit()):
         raise FlagError(f"--step={step!r} must be 'best', 'latest' or a step number (>= 0)")
-    if os.path.isfile(config_file_in(workdir)):
+    kinds = directory_kind.of(workdir)
+    if directory_kind.RUN in kinds:
         _note_unfinished(workdir)
         return
-    if _is_export(workdir):
+    if directory_kind.EXPORT in kinds:
         source = _export_source(workdir)
         came = f" (its run: --workdir={source})" if source else ""
         instead = f", or give the export as --{export_flag}={workdir}" if export_flag else ""
@@ -475,43 +476,27 @@ def _note_unfinished(workdir: str) -> None:
     print(f"note: {workdir} {what}; its checkpoints so far are used", file=sys.stderr)
 
 
-def _is_export(path: str) -> bool:
-    return os.path.isfile(os.path.join(path, "manifest.json"))  # artifact.MANIFEST, no JAX
-
-
 def _export_source(path: str) -> str | None:
     """The workdir an export's manifest says it came from, if it can be read."""
     import json
 
     try:
-        with open(os.path.join(path, "manifest.json"), "rb") as f:
+        with open(os.path.join(path, directory_kind.MARKERS[directory_kind.EXPORT]), "rb") as f:
             source = json.loads(f.read(1 << 20)).get("source", {}).get("workdir")
     except (OSError, ValueError, AttributeError):
         return None
     return source if isinstance(source, str) else None
 
 
-# What a directory already holds, by the file that marks it: a job writes into none of them but
-# its own kind (`check_out`'s `may_hold`), or the two would mix (checkpoints beside a registry).
-_MARKERS = (
-    ("manifest.json", "an export"),
-    ("registry.db", "a model registry"),
-    ("sweep.json", "a sweep"),
-    ("config.json", "a training run"),
-)
-
-
+# What a directory already holds (ann.directory_kind): a job writes into none of them but its own
+# kind (`check_out`'s `may_hold`), or the two would mix (checkpoints beside a registry).
 def holds(path: str) -> str | None:
     """What the directory `path` holds ("an export (manifest.json)", "other runs (a, b)"), or
     None: nothing ann made, or no such directory."""
-    for name, what in _MARKERS:
-        if os.path.isfile(os.path.join(path, name)):
-            return f"{what} ({name})"
-    try:
-        entries = sorted(os.listdir(path))
-    except OSError:
-        return None
-    runs = [e for e in entries[:1000] if _holds_runs(os.path.join(path, e))]
+    kinds = directory_kind.of(path)
+    if kinds:
+        return directory_kind.described(kinds[0])
+    runs = directory_kind.runs_in(path)
     if runs:
         return f"other runs ({', '.join(runs[:3])}{', ...' if len(runs) > 3 else ''})"
     return None
@@ -522,23 +507,12 @@ def _inside(path: str) -> str | None:
     runs/a"), or None; a sweep above it is not one (its trials are its runs' directories)."""
     parent = os.path.dirname(os.path.abspath(path))
     while True:
-        for name, what in _MARKERS:
-            if name != "sweep.json" and os.path.isfile(os.path.join(parent, name)):
-                return f"{what} at {parent}"
+        kinds = [k for k in directory_kind.of(parent) if k != directory_kind.SWEEP]
+        if kinds:
+            return f"{directory_kind.NAMES[kinds[0]]} at {parent}"
         if os.path.dirname(parent) == parent:
             return None
         parent = os.path.dirname(parent)
-
-
-def _holds_runs(path: str) -> bool:
-    """Whether `path` is a run, or a directory of them (a sweep's, a project's `runs/x/`)."""
-    if os.path.isfile(os.path.join(path, "config.json")):
-        return True
-    try:
-        children = os.listdir(path)[:1000]
-    except OSError:
-        return False
-    return any(os.path.isfile(os.path.join(path, c, "config.json")) for c in children)
 
 
 def check_out(flag: str, path: str, may_hold: str | None = None) -> None:

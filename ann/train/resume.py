@@ -20,6 +20,7 @@ import numpy as np
 from absl import logging
 
 from ann import config as config_lib
+from ann import directory_kind
 from ann.config import ConfigError
 from ann.train import build, optimizers
 
@@ -38,7 +39,7 @@ def compare(
 ) -> tuple[ml_collections.ConfigDict | None, dict]:
     """On a rerun: (the saved config, the allowed changes from it as {key: (old, new)}), or a
     ConfigError naming each key that would change what is trained. At a fresh start (None, {})."""
-    if has_checkpoint(workdir) and os.path.exists(config_lib.file_in(workdir)):
+    if has_checkpoint(workdir) and directory_kind.RUN in directory_kind.of(workdir):
         saved = config_lib.read(workdir)
         return saved, config_lib.check_resume(saved, config, workdir)
     return None, {}

@@ -49,9 +49,8 @@ import optax
 from absl import logging
 from flax import nnx
 
-from ann import artifact, atomic, parallel, registry
+from ann import artifact, atomic, directory_kind, parallel, registry
 from ann.config import ConfigError
-from ann.config import file_in as config_file_in
 from ann.sharding import path_str, paths
 from ann.train import build, freezing
 from ann.train import state as state_lib
@@ -106,13 +105,14 @@ def resolve(spec: str) -> Source:
     head, sep, tail = spec.rpartition(":")
     if sep and head and (tail in STEP_CHOICES or tail.isdigit()):
         directory, which = head, tail
-    if os.path.isfile(os.path.join(directory, artifact.MANIFEST)):
+    kinds = directory_kind.of(directory)
+    if directory_kind.EXPORT in kinds:
         if sep and directory == head:
             raise _error(
                 spec, f"{directory} is an export, which holds one set of weights; drop ':{tail}'"
             )
         return _resolve_export(spec, directory)
-    if os.path.isfile(config_file_in(directory)):
+    if directory_kind.RUN in kinds:
         return _resolve_checkpoint(spec, directory, which)
     what = "does not exist" if not os.path.exists(directory) else "is not a run or an export"
     raise _error(

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 
 import jax
 
-from ann import atomic
+from ann import atomic, directory_kind
 from ann.config import ConfigError
 
 
@@ -34,7 +34,7 @@ def check(workdir: str) -> None:
         raise WorkdirError(
             "workdir is empty; give the run's directory (--workdir, created if missing)"
         )
-    if os.path.isfile(os.path.join(workdir, "manifest.json")):  # artifact.MANIFEST
+    if directory_kind.EXPORT in directory_kind.of(workdir):
         raise WorkdirError(
             f"workdir {workdir!r} is an export (it holds manifest.json); choose another --workdir"
         )

@@ -1,0 +1,67 @@
+"""What a directory holds, told by the file that marks it: the one place that sniffs a directory.
+
+    manifest.json   an export (`ann export`; ann/artifact.py)
+    registry.db     a model registry (ann/registry/)
+    sweep.json      a sweep (`ann sweep`; ann/sweep/results.py)
+    config.json     a training run (`ann train`; ann.config.file_in)
+
+`of(path)` lists the kinds a directory holds, in that order (an export before a run: an export's
+manifest is the stronger claim); `runs_in(path)` names the entries of a directory that are runs
+or hold runs (a sweep's trials, a project's `runs/`). A marker counts when it is a file or a
+link, broken or not (whoever reads it says what is wrong with it); a directory of that name does
+not. Plain `os` only: the command line asks before JAX is imported, and an export's loader
+(ann/artifact.py, what a server imports) asks too.
+"""
+
+from __future__ import annotations
+
+import os
+
+EXPORT, REGISTRY, SWEEP, RUN = "export", "registry", "sweep", "run"
+# kind -> the file that marks it, in the order `of` lists them.
+MARKERS = {
+    EXPORT: "manifest.json",  # ann.artifact.MANIFEST
+    REGISTRY: "registry.db",  # ann.registry.core.Registry.db_path
+    SWEEP: "sweep.json",  # ann.sweep.results.SWEEP_FILE
+    RUN: "config.json",  # ann.config.file_in
+}
+NAMES = {EXPORT: "an export", REGISTRY: "a model registry", SWEEP: "a sweep", RUN: "a training run"}
+MAX_ENTRIES = 1000  # entries of a directory `runs_in` looks at (a huge folder is not scanned)
+
+
+def _marked(path: str, name: str) -> bool:
+    marker = os.path.join(path, name)
+    return os.path.isfile(marker) or os.path.islink(marker)
+
+
+def of(path: str) -> tuple[str, ...]:
+    """The kinds (EXPORT, REGISTRY, SWEEP, RUN) the directory `path` holds, by their marker
+    files, in MARKERS' order; () for a directory of none, a file, or no such path."""
+    return tuple(kind for kind, name in MARKERS.items() if _marked(path, name))
+
+
+def described(kind: str) -> str:
+    """ "an export (manifest.json)": a kind as a message names it."""
+    return f"{NAMES[kind]} ({MARKERS[kind]})"
+
+
+def runs_in(path: str) -> list[str]:
+    """The entries of the directory `path` (sorted, the first MAX_ENTRIES) that are training
+    runs or directories with runs one level down; [] when there are none or `path` cannot be
+    listed."""
+    try:
+        entries = sorted(os.listdir(path))[:MAX_ENTRIES]
+    except OSError:
+        return []
+    return [e for e in entries if _holds_runs(os.path.join(path, e))]
+
+
+def _holds_runs(path: str) -> bool:
+    """Whether `path` is a run, or a directory of them."""
+    if _marked(path, MARKERS[RUN]):
+        return True
+    try:
+        children = os.listdir(path)[:MAX_ENTRIES]
+    except OSError:
+        return False
+    return any(_marked(os.path.join(path, c), MARKERS[RUN]) for c in children)

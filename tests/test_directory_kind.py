@@ -1,0 +1,64 @@
+"""ann/directory_kind.py: what a directory holds, by its marker file; the one place that looks."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+
+from ann import artifact, directory_kind
+from ann import config as config_lib
+from ann.registry.core import Registry
+from ann.sweep import results
+
+
+def test_each_kind_is_told_by_its_marker_file(tmp_path):
+    for kind, marker in directory_kind.MARKERS.items():
+        folder = tmp_path / kind
+        folder.mkdir()
+        (folder / marker).write_text("{}")
+        assert directory_kind.of(str(folder)) == (kind,)
+    assert directory_kind.described(directory_kind.EXPORT) == "an export (manifest.json)"
+    assert directory_kind.of(str(tmp_path)) == ()  # the markers are one level down
+    assert directory_kind.of(str(tmp_path / "nowhere")) == ()
+    (tmp_path / "file").write_text("")
+    assert directory_kind.of(str(tmp_path / "file")) == ()
+
+
+def test_the_markers_are_the_files_their_writers_write(tmp_path):
+    assert directory_kind.MARKERS[directory_kind.EXPORT] == artifact.MANIFEST
+    assert directory_kind.MARKERS[directory_kind.SWEEP] == results.SWEEP_FILE
+    run = config_lib.file_in(str(tmp_path))
+    assert directory_kind.MARKERS[directory_kind.RUN] == os.path.basename(run)
+    db = Registry(str(tmp_path)).db_path
+    assert directory_kind.MARKERS[directory_kind.REGISTRY] == os.path.basename(db)
+
+
+def test_several_kinds_are_listed_export_first_and_a_link_counts(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "manifest.json").symlink_to(tmp_path / "gone")  # broken: the reader says so
+    assert directory_kind.of(str(tmp_path)) == (directory_kind.EXPORT, directory_kind.RUN)
+    (tmp_path / "sweep.json").mkdir()  # a directory of the marker's name is no marker
+    assert directory_kind.SWEEP not in directory_kind.of(str(tmp_path))
+
+
+def test_runs_in_names_runs_and_folders_of_runs(tmp_path):
+    for path in ("b_run", "a_sweep/trial_0", "c_empty/x"):
+        (tmp_path / path).mkdir(parents=True)
+    (tmp_path / "b_run" / "config.json").write_text("{}")
+    (tmp_path / "a_sweep" / "trial_0" / "config.json").write_text("{}")
+    (tmp_path / "notes.txt").write_text("")
+    assert directory_kind.runs_in(str(tmp_path)) == ["a_sweep", "b_run"]
+    assert directory_kind.runs_in(str(tmp_path / "nowhere")) == []
+
+
+@pytest.mark.parametrize(
+    "module", ["ann.directory_kind", "ann.cli", "ann.artifact"], ids=lambda m: m
+)
+def test_asking_imports_no_jax(module):
+    probe = f"import sys, {module}; print('jax' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
+    assert result.stdout.split() == ["False"], result.stderr[-2000:]
