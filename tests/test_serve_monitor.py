@@ -350,14 +350,33 @@ def test_a_url_that_is_not_the_servers_root_is_refused_before_the_labels_are_rea
 
 
 def test_ann_monitor_feedback_checks_the_url_first_in_one_line(tmp_path):
+    import http.server
+    import threading
+
     missing = tmp_path / "nowhere.jsonl"  # the URL is refused before the labels are read
     for url in ("http://local host:1", "http://localhost:1/v2"):
         command = [sys.executable, "-m", "ann.monitor", "feedback", "--model=digits",
                    f"--url={url}", f"--labels={missing}"]  # fmt: skip
         line = one_line_error(subprocess.run(command, capture_output=True, text=True, timeout=120))
         assert line.startswith(f"error: --url={url}: expected the server's "), line
-    command[5] = "--url=http://localhost:1"
+    # Nothing listens: said before the labels are read (a whole file was read first, then
+    # "cannot reach the server" from the first batch).
+    port = free_port()
+    command[5] = f"--url=http://127.0.0.1:{port}"
     line = one_line_error(subprocess.run(command, capture_output=True, text=True, timeout=120))
+    assert line == (
+        f"error: --url=http://127.0.0.1:{port}: cannot reach the server (Connection refused); "
+        "is it running?"
+    ), line
+    # Something answers HTTP (any status): the labels come next.
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        command[5] = f"--url=http://127.0.0.1:{server.server_address[1]}"
+        line = one_line_error(subprocess.run(command, capture_output=True, text=True, timeout=120))
+    finally:
+        server.shutdown()
+        server.server_close()
     assert line == f"error: --labels={missing} does not exist; give a JSON lines file", line
 
 

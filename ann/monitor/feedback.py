@@ -10,9 +10,11 @@ Prints what the server joined: rows matched, labels not joined by reason (unknow
 duplicate), and the realized accuracy since the server started. The token: `--token_file` or
 `$ANN_SERVE_TOKEN`, as `ann serve` takes it.
 
-Every line is checked before anything is sent (a line that is not a JSON object: one line naming
-the file and line number, exit 1); a batch the server refuses stops the ingest with the server's
-own message and the lines of that batch (those before it were applied).
+--url is checked first, by its spelling and then by asking the server whether it is live (a
+server that does not answer: one line, before the labels file is read). Every line is checked
+before anything is sent (a line that is not a JSON object: one line naming the file and line
+number, exit 1); a batch the server refuses stops the ingest with the server's own message and
+the lines of that batch (those before it were applied).
 """
 
 from __future__ import annotations
@@ -144,6 +146,25 @@ def check_url(url: str) -> None:
         )
 
 
+REACH_TIMEOUT_S = 10.0  # the reachability check's wait for a connection and a reply
+
+
+def check_reachable(url: str, timeout: float = REACH_TIMEOUT_S) -> None:
+    """ValueError (`_unreachable`'s words, naming --url) unless something at `url` answers
+    HTTP: a GET of the server's liveness route (`/v2/health/live`, Open Inference Protocol v2,
+    which needs no token), so that a wrong --url fails in seconds, before a labels file of any
+    size is read (it was read whole first). Any HTTP reply counts, an error status too (a
+    proxy's 404 is said by the feedback request itself): only no answer is refused."""
+    endpoint = url.rstrip("/") + "/v2/health/live"
+    try:
+        with urllib.request.urlopen(endpoint, timeout=timeout) as response:
+            response.read()
+    except urllib.error.HTTPError:
+        return
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
+        raise ValueError(f"--url={_shown(url)}: {_unreachable(url, e)}") from None
+
+
 def send(
     url: str,
     model: str,
@@ -253,7 +274,8 @@ def feedback(args: list[str]) -> None:
             "feedback needs --model (the served model's name) and --labels=FILE.jsonl"
         )
     try:
-        check_url(FLAGS.url)  # before the labels are read
+        check_url(FLAGS.url)  # before the labels are read, and so is the server's answer
+        check_reachable(FLAGS.url)
         items = read_labels(FLAGS.labels)
         total = send(FLAGS.url, FLAGS.model, items, FLAGS.version, FLAGS.batch, read_token())
     except ValueError as e:
