@@ -120,6 +120,12 @@ flags.DEFINE_boolean(
     "and the feedback store) instead of dynamic vs batch size 1: the cost of --monitor=on.",
 )
 flags.DEFINE_boolean(
+    "constant_weights",
+    False,
+    "Compare the server with the weights passed on each call (--constant_weights_mb=0) and "
+    "compiled into its executables (the default) instead of dynamic vs batch size 1.",
+)
+flags.DEFINE_boolean(
     "tracing",
     False,
     "Also run the dynamic server with OpenTelemetry traces on (OTEL_* variables, OTLP/HTTP to "
@@ -455,8 +461,13 @@ def bare_call_ms(export_dir: str, x) -> float:
     if pinned(0):
         os.sched_setaffinity(0, {0})
     from ann import artifact
+    from ann.serve.batcher import buckets
+    from ann.serve.dataplane import constant_weights
+    from ann.serve.settings import Settings
 
-    fn = artifact.load(export_dir).compile(1)
+    model = artifact.load(export_dir)  # compiled as the server compiles it
+    fn = model.compile(1, constant_weights=constant_weights(
+        model, buckets(FLAGS.max_batch_size), Settings().constant_weights_mb))  # fmt: skip
     for _ in range(50):
         fn({"image": x[:1]})
     times = []
@@ -617,11 +628,16 @@ def server_modes(args: flags.FlagValues) -> tuple[dict[str, list[str]], dict, Ot
         {"mon-off": [*dynamic, "--monitor=off"], "mon-on": [*dynamic, "--monitor=on"]}
         if args.monitoring
         else {
+            "dynamic": [*dynamic, "--monitor=off"],  # the weights compiled in (the default)
+            "w-args": [*dynamic, "--monitor=off", "--constant_weights_mb=0"],
+        }
+        if args.constant_weights
+        else {
             "dynamic": [*dynamic, "--monitor=off"],
             "batch-1": ["--max_batch_size=1", "--monitor=off"],  # queues every client (1024)
         }
     )
-    if not args.batch1:
+    if not args.batch1 or args.constant_weights:
         modes.pop("batch-1", None)
     sink, traced = None, {}
     if args.tracing:  # the dynamic server again, traces on (OTEL_* only): all, then 1% sampled
@@ -777,6 +793,16 @@ def summarize(model: str, results: dict, levels: list[int], bare: float,
             f"({on['p95_ms'] / off['p95_ms'] - 1:+.1%}), server CPU per request "
             f"{on['server_cpu_ms']:.3f}/{off['server_cpu_ms']:.3f} ms"
         )
+        return summary
+    if args.constant_weights:
+        for c in levels:
+            on, off = results[(model, "dynamic", c)], results[(model, "w-args", c)]
+            summary.append(
+                f"{model} c={c}: weights compiled in/passed: throughput {on['throughput']:.0f}/"
+                f"{off['throughput']:.0f} req/s ({on['throughput'] / off['throughput']:.3f}x), "
+                f"p95 {on['p95_ms']:.2f}/{off['p95_ms']:.2f} ms, server CPU per request "
+                f"{on['server_cpu_ms']:.3f}/{off['server_cpu_ms']:.3f} ms"
+            )
         return summary
     dyn, one = results[(model, "dynamic", top)], results[(model, "dynamic", min(levels))]
     line = (
