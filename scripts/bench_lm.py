@@ -30,22 +30,21 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import time
+from typing import TYPE_CHECKING
 
-import jax
-import jax.numpy as jnp
 import ml_collections
-import numpy as np
 from absl import flags, logging
-from flax import nnx
 
-from ann import cli, parallel
+from ann import cli
 from ann import config as config_lib
-from ann.metrics import device_peaks
-from ann.train import optimizers, step
-from ann.train import state as state_lib
-from experiments.common import Vocabulary
-from experiments.language_modelling import LanguageModelling
+
+if TYPE_CHECKING:
+    from experiments.language_modelling import LanguageModelling
+
+# JAX and the code measured are imported where they are used, so --help and a bad flag answer
+# before they load (as in every benchmark script).
 
 # name -> (dim, depth, heads, mlp_dim, vocab, seq, batch)
 SIZES = {
@@ -92,6 +91,9 @@ def make_config(size: str, remat: bool, attention: str) -> ml_collections.Config
 def experiment_for(config, vocab: int, seq: int) -> LanguageModelling:
     """The language_modelling experiment over a synthetic vocabulary (id 0 is padding, never
     drawn) and windows of `seq + 1` tokens (`seq` predicted positions)."""
+    from experiments.common import Vocabulary
+    from experiments.language_modelling import LanguageModelling
+
     experiment = LanguageModelling(config)
     experiment.vocab = Vocabulary([f"t{i}" for i in range(vocab)], pad_id=0)
     experiment.window, experiment.tokens_per_example = seq + 1, seq
@@ -101,6 +103,14 @@ def experiment_for(config, vocab: int, seq: int) -> LanguageModelling:
 def compile_train_step(config, experiment, batch: int, seq: int, mesh, total_steps: int):
     """(compiled step, compile seconds, the state's initializer, number of parameters, the
     step's hyperparameters argument), AOT for `batch` x `seq + 1`."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from ann import parallel
+    from ann.train import optimizers, step
+    from ann.train import state as state_lib
+
     tx = optimizers.make(config.optimizer, total_steps)
     model_def, init, abstract_state = state_lib.sharded_initializer(
         lambda: experiment.build_model(nnx.Rngs(params=0)),
@@ -129,6 +139,8 @@ def compile_train_step(config, experiment, batch: int, seq: int, mesh, total_ste
 
 def device_memory() -> int | None:
     """Bytes one device may allocate (None where jax does not say, e.g. CPU)."""
+    import jax
+
     stats = jax.devices()[0].memory_stats() or {}
     return stats.get("bytes_limit")
 
@@ -142,6 +154,11 @@ def measure(
     compiled, init, hyperparameters, batch: int, seq: int, vocab: int, mesh
 ) -> dict[str, float]:
     """Warm-up, then `--steps` timed steps on two synthetic batches used in turn."""
+    import jax
+    import jax.numpy as jnp
+
+    from ann import parallel
+
     sharding = parallel.batch_sharding(mesh)
     make = jax.jit(
         lambda key: jax.random.randint(key, (batch, seq + 1), 1, vocab, jnp.int32),
@@ -188,7 +205,7 @@ def report(r: dict) -> None:
         f"{r['peak_bytes_in_use'] / 2**30:.2f} GiB)\n"
         f"step: {r['seconds_per_step'] * 1e3:.1f} ms; {r['tokens_per_sec']:,.0f} tokens/s; "
         f"loss {r['first_loss']:.3f} -> {r['last_loss']:.3f} (ln vocab "
-        f"{np.log(r['vocab']):.3f})\n"
+        f"{math.log(r['vocab']):.3f})\n"
         f"model FLOPs per token (6N + 12LHQT): {r['flops_per_token'] / 1e9:.4g} GFLOP; "
         f"{r['model_tflops_per_sec']:.4g} TFLOP/s model, {r['hardware_tflops_per_sec']:.4g} "
         f"TFLOP/s hardware (XLA's count) on {r['devices']} x {r['device_kind']} "
@@ -200,6 +217,12 @@ def report(r: dict) -> None:
 
 def main(argv: list[str]) -> None:
     del argv
+    import jax
+
+    from ann import parallel
+    from ann.metrics import device_peaks
+    from ann.train import step
+
     logging.set_verbosity(logging.WARNING)
     dim, depth, heads, mlp_dim, vocab, seq, batch = SIZES[FLAGS.size]
     seq, batch = FLAGS.seq or seq, FLAGS.batch or batch

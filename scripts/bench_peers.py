@@ -33,19 +33,22 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
 from absl import flags, logging
 
-from ann import cli, parallel
+from ann import cli
 from ann import config as config_lib
 from ann.config import ConfigError
-from ann.train import build as build_lib
-from ann.train import optimizers
-from ann.train import step as step_lib
+
+if TYPE_CHECKING:
+    import numpy as np
+    import optax
+
+    from ann.train import build as build_lib
+
+# JAX and the code measured are imported where they are used, so --help and a bad flag answer
+# before they load (as in every benchmark script).
 
 FLAGS = flags.FLAGS
 cli.define_config("Config whose model, batch and optimizer are timed.", "configs/digits_cnn.py")
@@ -88,6 +91,8 @@ def median_ms(step: Callable[[int], object], sync: Callable[[object], None]) -> 
 
 def fixed_batches(setup: build_lib.Setup, batch_size: int, count: int) -> list[dict]:
     """`count` batches of ann's fields (`experiment.fields`) from the train split, seed 0."""
+    import numpy as np
+
     split = setup.train_split
     rng = np.random.default_rng(0)
     return [
@@ -98,6 +103,12 @@ def fixed_batches(setup: build_lib.Setup, batch_size: int, count: int) -> list[d
 
 def time_ann(config, setup: build_lib.Setup, batches: list[dict]) -> float:
     """ann's compiled train step, as `ann.train.loop` compiles it; batches on the device."""
+    import jax
+
+    from ann import parallel
+    from ann.train import optimizers
+    from ann.train import step as step_lib
+
     sharding = parallel.batch_sharding(setup.mesh)
     state = setup.state
     hyperparameters = step_lib.place_hyperparameters(
@@ -138,11 +149,17 @@ def peer_model(config) -> tuple[int, int, int, float]:
 
 
 def adamw(config) -> optax.GradientTransformation:
+    import optax
+
     return optax.adamw(config.optimizer.learning_rate, weight_decay=config.optimizer.weight_decay)
 
 
 def time_jax_peer(config, init, apply, xs, ys) -> float:
     """A jitted, donated step of `apply(params, x, key) -> logits` with optax AdamW."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
     tx = adamw(config)
     params = init(jax.random.PRNGKey(0))
     opt_state = tx.init(params)
@@ -171,6 +188,10 @@ def time_jax_peer(config, init, apply, xs, ys) -> float:
 
 def lax_cnn(config, shape, classes):
     """(init, apply) of the CNN in plain jax.lax: SAME 3x3 convs, 2x2 max pool by reshape."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
     c1, c2, dense, rate = peer_model(config)
     h, w, c = shape
     sizes = {"w1": (3, 3, c, c1), "w2": (3, 3, c1, c2), "w3": (h // 2 * w // 2 * c2, dense)}
@@ -205,6 +226,7 @@ def lax_cnn(config, shape, classes):
 
 def linen_cnn(config, shape, classes):
     """(init, apply) of the CNN as Flax linen modules (nn.Conv, nn.max_pool, nn.Dense)."""
+    import jax.numpy as jnp
     from flax import linen as nn
 
     c1, c2, dense, rate = peer_model(config)
@@ -232,6 +254,8 @@ def linen_cnn(config, shape, classes):
 def time_torch(config, x: np.ndarray, y: np.ndarray, classes: int) -> dict | str:
     """PyTorch's rows from `torch_peer.py` under `--torch_python`, or why they are
     missing (a one-line reason)."""
+    import numpy as np
+
     python = FLAGS.torch_python
     if not python:
         return "skipped: --torch_python is empty"
@@ -271,6 +295,11 @@ def table(rows: dict[str, float], reference: str | None) -> list[str]:
 
 def main(argv: list[str]) -> None:
     del argv
+    import jax
+    import numpy as np
+
+    from ann.train import build as build_lib
+
     logging.set_verbosity(logging.WARNING)
     config = FLAGS.config
     unknown = set(FLAGS.only) - set(CONTENDERS)

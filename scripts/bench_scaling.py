@@ -19,15 +19,13 @@ import json
 import os
 import tempfile
 
-import jax
 from absl import flags, logging
 
 from ann import cli
 from ann import config as config_lib
-from ann import experiment as experiment_lib
-from ann.metrics import device_peaks
-from ann.train.hooks import Clock
-from ann.train.loop import train_and_evaluate
+
+# JAX and the code measured are imported where they are used, so --help and a bad flag answer
+# before they load (as in every benchmark script).
 
 FLAGS = flags.FLAGS
 cli.define_config("Transformer config to run.", "configs/pydoc_lm.py")
@@ -52,6 +50,11 @@ def mesh_for(preset: str, devices: int) -> dict[str, int] | None:
 
 
 def measure(config, preset: str, mesh: dict[str, int], steps: int) -> dict[str, float]:
+    import jax
+
+    from ann.train.hooks import Clock
+    from ann.train.loop import train_and_evaluate
+
     c = config.copy_and_resolve_references()
     c.sharding_rules = preset
     for axis, size in mesh.items():
@@ -82,6 +85,11 @@ def measure(config, preset: str, mesh: dict[str, int], steps: int) -> dict[str, 
 
 def main(argv):
     del argv
+    import jax
+
+    from ann import experiment as experiment_lib
+    from ann.metrics import device_peaks
+
     logging.set_verbosity(logging.WARNING)
     config, n = FLAGS.config, jax.device_count()
     config.total_steps = 2 * FLAGS.steps  # as `measure` runs it

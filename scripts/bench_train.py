@@ -25,18 +25,18 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import jax
-import numpy as np
-import optax
 from absl import flags, logging
-from flax import nnx
 
-from ann import cli, data
+from ann import cli
 from ann import config as config_lib
-from ann import experiment as experiment_lib
-from ann.train import hooks, optimizers, writers
-from ann.train.loop import train_and_evaluate
+
+if TYPE_CHECKING:
+    from ann import data
+
+# JAX and the code measured are imported where they are used, so --help and a bad flag answer
+# before they load (as in every benchmark script).
 
 FLAGS = flags.FLAGS
 cli.define_config("Config to benchmark.", "configs/digits_cnn.py")
@@ -48,6 +48,15 @@ flags.DEFINE_integer("evals", 20, "With --eval: evaluations timed per round.", l
 
 def bare_seconds_per_step(config, steps: int) -> float:
     """A plain NNX + optax loop anyone would write: jit, donate, slice, step."""
+    import jax
+    import numpy as np
+    import optax
+    from flax import nnx
+
+    from ann import data
+    from ann import experiment as experiment_lib
+    from ann.train import optimizers
+
     experiment = experiment_lib.get(config.experiment)(config)
     split = data.load(config.data.name, config.data.train_split, config.data.data_dir, cache=True)
     experiment.setup(split)
@@ -98,6 +107,9 @@ def ann_seconds_per_step(config, steps: int) -> float:
     The run goes `log_every_steps` past step `2 * steps`: every hook is due at the last step,
     and the final eval and checkpoint save would otherwise be timed as train steps (the clock
     is the last hook called), 0.1-2 s against ann's loop."""
+    from ann.train import hooks
+    from ann.train.loop import train_and_evaluate
+
     c = config.copy_and_resolve_references()
     c.total_steps = 2 * steps + c.log_every_steps
     c.eval_every_steps = c.checkpoint_every_steps = 10 * steps
@@ -108,12 +120,21 @@ def ann_seconds_per_step(config, steps: int) -> float:
 
 
 def _scored_splits(config) -> list[data.Split]:
+    from ann import data
+
     names = [config.data.validation_split, config.data.eval_splits[0]]
     return [data.load(config.data.name, n, config.data.data_dir, cache=True) for n in names]
 
 
 def bare_evaluation(config) -> Callable[[], None]:
     """One bare evaluation of the validation and test splits, ready to call (compiled)."""
+    import jax
+    import numpy as np
+    from flax import nnx
+
+    from ann import data
+    from ann import experiment as experiment_lib
+
     experiment = experiment_lib.get(config.experiment)(config)
     train = data.load(config.data.name, config.data.train_split, config.data.data_dir, cache=True)
     experiment.setup(train)
@@ -151,21 +172,26 @@ def bare_evaluation(config) -> Callable[[], None]:
     return once
 
 
-class _BareEvals(hooks.Hook):
-    """Times `once()` at steps 5, 15, 25, ...: each bare evaluation, like each of ann's
-    (steps 10, 20, ...), comes after 5 train steps of the same run."""
+def _bare_evals(once: Callable[[], None]):
+    """A hook that times `once()` at steps 5, 15, 25, ... (its `seconds`): each bare
+    evaluation, like each of ann's (steps 10, 20, ...), comes after 5 train steps of the same
+    run."""
+    from ann.train import hooks
 
-    def __init__(self, once: Callable[[], None]):
-        super().__init__(5)
-        self.once, self.seconds = once, []
+    class BareEvals(hooks.Hook):
+        def __init__(self):
+            super().__init__(5)
+            self.seconds = []
 
-    def due(self, step: int, total_steps: int) -> bool:
-        return step % 10 == 5
+        def due(self, step: int, total_steps: int) -> bool:
+            return step % 10 == 5
 
-    def __call__(self, info: hooks.StepInfo) -> None:
-        start = time.perf_counter()
-        self.once()
-        self.seconds.append(time.perf_counter() - start)
+        def __call__(self, info: hooks.StepInfo) -> None:
+            start = time.perf_counter()
+            once()
+            self.seconds.append(time.perf_counter() - start)
+
+    return BareEvals()
 
 
 def eval_seconds(config, evals: int) -> tuple[float, float]:
@@ -178,7 +204,10 @@ def eval_seconds(config, evals: int) -> tuple[float, float]:
     choice (a new best at most evals while the model learns) each timed eval would share the
     CPU with the previous eval's save still in flight, which the default experiment (evals 200
     steps apart) never does (docs/benchmarks.md, "Issue 16, session 9")."""
-    bare = _BareEvals(bare_evaluation(config))
+    from ann.train import writers
+    from ann.train.loop import train_and_evaluate
+
+    bare = _bare_evals(bare_evaluation(config))
     c = config.copy_and_resolve_references()
     c.total_steps = 10 * (evals + 1)
     config_lib.fit_warmup(c)  # a few evals make a run shorter than the config's warmup
@@ -222,6 +251,10 @@ def main_eval(config) -> None:
 
 def main(argv):
     del argv
+    import jax
+
+    from ann import experiment as experiment_lib
+
     logging.set_verbosity(logging.WARNING)
     config = FLAGS.config
     config.total_steps = 2 * FLAGS.steps  # as both loops run it

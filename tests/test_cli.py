@@ -141,16 +141,20 @@ def test_every_job_help_shows_its_flags_and_exits_0(job):
 
 
 @pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "scripts").glob("bench_*.py")))
-def test_every_benchmark_script_help_exits_0(script):
-    # The scripts run through the same wrapper (cli.run): --help is theirs to show too.
+def test_every_benchmark_script_help_exits_0_without_importing_jax(script):
+    # The scripts run through the same wrapper (cli.run): --help is theirs to show too. Four of
+    # them imported JAX (and flax, the loop) before reading a flag: 3-9 s for --help.
     result = subprocess.run(
-        [sys.executable, f"scripts/{script}", "--help"],
+        [sys.executable, "-X", "importtime", f"scripts/{script}", "--help"],
         capture_output=True,
         text=True,
         cwd=ROOT,
         timeout=300,
     )
     assert result.returncode == 0 and "flags:" in result.stdout, result.stderr[-2000:]
+    imported = [line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()]
+    heavy = sorted({name for name in imported if name in ("jax", "flax", "optax")})
+    assert not heavy, f"{script} --help imported {', '.join(heavy)}"
 
 
 @pytest.mark.parametrize(
