@@ -11,8 +11,9 @@ The flags are checked before JAX is imported and the model restored.
 from __future__ import annotations
 
 import math
+import sys
 
-from absl import flags, logging
+from absl import flags
 
 FLAGS = flags.FLAGS
 
@@ -90,19 +91,21 @@ def main(argv: list[str]) -> None:
     if config.experiment == "language_modelling":
         unknown = experiment.unknown(FLAGS.prompt)
         if unknown:  # the model reads them as <unk>, as it read the training text's rare ones
-            logging.warning(
-                "--prompt has characters outside the run's vocabulary (%s): each is read as "
-                "<unk> and printed as \ufffd",
-                " ".join(repr(ch) for ch in unknown),
+            shown = " ".join(repr(ch) for ch in unknown)
+            print(  # plain lines, as ann's other warnings (not absl's W1202 ...] prefix)
+                f"warning: --prompt has characters outside the run's vocabulary ({shown}): each "
+                "is read as <unk> and printed as \ufffd",
+                file=sys.stderr,
+                flush=True,
             )
         length = len(FLAGS.prompt or "\n") + FLAGS.num_tokens
         if length > experiment.window:
-            logging.warning(
-                "the prompt and --num_tokens=%d make %d characters, past the %d-character "
-                "windows the model was trained on: what it writes past them is extrapolation",
-                FLAGS.num_tokens,
-                length,
-                experiment.window,
+            print(
+                f"warning: the prompt and --num_tokens={FLAGS.num_tokens} make {length} "
+                f"characters, past the {experiment.window}-character windows the model was "
+                "trained on: what it writes past them is extrapolation",
+                file=sys.stderr,
+                flush=True,
             )
         prompt = jnp.asarray(experiment.encode(FLAGS.prompt or "\n"))[None]
         prompt = jnp.repeat(prompt, FLAGS.num_samples, axis=0)

@@ -232,11 +232,16 @@ def script_trial(tmp_path, name, code):
     return trial
 
 
-def test_cpu_sets_are_disjoint(monkeypatch):
+def test_cpu_sets_are_disjoint(monkeypatch, capsys):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4})
     assert launch.cpu_sets(2) == [[0, 1, 2], [3, 4]]
     assert launch.cpu_sets(1) == [[0, 1, 2, 3, 4]]
+    assert capsys.readouterr().err == ""
     assert launch.cpu_sets(7)[5:] == [[0], [1]]  # more trials than cores: shared
+    # A plain line, as ann's other warnings (it carried absl's "W1202 12:00:00.000 ... ]").
+    assert capsys.readouterr().err == (
+        "warning: --parallel=7 is more than the 5 cores available: trials will share cores\n"
+    )
 
 
 def test_launcher_pins_trials_and_records_failures(tmp_path):
@@ -269,7 +274,7 @@ def test_launcher_pins_trials_and_records_failures(tmp_path):
         assert sorted(seen[0] + seen[1]) == cores
 
 
-def test_ctrl_c_stops_running_trials_as_interrupted_not_failed(tmp_path):
+def test_ctrl_c_stops_running_trials_as_interrupted_not_failed(tmp_path, capsys):
     sleeper = script_trial(tmp_path, "slow", "import time; time.sleep(60)")
     calls = []
 
@@ -285,6 +290,10 @@ def test_ctrl_c_stops_running_trials_as_interrupted_not_failed(tmp_path):
     # Killed by the sweep's SIGTERM before it could save: resumable, not a failure.
     assert ended["slow"].status == "interrupted" and ended["slow"].returncode < 0
     assert trials_lib.status(sleeper.workdir)[0] == "interrupted"
+    # A plain line, as Ctrl-C's other lines (it was an absl warning, "W1202 ... ] interrupted").
+    assert capsys.readouterr().err == (
+        "interrupted (Ctrl-C): stopping 1 running trial (each saves a checkpoint and exits)\n"
+    )
 
 
 def test_a_sweep_stops_its_trials_when_one_shows_the_metric_is_wrong(tmp_path):

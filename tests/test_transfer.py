@@ -198,6 +198,22 @@ def test_init_from_an_export_and_a_registry_uri(tmp_path, source, monkeypatch):
         transfer.read(transfer.resolve(str(crafted)))
 
 
+def test_a_step_saved_without_a_manifest_is_read_with_a_plain_warning(tmp_path, source, capsys):
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(source, old)
+    (step,) = [p for p in (old / "checkpoints").iterdir() if p.name.isdigit()]
+    (step / "ann_manifest.json").unlink()  # a step saved before manifests
+    assert set(transfer.read(transfer.resolve(f"{old}:latest"))) == set(
+        transfer.read(transfer.resolve(f"{source}:latest"))
+    )
+    # One plain line, as ann's other warnings (it carried absl's "W1202 12:00:00.000 ... ]").
+    assert capsys.readouterr().err == (
+        f"warning: {step} has no ann_manifest.json: reading it unverified\n"
+    )
+
+
 def test_mistakes_are_config_errors(tmp_path, source):
     with pytest.raises(ConfigError, match=r"'init_from'=.*nowhere.* does not exist; use a run"):
         transfer.resolve(str(tmp_path / "nowhere"))

@@ -2,7 +2,8 @@
 file of late labels (`feedback --labels`), one JSON object a line, blank lines skipped.
 
 Both read the same way: a last line cut short (no end of line, not JSON: the file was read while
-being written, or its writer was stopped mid-line) is skipped with a warning, as metrics.jsonl's
+being written, or its writer was stopped mid-line) is skipped with a `warning: ...` line on
+stderr, as metrics.jsonl's
 torn last line is (ann/train/writers.py); a damaged line before it is refused, naming the file,
 the line and what is there as the server words a bad body (`protocol.json_error`: the reason and
 the column on that line; a number no 64-bit float holds inside a line's object by its place, as
@@ -11,11 +12,11 @@ the column on that line; a number no 64-bit float holds inside a line's object b
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from typing import Any
 
 import orjson
-from absl import logging
 
 
 def objects(
@@ -45,9 +46,12 @@ def objects(
                 try:
                     value = orjson.loads(text)
                 except orjson.JSONDecodeError as e:
-                    if not ended:
-                        logging.warning(
-                            "%s: skipping line %d, torn (no end of line: %s)", path, number, torn
+                    if not ended:  # a plain line, as ann's other warnings (not absl's W1202 ...])
+                        print(
+                            f"warning: {path}: skipping line {number}, torn (no end of line: "
+                            f"{torn})",
+                            file=sys.stderr,
+                            flush=True,
                         )
                         continue
                     found = out_of_range(e)

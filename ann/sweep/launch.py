@@ -17,6 +17,7 @@ import dataclasses
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 
@@ -34,10 +35,11 @@ def cpu_sets(parallel: int) -> list[list[int]]:
     there are fewer cores than trials)."""
     cpus = sorted(os.sched_getaffinity(0))
     if parallel > len(cpus):
-        logging.warning(
-            "--parallel=%d is more than the %d cores available: trials will share cores",
-            parallel,
-            len(cpus),
+        print(  # plain lines, as ann's other warnings and the sweep's own lines
+            f"warning: --parallel={parallel} is more than the {len(cpus)} cores available: "
+            "trials will share cores",
+            file=sys.stderr,
+            flush=True,
         )
         return [[cpus[i % len(cpus)]] for i in range(parallel)]
     size, extra = divmod(len(cpus), parallel)
@@ -164,10 +166,12 @@ def run(
     except (KeyboardInterrupt, SweepError) as stop:  # Ctrl-C, or on_end stopping the sweep
         if not running:
             raise
-        logging.warning(
-            "%s: stopping %d running trials (they save and exit)",
-            "interrupted" if isinstance(stop, KeyboardInterrupt) else "sweep stopped",
-            len(running),
+        why = "interrupted (Ctrl-C)" if isinstance(stop, KeyboardInterrupt) else "sweep stopped"
+        print(
+            f"{why}: stopping {len(running)} running trial{'s' * (len(running) != 1)} (each "
+            "saves a checkpoint and exits)",
+            file=sys.stderr,
+            flush=True,
         )
         for run_ in running.values():
             run_.proc.send_signal(signal.SIGTERM)

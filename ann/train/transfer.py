@@ -40,6 +40,7 @@ import dataclasses
 import json
 import os
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -177,7 +178,11 @@ def _read_checkpoint(source: Source) -> dict[str, np.ndarray]:
         problem = checkpoint_lib.verify_files(step_dir)
     except FileNotFoundError:
         problem = None
-        logging.warning("%s has no %s: reading it unverified", step_dir, checkpoint_lib.MANIFEST)
+        print(  # a plain line, as ann's other warnings (not absl's W1202 ...] prefix)
+            f"warning: {step_dir} has no {checkpoint_lib.MANIFEST}: reading it unverified",
+            file=sys.stderr,
+            flush=True,
+        )
     except OSError as e:
         raise _error(
             source.spec, f"reading {step_dir} failed with an I/O error ({e}); check the disk"

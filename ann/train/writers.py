@@ -12,8 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
-
-from absl import logging
+import sys
 
 from ann import atomic
 
@@ -50,7 +49,11 @@ def _parse(path: str, lines: list[str]) -> list[tuple[str, dict]]:
                 raise ValueError("not a record")
         except ValueError:
             if i == filled[-1]:
-                logging.warning("%s: skipping line %d, torn by a crash mid-write", path, i + 1)
+                print(  # a plain line, as ann's other warnings (not absl's W1202 ...] prefix)
+                    f"warning: {path}: skipping line {i + 1}, torn by a crash mid-write",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 continue
             raise MetricsFileError(
                 f"{path}: line {i + 1} is not a metrics record; the file is damaged (delete "
