@@ -975,20 +975,32 @@ def _may_change(key: str) -> bool:
 
 
 def check_resume(
-    saved: ml_collections.ConfigDict, config: ml_collections.ConfigDict, workdir: str
+    saved: ml_collections.ConfigDict,
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    init_from: Callable[[], str | None] = lambda: None,
 ) -> dict[str, tuple[Any, Any]]:
     """Compares a rerun's config with the one `workdir` was started with (`read(workdir)`).
 
     Returns the allowed changes (keys in `RESUME_MAY_CHANGE`) as `{key: (old, new)}`; raises
     ConfigError, in one line naming each other changed key with its old and new value, when the
-    rerun would train something else than the run's record (config.json) says."""
+    rerun would train something else than the run's record (config.json) says. The fix it names
+    is a new --workdir, with `--config.init_from=SPEC` where `init_from()` (asked only then)
+    gives a SPEC from which this run's weights load into the new config's model
+    (`ann.train.resume.init_from_spec`), and without it where they do not (None)."""
     changes = diff(saved, config)
     refused = {k: v for k, v in changes.items() if not _may_change(k)}
     if refused:
         listed = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in refused.items())
+        spec = init_from()
+        start = (
+            f" (add --config.init_from={spec} to start from this run's weights)"
+            if spec
+            else " (this run's weights do not fit the new model: init_from would load none)"
+        )
         raise ConfigError(
             f"{workdir} was trained with another config ({listed}), and resuming would mix two "
-            f"runs in one record; use a new --workdir (add --config.init_from={workdir} to start "
-            f"from this run's weights), or rerun with the values in {workdir}/config.json"
+            f"runs in one record; use a new --workdir{start}, or rerun with the values in "
+            f"{workdir}/config.json"
         )
     return changes

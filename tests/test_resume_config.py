@@ -9,6 +9,7 @@ from conftest import tiny
 
 from ann import config as config_lib
 from ann.config import ConfigError
+from ann.train import build, resume, transfer
 from ann.train.loop import train_and_evaluate
 from ann.train.resume import CONFIG_CHANGES
 
@@ -21,7 +22,7 @@ def test_check_resume_refuses_what_changes_training_and_names_each_key():
         **{"optimizer.learning_rate": 0.01, "model.dropout": 0.5, "log_every_steps": 7},
     )
     with pytest.raises(ConfigError) as e:
-        config_lib.check_resume(saved, changed, "WD")
+        config_lib.check_resume(saved, changed, "WD", init_from=lambda: "WD")
     message = str(e.value)
     assert "\n" not in message
     for part in (
@@ -34,6 +35,10 @@ def test_check_resume_refuses_what_changes_training_and_names_each_key():
     ):
         assert part in message, part
     assert "log_every_steps" not in message  # allowed: not among the refused
+    # Where the run's weights would not load (init_from gives no spec), none is suggested.
+    with pytest.raises(ConfigError) as e:
+        config_lib.check_resume(saved, changed, "WD", init_from=lambda: None)
+    assert "init_from=" not in str(e.value) and "init_from would load none" in str(e.value)
 
     allowed = tiny(total_steps=50, eval_every_steps=5, **{"data.read_threads": 2})
     assert config_lib.check_resume(saved, allowed, "WD") == {
@@ -64,10 +69,33 @@ def test_a_rerun_with_another_batch_size_is_refused_and_the_record_kept(trained,
     workdir = copy_run(trained, tmp_path)
     before = (workdir / "config.json").read_text()
     config = tiny(total_steps=20, batch_size=64, **{"optimizer.schedule": "warmup_cosine"})
-    with pytest.raises(ConfigError, match="batch_size: 32 -> 64"):
+    with pytest.raises(ConfigError, match="batch_size: 32 -> 64") as e:
         train_and_evaluate(config, str(workdir))
+    # The same model: its weights load, so a new run may start from them.
+    assert f"add --config.init_from={workdir} to start from this run's weights" in str(e.value)
     assert (workdir / "config.json").read_text() == before
     assert not (workdir / CONFIG_CHANGES).exists()
+
+
+def test_a_rerun_with_another_model_family_suggests_no_init_from(trained, tmp_path):
+    # A CNN config in an MLP run's workdir: the message suggested --config.init_from=WORKDIR,
+    # which init_from then refused (no array of the MLP matches the CNN by path and shape).
+    workdir = copy_run(trained, tmp_path)
+    config = tiny("digits_cnn", total_steps=20)
+    with pytest.raises(ConfigError, match="model.name: 'mlp' -> 'cnn'") as e:
+        train_and_evaluate(config, str(workdir))
+    message = str(e.value)
+    assert "init_from=" not in message, message
+    assert "use a new --workdir (this run's weights do not fit the new model" in message
+    # The rule is init_from's own: the CNN refuses this source; the MLP (other sizes of the
+    # hidden layers aside) takes it.
+    cnn = build.build(config, build.make_experiment(config), for_training=False)
+    assert resume.init_from_spec(str(workdir), cnn.abstract_state) is None
+    with pytest.raises(ConfigError, match="no array of it matches this model"):
+        transfer.load(str(workdir), cnn.abstract_state)
+    wider = tiny(**{"model.features": (256, 128)})
+    mlp = build.build(wider, build.make_experiment(wider), for_training=False)
+    assert resume.init_from_spec(str(workdir), mlp.abstract_state) == str(workdir)
 
 
 def test_harmless_changes_are_allowed_and_recorded(trained, tmp_path, caplog):

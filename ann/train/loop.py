@@ -260,7 +260,7 @@ def train_and_evaluate(
 def _open(config: ml_collections.ConfigDict, workdir: str, setup: build_lib.Setup) -> _Run:
     """Compares the config with the run's record (writing config.json at a fresh start), and
     opens the checkpoints and the train data."""
-    saved, changes = resume.compare(config, workdir)
+    saved, changes = resume.compare(config, workdir, setup.abstract_state)
     if saved is None and jax.process_index() == 0:
         config_lib.write(config, workdir)
     dc = config.data

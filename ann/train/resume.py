@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -22,7 +23,7 @@ from absl import logging
 from ann import config as config_lib
 from ann import directory_kind
 from ann.config import ConfigError
-from ann.train import build, optimizers
+from ann.train import build, optimizers, transfer
 
 CONFIG_CHANGES = "config_changes.jsonl"
 UNSET = "<unset>"  # how ann.config.diff shows a key one config lacks
@@ -35,14 +36,29 @@ def has_checkpoint(workdir: str) -> bool:
 
 
 def compare(
-    config: ml_collections.ConfigDict, workdir: str
+    config: ml_collections.ConfigDict, workdir: str, state: Any
 ) -> tuple[ml_collections.ConfigDict | None, dict]:
     """On a rerun: (the saved config, the allowed changes from it as {key: (old, new)}), or a
-    ConfigError naming each key that would change what is trained. At a fresh start (None, {})."""
+    ConfigError naming each key that would change what is trained, and `init_from` where the
+    run's weights load into `state`'s model (the config's abstract train state). At a fresh start
+    (None, {})."""
     if has_checkpoint(workdir) and directory_kind.RUN in directory_kind.of(workdir):
         saved = config_lib.read(workdir)
-        return saved, config_lib.check_resume(saved, config, workdir)
+        skip = tuple(config.init_from_skip)
+        return saved, config_lib.check_resume(
+            saved, config, workdir, lambda: init_from_spec(workdir, state, skip)
+        )
     return None, {}
+
+
+def init_from_spec(workdir: str, state: Any, skip: Sequence[str] = ()) -> str | None:
+    """The `init_from` that starts a new run from `workdir`'s weights (its best checkpoint,
+    else its latest), or None where `init_from` would load none of them into `state`'s model
+    (another model family, other shapes: `transfer.loads_into`, the rule `init_from` applies)."""
+    for spec in (workdir, f"{workdir}:latest"):
+        if transfer.loads_into(spec, state, skip):
+            return spec
+    return None
 
 
 def _last_changes(workdir: str) -> dict[str, list] | None:

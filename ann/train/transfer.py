@@ -355,14 +355,20 @@ class Loaded(NamedTuple):
     arrays: dict[str, np.ndarray]
 
 
+def _match_state(state: Any, source: Mapping[str, Any], skip: Sequence[str]) -> Report:
+    """`match` of `state`'s arrays against the source's (arrays, or anything with a shape and
+    a dtype): `load` refuses a source of which this loads nothing."""
+    every = paths(state.params) + paths(state.model_state)
+    return match(targets(state), source, skip, every)
+
+
 def load(spec: str, state: Any, skip: Sequence[str] = ()) -> Loaded:
     """Resolves and reads `spec` and matches it against `state` (a train state, or its
     abstract shapes); refuses, with a ConfigError, a source that shares nothing with the model."""
     source = resolve(spec)
     arrays = read(source)
     target = targets(state)
-    every = paths(state.params) + paths(state.model_state)
-    report = match(target, arrays, skip, every)
+    report = _match_state(state, arrays, skip)
     if not report.loaded:
         theirs, ours = sorted(arrays), list(target)
         raise _error(
@@ -373,6 +379,39 @@ def load(spec: str, state: Any, skip: Sequence[str] = ()) -> Loaded:
             "right source? Compare with ann transfer --config=...",
         )
     return Loaded(source, report, arrays)
+
+
+def loads_into(spec: str, state: Any, skip: Sequence[str] = ()) -> bool:
+    """Whether `init_from=spec` would load anything into `state`'s model, by `load`'s own rule
+    (some array of the model matches one of the source by path, shape and kind), judged from the
+    source's shapes: a checkpoint's metadata, not its arrays. False when `spec` does not resolve
+    or cannot be read."""
+    try:
+        source = resolve(spec)
+        shapes = read(source) if source.kind == "export" else _checkpoint_shapes(source)
+    except ConfigError:
+        return False
+    return bool(_match_state(state, shapes, skip).loaded)
+
+
+def _checkpoint_shapes(source: Source) -> dict[str, Any]:
+    """The shape and dtype (Orbax's ArrayMetadata) of each array of a checkpoint's `params` and
+    `model_state`, by path, from its metadata alone."""
+    import orbax.checkpoint as ocp
+    from etils import epath
+
+    handler = ocp.PyTreeCheckpointHandler()
+    try:
+        saved = handler.metadata(epath.Path(source.directory)).tree
+        item = {k: saved[k] for k in ("params", "model_state") if k in saved}
+    except Exception as e:  # a damaged or foreign checkpoint
+        raise _error(source.spec, f"cannot read {source.directory} ({type(e).__name__})") from e
+    finally:
+        handler.close()
+    return {
+        path_str(key_path).partition("/")[2]: x  # without "params/" or "model_state/"
+        for key_path, x in jax.tree_util.tree_leaves_with_path(item)
+    }
 
 
 def init_from(
