@@ -181,12 +181,15 @@ def not_an_export(
     """One line saying why `directory` holds no export and what to give instead (`give`), or
     None when it has a manifest.json (whose checks come when it is read). A training run's
     workdir (its config.json, no manifest) is named as one, with the command that exports it."""
+    from ann import directory_kind  # os only
+
     if not os.path.isdir(directory):
         what = "is a file" if os.path.exists(directory) else "does not exist"
         return f"{directory} {what}; {give}"
-    if os.path.lexists(os.path.join(directory, MANIFEST)):
+    kinds = directory_kind.of(directory)
+    if directory_kind.EXPORT in kinds:
         return None
-    if os.path.isfile(os.path.join(directory, "config.json")):
+    if directory_kind.RUN in kinds:
         return (
             f"{directory} is a training run, not an export; export it first (ann export "
             f"--workdir={directory} --out=EXPORT_DIR) and give EXPORT_DIR"
@@ -398,10 +401,10 @@ class Model:
             def run(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
                 return {k: np.asarray(v) for k, v in compiled(weights, dict(inputs)).items()}
 
+        run.executable = compiled  # type: ignore[attr-defined]
         return run
 
 
-        run.executable = compiled  # type: ignore[attr-defined]
 def _deserialize(directory: str, name: str, parse: Callable[[], Any]) -> Any:
     try:
         return parse()
