@@ -6,6 +6,8 @@
     python scripts/bench_serve.py --http_layer   # the fixed cost per request, in-process
     python scripts/bench_serve.py --app_layer    # the routes' and serving logic's, in-process
     python scripts/bench_serve.py --monitoring --concurrency=32   # monitoring on vs off
+    python scripts/bench_serve.py --constant_weights   # the weights compiled in vs passed
+    python scripts/bench_serve.py --compiled_calls --models=cnn,cnn_large   # the same, in-process
     # ann vs MLServer (issue 16's table; MLServer in its own venv, see mlserver_runtime.py):
     python scripts/bench_serve.py --models=cnn,cnn_large --nobatch1 \
         --peer_python=/work/mlserver-venv/bin/python
@@ -124,6 +126,12 @@ flags.DEFINE_boolean(
     False,
     "Compare the server with the weights passed on each call (--constant_weights_mb=0) and "
     "compiled into its executables (the default) instead of dynamic vs batch size 1.",
+)
+flags.DEFINE_boolean(
+    "compiled_calls",
+    False,
+    "Only each model's compiled call in this process (core 0) at batch 1, 8 and 64, the "
+    "weights passed vs compiled in, 7 interleaved rounds: median ms and the ratio.",
 )
 flags.DEFINE_boolean(
     "tracing",
@@ -477,6 +485,50 @@ def bare_call_ms(export_dir: str, x) -> float:
         times.append(time.perf_counter() - start)
     os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
     return statistics.median(times) * 1e3
+
+
+def compiled_calls(export_dirs: dict[str, str], images, rounds: int = 7) -> None:
+    """Prints, per model and batch size (1, 8, 64), the median time of the compiled call with
+    the weights passed on each call and compiled in (`Model.compile(constant_weights=...)`),
+    each round timing both back to back (in alternating order), pinned to core 0; and the
+    largest difference between their outputs."""
+    import numpy as np
+
+    from ann import artifact
+
+    if pinned(0):
+        os.sched_setaffinity(0, {0})
+    print("| model | batch | passed ms | compiled in ms | ratio | compile s (passed, in) "
+          "| max diff |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
+    for name, export_dir in export_dirs.items():
+        model = artifact.load(export_dir)
+        for batch in (1, 8, 64):
+            x = {"image": images[:batch]}
+            fns, compile_s = [], []
+            for constant in (False, True):
+                start = time.perf_counter()
+                fns.append(model.compile(batch, constant_weights=constant))
+                compile_s.append(time.perf_counter() - start)
+            outs = [fn(x) for fn in fns]
+            diff = max(
+                float(np.max(np.abs(outs[0][k].astype(np.float64) - outs[1][k]))) for k in outs[0]
+            )
+            calls = max(20, 2000 // batch)
+            times: list[list[float]] = [[], []]
+            for r in range(rounds):
+                for i in (0, 1) if r % 2 == 0 else (1, 0):
+                    for _ in range(10):
+                        fns[i](x)
+                    start = time.perf_counter()
+                    for _ in range(calls):
+                        fns[i](x)
+                    times[i].append((time.perf_counter() - start) / calls * 1e3)
+            passed, compiled_in = (statistics.median(t) for t in times)
+            print(f"| {name} | {batch} | {passed:.4f} | {compiled_in:.4f} | "
+                  f"{compiled_in / passed:.3f} | {compile_s[0]:.2f}, {compile_s[1]:.2f} | "
+                  f"{diff:.2g} |")  # fmt: skip
+    os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
 
 
 def http_layer(requests: int = 20000, repeats: int = 7) -> None:
@@ -842,6 +894,9 @@ def main(argv: list[str]) -> None:
 
     os.makedirs(args.workdir, exist_ok=True)
     images = data.load("digits", "test", cache=True).rows(np.arange(256))["image"]
+    if args.compiled_calls:
+        compiled_calls({m: prepare(m, args.steps, args.workdir) for m in args.models}, images)
+        return
     bodies = os.path.join(args.workdir, "bodies.json")
     write_bodies(bodies, images, args.monitoring, args.encoding)
     levels = [int(c) for c in args.concurrency]
