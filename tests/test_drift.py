@@ -114,6 +114,33 @@ def test_dataset_drift_at_half_the_features_and_features_named_by_position():
     assert {f.method for f in ref.detect({"x": cur}, {}, method="psi").features} == {"psi"}
 
 
+def test_too_few_rows_are_not_judged_drifted_or_not():
+    """2 rows were "drift DETECTED" (the tests' own minimum). Below min_rows (25 by default:
+    the chi-square rule of 5 expected counts a bin over up to 5 values) nothing is tested and the
+    state says so, machine-readably; at min_rows the same shift is judged."""
+    rng = np.random.default_rng(0)
+    spec = {"x": {"dtype": "float32", "shape": [-1, 2]}}
+    train = rng.normal(size=(500, 2))
+    ref = Reference({"x": train}, {}, spec, {})
+    moved = train[:100] + 3  # every feature far off
+    assert drift.MIN_ROWS == 25
+    few = ref.detect({"x": moved[:2]}, {}, multivariate=True)
+    assert (few.state, few.detected, few.share) == ("too_few_rows", None, None)
+    assert few.features == few.outputs == [] and few.multivariate is None
+    assert few.verdict() == "too few rows to judge drift (2 rows < 25)"
+    report = json.loads(json.dumps(few.to_json(), allow_nan=False))
+    assert report["state"] == "too_few_rows" and report["detected"] is None
+    assert (report["rows"], report["min_rows"], report["drifted"]) == (2, 25, 0)
+    assert ref.detect({"x": moved[:24]}, {}).state == "too_few_rows"
+    enough = ref.detect({"x": moved[:25]}, {})
+    assert (enough.state, enough.detected, enough.min_rows) == ("detected", True, 25)
+    assert ref.detect({"x": train[:25]}, {}).state == "not_detected"
+    # A caller's own floor, down to the 2 rows the tests need to run.
+    assert ref.detect({"x": moved[:2]}, {}, min_rows=2).state == "detected"
+    with pytest.raises(ValueError, match="min_rows=1: the drift tests need at least 2"):
+        ref.detect({"x": moved}, {}, min_rows=1)
+
+
 def test_histograms_put_reference_and_traffic_on_the_same_bins():
     spec = {"x": {"dtype": "float32", "shape": [-1, 2]}}
     train = np.stack([np.arange(100.0), np.full(100, 7.0)], axis=1)  # x[1] constant
@@ -190,21 +217,21 @@ def _window(rows: np.ndarray, size: int, seed: int) -> np.ndarray:
     return rows[np.random.default_rng(seed).choice(len(rows), size, replace=False)]
 
 
-def test_digits_shifted_or_brightened_are_found_in_20_rows_and_200_rows_raise_few_alarms(digits):
+def test_digits_shifted_or_brightened_are_found_in_25_rows_and_200_rows_raise_few_alarms(digits):
     # Reference: the 1,221 training digits (> 1,000 rows: Wasserstein and Jensen-Shannon);
     # current: held-out test digits.
     train, test = digits
     ref = Reference({"image": train}, {}, DIGITS, {})
     alarms = [ref.detect({"image": _window(test, 200, s)}, {}).detected for s in range(SEEDS)]
     assert sum(alarms) <= SEEDS // 10, alarms
-    for seed in range(5):
-        window = _window(test, 20, seed)
+    for seed in range(5):  # 25 rows: the fewest judged (drift.MIN_ROWS)
+        window = _window(test, 25, seed)
         shifted = np.roll(window, 1, axis=2)  # one pixel to the right
         brightened = np.minimum(window.astype(int) + 2, 16).astype(np.uint8)
         for moved in (shifted, brightened):
             result = ref.detect({"image": moved}, {})
             assert result.detected and result.share > 0.5, result.share
-    mmd = ref.detect({"image": np.roll(_window(test, 20, 0), 1, axis=2)}, {}, multivariate=True)
+    mmd = ref.detect({"image": np.roll(_window(test, 25, 0), 1, axis=2)}, {}, multivariate=True)
     assert mmd.multivariate.drifted and mmd.multivariate.method == "mmd"
 
 
@@ -312,7 +339,9 @@ def test_monitor_drift_cli_writes_a_report_and_refuses_a_bad_log_in_one_line(
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.startswith("drift DETECTED: "), result.stdout
     report = json.loads((tmp_path / "moved" / "report.json").read_text())
-    assert report["result"]["detected"] and report["result"]["rows"] == 160
+    assert report["schema"] == "ann.monitor.drift/2"
+    assert report["result"]["state"] == "detected" and report["result"]["rows"] == 160
+    assert report["result"]["detected"] and report["result"]["min_rows"] == 25
     assert report["requests"]["records"] == 8 and report["outputs_from"] == "log"
     assert report["requests"]["skipped"] == {"other models": 1, "failed or without inputs": 1}
     assert report["result"]["multivariate"]["drifted"]
@@ -323,7 +352,8 @@ def test_monitor_drift_cli_writes_a_report_and_refuses_a_bad_log_in_one_line(
 
     result = drift_cli(tmp_path / "same.jsonl", tmp_path / "same", "--nomultivariate")
     assert result.returncode == 0 and result.stdout.startswith("drift not detected: ")
-    assert json.loads((tmp_path / "same" / "report.json").read_text())["result"]["share"] < 0.5
+    same = json.loads((tmp_path / "same" / "report.json").read_text())["result"]
+    assert same["share"] < 0.5 and same["state"] == "not_detected"
 
     (tmp_path / "bad.jsonl").write_text('{"model": "x", "status": 200}\nnot json\n')
     line = one_line_error(drift_cli(tmp_path / "bad.jsonl", tmp_path / "bad"))
@@ -343,14 +373,29 @@ def test_monitor_drift_cli_writes_a_report_and_refuses_a_bad_log_in_one_line(
         "given (an export directory is served under its manifest name, a models:/ URI under its "
         "registered name)"
     ), line
-    # One row: a traceback before (ValueError: a drift test needs at least 2 rows of traffic).
-    _log(tmp_path / "one.jsonl", model, version, test[:1])
-    line = one_line_error(drift_cli(tmp_path / "one.jsonl", tmp_path / "bad"))
-    assert line == (
-        f"error: {tmp_path / 'one.jsonl'} holds 1 row of model 'digits_cnn' (in 1 successful "
-        "request); at least 2 are needed: log more requests (`ann serve "
-        "--request_log_sample=1` logs every one)"
-    ), line
+    # Too few rows to judge: said, and in report.json for a gate, not "drift DETECTED" (2 rows
+    # were); exit 0. One row was a traceback once, then a refusal.
+    _log(tmp_path / "few.jsonl", model, version, np.roll(test[:20], 1, axis=2))
+    result = drift_cli(tmp_path / "few.jsonl", tmp_path / "few")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines() == [
+        "too few rows to judge drift (20 rows < --min_rows=25): not tested | 20 rows from 1 "
+        f"request to digits_cnn version {version} | 1221 reference rows",
+        "  log more requests (`ann serve --request_log_sample=1` logs every one) or lower "
+        "--min_rows",
+        f"wrote {tmp_path / 'few' / 'report.json'} and index.html",
+    ]
+    few = json.loads((tmp_path / "few" / "report.json").read_text())
+    assert few["result"]["state"] == "too_few_rows" and few["result"]["detected"] is None
+    assert few["result"]["features"] == [] and few["figures"] == []
+    assert (
+        "too few rows to judge drift (20 rows &lt; 25)"
+        in (tmp_path / "few" / "index.html").read_text()
+    )
+    result = drift_cli(tmp_path / "few.jsonl", tmp_path / "few", "--min_rows=20")
+    assert result.returncode == 0 and result.stdout.startswith("drift DETECTED: "), result.stdout
+    line = one_line_error(drift_cli(tmp_path / "few.jsonl", tmp_path / "bad", "--min_rows=1"))
+    assert "--min_rows" in line and "2" in line, line
     # A training run's metrics file: "its 17 requests are for model None, not digits_cnn".
     line = one_line_error(drift_cli(workdir / "metrics.jsonl", tmp_path / "bad"))
     assert line.startswith(

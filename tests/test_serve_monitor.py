@@ -535,6 +535,57 @@ def test_realized_accuracy_is_nan_until_labels_come_so_the_alert_cannot_fire():
     assert metric(text, "ann_estimated_accuracy", **mv) == pytest.approx(0.9)
 
 
+def test_drift_is_not_judged_on_too_few_rows_so_its_gauges_and_alert_cannot_fire(digits_export):
+    """A window's drift was judged on any 10 rows (--monitor_window_rows' least): the gauges
+    and the drift alert could fire on noise. Windows below --monitor_min_rows (25: the
+    chi-square rule of 5 expected counts a bin) are refused by the settings, and one that held
+    fewer anyway is not tested: state too_few_rows, share and detected NaN, no scores."""
+    from ann.serve.metrics import Metrics
+    from ann.serve.monitoring import ModelMonitor
+
+    with pytest.raises(ValueError) as e:
+        Settings(monitor_window_rows=10)
+    assert str(e.value) == (
+        "--monitor_window_rows=10 is below --monitor_min_rows=25, the fewest rows drift is "
+        "judged on: no window would be; raise --monitor_window_rows to at least 25, or lower "
+        "--monitor_min_rows"
+    )
+    assert Settings(monitor_window_rows=10, monitor_min_rows=10).monitor_min_rows == 10
+    with pytest.raises(ValueError, match=r"--monitor_min_rows=1: expected a value in \[2,"):
+        Settings(monitor_min_rows=1)
+
+    _, out = digits_export
+    model = artifact.load(str(out))
+    metrics = Metrics(8)
+    monitor = ModelMonitor(ServedModel(model.name, "1", model, "test"), Settings(), metrics)
+    assert monitor.min_rows == 100  # a window closed by time: max(100, min rows), at most rows
+    monitor.rows_per_window = 30
+    monitor.drift_min_rows = 40  # a window of fewer rows than drift is judged on
+    x, _ = digits_rows()
+    bright = np.minimum(x[:70].astype(np.int32) + 4, 16).astype(np.uint8)
+
+    def window(rows):
+        monitor.record_batch({"image": rows}, model({"image": rows}), len(rows))
+        monitor.step()
+        return monitor.report()["drift"], metrics.render().decode()
+
+    drift, text = window(bright[:30])
+    assert drift["state"] == "too_few_rows" and drift["detected"] is None, drift
+    assert (drift["rows"], drift["min_rows"], drift["features"]) == (30, 40, [])
+    mv = {"model": model.name, "version": "1"}
+    assert np.isnan(metric(text, "ann_drift_detected", **mv))  # `== 1` is false for NaN
+    assert np.isnan(metric(text, "ann_drift_share", **mv))
+    assert drift_scores(text, model.name) == [] and bin_shares(text, model.name) == {}
+    monitor.rows_per_window, monitor.drift_min_rows = 40, 25  # the same shift, enough rows
+    drift, text = window(bright[30:])
+    assert drift["state"] == "detected", drift["share"]
+    assert metric(text, "ann_drift_detected", **mv) == 1 and drift_scores(text, model.name)
+    monitor.rows_per_window, monitor.drift_min_rows = 10, 25
+    drift, text = window(bright[:10])  # too few again: the last verdict's gauges are cleared
+    assert drift["state"] == "too_few_rows" and np.isnan(metric(text, "ann_drift_detected", **mv))
+    assert drift_scores(text, model.name) == [] and bin_shares(text, model.name) == {}
+
+
 def test_ctrl_c_stops_the_server_and_its_drift_process_without_a_traceback(digits_export):
     """A terminal's Ctrl-C sends SIGINT to the whole process group: the server drains and
     exits 0, and the drift process (spawned while the model compiled) ignores it rather than

@@ -8,5 +8,21 @@ log file, report.json, PNGs and index.html).
 """
 
 # The per-feature drift tests `ann monitor drift --method` takes (ann/monitor/drift.py); here, so
-# that the command's flags are defined without importing the tests (SciPy, JAX).
+# that the command's flags (and `ann serve`'s) are defined without importing the tests (SciPy,
+# JAX).
 METHODS = ("auto", "psi", "ks", "wasserstein", "jensenshannon")
+
+# The fewest rows of traffic a drift verdict is given on (`ann monitor drift --min_rows`, `ann
+# serve --monitor_min_rows`); fewer: the state "too_few_rows", neither detected nor not. 25 is
+# the fewest rows at which the chi-square test's rule of an expected count of at least 5 in
+# every bin (Cochran 1954, "Some methods for strengthening the common chi-square tests",
+# Biometrics 10:417-451; scipy.stats.chisquare's notes: "A typical rule is that all of the
+# observed and expected frequencies should be at least 5") can hold for every feature Evidently's
+# defaults test as categorical: up to 5 distinct values (chi-square; the two-proportion z-test's
+# normal approximation wants the same 5 a side), 5 x 5 = 25 at equal shares (unequal shares need
+# more). The distance tests (Wasserstein, Jensen-Shannon: a reference above 1,000 rows) have no
+# such rule and stay noisy in windows of a hundred rows (README, Drift).
+MIN_ROWS = 25
+MIN_TEST_ROWS = 2  # the lowest --min_rows: the tests need 2 rows to run at all (MMD's pairs)
+# Drift states (`DriftResult.state`, report.json's result.state, /monitor's drift.state).
+STATES = ("detected", "not_detected", "too_few_rows")

@@ -1,14 +1,17 @@
 """`ann monitor COMMAND`: monitoring jobs run on files.
 
     ann monitor drift --model=models:/digits@champion --requests=requests.jsonl [--out=DIR]
-        [--registry=DIR] [--method=auto] [--multivariate] [--top=6]
+        [--registry=DIR] [--method=auto] [--multivariate] [--top=6] [--min_rows=25]
 
 `drift` reads the server's request log (`ann serve --request_log=FILE`; rotated files too:
 `--requests=log,log.1`), keeps the model's successful requests (`ann.monitor.request_log`), tests
 them against the export's reference sample (`ann.monitor.drift`: Evidently's defaults) and
 writes report.json, index.html and PNGs to --out (default ./drift-NAME-VERSION; an earlier
 drift report there is replaced), then prints a summary. The outputs tested are the logged ones
-when every request logged them all, else the model's on the logged inputs.
+when every request logged them all, else the model's on the logged inputs. Fewer than
+--min_rows rows (`ann.monitor.MIN_ROWS`, 25: the chi-square rule of 5 expected counts a bin) are
+not judged: the summary says "too few rows to judge drift (N rows < 25)" and report.json's
+result.state is "too_few_rows" (else "detected" or "not_detected"), for a gate to read.
 
     ann monitor feedback --url=http://127.0.0.1:8000 --model=digits --labels=labels.jsonl
         [--version=3] [--batch=1000] [--token_file=FILE]
@@ -17,9 +20,9 @@ when every request logged them all, else the model's on the logged inputs.
 request's id) to a running server's feedback route in batches and prints what it joined
 (`ann.monitor.feedback`; --model is then the served model's name).
 
-Exit status 0 whether or not drift is found; 1 with one `error: ...` line for a bad flag, a
-request log that cannot be read, an export without a reference sample, a labels file that
-cannot be read or a feedback batch the server refuses.
+Exit status 0 whether drift is found, not found or not judged; 1 with one `error: ...` line for
+a bad flag, a request log that cannot be read, an export without a reference sample, a labels
+file that cannot be read or a feedback batch the server refuses.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from absl import flags
 
 from ann import cli
 from ann import config as config_lib
-from ann.monitor import METHODS
+from ann.monitor import METHODS, MIN_ROWS, MIN_TEST_ROWS
 from ann.monitor import feedback as feedback_job
 
 FLAGS = flags.FLAGS
@@ -57,6 +60,13 @@ def define_flags() -> None:
     flags.DEFINE_enum("method", "auto", METHODS, "Per-feature test: auto = Evidently's defaults.")
     flags.DEFINE_boolean("multivariate", True, "Also the multivariate MMD test (jax).")
     flags.DEFINE_integer("top", 6, "Drifted features drawn (reference vs current).", lower_bound=0)
+    flags.DEFINE_integer(
+        "min_rows",
+        MIN_ROWS,
+        "drift: fewest rows judged; fewer: 'too few rows to judge' (state too_few_rows), no "
+        "tests. Default: Cochran's rule of 5 expected counts a bin, over up to 5 values.",
+        lower_bound=MIN_TEST_ROWS,
+    )
     feedback_job.define_flags()
     flags.adopt_module_key_flags(feedback_job)  # listed in `ann monitor --help` too
 
@@ -73,14 +83,26 @@ def _outputs(model: Any, traffic: Any) -> tuple[dict[str, np.ndarray], str]:
 
 
 def summary(report: dict[str, Any], path: str) -> str:
-    """The printed lines: the verdict, the multivariate test, outputs, top features, files."""
+    """The printed lines: the verdict, the multivariate test, outputs, top features, files; for
+    too few rows, that and what to do."""
     r, m = report["result"], report["model"]
+    rows, records = r["rows"], report["requests"]["records"]
+    rows = f"{rows} row{'s' * (rows != 1)}"
+    source = (
+        f"{rows} from {records} request{'s' * (records != 1)} to {m['name']} version "
+        f"{m['version']} | {r['reference_rows']} reference rows"
+    )
+    if r["state"] == "too_few_rows":
+        return (
+            f"too few rows to judge drift ({rows} < --min_rows={r['min_rows']}): not tested | "
+            f"{source}\n  log more requests (`ann serve --request_log_sample=1` logs every one) "
+            f"or lower --min_rows\nwrote {path} and index.html"
+        )
     drifted = r["drifted"]
     lines = [
         f"drift {'DETECTED' if r['detected'] else 'not detected'}: {drifted} of "
         f"{len(r['features'])} features drifted (share {r['share']:.2f}, dataset drift at "
-        f">= {r['drift_share']}) | {r['rows']} rows from {report['requests']['records']} "
-        f"requests to {m['name']} version {m['version']} | {r['reference_rows']} reference rows"
+        f">= {r['drift_share']}) | {source}"
     ]
     shown = ([r["multivariate"]] if r["multivariate"] else []) + r["outputs"]
     for f in shown:
@@ -105,7 +127,7 @@ def drift(args: list[str]) -> None:
         if not os.path.isfile(path):
             raise cli.FlagError(f"--requests={path} is not a file; give the server's request log")
     from ann.monitor import report as drift_report
-    from ann.monitor.drift import MIN_ROWS, Reference
+    from ann.monitor.drift import Reference
     from ann.monitor.request_log import read_traffic
     from ann.report.write import check_out
 
@@ -121,12 +143,14 @@ def drift(args: list[str]) -> None:
     cli.progress(f"reading {', '.join(FLAGS.requests)}, testing each feature for drift")
     # The export as `ann serve` names it when given its directory (repository.load_model).
     export = (model.name, model.manifest_sha256[:12], model.directory)
-    traffic = read_traffic(
-        FLAGS.requests, name, version, model.inputs, model.outputs, export, MIN_ROWS
-    )
+    traffic = read_traffic(FLAGS.requests, name, version, model.inputs, model.outputs, export)
     outputs, source = _outputs(model, traffic)
     result = reference.detect(
-        traffic.inputs, outputs, method=FLAGS.method, multivariate=FLAGS.multivariate
+        traffic.inputs,
+        outputs,
+        method=FLAGS.method,
+        multivariate=FLAGS.multivariate,
+        min_rows=FLAGS.min_rows,
     )
     out = FLAGS.out or f"drift-{name}-{version}"
     cli.check_out("out", out)

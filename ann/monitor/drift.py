@@ -29,6 +29,11 @@ files beside it). With `n` the distinct values of reference and current together
 Non-finite values are dropped first, as Evidently does. Dataset drift: the share of drifted
 input features >= 0.5 (Evidently's `drift_share`, data_drift.py `get_dataset_drift`).
 
+Too few rows: a window of fewer than `min_rows` rows (`ann.monitor.MIN_ROWS`, 25: the chi-square
+rule of 5 expected counts a bin over Evidently's categorical tests of up to 5 values; see there)
+is not tested at all: its state is "too_few_rows", neither detected nor not (Evidently tests
+whatever it is given; 2 rows were "drift DETECTED").
+
 Output drift (not counted in the share): predicted classes (an output with class `names`) by
 Jensen-Shannon on the class shares (threshold 0.1); a `probabilities` output by KS on the
 confidence (each row's largest probability; p <= 0.05); any other output value by the default
@@ -57,7 +62,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import spatial, stats
 
-from ann.monitor import METHODS
+from ann.monitor import METHODS, MIN_ROWS, MIN_TEST_ROWS
 from ann.monitor.features import feature_matrix
 
 ALPHA = 0.05  # p-value tests: Evidently's default threshold
@@ -70,7 +75,6 @@ BIN_VALUES = 20  # reference distinct values > this: Sturges' bins for JS and PS
 WASSERSTEIN_STD_FLOOR = 0.001
 MMD_ROWS = 1_000
 HISTOGRAM_BINS = 10  # bins of `histogram` (the dashboard's input histograms)
-MIN_ROWS = 2  # rows of traffic a drift test needs (a window, a request log)
 MMD_PERMUTATIONS = 200
 
 
@@ -112,15 +116,34 @@ def _finite(value: Any) -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class DriftResult:
-    """A window's drift: per input feature, per output, and (optionally) multivariate."""
+    """A window's drift: per input feature, per output, and (optionally) multivariate. A window
+    of fewer than `min_rows` rows is not tested: no features or outputs, `share` and `detected`
+    None, `state` "too_few_rows"."""
 
     rows: int
     reference_rows: int
     features: list[FeatureDrift]
-    share: float  # drifted input features / input features
-    detected: bool  # share >= DRIFT_SHARE
+    share: float | None  # drifted input features / input features; None: too few rows
+    detected: bool | None  # share >= DRIFT_SHARE; None: too few rows to judge
     outputs: list[FeatureDrift]
     multivariate: FeatureDrift | None
+    min_rows: int = MIN_ROWS
+
+    @property
+    def state(self) -> str:
+        """The verdict, as a gate or an alert reads it: "detected", "not_detected" or
+        "too_few_rows" (`ann.monitor.STATES`)."""
+        if self.detected is None:
+            return "too_few_rows"
+        return "detected" if self.detected else "not_detected"
+
+    def verdict(self) -> str:
+        """The state in words: `drift DETECTED`, `drift not detected`, or `too few rows to judge
+        drift (2 rows < 25)`."""
+        if self.detected is None:
+            rows = f"{self.rows} row{'s' * (self.rows != 1)}"
+            return f"too few rows to judge drift ({rows} < {self.min_rows})"
+        return "drift DETECTED" if self.detected else "drift not detected"
 
     def top(self, k: int = 10) -> list[FeatureDrift]:
         """The `k` input features most past their thresholds (`FeatureDrift.strength`)."""
@@ -129,7 +152,9 @@ class DriftResult:
     def to_json(self) -> dict[str, Any]:
         """JSON-ready: NaN and infinities become null."""
         return {
+            "state": self.state,
             "rows": self.rows,
+            "min_rows": self.min_rows,
             "reference_rows": self.reference_rows,
             "share": self.share,
             "detected": self.detected,
@@ -352,18 +377,23 @@ class Reference:
         *,
         method: str = "auto",
         multivariate: bool = False,
+        min_rows: int = MIN_ROWS,
     ) -> DriftResult:
         """Tests a window of traffic: `inputs` as the model takes them (name -> [rows, ...]),
         `outputs` the model's outputs on them (those absent are not tested). `method`: "auto"
         (Evidently's defaults, see the module docstring), "psi", or one test for every input
-        feature ("ks", "wasserstein", "jensenshannon"). Raises ValueError for an unknown method,
-        inputs that do not match the signature, or fewer than 2 rows."""
+        feature ("ks", "wasserstein", "jensenshannon"). A window of fewer than `min_rows` rows
+        (`ann.monitor.MIN_ROWS`, 25, by default) is not tested: state "too_few_rows". Raises
+        ValueError for an unknown method, inputs that do not match the signature, or a
+        `min_rows` below 2 (what the tests need to run)."""
         if method not in METHODS:
             raise ValueError(f"method={method!r} must be one of {', '.join(METHODS)}")
+        if min_rows < MIN_TEST_ROWS:
+            raise ValueError(f"min_rows={min_rows}: the drift tests need at least {MIN_TEST_ROWS}")
         current = self.current_features(inputs)
         rows = current.shape[0]
-        if rows < MIN_ROWS:
-            raise ValueError(f"a drift test needs at least {MIN_ROWS} rows of traffic, got {rows}")
+        if rows < min_rows:  # no verdict: it would be noise (2 rows were "drift DETECTED")
+            return DriftResult(rows, self.rows, [], None, None, [], None, min_rows)
         features = [
             test_feature(name, self.features[:, i], current[:, i], method)
             for i, name in enumerate(self.names)
@@ -375,7 +405,8 @@ class Reference:
                 out += _output_drift(name, spec, self.outputs[name], cur, method)
         share = sum(f.drifted for f in features) / max(len(features), 1)
         mmd = mmd_test(self.features, current) if multivariate else None
-        return DriftResult(rows, self.rows, features, share, share >= DRIFT_SHARE, out, mmd)
+        detected = share >= DRIFT_SHARE
+        return DriftResult(rows, self.rows, features, share, detected, out, mmd, min_rows)
 
 
 def mmd_test(

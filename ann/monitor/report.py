@@ -10,7 +10,8 @@ Pictures (matplotlib, written and inlined by `ann.report.html`):
 
 report.json: `schema`, `model` (spec, name, version, path), `requests` (files, records used,
 versions, skipped by reason, first and last time), `outputs_from` ("log" or "model"),
-`method`, `result` (`DriftResult.to_json()`) and `figures`.
+`method`, `result` (`DriftResult.to_json()`: `state` "detected", "not_detected" or
+"too_few_rows", `rows`, `min_rows`, ...) and `figures`. Too few rows: no tests, no pictures.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ from ann import atomic
 from ann.monitor.drift import DriftResult, FeatureDrift, Reference
 from ann.monitor.features import MAX_VALUES, feature_matrix
 
-SCHEMA = "ann.monitor.drift/1"
+# 2: result.state and result.min_rows; result.detected and result.share are null for too few
+# rows (1 had no such state: a bool from any 2 rows).
+SCHEMA = "ann.monitor.drift/2"
 SHOWN = 20  # features in the strength chart and the table
 HIST_BINS = 30
 FEW_VALUES = 20  # at most this many distinct values: one bar per value
@@ -161,12 +164,24 @@ def sections(
     outputs: Mapping[str, np.ndarray],
     top: int,
 ) -> list[Any]:
-    """The report's sections (`ann.report.sections.Section`): summary, top features, outputs."""
+    """The report's sections (`ann.report.sections.Section`): summary, top features, outputs;
+    the summary alone, without pictures, for a window of too few rows to judge (not tested)."""
     from ann.report.sections import Section
+
+    if result.state == "too_few_rows":
+        summary = {
+            "state": result.state,
+            "verdict": result.verdict(),
+            "rows": result.rows,
+            "min rows": result.min_rows,
+            "reference rows": result.reference_rows,
+        }
+        return [Section("Summary", summary)]
 
     current, _ = feature_matrix(inputs, reference.input_spec)
     mmd = result.multivariate
     summary = {
+        "state": result.state,
         "rows": result.rows,
         "reference rows": result.reference_rows,
         "features drifted": f"{sum(f.drifted for f in result.features)} of {len(result.features)}",

@@ -182,7 +182,8 @@ def read_traffic(
     signature (`inputs`, `outputs`: the manifest's). `export`: (the export's manifest name, its
     version as `ann serve` names an export directory's, its directory) when `name` is another
     (a models:/ URI's): a log of the export served from its directory is then named so in the
-    refusal. `min_rows`: the fewest rows of traffic the caller can use (a drift test: 2).
+    refusal. `min_rows`: the fewest rows of traffic the caller can use (`ann monitor drift`: 1;
+    fewer than its --min_rows are a report of too few rows to judge, not a refusal).
     Raises RequestLogError with one line."""
     records = _records(paths)
     mine = [(w, r) for w, r in records if r.get("model") == name]

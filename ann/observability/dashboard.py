@@ -117,6 +117,8 @@ def executive(settings: Settings) -> list[dict[str, Any]]:
             kind="state-timeline",
             width=6,
             threshold=1,
+            description="1: the last window drifted (dataset drift); 0: it did not; no value "
+            "(NaN): it held too few rows to judge (ann serve --monitor_min_rows).",
         ),
         panel(
             "SLO error budget left (30 days)",

@@ -24,8 +24,8 @@ Monitoring (`--monitor=on`, the default; ann/serve/monitoring.py; all labelled m
 |---|---|---|---|
 | `ann_drift_score` | gauge | feature, method | last window: top 10 features, `output:NAME`, ... |
 | `ann_feature_bin_share` | gauge | feature, bin, source | input histograms, see below |
-| `ann_drift_share` | gauge | | share of input features that drifted in the last window |
-| `ann_drift_detected` | gauge | | 1 when the last window's dataset drift was detected |
+| `ann_drift_share` | gauge | | share of drifted input features, last window (NaN: too few rows) |
+| `ann_drift_detected` | gauge | | 1: dataset drift in the last window; 0: none; NaN: too few rows |
 | `ann_drift_windows_total` | counter | | windows completed |
 | `ann_drift_window_end_timestamp_seconds` | gauge | | when the last window closed (Unix) |
 | `ann_prediction_share` | gauge | class | predicted-class shares in the last window |
@@ -228,10 +228,16 @@ class Metrics:
             registry=r,
         )
         self.drift_share = Gauge(
-            "ann_drift_share", "Share of drifted input features, last window.", mv, registry=r
+            "ann_drift_share",
+            "Share of drifted input features, last window (NaN: too few rows to judge).",
+            mv,
+            registry=r,
         )
         self.drift_detected = Gauge(
-            "ann_drift_detected", "1 when the last window drifted (dataset drift).", mv, registry=r
+            "ann_drift_detected",
+            "1 when the last window drifted (dataset drift), 0 when not; NaN: too few rows.",
+            mv,
+            registry=r,
         )
         self.drift_windows = Counter(
             "ann_drift_windows", "Monitoring windows completed.", mv, registry=r

@@ -22,10 +22,15 @@ process their GIL hand-offs cost the event loop more than the tests cost themsel
 `GET .../monitor`.
 
 Windows, per model version: a window closes once it holds `--monitor_window_rows` rows (1,000),
-or after `--monitor_window_seconds` (60) once it holds at least min(100, rows) rows: fewer rows
-make drift tests that mostly report noise (a distance over a handful of rows is large by
+or after `--monitor_window_seconds` (60) once it holds at least min(max(100,
+`--monitor_min_rows`), `--monitor_window_rows`) rows: fewer rows make drift tests that mostly
+report noise (a distance over a handful of rows is large by
 chance; for the digits, the share of drifted pixels in unshifted traffic is about 0.35 at 100
-rows, 0.17 at 200, 0.04 at 400, against the 0.5 that flags a dataset). Memory: a window keeps
+rows, 0.17 at 200, 0.04 at 400, against the 0.5 that flags a dataset). Drift is judged on at
+least `--monitor_min_rows` rows (25, `ann.monitor.MIN_ROWS`: the chi-square rule of 5 expected
+counts a bin; the settings keep every window at or above it); a window of fewer is not tested
+(`DriftResult.state` "too_few_rows") and its ann_drift_share and ann_drift_detected are NaN, so
+`ann_drift_detected == 1` (the drift alert) is false, as PromQL compares NaN. Memory: a window keeps
 at most `MAX_WINDOW_BYTES` (64 MiB) of rows of inputs and outputs (its first rows beyond that;
 the digits' 108 bytes a row never get there), in buffers reused from window to window: the open
 window's, and those being handled; and the feedback store (`feedback`).
@@ -72,7 +77,7 @@ log = logging.getLogger("ann.serve")
 TICK_SECONDS = 1.0  # how often the thread looks for closed windows (drift-tests the latest)
 MAX_WINDOW_BYTES = 64 << 20  # rows a window keeps: a uniform sample beyond 64 MiB
 NICE = 19  # the thread's niceness: it yields to serving on a busy core
-MIN_ROWS = 100  # a window closed by time holds at least min(MIN_ROWS, window rows) rows
+TIME_WINDOW_ROWS = 100  # a window closed by time holds at least min(max(this, min rows), rows)
 TOP_FEATURES = 10  # features exported in ann_drift_score and ann_feature_bin_share
 ESTIMATE_ASSUMPTIONS = (
     "expected accuracy = mean top-class probability (CBPE); assumes calibrated probabilities "
@@ -140,7 +145,8 @@ class ModelMonitor:
         self._key = f"{served.name}/{served.version}"
         self.rows_per_window = settings.monitor_window_rows
         self.seconds = settings.monitor_window_seconds
-        self.min_rows = min(MIN_ROWS, self.rows_per_window)
+        self.drift_min_rows = settings.monitor_min_rows  # fewer: drift not judged
+        self.min_rows = min(max(TIME_WINDOW_ROWS, self.drift_min_rows), self.rows_per_window)
         self.label_output, self.probability_output = _class_outputs(served.outputs)
         names = served.outputs[self.label_output]["names"] if self.label_output else []
         self.predictions = (
@@ -383,16 +389,20 @@ class ModelMonitor:
         self.prepare()
         if self.reference is None:
             return None
+        least = self.drift_min_rows
         if self._pool is None:
-            result, histograms = _window_drift(self.reference, inputs, outputs)
+            result, histograms = _window_drift(self.reference, inputs, outputs, least)
         else:  # the monitoring thread waits without the GIL; the tests hold another process's
-            result, histograms = self._pool.submit(_detect, self._key, inputs, outputs).result()
+            future = self._pool.submit(_detect, self._key, inputs, outputs, least)
+            result, histograms = future.result()
         self._set_drift(result)
         self._set_histograms(histograms)
         return result.to_json()
 
     def _set_drift(self, result: Any) -> None:
-        """ann_drift_score (top features, outputs, multivariate), share and detected."""
+        """ann_drift_score (top features, outputs, multivariate), share and detected; for a
+        window of too few rows (not tested) no scores, and share and detected NaN: the drift
+        alert (`ann_drift_detected == 1`) cannot fire on it."""
         m, mv = self._metrics, (self.served.name, self.served.version)
         top = result.top(TOP_FEATURES)  # most past their thresholds, across methods
         shown = [(f.feature, f.method, f.score) for f in top]
@@ -409,8 +419,9 @@ class ModelMonitor:
             except KeyError:
                 pass
         self._drift_labels = labels
-        m.drift_share.labels(*mv).set(result.share)
-        m.drift_detected.labels(*mv).set(1 if result.detected else 0)
+        judged = result.detected is not None
+        m.drift_share.labels(*mv).set(result.share if judged else math.nan)
+        m.drift_detected.labels(*mv).set((1 if result.detected else 0) if judged else math.nan)
 
     def _set_histograms(self, histograms: dict[str, tuple]) -> None:
         """ann_feature_bin_share: reference and current shares per bin of the top features
@@ -526,20 +537,20 @@ def _load_reference(key: str, model: Any) -> None:
 
 
 def _window_drift(
-    reference: Any, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray]
+    reference: Any, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray], min_rows: int
 ) -> tuple[Any, dict[str, tuple]]:
     """A window's `DriftResult` and the histograms of its top features (`Reference.detect`,
-    `Reference.histograms`)."""
-    result = reference.detect(inputs, outputs)
+    `Reference.histograms`); none for a window of fewer than `min_rows` rows (not tested)."""
+    result = reference.detect(inputs, outputs, min_rows=min_rows)
     top = [f.feature for f in result.top(TOP_FEATURES)]
     return result, reference.histograms(inputs, top)
 
 
 def _detect(
-    key: str, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray]
+    key: str, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray], min_rows: int
 ) -> tuple[Any, dict[str, tuple]]:
     """`_window_drift` in the drift process, against the reference it keeps for `key`."""
-    return _window_drift(_REFERENCES[key], inputs, outputs)
+    return _window_drift(_REFERENCES[key], inputs, outputs, min_rows)
 
 
 class Monitoring:

@@ -13,6 +13,9 @@ import os
 import re
 from typing import Any
 
+from ann.monitor import MIN_ROWS as DRIFT_MIN_ROWS
+from ann.monitor import MIN_TEST_ROWS
+
 
 def _flag(default: Any, help: str, kind: type | None = None, **extra: Any) -> Any:
     """A field that is also a flag: `kind` (int, float, str) when the default is None;
@@ -103,8 +106,16 @@ class Settings:
     )
     monitor_window_seconds: float = _flag(
         60.0,
-        "... or after this many seconds, once it holds at least min(100, "
-        "--monitor_window_rows) rows.",
+        "... or after this many seconds, once it holds at least min(max(100, "
+        "--monitor_min_rows), --monitor_window_rows) rows.",
+    )
+    monitor_min_rows: int = _flag(
+        DRIFT_MIN_ROWS,
+        "Fewest rows of a window that drift is judged on (25: the chi-square rule of 5 "
+        "expected counts a bin, Cochran 1954, over up to 5 values; ann.monitor.MIN_ROWS); at "
+        "most --monitor_window_rows, and a window closed by time holds at least this many. A "
+        "window of fewer would not be tested: drift state too_few_rows, ann_drift_share and "
+        "ann_drift_detected NaN (the drift alert cannot fire).",
     )
     monitor_feedback_capacity: int = _flag(
         100_000,
@@ -143,6 +154,7 @@ class Settings:
             ("request_log_max_bytes", 1024, 1 << 40, "bytes"),
             ("request_log_backups", 0, 1000, "files"),
             ("monitor_window_rows", 10, 1_000_000, "rows"),
+            ("monitor_min_rows", MIN_TEST_ROWS, 1_000_000, "rows"),
             ("monitor_window_seconds", 0.1, 86_400, "seconds"),
             ("monitor_feedback_capacity", 0, 100_000_000, "predictions"),
             ("shutdown_timeout", 0, 3600, "seconds"),
@@ -177,6 +189,13 @@ class Settings:
             return f"--batch_wait={self.batch_wait}: expected idle or full"
         if self.monitor not in ("on", "off"):
             return f"--monitor={self.monitor}: expected on or off"
+        if self.monitor_min_rows > self.monitor_window_rows:
+            return (
+                f"--monitor_window_rows={self.monitor_window_rows} is below --monitor_min_rows="
+                f"{self.monitor_min_rows}, the fewest rows drift is judged on: no window would "
+                f"be; raise --monitor_window_rows to at least {self.monitor_min_rows}, or lower "
+                "--monitor_min_rows"
+            )
         if self.queue_rows < self.max_batch_size:
             return (
                 f"--max_queue_rows={self.queue_rows} is below --max_batch_size="
