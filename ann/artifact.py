@@ -375,11 +375,11 @@ class Model:
         `constant_weights`: the weights are compiled into the executable as constants instead
         of passed on each call. XLA:CPU then lays them out once, at compile time: YNNPACK no
         longer repacks the convolutions' weights on every call, which made the digits CNNs'
-        batch-1 to batch-8 calls 11-22% faster on a 2-core CPU (docs/benchmarks.md, "Weights
-        compiled in"). The cost is a copy of the weights (`weights_bytes`) in each executable;
-        outputs may differ from the default's in the last float32 bits (kernels are chosen
-        for the layout). The returned function's `executable` is the jax `Compiled` (for
-        `memory_analysis()`, `as_text()`)."""
+        batch-1 calls 11-19% faster on a 2-core CPU, batch 8 3-32%, batch 64 3-4%
+        (docs/benchmarks.md, "Weights compiled in"). The cost is a copy of the weights
+        (`weights_bytes`) in each executable; outputs may differ from the default's in the
+        last float32 bit (kernels are chosen for the layout). The returned function's
+        `executable` is the jax `Compiled` (for `memory_analysis()`, `as_text()`)."""
         import jax
 
         specs = {
