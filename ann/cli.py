@@ -476,6 +476,12 @@ def _note_unfinished(workdir: str) -> None:
     print(f"note: {workdir} {what}; its checkpoints so far are used", file=sys.stderr)
 
 
+def warn(message: str) -> None:
+    """A user-facing warning: the plain line `warning: MESSAGE` on stderr, flushed at once, as
+    ann's `note:` and `error:` lines (not absl's `W1202 12:00:00.000 ... ]` log format)."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
 def _export_source(path: str) -> str | None:
     """The workdir an export's manifest says it came from, if it can be read."""
     import json

@@ -11,7 +11,6 @@ The flags are checked before JAX is imported and the model restored.
 from __future__ import annotations
 
 import math
-import sys
 
 from absl import flags
 
@@ -92,20 +91,16 @@ def main(argv: list[str]) -> None:
         unknown = experiment.unknown(FLAGS.prompt)
         if unknown:  # the model reads them as <unk>, as it read the training text's rare ones
             shown = " ".join(repr(ch) for ch in unknown)
-            print(  # plain lines, as ann's other warnings (not absl's W1202 ...] prefix)
-                f"warning: --prompt has characters outside the run's vocabulary ({shown}): each "
-                "is read as <unk> and printed as \ufffd",
-                file=sys.stderr,
-                flush=True,
+            cli.warn(
+                f"--prompt has characters outside the run's vocabulary ({shown}): each is read "
+                "as <unk> and printed as \ufffd"
             )
         length = len(FLAGS.prompt or "\n") + FLAGS.num_tokens
         if length > experiment.window:
-            print(
-                f"warning: the prompt and --num_tokens={FLAGS.num_tokens} make {length} "
-                f"characters, past the {experiment.window}-character windows the model was "
-                "trained on: what it writes past them is extrapolation",
-                file=sys.stderr,
-                flush=True,
+            cli.warn(
+                f"the prompt and --num_tokens={FLAGS.num_tokens} make {length} characters, past "
+                f"the {experiment.window}-character windows the model was trained on: what it "
+                "writes past them is extrapolation"
             )
         prompt = jnp.asarray(experiment.encode(FLAGS.prompt or "\n"))[None]
         prompt = jnp.repeat(prompt, FLAGS.num_samples, axis=0)

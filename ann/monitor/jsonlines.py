@@ -12,7 +12,6 @@ the column on that line; a number no 64-bit float holds inside a line's object b
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,6 +26,7 @@ def objects(
     (`expected a request record (...)`); `torn`: why a last line may be cut short, for the
     warning. Raises `error` with one line, `NAME line N: EXPECTED, got ...`, for a line that is
     not a JSON object, or `NAME ...` for a file that cannot be read (`file_error`)."""
+    from ann import cli
     from ann.serve.protocol import OUT_OF_RANGE, field_name, json_error, out_of_range, short
     from ann.serve.settings import file_error
 
@@ -46,13 +46,8 @@ def objects(
                 try:
                     value = orjson.loads(text)
                 except orjson.JSONDecodeError as e:
-                    if not ended:  # a plain line, as ann's other warnings (not absl's W1202 ...])
-                        print(
-                            f"warning: {path}: skipping line {number}, torn (no end of line: "
-                            f"{torn})",
-                            file=sys.stderr,
-                            flush=True,
-                        )
+                    if not ended:
+                        cli.warn(f"{path}: skipping line {number}, torn (no end of line: {torn})")
                         continue
                     found = out_of_range(e)
                     if found and found[0]:  # the line is an object: the number is named

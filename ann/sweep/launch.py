@@ -23,6 +23,7 @@ from collections.abc import Callable
 
 from absl import logging
 
+from ann import cli
 from ann.sweep import trials as trials_lib
 from ann.sweep.space import SweepError
 from ann.sweep.trials import Trial
@@ -35,11 +36,9 @@ def cpu_sets(parallel: int) -> list[list[int]]:
     there are fewer cores than trials)."""
     cpus = sorted(os.sched_getaffinity(0))
     if parallel > len(cpus):
-        print(  # plain lines, as ann's other warnings and the sweep's own lines
-            f"warning: --parallel={parallel} is more than the {len(cpus)} cores available: "
-            "trials will share cores",
-            file=sys.stderr,
-            flush=True,
+        cli.warn(
+            f"--parallel={parallel} is more than the {len(cpus)} cores available: trials "
+            "will share cores"
         )
         return [[cpus[i % len(cpus)]] for i in range(parallel)]
     size, extra = divmod(len(cpus), parallel)

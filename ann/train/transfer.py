@@ -40,7 +40,6 @@ import dataclasses
 import json
 import os
 import re
-import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -50,7 +49,7 @@ import optax
 from absl import logging
 from flax import nnx
 
-from ann import artifact, atomic, directory_kind, parallel, registry
+from ann import artifact, atomic, cli, directory_kind, parallel, registry
 from ann.config import ConfigError
 from ann.sharding import path_str, paths
 from ann.train import build, freezing
@@ -178,11 +177,7 @@ def _read_checkpoint(source: Source) -> dict[str, np.ndarray]:
         problem = checkpoint_lib.verify_files(step_dir)
     except FileNotFoundError:
         problem = None
-        print(  # a plain line, as ann's other warnings (not absl's W1202 ...] prefix)
-            f"warning: {step_dir} has no {checkpoint_lib.MANIFEST}: reading it unverified",
-            file=sys.stderr,
-            flush=True,
-        )
+        cli.warn(f"{step_dir} has no {checkpoint_lib.MANIFEST}: reading it unverified")
     except OSError as e:
         raise _error(
             source.spec, f"reading {step_dir} failed with an I/O error ({e}); check the disk"

@@ -12,9 +12,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 
-from ann import atomic
+from ann import atomic, cli
 
 NON_FINITE = ("nan", "inf", "-inf")
 
@@ -49,11 +48,7 @@ def _parse(path: str, lines: list[str]) -> list[tuple[str, dict]]:
                 raise ValueError("not a record")
         except ValueError:
             if i == filled[-1]:
-                print(  # a plain line, as ann's other warnings (not absl's W1202 ...] prefix)
-                    f"warning: {path}: skipping line {i + 1}, torn by a crash mid-write",
-                    file=sys.stderr,
-                    flush=True,
-                )
+                cli.warn(f"{path}: skipping line {i + 1}, torn by a crash mid-write")
                 continue
             raise MetricsFileError(
                 f"{path}: line {i + 1} is not a metrics record; the file is damaged (delete "
