@@ -64,7 +64,7 @@ class Settings:
         256.0,
         "Compile the weights into each batch size's executable (faster small batches on CPU: "
         "no per-call weight repacking) while the copies, weights x batch sizes, total at most "
-        "this many MiB; 0: always pass them on each call.",
+        "this many MiB for that model version; 0: always pass them on each call.",
     )
     max_queue_rows: int | None = _flag(None, "Rows queued before 503 (default 16 batches).", int)
     max_body_bytes: int = _flag(8 << 20, "Largest request body (413).")
