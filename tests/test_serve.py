@@ -130,7 +130,7 @@ def test_infer_metadata_health_metrics(served):
         outputs["probabilities"]["datatype"] == "FP32" and outputs["label"]["datatype"] == "INT32"
     )
     np.testing.assert_allclose(
-        np.reshape(outputs["probabilities"]["data"], (5, 10)), want["probabilities"], rtol=1e-6
+        np.reshape(outputs["probabilities"]["data"], (5, 10)), want["probabilities"], rtol=1e-5
     )
     assert outputs["label"]["data"] == want["label"].tolist()
 
@@ -228,7 +228,11 @@ def split_binary(raw: bytes, length: int) -> tuple[dict, dict[str, np.ndarray]]:
 def test_binary_tensor_data_in_and_out(served):
     server, model, _ = served
     x = data.load("digits", "test", cache=True).rows(np.arange(3))["image"]
-    want = model({"image": x})
+    # Bit for bit what the server computes: its 4-row bucket, the weights compiled in (the
+    # default on CPU; the last float32 bit may differ from the weights-as-arguments call).
+    padded = np.concatenate([x, np.zeros((1, *x.shape[1:]), x.dtype)])
+    run = model.compile(4, constant_weights=True)
+    want = {k: v[:3] for k, v in run({"image": padded}).items()}
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
     try:
         # Binary in, binary out (every output).

@@ -34,8 +34,9 @@ class FakeModel:
     inputs = {"x": {"dtype": "float32", "shape": [-1, 2]}}
     outputs = {"y": {"dtype": "float32", "shape": [-1, 2]}}
     manifest = {"platforms": ["cpu"]}
+    weights_bytes = 0
 
-    def compile(self, size):
+    def compile(self, size, constant_weights=False):
         def run(inputs):
             if (inputs["x"][:, 0] < 0).any():
                 raise ValueError("negative input")
