@@ -298,11 +298,31 @@ def test_vit_learns(tmp_path):
     assert result.eval_metrics["eval/accuracy"] > 0.7
 
 
-def test_lm_learns_below_unigram(tmp_path):
+def test_lm_learns_below_unigram_and_generate_warns_in_plain_lines(tmp_path):
+    import subprocess
+    import sys
+
     result = _run("pydoc_lm", tmp_path, 80, **{"model.depth": 1, "model.dim": 32})
     m = result.eval_metrics
     assert m["eval/bits_per_char"] < m["eval/unigram_bits_per_char"] - 0.3
     assert m["eval/perplexity"] == pytest.approx(2 ** m["eval/bits_per_char"], rel=1e-6)
+    # ann generate's warnings (a prompt outside the vocabulary, a length past the trained
+    # window) are plain `warning: ...` lines, as ann's others; they carried absl's "W1202 ...]".
+    window = 128  # the pydoc_chars windows the model reads
+    result = subprocess.run(
+        [sys.executable, "-m", "ann.generate", f"--workdir={tmp_path}", "--step=latest",
+         "--prompt=café", f"--num_tokens={window}"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    warnings = [line for line in result.stderr.splitlines() if "warning" in line.lower()]
+    assert warnings == [
+        "warning: --prompt has characters outside the run's vocabulary ('é'): each is read as "
+        "<unk> and printed as \ufffd",
+        f"warning: the prompt and --num_tokens={window} make {window + 4} characters, past the "
+        f"{window}-character windows the model was trained on: what it writes past them is "
+        "extrapolation",
+    ], result.stderr[-2000:]
 
 
 def test_seq2seq_learns_held_out_lengths(tmp_path):
@@ -398,31 +418,6 @@ def test_a_prompt_outside_the_vocabulary_is_read_as_unk_and_named():
     experiment.setup(data.load(config.data.name, config.data.train_split))
     assert experiment.unknown("café\tdef") == ["\t", "é"] and experiment.unknown("def") == []
     assert experiment.encode("é")[0] == experiment.vocab.index["<unk>"] == 1
-
-
-def test_generate_warns_in_plain_lines(tmp_path):
-    """Its warnings (a prompt outside the vocabulary, a length past the trained window) are
-    plain `warning: ...` lines, as ann's others; they carried absl's "W1202 12:00:00.000 ... ]"
-    prefix."""
-    import subprocess
-    import sys
-
-    _run("pydoc_lm", tmp_path / "lm", 1, **{"model.depth": 1, "model.dim": 16})
-    window = 128  # the pydoc_chars windows the model reads
-    result = subprocess.run(
-        [sys.executable, "-m", "ann.generate", f"--workdir={tmp_path / 'lm'}", "--step=latest",
-         "--prompt=café", f"--num_tokens={window}"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-2000:]
-    warnings = [line for line in result.stderr.splitlines() if "warning" in line.lower()]
-    assert warnings == [
-        "warning: --prompt has characters outside the run's vocabulary ('é'): each is read as "
-        "<unk> and printed as \ufffd",
-        f"warning: the prompt and --num_tokens={window} make {window + 4} characters, past the "
-        f"{window}-character windows the model was trained on: what it writes past them is "
-        "extrapolation",
-    ], result.stderr[-2000:]
 
 
 def test_generate_on_a_run_without_checkpoints_is_one_line(tmp_path):
