@@ -940,6 +940,7 @@ RESUME_MAY_CHANGE = (
     "init_from",
     "init_from_skip",
     "report",  # read by `ann report` only
+    "calibration",  # read by `ann export` only
 )
 
 _UNSET = "<unset>"
