@@ -508,17 +508,19 @@ def holds(path: str) -> str | None:
     return None
 
 
-def _inside(path: str) -> str | None:
+def _inside(path: str, out: bool = False) -> str | None:
     """The run, export or registry that a directory above `path` is ("a training run at
-    runs/a"), or None; a sweep above it is not one (its trials are its runs' directories)."""
-    parent = os.path.dirname(os.path.abspath(path))
-    while True:
-        kinds = [k for k in directory_kind.of(parent) if k != directory_kind.SWEEP]
-        if kinds:
-            return f"{directory_kind.NAMES[kinds[0]]} at {parent}"
-        if os.path.dirname(parent) == parent:
-            return None
-        parent = os.path.dirname(parent)
+    runs/a"), or None; a sweep above it is not one (its trials are its runs' directories).
+    `out`: for an output directory, which may sit in a run (its report/) but not in its
+    checkpoints/, nor in an export or a registry (a registered version's files are fixed)."""
+    found = directory_kind.inside(path)
+    if found is None:
+        return None
+    kind, parent = found
+    checkpoints = os.path.join(parent, "checkpoints") + os.sep
+    if out and kind == directory_kind.RUN and not os.path.abspath(path).startswith(checkpoints):
+        return None
+    return f"{directory_kind.NAMES[kind]} at {parent}"
 
 
 def check_out(flag: str, path: str, may_hold: str | None = None) -> None:
@@ -530,7 +532,7 @@ def check_out(flag: str, path: str, may_hold: str | None = None) -> None:
 
     if not path.strip():
         raise FlagError(f"--{flag} is empty; give the directory to write")
-    inside = _inside(path) if may_hold else None  # an --out may sit in a run (its report/)
+    inside = _inside(path, out=not may_hold)  # an --out may sit in a run (its report/)
     if inside is not None:
         raise FlagError(f"--{flag}={path} is inside {inside}; choose a directory outside it")
     found = holds(path)

@@ -40,6 +40,19 @@ def of(path: str) -> tuple[str, ...]:
     return tuple(kind for kind, name in MARKERS.items() if _marked(path, name))
 
 
+def inside(path: str) -> tuple[str, str] | None:
+    """(kind, directory) of the nearest directory above `path` that is a run, an export or a
+    registry (a sweep above does not count: its trials are runs' directories), or None."""
+    parent = os.path.dirname(os.path.abspath(path))
+    while True:
+        kinds = [k for k in of(parent) if k != SWEEP]
+        if kinds:
+            return kinds[0], parent
+        if os.path.dirname(parent) == parent:
+            return None
+        parent = os.path.dirname(parent)
+
+
 def described(kind: str) -> str:
     """ "an export (manifest.json)": a kind as a message names it."""
     return f"{NAMES[kind]} ({MARKERS[kind]})"

@@ -633,6 +633,39 @@ def test_train_and_sweep_write_only_into_their_own_kind_of_directory(tmp_path):
     ]
 
 
+def test_outputs_and_new_registries_stay_out_of_runs_exports_and_registries(tmp_path):
+    # A fourth trial: `ann registry --registry=RUN register ...` put registry.db into a run,
+    # which ann train then refused to resume; export and drift wrote into a run's checkpoints/
+    # and into a registered version's directory.
+    from ann.registry import Registry
+    from ann.registry.core import RegistryError
+
+    run, export, registry = tmp_path / "run", tmp_path / "export", tmp_path / "registry"
+    for directory, marker in ((run, "config.json"), (export, "manifest.json"),
+                              (registry, "registry.db")):  # fmt: skip
+        directory.mkdir()
+        (directory / marker).write_text("{}")
+    for out, where in [
+        (run / "checkpoints" / "x", f"inside a training run at {run}"),
+        (export / "drift", f"inside an export at {export}"),
+        (
+            registry / "artifacts" / "digits" / "1" / "drift",
+            f"inside a model registry at {registry}",
+        ),
+    ]:
+        with pytest.raises(cli.FlagError, match=re.escape(f"--out={out} is {where}; choose")):
+            cli.check_out("out", str(out))
+    cli.check_out("out", str(run / "report"))  # a run's own report/ is where report writes
+    for root, place in [
+        (run, "a training run"),
+        (export, "an export"),
+        (run / "registry", f"inside a training run at {run}"),
+    ]:
+        with pytest.raises(RegistryError, match=re.escape(f"--registry={root} is {place}; a new")):
+            Registry(str(root))._check_root()
+    assert sorted(os.listdir(run)) == ["config.json"] and os.listdir(export) == ["manifest.json"]
+
+
 def test_a_near_miss_split_is_named():
     line = one_line_error(ann("report", "--workdir=nowhere", "--split=val"))
     assert line.startswith("error: --split=val: unknown split 'val'; did you mean 'validation'?")

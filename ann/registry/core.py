@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from ann import artifact
+from ann import artifact, directory_kind
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 ALIAS = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
@@ -136,6 +136,17 @@ class Registry:
         that is not an ann registry (another program's database, or not SQLite at all)."""
         if os.path.exists(self.root) and not os.path.isdir(self.root):
             raise RegistryError(f"--registry={self.root} is a file, not a registry directory")
+        if not self.exists():  # a new registry: in a directory of its own, not in a run's
+            kinds = [k for k in directory_kind.of(self.root) if k != directory_kind.REGISTRY]
+            found = (kinds[0], self.root) if kinds else directory_kind.inside(self.root)
+            if found is not None:
+                kind, where = found
+                name = directory_kind.NAMES[kind]
+                place = name if where == self.root else f"inside {name} at {where}"
+                raise RegistryError(
+                    f"--registry={self.root} is {place}; a new registry goes in a directory of "
+                    "its own (e.g. --registry=registry)"
+                )
         if self.exists():
             with self._connect() as db:
                 self._check_tables(db)
