@@ -207,3 +207,10 @@ def test_weights_are_compiled_in_while_the_copies_fit_constant_weights_mb(digits
     assert min(argument_bytes(0)) >= model.weights_bytes > 1000 > max(argument_bytes(256))
     with pytest.raises(ValueError, match=r"--constant_weights_mb=-1: .*\(MiB\)"):
         Settings(constant_weights_mb=-1)
+
+
+def test_an_ipv6_host_is_bracketed_in_urls():
+    # `serving ... on http://::1:8000` was printed: a URL no client can use.
+    assert Settings(host="::1").url_host() == "[::1]"
+    assert Settings(host="127.0.0.1").url_host() == "127.0.0.1"
+    assert Settings(host="localhost").url_host() == "localhost"

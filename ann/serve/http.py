@@ -454,9 +454,10 @@ async def serve(app: Any) -> None:
     for listener in listeners:
         listener.start()
     names = ", ".join(f"{n}/{v}" for n, versions in app.models.items() for v in versions)
-    where = f"http://{settings.host}:{settings.port}"
+    host = settings.url_host()
+    where = f"http://{host}:{settings.port}"
     if settings.metrics_port is not None:
-        where += f" (metrics: http://{settings.host}:{settings.metrics_port}/metrics)"
+        where += f" (metrics: http://{host}:{settings.metrics_port}/metrics)"
     print(f"serving {names} on {where}", file=sys.stderr, flush=True)
     app.start()
     stop = asyncio.Event()

@@ -131,6 +131,11 @@ class Settings:
         if problem:
             raise ValueError(problem)
 
+    def url_host(self) -> str:
+        """`host` as a URL writes it: an IPv6 address in brackets (RFC 3986 section 3.2.2:
+        `http://[::1]:8000`), anything else as given."""
+        return f"[{self.host}]" if ":" in self.host else self.host
+
     @property
     def queue_rows(self) -> int:
         return self.max_queue_rows or 16 * self.max_batch_size
