@@ -13,6 +13,7 @@ list | head`).
 from __future__ import annotations
 
 import runpy
+import signal
 import sys
 import textwrap
 
@@ -70,9 +71,12 @@ def main(argv: list[str] | None = None) -> None:
     try:
         runpy.run_module(module, run_name="__main__", alter_sys=True)
     except KeyboardInterrupt:  # before the job's cli.run took over (importing its module)
-        from ann.cli import interrupted
-
-        interrupted()
+        # What ann.cli.interrupted does, without importing it: the Ctrl-C may have stopped that
+        # very import halfway, and importing it again then raised (a trial's 52-line traceback
+        # ending in "partially initialized module 'yaml'", exit 1).
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        print("interrupted (Ctrl-C)", file=sys.stderr, flush=True)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

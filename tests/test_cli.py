@@ -666,6 +666,28 @@ def test_outputs_and_new_registries_stay_out_of_runs_exports_and_registries(tmp_
     assert sorted(os.listdir(run)) == ["config.json"] and os.listdir(export) == ["manifest.json"]
 
 
+def test_ctrl_c_while_the_job_module_imports_ann_cli_is_one_line(monkeypatch, capsys):
+    # A Ctrl-C in a job's first 0.2 s stopped `import ann.cli` halfway; the handler imported it
+    # again and raised from the half-made module: 52 lines of traceback, exit 1 (a trial).
+    import runpy
+    import signal
+
+    from ann import __main__ as entry
+
+    def interrupted_import(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runpy, "run_module", interrupted_import)
+    monkeypatch.setitem(sys.modules, "ann.cli", None)  # importing it now raises ImportError
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            entry.main(["ann", "registry", "list"])
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert exit_.value.code == 130 and capsys.readouterr().err == "interrupted (Ctrl-C)\n"
+
+
 def test_a_near_miss_split_is_named():
     line = one_line_error(ann("report", "--workdir=nowhere", "--split=val"))
     assert line.startswith("error: --split=val: unknown split 'val'; did you mean 'validation'?")
