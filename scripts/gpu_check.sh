@@ -5,6 +5,18 @@
 # Prints the device, the LM's MFU, eval results, the ann/bare ratios and start-up times; full
 # logs go to OUTDIR.
 set -u
+case "${1:-}" in
+  -h|--help|-help)
+    sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'
+    exit 0 ;;
+  -*)
+    echo "error: unknown option $1; usage: scripts/gpu_check.sh [OUTDIR] (on a GPU machine)" >&2
+    exit 1 ;;
+esac
+if ! command -v nvidia-smi >/dev/null; then
+  echo "error: no nvidia-smi here; scripts/gpu_check.sh is for a machine with an NVIDIA GPU" >&2
+  exit 1
+fi
 out=${1:-/tmp/gpu_check}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 TFDS_DATA_DIR=${TFDS_DATA_DIR:-/tmp/tensorflow_datasets}

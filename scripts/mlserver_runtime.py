@@ -22,6 +22,13 @@ import bisect
 import os
 import sys
 
+if __name__ == "__main__":  # not a script: MLServer imports it (`bench_serve.py --peer_python`)
+    try:
+        print(__doc__)
+    except BrokenPipeError:  # `... --help | head`
+        pass
+    sys.exit(0)
+
 import numpy as np
 from mlserver import MLModel
 from mlserver.codecs import NumpyCodec

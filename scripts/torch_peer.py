@@ -14,11 +14,19 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 
 import numpy as np
-import torch
-from torch import nn
+
+try:
+    import torch
+    from torch import nn
+except ImportError:  # run with ann's python, not the PyTorch venv's: say so, not a traceback
+    sys.exit(
+        "error: scripts/torch_peer.py needs PyTorch; bench_peers.py runs it with --torch_python "
+        "(a venv with torch and numpy)"
+    )
 
 
 def make_model(spec: dict) -> nn.Module:

@@ -2,6 +2,7 @@
 user runs them: in a subprocess."""
 
 import ast
+import importlib.util
 import json
 import os
 import pathlib
@@ -155,6 +156,26 @@ def test_every_benchmark_script_help_exits_0_without_importing_jax(script):
     imported = [line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()]
     heavy = sorted({name for name in imported if name in ("jax", "flax", "optax")})
     assert not heavy, f"{script} --help imported {', '.join(heavy)}"
+
+
+def test_the_scripts_for_other_machines_answer_help_in_one_line(tmp_path):
+    # A trial: gpu_check.sh --help ran the whole GPU suite on a CPU machine (10 minutes, data
+    # written to /tmp); mlserver_runtime.py and torch_peer.py printed ModuleNotFoundError.
+    def run(*cmd):
+        return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=60,
+                              env={**os.environ, "PATH": f"{tmp_path}:/usr/bin:/bin"})  # fmt: skip
+
+    shown = run("bash", "scripts/gpu_check.sh", "--help")
+    assert shown.returncode == 0 and "tokens/s and MFU" in shown.stdout, shown.stderr
+    assert one_line_error(run("bash", "scripts/gpu_check.sh", str(tmp_path / "out"))) == (
+        "error: no nvidia-smi here; scripts/gpu_check.sh is for a machine with an NVIDIA GPU"
+    )
+    assert not (tmp_path / "out").exists()
+    shown = run(sys.executable, "scripts/mlserver_runtime.py", "--help")
+    assert shown.returncode == 0 and "Seldon MLServer runtime" in shown.stdout, shown.stderr
+    if importlib.util.find_spec("torch") is None:
+        line = one_line_error(run(sys.executable, "scripts/torch_peer.py", "--help"))
+        assert line.startswith("error: scripts/torch_peer.py needs PyTorch;"), line
 
 
 @pytest.mark.parametrize(
