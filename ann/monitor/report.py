@@ -72,6 +72,7 @@ def _strength_figure(result: DriftResult) -> Any:
 def _image_maps(result: DriftResult, spec: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """name -> a map of per-position strength for each image-like input (rank 2 or 3)."""
     import matplotlib.pyplot as plt
+    from matplotlib import colors
 
     by_name = {f.feature: f for f in result.features}
     maps = {}
@@ -84,9 +85,13 @@ def _image_maps(result: DriftResult, spec: Mapping[str, Mapping[str, Any]]) -> d
         ).reshape(shape)
         grid = strength.max(-1) if len(shape) == 3 else strength
         figure, ax = plt.subplots(figsize=(4.5, 4))
-        image = ax.imshow(np.log10(np.maximum(grid, 1e-2)), cmap="magma", vmin=-1)
-        ax.set_title(f"{name}: log10 strength per position (> 0: drift)", fontsize=9)
-        figure.colorbar(image, ax=ax)
+        log_strength = np.log10(np.maximum(grid, 0.1))
+        # Diverging at the threshold (strength 1, log 0): a sequential map drew a drifted
+        # position near 1 as dark as one far below it when another reached 1,000 (a trial).
+        norm = colors.TwoSlopeNorm(vmin=-1, vcenter=0, vmax=max(1.0, float(log_strength.max())))
+        image = ax.imshow(log_strength, cmap="RdBu_r", norm=norm)
+        ax.set_title(f"{name}: log10 strength per position (red, > 0: drift)", fontsize=9)
+        figure.colorbar(image, ax=ax, label="log10 strength (0: the drift threshold)")
         maps[f"{name}_map"] = figure
     return maps
 
