@@ -7,6 +7,7 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -167,10 +168,11 @@ def test_the_scripts_for_other_machines_answer_help_in_one_line(tmp_path):
 
     shown = run("bash", "scripts/gpu_check.sh", "--help")
     assert shown.returncode == 0 and "tokens/s and MFU" in shown.stdout, shown.stderr
-    assert one_line_error(run("bash", "scripts/gpu_check.sh", str(tmp_path / "out"))) == (
-        "error: no nvidia-smi here; scripts/gpu_check.sh is for a machine with an NVIDIA GPU"
-    )
-    assert not (tmp_path / "out").exists()
+    if shutil.which("nvidia-smi", path="/usr/bin:/bin") is None:  # else it would run the suite
+        assert one_line_error(run("bash", "scripts/gpu_check.sh", str(tmp_path / "out"))) == (
+            "error: no nvidia-smi here; scripts/gpu_check.sh is for a machine with an NVIDIA GPU"
+        )
+        assert not (tmp_path / "out").exists()
     shown = run(sys.executable, "scripts/mlserver_runtime.py", "--help")
     assert shown.returncode == 0 and "Seldon MLServer runtime" in shown.stdout, shown.stderr
     if importlib.util.find_spec("torch") is None:
