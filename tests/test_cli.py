@@ -622,6 +622,16 @@ def test_an_export_given_where_a_run_or_an_output_goes_is_named(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["exp"] and os.listdir(export) == ["manifest.json"]
 
 
+def test_a_run_given_to_report_as_model_is_pointed_at_workdir(tmp_path):
+    # A trial: ann report --model=RUN said to export it first, but a report reads runs too.
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text("{}")
+    run = tmp_path / "run"
+    assert one_line_error(ann("report", f"--model={run}")) == (
+        f"error: --model={run} is a training run; give it as --workdir={run}"
+    )
+
+
 def test_train_and_sweep_write_only_into_their_own_kind_of_directory(tmp_path):
     # A second trial trained into a registry, a sweep, the parent of all runs, and swept into a
     # training run: each mixed two kinds of files in one directory.

@@ -16,7 +16,7 @@ import os
 
 from absl import flags
 
-from ann import cli
+from ann import cli, directory_kind
 from ann.report import collect
 
 FLAGS = flags.FLAGS
@@ -49,6 +49,9 @@ def check_flags(workdir: str | None, model: str | None, step: str, splits: list[
         )
     if model is not None and step != "best":
         raise cli.FlagError("--step applies to --workdir only; an export is one step already")
+    if model is not None and directory_kind.of(model) == (directory_kind.RUN,):
+        # A report reads a run as well as an export (it said: export it first).
+        raise cli.FlagError(f"--model={model} is a training run; give it as --workdir={model}")
     unknown = [s for s in splits if s not in collect.SPLITS]
     close = [
         [n for n in collect.SPLITS if n.startswith(s)]
