@@ -82,6 +82,13 @@ def _outputs(model: Any, traffic: Any) -> tuple[dict[str, np.ndarray], str]:
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}, "model"
 
 
+def _score(test: dict[str, Any], spec: str) -> str:
+    """A test's score as printed; JSON holds an infinite one (chi-square over a value the
+    reference never had) as null."""
+    score = test["score"]
+    return format(score, spec) if score is not None else "inf" if test["drifted"] else "nan"
+
+
 def summary(report: dict[str, Any], path: str) -> str:
     """The printed lines: the verdict, the multivariate test, outputs, top features, files; for
     too few rows, that and what to do."""
@@ -108,10 +115,10 @@ def summary(report: dict[str, Any], path: str) -> str:
     for f in shown:
         p = f" p={f['p_value']:.3g}" if f["p_value"] is not None else ""
         verdict = "DRIFT" if f["drifted"] else "ok"
-        lines.append(f"  {f['feature']}: {f['method']} {f['score']:.4g}{p} {verdict}")
+        lines.append(f"  {f['feature']}: {f['method']} {_score(f, '.4g')}{p} {verdict}")
     top = sorted(r["features"], key=lambda f: -f["strength"])[:5]
     lines.append(
-        "  top: " + ", ".join(f"{f['feature']} {f['method']} {f['score']:.3g}" for f in top)
+        "  top: " + ", ".join(f"{f['feature']} {f['method']} {_score(f, '.3g')}" for f in top)
     )
     lines.append(f"wrote {path}, index.html and {len(report['figures'])} pictures")
     return "\n".join(lines)
