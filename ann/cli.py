@@ -18,7 +18,8 @@ constructor arguments, `task.*` experiment settings).
   line on stderr and exit status 1, naming what to type where a near miss is likely (an
   unknown flag that is a config key or close to the job's own, a config file's near name, a
   number key given text); a bug keeps its traceback;
-- libraries' INFO logging (Orbax, TFDS) is dropped, ann's own kept (`quiet=True`: warnings
+- libraries' INFO logging (Orbax, TFDS) is dropped, ann's own kept, and any logged traceback of a
+  Ctrl-C (`quiet=True`: warnings
   only, for jobs whose output is their result; such a job says what it is doing with
   `progress`, on a terminal only);
 - a reader that goes away (`ann registry list | head`) ends the job quietly: no traceback, exit
@@ -553,7 +554,8 @@ def check_out(flag: str, path: str, may_hold: str | None = None) -> None:
 
 class _LibraryInfoFilter(py_logging.Filter):
     """Keeps every warning, but INFO lines only from ann, experiments/ and the job itself
-    (Orbax and TFDS log pages of INFO while restoring and reading)."""
+    (Orbax and TFDS log pages of INFO while restoring and reading), and no record of a
+    KeyboardInterrupt (Ctrl-C is one line, the job's own)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -566,6 +568,11 @@ class _LibraryInfoFilter(py_logging.Filter):
         self.job = os.path.abspath(job) if job else None
 
     def filter(self, record: py_logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
+            # A library's report of the Ctrl-C it was stopped by (Orbax: "Save Finalize thread
+            # failed" and a traceback, when Ctrl-C interrupts its wait for a save): the job
+            # says it in one line.
+            return False
         if record.levelno >= py_logging.WARNING:
             return True
         path = os.path.abspath(record.pathname)

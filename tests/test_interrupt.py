@@ -118,11 +118,25 @@ from ann.train.loop import train_and_evaluate
 class CtrlCTwice(hooks.Hook):
     def __call__(self, info):
         signal.raise_signal(signal.SIGINT)  # the first: save and stop at the next step
-        signal.raise_signal(signal.SIGINT)  # the second, before it: stop now
+        if os.environ.get("CTRL_C_TWICE") != "in_save":
+            signal.raise_signal(signal.SIGINT)  # the second, before it: stop now
+
+if os.environ.get("CTRL_C_TWICE") == "in_save":  # the second while the stop's save finishes
+    from orbax.checkpoint import checkpoint_manager
+    join, sent = checkpoint_manager._FinalizeThread.join, []
+
+    def interrupted_join(self, *args, **kwargs):
+        if self.step() == 20 and not sent:  # the stop's save (5 steps a call: 15, then 20)
+            sent.append(1)
+            signal.raise_signal(signal.SIGINT)
+        return join(self, *args, **kwargs)
+
+    checkpoint_manager._FinalizeThread.join = interrupted_join
 
 def main(argv):
     twice = [CtrlCTwice(15)] if os.environ.get("CTRL_C_TWICE") else []
-    print(train_and_evaluate(tiny(), {workdir!r}, extra_hooks=twice).step)
+    steps = 40 if os.environ.get("CTRL_C_TWICE") == "in_save" else 20
+    print(train_and_evaluate(tiny(total_steps=steps), {workdir!r}, extra_hooks=twice).step)
 
 cli.run(main)
 """
@@ -157,6 +171,29 @@ def test_a_second_ctrl_c_stops_at_once_and_says_what_a_rerun_resumes_from(tmp_pa
     rerun = run()
     assert rerun.returncode == 0 and rerun.stdout == "20\n", rerun.stderr[-3000:]
     assert "at step 10" in rerun.stderr
+
+
+def test_a_second_ctrl_c_while_the_stops_save_finishes_says_it_was_saved(tmp_path):
+    """The second Ctrl-C interrupted Orbax's wait for the save the first one asked for: Orbax
+    logged "Save Finalize thread failed" with a traceback and forgot the step, and the line said
+    "without saving it", though the save finished (the checkpoint was on disk, unsealed)."""
+    workdir = tmp_path / "run"
+    script = TWICE.format(tests=str(ROOT / "tests"), workdir=str(workdir))
+    stopped = subprocess.run(
+        [*AS_IN_A_TERMINAL, sys.executable, "-c", script],
+        cwd=ROOT,
+        env={**with_devices(1), "CTRL_C_TWICE": "in_save"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    line = "interrupted at step 20 (Ctrl-C); checkpoint saved; run the same command to resume"
+    assert stopped.returncode == 130, stopped.stderr[-3000:]
+    assert "Traceback" not in stopped.stderr and "failed" not in stopped.stderr, stopped.stderr
+    assert stopped.stderr.splitlines()[-1] == line, stopped.stderr[-3000:]
+    status = json.loads((workdir / "run_status.json").read_text())
+    assert status["last_checkpoint"] == 20 and status["message"] == line, status
+    assert (workdir / "checkpoints" / "20" / "ann_manifest.json").exists()  # sealed as any save
 
 
 def test_ctrl_c_ends_another_job_in_one_line_and_leaves_no_partial_output(digits_export, tmp_path):

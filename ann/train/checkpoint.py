@@ -205,6 +205,13 @@ class Checkpoints:
     def latest_step(self) -> int | None:
         return self.latest.latest_step()
 
+    def saved_step(self) -> int | None:
+        """The newest step committed on disk: what a rerun resumes from. After `close`, where
+        `latest_step` may not know a save that a Ctrl-C interrupted the wait for (Orbax then
+        drops the step from its list, though its finalize thread goes on to commit it)."""
+        steps = self._complete_steps(self.latest)
+        return steps[0] if steps else None
+
     def _step_dir(self, manager: ocp.CheckpointManager, step: int) -> str:
         return os.path.join(str(manager.directory), str(step))
 
@@ -475,13 +482,21 @@ class Checkpoints:
         self._check_manifests(block=True)
 
     def close(self) -> None:
-        self._hasher.shutdown(wait=True)
+        """Finishes the saves in flight and closes. A step whose wait a Ctrl-C interrupted (left
+        unsealed) is committed by the managers' closing: its manifest is written then."""
         for manager in (self.latest, self.best):
             try:
                 manager.close()
             except Exception:
                 if not self._failed:  # else already raised as a CheckpointSaveError
                     raise
+        self._hasher.shutdown(wait=True)
+        if jax.process_index() == 0:
+            for manager in (self.latest, self.best):
+                committed = self._complete_steps(manager)
+                for step in self._unsealed[id(manager)]:
+                    if step in committed:
+                        _write_manifest_if_kept(self._step_dir(manager, step))
 
 
 class _Unreadable(Exception):

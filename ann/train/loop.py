@@ -163,7 +163,7 @@ def _record_end(
         step,
         total_steps=total_steps,
         message=message if status != "failed" else f"{type(error).__name__}: {message}",
-        last_checkpoint=checkpoints.latest_step(),
+        last_checkpoint=checkpoints.saved_step(),
     )
 
 
@@ -808,7 +808,7 @@ def _end(
             raise
         finally:
             for interrupt in interrupts:
-                interrupt.args = (interrupted_line(progress.step, run.checkpoints.latest_step()),)
+                interrupt.args = (interrupted_line(progress.step, run.checkpoints.saved_step()),)
             if ended is not None and jax.process_index() == 0:
                 try:
                     _record_end(run.workdir, ended, progress.step, run.total_steps, run.checkpoints)
