@@ -38,6 +38,7 @@ import importlib.util
 import logging as py_logging
 import os
 import re
+import shlex
 import sys
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -137,9 +138,57 @@ def one_line(error: BaseException, argv: Sequence[str] = ()) -> str:
             said = ".".join((*before, key, *after))
             if near:
                 meant = ".".join((*before, near.group(1), *after))
+                through = _value_on_path(_loaded_config(argv), meant)
+                if through:  # `model.features.x`: features is a tuple, so `model.features`
+                    meant = through[0]
                 return f"config key {said!r} is unknown (did you mean {meant!r}?)"
             return f"config key {said!r} is unknown" + (f"; {rest}" if rest else "")
     return text
+
+
+def _loaded_config(argv: Sequence[str]) -> ml_collections.ConfigDict | None:
+    """The `--config` file loaded again, without overrides (for the words of an override that
+    failed: ml_collections leaves the flag without a value then), or None."""
+    given = [a.split("=", 1)[1] for a in argv[1:] if a.startswith("--config=")]
+    if not given or "config" not in flags.FLAGS:
+        return None
+    try:
+        return flags.FLAGS["config"].parser.parse(given[-1])
+    except Exception:  # the file's own error is said elsewhere
+        return None
+
+
+def _value_on_path(config: ml_collections.ConfigDict | None, key: str) -> tuple[str, object] | None:
+    """(the dotted key, its value) of the first value (not a section) that the dotted `key`
+    goes through in `config` (`model.features` for `model.features.x`), or None."""
+    parts, value = key.split("."), config
+    for i, part in enumerate(parts[:-1]):
+        if not config_lib.is_section(value) or part not in value:
+            return None
+        value = value[part]
+        if not config_lib.is_section(value):
+            return ".".join(parts[: i + 1]), value
+    return None
+
+
+def _through_a_value(argv: Sequence[str]) -> str | None:
+    """One line for an override that goes through a value as if it were a section
+    (`--config.model.features.x=1`, features a tuple; `--config.total_steps.x=1`), which
+    ml_collections words as "tuple indices must be integers or slices, not str" or "Attribute
+    <class 'int'>.x does not exist ..."; None when no override does."""
+    config = _loaded_config(argv)
+    for arg in argv[1:]:
+        if not arg.startswith("--config."):
+            continue
+        through = _value_on_path(config, arg.removeprefix("--config.").split("=", 1)[0])
+        if through:
+            key, value = through
+            example = shlex.quote(f"--config.{key}={value!r}")
+            return (
+                f"{arg}: '{key}' is a value ({type(value).__name__} {value!r}), not a section; "
+                f"set it whole, e.g. {example}"
+            )
+    return None
 
 
 def _override_around(part: str, argv: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -258,7 +307,11 @@ def parse_flags(argv: list[str]) -> list[str]:
         if raised is not None:
             given = re.match(r"flag --config=(.*?): Error whilst", str(e))
             fail(f"--config={given.group(1) if given else '?'}: {raised}")
-        fail(_config_code_error(e, argv) or _bad_override(one_line(e, argv)))
+        fail(
+            _config_code_error(e, argv)
+            or _through_a_value(argv)
+            or _bad_override(one_line(e, argv))
+        )
     except Exception as e:  # what get_config itself raised (RuntimeError too), else a bug
         message = _config_code_error(e, argv)
         if message is None:

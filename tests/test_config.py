@@ -484,16 +484,29 @@ def _cli(module: str, tmp_path, *overrides: str) -> subprocess.CompletedProcess:
             "error: config key 'model.featurs' is not an argument of model 'mlp' (did you mean "
             "'model.features'?)",
         ),
+        # ... but not through a value: `model.features.x` was suggested, and refused in
+        # ml_collections' words ("tuple indices must be integers or slices, not str").
         (
             "ann.main",
             "--config.model.featurs.x=1",
-            "error: config key 'model.featurs.x' is unknown (did you mean 'model.features.x'?)",
+            "error: config key 'model.featurs.x' is unknown (did you mean 'model.features'?)",
+        ),
+        (
+            "ann.main",
+            "--config.model.features.x=1",
+            "error: --config.model.features.x=1: 'model.features' is a value (tuple (256, 256)), "
+            "not a section; set it whole, e.g. '--config.model.features=(256, 256)'",
+        ),
+        (
+            "ann.sweep",
+            "--config.total_steps.x=1",
+            "error: --config.total_steps.x=1: 'total_steps' is a value (int ",
         ),
         (
             "ann.main",
             "--config.early_stopping.patiense.x=1",
             "error: config key 'early_stopping.patiense.x' is unknown (did you mean "
-            "'early_stopping.patience.x'?)",
+            "'early_stopping.patience'?)",
         ),
         ("ann.main", "--config.model.nested.x=1", "error: config key 'model.nested.x' is unknown"),
         ("ann.main", "--config.task.margin=1.0", "error: config key 'task.margin' is unknown"),
