@@ -50,7 +50,7 @@ class AnnExport(MLModel):
         model = artifact.load(self.settings.parameters.uri)
         self._sizes = buckets(max(1, self.settings.max_batch_size))
         self._input = next(iter(model.inputs))
-        self._run = compile_buckets(model, self._sizes, Settings().constant_weights_mb)
+        self._run, _ = compile_buckets(model, self._sizes, Settings().constant_weights_mb)
         return True
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:

@@ -201,7 +201,8 @@ def test_weights_are_compiled_in_while_the_copies_fit_constant_weights_mb(digits
     assert not constant_weights(model, sizes, 0)
 
     def argument_bytes(max_mb: float) -> list[int]:
-        run = compile_buckets(model, [1, 2], max_mb)
+        run, weights_in = compile_buckets(model, [1, 2], max_mb)
+        assert weights_in == (max_mb > 0)  # what the log line says
         return [run[n].executable.memory_analysis().argument_size_in_bytes for n in (1, 2)]
 
     assert min(argument_bytes(0)) >= model.weights_bytes > 1000 > max(argument_bytes(256))

@@ -272,7 +272,7 @@ class DataPlane:
         loop = asyncio.get_running_loop()
         sizes = buckets(self.settings.max_batch_size)
         start = time.perf_counter()
-        run = await loop.run_in_executor(
+        run, weights_in = await loop.run_in_executor(
             None, compile_buckets, m.model, sizes, self.settings.constant_weights_mb
         )
         if self.monitoring is not None:  # the drift tests' imports and reference: off the loop
@@ -297,7 +297,7 @@ class DataPlane:
             sizes,
             time.perf_counter() - start,
             f"weights compiled in: {m.model.weights_bytes * len(sizes) / (1 << 20):.1f} MiB"
-            if constant_weights(m.model, sizes, s.constant_weights_mb)
+            if weights_in
             else "weights passed on each call",
         )
 
@@ -388,13 +388,14 @@ def constant_weights(model: artifact.Model, sizes: list[int], max_mb: float) -> 
 
 def compile_buckets(
     model: artifact.Model, sizes: list[int], constant_weights_mb: float
-) -> dict[int, Callable]:
+) -> tuple[dict[int, Callable], bool]:
     """AOT-compiles each bucket (weights as constants when `constant_weights` says so) and
-    runs it once, so the first request pays nothing: {batch size: function}."""
+    runs it once, so the first request pays nothing: ({batch size: function}, whether the
+    weights were compiled in)."""
     constant = constant_weights(model, sizes, constant_weights_mb)
     run = {}
     for size in sizes:
         fn = model.compile(size, constant_weights=constant)
         fn({k: np.zeros((size, *v["shape"][1:]), v["dtype"]) for k, v in model.inputs.items()})
         run[size] = fn
-    return run
+    return run, constant
