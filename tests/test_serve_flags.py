@@ -40,6 +40,16 @@ BAD = [
     (["--request_log=/nonexistent/dir/requests.jsonl"], "--request_log=/nonexistent/dir"),
     (["--request_log=/tmp"], "--request_log=/tmp: is a folder"),
     (["--shutdown_timeout=-1"], "--shutdown_timeout=-1"),
+    # Accepted and ignored: a setting the user believed in.
+    (
+        ["--monitor=off", "--monitor_min_rows=50"],
+        "--monitor_min_rows=50 does nothing with --monitor=off; drop it, or leave --monitor on",
+    ),
+    (
+        ["--request_log_sample=1"],
+        "--request_log_sample=1 does nothing without --request_log; drop it, or add "
+        "--request_log=FILE",
+    ),
     (["--token="], "token: expected printable ASCII"),
     (["--token=two words"], "token: expected printable ASCII"),
     # It said "cannot read it ([Errno 2] No such file or directory: '/nonexistent/token')".

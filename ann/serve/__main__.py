@@ -22,6 +22,7 @@ Traces: OpenTelemetry, configured by the standard `OTEL_*` variables only (off u
 from __future__ import annotations
 
 import resource
+import sys
 
 from absl import flags
 
@@ -80,11 +81,38 @@ def settings_from_flags():
         settings = Settings(**{name: read_token(name) for name in TOKENS}, **named)
     except ValueError as e:
         cli.fail(str(e))
+    problem = ineffective_flag(named)
+    if problem:
+        cli.fail(problem)
     ensure_file_descriptors(settings.file_descriptors())
     problem = listen_problem(settings)
     if problem:
         cli.fail(problem)
     return settings
+
+
+# Flags that act only with another one: (its prefix, the flag it needs, that flag's value
+# where they do nothing, the fix).
+DEPENDENT = [
+    ("monitor_", "monitor", "off", "leave --monitor on"),
+    ("request_log_", "request_log", None, "add --request_log=FILE"),
+]
+
+
+def ineffective_flag(values: dict) -> str | None:
+    """One line for a flag given where it does nothing (`--monitor_min_rows=50` with
+    `--monitor=off`, `--request_log_sample=1` without `--request_log`): a setting the user
+    believes in that the server would ignore."""
+    for prefix, needs, idle, fix in DEPENDENT:
+        if values[needs] != idle:
+            continue
+        for name in values:
+            if name.startswith(prefix) and FLAGS[name].present:
+                typed = [a for a in sys.argv if a.startswith(f"--{name}=")]  # as the user wrote it
+                flag = typed[-1] if typed else FLAGS[name].serialize()
+                where = f"with --{needs}={idle}" if idle is not None else f"without --{needs}"
+                return f"{flag} does nothing {where}; drop it, or {fix}"
+    return None
 
 
 def ensure_file_descriptors(needed: int) -> None:
