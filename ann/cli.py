@@ -437,9 +437,11 @@ def _bad_override(text: str) -> str:
         choices = re.fullmatch(r"value should be one of <(.*)>", said)  # an enum flag
         if choices:
             return f"{job_flag.group(1)} must be one of {', '.join(choices.group(1).split('|'))}"
-        bound = re.fullmatch(r"\S+ is not (an? .*)", said)  # a flag's lower or upper bound
+        # A flag's lower or upper bound; absl writes "a positive integer", "integer >= 2".
+        bound = re.fullmatch(r"\S+ is not (?:an? )?(.*)", said)
         if bound:
-            return f"{job_flag.group(1)} must be {bound.group(1)}"
+            what = bound.group(1)
+            return f"{job_flag.group(1)} must be {'an' if what[0] in 'aeiou' else 'a'} {what}"
         for said, wanted in _CONVERSIONS.items():
             if job_flag.group(3).startswith(said):
                 default = flags.FLAGS[job_flag.group(2)].default

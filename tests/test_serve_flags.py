@@ -25,6 +25,7 @@ BAD = [
     (["--max_queue_rows=0"], "--max_queue_rows=0"),
     (["--max_queue_delay_ms=nan"], "--max_queue_delay_ms=nan"),
     (["--max_queue_delay_ms=-1"], "--max_queue_delay_ms=-1"),
+    (["--max_queue_delay_ms=1e12"], "--max_queue_delay_ms=1e+12: expected a value in [0, 60000]"),
     (["--batch_wait=sometimes"], "--batch_wait"),
     (["--max_body_bytes=10"], "--max_body_bytes=10"),
     (["--max_request_line_bytes=10"], "--max_request_line_bytes=10"),

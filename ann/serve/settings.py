@@ -246,10 +246,12 @@ _HOSTS = "--host=127.0.0.1 (this machine only) or --host=0.0.0.0 (every address)
 
 
 def _number(value: float) -> str:
-    """12, 0.5, nan, inf: as a flag would be written."""
-    if isinstance(value, int) or (float(value).is_integer() and abs(value) < 1e18):
+    """12, 0.5, nan, inf, 1e+12: as a flag would be written (a float 1e12 was echoed as
+    1000000000000)."""
+    if isinstance(value, int) or (float(value).is_integer() and abs(value) < 1e6):
         return str(int(value))
-    return repr(float(value))
+    short = f"{value:g}"
+    return short if float(short) == value else repr(float(value))
 
 
 def flag_fields() -> list[dataclasses.Field]:
