@@ -507,7 +507,12 @@ def check_trained_run(workdir: str, step: str, export_flag: str | None = None) -
             f"--workdir={workdir} is an export, not a training run; give the run's directory"
             f"{came}{instead}"
         )
-    what = "does not exist" if not os.path.exists(workdir) else "holds no config.json"
+    if not os.path.exists(workdir):
+        what = "does not exist"
+    elif not os.path.isdir(workdir):
+        what = "is a file, not a directory"
+    else:
+        what = "holds no config.json"
     raise FlagError(f"--workdir={workdir} {what}; give the directory of a trained run")
 
 

@@ -347,6 +347,8 @@ def test_crafted_export_is_refused_by_the_loader_and_the_registry(
         (["--platforms=cpu,cpu"], "--platforms='cpu,cpu' must be distinct names"),
         (["--platforms="], "--platforms='' must be distinct names"),
         (["--workdir=MISSING"], "does not exist; give the directory of a trained run"),
+        # It said "holds no config.json" of a file.
+        (["--workdir=FILE"], "is a file, not a directory; give the directory of a trained run"),
         (["--out=FILE"], "is a file, not a directory; choose another --out"),
         (["--out=RUN"], "holds a training run (config.json); choose another --out"),
         # Once it failed after the whole export; then it said "choose another" of nothing.
