@@ -20,8 +20,9 @@ METHODS = ("auto", "psi", "ks", "wasserstein", "jensenshannon")
 # observed and expected frequencies should be at least 5") can hold for every feature Evidently's
 # defaults test as categorical: up to 5 distinct values (chi-square; the two-proportion z-test's
 # normal approximation wants the same 5 a side), 5 x 5 = 25 at equal shares (unequal shares need
-# more). The distance tests (Wasserstein, Jensen-Shannon: a reference above 1,000 rows) have no
-# such rule and stay noisy in windows of a hundred rows (README, Drift).
+# more; below 5 expected a cell the p-value is exact: ann/monitor/drift.py). The distance tests
+# (Wasserstein, Jensen-Shannon) have no such rule and are noisy in windows of a hundred rows, so
+# they judge only windows and references both above 1,000 rows (README, Drift).
 MIN_ROWS = 25
 MIN_TEST_ROWS = 2  # the lowest --min_rows: the tests need 2 rows to run at all (MMD's pairs)
 # Drift states (`DriftResult.state`, report.json's result.state, /monitor's drift.state).

@@ -83,10 +83,9 @@ def _outputs(model: Any, traffic: Any) -> tuple[dict[str, np.ndarray], str]:
 
 
 def _score(test: dict[str, Any], spec: str) -> str:
-    """A test's score as printed; JSON holds an infinite one (chi-square over a value the
-    reference never had) as null."""
-    score = test["score"]
-    return format(score, spec) if score is not None else "inf" if test["drifted"] else "nan"
+    """A test's score as printed; JSON holds an infinite one (Fisher's odds ratio where the
+    reference never holds a value) as null."""
+    return format(test["score"], spec) if test["score"] is not None else "inf"
 
 
 def summary(report: dict[str, Any], path: str) -> str:
