@@ -442,23 +442,25 @@ def load(directory: str, manifest_sha256: str | None = None) -> Model:
 def load_reference(
     directory: str, manifest: Mapping[str, Any]
 ) -> dict[str, dict[str, np.ndarray]] | None:
-    """The export's reference sample, {"inputs": {name: array}, "outputs": {name: array}}
-    (rows first), read through the manifest's size and sha256 checks (IntegrityError when a
-    check fails or the file cannot be deserialized); None when the manifest lists no
-    reference.safetensors (an export written before it existed)."""
+    """The export's reference sample, {"inputs": {name: array}, "outputs": {name: array},
+    "validation": {name: array}} (rows first; "outputs": the model's on the inputs,
+    "validation": on the validation split, empty in exports made before it), read through the
+    manifest's size and sha256 checks (IntegrityError when a check fails or the file cannot be
+    deserialized); None when the manifest lists no reference.safetensors (an export written
+    before it existed)."""
     from safetensors.numpy import load as load_safetensors
 
     if REFERENCE not in manifest["files"]:
         return None
     data = read_verified(directory, manifest, REFERENCE)
     arrays = _deserialize(directory, REFERENCE, lambda: load_safetensors(data))
-    sample: dict[str, dict[str, np.ndarray]] = {"inputs": {}, "outputs": {}}
+    sample: dict[str, dict[str, np.ndarray]] = {"inputs": {}, "outputs": {}, "validation": {}}
     for key, value in arrays.items():
         kind, _, name = key.partition("/")
         if kind not in sample or not name:
             raise IntegrityError(
-                f"{os.path.join(directory, REFERENCE)} holds {key!r}, not inputs/NAME or "
-                "outputs/NAME; re-export the run"
+                f"{os.path.join(directory, REFERENCE)} holds {key!r}, not inputs/NAME, "
+                "outputs/NAME or validation/NAME; re-export the run"
             )
         sample[kind][name] = value
     return sample

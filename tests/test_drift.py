@@ -332,9 +332,16 @@ def test_the_export_holds_a_checksummed_reference_sample(digits_export, tmp_path
         "of": 1221,
         "split": "train",
         "seed": 0,
+        "outputs_on": {"split": "validation", "rows": 216},
     }
     ref = Reference.from_model(model)
     assert ref.rows == 1221 and ref.names[0] == "image[0,0,0]"
+    # Output drift is judged against the model's outputs on the held-out validation split: on
+    # the training rows the README's digits CNN was more confident (0.998 against 0.987 on the
+    # test split), and 6 of 20 clean 200-row windows' confidence was "drifted" (now 1 of 20).
+    validation = _rows("digits", "validation", "image")
+    np.testing.assert_array_equal(ref.outputs["label"], model({"image": validation})["label"])
+    assert ref.outputs["probabilities"].shape == (216, 10)
     test = _rows("digits", "test", "image")[:200]
     result = ref.detect({"image": test}, model({"image": test}))
     assert not result.detected
@@ -364,6 +371,21 @@ def test_the_export_holds_a_checksummed_reference_sample(digits_export, tmp_path
     (older / artifact.REFERENCE).unlink()
     with pytest.raises(drift.DriftUnavailable, match="holds no reference.safetensors"):
         Reference.from_model(artifact.load(str(older)))  # it loads; drift says why not
+
+    # An export made before the validation outputs were stored: the training rows' outputs.
+    from safetensors.numpy import save_file
+
+    before = tmp_path / "before"
+    shutil.copytree(out, before)
+    arrays = {f"{kind}/{k}": v for kind in ("inputs", "outputs") for k, v in stored[kind].items()}
+    save_file(arrays, str(before / artifact.REFERENCE))
+    manifest = json.loads((before / artifact.MANIFEST).read_text())
+    manifest["files"][artifact.REFERENCE] = {
+        "sha256": artifact.sha256_file(str(before / artifact.REFERENCE)),
+        "bytes": (before / artifact.REFERENCE).stat().st_size,
+    }
+    (before / artifact.MANIFEST).write_text(json.dumps(manifest))
+    assert Reference.from_model(artifact.load(str(before))).outputs["label"].shape == (1221,)
 
 
 def _log(path, model, version, images, served=True):

@@ -54,7 +54,9 @@ rule of 5 expected counts a bin over Evidently's categorical tests of up to 5 va
 is not tested at all: its state is "too_few_rows", neither detected nor not (Evidently tests
 whatever it is given; 2 rows were "drift DETECTED").
 
-Output drift (not counted in the share): predicted classes (an output with class `names`) as a
+Output drift (not counted in the share), against the model's outputs on held-out rows (an
+export's validation split: on its training rows a model is more confident than on any new
+traffic): predicted classes (an output with class `names`) as a
 categorical feature (Evidently's choice for one: chi-square, or the z-test for 2 classes, when
 the smaller sample has <= 1,000 rows, else Jensen-Shannon on the class shares); a
 `probabilities` output by KS on the confidence (each row's largest probability; p <= 0.05);
@@ -380,7 +382,8 @@ class Reference:
         output_spec: Mapping[str, Mapping[str, Any]],
     ):
         """`inputs`, `outputs`: name -> [rows, ...] arrays (outputs may be a subset of
-        `output_spec`, or empty); specs as the manifest's `inputs` and `outputs`."""
+        `output_spec`, or empty, and rows of their own: an export's are the model's on the
+        validation split); specs as the manifest's `inputs` and `outputs`."""
         self.input_spec = dict(input_spec)
         self.output_spec = {k: v for k, v in output_spec.items() if k in outputs}
         self.features, self.names = feature_matrix(inputs, self.input_spec)
@@ -393,7 +396,9 @@ class Reference:
     def from_model(cls, model: Any) -> Reference:
         """The reference of a loaded export (`ann.artifact.Model`), read from its
         reference.safetensors through the manifest's sha256 check (IntegrityError when it
-        fails). Raises DriftUnavailable for an export without one."""
+        fails): the training rows' inputs, and the model's outputs on the validation split
+        (held out; an export made before those were stored: on the training rows). Raises
+        DriftUnavailable for an export without one."""
         from ann import artifact
 
         sample = artifact.load_reference(model.directory, model.manifest)
@@ -402,7 +407,8 @@ class Reference:
                 f"{model.directory} holds no {artifact.REFERENCE} (exported before reference "
                 "samples were written); drift is unavailable: re-export the run with `ann export`"
             )
-        return cls(sample["inputs"], sample["outputs"], model.inputs, model.outputs)
+        outputs = sample["validation"] or sample["outputs"]
+        return cls(sample["inputs"], outputs, model.inputs, model.outputs)
 
     def current_features(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
         """Traffic as the reference's features (`feature_matrix`): float64 [rows, F], columns in
