@@ -617,6 +617,11 @@ def test_ctrl_c_stops_the_server_and_its_drift_process_without_a_traceback(digit
             proc.wait()
     assert proc.returncode == 0, output[-3000:]
     assert "Traceback" not in output and "KeyboardInterrupt" not in output, output[-3000:]
+    # The console says when it listens, when the model is ready (requests before get 503) and
+    # that it stops (it exited without a word).
+    said = [line.split(" ")[0] for line in output.splitlines() if not line.startswith("W")]
+    assert said == ["serving", "ready:", "stopping"], output[-3000:]
+    assert "ready: digits_cnn/" in output and "stopping (SIGINT): no new connections" in output
     deadline = time.monotonic() + 10
     while _running_in_group(proc.pid):  # the drift process was stopped, not left behind
         assert time.monotonic() < deadline, _running_in_group(proc.pid)

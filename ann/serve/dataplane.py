@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import sys
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
@@ -264,7 +265,6 @@ class DataPlane:
         # promotes some to the oldest generation and so triggers full passes: over the startup
         # objects one took 0.3 s, stalling the event loop (ann/serve/monitoring.py).
         gc.freeze()
-        log.info("ready")
 
     async def compile(self, m: ServedModel) -> None:
         """Compiles and runs once every batch bucket of `m` (off the event loop), starts its
@@ -290,15 +290,18 @@ class DataPlane:
         )
         m.batcher.start()
         m.ready = True
-        log.info(
-            "model %s version %s: compiled batch sizes %s in %.1fs (%s)",
-            m.name,
-            m.version,
-            sizes,
-            time.perf_counter() - start,
+        weights = (
             f"weights compiled in: {m.model.weights_bytes * len(sizes) / (1 << 20):.1f} MiB"
             if weights_in
-            else "weights passed on each call",
+            else "weights passed on each call"
+        )
+        # On the console, as the `serving ... on http://...` line: requests before it get 503
+        # ("still compiling"), so an operator waits for this line (or /v2/health/ready).
+        print(
+            f"ready: {m.name}/{m.version} (batch sizes {', '.join(map(str, sizes))} compiled "
+            f"in {time.perf_counter() - start:.1f}s; {weights})",
+            file=sys.stderr,
+            flush=True,
         )
 
     def add(self, m: ServedModel) -> None:

@@ -461,9 +461,16 @@ async def serve(app: Any) -> None:
     print(f"serving {names} on {where}", file=sys.stderr, flush=True)
     app.start()
     stop = asyncio.Event()
+    received: list[signal.Signals] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, lambda sig=sig: (received.append(sig), stop.set()))
     await stop.wait()
+    print(
+        f"stopping ({received[0].name}): no new connections; finishing the queued requests "
+        f"(at most --shutdown_timeout={settings.shutdown_timeout:g}s)",
+        file=sys.stderr,
+        flush=True,
+    )
     app.start_draining()
     for server in servers:
         server.close()  # no new connections
