@@ -124,6 +124,32 @@ def rare_sides():
     return np.repeat([0.0, 1], [1220, 1]), np.repeat([0.0, 2], [199, 1])
 
 
+def test_the_output_pictures_carry_their_verdict():
+    # The class-share and confidence pictures had no verdict: a reader saw two histograms
+    # while the text said DRIFT.
+    from ann.monitor import report
+
+    rng = np.random.default_rng(0)
+    spec = {"x": {"dtype": "float32", "shape": [-1, 1]}}
+    out_spec = {
+        "label": {"dtype": "int32", "shape": [-1], "names": ["a", "b", "c"]},
+        "probabilities": {"dtype": "float32", "shape": [-1, 3]},
+    }
+    probabilities = rng.dirichlet([5, 1, 1], 300).astype(np.float32)
+    outputs = {"label": probabilities.argmax(-1), "probabilities": probabilities}
+    ref = Reference({"x": rng.normal(size=(300, 1))}, outputs, spec, out_spec)
+    flat = np.full((100, 3), 1 / 3, np.float32)  # every row unsure: confidence drifted
+    current = {"label": np.zeros(100, np.int64), "probabilities": flat}
+    result = ref.detect({"x": rng.normal(size=(100, 1))}, current)
+    titles = {
+        name: figure.axes[0].get_title()
+        for name, figure in report._output_figures(ref, current, result.outputs).items()
+    }
+    assert titles["probabilities"].startswith("probabilities: confidence | ks ")
+    assert titles["probabilities"].endswith(" DRIFT"), titles
+    assert titles["label"].startswith("label: predicted-class shares | chisquare"), titles
+
+
 def test_a_small_window_is_judged_by_p_values_not_distances():
     """Evidently chooses by the reference's rows only: a window of 30 rows against 2,000
     reference rows got Wasserstein / Jensen-Shannon, whose thresholds ignore the window's size."""

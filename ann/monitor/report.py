@@ -130,9 +130,14 @@ def _feature_figures(
     return figures
 
 
-def _output_figures(reference: Reference, outputs: Mapping[str, np.ndarray]) -> dict[str, Any]:
+def _output_figures(
+    reference: Reference, outputs: Mapping[str, np.ndarray], tests: list[FeatureDrift]
+) -> dict[str, Any]:
+    """Predicted-class shares and the confidence histogram, reference against current, each
+    titled with its test's verdict (`tests`: `DriftResult.outputs`)."""
     import matplotlib.pyplot as plt
 
+    verdicts = {f.feature.removeprefix("output:"): f" | {_describe(f)}" for f in tests}
     figures = {}
     for name, spec in reference.output_spec.items():
         if name not in outputs:
@@ -146,7 +151,7 @@ def _output_figures(reference: Reference, outputs: Mapping[str, np.ndarray]) -> 
             ax.set_xticks(classes, spec["names"], fontsize=7, rotation=45)
             ax.set_ylabel("share of rows")
             ax.legend(["reference", "current"], fontsize=8)
-            ax.set_title(f"{name}: predicted-class shares", fontsize=9)
+            ax.set_title(f"{name}: predicted-class shares{verdicts.get(name, '')}", fontsize=9)
         elif name == "probabilities" and ref.ndim == 2:
             figure, ax = plt.subplots(figsize=(6, 3.2))
             edges = np.linspace(0, 1, 16)  # 15 bins, as the export's confidence histogram
@@ -155,7 +160,7 @@ def _output_figures(reference: Reference, outputs: Mapping[str, np.ndarray]) -> 
             ax.set_xlabel("confidence (largest probability)")
             ax.set_ylabel("density (area 1)")
             ax.legend(fontsize=8)
-            ax.set_title(f"{name}: confidence", fontsize=9)
+            ax.set_title(f"{name}: confidence{verdicts.get(name, '')}", fontsize=9)
         else:
             continue
         figures[name] = figure
@@ -202,7 +207,7 @@ def sections(
         Section(
             "Outputs",
             {f.feature: _describe(f) for f in result.outputs},
-            _output_figures(reference, outputs),
+            _output_figures(reference, outputs, result.outputs),
         ),
     ]
 
