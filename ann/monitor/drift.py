@@ -2,9 +2,9 @@
 
 Per feature (`ann.monitor.features`), Evidently's data-drift defaults (evidentlyai/evidently,
 src/evidently/legacy/calculations/stattests/registry.py `_get_default_stattest`, and the test
-files beside it), with one change: the test is chosen by the smaller of the two samples, where
-Evidently looks at the reference's rows only. With `n` the distinct values of reference and
-current together:
+files beside it), with two changes: the test is chosen by the smaller of the two samples, where
+Evidently looks at the reference's rows only, and a sparse table gets an exact p-value (below).
+With `n` the distinct values of reference and current together:
 
 | smaller sample's rows | n <= 2 | 3 <= n <= 5 | n > 5 |
 |---|---|---|---|
