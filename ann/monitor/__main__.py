@@ -5,7 +5,7 @@
 
 `drift` reads the server's request log (`ann serve --request_log=FILE`; rotated files too:
 `--requests=log,log.1`), keeps the model's successful requests (`ann.monitor.request_log`), tests
-them against the export's reference sample (`ann.monitor.drift`: Evidently's defaults) and
+them against the export's reference sample (`ann.monitor.drift`: Evidently's defaults, adapted) and
 writes report.json, index.html and PNGs to --out (default ./drift-NAME-VERSION; an earlier
 drift report there is replaced), then prints a summary. The outputs tested are the logged ones
 when every request logged them all, else the model's on the logged inputs. Fewer than
@@ -57,7 +57,13 @@ def define_flags() -> None:
     )
     flags.DEFINE_list("requests", None, "drift: the server's request log file(s), comma-separated.")
     flags.DEFINE_string("out", None, "Directory to write (default ./drift-NAME-VERSION).")
-    flags.DEFINE_enum("method", "auto", METHODS, "Per-feature test: auto = Evidently's defaults.")
+    flags.DEFINE_enum(
+        "method",
+        "auto",
+        METHODS,
+        "Per-feature test: auto = Evidently's defaults, chosen by the smaller sample, exact where "
+        "a table is sparse (README, Drift).",
+    )
     flags.DEFINE_boolean("multivariate", True, "Also the multivariate MMD test (jax).")
     flags.DEFINE_integer("top", 6, "Drifted features drawn (reference vs current).", lower_bound=0)
     flags.DEFINE_integer(
@@ -182,7 +188,7 @@ def drift(args: list[str]) -> None:
         f"{traffic.records} requests ({result.rows} rows) from {', '.join(FLAGS.requests)} "
         f"against {result.reference_rows} reference rows of {model.directory}",
         f"outputs from the {'request log' if source == 'log' else 'model on the logged inputs'};"
-        f" per-feature tests: {FLAGS.method} (Evidently's defaults when auto)",
+        f" per-feature tests: {FLAGS.method} (Evidently's defaults, adapted, when auto)",
     ]
     title = f"Drift: {name} version {version}"
     path = drift_report.write(out, report, parts, title, header)

@@ -448,7 +448,7 @@ class Reference:
     ) -> DriftResult:
         """Tests a window of traffic: `inputs` as the model takes them (name -> [rows, ...]),
         `outputs` the model's outputs on them (those absent are not tested). `method`: "auto"
-        (Evidently's defaults, see the module docstring), "psi", or one test for every input
+        (Evidently's defaults, adapted: the module docstring), "psi", or one test for every input
         feature ("ks", "wasserstein", "jensenshannon"). A window of fewer than `min_rows` rows
         (`ann.monitor.MIN_ROWS`, 25, by default) is not tested: state "too_few_rows". Raises
         ValueError for an unknown method, inputs that do not match the signature, or a

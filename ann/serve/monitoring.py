@@ -1,41 +1,41 @@
 """Watching served models: sliding windows of what they serve, tested for drift off the
 request path, and late labels joined to their predictions (`feedback.Predictions`).
 
-On the request path (the event loop), each batch that ran costs one
-`ModelMonitor.record_batch` (the batcher's `on_rows`: under a lock, its real rows copied into
-the open window's buffer, a few small NumPy copies), and each answered request that carried an
-`id` one `record` (its predicted classes kept for a later label, about 1 µs). Nothing is tested
-or encoded there. One background thread (`Monitoring`,
-niceness 19 where the OS allows: serving comes first on a busy core) drains the queues every
-`TICK_SECONDS` (1 s) and handles each closed window: predicted-class shares, the confidence
-histogram and the CBPE-style estimate for every window, and drift by the export's reference sample
-(`ann.monitor.drift.Reference.from_model(model).detect`, Evidently's defaults), with the top
-drifted features' histograms beside the reference's on the same bins (`Reference.histograms`,
-for the dashboard), for the latest window closed in that tick (windows that close faster than
-one a second are counted in `skipped_windows`, not drift-tested: at most one test a second per
-model, about 80 ms of CPU for the digits' 64 features and 1,000 rows on a slow 2-core machine,
-mostly scipy's exact KS p-values; the distances chosen before for this reference took 30 ms). The
-drift tests run in
-a process of their own (one worker, niceness 19, JAX on the CPU, SIGINT ignored: a terminal's
-Ctrl-C reaches the whole process group, and the server stops it after draining; spawned while
-the first model compiles, it reads and keeps each model's reference: `prepare`): in the server
-process their GIL hand-offs cost the event loop more than the tests cost themselves
-(`Monitoring`). The thread sets the gauges (ann/serve/metrics.py) and keeps the results for
-`GET .../monitor`.
+On the request path (the event loop), each batch that ran costs one `ModelMonitor.record_batch`
+(the batcher's `on_rows`: under a lock, its real rows copied into the open window's buffer, a
+few small NumPy copies), and each answered request that carried an `id` one `record` (its
+predicted classes kept for a later label, about 1 µs). Nothing is tested or encoded there. One
+background thread (`Monitoring`, niceness 19 where the OS allows: serving comes first on a busy
+core) drains the queues every `TICK_SECONDS` (1 s) and handles each closed window:
+predicted-class shares, the confidence histogram and the CBPE-style estimate for every window,
+and drift by the export's reference sample
+(`ann.monitor.drift.Reference.from_model(model).detect`, Evidently's defaults, adapted), with
+the top drifted features' histograms beside the reference's on the same bins
+(`Reference.histograms`, for the dashboard), for the latest window closed in that tick (windows
+that close faster than one a second are counted in `skipped_windows`, not drift-tested: at most
+one test a second per model, about 80 ms of CPU for the digits' 64 features and 1,000 rows on a
+slow 2-core machine, mostly scipy's exact KS p-values; the distances chosen before for this
+reference took 30 ms). The drift tests run in a process of their own (one worker, niceness 19,
+JAX on the CPU, SIGINT ignored: a terminal's Ctrl-C reaches the whole process group, and the
+server stops it after draining; spawned while the first model compiles, it reads and keeps each
+model's reference: `prepare`): in the server process their GIL hand-offs cost the event loop
+more than the tests cost themselves (`Monitoring`). The thread sets the gauges
+(ann/serve/metrics.py) and keeps the results for `GET .../monitor`.
 
 Windows, per model version: a window closes once it holds `--monitor_window_rows` rows (1,000),
 or after `--monitor_window_seconds` (60) once it holds at least min(max(100,
-`--monitor_min_rows`), `--monitor_window_rows`) rows: fewer rows make drift tests that mostly
-report noise (a distance over a handful of rows is large by
-chance; for the digits, the share of drifted pixels in unshifted traffic is about 0.35 at 100
-rows, 0.17 at 200, 0.04 at 400, against the 0.5 that flags a dataset). Drift is judged on at
-least `--monitor_min_rows` rows (25, `ann.monitor.MIN_ROWS`: the chi-square rule of 5 expected
-counts a bin; the settings keep every window at or above it); a window of fewer is not tested
+`--monitor_min_rows`), `--monitor_window_rows`) rows: fewer rows make weak tests, which find
+only large shifts (the p-value tests that judge windows of up to 1,000 rows keep their 5% false
+alarms per feature at any size: for the digits, unshifted traffic's share of drifted pixels is
+about 0.03 from 25 to 300 rows, against the 0.5 that flags a dataset; the distances Evidently
+picks for a 1,221-row reference gave 0.35 at 100 rows). Drift is judged on at least
+`--monitor_min_rows` rows (25, `ann.monitor.MIN_ROWS`: the chi-square rule of 5 expected counts
+a bin; the settings keep every window at or above it); a window of fewer is not tested
 (`DriftResult.state` "too_few_rows") and its ann_drift_share and ann_drift_detected are NaN, so
-`ann_drift_detected == 1` (the drift alert) is false, as PromQL compares NaN. Memory: a window keeps
-at most `MAX_WINDOW_BYTES` (64 MiB) of rows of inputs and outputs (its first rows beyond that;
-the digits' 108 bytes a row never get there), in buffers reused from window to window: the open
-window's, and those being handled; and the feedback store (`feedback`).
+`ann_drift_detected == 1` (the drift alert) is false, as PromQL compares NaN. Memory: a window
+keeps at most `MAX_WINDOW_BYTES` (64 MiB) of rows of inputs and outputs (its first rows beyond
+that; the digits' 108 bytes a row never get there), in buffers reused from window to window: the
+open window's, and those being handled; and the feedback store (`feedback`).
 
 The estimate before labels (Confidence-Based Performance Estimation, NannyML's CBPE, for the
 accuracy of the top class): expected accuracy = the mean top-class probability of the window's
