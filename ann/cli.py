@@ -673,10 +673,10 @@ def interrupted(message: str = "") -> NoReturn:
     sys.exit(EXIT_INTERRUPTED)
 
 
-def _ignore_interrupts() -> None:
-    """Ctrl-C does nothing from here on: the job's work is done and said (a Ctrl-C in the
-    interpreter's exit once left its result printed but the exit status 130, or a traceback
-    from JAX's exit handler)."""
+def ignore_interrupts() -> None:
+    """Ctrl-C does nothing from here on: the job's work is done (a Ctrl-C in the interpreter's
+    exit once left its result printed but the exit status 130, or a traceback from JAX's exit
+    handler; `ann train` calls it once the run has ended, before it says how)."""
     import signal
     import threading
 
@@ -750,7 +750,7 @@ def run(
         quiet_libraries(quiet)
         try:
             main(argv)
-            _ignore_interrupts()
+            ignore_interrupts()
             sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
         except BrokenPipeError:
             reader_gone()

@@ -49,6 +49,7 @@ def main(argv: list[str]) -> None:
     cli.check_out("workdir", FLAGS.workdir, may_hold="a training run")  # (ann.train.workdir)
     try:
         result = _train()
+        cli.ignore_interrupts()  # the run has ended and recorded how: its line follows
     except KeyboardInterrupt as e:
         # Once training began, the loop names the step and what a rerun resumes from.
         cli.interrupted(str(e) or STOPPED_STARTING)

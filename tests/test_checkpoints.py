@@ -175,9 +175,15 @@ def test_a_damaged_checkpoint_falls_back_to_the_newest_intact_step(
     else:
         data = data[: len(data) // 2]
     victim.write_bytes(bytes(data))
+    # What a save cut short leaves (a Ctrl-C during it): removed when the run is opened again.
+    stale = workdir / "checkpoints" / "25.orbax-checkpoint-tmp-1764700000000000"
+    (stale / "state").mkdir(parents=True)
+    restore_model(str(workdir), 10)  # a reader leaves it alone
+    assert stale.is_dir()
 
     with caplog.at_level(logging.WARNING):
         result = train_and_evaluate(tiny(total_steps=30), str(workdir))
+    assert not stale.exists()
     assert result.step == 30
     said = caplog.text
     rel = str(victim.relative_to(workdir / "checkpoints" / "20"))

@@ -118,7 +118,7 @@ from ann.train.loop import train_and_evaluate
 class CtrlCTwice(hooks.Hook):
     def __call__(self, info):
         signal.raise_signal(signal.SIGINT)  # the first: save and stop at the next step
-        if os.environ.get("CTRL_C_TWICE") != "in_save":
+        if os.environ.get("CTRL_C_TWICE") == "1":
             signal.raise_signal(signal.SIGINT)  # the second, before it: stop now
 
 if os.environ.get("CTRL_C_TWICE") == "in_save":  # the second while the stop's save finishes
@@ -132,6 +132,17 @@ if os.environ.get("CTRL_C_TWICE") == "in_save":  # the second while the stop's s
         return join(self, *args, **kwargs)
 
     checkpoint_manager._FinalizeThread.join = interrupted_join
+
+if os.environ.get("CTRL_C_TWICE") == "after_save":  # the second as the run's end is recorded
+    from ann.train import run_status
+    write = run_status.write
+
+    def interrupted_write(workdir, status, *args, **kwargs):
+        if status == "interrupted" and not kwargs.get("last_checkpoint"):  # the loop's own
+            signal.raise_signal(signal.SIGINT)
+        return write(workdir, status, *args, **kwargs)
+
+    run_status.write = interrupted_write
 
 def main(argv):
     twice = [CtrlCTwice(15)] if os.environ.get("CTRL_C_TWICE") else []
@@ -180,6 +191,17 @@ def test_a_second_ctrl_c_stops_at_once_and_says_what_a_rerun_resumes_from(tmp_pa
     status = json.loads((workdir / "run_status.json").read_text())
     assert status["last_checkpoint"] == 20 and status["message"] == line, status
     assert (workdir / "checkpoints" / "20" / "ann_manifest.json").exists()  # sealed as any save
+
+    # Once more, from step 20: a first Ctrl-C at step 30 (saved at 35), and the second while the
+    # run's end is recorded, after the loop. It said "interrupted (Ctrl-C) while starting, before
+    # the first step", and run_status.json could stay "running".
+    late = run(CTRL_C_TWICE="after_save")
+    line = "interrupted at step 35 (Ctrl-C); checkpoint saved; run the same command to resume"
+    assert late.returncode == 130, late.stderr[-3000:]
+    assert late.stderr.splitlines()[-1] == line, late.stderr[-3000:]
+    status = json.loads((workdir / "run_status.json").read_text())
+    assert status["status"] == "interrupted" and status["step"] == 35, status
+    assert status["message"] == line and status["last_checkpoint"] == 35, status
 
 
 def test_ctrl_c_ends_another_job_in_one_line_and_leaves_no_partial_output(digits_export, tmp_path):

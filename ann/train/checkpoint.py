@@ -180,6 +180,9 @@ class Checkpoints:
                 enable_async_checkpointing=async_save,
                 multiprocessing_options=_barrier_names("latest"),
                 create=create,
+                # A save cut short (Ctrl-C, a kill) leaves STEP.orbax-checkpoint-tmp-*: the
+                # workdir's lock makes this the only writer, so one found at open is stale.
+                cleanup_tmp_directories=create,
             ),
         )
         self.best = ocp.CheckpointManager(
@@ -192,6 +195,7 @@ class Checkpoints:
                 enable_async_checkpointing=async_save,
                 multiprocessing_options=_barrier_names("best"),
                 create=create,
+                cleanup_tmp_directories=create,
             ),
         )
         # Saved steps whose commit (and manifest) is not yet confirmed, per manager.

@@ -195,6 +195,7 @@ class _Run:
     status: dict | None = None  # run_status.json as the last run left it (None: fresh, stale)
     state: Any = None
     start_step: int = 0
+    progress: _Progress | None = None  # from the loop's start
     _closed: bool = False
 
     @property
@@ -247,14 +248,34 @@ def train_and_evaluate(
             source = transfer.load(
                 config.init_from, setup.abstract_state, tuple(config.init_from_skip)
             )
-        with workdir_lib.lock(workdir), contextlib.ExitStack() as stack:
-            run = _open(config, workdir, setup)
-            stack.callback(run.close)
-            with clock.part("restore"):
-                _restore_or_init(run, source)
-            if _finished(run):
-                return _report_finished(run)
-            return _train_compiled(run, extra_hooks, eval_listeners, clock)
+        run = None
+        try:
+            with workdir_lib.lock(workdir), contextlib.ExitStack() as stack:
+                run = _open(config, workdir, setup)
+                stack.callback(run.close)
+                with clock.part("restore"):
+                    _restore_or_init(run, source)
+                if _finished(run):
+                    return _report_finished(run)
+                return _train_compiled(run, extra_hooks, eval_listeners, clock)
+        except KeyboardInterrupt as e:
+            if run is not None and run.progress is not None and not e.args:
+                _interrupted_after_the_loop(run, e)
+            raise
+
+
+def _interrupted_after_the_loop(run: _Run, interrupt: KeyboardInterrupt) -> None:
+    """A Ctrl-C after the loop and its closing (`_end`) were done: while the run's end was
+    recorded, or the workdir's lock released (a second Ctrl-C 0.2-0.3 s after the first, 3 times
+    in 15). It carried no line, so ann train said "while starting, before the first step" of a
+    run that had saved its checkpoint, and run_status.json could stay "running". It gets the
+    run's line, and the record says so."""
+    interrupt.args = (interrupted_line(run.progress.step, run.checkpoints.saved_step()),)
+    if jax.process_index() == 0:
+        try:
+            _record_end(run.workdir, interrupt, run.progress.step, run.total_steps, run.checkpoints)
+        except OSError as e:
+            logging.error("could not record the run's end in run_status.json: %s", e)
 
 
 def _open(config: ml_collections.ConfigDict, workdir: str, setup: build_lib.Setup) -> _Run:
@@ -654,7 +675,7 @@ def _train_compiled(
     started = clock.report()  # to the loop's start: the first step is next
     writer.write(run.start_step, started)
     logging.info("%s", startup_lib.describe(started))
-    progress = _Progress(run.state, run.start_step)
+    progress = run.progress = _Progress(run.state, run.start_step)
     ended: BaseException | None = None
     try:
         _train(run, compiled, calls, hooks, progress)
