@@ -17,7 +17,7 @@ reference rows: 0.26 at 25 rows, 0.14 at 100, 0.10 at 200) and the Jensen-Shanno
 10 equal class shares about sqrt(9 / 8n) (0.11 at 100 rows); with Evidently's choice, every
 one of 20 windows of 25-47 unshifted test digits against the 1,221 training digits was "drift
 DETECTED" (share 0.60-0.76). The p-value tests account for the window's size (0 of 20 windows, share
-about 0.03) and still find a one-pixel shift in 25 rows. For a window and a reference both above
+0.01-0.03) and still find a one-pixel shift in 25 rows. For a window and a reference both above
 1,000 rows, the choice is Evidently's.
 
 Where a categorical test's approximation does not hold (an expected count below 5 in the table

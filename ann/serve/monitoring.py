@@ -27,7 +27,7 @@ or after `--monitor_window_seconds` (60) once it holds at least min(max(100,
 `--monitor_min_rows`), `--monitor_window_rows`) rows: fewer rows make weak tests, which find
 only large shifts (the p-value tests that judge windows of up to 1,000 rows keep their 5% false
 alarms per feature at any size: for the digits, unshifted traffic's share of drifted pixels is
-about 0.03 from 25 to 300 rows, against the 0.5 that flags a dataset; the distances Evidently
+0.01-0.03 from 25 to 300 rows, against the 0.5 that flags a dataset; the distances Evidently
 picks for a 1,221-row reference gave 0.35 at 100 rows). Drift is judged on at least
 `--monitor_min_rows` rows (25, `ann.monitor.MIN_ROWS`: the chi-square rule of 5 expected counts
 a bin; the settings keep every window at or above it); a window of fewer is not tested
