@@ -7,8 +7,16 @@
       weights.safetensors    the weights, flat, keyed by parameter path ("blocks/0/bn1/scale")
       reference.safetensors  the drift reference: a seeded sample of training rows,
                              `inputs/NAME` (raw model inputs) and `outputs/NAME` (the model's
-                             outputs on them); optional (exports before it still load), read
+                             outputs on them), `validation/NAME` (its outputs on the
+                             validation split); optional (exports before it still load), read
                              by `load_reference` through the same checks
+
+The format's rule for changes (as Protocol Buffers' for fields): an addition an older reader
+can ignore (a manifest key, a listed file, a reference.safetensors kind) keeps `FORMAT`, and
+readers ignore what they do not know (each listed file is still size- and sha256-checked); a
+change an older reader would misread (a key renamed or given another meaning, a file that must
+be read differently) bumps its number, and a reader refuses a newer number in one line that
+says to upgrade ann, rather than failing later on what it cannot read.
 
 Nothing read here is trusted. The manifest is read only if it is a regular file of at most
 MAX_MANIFEST_BYTES, and its structure is checked before use. Each file it lists must be a plain
@@ -37,6 +45,7 @@ FUNCTION = "function.jaxexport"
 WEIGHTS = "weights.safetensors"
 REFERENCE = "reference.safetensors"
 FORMAT = "ann.export/1"
+_FORMAT_NUMBER = re.compile(r"^ann\.export/([0-9]{1,6})$")
 # A manifest holds signatures, config, metrics and reference statistics (about 40 KB for the
 # digits CNN; per-feature statistics are capped by `ann.export.MAX_FEATURES`).
 MAX_MANIFEST_BYTES = 16 << 20
@@ -139,6 +148,15 @@ def check_manifest(path: str, manifest: Any) -> None:
     """Refuses a manifest whose structure the loader, the registry or a server would trip on
     (IntegrityError naming `path` and the key). `ann.export` runs it on what it writes."""
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        given = manifest.get("format") if isinstance(manifest, dict) else None
+        newer = _FORMAT_NUMBER.match(given) if isinstance(given, str) else None
+        if newer and int(newer[1]) > int(_FORMAT_NUMBER.match(FORMAT)[1]):
+            from ann import __version__
+
+            raise IntegrityError(
+                f"{path} is {given}, written by a newer ann; this ann ({__version__}) reads "
+                f"{FORMAT}: upgrade ann to load it"
+            )
         raise IntegrityError(f"{path} is not an {FORMAT} manifest; re-export with `ann.export`")
     name = manifest.get("name")
     if not isinstance(name, str) or not 0 < len(name) <= 128 or not name.isprintable():
@@ -203,8 +221,9 @@ def read_manifest_bytes(
     """The checked manifest and its exact bytes (what a registry hashes and copies).
 
     Raises IntegrityError if manifest.json is not a regular file of at most MAX_MANIFEST_BYTES,
-    is not JSON, is not an ann.export/1 manifest of the expected structure, or (given
-    `manifest_sha256`, as a registry records it) does not have that sha256."""
+    is not JSON, is not an ann.export/1 manifest of the expected structure (a newer format's is
+    named so), or (given `manifest_sha256`, as a registry records it) does not have that
+    sha256."""
     path = os.path.join(directory, MANIFEST)
     why = not_an_export(directory)
     if why is not None:
@@ -445,9 +464,10 @@ def load_reference(
     """The export's reference sample, {"inputs": {name: array}, "outputs": {name: array},
     "validation": {name: array}} (rows first; "outputs": the model's on the inputs,
     "validation": on the validation split, empty in exports made before it), read through the
-    manifest's size and sha256 checks (IntegrityError when a check fails or the file cannot be
-    deserialized); None when the manifest lists no reference.safetensors (an export written
-    before it existed)."""
+    manifest's size and sha256 checks (IntegrityError when a check fails, the file cannot be
+    deserialized or a key is not KIND/NAME); None when the manifest lists no
+    reference.safetensors (an export written before it existed). Kinds added by a later ann
+    are skipped (the format's rule, above)."""
     from safetensors.numpy import load as load_safetensors
 
     if REFERENCE not in manifest["files"]:
@@ -457,10 +477,11 @@ def load_reference(
     sample: dict[str, dict[str, np.ndarray]] = {"inputs": {}, "outputs": {}, "validation": {}}
     for key, value in arrays.items():
         kind, _, name = key.partition("/")
-        if kind not in sample or not name:
+        if not kind or not name:
             raise IntegrityError(
-                f"{os.path.join(directory, REFERENCE)} holds {key!r}, not inputs/NAME, "
-                "outputs/NAME or validation/NAME; re-export the run"
+                f"{os.path.join(directory, REFERENCE)} holds {key!r}, not KIND/NAME (inputs/NAME, "
+                "outputs/NAME, validation/NAME); re-export the run"
             )
-        sample[kind][name] = value
+        if kind in sample:  # a kind a later ann added is not this one's to read
+            sample[kind][name] = value
     return sample

@@ -145,6 +145,13 @@ def test_loader_needs_only_jax(digits_export, tmp_path):
         ("truncate_manifest", "manifest.json is not valid JSON"),
         ("rehash_manifest", "was modified: its sha256 is"),
         ("not_an_export", "is not an ann.export/1 manifest"),
+        # The format's number is bumped for changes an older reader would misread: it says so
+        # (it said "not an ann.export/1 manifest; re-export").
+        (
+            "newer_format",
+            r"manifest.json is ann.export/2, written by a newer ann; this ann \(.+\) reads "
+            r"ann.export/1: upgrade ann to load it$",
+        ),
     ],
 )
 def test_tampered_artifact_is_refused(digits_export, tmp_path, damage, message):
@@ -179,11 +186,56 @@ def test_tampered_artifact_is_refused(digits_export, tmp_path, damage, message):
         artifact.load(str(copy))  # consistent on its own...
     elif damage == "not_an_export":
         manifest.write_text(json.dumps({"format": "something else"}))
+    elif damage == "newer_format":
+        manifest.write_text(
+            json.dumps({**json.loads(manifest.read_text()), "format": "ann.export/2"})
+        )
     with pytest.raises(artifact.IntegrityError, match=message):
         artifact.load(str(copy), recorded if damage == "rehash_manifest" else None)
     if damage != "rehash_manifest":
         with pytest.raises(artifact.IntegrityError):
             artifact.verify(str(copy))
+
+
+def test_additions_of_a_later_ann_are_ignored(digits_export, tmp_path):
+    """The format's rule: an older reader ignores what a later ann adds (a manifest key, a file,
+    a reference kind), each listed file still checked. A `validation/*` reference kind, added
+    after ann.export/1 was, made readers before it refuse the whole reference."""
+    from safetensors.numpy import load, save
+
+    _, out = digits_export
+    later = tmp_path / "later"
+    shutil.copytree(out, later)
+    reference = load((later / artifact.REFERENCE).read_bytes())
+    blob = save({**reference, "calibration/logits": np.zeros((3, 10), np.float32)})
+    (later / artifact.REFERENCE).write_bytes(blob)
+    (later / "extra.bin").write_bytes(b"later")
+    manifest = json.loads((later / artifact.MANIFEST).read_text())
+    manifest["files"][artifact.REFERENCE] = {
+        "sha256": artifact.sha256_bytes(blob),
+        "bytes": len(blob),
+    }
+    manifest["files"]["extra.bin"] = {"sha256": artifact.sha256_bytes(b"later"), "bytes": 5}
+    manifest["a_later_key"] = {"x": 1}
+    (later / artifact.MANIFEST).write_text(json.dumps(manifest))
+    model = artifact.load(str(later))
+    sample = artifact.load_reference(str(later), model.manifest)
+    assert sorted(sample) == ["inputs", "outputs", "validation"]
+    np.testing.assert_array_equal(sample["inputs"]["image"], reference["inputs/image"])
+    assert artifact.verify(str(later))["a_later_key"] == {"x": 1}
+    # A key that is no KIND/NAME is still refused, and an added file is still checked.
+    (later / "extra.bin").write_bytes(b"LATER")
+    with pytest.raises(artifact.IntegrityError, match="extra.bin was modified"):
+        artifact.verify(str(later))
+    blob = save({**reference, "stray": np.zeros(1, np.float32)})
+    (later / artifact.REFERENCE).write_bytes(blob)
+    manifest["files"][artifact.REFERENCE] = {
+        "sha256": artifact.sha256_bytes(blob),
+        "bytes": len(blob),
+    }
+    (later / artifact.MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(artifact.IntegrityError, match=r"holds 'stray', not KIND/NAME"):
+        artifact.load_reference(str(later), artifact.read_manifest(str(later)))
 
 
 def test_a_path_that_is_no_directory_is_not_called_an_incomplete_export(tmp_path):
