@@ -310,7 +310,7 @@ def parse_flags(argv: list[str]) -> list[str]:
         fail(
             _config_code_error(e, argv)
             or _through_a_value(argv)
-            or _bad_override(one_line(e, argv))
+            or _bad_override(one_line(e, argv), argv)
         )
     except Exception as e:  # what get_config itself raised (RuntimeError too), else a bug
         message = _config_code_error(e, argv)
@@ -418,7 +418,20 @@ _CONVERSIONS = {  # the start of what absl or ml_collections says -> what the ke
 }
 
 
-def _bad_override(text: str) -> str:
+def _example(key: str, argv: Sequence[str]) -> object | None:
+    """A number or boolean to show for `--config.KEY`: the config file's value, else the
+    schema's default; not the range's "unset" value (total_steps=0), not a tuple."""
+    given: object = _loaded_config(argv)
+    for part in key.split("."):
+        given = given[part] if config_lib.is_section(given) and part in given else None
+    allowed = config_lib.RANGES.get(key)
+    for value in (given, config_lib.default(key)):
+        if type(value) in (int, float, bool) and not (allowed and value in allowed.also):
+            return value
+    return None
+
+
+def _bad_override(text: str, argv: Sequence[str]) -> str:
     """ "flag --config.total_steps=abc: invalid literal for int() ..." as "--config.total_steps=abc
     must be an integer ..."; other messages unchanged."""
     match = re.fullmatch(r"flag (--config\.([\w.]+)=.*?): (.*)", text)
@@ -451,11 +464,8 @@ def _bad_override(text: str) -> str:
         for said, wanted in _CONVERSIONS.items():
             if match.group(3).startswith(said):
                 key = match.group(2)
-                # The key's default, unless it is the range's "unset" value (total_steps=0).
-                allowed = config_lib.RANGES.get(key)
-                default = config_lib.default(key) if allowed else None
-                shown = default is not None and default not in allowed.also
-                example = f"; e.g. --config.{key}={default}" if shown else ""
+                example = _example(key, argv)
+                example = f"; e.g. --config.{key}={example}" if example is not None else ""
                 return f"{match.group(1)} must be {wanted} (the key's type in the config){example}"
     return text
 

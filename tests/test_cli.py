@@ -276,7 +276,14 @@ def test_the_console_script_is_declared():
         ),
         (
             ["train", "--config=configs/digits_cnn.py", "--workdir=W", "--config.total_steps=abc"],
-            "error: --config.total_steps=abc must be an integer",
+            # The config file's value as the example (the default, 0, means "unset").
+            "error: --config.total_steps=abc must be an integer (the key's type in the config); "
+            "e.g. --config.total_steps=600",
+        ),
+        (
+            ["train", "--config=configs/digits_cnn.py", "--workdir=W", "--config.model.dropout=x"],
+            "error: --config.model.dropout=x must be a number (the key's type in the config); "
+            "e.g. --config.model.dropout=0.5",
         ),
         (
             ["train", "--config=configs/digits_cnn.py", "--workdir=W", "--config.batch_size=abc"],
