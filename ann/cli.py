@@ -645,16 +645,39 @@ class _LibraryInfoFilter(py_logging.Filter):
             return False
         if record.levelno >= py_logging.WARNING:
             return True
+        return self.ours(record)
+
+    def ours(self, record: py_logging.LogRecord) -> bool:
+        """Whether ann, experiments/ or the job itself logged `record`."""
         path = os.path.abspath(record.pathname)
         return path.startswith(self.own) or path == self.job
 
 
+class _ConsoleFormatter(logging.PythonFormatter):
+    """absl's format, except ann's own warnings: `warning: MESSAGE`, as `warn` writes them (a
+    warning a user must act on read `W1202 21:22:57.165131 139850074315648 resume.py:122] ...`
+    among the training log). A library's warning keeps absl's prefix, naming where it came
+    from; a record with a traceback keeps it."""
+
+    def __init__(self, own: _LibraryInfoFilter) -> None:
+        super().__init__()
+        self.own = own
+
+    def format(self, record: py_logging.LogRecord) -> str:
+        if record.levelno == py_logging.WARNING and not record.exc_info and self.own.ours(record):
+            return f"warning: {record.getMessage()}"
+        return super().format(record)
+
+
 def quiet_libraries(quiet: bool = False) -> None:
-    """Drops libraries' INFO logging (see _LibraryInfoFilter), once; `quiet` keeps warnings
-    only, ann's own INFO lines too."""
+    """Drops libraries' INFO logging (see _LibraryInfoFilter) and writes ann's own warnings as
+    `warning:` lines (_ConsoleFormatter), once; `quiet` keeps warnings only, ann's own INFO
+    lines too."""
     handler = logging.get_absl_handler()
     if not any(isinstance(f, _LibraryInfoFilter) for f in handler.filters):
-        handler.addFilter(_LibraryInfoFilter())
+        own = _LibraryInfoFilter()
+        handler.addFilter(own)
+        handler.setFormatter(_ConsoleFormatter(own))
     if quiet:
         logging.set_verbosity(logging.WARNING)
 

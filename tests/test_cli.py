@@ -528,7 +528,12 @@ def test_libraries_info_logging_is_dropped_in_every_job(tmp_path):
         import ann
 
         # A line logged from a file of ann (what a record's pathname says).
-        OWN = compile("logging.info(\\"ann's own line\\")", ann.__path__[0] + "/x.py", "exec")
+        OWN = compile(
+            "logging.info(\\"ann's own line\\")\\n"
+            "logging.warning(\\"ann's own %s\\", \\"warning\\")",
+            ann.__path__[0] + "/x.py",
+            "exec",
+        )
 
         def main(argv):
             chatty.work()
@@ -544,6 +549,14 @@ def test_libraries_info_logging_is_dropped_in_every_job(tmp_path):
     assert "library detail" not in result.stderr
     for kept in ("library warning", "the job's own line", "ann's own line"):
         assert kept in result.stderr, result.stderr
+    # ann's own warnings are `warning:` lines, as cli.warn's (a user read `W1202 21:22:57.165131
+    # 139850074315648 resume.py:122] the run's length changed ...`); a library's keeps absl's
+    # prefix, which names where it came from.
+    lines = result.stderr.splitlines()
+    assert "warning: ann's own warning" in lines, result.stderr
+    assert re.search(
+        r"^W\d{4} [\d:.]+ +\d+ __init__.py:\d+\] library warning$", result.stderr, re.M
+    )
 
 
 def test_no_job_catches_what_the_shared_wrapper_handles():
