@@ -245,6 +245,35 @@ def test_histograms_put_reference_and_traffic_on_the_same_bins():
         ref.histograms({"x": cur}, ["x[2]"])
 
 
+@pytest.mark.parametrize(
+    "ref, cur, ticks",
+    [
+        # Few values: a tick per value (pixels 0 and 16 read -10, -5, 0, ..., 25).
+        (np.tile([0.0, 16.0], 5), np.array([0.0, 0.0, 16.0]), ["0", "16"]),
+        (np.tile([0.0, 1, 2, 3], 5), np.array([0.0, 1, 1, 3]), ["0", "1", "2", "3"]),
+        # Many integer values: integer ticks (they read -2.5, 0.0, 2.5, ..., 17.5).
+        (np.arange(17.0).repeat(3), np.arange(0, 17.0, 2), None),
+    ],
+)
+def test_feature_pictures_tick_integer_features_at_integers(ref, cur, ticks):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ann.monitor.report import _histogram
+
+    figure, ax = plt.subplots()
+    _histogram(ax, ref, cur)
+    figure.canvas.draw()
+    shown = [t.get_text().replace("\u2212", "-") for t in ax.get_xticklabels()]
+    plt.close(figure)
+    if ticks is not None:
+        assert shown == ticks
+    else:
+        assert len(shown) > 3 and all(float(t) == int(float(t)) for t in shown), shown
+
+
 def test_large_inputs_are_projected_to_32_fixed_features():
     spec = {"image": {"dtype": "uint8", "shape": [-1, 32, 32, 3]}}
     x = np.random.default_rng(0).integers(0, 255, size=(5, 32, 32, 3), dtype=np.uint8)

@@ -97,6 +97,11 @@ def _image_maps(result: DriftResult, spec: Mapping[str, Mapping[str, Any]]) -> d
 
 
 def _histogram(ax: Any, ref: np.ndarray, cur: np.ndarray) -> None:
+    """Reference and current values of one feature: side-by-side bars per value for at most
+    FEW_VALUES distinct values (each value a tick, up to 10 of them), else densities on shared
+    bins. Ticks of integer-valued features are integers (pixels read 0, 2.5, 5, ... 17.5)."""
+    from matplotlib.ticker import MaxNLocator
+
     values = np.union1d(ref, cur)
     if len(values) <= FEW_VALUES:
         width = 0.4 * (np.min(np.diff(values)) if len(values) > 1 else 1.0)
@@ -110,6 +115,10 @@ def _histogram(ax: Any, ref: np.ndarray, cur: np.ndarray) -> None:
         ax.hist(ref, edges, density=True, alpha=0.6, label="reference")
         ax.hist(cur, edges, density=True, alpha=0.6, label="current")
         ax.set_ylabel("density")
+    if len(values) <= min(FEW_VALUES, 10):
+        ax.set_xticks(values, [f"{v:g}" for v in values])
+    elif np.all(values == np.round(values)):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(fontsize=8)
 
 
