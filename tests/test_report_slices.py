@@ -88,6 +88,15 @@ def test_slice_gap_flags_and_quantile_buckets(classified):
     assert section.metrics["spec"] == "field:group"
     assert section.notes[-2].startswith("  flagged (slice_min 0.85; 95% CI in brackets): group=")
     rendered(section)
+    # Each slice's value is written in a column right of the plot, where no line runs: beside
+    # its point, its box covered the overall line (or the bound's) where the two met.
+    figure = section.figures["by_slice"]
+    figure.canvas.draw()
+    (ax,) = figure.axes
+    right = ax.get_window_extent().x1
+    values = [t for t in ax.texts if t.get_text() != "n/a (not defined on this slice)"]
+    assert len(values) == len(section.metrics["slices"])
+    assert all(t.get_window_extent().x0 > right for t in values)
 
 
 def test_slice_intervals_are_wilsons_by_hand():

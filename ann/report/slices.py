@@ -280,14 +280,11 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4g}"
 
 
-# Behind a value label: readable over the overall and bound lines.
-_LABEL_BOX = {"facecolor": "white", "edgecolor": "none", "pad": 0.1, "alpha": 0.8}
-
-
 def slice_figure(result: dict[str, Any]) -> Figure:
     """A dot plot: the headline per slice as a point (red: flagged) with its 95% interval as a
-    whisker where it has one, the slice sizes, the overall value and the bound as vertical lines; a
-    slice without a headline (AUROC of one class) reads "n/a"."""
+    whisker where it has one, the slice sizes, the overall value and the bound as vertical lines,
+    each value in a column right of the axes; a slice without a headline (AUROC of one class)
+    reads "n/a"."""
     h = result["headline"]
     slices = result["slices"]
     values = [s["metrics"][h] for s in slices]
@@ -308,7 +305,7 @@ def slice_figure(result: dict[str, Any]) -> Figure:
         s=36,
         zorder=3,
     )
-    for yi, v, ci in zip(y, values, intervals):
+    for yi, v, color in zip(y, values, colors):
         if v is None:  # at the axes' left edge: a text at x = 0 would stretch the figure
             ax.text(
                 0.01,
@@ -318,16 +315,16 @@ def slice_figure(result: dict[str, Any]) -> Figure:
                 fontsize=8,
                 transform=ax.get_yaxis_transform(),
             )
-        else:
-            label = f" {_fmt(v)}"
+        else:  # in a column right of the axes: next to its point it covered the lines
             ax.annotate(
-                label,
-                (max(ci[1], v) if ci else v, yi),
-                xytext=(6, 0),  # points: clear of the marker and the whisker's cap
+                _fmt(v),
+                (1.0, yi),
+                xycoords=("axes fraction", "data"),
+                xytext=(6, 0),
                 textcoords="offset points",
                 va="center",
                 fontsize=8,
-                bbox=_LABEL_BOX,
+                color=color,
             )
     ax.set_yticks(y, [f"{s['name']}  (n={s['size']})" for s in slices], fontsize=8)
     overall = result["overall"]["metrics"][h]
@@ -338,11 +335,12 @@ def slice_figure(result: dict[str, Any]) -> Figure:
     ends = [e for ci in intervals if ci for e in ci]
     shown = [v for v in (*values, *ends, overall, *result["bound"].values()) if v is not None]
     if shown:
-        # Zoomed on the values (from 0, a gap of 0.02 in accuracy would not show); room on
-        # the right for the value labels.
+        # Zoomed on the values (from 0, a gap of 0.02 in accuracy would not show).
         low, high = min(shown), max(shown)
         span = max(high - low, abs(high) * 0.05, 1e-6)
-        ax.set_xlim(max(0.0, low - span * 0.3) if low >= 0 else low - span * 0.3, high + span * 0.2)
+        ax.set_xlim(
+            max(0.0, low - span * 0.3) if low >= 0 else low - span * 0.3, high + span * 0.08
+        )
     ax.set_xlabel(f"{h} ({'higher' if result['higher_is_better'] else 'lower'} is better)")
     ax.set_title(f"{h} by slice: {result['spec']}", fontsize=10)
     fig.legend(loc="outside lower center", ncol=3, fontsize=8, frameon=False)
