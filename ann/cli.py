@@ -34,6 +34,7 @@ constructor arguments, `task.*` experiment settings).
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib.util
 import logging as py_logging
 import os
@@ -148,12 +149,18 @@ def one_line(error: BaseException, argv: Sequence[str] = ()) -> str:
 
 def _loaded_config(argv: Sequence[str]) -> ml_collections.ConfigDict | None:
     """The `--config` file loaded again, without overrides (for the words of an override that
-    failed: ml_collections leaves the flag without a value then), or None."""
+    failed: ml_collections leaves the flag without a value then), or None. Read-only: the
+    error path asks for it more than once, and the file is loaded once."""
     given = [a.split("=", 1)[1] for a in argv[1:] if a.startswith("--config=")]
     if not given or "config" not in flags.FLAGS:
         return None
+    return _config_file(given[-1])
+
+
+@functools.lru_cache(maxsize=1)
+def _config_file(path: str) -> ml_collections.ConfigDict | None:
     try:
-        return flags.FLAGS["config"].parser.parse(given[-1])
+        return flags.FLAGS["config"].parser.parse(path)
     except Exception:  # the file's own error is said elsewhere
         return None
 
