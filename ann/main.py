@@ -51,8 +51,9 @@ def main(argv: list[str]) -> None:
         result = _train()
         cli.ignore_interrupts()  # the run has ended and recorded how: its line follows
     except KeyboardInterrupt as e:
-        # Once training began, the loop names the step and what a rerun resumes from.
-        cli.interrupted(str(e) or STOPPED_STARTING)
+        # Once training began, the loop names the step and what a rerun resumes from; before,
+        # nothing is saved, and the teardown could crash on XLA's unfinished start-up work.
+        cli.interrupted(str(e) or STOPPED_STARTING, skip_teardown=not str(e))
     except Exception as e:
         message = out_of_memory(e)
         if message is None:
