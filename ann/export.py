@@ -478,7 +478,8 @@ def main(argv: list[str]) -> None:
     if "calibration" in manifest:
         from ann.calibrate import summary_lines
 
-        print("\n".join(summary_lines(manifest["calibration"])))
+        # Notes on the result, not the result: stdout stays the one line a script reads.
+        print("\n".join(summary_lines(manifest["calibration"])), file=sys.stderr)
 
 
 if __name__ == "__main__":

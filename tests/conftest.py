@@ -132,6 +132,7 @@ def digits_export(tmp_path_factory):
         timeout=300,
     )
     (root / "export.stdout").write_text(result.stdout)  # what ann export printed
+    (root / "export.stderr").write_text(result.stderr)
     return workdir, out
 
 

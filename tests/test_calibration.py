@@ -176,8 +176,12 @@ def test_export_folds_the_validation_temperature_into_the_graph(digits_export):
 def test_export_says_the_fit_is_to_nll_and_notes_a_split_whose_ece_rose(digits_export):
     _, out = digits_export
     entry = artifact.load(str(out)).manifest["calibration"]
-    printed = (out.parent / "export.stdout").read_text().splitlines()
-    assert printed[1:] == calibrate.summary_lines(entry), printed
+    # stdout is the result line alone (the summary and notes were on it, read by a script);
+    # they are on stderr, after whatever else ann export said there.
+    assert len((out.parent / "export.stdout").read_text().splitlines()) == 1
+    said = (out.parent / "export.stderr").read_text().splitlines()
+    printed = ["", *said[-len(calibrate.summary_lines(entry)) :]]
+    assert printed[1:] == calibrate.summary_lines(entry), said
     val, test = entry["metrics"]["validation"], entry["metrics"]["test"]
     assert printed[1].startswith(f"calibration: temperature {entry['temperature']:.4g}, fitted")
     assert "to the NLL of validation" in printed[1]
