@@ -197,6 +197,25 @@ def test_tampered_artifact_is_refused(digits_export, tmp_path, damage, message):
             artifact.verify(str(copy))
 
 
+def test_a_run_stopped_before_its_first_eval_names_the_steps_it_saved(digits_export, tmp_path):
+    """A run stopped (Ctrl-C) before an eval chose a best: `--step=best` (the default) said "no
+    checkpoint in .../checkpoints_best; train first, or pick another step", naming neither."""
+    from ann.train.checkpoint import CheckpointError
+
+    workdir, _ = digits_export
+    copy = tmp_path / "run"
+    shutil.copytree(workdir, copy)
+    shutil.rmtree(copy / "checkpoints_best")
+    saved = sorted(int(p.name) for p in (copy / "checkpoints").iterdir() if p.name.isdigit())
+    with pytest.raises(CheckpointError) as e:
+        restore_model(str(copy), "best")
+    assert str(e.value) == (
+        f"no checkpoint in {copy}/checkpoints_best (the run saved none there: no eval chose a "
+        f"best yet); choose --step=latest (step {saved[-1]}) or one of "
+        f"{', '.join(map(str, saved[::-1]))}"
+    )
+
+
 def test_additions_of_a_later_ann_are_ignored(digits_export, tmp_path):
     """The format's rule: an older reader ignores what a later ann adds (a manifest key, a file,
     a reference kind), each listed file still checked. A `validation/*` reference kind, added

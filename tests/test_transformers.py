@@ -437,6 +437,7 @@ def test_generate_on_a_run_without_checkpoints_is_one_line(tmp_path):
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert one_line_error(result) == (
-        f"error: no checkpoint in {run}/checkpoints_best; train first, or pick another step"
+        f"error: no checkpoint in {run}/checkpoints_best: the run saved none; train it first "
+        f"(ann train --workdir={run} ...)"
     )
     assert os.listdir(run) == ["config.json"]

@@ -448,8 +448,16 @@ class Checkpoints:
                     f"{pid}) and has saved none; try again after its first "
                     f"{'eval' if manager is self.best else 'checkpoint'}"
                 )
+            saved = self._complete_steps(self.latest)
+            if saved:  # stopped before its first eval chose a best
+                raise CheckpointError(
+                    f"no checkpoint in {manager.directory} (the run saved none there: no eval "
+                    f"chose a best yet); choose --step=latest (step {saved[0]}) or one of "
+                    f"{', '.join(map(str, saved))}"
+                )
             raise CheckpointError(
-                f"no checkpoint in {manager.directory}; train first, or pick another step"
+                f"no checkpoint in {manager.directory}: the run saved none; train it first "
+                f"(ann train --workdir={self.workdir} ...)"
             )
         step = int(step)
         others = self._complete_steps(self.latest, but=step)
