@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import one_line_error
+from conftest import ROOT, one_line_error
 
 from ann.serve.settings import Settings
 
@@ -40,6 +40,15 @@ BAD = [
     (["--request_log_backups=-1"], "--request_log_backups=-1"),
     (["--request_log=/nonexistent/dir/requests.jsonl"], "--request_log=/nonexistent/dir"),
     (["--request_log=/tmp"], "--request_log=/tmp: is a folder"),
+    # A file where its folder should be was "its folder ... does not exist".
+    (
+        [f"--request_log={ROOT}/README.md/requests.jsonl"],
+        f"its folder {ROOT}/README.md is a file, not a folder",
+    ),
+    (
+        [f"--request_log={ROOT}/README.md/x/requests.jsonl"],
+        f"its folder {ROOT}/README.md/x cannot exist: {ROOT}/README.md is a file",
+    ),
     (["--shutdown_timeout=-1"], "--shutdown_timeout=-1"),
     # Accepted and ignored: a setting the user believed in.
     (

@@ -229,7 +229,13 @@ class Settings:
             path = os.path.abspath(self.request_log)
             folder = os.path.dirname(path)
             if not os.path.isdir(folder):
-                return f"--request_log={self.request_log}: its folder {folder} does not exist"
+                above = folder
+                while not os.path.exists(above):
+                    above = os.path.dirname(above)
+                what = "does not exist" if above != folder else "is a file, not a folder"
+                if above != folder and not os.path.isdir(above):
+                    what = f"cannot exist: {above} is a file"
+                return f"--request_log={self.request_log}: its folder {folder} {what}"
             if os.path.isdir(path):
                 return f"--request_log={self.request_log}: is a folder; give a file in it"
             if not os.access(path if os.path.exists(path) else folder, os.W_OK):
