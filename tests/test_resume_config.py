@@ -151,6 +151,11 @@ def test_changes_are_reported_against_the_last_run_and_a_shorter_run_is_refused(
 
     # A run length below the step reached: refused before anything is written.
     kept = {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()}
-    with pytest.raises(ConfigError, match="total_steps.*has reached step 30.*at least 30"):
-        train_and_evaluate(config(10), str(workdir))
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        with pytest.raises(ConfigError, match="total_steps.*has reached step 30.*at least 30"):
+            train_and_evaluate(config(10), str(workdir))
     assert {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()} == kept
+    # Refused before the restore: its error is the one line (a "resumed from ... at step 30"
+    # line came first).
+    assert "resumed from" not in caplog.text
