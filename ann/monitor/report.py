@@ -99,7 +99,7 @@ def _image_maps(result: DriftResult, spec: Mapping[str, Mapping[str, Any]]) -> d
 def _histogram(ax: Any, ref: np.ndarray, cur: np.ndarray) -> None:
     """Reference and current values of one feature: side-by-side bars per value for at most
     FEW_VALUES distinct values (each value a tick, up to 10 of them), else densities on shared
-    bins. Ticks of integer-valued features are integers (pixels read 0, 2.5, 5, ... 17.5)."""
+    bins. Ticks of integer-valued features are integers (the pixels were ticked -2.5, 0, 2.5)."""
     from matplotlib.ticker import MaxNLocator
 
     values = np.union1d(ref, cur)
