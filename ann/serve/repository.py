@@ -41,11 +41,20 @@ def load_model(spec: str, registry: str | None) -> ServedModel:
 
     resolved = registries.resolve(spec, registry)
     model = resolved.load()
+    # The digest of the manifest bytes loaded, not a second read.
+    name, version = served_name(resolved, model.name, model.manifest_sha256)
+    return ServedModel(
+        name, version, model, spec if resolved.version is not None else resolved.path
+    )
+
+
+def served_name(resolved: Any, manifest_name: str, manifest_sha256: str) -> tuple[str, str]:
+    """(name, version) a resolved spec (`ann.registry.Resolved`) is served under: a registry
+    version's name and number, else the manifest's name and the first 12 hex digits of its
+    sha256."""
     if resolved.version is not None:
-        mv = resolved.version
-        return ServedModel(mv.name, str(mv.version), model, spec)
-    digest = model.manifest_sha256  # of the bytes loaded, not a second read
-    return ServedModel(model.name, digest[:12], model, resolved.path)
+        return resolved.version.name, str(resolved.version.version)
+    return manifest_name, manifest_sha256[:12]
 
 
 def load_models(specs: list[str], registry: str | None) -> list[ServedModel]:
