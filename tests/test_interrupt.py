@@ -122,16 +122,25 @@ class CtrlCTwice(hooks.Hook):
             signal.raise_signal(signal.SIGINT)  # the second, before it: stop now
 
 if os.environ.get("CTRL_C_TWICE") == "in_save":  # the second while the stop's save finishes
+    import threading
     from orbax.checkpoint import checkpoint_manager
-    join, sent = checkpoint_manager._FinalizeThread.join, []
+    finalize = checkpoint_manager._FinalizeThread
+    join, run, waited = finalize.join, finalize.run, threading.Event()
+
+    # The save's finalizing waits for the wait to begin: else a quick save may finish first,
+    # Orbax then skips the join, and no second Ctrl-C is sent (CI: the run ended with exit 0).
+    def held_run(self):
+        if self.step() == 20:
+            waited.wait(60)
+        return run(self)
 
     def interrupted_join(self, *args, **kwargs):
-        if self.step() == 20 and not sent:  # the stop's save (5 steps a call: 15, then 20)
-            sent.append(1)
+        if self.step() == 20 and not waited.is_set():  # the stop's save (15, then 20)
+            waited.set()
             signal.raise_signal(signal.SIGINT)
         return join(self, *args, **kwargs)
 
-    checkpoint_manager._FinalizeThread.join = interrupted_join
+    finalize.run, finalize.join = held_run, interrupted_join
 
 if os.environ.get("CTRL_C_TWICE") == "after_save":  # the second as the run's end is recorded
     from ann.train import run_status

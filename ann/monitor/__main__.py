@@ -162,6 +162,7 @@ def drift(args: list[str]) -> None:
     cli.progress(f"loading {FLAGS.model}, testing each feature for drift")
     from ann.monitor import report as drift_report  # JAX and SciPy
     from ann.monitor.drift import Reference
+
     model = artifact.load(resolved.path, digest)  # the manifest the log was read against
     reference = Reference.from_model(model)
     outputs, source = _outputs(model, traffic)

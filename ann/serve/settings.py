@@ -225,21 +225,26 @@ class Settings:
                 "admin_token: expected a token other than --token (the admin token may load and "
                 "unload models; a client's token must not); give each its own"
             )
-        if self.request_log is not None:
-            path = os.path.abspath(self.request_log)
-            folder = os.path.dirname(path)
-            if not os.path.isdir(folder):
-                above = folder
-                while not os.path.exists(above):
-                    above = os.path.dirname(above)
-                what = "does not exist" if above != folder else "is a file, not a folder"
-                if above != folder and not os.path.isdir(above):
-                    what = f"cannot exist: {above} is a file"
-                return f"--request_log={self.request_log}: its folder {folder} {what}"
-            if os.path.isdir(path):
-                return f"--request_log={self.request_log}: is a folder; give a file in it"
-            if not os.access(path if os.path.exists(path) else folder, os.W_OK):
-                return f"--request_log={self.request_log}: not writable; give a writable path"
+        return self._request_log_problem()
+
+    def _request_log_problem(self) -> str | None:
+        """What is wrong with `--request_log`'s path, if anything."""
+        if self.request_log is None:
+            return None
+        path = os.path.abspath(self.request_log)
+        folder = os.path.dirname(path)
+        if not os.path.isdir(folder):
+            above = folder
+            while not os.path.exists(above):
+                above = os.path.dirname(above)
+            what = "does not exist" if above != folder else "is a file, not a folder"
+            if above != folder and not os.path.isdir(above):
+                what = f"cannot exist: {above} is a file"
+            return f"--request_log={self.request_log}: its folder {folder} {what}"
+        if os.path.isdir(path):
+            return f"--request_log={self.request_log}: is a folder; give a file in it"
+        if not os.access(path if os.path.exists(path) else folder, os.W_OK):
+            return f"--request_log={self.request_log}: not writable; give a writable path"
         return None
 
     def file_descriptors(self) -> int:
