@@ -538,6 +538,37 @@ def test_tpe_study_prunes_the_bad_region_and_resumes(tmp_path, one_device):
     assert len(optuna.load_study(study_name="ann", storage=study._storage).trials) == 6
 
 
+def test_a_trial_drawn_but_never_launched_does_not_count_against_the_study(tmp_path, monkeypatch):
+    # Ctrl-C between Optuna's draw and the trial's naming left it RUNNING and nameless: the
+    # resumed sweep skipped it but counted it, and a study of 6 delivered 5 (a fresh-user trial).
+    sweep = 'return h.loguniform("optimizer.learning_rate", 1e-4, 1e-2)'
+    definition = definition_lib.load(write_config(tmp_path, sweep), {})
+    workdir = str(tmp_path / "tpe")
+    options = dict(metric="val/accuracy", mode="max", startup_trials=2, seed=0)
+    started = []
+
+    def launch_run(next_trial, on_end, parallel):  # names what would run, runs nothing
+        while (trial := next_trial()) is not None:
+            started.append(trial.name)
+
+    monkeypatch.setattr(launch, "run", launch_run)
+    monkeypatch.setattr(results, "write", lambda *args, **kwargs: "")
+    os.makedirs(workdir)
+    url = f"sqlite:///{workdir}/study.db"
+    study = search.open_study(url, workdir, pruner="median", prune_warmup_steps=0, **options)
+    study.ask({p.name: p.distribution for p in space.params(definition.node)[0]})  # no name
+    lines = []
+    search.run(definition, workdir, trials=3, log=lines.append, **options)
+    assert "0 of 3 trials so far" in lines[0], lines[0]
+    assert len(started) == 3 and all(name.startswith(("001-", "002-", "003-")) for name in started)
+    import optuna
+
+    states = [
+        t.state.name for t in optuna.load_study(study_name="ann", storage=study._storage).trials
+    ]
+    assert states == ["FAIL", "RUNNING", "RUNNING", "RUNNING"], states
+
+
 class FakeTrial:
     def __init__(self, prune):
         self.prune, self.reports = prune, []

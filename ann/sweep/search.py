@@ -27,6 +27,7 @@ from ann.sweep.space import SweepError
 from ann.sweep.trials import Trial
 
 STUDY = "ann"
+UNLAUNCHED = "unlaunched"  # user attribute of a trial drawn but never launched (Search.counted)
 
 
 def run(
@@ -139,22 +140,31 @@ class Search:
         import optuna
 
         running = optuna.trial.TrialState.RUNNING
-        self.resume.extend(
-            self.make(t, self.overrides_of(t.params))
-            for t in self.study.get_trials(deepcopy=False, states=(running,))
-            if "name" in t.user_attrs
-        )
+        for t in self.study.get_trials(deepcopy=False, states=(running,)):
+            if "name" in t.user_attrs:
+                self.resume.append(self.make(t, self.overrides_of(t.params)))
+            else:  # drawn, then Ctrl-C before it was named: never launched, not one of the study
+                orphan = optuna.trial.Trial(self.study, t._trial_id)
+                orphan.set_user_attr(UNLAUNCHED, True)
+                self.study.tell(orphan, state=optuna.trial.TrialState.FAIL)
         self.record_trials()
-        left = len(self.resume) + max(0, self.trials - len(self.study.trials))
+        left = len(self.resume) + max(0, self.trials - self.counted())
         parallel = max(1, min(parallel, left))
         self.log(
-            f"study {self.url.removeprefix('sqlite:///')}: {len(self.study.trials)} of "
+            f"study {self.url.removeprefix('sqlite:///')}: {self.counted()} of "
             f"{self.trials} trials so far"
             + (f", {len(self.resume)} to resume" if self.resume else "")
             + f"; {self.sampler_words()} over {', '.join(self.distributions)}, "
             f"{parallel} at a time"
         )
         return parallel
+
+    def counted(self) -> int:
+        """The study's trials that count towards its size: all but those never launched (a
+        Ctrl-C between Optuna's draw and the trial's naming left one RUNNING, nameless, for good:
+        a resumed sweep skipped it yet counted it, and delivered one trial fewer)."""
+        trials = self.study.get_trials(deepcopy=False)
+        return sum(1 for t in trials if not t.user_attrs.get(UNLAUNCHED))
 
     def sampler_words(self) -> str:
         """How the study draws: TPE draws its first `startup_trials` at random, so a study no
@@ -206,7 +216,7 @@ class Search:
 
         if self.resume:
             return self.resume.popleft()
-        while len(self.study.trials) < self.trials:
+        while self.counted() < self.trials:
             asked = self.study.ask(self.distributions)
             trial = self.make(asked, self.overrides_of(asked.params))
             asked.set_user_attr("name", trial.name)
