@@ -81,7 +81,7 @@ def calibrate(
         except calibration.CalibrationError as e:
             raise calibration.CalibrationError(
                 f"cannot fit the temperature on {config.data.validation_split!r}: {e}; or "
-                'export uncalibrated: set "calibration": "none" in the run\'s config.json'
+                "export softmax(logits) uncalibrated with --calibration=none"
             ) from e
     experiment.temperature = temperature
     metrics = {
@@ -131,7 +131,6 @@ def summary_lines(entry: dict[str, Any]) -> list[str]:
             lines.append(
                 f"note: temperature scaling raised the {split} ECE ({before['ece']:.4f} -> "
                 f"{after['ece']:.4f}; NLL {before['nll']:.4f} -> {after['nll']:.4f}); to export "
-                'softmax(logits) instead, set "calibration": "none" in the run\'s config.json '
-                "and export again"
+                "softmax(logits) instead, export again with --calibration=none"
             )
     return lines

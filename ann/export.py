@@ -280,8 +280,11 @@ def export(
     step: int | str = "best",
     name: str | None = None,
     platforms: Sequence[str] = ("cpu",),
+    calibration: str | None = None,
 ) -> dict[str, Any]:
-    """Exports the run in `workdir` at `step` ("best", "latest" or a number) into `out`."""
+    """Exports the run in `workdir` at `step` ("best", "latest" or a number) into `out`.
+    `calibration` ("temperature" or "none") overrides the run's `config.calibration`; None
+    keeps it."""
     # Imported on use: `ann export --help` and a bad flag answer without JAX.
     import flax
     import jax
@@ -299,6 +302,9 @@ def export(
     requested = step
     cli.progress(f"restoring the {step} checkpoint of {workdir}")
     experiment, model, step, config = restore_model(workdir, step)
+    if calibration is not None:
+        config = config.copy_and_resolve_references()  # the manifest records the override
+        config.calibration = calibration
     # Before the graph is traced: predict then divides the logits by the fitted temperature.
     calibrated = calibrate(experiment, model, config)
     graphdef, state = nnx.split(model)
@@ -431,6 +437,13 @@ def define_flags() -> None:
         "name", None, "Model name in the manifest (default DATA_MODEL); a valid registry name."
     )
     flags.DEFINE_list("platforms", ["cpu"], "Platforms to lower for: cpu, cuda, rocm, tpu.")
+    flags.DEFINE_enum(
+        "calibration",
+        None,
+        ["temperature", "none"],
+        "Overrides the run's config.calibration: temperature (fit T on the validation split) or "
+        "none (export softmax(logits)); unset keeps the run's.",
+    )
     flags.mark_flags_as_required(["workdir", "out"])
 
 
@@ -468,7 +481,9 @@ def main(argv: list[str]) -> None:
     cli.check_no_arguments(argv[1:])
     check_flags(FLAGS.workdir, FLAGS.out, FLAGS.step, FLAGS.name, FLAGS.platforms)
     step: int | str = int(FLAGS.step) if FLAGS.step.isdigit() else FLAGS.step
-    manifest = export(FLAGS.workdir, FLAGS.out, step, FLAGS.name, FLAGS.platforms)
+    manifest = export(
+        FLAGS.workdir, FLAGS.out, step, FLAGS.name, FLAGS.platforms, FLAGS.calibration
+    )
     shown = cli.metrics_line(manifest["metrics"])
     print(
         f"exported {manifest['name']} (step {manifest['source']['step']}, "

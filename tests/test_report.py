@@ -99,6 +99,7 @@ def test_report_json_is_documented(workdir_report):
     report["splits"]["validation"]["sections"]["calibration"] = refused
     assert report_doc.undocumented(report) == []
     conditions = {"binary models", "binary models, test split", "when the fit is refused"}
+    conditions |= {"when the fit succeeds"}
     assert report_doc.missing(report, conditions | {"when there are errors"}) == []
     assert report_doc.missing(report, conditions | {"when the model has float outputs"}) == []
     # The check is not blind: a key the document does not list, one it lists that is gone.
@@ -358,10 +359,40 @@ def test_one_class_split_is_a_message_not_nan():
     preds = fake_predictions([1, 1, 1], [[0.2, 0.8], [0.3, 0.7], [0.4, 0.6]])
     calibration = classification.calibration(preds)
     assert "error" in calibration.metrics and "2 classes" in calibration.notes[0]
+    assert "temperature" not in calibration.metrics and "after" not in calibration.metrics
     curves = classification.curves(preds)
     assert curves.metrics["roc_auc"] == {} and curves.metrics["classes_without_curve"] == ["c1"]
     threshold = classification.thresholds(preds)
     assert threshold.metrics["threshold"] is None
+
+
+def test_a_validation_split_without_mistakes_keeps_the_test_reliability_diagram():
+    import matplotlib.pyplot as plt
+
+    from ann.metrics import calibration as calibration_lib
+
+    # Every validation row right (the breast-cancer MLP's 69): no temperature can be fitted. The
+    # test split's section was the refusal alone, on its console line as if about test ("every
+    # row is already right" of a split with mistakes), and the report had no reliability diagram.
+    p1 = np.array([0.05, 0.1, 0.9, 0.95])
+    validation = fake_predictions([0, 0, 1, 1], np.stack([1 - p1, p1], 1), "validation")
+    p1 = np.array([0.2, 0.6, 0.4, 0.9, 0.7, 0.1])
+    test = fake_predictions([0, 0, 1, 1, 1, 0], np.stack([1 - p1, p1], 1), validation=validation)
+    section = classification.calibration(test)
+    metrics = section.metrics
+    assert metrics["error"].startswith("no temperature fitted on validation: "), metrics["error"]
+    assert "temperature" not in metrics and "after" not in metrics
+    assert sum(metrics["reliability_before"]["counts"]) == 6
+    assert metrics["before"]["ece"] == pytest.approx(
+        calibration_lib.summary(np.stack([1 - p1, p1], 1), np.array([0, 0, 1, 1, 1, 0]))["ece"]
+    )
+    assert section.notes[0].startswith("calibration: ECE ") and "on validation" in section.notes[0]
+    figure = section.figures["reliability"]
+    titles = [axes.get_title() for axes in figure.axes if axes.get_title()]
+    plt.close(figure)
+    assert titles == [
+        f"softmax(logits), no temperature fitted (ECE {metrics['before']['ece']:.3f})"
+    ]
 
 
 def test_the_default_out_names_an_export_by_its_served_version():

@@ -228,51 +228,67 @@ def calibration(preds: Predictions) -> Section:
     softmax(logits) and of softmax(logits / T), T fitted on the validation split's logits (this
     split's, for the validation split itself), with both reliability diagrams and confidence
     histograms; and the scores of the probabilities the model serves (`served`: an export's
-    are already divided by its manifest's temperature). A split or model the fit refuses (one
-    class, no optimum) gets its message."""
+    are already divided by its manifest's temperature). A fit the validation split refuses (one
+    class, no optimum, as when every row is right) leaves softmax(logits)'s scores and diagram
+    with the refusal as `error`; logits that cannot be scored at all get only the message."""
     from ann.metrics import calibration as calib
 
     y_true, _, _ = _labels(preds)
     fitted_on = preds.validation or preds
     logits = np.asarray(preds.outputs["logits"], np.float64)
     try:
-        temperature = calib.fit_temperature(fitted_on.outputs["logits"], _labels(fitted_on)[0])
-        before, after = calib.softmax(logits), calib.softmax(logits, temperature)
-        scores = {"before": calib.summary(before, y_true), "after": calib.summary(after, y_true)}
-        bins = {
-            "before": calib.reliability(before, y_true),
-            "after": calib.reliability(after, y_true),
-        }
+        probabilities = {"before": calib.softmax(calib.check_logits(logits))}
+        try:
+            temperature = calib.fit_temperature(fitted_on.outputs["logits"], _labels(fitted_on)[0])
+            probabilities["after"] = calib.softmax(logits, temperature)
+            refused = ""
+        except calib.CalibrationError as e:
+            temperature, refused = None, f"no temperature fitted on {fitted_on.split}: {e}"
+        scores = {when: calib.summary(p, y_true) for when, p in probabilities.items()}
+        bins = {when: calib.reliability(p, y_true) for when, p in probabilities.items()}
+        served = calib.summary(np.asarray(preds.outputs["probabilities"], np.float64), y_true)
     except calib.CalibrationError as e:
         return Section("Calibration", {"error": str(e)}, {}, [f"calibration: {e}"])
     figure, grid = plt.subplots(
-        2, 2, figsize=(11, 6.5), sharex="col", gridspec_kw={"height_ratios": [3, 1]}
+        2,
+        len(bins),
+        figsize=(5.5 * len(bins), 6.5),
+        sharex="col",
+        gridspec_kw={"height_ratios": [3, 1]},
+        squeeze=False,
     )
-    titles = {
-        "before": f"Before temperature scaling (ECE {scores['before']['ece']:.3f})",
-        "after": f"After, T = {temperature:.3g} (ECE {scores['after']['ece']:.3f})",
-    }
-    for column, when in enumerate(("before", "after")):
+    ece = {when: f"ECE {score['ece']:.3f}" for when, score in scores.items()}
+    titles = (
+        {"before": f"softmax(logits), no temperature fitted ({ece['before']})"}
+        if refused
+        else {
+            "before": f"Before temperature scaling ({ece['before']})",
+            "after": f"After, T = {temperature:.3g} ({ece['after']})",
+        }
+    )
+    for column, when in enumerate(bins):
         _reliability_axes(grid[0, column], grid[1, column], bins[when], titles[when])
     figure.suptitle(f"Reliability ({preds.split}, {len(y_true)} rows, {calib.BINS} bins)")
     figure.tight_layout()
-    served = float(getattr(preds.experiment, "temperature", 1.0))
     metrics_ = {
         # The temperature the model's own probabilities already use (an export's manifest
         # `calibration`; 1 for a checkpoint) and their scores: what is served.
-        "served_temperature": served,
-        "served": calib.summary(np.asarray(preds.outputs["probabilities"], np.float64), y_true),
-        "temperature": float(temperature),
+        "served_temperature": float(getattr(preds.experiment, "temperature", 1.0)),
+        "served": served,
         "temperature_fitted_on": fitted_on.split,
         "bins": calib.BINS,
-        "before": scores["before"],
-        "after": scores["after"],
-        "reliability_before": bins["before"].to_json(),
-        "reliability_after": bins["after"].to_json(),
+        **{when: scores[when] for when in scores},
+        **{f"reliability_{when}": bins[when].to_json() for when in bins},
     }
+    before = scores["before"]
+    if refused:
+        metrics_["error"] = refused
+        note = f"calibration: ECE {before['ece']:.4f}, NLL {before['nll']:.4f}; {refused}"
+        return Section("Calibration", metrics_, {"reliability": figure}, [note])
+    metrics_["temperature"] = float(temperature)
     note = (
-        f"ECE {scores['before']['ece']:.4f} -> {scores['after']['ece']:.4f}, NLL "
-        f"{scores['before']['nll']:.4f} -> {scores['after']['nll']:.4f} with temperature "
+        f"ECE {before['ece']:.4f} -> {scores['after']['ece']:.4f}, NLL "
+        f"{before['nll']:.4f} -> {scores['after']['nll']:.4f} with temperature "
         f"{temperature:.3g} (fitted on {fitted_on.split})"
     )
     return Section("Calibration", metrics_, {"reliability": figure}, [note])
