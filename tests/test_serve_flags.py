@@ -13,6 +13,7 @@ from conftest import ROOT, one_line_error
 from ann.serve.settings import Settings
 
 MISSING = "/nonexistent/export"  # flags are checked first: the model is never looked at
+LOG = "--request_log=/tmp/ann-serve-flags.jsonl"  # the request_log_ flags act only with it
 
 BAD = [
     (["--port=0"], "--port=0: expected a value in [1, 65535]"),
@@ -35,9 +36,9 @@ BAD = [
     (["--body_timeout_s=inf"], "--body_timeout_s=inf"),
     (["--keepalive_timeout_s=-5"], "--keepalive_timeout_s=-5"),
     (["--max_connections=0"], "--max_connections=0"),
-    (["--request_log_sample=1.5"], "--request_log_sample=1.5"),
-    (["--request_log_max_bytes=10"], "--request_log_max_bytes=10: expected a value in [1024,"),
-    (["--request_log_backups=-1"], "--request_log_backups=-1"),
+    ([LOG, "--request_log_sample=1.5"], "--request_log_sample=1.5"),
+    ([LOG, "--request_log_max_bytes=10"], "--request_log_max_bytes=10: expected a value in [1024,"),
+    ([LOG, "--request_log_backups=-1"], "--request_log_backups=-1"),
     (["--request_log=/nonexistent/dir/requests.jsonl"], "--request_log=/nonexistent/dir"),
     (["--request_log=/tmp"], "--request_log=/tmp: is a folder"),
     # A file where its folder should be was "its folder ... does not exist".
@@ -54,6 +55,12 @@ BAD = [
     (
         ["--monitor=off", "--monitor_min_rows=50"],
         "--monitor_min_rows=50 does nothing with --monitor=off; drop it, or leave --monitor on",
+    ),
+    # Before the flags' values are judged: it said to raise --monitor_window_rows, then refused
+    # the raised value as doing nothing.
+    (
+        ["--monitor=off", "--monitor_window_rows=10"],
+        "--monitor_window_rows=10 does nothing with --monitor=off; drop it, or leave --monitor on",
     ),
     (
         ["--request_log_sample=1"],

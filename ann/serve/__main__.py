@@ -77,13 +77,13 @@ def settings_from_flags():
 
     # Each flag field of Settings is the flag of its name (tokens may come from a file).
     named = {f.name: FLAGS[f.name].value for f in flag_fields() if f.name not in TOKENS}
+    problem = ineffective_flag(named)  # first: a flag that does nothing needs no better value
+    if problem:
+        cli.fail(problem)
     try:
         settings = Settings(**{name: read_token(name) for name in TOKENS}, **named)
     except ValueError as e:
         cli.fail(str(e))
-    problem = ineffective_flag(named)
-    if problem:
-        cli.fail(problem)
     ensure_file_descriptors(settings.file_descriptors())
     problem = listen_problem(settings)
     if problem:
