@@ -305,6 +305,11 @@ def test_commands_on_a_missing_registry_create_nothing(tmp_path):
     with pytest.raises(RegistryError, match="no registry at"):
         Registry(str(missing)).models()
     assert os.listdir(tmp_path) == []
+    # A file given as the registry: said so, as `register` says it (it was "no registry at").
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(RegistryError, match=f"^--registry={afile} is a file, not a registry"):
+        Registry(str(afile)).models()
 
 
 def test_read_only_commands_change_nothing(digits_export, tmp_path):

@@ -287,5 +287,5 @@ def feedback(args: list[str]) -> None:
         if realized
         else "no labelled rows yet"
     )
-    print(f"{len(items)} labels sent: {total['matched']} rows joined; not joined: {unmatched}; "
+    print(f"{len(items)} label{'s' * (len(items) != 1)} sent: {total['matched']} rows joined; not joined: {unmatched}; "
           f"{accuracy} (since the server started)")  # fmt: skip

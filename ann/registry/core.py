@@ -187,6 +187,8 @@ class Registry:
         existing database: `mode=rw` never creates the file. SQLite removes the WAL files it
         makes for a read when the connection closes; on a read-only mount, where it cannot make
         them, the database is opened immutable (nobody can write it there)."""
+        if os.path.isfile(self.root):
+            raise RegistryError(f"--registry={self.root} is a file, not a registry directory")
         if not self.exists():
             raise RegistryError(
                 f"no registry at {self.root}; give --registry=DIR (or $ANN_REGISTRY) of an "
