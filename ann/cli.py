@@ -467,6 +467,9 @@ def _bad_override(text: str, argv: Sequence[str]) -> str:
                 default = flags.FLAGS[job_flag.group(2)].default
                 example = f"; e.g. --{job_flag.group(2)}={default}" if default is not None else ""
                 return f"{job_flag.group(1)} must be {wanted}{example}"
+    section = re.fullmatch(r"flag (--(\w+)\.([\w.]+)=.*?): (.*)", text)  # --alert.accuracy_min
+    if section and not match and _bad_section_value(*section.groups()):
+        return _bad_section_value(*section.groups())
     if match:
         for said, wanted in _CONVERSIONS.items():
             if match.group(3).startswith(said):
@@ -475,6 +478,19 @@ def _bad_override(text: str, argv: Sequence[str]) -> str:
                 example = f"; e.g. --config.{key}={example}" if example is not None else ""
                 return f"{match.group(1)} must be {wanted} (the key's type in the config){example}"
     return text
+
+
+def _bad_section_value(flag: str, name: str, key: str, said: str) -> str | None:
+    """ "flag --alert.accuracy_min=abc: could not convert ..." (a job's dict flag other than
+    --config) as "--alert.accuracy_min=abc must be a number; e.g. --alert.accuracy_min=0.9"."""
+    for start, wanted in _CONVERSIONS.items():
+        if said.startswith(start):
+            value: object = flags.FLAGS[name].value if name in flags.FLAGS else None
+            for part in key.split("."):
+                value = value[part] if config_lib.is_section(value) and part in value else None
+            shown = type(value) in (int, float, bool)
+            return f"{flag} must be {wanted}" + (f"; e.g. --{name}.{key}={value}" if shown else "")
+    return None
 
 
 def _near_files(path: str) -> str:

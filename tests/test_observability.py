@@ -78,7 +78,12 @@ def test_render_command_writes_rules_and_dashboard(tmp_path):
         ),
         (["--alert.availability=0.9"], "error: --alert.availability is unknown"),
         (["--alert.accuracy_min=2"], "error: --alert.accuracy_min=2.0 must be in [0, 1]"),
-        (["--slo.availability=abc"], "error: flag --slo.availability=abc: could not convert"),
+        # As every other flag says it (it was "flag --slo.availability=abc: could not convert
+        # string to float: 'abc'").
+        (
+            ["--slo.availability=abc"],
+            "error: --slo.availability=abc must be a number; e.g. --slo.availability=0.999",
+        ),
         (["--runbook_base="], "error: --runbook_base must be a URL or path"),
         (["NOOUT"], "error: missing --out"),
         (["--out=FILE"], "error: --out=FILE is a file, not a directory; choose another --out"),

@@ -287,5 +287,6 @@ def feedback(args: list[str]) -> None:
         if realized
         else "no labelled rows yet"
     )
-    print(f"{len(items)} label{'s' * (len(items) != 1)} sent: {total['matched']} rows joined; not joined: {unmatched}; "
+    sent = f"{len(items)} label{'s' * (len(items) != 1)} sent"
+    print(f"{sent}: {total['matched']} rows joined; not joined: {unmatched}; "
           f"{accuracy} (since the server started)")  # fmt: skip
