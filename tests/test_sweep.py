@@ -431,6 +431,30 @@ def test_results_plot_shows_validation_and_test_apart(tmp_path):
     ), header
 
 
+def test_results_plot_ticks_a_grid_at_its_values_and_counts_ties():
+    # TPE's drawn values were ticked one by one, unrounded: "0.000160.0002582380.000703504".
+    lrs = [0.000160, 0.000258238, 0.000703504, 0.00301, 0.00412]
+    info = {"search": "tpe", "metric": "val/accuracy", "mode": "max",
+            "trials": [{"name": f"t{i}", "overrides": {"optimizer.learning_rate": lr,
+                                                       "model.features": "(128,)"}}
+                       for i, lr in enumerate(lrs)]}  # fmt: skip
+    rows = [
+        {"trial": f"t{i}", "status": "done", "optimizer.learning_rate": lr,
+         "model.features": "(128,)" if i else "(64,)", "best val/accuracy": 0.5 if i > 1 else 0.9}
+        for i, lr in enumerate(lrs)
+    ]  # fmt: skip
+    drawn = results.figure(info, rows)
+    ticks = [t.get_text() for t in drawn.axes[0].get_xticklabels()]
+    assert not {f"{lr:g}" for lr in lrs} & set(ticks), ticks
+    assert {"0.0002", "0.0005", "0.001", "0.002"} <= set(ticks), ticks  # 1, 2, 5 per decade
+    # Three trials at one point of the features panel: counted, not one marker for three.
+    counts = [t.get_text() for t in drawn.axes[1].texts]
+    assert counts == ["×3"], counts
+    info["search"] = "grid"
+    ticks = [t.get_text() for t in results.figure(info, rows).axes[0].get_xticklabels()]
+    assert ticks == [f"{lr:g}" for lr in lrs], ticks
+
+
 @pytest.mark.slow
 def test_grid_sweep_runs_resumes_and_summarizes(tmp_path, one_device):
     config = write_config(tmp_path, GRID)

@@ -10,6 +10,7 @@ is read from the trial workdirs (metrics.jsonl, run_status.json, trial.json), so
 
 from __future__ import annotations
 
+import collections
 import csv
 import json
 import math
@@ -260,10 +261,23 @@ def log_axis(values: list[float]) -> bool:
 
 
 def plot(sweep_dir: str, info: dict, rows: list[dict]) -> str | None:
-    """`results.png`: each trial's best validation value of the sweep's metric (what ranks the
-    trials; filled markers) and its test value at that step (`eval/...`, reported only; hollow
-    markers), against each swept key, the chosen trial starred. None if there is nothing to
+    """Writes `results.png` (see `figure`) and returns its path; None if there is nothing to
     plot yet."""
+    fig = figure(info, rows)
+    if fig is None:
+        return None
+    path = os.path.join(sweep_dir, "results.png")
+    with atomic.replacing(path, "wb") as f:  # a reader never sees half a picture
+        fig.savefig(f, format="png", dpi=100)
+    return path
+
+
+def figure(info: dict, rows: list[dict]) -> Any:
+    """A matplotlib Figure: each trial's best validation value of the sweep's metric (what ranks
+    the trials; filled markers) and its test value at that step (`eval/...`, reported only;
+    hollow markers), against each swept key, the chosen trial starred, trials at the same point
+    counted ("×3"). A grid's values are its ticks; drawn values (random, TPE) get the axis's
+    own. None if there is nothing to plot yet."""
     metric, mode = info["metric"], info["mode"]
     name = metric.split("/", 1)[-1]
     test = f"eval/{name} at best step"  # the first eval split's, as trial_row records it
@@ -274,7 +288,7 @@ def plot(sweep_dir: str, info: dict, rows: list[dict]) -> str | None:
         return None
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure  # no pyplot: no global state, no display needed
-    from matplotlib.ticker import NullFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     chosen = _sorted(points, metric, mode)[0]
     cols = min(len(keys), 3)
@@ -297,8 +311,14 @@ def plot(sweep_dir: str, info: dict, rows: list[dict]) -> str | None:
         elif log_axis(xs):
             ax.set_xscale("log")
             ax.xaxis.set_minor_formatter(NullFormatter())  # 3x10^-4, 4x10^-4, ... overlapped
-            if len(set(xs)) <= 8:  # a grid's values, as the config wrote them
+            # A grid's values, as the config wrote them; drawn ones (0.000160, 0.000258, ...)
+            # ran together as labels.
+            if info.get("search") == "grid" and len(set(xs)) <= 8:
                 ax.set_xticks(sorted(set(xs)), [f"{x:g}" for x in sorted(set(xs))], fontsize=8)
+            else:  # 1, 2 and 5 per decade, as plain numbers: a decade and a half had one tick
+                ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+                ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+                ax.tick_params(axis="x", labelsize=8)
         ax.margins(x=0.12)  # no marker or tick label at the edge
         for status, style in (("done", "o"), ("pruned", "x")):
             sel = [(x, r) for x, r in zip(xs, points) if r["status"] == status]
@@ -306,6 +326,10 @@ def plot(sweep_dir: str, info: dict, rows: list[dict]) -> str | None:
                 continue
             val = [(x, r[f"best {metric}"]) for x, r in sel]
             ax.scatter(*zip(*val), marker=style, color="C0", label=f"validation ({status})")
+            for (x, y), count in collections.Counter(val).items():
+                if count > 1:  # trials at one point: one marker would hide the others
+                    ax.annotate(f"×{count}", (x, y), xytext=(6, -3), textcoords="offset points",
+                                fontsize=7, color="C0")  # fmt: skip
             tested = [(x, r[test]) for x, r in sel if isinstance(r.get(test), int | float)]
             if tested:
                 # A hollow circle; an "x" has no face, only its colour (an edge colour warned).
@@ -321,10 +345,7 @@ def plot(sweep_dir: str, info: dict, rows: list[dict]) -> str | None:
         ax.grid(alpha=0.3)
         if i == 0:
             ax.legend(fontsize=7)
-    path = os.path.join(sweep_dir, "results.png")
-    with atomic.replacing(path, "wb") as f:  # a reader never sees half a picture
-        fig.savefig(f, format="png", dpi=100)
-    return path
+    return fig
 
 
 def write(sweep_dir: str, with_plot: bool = True) -> str:
