@@ -291,9 +291,12 @@ def test_ctrl_c_stops_running_trials_as_interrupted_not_failed(tmp_path, capsys)
     assert ended["slow"].status == "interrupted" and ended["slow"].returncode < 0
     assert trials_lib.status(sleeper.workdir)[0] == "interrupted"
     # A plain line, as Ctrl-C's other lines (it was an absl warning, "W1202 ... ] interrupted").
-    assert capsys.readouterr().err == (
+    said = capsys.readouterr()
+    assert said.err == (
         "interrupted (Ctrl-C): stopping 1 running trial (each saves a checkpoint and exits)\n"
     )
+    # The start, a line as the sweep's others ("[1/4] done ..."): it was absl's "I1203 ... ]".
+    assert said.out.startswith("started slow on cores "), said.out
 
 
 def test_a_sweep_stops_its_trials_when_one_shows_the_metric_is_wrong(tmp_path):
@@ -571,7 +574,7 @@ def test_a_trial_drawn_but_never_launched_does_not_count_against_the_study(tmp_p
     options = dict(metric="val/accuracy", mode="max", startup_trials=2, seed=0)
     started = []
 
-    def launch_run(next_trial, on_end, parallel):  # names what would run, runs nothing
+    def launch_run(next_trial, on_end, parallel, log):  # names what would run, runs nothing
         while (trial := next_trial()) is not None:
             started.append(trial.name)
 
@@ -625,7 +628,7 @@ def test_a_grid_trial_checks_the_sweep_metric_at_its_first_eval(tmp_path, monkey
     definition = definition_lib.load(write_config(tmp_path, GRID), {})
     launched = []
 
-    def launch_nothing(next_trial, on_end, parallel):
+    def launch_nothing(next_trial, on_end, parallel, log):
         while (trial := next_trial()) is not None:
             launched.append(trial)
 
@@ -659,7 +662,7 @@ def test_a_trial_failed_by_the_sweeps_metric_runs_again_and_retries_are_not_skip
     trials_lib.update_record(trials[1].workdir, returncode=1, error="boom")
     launched, lines = [], []
 
-    def launch_nothing(next_trial, on_end, parallel):
+    def launch_nothing(next_trial, on_end, parallel, log):
         while (trial := next_trial()) is not None:
             launched.append(trial.name)
 

@@ -80,5 +80,5 @@ def run(
         results.write(sweep_dir, with_plot=False)
         results.check_metric(trial, outcome, metric)
 
-    launch.run(lambda: next(queue, None), on_end, parallel)
+    launch.run(lambda: next(queue, None), on_end, parallel, log=log)
     return results.write(sweep_dir)

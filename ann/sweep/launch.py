@@ -21,8 +21,6 @@ import sys
 import time
 from collections.abc import Callable
 
-from absl import logging
-
 from ann import cli
 from ann.sweep import trials as trials_lib
 from ann.sweep.space import SweepError
@@ -140,9 +138,11 @@ def run(
     on_end: Callable[[Trial, Outcome], None],
     parallel: int = 1,
     poll_seconds: float = 0.2,
+    log: Callable[[str], None] = print,
 ) -> None:
     """Runs trials from `next_trial()` (None: nothing to start now) until none is left or
-    running; calls `on_end(trial, outcome)` as each ends."""
+    running; calls `on_end(trial, outcome)` as each ends; `log`s each start, as the sweep's
+    other lines."""
     slots = cpu_sets(parallel)
     running: dict[int, _Running] = {}
     try:
@@ -154,7 +154,7 @@ def run(
                 if trial is None:
                     break
                 running[slot] = _start(trial, slots[slot])
-                logging.info("started %s on cores %s", trial.name, slots[slot])
+                log(f"started {trial.name} on cores {slots[slot]}")
             if not running:
                 return
             time.sleep(poll_seconds)

@@ -64,7 +64,7 @@ def run(
         {"name": pruner, "startup_trials": startup_trials, "warmup_steps": prune_warmup_steps},
         log,
     )
-    launch.run(search.next_trial, search.on_end, search.start(parallel))
+    launch.run(search.next_trial, search.on_end, search.start(parallel), log=log)
     text = results.write(sweep_dir)
     search.report_best()
     return text
