@@ -212,6 +212,16 @@ def test_the_objective_must_be_a_validation_metric(tmp_path):
     # The default objective is the config's best_metric, a validation metric.
     definition = definition_lib.load(path, {})
     assert definition.base.best_metric == "val/accuracy"
+    # Named as --metric, it keeps the config's best_mode (it was refused without --mode, though
+    # the README's TPE example passes the one the config has); another metric needs its --mode.
+    workdir = tmp_path / "s"
+    named = sweep_cli(f"--config={path}", f"--workdir={workdir}", "--metric=val/accuracy",
+                      "--dry_run")  # fmt: skip
+    assert named.returncode == 0 and "--config.optimizer.learning_rate=0.001" in named.stdout
+    other = sweep_cli(f"--config={path}", f"--workdir={workdir}", "--metric=val/loss", "--dry_run")
+    assert other.stderr.strip().splitlines()[-1] == (
+        "error: --metric=val/loss: say whether higher is better with --mode=max/min"
+    )
 
 
 # ---- the launcher, with stand-in trials --------------------------------------------------

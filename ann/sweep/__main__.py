@@ -124,10 +124,14 @@ def sweep(argv: list[str]) -> None:
 
 def objective(definition: definition_lib.Definition) -> tuple[str, str]:
     """(metric, mode) the trials are ranked by: the flags', else the config's best_metric and
-    best_mode. A SweepError for a test metric, or a --metric without its --mode."""
+    best_mode. A SweepError for a test metric, or a --metric other than best_metric without
+    its --mode."""
     metric = FLAGS.metric or definition.base.best_metric
     check_selection_metric("--metric" if FLAGS.metric else "the config's best_metric", metric)
-    mode = FLAGS.mode or (definition.base.best_mode if not FLAGS.metric else None)
+    # The config's best_mode is its best_metric's: it holds for a --metric that names it too.
+    mode = FLAGS.mode or (
+        definition.base.best_mode if metric == definition.base.best_metric else None
+    )
     if mode is None:
         raise SweepError(f"--metric={metric}: say whether higher is better with --mode=max/min")
     return metric, mode
