@@ -189,6 +189,16 @@ def test_load_requests_that_cannot_work_are_400(app, body, message):
     assert status == 400 and message in json.loads(reply)["error"], reply
 
 
+def test_a_server_whose_models_were_all_unloaded_says_so(app):
+    # It answered 'model: expected one of [], got "m"'.
+    del app.dataplane.models["m"]
+    status, body, _ = call(app, "POST", "/v2/models/m/infer")
+    assert status == 404 and body["error"] == (
+        'model: got "m", but none is served (every model was unloaded); load one with POST '
+        "/v2/repository/models/NAME/load"
+    ), body
+
+
 def test_repository_index_states(app):
     repository = app.repository
     app.dataplane.loading["new"] = {None}

@@ -146,11 +146,13 @@ class DataPlane:
         versions = self.models.get(name)
         if versions is None:
             self._loading(name, version)
-            raise ServeError(
-                404,
-                f"model: expected one of {protocol.names(self.models)}, got {protocol.short(name)}",
-                "model",
-            )
+            said = f"expected one of {protocol.names(self.models)}, got {protocol.short(name)}"
+            if not self.models:
+                said = (
+                    f"got {protocol.short(name)}, but none is served (every model was unloaded); "
+                    "load one with POST /v2/repository/models/NAME/load"
+                )
+            raise ServeError(404, f"model: {said}", "model")
         if version is None:
             return self.policy.choose(name, versions)
         served = versions.get(version)
