@@ -127,6 +127,11 @@ def test_slice_intervals_are_wilsons_by_hand():
     )
     with pytest.raises(ValueError, match="0 <= successes <= rows"):
         slices.wilson_interval(3, 2)
+    # Slices all alike have no best and worst: it said "gap 0 (best label=malignant, worst
+    # label=benign)" of two slices at 1.0.
+    tied = {**result, "gap": {"best": "group=1", "worst": "group=0", "value": 0.0}}
+    tied["slices"] = [{**e, "metrics": {**e["metrics"], "accuracy": 1.0}} for e in result["slices"]]
+    assert slices._notes(tied)[1] == "  gap 0 (every slice's accuracy is 1)"
 
 
 def test_quantile_buckets_ties_and_edges():

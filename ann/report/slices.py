@@ -243,7 +243,11 @@ def _notes(result: dict[str, Any]) -> list[str]:
     notes = [f"{result['spec']}: {len(result['slices'])} slices, overall {h} {_fmt(overall)}"]
     if result["gap"]:
         g = result["gap"]
-        notes.append(f"  gap {_fmt(g['value'])} (best {g['best']}, worst {g['worst']})")
+        if g["value"] == 0:  # no best and worst among equals
+            (level,) = {s["metrics"][h] for s in result["slices"] if s["name"] == g["best"]}
+            notes.append(f"  gap 0 (every slice's {h} is {_fmt(level)})")
+        else:
+            notes.append(f"  gap {_fmt(g['value'])} (best {g['best']}, worst {g['worst']})")
     if result["flagged"]:
         notes += _flag_notes(result)
     return notes
