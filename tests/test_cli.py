@@ -348,7 +348,12 @@ def test_the_console_script_is_declared():
                 (
                     "--config.model.features=abc",
                     "error: config key 'model.features' must be a "
-                    "tuple of integers, got ('abc',); e.g. --config.model.features='(32, 64)'",
+                    "tuple of integers, got 'abc'; e.g. --config.model.features='(32, 64)'",
+                ),
+                (  # it said "got ('(256,abc)',)", the text wrapped in a tuple by ml_collections
+                    "--config.model.features=(256,abc)",
+                    "error: config key 'model.features' must be a "
+                    "tuple of integers, got '(256,abc)'; e.g. --config.model.features='(32, 64)'",
                 ),
                 (
                     "--config.model.dense=-4",

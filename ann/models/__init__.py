@@ -151,6 +151,8 @@ def _check_kind(path: str, value: Any, default: Any) -> None:
         expected, example = "a tuple of integers", f"'{default}'"
     else:
         return
+    if isinstance(value, tuple) and len(value) == 1 and isinstance(value[0], str):
+        value = value[0]  # text ml_collections could not read as a tuple, which it wraps in one
     raise ConfigError(
         f"config key '{path}' must be {expected}, got {value!r}; e.g. --config.{path}={example}"
     )
