@@ -247,7 +247,10 @@ def test_cli(digits_export, tmp_path):
     assert cli("resolve", "models:/digits@champion").stdout.strip().endswith("artifacts/digits/1")
     assert "digits  latest version 1  aliases [champion=1]" in cli("list").stdout
     # Metrics to 4 decimals, as a run's and an export's lines show them (it was 4 digits: .963)
-    shown = cli("versions", "digits").stdout.split("step ", 1)[1].split()[1:]
+    assert cli("tag", "digits", "stage", "prod", "--version=1").returncode == 0
+    versions = cli("versions", "digits").stdout
+    assert "aliases [champion]  tags [stage=prod]  run " in versions, versions  # tags: show only
+    shown = versions.split("step ", 1)[1].split()[1:]
     assert shown and all(re.fullmatch(r"[a-z_/0-9]+=-?\d+\.\d{4}", m) for m in shown), " ".join(
         shown
     )

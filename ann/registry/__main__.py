@@ -53,9 +53,11 @@ def _summary(mv: ModelVersion) -> str:
     shown = " ".join(f"{k}={metrics[k]:.4f}" for k in cli.metric_order(metrics))  # as runs show
     created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(mv.created))
     source = mv.lineage.get("source") or {}
+    tags = ", ".join(f"{k}={v}" for k, v in sorted(mv.tags.items()))  # `show` had them alone
     return (
-        f"{mv.uri}  created {created}  aliases [{', '.join(mv.aliases)}]  "
-        f"run {source.get('workdir')} step {source.get('step')}  {shown}"
+        f"{mv.uri}  created {created}  aliases [{', '.join(mv.aliases)}]"
+        + (f"  tags [{tags}]" if tags else "")
+        + f"  run {source.get('workdir')} step {source.get('step')}  {shown}"
     )
 
 
