@@ -62,7 +62,8 @@ def run(
         # Checked at the trial's first eval: a mistyped --metric stops the sweep there.
         todo.append(dataclasses.replace(trial, env={**trial.env, pruning.METRIC_ENV: metric}))
     parallel = max(1, min(parallel, len(todo)))  # the cores split among trials that run
-    message = f"sweep {sweep_dir}: {len(trials)} trials, {len(todo)} to run, {parallel} at a time"
+    message = f"sweep {sweep_dir}: {len(trials)} trials, {len(todo)} to run"
+    message += f", {parallel} at a time" if todo else ""  # none: "1 at a time" of nothing
     skipped = [f"{n} {s}" for s, n in counts.items() if s in (*trials_lib.FINISHED, "failed")]
     if skipped:
         message += f"; skipping {', '.join(skipped)}"

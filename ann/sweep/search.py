@@ -154,8 +154,8 @@ class Search:
             f"study {self.url.removeprefix('sqlite:///')}: {self.counted()} of "
             f"{self.trials} trials so far"
             + (f", {len(self.resume)} to resume" if self.resume else "")
-            + f"; {self.sampler_words()} over {', '.join(self.distributions)}, "
-            f"{parallel} at a time"
+            + f"; {self.sampler_words()} over {', '.join(self.distributions)}"
+            + (f", {parallel} at a time" if left else "")
         )
         return parallel
 
