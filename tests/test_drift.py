@@ -181,6 +181,21 @@ def test_a_small_window_is_judged_by_p_values_not_distances():
     assert result.outputs[0].method.startswith("chisquare") and alarms <= SEEDS // 10, alarms
 
 
+def test_a_distance_method_on_a_small_sample_is_warned_about():
+    # --method=psi on 200 unshifted digits flagged 28 of 64 pixels, and said nothing of why.
+    from ann.monitor.__main__ import small_sample_warning
+
+    said = small_sample_warning("psi", 200, 1221)
+    assert said.startswith("--method=psi judges a distance against a fixed bound, which sampling")
+    assert "(200 rows against 1221;" in said and said.endswith("(p-value tests at this size)")
+    assert small_sample_warning("jensenshannon", 5000, 800) is not None  # a small reference
+    assert small_sample_warning("psi", 1001, 1001) is None
+    assert (
+        small_sample_warning("auto", 200, 1221) is None
+        and small_sample_warning("ks", 20, 20) is None
+    )
+
+
 def test_dataset_drift_at_half_the_features_and_features_named_by_position():
     rng = np.random.default_rng(0)
     spec = {"x": {"dtype": "float32", "shape": [-1, 2]}}

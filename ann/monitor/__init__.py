@@ -11,6 +11,10 @@ log file, report.json, PNGs and index.html).
 # that the command's flags (and `ann serve`'s) are defined without importing the tests (SciPy,
 # JAX).
 METHODS = ("auto", "psi", "ks", "wasserstein", "jensenshannon")
+# Of them, those that judge a distance against a fixed bound, with no sample size in it:
+# sampling noise alone crosses the bound in small windows (see MIN_ROWS; README, Drift).
+DISTANCE_METHODS = ("psi", "wasserstein", "jensenshannon")
+DISTANCE_ROWS = 1_000  # Evidently's size above which (reference and window) distances are used
 
 # The fewest rows of traffic a drift verdict is given on (`ann monitor drift --min_rows`, `ann
 # serve --monitor_min_rows`); fewer: the state "too_few_rows", neither detected nor not. 25 is
