@@ -366,6 +366,32 @@ def test_one_class_split_is_a_message_not_nan():
     assert threshold.metrics["threshold"] is None
 
 
+def test_curves_near_auc_1_get_a_close_up_of_their_corner():
+    # At AUC ~1 (the digits CNN) every curve ran along two edges of the plot, unreadable.
+    import matplotlib.pyplot as plt
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, 360)
+    p = np.full((360, 10), 0.002)
+    p[np.arange(360), labels] = 0.98
+    p[:5] = 0.1
+    p[np.arange(5), (labels[:5] + 1) % 10] = 0.5  # five confident mistakes
+    good = classification.curves(fake_predictions(labels, p / p.sum(1, keepdims=True)))
+    figure = good.figures["curves"]
+    (roc,), (pr,) = (axes.child_axes for axes in figure.axes)
+    plt.close(figure)
+    assert roc.get_xlim()[0] == 0 and 0.01 <= roc.get_xlim()[1] <= 0.05, roc.get_xlim()
+    assert pr.get_xlim()[1] == pr.get_ylim()[1] == 1 and pr.get_xlim()[0] >= 0.8, pr.get_xlim()
+    assert len(roc.get_lines()) == 10  # every class's curve, not the chance line
+    legend = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
+    assert any(t.endswith("(AUC 0.9997)") for t in legend), legend  # 1.000 hid it
+    blurred = rng.dirichlet(np.ones(10), 360)
+    plain = classification.curves(fake_predictions(labels, blurred))
+    figure = plain.figures["curves"]
+    assert [axes.child_axes for axes in figure.axes] == [[], []]
+    plt.close(figure)
+
+
 def test_a_validation_split_without_mistakes_keeps_the_test_reliability_diagram():
     import matplotlib.pyplot as plt
 

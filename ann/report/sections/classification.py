@@ -125,23 +125,45 @@ def _one_vs_rest(preds: Predictions) -> list[tuple[int, np.ndarray, np.ndarray]]
     return curves
 
 
+ZOOM_AUC = 0.98  # every class's ROC AUC at least this: the curves get a close-up inset
+ZOOM = 0.2  # the inset's largest span on each axis, at the curves' corner
+
+
+def _zoom(axes: Any, xlim: tuple[float, float], ylim: tuple[float, float], box: list) -> None:
+    """An inset of `axes` (at `box`, axes fractions) redrawing its curves within `xlim` x
+    `ylim`: at AUC near 1 every curve runs along two edges of the full plot, unreadable."""
+    inset = axes.inset_axes(box, xlim=xlim, ylim=ylim)
+    for line in axes.get_lines():
+        if line.get_linestyle() == "-":  # the curves, not the chance diagonal
+            inset.plot(*line.get_data(), lw=1.1, color=line.get_color())
+    inset.set_title(f"close-up ({xlim[0]:.3g}-{xlim[1]:.3g} x {ylim[0]:.3g}-{ylim[1]:.3g})",
+                    fontsize=7)  # fmt: skip
+    inset.tick_params(labelsize=7)
+    inset.grid(alpha=0.3)
+    axes.indicate_inset_zoom(inset, edgecolor="grey")
+
+
 def curves(preds: Predictions) -> Section:
     """ROC and precision-recall curves (scikit-learn's roc_curve and precision_recall_curve):
     the positive class (1) for a binary model, one-vs-rest per class otherwise, with ROC AUC and
     average precision per class (in [0, 1]) and their macro means over the classes drawn. A
-    class without rows (or with every row) has no curve and is listed."""
+    class without rows (or with every row) has no curve and is listed. When every AUC is at
+    least ZOOM_AUC, each plot gets an inset of its curves' corner."""
     from sklearn import metrics
 
     _, _, names = _labels(preds)
     figure, (roc_axes, pr_axes) = plt.subplots(1, 2, figsize=(12, 5.2))
     auc, ap = {}, {}
+    corner = {"roc": [0.0], "pr": [0.0]}  # how far from its corner each curve turns
     for c, hit, score in _one_vs_rest(preds):
         fpr, tpr, _ = metrics.roc_curve(hit, score)
         precision, recall, _ = metrics.precision_recall_curve(hit, score)
+        corner["roc"] += [fpr[tpr >= 1].min(), 1 - tpr[fpr <= 0].max()]
+        corner["pr"] += [1 - recall[precision >= 1].max(), 1 - precision[recall >= 1].max()]
         auc[names[c]] = float(metrics.roc_auc_score(hit, score))
         ap[names[c]] = float(metrics.average_precision_score(hit, score))
-        roc_axes.plot(fpr, tpr, lw=1.3, label=f"{names[c]} (AUC {auc[names[c]]:.3f})")
-        pr_axes.plot(recall, precision, lw=1.3, label=f"{names[c]} (AP {ap[names[c]]:.3f})")
+        roc_axes.plot(fpr, tpr, lw=1.3, label=f"{names[c]} (AUC {auc[names[c]]:.4f})")
+        pr_axes.plot(recall, precision, lw=1.3, label=f"{names[c]} (AP {ap[names[c]]:.4f})")
     roc_axes.plot([0, 1], [0, 1], ls="--", c="grey", lw=0.8, label="chance")
     kind = "positive class" if len(names) == 2 else "one-vs-rest"
     for axes, what, x, y in (
@@ -153,6 +175,10 @@ def curves(preds: Predictions) -> Section:
         axes.grid(alpha=0.3)
         if 0 < len(auc) <= MAX_LEGEND_CLASSES:
             axes.legend(loc="lower right" if what == "ROC" else "lower left", fontsize=8)
+    if auc and min(auc.values()) >= ZOOM_AUC:  # every curve hugs the corner: show it close up
+        roc, pr = (min(max(max(corner[k]) * 1.25, 0.01), ZOOM) for k in ("roc", "pr"))
+        _zoom(roc_axes, (0, roc), (1 - roc, 1), [0.3, 0.3, 0.4, 0.45])
+        _zoom(pr_axes, (1 - pr, 1), (1 - pr, 1), [0.42, 0.3, 0.4, 0.45])
     figure.tight_layout()
     missing = [n for i, n in enumerate(names) if n not in auc and (len(names) > 2 or i == 1)]
     notes = []
