@@ -132,7 +132,10 @@ ZOOM = 0.2  # the inset's largest span on each axis, at the curves' corner
 def _zoom(axes: Any, xlim: tuple[float, float], ylim: tuple[float, float], box: list) -> None:
     """An inset of `axes` (at `box`, axes fractions) redrawing its curves within `xlim` x
     `ylim`: at AUC near 1 every curve runs along two edges of the full plot, unreadable."""
-    inset = axes.inset_axes(box, xlim=xlim, ylim=ylim)
+    pad = 0.03 * (xlim[1] - xlim[0])  # a curve along the corner's edge stays off the frame
+    inset = axes.inset_axes(
+        box, xlim=(xlim[0] - pad, xlim[1] + pad), ylim=(ylim[0] - pad, ylim[1] + pad)
+    )
     for line in axes.get_lines():
         if line.get_linestyle() == "-":  # the curves, not the chance diagonal
             inset.plot(*line.get_data(), lw=1.1, color=line.get_color())
