@@ -309,6 +309,31 @@ def test_ctrl_c_stops_running_trials_as_interrupted_not_failed(tmp_path, capsys)
     assert said.out.startswith("started slow on cores "), said.out
 
 
+def test_a_trial_that_recorded_its_end_is_done_though_the_stop_killed_its_exit(
+    tmp_path, monkeypatch
+):
+    # A run that recorded its end (done) and was still exiting when the sweep's SIGTERM landed
+    # was "failed, killed by SIGTERM", in the study too, and a resumed sweep did not rerun it.
+    exiting = script_trial(tmp_path, "exiting", "import time; time.sleep(60)")
+    os.makedirs(exiting.workdir)
+    with open(os.path.join(exiting.workdir, "run_status.json"), "w") as f:
+        f.write(json.dumps({"status": "done", "step": 60}))
+    queue = [exiting]
+
+    def next_trial():
+        if queue:
+            return queue.pop()
+        raise KeyboardInterrupt  # Ctrl-C, with the trial still running
+
+    cores = sorted(os.sched_getaffinity(0))
+    monkeypatch.setattr(launch, "cpu_sets", lambda parallel: [cores] * parallel)
+    ended = {}
+    with pytest.raises(KeyboardInterrupt):
+        launch.run(next_trial, lambda t, o: ended.setdefault(t.name, o), parallel=2)
+    assert ended["exiting"].status == "done" and ended["exiting"].returncode < 0
+    assert trials_lib.status(exiting.workdir)[0] == "done"
+
+
 def test_a_sweep_stops_its_trials_when_one_shows_the_metric_is_wrong(tmp_path):
     # A mistyped --metric ran every trial to the end (grid: exit 0, an empty ranking column).
     sleeper = script_trial(tmp_path, "slow", "import time; time.sleep(60)")
