@@ -491,6 +491,11 @@ def test_results_plot_ticks_a_grid_at_its_values_and_counts_ties():
     info["search"] = "grid"
     ticks = [t.get_text() for t in results.figure(info, rows).axes[0].get_xticklabels()]
     assert ticks == [f"{lr:g}" for lr in lrs], ticks
+    # Under a decade, a linear axis: its default ticks, 0.0007 to 0.0013 by 0.0001, ran together.
+    for row, lr in zip(rows, [0.000693, 0.00081, 0.00097, 0.00112, 0.001252]):
+        row["optimizer.learning_rate"] = lr
+    ticks = [t.get_text() for t in results.figure(info, rows).axes[0].get_xticklabels()]
+    assert 3 <= len(ticks) <= 6 and "0.001" in ticks, ticks
 
 
 @pytest.mark.slow

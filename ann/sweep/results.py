@@ -288,7 +288,7 @@ def figure(info: dict, rows: list[dict]) -> Any:
         return None
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure  # no pyplot: no global state, no display needed
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
     chosen = _sorted(points, metric, mode)[0]
     cols = min(len(keys), 3)
@@ -319,6 +319,10 @@ def figure(info: dict, rows: list[dict]) -> Any:
                 ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
                 ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
                 ax.tick_params(axis="x", labelsize=8)
+        else:  # at most 5 ticks: 0.0007 to 0.0013 in steps of 0.0001 ran together
+            ax.xaxis.set_major_locator(MaxNLocator(nbins=4))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+            ax.tick_params(axis="x", labelsize=8)
         ax.margins(x=0.12)  # no marker or tick label at the edge
         for status, style in (("done", "o"), ("pruned", "x")):
             sel = [(x, r) for x, r in zip(xs, points) if r["status"] == status]
