@@ -64,8 +64,8 @@ def calibrate(
 ) -> dict[str, Any] | None:
     """Fits (config.calibration="temperature") or skips ("none") the temperature, sets
     `experiment.temperature`, and returns the manifest's `calibration` entry:
-    {"method", "temperature" (float, 1.0 for none), "fitted_on": {"split", "rows"},
-    "bins": 15, "metrics": {"validation"|"test": {"before": {...}, "after": {...}}}} with
+    {"method", "temperature" (float, 1.0 for none), "fitted_on": {"split", "rows"} (None
+    for none), "bins": 15, "metrics": {"validation"|"test": {"before": {...}, "after": {...}}}} with
     ece, mce, brier and nll (ann.metrics.calibration.summary) of softmax(logits) and of
     softmax(logits / T). None for an experiment without logits. Raises CalibrationError
     (ValueError, one line) when the fit fails (e.g. one class in the validation split)."""
@@ -98,10 +98,12 @@ def calibrate(
     return {
         "method": config.calibration,
         "temperature": temperature,
-        "fitted_on": {
+        "fitted_on": {  # none: nothing was fitted
             "split": config.data.validation_split,
             "rows": int(len(splits["validation"][1])),
-        },
+        }
+        if config.calibration == "temperature"
+        else None,
         "bins": calibration.BINS,
         "metrics": metrics,
     }

@@ -223,6 +223,7 @@ def test_calibration_none_and_a_fit_that_fails(digits_export, tmp_path):
     manifest = artifact.load(str(tmp_path / "export")).manifest
     entry = manifest["calibration"]
     assert entry["method"] == "none" and entry["temperature"] == 1.0
+    assert entry["fitted_on"] is None  # it named the validation split, though nothing was fitted
     assert manifest["config"]["calibration"] == "none"  # the export says what it did
     assert json.loads((run / "config.json").read_text())["calibration"] == "temperature"
     assert set(entry["metrics"]["validation"]) == {"before"}  # nothing was fitted
