@@ -44,7 +44,7 @@ def workdir_report(digits_export, tmp_path_factory):
     out = tmp_path_factory.mktemp("report") / "report"
     result = ann_report(f"--workdir={workdir}", f"--out={out}")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "validation: accuracy" in result.stdout and "test: ECE" in result.stdout
+    assert "validation: accuracy" in result.stdout and "test: calibration: ECE" in result.stdout
     with open(out / "report.json") as f:
         return workdir, out, json.load(f)
 
@@ -385,6 +385,10 @@ def test_curves_near_auc_1_get_a_close_up_of_their_corner():
     assert len(roc.get_lines()) == 10  # every class's curve, not the chance line
     legend = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
     assert any(t.endswith("(AUC 0.9997)") for t in legend), legend  # 1.000 hid it
+    perfect = classification.curves(fake_predictions(labels, np.eye(10)[labels] * 0.9 + 0.01))
+    figure = perfect.figures["curves"]
+    assert [axes.child_axes for axes in figure.axes] == [[], []]  # an L in a box shows nothing
+    plt.close(figure)
     blurred = rng.dirichlet(np.ones(10), 360)
     plain = classification.curves(fake_predictions(labels, blurred))
     figure = plain.figures["curves"]

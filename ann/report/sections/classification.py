@@ -180,8 +180,10 @@ def curves(preds: Predictions) -> Section:
             axes.legend(loc="lower right" if what == "ROC" else "lower left", fontsize=8)
     if auc and min(auc.values()) >= ZOOM_AUC:  # every curve hugs the corner: show it close up
         roc, pr = (min(max(max(corner[k]) * 1.25, 0.01), ZOOM) for k in ("roc", "pr"))
-        _zoom(roc_axes, (0, roc), (1 - roc, 1), [0.3, 0.3, 0.4, 0.45])
-        _zoom(pr_axes, (1 - pr, 1), (1 - pr, 1), [0.42, 0.3, 0.4, 0.45])
+        if max(corner["roc"]) > 0:  # not every curve perfect: an L in a box shows nothing
+            _zoom(roc_axes, (0, roc), (1 - roc, 1), [0.3, 0.3, 0.4, 0.45])
+        if max(corner["pr"]) > 0:
+            _zoom(pr_axes, (1 - pr, 1), (1 - pr, 1), [0.42, 0.3, 0.4, 0.45])
     figure.tight_layout()
     missing = [n for i, n in enumerate(names) if n not in auc and (len(names) > 2 or i == 1)]
     notes = []
@@ -316,7 +318,7 @@ def calibration(preds: Predictions) -> Section:
         return Section("Calibration", metrics_, {"reliability": figure}, [note])
     metrics_["temperature"] = float(temperature)
     note = (
-        f"ECE {before['ece']:.4f} -> {scores['after']['ece']:.4f}, NLL "
+        f"calibration: ECE {before['ece']:.4f} -> {scores['after']['ece']:.4f}, NLL "
         f"{before['nll']:.4f} -> {scores['after']['nll']:.4f} with temperature "
         f"{temperature:.3g} (fitted on {fitted_on.split})"
     )
