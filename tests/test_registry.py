@@ -247,6 +247,9 @@ def test_cli(digits_export, tmp_path):
     assert cli("resolve", "models:/digits@champion").stdout.strip().endswith("artifacts/digits/1")
     assert "digits  latest version 1  aliases [champion=1]" in cli("list").stdout
     # Metrics to 4 decimals, as a run's and an export's lines show them (it was 4 digits: .963)
+    assert cli("list").stdout.strip().endswith("aliases [champion=1]")  # no "tags {}"
+    assert cli("tag", "digits", "team", "vision").returncode == 0  # the model's own tag
+    assert "aliases [champion=1]  tags [team=vision]" in cli("list").stdout
     assert cli("tag", "digits", "stage", "prod", "--version=1").returncode == 0
     versions = cli("versions", "digits").stdout
     assert "aliases [champion]  tags [stage=prod]  run " in versions, versions  # tags: show only

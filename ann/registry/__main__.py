@@ -53,12 +53,16 @@ def _summary(mv: ModelVersion) -> str:
     shown = " ".join(f"{k}={metrics[k]:.4f}" for k in cli.metric_order(metrics))  # as runs show
     created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(mv.created))
     source = mv.lineage.get("source") or {}
-    tags = ", ".join(f"{k}={v}" for k, v in sorted(mv.tags.items()))  # `show` had them alone
     return (
         f"{mv.uri}  created {created}  aliases [{', '.join(mv.aliases)}]"
-        + (f"  tags [{tags}]" if tags else "")
+        + (f"  tags [{_tags(mv.tags)}]" if mv.tags else "")  # `show` had them alone
         + f"  run {source.get('workdir')} step {source.get('step')}  {shown}"
     )
+
+
+def _tags(tags: dict[str, str]) -> str:
+    """`stage=prod, team=vision`: tags as `list` and `versions` show them."""
+    return ", ".join(f"{k}={v}" for k, v in sorted(tags.items()))
 
 
 def _parse_tags(items: Sequence[str]) -> dict[str, str]:
@@ -188,7 +192,7 @@ def _list(registry: Registry, f: Any, args: Sequence[str], mlflow_uri: str) -> N
     for m in registry.models():
         print(
             f"{m['name']}  latest version {m['latest']}  aliases [{', '.join(m['aliases'])}]"
-            f"  tags {m['tags']}"
+            + (f"  tags [{_tags(m['tags'])}]" if m["tags"] else "")  # as `versions` shows them
         )
 
 
