@@ -320,10 +320,10 @@ def test_calibration_uses_the_validation_temperature():
     near 4, and lowers the test split's ECE and NLL."""
     rng = np.random.default_rng(0)
 
-    def split(name, rows, validation=None):
+    def split(name, rows, validation=None, overconfidence=4):
         true_logits = rng.normal(size=(rows, 3)) * 1.5
         labels = np.array([rng.choice(3, p=np.exp(z) / np.exp(z).sum()) for z in true_logits])
-        logits = 4 * true_logits
+        logits = overconfidence * true_logits
         probabilities = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
         return fake_predictions(labels, probabilities, name, logits, validation)
 
@@ -336,6 +336,12 @@ def test_calibration_uses_the_validation_temperature():
     assert metrics["after"]["ece"] < metrics["before"]["ece"] / 2
     assert metrics["after"]["nll"] < metrics["before"]["nll"]
     assert list(section.figures) == ["reliability"]
+    assert len(section.notes) == 1
+    # A split already calibrated: validation's T makes it underconfident. The report said only
+    # "ECE a -> b" where export adds a note (the fit minimises NLL, not ECE).
+    calibrated = classification.calibration(split("test", 2000, validation, overconfidence=1))
+    rose = calibrated.metrics["after"]["ece"] > calibrated.metrics["before"]["ece"]
+    assert rose and calibrated.notes[1].startswith("note: temperature scaling raised the test ECE")
 
 
 def test_a_reliability_bin_of_only_mistakes_is_drawn():

@@ -322,7 +322,13 @@ def calibration(preds: Predictions) -> Section:
         f"{before['nll']:.4f} -> {scores['after']['nll']:.4f} with temperature "
         f"{temperature:.3g} (fitted on {fitted_on.split})"
     )
-    return Section("Calibration", metrics_, {"reliability": figure}, [note])
+    notes = [note]
+    if scores["after"]["ece"] > before["ece"]:  # the fit minimises NLL, not ECE: as export says
+        notes.append(
+            f"note: temperature scaling raised the {preds.split} ECE ({before['ece']:.4f} -> "
+            f"{scores['after']['ece']:.4f}); ann export --calibration=none serves softmax(logits)"
+        )
+    return Section("Calibration", metrics_, {"reliability": figure}, notes)
 
 
 def _image(x: np.ndarray) -> np.ndarray | None:
