@@ -468,8 +468,8 @@ def _bad_override(text: str, argv: Sequence[str]) -> str:
                 example = f"; e.g. --{job_flag.group(2)}={default}" if default is not None else ""
                 return f"{job_flag.group(1)} must be {wanted}{example}"
     section = re.fullmatch(r"flag (--(\w+)\.([\w.]+)=.*?): (.*)", text)  # --alert.accuracy_min
-    if section and not match and _bad_section_value(*section.groups()):
-        return _bad_section_value(*section.groups())
+    if section and not match and (said := _bad_section_value(*section.groups())):
+        return said
     if match:
         for said, wanted in _CONVERSIONS.items():
             if match.group(3).startswith(said):

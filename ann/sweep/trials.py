@@ -177,12 +177,11 @@ def status(workdir: str) -> tuple[str, dict[str, Any]]:
     if record.get("refused"):  # a drawn config that validation refused: never launched
         details["error"] = record["refused"]
         return "failed", details
-    if record.get("stopped_by_sweep"):
-        if not finished:
-            return "interrupted", details
-        # It recorded its end (after its last save) and the stop's SIGTERM killed its exit.
-        return ("pruned" if state == "pruned" else "done"), details
-    if returncode not in (None, 0):
+    stopped = record.get("stopped_by_sweep")
+    if stopped and not finished:
+        return "interrupted", details
+    # Stopped after it recorded its end (its last save done): the SIGTERM killed only its exit.
+    if returncode not in (None, 0) and not stopped:
         details["error"] = record.get("error") or error_line(stderr_tail(workdir), returncode)
         return "failed", details
     if finished:
