@@ -210,7 +210,8 @@ def drift(args: list[str]) -> None:
 def small_sample_warning(method: str, rows: int, reference_rows: int) -> str | None:
     """The warning for a distance method (PSI, Wasserstein, Jensen-Shannon: a fixed bound, no
     sample size) on a window or reference of at most DISTANCE_ROWS rows, where sampling noise
-    alone crosses the bound (200 unshifted digits flagged 28 of 64 pixels by PSI); None else."""
+    alone crosses the bound (PSI flagged 20-27 of 64 pixels in draws of 200 unshifted
+    digits); None else."""
     if method not in DISTANCE_METHODS or min(rows, reference_rows) > DISTANCE_ROWS:
         return None
     return (
