@@ -523,7 +523,8 @@ def test_grid_sweep_runs_resumes_and_summarizes(tmp_path, one_device):
     trial = workdir / "learning_rate=0.003,features=64"
     assert json.loads((trial / "config.json").read_text())["optimizer"]["learning_rate"] == 0.003
     command = (trial / "command.sh").read_text()
-    assert f"--workdir={trial}" in command and "'--config.model.features=(64,)'" in command
+    assert f"exec ann train --config={config} --workdir={trial}" in command
+    assert "'--config.model.features=(64,)'" in command
     assert "--config.optimizer.learning_rate=0.003" in command
     assert json.loads((trial / "run_status.json").read_text())["status"] == "done"
 
@@ -545,6 +546,9 @@ def test_grid_sweep_runs_resumes_and_summarizes(tmp_path, one_device):
 
     proc = sweep_cli(f"--summarize={workdir}")
     assert proc.returncode == 0 and proc.stdout.count("| done |") == 4
+    # The terminal gets the table and where the picture is, not markdown's image link.
+    assert "![" not in proc.stdout and "![" in table
+    assert proc.stdout.rstrip().endswith(f"(results.csv, results.md and results.png in {workdir})")
 
 
 @pytest.mark.slow

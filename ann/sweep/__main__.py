@@ -99,11 +99,16 @@ def _lock(sweep_dir: str):
     return handle
 
 
+def _print_results(workdir: str, text: str) -> None:
+    print(text, end="")
+    print(f"(results.csv, results.md and results.png in {workdir})")
+
+
 def sweep(argv: list[str]) -> None:
     """`ann sweep`: summarize a sweep, or load its definition and emit, list or run it."""
     cli.check_no_arguments(argv[1:])
     if FLAGS.summarize:
-        print(results.write(FLAGS.summarize), end="")
+        _print_results(FLAGS.summarize, results.write(FLAGS.summarize))
         return
     if FLAGS["config"].value is None or FLAGS.workdir is None:
         raise SweepError("give --config=configs/NAME.py and --workdir=DIR (or --summarize=DIR)")
@@ -213,8 +218,7 @@ def run_here(definition: definition_lib.Definition, metric: str, mode: str) -> N
             )
     finally:
         lock.close()
-    print(text, end="")
-    print(f"(results.csv, results.md and results.png in {FLAGS.workdir})")
+    _print_results(FLAGS.workdir, text)
     results.check_a_trial_finished(FLAGS.workdir)
 
 

@@ -353,7 +353,8 @@ def figure(info: dict, rows: list[dict]) -> Any:
 
 
 def write(sweep_dir: str, with_plot: bool = True) -> str:
-    """Rewrites results.csv, results.md (and results.png); returns the markdown."""
+    """Rewrites results.csv, results.md (and results.png); returns results.md's text for the
+    terminal, without its picture link."""
     info, rows = collect(sweep_dir)
     columns = _columns(rows)
     with atomic.replacing(os.path.join(sweep_dir, "results.csv"), newline="") as f:
@@ -366,7 +367,7 @@ def write(sweep_dir: str, with_plot: bool = True) -> str:
     picture = plot(sweep_dir, info, rows) if with_plot else (png if os.path.exists(png) else None)
     text = markdown(sweep_dir, info, rows, picture)
     atomic.write_text(os.path.join(sweep_dir, "results.md"), text)
-    return text
+    return markdown(sweep_dir, info, rows, None)
 
 
 def sweep_info(definition: Any, search: str, metric: str, mode: str, trials: list) -> dict:

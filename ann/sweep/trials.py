@@ -1,4 +1,4 @@
-"""A trial: one `python -m ann.main` run of the sweep's config with some keys overridden.
+"""A trial: one `ann train` run of the sweep's config with some keys overridden.
 
 Its workdir is named after its overrides (`learning_rate=0.003,features=128-128`), and holds,
 beside what `ann.main` writes there:
@@ -109,8 +109,9 @@ class Trial:
         return [sys.executable, "-m", "ann.main", *self.flags()]
 
     def command(self) -> str:
-        """The same command as text, for people, command.sh and cluster scripts."""
-        return shlex.join(["python", "-m", "ann.main", *self.flags()])
+        """The same run as the command a person types (`ann train`, as the README and the
+        cluster scripts write it), for people, command.sh and cluster scripts."""
+        return shlex.join(["ann", "train", *self.flags()])
 
     def write_files(self, config_json: str) -> None:
         os.makedirs(self.workdir, exist_ok=True)
