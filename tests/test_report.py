@@ -45,6 +45,8 @@ def workdir_report(digits_export, tmp_path_factory):
     result = ann_report(f"--workdir={workdir}", f"--out={out}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "validation: accuracy" in result.stdout and "test: calibration: ECE" in result.stdout
+    # The last line names what was written, pictures included (it named report.json, index.html).
+    assert result.stdout.splitlines()[-1] == f"wrote {out}/report.json, index.html and 12 pictures"
     with open(out / "report.json") as f:
         return workdir, out, json.load(f)
 
@@ -442,6 +444,8 @@ def test_the_default_out_names_an_export_by_its_served_version():
     registry = {**export, "kind": "registry", "name": "digits", "version": 3}
     assert default_out(registry) == "report-digits-3"
     assert default_out({"kind": "workdir", "workdir": "/runs/a"}) == "/runs/a/report"
+    # A run's report is named by the workdir as given, so the printed paths are the user's.
+    assert default_out({"kind": "workdir", "workdir": "/x/runs/a"}, "runs/a") == "runs/a/report"
 
 
 def test_a_model_report_and_a_drift_report_do_not_replace_each_other(tmp_path):

@@ -73,9 +73,11 @@ def check_flags(workdir: str | None, model: str | None, step: str, splits: list[
         cli.check_trained_run(workdir, step, export_flag="model")
 
 
-def default_out(identity: dict) -> str:
+def default_out(identity: dict, workdir: str | None = None) -> str:
+    """WORKDIR/report for a run (as the user wrote WORKDIR, so what is printed is the path they
+    gave), report-NAME-VERSION in the current directory for a model."""
     if identity["kind"] == "workdir":
-        return os.path.join(identity["workdir"], "report")
+        return os.path.join(workdir or identity["workdir"], "report")
     # An export directory's version is its manifest's first 12 hex digits, as `ann serve` and
     # `ann monitor drift` name it (report.json's model.version stays null for it).
     version = identity.get("version") or identity["manifest_sha256"][:12]
@@ -97,11 +99,11 @@ def main(argv: list[str]) -> None:
     else:
         cli.progress(f"loading {FLAGS.model}")
         source = collect.from_model(FLAGS.model, FLAGS.registry)
-    out = FLAGS.out or default_out(source.identity)
+    out = FLAGS.out or default_out(source.identity, FLAGS.workdir)
     cli.check_out("out", out)  # before the splits are scored
     cli.progress(f"scoring {' and '.join(FLAGS.split)}, drawing the pictures into {out}")
     report = write.write_report(source, FLAGS.split, out)
-    print(write.summary(report, out))
+    print(write.summary(report, out, FLAGS.workdir))
 
 
 if __name__ == "__main__":

@@ -150,10 +150,12 @@ def write_report(source: collect.Source, splits: list[str], out: str) -> dict[st
     return report
 
 
-def title(report: dict[str, Any]) -> str:
+def title(report: dict[str, Any], workdir: str | None = None) -> str:
+    """The report's first line, naming a run by `workdir` as the user wrote it (the terminal's)
+    or else by the full path recorded (index.html's)."""
     model = report["model"]
     if model["kind"] == "workdir":
-        return f"ann report: {model['workdir']} (step {model['step']})"
+        return f"ann report: {workdir or model['workdir']} (step {model['step']})"
     version = f" version {model['version']}" if model.get("version") else ""
     return f"ann report: {model['name']}{version} ({model['spec']})"
 
@@ -172,10 +174,13 @@ def header(report: dict[str, Any]) -> list[str]:
     return lines
 
 
-def summary(report: dict[str, Any], out: str) -> str:
-    """The printed summary: the title, header lines, each split's notes, where it was written."""
-    lines = [title(report), *header(report)]
+def summary(report: dict[str, Any], out: str, workdir: str | None = None) -> str:
+    """The printed summary: the title, header lines, each split's notes, where it was written;
+    a run is named by `workdir` as given on the command line."""
+    lines = [title(report, workdir), *header(report)]
     for split, values in report["splits"].items():
         lines += [f"{split}: {note}" for note in values["notes"]]
-    lines.append(f"wrote {os.path.join(out, REPORT)}, {os.path.join(out, 'index.html')}")
+    pictures = len(report["files"]["figures"])
+    # As `ann monitor drift` says it; index.html holds every picture and table.
+    lines.append(f"wrote {os.path.join(out, REPORT)}, index.html and {pictures} pictures")
     return "\n".join(lines)
