@@ -377,6 +377,7 @@ def test_one_class_split_is_a_message_not_nan():
 def test_curves_near_auc_1_get_a_close_up_of_their_corner():
     # At AUC ~1 (the digits CNN) every curve ran along two edges of the plot, unreadable.
     import matplotlib.pyplot as plt
+    from matplotlib.inset import InsetIndicator
 
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 10, 360)
@@ -387,6 +388,9 @@ def test_curves_near_auc_1_get_a_close_up_of_their_corner():
     good = classification.curves(fake_predictions(labels, p / p.sum(1, keepdims=True)))
     figure = good.figures["curves"]
     (roc,), (pr,) = (axes.child_axes for axes in figure.axes)
+    # The box marks the corner; connector lines from it to the inset crossed the whole plot.
+    boxes = [box for axes in figure.axes for box in axes.findobj(InsetIndicator)]
+    assert len(boxes) == 2 and not any(c.get_visible() for b in boxes for c in b.connectors)
     plt.close(figure)
     assert -0.002 < roc.get_xlim()[0] < 0 and 0.01 <= roc.get_xlim()[1] <= 0.05, roc.get_xlim()
     assert 1 < pr.get_xlim()[1] == pr.get_ylim()[1] < 1.01 and pr.get_xlim()[0] >= 0.8

@@ -139,11 +139,15 @@ def _zoom(axes: Any, xlim: tuple[float, float], ylim: tuple[float, float], box: 
     for line in axes.get_lines():
         if line.get_linestyle() == "-":  # the curves, not the chance diagonal
             inset.plot(*line.get_data(), lw=1.1, color=line.get_color())
-    inset.set_title(f"close-up ({xlim[0]:.3g}-{xlim[1]:.3g} x {ylim[0]:.3g}-{ylim[1]:.3g})",
-                    fontsize=7)  # fmt: skip
+    inset.set_title(
+        f"the grey box enlarged ({xlim[0]:.3g}-{xlim[1]:.3g} x {ylim[0]:.3g}-{ylim[1]:.3g})",
+        fontsize=7,
+    )
     inset.tick_params(labelsize=7)
     inset.grid(alpha=0.3)
-    axes.indicate_inset_zoom(inset, edgecolor="grey")
+    # The box alone: its connector lines ran across the whole plot to the inset.
+    for connector in axes.indicate_inset_zoom(inset, edgecolor="grey").connectors:
+        connector.set_visible(False)
 
 
 def curves(preds: Predictions) -> Section:
