@@ -356,7 +356,7 @@ def test_a_reliability_bin_of_only_mistakes_is_drawn():
         confidence=[0.0, 0.5, 0.9],
     )  # fmt: skip
     figure, (axes, hist_axes) = plt.subplots(2)
-    classification._reliability_axes(axes, hist_axes, bins, "t")
+    classification._reliability_axes(axes, hist_axes, bins, "t", classes=10)
     drawn = [p for p in axes.patches if p.get_height() != 0]
     covers = [sum(p.get_x() < x < p.get_x() + p.get_width() for p in drawn) for x in (0.2, 0.5)]
     plt.close(figure)
@@ -431,6 +431,9 @@ def test_a_validation_split_without_mistakes_keeps_the_test_reliability_diagram(
     assert section.notes[0].startswith("calibration: ECE ") and "on validation" in section.notes[0]
     figure = section.figures["reliability"]
     titles = [axes.get_title() for axes in figure.axes if axes.get_title()]
+    # A binary model's top-class probability is at least 0.5: the axis starts at the bin
+    # holding 0.5 (7/15), not at 0, where half the diagram was always empty.
+    assert [axes.get_xlim() for axes in figure.axes] == [(7 / 15, 1)] * 2
     plt.close(figure)
     assert titles == [
         f"softmax(logits), no temperature fitted (ECE {metrics['before']['ece']:.3f})"

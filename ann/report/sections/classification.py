@@ -209,13 +209,15 @@ def curves(preds: Predictions) -> Section:
     return Section("ROC and precision-recall", metrics_, {"curves": figure}, notes)
 
 
-def _reliability_axes(axes: Any, hist_axes: Any, bins: Any, title: str) -> None:
+def _reliability_axes(axes: Any, hist_axes: Any, bins: Any, title: str, classes: int) -> None:
     """Draws one reliability diagram (accuracy per confidence bin as bars, the gap from it to
     the bin's mean confidence hatched, as in Guo et al. 2017, fig. 1, so a bin whose rows are
     all wrong shows too; the mean confidence as a red mark, the diagonal where they agree) and,
     below it, the histogram of confidences (rows per bin, a log scale so a bin of one row
-    shows beside one of hundreds)."""
+    shows beside one of hundreds). The x axis starts at the bin holding 1 / `classes`, the
+    lowest top-class probability there is (a binary model's left half was always empty)."""
     edges = np.asarray(bins.edges)
+    left = float(edges[:-1][edges[:-1] <= 1 / classes].max())
     centers, width = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
     filled = np.asarray(bins.counts) > 0
     accuracy, confidence = np.asarray(bins.accuracy)[filled], np.asarray(bins.confidence)[filled]
@@ -247,14 +249,19 @@ def _reliability_axes(axes: Any, hist_axes: Any, bins: Any, title: str) -> None:
         lw=2.5,
         label="mean confidence in bin",
     )
-    axes.plot([0, 1], [0, 1], ls="--", c="grey", lw=1, label="perfect calibration")
-    axes.set(xlim=(0, 1), ylim=(0, 1.02), ylabel="Accuracy")
+    axes.plot([left, 1], [left, 1], ls="--", c="grey", lw=1, label="perfect calibration")
+    # Headroom above 1 for the legend, which covered the first bins' bars.
+    axes.set(xlim=(left, 1), ylim=(0, 1.3), yticks=np.linspace(0, 1, 6), ylabel="Accuracy")
     axes.set_title(title, fontsize=11)
-    axes.legend(loc="upper left", fontsize=8)
+    axes.legend(loc="upper left", fontsize=8, ncol=2)
     axes.tick_params(labelbottom=False)
     hist_axes.bar(centers, bins.counts, width, color="tab:grey", edgecolor="black", lw=0.5)
     hist_axes.set_yscale("log")
-    hist_axes.set(xlim=(0, 1), xlabel="Confidence (top-class probability)", ylabel="Rows (log)")
+    hist_axes.set(
+        xlim=(left, 1),
+        xlabel=f"Confidence (top-class probability, at least 1/{classes})",
+        ylabel="Rows (log)",
+    )
 
 
 def calibration(preds: Predictions) -> Section:
@@ -302,7 +309,8 @@ def calibration(preds: Predictions) -> Section:
         }
     )
     for column, when in enumerate(bins):
-        _reliability_axes(grid[0, column], grid[1, column], bins[when], titles[when])
+        classes = probabilities[when].shape[1]
+        _reliability_axes(grid[0, column], grid[1, column], bins[when], titles[when], classes)
     figure.suptitle(f"Reliability ({preds.split}, {len(y_true)} rows, {calib.BINS} bins)")
     figure.tight_layout()
     metrics_ = {
