@@ -120,6 +120,25 @@ def test_a_sparse_table_gets_an_exact_p_value():
     assert drift.test_feature("x", ref % 2, cur % 2).method == "z"
 
 
+def test_a_monte_carlo_p_at_its_floor_ranks_by_its_statistic_not_the_floor():
+    # 36 of 40 rows moved off a value 97% of the reference holds: the Monte Carlo p is 1e-4,
+    # its floor, which capped the strength at 3.07, below a KS test's for a mean shift of one
+    # std in 40 rows (about 5): the top list put the smaller change first.
+    rng = np.random.default_rng(0)
+    ref = rng.choice(4, 1221, p=[0.97, 0.01, 0.01, 0.01]).astype(float)
+    moved = drift.test_feature("moved", ref, rng.choice(4, 40, p=[0.1, 0.3, 0.3, 0.3]) * 1.0)
+    assert moved.method == "chisquare_montecarlo" and moved.p_value == 1 / 10_000
+    assert moved.asymptotic_p == pytest.approx(stats.chi2.sf(moved.score, 3))
+    assert moved.p_text() == "p<=0.0001"
+    shifted = drift.test_feature("shifted", rng.normal(size=1221), rng.normal(1, 1, 40))
+    assert shifted.method == "ks" and 3.07 < shifted.strength < moved.strength
+    assert moved.to_json()["asymptotic_p"] == moved.asymptotic_p
+    # Above the floor the Monte Carlo p is the strength's, and an underflowed p says so.
+    rare = drift.test_feature("x", *rare_sides())
+    assert rare.asymptotic_p is None and rare.p_text() == f"p={rare.p_value:.3g}"
+    assert drift.format_p(0.0) == "p<1e-300" and drift.format_p(None) == ""
+
+
 def rare_sides():
     return np.repeat([0.0, 1], [1220, 1]), np.repeat([0.0, 2], [199, 1])
 

@@ -97,6 +97,8 @@ def _score(test: dict[str, Any], spec: str) -> str:
 def summary(report: dict[str, Any], path: str) -> str:
     """The printed lines: the verdict, the multivariate test, outputs, top features, files; for
     too few rows, that and what to do."""
+    from ann.monitor.drift import format_p  # imported by then: the report was just computed
+
     r, m = report["result"], report["model"]
     rows, records = r["rows"], report["requests"]["records"]
     rows = f"{rows} row{'s' * (rows != 1)}"
@@ -118,7 +120,7 @@ def summary(report: dict[str, Any], path: str) -> str:
     ]
     shown = ([r["multivariate"]] if r["multivariate"] else []) + r["outputs"]
     for f in shown:
-        p = f" p={f['p_value']:.3g}" if f["p_value"] is not None else ""
+        p = f" {format_p(f['p_value'], f.get('asymptotic_p'))}" if f["p_value"] is not None else ""
         verdict = "DRIFT" if f["drifted"] else "ok"
         lines.append(f"  {f['feature']}: {f['method']} {_score(f, '.4g')}{p} {verdict}")
     top = sorted(r["features"], key=lambda f: -f["strength"])[:5]

@@ -38,7 +38,7 @@ FEW_VALUES = 20  # at most this many distinct values: one bar per value
 
 
 def _describe(f: FeatureDrift) -> str:
-    p = f"p={f.p_value:.3g} " if f.p_value is not None else ""
+    p = f"{f.p_text()} " if f.p_value is not None else ""
     return f"{f.method} {f.score:.4g} {p}{'DRIFT' if f.drifted else 'ok'}"
 
 
