@@ -4,6 +4,7 @@ import dataclasses
 import pathlib
 import re
 import shlex
+import sys
 
 import yaml
 
@@ -106,3 +107,87 @@ def server_args(argv: list[str]) -> dict[str, str]:
             assert name in ("model", "registry", "token_file"), arg
     Settings(**settings)  # raises on a value the server would refuse
     return args
+
+
+def _closure(requirements: list[str]) -> set[str]:
+    """The distributions `requirements` install, with what each requires (markers evaluated
+    here, extras only where asked), as canonical names."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    found: set[str] = set()
+    todo = [(Requirement(r), "") for r in requirements]
+    while todo:
+        req, extra = todo.pop()
+        if req.marker is not None and not req.marker.evaluate({"extra": extra}):
+            continue
+        name = canonicalize_name(req.name)
+        extras = [e for e in req.extras if (name, e) not in found]
+        if name in found and not extras:
+            continue
+        found.add(name)
+        found.update((name, e) for e in extras)
+        for text in metadata.requires(req.name) or []:
+            todo += [(Requirement(text), e) for e in ["", *req.extras]]
+    return {f for f in found if isinstance(f, str)}
+
+
+def test_the_image_installs_every_package_the_server_imports(digits_export, tmp_path):
+    # The image's package list lacked ml-collections (ann.cli imports it): `python -m ann.serve`
+    # died on its first line. Every module a server imports, serving and monitoring one infer,
+    # must come from a package the Dockerfile installs (or one of their requirements).
+    import subprocess
+    import time
+    from importlib import metadata
+
+    import numpy as np
+    from packaging.utils import canonicalize_name
+    from test_serve import free_port, infer_body, request
+
+    steps = dockerfile_instructions((DEPLOY / "Dockerfile").read_text())
+    installs = [shlex.split(r) for op, r in steps if op == "RUN" and "pip install" in r]
+    listed = [a for argv in installs for a in argv[2:] if not a.startswith("-") and a != "."]
+    closure = _closure(listed)
+    _, export = digits_export
+    port, log = free_port(), tmp_path / "imports.txt"
+    argv = [sys.executable, "-X", "importtime", "-m", "ann.serve", f"--port={port}"]
+    with open(log, "w") as stderr:
+        proc = subprocess.Popen([*argv, f"--model={export}"], stdout=stderr, stderr=stderr)
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+                try:
+                    if request(port, "GET", "/v2/health/ready", timeout=2)[0] == 200:
+                        break
+                except OSError:
+                    time.sleep(0.2)
+            body = infer_body(np.zeros((2, 8, 8, 1), "uint8"), id="a")
+            assert request(port, "POST", "/v2/models/digits_cnn/infer", body)[0] == 200
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    owners = metadata.packages_distributions()
+    imported = {canonicalize_name(d) for m in _imported_by_ann(log.read_text()) for d in owners[m]}
+    assert "ml-collections" in imported  # the import log was read
+    assert imported <= closure, f"the image lacks {sorted(imported - closure)}"
+
+
+def _imported_by_ann(importtime: str) -> set[str]:
+    """The top-level packages other than ann and experiments that modules of ann or experiments
+    import, from `python -X importtime`'s log (post-order, a child indented deeper than its
+    parent). Packages that jax and others import only when present (cloudpickle, pygments) are
+    theirs to go without; site's own (setuptools' hook) are no one's."""
+    ours = {"ann", "experiments"}
+    found, stack = set(), []
+    rows = [r.split("|")[-1] for r in importtime.splitlines() if r.startswith("import time:")]
+    for field in reversed(rows[1:]):  # the header row first
+        depth, module = len(field) - len(field.lstrip()), field.strip().split(".")[0]
+        while stack and stack[-1][0] >= depth:
+            stack.pop()
+        if stack and stack[-1][1] in ours and module not in ours:
+            found.add(module)
+        stack.append((depth, module))
+    return {m for m in found if m not in sys.stdlib_module_names}
