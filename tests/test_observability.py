@@ -209,6 +209,22 @@ def test_the_page_fires_on_a_high_error_rate_and_not_on_a_low_one(rendered, tmp_
 
 
 @needs_promtool
+def test_an_idle_hour_leaves_the_error_budget_a_number(rendered, tmp_path):
+    # No traffic for 30 minutes: every window's ratio was 0 / 0 = NaN, and the 30-day budget
+    # (avg_over_time of the 5m ratio) stayed NaN for 30 days after traffic came back.
+    base = 'ann_requests_total{model="digits",version="1",code="%s"}'
+    series = {base % "200": "0+99x60 5940x30 5940+99x60", base % "500": "0+1x60 60x30 60+1x60"}
+    budget = "ann:slo_error_budget_remaining:ratio"
+    left = [('{model="digits",period="30d",slo="availability"}', -9)]  # 1% / 0.1%: 1 - 10
+    ratio = 'ann:slo_errors:ratio_rate5m{slo="availability"}'
+    values = [
+        (f'round({budget}{{model="digits"}}, 0.001)', "140m", left),
+        (ratio, "80m", []),  # idle: no ratio at all, rather than NaN
+    ]
+    _promtool_test(rendered, tmp_path, series, [], values)
+
+
+@needs_promtool
 def test_the_latency_page_fires_when_requests_are_slow(rendered, tmp_path):
     # Half the requests slower than 200 ms: 50% > 6 x 5% over 6h and 30m (not 14.4 x 5%).
     hist = 'ann_request_duration_seconds_%s{model="digits",version="1"%s}'

@@ -106,17 +106,18 @@ def le_matcher(seconds: float) -> str:
 def sli_errors(slo: str, window: str, latency_s: float) -> str:
     """PromQL: the share of bad events over `window`, per model (`slo`: availability or
     latency). A missing bad series counts as 0 (`or ... * 0`), so the ratio exists whenever
-    there was traffic."""
+    there was traffic, and only then (`/ (total > 0)`): an idle window's 0 / 0 was NaN, which
+    the 30-day budget's avg_over_time carried for 30 days after 5 idle minutes."""
     if slo == "availability":
         total = f'sum by (model) (rate(ann_requests_total{{model!=""}}[{window}]))'
         bad = f'sum by (model) (rate(ann_requests_total{{model!="",code=~"5.."}}[{window}]))'
-        return f"(\n  {bad}\n  or {total} * 0\n)\n/ {total}"
+        return f"(\n  {bad}\n  or {total} * 0\n)\n/ ({total} > 0)"
     total = f"sum by (model) (rate(ann_request_duration_seconds_count[{window}]))"
     fast = (
         f"sum by (model) (rate(ann_request_duration_seconds_bucket{{{le_matcher(latency_s)}}}"
         f"[{window}]))"
     )
-    return f"1 - (\n  {fast}\n  / {total}\n)"
+    return f"1 - (\n  {fast}\n  / ({total} > 0)\n)"
 
 
 def recording_rules(settings: Settings) -> dict[str, Any]:
