@@ -122,6 +122,10 @@ def _place(line: int, column: int) -> str:
 # past this many, the refusal gives its column instead (a bounded cost on a refused body).
 _OUT_OF_RANGE_TRIES = 8
 # What a refusal expects there: JSON numbers are read as IEEE 754 doubles (RFC 8259 section 6).
+# A request id is kept per prediction for the feedback join (ann/serve/feedback.py, 1.5 x
+# capacity of them): unbounded, 300 ids of a million characters took 380 MB. UUIDs are 36
+# characters, W3C trace ids 32.
+MAX_ID_LENGTH = 256
 OUT_OF_RANGE = "a number within a 64-bit float's range (at most about 1.8e308 in size)"
 
 
@@ -449,10 +453,20 @@ def decode_infer(
     request_id = request.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise ServeError(400, f"id: expected a string, got {short(request_id)}", "field")
+    if request_id is not None and len(request_id) > MAX_ID_LENGTH:
+        raise ServeError(400, id_too_long("id", request_id), "field")
     booleans = _may_hold_booleans(body)
     arrays, rows = _decode_inputs(request, signature, max_rows, binary, booleans)
     wanted, as_binary = _wanted_outputs(request, outputs)
     return InferRequest(arrays, rows, request_id, wanted, as_binary)
+
+
+def id_too_long(field: str, request_id: str) -> str:
+    """The refusal of an id over MAX_ID_LENGTH characters, naming `field`."""
+    return (
+        f"{field}: expected at most {MAX_ID_LENGTH} characters (a UUID is 36), got "
+        f"{len(request_id):,}"
+    )
 
 
 def _split_binary(body: bytes, header_length: bytes) -> tuple[bytes, memoryview]:
