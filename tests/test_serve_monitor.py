@@ -184,8 +184,10 @@ def test_feedback_joins_give_offline_accuracy_and_gauges_appear(monitored):
         ),
         (b"", 'feedback: expected JSON ({"id", "label"} or a list), got an empty body'),
         # No infer kept an id this long (a million-character id was kept, and echoed).
-        (b'{"id": "' + b"x" * 257 + b'", "label": 1}',
-         "feedback.id: expected at most 256 characters (a UUID is 36), got 257"),
+        (
+            b'{"id": "' + b"x" * 257 + b'", "label": 1}',
+            "feedback.id: expected at most 256 characters (a UUID is 36), got 257",
+        ),
         (b'{"id": "eight", "label": [1, 2]}', "expected 8 labels (its request had 8 rows), got 2"),
         (b'{"id": "one", "label": [1, 2]}', "expected 1 label (its request had 1 row), got 2"),
     ],

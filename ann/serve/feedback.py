@@ -106,7 +106,9 @@ class Predictions:
                     "feedback",
                 )
             if len(request_id) > protocol.MAX_ID_LENGTH:  # no infer kept one
-                raise ServeError(400, protocol.id_too_long(f"{where(i)}.id", request_id), "feedback")
+                raise ServeError(
+                    400, protocol.id_too_long(f"{where(i)}.id", request_id), "feedback"
+                )
             label = item["label"]
             labels = label if isinstance(label, list) else [label]
             parsed.append((request_id, [self._class(f"{where(i)}.label", v) for v in labels]))
