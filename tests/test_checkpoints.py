@@ -195,6 +195,25 @@ def test_a_damaged_checkpoint_falls_back_to_the_newest_intact_step(
     assert saved_steps(workdir)[-1] == 30
 
 
+def test_a_best_checkpoint_past_where_a_run_starts_is_not_taken_as_its_own(
+    tmp_path, trained, caplog
+):
+    # An attempt stopped before its first regular checkpoint (or one whose checkpoints/ is
+    # gone) leaves checkpoints_best/: the rerun, a fresh start with another config, reported
+    # and exported that attempt's step as its best ("done: step 100 | best checkpoint: 150").
+    workdir = copy_run(trained, tmp_path / "run")
+    assert saved_steps(workdir, "checkpoints_best")[-1] > 5
+    shutil.rmtree(workdir / "checkpoints")
+    config = tiny(total_steps=5, eval_every_steps=5, checkpoint_every_steps=5)
+    config.optimizer.learning_rate *= 0.1
+    with caplog.at_level(logging.WARNING):
+        result = train_and_evaluate(config, str(workdir))
+    assert result.step == 5 and saved_steps(workdir, "checkpoints_best") == [5]
+    assert run_status.read(str(workdir))["best_eval_metrics"]["step"] == 5
+    assert "removed checkpoints_best step " in caplog.text and "past step 0" in caplog.text
+    assert restore_model(str(workdir))[2] == 5  # what export and report restore
+
+
 def test_a_damaged_step_is_an_error_naming_the_file_for_export(tmp_path, trained):
     workdir = copy_run(trained, tmp_path / "run")
     victim = largest_data_file(workdir / "checkpoints" / "20")

@@ -296,6 +296,19 @@ class Checkpoints:
         metrics = self.best.metrics(step) if step is not None else None
         return {"step": int(step), **metrics} if metrics else {}
 
+    def forget_best_after(self, step: int) -> int | None:
+        """Deletes the best checkpoint when it is past `step`, where training (re)starts: an
+        earlier attempt's, stopped before its first regular checkpoint (a fresh start, step 0)
+        or after its last one. A rerun with another config reported and exported it as its
+        own best. Returns the step deleted, or None."""
+        best = self.best.latest_step()
+        if best is None or best <= step:
+            return None
+        self._seal(self.best)
+        self.best.delete(best)
+        self._best_value = None
+        return best
+
     def save_if_best(self, step: int, state: Any, data_iter: Any, metrics: dict) -> bool:
         """Saves to `checkpoints_best/` when `metrics[best_metric]` beats the best so far. A
         non-finite value (NaN, inf) is never the best."""

@@ -336,6 +336,15 @@ def _restore_or_init(run: _Run, source: transfer.Loaded | None) -> None:
             run.state = transfer.init_from(
                 run.state, source, setup.tx, setup.state_shardings, workdir
             )
+    start = run.start_step or 0
+    if (dropped := run.checkpoints.forget_best_after(start)) is not None:
+        if jax.process_index() == 0:
+            logging.warning(
+                "removed checkpoints_best step %d: an earlier attempt's, past step %d where "
+                "this run starts (it chooses its best again)",
+                dropped,
+                start,
+            )
     status = run_status.read(workdir)
     if stale := run_status.stale_running(status):
         # The workdir lock rules out a live writer: it was killed, or crashed.
