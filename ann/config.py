@@ -386,9 +386,19 @@ def variant(file: str, arg: str | None, *known: str) -> str | None:
 
 def _defaults(schema: Mapping[str, Any]) -> dict[str, Any]:
     return {
-        key: _defaults(spec) if isinstance(spec, Mapping) else spec[0]
+        key: _defaults(spec) if isinstance(spec, Mapping) else _default(*spec)
         for key, spec in schema.items()
     }
+
+
+def _default(value: Any, types: type | tuple[type, ...]) -> Any:
+    """A key's default. A key that may be text or a tuple (`sharding_rules`: a preset or rule
+    pairs) is a FieldReference of any type: ConfigDict fixes a key's type at its first value,
+    and a config file's `c.sharding_rules = ((regex, placement), ...)` was refused."""
+    kinds = types if isinstance(types, tuple) else (types,)
+    if str in kinds and tuple in kinds:
+        return ml_collections.FieldReference(value, field_type=object)
+    return value
 
 
 def base() -> ml_collections.ConfigDict:

@@ -735,3 +735,17 @@ def test_a_batch_size_suggestion_is_accepted(batch_size, accumulate_steps):
     assert suggested, str(e.value)
     config.batch_size = int(suggested.group(1))
     config_lib.validate(config, num_devices=4)
+
+
+def test_a_config_file_gives_its_own_sharding_rules_as_the_readme_shows():
+    # ConfigDict fixed the key's type at its default, "fsdp": the README's
+    # `c.sharding_rules = ((regex, placement), ...)` was refused ("cannot be casted to str").
+    c = config_lib.base()
+    rules = (("embed/embedding$", ("tensor", "fsdp")), (".*", "fsdp"))
+    c.sharding_rules = rules
+    assert c.sharding_rules == rules
+    c.sharding_rules = "replicate"  # and back to a preset
+    assert c.sharding_rules == "replicate"
+    c.sharding_rules = rules
+    again = config_lib.from_values(json.loads(config_lib.to_json(c)))  # config.json's way back
+    assert json.dumps(again.sharding_rules) == json.dumps(rules)
