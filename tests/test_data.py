@@ -126,6 +126,21 @@ def test_unknown_split_lists_the_real_ones():
         data.load("digits", "val")
 
 
+def test_a_data_dir_that_cannot_hold_the_set_is_named_in_one_line(tmp_path):
+    # It was a traceback: FileExistsError for a file, FileNotFoundError under /proc.
+    from ann.data import sources
+
+    (tmp_path / "afile").write_text("")
+    for where, why in ((tmp_path / "afile", "it is a file"),
+                       (tmp_path / "afile" / "below", "Not a directory")):  # fmt: skip
+        with pytest.raises(ConfigError) as e:
+            sources.load("digits", "train", data_dir=str(where))
+        assert str(e.value).startswith(
+            f"config key 'data.data_dir': cannot build the digits data set in {where} ({why}); "
+            "give a writable directory"
+        ), e.value
+
+
 def test_train_batches_are_seeded_and_resume_exactly():
     split = data.load("digits", "train", cache=True)
     a = data.train_batches(split, fields, 32, seed=1)

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import ROOT, load_config
+from conftest import ROOT, load_config, one_line_error
 from flax import nnx
 
 from ann import models
@@ -60,6 +60,23 @@ def test_readme_own_model_trains_from_outside_ann(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "done: step 20" in proc.stdout
     assert "model mynets:Wide" in proc.stderr
+    # A setting the model cannot be built from was a traceback ending in Flax's initializer
+    # (ZeroDivisionError: float division by zero), unless the model raised a ValueError.
+    bad = subprocess.run(
+        [sys.executable, "-m", "ann.main", "--config=wide.py", "--workdir=runs/zero",
+         "--config.model.width=0"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # fmt: skip
+    line = one_line_error(bad)
+    assert line.startswith(
+        "error: model 'mynets:Wide' cannot be built from its model.* settings (width=0): "
+        "ZeroDivisionError: "
+    ), line
+    assert f"(at {tmp_path / 'mynets.py'}:" in line and "fix the setting" in line
 
 
 def test_readme_own_experiment_trains_and_exports_from_outside_ann(tmp_path):

@@ -212,8 +212,17 @@ def _builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
     if name in BUILDERS:
         # Processes of one run (or trials of a sweep) may start on a fresh data_dir together:
         # one builds, the others wait and then read what it built.
-        os.makedirs(data_dir, exist_ok=True)
-        with open(os.path.join(data_dir, f".{name}.lock"), "w") as lock:
+        try:
+            os.makedirs(data_dir, exist_ok=True)
+            lock = open(os.path.join(data_dir, f".{name}.lock"), "w")  # noqa: SIM115
+        except OSError as e:  # a file there, no such parent, no permission: not a traceback
+            why = "it is a file" if os.path.isfile(data_dir) else e.strerror
+            raise ConfigError(
+                f"config key 'data.data_dir': cannot build the {name} data set in {data_dir} "
+                f"({why}); give a writable directory, e.g. "
+                f"--config.data.data_dir={default_data_dir()}"
+            ) from e
+        with lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             with _without_first_build_warning():
                 builder = BUILDERS[name](data_dir=data_dir, file_format="array_record")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -165,7 +166,9 @@ def build(name: str, kwargs: dict, **supplied) -> nnx.Module:
     arguments it does not take are left out (a model need not take `dtype`, see from_config).
     A ValueError the constructor raises about its arguments (a `dim` that `num_heads` does not
     divide, a patch that does not tile the image: combinations only it can judge, with the
-    data's shapes) is a ConfigError naming the model."""
+    data's shapes) is a ConfigError naming the model. Any other exception from building it (a
+    user's model given `width=0` divided by zero) is a ConfigError too, naming the settings,
+    the exception and the file and line it came from, since either may be at fault."""
     check_arguments(name, kwargs, tuple(supplied))
     params, takes_any = _parameters(get(name))
     if not takes_any:
@@ -174,6 +177,17 @@ def build(name: str, kwargs: dict, **supplied) -> nnx.Module:
         return get(name)(**kwargs, **supplied)
     except ValueError as e:
         raise ConfigError(f"model {name!r} cannot be built from its model.* settings: {e}") from e
+    except Exception as e:
+        frames = traceback.extract_tb(e.__traceback__)
+        # The model's own line, not Flax's or JAX's where it reached them.
+        ours = [f for f in frames if "-packages" not in f.filename] or frames
+        frame = ours[-1]
+        settings = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+        raise ConfigError(
+            f"model {name!r} cannot be built from its model.* settings ({settings}): "
+            f"{type(e).__name__}: {e} (at {frame.filename}:{frame.lineno}); fix the setting, "
+            "or the model if the setting is valid"
+        ) from e
 
 
 def check_config(config) -> None:
