@@ -883,8 +883,20 @@ def to_json(config: ml_collections.ConfigDict) -> str:
 def read(workdir: str) -> ml_collections.ConfigDict:
     """A run's resolved config from `workdir/config.json`. Keys added to ann since the run was
     written take their defaults, so older runs still restore and export."""
-    with open(file_in(workdir)) as f:
-        return from_values(json.load(f))
+    path = file_in(workdir)
+    with open(path) as f:
+        text = f.read()
+    try:
+        values = json.loads(text)
+    except ValueError as e:  # a torn or hand-edited file: named, with where, not a traceback
+        where = f" (line {e.lineno} column {e.colno}: {e.msg})" if hasattr(e, "lineno") else ""
+        raise ConfigError(
+            f"{path} is not valid JSON{where}; ann train writes it once, at the run's fresh "
+            "start: put back a good copy, or train into a new --workdir"
+        ) from e
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path} holds {type(values).__name__}, not a config's JSON object")
+    return from_values(values)
 
 
 def from_values(values: dict[str, Any]) -> ml_collections.ConfigDict:

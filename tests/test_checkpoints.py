@@ -376,6 +376,21 @@ def test_a_step_that_does_not_fit_the_config_names_the_runs_config_json(tmp_path
     assert saved_steps(workdir) == [10, 20]
 
 
+def test_a_torn_config_json_is_named_with_its_line_not_a_traceback(tmp_path, trained):
+    # json.decoder.JSONDecodeError: Expecting value: line 2 column 1, in 20 lines of traceback.
+    from ann.config import ConfigError
+
+    workdir = copy_run(trained, tmp_path / "run")
+    (workdir / "config.json").write_text('{"model": \n')
+    said = f"{workdir / 'config.json'} is not valid JSON (line 2 column 1: Expecting value); "
+    with pytest.raises(ConfigError) as e:
+        train_and_evaluate(tiny(total_steps=30), str(workdir))
+    assert str(e.value).startswith(said) and "a new --workdir" in str(e.value)
+    with pytest.raises(ConfigError, match="is not valid JSON"):
+        restore_model(str(workdir))  # export and report read it the same way
+    assert saved_steps(workdir) == [10, 20]
+
+
 def test_a_data_position_the_split_lacks_names_the_runs_config_json(tmp_path, trained, monkeypatch):
     workdir = copy_run(trained, tmp_path / "run")
 
