@@ -172,6 +172,12 @@ def test_init_from_an_export_and_a_registry_uri(tmp_path, source, monkeypatch):
         transfer.load("models:/digits_mlp@prod", state)
     with pytest.raises(ConfigError, match="holds one set of weights; drop ':best'"):
         transfer.load(f"{out}:best", state)
+    # No registry there: `ann train` has no --registry, so only $ANN_REGISTRY is named (it
+    # said "or the command's --registry", which train then refused as an unknown flag).
+    monkeypatch.setenv("ANN_REGISTRY", str(tmp_path / "none"))
+    with pytest.raises(ConfigError) as e:
+        transfer.load("models:/digits_mlp@champion", state)
+    assert str(e.value).endswith("set $ANN_REGISTRY to its directory"), e.value
 
     # An export whose weights are a link to a file elsewhere is refused, naming the file (the
     # loader's checks: see test_export's crafted exports).

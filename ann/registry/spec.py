@@ -33,17 +33,19 @@ class Resolved:
         return artifact.load(self.path, self.manifest_sha256)
 
 
-def resolve(spec: str, registry: str | None = None) -> Resolved:
+def resolve(spec: str, registry: str | None = None, has_flag: bool = True) -> Resolved:
     """Resolves a registry URI in `registry` (default `default_root()`) or an export directory.
+    `has_flag`: whether the command has a --registry flag to name (`init_from` has none).
 
     Raises RegistryError with one line: no registry there, no such model, version or alias, a
     malformed URI, or a directory that is not an export. Never creates or changes a file."""
     if spec.startswith(URI_SCHEME):
         store = Registry(registry or default_root())
         if registry is None and not store.exists():  # no flag named it: say where it looked
+            flag = ", or the command's --registry," if has_flag else ""
             raise RegistryError(
                 f"no registry at {store.root} for {spec} (the default: $ANN_REGISTRY, else "
-                "./registry); set $ANN_REGISTRY, or the command's --registry, to its directory"
+                f"./registry); set $ANN_REGISTRY{flag} to its directory"
             )
         mv = store.resolve(spec)
         return Resolved(spec, mv.path, mv.manifest_sha256, mv)

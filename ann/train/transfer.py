@@ -145,7 +145,7 @@ def _resolve_checkpoint(spec: str, run_dir: str, which: str) -> Source:
 def _resolve_export(spec: str, model: str) -> Source:
     """A registry URI (in $ANN_REGISTRY, default ./registry) or an export directory."""
     try:
-        resolved = registry.resolve(model)
+        resolved = registry.resolve(model, has_flag=False)  # ann train has no --registry
     except registry.RegistryError as e:
         raise _error(spec, str(e)) from e
     return Source(spec, "export", resolved.path, manifest_sha256=resolved.manifest_sha256)
