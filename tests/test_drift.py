@@ -528,6 +528,22 @@ def test_monitor_drift_cli_writes_a_report_and_refuses_a_bad_log_in_one_line(
     same = json.loads((tmp_path / "same" / "report.json").read_text())["result"]
     assert same["share"] < 0.5 and same["state"] == "not_detected"
 
+    # A log of another version only: its outputs were compared with this version's reference,
+    # and the summary named this version as the one the requests went to, without a word.
+    _log(tmp_path / "other.jsonl", model, "c8bb31f79440", test[:200])
+    result = drift_cli(tmp_path / "other.jsonl", tmp_path / "other", "--nomultivariate")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stderr.startswith(
+        f"warning: {tmp_path / 'other.jsonl'} holds no request to digits_cnn version {version}, "
+        "only to version c8bb31f79440: judging their inputs against this version's reference"
+    ), result.stderr
+    assert (
+        f"to digits_cnn version c8bb31f79440, judged against version {version} |"
+        in (result.stdout.splitlines()[0])
+    )
+    other = json.loads((tmp_path / "other" / "report.json").read_text())
+    assert other["outputs_from"] == "model" and other["requests"]["versions"] == ["c8bb31f79440"]
+
     (tmp_path / "bad.jsonl").write_text('{"model": "x", "status": 200}\nnot json\n')
     line = one_line_error(drift_cli(tmp_path / "bad.jsonl", tmp_path / "bad"))
     # the column, not orjson's parser state ("expected 'null'")

@@ -102,9 +102,14 @@ def summary(report: dict[str, Any], path: str) -> str:
     r, m = report["result"], report["model"]
     rows, records = r["rows"], report["requests"]["records"]
     rows = f"{rows} row{'s' * (rows != 1)}"
+    served = report["requests"]["versions"]
+    if m["version"] not in served:  # another version's traffic, judged against this one
+        served = f"{', '.join(served)}, judged against version {m['version']}"
+    else:
+        served = m["version"]
     source = (
         f"{rows} from {records} request{'s' * (records != 1)} to {m['name']} version "
-        f"{m['version']} | {r['reference_rows']} reference rows"
+        f"{served} | {r['reference_rows']} reference rows"
     )
     if r["state"] == "too_few_rows":
         return (
@@ -161,6 +166,12 @@ def drift(args: list[str]) -> None:
     export = (manifest["name"], digest[:12], resolved.path)
     inputs, outputs = manifest["inputs"], manifest["outputs"]
     traffic = read_traffic(FLAGS.requests, name, version, inputs, outputs, export)
+    if version not in traffic.versions:
+        cli.warn(
+            f"{', '.join(FLAGS.requests)} holds no request to {name} version {version}, only "
+            f"to version {', '.join(traffic.versions)}: judging their inputs against this "
+            "version's reference, with its own outputs on them"
+        )
     cli.progress(f"loading {FLAGS.model}, testing each feature for drift")
     from ann.monitor import report as drift_report  # JAX and SciPy
     from ann.monitor.drift import Reference

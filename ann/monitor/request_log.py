@@ -179,8 +179,10 @@ def read_traffic(
 ) -> Traffic:
     """The successful requests of model `name` (version `version` when the log holds it) in
     the request log files `paths`, their inputs and logged outputs as arrays of the model's
-    signature (`inputs`, `outputs`: the manifest's). `export`: (the export's manifest name, its
-    version as `ann serve` names an export directory's, its directory) when `name` is another
+    signature (`inputs`, `outputs`: the manifest's); a log of only other versions of `name`
+    gives their inputs without their outputs (the caller's model scores them). `export`: (the
+    export's manifest name, its version as `ann serve` names an export directory's, its
+    directory) when `name` is another
     (a models:/ URI's): a log of the export served from its directory is then named so in the
     refusal. `min_rows`: the fewest rows of traffic the caller can use (`ann monitor drift`: 1;
     fewer than its --min_rows are a report of too few rows to judge, not a refusal).
@@ -218,7 +220,9 @@ def read_traffic(
             f"{_count(len(ok), 'successful request')}); at least {min_rows} are needed: log "
             "more requests (`ann serve --request_log_sample=1` logs every one)"
         )
-    complete = {k: np.concatenate(v) for k, v in logged.items() if len(v) == len(ok)}
+    # Another version's logged outputs are not this model's: it scores the inputs itself.
+    complete = {k: np.concatenate(v) for k, v in logged.items() if len(v) == len(ok) and not (
+        version is not None and not exact)}  # fmt: skip
     times = [float(r.get("time") or 0.0) for _, r in ok]
     return Traffic(
         inputs=arrays,
