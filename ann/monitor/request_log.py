@@ -221,8 +221,10 @@ def read_traffic(
             "more requests (`ann serve --request_log_sample=1` logs every one)"
         )
     # Another version's logged outputs are not this model's: it scores the inputs itself.
-    complete = {k: np.concatenate(v) for k, v in logged.items() if len(v) == len(ok) and not (
-        version is not None and not exact)}  # fmt: skip
+    others_only = version is not None and not exact
+    complete = {
+        k: np.concatenate(v) for k, v in logged.items() if len(v) == len(ok) and not others_only
+    }
     times = [float(r.get("time") or 0.0) for _, r in ok]
     return Traffic(
         inputs=arrays,
