@@ -258,7 +258,18 @@ def test_ann_monitor_feedback_sends_a_labels_file(monitored, tmp_path):
     # A batch the server refuses: its message, the lines of the batch, exit 1.
     labels.write_text(json.dumps({"id": "cli0", "label": 99}) + "\n")
     line = one_line_error(subprocess.run(command, capture_output=True, text=True, timeout=120))
-    assert "labels 1-1 refused (400): feedback[0].label: expected a class index in [0, 9]" in line
+    assert "lines 1-1 refused (400): feedback[0] (line 1).label: expected a class index in" in line
+    assert line.endswith("; nothing was applied"), line
+    # A later batch: its file lines (a blank line counted), the label's own line, and what was
+    # applied before it (it said "labels 6-10 refused ... feedback[2]", and nothing of 1-5).
+    good = [json.dumps({"id": f"cli{i}", "label": int(y[i])}) for i in range(7)]
+    bad = json.dumps({"id": "cli7", "label": 99})
+    labels.write_text("\n".join([*good[:3], "", *good[3:], bad, ""]) + "\n")
+    line = one_line_error(subprocess.run(command, capture_output=True, text=True, timeout=120))
+    assert "lines 7-9 refused (400): feedback[2] (line 9).label: expected a class index" in line
+    assert line.endswith(
+        "; lines 1-6 before them were applied: send the file from line 7 on to go on"
+    ), line
     # A bad line is worded as the server words a bad body (reason and column), not as
     # Python's json module ("not JSON (Expecting value)").
     expected = (
@@ -305,8 +316,10 @@ def test_ann_monitor_feedback_says_how_to_reach_the_server(monitored):
     with pytest.raises(ValueError) as e:
         send(f"http://127.0.0.1:{server.port}/ann/", model.name, items)
     said = str(e.value)
-    assert f"labels 1-1 refused (404): no route POST /ann/v2/models/{model.name}/feedback; " in said
-    assert said.endswith("(--url is the server's root URL: /ann is put before the route)"), said
+    assert f"lines 1-1 refused (404): no route POST /ann/v2/models/{model.name}/feedback; " in said
+    assert said.endswith(
+        "(--url is the server's root URL: /ann is put before the route); nothing was applied"
+    ), said
 
 
 @pytest.mark.parametrize(

@@ -13,8 +13,9 @@ duplicate), and the realized accuracy since the server started. The token: `--to
 --url is checked first, by its spelling and then by asking the server whether it is live (a
 server that does not answer: one line, before the labels file is read). Every line is checked
 before anything is sent (a line that is not a JSON object: one line naming the file and line
-number, exit 1); a batch the server refuses stops the ingest with the server's own message and
-the lines of that batch (those before it were applied).
+number, exit 1); a batch the server refuses stops the ingest with the server's own message, the
+file lines of that batch and of the label it names, and the lines applied before it (the
+server applies a batch whole or not at all), so the rest of the file can be sent on its own.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import ssl
 import urllib.error
 import urllib.parse
@@ -52,8 +54,9 @@ def define_flags() -> None:
     )
 
 
-def read_labels(path: str) -> list[dict[str, Any]]:
-    """The objects of a JSON lines file (blank lines skipped); ValueError naming the file and
+def read_labels(path: str) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, object) of each line of a JSON lines file (blank lines skipped); ValueError
+    naming the file and
     line, and what is wrong there as the server words it (`protocol.json_error`: the reason and
     column), for a line that is not a JSON object. A torn last line (no end of line, not JSON:
     the file is still being written) is skipped with a warning, as the request log's is
@@ -62,7 +65,7 @@ def read_labels(path: str) -> list[dict[str, Any]]:
 
     expected = 'expected a JSON object {"id": ..., "label": ...}'
     torn = "the file was read while being written, or its writer was stopped"
-    items = [item for _, item in objects(path, f"--labels={path}", expected, ValueError, torn)]
+    items = list(objects(path, f"--labels={path}", expected, ValueError, torn))
     if not items:
         raise ValueError(f"--labels={path}: holds no labels")
     return items
@@ -172,11 +175,15 @@ def send(
     version: str | None = None,
     batch: int = 1000,
     token: str | None = None,
+    lines: list[int] | None = None,
 ) -> dict[str, Any]:
     """POSTs `items` to the model's feedback route, `batch` at a time; returns the sums:
-    `{"matched", "unmatched": {reason: n}, "accuracy": the last reply's}`. ValueError with the
-    server's message (and the lines of the refused batch), why it could not be reached, or for
-    a `url` that is not http:// or https:// (`check_url`)."""
+    `{"matched", "unmatched": {reason: n}, "accuracy": the last reply's}`. `lines`: each item's
+    line in the labels file (default: its position, from 1). ValueError with the server's
+    message, the file lines of the refused batch and of the item it names, and what was
+    applied before it; why the server could not be reached; or for a `url` that is not
+    http:// or https:// (`check_url`)."""
+    lines = lines or list(range(1, len(items) + 1))
     check_url(url)
     path = f"/v2/models/{urllib.parse.quote(model, safe='')}"
     if version is not None:
@@ -190,7 +197,7 @@ def send(
         chunk = items[start : start + batch]
         body = json.dumps(chunk).encode()
         request = urllib.request.Request(endpoint, data=body, headers=headers, method="POST")
-        where = f"labels {start + 1}-{start + len(chunk)}"
+        where = f"lines {lines[start]}-{lines[start + len(chunk) - 1]}"
         try:
             with urllib.request.urlopen(request, timeout=60) as response:
                 reply = json.loads(response.read())
@@ -204,7 +211,14 @@ def send(
                 # A path in --url is put before the route (a proxy's prefix); not this one.
                 message += f" (--url is the server's root URL: {path} is put before the route)"
             raise ValueError(
-                f"{endpoint}: {where} refused ({e.code}): {message or e.reason}"
+                f"{endpoint}: {where} refused ({e.code}): "
+                f"{_at_line(message, start, lines) or e.reason}; "
+                + (
+                    f"lines {lines[0]}-{lines[start - 1]} before them were applied: send the "
+                    f"file from line {lines[start]} on to go on"
+                    if start
+                    else "nothing was applied"
+                )
             ) from None
         except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
             raise ValueError(f"{endpoint}: {_unreachable(url, e)}") from None
@@ -213,6 +227,16 @@ def send(
             total["unmatched"][reason] = total["unmatched"].get(reason, 0) + n
         total["accuracy"] = reply["accuracy"]
     return total
+
+
+def _at_line(message: str, start: int, lines: list[int]) -> str:
+    """The server's message with its `feedback[i]` (the item's place in the batch) followed by
+    that item's line in the file."""
+    found = re.match(r"feedback\[(\d+)\]", message)
+    if found is None or start + int(found.group(1)) >= len(lines):
+        return message
+    line = lines[start + int(found.group(1))]
+    return f"{found.group(0)} (line {line}){message[found.end() :]}"
 
 
 # OpenSSL's reasons for a reply that is not TLS (1.1 and 3.0: "wrong version number"; 3.2 on:
@@ -276,8 +300,10 @@ def feedback(args: list[str]) -> None:
     try:
         check_url(FLAGS.url)  # before the labels are read, and so is the server's answer
         check_reachable(FLAGS.url)
-        items = read_labels(FLAGS.labels)
-        total = send(FLAGS.url, FLAGS.model, items, FLAGS.version, FLAGS.batch, read_token())
+        numbered = read_labels(FLAGS.labels)
+        lines, items = [n for n, _ in numbered], [item for _, item in numbered]
+        token = read_token()
+        total = send(FLAGS.url, FLAGS.model, items, FLAGS.version, FLAGS.batch, token, lines)
     except ValueError as e:
         cli.fail(str(e))
     unmatched = ", ".join(f"{k} {v}" for k, v in total["unmatched"].items())
