@@ -29,7 +29,8 @@ def monitored(digits_export):
     _, out = digits_export
     server = Server(
         [f"--model={out}", "--max_batch_size=8", f"--monitor_window_rows={WINDOW}",
-         "--monitor_window_seconds=3600", "--monitor_feedback_capacity=1000"]
+         "--monitor_window_seconds=3600", "--monitor_feedback_capacity=1000",
+         "--monitor_multivariate=on"]
     )  # fmt: skip
     try:
         model = artifact.load(str(out))
@@ -223,6 +224,10 @@ def test_designed_shift_is_detected_within_one_window(monitored):
     text = request(port, "GET", "/metrics")[2]
     assert metric(text, "ann_drift_detected", model=model.name) == 1
     assert metric(text, "ann_drift_share", model=model.name) >= 0.5
+    # The multivariate test, which the server could not run (the dashboard had a panel for it).
+    assert body["drift"]["multivariate"]["method"] == "mmd", body["drift"]["multivariate"]
+    assert body["drift"]["multivariate"]["drifted"]
+    assert ("multivariate", "mmd") in drift_scores(text, model.name)
     # The top features' histograms, current beside reference on the same bins.
     bins = bin_shares(text, model.name)
     scored = {f for f, _ in drift_scores(text, model.name)} - {"multivariate"}
@@ -405,7 +410,7 @@ def test_a_torn_last_line_of_a_labels_file_is_skipped_as_the_request_logs_is(tmp
 
     labels = tmp_path / "labels.jsonl"
     labels.write_text('{"id": "a", "label": 1}\n{"id": "b", "label": 2}\n{"id": "c", "la')
-    assert read_labels(str(labels)) == [{"id": "a", "label": 1}, {"id": "b", "label": 2}]
+    assert read_labels(str(labels)) == [(1, {"id": "a", "label": 1}), (2, {"id": "b", "label": 2})]
     assert capsys.readouterr().err == (  # a plain line (it carried absl's "W1202 ... ]")
         f"warning: {labels}: skipping line 3, torn (no end of line: the file was read while "
         "being written, or its writer was stopped)\n"

@@ -43,7 +43,7 @@ so an alert on it (`ann_realized_accuracy{window="last"} < 0.9`) cannot fire for
 gets no labels.
 
 `ann_drift_score`'s features: the top 10 input features by score, `output:NAME` for each output,
-and `multivariate` (method mmd) when that test is on.
+and `multivariate` (method mmd) with `--monitor_multivariate=on`.
 
 `ann_feature_bin_share`: for the same top 10 input features of the last window, the share of
 rows in each of 10 equal bins over the range of the reference and the window together

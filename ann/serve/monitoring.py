@@ -148,6 +148,7 @@ class ModelMonitor:
         self.rows_per_window = settings.monitor_window_rows
         self.seconds = settings.monitor_window_seconds
         self.drift_min_rows = settings.monitor_min_rows  # fewer: drift not judged
+        self.multivariate = settings.monitor_multivariate == "on"  # MMD over every input feature
         self.min_rows = min(max(TIME_WINDOW_ROWS, self.drift_min_rows), self.rows_per_window)
         self.label_output, self.probability_output = _class_outputs(served.outputs)
         names = served.outputs[self.label_output]["names"] if self.label_output else []
@@ -391,11 +392,11 @@ class ModelMonitor:
         self.prepare()
         if self.reference is None:
             return None
-        least = self.drift_min_rows
+        least, mmd = self.drift_min_rows, self.multivariate
         if self._pool is None:
-            result, histograms = _window_drift(self.reference, inputs, outputs, least)
+            result, histograms = _window_drift(self.reference, inputs, outputs, least, mmd)
         else:  # the monitoring thread waits without the GIL; the tests hold another process's
-            future = self._pool.submit(_detect, self._key, inputs, outputs, least)
+            future = self._pool.submit(_detect, self._key, inputs, outputs, least, mmd)
             result, histograms = future.result()
         self._set_drift(result)
         self._set_histograms(histograms)
@@ -539,20 +540,29 @@ def _load_reference(key: str, model: Any) -> None:
 
 
 def _window_drift(
-    reference: Any, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray], min_rows: int
+    reference: Any,
+    inputs: dict[str, np.ndarray],
+    outputs: dict[str, np.ndarray],
+    min_rows: int,
+    multivariate: bool = False,
 ) -> tuple[Any, dict[str, tuple]]:
     """A window's `DriftResult` and the histograms of its top features (`Reference.detect`,
-    `Reference.histograms`); none for a window of fewer than `min_rows` rows (not tested)."""
-    result = reference.detect(inputs, outputs, min_rows=min_rows)
+    `Reference.histograms`; with the MMD test when `multivariate`); none for a window of fewer
+    than `min_rows` rows (not tested)."""
+    result = reference.detect(inputs, outputs, multivariate=multivariate, min_rows=min_rows)
     top = [f.feature for f in result.top(TOP_FEATURES)]
     return result, reference.histograms(inputs, top)
 
 
 def _detect(
-    key: str, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray], min_rows: int
+    key: str,
+    inputs: dict[str, np.ndarray],
+    outputs: dict[str, np.ndarray],
+    min_rows: int,
+    multivariate: bool = False,
 ) -> tuple[Any, dict[str, tuple]]:
     """`_window_drift` in the drift process, against the reference it keeps for `key`."""
-    return _window_drift(_REFERENCES[key], inputs, outputs, min_rows)
+    return _window_drift(_REFERENCES[key], inputs, outputs, min_rows, multivariate)
 
 
 class Monitoring:

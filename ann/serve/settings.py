@@ -117,6 +117,13 @@ class Settings:
         "window of fewer would not be tested: drift state too_few_rows, ann_drift_share and "
         "ann_drift_detected NaN (the drift alert cannot fire).",
     )
+    monitor_multivariate: str = _flag(
+        "off",
+        "on: each window also gets the multivariate test of all input features together (MMD "
+        "with a permutation p-value, Gretton et al. 2012; ann/monitor/drift.py), in the drift "
+        'process: ann_drift_score{feature="multivariate"} and /monitor\'s drift.multivariate.',
+        choices=["on", "off"],
+    )
     monitor_feedback_capacity: int = _flag(
         100_000,
         "Predictions kept per model version for joining late labels by request id: the last "
