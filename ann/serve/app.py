@@ -27,9 +27,10 @@ ASGI cycle the per-request Python work took more of the server's one core than t
 compute did; see docs/benchmarks.md). Refusals are `errors.ServeError`, answered `{"error":
 "..."}` naming the field, what was expected and what came: 400 bad input, 401 bad token, 403
 load/unload without an admin token configured, 404 unknown model or route, 405, 409 a load or
-unload of that model in progress, 413 body or rows too large, 400 malformed HTTP, 503 +
-Retry-After when the queue is full, the model is still compiling or being loaded, or the server
-is draining (decided before the body is decoded). A fault in the server itself is a 500 that
+unload of that model in progress (or /monitor, /feedback with --monitor=off), 413 body or
+rows too large, 400 malformed HTTP, 503 + Retry-After when the queue is full, the model is
+still compiling or being loaded, or the server is draining (decided before the body is
+decoded). A fault in the server itself is a 500 that
 says so. The HTTP layer refuses the rest before a request gets here: 408, 414, 431 and 503 for
 too many connections (ann/serve/http.py; limits in `Settings`).
 
