@@ -186,14 +186,18 @@ def _promtool_test(
 @needs_promtool
 def test_the_page_fires_on_a_high_error_rate_and_not_on_a_low_one(rendered, tmp_path):
     # digits: 20% 500s > 14.4 x 0.1% = 1.44%: page. mnist: 0.5% is under both pages (6 x 0.1%
-    # = 0.6%) but over the ticket's 1 x 0.1%. Probes (no model) are not counted.
-    base = 'ann_requests_total{model="%s",version="1",code="%s"}'
+    # = 0.6%) but over the ticket's 1 x 0.1%. Probes (no model) are not counted, nor is a
+    # per-model readiness probe: its 200s made mnist's share 0.05%, under the ticket's 0.1%.
+    base = 'ann_requests_total{model="%s",version="1",handler="infer",code="%s"}'
     series = {
         base % ("digits", "200"): "0+80x120",
         base % ("digits", "500"): "0+20x120",
         base % ("mnist", "200"): "0+995x120",
         base % ("mnist", "500"): "0+5x120",
         base % ("", "503"): "0+1000x120",
+        'ann_requests_total{model="mnist",version="1",handler="model_ready",code="200"}': (
+            "0+9000x120"
+        ),
     }
     page, ticket = "AnnAvailabilitySLOBurnPage", "AnnAvailabilitySLOBurnTicket"
     labels = {m: {"severity": "page", "slo": "availability", "model": m} for m in ("digits",)}
@@ -212,7 +216,7 @@ def test_the_page_fires_on_a_high_error_rate_and_not_on_a_low_one(rendered, tmp_
 def test_an_idle_hour_leaves_the_error_budget_a_number(rendered, tmp_path):
     # No traffic for 30 minutes: every window's ratio was 0 / 0 = NaN, and the 30-day budget
     # (avg_over_time of the 5m ratio) stayed NaN for 30 days after traffic came back.
-    base = 'ann_requests_total{model="digits",version="1",code="%s"}'
+    base = 'ann_requests_total{model="digits",version="1",handler="infer",code="%s"}'
     series = {base % "200": "0+99x60 5940x30 5940+99x60", base % "500": "0+1x60 60x30 60+1x60"}
     budget = "ann:slo_error_budget_remaining:ratio"
     left = [('{model="digits",period="30d",slo="availability"}', -9)]  # 1% / 0.1%: 1 - 10
@@ -408,8 +412,8 @@ def test_every_alert_fires_on_the_series_the_server_writes(rendered, tmp_path):
     # `_total` suffixes as a scrape of the server has them.
     metrics = Metrics(8)
     for code in ("200", "200", "200", "200", "500"):  # 20% 5xx
-        metrics.requests.labels("digits", "1", code).inc()
-    metrics.requests.labels("", "", "404").inc()  # a probe of an unknown path: no model
+        metrics.requests.labels("digits", "1", "infer", code).inc()
+    metrics.requests.labels("", "", "", "404").inc()  # a probe of an unknown path: no model
     for seconds in (0.1, 0.5):  # half the infers slower than 200 ms
         metrics.request_duration.labels("digits", "1").observe(seconds)
     metrics.drift_detected.labels("digits", "1").set(1)

@@ -179,7 +179,7 @@ def test_infer_metadata_health_metrics(served):
         "ann_queue_seconds_count",
         "ann_compute_seconds_sum",
         "ann_batch_size_bucket",
-        'ann_requests_total{code="200",model="digits",version="1"}',
+        'ann_requests_total{code="200",handler="infer",model="digits",version="1"}',
         "ann_queue_depth",
         'ann_model_info{model="digits",platforms="cpu",source="models:/digits@champion",version="1"}',
         "ann_ready 1.0",

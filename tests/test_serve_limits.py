@@ -378,7 +378,7 @@ def test_http_layer_refusals_count_as_requests_and_errors():
     app.refused(408, "body_timeout")
     text = app.metrics.render().decode()
     assert 'ann_errors_total{code="408",reason="body_timeout"} 1.0' in text
-    assert 'ann_requests_total{code="408",model="",version=""} 1.0' in text
+    assert 'ann_requests_total{code="408",handler="",model="",version=""} 1.0' in text
 
 
 def test_binary_bf16_gets_the_finite_check():

@@ -13,9 +13,9 @@ exceed `factor * (1 - o)`:
 
 The two SLIs, per model (every version together: the budget is the service's):
 
-- availability: the share of `ann_requests_total` with a 5xx `code` (4xx are the client's
-  mistakes and count as good), over requests whose `model` label is set (health and metrics
-  probes have none);
+- availability: the share of infer requests (`ann_requests_total{handler="infer"}`) with a
+  5xx `code` (4xx are the client's mistakes and count as good); metadata, readiness, monitor
+  and feedback requests are not counted, so a per-model readiness probe does not dilute it;
 - latency: the share of successful infer requests slower than `latency_p95_ms`, read from the
   `ann_request_duration_seconds` histogram's bucket `le` = that threshold (so the threshold
   must be one of the histogram's buckets), with the objective 95% ("p95 under N ms").
@@ -109,8 +109,9 @@ def sli_errors(slo: str, window: str, latency_s: float) -> str:
     there was traffic, and only then (`/ (total > 0)`): an idle window's 0 / 0 was NaN, which
     the 30-day budget's avg_over_time carried for 30 days after 5 idle minutes."""
     if slo == "availability":
-        total = f'sum by (model) (rate(ann_requests_total{{model!=""}}[{window}]))'
-        bad = f'sum by (model) (rate(ann_requests_total{{model!="",code=~"5.."}}[{window}]))'
+        infers = 'model!="",handler="infer"'
+        total = f"sum by (model) (rate(ann_requests_total{{{infers}}}[{window}]))"
+        bad = f'sum by (model) (rate(ann_requests_total{{{infers},code=~"5.."}}[{window}]))'
         return f"(\n  {bad}\n  or {total} * 0\n)\n/ ({total} > 0)"
     total = f"sum by (model) (rate(ann_request_duration_seconds_count[{window}]))"
     fast = (

@@ -196,7 +196,7 @@ class App:
         )
         self._token = settings.token.encode() if settings.token else None
         self._admin_token = settings.admin_token.encode() if settings.admin_token else None
-        self._request_counters: dict[tuple[str, str, int], Callable[[], None]] = {}
+        self._request_counters: dict[tuple[str, str, str, int], Callable[[], None]] = {}
         self._tasks: set[asyncio.Task] = set()  # repository loads and unloads in progress
 
     @property
@@ -250,6 +250,7 @@ class App:
         """
         served: ServedModel | None = None
         status: int | None = 500
+        handler = ""
         traced = None
         if self.tracing is not None and not public_only:
             traced = self._traced(method, path, trace, respond)
@@ -262,6 +263,7 @@ class App:
                 if traced is not None:
                     traced.model(served.name, served.version)
             answer = route.methods.get(method)
+            handler = answer or ""
             if answer is None:
                 allowed = ", ".join(sorted(route.methods))
                 raise ServeError(
@@ -284,7 +286,7 @@ class App:
             respond(500, self._with_model({"error": message}, served), None)
         finally:
             if status is not None:
-                self._count(served, status)
+                self._count(served, status, handler)
 
     def _traced(
         self,
@@ -318,13 +320,17 @@ class App:
             raise _no_route(method, path)
         return found
 
-    def _count(self, served: ServedModel | None, status: int) -> None:
-        """`ann_requests_total`, children cached: a labels() lookup costs more than the inc."""
-        key = (served.name, served.version, status) if served else ("", "", status)
+    def _count(self, served: ServedModel | None, status: int, handler: str = "") -> None:
+        """`ann_requests_total`, children cached: a labels() lookup costs more than the inc.
+        `handler`: the App method that answered (`infer`, `model_ready`, ...; "" when no route
+        was reached), so the availability SLI counts infers, not a per-model readiness probe."""
+        key = (
+            (served.name, served.version, handler, status) if served else ("", "", handler, status)
+        )
         counter = self._request_counters.get(key)
         if counter is None:
             counter = self._request_counters[key] = self.metrics.requests.labels(
-                key[0], key[1], str(status)
+                key[0], key[1], handler, str(status)
             ).inc
         counter()
 
@@ -443,17 +449,19 @@ class App:
         name = request.params["model"]
         parameters = _json_object(request.body, "body").get("parameters")
         work = self.repository.load(name, parameters)
-        self._answer_later(request, work, lambda ms: {"name": name, "loaded": _versions(ms)})
+        loaded = lambda ms: {"name": name, "loaded": _versions(ms)}  # noqa: E731
+        self._answer_later(request, work, loaded, "repository_load")
 
     def repository_unload(self, request: Request, served: None) -> None:
         """Unloads every version of the model; answered once its queued requests are done."""
         name = request.params["model"]
         _json_object(request.body, "body")  # Triton's unload_dependents: nothing depends here
         work = self.repository.unload(name)
-        self._answer_later(request, work, lambda ms: {"name": name, "unloaded": _versions(ms)})
+        unloaded = lambda ms: {"name": name, "unloaded": _versions(ms)}  # noqa: E731
+        self._answer_later(request, work, unloaded, "repository_unload")
 
     def _answer_later(
-        self, request: Request, work: Any, reply: Callable[[Any], dict[str, Any]]
+        self, request: Request, work: Any, reply: Callable[[Any], dict[str, Any]], handler: str
     ) -> None:
         """Runs coroutine `work` as a task; answers 200 with `reply(result)` or its refusal."""
         respond = request.respond
@@ -473,7 +481,7 @@ class App:
                 body = orjson.dumps({"error": f"internal server error ({e}); a server bug"})
                 self.metrics.errors.labels("500", "internal").inc()
             respond(status, body, headers)
-            self._count(None, status)
+            self._count(None, status, handler)
 
         task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
@@ -531,11 +539,11 @@ class App:
                 message = f"internal server error ({type(e).__name__}: {e}); this is a server bug"
                 respond(500, self._with_model({"error": message}, m), None)
                 m.observe_failure(time.perf_counter() - start)
-                self._count(m, 500)
+                self._count(m, 500, "infer")
                 return
             duration = time.perf_counter() - start
             self.dataplane.observe(m, duration, timing)
-            self._count(m, 200)
+            self._count(m, 200, "infer")
             if m.monitor is not None and decoded.id is not None:
                 m.monitor.record(decoded.id, outputs)
             if self.request_log is not None and self.request_log.sampled():

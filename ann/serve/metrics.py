@@ -10,13 +10,17 @@
 | `ann_batch_padding_rows_total` | counter | model, version | rows added to reach a bucket |
 | `ann_batch_executions_total` | counter | model, version, batch_size | batches run per size |
 | `ann_batch_phase_seconds_total` | counter | model, version, batch_size, phase | see below |
-| `ann_requests_total` | counter | model, version, code | every HTTP request by status |
+| `ann_requests_total` | counter | model, version, handler, code | every HTTP request by status |
 | `ann_errors_total` | counter | code, reason | refusals: json, shape, ..., header_timeout, ... |
 | `ann_queue_depth` | gauge | model, version | rows waiting |
 | `ann_model_info` | gauge (1) | model, version, platforms, source | what is loaded |
 | `ann_ready` | gauge | | 1 when every model is compiled and the server not draining |
 | `ann_connections` | gauge | | client connections open on the main port |
 | `ann_request_log_dropped_total` | counter | | sampled records dropped (the writer fell behind) |
+
+`ann_requests_total`'s `handler` is the App method that answered (`infer`, `model_ready`,
+`model_metadata`, ...; "" for a request refused before routing): the availability SLI counts
+`handler="infer"` only.
 
 Monitoring (`--monitor=on`, the default; ann/serve/monitoring.py; all labelled model, version):
 
@@ -190,7 +194,10 @@ class Metrics:
             "ann_batch_padding_rows", "Rows of padding added to reach a bucket.", mv, registry=r
         )
         self.requests = Counter(
-            "ann_requests", "HTTP requests by status code.", (*mv, "code"), registry=r
+            "ann_requests",
+            "HTTP requests by handler and status code.",
+            (*mv, "handler", "code"),
+            registry=r,
         )
         self.errors = Counter(
             "ann_errors", "Refused requests by status and reason.", ("code", "reason"), registry=r
