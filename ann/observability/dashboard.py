@@ -143,8 +143,8 @@ def executive(settings: Settings) -> list[dict[str, Any]]:
 
 def oncall(settings: Settings) -> list[dict[str, Any]]:
     """p95, errors, burn rate, per-version traffic, queue depth, saturation."""
-    requests = f"ann_requests_total{{{SEL}}}"
-    fivexx = f'ann_requests_total{{{SEL},code=~"5.."}}'
+    requests = f'ann_requests_total{{{SEL},handler="infer"}}'  # as the availability SLI
+    fivexx = f'ann_requests_total{{{SEL},handler="infer",code=~"5.."}}'
     burn = (
         'ann:slo_errors:ratio_rate1h{model=~"$model"} '
         "/ on (slo) group_left () (1 - ann:slo_objective:ratio)"
