@@ -647,6 +647,30 @@ def _out_of_range(values: Mapping[str, Any], known: Mapping[str, Any]) -> list[s
     return bad
 
 
+def check_length(total_steps: int, step: int, workdir: str) -> None:
+    """Raises ConfigError when a rerun's run length is below the step its checkpoint reached."""
+    if total_steps < step:
+        raise ConfigError(
+            f"config key 'total_steps': the run would be {total_steps} steps long, but {workdir} "
+            f"has reached step {step}; set total_steps (or num_epochs) to at least {step}, or "
+            "use a new --workdir"
+        )
+
+
+def check_reached_length(config: ml_collections.ConfigDict, workdir: str) -> None:
+    """`check_length` against the newest step in `workdir/checkpoints/`, read from the
+    directory (no JAX), for a config whose length is `total_steps` (not num_epochs): a run
+    shortened below where it got is told so first, not about a key the shorter length then
+    puts out of range (`warmup_steps` 50 at total_steps 50), whose suggested fix would be
+    refused as a change to what is trained."""
+    try:
+        steps = [int(n) for n in os.listdir(os.path.join(workdir, "checkpoints")) if n.isdigit()]
+    except OSError:
+        return
+    if steps and not config.get("num_epochs") and isinstance(config.get("total_steps"), int):
+        check_length(config.total_steps, max(steps), workdir)
+
+
 def fit_warmup(config: ml_collections.ConfigDict) -> None:
     """For a shortened run of a shipped config (a test, a benchmark): a warmup that would not fit
     (`optimizer.warmup_steps >= total_steps`, which `validate` refuses) becomes half the run, in

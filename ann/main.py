@@ -45,7 +45,13 @@ def main(argv: list[str]) -> None:
     cli.check_no_arguments(argv[1:])
     # JAX and the training code are imported once the flags and the config's keys are checked:
     # `--help` and a mistyped flag or key answer without them (0.3 s instead of 3 s).
-    config_lib.validate(FLAGS.config, num_devices=None, unchanged=cli.unchanged_overrides(FLAGS))
+    try:
+        config_lib.validate(
+            FLAGS.config, num_devices=None, unchanged=cli.unchanged_overrides(FLAGS)
+        )
+    except config_lib.ConfigError:
+        config_lib.check_reached_length(FLAGS.config, FLAGS.workdir)  # the first thing to fix
+        raise
     cli.check_out("workdir", FLAGS.workdir, may_hold="a training run")  # (ann.train.workdir)
     try:
         result = _train()

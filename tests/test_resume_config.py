@@ -159,3 +159,32 @@ def test_changes_are_reported_against_the_last_run_and_a_shorter_run_is_refused(
     # Refused before the restore: its error is the one line (a "resumed from ... at step 30"
     # line came first).
     assert "resumed from" not in caplog.text
+
+
+def test_a_run_shortened_below_its_step_is_told_so_before_a_key_the_length_puts_out_of_range(
+    tmp_path,
+):
+    # A run at step 150 with a 50-step warmup, rerun with total_steps=50: the warmup's refusal
+    # came first, and its fix (--config.optimizer.warmup_steps=0) was then refused as a change
+    # to what is trained. The run-length refusal is the one to act on.
+    import subprocess
+    import sys
+
+    from conftest import ROOT, one_line_error
+
+    (tmp_path / "run" / "checkpoints" / "150").mkdir(parents=True)
+    flags = [f"--workdir={tmp_path / 'run'}", "--config.optimizer.warmup_steps=50"]
+    result = subprocess.run(
+        [sys.executable, "-m", "ann.main", "--config=configs/digits_mlp.py", *flags,
+         "--config.total_steps=50"],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )  # fmt: skip
+    assert one_line_error(result) == (
+        f"error: config key 'total_steps': the run would be 50 steps long, but {tmp_path / 'run'} "
+        "has reached step 150; set total_steps (or num_epochs) to at least 150, or use a new "
+        "--workdir"
+    )
+    # Where the length is not the problem, the key's own refusal stands.
+    config = tiny(total_steps=200, **{"optimizer.warmup_steps": 50})
+    config_lib.check_reached_length(config, str(tmp_path / "run"))
+    config_lib.check_reached_length(config, str(tmp_path / "nowhere"))

@@ -317,9 +317,9 @@ def _restore_or_init(run: _Run, source: transfer.Loaded | None) -> None:
     setup, workdir = run.setup, run.workdir
     if (latest := run.checkpoints.latest_step()) is not None:
         # A run cut shorter than it has trained is refused before the restore (and its line).
-        resume.check_length(setup.total_steps, latest, workdir)
+        config_lib.check_length(setup.total_steps, latest, workdir)
         run.state, run.start_step = run.checkpoints.restore(setup.abstract_state, run.data_iter)
-        resume.check_length(setup.total_steps, run.start_step, workdir)
+        config_lib.check_length(setup.total_steps, run.start_step, workdir)
         logging.info("resumed from %s at step %d", run.checkpoints.latest.directory, run.start_step)
         if run.saved_config is not None:
             resume.record(

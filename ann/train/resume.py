@@ -22,7 +22,6 @@ from absl import logging
 
 from ann import config as config_lib
 from ann import directory_kind
-from ann.config import ConfigError
 from ann.train import build, optimizers, transfer
 
 CONFIG_CHANGES = "config_changes.jsonl"
@@ -83,16 +82,6 @@ def previous(saved: ml_collections.ConfigDict, workdir: str) -> ml_collections.C
         else:
             node[leaf] = new
     return ml_collections.ConfigDict(values)
-
-
-def check_length(total_steps: int, step: int, workdir: str) -> None:
-    """Raises ConfigError when a rerun's run length is below the step its checkpoint reached."""
-    if total_steps < step:
-        raise ConfigError(
-            f"config key 'total_steps': the run would be {total_steps} steps long, but {workdir} "
-            f"has reached step {step}; set total_steps (or num_epochs) to at least {step}, or "
-            "use a new --workdir"
-        )
 
 
 def record(
