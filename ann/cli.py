@@ -294,6 +294,8 @@ def parse_flags(argv: list[str]) -> list[str]:
                 f"{arg} is {'a run directory' if run else 'a directory'}; give a config file "
                 f"(configs/NAME.py){', the one the run was made from' if run else ''}"
             )
+        if re.match(r"--config\.(=|$)", arg):  # ml_collections: "Could not parse ''"
+            fail(f"{arg} names no key; write --config.KEY=VALUE, e.g. --config.total_steps=100")
         if arg.startswith("--config=") and arg.endswith((".json", ".yaml", ".yml")):
             fail(
                 f"{arg}: a config is a Python file with get_config() (configs/NAME.py); a run's "
@@ -367,6 +369,18 @@ def _config_code_error(error: BaseException, argv: Sequence[str]) -> str | None:
             f"--config={path} has no get_config(); define get_config() returning the "
             "ml_collections.ConfigDict to train (as configs/digits_cnn.py does)"
         )
+    variant = given[-1].partition(":")[2]
+    cause = error
+    while cause is not None:  # get_config called with the variant it does not take
+        # ml_collections words it inside its own error, the traceback as text.
+        said = re.search(r"get_config\(\) takes \d+ positional arguments? but \d+ w\w+ given",
+                         str(cause))  # fmt: skip
+        if said:
+            return (
+                f"--config={given[-1]}: {path}'s get_config() takes no argument ({said[0]}); "
+                f"drop ':{variant}', or give it one: def get_config(arg=None)"
+            )
+        cause = cause.__cause__ or cause.__context__
     target = os.path.realpath(path)
     while error is not None:  # absl re-raises what get_config raised as a flag error
         if isinstance(error, SyntaxError) and os.path.realpath(error.filename or "") == target:

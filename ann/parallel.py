@@ -79,6 +79,12 @@ def initialize_distributed(
             "a multi-process run needs all of --coordinator_address=HOST:PORT, "
             "--num_processes=N and --process_id=I (or --distributed=auto on a cluster)"
         )
+    host, _, port = coordinator_address.rpartition(":")
+    if explicit and not (host and port.isdigit() and 0 < int(port) < 65536):
+        raise ConfigError(  # JAX: "IndexError: list index out of range" after the wait
+            f"--coordinator_address={coordinator_address} must be HOST:PORT (process 0's host "
+            "and a free port), e.g. --coordinator_address=10.0.0.1:1234"
+        )
     if explicit and process_id >= num_processes:
         raise ConfigError(
             f"--process_id={process_id} with --num_processes={num_processes}: process ids run "

@@ -614,6 +614,14 @@ def test_a_config_file_that_returns_no_configdict_is_one_line(tmp_path, returned
     (tmp_path / "raises.py").write_text("def get_config():\n    raise RuntimeError('boom')\n")
     line = one_line_error(ann("train", f"--config={tmp_path / 'raises.py'}", "--workdir=W"))
     assert line.endswith("raises.py line 2: RuntimeError: boom; fix the config file"), line
+    # A variant given to a get_config() that takes none: ml_collections' traceback, flattened
+    # into the one line (383 characters).
+    line = one_line_error(ann("train", f"--config={tmp_path / 'raises.py'}:foo", "--workdir=W"))
+    assert line == (
+        f"error: --config={tmp_path / 'raises.py'}:foo: {tmp_path / 'raises.py'}'s get_config() "
+        "takes no argument (get_config() takes 0 positional arguments but 1 was given); drop "
+        "':foo', or give it one: def get_config(arg=None)"
+    )
     # A dict was an AttributeError traceback ('dict' object has no attribute 'to_dict'); None
     # was "missing --config".
     (tmp_path / "mine.py").write_text(f"def get_config():\n    return {returned}\n")

@@ -531,6 +531,8 @@ def _cli(module: str, tmp_path, *overrides: str) -> subprocess.CompletedProcess:
         ("ann.sweep", "--trials=0", "error: --trials=0 must be a positive integer"),
         ("ann.sweep", "--cluster_cpus=0", "error: --cluster_cpus=0 must be a positive integer"),
         ("ann.main", "--distributed_timeout=0", "error: --distributed_timeout=0 must be a posit"),
+        # ml_collections: "Could not parse '': SyntaxError('invalid syntax', ...)"
+        ("ann.main", "--config.=1", "error: --config.=1 names no key; write --config.KEY=VALUE"),
         # absl said "flag --search=bayes: value should be one of <grid|tpe>"
         ("ann.sweep", "--search=bayes", "error: --search=bayes must be one of grid, tpe"),
         # The benchmarks without a config: their flags and ranges, through the same parser.

@@ -216,3 +216,18 @@ def test_half_given_multi_process_flags_are_refused(tmp_path):
     )
     assert proc.returncode == 1
     assert "needs all of --coordinator_address" in proc.stderr
+
+
+def test_a_coordinator_address_without_a_port_is_refused_in_one_line(tmp_path):
+    # JAX waited, then: "could not join the multi-process run (IndexError: list index out of
+    # range)", which never said the port was missing.
+    from ann.config import ConfigError
+    from ann.parallel import initialize_distributed
+
+    for address in ("nohost", "nohost:", ":1234", "host:port", "host:70000"):
+        with pytest.raises(ConfigError) as e:
+            initialize_distributed(coordinator_address=address, num_processes=2, process_id=0)
+        assert str(e.value) == (
+            f"--coordinator_address={address} must be HOST:PORT (process 0's host and a free "
+            "port), e.g. --coordinator_address=10.0.0.1:1234"
+        )
