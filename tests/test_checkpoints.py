@@ -341,6 +341,24 @@ def test_a_save_that_fails_in_the_background_is_reported_with_its_step(tmp_path,
     assert run_status.read(str(tmp_path))["status"] == "failed"
 
 
+def test_run_status_follows_the_checkpoints_while_the_run_goes(tmp_path):
+    # It said step 0 (the start's) for the whole run: a killed run's record said "step 0"
+    # beside checkpoint 200.
+    seen = {}
+
+    class Look(hooks.Hook):
+        def __call__(self, info):
+            seen[info.step] = run_status.read(str(tmp_path))
+
+    config = tiny(total_steps=20, checkpoint_every_steps=10, async_checkpointing=False)
+    train_and_evaluate(config, str(tmp_path), extra_hooks=[Look(5)])
+    assert {k: (v["status"], v["step"]) for k, v in seen.items()} == {
+        5: ("running", 0), 10: ("running", 10), 15: ("running", 10), 20: ("running", 20)
+    }  # fmt: skip
+    assert seen[15]["total_steps"] == 20 and seen[15]["pid"] == os.getpid()
+    assert run_status.read(str(tmp_path))["status"] == "done"
+
+
 def test_a_running_status_left_by_a_killed_process_is_not_trusted(tmp_path):
     import subprocess
     import sys

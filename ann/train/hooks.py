@@ -299,14 +299,23 @@ class EarlyStopping:
 
 
 class Checkpoint(Hook):
-    """Saves the latest checkpoint (state and data iterator) every `every` steps."""
+    """Saves the latest checkpoint (state and data iterator) every `every` steps, then calls
+    `saved(step)` (the loop's: run_status.json's step, which stayed at the start's for the
+    whole run, so a reader of a killed run saw step 0 beside checkpoint 200)."""
 
-    def __init__(self, every: int, checkpoints: Checkpoints, data_iter: Any):
+    def __init__(
+        self,
+        every: int,
+        checkpoints: Checkpoints,
+        data_iter: Any,
+        saved: Callable[[int], None] | None = None,
+    ):
         super().__init__(every)
-        self.checkpoints, self.data_iter = checkpoints, data_iter
+        self.checkpoints, self.data_iter, self.saved = checkpoints, data_iter, saved
 
     def __call__(self, info: StepInfo) -> None:
-        self.checkpoints.save(info.step, info.state, self.data_iter)
+        if self.checkpoints.save(info.step, info.state, self.data_iter) and self.saved:
+            self.saved(info.step)
 
 
 class Profile(Hook):

@@ -652,7 +652,9 @@ def _default_hooks(
             tokens_per_example=experiment.tokens_per_example,
         ),
         evaluate_hook,
-        hooks_lib.Checkpoint(config.checkpoint_every_steps, checkpoints, data_iter),
+        hooks_lib.Checkpoint(
+            config.checkpoint_every_steps, checkpoints, data_iter, _status_writer(run)
+        ),
     ]
     if config.profile_steps:
         profile_dir = os.path.join(run.workdir, "profile")
@@ -681,8 +683,8 @@ def _train_compiled(
         if isinstance(hook, hooks_lib.LogTrain):
             hook.flops_per_step = report.get("flops", 0.0)
             hook.start()  # its first window: from here, not from before the compile
-    if jax.process_index() == 0:
-        run_status.write(run.workdir, "running", run.start_step, total_steps=run.total_steps)
+    if (write_status := _status_writer(run)) is not None:
+        write_status(run.start_step)
     started = clock.report()  # to the loop's start: the first step is next
     writer.write(run.start_step, started)
     logging.info("%s", startup_lib.describe(started))
@@ -720,6 +722,13 @@ def _train_compiled(
             best_eval_metrics=result.best_eval_metrics,
         )
     return result
+
+
+def _status_writer(run: _Run) -> Callable[[int], None] | None:
+    """run_status.json's `running` record at a step (process 0's writer; None elsewhere)."""
+    if jax.process_index() != 0:
+        return None
+    return lambda step: run_status.write(run.workdir, "running", step, total_steps=run.total_steps)
 
 
 @dataclasses.dataclass
