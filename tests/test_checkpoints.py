@@ -212,6 +212,11 @@ def test_a_best_checkpoint_past_where_a_run_starts_is_not_taken_as_its_own(
     assert run_status.read(str(workdir))["best_eval_metrics"]["step"] == 5
     assert "removed checkpoints_best step " in caplog.text and "past step 0" in caplog.text
     assert restore_model(str(workdir))[2] == 5  # what export and report restore
+    # metrics.jsonl holds this run's records only (the earlier attempt's step-0 compile and
+    # start-up records stayed beside the new ones).
+    records = read_records(str(workdir / "metrics.jsonl"))
+    assert sum("compile/train_step_flops" in r for r in records) == 1
+    assert max(r["step"] for r in records) == 5
 
 
 def test_a_damaged_step_is_an_error_naming_the_file_for_export(tmp_path, trained):

@@ -671,7 +671,7 @@ def _train_compiled(
     """Compiles, reports, trains from `run.start_step` to the end (or a stop), records it."""
     with clock.part("compile"):
         compiled = _compile_eval(run)
-    writer = MetricWriter(run.workdir, resume_step=run.start_step)
+    writer = MetricWriter(run.workdir, resume_step=run.start_step or None)  # None: fresh
     hooks, evaluate_hook, keep_best = _default_hooks(
         run, _evaluator(run, compiled), writer, eval_listeners
     )

@@ -1,7 +1,8 @@
 """Writes scalar metrics to TensorBoard event files and `metrics.jsonl` in the workdir.
 
 Only process 0 writes. On resume, lines for steps after the restored checkpoint are dropped, so
-the file reads as one uninterrupted run. JSON has no NaN or infinity: a non-finite value is
+the file reads as one uninterrupted run; a fresh start drops every line (an earlier attempt's,
+stopped before its first checkpoint). JSON has no NaN or infinity: a non-finite value is
 written as the string "nan", "inf" or "-inf" (what Python's `float()` parses), never dropped or
 turned into null, and `read_records` turns those strings back into floats, so whatever replays
 the file on resume (early stopping) sees what the uninterrupted run saw.
@@ -80,7 +81,9 @@ class MetricWriter:
         if not self.enabled:
             return
         os.makedirs(workdir, exist_ok=True)
-        self._truncate_after(resume_step or 0)
+        # A fresh start (None) keeps nothing: an earlier attempt stopped before its first
+        # checkpoint left its step-0 compile and start-up records beside the new ones.
+        self._truncate_after(resume_step if resume_step is not None else -1)
         self._file = open(self.path, "a")
         self._tb = tensorboardX.SummaryWriter(os.path.join(workdir, "tensorboard"))
 
