@@ -410,7 +410,7 @@ def _unknown_flag(error: flags.UnrecognizedFlagError) -> str:
         flags.FLAGS[n] for n in ("config",) if n in flags.FLAGS
     ]
     names = sorted({f.name for f in own})
-    close = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)  # 0.5: --bogus, "--out?"
     close = close or [n for n in names if n.startswith(name) or name.startswith(n)][:1]
     if close:
         return f"{message}; did you mean --{close[0]}? (--help lists this job's flags)"

@@ -269,6 +269,10 @@ def test_the_console_script_is_declared():
             ["export", "--workdir=W", "--output=x"],
             "error: unknown flag --output; did you mean --out?",
         ),
+        (  # no near miss: it said "did you mean --out?" (difflib's ratio 0.5)
+            ["export", "--workdir=W", "--bogus=x"],
+            "error: unknown flag --bogus (--help lists this job's flags)",
+        ),
         (
             ["train", "--config=configs/digit_cnn.py", "--workdir=W"],
             "error: --config=configs/digit_cnn.py: no such file; did you mean "
