@@ -250,8 +250,8 @@ def test_drift_and_accuracy_tickets_wait_for_their_for_and_cool_off(rendered, tm
     mv = 'model="digits",version="2"'
     series = {
         f"ann_drift_detected{{{mv}}}": "0x9 1x59 0x120",
-        f'ann_realized_accuracy{{{mv},window="last"}}': "0.97x9 0.8x59",
-        f'ann_realized_accuracy{{{mv},window="total"}}': "0.5x70",  # not what the alert reads
+        f'ann_realized_accuracy_ratio{{{mv},window="last"}}': "0.97x9 0.8x59",
+        f'ann_realized_accuracy_ratio{{{mv},window="total"}}': "0.5x70",  # not what the alert reads
     }
     labels = [{"severity": "ticket", "model": "digits", "version": "2"}]
     expected = [
@@ -333,14 +333,14 @@ def test_input_histograms_compare_current_and_reference_per_selected_feature(ren
     [target] = panel["targets"]
     assert target["instant"] and target["format"] == "table"
     # =~: Grafana regex-escapes a multi-value variable (feature names hold "[", "]").
-    want = 'ann_feature_bin_share{model=~"$model",version=~"$version",feature=~"$feature"}'
+    want = 'ann_feature_bin_share_ratio{model=~"$model",version=~"$version",feature=~"$feature"}'
     assert target["expr"] == want
     grouping = next(t for t in panel["transformations"] if t["id"] == "groupingToMatrix")
     matrix = {"rowField": "bin", "columnField": "source", "valueField": "Value"}
     assert grouping["options"] == matrix
     assert panel["options"]["xField"] == "bin\\source"  # groupingToMatrix's first column
     [feature] = [v for v in model["templating"]["list"] if v["name"] == "feature"]
-    assert feature["definition"].startswith("label_values(ann_feature_bin_share{")
+    assert feature["definition"].startswith("label_values(ann_feature_bin_share_ratio{")
 
 
 def test_slow_requests_are_a_traceql_search_the_latency_panels_link_to(rendered):

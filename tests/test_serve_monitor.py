@@ -91,9 +91,9 @@ def drift_scores(text, model):
 
 
 def bin_shares(text, model):
-    """ann_feature_bin_share of `model`: feature -> source -> bin -> share."""
+    """ann_feature_bin_share_ratio of `model`: feature -> source -> bin -> share."""
     out = {}
-    for s in _samples(text, "ann_feature_bin_share", model):
+    for s in _samples(text, "ann_feature_bin_share_ratio", model):
         out.setdefault(s["feature"], {}).setdefault(s["source"], {})[s["bin"]] = s["value"]
     return out
 
@@ -138,12 +138,14 @@ def test_feedback_joins_give_offline_accuracy_and_gauges_appear(monitored):
     status, _, text = request(port, "GET", "/metrics")
     assert status == 200
     mv = {"model": model.name}
-    assert metric(text, "ann_realized_accuracy", **mv, window="total") == pytest.approx(offline)
+    assert metric(text, "ann_realized_accuracy_ratio", **mv, window="total") == pytest.approx(
+        offline
+    )
     assert metric(text, "ann_feedback_labels_total", **mv) == 200
     assert metric(text, "ann_feedback_unmatched_total", **mv, reason="unknown") == 1
     assert metric(text, "ann_drift_windows_total", **mv) == 2
-    assert metric(text, "ann_estimated_accuracy", **mv) == pytest.approx(confidence, rel=1e-6)
-    assert metric(text, "ann_prediction_share", **mv, **{"class": names[3]}) == shares[3]
+    assert metric(text, "ann_estimated_accuracy_ratio", **mv) == pytest.approx(confidence, rel=1e-6)
+    assert metric(text, "ann_prediction_share_ratio", **mv, **{"class": names[3]}) == shares[3]
     assert metric(text, "ann_confidence_count", **mv) == 200
     assert 0 < metric(text, "ann_model_age_seconds", **mv) < 30 * 86400
     assert metric(text, "ann_drift_window_end_timestamp_seconds", **mv) > 1.7e9
@@ -223,7 +225,7 @@ def test_designed_shift_is_detected_within_one_window(monitored):
     assert body["drift"]["detected"] and body["drift"]["share"] >= 0.5, body["drift"]
     text = request(port, "GET", "/metrics")[2]
     assert metric(text, "ann_drift_detected", model=model.name) == 1
-    assert metric(text, "ann_drift_share", model=model.name) >= 0.5
+    assert metric(text, "ann_drift_share_ratio", model=model.name) >= 0.5
     # The multivariate test, which the server could not run (the dashboard had a panel for it).
     assert body["drift"]["multivariate"]["method"] == "mmd", body["drift"]["multivariate"]
     assert body["drift"]["multivariate"]["drifted"]
@@ -504,7 +506,7 @@ def test_windows_close_by_time_and_an_old_export_says_drift_is_unavailable_once(
 
 
 def _accuracy_alert(text):
-    """The models for which `min by (model, version) (ann_realized_accuracy{window="last"})
+    """The models for which `min by (model, version) (ann_realized_accuracy_ratio{window="last"})
     < 0.9` (ann/observability/rules.py) is true in Prometheus text: PromQL's min skips NaN
     unless every value is NaN, and a comparison with NaN is false."""
     from prometheus_client.parser import text_string_to_metric_families
@@ -512,7 +514,7 @@ def _accuracy_alert(text):
     by_model = {}
     for family in text_string_to_metric_families(text):
         for s in family.samples:
-            if s.name == "ann_realized_accuracy" and s.labels["window"] == "last":
+            if s.name == "ann_realized_accuracy_ratio" and s.labels["window"] == "last":
                 by_model.setdefault((s.labels["model"], s.labels["version"]), []).append(s.value)
     firing = []
     for key, values in by_model.items():
@@ -532,11 +534,12 @@ def test_realized_accuracy_is_nan_until_labels_come_so_the_alert_cannot_fire():
     text = metrics.render().decode()
     mv = {"model": "old", "version": "1"}
     for window in ("last", "total"):  # NaN, as /monitor's null; never 0 ("all wrong")
-        assert np.isnan(metric(text, "ann_realized_accuracy", **mv, window=window)), text
+        assert np.isnan(metric(text, "ann_realized_accuracy_ratio", **mv, window=window)), text
     assert _accuracy_alert(text) == []
     # No other monitoring gauge says anything before its first window.
-    for name in ("ann_estimated_accuracy", "ann_prediction_share", "ann_drift_share",
-                 "ann_drift_detected", "ann_drift_score", "ann_confidence_count"):  # fmt: skip
+    for name in ("ann_estimated_accuracy_ratio", "ann_prediction_share_ratio",
+                 "ann_drift_share_ratio", "ann_drift_detected", "ann_drift_score",
+                 "ann_confidence_count"):  # fmt: skip
         assert f"\n{name}{{" not in text, name
 
     rng = np.random.default_rng(0)
@@ -548,14 +551,16 @@ def test_realized_accuracy_is_nan_until_labels_come_so_the_alert_cannot_fire():
     labels = [{"id": f"r{i}", "label": "yes" if i < 20 else "no"} for i in range(100)]
     assert monitor.feedback(labels)["matched"] == 100
     text = metrics.render().decode()
-    assert metric(text, "ann_realized_accuracy", **mv, window="total") == 0.8
-    assert np.isnan(metric(text, "ann_realized_accuracy", **mv, window="last"))  # 0 still open
+    assert metric(text, "ann_realized_accuracy_ratio", **mv, window="total") == 0.8
+    assert np.isnan(
+        metric(text, "ann_realized_accuracy_ratio", **mv, window="last")
+    )  # 0 still open
     assert _accuracy_alert(text) == []
     monitor.step()  # window 0 closes with its labels
     text = metrics.render().decode()
-    assert metric(text, "ann_realized_accuracy", **mv, window="last") == 0.8
+    assert metric(text, "ann_realized_accuracy_ratio", **mv, window="last") == 0.8
     assert _accuracy_alert(text) == [("old", "1")]
-    assert metric(text, "ann_estimated_accuracy", **mv) == pytest.approx(0.9)
+    assert metric(text, "ann_estimated_accuracy_ratio", **mv) == pytest.approx(0.9)
 
 
 def test_drift_is_not_judged_on_too_few_rows_so_its_gauges_and_alert_cannot_fire(digits_export):
@@ -597,7 +602,7 @@ def test_drift_is_not_judged_on_too_few_rows_so_its_gauges_and_alert_cannot_fire
     assert (drift["rows"], drift["min_rows"], drift["features"]) == (30, 40, [])
     mv = {"model": model.name, "version": "1"}
     assert np.isnan(metric(text, "ann_drift_detected", **mv))  # `== 1` is false for NaN
-    assert np.isnan(metric(text, "ann_drift_share", **mv))
+    assert np.isnan(metric(text, "ann_drift_share_ratio", **mv))
     assert drift_scores(text, model.name) == [] and bin_shares(text, model.name) == {}
     monitor.rows_per_window, monitor.drift_min_rows = 40, 25  # the same shift, enough rows
     drift, text = window(bright[30:])

@@ -4,7 +4,7 @@ through the HTTP API wrapped as `{"dashboard": ..., "overwrite": true}`.
 
 Variables: `datasource` (any Prometheus data source), `model` and `version` (from
 `ann_model_info`; "All" matches every non-empty name), `feature` (the top drifted input
-features, from `ann_feature_bin_share`), `traces` (any Tempo data source), `service` (the
+features, from `ann_feature_bin_share_ratio`), `traces` (any Tempo data source), `service` (the
 traces' service.name, default ann/serve/tracing.py's "ann-serve") and `latency_threshold`
 (ms, default the latency SLO). Three rows, the three usual audiences:
 
@@ -93,9 +93,15 @@ def executive(settings: Settings) -> list[dict[str, Any]]:
         panel(
             "Accuracy: realized and estimated",
             [
-                (f'ann_realized_accuracy{{{SEL},window="last"}}', f"{mv} realized (last window)"),
-                (f'ann_realized_accuracy{{{SEL},window="total"}}', f"{mv} realized (since start)"),
-                (f"ann_estimated_accuracy{{{SEL}}}", f"{mv} estimated (CBPE)"),
+                (
+                    f'ann_realized_accuracy_ratio{{{SEL},window="last"}}',
+                    f"{mv} realized (last window)",
+                ),
+                (
+                    f'ann_realized_accuracy_ratio{{{SEL},window="total"}}',
+                    f"{mv} realized (since start)",
+                ),
+                (f"ann_estimated_accuracy_ratio{{{SEL}}}", f"{mv} estimated (CBPE)"),
             ],
             unit="percentunit",
             width=12,
@@ -216,7 +222,7 @@ def debug() -> list[dict[str, Any]]:
             "Drift score per feature (last window)",
             [
                 (f"ann_drift_score{{{SEL}}}", "{{feature}} ({{method}})"),
-                (f"ann_drift_share{{{SEL}}}", f"{mv} share of features drifted"),
+                (f"ann_drift_share_ratio{{{SEL}}}", f"{mv} share of features drifted"),
             ],
             width=12,
             description="Top 10 input features, output:NAME, multivariate (MMD) when on. "
@@ -224,7 +230,7 @@ def debug() -> list[dict[str, Any]]:
         ),
         panel(
             "Predicted-class shares (last window)",
-            [(f"ann_prediction_share{{{SEL}}}", "{{class}}")],
+            [(f"ann_prediction_share_ratio{{{SEL}}}", "{{class}}")],
             unit="percentunit",
             width=12,
             stacking={"mode": "normal"},
@@ -277,14 +283,14 @@ def debug() -> list[dict[str, Any]]:
 def input_histograms() -> dict[str, Any]:
     """A bar chart per feature of the `feature` variable (repeated across the row): the last
     window's share of rows per bin beside the reference's, on the same bins
-    (`ann_feature_bin_share`, an instant query as a table; the bins sorted by their label,
+    (`ann_feature_bin_share_ratio`, an instant query as a table; the bins sorted by their label,
     whose ordinal prefix is the bin order, then one column per source). Grafana's
     groupingToMatrix keeps rows in the order it first sees them and names its first field
     `ROW\\COLUMN` (grafana-data transformers/groupingToMatrix.ts), hence the sortBy before it
     and the bar chart's xField `bin\\source`."""
     histogram = panel(
         "Input histogram: $feature (reference vs last window)",
-        [(f'ann_feature_bin_share{{{SEL},feature=~"$feature"}}', "{{source}}")],
+        [(f'ann_feature_bin_share_ratio{{{SEL},feature=~"$feature"}}', "{{source}}")],
         kind="barchart",
         unit="percentunit",
         width=ROW_WIDTH,  # Grafana splits the row among the repeats (maxPerRow per row)
@@ -435,7 +441,7 @@ def dashboard(settings: Settings) -> dict[str, Any]:
         _variable("version", 'label_values(ann_model_info{model=~"$model"}, version)', "Version"),
         _variable(
             "feature",
-            f"label_values(ann_feature_bin_share{{{SEL}}}, feature)",
+            f"label_values(ann_feature_bin_share_ratio{{{SEL}}}, feature)",
             "Feature (input histograms)",
         ),
         {

@@ -226,7 +226,7 @@ def model_alerts(settings: Settings) -> dict[str, Any]:
     }
     accuracy = {
         "alert": "AnnAccuracyBelowBound",
-        "expr": f'min by (model, version) (ann_realized_accuracy{{window="last"}}) '
+        "expr": f'min by (model, version) (ann_realized_accuracy_ratio{{window="last"}}) '
         f"< {settings.accuracy_min:g}",
         "for": settings.accuracy_for,
         "keep_firing_for": settings.keep_firing_for,

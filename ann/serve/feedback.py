@@ -4,7 +4,7 @@ A client that sends `{"id": "r-17", "inputs": [...]}` to `/infer` may later send
 label to `/feedback` as `{"id": "r-17", "label": 3}` (a class index, or a class name of the
 model's categorical output; a list of them for a request of several rows), one such object or
 a JSON list of them (a batch). Each joined row counts toward realized accuracy: of the window
-its prediction was made in (`ann_realized_accuracy{window="last"}`: the latest closed window
+its prediction was made in (`ann_realized_accuracy_ratio{window="last"}`: the latest closed window
 with labels) and since the server started (`window="total"`).
 
 Memory is bounded: `Predictions` keeps the predicted classes of the requests that carried an

@@ -27,29 +27,29 @@ Monitoring (`--monitor=on`, the default; ann/serve/monitoring.py; all labelled m
 | name | type | extra labels | what |
 |---|---|---|---|
 | `ann_drift_score` | gauge | feature, method | last window: top 10 features, `output:NAME`, ... |
-| `ann_feature_bin_share` | gauge | feature, bin, source | input histograms, see below |
-| `ann_drift_share` | gauge | | share of drifted input features, last window (NaN: too few rows) |
+| `ann_feature_bin_share_ratio` | gauge | feature, bin, source | input histograms, see below |
+| `ann_drift_share_ratio` | gauge | | drifted input features / all, last window (NaN: too few) |
 | `ann_drift_detected` | gauge | | 1: dataset drift in the last window; 0: none; NaN: too few rows |
 | `ann_drift_windows_total` | counter | | windows completed |
 | `ann_drift_window_end_timestamp_seconds` | gauge | | when the last window closed (Unix) |
-| `ann_prediction_share` | gauge | class | predicted-class shares in the last window |
+| `ann_prediction_share_ratio` | gauge | class | predicted-class shares in the last window |
 | `ann_confidence` | histogram | | top-class probability per served row (15 bins in [0, 1]) |
-| `ann_estimated_accuracy` | gauge | | mean top-class probability, last window (CBPE) |
-| `ann_realized_accuracy` | gauge | window | `last` closed window with labels; `total`; NaN before |
+| `ann_estimated_accuracy_ratio` | gauge | | mean top-class probability, last window (CBPE) |
+| `ann_realized_accuracy_ratio` | gauge | window | `last` window with labels; `total`; NaN before |
 | `ann_feedback_labels_total` | counter | | labelled rows joined to their prediction |
 | `ann_feedback_unmatched_total` | counter | reason | not joined: unknown, evicted, duplicate |
 | `ann_model_age_seconds` | gauge | | now minus the manifest's `created` time (at scrape) |
 
 No monitoring gauge reads 0 for "no value yet": the per-window series appear when the first
-window closes, and `ann_realized_accuracy` is NaN until a label is joined (`window="last"`:
+window closes, and `ann_realized_accuracy_ratio` is NaN until a label is joined (`window="last"`:
 until a window with labels closes), as `/monitor`'s null; a PromQL comparison with NaN is false,
-so an alert on it (`ann_realized_accuracy{window="last"} < 0.9`) cannot fire for a model that
+so an alert on it (`ann_realized_accuracy_ratio{window="last"} < 0.9`) cannot fire for a model that
 gets no labels.
 
 `ann_drift_score`'s features: the top 10 input features by score, `output:NAME` for each output,
 and `multivariate` (method mmd) with `--monitor_multivariate=on`.
 
-`ann_feature_bin_share`: for the same top 10 input features of the last window, the share of
+`ann_feature_bin_share_ratio`: for the same top 10 input features of the last window, the share of
 rows in each of 10 equal bins over the range of the reference and the window together
 (`ann.monitor.drift.histogram`), `source="reference"` (the export's reference sample) and
 `source="current"` (the window), on the same bins; each side sums to 1 per feature. `bin` is
@@ -228,14 +228,14 @@ class Metrics:
             registry=r,
         )
         self.feature_bin_share = Gauge(
-            "ann_feature_bin_share",
+            "ann_feature_bin_share_ratio",
             "Share of rows per bin of a top drifted input feature, last window (source=current) "
             "and the export's reference sample (source=reference), on the same bins.",
             (*mv, "feature", "bin", "source"),
             registry=r,
         )
         self.drift_share = Gauge(
-            "ann_drift_share",
+            "ann_drift_share_ratio",
             "Share of drifted input features, last window (NaN: too few rows to judge).",
             mv,
             registry=r,
@@ -256,7 +256,7 @@ class Metrics:
             registry=r,
         )
         self.prediction_share = Gauge(
-            "ann_prediction_share",
+            "ann_prediction_share_ratio",
             "Predicted-class shares in the last window.",
             (*mv, "class"),
             registry=r,
@@ -266,13 +266,13 @@ class Metrics:
         )
         r.register(self.confidence)
         self.estimated_accuracy = Gauge(
-            "ann_estimated_accuracy",
+            "ann_estimated_accuracy_ratio",
             "Mean top-class probability of the last window (CBPE-style estimate).",
             mv,
             registry=r,
         )
         self.realized_accuracy = Gauge(
-            "ann_realized_accuracy",
+            "ann_realized_accuracy_ratio",
             "Accuracy of labelled predictions: window=last (latest closed window with labels) "
             "or total (since start).",
             (*mv, "window"),

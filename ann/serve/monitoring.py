@@ -31,11 +31,12 @@ alarms per feature at any size: for the digits, unshifted traffic's share of dri
 picks for a 1,221-row reference gave 0.35 at 100 rows). Drift is judged on at least
 `--monitor_min_rows` rows (25, `ann.monitor.MIN_ROWS`: the chi-square rule of 5 expected counts
 a bin; the settings keep every window at or above it); a window of fewer is not tested
-(`DriftResult.state` "too_few_rows") and its ann_drift_share and ann_drift_detected are NaN, so
-`ann_drift_detected == 1` (the drift alert) is false, as PromQL compares NaN. Memory: a window
-keeps at most `MAX_WINDOW_BYTES` (64 MiB) of rows of inputs and outputs (its first rows beyond
-that; the digits' 108 bytes a row never get there), in buffers reused from window to window: the
-open window's, and those being handled; and the feedback store (`feedback`).
+(`DriftResult.state` "too_few_rows") and its ann_drift_share_ratio and ann_drift_detected
+are NaN, so `ann_drift_detected == 1` (the drift alert) is false, as PromQL compares NaN.
+Memory: a window keeps at most `MAX_WINDOW_BYTES` (64 MiB) of rows of inputs and outputs (its
+first rows beyond that; the digits' 108 bytes a row never get there), in buffers reused from
+window to window: the open window's, and those being handled; and the feedback store
+(`feedback`).
 
 The estimate before labels (Confidence-Based Performance Estimation, NannyML's CBPE, for the
 accuracy of the top class): expected accuracy = the mean top-class probability of the window's
@@ -80,7 +81,7 @@ TICK_SECONDS = 1.0  # how often the thread looks for closed windows (drift-tests
 MAX_WINDOW_BYTES = 64 << 20  # rows a window keeps: a uniform sample beyond 64 MiB
 NICE = 19  # the thread's niceness: it yields to serving on a busy core
 TIME_WINDOW_ROWS = 100  # a window closed by time holds at least min(max(this, min rows), rows)
-TOP_FEATURES = 10  # features exported in ann_drift_score and ann_feature_bin_share
+TOP_FEATURES = 10  # features exported in ann_drift_score and ann_feature_bin_share_ratio
 ESTIMATE_ASSUMPTIONS = (
     "expected accuracy = mean top-class probability (CBPE); assumes calibrated probabilities "
     "and no concept drift (only the inputs moved); optimistic otherwise"
@@ -120,7 +121,7 @@ def created_time(manifest: dict[str, Any]) -> float | None:
 
 
 def bin_names(edges: np.ndarray) -> list[str]:
-    """The `bin` labels of ann_feature_bin_share for bin edges [bins + 1]: ordinal (2 digits,
+    """The `bin` labels of ann_feature_bin_share_ratio for bin edges [bins + 1]: ordinal (2 digits,
     so text order is bin order) and range, half-open but the last, e.g. `"01 [0, 1.6)"`,
     `"10 [14.4, 16]"` (4 significant digits)."""
     last = len(edges) - 2
@@ -269,8 +270,8 @@ class ModelMonitor:
         return {**joined, "accuracy": realized}
 
     def _set_realized(self, realized: dict[str, Any]) -> None:
-        """ann_realized_accuracy from `Predictions.realized`: NaN where nothing is labelled (as
-        `/monitor`'s null)."""
+        """ann_realized_accuracy_ratio from `Predictions.realized`: NaN where nothing is
+        labelled (as `/monitor`'s null)."""
         for window, value in realized.items():
             self._realized[window].set(math.nan if value is None else value["accuracy"])
 
@@ -427,7 +428,7 @@ class ModelMonitor:
         m.drift_detected.labels(*mv).set((1 if result.detected else 0) if judged else math.nan)
 
     def _set_histograms(self, histograms: dict[str, tuple]) -> None:
-        """ann_feature_bin_share: reference and current shares per bin of the top features
+        """ann_feature_bin_share_ratio: reference and current shares per bin of the top features
         (`Reference.histograms`); series of features no longer in the top are removed."""
         gauge, mv = self._metrics.feature_bin_share, (self.served.name, self.served.version)
         labels = set()

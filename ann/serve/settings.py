@@ -98,7 +98,7 @@ class Settings:
         "on",
         "on: served inputs and outputs are collected into windows and tested for drift in a "
         "background thread, and late labels are joined by request id (/monitor, /feedback, "
-        "ann_drift_*, ann_realized_accuracy); off: nothing is recorded.",
+        "ann_drift_*, ann_realized_accuracy_ratio); off: nothing is recorded.",
         choices=["on", "off"],
     )
     monitor_window_rows: int = _flag(
@@ -114,7 +114,7 @@ class Settings:
         "Fewest rows of a window that drift is judged on (25: the chi-square rule of 5 "
         "expected counts a bin, Cochran 1954, over up to 5 values; ann.monitor.MIN_ROWS); at "
         "most --monitor_window_rows, and a window closed by time holds at least this many. A "
-        "window of fewer would not be tested: drift state too_few_rows, ann_drift_share and "
+        "window of fewer would not be tested: drift state too_few_rows, ann_drift_share_ratio and "
         "ann_drift_detected NaN (the drift alert cannot fire).",
     )
     monitor_multivariate: str = _flag(
