@@ -682,6 +682,10 @@ def test_bearer_token(digits_export):
         assert request(port, "POST", "/v2/models/digits_cnn/infer", infer_body(x), auth)[0] == 200
         assert request(port, "GET", "/metrics", headers={"Authorization": "Bearer no"})[0] == 401
         assert request(port, "GET", "/v2/health/ready")[0] == 200  # probes need no token
+        # Nor does a model's readiness, a health endpoint of the v2 protocol (it was a 401);
+        # its metadata does.
+        assert request(port, "GET", "/v2/models/digits_cnn/ready")[0] == 200
+        assert request(port, "GET", "/v2/models/digits_cnn")[0] == 401
     finally:
         server.stop()
 

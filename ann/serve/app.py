@@ -86,10 +86,10 @@ class Route:
         return [p for p in self.pattern.split("/") if p]
 
 
-def _model_routes(suffix: str, methods: dict[str, str]) -> list[Route]:
+def _model_routes(suffix: str, methods: dict[str, str], **kind: bool) -> list[Route]:
     return [
-        Route("/v2/models/{name}" + suffix, methods),
-        Route("/v2/models/{name}/versions/{version}" + suffix, methods),
+        Route("/v2/models/{name}" + suffix, methods, **kind),
+        Route("/v2/models/{name}/versions/{version}" + suffix, methods, **kind),
     ]
 
 
@@ -102,7 +102,8 @@ ROUTES: list[Route] = [
     Route("/metrics", {"GET": "metrics_text"}, metrics_port=True, traced=False),
     Route("/openapi.json", {"GET": "openapi"}),
     *_model_routes("", {"GET": "model_metadata"}),
-    *_model_routes("/ready", {"GET": "model_ready"}),
+    # A health endpoint of the v2 protocol, as /v2/health/* are: a probe needs no token.
+    *_model_routes("/ready", {"GET": "model_ready"}, public=True, traced=False),
     *_model_routes("/infer", {"POST": "infer"}),
     *_model_routes("/config", {"GET": "model_config"}),
     *_model_routes("/stats", {"GET": "statistics"}),
