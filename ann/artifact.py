@@ -376,8 +376,13 @@ class Model:
         return int(rows or 0)
 
     def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """{input name: array [rows, ...]} -> {output name: NumPy array [rows, ...]}; zero rows
+        give empty outputs (the exported function's batch is at least 1: JAX refused 0 with
+        its shape-polymorphism message). Raises ValueError as `check` does."""
         inputs = {k: np.asarray(v) for k, v in inputs.items()}
-        self.check(inputs)
+        if self.check(inputs) == 0:
+            one = {k: np.zeros((1, *v.shape[1:]), v.dtype) for k, v in inputs.items()}
+            return {k: v[:0] for k, v in self(one).items()}
         return {k: np.asarray(v) for k, v in self._jitted(self.weights, inputs).items()}
 
     @property

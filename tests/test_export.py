@@ -50,6 +50,11 @@ def test_loaded_export_equals_training_code(digits_export):
     assert passed >= model.weights_bytes > 1000 > compiled_in
     with pytest.raises(ValueError, match="input 'image' must be uint8"):
         model({"image": rows["image"].astype(np.float32)})
+    # Zero rows: empty outputs of the right shapes (JAX's shape-polymorphism error before).
+    empty = model({"image": rows["image"][:0]})
+    assert {k: (v.shape, v.dtype) for k, v in empty.items()} == {
+        k: ((0, *v.shape[1:]), v.dtype) for k, v in want.items()
+    }
 
     m = model.manifest
     assert m["inputs"] == {"image": {"dtype": "uint8", "shape": [-1, 8, 8, 1]}}
