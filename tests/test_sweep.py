@@ -724,11 +724,13 @@ def test_a_trial_failed_by_the_sweeps_metric_runs_again_and_retries_are_not_skip
 
 @pytest.fixture
 def fake_python(tmp_path, monkeypatch):
-    """`python` on PATH that prints its arguments: runs the emitted scripts without training."""
+    """`python` and `ann` on PATH that print their arguments: run the emitted scripts (whose
+    trials are `ann train ...`) without training."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    (bin_dir / "python").write_text('#!/usr/bin/env bash\necho "ARGS $*"\n')
-    (bin_dir / "python").chmod(0o755)
+    for name in ("python", "ann"):
+        (bin_dir / name).write_text('#!/usr/bin/env bash\necho "ARGS $*"\n')
+        (bin_dir / name).chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
 
 
