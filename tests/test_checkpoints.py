@@ -364,6 +364,31 @@ def test_run_status_follows_the_checkpoints_while_the_run_goes(tmp_path):
     assert run_status.read(str(tmp_path))["status"] == "done"
 
 
+def test_a_committed_step_gets_its_manifest_before_the_next_save(tmp_path):
+    # The manifest of step 10 waited for the save of step 20: a run killed in between left its
+    # newest step to be restored unverified.
+    import time
+
+    found = {}
+
+    class Look(hooks.Hook):
+        def due(self, step, total_steps):
+            return step in (15, 18)
+
+        def __call__(self, info):
+            manifest = tmp_path / "checkpoints" / "10" / checkpoint_lib.MANIFEST
+            deadline = time.monotonic() + 20
+            while info.step == 18 and not manifest.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            while info.step == 15 and not (tmp_path / "checkpoints" / "10").is_dir():
+                time.sleep(0.05)  # Orbax's commit of step 10 (async): the sync at 18 seals it
+            found[info.step] = manifest.exists()
+
+    config = tiny(total_steps=30, checkpoint_every_steps=10, async_checkpointing=True)
+    train_and_evaluate(config, str(tmp_path), extra_hooks=[Look(1)])
+    assert found[18], found
+
+
 def test_a_running_status_left_by_a_killed_process_is_not_trusted(tmp_path):
     import subprocess
     import sys

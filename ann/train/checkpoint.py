@@ -260,6 +260,18 @@ class Checkpoints:
                 self._manifests.append((manager, step, future))
         self._check_manifests(block=False)
 
+    def seal_finished(self) -> None:
+        """Writes the manifests of saves Orbax has finished committing, without waiting: the
+        training loop calls it at every host sync. Else a step's manifest waited for the next
+        save, and a run killed in between left its newest step to be restored unverified. One
+        process only: in a multi-process run, waiting is a collective the processes must
+        enter together, so manifests are written at the next save there."""
+        if jax.process_count() > 1:
+            return
+        for manager in (self.latest, self.best):
+            if self._unsealed[id(manager)] and not manager.is_saving_in_progress():
+                self._seal(manager)
+
     def _check_manifests(self, block: bool) -> None:
         """Raises a CheckpointSaveError for a manifest that could not be written (waiting for
         those in progress when `block`)."""

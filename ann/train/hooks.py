@@ -313,6 +313,9 @@ class Checkpoint(Hook):
         super().__init__(every)
         self.checkpoints, self.data_iter, self.saved = checkpoints, data_iter, saved
 
+    def record(self, info: StepInfo) -> None:
+        self.checkpoints.seal_finished()  # a committed step's manifest, written in the background
+
     def __call__(self, info: StepInfo) -> None:
         if self.checkpoints.save(info.step, info.state, self.data_iter) and self.saved:
             self.saved(info.step)
