@@ -439,6 +439,21 @@ def test_a_torn_config_json_is_named_with_its_line_not_a_traceback(tmp_path, tra
     assert saved_steps(workdir) == [10, 20]
 
 
+def test_a_damaged_metrics_file_is_refused_before_a_config_change_is_kept(tmp_path, trained):
+    # The run failed on metrics.jsonl after appending its total_steps change to
+    # config_changes.jsonl: a change of a run that never ran.
+    from ann.train.writers import MetricsFileError
+
+    workdir = copy_run(trained, tmp_path / "run")
+    lines = (workdir / "metrics.jsonl").read_text().splitlines(keepends=True)
+    lines[1] = "{torn\n"
+    (workdir / "metrics.jsonl").write_text("".join(lines))
+    with pytest.raises(MetricsFileError, match="line 2 is not a metrics record"):
+        train_and_evaluate(tiny(total_steps=30), str(workdir))
+    assert not (workdir / "config_changes.jsonl").exists()
+    assert saved_steps(workdir) == [10, 20]
+
+
 def test_a_data_position_the_split_lacks_names_the_runs_config_json(tmp_path, trained, monkeypatch):
     workdir = copy_run(trained, tmp_path / "run")
 

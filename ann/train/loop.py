@@ -51,7 +51,7 @@ from ann.train import step as step_lib
 from ann.train import workdir as workdir_lib
 from ann.train.checkpoint import Checkpoints, CheckpointSaveError
 from ann.train.preemption import CTRL_C, Preemption
-from ann.train.writers import MetricWriter
+from ann.train.writers import MetricWriter, read_records
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -321,6 +321,8 @@ def _restore_or_init(run: _Run, source: transfer.Loaded | None) -> None:
         run.state, run.start_step = run.checkpoints.restore(setup.abstract_state, run.data_iter)
         config_lib.check_length(setup.total_steps, run.start_step, workdir)
         logging.info("resumed from %s at step %d", run.checkpoints.latest.directory, run.start_step)
+        if jax.process_index() == 0:  # a damaged metrics.jsonl is refused before a change is kept
+            read_records(os.path.join(workdir, "metrics.jsonl"))
         if run.saved_config is not None:
             resume.record(
                 run.config,
