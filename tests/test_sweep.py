@@ -9,7 +9,7 @@ import sys
 import textwrap
 
 import pytest
-from conftest import ROOT, with_devices
+from conftest import ROOT, one_line_error, with_devices
 
 from ann.config import ConfigError
 from ann.sweep import definition as definition_lib
@@ -197,6 +197,29 @@ def test_cli_errors_are_one_line(tmp_path):
     assert not (tmp_path / "tpe").exists()
 
 
+def test_cluster_flags_without_emit_and_values_kubernetes_refuses_are_one_line(tmp_path):
+    # --image=foo without --emit ran the whole sweep here; a claim name with a space and a
+    # relative image root were written into a Job that `kubectl apply` would refuse.
+    path = write_config(tmp_path, "return h.sweep('optimizer.learning_rate', [1e-3])")
+    base = [f"--config={path}", f"--workdir={tmp_path / 's'}"]
+    for extra, said in [
+        (["--image=foo"], "--image=foo is read only with --emit=k8s; add it, or drop --image"),
+        (["--cluster_cpus=16"], "--cluster_cpus=16 is read only with --emit=slurm or --emit=k8s"),
+        (["--emit=slurm", "--pvc=x"], "--pvc=x is read only with --emit=k8s"),
+        (["--emit=k8s", "--pvc=bad name"], "--pvc='bad name' is not a PersistentVolumeClaim name"),
+        (["--emit=k8s", "--image_root=app"], "--image_root=app must be an absolute path"),
+    ]:
+        line = one_line_error(sweep_cli(*base, *extra))
+        assert line.startswith(f"error: {said}"), line
+    assert not (tmp_path / "s").exists()
+    # Nothing scored yet: the files named are those written (results.png was named, absent).
+    results.write_sweep_file(str(tmp_path / "p"), {
+        "config": path, "search": "grid", "metric": "val/accuracy", "mode": "max",
+        "trials": [{"name": "a", "overrides": {}}]})  # fmt: skip
+    proc = sweep_cli(f"--summarize={tmp_path / 'p'}")
+    assert proc.stdout.rstrip().endswith(f"(results.csv and results.md in {tmp_path / 'p'})")
+
+
 def test_the_objective_must_be_a_validation_metric(tmp_path):
     # Ranking trials on the test split would make the winner's test score optimistic.
     path = write_config(tmp_path, "return h.sweep('optimizer.learning_rate', [1e-3])")
@@ -378,6 +401,17 @@ def test_a_workdir_of_the_other_search_and_a_sweep_without_a_result_are_refused(
     )
     with pytest.raises(SweepError, match="overrides --config.total_steps=20, not none"):
         results.check_same_sweep(str(tmp_path), "tpe", {})
+    # Resumed with another objective: sweep.json was rewritten and the trials ranked by it.
+    info = {"search": "grid", "metric": "val/accuracy", "mode": "max", "trials": []}
+    results.write_sweep_file(str(tmp_path), info)
+    results.check_same_sweep(str(tmp_path), "grid", None, ("val/accuracy", "max"))
+    with pytest.raises(SweepError) as e:
+        results.check_same_sweep(str(tmp_path), "grid", None, ("val/loss", "min"))
+    assert str(e.value) == (
+        f"--workdir={tmp_path} holds a sweep ranked by val/accuracy (max), not val/loss (min): "
+        "its trials were pruned and chosen on it; resume it with --metric=val/accuracy "
+        "--mode=max, read the other metrics in its results.csv, or give this one a new --workdir"
+    )
     # Every trial failed: the command exits 1 rather than 0 with nothing ranked.
     info = {"search": "grid", "metric": "val/accuracy", "mode": "max", "trials": [
         {"name": "a", "overrides": {}}, {"name": "b", "overrides": {}}]}  # fmt: skip
@@ -488,10 +522,23 @@ def test_results_plot_ticks_a_grid_at_its_values_and_counts_ties():
     # Three trials at one point of the features panel: counted, not one marker for three.
     counts = [t.get_text() for t in drawn.axes[1].texts]
     assert counts == ["×3"], counts
+    # Their test values too (hollow markers at one point were one circle, uncounted).
+    for row in rows:
+        row["eval/accuracy at best step"] = 0.8
+    counts = [t.get_text() for t in results.figure(info, rows).axes[1].texts]
+    assert counts == ["×3", "×4"], counts  # 4 trials at (128,), 0.8
     info["search"] = "grid"
     ticks = [t.get_text() for t in results.figure(info, rows).axes[0].get_xticklabels()]
     assert ticks == [f"{lr:g}" for lr in lrs], ticks
-    # Under a decade, a linear axis: its default ticks, 0.0007 to 0.0013 by 0.0001, ran together.
+    # A grid on a linear axis is ticked at its values too (0.001 and 0.003 were ticked 0.0008,
+    # 0.0016, 0.0024, 0.0032).
+    for row, lr in zip(rows, [0.001, 0.003, 0.001, 0.003, 0.002]):
+        row["optimizer.learning_rate"] = lr
+    ticks = [t.get_text() for t in results.figure(info, rows).axes[0].get_xticklabels()]
+    assert ticks == ["0.001", "0.002", "0.003"], ticks
+    # Drawn values under a decade, a linear axis: its default ticks, 0.0007 to 0.0013 by 0.0001,
+    # ran together.
+    info["search"] = "tpe"
     for row, lr in zip(rows, [0.000693, 0.00081, 0.00097, 0.00112, 0.001252]):
         row["optimizer.learning_rate"] = lr
     ticks = [t.get_text() for t in results.figure(info, rows).axes[0].get_xticklabels()]

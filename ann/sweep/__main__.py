@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import sys
 
 from absl import flags
@@ -99,9 +100,14 @@ def _lock(sweep_dir: str):
     return handle
 
 
+RESULT_FILES = ("results.csv", "results.md", "results.png")
+
+
 def _print_results(workdir: str, text: str) -> None:
+    """The table, then the files written (results.png only once a trial is scored)."""
     print(text, end="")
-    print(f"(results.csv, results.md and results.png in {workdir})")
+    files = [f for f in RESULT_FILES if os.path.exists(os.path.join(workdir, f))]
+    print(f"({', '.join(files[:-1])} and {files[-1]} in {workdir})")
 
 
 def sweep(argv: list[str]) -> None:
@@ -113,6 +119,7 @@ def sweep(argv: list[str]) -> None:
     if FLAGS["config"].value is None or FLAGS.workdir is None:
         raise SweepError("give --config=configs/NAME.py and --workdir=DIR (or --summarize=DIR)")
     cli.check_out("workdir", FLAGS.workdir, may_hold="a sweep")  # a file, a run: nothing made
+    check_cluster_flags()
     if FLAGS.metric:  # before loading the definition, which imports JAX (seconds)
         check_selection_metric("--metric", FLAGS.metric)
     definition = definition_lib.load(
@@ -120,11 +127,42 @@ def sweep(argv: list[str]) -> None:
         config_flags.get_override_values(FLAGS["config"]),
     )
     metric, mode = objective(definition)
-    results.check_same_sweep(FLAGS.workdir, FLAGS.search, definition.fixed)
+    results.check_same_sweep(FLAGS.workdir, FLAGS.search, definition.fixed, (metric, mode))
     if FLAGS.emit or FLAGS.dry_run:
         emit_grid(definition, metric, mode)
     else:
         run_here(definition, metric, mode)
+
+
+# Flags that only --emit reads, and the --emit they need (None: either).
+CLUSTER_FLAGS = {
+    "cluster_cpus": None, "cluster_memory_gb": None, "image": "k8s", "image_root": "k8s",
+    "pvc": "k8s",
+}  # fmt: skip
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")  # Kubernetes' name of a claim
+
+
+def check_cluster_flags() -> None:
+    """A SweepError for a cluster flag given where nothing reads it (without --emit, a local
+    sweep ran with --image=foo ignored), or a value Kubernetes would refuse at `kubectl apply`
+    (a claim name that is not a DNS label, a relative path in the image)."""
+    for name, needs in CLUSTER_FLAGS.items():
+        if FLAGS[name].present and (not FLAGS.emit or (needs and FLAGS.emit != needs)):
+            where = f"--emit={needs}" if needs else "--emit=slurm or --emit=k8s"
+            raise SweepError(
+                f"--{name}={FLAGS[name].value} is read only with {where}; add it, or drop "
+                f"--{name} to run the sweep here"
+            )
+    if FLAGS.emit == "k8s" and not (len(FLAGS.pvc) <= 63 and _DNS_LABEL.match(FLAGS.pvc)):
+        raise SweepError(
+            f"--pvc={FLAGS.pvc!r} is not a PersistentVolumeClaim name: lowercase letters, digits "
+            "and '-', starting and ending with a letter or digit, e.g. --pvc=ann-runs"
+        )
+    if FLAGS.emit == "k8s" and not FLAGS.image_root.startswith("/"):
+        raise SweepError(
+            f"--image_root={FLAGS.image_root} must be an absolute path in the image (Kubernetes "
+            "refuses a relative workingDir or mountPath), e.g. --image_root=/app"
+        )
 
 
 def objective(definition: definition_lib.Definition) -> tuple[str, str]:

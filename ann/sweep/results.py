@@ -33,18 +33,33 @@ def write_sweep_file(sweep_dir: str, info: dict[str, Any]) -> None:
     atomic.write_text(os.path.join(sweep_dir, SWEEP_FILE), json.dumps(info, indent=2) + "\n")
 
 
-def check_same_sweep(sweep_dir: str, search: str, fixed: Mapping[str, Any] | None = None) -> None:
+def check_same_sweep(
+    sweep_dir: str,
+    search: str,
+    fixed: Mapping[str, Any] | None = None,
+    objective: tuple[str, str] | None = None,
+) -> None:
     """Raises SweepError when `sweep_dir` holds another sweep: of the other kind (sweep.json's
     `search`: a grid run into a TPE study's workdir rewrote sweep.json, and results.md then
-    listed only its own trials), or with other fixed `--config.KEY=VALUE` overrides (`fixed`;
+    listed only its own trials), with other fixed `--config.KEY=VALUE` overrides (`fixed`;
     None: not compared): its finished trials were trained without them, so resuming would
-    report them under settings they never had."""
+    report them under settings they never had; or with another (metric, mode) `objective`
+    (None: not compared): its trials were pruned, and a study's draws chosen, on the first
+    (a resume with --metric=val/loss rewrote sweep.json and ranked by it, without a word)."""
     try:
         with open(os.path.join(sweep_dir, SWEEP_FILE)) as f:
             info = json.load(f)
         found, had = info.get("search"), info.get("fixed", {})
     except (OSError, ValueError, AttributeError):
         return  # a new workdir (or one --summarize will name as damaged)
+    before = (info.get("metric"), info.get("mode"))
+    if objective is not None and None not in before and tuple(before) != tuple(objective):
+        raise SweepError(
+            f"--workdir={sweep_dir} holds a sweep ranked by {before[0]} ({before[1]}), not "
+            f"{objective[0]} ({objective[1]}): its trials were pruned and chosen on it; resume "
+            f"it with --metric={before[0]} --mode={before[1]}, read the other metrics in its "
+            "results.csv, or give this one a new --workdir"
+        )
     if found and found != search:
         raise SweepError(
             f"--workdir={sweep_dir} holds a {found} sweep; resume it with --search={found}, "
@@ -276,8 +291,9 @@ def figure(info: dict, rows: list[dict]) -> Any:
     """A matplotlib Figure: each trial's best validation value of the sweep's metric (what ranks
     the trials; filled markers) and its test value at that step (`eval/...`, reported only;
     hollow markers), against each swept key, the chosen trial starred, trials at the same point
-    counted ("×3"). A grid's values are its ticks; drawn values (random, TPE) get the axis's
-    own. None if there is nothing to plot yet."""
+    counted ("×3", validation and test alike). A grid's values (up to 8) are its ticks, on a
+    linear axis too; drawn values (random, TPE) get the axis's own. None if there is nothing to
+    plot yet."""
     metric, mode = info["metric"], info["mode"]
     name = metric.split("/", 1)[-1]
     test = f"eval/{name} at best step"  # the first eval split's, as trial_row records it
@@ -319,6 +335,8 @@ def figure(info: dict, rows: list[dict]) -> Any:
                 ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
                 ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
                 ax.tick_params(axis="x", labelsize=8)
+        elif info.get("search") == "grid" and len(set(xs)) <= 8:  # its values, as written
+            ax.set_xticks(sorted(set(xs)), [f"{x:g}" for x in sorted(set(xs))], fontsize=8)
         else:  # at most 5 ticks: 0.0007 to 0.0013 in steps of 0.0001 ran together
             ax.xaxis.set_major_locator(MaxNLocator(nbins=4))
             ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
@@ -330,10 +348,7 @@ def figure(info: dict, rows: list[dict]) -> Any:
                 continue
             val = [(x, r[f"best {metric}"]) for x, r in sel]
             ax.scatter(*zip(*val), marker=style, color="C0", label=f"validation ({status})")
-            for (x, y), count in collections.Counter(val).items():
-                if count > 1:  # trials at one point: one marker would hide the others
-                    ax.annotate(f"×{count}", (x, y), xytext=(6, -3), textcoords="offset points",
-                                fontsize=7, color="C0")  # fmt: skip
+            _count_ties(ax, val, "C0")
             tested = [(x, r[test]) for x, r in sel if isinstance(r.get(test), int | float)]
             if tested:
                 # A hollow circle; an "x" has no face, only its colour (an edge colour warned).
@@ -341,6 +356,7 @@ def figure(info: dict, rows: list[dict]) -> Any:
                 ax.scatter(
                     *zip(*tested), marker=style, color="C1", label=f"test ({status})", **look
                 )
+                _count_ties(ax, tested, "C1")
         x = xs[points.index(chosen)]
         ax.scatter([x], [chosen[f"best {metric}"]], marker="*", s=220, color="C3", zorder=3,
                    label="chosen (best validation)")  # fmt: skip
@@ -350,6 +366,14 @@ def figure(info: dict, rows: list[dict]) -> Any:
         if i == 0:
             ax.legend(fontsize=7)
     return fig
+
+
+def _count_ties(ax: Any, points: list[tuple[float, float]], color: str) -> None:
+    """ "×n" beside a point that n trials share: one marker would hide the others."""
+    for (x, y), count in collections.Counter(points).items():
+        if count > 1:
+            ax.annotate(f"×{count}", (x, y), xytext=(6, -3), textcoords="offset points",
+                        fontsize=7, color=color)  # fmt: skip
 
 
 def write(sweep_dir: str, with_plot: bool = True) -> str:
