@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import time
 from typing import TYPE_CHECKING
 
@@ -215,6 +216,15 @@ def report(r: dict) -> None:
     print("json: " + json.dumps(r))
 
 
+def _check_out(path: str) -> None:
+    """A ConfigError unless `path` names a file in an existing folder."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise config_lib.ConfigError(f"--out={path} is a folder; give a file path")
+    if not os.path.isdir(folder):
+        raise config_lib.ConfigError(f"--out={path} cannot be written: there is no {folder}")
+
+
 def main(argv: list[str]) -> None:
     del argv
     import jax
@@ -224,6 +234,8 @@ def main(argv: list[str]) -> None:
     from ann.train import step
 
     logging.set_verbosity(logging.WARNING)
+    if FLAGS.out:  # before the benchmark: a bad path lost its results after the run
+        _check_out(FLAGS.out)
     dim, depth, heads, mlp_dim, vocab, seq, batch = SIZES[FLAGS.size]
     seq, batch = FLAGS.seq or seq, FLAGS.batch or batch
     mesh = parallel.make_mesh({"data": -1, "fsdp": 1, "tensor": 1})

@@ -306,6 +306,13 @@ def main(argv: list[str]) -> None:
     if unknown:
         raise ConfigError(f"--only: unknown {sorted(unknown)}; choose from {CONTENDERS}")
     run = set(FLAGS.only or CONTENDERS)
+    if "torch" in FLAGS.only and not os.path.exists(FLAGS.torch_python or ""):
+        # Asked for by name, PyTorch missing is an error, not a skip (it printed an empty
+        # table and exited 0).
+        raise ConfigError(
+            f"--only=torch needs --torch_python to name a Python with torch; no "
+            f"{FLAGS.torch_python or '(empty)'}"
+        )
     if run - {"ann"}:
         peer_model(config)  # a model the peers cannot mirror: one error line before any work
     config.total_steps = FLAGS.warmup + FLAGS.rounds * FLAGS.steps

@@ -85,16 +85,23 @@ def measure(config, preset: str, mesh: dict[str, int], steps: int) -> dict[str, 
 
 def main(argv):
     del argv
+    config = FLAGS.config
     import jax
 
     from ann import experiment as experiment_lib
     from ann.metrics import device_peaks
 
     logging.set_verbosity(logging.WARNING)
-    config, n = FLAGS.config, jax.device_count()
+    n = jax.device_count()
     config.total_steps = 2 * FLAGS.steps  # as `measure` runs it
     config_lib.fit_warmup(config)  # a longer warmup ends inside the untimed first half
     experiment_lib.check_config(config, n)  # before any preset; their meshes all fit n devices
+    if "dim" not in config.model or "depth" not in config.model:  # was AttributeError: 'dim'
+        raise config_lib.ConfigError(
+            f"--config: model {config.model.name!r} is not a transformer (no model.dim, "
+            "model.depth); this benchmark measures the transformer LM's sharding presets: "
+            "--config=configs/pydoc_lm.py"
+        )
     kind = jax.devices()[0].device_kind
     peak = device_peaks.peak_flops(kind)
     print(

@@ -419,7 +419,7 @@ def test_task_settings_check_ranges():
     assert config_lib.task_settings(config, defaults, ranges={"temperature": config_lib.POSITIVE})
 
 
-_NO_CONFIG = ("scripts/bench_serve.py", "scripts/bench_xla_cpu_flags.py")
+_NO_CONFIG = ("scripts/bench_serve.py", "scripts/bench_xla_cpu_flags.py", "scripts/bench_lm.py")
 
 
 def _cli(module: str, tmp_path, *overrides: str) -> subprocess.CompletedProcess:
@@ -539,6 +539,15 @@ def _cli(module: str, tmp_path, *overrides: str) -> subprocess.CompletedProcess:
         ("scripts/bench_serve.py", "--requests=abc", "error: --requests=abc must be an integer;"),
         ("scripts/bench_serve.py", "--concurrency=0,8", "error: flag --concurrency=['0', '8']"),
         ("scripts/bench_xla_cpu_flags.py", "--batch=0", "error: --batch=0 must be a positive int"),
+        # Errors found before the work, not a traceback after it (helper audit, session 21):
+        # digits_mlp is no transformer (AttributeError: 'dim'); a results file in no folder
+        # (FileNotFoundError after 17 s); the one contender asked for, missing (exit 0).
+        ("scripts/bench_scaling.py", "--steps=1", "error: --config: model 'mlp' is not a trans"),
+        (
+            "scripts/bench_lm.py",
+            "--out=/nonexistent/x.json",
+            "error: --out=/nonexistent/x.json cannot be written: there is no /nonexistent",
+        ),
     ],
 )
 def test_every_entry_point_refuses_a_bad_override_in_one_line(tmp_path, module, override, message):
@@ -547,6 +556,15 @@ def test_every_entry_point_refuses_a_bad_override_in_one_line(tmp_path, module, 
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith(message), proc.stderr
     assert not (tmp_path / "checkpoints").exists()
+
+
+def test_bench_peers_refuses_the_one_contender_it_cannot_run(tmp_path):
+    # --only=torch without PyTorch printed "PyTorch: skipped", an empty table, and exited 0.
+    proc = _cli("scripts/bench_peers.py", tmp_path, "--only=torch", "--torch_python=/no/python")
+    assert proc.stderr.strip().splitlines() == [
+        "error: --only=torch needs --torch_python to name a Python with torch; no /no/python"
+    ]
+    assert proc.returncode == 1
 
 
 def test_a_missing_config_file_is_one_line(tmp_path):
