@@ -543,6 +543,10 @@ def test_results_plot_ticks_a_grid_at_its_values_and_counts_ties():
         row["optimizer.learning_rate"] = lr
     ticks = [t.get_text() for t in results.figure(info, rows).axes[0].get_xticklabels()]
     assert 3 <= len(ticks) <= 6 and "0.001" in ticks, ticks
+    # results.md's cell of a drawn value: 4 significant digits (all 19 widened the table).
+    assert results._cell("0.0007035737028722148") == "0.0007036"
+    assert results._cell("(64,)") == "(64,)" and results._cell("0.001") == "0.001"
+    assert trials_lib.now().endswith("Z")  # trial.json's times: UTC, as report.json's
 
 
 @pytest.mark.slow

@@ -213,6 +213,8 @@ def _cell(value: Any, column: str = "") -> str:
         return f"{value:.1f}"
     if isinstance(value, float):
         return f"{value:.4f}" if abs(value) < 1e4 else f"{value:.4g}"
+    if isinstance(value, str) and len(value) > 8 and _number(value) is not None:
+        return f"{_number(value):.4g}"  # a drawn value (TPE): 0.0007035737028722148 widened it
     text = str(value).replace("|", "\\|").replace("\n", " ")
     return text if len(text) <= 120 else text[:117] + "..."
 

@@ -198,4 +198,6 @@ def status(workdir: str) -> tuple[str, dict[str, Any]]:
 
 
 def now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S")
+    """UTC, ISO 8601 with its `Z`, as report.json and the manifests write time (it was local
+    time without a zone)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
