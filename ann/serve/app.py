@@ -450,16 +450,18 @@ class App:
         name = request.params["model"]
         parameters = _json_object(request.body, "body").get("parameters")
         work = self.repository.load(name, parameters)
-        loaded = lambda ms: {"name": name, "loaded": _versions(ms)}  # noqa: E731
-        self._answer_later(request, work, loaded, "repository_load")
+        self._answer_later(
+            request, work, lambda ms: {"name": name, "loaded": _versions(ms)}, "repository_load"
+        )
 
     def repository_unload(self, request: Request, served: None) -> None:
         """Unloads every version of the model; answered once its queued requests are done."""
         name = request.params["model"]
         _json_object(request.body, "body")  # Triton's unload_dependents: nothing depends here
         work = self.repository.unload(name)
-        unloaded = lambda ms: {"name": name, "unloaded": _versions(ms)}  # noqa: E731
-        self._answer_later(request, work, unloaded, "repository_unload")
+        self._answer_later(
+            request, work, lambda ms: {"name": name, "unloaded": _versions(ms)}, "repository_unload"
+        )
 
     def _answer_later(
         self, request: Request, work: Any, reply: Callable[[Any], dict[str, Any]], handler: str
