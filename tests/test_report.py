@@ -207,9 +207,10 @@ def test_registered_model_report_matches_the_run(workdir_report, digits_export, 
     [
         ([], "give exactly one of --workdir"),
         (["--workdir=RUN", "--model=models:/x/1"], "both given"),
-        (
+        (  # a real split, not a typo: it said "must be distinct names among ..."
             ["--workdir=RUN", "--split=train"],
-            "--split='train' must be distinct names among validation, test (unknown: train)",
+            "--split=train: a report judges held-out rows, and the model was fit to train's; "
+            "choose among validation, test",
         ),
         (["--workdir=RUN", "--split=test,test"], "must be distinct names"),
         (["--workdir=NOWHERE"], "does not exist; give the directory of a trained run"),

@@ -53,6 +53,11 @@ def check_flags(workdir: str | None, model: str | None, step: str, splits: list[
         # A report reads a run as well as an export (it said: export it first).
         raise cli.FlagError(f"--model={model} is a training run; give it as --workdir={model}")
     unknown = [s for s in splits if s not in collect.SPLITS]
+    if "train" in unknown:  # a real split, not a typo: said why it is not offered
+        raise cli.FlagError(
+            f"--split={','.join(splits)}: a report judges held-out rows, and the model was fit "
+            f"to train's; choose among {', '.join(collect.SPLITS)}"
+        )
     close = [
         [n for n in collect.SPLITS if n.startswith(s)]
         or difflib.get_close_matches(s, collect.SPLITS, n=1)
