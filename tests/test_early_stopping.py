@@ -3,6 +3,7 @@ a rerun trains no more."""
 
 import dataclasses
 import json
+import logging
 
 import jax
 import pytest
@@ -35,9 +36,13 @@ def eval_steps(workdir):
         return [r["step"] for r in map(json.loads, f) if "val/accuracy" in r]
 
 
-def test_early_stopping_stops_and_a_rerun_does_not_train(tmp_path):
-    result = train_and_evaluate(stopping(), str(tmp_path))
+def test_early_stopping_stops_and_a_rerun_does_not_train(tmp_path, caplog):
+    with caplog.at_level(logging.INFO):
+        result = train_and_evaluate(stopping(), str(tmp_path))
     assert result.step == 15 and result.stop_reason == "early_stopped"
+    # An ending, not a problem: it was printed as "warning: early_stopped at step 15 ...".
+    said = [r.levelname for r in caplog.records if "early_stopped at step 15" in r.getMessage()]
+    assert said == ["INFO"], said
     assert not result.interrupted
     assert eval_steps(tmp_path) == [5, 10, 15]
     status = json.loads((tmp_path / "run_status.json").read_text())

@@ -807,8 +807,8 @@ def _stop(run: _Run, state: Any, step: int, stop: hooks_lib.Stop) -> None:
     """Saves a checkpoint at `step` and says why the run stops there (for Ctrl-C, the user's
     own action, ann train says it once: `interrupted_line`, its last line)."""
     run.checkpoints.save(step, state, run.data_iter, force=True)
-    if stop.finish:
-        logging.warning("%s at step %d: %s", stop.finish, step, stop.message)
+    if stop.finish:  # early stopping or a sweep's pruning: an ending, not a problem
+        logging.info("%s at step %d: %s", stop.finish, step, stop.message)
     elif stop.message != CTRL_C:
         logging.warning("%s: saved a checkpoint at step %d and stopped", stop.message, step)
 
