@@ -125,9 +125,10 @@ def summary(report: dict[str, Any], path: str) -> str:
     ]
     shown = ([r["multivariate"]] if r["multivariate"] else []) + r["outputs"]
     for f in shown:
-        p = f" {format_p(f['p_value'], f.get('asymptotic_p'))}" if f["p_value"] is not None else ""
+        p = format_p(f["p_value"], f.get("asymptotic_p"))  # "" for a distance
         verdict = "DRIFT" if f["drifted"] else "ok"
-        lines.append(f"  {f['feature']}: {f['method']} {_score(f, '.4g')}{p} {verdict}")
+        said = " ".join(x for x in (_score(f, ".4g"), p, verdict) if x)
+        lines.append(f"  {f['feature']}: {f['method']} {said}")
     top = sorted(r["features"], key=lambda f: -f["strength"])[:5]
     lines.append(
         "  top: " + ", ".join(f"{f['feature']} {f['method']} {_score(f, '.3g')}" for f in top)

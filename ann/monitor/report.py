@@ -38,8 +38,8 @@ FEW_VALUES = 20  # at most this many distinct values: one bar per value
 
 
 def _describe(f: FeatureDrift) -> str:
-    p = f"{f.p_text()} " if f.p_value is not None else ""
-    return f"{f.method} {f.score:.4g} {p}{'DRIFT' if f.drifted else 'ok'}"
+    said = (f"{f.score:.4g}", f.p_text(), "DRIFT" if f.drifted else "ok")  # p_text "": a distance
+    return f"{f.method} " + " ".join(x for x in said if x)
 
 
 def _strength_figure(result: DriftResult) -> Any:
