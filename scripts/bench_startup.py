@@ -58,7 +58,7 @@ flags.DEFINE_multi_string(
 )
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PARTS = ("imports", "data", "build", "restore", "compile", "other")
+PARTS = ("imports", "data", "build", "init", "restore", "compile", "other")
 
 
 def _config_args(argv: list[str]) -> list[str]:
@@ -112,7 +112,8 @@ def _start(
 
 
 def _describe(name: str, record: dict[str, float]) -> str:
-    parts = ", ".join(f"{p} {record.get(f'startup/{p}_seconds', 0.0):.2f}" for p in PARTS)
+    seconds = {p: record.get(f"startup/{p}_seconds") for p in PARTS}
+    parts = ", ".join(f"{p} {s:.2f}" for p, s in seconds.items() if s is not None)
     hits, asked = record["startup/cache_hits"], record["startup/compiles"]
     total = record["startup/seconds"]
     return f"{name} {total:.2f} s ({parts}; cache {hits:.0f} of {asked:.0f})"

@@ -13,7 +13,7 @@ from ann.metrics.device_peaks import peak_flops
 from ann.train import startup
 from ann.train.loop import train_and_evaluate
 
-PARTS = ("imports", "data", "build", "restore", "compile", "other")
+PARTS = ("imports", "data", "build", "init", "compile", "other")  # a fresh start's
 
 
 def first_record(workdir):
@@ -48,8 +48,14 @@ def test_compile_report_and_no_mfu_on_cpu(tmp_path):
     parts = {k: v for k, v in startup.items() if k.endswith("_seconds") and k.count("/") == 1}
     assert set(parts) == {f"startup/{p}_seconds" for p in PARTS}
     assert startup["startup/imports_seconds"] >= 1.5  # counted from `started`, before the call
-    assert startup["startup/compile_seconds"] > 0 and startup["startup/restore_seconds"] > 0
+    assert startup["startup/compile_seconds"] > 0 and startup["startup/init_seconds"] > 0
     assert sum(parts.values()) == pytest.approx(startup["startup/seconds"])
+    # A resume restores the state instead of initializing it, and its part says so.
+    train_and_evaluate(tiny(total_steps=7), str(tmp_path))
+    records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    resumed = [r for r in records if "startup/seconds" in r][-1]
+    assert resumed["step"] == 5
+    assert resumed["startup/restore_seconds"] > 0 and "startup/init_seconds" not in resumed
     # A fresh start compiles its init, its eval step and its train programs, nothing more: no
     # small eager executables (the state's RNG key is derived inside the init).
     assert startup["startup/compiles"] == 2 + first["compile/train_programs"]

@@ -253,7 +253,9 @@ def train_and_evaluate(
             with workdir_lib.lock(workdir), contextlib.ExitStack() as stack:
                 run = _open(config, workdir, setup)
                 stack.callback(run.close)
-                with clock.part("restore"):
+                # Named for what it does: a fresh start initializes the state (its init compiled).
+                resuming = run.checkpoints.latest_step() is not None
+                with clock.part("restore" if resuming else "init"):
                     _restore_or_init(run, source)
                 if _finished(run):
                     return _report_finished(run)

@@ -2,9 +2,10 @@
 
 `ann train` hands the loop its process's start (`process_start()`), so `startup/seconds` counts
 everything a user waits for: the interpreter, imports and flags (`imports`), reading the data
-(`data`), building the model and its abstract state (`build`), restoring a checkpoint or
-initializing the state (`restore`), compiling the train and eval steps (`compile`), and the
-rest (`other`: workdir checks, config record, parameter layout, metric writers). A caller of
+(`data`), building the model and its abstract state (`build`), initializing the state at a
+fresh start (`init`, its init compiled) or restoring a checkpoint on resume (`restore`),
+compiling the train and eval steps (`compile`), and the rest (`other`: workdir checks, config
+record, parameter layout, metric writers). A caller of
 `train_and_evaluate` that gives no start is timed from that call (no `imports` part).
 
 The persistent compilation cache's use is counted from jax's monitoring events: `compiles`
@@ -38,7 +39,7 @@ _EVENTS = {
     "/jax/compilation_cache/cache_hits": "cache_hits",
 }
 _counts = dict.fromkeys(_EVENTS.values(), 0)
-PARTS = ("imports", "data", "build", "restore", "compile")  # in the order a start runs them
+PARTS = ("imports", "data", "build", "init", "restore", "compile")  # in the order a start runs them
 _listening = False
 
 
