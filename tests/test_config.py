@@ -69,6 +69,11 @@ def test_validate_names_the_key(mutate, message):
             "config key 'data.validation_split': data set 'digits' has no split 'valid'",
         ),
         ({"experiment": "regresion"}, "unknown experiment 'regresion'"),
+        (
+            {"data.validation_split": "train[100%:]"},  # it said: "cannot be read without TF"
+            "config key 'data.validation_split' is 'train[100%:]', which has no rows of data set "
+            "'digits'; choose a slice with rows (e.g. 'train[90%:]')",
+        ),
     ],
 )
 def test_unknown_names_fail_before_compiling(tmp_path, overrides, message):
@@ -141,11 +146,14 @@ def test_unset_keys_can_be_set_from_the_command_line():
     config_lib.validate(config, num_devices=4)
 
 
-def test_unknown_best_metric_is_a_config_error(tmp_path):
+def test_unknown_best_metric_is_a_config_error_before_the_first_step(tmp_path):
+    config = tiny(total_steps=2, log_every_steps=1, best_metric="val/acc")
     with pytest.raises(ConfigError, match="'best_metric': 'val/acc' is not") as e:
-        train_and_evaluate(tiny(total_steps=2, best_metric="val/acc"), str(tmp_path))
+        train_and_evaluate(config, str(tmp_path))
     # Only what may choose is offered (it listed the test split's eval/ metrics too).
     assert "choose one of val/accuracy" in str(e.value) and "eval/" not in str(e.value)
+    # Found before training (it was found at the first eval): no step ran.
+    assert "train/loss" not in (tmp_path / "metrics.jsonl").read_text()
 
 
 def test_a_test_metric_never_chooses_the_best_checkpoint(tmp_path):

@@ -717,9 +717,9 @@ def test_pruning_listener_reports_and_finishes_the_run():
         pruning.ReportToStudy(FakeTrial(prune=True), "eval/accuracy")
 
 
-def test_a_grid_trial_checks_the_sweep_metric_at_its_first_eval(tmp_path, monkeypatch):
-    # A mistyped --metric cost a grid a whole trial before the sweep stopped; now the trial's
-    # first eval fails, which stops the sweep (results.check_metric, above).
+def test_a_grid_trial_checks_the_sweep_metric_before_its_first_step(tmp_path, monkeypatch):
+    # A mistyped --metric cost a grid a whole trial before the sweep stopped; now the trial
+    # fails before its first step, which stops the sweep (results.check_metric, above).
     definition = definition_lib.load(write_config(tmp_path, GRID), {})
     launched = []
 
@@ -732,13 +732,12 @@ def test_a_grid_trial_checks_the_sweep_metric_at_its_first_eval(tmp_path, monkey
     assert len(launched) == 4
     assert all(t.env == {pruning.METRIC_ENV: "val/acuracy"} for t in launched)
     monkeypatch.setenv(pruning.METRIC_ENV, "val/acuracy")  # what the trial's ann.main reads
-    info = hooks.StepInfo(step=10, total_steps=100, state=None)
-    (check,) = pruning.listeners_from_env(None)
+    # The trial's loop checks it against its validation metrics before its first step.
+    listeners = pruning.listeners_from_env(None)
     with pytest.raises(ConfigError, match=r"^sweep --metric: 'val/acuracy' is not a validation "
                        r"metric of this run; choose one of val/accuracy$"):  # fmt: skip
-        check.on_eval(info, {"val/accuracy": 0.5, "eval/accuracy": 0.9})
-    (check,) = pruning.listeners_from_env(None)
-    check.on_eval(info, {"val/acuracy": 0.5})  # there: the run goes on
+        hooks.check_reads(listeners, ["val/accuracy"])
+    hooks.check_reads(listeners, ["val/acuracy"])  # there: the run goes on
     monkeypatch.delenv(pruning.METRIC_ENV)
     assert pruning.listeners_from_env(None) == []
 

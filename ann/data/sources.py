@@ -258,12 +258,13 @@ def load(
     building ann's offline sets on first use. `cache` (the config's `data.cache`: "auto", "on",
     "off"; or a bool) says whether to hold it in memory; "auto" holds it when its estimated
     decoded size (`decoded_bytes`) is at most CACHE_LIMIT_BYTES. `key` names the config key
-    that chose the split, for the error message. Raises ConfigError for an unknown split or bad
-    slice."""
+    that chose the split, for the error message. Raises ConfigError for an unknown split, a bad
+    slice or one without rows."""
     data_dir = data_dir or default_data_dir()
     builder = _builder(name, data_dir)
     try:
-        builder.info.splits[split]  # parses slices too; raises on unknown names and bad syntax
+        # Parses slices too; raises on unknown names and bad syntax.
+        rows = builder.info.splits[split].num_examples
     except (KeyError, ValueError) as e:
         names = sorted(builder.info.splits)
         where = f"config key '{key}': " if key else ""
@@ -277,6 +278,12 @@ def load(
             f"{where}data set {name!r} has no split {split!r}; its splits are "
             f"{', '.join(names)} (or TFDS slices of them, e.g. 'train[90%:]'){fix}"
         ) from e
+    if rows == 0:  # an empty slice: TFDS's reader fails on it with a message about paths
+        where = f"config key '{key}' is " if key else ""
+        raise ConfigError(
+            f"{where}{split!r}, which has no rows of data set {name!r}; choose a slice with "
+            "rows (e.g. 'train[90%:]')"
+        )
     try:
         source = builder.as_data_source(split=split)
     except Exception as e:  # e.g. prepared as tfrecord, which needs TensorFlow to read

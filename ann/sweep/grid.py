@@ -59,7 +59,7 @@ def run(
         if status in trials_lib.FINISHED or status == "failed":
             continue
         trial.write_files(config_json)
-        # Checked at the trial's first eval: a mistyped --metric stops the sweep there.
+        # Checked before the trial's first step: a mistyped --metric stops the sweep there.
         todo.append(dataclasses.replace(trial, env={**trial.env, pruning.METRIC_ENV: metric}))
     parallel = max(1, min(parallel, len(todo)))  # the cores split among trials that run
     message = f"sweep {sweep_dir}: {len(trials)} trials, {len(todo)} to run"

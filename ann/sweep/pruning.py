@@ -1,14 +1,14 @@
-"""The trial side of a sweep: its metric checked at the first eval, pruned by a TPE study.
+"""The trial side of a sweep: its metric checked before the first step, pruned by a TPE study.
 
 A grid's trial is launched with `ANN_SWEEP_METRIC` naming the sweep's `--metric`: `ann.main`
-adds `CheckMetric`, which fails the trial at its first eval if the run has no such metric, so
-a mistyped `--metric` stops the sweep then (`results.check_metric`) rather than after a whole
-trial. A `--search=tpe` trial gets `ANN_SWEEP_PRUNING` instead, a JSON object naming the
-study's SQLite storage, the trial and the metric (a `val/` metric: pruning chooses, so it never
-reads the test split): `ReportToStudy` reports each eval of the metric to the study (checking
-it the same way) and, when the study's pruner says so, ends the run as finished with status
-`pruned`. Without either variable nothing here runs and Optuna is never imported, so the train
-loop stays free of it.
+adds `CheckMetric`, whose metric the loop checks before the first step (`hooks.check_reads`),
+so a mistyped `--metric` fails the trial and stops the sweep then (`results.check_metric`)
+rather than after a whole trial. A `--search=tpe` trial gets `ANN_SWEEP_PRUNING` instead, a
+JSON object naming the study's SQLite storage, the trial and the metric (a `val/` metric:
+pruning chooses, so it never reads the test split): `ReportToStudy` reports each eval of the
+metric to the study (its metric checked the same way) and, when the study's pruner says so,
+ends the run as finished with status `pruned`. Without either variable nothing here runs and
+Optuna is never imported, so the train loop stays free of it.
 """
 
 from __future__ import annotations
@@ -49,19 +49,16 @@ def make_pruner(name: str, startup_trials: int, warmup_steps: int) -> Any:
 
 
 class CheckMetric:
-    """Eval listener: at the first eval, a ConfigError (the trial fails, the sweep stops) when
-    the run has no `metric` (`hooks.eval_metric`); nothing after."""
+    """Eval listener that only names the sweep's `metric` in `reads`: the loop checks the run
+    has it before the first step (`hooks.check_reads`; a ConfigError, so the trial fails and
+    the sweep stops)."""
 
     def __init__(self, metric: str):
         check_selection_metric("sweep --metric", metric)
-        self.metric, self.checked = metric, False
+        self.reads = ("sweep --metric", metric)
 
     def on_eval(self, info: StepInfo, metrics: dict[str, float]) -> None:
-        from ann.train.hooks import eval_metric
-
-        if not self.checked:
-            eval_metric(metrics, self.metric, "sweep --metric")
-            self.checked = True
+        pass
 
 
 class ReportToStudy:
@@ -71,6 +68,7 @@ class ReportToStudy:
     def __init__(self, trial: Any, metric: str):
         check_selection_metric("sweep --metric", metric)  # prune on validation, never test
         self.trial, self.metric = trial, metric
+        self.reads = ("sweep --metric", metric)
 
     def on_eval(self, info: StepInfo, metrics: dict[str, float]) -> None:
         from ann.train.hooks import eval_metric  # imported by the trial's loop already

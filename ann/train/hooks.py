@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 import jax
@@ -176,7 +176,12 @@ class LogTrain(Hook):
 
 
 class EvalListener(Protocol):
-    """Told each eval's metrics (`val/...`, `eval/...`, `eval/seconds`) right after it."""
+    """Told each eval's metrics (`val/...`, `eval/...`, `eval/seconds`) right after it.
+
+    A listener that reads one metric may name it in a `reads` attribute, `(what, metric)`
+    (`what`: the config key or flag that chose it): the loop checks that the run has it before
+    the first step (`check_reads`), so a misspelt name is one line at the start, not at the first
+    eval."""
 
     def on_eval(self, info: StepInfo, metrics: dict[str, float]) -> None: ...
 
@@ -221,6 +226,7 @@ class KeepBest:
     def __init__(self, checkpoints: Checkpoints, data_iter: Any):
         self.checkpoints, self.data_iter = checkpoints, data_iter
         self.best = checkpoints.best_metrics()
+        self.reads = ("config key 'best_metric'", checkpoints.best_metric)
 
     def on_eval(self, info: StepInfo, metrics: dict[str, float]) -> None:
         if self.checkpoints.save_if_best(info.step, info.state, self.data_iter, metrics):
@@ -236,6 +242,16 @@ def eval_metric(metrics: dict[str, float], metric: str, what: str) -> float:
             f"{what}: {metric!r} {NOT_A_METRIC_OF_THIS_RUN}; choose one of {', '.join(names)}"
         )
     return float(metrics[metric])
+
+
+def check_reads(listeners: Sequence[EvalListener], names: Iterable[str]) -> None:
+    """A ConfigError (`eval_metric`'s) for the first listener whose `reads` metric is not among
+    `names` (the validation metrics this run computes); listeners without `reads` pass."""
+    metrics = dict.fromkeys(names, 0.0)
+    for listener in listeners:
+        if (reads := getattr(listener, "reads", None)) is not None:
+            what, metric = reads
+            eval_metric(metrics, metric, what)
 
 
 class EarlyStopping:
@@ -258,6 +274,7 @@ class EarlyStopping:
     ):
         check_selection_metric("config key 'early_stopping.metric'", metric)
         self.metric, self.mode, self.patience, self.min_delta = metric, mode, patience, min_delta
+        self.reads = ("config key 'early_stopping.metric'", metric)
         self.best: float | None = None
         self.best_step = 0
         self.bad_evals = 0

@@ -525,10 +525,14 @@ def _sync_each_step(mesh: jax.sharding.Mesh) -> bool:
 EVAL_KEEP_BYTES = 64 * 2**20
 
 
-def _evaluator(run: _Run, compiled: _Compiled) -> Callable[[Any], dict[str, float]]:
+def _evaluator(
+    run: _Run, compiled: _Compiled
+) -> tuple[Callable[[Any], dict[str, float]], Callable[[Any], list[str]]]:
     """`evaluate(state) -> {prefix/name: value}` over every scored split: `val/` metrics (the
     validation split) choose (best checkpoint, early stopping, a sweep's objective); `eval/`
-    (the first of data.eval_splits, the test split by default) and `eval_<split>/` report."""
+    (the first of data.eval_splits, the test split by default) and `eval_<split>/` report.
+    And `validation_names(state)`: the `val/` names an eval gives, from the validation split's
+    first batch alone (what `hooks.check_reads` checks before the first step)."""
     setup, experiment = run.setup, run.experiment
     scored = [("val", setup.validation_split)] + [
         ("eval" if i == 0 else f"eval_{split.split}", split)
@@ -552,28 +556,35 @@ def _evaluator(run: _Run, compiled: _Compiled) -> Callable[[Any], dict[str, floa
             return kept[prefix]
         return device
 
+    def score(arrays: Any, device_batches: Iterable[dict]) -> dict[str, float]:
+        sums, rows = None, []
+        # Pulled to the host once per split: the loop only dispatches.
+        for batch in device_batches:
+            out = compiled.eval(arrays, batch)
+            sums = out["sums"] if sums is None else jax.tree.map(jnp.add, sums, out["sums"])
+            if "rows" in out:
+                rows.append(out["rows"])
+            if sync:
+                jax.block_until_ready(out)
+        sums, rows = jax.device_get((sums, rows))
+        if rows:
+            return experiment.eval_metrics(sums, _real_rows(rows))
+        return experiment.eval_metrics(sums)
+
     def evaluate(state: Any) -> dict[str, float]:
         results = {}
         arrays, _ = step_lib.eval_arrays(state)  # once, not per batch
         for prefix, split in scored:
-            sums, rows = None, []
-            # Pulled to the host once per split: the loop only dispatches.
-            for batch in batches(prefix, split):
-                out = compiled.eval(arrays, batch)
-                sums = out["sums"] if sums is None else jax.tree.map(jnp.add, sums, out["sums"])
-                if "rows" in out:
-                    rows.append(out["rows"])
-                if sync:
-                    jax.block_until_ready(out)
-            sums, rows = jax.device_get((sums, rows))
-            if rows:
-                metrics = experiment.eval_metrics(sums, _real_rows(rows))
-            else:
-                metrics = experiment.eval_metrics(sums)
+            metrics = score(arrays, batches(prefix, split))
             results.update({f"{prefix}/{k}": v for k, v in metrics.items()})
         return results
 
-    return evaluate
+    def validation_names(state: Any) -> list[str]:
+        host = data.eval_batches(setup.validation_split, experiment.fields, compiled.eval_local)
+        first = data.put(next(host), batch_sharding)
+        return [f"val/{k}" for k in score(step_lib.eval_arrays(state)[0], [first])]
+
+    return evaluate, validation_names
 
 
 def _report_compile(run: _Run, compiled: _Compiled, writer: MetricWriter) -> dict[str, float]:
@@ -676,10 +687,12 @@ def _train_compiled(
     with clock.part("compile"):
         compiled = _compile_eval(run)
     writer = MetricWriter(run.workdir, resume_step=run.start_step or None)  # None: fresh
-    hooks, evaluate_hook, keep_best = _default_hooks(
-        run, _evaluator(run, compiled), writer, eval_listeners
-    )
+    evaluate, validation_names = _evaluator(run, compiled)
+    hooks, evaluate_hook, keep_best = _default_hooks(run, evaluate, writer, eval_listeners)
     hooks += extra_hooks
+    # A misspelt best_metric, early_stopping.metric or sweep --metric: one line now, not at the
+    # first eval (one validation batch evaluated, a few milliseconds for the digits models).
+    hooks_lib.check_reads(evaluate_hook.listeners, validation_names(run.state))
     with clock.part("compile"):
         calls = _compile_train(run, compiled, hooks)
     report = _report_compile(run, compiled, writer)
