@@ -221,9 +221,21 @@ def _override_around(part: str, argv: Sequence[str]) -> tuple[list[str], list[st
     return (found[0][1], found[0][2]) if found else ([], [])
 
 
+# "process 1 of 2: " in a multi-process run (`name_process`), before each `error:` and
+# `warning:` line's message: every process writes its own, often to one merged log.
+_process = ""
+
+
+def name_process(index: int, count: int) -> None:
+    """Names this process (`index` of `count`, from 0) in its `error:` and `warning:` lines
+    from here on, when `count` > 1."""
+    global _process
+    _process = f"process {index} of {count}: " if count > 1 else ""
+
+
 def fail(message: str) -> NoReturn:
     """`error: message` on stderr, one line, exit 1: how every entry point ends a mistake."""
-    print(f"error: {message}", file=sys.stderr)
+    print(f"error: {_process}{message}", file=sys.stderr)
     sys.exit(1)
 
 
@@ -587,7 +599,7 @@ def _note_unfinished(workdir: str) -> None:
 def warn(message: str) -> None:
     """A user-facing warning: the plain line `warning: MESSAGE` on stderr, flushed at once, as
     ann's `note:` and `error:` lines (not absl's `W1202 12:00:00.000 ... ]` log format)."""
-    print(f"warning: {message}", file=sys.stderr, flush=True)
+    print(f"warning: {_process}{message}", file=sys.stderr, flush=True)
 
 
 def _export_source(path: str) -> str | None:
@@ -702,7 +714,7 @@ class _ConsoleFormatter(logging.PythonFormatter):
 
     def format(self, record: py_logging.LogRecord) -> str:
         if record.levelno == py_logging.WARNING and not record.exc_info and self.own.ours(record):
-            return f"warning: {record.getMessage()}"
+            return f"warning: {_process}{record.getMessage()}"
         return super().format(record)
 
 

@@ -122,6 +122,7 @@ def _train():
     )
     if jax.process_index() > 0:  # one console log per run (process 0's); warnings from all
         logging.set_verbosity(logging.WARNING)
+    cli.name_process(jax.process_index(), jax.process_count())
     config = FLAGS.config
     experiment = build.make_experiment(config)
     # A sweep's trial reports its evals to the study (Optuna is imported only then).

@@ -96,7 +96,7 @@ def initialize_distributed(
     kwargs = dict(initialization_timeout=timeout_seconds, heartbeat_timeout_seconds=timeout_seconds)
     # If a peer never registers, JAX's coordination client aborts the process (a C++ fatal
     # error, not a Python exception) after the timeout; this line says what it was waiting for.
-    logging.warning(
+    logging.info(
         "joining a multi-process run (%s): waiting up to %ds for all processes to register",
         f"process {process_id} of {num_processes} at {coordinator_address}" if explicit else "auto",
         timeout_seconds,

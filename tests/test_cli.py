@@ -568,6 +568,30 @@ def test_libraries_info_logging_is_dropped_in_every_job(tmp_path):
     )
 
 
+def test_each_process_of_a_multi_process_run_names_itself_in_its_lines(capsys):
+    # Every process writes its own warnings and errors, often to one merged log: whose was it?
+    import logging
+
+    record = logging.LogRecord(
+        "absl", logging.WARNING, cli.__file__, 1, "the run's length changed", None, None
+    )
+    formatter = cli._ConsoleFormatter(cli._LibraryInfoFilter())
+    cli.name_process(1, 2)
+    try:
+        cli.warn("careful")
+        assert formatter.format(record) == "warning: process 1 of 2: the run's length changed"
+        with pytest.raises(SystemExit):
+            cli.fail("a mistake")
+    finally:
+        cli.name_process(0, 1)  # one process: no name
+    cli.warn("alone")
+    assert capsys.readouterr().err.splitlines() == [
+        "warning: process 1 of 2: careful",
+        "error: process 1 of 2: a mistake",
+        "warning: alone",
+    ]
+
+
 def test_no_job_catches_what_the_shared_wrapper_handles():
     # export, generate and transfer each caught ConfigError (or ValueError) and printed it
     # themselves, and each set absl's verbosity: cli.run does both, once.
