@@ -490,3 +490,26 @@ def test_restoring_a_run_that_has_saved_nothing_yet_says_it_is_still_training(tm
     finally:
         writer.kill()
         writer.wait()
+
+
+def test_tensorboard_shows_one_run_after_a_resume_and_a_fresh_start(tmp_path):
+    # TensorBoard showed an earlier attempt's points beside the run's own (a doubled stretch
+    # after a resume; a fresh start's curve over the abandoned one's).
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    def write(resume_step, values):
+        writer = MetricWriter(str(tmp_path), resume_step=resume_step)
+        for step, value in values.items():
+            writer.write(step, {"train/loss": value})
+        writer.close()
+
+    def shown():
+        events = EventAccumulator(str(tmp_path / "tensorboard"))
+        events.Reload()
+        return {e.step: e.value for e in events.Scalars("train/loss")}
+
+    write(None, {0: 1.0, 100: 2.0, 200: 3.0, 300: 4.0})  # saved at 100, then stopped at 300
+    write(100, {200: 5.0})  # resumed from the checkpoint at 100
+    assert shown() == {0: 1.0, 100: 2.0, 200: 5.0}
+    write(None, {0: 6.0})  # a fresh start in the same workdir
+    assert shown() == {0: 6.0}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 
 from ann import atomic, cli
 
@@ -85,7 +86,17 @@ class MetricWriter:
         # checkpoint left its step-0 compile and start-up records beside the new ones.
         self._truncate_after(resume_step if resume_step is not None else -1)
         self._file = open(self.path, "a")
-        self._tb = tensorboardX.SummaryWriter(os.path.join(workdir, "tensorboard"))
+        # TensorBoard likewise: its reader drops the earlier event files' points at steps from
+        # `purge_step` on (a SessionLog START event, TensorBoard's restart mechanism), so a
+        # resumed run shows no doubled stretch and a fresh start none of an earlier attempt.
+        # The file's name has whole seconds: two starts in one second shared a file, and the
+        # second's truncated the first's. Nanoseconds after it keep the names apart and in the
+        # order of their starts, the order TensorBoard reads (and purges) them in.
+        self._tb = tensorboardX.SummaryWriter(
+            os.path.join(workdir, "tensorboard"),
+            purge_step=resume_step + 1 if resume_step is not None else 0,
+            filename_suffix=f".{time.time_ns()}",
+        )
 
     def _truncate_after(self, step: int) -> None:
         if not os.path.exists(self.path):
