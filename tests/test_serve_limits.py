@@ -188,7 +188,7 @@ def test_connection_flood_is_capped_and_recovers(strict):
     assert status == 200, reply
     assert len(os.listdir(f"/proc/{strict.proc.pid}/fd")) <= fds + 10
     text = request(strict.metrics_port, "GET", "/metrics")[2]
-    assert 'ann_errors_total{code="503",reason="connections"}' in text
+    assert 'ann_errors_total{code="503",model="",reason="connections",version=""}' in text
 
 
 def test_idle_keepalive_is_closed_and_header_timeout_answers_408(strict):
@@ -359,6 +359,10 @@ def test_cheap_refusals_come_before_decoding(monkeypatch):
     app.start_draining()
     status, error, _ = infer()
     assert status == 503 and "draining" in error
+    # Each refusal is counted against the model it named (one series for all models before).
+    text = app.metrics.render().decode()
+    for reason in ("not_ready", "queue_full", "draining"):
+        assert f'ann_errors_total{{code="503",model="m",reason="{reason}",version="1"}} 1.0' in text
 
 
 def test_refusals_quote_a_clients_path_and_names_clipped():
@@ -377,7 +381,7 @@ def test_http_layer_refusals_count_as_requests_and_errors():
     app = App([ServedModel("m", "1", FakeModel(), "test")], Settings())
     app.refused(408, "body_timeout")
     text = app.metrics.render().decode()
-    assert 'ann_errors_total{code="408",reason="body_timeout"} 1.0' in text
+    assert 'ann_errors_total{code="408",model="",reason="body_timeout",version=""} 1.0' in text
     assert 'ann_requests_total{code="408",handler="",model="",version=""} 1.0' in text
 
 

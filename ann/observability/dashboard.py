@@ -206,8 +206,13 @@ def oncall(settings: Settings) -> list[dict[str, Any]]:
             "all the time and requests queue.",
         ),
         panel(
-            "Refusals by status and reason (all models)",
-            [(f"sum by (code, reason) (rate(ann_errors_total[{RATE}]))", "{{code}} {{reason}}")],
+            "Refusals by model, status and reason",
+            [
+                (
+                    f"sum by (model, code, reason) (rate(ann_errors_total[{RATE}]))",
+                    "{{model}} {{code}} {{reason}}",
+                )
+            ],
             unit="reqps",
             width=24,
         ),

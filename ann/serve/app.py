@@ -226,7 +226,7 @@ class App:
     def refused(self, status: int, reason: str) -> None:
         """Counts a refusal made by the HTTP layer (limits, timeouts, malformed HTTP), as an
         error and as a request (`ann_requests_total` counts every reply by status)."""
-        self.metrics.errors.labels(str(status), reason).inc()
+        self._error(None, status, reason)
         self._count(None, status)
 
     def handle(
@@ -277,12 +277,12 @@ class App:
             status = getattr(self, answer)(request, served)
         except ServeError as e:
             status = e.status
-            self.metrics.errors.labels(str(e.status), e.reason).inc()
+            self._error(served, e.status, e.reason)
             respond(e.status, self._with_model({"error": e.message}, served), e.headers)
         except Exception as e:  # a bug in the server, not in the request: say so, keep serving
             log.exception("internal error on %s %s", method, path)
             status = 500
-            self.metrics.errors.labels("500", "internal").inc()
+            self._error(served, 500, "internal")
             message = f"internal server error ({type(e).__name__}: {e}); this is a server bug"
             respond(500, self._with_model({"error": message}, served), None)
         finally:
@@ -320,6 +320,11 @@ class App:
         if found is None:
             raise _no_route(method, path)
         return found
+
+    def _error(self, served: ServedModel | None, status: int, reason: str) -> None:
+        """`ann_errors_total`: a refusal or failure, by the model it named ("" when none)."""
+        name, version = (served.name, served.version) if served else ("", "")
+        self.metrics.errors.labels(name, version, str(status), reason).inc()
 
     def _count(self, served: ServedModel | None, status: int, handler: str = "") -> None:
         """`ann_requests_total`, children cached: a labels() lookup costs more than the inc.
@@ -477,12 +482,12 @@ class App:
                 body = orjson.dumps({"error": "server: shutting down; the load was stopped"})
             except ServeError as e:
                 status, body, headers = e.status, orjson.dumps({"error": e.message}), e.headers
-                self.metrics.errors.labels(str(e.status), e.reason).inc()
+                self._error(None, e.status, e.reason)
             except Exception as e:  # a bug: say so
                 log.exception("internal error on %s", request.path)
                 status, headers = 500, None
                 body = orjson.dumps({"error": f"internal server error ({e}); a server bug"})
-                self.metrics.errors.labels("500", "internal").inc()
+                self._error(None, 500, "internal")
             respond(status, body, headers)
             self._count(None, status, handler)
 
@@ -538,7 +543,7 @@ class App:
                 respond(200, reply, None if json_length is None else _binary_headers(json_length))
             except Exception as e:  # a fault in the model or the encoder: a 500 that says so
                 log.exception("internal error on infer %s", m.name)
-                self.metrics.errors.labels("500", "internal").inc()
+                self._error(m, 500, "internal")
                 message = f"internal server error ({type(e).__name__}: {e}); this is a server bug"
                 respond(500, self._with_model({"error": message}, m), None)
                 m.observe_failure(time.perf_counter() - start)

@@ -2,8 +2,8 @@
 
 Raised by the codec (`protocol`), the serving logic (`dataplane`) and the routes (`app`) alike;
 `app.App.handle` turns it into `{"error": message}` with `status` and `headers`, and counts it in
-`ann_errors_total{code, reason}`. As MLServer's `MLServerError` carries a status code, so the
-layer that knows what went wrong says what it means for the client, once.
+`ann_errors_total{model, version, code, reason}`. As MLServer's `MLServerError` carries a status
+code, so the layer that knows what went wrong says what it means for the client, once.
 """
 
 from __future__ import annotations

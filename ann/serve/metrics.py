@@ -11,7 +11,7 @@
 | `ann_batch_executions_total` | counter | model, version, batch_size | batches run per size |
 | `ann_batch_phase_seconds_total` | counter | model, version, batch_size, phase | see below |
 | `ann_requests_total` | counter | model, version, handler, code | every HTTP request by status |
-| `ann_errors_total` | counter | code, reason | refusals: json, shape, ..., header_timeout, ... |
+| `ann_errors_total` | counter | model, version, code, reason | json, shape, ..., header_timeout |
 | `ann_queue_depth` | gauge | model, version | rows waiting |
 | `ann_model_info` | gauge (1) | model, version, platforms, source | what is loaded |
 | `ann_ready` | gauge | | 1 when every model is compiled and the server not draining |
@@ -20,7 +20,8 @@
 
 `ann_requests_total`'s `handler` is the App method that answered (`infer`, `model_ready`,
 `model_metadata`, ...; "" for a request refused before routing): the availability SLI counts
-`handler="infer"` only.
+`handler="infer"` only. `ann_errors_total`'s model and version are "" for a request refused
+before it named a model (HTTP limits and timeouts, an unknown route or model, a bad token).
 
 Monitoring (`--monitor=on`, the default; ann/serve/monitoring.py; all labelled model, version):
 
@@ -200,7 +201,10 @@ class Metrics:
             registry=r,
         )
         self.errors = Counter(
-            "ann_errors", "Refused requests by status and reason.", ("code", "reason"), registry=r
+            "ann_errors",
+            "Refused or failed requests by status and reason.",
+            (*mv, "code", "reason"),
+            registry=r,
         )
         self.queue_depth = Gauge("ann_queue_depth", "Rows waiting.", mv, registry=r)
         self.model_info = Gauge(
