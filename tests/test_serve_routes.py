@@ -95,6 +95,8 @@ def test_token_and_metrics_port_are_judged_per_route():
         assert (status != 401) == route.public, (path, status)
         if route.admin:  # the client's token is not the admin's
             assert call(app, method, path, token="s3cret")[0] == 401
+        else:  # the admin's opens every route the client's does (the index was 401 to it)
+            assert call(app, method, path, token="adm1n")[0] != 401, path
         status = call(app, method, path, public_only=True)[0]
         assert (status != 404) == route.metrics_port, (path, status)
     # An unknown path asks for the token first: it tells a stranger nothing.

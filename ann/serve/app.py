@@ -341,12 +341,20 @@ class App:
         counter()
 
     def _authorize(self, authorization: bytes | None, admin: bool = False) -> None:
+        """401 unless `authorization` bears the admin token (`admin`) or either token: the admin
+        token opens every route the client's does (an operator lists the repository's index
+        with the token that loads from it)."""
         expected = self._admin_token if admin else self._token
         if expected is None:
             return
+        accepted = (
+            [expected] if admin or self._admin_token is None else [expected, self._admin_token]
+        )
         if authorization is not None:
             scheme, _, token = authorization.partition(b" ")
-            if scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), expected):
+            if scheme.lower() == b"bearer" and any(
+                hmac.compare_digest(token.strip(), t) for t in accepted
+            ):
                 return
         raise ServeError(
             401,
