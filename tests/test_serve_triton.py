@@ -163,6 +163,10 @@ def test_model_configuration(triton):
         "probabilities": "TYPE_FP32",
         "label": "TYPE_INT32",
     }
+    # One label per row: Triton's form for it (dims were [], which Triton's config refuses).
+    outputs = {o["name"]: o for o in config["output"]}
+    assert outputs["label"]["dims"] == [1] and outputs["label"]["reshape"] == {"shape": []}
+    assert outputs["probabilities"]["dims"] == [10] and "reshape" not in outputs["probabilities"]
     batching = config["dynamic_batching"]
     assert batching["max_queue_delay_microseconds"] == 3000
     assert batching["preferred_batch_size"] == [1, 2, 4, 8]

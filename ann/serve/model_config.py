@@ -13,19 +13,25 @@ from ann.serve.settings import Settings
 
 def model_config(m: Any, settings: Settings) -> dict[str, Any]:
     """Triton's JSON shape: name, platform, backend, max_batch_size, input and output (name,
-    data_type `TYPE_<v2 datatype>`, dims without the batch axis), dynamic_batching (the
+    data_type `TYPE_<v2 datatype>`, dims without the batch axis; a tensor of one value per row is
+    dims [1] with `reshape: {shape: []}`, as Triton writes it), dynamic_batching (the
     compiled sizes as preferred batch sizes, the queue delay in microseconds, the queue's
     size in rows), the version policy (registry versions) and ann's own parameters."""
 
     def tensors(signature: dict[str, Any]) -> list[dict[str, Any]]:
-        return [
-            {
+        out = []
+        for t in protocol.tensor_metadata(signature):
+            tensor = {
                 "name": t["name"],
                 "data_type": "TYPE_" + t["datatype"],
                 "dims": t["shape"][1:],
             }
-            for t in protocol.tensor_metadata(signature)
-        ]
+            if not tensor["dims"]:
+                # One value per row: Triton's dims may not be empty with batching; its documented
+                # form is dims [1] reshaped to [] (model_configuration.md, "Reshape").
+                tensor.update(dims=[1], reshape={"shape": []})
+            out.append(tensor)
+        return out
 
     config: dict[str, Any] = {
         "name": m.name,
