@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -274,6 +275,18 @@ def _reference(
     return reference, sample
 
 
+def default_name(config: Any) -> str:
+    """The manifest's name when `--name` is not given: DATA_MODEL (`digits_cnn`) for the
+    default experiment, classification; DATA_MODEL_EXPERIMENT otherwise (`diabetes_mlp_regression`,
+    `digits_mlp_parity` for `mytasks:Parity`), so two tasks on one data set and model do not
+    register as versions of one name. Characters the registry refuses (`:`, `.`) become `_`."""
+    name = f"{config.data.name}_{config.model.name}"
+    experiment = config.experiment
+    if experiment != "classification":
+        name += "_" + experiment.rpartition(":")[2].lower()
+    return re.sub(r"[^A-Za-z0-9_-]", "_", name)[:128]
+
+
 def export(
     workdir: str,
     out: str,
@@ -338,7 +351,7 @@ def export(
 
     manifest: dict[str, Any] = {
         "format": artifact.FORMAT,
-        "name": name or f"{dc.name}_{config.model.name}".replace(":", "_").replace(".", "_"),
+        "name": name or default_name(config),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "platforms": list(exported.platforms),
         "inputs": _signature_json(input_signature),
@@ -434,7 +447,10 @@ def define_flags() -> None:
     flags.DEFINE_string("out", None, "New directory to write the export into.")
     flags.DEFINE_string("step", "best", "'best', 'latest' or a step number.")
     flags.DEFINE_string(
-        "name", None, "Model name in the manifest (default DATA_MODEL); a valid registry name."
+        "name",
+        None,
+        "Model name in the manifest (default DATA_MODEL, DATA_MODEL_EXPERIMENT for an experiment "
+        "other than classification); a valid registry name.",
     )
     flags.DEFINE_list("platforms", ["cpu"], "Platforms to lower for: cpu, cuda, rocm, tpu.")
     flags.DEFINE_enum(

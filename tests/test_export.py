@@ -481,3 +481,22 @@ def test_exported_metrics_read_non_finite_values_as_numbers(tmp_path):
     assert metrics["val/loss"] == 0.5 and math.isnan(metrics["eval/loss"])
     assert sorted(metrics) == ["eval/loss", "val/loss"]
     assert f"{metrics['eval/loss']:.4g}" == "nan"
+
+
+def test_default_names_keep_two_tasks_on_one_data_set_and_model_apart():
+    # README's parity experiment (an MLP on digits) exported as 'digits_mlp', the digits MLP
+    # classifier's name: registered without --name, it became that model's next version.
+    from conftest import load_config
+
+    from ann.export import default_name
+    from ann.registry import NAME
+
+    names = {
+        default_name(load_config("digits_mlp")),
+        default_name(tiny(experiment="mytasks:Parity")),
+        default_name(load_config("diabetes_mlp")),
+        default_name(tiny("diabetes_mlp", experiment="my.tasks:Dose")),
+    }
+    assert names == {"digits_mlp", "digits_mlp_parity", "diabetes_mlp_regression",
+                     "diabetes_mlp_dose"}  # fmt: skip
+    assert all(NAME.match(name) for name in names)

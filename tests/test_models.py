@@ -110,6 +110,7 @@ def test_readme_own_experiment_trains_and_exports_from_outside_ann(tmp_path):
     model = artifact.load(str(tmp_path / "exports/parity"))
     out = model({"image": np.zeros((3, 8, 8, 1), np.uint8)})
     assert out["p_odd"].shape == (3,) and np.all((out["p_odd"] >= 0) & (out["p_odd"] <= 1))
+    assert model.name == "digits_mlp_parity"  # as the README says
 
 
 # A model's own argument ranges (its RANGES) are checked with the config, before any data set is
