@@ -11,7 +11,6 @@ user's `package.module:ClassName`.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Collection
 from typing import Any, Protocol
 
@@ -24,6 +23,7 @@ from ann import config as config_lib
 from ann import models
 from ann.config import ConfigError
 from ann.data import Split
+from ann.imports import import_named
 
 Batch = dict[str, np.ndarray]
 # name -> {"dtype": numpy dtype name, "shape": per-example shape}: what serving accepts and returns
@@ -102,11 +102,7 @@ def get(name: str) -> type:
             f"config key 'experiment': unknown experiment {name!r}; use one of "
             f"{', '.join(sorted(EXPERIMENTS))} or package.module:ClassName"
         )
-    module_name, _, attr = target.partition(":")
-    try:
-        cls = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as e:
-        raise ConfigError(f"config key 'experiment': cannot import {target!r} ({e})") from e
+    cls = import_named("experiment", target)
     missing = [m for m in _MEMBERS if not hasattr(cls, m)]
     if missing:
         raise ConfigError(

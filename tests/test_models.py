@@ -169,3 +169,76 @@ def test_cnn_max_pool_is_nnx_max_pool_in_values_and_gradients(shape, window):
             for pool in (lambda v: max_pool(v, window), old)
         ]
         np.testing.assert_array_equal(*grads)
+
+
+@pytest.mark.parametrize(
+    "body, raised",
+    [
+        ("class Wide(nnx.Module)\n    pass\n", "raised SyntaxError: expected ':' (at {file}:1)"),
+        ("raise RuntimeError('no GPU here')\n", "raised RuntimeError: no GPU here (at {file}:1)"),
+        (
+            "import numpy as np\nX = np.flot32\n",
+            "raised AttributeError: module 'numpy' has no attribute 'flot32' (at {file}:2)",
+        ),  # fmt: skip
+        ("import torchy\n", "raised ModuleNotFoundError: No module named 'torchy' (at {file}:1)"),
+        ("x = 1\n", "module '{module}' ({file}) has no 'Wide'; name a class it defines"),
+    ],
+)
+def test_a_user_module_that_fails_to_import_is_one_line(tmp_path, monkeypatch, body, raised):
+    # A SyntaxError or an error in a user's model or experiment module printed a 50-line
+    # traceback; an AttributeError inside it was "make sure the module is on PYTHONPATH".
+    from ann import experiment
+
+    module = f"usermod_{abs(hash(body))}"
+    file = tmp_path / f"{module}.py"
+    file.write_text(body)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for key, get, name in [
+        ("model.name", models.get, "Wide"),
+        ("experiment", experiment.get, "Wide"),
+    ]:
+        with pytest.raises(ConfigError) as e:
+            get(f"{module}:{name}")
+        said = str(e.value)
+        assert said.startswith(f"config key '{key}': ") and "\n" not in said, said
+        assert raised.format(file=file, module=module) in said, said
+        sys.modules.pop(module, None)  # imported again by the next getter
+
+
+def test_a_model_registered_by_a_short_name_is_recorded_by_its_class(tmp_path, monkeypatch):
+    # A run trained as model.name="wide" (README: @ann.models.register) could not be exported:
+    # `ann export` reads config.json and never imports the module that registered the name.
+    import json
+    import textwrap
+
+    from ann.train.build import restore_model
+    from ann.train.loop import train_and_evaluate
+
+    (tmp_path / "regnets.py").write_text(textwrap.dedent("""
+        import ann.models
+        from flax import nnx
+
+        @ann.models.register("regwide")
+        class Wide(nnx.Module):
+            def __init__(self, *, input_shape, num_classes, rngs, **kwargs):
+                self.out = nnx.Linear(input_shape[0] * input_shape[1], num_classes, rngs=rngs)
+
+            def __call__(self, x, *, rngs=None):
+                return self.out(x.reshape(x.shape[0], -1))
+    """))  # fmt: skip
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(models, "MODELS", dict(models.MODELS))  # the registration is undone
+    import regnets
+    from conftest import tiny
+
+    workdir = str(tmp_path / "run")
+    train_and_evaluate(tiny(total_steps=2, **{"model.name": "regwide"}), workdir)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["model"]["name"] == (
+        "regnets:Wide"
+    )
+    del models.MODELS["regwide"]  # as in `ann export`'s process: never registered there
+    _, model, _, _ = restore_model(workdir)
+    assert type(model) is regnets.Wide
+    # The short name again (registered again) resumes the same run: the same recorded config.
+    models.MODELS["regwide"] = regnets.Wide
+    assert train_and_evaluate(tiny(total_steps=4, **{"model.name": "regwide"}), workdir).step == 4

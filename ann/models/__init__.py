@@ -7,7 +7,6 @@ supplies (e.g. `input_shape`, `num_classes`, `rngs`) plus the config's `model.*`
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -17,6 +16,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ann.config import RANGES, ConfigError, Range, did_you_mean
+from ann.imports import import_named
 
 # name -> `module:Class`, imported on first use (so this package imports none of its models,
 # and a model module never needs this one to be found); `register` adds a user's class.
@@ -39,13 +39,24 @@ MODELS: dict[str, str | type[nnx.Module]] = {
 
 def register(name: str) -> Callable[[type[nnx.Module]], type[nnx.Module]]:
     """`@register("wide")` on a user's model class: `model.name="wide"` then builds it (its
-    module must be imported before the config is checked)."""
+    module must be imported before the config is checked; a run records the class's
+    `module:Class` instead, see `record_registered`)."""
 
     def add(cls: type[nnx.Module]) -> type[nnx.Module]:
         MODELS[name] = cls
         return cls
 
     return add
+
+
+def record_registered(config: Any) -> None:
+    """Sets `config.model.name` from a registered short name to its class's `module:Class`, so
+    that config.json names what a later job (`ann export`, `ann report`, a resume) can import
+    without the module that registered it (a run trained as "wide" could not be exported). A
+    class defined in `__main__` keeps its short name (no other process can import it)."""
+    cls = MODELS.get(config.model.name)
+    if isinstance(cls, type) and cls.__module__ != "__main__":
+        config.model.name = f"{cls.__module__}:{cls.__qualname__}"
 
 
 def names() -> list[str]:
@@ -63,14 +74,7 @@ def get(name: str) -> type[nnx.Module]:
             f"config key 'model.name': unknown model {name!r}; use one of {', '.join(names())} "
             "or package.module:ClassName"
         )
-    module_name, _, attr = target.partition(":")
-    try:
-        return getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as e:
-        raise ConfigError(
-            f"config key 'model.name': cannot import {target!r} ({e}); make sure the module is "
-            "on PYTHONPATH and the class exists"
-        ) from e
+    return import_named("model.name", target)
 
 
 def _parameters(cls: type) -> tuple[dict[str, inspect.Parameter], bool]:

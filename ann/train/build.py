@@ -78,6 +78,7 @@ def build(
     Raises ConfigError for a bad config.
     """
     config_lib.validate(config, jax.device_count() if for_training else 1, selecting=for_training)
+    models.record_registered(config)  # config.json names the class, not its short name
     models.check_config(config)  # model.* keys and dtypes, before any data is read
     if for_training:
         mesh = parallel.make_mesh(config.mesh.to_dict())

@@ -1,0 +1,61 @@
+"""A user's class named by a config key as `package.module:Name`, imported with one clear line
+for every way that can fail (a missing module, a missing name, or the module raising while it
+runs: a SyntaxError, an error in its body, a failing import of its own), as `--config=FILE`'s
+own errors are: the key, the target, the exception and the user's file and line."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import traceback
+from typing import Any
+
+from ann.config import ConfigError
+
+
+def _where(error: BaseException) -> str:
+    """` (at FILE:LINE)`: a SyntaxError's own position, else the innermost frame outside
+    Python's import machinery and installed packages; "" when there is none."""
+    if isinstance(error, SyntaxError) and error.filename:
+        return f" (at {error.filename}:{error.lineno})"
+    frames = [
+        f
+        for f in traceback.extract_tb(error.__traceback__)
+        if not f.filename.startswith("<frozen")
+        and "-packages" + os.sep not in f.filename
+        and os.path.abspath(f.filename) != os.path.abspath(__file__)
+    ]
+    return f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+
+
+def import_named(key: str, target: str) -> Any:
+    """`Name` of module `package.module` for `target` "package.module:Name". Raises
+    ConfigError naming `key` when the module is not found, lacks `Name`, or raises while it is
+    imported (with the exception and where it was raised)."""
+    module_name, _, attr = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name == module_name or module_name.startswith(f"{e.name}."):  # the module itself
+            raise ConfigError(
+                f"config key '{key}': cannot import {target!r}: no module named {e.name!r}; make "
+                "sure its directory is on PYTHONPATH (e.g. PYTHONPATH=. for the current one)"
+            ) from e
+        raise _raised(key, target, e) from e  # one the module imports
+    except Exception as e:  # a SyntaxError or anything its body raised
+        raise _raised(key, target, e) from e
+    try:
+        return getattr(module, attr)
+    except AttributeError as e:
+        raise ConfigError(
+            f"config key '{key}': module {module_name!r} ({module.__file__}) has no {attr!r}; "
+            "name a class it defines"
+        ) from e
+
+
+def _raised(key: str, target: str, error: BaseException) -> ConfigError:
+    text = (error.msg if isinstance(error, SyntaxError) else str(error)).splitlines()
+    return ConfigError(
+        f"config key '{key}': importing {target!r} raised {type(error).__name__}: "
+        f"{text[0] if text else ''}{_where(error)}; fix the module"
+    )
