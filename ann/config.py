@@ -739,12 +739,18 @@ def validate(
             ("data.train_split", [dc["train_split"]]),
             ("data.eval_splits", dc["eval_splits"]),
         ):
-            if dc["validation_split"] in splits:
+            split = dc["validation_split"]
+            if split in splits:
+                if other == "data.eval_splits":
+                    rest = tuple(s for s in splits if s != split)
+                    fix = f"drop it from data.eval_splits (--config.data.eval_splits=\"{rest}\")"
+                else:
+                    fix = "carve one from train: data.train_split='train[:90%]', "
+                    fix += "data.validation_split='train[90%:]'"
+                    fix = ("use 'validation', or " if split != "validation" else "") + fix
                 raise ConfigError(
-                    f"config key 'data.validation_split' is {dc['validation_split']!r}, which is "
-                    f"also in {other}: the split that chooses must be one of its own; use "
-                    "'validation', or carve one from train: data.train_split='train[:90%]', "
-                    "data.validation_split='train[90%:]'"
+                    f"config key 'data.validation_split' is {split!r}, which is also in {other}: "
+                    f"the split that chooses must be one of its own; {fix}"
                 )
     profile = values["profile_steps"]
     if profile and (len(profile) != 2 or profile[0] < 1 or profile[1] < 1):

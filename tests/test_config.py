@@ -183,6 +183,15 @@ def test_a_test_metric_never_chooses_the_best_checkpoint(tmp_path):
         config_lib.validate(tiny(**{"data.validation_split": "test"}), num_devices=4)
     with pytest.raises(ConfigError, match="also in data.train_split.*train\\[90%:\\]"):
         config_lib.validate(tiny(**{"data.validation_split": "train"}), num_devices=4)
+    # The fix for the validation split among the eval splits is to drop it there (it said "use
+    # 'validation'", the value already set).
+    config = tiny(**{"data.eval_splits": ("test", "validation")})
+    with pytest.raises(ConfigError) as e:
+        config_lib.validate(config, num_devices=4)
+    assert str(e.value).endswith(
+        "also in data.eval_splits: the split that chooses must be one of its own; drop it from "
+        "data.eval_splits (--config.data.eval_splits=\"('test',)\")"
+    ), str(e.value)
     assert config_lib.base().best_metric == "val/accuracy"
     assert config_lib.base().data.validation_split == "validation"
 
