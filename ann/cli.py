@@ -500,6 +500,15 @@ def _bad_override(text: str, argv: Sequence[str]) -> str:
         for said, wanted in _CONVERSIONS.items():
             if match.group(3).startswith(said):
                 key = match.group(2)
+                strings = config_lib.ELEMENTS.get(key, (None,))[0] is str
+                if strings and said == "Error while parsing string":
+                    # A tuple of strings, not of numbers: each string quoted inside the tuple.
+                    given = config_lib.string_tuple(match.group(1).split("=", 1)[1])
+                    example = repr(given) if given else config_lib.ELEMENTS[key][1]
+                    return (
+                        f"{match.group(1)} must be a tuple of quoted strings, the whole quoted "
+                        f'for the shell: --config.{key}="{example}"'
+                    )
                 example = _example(key, argv)
                 example = f"; e.g. --config.{key}={example}" if example is not None else ""
                 return f"{match.group(1)} must be {wanted} (the key's type in the config){example}"

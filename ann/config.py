@@ -536,6 +536,28 @@ ELEMENTS: dict[str, tuple[type, str]] = {  # key -> (element type, an example va
 }
 
 
+def _check_not_a_tuple_in_a_string(path: str, element: Any) -> None:
+    """Raises ConfigError when the one string of a tuple-of-strings key reads as a tuple whose
+    strings were left unquoted: `--config.data.eval_splits='(test, test_writers)'` became the
+    one split "(test, test_writers)" (ml_collections makes any string a 1-tuple there)."""
+    if not isinstance(element, str) or "," not in element:
+        return
+    bracketed = element.strip()[:1] in "([" and element.strip()[-1:] in ")]"
+    if not bracketed and path != "data.eval_splits":  # a regex may hold a comma: a{1,2}
+        return
+    raise ConfigError(
+        f"config key '{path}' got the one string {element!r}; a tuple of strings quotes each "
+        f'one: --config.{path}="{string_tuple(element)!r}"'
+    )
+
+
+def string_tuple(text: str) -> tuple[str, ...]:
+    """What `text`, a tuple written with its strings unquoted ("(test, test_writers)",
+    "a,b"), meant: ('test', 'test_writers'); for the fix an error line shows."""
+    parts = [p.strip().strip("'\"") for p in text.strip().strip("()[]").split(",")]
+    return tuple(p for p in parts if p)
+
+
 def check_elements(values: Mapping[str, Any]) -> None:
     """Raises ConfigError naming the first key in ELEMENTS with an element of another type."""
     for path, (kind, example) in ELEMENTS.items():
@@ -545,6 +567,8 @@ def check_elements(values: Mapping[str, Any]) -> None:
             continue
         if isinstance(sequence, str):
             continue  # report.slices checks its own (it names the tuple form)
+        if kind is str and path != "report.slices" and len(sequence) == 1:
+            _check_not_a_tuple_in_a_string(path, sequence[0])
         for element in sequence:
             if not isinstance(element, kind) or isinstance(element, bool):
                 wanted = "an int" if kind is int else "a string"
@@ -743,7 +767,7 @@ def validate(
             if split in splits:
                 if other == "data.eval_splits":
                     rest = tuple(s for s in splits if s != split)
-                    fix = f"drop it from data.eval_splits (--config.data.eval_splits=\"{rest}\")"
+                    fix = f'drop it from data.eval_splits (--config.data.eval_splits="{rest}")'
                 else:
                     fix = "carve one from train: data.train_split='train[:90%]', "
                     fix += "data.validation_split='train[90%:]'"

@@ -390,6 +390,25 @@ def test_the_console_script_is_declared():
                     "error: --config.model.features=(32, must be a "
                     "tuple such as '(32, 64)', quoted for the shell",
                 ),
+                # A tuple of strings was shown the integer example, or taken as one string.
+                (
+                    "--config.freeze=(convs/.*, dense/.*)",
+                    "error: --config.freeze=(convs/.*, dense/.*) must be a tuple of quoted "
+                    "strings, the whole quoted for the shell: "
+                    "--config.freeze=\"('convs/.*', 'dense/.*')\"",
+                ),
+                (
+                    "--config.data.eval_splits=(test, test_writers)",
+                    "error: config key 'data.eval_splits' got the one string '(test, "
+                    "test_writers)'; a tuple of strings quotes each one: "
+                    "--config.data.eval_splits=\"('test', 'test_writers')\"",
+                ),
+                (
+                    "--config.data.eval_splits=test,test_writers",
+                    "error: config key 'data.eval_splits' got the one string "
+                    "'test,test_writers'; a tuple of strings quotes each one: "
+                    "--config.data.eval_splits=\"('test', 'test_writers')\"",
+                ),
             ]
         ],  # fmt: skip
         (
