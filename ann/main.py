@@ -73,11 +73,14 @@ def main(argv: list[str]) -> None:
             cli.interrupted(interrupted_line(result.step, result.step))
         logging.info("stopped at step %d; run the same command to resume", result.step)
         return
-    print(
-        cli.run_summary(
-            result.step, result.eval_metrics, result.best_eval_metrics, result.stop_reason
+    import jax
+
+    if jax.process_index() == 0:  # one summary per run, as one console log (process 0's)
+        print(
+            cli.run_summary(
+                result.step, result.eval_metrics, result.best_eval_metrics, result.stop_reason
+            )
         )
-    )
 
 
 def out_of_memory(error: BaseException) -> str | None:

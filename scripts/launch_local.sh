@@ -16,14 +16,21 @@ if [ -n "${ANN_DEVICES_PER_PROCESS:-}" ]; then
   export XLA_FLAGS="${XLA_FLAGS:-} --xla_force_host_platform_device_count=$ANN_DEVICES_PER_PROCESS"
 fi
 pids=()
-# SIGTERM or Ctrl-C to this script is passed on as SIGTERM: every process saves a checkpoint
-# at a step they agree on and exits, as on a preempted cluster; the script waits for them.
-trap 'kill -TERM "${pids[@]}" 2>/dev/null' INT TERM
+# SIGTERM to this script is passed on as SIGTERM (every process saves a checkpoint at a step
+# they agree on and exits 0, as on a preempted cluster), Ctrl-C as SIGINT (the same save, then
+# each says `interrupted at step N (Ctrl-C)` and exits 130, as one process does); the script
+# waits for them. The processes start in their own process groups (job control, `set -m`):
+# otherwise bash starts them ignoring SIGINT, and a Ctrl-C in the terminal would reach them
+# besides the one passed on here.
+trap 'kill -TERM "${pids[@]}" 2>/dev/null' TERM
+trap 'kill -INT "${pids[@]}" 2>/dev/null' INT
+set -m
 for ((i = 0; i < n; i++)); do
   python3 -m ann.main --coordinator_address="127.0.0.1:$port" --num_processes="$n" \
     --process_id="$i" "$@" &
   pids+=($!)
 done
+set +m
 # Watch all processes: when one fails, stop the others at once rather than leave them blocked
 # in a collective with a dead peer.
 status=0
@@ -39,7 +46,9 @@ while [ "${#alive[@]}" -gt 0 ]; do
     code=$?
     if [ "$code" -ne 0 ] && [ "$status" -eq 0 ]; then
       status=$code
-      kill "${pids[@]}" 2>/dev/null
+      # A failure stops the others; an interrupted one (130, Ctrl-C) leaves them to finish
+      # saving the step they agreed on.
+      [ "$code" -ne 130 ] && kill "${pids[@]}" 2>/dev/null
     fi
   done
   alive=("${still[@]}")

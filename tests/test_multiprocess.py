@@ -42,14 +42,14 @@ def test_two_processes_of_two_devices_train_like_one_and_hand_over_to_one_device
         start_new_session=True,
     )
     try:
-        _, stderr = launcher.communicate(timeout=300)
+        stdout, stderr = launcher.communicate(timeout=300)
     finally:
         if launcher.poll() is None:  # timed out: stop the launcher and both processes
-            os.killpg(launcher.pid, signal.SIGKILL)
-            launcher.wait()
+            _kill_launcher(launcher)
     assert launcher.returncode == 0, stderr[-3000:]
-    # One mesh over both processes' devices; only process 0 logs.
+    # One mesh over both processes' devices; only process 0 logs and sums up (both printed it).
     assert stderr.count("4 x cpu, mesh {'data': 4") == 1
+    assert stdout.count("done: step 20") == 1, stdout
     proc = subprocess.run(
         [sys.executable, "-m", "ann.main", f"--workdir={single}", *FLAGS],
         env=with_devices(4),
@@ -128,6 +128,54 @@ def test_sigterm_to_one_process_stops_all_at_the_same_step_with_a_checkpoint(tmp
     assert stops[0] and stops[0] == stops[1], errs[0][-2000:]
     assert json.load(open(tmp_path / "run_status.json"))["status"] == "interrupted"
     assert os.path.isdir(tmp_path / "checkpoints" / stops[0][0])
+
+
+def test_ctrl_c_to_the_launcher_interrupts_every_process_at_one_saved_step(tmp_path):
+    """Ctrl-C in the terminal of scripts/launch_local.sh (SIGINT to its process group): it
+    stopped every process with SIGTERM wording and exit status 0, as if the run had ended."""
+    launcher = subprocess.Popen(
+        [
+            "bash",
+            "scripts/launch_local.sh",
+            "2",
+            "--",
+            f"--workdir={tmp_path}",
+            *FLAGS,
+            "--config.total_steps=100000",
+            "--config.log_every_steps=20",
+            "--config.checkpoint_every_steps=100000",
+        ],  # fmt: skip
+        env={**os.environ, "XLA_FLAGS": FAST_COMPILE},
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        _wait_for_training(tmp_path, [launcher])
+        os.killpg(launcher.pid, signal.SIGINT)  # what the terminal's Ctrl-C sends
+        _, stderr = launcher.communicate(timeout=120)
+    finally:
+        if launcher.poll() is None:
+            _kill_launcher(launcher)
+    assert launcher.returncode == 130, stderr[-3000:]
+    lines = re.findall(r"^interrupted at step (\d+) \(Ctrl-C\); checkpoint saved", stderr, re.M)
+    assert len(lines) == 2 and lines[0] == lines[1], stderr[-3000:]
+    assert "SIGTERM" not in stderr
+    assert os.path.isdir(tmp_path / "checkpoints" / lines[0])
+
+
+def _kill_launcher(launcher: subprocess.Popen) -> None:
+    """Kills launch_local.sh and its processes (each in a process group of its own)."""
+    with open(f"/proc/{launcher.pid}/task/{launcher.pid}/children") as f:
+        children = [int(pid) for pid in f.read().split()]
+    for pid in [launcher.pid, *children]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    launcher.wait()
 
 
 def _two_processes(workdir, *flags) -> list[subprocess.Popen]:
