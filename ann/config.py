@@ -408,8 +408,9 @@ def base() -> ml_collections.ConfigDict:
 
 def did_you_mean(key: str, options: Sequence[str], prefix: str = "") -> str:
     """` (did you mean 'PREFIXx'?)` for the option closest to `key` (difflib's ratio of at
-    least 0.6), or ""."""
-    close = difflib.get_close_matches(key, list(options), n=1)
+    least 0.6; an option equal to `key` but for case first: 'adamW' -> 'adamw'), or ""."""
+    close = [o for o in options if o.lower() == key.lower()]
+    close = close or difflib.get_close_matches(key, list(options), n=1)
     return f" (did you mean '{prefix}{close[0]}'?)" if close else ""
 
 
@@ -745,8 +746,9 @@ def validate(
     for path, options in CHOICES.items():
         value = lookup(values, path)
         if value not in options:
+            hint = did_you_mean(value, options) if isinstance(value, str) else ""
             raise ConfigError(
-                f"config key '{path}' is {value!r}; choose one of {', '.join(options)}"
+                f"config key '{path}' is {value!r}{hint}; choose one of {', '.join(options)}"
             )
     check_ranges(values)
     if _run_length_error(values):

@@ -83,6 +83,20 @@ def test_unknown_names_fail_before_compiling(tmp_path, overrides, message):
     assert not (tmp_path / "checkpoints").exists()
 
 
+@pytest.mark.parametrize(
+    "key, value, hint",
+    [("optimizer.name", "adamW", "adamw"), ("optimizer.schedule", "warmup_cosin", "warmup_cosine"),
+     ("best_mode", "maximum", "max")],
+)  # fmt: skip
+def test_a_choice_near_an_option_is_pointed_at_it(key, value, hint):
+    config = tiny(**{key: value})
+    with pytest.raises(ConfigError) as e:
+        config_lib.validate(config, num_devices=4)
+    assert f"config key '{key}' is '{value}' (did you mean '{hint}'?); choose one of" in str(
+        e.value
+    )
+
+
 def test_wrong_type_in_a_config_that_is_not_type_safe():
     import ml_collections
 
