@@ -242,3 +242,31 @@ def test_a_model_registered_by_a_short_name_is_recorded_by_its_class(tmp_path, m
     # The short name again (registered again) resumes the same run: the same recorded config.
     models.MODELS["regwide"] = regnets.Wide
     assert train_and_evaluate(tiny(total_steps=4, **{"model.name": "regwide"}), workdir).step == 4
+
+
+def test_a_model_that_fails_to_trace_records_the_run_as_failed(tmp_path, monkeypatch):
+    # Its traceback was the only trace of it: run_status.json, which sweeps and schedulers read,
+    # was never written (a failure inside the loop is recorded as `failed`).
+    import json
+    import textwrap
+
+    from conftest import tiny
+
+    from ann.train.loop import train_and_evaluate
+
+    (tmp_path / "badcall.py").write_text(textwrap.dedent("""
+        from flax import nnx
+
+        class Wide(nnx.Module):
+            def __init__(self, *, input_shape, num_classes, rngs, **kwargs):
+                self.out = nnx.Linear(3, num_classes, rngs=rngs)
+
+            def __call__(self, x, *, rngs=None):
+                return self.out(x.reshape(x.shape[0], -1))  # 64 features, not 3
+    """))  # fmt: skip
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(TypeError):
+        train_and_evaluate(tiny(**{"model.name": "badcall:Wide"}), str(tmp_path / "run"))
+    status = json.loads((tmp_path / "run" / "run_status.json").read_text())
+    assert status["status"] == "failed" and status["step"] == 0, status
+    assert status["message"].startswith("TypeError: ")

@@ -49,9 +49,9 @@ from ann.train import startup as startup_lib
 from ann.train import state as state_lib
 from ann.train import step as step_lib
 from ann.train import workdir as workdir_lib
-from ann.train.checkpoint import Checkpoints, CheckpointSaveError
+from ann.train.checkpoint import CheckpointError, Checkpoints, CheckpointSaveError
 from ann.train.preemption import CTRL_C, Preemption
-from ann.train.writers import MetricWriter, read_records
+from ann.train.writers import MetricsFileError, MetricWriter, read_records
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -263,6 +263,15 @@ def train_and_evaluate(
         except KeyboardInterrupt as e:
             if run is not None and run.progress is not None and not e.args:
                 _interrupted_after_the_loop(run, e)
+            raise
+        except Exception as e:
+            # Failed once open, before the loop (a user's model that fails to trace): recorded
+            # as a failure in the loop is (`_end`), for sweeps and schedulers; a refusal (a bad
+            # config, a damaged checkpoint or metrics file) changed nothing and records nothing.
+            refusal = isinstance(e, config_lib.ConfigError | CheckpointError | MetricsFileError)
+            if run is not None and run.progress is None and not refusal:
+                if jax.process_index() == 0:
+                    _record_end(workdir, e, run.start_step, run.total_steps, run.checkpoints)
             raise
 
 
