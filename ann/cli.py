@@ -406,7 +406,13 @@ def _config_code_error(error: BaseException, argv: Sequence[str]) -> str | None:
         error = error.__cause__ or error.__context__
     else:
         return None
-    return f"--config={path} line {line}: {type(error).__name__}: {text}; fix the config file"
+    fix = "fix the config file"
+    if isinstance(error, ModuleNotFoundError):  # `from configs import digits_cnn`, a user module
+        fix = (
+            f"put the directory that holds {error.name!r} on PYTHONPATH (ann's configs/: "
+            "PYTHONPATH=. from the repository's root)"
+        )
+    return f"--config={path} line {line}: {type(error).__name__}: {text}; {fix}"
 
 
 def _unknown_flag(error: flags.UnrecognizedFlagError) -> str:

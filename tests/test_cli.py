@@ -661,6 +661,14 @@ def test_a_config_file_that_returns_no_configdict_is_one_line(tmp_path, returned
     (tmp_path / "raises.py").write_text("def get_config():\n    raise RuntimeError('boom')\n")
     line = one_line_error(ann("train", f"--config={tmp_path / 'raises.py'}", "--workdir=W"))
     assert line.endswith("raises.py line 2: RuntimeError: boom; fix the config file"), line
+    # Building on a shipped config without the repository on PYTHONPATH: the fix is the path.
+    (tmp_path / "builds_on.py").write_text("from configs import digits_cnn\n")
+    line = one_line_error(ann("train", "--config=builds_on.py", "--workdir=W", cwd=tmp_path))
+    assert line.endswith(
+        "builds_on.py line 1: ModuleNotFoundError: No module named 'configs'; put the directory "
+        "that holds 'configs' on PYTHONPATH (ann's configs/: PYTHONPATH=. from the repository's "
+        "root)"
+    ), line
     # A variant given to a get_config() that takes none: ml_collections' traceback, flattened
     # into the one line (383 characters).
     line = one_line_error(ann("train", f"--config={tmp_path / 'raises.py'}:foo", "--workdir=W"))
