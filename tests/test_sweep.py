@@ -522,6 +522,16 @@ def test_results_plot_ticks_a_grid_at_its_values_and_counts_ties():
     # Three trials at one point of the features panel: counted, not one marker for three.
     counts = [t.get_text() for t in drawn.axes[1].texts]
     assert counts == ["×3"], counts
+    # The legend sits under the panels, not over the first panel's points.
+    assert drawn.axes[0].get_legend() is None and len(drawn.legends) == 1
+    # Over more than 2 decades, one tick per decade (1, 2 and 5 per decade ran together).
+    wide = [dict(row, **{"optimizer.learning_rate": lr})
+            for row, lr in zip(rows, [1e-6, 1e-5, 1e-4, 1e-3, 5e-3])]  # fmt: skip
+    drawn = results.figure(info, wide)
+    drawn.canvas.draw()
+    ticks = [t.get_text() for t in drawn.axes[0].get_xticklabels() if t.get_text()]
+    assert not {"2e-06", "5e-06", "0.0002", "0.0005"} & set(ticks), ticks
+    assert {"1e-05", "0.0001", "0.001"} <= set(ticks), ticks
     # Their test values too (hollow markers at one point were one circle, uncounted).
     for row in rows:
         row["eval/accuracy at best step"] = 0.8

@@ -334,7 +334,9 @@ def figure(info: dict, rows: list[dict]) -> Any:
             if info.get("search") == "grid" and len(set(xs)) <= 8:
                 ax.set_xticks(sorted(set(xs)), [f"{x:g}" for x in sorted(set(xs))], fontsize=8)
             else:  # 1, 2 and 5 per decade, as plain numbers: a decade and a half had one tick
-                ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+                # (over more than 2 decades, 1 per decade: 1, 2, 5 ran together)
+                decades = math.log10(max(xs) / min(xs))
+                ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5) if decades <= 2 else (1,)))
                 ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
                 ax.tick_params(axis="x", labelsize=8)
         elif info.get("search") == "grid" and len(set(xs)) <= 8:  # its values, as written
@@ -365,8 +367,10 @@ def figure(info: dict, rows: list[dict]) -> Any:
         ax.set_xlabel(key)
         ax.set_ylabel(f"{name} at the trial's best step")
         ax.grid(alpha=0.3)
-        if i == 0:
-            ax.legend(fontsize=7)
+    # One legend under the panels, off the points (in the first panel it covered some).
+    handles, labels = fig.axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 2 * cols),
+               fontsize=7)  # fmt: skip
     return fig
 
 
