@@ -396,6 +396,10 @@ def test_curves_near_auc_1_get_a_close_up_of_their_corner():
     assert -0.002 < roc.get_xlim()[0] < 0 and 0.01 <= roc.get_xlim()[1] <= 0.05, roc.get_xlim()
     assert 1 < pr.get_xlim()[1] == pr.get_ylim()[1] < 1.01 and pr.get_xlim()[0] >= 0.8
     assert len(roc.get_lines()) == 10  # every class's curve, not the chance line
+    # Precision-recall drawn as the steps average precision sums, close up too.
+    assert {line.get_drawstyle() for line in [*figure.axes[1].get_lines(), *pr.get_lines()]} == {
+        "steps-post"
+    }
     legend = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
     assert any(t.endswith("(AUC 0.9997)") for t in legend), legend  # 1.000 hid it
     perfect = classification.curves(fake_predictions(labels, np.eye(10)[labels] * 0.9 + 0.01))

@@ -138,7 +138,9 @@ def _zoom(axes: Any, xlim: tuple[float, float], ylim: tuple[float, float], box: 
     )
     for line in axes.get_lines():
         if line.get_linestyle() == "-":  # the curves, not the chance diagonal
-            inset.plot(*line.get_data(), lw=1.1, color=line.get_color())
+            inset.plot(
+                *line.get_data(), lw=1.1, color=line.get_color(), drawstyle=line.get_drawstyle()
+            )
     inset.set_title(
         f"the grey box enlarged ({xlim[0]:.3g}-{xlim[1]:.3g} x {ylim[0]:.3g}-{ylim[1]:.3g})",
         fontsize=7,
@@ -151,9 +153,10 @@ def _zoom(axes: Any, xlim: tuple[float, float], ylim: tuple[float, float], box: 
 
 
 def curves(preds: Predictions) -> Section:
-    """ROC and precision-recall curves (scikit-learn's roc_curve and precision_recall_curve):
-    the positive class (1) for a binary model, one-vs-rest per class otherwise, with ROC AUC and
-    average precision per class (in [0, 1]) and their macro means over the classes drawn. A
+    """ROC and precision-recall curves (scikit-learn's roc_curve and precision_recall_curve; the
+    latter drawn as steps): the positive class (1) for a binary model, one-vs-rest per class
+    otherwise, with ROC AUC and average precision per class (in [0, 1]) and their macro means
+    over the classes drawn. A
     class without rows (or with every row) has no curve and is listed. When every AUC is at
     least ZOOM_AUC, each plot gets an inset of its curves' corner."""
     from sklearn import metrics
@@ -170,7 +173,11 @@ def curves(preds: Predictions) -> Section:
         auc[names[c]] = float(metrics.roc_auc_score(hit, score))
         ap[names[c]] = float(metrics.average_precision_score(hit, score))
         roc_axes.plot(fpr, tpr, lw=1.3, label=f"{names[c]} (AUC {auc[names[c]]:.4f})")
-        pr_axes.plot(recall, precision, lw=1.3, label=f"{names[c]} (AP {ap[names[c]]:.4f})")
+        # A step, as average precision sums it (scikit-learn's PrecisionRecallDisplay): a
+        # straight line between two points overstates the precision between them (Davis and
+        # Goadrich 2006).
+        pr_axes.plot(recall, precision, lw=1.3, drawstyle="steps-post",
+                     label=f"{names[c]} (AP {ap[names[c]]:.4f})")  # fmt: skip
     roc_axes.plot([0, 1], [0, 1], ls="--", c="grey", lw=0.8, label="chance")
     kind = "positive class" if len(names) == 2 else "one-vs-rest"
     for axes, what, x, y in (
