@@ -38,7 +38,10 @@ def test_shipped_configs_validate():
         (lambda c: c.update({"warmup_steps": 9}), "(did you mean 'optimizer.warmup_steps'?)"),
         (lambda c: c.update({"eval_batch_size": -8}), "'eval_batch_size' must be >= 0"),
         (lambda c: c.update({"batch_size": 30}), "not divisible by the 4 devices"),
-        (lambda c: c.optimizer.update({"name": "adamm"}), "'optimizer.name' is 'adamm'; choose"),
+        (
+            lambda c: c.optimizer.update({"name": "adamm"}),
+            "'optimizer.name' is 'adamm' (did you mean 'adam'?); choose",
+        ),
         (lambda c: c.update({"num_epochs": 2}), "exactly one of config keys 'total_steps'"),
         (lambda c: c.update({"log_every_steps": 0}), "'log_every_steps' must be >= 1"),
         (lambda c: c.model.update({"name": ""}), "'model.name' is empty"),

@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -133,9 +134,12 @@ def test_sigterm_to_one_process_stops_all_at_the_same_step_with_a_checkpoint(tmp
 def test_ctrl_c_to_the_launcher_interrupts_every_process_at_one_saved_step(tmp_path):
     """Ctrl-C in the terminal of scripts/launch_local.sh (SIGINT to its process group): it
     stopped every process with SIGTERM wording and exit status 0, as if the run had ended."""
+    from test_interrupt import AS_IN_A_TERMINAL  # SIGINT at its default, as a terminal's job
+
     launcher = subprocess.Popen(
         [
-            "bash",
+            *AS_IN_A_TERMINAL,
+            shutil.which("bash"),
             "scripts/launch_local.sh",
             "2",
             "--",
@@ -144,7 +148,7 @@ def test_ctrl_c_to_the_launcher_interrupts_every_process_at_one_saved_step(tmp_p
             "--config.total_steps=100000",
             "--config.log_every_steps=20",
             "--config.checkpoint_every_steps=100000",
-        ],  # fmt: skip
+        ],
         env={**os.environ, "XLA_FLAGS": FAST_COMPILE},
         cwd=ROOT,
         stdout=subprocess.PIPE,
