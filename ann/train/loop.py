@@ -700,7 +700,7 @@ def _train_compiled(
     hooks, evaluate_hook, keep_best = _default_hooks(run, evaluate, writer, eval_listeners)
     hooks += extra_hooks
     # A misspelt best_metric, early_stopping.metric or sweep --metric: one line now, not at the
-    # first eval (one validation batch evaluated, a few milliseconds for the digits models).
+    # first eval (one validation batch evaluated: about 0.04 s of the digits CNN's start).
     hooks_lib.check_reads(evaluate_hook.listeners, validation_names(run.state))
     with clock.part("compile"):
         calls = _compile_train(run, compiled, hooks)
