@@ -266,8 +266,8 @@ def train_and_evaluate(
             raise
         except Exception as e:
             # Failed once open, before the loop (a user's model that fails to trace): recorded
-            # as a failure in the loop is (`_end`), for sweeps and schedulers; a refusal (a bad
-            # config, a damaged checkpoint or metrics file) changed nothing and records nothing.
+            # `failed`, as a failure inside the loop is (`_end`), for sweeps and schedulers; a
+            # refusal (a bad config, a damaged checkpoint or metrics file) records nothing.
             refusal = isinstance(e, config_lib.ConfigError | CheckpointError | MetricsFileError)
             if run is not None and run.progress is None and not refusal:
                 if jax.process_index() == 0:
