@@ -769,7 +769,8 @@ def validate(
             if split in splits:
                 if other == "data.eval_splits":
                     rest = tuple(s for s in splits if s != split)
-                    fix = f'drop it from data.eval_splits (--config.data.eval_splits="{rest}")'
+                    shown = f'"{rest}"' if rest else "\"('test',)\", a split to report on"
+                    fix = f"drop it from data.eval_splits (--config.data.eval_splits={shown})"
                 else:
                     fix = "carve one from train: data.train_split='train[:90%]', "
                     fix += "data.validation_split='train[90%:]'"

@@ -209,6 +209,8 @@ def test_a_test_metric_never_chooses_the_best_checkpoint(tmp_path):
         "also in data.eval_splits: the split that chooses must be one of its own; drop it from "
         "data.eval_splits (--config.data.eval_splits=\"('test',)\")"
     ), str(e.value)
+    with pytest.raises(ConfigError, match="'test',\\)\", a split to report on\\)$"):  # not ()
+        config_lib.validate(tiny(**{"data.eval_splits": ("validation",)}), num_devices=4)
     assert config_lib.base().best_metric == "val/accuracy"
     assert config_lib.base().data.validation_split == "validation"
 
