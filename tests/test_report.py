@@ -476,3 +476,20 @@ def test_a_model_report_and_a_drift_report_do_not_replace_each_other(tmp_path):
         check_out(str(tmp_path / "drift"))
     with pytest.raises(FlagError, match=r"holds a model report \(report.json\); choose another"):
         check_out(str(tmp_path / "model"), "drift report")
+
+
+def test_a_users_own_experiment_is_refused_in_one_line_before_restoring(tmp_path):
+    # README's Parity experiment: `ann report` restored the run, then raised a ValueError
+    # traceback.
+    from conftest import tiny
+
+    from ann import config as config_lib
+    from ann.config import ConfigError
+    from ann.report import collect
+
+    config_lib.write(tiny(experiment="mytasks:Parity"), str(tmp_path))  # no checkpoint at all
+    with pytest.raises(ConfigError) as e:
+        collect.from_workdir(str(tmp_path))  # a restore would raise CheckpointError
+    assert str(e.value).startswith(
+        "ann report has sections for ann's experiments (anomaly_detection, classification, "
+    ) and "not for 'mytasks:Parity'; its eval metrics per split are in" in str(e.value)

@@ -70,8 +70,11 @@ def from_workdir(workdir: str, step: int | str = "best") -> Source:
     import jax
     from flax import nnx
 
+    from ann import config as config_lib
+    from ann.report.sections import check_experiment
     from ann.train.build import restore_model
 
+    check_experiment(config_lib.read(workdir).experiment)  # before a checkpoint is restored
     experiment, model, step, config = restore_model(workdir, step)
     graphdef, state = nnx.split(model)
     has_logits = callable(getattr(experiment, "logits", None))
@@ -104,11 +107,13 @@ def from_model(spec: str, registry: str | None = None) -> Source:
     from ann import config as config_lib
     from ann import data
     from ann.registry import resolve
+    from ann.report.sections import check_experiment
     from ann.train.build import make_experiment
 
     resolved = resolve(spec, registry)
     model = resolved.load()
     config = config_lib.from_values(model.manifest["config"])
+    check_experiment(config.experiment)  # before its data is read and its function compiled
     experiment = make_experiment(config)
     dc = config.data
     experiment.setup(data.load(dc.name, dc.train_split, dc.data_dir, dc.cache, "data.train_split"))

@@ -55,14 +55,24 @@ SECTIONS: dict[str, str] = {
 }
 
 
-def sections_for(experiment: str) -> Callable[[Predictions], list[Section]]:
-    """The section function for `experiment` (a name in SECTIONS). Raises ValueError naming
-    the experiments that have one."""
-    target = SECTIONS.get(experiment)
-    if target is None:
-        raise ValueError(
-            f"ann report has no sections for experiment {experiment!r} (it has: "
-            f"{', '.join(sorted(SECTIONS))})"
+def check_experiment(experiment: str) -> None:
+    """Raises ConfigError, one line, unless `experiment` has sections (a name in SECTIONS): a
+    user's own experiment has none, and is judged by its own eval metrics."""
+    if experiment not in SECTIONS:
+        from ann.config import ConfigError
+
+        raise ConfigError(
+            f"ann report has sections for ann's experiments ({', '.join(sorted(SECTIONS))}), "
+            f"not for {experiment!r}; its eval metrics per split are in the run's "
+            "metrics.jsonl (and run_status.json), or add its section function to SECTIONS in "
+            "ann/report/sections/__init__.py"
         )
+
+
+def sections_for(experiment: str) -> Callable[[Predictions], list[Section]]:
+    """The section function for `experiment` (a name in SECTIONS). Raises ConfigError naming
+    the experiments that have one (`check_experiment`)."""
+    check_experiment(experiment)
+    target = SECTIONS[experiment]
     module, _, name = target.partition(":")
     return getattr(importlib.import_module(module), name)
