@@ -369,7 +369,10 @@ def test_the_console_script_is_declared():
                     "error: config key 'seed' must be in [0, 4294967296), got "
                     "-1; e.g. --config.seed=0",
                 ),
-                ("--config.data.name=3", "error: config key 'data.name': unknown data set '3';"),
+                (
+                    "--config.data.name=3",
+                    "error: config key 'data.name': unknown data set '3': not one",
+                ),
                 (
                     "--config.batch_size=100000",
                     "error: split digits/train has 1221 rows, fewer "
@@ -912,6 +915,17 @@ def test_an_unprepared_tfds_set_is_one_line_without_tfds_warning(tmp_path):
             "--config.data.name=mnist", f"--config.data.data_dir={tmp_path}")
     )  # fmt: skip
     assert line.startswith(f"error: data set 'mnist' is not prepared in {tmp_path}; prepare it")
+    # A set of one's own, prepared in another directory, was just "unknown": the one searched is
+    # named, with the fix.
+    line = one_line_error(
+        ann("train", "--config=configs/digits_cnn.py", f"--workdir={tmp_path / 'run'}",
+            "--config.data.name=mysynth", f"--config.data.data_dir={tmp_path}")
+    )  # fmt: skip
+    assert "unknown data set 'mysynth': not one of ann's offline sets" in line, line
+    assert line.endswith(
+        f"or a set prepared in {tmp_path} (data.data_dir, else $TFDS_DATA_DIR, else "
+        "~/tensorflow_datasets); if it was prepared elsewhere, set TFDS_DATA_DIR to that directory"
+    ), line
 
 
 def test_a_model_too_large_for_memory_is_one_line_naming_what_to_lower(tmp_path):

@@ -234,15 +234,20 @@ def _builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
             builder = tfds.builder(name, data_dir=data_dir)
             prepared = builder.is_prepared()
     except (tfds.core.registered.DatasetNotFoundError, ValueError) as e:  # ValueError: "3", "a b"
+        # A set of the user's own, prepared elsewhere, is found by its directory alone: say
+        # which one was searched (a later `ann export` in a shell without $TFDS_DATA_DIR).
         raise ConfigError(
-            f"config key 'data.name': unknown data set {name!r}; use one of ann's offline sets "
-            f"({', '.join(sorted(BUILDERS))}) or a TFDS name such as 'mnist'"
+            f"config key 'data.name': unknown data set {name!r}: not one of ann's offline sets "
+            f"({', '.join(sorted(BUILDERS))}), a TFDS name such as 'mnist', or a set prepared "
+            f"in {data_dir} (data.data_dir, else $TFDS_DATA_DIR, else ~/tensorflow_datasets); "
+            "if it was prepared elsewhere, set TFDS_DATA_DIR to that directory"
         ) from e
     if not prepared:
         raise ConfigError(
-            f"data set {name!r} is not prepared in {data_dir}; prepare it where you have internet "
-            f"with `tfds build {name} --file_format=array_record --data_dir={data_dir}` "
-            "or set --config.data.data_dir"
+            f"data set {name!r} is not prepared in {data_dir}; prepare it there in ArrayRecord "
+            f"format (where TensorFlow and internet are: `tfds build {name} "
+            f"--file_format=array_record --data_dir={data_dir}`; ann does not install "
+            "TensorFlow) or set TFDS_DATA_DIR (or --config.data.data_dir) to where it is"
         )
     return builder
 
