@@ -4,6 +4,7 @@ ConfigErrors that say what to fix."""
 
 import json
 import os
+import re
 
 import jax
 import jax.numpy as jnp
@@ -227,10 +228,16 @@ def test_mistakes_are_config_errors(tmp_path, source):
         transfer.resolve(str(tmp_path))
     with pytest.raises(ConfigError, match=r"has no step 7; its steps: 10"):
         transfer.resolve(f"{source}:7")
-    # Every layer of another width: nothing would load, refused before anything compiles.
+    # Every layer of another width: nothing would load, refused before anything compiles, with
+    # the shapes (it listed the paths alone, all of which match, and pointed at `ann transfer`,
+    # which refuses the same).
     other = {"model.features": (48, 24), "model.norm": "batch"}
-    with pytest.raises(ConfigError, match="no array of it matches this model by path and shape"):
+    with pytest.raises(ConfigError) as e:
         train_and_evaluate(tiny(init_from=str(source), **other), str(tmp_path / "b"))
+    assert "no array of it matches this model by path and shape" in str(e.value)
+    assert " share a path but not a shape: " in str(e.value)
+    assert re.search(r"\(\d+(, \d+)*\) there, \(\d+(, \d+)*\) here", str(e.value)), str(e.value)
+    assert "ann transfer" not in str(e.value)
     with pytest.raises(ConfigError, match=r"pattern 'conv/\.\*' matches no parameter"):
         train_and_evaluate(tiny(freeze=("conv/.*",), **TARGET), str(tmp_path / "c"))
     with pytest.raises(ConfigError, match=r"'freeze': '\(' is not a regex"):

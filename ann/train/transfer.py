@@ -366,12 +366,21 @@ def load(spec: str, state: Any, skip: Sequence[str] = ()) -> Loaded:
     report = _match_state(state, arrays, skip)
     if not report.loaded:
         theirs, ours = sorted(arrays), list(target)
+        same_path = ""
+        if report.shape_mismatched:  # the same layer, another size: the likelier mistake
+            shown = ", ".join(
+                f"{m['path']} {_shape(m['source'])} there, {_shape(m['target'])} here"
+                for m in report.shape_mismatched[:3]
+            )
+            same_path = f"; {len(report.shape_mismatched)} share a path but not a shape: {shown}"
         raise _error(
             spec,
             f"no array of it matches this model by path and shape, so nothing would load "
-            f"(source: {len(theirs)} arrays such as {', '.join(theirs[:4])}; this model: "
-            f"{', '.join(f'{p} {_shape(target[p].shape)}' for p in ours[:4])}); is it the "
-            "right source? Compare with ann transfer --config=...",
+            f"(source: {len(theirs)} arrays such as "
+            f"{', '.join(f'{p} {_shape(np.shape(arrays[p]))}' for p in theirs[:4])}; this "
+            f"model: {', '.join(f'{p} {_shape(target[p].shape)}' for p in ours[:4])}"
+            f"{same_path}); is it the source of another model, or of this one with other "
+            "sizes (the model.* settings in its config.json)?",
         )
     return Loaded(source, report, arrays)
 
