@@ -406,13 +406,19 @@ def _config_code_error(error: BaseException, argv: Sequence[str]) -> str | None:
         error = error.__cause__ or error.__context__
     else:
         return None
-    fix = "fix the config file"
+    from ann.imports import raised_at
+
+    fix, inside = "fix the config file", ""
+    at = raised_at(error)
+    if at and os.path.realpath(at[0]) != target:  # in a module the config imports or calls
+        inside, fix = f" (in {at[0]} line {at[1]})", f"fix {os.path.basename(at[0])}"
+        text = error.msg if isinstance(error, SyntaxError) else text
     if isinstance(error, ModuleNotFoundError):  # `from configs import digits_cnn`, a user module
         fix = (
             f"put the directory that holds {error.name!r} on PYTHONPATH (ann's configs/: "
             "PYTHONPATH=. from the repository's root)"
         )
-    return f"--config={path} line {line}: {type(error).__name__}: {text}; {fix}"
+    return f"--config={path} line {line}{inside}: {type(error).__name__}: {text}; {fix}"
 
 
 def _unknown_flag(error: flags.UnrecognizedFlagError) -> str:

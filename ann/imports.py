@@ -13,11 +13,12 @@ from typing import Any
 from ann.config import ConfigError
 
 
-def _where(error: BaseException) -> str:
-    """` (at FILE:LINE)`: a SyntaxError's own position, else the innermost frame outside
-    Python's import machinery and installed packages; "" when there is none."""
+def raised_at(error: BaseException) -> tuple[str, int] | None:
+    """(file, line) of a user's code where `error` was raised: a SyntaxError's own position,
+    else the innermost frame outside Python's import machinery, installed packages and this
+    module; None when there is none."""
     if isinstance(error, SyntaxError) and error.filename:
-        return f" (at {error.filename}:{error.lineno})"
+        return error.filename, error.lineno or 0
     frames = [
         f
         for f in traceback.extract_tb(error.__traceback__)
@@ -25,7 +26,12 @@ def _where(error: BaseException) -> str:
         and "-packages" + os.sep not in f.filename
         and os.path.abspath(f.filename) != os.path.abspath(__file__)
     ]
-    return f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+    return (frames[-1].filename, frames[-1].lineno or 0) if frames else None
+
+
+def _where(error: BaseException) -> str:
+    at = raised_at(error)
+    return f" (at {at[0]}:{at[1]})" if at else ""
 
 
 def import_named(key: str, target: str) -> Any:

@@ -665,6 +665,17 @@ def test_a_config_file_that_returns_no_configdict_is_one_line(tmp_path, returned
     line = one_line_error(ann("train", f"--config={tmp_path / 'raises.py'}", "--workdir=W"))
     assert line.endswith("raises.py line 2: RuntimeError: boom; fix the config file"), line
     # Building on a shipped config without the repository on PYTHONPATH: the fix is the path.
+    # An error in a module the config imports was blamed on the config file's import line.
+    (tmp_path / "broken_nets.py").write_text(
+        "import ann\n\n\n@ann.models.register('w')\nclass W:\n    pass\n"
+    )
+    (tmp_path / "uses_it.py").write_text("import broken_nets\n")
+    line = one_line_error(ann("train", "--config=uses_it.py", "--workdir=W", cwd=tmp_path,
+                              env={**os.environ, "PYTHONPATH": str(tmp_path)}))  # fmt: skip
+    assert line.endswith(
+        f"uses_it.py line 1 (in {tmp_path / 'broken_nets.py'} line 4): AttributeError: module "
+        "'ann' has no attribute 'models'; fix broken_nets.py"
+    ), line
     (tmp_path / "builds_on.py").write_text("from configs import digits_cnn\n")
     line = one_line_error(ann("train", "--config=builds_on.py", "--workdir=W", cwd=tmp_path))
     assert line.endswith(
