@@ -466,7 +466,14 @@ def define_flags() -> None:
 PLATFORMS = ("cpu", "cuda", "rocm", "tpu")  # what jax.export lowers for
 
 
-def check_flags(workdir: str, out: str, step: str, name: str | None, platforms: list[str]) -> None:
+def check_flags(
+    workdir: str,
+    out: str,
+    step: str,
+    name: str | None,
+    platforms: list[str],
+    calibration: str | None = None,
+) -> None:
     """Checks every flag before a model is restored or anything is written; raises FlagError
     with one line that names the flag and the fix."""
     from ann import cli
@@ -489,13 +496,27 @@ def check_flags(workdir: str, out: str, step: str, name: str | None, platforms: 
         raise cli.FlagError(f"--out={out} exists and is not an empty directory; choose a new one")
     if os.path.realpath(out) == os.path.realpath(workdir):
         raise cli.FlagError(f"--out={out} is the run's own directory; choose a new one")
+    if calibration == "temperature":  # asked for: an experiment without logits would ignore it
+        from ann import config as config_lib
+        from ann.calibrate import calibratable
+        from ann.train.build import make_experiment
+
+        config = config_lib.read(workdir)
+        if not calibratable(make_experiment(config)):
+            raise cli.FlagError(
+                f"--calibration=temperature: experiment {config.experiment!r} has no class "
+                "logits whose temperature could be fitted (only classification's); drop the "
+                "flag"
+            )
 
 
 def main(argv: list[str]) -> None:
     from ann import cli
 
     cli.check_no_arguments(argv[1:])
-    check_flags(FLAGS.workdir, FLAGS.out, FLAGS.step, FLAGS.name, FLAGS.platforms)
+    check_flags(
+        FLAGS.workdir, FLAGS.out, FLAGS.step, FLAGS.name, FLAGS.platforms, FLAGS.calibration
+    )
     step: int | str = int(FLAGS.step) if FLAGS.step.isdigit() else FLAGS.step
     manifest = export(
         FLAGS.workdir, FLAGS.out, step, FLAGS.name, FLAGS.platforms, FLAGS.calibration

@@ -500,3 +500,21 @@ def test_default_names_keep_two_tasks_on_one_data_set_and_model_apart():
     assert names == {"digits_mlp", "digits_mlp_parity", "diabetes_mlp_regression",
                      "diabetes_mlp_dose"}  # fmt: skip
     assert all(NAME.match(name) for name in names)
+
+
+def test_an_explicit_calibration_an_experiment_cannot_apply_is_refused(tmp_path):
+    # README's Parity (and any experiment without class logits) exported with
+    # --calibration=temperature: exit 0, no note, no calibration in the manifest.
+    from ann import cli
+    from ann.export import check_flags
+
+    workdir = str(tmp_path / "run")
+    train_and_evaluate(tiny("diabetes_mlp", num_epochs=None, total_steps=2), workdir)
+    out = str(tmp_path / "out")
+    with pytest.raises(cli.FlagError) as e:
+        check_flags(workdir, out, "best", None, ["cpu"], "temperature")
+    assert str(e.value) == (
+        "--calibration=temperature: experiment 'regression' has no class logits whose "
+        "temperature could be fitted (only classification's); drop the flag"
+    )
+    check_flags(workdir, out, "best", None, ["cpu"], "none")  # asks for nothing: fine
