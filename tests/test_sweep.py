@@ -841,3 +841,18 @@ def test_slurm_and_kubernetes_run_the_trial_commands(tmp_path, fake_python):
     proc = subprocess.run(["bash", "-c", script], cwd=ROOT, env=env, capture_output=True)
     assert proc.returncode == 0, proc.stderr
     assert trials_lib.read_record(trials[1].workdir)["launcher"] == "kubernetes"
+
+
+def test_a_trials_command_carries_the_sweeps_pythonpath(tmp_path, monkeypatch):
+    # A sweep over a user's own model (PYTHONPATH=. ann sweep ...): its command.sh, "re-runs it
+    # alone", failed in a fresh shell with "No module named ...".
+    definition = definition_lib.load(write_config(tmp_path, GRID), {})
+    trials, _ = grid.prepare(definition, str(tmp_path / "sweep"))
+    monkeypatch.setenv("PYTHONPATH", f".{os.pathsep}/opt/mine")
+    trials[0].write_files("{}")
+    script = open(os.path.join(trials[0].workdir, "command.sh")).read()
+    cwd = trials[0].cwd
+    assert f"\nexport PYTHONPATH={cwd}{os.pathsep}/opt/mine\nexec ann train " in script, script
+    monkeypatch.delenv("PYTHONPATH")
+    trials[0].write_files("{}")
+    assert "PYTHONPATH" not in open(os.path.join(trials[0].workdir, "command.sh")).read()

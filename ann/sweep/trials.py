@@ -116,10 +116,18 @@ class Trial:
     def write_files(self, config_json: str) -> None:
         os.makedirs(self.workdir, exist_ok=True)
         atomic.write_text(config_lib.file_in(self.workdir), config_json + "\n")
+        # The sweep's own PYTHONPATH (a user's model, experiment or config modules), absolute:
+        # without it the script failed in a fresh shell ("No module named ...").
+        entries = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        path_line = ""
+        if entries:
+            absolute = os.pathsep.join(os.path.normpath(os.path.join(self.cwd, p)) for p in entries)
+            path_line = f"export PYTHONPATH={shlex.quote(absolute)}\n"
         script = (
             "#!/usr/bin/env bash\n"
             f"# Trial {self.name} of the sweep in {self.sweep_dir}: runs (or resumes) it alone.\n"
             f"cd {shlex.quote(self.cwd)}\n"
+            f"{path_line}"
             f'exec {self.command()} "$@"\n'
         )
         path = os.path.join(self.workdir, "command.sh")
