@@ -191,6 +191,32 @@ def test_an_export_registered_again_is_refused_naming_its_version(digits_export,
     assert registry.register(str(out), "digits_copy").uri == "models:/digits_copy/1"
 
 
+def test_a_version_with_other_tensors_is_refused_unless_allowed(digits_export, tmp_path):
+    # README's parity export registered as a version of another model (other inputs, other
+    # outputs): accepted without a word, breaking models:/NAME@ALIAS clients when it moved.
+    import json
+
+    _, out = digits_export
+    registry = Registry(str(tmp_path / "reg"))
+    registry.register(str(out), "digits")
+    other = tmp_path / "other"
+    shutil.copytree(out, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["outputs"] = {"p_odd": {"dtype": "float32", "shape": [-1]}}
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    before = _tree(tmp_path / "reg", mtimes=False)
+    with pytest.raises(RegistryError) as e:
+        registry.register(str(other), "digits")
+    assert str(e.value).startswith(f"{other} has other tensors than digits version 1 (outputs ")
+    assert str(e.value).endswith(
+        "-> p_odd float32 [-1]): clients of models:/digits would not fit it; register it under "
+        "another --name, or give --allow_signature_change if they are ready"
+    ), str(e.value)
+    assert _tree(tmp_path / "reg", mtimes=False) == before
+    assert registry.register(str(other), "digits", allow_signature_change=True).version == 2
+    assert registry.register(str(other), "parity").version == 1  # another model: fine
+
+
 def test_a_refused_register_creates_nothing(digits_export, tmp_path):
     """A register refused for its export or for the directory it would register into leaves
     no registry, database, artifacts directory or parent behind, nor changes an existing one."""

@@ -1,7 +1,7 @@
 """The model registry's command line (see `ann/registry/__init__.py` for the registry):
 
     ann registry --registry=DIR register EXPORT_DIR [--name=digits] [--alias=champion]
-                                              [--allow_duplicate]
+                                              [--allow_duplicate] [--allow_signature_change]
     ann registry --registry=DIR list
     ann registry --registry=DIR versions NAME
     ann registry --registry=DIR alias NAME ALIAS VERSION     (--delete to remove)
@@ -94,6 +94,7 @@ ONLY_FOR = {
     "tag": "register",
     "alias": "register",
     "allow_duplicate": "register",
+    "allow_signature_change": "register",
     "version": "tag",
     "delete": "alias",
 }
@@ -173,6 +174,7 @@ def _register(registry: Registry, f: Any, args: Sequence[str], mlflow_uri: str) 
         _parse_tags(f.tag or []),
         f.alias or [],
         allow_duplicate=f.allow_duplicate,
+        allow_signature_change=f.allow_signature_change,
     )
     print(f"registered {args[0]} as {mv.uri}" + (f" @{','.join(mv.aliases)}" * bool(mv.aliases)))
     if mlflow_uri:
@@ -265,6 +267,12 @@ def define_flags() -> None:
         False,
         "register: make a new version even if this export (its manifest sha256) is already "
         "a version of the model (refused by default, naming that version).",
+    )
+    flags.DEFINE_boolean(
+        "allow_signature_change",
+        False,
+        "register: make a new version even if its inputs or outputs differ from the latest "
+        "version's (refused by default: its clients would not fit it).",
     )
     flags.DEFINE_integer("version", None, "tag: tag this version (>= 1) instead of the model.")
     flags.DEFINE_boolean("delete", False, "alias: delete the alias NAME ALIAS.")

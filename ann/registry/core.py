@@ -98,6 +98,15 @@ class ModelVersion:
         return f"models:/{self.name}/{self.version}"
 
 
+def _tensors(signature: Mapping[str, Any] | None) -> str:
+    """ "image uint8 [8, 8, 1], ..." for a manifest's inputs or outputs: what a client sends or
+    reads (names, dtypes, per-row shapes)."""
+    return ", ".join(
+        f"{k} {v.get('dtype')} {list(v.get('shape', []))}"
+        for k, v in sorted((signature or {}).items())
+    )
+
+
 def _lineage(manifest: Mapping[str, Any]) -> dict[str, Any]:
     keys = ("source", "config", "data", "metrics", "git", "versions", "platforms", "created")
     return {k: manifest.get(k) for k in keys}
@@ -238,6 +247,7 @@ class Registry:
         tags: Mapping[str, str] | None = None,
         aliases: Sequence[str] = (),
         allow_duplicate: bool = False,
+        allow_signature_change: bool = False,
     ) -> ModelVersion:
         """Copies a verified export in as the next version of `name` (default: its manifest's).
 
@@ -245,7 +255,9 @@ class Registry:
         `ann.artifact`): an export whose manifest names a path outside it, a symbolic link, a
         special file or a file of another size or sha256 is refused (artifact.IntegrityError).
         An export already registered under `name` (the same manifest sha256) is refused with
-        RegistryError naming its version, unless `allow_duplicate`. Creates the registry if it
+        RegistryError naming its version, unless `allow_duplicate`; so is one whose inputs or
+        outputs (names, dtypes, shapes) differ from the latest version's, which its clients
+        would no longer fit, unless `allow_signature_change`. Creates the registry if it
         does not exist yet, but only once the copy is verified: a refused register creates
         and changes nothing (the copy is staged next to the registry and removed)."""
         manifest, raw = artifact.read_manifest_bytes(export_dir)
@@ -262,6 +274,8 @@ class Registry:
             with self._write() as db:
                 if not allow_duplicate:  # another writer may have registered it meanwhile
                     self._refuse_duplicate(db, name, manifest_sha, export_dir)
+                if not allow_signature_change:  # against the version this one would follow
+                    self._refuse_signature_change(db, name, manifest, export_dir)
                 version = self._insert_version(db, name, export_dir, manifest, manifest_sha,
                                                description)  # fmt: skip
                 for key, value in (tags or {}).items():
@@ -353,6 +367,34 @@ class Registry:
                 f"{export_dir} is already registered as {name} version {', '.join(same)} (the "
                 f"same manifest sha256); point an alias at it (alias {name} ALIAS {same[-1]}), "
                 "or give --allow_duplicate to register it as a new version anyway"
+            )
+
+    def _refuse_signature_change(
+        self, db: sqlite3.Connection, name: str, manifest: Mapping[str, Any], export_dir: str
+    ) -> None:
+        """Raises RegistryError if `name`'s latest version takes or gives other tensors than
+        `manifest` does: a client of models:/NAME@ALIAS breaks when the alias moves to it."""
+        (latest,) = db.execute(
+            "SELECT MAX(version) FROM model_versions WHERE name = ?", (name,)
+        ).fetchone()
+        if latest is None:
+            return
+        path = os.path.join(self.artifacts, name, str(latest), artifact.MANIFEST)
+        try:
+            with open(path) as f:
+                before = json.load(f)
+        except (OSError, ValueError):
+            return  # a damaged version is `verify`'s to report, not a reason to refuse
+        changed = [
+            f"{side} {_tensors(before.get(side))} -> {_tensors(manifest.get(side))}"
+            for side in ("inputs", "outputs")
+            if _tensors(before.get(side)) != _tensors(manifest.get(side))
+        ]
+        if changed:
+            raise RegistryError(
+                f"{export_dir} has other tensors than {name} version {latest} "
+                f"({'; '.join(changed)}): clients of models:/{name} would not fit it; register "
+                "it under another --name, or give --allow_signature_change if they are ready"
             )
 
     def set_alias(self, name: str, alias: str, version: int) -> None:
