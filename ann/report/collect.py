@@ -71,7 +71,7 @@ def from_workdir(workdir: str, step: int | str = "best") -> Source:
     from flax import nnx
 
     from ann import config as config_lib
-    from ann.report.sections import check_experiment
+    from ann.report.tasks import check_experiment
     from ann.train.build import restore_model
 
     check_experiment(config_lib.read(workdir).experiment)  # before a checkpoint is restored
@@ -107,7 +107,7 @@ def from_model(spec: str, registry: str | None = None) -> Source:
     from ann import config as config_lib
     from ann import data
     from ann.registry import resolve
-    from ann.report.sections import check_experiment
+    from ann.report.tasks import check_experiment
     from ann.train.build import make_experiment
 
     resolved = resolve(spec, registry)

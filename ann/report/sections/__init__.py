@@ -13,6 +13,8 @@ import importlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ann.report.tasks import SECTIONS, check_experiment  # the table, here where it always was
+
 if TYPE_CHECKING:
     import matplotlib.figure
 
@@ -41,32 +43,6 @@ def report_setting(preds: Predictions, key: str, default: Any) -> Any:
     (an export's manifest from before the key existed)."""
     report = preds.config.get("report")
     return report.get(key, default) if report else default
-
-
-# experiment name -> "module:function" taking (preds: Predictions) and returning list[Section].
-SECTIONS: dict[str, str] = {
-    "classification": "ann.report.sections.classification:sections",
-    "regression": "ann.report.sections.regression:sections",
-    "forecasting": "ann.report.sections.forecasting:sections",
-    "anomaly_detection": "ann.report.sections.anomaly:sections",
-    "retrieval": "ann.report.sections.retrieval:sections",
-    "seq2seq": "ann.report.sections.sequences:seq2seq",
-    "language_modelling": "ann.report.sections.sequences:language_modelling",
-}
-
-
-def check_experiment(experiment: str) -> None:
-    """Raises ConfigError, one line, unless `experiment` has sections (a name in SECTIONS): a
-    user's own experiment has none, and is judged by its own eval metrics."""
-    if experiment not in SECTIONS:
-        from ann.config import ConfigError
-
-        raise ConfigError(
-            f"ann report has sections for ann's experiments ({', '.join(sorted(SECTIONS))}), "
-            f"not for {experiment!r}; its eval metrics per split are in the run's "
-            "metrics.jsonl (and run_status.json), or add its section function to SECTIONS in "
-            "ann/report/sections/__init__.py"
-        )
 
 
 def sections_for(experiment: str) -> Callable[[Predictions], list[Section]]:
