@@ -767,11 +767,11 @@ def validate(
         ):
             split = dc["validation_split"]
             if split in splits:
-                if other == "data.eval_splits":
-                    rest = tuple(s for s in splits if s != split)
+                rest = tuple(s for s in splits if s != split)
+                if other == "data.eval_splits" and (rest or split == "validation"):
                     shown = f'"{rest}"' if rest else "\"('test',)\", a split to report on"
                     fix = f"drop it from data.eval_splits (--config.data.eval_splits={shown})"
-                else:
+                else:  # the train split, or the one reported split: choose on another one
                     fix = "carve one from train: data.train_split='train[:90%]', "
                     fix += "data.validation_split='train[90%:]'"
                     fix = ("use 'validation', or " if split != "validation" else "") + fix

@@ -75,7 +75,21 @@ def test_validate_names_the_key(mutate, message):
         (
             {"data.validation_split": "train[100%:]"},  # it said: "cannot be read without TF"
             "config key 'data.validation_split' is 'train[100%:]', which has no rows of data set "
-            "'digits'; choose a slice with rows (e.g. 'train[90%:]')",
+            "'digits'; choose a slice with rows (e.g. 'train[90%:]', with "
+            "data.train_split='train[:90%]')",
+        ),
+        # Slices that share rows with what trains or what is reported: names alone passed.
+        (
+            {"data.validation_split": "train[90%:]"},
+            "config key 'data.validation_split' is 'train[90%:]', which shares rows 1099-1220 of "
+            "'train' with data.train_split 'train': the split that chooses must be one of its "
+            "own; carve both from 'train': --config.data.train_split='train[:90%]' "
+            "--config.data.validation_split='train[90%:]'",
+        ),
+        (
+            {"data.validation_split": "test[:50%]"},
+            "shares rows 0-179 of 'test' with data.eval_splits 'test': the split that chooses "
+            "must be one of its own; choose validation rows outside 'test'",
         ),
     ],
 )
@@ -196,7 +210,8 @@ def test_a_test_metric_never_chooses_the_best_checkpoint(tmp_path):
     with pytest.raises(ConfigError, match="select on the training batches: use 'val/loss'"):
         config_lib.validate(tiny(best_metric="train/loss"), num_devices=4)
     # Nor does the test split choose under another name, nor the train split.
-    with pytest.raises(ConfigError, match="'data.validation_split' is 'test', which is also in "):
+    said = "'data.validation_split' is 'test', which is also in data.eval_splits: .*; use 'valid"
+    with pytest.raises(ConfigError, match=said):  # not "drop it from data.eval_splits"
         config_lib.validate(tiny(**{"data.validation_split": "test"}), num_devices=4)
     with pytest.raises(ConfigError, match="also in data.train_split.*train\\[90%:\\]"):
         config_lib.validate(tiny(**{"data.validation_split": "train"}), num_devices=4)

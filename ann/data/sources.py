@@ -287,7 +287,7 @@ def load(
         where = f"config key '{key}' is " if key else ""
         raise ConfigError(
             f"{where}{split!r}, which has no rows of data set {name!r}; choose a slice with "
-            "rows (e.g. 'train[90%:]')"
+            "rows (e.g. 'train[90%:]', with data.train_split='train[:90%]')"
         )
     try:
         source = builder.as_data_source(split=split)
@@ -312,3 +312,39 @@ def load(
         )
         return result
     return _cached(result, key) if cache in (True, "on") else result
+
+
+def _row_ranges(info: tfds.core.DatasetInfo, split: str) -> list[tuple[str, int, int]]:
+    """(split name, first row, end row) of each part of `split` (a name or a TFDS slice such
+    as `train[90%:]`), resolved against the data set's split sizes."""
+    parts = tfds.core.ReadInstruction.from_spec(split).to_absolute(info.splits)
+    return [
+        (p.splitname, p.from_ or 0, info.splits[p.splitname].num_examples if p.to is None else p.to)
+        for p in parts
+    ]
+
+
+def check_validation_apart(
+    info: tfds.core.DatasetInfo, validation: str, others: Sequence[tuple[str, str]]
+) -> None:
+    """Raises ConfigError when the validation split (what chooses) shares rows with one of
+    `others`, (config key, split) pairs: the train split or a reported one. Whole names are
+    compared by the config's own check; this one resolves slices (`train[90%:]` against
+    `train`, `test[:50%]` against `test`)."""
+    mine = _row_ranges(info, validation)
+    for key, split in others:
+        for name, start, end in _row_ranges(info, split):
+            for my_name, my_start, my_end in mine:
+                low, high = max(start, my_start), min(end, my_end)
+                if name == my_name and low < high:
+                    fix = (
+                        f"carve both from {name!r}: --config.data.train_split='{name}[:90%]' "
+                        f"--config.data.validation_split='{name}[90%:]'"
+                        if key == "data.train_split"
+                        else f"choose validation rows outside {split!r}"
+                    )
+                    raise ConfigError(
+                        f"config key 'data.validation_split' is {validation!r}, which shares "
+                        f"rows {low}-{high - 1} of {name!r} with {key} {split!r}: the split "
+                        f"that chooses must be one of its own; {fix}"
+                    )
