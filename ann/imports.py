@@ -15,16 +15,18 @@ from ann.config import ConfigError
 
 def raised_at(error: BaseException) -> tuple[str, int] | None:
     """(file, line) of a user's code where `error` was raised: a SyntaxError's own position,
-    else the innermost frame outside Python's import machinery, installed packages and this
-    module; None when there is none."""
+    else the innermost frame outside Python's import machinery, installed packages and ann
+    itself (an error ann raised on the user's behalf points at the user's call); None when
+    there is none."""
     if isinstance(error, SyntaxError) and error.filename:
         return error.filename, error.lineno or 0
+    ann_dir = os.path.dirname(os.path.abspath(__file__)) + os.sep
     frames = [
         f
         for f in traceback.extract_tb(error.__traceback__)
         if not f.filename.startswith("<frozen")
         and "-packages" + os.sep not in f.filename
-        and os.path.abspath(f.filename) != os.path.abspath(__file__)
+        and not os.path.abspath(f.filename).startswith(ann_dir)
     ]
     return (frames[-1].filename, frames[-1].lineno or 0) if frames else None
 
