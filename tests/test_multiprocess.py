@@ -33,15 +33,7 @@ def test_two_processes_of_two_devices_train_like_one_and_hand_over_to_one_device
     from ann.train.build import restore_model
 
     multi, single = tmp_path / "multi", tmp_path / "single"
-    launcher = subprocess.Popen(
-        ["bash", "scripts/launch_local.sh", "2", "--", f"--workdir={multi}", *FLAGS],
-        env={**os.environ, "XLA_FLAGS": FAST_COMPILE, "ANN_DEVICES_PER_PROCESS": "2"},
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    launcher = _launch(["bash"], multi, ANN_DEVICES_PER_PROCESS="2")
     try:
         stdout, stderr = launcher.communicate(timeout=300)
     finally:
@@ -136,25 +128,12 @@ def test_ctrl_c_to_the_launcher_interrupts_every_process_at_one_saved_step(tmp_p
     stopped every process with SIGTERM wording and exit status 0, as if the run had ended."""
     from test_interrupt import AS_IN_A_TERMINAL  # SIGINT at its default, as a terminal's job
 
-    launcher = subprocess.Popen(
-        [
-            *AS_IN_A_TERMINAL,
-            shutil.which("bash"),
-            "scripts/launch_local.sh",
-            "2",
-            "--",
-            f"--workdir={tmp_path}",
-            *FLAGS,
-            "--config.total_steps=100000",
-            "--config.log_every_steps=20",
-            "--config.checkpoint_every_steps=100000",
-        ],
-        env={**os.environ, "XLA_FLAGS": FAST_COMPILE},
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
+    launcher = _launch(
+        [*AS_IN_A_TERMINAL, shutil.which("bash")],
+        tmp_path,
+        "--config.total_steps=100000",
+        "--config.log_every_steps=20",
+        "--config.checkpoint_every_steps=100000",
     )
     try:
         _wait_for_training(tmp_path, [launcher])
@@ -168,6 +147,20 @@ def test_ctrl_c_to_the_launcher_interrupts_every_process_at_one_saved_step(tmp_p
     assert len(lines) == 2 and lines[0] == lines[1], stderr[-3000:]
     assert "SIGTERM" not in stderr
     assert os.path.isdir(tmp_path / "checkpoints" / lines[0])
+
+
+def _launch(bash: list[str], workdir, *flags: str, **env: str) -> subprocess.Popen:
+    """scripts/launch_local.sh (run by `bash`) starting 2 processes of a run in `workdir`, in a
+    session of its own, its output piped."""
+    return subprocess.Popen(
+        [*bash, "scripts/launch_local.sh", "2", "--", f"--workdir={workdir}", *FLAGS, *flags],
+        env={**os.environ, "XLA_FLAGS": FAST_COMPILE, **env},
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def _kill_launcher(launcher: subprocess.Popen) -> None:
