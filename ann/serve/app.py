@@ -197,6 +197,8 @@ class App:
         )
         self._token = settings.token.encode() if settings.token else None
         self._admin_token = settings.admin_token.encode() if settings.admin_token else None
+        # What a client route accepts: the client's token or the admin's (which opens them all).
+        self._client_tokens = tuple(t for t in (self._token, self._admin_token) if t)
         self._request_counters: dict[tuple[str, str, str, int], Callable[[], None]] = {}
         self._tasks: set[asyncio.Task] = set()  # repository loads and unloads in progress
 
@@ -347,9 +349,7 @@ class App:
         expected = self._admin_token if admin else self._token
         if expected is None:
             return
-        accepted = (
-            [expected] if admin or self._admin_token is None else [expected, self._admin_token]
-        )
+        accepted = (expected,) if admin else self._client_tokens
         if authorization is not None:
             scheme, _, token = authorization.partition(b" ")
             if scheme.lower() == b"bearer" and any(
