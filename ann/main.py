@@ -113,9 +113,10 @@ def _train():
 
     from ann import parallel
     from ann.sweep import pruning
-    from ann.train import build, startup
+    from ann.train import build, launcher, startup
     from ann.train.loop import train_and_evaluate
 
+    launcher.stop_with_launcher()  # started by launch_local.sh or a sweep: stop if it dies
     parallel.initialize_distributed(
         FLAGS.coordinator_address,
         FLAGS.num_processes,

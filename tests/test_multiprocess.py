@@ -1,5 +1,6 @@
 """Several processes on one machine (gloo collectives on CPU): same training as one process."""
 
+import fcntl
 import json
 import os
 import re
@@ -149,6 +150,36 @@ def test_ctrl_c_to_the_launcher_interrupts_every_process_at_one_saved_step(tmp_p
     assert os.path.isdir(tmp_path / "checkpoints" / lines[0])
 
 
+def test_a_killed_launcher_stops_every_process_at_one_saved_step(tmp_path):
+    """SIGKILL to scripts/launch_local.sh's process group reaches the launcher alone (its
+    processes have groups of their own): each sees it gone, saves the same step and exits,
+    leaving the workdir unlocked for the command that resumes it."""
+    launcher = _launch(
+        [shutil.which("bash")],
+        tmp_path,
+        "--config.total_steps=100000",
+        "--config.log_every_steps=20",
+        "--config.checkpoint_every_steps=100000",
+    )
+    try:
+        _wait_for_training(tmp_path, [launcher])
+        processes = _children(launcher.pid)
+        os.killpg(launcher.pid, signal.SIGKILL)
+        _, stderr = launcher.communicate(timeout=120)  # ends when the processes close stderr
+    finally:
+        for pid in processes:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    stops = re.findall(r"SIGTERM: saved a checkpoint at step (\d+)", stderr)
+    assert len(stops) == 2 and stops[0] == stops[1], stderr[-3000:]
+    assert json.load(open(tmp_path / "run_status.json"))["status"] == "interrupted"
+    assert os.path.isdir(tmp_path / "checkpoints" / stops[0])
+    with open(tmp_path / ".lock") as f:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises while a process holds it
+
+
 def _launch(bash: list[str], workdir, *flags: str, **env: str) -> subprocess.Popen:
     """scripts/launch_local.sh (run by `bash`) starting 2 processes of a run in `workdir`, in a
     session of its own, its output piped."""
@@ -165,14 +196,17 @@ def _launch(bash: list[str], workdir, *flags: str, **env: str) -> subprocess.Pop
 
 def _kill_launcher(launcher: subprocess.Popen) -> None:
     """Kills launch_local.sh and its processes (each in a process group of its own)."""
-    with open(f"/proc/{launcher.pid}/task/{launcher.pid}/children") as f:
-        children = [int(pid) for pid in f.read().split()]
-    for pid in [launcher.pid, *children]:
+    for pid in [launcher.pid, *_children(launcher.pid)]:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
     launcher.wait()
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(child) for child in f.read().split()]
 
 
 def _two_processes(workdir, *flags) -> list[subprocess.Popen]:

@@ -132,3 +132,13 @@ def test_a_second_run_in_a_busy_workdir_is_refused_and_writes_nothing(tmp_path):
     # Whatever the first run wrote since, no line came from the second (one writer per step).
     steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
     assert len(steps) >= lines_after and steps == sorted(steps)
+
+
+@pytest.mark.parametrize("value", ["1", "not-a-pid", ""])
+def test_a_launcher_pid_that_is_not_the_parent_is_ignored(monkeypatch, value):
+    """ANN_LAUNCHER_PID inherited from further up, or copied into a shell with a launcher's
+    command, must not stop a run that the named process did not start."""
+    from ann.train import launcher
+
+    monkeypatch.setenv(launcher.ENV, value)
+    assert not launcher.stop_with_launcher()

@@ -279,7 +279,8 @@ def test_cpu_sets_are_disjoint(monkeypatch, capsys):
 
 def test_launcher_pins_trials_and_records_failures(tmp_path):
     show = (
-        "import os; print(sorted(os.sched_getaffinity(0)), os.environ['OMP_NUM_THREADS'])"
+        "import os; print(sorted(os.sched_getaffinity(0)), os.environ['OMP_NUM_THREADS'],"
+        " os.environ.get('ANN_LAUNCHER_PID') == str(os.getppid()))"  # stops if the sweep dies
         "\nimport time; time.sleep(0.5)"
     )
     fail = "import sys; print('error: bad thing happened', file=sys.stderr); sys.exit(1)"
@@ -299,9 +300,10 @@ def test_launcher_pins_trials_and_records_failures(tmp_path):
     seen = []
     for name in "ab":
         out = (tmp_path / name / "stdout.log").read_text().splitlines()[-1]
-        pinned, threads = out.rsplit(" ", 1)
+        pinned, threads, watches = out.rsplit(" ", 2)
         seen.append(json.loads(pinned))
         assert int(threads) == len(seen[-1])
+        assert watches == "True"  # the trial's ann.main would watch this sweep's pid
     if len(cores) >= 2:  # two at a time on disjoint halves of the machine
         assert not set(seen[0]) & set(seen[1])
         assert sorted(seen[0] + seen[1]) == cores

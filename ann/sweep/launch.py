@@ -25,6 +25,7 @@ from ann import cli
 from ann.sweep import trials as trials_lib
 from ann.sweep.space import SweepError
 from ann.sweep.trials import Trial
+from ann.train import launcher
 
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -91,7 +92,12 @@ def _start(trial: Trial, cpus: list[int]) -> _Running:
     stdout.flush()
     offset = stderr.tell()
     threads = str(len(cpus))
-    env = {**os.environ, **dict.fromkeys(THREAD_VARS, threads), **trial.env}
+    env = {
+        **os.environ,
+        **dict.fromkeys(THREAD_VARS, threads),
+        **trial.env,
+        **launcher.environment(),  # a trial stops, saving, if this sweep is killed
+    }
     proc = subprocess.Popen(
         trial.argv(),
         cwd=trial.cwd,
