@@ -7,6 +7,7 @@ import logging
 import os
 import pathlib
 import shutil
+import time
 
 import jax
 import jax.numpy as jnp
@@ -490,6 +491,22 @@ def test_restoring_a_run_that_has_saved_nothing_yet_says_it_is_still_training(tm
     finally:
         writer.kill()
         writer.wait()
+
+
+def test_tensorboard_points_reach_the_disk_within_seconds_not_at_close(tmp_path):
+    # A run killed (SIGKILL, a preempted machine) lost up to 120 s of TensorBoard's points,
+    # tensorboardX's default flush interval, though metrics.jsonl had them.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from ann.train.writers import TENSORBOARD_FLUSH_SECONDS
+
+    writer = MetricWriter(str(tmp_path))
+    writer.write(10, {"train/loss": 1.5})
+    time.sleep(TENSORBOARD_FLUSH_SECONDS + 1)
+    events = EventAccumulator(str(tmp_path / "tensorboard"))  # read before any close
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("train/loss")] == [(10, 1.5)]
+    writer.close()
 
 
 def test_tensorboard_shows_one_run_after_a_resume_and_a_fresh_start(tmp_path):
