@@ -4,6 +4,7 @@ a rerun trains no more."""
 import dataclasses
 import json
 import logging
+import os
 
 import jax
 import pytest
@@ -127,8 +128,16 @@ def test_early_stopping_errors_name_the_key(tmp_path):
             tiny(**{"early_stopping.metric": "val/loss", "early_stopping.mode": "down"}),
             str(tmp_path / "b"),
         )
+    # Refused before the first step, after the workdir was opened: what it wrote is removed
+    # (config.json and empty checkpoint dirs read as a run), the user's own files stay.
     with pytest.raises(ConfigError, match="'val/acc' is not a validation metric of this run"):
         train_and_evaluate(tiny(**{"early_stopping.metric": "val/acc"}), str(tmp_path / "c"))
+    assert not (tmp_path / "c").exists()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="'val/acc' is not a validation metric of this run"):
+        train_and_evaluate(tiny(**{"early_stopping.metric": "val/acc"}), str(tmp_path / "mine"))
+    assert os.listdir(tmp_path / "mine") == ["notes.txt"]
     # A test metric never stops a run: refused before anything compiles, with the fix.
     with pytest.raises(
         ConfigError,

@@ -248,9 +248,11 @@ def train_and_evaluate(
             source = transfer.load(
                 config.init_from, setup.abstract_state, tuple(config.init_from_skip)
             )
+        before, locked = workdir_lib.entries(workdir), False
         run = None
         try:
             with workdir_lib.lock(workdir), contextlib.ExitStack() as stack:
+                locked = True  # (a workdir another run holds is refused, and never touched)
                 run = _open(config, workdir, setup)
                 stack.callback(run.close)
                 # Named for what it does: a fresh start initializes the state (its init compiled).
@@ -268,10 +270,15 @@ def train_and_evaluate(
             # Failed once open, before the loop (a user's model that fails to trace): recorded
             # `failed`, as a failure inside the loop is (`_end`), for sweeps and schedulers; a
             # refusal (a bad config, a damaged checkpoint or metrics file) records nothing.
+            # A refusal leaves the workdir as it found it (one process: its peers may still be
+            # writing there on their way to the same refusal).
             refusal = isinstance(e, config_lib.ConfigError | CheckpointError | MetricsFileError)
             if run is not None and run.progress is None and not refusal:
                 if jax.process_index() == 0:
                     _record_end(workdir, e, run.start_step, run.total_steps, run.checkpoints)
+            elif refusal and locked and (run is None or run.progress is None):
+                if jax.process_count() == 1:
+                    workdir_lib.remove_added(workdir, before)
             raise
 
 

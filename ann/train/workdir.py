@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import shutil
 import socket
 from collections.abc import Iterator
 
@@ -73,3 +74,30 @@ def lock(workdir: str) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # releases the lock; the file stays, harmlessly
+
+
+def entries(workdir: str) -> set[str] | None:
+    """The names in `workdir`, or None if it does not exist: taken before a start writes, so
+    that a refused start can remove what it added (`remove_added`)."""
+    try:
+        return set(os.listdir(workdir))
+    except FileNotFoundError:
+        return None
+
+
+def remove_added(workdir: str, before: set[str] | None) -> None:
+    """Removes what a start refused before its first step wrote (config.json, parameters.tsv,
+    an empty metrics.jsonl, checkpoint directories): the whole workdir if the start created it
+    (`before` is None), else the entries not in `before`. A refused start reads as a workdir
+    that holds a run (`ann report`, `ann export`, a sweep's results) if they stay."""
+    if before is None:
+        shutil.rmtree(workdir, ignore_errors=True)
+        return
+    for name in entries(workdir) or set():
+        if name not in before:
+            path = os.path.join(workdir, name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    os.remove(path)
