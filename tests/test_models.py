@@ -1,5 +1,6 @@
 """Models: found by name, built from config keys, and a user's own model from outside ann/."""
 
+import json
 import os
 import re
 import subprocess
@@ -111,6 +112,21 @@ def test_readme_own_experiment_trains_and_exports_from_outside_ann(tmp_path):
     out = model({"image": np.zeros((3, 8, 8, 1), np.uint8)})
     assert out["p_odd"].shape == (3,) and np.all((out["p_odd"] >= 0) & (out["p_odd"] <= 1))
     assert model.name == "digits_mlp_parity"  # as the README says
+    # Its own report section (report_sections), on the export: it was refused in one line.
+    proc = subprocess.run(
+        [sys.executable, "-m", "ann.report", "--model=exports/parity", "--out=report"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads((tmp_path / "report/report.json").read_text())
+    for split in ("validation", "test"):
+        shown = report["splits"][split]["sections"]["parity"]["accuracy"]
+        assert shown > 0.85 and f"{split}: accuracy {shown:.4f}" in proc.stdout, proc.stdout
+        assert (tmp_path / f"report/{split}_parity_p_odd.png").stat().st_size > 5000
 
 
 # A model's own argument ranges (its RANGES) are checked with the config, before any data set is

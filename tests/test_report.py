@@ -478,18 +478,50 @@ def test_a_model_report_and_a_drift_report_do_not_replace_each_other(tmp_path):
         check_out(str(tmp_path / "model"), "drift report")
 
 
-def test_a_users_own_experiment_is_refused_in_one_line_before_restoring(tmp_path):
-    # README's Parity experiment: `ann report` restored the run, then raised a ValueError
-    # traceback.
+def test_a_users_own_experiment_is_refused_in_one_line_before_restoring(tmp_path, monkeypatch):
+    # README's Parity experiment without its report_sections: `ann report` restored the run,
+    # then raised a ValueError traceback.
     from conftest import tiny
+    from test_models import readme_file
 
     from ann import config as config_lib
     from ann.config import ConfigError
     from ann.report import collect
+    from ann.train.checkpoint import CheckpointError
 
-    config_lib.write(tiny(experiment="mytasks:Parity"), str(tmp_path))  # no checkpoint at all
+    (tmp_path / "mytasks.py").write_text(readme_file("mytasks.py"))
+    (tmp_path / "plain.py").write_text(
+        "import mytasks\n"
+        "Parity = type('Parity', (), {k: v for k, v in vars(mytasks.Parity).items()"
+        " if k != 'report_sections'})\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config_lib.write(tiny(experiment="plain:Parity"), str(tmp_path))  # no checkpoint at all
     with pytest.raises(ConfigError) as e:
         collect.from_workdir(str(tmp_path))  # a restore would raise CheckpointError
     assert str(e.value).startswith(
         "ann report has sections for ann's experiments (anomaly_detection, classification, "
-    ) and "not for 'mytasks:Parity'; its eval metrics per split are in" in str(e.value)
+    ) and "not for 'plain:Parity', which defines no report_sections(preds); define it" in str(
+        e.value
+    )
+    config_lib.write(tiny(experiment="mytasks:Parity"), str(tmp_path))
+    with pytest.raises(CheckpointError):  # README's, which has them: on to the restore
+        collect.from_workdir(str(tmp_path))
+
+
+def test_a_users_report_sections_that_returns_no_sections_is_one_line():
+    from types import SimpleNamespace
+
+    from ann.config import ConfigError
+    from ann.report import sections
+
+    preds = SimpleNamespace(
+        experiment=SimpleNamespace(report_sections=lambda preds: {"accuracy": 0.9}),
+        config=SimpleNamespace(experiment="mytasks:Parity"),
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"^experiment 'mytasks:Parity': report_sections\(preds\) returned dict, not a list "
+        r"of ann.report.sections.Section$",
+    ):
+        sections._users_sections(preds)

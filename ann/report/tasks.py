@@ -1,6 +1,7 @@
-"""Which experiments `ann report` has sections for (`SECTIONS`), and the one-line refusal of
-any other: a table apart from the section functions, so that reading a run or an export
-(`ann.report.collect`) can check before a restore without importing them."""
+"""Which experiments `ann report` has sections for (`SECTIONS`, and a user's class with a
+`report_sections` method), and the one-line refusal of any other: a table apart from the
+section functions, so that reading a run or an export (`ann.report.collect`) can check before
+a restore without importing them."""
 
 from __future__ import annotations
 
@@ -18,13 +19,24 @@ SECTIONS: dict[str, str] = {
 }
 
 
+# A user's experiment class gives its own sections through this method: report_sections(self,
+# preds: Predictions) -> list[Section], called once per split.
+METHOD = "report_sections"
+
+
 def check_experiment(experiment: str) -> None:
-    """Raises ConfigError, one line, unless `experiment` has sections (a name in SECTIONS): a
-    user's own experiment has none, and is judged by its own eval metrics."""
-    if experiment not in SECTIONS:
-        raise ConfigError(
-            f"ann report has sections for ann's experiments ({', '.join(sorted(SECTIONS))}), "
-            f"not for {experiment!r}; its eval metrics per split are in the run's "
-            "metrics.jsonl (and run_status.json), or add its section function to SECTIONS in "
-            "ann/report/tasks.py"
-        )
+    """Raises ConfigError, one line, unless `experiment` has sections: a name in SECTIONS, or a
+    user's `module:Class` that defines `report_sections(preds)` (imported to see; a module
+    that does not import is its own one line, from `ann.experiment.get`)."""
+    if experiment in SECTIONS:
+        return
+    from ann import experiment as experiment_lib
+
+    if hasattr(experiment_lib.get(experiment), METHOD):
+        return
+    raise ConfigError(
+        f"ann report has sections for ann's experiments ({', '.join(sorted(SECTIONS))}), "
+        f'not for {experiment!r}, which defines no {METHOD}(preds); define it (README, "Add '
+        "your own experiment\"), or read its eval metrics per split in the run's metrics.jsonl "
+        "(and run_status.json)"
+    )

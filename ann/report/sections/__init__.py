@@ -3,7 +3,7 @@
 A section function takes one split's `ann.report.collect.Predictions` and returns a list of
 `Section`s (metrics for report.json, matplotlib figures, summary lines). Functions are found by
 experiment name through `SECTIONS` (imported on use: matplotlib and scikit-learn load only for a
-report).
+report); a user's experiment class gives its own as a `report_sections(preds)` method.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import importlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ann.report.tasks import SECTIONS, check_experiment  # the table, here where it always was
+from ann.config import ConfigError
+from ann.report.tasks import METHOD, SECTIONS, check_experiment  # the table, here as ever
 
 if TYPE_CHECKING:
     import matplotlib.figure
@@ -46,9 +47,24 @@ def report_setting(preds: Predictions, key: str, default: Any) -> Any:
 
 
 def sections_for(experiment: str) -> Callable[[Predictions], list[Section]]:
-    """The section function for `experiment` (a name in SECTIONS). Raises ConfigError naming
+    """The section function for `experiment`: SECTIONS' for ann's experiments, else the
+    experiment's own `report_sections` method, its result checked. Raises ConfigError naming
     the experiments that have one (`check_experiment`)."""
     check_experiment(experiment)
+    if experiment not in SECTIONS:
+        return _users_sections
     target = SECTIONS[experiment]
     module, _, name = target.partition(":")
     return getattr(importlib.import_module(module), name)
+
+
+def _users_sections(preds: Predictions) -> list[Section]:
+    """A user's experiment's `report_sections(preds)`; raises ConfigError, naming it, for a
+    result that is not a list of Sections (it would fail later, deep in the report's writing)."""
+    sections = getattr(preds.experiment, METHOD)(preds)
+    if not isinstance(sections, list) or not all(isinstance(s, Section) for s in sections):
+        raise ConfigError(
+            f"experiment {preds.config.experiment!r}: {METHOD}(preds) returned "
+            f"{type(sections).__name__}, not a list of ann.report.sections.Section"
+        )
+    return sections
