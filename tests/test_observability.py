@@ -50,7 +50,7 @@ def test_render_command_writes_rules_and_dashboard(tmp_path):
         timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    assert "(13 recording rules, 6 alerts)" in result.stdout and "panels)" in result.stdout
+    assert "(13 recording rules, 8 alerts)" in result.stdout and "panels)" in result.stdout
     groups = yaml.safe_load((tmp_path / cli_main.RULES_FILE).read_text())["groups"]
     names = [r.get("alert") for g in groups for r in g["rules"] if "alert" in r]
     assert names == [
@@ -60,6 +60,8 @@ def test_render_command_writes_rules_and_dashboard(tmp_path):
         "AnnLatencySLOBurnTicket",
         "AnnDriftDetected",
         "AnnAccuracyBelowBound",
+        "AnnServerDown",
+        "AnnServerNotReady",
     ]
     for rule in (r for g in groups for r in g["rules"] if "alert" in r):
         page = rule["annotations"]["runbook_url"].removeprefix("docs/runbooks/")
@@ -85,6 +87,8 @@ def test_render_command_writes_rules_and_dashboard(tmp_path):
             "error: --slo.availability=abc must be a number; e.g. --slo.availability=0.999",
         ),
         (["--runbook_base="], "error: --runbook_base must be a URL or path"),
+        (["--alert.job=a b"], "error: --alert.job='a b' must be the scrape job's name"),
+        (["--alert.down_for=5"], "error: --alert.down_for='5' must be a Prometheus duration"),
         (["NOOUT"], "error: missing --out"),
         (["--out=FILE"], "error: --out=FILE is a file, not a directory; choose another --out"),
         (["rendr"], "error: give one command: render (ann observability render --out=DIR); got"),
@@ -122,7 +126,7 @@ def test_promtool_checks_the_rules(rendered):
         text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 19 rules found" in result.stdout
+    assert "SUCCESS: 21 rules found" in result.stdout
 
 
 def _without_value_annotations(rendered, tmp_path) -> tuple[str, dict[str, dict]]:
@@ -132,7 +136,10 @@ def _without_value_annotations(rendered, tmp_path) -> tuple[str, dict[str, dict]
     rule_file = yaml.safe_load((rendered / cli_main.RULES_FILE).read_text())
     kept = {}
     for rule in (r for g in rule_file["groups"] for r in g["rules"] if "alert" in r):
-        notes = {k: v for k, v in rule["annotations"].items() if "$value" not in v}
+        # ($value, a float; and Go template branches, which the test's substitution cannot take)
+        notes = {
+            k: v for k, v in rule["annotations"].items() if "$value" not in v and "{{ if" not in v
+        }
         rule["annotations"] = kept[rule["alert"]] = notes
     path = tmp_path / "rules.yaml"
     path.write_text(yaml.safe_dump(rule_file, sort_keys=False))
@@ -264,6 +271,28 @@ def test_drift_and_accuracy_tickets_wait_for_their_for_and_cool_off(rendered, tm
         ("AnnAccuracyBelowBound", "45m", labels),
     ]
     _promtool_test(rendered, tmp_path, series, expected)
+
+
+@needs_promtool
+def test_a_dead_or_never_ready_server_pages_though_no_request_burns_the_budget(rendered, tmp_path):
+    # A crashed server sent no requests: every SLO ratio was empty and nothing paged.
+    series = {
+        'up{job="ann",instance="a:8081"}': "1x9 0x30",  # dead from 10m
+        'up{job="ann",instance="b:8081"}': "1x40",
+        'ann_ready{job="ann",instance="b:8081"}': "1x9 0x30",  # up, never ready again
+        'up{job="other",instance="c:9100"}': "0x40",  # another job's target: not ours
+    }
+    down = [{"severity": "page", "job": "ann", "instance": "a:8081"}]
+    not_ready = [{"severity": "page", "job": "ann", "instance": "b:8081"}]
+    expected = [
+        ("AnnServerDown", "12m", []),  # pending: 5m
+        ("AnnServerDown", "16m", down),
+        ("AnnServerNotReady", "12m", []),
+        ("AnnServerNotReady", "16m", not_ready),
+    ]
+    _promtool_test(rendered, tmp_path, series, expected)
+    gone = [{"severity": "page", "job": "ann"}]  # every target of the job gone
+    _promtool_test(rendered, tmp_path, {'up{job="other"}': "1x20"}, [("AnnServerDown", "6m", gone)])
 
 
 def _expressions(model: dict) -> list[tuple[str, str]]:

@@ -32,7 +32,7 @@ _DEFAULTS = rules.Settings()
 # The keys of --slo.* and --alert.* (rules.Settings fields).
 SECTIONS = {
     "slo": ("availability", "latency_p95_ms"),
-    "alert": ("accuracy_min", "drift_for", "accuracy_for", "keep_firing_for"),
+    "alert": ("accuracy_min", "drift_for", "accuracy_for", "keep_firing_for", "down_for", "job"),
 }
 
 
@@ -54,7 +54,9 @@ def define_flags() -> None:
         "alert",
         alert,
         "Model alerts: --alert.accuracy_min (realized-accuracy bound), --alert.drift_for, "
-        "--alert.accuracy_for (how long before a ticket), --alert.keep_firing_for (cool-off).",
+        "--alert.accuracy_for (how long before a ticket), --alert.keep_firing_for (cool-off); "
+        "server pages: --alert.down_for (down or not ready that long), --alert.job (the scrape "
+        "job of the servers' metrics port).",
         lock_config=False,
         accept_new_attributes=True,
     )

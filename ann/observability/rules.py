@@ -58,6 +58,10 @@ class Settings:
         milliseconds; one of the `ann_request_duration_seconds` buckets.
     accuracy_min: the realized-accuracy bound (a share in [0, 1]) below which a ticket opens.
     drift_for, accuracy_for: how long (a Prometheus duration) the condition must hold.
+    down_for: how long a server may be down (its scrape failing, or its target gone) or not
+        ready (`ann_ready` 0: compiling, draining, stuck) before the page.
+    job: the Prometheus scrape job of the servers' `--metrics_port` (`job_name`), which the
+        down alert reads `up` of.
     keep_firing_for: the cool-off: how long an alert stays firing after its condition clears.
     runbook_base: the runbooks' location (a URL or path); alerts link `BASE/NAME.md`.
     """
@@ -68,6 +72,8 @@ class Settings:
     drift_for: str = "30m"
     accuracy_for: str = "30m"
     keep_firing_for: str = "1h"
+    down_for: str = "5m"
+    job: str = "ann"
     runbook_base: str = "docs/runbooks"
 
     def check(self) -> None:
@@ -84,7 +90,12 @@ class Settings:
             )
         if not 0.0 <= self.accuracy_min <= 1.0:
             raise ValueError(f"--alert.accuracy_min={self.accuracy_min} must be in [0, 1]")
-        for name in ("drift_for", "accuracy_for", "keep_firing_for"):
+        if not re.fullmatch(r"[A-Za-z0-9_.:/-]+", self.job):
+            raise ValueError(
+                f"--alert.job={self.job!r} must be the scrape job's name (prometheus.yml's "
+                "job_name), e.g. ann"
+            )
+        for name in ("drift_for", "accuracy_for", "keep_firing_for", "down_for"):
             value = getattr(self, name)
             if not _DURATION.match(value):
                 raise ValueError(
@@ -242,7 +253,41 @@ def model_alerts(settings: Settings) -> dict[str, Any]:
     return {"name": "ann-model-alerts", "rules": [drift, accuracy]}
 
 
+def server_alerts(settings: Settings) -> dict[str, Any]:
+    """Pages for a server that is down or never ready. The SLO alerts cannot see either: a
+    dead server sends no requests to count, so its error share is empty, not high."""
+    job = f'job="{settings.job}"'
+    down = {
+        "alert": "AnnServerDown",
+        # `absent`: every target of the job gone (a Deployment scaled to 0, pods evicted).
+        "expr": f"up{{{job}}} == 0\nor\nabsent(up{{{job}}})",
+        "for": settings.down_for,
+        "labels": {"severity": "page"},
+        "annotations": {
+            "summary": "ann server down (job {{ $labels.job }}: {{ if $labels.instance }}"
+            "{{ $labels.instance }}{{ else }}no targets{{ end }})",
+            "description": f"Prometheus could not scrape it, or the job has no targets, for "
+            f"{settings.down_for}.",
+            "runbook_url": f"{settings.runbook_base}/server-down.md",
+        },
+    }
+    not_ready = {
+        "alert": "AnnServerNotReady",
+        "expr": f"max by (job, instance) (ann_ready{{{job}}}) == 0",
+        "for": settings.down_for,
+        "labels": {"severity": "page"},
+        "annotations": {
+            "summary": "ann server {{ $labels.instance }} is up but not ready",
+            "description": f"ann_ready has been 0 for {settings.down_for}: still compiling, "
+            "draining, or stuck; it gets no traffic from a readiness-checking balancer.",
+            "runbook_url": f"{settings.runbook_base}/server-down.md",
+        },
+    }
+    return {"name": "ann-server-alerts", "rules": [down, not_ready]}
+
+
 def rule_file(settings: Settings) -> dict[str, Any]:
     """The whole Prometheus rule file (`rule_files:` in prometheus.yml) as a dict."""
     settings.check()
-    return {"groups": [recording_rules(settings), slo_alerts(settings), model_alerts(settings)]}
+    groups = [recording_rules(settings), slo_alerts(settings), model_alerts(settings)]
+    return {"groups": [*groups, server_alerts(settings)]}
