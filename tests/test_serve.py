@@ -728,6 +728,9 @@ def test_overload_gives_503_and_sigterm_drains(digits_export):
             server.proc.send_signal(signal.SIGTERM)
             answers = [p.result(timeout=30) for p in pending]
         assert [a[0] for a in answers] == [200] * 4, answers
+        # Each ends its keep-alive connection: a client's next request on it was lost (reset)
+        # when the drain closed the connection.
+        assert [a[1].get("connection") for a in answers] == ["close"] * 4, answers
         assert server.proc.wait(30) == 0
         with pytest.raises(OSError):
             request(port, "GET", "/v2/health/live", timeout=2)

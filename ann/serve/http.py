@@ -113,6 +113,10 @@ class Listener:
     ):
         self.handler, self.settings, self.refused = handler, settings, refused
         self.connections: set[Connection] = set()
+        # Set at SIGTERM: every reply from then on says `connection: close` and ends its
+        # connection, so a keep-alive client reconnects (to another replica) instead of sending
+        # its next request on a connection the drain is about to close.
+        self.draining = False
         shortest = min(settings.header_timeout_s, settings.body_timeout_s,
                        settings.keepalive_timeout_s)  # fmt: skip
         self.tick = min(1.0, max(0.02, shortest / 4))
@@ -338,8 +342,14 @@ class Connection(asyncio.Protocol):
             self._closing = True
 
         def respond(status: int, body: bytes, headers: list | None = None) -> None:
-            slot.close = close
-            slot.data = encode_response(status, body, headers, close)
+            # Draining: the connection's last owed reply closes it (an earlier pipelined one
+            # that closed would drop the replies after it).
+            slots = self._slots
+            last = close or (self._listener.draining and bool(slots) and slot is slots[-1])
+            if last:
+                self._closing = True
+            slot.close = last
+            slot.data = encode_response(status, body, headers, last)
             self._flush()
 
         url = self._url
@@ -472,6 +482,8 @@ async def serve(app: Any) -> None:
         flush=True,
     )
     app.start_draining()
+    for listener in listeners:
+        listener.draining = True
     for server in servers:
         server.close()  # no new connections
     shutdown_timeout = settings.shutdown_timeout
