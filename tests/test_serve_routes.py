@@ -83,6 +83,14 @@ def test_unknown_models_and_versions_are_404_before_the_method(app):
     assert call(app, "GET", "/v2/models/nope/infer")[:1] == (404,)
     status, body, _ = call(app, "DELETE", "/v2/models/m/versions/7/ready")
     assert status == 404 and 'version: expected one of ["1"], got "7"' in body["error"]
+    # A served model's missing version (a client pinned to a rolled-back one) names the model,
+    # in the reply and the metrics (it counted under model ""); the client's string is not a
+    # label value: version "".
+    assert (body["model_name"], body["model_version"]) == ("m", "7")
+    text = app.metrics.render().decode()
+    assert 'ann_errors_total{code="404",model="m",reason="version",version=""} 1.0' in text
+    assert 'ann_requests_total{code="404",handler="",model="m",version=""} 1.0' in text
+    assert 'version="7"' not in text
 
 
 def test_token_and_metrics_port_are_judged_per_route():

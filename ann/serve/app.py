@@ -170,6 +170,17 @@ class Request:
         self.traced = traced
 
 
+@dataclasses.dataclass(frozen=True)
+class _Unserved:
+    """A served model's name with a version it does not serve (a client pinned to a version
+    rolled back): the reply names both, and the metrics count it under the model with version
+    "" (the client's string as a label value would let clients grow the series without bound)."""
+
+    name: str
+    version: str
+    label_version: str = ""
+
+
 class App:
     """The HTTP application: `models` are loaded artifacts, compiled on `start`; `settings`
     were checked when made; `tracing`: spans (`tracing.from_environment()`), None for none.
@@ -251,9 +262,10 @@ class App:
         (traceparent, tracestate) headers, if sent. `public_only`: the metrics port, which
         answers `/metrics` and `/v2/health/*` without the token and nothing else.
         """
-        served: ServedModel | None = None
+        served: ServedModel | _Unserved | None = None
         status: int | None = 500
         handler = ""
+        params: dict[str, str] = {}
         traced = None
         if self.tracing is not None and not public_only:
             traced = self._traced(method, path, trace, respond)
@@ -279,6 +291,8 @@ class App:
             status = getattr(self, answer)(request, served)
         except ServeError as e:
             status = e.status
+            if served is None and e.reason == "version":  # a served name, a version it lacks
+                served = _Unserved(params["name"], protocol.clip(params["version"]))
             self._error(served, e.status, e.reason)
             respond(e.status, self._with_model({"error": e.message}, served), e.headers)
         except Exception as e:  # a bug in the server, not in the request: say so, keep serving
@@ -323,17 +337,21 @@ class App:
             raise _no_route(method, path)
         return found
 
-    def _error(self, served: ServedModel | None, status: int, reason: str) -> None:
+    def _error(self, served: ServedModel | _Unserved | None, status: int, reason: str) -> None:
         """`ann_errors_total`: a refusal or failure, by the model it named ("" when none)."""
-        name, version = (served.name, served.version) if served else ("", "")
+        name, version = (served.name, served.label_version) if served else ("", "")
         self.metrics.errors.labels(name, version, str(status), reason).inc()
 
-    def _count(self, served: ServedModel | None, status: int, handler: str = "") -> None:
+    def _count(
+        self, served: ServedModel | _Unserved | None, status: int, handler: str = ""
+    ) -> None:
         """`ann_requests_total`, children cached: a labels() lookup costs more than the inc.
         `handler`: the App method that answered (`infer`, `model_ready`, ...; "" when no route
         was reached), so the availability SLI counts infers, not a per-model readiness probe."""
         key = (
-            (served.name, served.version, handler, status) if served else ("", "", handler, status)
+            (served.name, served.label_version, handler, status)
+            if served
+            else ("", "", handler, status)
         )
         counter = self._request_counters.get(key)
         if counter is None:
@@ -375,7 +393,7 @@ class App:
         self._authorize(authorization, admin=True)
 
     @staticmethod
-    def _with_model(body: dict[str, Any], served: ServedModel | None) -> bytes:
+    def _with_model(body: dict[str, Any], served: ServedModel | _Unserved | None) -> bytes:
         if served is not None:
             body = {**body, "model_name": served.name, "model_version": served.version}
         return orjson.dumps(body)

@@ -44,6 +44,7 @@ class ServedModel:
 
     def __init__(self, name: str, version: str, model: artifact.Model, source: str):
         self.name, self.version, self.model, self.source = name, version, model, source
+        self.label_version = version  # its metrics' `version` label (app._Unserved's is "")
         self.inputs = {k: {**v, "shape": v["shape"][1:]} for k, v in model.inputs.items()}
         self.outputs = model.outputs
         self.batcher: Batcher | None = None
