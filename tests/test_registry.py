@@ -285,6 +285,24 @@ def test_cli(digits_export, tmp_path):
     )
     bad = cli("resolve", "models:/digits@nope")
     assert bad.returncode == 1 and "error: model 'digits' has no alias 'nope'" in bad.stderr
+    # What an operator does by hand, which resolve printed a path for (and a Docker build then
+    # baked): a modified manifest, then the version's files removed.
+    version = tmp_path / "reg/artifacts/digits/1"
+    os.chmod(version, 0o755)
+    os.chmod(version / "manifest.json", 0o644)
+    with open(version / "manifest.json", "a") as f:
+        f.write(" ")
+    bad = cli("resolve", "models:/digits@champion")
+    assert bad.returncode == 1 and bad.stdout == "", bad.stdout
+    assert "manifest.json was modified" in one_line_error(bad)
+    shutil.rmtree(version)
+    line = one_line_error(cli("resolve", "models:/digits@champion"))
+    assert line.startswith(
+        "error: models:/digits@champion is digits version 1, whose files at "
+    ) and line.endswith(
+        "are gone (removed outside the registry); point the alias at another "
+        "version (ann registry alias digits ALIAS N) or register the export again"
+    )
     unknown = cli("frobnicate")
     assert unknown.returncode == 1 and "unknown registry command 'frobnicate'" in unknown.stderr
 

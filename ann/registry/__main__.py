@@ -31,7 +31,7 @@ from typing import Any
 
 from absl import flags
 
-from ann import cli
+from ann import artifact, cli
 from ann.registry import mlflow_mirror
 from ann.registry.core import (
     MAX_DESCRIPTION,
@@ -227,7 +227,11 @@ def _tag(registry: Registry, f: Any, args: Sequence[str], mlflow_uri: str) -> No
 
 
 def _resolve(registry: Registry, f: Any, args: Sequence[str], mlflow_uri: str) -> None:
-    print(resolve(args[0], f.registry).path)
+    # Its path goes into builds (the Dockerfile's EXPORT): checked against the sha256 recorded
+    # at register first, every file read, as serving would, so a modified version is not baked.
+    resolved = resolve(args[0], f.registry)
+    artifact.verify(resolved.path, resolved.manifest_sha256)
+    print(resolved.path)
 
 
 def _show(registry: Registry, f: Any, args: Sequence[str], mlflow_uri: str) -> None:

@@ -38,7 +38,8 @@ def resolve(spec: str, registry: str | None = None, has_flag: bool = True) -> Re
     `has_flag`: whether the command has a --registry flag to name (`init_from` has none).
 
     Raises RegistryError with one line: no registry there, no such model, version or alias, a
-    malformed URI, or a directory that is not an export. Never creates or changes a file."""
+    version whose files were removed, a malformed URI, or a directory that is not an export.
+    Never creates or changes a file."""
     if spec.startswith(URI_SCHEME):
         store = Registry(registry or default_root())
         if registry is None and not store.exists():  # no flag named it: say where it looked
@@ -48,6 +49,12 @@ def resolve(spec: str, registry: str | None = None, has_flag: bool = True) -> Re
                 f"./registry); set $ANN_REGISTRY{flag} to its directory"
             )
         mv = store.resolve(spec)
+        if not os.path.isdir(mv.path):  # removed by hand: the record outlived the files
+            raise RegistryError(
+                f"{spec} is {mv.name} version {mv.version}, whose files at {mv.path} are gone "
+                "(removed outside the registry); point the alias at another version (ann "
+                f"registry alias {mv.name} ALIAS N) or register the export again"
+            )
         return Resolved(spec, mv.path, mv.manifest_sha256, mv)
     give = (
         "give an export directory (ann export) or a registry URI models:/NAME/VERSION, "
