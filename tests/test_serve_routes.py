@@ -235,3 +235,45 @@ def test_repository_index_states(app):
 
     asyncio.run(asyncio.wait_for(main(), 10))
     assert replies[0][0] == 503 and b"draining" in replies[0][1]
+
+
+def test_metadata_lists_every_version_and_an_unload_may_name_one():
+    # Metadata said "versions": ["1"] with 1 and 2 served; an unload naming a version took
+    # every version of the model offline (the parameter was ignored).
+    app = App(
+        [ServedModel("m", "1", FakeModel(), "test"), ServedModel("m", "2", FakeModel(), "test")],
+        Settings(admin_token="adm1n", registry="/nonexistent/registry"),
+    )
+    for m in app.dataplane.all_models():
+        m.ready = True  # as if compiled
+    for path in ("/v2/models/m", "/v2/models/m/versions/2"):
+        assert call(app, "GET", path)[1]["versions"] == ["1", "2"], path
+
+    def unload(parameters):
+        replies = []
+        body = json.dumps({"parameters": parameters}).encode()
+
+        async def main():
+            app.handle("POST", "/v2/repository/models/m/unload", b"Bearer adm1n", body, None,
+                       lambda *reply: replies.append(reply))  # fmt: skip
+            for _ in range(100):
+                if replies:
+                    break
+                await asyncio.sleep(0)
+
+        asyncio.run(main())
+        [(status, reply, _)] = replies
+        return status, json.loads(reply)
+
+    status, reply = unload({"versoin": "2"})
+    assert status == 400 and reply["error"] == (
+        'parameters: expected version (unload one version) or unload_dependents, got "versoin"'
+    )
+    assert unload({"version": "7"})[0] == 404
+    assert unload({"version": 2})[1]["error"].startswith("parameters.version: expected a version")
+    assert unload({"version": "2"}) == (200, {"name": "m", "unloaded": ["2"]})
+    assert call(app, "GET", "/v2/models/m/versions/2/ready")[0] == 404
+    assert call(app, "GET", "/v2/models/m/ready")[0] == 200  # version 1 serves on
+    assert call(app, "GET", "/v2/models/m")[1]["versions"] == ["1"]
+    assert unload({"unload_dependents": False}) == (200, {"name": "m", "unloaded": ["1"]})
+    assert call(app, "GET", "/v2/models/m/ready")[0] == 404

@@ -424,7 +424,13 @@ class App:
         return 200
 
     def model_metadata(self, request: Request, served: ServedModel) -> int:
-        request.respond(200, served.metadata, None)
+        # `versions`: every version of the name that may be asked for (v2: "the model versions
+        # that may be explicitly requested"), as loads and unloads change them.
+        versions = list(self.dataplane.models.get(served.name, ()))
+        body = served.metadata
+        if versions != [served.version]:
+            body = orjson.dumps({**orjson.loads(body), "versions": versions})
+        request.respond(200, body, None)
         return 200
 
     def model_ready(self, request: Request, served: ServedModel) -> int:
@@ -486,10 +492,12 @@ class App:
         )
 
     def repository_unload(self, request: Request, served: None) -> None:
-        """Unloads every version of the model; answered once its queued requests are done."""
+        """Unloads every version of the model, or `parameters.version` alone; answered once
+        its queued requests are done."""
         name = request.params["model"]
-        _json_object(request.body, "body")  # Triton's unload_dependents: nothing depends here
-        work = self.repository.unload(name)
+        parameters = _json_object(request.body, "body").get("parameters") or {}
+        version = unload_version(parameters)
+        work = self.repository.unload(name, version)
         self._answer_later(
             request, work, lambda ms: {"name": name, "unloaded": _versions(ms)}, "repository_unload"
         )
@@ -649,3 +657,23 @@ def run(app: App) -> None:
         factory = None
     with asyncio.Runner(loop_factory=factory) as runner:
         runner.run(serve(app))
+
+
+def unload_version(parameters: Any) -> str | None:
+    """The version an unload's `parameters` name (`{"version": "2"}`), None for every version;
+    ServeError 400 for anything else (an ignored key had unloaded every version). Triton's
+    `unload_dependents` is accepted: no model here depends on another."""
+    if not isinstance(parameters, dict):
+        raise ServeError(400, f"parameters: expected an object, got {protocol.short(parameters)}")
+    unknown = sorted(set(parameters) - {"version", "unload_dependents"})
+    if unknown:
+        raise ServeError(
+            400,
+            f"parameters: expected version (unload one version) or unload_dependents, got "
+            f"{protocol.short(unknown[0])}",
+        )
+    version = parameters.get("version")
+    if version is not None and not (isinstance(version, str) and version.isdigit()):
+        got = protocol.short(version)
+        raise ServeError(400, f'parameters.version: expected a version such as "2", got {got}')
+    return version

@@ -312,10 +312,16 @@ class DataPlane:
         self.models.setdefault(m.name, {})[m.version] = m
         self._bind_metrics(m)
 
-    async def remove(self, name: str) -> list[ServedModel]:
-        """Stops serving every version of `name` (requests for it: 404 from now on), then
-        waits for the requests already queued."""
-        removed = list(self.models.pop(name, {}).values())
+    async def remove(self, name: str, version: str | None = None) -> list[ServedModel]:
+        """Stops serving every version of `name`, or `version` alone (requests for it: 404
+        from now on), then waits for the requests already queued."""
+        versions = self.models.get(name, {})
+        if version is None:
+            removed = list(versions.values())
+        else:
+            removed = [versions.pop(version)] if version in versions else []
+        if not versions or version is None:
+            self.models.pop(name, None)
         for m in removed:
             m.ready = False
             platforms = ",".join(m.model.manifest.get("platforms", []))

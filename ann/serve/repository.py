@@ -229,17 +229,18 @@ class Repository:
             )
         return m
 
-    async def unload(self, name: str) -> list[ServedModel]:
-        """Takes every version of `name` out of service (404 from now on) and waits for its
-        queued requests. ServeError: 404 for a model not served, 409 while it is being loaded."""
+    async def unload(self, name: str, version: str | None = None) -> list[ServedModel]:
+        """Takes every version of `name`, or `version` alone, out of service (404 from now on;
+        the name's other versions keep serving) and waits for its queued requests. ServeError:
+        404 for a model or version not served, 409 while it is being loaded."""
         dp = self.dataplane
         if name in dp.loading:
             raise ServeError(409, f"model {name!r}: a load or unload is in progress; retry", "busy")
-        if name not in dp.models:
-            dp.model(name)  # raises the 404 naming what is served
-        dp.loading[name] = set()
+        if version is not None or name not in dp.models:
+            dp.model(name, version)  # raises the 404 naming what is served
+        dp.loading[name] = {version} if version else set()
         try:
-            removed = await dp.remove(name)
+            removed = await dp.remove(name, version)
         finally:
             del dp.loading[name]
         for m in removed:
