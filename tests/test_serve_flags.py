@@ -119,6 +119,25 @@ def test_a_host_that_is_not_an_address_or_a_name_is_said_to_be_one(host, message
         Settings(host=fine)
 
 
+def test_listening_beyond_this_machine_without_a_token_is_warned_of():
+    from ann.serve.settings import exposure_warning
+
+    for quiet in (Settings(), Settings(host="::1"), Settings(host="localhost"),
+                  Settings(host="0.0.0.0", token="s3cret")):  # fmt: skip
+        assert exposure_warning(quiet) is None, quiet.host
+    from test_serve import free_port
+
+    port = free_port()
+    result = run_server(["--host=0.0.0.0", f"--port={port}"])  # warned, then the missing model
+    warning, error = result.stderr.splitlines()
+    assert warning == (
+        "warning: --host=0.0.0.0 listens beyond this machine without a token: anyone who "
+        f"reaches port {port} may infer and read the models' metadata; give --token_file (a "
+        "mounted secret) or $ANN_SERVE_TOKEN"
+    )
+    assert error.startswith("error: ") and MISSING in error
+
+
 def run_server(args, env=None, model=MISSING):
     return subprocess.run(
         [sys.executable, "-m", "ann.serve", f"--model={model}", *args],

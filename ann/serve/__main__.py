@@ -73,7 +73,7 @@ def read_token(name: str) -> str | None:
 def settings_from_flags():
     """The checked `Settings`, or exit 1 with the first flag that cannot work (a port in use
     and a --host not of this machine too: before any model is loaded)."""
-    from ann.serve.settings import Settings, flag_fields, listen_problem
+    from ann.serve.settings import Settings, exposure_warning, flag_fields, listen_problem
 
     # Each flag field of Settings is the flag of its name (tokens may come from a file).
     named = {f.name: FLAGS[f.name].value for f in flag_fields() if f.name not in TOKENS}
@@ -88,6 +88,9 @@ def settings_from_flags():
     problem = listen_problem(settings)
     if problem:
         cli.fail(problem)
+    warning = exposure_warning(settings)
+    if warning:
+        cli.warn(warning)
     return settings
 
 

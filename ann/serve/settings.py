@@ -385,6 +385,26 @@ def listen_error(flag: str, port: int, host: str, error: OSError) -> str:
     return f"{flag}={port} on --host={host}: cannot listen ({error.strerror or error})"
 
 
+def exposure_warning(settings: Settings) -> str | None:
+    """A warning when the client routes listen beyond this machine without a token: anyone who
+    reaches the port may infer and read the models' metadata. None on a loopback host
+    (127.0.0.0/8, ::1, localhost) or with a token."""
+    import ipaddress
+
+    if settings.token is not None or settings.host == "localhost":
+        return None
+    try:
+        if ipaddress.ip_address(settings.host).is_loopback:
+            return None
+    except ValueError:  # a host name: it may resolve to any address
+        pass
+    return (
+        f"--host={settings.host} listens beyond this machine without a token: anyone who "
+        f"reaches port {settings.port} may infer and read the models' metadata; give "
+        "--token_file (a mounted secret) or $ANN_SERVE_TOKEN"
+    )
+
+
 def listen_problem(settings: Settings) -> str | None:
     """Why `ann serve` could not listen on `--host` at `--port` (and `--metrics_port`), found by
     binding each address for a moment, as the server will (SO_REUSEADDR, IPv6 sockets
