@@ -1,5 +1,6 @@
 """Registry: versions, aliases, tags, lineage, URIs, immutability, concurrent writers."""
 
+import json
 import os
 import re
 import shutil
@@ -189,6 +190,19 @@ def test_an_export_registered_again_is_refused_naming_its_version(digits_export,
     with pytest.raises(RegistryError, match="already registered as digits version 1, 2 "):
         registry.register(str(out), "digits")
     assert registry.register(str(out), "digits_copy").uri == "models:/digits_copy/1"
+    # The same checkpoint exported again: only the manifest's `created` differs, so its sha256
+    # did, and it was registered as a new version (the re-run script the check is for).
+    again = tmp_path / "again"
+    shutil.copytree(out, again)
+    manifest = json.loads((again / "manifest.json").read_text())
+    (again / "manifest.json").write_text(json.dumps({**manifest, "created": "2030-01-01"}))
+    with pytest.raises(RegistryError) as e:
+        registry.register(str(again), "digits")
+    assert str(e.value) == (
+        f"{again} is already registered as digits version 1, 2 (the same manifest but its "
+        "created time); point an alias at it (alias digits ALIAS 2), or give --allow_duplicate "
+        "to register it as a new version anyway"
+    )
 
 
 def test_a_version_with_other_tensors_is_refused_unless_allowed(digits_export, tmp_path):

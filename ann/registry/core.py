@@ -112,6 +112,11 @@ def _lineage(manifest: Mapping[str, Any]) -> dict[str, Any]:
     return {k: manifest.get(k) for k in keys}
 
 
+def _content(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """A manifest apart from when it was exported (`created`): what makes two exports one."""
+    return {k: v for k, v in manifest.items() if k != "created"}
+
+
 def _make_read_only(path: str) -> None:
     for root, _, files in os.walk(path):
         for f in files:
@@ -267,13 +272,13 @@ class Registry:
         manifest_sha = artifact.sha256_bytes(raw)
         if not allow_duplicate and self.exists():  # before copying anything
             with self._connect() as db:
-                self._refuse_duplicate(db, name, manifest_sha, export_dir)
+                self._refuse_duplicate(db, name, manifest, manifest_sha, export_dir)
         incoming = self._stage(export_dir, manifest, raw)
         try:
             self._create()
             with self._write() as db:
                 if not allow_duplicate:  # another writer may have registered it meanwhile
-                    self._refuse_duplicate(db, name, manifest_sha, export_dir)
+                    self._refuse_duplicate(db, name, manifest, manifest_sha, export_dir)
                 if not allow_signature_change:  # against the version this one would follow
                     self._refuse_signature_change(db, name, manifest, export_dir)
                 version = self._insert_version(db, name, export_dir, manifest, manifest_sha,
@@ -349,25 +354,41 @@ class Registry:
         )
         return version
 
-    @staticmethod
     def _refuse_duplicate(
-        db: sqlite3.Connection, name: str, manifest_sha: str, export_dir: str
-    ) -> None:
-        """Raises RegistryError if `name` already has a version with this manifest sha256."""
-        same = [
-            str(row[0])
-            for row in db.execute(
-                "SELECT version FROM model_versions WHERE name = ? AND manifest_sha256 = ? "
-                "ORDER BY version",
-                (name, manifest_sha),
-            )
-        ]
-        if same:
+        self, db: sqlite3.Connection, name: str, manifest: Mapping[str, Any], manifest_sha: str,
+        export_dir: str,
+    ) -> None:  # fmt: skip
+        """Raises RegistryError if `name` already has a version with this manifest sha256, or
+        whose manifest differs only in its `created` time: the same checkpoint exported again
+        (the files, their sha256, the signature, calibration and lineage all equal)."""
+        content = _content(manifest)
+        same, exported_again = [], []
+        for row in db.execute(
+            "SELECT version, manifest_sha256, path FROM model_versions WHERE name = ? "
+            "ORDER BY version",
+            (name,),
+        ):
+            if row["manifest_sha256"] == manifest_sha:
+                same.append(str(row["version"]))
+            elif self._content_of(row["path"]) == content:
+                exported_again.append(str(row["version"]))
+        if same or exported_again:
+            versions = same or exported_again
+            why = "the same manifest sha256" if same else "the same manifest but its created time"
             raise RegistryError(
-                f"{export_dir} is already registered as {name} version {', '.join(same)} (the "
-                f"same manifest sha256); point an alias at it (alias {name} ALIAS {same[-1]}), "
-                "or give --allow_duplicate to register it as a new version anyway"
+                f"{export_dir} is already registered as {name} version {', '.join(versions)} "
+                f"({why}); point an alias at it (alias {name} ALIAS {versions[-1]}), or give "
+                "--allow_duplicate to register it as a new version anyway"
             )
+
+    def _content_of(self, path: str) -> dict[str, Any] | None:
+        """`_content` of the version stored at `path` (relative to the root); None when its
+        manifest cannot be read (removed by hand: not this export's twin)."""
+        try:
+            with open(os.path.join(self.root, path, artifact.MANIFEST), "rb") as f:
+                return _content(json.loads(f.read()))
+        except (OSError, ValueError, TypeError):
+            return None
 
     def _refuse_signature_change(
         self, db: sqlite3.Connection, name: str, manifest: Mapping[str, Any], export_dir: str
