@@ -435,3 +435,26 @@ def test_flags_are_checked_before_anything_starts(tmp_path, args, message):
     result = _cli(reg, *fill(args, {"EXPORT": tmp_path / "export"}), env=env)
     assert message in one_line_error(result)
     assert not reg.exists()
+
+
+def test_a_copy_out_of_the_registry_is_served_as_its_version(digits_export, tmp_path):
+    # The Dockerfile bakes `ann registry resolve`'s directory into the image: served from
+    # there it was 'digits_cnn/<sha prefix>', not 'digits/1' as `--model=models:/digits/1`
+    # serves it, and the sha256 recorded at register was not checked.
+    from ann.serve.repository import load_model
+
+    _, out = digits_export
+    registry = Registry(str(tmp_path / "reg"))
+    path = registry.register(str(out), "digits").path
+    baked = tmp_path / "image" / "model"
+    shutil.copytree(path, baked)
+    served = load_model(str(baked), None)
+    assert (served.name, served.version) == ("digits", "1")
+    plain = load_model(str(out), None)  # an export that was never registered: as before
+    assert (plain.name, plain.version) == ("digits_cnn", plain.model.manifest_sha256[:12])
+    os.chmod(baked / "manifest.json", 0o644)
+    manifest = json.loads((baked / "manifest.json").read_text())
+    (baked / "manifest.json").write_text(json.dumps({**manifest, "name": "other"}))
+    message = "was modified after it was registered as digits version 1 .*; copy the version"
+    with pytest.raises(artifact.IntegrityError, match=message):
+        load_model(str(baked), None)

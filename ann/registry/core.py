@@ -112,6 +112,42 @@ def _lineage(manifest: Mapping[str, Any]) -> dict[str, Any]:
     return {k: manifest.get(k) for k in keys}
 
 
+# Beside the manifest in each registered copy (not one of its files, so its sha256 is the
+# export's): which version of which model the copy is. A copy taken out of the registry (the
+# Dockerfile's EXPORT) is then served under that name and version, as `--model=models:/...`
+# serves it, and its manifest still checked against the sha256 recorded at register.
+IDENTITY = "registry.json"
+
+
+def _write_identity(directory: str, name: str, version: int, manifest_sha: str) -> None:
+    record = {"name": name, "version": version, "manifest_sha256": manifest_sha}
+    with open(os.path.join(directory, IDENTITY), "w") as f:
+        f.write(json.dumps(record, indent=1) + "\n")
+
+
+def identity(directory: str) -> dict[str, Any] | None:
+    """The registry's record in a registered copy (`registry.json`: name, version and the
+    manifest's sha256 at register), or None for a directory without one (a plain export, or
+    a version registered before the record existed). Raises RegistryError for one that
+    cannot be read."""
+    path = os.path.join(directory, IDENTITY)
+    try:
+        with open(path, "rb") as f:
+            record = json.loads(f.read())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise RegistryError(f"{path} cannot be read ({e}); resolve the version again") from e
+    if not (
+        isinstance(record, dict)
+        and isinstance(record.get("name"), str)
+        and isinstance(record.get("version"), int)
+        and isinstance(record.get("manifest_sha256"), str)
+    ):
+        raise RegistryError(f"{path} is not a registry record; resolve the version again")
+    return record
+
+
 def _content(manifest: Mapping[str, Any]) -> dict[str, Any]:
     """A manifest apart from when it was exported (`created`): what makes two exports one."""
     return {k: v for k, v in manifest.items() if k != "created"}
@@ -287,6 +323,7 @@ class Registry:
                     self._put_tag(db, name, version, key, value)
                 for alias in aliases:
                     self._put_alias(db, name, alias, version)
+                _write_identity(incoming, name, version, manifest_sha)
                 target = os.path.join(self.artifacts, name, str(version))
                 # Left by a writer that died between the rename and its commit: not in the db.
                 _remove(target)
