@@ -83,28 +83,26 @@ def test_readme_own_model_trains_from_outside_ann(tmp_path):
 def test_readme_own_experiment_trains_and_exports_from_outside_ann(tmp_path):
     for name in ("mytasks.py", "parity.py"):
         (tmp_path / name).write_text(readme_file(name))
-    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
-    flags = ["--config=parity.py", "--workdir=runs/parity", "--config.total_steps=150"]
-    proc = subprocess.run(
-        [sys.executable, "-m", "ann.main", *flags, "--config.batch_size=64"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    accuracy = float(re.search(r"eval/accuracy ([0-9.]+)", proc.stdout).group(1))
-    assert accuracy > 0.85, proc.stdout  # even vs odd digits: chance is 0.5
-    proc = subprocess.run(
-        [sys.executable, "-m", "ann.export", "--workdir=runs/parity", "--out=exports/parity"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+
+    def ann(module: str, *flags: str) -> str:
+        """`python -m MODULE FLAGS` from outside ann with the README's files on PYTHONPATH,
+        as its commands say; its stdout, once it succeeded."""
+        proc = subprocess.run(
+            [sys.executable, "-m", module, *flags],
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(tmp_path)},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return proc.stdout
+
+    trained = ann("ann.main", "--config=parity.py", "--workdir=runs/parity",
+                  "--config.total_steps=150", "--config.batch_size=64")  # fmt: skip
+    accuracy = float(re.search(r"eval/accuracy ([0-9.]+)", trained).group(1))
+    assert accuracy > 0.85, trained  # even vs odd digits: chance is 0.5
+    ann("ann.export", "--workdir=runs/parity", "--out=exports/parity")
 
     from ann import artifact
 
@@ -113,19 +111,11 @@ def test_readme_own_experiment_trains_and_exports_from_outside_ann(tmp_path):
     assert out["p_odd"].shape == (3,) and np.all((out["p_odd"] >= 0) & (out["p_odd"] <= 1))
     assert model.name == "digits_mlp_parity"  # as the README says
     # Its own report section (report_sections), on the export: it was refused in one line.
-    proc = subprocess.run(
-        [sys.executable, "-m", "ann.report", "--model=exports/parity", "--out=report"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    said = ann("ann.report", "--model=exports/parity", "--out=report")
     report = json.loads((tmp_path / "report/report.json").read_text())
     for split in ("validation", "test"):
         shown = report["splits"][split]["sections"]["parity"]["accuracy"]
-        assert shown > 0.85 and f"{split}: accuracy {shown:.4f}" in proc.stdout, proc.stdout
+        assert shown > 0.85 and f"{split}: accuracy {shown:.4f}" in said, said
         assert (tmp_path / f"report/{split}_parity_p_odd.png").stat().st_size > 5000
 
 

@@ -129,13 +129,7 @@ def test_ctrl_c_to_the_launcher_interrupts_every_process_at_one_saved_step(tmp_p
     stopped every process with SIGTERM wording and exit status 0, as if the run had ended."""
     from test_interrupt import AS_IN_A_TERMINAL  # SIGINT at its default, as a terminal's job
 
-    launcher = _launch(
-        [*AS_IN_A_TERMINAL, shutil.which("bash")],
-        tmp_path,
-        "--config.total_steps=100000",
-        "--config.log_every_steps=20",
-        "--config.checkpoint_every_steps=100000",
-    )
+    launcher = _launch([*AS_IN_A_TERMINAL, shutil.which("bash")], tmp_path, *ENDLESS)
     try:
         _wait_for_training(tmp_path, [launcher])
         os.killpg(launcher.pid, signal.SIGINT)  # what the terminal's Ctrl-C sends
@@ -154,13 +148,7 @@ def test_a_killed_launcher_stops_every_process_at_one_saved_step(tmp_path):
     """SIGKILL to scripts/launch_local.sh's process group reaches the launcher alone (its
     processes have groups of their own): each sees it gone, saves the same step and exits,
     leaving the workdir unlocked for the command that resumes it."""
-    launcher = _launch(
-        [shutil.which("bash")],
-        tmp_path,
-        "--config.total_steps=100000",
-        "--config.log_every_steps=20",
-        "--config.checkpoint_every_steps=100000",
-    )
+    launcher = _launch([shutil.which("bash")], tmp_path, *ENDLESS)
     try:
         _wait_for_training(tmp_path, [launcher])
         processes = _children(launcher.pid)
@@ -178,6 +166,14 @@ def test_a_killed_launcher_stops_every_process_at_one_saved_step(tmp_path):
     assert os.path.isdir(tmp_path / "checkpoints" / stops[0])
     with open(tmp_path / ".lock") as f:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises while a process holds it
+
+
+# A run too long to end by itself, saving only when stopped: the launcher tests signal it.
+ENDLESS = (
+    "--config.total_steps=100000",
+    "--config.log_every_steps=20",
+    "--config.checkpoint_every_steps=100000",
+)
 
 
 def _launch(bash: list[str], workdir, *flags: str, **env: str) -> subprocess.Popen:
