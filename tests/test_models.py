@@ -37,41 +37,33 @@ def readme_file(name: str) -> str:
     return next(b for b in blocks if b.startswith(f"# {name}\n"))
 
 
-def test_readme_own_model_trains_from_outside_ann(tmp_path):
-    # The README's own files, so the guide and the test cannot drift apart.
-    (tmp_path / "mynets.py").write_text(readme_file("mynets.py"))
-    (tmp_path / "wide.py").write_text(readme_file("wide.py"))
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ann.main",
-            "--config=wide.py",
-            "--workdir=runs/wide",
-            "--config.model.width=64",
-            "--config.total_steps=20",
-            "--config.batch_size=32",
-        ],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+def outside_ann(directory, module: str, *flags: str) -> subprocess.CompletedProcess:
+    """`python -m MODULE FLAGS` run in `directory`, outside ann, with the README's files there
+    on PYTHONPATH, as its commands say."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *flags],
+        cwd=directory,
+        env={**os.environ, "PYTHONPATH": str(directory)},
         capture_output=True,
         text=True,
         timeout=300,
     )
+
+
+def test_readme_own_model_trains_from_outside_ann(tmp_path):
+    # The README's own files, so the guide and the test cannot drift apart.
+    (tmp_path / "mynets.py").write_text(readme_file("mynets.py"))
+    (tmp_path / "wide.py").write_text(readme_file("wide.py"))
+    proc = outside_ann(tmp_path, "ann.main", "--config=wide.py", "--workdir=runs/wide",
+                       "--config.model.width=64", "--config.total_steps=20",
+                       "--config.batch_size=32")  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "done: step 20" in proc.stdout
     assert "model mynets:Wide" in proc.stderr
     # A setting the model cannot be built from was a traceback ending in Flax's initializer
     # (ZeroDivisionError: float division by zero), unless the model raised a ValueError.
-    bad = subprocess.run(
-        [sys.executable, "-m", "ann.main", "--config=wide.py", "--workdir=runs/zero",
-         "--config.model.width=0"],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(tmp_path)},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )  # fmt: skip
+    bad = outside_ann(tmp_path, "ann.main", "--config=wide.py", "--workdir=runs/zero",
+                      "--config.model.width=0")  # fmt: skip
     line = one_line_error(bad)
     assert line.startswith(
         "error: model 'mynets:Wide' cannot be built from its model.* settings (width=0): "
@@ -84,17 +76,8 @@ def test_readme_own_experiment_trains_and_exports_from_outside_ann(tmp_path):
     for name in ("mytasks.py", "parity.py"):
         (tmp_path / name).write_text(readme_file(name))
 
-    def ann(module: str, *flags: str) -> str:
-        """`python -m MODULE FLAGS` from outside ann with the README's files on PYTHONPATH,
-        as its commands say; its stdout, once it succeeded."""
-        proc = subprocess.run(
-            [sys.executable, "-m", module, *flags],
-            cwd=tmp_path,
-            env={**os.environ, "PYTHONPATH": str(tmp_path)},
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+    def ann(module: str, *flags: str) -> str:  # its stdout, once it succeeded
+        proc = outside_ann(tmp_path, module, *flags)
         assert proc.returncode == 0, proc.stderr[-2000:]
         return proc.stdout
 
