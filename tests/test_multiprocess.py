@@ -176,6 +176,32 @@ ENDLESS = (
 )
 
 
+def test_a_workdir_another_run_holds_refuses_every_process(tmp_path):
+    """Process 0 found the lock held and said so, but process 1 locks `.lock.1`, went on alone
+    and waited in Orbax's first barrier: the launch hung (then aborted after 5 minutes)."""
+    tmp_path.mkdir(exist_ok=True)
+    with open(tmp_path / ".lock", "w") as held:  # another run, holding the workdir
+        held.write("host elsewhere pid 1\n")
+        held.flush()
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        procs = _two_processes(tmp_path)
+        try:
+            errs = [p.communicate(timeout=120)[1] for p in procs]
+        finally:
+            for p in procs:
+                p.kill()
+                p.wait()
+    assert [p.returncode for p in procs] == [1, 1], errs
+    lines = [e.strip().splitlines()[-1] for e in errs]
+    found = f"error: process 0 of 2: workdir {tmp_path} is in use by another run (host elsewhere"
+    assert lines[0].startswith(f"{found} pid 1, holding "), lines
+    assert lines[1] == (
+        f"error: process 1 of 2: workdir {tmp_path} is in use by another run (process 0 of 2 "
+        "found its lock held); wait for it to end or stop it, or choose another --workdir"
+    ), lines
+    assert sorted(os.listdir(tmp_path)) == [".lock"]  # no .lock.1 left in the other run's
+
+
 def _launch(bash: list[str], workdir, *flags: str, **env: str) -> subprocess.Popen:
     """scripts/launch_local.sh (run by `bash`) starting 2 processes of a run in `workdir`, in a
     session of its own, its output piped."""

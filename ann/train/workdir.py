@@ -55,25 +55,52 @@ def _lock_path(workdir: str) -> str:
 @contextlib.contextmanager
 def lock(workdir: str) -> Iterator[None]:
     """Holds this process's lock on `workdir` (created if missing) while the block runs.
-    Raises WorkdirError naming the host and pid of the run that holds it."""
+    Raises WorkdirError naming the host and pid of the run that holds it. In a multi-process
+    run every process raises when any one found its lock held: process i > 0 locks a file of
+    its own, so it would go on alone, into collectives its refused peer never joins (a hang)."""
     os.makedirs(workdir, exist_ok=True)
     path = _lock_path(workdir)
+    existed = os.path.exists(path)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    holder = None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         holder = os.read(fd, 200).decode(errors="replace").strip() or "a process"
+    refused_by = _first_refused(holder is not None)
+    if refused_by is not None:
         os.close(fd)
+        if not existed:  # not another run's file: this start made it
+            with contextlib.suppress(OSError):
+                os.remove(path)
+        found = (
+            f"{holder}, holding {path}"
+            if holder is not None
+            else f"process {refused_by} of {jax.process_count()} found its lock held"
+        )
         raise WorkdirError(
-            f"workdir {workdir} is in use by another run ({holder}, holding {path}); wait for "
-            "it to end or stop it, or choose another --workdir"
-        ) from None
+            f"workdir {workdir} is in use by another run ({found}); wait for it to end or stop "
+            "it, or choose another --workdir"
+        )
     try:
         os.ftruncate(fd, 0)
         os.write(fd, f"host {socket.gethostname()} pid {os.getpid()}\n".encode())
         yield
     finally:
         os.close(fd)  # releases the lock; the file stays, harmlessly
+
+
+def _first_refused(mine: bool) -> int | None:
+    """The first process whose lock was held (`mine`: this one's was), or None: shared by a
+    one-number all-gather when there are several processes."""
+    if jax.process_count() == 1:
+        return jax.process_index() if mine else None
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    flags = np.asarray(multihost_utils.process_allgather(np.int32(mine))).ravel()
+    refused = np.flatnonzero(flags)
+    return int(refused[0]) if refused.size else None
 
 
 def entries(workdir: str) -> set[str] | None:
