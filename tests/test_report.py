@@ -509,19 +509,36 @@ def test_a_users_own_experiment_is_refused_in_one_line_before_restoring(tmp_path
         collect.from_workdir(str(tmp_path))
 
 
-def test_a_users_report_sections_that_returns_no_sections_is_one_line():
+@pytest.mark.parametrize(
+    "returned, message",
+    [
+        ({"accuracy": 0.9}, "returned dict, not a list of ann.report.sections.Section"),
+        ([("Parity", 0.9)], "returned a list of tuple, not a list of ann.report.sections.Section"),
+        # Each failed deep in the writing (a traceback), or quietly (notes a character a line,
+        # the second section of a title replacing the first).
+        ([("Parity", {"m": object()}, {}, [])], "section 'Parity': metrics must be JSON-able"),
+        ([("Parity", {}, {"p": "fig.png"}, [])], "section 'Parity': figures must map names to "),
+        ([("Parity", {}, {}, "accuracy 0.9")], "section 'Parity': notes must be a list of "),
+        ([("Parity", {}, {}, []), ("Parity", {}, {}, [])], "section 'Parity': expected a title "),
+    ],
+)
+def test_a_users_report_sections_that_cannot_be_written_is_one_line(returned, message):
     from types import SimpleNamespace
 
     from ann.config import ConfigError
     from ann.report import sections
 
+    if isinstance(returned, list) and returned and len(returned[0]) == 4:
+        returned = [sections.Section(*fields) for fields in returned]
     preds = SimpleNamespace(
-        experiment=SimpleNamespace(report_sections=lambda preds: {"accuracy": 0.9}),
+        experiment=SimpleNamespace(report_sections=lambda preds: returned),
         config=SimpleNamespace(experiment="mytasks:Parity"),
     )
-    with pytest.raises(
-        ConfigError,
-        match=r"^experiment 'mytasks:Parity': report_sections\(preds\) returned dict, not a list "
-        r"of ann.report.sections.Section$",
-    ):
+    with pytest.raises(ConfigError) as e:
         sections._users_sections(preds)
+    assert str(e.value).startswith(
+        "experiment 'mytasks:Parity': report_sections(preds) returned"
+    ) and message in str(e.value), str(e.value)
+    fine = [sections.Section("Parity", {"accuracy": np.float32(0.9), "n": np.arange(2)})]
+    preds.experiment.report_sections = lambda preds: fine
+    assert sections._users_sections(preds) == fine  # NumPy values are written as numbers

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -59,12 +60,43 @@ def sections_for(experiment: str) -> Callable[[Predictions], list[Section]]:
 
 
 def _users_sections(preds: Predictions) -> list[Section]:
-    """A user's experiment's `report_sections(preds)`; raises ConfigError, naming it, for a
-    result that is not a list of Sections (it would fail later, deep in the report's writing)."""
+    """A user's experiment's `report_sections(preds)`, checked: ConfigError, one line naming
+    it and what is wrong, for a result that is not a list of Sections with distinct titles,
+    JSON-able metrics, matplotlib figures and a list of note strings (each failed later, deep
+    in the report's writing, or quietly: notes given as one string were printed a character a
+    line, and a second section of one title replaced the first)."""
+    from matplotlib.figure import Figure
+
     sections = getattr(preds.experiment, METHOD)(preds)
+    where = f"experiment {preds.config.experiment!r}: {METHOD}(preds) returned"
     if not isinstance(sections, list) or not all(isinstance(s, Section) for s in sections):
-        raise ConfigError(
-            f"experiment {preds.config.experiment!r}: {METHOD}(preds) returned "
-            f"{type(sections).__name__}, not a list of ann.report.sections.Section"
-        )
+        kinds = sorted({type(s).__name__ for s in sections} if isinstance(sections, list) else ())
+        got = f"a list of {', '.join(kinds)}" if kinds else type(sections).__name__
+        raise ConfigError(f"{where} {got}, not a list of ann.report.sections.Section")
+    titles = [s.title for s in sections]
+    for section in sections:
+        what = f"{where} section {section.title!r}"
+        if not isinstance(section.title, str) or not section.key or titles.count(section.title) > 1:
+            raise ConfigError(f"{what}: expected a title of its own (report.json keys by it)")
+        if not isinstance(section.metrics, dict):
+            raise ConfigError(f"{what}: metrics must be a dict")
+        try:
+            json.dumps(section.metrics, default=_numpy_to_json)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"{what}: metrics must be JSON-able numbers and text ({e})") from e
+        figures = section.figures
+        if not isinstance(figures, dict) or not all(
+            isinstance(f, Figure) for f in figures.values()
+        ):
+            raise ConfigError(f"{what}: figures must map names to matplotlib Figures")
+        notes = section.notes
+        if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
+            raise ConfigError(f"{what}: notes must be a list of strings (lines)")
     return sections
+
+
+def _numpy_to_json(value: Any) -> Any:
+    """NumPy numbers and arrays as report.json writes them (numbers and lists)."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} {value!r:.40} is not JSON-able")
