@@ -328,3 +328,21 @@ def test_ctrl_c_while_compiling_is_one_line_and_130(tmp_path):
             "interrupted (Ctrl-C) while starting, before the first step; run the same command "
             "to start again"
         ) or SAVED.search(stderr), stderr[-2000:]
+
+
+def test_a_sigterm_while_a_run_finishes_is_noted_not_fatal(capfd):
+    # A scheduler's SIGTERM (or the launcher watch's) that reached a process after the loop had
+    # stopped for a peer's killed it during its last save; the peers then hung at Orbax's
+    # commit barrier until the heartbeat timeout.
+    from ann.train import preemption
+
+    before = signal.getsignal(signal.SIGTERM)
+    with preemption.finishing():
+        os.kill(os.getpid(), signal.SIGTERM)  # as if the loop had ended: noted, not fatal
+        time.sleep(0.05)  # the handler runs between bytecodes of the main thread
+        with preemption.Preemption() as stop:  # one noted before the loop is its stop
+            assert stop.reason == "SIGTERM"
+    assert signal.getsignal(signal.SIGTERM) == before
+    assert "warning: SIGTERM while the run finishes: its last checkpoint is written first" in (
+        capfd.readouterr().err
+    )

@@ -50,7 +50,7 @@ from ann.train import state as state_lib
 from ann.train import step as step_lib
 from ann.train import workdir as workdir_lib
 from ann.train.checkpoint import CheckpointError, Checkpoints, CheckpointSaveError
-from ann.train.preemption import CTRL_C, Preemption
+from ann.train.preemption import CTRL_C, Preemption, finishing
 from ann.train.writers import MetricsFileError, MetricWriter, read_records
 
 
@@ -723,13 +723,14 @@ def _train_compiled(
     logging.info("%s", startup_lib.describe(started))
     progress = run.progress = _Progress(run.state, run.start_step)
     ended: BaseException | None = None
-    try:
-        _train(run, compiled, calls, hooks, progress)
-    except BaseException as e:
-        ended = e
-        raise
-    finally:
-        _end(run, hooks, writer, progress, ended)
+    with finishing():  # a SIGTERM after the loop must not kill its last save
+        try:
+            _train(run, compiled, calls, hooks, progress)
+        except BaseException as e:
+            ended = e
+            raise
+        finally:
+            _end(run, hooks, writer, progress, ended)
     result = Result(
         state=progress.state,
         step=progress.step,

@@ -18,9 +18,11 @@ signal names the one the others got (Ctrl-C over SIGTERM). (JAX's own
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
+from collections.abc import Iterator
 from types import FrameType
 
 import jax
@@ -77,6 +79,8 @@ class Preemption:
         return bool(shared)
 
     def __enter__(self) -> Preemption:
+        if _finishing.pending:  # a SIGTERM came while the run was still starting: honour it
+            self.reason = self.reason or "SIGTERM"
         # Signal handlers can only be installed from the main thread (tests may use others).
         # In a multi-process run this replaces JAX's own SIGTERM notifier, on purpose (above).
         # An ignored SIGINT stays ignored: a shell starts a script's background jobs (`ann train
@@ -93,3 +97,37 @@ class Preemption:
             if previous is not None:  # None: a handler installed outside Python, not restorable
                 signal.signal(signum, previous)
         self._previous.clear()
+
+
+class _Finishing:
+    pending = False  # a SIGTERM noted by `finishing`'s handler
+
+
+_finishing = _Finishing()
+_FINISHING = b"warning: SIGTERM while the run finishes: its last checkpoint is written first\n"
+
+
+@contextlib.contextmanager
+def finishing() -> Iterator[None]:
+    """Around the loop and the run's end (its last saves): a SIGTERM outside `Preemption`'s
+    own handling is noted, not fatal. A scheduler's SIGTERM to every process, or each process's
+    launcher watch (ann/train/launcher.py), can reach one after the loop already stopped for a
+    peer's signal: the default action killed it in the middle of its last save, and its peers
+    waited at Orbax's commit barrier until the heartbeat timeout (a hang, then a crash, in 1 of
+    12 trials). One noted before the loop begins is the loop's stop at its first step."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def note(signum: int, frame: FrameType | None) -> None:
+        del signum, frame
+        _finishing.pending = True
+        os.write(2, _FINISHING)
+
+    _finishing.pending = False
+    previous = signal.signal(signal.SIGTERM, note)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        _finishing.pending = False
