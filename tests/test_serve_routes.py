@@ -277,3 +277,15 @@ def test_metadata_lists_every_version_and_an_unload_may_name_one():
     assert call(app, "GET", "/v2/models/m")[1]["versions"] == ["1"]
     assert unload({"unload_dependents": False}) == (200, {"name": "m", "unloaded": ["1"]})
     assert call(app, "GET", "/v2/models/m/ready")[0] == 404
+
+
+def test_the_public_readiness_probe_does_not_list_the_models_without_the_token():
+    # /v2/models/NAME/ready needs no token (a probe), and its 404 listed every served model.
+    app = App([ServedModel("m", "1", FakeModel(), "test")], Settings(token="s3cret"))
+    for path in ("/v2/models/nope/ready", "/v2/models/m/versions/7/ready"):
+        status, body, _ = call(app, "GET", path)
+        assert status == 404 and "expected one of" not in body["error"], body  # no list
+        assert body["error"].endswith("(or its version) is not served"), body
+        status, body, _ = call(app, "GET", path, token="s3cret")  # the client: the whole answer
+        assert status == 404 and "expected one of" in body["error"], body
+    assert call(app, "GET", "/v2/models/nope/infer")[0] == 401  # other routes: the token first

@@ -274,7 +274,7 @@ class App:
         try:
             route, params = self._route(method, path, authorization, public_only)
             if "name" in params:
-                served = self.dataplane.model(params["name"], params.get("version"))
+                served = self._served(route, params, authorization)
                 if traced is not None:
                     traced.model(served.name, served.version)
             answer = route.methods.get(method)
@@ -360,6 +360,32 @@ class App:
             ).inc
         counter()
 
+    def _served(
+        self, route: Route, params: dict[str, str], authorization: bytes | None
+    ) -> ServedModel:
+        """The model a route names. A public route (the per-model readiness probe) asked
+        without the token, on a server that has one, is refused without the list of what is
+        served: that list is for clients with the token."""
+        try:
+            return self.dataplane.model(params["name"], params.get("version"))
+        except ServeError as e:
+            if not (route.public and self._token is not None and e.reason in ("model", "version")):
+                raise
+            if self._bears(authorization, self._client_tokens):
+                raise
+            name = protocol.short(params["name"])
+            raise ServeError(404, f"model: {name} (or its version) is not served", e.reason) from e
+
+    @staticmethod
+    def _bears(authorization: bytes | None, accepted: tuple[bytes, ...]) -> bool:
+        """Whether `authorization` is `Bearer <one of accepted>` (compared in constant time)."""
+        if authorization is None:
+            return False
+        scheme, _, token = authorization.partition(b" ")
+        return scheme.lower() == b"bearer" and any(
+            hmac.compare_digest(token.strip(), t) for t in accepted
+        )
+
     def _authorize(self, authorization: bytes | None, admin: bool = False) -> None:
         """401 unless `authorization` bears the admin token (`admin`) or either token: the admin
         token opens every route the client's does (an operator lists the repository's index
@@ -367,13 +393,8 @@ class App:
         expected = self._admin_token if admin else self._token
         if expected is None:
             return
-        accepted = (expected,) if admin else self._client_tokens
-        if authorization is not None:
-            scheme, _, token = authorization.partition(b" ")
-            if scheme.lower() == b"bearer" and any(
-                hmac.compare_digest(token.strip(), t) for t in accepted
-            ):
-                return
+        if self._bears(authorization, (expected,) if admin else self._client_tokens):
+            return
         raise ServeError(
             401,
             "authorization: expected header 'Authorization: Bearer <token>' with the server's "
