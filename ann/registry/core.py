@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from ann import artifact, directory_kind
+from ann import artifact, atomic, directory_kind
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 ALIAS = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
@@ -121,8 +121,7 @@ IDENTITY = "registry.json"
 
 def _write_identity(directory: str, name: str, version: int, manifest_sha: str) -> None:
     record = {"name": name, "version": version, "manifest_sha256": manifest_sha}
-    with open(os.path.join(directory, IDENTITY), "w") as f:
-        f.write(json.dumps(record, indent=1) + "\n")
+    atomic.write_text(os.path.join(directory, IDENTITY), json.dumps(record, indent=1) + "\n")
 
 
 def identity(directory: str) -> dict[str, Any] | None:
@@ -407,7 +406,7 @@ class Registry:
         ):
             if row["manifest_sha256"] == manifest_sha:
                 same.append(str(row["version"]))
-            elif self._content_of(row["path"]) == content:
+            elif (stored := self._stored_manifest(row["path"])) and _content(stored) == content:
                 exported_again.append(str(row["version"]))
         if same or exported_again:
             versions = same or exported_again
@@ -418,31 +417,30 @@ class Registry:
                 "--allow_duplicate to register it as a new version anyway"
             )
 
-    def _content_of(self, path: str) -> dict[str, Any] | None:
-        """`_content` of the version stored at `path` (relative to the root); None when its
-        manifest cannot be read (removed by hand: not this export's twin)."""
+    def _stored_manifest(self, path: str) -> dict[str, Any] | None:
+        """The manifest of the version stored at `path` (relative to the root), or None when
+        it cannot be read (removed or damaged by hand: `resolve` and loading report that, and
+        it is no reason to refuse a register)."""
         try:
             with open(os.path.join(self.root, path, artifact.MANIFEST), "rb") as f:
-                return _content(json.loads(f.read()))
-        except (OSError, ValueError, TypeError):
+                manifest = json.loads(f.read())
+        except (OSError, ValueError):
             return None
+        return manifest if isinstance(manifest, dict) else None
 
     def _refuse_signature_change(
         self, db: sqlite3.Connection, name: str, manifest: Mapping[str, Any], export_dir: str
     ) -> None:
         """Raises RegistryError if `name`'s latest version takes or gives other tensors than
         `manifest` does: a client of models:/NAME@ALIAS breaks when the alias moves to it."""
-        (latest,) = db.execute(
-            "SELECT MAX(version) FROM model_versions WHERE name = ?", (name,)
+        row = db.execute(
+            "SELECT version, path FROM model_versions WHERE name = ? ORDER BY version DESC",
+            (name,),
         ).fetchone()
-        if latest is None:
+        before = self._stored_manifest(row["path"]) if row else None
+        if before is None:
             return
-        path = os.path.join(self.artifacts, name, str(latest), artifact.MANIFEST)
-        try:
-            with open(path) as f:
-                before = json.load(f)
-        except (OSError, ValueError):
-            return  # a damaged version is `verify`'s to report, not a reason to refuse
+        latest = row["version"]
         changed = [
             f"{side} {_tensors(before.get(side))} -> {_tensors(manifest.get(side))}"
             for side in ("inputs", "outputs")
