@@ -257,32 +257,35 @@ def server_alerts(settings: Settings) -> dict[str, Any]:
     """Pages for a server that is down or never ready. The SLO alerts cannot see either: a
     dead server sends no requests to count, so its error share is empty, not high."""
     job = f'job="{settings.job}"'
-    down = {
-        "alert": "AnnServerDown",
+
+    def page(alert: str, expr: str, summary: str, description: str) -> dict[str, Any]:
+        return {
+            "alert": alert,
+            "expr": expr,
+            "for": settings.down_for,
+            "labels": {"severity": "page"},
+            "annotations": {
+                "summary": summary,
+                "description": description,
+                "runbook_url": f"{settings.runbook_base}/server-down.md",
+            },
+        }
+
+    down = page(
+        "AnnServerDown",
         # `absent`: every target of the job gone (a Deployment scaled to 0, pods evicted).
-        "expr": f"up{{{job}}} == 0\nor\nabsent(up{{{job}}})",
-        "for": settings.down_for,
-        "labels": {"severity": "page"},
-        "annotations": {
-            "summary": "ann server down (job {{ $labels.job }}: {{ if $labels.instance }}"
-            "{{ $labels.instance }}{{ else }}no targets{{ end }})",
-            "description": f"Prometheus could not scrape it, or the job has no targets, for "
-            f"{settings.down_for}.",
-            "runbook_url": f"{settings.runbook_base}/server-down.md",
-        },
-    }
-    not_ready = {
-        "alert": "AnnServerNotReady",
-        "expr": f"max by (job, instance) (ann_ready{{{job}}}) == 0",
-        "for": settings.down_for,
-        "labels": {"severity": "page"},
-        "annotations": {
-            "summary": "ann server {{ $labels.instance }} is up but not ready",
-            "description": f"ann_ready has been 0 for {settings.down_for}: still compiling, "
-            "draining, or stuck; it gets no traffic from a readiness-checking balancer.",
-            "runbook_url": f"{settings.runbook_base}/server-down.md",
-        },
-    }
+        f"up{{{job}}} == 0\nor\nabsent(up{{{job}}})",
+        "ann server down (job {{ $labels.job }}: {{ if $labels.instance }}"
+        "{{ $labels.instance }}{{ else }}no targets{{ end }})",
+        f"Prometheus could not scrape it, or the job has no targets, for {settings.down_for}.",
+    )
+    not_ready = page(
+        "AnnServerNotReady",
+        f"max by (job, instance) (ann_ready{{{job}}}) == 0",
+        "ann server {{ $labels.instance }} is up but not ready",
+        f"ann_ready has been 0 for {settings.down_for}: still compiling, draining, or stuck; "
+        "it gets no traffic from a readiness-checking balancer.",
+    )
     return {"name": "ann-server-alerts", "rules": [down, not_ready]}
 
 
