@@ -10,7 +10,9 @@ Each round runs `python -m ann.main` twice, each in a fresh process with a fresh
 trains `--steps` steps; its `startup/...` record in metrics.jsonl (ann/train/startup.py) gives
 the time from the process's start to the loop's start and its parts. The data set is prepared
 once before the first round (untimed), so cold means "nothing compiled", not "nothing built".
-Prints each run's parts, then the medians and warm / cold. `--warm_override=KEY=VALUE`
+Prints each run's parts, then the medians and warm / cold, and the floor: a fresh process that
+only imports JAX, Flax NNX and optax (each round, after the warm run), and the least warm / cold
+a warm start could reach above it, floor / (floor + cold - warm). `--warm_override=KEY=VALUE`
 (repeatable) changes the warm run's config, as a sweep's next trial would: with the optimizer's
 float hyperparameters (ann/train/optimizers.py) it still reads every program from the cache.
 
@@ -59,6 +61,8 @@ flags.DEFINE_multi_string(
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PARTS = ("imports", "data", "build", "init", "restore", "compile", "other")
+# What every start of a model must import before it can trace its train step.
+FLOOR = "import jax, flax.nnx, optax"
 
 
 def _config_args(argv: list[str]) -> list[str]:
@@ -216,13 +220,14 @@ def main(argv: list[str]) -> None:
     if extra:
         print(f"the warm runs add: {' '.join(extra)}", flush=True)
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
-    cold, warm = [], []
+    cold, warm, floor = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         _prepare_data(args)
         for r in range(FLAGS.rounds):
             cache = os.path.join(tmp, f"cache{r}")
             cold.append(_start(args, os.path.join(tmp, f"cold{r}"), cache))
             warm.append(_start(args, os.path.join(tmp, f"warm{r}"), cache, extra))
+            floor.append(_seconds([sys.executable, "-c", FLOOR]))
             ratio = warm[-1]["startup/seconds"] / cold[-1]["startup/seconds"]
             print(f"round {r}: {_describe('cold', cold[-1])}", flush=True)
             print(f"round {r}: {_describe('warm', warm[-1])} | warm/cold {ratio:.3f}", flush=True)
@@ -230,6 +235,13 @@ def main(argv: list[str]) -> None:
     w = statistics.median(x["startup/seconds"] for x in warm)
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"median start-up: cold {c:.2f} s, warm {w:.2f} s, warm/cold {w / c:.3f} (goal <= 0.3)")
+    # Whatever a warm start saves is also saved by the cold one, except the compiles (c - w):
+    # a warm start that did nothing but the floor's imports would give floor / (floor + c - w).
+    f = statistics.median(floor)
+    print(
+        f"floor: `python -c '{FLOOR}'` {f:.2f} s; the least warm/cold any warm start of this "
+        f"config could reach here: {f / (f + c - w):.3f}"
+    )
 
 
 if __name__ == "__main__":
