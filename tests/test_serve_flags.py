@@ -261,3 +261,26 @@ def test_an_ipv6_host_is_bracketed_in_urls():
     assert Settings(host="::1").url_host() == "[::1]"
     assert Settings(host="127.0.0.1").url_host() == "127.0.0.1"
     assert Settings(host="localhost").url_host() == "localhost"
+
+
+def test_the_server_runs_cpu_computations_on_the_calling_thread():
+    """`ann serve` turns XLA:CPU's asynchronous dispatch off before the CPU backend exists
+    (jax reads the setting only when it makes the backend)."""
+    code = (
+        "import sys\n"
+        "from absl import flags\n"
+        "from jax._src import xla_bridge\n"
+        "import ann.serve.__main__ as m, ann.serve.repository as r\n"
+        "def load(*args):\n"
+        "    print('backend made before:', bool(xla_bridge._backends))\n"
+        "    print('async:', xla_bridge._CPU_ENABLE_ASYNC_DISPATCH.value)\n"
+        "    sys.exit(0)\n"
+        "r.load_models = load\n"
+        "m.define_flags(); flags.FLAGS(['serve', '--model=x'])\n"
+        "m.main(['serve'])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "backend made before: False" in result.stdout, result.stdout
+    assert "async: False" in result.stdout, result.stdout

@@ -137,6 +137,7 @@ def ensure_file_descriptors(needed: int) -> None:
 def main(argv: list[str]) -> None:
     cli.check_no_arguments(argv[1:])
     settings = settings_from_flags()
+    run_cpu_computations_inline()
     from ann import artifact
     from ann.registry import RegistryError
     from ann.serve.app import App, run
@@ -154,6 +155,18 @@ def main(argv: list[str]) -> None:
         run(App(models, settings, tracing=from_environment()))
     except OSError as e:
         cli.fail(str(e))
+
+
+def run_cpu_computations_inline() -> None:
+    """Makes XLA:CPU run each compiled call on the thread that calls it (jax's
+    `jax_cpu_enable_async_dispatch` off; read when the CPU backend is made, so before any model
+    loads; GPU and TPU backends ignore it). A server converts every result to NumPy at once,
+    so dispatching the call to XLA's own thread only added a hand-over and a wake-up of that
+    thread per call: 3-6% of the large digits CNN's server CPU per request at one client
+    (docs/benchmarks.md, "Issue 16, session 24")."""
+    import jax
+
+    jax.config.update("jax_cpu_enable_async_dispatch", False)
 
 
 def body_too_small(models: list, max_body_bytes: int) -> str | None:
