@@ -160,7 +160,7 @@ def test_a_killed_launcher_stops_every_process_at_one_saved_step(tmp_path):
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-    stops = re.findall(r"SIGTERM: saved a checkpoint at step (\d+)", stderr)
+    stops = re.findall(r"launcher gone: saved a checkpoint at step (\d+)", stderr)
     assert len(stops) == 2 and stops[0] == stops[1], stderr[-3000:]
     assert json.load(open(tmp_path / "run_status.json"))["status"] == "interrupted"
     assert os.path.isdir(tmp_path / "checkpoints" / stops[0])

@@ -6,8 +6,9 @@ in the environment variable ANN_LAUNCHER_PID. A launcher that dies without passi
 (SIGKILL to its process group, `timeout -s KILL`, a closed terminal's SIGHUP) would otherwise
 leave its processes training, holding the workdir's lock against the command that restarts it.
 A daemon thread checks the parent's pid every POLL_SECONDS and, once the launcher is gone (the
-process was re-parented), sends this process SIGTERM: the loop saves a checkpoint at the next
-step boundary and exits (ann/train/preemption.py); the same command resumes. (Linux's
+process was re-parented), sends this process SIGTERM, a stop the loop names "launcher gone": it
+saves a checkpoint at the next step boundary and exits (ann/train/preemption.py); the same
+command resumes. (Linux's
 PR_SET_PDEATHSIG does this in the kernel, but only on Linux and through ctypes.)
 """
 
@@ -20,6 +21,13 @@ import time
 
 ENV = "ANN_LAUNCHER_PID"
 POLL_SECONDS = 0.5
+GONE = "launcher gone"  # the stop's reason (ann/train/preemption.py) for the watch's SIGTERM
+_gone = threading.Event()
+
+
+def gone() -> bool:
+    """Whether this process's watch found its launcher gone (and sent the SIGTERM)."""
+    return _gone.is_set()
 
 
 def environment() -> dict[str, str]:
@@ -39,6 +47,7 @@ def stop_with_launcher() -> bool:
     def watch() -> None:
         while os.getppid() == launcher:
             time.sleep(POLL_SECONDS)
+        _gone.set()  # before the signal: its handler names the stop after it
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=watch, name="launcher-watch", daemon=True).start()

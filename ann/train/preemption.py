@@ -29,10 +29,21 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+from ann.train import launcher
+
 CTRL_C = "Ctrl-C"  # the stop's reason (`Preemption.reason`, the Stop's message) for SIGINT
 # Shared between processes as the index here: the highest one any process got wins.
-REASONS = ("", "SIGTERM", CTRL_C)
-_REASON_OF = {signal.SIGTERM: "SIGTERM", signal.SIGINT: CTRL_C}
+REASONS = ("", "SIGTERM", launcher.GONE, CTRL_C)
+_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def _reason(signum: int) -> str:
+    """The stop's name for a signal: a SIGTERM the launcher watch sent says so."""
+    if signum == signal.SIGINT:
+        return CTRL_C
+    return launcher.GONE if launcher.gone() else "SIGTERM"
+
+
 # Said at once, since the stop can be a while away: the loop sees the signal at its next step
 # boundary, or, while it waits for steps dispatched ahead to the device, when that wait ends (at
 # most log_every_steps later); and the step's due hooks (an eval) run first.
@@ -44,8 +55,8 @@ _PENDING = (
 
 class Preemption:
     """Context manager: while active, SIGTERM or a first Ctrl-C asks the loop to save and stop
-    (`reason` then names it: "SIGTERM" or "Ctrl-C"); a Ctrl-C once a stop is pending raises
-    KeyboardInterrupt."""
+    (`reason` then names it: "SIGTERM", "launcher gone" or "Ctrl-C"); a Ctrl-C once a stop is
+    pending raises KeyboardInterrupt."""
 
     def __init__(self) -> None:
         self.reason = ""
@@ -61,7 +72,7 @@ class Preemption:
         del frame
         if signum == signal.SIGINT and self.reason:
             raise KeyboardInterrupt  # the second: stop now (the loop records where)
-        self.reason = self.reason or _REASON_OF[signum]
+        self.reason = self.reason or _reason(signum)
         if signum == signal.SIGINT and self._console:
             os.write(2, _PENDING)  # not print or logging: a handler may run inside either
 
@@ -80,13 +91,13 @@ class Preemption:
 
     def __enter__(self) -> Preemption:
         if _finishing.pending:  # a SIGTERM came while the run was still starting: honour it
-            self.reason = self.reason or "SIGTERM"
+            self.reason = self.reason or _reason(signal.SIGTERM)
         # Signal handlers can only be installed from the main thread (tests may use others).
         # In a multi-process run this replaces JAX's own SIGTERM notifier, on purpose (above).
         # An ignored SIGINT stays ignored: a shell starts a script's background jobs (`ann train
         # ... &`) with it ignored, so that a Ctrl-C meant for the foreground leaves them alone.
         if threading.current_thread() is threading.main_thread():
-            for signum in _REASON_OF:
+            for signum in _SIGNALS:
                 if signum == signal.SIGINT and signal.getsignal(signum) == signal.SIG_IGN:
                     continue
                 self._previous[signum] = signal.signal(signum, self._handle)
