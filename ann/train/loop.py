@@ -196,6 +196,7 @@ class _Run:
     state: Any = None
     start_step: int = 0
     progress: _Progress | None = None  # from the loop's start
+    layout: str = ""  # the parameters.tsv line, logged once the start is accepted
     _closed: bool = False
 
     @property
@@ -380,9 +381,7 @@ def _restore_or_init(run: _Run, source: transfer.Loaded | None) -> None:
         layout = os.path.join(workdir, "parameters.tsv")
         shardings = setup.state_shardings.params
         summary = sharding.write_layout(setup.abstract_state.params, shardings, layout)
-        logging.info(
-            "sharding_rules %s: %s (each one: %s)", run.config.sharding_rules, summary, layout
-        )
+        run.layout = f"sharding_rules {run.config.sharding_rules}: {summary} (each one: {layout})"
 
 
 def _finished(run: _Run) -> bool:
@@ -709,6 +708,8 @@ def _train_compiled(
     # A misspelt best_metric, early_stopping.metric or sweep --metric: one line now, not at the
     # first eval (one validation batch evaluated: about 0.04 s of the digits CNN's start).
     hooks_lib.check_reads(evaluate_hook.listeners, validation_names(run.state))
+    if run.layout:  # not before: a refused start removes the file it names
+        logging.info("%s", run.layout)
     with clock.part("compile"):
         calls = _compile_train(run, compiled, hooks)
     report = _report_compile(run, compiled, writer)
