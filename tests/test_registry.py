@@ -199,9 +199,9 @@ def test_an_export_registered_again_is_refused_naming_its_version(digits_export,
     with pytest.raises(RegistryError) as e:
         registry.register(str(again), "digits")
     assert str(e.value) == (
-        f"{again} is already registered as digits version 1, 2 (the same manifest but its "
-        "created time); point an alias at it (alias digits ALIAS 2), or give --allow_duplicate "
-        "to register it as a new version anyway"
+        f"{again} is already registered as digits version 1, 2 (a manifest that differs only "
+        "in its created time); point an alias at it (alias digits ALIAS 2), or give "
+        "--allow_duplicate to register it as a new version anyway"
     )
 
 

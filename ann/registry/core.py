@@ -410,7 +410,9 @@ class Registry:
                 exported_again.append(str(row["version"]))
         if same or exported_again:
             versions = same or exported_again
-            why = "the same manifest sha256" if same else "the same manifest but its created time"
+            why = "the same manifest sha256"
+            if not same:
+                why = "a manifest that differs only in its created time"
             raise RegistryError(
                 f"{export_dir} is already registered as {name} version {', '.join(versions)} "
                 f"({why}); point an alias at it (alias {name} ALIAS {versions[-1]}), or give "
