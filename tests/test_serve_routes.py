@@ -277,6 +277,17 @@ def test_metadata_lists_every_version_and_an_unload_may_name_one():
     assert call(app, "GET", "/v2/models/m")[1]["versions"] == ["1"]
     assert unload({"unload_dependents": False}) == (200, {"name": "m", "unloaded": ["1"]})
     assert call(app, "GET", "/v2/models/m/ready")[0] == 404
+    # Refusals of a served model's unload are counted under it (they were under model "").
+    text = app.metrics.render().decode()
+    for line in (
+        'ann_requests_total{code="400",handler="repository_unload",model="m",version=""} 2.0',
+        'ann_errors_total{code="400",model="m",reason="bad_request",version=""} 2.0',
+        'ann_requests_total{code="404",handler="repository_unload",model="m",version=""} 1.0',
+        # the last unload took the model's last version: counted under the model it was
+        'ann_requests_total{code="200",handler="repository_unload",model="m",version=""} 2.0',
+    ):
+        assert line in text, line
+    assert 'handler="repository_unload",model=""' not in text
 
 
 def test_the_public_readiness_probe_does_not_list_the_models_without_the_token():

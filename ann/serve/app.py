@@ -293,6 +293,8 @@ class App:
             status = e.status
             if served is None and e.reason == "version":  # a served name, a version it lacks
                 served = _Unserved(params["name"], protocol.clip(params["version"]))
+            elif served is None and "model" in params:  # a repository route's refusal
+                served = self._repository_model(params["model"])
             self._error(served, e.status, e.reason)
             respond(e.status, self._with_model({"error": e.message}, served), e.headers)
         except Exception as e:  # a bug in the server, not in the request: say so, keep serving
@@ -512,6 +514,12 @@ class App:
             request, work, lambda ms: {"name": name, "loaded": _versions(ms)}, "repository_load"
         )
 
+    def _repository_model(self, name: str) -> _Unserved | None:
+        """What a repository load or unload of `name` is counted under in the metrics: the
+        model (version "") when `name` is served, else nothing: a name a client made up would
+        grow the series without bound."""
+        return _Unserved(name, "") if name in self.dataplane.models else None
+
     def repository_unload(self, request: Request, served: None) -> None:
         """Unloads every version of the model, or `parameters.version` alone; answered once
         its queued requests are done."""
@@ -526,10 +534,13 @@ class App:
     def _answer_later(
         self, request: Request, work: Any, reply: Callable[[Any], dict[str, Any]], handler: str
     ) -> None:
-        """Runs coroutine `work` as a task; answers 200 with `reply(result)` or its refusal."""
+        """Runs coroutine `work` as a task; answers 200 with `reply(result)` or its refusal,
+        counted under the model when it was served before the work or is after it."""
         respond = request.respond
+        served_before = self._repository_model(request.params["model"])
 
         def done(task: asyncio.Task) -> None:
+            error = None  # the refusal's reason for ann_errors_total
             try:
                 status, body, headers = 200, orjson.dumps(reply(task.result())), None
             except asyncio.CancelledError:  # the server is shutting down
@@ -537,14 +548,16 @@ class App:
                 body = orjson.dumps({"error": "server: shutting down; the load was stopped"})
             except ServeError as e:
                 status, body, headers = e.status, orjson.dumps({"error": e.message}), e.headers
-                self._error(None, e.status, e.reason)
+                error = e.reason
             except Exception as e:  # a bug: say so
                 log.exception("internal error on %s", request.path)
-                status, headers = 500, None
+                status, headers, error = 500, None, "internal"
                 body = orjson.dumps({"error": f"internal server error ({e}); a server bug"})
-                self._error(None, 500, "internal")
+            model = self._repository_model(request.params["model"]) or served_before
+            if error is not None:
+                self._error(model, status, error)
             respond(status, body, headers)
-            self._count(None, status, handler)
+            self._count(model, status, handler)
 
         task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
