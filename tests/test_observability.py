@@ -89,6 +89,15 @@ def test_render_command_writes_rules_and_dashboard(tmp_path):
         (["--runbook_base="], "error: --runbook_base must be a URL or path"),
         (["--alert.job=a b"], "error: --alert.job='a b' must be the scrape job's name"),
         (["--alert.down_for=5"], "error: --alert.down_for='5' must be a Prometheus duration"),
+        # Valid Prometheus, odd pages: on one failed scrape, or a year after the server died.
+        (
+            ["--alert.down_for=0m"],
+            "error: --alert.down_for='0m' must be from 1m (shorter pages on one failed scrape) "
+            "to 1h (a dead server unpaged); the default is 5m",
+        ),
+        (["--alert.down_for=1y"], "error: --alert.down_for='1y' must be from 1m"),
+        (["--alert.drift_for=30s"], "error: --alert.drift_for='30s' must be from 1m"),
+        (["--alert.keep_firing_for=2d"], "error: --alert.keep_firing_for='2d' must be from 0s"),
         (["NOOUT"], "error: missing --out"),
         (["--out=FILE"], "error: --out=FILE is a file, not a directory; choose another --out"),
         (["rendr"], "error: give one command: render (ann observability render --out=DIR); got"),

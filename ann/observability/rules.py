@@ -47,6 +47,24 @@ LATENCY_OBJECTIVE = 0.95  # "p95 under N ms": 95% of requests faster than N ms
 RECORD = "ann:slo_errors:ratio_rate{window}"
 PERIOD = "30d"  # the SLO period the burn-rate factors assume (14.4 = 2% of 30 days in 1 hour)
 _DURATION = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")  # Prometheus's duration syntax
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+# Each `for` setting's sensible range (seconds, and why), checked with the syntax: a page on one
+# failed scrape (Prometheus scrapes every 15 s to 1 min), or a page or ticket held back for
+# longer than it can help, is a setting's mistake, not a choice.
+_FOR_RANGES = {
+    "down_for": (60, 3600, "1m (shorter pages on one failed scrape)", "1h (a dead server unpaged)"),
+    "drift_for": (60, 7 * 86400, "1m (shorter tickets on one window)", "7d"),
+    "accuracy_for": (60, 7 * 86400, "1m (shorter tickets on one window)", "7d"),
+    "keep_firing_for": (0, 86400, "0s (no cool-off)", "1d"),
+}
+
+
+def duration_seconds(value: str) -> float:
+    """Seconds in a Prometheus duration (`1h30m` -> 5400.0; units ms, s, m, h, d, w, y as
+    Prometheus reads them: a year is 365 days). Raises ValueError for another string."""
+    if not _DURATION.match(value):
+        raise ValueError(f"not a Prometheus duration: {value!r}")
+    return sum(int(n) * _UNIT_SECONDS[u] for n, u in re.findall(r"(\d+)(ms|s|m|h|d|w|y)", value))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,11 +113,16 @@ class Settings:
                 f"--alert.job={self.job!r} must be the scrape job's name (prometheus.yml's "
                 "job_name), e.g. ann"
             )
-        for name in ("drift_for", "accuracy_for", "keep_firing_for", "down_for"):
+        for name, (low, high, least, most) in _FOR_RANGES.items():
             value = getattr(self, name)
             if not _DURATION.match(value):
                 raise ValueError(
                     f"--alert.{name}={value!r} must be a Prometheus duration, e.g. 30m, 1h, 1d"
+                )
+            if not low <= duration_seconds(value) <= high:
+                raise ValueError(
+                    f"--alert.{name}={value!r} must be from {least} to {most}; the default is "
+                    f"{getattr(Settings, name)}"
                 )
         if not self.runbook_base:
             raise ValueError("--runbook_base must be a URL or path, e.g. docs/runbooks")
