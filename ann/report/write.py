@@ -12,7 +12,7 @@ from typing import Any
 
 from ann import atomic
 from ann.report import SCHEMA_VERSION, collect, html
-from ann.report.sections import Section, sections_for
+from ann.report.sections import SECTIONS, Section, sections_for
 
 REPORT = "report.json"
 
@@ -94,6 +94,9 @@ def _report_splits(
     Returns (split -> sections shown, split -> section key -> PNG files, rows for the
     prediction variance)."""
     section_fn = sections_for(source.config.experiment)
+    # A user's section notes are printed after its title: they are its own words ("accuracy
+    # 0.98"), where ann's sections' notes are sentences that say what they measure.
+    titled = source.config.experiment not in SECTIONS
     validation = collect.collect(source, "validation")
     shown: dict[str, list[Section]] = {}
     figures: dict[str, dict[str, list[str]]] = {}
@@ -106,7 +109,11 @@ def _report_splits(
             "rows": len(next(iter(preds.outputs.values()))),
             "sections": {s.key: s.metrics for s in sections},
             "slices": {s.key: s.metrics for s in slices},
-            "notes": [note for s in shown[split] for note in s.notes],
+            "notes": [
+                f"{s.title}: {note}" if titled and s in sections else note
+                for s in shown[split]
+                for note in s.notes
+            ],
         }
     return shown, figures, validation.rows
 
