@@ -146,6 +146,8 @@ def test_infer_metadata_health_metrics(served):
     assert status == 200 and meta["name"] == "digits" and meta["model_version"] == "1"
     assert meta["inputs"] == [{"name": "image", "datatype": "UINT8", "shape": [-1, 8, 8, 1]}]
     assert {o["name"] for o in meta["outputs"]} == {"probabilities", "label"}
+    # The step and how it was chosen, not the training machine's path (it showed the workdir).
+    assert set(meta["parameters"]["source"]) == {"step", "selected_by"}, meta["parameters"]
     assert request(port, "GET", "/v2/models/digits/versions/2")[2]["model_version"] == "2"
     assert request(port, "GET", "/v2/models/digits/versions/2/ready")[:1] == (200,)
     assert request(port, "GET", "/v2/models/digits/ready")[2]["ready"] is True

@@ -65,12 +65,21 @@ class ServedModel:
                 "model_version": version,
                 "parameters": {
                     "platforms": model.manifest.get("platforms"),
-                    "source": model.manifest.get("source"),
+                    "source": public_source(model.manifest.get("source")),
                     "metrics": model.manifest.get("metrics"),
                     "labels": {k: v["names"] for k, v in model.outputs.items() if "names" in v},
                 },
             }
         )
+
+
+def public_source(source: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The manifest's `source` as model metadata shows it: the step and how it was chosen,
+    not the training machine's workdir path (where runs live on it is not a client's
+    business; `ann registry show` and the manifest keep it)."""
+    if not isinstance(source, dict):
+        return source
+    return {k: v for k, v in source.items() if k != "workdir"}
 
 
 # The v2 protocol extensions this server implements, as Triton names them.
