@@ -8,8 +8,8 @@ leave its processes training, holding the workdir's lock against the command tha
 A daemon thread checks the parent's pid every POLL_SECONDS and, once the launcher is gone (the
 process was re-parented), sends this process SIGTERM, a stop the loop names "launcher gone": it
 saves a checkpoint at the next step boundary and exits (ann/train/preemption.py); the same
-command resumes. (Linux's
-PR_SET_PDEATHSIG does this in the kernel, but only on Linux and through ctypes.)
+command resumes. (Linux's PR_SET_PDEATHSIG does this in the kernel, but only on Linux and
+through ctypes.)
 """
 
 from __future__ import annotations
