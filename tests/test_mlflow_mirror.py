@@ -142,6 +142,15 @@ def test_cli_mirrors_and_says_how_to_retry(digits_export, mlflow_server, tmp_pat
     missing = cli("mirror", "models:/cli_digits/2")
     assert missing.returncode == 1 and "--mlflow_uri=URI" in missing.stderr
 
+    # Deleting a version deletes its mirror; one never mirrored there is deleted in ann only.
+    deleted = cli("delete", "cli_digits", "2", uri)
+    assert deleted.returncode == 0 and "mirror" not in deleted.stdout, deleted.stdout
+    assert cli("alias", "cli_digits", "champion", "--delete", uri).returncode == 0
+    deleted = cli("delete", "cli_digits", "1", uri)
+    assert deleted.returncode == 0, deleted.stderr
+    assert f"deleted its mirror in MLflow at {mlflow_server} (version 1)" in deleted.stdout
+    assert not MlflowClient(mlflow_server).search_model_versions("name = 'cli_digits'")
+
 
 def test_without_the_mlflow_client_the_error_says_what_to_install(
     digits_export, tmp_path, monkeypatch

@@ -270,6 +270,72 @@ def test_a_refused_register_creates_nothing(digits_export, tmp_path):
     assert _tree(reg, mtimes=False) == before
 
 
+def test_a_deleted_version_is_gone_and_its_number_never_comes_back(
+    digits_export, tmp_path, monkeypatch
+):
+    """`delete_version` (operators removed versions with rm -rf, which left rows naming missing
+    files): files and tags go, every read skips it, an aliased version is refused, and its
+    number is never given to another version (the next is not MAX + 1 of what is left)."""
+    _, out = digits_export
+    registry = Registry(str(tmp_path / "reg"))
+    for _ in range(3):
+        registry.register(str(out), "digits", allow_duplicate=True)
+    registry.set_alias("digits", "champion", 2)
+    registry.set_tag("digits", "stage", "old", version=3)
+    with pytest.raises(RegistryError) as e:
+        registry.delete_version("digits", 2)
+    assert str(e.value) == (
+        "models:/digits/2 is aliased (champion): point the alias at another version (alias "
+        "digits champion VERSION) or delete it (alias digits champion --delete) first"
+    )
+    assert os.path.isdir(tmp_path / "reg/artifacts/digits/2")  # refused: nothing changed
+    # A transaction that fails after the files were moved aside puts them back.
+    from ann.registry import core
+
+    def fail():
+        raise OSError("disk full")
+
+    with monkeypatch.context() as m:
+        m.setattr(core.time, "time", fail)
+        with pytest.raises(OSError, match="disk full"):
+            registry.delete_version("digits", 3)
+    assert sorted(os.listdir(tmp_path / "reg/artifacts/digits")) == ["1", "2", "3"]
+    assert registry.get_version("digits", 3).tags == {"stage": "old"}
+    deleted = registry.delete_version("digits", 3)
+    assert deleted.uri == "models:/digits/3" and deleted.tags == {"stage": "old"}
+    assert sorted(os.listdir(tmp_path / "reg/artifacts/digits")) == ["1", "2"]
+    assert [v.version for v in registry.versions("digits")] == [1, 2]
+    assert registry.resolve("models:/digits/latest").version == 2
+    assert registry.models()[0]["latest"] == 2
+    for act in (
+        lambda: registry.resolve("models:/digits/3"),
+        lambda: registry.set_alias("digits", "champion", 3),
+        lambda: registry.set_tag("digits", "k", "v", version=3),
+        lambda: registry.delete_version("digits", 3),
+    ):
+        with pytest.raises(RegistryError, match="^model 'digits' deleted its version 3; versions"):
+            act()
+    # The next version is 4, and a duplicate is judged against the versions that are left.
+    assert registry.register(str(out), "digits", allow_duplicate=True).version == 4
+    registry.delete_version("digits", 1)
+    with pytest.raises(RegistryError, match=r"already registered as digits version 2, 4 \("):
+        registry.register(str(out), "digits")
+    db = sqlite3.connect(tmp_path / "reg/registry.db")
+    assert db.execute("SELECT COUNT(*) FROM tags WHERE version = 3").fetchone() == (0,)
+    # The same on the command line; a version that is not a number is refused before opening.
+    done = _cli(tmp_path / "reg", "delete", "digits", "4")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == (
+        "deleted models:/digits/4 (its files and tags; version 4 is never given again)"
+    )
+    assert one_line_error(_cli(tmp_path / "reg", "delete", "digits", "four")) == (
+        "error: delete: VERSION 'four' must be a version number >= 1"
+    )
+    assert "error: models:/digits/2 is aliased (champion)" in one_line_error(
+        _cli(tmp_path / "reg", "delete", "digits", "2")
+    )
+
+
 def test_cli(digits_export, tmp_path):
     _, out = digits_export
     reg = f"--registry={tmp_path / 'reg'}"
@@ -315,7 +381,8 @@ def test_cli(digits_export, tmp_path):
         "error: models:/digits@champion is digits version 1, whose files at "
     ) and line.endswith(
         "are gone (removed outside the registry); point the alias at another "
-        "version (ann registry alias digits ALIAS N) or register the export again"
+        "version (ann registry alias digits ALIAS N), register the export again, or delete the "
+        "version (ann registry delete digits 1)"
     )
     unknown = cli("frobnicate")
     assert unknown.returncode == 1 and "unknown registry command 'frobnicate'" in unknown.stderr

@@ -12,11 +12,13 @@ way a registry URI or an export directory becomes a directory to load, used by s
 MLflow tracking server), `__main__` (the command line, the only module that imports both the
 core and the mirror).
 
-With `--mlflow_uri` (default `$ANN_MLFLOW_URI`), register, alias and tag are mirrored into that
-MLflow tracking server too; `mirror` copies an existing version there.
+With `--mlflow_uri` (default `$ANN_MLFLOW_URI`), register, alias, tag and delete are mirrored
+into that MLflow tracking server too; `mirror` copies an existing version there.
 
-A registered model has integer versions 1, 2, ...; an alias (`champion`, `challenger`) points
-at one version and can be moved; tags are free key/value pairs on a model or a version. URIs:
+A registered model has integer versions 1, 2, ...; `delete` removes one (its files and tags),
+and its number is never given again (the row stays as a tombstone); an alias (`champion`,
+`challenger`) points at one version and can be moved; tags are free key/value pairs on a model
+or a version. URIs:
 `models:/NAME/3`, `models:/NAME@champion`, `models:/NAME/latest`. Each version keeps its
 lineage from the export's manifest: the run and step (and the validation metric that chose
 it), the config, the data (which split validated, which tested), the metrics labelled by split

@@ -6,6 +6,7 @@
     ann registry --registry=DIR versions NAME
     ann registry --registry=DIR alias NAME ALIAS VERSION     (--delete to remove)
     ann registry --registry=DIR tag NAME KEY VALUE [--version=N]
+    ann registry --registry=DIR delete NAME VERSION
     ann registry --registry=DIR resolve models:/NAME@champion
     ann registry --registry=DIR show models:/NAME/3
     ann registry --registry=DIR mirror models:/NAME/3 --mlflow_uri=URI
@@ -82,6 +83,7 @@ USAGE = {
     "versions": "NAME",
     "alias": "NAME ALIAS VERSION (NAME ALIAS with --delete)",
     "tag": "NAME KEY VALUE",
+    "delete": "NAME VERSION",
     "resolve": "URI",
     "show": "URI",
     "mirror": "URI",
@@ -109,6 +111,7 @@ def check_command(command: str, args: Sequence[str], f: Any) -> None:
         "versions": 1,
         "alias": 2 if f.delete else 3,
         "tag": 3,
+        "delete": 2,
         "resolve": 1,
         "show": 1,
         "mirror": 1,
@@ -149,6 +152,8 @@ def check_command(command: str, args: Sequence[str], f: Any) -> None:
         Registry._check_alias(args[1])
         if not f.delete and not (args[2].isdigit() and int(args[2]) >= 1):
             raise RegistryError(f"alias: VERSION {args[2]!r} must be a version number >= 1")
+    if command == "delete" and not (args[1].isdigit() and int(args[1]) >= 1):
+        raise RegistryError(f"delete: VERSION {args[1]!r} must be a version number >= 1")
     if command in ("resolve", "show", "mirror") and not URI.match(args[0]):
         raise RegistryError(
             f"model URI {args[0]!r} is not models:/NAME/VERSION, models:/NAME@ALIAS or "
@@ -226,6 +231,15 @@ def _tag(registry: Registry, f: Any, args: Sequence[str], mlflow_uri: str) -> No
         mlflow_mirror.set_tag(registry, name, key, value, f.version, mlflow_uri)
 
 
+def _delete(registry: Registry, f: Any, args: Sequence[str], mlflow_uri: str) -> None:
+    mv = registry.delete_version(args[0], int(args[1]))
+    print(f"deleted {mv.uri} (its files and tags; version {mv.version} is never given again)")
+    if mlflow_uri:
+        number = mlflow_mirror.delete_version(mv, mlflow_uri)
+        if number is not None:
+            print(f"deleted its mirror in MLflow at {mlflow_uri} (version {number})")
+
+
 def _resolve(registry: Registry, f: Any, args: Sequence[str], mlflow_uri: str) -> None:
     # Its path goes into builds (the Dockerfile's EXPORT): checked against the sha256 recorded
     # at register first, every file read, as serving would, so a modified version is not baked.
@@ -244,6 +258,7 @@ COMMANDS: dict[str, Callable[[Registry, Any, Sequence[str], str], None]] = {
     "versions": _versions,
     "alias": _alias,
     "tag": _tag,
+    "delete": _delete,
     "resolve": _resolve,
     "show": _show,
     "mirror": _mirror,

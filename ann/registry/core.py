@@ -74,6 +74,11 @@ def default_root() -> str:
 
 
 TABLES = ("registered_models", "model_versions", "aliases", "tags")  # what SCHEMA creates
+# A deleted version keeps its row with this path (a tombstone): its number stays taken, as
+# MLflow never reuses one, so models:/NAME/3 can never name two different models. Older ann
+# versions read such a row as a version whose files are gone (one line), not as another model.
+DELETED = ""
+LIVE = "path != ''"  # the SQL condition for the versions that were not deleted
 
 
 class RegistryError(ValueError):
@@ -400,7 +405,7 @@ class Registry:
         content = _content(manifest)
         same, exported_again = [], []
         for row in db.execute(
-            "SELECT version, manifest_sha256, path FROM model_versions WHERE name = ? "
+            f"SELECT version, manifest_sha256, path FROM model_versions WHERE name = ? AND {LIVE} "
             "ORDER BY version",
             (name,),
         ):
@@ -436,7 +441,8 @@ class Registry:
         """Raises RegistryError if `name`'s latest version takes or gives other tensors than
         `manifest` does: a client of models:/NAME@ALIAS breaks when the alias moves to it."""
         row = db.execute(
-            "SELECT version, path FROM model_versions WHERE name = ? ORDER BY version DESC",
+            f"SELECT version, path FROM model_versions WHERE name = ? AND {LIVE} "
+            "ORDER BY version DESC",
             (name,),
         ).fetchone()
         before = self._stored_manifest(row["path"]) if row else None
@@ -472,6 +478,44 @@ class Registry:
                     f"{', '.join(self._aliases(db, name)) or 'none'}"
                 )
 
+    def delete_version(self, name: str, version: int) -> ModelVersion:
+        """Deletes `version` of `name`: its files and tags; its number stays taken (the row is
+        kept as a tombstone, `DELETED`), so the next register gets a new one and a URI never
+        names two models. Refused with RegistryError while an alias points at it (move or
+        delete the alias first: a server resolving it would lose its model) and for a version
+        that does not exist or was deleted. Returns the version as it was (its tags, for the
+        MLflow mirror). The directory is renamed aside inside the transaction (nothing changes
+        if that fails) and removed after it commits."""
+        moved, aside = None, ""
+        try:
+            with self._write() as db:
+                mv = self._version(db, self._require_version(db, name, version))
+                if mv.aliases:
+                    raise RegistryError(
+                        f"{mv.uri} is aliased ({', '.join(mv.aliases)}): point the alias at "
+                        f"another version (alias {name} {mv.aliases[0]} VERSION) or delete it "
+                        f"(alias {name} {mv.aliases[0]} --delete) first"
+                    )
+                aside = os.path.join(os.path.dirname(mv.path), f".deleted-{version}")
+                if os.path.isdir(mv.path):
+                    _remove(aside)  # a previous delete's leftover, if its removal failed
+                    os.rename(mv.path, aside)  # same parent: a read-only directory may move
+                    moved = mv.path
+                db.execute(
+                    "UPDATE model_versions SET path = ? WHERE name = ? AND version = ?",
+                    (DELETED, name, version),
+                )
+                db.execute("DELETE FROM tags WHERE name = ? AND version = ?", (name, version))
+                db.execute(
+                    "UPDATE registered_models SET updated = ? WHERE name = ?", (time.time(), name)
+                )
+        except BaseException:
+            if moved:  # the transaction rolled back: the version stays as it was
+                os.rename(aside, moved)
+            raise
+        _remove(aside)
+        return mv
+
     def set_tag(self, name: str, key: str, value: str, version: int | None = None) -> None:
         """Tags the registered model, or one version of it."""
         self._check_tag(key, value)
@@ -496,7 +540,8 @@ class Registry:
         with self._connect() as db:
             rows = db.execute(
                 "SELECT m.name, m.description, m.created, m.updated, MAX(v.version) AS latest "
-                "FROM registered_models m LEFT JOIN model_versions v ON v.name = m.name "
+                f"FROM registered_models m LEFT JOIN model_versions v ON v.name = m.name "
+                f"AND v.{LIVE} "
                 "GROUP BY m.name ORDER BY m.name"
             ).fetchall()
             return [
@@ -512,7 +557,7 @@ class Registry:
         with self._connect() as db:
             self._require_model(db, name)
             rows = db.execute(
-                "SELECT * FROM model_versions WHERE name = ? ORDER BY version", (name,)
+                f"SELECT * FROM model_versions WHERE name = ? AND {LIVE} ORDER BY version", (name,)
             ).fetchall()
             return [self._version(db, row) for row in rows]
 
@@ -545,7 +590,7 @@ class Registry:
                 number = row["version"]
             elif version == "latest":
                 (number,) = db.execute(
-                    "SELECT MAX(version) FROM model_versions WHERE name = ?", (name,)
+                    f"SELECT MAX(version) FROM model_versions WHERE name = ? AND {LIVE}", (name,)
                 ).fetchone()
                 if number is None:
                     raise RegistryError(f"model {name!r} has no versions yet")
@@ -613,15 +658,18 @@ class Registry:
         row = db.execute(
             "SELECT * FROM model_versions WHERE name = ? AND version = ?", (name, int(version))
         ).fetchone()
-        if row is None:
+        if row is None or row["path"] == DELETED:
             known = [
                 str(r[0])
                 for r in db.execute(
-                    "SELECT version FROM model_versions WHERE name = ? ORDER BY version", (name,)
+                    f"SELECT version FROM model_versions WHERE name = ? AND {LIVE} "
+                    "ORDER BY version",
+                    (name,),
                 )
             ]
+            said = "has no version" if row is None else "deleted its version"
             raise RegistryError(
-                f"model {name!r} has no version {version}; versions: {', '.join(known) or 'none'}"
+                f"model {name!r} {said} {version}; versions: {', '.join(known) or 'none'}"
             )
         return row
 

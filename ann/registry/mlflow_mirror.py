@@ -311,6 +311,25 @@ def delete_alias(name: str, alias: str, tracking_uri: str) -> None:
         ) from e
 
 
+def delete_version(mv: ModelVersion, tracking_uri: str) -> int | None:
+    """Deletes the MLflow version `mv` (already deleted in ann's registry, its tags read
+    before) was mirrored to at `tracking_uri`; returns its number, None when it was not
+    mirrored there (or is gone there already)."""
+    number = mirrored_version(mv, tracking_uri)
+    if number is None:
+        return None
+    try:
+        _client(tracking_uri).delete_model_version(mv.name, str(number))
+    except Exception as e:
+        if _code(e) == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise MirrorError(
+            f"deleting {mv.uri}'s mirror (version {number}) in MLflow at {tracking_uri} "
+            f"failed: {e}; delete it there by hand"
+        ) from e
+    return number
+
+
 def set_tag(
     registry: Registry, name: str, key: str, value: str, version: int | None, tracking_uri: str
 ) -> None:

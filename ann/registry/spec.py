@@ -53,7 +53,8 @@ def resolve(spec: str, registry: str | None = None, has_flag: bool = True) -> Re
             raise RegistryError(
                 f"{spec} is {mv.name} version {mv.version}, whose files at {mv.path} are gone "
                 "(removed outside the registry); point the alias at another version (ann "
-                f"registry alias {mv.name} ALIAS N) or register the export again"
+                f"registry alias {mv.name} ALIAS N), register the export again, or delete the "
+                f"version (ann registry delete {mv.name} {mv.version})"
             )
         return Resolved(spec, mv.path, mv.manifest_sha256, mv)
     give = (
