@@ -188,3 +188,20 @@ def test_a_run_shortened_below_its_step_is_told_so_before_a_key_the_length_puts_
     config = tiny(total_steps=200, **{"optimizer.warmup_steps": 50})
     config_lib.check_reached_length(config, str(tmp_path / "run"))
     config_lib.check_reached_length(config, str(tmp_path / "nowhere"))
+
+
+def test_only_process_0_reports_and_records_the_changes(tmp_path, caplog, monkeypatch):
+    """Several processes: the changes are said and written by process 0 alone. Each process
+    read config_changes.jsonl, so one that read it after process 0 had appended the new line
+    saw no change: the length warning came from both processes or from one, by timing."""
+    import jax
+
+    saved = tiny(total_steps=10, **{"optimizer.schedule": "warmup_cosine"})
+    config = tiny(total_steps=20, **{"optimizer.schedule": "warmup_cosine"})
+    for index, said in ((1, False), (0, True)):
+        monkeypatch.setattr(jax, "process_index", lambda index=index: index)
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            resume.record(config, saved, {"total_steps": (10, 20)}, str(tmp_path), 10, 1000)
+        assert ("length changed from 10 to 20 steps" in caplog.text) is said, caplog.text
+        assert (tmp_path / CONFIG_CHANGES).exists() is said

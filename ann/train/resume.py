@@ -93,9 +93,12 @@ def record(
     num_train: int,
 ) -> None:
     """Logs what changed since the previous run and, when that differs from the last line,
-    appends the changes from config.json to config_changes.jsonl (process 0). A new run length
-    under a schedule that depends on it (warmup_cosine) is warned about with the learning rate
-    at the resume step under the old and the new schedule."""
+    appends the changes from config.json to config_changes.jsonl. A new run length under a
+    schedule that depends on it (warmup_cosine) is warned about with the learning rate at the
+    resume step under the old and the new schedule. Process 0 only: another process could
+    read the file after process 0 appended to it, and then see no change."""
+    if jax.process_index() > 0:
+        return
     last = previous(saved, workdir)
     since = config_lib.diff(last, config)
     if since:
@@ -120,7 +123,7 @@ def record(
                 after,
             )
     entry = {k: list(v) for k, v in changes.items()}
-    if jax.process_index() > 0 or entry == (_last_changes(workdir) or {}):
+    if entry == (_last_changes(workdir) or {}):
         return  # the same config as the last run: nothing new to record
     line = {"step": step, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "changes": entry}
     with open(os.path.join(workdir, CONFIG_CHANGES), "a") as f:
