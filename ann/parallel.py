@@ -5,7 +5,9 @@ ann/sharding.py's rules."""
 from __future__ import annotations
 
 import math
+import os
 import signal
+import sys
 import threading
 from collections.abc import Mapping, Sequence
 
@@ -93,6 +95,7 @@ def initialize_distributed(
     # Collectives between CPU devices of different processes go through gloo; GPUs and TPUs
     # use their own (NCCL, ICI), which this setting does not touch.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    _c_stdout_to_stderr()
     kwargs = dict(initialization_timeout=timeout_seconds, heartbeat_timeout_seconds=timeout_seconds)
     # If a peer never registers, JAX's coordination client aborts the process (a C++ fatal
     # error, not a Python exception) after the timeout; this line says what it was waiting for.
@@ -118,6 +121,17 @@ def initialize_distributed(
     # ends the process as it does in a single-process run.
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _c_stdout_to_stderr() -> None:
+    """Gloo's rendezvous prints `[Gloo] Rank 0 is connected to 1 peer ranks ...` on file
+    descriptor 1 whenever it connects the processes, interleaved across processes, into the
+    run's stdout, which holds its one `done:` line (scripts capture it). From here on what C
+    code writes to descriptor 1 goes to stderr; Python's `sys.stdout` keeps the original."""
+    sys.stdout.flush()
+    original = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = os.fdopen(original, "w", buffering=1, encoding=sys.stdout.encoding)
 
 
 def _orbax_barriers_without_collectives() -> None:
