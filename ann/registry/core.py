@@ -540,7 +540,7 @@ class Registry:
         with self._connect() as db:
             rows = db.execute(
                 "SELECT m.name, m.description, m.created, m.updated, MAX(v.version) AS latest "
-                f"FROM registered_models m LEFT JOIN model_versions v ON v.name = m.name "
+                "FROM registered_models m LEFT JOIN model_versions v ON v.name = m.name "
                 f"AND v.{LIVE} "
                 "GROUP BY m.name ORDER BY m.name"
             ).fetchall()
