@@ -777,7 +777,8 @@ def interrupted(message: str = "", skip_teardown: bool = False) -> NoReturn:
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_DFL)
-    print(message or "interrupted (Ctrl-C)", file=sys.stderr, flush=True)
+    # Each process of a multi-process run says it: named, as its warning and error lines are.
+    print(f"{_process}{message or 'interrupted (Ctrl-C)'}", file=sys.stderr, flush=True)
     if skip_teardown:
         py_logging.shutdown()
         sys.stdout.flush()

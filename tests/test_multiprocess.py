@@ -141,8 +141,13 @@ def test_ctrl_c_to_the_launcher_interrupts_every_process_at_one_saved_step(tmp_p
         if launcher.poll() is None:
             _kill_launcher(launcher)
     assert launcher.returncode == 130, stderr[-3000:]
-    lines = re.findall(r"^interrupted at step (\d+) \(Ctrl-C\); checkpoint saved", stderr, re.M)
-    assert len(lines) == 2 and lines[0] == lines[1], stderr[-3000:]
+    # One line per process, each naming it (the two lines were alike).
+    found = re.findall(
+        r"^process (\d) of 2: interrupted at step (\d+) \(Ctrl-C\); checkpoint saved", stderr, re.M
+    )
+    assert sorted(p for p, _ in found) == ["0", "1"], stderr[-3000:]
+    lines = [step for _, step in found]
+    assert lines[0] == lines[1], stderr[-3000:]
     assert "SIGTERM" not in stderr
     assert os.path.isdir(tmp_path / "checkpoints" / lines[0])
 

@@ -187,7 +187,7 @@ def test_an_export_registered_again_is_refused_naming_its_version(digits_export,
     again = _cli(reg, "register", str(out), "--name=digits", "--allow_duplicate")
     assert again.returncode == 0 and "as models:/digits/2" in again.stdout, again.stderr
     registry = Registry(str(reg))
-    with pytest.raises(RegistryError, match="already registered as digits version 1, 2 "):
+    with pytest.raises(RegistryError, match="already registered as digits versions 1, 2 "):
         registry.register(str(out), "digits")
     assert registry.register(str(out), "digits_copy").uri == "models:/digits_copy/1"
     # The same checkpoint exported again: only the manifest's `created` differs, so its sha256
@@ -199,7 +199,7 @@ def test_an_export_registered_again_is_refused_naming_its_version(digits_export,
     with pytest.raises(RegistryError) as e:
         registry.register(str(again), "digits")
     assert str(e.value) == (
-        f"{again} is already registered as digits version 1, 2 (a manifest that differs only "
+        f"{again} is already registered as digits versions 1, 2 (a manifest that differs only "
         "in its created time); point an alias at it (alias digits ALIAS 2), or give "
         "--allow_duplicate to register it as a new version anyway"
     )
@@ -318,7 +318,7 @@ def test_a_deleted_version_is_gone_and_its_number_never_comes_back(
     # The next version is 4, and a duplicate is judged against the versions that are left.
     assert registry.register(str(out), "digits", allow_duplicate=True).version == 4
     registry.delete_version("digits", 1)
-    with pytest.raises(RegistryError, match=r"already registered as digits version 2, 4 \("):
+    with pytest.raises(RegistryError, match=r"already registered as digits versions 2, 4 \("):
         registry.register(str(out), "digits")
     db = sqlite3.connect(tmp_path / "reg/registry.db")
     assert db.execute("SELECT COUNT(*) FROM tags WHERE version = 3").fetchone() == (0,)
@@ -384,6 +384,10 @@ def test_cli(digits_export, tmp_path):
         "version (ann registry alias digits ALIAS N), register the export again, or delete the "
         "version (ann registry delete digits 1)"
     )
+    # Named by number, there is no alias to move (it said to move one all the same).
+    line = one_line_error(cli("resolve", "models:/digits/1"))
+    assert line.endswith("(removed outside the registry); register the export again, or delete "
+                         "the version (ann registry delete digits 1)"), line  # fmt: skip
     unknown = cli("frobnicate")
     assert unknown.returncode == 1 and "unknown registry command 'frobnicate'" in unknown.stderr
 
@@ -482,6 +486,9 @@ def test_read_only_commands_change_nothing(digits_export, tmp_path):
         (["list", "--name=digits"], "--name is for `register` only; drop it from `list`"),
         (["list", "--version=1"], "--version is for `tag` only"),
         (["resolve", "models:/x/1", "--delete"], "--delete is for `alias` only"),
+        # The flag named before the count (it said "delete takes NAME VERSION, got digits").
+        (["delete", "--version=2", "digits"], "--version is for `tag` only; drop it from `delete`"),
+        (["delete", "digits", "0"], "delete: VERSION '0' must be a version number >= 1"),
         (["resolve", "digits/1"], "model URI 'digits/1' is not models:/NAME/VERSION"),
         (["mirror", "models:/digits/1", "--mlflow_uri="], "mirror: give the MLflow tracking"),
         (["register", "EXPORT", "--mlflow_uri=http://h:99999"], "has a port outside 1-65535"),

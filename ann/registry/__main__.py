@@ -126,15 +126,17 @@ def check_command(command: str, args: Sequence[str], f: Any) -> None:
     usage = f"usage: ann registry --registry=DIR {'|'.join(USAGE)} ARGS; see `ann registry --help`"
     if not command:
         raise RegistryError(f"give a registry command ({usage})")
+    # Before the arguments are counted: `delete --version=2 digits` is this mistake, not a
+    # missing argument.
+    for flag, owner in ONLY_FOR.items():
+        value = getattr(f, flag)
+        if command != owner and value is not None and value is not False and value != []:
+            raise RegistryError(f"--{flag} is for `{owner}` only; drop it from `{command}`")
     if len(args) != counts[command]:
         got = " ".join(args) if args else "nothing"
         raise RegistryError(
             f"{command} takes {USAGE[command] or 'no arguments'}, got {got} ({usage})"
         )
-    for flag, owner in ONLY_FOR.items():
-        value = getattr(f, flag)
-        if command != owner and value is not None and value is not False and value != []:
-            raise RegistryError(f"--{flag} is for `{owner}` only; drop it from `{command}`")
     if not f.registry:
         raise RegistryError("--registry is empty; give the registry directory")
     if f.name is not None:

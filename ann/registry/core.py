@@ -419,7 +419,8 @@ class Registry:
             if not same:
                 why = "a manifest that differs only in its created time"
             raise RegistryError(
-                f"{export_dir} is already registered as {name} version {', '.join(versions)} "
+                f"{export_dir} is already registered as {name} "
+                f"version{'s' * (len(versions) > 1)} {', '.join(versions)} "
                 f"({why}); point an alias at it (alias {name} ALIAS {versions[-1]}), or give "
                 "--allow_duplicate to register it as a new version anyway"
             )

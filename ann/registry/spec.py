@@ -50,11 +50,13 @@ def resolve(spec: str, registry: str | None = None, has_flag: bool = True) -> Re
             )
         mv = store.resolve(spec)
         if not os.path.isdir(mv.path):  # removed by hand: the record outlived the files
+            # An alias can be moved; a number or `latest` names this version for good.
+            move = f"point the alias at another version (ann registry alias {mv.name} ALIAS N), "
             raise RegistryError(
                 f"{spec} is {mv.name} version {mv.version}, whose files at {mv.path} are gone "
-                "(removed outside the registry); point the alias at another version (ann "
-                f"registry alias {mv.name} ALIAS N), register the export again, or delete the "
-                f"version (ann registry delete {mv.name} {mv.version})"
+                f"(removed outside the registry); {move if '@' in spec else ''}register the "
+                f"export again, or delete the version (ann registry delete {mv.name} "
+                f"{mv.version})"
             )
         return Resolved(spec, mv.path, mv.manifest_sha256, mv)
     give = (
