@@ -8,6 +8,7 @@
     python scripts/bench_serve.py --monitoring --concurrency=32   # monitoring on vs off
     python scripts/bench_serve.py --constant_weights   # the weights compiled in vs passed
     python scripts/bench_serve.py --compiled_calls --models=cnn,cnn_large   # the same, in-process
+    python scripts/bench_serve.py --dispatch --models=cnn_large   # async vs inline CPU dispatch
     # ann vs MLServer (issue 16's table; MLServer in its own venv, see mlserver_runtime.py):
     python scripts/bench_serve.py --models=cnn,cnn_large --nobatch1 \
         --peer_python=/work/mlserver-venv/bin/python
@@ -66,6 +67,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 
 from absl import flags
 
@@ -133,6 +135,14 @@ flags.DEFINE_boolean(
     "Only each model's compiled call in this process (core 0) at batch 1, 8 and 64, the "
     "weights passed vs compiled in, 7 interleaved rounds: median ms and the ratio.",
 )
+flags.DEFINE_boolean(
+    "dispatch",
+    False,
+    "Only each model's compiled batch-1 call, jax's asynchronous CPU dispatch (its default) vs "
+    "inline (what ann serve runs), each in fresh processes on core 0, back to back and after "
+    "a 0.3 ms sleep (as a server at one client sees calls): CPU per call, 5 interleaved rounds.",
+)
+flags.DEFINE_enum("dispatch_child", None, ["async", "inline"], "Internal: one --dispatch run.")
 flags.DEFINE_boolean(
     "tracing",
     False,
@@ -464,18 +474,23 @@ def start(cmd: list[str], port: int, ready: str, env: dict[str, str]) -> subproc
     raise RuntimeError(f"{cmd[0]} did not turn ready")
 
 
-def bare_call_ms(export_dir: str, x) -> float:
-    """Median time of the compiled batch-1 call in this process, pinned like the server."""
-    if pinned(0):
-        os.sched_setaffinity(0, {0})
+def compiled_batch1(export_dir: str) -> Callable:
+    """The export's batch-1 function, compiled as the server compiles it."""
     from ann import artifact
     from ann.serve.batcher import buckets
     from ann.serve.dataplane import constant_weights
     from ann.serve.settings import Settings
 
-    model = artifact.load(export_dir)  # compiled as the server compiles it
-    fn = model.compile(1, constant_weights=constant_weights(
+    model = artifact.load(export_dir)
+    return model.compile(1, constant_weights=constant_weights(
         model, buckets(FLAGS.max_batch_size), Settings().constant_weights_mb))  # fmt: skip
+
+
+def bare_call_ms(export_dir: str, x) -> float:
+    """Median time of the compiled batch-1 call in this process, pinned like the server."""
+    if pinned(0):
+        os.sched_setaffinity(0, {0})
+    fn = compiled_batch1(export_dir)
     for _ in range(50):
         fn({"image": x[:1]})
     times = []
@@ -529,6 +544,48 @@ def compiled_calls(export_dirs: dict[str, str], images, rounds: int = 7) -> None
                   f"{compiled_in / passed:.3f} | {compile_s[0]:.2f}, {compile_s[1]:.2f} | "
                   f"{diff:.2g} |")  # fmt: skip
     os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+
+
+def dispatch_child(export_dirs: dict[str, str], images, calls: int = 1500) -> None:
+    """One `--dispatch` process: per model, the process CPU per batch-1 call (results turned
+    into NumPy, as the server does) back to back and after a 0.3 ms sleep; one JSON line."""
+    if FLAGS.dispatch_child == "inline":
+        from ann.serve.__main__ import run_cpu_computations_inline
+
+        run_cpu_computations_inline()  # before the backend is made, as `ann serve` does
+    result = {}
+    for name, export_dir in export_dirs.items():
+        fn = compiled_batch1(export_dir)
+        for _ in range(50):
+            fn({"image": images[:1]})
+        for gap in (0.0, 0.0003):
+            start = time.process_time()
+            for i in range(calls):
+                if gap:
+                    time.sleep(gap)
+                fn({"image": images[i % len(images) : i % len(images) + 1]})
+            result[f"{name} {gap * 1e3:.1f}"] = (time.process_time() - start) / calls * 1e3
+    print(json.dumps(result))
+
+
+def dispatch_ab(models: list[str], rounds: int = 5) -> None:
+    """`--dispatch`: fresh processes, async and inline alternating; medians and inline/async."""
+    times: dict[str, dict[str, list[float]]] = {"async": {}, "inline": {}}
+    for r in range(rounds):
+        for mode in ("async", "inline") if r % 2 == 0 else ("inline", "async"):
+            out = subprocess.run(
+                [*pinned(0), sys.executable, __file__, f"--dispatch_child={mode}",
+                 f"--models={','.join(models)}", f"--workdir={FLAGS.workdir}"],
+                check=True, capture_output=True, text=True, cwd=ROOT,
+            )  # fmt: skip
+            for key, ms in json.loads(out.stdout.strip().splitlines()[-1]).items():
+                times[mode].setdefault(key, []).append(ms)
+    print("| model | gap ms | async CPU ms per call | inline CPU ms per call | inline / async |")
+    print("|---|---|---|---|---|")
+    for key in times["async"]:
+        name, gap = key.split()
+        a, b = (statistics.median(times[m][key]) for m in ("async", "inline"))
+        print(f"| {name} | {gap} | {a:.3f} | {b:.3f} | {b / a:.3f} |")
 
 
 def http_layer(requests: int = 20000, repeats: int = 7) -> None:
@@ -896,6 +953,14 @@ def main(argv: list[str]) -> None:
     images = data.load("digits", "test", cache=True).rows(np.arange(256))["image"]
     if args.compiled_calls:
         compiled_calls({m: prepare(m, args.steps, args.workdir) for m in args.models}, images)
+        return
+    if args.dispatch_child:
+        dispatch_child({m: prepare(m, args.steps, args.workdir) for m in args.models}, images)
+        return
+    if args.dispatch:
+        for m in args.models:
+            prepare(m, args.steps, args.workdir)  # once, before any timed process
+        dispatch_ab(args.models)
         return
     bodies = os.path.join(args.workdir, "bodies.json")
     write_bodies(bodies, images, args.monitoring, args.encoding)

@@ -162,7 +162,7 @@ def run_cpu_computations_inline() -> None:
     `jax_cpu_enable_async_dispatch` off; read when the CPU backend is made, so before any model
     loads; GPU and TPU backends ignore it). A server converts every result to NumPy at once,
     so dispatching the call to XLA's own thread only added a hand-over and a wake-up of that
-    thread per call: 3-6% of the large digits CNN's server CPU per request at one client
+    thread per call: 1-6% of the large digits CNN's server CPU per request at one client
     (docs/benchmarks.md, "Issue 16, session 24")."""
     import jax
 
