@@ -46,7 +46,6 @@ def test_two_processes_of_two_devices_train_like_one_and_hand_over_to_one_device
     assert stdout.count("done: step 20") == 1, stdout
     # Only that line: Gloo's rendezvous printed "[Gloo] Rank 0 is connected to ..." there too.
     assert stdout.splitlines() == [line for line in stdout.splitlines() if "done:" in line]
-    assert "[Gloo]" in stderr, stderr[-2000:]  # said, on stderr
     proc = subprocess.run(
         [sys.executable, "-m", "ann.main", f"--workdir={single}", *FLAGS],
         env=with_devices(4),
