@@ -317,7 +317,18 @@ def test_a_deleted_version_is_gone_and_its_number_never_comes_back(
             act()
     # The next version is 4, and a duplicate is judged against the versions that are left.
     assert registry.register(str(out), "digits", allow_duplicate=True).version == 4
-    registry.delete_version("digits", 1)
+    # Removing the files after the commit fails: deleted all the same, and the line says what
+    # is left to remove.
+    with monkeypatch.context() as m:
+        m.setattr(core.shutil, "rmtree", lambda path: fail())
+        with pytest.raises(RegistryError) as e:
+            registry.delete_version("digits", 1)
+    aside = tmp_path / "reg/artifacts/digits/.deleted-1"
+    assert str(e.value) == (
+        f"models:/digits/1 is deleted, but removing its files failed (disk full); remove "
+        f"{aside} by hand"
+    )
+    shutil.rmtree(aside)
     with pytest.raises(RegistryError, match=r"already registered as digits versions 2, 4 \("):
         registry.register(str(out), "digits")
     db = sqlite3.connect(tmp_path / "reg/registry.db")

@@ -486,7 +486,8 @@ class Registry:
         delete the alias first: a server resolving it would lose its model) and for a version
         that does not exist or was deleted. Returns the version as it was (its tags, for the
         MLflow mirror). The directory is renamed aside inside the transaction (nothing changes
-        if that fails) and removed after it commits."""
+        if that fails) and removed after it commits (a failure there is a RegistryError naming
+        what is left to remove; the version is deleted)."""
         moved, aside = None, ""
         try:
             with self._write() as db:
@@ -514,7 +515,12 @@ class Registry:
             if moved:  # the transaction rolled back: the version stays as it was
                 os.rename(aside, moved)
             raise
-        _remove(aside)
+        try:
+            _remove(aside)
+        except OSError as e:
+            raise RegistryError(
+                f"{mv.uri} is deleted, but removing its files failed ({e}); remove {aside} by hand"
+            ) from e
         return mv
 
     def set_tag(self, name: str, key: str, value: str, version: int | None = None) -> None:
