@@ -300,3 +300,14 @@ def test_the_public_readiness_probe_does_not_list_the_models_without_the_token()
         status, body, _ = call(app, "GET", path, token="s3cret")  # the client: the whole answer
         assert status == 404 and "expected one of" in body["error"], body
     assert call(app, "GET", "/v2/models/nope/infer")[0] == 401  # other routes: the token first
+
+
+def test_model_configuration_names_an_export_directory_without_its_path():
+    # It showed the server's --model path (/srv/...), as metadata showed the training workdir.
+    for source, shown in (
+        ("/srv/exports/digits_cnn/", "digits_cnn"),
+        ("models:/d/2", "models:/d/2"),
+    ):
+        app = App([ServedModel("m", "1", FakeModel(), source)], Settings())
+        status, body, _ = call(app, "GET", "/v2/models/m/config")
+        assert status == 200 and body["parameters"]["source"] == {"string_value": shown}, body

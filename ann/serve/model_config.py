@@ -4,6 +4,7 @@ the configuration Triton would hold for a served model, generated from its expor
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from ann.serve import protocol
@@ -46,10 +47,19 @@ def model_config(m: Any, settings: Settings) -> dict[str, Any]:
             "default_queue_policy": {"max_queue_size": settings.queue_rows},
         },
         "parameters": {
-            "source": {"string_value": m.source},
+            "source": {"string_value": client_source(m.source)},
             "batch_wait": {"string_value": settings.batch_wait},
         },
     }
     if m.version.isdigit():
         config["version_policy"] = {"specific": {"versions": [int(m.version)]}}
     return config
+
+
+def client_source(spec: str) -> str:
+    """`--model`'s spec as a client may see it: a registry URI as given, an export directory by
+    its name only (its path is the server machine's layout, as a manifest's workdir is the
+    training machine's: `dataplane.public_source`)."""
+    if spec.startswith("models:"):
+        return spec
+    return os.path.basename(os.path.normpath(spec))
