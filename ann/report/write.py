@@ -11,7 +11,7 @@ import tempfile
 from typing import Any
 
 from ann import atomic
-from ann.report import SCHEMA_VERSION, collect, html
+from ann.report import SCHEMA_VERSION, collect, html, jsonable
 from ann.report.sections import SECTIONS, Section, sections_for
 
 REPORT = "report.json"
@@ -22,24 +22,6 @@ def _slices(preds: collect.Predictions) -> list[Section]:
     from ann.report import slices
 
     return slices.report_slices(preds)
-
-
-def _jsonable(value: Any) -> Any:
-    """NumPy scalars and arrays as Python numbers and lists; NaN and infinities as strings
-    ("nan", "inf", "-inf"), so report.json is strict JSON."""
-    import numpy as np
-
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return "nan" if np.isnan(value) else ("inf" if value > 0 else "-inf")
-    return value
 
 
 def replace_directory(tmp: str, out: str) -> None:
@@ -146,7 +128,7 @@ def write_report(source: collect.Source, splits: list[str], out: str) -> dict[st
             "index": "index.html",
             "figures": sorted(f for split in figures.values() for fs in split.values() for f in fs),
         }
-        report = _jsonable(report)
+        report = jsonable(report)
         html.write_index(tmp, title(report), header(report), shown, figures)
         atomic.write_text(os.path.join(tmp, REPORT), json.dumps(report, indent=1) + "\n")
         os.chmod(tmp, 0o755)  # mkdtemp's 0o700 would hide the report from other users

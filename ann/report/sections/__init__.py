@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ann.config import ConfigError
+from ann.report import jsonable
 from ann.report.tasks import METHOD, SECTIONS, check_experiment  # the table, here as ever
 
 if TYPE_CHECKING:
@@ -81,7 +82,7 @@ def _users_sections(preds: Predictions) -> list[Section]:
         if not isinstance(section.metrics, dict):
             raise ConfigError(f"{what}: metrics must be a dict")
         try:
-            json.dumps(section.metrics, default=_numpy_to_json)
+            json.dumps(jsonable(section.metrics))  # as report.json will write them
         except (TypeError, ValueError) as e:
             raise ConfigError(f"{what}: metrics must be JSON-able numbers and text ({e})") from e
         figures = section.figures
@@ -93,10 +94,3 @@ def _users_sections(preds: Predictions) -> list[Section]:
         if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
             raise ConfigError(f"{what}: notes must be a list of strings (lines)")
     return sections
-
-
-def _numpy_to_json(value: Any) -> Any:
-    """NumPy numbers and arrays as report.json writes them (numbers and lists)."""
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(f"{type(value).__name__} {value!r:.40} is not JSON-able")
