@@ -498,9 +498,10 @@ class Registry:
                         f"another version (alias {name} {mv.aliases[0]} VERSION) or delete it "
                         f"(alias {name} {mv.aliases[0]} --delete) first"
                     )
+                # A delete killed between this rename and its commit left the files here and
+                # the version live: deleting it again removes them after the commit.
                 aside = os.path.join(os.path.dirname(mv.path), f".deleted-{version}")
                 if os.path.isdir(mv.path):
-                    _remove(aside)  # a previous delete's leftover, if its removal failed
                     os.rename(mv.path, aside)  # same parent: a read-only directory may move
                     moved = mv.path
                 db.execute(
