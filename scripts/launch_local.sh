@@ -18,8 +18,8 @@ fi
 pids=()
 # SIGTERM to this script is passed on as SIGTERM (every process saves a checkpoint at a step
 # they agree on and exits 0, as on a preempted cluster), Ctrl-C as SIGINT (the same save, then
-# each says `process I of N: interrupted at step N (Ctrl-C)` and exits 130, as one process does); the script
-# waits for them. The processes start in their own process groups (job control, `set -m`):
+# each says `process I of N: interrupted at step N (Ctrl-C)` and exits 130, as one process
+# does); the script waits for them. The processes start in their own process groups (job control, `set -m`):
 # otherwise bash starts them ignoring SIGINT, and a Ctrl-C in the terminal would reach them
 # besides the one passed on here. ANN_LAUNCHER_PID names this script to them: if it is killed
 # without passing a signal on (SIGKILL to its process group, a closed terminal), each sees it

@@ -227,9 +227,7 @@ def test_an_open_file_limit_the_kernel_refuses_is_one_line():
         "resource.setrlimit = refuse\n"
         "m.ensure_file_descriptors(5000)\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=60)  # fmt: skip
-    line = one_line_error(result)
+    line = one_line_error(_python(code))
     assert "--max_connections=512 needs about 5000 open files" in line, line
     assert "not allowed to raise maximum limit" in line, line
 
@@ -279,8 +277,13 @@ def test_the_server_runs_cpu_computations_on_the_calling_thread():
         "m.define_flags(); flags.FLAGS(['serve', '--model=x'])\n"
         "m.main(['serve'])\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=60)  # fmt: skip
+    result = _python(code)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "backend made before: False" in result.stdout, result.stdout
     assert "async: False" in result.stdout, result.stdout
+
+
+def _python(code: str) -> subprocess.CompletedProcess:
+    """`python -c code` in a fresh process (what a server process's setup does, away from this
+    test process's jax and flags)."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
