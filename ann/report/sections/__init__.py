@@ -93,4 +93,6 @@ def _users_sections(preds: Predictions) -> list[Section]:
         notes = section.notes
         if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
             raise ConfigError(f"{what}: notes must be a list of strings (lines)")
-    return sections
+    # NumPy values as numbers and lists from here on: report.json and index.html's tables both
+    # take them as Python values (index.html failed on a float32 after the check let it by).
+    return [dataclasses.replace(s, metrics=jsonable(s.metrics)) for s in sections]
