@@ -9,12 +9,14 @@
 manifest is the stronger claim); `runs_in(path)` names the entries of a directory that are runs
 or hold runs (a sweep's trials, a project's `runs/`). A marker counts when it is a file or a
 link, broken or not (whoever reads it says what is wrong with it); a directory of that name does
-not. Plain `os` only: the command line asks before JAX is imported, and an export's loader
+not; above a path, a config.json or manifest.json must be ann's (JSON with its keys). Plain `os`
+and `json` only: the command line asks before JAX is imported, and an export's loader
 (ann/artifact.py, what a server imports) asks too.
 """
 
 from __future__ import annotations
 
+import json
 import os
 
 EXPORT, REGISTRY, SWEEP, RUN = "export", "registry", "sweep", "run"
@@ -40,12 +42,33 @@ def of(path: str) -> tuple[str, ...]:
     return tuple(kind for kind, name in MARKERS.items() if _marked(path, name))
 
 
+# Keys ann's own file has (ann.config.write, ann.artifact's manifest): above a path, a
+# config.json or manifest.json that is JSON without them is another tool's (a stray one in a
+# project folder or $HOME refused every `ann train` below it as "inside a training run").
+_OWN_KEYS = {RUN: ("experiment", "total_steps"), EXPORT: ("format", "files")}
+
+
+def _foreign(path: str, kind: str) -> bool:
+    """Whether `path`'s marker of `kind` is JSON another tool wrote. One that cannot be read
+    or parsed still counts as ann's: a damaged file of a real run must not open it to writes."""
+    keys = _OWN_KEYS.get(kind)
+    if keys is None:
+        return False
+    try:
+        with open(os.path.join(path, MARKERS[kind]), "rb") as f:
+            data = json.loads(f.read(1 << 20))
+    except (OSError, ValueError):
+        return False
+    return not (isinstance(data, dict) and all(k in data for k in keys))
+
+
 def inside(path: str) -> tuple[str, str] | None:
     """(kind, directory) of the nearest directory above `path` that is a run, an export or a
-    registry (a sweep above does not count: its trials are runs' directories), or None."""
+    registry (a sweep above does not count: its trials are runs' directories; nor does another
+    tool's config.json or manifest.json), or None."""
     parent = os.path.dirname(os.path.abspath(path))
     while True:
-        kinds = [k for k in of(parent) if k != SWEEP]
+        kinds = [k for k in of(parent) if k != SWEEP and not _foreign(parent, k)]
         if kinds:
             return kinds[0], parent
         if os.path.dirname(parent) == parent:

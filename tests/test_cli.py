@@ -742,7 +742,7 @@ def test_train_and_sweep_write_only_into_their_own_kind_of_directory(tmp_path):
     (tmp_path / "sweep").mkdir()
     (tmp_path / "sweep" / "sweep.json").write_text("{}")
     (tmp_path / "runs" / "a").mkdir(parents=True)
-    (tmp_path / "runs" / "a" / "config.json").write_text("{}")
+    (tmp_path / "runs" / "a" / "config.json").write_text(RUN_CONFIG)
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "todo.txt").write_text("")
     train = ["train", "--config=configs/digits_mlp.py"]
@@ -768,6 +768,27 @@ def test_train_and_sweep_write_only_into_their_own_kind_of_directory(tmp_path):
     ]
 
 
+# The keys that make a config.json ann's run and a manifest.json ann's export
+# (ann.directory_kind), as ann writes them.
+RUN_CONFIG = '{"experiment": "classification", "total_steps": 10}'
+EXPORT_MANIFEST = '{"format": "ann.export/1", "files": {}}'
+
+
+def test_another_tools_config_json_above_a_workdir_is_not_a_run(tmp_path):
+    """A stray config.json (an editor's, another tool's) in a parent directory refused every
+    `ann train` below it as "inside a training run" (a fresh-user trial's /tmp/config.json);
+    one that cannot be parsed still counts, so a damaged real run stays closed to writes."""
+    from ann import directory_kind
+
+    (tmp_path / "config.json").write_text('{"theme": "dark"}')
+    (tmp_path / "manifest.json").write_text('{"name": "my web app", "icons": []}')
+    assert directory_kind.inside(str(tmp_path / "runs" / "x")) is None
+    (tmp_path / "config.json").write_text('{"experiment": "classif')  # damaged
+    assert directory_kind.inside(str(tmp_path / "runs" / "x")) == ("run", str(tmp_path))
+    (tmp_path / "config.json").write_text(RUN_CONFIG)
+    assert directory_kind.inside(str(tmp_path / "runs" / "x")) == ("run", str(tmp_path))
+
+
 def test_outputs_and_new_registries_stay_out_of_runs_exports_and_registries(tmp_path):
     # A fourth trial: `ann registry --registry=RUN register ...` put registry.db into a run,
     # which ann train then refused to resume; export and drift wrote into a run's checkpoints/
@@ -776,10 +797,11 @@ def test_outputs_and_new_registries_stay_out_of_runs_exports_and_registries(tmp_
     from ann.registry.core import RegistryError
 
     run, export, registry = tmp_path / "run", tmp_path / "export", tmp_path / "registry"
-    for directory, marker in ((run, "config.json"), (export, "manifest.json"),
-                              (registry, "registry.db")):  # fmt: skip
+    for directory, marker, text in ((run, "config.json", RUN_CONFIG),
+                                    (export, "manifest.json", EXPORT_MANIFEST),
+                                    (registry, "registry.db", "")):  # fmt: skip
         directory.mkdir()
-        (directory / marker).write_text("{}")
+        (directory / marker).write_text(text)
     for out, where in [
         (run / "checkpoints" / "x", f"inside a training run at {run}"),
         (export / "drift", f"inside an export at {export}"),
