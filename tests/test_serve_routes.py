@@ -110,6 +110,12 @@ def test_token_and_metrics_port_are_judged_per_route():
     # An unknown path asks for the token first: it tells a stranger nothing.
     assert call(app, "POST", "/v2/nowhere")[0] == 401
     assert call(app, "POST", "/v2/nowhere", token="s3cret")[0] == 404
+    # A refused token is counted under the route's handler (it was handler ""), never under
+    # the model a stranger named: that label is not the client's to fill.
+    text = app.metrics.render().decode()
+    for handler in ("infer", "repository_load", "model_metadata"):
+        assert f'code="401",handler="{handler}",model="",version=""' in text, handler
+    assert 'code="401",handler="",model="",version=""} 1.0' in text  # /v2/nowhere only
     # Without an admin token, load and unload are refused whoever asks.
     bare = App([ServedModel("m", "1", FakeModel(), "test")], Settings())
     status, body, _ = call(bare, "POST", "/v2/repository/models/m/load")

@@ -267,18 +267,21 @@ class App:
         handler = ""
         params: dict[str, str] = {}
         traced = None
+        found = self.router.match(path)
+        if found is not None and (not public_only or found[0].metrics_port):
+            # before the token is checked: a refused token is counted under the route's handler
+            handler = found[0].methods.get(method) or ""
         if self.tracing is not None and not public_only:
-            traced = self._traced(method, path, trace, respond)
+            traced = self._traced(method, path, found, trace, respond)
             if traced is not None:
                 respond = traced
         try:
-            route, params = self._route(method, path, authorization, public_only)
+            route, params = self._route(method, path, found, authorization, public_only)
             if "name" in params:
                 served = self._served(route, params, authorization)
                 if traced is not None:
                     traced.model(served.name, served.version)
             answer = route.methods.get(method)
-            handler = answer or ""
             if answer is None:
                 allowed = ", ".join(sorted(route.methods))
                 raise ServeError(
@@ -311,22 +314,28 @@ class App:
         self,
         method: str,
         path: str,
+        found: tuple[Route, dict[str, str]] | None,
         trace: tuple[bytes, bytes | None] | None,
         respond: Respond,
     ) -> TracedRequest | None:
-        """The request's span wrapping `respond`; None for an untraced route (the probes)."""
-        found = self.router.match(path)  # remembered: `_route` finds it again for nothing
+        """The request's span wrapping `respond`; None for an untraced route (the probes).
+        `found`: the path's route and parameters (`Router.match`)."""
         if found is not None and not found[0].traced:
             return None
         route = None if found is None else found[0].pattern
         return self.tracing.request(method, path, route, trace, respond)
 
     def _route(
-        self, method: str, path: str, authorization: bytes | None, public_only: bool
+        self,
+        method: str,
+        path: str,
+        found: tuple[Route, dict[str, str]] | None,
+        authorization: bytes | None,
+        public_only: bool,
     ) -> tuple[Route, dict[str, str]]:
-        """The route of `path` and its parameters, once the token allows it; 404 for a path
-        no route has (on the metrics port: for every route it does not answer)."""
-        found = self.router.match(path)
+        """`found` (`path`'s route and parameters, `Router.match`), once the token allows it;
+        404 for a path no route has (on the metrics port: for every route it does not
+        answer)."""
         if public_only:
             if found is None or not found[0].metrics_port:
                 raise _no_route(method, path, "the metrics port serves /metrics and /v2/health/*")
