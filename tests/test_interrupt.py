@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -346,3 +347,17 @@ def test_a_sigterm_while_a_run_finishes_is_noted_not_fatal(capfd):
     assert "warning: SIGTERM while the run finishes: its last checkpoint is written first" in (
         capfd.readouterr().err
     )
+
+
+def test_the_launcher_watch_while_a_run_finishes_is_named_as_such(capfd, monkeypatch):
+    # The watch's SIGTERM, once the loop had stopped, was noted as "SIGTERM": the user looked
+    # for a scheduler that never sent one.
+    from ann.train import launcher, preemption
+
+    monkeypatch.setattr(launcher, "_gone", threading.Event())
+    launcher._gone.set()
+    with preemption.finishing():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)
+    err = capfd.readouterr().err
+    assert "warning: launcher gone while the run finishes: its last checkpoint is written" in err

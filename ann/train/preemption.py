@@ -115,7 +115,7 @@ class _Finishing:
 
 
 _finishing = _Finishing()
-_FINISHING = b"warning: SIGTERM while the run finishes: its last checkpoint is written first\n"
+_FINISHING = "warning: {} while the run finishes: its last checkpoint is written first\n"
 
 
 @contextlib.contextmanager
@@ -131,9 +131,9 @@ def finishing() -> Iterator[None]:
         return
 
     def note(signum: int, frame: FrameType | None) -> None:
-        del signum, frame
+        del frame
         _finishing.pending = True
-        os.write(2, _FINISHING)
+        os.write(2, _FINISHING.format(_reason(signum)).encode())
 
     _finishing.pending = False
     previous = signal.signal(signal.SIGTERM, note)
