@@ -424,8 +424,13 @@ def _config_code_error(error: BaseException, argv: Sequence[str]) -> str | None:
 def _unknown_flag(error: flags.UnrecognizedFlagError) -> str:
     """absl's message for an unknown flag, with a suggestion: `--config.KEY` where the name is
     a config key (`--total_steps` for `--config.total_steps`), else the job's closest flag."""
-    name = error.flagname
-    message = f"unknown flag --{name}"
+    name, typed = error.flagname, (error.flagvalue or f"--{error.flagname}").split("=")[0]
+    message = f"unknown flag {typed}"  # as typed: absl's name drops the dashes (-1 -> 1)
+    if _is_number(name):
+        return (
+            f"{message}: an argument that starts with '-' is read as a flag; give a negative "
+            "value as --flag=-1, or positional arguments after '--' (ann JOB [flags] -- ARGS)"
+        )
     if "config" in flags.FLAGS:
         same = [k for k in _dotted(SCHEMA) if k == name or k.rsplit(".", 1)[-1] == name]
         if same:
@@ -444,6 +449,14 @@ def _unknown_flag(error: flags.UnrecognizedFlagError) -> str:
         if near:
             return f"{message}; did you mean --config.{leaves[near[0]]}=...?"
     return f"{message} (--help lists this job's flags)"
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _dotted(tree: dict, prefix: str = "") -> list[str]:

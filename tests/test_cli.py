@@ -273,6 +273,16 @@ def test_the_console_script_is_declared():
             ["export", "--workdir=W", "--bogus=x"],
             "error: unknown flag --bogus (--help lists this job's flags)",
         ),
+        # As typed: absl's name drops the dashes, so -1 (a negative version) read as "--1".
+        (
+            ["export", "--workdir=W", "-ouput=x"],
+            "error: unknown flag -ouput; did you mean --out?",
+        ),
+        (
+            ["registry", "--registry=R", "delete", "m", "-1"],
+            "error: unknown flag -1: an argument that starts with '-' is read as a flag; give a "
+            "negative value as --flag=-1, or positional arguments after '--'",
+        ),
         (
             ["train", "--config=configs/digit_cnn.py", "--workdir=W"],
             "error: --config=configs/digit_cnn.py: no such file; did you mean "
