@@ -98,19 +98,26 @@ def _start(trial: Trial, cpus: list[int]) -> _Running:
         **trial.env,
         **launcher.environment(),  # a trial stops, saving, if this sweep is killed
     }
-    proc = subprocess.Popen(
-        trial.argv(),
-        cwd=trial.cwd,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=stdout,
-        stderr=stderr,
-        # Pin before the interpreter starts, so every thread it creates inherits the cores.
-        preexec_fn=lambda: os.sched_setaffinity(0, cpus),
-        # Its own session: a Ctrl-C in the terminal reaches the sweep, which stops trials
-        # with SIGTERM (save and exit) rather than killing them mid-save.
-        start_new_session=True,
-    )
+    # Pinned before the interpreter starts, so every thread it creates inherits the cores: a
+    # child inherits the affinity of the thread that starts it, so this thread holds the
+    # trial's cores for the call. Not a preexec_fn, which runs Python between fork and exec
+    # (unsafe beside threads; where JAX is imported, it warned of a deadlock).
+    mine = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        proc = subprocess.Popen(
+            trial.argv(),
+            cwd=trial.cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+            # Its own session: a Ctrl-C in the terminal reaches the sweep, which stops trials
+            # with SIGTERM (save and exit) rather than killing them mid-save.
+            start_new_session=True,
+        )
+    finally:
+        os.sched_setaffinity(0, mine)
     return _Running(trial, proc, time.monotonic(), offset, [stdout, stderr])
 
 
