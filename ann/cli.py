@@ -627,7 +627,13 @@ def _note_unfinished(workdir: str) -> None:
         return  # a stale record: the run's own next start sorts it out
     else:
         what = f"ended {record['status']} at {at}"
-    print(f"note: {workdir} {what}; its checkpoints so far are used", file=sys.stderr)
+    note(f"{workdir} {what}; its checkpoints so far are used")
+
+
+def note(message: str) -> None:
+    """What a user should know that is not wrong: the plain line `note: MESSAGE` on stderr,
+    flushed at once, as `warn`'s."""
+    print(f"note: {_process}{message}", file=sys.stderr, flush=True)
 
 
 def warn(message: str) -> None:

@@ -658,10 +658,12 @@ def test_a_torn_last_line_of_the_request_log_is_skipped_and_a_bad_one_before_it_
         )
 
 
-def test_a_log_of_other_models_names_them_and_the_export_served_from_its_directory(tmp_path):
-    """A models:/ URI names the model by its registered name; the same export served from its
-    directory is logged under its manifest name. The refusal said "(models: digits_cnn); serve
-    it with --request_log", the wrong fix."""
+def test_a_log_of_the_export_served_from_its_directory_is_read_and_others_are_named(tmp_path):
+    """A models:/ URI (or a registered copy) names the model by its registered name; the same
+    export served from its directory is logged under its manifest name and digest. The refusal
+    said "(models: digits_cnn); serve it with --request_log", the wrong fix; then "give
+    --model=<the registered copy>", which a registered copy refused the same way (it is served
+    under its registered name): those requests are this export's, and are read."""
     from ann.monitor.request_log import RequestLogError, read_traffic
 
     spec = {"x": {"dtype": "float32", "shape": [-1, 2]}}
@@ -675,20 +677,24 @@ def test_a_log_of_other_models_names_them_and_the_export_served_from_its_directo
     served = {"model": "digits_cnn", "version": "f4c1bfaa67c2", "status": 200,
               "inputs": {"x": tensor}}  # fmt: skip
     other = {"model": "iris", "version": "2", "status": 200, "inputs": {"x": tensor}}
-    export = ("digits_cnn", "f4c1bfaa67c2", "/registry/artifacts/digits/1")
+    export = ("digits_cnn", "f4c1bfaa67c2")
 
     def refusal(path, name="digits", export=export):
         with pytest.raises(RequestLogError) as e:
             read_traffic([path], name, "1", spec, {}, export)
         return str(e.value)
 
-    path = log("same.jsonl", served, served, other)
-    assert refusal(path) == (
-        f"{path} holds no request of model 'digits': its 3 requests are for models digits_cnn "
-        "(2), iris (1), not digits; those of digits_cnn version f4c1bfaa67c2 are this export "
-        "served from its directory: give --model=/registry/artifacts/digits/1"
+    elsewhere = {**served, "version": "0123456789ab"}  # another export of that name
+    path = log("same.jsonl", served, served, other, elsewhere)
+    traffic = read_traffic([path], "digits", "1", spec, {}, export)
+    assert (traffic.records, traffic.served_as, traffic.versions) == (2, export, [export[1]])
+    assert traffic.skipped == {"other models": 2}
+    assert read_traffic([path], "digits_cnn", "f4c1bfaa67c2", spec, {}).served_as is None
+    path = log("elsewhere.jsonl", elsewhere, other)  # not this export: refused, names them
+    assert refusal(path).startswith(
+        f"{path} holds no request of model 'digits': its 2 requests are for models digits_cnn "
+        "(1), iris (1), not digits; give --model what"
     )
-    assert read_traffic([path], "digits_cnn", "f4c1bfaa67c2", spec, {}).records == 2  # so
     path = log("other.jsonl", other)
     assert refusal(path) == (
         f"{path} holds no request of model 'digits': its 1 request is for model iris, not "

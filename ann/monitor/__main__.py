@@ -102,13 +102,16 @@ def summary(report: dict[str, Any], path: str) -> str:
     r, m = report["result"], report["model"]
     rows, records = r["rows"], report["requests"]["records"]
     rows = f"{rows} row{'s' * (rows != 1)}"
-    served = report["requests"]["versions"]
-    if m["version"] not in served:  # another version's traffic, judged against this one
+    served, name = report["requests"]["versions"], m["name"]
+    if report["requests"].get("served_as"):  # this export, under the name its directory gives
+        name, version = report["requests"]["served_as"]
+        served = f"{version} (this export, served from its directory)"
+    elif m["version"] not in served:  # another version's traffic, judged against this one
         served = f"{', '.join(served)}, judged against version {m['version']}"
     else:
         served = m["version"]
     source = (
-        f"{rows} from {records} request{'s' * (records != 1)} to {m['name']} version "
+        f"{rows} from {records} request{'s' * (records != 1)} to {name} version "
         f"{served} | {r['reference_rows']} reference rows"
     )
     if r["state"] == "too_few_rows":
@@ -164,10 +167,16 @@ def drift(args: list[str]) -> None:
     name, version = served_name(resolved, manifest["name"], digest)
     cli.progress(f"reading {', '.join(FLAGS.requests)}")
     # The export as `ann serve` names it when given its directory.
-    export = (manifest["name"], digest[:12], resolved.path)
+    export = (manifest["name"], digest[:12])
     inputs, outputs = manifest["inputs"], manifest["outputs"]
     traffic = read_traffic(FLAGS.requests, name, version, inputs, outputs, export)
-    if version not in traffic.versions:
+    if traffic.served_as is not None:
+        cli.note(
+            f"{', '.join(FLAGS.requests)} holds no request of model {name!r}; reading those of "
+            f"{traffic.served_as[0]} version {traffic.served_as[1]}: this export (its manifest's "
+            "digest) served from its directory"
+        )
+    elif version not in traffic.versions:
         cli.warn(
             f"{', '.join(FLAGS.requests)} holds no request to {name} version {version}, only "
             f"to version {', '.join(traffic.versions)}: judging their inputs against this "
@@ -201,6 +210,9 @@ def drift(args: list[str]) -> None:
             "files": list(FLAGS.requests),
             "records": traffic.records,
             "versions": traffic.versions,
+            # [name, version] the requests were logged under, when not the model's own: this
+            # export served from its directory; null else
+            "served_as": list(traffic.served_as) if traffic.served_as else None,
             "skipped": traffic.skipped,
             "first": traffic.first,
             "last": traffic.last,

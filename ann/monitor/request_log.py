@@ -41,6 +41,9 @@ class Traffic:
     skipped: dict[str, int]  # reason -> records not used
     first: float  # time of the first and last record used (seconds since the epoch)
     last: float
+    # (name, version) the requests were logged under when not the ones asked for: the same
+    # export served from its directory (its manifest name and digest); None when they were.
+    served_as: tuple[str, str] | None = None
 
 
 def _tensor(where: str, name: str, value: Any, spec: Mapping[str, Any]) -> np.ndarray:
@@ -124,7 +127,6 @@ def _nothing_of(
     records: list[tuple[str, dict[str, Any]]],
     name: str,
     mine: int,
-    export: tuple[str, str, str] | None,
 ) -> str:
     """Why the log `where` gives no request of model `name` (`mine`: its records of that
     name), and what to do: the log's model names when it holds only others (it said "serve it
@@ -155,13 +157,6 @@ def _nothing_of(
     n = len(records)
     message = f"{where} holds no request of model {name!r}: its {n} request"
     message += f"{' is' if n == 1 else 's are'} for {held}, not {name}"
-    if export is not None:
-        own, digest, directory = export
-        if any(r.get("model") == own and str(r.get("version")) == digest for _, r in records):
-            return (
-                f"{message}; those of {own} version {digest} are this export served from its "
-                f"directory: give --model={directory}"
-            )
     return (
         f"{message}; give --model what `ann serve --model` was given (an export directory is "
         "served under its manifest name, a models:/ URI under its registered name)"
@@ -174,21 +169,27 @@ def read_traffic(
     version: str | None,
     inputs: Mapping[str, Mapping[str, Any]],
     outputs: Mapping[str, Mapping[str, Any]],
-    export: tuple[str, str, str] | None = None,
+    export: tuple[str, str] | None = None,
     min_rows: int = 1,
 ) -> Traffic:
     """The successful requests of model `name` (version `version` when the log holds it) in
     the request log files `paths`, their inputs and logged outputs as arrays of the model's
     signature (`inputs`, `outputs`: the manifest's); a log of only other versions of `name`
     gives their inputs without their outputs (the caller's model scores them). `export`: (the
-    export's manifest name, its version as `ann serve` names an export directory's, its
-    directory) when `name` is another
-    (a models:/ URI's): a log of the export served from its directory is then named so in the
-    refusal. `min_rows`: the fewest rows of traffic the caller can use (`ann monitor drift`: 1;
-    fewer than its --min_rows are a report of too few rows to judge, not a refusal).
+    export's manifest name, its version as `ann serve` names an export directory's) when
+    `name` is another (a models:/ URI's, a registered copy's): a log without requests of
+    `name` but with some of that name and version holds this very export served from its
+    directory (the version is its manifest's digest), and those are read (`served_as`).
+    `min_rows`: the fewest rows of traffic the caller can use (`ann monitor drift`: 1; fewer
+    than its --min_rows are a report of too few rows to judge, not a refusal).
     Raises RequestLogError with one line."""
     records = _records(paths)
     mine = [(w, r) for w, r in records if r.get("model") == name]
+    served_as = None
+    if not mine and export is not None and export[0] != name:
+        same = [(w, r) for w, r in records if (r.get("model"), str(r.get("version"))) == export]
+        if same:  # this export (its manifest's digest) served from its directory
+            (name, version), mine, served_as = export, same, export
     exact = [(w, r) for w, r in mine if version is not None and str(r.get("version")) == version]
     use = exact or mine
     skipped: dict[str, int] = {}
@@ -200,7 +201,7 @@ def read_traffic(
     if len(ok) < len(use):
         skipped["failed or without inputs"] = len(use) - len(ok)
     if not ok:
-        raise RequestLogError(_nothing_of(", ".join(paths), records, name, len(use), export))
+        raise RequestLogError(_nothing_of(", ".join(paths), records, name, len(use)))
     columns: dict[str, list[np.ndarray]] = {k: [] for k in inputs}
     logged: dict[str, list[np.ndarray]] = {k: [] for k in outputs}
     for where, record in ok:
@@ -234,6 +235,7 @@ def read_traffic(
         skipped=skipped,
         first=min(times),
         last=max(times),
+        served_as=served_as,
     )
 
 
