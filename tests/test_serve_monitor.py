@@ -563,6 +563,42 @@ def test_realized_accuracy_is_nan_until_labels_come_so_the_alert_cannot_fire():
     assert metric(text, "ann_estimated_accuracy_ratio", **mv) == pytest.approx(0.9)
 
 
+def test_a_window_with_few_labels_is_not_judged_so_two_wrong_labels_do_not_page():
+    """Two wrong labels for a request of a new window made it the "last" window at 0.0 and
+    fired the accuracy alert, with 400 correct labels before them. A window's (and the
+    total's) accuracy needs --monitor_min_labels labelled rows (100)."""
+    from ann.serve.metrics import Metrics
+    from ann.serve.monitoring import ModelMonitor
+
+    metrics = Metrics(8)
+    served = ServedModel("old", "1", OldExport(), "test")
+    monitor = ModelMonitor(served, Settings(monitor_window_rows=100), metrics)
+    mv = {"model": "old", "version": "1"}
+    rng = np.random.default_rng(0)
+    outputs = {"probabilities": np.array([[0.9, 0.1]], np.float32),
+               "label": np.zeros(1, np.int32)}  # fmt: skip
+    for i in range(200):  # windows 0 and 1, each closed by its 100th row
+        monitor.record_batch({"x": rng.normal(size=(1, 3)).astype(np.float32)}, outputs, 1)
+        monitor.record(f"r{i}", outputs)
+        monitor.step()
+    reply = monitor.feedback([{"id": f"r{i}", "label": "no"} for i in range(99)])
+    assert reply["accuracy"]["total"] == {"accuracy": None, "correct": 99, "labelled": 99}
+    assert reply["min_labels"] == 100 and reply["accuracy"]["last"] is None
+    reply = monitor.feedback([{"id": "r99", "label": "no"}])  # window 0's 100th: judged
+    assert reply["accuracy"]["last"] == {"window": 0, "accuracy": 1.0, "correct": 100,
+                                         "labelled": 100}  # fmt: skip
+    reply = monitor.feedback([{"id": "r100", "label": "yes"}, {"id": "r101", "label": "yes"}])
+    assert reply["accuracy"]["last"]["window"] == 0  # window 1's two labels: not yet judged
+    text = metrics.render().decode()
+    assert metric(text, "ann_realized_accuracy_ratio", **mv, window="last") == 1.0
+    assert _accuracy_alert(text) == []
+    monitor.feedback([{"id": f"r{i}", "label": "yes"} for i in range(102, 200)])
+    text = metrics.render().decode()  # window 1 has its 100 labels, all wrong: now it pages
+    assert metric(text, "ann_realized_accuracy_ratio", **mv, window="last") == 0.0
+    assert _accuracy_alert(text) == [("old", "1")]
+    assert monitor.report()["feedback"]["min_labels"] == 100
+
+
 def test_drift_is_not_judged_on_too_few_rows_so_its_gauges_and_alert_cannot_fire(digits_export):
     """A window's drift was judged on any 10 rows (--monitor_window_rows' least): the gauges
     and the drift alert could fire on noise. Windows below --monitor_min_rows (25: the

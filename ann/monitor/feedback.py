@@ -178,7 +178,7 @@ def send(
     lines: list[int] | None = None,
 ) -> dict[str, Any]:
     """POSTs `items` to the model's feedback route, `batch` at a time; returns the sums:
-    `{"matched", "unmatched": {reason: n}, "accuracy": the last reply's}`. `lines`: each item's
+    `{"matched", "unmatched": {reason: n}, "accuracy", "min_labels": the last reply's}`. `lines`: each item's
     line in the labels file (default: its position, from 1). ValueError with the server's
     message, the file lines of the refused batch and of the item it names, and what was
     applied before it; why the server could not be reached; or for a `url` that is not
@@ -225,7 +225,7 @@ def send(
         total["matched"] += reply["matched"]
         for reason, n in reply["unmatched"].items():
             total["unmatched"][reason] = total["unmatched"].get(reason, 0) + n
-        total["accuracy"] = reply["accuracy"]
+        total["accuracy"], total["min_labels"] = reply["accuracy"], reply.get("min_labels")
     return total
 
 
@@ -308,11 +308,19 @@ def feedback(args: list[str]) -> None:
         cli.fail(str(e))
     unmatched = ", ".join(f"{k} {v}" for k, v in total["unmatched"].items())
     realized = (total["accuracy"] or {}).get("total")
-    accuracy = (
-        f"realized accuracy {realized['accuracy']:.4f} over {realized['labelled']} labelled rows"
-        if realized
-        else "no labelled rows yet"
-    )
+    if not realized:
+        accuracy = "no labelled rows yet"
+    elif realized["accuracy"] is None:  # fewer than the server's --monitor_min_labels
+        labelled = realized["labelled"]
+        accuracy = (
+            f"{labelled} labelled row{'s' * (labelled != 1)}, too few for a realized accuracy "
+            f"(the server's --monitor_min_labels: {total.get('min_labels')})"
+        )
+    else:
+        accuracy = (
+            f"realized accuracy {realized['accuracy']:.4f} over {realized['labelled']} labelled "
+            "rows"
+        )
     sent = f"{len(items)} label{'s' * (len(items) != 1)} sent"
     print(f"{sent}: {total['matched']} rows joined; not joined: {unmatched}; "
           f"{accuracy} (since the server started)")  # fmt: skip

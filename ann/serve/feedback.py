@@ -5,7 +5,8 @@ label to `/feedback` as `{"id": "r-17", "label": 3}` (a class index, or a class 
 model's categorical output; a list of them for a request of several rows), one such object or
 a JSON list of them (a batch). Each joined row counts toward realized accuracy: of the window
 its prediction was made in (`ann_realized_accuracy_ratio{window="last"}`: the latest closed window
-with labels) and since the server started (`window="total"`).
+with at least `--monitor_min_labels` labelled rows) and since the server started
+(`window="total"`, once that many are labelled).
 
 Memory is bounded: `Predictions` keeps the predicted classes of the requests that carried an
 id in two generations of `capacity / 2` each (`--monitor_feedback_capacity`, default 100,000):
@@ -45,10 +46,12 @@ class Predictions:
     that got their label.
 
     `capacity`: requests kept (0: no joins); `names`: the class names of the model's
-    categorical output (labels may be given by name or index)."""
+    categorical output (labels may be given by name or index); `min_labelled`: the fewest
+    labelled rows an accuracy is given on (`--monitor_min_labels`)."""
 
-    def __init__(self, capacity: int, names: Sequence[str]):
+    def __init__(self, capacity: int, names: Sequence[str], min_labelled: int = 1):
         self.capacity = capacity
+        self.min_labelled = min_labelled
         self.names = list(names)
         self._index = {name: i for i, name in enumerate(self.names)}
         self._half = max(1, capacity // 2)
@@ -166,12 +169,18 @@ class Predictions:
 
     def realized(self, closed: int) -> dict[str, Any]:
         """Realized accuracy: `last`, of the latest window before `closed` (the first window
-        still open) with labels, and `total`, since the start; None where none is labelled."""
-        done = [w for w in self.windows if w < closed and self.windows[w][1]]
+        still open) with at least `min_labelled` labelled rows, and `total`, since the start;
+        None where no window has that many; the total's `accuracy` None (its counts given)
+        while fewer rows than that are labelled."""
+        least = self.min_labelled
+        done = [w for w in self.windows if w < closed and self.windows[w][1] >= least]
         last = max(done) if done else None
+        total = _accuracy(self.total, None) if self.total[1] else None
+        if total is not None and self.total[1] < least:  # a label or two: not a rate yet
+            total["accuracy"] = None
         return {
             "last": _accuracy(self.windows[last], last) if last is not None else None,
-            "total": _accuracy(self.total, None) if self.total[1] else None,
+            "total": total,
         }
 
 

@@ -36,16 +36,16 @@ Monitoring (`--monitor=on`, the default; ann/serve/monitoring.py; all labelled m
 | `ann_prediction_share_ratio` | gauge | class | predicted-class shares in the last window |
 | `ann_confidence` | histogram | | top-class probability per served row (15 bins in [0, 1]) |
 | `ann_estimated_accuracy_ratio` | gauge | | mean top-class probability, last window (CBPE) |
-| `ann_realized_accuracy_ratio` | gauge | window | `last` window with labels; `total`; NaN before |
+| `ann_realized_accuracy_ratio` | gauge | window | `last` window with `--monitor_min_labels` labelled rows; `total`; NaN before |
 | `ann_feedback_labels_total` | counter | | labelled rows joined to their prediction |
 | `ann_feedback_unmatched_total` | counter | reason | not joined: unknown, evicted, duplicate |
 | `ann_model_age_seconds` | gauge | | now minus the manifest's `created` time (at scrape) |
 
 No monitoring gauge reads 0 for "no value yet": the per-window series appear when the first
-window closes, and `ann_realized_accuracy_ratio` is NaN until a label is joined (`window="last"`:
-until a window with labels closes), as `/monitor`'s null; a PromQL comparison with NaN is false,
-so an alert on it (`ann_realized_accuracy_ratio{window="last"} < 0.9`) cannot fire for a model that
-gets no labels.
+window closes, and `ann_realized_accuracy_ratio` is NaN until `--monitor_min_labels` rows are
+labelled (`window="last"`: until a closed window has that many), as `/monitor`'s null; a PromQL
+comparison with NaN is false, so an alert on it (`ann_realized_accuracy_ratio{window="last"} <
+0.9`) cannot fire for a model that gets no labels, or a few.
 
 `ann_drift_score`'s features: the top 10 input features by score, `output:NAME` for each output,
 and `multivariate` (method mmd) with `--monitor_multivariate=on`.

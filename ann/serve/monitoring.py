@@ -154,7 +154,9 @@ class ModelMonitor:
         self.label_output, self.probability_output = _class_outputs(served.outputs)
         names = served.outputs[self.label_output]["names"] if self.label_output else []
         self.predictions = (
-            Predictions(settings.monitor_feedback_capacity, names) if self.label_output else None
+            Predictions(settings.monitor_feedback_capacity, names, settings.monitor_min_labels)
+            if self.label_output
+            else None
         )
         self.lock = threading.Lock()
         self.skipped = 0  # closed windows not drift-tested: a later one closed in the same tick
@@ -267,13 +269,14 @@ class ModelMonitor:
             if n:
                 self._unmatched[reason].inc(n)
         self._set_realized(realized)
-        return {**joined, "accuracy": realized}
+        return {**joined, "accuracy": realized, "min_labels": self.predictions.min_labelled}
 
     def _set_realized(self, realized: dict[str, Any]) -> None:
-        """ann_realized_accuracy_ratio from `Predictions.realized`: NaN where nothing is
-        labelled (as `/monitor`'s null)."""
+        """ann_realized_accuracy_ratio from `Predictions.realized`: NaN where too few rows
+        are labelled (as `/monitor`'s null)."""
         for window, value in realized.items():
-            self._realized[window].set(math.nan if value is None else value["accuracy"])
+            accuracy = None if value is None else value["accuracy"]
+            self._realized[window].set(math.nan if accuracy is None else accuracy)
 
     # -- the background thread -----------------------------------------------------------------
 
@@ -457,6 +460,7 @@ class ModelMonitor:
                     "capacity": store.capacity,
                     "kept": len(store),
                     "labels": store.total[1],
+                    "min_labels": store.min_labelled,
                     "unmatched": dict(store.unmatched),
                 }
                 if store is not None

@@ -124,6 +124,13 @@ class Settings:
         'process: ann_drift_score{feature="multivariate"} and /monitor\'s drift.multivariate.',
         choices=["on", "off"],
     )
+    monitor_min_labels: int = _flag(
+        100,
+        "Fewest labelled rows a window's realized accuracy is judged on (and the total's): "
+        "fewer give ann_realized_accuracy_ratio NaN (the accuracy alert cannot fire). At 100, a "
+        "model of true accuracy 0.95 reads below 0.9 in 1.1% of windows (binomial); at 25, in "
+        "13%; at 2, one wrong label of two read 0.5.",
+    )
     monitor_feedback_capacity: int = _flag(
         100_000,
         "Predictions kept per model version for joining late labels by request id: the last "
@@ -168,6 +175,7 @@ class Settings:
             ("monitor_window_rows", 10, 1_000_000, "rows"),
             ("monitor_min_rows", MIN_TEST_ROWS, 1_000_000, "rows"),
             ("monitor_window_seconds", 0.1, 86_400, "seconds"),
+            ("monitor_min_labels", 1, 1_000_000, "labelled rows"),
             ("monitor_feedback_capacity", 0, 100_000_000, "predictions"),
             ("shutdown_timeout", 0, 3600, "seconds"),
             ("retry_after_seconds", 0, 3600, "seconds"),
