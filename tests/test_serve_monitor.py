@@ -567,6 +567,7 @@ def test_a_window_with_few_labels_is_not_judged_so_two_wrong_labels_do_not_page(
     """Two wrong labels for a request of a new window made it the "last" window at 0.0 and
     fired the accuracy alert, with 400 correct labels before them. A window's (and the
     total's) accuracy needs --monitor_min_labels labelled rows (100)."""
+    from ann.monitor.feedback import realized_text
     from ann.serve.metrics import Metrics
     from ann.serve.monitoring import ModelMonitor
 
@@ -592,11 +593,19 @@ def test_a_window_with_few_labels_is_not_judged_so_two_wrong_labels_do_not_page(
     text = metrics.render().decode()
     assert metric(text, "ann_realized_accuracy_ratio", **mv, window="last") == 1.0
     assert _accuracy_alert(text) == []
-    monitor.feedback([{"id": f"r{i}", "label": "yes"} for i in range(102, 200)])
+    reply = monitor.feedback([{"id": f"r{i}", "label": "yes"} for i in range(102, 200)])
     text = metrics.render().decode()  # window 1 has its 100 labels, all wrong: now it pages
     assert metric(text, "ann_realized_accuracy_ratio", **mv, window="last") == 0.0
     assert _accuracy_alert(text) == [("old", "1")]
     assert monitor.report()["feedback"]["min_labels"] == 100
+    # What `ann monitor feedback` says of a reply with too few labels (it said "realized
+    # accuracy" of one label; then, with the accuracy null, nothing right).
+    few = {"accuracy": {"total": {"accuracy": None, "correct": 1, "labelled": 1}},
+           "min_labels": 100}  # fmt: skip
+    assert realized_text(few) == (
+        "1 labelled row, too few for a realized accuracy (the server's --monitor_min_labels: 100)"
+    )
+    assert realized_text(reply) == "realized accuracy 0.5000 over 200 labelled rows"
 
 
 def test_drift_is_not_judged_on_too_few_rows_so_its_gauges_and_alert_cannot_fire(digits_export):

@@ -229,6 +229,22 @@ def send(
     return total
 
 
+def realized_text(reply: dict[str, Any]) -> str:
+    """The realized accuracy since the server started, as the summary says it, from a
+    feedback reply (`send`'s total): "realized accuracy 0.9725 over 400 labelled rows", or why
+    there is none (no labels yet; fewer than the server's --monitor_min_labels)."""
+    realized = (reply["accuracy"] or {}).get("total")
+    if not realized:
+        return "no labelled rows yet"
+    labelled = realized["labelled"]
+    if realized["accuracy"] is None:  # fewer than the server's --monitor_min_labels
+        return (
+            f"{labelled} labelled row{'s' * (labelled != 1)}, too few for a realized accuracy "
+            f"(the server's --monitor_min_labels: {reply.get('min_labels')})"
+        )
+    return f"realized accuracy {realized['accuracy']:.4f} over {labelled} labelled rows"
+
+
 def _at_line(message: str, start: int, lines: list[int]) -> str:
     """The server's message with its `feedback[i]` (the item's place in the batch) followed by
     that item's line in the file."""
@@ -307,20 +323,7 @@ def feedback(args: list[str]) -> None:
     except ValueError as e:
         cli.fail(str(e))
     unmatched = ", ".join(f"{k} {v}" for k, v in total["unmatched"].items())
-    realized = (total["accuracy"] or {}).get("total")
-    if not realized:
-        accuracy = "no labelled rows yet"
-    elif realized["accuracy"] is None:  # fewer than the server's --monitor_min_labels
-        labelled = realized["labelled"]
-        accuracy = (
-            f"{labelled} labelled row{'s' * (labelled != 1)}, too few for a realized accuracy "
-            f"(the server's --monitor_min_labels: {total.get('min_labels')})"
-        )
-    else:
-        accuracy = (
-            f"realized accuracy {realized['accuracy']:.4f} over {realized['labelled']} labelled "
-            "rows"
-        )
+    accuracy = realized_text(total)
     sent = f"{len(items)} label{'s' * (len(items) != 1)} sent"
     print(f"{sent}: {total['matched']} rows joined; not joined: {unmatched}; "
           f"{accuracy} (since the server started)")  # fmt: skip
