@@ -36,7 +36,7 @@ Monitoring (`--monitor=on`, the default; ann/serve/monitoring.py; all labelled m
 | `ann_prediction_share_ratio` | gauge | class | predicted-class shares in the last window |
 | `ann_confidence` | histogram | | top-class probability per served row (15 bins in [0, 1]) |
 | `ann_estimated_accuracy_ratio` | gauge | | mean top-class probability, last window (CBPE) |
-| `ann_realized_accuracy_ratio` | gauge | window | `last` window with `--monitor_min_labels` labelled rows; `total`; NaN before |
+| `ann_realized_accuracy_ratio` | gauge | window | `last` judged window, `total` (below) |
 | `ann_feedback_labels_total` | counter | | labelled rows joined to their prediction |
 | `ann_feedback_unmatched_total` | counter | reason | not joined: unknown, evicted, duplicate |
 | `ann_model_age_seconds` | gauge | | now minus the manifest's `created` time (at scrape) |
