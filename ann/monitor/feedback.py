@@ -179,9 +179,9 @@ def send(
 ) -> dict[str, Any]:
     """POSTs `items` to the model's feedback route, `batch` at a time; returns the sums:
     `{"matched", "unmatched": {reason: n}, "accuracy", "min_labels": the last reply's}`.
-    `lines`: each item's line in the labels file (default: its position, from 1). ValueError with the server's
-    message, the file lines of the refused batch and of the item it names, and what was
-    applied before it; why the server could not be reached; or for a `url` that is not
+    `lines`: each item's line in the labels file (default: its position, from 1). ValueError
+    with the server's message, the file lines of the refused batch and of the item it names,
+    and what was applied before it; why the server could not be reached; or for a `url` that is not
     http:// or https:// (`check_url`)."""
     lines = lines or list(range(1, len(items) + 1))
     check_url(url)
