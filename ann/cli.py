@@ -426,6 +426,11 @@ def _unknown_flag(error: flags.UnrecognizedFlagError) -> str:
     a config key (`--total_steps` for `--config.total_steps`), else the job's closest flag."""
     name, typed = error.flagname, (error.flagvalue or f"--{error.flagname}").split("=")[0]
     message = f"unknown flag {typed}"  # as typed: absl's name drops the dashes (-1 -> 1)
+    if name.startswith("config.") and "config" not in flags.FLAGS:
+        return (
+            f"{message}: config keys are set where a run is made (ann train, ann transfer, ann "
+            "sweep: --config.KEY=VALUE); this job reads what the run's config.json recorded"
+        )
     if _is_number(name):
         return (
             f"{message}: an argument that starts with '-' is read as a flag; give a negative "

@@ -273,6 +273,12 @@ def test_the_console_script_is_declared():
             ["export", "--workdir=W", "--bogus=x"],
             "error: unknown flag --bogus (--help lists this job's flags)",
         ),
+        (  # the README's slices override, given to the report instead of the training run
+            ["report", "--workdir=W", "--config.report.slice_min=0.99"],
+            "error: unknown flag --config.report.slice_min: config keys are set where a run is "
+            "made (ann train, ann transfer, ann sweep: --config.KEY=VALUE); this job reads what "
+            "the run's config.json recorded",
+        ),
         # As typed: absl's name drops the dashes, so -1 (a negative version) read as "--1".
         (
             ["export", "--workdir=W", "-ouput=x"],
