@@ -79,7 +79,9 @@ def test_render_command_writes_rules_and_dashboard(tmp_path):
             "error: --slo.availabilty is unknown (did you mean 'slo.availability'?); ",
         ),
         (["--alert.availability=0.9"], "error: --alert.availability is unknown"),
-        (["--alert.accuracy_min=2"], "error: --alert.accuracy_min=2.0 must be in [0, 1]"),
+        (["--alert.accuracy_min=2"], "error: --alert.accuracy_min=2 must be a share in (0, 1]"),
+        # Accepted, it rendered `... < 0`: an alert that could never fire.
+        (["--alert.accuracy_min=0"], "error: --alert.accuracy_min=0 must be a share in (0, 1]"),
         # As every other flag says it (it was "flag --slo.availability=abc: could not convert
         # string to float: 'abc'").
         (

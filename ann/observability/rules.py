@@ -74,7 +74,8 @@ class Settings:
     availability: the availability objective, a share in (0, 1), e.g. 0.999.
     latency_p95_ms: 95% of successful infer requests must be faster than this many
         milliseconds; one of the `ann_request_duration_seconds` buckets.
-    accuracy_min: the realized-accuracy bound (a share in [0, 1]) below which a ticket opens.
+    accuracy_min: the realized-accuracy bound (a share in (0, 1]) below which a ticket opens
+        (0 would be an alert that cannot fire: no accuracy is below it).
     drift_for, accuracy_for: how long (a Prometheus duration) the condition must hold.
     down_for: how long a server may be down (its scrape failing, or its target gone) or not
         ready (`ann_ready` 0: compiling, draining, stuck) before the page.
@@ -106,8 +107,11 @@ class Settings:
                 f"--slo.latency_p95_ms={self.latency_p95_ms:g} must be a bucket of "
                 f"ann_request_duration_seconds (ms): {', '.join(f'{b:g}' for b in buckets_ms)}"
             )
-        if not 0.0 <= self.accuracy_min <= 1.0:
-            raise ValueError(f"--alert.accuracy_min={self.accuracy_min} must be in [0, 1]")
+        if not 0.0 < self.accuracy_min <= 1.0:
+            raise ValueError(
+                f"--alert.accuracy_min={self.accuracy_min:g} must be a share in (0, 1] (at 0 the "
+                "alert could never fire), e.g. 0.9"
+            )
         if not re.fullmatch(r"[A-Za-z0-9_.:/-]+", self.job):
             raise ValueError(
                 f"--alert.job={self.job!r} must be the scrape job's name (prometheus.yml's "
