@@ -196,6 +196,9 @@ def test_registered_model_report_matches_the_run(workdir_report, digits_export, 
     served = json.loads((export_dir / "manifest.json").read_text())["calibration"]["temperature"]
     assert got["calibration"]["served_temperature"] == pytest.approx(served)
     assert run["calibration"]["served_temperature"] == 1.0
+    # Said in the summary: an export with and one without a temperature printed the same lines.
+    assert model["calibration"] == {"method": "temperature", "temperature": served}
+    assert f"\nserves softmax(logits / {served:.3g}) (calibration: temperature, " in result.stdout
     for key in ("ece", "nll"):
         assert got["calibration"]["served"][key] == pytest.approx(
             run["calibration"]["after"][key], abs=1e-5
@@ -549,3 +552,27 @@ def test_a_users_report_sections_that_cannot_be_written_is_one_line(returned, me
     from ann.report import html
 
     assert "<td>accuracy</td><td>0.5</td>" in html._scalar_table(shown.metrics)
+
+
+def test_the_header_says_what_an_export_serves():
+    from ann.report.write import header
+
+    def lines(calibration, kind="export"):
+        report = {
+            "experiment": "classification",
+            "data": {"name": "digits", "splits": {"test": "test"}},
+            "model": {"kind": kind, "manifest_sha256": "ab" * 32, "calibration": calibration},
+            "prediction_variance": {"max_abs_diff": 0.0, "runs": 3, "rows": 216},
+        }
+        return header(report)[2:-1]
+
+    assert lines({"method": "none", "temperature": 1.0}) == [
+        "serves softmax(logits) (calibration: none)"
+    ]
+    assert lines({"method": None, "temperature": 1.0}) == [
+        "serves softmax(logits) (calibration: none)"  # exported before calibration
+    ]
+    assert lines({"method": "temperature", "temperature": 1.2687}) == [
+        "serves softmax(logits / 1.27) (calibration: temperature, fitted on validation at export)"
+    ]
+    assert lines(None, kind="workdir") == []  # a checkpoint serves nothing

@@ -139,6 +139,11 @@ def from_model(spec: str, registry: str | None = None) -> Source:
         "name": version.name if version else model.name,
         "version": version.version if version else None,
         "manifest_sha256": model.manifest_sha256,
+        # What the export serves: its manifest's calibration method and temperature.
+        "calibration": {
+            "method": (model.manifest.get("calibration") or {}).get("method"),
+            "temperature": temperature,
+        },
         "workdir": model.manifest.get("source", {}).get("workdir"),
         "step": model.manifest.get("source", {}).get("step"),
     }

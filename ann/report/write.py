@@ -156,6 +156,12 @@ def header(report: dict[str, Any]) -> list[str]:
     lines = [f"{report['experiment']} on {report['data']['name']} ({splits})"]
     if model.get("manifest_sha256"):
         lines.append(f"manifest sha256 {model['manifest_sha256']}")
+    served = model.get("calibration")
+    if served and served.get("method") == "temperature":  # the calibration notes' after
+        lines.append(f"serves softmax(logits / {served['temperature']:.3g}) (calibration: "
+                     "temperature, fitted on validation at export)")  # fmt: skip
+    elif served:  # an export without one serves the calibration notes' before
+        lines.append(f"serves softmax(logits) (calibration: {served.get('method') or 'none'})")
     lines.append(
         f"prediction variance: largest difference {variance['max_abs_diff']:.3g} over "
         f"{variance['runs']} runs on {variance['rows']} rows of the validation split"
