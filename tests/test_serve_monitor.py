@@ -262,6 +262,10 @@ def test_ann_monitor_feedback_sends_a_labels_file(monitored, tmp_path):
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("13 labels sent: 12 rows joined; not joined: unknown 1,"), done
+    send(server.port, path, x[:1], "lone")  # one row: "1 row joined" (it said "1 rows")
+    labels.write_text(json.dumps({"id": "lone", "label": int(y[0])}) + "\n")
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.stdout.startswith("1 label sent: 1 row joined; not joined: unknown 0,"), done
     # A batch the server refuses: its message, the lines of the batch, exit 1.
     labels.write_text(json.dumps({"id": "cli0", "label": 99}) + "\n")
     line = one_line_error(subprocess.run(command, capture_output=True, text=True, timeout=120))

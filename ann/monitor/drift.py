@@ -134,7 +134,7 @@ class FeatureDrift:
         if self.p_value is None:
             return self.score / self.threshold if math.isfinite(self.score) else 0.0
         p = min(self.p_value, self.asymptotic_p if self.asymptotic_p is not None else 1.0)
-        return math.log(max(p, 1e-300)) / math.log(self.threshold)
+        return max(0.0, math.log(max(p, 1e-300)) / math.log(self.threshold))  # p = 1: not -0.0
 
     def p_text(self) -> str:
         """`format_p` of this test's p."""

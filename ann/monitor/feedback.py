@@ -325,5 +325,6 @@ def feedback(args: list[str]) -> None:
     unmatched = ", ".join(f"{k} {v}" for k, v in total["unmatched"].items())
     accuracy = realized_text(total)
     sent = f"{len(items)} label{'s' * (len(items) != 1)} sent"
-    print(f"{sent}: {total['matched']} rows joined; not joined: {unmatched}; "
+    joined = f"{total['matched']} row{'s' * (total['matched'] != 1)} joined"
+    print(f"{sent}: {joined}; not joined: {unmatched}; "
           f"{accuracy} (since the server started)")  # fmt: skip
