@@ -611,6 +611,12 @@ def check_trained_run(workdir: str, step: str, export_flag: str | None = None) -
         what = "is a file, not a directory"
     else:
         what = "holds no config.json"
+    above = directory_kind.inside(workdir)
+    if above is not None and above[0] == directory_kind.RUN:  # its checkpoints/, tensorboard/
+        raise FlagError(
+            f"--workdir={workdir} {what}: it is inside the training run at {above[1]}; give "
+            f"--workdir={above[1] if os.path.isabs(workdir) else os.path.relpath(above[1])}"
+        )
     raise FlagError(f"--workdir={workdir} {what}; give the directory of a trained run")
 
 

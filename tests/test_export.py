@@ -429,6 +429,8 @@ def test_crafted_export_is_refused_by_the_loader_and_the_registry(
         (["--workdir=MISSING"], "does not exist; give the directory of a trained run"),
         # It said "holds no config.json" of a file.
         (["--workdir=FILE"], "is a file, not a directory; give the directory of a trained run"),
+        # A run's checkpoints/ (tab completion stops there): named, with the run to give.
+        (["--workdir=CKPT"], "holds no config.json: it is inside the training run at "),
         (["--out=FILE"], "is a file, not a directory; choose another --out"),
         (["--out=RUN"], "holds a training run (config.json); choose another --out"),
         # Once it failed after the whole export; then it said "choose another" of nothing.
@@ -440,12 +442,16 @@ def test_export_flags_are_checked_before_anything_starts(
 ):
     workdir, _ = digits_export
     (tmp_path / "file").write_text("x")
-    places = {"MISSING": tmp_path / "missing", "FILE": tmp_path / "file", "RUN": workdir}
+    places = {"MISSING": tmp_path / "missing", "FILE": tmp_path / "file", "RUN": workdir,
+              "CKPT": workdir / "checkpoints"}  # fmt: skip
     args = [f"--workdir={workdir}", f"--out={tmp_path / 'out'}", *fill(flag_args, places)]
     result = subprocess.run(
         [sys.executable, "-m", "ann.export", *args], capture_output=True, text=True, timeout=120
     )
-    assert message in one_line_error(result)
+    line = one_line_error(result)
+    assert message in line, line
+    if "CKPT" in flag_args[0]:
+        assert line.endswith(f"; give --workdir={workdir}"), line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # nothing written
 
 
