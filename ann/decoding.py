@@ -2,8 +2,9 @@
 
 Plain functions over a model: jit them, or call them inside a jitted function (`ann generate`,
 ann/generate.py, is the command line on a trained run). Sampling and greedy decoding recompute
-the whole (fixed-length) buffer each step instead of keeping a key/value cache: simpler, exact,
-and cheap at these sequence lengths.
+the whole context each step instead of keeping a key/value cache: simpler, exact, and cheap at
+these sequence lengths; sampling reads at most `window` ids, so its steps cost the same however
+long the text gets.
 """
 
 from __future__ import annotations
@@ -21,28 +22,61 @@ def sample(
     *,
     temperature: float = 1.0,
     top_k: int = 0,
+    window: int | None = None,
 ) -> jax.Array:
     """Continues `prompt` [b, p] (int ids, no padding) by `num_tokens` ids from a causal LM.
 
     Each id is drawn from softmax(logits / temperature) over the `top_k` most likely ids (0, or
-    at least the vocabulary's size, = all); temperature 0 is greedy. Returns [b, p + num_tokens].
-    """
+    at least the vocabulary's size, = all); temperature 0 is greedy. `window`: the most ids the
+    model reads to write the next one, the last ones (its training sequences' length: it then
+    never sees a position it was not trained on, and a step costs the same however long the
+    text; nanoGPT's `generate` crops the same way); None reads everything. Returns
+    [b, p + num_tokens]."""
     b, p = prompt.shape
     tokens = jnp.concatenate([prompt, jnp.zeros((b, num_tokens), prompt.dtype)], axis=1)
+    return sample_range(
+        model, tokens, p, p + num_tokens, rng, p, temperature=temperature, top_k=top_k,
+        window=window,
+    )  # fmt: skip
 
-    def step(i, tokens):
-        # The causal mask hides the not-yet-written zeros after position p - 1 + i.
-        logits = model(tokens)[:, p - 1 + i].astype(jnp.float32)
+
+def sample_range(
+    model: nnx.Module,
+    tokens: jax.Array,
+    start: jax.Array | int,
+    stop: jax.Array | int,
+    rng: jax.Array,
+    prompt_len: int,
+    *,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    window: int | None = None,
+) -> jax.Array:
+    """`sample`'s loop over positions [start, stop) of `tokens` [b, length] (ids before
+    `start` written; `start` >= `prompt_len` >= 1): the same ids as one `sample` call, so a
+    long text can be written in several calls (`ann generate`: a Ctrl-C between them).
+    `start` and `stop` may be traced; `prompt_len` keys each position's random draw."""
+    length = tokens.shape[1]
+    width = length if window is None else min(window, length)
+
+    def step(pos, tokens):
+        # The `width` ids ending at pos - 1, or the first `width` while pos is below it (the
+        # causal mask hides the not-yet-written zeros after pos - 1).
+        begin = jnp.clip(pos - width, 0, length - width)
+        context = jax.lax.dynamic_slice_in_dim(tokens, begin, width, axis=1)
+        logits = jax.lax.dynamic_index_in_dim(model(context), pos - 1 - begin, 1, False)
+        logits = logits.astype(jnp.float32)
         if 0 < top_k < logits.shape[-1]:  # lax.top_k refuses a k above the vocabulary
             kth = jax.lax.top_k(logits, top_k)[0][:, -1:]
             logits = jnp.where(logits < kth, -jnp.inf, logits)
         if temperature == 0:
             nxt = logits.argmax(-1)
         else:
-            nxt = jax.random.categorical(jax.random.fold_in(rng, i), logits / temperature)
-        return tokens.at[:, p + i].set(nxt.astype(tokens.dtype))
+            key = jax.random.fold_in(rng, pos - prompt_len)
+            nxt = jax.random.categorical(key, logits / temperature)
+        return jax.lax.dynamic_update_index_in_dim(tokens, nxt.astype(tokens.dtype), pos, 1)
 
-    return jax.lax.fori_loop(0, num_tokens, step, tokens)
+    return jax.lax.fori_loop(start, stop, step, tokens)
 
 
 def greedy(

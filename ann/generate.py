@@ -11,10 +11,12 @@ The flags are checked before JAX is imported and the model restored.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from absl import flags
 
 FLAGS = flags.FLAGS
+CHUNK = 256  # LM ids written per compiled call: a Ctrl-C waits for at most one call
 
 
 def _define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
@@ -81,7 +83,7 @@ def main(argv: list[str]) -> None:
     import jax
     import jax.numpy as jnp
 
-    from ann.decoding import beam_search, sample
+    from ann.decoding import beam_search
     from ann.train.build import restore_model
 
     step = FLAGS.step if FLAGS.step in ("best", "latest") else int(FLAGS.step)
@@ -95,21 +97,8 @@ def main(argv: list[str]) -> None:
                 f"--prompt has characters outside the run's vocabulary ({shown}): each is read "
                 "as <unk> and printed as \ufffd"
             )
-        length = len(FLAGS.prompt or "\n") + FLAGS.num_tokens
-        if length > experiment.window:
-            cli.warn(
-                f"the prompt and --num_tokens={FLAGS.num_tokens} make {length} characters, past "
-                f"the {experiment.window}-character windows the model was trained on: what it "
-                "writes past them is extrapolation"
-            )
         prompt = jnp.asarray(experiment.encode(FLAGS.prompt or "\n"))[None]
-        prompt = jnp.repeat(prompt, FLAGS.num_samples, axis=0)
-        fn = jax.jit(
-            lambda m, p, r: sample(
-                m, p, FLAGS.num_tokens, r, temperature=FLAGS.temperature, top_k=FLAGS.top_k
-            )
-        )
-        out = fn(model, prompt, jax.random.PRNGKey(FLAGS.seed))
+        out = _sample(model, jnp.repeat(prompt, FLAGS.num_samples, axis=0), experiment.window)
         for row in jax.device_get(out):
             print(experiment.decode(row))
             print("-" * 40)
@@ -126,6 +115,32 @@ def main(argv: list[str]) -> None:
             # The source tells decode whether this task's target is written reversed (add).
             text = experiment.decode(row, source=source[0])
             print(f"{score:9.4f}  {text or '(empty: <eos> first)'}")
+
+
+def _sample(model: Any, prompt: Any, window: int) -> Any:
+    """`--num_tokens` ids after `prompt` [samples, p], each from the last `window` ids (the
+    training windows' length: no position the model never saw, and every step costs the same),
+    written CHUNK ids per call so that a Ctrl-C stops it within one call (one call of 100,000
+    ids, reading every id before each, ran out of memory: 330 GB)."""
+    import jax
+    import jax.numpy as jnp
+
+    from ann.decoding import sample_range
+
+    samples, p = prompt.shape
+    tokens = jnp.concatenate([prompt, jnp.zeros((samples, FLAGS.num_tokens), prompt.dtype)], 1)
+    write = jax.jit(
+        lambda m, t, start, stop, r: sample_range(
+            m, t, start, stop, r, p, temperature=FLAGS.temperature, top_k=FLAGS.top_k,
+            window=window,
+        )
+    )  # fmt: skip
+    rng = jax.random.PRNGKey(FLAGS.seed)
+    for start in range(p, p + FLAGS.num_tokens, CHUNK):
+        stop = min(start + CHUNK, p + FLAGS.num_tokens)
+        tokens = write(model, tokens, jnp.int32(start), jnp.int32(stop), rng)
+        tokens.block_until_ready()  # a Ctrl-C is raised here, between calls
+    return tokens
 
 
 if __name__ == "__main__":
