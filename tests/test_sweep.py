@@ -405,23 +405,14 @@ def test_a_workdir_of_the_other_search_and_a_sweep_without_a_result_are_refused(
     with pytest.raises(SweepError) as e:
         results.check_same_sweep(str(tmp_path), "tpe", {"total_steps": 30})
     assert str(e.value) == (
-        f"--workdir={tmp_path} holds a sweep run with fixed overrides --config.total_steps=20, "
-        "not --config.total_steps=30: its trials were trained with those; resume it with the "
-        "same flags, or give this one a new --workdir"
+        f"--workdir={tmp_path} holds a sweep run with fixed overrides --config.total_steps=20 "
+        "(this command: --config.total_steps=30): its trials were trained with those; resume it "
+        "with the same flags, or give this one a new --workdir"
     )
-    with pytest.raises(SweepError, match="overrides --config.total_steps=20, not none"):
+    # It said "..., not none".
+    with pytest.raises(SweepError, match=r"overrides --config.total_steps=20 \(this command: "
+                       r"none\)"):  # fmt: skip
         results.check_same_sweep(str(tmp_path), "tpe", {})
-    # Resumed with another objective: sweep.json was rewritten and the trials ranked by it.
-    info = {"search": "grid", "metric": "val/accuracy", "mode": "max", "trials": []}
-    results.write_sweep_file(str(tmp_path), info)
-    results.check_same_sweep(str(tmp_path), "grid", None, ("val/accuracy", "max"))
-    with pytest.raises(SweepError) as e:
-        results.check_same_sweep(str(tmp_path), "grid", None, ("val/loss", "min"))
-    assert str(e.value) == (
-        f"--workdir={tmp_path} holds a sweep ranked by val/accuracy (max), not val/loss (min): "
-        "its trials were pruned and chosen on it; resume it with --metric=val/accuracy "
-        "--mode=max, read the other metrics in its results.csv, or give this one a new --workdir"
-    )
     # Every trial failed: the command exits 1 rather than 0 with nothing ranked.
     info = {"search": "grid", "metric": "val/accuracy", "mode": "max", "trials": [
         {"name": "a", "overrides": {}}, {"name": "b", "overrides": {}}]}  # fmt: skip
@@ -432,9 +423,37 @@ def test_a_workdir_of_the_other_search_and_a_sweep_without_a_result_are_refused(
     with pytest.raises(SweepError, match="no trial of .* finished"):
         results.check_a_trial_finished(str(tmp_path))
     trials_lib.update_record(str(tmp_path / "b"), returncode=0)
+    # No trial scored on the sweep's metric (a mistyped one fails them all): run again with the
+    # right one, as the README says (it was refused, and told to resume with the typo).
+    results.check_same_sweep(str(tmp_path), "grid", None, ("val/loss", "min"))
     run_status_file = tmp_path / "b" / "run_status.json"
     run_status_file.write_text(json.dumps({"status": "done", "step": 20}))
     results.check_a_trial_finished(str(tmp_path))
+    # Resumed with another objective once a trial was ranked on it: refused (sweep.json was
+    # rewritten and the trials ranked by the new one, without a word).
+    results.check_same_sweep(str(tmp_path), "grid", None, ("val/accuracy", "max"))
+    with pytest.raises(SweepError) as e:
+        results.check_same_sweep(str(tmp_path), "grid", None, ("val/loss", "min"))
+    assert str(e.value) == (
+        f"--workdir={tmp_path} holds a sweep ranked by val/accuracy (max), not val/loss (min): "
+        "its trials were ranked on it; resume it with --metric=val/accuracy "
+        "--mode=max, read the other metrics in its results.csv, or give this one a new --workdir"
+    )
+
+
+def test_a_study_whose_metric_scored_nothing_takes_the_corrected_one(tmp_path):
+    # A mistyped --metric failed every trial; the study then refused the right one ("use
+    # --metric=val/acc"). Once a trial completed on a metric, another is refused.
+    import optuna
+
+    url = f"sqlite:///{tmp_path}/study.db"
+    study = search.open_study(url, str(tmp_path), "val/acc", "max", 0, 2, "median", 0)
+    study.tell(study.ask(), state=optuna.trial.TrialState.FAIL)
+    study = search.open_study(url, str(tmp_path), "val/accuracy", "max", 0, 2, "median", 0)
+    assert study.user_attrs["metric"] == "val/accuracy"
+    study.tell(study.ask(), 0.9)
+    with pytest.raises(SweepError, match="optimizes val/accuracy; use --metric=val/accuracy"):
+        search.open_study(url, str(tmp_path), "val/loss", "max", 0, 2, "median", 0)
 
 
 def test_a_drawn_trial_the_config_refuses_fails_in_the_study_and_the_next_is_drawn(tmp_path):

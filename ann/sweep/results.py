@@ -44,8 +44,10 @@ def check_same_sweep(
     listed only its own trials), with other fixed `--config.KEY=VALUE` overrides (`fixed`;
     None: not compared): its finished trials were trained without them, so resuming would
     report them under settings they never had; or with another (metric, mode) `objective`
-    (None: not compared): its trials were pruned, and a study's draws chosen, on the first
-    (a resume with --metric=val/loss rewrote sweep.json and ranked by it, without a word)."""
+    (None: not compared): its trials were ranked (a study's also pruned and its draws chosen)
+    on the first (a resume with --metric=val/loss rewrote sweep.json and ranked by it, without
+    a word), unless no trial was scored on it (none done or pruned: a mistyped --metric, whose
+    every trial failed on it, is corrected by running the sweep again with the right one)."""
     try:
         with open(os.path.join(sweep_dir, SWEEP_FILE)) as f:
             info = json.load(f)
@@ -53,10 +55,12 @@ def check_same_sweep(
     except (OSError, ValueError, AttributeError):
         return  # a new workdir (or one --summarize will name as damaged)
     before = (info.get("metric"), info.get("mode"))
-    if objective is not None and None not in before and tuple(before) != tuple(objective):
+    changed = objective is not None and None not in before and tuple(before) != tuple(objective)
+    if changed and _scored_any(sweep_dir, info):
+        how = "pruned, ranked and drawn" if found == "tpe" else "ranked"
         raise SweepError(
             f"--workdir={sweep_dir} holds a sweep ranked by {before[0]} ({before[1]}), not "
-            f"{objective[0]} ({objective[1]}): its trials were pruned and chosen on it; resume "
+            f"{objective[0]} ({objective[1]}): its trials were {how} on it; resume "
             f"it with --metric={before[0]} --mode={before[1]}, read the other metrics in its "
             "results.csv, or give this one a new --workdir"
         )
@@ -72,10 +76,21 @@ def check_same_sweep(
             return " ".join(f"--config.{k}={v}" for k, v in sorted(values.items())) or "none"
 
         raise SweepError(
-            f"--workdir={sweep_dir} holds a sweep run with fixed overrides {flags(had)}, not "
-            f"{flags(given)}: its trials were trained with those; resume it with the same flags, "
-            "or give this one a new --workdir"
+            f"--workdir={sweep_dir} holds a sweep run with fixed overrides {flags(had)} (this "
+            f"command: {flags(given)}): its trials were trained with those; resume it with the "
+            "same flags, or give this one a new --workdir"
         )
+
+
+def _scored_any(sweep_dir: str, info: Mapping[str, Any]) -> bool:
+    """Whether a trial of the sweep was scored on its metric: done or pruned."""
+    trials = info.get("trials") or []
+    names = [t.get("name") for t in trials if isinstance(t, dict)]
+    return any(
+        trials_lib.status(os.path.join(sweep_dir, name))[0] in ("done", "pruned")
+        for name in names
+        if isinstance(name, str)
+    )
 
 
 def read_sweep_file(sweep_dir: str) -> dict[str, Any]:

@@ -105,7 +105,8 @@ def open_study(
             f"the study in {sweep_dir} was created to {study.direction.name.lower()} "
             f"its metric; use --mode={'max' if mode == 'min' else 'min'} or a new --workdir"
         )
-    if study.user_attrs.get("metric", metric) != metric:
+    scored = any(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials)
+    if study.user_attrs.get("metric", metric) != metric and scored:  # else a corrected typo
         raise SweepError(
             f"the study in {sweep_dir} optimizes {study.user_attrs['metric']}; use "
             f"--metric={study.user_attrs['metric']} or a new --workdir"
