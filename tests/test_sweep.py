@@ -808,6 +808,29 @@ def test_a_trial_failed_by_the_sweeps_metric_runs_again_and_retries_are_not_skip
     assert trials[1].name in launched and "skipping" not in lines[-1], lines[-1]
 
 
+def test_the_picture_is_drawn_as_each_trial_scores_not_only_at_the_end(tmp_path, monkeypatch):
+    # A sweep stopped by Ctrl-C after trials had scored left results.csv and no results.png.
+    definition = definition_lib.load(write_config(tmp_path, GRID), {})
+    sweep_dir = tmp_path / "sweep"
+    trials, _ = grid.prepare(definition, str(sweep_dir))
+
+    def one_then_ctrl_c(next_trial, on_end, parallel, log):
+        trial = next_trial()
+        os.makedirs(trial.workdir, exist_ok=True)
+        with open(os.path.join(trial.workdir, "metrics.jsonl"), "w") as f:
+            f.write(json.dumps({"step": 10, "val/accuracy": 0.5, "eval/accuracy": 0.4}) + "\n")
+        with open(os.path.join(trial.workdir, "run_status.json"), "w") as f:
+            f.write(json.dumps({"status": "done", "step": 10}))
+        trials_lib.update_record(trial.workdir, returncode=0)
+        on_end(trial, launch.Outcome("done", 0, None, 1.0))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(launch, "run", one_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        grid.run(definition, str(sweep_dir), "val/accuracy", "max", log=lambda line: None)
+    assert (sweep_dir / "results.png").exists()
+
+
 # ---- cluster scripts -----------------------------------------------------------------------
 
 

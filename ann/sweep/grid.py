@@ -78,7 +78,9 @@ def run(
     def on_end(trial: Trial, outcome: launch.Outcome) -> None:
         done[0] += 1
         log(f"[{done[0]}/{len(todo)}] " + end_line(trial, outcome, metric, mode))
-        results.write(sweep_dir, with_plot=False)
+        # The picture when a score came (README: rewritten as each trial ends; a sweep stopped
+        # by Ctrl-C had none), not for a failure, which changes nothing in it.
+        results.write(sweep_dir, with_plot=outcome.status in ("done", "pruned"))
         results.check_metric(trial, outcome, metric)
 
     launch.run(lambda: next(queue, None), on_end, parallel, log=log)

@@ -254,7 +254,7 @@ class Search:
         # interrupted: left RUNNING in the study, so the next run of the sweep resumes it.
         end = grid.end_line(trial, outcome, self.metric, self.mode)
         self.log(f"[{number + 1}/{self.trials}] {end}")
-        results.write(self.sweep_dir, with_plot=False)
+        results.write(self.sweep_dir, with_plot=outcome.status in ("done", "pruned"))
         results.check_metric(trial, outcome, self.metric)
 
     def report_best(self) -> None:
