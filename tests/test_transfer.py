@@ -75,6 +75,13 @@ def test_match_sorts_every_array():
     assert report.unused_in_source == ["old/kernel"]
     assert report.cast == [{"path": "enc/kernel", "from": "float32", "to": "bfloat16"}]
     assert report.loaded_values == 40 and report.total_values == 32 + 8 + 16 + 24 + 3 + 64
+    # A skip pattern that matches nothing (a typo) loaded the layer it meant to keep fresh.
+    with pytest.raises(ConfigError) as e:
+        transfer.match(target, source, skip=("haed/.*",))
+    assert str(e.value).startswith(
+        "config key 'init_from_skip': pattern 'haed/.*' matches no array of the new model (the "
+        "whole path must match, e.g. 'enc/.*'); paths are like enc/kernel, enc/bias"
+    ), str(e.value)
     # An int array never loads into a float one, whatever its shape.
     mixed = transfer.match({"x": s((2,), jnp.float32)}, {"x": np.ones((2,), np.int32)})
     assert mixed.loaded == [] and mixed.shape_mismatched[0]["source_dtype"] == "int32"

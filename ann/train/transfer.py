@@ -238,6 +238,21 @@ def _layer(path: str) -> str:
     return path.rpartition("/")[0]
 
 
+def _check_skip(regexes: Sequence[re.Pattern], names: Sequence[str]) -> None:
+    """A ConfigError for an `init_from_skip` pattern that matches no array of the new model,
+    showing real paths (as `config.freeze`'s check does): a typo ('haed/.*') loaded the layer
+    it meant to keep fresh, without a word."""
+    for regex in regexes:
+        if names and not any(regex.fullmatch(n) for n in names):
+            layer = names[0].split("/")[0]
+            raise ConfigError(
+                f"config key 'init_from_skip': pattern {regex.pattern!r} matches no array of "
+                f"the new model (the whole path must match, e.g. '{layer}/.*'); paths are like "
+                f"{', '.join(names[:6])}{', ...' if len(names) > 6 else ''} (list them all "
+                "with ann transfer --config=...)"
+            )
+
+
 def match(
     target: Mapping[str, Any],
     source: Mapping[str, np.ndarray],
@@ -251,6 +266,7 @@ def match(
     """
     report = Report()
     regexes = [re.compile(p) for p in skip]
+    _check_skip(regexes, list(target))
     for path, x in target.items():
         report.total_values += int(np.prod(x.shape))
         hit = next((r.pattern for r in regexes if r.fullmatch(path)), None)
