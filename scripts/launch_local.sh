@@ -5,8 +5,10 @@
 # fails, the others are stopped; the exit status is the first failure's (0 when all succeed).
 # Set ANN_DEVICES_PER_PROCESS to give each process that many fake CPU devices.
 set -u
-if [ $# -lt 2 ] || [ "$2" != "--" ]; then
-  echo "usage: $0 N -- <ann train flags>" >&2
+# N: a whole number of processes, 1 or more (0 ran nothing and exited 0; "abc" was an
+# "unbound variable" from bash).
+if [ $# -lt 2 ] || [ "$2" != "--" ] || ! [[ "$1" =~ ^[1-9][0-9]*$ ]]; then
+  echo "usage: $0 N -- <ann train flags>   (N: the number of processes, >= 1)" >&2
   exit 2
 fi
 n=$1

@@ -32,3 +32,14 @@ def test_k8s_job_is_indexed_and_wires_the_process_id():
     assert f"--num_processes={spec['completions']}" in command
     assert "--process_id=$(JOB_COMPLETION_INDEX)" in command
     assert spec["template"]["spec"]["subdomain"] == service["metadata"]["name"]
+
+
+def test_launch_local_refuses_a_process_count_that_is_not_one_or_more():
+    # 0 ran nothing and exited 0; "abc" was bash's "unbound variable".
+    for n in ("0", "abc", "-1", "2x"):
+        done = subprocess.run(
+            ["bash", str(ROOT / "scripts/launch_local.sh"), n, "--", "--workdir=x"],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert done.returncode == 2, (n, done.stderr)
+        assert done.stderr.startswith("usage: ") and "N: the number of processes" in done.stderr
