@@ -867,7 +867,21 @@ def test_slurm_and_kubernetes_run_the_trial_commands(tmp_path, fake_python):
     record = trials_lib.read_record(ran)
     # The stand-in python returns at once, but a loaded machine can still take a second.
     assert isinstance(record.pop("wall_seconds"), int)
-    assert record == {"launcher": "slurm", "returncode": 0}
+    assert record == {"launcher": "slurm", "returncode": 0, "attempts": 1}
+    # Resubmitted (every index runs again): an unfinished trial resumes and adds an attempt and
+    # its time, keeping the record's other fields; a finished one is skipped, untouched. The
+    # rerun wrote a record of its own 2 seconds and nothing else.
+    trials_lib.update_record(ran, name="kept", wall_seconds=6.5)
+    assert subprocess.run(["bash", sbatch], env=env, capture_output=True).returncode == 0
+    record = trials_lib.read_record(ran)
+    assert record["attempts"] == 2 and record["name"] == "kept" and record["wall_seconds"] >= 6.5
+    with open(os.path.join(ran, "run_status.json"), "w") as f:
+        json.dump({"status": "done", "step": 20}, f)
+    log = open(os.path.join(ran, "stdout.log")).read()
+    proc = subprocess.run(["bash", sbatch], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0 and "is finished: nothing to run" in proc.stderr, proc.stderr
+    assert trials_lib.read_record(ran) == record
+    assert open(os.path.join(ran, "stdout.log")).read() == log  # not run
     env["SLURM_ARRAY_TASK_ID"] = "4"
     assert subprocess.run(["bash", sbatch], env=env, capture_output=True).returncode == 2
 

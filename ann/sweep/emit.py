@@ -2,9 +2,9 @@
 
 Index i runs trial i's command (the one in its command.sh), in the directory the sweep was
 defined from, and leaves what the local launcher leaves: stdout.log, stderr.log and a
-trial.json with the exit status and wall time. So `ann sweep --summarize=DIR` reads a
-cluster sweep like a local one, and resubmitting the same script resumes unfinished trials
-(`ann.main` resumes from each workdir; a finished one has nothing left to do).
+trial.json with the exit status, attempts and wall time over them. So `ann sweep
+--summarize=DIR` reads a cluster sweep like a local one, and resubmitting the same script
+resumes unfinished trials (`ann.main` resumes from each workdir) and skips finished ones.
 """
 
 from __future__ import annotations
@@ -15,17 +15,36 @@ import shlex
 
 from ann import atomic
 from ann.sweep.trials import Trial
+from ann.train import run_status
 
-# Runs trial $INDEX: its command, its logs, and a trial.json like the local launcher's.
+# Runs trial $INDEX: its command, its logs, and a trial.json like the local launcher's. A
+# resubmitted array runs every index: a finished trial is skipped, its record kept (its rerun
+# wrote a trial.json of 2 seconds and nothing else); a resumed one adds an attempt and its
+# time to the record, as the local launcher does.
 _RUN_TRIAL = """\
 run_trial() {{
   local dir=$1; shift
   mkdir -p "$dir"
+  if grep -Eqs '"status": *"({finished})"' "$dir/run_status.json"; then
+    echo "trial $INDEX ($dir) is finished: nothing to run" >&2
+    return 0
+  fi
   local start=$SECONDS rc=0
   "$@" >>"$dir/stdout.log" 2>>"$dir/stderr.log" || rc=$?
-  printf '{{"launcher": "{launcher}", "returncode": %d, "wall_seconds": %d}}\\n' \\
-    "$rc" "$((SECONDS - start))" >"$dir/trial.json.tmp"
-  mv "$dir/trial.json.tmp" "$dir/trial.json"
+  python3 - "$dir/trial.json" "$rc" "$((SECONDS - start))" <<'RECORD'
+import json, os, sys
+path, rc, seconds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+try:
+    with open(path) as f:
+        record = json.load(f)
+except (OSError, ValueError):
+    record = {{}}
+record.update(launcher="{launcher}", returncode=rc, attempts=record.get("attempts", 0) + 1,
+              wall_seconds=round(record.get("wall_seconds", 0) + seconds, 2))
+with open(path + ".tmp", "w") as f:
+    json.dump(record, f, indent=2, sort_keys=True)
+os.replace(path + ".tmp", path)
+RECORD
   return "$rc"
 }}
 
@@ -40,7 +59,10 @@ def _cases(trials: list[Trial], launcher: str) -> str:
     lines = [
         f"  {i}) run_trial {shlex.quote(t.workdir)} {t.command()} ;;" for i, t in enumerate(trials)
     ]
-    return _RUN_TRIAL.format(launcher=launcher, cases="\n".join(lines), last=len(trials) - 1)
+    finished = "|".join(("done", *run_status.FINISHED_EARLY))
+    return _RUN_TRIAL.format(
+        launcher=launcher, cases="\n".join(lines), last=len(trials) - 1, finished=finished
+    )
 
 
 def _job_name(sweep_dir: str) -> str:
