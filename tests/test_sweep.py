@@ -567,8 +567,19 @@ def test_results_plot_ticks_a_grid_at_its_values_and_counts_ties():
     counts = [t.get_text() for t in results.figure(info, rows).axes[1].texts]
     assert counts == ["×3", "×4"], counts  # 4 trials at (128,), 0.8
     info["search"] = "grid"
+    spread = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2]
+    for row, lr in zip(rows, spread):
+        row["optimizer.learning_rate"] = lr
     ticks = [t.get_text() for t in results.figure(info, rows).axes[0].get_xticklabels()]
-    assert ticks == [f"{lr:g}" for lr in lrs], ticks
+    assert ticks == [f"{lr:g}" for lr in spread], ticks
+    # A grid of drawn values (h.random in a product): as ticks, 0.0006937 and 0.001053 ran
+    # together ("0.0006931053"); the axis's own ticks then.
+    for row, lr in zip(rows, [0.000160, 0.0006937, 0.001053, 0.00301, 0.00412]):
+        row["optimizer.learning_rate"] = lr
+    drawn = results.figure(info, rows)
+    drawn.canvas.draw()
+    ticks = [t.get_text() for t in drawn.axes[0].get_xticklabels() if t.get_text()]
+    assert "0.0006937" not in ticks and {"0.0002", "0.0005", "0.001"} <= set(ticks), ticks
     # A grid on a linear axis is ticked at its values too (0.001 and 0.003 were ticked 0.0008,
     # 0.0016, 0.0024, 0.0032).
     for row, lr in zip(rows, [0.001, 0.003, 0.001, 0.003, 0.002]):

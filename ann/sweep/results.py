@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import csv
+import itertools
 import json
 import math
 import os
@@ -346,7 +347,7 @@ def figure(info: dict, rows: list[dict]) -> Any:
             ax.xaxis.set_minor_formatter(NullFormatter())  # 3x10^-4, 4x10^-4, ... overlapped
             # A grid's values, as the config wrote them; drawn ones (0.000160, 0.000258, ...)
             # ran together as labels.
-            if info.get("search") == "grid" and len(set(xs)) <= 8:
+            if info.get("search") == "grid" and _fit_as_ticks(xs, log=True):
                 ax.set_xticks(sorted(set(xs)), [f"{x:g}" for x in sorted(set(xs))], fontsize=8)
             else:  # 1, 2 and 5 per decade, as plain numbers: a decade and a half had one tick
                 # (over more than 2 decades, 1 per decade: 1, 2, 5 ran together)
@@ -354,7 +355,7 @@ def figure(info: dict, rows: list[dict]) -> Any:
                 ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5) if decades <= 2 else (1,)))
                 ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
                 ax.tick_params(axis="x", labelsize=8)
-        elif info.get("search") == "grid" and len(set(xs)) <= 8:  # its values, as written
+        elif info.get("search") == "grid" and _fit_as_ticks(xs, log=False):  # as written
             ax.set_xticks(sorted(set(xs)), [f"{x:g}" for x in sorted(set(xs))], fontsize=8)
         else:  # at most 5 ticks: 0.0007 to 0.0013 in steps of 0.0001 ran together
             ax.xaxis.set_major_locator(MaxNLocator(nbins=4))
@@ -387,6 +388,28 @@ def figure(info: dict, rows: list[dict]) -> Any:
     fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 2 * cols),
                fontsize=7)  # fmt: skip
     return fig
+
+
+TICK_CHARS = 35  # tick-label characters (fontsize 8) across a panel's data range
+
+
+def _fit_as_ticks(xs: list[float], log: bool) -> bool:
+    """Whether a grid's values (at most 8) can each be a tick label without two running
+    together: neighbours at least half their labels' widths and a character apart, on the
+    axis's scale. A grid of drawn values (`h.random` inside a product) had 0.0006937 and
+    0.001053 written over each other; such a grid gets the axis's own ticks."""
+    values = sorted(set(xs))
+    if len(values) > 8:
+        return False
+    if len(values) < 2:
+        return True
+    at = [math.log10(v) for v in values] if log else values
+    span = at[-1] - at[0]
+    for (a, b), (pa, pb) in zip(itertools.pairwise(values), itertools.pairwise(at)):
+        need = (len(f"{a:g}") + len(f"{b:g}")) / 2 + 1
+        if (pb - pa) / span * TICK_CHARS < need:
+            return False
+    return True
 
 
 def _count_ties(ax: Any, points: list[tuple[float, float]], color: str) -> None:
