@@ -180,6 +180,9 @@ def test_init_from_an_export_and_a_registry_uri(tmp_path, source, monkeypatch):
         transfer.load("models:/digits_mlp@prod", state)
     with pytest.raises(ConfigError, match="holds one set of weights; drop ':best'"):
         transfer.load(f"{out}:best", state)
+    # A run with a bad suffix: it said "RUN:bogus does not exist".
+    with pytest.raises(ConfigError, match=f"':bogus' after the run {source} must be :best, "):
+        transfer.resolve(f"{source}:bogus")
     # No registry there: `ann train` has no --registry, so only $ANN_REGISTRY is named (it
     # said "or the command's --registry", which train then refused as an unknown flag).
     monkeypatch.setenv("ANN_REGISTRY", str(tmp_path / "none"))

@@ -114,6 +114,10 @@ def resolve(spec: str) -> Source:
         return _resolve_export(spec, directory)
     if directory_kind.RUN in kinds:
         return _resolve_checkpoint(spec, directory, which)
+    if sep and head and directory_kind.RUN in directory_kind.of(head):  # RUN_DIR:bogus
+        raise _error(
+            spec, f"':{tail}' after the run {head} must be :best, :latest or a step number"
+        )
     what = "does not exist" if not os.path.exists(directory) else "is not a run or an export"
     raise _error(
         spec,
