@@ -25,7 +25,18 @@ def main(argv: list[str]) -> None:
     config_lib.validate(FLAGS.config, num_devices=None, unchanged=cli.unchanged_overrides(FLAGS))
     from ann.train import transfer
 
-    print("\n".join(transfer.describe(FLAGS.config)))
+    try:
+        lines = transfer.describe(FLAGS.config)
+    except config_lib.ConfigError as e:
+        if FLAGS.config.init_from and str(e).startswith("config key 'init_from'"):
+            # The source is not there yet (the config's default run untrained): the model's
+            # own paths are still worth a look.
+            alone = "--config.init_from=''"
+            if FLAGS.config.init_from_skip:  # refused without a source
+                alone += " --config.init_from_skip='()'"
+            raise config_lib.ConfigError(f"{e}; or {alone} lists the model's paths alone") from None
+        raise
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@
     ann train --config=configs/digits_finetune.py --workdir=runs/digits_finetune \
         --config.init_from=runs/digits_cnn
     ann train --config=configs/digits_finetune.py:scratch \
-        --workdir=runs/digits_finetune_scratch
+        --workdir=runs/digits_scratch
 
 The model is the digits CNN with a new head: the conv layers and the dense layer come from the
 source run (its best checkpoint; `RUN_DIR:latest`, `RUN_DIR:STEP`, an export directory or

@@ -5,13 +5,15 @@ ConfigErrors that say what to fix."""
 import json
 import os
 import re
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import load_config, tiny
+from conftest import ROOT, load_config, one_line_error, tiny
 
 from ann import artifact
 from ann import config as config_lib
@@ -300,3 +302,16 @@ def test_finetuning_learns_faster_than_from_scratch(tmp_path):
         for run in ("tuned", "scratch")
     }
     assert flops["tuned"] < 0.6 * flops["scratch"], flops
+
+
+def test_ann_transfer_without_its_source_says_how_to_list_the_model_alone(tmp_path):
+    # The shipped fine-tune config names runs/digits_cnn, absent until trained: the listing
+    # failed with no way shown to see the model's own paths.
+    missing = tmp_path / "no_run"
+    args = ["--config=configs/digits_finetune.py", f"--config.init_from={missing}"]
+    command = [sys.executable, "-m", "ann.transfer", *args]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    line = one_line_error(done)
+    assert line.endswith(
+        "; or --config.init_from='' --config.init_from_skip='()' lists the model's paths alone"
+    ), line
