@@ -1022,6 +1022,21 @@ RESUME_MAY_CHANGE = (
     "calibration",  # read by `ann export` only
 )
 
+# Of RESUME_MAY_CHANGE, the keys a resumed run does not read at all, and who does: a change
+# to them is recorded with that said (a changed init_from looked as if it had loaded).
+READ_ELSEWHERE = {
+    "init_from": "read at a fresh start only: no effect on a resume",
+    "init_from_skip": "read at a fresh start only: no effect on a resume",
+    "report": "read by ann report",
+    "calibration": "read by ann export",
+}
+
+
+def read_elsewhere(key: str) -> str | None:
+    """Who reads `key` (dotted) when a resumed run does not (`READ_ELSEWHERE`), else None."""
+    return READ_ELSEWHERE.get(key) or READ_ELSEWHERE.get(key.split(".", 1)[0])
+
+
 _UNSET = "<unset>"
 
 

@@ -205,3 +205,11 @@ def test_only_process_0_reports_and_records_the_changes(tmp_path, caplog, monkey
             resume.record(config, saved, {"total_steps": (10, 20)}, str(tmp_path), 10, 1000)
         assert ("length changed from 10 to 20 steps" in caplog.text) is said, caplog.text
         assert (tmp_path / CONFIG_CHANGES).exists() is said
+    # A change the resumed run does not read says so (a changed init_from looked loaded).
+    caplog.clear()
+    moved = tiny(total_steps=20, init_from="runs/b", **{"optimizer.schedule": "warmup_cosine"})
+    with caplog.at_level(logging.INFO):
+        resume.record(moved, saved, {}, str(tmp_path), 10, 1000)
+    assert "init_from: '' -> 'runs/b' (read at a fresh start only: no effect on a resume)" in (
+        caplog.text
+    ), caplog.text

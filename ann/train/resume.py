@@ -102,9 +102,13 @@ def record(
     last = previous(saved, workdir)
     since = config_lib.diff(last, config)
     if since:
+        said = {k: config_lib.read_elsewhere(k) for k in since}
         logging.info(
             "resuming with config changes: %s",
-            "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in since.items()),
+            "; ".join(
+                f"{k}: {old!r} -> {new!r}" + (f" ({said[k]})" if said[k] else "")
+                for k, (old, new) in since.items()
+            ),
         )
     old_total, new_total = build.total_steps(last, num_train), build.total_steps(config, num_train)
     if old_total != new_total:
