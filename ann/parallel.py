@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Mapping, Sequence
@@ -87,6 +88,8 @@ def initialize_distributed(
             f"--coordinator_address={coordinator_address} must be HOST:PORT (process 0's host "
             "and a free port), e.g. --coordinator_address=10.0.0.1:1234"
         )
+    if explicit:
+        _check_host(coordinator_address, host.strip("[]"))
     if explicit and process_id >= num_processes:
         raise ConfigError(
             f"--process_id={process_id} with --num_processes={num_processes}: process ids run "
@@ -121,6 +124,19 @@ def initialize_distributed(
     # ends the process as it does in a single-process run.
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _check_host(address: str, host: str) -> None:
+    """ConfigError when `host` has no address here: JAX's client retried it until its timeout,
+    then aborted the process in C++ (a stack dump, status 134)."""
+    try:
+        socket.getaddrinfo(host, None)
+    except (socket.gaierror, UnicodeError) as e:
+        reason = e.strerror if isinstance(e, socket.gaierror) else str(e)
+        raise ConfigError(
+            f"--coordinator_address={address}: the host {host!r} has no address here "
+            f"({reason}); give process 0's host name or IP address as the others can reach it"
+        ) from None
 
 
 def _c_stdout_to_stderr() -> None:

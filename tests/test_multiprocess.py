@@ -339,3 +339,20 @@ def test_a_coordinator_address_without_a_port_is_refused_in_one_line(tmp_path):
             f"--coordinator_address={address} must be HOST:PORT (process 0's host and a free "
             "port), e.g. --coordinator_address=10.0.0.1:1234"
         )
+
+
+def test_a_coordinator_host_with_no_address_is_refused_in_one_line():
+    # JAX's client retried it until its timeout, then aborted in C++ (a stack dump, status 134).
+    from ann.config import ConfigError
+    from ann.parallel import initialize_distributed
+
+    with pytest.raises(ConfigError) as e:
+        initialize_distributed(
+            coordinator_address="nosuchhost.invalid:29556", num_processes=2, process_id=1
+        )
+    assert str(e.value).startswith(
+        "--coordinator_address=nosuchhost.invalid:29556: the host 'nosuchhost.invalid' has no "
+        "address here ("
+    ), str(e.value)
+    assert str(e.value).endswith("give process 0's host name or IP address as the others can "
+                                 "reach it")  # fmt: skip
