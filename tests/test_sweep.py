@@ -441,7 +441,7 @@ def test_a_workdir_of_the_other_search_and_a_sweep_without_a_result_are_refused(
     )
 
 
-def test_a_study_whose_metric_scored_nothing_takes_the_corrected_one(tmp_path):
+def test_a_study_whose_metric_scored_nothing_takes_the_corrected_one(tmp_path, capsys):
     # A mistyped --metric failed every trial; the study then refused the right one ("use
     # --metric=val/acc"). Once a trial completed on a metric, another is refused.
     import optuna
@@ -454,11 +454,21 @@ def test_a_study_whose_metric_scored_nothing_takes_the_corrected_one(tmp_path):
     study.tell(study.ask(), 0.9)
     with pytest.raises(SweepError, match="optimizes val/accuracy; use --metric=val/accuracy"):
         search.open_study(url, str(tmp_path), "val/loss", "max", 0, 2, "median", 0)
+    # Resumed with another seed or random start: said (it was taken without a word, and the
+    # header claimed "TPE after 3 random draws" of a study begun with 2).
+    assert "warning" not in capsys.readouterr().err
+    search.open_study(url, str(tmp_path), "val/accuracy", "max", 3, 3, "median", 0)
+    assert (
+        f"warning: the study in {tmp_path} was started with --seed=0 --startup_trials=2; its "
+        "next draws use --seed=3 --startup_trials=3"
+    ) in capsys.readouterr().err
 
 
 def test_a_drawn_trial_the_config_refuses_fails_in_the_study_and_the_next_is_drawn(tmp_path):
     # A warmup past a shorter run: the space's ends pass (check_space), some draws do not.
     # Such a draw stopped the whole sweep, and a rerun showed it as pending forever.
+    import optuna
+
     sweep = """
     return h.product(h.choice("total_steps", [20, 4]), h.randint("optimizer.warmup_steps", 0, 15))
     """
@@ -486,6 +496,17 @@ def test_a_drawn_trial_the_config_refuses_fails_in_the_study_and_the_next_is_dra
     rows = {r["trial"]: r for r in read_csv(os.path.join(workdir, "results.csv"))}
     failed = [r for r in rows.values() if r["status"] == "failed"]
     assert len(failed) == len(refused) and all("[0, 4)" in r["error"] for r in failed)
+    # Resumed with fewer --trials than the study holds: it said "8 of 3 trials so far" and
+    # "random draws (TPE's first 8 ...)".
+    for t in study.get_trials(states=(optuna.trial.TrialState.RUNNING,)):
+        study.tell(t.number, 0.5)
+    fewer = search.Search(definition, workdir, 3, "val/accuracy", "max", url, study,
+                          {p.name: p.distribution for p in params},
+                          {p.name: p.decode for p in params}, fixed, {"startup_trials": 8},
+                          lines.append)  # fmt: skip
+    fewer.start(1)
+    assert lines[-1].endswith(": 8 trials, past --trials=3: nothing to draw (--trials=9 or more "
+                              "draws again)"), lines[-1]  # fmt: skip
 
 
 # ---- real sweeps ---------------------------------------------------------------------------

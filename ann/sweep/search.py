@@ -112,6 +112,20 @@ def open_study(
             f"--metric={study.user_attrs['metric']} or a new --workdir"
         )
     study.set_user_attr("metric", metric)
+    # Optuna keeps no sampler settings: a resume draws with this run's, which is said.
+    drawn = {"seed": seed, "startup_trials": startup_trials}
+    before = {k: study.user_attrs[k] for k in drawn if k in study.user_attrs}
+    if before and before != {k: drawn[k] for k in before}:
+        from ann import cli
+
+        said = " ".join(f"--{k}={v}" for k, v in before.items())
+        now = " ".join(f"--{k}={drawn[k]}" for k in before)
+        cli.warn(
+            f"the study in {sweep_dir} was started with {said}; its next draws use {now} "
+            "(TPE's random start counts every trial of the study)"
+        )
+    for key, value in drawn.items():
+        study.set_user_attr(key, value)
     return study
 
 
@@ -151,9 +165,15 @@ class Search:
         self.record_trials()
         left = len(self.resume) + max(0, self.trials - self.counted())
         parallel = max(1, min(parallel, left))
+        where, counted = self.url.removeprefix("sqlite:///"), self.counted()
+        if counted > self.trials and not self.resume:  # it said "5 of 3 trials so far"
+            self.log(
+                f"study {where}: {counted} trials, past --trials={self.trials}: nothing to "
+                f"draw (--trials={counted + 1} or more draws again)"
+            )
+            return parallel
         self.log(
-            f"study {self.url.removeprefix('sqlite:///')}: {self.counted()} of "
-            f"{self.trials} trials so far"
+            f"study {where}: {counted} of {self.trials} trials so far"
             + (f", {len(self.resume)} to resume" if self.resume else "")
             + f"; {self.sampler_words()} over {', '.join(self.distributions)}"
             + (f", {parallel} at a time" if left else "")
