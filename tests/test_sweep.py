@@ -551,6 +551,17 @@ def test_results_plot_shows_validation_and_test_apart(tmp_path):
         "| # | trial | status | optimizer.learning_rate | best val/accuracy | "
         "eval/accuracy at best step | best step |"
     ), header
+    # A first trial that failed (no test score): its columns came after the error column.
+    tail = {"steps": None, "early stop": False, "wall seconds": 1.0, "error": "", "command": ""}
+    failed = {"trial": "a", "status": "failed", "optimizer.learning_rate": 0.001,
+              "best val/accuracy": None, "best step": None, **tail, "error": "boom"}  # fmt: skip
+    done = {**rows[1], **tail, "steps": 20}
+    text = results.markdown(str(tmp_path), info, [failed, done], path)
+    header = next(line for line in text.splitlines() if line.startswith("| # |"))
+    assert header.endswith(
+        "| best val/accuracy | best step | eval/accuracy at best step | steps | early stop | "
+        "wall seconds | error |"
+    ), header
 
 
 def test_results_plot_ticks_a_grid_at_its_values_and_counts_ties():

@@ -202,8 +202,14 @@ def collect(sweep_dir: str) -> tuple[dict[str, Any], list[dict]]:
     return info, rows
 
 
+LAST_COLUMNS = ("steps", "early stop", "wall seconds", "error", "command")
+
+
 def _columns(rows: list[dict]) -> list[str]:
-    return list(dict.fromkeys(k for row in rows for k in row))
+    """Every row's keys, in the order `trial_row` makes them whatever row has which: a failed
+    first trial (no test score, no final metrics) put those columns after its error."""
+    seen = dict.fromkeys(k for row in rows for k in row)
+    return [k for k in seen if k not in LAST_COLUMNS] + [k for k in LAST_COLUMNS if k in seen]
 
 
 def _sorted(rows: list[dict], metric: str, mode: str) -> list[dict]:
