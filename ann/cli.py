@@ -233,6 +233,19 @@ def name_process(index: int, count: int) -> None:
     _process = f"process {index} of {count}: " if count > 1 else ""
 
 
+def _name_from_argv(argv: Sequence[str]) -> None:
+    """`name_process` from `--process_id=I --num_processes=N` as given, before the flags are
+    parsed: a launcher's processes all refusing one mistyped flag printed the same unnamed line
+    N times."""
+    given = {}
+    for arg in argv:
+        key, sep, value = arg.lstrip("-").partition("=")
+        if sep and key in ("process_id", "num_processes") and value.isdigit():
+            given[key] = int(value)
+    if len(given) == 2:
+        name_process(given["process_id"], given["num_processes"])
+
+
 def fail(message: str) -> NoReturn:
     """`error: message` on stderr, one line, exit 1: how every entry point ends a mistake."""
     print(f"error: {_process}{message}", file=sys.stderr)
@@ -903,6 +916,7 @@ def run(
             raise
 
     _handle_interrupts()
+    _name_from_argv(sys.argv[1:])
     try:
         app.run(guarded, flags_parser=parse_flags)
     except KeyboardInterrupt as e:  # Ctrl-C while flags are parsed or `main` runs

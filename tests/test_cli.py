@@ -279,6 +279,10 @@ def test_the_console_script_is_declared():
             "made (ann train, ann transfer, ann sweep: --config.KEY=VALUE); this job reads what "
             "the run's config.json recorded",
         ),
+        (  # each of a launcher's processes said it, unnamed: the same line N times
+            ["train", "--process_id=1", "--num_processes=2", "--confg=x"],
+            "error: process 1 of 2: unknown flag --confg; did you mean --config?",
+        ),
         # As typed: absl's name drops the dashes, so -1 (a negative version) read as "--1".
         (
             ["export", "--workdir=W", "-ouput=x"],
