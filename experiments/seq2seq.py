@@ -28,6 +28,7 @@ from ann.data import Split
 from experiments.common import Vocabulary, mean_of, spec
 
 DEFAULTS = {"eval_beam_size": 0}  # 0 or 1: greedy exact match only
+FORM_ROWS = 2_000  # training rows whose source shapes `encode_source` checks a source against
 
 
 class Seq2Seq:
@@ -40,6 +41,8 @@ class Seq2Seq:
         self.source_len = self.target_len = 0
         self.task_names: list[str] = []
         self.reversed_target_tasks: list[str] = []
+        self._train: Split | None = None
+        self._forms: dict[str, set[str]] | None = None
 
     def setup(self, train: Split) -> None:
         features, metadata = train.info.features, train.info.metadata or {}
@@ -56,6 +59,34 @@ class Seq2Seq:
         if "task" in features and hasattr(features["task"], "names"):
             self.task_names = list(features["task"].names)
         self.reversed_target_tasks = list(metadata.get("reversed_target_tasks", []))
+        self._train, self._forms = train, None
+
+    def form(self, ids: np.ndarray | list[int]) -> str:
+        """A source's shape: its tokens up to <eos>, each run of digits written DIGITS
+        ('add 12+345' -> 'add DIGITS+DIGITS')."""
+        digits, out = set(self.vocab.digit_ids()), []
+        for i in np.asarray(ids).reshape(-1).tolist():
+            if i == self.eos_id:
+                break
+            if i == self.pad_id:
+                continue
+            if i in digits:
+                if not out or out[-1] != "DIGITS":
+                    out.append("DIGITS")
+            else:
+                token = self.vocab.tokens[i]
+                out.append(token + " " if len(token) > 1 else token)
+        return "".join(out)
+
+    def source_forms(self) -> dict[str, set[str]]:
+        """Task word -> the source shapes (`form`) among the first FORM_ROWS training rows."""
+        if self._forms is None:
+            self._forms = {}
+            if self._train is not None and self.task_names:
+                rows = self._train.rows(np.arange(min(FORM_ROWS, len(self._train))))
+                for source, task in zip(rows["source"], rows["task"]):
+                    self._forms.setdefault(self.task_names[int(task)], set()).add(self.form(source))
+        return self._forms
 
     def fields(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = {"source": rows["source"].astype(np.int32), "target": rows["target"].astype(np.int32)}
@@ -90,7 +121,8 @@ class Seq2Seq:
         """'reverse 123' -> ids: whole words in the vocabulary, else characters; then <eos>.
         Raises ValueError naming a character outside the vocabulary, a source longer than the
         model's (`source_len` ids, <eos> included), or, where the data set has tasks, a source
-        that does not start with a task word or has nothing after it."""
+        that does not start with a task word, has nothing after it, or is of a shape (`form`)
+        its task's training sources never have ('add 12' for 'add DIGITS+DIGITS')."""
         index = self.vocab.index
         words = text.split()
         if self.task_names and (not words or words[0] not in self.task_names):
@@ -107,6 +139,11 @@ class Seq2Seq:
                 known = " ".join(t for t in self.vocab.tokens if not t.startswith("<"))
                 raise ValueError(f"{unknown[0]!r} is not in the vocabulary ({known})")
             ids += [index[word]] if word in index else [index[ch] for ch in word]
+        seen = self.source_forms().get(words[0]) if self.task_names else None
+        shape = self.form(ids)
+        if seen and shape not in seen:  # 'add 12' was decoded as if it were a sum
+            forms = " or ".join(f"'{f}'" for f in sorted(seen))
+            raise ValueError(f"{words[0]!r} sources in training are {forms}, not '{shape}'")
         ids.append(self.eos_id)
         if len(ids) > self.source_len:
             raise ValueError(f"it is longer than the model's {self.source_len} ids (with <eos>)")

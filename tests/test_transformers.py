@@ -430,6 +430,15 @@ def test_a_source_outside_the_vocabulary_or_too_long_is_named():
         experiment.encode_source("12345")
     with pytest.raises(ValueError, match="^it has nothing after the task word"):
         experiment.encode_source(" sort ")
+    # Not a shape the task has in training: 'add 12' and 'add 12+' were decoded as sums.
+    assert experiment.encode_source("add 12+345")[0] == experiment.vocab.index["add"]
+    for source, shape in (("add 12", "add DIGITS"), ("add 12+", "add DIGITS+"),
+                          ("reverse 1+2", "reverse DIGITS+DIGITS")):  # fmt: skip
+        with pytest.raises(ValueError) as e:
+            experiment.encode_source(source)
+        task = source.split()[0]
+        trained = "add DIGITS+DIGITS" if task == "add" else f"{task} DIGITS"
+        assert str(e.value) == f"{task!r} sources in training are '{trained}', not '{shape}'"
 
 
 def test_a_prompt_outside_the_vocabulary_is_read_as_unk_and_named():
