@@ -217,11 +217,14 @@ def test_settings_that_need_the_model():
 
 def test_an_open_file_limit_the_kernel_refuses_is_one_line():
     # Under an unlimited `ulimit -Hn` the kernel (fs.nr_open) may still refuse the raise.
+    from test_serve import free_port
+
     code = (
         "import resource, sys\n"
         "from absl import flags\n"
         "import ann.serve.__main__ as m\n"
-        "m.define_flags(); flags.FLAGS(['serve', '--model=x'])\n"
+        # A port of its own: the default, 8000, may be in use here (a trial's server had it).
+        f"m.define_flags(); flags.FLAGS(['serve', '--model=x', '--port={free_port()}'])\n"
         "resource.getrlimit = lambda kind: (1024, resource.RLIM_INFINITY)\n"
         "def refuse(*args): raise ValueError('not allowed to raise maximum limit')\n"
         "resource.setrlimit = refuse\n"
@@ -264,6 +267,8 @@ def test_an_ipv6_host_is_bracketed_in_urls():
 def test_the_server_runs_cpu_computations_on_the_calling_thread():
     """`ann serve` turns XLA:CPU's asynchronous dispatch off before the CPU backend exists
     (jax reads the setting only when it makes the backend)."""
+    from test_serve import free_port
+
     code = (
         "import sys\n"
         "from absl import flags\n"
@@ -274,7 +279,8 @@ def test_the_server_runs_cpu_computations_on_the_calling_thread():
         "    print('async:', xla_bridge._CPU_ENABLE_ASYNC_DISPATCH.value)\n"
         "    sys.exit(0)\n"
         "r.load_models = load\n"
-        "m.define_flags(); flags.FLAGS(['serve', '--model=x'])\n"
+        # A port of its own: the default, 8000, may be in use here (a trial's server had it).
+        f"m.define_flags(); flags.FLAGS(['serve', '--model=x', '--port={free_port()}'])\n"
         "m.main(['serve'])\n"
     )
     result = _python(code)

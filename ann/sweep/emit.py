@@ -31,8 +31,8 @@ run_trial() {{
   fi
   local start=$SECONDS rc=0
   "$@" >>"$dir/stdout.log" 2>>"$dir/stderr.log" || rc=$?
-  python3 - "$dir/trial.json" "$rc" "$((SECONDS - start))" <<'RECORD'
-import json, os, sys
+  python3 - "$dir/trial.json" "$rc" "$((SECONDS - start))" >"$dir/trial.json.tmp" <<'RECORD'
+import json, sys
 path, rc, seconds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 try:
     with open(path) as f:
@@ -41,10 +41,9 @@ except (OSError, ValueError):
     record = {{}}
 record.update(launcher="{launcher}", returncode=rc, attempts=record.get("attempts", 0) + 1,
               wall_seconds=round(record.get("wall_seconds", 0) + seconds, 2))
-with open(path + ".tmp", "w") as f:
-    json.dump(record, f, indent=2, sort_keys=True)
-os.replace(path + ".tmp", path)
+print(json.dumps(record, indent=2, sort_keys=True))
 RECORD
+  [ -s "$dir/trial.json.tmp" ] && mv "$dir/trial.json.tmp" "$dir/trial.json"  # not if it failed
   return "$rc"
 }}
 
