@@ -85,6 +85,15 @@ class Route:
     def parts(self) -> list[str]:
         return [p for p in self.pattern.split("/") if p]
 
+    def answer(self, method: str) -> str | None:
+        """The `App` method answering `method`: HEAD as GET wherever GET is (RFC 9110 section
+        9.3.2; the HTTP layer sends its headers without the body); None: 405."""
+        return self.methods.get(method) or (self.methods.get("GET") if method == "HEAD" else None)
+
+    def allowed(self) -> str:
+        """The `Allow` header of a 405: the route's methods, HEAD with GET."""
+        return ", ".join(sorted({*self.methods, *(["HEAD"] if "GET" in self.methods else [])}))
+
 
 def _model_routes(suffix: str, methods: dict[str, str], **kind: bool) -> list[Route]:
     return [
@@ -270,7 +279,7 @@ class App:
         found = self.router.match(path)
         if found is not None and (not public_only or found[0].metrics_port):
             # before the token is checked: a refused token is counted under the route's handler
-            handler = found[0].methods.get(method) or ""
+            handler = found[0].answer(method) or ""
         if self.tracing is not None and not public_only:
             traced = self._traced(method, path, found, trace, respond)
             if traced is not None:
@@ -281,9 +290,9 @@ class App:
                 served = self._served(route, params, authorization)
                 if traced is not None:
                     traced.model(served.name, served.version)
-            answer = route.methods.get(method)
+            answer = route.answer(method)
             if answer is None:
-                allowed = ", ".join(sorted(route.methods))
+                allowed = route.allowed()
                 raise ServeError(
                     405,
                     f"method: expected {allowed} for {protocol.clip(path)}, got {method}",

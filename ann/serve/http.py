@@ -59,8 +59,11 @@ def _status_line(status: int) -> bytes:
     return line
 
 
-def encode_response(status: int, body: bytes, headers: list | None, close: bool) -> bytes:
-    """Status line, headers (content-type JSON unless given), content-length, body."""
+def encode_response(
+    status: int, body: bytes, headers: list | None, close: bool, head: bool = False
+) -> bytes:
+    """Status line, headers (content-type JSON unless given), content-length, body (not for a
+    HEAD request: its length only, RFC 9110 section 9.3.2)."""
     parts = [_status_line(status)]
     typed = False
     if headers:
@@ -74,7 +77,8 @@ def encode_response(status: int, body: bytes, headers: list | None, close: bool)
     if close:
         parts.append(b"connection: close\r\n")
     parts.append(b"content-length: %d\r\n\r\n" % len(body))
-    parts.append(body)
+    if not head:
+        parts.append(body)
     return b"".join(parts)
 
 
@@ -340,6 +344,8 @@ class Connection(asyncio.Protocol):
         close = self._too_large is not None or not self._parser.should_keep_alive()
         if close:
             self._closing = True
+        method = self._parser.get_method().decode()
+        head = method == "HEAD"
 
         def respond(status: int, body: bytes, headers: list | None = None) -> None:
             # Draining: the connection's last owed reply closes it (an earlier pipelined one
@@ -349,7 +355,7 @@ class Connection(asyncio.Protocol):
             if last:
                 self._closing = True
             slot.close = last
-            slot.data = encode_response(status, body, headers, last)
+            slot.data = encode_response(status, body, headers, last, head)
             self._flush()
 
         url = self._url
@@ -359,8 +365,8 @@ class Connection(asyncio.Protocol):
         chunks = self._chunks
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         trace = None if self._traceparent is None else (self._traceparent, self._tracestate)
-        self._handler(self._parser.get_method().decode(), path, self._auth, body,
-                      self._too_large, respond, self._header_length, trace)  # fmt: skip
+        self._handler(method, path, self._auth, body, self._too_large, respond,
+                      self._header_length, trace)  # fmt: skip
 
     def _flush(self) -> None:
         slots, transport = self._slots, self._transport
