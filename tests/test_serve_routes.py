@@ -257,13 +257,18 @@ def test_metadata_lists_every_version_and_an_unload_may_name_one():
     # Metadata said "versions": ["1"] with 1 and 2 served; an unload naming a version took
     # every version of the model offline (the parameter was ignored).
     app = App(
-        [ServedModel("m", "1", FakeModel(), "test"), ServedModel("m", "2", FakeModel(), "test")],
+        [ServedModel("m", "1", FakeModel(), "test"),
+         ServedModel("m", "2", FakeModel(), "/srv/exports/m2")],  # fmt: skip
         Settings(admin_token="adm1n", registry="/nonexistent/registry"),
     )
     for m in app.dataplane.all_models():
         m.ready = True  # as if compiled
     for path in ("/v2/models/m", "/v2/models/m/versions/2"):
         assert call(app, "GET", path)[1]["versions"] == ["1", "2"], path
+    # The metrics port needs no token: ann_model_info named the export by its server path.
+    text = app.metrics.render().decode()
+    assert 'source="m2",version="2"} 1.0' in text and "/srv/exports" not in text, text
+    app.metrics.queue_depth.labels("m", "2").set(0)  # as a version's batcher sets it
 
     def unload(parameters):
         replies = []
@@ -288,6 +293,10 @@ def test_metadata_lists_every_version_and_an_unload_may_name_one():
     assert unload({"version": "7"})[0] == 404
     assert unload({"version": 2})[1]["error"].startswith("parameters.version: expected a version")
     assert unload({"version": "2"}) == (200, {"name": "m", "unloaded": ["2"]})
+    # Its gauges go with it (ann_queue_depth stayed, at 0, for the version unloaded).
+    text = app.metrics.render().decode()
+    assert 'ann_queue_depth{model="m",version="2"}' not in text
+    assert 'source="m2"' not in text
     assert call(app, "GET", "/v2/models/m/versions/2/ready")[0] == 404
     assert call(app, "GET", "/v2/models/m/ready")[0] == 200  # version 1 serves on
     assert call(app, "GET", "/v2/models/m")[1]["versions"] == ["1"]

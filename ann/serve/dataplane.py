@@ -29,6 +29,7 @@ from ann.serve import protocol
 from ann.serve.batcher import Batcher, QueueFull, Timing, buckets
 from ann.serve.errors import ServeError, unavailable
 from ann.serve.metrics import Metrics
+from ann.serve.model_config import client_source
 from ann.serve.monitoring import ModelMonitor, Monitoring
 from ann.serve.settings import Settings
 from ann.serve.tracing import Tracing
@@ -71,6 +72,13 @@ class ServedModel:
                 },
             }
         )
+
+
+def _info_labels(m: ServedModel) -> tuple[str, str, str, str]:
+    """ann_model_info's labels: the source as a client may see it (`client_source`: an export
+    directory by its name; the metrics port needs no token, and it showed the server's path)."""
+    platforms = ",".join(m.model.manifest.get("platforms", []))
+    return m.name, m.version, platforms, client_source(m.source)
 
 
 def public_source(source: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -135,8 +143,7 @@ class DataPlane:
         m.observe_duration = self.metrics.request_duration.labels(m.name, m.version).observe
         m.observe_queue = self.metrics.queue_seconds.labels(m.name, m.version).observe
         m.observe_failure = self.metrics.failed_duration.labels(m.name, m.version).observe
-        platforms = ",".join(m.model.manifest.get("platforms", []))
-        self.metrics.model_info.labels(m.name, m.version, platforms, m.source).set(1)
+        self.metrics.model_info.labels(*_info_labels(m)).set(1)
         if self.monitoring is not None:
             self.monitoring.add(self._monitor(m))
 
@@ -333,11 +340,13 @@ class DataPlane:
             self.models.pop(name, None)
         for m in removed:
             m.ready = False
-            platforms = ",".join(m.model.manifest.get("platforms", []))
-            try:
-                self.metrics.model_info.remove(m.name, m.version, platforms, m.source)
-            except KeyError:
-                pass
+            # Its gauges go with it (ann_queue_depth stayed at 0 for a version unloaded).
+            for gauge, labels in ((self.metrics.model_info, _info_labels(m)),
+                                  (self.metrics.queue_depth, (m.name, m.version))):  # fmt: skip
+                try:
+                    gauge.remove(*labels)
+                except KeyError:
+                    pass
             if m.batcher is not None:
                 await m.batcher.close()
             if self.monitoring is not None and m.monitor is not None:
