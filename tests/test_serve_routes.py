@@ -257,8 +257,10 @@ def test_metadata_lists_every_version_and_an_unload_may_name_one():
     # Metadata said "versions": ["1"] with 1 and 2 served; an unload naming a version took
     # every version of the model offline (the parameter was ignored).
     app = App(
-        [ServedModel("m", "1", FakeModel(), "test"),
-         ServedModel("m", "2", FakeModel(), "/srv/exports/m2")],  # fmt: skip
+        [
+            ServedModel("m", "1", FakeModel(), "test"),
+            ServedModel("m", "2", FakeModel(), "/srv/exports/m2"),
+        ],  # fmt: skip
         Settings(admin_token="adm1n", registry="/nonexistent/registry"),
     )
     for m in app.dataplane.all_models():
