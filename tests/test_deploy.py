@@ -39,6 +39,38 @@ def test_dockerfile():
             shlex.split(rest)  # balanced quotes
 
 
+def test_the_build_context_leaves_out_venvs_and_keeps_what_the_image_copies():
+    # Without a .dockerignore, `docker build ... .` after the Quick start sent .venv (1.6 GB),
+    # .git and every run's checkpoints to the daemon.
+    import fnmatch
+
+    patterns = [
+        line.strip()
+        for line in (DEPLOY.parent.parent / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+
+    def ignored(path: str) -> bool:  # Docker's rules as far as these patterns go
+        parts = path.split("/")
+        prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+        return any(
+            fnmatch.fnmatch(prefix, p) or fnmatch.fnmatch(prefix, p.removeprefix("**/"))
+            or fnmatch.fnmatch(prefix.rsplit("/", 1)[-1], p.removeprefix("**/"))
+            for p in patterns for prefix in prefixes
+        )  # fmt: skip
+
+    for path in (".venv/lib/x.py", ".git/HEAD", "runs/digits_cnn/checkpoints/600/x",
+                 "ann/__pycache__/x.pyc"):  # fmt: skip
+        assert ignored(path), path
+    copied = [rest.split()[0] for op, rest in dockerfile_instructions(
+        (DEPLOY / "Dockerfile").read_text()) if op == "COPY"]  # fmt: skip
+    kept = ["pyproject.toml", "registry/artifacts/digits/1/manifest.json",
+            "exports/digits_cnn/weights.safetensors", "runs/x_export/manifest.json"]  # fmt: skip
+    for path in [*copied[1:], *kept]:
+        if "$" not in path:
+            assert not ignored(path), path
+
+
 def test_kubernetes_manifests():
     docs = list(yaml.safe_load_all((DEPLOY / "deployment.yaml").read_text()))
     by_kind = {d["kind"]: d for d in docs}
