@@ -196,6 +196,23 @@ def test_a_model_being_loaded_is_503_with_retry_after(app):
             b'{\\"versions\\": [\\"x\\"]}}}"}}',
             "version_policy.specific.versions: expected version numbers",
         ),
+        # Ignored, each loaded the latest version instead of the one meant (200).
+        (
+            b'{"parameters": {"sauce": "models:/m/2"}}',
+            "parameters: expected source (a registry "
+            "URI or an export directory) or config (Triton's, with version_policy.specific), got "
+            '"sauce"',
+        ),
+        (
+            b'{"parameters": {"config": "{\\"version_policy\\": {\\"all\\": {}}}"}}',
+            "parameters.config.version_policy: expected specific (the versions to load: "
+            '{"specific": {"versions": [2]}}), got ["all"]',
+        ),
+        (
+            b'{"parameters": {"config": "{\\"max_batch_size\\": 8}"}}',
+            "parameters.config: only version_policy is read (batching and limits are ann serve's "
+            'flags), got "max_batch_size"',
+        ),
     ],
 )
 def test_load_requests_that_cannot_work_are_400(app, body, message):

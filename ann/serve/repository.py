@@ -85,11 +85,20 @@ def load_models(specs: list[str], registry: str | None) -> list[ServedModel]:
 def load_sources(name: str, parameters: Any) -> list[str]:
     """The specs a load request names: `parameters.source` (a registry URI or an export
     directory, as `--model` takes), else the versions of Triton's `parameters.config`
-    `version_policy.specific.versions` (`models:/NAME/V` each), else `models:/NAME/latest`."""
+    `version_policy.specific.versions` (`models:/NAME/V` each), else `models:/NAME/latest`.
+    ServeError 400 for anything else: an ignored key ('sauce', a policy other than `specific`)
+    loaded the latest version instead of the one meant."""
     if parameters is None:
         parameters = {}
     if not isinstance(parameters, dict):
         raise ServeError(400, f"parameters: expected an object, got {protocol.short(parameters)}")
+    unknown = sorted(set(parameters) - {"source", "config"})
+    if unknown:
+        raise ServeError(
+            400,
+            "parameters: expected source (a registry URI or an export directory) or config "
+            f"(Triton's, with version_policy.specific), got {protocol.short(unknown[0])}",
+        )
     source = parameters.get("source")
     if source is not None:
         if not isinstance(source, str) or not source:
@@ -118,7 +127,21 @@ def _config_versions(config: Any) -> list[int]:
         raise ServeError(400, f"{expected}{protocol.short(config)}, {why}") from None
     if not isinstance(parsed, dict):
         raise ServeError(400, expected + protocol.short(config))
+    others = sorted(set(parsed) - {"name", "version_policy"})
+    if others:  # max_batch_size and the rest are the server's flags, set when it starts
+        raise ServeError(
+            400,
+            "parameters.config: only version_policy is read (batching and limits are ann "
+            f"serve's flags), got {protocol.short(others[0])}",
+        )
     policy = parsed.get("version_policy") or {}
+    if not isinstance(policy, dict) or set(policy) - {"specific"}:
+        got = protocol.short(sorted(policy) if isinstance(policy, dict) else policy)
+        raise ServeError(
+            400,
+            "parameters.config.version_policy: expected specific (the versions to load: "
+            f'{{"specific": {{"versions": [2]}}}}), got {got}',
+        )
     versions = (
         (policy.get("specific") or {}).get("versions", []) if isinstance(policy, dict) else []
     )
