@@ -106,8 +106,10 @@ def test_token_and_metrics_port_are_judged_per_route():
         method = next(iter(route.methods))
         status = call(app, method, path)[0]
         assert (status != 401) == route.public, (path, status)
-        if route.admin:  # the client's token is not the admin's
-            assert call(app, method, path, token="s3cret")[0] == 401
+        if route.admin:  # the client's token is not the admin's: known, not allowed (was 401)
+            status, body, _ = call(app, method, path, token="s3cret")
+            assert status == 403 and "need the server's admin token" in body["error"], body
+            assert call(app, method, path, token="wrong")[0] == 401
         else:  # the admin's opens every route the client's does (the index was 401 to it)
             assert call(app, method, path, token="adm1n")[0] != 401, path
         status = call(app, method, path, public_only=True)[0]

@@ -431,6 +431,17 @@ class App:
                 "(--admin_token_file or $ANN_SERVE_ADMIN_TOKEN); it has none",
                 "admin",
             )
+        if (
+            self._token is not None
+            and not self._bears(authorization, (self._admin_token,))
+            and self._bears(authorization, self._client_tokens)
+        ):  # known, but not allowed here: 403, not 401 (RFC 9110 section 15.5.4)
+            raise ServeError(
+                403,
+                "authorization: repository load and unload need the server's admin token; the "
+                "client token is not enough",
+                "admin",
+            )
         self._authorize(authorization, admin=True)
 
     @staticmethod
