@@ -173,9 +173,12 @@ def test_a_model_being_loaded_is_503_with_retry_after(app):
     status, body, headers = call(app, "POST", "/v2/models/x/infer")
     assert status == 503 and headers[b"retry-after"] == b"1", body
     assert "'x': being loaded or unloaded; retry" in body["error"]
+    # Named, as every reply that addresses a model is (it had no model_name).
+    assert (body["model_name"], body["model_version"]) == ("x", ""), body
     app.dataplane.loading["m"] = {"2"}  # a second version of a served name
     app.dataplane.model("m", "1").ready = True
-    assert call(app, "GET", "/v2/models/m/versions/2/ready")[0] == 503
+    status, body, _ = call(app, "GET", "/v2/models/m/versions/2/ready")
+    assert status == 503 and (body["model_name"], body["model_version"]) == ("m", "2"), body
     assert call(app, "GET", "/v2/models/m/ready")[0] == 200  # version 1 serves on
     assert call(app, "GET", "/v2/models/m/versions/3/ready")[0] == 404
 
@@ -311,7 +314,8 @@ def test_metadata_lists_every_version_and_an_unload_may_name_one():
     assert status == 400 and reply["error"] == (
         'parameters: expected version (unload one version) or unload_dependents, got "versoin"'
     )
-    assert unload({"version": "7"})[0] == 404
+    status, reply = unload({"version": "7"})  # named, as infer's 404 is (it was not)
+    assert status == 404 and (reply["model_name"], reply["model_version"]) == ("m", "7"), reply
     assert unload({"version": 2})[1]["error"].startswith("parameters.version: expected a version")
     assert unload({"version": "2"}) == (200, {"name": "m", "unloaded": ["2"]})
     # Its gauges go with it (ann_queue_depth stayed, at 0, for the version unloaded).

@@ -305,6 +305,8 @@ class App:
             status = e.status
             if served is None and e.reason == "version":  # a served name, a version it lacks
                 served = _Unserved(params["name"], protocol.clip(params["version"]))
+            elif served is None and e.reason == "loading":  # a name the admin is loading
+                served = _Unserved(params["name"], protocol.clip(params.get("version", "")))
             elif served is None and "model" in params:  # a repository route's refusal
                 served = self._repository_model(params["model"])
             self._error(served, e.status, e.reason)
@@ -557,14 +559,25 @@ class App:
         version = unload_version(parameters)
         work = self.repository.unload(name, version)
         self._answer_later(
-            request, work, lambda ms: {"name": name, "unloaded": _versions(ms)}, "repository_unload"
+            request,
+            work,
+            lambda ms: {"name": name, "unloaded": _versions(ms)},
+            "repository_unload",
+            version,
         )
 
     def _answer_later(
-        self, request: Request, work: Any, reply: Callable[[Any], dict[str, Any]], handler: str
+        self,
+        request: Request,
+        work: Any,
+        reply: Callable[[Any], dict[str, Any]],
+        handler: str,
+        version: str | None = None,
     ) -> None:
         """Runs coroutine `work` as a task; answers 200 with `reply(result)` or its refusal,
-        counted under the model when it was served before the work or is after it."""
+        counted under the model when it was served before the work or is after it. A refusal
+        of a served model names it (and `version`, the one asked for), as every reply that
+        addresses a model does."""
         respond = request.respond
         served_before = self._repository_model(request.params["model"])
 
@@ -576,8 +589,11 @@ class App:
                 status, headers = 503, None
                 body = orjson.dumps({"error": "server: shutting down; the load was stopped"})
             except ServeError as e:
-                status, body, headers = e.status, orjson.dumps({"error": e.message}), e.headers
-                error = e.reason
+                status, headers, error = e.status, e.headers, e.reason
+                named = self._repository_model(request.params["model"]) or served_before
+                if named is not None:
+                    named = _Unserved(named.name, version or "")
+                body = self._with_model({"error": e.message}, named)
             except Exception as e:  # a bug: say so
                 log.exception("internal error on %s", request.path)
                 status, headers, error = 500, None, "internal"
