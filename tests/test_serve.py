@@ -317,7 +317,7 @@ def test_binary_decoding_checks_sizes_and_values():
         (good, x.tobytes() + on.tobytes(), b"1000000", "Inference-Header-Content-Length between 0"),
         (good, x.tobytes() + on.tobytes(), b"x", "Inference-Header-Content-Length between 0"),
         # It said "got an empty body" of a body with its bytes.
-        (good, x.tobytes() + on.tobytes(), b"0", "is 0, which leaves no JSON request before the"),
+        (good, x.tobytes() + on.tobytes(), b"0", "got 0, which leaves none before the 214 bytes"),
         ([tensor("x", [2, 2], "FP32", 12), good[1]], x.tobytes(), None, "expected 16 bytes"),
         (good, x.tobytes(), None, "expected 2 bytes of binary data at offset 16, got 0"),
         (good, x.tobytes() + on.tobytes() + b"!", None, "expected 18 bytes of binary tensor"),

@@ -484,8 +484,8 @@ def _split_binary(body: bytes, header_length: bytes) -> tuple[bytes, memoryview]
     if length == 0 and body:  # it said "got an empty body" of a body of 179 bytes
         raise ServeError(
             400,
-            f"body: Inference-Header-Content-Length is 0, which leaves no JSON request before "
-            f"the {len(body)} bytes of binary data; give the JSON part's length in bytes",
+            "body: expected Inference-Header-Content-Length to be the JSON request's length in "
+            f"bytes, got 0, which leaves none before the {len(body)} bytes of binary data",
             "binary",
         )
     return body[:length], memoryview(body)[length:]
