@@ -336,6 +336,12 @@ def test_binary_decoding_checks_sizes_and_values():
         assert explained(e.value.message), e.value.message
     with pytest.raises(ServeError, match="'binary_data_output' is true or false"):
         decode(good, x.tobytes() + on.tobytes(), parameters={"binary_data_output": "yes"})
+    # An output's own binary_data wins over binary_data_output, as Triton's (its false was
+    # ignored: the label came back binary).
+    asked = [{"name": "probabilities"}, {"name": "label", "parameters": {"binary_data": False}}]
+    *_, binary = decode(good, x.tobytes() + on.tobytes(), outputs=asked,
+                        parameters={"binary_data_output": True})  # fmt: skip
+    assert binary == frozenset({"probabilities"})
 
     # Encoding: binary outputs after the JSON, little-endian, sizes in their parameters.
     reply, length = protocol.encode_infer(

@@ -654,7 +654,9 @@ def _wanted_outputs(
     request: dict[str, Any], outputs: Mapping[str, Any]
 ) -> tuple[list[str], frozenset[str]]:
     """(output names to return, those to return binary): every output unless `outputs` names
-    some; binary when `parameters.binary_data_output` or the output's `binary_data` says so."""
+    some; binary as the output's own `binary_data` says, else as `parameters.binary_data_output`
+    does (Triton's precedence: an output's `binary_data: false` under `binary_data_output: true`
+    came back binary)."""
     wanted = list(outputs)
     all_binary = _flag("parameters", request.get("parameters"), "binary_data_output")
     as_binary = set(wanted) if all_binary else set()
@@ -671,11 +673,15 @@ def _wanted_outputs(
                 "field",
             )
         wanted = [o["name"] for o in requested]
-        as_binary = {
-            o["name"]
-            for i, o in enumerate(requested)
-            if _flag(f"outputs[{i}].parameters", o.get("parameters"), "binary_data") or all_binary
-        }
+        as_binary = set()
+        for i, o in enumerate(requested):
+            own = o.get("parameters")
+            if own is None or (isinstance(own, dict) and "binary_data" not in own):
+                binary = all_binary
+            else:
+                binary = _flag(f"outputs[{i}].parameters", own, "binary_data")
+            if binary:
+                as_binary.add(o["name"])
     return wanted, frozenset(as_binary)
 
 
