@@ -237,6 +237,23 @@ def test_load_requests_that_cannot_work_are_400(app, body, message):
     assert status == 400 and message in json.loads(reply)["error"], reply
 
 
+def test_a_load_in_progress_lists_the_version_it_loads_alone(app, monkeypatch):
+    # While version 2 compiled, the index also showed a row of version "" LOADING.
+    seen = []
+
+    def read(name, spec):
+        return ServedModel(name, "2", FakeModel(), spec)
+
+    async def compile_(m):
+        seen.append(app.repository.index())
+
+    monkeypatch.setattr(app.repository, "_read", read)
+    monkeypatch.setattr(app.dataplane, "compile", compile_)
+    asyncio.run(app.repository.load("m", {"source": "models:/m/2"}))
+    loading = [(e["version"], e["state"]) for e in seen[0] if e["name"] == "m"]
+    assert loading == [("1", "LOADING"), ("2", "LOADING")], seen[0]  # 1: not compiled here
+
+
 def test_a_server_whose_models_were_all_unloaded_says_so(app):
     # It answered 'model: expected one of [], got "m"'.
     del app.dataplane.models["m"]

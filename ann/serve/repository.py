@@ -235,6 +235,7 @@ class Repository:
                     continue  # served already: a load is idempotent
                 dp.loading[name].add(m.version)
                 models.append(m)
+            dp.loading[name].discard(None)  # the versions are known now (a "" row stayed)
             for m in models:
                 try:
                     await dp.compile(m)
