@@ -375,6 +375,16 @@ def test_errors_name_the_field(served):
         ("POST", "/v2/models/digits/infer",
          {"inputs": [{"name": "image", "shape": [1, 8, 8, 1], "datatype": "UINT8",
                       "data": [300] * 64}]}, 400, "expected UINT8 values in [0, 255]"),
+        # The first value out of range and where, written as sent (it said "got values in
+        # [0.0, 1.8446744073709552e+19]"; a fraction, "got fractions", nowhere).
+        ("POST", "/v2/models/digits/infer",
+         {"inputs": [{"name": "image", "shape": [1, 8, 8, 1], "datatype": "UINT8",
+                      "data": [0, 18446744073709551616] + [0] * 62}]}, 400,
+         "expected UINT8 values in [0, 255], got 18446744073709551616 at flat index 1"),
+        ("POST", "/v2/models/digits/infer",
+         {"inputs": [{"name": "image", "shape": [1, 8, 8, 1], "datatype": "UINT8",
+                      "data": [0, 0, 1.5] + [0] * 61}]}, 400,
+         "expected integers for UINT8, got 1.5 at flat index 2"),
         ("POST", "/v2/models/digits/infer",
          {"inputs": [{"name": "image", "shape": [1, 8, 8, 1], "datatype": "UINT8",
                       "data": [1] * 63}]}, 400, "expected 64 values for shape [1, 8, 8, 1]"),

@@ -298,18 +298,25 @@ def _decode_data(
             "data",
         )
     if target in "iu":
+        flat = array.reshape(-1)
         if kind == "f":
-            if not np.isfinite(array).all() or (array != np.round(array)).any():
+            bad = ~np.isfinite(flat) | (flat != np.round(flat))
+            if bad.any():  # the first one and where (it said only "got fractions")
+                i = int(np.argmax(bad))
                 raise ServeError(
-                    400, f"{field}: expected integers for {datatype}, got fractions", "data"
+                    400,
+                    f"{field}: expected integers for {datatype}, got {_plain(flat[i])} at flat "
+                    f"index {i}",
+                    "data",
                 )
         if array.size:
             low, high = _min(array, axis=None), _max(array, axis=None)
             if low < spec.low or high > spec.high:
+                i = int(np.argmax((flat < spec.low) | (flat > spec.high)))
                 raise ServeError(
                     400,
                     f"{field}: expected {datatype} values in [{spec.low}, {spec.high}], "
-                    f"got values in [{low}, {high}]",
+                    f"got {_plain(flat[i])} at flat index {i}",
                     "data",
                 )
         return array.astype(dtype).reshape(shape)
@@ -423,6 +430,14 @@ def _flag(field: str, parameters: Any, key: str) -> bool:
             "field",
         )
     return value
+
+
+def _plain(value: Any) -> str:
+    """A number as a client wrote it, as near as a float allows: 18446744073709551616, not
+    1.8446744073709552e+19; 1.5 as 1.5."""
+    if isinstance(value, np.floating) and np.isfinite(value) and float(value).is_integer():
+        return str(int(value))
+    return str(value.item() if isinstance(value, np.generic) else value)
 
 
 class InferRequest(NamedTuple):
