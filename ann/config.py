@@ -329,6 +329,27 @@ SELECTION_PREFIX = "val/"  # metrics of data.validation_split: the only ones tha
 NOT_A_METRIC_OF_THIS_RUN = "is not a validation metric of this run"
 
 
+# Metric names (the part after the split) that are better lower, and better higher: a mode
+# against them is a mistake (val/loss with the default best_mode max kept the worst checkpoint).
+LOWER_IS_BETTER = ("loss", "error", "rmse", "mae", "mse", "perplexity", "bits_per_char", "ece")
+HIGHER_IS_BETTER = ("accuracy", "auroc", "f1", "precision", "recall", "exact_match")
+
+
+def _check_mode(prefix: str, metric: str, mode: str) -> None:
+    """ConfigError when `mode` runs against what `metric`'s name says is better."""
+    name = metric.rpartition("/")[2]
+    lower = any(name == w or name.endswith("_" + w) for w in LOWER_IS_BETTER)
+    higher = any(name == w or name.endswith("_" + w) for w in HIGHER_IS_BETTER)
+    want = "min" if lower else "max" if higher else mode
+    if mode != want:
+        key = "best_metric" if prefix == "best_" else "early_stopping.metric"
+        raise ConfigError(
+            f"config key '{key}' is {metric!r}, better {'lower' if lower else 'higher'}, with "
+            f"{prefix}mode={mode!r}: it would keep the {'worst' if lower else 'lowest'} value; "
+            f"set --config.{prefix}mode={want}"
+        )
+
+
 def check_selection_metric(key: str, metric: str) -> None:
     """Raises ConfigError unless `metric` is a validation metric (`val/...`): what chooses a
     checkpoint, stops a run early or ranks a sweep's trials must not read the test split."""
@@ -758,8 +779,10 @@ def validate(
     stopping = values["early_stopping"]
     if selecting:
         check_selection_metric("config key 'best_metric'", values["best_metric"])
+        _check_mode("best_", values["best_metric"], values["best_mode"])
         if stopping["metric"]:
             check_selection_metric("config key 'early_stopping.metric'", stopping["metric"])
+            _check_mode("early_stopping.", stopping["metric"], stopping["mode"])
         dc = values["data"]
         for other, splits in (
             ("data.train_split", [dc["train_split"]]),
@@ -784,6 +807,19 @@ def validate(
         raise ConfigError(
             f"config key 'profile_steps' is {tuple(profile)}; use (first_step, num_steps) with "
             "both >= 1, e.g. --config.profile_steps='(10, 5)', or () for off"
+        )
+    if profile and values["total_steps"] and profile[0] > values["total_steps"]:
+        raise ConfigError(  # it was accepted and profiled nothing
+            f"config key 'profile_steps' starts at step {profile[0]}, after the run's "
+            f"{values['total_steps']} steps; profile steps within it, e.g. "
+            "--config.profile_steps='(10, 5)'"
+        )
+    if values["param_dtype"] == "float16" and values["optimizer"]["name"] in ("adam", "adamw"):
+        raise ConfigError(
+            "config key 'param_dtype' is 'float16' with optimizer "
+            f"{values['optimizer']['name']!r}: its second moments and eps (1e-8) underflow in "
+            "float16, and the state turned non-finite at step 2; keep parameters in float32 or "
+            "bfloat16 (--config.dtype=float16 computes in float16 with float32 parameters)"
         )
     for key in ("freeze", "init_from_skip"):  # path regexes: fail here, not mid-build
         for pattern in values[key]:

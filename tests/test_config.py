@@ -825,3 +825,33 @@ def test_a_config_file_gives_its_own_sharding_rules_as_the_readme_shows():
     c.sharding_rules = rules
     again = config_lib.from_values(json.loads(config_lib.to_json(c)))  # config.json's way back
     assert json.dumps(again.sharding_rules) == json.dumps(rules)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        # It kept the highest validation loss of the run (step 20 of 100).
+        (
+            {"best_metric": "val/loss"},
+            "config key 'best_metric' is 'val/loss', better lower, "
+            "with best_mode='max': it would keep the worst value; set --config.best_mode=min",
+        ),
+        (
+            {"early_stopping.metric": "val/loss", "early_stopping.patience": 3},
+            "set --config.early_stopping.mode=min",
+        ),
+        ({"best_mode": "min"}, "'val/accuracy', better higher, with best_mode='min'"),
+        # Accepted, and profiled nothing.
+        ({"profile_steps": (900, 5), "total_steps": 20}, "'profile_steps' starts at step 900"),
+        # Adam's state turned non-finite at step 2.
+        ({"param_dtype": "float16"}, "config key 'param_dtype' is 'float16' with optimizer"),
+    ],
+)
+def test_settings_that_would_train_wrong_are_refused(overrides, message):
+    config = load_config("digits_mlp")
+    for key, value in overrides.items():
+        section, _, leaf = key.rpartition(".")
+        (config[section] if section else config)[leaf] = value
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        config_lib.validate(config, num_devices=None)
+    config_lib.validate(load_config("digits_mlp"), num_devices=None)  # the file itself passes

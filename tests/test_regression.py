@@ -142,3 +142,16 @@ def test_diabetes_config_beats_least_squares(tmp_path):
     assert result.step == 1875  # 200 epochs of 300 rows (the train split less validation)
     assert metrics["eval/rmse_ratio"] < 1.0, metrics
     assert metrics["eval/r2"] > 0.55
+
+
+def test_bfloat16_parameters_keep_their_dtype_from_step_to_step(tmp_path):
+    # float32 hyperparameters promoted the optimizer's moments to float32, and the loop of
+    # steps in one call (or the next call) refused the changed types: a traceback at step 1.
+    import jax
+
+    config = tiny("digits_mlp", param_dtype="bfloat16", dtype="bfloat16", total_steps=6,
+                  steps_per_call=3, **{"optimizer.warmup_steps": 0})  # fmt: skip
+    result = train_and_evaluate(config, str(tmp_path))
+    assert result.step == 6 and np.isfinite(result.eval_metrics["eval/loss"])
+    dtypes = {x.dtype.name for x in jax.tree.leaves(result.state.params)}
+    assert dtypes == {"bfloat16"}, dtypes

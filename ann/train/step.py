@@ -96,9 +96,19 @@ def make_train_step(
             metrics = jax.tree.map(lambda m: m.mean(0), metrics)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
+        # The state keeps its dtypes from step to step: float32 hyperparameters (arguments,
+        # not constants) promoted a float16/bfloat16 `param_dtype`'s moments to float32, and
+        # the next step (or the loop of steps in one call) refused the changed types.
+        params, opt_state = jax.tree.map(
+            lambda new, old: new.astype(old.dtype) if hasattr(old, "dtype") else new,
+            (params, opt_state),
+            (state.params, state.opt_state),
+        )
         metrics = {
             **metrics,
-            "grad_norm": optax.global_norm(grads),
+            # In float32: squares of float16 gradients summed in float16 overflow (inf, a
+            # "divergence" of a run whose gradients were finite).
+            "grad_norm": optax.global_norm(jax.tree.map(lambda g: g.astype(jnp.float32), grads)),
             "learning_rate": learning_rate(state.step),
         }
         new_state = state.replace(
