@@ -104,6 +104,14 @@ def test_attention_choices_are_checked():
         build("causal_lm", attention="flash")
     with pytest.raises(ValueError, match="no attention dropout"):
         build("causal_lm", attention="xla", dropout=0.1)
+    # cudnn off a GPU: one line before the model is built (a traceback from tracing, "cuDNN is
+    # not detected", and a failed run left behind).
+    from ann import models
+
+    if jax.default_backend() != "gpu":
+        config = tiny("pydoc_lm", **{"model.attention": "cudnn"})
+        with pytest.raises(ConfigError, match="'model.attention'='cudnn' needs an NVIDIA GPU"):
+            models.from_config(config, vocab_size=8, max_len=16, pad_id=0, rngs=nnx.Rngs(0))
 
 
 @pytest.mark.slow

@@ -12,6 +12,7 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 from flax import nnx
 
@@ -216,8 +217,14 @@ def from_config(config, **supplied) -> nnx.Module:
     """The model `config.model.name` built from the config's `model.*` keys, its `dtype` and
     `param_dtype`, and what the experiment supplies (shapes, vocabulary, `rngs`).
 
-    Raises ConfigError as `check_config` does."""
+    Raises ConfigError as `check_config` does, and for `model.attention='cudnn'` off an
+    NVIDIA GPU (it failed in tracing with a traceback: "cuDNN is not detected")."""
     check_config(config)
+    if config.model.get("attention") == "cudnn" and jax.default_backend() != "gpu":
+        raise ConfigError(
+            f"config key 'model.attention'='cudnn' needs an NVIDIA GPU with cuDNN; this run's "
+            f"backend is {jax.default_backend()}: use --config.model.attention=xla (or einsum)"
+        )
     kwargs = {k: v for k, v in config.model.to_dict().items() if k != "name"}
     return build(
         config.model.name,
