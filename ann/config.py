@@ -910,8 +910,9 @@ def _check_divisible(values: Mapping[str, Any], num_devices: int) -> None:
     if values["batch_size"] % whole:
         raise ConfigError(
             f"config key 'batch_size'={values['batch_size']} must split into "
-            f"optimizer.accumulate_steps={micro} micro-batches of a multiple of {num_devices} "
-            f"devices; e.g. --config.batch_size={max(whole, values['batch_size'] // whole * whole)}"
+            f"optimizer.accumulate_steps={micro} micro-batches, each a multiple of the "
+            f"{num_devices} device{'s' * (num_devices != 1)}; e.g. "
+            f"--config.batch_size={max(whole, values['batch_size'] // whole * whole)}"
         )
 
 

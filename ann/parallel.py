@@ -38,8 +38,8 @@ def make_mesh(axes: Mapping[str, int], devices: Sequence[jax.Device] | None = No
         sizes[sizes.index(-1)] = len(devices) // known
     if math.prod(sizes) != len(devices):
         raise ConfigError(
-            f"config key 'mesh' {dict(zip(names, sizes))} needs {math.prod(sizes)} devices but "
-            f"{len(devices)} are available; set one axis to -1"
+            f"config key 'mesh' {dict(zip(names, sizes))} needs {math.prod(sizes)} devices, not "
+            f"the {len(devices)} this run has (it uses them all); set one axis to -1"
         )
     return jax.make_mesh(
         tuple(sizes),

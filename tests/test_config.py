@@ -855,3 +855,19 @@ def test_settings_that_would_train_wrong_are_refused(overrides, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         config_lib.validate(config, num_devices=None)
     config_lib.validate(load_config("digits_mlp"), num_devices=None)  # the file itself passes
+
+
+def test_device_counts_are_said_in_plain_words():
+    # "needs 2 devices but 1 are available"; "micro-batches of a multiple of 1 devices".
+    import jax
+
+    from ann import parallel
+
+    with pytest.raises(ConfigError) as e:
+        parallel.make_mesh({"data": 2}, jax.devices()[:1])
+    assert "needs 2 devices, not the 1 this run has (it uses them all)" in str(e.value)
+    config = load_config("digits_mlp")
+    config.batch_size, config.optimizer.accumulate_steps = 31, 2
+    with pytest.raises(ConfigError) as e:
+        config_lib.validate(config, num_devices=1)
+    assert "2 micro-batches, each a multiple of the 1 device;" in str(e.value), str(e.value)
