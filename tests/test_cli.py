@@ -279,6 +279,11 @@ def test_the_console_script_is_declared():
             "made (ann train, ann transfer, ann sweep: --config.KEY=VALUE); this job reads what "
             "the run's config.json recorded",
         ),
+        (  # it suggested the first key of the section, optimizer.accumulate_steps
+            ["train", "--config=configs/digits_mlp.py", "--workdir=W", "--config.optimizer=sgd"],
+            "error: --config.optimizer=sgd: 'optimizer' is a section, not a value; set its keys, "
+            "e.g. --config.optimizer.name=adam",
+        ),
         (  # each of a launcher's processes said it, unnamed: the same line N times
             ["train", "--process_id=1", "--num_processes=2", "--confg=x"],
             "error: process 1 of 2: unknown flag --confg; did you mean --config?",
@@ -994,3 +999,18 @@ def test_a_model_too_large_for_memory_is_one_line_naming_what_to_lower(tmp_path)
         "batch_size or the model's sizes (the workdir's parameters.tsv lists every parameter "
         "array), or split it over devices (config.mesh, config.sharding_rules)"
     )
+
+
+def test_a_file_as_the_compilation_cache_is_one_line(tmp_path):
+    # JAX warned once per executable ("Error reading persistent compilation cache entry") and
+    # the run went on uncached. The tests' own cache (environment) would win: without it here.
+    from conftest import without_compilation_cache
+
+    done = ann("train", "--config=configs/digits_mlp.py", f"--workdir={tmp_path / 'run'}",
+               "--config.total_steps=5", "--config.compilation_cache_dir=configs/digits_cnn.py",
+               env=without_compilation_cache())  # fmt: skip
+    assert one_line_error(done) == (
+        "error: config key 'compilation_cache_dir'='configs/digits_cnn.py' cannot be the "
+        "cache's directory (File exists); give a directory, or 'off'"
+    )
+    assert not (tmp_path / "run").exists()

@@ -176,6 +176,13 @@ def _enable_compilation_cache(setting: str, workdir: str) -> None:
     if setting == "off" or jax.config.jax_compilation_cache_dir:
         return
     path = setting or os.path.join(os.path.dirname(os.path.abspath(workdir)), ".jax_cache")
+    try:  # a file or an unwritable place: JAX warned per executable and ran without a cache
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise config_lib.ConfigError(
+            f"config key 'compilation_cache_dir'={setting!r} cannot be the cache's directory "
+            f"({e.strerror}); give a directory, or 'off'"
+        ) from None
     jax.config.update("jax_compilation_cache_dir", path)
     if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
