@@ -335,6 +335,29 @@ LOWER_IS_BETTER = ("loss", "error", "rmse", "mae", "mse", "perplexity", "bits_pe
 HIGHER_IS_BETTER = ("accuracy", "auroc", "f1", "precision", "recall", "exact_match")
 
 
+def _check_run_settings(values: Mapping[str, Any]) -> None:
+    """`profile_steps` (a pair, within the run) and `param_dtype` against the optimizer."""
+    profile = values["profile_steps"]
+    if profile and (len(profile) != 2 or profile[0] < 1 or profile[1] < 1):
+        raise ConfigError(
+            f"config key 'profile_steps' is {tuple(profile)}; use (first_step, num_steps) with "
+            "both >= 1, e.g. --config.profile_steps='(10, 5)', or () for off"
+        )
+    if profile and values["total_steps"] and profile[0] > values["total_steps"]:
+        raise ConfigError(  # it was accepted and profiled nothing
+            f"config key 'profile_steps' starts at step {profile[0]}, after the run's "
+            f"{values['total_steps']} steps; profile steps within it, e.g. "
+            "--config.profile_steps='(10, 5)'"
+        )
+    if values["param_dtype"] == "float16" and values["optimizer"]["name"] in ("adam", "adamw"):
+        raise ConfigError(
+            "config key 'param_dtype' is 'float16' with optimizer "
+            f"{values['optimizer']['name']!r}: its second moments and eps (1e-8) underflow in "
+            "float16, and the state turned non-finite at step 2; keep parameters in float32 or "
+            "bfloat16 (--config.dtype=float16 computes in float16 with float32 parameters)"
+        )
+
+
 def _check_mode(prefix: str, metric: str, mode: str) -> None:
     """ConfigError when `mode` runs against what `metric`'s name says is better."""
     name = metric.rpartition("/")[2]
@@ -802,25 +825,7 @@ def validate(
                     f"config key 'data.validation_split' is {split!r}, which is also in {other}: "
                     f"the split that chooses must be one of its own; {fix}"
                 )
-    profile = values["profile_steps"]
-    if profile and (len(profile) != 2 or profile[0] < 1 or profile[1] < 1):
-        raise ConfigError(
-            f"config key 'profile_steps' is {tuple(profile)}; use (first_step, num_steps) with "
-            "both >= 1, e.g. --config.profile_steps='(10, 5)', or () for off"
-        )
-    if profile and values["total_steps"] and profile[0] > values["total_steps"]:
-        raise ConfigError(  # it was accepted and profiled nothing
-            f"config key 'profile_steps' starts at step {profile[0]}, after the run's "
-            f"{values['total_steps']} steps; profile steps within it, e.g. "
-            "--config.profile_steps='(10, 5)'"
-        )
-    if values["param_dtype"] == "float16" and values["optimizer"]["name"] in ("adam", "adamw"):
-        raise ConfigError(
-            "config key 'param_dtype' is 'float16' with optimizer "
-            f"{values['optimizer']['name']!r}: its second moments and eps (1e-8) underflow in "
-            "float16, and the state turned non-finite at step 2; keep parameters in float32 or "
-            "bfloat16 (--config.dtype=float16 computes in float16 with float32 parameters)"
-        )
+    _check_run_settings(values)
     for key in ("freeze", "init_from_skip"):  # path regexes: fail here, not mid-build
         for pattern in values[key]:
             if not isinstance(pattern, str):
