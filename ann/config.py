@@ -358,18 +358,19 @@ def _check_run_settings(values: Mapping[str, Any]) -> None:
         )
 
 
-def _check_mode(prefix: str, metric: str, mode: str) -> None:
-    """ConfigError when `mode` runs against what `metric`'s name says is better."""
+def check_mode(what: str, metric: str, mode_name: str, mode: str, flag: str) -> None:
+    """ConfigError when `mode` runs against what `metric`'s name says is better: `what` names
+    the metric's setting ("config key 'best_metric'", "--metric"), `mode_name` and `flag` the
+    mode's as said and as set."""
     name = metric.rpartition("/")[2]
     lower = any(name == w or name.endswith("_" + w) for w in LOWER_IS_BETTER)
     higher = any(name == w or name.endswith("_" + w) for w in HIGHER_IS_BETTER)
     want = "min" if lower else "max" if higher else mode
     if mode != want:
-        key = "best_metric" if prefix == "best_" else "early_stopping.metric"
         raise ConfigError(
-            f"config key '{key}' is {metric!r}, better {'lower' if lower else 'higher'}, with "
-            f"{prefix}mode={mode!r}: it would keep the {'worst' if lower else 'lowest'} value; "
-            f"set --config.{prefix}mode={want}"
+            f"{what} is {metric!r}, better {'lower' if lower else 'higher'}, with "
+            f"{mode_name}={mode!r}: it would keep the {'worst' if lower else 'lowest'} value; "
+            f"set {flag}={want}"
         )
 
 
@@ -802,10 +803,13 @@ def validate(
     stopping = values["early_stopping"]
     if selecting:
         check_selection_metric("config key 'best_metric'", values["best_metric"])
-        _check_mode("best_", values["best_metric"], values["best_mode"])
+        check_mode("config key 'best_metric'", values["best_metric"], "best_mode",
+                   values["best_mode"], "--config.best_mode")  # fmt: skip
         if stopping["metric"]:
             check_selection_metric("config key 'early_stopping.metric'", stopping["metric"])
-            _check_mode("early_stopping.", stopping["metric"], stopping["mode"])
+            mode = "early_stopping.mode"
+            check_mode("config key 'early_stopping.metric'", stopping["metric"], mode,
+                       stopping["mode"], f"--config.{mode}")  # fmt: skip
         dc = values["data"]
         for other, splits in (
             ("data.train_split", [dc["train_split"]]),

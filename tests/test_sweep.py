@@ -233,6 +233,13 @@ def test_the_objective_must_be_a_validation_metric(tmp_path):
         "'eval/accuracy' would select on the reported split: use 'val/accuracy' (metrics of "
         "data.validation_split)"
     ]
+    # A mode against the metric ranked the worst trial first, as best_mode did a checkpoint.
+    proc = sweep_cli(f"--config={path}", f"--workdir={tmp_path / 's'}", "--metric=val/loss",
+                     "--mode=max", "--dry_run")  # fmt: skip
+    assert proc.stderr.strip().splitlines() == [
+        "error: --metric is 'val/loss', better lower, with --mode='max': it would keep the "
+        "worst value; set --mode=min"
+    ]
     # The default objective is the config's best_metric, a validation metric.
     definition = definition_lib.load(path, {})
     assert definition.base.best_metric == "val/accuracy"

@@ -20,7 +20,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from ann import cli
-from ann.config import check_selection_metric
+from ann.config import check_mode, check_selection_metric
 from ann.sweep import definition as definition_lib
 from ann.sweep import emit, grid, results, search
 from ann.sweep.space import SweepError
@@ -177,6 +177,8 @@ def objective(definition: definition_lib.Definition) -> tuple[str, str]:
     )
     if mode is None:
         raise SweepError(f"--metric={metric}: say whether higher is better with --mode=max/min")
+    if FLAGS.mode:  # ranked by the worst trial: the config's own mode is checked with it
+        check_mode("--metric", metric, "--mode", mode, "--mode")
     return metric, mode
 
 
