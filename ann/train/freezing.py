@@ -39,6 +39,17 @@ from ann.train import state as state_lib
 FROZEN, TRAINABLE = "frozen", "trainable"
 
 
+def unmatched(key: str, pattern: str, what: str, names: Sequence[str]) -> ConfigError:
+    """The error for a path regex of config key `key` that matches no `what` (of `names`,
+    which it shows): almost surely a typo."""
+    layer = names[0].split("/")[0]  # a top-level module, for the example
+    return ConfigError(
+        f"config key '{key}': pattern {pattern!r} matches no {what} (the whole path must match, "
+        f"e.g. '{layer}/.*'); paths are like {', '.join(names[:6])}"
+        f"{', ...' if len(names) > 6 else ''} (list them all with ann transfer --config=...)"
+    )
+
+
 def frozen_paths(params: Any, patterns: Sequence[str]) -> set[str]:
     """The paths of `params` that some pattern of `config.freeze` matches in full.
 
@@ -53,13 +64,7 @@ def frozen_paths(params: Any, patterns: Sequence[str]) -> set[str]:
         regex = re.compile(pattern)  # validate() has checked that it compiles
         hits = {n for n in names if regex.fullmatch(n)}
         if not hits:
-            layer = names[0].split("/")[0]  # a top-level module, for the example
-            raise ConfigError(
-                f"config key 'freeze': pattern {pattern!r} matches no parameter (the whole path "
-                f"must match, e.g. '{layer}/.*'); paths are like {', '.join(names[:6])}"
-                f"{', ...' if len(names) > 6 else ''} (list them all with ann "
-                "transfer --config=...)"
-            )
+            raise unmatched("freeze", pattern, "parameter", names)
         frozen |= hits
     if len(frozen) == len(names):
         raise ConfigError(

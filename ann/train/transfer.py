@@ -248,12 +248,8 @@ def _check_skip(regexes: Sequence[re.Pattern], names: Sequence[str]) -> None:
     it meant to keep fresh, without a word."""
     for regex in regexes:
         if names and not any(regex.fullmatch(n) for n in names):
-            layer = names[0].split("/")[0]
-            raise ConfigError(
-                f"config key 'init_from_skip': pattern {regex.pattern!r} matches no array of "
-                f"the new model (the whole path must match, e.g. '{layer}/.*'); paths are like "
-                f"{', '.join(names[:6])}{', ...' if len(names) > 6 else ''} (list them all "
-                "with ann transfer --config=...)"
+            raise freezing.unmatched(
+                "init_from_skip", regex.pattern, "array of the new model", names
             )
 
 
