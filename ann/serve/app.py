@@ -583,6 +583,7 @@ class App:
 
         def done(task: asyncio.Task) -> None:
             error = None  # the refusal's reason for ann_errors_total
+            model = self._repository_model(request.params["model"]) or served_before
             try:
                 status, body, headers = 200, orjson.dumps(reply(task.result())), None
             except asyncio.CancelledError:  # the server is shutting down
@@ -590,15 +591,12 @@ class App:
                 body = orjson.dumps({"error": "server: shutting down; the load was stopped"})
             except ServeError as e:
                 status, headers, error = e.status, e.headers, e.reason
-                named = self._repository_model(request.params["model"]) or served_before
-                if named is not None:
-                    named = _Unserved(named.name, version or "")
+                named = None if model is None else _Unserved(model.name, version or "")
                 body = self._with_model({"error": e.message}, named)
             except Exception as e:  # a bug: say so
                 log.exception("internal error on %s", request.path)
                 status, headers, error = 500, None, "internal"
                 body = orjson.dumps({"error": f"internal server error ({e}); a server bug"})
-            model = self._repository_model(request.params["model"]) or served_before
             if error is not None:
                 self._error(model, status, error)
             respond(status, body, headers)
