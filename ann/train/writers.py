@@ -37,6 +37,9 @@ class MetricsFileError(ValueError):
     (a torn last line is only a crash mid-write, and is skipped)."""
 
 
+_WARNED: set[tuple[str, int]] = set()  # (file, line) of the torn lines already named
+
+
 def _parse(path: str, lines: list[str]) -> list[tuple[str, dict]]:
     """(line, record) of every non-blank line. A last line that does not parse (the run stopped
     while writing it) is skipped with a warning; any other raises MetricsFileError naming the
@@ -50,7 +53,9 @@ def _parse(path: str, lines: list[str]) -> list[tuple[str, dict]]:
                 raise ValueError("not a record")
         except ValueError:
             if i == filled[-1]:
-                cli.warn(f"{path}: skipping line {i + 1}, torn by a crash mid-write")
+                if (path, i) not in _WARNED:  # resume reads the file twice: one warning
+                    _WARNED.add((path, i))
+                    cli.warn(f"{path}: skipping line {i + 1}, torn by a crash mid-write")
                 continue
             raise MetricsFileError(
                 f"{path}: line {i + 1} is not a metrics record; the file is damaged (delete "
