@@ -304,7 +304,8 @@ def test_binary_decoding_checks_sizes_and_values():
     x = np.array([[1.5, -2.0], [3.0, 4.25]], "<f4")
     on = np.array([[1], [0]], np.uint8)
     good = [tensor("x", [2, 2], "FP32", 16), tensor("on", [2, 1], "BOOL", 2)]
-    inputs, rows, _, _, binary = decode(good, x.tobytes() + on.tobytes())
+    decoded = decode(good, x.tobytes() + on.tobytes())
+    inputs, rows, binary = decoded.inputs, decoded.rows, decoded.binary
     assert rows == 2 and binary == frozenset()
     np.testing.assert_array_equal(inputs["x"], x)
     assert inputs["on"].dtype == np.bool_ and inputs["on"].tolist() == [[True], [False]]
@@ -339,9 +340,9 @@ def test_binary_decoding_checks_sizes_and_values():
     # An output's own binary_data wins over binary_data_output, as Triton's (its false was
     # ignored: the label came back binary).
     asked = [{"name": "probabilities"}, {"name": "label", "parameters": {"binary_data": False}}]
-    *_, binary = decode(good, x.tobytes() + on.tobytes(), outputs=asked,
-                        parameters={"binary_data_output": True})  # fmt: skip
-    assert binary == frozenset({"probabilities"})
+    decoded = decode(good, x.tobytes() + on.tobytes(), outputs=asked,
+                     parameters={"binary_data_output": True})  # fmt: skip
+    assert decoded.binary == frozenset({"probabilities"})
 
     # Encoding: binary outputs after the JSON, little-endian, sizes in their parameters.
     reply, length = protocol.encode_infer(
@@ -396,6 +397,19 @@ def test_errors_name_the_field(served):
          "inputs[0].name: expected one of [\"image\"], got no 'name' field"),
         ("POST", "/v2/models/digits/infer", b"x" * 200_000, 413,
          "body: expected at most 100000 bytes (--max_body_bytes), got 200000"),
+        # Triton's scheduling parameters were taken and ignored: a priority, a sequence, a
+        # typo'd binary_data_output, a timeout in the wrong unit.
+        ("POST", "/v2/models/digits/infer", infer_body(x, parameters={"priority": 1}), 400,
+         "parameters.priority: expected 0 or no priority, got 1: ann's batcher has one"),
+        ("POST", "/v2/models/digits/infer", infer_body(x, parameters={"sequence_id": 7}), 400,
+         "parameters.sequence_id: expected 0 or no sequence_id, got 7: ann serves stateless"),
+        ("POST", "/v2/models/digits/infer",
+         infer_body(x, parameters={"binary_data_ouput": True}), 400,
+         'parameters: unknown key "binary_data_ouput"; expected binary_data_output, timeout,'),
+        ("POST", "/v2/models/digits/infer", infer_body(x, parameters={"timeout": 0.5}), 400,
+         "parameters.timeout: expected microseconds as an integer >= 0 (0: no limit), got 0.5"),
+        ("POST", "/v2/models/digits/infer", infer_body(x, parameters=[1]), 400,
+         "parameters: expected an object, got [1]"),
     ]  # fmt: skip
     for method, path, body, code, message in cases:
         status, _, reply = request(port, method, path, body)
@@ -403,6 +417,11 @@ def test_errors_name_the_field(served):
         assert message in reply["error"], (message, reply)
         if path.startswith("/v2/models/digits/") and status != 404:
             assert reply["model_name"] == "digits" and reply["model_version"] in ("1", "2")
+    # Their defaults (what tritonclient sends unset) and a generous timeout are served.
+    defaults = {"priority": 0, "sequence_id": "", "sequence_start": False, "timeout": 10**7}
+    status, _, reply = request(port, "POST", "/v2/models/digits/infer",
+                               infer_body(x, parameters=defaults))  # fmt: skip
+    assert status == 200, reply
 
 
 def test_http_pipelining_malformed_and_buckets(served):
@@ -477,6 +496,23 @@ bad_bodies = st.one_of(
         mutated_tensor,
         st.dictionaries(st.sampled_from(["id", "outputs", "parameters"]), json_values),
     ),
+    st.builds(  # a request's parameters: Triton's keys, right and wrong
+        lambda t, p: json.dumps({"inputs": [t], "parameters": p}).encode(),
+        mutated_tensor,
+        st.dictionaries(
+            st.sampled_from(
+                [
+                    "binary_data_output",
+                    "timeout",
+                    "priority",
+                    "sequence_id",
+                    "sequence_end",
+                    "bogus",
+                ]
+            ),  # fmt: skip
+            st.integers(-2, 2) | json_values,
+        ),
+    ),
 )
 
 
@@ -495,12 +531,14 @@ OUTPUTS = {"probabilities": {}, "label": {}}
 def test_fuzzed_decoder_explains_every_refusal(body):
     # In-process and fast, so it can try many more cases than the HTTP fuzz below.
     try:
-        inputs, rows, _, wanted, _ = protocol.decode_infer(body, SIGNATURE, OUTPUTS, 8)
+        decoded = protocol.decode_infer(body, SIGNATURE, OUTPUTS, 8)
     except ServeError as e:
         assert e.status in (400, 413) and explained(e.message), e.message
     else:
-        assert inputs["image"].shape == (rows, 8, 8, 1) and inputs["image"].dtype == np.uint8
-        assert set(wanted) <= set(OUTPUTS)
+        image = decoded.inputs["image"]
+        assert image.shape == (decoded.rows, 8, 8, 1) and image.dtype == np.uint8
+        assert set(decoded.outputs) <= set(OUTPUTS)
+        assert decoded.timeout is None or decoded.timeout > 0
 
 
 @pytest.mark.parametrize(
@@ -746,6 +784,14 @@ def test_overload_gives_503_and_sigterm_drains(digits_export):
         assert set(codes) <= {200, 503}
         refused = next(r for r in results if r[0] == 503)
         assert refused[1]["retry-after"] == "1" and "queue: full" in refused[2]["error"]
+        # A request's own timeout (Triton's, in microseconds) shorter than the fill wait: it is
+        # refused unrun when its batch forms (it was served 1.5 s late, as if it had none).
+        status, _, reply = request(port, "POST", path, infer_body(x, parameters={"timeout": 1000}))
+        assert status == 503, reply
+        assert reply["error"].startswith("parameters.timeout: queued 1,5"), reply
+        assert "past the request's 1,000; the server is busy" in reply["error"], reply
+        metrics = request(port, "GET", "/metrics")[2]
+        assert 'ann_errors_total{code="503",model="digits_cnn",reason="timeout"' in metrics
 
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
             pending = [pool.submit(request, port, "POST", path, infer_body(x)) for _ in range(4)]

@@ -6,7 +6,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from ann.serve.batcher import Batcher, QueueFull, buckets
+from ann.serve.batcher import Batcher, QueueFull, QueueTimeout, buckets
 
 
 def recording_run(max_batch_size, fail_first=False):
@@ -257,3 +257,31 @@ def test_a_lone_request_to_a_fast_bucket_runs_on_the_loop_thread(delay, inline):
     loop_thread = threading.get_ident()  # asyncio.run runs the loop on this thread
     assert threads[0] != loop_thread  # the bucket's first run: its speed is not known yet
     assert [t == loop_thread for t in threads[1:]] == [inline, inline]
+
+
+def test_a_request_past_its_own_timeout_is_refused_unrun_and_the_rest_still_run():
+    """Triton's request `timeout`: one that waited longer for its batch is refused (not run),
+    one that did not runs, and so does one with no timeout."""
+
+    async def main():
+        model = GatedModel()
+        batcher = Batcher(model.run, 8, 60.0, 64, wait="idle")
+        batcher.start()
+        first = batcher.submit_nowait(rows(1, 1), 1)
+        await model.wait_entered()  # the model is busy: the next requests wait
+        late = batcher.submit_nowait(rows(1, 10), 1, timeout=0.001)
+        patient = batcher.submit_nowait(rows(1, 20), 1, timeout=60.0)
+        unlimited = batcher.submit_nowait(rows(1, 30), 1)
+        await asyncio.sleep(0.05)
+        model.gate.set()
+        await first
+        with pytest.raises(QueueTimeout, match=r"waited \d+\.\d{3} ms, timeout 1\.000 ms") as e:
+            await asyncio.wait_for(late, 30)
+        assert e.value.waited > e.value.timeout == 0.001
+        results = await asyncio.wait_for(asyncio.gather(patient, unlimited), 30)
+        assert model.calls == [[1.0], [20.0, 30.0]]  # the late request never ran
+        assert [r[0]["y"].item() for r in results] == [40.0, 60.0]
+        assert batcher.queued_rows == 0
+        await batcher.close()
+
+    asyncio.run(main())

@@ -87,8 +87,12 @@ def test_infer_sync_and_gevent_async(triton, binary):
     x = images(4)
     want = model({"image": x})
     result = client.infer("digits", infer_inputs(x, binary), outputs=outputs(binary),
-                          request_id="r1")  # fmt: skip
+                          request_id="r1", timeout=10**7)  # fmt: skip
     assert result.get_response()["id"] == "r1"
+    # A priority the batcher cannot give is refused, not ignored.
+    with pytest.raises(InferenceServerException, match="parameters.priority: expected 0") as e:
+        client.infer("digits", infer_inputs(x, binary), priority=1)
+    assert e.value.status() == "400"
     np.testing.assert_allclose(result.as_numpy("probabilities"), want["probabilities"], rtol=1e-5)
     np.testing.assert_array_equal(result.as_numpy("label"), want["label"])
     # Versions by number; async_infer (gevent greenlets) several at once.

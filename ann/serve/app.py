@@ -51,6 +51,7 @@ from typing import Any
 import orjson
 
 from ann.serve import openapi, protocol
+from ann.serve.batcher import QueueTimeout
 from ann.serve.dataplane import DataPlane, ServedModel
 from ann.serve.errors import ServeError
 from ann.serve.model_config import model_config
@@ -652,6 +653,22 @@ class App:
                 if traced is not None:
                     traced.child("encode", encoding)
                 respond(200, reply, None if json_length is None else _binary_headers(json_length))
+            except QueueTimeout as e:  # the client's own `parameters.timeout` ran out
+                message = (
+                    f"parameters.timeout: queued {e.waited * 1e6:,.0f} microseconds, past the "
+                    f"request's {e.timeout * 1e6:,.0f}; the server is busy: retry, or allow "
+                    "more time"
+                )
+                self._error(m, 503, "timeout")
+                respond(503, self._with_model({"error": message}, m), None)
+                elapsed = time.perf_counter() - start
+                m.observe_failure(elapsed)
+                self._count(m, 503, "infer")
+                if self.request_log is not None and self.request_log.sampled():
+                    self.request_log.write(
+                        m.name, m.version, decoded.id, 503, elapsed, decoded.inputs, error=message
+                    )
+                return
             except Exception as e:  # a fault in the model or the encoder: a 500 that says so
                 log.exception("internal error on infer %s", m.name)
                 self._error(m, 500, "internal")

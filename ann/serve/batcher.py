@@ -22,7 +22,9 @@ Defensive, although the server refuses such requests before they get here: a req
 than `max_batch_size` rows (or none) is refused at `submit_nowait` (`ValueError`), since no
 batch could ever take it; settings that cannot work (`max_queue_rows < max_batch_size`, no
 compiled size that holds `max_batch_size`) are refused when the batcher is made. A request whose
-future was cancelled (its client went away) is dropped from the queue unrun. A model error
+future was cancelled (its client went away) is dropped from the queue unrun; one that waited
+past its own `timeout` (Triton's request timeout) is refused unrun (QueueTimeout) when the batch
+it would have joined is formed. A model error
 fails every request of its batch, and the worker goes on with the next.
 
 Tracing (ann/serve/tracing.py): a request may carry an opaque `trace` (its span), and a batcher
@@ -50,6 +52,16 @@ RunFn = Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]
 
 class QueueFull(Exception):
     """The queue holds `max_queue_rows` rows already."""
+
+
+class QueueTimeout(Exception):
+    """A request waited in the queue past its own timeout before its batch was formed (Triton's
+    request `timeout`, its queue policy's REJECT): it is refused unrun. `waited`, `timeout`:
+    seconds."""
+
+    def __init__(self, waited: float, timeout: float):
+        super().__init__(f"waited {waited * 1e3:.3f} ms, timeout {timeout * 1e3:.3f} ms")
+        self.waited, self.timeout = waited, timeout
 
 
 def buckets(max_batch_size: int) -> list[int]:
@@ -84,6 +96,7 @@ class _Pending:
     future: asyncio.Future
     enqueued: float
     trace: Any = None  # the request's span (tracing.TracedRequest), or None
+    timeout: float | None = None  # seconds it may wait for its batch
 
 
 @dataclasses.dataclass
@@ -174,12 +187,17 @@ class Batcher:
         return await self.submit_nowait(inputs, rows)
 
     def submit_nowait(
-        self, inputs: Mapping[str, np.ndarray], rows: int, trace: Any = None
+        self,
+        inputs: Mapping[str, np.ndarray],
+        rows: int,
+        trace: Any = None,
+        timeout: float | None = None,
     ) -> asyncio.Future:
-        """Queues one request; its future gets (outputs, timing). `trace`: the request's span,
-        for the batcher's `trace` hook. Raises QueueFull at once when the queue has no room or
-        the batcher is closing; ValueError for `rows` outside [1, max_batch_size];
-        RuntimeError before `start`."""
+        """Queues one request; its future gets (outputs, timing), or QueueTimeout when its
+        batch is formed more than `timeout` seconds after this call (None: no limit). `trace`:
+        the request's span, for the batcher's `trace` hook. Raises QueueFull at once when the
+        queue has no room or the batcher is closing; ValueError for `rows` outside
+        [1, max_batch_size]; RuntimeError before `start`."""
         if not 1 <= rows <= self.max_batch_size:
             raise ValueError(
                 f"rows: expected 1 to max_batch_size ({self.max_batch_size}) per request, got "
@@ -189,7 +207,7 @@ class Batcher:
             raise RuntimeError("Batcher.submit_nowait before start()")
         self.check_room(rows)
         future = self._loop_ref.create_future()
-        self._items.append(_Pending(inputs, rows, future, time.perf_counter(), trace))
+        self._items.append(_Pending(inputs, rows, future, time.perf_counter(), trace, timeout))
         self.queued_rows += rows
         if self._waiting:  # wake the worker only when it sleeps, not once per request
             self._waiting = False
@@ -274,8 +292,8 @@ class Batcher:
         return time.perf_counter() >= self._items[0].enqueued + self.max_queue_delay
 
     def _dispatch(self, loop: asyncio.AbstractEventLoop) -> _Running | None:
-        """Takes whole requests (oldest first, cancelled ones dropped) up to `max_batch_size`
-        rows and starts them computing; None when every queued request was cancelled.
+        """Takes whole requests (oldest first; cancelled ones dropped, those past their timeout
+        refused) up to `max_batch_size` rows and starts them computing; None when none is left.
 
         On the executor's thread, except a lone request (nothing else queued) whose bucket's
         last run took less than `max_queue_delay`: that one runs here, on the event loop's
@@ -284,10 +302,14 @@ class Batcher:
         and 20% of the 151k one's), while the loop is held no longer than a request may wait
         for its batch anyway, and nothing else is waiting to be computed."""
         batch, rows = [], 0
+        now = time.perf_counter()
         while self._items and rows + self._items[0].rows <= self.max_batch_size:
             item = self._items.popleft()
             self.queued_rows -= item.rows
             if item.future.done():  # cancelled: its client is gone, its rows need no run
+                continue
+            if item.timeout is not None and now - item.enqueued > item.timeout:
+                item.future.set_exception(QueueTimeout(now - item.enqueued, item.timeout))
                 continue
             batch.append(item)
             rows += item.rows

@@ -448,6 +448,7 @@ class InferRequest(NamedTuple):
     id: str | None  # the request's `id`, echoed in the reply
     outputs: list[str]  # output names to return, in the order asked
     binary: frozenset[str]  # those of them to return as binary tensor data
+    timeout: float | None = None  # seconds it may wait in the queue (`parameters.timeout`)
 
 
 def decode_infer(
@@ -470,10 +471,63 @@ def decode_infer(
         raise ServeError(400, f"id: expected a string, got {short(request_id)}", "field")
     if request_id is not None and len(request_id) > MAX_ID_LENGTH:
         raise ServeError(400, id_too_long("id", request_id), "field")
+    all_binary, timeout = request_parameters(request.get("parameters"))
     booleans = _may_hold_booleans(body)
     arrays, rows = _decode_inputs(request, signature, max_rows, binary, booleans)
-    wanted, as_binary = _wanted_outputs(request, outputs)
-    return InferRequest(arrays, rows, request_id, wanted, as_binary)
+    wanted, as_binary = _wanted_outputs(request, outputs, all_binary)
+    return InferRequest(arrays, rows, request_id, wanted, as_binary, timeout)
+
+
+# A request's `parameters` (Triton's HTTP/REST protocol names them): its own, then those of
+# Triton's scheduling a stateless, single-priority batcher takes only at their defaults.
+REQUEST_PARAMETERS = ("binary_data_output", "timeout")
+_DEFAULT_ONLY = {
+    "priority": (0, "ann's batcher has one priority level and serves in arrival order"),
+    "sequence_id": (0, "ann serves stateless models (no sequence batching)"),
+    "sequence_start": (False, "ann serves stateless models (no sequence batching)"),
+    "sequence_end": (False, "ann serves stateless models (no sequence batching)"),
+}
+
+
+def request_parameters(parameters: Any) -> tuple[bool, float | None]:
+    """(binary_data_output, timeout in seconds or None) of an infer request's `parameters`.
+
+    `timeout`: Triton's request timeout, an integer number of microseconds the request may wait
+    in the queue before its batch starts (0: no limit). `priority`, `sequence_id`,
+    `sequence_start` and `sequence_end` (Triton's) are taken at their defaults (0, 0 or "",
+    false) and refused otherwise, as is a key none of these: a client counting on them must not
+    be served as if they held. `ServeError` 400 naming the key."""
+    if parameters is None:
+        return False, None
+    if not isinstance(parameters, dict):
+        raise ServeError(400, f"parameters: expected an object, got {short(parameters)}", "field")
+    for key, value in parameters.items():
+        if key in REQUEST_PARAMETERS:
+            continue
+        if key not in _DEFAULT_ONLY:
+            raise ServeError(
+                400,
+                f"parameters: unknown key {short(key)}; expected "
+                f"{', '.join([*REQUEST_PARAMETERS, *_DEFAULT_ONLY])}",
+                "field",
+            )
+        default, why = _DEFAULT_ONLY[key]
+        if value != default and not (key == "sequence_id" and value == ""):
+            raise ServeError(
+                400,
+                f"parameters.{key}: expected {str(default).lower()} or no {key}, got "
+                f"{short(value)}: {why}",
+                "field",
+            )
+    timeout = parameters.get("timeout", 0)
+    if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 0:
+        raise ServeError(
+            400,
+            f"parameters.timeout: expected microseconds as an integer >= 0 (0: no limit), got "
+            f"{short(timeout)}",
+            "field",
+        )
+    return _flag("parameters", parameters, "binary_data_output"), timeout / 1e6 or None
 
 
 def id_too_long(field: str, request_id: str) -> str:
@@ -666,14 +720,13 @@ def _binary_slice(
 
 
 def _wanted_outputs(
-    request: dict[str, Any], outputs: Mapping[str, Any]
+    request: dict[str, Any], outputs: Mapping[str, Any], all_binary: bool
 ) -> tuple[list[str], frozenset[str]]:
     """(output names to return, those to return binary): every output unless `outputs` names
-    some; binary as the output's own `binary_data` says, else as `parameters.binary_data_output`
-    does (Triton's precedence: an output's `binary_data: false` under `binary_data_output: true`
-    came back binary)."""
+    some; binary as the output's own `binary_data` says, else as `all_binary`
+    (`parameters.binary_data_output`) does (Triton's precedence: an output's
+    `binary_data: false` under `binary_data_output: true` came back binary)."""
     wanted = list(outputs)
-    all_binary = _flag("parameters", request.get("parameters"), "binary_data_output")
     as_binary = set(wanted) if all_binary else set()
     requested = request.get("outputs")
     if requested is not None:
