@@ -684,6 +684,16 @@ def image(data, **fields):
          "no 'inputs' field"),
         (b'{"inputs": null}', "inputs: expected a non-empty list of tensors {name, shape, "
          "datatype, data}, got null"),
+        # An integer past 64 bits (orjson reads it as a float) quoted as sent, not as
+        # 1.8446744073709552e+19.
+        (image([0] * 64, shape=[18446744073709551616, 8, 8, 1]), "inputs[0].shape: expected "
+         "[-1, 8, 8, 1] (batch first, at least 1 row) for input 'image', got "
+         "[18446744073709551616,8,8,1]"),
+        (b'{"id": -10000000000000000000, "inputs": []}', "id: expected a string, got "
+         "-10000000000000000000"),
+        (image([0] * 64)[:-1] + b', "parameters": {"timeout": 100000000000000000000}}',
+         "parameters.timeout: expected microseconds as an integer >= 0 (0: no limit), got "
+         "100000000000000000000"),
     ],
 )  # fmt: skip
 def test_refusals_quote_what_came_in_json_spelling(body, message):

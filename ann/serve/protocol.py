@@ -65,7 +65,16 @@ def short(value: Any, limit: int = 60) -> str:
         text = orjson.dumps(value).decode()
     except TypeError:  # not from JSON (a tuple of bytes, say): Python's spelling
         text = repr(value)
+    else:  # orjson reads an integer past 64 bits as a float: said as the integer sent
+        text = _HUGE_INTEGRAL.sub(lambda m: str(int(float(m[0]))), text)
     return clip(text, limit)
+
+
+# A float orjson writes in exponent form that is a whole number just past a 64-bit integer
+# (18446744073709551616 came back as 1.8446744073709552e+19). Up to 1e22 every power of ten
+# and 2**64 are exact doubles; past it a float's integer is not what was written (1e23 is
+# 99999999999999991611392), so it is left as orjson writes it.
+_HUGE_INTEGRAL = re.compile(r"(?<![\w.])-?[1-9](?:\.[0-9]+)?e\+(?:19|2[0-2])\b")
 
 
 def names(values: Any) -> str:
