@@ -91,6 +91,26 @@ def test_validate_names_the_key(mutate, message):
             "shares rows 0-179 of 'test' with data.eval_splits 'test': the split that chooses "
             "must be one of its own; choose validation rows outside 'test'",
         ),
+        # The digits' two partitions share rows under other names: their row_ids tell (a test
+        # score of rows the model trained on, 0.99 for a run that tests unseen writers at 0.95).
+        (
+            {"data.train_split": "train_writers", "data.validation_split": "validation_writers"},
+            "config key 'data.eval_splits' 'test' shares 239 of its 360 rows with "
+            "data.train_split 'train_writers' (the same examples of digits, by their `row_id`, "
+            "under another split's name), so it would report a score on rows the model trained "
+            "on; take every split from one partition of digits",
+        ),
+        (
+            {"data.validation_split": "validation_writers"},
+            "config key 'data.validation_split' 'validation_writers' shares 151 of its 216 rows "
+            "with data.train_split 'train' (the same examples of digits, by their `row_id`, "
+            "under another split's name), so it would choose the checkpoint on rows the model "
+            "trained on",
+        ),
+        (
+            {"data.eval_splits": ("test", "test_writers")},
+            "config key 'data.eval_splits' 'test_writers' shares",
+        ),
     ],
 )
 def test_unknown_names_fail_before_compiling(tmp_path, overrides, message):

@@ -196,7 +196,7 @@ def test_device_iterator_state_is_that_of_the_consumed_batch():
 # (pydoc_chars reads this Python's own docs; the sensor sets are float math that may differ in
 # the last bit between NumPy builds; neither can have one fingerprint everywhere.)
 FINGERPRINTS = {
-    ("digits", "1.2.0"): "8b608945d5330fb3f0da6611e8b22b0ee145575f528ecb42eb7a799613f47ba2",
+    ("digits", "1.3.0"): "6967abad62aebd5675adc55b1780a8aeb9d9e0095bd952a497f4f06de1705154",
     ("breast_cancer", "1.1.0"): "9bcf573f0f8ae27918eb2ad2d6601e8c206219eb317dee2a3fb0dcf0e802ccc1",
     ("diabetes", "1.1.0"): "20761e5017137f56c36a5e2006eb3818efbb2c12bdd44799bdd031873f3f1b31",
     ("digit_strings", "2.1.0"): "7b561c7563d9ef5986905d6a10bb83f0f3bd7157ccb51d27d2f4643802a5d42d",
@@ -234,3 +234,16 @@ def test_a_first_build_prints_one_line_of_ours_not_tfds_download_messages(tmp_pa
     out, err = capfd.readouterr()
     assert "Downloading" not in out + err and "dataset_info.json" not in out + err
     assert "%" not in err  # no progress bar
+
+
+def test_row_ids_are_the_source_rows_and_a_split_reported_by_its_own_name_is_allowed():
+    from ann.data import splits
+
+    images, _ = splits.digits()
+    parts = {s: data.load("digits", s, cache=True) for s in ("train", "validation", "test")}
+    for part in parts.values():  # each example's row_id is its row of scikit-learn's array
+        np.testing.assert_array_equal(images[part.cached["row_id"]], part.cached["image"])
+    ids = [set(p.cached["row_id"].tolist()) for p in parts.values()]
+    assert sum(map(len, ids)) == len(set.union(*ids)) == len(images)  # one partition of all
+    # The train split reported as well (eval_train/...), under its own name: what it says.
+    data.check_splits_apart(parts["train"], parts["validation"], [parts["test"], parts["train"]])

@@ -9,7 +9,9 @@ so the builder also offers a sequential split (`train_writers` / `validation_wri
 to writers the model never saw, and chooses on writers it never trained on. Its
 `writer_group` field (0..12) numbers 13 equal blocks of rows in that order: the copy holds the
 digits of 13 writers but not who wrote which, so a group is about one writer (a slice for
-`ann report`: report.slices=("field:writer_group",)).
+`ann report`: report.slices=("field:writer_group",)). Its `row_id` field is the row of
+scikit-learn's array an example came from, so splits of the two partitions that share images
+are found (`ann.data.check_splits_apart`): `train_writers` holds 239 of `test`'s 360 rows.
 """
 
 from __future__ import annotations
@@ -28,13 +30,15 @@ from ann.data.sensor_series import SensorFaults, SensorSeries
 class Digits(tfds.core.GeneratorBasedBuilder):
     """scikit-learn's 8x8 handwritten digits (1,797 images, pixel values 0..16)."""
 
-    VERSION = tfds.core.Version("1.2.0")
+    VERSION = tfds.core.Version("1.3.0")
     RELEASE_NOTES = {
         "1.0.0": "Random stratified and sequential (by writer) splits.",
         "1.1.0": "validation (15% of train, stratified) and validation_writers (the last 15% of "
         "train_writers); test and test_writers unchanged.",
         "1.2.0": "writer_group: 13 equal blocks of rows in writer order; images, labels and "
         "splits unchanged.",
+        "1.3.0": "row_id: the example's row in scikit-learn's array (what the two partitions "
+        "share); everything else unchanged.",
     }
 
     def _info(self) -> tfds.core.DatasetInfo:
@@ -44,6 +48,7 @@ class Digits(tfds.core.GeneratorBasedBuilder):
                     "image": tfds.features.Tensor(shape=(8, 8, 1), dtype=np.uint8),
                     "label": tfds.features.ClassLabel(num_classes=10),
                     "writer_group": tfds.features.Scalar(dtype=np.int32),
+                    "row_id": tfds.features.Scalar(dtype=np.int32),
                 }
             ),
             supervised_keys=("image", "label"),
@@ -64,7 +69,15 @@ class Digits(tfds.core.GeneratorBasedBuilder):
     def _generate_examples(self, images, labels, index):
         groups = splits.writer_groups(len(labels))
         for i in index:
-            yield int(i), {"image": images[i], "label": int(labels[i]), "writer_group": groups[i]}
+            yield (
+                int(i),
+                {
+                    "image": images[i],
+                    "label": int(labels[i]),
+                    "writer_group": groups[i],
+                    "row_id": int(i),
+                },
+            )
 
 
 class BreastCancer(tfds.core.GeneratorBasedBuilder):

@@ -324,6 +324,63 @@ def _row_ranges(info: tfds.core.DatasetInfo, split: str) -> list[tuple[str, int,
     ]
 
 
+ROW_ID = "row_id"  # a feature naming an example's row in the data set's source
+
+
+def check_splits_apart(train: Split, validation: Split, evals: Sequence[Split]) -> None:
+    """Raises ConfigError when the validation split shares rows with the train split or a
+    reported one (`check_validation_apart`: slices of one split), or, in a data set whose
+    examples carry a `row_id` feature (ann's digits: two partitions of one array), when two
+    splits of different names share rows: validation with train or a reported split (choosing
+    on rows it trained on, or on the rows it reports), or train with a reported split (a test
+    score of rows the model trained on). A split reported under its own name as well
+    (`eval_splits=("test", "train")`) is what it says, and allowed."""
+    check_validation_apart(
+        train.info,
+        validation.split,
+        [("data.train_split", train.split)] + [("data.eval_splits", e.split) for e in evals],
+    )
+    if ROW_ID not in train.info.features:
+        return
+    pairs = [(e, "data.eval_splits", train, "data.train_split") for e in evals]
+    pairs += [(validation, "data.validation_split", train, "data.train_split")]
+    pairs += [(validation, "data.validation_split", e, "data.eval_splits") for e in evals]
+    for a, a_key, b, b_key in pairs:
+        names = {part for part, _, _ in _row_ranges(a.info, a.split)}
+        if names & {part for part, _, _ in _row_ranges(b.info, b.split)}:
+            continue  # one split's own rows: the range check above judged them
+        shared = np.intersect1d(_row_ids(a), _row_ids(b)).size
+        if shared:
+            raise ConfigError(
+                f"config key '{a_key}' {a.split!r} shares {shared:,} of its {len(a):,} rows "
+                f"with {b_key} {b.split!r} (the same examples of {a.name}, by their "
+                f"`{ROW_ID}`, under another split's name), so {_leak(a_key, b_key)}; take "
+                f"every split from one partition of {a.name}" + _PARTITIONS.get(a.name, "")
+            )
+
+
+# The partitions of ann's own data sets that have more than one.
+_PARTITIONS = {
+    "digits": " (train, validation, test; or train_writers, validation_writers, test_writers)"
+}
+
+
+def _leak(a_key: str, b_key: str) -> str:
+    """What sharing rows between the splits of two config keys would do, in words."""
+    if a_key == "data.eval_splits":
+        return "it would report a score on rows the model trained on"
+    if b_key == "data.train_split":
+        return "it would choose the checkpoint on rows the model trained on"
+    return "it would choose on the rows it reports"
+
+
+def _row_ids(split: Split) -> np.ndarray:
+    """Every `row_id` of `split` (its cached column, else read once)."""
+    if split.cached is not None:
+        return split.cached[ROW_ID]
+    return np.asarray([r[ROW_ID] for r in split.source.__getitems__(list(range(len(split))))])
+
+
 def check_validation_apart(
     info: tfds.core.DatasetInfo, validation: str, others: Sequence[tuple[str, str]]
 ) -> None:

@@ -98,12 +98,7 @@ def build(
         eval_splits = [
             data.load(dc.name, s, dc.data_dir, dc.cache, "data.eval_splits") for s in dc.eval_splits
         ]
-        others = [("data.train_split", dc.train_split)]
-        data.check_validation_apart(
-            train_split.info,
-            dc.validation_split,
-            others + [("data.eval_splits", s) for s in dc.eval_splits],
-        )
+        data.check_splits_apart(train_split, validation_split, eval_splits)
     experiment.setup(train_split)
     data_seconds = time.perf_counter() - data_start
     steps = total_steps(config, len(train_split))
