@@ -85,6 +85,26 @@ def feature_summary(values: np.ndarray) -> dict[str, Any]:
     }
 
 
+def _check_outputs(exported: Any, signature: dict[str, dict[str, Any]], model: str) -> None:
+    """Raises ConfigError unless the traced graph returns what the manifest will say it does
+    (`signature`, per row): a model of the wrong width was exported with a manifest that
+    misdescribed it, and served so."""
+    import jax
+
+    from ann.config import ConfigError
+
+    outputs = jax.tree_util.tree_unflatten(exported.out_tree, exported.out_avals)
+    for name, spec in signature.items():
+        got = outputs.get(name) if isinstance(outputs, dict) else None
+        want = (tuple(spec["shape"]), np.dtype(spec["dtype"]))
+        if got is None or (tuple(got.shape[1:]), np.dtype(got.dtype)) != want:
+            said = "nothing" if got is None else f"{list(got.shape[1:])} {np.dtype(got.dtype)}"
+            raise ConfigError(
+                f"model {model!r} gives {name!r} as {said} per row, where its experiment's "
+                f"output signature says {list(want[0])} {want[1]}; fix the model's output"
+            )
+
+
 def reference_statistics(
     inputs: dict[str, np.ndarray],
     outputs: dict[str, np.ndarray],
@@ -343,6 +363,7 @@ def export(
     exported = jax.export.export(jax.jit(infer), platforms=tuple(platforms))(
         weight_specs, input_specs
     )
+    _check_outputs(exported, output_signature, config.model.name)
 
     dc = config.data
     train = data.load(dc.name, dc.train_split, dc.data_dir, cache=dc.cache)

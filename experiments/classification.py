@@ -69,8 +69,18 @@ class Classification:
         )
 
     def _logits(self, model: nnx.Module, inputs: jax.Array, rng: jax.Array | None) -> jax.Array:
-        # Loss in float32 whatever the compute dtype.
-        return model(self.preprocess(inputs), rngs=rng).astype(jnp.float32)
+        logits = model(self.preprocess(inputs), rngs=rng)
+        # Checked as it is traced (before step 0): a model of another width trained, and was
+        # exported, with a class that does not exist; integer logits have no gradient.
+        if logits.shape != (inputs.shape[0], self.num_classes) or not jnp.issubdtype(
+            logits.dtype, jnp.floating
+        ):
+            raise ConfigError(
+                f"model {self.config.model.name!r} returns {logits.dtype} logits of shape "
+                f"{list(logits.shape)} for a batch of {inputs.shape[0]}; classification needs "
+                f"float logits [batch, {self.num_classes}] (one per class of the data set)"
+            )
+        return logits.astype(jnp.float32)  # loss in float32 whatever the compute dtype
 
     def input_signature(self) -> dict:
         return self.inputs

@@ -448,9 +448,10 @@ def test_the_console_script_is_declared():
                 "--config.total_steps=2",
                 "--config.optimizer.warmup_steps=0",
             ],
-            "error: model 'vit' cannot be built from its model.* settings: model dim 64 is not "
-            "divisible by num_heads 3; use num_heads in 1, 2, 4, 8, 16, 32, 64, or a dim that 3 "
-            "divides",
+            "error: model 'vit' cannot be built for the data's input_shape=(8, 8, 1) from its "
+            "model.* settings: model dim 64 is not divisible by num_heads 3; use num_heads in 1, "
+            "2, 4, 8, 16, 32, 64, or a dim that 3 divides; fix the setting, or choose a model "
+            "for this data",
         ),  # fmt: skip
         # A job's own flag given the wrong type was Python's "invalid literal for int() with
         # base 10: 'abc'".

@@ -774,8 +774,8 @@ def test_data_cache_auto_holds_only_splits_under_the_limit(monkeypatch, tmp_path
     from ann.data import sources
 
     split = sources.load("digits", "train", cache="auto")
-    # Each row: an 8x8x1 uint8 image, an int64 label and an int32 writer group.
-    row = 64 + 8 + 4
+    # Each row: an 8x8x1 uint8 image, an int64 label, an int32 writer group and row id.
+    row = 64 + 8 + 4 + 4
     size = len(split) * row
     assert sources.decoded_bytes(split.info, "train") == size
     assert sources.decoded_bytes(split.info, "train[:50%]") == len(split) // 2 * row

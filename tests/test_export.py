@@ -12,6 +12,7 @@ import pytest
 from conftest import fill, one_line_error, tiny
 
 from ann import artifact, data
+from ann.config import ConfigError
 from ann.export import export
 from ann.train.build import restore_model
 from ann.train.loop import train_and_evaluate
@@ -524,3 +525,25 @@ def test_an_explicit_calibration_an_experiment_cannot_apply_is_refused(tmp_path)
         "temperature could be fitted (only classification's); drop the flag"
     )
     check_flags(workdir, out, "best", None, ["cpu"], "none")  # asks for nothing: fine
+
+
+def test_a_graph_that_returns_other_than_its_signature_is_not_exported():
+    """The manifest's outputs are the experiment's signature: a graph that returns another
+    shape was exported with a manifest that misdescribed it (and served so)."""
+    import jax
+    import jax.numpy as jnp
+
+    from ann.export import _check_outputs
+
+    (batch,) = jax.export.symbolic_shape("batch")
+    x = jax.ShapeDtypeStruct((batch, 4), jnp.float32)
+    exported = jax.export.export(jax.jit(lambda x: {"probabilities": jnp.tile(x, 2)[:, :3]}))(x)
+    _check_outputs(exported, {"probabilities": {"dtype": "float32", "shape": [3]}}, "m")
+    for signature, said in [
+        ({"probabilities": {"dtype": "float32", "shape": [2]}}, "as [3] float32 per row"),
+        ({"probabilities": {"dtype": "int32", "shape": [3]}}, "says [3] int32"),
+        ({"label": {"dtype": "int32", "shape": []}}, "gives 'label' as nothing per row"),
+    ]:
+        with pytest.raises(ConfigError, match="model 'm' gives ") as e:
+            _check_outputs(exported, signature, "m")
+        assert said in str(e.value) and "fix the model's output" in str(e.value)

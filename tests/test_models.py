@@ -66,10 +66,71 @@ def test_readme_own_model_trains_from_outside_ann(tmp_path):
                       "--config.model.width=0")  # fmt: skip
     line = one_line_error(bad)
     assert line.startswith(
-        "error: model 'mynets:Wide' cannot be built from its model.* settings (width=0): "
-        "ZeroDivisionError: "
+        "error: model 'mynets:Wide' cannot be built for the data's input_shape=(8, 8, 1) from "
+        "its model.* settings (width=0): ZeroDivisionError: "
     ), line
     assert f"(at {tmp_path / 'mynets.py'}:" in line and "fix the setting" in line
+
+
+BAD_NETS = """
+import math
+import jax.numpy as jnp
+from flax import nnx
+
+class WrongWidth(nnx.Module):  # one class too many: it trained, and exported a wrong manifest
+    def __init__(self, input_shape, num_classes, rngs):
+        self.dense = nnx.Linear(math.prod(input_shape), num_classes + 1, rngs=rngs)
+
+    def __call__(self, x, rngs=None):
+        return self.dense(x.reshape(x.shape[0], -1))
+
+class IntOut(WrongWidth):  # integer logits: no gradient, it trained to nothing with exit 0
+    def __init__(self, input_shape, num_classes, rngs):
+        self.dense = nnx.Linear(math.prod(input_shape), num_classes, rngs=rngs)
+
+    def __call__(self, x, rngs=None):
+        return self.dense(x.reshape(x.shape[0], -1)).astype(jnp.int32)
+"""
+
+
+@pytest.mark.parametrize(
+    "model, extra, message",
+    [
+        ("badnets:WrongWidth", {}, "model 'badnets:WrongWidth' returns float32 logits of shape "
+         "[32, 11] for a batch of 32; classification needs float logits [batch, 10] (one per "
+         "class of the data set)"),
+        ("badnets:IntOut", {}, "model 'badnets:IntOut' returns int32 logits of shape [32, 10]"),
+        # A key the model takes from elsewhere: "got multiple values for keyword argument".
+        ("mlp", {"num_classes": 4}, "config key 'model.num_classes': model 'mlp' is given that "
+         "argument by the experiment, from the data set; drop it"),
+        ("mlp", {"dtype": "bfloat16"}, "config key 'model.dtype': model 'mlp' is given that "
+         "argument by config.dtype; drop it"),
+        # It said "it accepts: " and nothing.
+        ("badnets:WrongWidth", {"width": 5}, "config key 'model.width' is not an argument of "
+         "model 'badnets:WrongWidth'; it takes none (drop it from the config or the command "
+         "line)"),
+        # Vectors for a CNN: it blamed the settings alone.
+        ("cnn", {}, "model 'cnn' cannot be built for the data's input_shape=(30,) from its "
+         "model.* settings"),
+    ],
+)  # fmt: skip
+def test_a_model_that_does_not_fit_its_task_is_refused_before_step_0(
+    tmp_path, monkeypatch, model, extra, message
+):
+    from conftest import tiny
+
+    from ann.train.loop import train_and_evaluate
+
+    (tmp_path / "badnets.py").write_text(BAD_NETS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = tiny()
+    config.model = {"name": model, **extra}
+    if model == "cnn":
+        config.data.name = "breast_cancer"
+    with pytest.raises(ConfigError) as e:
+        train_and_evaluate(config, str(tmp_path / "run"))
+    assert message in str(e.value), str(e.value)
+    assert not (tmp_path / "run").exists()  # nothing written
 
 
 def test_readme_own_experiment_trains_and_exports_from_outside_ann(tmp_path):

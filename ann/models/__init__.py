@@ -127,10 +127,21 @@ def check_arguments(
     ]
     accepted = [k for k in params if k not in passed]
     for key in kwargs:
+        # It was "got multiple values for keyword argument", after the data was read.
+        if key in params and (key in _FROM_ELSEWHERE or (supplied and key in passed)):
+            source = "config.seed" if key == "rngs" else f"config.{key}"
+            if key not in _FROM_ELSEWHERE:
+                source = "the experiment, from the data set"
+            raise ConfigError(
+                f"config key '{prefix}{key}': model {name!r} is given that argument by "
+                f"{source}; drop it"
+            )
         if key not in params:
+            takes = f"it accepts: {', '.join(accepted)}" if accepted else "it takes none"
             raise ConfigError(
                 f"config key '{prefix}{key}' is not an argument of model {name!r}"
-                f"{did_you_mean(key, accepted, prefix)}; it accepts: {', '.join(accepted)}"
+                f"{did_you_mean(key, accepted, prefix)}; {takes} (drop it from the config or "
+                "the command line)"
             )
 
 
@@ -178,10 +189,16 @@ def build(name: str, kwargs: dict, **supplied) -> nnx.Module:
     params, takes_any = _parameters(get(name))
     if not takes_any:
         supplied = {k: v for k, v in supplied.items() if k in params}
+    # What the data decided, for a model that cannot be built with it (a CNN given vectors).
+    given = ", ".join(f"{k}={v!r}" for k, v in supplied.items() if k in ("input_shape",))
+    given = f" for the data's {given}" if given else ""
+    fix = "fix the setting, or choose a model for this data"
     try:
         return get(name)(**kwargs, **supplied)
     except ValueError as e:
-        raise ConfigError(f"model {name!r} cannot be built from its model.* settings: {e}") from e
+        raise ConfigError(
+            f"model {name!r} cannot be built{given} from its model.* settings: {e}; {fix}"
+        ) from e
     except Exception as e:
         frames = traceback.extract_tb(e.__traceback__)
         # The model's own line, not Flax's or JAX's where it reached them.
@@ -189,9 +206,9 @@ def build(name: str, kwargs: dict, **supplied) -> nnx.Module:
         frame = ours[-1]
         settings = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
         raise ConfigError(
-            f"model {name!r} cannot be built from its model.* settings ({settings}): "
-            f"{type(e).__name__}: {e} (at {frame.filename}:{frame.lineno}); fix the setting, "
-            "or the model if the setting is valid"
+            f"model {name!r} cannot be built{given} from its model.* settings ({settings}): "
+            f"{type(e).__name__}: {e} (at {frame.filename}:{frame.lineno}); {fix}, "
+            "or the model if both are right"
         ) from e
 
 
