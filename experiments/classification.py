@@ -53,7 +53,16 @@ class Classification:
         self.input_key, self.label_key = supervised_keys(train, "classification", "(input, label)")
         label = train.info.features[self.label_key]
         if not hasattr(label, "num_classes"):
-            raise ConfigError(f"feature {self.label_key!r} of {train.name!r} is not a ClassLabel")
+            raise ConfigError(
+                f"feature {self.label_key!r} of {train.name!r} is not a ClassLabel; declare it "
+                "as tfds.features.ClassLabel(num_classes=N) (or names=[...]) in its builder"
+            )
+        if label.num_classes < 2:  # it trained to loss 0, accuracy 1 and AUROC nan
+            raise ConfigError(
+                f"feature {self.label_key!r} of {train.name!r} declares {label.num_classes} "
+                "class; classification needs at least 2 (for one class of normal data, "
+                "--config.experiment=anomaly_detection)"
+            )
         self.num_classes = label.num_classes
         self.class_names = list(label.names)
         self.input_shape = tuple(train.info.features[self.input_key].shape)

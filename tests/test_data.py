@@ -247,3 +247,84 @@ def test_row_ids_are_the_source_rows_and_a_split_reported_by_its_own_name_is_all
     assert sum(map(len, ids)) == len(set.union(*ids)) == len(images)  # one partition of all
     # The train split reported as well (eval_train/...), under its own name: what it says.
     data.check_splits_apart(parts["train"], parts["validation"], [parts["test"], parts["train"]])
+
+
+NAN_SET = """
+import numpy as np
+import tensorflow_datasets as tfds
+
+class NanTab(tfds.core.GeneratorBasedBuilder):
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+        return tfds.core.DatasetInfo(
+            builder=self,
+            features=tfds.features.FeaturesDict({
+                "input": tfds.features.Tensor(shape=(4,), dtype=np.float32),
+                "label": tfds.features.ClassLabel(num_classes=2),
+            }),
+            supervised_keys=("input", "label"),
+        )
+
+    def _split_generators(self, dl_manager):
+        sizes = {"train": 200, "validation": 60, "test": 60}
+        return {s: self._generate_examples(n, s) for s, n in sizes.items()}
+
+    def _generate_examples(self, n, split):
+        rng = np.random.default_rng(len(split))
+        for i in range(n):
+            x = rng.normal(size=4).astype(np.float32)
+            if split == "train" and i % 50 == 7:  # 4 rows with a missing value
+                x[1] = np.nan
+            yield i, {"input": x, "label": int(x[0] > 0)}
+
+
+class OneClassTab(NanTab):  # one declared class: it trained to loss 0 and AUROC nan, exit 0
+    def _info(self):
+        return tfds.core.DatasetInfo(
+            builder=self,
+            features=tfds.features.FeaturesDict({
+                "input": tfds.features.Tensor(shape=(4,), dtype=np.float32),
+                "label": tfds.features.ClassLabel(num_classes=1),
+            }),
+            supervised_keys=("input", "label"),
+        )
+
+    def _generate_examples(self, n, split):
+        for i, row in super()._generate_examples(n, "test"):  # no NaN
+            yield i, {**row, "label": 0}
+"""
+
+
+@pytest.mark.parametrize(
+    "builder, name, message",
+    [
+        # "training diverged ... use a lower optimizer.learning_rate", which cannot help.
+        ("NanTab", "nan_tab", "data.train_split 'train' of data set 'nan_tab': feature 'input' "
+         "holds NaN or infinity in 4 of its 200 rows (the first: row "),
+        ("OneClassTab", "one_class_tab", "feature 'label' of 'one_class_tab' declares 1 class; "
+         "classification needs at least 2"),
+    ],
+)  # fmt: skip
+def test_a_user_data_set_that_cannot_train_is_refused_before_anything_is_written(
+    tmp_path, monkeypatch, builder, name, message
+):
+    """A user's own TFDS builder, prepared the README's way."""
+    from conftest import tiny
+
+    from ann.config import ConfigError
+    from ann.train.loop import train_and_evaluate
+
+    (tmp_path / "user_sets.py").write_text(NAN_SET)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import user_sets
+
+    data_dir = str(tmp_path / "tfds")
+    made = getattr(user_sets, builder)(data_dir=data_dir, file_format="array_record")
+    made.download_and_prepare()
+    config = tiny()
+    config.data.name, config.data.data_dir = name, data_dir
+    with pytest.raises(ConfigError) as e:
+        train_and_evaluate(config, str(tmp_path / "run"))
+    assert str(e.value).startswith(message), str(e.value)
+    assert not (tmp_path / "run").exists()

@@ -359,6 +359,25 @@ def check_splits_apart(train: Split, validation: Split, evals: Sequence[Split]) 
             )
 
 
+def check_finite(split: Split, key: str) -> None:
+    """Raises ConfigError when a floating-point feature of an in-memory split holds NaN or
+    infinity (a streamed one is not read for this): a run on it "diverged" at step 1 whatever
+    its learning rate, or reported a NaN score. `key`: the config key that named the split."""
+    if split.cached is None:
+        return
+    for name, values in split.cached.items():
+        if not np.issubdtype(values.dtype, np.floating):
+            continue
+        bad = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+        if bad.any():
+            raise ConfigError(
+                f"{key} {split.split!r} of data set {split.name!r}: feature {name!r} holds NaN "
+                f"or infinity in {int(bad.sum()):,} of its {len(values):,} rows (the first: row "
+                f"{int(bad.argmax())}); ann trains and scores on finite numbers: drop or impute "
+                "them in the data set"
+            )
+
+
 # The partitions of ann's own data sets that have more than one.
 _PARTITIONS = {
     "digits": " (train, validation, test; or train_writers, validation_writers, test_writers)"

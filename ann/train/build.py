@@ -99,6 +99,10 @@ def build(
             data.load(dc.name, s, dc.data_dir, dc.cache, "data.eval_splits") for s in dc.eval_splits
         ]
         data.check_splits_apart(train_split, validation_split, eval_splits)
+        data.check_finite(train_split, "data.train_split")
+        data.check_finite(validation_split, "data.validation_split")
+        for split in eval_splits:
+            data.check_finite(split, "data.eval_splits")
     experiment.setup(train_split)
     data_seconds = time.perf_counter() - data_start
     steps = total_steps(config, len(train_split))
