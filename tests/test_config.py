@@ -111,6 +111,14 @@ def test_validate_names_the_key(mutate, message):
             {"data.eval_splits": ("test", "test_writers")},
             "config key 'data.eval_splits' 'test_writers' shares",
         ),
+        # The run's test score (eval/accuracy on the done: line) was the training accuracy.
+        (
+            {"data.eval_splits": ("train",)},
+            "config key 'data.eval_splits' starts with 'train', which shares rows 0-1220 of "
+            "'train' with data.train_split 'train': the first reported split is the run's test "
+            "score (eval/...), never rows it trained on; report the train split after it, e.g. "
+            "--config.data.eval_splits=\"('test', 'train')\"",
+        ),
     ],
 )
 def test_unknown_names_fail_before_compiling(tmp_path, overrides, message):

@@ -340,6 +340,8 @@ def check_splits_apart(train: Split, validation: Split, evals: Sequence[Split]) 
         validation.split,
         [("data.train_split", train.split)] + [("data.eval_splits", e.split) for e in evals],
     )
+    if evals:  # the first is the run's test score (eval/...): never rows it trained on
+        _check_test_apart(train, evals[0])
     if ROW_ID not in train.info.features:
         return
     pairs = [(e, "data.eval_splits", train, "data.train_split") for e in evals]
@@ -382,6 +384,24 @@ def check_finite(split: Split, key: str) -> None:
 _PARTITIONS = {
     "digits": " (train, validation, test; or train_writers, validation_writers, test_writers)"
 }
+
+
+def _check_test_apart(train: Split, test: Split) -> None:
+    """Raises ConfigError when the first reported split shares rows with the train split by
+    its own name (`train`, or slices of one split that overlap): `eval/accuracy`, the test
+    score of the `done:` line, was the training accuracy. A later reported split may be the
+    train split (`eval_train/...`, to see overfitting)."""
+    for name, start, end in _row_ranges(train.info, test.split):
+        for other, other_start, other_end in _row_ranges(train.info, train.split):
+            low, high = max(start, other_start), min(end, other_end)
+            if name == other and low < high:
+                raise ConfigError(
+                    f"config key 'data.eval_splits' starts with {test.split!r}, which shares rows "
+                    f"{low}-{high - 1} of {name!r} with data.train_split {train.split!r}: the "
+                    "first reported split is the run's test score (eval/...), never rows it "
+                    "trained on; report the train split after it, e.g. "
+                    f"--config.data.eval_splits=\"('test', '{train.split}')\""
+                )
 
 
 def _leak(a_key: str, b_key: str) -> str:
