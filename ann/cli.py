@@ -333,6 +333,8 @@ def parse_flags(argv: list[str]) -> list[str]:
     except flags.UnrecognizedFlagError as e:
         fail(_unknown_flag(e))
     except _PARSE_ERRORS as e:
+        if (gone := _missing_config_file(argv)) is not None:  # an override read it first
+            fail(gone)
         missing, raised = _missing_flags(e), _config_file_error(e)
         if missing and "config" in _REQUIRED.findall(str(e)) and flags.FLAGS["config"].present:
             fail(f"--config={_config_path()}: get_config() returned None; {_RETURN_A_CONFIG}")
@@ -347,7 +349,7 @@ def parse_flags(argv: list[str]) -> list[str]:
             or _bad_override(one_line(e, argv), argv)
         )
     except Exception as e:  # what get_config itself raised (RuntimeError too), else a bug
-        message = _config_code_error(e, argv)
+        message = _missing_config_file(argv) or _config_code_error(e, argv)
         if message is None:
             raise  # not the config file's: a bug to read with its traceback
         fail(message)
@@ -361,6 +363,17 @@ def parse_flags(argv: list[str]) -> list[str]:
             returned = type(value).__name__
             fail(f"--config={path}: get_config() returned a {returned}; {_RETURN_A_CONFIG}")
     return rest
+
+
+def _missing_config_file(argv: Sequence[str]) -> str | None:
+    """ "--config=PATH: no such file; did you mean ...?" when the last --config names no file:
+    a --config.* override loads it while the flags are parsed, where ml_collections said
+    "Configuration is not available because of an earlier failure to load: ..."."""
+    given = [a.split("=", 1)[1] for a in argv[1:] if a.startswith("--config=")]
+    if not given:
+        return None
+    path = given[-1].partition(":")[0]
+    return None if os.path.isfile(path) else f"--config={path}: no such file{_near_files(path)}"
 
 
 def _said_here(record: py_logging.LogRecord) -> bool:

@@ -303,6 +303,13 @@ def test_the_console_script_is_declared():
             "error: --config=configs/digit_cnn.py: no such file; did you mean "
             "configs/digits_cnn.py?",
         ),
+        # An override loads the file first: it was ml_collections' "Configuration is not
+        # available because of an earlier failure to load: ...", without the near name.
+        (
+            ["train", "--config=configs/digit_cnn.py", "--workdir=W", "--config.total_steps=5"],
+            "error: --config=configs/digit_cnn.py: no such file; did you mean "
+            "configs/digits_cnn.py?",
+        ),
         (
             ["train", "--config=configs/digits_cnn.py", "--workdir=W", "--config.total_steps=abc"],
             # The config file's value as the example (the default, 0, means "unset").
