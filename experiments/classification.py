@@ -23,6 +23,7 @@ from ann.data import Split
 from ann.metrics import classification as metrics
 from experiments.common import (
     Standardizer,
+    call_model,
     feature_spec,
     first_rows,
     mean_of,
@@ -78,17 +79,17 @@ class Classification:
         )
 
     def _logits(self, model: nnx.Module, inputs: jax.Array, rng: jax.Array | None) -> jax.Array:
-        logits = model(self.preprocess(inputs), rngs=rng)
-        # Checked as it is traced (before step 0): a model of another width trained, and was
-        # exported, with a class that does not exist; integer logits have no gradient.
-        if logits.shape != (inputs.shape[0], self.num_classes) or not jnp.issubdtype(
-            logits.dtype, jnp.floating
-        ):
-            raise ConfigError(
-                f"model {self.config.model.name!r} returns {logits.dtype} logits of shape "
-                f"{list(logits.shape)} for a batch of {inputs.shape[0]}; classification needs "
-                f"float logits [batch, {self.num_classes}] (one per class of the data set)"
-            )
+        # Checked as it is traced: a model of another width trained, and was exported, with a
+        # class that does not exist; integer logits have no gradient.
+        logits = call_model(
+            model,
+            self.config.model.name,
+            self.preprocess(inputs),
+            rngs=rng,
+            per_row=(self.num_classes,),
+            needs=f"classification needs float logits [batch, {self.num_classes}] (one per "
+            "class of the data set)",
+        )
         return logits.astype(jnp.float32)  # loss in float32 whatever the compute dtype
 
     def input_signature(self) -> dict:

@@ -1,6 +1,7 @@
 """What ann's experiments share: reading a data set's supervised keys and its first rows, per-
-channel standardization with training statistics, signature entries, means of summed metrics,
-and token vocabularies from a data set's metadata."""
+channel standardization with training statistics, calling the model with its output checked,
+signature entries, means of summed metrics, and token vocabularies from a data set's
+metadata."""
 
 from __future__ import annotations
 
@@ -15,6 +16,45 @@ import numpy as np
 from ann.config import ConfigError
 from ann.data import Split
 from ann.data.statistics import channel_stats, safe_std
+
+
+def call_model(
+    model: Any,
+    name: str,
+    *args: jax.Array,
+    per_row: int | tuple[int, ...],
+    needs: str,
+    **kwargs: Any,
+) -> jax.Array:
+    """`model(*args, **kwargs)`, checked as the step is traced (before step 0): a float array
+    with the batch axis of `args[0]` first and `per_row` per row (a shape, or a number of
+    values in any shape), else ConfigError
+    naming the model, what it returned, and `needs` (what the task needs, in words:
+    "classification needs float logits [batch, 10] (one per class of the data set)"). A call
+    that does not fit the model's signature (no `rngs=` keyword, not callable) is a ConfigError
+    too; an error raised inside the model is left as it is (its traceback points at it)."""
+    if not callable(model):
+        raise ConfigError(f"model {name!r} is not callable: give it __call__(self, x, rngs=None)")
+    try:
+        out = model(*args, **kwargs)
+    except TypeError as e:
+        if e.__traceback__ is None or e.__traceback__.tb_next is not None:
+            raise  # raised inside the model: not the call's arguments
+        keywords = ", ".join(f"{k}=" for k in kwargs)
+        raise ConfigError(
+            f"model {name!r} cannot be called as ann calls it ({e}); its __call__ takes the "
+            f"input{' and ' + keywords if keywords else ''} (rngs: the dropout RNG, or None)"
+        ) from None
+    rows = args[0].shape[0]
+    if not isinstance(out, jax.Array):
+        raise ConfigError(f"model {name!r} returns a {type(out).__name__}; {needs}")
+    fits = out.shape[1:] == per_row if isinstance(per_row, tuple) else out.size == rows * per_row
+    if out.shape[:1] != (rows,) or not fits or not jnp.issubdtype(out.dtype, jnp.floating):
+        raise ConfigError(
+            f"model {name!r} returns {out.dtype} of shape {list(out.shape)} for a batch of "
+            f"{rows}; {needs}"
+        )
+    return out
 
 
 def supervised_keys(train: Split, task: str, roles: str, hint: str = "") -> tuple[str, str]:

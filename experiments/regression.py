@@ -36,6 +36,7 @@ from ann.metrics.baselines import least_squares
 from ann.metrics.regression import regression_metrics
 from experiments.common import (
     Standardizer,
+    call_model,
     feature_spec,
     first_rows,
     mean_of,
@@ -116,7 +117,15 @@ class Regression:
 
     def _scaled(self, model: nnx.Module, inputs: jax.Array, rng: jax.Array | None) -> jax.Array:
         """The prediction in standardized target units, float32 whatever the compute dtype."""
-        out = model(self.preprocess(inputs), rngs=rng).astype(jnp.float32)
+        out = call_model(
+            model,
+            self.config.model.name,
+            self.preprocess(inputs),
+            rngs=rng,
+            per_row=self.target_size,
+            needs=f"regression needs float predictions of {self.target_size} value(s) per row "
+            f"(the target's shape {list(self.target_shape)})",
+        ).astype(jnp.float32)
         return out.reshape(out.shape[0], *self.target_shape)
 
     def _pointwise(self, error: jax.Array) -> jax.Array:

@@ -90,16 +90,45 @@ class IntOut(WrongWidth):  # integer logits: no gradient, it trained to nothing 
 
     def __call__(self, x, rngs=None):
         return self.dense(x.reshape(x.shape[0], -1)).astype(jnp.int32)
+
+class NoRngs(IntOut):  # each of these was a traceback and a half-made workdir
+    def __call__(self, x):
+        return self.dense(x.reshape(x.shape[0], -1))
+
+class Dict(IntOut):
+    def __call__(self, x, rngs=None):
+        return {"logits": self.dense(x.reshape(x.shape[0], -1))}
+
+class NoCall(nnx.Module):
+    def __init__(self, input_shape, num_classes, rngs):
+        self.w = nnx.Param(jnp.zeros(3))
+
+class NotModule:
+    def __init__(self, input_shape, num_classes, rngs):
+        pass
 """
 
 
 @pytest.mark.parametrize(
     "model, extra, message",
     [
-        ("badnets:WrongWidth", {}, "model 'badnets:WrongWidth' returns float32 logits of shape "
+        ("badnets:WrongWidth", {}, "model 'badnets:WrongWidth' returns float32 of shape "
          "[32, 11] for a batch of 32; classification needs float logits [batch, 10] (one per "
          "class of the data set)"),
-        ("badnets:IntOut", {}, "model 'badnets:IntOut' returns int32 logits of shape [32, 10]"),
+        ("badnets:IntOut", {}, "model 'badnets:IntOut' returns int32 of shape [32, 10]"),
+        ("badnets:NoRngs", {}, "model 'badnets:NoRngs' cannot be called as ann calls it "
+         "(NoRngs.__call__() got an unexpected keyword argument 'rngs'); its __call__ takes the "
+         "input and rngs= (rngs: the dropout RNG, or None)"),
+        ("badnets:Dict", {}, "model 'badnets:Dict' returns a dict; classification needs float "
+         "logits [batch, 10]"),
+        ("badnets:NoCall", {}, "model 'badnets:NoCall' is not callable: give it "
+         "__call__(self, x, rngs=None)"),
+        ("badnets:NotModule", {}, "model 'badnets:NotModule' built a NotModule, not a "
+         "flax.nnx.Module; derive it from nnx.Module"),
+        # Regression likewise: 2 predictions per row for diabetes' one target.
+        ("badnets:WrongWidth", {"experiment": "regression"}, "model 'badnets:WrongWidth' "
+         "returns float32 of shape [32, 2] for a batch of 32; regression needs float "
+         "predictions of 1 value(s) per row (the target's shape [])"),
         # A key the model takes from elsewhere: "got multiple values for keyword argument".
         ("mlp", {"num_classes": 4}, "config key 'model.num_classes': model 'mlp' is given that "
          "argument by the experiment, from the data set; drop it"),
@@ -124,6 +153,8 @@ def test_a_model_that_does_not_fit_its_task_is_refused_before_step_0(
     (tmp_path / "badnets.py").write_text(BAD_NETS)
     monkeypatch.syspath_prepend(str(tmp_path))
     config = tiny()
+    if extra.pop("experiment", None):
+        config = tiny("diabetes_mlp", num_epochs=0)
     config.model = {"name": model, **extra}
     if model == "cnn":
         config.data.name = "breast_cancer"

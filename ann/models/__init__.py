@@ -194,7 +194,7 @@ def build(name: str, kwargs: dict, **supplied) -> nnx.Module:
     given = f" for the data's {given}" if given else ""
     fix = "fix the setting, or choose a model for this data"
     try:
-        return get(name)(**kwargs, **supplied)
+        model = get(name)(**kwargs, **supplied)
     except ValueError as e:
         raise ConfigError(
             f"model {name!r} cannot be built{given} from its model.* settings: {e}; {fix}"
@@ -210,6 +210,12 @@ def build(name: str, kwargs: dict, **supplied) -> nnx.Module:
             f"{type(e).__name__}: {e} (at {frame.filename}:{frame.lineno}); {fix}, "
             "or the model if both are right"
         ) from e
+    if not isinstance(model, nnx.Module):  # it failed later, in Flax: "has no attribute 'eval'"
+        raise ConfigError(
+            f"model {name!r} built a {type(model).__name__}, not a flax.nnx.Module; derive it "
+            "from nnx.Module"
+        )
+    return model
 
 
 def check_config(config) -> None:
