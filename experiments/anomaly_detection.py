@@ -55,7 +55,7 @@ from ann import models
 from ann.config import COUNT, FRACTION, ConfigError, Range, task_settings
 from ann.data import Split
 from ann.metrics import classification as metrics
-from experiments.common import Standardizer, feature_spec, spec, supervised_keys
+from experiments.common import Standardizer, call_model, feature_spec, spec, supervised_keys
 
 STATS_ROWS = 20_000  # training rows read at setup for input statistics and the reference rows
 
@@ -171,7 +171,11 @@ class AnomalyDetection:
     ) -> tuple[jax.Array, jax.Array]:
         """(standardized input, its reconstruction), both float32."""
         x = self.preprocess(inputs)
-        return x, model(x, rngs=rng).astype(jnp.float32)
+        needs = f"anomaly detection needs float reconstructions {list(x.shape)} of the input"
+        out = call_model(
+            model, self.config.model.name, x, rngs=rng, per_row=x.shape[1:], needs=needs
+        )
+        return x, out.astype(jnp.float32)
 
     def scores(
         self, model: nnx.Module, inputs: jax.Array, rng: jax.Array | None = None

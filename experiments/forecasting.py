@@ -26,7 +26,7 @@ from ann import models
 from ann.config import NONNEGATIVE, ConfigError, task_settings
 from ann.data import Split
 from ann.metrics.baselines import seasonal_naive
-from experiments.common import Standardizer, first_rows, mean_of, spec, supervised_keys
+from experiments.common import Standardizer, call_model, first_rows, mean_of, spec, supervised_keys
 
 STATS_ROWS = 10_000  # rows of the training split used for the channel statistics
 LOSSES = ("mse", "mae")
@@ -94,7 +94,15 @@ class Forecasting:
 
     def _forecast(self, model: nnx.Module, history: jax.Array, rng: jax.Array | None) -> jax.Array:
         """The forecast in standardized units, float32 whatever the compute dtype."""
-        return model(self.standardize(history), rngs=rng).astype(jnp.float32)
+        return call_model(
+            model,
+            self.config.model.name,
+            self.standardize(history),
+            rngs=rng,
+            per_row=self.future_shape,
+            needs=f"forecasting needs float forecasts [batch, *{list(self.future_shape)}] "
+            "(the future's shape)",
+        ).astype(jnp.float32)
 
     def input_signature(self) -> dict:
         return {self.history_key: spec("float32", self.history_shape)}

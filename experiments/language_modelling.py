@@ -23,7 +23,7 @@ from ann import models
 from ann.config import ConfigError, task_settings
 from ann.data import Split
 from ann.metrics.baselines import unigram_log_probs
-from experiments.common import Vocabulary, first_rows, mean_of, spec
+from experiments.common import Vocabulary, call_model, first_rows, mean_of, spec
 
 STATS_ROWS = 20_000  # rows of the training split used for the unigram baseline
 
@@ -83,7 +83,16 @@ class LanguageModelling:
         """Per-target negative log-likelihood [b, t-1], target weights, and the logits."""
         inputs, targets = tokens[:, :-1], tokens[:, 1:]
         valid = inputs != self.vocab.pad_id
-        logits = model(inputs, valid=valid, rngs=rng).astype(jnp.float32)
+        logits = call_model(
+            model,
+            self.config.model.name,
+            inputs,
+            valid=valid,
+            rngs=rng,
+            per_row=(inputs.shape[1], len(self.vocab)),
+            needs=f"language modelling needs float logits [batch, length, {len(self.vocab)}] "
+            "(one per token of the vocabulary)",
+        ).astype(jnp.float32)
         nll = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
         return nll, (targets != self.vocab.pad_id).astype(jnp.float32), logits
 

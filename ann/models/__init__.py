@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 import traceback
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import jax
 import jax.numpy as jnp
@@ -127,15 +127,8 @@ def check_arguments(
     ]
     accepted = [k for k in params if k not in passed]
     for key in kwargs:
-        # It was "got multiple values for keyword argument", after the data was read.
-        if key in params and (key in _FROM_ELSEWHERE or (supplied and key in passed)):
-            source = "config.seed" if key == "rngs" else f"config.{key}"
-            if key not in _FROM_ELSEWHERE:
-                source = "the experiment, from the data set"
-            raise ConfigError(
-                f"config key '{prefix}{key}': model {name!r} is given that argument by "
-                f"{source}; drop it"
-            )
+        if key in supplied:  # it was "got multiple values for keyword argument"
+            _given_elsewhere(name, prefix + key, "the experiment, from the data set")
         if key not in params:
             takes = f"it accepts: {', '.join(accepted)}" if accepted else "it takes none"
             raise ConfigError(
@@ -218,12 +211,24 @@ def build(name: str, kwargs: dict, **supplied) -> nnx.Module:
     return model
 
 
+def _given_elsewhere(name: str, key: str, source: str) -> NoReturn:
+    """Refuses a `model.*` key the model gets from `source` instead."""
+    raise ConfigError(
+        f"config key '{key}': model {name!r} is given that argument by {source}; drop it"
+    )
+
+
 def check_config(config) -> None:
     """What can be checked of the config's model before any data is read: its `model.*` keys
     against the constructor, and that a non-float32 `dtype` or `param_dtype` reaches a model
     that takes it. A model without a `dtype` argument would run in float32 whatever the config
     says (mixed precision that does nothing), so that is a ConfigError too."""
     name = config.model.name
+    for key in _FROM_ELSEWHERE:
+        if key in config.model:
+            _given_elsewhere(
+                name, f"model.{key}", "config.seed" if key == "rngs" else f"config.{key}"
+            )
     check_arguments(name, {k: v for k, v in config.model.items() if k != "name"})
     params, takes_any = _parameters(get(name))
     for key in ("dtype", "param_dtype"):
