@@ -66,6 +66,14 @@ def supervised_keys(train: Split, task: str, roles: str, hint: str = "") -> tupl
         raise ConfigError(
             f"data set {train.name!r} declares no {roles} supervised_keys; {task} needs them{hint}"
         )
+    feature = train.info.features[keys[0]]
+    kind = np.dtype(feature.np_dtype).kind
+    if kind not in "biuf":  # it was a traceback from the input statistics
+        raise ConfigError(
+            f"feature {keys[0]!r} of data set {train.name!r} holds text or strings; {task} "
+            "reads numbers: declare it as tfds.features.Tensor(shape=(...), dtype=np.float32) "
+            "(tokenized, or parsed, in its builder)"
+        )
     return keys[0], keys[1]
 
 

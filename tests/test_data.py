@@ -293,6 +293,38 @@ class OneClassTab(NanTab):  # one declared class: it trained to loss 0 and AUROC
     def _generate_examples(self, n, split):
         for i, row in super()._generate_examples(n, "test"):  # no NaN
             yield i, {**row, "label": 0}
+
+
+class VarLenTab(NanTab):  # rows of different lengths: "all input arrays must have the same shape"
+    def _info(self):
+        return tfds.core.DatasetInfo(
+            builder=self,
+            features=tfds.features.FeaturesDict({
+                "input": tfds.features.Tensor(shape=(None,), dtype=np.float32),
+                "label": tfds.features.ClassLabel(num_classes=2),
+            }),
+            supervised_keys=("input", "label"),
+        )
+
+    def _generate_examples(self, n, split):
+        for i, row in super()._generate_examples(n, "test"):
+            yield i, {**row, "input": row["input"][: 2 + i % 3]}
+
+
+class TextTab(NanTab):  # a CSV line as text: "could not convert string to float"
+    def _info(self):
+        return tfds.core.DatasetInfo(
+            builder=self,
+            features=tfds.features.FeaturesDict({
+                "input": tfds.features.Text(),
+                "label": tfds.features.ClassLabel(num_classes=2),
+            }),
+            supervised_keys=("input", "label"),
+        )
+
+    def _generate_examples(self, n, split):
+        for i, row in super()._generate_examples(n, "test"):
+            yield i, {**row, "input": ",".join(map(str, row["input"]))}
 """
 
 
@@ -304,6 +336,11 @@ class OneClassTab(NanTab):  # one declared class: it trained to loss 0 and AUROC
          "holds NaN or infinity in 4 of its 200 rows (the first: row "),
         ("OneClassTab", "one_class_tab", "feature 'label' of 'one_class_tab' declares 1 class; "
          "classification needs at least 2"),
+        ("VarLenTab", "var_len_tab", "feature 'input' of data set 'var_len_tab' is shape "
+         "[None], of varying length; ann stacks rows into batches of one fixed shape: pad or "
+         "crop it to a fixed length in its builder"),
+        ("TextTab", "text_tab", "feature 'input' of data set 'text_tab' holds text or "
+         "strings; classification reads numbers"),
     ],
 )  # fmt: skip
 def test_a_user_data_set_that_cannot_train_is_refused_before_anything_is_written(

@@ -296,6 +296,13 @@ def load(
             f"data set {name!r} in {data_dir} cannot be read without TensorFlow ({e}); rebuild it "
             f"with `tfds build {name} --file_format=array_record`"
         ) from e
+    for feature, shape in builder.info.features.shape.items():
+        if None in tuple(shape):  # batches stack rows: "all input arrays must have the same shape"
+            raise ConfigError(
+                f"feature {feature!r} of data set {name!r} is shape {list(shape)}, of varying "
+                "length; ann stacks rows into batches of one fixed shape: pad or crop it to a "
+                "fixed length in its builder (tfds.features.Tensor(shape=(N,), ...))"
+            )
     result = Split(name=name, split=split, info=builder.info, source=source)
     key = (os.path.abspath(builder.data_dir), name, split)
     if cache == "auto":
