@@ -365,3 +365,23 @@ def test_a_user_data_set_that_cannot_train_is_refused_before_anything_is_written
         train_and_evaluate(config, str(tmp_path / "run"))
     assert str(e.value).startswith(message), str(e.value)
     assert not (tmp_path / "run").exists()
+
+
+def test_an_unknown_set_says_what_its_data_dir_holds(tmp_path):
+    """It named the directory alone: a missing one, a file, a set spelt in another case and a
+    version not prepared all read as "unknown data set"."""
+    from ann.config import ConfigError
+    from ann.data import sources
+
+    (tmp_path / "tfds/nan_tab/1.0.0").mkdir(parents=True)
+    (tmp_path / "file").write_text("")
+    for name, data_dir, said in [
+        ("good_tab", tmp_path / "nowhere", "(data.data_dir, else $TFDS_DATA_DIR, else "
+         "~/tensorflow_datasets), which does not exist; if it"),
+        ("good_tab", tmp_path / "file", "~/tensorflow_datasets), which is a file; if it"),
+        ("Nan_Tab", tmp_path / "tfds", "which holds nan_tab (did you mean 'nan_tab'?); if it"),
+        ("nan_tab:2.0.0", tmp_path / "tfds", "which holds nan_tab version 1.0.0; if it"),
+    ]:  # fmt: skip
+        with pytest.raises(ConfigError, match="unknown data set") as e:
+            sources.load(name, "train", data_dir=str(data_dir))
+        assert said in str(e.value), str(e.value)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import difflib
 import fcntl
 import hashlib
 import io
@@ -239,8 +240,9 @@ def _builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
         raise ConfigError(
             f"config key 'data.name': unknown data set {name!r}: not one of ann's offline sets "
             f"({', '.join(sorted(BUILDERS))}), a TFDS name such as 'mnist', or a set prepared "
-            f"in {data_dir} (data.data_dir, else $TFDS_DATA_DIR, else ~/tensorflow_datasets); "
-            "if it was prepared elsewhere, set TFDS_DATA_DIR to that directory"
+            f"in {data_dir} (data.data_dir, else $TFDS_DATA_DIR, else ~/tensorflow_datasets)"
+            f"{_what_is_in(data_dir, name)}; if it was prepared elsewhere, set TFDS_DATA_DIR to "
+            "that directory"
         ) from e
     if not prepared:
         raise ConfigError(
@@ -250,6 +252,31 @@ def _builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
             "TensorFlow) or set TFDS_DATA_DIR (or --config.data.data_dir) to where it is"
         )
     return builder
+
+
+def _what_is_in(data_dir: str, name: str) -> str:
+    """What a data directory holds, as an unknown set's refusal says it: ", which does not
+    exist", ", which is a file", or the sets prepared there and the one `name` is near (the
+    versions prepared, for `name:VERSION`)."""
+    if not os.path.isdir(data_dir):
+        return ", which is a file" if os.path.exists(data_dir) else ", which does not exist"
+
+    def folders(path: str) -> list[str]:
+        return sorted(
+            d
+            for d in os.listdir(path)
+            if os.path.isdir(os.path.join(path, d)) and d[0] != "." and d != "downloads"
+        )
+
+    sets = folders(data_dir)
+    if not sets:
+        return ", which holds no data set"
+    base, _, version = name.partition(":")  # mnist:3.0.1 names a version
+    if version and base in sets:
+        return f", which holds {base} version {', '.join(folders(os.path.join(data_dir, base)))}"
+    near = difflib.get_close_matches(base.lower(), sets, n=1, cutoff=0.6)
+    hint = f" (did you mean {near[0]!r}?)" if near else ""
+    return f", which holds {', '.join(sets[:10])}{', ...' * (len(sets) > 10)}{hint}"
 
 
 def load(
