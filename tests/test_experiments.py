@@ -194,3 +194,37 @@ def test_unknown_experiment_names_the_key_and_the_choices():
         ConfigError, match=r"config key 'experiment': unknown experiment 'regresion'"
     ):
         experiment_lib.check_config(tiny(experiment="regresion"), 4)
+
+
+class _VectorLoss(experiment_lib.get("classification")):
+    def loss(self, model, batch, rng):  # per-row losses, not their mean
+        loss, metrics = super().loss(model, batch, rng)
+        return jax.numpy.full((3,), loss), metrics
+
+
+class _ArrayMetric(experiment_lib.get("classification")):
+    def loss(self, model, batch, rng):
+        loss, metrics = super().loss(model, batch, rng)
+        return loss, {**metrics, "per_row": jax.numpy.zeros(batch["targets"].shape)}
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        # JAX said "Gradient only defined for scalar-output functions. Output had shape: (3,)".
+        ("_VectorLoss", "experiment _VectorLoss's loss returns float32 of shape [3] as its "
+         "loss; it must be a float scalar (the batch's mean loss)"),
+        ("_ArrayMetric", "experiment _ArrayMetric's loss returns metrics that are not a dict of "
+         "scalars ('per_row' is not a scalar)"),
+    ],
+)  # fmt: skip
+def test_a_loss_that_breaks_the_protocol_is_refused_before_step_0(
+    tmp_path, monkeypatch, name, message
+):
+    module = types.ModuleType("broken_tasks")
+    setattr(module, name, globals()[name])
+    monkeypatch.setitem(sys.modules, "broken_tasks", module)
+    with pytest.raises(ConfigError) as e:
+        train_and_evaluate(tiny(experiment=f"broken_tasks:{name}"), str(tmp_path / "run"))
+    assert message in str(e.value), str(e.value)
+    assert not (tmp_path / "run").exists()

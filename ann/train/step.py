@@ -12,6 +12,7 @@ import optax
 from flax import nnx
 
 from ann import parallel
+from ann.config import ConfigError
 from ann.experiment import Experiment
 from ann.sharding import path_str as path_name
 from ann.train import optimizers, xla_options
@@ -25,6 +26,38 @@ STATE_FINITE = "state_finite"
 # The optimizer of a train step: its optax chain and learning-rate schedule, built from the
 # hyperparameters the step is given (ann/train/optimizers.py `make` and `schedule`).
 Optimizer = Callable[[dict], tuple[optax.GradientTransformation, optax.Schedule]]
+
+
+def _check_loss(experiment: Experiment, loss: Any, metrics: Any) -> None:
+    """Raises ConfigError, as the step is traced, for an experiment's `loss` that is not a
+    float scalar or whose metrics are not a dict of scalars (JAX said "Gradient only defined
+    for scalar-output functions", or the log line failed at the first step's record)."""
+    name = type(experiment).__name__
+    if (
+        not isinstance(loss, jax.Array)
+        or loss.shape != ()
+        or not jnp.issubdtype(loss.dtype, jnp.floating)
+    ):
+        got = (
+            f"{loss.dtype} of shape {list(loss.shape)}"
+            if isinstance(loss, jax.Array)
+            else (f"a {type(loss).__name__}")
+        )
+        raise ConfigError(
+            f"experiment {name}'s loss returns {got} as its loss; it must be a float scalar "
+            "(the batch's mean loss), with the metrics dict beside it"
+        )
+    bad = [
+        k
+        for k, v in (metrics.items() if isinstance(metrics, dict) else ())
+        if (not isinstance(v, jax.Array) or v.shape != ())
+    ]
+    if not isinstance(metrics, dict) or bad:
+        what = f"{bad[0]!r} is not a scalar" if bad else f"got a {type(metrics).__name__}"
+        raise ConfigError(
+            f"experiment {name}'s loss returns metrics that are not a dict of scalars ({what}); "
+            "return {name: scalar} (batch means, logged as train/NAME)"
+        )
 
 
 def make_train_step(
@@ -61,6 +94,7 @@ def make_train_step(
             # copy=True: fresh Variables at this trace level, so BatchNorm may update them.
             model = nnx.merge(model_def.train, params, model_state, copy=True)
             loss, metrics = experiment.loss(model, batch, rng)
+            _check_loss(experiment, loss, metrics)
             return loss, (metrics, nnx.state(model, nnx.Not(nnx.Param)))
 
         (_, (metrics, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
