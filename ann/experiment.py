@@ -99,7 +99,8 @@ def get(name: str) -> type:
     target = EXPERIMENTS.get(name, name)
     if ":" not in target:
         raise ConfigError(
-            f"config key 'experiment': unknown experiment {name!r}; use one of "
+            f"config key 'experiment': unknown experiment {name!r}"
+            f"{models.near_name(name, sorted(EXPERIMENTS))}; use one of "
             f"{', '.join(sorted(EXPERIMENTS))} or package.module:ClassName"
         )
     cls = import_named("experiment", target)

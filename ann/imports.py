@@ -10,7 +10,7 @@ import os
 import traceback
 from typing import Any
 
-from ann.config import ConfigError
+from ann.config import ConfigError, did_you_mean
 
 
 def raised_at(error: BaseException) -> tuple[str, int] | None:
@@ -41,6 +41,11 @@ def import_named(key: str, target: str) -> Any:
     ConfigError naming `key` when the module is not found, lacks `Name`, or raises while it is
     imported (with the exception and where it was raised)."""
     module_name, _, attr = target.partition(":")
+    if not module_name or not attr.isidentifier():  # ":Wide" reached importlib's own message
+        raise ConfigError(
+            f"config key '{key}': {target!r} is not package.module:ClassName (e.g. "
+            "'mynets:Wide', its module on PYTHONPATH)"
+        )
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as e:
@@ -55,9 +60,10 @@ def import_named(key: str, target: str) -> Any:
     try:
         return getattr(module, attr)
     except AttributeError as e:
+        classes = [n for n, v in vars(module).items() if isinstance(v, type) and n[0] != "_"]
         raise ConfigError(
-            f"config key '{key}': module {module_name!r} ({module.__file__}) has no {attr!r}; "
-            "name a class it defines"
+            f"config key '{key}': module {module_name!r} ({module.__file__}) has no {attr!r}"
+            f"{did_you_mean(attr, classes, module_name + ':')}; name a class it defines"
         ) from e
 
 

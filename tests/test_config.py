@@ -71,7 +71,24 @@ def test_validate_names_the_key(mutate, message):
             {"data.validation_split": "valid"},
             "config key 'data.validation_split': data set 'digits' has no split 'valid'",
         ),
-        ({"experiment": "regresion"}, "unknown experiment 'regresion'"),
+        (
+            {"experiment": "regresion"},
+            "unknown experiment 'regresion' (did you mean 'regression'?)",
+        ),  # fmt: skip
+        # A dotted path to a class: "unknown model", no hint of the module:Class spelling.
+        (
+            {"model.name": "ann.models.mlp.MLP"},
+            "unknown model 'ann.models.mlp.MLP' (did you mean 'ann.models.mlp:MLP'?)",
+        ),  # fmt: skip
+        (
+            {"model.name": "ann.models.mlp:MPL"},
+            "has no 'MPL' (did you mean 'ann.models.mlp:MLP'?); name a class it defines",
+        ),  # fmt: skip
+        (
+            {"model.name": ":MLP"},
+            "config key 'model.name': ':MLP' is not "
+            "package.module:ClassName (e.g. 'mynets:Wide', its module on PYTHONPATH)",
+        ),  # fmt: skip
         (
             {"data.validation_split": "train[100%:]"},  # it said: "cannot be read without TF"
             "config key 'data.validation_split' is 'train[100%:]', which has no rows of data set "

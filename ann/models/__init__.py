@@ -64,6 +64,15 @@ def names() -> list[str]:
     return sorted(MODELS)
 
 
+def near_name(name: str, options: Sequence[str]) -> str:
+    """ " (did you mean 'mlp'?)" for a near option, or for a dotted path that names a class
+    (`mynets.Wide`), the module:Class spelling; "" otherwise."""
+    module, _, attr = name.rpartition(".")
+    if module and attr[:1].isupper():
+        return f" (did you mean '{module}:{attr}'?)"
+    return did_you_mean(name, options)
+
+
 def get(name: str) -> type[nnx.Module]:
     """The model class for `name`: a name in `MODELS` or `package.module:ClassName`. Raises
     ConfigError naming `model.name` for an unknown name or a path that does not import."""
@@ -72,8 +81,8 @@ def get(name: str) -> type[nnx.Module]:
         return target
     if ":" not in target:
         raise ConfigError(
-            f"config key 'model.name': unknown model {name!r}; use one of {', '.join(names())} "
-            "or package.module:ClassName"
+            f"config key 'model.name': unknown model {name!r}{near_name(name, names())}; use "
+            f"one of {', '.join(names())} or package.module:ClassName"
         )
     return import_named("model.name", target)
 
