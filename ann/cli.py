@@ -528,7 +528,9 @@ def _bad_override(text: str, argv: Sequence[str]) -> str:
         key = match.group(2)
         inside = [k for k in _dotted(SCHEMA) if k.startswith(f"{key}.")]
         shown = [(k, config_lib.default(k)) for k in inside if config_lib.default(k) not in ("",)]
-        named = [s for s in shown if s[0] == f"{key}.name"]  # optimizer=sgd: optimizer.name
+        value = match.group(1).split("=", 1)[1]
+        # optimizer=sgd, model=mlp: the section's name, as typed
+        named = [(f"{key}.name", value)] if f"{key}.name" in inside and value else []
         shown = named or shown
         example = f"--config.{shown[-1][0]}={shown[-1][1]}" if shown else f"--config.{key}.NAME=V"
         return f"{match.group(1)}: '{key}' is a section, not a value; set its keys, e.g. {example}"

@@ -282,7 +282,12 @@ def test_the_console_script_is_declared():
         (  # it suggested the first key of the section, optimizer.accumulate_steps
             ["train", "--config=configs/digits_mlp.py", "--workdir=W", "--config.optimizer=sgd"],
             "error: --config.optimizer=sgd: 'optimizer' is a section, not a value; set its keys, "
-            "e.g. --config.optimizer.name=adam",
+            "e.g. --config.optimizer.name=sgd",
+        ),
+        (  # it said --config.model.NAME=V
+            ["train", "--config=configs/digits_mlp.py", "--workdir=W", "--config.model=cnn"],
+            "error: --config.model=cnn: 'model' is a section, not a value; set its keys, e.g. "
+            "--config.model.name=cnn",
         ),
         (  # each of a launcher's processes said it, unnamed: the same line N times
             ["train", "--process_id=1", "--num_processes=2", "--confg=x"],
