@@ -995,7 +995,8 @@ def test_an_unprepared_tfds_set_is_one_line_without_tfds_warning(tmp_path):
     assert "unknown data set 'mysynth': not one of ann's offline sets" in line, line
     assert line.endswith(
         f"or a set prepared in {tmp_path} (data.data_dir, else $TFDS_DATA_DIR, else "
-        "~/tensorflow_datasets); if it was prepared elsewhere, set TFDS_DATA_DIR to that directory"
+        "~/tensorflow_datasets), which holds mnist; if it was prepared elsewhere, set "
+        "TFDS_DATA_DIR to that directory"
     ), line
 
 
