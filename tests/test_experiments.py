@@ -228,3 +228,21 @@ def test_a_loss_that_breaks_the_protocol_is_refused_before_step_0(
         train_and_evaluate(tiny(experiment=f"broken_tasks:{name}"), str(tmp_path / "run"))
     assert message in str(e.value), str(e.value)
     assert not (tmp_path / "run").exists()
+
+
+class _WordMetric(experiment_lib.get("classification")):
+    def eval_metrics(self, sums, rows=None):  # a grade in words: it failed after 10 steps
+        return {**super().eval_metrics(sums, rows), "grade": "low"}
+
+
+def test_an_eval_metric_that_is_not_a_number_is_refused_before_step_0(tmp_path, monkeypatch):
+    module = types.ModuleType("wordy_tasks")
+    module._WordMetric = _WordMetric
+    monkeypatch.setitem(sys.modules, "wordy_tasks", module)
+    with pytest.raises(ConfigError) as e:
+        train_and_evaluate(tiny(experiment="wordy_tasks:_WordMetric"), str(tmp_path / "run"))
+    assert str(e.value) == (
+        "experiment _WordMetric's eval_metrics gives 'grade' = 'low'; each metric must be a real "
+        "number (a float or int; NaN where it is undefined)"
+    )
+    assert not (tmp_path / "run").exists()

@@ -604,9 +604,32 @@ def _evaluator(
     def validation_names(state: Any) -> list[str]:
         host = data.eval_batches(setup.validation_split, experiment.fields, compiled.eval_local)
         first = data.put(next(host), batch_sharding)
-        return [f"val/{k}" for k in score(step_lib.eval_arrays(state)[0], [first])]
+        metrics = score(step_lib.eval_arrays(state)[0], [first])
+        _check_metrics(experiment, metrics)
+        return [f"val/{k}" for k in metrics]
 
     return evaluate, validation_names
+
+
+def _check_metrics(experiment: Experiment, metrics: Any) -> None:
+    """Raises ConfigError unless `eval_metrics` gave a dict of names to real numbers (a string
+    failed at the first eval's record, after steps had run; NaN is a number and stays)."""
+    name = type(experiment).__name__
+    if not isinstance(metrics, dict):
+        raise config_lib.ConfigError(
+            f"experiment {name}'s eval_metrics returns a {type(metrics).__name__}; return "
+            "{name: number} (logged as val/NAME)"
+        )
+    for key, value in metrics.items():
+        if (
+            not isinstance(key, str)
+            or isinstance(value, bool)
+            or not isinstance(value, int | float | np.integer | np.floating)
+        ):
+            raise config_lib.ConfigError(
+                f"experiment {name}'s eval_metrics gives {key!r} = {value!r}; each metric must "
+                "be a real number (a float or int; NaN where it is undefined)"
+            )
 
 
 def _report_compile(run: _Run, compiled: _Compiled, writer: MetricWriter) -> dict[str, float]:
