@@ -92,6 +92,24 @@ EXPERIMENTS = {
 }
 
 
+def call(experiment: Any, member: str, *args: Any) -> Any:
+    """`experiment.member(*args)` (`member` "__init__": the class called to build one), with a
+    call that does not fit the member's signature (`setup(self)` with no split) one ConfigError
+    naming the member and what ann passes; an error raised inside it is left as it is."""
+    fn = experiment if member == "__init__" else getattr(experiment, member)
+    try:
+        return fn(*args)
+    except TypeError as e:
+        if e.__traceback__ is None or e.__traceback__.tb_next is not None:
+            raise  # raised inside the member: its traceback points at it
+        cls = experiment if isinstance(experiment, type) else type(experiment)
+        takes = {"__init__": "(self, config)", "setup": "(self, train)"}.get(member, "")
+        raise ConfigError(
+            f"experiment {cls.__name__}.{member} cannot be called as ann calls it ({e}); it "
+            f"takes {takes or 'what the protocol (ann.experiment.Experiment) says'}"
+        ) from None
+
+
 def get(name: str) -> type:
     """The experiment class for `name`: a name in `EXPERIMENTS` or `package.module:ClassName`,
     imported on first use. Raises ConfigError naming `experiment` for an unknown name, a path

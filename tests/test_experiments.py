@@ -246,3 +246,36 @@ def test_an_eval_metric_that_is_not_a_number_is_refused_before_step_0(tmp_path, 
         "number (a float or int; NaN where it is undefined)"
     )
     assert not (tmp_path / "run").exists()
+
+
+class _SetupNoArg(experiment_lib.get("classification")):
+    def setup(self):  # the split forgotten: "setup() takes 1 positional argument but 2 were given"
+        pass
+
+
+class _InitTakesNothing(experiment_lib.get("classification")):
+    def __init__(self):
+        pass
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("_SetupNoArg", "experiment _SetupNoArg.setup cannot be called as ann calls it "
+         "(_SetupNoArg.setup() takes 1 positional argument but 2 were given); it takes "
+         "(self, train)"),
+        ("_InitTakesNothing", "experiment _InitTakesNothing.__init__ cannot be called as ann "
+         "calls it (_InitTakesNothing.__init__() takes 1 positional argument but 2 were "
+         "given); it takes (self, config)"),
+    ],
+)  # fmt: skip
+def test_an_experiment_method_of_the_wrong_signature_is_one_line(
+    tmp_path, monkeypatch, name, message
+):
+    module = types.ModuleType("signature_tasks")
+    setattr(module, name, globals()[name])
+    monkeypatch.setitem(sys.modules, "signature_tasks", module)
+    with pytest.raises(ConfigError) as e:
+        train_and_evaluate(tiny(experiment=f"signature_tasks:{name}"), str(tmp_path / "run"))
+    assert str(e.value) == message
+    assert not (tmp_path / "run").exists()

@@ -29,7 +29,7 @@ def make_experiment(config: ml_collections.ConfigDict) -> Experiment:
     """The experiment `config.experiment` names, built from the config. Raises ConfigError."""
     from ann import experiment as experiment_lib  # the task table (imports on use)
 
-    return experiment_lib.get(config.experiment)(config)
+    return experiment_lib.call(experiment_lib.get(config.experiment), "__init__", config)
 
 
 def total_steps(config: ml_collections.ConfigDict, num_train: int) -> int:
@@ -103,7 +103,9 @@ def build(
         data.check_finite(validation_split, "data.validation_split")
         for split in eval_splits:
             data.check_finite(split, "data.eval_splits")
-    experiment.setup(train_split)
+    from ann import experiment as experiment_lib
+
+    experiment_lib.call(experiment, "setup", train_split)
     data_seconds = time.perf_counter() - data_start
     steps = total_steps(config, len(train_split))
     # The schedule against the run's length, now known: a bound past it names num_epochs too.
