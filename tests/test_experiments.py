@@ -279,3 +279,37 @@ def test_an_experiment_method_of_the_wrong_signature_is_one_line(
         train_and_evaluate(tiny(experiment=f"signature_tasks:{name}"), str(tmp_path / "run"))
     assert str(e.value) == message
     assert not (tmp_path / "run").exists()
+
+
+class _RenamedInput(experiment_lib.get("classification")):
+    def input_signature(self):  # predict reads "image": the export raised KeyError: 'img'
+        return {"img": super().input_signature()["image"]}
+
+
+class _NoInputs(experiment_lib.get("classification")):
+    def input_signature(self):  # the export raised IndexError: list index out of range
+        return {}
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("_RenamedInput", "experiment _RenamedInput's input_signature() declares 'img', which "
+         "data set 'digits' has no feature of (it has 'image', 'label', 'writer_group', "
+         "'row_id'); name inputs by the data set's features"),
+        ("_NoInputs", "experiment _NoInputs's input_signature() declares no inputs; declare "
+         "each input predict reads, by the data set's feature name"),
+    ],
+)  # fmt: skip
+def test_an_export_whose_inputs_are_not_the_data_sets_is_one_line(
+    tmp_path, monkeypatch, name, message
+):
+    module = types.ModuleType("input_tasks")
+    setattr(module, name, globals()[name])
+    monkeypatch.setitem(sys.modules, "input_tasks", module)
+    config = tiny(experiment=f"input_tasks:{name}", total_steps=2, eval_every_steps=2)
+    train_and_evaluate(config, str(tmp_path / "run"))
+    with pytest.raises(ConfigError) as e:
+        export(str(tmp_path / "run"), str(tmp_path / "out"))
+    assert str(e.value) == message
+    assert not (tmp_path / "out").exists()
