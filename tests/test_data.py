@@ -367,21 +367,31 @@ def test_a_user_data_set_that_cannot_train_is_refused_before_anything_is_written
     assert not (tmp_path / "run").exists()
 
 
-def test_an_unknown_set_says_what_its_data_dir_holds(tmp_path):
+def test_an_unknown_set_says_what_its_data_dir_holds(tmp_path, monkeypatch):
     """It named the directory alone: a missing one, a file, a set spelt in another case and a
-    version not prepared all read as "unknown data set"."""
+    version not prepared all read as "unknown data set". Also for a registered builder (the
+    user_sets module above registers nan_tab): a version not prepared was TFDS's
+    AssertionError."""
     from ann.config import ConfigError
     from ann.data import sources
 
-    (tmp_path / "tfds/nan_tab/1.0.0").mkdir(parents=True)
+    (tmp_path / "tfds/prepared_tab/1.0.0").mkdir(parents=True)
     (tmp_path / "file").write_text("")
     for name, data_dir, said in [
         ("good_tab", tmp_path / "nowhere", "(data.data_dir, else $TFDS_DATA_DIR, else "
          "~/tensorflow_datasets), which does not exist; if it"),
         ("good_tab", tmp_path / "file", "~/tensorflow_datasets), which is a file; if it"),
-        ("Nan_Tab", tmp_path / "tfds", "which holds nan_tab (did you mean 'nan_tab'?); if it"),
-        ("nan_tab:2.0.0", tmp_path / "tfds", "which holds nan_tab version 1.0.0; if it"),
+        ("Prepared_Tab", tmp_path / "tfds", "which holds prepared_tab (did you mean "
+         "'prepared_tab'?); if it"),
+        ("prepared_tab:2.0.0", tmp_path / "tfds", "which holds prepared_tab version 1.0.0; if "
+         "it"),
     ]:  # fmt: skip
         with pytest.raises(ConfigError, match="unknown data set") as e:
             sources.load(name, "train", data_dir=str(data_dir))
         assert said in str(e.value), str(e.value)
+    (tmp_path / "user_sets.py").write_text(NAN_SET)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import user_sets  # noqa: F401  (registers nan_tab with TFDS, as a user's import does)
+
+    with pytest.raises(ConfigError, match="unknown data set 'nan_tab:2.0.0'"):
+        sources.load("nan_tab:2.0.0", "train", data_dir=str(tmp_path / "tfds"))

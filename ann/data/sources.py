@@ -234,7 +234,8 @@ def _builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
         with _without_first_build_warning():  # unprepared: the error below says so, with the fix
             builder = tfds.builder(name, data_dir=data_dir)
             prepared = builder.is_prepared()
-    except (tfds.core.registered.DatasetNotFoundError, ValueError) as e:  # ValueError: "3", "a b"
+    # ValueError: "3", "a b"; AssertionError: a registered builder asked for a version not there
+    except (tfds.core.registered.DatasetNotFoundError, ValueError, AssertionError) as e:
         # A set of the user's own, prepared elsewhere, is found by its directory alone: say
         # which one was searched (a later `ann export` in a shell without $TFDS_DATA_DIR).
         raise ConfigError(
