@@ -78,6 +78,8 @@ def why_not_creatable(path: str) -> str | None:
     if not path.strip():  # abspath would make it the current directory
         return "is empty"
     path = os.path.abspath(path)
+    if os.path.islink(path) and not os.path.exists(path):  # it failed later: "File exists"
+        return f"is a symbolic link to {os.readlink(path)}, which does not exist"
     if os.path.exists(path) and not os.path.isdir(path):
         return "is a file, not a directory"
     existing = path

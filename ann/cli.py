@@ -713,13 +713,15 @@ def _inside(path: str, out: bool = False) -> str | None:
     """The run, export or registry that a directory above `path` is ("a training run at
     runs/a"), or None; a sweep above it is not one (its trials are its runs' directories).
     `out`: for an output directory, which may sit in a run (its report/) but not in its
-    checkpoints/, nor in an export or a registry (a registered version's files are fixed)."""
+    checkpoints/ (nor checkpoints_best/, checkpoints_damaged/), nor in an export or a registry
+    (a registered version's files are fixed)."""
     found = directory_kind.inside(path)
     if found is None:
         return None
     kind, parent = found
-    checkpoints = os.path.join(parent, "checkpoints") + os.sep
-    if out and kind == directory_kind.RUN and not os.path.abspath(path).startswith(checkpoints):
+    # checkpoints/, checkpoints_best/, checkpoints_damaged/: Orbax's and the resume's own
+    first = os.path.relpath(os.path.abspath(path), parent).split(os.sep)[0]
+    if out and kind == directory_kind.RUN and not first.startswith("checkpoints"):
         return None
     return f"{directory_kind.NAMES[kind]} at {parent}"
 

@@ -510,6 +510,26 @@ def define_flags() -> None:
 PLATFORMS = ("cpu", "cuda", "rocm", "tpu")  # what jax.export lowers for
 
 
+def _check_runs_here(platforms: list[str]) -> None:
+    """FlagError unless `platforms` holds this machine's (the export is run here once, to
+    check it and record its reference outputs: a CUDA-only export on a CPU failed after all
+    the work with a traceback)."""
+    from ann import cli
+
+    if "cpu" in platforms:  # jax is not imported for the common case
+        return
+    import jax
+
+    kind = jax.devices()[0].platform  # "cpu", "gpu" or "tpu"
+    if kind == "cpu" or not set(platforms) & ({"cuda", "rocm"} if kind == "gpu" else {kind}):
+        here = "cpu" if kind == "cpu" else ("cuda" if kind == "gpu" else kind)
+        raise cli.FlagError(
+            f"--platforms={','.join(platforms)} must include this machine's platform ({here}): "
+            "the export runs here once, to check it and to record its reference outputs; use "
+            f"--platforms={','.join([*platforms, here])}"
+        )
+
+
 def check_flags(
     workdir: str,
     out: str,
@@ -534,6 +554,11 @@ def check_flags(
         raise cli.FlagError(
             f"--platforms={','.join(platforms)!r} must be distinct names among "
             f"{', '.join(PLATFORMS)}" + (f" (unknown: {', '.join(unknown)})" if unknown else "")
+        )
+    _check_runs_here(platforms)
+    if os.path.islink(out) and os.path.isdir(out):  # the finished export replaces --out
+        raise cli.FlagError(
+            f"--out={out} is a symbolic link (to {os.readlink(out)}); give the directory itself"
         )
     cli.check_out("out", out)
     if os.path.exists(out) and os.listdir(out):

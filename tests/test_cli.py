@@ -694,6 +694,10 @@ def test_the_writability_probe_leaves_nothing_behind(tmp_path):
     assert atomic.why_not_creatable(str(tmp_path / "a" / "b")) is None
     assert atomic.why_not_creatable(str(tmp_path)) is None
     assert os.listdir(tmp_path) == []
+    # A dangling link: `ann train` failed with a traceback ending "FileExistsError".
+    (tmp_path / "gone").symlink_to("/nonexistent/x")
+    said = atomic.why_not_creatable(str(tmp_path / "gone"))
+    assert said == "is a symbolic link to /nonexistent/x, which does not exist"
 
 
 @pytest.mark.parametrize("returned", ["{'model': {'name': 'cnn'}}", "None"])

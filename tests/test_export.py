@@ -436,6 +436,15 @@ def test_crafted_export_is_refused_by_the_loader_and_the_registry(
         (["--out=RUN"], "holds a training run (config.json); choose another --out"),
         # Once it failed after the whole export; then it said "choose another" of nothing.
         (["--out="], "--out is empty; give the directory to write"),
+        # Each was a traceback after the whole export had run.
+        (["--platforms=cuda"], "--platforms=cuda must include this machine's platform (cpu): "
+         "the export runs here once, to check it and to record its reference outputs; use "
+         "--platforms=cuda,cpu"),
+        (["--out=LINK"], "is a symbolic link (to "),
+        (["--out=DANGLING"], "is a symbolic link to /nonexistent/x, which does not exist; "
+         "choose another --out"),
+        # Accepted (as checkpoints/ is not): an export inside Orbax's best-checkpoint directory.
+        (["--out=BEST"], "is inside a training run at "),
     ],
 )
 def test_export_flags_are_checked_before_anything_starts(
@@ -443,8 +452,13 @@ def test_export_flags_are_checked_before_anything_starts(
 ):
     workdir, _ = digits_export
     (tmp_path / "file").write_text("x")
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    (tmp_path / "dangling").symlink_to("/nonexistent/x")
     places = {"MISSING": tmp_path / "missing", "FILE": tmp_path / "file", "RUN": workdir,
-              "CKPT": workdir / "checkpoints"}  # fmt: skip
+              "CKPT": workdir / "checkpoints", "LINK": tmp_path / "link",
+              "DANGLING": tmp_path / "dangling",
+              "BEST": workdir / "checkpoints_best/x"}  # fmt: skip
     args = [f"--workdir={workdir}", f"--out={tmp_path / 'out'}", *fill(flag_args, places)]
     result = subprocess.run(
         [sys.executable, "-m", "ann.export", *args], capture_output=True, text=True, timeout=120
@@ -453,7 +467,9 @@ def test_export_flags_are_checked_before_anything_starts(
     assert message in line, line
     if "CKPT" in flag_args[0]:
         assert line.endswith(f"; give --workdir={workdir}"), line
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # nothing written
+    made = ["dangling", "file", "link", "real"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == made  # nothing written
+    assert not any((tmp_path / "real").iterdir()) and not (workdir / "checkpoints_best/x").exists()
 
 
 def test_export_writes_only_what_the_loader_accepts(digits_export, tmp_path, monkeypatch):
