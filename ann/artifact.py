@@ -452,13 +452,18 @@ def load_weights(directory: str, manifest_sha256: str | None = None) -> dict[str
 
 
 def load(directory: str, manifest_sha256: str | None = None) -> Model:
-    """Verifies every file's sha256 and loads the export in `directory` (jax only, no flax)."""
+    """Verifies every file the manifest lists (size and sha256: a changed, truncated or
+    missing one, the drift reference included, raises IntegrityError naming it) and loads the
+    export in `directory` (jax only, no flax)."""
     from jax import export
 
     manifest, raw = read_manifest_bytes(directory, manifest_sha256)
     function = read_verified(directory, manifest, FUNCTION)
     exported = _deserialize(directory, FUNCTION, lambda: export.deserialize(bytearray(function)))
     arrays = _weights(directory, manifest)
+    for name in manifest["files"]:  # the rest too (the drift reference): one export, all of it
+        if name not in (FUNCTION, WEIGHTS):
+            _stream_verified(directory, manifest, name, lambda chunk: None)
     # Given, the recorded hash was just checked against these bytes: no second hash.
     return Model(directory, manifest, exported, arrays, manifest_sha256 or sha256_bytes(raw))
 
