@@ -241,6 +241,17 @@ def test_a_step_that_was_never_saved_is_not_called_damaged(trained):
     assert "steps in" in message and "20" in message
 
 
+def test_a_step_kept_only_as_the_best_checkpoint_points_at_step_best(tmp_path, trained):
+    # The run moved on (max_to_keep dropped the step from checkpoints/): "no checkpoint step".
+    workdir = copy_run(trained, tmp_path / "run")
+    best = saved_steps(workdir, "checkpoints_best")[-1]
+    shutil.rmtree(workdir / "checkpoints" / str(best))
+    with pytest.raises(CheckpointError) as e:
+        restore_model(str(workdir), best)
+    assert f"no checkpoint step {best} in " in str(e.value)
+    assert "; it is the best checkpoint: use --step=best; steps in " in str(e.value)
+
+
 def test_restoring_a_model_creates_nothing_in_the_run(tmp_path, trained):
     # export/generate read a run: no directory appears in it (here the missing best one).
     workdir = copy_run(trained, tmp_path / "run")

@@ -493,6 +493,8 @@ class Checkpoints:
         others = self._complete_steps(self.latest, but=step)
         choose = f"; steps in {self.latest.directory}: {', '.join(map(str, others)) or 'none'}"
         if step not in self._complete_steps(manager):
+            if manager is self.latest and step in self._complete_steps(self.best):
+                choose = f"; it is the best checkpoint: use --step=best{choose}"
             raise CheckpointError(f"no checkpoint step {step} in {manager.directory}{choose}")
         problem = self._check(manager, step)
         if problem is None:
