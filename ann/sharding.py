@@ -163,6 +163,15 @@ def state_shardings(state: Any, rules: str | Rules, mesh: Mesh) -> Any:
         jax.tree_util.tree_leaves_with_path(params),
     ):
         by_path[path_str(path)] = (x.shape, sharding)
+    if not isinstance(rules, str):  # a preset serves many models; a rule of one's own, one
+        for i, (regex, _) in enumerate(compiled):
+            if not any(regex.search(p) for p in by_path):  # a typo: the model replicated
+                names = list(by_path)
+                raise ConfigError(
+                    f"config key 'sharding_rules'[{i}]: {regex.pattern!r} matches no parameter "
+                    f"path (re.search); paths are like {', '.join(names[:6])}"
+                    f"{', ...' if len(names) > 6 else ''} (WORKDIR/parameters.tsv lists them)"
+                )
     replicated = NamedSharding(mesh, PartitionSpec())
 
     def follow(path, x):

@@ -437,12 +437,17 @@ def test_crafted_export_is_refused_by_the_loader_and_the_registry(
         # Once it failed after the whole export; then it said "choose another" of nothing.
         (["--out="], "--out is empty; give the directory to write"),
         # Each was a traceback after the whole export had run.
-        (["--platforms=cuda"], "--platforms=cuda must include this machine's platform (cpu): "
-         "the export runs here once, to check it and to record its reference outputs; use "
-         "--platforms=cuda,cpu"),
+        (
+            ["--platforms=cuda"],
+            "--platforms=cuda must include this machine's platform (cpu): "
+            "the export runs here once, to check it and to record its reference outputs; use "
+            "--platforms=cuda,cpu",
+        ),
         (["--out=LINK"], "is a symbolic link (to "),
-        (["--out=DANGLING"], "is a symbolic link to /nonexistent/x, which does not exist; "
-         "choose another --out"),
+        (
+            ["--out=DANGLING"],
+            "is a symbolic link to /nonexistent/x, which does not exist; choose another --out",
+        ),
         # Accepted (as checkpoints/ is not): an export inside Orbax's best-checkpoint directory.
         (["--out=BEST"], "is inside a training run at "),
     ],

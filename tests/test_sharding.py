@@ -221,3 +221,17 @@ def test_a_process_id_outside_the_run_is_refused_before_joining():
 
     with pytest.raises(ConfigError, match=r"--process_id=2 with --num_processes=2: .* 0\.\.1"):
         parallel.initialize_distributed("127.0.0.1:1", 2, 2)
+
+
+def test_a_rule_of_ones_own_that_matches_no_parameter_is_refused(tmp_path):
+    # A typo replicated the whole model it was meant to split (every P() in parameters.tsv).
+    from ann.train.loop import train_and_evaluate
+
+    config = tiny(sharding_rules=(("nomatch", "fsdp"),))
+    with pytest.raises(ConfigError) as e:
+        train_and_evaluate(config, str(tmp_path / "run"))
+    assert str(e.value).startswith(
+        "config key 'sharding_rules'[0]: 'nomatch' matches no parameter path (re.search); paths "
+        "are like "
+    ), str(e.value)
+    assert not (tmp_path / "run").exists()
