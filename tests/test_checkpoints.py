@@ -330,6 +330,39 @@ def test_a_failed_save_ends_the_run_with_what_to_do(tmp_path, monkeypatch):
     assert saved_steps(tmp_path) == [10]
 
 
+def test_a_checkpoint_directory_that_became_unwritable_is_found_before_orbax_saves(
+    tmp_path, monkeypatch
+):
+    """Orbax failed to create the step in its threads (three tracebacks), and the process then
+    waited 300 s for their signals before exiting. (Root ignores permission bits, as the tests
+    run: the probe's answer is what a read-only checkpoints/ gives.)"""
+    from ann import atomic
+
+    real_probe, saves = atomic.why_not_creatable, []
+    real_save = ocp.CheckpointManager.save
+
+    def probe(path):
+        if path.endswith("checkpoints") and saves:
+            return "is not writable (permission denied)"
+        return real_probe(path)
+
+    def save(self, step, *args, **kwargs):
+        if str(self.directory).endswith("checkpoints"):
+            saves.append(step)
+        return real_save(self, step, *args, **kwargs)
+
+    monkeypatch.setattr(atomic, "why_not_creatable", probe)
+    monkeypatch.setattr(ocp.CheckpointManager, "save", save)
+    with pytest.raises(CheckpointSaveError) as e:
+        train_and_evaluate(tiny(total_steps=30), str(tmp_path / "run"))
+    assert str(e.value).startswith(
+        f"saving checkpoint step 20 to {tmp_path / 'run/checkpoints'} failed (PermissionError: "
+        f"{tmp_path / 'run/checkpoints'} is not writable (permission denied)); the last "
+        "complete checkpoint is step 10"
+    ), str(e.value)
+    assert 20 not in saves  # Orbax was never asked
+
+
 def test_a_save_that_fails_in_the_background_is_reported_with_its_step(tmp_path, monkeypatch):
     """An async save fails after save() returned: Orbax raises when it is next waited for (the
     next save, or the end of the run); the error must still name step 20, not the later one."""

@@ -290,6 +290,14 @@ class Checkpoints:
 
     def _save(self, manager: ocp.CheckpointManager, step: int, args: Any, **kw: Any) -> bool:
         self._seal(manager)
+        # Probed first (a directory made and removed): a directory Orbax cannot create its
+        # step in failed in its threads, with three tracebacks, and the process then waited
+        # 300 s on their signals before it exited.
+        why = atomic.why_not_creatable(str(manager.directory))
+        if why is not None:
+            self._failed = True
+            error = PermissionError(f"{manager.directory} {why}")
+            raise CheckpointSaveError(self._save_failed(manager, step, error))
         try:
             saved = manager.save(step, args=args, **kw)
         except Exception as e:
