@@ -825,12 +825,15 @@ def reader_gone() -> NoReturn:
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a job stopped by Ctrl-C
 
 
-def interrupted(message: str = "", skip_teardown: bool = False) -> NoReturn:
+def interrupted(
+    message: str = "", skip_teardown: bool = False, status: int = EXIT_INTERRUPTED
+) -> NoReturn:
     """Ctrl-C ended the job: `message` (one line saying where things stand; by default
     `interrupted (Ctrl-C)`) on stderr, exit status 130. Another Ctrl-C from here on ends the
     process at once (the signal's default action), without a traceback from the exit.
 
-    `skip_teardown`: exit without the interpreter's teardown (streams and logs flushed first),
+    `status`: the exit status (143 for a SIGTERM). `skip_teardown`: exit without the
+    interpreter's teardown (streams and logs flushed first),
     for a job cut short while JAX's start-up work may still run in native threads: `ann train`
     stopped while compiling crashed in that teardown ("Fatal Python error: Segmentation fault",
     exit 139) in 7 of 9 tries of a fresh-user trial."""
@@ -844,8 +847,8 @@ def interrupted(message: str = "", skip_teardown: bool = False) -> NoReturn:
     if skip_teardown:
         py_logging.shutdown()
         sys.stdout.flush()
-        os._exit(EXIT_INTERRUPTED)
-    sys.exit(EXIT_INTERRUPTED)
+        os._exit(status)
+    sys.exit(status)
 
 
 def ignore_interrupts() -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import gc
 import re
+import signal
+from types import FrameType
 
 if __name__ == "__main__":  # `ann train`: no garbage collection from here to the first step
     gc.disable()  # (the imports in main are most of a warm start; ann/train/startup.py)
@@ -53,9 +55,12 @@ def main(argv: list[str]) -> None:
         config_lib.check_reached_length(FLAGS.config, FLAGS.workdir)  # the first thing to fix
         raise
     cli.check_out("workdir", FLAGS.workdir, may_hold="a training run")  # (ann.train.workdir)
+    previous = signal.signal(signal.SIGTERM, _terminated_while_starting)
     try:
         result = _train()
         cli.ignore_interrupts()  # the run has ended and recorded how: its line follows
+    except _Terminated:
+        cli.interrupted(TERMINATED_STARTING, skip_teardown=True, status=EXIT_TERMINATED)
     except KeyboardInterrupt as e:
         # Once training began, the loop names the step and what a rerun resumes from; before,
         # nothing is saved, and the teardown could crash on XLA's unfinished start-up work.
@@ -65,6 +70,8 @@ def main(argv: list[str]) -> None:
         if message is None:
             raise
         raise config_lib.ConfigError(message) from e
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if result.interrupted:
         from ann.train.loop import interrupted_line
         from ann.train.preemption import CTRL_C
@@ -101,6 +108,26 @@ def out_of_memory(error: BaseException) -> str | None:
     )
 
 
+class _Terminated(KeyboardInterrupt):
+    """A SIGTERM while the run was starting (before its loop): a stop, as Ctrl-C's is."""
+
+
+def _terminated_while_starting(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM's handler until the loop installs its own: it killed the process silently
+    (exit -15, a half-made workdir) where Ctrl-C said where things stood. Once the loop has
+    begun, its own handling has run (ann/train/preemption.py) and the run is ending: ignored."""
+    del signum, frame
+    from ann.train import preemption
+
+    if preemption.starting():
+        raise _Terminated
+
+
+EXIT_TERMINATED = 128 + signal.SIGTERM  # 143, as a shell reports a process SIGTERM ended
+TERMINATED_STARTING = (
+    "terminated (SIGTERM) while starting, before the first step; run the same command to start "
+    "again"
+)
 STOPPED_STARTING = (
     "interrupted (Ctrl-C) while starting, before the first step; run the same command to start "
     "again"

@@ -331,6 +331,29 @@ def test_ctrl_c_while_compiling_is_one_line_and_130(tmp_path):
         ) or SAVED.search(stderr), stderr[-2000:]
 
 
+def test_a_sigterm_while_starting_is_one_line_143_and_leaves_no_workdir(tmp_path):
+    """A scheduler's SIGTERM before the loop killed `ann train` silently (status -15) and left
+    config.json, parameters.tsv and empty checkpoint directories; Ctrl-C said where it stood."""
+    workdir, log = tmp_path / "run", tmp_path / "term.log"
+    argv = [sys.executable, "-m", "ann.main", f"--config={ROOT}/configs/digits_cnn.py"]
+    with open(log, "w") as err:
+        proc = start([*argv, f"--workdir={workdir}"], err, env=with_devices(1),
+                     stdout=subprocess.DEVNULL)  # fmt: skip
+        try:  # once config.json is written: the run is open, its init and compile to come
+            wait_for(lambda: (workdir / "config.json").exists(), proc, "config.json")
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(timeout=120)
+        finally:
+            proc.kill()
+    stderr = log.read_text()
+    assert code == 143, stderr[-2000:]
+    assert stderr.rstrip().endswith(
+        "terminated (SIGTERM) while starting, before the first step; run the same command to "
+        "start again"
+    ), stderr[-2000:]
+    assert not workdir.exists()
+
+
 def test_a_sigterm_while_a_run_finishes_is_noted_not_fatal(capfd):
     # A scheduler's SIGTERM (or the launcher watch's) that reached a process after the loop had
     # stopped for a peer's killed it during its last save; the peers then hung at Orbax's

@@ -273,6 +273,8 @@ def train_and_evaluate(
         except KeyboardInterrupt as e:
             if run is not None and run.progress is not None and not e.args:
                 _interrupted_after_the_loop(run, e)
+            elif locked and (run is None or run.progress is None) and jax.process_count() == 1:
+                workdir_lib.remove_added(workdir, before)  # stopped while starting: nothing kept
             raise
         except Exception as e:
             # Failed once open, before the loop (a user's model that fails to trace): recorded

@@ -112,6 +112,12 @@ class Preemption:
 
 class _Finishing:
     pending = False  # a SIGTERM noted by `finishing`'s handler
+    entered = False  # the loop has begun (its own handling from here on), for `starting`
+
+
+def starting() -> bool:
+    """Whether this process's run is still starting: its loop (`finishing`) not yet entered."""
+    return not _finishing.entered
 
 
 _finishing = _Finishing()
@@ -136,6 +142,7 @@ def finishing() -> Iterator[None]:
         os.write(2, _FINISHING.format(_reason(signum)).encode())
 
     _finishing.pending = False
+    _finishing.entered = True
     previous = signal.signal(signal.SIGTERM, note)
     try:
         yield
