@@ -121,6 +121,22 @@ def test_registering_a_tampered_export_fails(digits_export, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["copy"]  # no registry, no staged copy left
 
 
+def test_a_name_that_differs_only_in_case_is_refused(digits_export, tmp_path):
+    # Digits and digits were two models, artifacts/Digits and artifacts/digits: one directory
+    # on macOS or Windows.
+    _, out = digits_export
+    registry = Registry(str(tmp_path / "reg"))
+    registry.register(str(out), "Digits")
+    with pytest.raises(RegistryError) as e:
+        registry.register(str(out), "digits", allow_duplicate=True)
+    assert str(e.value).startswith(
+        "model name 'digits' differs only in case from registered model 'Digits' (their files "
+        "would share a directory on a case-insensitive file system); register it as 'Digits'"
+    )
+    assert sorted(os.listdir(tmp_path / "reg/artifacts")) == ["Digits"]  # nothing staged left
+    assert registry.register(str(out), "Digits", allow_duplicate=True).version == 2
+
+
 def test_register_reads_each_file_once(digits_export, tmp_path, monkeypatch):
     """Each listed file is hashed once, while it is copied (not again from the copy)."""
     _, out = digits_export

@@ -370,6 +370,18 @@ class Registry:
     ) -> int:
         """Adds the next version of `name` (and `name` itself if new); returns its number."""
         now = time.time()
+        # Names that differ only in case would share artifacts/NAME on a case-insensitive file
+        # system (macOS, Windows): one is refused, naming the other.
+        other = db.execute(
+            "SELECT name FROM registered_models WHERE lower(name) = lower(?) AND name != ?",
+            (name, name),
+        ).fetchone()
+        if other is not None:
+            raise RegistryError(
+                f"model name {name!r} differs only in case from registered model {other[0]!r} "
+                f"(their files would share a directory on a case-insensitive file system); "
+                f"register it as {other[0]!r}, or under another name"
+            )
         db.execute(
             "INSERT INTO registered_models (name, created, updated) VALUES (?, ?, ?) "
             "ON CONFLICT(name) DO UPDATE SET updated = excluded.updated",
