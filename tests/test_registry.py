@@ -415,6 +415,16 @@ def test_cli(digits_export, tmp_path):
     line = one_line_error(cli("resolve", "models:/digits/1"))
     assert line.endswith("(removed outside the registry); register the export again, or delete "
                          "the version (ann registry delete digits 1)"), line  # fmt: skip
+    # An alias onto it was accepted; registering the export again was refused as "already
+    # registered as digits version 1; point an alias at it", the advice leading nowhere.
+    line = one_line_error(cli("alias", "digits", "canary", "1"))
+    assert "error: digits version 1's files at " in line and line.endswith(
+        "are gone (removed outside the registry), so an alias would resolve to nothing; register "
+        "the export again (a new version), or delete it (ann registry delete digits 1)"
+    ), line
+    again = cli("register", str(out), "--name=digits", "--alias=champion")
+    assert again.returncode == 0 and "models:/digits/2 @champion" in again.stdout, again.stderr
+    assert cli("resolve", "models:/digits@champion").stdout.strip().endswith("digits/2")
     unknown = cli("frobnicate")
     assert unknown.returncode == 1 and "unknown registry command 'frobnicate'" in unknown.stderr
 

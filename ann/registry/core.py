@@ -413,7 +413,9 @@ class Registry:
     ) -> None:  # fmt: skip
         """Raises RegistryError if `name` already has a version with this manifest sha256, or
         whose manifest differs only in its `created` time: the same checkpoint exported again
-        (the files, their sha256, the signature, calibration and lineage all equal)."""
+        (the files, their sha256, the signature, calibration and lineage all equal). A version
+        whose files were removed outside the registry does not count (its resolve says to
+        register the export again, which this refused: "point an alias at it")."""
         content = _content(manifest)
         same, exported_again = [], []
         for row in db.execute(
@@ -421,6 +423,8 @@ class Registry:
             "ORDER BY version",
             (name,),
         ):
+            if not os.path.isdir(os.path.join(self.root, row["path"])):
+                continue  # its files are gone: registering the export again restores it
             if row["manifest_sha256"] == manifest_sha:
                 same.append(str(row["version"]))
             elif (stored := self._stored_manifest(row["path"])) and _content(stored) == content:
@@ -478,7 +482,14 @@ class Registry:
         """Points `alias` at `version` of `name`, moving it if it pointed elsewhere."""
         self._check_alias(alias)
         with self._write() as db:
-            self._require_version(db, name, version)
+            row = self._require_version(db, name, version)
+            if not os.path.isdir(os.path.join(self.root, row["path"])):  # it was accepted
+                raise RegistryError(
+                    f"{name} version {version}'s files at {os.path.join(self.root, row['path'])} "
+                    "are gone (removed outside the registry), so an alias would resolve to "
+                    f"nothing; register the export again (a new version), or delete it (ann "
+                    f"registry delete {name} {version})"
+                )
             self._put_alias(db, name, alias, version)
 
     def delete_alias(self, name: str, alias: str) -> None:
