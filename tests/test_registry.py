@@ -569,3 +569,28 @@ def test_a_copy_out_of_the_registry_is_served_as_its_version(digits_export, tmp_
     message = "was modified after it was registered as digits version 1 .*; copy the version"
     with pytest.raises(artifact.IntegrityError, match=message):
         load_model(str(baked), None)
+
+
+def test_a_registry_that_cannot_be_written_is_named_for_every_write(
+    digits_export, tmp_path, monkeypatch
+):
+    """It said "[Errno 13] Permission denied: .../.ann-registry-incoming-0ff6..." (register),
+    "cannot be used as an ann registry database (attempt to write a readonly database)" (alias,
+    tag). Root ignores permission bits, as the tests run: the probe answers as for a chmod -w."""
+    from ann import atomic
+
+    _, out = digits_export
+    registry = Registry(str(tmp_path / "reg"))
+    registry.register(str(out), "digits")
+    denied = "is not writable (permission denied)"
+    monkeypatch.setattr(atomic, "why_not_creatable", lambda path: denied)
+    said = f"registry {tmp_path / 'reg'}: {tmp_path / 'reg'} {denied}; "
+    for write in (
+        lambda: registry.register(str(out), "digits", allow_duplicate=True),
+        lambda: registry.set_alias("digits", "champion", 1),
+        lambda: registry.delete_version("digits", 1),
+    ):
+        with pytest.raises(RegistryError) as e:
+            write()
+        assert str(e.value) == said + "fix its permissions, or use another --registry"
+    assert [v.version for v in registry.versions("digits")] == [1]

@@ -270,9 +270,21 @@ class Registry:
         finally:
             db.close()
 
+    def _check_writable(self) -> None:
+        """RegistryError naming the registry when it cannot be written (checked before a
+        write: it said "[Errno 13] Permission denied: .../.ann-registry-incoming-0ff6..." or
+        "cannot be used as an ann registry database (attempt to write a readonly database)")."""
+        for place in (self.root, self.artifacts):
+            if os.path.isdir(place) and (why := atomic.why_not_creatable(place)) is not None:
+                raise RegistryError(
+                    f"registry {self.root}: {place} {why}; fix its permissions, or use another "
+                    "--registry"
+                )
+
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """A write transaction that holds SQLite's write lock from its first statement."""
+        self._check_writable()
         with self._connect() as db:
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -309,6 +321,7 @@ class Registry:
         name = name or manifest["name"]
         self._check_request(name, description, tags or {}, aliases)
         self._check_root()
+        self._check_writable()  # before the staged copy, which would fail on it
         manifest_sha = artifact.sha256_bytes(raw)
         if not allow_duplicate and self.exists():  # before copying anything
             with self._connect() as db:
