@@ -241,6 +241,23 @@ def test_a_step_that_was_never_saved_is_not_called_damaged(trained):
     assert "steps in" in message and "20" in message
 
 
+def test_a_step_named_directory_orbax_never_wrote_is_set_aside(tmp_path, trained, caplog):
+    # `mkdir checkpoints/9999` made the rerun "reached step 9999" (or, past it, a damaged
+    # step); one in checkpoints_best/ was exported as the best.
+    workdir = copy_run(trained, tmp_path / "run")
+    for stray in ("checkpoints/9999", "checkpoints_best/1200"):
+        (workdir / stray).mkdir()
+        (workdir / stray / "notes.txt").write_text("mine")
+    with caplog.at_level(logging.WARNING):
+        result = train_and_evaluate(tiny(total_steps=30), str(workdir))
+    assert result.step == 30 and saved_steps(workdir) == [10, 20, 30]
+    aside = workdir / checkpoint_lib.DAMAGED_DIR
+    assert (aside / "checkpoints-9999/notes.txt").read_text() == "mine"  # kept
+    assert (aside / "checkpoints_best-1200/notes.txt").exists()
+    assert f"{workdir / 'checkpoints/9999'} is not a checkpoint (Orbax wrote no " in caplog.text
+    assert restore_model(str(workdir))[2] <= 30  # the best is a real one
+
+
 def test_a_step_kept_only_as_the_best_checkpoint_points_at_step_best(tmp_path, trained):
     # The run moved on (max_to_keep dropped the step from checkpoints/): "no checkpoint step".
     workdir = copy_run(trained, tmp_path / "run")

@@ -164,6 +164,44 @@ def _is_io_error(e: BaseException) -> bool:
     return False
 
 
+ORBAX_METADATA = "_CHECKPOINT_METADATA"  # what Orbax writes into every step it commits
+
+
+def _set_aside_strays(workdir: str) -> None:
+    """Moves a step-named directory without Orbax's metadata out of checkpoints/ and
+    checkpoints_best/ into checkpoints_damaged/ (kept), with a warning, before Orbax lists
+    them: a `mkdir checkpoints/9999` made the run "reached step 9999" (or a damaged step), and
+    one in checkpoints_best/ was exported as the best."""
+    if jax.process_index() == 0:
+        for sub in ("checkpoints", "checkpoints_best"):
+            directory = os.path.join(workdir, sub)
+            try:
+                names = sorted(os.listdir(directory))
+            except OSError:
+                continue
+            for name in names:
+                path = os.path.join(directory, name)
+                if not name.isdigit() or not os.path.isdir(path):
+                    continue
+                if os.path.exists(os.path.join(path, ORBAX_METADATA)):
+                    continue
+                aside = os.path.join(workdir, DAMAGED_DIR)
+                os.makedirs(aside, exist_ok=True)
+                target, n = os.path.join(aside, f"{sub}-{name}"), 1
+                while os.path.exists(target):
+                    n += 1
+                    target = os.path.join(aside, f"{sub}-{name}.{n}")
+                shutil.move(path, target)
+                logging.warning(
+                    "%s is not a checkpoint (Orbax wrote no %s in it); moved it to %s",
+                    path,
+                    ORBAX_METADATA,
+                    target,
+                )
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("ann_checkpoint_strays")
+
+
 class Checkpoints:
     def __init__(
         self,
@@ -174,8 +212,11 @@ class Checkpoints:
         async_save: bool = True,
         create: bool = True,
     ):
-        """`create=False` for a reader (restore_state only): no directory is made in `workdir`."""
+        """`create=False` for a reader (restore_state only): no directory is made in `workdir`.
+        A writer first sets aside step-named directories Orbax never wrote (`_set_aside_strays`)."""
         self.workdir = os.path.abspath(workdir)
+        if create:
+            _set_aside_strays(self.workdir)
         self.best_metric = best_metric
         self.best_mode = best_mode
         self.latest = ocp.CheckpointManager(
