@@ -55,7 +55,9 @@ def test_versions_aliases_tags_and_uris(digits_export, tmp_path):
     for uri, message in [
         ("models:/nope/1", "no registered model 'nope'; registered: digits"),
         ("models:/digits/7", "has no version 7; versions: 1, 2"),
-        ("models:/digits/x", "is not an integer"),
+        ("models:/digits/x", "version 'x' is not a version number (1, 2, ...), 'latest' or"),
+        # It said "'-1' is not an integer" of an integer.
+        ("models:/digits/-1", "version '-1' is not a version number (1, 2, ...)"),
         ("digits/1", "is not models:/NAME/VERSION"),
     ]:
         with pytest.raises(RegistryError, match=message):

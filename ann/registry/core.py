@@ -641,7 +641,10 @@ class Registry:
             elif version.isdigit():
                 number = int(version)
             else:
-                raise RegistryError(f"model URI {uri!r}: version {version!r} is not an integer")
+                raise RegistryError(
+                    f"model URI {uri!r}: version {version!r} is not a version number (1, 2, "
+                    "...), 'latest' or @ALIAS"
+                )
             return self._version(db, self._require_version(db, name, number))
 
     # -- helpers -------------------------------------------------------------------------------
