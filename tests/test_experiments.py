@@ -196,6 +196,14 @@ def test_unknown_experiment_names_the_key_and_the_choices():
         experiment_lib.check_config(tiny(experiment="regresion"), 4)
 
 
+def _importable(monkeypatch, cls: type) -> str:
+    """`cls` (a class of this file) as config.experiment names a user's: "module:Name"."""
+    module = types.ModuleType(f"user_tasks_{cls.__name__.lower()}")
+    setattr(module, cls.__name__, cls)
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    return f"{module.__name__}:{cls.__name__}"
+
+
 class _VectorLoss(experiment_lib.get("classification")):
     def loss(self, model, batch, rng):  # per-row losses, not their mean
         loss, metrics = super().loss(model, batch, rng)
@@ -221,11 +229,9 @@ class _ArrayMetric(experiment_lib.get("classification")):
 def test_a_loss_that_breaks_the_protocol_is_refused_before_step_0(
     tmp_path, monkeypatch, name, message
 ):
-    module = types.ModuleType("broken_tasks")
-    setattr(module, name, globals()[name])
-    monkeypatch.setitem(sys.modules, "broken_tasks", module)
+    experiment = _importable(monkeypatch, globals()[name])
     with pytest.raises(ConfigError) as e:
-        train_and_evaluate(tiny(experiment=f"broken_tasks:{name}"), str(tmp_path / "run"))
+        train_and_evaluate(tiny(experiment=experiment), str(tmp_path / "run"))
     assert message in str(e.value), str(e.value)
     assert not (tmp_path / "run").exists()
 
@@ -236,11 +242,9 @@ class _WordMetric(experiment_lib.get("classification")):
 
 
 def test_an_eval_metric_that_is_not_a_number_is_refused_before_step_0(tmp_path, monkeypatch):
-    module = types.ModuleType("wordy_tasks")
-    module._WordMetric = _WordMetric
-    monkeypatch.setitem(sys.modules, "wordy_tasks", module)
+    experiment = _importable(monkeypatch, _WordMetric)
     with pytest.raises(ConfigError) as e:
-        train_and_evaluate(tiny(experiment="wordy_tasks:_WordMetric"), str(tmp_path / "run"))
+        train_and_evaluate(tiny(experiment=experiment), str(tmp_path / "run"))
     assert str(e.value) == (
         "experiment _WordMetric's eval_metrics gives 'grade' = 'low'; each metric must be a real "
         "number (a float or int; NaN where it is undefined)"
@@ -272,11 +276,9 @@ class _InitTakesNothing(experiment_lib.get("classification")):
 def test_an_experiment_method_of_the_wrong_signature_is_one_line(
     tmp_path, monkeypatch, name, message
 ):
-    module = types.ModuleType("signature_tasks")
-    setattr(module, name, globals()[name])
-    monkeypatch.setitem(sys.modules, "signature_tasks", module)
+    experiment = _importable(monkeypatch, globals()[name])
     with pytest.raises(ConfigError) as e:
-        train_and_evaluate(tiny(experiment=f"signature_tasks:{name}"), str(tmp_path / "run"))
+        train_and_evaluate(tiny(experiment=experiment), str(tmp_path / "run"))
     assert str(e.value) == message
     assert not (tmp_path / "run").exists()
 
@@ -304,10 +306,8 @@ class _NoInputs(experiment_lib.get("classification")):
 def test_an_export_whose_inputs_are_not_the_data_sets_is_one_line(
     tmp_path, monkeypatch, name, message
 ):
-    module = types.ModuleType("input_tasks")
-    setattr(module, name, globals()[name])
-    monkeypatch.setitem(sys.modules, "input_tasks", module)
-    config = tiny(experiment=f"input_tasks:{name}", total_steps=2, eval_every_steps=2)
+    experiment = _importable(monkeypatch, globals()[name])
+    config = tiny(experiment=experiment, total_steps=2, eval_every_steps=2)
     train_and_evaluate(config, str(tmp_path / "run"))
     with pytest.raises(ConfigError) as e:
         export(str(tmp_path / "run"), str(tmp_path / "out"))
