@@ -85,6 +85,21 @@ def feature_summary(values: np.ndarray) -> dict[str, Any]:
     }
 
 
+def _trace(
+    infer: Any, weights: dict[str, np.ndarray], signature: dict[str, Any], platforms: Sequence[str]
+) -> Any:
+    """`infer(weights, inputs)` exported by jax.export for `platforms`, its batch symbolic."""
+    import jax
+
+    (batch,) = jax.export.symbolic_shape("batch")
+    input_specs = {
+        k: jax.ShapeDtypeStruct((batch, *v["shape"]), np.dtype(v["dtype"]))
+        for k, v in signature.items()
+    }
+    weight_specs = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in weights.items()}
+    return jax.export.export(jax.jit(infer), platforms=tuple(platforms))(weight_specs, input_specs)
+
+
 def _check_inputs(experiment: Any, config: Any) -> None:
     """Raises ConfigError for an input_signature() name the data set has no feature of: the
     export's calibration, reference sample and report read each input from the data by it."""
@@ -376,16 +391,8 @@ def export(
 
     input_signature = experiment.input_signature()
     output_signature = experiment.output_signature()
-    (batch,) = jax.export.symbolic_shape("batch")
-    input_specs = {
-        k: jax.ShapeDtypeStruct((batch, *v["shape"]), np.dtype(v["dtype"]))
-        for k, v in input_signature.items()
-    }
-    weight_specs = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in weights.items()}
     cli.progress(f"step {step}: tracing the model for {', '.join(platforms)} (jax.export)")
-    exported = jax.export.export(jax.jit(infer), platforms=tuple(platforms))(
-        weight_specs, input_specs
-    )
+    exported = _trace(infer, weights, input_signature, platforms)
     _check_outputs(exported, output_signature, config.model.name)
 
     dc = config.data
