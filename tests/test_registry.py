@@ -58,6 +58,8 @@ def test_versions_aliases_tags_and_uris(digits_export, tmp_path):
         ("models:/digits/x", "version 'x' is not a version number (1, 2, ...), 'latest' or"),
         # It said "'-1' is not an integer" of an integer.
         ("models:/digits/-1", "version '-1' is not a version number (1, 2, ...)"),
+        # Past SQLite's INTEGER: OverflowError, a traceback, from every command taking one.
+        ("models:/digits/18446744073709551616", "has no version 18446744073709551616; versions"),
         ("digits/1", "is not models:/NAME/VERSION"),
     ]:
         with pytest.raises(RegistryError, match=re.escape(message)):

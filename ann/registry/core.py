@@ -702,9 +702,11 @@ class Registry:
 
     def _require_version(self, db: sqlite3.Connection, name: str, version: int) -> sqlite3.Row:
         self._require_model(db, name)
-        row = db.execute(
-            "SELECT * FROM model_versions WHERE name = ? AND version = ?", (name, int(version))
-        ).fetchone()
+        row = None
+        if 0 <= int(version) < 2**63:  # SQLite's INTEGER: past it, OverflowError (a traceback)
+            row = db.execute(
+                "SELECT * FROM model_versions WHERE name = ? AND version = ?", (name, int(version))
+            ).fetchone()
         if row is None or row["path"] == DELETED:
             known = [
                 str(r[0])
