@@ -216,9 +216,30 @@ class _ArrayMetric(experiment_lib.get("classification")):
         return loss, {**metrics, "per_row": jax.numpy.zeros(batch["targets"].shape)}
 
 
+class _BareLoss(experiment_lib.get("classification")):
+    def loss(self, model, batch, rng):  # the loss alone: "iteration over a 0-d array"
+        return super().loss(model, batch, rng)[0]
+
+
+class _SumsNotDict(experiment_lib.get("classification")):
+    def eval_sums(self, model, batch):  # eval_metrics failed on it: "only integers, slices..."
+        return super().eval_sums(model, batch)["loss"]
+
+
+class _FieldsNotDict(experiment_lib.get("classification")):
+    def fields(self, rows):  # "'numpy.ndarray' object is not a mapping"
+        return rows["image"]
+
+
 @pytest.mark.parametrize(
     "name, message",
     [
+        ("_BareLoss", "experiment _BareLoss's loss returns one float32 array of shape []; it "
+         "must return (loss, metrics)"),
+        ("_SumsNotDict", "experiment _SumsNotDict's eval_sums returns an array; return "
+         "{name: array}, each summed over the batch's rows where batch['mask'] is 1"),
+        ("_FieldsNotDict", "experiment _FieldsNotDict's fields returns a ndarray; return "
+         "{name: NumPy array}"),
         # JAX said "Gradient only defined for scalar-output functions. Output had shape: (3,)".
         ("_VectorLoss", "experiment _VectorLoss's loss returns float32 of shape [3] as its "
          "loss; it must be a float scalar (the batch's mean loss)"),

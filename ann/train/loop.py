@@ -452,8 +452,16 @@ class _Compiled:
 
 
 def _example(run: _Run, rows: int) -> dict[str, np.ndarray]:
-    """`rows` train rows as the experiment feeds them: the shapes and dtypes to compile for."""
-    return run.experiment.fields(run.setup.train_split.rows(np.arange(rows)))
+    """`rows` train rows as the experiment feeds them: the shapes and dtypes to compile for.
+    ConfigError for a `fields` that returns other than a dict of arrays (a traceback)."""
+    batch = run.experiment.fields(run.setup.train_split.rows(np.arange(rows)))
+    if not isinstance(batch, dict) or not all(isinstance(v, np.ndarray) for v in batch.values()):
+        raise config_lib.ConfigError(
+            f"experiment {type(run.experiment).__name__}'s fields returns "
+            f"{'a ' + type(batch).__name__ if not isinstance(batch, dict) else 'a non-array'}; "
+            "return {name: NumPy array} (the arrays its loss reads from a batch)"
+        )
+    return batch
 
 
 def _compile_eval(run: _Run) -> _Compiled:

@@ -28,11 +28,23 @@ STATE_FINITE = "state_finite"
 Optimizer = Callable[[dict], tuple[optax.GradientTransformation, optax.Schedule]]
 
 
-def _check_loss(experiment: Experiment, loss: Any, metrics: Any) -> None:
-    """Raises ConfigError, as the step is traced, for an experiment's `loss` that is not a
-    float scalar or whose metrics are not a dict of scalars (JAX said "Gradient only defined
-    for scalar-output functions", or the log line failed at the first step's record)."""
+def _check_loss(experiment: Experiment, returned: Any) -> tuple[jax.Array, dict]:
+    """`experiment.loss`'s (loss, metrics), or ConfigError, as the step is traced, for one that
+    returns something else, a loss that is not a float scalar, or metrics that are not a dict
+    of scalars (JAX said "Gradient only defined for scalar-output functions", "iteration over
+    a 0-d array", or the log line failed at the first step's record)."""
     name = type(experiment).__name__
+    if not isinstance(returned, tuple | list) or len(returned) != 2:
+        got = f"a {type(returned).__name__}" + (
+            f" of {len(returned)}" if isinstance(returned, tuple | list) else ""
+        )
+        if isinstance(returned, jax.Array):
+            got = f"one {returned.dtype} array of shape {list(returned.shape)}"
+        raise ConfigError(
+            f"experiment {name}'s loss returns {got}; it must return (loss, metrics): the "
+            "batch's mean loss, a float scalar, and a dict of scalar metrics"
+        )
+    loss, metrics = returned
     if (
         not isinstance(loss, jax.Array)
         or loss.shape != ()
@@ -58,6 +70,7 @@ def _check_loss(experiment: Experiment, loss: Any, metrics: Any) -> None:
             f"experiment {name}'s loss returns metrics that are not a dict of scalars ({what}); "
             "return {name: scalar} (batch means, logged as train/NAME)"
         )
+    return loss, metrics
 
 
 def make_train_step(
@@ -93,8 +106,7 @@ def make_train_step(
                 params = cut_frozen(params)
             # copy=True: fresh Variables at this trace level, so BatchNorm may update them.
             model = nnx.merge(model_def.train, params, model_state, copy=True)
-            loss, metrics = experiment.loss(model, batch, rng)
-            _check_loss(experiment, loss, metrics)
+            loss, metrics = _check_loss(experiment, experiment.loss(model, batch, rng))
             return loss, (metrics, nnx.state(model, nnx.Not(nnx.Param)))
 
         (_, (metrics, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
@@ -209,6 +221,13 @@ def make_eval_step(experiment: Experiment, model_def: ModelDef, treedef: Any) ->
         params, model_state = jax.tree.unflatten(treedef, arrays)
         model = nnx.merge(model_def.eval, params, model_state, copy=True)
         out = {"sums": experiment.eval_sums(model, batch)}
+        if not isinstance(out["sums"], dict):  # eval_metrics then failed on it, in a traceback
+            got = out["sums"]
+            got = "an array" if isinstance(got, jax.Array) else f"a {type(got).__name__}"
+            raise ConfigError(
+                f"experiment {type(experiment).__name__}'s eval_sums returns {got}; return "
+                "{name: array}, each summed over the batch's rows where batch['mask'] is 1"
+            )
         per_row = experiment.eval_rows(model, batch)
         if per_row:  # known while tracing: a task whose sums are enough gathers nothing
             out["rows"] = {**per_row, "mask": batch["mask"]}
