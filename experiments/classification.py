@@ -68,7 +68,16 @@ class Classification:
         self.class_names = list(label.names)
         self.input_shape = tuple(train.info.features[self.input_key].shape)
         self.inputs = {self.input_key: feature_spec(train, self.input_key)}
-        self.preprocess = Standardizer.per_channel(first_rows(train, STATS_ROWS)[self.input_key])
+        rows = first_rows(train, STATS_ROWS)
+        self.preprocess = Standardizer.per_channel(rows[self.input_key])
+        labels = train.cached[self.label_key] if train.cached is not None else rows[self.label_key]
+        if np.unique(labels).size < 2:  # it trained, exit 0, to AUROC nan and chance scores
+            raise ConfigError(
+                f"the train split {train.split!r} of {train.name!r} holds only class "
+                f"{self.class_names[int(labels[0])]!r} (of {self.num_classes}): a classifier "
+                "learns nothing from one class; check its labels (for one class of normal "
+                "data, --config.experiment=anomaly_detection)"
+            )
 
     def fields(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {"inputs": rows[self.input_key], "targets": rows[self.label_key].astype(np.int32)}

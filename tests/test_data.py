@@ -295,6 +295,12 @@ class OneClassTab(NanTab):  # one declared class: it trained to loss 0 and AUROC
             yield i, {**row, "label": 0}
 
 
+class AllOneTab(NanTab):  # 2 classes declared, every training label 1: it trained, exit 0
+    def _generate_examples(self, n, split):
+        for i, row in super()._generate_examples(n, "test"):
+            yield i, {**row, "label": 1 if split == "train" else row["label"]}
+
+
 class VarLenTab(NanTab):  # rows of different lengths: "all input arrays must have the same shape"
     def _info(self):
         return tfds.core.DatasetInfo(
@@ -336,6 +342,8 @@ class TextTab(NanTab):  # a CSV line as text: "could not convert string to float
          "holds NaN or infinity in 4 of its 200 rows (the first: row "),
         ("OneClassTab", "one_class_tab", "feature 'label' of 'one_class_tab' declares 1 class; "
          "classification needs at least 2"),
+        ("AllOneTab", "all_one_tab", "the train split 'train' of 'all_one_tab' holds only class "
+         "'1' (of 2): a classifier learns nothing from one class; check its labels"),
         ("VarLenTab", "var_len_tab", "feature 'input' of data set 'var_len_tab' is shape "
          "[None], of varying length; ann stacks rows into batches of one fixed shape: pad or "
          "crop it to a fixed length in its builder"),
