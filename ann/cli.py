@@ -457,6 +457,8 @@ def _unknown_flag(error: flags.UnrecognizedFlagError) -> str:
             f"{message}: config keys are set where a run is made (ann train, ann transfer, ann "
             "sweep: --config.KEY=VALUE); this job reads what the run's config.json recorded"
         )
+    if name.startswith("config.") and "config" in flags.FLAGS:  # no --config to override
+        return f"{message}: {typed} overrides a key of --config=FILE; give the config file too"
     if _is_number(name):
         return (
             f"{message}: an argument that starts with '-' is read as a flag; give a negative "

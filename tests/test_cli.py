@@ -308,6 +308,12 @@ def test_the_console_script_is_declared():
             "error: --config=configs/digit_cnn.py: no such file; did you mean "
             "configs/digits_cnn.py?",
         ),
+        # It said "did you mean --config?" of an override given without its config file.
+        (
+            ["train", "--workdir=W", "--config.total_steps=5"],
+            "error: unknown flag --config.total_steps: --config.total_steps overrides a key of "
+            "--config=FILE; give the config file too",
+        ),
         # An override loads the file first: it was ml_collections' "Configuration is not
         # available because of an earlier failure to load: ...", without the near name.
         (

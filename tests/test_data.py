@@ -403,3 +403,14 @@ def test_an_unknown_set_says_what_its_data_dir_holds(tmp_path, monkeypatch):
 
     with pytest.raises(ConfigError, match="unknown data set 'nan_tab:2.0.0'"):
         sources.load("nan_tab:2.0.0", "train", data_dir=str(tmp_path / "tfds"))
+
+
+def test_an_empty_tfds_data_dir_counts_as_unset(monkeypatch):
+    # It said "cannot build the digits data set in  (No such file or directory); give a
+    # writable directory, e.g. --config.data.data_dir=" (blank, twice).
+    import os
+
+    from ann.data import sources
+
+    monkeypatch.setenv("TFDS_DATA_DIR", "")
+    assert sources.default_data_dir() == os.path.expanduser("~/tensorflow_datasets")

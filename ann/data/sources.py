@@ -175,7 +175,9 @@ def decoded_bytes(info: tfds.core.DatasetInfo, split: str) -> int:
 
 
 def default_data_dir() -> str:
-    return os.environ.get("TFDS_DATA_DIR", os.path.expanduser("~/tensorflow_datasets"))
+    """$TFDS_DATA_DIR, else ~/tensorflow_datasets (an empty variable counts as unset: it gave
+    "cannot build the digits data set in  (No such file or directory)")."""
+    return os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
 
 
 @contextlib.contextmanager
