@@ -248,6 +248,12 @@ def test_a_step_named_directory_orbax_never_wrote_is_set_aside(tmp_path, trained
     for stray in ("checkpoints/9999", "checkpoints_best/1200"):
         (workdir / stray).mkdir()
         (workdir / stray / "notes.txt").write_text("mine")
+    # A reader (export) passes over them: it said the stray "cannot be restored into this
+    # config (KeyError: 'Item "state" was not found ...')".
+    assert restore_model(str(workdir))[2] == saved_steps(trained, "checkpoints_best")[-1]
+    assert restore_model(str(workdir), "latest")[2] == 20
+    with pytest.raises(CheckpointError, match="no checkpoint step 9999 in "):
+        restore_model(str(workdir), 9999)
     with caplog.at_level(logging.WARNING):
         result = train_and_evaluate(tiny(total_steps=30), str(workdir))
     assert result.step == 30 and saved_steps(workdir) == [10, 20, 30]

@@ -266,12 +266,23 @@ class Checkpoints:
         return os.path.join(str(manager.directory), str(step))
 
     def _complete_steps(self, manager: ocp.CheckpointManager, but: int | None = None) -> list[int]:
-        """Committed steps on disk (newest first), from the directory itself."""
+        """Committed steps on disk (newest first), from the directory itself: step-named
+        directories Orbax wrote (a stray `mkdir checkpoints_best/9999` is none)."""
+        directory = str(manager.directory)
         try:
-            names = os.listdir(manager.directory)
+            names = os.listdir(directory)
         except OSError:
             return []
-        return sorted((int(n) for n in names if n.isdigit() and int(n) != but), reverse=True)
+        return sorted(
+            (
+                int(n)
+                for n in names
+                if n.isdigit()
+                and int(n) != but
+                and os.path.exists(os.path.join(directory, n, ORBAX_METADATA))
+            ),
+            reverse=True,
+        )
 
     def _save_failed(self, manager: ocp.CheckpointManager, step: int, e: BaseException) -> str:
         last = self._complete_steps(self.latest, but=step)
@@ -517,8 +528,8 @@ class Checkpoints:
         Verified like `restore`, but with no fallback: a damaged step is an error naming the
         file and the steps there are to choose from instead."""
         manager = self.best if step == "best" else self.latest
-        if step in ("best", "latest"):
-            step = manager.latest_step()
+        if step in ("best", "latest"):  # the newest Orbax wrote (a stray step-named one is not)
+            step = next(iter(self._complete_steps(manager)), None)
         if step is None:
             pid = run_status.live_owner(run_status.read(self.workdir))
             if pid is not None:  # its first save is still to come
