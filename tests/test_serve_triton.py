@@ -274,3 +274,11 @@ def test_repository_index_load_and_unload(triton):
     raises("404", "model: expected one of", client.unload_model, "nope", headers=ADMIN_HEADERS)
     # The server stayed ready throughout: a load is not a restart.
     assert client.is_server_ready()
+    # Version 3 out again: the module's other tests (in any order, under --dist worksteal)
+    # see the versions the fixture serves (metadata listed 1, 2, 3 after this test).
+    status, _, reply = request(
+        server.port, "POST", "/v2/repository/models/digits/unload",
+        {"parameters": {"version": "3"}}, ADMIN_HEADERS,
+    )  # fmt: skip
+    assert status == 200, reply
+    assert client.get_model_metadata("digits")["versions"] == ["1", "2"]
