@@ -410,6 +410,15 @@ def test_errors_name_the_field(served):
          "parameters.timeout: expected microseconds as an integer >= 0 (0: no limit), got 0.5"),
         ("POST", "/v2/models/digits/infer", infer_body(x, parameters=[1]), 400,
          "parameters: expected an object, got [1]"),
+        # A tensor's own: a typo'd binary_data came back as JSON; shared memory was ignored.
+        ("POST", "/v2/models/digits/infer",
+         infer_body(x, outputs=[{"name": "label", "parameters": {"binary_dat": True}}]), 400,
+         'outputs[0].parameters: unknown key "binary_dat"; expected binary_data'),
+        ("POST", "/v2/models/digits/infer",
+         {"inputs": [{**infer_body(x)["inputs"][0],
+                      "parameters": {"shared_memory_region": "r"}}]}, 400,
+         'inputs[0].parameters: unknown key "shared_memory_region"; ann has no shared-memory '
+         "extension: send the tensor in the body"),
     ]  # fmt: skip
     for method, path, body, code, message in cases:
         status, _, reply = request(port, method, path, body)

@@ -416,6 +416,7 @@ def _binary_size(field: str, tensor: Mapping[str, Any]) -> int | None:
         raise ServeError(
             400, f"{field}.parameters: expected an object, got {short(parameters)}", "field"
         )
+    _known_keys(f"{field}.parameters", parameters, ("binary_data_size",))
     size = parameters.get("binary_data_size")
     if size is None:
         return None
@@ -426,6 +427,24 @@ def _binary_size(field: str, tensor: Mapping[str, Any]) -> int | None:
             "field",
         )
     return size
+
+
+# Triton's tensor parameters of extensions ann does not implement, and why not to send them.
+_UNSUPPORTED = {
+    "shared_memory_region": "ann has no shared-memory extension: send the tensor in the body",
+    "shared_memory_byte_size": "ann has no shared-memory extension: send the tensor in the body",
+    "shared_memory_offset": "ann has no shared-memory extension: send the tensor in the body",
+    "classification": "ann has no classification extension: ask for the probabilities output",
+}
+
+
+def _known_keys(field: str, parameters: Mapping[str, Any], known: tuple[str, ...]) -> None:
+    """ServeError 400 for a key of a tensor's `parameters` outside `known` (a typo such as
+    binary_dat was ignored, and the output came back as JSON)."""
+    for key in parameters:
+        if key not in known:
+            why = _UNSUPPORTED.get(key, f"expected {', '.join(known)}")
+            raise ServeError(400, f"{field}: unknown key {short(key)}; {why}", "field")
 
 
 def _flag(field: str, parameters: Any, key: str) -> bool:
@@ -753,6 +772,8 @@ def _wanted_outputs(
         as_binary = set()
         for i, o in enumerate(requested):
             own = o.get("parameters")
+            if isinstance(own, dict):
+                _known_keys(f"outputs[{i}].parameters", own, ("binary_data",))
             if own is None or (isinstance(own, dict) and "binary_data" not in own):
                 binary = all_binary
             else:
