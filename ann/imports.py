@@ -42,9 +42,10 @@ def import_named(key: str, target: str) -> Any:
     imported (with the exception and where it was raised)."""
     module_name, _, attr = target.partition(":")
     if not module_name or not attr.isidentifier():  # ":Wide" reached importlib's own message
+        example = "mytasks:Parity" if key == "experiment" else "mynets:Wide"
         raise ConfigError(
             f"config key '{key}': {target!r} is not package.module:ClassName (e.g. "
-            "'mynets:Wide', its module on PYTHONPATH)"
+            f"'{example}', its module on PYTHONPATH)"
         )
     try:
         module = importlib.import_module(module_name)

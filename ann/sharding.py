@@ -170,7 +170,8 @@ def state_shardings(state: Any, rules: str | Rules, mesh: Mesh) -> Any:
                 raise ConfigError(
                     f"config key 'sharding_rules'[{i}]: {regex.pattern!r} matches no parameter "
                     f"path (re.search); paths are like {', '.join(names[:6])}"
-                    f"{', ...' if len(names) > 6 else ''} (WORKDIR/parameters.tsv lists them)"
+                    f"{', ...' if len(names) > 6 else ''} (list them all with ann transfer "
+                    "--config=...)"
                 )
     replicated = NamedSharding(mesh, PartitionSpec())
 

@@ -656,8 +656,8 @@ class App:
             except QueueTimeout as e:  # the client's own `parameters.timeout` ran out
                 message = (
                     f"parameters.timeout: queued {e.waited * 1e6:,.0f} microseconds, past the "
-                    f"request's {e.timeout * 1e6:,.0f}; the server is busy: retry, or allow "
-                    "more time"
+                    f"request's {e.timeout * 1e6:,.0f} (a busy queue, or a batch waiting to "
+                    "fill); retry, or allow more time"
                 )
                 self._error(m, 503, "timeout")
                 respond(503, self._with_model({"error": message}, m), None)

@@ -540,7 +540,9 @@ def request_parameters(parameters: Any) -> tuple[bool, float | None]:
                 "field",
             )
         default, why = _DEFAULT_ONLY[key]
-        if value != default and not (key == "sequence_id" and value == ""):
+        # By type too: `priority: false` or `sequence_end: 0` passed as the defaults.
+        is_default = type(value) is type(default) and value == default
+        if not is_default and not (key == "sequence_id" and value == ""):
             raise ServeError(
                 400,
                 f"parameters.{key}: expected {str(default).lower()} or no {key}, got "

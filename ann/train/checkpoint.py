@@ -293,8 +293,8 @@ class Checkpoints:
         )
         return (
             f"saving checkpoint step {step} to {manager.directory} failed "
-            f"({type(e).__name__}: {e}); {where}; free disk space or fix the permissions "
-            "there, then rerun the same command to resume"
+            f"({type(e).__name__}: {e}); {where}; free disk space or fix the permissions of "
+            f"{manager.directory}, then rerun the same command to resume"
             + (" from it" if last else " (it starts over)")
         )
 
