@@ -843,6 +843,12 @@ def validate(
                 raise ConfigError(f"config key '{key}': {pattern!r} is not a regex ({e})") from e
     if not values["data"]["eval_splits"]:
         raise ConfigError("config key 'data.eval_splits' is empty; name at least one split")
+    splits = list(values["data"]["eval_splits"])
+    twice = [split for i, split in enumerate(splits) if split in splits[:i]]
+    if twice:  # it evaluated the split twice, as eval/ and eval_SPLIT/
+        raise ConfigError(
+            f"config key 'data.eval_splits' names {twice[0]!r} twice; name each split once"
+        )
     check_slices(values["report"]["slices"])
     if selecting:  # a run to train (a trained run's config.json is read as it was)
         _check_keys_apply(values, unchanged)

@@ -25,7 +25,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ann import atomic
-from ann.config import ConfigError
+from ann.config import ConfigError, did_you_mean
 
 # Megatron-style tensor parallelism for ann's transformer blocks (ann/models/transformer.py):
 # the query/key/value and MLP-up kernels split their output columns over `tensor`, the attention
@@ -74,8 +74,8 @@ def resolve(rules: str | Rules) -> tuple[tuple[re.Pattern, Any], ...]:
     if isinstance(rules, str):
         if rules not in PRESETS:
             raise ConfigError(
-                f"config key 'sharding_rules' is {rules!r}; use a preset "
-                f"({', '.join(PRESETS)}) or a tuple of (path regex, placement) pairs"
+                f"config key 'sharding_rules' is {rules!r}{did_you_mean(rules, list(PRESETS))}; "
+                f"use a preset ({', '.join(PRESETS)}) or a tuple of (path regex, placement) pairs"
             )
         rules = PRESETS[rules]
     compiled = []

@@ -67,6 +67,12 @@ def test_validate_names_the_key(mutate, message):
         ({"model.name": "nowhere.mod:Net"}, "cannot import 'nowhere.mod:Net'"),
         ({"data.name": "no_such_data"}, "unknown data set 'no_such_data'"),
         ({"data.eval_splits": ("valid",)}, "has no split 'valid'"),
+        ({"data.eval_splits": ("tset",)}, "has no split 'tset' (did you mean 'test'?)"),
+        (
+            {"data.eval_splits": ("test", "test")},
+            "config key 'data.eval_splits' names 'test' twice; name each split once",
+        ),  # fmt: skip
+        ({"sharding_rules": "fdsp"}, "'sharding_rules' is 'fdsp' (did you mean 'fsdp'?)"),
         (
             {"data.validation_split": "valid"},
             "config key 'data.validation_split': data set 'digits' has no split 'valid'",

@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 
-from ann.config import ConfigError
+from ann.config import ConfigError, did_you_mean
 from ann.data.offline import BUILDERS
 
 
@@ -310,8 +310,8 @@ def load(
                 "--config.data.validation_split='train[90%:]'"
             )
         raise ConfigError(
-            f"{where}data set {name!r} has no split {split!r}; its splits are "
-            f"{', '.join(names)} (or TFDS slices of them, e.g. 'train[90%:]'){fix}"
+            f"{where}data set {name!r} has no split {split!r}{did_you_mean(split, names)}; its "
+            f"splits are {', '.join(names)} (or TFDS slices of them, e.g. 'train[90%:]'){fix}"
         ) from e
     if rows == 0:  # an empty slice: TFDS's reader fails on it with a message about paths
         where = f"config key '{key}' is " if key else ""
