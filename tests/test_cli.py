@@ -1006,7 +1006,7 @@ def test_an_unprepared_tfds_set_is_one_line_without_tfds_warning(tmp_path):
     assert line.endswith(
         f"or a set prepared in {tmp_path} (data.data_dir, else $TFDS_DATA_DIR, else "
         "~/tensorflow_datasets), which holds mnist; if it was prepared elsewhere, set "
-        "TFDS_DATA_DIR to that directory"
+        "--config.data.data_dir to that directory"  # given, it overrides TFDS_DATA_DIR
     ), line
 
 

@@ -211,7 +211,9 @@ def _prepare_offline(builder: tfds.core.DatasetBuilder) -> None:
         tfds.display_progress_bar(shown)
 
 
-def _builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
+def _builder(name: str, data_dir: str, given: bool = False) -> tfds.core.DatasetBuilder:
+    """The builder of `name` in `data_dir` (`given`: by data.data_dir, not the default, so a
+    refusal points at that key rather than at $TFDS_DATA_DIR, which it overrides)."""
     if name in BUILDERS:
         # Processes of one run (or trials of a sweep) may start on a fresh data_dir together:
         # one builds, the others wait and then read what it built.
@@ -244,8 +246,8 @@ def _builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
             f"config key 'data.name': unknown data set {name!r}: not one of ann's offline sets "
             f"({', '.join(sorted(BUILDERS))}), a TFDS name such as 'mnist', or a set prepared "
             f"in {data_dir} (data.data_dir, else $TFDS_DATA_DIR, else ~/tensorflow_datasets)"
-            f"{_what_is_in(data_dir, name)}; if it was prepared elsewhere, set TFDS_DATA_DIR to "
-            "that directory"
+            f"{_what_is_in(data_dir, name)}; if it was prepared elsewhere, set "
+            f"{'--config.data.data_dir' if given else 'TFDS_DATA_DIR'} to that directory"
         ) from e
     if not prepared:
         raise ConfigError(
@@ -295,8 +297,9 @@ def load(
     decoded size (`decoded_bytes`) is at most CACHE_LIMIT_BYTES. `key` names the config key
     that chose the split, for the error message. Raises ConfigError for an unknown split, a bad
     slice or one without rows."""
+    given = bool(data_dir)
     data_dir = data_dir or default_data_dir()
-    builder = _builder(name, data_dir)
+    builder = _builder(name, data_dir, given)
     try:
         # Parses slices too; raises on unknown names and bad syntax.
         rows = builder.info.splits[split].num_examples
