@@ -110,6 +110,27 @@ def call(experiment: Any, member: str, *args: Any) -> Any:
         ) from None
 
 
+def check_inputs(experiment: Any, train: Split) -> None:
+    """Raises ConfigError, before training, for an `input_signature()` that declares no input
+    or one the data set has no feature of: export, calibration, the reference sample and
+    `ann report` read each input from the data by its name (it failed only at export, with a
+    KeyError or IndexError traceback)."""
+    name, features = type(experiment).__name__, train.info.features
+    signature = experiment.input_signature()
+    if not signature:
+        raise ConfigError(
+            f"experiment {name}'s input_signature() declares no inputs; declare each input "
+            "predict reads, by the data set's feature name"
+        )
+    for key in signature:
+        if key not in features:
+            raise ConfigError(
+                f"experiment {name}'s input_signature() declares {key!r}, which data set "
+                f"{train.name!r} has no feature of (it has {', '.join(map(repr, features))}); "
+                "name inputs by the data set's features"
+            )
+
+
 def get(name: str) -> type:
     """The experiment class for `name`: a name in `EXPERIMENTS` or `package.module:ClassName`,
     imported on first use. Raises ConfigError naming `experiment` for an unknown name, a path

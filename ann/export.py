@@ -100,28 +100,6 @@ def _trace(
     return jax.export.export(jax.jit(infer), platforms=tuple(platforms))(weight_specs, input_specs)
 
 
-def _check_inputs(experiment: Any, config: Any) -> None:
-    """Raises ConfigError for an input_signature() name the data set has no feature of: the
-    export's calibration, reference sample and report read each input from the data by it."""
-    from ann import data
-    from ann.config import ConfigError
-
-    dc = config.data
-    features = data.load(dc.name, dc.train_split, dc.data_dir, cache=dc.cache).info.features
-    if not experiment.input_signature():  # it failed in calibration: "list index out of range"
-        raise ConfigError(
-            f"experiment {type(experiment).__name__}'s input_signature() declares no inputs; "
-            "declare each input predict reads, by the data set's feature name"
-        )
-    for name in experiment.input_signature():
-        if name not in features:
-            raise ConfigError(
-                f"experiment {type(experiment).__name__}'s input_signature() declares {name!r}, "
-                f"which data set {dc.name!r} has no feature of (it has "
-                f"{', '.join(map(repr, features))}); name inputs by the data set's features"
-            )
-
-
 def _check_outputs(exported: Any, signature: dict[str, dict[str, Any]], model: str) -> None:
     """Raises ConfigError unless the traced graph returns what the manifest will say it does
     (`signature`, per row): a model of the wrong width was exported with a manifest that
@@ -375,7 +353,6 @@ def export(
     if calibration is not None:
         config = config.copy_and_resolve_references()  # the manifest records the override
         config.calibration = calibration
-    _check_inputs(experiment, config)
     # Before the graph is traced: predict then divides the logits by the fitted temperature.
     calibrated = calibrate(experiment, model, config)
     graphdef, state = nnx.split(model)

@@ -106,6 +106,7 @@ def build(
     from ann import experiment as experiment_lib
 
     experiment_lib.call(experiment, "setup", train_split)
+    experiment_lib.check_inputs(experiment, train_split)
     data_seconds = time.perf_counter() - data_start
     steps = total_steps(config, len(train_split))
     # The schedule against the run's length, now known: a bound past it names num_epochs too.
