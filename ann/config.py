@@ -750,6 +750,18 @@ def fit_warmup(config: ml_collections.ConfigDict) -> None:
         opt.warmup_steps = config.total_steps // 2
 
 
+def _check_eval_splits(splits: list[str]) -> None:
+    """At least one split, each named once (a split named twice was evaluated twice, as eval/
+    and eval_SPLIT/)."""
+    if not splits:
+        raise ConfigError("config key 'data.eval_splits' is empty; name at least one split")
+    twice = [split for i, split in enumerate(splits) if split in splits[:i]]
+    if twice:
+        raise ConfigError(
+            f"config key 'data.eval_splits' names {twice[0]!r} twice; name each split once"
+        )
+
+
 def validate(
     config: ml_collections.ConfigDict,
     num_devices: int | None,
@@ -841,14 +853,7 @@ def validate(
                 re.compile(pattern)
             except re.error as e:
                 raise ConfigError(f"config key '{key}': {pattern!r} is not a regex ({e})") from e
-    if not values["data"]["eval_splits"]:
-        raise ConfigError("config key 'data.eval_splits' is empty; name at least one split")
-    splits = list(values["data"]["eval_splits"])
-    twice = [split for i, split in enumerate(splits) if split in splits[:i]]
-    if twice:  # it evaluated the split twice, as eval/ and eval_SPLIT/
-        raise ConfigError(
-            f"config key 'data.eval_splits' names {twice[0]!r} twice; name each split once"
-        )
+    _check_eval_splits(list(values["data"]["eval_splits"]))
     check_slices(values["report"]["slices"])
     if selecting:  # a run to train (a trained run's config.json is read as it was)
         _check_keys_apply(values, unchanged)
