@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import re
 import signal
+import threading
 from types import FrameType
 
 if __name__ == "__main__":  # `ann train`: no garbage collection from here to the first step
@@ -55,7 +56,8 @@ def main(argv: list[str]) -> None:
         config_lib.check_reached_length(FLAGS.config, FLAGS.workdir)  # the first thing to fix
         raise
     cli.check_out("workdir", FLAGS.workdir, may_hold="a training run")  # (ann.train.workdir)
-    previous = signal.signal(signal.SIGTERM, _terminated_while_starting)
+    main_thread = threading.current_thread() is threading.main_thread()  # (handlers need it)
+    previous = signal.signal(signal.SIGTERM, _terminated_while_starting) if main_thread else None
     try:
         result = _train()
         cli.ignore_interrupts()  # the run has ended and recorded how: its line follows
@@ -71,7 +73,8 @@ def main(argv: list[str]) -> None:
             raise
         raise config_lib.ConfigError(message) from e
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
     if result.interrupted:
         from ann.train.loop import interrupted_line
         from ann.train.preemption import CTRL_C
