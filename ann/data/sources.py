@@ -431,17 +431,16 @@ def _check_test_apart(train: Split, test: Split) -> None:
     its own name (`train`, or slices of one split that overlap): `eval/accuracy`, the test
     score of the `done:` line, was the training accuracy. A later reported split may be the
     train split (`eval_train/...`, to see overfitting)."""
-    for name, start, end in _row_ranges(train.info, test.split):
-        for other, other_start, other_end in _row_ranges(train.info, train.split):
-            low, high = max(start, other_start), min(end, other_end)
-            if name == other and low < high:
-                raise ConfigError(
-                    f"config key 'data.eval_splits' starts with {test.split!r}, which shares rows "
-                    f"{low}-{high - 1} of {name!r} with data.train_split {train.split!r}: the "
-                    "first reported split is the run's test score (eval/...), never rows it "
-                    "trained on; report the train split after it, e.g. "
-                    f"--config.data.eval_splits=\"('test', '{train.split}')\""
-                )
+    shared = _shared_rows(train.info, test.split, train.split)
+    if shared is not None:
+        name, low, high = shared
+        raise ConfigError(
+            f"config key 'data.eval_splits' starts with {test.split!r}, which shares rows "
+            f"{low}-{high - 1} of {name!r} with data.train_split {train.split!r}: the first "
+            "reported split is the run's test score (eval/...), never rows it trained on; "
+            "report the train split after it, e.g. "
+            f"--config.data.eval_splits=\"('test', '{train.split}')\""
+        )
 
 
 def _leak(a_key: str, b_key: str) -> str:
@@ -467,20 +466,30 @@ def check_validation_apart(
     `others`, (config key, split) pairs: the train split or a reported one. Whole names are
     compared by the config's own check; this one resolves slices (`train[90%:]` against
     `train`, `test[:50%]` against `test`)."""
-    mine = _row_ranges(info, validation)
     for key, split in others:
-        for name, start, end in _row_ranges(info, split):
-            for my_name, my_start, my_end in mine:
-                low, high = max(start, my_start), min(end, my_end)
-                if name == my_name and low < high:
-                    fix = (
-                        f"carve both from {name!r}: --config.data.train_split='{name}[:90%]' "
-                        f"--config.data.validation_split='{name}[90%:]'"
-                        if key == "data.train_split"
-                        else f"choose validation rows outside {split!r}"
-                    )
-                    raise ConfigError(
-                        f"config key 'data.validation_split' is {validation!r}, which shares "
-                        f"rows {low}-{high - 1} of {name!r} with {key} {split!r}: the split "
-                        f"that chooses must be one of its own; {fix}"
-                    )
+        shared = _shared_rows(info, split, validation)
+        if shared is None:
+            continue
+        name, low, high = shared
+        fix = (
+            f"carve both from {name!r}: --config.data.train_split='{name}[:90%]' "
+            f"--config.data.validation_split='{name}[90%:]'"
+            if key == "data.train_split"
+            else f"choose validation rows outside {split!r}"
+        )
+        raise ConfigError(
+            f"config key 'data.validation_split' is {validation!r}, which shares rows "
+            f"{low}-{high - 1} of {name!r} with {key} {split!r}: the split that chooses must "
+            f"be one of its own; {fix}"
+        )
+
+
+def _shared_rows(info: tfds.core.DatasetInfo, a: str, b: str) -> tuple[str, int, int] | None:
+    """(split name, first row, end row) of the first rows two split specs share by position
+    (slices of one named split that overlap), or None."""
+    for name, start, end in _row_ranges(info, a):
+        for other, other_start, other_end in _row_ranges(info, b):
+            low, high = max(start, other_start), min(end, other_end)
+            if name == other and low < high:
+                return name, low, high
+    return None

@@ -529,16 +529,10 @@ def request_parameters(parameters: Any) -> tuple[bool, float | None]:
         return False, None
     if not isinstance(parameters, dict):
         raise ServeError(400, f"parameters: expected an object, got {short(parameters)}", "field")
+    _known_keys("parameters", parameters, (*REQUEST_PARAMETERS, *_DEFAULT_ONLY))
     for key, value in parameters.items():
         if key in REQUEST_PARAMETERS:
             continue
-        if key not in _DEFAULT_ONLY:
-            raise ServeError(
-                400,
-                f"parameters: unknown key {short(key)}; expected "
-                f"{', '.join([*REQUEST_PARAMETERS, *_DEFAULT_ONLY])}",
-                "field",
-            )
         default, why = _DEFAULT_ONLY[key]
         # By type too: `priority: false` or `sequence_end: 0` passed as the defaults.
         is_default = type(value) is type(default) and value == default
