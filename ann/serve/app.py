@@ -637,6 +637,28 @@ class App:
             raise
         future.add_done_callback(self._reply_infer(m, decoded, request, start))
 
+    def _infer_failed(
+        self,
+        m: ServedModel,
+        decoded: protocol.InferRequest | None,
+        respond: Respond,
+        start: float,
+        error: ServeError,
+    ) -> None:
+        """Answers and counts an infer that failed after it was queued (its batch's callback,
+        where `handle` no longer can); with `decoded`, the request log records it, as it does a
+        refusal made before the queue."""
+        self._error(m, error.status, error.reason)
+        respond(error.status, self._with_model({"error": error.message}, m), None)
+        elapsed = time.perf_counter() - start
+        m.observe_failure(elapsed)
+        self._count(m, error.status, "infer")
+        if decoded is not None and self.request_log is not None and self.request_log.sampled():
+            self.request_log.write(
+                m.name, m.version, decoded.id, error.status, elapsed, decoded.inputs,
+                error=error.message,
+            )  # fmt: skip
+
     def _reply_infer(
         self, m: ServedModel, decoded: protocol.InferRequest, request: Request, start: float
     ) -> Callable[[asyncio.Future], None]:
@@ -659,23 +681,12 @@ class App:
                     f"request's {e.timeout * 1e6:,.0f} (a busy queue, or a batch waiting to "
                     "fill); retry, or allow more time"
                 )
-                self._error(m, 503, "timeout")
-                respond(503, self._with_model({"error": message}, m), None)
-                elapsed = time.perf_counter() - start
-                m.observe_failure(elapsed)
-                self._count(m, 503, "infer")
-                if self.request_log is not None and self.request_log.sampled():
-                    self.request_log.write(
-                        m.name, m.version, decoded.id, 503, elapsed, decoded.inputs, error=message
-                    )
+                self._infer_failed(m, decoded, respond, start, ServeError(503, message, "timeout"))
                 return
             except Exception as e:  # a fault in the model or the encoder: a 500 that says so
                 log.exception("internal error on infer %s", m.name)
-                self._error(m, 500, "internal")
                 message = f"internal server error ({type(e).__name__}: {e}); this is a server bug"
-                respond(500, self._with_model({"error": message}, m), None)
-                m.observe_failure(time.perf_counter() - start)
-                self._count(m, 500, "infer")
+                self._infer_failed(m, None, respond, start, ServeError(500, message, "internal"))
                 return
             duration = time.perf_counter() - start
             self.dataplane.observe(m, duration, timing)
