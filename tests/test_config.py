@@ -86,6 +86,8 @@ def test_validate_names_the_key(mutate, message):
             {"model.name": "ann.models.mlp.MLP"},
             "unknown model 'ann.models.mlp.MLP' (did you mean 'ann.models.mlp:MLP'?)",
         ),  # fmt: skip
+        # ann's own model by its module: 'mlp:MLP' (module:Class) would not import.
+        ({"model.name": "mlp.MLP"}, "unknown model 'mlp.MLP' (did you mean 'mlp'?)"),
         (
             {"model.name": "ann.models.mlp:MPL"},
             "has no 'MPL' (did you mean 'ann.models.mlp:MLP'?); name a class it defines",

@@ -68,8 +68,12 @@ def near_name(name: str, options: Sequence[str]) -> str:
     """ " (did you mean 'mlp'?)" for a near option, or for a dotted path that names a class
     (`mynets.Wide`), the module:Class spelling; "" otherwise."""
     module, _, attr = name.rpartition(".")
-    if module and attr[:1].isupper():
-        return f" (did you mean '{module}:{attr}'?)"
+    if module and attr[:1].isupper():  # mlp.MLP: ann's own model, by the name it is known by
+        return (
+            f" (did you mean {module!r}?)"
+            if module in options
+            else f" (did you mean '{module}:{attr}'?)"
+        )
     return did_you_mean(name, options)
 
 
