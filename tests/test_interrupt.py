@@ -336,6 +336,9 @@ def test_a_sigterm_while_starting_is_one_line_143_and_leaves_no_workdir(tmp_path
     config.json, parameters.tsv and empty checkpoint directories; Ctrl-C said where it stood."""
     workdir, log = tmp_path / "run", tmp_path / "term.log"
     argv = [sys.executable, "-m", "ann.main", f"--config={ROOT}/configs/digits_cnn.py"]
+    # No compilation cache: its compile (a second) keeps the start long enough to signal in,
+    # where a cached one reached the first step before the signal under CI's load.
+    argv += ["--config.compilation_cache_dir=off"]
     with open(log, "w") as err:
         proc = start([*argv, f"--workdir={workdir}"], err, env=with_devices(1),
                      stdout=subprocess.DEVNULL)  # fmt: skip
