@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import re
 import signal
+import sys
 import threading
 from types import FrameType
 
@@ -77,11 +78,15 @@ def main(argv: list[str]) -> None:
             signal.signal(signal.SIGTERM, previous)
     if result.interrupted:
         from ann.train.loop import interrupted_line
-        from ann.train.preemption import CTRL_C
+        from ann.train.preemption import CTRL_C, TERMINATED
 
         if result.interruption == CTRL_C:  # stopped at a step boundary, saved (preemption.py)
             cli.interrupted(interrupted_line(result.step, result.step))
         logging.info("stopped at step %d; run the same command to resume", result.step)
+        if result.interruption in TERMINATED:  # a hook's own stop exits 0
+            # Saved, not finished: a scheduler reading 0 counted the run (a Kubernetes Job's
+            # index, SLURM's afterok) as complete. 143 is what a SIGTERM's end reads as.
+            sys.exit(EXIT_TERMINATED)
         return
     import jax
 

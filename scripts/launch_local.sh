@@ -19,7 +19,7 @@ if [ -n "${ANN_DEVICES_PER_PROCESS:-}" ]; then
 fi
 pids=()
 # SIGTERM to this script is passed on as SIGTERM (every process saves a checkpoint at a step
-# they agree on and exits 0, as on a preempted cluster), Ctrl-C as SIGINT (the same save, then
+# they agree on and exits 143, as on a preempted cluster; so does this script), Ctrl-C as SIGINT (the same save, then
 # each says `process I of N: interrupted at step N (Ctrl-C)` and exits 130, as one process
 # does); the script waits for them. The processes start in their own process groups (job control, `set -m`):
 # otherwise bash starts them ignoring SIGINT, and a Ctrl-C in the terminal would reach them
@@ -53,9 +53,9 @@ while [ "${#alive[@]}" -gt 0 ]; do
     code=$?
     if [ "$code" -ne 0 ] && [ "$status" -eq 0 ]; then
       status=$code
-      # A failure stops the others; an interrupted one (130, Ctrl-C) leaves them to finish
-      # saving the step they agreed on.
-      [ "$code" -ne 130 ] && kill "${pids[@]}" 2>/dev/null
+      # A failure stops the others; an interrupted one (130, Ctrl-C; 143, SIGTERM) leaves them
+      # to finish saving the step they agreed on.
+      [ "$code" -ne 130 ] && [ "$code" -ne 143 ] && kill "${pids[@]}" 2>/dev/null
     fi
   done
   alive=("${still[@]}")

@@ -43,3 +43,16 @@ def test_launch_local_refuses_a_process_count_that_is_not_one_or_more():
         )  # fmt: skip
         assert done.returncode == 2, (n, done.stderr)
         assert done.stderr.startswith("usage: ") and "N: the number of processes" in done.stderr
+
+
+def test_k8s_job_recreates_a_pod_that_saved_and_exited_143():
+    # ann exits 143 after a SIGTERM's checkpoint (it exited 0, and the Job counted the
+    # preempted pod's index as complete): such a pod must be recreated, not fail the Job.
+    _, job = yaml.safe_load_all((ROOT / "scripts/cluster/k8s_train_job.yaml").read_text())
+    rules = job["spec"]["podFailurePolicy"]["rules"]
+    by_code = [r for r in rules if 143 in r.get("onExitCodes", {}).get("values", [])]
+    assert [r["action"] for r in by_code] == ["Ignore"]
+    assert by_code[0]["onExitCodes"]["operator"] == "In"
+    container = job["spec"]["template"]["spec"]["containers"][0]["name"]
+    assert by_code[0]["onExitCodes"]["containerName"] == container
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"

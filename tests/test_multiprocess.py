@@ -109,7 +109,8 @@ def test_a_peer_that_dies_mid_run_ends_the_other_with_an_error(tmp_path):
 
 
 def test_sigterm_to_one_process_stops_all_at_the_same_step_with_a_checkpoint(tmp_path):
-    """A scheduler preempting one process: every process saves the same step and exits 0."""
+    """A scheduler preempting one process: every process saves the same step and exits 143
+    (saved, not finished)."""
     procs = _two_processes(tmp_path, "--config.total_steps=100000", "--config.log_every_steps=20")
     try:
         _wait_for_training(tmp_path, procs)
@@ -119,7 +120,7 @@ def test_sigterm_to_one_process_stops_all_at_the_same_step_with_a_checkpoint(tmp
         for p in procs:
             p.kill()
             p.wait()
-    assert [p.returncode for p in procs] == [0, 0], errs[0][-2000:] + errs[1][-2000:]
+    assert [p.returncode for p in procs] == [143, 143], errs[0][-2000:] + errs[1][-2000:]
     stops = [re.findall(r"SIGTERM: saved a checkpoint at step (\d+)", e) for e in errs]
     assert stops[0] and stops[0] == stops[1], errs[0][-2000:]
     assert json.load(open(tmp_path / "run_status.json"))["status"] == "interrupted"

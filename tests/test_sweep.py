@@ -349,6 +349,19 @@ def test_ctrl_c_stops_running_trials_as_interrupted_not_failed(tmp_path, capsys)
     assert said.out.startswith("started slow on cores "), said.out
 
 
+@pytest.mark.parametrize("returncode", [143, 130])
+def test_a_trial_a_cluster_stopped_with_its_checkpoint_saved_is_interrupted(tmp_path, returncode):
+    # A SLURM or Kubernetes trial that a SIGTERM stopped (saved, exit 143) read as "failed",
+    # and a resubmitted sweep's summary called it an error.
+    workdir = tmp_path / "trial"
+    workdir.mkdir()
+    (workdir / "run_status.json").write_text(json.dumps({"status": "interrupted", "step": 40}))
+    trials_lib.update_record(str(workdir), launcher="slurm", returncode=returncode)
+    assert trials_lib.status(str(workdir))[0] == "interrupted"
+    trials_lib.update_record(str(workdir), returncode=1)  # a crash after the save still fails
+    assert trials_lib.status(str(workdir))[0] == "failed"
+
+
 def test_a_trial_that_recorded_its_end_is_done_though_the_stop_killed_its_exit(
     tmp_path, monkeypatch
 ):
@@ -950,6 +963,13 @@ def test_slurm_and_kubernetes_run_the_trial_commands(tmp_path, fake_python):
     assert job["kind"] == "Job" and job["spec"]["completionMode"] == "Indexed"
     assert job["spec"]["completions"] == 4 and job["spec"]["parallelism"] == 2
     assert job["spec"]["backoffLimitPerIndex"] == 1  # one failing trial does not end the rest
+    # A preempted trial (saved, exit 143) is recreated without spending its index's retry.
+    (by_code,) = [r for r in job["spec"]["podFailurePolicy"]["rules"] if "onExitCodes" in r]
+    assert by_code["action"] == "Ignore" and by_code["onExitCodes"]["values"] == [143]
+    assert (
+        by_code["onExitCodes"]["containerName"]
+        == job["spec"]["template"]["spec"]["containers"][0]["name"]
+    )
     container = job["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == "ann:test"
     script = container["command"][2]

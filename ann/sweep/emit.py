@@ -126,6 +126,13 @@ spec:
   # A failing trial fails its own index (retried once: it resumes), not the others'
   # (Kubernetes >= 1.29).
   backoffLimitPerIndex: 1
+  # A preempted trial saves and exits 143 (saved, not finished): recreated, not counted.
+  podFailurePolicy:
+    rules:
+      - action: Ignore
+        onExitCodes: {{containerName: trial, operator: In, values: [143]}}
+      - action: Ignore
+        onPodConditions: [{{type: DisruptionTarget}}]
   template:
     spec:
       restartPolicy: Never

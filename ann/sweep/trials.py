@@ -174,6 +174,9 @@ def stderr_tail(workdir: str, size: int = 20000) -> str:
         return ""
 
 
+_INTERRUPTED = (128 + signal.SIGTERM, 128 + signal.SIGINT)  # 143, 130: ann.main's saved stops
+
+
 def status(workdir: str) -> tuple[str, dict[str, Any]]:
     """(status, details) of a trial from its files: done, pruned, failed, interrupted,
     running or pending. `details` has the run status record and the launcher's record."""
@@ -188,6 +191,10 @@ def status(workdir: str) -> tuple[str, dict[str, Any]]:
         return "failed", details
     stopped = record.get("stopped_by_sweep")
     if stopped and not finished:
+        return "interrupted", details
+    # Saved and stopped by a signal from elsewhere (a cluster's SIGTERM, a Ctrl-C): `ann train`
+    # exits 143 or 130 then, and the trial resumes; it read as failed.
+    if state == "interrupted" and returncode in _INTERRUPTED:
         return "interrupted", details
     # Stopped after it recorded its end (its last save done): the SIGTERM killed only its exit.
     if returncode not in (None, 0) and not stopped:

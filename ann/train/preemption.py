@@ -34,6 +34,7 @@ from ann.train import launcher
 CTRL_C = "Ctrl-C"  # the stop's reason (`Preemption.reason`, the Stop's message) for SIGINT
 # Shared between processes as the index here: the highest one any process got wins.
 REASONS = ("", "SIGTERM", launcher.GONE, CTRL_C)
+TERMINATED = REASONS[1:3]  # the stops a SIGTERM made: `ann train` exits 143 after the save
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
