@@ -415,6 +415,9 @@ def test_cli(digits_export, tmp_path):
         "version (ann registry alias digits ALIAS N), register the export again, or delete the "
         "version (ann registry delete digits 1)"
     )
+    # `versions` listed it as any other: resolving was the first sign its files were gone.
+    listed = cli("versions", "digits").stdout
+    assert listed.rstrip().endswith(f"FILES GONE from {version}"), listed
     # Named by number, there is no alias to move (it said to move one all the same).
     line = one_line_error(cli("resolve", "models:/digits/1"))
     assert line.endswith("(removed outside the registry); register the export again, or delete "

@@ -58,6 +58,8 @@ def _summary(mv: ModelVersion) -> str:
         f"{mv.uri}  created {created}  aliases [{', '.join(mv.aliases)}]"
         + (f"  tags [{_tags(mv.tags)}]" if mv.tags else "")  # `show` had them alone
         + f"  run {source.get('workdir')} step {source.get('step')}  {shown}"
+        # Listed as any other, and resolving it was the first sign its files had been removed.
+        + ("" if os.path.isdir(mv.path) else f"  FILES GONE from {mv.path}")
     )
 
 
