@@ -33,6 +33,7 @@ constructor arguments, `task.*` experiment settings).
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import importlib.util
@@ -42,7 +43,7 @@ import re
 import shlex
 import sys
 import traceback
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import NoReturn
 
 import ml_collections
@@ -825,6 +826,34 @@ def reader_gone() -> NoReturn:
 
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a job stopped by Ctrl-C
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process SIGTERM ended
+
+
+class Terminated(KeyboardInterrupt):
+    """A SIGTERM made into a stop, as Ctrl-C's KeyboardInterrupt (`sigterm_as_interrupt`)."""
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt(message: str = "terminated (SIGTERM)") -> Iterator[None]:
+    """While active (main thread only), the first SIGTERM raises `Terminated(message)` where
+    the program is, so it stops as on Ctrl-C (its cleanup runs); later ones are ignored, so a
+    second cannot cut that cleanup short. The previous handler is restored after."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated(message)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def interrupted(

@@ -62,8 +62,8 @@ def main(argv: list[str]) -> None:
     try:
         result = _train()
         cli.ignore_interrupts()  # the run has ended and recorded how: its line follows
-    except _Terminated:
-        cli.interrupted(TERMINATED_STARTING, skip_teardown=True, status=EXIT_TERMINATED)
+    except cli.Terminated:
+        cli.interrupted(TERMINATED_STARTING, skip_teardown=True, status=cli.EXIT_TERMINATED)
     except KeyboardInterrupt as e:
         # Once training began, the loop names the step and what a rerun resumes from; before,
         # nothing is saved, and the teardown could crash on XLA's unfinished start-up work.
@@ -86,7 +86,7 @@ def main(argv: list[str]) -> None:
         if result.interruption in TERMINATED:  # a hook's own stop exits 0
             # Saved, not finished: a scheduler reading 0 counted the run (a Kubernetes Job's
             # index, SLURM's afterok) as complete. 143 is what a SIGTERM's end reads as.
-            sys.exit(EXIT_TERMINATED)
+            sys.exit(cli.EXIT_TERMINATED)
         return
     import jax
 
@@ -116,10 +116,6 @@ def out_of_memory(error: BaseException) -> str | None:
     )
 
 
-class _Terminated(KeyboardInterrupt):
-    """A SIGTERM while the run was starting (before its loop): a stop, as Ctrl-C's is."""
-
-
 def _terminated_while_starting(signum: int, frame: FrameType | None) -> None:
     """SIGTERM's handler until the loop installs its own: it killed the process silently
     (exit -15, a half-made workdir) where Ctrl-C said where things stood. Once the loop has
@@ -128,10 +124,9 @@ def _terminated_while_starting(signum: int, frame: FrameType | None) -> None:
     from ann.train import preemption
 
     if preemption.starting():
-        raise _Terminated
+        raise cli.Terminated  # a stop, as Ctrl-C's is
 
 
-EXIT_TERMINATED = 128 + signal.SIGTERM  # 143, as a shell reports a process SIGTERM ended
 TERMINATED_STARTING = (
     "terminated (SIGTERM) while starting, before the first step; run the same command to start "
     "again"

@@ -4,14 +4,18 @@ pruning, and the cluster scripts. Trials are real `ann.main` subprocesses of tin
 import csv
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 import textwrap
+import time
 import warnings
 
 import pytest
 from conftest import ROOT, one_line_error, with_devices
 
+from ann import cli
 from ann.config import ConfigError
 from ann.sweep import definition as definition_lib
 from ann.sweep import emit, grid, launch, pruning, results, search, space
@@ -151,6 +155,16 @@ def test_tpe_space_from_the_same_definition():
             "'seed' is swept twice",
         ),
         ("return 3", r"get_sweep\(h\) returned 3"),
+        # Equal trials shared one workdir: one was refused for the other's lock, and the table
+        # said "2 trials: 2 done".
+        (
+            "return h.sweep('optimizer.learning_rate', [1e-3, 0.001])",
+            "the sweep gives the trial optimizer.learning_rate=0.001 twice",
+        ),
+        (
+            "return h.zip(h.sweep('seed', [1, 1]), h.sweep('model.dropout', [0.1, 0.1]))",
+            "the sweep gives the trial seed=1, model.dropout=0.1 twice",
+        ),
     ],
 )
 def test_bad_definitions_fail_in_one_line(tmp_path, sweep, message):
@@ -281,7 +295,8 @@ def test_cpu_sets_are_disjoint(monkeypatch, capsys):
     assert launch.cpu_sets(7)[5:] == [[0], [1]]  # more trials than cores: shared
     # A plain line, as ann's other warnings (it carried absl's "W1202 12:00:00.000 ... ]").
     assert capsys.readouterr().err == (
-        "warning: --parallel=7 is more than the 5 cores available: trials will share cores\n"
+        "warning: 7 trials at a time (--parallel) are more than the 5 cores available: they "
+        "will share cores\n"
     )
 
 
@@ -347,6 +362,45 @@ def test_ctrl_c_stops_running_trials_as_interrupted_not_failed(tmp_path, capsys)
     )
     # The start, a line as the sweep's others ("[1/4] done ..."): it was absl's "I1203 ... ]".
     assert said.out.startswith("started slow on cores "), said.out
+
+
+def test_a_sigterm_stops_running_trials_as_ctrl_c_does(tmp_path, capsys):
+    # `kill`, `timeout` or `docker stop` ended the sweep at once: no line, trials left
+    # "running" in its records (their processes stopped by the launcher watch).
+    sleeper = script_trial(tmp_path, "slow", "import time; time.sleep(60)")
+    queue = [sleeper]
+
+    def next_trial():
+        if queue:
+            return queue.pop()
+        os.kill(os.getpid(), signal.SIGTERM)  # while the trial runs
+        time.sleep(5)  # (the handler raises here)
+        return None
+
+    ended = {}
+    with pytest.raises(cli.Terminated), cli.sigterm_as_interrupt():
+        launch.run(next_trial, lambda t, o: ended.setdefault(t.name, o), parallel=2)
+    assert ended["slow"].status == "interrupted"
+    assert trials_lib.status(sleeper.workdir)[0] == "interrupted"
+    assert capsys.readouterr().err == (
+        "terminated (SIGTERM): stopping 1 running trial (each saves a checkpoint and exits)\n"
+    )
+
+
+def test_a_trial_whose_process_is_gone_is_not_running(tmp_path):
+    # A sweep killed with SIGKILL left `started` without an end: `--summarize` said "1
+    # running" for good, with no process left.
+    workdir = tmp_path / "trial"
+    workdir.mkdir()
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    trials_lib.update_record(
+        str(workdir), started=trials_lib.now(), returncode=None, pid=int(done.stdout),
+        host=socket.gethostname(),
+    )  # fmt: skip
+    assert trials_lib.status(str(workdir))[0] == "interrupted"
+    trials_lib.update_record(str(workdir), pid=os.getpid())  # alive: still running
+    assert trials_lib.status(str(workdir))[0] == "running"
 
 
 @pytest.mark.parametrize("returncode", [143, 130])

@@ -263,8 +263,14 @@ def run_here(definition: definition_lib.Definition, metric: str, mode: str) -> N
 
 
 def main(argv: list[str]) -> None:
+    # A SIGTERM (kill, timeout, docker stop) ended the sweep silently and left its trials'
+    # records unended: it stops as Ctrl-C does, trials saving, and exits 143.
     try:
-        sweep(argv)
+        with cli.sigterm_as_interrupt():
+            sweep(argv)
+    except cli.Terminated as e:
+        print(f"{e}; run the same command to resume", file=sys.stderr)
+        sys.exit(cli.EXIT_TERMINATED)
     except KeyboardInterrupt:
         print("interrupted; run the same command to resume", file=sys.stderr)
         sys.exit(130)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -36,8 +37,9 @@ def cpu_sets(parallel: int) -> list[list[int]]:
     cpus = sorted(os.sched_getaffinity(0))
     if parallel > len(cpus):
         cli.warn(
-            f"--parallel={parallel} is more than the {len(cpus)} cores available: trials "
-            "will share cores"
+            # `parallel` is what runs (--parallel capped at the trials left): not the flag.
+            f"{parallel} trials at a time (--parallel) are more than the {len(cpus)} cores "
+            "available: they will share cores"
         )
         return [[cpus[i % len(cpus)]] for i in range(parallel)]
     size, extra = divmod(len(cpus), parallel)
@@ -118,6 +120,9 @@ def _start(trial: Trial, cpus: list[int]) -> _Running:
         )
     finally:
         os.sched_setaffinity(0, mine)
+    # Whose trial this is: a sweep killed outside Python (SIGKILL) leaves `started` without an
+    # end, and the trial read as running for good.
+    trials_lib.update_record(workdir, pid=proc.pid, host=socket.gethostname())
     return _Running(trial, proc, time.monotonic(), offset, [stdout, stderr])
 
 
@@ -178,7 +183,9 @@ def run(
     except (KeyboardInterrupt, SweepError) as stop:  # Ctrl-C, or on_end stopping the sweep
         if not running:
             raise
-        why = "interrupted (Ctrl-C)" if isinstance(stop, KeyboardInterrupt) else "sweep stopped"
+        why = "sweep stopped"
+        if isinstance(stop, KeyboardInterrupt):
+            why = str(stop) if isinstance(stop, cli.Terminated) else "interrupted (Ctrl-C)"
         print(
             f"{why}: stopping {len(running)} running trial{'s' * (len(running) != 1)} (each "
             "saves a checkpoint and exits)",

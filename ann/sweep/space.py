@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import math
 import random
 from collections.abc import Sequence
@@ -320,6 +321,18 @@ def trials(node: Node) -> list[Overrides]:
     rows = node.trials()
     if not rows:
         raise SweepError("the sweep has no trials; give its h.sweep(...) parts some values")
+    # Equal rows (h.sweep(k, [1e-3, 0.001]), or two parts giving one combination) were two
+    # trials in one workdir: one refused for the other's lock, and the table said "2 done".
+    seen: dict[str, Overrides] = {}
+    for row in rows:
+        key = json.dumps(row, sort_keys=True)
+        if key in seen:
+            given = ", ".join(f"{k}={v!r}" for k, v in row.items()) or "no overrides"
+            raise SweepError(
+                f"the sweep gives the trial {given} twice (a value listed twice in h.sweep, or "
+                "two parts of the sweep that overlap); give each combination once"
+            )
+        seen[key] = row
     return rows
 
 

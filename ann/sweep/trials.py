@@ -21,11 +21,12 @@ import os
 import re
 import shlex
 import signal
+import socket
 import sys
 import time
 from typing import Any
 
-from ann import atomic
+from ann import atomic, cli
 from ann import config as config_lib
 from ann.sweep.space import Overrides
 from ann.train import run_status
@@ -174,7 +175,7 @@ def stderr_tail(workdir: str, size: int = 20000) -> str:
         return ""
 
 
-_INTERRUPTED = (128 + signal.SIGTERM, 128 + signal.SIGINT)  # 143, 130: ann.main's saved stops
+_INTERRUPTED = (cli.EXIT_TERMINATED, cli.EXIT_INTERRUPTED)  # ann.main's saved stops
 
 
 def status(workdir: str) -> tuple[str, dict[str, Any]]:
@@ -205,11 +206,21 @@ def status(workdir: str) -> tuple[str, dict[str, Any]]:
     if state == "interrupted":
         return "interrupted", details
     if (record.get("started") and returncode is None) or state == "running":
+        if _gone(record):  # its sweep was killed before it could record the end
+            return "interrupted", details
         return "running", details
     if returncode == 0:
         details["error"] = "exited without recording a status (run_status.json)"
         return "failed", details
     return "pending", details
+
+
+def _gone(record: dict[str, Any]) -> bool:
+    """Whether the trial's process (recorded by the local launcher) no longer exists."""
+    pid = record.get("pid")
+    if not isinstance(pid, int) or record.get("host") != socket.gethostname():
+        return False  # an emitted launcher's trial, or another machine's: not ours to say
+    return not run_status.alive(pid)
 
 
 def now() -> str:

@@ -55,7 +55,8 @@ def write(workdir: str, status: str, step: int, **info: Any) -> None:
         f.write("\n")
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process `pid` exists on this host (signal 0; another user's counts)."""
     try:
         os.kill(pid, 0)  # signal 0: existence check only
     except ProcessLookupError:
@@ -71,7 +72,7 @@ def live_owner(record: dict[str, Any] | None) -> int | None:
         return None
     pid = record.get("pid")
     if record.get("host") == socket.gethostname() and isinstance(pid, int):
-        if pid != os.getpid() and _alive(pid):
+        if pid != os.getpid() and alive(pid):
             return pid
     return None
 
