@@ -925,6 +925,28 @@ def test_a_trial_failed_by_the_sweeps_metric_runs_again_and_retries_are_not_skip
     assert trials[1].name in launched and "skipping" not in lines[-1], lines[-1]
 
 
+def test_finished_trials_an_edited_sweep_no_longer_gives_are_named(tmp_path, monkeypatch, capsys):
+    # Editing get_sweep's values and rerunning dropped the finished trials from the results
+    # without a word ("2 trials: 2 done"), and the best line could name another trial.
+    sweep_dir = tmp_path / "sweep"
+    before = definition_lib.load(write_config(tmp_path, GRID), {})
+    trials, _ = grid.prepare(before, str(sweep_dir))
+    for trial in trials[:2]:
+        os.makedirs(trial.workdir)
+        (sweep_dir / trial.name / "run_status.json").write_text('{"status": "done", "step": 1}')
+        trials_lib.update_record(trial.workdir, returncode=0)
+    edited = definition_lib.load(
+        write_config(tmp_path, "return h.sweep('optimizer.learning_rate', [1e-2])"), {}
+    )
+    monkeypatch.setattr(launch, "run", lambda *a, **k: None)
+    grid.run(edited, str(sweep_dir), "val/accuracy", "max", log=lambda line: None)
+    err = capsys.readouterr().err
+    assert err.startswith(
+        f"warning: 2 finished trials in {sweep_dir} are no longer in get_sweep's space and left "
+        f"out of the results (workdirs kept): {', '.join(sorted(t.name for t in trials[:2]))}"
+    ), err
+
+
 def test_the_picture_is_drawn_as_each_trial_scores_not_only_at_the_end(tmp_path, monkeypatch):
     # A sweep stopped by Ctrl-C after trials had scored left results.csv and no results.png.
     definition = definition_lib.load(write_config(tmp_path, GRID), {})

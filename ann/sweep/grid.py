@@ -8,8 +8,10 @@ interrupted or never-started trial runs (an interrupted one resumes from its che
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable
 
+from ann import cli
 from ann.sweep import definition as definition_lib
 from ann.sweep import launch, pruning, results, space
 from ann.sweep import trials as trials_lib
@@ -23,6 +25,25 @@ def prepare(definition: Definition, sweep_dir: str) -> tuple[list[Trial], list[s
     names = trials_lib.names(rows)
     trials = [definition.trial(n, row, sweep_dir) for n, row in zip(names, rows)]
     return trials, [definition_lib.check_trial(definition, t) for t in trials]
+
+
+def _warn_left_out(sweep_dir: str, trials: list[Trial]) -> None:
+    """Finished trials of an earlier get_sweep that this one no longer gives: the results left
+    them out without a word (and the best line could name another trial)."""
+    mine = {os.path.basename(t.workdir) for t in trials}
+    gone = sorted(
+        name
+        for name in (os.listdir(sweep_dir) if os.path.isdir(sweep_dir) else [])
+        if name not in mine
+        and os.path.isfile(os.path.join(sweep_dir, name, trials_lib.RECORD))
+        and trials_lib.status(os.path.join(sweep_dir, name))[0] in trials_lib.FINISHED
+    )
+    if gone:
+        cli.warn(
+            f"{len(gone)} finished trial{'s' * (len(gone) != 1)} in {sweep_dir} "
+            f"{'are' if len(gone) != 1 else 'is'} no longer in get_sweep's space and left out of "
+            f"the results (workdirs kept): {', '.join(gone)}; a new --workdir keeps sweeps apart"
+        )
 
 
 def end_line(trial: Trial, outcome: launch.Outcome, metric: str, mode: str) -> str:
@@ -72,6 +93,7 @@ def run(
     if counts.get("retried"):
         message += f"; rerunning {counts['retried']} failed"
     log(message)
+    _warn_left_out(sweep_dir, trials)
     queue = iter(todo)
     done = [0]
 
