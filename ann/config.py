@@ -945,11 +945,16 @@ def check_slices(entries: Any) -> None:
             f"config key 'report.slices' is the string {entries!r}; give a tuple of entries, "
             f'e.g. --config.report.slices="({entries!r},)"'
         )
+    seen = []
     for entry in entries:
         try:
-            slice_spec.parse(entry)
+            spec = slice_spec.parse(entry)
         except ValueError as e:
             raise ConfigError(f"config key 'report.slices': {e}") from None
+        cut = (spec.kind, spec.name, spec.index, spec.quantiles)  # its text aside
+        if cut in seen:  # it was reported twice, and one picture written over the other
+            raise ConfigError(f"config key 'report.slices' names {entry!r} twice; give it once")
+        seen.append(cut)
 
 
 def task_settings(

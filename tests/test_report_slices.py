@@ -171,6 +171,8 @@ def test_slice_specs_the_data_cannot_take_are_one_line(classified, spec, message
         (("field:",), "entry 'field:' is not of the form 'label', 'feature:NAME[INDEX]"),
         (("label:x",), "is not of the form"),
         ((3,), "holds 3 (int); every element must be a string"),
+        # Reported twice, and "6 pictures" said where 5 were written (one over the other).
+        (("label", "label"), "names 'label' twice; give it once"),
     ],
 )
 def test_bad_slice_specs_are_refused_at_validation_in_one_line(value, message):
@@ -349,3 +351,24 @@ def test_every_task_with_sections_has_slice_metrics_but_language_modelling():
     from ann.report.sections import SECTIONS
 
     assert set(SECTIONS) - set(task_metrics.HEADLINES) == {"language_modelling"}
+
+
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        ("field:writer", "split 'train' has no field 'writer'; its fields: image, label, row_id"),
+        ("feature:image[0,0]", "feature 'image' has shape (8, 8, 1) per row, so it takes 3"),
+    ],
+)
+def test_slices_the_data_cannot_take_are_refused_before_training(tmp_path, entry, message):
+    # `ann train` accepted them; `ann report` then refused the trained run, whose config the
+    # report cannot change (only an edit of WORKDIR/config.json got a report out of it).
+    from conftest import tiny
+
+    from ann.train.loop import train_and_evaluate
+
+    config = tiny("digits_mlp", **{"report.slices": ("label", entry)})
+    with pytest.raises(ConfigError) as e:
+        train_and_evaluate(config, str(tmp_path / "run"))
+    assert str(e.value).startswith(f"config key 'report.slices' entry {entry!r}: {message}")
+    assert not (tmp_path / "run").exists()

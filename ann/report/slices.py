@@ -218,6 +218,28 @@ def _gap_and_flags(
     return {"gap": gap, "bound": {key: bound} if bound else {}, "flagged": flagged}
 
 
+CHECK_ROWS = 1_000  # rows of the train split `check` cuts (the report cuts a whole split)
+
+
+def check(config: Any, experiment: Any, split: Any) -> None:
+    """Raises ConfigError (as the report would, naming the entry and the fix) when an entry of
+    `config.report.slices` cannot cut `split` (an `ann.data` Split: its fields and shapes) for
+    this experiment: `ann train` checks before step 0, where the report found it only once the
+    run was trained, and a run's config cannot be changed there."""
+    entries = list(config.report.slices)
+    if not entries:
+        return
+    if config.experiment not in task_metrics.HEADLINES:
+        raise ConfigError(
+            f"config key 'report.slices': experiment {config.experiment!r} has no slice "
+            "metrics; set --config.report.slices='()'"
+        )
+    rows = split.rows(np.arange(min(len(split), CHECK_ROWS)))
+    preds = Predictions(split.split, rows, {}, experiment, config)
+    for entry in entries:
+        assign(preds, slice_spec.parse(entry))
+
+
 def report_slices(
     preds: Predictions, metric_fn: task_metrics.MetricFn | None = None
 ) -> list[Section]:
