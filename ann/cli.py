@@ -729,10 +729,14 @@ def _inside(path: str, out: bool = False) -> str | None:
     return f"{directory_kind.NAMES[kind]} at {parent}"
 
 
-def check_out(flag: str, path: str, may_hold: str | None = None) -> None:
+def check_out(
+    flag: str, path: str, may_hold: str | None = None, report: bool = False
+) -> None:  # fmt: skip
     """Raises FlagError naming `--flag` when the directory `path` cannot be created or written
-    (a file in the way, no permission) or already holds something ann made (`holds`) other
-    than `may_hold` ("a training run" for `ann train`, "a sweep" for `ann sweep`); creates
+    (a file in the way, no permission), already holds something ann made (`holds`) other
+    than `may_hold` ("a training run" for `ann train`, "a sweep" for `ann sweep`), or a report
+    (report.json) unless `report` (the job writes one: its own write checks which kind), or is
+    inside a report (replaced whole on its next run, it would take `path` with it); creates
     nothing. Checked before a job computes."""
     from ann import atomic
 
@@ -741,6 +745,17 @@ def check_out(flag: str, path: str, may_hold: str | None = None) -> None:
     inside = _inside(path, out=not may_hold)  # an --out may sit in a run (its report/)
     if inside is not None:
         raise FlagError(f"--{flag}={path} is inside {inside}; choose a directory outside it")
+    above = directory_kind.report_above(path)
+    if above is not None:
+        raise FlagError(
+            f"--{flag}={path} is inside the report at {above}, which its next run replaces "
+            "whole; choose a directory outside it"
+        )
+    if not report and os.path.isfile(os.path.join(path, directory_kind.REPORT_FILE)):
+        raise FlagError(
+            f"--{flag}={path} holds a report ({directory_kind.REPORT_FILE}); choose another "
+            f"--{flag}"
+        )
     found = holds(path)
     if found is not None and not (may_hold and found.startswith(may_hold)):
         raise FlagError(f"--{flag}={path} holds {found}; choose another --{flag}")

@@ -76,6 +76,21 @@ def inside(path: str) -> tuple[str, str] | None:
         parent = os.path.dirname(parent)
 
 
+REPORT_FILE = "report.json"  # a report (`ann report`, `ann monitor drift`; ann/report/write.py)
+
+
+def report_above(path: str) -> str | None:
+    """The nearest directory above `path` that is a report (holds REPORT_FILE), or None. A
+    report is replaced whole each time its command runs: whatever is inside it goes."""
+    parent = os.path.dirname(os.path.abspath(path))
+    while True:
+        if os.path.isfile(os.path.join(parent, REPORT_FILE)):
+            return parent
+        if os.path.dirname(parent) == parent:
+            return None
+        parent = os.path.dirname(parent)
+
+
 def described(kind: str) -> str:
     """ "an export (manifest.json)": a kind as a message names it."""
     return f"{NAMES[kind]} ({MARKERS[kind]})"

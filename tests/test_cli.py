@@ -1038,3 +1038,39 @@ def test_a_file_as_the_compilation_cache_is_one_line(tmp_path):
         "cache's directory (File exists); give a directory, or 'off'"
     )
     assert not (tmp_path / "run").exists()
+
+
+def test_outputs_inside_a_report_or_into_one_are_refused(tmp_path):
+    # A report is replaced whole on its next run: `ann report --out=RUN/report/sub` was
+    # accepted, then deleted by the next `ann report`; `ann observability render --out=` a
+    # drift report's directory was accepted, and the next drift report deleted its files.
+    from ann.cli import FlagError, check_out
+
+    report = tmp_path / "report"
+    report.mkdir()
+    (report / "report.json").write_text('{"schema_version": 1, "splits": {}}')
+    with pytest.raises(FlagError) as e:
+        check_out("out", str(report / "sub"), report=True)
+    assert str(e.value) == (
+        f"--out={report / 'sub'} is inside the report at {report}, which its next run replaces "
+        "whole; choose a directory outside it"
+    )
+    with pytest.raises(FlagError, match=r"holds a report \(report.json\); choose another --out"):
+        check_out("out", str(report))
+    check_out("out", str(report), report=True)  # a report's own command: its write decides
+
+
+def test_a_request_log_inside_an_export_is_refused(tmp_path):
+    # It was written into the export, whose files are fixed (its manifest lists them).
+    from ann.serve.settings import Settings
+
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "manifest.json").write_text('{"format": "ann-export", "files": {}}')
+    with pytest.raises(ValueError) as e:
+        Settings(request_log=str(export / "r.jsonl"))
+    assert str(e.value) == (
+        f"--request_log={export / 'r.jsonl'}: is inside an export at {export}, whose files are "
+        "fixed; give a path outside it"
+    )
+    Settings(request_log=str(tmp_path / "r.jsonl"))  # beside it: accepted

@@ -153,7 +153,7 @@ def drift(args: list[str]) -> None:
     from ann.report.write import check_out
 
     if FLAGS.out:
-        cli.check_out("out", FLAGS.out)
+        cli.check_out("out", FLAGS.out, report=True)
         check_out(FLAGS.out, "drift report")
     from ann import artifact
     from ann import registry as registries
@@ -200,7 +200,7 @@ def drift(args: list[str]) -> None:
     if warning:
         cli.warn(warning)
     out = FLAGS.out or f"drift-{name}-{version}"
-    cli.check_out("out", out)
+    cli.check_out("out", out, report=True)
     check_out(out, "drift report")
     report = {
         "schema": drift_report.SCHEMA,

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ann import atomic
+from ann import atomic, directory_kind
 from ann.monitor.drift import DriftResult, FeatureDrift, Reference
 from ann.monitor.features import MAX_VALUES, feature_matrix
 
@@ -235,10 +235,12 @@ def write(out: str, report: dict[str, Any], parts: list[Any], title: str, header
         figures = html.write_figures(tmp, "drift", parts)
         report["figures"] = [name for names in figures.values() for name in names]
         html.write_index(tmp, title, header, {"drift": parts}, {"drift": figures})
-        atomic.write_text(os.path.join(tmp, "report.json"), json.dumps(report, indent=1) + "\n")
+        atomic.write_text(
+            os.path.join(tmp, directory_kind.REPORT_FILE), json.dumps(report, indent=1) + "\n"
+        )
         os.chmod(tmp, 0o755)
         replace_directory(tmp, os.path.abspath(out))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return os.path.join(out, "report.json")
+    return os.path.join(out, directory_kind.REPORT_FILE)

@@ -95,7 +95,7 @@ def main(argv: list[str]) -> None:
     from ann.report import write  # JAX, matplotlib: after the flags are known to be good
 
     if FLAGS.out:
-        cli.check_out("out", FLAGS.out)  # before anything is restored
+        cli.check_out("out", FLAGS.out, report=True)  # before anything is restored
         write.check_out(FLAGS.out)
     if FLAGS.workdir is not None:
         step: int | str = int(FLAGS.step) if FLAGS.step.isdigit() else FLAGS.step
@@ -105,7 +105,7 @@ def main(argv: list[str]) -> None:
         cli.progress(f"loading {FLAGS.model}")
         source = collect.from_model(FLAGS.model, FLAGS.registry)
     out = FLAGS.out or default_out(source.identity, FLAGS.workdir)
-    cli.check_out("out", out)  # before the splits are scored
+    cli.check_out("out", out, report=True)  # before the splits are scored
     cli.progress(f"scoring {' and '.join(FLAGS.split)}, drawing the pictures into {out}")
     report = write.write_report(source, FLAGS.split, out)
     print(write.summary(report, out, FLAGS.workdir))

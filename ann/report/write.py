@@ -10,11 +10,11 @@ import shutil
 import tempfile
 from typing import Any
 
-from ann import atomic
+from ann import atomic, directory_kind
 from ann.report import SCHEMA_VERSION, collect, html, jsonable
 from ann.report.sections import SECTIONS, Section, sections_for
 
-REPORT = "report.json"
+REPORT = directory_kind.REPORT_FILE
 
 
 def _slices(preds: collect.Predictions) -> list[Section]:

@@ -13,6 +13,7 @@ import os
 import re
 from typing import Any
 
+from ann import directory_kind
 from ann.monitor import MIN_ROWS as DRIFT_MIN_ROWS
 from ann.monitor import MIN_TEST_ROWS
 
@@ -258,6 +259,13 @@ class Settings:
             return f"--request_log={self.request_log}: its folder {folder} {what}"
         if os.path.isdir(path):
             return f"--request_log={self.request_log}: is a folder; give a file in it"
+        found = directory_kind.inside(path)
+        if found and found[0] in (directory_kind.EXPORT, directory_kind.REGISTRY):
+            # An export holds the files its manifest lists, and nothing else (README, Layout).
+            return (
+                f"--request_log={self.request_log}: is inside {directory_kind.NAMES[found[0]]} "
+                f"at {found[1]}, whose files are fixed; give a path outside it"
+            )
         if not os.access(path if os.path.exists(path) else folder, os.W_OK):
             return f"--request_log={self.request_log}: not writable; give a writable path"
         return None
