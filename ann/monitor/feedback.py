@@ -328,3 +328,25 @@ def feedback(args: list[str]) -> None:
     joined = f"{total['matched']} row{'s' * (total['matched'] != 1)} joined"
     print(f"{sent}: {joined}; not joined: {unmatched}; "
           f"{accuracy} (since the server started)")  # fmt: skip
+    for line in unjoined_warnings(total["unmatched"], len(items)):
+        cli.warn(line)
+
+
+def unjoined_warnings(unmatched: dict[str, int], sent: int) -> list[str]:
+    """Why labels did not join, where the counts alone left a user guessing (0 joined, exit 0):
+    the server holds its predictions in memory, per process."""
+    said = []
+    unknown, duplicate = unmatched.get("unknown", 0), unmatched.get("duplicate", 0)
+    if unknown:
+        said.append(
+            f"{unknown} of {sent} labels name request ids this server does not hold: it keeps "
+            "predictions in memory, per process, so a restart (or a reload of the model) forgets "
+            "them, and behind several replicas a label joins only on the replica that served its "
+            "request (README: Deployment)"
+        )
+    if duplicate:
+        said.append(
+            f"{duplicate} of {sent} labels are for rows labelled before (the first label counts): "
+            "was this file sent already?"
+        )
+    return said
