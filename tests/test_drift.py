@@ -793,3 +793,42 @@ def test_a_damaged_tensor_in_the_request_log_is_named_without_numpys_words(
     with pytest.raises(RequestLogError) as e:
         read_traffic([str(tmp_path / "log.jsonl")], "m", "1", spec, {})
     assert str(e.value).startswith(f"{tmp_path / 'log.jsonl'} line 1: tensor 'x': {message}")
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ([-5, 3], "holds -5, outside UINT8 (0..255)"),  # it read -5 as 251
+        ([300, 3], "holds 300, outside UINT8 (0..255)"),  # and 300 as 44
+        ([0.5, 3], "holds 0.5, not a whole number of its UINT8"),  # and 0.5 as 0
+    ],
+)
+def test_request_log_values_an_integer_input_cannot_hold_are_refused(tmp_path, data, message):
+    from ann.monitor.request_log import RequestLogError, read_traffic
+
+    tensor = {"shape": [1, 2], "data": data}
+    record = {"model": "m", "version": "1", "status": 200, "inputs": {"x": tensor}}
+    (tmp_path / "log.jsonl").write_text(json.dumps(record) + "\n")
+    spec = {"x": {"dtype": "uint8", "shape": [-1, 2]}}
+    with pytest.raises(RequestLogError) as e:
+        read_traffic([str(tmp_path / "log.jsonl")], "m", "1", spec, {})
+    assert str(e.value).startswith(f"{tmp_path / 'log.jsonl'} line 1: tensor 'x' {message}")
+    tensor["data"] = [255.0, 0]  # whole numbers in range, as JSON may write them: read
+    (tmp_path / "log.jsonl").write_text(json.dumps(record) + "\n")
+    traffic = read_traffic([str(tmp_path / "log.jsonl")], "m", "1", spec, {})
+    assert traffic.inputs["x"].tolist() == [[255, 0]]
+
+
+def test_a_request_log_given_twice_is_refused(tmp_path):
+    # Its requests were counted twice (400 rows from 200), and the verdict moved with them.
+    from ann.monitor.request_log import RequestLogError, read_traffic
+
+    record = {"model": "m", "version": "1", "status": 200,
+              "inputs": {"x": {"shape": [1, 2], "data": [1.0, 2.0]}}}  # fmt: skip
+    log = tmp_path / "log.jsonl"
+    log.write_text(json.dumps(record) + "\n")
+    spec = {"x": {"dtype": "float32", "shape": [-1, 2]}}
+    again = f"{tmp_path}/./log.jsonl"
+    with pytest.raises(RequestLogError) as e:
+        read_traffic([str(log), again], "m", "1", spec, {})
+    assert str(e.value) == f"--requests names {log} twice (again as {again}); give each file once"

@@ -73,13 +73,36 @@ def _tensor(where: str, name: str, value: Any, spec: Mapping[str, Any]) -> np.nd
             f"{where}: tensor {name!r}: expected {math.prod(shape)} values for the shape "
             f"{shape}, got {array.size}"
         )
-    array = array.astype(np.dtype(spec["dtype"])).reshape(shape)
+    array = _cast(where, name, array, np.dtype(spec["dtype"])).reshape(shape)
     if list(array.shape[1:]) != list(spec["shape"][1:]):
         raise RequestLogError(
             f"{where}: tensor {name!r} has the shape {list(array.shape)}, the model takes "
             f"{spec['shape']} (-1: any batch); is this the log of another model?"
         )
     return array
+
+
+def _cast(where: str, name: str, array: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """`array` as `dtype`; RequestLogError for values an integer dtype cannot hold (a fraction,
+    or outside its range), which the cast wrapped or cut without a word (-5 read as 251 of a
+    uint8, 0.5 as 0), where the server refuses them."""
+    if dtype.kind in "iu" and array.size:
+        if array.dtype.kind == "f":
+            fraction = array[array != np.round(array)]
+            if fraction.size:
+                raise RequestLogError(
+                    f"{where}: tensor {name!r} holds {fraction.flat[0].item()!r}, not a whole number "
+                    f"of its {dtype.name.upper()}; is this the log of another model?"
+                )
+        info = np.iinfo(dtype)
+        low, high = array.min(), array.max()
+        if low < info.min or high > info.max:
+            bad = low if low < info.min else high
+            raise RequestLogError(
+                f"{where}: tensor {name!r} holds {bad.item()!r}, outside {dtype.name.upper()} "
+                f"({info.min}..{info.max}); is this the log of another model?"
+            )
+    return array.astype(dtype)
 
 
 # A request log's record: what `ann.serve.request_log` always writes.
@@ -96,9 +119,18 @@ def _records(paths: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
     metrics.jsonl's torn last line is (`ann.monitor.jsonlines`)."""
     found = []
     torn = "the server was stopped while writing it, or is writing it now"
+    given: dict[str, str] = {}
     for path in paths:
         if not os.path.isfile(path):
             raise RequestLogError(f"--requests={path} is not a file; give the server's request log")
+        real = os.path.realpath(path)
+        if real in given:  # its requests counted twice, and the verdict moved with them
+            raise RequestLogError(
+                f"--requests names {given[real]} twice"
+                + (f" (again as {path})" if path != given[real] else "")
+                + "; give each file once"
+            )
+        given[real] = path
         for number, record in objects(path, path, _EXPECTED, RequestLogError, torn):
             where = f"{path} line {number}"
             if not all(k in record for k in _FIELDS) or not isinstance(record["model"], str):
