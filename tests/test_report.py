@@ -348,6 +348,11 @@ def test_calibration_uses_the_validation_temperature():
     calibrated = classification.calibration(split("test", 2000, validation, overconfidence=1))
     rose = calibrated.metrics["after"]["ece"] > calibrated.metrics["before"]["ece"]
     assert rose and calibrated.notes[1].startswith("note: temperature scaling raised the test ECE")
+    # An export made with --calibration=none (its config says so) was told to use it.
+    uncalibrated = split("test", 2000, validation, overconfidence=1)
+    uncalibrated.config.calibration = "none"
+    notes = classification.calibration(uncalibrated).notes
+    assert len(notes) == 1 and "--calibration=none" not in notes[0], notes
 
 
 def test_a_reliability_bin_of_only_mistakes_is_drawn():

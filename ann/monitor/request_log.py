@@ -91,8 +91,8 @@ def _cast(where: str, name: str, array: np.ndarray, dtype: np.dtype) -> np.ndarr
             fraction = array[array != np.round(array)]
             if fraction.size:
                 raise RequestLogError(
-                    f"{where}: tensor {name!r} holds {fraction.flat[0].item()!r}, not a whole number "
-                    f"of its {dtype.name.upper()}; is this the log of another model?"
+                    f"{where}: tensor {name!r} holds {fraction.flat[0].item()!r}, not a whole "
+                    f"number of its {dtype.name.upper()}; is this the log of another model?"
                 )
         info = np.iinfo(dtype)
         low, high = array.min(), array.max()

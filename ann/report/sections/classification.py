@@ -342,7 +342,10 @@ def calibration(preds: Predictions) -> Section:
         f"{temperature:.3g} (fitted on {fitted_on.split})"
     )
     notes = [note]
-    if scores["after"]["ece"] > before["ece"]:  # the fit minimises NLL, not ECE: as export says
+    # The fit minimises NLL, not ECE: as export says. Advice only where the scaling is (or an
+    # export of the run would be) served: an export made with --calibration=none was told to
+    # use --calibration=none.
+    if scores["after"]["ece"] > before["ece"] and preds.config.get("calibration") != "none":
         notes.append(
             f"note: temperature scaling raised the {preds.split} ECE ({before['ece']:.4f} -> "
             f"{scores['after']['ece']:.4f}); ann export --calibration=none serves softmax(logits)"
