@@ -665,8 +665,8 @@ def _note_unfinished(workdir: str) -> None:
     step, total = record.get("step"), record.get("total_steps")
     at = f"step {step}" + (f" of {total}" if total else "")
     pid = run_status.live_owner(record)
-    if pid is not None:  # a running record's step is where that start began
-        what = f"is still training (pid {pid}, started at {at})"
+    if pid is not None:  # a running record's step: its start's, then each save's
+        what = f"is still training (pid {pid}; {at} when last recorded, at its start or a save)"
     elif record.get("status") == "running":
         return  # a stale record: the run's own next start sorts it out
     else:

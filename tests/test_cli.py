@@ -969,8 +969,10 @@ def test_a_run_still_training_or_ended_early_is_noted_when_restored(tmp_path, ca
         (run / run_status.FILENAME).write_text(json.dumps({**record, "host": socket.gethostname()}))
         cli.check_trained_run(str(run), "best")
         assert capsys.readouterr().err == (
-            f"note: {run} is still training (pid {writer.pid}, started at step 200 of 3000); its "
-            "checkpoints so far are used\n"
+            # Not "started at": the record moves with each save (it named step 1000 of a run
+            # started at 0).
+            f"note: {run} is still training (pid {writer.pid}; step 200 of 3000 when last "
+            "recorded, at its start or a save); its checkpoints so far are used\n"
         )
     finally:
         writer.kill()
