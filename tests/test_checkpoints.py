@@ -623,3 +623,20 @@ def test_the_multi_process_finite_check_of_a_restored_state_is_one_program(monke
     finally:
         jax.monitoring.unregister_event_duration_listener(listener)
     assert len(compiles) == 1  # the same shapes: the same program
+
+
+def test_a_run_that_diverged_before_saving_says_so_not_train_it_first(tmp_path):
+    # `ann report` on such a run said "the run saved none; train it first", where training
+    # again in that workdir diverges the same way (its own error says to use a new one).
+    from ann.train import run_status
+
+    run_status.write(str(tmp_path), "diverged", 3, total_steps=100)
+    checkpoints = checkpoint_lib.Checkpoints(str(tmp_path), 3, "val/loss", "min")
+    with pytest.raises(checkpoint_lib.CheckpointError) as e:
+        checkpoints.restore_state(None, "best")
+    checkpoints.close()
+    assert str(e.value) == (
+        f"no checkpoint in {tmp_path}/checkpoints_best: the run diverged at step 3 before its "
+        "first save; train again in a new --workdir (a lower learning rate, see its "
+        "run_status.json)"
+    )

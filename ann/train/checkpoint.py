@@ -545,6 +545,13 @@ class Checkpoints:
                     f"chose a best yet); choose --step=latest (step {saved[0]}) or one of "
                     f"{', '.join(map(str, saved))}"
                 )
+            record = run_status.read(self.workdir) or {}
+            if record.get("status") == "diverged":  # "train it first" there would diverge again
+                raise CheckpointError(
+                    f"no checkpoint in {manager.directory}: the run diverged at step "
+                    f"{record.get('step')} before its first save; train again in a new --workdir "
+                    "(a lower learning rate, see its run_status.json)"
+                )
             raise CheckpointError(
                 f"no checkpoint in {manager.directory}: the run saved none; train it first "
                 f"(ann train --workdir={self.workdir} ...)"
