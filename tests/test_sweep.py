@@ -265,8 +265,13 @@ def test_the_objective_must_be_a_validation_metric(tmp_path):
     assert named.returncode == 0 and "--config.optimizer.learning_rate=0.001" in named.stdout
     other = sweep_cli(f"--config={path}", f"--workdir={workdir}", "--metric=val/loss", "--dry_run")
     assert other.stderr.strip().splitlines()[-1] == (
-        "error: --metric=val/loss: say whether higher is better with --mode=max/min"
+        "error: --metric=val/loss is not the config's best_metric (val/accuracy), whose --mode "
+        "it has: say whether higher is better with --mode=max/min, or rank by val/accuracy "
+        "(drop --metric)"
     )
+    # A typo of it: asked for a --mode, then, with one, refused once a trial had run.
+    typo = sweep_cli(f"--config={path}", f"--workdir={workdir}", "--metric=val/acc", "--dry_run")
+    assert typo.stderr.strip().splitlines()[-1].endswith("; did you mean --metric=val/accuracy?")
 
 
 # ---- the launcher, with stand-in trials --------------------------------------------------

@@ -175,11 +175,22 @@ def objective(definition: definition_lib.Definition) -> tuple[str, str]:
     mode = FLAGS.mode or (
         definition.base.best_mode if metric == definition.base.best_metric else None
     )
-    if mode is None:
-        raise SweepError(f"--metric={metric}: say whether higher is better with --mode=max/min")
+    if mode is None:  # a mistyped metric said only this, until a trial had run
+        best = definition.base.best_metric
+        raise SweepError(
+            f"--metric={metric} is not the config's best_metric ({best}), whose --mode it "
+            f"has: say whether higher is better with --mode=max/min, or rank by {best} "
+            f"(drop --metric)" + (f"; did you mean --metric={best}?" if _near(metric, best) else "")
+        )
     if FLAGS.mode:  # ranked by the worst trial: the config's own mode is checked with it
         check_mode("--metric", metric, "--mode", mode, "--mode")
     return metric, mode
+
+
+def _near(given: str, name: str) -> bool:
+    import difflib
+
+    return bool(difflib.get_close_matches(given, [name], n=1, cutoff=0.6))
 
 
 def emit_grid(definition: definition_lib.Definition, metric: str, mode: str) -> None:
