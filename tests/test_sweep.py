@@ -223,6 +223,15 @@ def test_cluster_flags_without_emit_and_values_kubernetes_refuses_are_one_line(t
         (["--emit=slurm", "--pvc=x"], "--pvc=x is read only with --emit=k8s"),
         (["--emit=k8s", "--pvc=bad name"], "--pvc='bad name' is not a PersistentVolumeClaim name"),
         (["--emit=k8s", "--image_root=app"], "--image_root=app must be an absolute path"),
+        # Accepted and ignored, as the cluster flags were.
+        (["--trials=5"], "--trials is read only with --search=tpe; drop it, or add --search=tpe"),
+        (["--pruner=none"], "--pruner is read only with --search=tpe"),
+        (["--search=tpe", "--retry_failed"], "--retry_failed is read only with --search=grid"),
+        (
+            ["--summarize=x"],
+            "--summarize rewrites the results of a sweep that ran; it reads no "
+            "--config, --workdir: drop them",
+        ),
     ]:
         line = one_line_error(sweep_cli(*base, *extra))
         assert line.startswith(f"error: {said}"), line

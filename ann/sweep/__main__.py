@@ -113,6 +113,7 @@ def _print_results(workdir: str, text: str) -> None:
 def sweep(argv: list[str]) -> None:
     """`ann sweep`: summarize a sweep, or load its definition and emit, list or run it."""
     cli.check_no_arguments(argv[1:])
+    check_flags_read()
     if FLAGS.summarize:
         _print_results(FLAGS.summarize, results.write(FLAGS.summarize))
         return
@@ -132,6 +133,32 @@ def sweep(argv: list[str]) -> None:
         emit_grid(definition, metric, mode)
     else:
         run_here(definition, metric, mode)
+
+
+TPE_FLAGS = ("trials", "seed", "startup_trials", "pruner", "prune_warmup_steps")
+_SWEEP_FLAGS = ("config", "workdir", "search", "metric", "mode", "parallel", "dry_run", "emit")
+
+
+def check_flags_read() -> None:
+    """A SweepError for a flag that nothing reads with the others given: a grid's --trials (or
+    another --search=tpe flag), a TPE study's --retry_failed, anything beside --summarize. Each
+    was accepted and ignored, a setting the user believed in."""
+    if FLAGS.summarize:
+        given = [f"--{n}" for n in (*_SWEEP_FLAGS, *TPE_FLAGS, "retry_failed")
+                 if FLAGS[n].present]  # fmt: skip
+        if given:
+            raise SweepError(
+                f"--summarize rewrites the results of a sweep that ran; it reads no "
+                f"{', '.join(given)}: drop {'them' if len(given) > 1 else 'it'}"
+            )
+        return
+    search = "tpe" if FLAGS.search == "grid" else "grid"
+    only = TPE_FLAGS if FLAGS.search == "grid" else ("retry_failed",)
+    for name in only:
+        if FLAGS[name].present:
+            raise SweepError(
+                f"--{name} is read only with --search={search}; drop it, or add --search={search}"
+            )
 
 
 # Flags that only --emit reads, and the --emit they need (None: either).
