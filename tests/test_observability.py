@@ -68,6 +68,16 @@ def test_render_command_writes_rules_and_dashboard(tmp_path):
         assert (ROOT / "docs" / "runbooks" / page).is_file(), page
 
 
+def test_a_runbook_base_with_its_trailing_slash_links_each_runbook_once(tmp_path):
+    # It linked `https://x.y/runbooks//availability-slo-burn.md`.
+    from ann.observability import rules
+
+    settings = rules.Settings(runbook_base="https://x.y/runbooks/")
+    urls = [r["annotations"]["runbook_url"] for g in rules.rule_file(settings)["groups"]
+            for r in g["rules"] if "alert" in r]  # fmt: skip
+    assert urls and all(u.startswith("https://x.y/runbooks/") and "//" not in u[8:] for u in urls)
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -79,7 +89,11 @@ def test_render_command_writes_rules_and_dashboard(tmp_path):
             "error: --slo.availabilty is unknown (did you mean 'slo.availability'?); ",
         ),
         (["--alert.availability=0.9"], "error: --alert.availability is unknown"),
-        (["--alert.accuracy_min=2"], "error: --alert.accuracy_min=2 must be a share in (0, 1]"),
+        # Its reason was "at 0 the alert could never fire", for 2.
+        (
+            ["--alert.accuracy_min=2"],
+            "error: --alert.accuracy_min=2 must be a share in (0, 1] (an accuracy), e.g. 0.9",
+        ),
         # Accepted, it rendered `... < 0`: an alert that could never fire.
         (["--alert.accuracy_min=0"], "error: --alert.accuracy_min=0 must be a share in (0, 1]"),
         # As every other flag says it (it was "flag --slo.availability=abc: could not convert

@@ -109,8 +109,9 @@ class Settings:
             )
         if not 0.0 < self.accuracy_min <= 1.0:
             raise ValueError(
-                f"--alert.accuracy_min={self.accuracy_min:g} must be a share in (0, 1] (at 0 the "
-                "alert could never fire), e.g. 0.9"
+                f"--alert.accuracy_min={self.accuracy_min:g} must be a share in (0, 1] ("
+                + ("at 0 the alert could never fire" if self.accuracy_min <= 0 else "an accuracy")
+                + "), e.g. 0.9"
             )
         if not re.fullmatch(r"[A-Za-z0-9_.:/-]+", self.job):
             raise ValueError(
@@ -128,7 +129,7 @@ class Settings:
                     f"--alert.{name}={value!r} must be from {least} to {most}; the default is "
                     f"{getattr(Settings, name)}"
                 )
-        if not self.runbook_base:
+        if not self.runbook_base.rstrip("/"):
             raise ValueError("--runbook_base must be a URL or path, e.g. docs/runbooks")
 
 
@@ -157,6 +158,11 @@ def sli_errors(slo: str, window: str, latency_s: float) -> str:
         f"[{window}]))"
     )
     return f"1 - (\n  {fast}\n  / ({total} > 0)\n)"
+
+
+def _runbook(settings: Settings, name: str) -> str:
+    """`BASE/NAME.md` (a base given with its trailing slash linked `runbooks//drift.md`)."""
+    return f"{settings.runbook_base.rstrip('/')}/{name}.md"
 
 
 def recording_rules(settings: Settings) -> dict[str, Any]:
@@ -240,7 +246,7 @@ def slo_alerts(settings: Settings) -> dict[str, Any]:
                         "description": f"The share of {bad} of model {{{{ $labels.model }}}} "
                         f"is {{{{ $value | humanizePercentage }}}}; the objective "
                         f"{objective:g} allows {budget:.6g}.",
-                        "runbook_url": f"{settings.runbook_base}/{slo}-slo-burn.md",
+                        "runbook_url": _runbook(settings, f"{slo}-slo-burn"),
                     },
                 }
             )
@@ -259,7 +265,7 @@ def model_alerts(settings: Settings) -> dict[str, Any]:
             "summary": "{{ $labels.model }} version {{ $labels.version }}: input drift",
             "description": "Dataset drift was detected in the serving windows for "
             f"{settings.drift_for} (ann_drift_detected = 1).",
-            "runbook_url": f"{settings.runbook_base}/drift.md",
+            "runbook_url": _runbook(settings, "drift"),
         },
     }
     accuracy = {
@@ -274,7 +280,7 @@ def model_alerts(settings: Settings) -> dict[str, Any]:
             "{{ $value | humanizePercentage }}",
             "description": f"Accuracy on labelled predictions (last window) is below "
             f"{settings.accuracy_min:g} for {settings.accuracy_for}.",
-            "runbook_url": f"{settings.runbook_base}/accuracy-drop.md",
+            "runbook_url": _runbook(settings, "accuracy-drop"),
         },
     }
     return {"name": "ann-model-alerts", "rules": [drift, accuracy]}
@@ -294,7 +300,7 @@ def server_alerts(settings: Settings) -> dict[str, Any]:
             "annotations": {
                 "summary": summary,
                 "description": description,
-                "runbook_url": f"{settings.runbook_base}/server-down.md",
+                "runbook_url": _runbook(settings, "server-down"),
             },
         }
 
