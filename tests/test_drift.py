@@ -832,3 +832,24 @@ def test_a_request_log_given_twice_is_refused(tmp_path):
     with pytest.raises(RequestLogError) as e:
         read_traffic([str(log), again], "m", "1", spec, {})
     assert str(e.value) == f"--requests names {log} twice (again as {again}); give each file once"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["drift", "--model=x", "--requests=y", "--labels=z"],
+         "error: --labels is read by `ann monitor feedback`, not drift; drop it"),
+        (["feedback", "--model=x", "--labels=z", "--requests=y"],
+         "error: --requests is read by `ann monitor drift`, not feedback; drop it"),
+    ],
+)  # fmt: skip
+def test_another_monitor_commands_flag_is_refused(args, message):
+    # Accepted and ignored: `ann monitor drift --labels=x` ran as if it were not there.
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    result = subprocess.run([sys.executable, "-m", "ann", "monitor", *args],
+                            capture_output=True, text=True, cwd=ROOT, timeout=60)  # fmt: skip
+    assert result.returncode == 1 and result.stderr.strip() == message, result.stderr

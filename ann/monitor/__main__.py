@@ -264,7 +264,20 @@ def main(argv: list[str]) -> None:
         if command:
             what = f"unknown command {command!r}{config_lib.did_you_mean(command, COMMANDS)}"
         raise cli.FlagError(f"{what}; commands: {', '.join(COMMANDS)} (ann monitor --help)")
+    for other, names in OWN_FLAGS.items():
+        given = [n for n in names if other != command and FLAGS[n].present]
+        if given:  # accepted and ignored: `drift --labels=x` ran as if it were not there
+            raise cli.FlagError(
+                f"--{given[0]} is read by `ann monitor {other}`, not {command}; drop it"
+            )
     COMMANDS[command](argv[2:])
+
+
+# Each command's own flags (--model is both's); another command's is refused.
+OWN_FLAGS = {
+    "drift": ("registry", "requests", "out", "method", "multivariate", "top", "min_rows"),
+    "feedback": ("url", "version", "labels", "batch", "token_file"),
+}
 
 
 if __name__ == "__main__":
