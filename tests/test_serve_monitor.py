@@ -230,6 +230,13 @@ def test_designed_shift_is_detected_within_one_window(monitored):
     assert body["drift"]["multivariate"]["method"] == "mmd", body["drift"]["multivariate"]
     assert body["drift"]["multivariate"]["drifted"]
     assert ("multivariate", "mmd") in drift_scores(text, model.name)
+    # Each test on one scale (>= 1: drifted): the raw scores are a p-test's statistic or a
+    # distance, each in its own units, and the dashboard drew them on one axis.
+    strength = {(s["feature"], s["method"]): s["value"]
+                for s in _samples(text, "ann_drift_strength", model.name)}  # fmt: skip
+    assert set(strength) == set(drift_scores(text, model.name))
+    assert strength[("multivariate", "mmd")] >= 1  # it drifted
+    assert max(strength.values()) >= 1 and min(strength.values()) >= 0
     # The top features' histograms, current beside reference on the same bins.
     bins = bin_shares(text, model.name)
     scored = {f for f, _ in drift_scores(text, model.name)} - {"multivariate"}
@@ -552,7 +559,7 @@ def test_realized_accuracy_is_nan_until_labels_come_so_the_alert_cannot_fire():
     # No other monitoring gauge says anything before its first window.
     for name in ("ann_estimated_accuracy_ratio", "ann_prediction_share_ratio",
                  "ann_drift_share_ratio", "ann_drift_detected", "ann_drift_score",
-                 "ann_confidence_count"):  # fmt: skip
+                 "ann_drift_strength", "ann_confidence_count"):  # fmt: skip
         assert f"\n{name}{{" not in text, name
 
     rng = np.random.default_rng(0)

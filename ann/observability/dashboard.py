@@ -224,14 +224,25 @@ def debug() -> list[dict[str, Any]]:
     mv = "{{model}} v{{version}}"
     return [
         panel(
-            "Drift score per feature (last window)",
-            [
-                (f"ann_drift_score{{{SEL}}}", "{{feature}} ({{method}})"),
-                (f"ann_drift_share_ratio{{{SEL}}}", f"{mv} share of features drifted"),
-            ],
+            "Drift strength per feature (last window; >= 1: drifted)",
+            [(f"ann_drift_strength{{{SEL}}}", "{{feature}} ({{method}})")],
             width=12,
-            description="Top 10 input features, output:NAME, multivariate (MMD) when on. "
-            "Compare: ann monitor drift on a request log.",
+            threshold=1.0,
+            description="Top 10 input features, output:NAME, multivariate (MMD) when on, each "
+            "as how far past its test's threshold (distance / threshold, or log p / log "
+            "threshold): one scale for every method, where the raw scores (ann_drift_score: a "
+            "statistic or a distance, each in its own units) are not comparable. Compare: ann "
+            "monitor drift on a request log.",
+        ),
+        panel(
+            "Share of input features drifted (last window)",
+            [(f"ann_drift_share_ratio{{{SEL}}}", mv)],
+            unit="percentunit",
+            width=12,
+            threshold=0.5,
+            description="Drifted input features / all; at 0.5 or more the window is dataset "
+            "drift (ann_drift_detected), as Evidently's drift_share. It shared the strength "
+            "panel's axis, a share beside scores of other units.",
         ),
         panel(
             "Predicted-class shares (last window)",

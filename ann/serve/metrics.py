@@ -28,6 +28,7 @@ Monitoring (`--monitor=on`, the default; ann/serve/monitoring.py; all labelled m
 | name | type | extra labels | what |
 |---|---|---|---|
 | `ann_drift_score` | gauge | feature, method | last window: top 10 features, `output:NAME`, ... |
+| `ann_drift_strength` | gauge | feature, method | the same, past the threshold (>= 1: drifted) |
 | `ann_feature_bin_share_ratio` | gauge | feature, bin, source | input histograms, see below |
 | `ann_drift_share_ratio` | gauge | | drifted input features / all, last window (NaN: too few) |
 | `ann_drift_detected` | gauge | | 1: dataset drift in the last window; 0: none; NaN: too few rows |
@@ -228,6 +229,15 @@ class Metrics:
         self.drift_score = Gauge(
             "ann_drift_score",
             "Drift score of the last window: top features, outputs, multivariate.",
+            (*mv, "feature", "method"),
+            registry=r,
+        )
+        # One scale for every method (the scores are a p-test's statistic or a distance, each
+        # in its own units: a dashboard of them could not say which was past its threshold).
+        self.drift_strength = Gauge(
+            "ann_drift_strength",
+            "How far past its drift threshold, comparable across methods (>= 1: drifted): "
+            "distance / threshold, or log(p) / log(threshold) for p-value tests.",
             (*mv, "feature", "method"),
             registry=r,
         )

@@ -412,19 +412,20 @@ class ModelMonitor:
         alert (`ann_drift_detected == 1`) cannot fire on it."""
         m, mv = self._metrics, (self.served.name, self.served.version)
         top = result.top(TOP_FEATURES)  # most past their thresholds, across methods
-        shown = [(f.feature, f.method, f.score) for f in top]
-        shown += [(f.feature, f.method, f.score) for f in result.outputs]  # "output:NAME"
+        shown = [(f.feature, f) for f in [*top, *result.outputs]]  # outputs: "output:NAME"
         if result.multivariate is not None:
-            shown.append(("multivariate", result.multivariate.method, result.multivariate.score))
+            shown.append(("multivariate", result.multivariate))
         labels = set()
-        for feature, method, score in shown:
-            m.drift_score.labels(*mv, feature, method).set(score)
-            labels.add((feature, method))
+        for feature, test in shown:
+            m.drift_score.labels(*mv, feature, test.method).set(test.score)
+            m.drift_strength.labels(*mv, feature, test.method).set(test.strength)
+            labels.add((feature, test.method))
         for stale in self._drift_labels - labels:  # features no longer in the top
-            try:
-                m.drift_score.remove(*mv, *stale)
-            except KeyError:
-                pass
+            for gauge in (m.drift_score, m.drift_strength):
+                try:
+                    gauge.remove(*mv, *stale)
+                except KeyError:
+                    pass
         self._drift_labels = labels
         judged = result.detected is not None
         m.drift_share.labels(*mv).set(result.share if judged else math.nan)
@@ -489,7 +490,7 @@ class ModelMonitor:
     def forget(self) -> None:
         """Removes this version's monitoring series (the model was unloaded)."""
         m, mv = self._metrics, (self.served.name, self.served.version)
-        for metric in (m.drift_score, m.feature_bin_share, m.prediction_share,
+        for metric in (m.drift_score, m.drift_strength, m.feature_bin_share, m.prediction_share,
                        m.realized_accuracy, m.feedback_unmatched):  # fmt: skip
             for labels in list(metric._metrics):  # prometheus_client keeps children there
                 if labels[:2] == mv:
