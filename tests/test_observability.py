@@ -330,6 +330,24 @@ def _expressions(model: dict) -> list[tuple[str, str]]:
     ]
 
 
+def test_each_dashboard_panel_holds_one_unit_and_saturation_is_per_server(rendered):
+    # "Seconds since the last window" (60 and more) shared an axis with windows/s (0.01),
+    # which read as flat 0; drift scores of several tests' units shared one with a share; and
+    # saturation summed over replicas, where "near 1: busy" holds per server.
+    model = json.loads((rendered / cli_main.DASHBOARD_FILE).read_text())
+    panels = {p["title"]: p for p in model["panels"]}
+    since = panels["Seconds since the last monitoring window"]
+    assert since["fieldConfig"]["defaults"]["unit"] == "s" and len(since["targets"]) == 1
+    rates = panels["Monitoring windows and label feedback (per second)"]["targets"]
+    assert all(t["expr"].count("rate(") == 1 for t in rates)
+    strength = panels["Drift strength per feature (last window; >= 1: drifted)"]
+    assert [t["expr"].split("{")[0] for t in strength["targets"]] == ["ann_drift_strength"]
+    assert strength["fieldConfig"]["defaults"]["thresholds"]["steps"][1]["value"] == 1.0
+    (busy, ready) = panels["Saturation: compute busy (s/s)"]["targets"]
+    assert "by (model, version, instance)" in busy["expr"]
+    assert ready["expr"] == "min by (instance) (ann_ready)"
+
+
 def test_the_dashboard_is_an_importable_model_of_three_views(rendered):
     model = json.loads((rendered / cli_main.DASHBOARD_FILE).read_text())
     assert model["uid"] and model["title"] and model["schemaVersion"] >= 36

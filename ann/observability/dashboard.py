@@ -195,15 +195,15 @@ def oncall(settings: Settings) -> list[dict[str, Any]]:
         panel(
             "Saturation: compute busy (s/s)",
             [
-                (
-                    f"sum by (model, version) (rate(ann_batch_phase_seconds_total{{{SEL}}}"
-                    f"[{RATE}]))",
-                    "{{model}} v{{version}}",
+                (  # per server (instance): summed over replicas, 1 was not "busy"
+                    f"sum by (model, version, instance) (rate(ann_batch_phase_seconds_total"
+                    f"{{{SEL}}}[{RATE}]))",
+                    "{{model}} v{{version}} {{instance}}",
                 ),
-                ("min(ann_ready)", "server ready"),
+                ("min by (instance) (ann_ready)", "{{instance}} ready"),
             ],
-            description="Seconds of batch work per second: near 1 the model's device is busy "
-            "all the time and requests queue.",
+            description="Seconds of batch work per second, per server: near 1 that server's "
+            "device is busy all the time and requests queue.",
         ),
         panel(
             "Refusals by model, status and reason",
@@ -276,13 +276,23 @@ def debug() -> list[dict[str, Any]]:
             ],
         ),
         panel(
-            "Monitoring windows and label feedback",
+            "Seconds since the last monitoring window",
             [
-                (f"rate(ann_drift_windows_total{{{SEL}}}[{RATE}])", f"{mv} windows/s"),
                 (
                     f"time() - ann_drift_window_end_timestamp_seconds{{{SEL}}}",
-                    f"{mv} seconds since last window",
+                    f"{mv} {{{{instance}}}}",
                 ),
+            ],
+            unit="s",
+            width=8,
+            description="A window closes every --monitor_window_rows rows or "
+            "--monitor_window_seconds: a growing line is a model without traffic, or a stuck "
+            "monitoring thread. (It shared an axis with the rates beside it, which read as 0.)",
+        ),
+        panel(
+            "Monitoring windows and label feedback (per second)",
+            [
+                (f"rate(ann_drift_windows_total{{{SEL}}}[{RATE}])", f"{mv} windows/s"),
                 (f"rate(ann_feedback_labels_total{{{SEL}}}[{RATE}])", f"{mv} labels joined/s"),
                 (
                     f"sum by (model, version, reason) "
@@ -290,7 +300,7 @@ def debug() -> list[dict[str, Any]]:
                     f"{mv} unmatched ({{{{reason}}}})/s",
                 ),
             ],
-            width=24,
+            width=16,
         ),
         slow_requests(),
     ]
