@@ -89,6 +89,11 @@ def test_a_runbook_base_with_its_trailing_slash_links_each_runbook_once(tmp_path
             "error: --slo.availabilty is unknown (did you mean 'slo.availability'?); ",
         ),
         (["--alert.availability=0.9"], "error: --alert.availability is unknown"),
+        # It suggested --alert, which takes no value alone.
+        (
+            ["--alerts.drift_for=1m"],
+            "error: unknown flag --alerts.drift_for; did you mean --alert.drift_for?",
+        ),
         # Its reason was "at 0 the alert could never fire", for 2.
         (
             ["--alert.accuracy_min=2"],
