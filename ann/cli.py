@@ -475,7 +475,8 @@ def _unknown_flag(error: flags.UnrecognizedFlagError) -> str:
     names = sorted({f.name for f in own})
     head, dot, rest = name.partition(".")
     near_dict = difflib.get_close_matches(head, names, n=1, cutoff=0.6) if dot else []
-    if near_dict and near_dict[0] != head:  # --alerts.drift_for: a dict flag's (ml_collections) key under a near name
+    # --alerts.drift_for: a dict flag's (ml_collections) key under a near name of it.
+    if near_dict and near_dict[0] != head:
         return f"{message}; did you mean --{near_dict[0]}.{rest}? (--help lists this job's flags)"
     close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)  # 0.5: --bogus, "--out?"
     close = close or [n for n in names if n.startswith(name) or name.startswith(n)][:1]

@@ -15,7 +15,7 @@ from sklearn import metrics as skm
 
 from ann import config as config_lib
 from ann.config import ConfigError
-from ann.report import slices, task_metrics
+from ann.report import slices, slicing, task_metrics
 from ann.report.collect import Predictions
 from ann.report.sections import sections_for
 
@@ -135,14 +135,14 @@ def test_slice_intervals_are_wilsons_by_hand():
 
 
 def test_quantile_buckets_ties_and_edges():
-    ids, edges = slices.quantile_buckets(np.array([1.0, 1, 1, 1, 2, 3, 4, 5]), 4)
+    ids, edges = slicing.quantile_buckets(np.array([1.0, 1, 1, 1, 2, 3, 4, 5]), 4)
     # numpy's quantiles at 0, 1/4, 1/2, 3/4, 1: 1, 1, 1.5, 3.25, 5; the tied first two merge.
     assert edges.tolist() == [1, 1.5, 3.25, 5]
     assert ids.tolist() == [0, 0, 0, 0, 1, 1, 2, 2]
     # A value on an edge starts the bin above it: [lo, hi).
-    ids, edges = slices.quantile_buckets(np.arange(5.0), 4)
+    ids, edges = slicing.quantile_buckets(np.arange(5.0), 4)
     assert edges.tolist() == [0, 1, 2, 3, 4] and ids.tolist() == [0, 1, 2, 3, 3]
-    ids, edges = slices.quantile_buckets(np.full(5, 7.0), 4)
+    ids, edges = slicing.quantile_buckets(np.full(5, 7.0), 4)
     assert ids.tolist() == [0] * 5 and edges.tolist() == [7.0, 7.0]
 
 

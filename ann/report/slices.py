@@ -26,20 +26,9 @@ from ann.config import ConfigError
 from ann.report import slice_spec, task_metrics
 from ann.report.collect import Predictions
 from ann.report.sections import Section
+from ann.report.slicing import assign
 
 CI_LEVEL = 0.95  # the slices' interval: `ci95` in report.json
-MAX_SLICES = 50  # a field with more distinct values is refused: bucket it into quantiles
-
-
-def quantile_buckets(values: np.ndarray, q: int) -> tuple[np.ndarray, np.ndarray]:
-    """(bucket of each value, int [n] from 0; edges float64 [buckets + 1]): `q` bins between
-    the values' quantiles (numpy's default linear interpolation), each bin [lo, hi) and the
-    last [lo, hi]. Tied quantiles merge their bins, so there may be fewer than `q`."""
-    values = np.asarray(values, np.float64)
-    edges = np.unique(np.quantile(values, np.linspace(0, 1, q + 1)))
-    if len(edges) == 1:  # one value: one bucket
-        return np.zeros(len(values), np.int64), np.repeat(edges, 2)
-    return np.searchsorted(edges[1:-1], values, side="right"), edges
 
 
 def wilson_interval(successes: int, rows: int, level: float = CI_LEVEL) -> list[float]:
@@ -63,83 +52,6 @@ def headline_interval(metrics: dict[str, Any], headline: str, size: int) -> list
     if headline not in task_metrics.PROPORTIONS or value is None or size < 1:
         return None
     return wilson_interval(round(value * size), size)
-
-
-def _fail(spec: slice_spec.SliceSpec, why: str) -> ConfigError:
-    return ConfigError(f"config key 'report.slices' entry {spec.text!r}: {why}")
-
-
-def _column(preds: Predictions, spec: slice_spec.SliceSpec, key: str) -> np.ndarray:
-    if key not in preds.rows:
-        fields = ", ".join(sorted(preds.rows))
-        raise _fail(spec, f"split {preds.split!r} has no field {key!r}; its fields: {fields}")
-    return np.asarray(preds.rows[key])
-
-
-def _label_slices(preds: Predictions, spec: slice_spec.SliceSpec) -> tuple[np.ndarray, list]:
-    key = getattr(preds.experiment, "label_key", "")
-    if not key:
-        raise _fail(
-            spec,
-            f"experiment {preds.config.experiment!r} has no class label to slice by; "
-            "use 'feature:NAME[INDEX]:quantiles=4' or 'field:NAME'",
-        )
-    labels = _column(preds, spec, key).astype(np.int64)
-    names = getattr(preds.experiment, "class_names", None) or ()
-    values = np.unique(labels)
-    named = [names[v] if 0 <= v < len(names) else str(v) for v in values]
-    return np.searchsorted(values, labels), [f"{key}={n}" for n in named]
-
-
-def _field_slices(preds: Predictions, spec: slice_spec.SliceSpec) -> tuple[np.ndarray, list]:
-    column = _column(preds, spec, spec.name)
-    if column.ndim != 1 or np.issubdtype(column.dtype, np.floating):
-        raise _fail(
-            spec,
-            f"field {spec.name!r} ({column.dtype}, shape per row {column.shape[1:]}) is not one "
-            f"discrete value per row; use 'feature:{spec.name}"
-            f"{'[0]' if column.ndim > 1 else ''}:quantiles=4'",
-        )
-    values, ids = np.unique(column, return_inverse=True)
-    if len(values) > MAX_SLICES:
-        raise _fail(
-            spec,
-            f"field {spec.name!r} has {len(values)} distinct values (at most {MAX_SLICES}); "
-            f"use 'feature:{spec.name}:quantiles=4'",
-        )
-    named = [v.decode() if isinstance(v, bytes) else v for v in values.tolist()]
-    return ids.reshape(-1), [f"{spec.name}={v}" for v in named]
-
-
-def _feature_slices(preds: Predictions, spec: slice_spec.SliceSpec) -> tuple[np.ndarray, list]:
-    column = _column(preds, spec, spec.name)
-    shape = column.shape[1:]
-    if len(spec.index) != len(shape) or any(not 0 <= i < n for i, n in zip(spec.index, shape)):
-        example = f"[{', '.join('0' * 1 for _ in shape)}]" if shape else ""
-        raise _fail(
-            spec,
-            f"feature {spec.name!r} has shape {tuple(shape)} per row, so it takes "
-            f"{len(shape)} index(es) within it, e.g. 'feature:{spec.name}{example}"
-            f":quantiles={spec.quantiles}'",
-        )
-    if not np.issubdtype(column.dtype, np.number):
-        raise _fail(spec, f"feature {spec.name!r} is {column.dtype}, not numbers; use field:")
-    values = column[(slice(None), *spec.index)]
-    ids, edges = quantile_buckets(values, spec.quantiles)
-    label = spec.name + (f"[{','.join(map(str, spec.index))}]" if spec.index else "")
-    last = len(edges) - 2
-    names = [
-        f"{label} q{b + 1} [{edges[b]:.4g}, {edges[b + 1]:.4g}{']' if b == last else ')'}"
-        for b in range(len(edges) - 1)
-    ]
-    return ids, names
-
-
-def assign(preds: Predictions, spec: slice_spec.SliceSpec) -> tuple[np.ndarray, list[str]]:
-    """(slice of each row, int [n] indexing `names`; names [slices]). Raises ConfigError naming
-    `report.slices`, the entry and the fix when the split cannot be cut that way."""
-    cut = {"label": _label_slices, "field": _field_slices, "feature": _feature_slices}[spec.kind]
-    return cut(preds, spec)
 
 
 def slice_metrics(
@@ -216,28 +128,6 @@ def _gap_and_flags(
             if (s["metrics"][headline] < bound if higher else s["metrics"][headline] > bound)
         ]
     return {"gap": gap, "bound": {key: bound} if bound else {}, "flagged": flagged}
-
-
-CHECK_ROWS = 1_000  # rows of the train split `check` cuts (the report cuts a whole split)
-
-
-def check(config: Any, experiment: Any, split: Any) -> None:
-    """Raises ConfigError (as the report would, naming the entry and the fix) when an entry of
-    `config.report.slices` cannot cut `split` (an `ann.data` Split: its fields and shapes) for
-    this experiment: `ann train` checks before step 0, where the report found it only once the
-    run was trained, and a run's config cannot be changed there."""
-    entries = list(config.report.slices)
-    if not entries:
-        return
-    if config.experiment not in task_metrics.HEADLINES:
-        raise ConfigError(
-            f"config key 'report.slices': experiment {config.experiment!r} has no slice "
-            "metrics; set --config.report.slices='()'"
-        )
-    rows = split.rows(np.arange(min(len(split), CHECK_ROWS)))
-    preds = Predictions(split.split, rows, {}, experiment, config)
-    for entry in entries:
-        assign(preds, slice_spec.parse(entry))
 
 
 def report_slices(

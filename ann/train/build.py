@@ -107,10 +107,10 @@ def build(
 
     experiment_lib.call(experiment, "setup", train_split)
     experiment_lib.check_inputs(experiment, train_split)
-    if config.report.slices:  # (the report's module imports matplotlib: only then)
-        from ann.report import slices
+    if config.report.slices:
+        from ann.report import slicing
 
-        slices.check(config, experiment, train_split)
+        slicing.check(config, experiment, train_split)
     data_seconds = time.perf_counter() - data_start
     steps = total_steps(config, len(train_split))
     # The schedule against the run's length, now known: a bound past it names num_epochs too.

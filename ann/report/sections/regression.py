@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from ann.metrics.regression import regression_metrics
 from ann.report.collect import Predictions
 from ann.report.sections import Section
-from ann.report.slices import quantile_buckets
+from ann.report.slicing import quantile_buckets
 
 DECILES = 10
 MAX_POINTS = 5000  # the scatter draws at most this many points (every k-th), the metrics all
