@@ -131,16 +131,19 @@ class Predictions:
             "feedback",
         )
 
-    def join(self, items: list[tuple[str, list[int]]]) -> dict[str, Any]:
+    def join(self, items: list[tuple[str, list[int]]], listed: bool = False) -> dict[str, Any]:
         """Joins parsed labels (`parse`) to their predictions; returns `{"matched": rows,
         "unmatched": {reason: count}}` for this batch. ServeError 400 (nothing applied) when a
-        label list's length is not its request's rows."""
-        for request_id, labels in items:
+        label list's length is not its request's rows, naming the item as `parse` does
+        (`feedback[i]` when the body was a list, `listed`: a client finds the item's line by
+        it; `ann monitor feedback` does)."""
+        for i, (request_id, labels) in enumerate(items):
             found, _ = self._find(request_id)
             if found is not None and len(labels) != len(found[0]):
                 raise ServeError(
                     400,
-                    f"feedback id {protocol.short(request_id)}: expected "
+                    f"{f'feedback[{i}]' if listed else 'feedback'}.label (id "
+                    f"{protocol.short(request_id)}): expected "
                     f"{_count(len(found[0]), 'label')} (its request had "
                     f"{_count(len(found[0]), 'row')}), got {len(labels)}",
                     "feedback",

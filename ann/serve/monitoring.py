@@ -262,7 +262,7 @@ class ModelMonitor:
             )
         items = self.predictions.parse(body)
         with self.lock:
-            joined = self.predictions.join(items)
+            joined = self.predictions.join(items, listed=isinstance(body, list))
             realized = self.predictions.realized(self.window)
         self._labels_counter.inc(joined["matched"])
         for reason, n in joined["unmatched"].items():
