@@ -628,6 +628,12 @@ def test_results_plot_shows_validation_and_test_apart(tmp_path):
     ]  # fmt: skip
     path = results.plot(str(tmp_path), info, rows)
     assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert "not drawn" not in results.figure(info, rows).get_suptitle()
+    # A failed trial was left out of the picture without a word.
+    with_failed = [*rows, {"trial": "d", "status": "failed", "optimizer.learning_rate": 1.0,
+                           "best val/accuracy": None}]  # fmt: skip
+    title = results.figure(info, with_failed).get_suptitle()
+    assert title.endswith("\n1 failed trial not drawn (results.md has why)"), title
     # A decade of learning rates on a log axis (3e-4..3e-3 had a linear one); dropout stays.
     assert results.log_axis([3e-4, 1e-3, 3e-3]) and not results.log_axis([0.1, 0.3, 0.5])
     rows[1]["final val/loss"], rows[1]["eval_extra/accuracy at best step"] = 0.3, 0.7

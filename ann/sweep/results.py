@@ -335,11 +335,15 @@ def figure(info: dict, rows: list[dict]) -> Any:
     nrows = math.ceil(len(keys) / cols)
     fig = Figure(figsize=(4.2 * cols, 3.4 * nrows + 0.6), layout="constrained")
     FigureCanvasAgg(fig)
+    failed = sum(r.get("status") == "failed" for r in rows)
     fig.suptitle(
         f"Ranked on {metric} (validation split, {'higher' if mode == 'max' else 'lower'} is "
-        f"better)\neval/{name} (test) at that step: reported, never ranked on",
+        f"better)\neval/{name} (test) at that step: reported, never ranked on"
+        # Left out without a word, a failed trial's value read as never tried.
+        + (f"\n{failed} failed trial{'s' * (failed != 1)} not drawn (results.md has why)"
+           if failed else ""),
         fontsize=8,
-    )
+    )  # fmt: skip
     for i, key in enumerate(keys):
         ax = fig.add_subplot(nrows, cols, i + 1)
         xs = [_number(r.get(key)) for r in points]
@@ -374,7 +378,7 @@ def figure(info: dict, rows: list[dict]) -> Any:
                 continue
             val = [(x, r[f"best {metric}"]) for x, r in sel]
             ax.scatter(*zip(*val), marker=style, color="C0", label=f"validation ({status})")
-            _count_ties(ax, val, "C0")
+            _count_ties(ax, val, "C0", above=True)
             tested = [(x, r[test]) for x, r in sel if isinstance(r.get(test), int | float)]
             if tested:
                 # A hollow circle; an "x" has no face, only its colour (an edge colour warned).
@@ -382,7 +386,7 @@ def figure(info: dict, rows: list[dict]) -> Any:
                 ax.scatter(
                     *zip(*tested), marker=style, color="C1", label=f"test ({status})", **look
                 )
-                _count_ties(ax, tested, "C1")
+                _count_ties(ax, tested, "C1", above=False)
         x = xs[points.index(chosen)]
         ax.scatter([x], [chosen[f"best {metric}"]], marker="*", s=220, color="C3", zorder=3,
                    label="chosen (best validation)")  # fmt: skip
@@ -418,12 +422,14 @@ def _fit_as_ticks(xs: list[float], log: bool) -> bool:
     return True
 
 
-def _count_ties(ax: Any, points: list[tuple[float, float]], color: str) -> None:
-    """ "×n" beside a point that n trials share: one marker would hide the others."""
+def _count_ties(ax: Any, points: list[tuple[float, float]], color: str, above: bool) -> None:
+    """ "×n" beside a point that n trials share: one marker would hide the others. Validation's
+    counts sit above their point, test's below: at one x with close values the two were drawn
+    over each other."""
     for (x, y), count in collections.Counter(points).items():
         if count > 1:
-            ax.annotate(f"×{count}", (x, y), xytext=(6, -3), textcoords="offset points",
-                        fontsize=7, color=color)  # fmt: skip
+            ax.annotate(f"×{count}", (x, y), xytext=(6, 2 if above else -9),
+                        textcoords="offset points", fontsize=7, color=color)  # fmt: skip
 
 
 def write(sweep_dir: str, with_plot: bool = True) -> str:
