@@ -84,7 +84,7 @@ def _image_maps(result: DriftResult, spec: Mapping[str, Mapping[str, Any]]) -> d
             [by_name[f"{name}[{','.join(map(str, i))}]"].strength for i in np.ndindex(*shape)]
         ).reshape(shape)
         grid = strength.max(-1) if len(shape) == 3 else strength
-        figure, ax = plt.subplots(figsize=(4.5, 4))
+        figure, ax = plt.subplots(figsize=(4.5, 4), layout="constrained")  # title beside the bar
         log_strength = np.log10(np.maximum(grid, 0.1))
         # Diverging at the threshold (strength 1, log 0): a sequential map drew a drifted
         # position near 1 as dark as one far below it when another reached 1,000 (a trial).
@@ -157,7 +157,9 @@ def _output_figures(
             figure, ax = plt.subplots(figsize=(6, 3.2))
             ax.bar(classes - 0.2, np.bincount(ref, minlength=len(classes)) / len(ref), 0.4)
             ax.bar(classes + 0.2, np.bincount(cur, minlength=len(classes)) / len(cur), 0.4)
-            ax.set_xticks(classes, spec["names"], fontsize=7, rotation=45)
+            # Short names (digits) level; long ones turned so that they do not overlap.
+            rotation = 45 if max(len(str(n)) for n in spec["names"]) > 3 else 0
+            ax.set_xticks(classes, spec["names"], fontsize=7, rotation=rotation)
             ax.set_ylabel("share of rows")
             ax.legend(["reference", "current"], fontsize=8)
             ax.set_title(f"{name}: predicted-class shares{verdicts.get(name, '')}", fontsize=9)
@@ -167,7 +169,10 @@ def _output_figures(
             ax.hist(ref.max(-1), edges, density=True, alpha=0.6, label="reference")
             ax.hist(cur.max(-1), edges, density=True, alpha=0.6, label="current")
             ax.set_xlabel("confidence (largest probability)")
-            ax.set_ylabel("density (area 1)")
+            # Log: a confident model's rows crowd the last bin, and on a linear axis the rest,
+            # where a shift shows (what the KS test found), was a flat line.
+            ax.set_yscale("log")
+            ax.set_ylabel("density (area 1, log)")
             ax.legend(fontsize=8)
             ax.set_title(f"{name}: confidence{verdicts.get(name, '')}", fontsize=9)
         else:
