@@ -757,6 +757,16 @@ def test_a_file_that_is_not_a_request_log_is_named_so_and_one_row_is_too_few(tmp
     assert read_traffic([str(path)], "m", "1", spec, {}, min_rows=2).inputs["x"].shape == (2, 2)
 
 
+def _read_one(tmp_path, tensor, dtype="float32"):
+    """read_traffic of a log of one request whose input `x` (2 values a row) is `tensor`."""
+    from ann.monitor.request_log import read_traffic
+
+    record = {"model": "m", "version": "1", "status": 200, "inputs": {"x": tensor}}
+    (tmp_path / "log.jsonl").write_text(json.dumps(record) + "\n")
+    spec = {"x": {"dtype": dtype, "shape": [-1, 2]}}
+    return read_traffic([str(tmp_path / "log.jsonl")], "m", "1", spec, {})
+
+
 @pytest.mark.parametrize(
     "tensor, message",
     [
@@ -785,13 +795,10 @@ def test_a_file_that_is_not_a_request_log_is_named_so_and_one_row_is_too_few(tmp
 def test_a_damaged_tensor_in_the_request_log_is_named_without_numpys_words(
     tmp_path, tensor, message
 ):
-    from ann.monitor.request_log import RequestLogError, read_traffic
+    from ann.monitor.request_log import RequestLogError
 
-    record = {"model": "m", "version": "1", "status": 200, "inputs": {"x": tensor}}
-    (tmp_path / "log.jsonl").write_text(json.dumps(record) + "\n")
-    spec = {"x": {"dtype": "float32", "shape": [-1, 2]}}
     with pytest.raises(RequestLogError) as e:
-        read_traffic([str(tmp_path / "log.jsonl")], "m", "1", spec, {})
+        _read_one(tmp_path, tensor)
     assert str(e.value).startswith(f"{tmp_path / 'log.jsonl'} line 1: tensor 'x': {message}")
 
 
@@ -804,18 +811,13 @@ def test_a_damaged_tensor_in_the_request_log_is_named_without_numpys_words(
     ],
 )
 def test_request_log_values_an_integer_input_cannot_hold_are_refused(tmp_path, data, message):
-    from ann.monitor.request_log import RequestLogError, read_traffic
+    from ann.monitor.request_log import RequestLogError
 
-    tensor = {"shape": [1, 2], "data": data}
-    record = {"model": "m", "version": "1", "status": 200, "inputs": {"x": tensor}}
-    (tmp_path / "log.jsonl").write_text(json.dumps(record) + "\n")
-    spec = {"x": {"dtype": "uint8", "shape": [-1, 2]}}
     with pytest.raises(RequestLogError) as e:
-        read_traffic([str(tmp_path / "log.jsonl")], "m", "1", spec, {})
+        _read_one(tmp_path, {"shape": [1, 2], "data": data}, "uint8")
     assert str(e.value).startswith(f"{tmp_path / 'log.jsonl'} line 1: tensor 'x' {message}")
-    tensor["data"] = [255.0, 0]  # whole numbers in range, as JSON may write them: read
-    (tmp_path / "log.jsonl").write_text(json.dumps(record) + "\n")
-    traffic = read_traffic([str(tmp_path / "log.jsonl")], "m", "1", spec, {})
+    # Whole numbers in range, as JSON may write them: read.
+    traffic = _read_one(tmp_path, {"shape": [1, 2], "data": [255.0, 0]}, "uint8")
     assert traffic.inputs["x"].tolist() == [[255, 0]]
 
 
