@@ -640,3 +640,18 @@ def test_a_run_that_diverged_before_saving_says_so_not_train_it_first(tmp_path):
         "first save; train again in a new --workdir (a lower learning rate, see its "
         "run_status.json)"
     )
+
+
+def test_a_damaged_run_status_is_said_at_the_next_start(tmp_path, caplog):
+    # It was taken for no record without a word: an early-stopped run trained on.
+    config = tiny(total_steps=10, checkpoint_every_steps=10, eval_every_steps=10)
+    train_and_evaluate(config, str(tmp_path))
+    (tmp_path / run_status.FILENAME).write_text('{"status": "early_st')  # cut short
+    with caplog.at_level("WARNING"):
+        train_and_evaluate(config, str(tmp_path))
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(
+        m.startswith(f"{tmp_path / run_status.FILENAME} is not JSON (damaged, or edited by hand): "
+                     "how the previous run ended is unknown") and m.endswith("(step 10)")
+        for m in said
+    ), said  # fmt: skip

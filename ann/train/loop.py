@@ -376,6 +376,14 @@ def _restore_or_init(run: _Run, source: transfer.Loaded | None) -> None:
                 start,
             )
     status = run_status.read(workdir)
+    if (why := run_status.unreadable(workdir)) and jax.process_index() == 0:
+        logging.warning(
+            "%s %s: how the previous run ended is unknown (an early stop, a divergence); "
+            "resuming from the last checkpoint (step %s)",
+            run_status.path(workdir),
+            why,
+            run.start_step or "none: starting over",
+        )
     if stale := run_status.stale_running(status):
         # The workdir lock rules out a live writer: it was killed, or crashed.
         if jax.process_index() == 0:

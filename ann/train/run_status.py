@@ -39,6 +39,26 @@ def read(workdir: str) -> dict[str, Any] | None:
     return record if isinstance(record, dict) and "status" in record else None
 
 
+def unreadable(workdir: str) -> str | None:
+    """Why a run_status.json that exists is not a status record (not JSON, not an object with
+    a `status`), or None (a record, or no file). `read` takes such a file for none: the start
+    that finds it says so (an early-stopped run would train on without a word)."""
+    try:
+        with open(path(workdir), "rb") as f:
+            text = f.read()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        return f"cannot be read ({e.strerror})"
+    try:
+        record = json.loads(text)
+    except ValueError:
+        return "is not JSON (damaged, or edited by hand)"
+    if not isinstance(record, dict) or "status" not in record:
+        return "holds no status record"
+    return None
+
+
 def write(workdir: str, status: str, step: int, **info: Any) -> None:
     """Replaces the record atomically (temp file + rename), so a reader never sees half of it."""
     os.makedirs(workdir, exist_ok=True)
