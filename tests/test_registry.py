@@ -406,6 +406,14 @@ def test_cli(digits_export, tmp_path):
     bad = cli("resolve", "models:/digits@champion")
     assert bad.returncode == 1 and bad.stdout == "", bad.stdout
     assert "manifest.json was modified" in one_line_error(bad)
+    # Emptied by hand, its directory left: taken for the whole version (listed as any other,
+    # an alias accepted, the export's registration refused as a duplicate).
+    for f in version.iterdir():
+        f.unlink()
+    assert cli("versions", "digits").stdout.rstrip().endswith(f"FILES GONE from {version}")
+    assert "are gone (removed outside the registry)" in one_line_error(
+        cli("resolve", "models:/digits@champion")
+    )
     shutil.rmtree(version)
     line = one_line_error(cli("resolve", "models:/digits@champion"))
     assert line.startswith(

@@ -41,6 +41,7 @@ from ann.registry.core import (
     Registry,
     RegistryError,
     default_root,
+    files_gone,
 )
 from ann.registry.spec import resolve
 
@@ -59,7 +60,7 @@ def _summary(mv: ModelVersion) -> str:
         + (f"  tags [{_tags(mv.tags)}]" if mv.tags else "")  # `show` had them alone
         + f"  run {source.get('workdir')} step {source.get('step')}  {shown}"
         # Listed as any other, and resolving it was the first sign its files had been removed.
-        + ("" if os.path.isdir(mv.path) else f"  FILES GONE from {mv.path}")
+        + (f"  FILES GONE from {mv.path}" if files_gone(mv.path) else "")
     )
 
 

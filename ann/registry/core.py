@@ -85,6 +85,12 @@ class RegistryError(ValueError):
     """A registry request that cannot be met; the message says which name, version or alias."""
 
 
+def files_gone(path: str) -> bool:
+    """Whether a version's files at `path` were removed outside the registry: its directory, or
+    the manifest in it (a directory emptied by hand was taken for the whole version)."""
+    return not os.path.isfile(os.path.join(path, artifact.MANIFEST))
+
+
 @dataclasses.dataclass
 class ModelVersion:
     name: str
@@ -436,7 +442,7 @@ class Registry:
             "ORDER BY version",
             (name,),
         ):
-            if not os.path.isdir(os.path.join(self.root, row["path"])):
+            if files_gone(os.path.join(self.root, row["path"])):
                 continue  # its files are gone: registering the export again restores it
             if row["manifest_sha256"] == manifest_sha:
                 same.append(str(row["version"]))
@@ -496,7 +502,7 @@ class Registry:
         self._check_alias(alias)
         with self._write() as db:
             row = self._require_version(db, name, version)
-            if not os.path.isdir(os.path.join(self.root, row["path"])):  # it was accepted
+            if files_gone(os.path.join(self.root, row["path"])):  # it was accepted
                 raise RegistryError(
                     f"{name} version {version}'s files at {os.path.join(self.root, row['path'])} "
                     "are gone (removed outside the registry), so an alias would resolve to "

@@ -13,7 +13,14 @@ import dataclasses
 import os
 
 from ann import artifact
-from ann.registry.core import URI_SCHEME, ModelVersion, Registry, RegistryError, default_root
+from ann.registry.core import (
+    URI_SCHEME,
+    ModelVersion,
+    Registry,
+    RegistryError,
+    default_root,
+    files_gone,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +56,7 @@ def resolve(spec: str, registry: str | None = None, has_flag: bool = True) -> Re
                 f"./registry); set $ANN_REGISTRY{flag} to its directory"
             )
         mv = store.resolve(spec)
-        if not os.path.isdir(mv.path):  # removed by hand: the record outlived the files
+        if files_gone(mv.path):  # removed by hand: the record outlived the files
             # An alias can be moved; a number or `latest` names this version for good.
             move = f"point the alias at another version (ann registry alias {mv.name} ALIAS N), "
             raise RegistryError(
