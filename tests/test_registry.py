@@ -411,6 +411,7 @@ def test_cli(digits_export, tmp_path):
     for f in version.iterdir():
         f.unlink()
     assert cli("versions", "digits").stdout.rstrip().endswith(f"FILES GONE from {version}")
+    assert cli("list").stdout.rstrip().endswith("FILES GONE: version 1")
     assert "are gone (removed outside the registry)" in one_line_error(
         cli("resolve", "models:/digits@champion")
     )

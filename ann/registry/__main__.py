@@ -202,9 +202,12 @@ def _mirror_version(registry: Registry, mv: ModelVersion, mlflow_uri: str) -> No
 
 def _list(registry: Registry, f: Any, args: Sequence[str], mlflow_uri: str) -> None:
     for m in registry.models():
+        gone = [mv.version for mv in registry.versions(m["name"]) if files_gone(mv.path)]
         print(
             f"{m['name']}  latest version {m['latest']}  aliases [{', '.join(m['aliases'])}]"
             + (f"  tags [{_tags(m['tags'])}]" if m["tags"] else "")  # as `versions` shows them
+            # As `versions` marks them: the list said nothing of them.
+            + (f"  FILES GONE: version {', '.join(map(str, gone))}" if gone else "")
         )
 
 
