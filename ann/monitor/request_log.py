@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 
 from ann.monitor.jsonlines import objects
-from ann.serve.protocol import not_a_number, short
+from ann.serve.errors import ServeError
+from ann.serve.protocol import decode_data, not_a_number, short
 
 
 class RequestLogError(ValueError):
@@ -73,36 +74,18 @@ def _tensor(where: str, name: str, value: Any, spec: Mapping[str, Any]) -> np.nd
             f"{where}: tensor {name!r}: expected {math.prod(shape)} values for the shape "
             f"{shape}, got {array.size}"
         )
-    array = _cast(where, name, array, np.dtype(spec["dtype"])).reshape(shape)
+    if np.dtype(spec["dtype"]).kind in "iu":  # the server's own integer checks: the cast
+        try:  # wrapped -5 to 251 of a uint8 and cut 0.5 to 0, where the server refuses them
+            array = decode_data(f"{where}: tensor {name!r}", value, shape, spec)
+        except ServeError as e:
+            raise RequestLogError(e.message) from None
+    array = array.astype(np.dtype(spec["dtype"])).reshape(shape)
     if list(array.shape[1:]) != list(spec["shape"][1:]):
         raise RequestLogError(
             f"{where}: tensor {name!r} has the shape {list(array.shape)}, the model takes "
             f"{spec['shape']} (-1: any batch); is this the log of another model?"
         )
     return array
-
-
-def _cast(where: str, name: str, array: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """`array` as `dtype`; RequestLogError for values an integer dtype cannot hold (a fraction,
-    or outside its range), which the cast wrapped or cut without a word (-5 read as 251 of a
-    uint8, 0.5 as 0), where the server refuses them."""
-    if dtype.kind in "iu" and array.size:
-        if array.dtype.kind == "f":
-            fraction = array[array != np.round(array)]
-            if fraction.size:
-                raise RequestLogError(
-                    f"{where}: tensor {name!r} holds {fraction.flat[0].item()!r}, not a whole "
-                    f"number of its {dtype.name.upper()}; is this the log of another model?"
-                )
-        info = np.iinfo(dtype)
-        low, high = array.min(), array.max()
-        if low < info.min or high > info.max:
-            bad = low if low < info.min else high
-            raise RequestLogError(
-                f"{where}: tensor {name!r} holds {bad.item()!r}, outside {dtype.name.upper()} "
-                f"({info.min}..{info.max}); is this the log of another model?"
-            )
-    return array.astype(dtype)
 
 
 # A request log's record: what `ann.serve.request_log` always writes.

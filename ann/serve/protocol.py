@@ -338,6 +338,16 @@ def _decode_data(
     return _finite(field, result, datatype, array)
 
 
+def decode_data(
+    field: str, tensor: Mapping[str, Any], shape: list[int], entry: Mapping[str, Any]
+) -> np.ndarray:
+    """A tensor's JSON numbers as the signature `entry` ({"dtype", "shape"}) takes them, with
+    every check a request's get (range and whole numbers of an integer type, finiteness,
+    booleans); ServeError 400 naming `field` otherwise. For readers of what was served (the
+    request log), which must refuse what the server would."""
+    return _decode_data(field, tensor, shape, _spec(entry), booleans=True)
+
+
 def not_a_number(data: list) -> str:
     """The first value of a JSON array (flat or nested) that is not a number, as a refusal
     says it: `null at flat index 3` (the index of the row-major flat data); the whole array
