@@ -1076,3 +1076,9 @@ def test_a_request_log_inside_an_export_is_refused(tmp_path):
         "fixed; give a path outside it"
     )
     Settings(request_log=str(tmp_path / "r.jsonl"))  # beside it: accepted
+    # Inside a report, which its next run replaces whole (as every --out is refused there).
+    report = tmp_path / "report"
+    report.mkdir()
+    (report / "report.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"is inside the report at .*, which its next run"):
+        Settings(request_log=str(report / "r.jsonl"))

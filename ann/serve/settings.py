@@ -266,6 +266,11 @@ class Settings:
                 f"--request_log={self.request_log}: is inside {directory_kind.NAMES[found[0]]} "
                 f"at {found[1]}, whose files are fixed; give a path outside it"
             )
+        if (report := directory_kind.report_above(path)) is not None:  # as every --out
+            return (
+                f"--request_log={self.request_log}: is inside the report at {report}, which its "
+                "next run replaces whole; give a path outside it"
+            )
         if not os.access(path if os.path.exists(path) else folder, os.W_OK):
             return f"--request_log={self.request_log}: not writable; give a writable path"
         return None
