@@ -280,7 +280,11 @@ def test_the_objective_must_be_a_validation_metric(tmp_path):
     )
     # A typo of it: asked for a --mode, then, with one, refused once a trial had run.
     typo = sweep_cli(f"--config={path}", f"--workdir={workdir}", "--metric=val/acc", "--dry_run")
-    assert typo.stderr.strip().splitlines()[-1].endswith("; did you mean --metric=val/accuracy?")
+    assert (
+        typo.stderr.strip()
+        .splitlines()[-1]
+        .endswith("(drop --metric) (did you mean '--metric=val/accuracy'?)")
+    )
 
 
 # ---- the launcher, with stand-in trials --------------------------------------------------

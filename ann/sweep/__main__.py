@@ -20,6 +20,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from ann import cli
+from ann import config as config_lib
 from ann.config import check_mode, check_selection_metric
 from ann.sweep import definition as definition_lib
 from ann.sweep import emit, grid, results, search
@@ -207,17 +208,11 @@ def objective(definition: definition_lib.Definition) -> tuple[str, str]:
         raise SweepError(
             f"--metric={metric} is not the config's best_metric ({best}), whose --mode it "
             f"has: say whether higher is better with --mode=max/min, or rank by {best} "
-            f"(drop --metric)" + (f"; did you mean --metric={best}?" if _near(metric, best) else "")
+            "(drop --metric)" + config_lib.did_you_mean(metric, [best], "--metric=")
         )
     if FLAGS.mode:  # ranked by the worst trial: the config's own mode is checked with it
         check_mode("--metric", metric, "--mode", mode, "--mode")
     return metric, mode
-
-
-def _near(given: str, name: str) -> bool:
-    import difflib
-
-    return bool(difflib.get_close_matches(given, [name], n=1, cutoff=0.6))
 
 
 def emit_grid(definition: definition_lib.Definition, metric: str, mode: str) -> None:
