@@ -16,7 +16,7 @@ attention is `jax.nn.dot_product_attention` (cudnn flash attention on a GPU, xla
 recomputed in the backward pass) only if XLA's memory estimate exceeds 90% of the device's
 memory (jax's share of it: 75% of a GPU unless $XLA_PYTHON_CLIENT_MEM_FRACTION says more;
 scripts/gpu_check.sh gives 0.95). Then `--warmup` steps, then `--steps` timed steps (one host
-sync at the end).
+sync at the end). The state's initializer is timed apart, its compile included.
 
 MFU follows the PaLM paper (Chowdhery et al. 2022, appendix B): model FLOPs per token
 6N + 12 L H Q T (N parameters, the tied embedding counted once as the output layer; L layers,
@@ -166,7 +166,10 @@ def measure(
         out_shardings=sharding,
     )
     batches = [{"tokens": make(jax.random.PRNGKey(i))} for i in range(2)]
-    state = init()
+    start = time.perf_counter()
+    state = jax.block_until_ready(init())
+    init_seconds = time.perf_counter() - start
+    print(f"state initialized in {init_seconds:.1f} s (its compile included)", flush=True)
     sync = jax.default_backend() == "cpu" and mesh.size > 1
     losses = []
     for i in range(FLAGS.warmup):
@@ -185,6 +188,7 @@ def measure(
     stats = jax.devices()[0].memory_stats() or {}
     return {
         "seconds_per_step": seconds,
+        "init_seconds": init_seconds,
         "first_loss": losses[0],
         "last_loss": losses[-1],
         "peak_bytes_in_use": float(stats.get("peak_bytes_in_use", 0)),

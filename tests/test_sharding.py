@@ -198,6 +198,26 @@ def test_the_state_initializer_compiles_for_running_once_to_the_same_values(monk
     assert xla_options.for_cpu(xla_options.INIT) is None
 
 
+def test_the_state_initializer_draws_with_jax_threefry_kernel_on_gpu(monkeypatch):
+    """Lowered for a GPU, the init's random bits come from JAX's threefry kernel (one custom
+    call per initializer), not XLA's hash inlined into every initializer: the 0.87B causal LM's
+    inlined init had not compiled after 500 s on an H200. Not so on CPU; the flag is left as it
+    was; a JAX_THREEFRY_GPU_KERNEL_LOWERING the user sets wins."""
+    from ann import parallel
+    from ann.train import state as state_lib
+
+    monkeypatch.delenv("JAX_THREEFRY_GPU_KERNEL_LOWERING", raising=False)
+    _, make_model, tx, seed = _init_setup("digits_mlp", **{"model.features": (64,)})
+    mesh = parallel.make_mesh(MESHES["fsdp"])
+    _, init, _ = state_lib.sharded_initializer(make_model, tx, seed, "fsdp", mesh)
+    assert "threefry2x32_ffi" not in init.lower().as_text()
+    for platform, kernel in (("cuda", "cu_threefry2x32_ffi"), ("rocm", "hip_threefry2x32_ffi")):
+        assert kernel in init.lower((platform,)).as_text()
+    assert jax.config.jax_threefry_gpu_kernel_lowering is False
+    monkeypatch.setenv("JAX_THREEFRY_GPU_KERNEL_LOWERING", "false")
+    assert "threefry2x32_ffi" not in init.lower(("cuda",)).as_text()
+
+
 def test_sharded_init_holds_a_quarter_of_the_state_per_device_under_fsdp():
     """The compiled init's per-device output under fsdp (mesh fsdp=4) is about a quarter of
     the replicated one: a model larger than one device can start."""

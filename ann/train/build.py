@@ -10,7 +10,6 @@ import dataclasses
 import functools
 import math
 import time
-from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -51,7 +50,7 @@ class Setup:
     total_steps: int
     tx: Any
     model_def: state_lib.ModelDef
-    init: Callable[[], state_lib.TrainState]  # the jitted sharded init; runs on `.state` only
+    init: state_lib.Initializer  # the jitted sharded init; runs on `.state` only
     abstract_state: Any  # shapes, dtypes, shardings: what a checkpoint restores into
     data_seconds: float = 0.0  # of building it, the time spent opening the data splits
 

@@ -54,13 +54,32 @@ def state_rng(seed: int) -> jax.Array:
     return jax.random.fold_in(jax.random.PRNGKey(seed), 1)
 
 
+class Initializer:
+    """The jitted sharded initializer of `sharded_initializer`: `init()` is the state;
+    `init.lower(lowering_platforms)` its ahead-of-time lowering (to compile with other options,
+    or for another platform). Both lower the initializer's random numbers as
+    `xla_options.init_lowering` says (JAX's threefry kernel on GPU)."""
+
+    def __init__(self, jitted: Any):
+        self._jitted = jitted
+
+    def __call__(self) -> TrainState:
+        with xla_options.init_lowering((jax.default_backend(),)):
+            return self._jitted()
+
+    def lower(self, lowering_platforms: tuple[str, ...] | None = None) -> jax.stages.Lowered:
+        """The lowered initializer for `lowering_platforms` (default: this backend)."""
+        with xla_options.init_lowering(lowering_platforms or (jax.default_backend(),)):
+            return self._jitted.trace().lower(lowering_platforms=lowering_platforms)
+
+
 def sharded_initializer(
     make_model: Callable[[], nnx.Module],
     tx: optax.GradientTransformation,
     seed: int,
     rules: Any,
     mesh: jax.sharding.Mesh,
-) -> tuple[ModelDef, Callable[[], TrainState], Any]:
+) -> tuple[ModelDef, Initializer, Any]:
     """(ModelDef, init, abstract_state): `init()` builds the train state directly on its
     shardings (ann/sharding.py's `rules` over `mesh`), as one jitted function whose outputs are
     sharded, so no device ever holds more than its shards of a model that only fits sharded.
@@ -79,7 +98,7 @@ def sharded_initializer(
     # Compiled for running once (xla_options.INIT): seconds less to a run's first step.
     options = xla_options.for_cpu(xla_options.INIT)
     init = jax.jit(lambda: build()[1], out_shardings=shardings, compiler_options=options)
-    return model_def, init, abstract(shapes, shardings)
+    return model_def, Initializer(init), abstract(shapes, shardings)
 
 
 def create_sharded(

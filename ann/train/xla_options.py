@@ -1,12 +1,16 @@
-"""XLA compiler options ann passes per kind of program, on the CPU backend only.
+"""XLA compiler options ann passes per kind of program, on the CPU backend only, and the
+state initializer's random-number lowering on GPU.
 
 Other backends get XLA's defaults (None), and a flag that `XLA_FLAGS` sets wins over ann's
-setting of it. Measured in docs/benchmarks.md ("Train step vs peers"; "Issue 16, session 12").
+setting of it. Measured in docs/benchmarks.md ("Train step vs peers"; "Issue 16, session 12";
+"Issue 16, session 28" for the GPU initializer).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 import jax
 
@@ -38,3 +42,32 @@ def for_cpu(options: dict[str, str]) -> dict[str, str] | None:
         return None
     env = os.environ.get("XLA_FLAGS", "")
     return {k: v for k, v in options.items() if f"--{k}" not in env} or None
+
+
+# The state's initializer on GPU draws its random bits with JAX's threefry kernel
+# (`jax_threefry_gpu_kernel_lowering`: one custom call per initializer) instead of XLA's inlined
+# 20-round hash inside every initializer's fusion. On an H200 (jax 0.11.2) the inlined init of
+# the 0.87B causal LM had not finished compiling after 500 s, the GPU idle, against 31 s for its
+# whole train step. The kernel computes the same hash, so the same values; JAX's help for the
+# flag: "makes compile times faster at a potential runtime memory cost" (the bits are
+# materialized), paid once at the start. A JAX_THREEFRY_GPU_KERNEL_LOWERING the user sets wins.
+_KERNEL_FLAG = "jax_threefry_gpu_kernel_lowering"
+_GPU_PLATFORMS = frozenset({"gpu", "cuda", "rocm"})
+
+
+@contextlib.contextmanager
+def init_lowering(platforms: tuple[str, ...]) -> Iterator[None]:
+    """Context for tracing and lowering the state's initializer for `platforms` (jax platform
+    names, e.g. `("cuda",)`, or `jax.default_backend()`'s): on a GPU platform, with JAX's
+    threefry kernel, then the flag as it was; elsewhere, or where the user's environment sets
+    the flag, nothing changes."""
+    wanted = not _GPU_PLATFORMS.isdisjoint(platforms)
+    if not wanted or _KERNEL_FLAG.upper() in os.environ:
+        yield
+        return
+    before = getattr(jax.config, _KERNEL_FLAG)
+    jax.config.update(_KERNEL_FLAG, True)
+    try:
+        yield
+    finally:
+        jax.config.update(_KERNEL_FLAG, before)
