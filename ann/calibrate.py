@@ -67,7 +67,9 @@ def calibrate(
     {"method", "temperature" (float, 1.0 for none), "fitted_on": {"split", "rows"} (None
     for none), "bins": 15, "metrics": {"validation"|"test": {"before": {...}, "after": {...}}}} with
     ece, mce, brier and nll (ann.metrics.calibration.summary) of softmax(logits) and of
-    softmax(logits / T). None for an experiment without logits. Raises CalibrationError
+    softmax(logits / T), and (fitted) "ece_change": {"low", "high", "confidence"}, the paired
+    bootstrap interval of ECE after - before (ann.metrics.calibration.ece_change_interval).
+    None for an experiment without logits. Raises CalibrationError
     (ValueError, one line) when the fit fails (e.g. one class in the validation split)."""
     if not calibratable(experiment):
         return None
@@ -88,7 +90,10 @@ def calibrate(
         split: {
             "before": _metrics(logits, labels, 1.0),
             **(
-                {"after": _metrics(logits, labels, temperature)}
+                {
+                    "after": _metrics(logits, labels, temperature),
+                    "ece_change": _ece_change(logits, labels, temperature),
+                }
                 if config.calibration == "temperature"
                 else {}
             ),
@@ -109,11 +114,28 @@ def calibrate(
     }
 
 
+def _ece_change(logits: np.ndarray, labels: np.ndarray, temperature: float) -> dict[str, float]:
+    """{"low", "high", "confidence"}: the paired bootstrap interval of ECE after - before."""
+    low, high = calibration.ece_change_interval(logits, labels, temperature)
+    return {"low": low, "high": high, "confidence": 0.95}
+
+
+def raised_ece(split_metrics: dict[str, Any]) -> bool:
+    """Whether temperature scaling raised a split's ECE beyond its sampling noise: the
+    interval of the change (`ece_change`) lies above 0. A manifest written before the interval
+    existed: any rise."""
+    change = split_metrics.get("ece_change")
+    if change is None:
+        return split_metrics["after"]["ece"] > split_metrics["before"]["ece"]
+    return change["low"] > 0
+
+
 def summary_lines(entry: dict[str, Any]) -> list[str]:
     """What `ann export` prints of its manifest's `calibration` entry (`calibrate`'s return): a
     line with the temperature and each split's ECE before -> after, and a `note:` line for each
-    split whose ECE rose. The fit minimises the validation split's NLL (Guo et al. 2017), not
-    ECE, a binned and noisy score on a few hundred rows: it can rise, and the user decides."""
+    split whose ECE rose beyond its sampling noise (`raised_ece`). The fit minimises the
+    validation split's NLL (Guo et al. 2017), not ECE, a binned and noisy score on a few hundred
+    rows: it can rise, and the user decides."""
     metrics = entry["metrics"]
     if entry["method"] != "temperature":
         eces = ", ".join(f"{split} {m['before']['ece']:.4f}" for split, m in metrics.items())
@@ -128,11 +150,22 @@ def summary_lines(entry: dict[str, Any]) -> list[str]:
         f"{fitted['split']} ({fitted['rows']} rows; Guo et al. 2017); ECE {eces}"
     ]
     for split, m in metrics.items():
-        before, after = m["before"], m["after"]
-        if after["ece"] > before["ece"]:
+        if raised_ece(m):
+            before, after = m["before"], m["after"]
             lines.append(
                 f"note: temperature scaling raised the {split} ECE ({before['ece']:.4f} -> "
-                f"{after['ece']:.4f}; NLL {before['nll']:.4f} -> {after['nll']:.4f}); to export "
-                "softmax(logits) instead, export again with --calibration=none"
+                f"{after['ece']:.4f}{_interval(m)}; NLL {before['nll']:.4f} -> "
+                f"{after['nll']:.4f}); to export softmax(logits) instead, export again with "
+                "--calibration=none"
             )
     return lines
+
+
+def _interval(split_metrics: dict[str, Any]) -> str:
+    change = split_metrics.get("ece_change")
+    if change is None:
+        return ""
+    return (
+        f", a rise of {change['low']:.4f} to {change['high']:.4f} at "
+        f"{change['confidence']:.0%} by a paired bootstrap of the rows"
+    )

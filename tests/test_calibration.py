@@ -133,6 +133,25 @@ def test_temperature_scaling_fixes_an_overconfident_model_and_keeps_argmax():
         assert cal.scaled_nll(over, labels, other) > cal.scaled_nll(over, labels, t)
 
 
+def test_the_ece_change_interval_tells_a_real_rise_from_sampling_noise():
+    """The paired bootstrap interval of ECE(T) - ECE(1): above 0 where a temperature makes
+    calibrated logits underconfident (T = 3), around 0 for T = 1.05 on 300 rows, where the
+    ECE still moves; exactly 0 for T = 1; seeded, so the same inputs give the same interval."""
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(300, 4)) * 2.0
+    cumulative = softmax(logits, axis=1).cumsum(1)
+    labels = np.minimum((cumulative < rng.random((300, 1))).sum(1), 3)
+    low, high = cal.ece_change_interval(logits, labels, 3.0)
+    assert 0 < low < high
+    low, high = cal.ece_change_interval(logits, labels, 1.05)
+    assert low < 0 < high
+    assert cal.ece(cal.softmax(logits, 1.05), labels) != cal.ece(cal.softmax(logits), labels)
+    assert cal.ece_change_interval(logits, labels, 1.0) == (0.0, 0.0)
+    assert cal.ece_change_interval(logits, labels, 1.05) == (low, high)
+    with pytest.raises(cal.CalibrationError, match="at least 2 rows"):
+        cal.ece_change_interval(logits[:1], labels[:1], 2.0)
+
+
 def test_a_fit_without_interior_optimum_is_refused():
     # Every row right by a wide margin: NLL falls without end as T -> 0.
     logits = np.array([[5.0, 0.0], [0.0, 5.0], [6.0, 1.0]])
@@ -193,6 +212,14 @@ def test_export_says_the_fit_is_to_nll_and_notes_a_split_whose_ece_rose(digits_e
     assert len(lines) == 2 and lines[1].startswith("note: temperature scaling raised the test ECE")
     assert "0.0200 -> 0.0300" in lines[1] and "export again with --calibration=none" in lines[1]
     assert len(calibrate.summary_lines({**rose, "metrics": {"test": val}})) == 1
+    # A rise the ECE's own noise explains (its bootstrap interval holds 0) is no reason to
+    # export softmax(logits) instead: no note; one beyond it names the interval.
+    noise = {**worse, "ece_change": {"low": -0.004, "high": 0.021, "confidence": 0.95}}
+    assert len(calibrate.summary_lines({**rose, "metrics": {"test": noise}})) == 1
+    real = {**worse, "ece_change": {"low": 0.002, "high": 0.018, "confidence": 0.95}}
+    (_, line) = calibrate.summary_lines({**rose, "metrics": {"test": real}})
+    assert "a rise of 0.0020 to 0.0180 at 95% by a paired bootstrap of the rows" in line
+    assert set(test["ece_change"]) == {"low", "high", "confidence"}
     none = {"method": "none", "metrics": {"validation": {"before": same}}}
     assert calibrate.summary_lines(none) == [
         "calibration: none (softmax of the logits); ECE validation 0.0200"

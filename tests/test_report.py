@@ -343,16 +343,30 @@ def test_calibration_uses_the_validation_temperature():
     assert metrics["after"]["nll"] < metrics["before"]["nll"]
     assert list(section.figures) == ["reliability"]
     assert len(section.notes) == 1
+    # The panel an export serves is marked: the temperature's, unless exported without one.
+    titles = [axes.get_title() for axes in section.figures["reliability"].axes]
+    assert titles[1].endswith(", as exported") and not titles[0].endswith(", as exported")
     # A split already calibrated: validation's T makes it underconfident. The report said only
     # "ECE a -> b" where export adds a note (the fit minimises NLL, not ECE).
     calibrated = classification.calibration(split("test", 2000, validation, overconfidence=1))
     rose = calibrated.metrics["after"]["ece"] > calibrated.metrics["before"]["ece"]
     assert rose and calibrated.notes[1].startswith("note: temperature scaling raised the test ECE")
+    assert calibrated.metrics["ece_change"]["low"] > 0
+    # A rise within the ECE's sampling noise (300 rows, T = 1.38: ECE 0.088 -> 0.106, its
+    # bootstrap interval holding 0) gets no note: it was told to drop the temperature.
+    noisy = classification.calibration(
+        split("test", 300, split("validation", 400, overconfidence=1.2), overconfidence=1)
+    )
+    change = noisy.metrics["ece_change"]
+    assert noisy.metrics["after"]["ece"] > noisy.metrics["before"]["ece"]
+    assert change["low"] < 0 < change["high"] and len(noisy.notes) == 1, noisy.notes
     # An export made with --calibration=none (its config says so) was told to use it.
     uncalibrated = split("test", 2000, validation, overconfidence=1)
     uncalibrated.config.calibration = "none"
-    notes = classification.calibration(uncalibrated).notes
-    assert len(notes) == 1 and "--calibration=none" not in notes[0], notes
+    section = classification.calibration(uncalibrated)
+    assert len(section.notes) == 1 and "--calibration=none" not in section.notes[0]
+    titles = [axes.get_title() for axes in section.figures["reliability"].axes]
+    assert titles[0].endswith(", as exported") and not titles[1].endswith(", as exported")
 
 
 def test_a_reliability_bin_of_only_mistakes_is_drawn():

@@ -11,6 +11,7 @@ Numbers come from scikit-learn (`precision_recall_fscore_support`, `confusion_ma
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import matplotlib
@@ -296,6 +297,7 @@ def calibration(preds: Predictions) -> Section:
         scores = {when: calib.summary(p, y_true) for when, p in probabilities.items()}
         bins = {when: calib.reliability(p, y_true) for when, p in probabilities.items()}
         served = calib.summary(np.asarray(preds.outputs["probabilities"], np.float64), y_true)
+        change = None if refused else calib.ece_change_interval(logits, y_true, temperature)
     except calib.CalibrationError as e:
         return Section("Calibration", {"error": str(e)}, {}, [f"calibration: {e}"])
     figure, grid = plt.subplots(
@@ -315,6 +317,9 @@ def calibration(preds: Predictions) -> Section:
             "after": f"After, T = {temperature:.3g} ({ece['after']})",
         }
     )
+    served_panel = _served_panel(preds, temperature)
+    if served_panel in titles:
+        titles[served_panel] += ", as exported"
     for column, when in enumerate(bins):
         classes = probabilities[when].shape[1]
         _reliability_axes(grid[0, column], grid[1, column], bins[when], titles[when], classes)
@@ -336,6 +341,7 @@ def calibration(preds: Predictions) -> Section:
         note = f"calibration: ECE {before['ece']:.4f}, NLL {before['nll']:.4f}; {refused}"
         return Section("Calibration", metrics_, {"reliability": figure}, [note])
     metrics_["temperature"] = float(temperature)
+    metrics_["ece_change"] = {"low": change[0], "high": change[1], "confidence": 0.95}
     note = (
         f"calibration: ECE {before['ece']:.4f} -> {scores['after']['ece']:.4f}, NLL "
         f"{before['nll']:.4f} -> {scores['after']['nll']:.4f} with temperature "
@@ -345,12 +351,30 @@ def calibration(preds: Predictions) -> Section:
     # The fit minimises NLL, not ECE: as export says. Advice only where the scaling is (or an
     # export of the run would be) served: an export made with --calibration=none was told to
     # use --calibration=none.
-    if scores["after"]["ece"] > before["ece"] and preds.config.get("calibration") != "none":
+    # Beyond the ECE's sampling noise only: the interval of the change lies above 0.
+    if change[0] > 0 and preds.config.get("calibration") != "none":
         notes.append(
             f"note: temperature scaling raised the {preds.split} ECE ({before['ece']:.4f} -> "
-            f"{scores['after']['ece']:.4f}); ann export --calibration=none serves softmax(logits)"
+            f"{scores['after']['ece']:.4f}, a rise of {change[0]:.4f} to {change[1]:.4f} at 95% "
+            "by a paired bootstrap of the rows); ann export --calibration=none serves "
+            "softmax(logits)"
         )
     return Section("Calibration", metrics_, {"reliability": figure}, notes)
+
+
+def _served_panel(preds: Predictions, temperature: float | None) -> str | None:
+    """Which reliability panel draws what an export of the model serves: "before" for
+    softmax(logits) (`config.calibration` "none"), "after" for the temperature fitted here (a
+    run's export fits the same one on the same validation split; an export's manifest holds
+    it), None for neither (no temperature fitted here, or an export's that differs)."""
+    if preds.config.get("calibration") == "none":
+        return "before"
+    if temperature is None:
+        return None
+    served = float(getattr(preds.experiment, "temperature", 1.0))  # 1.0: a run's checkpoint
+    if served == 1.0 or math.isclose(served, temperature, rel_tol=1e-3):
+        return "after"
+    return None
 
 
 def _image(x: np.ndarray) -> np.ndarray | None:
