@@ -98,7 +98,14 @@ def test_spans_parents_links_and_attributes(exporter):
     traceparent = f"00-{TRACE_ID}-{PARENT_ID}-01".encode()
     replies = serve(
         exporter.tracing,
-        [infer(body(1), (traceparent, b"vendor=1")), infer(body(2, id="two")), infer(body(3))],
+        [
+            infer(
+                body(1),
+                tracing.RequestHead([(b"traceparent", traceparent), (b"TraceState", b"vendor=1")]),
+            ),  # fmt: skip
+            infer(body(2, id="two")),
+            infer(body(3)),
+        ],
     )
     assert [status for status, _, _ in replies] == [200, 200, 200]
     spans = by_name(exporter.get_finished_spans())
@@ -136,8 +143,101 @@ def test_spans_parents_links_and_attributes(exporter):
         assert [link.context.span_id for link in queue.links] == [batch.context.span_id]
 
 
+def test_server_span_attributes_follow_the_http_conventions(exporter):
+    """OpenTelemetry's HTTP server span: server.address/.port from X-Forwarded-Host or Host
+    (the scheme's default port when it names none), client.address the first X-Forwarded-For
+    entry else the peer, network.peer.*, user_agent.original, url.query, url.scheme from
+    X-Forwarded-Proto; none of them from a head that does not say."""
+    heads = [
+        tracing.RequestHead(
+            [(b"Host", b"models.example:8443"), (b"User-Agent", b"loadgen/1.0"),
+             (b"X-Forwarded-For", b"203.0.113.7, 10.0.0.2")],
+            b"debug=1", ("10.0.0.2", 51234),
+        ),
+        tracing.RequestHead(
+            [(b"host", b"[::1]:8000"), (b"x-forwarded-host", b"api.example.com"),
+             (b"x-forwarded-proto", b"https")],
+            None, ("::1", 40000, 0, 0),
+        ),
+        tracing.RequestHead([(b"Host", b"name:notaport")], None, None),
+    ]  # fmt: skip
+    serve(exporter.tracing, [infer(body(1), head) for head in heads] + [infer(body(1))])
+    spans = [s.attributes for s in exporter.get_finished_spans() if s.kind is SpanKind.SERVER]
+    by_peer = {a.get("network.peer.address"): a for a in spans}
+    first, second = by_peer["10.0.0.2"], by_peer["::1"]
+    assert {
+        k: first[k]
+        for k in (
+            "server.address",
+            "server.port",
+            "client.address",
+            "network.peer.port",
+            "user_agent.original",
+            "url.query",
+            "url.scheme",
+        )
+    } == {
+        "server.address": "models.example",
+        "server.port": 8443,
+        "client.address": "203.0.113.7",
+        "network.peer.port": 51234,
+        "user_agent.original": "loadgen/1.0",
+        "url.query": "debug=1",
+        "url.scheme": "http",
+    }
+    assert {k: second[k] for k in ("server.address", "server.port", "client.address",
+                                   "url.scheme")} == {
+        "server.address": "api.example.com", "server.port": 443, "client.address": "::1",
+        "url.scheme": "https"}  # fmt: skip
+    assert "url.query" not in second and "user_agent.original" not in second
+    bare = [a for a in spans if "network.peer.address" not in a]
+    assert len(bare) == 2
+    for attributes in bare:  # a Host that is no host, and no head at all
+        assert not {"server.address", "server.port", "client.address"} & set(attributes)
+
+
+def test_the_http_layer_keeps_a_request_head_only_while_tracing():
+    """With tracing on, the connection hands the handler every header field, the query and the
+    socket's peer (RequestHead); off, nothing (not even a traceparent it was sent)."""
+    from ann.serve.http import Listener
+
+    got = []
+
+    def handler(method, path, auth, body, too_large, respond, header_length=None, trace=None):
+        got.append((path, trace))
+        respond(200, b"{}", None)
+
+    async def main(traced):
+        listener = Listener(handler, Settings(), traced=traced)
+        server = await asyncio.get_running_loop().create_server(listener, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(
+                b"POST /v2/models/m/infer?debug=1 HTTP/1.1\r\nHost: models.example:8443\r\n"
+                b"traceparent: 00-" + TRACE_ID.encode() + b"-" + PARENT_ID.encode() + b"-01\r\n"
+                b"Content-Length: 2\r\n\r\n{}"
+            )
+            await writer.drain()
+            await asyncio.wait_for(reader.readuntil(b"{}"), 30)
+        finally:
+            writer.close()
+            server.close()
+
+    asyncio.run(main(True))
+    [(path, head)] = got
+    assert path == "/v2/models/m/infer" and isinstance(head, tracing.RequestHead)
+    assert head.query == b"debug=1" and head.peer[0] == "127.0.0.1"
+    assert (b"Host", b"models.example:8443") in head.headers
+    assert any(name == b"traceparent" for name, _ in head.headers)
+    got.clear()
+    asyncio.run(main(False))
+    assert got == [("/v2/models/m/infer", None)]
+
+
 def test_requests_sampled_out_cost_no_children_and_no_batch(exporter):
-    unsampled = (f"00-{TRACE_ID}-{PARENT_ID}-00".encode(), None)  # the caller did not sample
+    # the caller did not sample
+    unsampled = tracing.RequestHead([(b"traceparent", f"00-{TRACE_ID}-{PARENT_ID}-00".encode())])
     serve(exporter.tracing, [infer(body(1), unsampled), infer(body(2))])
     spans = by_name(exporter.get_finished_spans())  # the default sampler follows the caller
     [kept] = spans.pop("POST /v2/models/{name}/infer")
@@ -287,6 +387,8 @@ def test_the_command_line_traces_by_otel_variables(digits_export):
     assert {"POST /v2/models/{name}/infer", "queue", "batch", "compute", "encode"} <= set(names)
     assert not any("health" in n for n in names)
     assert f'"trace_id": "0x{TRACE_ID}"' in printed and '"service.name": "digits-test"' in printed
+    assert '"client.address": "127.0.0.1"' in printed  # the socket's peer, through the server
+    assert f'"server.port": {server.port}' in printed  # from the Host header http.client sent
     server = Server([f"--model={out}"], {"OTEL_TRACES_EXPORTER": "no_such_exporter"})
     try:
         server.wait_ready()

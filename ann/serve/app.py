@@ -59,7 +59,7 @@ from ann.serve.repository import Repository
 from ann.serve.request_log import RequestLog
 from ann.serve.settings import Settings
 from ann.serve.statistics import model_statistics
-from ann.serve.tracing import TracedRequest, Tracing
+from ann.serve.tracing import RequestHead, TracedRequest, Tracing
 
 log = logging.getLogger("ann.serve")
 
@@ -261,16 +261,16 @@ class App:
         too_large: int | None,
         respond: Respond,
         header_length: bytes | None = None,
-        trace: tuple[bytes, bytes | None] | None = None,
+        trace: RequestHead | None = None,
         public_only: bool = False,
     ) -> None:
         """One parsed HTTP request; calls `respond(status, body, headers)` once, maybe later.
 
         `too_large` is the body size when it is over `max_body_bytes` (-1: streamed past it);
         the request is still routed so the refusal names the model. `header_length`: the
-        Inference-Header-Content-Length header (binary tensor data), if sent. `trace`: its
-        (traceparent, tracestate) headers, if sent. `public_only`: the metrics port, which
-        answers `/metrics` and `/v2/health/*` without the token and nothing else.
+        Inference-Header-Content-Length header (binary tensor data), if sent. `trace`: what its
+        span reads of its head (tracing on; None: nothing kept). `public_only`: the metrics
+        port, which answers `/metrics` and `/v2/health/*` without the token and nothing else.
         """
         served: ServedModel | _Unserved | None = None
         status: int | None = 500
@@ -327,7 +327,7 @@ class App:
         method: str,
         path: str,
         found: tuple[Route, dict[str, str]] | None,
-        trace: tuple[bytes, bytes | None] | None,
+        trace: RequestHead | None,
         respond: Respond,
     ) -> TracedRequest | None:
         """The request's span wrapping `respond`; None for an untraced route (the probes).

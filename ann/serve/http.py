@@ -41,6 +41,7 @@ import httptools
 import orjson
 
 from ann.serve.settings import listen_error
+from ann.serve.tracing import RequestHead
 
 log = logging.getLogger("ann.serve")
 
@@ -114,8 +115,12 @@ class Listener:
         handler: Callable[..., None],
         settings: Any,
         refused: Callable[[int, str], None] = lambda status, reason: None,
+        traced: bool = False,
     ):
         self.handler, self.settings, self.refused = handler, settings, refused
+        # Tracing on: each request's head fields and peer are kept for its span (RequestHead);
+        # off, none are (the fast path pays one `is None` test a header field).
+        self.traced = traced
         self.connections: set[Connection] = set()
         # Set at SIGTERM: every reply from then on says `connection: close` and ends its
         # connection, so a keep-alive client reconnects (to another replica) instead of sending
@@ -179,8 +184,8 @@ class Connection(asyncio.Protocol):
         self._url = b""
         self._auth: bytes | None = None
         self._header_length: bytes | None = None  # Inference-Header-Content-Length (binary)
-        self._traceparent: bytes | None = None  # W3C trace context (ann/serve/tracing.py)
-        self._tracestate: bytes | None = None
+        self._kept: list[tuple[bytes, bytes]] | None = None  # header fields, tracing on
+        self._peer: Any = None  # the socket's peer address, tracing on
         self._expect = False
         self._length: int | None = None
         self._chunks: list[bytes] = []
@@ -219,6 +224,8 @@ class Connection(asyncio.Protocol):
             return
         self._connections.add(self)
         self.deadline = listener.now + self._header_timeout
+        if listener.traced:
+            self._peer = transport.get_extra_info("peername")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.gone = True
@@ -260,7 +267,7 @@ class Connection(asyncio.Protocol):
         self._url = b""
         self._auth = None
         self._header_length = None
-        self._traceparent = self._tracestate = None
+        self._kept = [] if self._listener.traced else None
         self._expect = False
         self._length: int | None = None
         self._chunks = []
@@ -283,6 +290,8 @@ class Connection(asyncio.Protocol):
         # buffer is bounded by `data_received`'s count of raw bytes).
         self._headers += 1
         self._header_bytes += len(name) + len(value) + 4  # ": " and CRLF
+        if self._kept is not None:
+            self._kept.append((name, value))
         if len(name) == 13 and name.lower() == b"authorization":
             self._auth = value
         elif len(name) == 14 and name.lower() == b"content-length":
@@ -295,10 +304,6 @@ class Connection(asyncio.Protocol):
             self._expect = value.lower() == b"100-continue"
         elif len(name) == 31 and name.lower() == b"inference-header-content-length":
             self._header_length = value
-        elif len(name) == 11 and name.lower() == b"traceparent":
-            self._traceparent = value
-        elif len(name) == 10 and name.lower() == b"tracestate":
-            self._tracestate = value
 
     def on_headers_complete(self) -> None:
         if self._headers > self._max_headers:
@@ -358,13 +363,15 @@ class Connection(asyncio.Protocol):
             slot.data = encode_response(status, body, headers, last, head)
             self._flush()
 
-        url = self._url
-        path = url.split(b"?", 1)[0].decode("latin-1")
+        url = self._url.split(b"?", 1)
+        path = url[0].decode("latin-1")
         if "%" in path:
             path = unquote(path)
         chunks = self._chunks
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        trace = None if self._traceparent is None else (self._traceparent, self._tracestate)
+        trace = None
+        if self._kept is not None:
+            trace = RequestHead(self._kept, url[1] if len(url) == 2 else None, self._peer)
         self._handler(method, path, self._auth, body, self._too_large, respond,
                       self._header_length, trace)  # fmt: skip
 
@@ -451,7 +458,7 @@ async def serve(app: Any) -> None:
     `host:metrics_port` (`/metrics` and health only, without the token: for Prometheus)."""
     loop = asyncio.get_running_loop()
     settings = app.settings
-    listeners = [Listener(app.handle, settings, app.refused)]
+    listeners = [Listener(app.handle, settings, app.refused, app.tracing is not None)]
     connections = listeners[0].connections
     app.metrics.connections.set_function(lambda: len(connections))
     if settings.metrics_port is not None:

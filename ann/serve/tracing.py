@@ -22,8 +22,11 @@ Spans (tracer "ann.serve"), by the HTTP semantic conventions where they have a n
     "POST /v2/models/{name}/infer"  SERVER, one per request but /v2/health/*, /metrics and the
         metrics port; parent: the request's W3C `traceparent` (and `tracestate`) when sent.
         http.request.method, http.route, url.path, url.scheme, network.protocol.version,
-        http.response.status_code; error.type and status ERROR for 5xx (a 4xx is the client's
-        error, not the server's); ann.model.name, ann.model.version when a model is addressed;
+        http.response.status_code; url.query when sent; server.address and server.port
+        (X-Forwarded-Host or Host), client.address (the first X-Forwarded-For entry, else the
+        peer), network.peer.address and .port, user_agent.original (`RequestHead`); error.type
+        and status ERROR for 5xx (a 4xx is the client's error, not the server's);
+        ann.model.name, ann.model.version when a model is addressed;
         ann.request.id: an infer's v2 `id` when it has one (the key feedback joins labels on).
       "queue"    submitted until its batch started; linked to the batch's span
       "encode"   the reply encoded
@@ -45,10 +48,12 @@ batch of every kept request.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
-from collections.abc import Callable, MutableMapping, Sequence
+import urllib.parse
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from typing import Any
 
 from opentelemetry import trace
@@ -123,6 +128,66 @@ def epoch_ns(perf: float) -> int:
     return time.time_ns() - int((time.perf_counter() - perf) * 1e9)
 
 
+def _first(value: bytes) -> str:
+    """The first entry of a comma-separated header value (the client's end of a proxy chain)."""
+    return value.split(b",", 1)[0].strip().decode("latin-1")
+
+
+@dataclasses.dataclass(frozen=True)
+class RequestHead:
+    """What a request's SERVER span reads besides its method and path, gathered by the HTTP
+    layer only while tracing is on: `headers`, every header field as sent ((name, value)
+    bytes, in order); `query`: the URL's query (after "?"), None without one; `peer`: the
+    socket's peer address (`transport.get_extra_info("peername")`: (host, port, ...) for TCP),
+    None when not known."""
+
+    headers: Sequence[tuple[bytes, bytes]]
+    query: bytes | None = None
+    peer: Any = None
+
+    def attributes(self, headers: Mapping[bytes, bytes]) -> dict[str, Any]:
+        """The HTTP server span's attributes (OpenTelemetry semantic conventions, HTTP spans,
+        stable) that come from the head; `headers`: `self.headers` by lower-case name (the
+        last of a repeated one). `url.scheme` and `client.address` are the original client's
+        where a proxy says (`X-Forwarded-Proto`, the first `X-Forwarded-For` entry), else the
+        immediate peer's; `server.address` and `server.port` the first of `X-Forwarded-Host`
+        and `Host`, the port the scheme's default when the header has none;
+        `network.peer.address`/`.port` the socket's peer; `user_agent.original` and
+        `url.query` as sent (ann's routes take nothing secret in a query)."""
+        found: dict[str, Any] = {}
+        proto = headers.get(b"x-forwarded-proto")
+        if proto is not None and _first(proto).lower() in ("http", "https"):
+            found["url.scheme"] = _first(proto).lower()
+        host = headers.get(b"x-forwarded-host") or headers.get(b"host")
+        if host:
+            try:  # "name", "name:port", "[v6]:port": urllib's parsing of an authority
+                authority = urllib.parse.urlsplit("//" + _first(host))
+                address, port = authority.hostname, authority.port
+            except ValueError:  # a port that is not one: the header is not a host
+                address, port = None, None
+            if address:
+                found["server.address"] = address
+                scheme = found.get("url.scheme", "http")
+                found["server.port"] = port if port is not None else DEFAULT_PORTS[scheme]
+        forwarded_for = headers.get(b"x-forwarded-for")
+        peer = self.peer if isinstance(self.peer, (tuple, list)) and len(self.peer) >= 2 else None
+        if forwarded_for and _first(forwarded_for):
+            found["client.address"] = _first(forwarded_for)
+        elif peer is not None:
+            found["client.address"] = str(peer[0])
+        if peer is not None:
+            found["network.peer.address"], found["network.peer.port"] = str(peer[0]), peer[1]
+        agent = headers.get(b"user-agent")
+        if agent is not None:
+            found["user_agent.original"] = agent.decode("latin-1")
+        if self.query is not None:
+            found["url.query"] = self.query.decode("latin-1")
+        return found
+
+
+DEFAULT_PORTS = {"http": 80, "https": 443}  # server.port when the Host header names none
+
+
 class Tracing:
     """Makes the server's spans with a tracer of `provider` (an SDK `TracerProvider`, or any
     API one)."""
@@ -138,19 +203,13 @@ class Tracing:
         method: str,
         path: str,
         route: str | None,
-        headers: tuple[bytes, bytes | None] | None,
+        head: RequestHead | None,
         respond: Callable[[int, bytes, Any], None],
     ) -> TracedRequest:
         """Starts the SERVER span of one request; `route`: its route's pattern (None: no route
-        matched), `headers`: its (traceparent, tracestate) when sent; `respond` is the reply
+        matched), `head`: what the span reads of the request besides its method and path (its
+        trace context and the attributes of `RequestHead.attributes`); `respond` is the reply
         callback, wrapped by the returned `TracedRequest` (which ends the span)."""
-        parent = None
-        if headers is not None:
-            traceparent, tracestate = headers
-            carrier = {"traceparent": traceparent.decode("latin-1")}
-            if tracestate is not None:
-                carrier["tracestate"] = tracestate.decode("latin-1")
-            parent = self._propagator.extract(carrier)
         known = method if method in KNOWN_METHODS else "_OTHER"
         attributes: dict[str, Any] = {
             "http.request.method": known,
@@ -158,6 +217,17 @@ class Tracing:
             "url.scheme": "http",
             "network.protocol.version": "1.1",
         }
+        parent = None
+        if head is not None:
+            headers = {name.lower(): value for name, value in head.headers}
+            carrier = {
+                key: headers[raw].decode("latin-1")
+                for key, raw in (("traceparent", b"traceparent"), ("tracestate", b"tracestate"))
+                if raw in headers
+            }
+            if "traceparent" in carrier:
+                parent = self._propagator.extract(carrier)
+            attributes.update(head.attributes(headers))
         if known == "_OTHER":
             attributes["http.request.method_original"] = method
         if route is not None:
