@@ -372,3 +372,15 @@ def test_slices_the_data_cannot_take_are_refused_before_training(tmp_path, entry
         train_and_evaluate(config, str(tmp_path / "run"))
     assert str(e.value).startswith(f"config key 'report.slices' entry {entry!r}: {message}")
     assert not (tmp_path / "run").exists()
+
+
+def test_slices_for_an_experiment_without_slice_metrics_are_refused_before_training(tmp_path):
+    # A language model trained with report.slices; `ann report` then refused the trained run.
+    from conftest import tiny
+
+    from ann.train.loop import train_and_evaluate
+
+    config = tiny("pydoc_lm", **{"report.slices": ("feature:tokens[0]:quantiles=2",)})
+    with pytest.raises(ConfigError, match="experiment 'language_modelling' has no slice metrics"):
+        train_and_evaluate(config, str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()

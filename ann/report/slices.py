@@ -24,9 +24,9 @@ from matplotlib.figure import Figure
 
 from ann.config import ConfigError
 from ann.report import slice_spec, task_metrics
-from ann.report.collect import Predictions
+from ann.report.predictions import Predictions
 from ann.report.sections import Section
-from ann.report.slicing import assign
+from ann.report.slicing import assign, check_experiment
 
 CI_LEVEL = 0.95  # the slices' interval: `ci95` in report.json
 
@@ -70,12 +70,9 @@ def slice_metrics(
     """
     spec = slice_spec.parse(spec) if isinstance(spec, str) else spec
     known = task_metrics.HEADLINES.get(preds.config.experiment)
-    fn = metric_fn or (known[0] if known else None)
-    if fn is None:
-        raise ConfigError(
-            f"config key 'report.slices': experiment {preds.config.experiment!r} has no slice "
-            "metrics; set --config.report.slices='()'"
-        )
+    if metric_fn is None:
+        check_experiment(preds.config)
+    fn = metric_fn or known[0]
     higher = known[2] if known and fn is known[0] else True
     ids, names = assign(preds, spec)
     overall = fn(preds, np.arange(len(ids)))

@@ -1,7 +1,7 @@
 """Which slice of a `report.slices` entry each row falls in (`assign`), and the check that
 the entries can cut a data set (`check`, which `ann train` runs before step 0). NumPy only, and
 no import of the report's collection or the training code: `ann.train.build` imports this.
-`preds` here is anything with the `ann.report.collect.Predictions` fields read: `split`,
+`preds` here is anything with the `ann.report.predictions.Predictions` fields read: `split`,
 `rows`, `experiment`, `config`."""
 
 from __future__ import annotations
@@ -108,14 +108,29 @@ def assign(preds: Any, spec: slice_spec.SliceSpec) -> tuple[np.ndarray, list[str
 CHECK_ROWS = 1_000  # rows of the train split `check` cuts (the report cuts a whole split)
 
 
+def check_experiment(config: Any) -> None:
+    """Raises ConfigError when `config.report.slices` is set for an experiment without slice
+    metrics (`ann.report.task_metrics.HEADLINES`: a language model's has none)."""
+    from ann.report import task_metrics  # sklearn: only where slices are asked for
+
+    if config.report.slices and config.experiment not in task_metrics.HEADLINES:
+        tasks = ", ".join(task_metrics.HEADLINES)
+        raise ConfigError(
+            f"config key 'report.slices': experiment {config.experiment!r} has no slice "
+            f"metrics (those of {tasks} have); set --config.report.slices='()'"
+        )
+
+
 def check(config: Any, experiment: Any, split: Any) -> None:
-    """Raises ConfigError (as the report would, naming the entry and the fix) when an entry of
-    `config.report.slices` cannot cut `split` (an `ann.data` Split: its fields and shapes) for
-    this experiment: `ann train` checks before step 0, where the report found it only once the
-    run was trained, and a run's config cannot be changed there."""
+    """Raises ConfigError (as the report would, naming the entry and the fix) when
+    `config.report.slices` is set for an experiment without slice metrics, or an entry cannot
+    cut `split` (an `ann.data` Split: its fields and shapes) for this experiment: `ann train`
+    checks before step 0, where the report found it only once the run was trained, and a run's
+    config cannot be changed there."""
     entries = list(config.report.slices)
     if not entries:
         return
+    check_experiment(config)
     rows = split.rows(np.arange(min(len(split), CHECK_ROWS)))
     preds = types.SimpleNamespace(
         split=split.split, rows=rows, experiment=experiment, config=config

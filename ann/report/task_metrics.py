@@ -21,7 +21,7 @@ from sklearn import metrics as skm
 from ann.metrics.baselines import seasonal_naive
 from ann.metrics.regression import regression_metrics
 from ann.metrics.retrieval import RECALL_AT, per_query
-from ann.report.collect import Predictions
+from ann.report.predictions import Predictions
 
 MetricFn = Callable[[Predictions, np.ndarray], dict[str, float | None]]
 

@@ -1,6 +1,6 @@
 """A report's sections, per task: what each experiment's part of `ann report` computes and draws.
 
-A section function takes one split's `ann.report.collect.Predictions` and returns a list of
+A section function takes one split's `ann.report.predictions.Predictions` and returns a list of
 `Section`s (metrics for report.json, matplotlib figures, summary lines). Functions are found by
 experiment name through `SECTIONS` (imported on use: matplotlib and scikit-learn load only for a
 report); a user's experiment class gives its own as a `report_sections(preds)` method.
@@ -21,7 +21,7 @@ from ann.report.tasks import METHOD, SECTIONS, check_experiment  # the table, he
 if TYPE_CHECKING:
     import matplotlib.figure
 
-    from ann.report.collect import Predictions
+    from ann.report.predictions import Predictions
 
 
 @dataclasses.dataclass

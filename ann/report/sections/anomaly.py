@@ -8,7 +8,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from ann.report.collect import Predictions
+from ann.report.predictions import Predictions
 from ann.report.sections import Section
 
 BINS = 40

@@ -21,7 +21,7 @@ matplotlib.use("Agg")  # files only: never a window, never a display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ann.report.collect import Predictions  # noqa: E402
+from ann.report.predictions import Predictions  # noqa: E402
 from ann.report.sections import Section, report_setting  # noqa: E402
 
 TARGET_RECALL = 0.9  # default of config.report.target_recall: binary precision at this recall

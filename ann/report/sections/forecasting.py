@@ -8,7 +8,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from sklearn.metrics import mean_absolute_error
 
-from ann.report.collect import Predictions
+from ann.report.predictions import Predictions
 from ann.report.sections import Section
 from ann.report.task_metrics import forecasting, naive_forecast
 

@@ -9,7 +9,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ann.metrics.regression import regression_metrics
-from ann.report.collect import Predictions
+from ann.report.predictions import Predictions
 from ann.report.sections import Section
 from ann.report.slicing import quantile_buckets
 

@@ -8,7 +8,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ann.metrics.retrieval import retrieval_metrics
-from ann.report.collect import Predictions
+from ann.report.predictions import Predictions
 from ann.report.sections import Section
 
 MAX_K = 20

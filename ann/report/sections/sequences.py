@@ -10,7 +10,7 @@ import math
 import numpy as np
 from matplotlib.figure import Figure
 
-from ann.report.collect import Predictions
+from ann.report.predictions import Predictions
 from ann.report.sections import Section, report_setting
 from ann.report.task_metrics import seq2seq as seq2seq_metrics
 from ann.report.task_metrics import target_lengths
