@@ -355,7 +355,8 @@ class Model:
         self._jitted = jax.jit(exported.call)
 
     def check(self, inputs: Mapping[str, np.ndarray]) -> int:
-        """Raises ValueError naming the input that does not match; returns the batch size."""
+        """Raises ValueError naming the input that does not match (its dtype, shape, batch
+        size, or an id outside the names it indexes); returns the batch size."""
         missing = sorted(set(self.inputs) - set(inputs))
         extra = sorted(set(inputs) - set(self.inputs))
         if missing or extra:
@@ -373,6 +374,15 @@ class Model:
             if rows is not None and x.shape[0] != rows:
                 raise ValueError(f"inputs have different batch sizes ({rows} and {x.shape[0]})")
             rows = x.shape[0]
+            names = spec.get("names")
+            if names is not None and x.size and (x.min() < 0 or x.max() >= len(names)):
+                flat = x.reshape(-1)
+                i = int(np.argmax((flat < 0) | (flat >= len(names))))
+                raise ValueError(
+                    f"input {name!r} holds ids of its {len(names)} names (the manifest's "
+                    f"inputs.{name}.names), so values in [0, {len(names) - 1}]; got {flat[i]} at "
+                    f"flat index {i}"
+                )
         return int(rows or 0)
 
     def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -115,7 +115,8 @@ class Standardizer:
 
 def spec(dtype: Any, shape: Sequence[int], names: Sequence[str] | None = None) -> dict:
     """One signature entry (`ann.experiment.Signature`): numpy dtype name and per-example shape,
-    plus class or token `names` for an integer output that indexes them."""
+    plus the class or token `names` an integer input or output indexes (its values lie in
+    [0, len(names)): the exported model's loader and the server refuse others)."""
     entry: dict[str, Any] = {"dtype": np.dtype(dtype).name, "shape": list(shape)}
     if names is not None:
         entry["names"] = list(names)

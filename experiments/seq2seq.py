@@ -241,10 +241,10 @@ class Seq2Seq:
         return metrics
 
     def input_signature(self) -> dict:
-        return {"source": spec("int32", [self.source_len])}
+        return {"source": spec("int32", [self.source_len], self.vocab.tokens)}
 
     def output_signature(self) -> dict:
-        return {"tokens": spec("int32", [self.target_len])}
+        return {"tokens": spec("int32", [self.target_len], self.vocab.tokens)}
 
     def predict(self, model, inputs):
         return {"tokens": self._greedy(model, inputs["source"].astype(jnp.int32))}

@@ -142,6 +142,30 @@ def test_export_predicts_as_the_training_code(trained):
             np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-5, err_msg=key)
 
 
+def test_a_token_model_export_names_its_vocabulary_and_refuses_ids_outside_it(trained):
+    """The manifest names the vocabulary a token model's integer inputs (and seq2seq's output)
+    index, and the loader refuses ids outside it: one past it gave NaN probabilities (an LM)
+    or garbage (seq2seq) without an error."""
+    name, _, _, out, manifest = trained
+    indexed = {k: v["names"] for k, v in manifest["inputs"].items() if "names" in v}
+    assert bool(indexed) == (name in ("language_modelling", "seq2seq")), indexed
+    if name == "seq2seq":
+        assert manifest["outputs"]["tokens"]["names"] == indexed["source"]
+    model = artifact.load(str(out))
+    for key, names in indexed.items():
+        assert names[0] == "<pad>" and len(set(names)) == len(names)
+        ids = np.zeros([2, *manifest["inputs"][key]["shape"][1:]], np.int32)
+        model.check({key: ids})
+        ids[1, 3] = len(names)
+        with pytest.raises(ValueError) as e:
+            model.check({key: ids})
+        assert str(e.value) == (
+            f"input {key!r} holds ids of its {len(names)} names (the manifest's inputs.{key}."
+            f"names), so values in [0, {len(names) - 1}]; got {len(names)} at flat index "
+            f"{ids.shape[1] + 3}"
+        )
+
+
 def test_ann_report_reads_the_run(trained, tmp_path):
     from ann.report import collect, write
 

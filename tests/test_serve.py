@@ -291,6 +291,49 @@ def test_binary_tensor_data_in_and_out(served):
 FLOAT_SIGNATURE = {"x": {"dtype": "float32", "shape": [2]}, "on": {"dtype": "bool", "shape": [1]}}
 
 
+def test_token_ids_outside_the_vocabulary_are_refused():
+    """An integer input whose signature names what its values index (a token vocabulary)
+    takes ids in [0, len(names)), JSON and binary alike: one past the vocabulary gave a 200
+    with NaN probabilities (an LM) or garbage tokens (seq2seq). The model metadata's labels
+    name the vocabulary so a client can build requests."""
+    from ann.serve.dataplane import ServedModel
+
+    vocab = ["<pad>", "<unk>", "a", "b", "c"]
+    signature = {"tokens": {"dtype": "int32", "shape": [3], "names": vocab}}
+
+    def decode(data=None, raw=None):
+        tensor = {"name": "tokens", "shape": [2, 3], "datatype": "INT32"}
+        if raw is None:
+            return protocol.decode_infer(json.dumps({"inputs": [{**tensor, "data": data}]})
+                                         .encode(), signature, OUTPUTS, 8)  # fmt: skip
+        head = json.dumps({"inputs": [{**tensor, "parameters": {"binary_data_size": 24}}]})
+        return protocol.decode_infer(head.encode() + raw, signature, OUTPUTS, 8,
+                                     str(len(head)).encode())  # fmt: skip
+
+    ids = [[2, 3, 4], [0, 1, 2]]
+    assert decode(ids).inputs["tokens"].tolist() == ids
+    assert decode(raw=np.array(ids, "<i4").tobytes()).inputs["tokens"].tolist() == ids
+    ids_note = "(ids of its 5 names: the model metadata's labels)"
+    for bad, value in (([[2, 3, 5], [0, 1, 2]], 5), ([[2, 3, 4], [0, -1, 2]], -1)):
+        with pytest.raises(protocol.ServeError) as e:
+            decode(bad)
+        assert e.value.status == 400 and e.value.message == (
+            f"inputs[0].data: expected INT32 values in [0, 4] {ids_note}, got {value} at flat "
+            f"index {np.flatnonzero(np.array(bad).reshape(-1) == value)[0]}"
+        )
+        with pytest.raises(protocol.ServeError, match=r"inputs\[0\] \(binary\): expected INT32 "
+                           rf"values in \[0, 4\] .*, got {value} at flat index"):  # fmt: skip
+            decode(raw=np.array(bad, "<i4").tobytes())
+
+    class Model:
+        inputs = {"tokens": {"dtype": "int32", "shape": [-1, 3], "names": vocab}}
+        outputs = {"next": {"dtype": "int32", "shape": [-1], "names": vocab}}
+        manifest: dict = {}
+
+    metadata = json.loads(ServedModel("lm", "1", Model(), "test").metadata)
+    assert metadata["parameters"]["labels"] == {"tokens": vocab, "next": vocab}
+
+
 def test_binary_decoding_checks_sizes_and_values():
     def decode(tensors, raw, header=None, **extra):
         """`header`: the Inference-Header-Content-Length value; default the JSON's length."""

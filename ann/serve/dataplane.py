@@ -68,7 +68,12 @@ class ServedModel:
                     "platforms": model.manifest.get("platforms"),
                     "source": public_source(model.manifest.get("source")),
                     "metrics": model.manifest.get("metrics"),
-                    "labels": {k: v["names"] for k, v in model.outputs.items() if "names" in v},
+                    # The names each integer input or output indexes (classes, a vocabulary).
+                    "labels": {
+                        k: v["names"]
+                        for k, v in (*model.inputs.items(), *model.outputs.items())
+                        if "names" in v
+                    },
                 },
             }
         )

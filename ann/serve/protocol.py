@@ -232,31 +232,49 @@ def given(tensor: Mapping[str, Any], key: str) -> str:
 class _Spec:
     """What one input's signature entry means, worked out once, not per request."""
 
-    __slots__ = ("dtype", "datatype", "expected", "kind", "floating", "low", "high")
+    __slots__ = ("dtype", "datatype", "expected", "kind", "floating", "low", "high", "ids")
 
-    def __init__(self, dtype: str, shape: tuple[int, ...]):
+    def __init__(self, dtype: str, shape: tuple[int, ...], names: int | None = None):
         self.dtype = np.dtype(dtype)
         self.datatype = DATATYPES[self.dtype.name]
         self.expected = [-1, *shape]
         self.kind = self.dtype.kind
         # bfloat16 (ml_dtypes) has kind "V", not "f": floating all the same, checked the same.
         self.floating = self.kind == "f" or self.datatype == "BF16"
+        # An integer input that indexes `names` entries (a token vocabulary): ids in
+        # [0, names); the model would read past its embedding (NaN, or garbage) on any other.
+        self.ids = names if self.kind in "iu" else None
         if self.kind in "iu":
             info = np.iinfo(self.dtype)
             self.low, self.high = int(info.min), int(info.max)
+            if names is not None:
+                self.low, self.high = max(self.low, 0), min(self.high, names - 1)
         else:
             self.low = self.high = 0
 
 
-_SPECS: dict[tuple[str, tuple[int, ...]], _Spec] = {}
+_SPECS: dict[tuple[str, tuple[int, ...], int | None], _Spec] = {}
 
 
 def _spec(entry: Mapping[str, Any]) -> _Spec:
-    key = (str(entry["dtype"]), tuple(entry["shape"]))
+    names = entry.get("names")
+    key = (str(entry["dtype"]), tuple(entry["shape"]), None if names is None else len(names))
     spec = _SPECS.get(key)
     if spec is None:
         spec = _SPECS[key] = _Spec(*key)
     return spec
+
+
+def _out_of_range(field: str, flat: np.ndarray, spec: _Spec) -> ServeError:
+    """The refusal of the first of `flat`'s values outside [spec.low, spec.high]."""
+    i = int(np.argmax((flat < spec.low) | (flat > spec.high)))
+    ids = f" (ids of its {spec.ids} names: the model metadata's labels)" if spec.ids else ""
+    return ServeError(
+        400,
+        f"{field}: expected {spec.datatype} values in [{spec.low}, {spec.high}]{ids}, got "
+        f"{_plain(flat[i])} at flat index {i}",
+        "data",
+    )
 
 
 _min, _max = np.minimum.reduce, np.maximum.reduce
@@ -321,13 +339,7 @@ def _decode_data(
         if array.size:
             low, high = _min(array, axis=None), _max(array, axis=None)
             if low < spec.low or high > spec.high:
-                i = int(np.argmax((flat < spec.low) | (flat > spec.high)))
-                raise ServeError(
-                    400,
-                    f"{field}: expected {datatype} values in [{spec.low}, {spec.high}], "
-                    f"got {_plain(flat[i])} at flat index {i}",
-                    "data",
-                )
+                raise _out_of_range(field, flat, spec)
         return array.astype(dtype).reshape(shape)
     if target == "b":
         if kind != "b" and not np.isin(array, (0, 1)).all():
@@ -414,6 +426,9 @@ def _decode_binary(field: str, raw: memoryview, shape: list[int], spec: _Spec) -
         raise ServeError(400, f"{field}: expected bytes 0 or 1 for BOOL", "data")
     if spec.floating:
         return _finite(field, array, spec.datatype)
+    if spec.ids is not None and array.size:
+        if _min(array, axis=None) < spec.low or _max(array, axis=None) > spec.high:
+            raise _out_of_range(field, array.reshape(-1), spec)
     return array
 
 
