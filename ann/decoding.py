@@ -9,6 +9,8 @@ long the text gets.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -23,11 +25,14 @@ def sample(
     temperature: float = 1.0,
     top_k: int = 0,
     window: int | None = None,
+    banned: Sequence[int] = (),
 ) -> jax.Array:
     """Continues `prompt` [b, p] (int ids, no padding) by `num_tokens` ids from a causal LM.
 
     Each id is drawn from softmax(logits / temperature) over the `top_k` most likely ids (0, or
-    at least the vocabulary's size, = all); temperature 0 is greedy. `window`: the most ids the
+    at least the vocabulary's size, = all) but the `banned` ones (ids that frame a text and are
+    none of it, `<pad>`: a written one was dropped from the text, then read back as padding);
+    temperature 0 is greedy. `window`: the most ids the
     model reads to write the next one, the last ones (its training sequences' length: it then
     never sees a position it was not trained on, and a step costs the same however long the
     text; nanoGPT's `generate` crops the same way); None reads everything. Returns
@@ -36,7 +41,7 @@ def sample(
     tokens = jnp.concatenate([prompt, jnp.zeros((b, num_tokens), prompt.dtype)], axis=1)
     return sample_range(
         model, tokens, p, p + num_tokens, rng, p, temperature=temperature, top_k=top_k,
-        window=window,
+        window=window, banned=banned,
     )  # fmt: skip
 
 
@@ -51,6 +56,7 @@ def sample_range(
     temperature: float = 1.0,
     top_k: int = 0,
     window: int | None = None,
+    banned: Sequence[int] = (),
 ) -> jax.Array:
     """`sample`'s loop over positions [start, stop) of `tokens` [b, length] (ids before
     `start` written; `start` >= `prompt_len` >= 1): the same ids as one `sample` call, so a
@@ -65,7 +71,7 @@ def sample_range(
         begin = jnp.clip(pos - width, 0, length - width)
         context = jax.lax.dynamic_slice_in_dim(tokens, begin, width, axis=1)
         logits = jax.lax.dynamic_index_in_dim(model(context), pos - 1 - begin, 1, False)
-        logits = logits.astype(jnp.float32)
+        logits = _ban(logits.astype(jnp.float32), banned)
         if 0 < top_k < logits.shape[-1]:  # lax.top_k refuses a k above the vocabulary
             kth = jax.lax.top_k(logits, top_k)[0][:, -1:]
             logits = jnp.where(logits < kth, -jnp.inf, logits)
@@ -79,17 +85,25 @@ def sample_range(
     return jax.lax.fori_loop(start, stop, step, tokens)
 
 
+def _ban(logits: jax.Array, banned: Sequence[int]) -> jax.Array:
+    """`logits` [..., vocab] with the `banned` ids at -inf (never chosen)."""
+    if not banned:
+        return logits
+    return logits.at[..., jnp.asarray(banned)].set(-jnp.inf)
+
+
 def greedy(
     model: nnx.Module, source: jax.Array, target_len: int, *, bos_id: int, eos_id: int, pad_id: int
 ) -> jax.Array:
-    """Greedy decoding of a `seq2seq` model: [b, target_len] ids, padding after <eos>."""
+    """Greedy decoding of a `seq2seq` model: [b, target_len] ids, padding after <eos>; a row
+    not done never writes <pad> or <bos> (they frame a target, and are none of it)."""
     memory, memory_mask = model.encode(source)
     b = source.shape[0]
     tokens = jnp.full((b, target_len + 1), pad_id, jnp.int32).at[:, 0].set(bos_id)
 
     def step(i, carry):
         tokens, done = carry
-        logits = model.decode(tokens[:, :-1], memory, memory_mask)[:, i]
+        logits = _ban(model.decode(tokens[:, :-1], memory, memory_mask)[:, i], (pad_id, bos_id))
         nxt = jnp.where(done, pad_id, logits.argmax(-1).astype(jnp.int32))
         return tokens.at[:, i + 1].set(nxt), done | (nxt == eos_id)
 
@@ -108,8 +122,10 @@ def beam_search(
     pad_id: int,
 ) -> tuple[jax.Array, jax.Array]:
     """Beam search with a `seq2seq` model: (ids [b, beam, target_len], log-probs [b, beam]),
-    best first. A finished beam (one that wrote <eos>) keeps its score and writes padding.
-    Scores are plain sums of log-probabilities (no length normalization)."""
+    best first. A finished beam (one that wrote <eos>) keeps its score and writes padding; a
+    live one never writes <pad> or <bos> (written, they were dropped from the text: the n-best
+    list held the same text several times). Scores are plain sums of the model's
+    log-probabilities (no length normalization)."""
     b, k = source.shape[0], beam_size
     memory, memory_mask = model.encode(source)
     # What encode returns (the mask, or under rotary positions (mask, positions)), per beam.
@@ -123,7 +139,7 @@ def beam_search(
         tokens, scores, done = carry
         flat = tokens.reshape(b * k, -1)[:, :-1]
         logits = model.decode(flat, memory, memory_mask)[:, i].astype(jnp.float32)
-        logp = jax.nn.log_softmax(logits).reshape(b, k, -1)
+        logp = _ban(jax.nn.log_softmax(logits), (pad_id, bos_id)).reshape(b, k, -1)
         vocab = logp.shape[-1]
         # A finished beam extends only with padding, at no cost.
         only_pad = jnp.full((vocab,), -jnp.inf).at[pad_id].set(0.0)

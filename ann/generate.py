@@ -98,7 +98,12 @@ def main(argv: list[str]) -> None:
                 "as <unk> and printed as \ufffd"
             )
         prompt = jnp.asarray(experiment.encode(FLAGS.prompt or "\n"))[None]
-        out = _sample(model, jnp.repeat(prompt, FLAGS.num_samples, axis=0), experiment.window)
+        out = _sample(
+            model,
+            jnp.repeat(prompt, FLAGS.num_samples, axis=0),
+            experiment.window,
+            experiment.vocab.framing,
+        )
         for row in jax.device_get(out):
             print(experiment.decode(row))
             print("-" * 40)
@@ -117,8 +122,9 @@ def main(argv: list[str]) -> None:
             print(f"{score:9.4f}  {text or '(empty: <eos> first)'}")
 
 
-def _sample(model: Any, prompt: Any, window: int) -> Any:
-    """`--num_tokens` ids after `prompt` [samples, p], each from the last `window` ids (the
+def _sample(model: Any, prompt: Any, window: int, banned: tuple[int, ...]) -> Any:
+    """`--num_tokens` ids after `prompt` [samples, p], none of them `banned` (<pad>: one written
+    was dropped from the text, which came out short), each from the last `window` ids (the
     training windows' length: no position the model never saw, and every step costs the same),
     written CHUNK ids per call so that a Ctrl-C stops it within one call (one call of 100,000
     ids, reading every id before each, ran out of memory: 330 GB)."""
@@ -132,7 +138,7 @@ def _sample(model: Any, prompt: Any, window: int) -> Any:
     write = jax.jit(
         lambda m, t, start, stop, r: sample_range(
             m, t, start, stop, r, p, temperature=FLAGS.temperature, top_k=FLAGS.top_k,
-            window=window,
+            window=window, banned=banned,
         )
     )  # fmt: skip
     rng = jax.random.PRNGKey(FLAGS.seed)

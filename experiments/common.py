@@ -170,6 +170,12 @@ class Vocabulary:
         """Token text -> id."""
         return {t: i for i, t in enumerate(self.tokens)}
 
+    @property
+    def framing(self) -> tuple[int, ...]:
+        """<pad> and (where there is one) <bos>: ids that frame a text and are none of it, so a
+        decoder never writes them (`ann.decoding`'s `banned`)."""
+        return tuple(i for i in (self.pad_id, self.bos_id) if i >= 0)
+
     def digit_ids(self) -> tuple[int, ...]:
         """Ids of the one-character decimal digit tokens."""
         return tuple(i for i, t in enumerate(self.tokens) if len(t) == 1 and t.isdecimal())
