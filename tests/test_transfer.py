@@ -233,6 +233,32 @@ def test_a_step_saved_without_a_manifest_is_read_with_a_plain_warning(tmp_path, 
     )
 
 
+def test_frozen_parameters_init_from_does_not_load_are_warned_about(tmp_path, source, capfd):
+    """Frozen and never loaded (shape-mismatched, skipped, or no init_from at all), a layer
+    kept its random initialization the whole run without a word (only ann transfer showed it).
+    A frozen layer init_from loads is not named; a resumed run is not warned again."""
+    frozen = (*FROZEN, "layers/1/.*")  # layers/1 is shape-mismatched: kept fresh
+    config = tiny(total_steps=4, init_from=str(source), freeze=frozen, **TARGET)
+    train_and_evaluate(config, str(tmp_path / "mismatched"), extra_hooks=[StopAt(2)])
+    [warning] = [line for line in capfd.readouterr().err.splitlines() if "warning:" in line]
+    assert warning == (
+        "warning: config key 'freeze' holds 2 of 6 frozen parameter arrays at their random "
+        "initialization for the whole run (init_from does not load them): layers/1/bias, "
+        "layers/1/kernel; load them (init_from, init_from_skip, the model.* sizes of the "
+        "source) or leave them out of freeze"
+    )
+    train_and_evaluate(config, str(tmp_path / "mismatched"))  # the resume: no warning again
+    assert "warning:" not in capfd.readouterr().err
+    train_and_evaluate(tiny(total_steps=2, freeze=FROZEN, **TARGET), str(tmp_path / "none"))
+    assert (
+        "(config.init_from is not set): layers/0/bias, layers/0/kernel, norms/0/bias, "
+        "norms/0/scale; load them" in capfd.readouterr().err
+    )
+    train_and_evaluate(tiny(total_steps=2, init_from=str(source), freeze=FROZEN, **TARGET),
+                       str(tmp_path / "loaded"))  # fmt: skip
+    assert "warning:" not in capfd.readouterr().err
+
+
 def test_mistakes_are_config_errors(tmp_path, source):
     with pytest.raises(ConfigError, match=r"'init_from'=.*nowhere.* does not exist; use a run"):
         transfer.resolve(str(tmp_path / "nowhere"))

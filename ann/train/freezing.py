@@ -24,7 +24,7 @@ Three places act on the frozen set, all from `frozen_paths`:
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import jax
@@ -72,6 +72,24 @@ def frozen_paths(params: Any, patterns: Sequence[str]) -> set[str]:
             "so nothing would train; leave at least the head out of it"
         )
     return frozen
+
+
+def random_frozen(params: Any, patterns: Sequence[str], loaded: Collection[str] | None) -> str:
+    """A warning (one line; "" for none) naming the parameters `patterns` freeze that no
+    `init_from` loads (`loaded`: the paths it loads; None: no init_from): they keep their
+    random initialization for the whole run, under a trained head that learns to read noise.
+    May be meant (a fixed random projection), so a warning, not an error."""
+    frozen = frozen_paths(params, patterns)
+    fresh = sorted(frozen - set(loaded or ()))
+    if not fresh:
+        return ""
+    why = "config.init_from is not set" if loaded is None else "init_from does not load them"
+    shown = ", ".join(fresh[:4]) + (f" and {len(fresh) - 4} more" if len(fresh) > 4 else "")
+    return (
+        f"config key 'freeze' holds {len(fresh)} of {len(frozen)} frozen parameter arrays at "
+        f"their random initialization for the whole run ({why}): {shown}; load them "
+        "(init_from, init_from_skip, the model.* sizes of the source) or leave them out of freeze"
+    )
 
 
 def mask(

@@ -38,8 +38,8 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from ann import cli, data, parallel, sharding
 from ann import config as config_lib
-from ann import data, parallel, sharding
 from ann.experiment import Experiment
 from ann.metrics import device_peaks
 from ann.train import build as build_lib
@@ -252,10 +252,15 @@ def train_and_evaluate(
         clock.move("build", "data", setup.data_seconds)
         # Read and matched before anything is written, so a bad source leaves no half-made workdir.
         source = None
-        if config.init_from and not resume.has_checkpoint(workdir):
+        fresh_start = not resume.has_checkpoint(workdir)
+        if config.init_from and fresh_start:
             source = transfer.load(
                 config.init_from, setup.abstract_state, tuple(config.init_from_skip)
             )
+        if config.freeze and fresh_start and jax.process_index() == 0:
+            loaded = source.report.loaded if source is not None else None
+            if why := freezing.random_frozen(setup.abstract_state.params, config.freeze, loaded):
+                cli.warn(why)
         before, locked = workdir_lib.entries(workdir), False
         run = None
         try:
