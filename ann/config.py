@@ -732,12 +732,22 @@ def check_reached_length(config: ml_collections.ConfigDict, workdir: str) -> Non
     directory (no JAX), for a config whose length is `total_steps` (not num_epochs): a run
     shortened below where it got is told so first, not about a key the shorter length then
     puts out of range (`warmup_steps` 50 at total_steps 50), whose suggested fix would be
-    refused as a change to what is trained."""
+    refused as a change to what is trained. Before both, a workdir trained with another config
+    (another experiment or model) is refused as `check_resume` refuses it: fixing the length
+    there only led to that refusal."""
     try:
         steps = [int(n) for n in os.listdir(os.path.join(workdir, "checkpoints")) if n.isdigit()]
     except OSError:
         return
-    if steps and not config.get("num_epochs") and isinstance(config.get("total_steps"), int):
+    if not steps:
+        return
+    try:
+        saved = read(workdir)
+    except (ConfigError, OSError):  # no record, or a damaged one: the start says so
+        saved = None
+    if saved is not None:
+        check_resume(saved, config, workdir, init_from=None)
+    if not config.get("num_epochs") and isinstance(config.get("total_steps"), int):
         check_length(config.total_steps, max(steps), workdir)
 
 
@@ -1135,7 +1145,7 @@ def check_resume(
     saved: ml_collections.ConfigDict,
     config: ml_collections.ConfigDict,
     workdir: str,
-    init_from: Callable[[], str | None] = lambda: None,
+    init_from: Callable[[], str | None] | None = lambda: None,
 ) -> dict[str, tuple[Any, Any]]:
     """Compares a rerun's config with the one `workdir` was started with (`read(workdir)`).
 
@@ -1144,15 +1154,18 @@ def check_resume(
     rerun would train something else than the run's record (config.json) says. The fix it names
     is a new --workdir, with `--config.init_from=SPEC` where `init_from()` (asked only then)
     gives a SPEC from which this run's weights load into the new config's model
-    (`ann.train.resume.init_from_spec`), and without it where they do not (None)."""
+    (`ann.train.resume.init_from_spec`), and without it where they do not (None); `init_from`
+    None: nothing is said of the weights (the caller cannot tell without JAX)."""
     changes = diff(saved, config)
     refused = {k: v for k, v in changes.items() if not _may_change(k)}
     if refused:
         listed = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in refused.items())
-        spec = init_from()
+        spec = init_from() if init_from is not None else ""
         start = (
             f" (add --config.init_from={spec} to start from this run's weights)"
             if spec
+            else ""
+            if init_from is None
             else " (this run's weights do not fit the new model: init_from would load none)"
         )
         raise ConfigError(

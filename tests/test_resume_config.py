@@ -188,6 +188,16 @@ def test_a_run_shortened_below_its_step_is_told_so_before_a_key_the_length_puts_
     config = tiny(total_steps=200, **{"optimizer.warmup_steps": 50})
     config_lib.check_reached_length(config, str(tmp_path / "run"))
     config_lib.check_reached_length(config, str(tmp_path / "nowhere"))
+    # A run of another model: that comes first (its length fix only led to it), without a
+    # claim about its weights (which takes JAX to tell).
+    config_lib.write(tiny("digit_seq2seq"), str(tmp_path / "run"))
+    with pytest.raises(ConfigError) as e:
+        config_lib.check_reached_length(tiny("pydoc_lm", total_steps=50), str(tmp_path / "run"))
+    assert str(e.value).startswith(f"{tmp_path / 'run'} was trained with another config (")
+    assert "experiment: 'seq2seq' -> 'language_modelling'" in str(e.value)
+    assert str(e.value).endswith(
+        f"use a new --workdir, or rerun with the values in {tmp_path / 'run'}/config.json"
+    )
 
 
 def test_only_process_0_reports_and_records_the_changes(tmp_path, caplog, monkeypatch):
