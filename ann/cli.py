@@ -41,6 +41,7 @@ import logging as py_logging
 import os
 import re
 import shlex
+import socket
 import sys
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -673,7 +674,14 @@ def _note_unfinished(workdir: str) -> None:
     if pid is not None:  # a running record's step: its start's, then each save's
         what = f"is still training (pid {pid}; {at} when last recorded, at its start or a save)"
     elif record.get("status") == "running":
-        return  # a stale record: the run's own next start sorts it out
+        dead = record.get("pid")
+        if record.get("host") != socket.gethostname() or not isinstance(dead, int):
+            return  # another machine's run: it may be training there
+        # Its process is gone without recording an end: SIGKILL, out of memory, a crash.
+        what = (
+            f"stopped without recording its end ({at} when last recorded; its process, pid "
+            f"{dead}, is gone: killed, or out of memory?)"
+        )
     else:
         what = f"ended {record['status']} at {at}"
     note(f"{workdir} {what}; its checkpoints so far are used")

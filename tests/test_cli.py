@@ -977,7 +977,16 @@ def test_a_run_still_training_or_ended_early_is_noted_when_restored(tmp_path, ca
     finally:
         writer.kill()
         writer.wait()
-    cli.check_trained_run(str(run), "best")  # its writer is gone: a stale record, no note
+    # Its writer is gone without recording an end (SIGKILL, out of memory): said, not silent.
+    cli.check_trained_run(str(run), "best")
+    assert capsys.readouterr().err == (
+        f"note: {run} stopped without recording its end (step 200 of 3000 when last recorded; "
+        f"its process, pid {writer.pid}, is gone: killed, or out of memory?); its checkpoints so "
+        "far are used\n"
+    )
+    # Another machine's record: it may be training there; nothing is claimed.
+    (run / run_status.FILENAME).write_text(json.dumps({**record, "host": "another-host"}))
+    cli.check_trained_run(str(run), "best")
     assert capsys.readouterr().err == ""
     run_status.write(str(run), "interrupted", 1151, total_steps=3000)
     cli.check_trained_run(str(run), "best")
