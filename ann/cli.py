@@ -648,6 +648,11 @@ def check_trained_run(workdir: str, step: str, export_flag: str | None = None) -
         what = "does not exist"
     elif not os.path.isdir(workdir):
         what = "is a file, not a directory"
+    elif (held := holds(workdir)) is not None:  # a registry, a sweep, a directory of runs
+        runs = held.startswith("other runs")
+        what = f"holds {held.removeprefix('other ')}" if runs else f"is {held}, not a training run"
+    elif os.path.exists(os.path.join(workdir, directory_kind.REPORT_FILE)):
+        what = f"is a report ({directory_kind.REPORT_FILE}), not a training run"
     else:
         what = "holds no config.json"
     above = directory_kind.inside(workdir)

@@ -772,6 +772,27 @@ def test_an_export_given_where_a_run_or_an_output_goes_is_named(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["exp"] and os.listdir(export) == ["manifest.json"]
 
 
+def test_a_registry_a_report_or_a_directory_of_runs_given_as_the_run_is_named(tmp_path):
+    # ann generate/export/report said only "holds no config.json" of a registry or a report.
+    from ann import cli
+
+    (tmp_path / "registry").mkdir()
+    (tmp_path / "registry" / "registry.db").write_text("")
+    (tmp_path / "report").mkdir()
+    (tmp_path / "report" / "report.json").write_text("{}")
+    (tmp_path / "runs" / "a").mkdir(parents=True)
+    (tmp_path / "runs" / "a" / "config.json").write_text("{}")
+    give = "give the directory of a trained run"
+    for where, what in [
+        ("registry", "is a model registry (registry.db), not a training run"),
+        ("report", "is a report (report.json), not a training run"),
+        ("runs", "holds runs (a)"),
+    ]:
+        with pytest.raises(cli.FlagError) as e:
+            cli.check_trained_run(str(tmp_path / where), "best")
+        assert str(e.value) == f"--workdir={tmp_path / where} {what}; {give}"
+
+
 def test_a_run_given_to_report_as_model_is_pointed_at_workdir(tmp_path):
     # A trial: ann report --model=RUN said to export it first, but a report reads runs too.
     (tmp_path / "run").mkdir()
