@@ -24,7 +24,9 @@ def _define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     fv = {"flag_values": flag_values}
     flags.DEFINE_string("workdir", None, "A trained run (language_modelling or seq2seq).", **fv)
     flags.DEFINE_string("step", "best", "Checkpoint: best, latest or a step number.", **fv)
-    flags.DEFINE_string("prompt", "", "LM: text to continue.", **fv)
+    flags.DEFINE_string(
+        "prompt", "", "LM: text to continue (printed with it); empty: a new line.", **fv
+    )
     flags.DEFINE_integer("num_tokens", 200, "LM: ids to sample (>= 1).", **fv)
     flags.DEFINE_float("temperature", 0.8, "LM: softmax temperature (>= 0); 0 = greedy.", **fv)
     flags.DEFINE_integer("top_k", 20, "LM: sample among the k most likely ids; 0 = all.", **fv)
