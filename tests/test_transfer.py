@@ -296,6 +296,11 @@ def test_shipped_finetune_configs_validate_and_list_paths(source):
     lines = transfer.describe(tiny(freeze=FROZEN, **TARGET))
     assert "norms/0/mean\t(64,)\tfloat32\tfixed statistics" in lines
     assert "norms/1/mean\t(16,)\tfloat32\tstatistics" in lines
+    # A float32 source into bfloat16 parameters: the listing says the cast, as training logs it
+    # (it said only "loaded").
+    lines = transfer.describe(tiny(init_from=str(source), param_dtype="bfloat16", **SOURCE))
+    assert "layers/0/kernel\t(64, 64)\tbfloat16\ttrained\tloaded (cast float32->bfloat16)" in lines
+    assert "norms/0/mean\t(64,)\tfloat32\tstatistics\tloaded" in lines
 
 
 @pytest.mark.slow

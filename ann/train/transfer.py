@@ -495,6 +495,7 @@ def describe(config: Any) -> list[str]:
     if config.init_from:
         report = load(config.init_from, state, tuple(config.init_from_skip)).report
         start.update({p: "loaded" for p in report.loaded})
+        start.update({c["path"]: f"loaded (cast {c['from']}->{c['to']})" for c in report.cast})
         start.update({p: "fresh (missing in source)" for p in report.missing_in_source})
         start.update(
             {m["path"]: f"fresh (source {_shape(m['source'])})" for m in report.shape_mismatched}
