@@ -215,14 +215,36 @@ def test_an_export_registered_again_is_refused_naming_its_version(digits_export,
     again = tmp_path / "again"
     shutil.copytree(out, again)
     manifest = json.loads((again / "manifest.json").read_text())
-    (again / "manifest.json").write_text(json.dumps({**manifest, "created": "2030-01-01"}))
-    with pytest.raises(RegistryError) as e:
-        registry.register(str(again), "digits")
-    assert str(e.value) == (
-        f"{again} is already registered as digits versions 1, 2 (a manifest that differs only "
-        "in its created time); point an alias at it (alias digits ALIAS 2), or give "
-        "--allow_duplicate to register it as a new version anyway"
+    # Its time, ann's checkout state (an untracked file made git.dirty true) and how the step
+    # was chosen (--step=latest of a run whose best is its latest) differ: still the same.
+    source = {**manifest["source"], "selected_by": {"step": "latest"}}
+    git = {**(manifest.get("git") or {}), "dirty": True}
+    for changed in ({"created": "2030-01-01"}, {"source": source, "git": git}):
+        (again / "manifest.json").write_text(json.dumps({**manifest, **changed}))
+        with pytest.raises(RegistryError) as e:
+            registry.register(str(again), "digits")
+        assert str(e.value) == (
+            f"{again} is already registered as digits versions 1, 2 (a manifest that differs "
+            "only in how it was exported: its created time, git state or how the step was "
+            "chosen); point an alias at it (alias digits ALIAS 2), or give --allow_duplicate to "
+            "register it as a new version anyway"
+        )
+    # Another step of the run is another version.
+    (again / "manifest.json").write_text(
+        json.dumps({**manifest, "source": {**manifest["source"], "step": 1}})
     )
+    assert registry.register(str(again), "digits").version == 3
+
+
+def test_a_registry_another_process_is_creating_is_registered_into(digits_export, tmp_path):
+    # Two registers into a new registry: one found the other's fresh, table-less registry.db
+    # in its duplicate check ("no such table: model_versions") and failed (2 of 15 pairs).
+    import sqlite3
+
+    _, out = digits_export
+    (tmp_path / "reg").mkdir()
+    sqlite3.connect(tmp_path / "reg" / "registry.db").close()  # the file, not yet the tables
+    assert Registry(str(tmp_path / "reg")).register(str(out), "digits").version == 1
 
 
 def test_a_version_with_other_tensors_is_refused_unless_allowed(digits_export, tmp_path):

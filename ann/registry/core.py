@@ -158,9 +158,20 @@ def identity(directory: str) -> dict[str, Any] | None:
     return record
 
 
+# How an export was made, not what it is: when (`created`), from which state of ann's own
+# checkout (`git`: an untracked file beside it made `dirty` true), and how its step was chosen
+# (`source.selected_by`: `--step=latest` of a run whose best is its latest is the same step).
+# The files' sha256, the signature, calibration, config and the step itself stay.
+_PROVENANCE = ("created", "git")
+
+
 def _content(manifest: Mapping[str, Any]) -> dict[str, Any]:
-    """A manifest apart from when it was exported (`created`): what makes two exports one."""
-    return {k: v for k, v in manifest.items() if k != "created"}
+    """A manifest apart from how it was made (_PROVENANCE): what makes two exports one."""
+    content = {k: v for k, v in manifest.items() if k not in _PROVENANCE}
+    source = content.get("source")
+    if isinstance(source, Mapping):
+        content["source"] = {k: v for k, v in source.items() if k != "selected_by"}
+    return content
 
 
 def _make_read_only(path: str) -> None:
@@ -190,6 +201,18 @@ class Registry:
     def exists(self) -> bool:
         """Whether `root` holds a registry (its database); looks, touches nothing."""
         return os.path.isfile(self.db_path)
+
+    def _has_tables(self) -> bool:
+        """Whether the database exists with its tables: another process creating the registry
+        makes the file first (its `sqlite3.connect`), then the tables, and a check read
+        between the two found "no such table: model_versions"."""
+        if not self.exists():
+            return False
+        with self._connect() as db:
+            found = db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'model_versions'"
+            ).fetchone()
+        return found is not None
 
     def _check_root(self) -> None:
         """Refuses, before anything is written, a root that is a file or holds a registry.db
@@ -329,7 +352,7 @@ class Registry:
         self._check_root()
         self._check_writable()  # before the staged copy, which would fail on it
         manifest_sha = artifact.sha256_bytes(raw)
-        if not allow_duplicate and self.exists():  # before copying anything
+        if not allow_duplicate and self._has_tables():  # before copying anything
             with self._connect() as db:
                 self._refuse_duplicate(db, name, manifest, manifest_sha, export_dir)
         incoming = self._stage(export_dir, manifest, raw)
@@ -452,7 +475,10 @@ class Registry:
             versions = same or exported_again
             why = "the same manifest sha256"
             if not same:
-                why = "a manifest that differs only in its created time"
+                why = (
+                    "a manifest that differs only in how it was exported: its created time, "
+                    "git state or how the step was chosen"
+                )
             raise RegistryError(
                 f"{export_dir} is already registered as {name} "
                 f"version{'s' * (len(versions) > 1)} {', '.join(versions)} "
