@@ -163,6 +163,39 @@ def test_without_the_mlflow_client_the_error_says_what_to_install(
         mirror(registry, "digits", 1, "http://127.0.0.1:1")
 
 
+def test_a_store_the_mlflow_client_refuses_is_one_error_with_the_retry(
+    digits_export, tmp_path, monkeypatch
+):
+    # MLflow 3 refuses a file: store in the client's constructor unless MLFLOW_ALLOW_FILE_STORE
+    # is set: a 50-line traceback after "registered", and no retry command.
+    _, out = digits_export
+    registry = Registry(str(tmp_path / "reg"))
+    registry.register(str(out), "digits")
+    store = f"file:{tmp_path / 'mlruns'}"
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    import mlflow
+
+    def refusing(*args, **kwargs):
+        raise mlflow.exceptions.MlflowException("the filesystem tracking backend is refused.")
+
+    monkeypatch.setattr(mlflow, "MlflowClient", refusing)
+    for call in (
+        lambda: mirror(registry, "digits", 1, store),
+        lambda: mlflow_mirror.set_tag(registry, "digits", "stage", "prod", None, store),
+        lambda: mlflow_mirror.delete_alias("digits", "champion", store),
+    ):
+        with pytest.raises(MirrorError) as e:
+            call()
+        assert "the filesystem tracking backend is refused" in str(e.value)
+        assert ".." not in str(e.value)
+    with pytest.raises(MirrorError) as e:
+        mirror(registry, "digits", 1, store)
+    assert str(e.value).endswith(
+        f"ann's registry holds the change; retry with: ann registry --registry={registry.root} "
+        f"mirror models:/digits/1 --mlflow_uri={store}"
+    )
+
+
 def test_a_retry_after_a_partial_failure_leaves_one_run_and_one_version(
     digits_export, mlflow_server, tmp_path, monkeypatch
 ):

@@ -105,7 +105,8 @@ def _command(registry: Registry, tracking_uri: str, *args: str) -> str:
 
 def _failed(what: str, tracking_uri: str, error: BaseException, retry: str) -> MirrorError:
     return MirrorError(
-        f"{what} at {tracking_uri} failed: {error}. ann's registry holds the change; "
+        f"{what} at {tracking_uri} failed: {str(error).rstrip('.')}. ann's registry holds the "
+        "change; "
         f"retry with: {retry}"
     )
 
@@ -128,8 +129,8 @@ def mirror(registry: Registry, name: str, version: int, tracking_uri: str) -> in
     done = mirrored_version(mv, tracking_uri)
     if done is not None:
         return done
-    client = _client(tracking_uri)
-    try:
+    try:  # the client too: MLflow 3 refuses a file: store there (MLFLOW_ALLOW_FILE_STORE)
+        client = _client(tracking_uri)
         run_id = _finished_run(client, registry, mv)
         _create_unless_exists(
             lambda: client.create_registered_model(name, tags={"ann.registry": "mirror"})
@@ -287,9 +288,8 @@ def set_alias(registry: Registry, name: str, alias: str, version: int, tracking_
     """Points `alias` at the MLflow version mirrored from ann's `version` (already aliased)."""
     mv = registry.get_version(name, version)
     number = _require_mirrored(registry, mv, tracking_uri)
-    client = _client(tracking_uri)
     try:
-        client.set_registered_model_alias(name, alias, str(number))
+        _client(tracking_uri).set_registered_model_alias(name, alias, str(number))
     except Exception as e:
         # `mirror` would be a no-op on a mirrored version: the retry is this command again.
         retry = _command(registry, tracking_uri, "alias", name, alias, str(version))
@@ -300,9 +300,8 @@ def set_alias(registry: Registry, name: str, alias: str, version: int, tracking_
 
 def delete_alias(name: str, alias: str, tracking_uri: str) -> None:
     """Deletes `alias` in MLflow too (already deleted in ann's registry)."""
-    client = _client(tracking_uri)
     try:
-        client.delete_registered_model_alias(name, alias)
+        _client(tracking_uri).delete_registered_model_alias(name, alias)
     except Exception as e:
         if _code(e) == "RESOURCE_DOES_NOT_EXIST":
             return  # never mirrored, or deleted there already
@@ -334,10 +333,9 @@ def set_tag(
     registry: Registry, name: str, key: str, value: str, version: int | None, tracking_uri: str
 ) -> None:
     """Sets a model tag, or a version tag on the mirrored version, in MLflow too."""
-    client = _client(tracking_uri)
     if version is None:
         try:
-            client.set_registered_model_tag(name, key, value)
+            _client(tracking_uri).set_registered_model_tag(name, key, value)
         except Exception as e:
             hint = "; mirror a version of it first" if _code(e) == "RESOURCE_DOES_NOT_EXIST" else ""
             raise MirrorError(
@@ -347,7 +345,7 @@ def set_tag(
     mv = registry.get_version(name, version)
     number = _require_mirrored(registry, mv, tracking_uri)
     try:
-        client.set_model_version_tag(name, str(number), key, value)
+        _client(tracking_uri).set_model_version_tag(name, str(number), key, value)
     except Exception as e:
         retry = _command(registry, tracking_uri, "tag", name, key, value, f"--version={version}")
         raise _failed(f"tagging {mv.uri} in MLflow", tracking_uri, e, retry) from e
