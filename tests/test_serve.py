@@ -465,6 +465,25 @@ def test_errors_name_the_field(served):
                       "parameters": {"shared_memory_region": "r"}}]}, 400,
          'inputs[0].parameters: unknown key "shared_memory_region"; ann has no shared-memory '
          "extension: send the tensor in the body"),
+        # The protocol's own keys misspelled were ignored: every output came back for
+        # "output", JSON for "paramters"; an extra key passed unseen.
+        ("POST", "/v2/models/digits/infer", {**infer_body(x), "output": [{"name": "label"}]},
+         400, 'body: unknown key "output"; expected id, parameters, inputs, outputs (did you '
+         "mean 'outputs'?)"),
+        ("POST", "/v2/models/digits/infer",
+         {**infer_body(x), "paramters": {"binary_data_output": True}}, 400,
+         'body: unknown key "paramters"; expected id, parameters, inputs, outputs (did you mean '
+         "'parameters'?)"),
+        ("POST", "/v2/models/digits/infer",
+         {"inputs": [{**infer_body(x)["inputs"][0], "paramaters": {}}]}, 400,
+         'inputs[0]: unknown key "paramaters"; expected name, shape, datatype, parameters, '
+         "data (did you mean 'parameters'?)"),
+        ("POST", "/v2/models/digits/infer",
+         infer_body(x, outputs=[{"name": "label", "paramters": {"binary_data": True}}]), 400,
+         'outputs[0]: unknown key "paramters"; expected name, parameters (did you mean '
+         "'parameters'?)"),
+        ("POST", "/v2/models/digits/infer", {**infer_body(x), "extra": 1}, 400,
+         'body: unknown key "extra"; expected id, parameters, inputs, outputs'),
     ]  # fmt: skip
     for method, path, body, code, message in cases:
         status, _, reply = request(port, method, path, body)

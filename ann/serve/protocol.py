@@ -463,12 +463,29 @@ _UNSUPPORTED = {
 }
 
 
+# The v2 protocol's keys (KServe's open inference protocol, REST): of a request, an input
+# tensor and a requested output. Any other was ignored: a misspelled `outputs` returned every
+# output, a misspelled `parameters` JSON instead of binary.
+REQUEST_KEYS = ("id", "parameters", "inputs", "outputs")
+TENSOR_KEYS = ("name", "shape", "datatype", "parameters", "data")
+OUTPUT_KEYS = ("name", "parameters")
+_REQUEST, _TENSOR, _OUTPUT = map(frozenset, (REQUEST_KEYS, TENSOR_KEYS, OUTPUT_KEYS))
+
+
 def _known_keys(field: str, parameters: Mapping[str, Any], known: tuple[str, ...]) -> None:
-    """ServeError 400 for a key of a tensor's `parameters` outside `known` (a typo such as
-    binary_dat was ignored, and the output came back as JSON)."""
+    """ServeError 400 for a key of `parameters` (an object of the request) outside `known` (a
+    typo such as binary_dat was ignored, and the output came back as JSON), with the known key
+    it is closest to."""
     for key in parameters:
         if key not in known:
-            why = _UNSUPPORTED.get(key, f"expected {', '.join(known)}")
+            why = _UNSUPPORTED.get(key)
+            if why is None:
+                import difflib  # the error path only
+
+                close = difflib.get_close_matches(str(key), known, n=1)
+                why = f"expected {', '.join(known)}" + (
+                    f" (did you mean {close[0]!r}?)" if close else ""
+                )
             raise ServeError(400, f"{field}: unknown key {short(key)}; {why}", "field")
 
 
@@ -519,6 +536,8 @@ def decode_infer(
     if header_length is not None:
         body, binary = _split_binary(body, header_length)
     request = _parse_json(body, header_length is not None)
+    if not _REQUEST.issuperset(request):
+        _known_keys("body", request, REQUEST_KEYS)
     request_id = request.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise ServeError(400, f"id: expected a string, got {short(request_id)}", "field")
@@ -678,6 +697,8 @@ def _input_spec(
     """The input's name (one of the signature's, not seen before) and its checked datatype."""
     if not isinstance(tensor, dict):
         raise ServeError(400, f"{field}: expected an object, got {short(tensor)}", "field")
+    if not _TENSOR.issuperset(tensor):  # one C pass; the refusal names the key
+        _known_keys(field, tensor, TENSOR_KEYS)
     name = tensor.get("name")
     if not isinstance(name, str) or name not in signature:
         raise ServeError(
@@ -792,6 +813,8 @@ def _wanted_outputs(
         wanted = [o["name"] for o in requested]
         as_binary = set()
         for i, o in enumerate(requested):
+            if not _OUTPUT.issuperset(o):
+                _known_keys(f"outputs[{i}]", o, OUTPUT_KEYS)
             own = o.get("parameters")
             if isinstance(own, dict):
                 _known_keys(f"outputs[{i}].parameters", own, ("binary_data",))
