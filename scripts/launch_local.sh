@@ -2,7 +2,8 @@
 # Starts N processes of one ann run on this machine, for testing multi-process code on CPU:
 #   scripts/launch_local.sh N -- --config=configs/digits_cnn.py --workdir=runs/x [flags...]
 # Process i gets --process_id=i and a shared --coordinator_address on 127.0.0.1. If one process
-# fails, the others are stopped; the exit status is the first failure's (0 when all succeed).
+# fails, the others are killed at once; the exit status is the first failure's (0 when all
+# succeed).
 # Set ANN_DEVICES_PER_PROCESS to give each process that many fake CPU devices.
 set -u
 # N: a whole number of processes, 1 or more (0 ran nothing and exited 0; "abc" was an
@@ -53,9 +54,16 @@ while [ "${#alive[@]}" -gt 0 ]; do
     code=$?
     if [ "$code" -ne 0 ] && [ "$status" -eq 0 ]; then
       status=$code
-      # A failure stops the others; an interrupted one (130, Ctrl-C; 143, SIGTERM) leaves them
-      # to finish saving the step they agreed on.
-      [ "$code" -ne 130 ] && [ "$code" -ne 143 ] && kill "${pids[@]}" 2>/dev/null
+      # A failure stops the others at once, by SIGKILL: a checkpoint needs every process, so
+      # theirs could not complete (a SIGTERM made them save, and they waited for the dead peer
+      # at Orbax's commit barrier until the heartbeat timeout, 5 minutes, then crashed); their
+      # last complete checkpoint is what a rerun resumes from. An interrupted one (130, Ctrl-C;
+      # 143, SIGTERM) leaves them to finish saving the step they agreed on.
+      if [ "$code" -ne 130 ] && [ "$code" -ne 143 ]; then
+        echo "launch_local.sh: a process ended with status $code; stopping the others now" \
+          "(a checkpoint needs every process); the same command resumes from the last one" >&2
+        for p in "${pids[@]}"; do kill -KILL -- "-$p" 2>/dev/null || kill -KILL "$p" 2>/dev/null; done
+      fi
     fi
   done
   alive=("${still[@]}")

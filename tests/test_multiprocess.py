@@ -379,3 +379,39 @@ def test_a_coordinator_port_in_use_is_refused_in_one_line(tmp_path):
         "free port"
     )
     assert not (tmp_path / "run").exists()
+
+
+def test_a_process_killed_under_the_launcher_stops_the_others_at_once(tmp_path):
+    """launch_local.sh used to SIGTERM the survivors of a failed process: they tried to save,
+    waited for the dead peer at Orbax's commit barrier until the heartbeat timeout (4 min 37 s
+    at the default 300 s), then crashed with a C++ dump (2 of 2 trials, killed while saving).
+    It kills them now; the last complete checkpoint resumes."""
+    launcher = _launch(["bash"], tmp_path / "run", "--config.total_steps=100000",
+                       "--config.checkpoint_every_steps=5", "--config.log_every_steps=5",
+                       "--distributed_timeout=60")  # fmt: skip
+    try:
+        deadline = time.time() + 240
+        while not train_losses_or_empty(tmp_path / "run") and time.time() < deadline:
+            assert launcher.poll() is None, launcher.communicate()[1][-2000:]
+            time.sleep(0.5)
+        time.sleep(1.0)  # saves every 5 steps: the kill likely lands in one
+        processes = [
+            pid
+            for pid in _children(launcher.pid)
+            if b"ann.main" in open(f"/proc/{pid}/cmdline", "rb").read()
+        ]  # not the launcher's `sleep`
+        assert len(processes) == 2
+        os.kill(processes[1], signal.SIGKILL)
+        killed = time.time()
+        _, stderr = launcher.communicate(timeout=120)
+    finally:
+        if launcher.poll() is None:
+            _kill_launcher(launcher)
+    assert time.time() - killed < 30, stderr[-2000:]
+    assert launcher.returncode == 137, stderr[-2000:]
+    assert "launch_local.sh: a process ended with status 137; stopping the others now" in stderr
+    for pid in processes:  # gone (a zombie at most, until its parent reaps it)
+        assert (
+            not os.path.exists(f"/proc/{pid}")
+            or open(f"/proc/{pid}/stat").read().split()[2] in "ZX"
+        )
