@@ -44,8 +44,16 @@ def compare(
     if has_checkpoint(workdir) and directory_kind.RUN in directory_kind.of(workdir):
         saved = config_lib.read(workdir)
         skip = tuple(config.init_from_skip)
+        # Another experiment or model family: a workdir given by mistake, not a run to start
+        # from (a seq2seq run's decoder loads into a causal LM by the rule, which nobody means).
+        same_kind = saved.get("experiment") == config.get("experiment") and saved.get(
+            "model", {}
+        ).get("name") == config.get("model", {}).get("name")
         return saved, config_lib.check_resume(
-            saved, config, workdir, lambda: init_from_spec(workdir, state, skip)
+            saved,
+            config,
+            workdir,
+            (lambda: init_from_spec(workdir, state, skip)) if same_kind else None,
         )
     return None, {}
 
