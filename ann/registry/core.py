@@ -256,8 +256,21 @@ class Registry:
         db = sqlite3.connect(self.db_path, timeout=60, isolation_level=None)
         try:
             self._check_tables(db)
-            db.execute("PRAGMA journal_mode=WAL")  # readers do not wait for a writer
-            db.executescript(SCHEMA)
+            # Several processes creating one registry: the switch to WAL takes a lock SQLite's
+            # busy timeout does not wait for ("database is locked", 2 of 60 three-way races);
+            # the loser waits and finds it done.
+            for wait in (*(0.05 * 2**i for i in range(8)), None):
+                try:
+                    if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                        db.execute("PRAGMA journal_mode=WAL")  # readers do not wait for a writer
+                    db.executescript(SCHEMA)
+                    break
+                except sqlite3.OperationalError as e:
+                    if "locked" not in str(e) or wait is None:
+                        raise
+                    time.sleep(wait)
+        except sqlite3.OperationalError as e:
+            raise RegistryError(f"cannot create the registry database {self.db_path} ({e})") from e
         except sqlite3.DatabaseError as e:
             raise RegistryError(f"{self.db_path} is not an ann registry database ({e})") from e
         finally:
