@@ -62,10 +62,10 @@ def init_lowering(platforms: tuple[str, ...]) -> Iterator[None]:
     threefry kernel, then the flag as it was; elsewhere, or where the user's environment sets
     the flag, nothing changes."""
     wanted = not _GPU_PLATFORMS.isdisjoint(platforms)
-    if not wanted or _KERNEL_FLAG.upper() in os.environ:
+    before = getattr(jax.config, _KERNEL_FLAG, None)  # None: a JAX without the flag
+    if not wanted or before is None or _KERNEL_FLAG.upper() in os.environ:
         yield
         return
-    before = getattr(jax.config, _KERNEL_FLAG)
     jax.config.update(_KERNEL_FLAG, True)
     try:
         yield
