@@ -218,6 +218,11 @@ def test_a_model_being_loaded_is_503_with_retry_after(app):
             "parameters.config: only version_policy is read (batching and limits are ann serve's "
             'flags), got "max_batch_size"',
         ),
+        # The body's own key misspelled: its source was ignored, the latest version loaded.
+        (
+            b'{"paramters": {"source": "models:/m/2"}}',
+            "body: unknown key \"paramters\"; expected parameters (did you mean 'parameters'?)",
+        ),
     ],
 )
 def test_load_requests_that_cannot_work_are_400(app, body, message):

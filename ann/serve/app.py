@@ -529,7 +529,7 @@ class App:
 
     def repository_index(self, request: Request, served: None) -> int:
         """Triton's index: body `{}` or empty, or `{"ready": true}` for ready models only."""
-        body = _json_object(request.body, "body")
+        body = _json_object(request.body, "body", ("ready",))
         ready = body.get("ready", False)
         if not isinstance(ready, bool):
             raise ServeError(400, f"ready: expected true or false, got {protocol.short(ready)}")
@@ -540,7 +540,7 @@ class App:
         """Loads from `parameters.source`, Triton's `parameters.config` version policy, or
         the registry's latest version; answered once the model is ready (or failed)."""
         name = request.params["model"]
-        parameters = _json_object(request.body, "body").get("parameters")
+        parameters = _json_object(request.body, "body", ("parameters",)).get("parameters")
         work = self.repository.load(name, parameters)
         self._answer_later(
             request, work, lambda ms: {"name": name, "loaded": _versions(ms)}, "repository_load"
@@ -556,7 +556,7 @@ class App:
         """Unloads every version of the model, or `parameters.version` alone; answered once
         its queued requests are done."""
         name = request.params["model"]
-        parameters = _json_object(request.body, "body").get("parameters") or {}
+        parameters = _json_object(request.body, "body", ("parameters",)).get("parameters") or {}
         version = unload_version(parameters)
         work = self.repository.unload(name, version)
         self._answer_later(
@@ -701,8 +701,9 @@ class App:
         return done
 
 
-def _json_object(body: bytes, field: str) -> dict[str, Any]:
-    """A request body that is a JSON object, or empty (as `{}`); 400 otherwise."""
+def _json_object(body: bytes, field: str, known: tuple[str, ...]) -> dict[str, Any]:
+    """A request body that is a JSON object of `known` keys, or empty (as `{}`); 400 otherwise
+    (a misspelled `parameters` of a load was ignored, and it loaded the latest version)."""
     if not body.strip():
         return {}
     value = protocol.loads(body, field, "a JSON object", prefix="")
@@ -710,6 +711,7 @@ def _json_object(body: bytes, field: str) -> dict[str, Any]:
         raise ServeError(
             400, f"{field}: expected a JSON object, got {protocol.short(value)}", "json"
         )
+    protocol.known_keys(field, value, known)
     return value
 
 

@@ -441,7 +441,7 @@ def _binary_size(field: str, tensor: Mapping[str, Any]) -> int | None:
         raise ServeError(
             400, f"{field}.parameters: expected an object, got {short(parameters)}", "field"
         )
-    _known_keys(f"{field}.parameters", parameters, ("binary_data_size",))
+    known_keys(f"{field}.parameters", parameters, ("binary_data_size",))
     size = parameters.get("binary_data_size")
     if size is None:
         return None
@@ -472,8 +472,8 @@ OUTPUT_KEYS = ("name", "parameters")
 _REQUEST, _TENSOR, _OUTPUT = map(frozenset, (REQUEST_KEYS, TENSOR_KEYS, OUTPUT_KEYS))
 
 
-def _known_keys(field: str, parameters: Mapping[str, Any], known: tuple[str, ...]) -> None:
-    """ServeError 400 for a key of `parameters` (an object of the request) outside `known` (a
+def known_keys(field: str, parameters: Mapping[str, Any], known: tuple[str, ...]) -> None:
+    """ServeError 400 for a key of `parameters` (an object of a request) outside `known` (a
     typo such as binary_dat was ignored, and the output came back as JSON), with the known key
     it is closest to."""
     for key in parameters:
@@ -537,7 +537,7 @@ def decode_infer(
         body, binary = _split_binary(body, header_length)
     request = _parse_json(body, header_length is not None)
     if not _REQUEST.issuperset(request):
-        _known_keys("body", request, REQUEST_KEYS)
+        known_keys("body", request, REQUEST_KEYS)
     request_id = request.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise ServeError(400, f"id: expected a string, got {short(request_id)}", "field")
@@ -573,7 +573,7 @@ def request_parameters(parameters: Any) -> tuple[bool, float | None]:
         return False, None
     if not isinstance(parameters, dict):
         raise ServeError(400, f"parameters: expected an object, got {short(parameters)}", "field")
-    _known_keys("parameters", parameters, (*REQUEST_PARAMETERS, *_DEFAULT_ONLY))
+    known_keys("parameters", parameters, (*REQUEST_PARAMETERS, *_DEFAULT_ONLY))
     for key, value in parameters.items():
         if key in REQUEST_PARAMETERS:
             continue
@@ -698,7 +698,7 @@ def _input_spec(
     if not isinstance(tensor, dict):
         raise ServeError(400, f"{field}: expected an object, got {short(tensor)}", "field")
     if not _TENSOR.issuperset(tensor):  # one C pass; the refusal names the key
-        _known_keys(field, tensor, TENSOR_KEYS)
+        known_keys(field, tensor, TENSOR_KEYS)
     name = tensor.get("name")
     if not isinstance(name, str) or name not in signature:
         raise ServeError(
@@ -814,10 +814,10 @@ def _wanted_outputs(
         as_binary = set()
         for i, o in enumerate(requested):
             if not _OUTPUT.issuperset(o):
-                _known_keys(f"outputs[{i}]", o, OUTPUT_KEYS)
+                known_keys(f"outputs[{i}]", o, OUTPUT_KEYS)
             own = o.get("parameters")
             if isinstance(own, dict):
-                _known_keys(f"outputs[{i}].parameters", own, ("binary_data",))
+                known_keys(f"outputs[{i}].parameters", own, ("binary_data",))
             if own is None or (isinstance(own, dict) and "binary_data" not in own):
                 binary = all_binary
             else:
