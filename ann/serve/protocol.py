@@ -480,12 +480,9 @@ def known_keys(field: str, parameters: Mapping[str, Any], known: tuple[str, ...]
         if key not in known:
             why = _UNSUPPORTED.get(key)
             if why is None:
-                import difflib  # the error path only
+                from ann.config import did_you_mean  # the error path only: not the server's start
 
-                close = difflib.get_close_matches(str(key), known, n=1)
-                why = f"expected {', '.join(known)}" + (
-                    f" (did you mean {close[0]!r}?)" if close else ""
-                )
+                why = f"expected {', '.join(known)}{did_you_mean(str(key), known)}"
             raise ServeError(400, f"{field}: unknown key {short(key)}; {why}", "field")
 
 
