@@ -218,6 +218,12 @@ def test_a_model_being_loaded_is_503_with_retry_after(app):
             "parameters.config: only version_policy is read (batching and limits are ann serve's "
             'flags), got "max_batch_size"',
         ),
+        (
+            b'{"parameters": {"config": "{\\"version_policy\\": {\\"specific\\": '
+            b'{\\"version\\": [1]}}}"}}',
+            'parameters.config.version_policy.specific: unknown key "version"; expected '
+            "versions (did you mean 'versions'?)",
+        ),
         # The body's own key misspelled: its source was ignored, the latest version loaded.
         (
             b'{"paramters": {"source": "models:/m/2"}}',
@@ -316,9 +322,9 @@ def test_metadata_lists_every_version_and_an_unload_may_name_one():
     assert 'source="m2",version="2"} 1.0' in text and "/srv/exports" not in text, text
     app.metrics.queue_depth.labels("m", "2").set(0)  # as a version's batcher sets it
 
-    def unload(parameters):
+    def unload(parameters, key="parameters"):
         replies = []
-        body = json.dumps({"parameters": parameters}).encode()
+        body = json.dumps({key: parameters}).encode()
 
         async def main():
             app.handle("POST", "/v2/repository/models/m/unload", b"Bearer adm1n", body, None,
@@ -360,6 +366,16 @@ def test_metadata_lists_every_version_and_an_unload_may_name_one():
     ):
         assert line in text, line
     assert 'handler="repository_unload",model=""' not in text
+    # The body's own key misspelled: ignored, it unloaded every version (refused first now).
+    status, reply = unload({"version": "2"}, key="parameter")
+    assert status == 400 and reply["error"] == (
+        "body: unknown key \"parameter\"; expected parameters (did you mean 'parameters'?)"
+    )
+    replies = []
+    app.handle("POST", "/v2/repository/index", b"Bearer adm1n", b'{"redy": true}', None,
+               lambda *reply: replies.append(reply))  # fmt: skip
+    [(status, reply, _)] = replies  # the ready filter was silently off
+    assert status == 400 and 'unknown key "redy"; expected ready' in json.loads(reply)["error"]
 
 
 def test_the_public_readiness_probe_does_not_list_the_models_without_the_token():

@@ -142,9 +142,16 @@ def _config_versions(config: Any) -> list[int]:
             "parameters.config.version_policy: expected specific (the versions to load: "
             f'{{"specific": {{"versions": [2]}}}}), got {got}',
         )
-    versions = (
-        (policy.get("specific") or {}).get("versions", []) if isinstance(policy, dict) else []
-    )
+    specific = policy.get("specific") or {}
+    if not isinstance(specific, dict):
+        raise ServeError(
+            400,
+            "parameters.config.version_policy.specific: expected an object "
+            f'{{"versions": [2]}}, got {protocol.short(specific)}',
+        )
+    # A misspelled "versions" was ignored, and the latest version loaded instead.
+    protocol.known_keys("parameters.config.version_policy.specific", specific, ("versions",))
+    versions = specific.get("versions", [])
     if not isinstance(versions, list) or not all(
         isinstance(v, (int, str)) and str(v).isdigit() for v in versions
     ):
