@@ -484,6 +484,17 @@ def test_errors_name_the_field(served):
          "'parameters'?)"),
         ("POST", "/v2/models/digits/infer", {**infer_body(x), "extra": 1}, 400,
          'body: unknown key "extra"; expected id, parameters, inputs, outputs'),
+        # An output's misspelled name key got the generic list message; one asked for twice
+        # came back once.
+        ("POST", "/v2/models/digits/infer", infer_body(x, outputs=[{"nmae": "label"}]), 400,
+         'outputs[0]: unknown key "nmae"; expected name, parameters (did you mean \'name\'?)'),
+        ("POST", "/v2/models/digits/infer", infer_body(x, outputs=[{"name": "lable"}]), 400,
+         'outputs[0].name: expected one of ["label","probabilities"], got "lable"'),
+        ("POST", "/v2/models/digits/infer",
+         infer_body(x, outputs=[{"name": "label"}, {"name": "label"}]), 400,
+         'outputs[1].name: "label" is asked for already (outputs[0]); name each output once'),
+        ("POST", "/v2/models/digits/infer", infer_body(x, outputs=["label"]), 400,
+         'outputs[0]: expected an object {name}, got "label"'),
     ]  # fmt: skip
     for method, path, body, code, message in cases:
         status, _, reply = request(port, method, path, body)
@@ -491,6 +502,9 @@ def test_errors_name_the_field(served):
         assert message in reply["error"], (message, reply)
         if path.startswith("/v2/models/digits/") and status != 404:
             assert reply["model_name"] == "digits" and reply["model_version"] in ("1", "2")
+    # An empty `outputs` names none: every output, as Triton answers (it answered none).
+    status, _, reply = request(port, "POST", "/v2/models/digits/infer", infer_body(x, outputs=[]))
+    assert status == 200 and [o["name"] for o in reply["outputs"]] == ["probabilities", "label"]
     # Their defaults (what tritonclient sends unset) and a generous timeout are served.
     defaults = {"priority": 0, "sequence_id": "", "sequence_start": False, "timeout": 10**7}
     status, _, reply = request(port, "POST", "/v2/models/digits/infer",
@@ -935,8 +949,9 @@ def test_fuzzed_binary_requests_are_explained(case):
     head, raw, delta = case
     header = str(len(head) + delta).encode()
     try:
-        inputs, rows, _, _, _ = protocol.decode_infer(head + raw, SIGNATURE, OUTPUTS, 8, header)
+        decoded = protocol.decode_infer(head + raw, SIGNATURE, OUTPUTS, 8, header)
     except ServeError as e:
         assert e.status in (400, 413) and explained(e.message), e.message
-    else:
-        assert inputs["image"].shape == (rows, 8, 8, 1) and inputs["image"].dtype == np.uint8
+    else:  # (it unpacked 5 of InferRequest's 6 fields: a case that decodes failed the test)
+        image = decoded.inputs["image"]
+        assert image.shape == (decoded.rows, 8, 8, 1) and image.dtype == np.uint8

@@ -275,6 +275,26 @@ def test_a_server_whose_models_were_all_unloaded_says_so(app):
     ), body
 
 
+def test_a_server_with_no_model_is_not_ready(app):
+    # /v2/health/ready answered 200 {"ready": true} with every model unloaded (a readiness
+    # probe kept a pod that can only answer 404 in the pool), and ann_ready stayed as it was
+    # at start whatever was loaded or unloaded since.
+    def ann_ready():
+        text = call(app, "GET", "/metrics")[1].decode()
+        return [line for line in text.splitlines() if line.startswith("ann_ready ")]
+
+    app.dataplane.model("m", "1").ready = True
+    assert call(app, "GET", "/v2/health/ready")[:2] == (200, {"ready": True})
+    assert ann_ready() == ["ann_ready 1.0"]
+    del app.dataplane.models["m"]
+    assert call(app, "GET", "/v2/health/ready")[:2] == (503, {
+        "ready": False,
+        "error": "server: no model is served (every model was unloaded); load one with POST "
+        "/v2/repository/models/NAME/load",
+    })  # fmt: skip
+    assert ann_ready() == ["ann_ready 0.0"]
+
+
 def test_repository_index_states(app):
     repository = app.repository
     app.dataplane.loading["new"] = {None}

@@ -7,7 +7,7 @@ addressed):
     POST /v2/models/{name}[/versions/{v}]/infer     infer (dynamic batching)
     GET  /v2/models/{name}[/versions/{v}]           model metadata
     GET  /v2/models/{name}[/versions/{v}]/ready     model ready (200 / 503)
-    GET  /v2/health/live   /v2/health/ready         process alive / every model compiled
+    GET  /v2/health/live   /v2/health/ready         process alive / some model, all compiled
     GET  /v2                                        server metadata
     GET  /metrics                                   Prometheus
     GET  /openapi.json                              this API as OpenAPI 3 (ann/serve/openapi.json)

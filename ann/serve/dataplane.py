@@ -133,6 +133,8 @@ class DataPlane:
         for m in models:
             self.models.setdefault(m.name, {})[m.version] = m
         self.metrics = Metrics(settings.max_batch_size)
+        # Read at each scrape: loads and unloads change it too, not only start and drain.
+        self.metrics.ready.set_function(lambda: int(self.ready))
         self.monitoring = Monitoring() if settings.monitor == "on" else None
         for m in models:
             self._bind_metrics(m)
@@ -203,17 +205,25 @@ class DataPlane:
 
     @property
     def ready(self) -> bool:
-        """Every model compiled and the server not draining."""
-        return not self.draining and all(m.ready for m in self.all_models())
+        """Some model served, every model compiled, and the server not draining. Not ready with
+        every model unloaded: a readiness probe would send traffic that can only get 404
+        (Triton answers ready there; a pod with nothing to serve should leave the pool)."""
+        models = self.all_models()
+        return not self.draining and bool(models) and all(m.ready for m in models)
 
     def model_ready(self, m: ServedModel) -> bool:
         return m.ready and not self.draining
 
     def readiness(self) -> dict[str, Any]:
-        """`{"ready": bool}`, with `"error"` when compiling failed."""
+        """`{"ready": bool}`, with `"error"` when compiling failed or no model is served."""
         reply: dict[str, Any] = {"ready": self.ready}
         if self.compile_error:
             reply["error"] = f"compiling failed: {self.compile_error}"
+        elif not self.models:
+            reply["error"] = (
+                "server: no model is served (every model was unloaded); load one with POST "
+                "/v2/repository/models/NAME/load"
+            )
         return reply
 
     def server_metadata(self) -> dict[str, Any]:
@@ -283,7 +293,6 @@ class DataPlane:
                 self.compile_error = f"model {m.name} version {m.version}: {e}"
                 log.exception("compiling %s failed", m.name)
                 return
-        self.metrics.ready.set(1 if self.ready else 0)
         # What startup made (jax, scipy, the compiled models: ~140k objects) leaves the cyclic
         # collector's full passes. Monitoring holds each request for up to a second, which
         # promotes some to the oldest generation and so triggers full passes: over the startup
@@ -397,7 +406,6 @@ class DataPlane:
     def start_draining(self) -> None:
         """SIGTERM: ready turns false and new infers get 503; queued ones still finish."""
         self.draining = True
-        self.metrics.ready.set(0)
 
     async def shutdown(self) -> None:
         """Drains: every queued request finishes, then the batchers stop."""

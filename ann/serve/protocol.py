@@ -790,37 +790,52 @@ def _wanted_outputs(
     request: dict[str, Any], outputs: Mapping[str, Any], all_binary: bool
 ) -> tuple[list[str], frozenset[str]]:
     """(output names to return, those to return binary): every output unless `outputs` names
-    some; binary as the output's own `binary_data` says, else as `all_binary`
-    (`parameters.binary_data_output`) does (Triton's precedence: an output's
-    `binary_data: false` under `binary_data_output: true` came back binary)."""
-    wanted = list(outputs)
-    as_binary = set(wanted) if all_binary else set()
+    some (an empty list names none: every output, as Triton answers it); binary as the
+    output's own `binary_data` says, else as `all_binary` (`parameters.binary_data_output`)
+    does (Triton's precedence: an output's `binary_data: false` under `binary_data_output:
+    true` came back binary). An output named twice is refused (it came back once)."""
     requested = request.get("outputs")
-    if requested is not None:
-        if not isinstance(requested, list) or not all(
-            isinstance(o, dict) and isinstance(o.get("name"), str) and o["name"] in outputs
-            for o in requested
-        ):
+    if requested is None or requested == []:
+        return list(outputs), frozenset(outputs) if all_binary else frozenset()
+    if not isinstance(requested, list):
+        raise ServeError(
+            400,
+            f"outputs: expected a list of {{name}} with names in {names(outputs)}, got "
+            f"{short(requested)}",
+            "field",
+        )
+    wanted: list[str] = []
+    as_binary = set()
+    for i, o in enumerate(requested):
+        field = f"outputs[{i}]"
+        if not isinstance(o, dict):
+            raise ServeError(400, f"{field}: expected an object {{name}}, got {short(o)}", "field")
+        if not _OUTPUT.issuperset(o):  # before the name: `nmae` is named, not "no name"
+            known_keys(field, o, OUTPUT_KEYS)
+        name = o.get("name")
+        if not isinstance(name, str) or name not in outputs:
             raise ServeError(
                 400,
-                f"outputs: expected a list of {{name}} with names in {names(outputs)}, got "
-                f"{short(requested)}",
+                f"{field}.name: expected one of {names(outputs)}, got {given(o, 'name')}",
                 "field",
             )
-        wanted = [o["name"] for o in requested]
-        as_binary = set()
-        for i, o in enumerate(requested):
-            if not _OUTPUT.issuperset(o):
-                known_keys(f"outputs[{i}]", o, OUTPUT_KEYS)
-            own = o.get("parameters")
-            if isinstance(own, dict):
-                known_keys(f"outputs[{i}].parameters", own, ("binary_data",))
-            if own is None or (isinstance(own, dict) and "binary_data" not in own):
-                binary = all_binary
-            else:
-                binary = _flag(f"outputs[{i}].parameters", own, "binary_data")
-            if binary:
-                as_binary.add(o["name"])
+        if name in wanted:
+            raise ServeError(
+                400,
+                f"{field}.name: {short(name)} is asked for already (outputs"
+                f"[{wanted.index(name)}]); name each output once",
+                "field",
+            )
+        wanted.append(name)
+        own = o.get("parameters")
+        if isinstance(own, dict):
+            known_keys(f"{field}.parameters", own, ("binary_data",))
+        if own is None or (isinstance(own, dict) and "binary_data" not in own):
+            binary = all_binary
+        else:
+            binary = _flag(f"{field}.parameters", own, "binary_data")
+        if binary:
+            as_binary.add(name)
     return wanted, frozenset(as_binary)
 
 
