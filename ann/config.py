@@ -960,7 +960,7 @@ def check_slices(entries: Any) -> None:
         try:
             spec = slice_spec.parse(entry)
         except ValueError as e:
-            raise ConfigError(f"config key 'report.slices': {e}") from None
+            raise ConfigError(f"config key 'report.slices' entry {entry!r}: {e}") from None
         cut = (spec.kind, spec.name, spec.index, spec.quantiles)  # its text aside
         if cut in seen:  # it was reported twice, and one picture written over the other
             raise ConfigError(f"config key 'report.slices' names {entry!r} twice; give it once")

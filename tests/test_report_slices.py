@@ -166,10 +166,11 @@ def test_slice_specs_the_data_cannot_take_are_one_line(classified, spec, message
 @pytest.mark.parametrize(
     "value, message",
     [
-        (("feture:x",), "entry 'feture:x' has no kind 'feture'; use 'label', 'feature:"),
+        # Said as the data's refusals say it (it was "'report.slices': entry 'x' has no kind").
+        (("feture:x",), "slices' entry 'feture:x': no kind 'feture'; use 'label', 'feature:"),
         (("feature:x[1]:quantiles=50",), "quantiles=50 is outside 2..20; e.g. 'feature:x[1]"),
-        (("field:",), "entry 'field:' is not of the form 'label', 'feature:NAME[INDEX]"),
-        (("label:x",), "is not of the form"),
+        (("field:",), "slices' entry 'field:': not of the form 'label', 'feature:NAME[INDEX]"),
+        (("label:x",), "entry 'label:x': not of the form"),
         ((3,), "holds 3 (int); every element must be a string"),
         # Reported twice, and "6 pictures" said where 5 were written (one over the other).
         (("label", "label"), "names 'label' twice; give it once"),

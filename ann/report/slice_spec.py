@@ -38,9 +38,10 @@ class SliceSpec:
 
 
 def parse(text: object) -> SliceSpec:
-    """Parses one entry; raises ValueError with a one-line reason and the accepted forms."""
+    """Parses one entry; raises ValueError with a one-line reason and the accepted forms (the
+    reason alone: the caller names the entry, as `config key 'report.slices' entry 'x': ...`)."""
     if not isinstance(text, str):
-        raise ValueError(f"entry {text!r} is not a string; use {FORMS}")
+        raise ValueError(f"not a string; use {FORMS}")
     kind, _, rest = text.strip().partition(":")
     if kind == "label" and not rest:
         return SliceSpec(text, "label")
@@ -53,11 +54,11 @@ def parse(text: object) -> SliceSpec:
             q = int(quantiles) if quantiles else DEFAULT_QUANTILES
             if not 2 <= q <= MAX_QUANTILES:
                 raise ValueError(
-                    f"entry {text!r}: quantiles={q} is outside 2..{MAX_QUANTILES}; "
+                    f"quantiles={q} is outside 2..{MAX_QUANTILES}; "
                     f"e.g. 'feature:{name}{f'[{index}]' if index else ''}:quantiles=4'"
                 )
             parsed = tuple(int(i) for i in index.split(",")) if index else ()
             return SliceSpec(text, "feature", name, parsed, q)
     if kind not in KINDS:
-        raise ValueError(f"entry {text!r} has no kind {kind!r}; use {FORMS}")
-    raise ValueError(f"entry {text!r} is not of the form {FORMS}")
+        raise ValueError(f"no kind {kind!r}; use {FORMS}")
+    raise ValueError(f"not of the form {FORMS}")

@@ -66,9 +66,14 @@ def slice_metrics(
     Returns {spec, headline, higher_is_better, overall: {size, metrics, ci95}, slices: [{name,
     size, metrics, ci95}], gap: {best, worst, value} (None with fewer than two slices that
     have a headline), bound: {slice_min|slice_max: value} or {}, flagged: [names]}; ci95 is
-    [lo, hi] (`headline_interval`) or None.
+    [lo, hi] (`headline_interval`) or None. Raises ValueError naming a `spec` string that does
+    not parse, ConfigError one the data cannot take.
     """
-    spec = slice_spec.parse(spec) if isinstance(spec, str) else spec
+    if isinstance(spec, str):
+        try:
+            spec = slice_spec.parse(spec)
+        except ValueError as e:
+            raise ValueError(f"slice {spec!r}: {e}") from None
     known = task_metrics.HEADLINES.get(preds.config.experiment)
     if metric_fn is None:
         check_experiment(preds.config)
