@@ -890,6 +890,20 @@ def test_outputs_and_new_registries_stay_out_of_runs_exports_and_registries(tmp_
         with pytest.raises(RegistryError, match=re.escape(f"--registry={root} is {place}; a new")):
             Registry(str(root))._check_root()
     assert sorted(os.listdir(run)) == ["config.json"] and os.listdir(export) == ["manifest.json"]
+    # A new registry in the directory of runs (or of exports) made every run under it "inside
+    # a model registry": resumes, new runs and exports under it refused (a fifth trial).
+    runs = tmp_path / "runs"
+    (runs / "a").mkdir(parents=True)
+    (runs / "a" / "config.json").write_text(RUN_CONFIG)
+    (runs / "notes.txt").write_text("")
+    with pytest.raises(RegistryError, match=re.escape(
+        f"--registry={runs} holds other files (a, notes.txt); a new registry goes in a new or "
+        "empty directory of its own (e.g. --registry=registry)"
+    )):  # fmt: skip
+        Registry(str(runs))._check_root()
+    assert sorted(os.listdir(runs)) == ["a", "notes.txt"]
+    (tmp_path / "empty").mkdir()
+    Registry(str(tmp_path / "empty"))._check_root()  # an empty directory takes one
 
 
 def test_ctrl_c_while_the_job_module_imports_ann_cli_is_one_line(monkeypatch, capsys):

@@ -81,6 +81,17 @@ DELETED = ""
 LIVE = "path != ''"  # the SQL condition for the versions that were not deleted
 
 
+def _entries(path: str) -> list[str]:
+    """The entries of the directory `path` that a registry does not make itself (registry.db
+    and its journals, artifacts/, a staged copy, a probe), sorted: [] when there are none."""
+    try:
+        names = os.listdir(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    own = ("registry.db", "artifacts", ".ann-")  # another register may be creating it now
+    return sorted(n for n in names if not n.startswith(own))
+
+
 class RegistryError(ValueError):
     """A registry request that cannot be met; the message says which name, version or alias."""
 
@@ -229,6 +240,15 @@ class Registry:
                 raise RegistryError(
                     f"--registry={self.root} is {place}; a new registry goes in a directory of "
                     "its own (e.g. --registry=registry)"
+                )
+            # Everything under a registry is the registry's: a new one in a directory of runs
+            # or exports (or the project's root) made each of them "inside a model registry".
+            entries = _entries(self.root)
+            if entries:
+                listed = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+                raise RegistryError(
+                    f"--registry={self.root} holds other files ({listed}); a new registry goes "
+                    "in a new or empty directory of its own (e.g. --registry=registry)"
                 )
         if self.exists():
             with self._connect() as db:
