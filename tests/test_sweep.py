@@ -278,6 +278,20 @@ def test_the_objective_must_be_a_validation_metric(tmp_path):
         "it has: say whether higher is better with --mode=max/min, or rank by val/accuracy "
         "(drop --metric)"
     )
+    # Ranked by another metric, the trials keep their best checkpoint by it: they kept the
+    # config's val/accuracy step, which export and report took while results.md named the
+    # val/loss one (a fifth trial).
+    by_loss = sweep_cli(f"--config={path}", f"--workdir={workdir}", "--metric=val/loss",
+                        "--mode=min", "--dry_run")  # fmt: skip
+    assert by_loss.returncode == 0, by_loss.stderr
+    assert "--config.best_metric=val/loss --config.best_mode=min" in by_loss.stdout
+    assert "best_metric" not in named.stdout  # the config's own: nothing to add
+    mixed = sweep_cli(f"--config={path}", f"--workdir={workdir}", "--metric=val/loss",
+                      "--mode=min", "--config.best_metric=val/accuracy", "--dry_run")  # fmt: skip
+    assert mixed.stderr.strip().splitlines()[-1] == (
+        "error: --config.best_metric=val/accuracy keeps each trial's best checkpoint by another "
+        "metric than the sweep ranks by (--metric=val/loss); drop one of them"
+    )
     # A typo of it: asked for a --mode, then, with one, refused once a trial had run.
     typo = sweep_cli(f"--config={path}", f"--workdir={workdir}", "--metric=val/acc", "--dry_run")
     assert (

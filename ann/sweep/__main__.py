@@ -212,7 +212,26 @@ def objective(definition: definition_lib.Definition) -> tuple[str, str]:
         )
     if FLAGS.mode:  # ranked by the worst trial: the config's own mode is checked with it
         check_mode("--metric", metric, "--mode", mode, "--mode")
+    keep_best_by(definition, metric, mode)
     return metric, mode
+
+
+def keep_best_by(definition: definition_lib.Definition, metric: str, mode: str) -> None:
+    """Makes the trials keep their best checkpoint by the sweep's metric: ranked by val/loss,
+    a trial kept the step of its config's best_metric (val/accuracy), which export and report
+    then took while results.md named another step. SweepError for a `--config.best_metric`
+    fixed on the command line that is not the sweep's metric."""
+    base = definition.base
+    if (base.best_metric, base.best_mode) == (metric, mode):
+        return
+    given = definition.fixed.get("best_metric")
+    if given is not None and given != metric:
+        raise SweepError(
+            f"--config.best_metric={given} keeps each trial's best checkpoint by another metric "
+            f"than the sweep ranks by (--metric={metric}); drop one of them"
+        )
+    definition.fixed.update(best_metric=metric, best_mode=mode)
+    base.best_metric, base.best_mode = metric, mode
 
 
 def emit_grid(definition: definition_lib.Definition, metric: str, mode: str) -> None:
