@@ -51,6 +51,9 @@ def test_render_command_writes_rules_and_dashboard(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "(13 recording rules, 8 alerts)" in result.stdout and "panels)" in result.stdout
+    # The README's line is this command's output (it said 20 panels of 22).
+    said = result.stdout.strip().replace(str(tmp_path), "observability")
+    assert said in (ROOT / "README.md").read_text().splitlines(), said
     groups = yaml.safe_load((tmp_path / cli_main.RULES_FILE).read_text())["groups"]
     names = [r.get("alert") for g in groups for r in g["rules"] if "alert" in r]
     assert names == [
