@@ -155,8 +155,12 @@ def test_the_ece_change_interval_tells_a_real_rise_from_sampling_noise():
 def test_a_fit_without_interior_optimum_is_refused():
     # Every row right by a wide margin: NLL falls without end as T -> 0.
     logits = np.array([[5.0, 0.0], [0.0, 5.0], [6.0, 1.0]])
-    with pytest.raises(ValueError, match="no NLL optimum inside"):
+    with pytest.raises(ValueError, match="no NLL optimum inside.*: every row is already right"):
         cal.fit_temperature(logits, np.array([0, 1, 0]))
+    # Every row wrong with confidence (a collapsed model): the fit stops at the large end, and
+    # was said to have every row right.
+    with pytest.raises(ValueError, match=r"\(stopped at T=100\): the model's ranking of the"):
+        cal.fit_temperature(logits, np.array([1, 0, 1]))
 
 
 # --- at export: fitted on the validation split, folded into the graph --------------------------

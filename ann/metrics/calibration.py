@@ -279,8 +279,8 @@ def fit_temperature(logits: Any, labels: Any, tolerance: float = 1e-6) -> float:
     logits float [rows, classes >= 2] (pre-softmax), labels int [rows] with at least 2 distinct
     classes. Returns T as a float. Raises CalibrationError for bad input, probabilities given as
     logits (see `check_logits`), a search that did not converge, or an optimum on a bound of
-    TEMPERATURE_BOUNDS (no interior optimum: e.g. every row already right, where NLL falls
-    without end as T -> 0)."""
+    TEMPERATURE_BOUNDS (no interior optimum: every row already right, where NLL falls without
+    end as T -> 0; or logits no better than chance, where it falls as T -> infinity)."""
     z = check_logits(logits)
     y = _labels(labels, z.shape[0], z.shape[1])
     if np.unique(y).size < 2:
@@ -301,10 +301,18 @@ def fit_temperature(logits: Any, labels: Any, tolerance: float = 1e-6) -> float:
     # An interior optimum is strictly below both ends; a flat or falling end (the NLL of a
     # split with every row right underflows to 0 as T -> 0) means there is none.
     if min(objective(lo), objective(hi)) <= result.fun or min(result.x - lo, hi - result.x) < 1e-3:
+        # Which end says why: at the small one the logits are never too sharp (every row right);
+        # at the large one any sharpness costs, so uniform probabilities beat the model's.
+        low_end = objective(lo) <= objective(hi)
+        why = (
+            "every row is already right, so sharper is always better"
+            if low_end
+            else "the model's ranking of the classes is no better than chance on this split (a "
+            "collapsed or untrained model), so uniform probabilities are best"
+        )
         raise CalibrationError(
             f"the temperature fit found no NLL optimum inside T in {TEMPERATURE_BOUNDS[0]:g}.."
-            f"{TEMPERATURE_BOUNDS[1]:g} (stopped at T={np.exp(result.x):.3g}): e.g. every row is "
-            "already right"
+            f"{TEMPERATURE_BOUNDS[1]:g} (stopped at T={np.exp(result.x):.3g}): {why}"
         )
     return float(np.exp(result.x))
 
