@@ -348,7 +348,7 @@ def parse_flags(argv: list[str]) -> list[str]:
         fail(
             _config_code_error(e, argv)
             or _through_a_value(argv)
-            or _bad_override(one_line(e, argv), argv)
+            or bad_override(one_line(e, argv), argv)
         )
     except Exception as e:  # what get_config itself raised (RuntimeError too), else a bug
         message = _missing_config_file(argv) or _config_code_error(e, argv)
@@ -529,7 +529,7 @@ def _example(key: str, argv: Sequence[str]) -> object | None:
     return None
 
 
-def _bad_override(text: str, argv: Sequence[str]) -> str:
+def bad_override(text: str, argv: Sequence[str]) -> str:
     """ "flag --config.total_steps=abc: invalid literal for int() ..." as "--config.total_steps=abc
     must be an integer ..."; other messages unchanged."""
     match = re.fullmatch(r"flag (--config\.([\w.]+)=.*?): (.*)", text)

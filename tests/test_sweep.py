@@ -143,7 +143,12 @@ def test_tpe_space_from_the_same_definition():
         ),
         ("return h.uniform('model.dropout', 0, 1)", r"wrap it in h.random\(n, ...\)"),
         ("return h.sweep('optimizer.name', ['adam', 'adamx'])", "trial name=adamx: .*adamx"),
-        ("return h.sweep('total_steps', [2.5])", "trial total_steps=2.5: .*invalid literal"),
+        # Worded as `ann train` words it (it was absl's "invalid literal for int()").
+        (
+            "return h.sweep('total_steps', [2.5])",
+            r"trial total_steps=2.5: --config.total_steps=2.5 must be an integer \(the key's "
+            r"type in the config\); change get_sweep",
+        ),
         # adam ignores momentum: a trial that sets it, even to the file's value, is refused up
         # front as `ann train` would refuse it, not once it is launched.
         (

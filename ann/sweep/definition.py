@@ -75,7 +75,11 @@ def parse(config: str, overrides: Overrides) -> ml_collections.ConfigDict:
     try:
         values(argv)
     except (flags.Error, AttributeError, TypeError, ValueError, KeyError) as e:
-        raise SweepError(f"{' '.join(argv[2:])}: {cli.one_line(e, argv)}") from None
+        said = cli.one_line(e, argv)
+        # As `ann train` says it ("--config.batch_size=big must be an integer ..."), not
+        # absl's "flag --config.batch_size=big: invalid literal for int() with base 10".
+        worded = cli.bad_override(said, argv)
+        raise SweepError(worded if worded != said else f"{' '.join(argv[2:])}: {said}") from None
     return values["config"].value
 
 
