@@ -742,3 +742,29 @@ def _running_in_group(pgid):
         except (OSError, IndexError, ValueError):
             pass
     return running
+
+
+def test_ctrl_c_while_labels_are_sent_says_what_was_applied(monkeypatch):
+    # It said only "interrupted (Ctrl-C)", with thousands of labels applied (a fresh trial).
+    import io
+    import urllib.request
+
+    from ann.monitor import feedback as client
+
+    calls = []
+
+    def urlopen(request, timeout):
+        calls.append(request)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return io.BytesIO(b'{"matched": 2, "unmatched": {}, "accuracy": null}')
+
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    items = [{"id": f"r{i}", "label": 0} for i in range(7)]
+    with pytest.raises(KeyboardInterrupt) as e:
+        client.send("http://127.0.0.1:1", "m", items, batch=2, lines=[1, 2, 4, 5, 6, 7, 8])
+    assert str(e.value) == (
+        "interrupted (Ctrl-C): lines 1-5 were applied; lines 6-7 were in flight (applied whole "
+        "or not at all): send the file from line 6 on to go on (an id labelled twice is counted "
+        "as a duplicate, not twice)"
+    )

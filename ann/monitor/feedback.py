@@ -222,11 +222,24 @@ def send(
             ) from None
         except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
             raise ValueError(f"{endpoint}: {_unreachable(url, e)}") from None
+        except KeyboardInterrupt:  # where it stopped, as a refused batch says it
+            raise KeyboardInterrupt(_stopped_at(lines, start, len(chunk))) from None
         total["matched"] += reply["matched"]
         for reason, n in reply["unmatched"].items():
             total["unmatched"][reason] = total["unmatched"].get(reason, 0) + n
         total["accuracy"], total["min_labels"] = reply["accuracy"], reply.get("min_labels")
     return total
+
+
+def _stopped_at(lines: list[int], start: int, size: int) -> str:
+    """What a Ctrl-C during the batch at `start` (of `size` items) leaves applied: the batches
+    before it; the one in flight may or may not be (the server applies a batch whole)."""
+    applied = f"lines {lines[0]}-{lines[start - 1]} were applied" if start else "none applied"
+    return (
+        f"interrupted (Ctrl-C): {applied}; lines {lines[start]}-{lines[start + size - 1]} were "
+        f"in flight (applied whole or not at all): send the file from line {lines[start]} on to "
+        "go on (an id labelled twice is counted as a duplicate, not twice)"
+    )
 
 
 def realized_text(reply: dict[str, Any]) -> str:
