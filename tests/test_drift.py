@@ -61,6 +61,14 @@ def test_each_statistic_is_scipys_or_the_hand_value():
     chi, p, _, _ = drift.chisquare(ref, cur)
     assert chi == pytest.approx(15**2 / 25 + 0 + 15**2 / 10)
     assert p == pytest.approx(stats.chi2.sf(chi, 2))
+    # A value the reference never holds, in a table that is not sparse (brightened digits): the
+    # goodness of fit's expected 0 made it inf (null in report.json); the 2 x k table's is finite.
+    cur = np.repeat([0.0, 1, 2, 3], [10, 15, 15, 30])
+    assert not drift.sparse(ref, cur)
+    chi, p, _, drifted = drift.chisquare(ref, cur)
+    want = stats.chi2_contingency([[50, 30, 20, 0], [10, 15, 15, 30]], correction=False)
+    assert math.isfinite(chi) and chi == pytest.approx(want.statistic) and drifted
+    assert p == pytest.approx(want.pvalue)
     # Jensen-Shannon, natural log: disjoint values are sqrt(ln 2) apart.
     assert drift.jensenshannon(np.zeros(5), np.ones(5))[0] == pytest.approx(math.sqrt(math.log(2)))
     # More than 20 distinct reference values: Sturges' bins over both samples (Evidently).

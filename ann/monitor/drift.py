@@ -32,7 +32,9 @@ was "drifted" (p = 0; exact: 0.26), and one nonzero pixel of 200 against none of
 
 - `ks`: `scipy.stats.ks_2samp`, two-sided (ks_stattest.py: drift when p <= threshold).
 - `chisquare`: expected counts are the reference's counts per value times current rows /
-  reference rows, over the values seen in either (chisquare_stattest.py).
+  reference rows, over the values seen in either (chisquare_stattest.py); where the current
+  holds a value the reference never does (there Evidently's statistic is infinite), the
+  chi-square of the 2 x k table of counts (`scipy.stats.chi2_contingency`).
 - `z`: the share of rows different from the smallest value, pooled two-proportion z statistic,
   two-sided p (z_stattest.py); p = 1 when both sides hold the same single value.
 - `wasserstein`: `scipy.stats.wasserstein_distance` divided by max(reference std, 0.001), the
@@ -231,8 +233,16 @@ def _counts(ref: np.ndarray, cur: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def chisquare(ref: np.ndarray, cur: np.ndarray) -> tuple[float, float | None, float, bool]:
-    """Chi-square goodness of fit of current counts to the reference's shares, scaled."""
+    """Chi-square goodness of fit of current counts to the reference's shares, scaled; where
+    the current holds a value the reference never does (its expected count 0 made the
+    statistic infinite, shown as inf and written as null), the chi-square of the 2 x k table
+    of counts instead (`scipy.stats.chi2_contingency`, no continuity correction): both sides
+    counted, finite."""
     r, c = _counts(ref, cur)
+    if not r.all():
+        result = stats.chi2_contingency(np.stack([r, c]), correction=False)
+        p = float(result.pvalue)
+        return float(result.statistic), p, ALPHA, bool(p < ALPHA)
     with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         result = stats.chisquare(c, r * (len(cur) / len(ref)))
