@@ -702,6 +702,9 @@ def test_results_plot_ticks_a_grid_at_its_values_and_counts_ties():
     assert counts == ["×3"], counts
     # The legend sits under the panels, not over the first panel's points.
     assert drawn.axes[0].get_legend() is None and len(drawn.legends) == 1
+    # The chosen trial's star is an outline: filled, it hid that trial's test marker.
+    [star] = [c for c in drawn.axes[0].collections if c.get_label().startswith("chosen")]
+    assert star.get_facecolor().size == 0 or star.get_facecolor()[0][3] == 0
     # Over more than 2 decades, one tick per decade (1, 2 and 5 per decade ran together).
     wide = [dict(row, **{"optimizer.learning_rate": lr})
             for row, lr in zip(rows, [1e-6, 1e-5, 1e-4, 1e-3, 5e-3])]  # fmt: skip

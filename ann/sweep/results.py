@@ -388,7 +388,9 @@ def figure(info: dict, rows: list[dict]) -> Any:
                 )
                 _count_ties(ax, tested, "C1", above=False)
         x = xs[points.index(chosen)]
-        ax.scatter([x], [chosen[f"best {metric}"]], marker="*", s=220, color="C3", zorder=3,
+        # An outline: a filled star hid the chosen trial's own test marker when the two were close.
+        ax.scatter([x], [chosen[f"best {metric}"]], marker="*", s=320, facecolors="none",
+                   edgecolors="C3", linewidths=1.4, zorder=3,
                    label="chosen (best validation)")  # fmt: skip
         ax.set_xlabel(key)
         ax.set_ylabel(f"{name} at the trial's best step")
