@@ -5,6 +5,7 @@ import base64
 import copy
 import json
 import os
+import re
 import subprocess
 import sys
 import types
@@ -498,6 +499,16 @@ def test_a_model_report_and_a_drift_report_do_not_replace_each_other(tmp_path):
         check_out(str(tmp_path / "drift"))
     with pytest.raises(FlagError, match=r"holds a model report \(report.json\); choose another"):
         check_out(str(tmp_path / "model"), "drift report")
+    # A file of the user's beside an earlier report went when the report was written again.
+    (tmp_path / "drift" / "index.html").write_text("")
+    (tmp_path / "drift" / "drift_summary_strength.png").write_text("")
+    check_out(str(tmp_path / "drift"), "drift report")
+    (tmp_path / "drift" / "mine.txt").write_text("keep")
+    with pytest.raises(FlagError, match=re.escape(
+        f"--out={tmp_path / 'drift'} holds files a report does not write (mine.txt), and a new "
+        "report replaces the directory whole; move them out, or choose another --out"
+    )):  # fmt: skip
+        check_out(str(tmp_path / "drift"), "drift report")
 
 
 def test_a_users_own_experiment_is_refused_in_one_line_before_restoring(tmp_path, monkeypatch):

@@ -39,7 +39,8 @@ def replace_directory(tmp: str, out: str) -> None:
 def check_out(out: str, kind: str = "model report") -> None:
     """Raises FlagError unless `out` is new, empty, or an earlier report of the same `kind`
     (holds report.json): "model report" (`ann report`) or "drift report" (`ann monitor
-    drift`), which share the file name and would replace each other."""
+    drift`), which share the file name and would replace each other, with no file a report
+    does not write (replacing the directory would delete it)."""
     from ann.cli import FlagError
 
     if os.path.exists(out) and not (
@@ -51,6 +52,26 @@ def check_out(out: str, kind: str = "model report") -> None:
     found = _report_kind(os.path.join(out, REPORT))
     if found is not None and found != kind:
         raise FlagError(f"--out={out} holds a {found} ({REPORT}); choose another --out")
+    # The directory is replaced whole: a file put beside an earlier report went with it.
+    others = sorted(n for n in _listing(out) if not _written_by_a_report(n))
+    if others:
+        listed = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+        raise FlagError(
+            f"--out={out} holds files a report does not write ({listed}), and a new report "
+            "replaces the directory whole; move them out, or choose another --out"
+        )
+
+
+def _listing(path: str) -> list[str]:
+    try:
+        return os.listdir(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _written_by_a_report(name: str) -> bool:
+    """Whether a report (ann report's, a drift report) writes a file of this name."""
+    return name in (REPORT, "index.html") or name.endswith(".png")
 
 
 def _report_kind(path: str) -> str | None:
