@@ -293,3 +293,34 @@ def _python(code: str) -> subprocess.CompletedProcess:
     """`python -c code` in a fresh process (what a server process's setup does, away from this
     test process's jax and flags)."""
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        # RotatingFileHandler never rotates with no backup: the log grew without bound.
+        ({"request_log_backups": 0}, "--request_log_backups=0: expected a value in [1, 1000]"),
+        # An empty log, accepted in silence.
+        ({"request_log_sample": 0}, "--request_log_sample=0 logs no request to --request_log="),
+        # Every label was then counted unknown.
+        ({"monitor_feedback_capacity": 0}, "--monitor_feedback_capacity=0: expected a value in"),
+    ],
+)
+def test_request_log_and_feedback_settings_that_do_nothing_are_refused(tmp_path, flags, message):
+    with pytest.raises(ValueError) as e:
+        Settings(request_log=str(tmp_path / "r.jsonl"), **flags)
+    assert str(e.value).startswith(message), str(e.value)
+
+
+def test_a_request_log_inside_a_runs_checkpoints_is_refused(tmp_path):
+    # It was accepted there, where an export, a registry or a report refuses it.
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.json").write_text('{"experiment": "x", "total_steps": 1}')
+    with pytest.raises(ValueError) as e:
+        Settings(request_log=str(run / "checkpoints" / "log.jsonl"))
+    assert str(e.value) == (
+        f"--request_log={run / 'checkpoints' / 'log.jsonl'}: is inside the checkpoints of the "
+        f"training run at {run}, which the run manages; give a path outside {run / 'checkpoints'}"
+    )
+    Settings(request_log=str(run / "requests.jsonl"))  # beside them, in the run: accepted

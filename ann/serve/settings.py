@@ -135,8 +135,7 @@ class Settings:
     monitor_feedback_capacity: int = _flag(
         100_000,
         "Predictions kept per model version for joining late labels by request id: the last "
-        "half of it always, up to all of it (two generations; about 200 bytes each); 0 keeps "
-        "none, so every label is counted unknown.",
+        "half of it always, up to all of it (two generations; about 200 bytes each).",
     )
     shutdown_timeout: float = _flag(30.0, "Seconds SIGTERM waits for queued requests.")
     retry_after_seconds: int = _flag(1, "Retry-After of a 503.", flag=False)
@@ -172,12 +171,14 @@ class Settings:
             ("max_connections", 1, 1 << 20, ""),
             ("request_log_sample", 0, 1, "a share of requests"),
             ("request_log_max_bytes", 1024, 1 << 40, "bytes"),
-            ("request_log_backups", 0, 1000, "files"),
+            # 0 would disable the size cap: RotatingFileHandler never rotates without a backup.
+            ("request_log_backups", 1, 1000, "files"),
             ("monitor_window_rows", 10, 1_000_000, "rows"),
             ("monitor_min_rows", MIN_TEST_ROWS, 1_000_000, "rows"),
             ("monitor_window_seconds", 0.1, 86_400, "seconds"),
             ("monitor_min_labels", 1, 1_000_000, "labelled rows"),
-            ("monitor_feedback_capacity", 0, 100_000_000, "predictions"),
+            # 0 kept nothing: every label was counted unknown.
+            ("monitor_feedback_capacity", 1, 100_000_000, "predictions"),
             ("shutdown_timeout", 0, 3600, "seconds"),
             ("retry_after_seconds", 0, 3600, "seconds"),
         ]
@@ -247,6 +248,11 @@ class Settings:
         """What is wrong with `--request_log`'s path, if anything."""
         if self.request_log is None:
             return None
+        if self.request_log_sample == 0:  # an empty log, as a flag that does nothing
+            return (
+                f"--request_log_sample=0 logs no request to --request_log={self.request_log}; "
+                "give a share in (0, 1], or drop --request_log"
+            )
         path = os.path.abspath(self.request_log)
         folder = os.path.dirname(path)
         if not os.path.isdir(folder):
@@ -266,6 +272,16 @@ class Settings:
                 f"--request_log={self.request_log}: is inside {directory_kind.NAMES[found[0]]} "
                 f"at {found[1]}, whose files are fixed; give a path outside it"
             )
+        if found and found[0] == directory_kind.RUN:
+            # checkpoints/, checkpoints_best/, checkpoints_damaged/: Orbax's and the resume's own
+            # (as `ann.cli._inside` refuses an --out there).
+            first = os.path.relpath(path, found[1]).split(os.sep)[0]
+            if first.startswith("checkpoints"):
+                return (
+                    f"--request_log={self.request_log}: is inside the checkpoints of the "
+                    f"training run at {found[1]}, which the run manages; give a path outside "
+                    f"{os.path.join(found[1], first)}"
+                )
         if (report := directory_kind.report_above(path)) is not None:  # as every --out
             return (
                 f"--request_log={self.request_log}: is inside the report at {report}, which its "
