@@ -566,7 +566,7 @@ def test_monitor_drift_cli_writes_a_report_and_refuses_a_bad_log_in_one_line(
     assert line == (
         f"error: {tmp_path / 'bad.jsonl'} line 2: expected a request record (a JSON object a "
         "line, as `ann serve --request_log` writes), got invalid JSON (expected a JSON value at "
-        "column 1)"
+        "column 1); the file is damaged (delete that line to use the rest)"
     ), line
     line = one_line_error(drift_cli(tmp_path / "none.jsonl", tmp_path / "bad"))
     assert line.startswith(f"error: --requests={tmp_path / 'none.jsonl'} is not a file"), line
@@ -670,8 +670,30 @@ def test_a_torn_last_line_of_the_request_log_is_skipped_and_a_bad_one_before_it_
         assert str(e.value) == (
             f"{tmp_path / name} line 2: expected a request record (a JSON object a line, as "
             "`ann serve --request_log` writes), got invalid JSON (unexpected end of data at "
-            "column 41)"
+            "column 41); the file is damaged (delete that line to use the rest)"
         )
+
+
+def test_a_server_restarted_on_a_torn_request_log_starts_a_new_line(tmp_path):
+    # Its first record was appended to the torn bytes: one unreadable line of both.
+    from ann.monitor.request_log import RequestLogError, read_traffic
+    from ann.serve.request_log import RequestLog
+
+    spec = {"x": {"dtype": "float32", "shape": [-1, 2]}}
+    path = tmp_path / "r.jsonl"
+    for torn in ('{"model": "m", "sta', ""):  # torn, then a clean end: nothing added
+        path.write_text(torn)
+        log = RequestLog(str(path), sample=1.0, max_bytes=1 << 20, backups=1)
+        log.write("m", "1", "a", 200, 0.0, {"x": np.zeros((1, 2), np.float32)})
+        log.close()
+        lines = path.read_text().split("\n")
+        assert lines[:-2] == ([torn] if torn else []) and lines[-1] == "", lines
+    path.write_text('{"model": "m", "sta')
+    RequestLog(str(path), sample=1.0, max_bytes=1 << 20, backups=1).close()
+    assert path.read_text() == '{"model": "m", "sta\n'  # ended once, not per start
+    RequestLog(str(path), sample=1.0, max_bytes=1 << 20, backups=1).close()
+    with pytest.raises(RequestLogError, match=r"line 1: .*delete that line to use the rest\)$"):
+        read_traffic([str(path)], "m", "1", spec, {})
 
 
 def test_a_log_of_the_export_served_from_its_directory_is_read_and_others_are_named(tmp_path):

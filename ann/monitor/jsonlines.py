@@ -19,12 +19,13 @@ import orjson
 
 
 def objects(
-    path: str, name: str, expected: str, error: type[Exception], torn: str
+    path: str, name: str, expected: str, error: type[Exception], torn: str, damaged: str = ""
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) for each non-blank line of the file `path`. `name`: the file as a
     refusal names it (`--labels=FILE`, or the path); `expected`: what a line should be
     (`expected a request record (...)`); `torn`: why a last line may be cut short, for the
-    warning. Raises `error` with one line, `NAME line N: EXPECTED, got ...`, for a line that is
+    warning; `damaged`: the fix a refusal of a line that is not JSON ends with. Raises `error`
+    with one line, `NAME line N: EXPECTED, got ...`, for a line that is
     not a JSON object, or `NAME ...` for a file that cannot be read (`file_error`)."""
     from ann import cli
     from ann.serve.protocol import OUT_OF_RANGE, field_name, json_error, out_of_range, short
@@ -57,7 +58,7 @@ def objects(
                             f"{found[1]}"
                         ) from None
                     raise error(
-                        f"{name} line {number}: {expected}, got {json_error(e, text)}"
+                        f"{name} line {number}: {expected}, got {json_error(e, text)}{damaged}"
                     ) from None
                 if not isinstance(value, dict):
                     raise error(f"{name} line {number}: {expected}, got {short(value)}")

@@ -90,6 +90,9 @@ def _tensor(where: str, name: str, value: Any, spec: Mapping[str, Any]) -> np.nd
 
 # A request log's record: what `ann.serve.request_log` always writes.
 _FIELDS = ("model", "status")
+# A torn line the restarted server ended (`ann.serve.request_log`), or a hand edit: the rest of
+# the file is fine, as metrics.jsonl's refusal says.
+_DAMAGED = "; the file is damaged (delete that line to use the rest)"
 _EXPECTED = "expected a request record (a JSON object a line, as `ann serve --request_log` writes)"
 
 
@@ -114,7 +117,7 @@ def _records(paths: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
                 + "; give each file once"
             )
         given[real] = path
-        for number, record in objects(path, path, _EXPECTED, RequestLogError, torn):
+        for number, record in objects(path, path, _EXPECTED, RequestLogError, torn, _DAMAGED):
             where = f"{path} line {number}"
             if not all(k in record for k in _FIELDS) or not isinstance(record["model"], str):
                 raise RequestLogError(_not_a_request(where, record))

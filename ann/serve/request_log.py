@@ -30,6 +30,18 @@ def _tensors(arrays: Mapping[str, np.ndarray]) -> dict[str, Any]:
     return {k: {"shape": list(v.shape), "data": v.reshape(-1).tolist()} for k, v in arrays.items()}
 
 
+def _end_torn_line(path: str) -> None:
+    """Ends a last line left without its end of line (a server killed mid-write): the first
+    record appended after it joined it into one unreadable line, which blocked reading the log;
+    on a line of its own, only the torn record is lost."""
+    try:
+        with open(path, "rb+") as f:
+            if f.seek(0, 2) and (f.seek(-1, 2), f.read(1))[1] != b"\n":
+                f.write(b"\n")
+    except FileNotFoundError:
+        pass
+
+
 # Records waiting for the writer thread before new ones are dropped.
 QUEUE_SIZE = 1024
 
@@ -53,6 +65,7 @@ class RequestLog:
         self._logger = logging.getLogger(f"ann.serve.requests.{path}")
         self._logger.propagate = False
         self._logger.setLevel(logging.INFO)
+        _end_torn_line(path)
         self._handler = logging.handlers.RotatingFileHandler(
             path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
         )
