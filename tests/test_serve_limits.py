@@ -503,3 +503,24 @@ def test_pipelined_requests_of_a_client_that_does_not_read_stop_being_read():
 
     asyncio.run(main())
     assert 0 < len(handled) <= 500, len(handled)
+
+
+def test_a_refused_infer_is_logged_with_its_id(tmp_path):
+    # It was logged with "id": null, though the body named one.
+    log = tmp_path / "r.jsonl"
+    model = ServedModel("m", "1", FakeModel(), "test")
+    app = App([model], Settings(request_log=str(log), request_log_sample=1))
+    model.ready = True
+    model.batcher = Batcher({64: lambda inputs: inputs}, 64, 0.0, 64, wait="idle")
+    replies = []
+    for body in (
+        {"id": "r-1", "inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32",
+                                  "data": [1, 2, 3]}]},  # wrong shape
+        {"id": 5, "inputs": []},  # an id that is not one: none to log
+    ):  # fmt: skip
+        app.handle("POST", "/v2/models/m/infer", None, json.dumps(body).encode(), None,
+                   lambda *reply: replies.append(reply))  # fmt: skip
+    app.request_log.close()
+    assert [status for status, _, _ in replies] == [400, 400]
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [(r["id"], r["status"]) for r in records] == [("r-1", 400), (None, 400)]

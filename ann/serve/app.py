@@ -630,7 +630,7 @@ class App:
             m.observe_failure(elapsed)
             if self.request_log is not None and self.request_log.sampled():
                 inputs = decoded.inputs if decoded is not None else None
-                request_id = decoded.id if decoded is not None else None
+                request_id = decoded.id if decoded is not None else e.request_id
                 self.request_log.write(
                     m.name, m.version, request_id, e.status, elapsed, inputs, error=e.message
                 )

@@ -17,8 +17,11 @@ class ServeError(Exception):
     `status`: the HTTP status (400, 401, 404, 405, 413, 503, ...); `message`: one line naming
     the field, what was expected and what came; `reason`: a short label for the errors metric
     (a fixed word, never client text); `headers`: extra reply headers as (name, value) bytes
-    pairs, e.g. `Retry-After` or `Allow`.
+    pairs, e.g. `Retry-After` or `Allow`; `request_id`: the infer request's `id` when the body
+    parsed far enough to have one (the request log records it with the refusal).
     """
+
+    request_id: str | None = None
 
     def __init__(
         self,

@@ -540,10 +540,14 @@ def decode_infer(
         raise ServeError(400, f"id: expected a string, got {short(request_id)}", "field")
     if request_id is not None and len(request_id) > MAX_ID_LENGTH:
         raise ServeError(400, id_too_long("id", request_id), "field")
-    all_binary, timeout = request_parameters(request.get("parameters"))
-    booleans = _may_hold_booleans(body)
-    arrays, rows = _decode_inputs(request, signature, max_rows, binary, booleans)
-    wanted, as_binary = _wanted_outputs(request, outputs, all_binary)
+    try:  # free unless raised: the fast path pays nothing
+        all_binary, timeout = request_parameters(request.get("parameters"))
+        booleans = _may_hold_booleans(body)
+        arrays, rows = _decode_inputs(request, signature, max_rows, binary, booleans)
+        wanted, as_binary = _wanted_outputs(request, outputs, all_binary)
+    except ServeError as e:  # the request log names the refused request by its id
+        e.request_id = request_id
+        raise
     return InferRequest(arrays, rows, request_id, wanted, as_binary, timeout)
 
 
