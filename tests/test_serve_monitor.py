@@ -18,6 +18,7 @@ from test_serve_routes import FakeModel, call
 from ann import artifact, data
 from ann.serve.app import App
 from ann.serve.dataplane import ServedModel
+from ann.serve.errors import ServeError
 from ann.serve.feedback import Predictions
 from ann.serve.settings import Settings
 
@@ -480,6 +481,21 @@ def test_the_feedback_store_is_bounded_and_says_why_a_label_is_not_joined():
     }  # fmt: skip
     assert store.realized(closed=0)["last"] is None  # window 0 still open
     assert json.dumps(store.realized(1))  # JSON-ready
+
+
+def test_an_empty_request_id_keeps_no_prediction_as_feedback_refuses_it():
+    # Kept, though `/feedback` refuses "" as an id: a prediction no label could reach.
+    from ann.serve.metrics import Metrics
+    from ann.serve.monitoring import ModelMonitor
+
+    monitor = ModelMonitor(ServedModel("old", "1", OldExport(), "test"), Settings(), Metrics(8))
+    outputs = {"label": np.zeros(1, np.int32)}
+    monitor.record("", outputs)
+    assert monitor.report()["feedback"]["kept"] == 0
+    monitor.record("r-1", outputs)
+    assert monitor.report()["feedback"]["kept"] == 1
+    with pytest.raises(ServeError, match=r"feedback.id: expected the infer request's id \(a non"):
+        monitor.feedback({"id": "", "label": 0})
 
 
 class OldExport:

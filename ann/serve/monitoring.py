@@ -226,8 +226,10 @@ class ModelMonitor:
             self._rows += rows
 
     def record(self, request_id: str, outputs: dict[str, np.ndarray]) -> None:
-        """One answered infer that carried an `id`: its predicted classes kept for a label."""
-        if self.predictions is not None:
+        """One answered infer that carried an `id`: its predicted classes kept for a label. An
+        empty id (the v2 protocol allows it) is no join key: `/feedback` refuses it, so its
+        prediction, which no label could reach, is not kept."""
+        if self.predictions is not None and request_id:
             with self.lock:
                 self.predictions.record(request_id, outputs[self.label_output], self.window)
 
