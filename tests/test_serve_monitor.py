@@ -498,6 +498,20 @@ def test_an_empty_request_id_keeps_no_prediction_as_feedback_refuses_it():
         monitor.feedback({"id": "", "label": 0})
 
 
+def test_unknown_labels_of_a_model_with_several_versions_name_them_and_version():
+    # It blamed a restart or replicas, where the ids were held by the model's other version.
+    from ann.monitor.feedback import unjoined_warnings
+
+    [line] = unjoined_warnings({"unknown": 3}, 5, ["1", "2"], "2")
+    assert line == (
+        "3 of 5 labels name request ids version 2 does not hold; the model serves versions 1, 2, "
+        "each joining labels only to its own requests: send the labels of another version's "
+        "requests with --version=1"
+    )
+    [line] = unjoined_warnings({"unknown": 3}, 5, ["2"], "2")  # one version: as before
+    assert line.startswith("3 of 5 labels name request ids this server does not hold: it keeps")
+
+
 class OldExport:
     """A model whose export predates reference samples (its manifest lists none)."""
 

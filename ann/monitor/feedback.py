@@ -228,6 +228,7 @@ def send(
         for reason, n in reply["unmatched"].items():
             total["unmatched"][reason] = total["unmatched"].get(reason, 0) + n
         total["accuracy"], total["min_labels"] = reply["accuracy"], reply.get("min_labels")
+        total["version"] = reply.get("model_version")  # the version the labels went to
     return total
 
 
@@ -240,6 +241,20 @@ def _stopped_at(lines: list[int], start: int, size: int) -> str:
         f"in flight (applied whole or not at all): send the file from line {lines[start]} on to "
         "go on (an id labelled twice is counted as a duplicate, not twice)"
     )
+
+
+def served_versions(url: str, model: str, token: str | None) -> list[str]:
+    """The versions of `model` the server serves (its metadata's `versions`); [] when it
+    cannot say (only for a warning's wording: never an error)."""
+    endpoint = f"{url.rstrip('/')}/v2/models/{urllib.parse.quote(model, safe='')}"
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        request = urllib.request.Request(endpoint, headers=headers)
+        with urllib.request.urlopen(request, timeout=10) as response:
+            versions = json.loads(response.read()).get("versions")
+    except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError):
+        return []
+    return [str(v) for v in versions] if isinstance(versions, list) else []
 
 
 def realized_text(reply: dict[str, Any]) -> str:
@@ -341,16 +356,35 @@ def feedback(args: list[str]) -> None:
     joined = f"{total['matched']} row{'s' * (total['matched'] != 1)} joined"
     print(f"{sent}: {joined}; not joined: {unmatched}; "
           f"{accuracy} (since the server started)")  # fmt: skip
-    for line in unjoined_warnings(total["unmatched"], len(items)):
+    versions = []
+    if total["unmatched"].get("unknown") and FLAGS.version is None:
+        versions = served_versions(FLAGS.url, FLAGS.model, token)
+    for line in unjoined_warnings(total["unmatched"], len(items), versions, total.get("version")):
         cli.warn(line)
 
 
-def unjoined_warnings(unmatched: dict[str, int], sent: int) -> list[str]:
+def unjoined_warnings(
+    unmatched: dict[str, int],
+    sent: int,
+    versions: list[str] | None = None,
+    version: str | None = None,
+) -> list[str]:
     """Why labels did not join, where the counts alone left a user guessing (0 joined, exit 0):
-    the server holds its predictions in memory, per process."""
+    the server holds its predictions in memory, per process, and per model version.
+    `versions`: the versions the server serves of the model, when the labels went to its
+    unversioned path (`version`: the one that answered)."""
     said = []
     unknown, duplicate = unmatched.get("unknown", 0), unmatched.get("duplicate", 0)
-    if unknown:
+    others = [v for v in versions or [] if v != version]
+    if unknown and version is not None and others:
+        # Each version keeps its own predictions: it blamed a restart or replicas.
+        said.append(
+            f"{unknown} of {sent} labels name request ids version {version} does not hold; the "
+            f"model serves versions {', '.join(versions or [])}, each joining labels only to "
+            f"its own requests: send the labels of another version's requests with "
+            f"--version={others[0]}" + (" (or another)" if len(others) > 1 else "")
+        )
+    elif unknown:
         said.append(
             f"{unknown} of {sent} labels name request ids this server does not hold: it keeps "
             "predictions in memory, per process, so a restart (or a reload of the model) forgets "
