@@ -524,6 +524,37 @@ class OldExport:
     manifest = {"platforms": ["cpu"], "files": {}, "created": "2026-11-30T00:00:00Z"}
 
 
+def test_every_row_of_a_request_past_the_window_is_tested_with_its_labels(monkeypatch):
+    # A 64-row request in windows of 25: 25 rows were tested (the estimate), 64 labelled (the
+    # realized accuracy), and the other 39 rows were never tested anywhere.
+    from ann.serve import monitoring
+    from ann.serve.metrics import Metrics
+
+    settings = Settings(monitor_window_rows=25, monitor_min_labels=1)
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0.5, 1.0, 64).astype(np.float32)
+    inputs = {"x": rng.normal(size=(64, 3)).astype(np.float32)}
+    outputs = {"probabilities": np.stack([p, 1 - p], axis=1), "label": np.zeros(64, np.int32)}
+    for cap, tested in ((monitoring.MAX_WINDOW_BYTES, 74), (24 * 30, 30)):  # 24 bytes a row
+        monkeypatch.setattr(monitoring, "MAX_WINDOW_BYTES", cap)
+        monitor = monitoring.ModelMonitor(
+            ServedModel("old", "1", OldExport(), "test"), settings, Metrics(8)
+        )
+        monitor.record_batch({"x": inputs["x"][:10]}, {k: v[:10] for k, v in outputs.items()}, 10)
+        monitor.record_batch(inputs, outputs, 64)  # past the window's 25 rows
+        monitor.record("r-1", {"label": outputs["label"]})
+        monitor.feedback({"id": "r-1", "label": [0] * 64})
+        monitor.step()
+        report = monitor.report()
+        assert report["window"]["rows"] == 74 and report["window"]["sampled_rows"] == tested
+        assert report["window"]["capped_by_memory"] == (tested < 74)
+        assert report["open_window"]["rows"] == 0
+        if tested == 74:  # the estimate and the realized accuracy are of the same rows
+            top = np.concatenate([p[:10], p])
+            assert report["accuracy"]["estimated"] == pytest.approx(top.mean(), rel=1e-6)
+            assert report["accuracy"]["realized"]["last"]["labelled"] == 64
+
+
 def test_windows_close_by_time_and_an_old_export_says_drift_is_unavailable_once(caplog):
     from ann.serve.metrics import Metrics
     from ann.serve.monitoring import ModelMonitor

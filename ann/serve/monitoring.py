@@ -22,10 +22,12 @@ model's reference: `prepare`): in the server process their GIL hand-offs cost th
 more than the tests cost themselves (`Monitoring`). The thread sets the gauges
 (ann/serve/metrics.py) and keeps the results for `GET .../monitor`.
 
-Windows, per model version: a window closes once it holds `--monitor_window_rows` rows (1,000),
-or after `--monitor_window_seconds` (60) once it holds at least min(max(100,
-`--monitor_min_rows`), `--monitor_window_rows`) rows: fewer rows make weak tests, which find
-only large shifts (the p-value tests that judge windows of up to 1,000 rows keep their 5% false
+Windows, per model version: a window closes once it holds `--monitor_window_rows` rows (1,000;
+the batch that reaches them goes into it whole, so every served row is tested in the window its
+request's id joins, and a window may hold more), or after `--monitor_window_seconds` (60) once
+it holds at least min(max(100, `--monitor_min_rows`), `--monitor_window_rows`) rows: fewer
+rows make weak tests, which find only large shifts (the p-value tests that judge
+windows of up to 1,000 rows keep their 5% false
 alarms per feature at any size: for the digits, unshifted traffic's share of drifted pixels is
 0.01-0.03 from 25 to 300 rows, against the 0.5 that flags a dataset; the distances Evidently
 picks for a 1,221-row reference gave 0.35 at 100 rows). Drift is judged on at least
@@ -34,9 +36,10 @@ a bin; the settings keep every window at or above it); a window of fewer is not 
 (`DriftResult.state` "too_few_rows") and its ann_drift_share_ratio and ann_drift_detected
 are NaN, so `ann_drift_detected == 1` (the drift alert) is false, as PromQL compares NaN.
 Memory: a window keeps at most `MAX_WINDOW_BYTES` (64 MiB) of rows of inputs and outputs (its
-first rows beyond that; the digits' 108 bytes a row never get there), in buffers reused from
-window to window: the open window's, and those being handled; and the feedback store
-(`feedback`).
+first rows beyond that, and `/monitor` says so: `window.capped_by_memory`; the digits' 108 bytes
+a row never get there), in buffers reused from window to window (grown, up to that, when a
+batch runs past the window's rows): the open window's, and those being handled; and the
+feedback store (`feedback`).
 
 The estimate before labels (Confidence-Based Performance Estimation, NannyML's CBPE, for the
 accuracy of the top class): expected accuracy = the mean top-class probability of the window's
@@ -78,7 +81,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("ann.serve")
 
 TICK_SECONDS = 1.0  # how often the thread looks for closed windows (drift-tests the latest)
-MAX_WINDOW_BYTES = 64 << 20  # rows a window keeps: a uniform sample beyond 64 MiB
+MAX_WINDOW_BYTES = 64 << 20  # rows a window keeps: its first ones beyond 64 MiB
 NICE = 19  # the thread's niceness: it yields to serving on a busy core
 TIME_WINDOW_ROWS = 100  # a window closed by time holds at least min(max(this, min rows), rows)
 TOP_FEATURES = 10  # features exported in ann_drift_score and ann_feature_bin_share_ratio
@@ -109,6 +112,11 @@ def _class_outputs(outputs: dict[str, dict[str, Any]]) -> tuple[str | None, str 
 def _row_bytes(spec: dict[str, Any]) -> int:
     """Bytes of one row of a tensor whose signature is `spec` (batch axis first)."""
     return int(np.prod(spec["shape"][1:], dtype=np.int64)) * np.dtype(spec["dtype"]).itemsize
+
+
+def _length(buffer: tuple[dict[str, np.ndarray], dict[str, np.ndarray]]) -> int:
+    """Rows a window's buffer has room for."""
+    return len(next(iter(buffer[1].values())))
 
 
 def created_time(manifest: dict[str, Any]) -> float | None:
@@ -161,12 +169,13 @@ class ModelMonitor:
         self.lock = threading.Lock()
         self.skipped = 0  # closed windows not drift-tested: a later one closed in the same tick
         # Rows of inputs and outputs a window keeps (its first ones beyond it): at most
-        # MAX_WINDOW_BYTES, at least min_rows.
-        row_bytes = sum(_row_bytes(spec) for spec in (*served.inputs.values(),
+        # MAX_WINDOW_BYTES, at least min_rows; a buffer starts at the window's rows, or fewer.
+        # The model's signature (batch axis first), as the buffers: `served.inputs` has none,
+        # and counted the first axis of a row only.
+        row_bytes = sum(_row_bytes(spec) for spec in (*served.model.inputs.values(),
                                                       *served.outputs.values()))  # fmt: skip
-        self.keep_rows = max(
-            self.min_rows, min(self.rows_per_window, MAX_WINDOW_BYTES // max(row_bytes, 1))
-        )
+        self.max_rows = max(self.min_rows, MAX_WINDOW_BYTES // max(row_bytes, 1))
+        self.keep_rows = min(self.rows_per_window, self.max_rows)
         self.window = 0  # the open window's index
         self._rows = 0  # rows in the open window
         self._opened = time.monotonic(), time.time()
@@ -175,7 +184,7 @@ class ModelMonitor:
         # are freed at once and their memory reused while still in cache; keeping references
         # to every batch cost the event loop about 5 µs a request).
         self._free: list[tuple[dict, dict]] = []
-        self._buffer = self._new_buffer()
+        self._buffer = self._new_buffer(self.keep_rows)
         self._filled = 0  # rows copied into the open window's buffer
         self._closed: dict[int, tuple] = {}  # index -> buffer, rows copied, (start, end, why, rows)
         self.last: dict[str, Any] | None = None  # the last closed window's results
@@ -214,9 +223,12 @@ class ModelMonitor:
         with self.lock:
             if self._rows >= self.rows_per_window:
                 self._close("rows")
-            take = min(rows, self.keep_rows - self._filled)
+            # All of the batch: rows past the window's were dropped, and never tested.
+            take = min(rows, self.max_rows - self._filled)
             if take > 0:
                 end = self._filled + take
+                if end > _length(self._buffer):  # a batch past the window's rows
+                    self._grow(end)
                 kept_inputs, kept_outputs = self._buffer
                 for name, array in inputs.items():
                     kept_inputs[name][self._filled : end] = array[:take]
@@ -233,12 +245,21 @@ class ModelMonitor:
             with self.lock:
                 self.predictions.record(request_id, outputs[self.label_output], self.window)
 
-    def _new_buffer(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-        """Arrays for one window's rows: (inputs, outputs) by name, `keep_rows` rows each."""
+    def _new_buffer(self, rows: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Arrays for one window's rows: (inputs, outputs) by name, `rows` rows each."""
         return tuple(
-            {k: np.empty((self.keep_rows, *v["shape"][1:]), v["dtype"]) for k, v in sig.items()}
+            {k: np.empty((rows, *v["shape"][1:]), v["dtype"]) for k, v in sig.items()}
             for sig in (self.served.model.inputs, self.served.outputs)
         )  # type: ignore[return-value]
+
+    def _grow(self, rows: int) -> None:
+        """The open window's buffer, with room for at least `rows` rows (at most `max_rows`);
+        the rows copied so far kept. Rare: a grown buffer is reused by later windows."""
+        bigger = self._new_buffer(min(self.max_rows, max(rows, 2 * _length(self._buffer))))
+        for old, new in zip(self._buffer, bigger, strict=True):
+            for name, array in old.items():
+                new[name][: self._filled] = array[: self._filled]
+        self._buffer = bigger
 
     def _close(self, why: str) -> None:
         """Closes the open window (under the lock): the next batch opens the next one."""
@@ -246,7 +267,7 @@ class ModelMonitor:
         self._opened = time.monotonic(), time.time()
         bounds = (start, self._opened[1], why, self._rows)
         self._closed[self.window] = (self._buffer, self._filled, bounds)
-        self._buffer = self._free.pop() if self._free else self._new_buffer()
+        self._buffer = self._free.pop() if self._free else self._new_buffer(self.keep_rows)
         self._filled = 0
         self.window += 1
         self._rows = 0
@@ -321,7 +342,8 @@ class ModelMonitor:
             "window": {
                 "index": index,
                 "rows": served,
-                "sampled_rows": rows,  # fewer than rows beyond MAX_WINDOW_BYTES
+                "sampled_rows": rows,  # the rows tested: all but beyond MAX_WINDOW_BYTES
+                "capped_by_memory": rows < served,
                 "start": start,
                 "end": end,
                 "closed_by": why,
