@@ -1010,8 +1010,50 @@ def to_json(config: ml_collections.ConfigDict) -> str:
 
 
 def read(workdir: str) -> ml_collections.ConfigDict:
-    """A run's resolved config from `workdir/config.json`. Keys added to ann since the run was
-    written take their defaults, so older runs still restore and export."""
+    """A run's resolved config from `workdir/config.json`: its record, as the fresh start wrote
+    it (what a rerun compares with). Keys added to ann since the run was written take their
+    defaults, so older runs still restore and export. Readers of the trained run (report,
+    export, generate, restore) want `latest`."""
+    return from_values(_record_values(workdir))
+
+
+def latest(workdir: str) -> ml_collections.ConfigDict:
+    """The config `workdir`'s run was last trained with: config.json plus the changes in the
+    last line of config_changes.jsonl (`report.*`, `calibration`, lengths, ...), which a rerun
+    records there and not in config.json."""
+    return from_values(with_changes(_record_values(workdir), last_changes(workdir) or {}))
+
+
+CONFIG_CHANGES = "config_changes.jsonl"  # appended by ann.train.resume.record
+
+
+def last_changes(workdir: str) -> dict[str, list] | None:
+    """The last line's changes from config.json ({key: [old, new]}), None where none is
+    recorded (or the file is unreadable: the record alone then stands)."""
+    try:
+        with open(os.path.join(workdir, CONFIG_CHANGES)) as f:
+            lines = [json.loads(line) for line in f if line.strip()]
+    except (OSError, ValueError):
+        return None
+    return lines[-1].get("changes") if lines else None
+
+
+def with_changes(values: dict[str, Any], changes: Mapping[str, Sequence]) -> dict[str, Any]:
+    """`values` (a config's JSON values, changed in place and returned) with each dotted key set
+    to its new value; a key the new config lacks ("<unset>") is removed."""
+    for key, (_, new) in changes.items():
+        *parents, leaf = key.split(".")
+        node = values
+        for part in parents:
+            node = node.setdefault(part, {})
+        if new == _UNSET:
+            node.pop(leaf, None)
+        else:
+            node[leaf] = new
+    return values
+
+
+def _record_values(workdir: str) -> dict[str, Any]:
     path = file_in(workdir)
     with open(path) as f:
         text = f.read()
@@ -1025,7 +1067,7 @@ def read(workdir: str) -> ml_collections.ConfigDict:
         ) from e
     if not isinstance(values, dict):
         raise ConfigError(f"{path} holds {type(values).__name__}, not a config's JSON object")
-    return from_values(values)
+    return values
 
 
 def from_values(values: dict[str, Any]) -> ml_collections.ConfigDict:

@@ -554,7 +554,7 @@ def check_flags(
         from ann.calibrate import calibratable
         from ann.train.build import make_experiment
 
-        config = config_lib.read(workdir)
+        config = config_lib.latest(workdir)
         if not calibratable(make_experiment(config)):
             raise cli.FlagError(
                 f"--calibration=temperature: experiment {config.experiment!r} has no class "

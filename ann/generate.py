@@ -62,7 +62,7 @@ def check_flags(f: flags.FlagValues) -> str:
         if not low <= f[name].value < high:
             raise cli.FlagError(f"--{name}={f[name].value} must be {allowed}")
     cli.check_trained_run(f.workdir, f.step)
-    experiment = config_lib.read(f.workdir).experiment
+    experiment = config_lib.latest(f.workdir).experiment
     own = {"language_modelling": LM_FLAGS, "seq2seq": SEQ2SEQ_FLAGS}.get(experiment)
     if own is None:
         raise cli.FlagError(

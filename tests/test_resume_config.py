@@ -225,3 +225,18 @@ def test_only_process_0_reports_and_records_the_changes(tmp_path, caplog, monkey
     assert "init_from: '' -> 'runs/b' (read at a fresh start only: no effect on a resume)" in (
         caplog.text
     ), caplog.text
+
+
+def test_readers_of_a_run_get_the_config_its_last_rerun_recorded(trained, tmp_path):
+    # A rerun's report.* and calibration changes go to config_changes.jsonl, not config.json:
+    # ann report and ann export read config.json alone, and still sliced and calibrated as the
+    # fresh start had said.
+    workdir = copy_run(trained, tmp_path)
+    config = tiny(total_steps=10, calibration="none", **{"optimizer.schedule": "warmup_cosine"})
+    config.report.slices = ("label",)
+    train_and_evaluate(config, str(workdir))
+    assert config_lib.read(str(workdir)).calibration == "temperature"  # the record stays
+    latest = config_lib.latest(str(workdir))
+    assert (latest.calibration, tuple(latest.report.slices)) == ("none", ("label",))
+    *_, restored = build.restore_model(str(workdir), "latest")  # what report and export use
+    assert (restored.calibration, tuple(restored.report.slices)) == ("none", ("label",))

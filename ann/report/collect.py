@@ -53,7 +53,7 @@ def from_workdir(workdir: str, step: int | str = "best") -> Source:
     from ann.report.tasks import check_experiment
     from ann.train.build import restore_model
 
-    check_experiment(config_lib.read(workdir).experiment)  # before a checkpoint is restored
+    check_experiment(config_lib.latest(workdir).experiment)  # before a checkpoint is restored
     experiment, model, step, config = restore_model(workdir, step)
     graphdef, state = nnx.split(model)
     has_logits = callable(getattr(experiment, "logits", None))

@@ -144,10 +144,11 @@ def build(
 def restore_model(
     workdir: str, step: int | str = "best"
 ) -> tuple[Experiment, nnx.Module, int, ml_collections.ConfigDict]:
-    """A trained run's model in eval mode, from `workdir/config.json` and a checkpoint:
-    `step` is "best", "latest" or a step number. Returns (experiment, model, step, config).
-    Raises ConfigError (config.json) or CheckpointError (no such step, a damaged one)."""
-    config = config_lib.read(workdir)
+    """A trained run's model in eval mode, from its latest config (`config_lib.latest`: a
+    rerun's changes included) and a checkpoint: `step` is "best", "latest" or a step number.
+    Returns (experiment, model, step, config). Raises ConfigError (config.json) or
+    CheckpointError (no such step, a damaged one)."""
+    config = config_lib.latest(workdir)  # with a rerun's report/calibration changes
     setup = build(config, make_experiment(config), for_training=False)
     checkpoints = Checkpoints(
         workdir, config.max_to_keep, config.best_metric, config.best_mode, create=False

@@ -24,8 +24,7 @@ from ann import config as config_lib
 from ann import directory_kind
 from ann.train import build, optimizers, transfer
 
-CONFIG_CHANGES = "config_changes.jsonl"
-UNSET = "<unset>"  # how ann.config.diff shows a key one config lacks
+CONFIG_CHANGES = config_lib.CONFIG_CHANGES
 
 
 def has_checkpoint(workdir: str) -> bool:
@@ -68,28 +67,12 @@ def init_from_spec(workdir: str, state: Any, skip: Sequence[str] = ()) -> str | 
     return None
 
 
-def _last_changes(workdir: str) -> dict[str, list] | None:
-    try:
-        with open(os.path.join(workdir, CONFIG_CHANGES)) as f:
-            lines = [json.loads(line) for line in f if line.strip()]
-    except (OSError, ValueError):
-        return None
-    return lines[-1].get("changes") if lines else None
-
-
 def previous(saved: ml_collections.ConfigDict, workdir: str) -> ml_collections.ConfigDict:
     """The config the run was last trained with: config.json with the last recorded changes."""
     values = json.loads(json.dumps(saved.to_dict(), default=str))
-    for key, (_, new) in (_last_changes(workdir) or {}).items():
-        *parents, leaf = key.split(".")
-        node = values
-        for part in parents:
-            node = node.setdefault(part, {})
-        if new == UNSET:
-            node.pop(leaf, None)
-        else:
-            node[leaf] = new
-    return ml_collections.ConfigDict(values)
+    return ml_collections.ConfigDict(
+        config_lib.with_changes(values, config_lib.last_changes(workdir) or {})
+    )
 
 
 def record(
@@ -135,7 +118,7 @@ def record(
                 after,
             )
     entry = {k: list(v) for k, v in changes.items()}
-    if entry == (_last_changes(workdir) or {}):
+    if entry == (config_lib.last_changes(workdir) or {}):
         return  # the same config as the last run: nothing new to record
     line = {"step": step, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "changes": entry}
     with open(os.path.join(workdir, CONFIG_CHANGES), "a") as f:
