@@ -727,28 +727,40 @@ def check_length(total_steps: int, step: int, workdir: str) -> None:
         )
 
 
-def check_reached_length(config: ml_collections.ConfigDict, workdir: str) -> None:
-    """`check_length` against the newest step in `workdir/checkpoints/`, read from the
-    directory (no JAX), for a config whose length is `total_steps` (not num_epochs): a run
-    shortened below where it got is told so first, not about a key the shorter length then
-    puts out of range (`warmup_steps` 50 at total_steps 50), whose suggested fix would be
-    refused as a change to what is trained. Before both, a workdir trained with another config
-    (another experiment or model) is refused as `check_resume` refuses it: fixing the length
-    there only led to that refusal."""
+def check_reached_length(
+    config: ml_collections.ConfigDict, workdir: str, unchanged: Collection[str] = ()
+) -> None:
+    """Called where `validate` refused `config`: `check_length` against the newest step in
+    `workdir/checkpoints/`, read from the directory (no JAX), for a config whose length is
+    `total_steps` (not num_epochs) below that step and that is otherwise valid (`validate` at
+    the reached length passes): a run shortened below where it got is told so first, not about
+    a key the shorter length then puts out of range (`warmup_steps` 50 at total_steps 50),
+    whose suggested fix would be refused as a change to what is trained. Before it, a workdir
+    trained with another config (another experiment or model) is refused as `check_resume`
+    refuses it: fixing the length there only led to that refusal. Any other refusal (a
+    misspelt key, a value out of range) is `validate`'s own: a comparison would call it a
+    change of config."""
     try:
         steps = [int(n) for n in os.listdir(os.path.join(workdir, "checkpoints")) if n.isdigit()]
     except OSError:
         return
-    if not steps:
+    if not steps or config.get("num_epochs") or not isinstance(config.get("total_steps"), int):
         return
+    if config.total_steps >= max(steps):
+        return  # the length is not what to fix
+    reached = config.copy_and_resolve_references()
+    reached.total_steps = max(steps)
+    try:
+        validate(reached, num_devices=None, unchanged=unchanged)
+    except ConfigError:
+        return  # wrong at any length: validate's own error is the one to act on
     try:
         saved = read(workdir)
     except (ConfigError, OSError):  # no record, or a damaged one: the start says so
         saved = None
     if saved is not None:
         check_resume(saved, config, workdir, init_from=None)
-    if not config.get("num_epochs") and isinstance(config.get("total_steps"), int):
-        check_length(config.total_steps, max(steps), workdir)
+    check_length(config.total_steps, max(steps), workdir)
 
 
 def fit_warmup(config: ml_collections.ConfigDict) -> None:

@@ -49,12 +49,11 @@ def main(argv: list[str]) -> None:
     cli.check_no_arguments(argv[1:])
     # JAX and the training code are imported once the flags and the config's keys are checked:
     # `--help` and a mistyped flag or key answer without them (0.3 s instead of 3 s).
+    unchanged = cli.unchanged_overrides(FLAGS)
     try:
-        config_lib.validate(
-            FLAGS.config, num_devices=None, unchanged=cli.unchanged_overrides(FLAGS)
-        )
-    except config_lib.ConfigError:
-        config_lib.check_reached_length(FLAGS.config, FLAGS.workdir)  # the first thing to fix
+        config_lib.validate(FLAGS.config, num_devices=None, unchanged=unchanged)
+    except config_lib.ConfigError:  # a run length below the step reached: the first to fix
+        config_lib.check_reached_length(FLAGS.config, FLAGS.workdir, unchanged)
         raise
     cli.check_out("workdir", FLAGS.workdir, may_hold="a training run")  # (ann.train.workdir)
     main_thread = threading.current_thread() is threading.main_thread()  # (handlers need it)

@@ -5,7 +5,7 @@ import logging
 import shutil
 
 import pytest
-from conftest import tiny
+from conftest import load_config, tiny
 
 from ann import config as config_lib
 from ann.config import ConfigError
@@ -200,6 +200,35 @@ def test_a_run_shortened_below_its_step_is_told_so_before_a_key_the_length_puts_
     assert str(e.value).endswith(
         f"use a new --workdir, or rerun with the values in {tmp_path / 'run'}/config.json"
     )
+
+
+@pytest.mark.parametrize(
+    "flag, error",
+    [
+        ("--config.optimizer.lerning_rate=0.1", "did you mean 'optimizer.learning_rate'?"),
+        ("--config.model.dropout=1.5", "config key 'model.dropout'"),
+        ("--config.total_step=900", "config key 'total_step' is unknown"),
+    ],
+)
+def test_a_misspelt_key_or_bad_value_in_a_trained_workdir_gets_its_own_error(tmp_path, flag, error):
+    # It was told "runs/x was trained with another config (total_step: '<unset>' -> 900)": the
+    # comparison with the record ran before the key's own check, which a new workdir gets.
+    import subprocess
+    import sys
+
+    from conftest import ROOT, one_line_error
+
+    workdir = tmp_path / "run"
+    (workdir / "checkpoints" / "150").mkdir(parents=True)
+    config_lib.write(load_config("digits_mlp"), str(workdir))
+    for length in ([], ["--config.total_steps=50"]):  # even where the length is below 150
+        result = subprocess.run(
+            [sys.executable, "-m", "ann.main", "--config=configs/digits_mlp.py",
+             f"--workdir={workdir}", flag, *length],
+            capture_output=True, text=True, cwd=ROOT, timeout=120,
+        )  # fmt: skip
+        line = one_line_error(result)
+        assert error in line and "trained with another config" not in line, line
 
 
 def test_only_process_0_reports_and_records_the_changes(tmp_path, caplog, monkeypatch):
