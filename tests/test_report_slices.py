@@ -385,3 +385,21 @@ def test_slices_for_an_experiment_without_slice_metrics_are_refused_before_train
     with pytest.raises(ConfigError, match="experiment 'language_modelling' has no slice metrics"):
         train_and_evaluate(config, str(tmp_path / "run"))
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("slices", [("label",), ()])
+def test_a_bound_of_the_other_direction_is_refused_before_training(tmp_path, slices):
+    # report.slice_max (an error's bound) on a classification run (headline accuracy): ann
+    # train accepted it, and ann report then refused the trained run.
+    from conftest import tiny
+
+    from ann.train.loop import train_and_evaluate
+
+    config = tiny("digits_mlp", **{"report.slices": slices, "report.slice_max": 0.2})
+    with pytest.raises(ConfigError) as e:
+        train_and_evaluate(config, str(tmp_path / "run"))
+    assert str(e.value) == (
+        "config key 'report.slice_max' bounds an error, but this task's headline 'accuracy' is "
+        "a score: set report.slice_min instead"
+    )
+    assert not (tmp_path / "run").exists()

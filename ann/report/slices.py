@@ -22,11 +22,10 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from ann.config import ConfigError
 from ann.report import slice_spec, task_metrics
 from ann.report.predictions import Predictions
 from ann.report.sections import Section
-from ann.report.slicing import assign, check_experiment
+from ann.report.slicing import assign, check_bound, check_experiment
 
 CI_LEVEL = 0.95  # the slices' interval: `ci95` in report.json
 
@@ -112,16 +111,10 @@ def _gap_and_flags(
         best, worst = ranked[0], ranked[-1]
         value = abs(best["metrics"][headline] - worst["metrics"][headline])
         gap = {"best": best["name"], "worst": worst["name"], "value": value}
+    check_bound(preds.config, headline, higher)  # as ann train checked it before step 0
     report = preds.config.get("report", {})
     key = "slice_min" if higher else "slice_max"
     bound = float(report.get(key, 0.0) or 0.0)
-    other = "slice_max" if higher else "slice_min"
-    if float(report.get(other, 0.0) or 0.0):
-        kind = "an error" if higher else "a score"
-        raise ConfigError(
-            f"config key 'report.{other}' bounds {kind}, but this task's headline {headline!r} "
-            f"is {'a score' if higher else 'an error'}: set report.{key} instead"
-        )
     flagged = []
     if bound:
         flagged = [

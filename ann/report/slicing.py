@@ -1,6 +1,7 @@
 """Which slice of a `report.slices` entry each row falls in (`assign`), and the check that
-the entries can cut a data set (`check`, which `ann train` runs before step 0). NumPy only, and
-no import of the report's collection or the training code: `ann.train.build` imports this.
+the entries can cut a data set and the bound fits the headline (`check`, which `ann train` runs
+before step 0). NumPy only, and no import of the report's collection or the training code:
+`ann.train.build` imports this.
 `preds` here is anything with the `ann.report.predictions.Predictions` fields read: `split`,
 `rows`, `experiment`, `config`."""
 
@@ -110,14 +111,32 @@ CHECK_ROWS = 1_000  # rows of the train split `check` cuts (the report cuts a wh
 
 def check_experiment(config: Any) -> None:
     """Raises ConfigError when `config.report.slices` is set for an experiment without slice
-    metrics (`ann.report.task_metrics.HEADLINES`: a language model's has none)."""
-    from ann.report import task_metrics  # sklearn: only where slices are asked for
+    metrics (`ann.report.task_metrics.HEADLINES`: a language model's has none), or the bound
+    set does not fit the direction of the experiment's headline (`check_bound`)."""
+    from ann.report import task_metrics  # sklearn: only where slices or a bound are asked for
 
-    if config.report.slices and config.experiment not in task_metrics.HEADLINES:
+    known = task_metrics.HEADLINES.get(config.experiment)
+    if config.report.slices and known is None:
         tasks = ", ".join(task_metrics.HEADLINES)
         raise ConfigError(
             f"config key 'report.slices': experiment {config.experiment!r} has no slice "
             f"metrics (those of {tasks} have); set --config.report.slices='()'"
+        )
+    if known is not None:
+        check_bound(config, known[1], known[2])
+
+
+def check_bound(config: Any, headline: str, higher: bool) -> None:
+    """Raises ConfigError when `config.report` sets the bound of the other direction than
+    `headline`'s: `slice_max` (an error's) for a score (`higher` is better), `slice_min` for an
+    error. `ann train` checks it before step 0 (`check`), the report per headline."""
+    report = config.get("report", {})
+    key, other = ("slice_min", "slice_max") if higher else ("slice_max", "slice_min")
+    if float(report.get(other, 0.0) or 0.0):
+        raise ConfigError(
+            f"config key 'report.{other}' bounds {'an error' if higher else 'a score'}, but this "
+            f"task's headline {headline!r} is {'a score' if higher else 'an error'}: set "
+            f"report.{key} instead"
         )
 
 
@@ -126,11 +145,12 @@ def check(config: Any, experiment: Any, split: Any) -> None:
     `config.report.slices` is set for an experiment without slice metrics, or an entry cannot
     cut `split` (an `ann.data` Split: its fields and shapes) for this experiment: `ann train`
     checks before step 0, where the report found it only once the run was trained, and a run's
-    config cannot be changed there."""
+    config cannot be changed there. A bound of the wrong direction is refused with or without
+    entries (`check_bound`)."""
+    check_experiment(config)
     entries = list(config.report.slices)
     if not entries:
         return
-    check_experiment(config)
     rows = split.rows(np.arange(min(len(split), CHECK_ROWS)))
     preds = types.SimpleNamespace(
         split=split.split, rows=rows, experiment=experiment, config=config

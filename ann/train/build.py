@@ -106,7 +106,8 @@ def build(
 
     experiment_lib.call(experiment, "setup", train_split)
     experiment_lib.check_inputs(experiment, train_split)
-    if config.report.slices:
+    report = config.report
+    if report.slices or report.slice_min or report.slice_max:  # else nothing to check (sklearn)
         from ann.report import slicing
 
         slicing.check(config, experiment, train_split)
