@@ -358,3 +358,28 @@ def test_inputs_that_are_not_the_data_sets_are_one_line_before_training(
         train_and_evaluate(config, str(tmp_path / "run"))
     assert str(e.value) == message
     assert not (tmp_path / "run").exists()
+
+
+def test_a_report_of_an_export_says_no_softmax_for_a_model_without_class_logits(trained):
+    # A regression export's report said "serves softmax(logits) (calibration: none)" and
+    # recorded model.calibration {"method": null, ...}: "an export made before calibration".
+    from ann.calibrate import calibratable
+    from ann.report import collect, write
+
+    name, _, _, export_dir, manifest = trained
+    if name not in ("classification", "regression"):
+        pytest.skip("one task with class logits and one without")
+    source = collect.from_model(str(export_dir))
+    report = {
+        "model": source.identity,
+        "prediction_variance": {"max_abs_diff": 0.0, "runs": 2, "rows": 1},
+        "data": {"name": "d", "splits": {}},
+        "experiment": name,
+    }
+    said = "\n".join(write.header(report))
+    if calibratable(source.experiment):
+        assert source.identity["calibration"]["method"] == manifest["calibration"]["method"]
+        assert "serves softmax(logits" in said
+    else:
+        assert name == "regression" and "calibration" not in source.identity
+        assert "softmax" not in said and "calibration" not in said
