@@ -607,3 +607,28 @@ def test_the_header_says_what_an_export_serves():
         "serves softmax(logits / 1.27) (calibration: temperature, fitted on validation at export)"
     ]
     assert lines(None, kind="workdir") == []  # a checkpoint serves nothing
+
+
+def test_a_report_of_another_run_or_model_is_not_replaced(workdir_report, tmp_path):
+    # `ann report --workdir=runs/a --out=runs/b/report` silently replaced run b's report.
+    import shutil
+
+    from ann.cli import FlagError
+    from ann.report.write import check_out
+
+    workdir, out, report = workdir_report
+    other = shutil.copytree(workdir, tmp_path / "other")
+    before = (out / "report.json").read_bytes()
+    result = ann_report(f"--workdir={other}", f"--out={out}")
+    assert one_line_error(result) == (
+        f"error: --out={out} holds the report of run {workdir}, not of this one; choose another "
+        f"--out, or delete {out} to replace it"
+    )
+    assert (out / "report.json").read_bytes() == before
+    check_out(str(out), source={**report["model"], "step": 3})  # the same run: replaced
+    model = {"kind": "export", "name": "digits", "manifest_sha256": "ab" * 32}
+    with pytest.raises(FlagError, match=f"holds the report of run {workdir}, not of this one"):
+        check_out(str(out), source=model)
+    # A copied run's own WORKDIR/report (naming the run it was copied from) stays its own.
+    shutil.copytree(out, other / "report")
+    check_out(str(other / "report"), source={"kind": "workdir", "workdir": str(other)})

@@ -6,7 +6,8 @@ say; report.json, index.html (pictures inlined) and the PNGs.
     ann report --model=models:/digits@champion --split=test   # a registered model (or an export)
 
 Writes WORKDIR/report (for --model: ./report-NAME-VERSION), or --out, replacing an earlier
-report there, and prints a short summary. report.json's schema: docs/report.md.
+report of the same run or model there (one of another is refused), and prints a short summary.
+report.json's schema: docs/report.md.
 """
 
 from __future__ import annotations
@@ -96,7 +97,9 @@ def main(argv: list[str]) -> None:
 
     if FLAGS.out:
         cli.check_out("out", FLAGS.out, report=True)  # before anything is restored
-        write.check_out(FLAGS.out)
+        # A run's report is checked before the run is restored; a model's once it is loaded.
+        run = {"kind": "workdir", "workdir": FLAGS.workdir} if FLAGS.workdir else None
+        write.check_out(FLAGS.out, source=run)
     if FLAGS.workdir is not None:
         step: int | str = int(FLAGS.step) if FLAGS.step.isdigit() else FLAGS.step
         cli.progress(f"restoring the {step} checkpoint of {FLAGS.workdir}")

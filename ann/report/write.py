@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from typing import Any
 
 from ann import atomic, directory_kind
@@ -36,11 +37,15 @@ def replace_directory(tmp: str, out: str) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def check_out(out: str, kind: str = "model report") -> None:
+def check_out(
+    out: str, kind: str = "model report", source: Mapping[str, Any] | None = None
+) -> None:
     """Raises FlagError unless `out` is new, empty, or an earlier report of the same `kind`
     (holds report.json): "model report" (`ann report`) or "drift report" (`ann monitor
     drift`), which share the file name and would replace each other, with no file a report
-    does not write (replacing the directory would delete it)."""
+    does not write (replacing the directory would delete it). With `source` (a model report's
+    `model` identity, `collect.Source.identity`), an earlier report must be of the same run
+    or model (`_check_same_source`)."""
     from ann.cli import FlagError
 
     if os.path.exists(out) and not (
@@ -60,6 +65,8 @@ def check_out(out: str, kind: str = "model report") -> None:
             f"--out={out} holds files a report does not write ({listed}), and a new report "
             "replaces the directory whole; move them out, or choose another --out"
         )
+    if found == "model report" and source is not None:
+        _check_same_source(out, source)
 
 
 def _listing(path: str) -> list[str]:
@@ -72,6 +79,40 @@ def _listing(path: str) -> list[str]:
 def _written_by_a_report(name: str) -> bool:
     """Whether a report (ann report's, a drift report) writes a file of this name."""
     return name in (REPORT, "index.html") or name.endswith(".png")
+
+
+def _made_from(identity: Mapping[str, Any]) -> tuple[str, Any]:
+    """What a report is of, from its `model` identity: a run (its workdir, at any step), or an
+    exported model (its manifest's sha256: the export and its registry versions alike)."""
+    if identity.get("kind") == "workdir":
+        return "run", os.path.realpath(str(identity.get("workdir")))
+    return "model", identity.get("manifest_sha256")
+
+
+def _check_same_source(out: str, source: Mapping[str, Any]) -> None:
+    """Raises FlagError when the report at `out` was made from another run or model than
+    `source`: replacing it lost that report without a word. A run's own WORKDIR/report is its
+    own even when the run was copied from another workdir (the report then names that)."""
+    from ann.cli import FlagError
+
+    try:
+        with open(os.path.join(out, REPORT), "rb") as f:
+            made = json.loads(f.read()).get("model")
+    except (OSError, ValueError, AttributeError):
+        return
+    if not isinstance(made, dict) or _made_from(made) == _made_from(source):
+        return
+    own = os.path.join(str(source.get("workdir")), "report")
+    if source.get("kind") == "workdir" and os.path.realpath(out) == os.path.realpath(own):
+        return
+    if made.get("kind") == "workdir":
+        what = f"run {made.get('workdir')}"
+    else:
+        what = f"model {made.get('name')} (manifest sha256 {str(made.get('manifest_sha256'))[:12]})"
+    raise FlagError(
+        f"--out={out} holds the report of {what}, not of this one; choose another --out, or "
+        f"delete {out} to replace it"
+    )
 
 
 def _report_kind(path: str) -> str | None:
@@ -126,7 +167,7 @@ def write_report(source: collect.Source, splits: list[str], out: str) -> dict[st
     writes `out`/report.json, index.html and the PNGs (into a temporary sibling first, then
     renamed into place: nothing half-written). Returns the report.json contents."""
     out = os.path.abspath(out)
-    check_out(out)
+    check_out(out, source=source.identity)  # a report of another run or model is kept
     config = source.config
     parent = os.path.dirname(out)
     os.makedirs(parent, exist_ok=True)
