@@ -740,9 +740,7 @@ def _inside(path: str, out: bool = False) -> str | None:
     if found is None:
         return None
     kind, parent = found
-    # checkpoints/, checkpoints_best/, checkpoints_damaged/: Orbax's and the resume's own
-    first = os.path.relpath(os.path.abspath(path), parent).split(os.sep)[0]
-    if out and kind == directory_kind.RUN and not first.startswith("checkpoints"):
+    if out and kind == directory_kind.RUN and directory_kind.run_managed(path, parent) is None:
         return None
     return f"{directory_kind.NAMES[kind]} at {parent}"
 

@@ -96,23 +96,33 @@ def described(kind: str) -> str:
     return f"{NAMES[kind]} ({MARKERS[kind]})"
 
 
+def listing(path: str) -> list[str]:
+    """The entries of the directory `path`, sorted; [] when it is missing, a file, or cannot be
+    listed."""
+    try:
+        return sorted(os.listdir(path))
+    except OSError:
+        return []
+
+
 def runs_in(path: str) -> list[str]:
     """The entries of the directory `path` (sorted, the first MAX_ENTRIES) that are training
     runs or directories with runs one level down; [] when there are none or `path` cannot be
     listed."""
-    try:
-        entries = sorted(os.listdir(path))[:MAX_ENTRIES]
-    except OSError:
-        return []
-    return [e for e in entries if _holds_runs(os.path.join(path, e))]
+    return [e for e in listing(path)[:MAX_ENTRIES] if _holds_runs(os.path.join(path, e))]
 
 
 def _holds_runs(path: str) -> bool:
     """Whether `path` is a run, or a directory of them."""
     if _marked(path, MARKERS[RUN]):
         return True
-    try:
-        children = os.listdir(path)[:MAX_ENTRIES]
-    except OSError:
-        return False
+    children = listing(path)[:MAX_ENTRIES]
     return any(_marked(os.path.join(path, c), MARKERS[RUN]) for c in children)
+
+
+def run_managed(path: str, run: str) -> str | None:
+    """The directory of the run at `run` that `path` lies in when the run manages it (its
+    checkpoints/, checkpoints_best/, checkpoints_damaged/: Orbax's and the resume's own), else
+    None (its report/, or a folder of the user's, may hold other output)."""
+    first = os.path.relpath(os.path.abspath(path), run).split(os.sep)[0]
+    return os.path.join(run, first) if first.startswith("checkpoints") else None

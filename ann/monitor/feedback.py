@@ -375,12 +375,13 @@ def unjoined_warnings(
     unversioned path (`version`: the one that answered)."""
     said = []
     unknown, duplicate = unmatched.get("unknown", 0), unmatched.get("duplicate", 0)
-    others = [v for v in versions or [] if v != version]
+    versions = versions or []
+    others = [v for v in versions if v != version]
     if unknown and version is not None and others:
         # Each version keeps its own predictions: it blamed a restart or replicas.
         said.append(
             f"{unknown} of {sent} labels name request ids version {version} does not hold; the "
-            f"model serves versions {', '.join(versions or [])}, each joining labels only to "
+            f"model serves versions {', '.join(versions)}, each joining labels only to "
             f"its own requests: send the labels of another version's requests with "
             f"--version={others[0]}" + (" (or another)" if len(others) > 1 else "")
         )

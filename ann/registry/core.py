@@ -84,12 +84,8 @@ LIVE = "path != ''"  # the SQL condition for the versions that were not deleted
 def _entries(path: str) -> list[str]:
     """The entries of the directory `path` that a registry does not make itself (registry.db
     and its journals, artifacts/, a staged copy, a probe), sorted: [] when there are none."""
-    try:
-        names = os.listdir(path)
-    except (FileNotFoundError, NotADirectoryError):
-        return []
     own = ("registry.db", "artifacts", ".ann-")  # another register may be creating it now
-    return sorted(n for n in names if not n.startswith(own))
+    return [n for n in directory_kind.listing(path) if not n.startswith(own)]
 
 
 class RegistryError(ValueError):

@@ -118,21 +118,12 @@ def from_model(spec: str, registry: str | None = None) -> Source:
         "name": version.name if version else model.name,
         "version": version.version if version else None,
         "manifest_sha256": model.manifest_sha256,
-        # What the export serves: its manifest's calibration method and temperature, for a
-        # model with class logits only (a regression's `prediction` has no softmax to scale).
-        **(
-            {
-                "calibration": {
-                    "method": (model.manifest.get("calibration") or {}).get("method"),
-                    "temperature": temperature,
-                }
-            }
-            if has_logits
-            else {}
-        ),
         "workdir": model.manifest.get("source", {}).get("workdir"),
         "step": model.manifest.get("source", {}).get("step"),
     }
+    if has_logits:  # what the export serves; a regression's `prediction` has no softmax
+        method = (model.manifest.get("calibration") or {}).get("method")
+        identity["calibration"] = {"method": method, "temperature": temperature}
     return Source(identity, experiment, config, predict_batch, batch_size)
 
 

@@ -58,7 +58,7 @@ def check_out(
     if found is not None and found != kind:
         raise FlagError(f"--out={out} holds a {found} ({REPORT}); choose another --out")
     # The directory is replaced whole: a file put beside an earlier report went with it.
-    others = sorted(n for n in _listing(out) if not _written_by_a_report(n))
+    others = [n for n in directory_kind.listing(out) if not _written_by_a_report(n)]
     if others:
         listed = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
         raise FlagError(
@@ -67,13 +67,6 @@ def check_out(
         )
     if found == "model report" and source is not None:
         _check_same_source(out, source)
-
-
-def _listing(path: str) -> list[str]:
-    try:
-        return os.listdir(path)
-    except (FileNotFoundError, NotADirectoryError):
-        return []
 
 
 def _written_by_a_report(name: str) -> bool:

@@ -99,6 +99,10 @@ def public_source(source: dict[str, Any] | None) -> dict[str, Any] | None:
 EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics", "model_configuration"]
 
 
+# Why nothing can answer, and the fix: the readiness reply's and an infer's 404 alike.
+NONE_SERVED = "(every model was unloaded); load one with POST /v2/repository/models/NAME/load"
+
+
 class TrafficPolicy(Protocol):
     """Chooses the version that answers a request naming no version."""
 
@@ -172,10 +176,7 @@ class DataPlane:
             self._loading(name, version)
             said = f"expected one of {protocol.names(self.models)}, got {protocol.short(name)}"
             if not self.models:
-                said = (
-                    f"got {protocol.short(name)}, but none is served (every model was unloaded); "
-                    "load one with POST /v2/repository/models/NAME/load"
-                )
+                said = f"got {protocol.short(name)}, but none is served {NONE_SERVED}"
             raise ServeError(404, f"model: {said}", "model")
         if version is None:
             return self.policy.choose(name, versions)
@@ -206,8 +207,8 @@ class DataPlane:
     @property
     def ready(self) -> bool:
         """Some model served, every model compiled, and the server not draining. Not ready with
-        every model unloaded: a readiness probe would send traffic that can only get 404
-        (Triton answers ready there; a pod with nothing to serve should leave the pool)."""
+        every model unloaded: a readiness probe would send traffic that can only get 404 (a pod
+        with nothing to serve should leave the pool)."""
         models = self.all_models()
         return not self.draining and bool(models) and all(m.ready for m in models)
 
@@ -220,10 +221,7 @@ class DataPlane:
         if self.compile_error:
             reply["error"] = f"compiling failed: {self.compile_error}"
         elif not self.models:
-            reply["error"] = (
-                "server: no model is served (every model was unloaded); load one with POST "
-                "/v2/repository/models/NAME/load"
-            )
+            reply["error"] = f"server: no model is served {NONE_SERVED}"
         return reply
 
     def server_metadata(self) -> dict[str, Any]:

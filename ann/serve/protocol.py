@@ -794,7 +794,7 @@ def _wanted_outputs(
     request: dict[str, Any], outputs: Mapping[str, Any], all_binary: bool
 ) -> tuple[list[str], frozenset[str]]:
     """(output names to return, those to return binary): every output unless `outputs` names
-    some (an empty list names none: every output, as Triton answers it); binary as the
+    some (an empty list names none: every output, as when it is absent); binary as the
     output's own `binary_data` says, else as `all_binary` (`parameters.binary_data_output`)
     does (Triton's precedence: an output's `binary_data: false` under `binary_data_output:
     true` came back binary). An output named twice is refused (it came back once)."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import os
 import queue
 import random
 import threading
@@ -36,7 +37,10 @@ def _end_torn_line(path: str) -> None:
     on a line of its own, only the torn record is lost."""
     try:
         with open(path, "rb+") as f:
-            if f.seek(0, 2) and (f.seek(-1, 2), f.read(1))[1] != b"\n":
+            if f.seek(0, os.SEEK_END) == 0:
+                return
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
                 f.write(b"\n")
     except FileNotFoundError:
         pass

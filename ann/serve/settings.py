@@ -272,16 +272,14 @@ class Settings:
                 f"--request_log={self.request_log}: is inside {directory_kind.NAMES[found[0]]} "
                 f"at {found[1]}, whose files are fixed; give a path outside it"
             )
-        if found and found[0] == directory_kind.RUN:
-            # checkpoints/, checkpoints_best/, checkpoints_damaged/: Orbax's and the resume's own
-            # (as `ann.cli._inside` refuses an --out there).
-            first = os.path.relpath(path, found[1]).split(os.sep)[0]
-            if first.startswith("checkpoints"):
-                return (
-                    f"--request_log={self.request_log}: is inside the checkpoints of the "
-                    f"training run at {found[1]}, which the run manages; give a path outside "
-                    f"{os.path.join(found[1], first)}"
-                )
+        managed = (
+            found and found[0] == directory_kind.RUN and directory_kind.run_managed(path, found[1])
+        )  # as `ann.cli.check_out` refuses an --out there
+        if managed:
+            return (
+                f"--request_log={self.request_log}: is inside the checkpoints of the training "
+                f"run at {found[1]}, which the run manages; give a path outside {managed}"
+            )
         if (report := directory_kind.report_above(path)) is not None:  # as every --out
             return (
                 f"--request_log={self.request_log}: is inside the report at {report}, which its "

@@ -129,6 +129,7 @@ def sweep(argv: list[str]) -> None:
         config_flags.get_override_values(FLAGS["config"]),
     )
     metric, mode = objective(definition)
+    keep_best_by(definition, metric, mode)
     results.check_same_sweep(FLAGS.workdir, FLAGS.search, definition.fixed, (metric, mode))
     if FLAGS.emit or FLAGS.dry_run:
         emit_grid(definition, metric, mode)
@@ -212,7 +213,6 @@ def objective(definition: definition_lib.Definition) -> tuple[str, str]:
         )
     if FLAGS.mode:  # ranked by the worst trial: the config's own mode is checked with it
         check_mode("--metric", metric, "--mode", mode, "--mode")
-    keep_best_by(definition, metric, mode)
     return metric, mode
 
 
