@@ -297,6 +297,18 @@ def test_the_objective_must_be_a_validation_metric(tmp_path):
         "error: --config.best_metric=val/accuracy keeps each trial's best checkpoint by another "
         "metric than the sweep ranks by (--metric=val/loss); drop one of them"
     )
+    # A fixed best_mode against --mode was dropped without a word; a best_metric that agrees
+    # was refused, checked against the config's own mode (a fresh-user trial).
+    against = sweep_cli(f"--config={path}", f"--workdir={workdir}", "--metric=val/loss",
+                        "--mode=min", "--config.best_mode=max", "--dry_run")  # fmt: skip
+    assert against.stderr.strip().splitlines()[-1] == (
+        "error: --config.best_mode=max keeps each trial's best checkpoint by another mode than "
+        "the sweep ranks by (--mode=min); drop one of them"
+    )
+    agrees = sweep_cli(f"--config={path}", f"--workdir={workdir}", "--metric=val/loss",
+                       "--mode=min", "--config.best_metric=val/loss", "--dry_run")  # fmt: skip
+    assert agrees.returncode == 0, agrees.stderr
+    assert "--config.best_metric=val/loss --config.best_mode=min" in agrees.stdout
     # A typo of it: asked for a --mode, then, with one, refused once a trial had run.
     typo = sweep_cli(f"--config={path}", f"--workdir={workdir}", "--metric=val/acc", "--dry_run")
     assert (

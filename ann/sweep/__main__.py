@@ -124,10 +124,9 @@ def sweep(argv: list[str]) -> None:
     check_cluster_flags()
     if FLAGS.metric:  # before loading the definition, which imports JAX (seconds)
         check_selection_metric("--metric", FLAGS.metric)
-    definition = definition_lib.load(
-        config_flags.get_config_filename(FLAGS["config"]),
-        config_flags.get_override_values(FLAGS["config"]),
-    )
+    fixed = config_flags.get_override_values(FLAGS["config"])
+    check_fixed_objective(fixed)
+    definition = definition_lib.load(config_flags.get_config_filename(FLAGS["config"]), fixed)
     metric, mode = objective(definition)
     keep_best_by(definition, metric, mode)
     results.check_same_sweep(FLAGS.workdir, FLAGS.search, definition.fixed, (metric, mode))
@@ -216,22 +215,35 @@ def objective(definition: definition_lib.Definition) -> tuple[str, str]:
     return metric, mode
 
 
+def check_fixed_objective(fixed: dict) -> None:
+    """Before the definition is loaded (and its config checked): a `--config.best_metric` or
+    `--config.best_mode` fixed on the command line must be the sweep's `--metric`/`--mode`
+    (SweepError otherwise: one was refused, the other silently replaced), and a best_metric
+    given with them takes the sweep's mode (it was checked against the config's own, and a
+    `--metric=val/loss --mode=min --config.best_metric=val/loss` refused as keeping the worst)."""
+    if not (FLAGS.metric and FLAGS.mode):
+        return  # the objective is the config's own best_metric and mode (`objective`)
+    for key, flag, value in (("best_metric", "metric", FLAGS.metric),
+                             ("best_mode", "mode", FLAGS.mode)):  # fmt: skip
+        given = fixed.get(key)
+        if given is not None and given != value:
+            raise SweepError(
+                f"--config.{key}={given} keeps each trial's best checkpoint by another "
+                f"{flag} than the sweep ranks by (--{flag}={value}); drop one of them"
+            )
+    if "best_metric" in fixed:
+        fixed.setdefault("best_mode", FLAGS.mode)
+
+
 def keep_best_by(definition: definition_lib.Definition, metric: str, mode: str) -> None:
     """Makes the trials keep their best checkpoint by the sweep's metric: ranked by val/loss,
     a trial kept the step of its config's best_metric (val/accuracy), which export and report
-    then took while results.md named another step. SweepError for a `--config.best_metric`
-    fixed on the command line that is not the sweep's metric."""
+    then took while results.md named another step (a conflicting fixed override was refused
+    by `check_fixed_objective`)."""
     base = definition.base
-    if (base.best_metric, base.best_mode) == (metric, mode):
-        return
-    given = definition.fixed.get("best_metric")
-    if given is not None and given != metric:
-        raise SweepError(
-            f"--config.best_metric={given} keeps each trial's best checkpoint by another metric "
-            f"than the sweep ranks by (--metric={metric}); drop one of them"
-        )
-    definition.fixed.update(best_metric=metric, best_mode=mode)
-    base.best_metric, base.best_mode = metric, mode
+    if (base.best_metric, base.best_mode) != (metric, mode):
+        definition.fixed.update(best_metric=metric, best_mode=mode)
+        base.best_metric, base.best_mode = metric, mode
 
 
 def emit_grid(definition: definition_lib.Definition, metric: str, mode: str) -> None:
