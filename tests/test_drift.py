@@ -420,6 +420,55 @@ def test_breast_cancer_feature_moved_by_one_std_is_found_in_50_rows(breast_cance
     assert mmd_found >= 4, mmd_found
 
 
+def test_a_multiple_testing_correction_stops_false_flags_and_keeps_a_moved_feature(
+    breast_cancer,
+):
+    # 30 features at p < 0.05 each: uncorrected, unmoved windows flag features (16 in 7 of 20
+    # windows when measured); Bonferroni bounds the family-wise error, BH / BY the false
+    # discovery rate, and a feature moved by one std in 50 rows is still found.
+    train, test = breast_cancer
+    ref = Reference({"features": train}, {}, TABLE, {})
+    std = train[:, 0].std()
+    for correction in drift.CORRECTIONS:
+        flagged, found = 0, 0
+        for seed in range(SEEDS):
+            window = _window(test, 50, seed)
+            same = ref.detect({"features": window}, {}, correction=correction)
+            flagged += any(f.drifted for f in same.features)
+            window[:, 0] += std
+            moved = ref.detect({"features": window}, {}, correction=correction)
+            found += moved.features[0].drifted
+            assert moved.correction == same.correction == correction
+        assert found >= SEEDS - 1, (correction, found)
+        if correction == "none":
+            assert flagged >= 3, flagged
+        else:
+            assert flagged <= SEEDS // 10, (correction, flagged)
+
+    features = [
+        drift.FeatureDrift("a", "ks", 0.5, 0.01, 0.05, True),
+        drift.FeatureDrift("b", "z", 2.0, 0.04, 0.05, True),
+        drift.FeatureDrift("c", "wasserstein", 0.3, None, 0.1, True),  # a distance: as it was
+        drift.FeatureDrift("d", "chisquare", 1.0, 0.5, 0.05, False),
+    ]
+    p = np.array([0.01, 0.04, 0.5])
+    for correction, adjusted in (
+        ("bonferroni", [0.03, 0.12, 1.0]),
+        ("fdr_bh", stats.false_discovery_control(p, method="bh")),
+        ("fdr_by", stats.false_discovery_control(p, method="by")),
+    ):
+        out = drift.correct(features, correction)
+        got = [f.p_adjusted for f in out if f.p_value is not None]
+        np.testing.assert_allclose(got, adjusted)
+        assert out[2] == features[2]  # the distance
+        assert [f.drifted for f in out] == [got[0] < 0.05, got[1] < 0.05, True, got[2] < 0.05]
+        assert out[0].strength == pytest.approx(math.log(got[0]) / math.log(0.05))
+    assert drift.correct(features, "none") is features
+    assert drift.format_p(0.01, None, 0.03) == "p=0.01 adjusted p=0.03"
+    with pytest.raises(ValueError, match="correction='holm' must be one of none, bonferroni"):
+        ref.detect({"features": test[:50]}, {}, correction="holm")
+
+
 def test_the_export_holds_a_checksummed_reference_sample(digits_export, tmp_path):
     _, out = digits_export
     model = artifact.load(str(out))
@@ -539,10 +588,16 @@ def test_monitor_drift_cli_writes_a_report_and_refuses_a_bad_log_in_one_line(
         assert (tmp_path / "moved" / name).read_bytes()[:4] == b"\x89PNG"
     assert "data:image/png;base64," in (tmp_path / "moved" / "index.html").read_text()
 
-    result = drift_cli(tmp_path / "same.jsonl", tmp_path / "same", "--nomultivariate")
+    result = drift_cli(
+        tmp_path / "same.jsonl", tmp_path / "same", "--nomultivariate", "--correction=fdr_bh"
+    )
     assert result.returncode == 0 and result.stdout.startswith("drift not detected: ")
+    assert " features drifted, fdr_bh-corrected (share " in result.stdout.splitlines()[0]
     same = json.loads((tmp_path / "same" / "report.json").read_text())["result"]
     assert same["share"] < 0.5 and same["state"] == "not_detected"
+    assert same["correction"] == "fdr_bh" and report["result"]["correction"] == "none"
+    tested = [f for f in same["features"] if f["p_value"] is not None]
+    assert tested and all(f["p_adjusted"] >= f["p_value"] for f in tested)
 
     # A log of another version only: its outputs were compared with this version's reference,
     # and the summary named this version as the one the requests went to, without a word.

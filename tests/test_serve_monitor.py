@@ -745,6 +745,32 @@ def test_drift_is_not_judged_on_too_few_rows_so_its_gauges_and_alert_cannot_fire
     assert drift_scores(text, model.name) == [] and bin_shares(text, model.name) == {}
 
 
+def test_monitor_correction_reaches_each_window_and_a_bad_choice_is_one_line(digits_export):
+    """--monitor_correction corrects a window's per-feature p-values (the verdicts and the
+    share read the corrected ones); a Settings(...) value outside a flag's choices was kept
+    (--monitor_multivariate=yes ran as off)."""
+    from ann.serve.metrics import Metrics
+    from ann.serve.monitoring import ModelMonitor
+
+    for name, value in (("monitor_correction", "holm"), ("monitor_multivariate", "yes")):
+        with pytest.raises(ValueError) as e:
+            Settings(**{name: value})
+        choices = "none, bonferroni, fdr_bh, fdr_by" if value == "holm" else "on, off"
+        assert str(e.value) == f"--{name}={value}: expected one of {choices}"
+    _, out = digits_export
+    model = artifact.load(str(out))
+    settings = Settings(monitor_correction="bonferroni")
+    monitor = ModelMonitor(ServedModel(model.name, "1", model, "test"), settings, Metrics(8))
+    monitor.rows_per_window = 30
+    x, _ = digits_rows()
+    monitor.record_batch({"image": x[:30]}, model({"image": x[:30]}), 30)
+    monitor.step()
+    drift = monitor.report()["drift"]
+    assert drift["correction"] == "bonferroni", drift
+    tested = [f for f in drift["features"] if f["p_value"] is not None]
+    assert tested and all(f["p_adjusted"] == min(1, f["p_value"] * len(tested)) for f in tested)
+
+
 def test_ctrl_c_stops_the_server_and_its_drift_process_without_a_traceback(digits_export):
     """A terminal's Ctrl-C sends SIGINT to the whole process group: the server drains and
     exits 0, and the drift process (spawned while the model compiled) ignores it rather than

@@ -28,6 +28,12 @@ DISTANCE_ROWS = 1_000  # Evidently's size above which (reference and window) dis
 # (Wasserstein, Jensen-Shannon) have no such rule and are noisy in windows of a hundred rows, so
 # they judge only windows and references both above 1,000 rows (README, Drift).
 MIN_ROWS = 25
+# Multiple-testing corrections of the per-feature p-values (`--correction`, `ann serve
+# --monitor_correction`): none (Evidently's: each feature at p < 0.05, so about 5% of unmoved
+# features are flagged in every window), Bonferroni (Dunn 1961: family-wise error <= 0.05),
+# Benjamini-Hochberg (1995) and Benjamini-Yekutieli (2001) false discovery rate; the names are
+# statsmodels' `multipletests` methods.
+CORRECTIONS = ("none", "bonferroni", "fdr_bh", "fdr_by")
 MIN_TEST_ROWS = 2  # the lowest --min_rows: the tests need 2 rows to run at all (MMD's pairs)
 # Drift states (`DriftResult.state`, report.json's result.state, /monitor's drift.state).
 STATES = ("detected", "not_detected", "too_few_rows")

@@ -158,6 +158,7 @@ class ModelMonitor:
         self.seconds = settings.monitor_window_seconds
         self.drift_min_rows = settings.monitor_min_rows  # fewer: drift not judged
         self.multivariate = settings.monitor_multivariate == "on"  # MMD over every input feature
+        self.correction = settings.monitor_correction  # of the per-feature p-values
         self.min_rows = min(max(TIME_WINDOW_ROWS, self.drift_min_rows), self.rows_per_window)
         self.label_output, self.probability_output = _class_outputs(served.outputs)
         names = served.outputs[self.label_output]["names"] if self.label_output else []
@@ -420,11 +421,11 @@ class ModelMonitor:
         self.prepare()
         if self.reference is None:
             return None
-        least, mmd = self.drift_min_rows, self.multivariate
+        tests = (self.drift_min_rows, self.multivariate, self.correction)
         if self._pool is None:
-            result, histograms = _window_drift(self.reference, inputs, outputs, least, mmd)
+            result, histograms = _window_drift(self.reference, inputs, outputs, *tests)
         else:  # the monitoring thread waits without the GIL; the tests hold another process's
-            future = self._pool.submit(_detect, self._key, inputs, outputs, least, mmd)
+            future = self._pool.submit(_detect, self._key, inputs, outputs, *tests)
             result, histograms = future.result()
         self._set_drift(result)
         self._set_histograms(histograms)
@@ -575,11 +576,14 @@ def _window_drift(
     outputs: dict[str, np.ndarray],
     min_rows: int,
     multivariate: bool = False,
+    correction: str = "none",
 ) -> tuple[Any, dict[str, tuple]]:
     """A window's `DriftResult` and the histograms of its top features (`Reference.detect`,
-    `Reference.histograms`; with the MMD test when `multivariate`); none for a window of fewer
-    than `min_rows` rows (not tested)."""
-    result = reference.detect(inputs, outputs, multivariate=multivariate, min_rows=min_rows)
+    `Reference.histograms`; with the MMD test when `multivariate`, the p-values corrected by
+    `correction`); none for a window of fewer than `min_rows` rows (not tested)."""
+    result = reference.detect(
+        inputs, outputs, multivariate=multivariate, min_rows=min_rows, correction=correction
+    )
     top = [f.feature for f in result.top(TOP_FEATURES)]
     return result, reference.histograms(inputs, top)
 
@@ -590,9 +594,10 @@ def _detect(
     outputs: dict[str, np.ndarray],
     min_rows: int,
     multivariate: bool = False,
+    correction: str = "none",
 ) -> tuple[Any, dict[str, tuple]]:
     """`_window_drift` in the drift process, against the reference it keeps for `key`."""
-    return _window_drift(_REFERENCES[key], inputs, outputs, min_rows, multivariate)
+    return _window_drift(_REFERENCES[key], inputs, outputs, min_rows, multivariate, correction)
 
 
 class Monitoring:

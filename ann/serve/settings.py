@@ -14,8 +14,8 @@ import re
 from typing import Any
 
 from ann import directory_kind
+from ann.monitor import CORRECTIONS, MIN_TEST_ROWS
 from ann.monitor import MIN_ROWS as DRIFT_MIN_ROWS
-from ann.monitor import MIN_TEST_ROWS
 
 
 def _flag(default: Any, help: str, kind: type | None = None, **extra: Any) -> Any:
@@ -125,6 +125,14 @@ class Settings:
         'process: ann_drift_score{feature="multivariate"} and /monitor\'s drift.multivariate.',
         choices=["on", "off"],
     )
+    monitor_correction: str = _flag(
+        "none",
+        "Multiple-testing correction of a window's per-feature p-values (as `ann monitor drift "
+        "--correction`): none (Evidently's: about 5% of unmoved features flagged a window), "
+        "bonferroni, fdr_bh or fdr_by; the share and ann_drift_detected count the corrected "
+        "verdicts.",
+        choices=list(CORRECTIONS),
+    )
     monitor_min_labels: int = _flag(
         100,
         "Fewest labelled rows a window's realized accuracy is judged on (and the total's): "
@@ -207,10 +215,11 @@ class Settings:
         why = host_problem(host)
         if why:
             return f"--host={host} {why}; give an address of this machine, e.g. {_HOSTS}"
-        if self.batch_wait not in ("idle", "full"):
-            return f"--batch_wait={self.batch_wait}: expected idle or full"
-        if self.monitor not in ("on", "off"):
-            return f"--monitor={self.monitor}: expected on or off"
+        for field in dataclasses.fields(self):  # the flags check these; a Settings(...) did not
+            choices = field.metadata.get("choices")
+            if choices and getattr(self, field.name) not in choices:
+                value = getattr(self, field.name)
+                return f"--{field.name}={value}: expected one of {', '.join(choices)}"
         if self.monitor_min_rows > self.monitor_window_rows:
             return (
                 f"--monitor_window_rows={self.monitor_window_rows} is below --monitor_min_rows="
