@@ -80,6 +80,17 @@ def test_report_writes_json_html_and_pngs(workdir_report):
     assert pngs == report["files"]["figures"] and len(pngs) == 12
     page = (out / "index.html").read_text()
     assert 'src="http' not in page and "href=" not in page
+    # Nested metrics with a table's shape are tables (they were one collapsed JSON block):
+    # per class (records by name), the worst confusions (a list of records), the ECE change.
+    classes = report["splits"]["test"]["sections"]["per_class_metrics"]["classes"]
+    assert (
+        "<table><caption>classes</caption><tr><th></th><th>precision</th><th>recall</th>"
+        f"<th>f1</th><th>support</th></tr><tr><td>0</td><td>{classes['0']['precision']:.4g}</td>"
+    ) in page
+    assert (
+        "<caption>top</caption><tr><th>true</th><th>predicted</th><th>count</th><th>examples"
+    ) in page
+    assert "<caption>ece_change</caption><tr><th></th><th>value</th></tr><tr><td>low</td>" in page
     for name in pngs:
         data = (out / name).read_bytes()
         assert data.startswith(b"\x89PNG\r\n\x1a\n")

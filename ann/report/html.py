@@ -16,6 +16,7 @@ from typing import Any
 from ann import atomic
 from ann.report.sections import Section
 
+CELL_ITEMS = 10  # a table cell holds a list of at most this many scalars
 DPI = 100  # figures are sized in inches for this: a 6.4 x 4.8 figure is 640 x 480 pixels
 
 _STYLE = """
@@ -24,6 +25,7 @@ h1 { font-size: 1.5em; } h2 { margin-top: 2em; border-bottom: 1px solid #ccc; }
 table { border-collapse: collapse; margin: 0.5em 0; font-size: 0.9em; }
 td, th { border: 1px solid #ddd; padding: 2px 8px; text-align: right; }
 th { background: #f4f4f4; } td:first-child, th:first-child { text-align: left; }
+caption { text-align: left; font-weight: bold; padding: 2px 0; }
 img { max-width: 100%; margin: 0.5em 0; display: block; }
 pre { background: #f7f7f7; padding: 0.5em; overflow-x: auto; font-size: 0.8em; }
 """
@@ -51,18 +53,64 @@ def write_figures(out: str, split: str, sections: list[Section]) -> dict[str, li
     return written
 
 
-def _scalar_table(metrics: dict[str, Any]) -> str:
-    """The section's scalar metrics as a two-column table; nested values go in a <pre> block."""
-    scalars = {k: v for k, v in metrics.items() if isinstance(v, int | float | str | None)}
-    nested = {k: v for k, v in metrics.items() if k not in scalars}
+def _scalar(value: Any) -> bool:
+    return isinstance(value, int | float | str | None)
+
+
+def _cell(value: Any) -> bool:
+    """A scalar, or a short list of scalars (the example rows of a confusion)."""
+    if isinstance(value, list):
+        return len(value) <= CELL_ITEMS and all(_scalar(v) for v in value)
+    return _scalar(value)
+
+
+def _rows_table(caption: str, columns: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{_format(v)}</td>" for v in r) + "</tr>" for r in rows)
+    return f"<table><caption>{html.escape(caption)}</caption><tr>{head}</tr>{body}</table>"
+
+
+def _nested_table(key: str, value: Any) -> str | None:
+    """A nested metric that has a table's shape as a table: a list of records (per class, per
+    decile), records by name (per task), or names to scalars; None for any other shape (curves:
+    their picture shows them)."""
+    if isinstance(value, list) and value and all(isinstance(r, dict) for r in value):
+        records = value
+        if all(_cell(v) for r in records for v in r.values()):
+            columns = list(dict.fromkeys(k for r in records for k in r))
+            return _rows_table(key, columns, [[r.get(c) for c in columns] for r in records])
+    if isinstance(value, dict) and value:
+        if all(_scalar(v) for v in value.values()):
+            return _rows_table(key, ["", "value"], [[k, v] for k, v in value.items()])
+        inner = list(value.values())
+        if all(isinstance(r, dict) and all(_cell(v) for v in r.values()) for r in inner):
+            columns = list(dict.fromkeys(k for r in inner for k in r))
+            rows = [[name, *(r.get(c) for c in columns)] for name, r in value.items()]
+            return _rows_table(key, ["", *columns], rows)
+    return None
+
+
+def _metrics_tables(metrics: dict[str, Any]) -> str:
+    """The section's scalar metrics as a two-column table, each nested metric that has a
+    table's shape as a table of its own (`_nested_table`), the rest in a collapsed <pre> block
+    of JSON."""
+    scalars = {k: v for k, v in metrics.items() if _scalar(v)}
     parts = []
     if scalars:
         rows = "".join(
             f"<tr><td>{html.escape(k)}</td><td>{_format(v)}</td></tr>" for k, v in scalars.items()
         )
         parts.append(f"<table><tr><th>metric</th><th>value</th></tr>{rows}</table>")
-    if nested:
-        text = json.dumps(nested, indent=1)
+    rest = {}
+    for key, value in metrics.items():
+        if key not in scalars:
+            table = _nested_table(key, value)
+            if table is None:
+                rest[key] = value
+            else:
+                parts.append(table)
+    if rest:
+        text = json.dumps(rest, indent=1)
         parts.append(
             f"<details><summary>all values</summary><pre>{html.escape(text)}</pre></details>"
         )
@@ -70,6 +118,8 @@ def _scalar_table(metrics: dict[str, Any]) -> str:
 
 
 def _format(value: Any) -> str:
+    if isinstance(value, list):
+        return ", ".join(_format(v) for v in value)
     if isinstance(value, float):
         return f"{value:.4g}"
     return html.escape(str(value))
@@ -100,7 +150,7 @@ def write_index(
             if section.notes:
                 items = "".join(f"<li>{html.escape(n)}</li>" for n in section.notes)
                 body.append(f"<ul>{items}</ul>")
-            body.append(_scalar_table(section.metrics))
+            body.append(_metrics_tables(section.metrics))
             body += [_image(out, f) for f in figures.get(split, {}).get(section.key, [])]
     page = (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
