@@ -93,6 +93,43 @@ def unchanged_overrides(flag_values: flags.FlagValues = flags.FLAGS) -> set[str]
     return config_lib.unchanged_overrides(file_config, holder.override_values)
 
 
+def drop_switched_model_keys(
+    flag_values: flags.FlagValues = flags.FLAGS, say: bool = True
+) -> list[str]:
+    """Where `--config.model.name=OTHER` switches the config file's model, drops from the config
+    the file's own `model.*` keys that OTHER does not take (arguments of the file's model: a
+    command line cannot unset a key, so `--config=configs/digits_cnn.py --config.model.name=mlp`
+    was refused for the file's model.dense); returns them, dotted, and with `say` notes them on
+    stderr. Keys given on the command line stay, for the model's check to judge. Raises
+    ConfigError for an unknown model."""
+    holder = flag_values["config"]
+    name = holder.override_values.get("model.name")
+    if name is None:
+        return []
+    file_config = holder.parser.parse(config_flags.get_config_filename(holder))
+    if name == file_config.get("model", {}).get("name"):
+        return []
+    from ann import models  # JAX: only for a switched model
+
+    own = [
+        key
+        for key in file_config.model
+        if key != "name" and f"model.{key}" not in holder.override_values
+    ]
+    dropped = models.not_taken(name, own)
+    for key in dropped:
+        del holder.value.model[key]
+    if dropped and say:
+        kept = [f"model.{k}={file_config.model[k]!r}" for k in own if k not in dropped]
+        kept_text = f"; kept {', '.join(kept)}, which {name} takes too" if kept else ""
+        note(
+            f"--config.model.name={name} replaces {file_config.model.name}: left out the config "
+            f"file's {', '.join(f'model.{k}' for k in dropped)} ({file_config.model.name}'s "
+            f"arguments, not {name}'s){kept_text}"
+        )
+    return [f"model.{key}" for key in dropped]
+
+
 def metric_order(names: Iterable[str]) -> list[str]:
     """Metric names in the order every job's one-line summary lists them: validation (`val/`,
     what chose the step) first, then the rest (the test split: `eval/`, `eval_<split>/`), each

@@ -50,6 +50,7 @@ def main(argv: list[str]) -> None:
     # JAX and the training code are imported once the flags and the config's keys are checked:
     # `--help` and a mistyped flag or key answer without them (0.3 s instead of 3 s).
     unchanged = cli.unchanged_overrides(FLAGS)
+    cli.drop_switched_model_keys(FLAGS)
     try:
         config_lib.validate(FLAGS.config, num_devices=None, unchanged=unchanged)
     except config_lib.ConfigError:  # a run length below the step reached: the first to fix

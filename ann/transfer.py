@@ -22,6 +22,7 @@ def main(argv: list[str]) -> None:
     cli.check_no_arguments(argv[1:])
     # A config about to be trained (what it would load and freeze): every check `ann train` makes
     # before importing JAX, so an override it would refuse is refused here too.
+    cli.drop_switched_model_keys(FLAGS)
     config_lib.validate(FLAGS.config, num_devices=None, unchanged=cli.unchanged_overrides(FLAGS))
     from ann.train import transfer
 

@@ -924,3 +924,25 @@ def test_device_counts_are_said_in_plain_words():
     with pytest.raises(ConfigError) as e:
         config_lib.validate(config, num_devices=1)
     assert "2 micro-batches, each a multiple of the 1 device;" in str(e.value), str(e.value)
+
+
+def test_a_model_switched_on_the_command_line_leaves_out_the_files_own_arguments():
+    """`--config=configs/digits_cnn.py --config.model.name=mlp` was refused for the file's
+    model.dense, which no flag can unset (and a sweep over model.name could not run): the file's
+    keys the new model does not take are left out, with a note; the command line's are judged."""
+    from test_cli import ann
+
+    from ann.sweep.definition import checked
+
+    result = ann("transfer", "--config=configs/digits_cnn.py", "--config.model.name=mlp")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stderr.splitlines()[0] == (
+        "note: --config.model.name=mlp replaces cnn: left out the config file's model.dense "
+        "(cnn's arguments, not mlp's); kept model.dropout=0.5, model.features=(32, 64), which "
+        "mlp takes too"
+    )
+    assert result.stdout.startswith("path\tshape\tdtype\tupdate\nhead/bias\t(10,)")
+    config = checked("configs/digits_cnn.py", {"model.name": "mlp"})  # a sweep's trial
+    assert "dense" not in config.model and tuple(config.model.features) == (32, 64)
+    with pytest.raises(ConfigError, match="'model.dense' is not an argument of model 'mlp'"):
+        checked("configs/digits_cnn.py", {"model.name": "mlp", "model.dense": 4})

@@ -98,6 +98,13 @@ def _parameters(cls: type) -> tuple[dict[str, inspect.Parameter], bool]:
     return params, any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
+def not_taken(name: str, keys: Sequence[str]) -> list[str]:
+    """Those of `keys` (`model.*` keys, without the prefix) that model `name`'s constructor does
+    not take: none for a model that takes **kwargs. Raises ConfigError for an unknown model."""
+    params, takes_any = _parameters(get(name))
+    return [] if takes_any else [k for k in keys if k not in params]
+
+
 _FROM_ELSEWHERE = ("dtype", "param_dtype", "rngs")  # config.dtype, config.param_dtype, the seed
 
 

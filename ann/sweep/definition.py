@@ -80,6 +80,7 @@ def parse(config: str, overrides: Overrides) -> ml_collections.ConfigDict:
         # absl's "flag --config.batch_size=big: invalid literal for int() with base 10".
         worded = cli.bad_override(said, argv)
         raise SweepError(worded if worded != said else f"{' '.join(argv[2:])}: {said}") from None
+    cli.drop_switched_model_keys(values, say=False)  # a trial's config.json shows what it ran
     return values["config"].value
 
 
