@@ -713,25 +713,43 @@ def test_a_torn_last_line_of_the_request_log_is_skipped_and_a_bad_one_before_it_
         f"warning: {torn}: skipping line 4, torn (no end of line: the server was stopped while "
         "writing it, or is writing it now)\n"
     )
-    # The same cut line before others (or ended by a newline) is damage: refused, and the place
-    # is on that line (it said "at line 2 column 1" for line 2).
+    # The same cut line before others (or ended by a newline: a server restarted on the log)
+    # is a torn record too, skipped with a warning: it was refused as damage, and with it the
+    # whole log. A cut inside a UTF-8 character is one as well.
+    cut = records[0][:40]
+    accented = json.dumps({"model": "m\u00e9"}, ensure_ascii=False).encode()[:9]
     for name, text in (
-        ("mid.jsonl", records[0] + "\n" + records[1][:40] + "\n" + records[2] + "\n"),
-        ("ended.jsonl", records[0] + "\n" + records[1][:40] + "\n"),
+        ("mid.jsonl", "\n".join([records[0], cut, records[1], records[2]]) + "\n"),
+        ("ended.jsonl", "\n".join([records[0], cut, *records[1:]]) + "\n"),
     ):
         (tmp_path / name).write_text(text)
-        with pytest.raises(RequestLogError) as e:
-            read_traffic([str(tmp_path / name)], "m", "1", spec, {})
-        assert str(e.value) == (
-            f"{tmp_path / name} line 2: expected a request record (a JSON object a line, as "
-            "`ann serve --request_log` writes), got invalid JSON (unexpected end of data at "
-            "column 41); the file is damaged (delete that line to use the rest)"
+        traffic = read_traffic([str(tmp_path / name)], "m", "1", spec, {})
+        assert traffic.inputs["x"][:, 0].tolist() == [0, 1, 2]
+        assert capsys.readouterr().err == (
+            f"warning: {tmp_path / name}: skipping line 2, torn (a record cut short: its writer "
+            "was stopped while writing it, and later lines were added)\n"
         )
+    (tmp_path / "utf8.jsonl").write_bytes(accented + b"\n" + records[0].encode() + b"\n")
+    assert read_traffic([str(tmp_path / "utf8.jsonl")], "m", "1", spec, {}).records == 1
+    assert "skipping line 1, torn (a record cut short" in capsys.readouterr().err
+    # A line that is not JSON for another reason is damage: refused, the place on that line
+    # (it said "at line 2 column 1" for line 2).
+    (tmp_path / "bad.jsonl").write_text(records[0] + "\n" + records[1][:40] + "}\n")
+    with pytest.raises(RequestLogError) as e:
+        read_traffic([str(tmp_path / "bad.jsonl")], "m", "1", spec, {})
+    assert str(e.value) == (
+        f"{tmp_path / 'bad.jsonl'} line 2: expected a request record (a JSON object a line, as "
+        "`ann serve --request_log` writes), got invalid JSON (unexpected character, expected a "
+        "JSON value at column 41); the file is damaged (delete that line to use the rest)"
+    )
 
 
-def test_a_server_restarted_on_a_torn_request_log_starts_a_new_line(tmp_path):
-    # Its first record was appended to the torn bytes: one unreadable line of both.
-    from ann.monitor.request_log import RequestLogError, read_traffic
+def test_a_server_restarted_on_a_torn_request_log_says_so_and_the_log_stays_readable(
+    tmp_path, capsys
+):
+    # Its first record was appended to the torn bytes: one unreadable line of both. Then the
+    # line was ended in silence, and every reader refused the log as damaged at that line.
+    from ann.monitor.request_log import read_traffic
     from ann.serve.request_log import RequestLog
 
     spec = {"x": {"dtype": "float32", "shape": [-1, 2]}}
@@ -743,12 +761,22 @@ def test_a_server_restarted_on_a_torn_request_log_starts_a_new_line(tmp_path):
         log.close()
         lines = path.read_text().split("\n")
         assert lines[:-2] == ([torn] if torn else []) and lines[-1] == "", lines
-    path.write_text('{"model": "m", "sta')
+    assert capsys.readouterr().err == (
+        f"warning: {path}: line 1 was torn (a server stopped while writing it); ended it, so the "
+        "records after it start a line of their own (readers skip the torn one)\n"
+    )
+    path.write_text('{"model": "m", "status": 200}\n{"model": "m", "sta')
     RequestLog(str(path), sample=1.0, max_bytes=1 << 20, backups=1).close()
-    assert path.read_text() == '{"model": "m", "sta\n'  # ended once, not per start
+    assert path.read_text().endswith('"sta\n')  # ended once, not per start
     RequestLog(str(path), sample=1.0, max_bytes=1 << 20, backups=1).close()
-    with pytest.raises(RequestLogError, match=r"line 1: .*delete that line to use the rest\)$"):
-        read_traffic([str(path)], "m", "1", spec, {})
+    assert capsys.readouterr().err.count("line 2 was torn") == 1
+    record = {"model": "m", "version": "1", "status": 200,
+              "inputs": {"x": {"shape": [1, 2], "data": [3, 4]}}}  # fmt: skip
+    with path.open("a") as f:
+        f.write(json.dumps(record) + "\n")
+    traffic = read_traffic([str(path)], "m", "1", spec, {})  # drift reads it
+    assert traffic.records == 1 and traffic.inputs["x"].tolist() == [[3, 4]]
+    assert "skipping line 2, torn (a record cut short" in capsys.readouterr().err
 
 
 def test_a_log_of_the_export_served_from_its_directory_is_read_and_others_are_named(tmp_path):

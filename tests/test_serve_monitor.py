@@ -443,13 +443,18 @@ def test_a_torn_last_line_of_a_labels_file_is_skipped_as_the_request_logs_is(tmp
         f"warning: {labels}: skipping line 3, torn (no end of line: the file was read while "
         "being written, or its writer was stopped)\n"
     )
-    labels.write_text('{"id": "a", "la\n{"id": "b", "label": 2}\n')  # before the last: damage
+    # Cut short before the last line (its writer stopped, another went on): torn too, as a
+    # request log's is; a line that is not JSON for another reason is damage.
+    labels.write_text('{"id": "a", "la\n{"id": "b", "label": 2}\n')
+    assert read_labels(str(labels)) == [(2, {"id": "b", "label": 2})]
+    assert "skipping line 1, torn (a record cut short" in capsys.readouterr().err
+    labels.write_text('{"id": "a", la}\n{"id": "b", "label": 2}\n')
     with pytest.raises(ValueError) as e:
         read_labels(str(labels))
-    assert str(e.value) == (
+    assert str(e.value).startswith(
         f'--labels={labels} line 1: expected a JSON object {{"id": ..., "label": ...}}, got '
-        "invalid JSON (unexpected end of data at column 16)"
-    )
+        "invalid JSON ("
+    ), str(e.value)
     # A number out of range in a line's object is named by its place (it said "expected a
     # JSON object ..., got a number out of range (1e400 at column 22; ...)" of an object).
     labels.write_text('{"id": "a", "label": 1}\n{"id": "b", "label": 1e400}\n')

@@ -58,9 +58,9 @@ def read_labels(path: str) -> list[tuple[int, dict[str, Any]]]:
     """(line number, object) of each line of a JSON lines file (blank lines skipped); ValueError
     naming the file and
     line, and what is wrong there as the server words it (`protocol.json_error`: the reason and
-    column), for a line that is not a JSON object. A torn last line (no end of line, not JSON:
-    the file is still being written) is skipped with a warning, as the request log's is
-    (`ann.monitor.jsonlines`)."""
+    column), for a line that is not a JSON object. A torn line (the last without its end of
+    line, not JSON: the file is still being written; or any line cut short) is skipped with a
+    warning, as the request log's is (`ann.monitor.jsonlines`)."""
     from ann.monitor.jsonlines import objects
 
     expected = 'expected a JSON object {"id": ..., "label": ...}'

@@ -3,10 +3,13 @@ file of late labels (`feedback --labels`), one JSON object a line, blank lines s
 
 Both read the same way: a last line cut short (no end of line, not JSON: the file was read while
 being written, or its writer was stopped mid-line) is skipped with a `warning: ...` line on
-stderr, as metrics.jsonl's
-torn last line is (ann/train/writers.py); a damaged line before it is refused, naming the file,
-the line and what is there as the server words a bad body (`protocol.json_error`: the reason and
-the column on that line; a number no 64-bit float holds inside a line's object by its place, as
+stderr, as metrics.jsonl's torn last line is (ann/train/writers.py). So is a torn line that has
+lines after it: a line that stops inside its JSON value (the start of an object, cut), ended by
+a writer that went on appending (a server restarted on its torn log ends that line and warns:
+`ann.serve.request_log`); it was refused as damage, which made the whole log unreadable for
+one lost record. Any other line that is not JSON is damage, refused, naming the file, the line
+and what is there as the server words a bad body (`protocol.json_error`: the reason and the
+column on that line; a number no 64-bit float holds inside a line's object by its place, as
 `label`).
 """
 
@@ -18,15 +21,35 @@ from typing import Any
 import orjson
 
 
+def cut_short(error: orjson.JSONDecodeError, text: bytes) -> bool:
+    """Whether `text`, which orjson refused with `error`, is the start of a JSON value cut
+    short: the parser ran out of data, or the cut fell inside a UTF-8 character (then what is
+    before that character is such a start). Any other fault (a stray character, a bad literal)
+    is not a cut."""
+    if error.msg.startswith("unexpected end of data"):
+        return True
+    try:
+        text.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if e.reason != "unexpected end of data":  # bad bytes before the end
+            return False
+        try:
+            orjson.loads(text[: e.start])
+        except orjson.JSONDecodeError as inner:
+            return inner.msg.startswith("unexpected end of data")
+    return False
+
+
 def objects(
     path: str, name: str, expected: str, error: type[Exception], torn: str, damaged: str = ""
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) for each non-blank line of the file `path`. `name`: the file as a
     refusal names it (`--labels=FILE`, or the path); `expected`: what a line should be
     (`expected a request record (...)`); `torn`: why a last line may be cut short, for the
-    warning; `damaged`: the fix a refusal of a line that is not JSON ends with. Raises `error`
-    with one line, `NAME line N: EXPECTED, got ...`, for a line that is
-    not a JSON object, or `NAME ...` for a file that cannot be read (`file_error`)."""
+    warning of a last line; `damaged`: the fix a refusal of a line that is not JSON ends with.
+    A line cut short (`cut_short`) is skipped with a warning wherever it is. Raises `error`
+    with one line, `NAME line N: EXPECTED, got ...`, for any other line that is not a JSON
+    object, or `NAME ...` for a file that cannot be read (`file_error`)."""
     from ann import cli
     from ann.serve.protocol import OUT_OF_RANGE, field_name, json_error, out_of_range, short
     from ann.serve.settings import file_error
@@ -49,6 +72,12 @@ def objects(
                 except orjson.JSONDecodeError as e:
                     if not ended:
                         cli.warn(f"{path}: skipping line {number}, torn (no end of line: {torn})")
+                        continue
+                    if cut_short(e, text):  # a torn record its writer went on after
+                        cli.warn(
+                            f"{path}: skipping line {number}, torn (a record cut short: its "
+                            "writer was stopped while writing it, and later lines were added)"
+                        )
                         continue
                     found = out_of_range(e)
                     if found and found[0]:  # the line is an object: the number is named

@@ -1,10 +1,11 @@
 """Reading the server's request log (`ann serve --request_log=FILE`, written by
 `ann.serve.request_log`) back into arrays: one JSON object per line, `{"time", "model",
 "version", "id", "status", "seconds", "inputs", "outputs"}` (or `"error"` instead of the
-outputs), each tensor `{"shape", "data"}` with the data flat, row-major. A last line cut short
-(no end of line: the server was killed mid-write, or is writing it as the log is read) is
-skipped with a warning; a damaged line before it is refused, naming the file and line, as is
-an object that is not a request record (no "model" and "status": a training run's metrics.jsonl).
+outputs), each tensor `{"shape", "data"}` with the data flat, row-major. A line cut short is
+skipped with a warning: the last (no end of line: the server was killed mid-write, or is
+writing it as the log is read), or one a restarted server ended and went on after; another
+line that is not JSON is damage, refused naming the file and line, as is an object that is not
+a request record (no "model" and "status": a training run's metrics.jsonl).
 
 `read_traffic` keeps the successful records (status 200, with inputs) of one model: those of
 its exact version when the log holds any, else those of its name (an export served under its
@@ -90,8 +91,8 @@ def _tensor(where: str, name: str, value: Any, spec: Mapping[str, Any]) -> np.nd
 
 # A request log's record: what `ann.serve.request_log` always writes.
 _FIELDS = ("model", "status")
-# A torn line the restarted server ended (`ann.serve.request_log`), or a hand edit: the rest of
-# the file is fine, as metrics.jsonl's refusal says.
+# A hand edit (a torn line is skipped, `ann.monitor.jsonlines`): the rest of the file is fine,
+# as metrics.jsonl's refusal says.
 _DAMAGED = "; the file is damaged (delete that line to use the rest)"
 _EXPECTED = "expected a request record (a JSON object a line, as `ann serve --request_log` writes)"
 
@@ -102,7 +103,8 @@ def _records(paths: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
     and status every record has (a training run's metrics.jsonl was read as requests "for
     model None"). A file's last line without its end of line that does not parse (the server
     was stopped while writing it, or is writing it now) is skipped with a warning, as
-    metrics.jsonl's torn last line is (`ann.monitor.jsonlines`)."""
+    metrics.jsonl's torn last line is, and so is a line cut short that a restarted server
+    ended (`ann.monitor.jsonlines`)."""
     found = []
     torn = "the server was stopped while writing it, or is writing it now"
     given: dict[str, str] = {}

@@ -31,19 +31,24 @@ def _tensors(arrays: Mapping[str, np.ndarray]) -> dict[str, Any]:
     return {k: {"shape": list(v.shape), "data": v.reshape(-1).tolist()} for k, v in arrays.items()}
 
 
-def _end_torn_line(path: str) -> None:
-    """Ends a last line left without its end of line (a server killed mid-write): the first
-    record appended after it joined it into one unreadable line, which blocked reading the log;
-    on a line of its own, only the torn record is lost."""
+def _end_torn_line(path: str) -> int | None:
+    """Ends a last line left without its end of line (a server killed mid-write) and returns
+    its number, else None. Unended, the first record appended joined it into one line that
+    could not be read; ended, only the torn record is lost, its bytes kept where they were
+    (nothing is removed from a log), and readers skip it with a warning as a record cut short
+    (`ann.monitor.jsonlines.cut_short`)."""
     try:
         with open(path, "rb+") as f:
             if f.seek(0, os.SEEK_END) == 0:
-                return
+                return None
             f.seek(-1, os.SEEK_END)
-            if f.read(1) != b"\n":
-                f.write(b"\n")
+            if f.read(1) == b"\n":
+                return None
+            f.write(b"\n")
+            f.seek(0)
+            return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
     except FileNotFoundError:
-        pass
+        return None
 
 
 # Records waiting for the writer thread before new ones are dropped.
@@ -69,7 +74,14 @@ class RequestLog:
         self._logger = logging.getLogger(f"ann.serve.requests.{path}")
         self._logger.propagate = False
         self._logger.setLevel(logging.INFO)
-        _end_torn_line(path)
+        torn = _end_torn_line(path)
+        if torn is not None:  # said, not done in silence: that record is lost
+            from ann import cli
+
+            cli.warn(
+                f"{path}: line {torn} was torn (a server stopped while writing it); ended it, "
+                "so the records after it start a line of their own (readers skip the torn one)"
+            )
         self._handler = logging.handlers.RotatingFileHandler(
             path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
         )
