@@ -434,6 +434,41 @@ def test_request_log_writes_off_the_caller_thread_and_counts_drops(tmp_path):
     assert len(lines) == 6 - len(dropped) and json.loads(lines[0])["id"] == "r0"
 
 
+def test_a_second_server_on_one_request_log_is_refused_until_the_first_ends(tmp_path):
+    """Two servers on one --request_log were both accepted, and their RotatingFileHandlers
+    rotated the file under each other. The lock is the kernel's (flock): closing the log, or
+    its process dying (SIGKILL here), releases it."""
+    import signal
+    import subprocess
+    import sys
+
+    from ann.serve.request_log import RequestLog
+
+    path = tmp_path / "r.jsonl"
+    first = RequestLog(str(path), 1.0, 1 << 20, 1)
+    for spelling in (path, tmp_path / "." / "r.jsonl"):  # one log, however it is written
+        with pytest.raises(OSError) as e:  # RequestLogInUse
+            RequestLog(str(spelling), 1.0, 1 << 20, 1)
+        assert str(e.value) == (
+            f"--request_log={spelling} is in use by another server (process {os.getpid()}): "
+            "two would rotate one file under each other; give each server its own --request_log"
+        )
+    model = ServedModel("m", "1", FakeModel(), "test")
+    with pytest.raises(OSError, match="is in use by another server"):  # `ann serve`: one line
+        App([model], Settings(request_log=str(path), request_log_sample=1))
+    first.close()
+    RequestLog(str(path), 1.0, 1 << 20, 1).close()  # released by close
+    crash = (
+        "import os, signal, sys\nfrom ann.serve.request_log import RequestLog\n"
+        "RequestLog(sys.argv[1], 1.0, 1 << 20, 1)\nprint('locked', flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", crash, str(path)], capture_output=True,
+                            text=True, timeout=60)  # fmt: skip
+    assert result.stdout == "locked\n" and result.returncode == -signal.SIGKILL, result.stderr
+    RequestLog(str(path), 1.0, 1 << 20, 1).close()  # the dead server's lock is gone
+
+
 def test_connection_cap_evicts_idle_keepalive_first():
     from ann.serve.http import Connection, Listener
 

@@ -9,10 +9,18 @@ No file I/O (and no JSON encoding) on the event loop: `write` puts the record's 
 bounded queue and a background thread formats and writes them. When the queue is full (the disk
 is slower than the sampled traffic) the record is dropped and `on_drop` is called (the server
 counts it in `ann_request_log_dropped_total`) instead of the server slowing down.
+
+One server per log: each RotatingFileHandler renames the file when it rotates, so two servers
+on one file rotated it under each other (records went to a file already renamed, or into the
+backups' place). A server holds an advisory lock (`flock`) on `FILE.lock` beside the log while
+it runs, and a second is refused (`RequestLogInUse`); the kernel drops the lock when its
+process ends, however it ends, so a crashed server leaves nothing that blocks the next. The lock
+is on a file of its own because the log itself is renamed at each rotation, and its lock with it.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import logging.handlers
 import os
@@ -51,12 +59,47 @@ def _end_torn_line(path: str) -> int | None:
         return None
 
 
+class RequestLogInUse(OSError):
+    """Another server (or `RequestLog`) holds the request log's lock."""
+
+
+def _lock(path: str) -> int:
+    """A descriptor holding an exclusive `flock` on `path`'s lock file (`FILE.lock`, the log's
+    real path + ".lock", so two spellings of one log meet), with this process's id in it for
+    the refusal of the next. Raises RequestLogInUse naming the holder, or OSError when the
+    lock file cannot be made, each as one line. The file stays after the lock is released:
+    removing it would let a server that opened it just before lock a file no longer there."""
+    lock_path = os.path.realpath(path) + ".lock"
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as e:
+        raise OSError(
+            f"--request_log={path}: cannot make its lock file {lock_path} ({e.strerror}); give "
+            "a path in a folder this server may write"
+        ) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 20, 0).decode("ascii", "replace").strip()
+        os.close(fd)
+        by = f" (process {holder})" if holder.isdigit() else ""
+        raise RequestLogInUse(
+            f"--request_log={path} is in use by another server{by}: two would rotate one file "
+            "under each other; give each server its own --request_log"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd
+
+
 # Records waiting for the writer thread before new ones are dropped.
 QUEUE_SIZE = 1024
 
 
 class RequestLog:
-    """`path` rotates at `max_bytes` keeping `backups` files (`Settings.request_log_*`)."""
+    """`path` rotates at `max_bytes` keeping `backups` files (`Settings.request_log_*`).
+    Raises RequestLogInUse while another holds the log (until it is closed or its process
+    ends), OSError when the file cannot be opened."""
 
     def __init__(
         self,
@@ -74,6 +117,20 @@ class RequestLog:
         self._logger = logging.getLogger(f"ann.serve.requests.{path}")
         self._logger.propagate = False
         self._logger.setLevel(logging.INFO)
+        self._lock = _lock(path)  # first: a torn line is only ended by the log's one writer
+        try:
+            self._handler = self._open(path, max_bytes, backups)
+        except BaseException:
+            os.close(self._lock)
+            raise
+        self._logger.addHandler(self._handler)
+        self._queue: queue.Queue[tuple | None] = queue.Queue(queue_size)
+        self._thread = threading.Thread(target=self._drain, name="request-log", daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _open(path: str, max_bytes: int, backups: int) -> logging.Handler:
+        """The rotating handler of `path`, its torn last line ended first (said on stderr)."""
         torn = _end_torn_line(path)
         if torn is not None:  # said, not done in silence: that record is lost
             from ann import cli
@@ -82,14 +139,11 @@ class RequestLog:
                 f"{path}: line {torn} was torn (a server stopped while writing it); ended it, "
                 "so the records after it start a line of their own (readers skip the torn one)"
             )
-        self._handler = logging.handlers.RotatingFileHandler(
+        handler = logging.handlers.RotatingFileHandler(
             path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
         )
-        self._handler.setFormatter(logging.Formatter("%(message)s"))
-        self._logger.addHandler(self._handler)
-        self._queue: queue.Queue[tuple | None] = queue.Queue(queue_size)
-        self._thread = threading.Thread(target=self._drain, name="request-log", daemon=True)
-        self._thread.start()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        return handler
 
     def sampled(self) -> bool:
         return self.sample > 0 and self._random.random() < self.sample
@@ -143,3 +197,4 @@ class RequestLog:
         self._thread.join()
         self._logger.removeHandler(self._handler)
         self._handler.close()
+        os.close(self._lock)  # the next server may take the log now
