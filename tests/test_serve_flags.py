@@ -36,11 +36,11 @@ BAD = [
     (["--body_timeout_s=inf"], "--body_timeout_s=inf"),
     (["--keepalive_timeout_s=-5"], "--keepalive_timeout_s=-5"),
     (["--max_connections=0"], "--max_connections=0"),
-    ([LOG, "--request_log_sample=1.5"], "--request_log_sample=1.5"),
+    ([LOG, "--request_log_sample=1.5"], "--request_log_sample=1.5: expected a value in (0, 1]"),
     ([LOG, "--request_log_max_bytes=10"], "--request_log_max_bytes=10: expected a value in [1024,"),
     ([LOG, "--request_log_backups=-1"], "--request_log_backups=-1"),
     (["--request_log=/nonexistent/dir/requests.jsonl"], "--request_log=/nonexistent/dir"),
-    (["--request_log=/tmp"], "--request_log=/tmp: is a folder"),
+    (["--request_log=/tmp"], "--request_log=/tmp: is a folder; give a file in it, e.g. "),
     # A file where its folder should be was "its folder ... does not exist".
     (
         [f"--request_log={ROOT}/README.md/requests.jsonl"],
@@ -301,7 +301,7 @@ def _python(code: str) -> subprocess.CompletedProcess:
         # RotatingFileHandler never rotates with no backup: the log grew without bound.
         ({"request_log_backups": 0}, "--request_log_backups=0: expected a value in [1, 1000]"),
         # An empty log, accepted in silence.
-        ({"request_log_sample": 0}, "--request_log_sample=0 logs no request to --request_log="),
+        ({"request_log_sample": 0}, "--request_log_sample=0: expected a value in (0, 1]"),
         # Every label was then counted unknown.
         ({"monitor_feedback_capacity": 0}, "--monitor_feedback_capacity=0: expected a value in"),
     ],
@@ -324,3 +324,48 @@ def test_a_request_log_inside_a_runs_checkpoints_is_refused(tmp_path):
         f"training run at {run}, which the run manages; give a path outside {run / 'checkpoints'}"
     )
     Settings(request_log=str(run / "requests.jsonl"))  # beside them, in the run: accepted
+
+
+def test_a_folder_given_as_request_log_gets_a_file_that_is_accepted(tmp_path):
+    """`--request_log=RUN/checkpoints` said "is a folder; give a file in it", and a file in it
+    was then refused (the run manages its checkpoints). Every folder's refusal now names a
+    file, and that file is accepted."""
+    run, export, report = tmp_path / "run", tmp_path / "export", tmp_path / "report"
+    (run / "checkpoints" / "10").mkdir(parents=True)
+    (run / "config.json").write_text('{"experiment": "x", "total_steps": 1}')
+    (export / "sub").mkdir(parents=True)
+    (export / "manifest.json").write_text('{"format": "ann-export", "files": {}}')
+    report.mkdir()
+    (report / "report.json").write_text("{}")
+    with pytest.raises(ValueError) as e:
+        Settings(request_log=str(run / "checkpoints"))
+    assert str(e.value) == (
+        f"--request_log={run / 'checkpoints'}: is a folder, and a file in it would be inside the "
+        f"checkpoints of the training run at {run}, which the run manages; give a file outside "
+        f"{run / 'checkpoints'}, e.g. --request_log={run / 'requests.jsonl'}"
+    )
+    for folder in (tmp_path, run, run / "checkpoints", run / "checkpoints" / "10", export,
+                   export / "sub", report):  # fmt: skip
+        with pytest.raises(ValueError) as e:
+            Settings(request_log=str(folder))
+        message = str(e.value)
+        assert message.startswith(f"--request_log={folder}: is a folder"), message
+        suggested = message.split(", e.g. --request_log=")[1]
+        Settings(request_log=suggested)  # accepted
+
+
+def test_the_request_log_sample_range_is_stated_as_it_is_checked():
+    # It said "expected a value in [0, 1]" though 0 is refused.
+    from ann.serve.settings import flag_fields
+
+    log = "/tmp/ann-serve-flags.jsonl"
+    for bad in (0, 1.5, -0.1):
+        with pytest.raises(ValueError) as e:
+            Settings(request_log=log, request_log_sample=bad)
+        assert str(e.value).startswith(
+            f"--request_log_sample={bad}: expected a value in (0, 1] (a share of requests"
+        ), str(e.value)
+    Settings(request_log=log, request_log_sample=1e-9)
+    Settings(request_log=log, request_log_sample=1)
+    (field,) = [f for f in flag_fields() if f.name == "request_log_sample"]
+    assert "(0, 1]" in field.metadata["help"]

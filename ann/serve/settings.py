@@ -92,7 +92,9 @@ class Settings:
         env="ANN_SERVE_ADMIN_TOKEN",
     )
     request_log: str | None = _flag(None, "File for sampled request/response JSON lines.", str)
-    request_log_sample: float = _flag(0.01, "Share of requests logged.")
+    request_log_sample: float = _flag(
+        0.01, "Share of requests logged, in (0, 1] (1: every one; 0, none, is refused)."
+    )
     request_log_max_bytes: int = _flag(50 << 20, "Size at which the request log rotates.")
     request_log_backups: int = _flag(3, "Rotated request log files kept.")
     monitor: str = _flag(
@@ -177,7 +179,7 @@ class Settings:
             ("body_timeout_s", 0.01, 3600, "seconds"),
             ("keepalive_timeout_s", 0.01, 3600, "seconds"),
             ("max_connections", 1, 1 << 20, ""),
-            ("request_log_sample", 0, 1, "a share of requests"),
+            ("request_log_sample", 0, 1, "a share of requests: 1 logs every one, 0 none"),
             ("request_log_max_bytes", 1024, 1 << 40, "bytes"),
             # 0 would disable the size cap: RotatingFileHandler never rotates without a backup.
             ("request_log_backups", 1, 1000, "files"),
@@ -196,14 +198,13 @@ class Settings:
             ranges.append(("max_queue_rows", 1, 1 << 30, "rows"))
         for name, low, high, unit in ranges:
             value = getattr(self, name)
+            above = name in _ABOVE  # the range said [0, 1] of a share that refuses 0
+            bounds = f"{'(' if above else '['}{_number(low)}, {_number(high)}]"
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                return f"--{name}={value!r}: expected a number in [{low}, {high}]"
-            if not (low <= value <= high):  # also NaN
+                return f"--{name}={value!r}: expected a number in {bounds}"
+            if not ((low < value if above else low <= value) and value <= high):  # also NaN
                 unit = f" ({unit})" if unit else ""
-                return (
-                    f"--{name}={_number(value)}: expected a value in [{_number(low)}, "
-                    f"{_number(high)}]{unit}"
-                )
+                return f"--{name}={_number(value)}: expected a value in {bounds}{unit}"
         if not self.host:
             return "--host: expected an address to bind, got an empty string"
         host = self.host
@@ -255,54 +256,89 @@ class Settings:
 
     def _request_log_problem(self) -> str | None:
         """What is wrong with `--request_log`'s path, if anything."""
-        if self.request_log is None:
-            return None
-        if self.request_log_sample == 0:  # an empty log, as a flag that does nothing
-            return (
-                f"--request_log_sample=0 logs no request to --request_log={self.request_log}; "
-                "give a share in (0, 1], or drop --request_log"
-            )
-        path = os.path.abspath(self.request_log)
-        folder = os.path.dirname(path)
-        if not os.path.isdir(folder):
-            above = folder
-            while not os.path.exists(above):
-                above = os.path.dirname(above)
-            what = "does not exist" if above != folder else "is a file, not a folder"
-            if above != folder and not os.path.isdir(above):
-                what = f"cannot exist: {above} is a file"
-            return f"--request_log={self.request_log}: its folder {folder} {what}"
-        if os.path.isdir(path):
-            return f"--request_log={self.request_log}: is a folder; give a file in it"
-        found = directory_kind.inside(path)
-        if found and found[0] in (directory_kind.EXPORT, directory_kind.REGISTRY):
-            # An export holds the files its manifest lists, and nothing else (README, Layout).
-            return (
-                f"--request_log={self.request_log}: is inside {directory_kind.NAMES[found[0]]} "
-                f"at {found[1]}, whose files are fixed; give a path outside it"
-            )
-        managed = (
-            found and found[0] == directory_kind.RUN and directory_kind.run_managed(path, found[1])
-        )  # as `ann.cli.check_out` refuses an --out there
-        if managed:
-            return (
-                f"--request_log={self.request_log}: is inside the checkpoints of the training "
-                f"run at {found[1]}, which the run manages; give a path outside {managed}"
-            )
-        if (report := directory_kind.report_above(path)) is not None:  # as every --out
-            return (
-                f"--request_log={self.request_log}: is inside the report at {report}, which its "
-                "next run replaces whole; give a path outside it"
-            )
-        if not os.access(path if os.path.exists(path) else folder, os.W_OK):
-            return f"--request_log={self.request_log}: not writable; give a writable path"
-        return None
+        return None if self.request_log is None else request_log_problem(self.request_log)
 
     def file_descriptors(self) -> int:
         """File descriptors the server may need: its connections and a reserve for the rest."""
         listeners = 2 if self.metrics_port is not None else 1
         return listeners * self.max_connections + 256
 
+
+# The file a refusal of a folder suggests in it (or beside what owns it).
+_LOG_NAME = "requests.jsonl"
+
+
+def request_log_problem(given: str, suggest: bool = True) -> str | None:
+    """What is wrong with `--request_log=GIVEN` as a path, as one line with a fix that is
+    accepted: a folder gets a file in it, or beside what refuses files in it (a run's
+    checkpoints folder said "give a file in it", then refused that file). `suggest`: False
+    when checking a suggestion (no suggestion of its own)."""
+    path = os.path.abspath(given)
+    folder = os.path.dirname(path)
+    if not os.path.isdir(folder):
+        above = folder
+        while not os.path.exists(above):
+            above = os.path.dirname(above)
+        what = "does not exist" if above != folder else "is a file, not a folder"
+        if above != folder and not os.path.isdir(above):
+            what = f"cannot exist: {above} is a file"
+        return f"--request_log={given}: its folder {folder} {what}"
+    if os.path.isdir(path):
+        inner = os.path.join(given, _LOG_NAME)
+        if request_log_problem(inner, False) is None:
+            return (
+                f"--request_log={given}: is a folder; give a file in it, e.g. --request_log={inner}"
+            )
+        owner = _owner(os.path.join(path, _LOG_NAME))
+        if owner is None:
+            return f"--request_log={given}: is a folder; give a file in a folder it may write"
+        why, outside, _ = owner
+        return (
+            f"--request_log={given}: is a folder, and a file in it would be {why}; give a file "
+            f"outside {outside}{_beside(outside, suggest)}"
+        )
+    owner = _owner(path)
+    if owner is not None:
+        why, _, outside = owner
+        return f"--request_log={given}: is {why}; give a path outside {outside}"
+    if not os.access(path if os.path.exists(path) else folder, os.W_OK):
+        return f"--request_log={given}: not writable; give a writable path"
+    return None
+
+
+def _beside(outside: str, suggest: bool) -> str:
+    """`, e.g. --request_log=FILE` for a file beside the folder `outside` that is accepted."""
+    if not suggest:
+        return ""
+    candidate = os.path.join(os.path.dirname(outside), _LOG_NAME)
+    return "" if request_log_problem(candidate, False) else f", e.g. --request_log={candidate}"
+
+
+def _owner(path: str) -> tuple[str, str, str] | None:
+    """(why no file may be written at `path`, the folder to stay outside of, that folder as
+    the refusal of a file names it) when `path` lies inside an export or registry (its files
+    are fixed), a training run's checkpoints (the run manages them, as `ann.cli.check_out`
+    refuses an --out there) or a report (its next run replaces it whole, as every --out); else
+    None."""
+    found = directory_kind.inside(path)
+    if found and found[0] in (directory_kind.EXPORT, directory_kind.REGISTRY):
+        # An export holds the files its manifest lists, and nothing else (README, Layout).
+        kind = directory_kind.NAMES[found[0]]
+        return f"inside {kind} at {found[1]}, whose files are fixed", found[1], "it"
+    managed = (
+        found and found[0] == directory_kind.RUN and directory_kind.run_managed(path, found[1])
+    )
+    if managed:
+        why = f"inside the checkpoints of the training run at {found[1]}, which the run manages"
+        return why, managed, managed
+    if (report := directory_kind.report_above(path)) is not None:
+        return f"inside the report at {report}, which its next run replaces whole", report, "it"
+    return None
+
+
+# Settings whose range excludes its lower bound: a request log sampling a share of 0 would
+# stay empty, a flag that does nothing.
+_ABOVE = ("request_log_sample",)
 
 _HOSTS = "--host=127.0.0.1 (this machine only) or --host=0.0.0.0 (every address)"
 
