@@ -323,6 +323,48 @@ def test_repository_index_states(app):
     assert replies[0][0] == 503 and b"draining" in replies[0][1]
 
 
+def test_repository_unloads_are_said_as_loads_are_and_refusals_name_the_model(capsys):
+    """A load printed `ready: m/2 ...` on stderr, an unload nothing. A repository refusal of a
+    name not served had no `model_name` (a served one's had), nor had a model route's 404."""
+    app = App(
+        [ServedModel("m", "1", FakeModel(), "test"), ServedModel("m", "2", FakeModel(), "t")],
+        Settings(admin_token="adm1n", registry="/nonexistent/registry"),
+    )
+    for m in app.dataplane.all_models():
+        m.ready = True  # as if compiled
+
+    def post(path, body=b""):
+        replies = []
+
+        async def main():
+            app.handle("POST", path, b"Bearer adm1n", body, None,
+                       lambda *reply: replies.append(reply))  # fmt: skip
+            while not replies:
+                await asyncio.sleep(0)
+
+        asyncio.run(asyncio.wait_for(main(), 10))
+        [(status, reply, _)] = replies
+        return status, json.loads(reply)
+
+    assert post("/v2/repository/models/m/unload", b'{"parameters": {"version": "2"}}')[0] == 200
+    assert capsys.readouterr().err == (
+        "unloaded: m/2 (its queued requests answered; requests for it get 404 now)\n"
+    )
+    for path, body, status, version in (
+        ("/v2/repository/models/x/unload", b"", 404, ""),
+        ("/v2/repository/models/x/unload", b'{"parameters": {"version": "3"}}', 404, "3"),
+        ("/v2/repository/models/x/load", b'{"parameters": {"source": "/nonexistent/x"}}', 400, ""),
+        ("/v2/models/x/infer", b"", 404, ""),
+        ("/v2/models/x/versions/3/infer", b"", 404, "3"),
+    ):
+        got, reply = post(path, body)
+        assert got == status and (reply["model_name"], reply["model_version"]) == ("x", version), (
+            path,
+            reply,
+        )
+    assert 'model="x"' not in app.metrics.render().decode()  # a client's name: never a series
+
+
 def test_metadata_lists_every_version_and_an_unload_may_name_one():
     # Metadata said "versions": ["1"] with 1 and 2 served; an unload naming a version took
     # every version of the model offline (the parameter was ignored).

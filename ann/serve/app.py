@@ -191,6 +191,17 @@ class _Unserved:
     label_version: str = ""
 
 
+def _addressed(params: dict[str, str]) -> _Unserved | None:
+    """The model a route's path names (`{name}`, or a repository route's `{model}`) and its
+    version ("" for none), as a refusal's body names it whether it is served or not (a 404 for
+    a name not served had no `model_name`); the metrics count only served names (`_Unserved`).
+    None for a path that names no model."""
+    name = params.get("name", params.get("model"))
+    if name is None:
+        return None
+    return _Unserved(protocol.clip(name), protocol.clip(params.get("version", "")))
+
+
 class App:
     """The HTTP application: `models` are loaded artifacts, compiled on `start`; `settings`
     were checked when made; `tracing`: spans (`tracing.from_environment()`), None for none.
@@ -311,13 +322,14 @@ class App:
             elif served is None and "model" in params:  # a repository route's refusal
                 served = self._repository_model(params["model"])
             self._error(served, e.status, e.reason)
-            respond(e.status, self._with_model({"error": e.message}, served), e.headers)
+            named = served or _addressed(params)
+            respond(e.status, self._with_model({"error": e.message}, named), e.headers)
         except Exception as e:  # a bug in the server, not in the request: say so, keep serving
             log.exception("internal error on %s %s", method, path)
             status = 500
             self._error(served, 500, "internal")
             message = f"internal server error ({type(e).__name__}: {e}); this is a server bug"
-            respond(500, self._with_model({"error": message}, served), None)
+            respond(500, self._with_model({"error": message}, served or _addressed(params)), None)
         finally:
             if status is not None:
                 self._count(served, status, handler)
@@ -581,6 +593,8 @@ class App:
         addresses a model does."""
         respond = request.respond
         served_before = self._repository_model(request.params["model"])
+        # A refusal names the model asked for, served or not (the metrics only a served one).
+        named = _addressed({**request.params, "version": version or ""})
 
         def done(task: asyncio.Task) -> None:
             error = None  # the refusal's reason for ann_errors_total
@@ -589,15 +603,16 @@ class App:
                 status, body, headers = 200, orjson.dumps(reply(task.result())), None
             except asyncio.CancelledError:  # the server is shutting down
                 status, headers = 503, None
-                body = orjson.dumps({"error": "server: shutting down; the load was stopped"})
+                message = "server: shutting down; the load was stopped"
+                body = self._with_model({"error": message}, named)
             except ServeError as e:
                 status, headers, error = e.status, e.headers, e.reason
-                named = None if model is None else _Unserved(model.name, version or "")
                 body = self._with_model({"error": e.message}, named)
             except Exception as e:  # a bug: say so
                 log.exception("internal error on %s", request.path)
                 status, headers, error = 500, None, "internal"
-                body = orjson.dumps({"error": f"internal server error ({e}); a server bug"})
+                message = f"internal server error ({e}); a server bug"
+                body = self._with_model({"error": message}, named)
             if error is not None:
                 self._error(model, status, error)
             respond(status, body, headers)

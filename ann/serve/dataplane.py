@@ -363,6 +363,13 @@ class DataPlane:
                 await m.batcher.close()
             if self.monitoring is not None and m.monitor is not None:
                 self.monitoring.remove(m.monitor)
+            # On the console, as a load's `ready: ...` line (an unload was said nowhere).
+            print(
+                f"unloaded: {m.name}/{m.version} (its queued requests answered; requests for it "
+                "get 404 now)",
+                file=sys.stderr,
+                flush=True,
+            )
         return removed
 
     def _batch_observer(self, m: ServedModel) -> Callable[[Timing], None]:
