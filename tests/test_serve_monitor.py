@@ -517,6 +517,54 @@ def test_unknown_labels_of_a_model_with_several_versions_name_them_and_version()
     assert line.startswith("3 of 5 labels name request ids this server does not hold: it keeps")
 
 
+def test_labels_for_another_version_than_an_explicit_version_say_so(tmp_path):
+    """`ann monitor feedback --version=2` with labels of version 1's requests warned of a
+    restart or replicas (the served versions were only asked without --version). A stand-in
+    server answers as `ann serve` does: version 2 holds none of the ids."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _reply(self, body):
+            data = json.dumps(body).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self):  # liveness, then the model's metadata
+            self._reply({"live": True} if "health" in self.path else {"versions": ["1", "2"]})
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            assert self.path == "/v2/models/m/versions/2/feedback", self.path
+            self._reply({"matched": 0, "unmatched": {"unknown": 3, "evicted": 0, "duplicate": 0},
+                         "accuracy": None, "model_name": "m", "model_version": "2"})  # fmt: skip
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text("".join(json.dumps({"id": f"r{i}", "label": 0}) + "\n" for i in range(3)))
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "ann.monitor", "feedback", "--model=m", "--version=2",
+             f"--url=http://127.0.0.1:{server.server_address[1]}", f"--labels={labels}"],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == (
+        "warning: none of the 3 labels names a request that version 2 (--version=2) served; the "
+        "server serves versions 1, 2, each joining labels only to its own requests: give "
+        "--version the one that served them, e.g. --version=1\n"
+    ), done.stderr
+
+
 class OldExport:
     """A model whose export predates reference samples (its manifest lists none)."""
 

@@ -357,9 +357,12 @@ def feedback(args: list[str]) -> None:
     print(f"{sent}: {joined}; not joined: {unmatched}; "
           f"{accuracy} (since the server started)")  # fmt: skip
     versions = []
-    if total["unmatched"].get("unknown") and FLAGS.version is None:
+    if total["unmatched"].get("unknown"):  # an explicit --version too: it may be the wrong one
         versions = served_versions(FLAGS.url, FLAGS.model, token)
-    for line in unjoined_warnings(total["unmatched"], len(items), versions, total.get("version")):
+    said = unjoined_warnings(
+        total["unmatched"], len(items), versions, total.get("version"), FLAGS.version
+    )
+    for line in said:
         cli.warn(line)
 
 
@@ -368,16 +371,26 @@ def unjoined_warnings(
     sent: int,
     versions: list[str] | None = None,
     version: str | None = None,
+    named: str | None = None,
 ) -> list[str]:
     """Why labels did not join, where the counts alone left a user guessing (0 joined, exit 0):
     the server holds its predictions in memory, per process, and per model version.
-    `versions`: the versions the server serves of the model, when the labels went to its
-    unversioned path (`version`: the one that answered)."""
+    `versions`: the versions the server serves of the model ([]: not known); `version`: the
+    one that answered; `named`: the one `--version` named (None: the unversioned path)."""
     said = []
     unknown, duplicate = unmatched.get("unknown", 0), unmatched.get("duplicate", 0)
     versions = versions or []
     others = [v for v in versions if v != version]
-    if unknown and version is not None and others:
+    if unknown and named is not None and others and unknown == sent:
+        # None joined the version the user named: it got the restart-or-replicas guess.
+        said.append(
+            ("the label names no" if sent == 1 else f"none of the {sent} labels names a")
+            + f" request that version {named} (--version={named}) served; the server serves "
+            f"versions {', '.join(versions)}, each joining labels "
+            f"only to its own requests: give --version the one that served them, e.g. "
+            f"--version={others[0]}"
+        )
+    elif unknown and version is not None and others:
         # Each version keeps its own predictions: it blamed a restart or replicas.
         said.append(
             f"{unknown} of {sent} labels name request ids version {version} does not hold; the "
