@@ -494,10 +494,11 @@ def test_an_empty_request_id_keeps_no_prediction_as_feedback_refuses_it():
     from ann.serve.monitoring import ModelMonitor
 
     monitor = ModelMonitor(ServedModel("old", "1", OldExport(), "test"), Settings(), Metrics(8))
-    outputs = {"label": np.zeros(1, np.int32)}
-    monitor.record("", outputs)
+    inputs = {"x": np.zeros((1, 3), np.float32)}
+    outputs = {"probabilities": np.ones((1, 2), np.float32), "label": np.zeros(1, np.int32)}
+    monitor.record_batch(inputs, outputs, 1, [("", 0, 1)])
     assert monitor.report()["feedback"]["kept"] == 0
-    monitor.record("r-1", outputs)
+    monitor.record_batch(inputs, outputs, 1, [("r-1", 0, 1)])
     assert monitor.report()["feedback"]["kept"] == 1
     with pytest.raises(ServeError, match=r"feedback.id: expected the infer request's id \(a non"):
         monitor.feedback({"id": "", "label": 0})
@@ -594,8 +595,7 @@ def test_every_row_of_a_request_past_the_window_is_tested_with_its_labels(monkey
             ServedModel("old", "1", OldExport(), "test"), settings, Metrics(8)
         )
         monitor.record_batch({"x": inputs["x"][:10]}, {k: v[:10] for k, v in outputs.items()}, 10)
-        monitor.record_batch(inputs, outputs, 64)  # past the window's 25 rows
-        monitor.record("r-1", {"label": outputs["label"]})
+        monitor.record_batch(inputs, outputs, 64, [("r-1", 0, 64)])  # past the window's 25 rows
         monitor.feedback({"id": "r-1", "label": [0] * 64})
         monitor.step()
         report = monitor.report()
@@ -606,6 +606,48 @@ def test_every_row_of_a_request_past_the_window_is_tested_with_its_labels(monkey
             top = np.concatenate([p[:10], p])
             assert report["accuracy"]["estimated"] == pytest.approx(top.mean(), rel=1e-6)
             assert report["accuracy"]["realized"]["last"]["labelled"] == 64
+
+
+def test_a_batch_and_its_ids_join_one_window_whatever_the_thread_does():
+    """The batch that filled a window was recorded, then each of its requests' ids from its
+    reply: the monitoring thread could close the full window in between (the racy order is
+    played here: the batch, the thread's step, the labels), and the ids then joined the next
+    window, whose labels they counted for. The batch and its ids are one call now."""
+    import asyncio
+
+    from ann.serve.batcher import Batcher
+    from ann.serve.metrics import Metrics
+    from ann.serve.monitoring import ModelMonitor
+
+    settings = Settings(monitor_window_rows=100, monitor_min_labels=1)
+    monitor = ModelMonitor(ServedModel("old", "1", OldExport(), "test"), settings, Metrics(8))
+    inputs = {"x": np.zeros((100, 3), np.float32)}
+    outputs = {"probabilities": np.full((100, 2), 0.5, np.float32),
+               "label": np.zeros(100, np.int32)}  # fmt: skip
+    monitor.record_batch(inputs, outputs, 100, [("a", 0, 60), ("b", 60, 100), (None, 0, 0)])
+    monitor.step()  # the thread closes the full window before any reply is sent
+    assert monitor.window == 1
+    reply = monitor.feedback([{"id": "a", "label": [0] * 60}, {"id": "b", "label": [1] * 40}])
+    assert reply["accuracy"]["last"] == {"window": 0, "accuracy": 0.6, "correct": 60,
+                                         "labelled": 100}  # fmt: skip
+
+    # The batcher hands each answered request's id and rows to `on_rows` with the batch.
+    seen = []
+
+    async def main():
+        run = {size: (lambda x: {"y": x["x"] * 2}) for size in (1, 2, 4, 8)}
+        batcher = Batcher(run, 8, 0.05, 64, wait="full",
+                          on_rows=lambda *batch: seen.append(batch))  # fmt: skip
+        batcher.start()
+        x = {"x": np.ones((3, 1), np.float32)}
+        first = batcher.submit_nowait(x, 3, request_id="r-1")
+        second = batcher.submit_nowait({"x": x["x"][:2]}, 2)
+        await asyncio.gather(first, second)
+        await batcher.close()
+
+    asyncio.run(main())
+    [(_, _, rows, ids)] = seen
+    assert rows == 5 and ids == [("r-1", 0, 3), (None, 3, 5)]
 
 
 def test_windows_close_by_time_and_an_old_export_says_drift_is_unavailable_once(caplog):
@@ -685,8 +727,8 @@ def test_realized_accuracy_is_nan_until_labels_come_so_the_alert_cannot_fire():
     for i in range(100):  # window 0: predicted "no" every time
         outputs = {"probabilities": np.array([[0.9, 0.1]], np.float32),
                    "label": np.zeros(1, np.int32)}  # fmt: skip
-        monitor.record_batch({"x": rng.normal(size=(1, 3)).astype(np.float32)}, outputs, 1)
-        monitor.record(f"r{i}", outputs)
+        x = {"x": rng.normal(size=(1, 3)).astype(np.float32)}
+        monitor.record_batch(x, outputs, 1, [(f"r{i}", 0, 1)])
     labels = [{"id": f"r{i}", "label": "yes" if i < 20 else "no"} for i in range(100)]
     assert monitor.feedback(labels)["matched"] == 100
     text = metrics.render().decode()
@@ -718,8 +760,8 @@ def test_a_window_with_few_labels_is_not_judged_so_two_wrong_labels_do_not_page(
     outputs = {"probabilities": np.array([[0.9, 0.1]], np.float32),
                "label": np.zeros(1, np.int32)}  # fmt: skip
     for i in range(200):  # windows 0 and 1, each closed by its 100th row
-        monitor.record_batch({"x": rng.normal(size=(1, 3)).astype(np.float32)}, outputs, 1)
-        monitor.record(f"r{i}", outputs)
+        x = {"x": rng.normal(size=(1, 3)).astype(np.float32)}
+        monitor.record_batch(x, outputs, 1, [(f"r{i}", 0, 1)])
         monitor.step()
     reply = monitor.feedback([{"id": f"r{i}", "label": "no"} for i in range(99)])
     assert reply["accuracy"]["total"] == {"accuracy": None, "correct": 99, "labelled": 99}

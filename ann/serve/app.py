@@ -706,8 +706,6 @@ class App:
             duration = time.perf_counter() - start
             self.dataplane.observe(m, duration, timing)
             self._count(m, 200, "infer")
-            if m.monitor is not None and decoded.id is not None:
-                m.monitor.record(decoded.id, outputs)
             if self.request_log is not None and self.request_log.sampled():
                 self.request_log.write(
                     m.name, m.version, decoded.id, 200, duration, decoded.inputs, selected

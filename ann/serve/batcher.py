@@ -48,6 +48,8 @@ import numpy as np
 log = logging.getLogger("ann.serve")
 
 RunFn = Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]
+# A batch's answered requests as `on_rows` gets them: (id or None, first row, row after last).
+RowIds = list[tuple[str | None, int, int]]
 
 
 class QueueFull(Exception):
@@ -97,6 +99,7 @@ class _Pending:
     enqueued: float
     trace: Any = None  # the request's span (tracing.TracedRequest), or None
     timeout: float | None = None  # seconds it may wait for its batch
+    id: str | None = None  # the request's `id` (the feedback join key), handed to `on_rows`
 
 
 @dataclasses.dataclass
@@ -133,7 +136,7 @@ class Batcher:
         max_queue_delay: float,
         max_queue_rows: int,
         on_batch: Callable[[Timing], None] | None = None,
-        on_rows: Callable[[Mapping[str, np.ndarray], dict[str, np.ndarray], int], None]
+        on_rows: Callable[[Mapping[str, np.ndarray], dict[str, np.ndarray], int, RowIds], None]
         | None = None,
         *,
         wait: str,
@@ -160,8 +163,9 @@ class Batcher:
         self.max_queue_delay = max_queue_delay
         self.max_queue_rows = max_queue_rows
         self._on_batch = on_batch
-        # Sees each batch's inputs and outputs (padded: the first `rows` rows are real), after
-        # its requests have their results: monitoring records a batch, not each request.
+        # Sees each batch's inputs and outputs (padded: the first `rows` rows are real) and
+        # its answered requests' ids with their rows, after they have their results:
+        # monitoring records a batch and its ids in one step, not each request.
         self._on_rows = on_rows
         self._trace = trace
         self._items: collections.deque[_Pending] = collections.deque()
@@ -192,10 +196,12 @@ class Batcher:
         rows: int,
         trace: Any = None,
         timeout: float | None = None,
+        request_id: str | None = None,
     ) -> asyncio.Future:
         """Queues one request; its future gets (outputs, timing), or QueueTimeout when its
         batch is formed more than `timeout` seconds after this call (None: no limit). `trace`:
-        the request's span, for the batcher's `trace` hook. Raises QueueFull at once when the
+        the request's span, for the batcher's `trace` hook; `request_id`: its `id`, handed
+        with its rows to `on_rows`. Raises QueueFull at once when the
         queue has no room or the batcher is closing; ValueError for `rows` outside
         [1, max_batch_size]; RuntimeError before `start`."""
         if not 1 <= rows <= self.max_batch_size:
@@ -207,7 +213,8 @@ class Batcher:
             raise RuntimeError("Batcher.submit_nowait before start()")
         self.check_room(rows)
         future = self._loop_ref.create_future()
-        self._items.append(_Pending(inputs, rows, future, time.perf_counter(), trace, timeout))
+        now = time.perf_counter()
+        self._items.append(_Pending(inputs, rows, future, now, trace, timeout, request_id))
         self.queued_rows += rows
         if self._waiting:  # wake the worker only when it sleeps, not once per request
             self._waiting = False
@@ -343,18 +350,19 @@ class Batcher:
         split = time.perf_counter()
         compute = compute_end - compute_start
         self._fast[done.bucket] = compute < self.max_queue_delay
-        offset = 0
+        offset, ids = 0, []
         for item in done.batch:
             timing = Timing(compute_start - item.enqueued, compute, done.rows, done.bucket)
             mine = {k: v[offset : offset + item.rows] for k, v in outputs.items()}
-            offset += item.rows
             if not item.future.done():  # the client may have gone
                 item.future.set_result((mine, timing))
+                ids.append((item.id, offset, offset + item.rows))
+            offset += item.rows
         if done.traced is not None:
             self._trace.end(done.traced, compute_start, compute_end, None)
         if self._on_rows is not None:
             try:
-                self._on_rows(inputs, outputs, done.rows)
+                self._on_rows(inputs, outputs, done.rows, ids)
             except Exception:  # monitoring must not stop the worker
                 log.exception("batch rows observer failed")
         if self._on_batch is not None:

@@ -263,7 +263,9 @@ class DataPlane:
         (outputs by name, `Timing`). `trace`: the request's span (`tracing.TracedRequest`),
         linked from its batch's. `ServeError` 503 when the queue has no room for its rows."""
         try:
-            return batcher.submit_nowait(request.inputs, request.rows, trace, request.timeout)
+            return batcher.submit_nowait(
+                request.inputs, request.rows, trace, request.timeout, request.id
+            )
         except QueueFull as e:
             retry = self.settings.retry_after_seconds
             raise unavailable(f"queue: full ({e}); retry later", "queue_full", retry) from None

@@ -3,8 +3,8 @@ request path, and late labels joined to their predictions (`feedback.Predictions
 
 On the request path (the event loop), each batch that ran costs one `ModelMonitor.record_batch`
 (the batcher's `on_rows`: under a lock, its real rows copied into the open window's buffer, a
-few small NumPy copies), and each answered request that carried an `id` one `record` (its
-predicted classes kept for a later label, about 1 µs). Nothing is tested or encoded there. One
+few small NumPy copies, and in the same step the predicted classes of each of its requests that
+carried an `id` kept for a later label, about 1 µs each). Nothing is tested or encoded there. One
 background thread (`Monitoring`, niceness 19 where the OS allows: serving comes first on a busy
 core) drains the queues every `TICK_SECONDS` (1 s) and handles each closed window:
 predicted-class shares, the confidence histogram and the CBPE-style estimate for every window,
@@ -67,7 +67,7 @@ import signal
 import threading
 import time
 import types
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -215,12 +215,21 @@ class ModelMonitor:
     # -- the request path (event loop) ---------------------------------------------------------
 
     def record_batch(
-        self, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray], rows: int
+        self,
+        inputs: dict[str, np.ndarray],
+        outputs: dict[str, np.ndarray],
+        rows: int,
+        ids: Sequence[tuple[str | None, int, int]] = (),
     ) -> None:
         """One batch that ran (the batcher's `on_rows`): its arrays by reference, padded (the
-        first `rows` rows are real; never changed after), into the open window. A window that
-        reached its rows closes here, before the next batch, so that the ids of the batch that
-        filled it (`record`, called after this from each request's reply) join that window."""
+        first `rows` rows are real; never changed after), into the open window, and with them
+        the predicted classes of its requests that carried an id, kept for a label: `ids` is
+        (id, first row, row after the last) per request. One step under the lock: the ids were
+        recorded later, from each reply, and a window the thread closed in between (the batch
+        had filled it) left them to the next one, whose labels they then counted for. An empty
+        id (the v2 protocol allows it) is no join key: `/feedback` refuses it, so its
+        prediction, which no label could reach, is not kept. A window that reached its rows
+        closes here, before the next batch."""
         with self.lock:
             if self._rows >= self.rows_per_window:
                 self._close("rows")
@@ -237,14 +246,11 @@ class ModelMonitor:
                     kept_outputs[name][self._filled : end] = array[:take]
                 self._filled = end
             self._rows += rows
-
-    def record(self, request_id: str, outputs: dict[str, np.ndarray]) -> None:
-        """One answered infer that carried an `id`: its predicted classes kept for a label. An
-        empty id (the v2 protocol allows it) is no join key: `/feedback` refuses it, so its
-        prediction, which no label could reach, is not kept."""
-        if self.predictions is not None and request_id:
-            with self.lock:
-                self.predictions.record(request_id, outputs[self.label_output], self.window)
+            if self.predictions is not None:
+                predicted = outputs[self.label_output]
+                for request_id, first, last in ids:
+                    if request_id:
+                        self.predictions.record(request_id, predicted[first:last], self.window)
 
     def _new_buffer(self, rows: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Arrays for one window's rows: (inputs, outputs) by name, `rows` rows each."""
