@@ -231,6 +231,24 @@ def test_a_misspelt_key_or_bad_value_in_a_trained_workdir_gets_its_own_error(tmp
         assert error in line and "trained with another config" not in line, line
 
 
+@pytest.mark.parametrize("key", ["best_metric", "early_stopping.metric"])
+def test_a_misspelt_selection_metric_in_a_trained_workdir_is_named_with_the_known_ones(
+    trained, tmp_path, key
+):
+    # It was told "trained with another config (best_metric: 'val/accuracy' -> 'val/los')":
+    # the metric was checked against one validation batch after the comparison with the record.
+    workdir = copy_run(trained, tmp_path)
+    config = tiny(total_steps=10, **{"optimizer.schedule": "warmup_cosine", key: "val/los"})
+    with pytest.raises(ConfigError) as e:
+        train_and_evaluate(config, str(workdir))
+    assert str(e.value).startswith(
+        f"config key '{key}': 'val/los' is not a validation metric of this run; "
+        "choose one of val/accuracy, "
+    ), e.value
+    assert "val/loss" in str(e.value) and "trained with another config" not in str(e.value)
+    assert not (workdir / CONFIG_CHANGES).exists()
+
+
 def test_only_process_0_reports_and_records_the_changes(tmp_path, caplog, monkeypatch):
     """Several processes: the changes are said and written by process 0 alone. Each process
     read config_changes.jsonl, so one that read it after process 0 had appended the new line

@@ -22,7 +22,7 @@ from absl import logging
 
 from ann import config as config_lib
 from ann import directory_kind
-from ann.train import build, optimizers, transfer
+from ann.train import build, hooks, optimizers, transfer, writers
 
 CONFIG_CHANGES = config_lib.CONFIG_CHANGES
 
@@ -42,6 +42,7 @@ def compare(
     (None, {})."""
     if has_checkpoint(workdir) and directory_kind.RUN in directory_kind.of(workdir):
         saved = config_lib.read(workdir)
+        check_selection_metrics(config, workdir)  # a misspelt metric is not a config change
         skip = tuple(config.init_from_skip)
         # Another experiment or model family: a workdir given by mistake, not a run to start
         # from (a seq2seq run's decoder loads into a causal LM by the rule, which nobody means).
@@ -55,6 +56,28 @@ def compare(
             (lambda: init_from_spec(workdir, state, skip)) if same_kind else None,
         )
     return None, {}
+
+
+def check_selection_metrics(config: ml_collections.ConfigDict, workdir: str) -> None:
+    """On a rerun, `best_metric` and `early_stopping.metric` against the validation metrics the
+    run's metrics.jsonl records: a ConfigError naming the unknown one and those there are
+    (what a fresh start says before step 0), where the comparison with the record said
+    "trained with another config". Nothing is checked before the run's first eval (no names
+    recorded: the comparison refuses any change of metric), nor in a damaged metrics.jsonl
+    (refused once the run opens)."""
+    try:
+        records = writers.read_records(os.path.join(workdir, "metrics.jsonl"))
+    except (OSError, writers.MetricsFileError):
+        return
+    names = {k: 0.0 for r in records for k in r if k.startswith(config_lib.SELECTION_PREFIX)}
+    if not names:
+        return
+    chosen = {"best_metric": config.best_metric, "early_stopping.metric": ""}
+    if "early_stopping" in config:
+        chosen["early_stopping.metric"] = config.early_stopping.metric  # '': early stopping off
+    for key, metric in chosen.items():
+        if metric:
+            hooks.eval_metric(names, metric, f"config key {key!r}")
 
 
 def init_from_spec(workdir: str, state: Any, skip: Sequence[str] = ()) -> str | None:
