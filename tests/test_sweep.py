@@ -318,6 +318,21 @@ def test_the_objective_must_be_a_validation_metric(tmp_path):
     )
 
 
+def test_a_dry_run_or_emit_refuses_a_metric_the_trials_do_not_compute(tmp_path, one_device):
+    # --dry_run and --emit accepted --metric=val/nope, which every real trial then refused
+    # before its first step: they now stop with the line a real sweep stops with.
+    path = write_config(tmp_path, "return h.sweep('optimizer.learning_rate', [1e-3])")
+    workdir = tmp_path / "s"
+    for extra in ("--dry_run", "--emit=slurm"):
+        line = one_line_error(sweep_cli(f"--config={path}", f"--workdir={workdir}",
+                                        "--metric=val/nope", "--mode=max", extra))  # fmt: skip
+        assert line.startswith(
+            "error: trial learning_rate=0.001: config key 'best_metric': 'val/nope' is not a "
+            "validation metric of this run; choose one of val/accuracy, "
+        ), line
+        assert not workdir.exists()  # --emit wrote no trial
+
+
 # ---- the launcher, with stand-in trials --------------------------------------------------
 
 

@@ -25,6 +25,7 @@ from ann.config import check_mode, check_selection_metric
 from ann.sweep import definition as definition_lib
 from ann.sweep import emit, grid, results, search
 from ann.sweep.space import SweepError
+from ann.sweep.trials import Trial
 
 FLAGS = flags.FLAGS
 cli.define_config("Config file with get_sweep(h): NAME.py[:ARG].")
@@ -255,6 +256,7 @@ def emit_grid(definition: definition_lib.Definition, metric: str, mode: str) -> 
             "chooses them as it goes, so run it with the local launcher"
         )
     trials, configs = grid.prepare(definition, FLAGS.workdir)
+    check_metric_computed(definition, trials[0])
     if FLAGS.dry_run:
         print("\n".join(t.command() for t in trials))
         return
@@ -283,6 +285,21 @@ def emit_grid(definition: definition_lib.Definition, metric: str, mode: str) -> 
         )
         print(f"wrote {path}: kubectl apply -f {path}  ({len(trials)} indices)")
     print(f"then: ann sweep --summarize={FLAGS.workdir}")
+
+
+def check_metric_computed(definition: definition_lib.Definition, trial: Trial) -> None:
+    """A SweepError, worded as a real sweep's first trial would stop it (`results.check_metric`),
+    where `trial`'s best_metric (the sweep's --metric) or early_stopping.metric is not a
+    validation metric its run computes: --dry_run and --emit run no trial, so a misspelt
+    --metric passed them and failed every trial on the cluster. Costs a run's start without
+    its train step (seconds: the model initialized, one validation batch scored)."""
+    from ann.train import hooks, loop  # JAX and the model: only once the flags are good
+
+    config = definition_lib.checked(definition.config, {**definition.fixed, **trial.overrides})
+    try:
+        hooks.check_selection_metrics(config, loop.validation_names(config))
+    except config_lib.ConfigError as e:
+        raise SweepError(f"trial {trial.name}: {e}") from None
 
 
 def run_here(definition: definition_lib.Definition, metric: str, mode: str) -> None:

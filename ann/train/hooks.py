@@ -254,6 +254,18 @@ def check_reads(listeners: Sequence[EvalListener], names: Iterable[str]) -> None
             eval_metric(metrics, metric, what)
 
 
+def check_selection_metrics(config: Any, names: Iterable[str]) -> None:
+    """`config.best_metric`, then `early_stopping.metric` where early stopping is on, against
+    `names` (the validation metrics a run of `config` computes): a ConfigError (`eval_metric`'s,
+    the line a run's start gives) for the first that is not among them."""
+    metrics = dict.fromkeys(names, 0.0)
+    chosen = {"best_metric": config.best_metric}
+    if "early_stopping" in config and config.early_stopping.metric:  # '': early stopping off
+        chosen["early_stopping.metric"] = config.early_stopping.metric
+    for key, metric in chosen.items():
+        eval_metric(metrics, metric, f"config key {key!r}")
+
+
 class EarlyStopping:
     """Eval listener: ends the run as finished when `metric` (a `val/` metric of the validation
     split, never a test one) has not improved by more than `min_delta` for `patience` evals in

@@ -634,6 +634,18 @@ def _evaluator(
     return evaluate, validation_names
 
 
+def validation_names(config: ml_collections.ConfigDict) -> list[str]:
+    """The `val/` metric names a run of `config` computes, found as its start finds them: the
+    model freshly initialized, the eval step compiled, the validation split's first batch
+    scored (seconds: what a sweep's --dry_run and --emit spend to check --metric without
+    running a trial). Raises ConfigError for a bad config."""
+    setup = build_lib.build(config, build_lib.make_experiment(config))
+    # No workdir, checkpoints or train data: only what compiling and scoring an eval reads.
+    run = _Run(config, "", setup, None, None, None, {}, state=setup.state)  # type: ignore[arg-type]
+    _, names = _evaluator(run, _compile_eval(run))
+    return names(run.state)
+
+
 def _check_metrics(experiment: Experiment, metrics: Any) -> None:
     """Raises ConfigError unless `eval_metrics` gave a dict of names to real numbers (a string
     failed at the first eval's record, after steps had run; NaN is a number and stays)."""

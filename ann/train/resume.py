@@ -69,15 +69,9 @@ def check_selection_metrics(config: ml_collections.ConfigDict, workdir: str) -> 
         records = writers.read_records(os.path.join(workdir, "metrics.jsonl"))
     except (OSError, writers.MetricsFileError):
         return
-    names = {k: 0.0 for r in records for k in r if k.startswith(config_lib.SELECTION_PREFIX)}
-    if not names:
-        return
-    chosen = {"best_metric": config.best_metric, "early_stopping.metric": ""}
-    if "early_stopping" in config:
-        chosen["early_stopping.metric"] = config.early_stopping.metric  # '': early stopping off
-    for key, metric in chosen.items():
-        if metric:
-            hooks.eval_metric(names, metric, f"config key {key!r}")
+    names = {k for r in records for k in r if k.startswith(config_lib.SELECTION_PREFIX)}
+    if names:
+        hooks.check_selection_metrics(config, names)
 
 
 def init_from_spec(workdir: str, state: Any, skip: Sequence[str] = ()) -> str | None:
