@@ -767,19 +767,33 @@ def holds(path: str) -> str | None:
     return None
 
 
-def _inside(path: str, out: bool = False) -> str | None:
-    """The run, export or registry that a directory above `path` is ("a training run at
-    runs/a"), or None; a sweep above it is not one (its trials are its runs' directories).
-    `out`: for an output directory, which may sit in a run (its report/) but not in its
-    checkpoints/ (nor checkpoints_best/, checkpoints_damaged/), nor in an export or a registry
-    (a registered version's files are fixed)."""
+def _inside(flag: str, path: str, out: bool = False) -> str | None:
+    """The refusal of `--flag=path` for the run, export or registry a directory above `path`
+    is, or None; a sweep above it is not one (its trials are its runs' directories). `out`:
+    for an output directory, which may sit in a run (its report/) but not in what the run
+    manages (checkpoints/, checkpoints_best/, checkpoints_damaged/: named, with a place beside
+    them to use instead), nor in an export or a registry (a registered version's files are
+    fixed)."""
     found = directory_kind.inside(path)
     if found is None:
         return None
     kind, parent = found
-    if out and kind == directory_kind.RUN and directory_kind.run_managed(path, parent) is None:
-        return None
-    return f"{directory_kind.NAMES[kind]} at {parent}"
+    parent = parent if os.path.isabs(path) else os.path.relpath(parent)  # as the user gave it
+    if out and kind == directory_kind.RUN:
+        managed = directory_kind.run_managed(path, parent)
+        if managed is None:
+            return None
+        # The run is no objection (its report/ is a fine --out): the managed folder is.
+        name = os.path.basename(os.path.normpath(path))
+        instead = os.path.join(parent, "out" if name.startswith("checkpoints") else name)
+        return (
+            f"--{flag}={path} is inside {managed}, which the training run at {parent} manages "
+            f"(its checkpoints); choose a directory outside it, e.g. --{flag}={instead}"
+        )
+    return (
+        f"--{flag}={path} is inside {directory_kind.NAMES[kind]} at {parent}; choose a "
+        "directory outside it"
+    )
 
 
 def check_out(
@@ -795,9 +809,9 @@ def check_out(
 
     if not path.strip():
         raise FlagError(f"--{flag} is empty; give the directory to write")
-    inside = _inside(path, out=not may_hold)  # an --out may sit in a run (its report/)
+    inside = _inside(flag, path, out=not may_hold)  # an --out may sit in a run (its report/)
     if inside is not None:
-        raise FlagError(f"--{flag}={path} is inside {inside}; choose a directory outside it")
+        raise FlagError(inside)
     above = directory_kind.report_above(path)
     if above is not None:
         raise FlagError(

@@ -872,14 +872,20 @@ def test_outputs_and_new_registries_stay_out_of_runs_exports_and_registries(tmp_
         directory.mkdir()
         (directory / marker).write_text(text)
     for out, where in [
-        (run / "checkpoints" / "x", f"inside a training run at {run}"),
-        (export / "drift", f"inside an export at {export}"),
+        # The managed folder, not the run, is what is named (its report/ is fine), and a place
+        # beside it to use instead: "inside a training run" read as if no --out there would do.
+        (run / "checkpoints" / "x", f"inside {run / 'checkpoints'}, which the training run at "
+         f"{run} manages (its checkpoints); choose a directory outside it, e.g. --out={run / 'x'}"),
+        (run / "checkpoints_best", f"inside {run / 'checkpoints_best'}, which the training run "
+         f"at {run} manages (its checkpoints); choose a directory outside it, e.g. "
+         f"--out={run / 'out'}"),
+        (export / "drift", f"inside an export at {export}; choose"),
         (
             registry / "artifacts" / "digits" / "1" / "drift",
-            f"inside a model registry at {registry}",
+            f"inside a model registry at {registry}; choose",
         ),
-    ]:
-        with pytest.raises(cli.FlagError, match=re.escape(f"--out={out} is {where}; choose")):
+    ]:  # fmt: skip
+        with pytest.raises(cli.FlagError, match=re.escape(f"--out={out} is {where}")):
             cli.check_out("out", str(out))
     cli.check_out("out", str(run / "report"))  # a run's own report/ is where report writes
     for root, place in [

@@ -449,7 +449,7 @@ def test_crafted_export_is_refused_by_the_loader_and_the_registry(
             "is a symbolic link to /nonexistent/x, which does not exist; choose another --out",
         ),
         # Accepted (as checkpoints/ is not): an export inside Orbax's best-checkpoint directory.
-        (["--out=BEST"], "is inside a training run at "),
+        (["--out=BEST"], "checkpoints_best, which the training run at "),
     ],
 )
 def test_export_flags_are_checked_before_anything_starts(
