@@ -85,7 +85,7 @@ def test_resolve_takes_registry_uris_and_export_directories(digits_export, tmp_p
     run, out = digits_export
     reg = tmp_path / "reg"
     monkeypatch.setenv("ANN_REGISTRY", str(reg))
-    default = r"no registry at .*reg for models:/digits/1 \(the default: \$ANN_REGISTRY"
+    default = r"no registry at .*reg \(from \$ANN_REGISTRY\) for models:/digits/1; set \$ANN"
     with pytest.raises(RegistryError, match=default):
         resolve("models:/digits/1")  # $ANN_REGISTRY names none: say where it looked
     assert os.listdir(tmp_path) == []
@@ -533,7 +533,8 @@ def test_commands_on_a_missing_registry_create_nothing(tmp_path):
         result = _cli(missing, *command)
         assert result.returncode == 1, (command, result.stderr)
         assert result.stderr == f"error: no registry at {missing}; give --registry=DIR (or " \
-            "$ANN_REGISTRY) of an existing one, or `register` an export to create it\n"  # fmt: skip
+            "$ANN_REGISTRY) of an existing one, or `register` an export to create it " \
+            "there\n"  # fmt: skip
         assert os.listdir(tmp_path) == [], command
     # The library refuses the same way: opening one touches nothing.
     with pytest.raises(RegistryError, match="no registry at"):
@@ -544,6 +545,37 @@ def test_commands_on_a_missing_registry_create_nothing(tmp_path):
     afile.write_text("x")
     with pytest.raises(RegistryError, match=f"^--registry={afile} is a file, not a registry"):
         Registry(str(afile)).models()
+
+
+def test_registry_messages_name_where_the_directory_came_from(tmp_path):
+    # A directory from $ANN_REGISTRY was named as "--registry=DIR", and `list` on a directory
+    # holding other files suggested `register`, which that directory then refused.
+    notreg, afile = tmp_path / "notreg", tmp_path / "afile"
+    notreg.mkdir()
+    (notreg / "notes.txt").write_text("")
+    afile.write_text("x")
+    fix = "give --registry=DIR (or $ANN_REGISTRY) of an existing one, or `register` an export"
+    env = {k: v for k, v in os.environ.items() if k != "ANN_REGISTRY"}
+    for flag, variable, said in [
+        ([], notreg, f"no registry at {notreg} (from $ANN_REGISTRY), which holds other files "
+         f"(notes.txt); {fix} with --registry=DIR, a new or empty directory, to create one"),
+        ([f"--registry={notreg}"], None, f"no registry at {notreg}, which holds other files "
+         f"(notes.txt); {fix} with --registry=DIR, a new or empty directory, to create one"),
+        ([], afile, f"{afile} (from $ANN_REGISTRY) is a file, not a registry directory"),
+        ([], None, f"no registry at {tmp_path / 'registry'} (the default: $ANN_REGISTRY is not "
+         f"set); {fix} to create it there"),
+    ]:  # fmt: skip
+        result = subprocess.run(
+            [sys.executable, "-m", "ann.registry", *flag, "list"], capture_output=True,
+            text=True, timeout=60, cwd=tmp_path,
+            env={**env, "ANN_REGISTRY": str(variable)} if variable else env,
+        )  # fmt: skip
+        assert one_line_error(result) == f"error: {said}"
+    # What the first suggested, refused there, is what it said.
+    said = f"{notreg} (from $ANN_REGISTRY) holds other files (notes.txt); a new registry goes"
+    with pytest.raises(RegistryError, match=re.escape(said)):
+        Registry(str(notreg), "$ANN_REGISTRY")._check_root()
+    assert sorted(os.listdir(tmp_path)) == ["afile", "notreg"]
 
 
 def test_read_only_commands_change_nothing(digits_export, tmp_path):

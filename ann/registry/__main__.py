@@ -171,7 +171,7 @@ def check_command(command: str, args: Sequence[str], f: Any) -> None:
 
 
 def _version(f: Any, uri: str) -> ModelVersion:
-    version = resolve(uri, f.registry).version
+    version = resolve(uri, _given(f)).version
     assert version is not None  # check_command let only registry URIs through
     return version
 
@@ -251,7 +251,7 @@ def _delete(registry: Registry, f: Any, args: Sequence[str], mlflow_uri: str) ->
 def _resolve(registry: Registry, f: Any, args: Sequence[str], mlflow_uri: str) -> None:
     # Its path goes into builds (the Dockerfile's EXPORT): checked against the sha256 recorded
     # at register first, every file read, as serving would, so a modified version is not baked.
-    resolved = resolve(args[0], f.registry)
+    resolved = resolve(args[0], _given(f))
     artifact.verify(resolved.path, resolved.manifest_sha256)
     print(resolved.path)
 
@@ -273,13 +273,19 @@ COMMANDS: dict[str, Callable[[Registry, Any, Sequence[str], str], None]] = {
 }
 
 
+def _given(f: Any) -> str | None:
+    """--registry as given on the command line, or None where its default ($ANN_REGISTRY, else
+    ./registry) stands: messages then name where the directory came from."""
+    return f.registry if f["registry"].present else None
+
+
 def main(argv: list[str]) -> None:
     """Runs `argv[1]` with the arguments `argv[2:]` on the parsed flags (absl's `main`)."""
     f = flags.FLAGS
     command, args = (argv[1], argv[2:]) if len(argv) > 1 else ("", [])
     check_command(command, args, f)
     mlflow_uri = f.mlflow_uri if command not in READ_ONLY else ""
-    COMMANDS[command](Registry(f.registry), f, args, mlflow_uri)
+    COMMANDS[command](Registry.at(_given(f)), f, args, mlflow_uri)
 
 
 def define_flags() -> None:

@@ -69,8 +69,15 @@ CREATE TABLE IF NOT EXISTS tags (
 
 
 def default_root() -> str:
-    """The registry directory when none is given: `$ANN_REGISTRY`, else `./registry`."""
-    return os.environ.get("ANN_REGISTRY", "registry")
+    """The registry directory when none is given: `$ANN_REGISTRY` (unless empty), else
+    `./registry`."""
+    return os.environ.get("ANN_REGISTRY") or "registry"
+
+
+def default_origin() -> str:
+    """Where `default_root()` came from, as a `Registry`'s `origin`: "$ANN_REGISTRY" when the
+    variable is set (not empty), else "default"."""
+    return "$ANN_REGISTRY" if os.environ.get("ANN_REGISTRY") else "default"
 
 
 TABLES = ("registered_models", "model_versions", "aliases", "tags")  # what SCHEMA creates
@@ -86,6 +93,10 @@ def _entries(path: str) -> list[str]:
     and its journals, artifacts/, a staged copy, a probe), sorted: [] when there are none."""
     own = ("registry.db", "artifacts", ".ann-")  # another register may be creating it now
     return [n for n in directory_kind.listing(path) if not n.startswith(own)]
+
+
+# Where a new registry may go (`register` creates one nowhere else).
+NEW_ONE = "a new registry goes in a new or empty directory of its own (e.g. --registry=registry)"
 
 
 class RegistryError(ValueError):
@@ -198,12 +209,31 @@ def _remove(path: str) -> None:
 class Registry:
     """The registry in `root`. Opening one touches nothing on disk: reading needs an existing
     registry (RegistryError "no registry at ROOT" otherwise) and never creates, migrates or
-    changes a file; only `register` creates the directory and database."""
+    changes a file; only `register` creates the directory and database.
 
-    def __init__(self, root: str):
+    `origin` is where `root` came from, which messages name: "--registry" (a flag),
+    "$ANN_REGISTRY" or "default" (./registry, neither given); `Registry.at` tells it."""
+
+    def __init__(self, root: str, origin: str = "--registry"):
         self.root = os.path.abspath(root)
         self.artifacts = os.path.join(self.root, "artifacts")
         self.db_path = os.path.join(self.root, "registry.db")
+        # Messages name the root as it came (they said --registry=DIR of $ANN_REGISTRY's):
+        # `where` after "at", `named` as a subject ("--registry=DIR is a file").
+        self.where = {
+            "--registry": self.root,
+            "$ANN_REGISTRY": f"{self.root} (from $ANN_REGISTRY)",
+            "default": f"{self.root} (the default: $ANN_REGISTRY is not set)",
+        }[origin]
+        self.named = f"--registry={self.root}" if origin == "--registry" else self.where
+
+    @classmethod
+    def at(cls, registry: str | None) -> Registry:
+        """The registry a command's --registry flag gives (`registry`), or, where it gave none
+        (None), `default_root()`'s, named for where it came from."""
+        if registry is None:
+            return cls(default_root(), default_origin())
+        return cls(registry)
 
     def exists(self) -> bool:
         """Whether `root` holds a registry (its database); looks, touches nothing."""
@@ -222,33 +252,33 @@ class Registry:
         return found is not None
 
     def _check_root(self) -> None:
-        """Refuses, before anything is written, a root that is a file or holds a registry.db
-        that is not an ann registry (another program's database, or not SQLite at all)."""
+        """Refuses, before anything is written, a root that is a file, a directory where a new
+        registry may not go (`_no_new_one`), or holds a registry.db that is not an ann
+        registry (another program's database, or not SQLite at all)."""
         if os.path.exists(self.root) and not os.path.isdir(self.root):
-            raise RegistryError(f"--registry={self.root} is a file, not a registry directory")
-        if not self.exists():  # a new registry: in a directory of its own, not in a run's
-            kinds = [k for k in directory_kind.of(self.root) if k != directory_kind.REGISTRY]
-            found = (kinds[0], self.root) if kinds else directory_kind.inside(self.root)
-            if found is not None:
-                kind, where = found
-                name = directory_kind.NAMES[kind]
-                place = name if where == self.root else f"inside {name} at {where}"
-                raise RegistryError(
-                    f"--registry={self.root} is {place}; a new registry goes in a directory of "
-                    "its own (e.g. --registry=registry)"
-                )
-            # Everything under a registry is the registry's: a new one in a directory of runs
-            # or exports (or the project's root) made each of them "inside a model registry".
-            entries = _entries(self.root)
-            if entries:
-                listed = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
-                raise RegistryError(
-                    f"--registry={self.root} holds other files ({listed}); a new registry goes "
-                    "in a new or empty directory of its own (e.g. --registry=registry)"
-                )
+            raise RegistryError(f"{self.named} is a file, not a registry directory")
+        if not self.exists() and (why := self._no_new_one()) is not None:
+            raise RegistryError(f"{self.named} {why}; {NEW_ONE}")
         if self.exists():
             with self._connect() as db:
                 self._check_tables(db)
+
+    def _no_new_one(self) -> str | None:
+        """Why no new registry may go at `root` ("is a training run", "holds other files (a,
+        b)"), or None: a new or empty directory of its own."""
+        kinds = [k for k in directory_kind.of(self.root) if k != directory_kind.REGISTRY]
+        found = (kinds[0], self.root) if kinds else directory_kind.inside(self.root)
+        if found is not None:  # not in a run's, an export's or a registry's directory
+            kind, where = found
+            name = directory_kind.NAMES[kind]
+            return f"is {name}" if where == self.root else f"is inside {name} at {where}"
+        # Everything under a registry is the registry's: a new one in a directory of runs
+        # or exports (or the project's root) made each of them "inside a model registry".
+        entries = _entries(self.root)
+        if entries:
+            listed = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+            return f"holds other files ({listed})"
+        return None
 
     def _check_tables(self, db: sqlite3.Connection) -> None:
         try:
@@ -300,11 +330,17 @@ class Registry:
         makes for a read when the connection closes; on a read-only mount, where it cannot make
         them, the database is opened immutable (nobody can write it there)."""
         if os.path.isfile(self.root):
-            raise RegistryError(f"--registry={self.root} is a file, not a registry directory")
+            raise RegistryError(f"{self.named} is a file, not a registry directory")
         if not self.exists():
+            existing = "give --registry=DIR (or $ANN_REGISTRY) of an existing one"
+            if (why := self._no_new_one()) is not None:  # `register` would refuse it too
+                raise RegistryError(
+                    f"no registry at {self.where}, which {why}; {existing}, or `register` an "
+                    "export with --registry=DIR, a new or empty directory, to create one"
+                )
             raise RegistryError(
-                f"no registry at {self.root}; give --registry=DIR (or $ANN_REGISTRY) of an "
-                "existing one, or `register` an export to create it"
+                f"no registry at {self.where}; {existing}, or `register` an export to create it "
+                "there"
             )
         writable = os.access(self.root, os.W_OK) and os.access(self.db_path, os.W_OK)
         mode = "mode=rw" if writable else "mode=ro&immutable=1"

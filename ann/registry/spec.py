@@ -18,7 +18,6 @@ from ann.registry.core import (
     ModelVersion,
     Registry,
     RegistryError,
-    default_root,
     files_gone,
 )
 
@@ -48,12 +47,11 @@ def resolve(spec: str, registry: str | None = None, has_flag: bool = True) -> Re
     version whose files were removed, a malformed URI, or a directory that is not an export.
     Never creates or changes a file."""
     if spec.startswith(URI_SCHEME):
-        store = Registry(registry or default_root())
+        store = Registry.at(registry)
         if registry is None and not store.exists():  # no flag named it: say where it looked
             flag = ", or the command's --registry," if has_flag else ""
             raise RegistryError(
-                f"no registry at {store.root} for {spec} (the default: $ANN_REGISTRY, else "
-                f"./registry); set $ANN_REGISTRY{flag} to its directory"
+                f"no registry at {store.where} for {spec}; set $ANN_REGISTRY{flag} to its directory"
             )
         mv = store.resolve(spec)
         if files_gone(mv.path):  # removed by hand: the record outlived the files

@@ -202,9 +202,9 @@ class Repository:
     def _registered(self) -> list[tuple[str, str]]:
         """(name, version) of every version in the registry, if there is one (as Triton's
         index lists the models of its repository that are not loaded)."""
-        from ann.registry import Registry, RegistryError, default_root
+        from ann.registry import Registry, RegistryError
 
-        registry = Registry(self.registry or default_root())
+        registry = Registry.at(self.registry)
         if not registry.exists():
             return []
         try:
