@@ -112,8 +112,12 @@ def test_report_json_is_documented(workdir_report):
     refused = classification.calibration(one_class).metrics
     report["splits"]["validation"]["sections"]["calibration"] = refused
     assert report_doc.undocumented(report) == []
+    none = copy.deepcopy(report)  # calibration none: its key is documented too
+    test.config.calibration = "none"
+    none["splits"]["test"]["sections"]["calibration"] = classification.calibration(test).metrics
+    assert report_doc.undocumented(none) == []
     conditions = {"binary models", "binary models, test split", "when the fit is refused"}
-    conditions |= {"when the fit succeeds"}
+    conditions |= {"when the fit succeeds", "unless calibration is none"}
     assert report_doc.missing(report, conditions | {"when there are errors"}) == []
     assert report_doc.missing(report, conditions | {"when the model has float outputs"}) == []
     # The check is not blind: a key the document does not list, one it lists that is gone.
@@ -378,8 +382,32 @@ def test_calibration_uses_the_validation_temperature():
     uncalibrated.config.calibration = "none"
     section = classification.calibration(uncalibrated)
     assert len(section.notes) == 1 and "--calibration=none" not in section.notes[0]
-    titles = [axes.get_title() for axes in section.figures["reliability"].axes]
-    assert titles[0].endswith(", as exported") and not titles[1].endswith(", as exported")
+
+
+def test_under_calibration_none_no_temperature_is_fitted_or_shown():
+    # A run trained (or an export made) with calibration=none serves softmax(logits), but the
+    # summary said "ECE a -> b ... with temperature 1.5 (fitted on validation)", and report.json
+    # held that temperature and its scores as if they were used.
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(300, 3)) * 4
+    labels = rng.integers(0, 3, 300)
+    probabilities = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    validation = fake_predictions(labels, probabilities, "validation", logits)
+    test = fake_predictions(labels, probabilities, "test", logits, validation)
+    test.config.calibration = "none"
+    section = classification.calibration(test)
+    before = section.metrics["before"]
+    assert section.notes == [
+        f"calibration: ECE {before['ece']:.4f}, NLL {before['nll']:.4f} of softmax(logits) "
+        "(calibration none: no temperature fitted or applied)"
+    ]
+    for key in ("temperature", "after", "reliability_after", "ece_change", "temperature_fitted_on"):
+        assert key not in section.metrics, key
+    assert section.metrics["calibration"] == "none"
+    assert section.metrics["served"]["ece"] == pytest.approx(before["ece"])  # what is served
+    titles = [axes.get_title() for axes in section.figures["reliability"].axes[:1]]
+    assert titles == [f"softmax(logits), calibration none (ECE {before['ece']:.3f}), as exported"]
+    assert len(section.figures["reliability"].axes) == 2  # the diagram and its histogram
 
 
 def test_a_reliability_bin_of_only_mistakes_is_drawn():

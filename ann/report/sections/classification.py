@@ -280,24 +280,31 @@ def calibration(preds: Predictions) -> Section:
     histograms; and the scores of the probabilities the model serves (`served`: an export's
     are already divided by its manifest's temperature). A fit the validation split refuses (one
     class, no optimum, as when every row is right) leaves softmax(logits)'s scores and diagram
-    with the refusal as `error`; logits that cannot be scored at all get only the message."""
+    with the refusal as `error`; logits that cannot be scored at all get only the message.
+    Under `config.calibration` "none" (softmax(logits) is what is served) no temperature is
+    fitted: a T in the summary read as if the model used it."""
     from ann.metrics import calibration as calib
 
     y_true, _, _ = _labels(preds)
     fitted_on = preds.validation or preds
     logits = np.asarray(preds.outputs["logits"], np.float64)
+    uncalibrated = preds.config.get("calibration") == "none"
+    temperature, refused = None, ""
     try:
         probabilities = {"before": calib.softmax(calib.check_logits(logits))}
         try:
-            temperature = calib.fit_temperature(fitted_on.outputs["logits"], _labels(fitted_on)[0])
-            probabilities["after"] = calib.softmax(logits, temperature)
-            refused = ""
+            if not uncalibrated:
+                labels = _labels(fitted_on)[0]
+                temperature = calib.fit_temperature(fitted_on.outputs["logits"], labels)
+                probabilities["after"] = calib.softmax(logits, temperature)
         except calib.CalibrationError as e:
-            temperature, refused = None, f"no temperature fitted on {fitted_on.split}: {e}"
+            refused = f"no temperature fitted on {fitted_on.split}: {e}"
         scores = {when: calib.summary(p, y_true) for when, p in probabilities.items()}
         bins = {when: calib.reliability(p, y_true) for when, p in probabilities.items()}
         served = calib.summary(np.asarray(preds.outputs["probabilities"], np.float64), y_true)
-        change = None if refused else calib.ece_change_interval(logits, y_true, temperature)
+        change = None
+        if temperature is not None:
+            change = calib.ece_change_interval(logits, y_true, temperature)
     except calib.CalibrationError as e:
         return Section("Calibration", {"error": str(e)}, {}, [f"calibration: {e}"])
     figure, grid = plt.subplots(
@@ -308,15 +315,7 @@ def calibration(preds: Predictions) -> Section:
         gridspec_kw={"height_ratios": [3, 1]},
         squeeze=False,
     )
-    ece = {when: f"ECE {score['ece']:.3f}" for when, score in scores.items()}
-    titles = (
-        {"before": f"softmax(logits), no temperature fitted ({ece['before']})"}
-        if refused
-        else {
-            "before": f"Before temperature scaling ({ece['before']})",
-            "after": f"After, T = {temperature:.3g} ({ece['after']})",
-        }
-    )
+    titles = _panel_titles(scores, temperature, refused)
     served_panel = _served_panel(preds, temperature)
     if served_panel in titles:
         titles[served_panel] += ", as exported"
@@ -330,7 +329,7 @@ def calibration(preds: Predictions) -> Section:
         # `calibration`; 1 for a checkpoint) and their scores: what is served.
         "served_temperature": float(getattr(preds.experiment, "temperature", 1.0)),
         "served": served,
-        "temperature_fitted_on": fitted_on.split,
+        **({"calibration": "none"} if uncalibrated else {"temperature_fitted_on": fitted_on.split}),
         "bins": calib.BINS,
         **{when: scores[when] for when in scores},
         **{f"reliability_{when}": bins[when].to_json() for when in bins},
@@ -340,6 +339,12 @@ def calibration(preds: Predictions) -> Section:
         metrics_["error"] = refused
         note = f"calibration: ECE {before['ece']:.4f}, NLL {before['nll']:.4f}; {refused}"
         return Section("Calibration", metrics_, {"reliability": figure}, [note])
+    if uncalibrated:
+        note = (
+            f"calibration: ECE {before['ece']:.4f}, NLL {before['nll']:.4f} of softmax(logits) "
+            "(calibration none: no temperature fitted or applied)"
+        )
+        return Section("Calibration", metrics_, {"reliability": figure}, [note])
     metrics_["temperature"] = float(temperature)
     metrics_["ece_change"] = {"low": change[0], "high": change[1], "confidence": 0.95}
     note = (
@@ -348,11 +353,10 @@ def calibration(preds: Predictions) -> Section:
         f"{temperature:.3g} (fitted on {fitted_on.split})"
     )
     notes = [note]
-    # The fit minimises NLL, not ECE: as export says. Advice only where the scaling is (or an
-    # export of the run would be) served: an export made with --calibration=none was told to
-    # use --calibration=none.
-    # Beyond the ECE's sampling noise only: the interval of the change lies above 0.
-    if change[0] > 0 and preds.config.get("calibration") != "none":
+    # The fit minimises NLL, not ECE: as export says (never under calibration none, which
+    # fits nothing). Beyond the ECE's sampling noise only: the interval of the change lies
+    # above 0.
+    if change[0] > 0:
         notes.append(
             f"note: temperature scaling raised the {preds.split} ECE ({before['ece']:.4f} -> "
             f"{scores['after']['ece']:.4f}, a rise of {change[0]:.4f} to {change[1]:.4f} at 95% "
@@ -360,6 +364,19 @@ def calibration(preds: Predictions) -> Section:
             "softmax(logits)"
         )
     return Section("Calibration", metrics_, {"reliability": figure}, notes)
+
+
+def _panel_titles(scores: dict, temperature: float | None, refused: str) -> dict[str, str]:
+    """The reliability panels' titles: softmax(logits)'s alone where no temperature was fitted
+    (`refused` says why; else calibration none fitted none), else before and after."""
+    ece = {when: f"ECE {score['ece']:.3f}" for when, score in scores.items()}
+    if temperature is None:
+        why = "no temperature fitted" if refused else "calibration none"
+        return {"before": f"softmax(logits), {why} ({ece['before']})"}
+    return {
+        "before": f"Before temperature scaling ({ece['before']})",
+        "after": f"After, T = {temperature:.3g} ({ece['after']})",
+    }
 
 
 def _served_panel(preds: Predictions, temperature: float | None) -> str | None:
