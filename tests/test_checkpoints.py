@@ -163,6 +163,28 @@ def test_every_committed_step_has_a_manifest_of_its_files(trained):
             assert checkpoint_lib.verify_files(str(step_dir)) is None
 
 
+def test_a_resume_writes_the_manifest_a_best_or_resumed_step_lacks(tmp_path, trained, caplog):
+    # A process killed between Orbax's commit and the manifest left the step without one: the
+    # best checkpoint then stayed unverified after any number of resumes (export reads it).
+    workdir = copy_run(trained, tmp_path / "run")
+    best = workdir / "checkpoints_best" / str(saved_steps(workdir, "checkpoints_best")[-1])
+    latest = workdir / "checkpoints" / "20"
+    for step_dir in (best, latest):
+        (step_dir / checkpoint_lib.MANIFEST).unlink()
+    with caplog.at_level(logging.WARNING):
+        train_and_evaluate(tiny(total_steps=20), str(workdir))  # finished: restores, trains none
+    for step_dir in (best, latest):
+        manifest = json.loads((step_dir / checkpoint_lib.MANIFEST).read_text())["files"]
+        assert set(manifest) == set(checkpoint_lib._files(str(step_dir)))
+        assert checkpoint_lib.verify_files(str(step_dir)) is None
+        assert f"in {step_dir.parent} had no {checkpoint_lib.MANIFEST}" in caplog.text
+    # Now verified: a changed byte of the best is found, where it was read unverified.
+    victim = largest_data_file(best)
+    victim.write_bytes(victim.read_bytes()[:-8])
+    with pytest.raises(CheckpointError, match="truncated or cut"):
+        restore_model(str(workdir), "best")
+
+
 @pytest.mark.parametrize("damage", ["flip", "truncate"])
 def test_a_damaged_checkpoint_falls_back_to_the_newest_intact_step(
     tmp_path, trained, caplog, damage

@@ -13,7 +13,9 @@ training, a damaged step (a file changed, truncated or missing, or non-finite va
 saying which file was damaged and which step it resumed from. An I/O error while reading is
 reported as such and changes nothing. A step saved before manifests existed (or whose manifest
 was never written, e.g. the process was killed right after
-the commit) is restored unverified, with a warning.
+the commit) is restored unverified, with a warning; a resume then writes the manifest of the
+step it resumed from and of the best checkpoint where they lack one (the best one was otherwise
+read unverified by every export until a better eval replaced it).
 """
 
 from __future__ import annotations
@@ -486,6 +488,7 @@ class Checkpoints:
                     f"saved with ({config_file_in(self.workdir)})"
                 ) from e
             self._set_aside(damaged, step)
+            self._write_missing_manifests(step)
             return restored.state, step
         listing = "; ".join(f"step {s}: {p}" for s, p in damaged)
         raise CheckpointError(
@@ -493,6 +496,31 @@ class Checkpoints:
             f"left in place: start a new --workdir, or rerun here with init_from set to an "
             "export or another run"
         )
+
+    def _write_missing_manifests(self, resumed: int) -> None:
+        """On resume, writes the manifest of the step resumed from (its files were just read
+        back whole and finite) and of the best checkpoint (committed: Orbax wrote its metadata)
+        where it lacks one (the process stopped between the commit and the manifest, or the
+        step predates manifests), with a warning: else each stayed unverified for good, the
+        best one (export's and report's default) until beaten. A best past `resumed` is left:
+        the run removes it (`forget_best_after`). Process 0, on the hashing thread."""
+        if jax.process_index() > 0:
+            return
+        best = [s for s in self._complete_steps(self.best) if s <= resumed][:1]
+        for manager, step in [(self.latest, resumed), *((self.best, s) for s in best)]:
+            step_dir = self._step_dir(manager, step)
+            if os.path.exists(os.path.join(step_dir, MANIFEST)):
+                continue
+            logging.warning(
+                "checkpoint step %d in %s had no %s (the process stopped right after saving it, "
+                "or it was saved before manifests); writing one from its files as they are now, "
+                "so later reads verify them",
+                step,
+                manager.directory,
+                MANIFEST,
+            )
+            future = self._hasher.submit(_write_manifest_if_kept, step_dir)
+            self._manifests.append((manager, step, future))
 
     def _set_aside(self, damaged: list[tuple[int, str]], resumed: int) -> None:
         """Moves damaged steps out of Orbax's way (so training can save those step numbers
