@@ -714,15 +714,15 @@ def _note_unfinished(workdir: str) -> None:
     at = f"step {step}" + (f" of {total}" if total else "")
     pid = run_status.live_owner(record)
     if pid is not None:  # a running record's step: its start's, then each save's
-        what = f"is still training (pid {pid}; {at} when last recorded, at its start or a save)"
+        what = f"is still training (pid {pid}; {run_status.recorded_at(record)})"
     elif record.get("status") == "running":
         dead = record.get("pid")
         if record.get("host") != socket.gethostname() or not isinstance(dead, int):
             return  # another machine's run: it may be training there
         # Its process is gone without recording an end: SIGKILL, out of memory, a crash.
         what = (
-            f"stopped without recording its end ({at} when last recorded; its process, pid "
-            f"{dead}, is gone: killed, or out of memory?)"
+            f"stopped without recording its end ({run_status.recorded_at(record)}; its process, "
+            f"pid {dead}, is gone: killed, or out of memory?)"
         )
     else:
         what = f"ended {record['status']} at {at}"

@@ -1013,7 +1013,8 @@ def test_a_run_still_training_or_ended_early_is_noted_when_restored(tmp_path, ca
             # Not "started at": the record moves with each save (it named step 1000 of a run
             # started at 0).
             f"note: {run} is still training (pid {writer.pid}; step 200 of 3000 when last "
-            "recorded, at its start or a save); its checkpoints so far are used\n"
+            "recorded (its start or its last checkpoint begun)); its checkpoints so far are "
+            "used\n"
         )
     finally:
         writer.kill()
@@ -1021,9 +1022,9 @@ def test_a_run_still_training_or_ended_early_is_noted_when_restored(tmp_path, ca
     # Its writer is gone without recording an end (SIGKILL, out of memory): said, not silent.
     cli.check_trained_run(str(run), "best")
     assert capsys.readouterr().err == (
-        f"note: {run} stopped without recording its end (step 200 of 3000 when last recorded; "
-        f"its process, pid {writer.pid}, is gone: killed, or out of memory?); its checkpoints so "
-        "far are used\n"
+        f"note: {run} stopped without recording its end (step 200 of 3000 when last recorded "
+        f"(its start or its last checkpoint begun); its process, pid {writer.pid}, is gone: "
+        "killed, or out of memory?); its checkpoints so far are used\n"
     )
     # Another machine's record: it may be training there; nothing is claimed.
     (run / run_status.FILENAME).write_text(json.dumps({**record, "host": "another-host"}))

@@ -333,6 +333,25 @@ def test_a_dry_run_or_emit_refuses_a_metric_the_trials_do_not_compute(tmp_path, 
         assert not workdir.exists()  # --emit wrote no trial
 
 
+def test_a_running_trials_steps_are_where_it_is_not_its_last_checkpoint(tmp_path):
+    # run_status.json's step, while running, is the last checkpoint begun (200 of a trial at
+    # step 290): results.md gave that as the trial's steps.
+    from ann.train import run_status
+
+    workdir = tmp_path / "sweep" / "lr=0.1"
+    workdir.mkdir(parents=True)
+    run_status.write(str(workdir), "running", 200, total_steps=1000)
+    with open(workdir / "metrics.jsonl", "w") as f:
+        for step in (100, 200, 290):
+            f.write(json.dumps({"step": step, "train/loss": 1.0}) + "\n")
+    row = results.trial_row(str(tmp_path / "sweep"), "lr=0.1", {}, "val/accuracy", "max")
+    assert (row["status"], row["steps"]) == ("running", 290)
+    # Where a killed run's record is read, its step is named for what it is.
+    record = {**run_status.read(str(workdir)), "pid": None, "host": ""}
+    assert "'running', step 200 of 1000 when last recorded (its start or its last checkpoint " \
+        "begun)" in run_status.stale_running(record)  # fmt: skip
+
+
 # ---- the launcher, with stand-in trials --------------------------------------------------
 
 

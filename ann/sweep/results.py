@@ -177,7 +177,9 @@ def trial_row(sweep_dir: str, name: str, overrides: dict, metric: str, mode: str
     final = records[-1] if records else {}
     for key in sorted(k for k in final if _scored(k)):
         row[f"final {key}"] = final[key]
-    row["steps"] = run.get("step", last) if run else (last or None)
+    # A running trial's record holds its last checkpoint begun: metrics.jsonl, where it is.
+    running = run.get("status") == "running"
+    row["steps"] = run.get("step", last) if run and not running else (last or None)
     row["early stop"] = run.get("status") == "early_stopped"
     row["wall seconds"] = record.get("wall_seconds")
     row["error"] = details.get("error", "")

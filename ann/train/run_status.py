@@ -1,11 +1,13 @@
 """`WORKDIR/run_status.json`: how a run stands, written atomically by process 0.
 
-`running` while training, then `done` (reached total_steps), `interrupted` (SIGTERM, Ctrl-C or a
-hook's stop: the same command resumes), `diverged` (the loss or the train state became
-non-finite; nothing non-finite was saved), `failed` (an error ended the run, e.g. a checkpoint
-save that failed; the message says which and how to resume), or a reason a hook gave to end the
-run as finished (`early_stopped`, `pruned`): re-running the same command then does not train
-further. Sweeps read this file to tell a finished trial from one that still has work to do.
+`running` while training (its `step`: the start's, then each checkpoint's as its save begins,
+not the step training is at: `recorded_at` words it), then `done` (reached total_steps),
+`interrupted` (SIGTERM, Ctrl-C or a hook's stop: the same command resumes), `diverged` (the
+loss or the train state became non-finite; nothing non-finite was saved), `failed` (an error
+ended the run, e.g. a checkpoint save that failed; the message says which and how to resume),
+or a reason a hook gave to end the run as finished (`early_stopped`, `pruned`): re-running the
+same command then does not train further. Sweeps read this file to tell a finished trial from
+one that still has work to do.
 
 Every record carries the `host` and `pid` of the process that wrote it, so a `running` record
 left by a process that was killed (no chance to write anything else) is recognised as stale on
@@ -111,6 +113,18 @@ def stale_running(record: dict[str, Any] | None) -> str:
     else:
         who = f"pid {pid} on host {host}; this is {socket.gethostname()}, so it cannot be checked"
     return (
-        f"{path('WORKDIR')} says 'running' at step {record.get('step')} ({who}): that run was "
-        "killed or crashed without recording how it ended; not trusted"
+        f"{path('WORKDIR')} says 'running', {recorded_at(record)} ({who}): that run was killed "
+        "or crashed without recording how it ended; not trusted"
+    )
+
+
+def recorded_at(record: dict[str, Any]) -> str:
+    """Where a `running` record's step is from, in words: it is written at the run's start and
+    as each checkpoint save begins, not as training goes ("step 200 of 1000 when last
+    recorded (its start or its last checkpoint begun)"); a reader took it for the step
+    training was at."""
+    total = record.get("total_steps")
+    of = f" of {total}" if total else ""
+    return (
+        f"step {record.get('step')}{of} when last recorded (its start or its last checkpoint begun)"
     )
