@@ -621,7 +621,7 @@ def test_a_users_report_sections_that_cannot_be_written_is_one_line(returned, me
     assert type(shown.metrics["accuracy"]) is float
     from ann.report import html
 
-    assert "<td>accuracy</td><td>0.5</td>" in html._scalar_table(shown.metrics)
+    assert "<td>accuracy</td><td>0.5</td>" in html._metrics_tables(shown.metrics)
 
 
 def test_the_header_says_what_an_export_serves():
