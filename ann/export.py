@@ -275,6 +275,26 @@ def _check_agrees(infer: Any, weights: dict, inputs: dict, exported: dict) -> No
             raise AssertionError(f"exported output {k!r} differs from the training code's")
 
 
+def _check_finite(outputs: dict[str, np.ndarray], split: str) -> None:
+    """Raises ConfigError when an output of the exported graph on `split`'s rows holds a NaN or
+    an infinity: a model that does not answer its own data is broken, and a server would refuse
+    every such request (422 `non_finite_output`, ann/serve/app.py) instead of answering it.
+    Checked here so that a model giving NaN everywhere never reaches a server, and a server's
+    422 means an input far outside the data, not a broken model."""
+    from ann.config import ConfigError
+
+    for name, value in outputs.items():
+        if value.dtype.kind != "f" or np.isfinite(value).all():
+            continue
+        bad = ~np.isfinite(value.reshape(len(value), -1)).all(axis=1)
+        first = int(np.argmax(bad))
+        raise ConfigError(
+            f"the exported model gives non-finite {name!r} (NaN or infinity) on {int(bad.sum()):,}"
+            f" of {len(value):,} {split} rows (the first: row {first}); it cannot serve. Check "
+            "the run (its loss, its weights) and export a good step"
+        )
+
+
 def _reference(
     exported: Any, infer: Any, weights: dict, train: Any, validation: Any, experiment: Any
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -297,9 +317,11 @@ def _reference(
     )
     call = jax.jit(exported.call)
     ref_outputs = _predict_all(call, weights, ref_inputs)
+    _check_finite(ref_outputs, f"training ({train.split})")
     _check_agrees(infer, weights, ref_inputs, ref_outputs)
     held_out = validation.rows(np.arange(min(len(validation), REFERENCE_ROWS)))
     val_outputs = _predict_all(call, weights, {k: held_out[k] for k in inputs})
+    _check_finite(val_outputs, f"validation ({validation.split})")
     reference = reference_statistics(ref_inputs, val_outputs, experiment.output_signature())
     reference["sample"], sample = reference_sample(
         train, train.split, inputs, call, weights, ref_outputs

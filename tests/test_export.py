@@ -568,3 +568,23 @@ def test_a_graph_that_returns_other_than_its_signature_is_not_exported():
         with pytest.raises(ConfigError, match="model 'm' gives ") as e:
             _check_outputs(exported, signature, "m")
         assert said in str(e.value) and "fix the model's output" in str(e.value)
+
+
+def test_a_model_that_gives_nan_on_its_own_data_is_not_exported():
+    """A broken model (NaN weights, an overflow on ordinary rows) gives non-finite outputs on
+    the training split: refused at export, naming the output and how many rows, so a server's
+    422 `non_finite_output` means an input far outside the data, never such a model. It was
+    refused only by accident, as "exported output 'score' differs from the training code's"
+    (NaN != NaN), or not at all where only the validation rows overflowed."""
+    from ann.export import _check_finite
+
+    fine = {"score": np.ones(4, np.float32), "label": np.zeros(4, np.int32)}
+    _check_finite(fine, "training (train)")
+    broken = {**fine, "score": np.array([1, np.nan, np.inf, 2], np.float32)}
+    with pytest.raises(ConfigError) as e:
+        _check_finite(broken, "validation (validation)")
+    assert str(e.value) == (
+        "the exported model gives non-finite 'score' (NaN or infinity) on 2 of 4 validation "
+        "(validation) rows (the first: row 1); it cannot serve. Check the run (its loss, its "
+        "weights) and export a good step"
+    )

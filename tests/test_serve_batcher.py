@@ -6,7 +6,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from ann.serve.batcher import Batcher, QueueFull, QueueTimeout, buckets
+from ann.serve.batcher import Batcher, NonFiniteOutput, QueueFull, QueueTimeout, buckets
 
 
 def recording_run(max_batch_size, fail_first=False):
@@ -285,3 +285,55 @@ def test_a_request_past_its_own_timeout_is_refused_unrun_and_the_rest_still_run(
         await batcher.close()
 
     asyncio.run(main())
+
+
+def test_a_non_finite_output_refuses_its_own_request_and_no_other():
+    """A model that overflows on one request's input (a NaN or an infinity in a float output)
+    refuses that request alone (`NonFiniteOutput`: output, row, value); the others of its batch
+    get their answers, and only theirs enter monitoring's window, their ids renumbered. They
+    went out as 200 with `null` in the JSON (NaN bytes in binary)."""
+    seen = []
+
+    def make(size):
+        def run(inputs):
+            x = inputs["x"]
+            with np.errstate(over="ignore", invalid="ignore"):  # what an overflow gives
+                y = np.where(x >= 1e30, x * x, x * 2).astype(np.float32)
+                z = np.where(x <= -1e30, np.float32(np.nan), x)
+            return {"label": np.zeros(size, np.int32), "y": y, "z": z}
+
+        return run
+
+    async def main():
+        run = {size: make(size) for size in buckets(8)}
+        batcher = Batcher(run, 8, 5.0, 64, on_rows=lambda *a: seen.append(a), wait="full")
+        batcher.start()
+        sent = [
+            rows(2),
+            {"x": np.array([[5.0], [1e30], [-1e30]], np.float32)},
+            {"x": np.array([[3.0]], np.float32)},
+            {"x": np.array([[-1e31]], np.float32)},
+        ]
+        ids = ["a", "b", "c", "d"]
+        futures = [
+            batcher.submit_nowait(x, len(x["x"]), request_id=i)
+            for x, i in zip(sent, ids, strict=True)
+        ]
+        futures.append(batcher.submit_nowait(rows(2, 7), 2, request_id="e"))  # 9 rows: next batch
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        await batcher.close()
+        return results
+
+    first, second, third, fourth, fifth = asyncio.run(main())
+    assert first[0]["y"].tolist() == [[0.0], [2.0]] and third[0]["y"].tolist() == [[6.0]]
+    assert fifth[0]["y"].tolist() == [[14.0], [16.0]]
+    assert isinstance(second, NonFiniteOutput) and isinstance(fourth, NonFiniteOutput)
+    # The first output (in the model's order) and row that is not finite, and its value.
+    assert (second.output, second.row, second.value) == ("y", 1, "inf")
+    assert (fourth.output, fourth.row, fourth.value) == ("z", 0, "nan")
+    # Monitoring: the answered rows alone (a: 2 rows, c: 1), ids renumbered; then the next batch.
+    inputs, outputs, n, answered = seen[0]
+    assert n == 3 and answered == [("a", 0, 2), ("c", 2, 3)]
+    assert inputs["x"].reshape(-1).tolist() == [0.0, 1.0, 3.0]
+    assert np.isfinite(outputs["y"]).all() and len(outputs["label"]) == 3
+    assert seen[1][2] == 2 and seen[1][3] == [("e", 0, 2)]

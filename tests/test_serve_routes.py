@@ -461,3 +461,66 @@ def test_model_configuration_names_an_export_directory_without_its_path():
         app = App([ServedModel("m", "1", FakeModel(), source)], Settings())
         status, body, _ = call(app, "GET", "/v2/models/m/config")
         assert status == 200 and body["parameters"]["source"] == {"string_value": shown}, body
+
+
+def test_an_output_the_model_overflowed_on_is_refused_422_and_its_batch_mates_answered():
+    """Finite inputs far outside the data (3e38) made the model's output infinite or NaN: it
+    was answered 200 with `null` in the JSON (NaN bytes in binary), which a client comparing a
+    score with a threshold read as normal. Now 422 naming the output, the row and the value,
+    JSON and binary alike, counted under its own reason; a request batched with it is answered."""
+    import numpy as np
+
+    from ann.serve.batcher import Batcher, buckets
+
+    def run(inputs):
+        with np.errstate(over="ignore", invalid="ignore"):
+            return {"y": inputs["x"] * inputs["x"]}  # 3e38 squared: inf in float32
+
+    app = App([ServedModel("m", "1", FakeModel(), "test")], Settings(monitor="off"))
+    [m] = app.dataplane.all_models()
+    replies = {}
+
+    def infer(key, x, binary=False):
+        x = np.asarray(x, np.float32)
+        tensor = {"name": "x", "shape": list(x.shape), "datatype": "FP32"}
+        if binary:
+            head = json.dumps(
+                {
+                    "id": key,
+                    "inputs": [{**tensor, "parameters": {"binary_data_size": x.nbytes}}],
+                    "parameters": {"binary_data_output": True},
+                }
+            )
+            body, length = head.encode() + x.tobytes(), str(len(head)).encode()
+        else:
+            body = json.dumps({"id": key, "inputs": [{**tensor, "data": x.ravel().tolist()}]})
+            body, length = body.encode(), None
+        app.handle("POST", "/v2/models/m/infer", None, body, None,
+                   lambda *reply: replies.__setitem__(key, reply), length)  # fmt: skip
+
+    async def main():
+        m.batcher = Batcher({s: run for s in buckets(8)}, 8, 5.0, 64, wait="full")
+        m.batcher.start()
+        m.ready = True
+        infer("fine", [[1, 2]])
+        infer("huge", [[1, 2], [3e38, 1]])
+        infer("binary", [[-3e38, 0]], binary=True)
+        await m.batcher.close()
+
+    asyncio.run(main())
+    status, body, _ = replies["fine"]
+    assert status == 200 and json.loads(body)["outputs"][0]["data"] == [1.0, 4.0]
+    for key, row, value in (("huge", 1, "inf"), ("binary", 0, "inf")):
+        status, body, headers = replies[key]
+        assert status == 422 and headers is None, (key, status, body)
+        assert json.loads(body) == {
+            "error": f"outputs.y: row {row} is {value}, not a number: the model overflowed on "
+            "this input (its values are far outside what it was trained on); no answer is given "
+            "for it",
+            "model_name": "m",
+            "model_version": "1",
+        }
+    text = app.metrics.render().decode()
+    errors = 'ann_errors_total{code="422",model="m",reason="non_finite_output",version="1"} 2.0'
+    assert errors in text
+    assert 'ann_requests_total{code="422",handler="infer",model="m",version="1"} 2.0' in text

@@ -51,7 +51,7 @@ from typing import Any
 import orjson
 
 from ann.serve import openapi, protocol
-from ann.serve.batcher import QueueTimeout
+from ann.serve.batcher import NonFiniteOutput, QueueTimeout
 from ann.serve.dataplane import DataPlane, ServedModel
 from ann.serve.errors import ServeError
 from ann.serve.model_config import model_config
@@ -698,6 +698,11 @@ class App:
                 )
                 self._infer_failed(m, decoded, respond, start, ServeError(503, message, "timeout"))
                 return
+            except NonFiniteOutput as e:  # the model overflowed on this request's input
+                refusal = non_finite(e)
+                refusal.request_id = decoded.id  # the request log records it by its id
+                self._infer_failed(m, decoded, respond, start, refusal)
+                return
             except Exception as e:  # a fault in the model or the encoder: a 500 that says so
                 log.exception("internal error on infer %s", m.name)
                 message = f"internal server error ({type(e).__name__}: {e}); this is a server bug"
@@ -712,6 +717,23 @@ class App:
                 )
 
         return done
+
+
+def non_finite(error: NonFiniteOutput) -> ServeError:
+    """422 for a request the model gave a NaN or an infinity on (`NonFiniteOutput`): the
+    request was well formed and every input finite and of its type, but no number answers it
+    (JSON has none for NaN: it went out as `null`, which a client comparing a score with its
+    threshold read as normal). 4xx: it is this input's doing, not the server's (a model that
+    gives NaN on ordinary rows is refused at export: `ann.export`), so it burns no availability
+    budget; 422, not 400, so dashboards tell it from malformed requests (reason
+    `non_finite_output` in ann_errors_total)."""
+    return ServeError(
+        422,
+        f"outputs.{error.output}: row {error.row} is {error.value}, not a number: the model "
+        "overflowed on this input (its values are far outside what it was trained on); no answer "
+        "is given for it",
+        "non_finite_output",
+    )
 
 
 def _json_object(body: bytes, field: str, known: tuple[str, ...]) -> dict[str, Any]:

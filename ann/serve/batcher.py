@@ -56,6 +56,54 @@ class QueueFull(Exception):
     """The queue holds `max_queue_rows` rows already."""
 
 
+class NonFiniteOutput(Exception):
+    """The model gave a NaN or an infinity in a float output on one of a request's rows: no
+    number to answer with (JSON has none for it, and `null` read as a number compared false).
+    The request is refused; the others of its batch get their answers. `output`: the output's
+    name, `row`: the row in the request, `value`: "nan", "inf" or "-inf"."""
+
+    def __init__(self, output: str, row: int, value: str):
+        super().__init__(f"output {output!r} row {row}: {value}")
+        self.output, self.row, self.value = output, row, value
+
+
+# Float outputs' dtype kinds: "f", and "V" for bfloat16 (ml_dtypes; a model's outputs are never
+# structured). `dtype.name` cost 7 us a call, more than the check it guarded.
+_FLOATING = ("f", "V")
+_all = np.logical_and.reduce
+
+
+def non_finite_rows(outputs: Mapping[str, np.ndarray], rows: int) -> np.ndarray | None:
+    """Which of the first `rows` rows hold a non-finite value in a float output (a bool mask),
+    or None when none does: one `isfinite(...).all()` per float output of the batch, the rows
+    found only when that fails (a model that overflowed on an input far outside its data)."""
+    bad = None
+    for value in outputs.values():
+        if value.dtype.kind not in _FLOATING:
+            continue
+        real = value[:rows]
+        if _all(np.isfinite(real), axis=None):  # the ufunc: `.all()` cost 4x as much
+            continue
+        rows_bad = ~np.isfinite(real.reshape(rows, -1)).all(axis=1)
+        bad = rows_bad if bad is None else bad | rows_bad
+    return bad
+
+
+def _non_finite(outputs: Mapping[str, np.ndarray], first: int, last: int) -> NonFiniteOutput:
+    """The refusal of rows [first, last) of a batch: the first output, row and value that is
+    not finite (in the outputs' order)."""
+    for name, value in outputs.items():
+        if value.dtype.kind not in _FLOATING:
+            continue
+        mine = value[first:last].reshape(last - first, -1)
+        bad = ~np.isfinite(mine)
+        if bad.any():
+            row, column = np.argwhere(bad)[0]
+            found = float(mine[row, column])
+            return NonFiniteOutput(name, int(row), str(found) if found == found else "nan")
+    raise AssertionError("no non-finite value in these rows")
+
+
 class QueueTimeout(Exception):
     """A request waited in the queue past its own timeout before its batch was formed (Triton's
     request `timeout`, its queue policy's REJECT): it is refused unrun. `waited`, `timeout`:
@@ -350,19 +398,31 @@ class Batcher:
         split = time.perf_counter()
         compute = compute_end - compute_start
         self._fast[done.bucket] = compute < self.max_queue_delay
+        bad = non_finite_rows(outputs, done.rows)  # None: every row has its answer
+        refused = None if bad is None else np.zeros(done.rows, bool)
         offset, ids = 0, []
         for item in done.batch:
             timing = Timing(compute_start - item.enqueued, compute, done.rows, done.bucket)
-            mine = {k: v[offset : offset + item.rows] for k, v in outputs.items()}
+            end = offset + item.rows
+            if bad is not None and bad[offset:end].any():
+                refused[offset:end] = True  # none of its rows was answered
+                if not item.future.done():
+                    item.future.set_exception(_non_finite(outputs, offset, end))
+                offset = end
+                continue
+            mine = {k: v[offset:end] for k, v in outputs.items()}
             if not item.future.done():  # the client may have gone
                 item.future.set_result((mine, timing))
-                ids.append((item.id, offset, offset + item.rows))
-            offset += item.rows
+                ids.append((item.id, offset, end))
+            offset = end
         if done.traced is not None:
             self._trace.end(done.traced, compute_start, compute_end, None)
         if self._on_rows is not None:
             try:
-                self._on_rows(inputs, outputs, done.rows, ids)
+                if refused is None:
+                    self._on_rows(inputs, outputs, done.rows, ids)
+                else:  # the refused requests' rows enter no window: they were not answered
+                    self._on_rows(*_answered(inputs, outputs, refused, ids))
             except Exception:  # monitoring must not stop the worker
                 log.exception("batch rows observer failed")
         if self._on_batch is not None:
@@ -392,3 +452,22 @@ class Batcher:
             inputs[name] = array
         assembled = time.perf_counter() - start
         return self._run[bucket](inputs), assembled, inputs, start, time.perf_counter()
+
+
+def _answered(
+    inputs: Mapping[str, np.ndarray],
+    outputs: Mapping[str, np.ndarray],
+    refused: np.ndarray,
+    ids: RowIds,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], int, RowIds]:
+    """What `on_rows` gets of a batch some of whose requests were refused (`refused`: a mask
+    of its real rows): the other rows alone, and the answered requests' rows renumbered."""
+    keep = np.flatnonzero(~refused)
+    before = np.cumsum(refused)  # refused rows up to and including each row
+    moved = [(i, first - int(before[first]), last - int(before[first])) for i, first, last in ids]
+    return (
+        {k: v[keep] for k, v in inputs.items()},
+        {k: v[keep] for k, v in outputs.items()},
+        len(keep),
+        moved,
+    )
