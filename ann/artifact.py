@@ -35,7 +35,7 @@ import json
 import os
 import re
 import stat
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -331,6 +331,56 @@ def verify(directory: str, manifest_sha256: str | None = None) -> dict[str, Any]
     return manifest
 
 
+def pad_id(spec: Mapping[str, Any]) -> int | None:
+    """The pad id of a signature entry whose rows are right-padded token ids (the manifest's
+    `"padding": {"id": 0, "side": "right"}` on a language model's `tokens`, seq2seq's
+    `source`), else None. The model reads each row up to its first pad: a language model
+    answers for the position before it."""
+    padding = spec.get("padding")
+    if isinstance(padding, dict) and padding.get("side") == "right":
+        value = padding.get("id")
+        if type(value) is int:
+            return value
+    return None
+
+
+def padding_hint(pad: int | None, shape: Sequence[int]) -> str:
+    """What a shape refusal of an input padded on the right with id `pad` (None: not padded:
+    "") and of `shape` per row adds: how to pad (a prompt of 11 tokens was refused as
+    `expected [-1, 128] ... got [1, 11]`, without saying that the input takes padding)."""
+    if pad is None:
+        return ""
+    width = " x ".join(map(str, shape))
+    return f"; pad each row on the right with id {pad} to {width} tokens (the tokens, then {pad}s)"
+
+
+def padding_fault(array: np.ndarray, pad: int) -> str | None:
+    """Why `array` (rows of token ids, batch first) breaks its right-padding contract with pad
+    id `pad`, naming the first row that does: a pad before a real token (the model would read
+    the row only up to it: a language model answered for the wrong position), or a row of
+    pads alone (nothing to answer); None when every row is its tokens then pads. Vectorized:
+    one comparison and a few reductions over the int array, the row found only on a fault."""
+    if not array.size:
+        return None
+    is_pad = array.reshape(len(array), -1) == pad
+    if not is_pad.any():  # full rows: the common case
+        return None
+    broken = (is_pad[:, :-1] & ~is_pad[:, 1:]).any(axis=1) | is_pad.all(axis=1)
+    if not broken.any():
+        return None
+    row = int(np.argmax(broken))
+    where = is_pad[row]
+    if where.all():
+        return f"row {row} is only padding (id {pad}): nothing to answer; send at least one token"
+    first = int(np.argmax(where))
+    after = first + 1 + int(np.argmax(~where[first + 1 :]))
+    return (
+        f"row {row} has the pad id {pad} at position {first}, before a token at position "
+        f"{after}; pad on the right only (the tokens first, then {pad}s): the model reads a row up "
+        "to its first pad"
+    )
+
+
 class Model:
     """A loaded export: call it on a dict of NumPy arrays with any batch size."""
 
@@ -356,7 +406,8 @@ class Model:
 
     def check(self, inputs: Mapping[str, np.ndarray]) -> int:
         """Raises ValueError naming the input that does not match (its dtype, shape, batch
-        size, or an id outside the names it indexes); returns the batch size."""
+        size, an id outside the names it indexes, or a row that breaks its right padding:
+        `padding_fault`); returns the batch size."""
         missing = sorted(set(self.inputs) - set(inputs))
         extra = sorted(set(inputs) - set(self.inputs))
         if missing or extra:
@@ -369,7 +420,7 @@ class Model:
             if x.dtype != np.dtype(spec["dtype"]) or list(x.shape[1:]) != spec["shape"][1:]:
                 raise ValueError(
                     f"input {name!r} must be {spec['dtype']}{spec['shape']} (-1: any batch), "
-                    f"got {x.dtype}{list(x.shape)}"
+                    f"got {x.dtype}{list(x.shape)}" + padding_hint(pad_id(spec), spec["shape"][1:])
                 )
             if rows is not None and x.shape[0] != rows:
                 raise ValueError(f"inputs have different batch sizes ({rows} and {x.shape[0]})")
@@ -383,6 +434,10 @@ class Model:
                     f"inputs.{name}.names), so values in [0, {len(names) - 1}]; got {flat[i]} at "
                     f"flat index {i}"
                 )
+            pad = pad_id(spec)
+            fault = None if pad is None else padding_fault(x, pad)
+            if fault is not None:
+                raise ValueError(f"input {name!r}: {fault}")
         return int(rows or 0)
 
     def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

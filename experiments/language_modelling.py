@@ -132,7 +132,7 @@ class LanguageModelling:
 
     # Serving: a window of ids in, the distribution of the id after its last real token out.
     def input_signature(self) -> dict:
-        return {self.key: spec("int32", [self.window], self.vocab.tokens)}
+        return {self.key: spec("int32", [self.window], self.vocab.tokens, self.vocab.pad_id)}
 
     def output_signature(self) -> dict:
         return {

@@ -241,7 +241,7 @@ class Seq2Seq:
         return metrics
 
     def input_signature(self) -> dict:
-        return {"source": spec("int32", [self.source_len], self.vocab.tokens)}
+        return {"source": spec("int32", [self.source_len], self.vocab.tokens, self.pad_id)}
 
     def output_signature(self) -> dict:
         return {"tokens": spec("int32", [self.target_len], self.vocab.tokens)}

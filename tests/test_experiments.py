@@ -155,6 +155,7 @@ def test_a_token_model_export_names_its_vocabulary_and_refuses_ids_outside_it(tr
     for key, names in indexed.items():
         assert names[0] == "<pad>" and len(set(names)) == len(names)
         ids = np.zeros([2, *manifest["inputs"][key]["shape"][1:]], np.int32)
+        ids[:, 0] = 1  # a token, then padding
         model.check({key: ids})
         ids[1, 3] = len(names)
         with pytest.raises(ValueError) as e:
@@ -164,6 +165,42 @@ def test_a_token_model_export_names_its_vocabulary_and_refuses_ids_outside_it(tr
             f"names), so values in [0, {len(names) - 1}]; got {len(names)} at flat index "
             f"{ids.shape[1] + 3}"
         )
+
+
+def test_a_token_model_export_states_its_padding_and_refuses_rows_that_break_it(trained):
+    """The manifest states the right padding a token input takes (`padding`: id 0, right);
+    the loader refuses a pad before a token (a language model answered for the wrong position)
+    and a row of pads alone (seq2seq decoded tokens from nothing), as the server does; a
+    prompt of the wrong length is told how to pad."""
+    name, _, _, out, manifest = trained
+    padded = {k: v["padding"] for k, v in manifest["inputs"].items() if "padding" in v}
+    key = {"language_modelling": "tokens", "seq2seq": "source"}.get(name)
+    assert padded == ({key: {"id": 0, "side": "right"}} if key else {}), padded
+    if key is None:
+        return
+    model = artifact.load(str(out))
+    width = manifest["inputs"][key]["shape"][1]
+    ids = np.zeros([2, width], np.int32)
+    ids[:, :2] = 1
+    assert model({key: ids})  # tokens first, then pads
+    ids[1] = 0
+    ids[1, 3] = 1  # pads before a token
+    with pytest.raises(ValueError) as e:
+        model({key: ids})
+    assert str(e.value) == (
+        f"input {key!r}: row 1 has the pad id 0 at position 0, before a token at position 3; "
+        "pad on the right only (the tokens first, then 0s): the model reads a row up to its "
+        "first pad"
+    )
+    ids[1] = 0
+    with pytest.raises(ValueError, match=r"row 1 is only padding \(id 0\): nothing to answer"):
+        model({key: ids})
+    with pytest.raises(ValueError) as e:
+        model({key: np.ones([1, 11], np.int32)})
+    assert str(e.value).endswith(
+        f"got int32[1, 11]; pad each row on the right with id 0 to {width} tokens (the tokens, "
+        "then 0s)"
+    )
 
 
 def test_ann_report_reads_the_run(trained, tmp_path):

@@ -334,6 +334,53 @@ def test_token_ids_outside_the_vocabulary_are_refused():
     assert metadata["parameters"]["labels"] == {"tokens": vocab, "next": vocab}
 
 
+def test_token_rows_must_keep_their_right_padding():
+    """A language model's `tokens` (and seq2seq's `source`) are right-padded with the pad id
+    (the manifest's `padding`): the LM answers for the position before the first pad. A row
+    padded on the left or in the middle was answered 200 for the wrong position, a row of pads
+    alone for nothing; now 400 naming the row and the position, JSON and binary alike. The
+    shape refusal of an unpadded prompt says how to pad."""
+    vocab = ["<pad>", "<unk>", "a", "b", "c"]
+    entry = {"dtype": "int32", "shape": [4], "names": vocab}
+    padded = {"tokens": {**entry, "padding": {"id": 0, "side": "right"}}}
+
+    def decode(ids, signature=padded, binary=False):
+        ids = np.array(ids, "<i4")
+        tensor = {"name": "tokens", "shape": list(ids.shape), "datatype": "INT32"}
+        if not binary:
+            body = json.dumps({"inputs": [{**tensor, "data": ids.ravel().tolist()}]}).encode()
+            return protocol.decode_infer(body, signature, OUTPUTS, 8)
+        head = json.dumps({"inputs": [{**tensor, "parameters": {"binary_data_size": ids.nbytes}}]})
+        return protocol.decode_infer(head.encode() + ids.tobytes(), signature, OUTPUTS, 8,
+                                     str(len(head)).encode())  # fmt: skip
+
+    fine = [[2, 3, 4, 2], [2, 3, 0, 0], [4, 0, 0, 0]]
+    for binary in (False, True):
+        assert decode(fine, binary=binary).inputs["tokens"].tolist() == fine
+    field = {False: r"inputs\[0\]\.data", True: r"inputs\[0\] \(binary\)"}
+    for rows, message in [
+        ([[2, 3, 0, 0], [0, 0, 2, 3]], "row 1 has the pad id 0 at position 0, before a token at "
+         "position 2; pad on the right only (the tokens first, then 0s): the model reads a row "
+         "up to its first pad"),
+        ([[2, 0, 3, 0]], "row 0 has the pad id 0 at position 1, before a token at position 2"),
+        ([[2, 3, 4, 2], [0, 0, 0, 0]], "row 1 is only padding (id 0): nothing to answer; send "
+         "at least one token"),
+    ]:  # fmt: skip
+        for binary in (False, True):
+            with pytest.raises(ServeError, match=f"^{field[binary]}: {re.escape(message)}") as e:
+                decode(rows, binary=binary)
+            assert e.value.status == 400 and e.value.reason == "padding"
+    # An input without the contract (no `padding`) takes any arrangement, as before.
+    assert decode([[0, 0, 2, 0]], {"tokens": entry}).inputs["tokens"].tolist() == [[0, 0, 2, 0]]
+    body = {"inputs": [{"name": "tokens", "shape": [1, 2], "datatype": "INT32", "data": [2, 3]}]}
+    with pytest.raises(ServeError) as e:
+        protocol.decode_infer(json.dumps(body).encode(), padded, OUTPUTS, 8)
+    assert e.value.message == (
+        "inputs[0].shape: expected [-1, 4] (batch first, at least 1 row) for input 'tokens', got "
+        "[1,2]; pad each row on the right with id 0 to 4 tokens (the tokens, then 0s)"
+    )
+
+
 def test_binary_decoding_checks_sizes_and_values():
     def decode(tensors, raw, header=None, **extra):
         """`header`: the Inference-Header-Content-Length value; default the JSON's length."""

@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import orjson
 
+from ann import artifact
 from ann.serve.errors import ServeError
 
 # numpy dtype name <-> v2 datatype
@@ -232,9 +233,11 @@ def given(tensor: Mapping[str, Any], key: str) -> str:
 class _Spec:
     """What one input's signature entry means, worked out once, not per request."""
 
-    __slots__ = ("dtype", "datatype", "expected", "kind", "floating", "low", "high", "ids")
+    __slots__ = ("dtype", "datatype", "expected", "kind", "floating", "low", "high", "ids", "pad")
 
-    def __init__(self, dtype: str, shape: tuple[int, ...], names: int | None = None):
+    def __init__(
+        self, dtype: str, shape: tuple[int, ...], names: int | None = None, pad: int | None = None
+    ):
         self.dtype = np.dtype(dtype)
         self.datatype = DATATYPES[self.dtype.name]
         self.expected = [-1, *shape]
@@ -244,6 +247,8 @@ class _Spec:
         # An integer input that indexes `names` entries (a token vocabulary): ids in
         # [0, names); the model would read past its embedding (NaN, or garbage) on any other.
         self.ids = names if self.kind in "iu" else None
+        # Token rows padded on the right with this id (`artifact.pad_id`), else None.
+        self.pad = pad if self.kind in "iu" else None
         if self.kind in "iu":
             info = np.iinfo(self.dtype)
             self.low, self.high = int(info.min), int(info.max)
@@ -253,16 +258,32 @@ class _Spec:
             self.low = self.high = 0
 
 
-_SPECS: dict[tuple[str, tuple[int, ...], int | None], _Spec] = {}
+_SPECS: dict[tuple[str, tuple[int, ...], int | None, int | None], _Spec] = {}
 
 
 def _spec(entry: Mapping[str, Any]) -> _Spec:
     names = entry.get("names")
-    key = (str(entry["dtype"]), tuple(entry["shape"]), None if names is None else len(names))
+    key = (
+        str(entry["dtype"]),
+        tuple(entry["shape"]),
+        None if names is None else len(names),
+        artifact.pad_id(entry),
+    )
     spec = _SPECS.get(key)
     if spec is None:
         spec = _SPECS[key] = _Spec(*key)
     return spec
+
+
+def _padded(field: str, array: np.ndarray, spec: _Spec) -> np.ndarray:
+    """`array` if its rows keep their right padding (`artifact.padding_fault`: a pad before
+    a token, or a row of pads alone, was answered 200 for the wrong position, or for nothing);
+    else a refusal naming the row and the position."""
+    if spec.pad is not None:
+        fault = artifact.padding_fault(array, spec.pad)
+        if fault is not None:
+            raise ServeError(400, f"{field}: {fault}", "padding")
+    return array
 
 
 def _out_of_range(field: str, flat: np.ndarray, spec: _Spec) -> ServeError:
@@ -340,7 +361,7 @@ def _decode_data(
             low, high = _min(array, axis=None), _max(array, axis=None)
             if low < spec.low or high > spec.high:
                 raise _out_of_range(field, flat, spec)
-        return array.astype(dtype).reshape(shape)
+        return _padded(field, array.astype(dtype).reshape(shape), spec)
     if target == "b":
         if kind != "b" and not np.isin(array, (0, 1)).all():
             raise ServeError(400, f"{field}: expected true/false or 0/1 for BOOL", "data")
@@ -429,7 +450,7 @@ def _decode_binary(field: str, raw: memoryview, shape: list[int], spec: _Spec) -
     if spec.ids is not None and array.size:
         if _min(array, axis=None) < spec.low or _max(array, axis=None) > spec.high:
             raise _out_of_range(field, array.reshape(-1), spec)
-    return array
+    return _padded(field, array, spec)
 
 
 def _binary_size(field: str, tensor: Mapping[str, Any]) -> int | None:
@@ -735,10 +756,11 @@ def _shape(
         or shape[1:] != expected[1:]
         or shape[0] < 1
     ):
+        how = artifact.padding_hint(spec.pad, expected[1:])  # a token input: how to pad
         raise ServeError(
             400,
             f"{field}.shape: expected {expected} (batch first, at least 1 row) for input "
-            f"{name!r}, got {given(tensor, 'shape')}",
+            f"{name!r}, got {given(tensor, 'shape')}{how}",
             "shape",
         )
     if shape[0] > max_rows:
