@@ -11,6 +11,8 @@ The flags are checked before JAX is imported and the model restored.
 from __future__ import annotations
 
 import math
+import sys
+from collections.abc import Callable
 from typing import Any
 
 from absl import flags
@@ -100,15 +102,14 @@ def main(argv: list[str]) -> None:
                 "as <unk> and printed as \ufffd"
             )
         prompt = jnp.asarray(experiment.encode(FLAGS.prompt or "\n"))[None]
-        out = _sample(
+        _sample(
             model,
             jnp.repeat(prompt, FLAGS.num_samples, axis=0),
             experiment.window,
             experiment.vocab.framing,
+            experiment.decode,
+            FLAGS,
         )
-        for row in jax.device_get(out):
-            print(experiment.decode(row))
-            print("-" * 40)
     elif config.experiment == "seq2seq":
         try:  # the vocabulary is the data set's: known once the run is restored
             source = jnp.asarray(experiment.encode_source(FLAGS.source))[None]
@@ -124,31 +125,66 @@ def main(argv: list[str]) -> None:
             print(f"{score:9.4f}  {text or '(empty: <eos> first)'}")
 
 
-def _sample(model: Any, prompt: Any, window: int, banned: tuple[int, ...]) -> Any:
-    """`--num_tokens` ids after `prompt` [samples, p], none of them `banned` (<pad>: one written
-    was dropped from the text, which came out short), each from the last `window` ids (the
-    training windows' length: no position the model never saw, and every step costs the same),
-    written CHUNK ids per call so that a Ctrl-C stops it within one call (one call of 100,000
-    ids, reading every id before each, ran out of memory: 330 GB)."""
+def _sample(
+    model: Any,
+    prompt: Any,
+    window: int,
+    banned: tuple[int, ...],
+    decode: Callable[[Any], str],
+    f: flags.FlagValues,
+) -> None:
+    """Prints `f.num_tokens` ids sampled after `prompt` [samples, p] as text (`decode`), none
+    of them `banned` (<pad>: one written was dropped from the text, which came out short), each
+    from the last `window` ids (the training windows' length: no position the model never saw,
+    and every step costs the same). CHUNK ids are written per compiled call (one call of
+    100,000 ids, reading every id before each, ran out of memory: 330 GB), and the first
+    sample's are printed and flushed as each call ends: the text streams, and a Ctrl-C (raised
+    between calls) leaves what was printed, its line ended. It printed nothing until the last
+    call, and a Ctrl-C lost everything. The other samples follow in full, each after a line
+    of dashes, as they are sampled together (the same ids as one by one would not be)."""
     import jax
     import jax.numpy as jnp
 
     from ann.decoding import sample_range
 
     samples, p = prompt.shape
-    tokens = jnp.concatenate([prompt, jnp.zeros((samples, FLAGS.num_tokens), prompt.dtype)], 1)
-    write = jax.jit(
-        lambda m, t, start, stop, r: sample_range(
-            m, t, start, stop, r, p, temperature=FLAGS.temperature, top_k=FLAGS.top_k,
+    length = p + f.num_tokens
+    width = min(CHUNK, f.num_tokens)  # each call's new ids come back in one copy
+
+    def write(m, t, start, stop, r):
+        t = sample_range(
+            m, t, start, stop, r, p, temperature=f.temperature, top_k=f.top_k,
             window=window, banned=banned,
-        )
-    )  # fmt: skip
-    rng = jax.random.PRNGKey(FLAGS.seed)
-    for start in range(p, p + FLAGS.num_tokens, CHUNK):
-        stop = min(start + CHUNK, p + FLAGS.num_tokens)
-        tokens = write(model, tokens, jnp.int32(start), jnp.int32(stop), rng)
-        tokens.block_until_ready()  # a Ctrl-C is raised here, between calls
-    return tokens
+        )  # fmt: skip
+        return t, jax.lax.dynamic_slice_in_dim(t, jnp.minimum(start, length - width), width, 1)
+
+    write = jax.jit(write)
+    tokens = jnp.concatenate([prompt, jnp.zeros((samples, f.num_tokens), prompt.dtype)], 1)
+    rng = jax.random.PRNGKey(f.seed)
+    rows = [[decode(row)] for row in jax.device_get(prompt)]
+    _print(rows[0][0])
+    try:
+        for start in range(p, length, CHUNK):
+            stop = min(start + CHUNK, length)
+            tokens, new = write(model, tokens, jnp.int32(start), jnp.int32(stop), rng)
+            # The slice starts at min(start, length - width): the last call's may hold earlier
+            # ids. Copying it waits for the call: a Ctrl-C is raised here, between calls.
+            offset = start - min(start, length - width)
+            new = jax.device_get(new)[:, offset : offset + stop - start]
+            for row, ids in zip(rows, new):
+                row.append(decode(ids))
+            _print(rows[0][-1])
+    except KeyboardInterrupt:
+        _print("\n")  # the `interrupted` line starts a line of its own
+        raise
+    _print("\n" + "-" * 40 + "\n")
+    for row in rows[1:]:
+        _print("".join(row) + "\n" + "-" * 40 + "\n")
+
+
+def _print(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ line; exit status 130 and no traceback throughout (ann/cli.py `run`, ann/train/p
 import json
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -416,3 +417,30 @@ def test_ctrl_c_while_another_job_compiles_is_one_line_and_130():
     for _ in range(2):
         result = subprocess.run(job, capture_output=True, text=True, timeout=120, cwd=ROOT)
         assert (result.returncode, result.stderr) == (130, "interrupted (Ctrl-C)\n")
+
+
+def test_generate_streams_its_text_and_a_ctrl_c_keeps_what_was_printed(tmp_path):
+    # `ann generate` printed nothing until its last call: a Ctrl-C left an empty screen.
+    from conftest import tiny
+
+    from ann.train.loop import train_and_evaluate
+
+    lm = {"model.depth": 1, "model.dim": 32}
+    train_and_evaluate(tiny("pydoc_lm", total_steps=2, **lm), str(tmp_path))
+    proc = start(
+        [sys.executable, "-m", "ann.generate", f"--workdir={tmp_path}", "--step=latest",
+         "--prompt=Return ", "--num_tokens=1000000"],
+        subprocess.PIPE, stdout=subprocess.PIPE,
+    )  # fmt: skip
+    text, deadline = b"", time.time() + 240
+    try:  # the prompt and at least the first call's text, while it writes more
+        while len(text) < len("Return ") + 256:
+            assert proc.poll() is None and time.time() < deadline, "no text while it ran"
+            if select.select([proc.stdout], [], [], 1)[0]:
+                text += os.read(proc.stdout.fileno(), 4096)
+    finally:
+        ctrl_c(proc)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert (proc.returncode, stderr) == (130, "interrupted (Ctrl-C)\n")
+    text += stdout.encode()
+    assert text.startswith(b"Return ") and text.endswith(b"\n") and len(text) > 256, text[-200:]

@@ -520,3 +520,27 @@ def test_generate_on_a_run_without_checkpoints_is_one_line(tmp_path):
         f"(ann train --workdir={run} ...)"
     )
     assert os.listdir(run) == ["config.json"]
+
+
+def test_generate_prints_each_chunk_as_it_is_written_the_ids_of_one_call(monkeypatch):
+    # `ann generate` printed nothing until its last call, and a Ctrl-C lost all of it.
+    from absl import flags
+
+    lm = build("causal_lm")
+    fv = flags.FlagValues()
+    generate._define_flags(fv)
+    fv(["generate", "--workdir=W", "--num_tokens=600", "--temperature=0.8", "--top_k=5"])
+    prompt = jnp.repeat(jnp.array([[3, 4, 5]]), 2, 0)
+    printed = []
+    monkeypatch.setattr(generate, "_print", printed.append)
+    decode = lambda ids: "".join(chr(ord("a") + i) for i in np.asarray(ids).tolist())  # noqa: E731
+    generate._sample(lm, prompt, 8, (0,), decode, fv)
+    whole = decoding.sample(
+        lm, prompt, 600, jax.random.PRNGKey(0), temperature=0.8, top_k=5, window=8, banned=(0,)
+    )
+    first, second = (decode(row) for row in whole)
+    dashes = "\n" + "-" * 40 + "\n"
+    # The prompt, then the first sample in its three calls (256 + 256 + 88 ids), each printed
+    # as it came; the second sample, drawn alongside it, once it is whole.
+    chunks = [first[:3], first[3:259], first[259:515], first[515:]]
+    assert printed == [*chunks, dashes, second + dashes]
