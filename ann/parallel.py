@@ -11,6 +11,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Mapping, Sequence
 
 import jax
@@ -110,6 +111,10 @@ def initialize_distributed(
         f"process {process_id} of {num_processes} at {coordinator_address}" if explicit else "auto",
         timeout_seconds,
     )
+    if explicit and process_id > 0:  # process 0 hosts the coordinator: the others reach it
+        kwargs["initialization_timeout"] = _wait_for_coordinator(
+            coordinator_address, host.strip("[]"), int(port), timeout_seconds
+        )
     try:
         if explicit:
             jax.distributed.initialize(coordinator_address, num_processes, process_id, **kwargs)
@@ -140,6 +145,29 @@ def _check_host(address: str, host: str) -> None:
             f"--coordinator_address={address}: the host {host!r} has no address here "
             f"({reason}); give process 0's host name or IP address as the others can reach it"
         ) from None
+
+
+def _wait_for_coordinator(address: str, host: str, port: int, timeout_seconds: int) -> int:
+    """Connects to the coordinator (process 0's, at `address`) over TCP until it answers, for
+    up to `timeout_seconds` (process 0 may start later); returns the seconds left for the
+    processes to register. ConfigError when it never answers: JAX's client retried until its
+    timeout, then aborted the process in C++ (a 36-line stack dump, status 134)."""
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            with socket.create_connection((host, port), timeout=min(1.0, max(0.1, left))):
+                return max(1, math.ceil(deadline - time.monotonic()))
+        except OSError as e:
+            reason = e.strerror or str(e) or type(e).__name__
+        if time.monotonic() >= deadline:
+            raise ConfigError(
+                f"--coordinator_address={address}: the coordinator could not be reached in "
+                f"{timeout_seconds}s ({reason}); start process 0 first (it hosts the "
+                "coordinator), or check the address: process 0's host as this one reaches it, "
+                "and the same port on every process"
+            )
+        time.sleep(min(0.25, max(0.0, deadline - time.monotonic())))
 
 
 def _check_port_free(address: str, port: int) -> None:

@@ -381,6 +381,31 @@ def test_a_coordinator_port_in_use_is_refused_in_one_line(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_an_unreachable_coordinator_is_one_error_line_within_the_timeout(tmp_path):
+    # Process 1 with nothing at the address: JAX's client retried until the timeout, then
+    # aborted in C++ (a 36-line stack dump, status 134).
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    start = time.time()
+    proc = subprocess.run(
+        [sys.executable, "-m", "ann.main", f"--workdir={tmp_path / 'run'}", *FLAGS,
+         f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", "--process_id=1",
+         "--distributed_timeout=3"],
+        env=with_devices(1), cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    lines = proc.stderr.splitlines()
+    assert (proc.returncode, len(lines)) == (1, 2), proc.stderr[-3000:]
+    assert "joining a multi-process run (process 1 of 2" in lines[0]  # what it waits for
+    assert lines[1] == (
+        f"error: process 1 of 2: --coordinator_address=127.0.0.1:{port}: the coordinator could "
+        "not be reached in 3s (Connection refused); start process 0 first (it hosts the "
+        "coordinator), or check the address: process 0's host as this one reaches it, and the "
+        "same port on every process"
+    )
+    assert time.time() - start < 60 and not (tmp_path / "run").exists()
+
+
 def test_a_process_killed_under_the_launcher_stops_the_others_at_once(tmp_path):
     """launch_local.sh used to SIGTERM the survivors of a failed process: they tried to save,
     waited for the dead peer at Orbax's commit barrier until the heartbeat timeout (4 min 37 s
