@@ -628,7 +628,9 @@ def unchanged_overrides(
     file_config: Mapping[str, Any] | ml_collections.ConfigDict, overrides: Mapping[str, Any]
 ) -> set[str]:
     """The dotted keys of `overrides` (`--config.KEY=VALUE`) whose value `file_config`, the
-    config file's own config, already holds: overrides that change nothing."""
+    config file's own config, already holds: overrides that change nothing. A `task.*` key the
+    file does not set is one too where it holds the experiment's default, which only the
+    experiment knows (`check_task_keys_apply` compares it)."""
 
     def same(a: Any, b: Any) -> bool:
         tuples = [tuple(x) if isinstance(x, list | tuple) else x for x in (a, b)]
@@ -640,7 +642,8 @@ def unchanged_overrides(
             if same(lookup(file_config, key), value):
                 found.add(key)
         except KeyError:  # a key the file does not set (model.norm): the override adds it
-            pass
+            if key.startswith("task."):  # unless it holds the experiment's default (its check)
+                found.add(key)
     return found
 
 
@@ -933,6 +936,34 @@ def _check_keys_apply(values: Mapping[str, Any], unchanged: Collection[str] = ()
             "config key 'optimizer.nesterov'=True has no effect with optimizer.momentum=0 "
             "(Nesterov momentum needs momentum); set --config.optimizer.momentum=0.9 or "
             "--config.optimizer.nesterov=False"
+        )
+
+
+def check_task_keys_apply(
+    config: ml_collections.ConfigDict, experiment: Any, unchanged: Collection[str] = ()
+) -> None:
+    """`_check_keys_apply` for an experiment's own settings, before a run trains: refuses a
+    `task.*` key that another task setting makes unread (`experiment.task_read_only_when`: key
+    -> (that setting, the values under which it is read), as `_READ_ONLY_WHEN`), set to anything
+    but its default (`experiment.task_defaults`), or given in `unchanged` (an override that
+    changes nothing: `--config.task.margin=0.2` with the infonce loss, whose user expects a
+    margin). `--config.task.margin=0.5` with infonce trained silently. Not for restoring a
+    trained run: its config is read as it was. Experiments without these attributes (a user's
+    own) are not checked."""
+    defaults = getattr(experiment, "task_defaults", {})
+    settings = {**defaults, **config.task.to_dict()}
+    for key, (decider, readers) in getattr(experiment, "task_read_only_when", {}).items():
+        value, unset, setting = settings[key], defaults[key], settings[decider]
+        if setting in readers or (value == unset and f"task.{key}" not in unchanged):
+            continue
+        undo = (
+            f"drop --config.task.{key} or set"
+            if value == unset
+            else f"set --config.task.{key}={unset} (its default) or"
+        )
+        raise ConfigError(
+            f"config key 'task.{key}'={value!r} has no effect with task.{decider}={setting!r} "
+            f"(read only by {' and '.join(readers)}); {undo} --config.task.{decider}={readers[0]}"
         )
 
 

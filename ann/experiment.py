@@ -158,8 +158,10 @@ def check_config(
     """Everything a command can check before it reads data: the config's keys, types, choices
     and ranges (`ann.config.validate`, the batch against `num_devices`, `unchanged` overrides),
     the model's arguments, their ranges and dtypes (`ann.models.check_config`), and the
-    experiment's `task.*` settings. Returns the experiment, built from the config; raises
-    ConfigError."""
+    experiment's `task.*` settings (`ann.config.check_task_keys_apply` too). Returns the
+    experiment, built from the config; raises ConfigError."""
     config_lib.validate(config, num_devices, unchanged=unchanged)
     models.check_config(config)
-    return get(config.experiment)(config)
+    experiment = get(config.experiment)(config)
+    config_lib.check_task_keys_apply(config, experiment, unchanged)
+    return experiment

@@ -60,7 +60,7 @@ def main(argv: list[str]) -> None:
     main_thread = threading.current_thread() is threading.main_thread()  # (handlers need it)
     previous = signal.signal(signal.SIGTERM, _terminated_while_starting) if main_thread else None
     try:
-        result = _train()
+        result = _train(unchanged)
         cli.ignore_interrupts()  # the run has ended and recorded how: its line follows
     except cli.Terminated:
         cli.interrupted(TERMINATED_STARTING, skip_teardown=True, status=cli.EXIT_TERMINATED)
@@ -137,8 +137,9 @@ STOPPED_STARTING = (
 )
 
 
-def _train():
-    """Joins the processes (multi-process), builds the experiment and trains: a Result."""
+def _train(unchanged: set[str]):
+    """Joins the processes (multi-process), builds the experiment and trains: a Result.
+    `unchanged`: the overrides that change nothing (`cli.unchanged_overrides`)."""
     import jax
 
     from ann import parallel
@@ -159,6 +160,7 @@ def _train():
     cli.name_process(jax.process_index(), jax.process_count())
     config = FLAGS.config
     experiment = build.make_experiment(config)
+    config_lib.check_task_keys_apply(config, experiment, unchanged)
     # A sweep's trial reports its evals to the study (Optuna is imported only then).
     listeners = pruning.listeners_from_env(config)
     gc.enable()  # train_and_evaluate pauses it again over its own start-up (startup.Clock)

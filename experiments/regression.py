@@ -51,10 +51,13 @@ SETTINGS = {
     "huber_delta": 1.0,  # in standard deviations of the target
     "baseline": True,  # fit and score the least squares baseline
 }
+# huber_delta is read by the huber loss only (ann.config.check_task_keys_apply).
+READ_ONLY_WHEN = {"huber_delta": ("loss", ("huber",))}
 
 
 class Regression:
     tokens_per_example = 0  # not a token task: the loop logs no tokens/s
+    task_defaults, task_read_only_when = SETTINGS, READ_ONLY_WHEN
 
     def __init__(self, config: ml_collections.ConfigDict):
         self.config = config

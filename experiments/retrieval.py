@@ -56,10 +56,17 @@ SETTINGS = {
     "same_class_negatives": False,  # infonce: other pairs of the anchor's class are negatives
     "margin": 0.2,  # triplet: hinge margin on Euclidean distances of unit embeddings
 }
+# Settings only one loss reads (ann.config.check_task_keys_apply refuses them with the other).
+READ_ONLY_WHEN = {
+    "temperature": ("loss", ("infonce",)),
+    "same_class_negatives": ("loss", ("infonce",)),
+    "margin": ("loss", ("triplet",)),
+}
 
 
 class Retrieval:
     tokens_per_example = 0  # not a token task: the loop logs no tokens/s
+    task_defaults, task_read_only_when = SETTINGS, READ_ONLY_WHEN
 
     def __init__(self, config: ml_collections.ConfigDict):
         self.config = config

@@ -126,6 +126,21 @@ def test_bad_task_settings_name_the_key(overrides, message):
         Regression(tiny("diabetes_mlp", **overrides))
 
 
+def test_a_huber_delta_without_the_huber_loss_is_refused():
+    # It was accepted with the mse loss, which never reads it.
+    from ann import config as config_lib
+
+    config = tiny("diabetes_mlp", **{"task.huber_delta": 2.0})
+    with pytest.raises(ConfigError) as e:
+        config_lib.check_task_keys_apply(config, Regression(config))
+    assert str(e.value) == (
+        "config key 'task.huber_delta'=2.0 has no effect with task.loss='mse' (read only by "
+        "huber); set --config.task.huber_delta=1.0 (its default) or --config.task.loss=huber"
+    )
+    config.task.loss = "huber"
+    config_lib.check_task_keys_apply(config, Regression(config))
+
+
 def test_a_class_label_target_is_refused():
     experiment = Regression(tiny("breast_cancer_mlp", experiment="regression"))
     with pytest.raises(ConfigError, match="'label' of 'breast_cancer' is not a float target"):

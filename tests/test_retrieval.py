@@ -128,6 +128,64 @@ def test_config_mistakes_fail_with_the_key_named():
         plain.setup(data.load("digits", "train", cache=True))
 
 
+INFONCE_MARGIN = "config key 'task.margin'={} has no effect with task.loss='infonce' (read only by "
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"task.margin": 0.5}, INFONCE_MARGIN.format(0.5) + "triplet); set "
+         "--config.task.margin=0.2 (its default) or --config.task.loss=triplet"),
+        ({"task.loss": "triplet", "task.temperature": 0.5}, "config key 'task.temperature'=0.5 "
+         "has no effect with task.loss='triplet' (read only by infonce); set "
+         "--config.task.temperature=0.1 (its default) or --config.task.loss=infonce"),
+        ({"task.loss": "triplet", "task.same_class_negatives": True},
+         "config key 'task.same_class_negatives'=True has no effect"),
+        # On the command line at its default: an override that changes nothing.
+        ({"task.margin": 0.2}, INFONCE_MARGIN.format(0.2) + "triplet); drop "
+         "--config.task.margin or set --config.task.loss=triplet"),
+        ({"task.loss": "triplet", "task.margin": 0.5}, None),
+        ({"task.loss": "triplet"}, None),  # the file's temperature, at its default: not refused
+        ({"task.temperature": 0.1}, None),
+    ],
+)  # fmt: skip
+def test_a_task_setting_the_loss_does_not_read_is_refused(overrides, message, tmp_path):
+    # `--config.task.margin=0.5` with the InfoNCE loss (margin is the triplet loss's) trained.
+    from conftest import load_config
+
+    from ann import config as config_lib
+
+    config = _retrieval(**overrides)
+    unchanged = config_lib.unchanged_overrides(load_config("digits_retrieval"), overrides)
+    if message is None:
+        experiment_lib.check_config(config, num_devices=1, unchanged=unchanged)
+        return
+    with pytest.raises(ConfigError) as e:  # `ann sweep`'s check, and `ann train`'s
+        experiment_lib.check_config(config, num_devices=1, unchanged=unchanged)
+    assert str(e.value).startswith(message)
+    if "=0.2" not in message:  # a value other than the default: any run that trains
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            train_and_evaluate(config, str(tmp_path / "run"))
+        assert not (tmp_path / "run").exists()
+
+
+def test_ann_train_refuses_a_task_override_its_loss_does_not_read(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import ROOT, one_line_error
+
+    result = subprocess.run(
+        [sys.executable, "-m", "ann.main", f"--config={ROOT}/configs/digits_retrieval.py",
+         f"--workdir={tmp_path / 'run'}", "--config.task.margin=0.2"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )  # fmt: skip
+    assert one_line_error(result) == "error: " + INFONCE_MARGIN.format(0.2) + (
+        "triplet); drop --config.task.margin or set --config.task.loss=triplet"
+    )
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("loss, map_gain", [("infonce", 0.2), ("triplet", 0.1)])
 def test_learns_to_retrieve_held_out_digits(loss, map_gain, tmp_path):

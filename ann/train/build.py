@@ -80,6 +80,7 @@ def build(
     models.record_registered(config)  # config.json names the class, not its short name
     models.check_config(config)  # model.* keys and dtypes, before any data is read
     if for_training:
+        config_lib.check_task_keys_apply(config, experiment)
         mesh = parallel.make_mesh(config.mesh.to_dict())
         rules = config.sharding_rules
     else:
