@@ -329,15 +329,19 @@ def _config_file_error(error: BaseException) -> ConfigError | None:
 
 
 def _missing_flags(error: BaseException) -> str | None:
-    """ "missing --a (its help); --b (its help)" for absl's message that required flags are
-    unset, else None."""
+    """ "missing --a: its help; missing --b: its help" for absl's message that required flags
+    are unset, else None. The help is lower-cased as it continues the line ("missing --workdir
+    (A trained run (language_modelling or seq2seq))" pasted the flag's help mid-sentence)."""
     names = _REQUIRED.findall(str(error))
     if not names:
         return None
-    # A help text on one line, without what absl appends to it ("repeat this option ...").
-    said = {n: " ".join(flags.FLAGS[n].help.split(";\n")[0].split()).rstrip(".") for n in names}
-    what = "; ".join(f"--{n} ({said[n]})" for n in names)
-    return f"missing {what}; --help lists every flag"
+    said = {}
+    for n in names:  # one line, without what absl appends to it ("repeat this option ...")
+        text = " ".join(flags.FLAGS[n].help.split(";\n")[0].split()).rstrip(".")
+        first = text.split(" ", 1)[0]
+        said[n] = text[:1].lower() + text[1:] if len(first) == 1 or not first.isupper() else text
+    what = "; ".join(f"missing --{n}: {said[n]}" for n in names)
+    return f"{what}; --help lists every flag"
 
 
 def parse_flags(argv: list[str]) -> list[str]:

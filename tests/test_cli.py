@@ -233,10 +233,17 @@ def test_the_console_script_is_declared():
         (["trian"], "error: unknown job 'trian' (did you mean 'train'?); jobs: train,"),
         # A missing --config was absl's "flag --config=None: Flag --config must have a value
         # other than None."
-        (["train", "--workdir=W"], "error: missing --config (Config file"),
-        (["transfer"], "error: missing --config (Config file"),
-        (["export"], "error: missing --workdir (The run to export"),
-        (["serve"], "error: missing --model (Registry URI or export directory (repeatable));"),
+        (["train", "--workdir=W"], "error: missing --config: config file"),
+        (["transfer"], "error: missing --config: config file"),
+        (["export"], "error: missing --workdir: the run to export"),
+        (["serve"], "error: missing --model: registry URI or export directory (repeatable);"),
+        # The help continues the line: it read "missing --workdir (A trained run (...))".
+        (
+            ["generate", "--prompt=x"],
+            "error: missing --workdir: a trained run (language_modell"
+            "ing or seq2seq); --help lists every flag",
+        ),
+        (["train"], "error: missing --config: config file"),
         # An unknown variant of a config file was a traceback from the config file.
         (
             ["train", "--config=configs/digits_cnn.py:nosuch", "--workdir=W"],
