@@ -671,3 +671,14 @@ def test_a_report_of_another_run_or_model_is_not_replaced(workdir_report, tmp_pa
     # A copied run's own WORKDIR/report (naming the run it was copied from) stays its own.
     shutil.copytree(out, other / "report")
     check_out(str(other / "report"), source={"kind": "workdir", "workdir": str(other)})
+
+
+def test_the_summary_counts_one_picture_in_the_singular(monkeypatch):
+    # `ann report` said "... and 1 pictures".
+    from ann.report import write
+
+    monkeypatch.setattr(write, "title", lambda report, workdir=None: "ann report: RUN")
+    monkeypatch.setattr(write, "header", lambda report: [])
+    for figures, said in ((["a.png"], "1 picture"), (["a.png", "b.png"], "2 pictures")):
+        report = {"splits": {}, "files": {"figures": figures}}
+        assert write.summary(report, "OUT").endswith(f"index.html and {said}")

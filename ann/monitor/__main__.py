@@ -153,7 +153,8 @@ def summary(report: dict[str, Any], path: str) -> str:
     lines.append(
         "  top: " + ", ".join(f"{f['feature']} {f['method']} {_score(f, '.3g')}" for f in top)
     )
-    lines.append(f"wrote {path}, index.html and {len(report['figures'])} pictures")
+    pictures = len(report["figures"])  # "1 pictures" was said
+    lines.append(f"wrote {path}, index.html and {pictures} picture{'s' * (pictures != 1)}")
     return "\n".join(lines)
 
 
