@@ -89,7 +89,7 @@ def test_a_runbook_base_with_its_trailing_slash_links_each_runbook_once(tmp_path
         (["--alert.drift_for=soon"], "error: --alert.drift_for='soon' must be a Prometheus"),
         (
             ["--slo.availabilty=0.99"],
-            "error: --slo.availabilty is unknown (did you mean 'slo.availability'?); ",
+            "error: --slo.availabilty is unknown (did you mean '--slo.availability'?); ",
         ),
         (["--alert.availability=0.9"], "error: --alert.availability is unknown"),
         # It suggested --alert, which takes no value alone.

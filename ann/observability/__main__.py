@@ -84,7 +84,7 @@ def settings_from_flags() -> rules.Settings:
         for key, value in FLAGS[section].value.items():
             if key not in keys:
                 raise cli.FlagError(
-                    f"--{section}.{key} is unknown{did_you_mean(key, keys, section + '.')}; "
+                    f"--{section}.{key} is unknown{did_you_mean(key, keys, f'--{section}.')}; "
                     f"--{section}.* keys: {', '.join(keys)}"
                 )
             values[key] = value
