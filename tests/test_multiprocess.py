@@ -15,6 +15,7 @@ import jax
 import numpy as np
 import pytest
 from conftest import FAST_COMPILE, ROOT, one_line_error, train_losses, with_devices
+from test_serve import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -241,9 +242,7 @@ def _children(pid: int) -> list[int]:
 
 def _two_processes(workdir, *flags) -> list[subprocess.Popen]:
     """Two processes of one run on 1 fake device each, started without the launcher."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     common = [
         sys.executable,
         "-m",
@@ -284,9 +283,7 @@ def train_losses_or_empty(workdir) -> dict:
 
 
 def test_a_missing_peer_ends_start_up_with_a_clear_error(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     start = time.time()
     proc = subprocess.run(
         [
@@ -384,9 +381,7 @@ def test_a_coordinator_port_in_use_is_refused_in_one_line(tmp_path):
 def test_an_unreachable_coordinator_is_one_error_line_within_the_timeout(tmp_path):
     # Process 1 with nothing at the address: JAX's client retried until the timeout, then
     # aborted in C++ (a 36-line stack dump, status 134).
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     start = time.time()
     proc = subprocess.run(
         [sys.executable, "-m", "ann.main", f"--workdir={tmp_path / 'run'}", *FLAGS,
