@@ -435,6 +435,10 @@ def test_a_multiple_testing_correction_stops_false_flags_and_keeps_a_moved_featu
             window = _window(test, 50, seed)
             same = ref.detect({"features": window}, {}, correction=correction)
             flagged += any(f.drifted for f in same.features)
+            # Ranked by how far past the threshold, ties (adjusted p 1: strength 0) by the raw p:
+            # under a correction they were listed in feature order.
+            raw = sorted(f.p_value for f in same.features)
+            assert [f.p_value for f in same.top(3)] == raw[:3], correction
             window[:, 0] += std
             moved = ref.detect({"features": window}, {}, correction=correction)
             found += moved.features[0].drifted

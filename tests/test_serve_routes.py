@@ -514,9 +514,9 @@ def test_an_output_the_model_overflowed_on_is_refused_422_and_its_batch_mates_an
         status, body, headers = replies[key]
         assert status == 422 and headers is None, (key, status, body)
         assert json.loads(body) == {
-            "error": f"outputs.y: row {row} is {value}, not a number: the model overflowed on "
-            "this input (its values are far outside what it was trained on); no answer is given "
-            "for it",
+            "error": f"outputs.y: row {row} is {value}, not a finite number: the model overflowed "
+            "on this input (its values are far outside what it was trained on); no answer is "
+            "given for it",
             "model_name": "m",
             "model_version": "1",
         }

@@ -113,7 +113,7 @@ def _score(test: dict[str, Any], spec: str) -> str:
 def summary(report: dict[str, Any], path: str) -> str:
     """The printed lines: the verdict, the multivariate test, outputs, top features, files; for
     too few rows, that and what to do."""
-    from ann.monitor.drift import format_p  # imported by then: the report was just computed
+    from ann.monitor.drift import format_p, rank  # imported by then: the report was computed
 
     r, m = report["result"], report["model"]
     rows, records = r["rows"], report["requests"]["records"]
@@ -149,7 +149,7 @@ def summary(report: dict[str, Any], path: str) -> str:
         verdict = "DRIFT" if f["drifted"] else "ok"
         said = " ".join(x for x in (_score(f, ".4g"), p, verdict) if x)
         lines.append(f"  {f['feature']}: {f['method']} {said}")
-    top = sorted(r["features"], key=lambda f: -f["strength"])[:5]
+    top = sorted(r["features"], key=lambda f: rank(f["strength"], f["p_value"], f["score"]))[:5]
     lines.append(
         "  top: " + ", ".join(f"{f['feature']} {f['method']} {_score(f, '.3g')}" for f in top)
     )

@@ -165,6 +165,15 @@ class FeatureDrift:
         return {k: _finite(v) for k, v in fields.items()}
 
 
+def rank(strength: float, p_value: float | None, score: float | None) -> tuple[float, ...]:
+    """The sort key of a test among a window's (most past its threshold first): its strength,
+    ties broken by the uncorrected p (smaller first), then the score (larger first; None: an
+    infinite one, as JSON holds it). Under a correction every unmoved feature's adjusted p is
+    1, its strength 0: the raw p still ranks them."""
+    score = math.inf if score is None else score
+    return (-strength, 1.0 if p_value is None else p_value, -score)
+
+
 def format_p(
     p_value: float | None, asymptotic_p: float | None = None, p_adjusted: float | None = None
 ) -> str:
@@ -219,8 +228,8 @@ class DriftResult:
         return "drift DETECTED" if self.detected else "drift not detected"
 
     def top(self, k: int = 10) -> list[FeatureDrift]:
-        """The `k` input features most past their thresholds (`FeatureDrift.strength`)."""
-        return sorted(self.features, key=lambda f: -f.strength)[:k]
+        """The `k` input features most past their thresholds (`rank`)."""
+        return sorted(self.features, key=lambda f: rank(f.strength, f.p_value, f.score))[:k]
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready: NaN and infinities become null."""

@@ -729,7 +729,7 @@ def non_finite(error: NonFiniteOutput) -> ServeError:
     `non_finite_output` in ann_errors_total)."""
     return ServeError(
         422,
-        f"outputs.{error.output}: row {error.row} is {error.value}, not a number: the model "
+        f"outputs.{error.output}: row {error.row} is {error.value}, not a finite number: the model "
         "overflowed on this input (its values are far outside what it was trained on); no answer "
         "is given for it",
         "non_finite_output",
