@@ -255,7 +255,7 @@ class DriftResult:
 def ks(ref: np.ndarray, cur: np.ndarray) -> tuple[float, float | None, float, bool]:
     """Two-sample KS: (D, p, 0.05, p <= 0.05)."""
     result = stats.ks_2samp(ref, cur)
-    return float(result.statistic), float(result.pvalue), ALPHA, bool(result.pvalue <= ALPHA)
+    return float(result.statistic), float(result.pvalue), ALPHA, rejects("ks", result.pvalue, ALPHA)
 
 
 def _counts(ref: np.ndarray, cur: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -277,12 +277,12 @@ def chisquare(ref: np.ndarray, cur: np.ndarray) -> tuple[float, float | None, fl
     if not r.all():
         result = stats.chi2_contingency(np.stack([r, c]), correction=False)
         p = float(result.pvalue)
-        return float(result.statistic), p, ALPHA, bool(p < ALPHA)
+        return float(result.statistic), p, ALPHA, rejects("chisquare", p, ALPHA)
     with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         result = stats.chisquare(c, r * (len(cur) / len(ref)))
     p = float(result.pvalue) if np.isfinite(result.pvalue) else 0.0
-    return float(result.statistic), p, ALPHA, bool(p < ALPHA)
+    return float(result.statistic), p, ALPHA, rejects("chisquare", p, ALPHA)
 
 
 def z_test(ref: np.ndarray, cur: np.ndarray) -> tuple[float, float | None, float, bool]:
@@ -294,7 +294,7 @@ def z_test(ref: np.ndarray, cur: np.ndarray) -> tuple[float, float | None, float
     pooled = (p1 * len(ref) + p2 * len(cur)) / (len(ref) + len(cur))
     z = (p1 - p2) / math.sqrt(pooled * (1 - pooled) * (1 / len(ref) + 1 / len(cur)))
     p = float(2 * stats.norm.sf(abs(z)))
-    return abs(float(z)), p, ALPHA, bool(p < ALPHA)
+    return abs(float(z)), p, ALPHA, rejects("z", p, ALPHA)
 
 
 def sparse(ref: np.ndarray, cur: np.ndarray) -> bool:
@@ -309,7 +309,7 @@ def fisher_exact(ref: np.ndarray, cur: np.ndarray) -> tuple[float, float | None,
     p < 0.05). `scipy.stats.fisher_exact`, two-sided."""
     result = stats.fisher_exact(np.stack(_counts(ref, cur)))
     p = float(result.pvalue)
-    return float(result.statistic), p, ALPHA, p < ALPHA
+    return float(result.statistic), p, ALPHA, rejects("fisher_exact", p, ALPHA)
 
 
 def chisquare_montecarlo(
@@ -322,7 +322,7 @@ def chisquare_montecarlo(
     table = np.stack(_counts(ref, cur))
     result = stats.chi2_contingency(table, correction=False, method=method)
     p = float(result.pvalue)
-    return float(result.statistic), p, ALPHA, p < ALPHA
+    return float(result.statistic), p, ALPHA, rejects("chisquare_montecarlo", p, ALPHA)
 
 
 def wasserstein(ref: np.ndarray, cur: np.ndarray) -> tuple[float, float | None, float, bool]:
@@ -425,7 +425,7 @@ def test_feature(
 def rejects(method: str, p: float, threshold: float) -> bool:
     """A p-value test's verdict: KS drifts at p <= threshold (Evidently's ks_stattest.py), the
     others below it."""
-    return p <= threshold if method == "ks" else p < threshold
+    return bool(p <= threshold if method == "ks" else p < threshold)
 
 
 def correct(features: list[FeatureDrift], correction: str) -> list[FeatureDrift]:
@@ -602,7 +602,7 @@ def mmd_test(
     )
     observed, permuted = float(observed), np.asarray(permuted)
     p = float((1 + np.sum(permuted >= observed)) / (1 + permutations))
-    return FeatureDrift("multivariate", "mmd", observed, p, ALPHA, p < ALPHA)
+    return FeatureDrift("multivariate", "mmd", observed, p, ALPHA, rejects("mmd", p, ALPHA))
 
 
 def _subsample(a: np.ndarray, rows: int, rng: np.random.Generator) -> np.ndarray:

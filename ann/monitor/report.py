@@ -59,7 +59,7 @@ def _strength_figure(result: DriftResult) -> Any:
     ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
     ax.xaxis.set_minor_formatter(ticker.NullFormatter())
-    corrected = "" if result.correction == "none" else f" ({result.correction}-adjusted p)"
+    corrected = "" if result.correction == "none" else f", {result.correction}-adjusted"
     ax.set_xlabel(f"strength (>= 1: drift; distance / threshold or log p / log 0.05{corrected})")
     drifted = sum(f.drifted for f in result.features)
     ax.set_title(
