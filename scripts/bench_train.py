@@ -33,6 +33,8 @@ from ann import cli
 from ann import config as config_lib
 
 if TYPE_CHECKING:
+    import ml_collections
+
     from ann import data
 
 # JAX and the code measured are imported where they are used, so --help and a bad flag answer
@@ -194,26 +196,40 @@ def _bare_evals(once: Callable[[], None]):
     return BareEvals()
 
 
-def eval_seconds(config, evals: int) -> tuple[float, float]:
-    """(bare, ann): median seconds of one evaluation, both taken inside one ann run that
-    alternates them: ann's own (`eval/seconds` at steps 10, 20, ...) and a bare one (at steps
-    5, 15, ...); the first two of each left out.
+def eval_run_config(config, evals: int) -> ml_collections.ConfigDict:
+    """`config` as `eval_seconds` runs it: `evals` evaluations 10 steps apart, no checkpoint
+    but the first best.
 
-    Only the first eval saves a best checkpoint (`best_mode=max` on the validation loss, which
-    falls): an Orbax write takes longer than 10 train steps here, so with the config's own
-    choice (a new best at most evals while the model learns) each timed eval would share the
-    CPU with the previous eval's save still in flight, which the default experiment (evals 200
-    steps apart) never does (docs/benchmarks.md, "Issue 16, session 9")."""
-    from ann.train import writers
-    from ann.train.loop import train_and_evaluate
-
-    bare = _bare_evals(bare_evaluation(config))
+    Only the first eval saves a best checkpoint: an Orbax write takes longer than 10 train
+    steps here, so with a new best at most evals (the model learning) each timed eval would
+    share the CPU with the previous eval's save still in flight, which the default experiment
+    (evals 200 steps apart) never does (docs/benchmarks.md, "Issue 16, session 9"). So the
+    model must not learn: with a learning rate of 1e-30 an update is below float32's resolution
+    of any nonzero weight (a zero bias becomes 1e-30, lost in the next sum), the validation
+    loss ties at every eval, and a tie is not a best. An eval's cost does not depend
+    on the weights' values. (It used `best_mode=max` on the validation loss, which the config
+    now refuses as keeping the worst checkpoint.)"""
     c = config.copy_and_resolve_references()
     c.total_steps = 10 * (evals + 1)
     config_lib.fit_warmup(c)  # a few evals make a run shorter than the config's warmup
     c.eval_every_steps = 10
     c.checkpoint_every_steps = 100 * c.total_steps
-    c.best_metric, c.best_mode = "val/loss", "max"
+    c.optimizer.learning_rate = 1e-30
+    c.best_metric, c.best_mode = "val/loss", "min"
+    return c
+
+
+def eval_seconds(config, evals: int) -> tuple[float, float]:
+    """(bare, ann): median seconds of one evaluation, both taken inside one ann run that
+    alternates them: ann's own (`eval/seconds` at steps 10, 20, ...) and a bare one (at steps
+    5, 15, ...); the first two of each left out.
+
+    The run is `eval_run_config`'s."""
+    from ann.train import writers
+    from ann.train.loop import train_and_evaluate
+
+    bare = _bare_evals(bare_evaluation(config))
+    c = eval_run_config(config, evals)
     with tempfile.TemporaryDirectory() as workdir:
         train_and_evaluate(c, workdir, extra_hooks=[bare])
         ours = [

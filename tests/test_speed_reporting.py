@@ -1,6 +1,7 @@
 """Mixed precision, and what a run reports about its speed: FLOPs, memory, MFU, profiles."""
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -305,3 +306,21 @@ def test_ann_train_imports_without_garbage_collection(tmp_path):
     # A pass may come while Python compiles ann/main.py itself, before its first line runs;
     # without the pause its imports take about 450.
     assert int(passes) <= 2 and enabled == "False", proc.stderr[-2000:]
+
+
+def test_bench_train_eval_runs_a_config_the_checks_accept():
+    """`bench_train.py --eval`'s run (only the first eval a best) passes the config's checks:
+    it used best_mode=max on val/loss, refused since as keeping the worst checkpoint, and the
+    device run of gpu_check.sh ended with that error instead of a number."""
+    code = (
+        "import sys; sys.path.insert(0, 'scripts'); import bench_train as b; "
+        "from conftest import load_config; from ann import config as c; "
+        "r = b.eval_run_config(load_config('digits_cnn'), 4); "
+        "c.validate(r, num_devices=1); print(r.total_steps, r.eval_every_steps)"
+    )
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}/tests{os.pathsep}{ROOT}"}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["50", "10"], proc.stdout
