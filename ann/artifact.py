@@ -60,6 +60,35 @@ class IntegrityError(ValueError):
     """An artifact is missing a file, truncated, tampered with, or not an ann export."""
 
 
+class PlatformError(ValueError):
+    """An export was lowered for none of the platforms this machine can run it on."""
+
+
+def device_for(platforms: Sequence[str]) -> Any:
+    """The device an export lowered for `platforms` (jax.export's names: cpu, cuda, rocm, tpu)
+    runs on here: the default device where its platform is among them (a `cpu,cuda` export on
+    a GPU machine runs on the GPU), else the host's CPU where `cpu` is (the default `ann
+    export` made or served on a GPU machine: jax.export refuses to call a function on a
+    platform it was not lowered for, "exported for platforms ('cpu',) but it is used on
+    ('cuda',)", which stopped `ann export` on an H200). Raises PlatformError naming the
+    platforms and the re-export that runs here."""
+    import jax
+
+    here = jax.export.default_export_platform()
+    if here in platforms:
+        return jax.devices()[0]
+    if "cpu" in platforms:
+        try:
+            return jax.devices("cpu")[0]
+        except RuntimeError:  # JAX_PLATFORMS names the accelerator alone
+            pass
+    raise PlatformError(
+        f"the export was lowered for {', '.join(platforms)}, and this machine runs {here}"
+        + (" with no CPU backend (JAX_PLATFORMS)" if "cpu" in platforms else "")
+        + f": export it again with --platforms={','.join(dict.fromkeys([*platforms, here]))}"
+    )
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -401,7 +430,9 @@ class Model:
         self.inputs: dict[str, dict[str, Any]] = manifest["inputs"]  # shapes: -1 = batch
         self.outputs: dict[str, dict[str, Any]] = manifest["outputs"]
         self._exported = exported
-        self.weights = jax.device_put(weights)
+        # Where it runs (`device_for`): the weights placed there carry every call there.
+        self.device = device_for(exported.platforms)
+        self.weights = jax.device_put(weights, self.device)
         self._jitted = jax.jit(exported.call)
 
     def check(self, inputs: Mapping[str, np.ndarray]) -> int:
@@ -471,8 +502,11 @@ class Model:
         `executable` is the jax `Compiled` (for `memory_analysis()`, `as_text()`)."""
         import jax
 
+        on = jax.sharding.SingleDeviceSharding(self.device)
         specs = {
-            name: jax.ShapeDtypeStruct((batch_size, *spec["shape"][1:]), np.dtype(spec["dtype"]))
+            name: jax.ShapeDtypeStruct(
+                (batch_size, *spec["shape"][1:]), np.dtype(spec["dtype"]), sharding=on
+            )
             for name, spec in self.inputs.items()
         }
         if constant_weights:

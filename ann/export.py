@@ -316,6 +316,9 @@ def _reference(
         "the training code, the reference statistics for drift"
     )
     call = jax.jit(exported.call)
+    # Where a server would run it (a `cpu` export on a GPU machine: the host's CPU), the
+    # training code's outputs computed there too, so the two differ only by compilation.
+    weights = jax.device_put(weights, artifact.device_for(exported.platforms))
     ref_outputs = _predict_all(call, weights, ref_inputs)
     _check_finite(ref_outputs, f"training ({train.split})")
     _check_agrees(infer, weights, ref_inputs, ref_outputs)
@@ -617,6 +620,12 @@ if __name__ == "__main__":
     # A bad flag, run or step, a damaged run file, a temperature that cannot be fitted: one
     # line, exit 1 (FlagError and ConfigError: see cli.run); warnings only: the result line is
     # the output. The checkpoint and calibration code (JAX) is imported once a run is read.
-    errors = (FileExistsError, FileNotFoundError, artifact.IntegrityError, MetricsFileError)
+    errors = (
+        FileExistsError,
+        FileNotFoundError,
+        artifact.IntegrityError,
+        artifact.PlatformError,
+        MetricsFileError,
+    )
     named = ("ann.train.checkpoint:CheckpointError", "ann.metrics.calibration:CalibrationError")
     cli.run(main, errors=(*named, *errors), quiet=True)

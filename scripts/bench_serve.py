@@ -66,6 +66,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 
@@ -441,6 +442,11 @@ class OtlpSink:
         }
 
 
+# The environment of the servers this script starts: its own at start, before `main` tells
+# this process's JAX not to take the accelerator's memory up front.
+CHILD_ENV = dict(os.environ)
+
+
 def serve(
     export_dir: str, port: int, extra: list[str], env: dict[str, str] | None = None
 ) -> subprocess.Popen:
@@ -450,7 +456,7 @@ def serve(
         [*pinned(0), sys.executable, "-m", "ann.serve", f"--model={export_dir}", f"--port={port}",
          "--max_queue_rows=1024", *extra],
         port, "/v2/health/ready",
-        {**{k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}, **(env or {})},
+        {**{k: v for k, v in CHILD_ENV.items() if not k.startswith("OTEL_")}, **(env or {})},
     )  # fmt: skip
 
 
@@ -500,6 +506,44 @@ def bare_call_ms(export_dir: str, x) -> float:
         times.append(time.perf_counter() - start)
     os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
     return statistics.median(times) * 1e3
+
+
+def export_labels(export_dir: str, images) -> list[int]:
+    """The label the export computes in this process for each image (batch-1 calls)."""
+    fn = compiled_batch1(export_dir)
+    return [int(fn({"image": images[i : i + 1]})["label"][0]) for i in range(len(images))]
+
+
+def check_answers(port: int, path: str, images, expected: list[int]) -> str:
+    """Sends each image once, one row a request, and compares the served `label` with the
+    export's own in this process: a server that answers fast but wrong must not be timed as
+    if it answered. RuntimeError naming the first row that differs (or was refused)."""
+    for i, x in enumerate(images):
+        body = json.dumps(
+            {
+                "inputs": [
+                    {
+                        "name": "image",
+                        "shape": [1, 8, 8, 1],
+                        "datatype": "UINT8",
+                        "data": x.reshape(-1).tolist(),
+                    }
+                ]
+            }
+        )
+        request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", body.encode(),
+                                         {"Content-Type": "application/json"})  # fmt: skip
+        try:
+            with urllib.request.urlopen(request, timeout=30) as r:
+                outputs = {o["name"]: o["data"] for o in json.load(r)["outputs"]}
+        except urllib.error.HTTPError as e:
+            raise RuntimeError(f"test row {i}: the server refused it: {e.read()[:300]!r}") from None
+        if outputs["label"] != [expected[i]]:
+            raise RuntimeError(
+                f"test row {i}: the server answered label {outputs['label']}, the export "
+                f"computes {expected[i]} in this process: the timings would be of wrong answers"
+            )
+    return f"answers checked: {len(images)} test rows, each labelled as the export labels it"
 
 
 def compiled_calls(export_dirs: dict[str, str], images, rounds: int = 7) -> None:
@@ -787,16 +831,20 @@ def print_level(model: str, mode: str, c: int, r: dict) -> None:
 
 
 def run_ann(model: str, export_dir: str, mode: str, extra: list[str], env: dict | None,
-            levels: list[int], bodies: str, args: flags.FlagValues) -> dict:  # fmt: skip
+            levels: list[int], bodies: str, args: flags.FlagValues,
+            answers: tuple | None = None) -> dict:  # fmt: skip
     """Every level against one ann server; results by level, with the server's own split of
-    each request's time (/metrics)."""
+    each request's time (/metrics). `answers` (images, their labels): checked first
+    (`check_answers`)."""
     results = {}
     port = free_port()
     proc = serve(export_dir, port, extra, env)
     try:
+        if answers is not None:
+            print(f"{model:9s} {mode:11s} {check_answers(port, _path(model), *answers)}")
         for c in levels:
             before = metrics(port)
-            r = load(port, proc.pid, f"/v2/models/digits_{model}/infer", bodies, c, args)
+            r = load(port, proc.pid, _path(model), bodies, c, args)
             after = metrics(port)
             d = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
             n = max(d["ann_request_duration_seconds_count"], 1)
@@ -815,6 +863,10 @@ def run_ann(model: str, export_dir: str, mode: str, extra: list[str], env: dict 
         proc.terminate()
         proc.wait(60)
     return results
+
+
+def _path(model: str) -> str:
+    return f"/v2/models/digits_{model}/infer"
 
 
 def run_peer(model: str, export_dir: str, adaptive: bool, levels: list[int], bodies: str,
@@ -839,7 +891,7 @@ def run_peer(model: str, export_dir: str, adaptive: bool, levels: list[int], bod
             json.dump({"name": name, "implementation": "mlserver_runtime.AnnExport",
                        "parameters": {"uri": export_dir}, **batching}, f)  # fmt: skip
         mlserver = os.path.join(os.path.dirname(args.peer_python), "mlserver")
-        env = {**os.environ, "PYTHONPATH": os.path.join(ROOT, "scripts")}
+        env = {**CHILD_ENV, "PYTHONPATH": os.path.join(ROOT, "scripts")}
         proc = start([*pinned(0), mlserver, "start", root], port, f"/v2/models/{name}/ready", env)
         mode = "mlserver-ab" if adaptive else "mlserver"
         try:
@@ -945,6 +997,10 @@ def main(argv: list[str]) -> None:
         app_layer()
         return
 
+    # This process's compiled calls (the bare call; the labels served answers are checked
+    # against) must leave a GPU's memory to the servers it starts: JAX takes 75% of it at its
+    # first use, and a server started beside that could not get its own 75%.
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     import numpy as np
 
     from ann import data
@@ -980,8 +1036,10 @@ def main(argv: list[str]) -> None:
     for model in args.models:
         export_dir = prepare(model, args.steps, args.workdir)
         bare = bare_call_ms(export_dir, images)
+        answers = (images, export_labels(export_dir, images))
         for mode, extra in modes.items():
-            found = run_ann(model, export_dir, mode, extra, traced.get(mode), levels, bodies, args)
+            found = run_ann(model, export_dir, mode, extra, traced.get(mode), levels, bodies, args,
+                            answers)  # fmt: skip
             results.update({(model, mode, c): r for c, r in found.items()})
         if skipped is None and not args.monitoring:
             for adaptive in (False, True):

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # On a GPU machine: the causal LM's tokens/s and MFU, the train benchmarks (ann vs bare, CNN and
-# MLP), train the default experiment and the ResNet, then the peers and start-up cold and warm.
+# MLP), train the default experiment and the ResNet, the peers, serving (answers checked, then
+# throughput), and start-up cold and warm.
 #   scripts/gpu_check.sh OUTDIR
 # Prints the device, the LM's MFU, eval results, the ann/bare ratios and start-up times; full
 # logs go to OUTDIR.
 set -u
 case "${1:-}" in
   -h|--help|-help)
-    sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'
     exit 0 ;;
   -*)
     echo "error: unknown option $1; usage: scripts/gpu_check.sh [OUTDIR] (on a GPU machine)" >&2
@@ -54,6 +55,10 @@ step 180 bench_peers.txt python3 scripts/bench_peers.py --steps=500 --rounds=3
 step 120 bench_mlp_k1.txt python3 scripts/bench_train.py --config=configs/digits_mlp.py \
   --steps=1000 --rounds=3 --config.steps_per_call=1
 step 120 bench_eval.txt python3 scripts/bench_train.py --eval --rounds=3
+# Serving on the GPU: each server's answers checked against the export's in-process labels,
+# then its throughput and latency with dynamic batching (server and load generator pinned).
+step 240 bench_serve.txt python3 scripts/bench_serve.py --models=cnn,cnn_large \
+  --concurrency=1,8,64 --seconds=3 --nobatch1 --workdir=/tmp/runs/bench_serve
 # The same ratios on that machine's CPU cores, where nothing else runs.
 JAX_PLATFORMS=cpu step 120 bench_cnn_cpu.txt python3 scripts/bench_train.py --steps=200 --rounds=3
 JAX_PLATFORMS=cpu step 120 bench_mlp_cpu.txt python3 scripts/bench_train.py \

@@ -1140,3 +1140,45 @@ def test_a_request_log_inside_an_export_is_refused(tmp_path):
     (report / "report.json").write_text("{}")
     with pytest.raises(ValueError, match=r"is inside the report at .*, which its next run"):
         Settings(request_log=str(report / "r.jsonl"))
+
+
+def test_bench_serve_refuses_to_time_a_server_that_answers_wrong():
+    """bench_serve.py checks each served label against the export's own before it times a
+    server: a fast wrong answer must not become a throughput number."""
+    code = textwrap.dedent("""
+        import http.server, json, sys, threading
+        import numpy as np
+        sys.argv = ["bench_serve.py"]
+        sys.path.insert(0, "scripts")
+        import bench_serve
+
+        class Wrong(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                self.rfile.read(int(self.headers["Content-Length"]))
+                body = json.dumps({"outputs": [{"name": "label", "data": [7]}]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        server = http.server.HTTPServer(("127.0.0.1", 0), Wrong)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        images = np.zeros((3, 8, 8, 1), np.uint8)
+        port = server.server_address[1]
+        print(bench_serve.check_answers(port, "/infer", images, [7, 7, 7]))
+        try:
+            bench_serve.check_answers(port, "/infer", images, [7, 3, 7])
+        except RuntimeError as e:
+            print("refused:", e)
+    """)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "answers checked: 3 test rows" in proc.stdout, proc.stdout
+    assert "refused: test row 1: the server answered label [7], the export computes 3" in (
+        proc.stdout
+    ), proc.stdout

@@ -304,6 +304,38 @@ def test_export_refuses_a_nonempty_out_and_keeps_batchnorm(tmp_path, digits_expo
         rtol=1e-5,
         atol=1e-6,
     )
+    # An export for an accelerator alone cannot be run here to check it: refused in one
+    # line with the platforms that would run, nothing written (it was jax's ValueError
+    # "exported for platforms ('cuda',) but it is used on ('cpu',)" from deep in the export).
+    with pytest.raises(artifact.PlatformError, match=r"--platforms=cuda,cpu$"):
+        export(str(workdir), str(tmp_path / "cuda_only"), "latest", "resnet", ("cuda",))
+    assert not (tmp_path / "cuda_only").exists() and not list(tmp_path.glob(".export-*"))
+
+
+def test_an_export_runs_on_a_device_of_a_platform_it_was_lowered_for(monkeypatch):
+    """A `cpu` export on a GPU machine runs on the host's CPU (on an H200 `ann export` itself
+    stopped: "Function 'infer' was exported for platforms ('cpu',) but it is used on
+    ('cuda',)"); where neither the machine's platform nor a CPU backend is among the export's,
+    one line says how to export again."""
+    monkeypatch.setattr(jax.export, "default_export_platform", lambda: "cuda")
+    assert artifact.device_for(("cpu",)) == jax.devices("cpu")[0]
+    assert artifact.device_for(("cpu", "cuda")) == jax.devices()[0]
+    with pytest.raises(artifact.PlatformError) as e:
+        artifact.device_for(("tpu",))
+    assert str(e.value) == (
+        "the export was lowered for tpu, and this machine runs cuda: export it again with "
+        "--platforms=tpu,cuda"
+    )
+    real = jax.devices
+
+    def no_cpu(backend=None):
+        if backend == "cpu":
+            raise RuntimeError("Unknown backend cpu")
+        return real(backend)
+
+    monkeypatch.setattr(jax, "devices", no_cpu)
+    with pytest.raises(artifact.PlatformError, match=r"no CPU backend .*--platforms=cpu,cuda$"):
+        artifact.device_for(("cpu",))
 
 
 def _craft(copy, outside, kind):

@@ -120,6 +120,7 @@ if __name__ == "__main__":
     errors = (
         "ann.train.checkpoint:CheckpointError",
         "ann.artifact:IntegrityError",
+        "ann.artifact:PlatformError",
         "ann.registry.core:RegistryError",
     )
     cli.run(main, errors=errors, quiet=True)
