@@ -310,7 +310,7 @@ OWN_FLAGS = {
 
 
 if __name__ == "__main__":
-    from ann.artifact import IntegrityError
+    from ann.artifact import IntegrityError, PlatformError
     from ann.monitor.request_log import RequestLogError
     from ann.registry.core import RegistryError
 
@@ -319,6 +319,7 @@ if __name__ == "__main__":
     # log: one line, exit 1. The drift tests (SciPy, JAX) are imported when they run.
     errors = (
         IntegrityError,
+        PlatformError,
         RegistryError,
         "ann.monitor.drift:DriftUnavailable",
         RequestLogError,
