@@ -476,17 +476,6 @@ ALIASES = {
 }
 
 
-def _leaves_named(tree: Any, name: str, prefix: str = "", values_only: bool = False) -> list[str]:
-    """Every dotted key of `tree` whose last part is `name` (`values_only`: not a section)."""
-    found = []
-    for key, value in tree.items():
-        if key == name and not (values_only and is_section(value)):
-            found.append(prefix + key)
-        if is_section(value):
-            found += _leaves_named(value, name, f"{prefix}{key}.", values_only)
-    return found
-
-
 class KeyLookupError(KeyError):
     """A dotted key that names nothing; `hint` says what is there instead."""
 
@@ -514,7 +503,9 @@ def lookup(
     path breaks, as a whole dotted key (" (did you mean 'optimizer.learning_rate'?)"): the one
     key elsewhere in `tree` or the trees in `also` with that name or ann's name for it
     (`ALIASES`: `lr` is `optimizer.learning_rate`), else the closest name at that level, else
-    the keys there ("; keys under 'optimizer': b1, b2, ...")."""
+    the keys there ("; keys under 'optimizer': b1, b2, ..."; "; top-level keys: ..."). A
+    misspelt top-level key is matched against every key's last part (`lerning_rate` is
+    `optimizer.learning_rate`)."""
     value: Any = tree
     parts = key.split(".")
     for i, part in enumerate(parts):
@@ -528,16 +519,47 @@ def lookup(
             rest = "".join(f".{p}" for p in parts[i + 1 :])
             # A value given (nothing after `part`) is not pointed at a section: `mesh.model` is
             # not `model`.
-            found = {k for t in (tree, *also) for k in _leaves_named(t, name, "", not rest)}
-            elsewhere = sorted(found - {".".join(parts[: i + 1])})  # `also` may hold the key
+            keys = {k for t in (tree, *also) for k in _dotted_keys(t, "", not rest)}
+            keys -= {".".join(parts[: i + 1])}  # `also` may hold the key itself
+            elsewhere = sorted(k for k in keys if k.rpartition(".")[2] == name)
             hint = (
                 (f" (did you mean '{elsewhere[0]}{rest}'?)" if len(elsewhere) == 1 else "")
+                # At the top level, where no section was named, the closest name among every
+                # key's: a misspelt key of a section ("lerning_rate"). Under a section the
+                # user named, its own keys ("mesh.model" is no "early_stopping.mode").
+                or ("" if where else _closest_key(name, keys, rest))
                 or did_you_mean(part, options, prefix=f"{where}." if where else "")
-                or f"; keys under '{where or '(top)'}': {', '.join(options) or 'none'}"
+                or (f"; keys under '{where}'" if where else "; top-level keys")
+                + f": {', '.join(options) or 'none'}"
             )
             raise KeyLookupError(key, hint)
         value = value[part]
     return value
+
+
+def _dotted_keys(tree: Any, prefix: str = "", values_only: bool = False) -> list[str]:
+    """Every dotted key of `tree`, sections too unless `values_only`."""
+    found = []
+    for key, value in tree.items():
+        if not (values_only and is_section(value)):
+            found.append(prefix + key)
+        if is_section(value):
+            found += _dotted_keys(value, f"{prefix}{key}.", values_only)
+    return found
+
+
+def _closest_key(name: str, keys: Collection[str], rest: str = "") -> str:
+    """` (did you mean 'optimizer.learning_rate'?)` when the name closest to `name` among the
+    last parts of the dotted `keys` (as `did_you_mean` finds it) is the last part of exactly
+    one of them, else "" (`nme` is as close to `data.name` as to `model.name`)."""
+    by_name: dict[str, list[str]] = {}
+    for k in keys:
+        by_name.setdefault(k.rpartition(".")[2], []).append(k)
+    close = [n for n in by_name if n.lower() == name.lower()]
+    close = close or difflib.get_close_matches(name, list(by_name), n=1)
+    if not close or len(by_name[close[0]]) != 1:
+        return ""
+    return f" (did you mean '{by_name[close[0]][0]}{rest}'?)"
 
 
 def _check_section(

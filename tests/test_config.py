@@ -850,6 +850,33 @@ def test_one_dotted_key_lookup_with_did_you_mean():
         config_lib.validate(config, num_devices=4)
 
 
+def test_a_misspelt_top_level_key_is_pointed_at_the_section_key():
+    # `--config.lerning_rate` listed the top-level keys "under '(top)'"; the right spelling
+    # lives under optimizer, as `--config.optimizer.lerning_rate` and `--config.lr` are told.
+    config = load_config("digits_cnn")
+    for key, meant in [
+        ("lerning_rate", "optimizer.learning_rate"),
+        ("warmup_step", "optimizer.warmup_steps"),
+        ("metrc", "early_stopping.metric"),
+        ("bach_size", "batch_size"),
+    ]:
+        with pytest.raises(KeyError) as e:
+            config_lib.lookup(config, key)
+        assert e.value.hint == f" (did you mean '{meant}'?)", key
+    with pytest.raises(KeyError) as e:  # nothing close: the top-level keys, called that
+        config_lib.lookup(config, "zzz")
+    assert e.value.hint.startswith("; top-level keys: async_checkpointing, batch_size")
+    with pytest.raises(KeyError) as e:  # under a named section, that section's keys
+        config_lib.lookup(config, "mesh.model")
+    assert e.value.hint == "; keys under 'mesh': data, fsdp, tensor"
+    config.lerning_rate = 0.01
+    with pytest.raises(ConfigError) as e:
+        config_lib.validate(config, num_devices=4)
+    assert str(e.value) == (
+        "config key 'lerning_rate' is unknown (did you mean 'optimizer.learning_rate'?)"
+    )
+
+
 @pytest.mark.parametrize(
     "batch_size, accumulate_steps", [(30, 1), (30, 2), (36, 4), (2, 2), (100, 4)]
 )
