@@ -249,6 +249,36 @@ def test_a_misspelt_selection_metric_in_a_trained_workdir_is_named_with_the_know
     assert not (workdir / CONFIG_CHANGES).exists()
 
 
+@pytest.mark.parametrize("key", ["best_metric", "early_stopping.metric"])
+def test_a_misspelt_selection_metric_before_the_first_eval_is_named_too(trained, tmp_path, key):
+    # A run checkpointed before its first eval records no val/ names: a misspelt metric was
+    # refused as "trained with another config (best_metric: 'val/accuracy' -> 'val/acuracy')".
+    workdir = copy_run(trained, tmp_path)
+    metrics = workdir / "metrics.jsonl"
+    records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    kept = [{k: v for k, v in r.items() if not k.startswith(("val/", "eval"))} for r in records]
+    metrics.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    overrides = {"optimizer.schedule": "warmup_cosine", key: "val/acuracy"}
+    with pytest.raises(ConfigError) as e:
+        train_and_evaluate(tiny(total_steps=10, **overrides), str(workdir))
+    assert str(e.value).startswith(
+        f"config key '{key}': 'val/acuracy' is not a validation metric of this run; "
+        "choose one of val/accuracy, "
+    ), e.value
+    assert not (workdir / CONFIG_CHANGES).exists()
+    # A metric the run computes is a change of what selects: the comparison refuses it.
+    overrides[key] = "val/loss"
+    overrides[key.replace("metric", "mode")] = "min"
+    with pytest.raises(ConfigError, match="trained with another config"):
+        train_and_evaluate(tiny(total_steps=10, **overrides), str(workdir))
+    # Without a way to compute the names (resume.compare's own callers), it says so.
+    saved = config_lib.read(str(workdir))
+    with pytest.raises(ConfigError) as e:
+        resume.check_selection_metrics(tiny(**{key: "val/acuracy"}), str(workdir), saved)
+    assert "has not evaluated yet: 'val/acuracy' cannot be checked" in str(e.value)
+    assert f"resume with --config.{key}=" in str(e.value) and "\n" not in str(e.value)
+
+
 def test_only_process_0_reports_and_records_the_changes(tmp_path, caplog, monkeypatch):
     """Several processes: the changes are said and written by process 0 alone. Each process
     read config_changes.jsonl, so one that read it after process 0 had appended the new line

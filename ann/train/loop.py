@@ -314,7 +314,9 @@ def _interrupted_after_the_loop(run: _Run, interrupt: KeyboardInterrupt) -> None
 def _open(config: ml_collections.ConfigDict, workdir: str, setup: build_lib.Setup) -> _Run:
     """Compares the config with the run's record (writing config.json at a fresh start), and
     opens the checkpoints and the train data."""
-    saved, changes = resume.compare(config, workdir, setup.abstract_state)
+    saved, changes = resume.compare(
+        config, workdir, setup.abstract_state, lambda: validation_names(config, setup)
+    )
     if saved is None and jax.process_index() == 0:
         config_lib.write(config, workdir)
     dc = config.data
@@ -634,12 +636,15 @@ def _evaluator(
     return evaluate, validation_names
 
 
-def validation_names(config: ml_collections.ConfigDict) -> list[str]:
+def validation_names(
+    config: ml_collections.ConfigDict, setup: build_lib.Setup | None = None
+) -> list[str]:
     """The `val/` metric names a run of `config` computes, found as its start finds them: the
     model freshly initialized, the eval step compiled, the validation split's first batch
     scored (seconds: what a sweep's --dry_run and --emit spend to check --metric without
-    running a trial). Raises ConfigError for a bad config."""
-    setup = build_lib.build(config, build_lib.make_experiment(config))
+    running a trial, and a rerun to check a changed metric before the run's first eval).
+    `setup`: the run's, already built from `config`. Raises ConfigError for a bad config."""
+    setup = setup or build_lib.build(config, build_lib.make_experiment(config))
     # No workdir, checkpoints or train data: only what compiling and scoring an eval reads.
     run = _Run(config, "", setup, None, None, None, {}, state=setup.state)  # type: ignore[arg-type]
     _, names = _evaluator(run, _compile_eval(run))

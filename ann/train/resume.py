@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import jax
@@ -34,15 +34,21 @@ def has_checkpoint(workdir: str) -> bool:
 
 
 def compare(
-    config: ml_collections.ConfigDict, workdir: str, state: Any
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    state: Any,
+    validation_names: Callable[[], Iterable[str]] | None = None,
 ) -> tuple[ml_collections.ConfigDict | None, dict]:
     """On a rerun: (the saved config, the allowed changes from it as {key: (old, new)}), or a
     ConfigError naming each key that would change what is trained, and `init_from` where the
-    run's weights load into `state`'s model (the config's abstract train state). At a fresh start
-    (None, {})."""
+    run's weights load into `state`'s model (the config's abstract train state). A misspelt
+    selection metric is named first (`check_selection_metrics`; `validation_names()` gives the
+    `val/` names a run of `config` computes, asked only where the run has recorded none). At a
+    fresh start (None, {})."""
     if has_checkpoint(workdir) and directory_kind.RUN in directory_kind.of(workdir):
         saved = config_lib.read(workdir)
-        check_selection_metrics(config, workdir)  # a misspelt metric is not a config change
+        # A misspelt metric is not a config change.
+        check_selection_metrics(config, workdir, saved, validation_names)
         skip = tuple(config.init_from_skip)
         # Another experiment or model family: a workdir given by mistake, not a run to start
         # from (a seq2seq run's decoder loads into a causal LM by the rule, which nobody means).
@@ -58,13 +64,20 @@ def compare(
     return None, {}
 
 
-def check_selection_metrics(config: ml_collections.ConfigDict, workdir: str) -> None:
+def check_selection_metrics(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    saved: ml_collections.ConfigDict | None = None,
+    validation_names: Callable[[], Iterable[str]] | None = None,
+) -> None:
     """On a rerun, `best_metric` and `early_stopping.metric` against the validation metrics the
     run's metrics.jsonl records: a ConfigError naming the unknown one and those there are
     (what a fresh start says before step 0), where the comparison with the record said
-    "trained with another config". Nothing is checked before the run's first eval (no names
-    recorded: the comparison refuses any change of metric), nor in a damaged metrics.jsonl
-    (refused once the run opens)."""
+    "trained with another config". Before the run's first eval none are recorded: a metric
+    changed from `saved`'s (the run's record) is checked against `validation_names()` (what a
+    start computes from one validation batch), and without it refused in a line that says it
+    cannot be checked yet. Nothing is checked in a damaged metrics.jsonl (refused once the run
+    opens)."""
     try:
         records = writers.read_records(os.path.join(workdir, "metrics.jsonl"))
     except (OSError, writers.MetricsFileError):
@@ -72,6 +85,33 @@ def check_selection_metrics(config: ml_collections.ConfigDict, workdir: str) -> 
     names = {k for r in records for k in r if k.startswith(config_lib.SELECTION_PREFIX)}
     if names:
         hooks.check_selection_metrics(config, names)
+        return
+    changed = [
+        (key, new, old)
+        for key in ("best_metric", "early_stopping.metric")
+        if saved is not None and (new := _get(config, key)) and new != (old := _get(saved, key))
+    ]
+    if not changed:
+        return  # unchanged: the start checks it against one validation batch
+    if validation_names is not None:
+        hooks.check_selection_metrics(config, validation_names())
+        return  # a metric the run computes: the comparison refuses the change
+    key, new, old = changed[0]
+    reset = old or "''"  # early stopping was off
+    raise config_lib.ConfigError(
+        f"config key {key!r} is {new!r}, not the {old!r} {workdir} was started with, and the "
+        f"run has not evaluated yet: {new!r} cannot be checked against its validation metrics; "
+        f"resume with --config.{key}={reset}, or train into a new --workdir (a fresh start "
+        "checks it)"
+    )
+
+
+def _get(config: ml_collections.ConfigDict, key: str) -> Any:
+    """The value at the dotted `key` of `config`, "" where it has none."""
+    try:
+        return config_lib.lookup(config, key)
+    except KeyError:
+        return ""
 
 
 def init_from_spec(workdir: str, state: Any, skip: Sequence[str] = ()) -> str | None:
