@@ -4,13 +4,16 @@
     registry.db     a model registry (ann/registry/)
     sweep.json      a sweep (`ann sweep`; ann/sweep/results.py)
     config.json     a training run (`ann train`; ann.config.file_in)
+    dataset_info.json   TFDS data (in each built version of a data set, written by TFDS), in
+                    the directory or in a version folder (1.3.0/) up to two levels below
+                    it: a data set's folder or a data dir's root
 
 `of(path)` lists the kinds a directory holds, in that order (an export before a run: an export's
 manifest is the stronger claim); `runs_in(path)` names the entries of a directory that are runs
 or hold runs (a sweep's trials, a project's `runs/`). A marker counts when it is a file or a
 link, broken or not (whoever reads it says what is wrong with it); a directory of that name does
-not; above a path, a config.json or manifest.json must be ann's (JSON with its keys). Plain `os`
-and `json` only: the command line asks before JAX is imported, and an export's loader
+not; above a path, a config.json or manifest.json must be ann's (JSON with its keys). Plain `os`,
+`re` and `json` only: the command line asks before JAX is imported, and an export's loader
 (ann/artifact.py, what a server imports) asks too.
 """
 
@@ -18,16 +21,25 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 EXPORT, REGISTRY, SWEEP, RUN = "export", "registry", "sweep", "run"
+DATA = "data"  # TFDS data: the data sets runs read (data.data_dir), no output's place
 # kind -> the file that marks it, in the order `of` lists them.
 MARKERS = {
     EXPORT: "manifest.json",  # ann.artifact.MANIFEST
     REGISTRY: "registry.db",  # ann.registry.core.Registry.db_path
     SWEEP: "sweep.json",  # ann.sweep.results.SWEEP_FILE
     RUN: "config.json",  # ann.config.file_in
+    DATA: "dataset_info.json",  # TFDS's, in each built version of a data set (`_data`)
 }
-NAMES = {EXPORT: "an export", REGISTRY: "a model registry", SWEEP: "a sweep", RUN: "a training run"}
+NAMES = {
+    EXPORT: "an export",
+    REGISTRY: "a model registry",
+    SWEEP: "a sweep",
+    RUN: "a training run",
+    DATA: "a TFDS data directory",
+}
 MAX_ENTRIES = 1000  # entries of a directory `runs_in` looks at (a huge folder is not scanned)
 
 
@@ -37,9 +49,39 @@ def _marked(path: str, name: str) -> bool:
 
 
 def of(path: str) -> tuple[str, ...]:
-    """The kinds (EXPORT, REGISTRY, SWEEP, RUN) the directory `path` holds, by their marker
-    files, in MARKERS' order; () for a directory of none, a file, or no such path."""
-    return tuple(kind for kind, name in MARKERS.items() if _marked(path, name))
+    """The kinds (EXPORT, REGISTRY, SWEEP, RUN, DATA) the directory `path` holds, by their
+    marker files, in MARKERS' order; () for a directory of none, a file, or no such path."""
+    return tuple(
+        kind
+        for kind, name in MARKERS.items()
+        if (_data(path) if kind == DATA else _marked(path, name))
+    )
+
+
+# A built data set's version folder, as TFDS names it (NAME/1.3.0/dataset_info.json).
+_VERSION = re.compile(r"\d+\.\d+\.\d+")
+
+
+def _data(path: str) -> bool:
+    """Whether `path` is TFDS data: a data set's version folder (it holds dataset_info.json),
+    a data set's folder (VERSION/ or CONFIG/VERSION/ below it, VERSION named as TFDS names it:
+    1.3.0) or a data dir's root (NAME/VERSION/). Two levels down at most: a folder that holds
+    a data dir (the home directory, above ~/tensorflow_datasets/NAME/VERSION/) is not one, nor
+    is a data dir holding only data sets with configs (NAME/CONFIG/VERSION/) told from it. The
+    first MAX_ENTRIES entries of each folder are looked at."""
+    marker = MARKERS[DATA]
+    if _marked(path, marker):
+        return True
+    entries = listing(path)[:MAX_ENTRIES]
+    if any(_VERSION.fullmatch(e) and _marked(os.path.join(path, e), marker) for e in entries):
+        return True
+    children = [os.path.join(path, e) for e in entries]
+    return any(
+        _VERSION.fullmatch(e) and _marked(os.path.join(c, e), marker)
+        for c in children
+        if os.path.isdir(c)
+        for e in listing(c)[:MAX_ENTRIES]
+    )
 
 
 # Keys ann's own file has (ann.config.write, ann.artifact's manifest): above a path, a
@@ -63,9 +105,9 @@ def _foreign(path: str, kind: str) -> bool:
 
 
 def inside(path: str) -> tuple[str, str] | None:
-    """(kind, directory) of the nearest directory above `path` that is a run, an export or a
-    registry (a sweep above does not count: its trials are runs' directories; nor does another
-    tool's config.json or manifest.json), or None."""
+    """(kind, directory) of the nearest directory above `path` that is a run, an export, a
+    registry or TFDS data (a sweep above does not count: its trials are runs' directories; nor
+    does another tool's config.json or manifest.json), or None."""
     parent = os.path.dirname(os.path.abspath(path))
     while True:
         kinds = [k for k in of(parent) if k != SWEEP and not _foreign(parent, k)]

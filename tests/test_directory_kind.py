@@ -33,6 +33,37 @@ def test_the_markers_are_the_files_their_writers_write(tmp_path):
     assert directory_kind.MARKERS[directory_kind.RUN] == os.path.basename(run)
     db = Registry(str(tmp_path)).db_path
     assert directory_kind.MARKERS[directory_kind.REGISTRY] == os.path.basename(db)
+    import tensorflow_datasets as tfds
+
+    info = tfds.core.constants.DATASET_INFO_FILENAME
+    assert directory_kind.MARKERS[directory_kind.DATA] == info
+
+
+def test_tfds_data_is_told_two_levels_down_and_no_further(tmp_path):
+    # `ann observability render --out=` a data dir (or a data set's folder) wrote its files among
+    # the data sets without a word.
+    data = tmp_path / "home" / "tensorflow_datasets"
+    for version in ("digits/1.3.0", "glue/cola/2.0.0"):
+        (data / version).mkdir(parents=True)
+        (data / version / "dataset_info.json").write_text("{}")
+    (data / "downloads").mkdir()
+    for path in ("", "digits", "digits/1.3.0", "glue", "glue/cola", "glue/cola/2.0.0"):
+        assert directory_kind.of(str(data / path)) == (directory_kind.DATA,), path
+    assert directory_kind.inside(str(data / "downloads")) == (directory_kind.DATA, str(data))
+    assert directory_kind.inside(str(data / "digits" / "x")) == (
+        directory_kind.DATA,
+        str(data / "digits"),
+    )
+    # The folder that holds a data dir is not one (every --out in the home directory refused).
+    assert directory_kind.of(str(data.parent)) == ()
+    assert directory_kind.inside(str(data.parent / "out")) is None
+    # Below a folder, only a version folder's marker counts (a stray one in a project's
+    # data/ made every folder two levels above it "a TFDS data directory").
+    (tmp_path / "project" / "data").mkdir(parents=True)
+    (tmp_path / "project" / "data" / "dataset_info.json").write_text("{}")
+    assert directory_kind.of(str(tmp_path / "project" / "data")) == (directory_kind.DATA,)
+    assert directory_kind.of(str(tmp_path / "project")) == ()
+    assert directory_kind.of(str(tmp_path)) == ()
 
 
 def test_several_kinds_are_listed_export_first_and_a_link_counts(tmp_path):

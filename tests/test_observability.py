@@ -145,6 +145,30 @@ def test_bad_flags_are_one_line(tmp_path, args, message):
     assert not (tmp_path / "o").exists()
 
 
+def test_render_refuses_an_out_in_tfds_data(tmp_path):
+    # --out=~/tensorflow_datasets (or a data set's folder) wrote the rules and the dashboard
+    # among the data sets without a word.
+    data = tmp_path / "tensorflow_datasets"
+    (data / "digits" / "1.3.0").mkdir(parents=True)
+    (data / "digits" / "1.3.0" / "dataset_info.json").write_text("{}")
+    before = sorted(p for p in data.rglob("*"))
+    for out, message in [
+        (data, f"error: --out={data} holds a TFDS data directory (dataset_info.json); choose "
+         "another --out"),
+        (data / "digits", f"error: --out={data / 'digits'} is inside a TFDS data directory at "
+         f"{data}; choose a directory outside it"),
+    ]:  # fmt: skip
+        result = subprocess.run(
+            [sys.executable, "-m", "ann", "observability", "render", f"--out={out}"],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=120,
+        )
+        assert one_line_error(result) == message
+    assert sorted(p for p in data.rglob("*")) == before
+
+
 def test_the_latency_threshold_refusal_names_the_buckets():
     with pytest.raises(ValueError, match=r"\(ms\): 0\.5, 1, 2, 5, 10, 20, 50, 100, 200, 500"):
         rules.Settings(latency_p95_ms=150).check()
