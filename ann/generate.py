@@ -32,7 +32,13 @@ def _define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     flags.DEFINE_integer("num_tokens", 200, "LM: ids to sample (>= 1).", **fv)
     flags.DEFINE_float("temperature", 0.8, "LM: softmax temperature (>= 0); 0 = greedy.", **fv)
     flags.DEFINE_integer("top_k", 20, "LM: sample among the k most likely ids; 0 = all.", **fv)
-    flags.DEFINE_integer("num_samples", 1, "LM: continuations to draw (>= 1).", **fv)
+    flags.DEFINE_integer(
+        "num_samples",
+        1,
+        "LM: continuations to draw (>= 1), sampled together in one batch: the first streams "
+        "as it is written, the others print whole after it, each after a line of dashes.",
+        **fv,
+    )
     flags.DEFINE_integer("seed", 0, "LM: sampling seed, in [0, 2**32).", **fv)
     flags.DEFINE_string(
         "source", "", "seq2seq: source text, e.g. 'reverse 12345' or 'add 12+34'.", **fv

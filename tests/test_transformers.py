@@ -522,6 +522,18 @@ def test_generate_on_a_run_without_checkpoints_is_one_line(tmp_path):
     assert os.listdir(run) == ["config.json"]
 
 
+def test_generate_help_says_only_the_first_of_several_samples_streams():
+    # `--num_samples=3` streamed the first sample and printed the others at the end, which
+    # --help did not say ("LM: continuations to draw (>= 1)."). They are one batched call.
+    from absl import flags
+
+    fv = flags.FlagValues()
+    generate._define_flags(fv)
+    said = fv["num_samples"].help
+    assert "sampled together in one batch: the first streams" in said, said
+    assert "the others print whole after it" in said, said
+
+
 def test_generate_prints_each_chunk_as_it_is_written_the_ids_of_one_call(monkeypatch):
     # `ann generate` printed nothing until its last call, and a Ctrl-C lost all of it.
     from absl import flags
