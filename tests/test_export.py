@@ -620,3 +620,25 @@ def test_a_model_that_gives_nan_on_its_own_data_is_not_exported():
         "(validation) rows (the first: row 1); it cannot serve. Check the run (its loss, its "
         "weights) and export a good step"
     )
+
+
+def test_the_agreement_check_allows_an_accelerators_precision_and_no_more():
+    """Export checks its graph against the training code on the device it runs on: on a GPU
+    (TF32 matmuls by default) or TPU two compilations agree to ~1e-3, not the CPU's 1e-5; a
+    wrong graph (a difference of 0.1) is refused on every platform."""
+    from ann.export import _check_agrees
+
+    x = {"x": np.linspace(0.1, 1.0, 8, dtype=np.float32)}
+
+    def infer(weights, inputs):
+        return {"y": inputs["x"] * weights["w"]}
+
+    weights = {"w": np.float32(1.0)}
+    for offset, platforms_that_agree in ((4e-4, {"gpu", "tpu"}), (0.1, set())):
+        got = {"y": x["x"] + np.float32(offset)}
+        for platform in ("cpu", "gpu", "tpu"):
+            if platform in platforms_that_agree:
+                _check_agrees(infer, weights, x, got, platform)
+            else:
+                with pytest.raises(AssertionError, match="'y' differs"):
+                    _check_agrees(infer, weights, x, got, platform)
