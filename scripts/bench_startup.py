@@ -72,6 +72,14 @@ def _config_args(argv: list[str]) -> list[str]:
     return [f"--config={config_flags.get_config_filename(FLAGS['config'])}", *given]
 
 
+def _length_args() -> list[str]:
+    """The run length every run gets: `--steps`, and the warmup `main` fitted to it."""
+    return [
+        f"--config.total_steps={FLAGS.steps}",
+        f"--config.optimizer.warmup_steps={FLAGS.config.optimizer.warmup_steps}",
+    ]
+
+
 def _prepare_data(config_args: list[str]) -> None:
     """Builds the data set once (untimed), so that no timed run pays for it."""
     code = (
@@ -95,8 +103,7 @@ def _start(
         "ann.main",
         *config_args,
         f"--workdir={workdir}",
-        f"--config.total_steps={FLAGS.steps}",
-        f"--config.optimizer.warmup_steps={FLAGS.config.optimizer.warmup_steps}",
+        *_length_args(),
         f"--config.compilation_cache_dir={cache}",
         *extra,
     ]
@@ -184,20 +191,21 @@ def init_compile() -> None:
 
 def _warm_overrides() -> list[str]:
     """`--warm_override`s as `--config.KEY=VALUE` arguments, parsed and validated with the
-    rest of the config now (as `ann train` would), so that a mistake is one line before any run.
-    Raises FlagError naming the flag."""
+    rest of the config now, on the command line the warm run gets (`_start`: the run length,
+    then the overrides, which win) as `ann train` would, so that a mistake is one line before
+    any run. Raises FlagError naming the flag. (It validated the overrides at `--steps` with
+    the warmup fitted afterwards, which the warm run does not do: `optimizer.warmup_steps=100`
+    passed here and was refused by the warm run after the whole cold one.)"""
     extra = [f"--config.{o}" for o in FLAGS.warm_override]
     if not extra:
         return extra
-    argv = ["bench_startup", *_config_args(sys.argv[1:]), *extra]
+    argv = ["bench_startup", *_config_args(sys.argv[1:]), *_length_args(), *extra]
     warm = flags.FlagValues()
     default = config_flags.get_config_filename(FLAGS["config"])
     # ml_collections reads the overrides from `sys_argv` (else sys.argv), not the parsed list.
     cli.define_config("The warm run's config.", default, flag_values=warm, sys_argv=argv)
     try:
         warm(argv)
-        warm.config.total_steps = FLAGS.steps
-        config_lib.fit_warmup(warm.config)
         config_lib.validate(warm.config, num_devices=None, unchanged=cli.unchanged_overrides(warm))
     except (flags.Error, config_lib.ConfigError, AttributeError, KeyError, ValueError) as e:
         raise cli.FlagError(f"--warm_override: {cli.one_line(e, extra)}") from None

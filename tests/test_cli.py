@@ -186,6 +186,10 @@ def test_the_scripts_for_other_machines_answer_help_in_one_line(tmp_path):
         ("optimizer.learning_rte=0.01", "did you mean 'optimizer.learning_rate'?"),
         ("optimizer.learning_rate=-0.01", "'optimizer.learning_rate' must be > 0"),
         ("optimizer.momentum=0.5", "'optimizer.momentum'=0.5 has no effect"),
+        # Checked on the warm run's own command line (--steps=2, then the override): it was
+        # checked with the warmup fitted to --steps afterwards, passed, and the warm run
+        # refused it after the cold run.
+        ("optimizer.warmup_steps=100", "'optimizer.warmup_steps' must be in [0, 2)"),
     ],
 )
 def test_bench_startup_checks_its_warm_override_before_any_run(override, message):
