@@ -756,7 +756,7 @@ def traces_summary(model: str, results: dict, levels: list[int], off: str, mode:
     throughput."""
     parts = []
     for c in levels:
-        was, on = results[(off, c)], results[(mode, c)]
+        was, on = results[(model, off, c)], results[(model, mode, c)]
         p95 = on["p95_ms"] / was["p95_ms"] - 1
         throughput = on["throughput"] / was["throughput"] - 1
         parts.append(
@@ -990,7 +990,7 @@ def summarize(model: str, results: dict, levels: list[int], bare: float,
             f", batch-1 {b1['server_cpu_ms']:.3f} ms; dynamic/batch-1 throughput "
             f"{dyn['throughput'] / b1['throughput']:.2f}x, dynamic p95 {dyn['p95_ms']:.1f} ms"
         )
-    return [line]
+    return [*summary, line]
 
 
 def main(argv: list[str]) -> None:

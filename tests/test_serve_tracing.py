@@ -8,7 +8,9 @@ import asyncio
 import json
 import logging
 import re
+import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -400,3 +402,29 @@ def test_the_command_line_traces_by_otel_variables(digits_export):
         printed = server.proc.communicate(timeout=60)[0].decode()
     warnings = [line for line in printed.splitlines() if "tracing:" in line]
     assert len(warnings) == 1 and "no_such_exporter" in warnings[0], printed[-2000:]
+
+
+def test_bench_serve_tracing_summary_reads_the_results_main_records():
+    """`bench_serve.py --tracing`'s summary, on results keyed as `main` records them (model,
+    mode, level): it looked them up by (mode, level) and ended every --tracing run with a
+    KeyError after all its servers had run (no test ran that path); past that, the summary of
+    dynamic vs batch 1 replaced the traces' lines instead of following them."""
+    code = (
+        "import sys, types; sys.path.insert(0, 'scripts'); import bench_serve as b\n"
+        "r = dict(p95_ms=2.0, p50_ms=1.0, throughput=100.0, server_cpu_ms=0.5, "
+        "overhead_ms=0.2, server_cores=0.9)\n"
+        "modes, levels = ('dynamic', 'batch-1', 'traced', 'traced1%'), [1, 8]\n"
+        "results = {('cnn', m, c): r for m in modes for c in levels}\n"
+        "args = types.SimpleNamespace(monitoring=False, constant_weights=False, batch1=True)\n"
+        "print('\\n'.join(b.summarize('cnn', results, levels, 0.3, args, "
+        "{'traced': {}, 'traced1%': {}})))\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("cnn: traces off -> traced: c=1: p95 2.00 -> 2.00 ms"), lines
+    assert lines[1].startswith("cnn: traces off -> traced1%: c=1:"), lines
+    assert lines[2].startswith("cnn: bare compiled batch-1 call 0.300 ms"), lines
