@@ -707,7 +707,10 @@ def app_layer(requests: int = 20000, repeats: int = 7) -> None:
         def check_room(self, rows: int = 1) -> None:
             pass
 
-        def submit_nowait(self, inputs, rows, trace=None) -> Future:
+        # As Batcher.submit_nowait: the stub took (inputs, rows, trace) after the batcher
+        # gained timeout and request_id, and every infer timed was a 500 and its logged
+        # traceback.
+        def submit_nowait(self, inputs, rows, trace=None, timeout=None, request_id=None):
             return Future()
 
     auth = b"Bearer bench"
@@ -721,6 +724,7 @@ def app_layer(requests: int = 20000, repeats: int = 7) -> None:
         replies = []
         for method, path, what in [("POST", "/v2/models/digits/infer", "infer"),
                                    ("GET", "/v2/models/digits", "metadata")]:  # fmt: skip
+            _check_unanswered_or_ok(app, method, path, auth, body)
             times = []
             for _ in range(repeats):
                 start = time.process_time()
@@ -730,6 +734,15 @@ def app_layer(requests: int = 20000, repeats: int = 7) -> None:
             times.sort()
             replies.append(f"{what} {times[0]:.2f} us (median {times[len(times) // 2]:.2f})")
         print(f"App.handle per request, traces {label}, best of {repeats}: " + ", ".join(replies))
+
+
+def _check_unanswered_or_ok(app, method: str, path: str, auth: bytes, body: bytes) -> None:
+    """`--app_layer` times the path that answers 200, or (an infer, queued on the stub) not
+    at all: an error reply (a 500 and its logged traceback) is not the cost to measure."""
+    answered: list[int] = []
+    app.handle(method, path, auth, body, None, lambda status, *_: answered.append(status))
+    if answered not in ([], [200]):
+        cli.fail(f"--app_layer: {method} {path} answered {answered[0]}; that is not the path timed")
 
 
 def no_op_tracing(ratio: float | None = None):

@@ -428,3 +428,17 @@ def test_bench_serve_tracing_summary_reads_the_results_main_records():
     assert lines[0].startswith("cnn: traces off -> traced: c=1: p95 2.00 -> 2.00 ms"), lines
     assert lines[1].startswith("cnn: traces off -> traced1%: c=1:"), lines
     assert lines[2].startswith("cnn: bare compiled batch-1 call 0.300 ms"), lines
+
+
+def test_bench_serve_app_layer_times_the_paths_it_names():
+    """`bench_serve.py --app_layer` at one request: its stub batcher takes what the dataplane
+    submits. The stub lagged Batcher.submit_nowait (no timeout, request_id) and every infer it
+    timed was a TypeError, a 500 and a logged traceback, printed as the infer's cost."""
+    code = "import sys; sys.path.insert(0, 'scripts'); import bench_serve as b; b.app_layer(1, 1)"
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=120
+    )
+    assert proc.returncode == 0 and "internal error" not in proc.stderr, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 3 and all("App.handle per request" in x for x in lines), lines
