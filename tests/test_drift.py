@@ -180,6 +180,64 @@ def test_the_output_pictures_carry_their_verdict():
     assert titles["label"].startswith("label: predicted-class shares | chisquare"), titles
 
 
+def _bars(figure) -> dict[int, list[tuple[float, float]]]:
+    """The strength chart's bars: row -> [(right end, alpha)], a row's y its index."""
+    from matplotlib.patches import Rectangle
+
+    bars: dict[int, list[tuple[float, float]]] = {}
+    for patch in figure.axes[0].patches:
+        if isinstance(patch, Rectangle) and patch.get_width() > 0:
+            row = round(patch.get_y() + patch.get_height() / 2)
+            bars.setdefault(row, []).append((patch.get_x() + patch.get_width(), patch.get_alpha()))
+    return bars
+
+
+def test_the_strength_chart_shows_raw_and_adjusted_strength_and_no_bar_for_zero():
+    # Under a correction most features' adjusted p is 1 (strength 0): the chart drew them all
+    # as bars at the log axis's floor (0.001), as if that were a value, and showed nothing of
+    # how far each feature got on its own. Now each row has its uncorrected strength (light)
+    # behind the adjusted one (solid), and a strength of 0 has no bar, only a "0".
+    from ann.monitor import report
+
+    rng = np.random.default_rng(0)
+    spec = {"x": {"dtype": "float32", "shape": [-1, 10]}}
+    train, window = rng.normal(size=(400, 10)), rng.normal(size=(50, 10))
+    train[:, 9] = window[:, 9] = 0.0  # constant on both sides: p = 1, strength 0 uncorrected too
+    window[:, 0] += 1.0  # one std: drifted, corrected or not
+    ref = Reference({"x": train}, {}, spec, {})
+    for correction in ("bonferroni", "none"):
+        result = ref.detect({"x": window}, {}, correction=correction)
+        top = result.top(report.SHOWN)
+        figure = report._strength_figure(result)
+        bars, floor = _bars(figure), figure.axes[0].get_xlim()[0]
+        zero_text = {
+            round(t.get_position()[1]) for t in figure.axes[0].texts if t.get_text() == "0"
+        }
+        assert len(top) == 10 and top[0].feature == "x[0]" and top[0].drifted
+        zero = {i for i, f in enumerate(top) if f.strength == 0}
+        assert 9 in zero and (len(zero) >= 8 if correction == "bonferroni" else zero == {9})
+        for i, f in enumerate(top):
+            ends = sorted(bars.get(i, []))
+            assert all(end > floor for end, _ in ends), (correction, f.feature, ends, floor)
+            solid = [end for end, alpha in ends if alpha is None]
+            assert solid == ([pytest.approx(f.strength)] if f.strength > 0 else []), ends
+        for i, f in enumerate(top):
+            light = [end for end, alpha in bars.get(i, []) if alpha is not None]
+            raw = f.raw_strength if correction != "none" and f.raw_strength > 0 else None
+            assert light == ([pytest.approx(raw)] if raw else []), (correction, f.feature, light)
+        assert zero_text == zero, (correction, zero_text, zero)
+        # What the chart is built from: the adjusted (verdict's) strength and the raw one.
+        built = report.strength_bars(result)
+        assert [b.adjusted for b in built] == [f.strength for f in top]
+        if correction == "bonferroni":
+            assert [b.raw for b in built] == [f.raw_strength for f in top]
+            assert all(b.raw > 0 for b in built[:9]) and built[9].raw == 0
+            assert all(f.raw_strength > f.strength for f in top[:9])
+        else:
+            assert all(b.raw is None for b in built)
+            assert all(f.raw_strength == f.strength for f in top)
+
+
 def test_a_small_window_is_judged_by_p_values_not_distances():
     """Evidently chooses by the reference's rows only: a window of 30 rows against 2,000
     reference rows got Wasserstein / Jensen-Shannon, whose thresholds ignore the window's size."""

@@ -148,10 +148,20 @@ class FeatureDrift:
         1e-4, capped a table of 36 in 40 rows moved off a value 97% of the reference holds at
         3.07, below a KS test's 5 for a mean shift of one std in 40 rows); a corrected test by
         its `p_adjusted`, which its verdict reads."""
+        return self._strength(corrected=True)
+
+    @property
+    def raw_strength(self) -> float:
+        """`strength` of the uncorrected p (`p_adjusted` ignored): the same as `strength` for a
+        test no correction touched. Under a correction most unmoved features' adjusted p is 1
+        (strength 0); this still says how far each got on its own."""
+        return self._strength(corrected=False)
+
+    def _strength(self, corrected: bool) -> float:
         if self.p_value is None:
             return self.score / self.threshold if math.isfinite(self.score) else 0.0
         p = min(self.p_value, self.asymptotic_p if self.asymptotic_p is not None else 1.0)
-        if self.p_adjusted is not None:
+        if corrected and self.p_adjusted is not None:
             p = self.p_adjusted
         return max(0.0, math.log(max(p, 1e-300)) / math.log(self.threshold))  # p = 1: not -0.0
 

@@ -2,8 +2,9 @@
 
 Pictures (matplotlib, written and inlined by `ann.report.html`):
 - `drift_summary_strength.png`: the features most past their thresholds (strength: distance /
-  threshold, or log p / log 0.05; >= 1 is drift), and for an image input (one value per
-  position, no projection) a map of each position's strength;
+  threshold, or log p / log 0.05; >= 1 is drift; under a correction the uncorrected strength
+  as a light bar behind the adjusted one; a strength of 0 as a "0", no bar), and for an image
+  input (one value per position, no projection) a map of each position's strength;
 - `drift_top_features_N.png`: the top drifted features' reference and current histograms
   (shares per value for a few distinct values, else 30 common bins);
 - `drift_outputs_*.png`: predicted-class shares and the confidence histogram, reference vs current.
@@ -16,7 +17,9 @@ versions, skipped by reason, first and last time), `outputs_from` ("log" or "mod
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -26,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from ann import atomic, directory_kind
-from ann.monitor.drift import DriftResult, FeatureDrift, Reference
+from ann.monitor.drift import DriftResult, FeatureDrift, Reference, rejects
 from ann.monitor.features import MAX_VALUES, feature_matrix
 
 # 2: result.state and result.min_rows; result.detected and result.share are null for too few
@@ -42,28 +45,109 @@ def _describe(f: FeatureDrift) -> str:
     return f"{f.method} " + " ".join(x for x in said if x)
 
 
-def _strength_figure(result: DriftResult) -> Any:
-    import matplotlib.pyplot as plt
-    from matplotlib import ticker
+@dataclasses.dataclass(frozen=True)
+class StrengthBar:
+    """One row of the strength chart: `adjusted` (the verdict's strength: corrected where a
+    correction was applied) and `raw` (the uncorrected p's; None without a correction, or for
+    a test no correction touches, a distance), with each verdict."""
 
-    top = result.top(SHOWN)
-    figure, ax = plt.subplots(figsize=(7, 0.25 * len(top) + 1.2))
-    values = [max(f.strength, 1e-3) for f in top]
-    ax.barh(range(len(top)), values, color=["#d62728" if f.drifted else "#7f7f7f" for f in top])
-    ax.set_yticks(range(len(top)), [f"{f.feature} ({f.method})" for f in top], fontsize=8)
-    ax.invert_yaxis()
-    ax.axvline(1.0, color="black", lw=1, ls="--")
+    label: str
+    adjusted: float
+    raw: float | None
+    drifted: bool
+    raw_drifted: bool
+
+
+def strength_bars(result: DriftResult) -> list[StrengthBar]:
+    """The rows of the strength chart: the SHOWN features most past their thresholds
+    (`DriftResult.top`). Under a correction each corrected test also carries its uncorrected
+    strength, which ranks the features whose adjusted p is 1 (strength 0)."""
+    rows = []
+    for f in result.top(SHOWN):
+        raw = f.raw_strength if f.p_adjusted is not None else None
+        raw_drifted = f.drifted if f.p_value is None else rejects(f.method, f.p_value, f.threshold)
+        rows.append(
+            StrengthBar(f"{f.feature} ({f.method})", f.strength, raw, f.drifted, raw_drifted)
+        )
+    return rows
+
+
+DRIFT_COLOR, OK_COLOR = "#d62728", "#7f7f7f"
+
+
+def _strength_figure(result: DriftResult) -> Any:
+    """Horizontal bars of `strength_bars` on a log axis. Under a correction a light bar (the
+    uncorrected strength) behind a narrower solid one (the adjusted strength, the verdict's); a
+    strength of 0 (p = 1) has no place on a log axis, so no bar is drawn for it and the row says
+    "0" instead (the axis floor was drawn as if it were a value)."""
+    import matplotlib.pyplot as plt
+    from matplotlib import patches, ticker
+
+    bars = strength_bars(result)
+    corrected = result.correction != "none" and any(b.raw is not None for b in bars)
+    figure, ax = plt.subplots(figsize=(7.5, 0.27 * len(bars) + 1.6), layout="constrained")
+    shown = [v for b in bars for v in (b.adjusted, b.raw) if v]
+    # The axis starts a decade step below the smallest bar (at most 0.5, so the threshold 1
+    # has room on its left): every drawn bar has a visible length.
+    floor = 10 ** math.floor(math.log10(min([0.5, *shown]) / 1.25))
+    high = max([2.0, *shown]) * 1.6
     ax.set_xscale("log")
+    ax.set_xlim(floor, high)
+    y = np.arange(len(bars))
+    color = {True: DRIFT_COLOR, False: OK_COLOR}
+    if corrected:
+        raw = [(i, b) for i, b in enumerate(bars) if b.raw]
+        ax.barh(
+            [i for i, _ in raw],
+            [b.raw - floor for _, b in raw],
+            height=0.8,
+            left=floor,
+            color=[color[b.raw_drifted] for _, b in raw],
+            alpha=0.3,
+            label="uncorrected",
+        )
+    solid = [(i, b) for i, b in enumerate(bars) if b.adjusted > 0]
+    ax.barh(
+        [i for i, _ in solid],
+        [b.adjusted - floor for _, b in solid],
+        height=0.45 if corrected else 0.8,
+        left=floor,
+        color=[color[b.drifted] for _, b in solid],
+        label=f"{result.correction}-adjusted" if corrected else "strength",
+    )
+    zero = [i for i, b in enumerate(bars) if b.adjusted == 0]
+    for i in zero:  # no bar: 0 is not on a log axis
+        ax.text(floor * 1.08, i, "0", va="center", ha="left", fontsize=7, color="black")
+    ax.set_yticks(y, [b.label for b in bars], fontsize=8)
+    ax.set_ylim(len(bars) - 0.5, -0.5)
+    ax.axvline(1.0, color="black", lw=1, ls="--")
     # Labelled at 1, 2 and 5 of each decade: strengths often span less than one decade, where
     # the default log axis shows only "10^0".
     ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
     ax.xaxis.set_minor_formatter(ticker.NullFormatter())
-    corrected = "" if result.correction == "none" else f", {result.correction}-adjusted"
-    ax.set_xlabel(f"strength (>= 1: drift; distance / threshold or log p / log 0.05{corrected})")
+    ax.set_xlabel("strength (>= 1: drift; distance / threshold or log p / log 0.05)", fontsize=8)
+    if corrected:
+        adjusted = f"{result.correction}-adjusted p"
+        handles = [
+            patches.Patch(color=DRIFT_COLOR, label=f"drifted ({adjusted})"),
+            patches.Patch(color=OK_COLOR, label=f"not drifted ({adjusted})"),
+            patches.Patch(color=DRIFT_COLOR, alpha=0.3, label="uncorrected p: past the threshold"),
+            patches.Patch(color=OK_COLOR, alpha=0.3, label="uncorrected p: not past it"),
+        ]
+    else:
+        handles = [
+            patches.Patch(color=DRIFT_COLOR, label="drifted"),
+            patches.Patch(color=OK_COLOR, label="not drifted"),
+        ]
+    if zero:
+        p = f"{result.correction}-adjusted p" if corrected else "p"
+        handles.append(patches.Patch(fill=False, lw=0, label=f'"0": {p} = 1 (strength 0), no bar'))
+    figure.legend(handles=handles, fontsize=7, loc="outside lower center", ncols=2, frameon=False)
     drifted = sum(f.drifted for f in result.features)
-    ax.set_title(
-        f"{drifted} of {len(result.features)} features drifted (share {result.share:.2f}; "
+    how = f", {result.correction}-corrected" if corrected else ""
+    figure.suptitle(
+        f"{drifted} of {len(result.features)} features drifted{how} (share {result.share:.2f}; "
         f"dataset drift at >= 0.5: {'yes' if result.detected else 'no'})",
         fontsize=9,
     )
