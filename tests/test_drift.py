@@ -455,6 +455,28 @@ def test_digits_shifted_or_brightened_are_found_in_25_rows_and_unshifted_raise_f
     assert mmd.multivariate.drifted and mmd.multivariate.method == "mmd"
 
 
+def test_the_mmd_test_is_calibrated_on_windows_drawn_at_random(digits):
+    # Under no shift, p <= 0.05 in about 5% of windows and p is about uniform: windows of 40
+    # test digits drawn at random against 300 training digits drawn at random (the p-value is
+    # a permutation test's, valid whatever the reference's size; 300 rows keep this cheap).
+    # Measured: 1 of 60, mean p 0.45; against all 1,221 training digits, 13 of 200 (6.5%),
+    # deciles of p 0.12, 0.22, ..., 0.93. A served log of 40 *consecutive* test digits was
+    # "drift" (p 1/201) where no feature was: consecutive rows share writers (README, Drift),
+    # 28 of 60 such windows here; a real difference from the reference, not a false alarm.
+    train, test = digits
+    rng = np.random.default_rng(0)
+    ref = feature_matrix({"image": train[rng.choice(len(train), 300, replace=False)]}, DIGITS)[0]
+    current = feature_matrix({"image": test}, DIGITS)[0]
+    windows = 60
+    p = np.array(
+        [drift.mmd_test(ref, _window(current, 40, seed)).p_value for seed in range(windows)]
+    )
+    # Binomial(60, 0.05) is at most 9 with probability 0.999; the mean of 60 uniform p-values
+    # is 0.5 +- 0.037 (one std).
+    assert np.sum(p <= 0.05) <= stats.binom.ppf(0.999, windows, 0.05) == 9, np.sort(p)[:12]
+    assert 0.35 < p.mean() < 0.65, p.mean()
+
+
 def test_breast_cancer_feature_moved_by_one_std_is_found_in_50_rows(breast_cancer):
     # 386 reference rows (<= 1,000: KS per feature). Moving one of 30 features is not dataset
     # drift (1/30 < 0.5): that feature is flagged, and the multivariate test notices.
