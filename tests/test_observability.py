@@ -41,14 +41,19 @@ def exported_series() -> set[str]:
     return {name + suffix for name, kind in kinds.items() for suffix in SUFFIXES[kind]}
 
 
-def test_render_command_writes_rules_and_dashboard(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "ann", "observability", "render", f"--out={tmp_path}"],
+def render(out) -> subprocess.CompletedProcess:
+    """`ann observability render --out=OUT`, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "ann", "observability", "render", f"--out={out}"],
         capture_output=True,
         text=True,
         cwd=ROOT,
         timeout=120,
     )
+
+
+def test_render_command_writes_rules_and_dashboard(tmp_path):
+    result = render(tmp_path)
     assert result.returncode == 0, result.stderr
     assert "(13 recording rules, 8 alerts)" in result.stdout and "panels)" in result.stdout
     # The README's line is this command's output (it said 20 panels of 22).
@@ -158,14 +163,7 @@ def test_render_refuses_an_out_in_tfds_data(tmp_path):
         (data / "digits", f"error: --out={data / 'digits'} is inside a TFDS data directory at "
          f"{data}; choose a directory outside it"),
     ]:  # fmt: skip
-        result = subprocess.run(
-            [sys.executable, "-m", "ann", "observability", "render", f"--out={out}"],
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            timeout=120,
-        )
-        assert one_line_error(result) == message
+        assert one_line_error(render(out)) == message
     assert sorted(p for p in data.rglob("*")) == before
 
 
