@@ -797,6 +797,16 @@ def fit_warmup(config: ml_collections.ConfigDict) -> None:
         opt.warmup_steps = config.total_steps // 2
 
 
+def shorten(config: ml_collections.ConfigDict, total_steps: int) -> None:
+    """A run of exactly `total_steps` steps of a shipped config (a benchmark's), in place: the
+    length in steps whether the file gave it in steps or epochs (`num_epochs` 0: with both set
+    the config is refused, and `breast_cancer_mlp.py`'s 60 epochs stopped every benchmark
+    script), the warmup fitted to it (`fit_warmup`)."""
+    config.total_steps = total_steps
+    config.num_epochs = 0
+    fit_warmup(config)
+
+
 def _check_eval_splits(splits: list[str]) -> None:
     """At least one split, each named once (a split named twice was evaluated twice, as eval/
     and eval_SPLIT/)."""

@@ -315,8 +315,7 @@ def main(argv: list[str]) -> None:
         )
     if run - {"ann"}:
         peer_model(config)  # a model the peers cannot mirror: one error line before any work
-    config.total_steps = FLAGS.warmup + FLAGS.rounds * FLAGS.steps
-    config_lib.fit_warmup(config)
+    config_lib.shorten(config, FLAGS.warmup + FLAGS.rounds * FLAGS.steps)
     experiment = build_lib.make_experiment(config)
     setup = build_lib.build(config, experiment)
     batches = fixed_batches(setup, config.batch_size, FLAGS.batches)

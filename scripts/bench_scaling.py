@@ -93,8 +93,8 @@ def main(argv):
 
     logging.set_verbosity(logging.WARNING)
     n = jax.device_count()
-    config.total_steps = 2 * FLAGS.steps  # as `measure` runs it
-    config_lib.fit_warmup(config)  # a longer warmup ends inside the untimed first half
+    # As `measure` runs it; a longer warmup ends inside the untimed first half.
+    config_lib.shorten(config, 2 * FLAGS.steps)
     experiment_lib.check_config(config, n)  # before any preset; their meshes all fit n devices
     if "dim" not in config.model or "depth" not in config.model:  # was AttributeError: 'dim'
         raise config_lib.ConfigError(

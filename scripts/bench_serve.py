@@ -359,8 +359,7 @@ def prepare(model: str, steps: int, workdir: str) -> str:
     run_dir, export_dir = os.path.join(workdir, model), os.path.join(workdir, f"{model}_export")
     if not os.path.exists(os.path.join(export_dir, "manifest.json")):
         shipped = runpy.run_path(os.path.join(ROOT, "configs", f"{config}.py"))["get_config"]()
-        shipped.total_steps = steps
-        config_lib.fit_warmup(shipped)  # a shipped warmup longer than a short --steps
+        config_lib.shorten(shipped, steps)  # a shipped warmup longer than --steps is fitted
         run(
             [
                 sys.executable,
@@ -370,6 +369,7 @@ def prepare(model: str, steps: int, workdir: str) -> str:
                 *overrides,
                 f"--workdir={run_dir}",
                 f"--config.total_steps={steps}",
+                "--config.num_epochs=0",
                 f"--config.optimizer.warmup_steps={shipped.optimizer.warmup_steps}",
                 f"--config.eval_every_steps={steps}",
                 f"--config.checkpoint_every_steps={steps}",

@@ -76,6 +76,7 @@ def _length_args() -> list[str]:
     """The run length every run gets: `--steps`, and the warmup `main` fitted to it."""
     return [
         f"--config.total_steps={FLAGS.steps}",
+        "--config.num_epochs=0",  # the length in steps, as `shorten` sets it
         f"--config.optimizer.warmup_steps={FLAGS.config.optimizer.warmup_steps}",
     ]
 
@@ -221,8 +222,7 @@ def main(argv: list[str]) -> None:
         init_compile()
         return
     config = FLAGS.config
-    config.total_steps = FLAGS.steps
-    config_lib.fit_warmup(config)  # a shipped warmup longer than the short run
+    config_lib.shorten(config, FLAGS.steps)  # a shipped warmup longer than the run is fitted
     args = _config_args(sys.argv[1:])
     extra = _warm_overrides()
     if extra:

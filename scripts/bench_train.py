@@ -210,8 +210,7 @@ def eval_run_config(config, evals: int) -> ml_collections.ConfigDict:
     on the weights' values. (It used `best_mode=max` on the validation loss, which the config
     now refuses as keeping the worst checkpoint.)"""
     c = config.copy_and_resolve_references()
-    c.total_steps = 10 * (evals + 1)
-    config_lib.fit_warmup(c)  # a few evals make a run shorter than the config's warmup
+    config_lib.shorten(c, 10 * (evals + 1))  # a warmup longer than a few evals is fitted
     c.eval_every_steps = 10
     c.checkpoint_every_steps = 100 * c.total_steps
     c.optimizer.learning_rate = 1e-30
@@ -273,8 +272,8 @@ def main(argv):
 
     logging.set_verbosity(logging.WARNING)
     config = FLAGS.config
-    config.total_steps = 2 * FLAGS.steps  # as both loops run it
-    config_lib.fit_warmup(config)  # a longer warmup ends inside the untimed first half
+    # As both loops run it; a longer warmup ends inside the untimed first half.
+    config_lib.shorten(config, 2 * FLAGS.steps)
     experiment_lib.check_config(config, jax.device_count())  # before either loop starts
     if FLAGS.eval:
         main_eval(config)

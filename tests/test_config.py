@@ -504,6 +504,18 @@ def test_a_shortened_run_fits_a_shipped_warmup():
     assert config.optimizer.warmup_steps == 50
 
 
+def test_a_benchmarks_run_length_is_its_steps_whatever_the_file_gave():
+    # breast_cancer_mlp.py runs 60 epochs: a benchmark's total_steps beside them was refused.
+    config = load_config("breast_cancer_mlp")
+    config.total_steps = 10
+    with pytest.raises(ConfigError, match="total_steps"):
+        config_lib.validate(config, num_devices=4)
+    config_lib.shorten(config, 10)
+    config_lib.validate(config, num_devices=4)
+    assert (config.total_steps, config.num_epochs) == (10, 0)
+    assert config.optimizer.warmup_steps < 10
+
+
 def test_schedule_of_a_num_epochs_run_is_checked_once_its_length_is_known(tmp_path):
     # total_steps comes from num_epochs and the data set's size: 1 epoch of digits' train / 32.
     config = tiny(total_steps=0, num_epochs=1)

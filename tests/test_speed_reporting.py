@@ -313,14 +313,15 @@ def test_bench_train_eval_runs_a_config_the_checks_accept():
     it used best_mode=max on val/loss, refused since as keeping the worst checkpoint, and the
     device run of gpu_check.sh ended with that error instead of a number."""
     code = (
-        "import sys; sys.path.insert(0, 'scripts'); import bench_train as b; "
-        "from conftest import load_config; from ann import config as c; "
-        "r = b.eval_run_config(load_config('digits_cnn'), 4); "
-        "c.validate(r, num_devices=1); print(r.total_steps, r.eval_every_steps)"
+        "import sys; sys.path.insert(0, 'scripts'); import bench_train as b\n"
+        "from conftest import load_config; from ann import config as c\n"
+        "for name in ('digits_cnn', 'breast_cancer_mlp'):  # in steps; in epochs\n"
+        "    r = b.eval_run_config(load_config(name), 4)\n"
+        "    c.validate(r, num_devices=1); print(r.total_steps, r.eval_every_steps)"
     )
     env = {**os.environ, "PYTHONPATH": f"{ROOT}/tests{os.pathsep}{ROOT}"}
     proc = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.split() == ["50", "10"], proc.stdout
+    assert proc.stdout.split() == ["50", "10"] * 2, proc.stdout
