@@ -238,6 +238,29 @@ def test_the_strength_chart_shows_raw_and_adjusted_strength_and_no_bar_for_zero(
             assert all(f.raw_strength == f.strength for f in top)
 
 
+def test_the_position_map_shows_uncorrected_strength_under_a_correction():
+    # Under a correction the map of each position's adjusted strength was 0 (blue) at every
+    # unmoved position: it showed nothing of where the window differs. It maps the raw
+    # strength and says so; report.json carries both strengths.
+    from ann.monitor import report
+
+    rng = np.random.default_rng(0)
+    spec = {"image": {"dtype": "float32", "shape": [-1, 4, 4]}}
+    train, window = rng.normal(size=(400, 4, 4)), rng.normal(size=(50, 4, 4))
+    window[:, 0, 0] += 1.0
+    ref = Reference({"image": train}, {}, spec, {})
+    result = ref.detect({"image": window}, {}, correction="bonferroni")
+    figure = report._image_maps(result, spec)["image_map"]
+    shown = np.asarray(figure.axes[0].images[0].get_array())
+    by_name = {f.feature: f.raw_strength for f in result.features}
+    raw = np.array([[by_name[f"image[{i},{j}]"] for j in range(4)] for i in range(4)])
+    np.testing.assert_allclose(shown, np.log10(np.maximum(raw, 0.1)))
+    assert "before the bonferroni correction" in figure.axes[0].get_title()
+    rows = result.to_json()["features"]
+    assert all(r["raw_strength"] == by_name[r["feature"]] for r in rows)
+    assert any(r["strength"] == 0 < r["raw_strength"] for r in rows)
+
+
 def test_a_small_window_is_judged_by_p_values_not_distances():
     """Evidently chooses by the reference's rows only: a window of 30 rows against 2,000
     reference rows got Wasserstein / Jensen-Shannon, whose thresholds ignore the window's size."""

@@ -175,7 +175,11 @@ class FeatureDrift:
 
     def to_json(self) -> dict[str, Any]:
         """The fields and the strength; NaN and infinities as null."""
-        fields = {**dataclasses.asdict(self), "strength": self.strength}
+        fields = {
+            **dataclasses.asdict(self),
+            "strength": self.strength,
+            "raw_strength": self.raw_strength,
+        }
         return {k: _finite(v) for k, v in fields.items()}
 
 

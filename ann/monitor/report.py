@@ -155,7 +155,10 @@ def _strength_figure(result: DriftResult) -> Any:
 
 
 def _image_maps(result: DriftResult, spec: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """name -> a map of per-position strength for each image-like input (rank 2 or 3)."""
+    """name -> a map of per-position strength for each image-like input (rank 2 or 3). Under a
+    correction the uncorrected strength (`raw_strength`): the adjusted p of nearly every
+    unmoved position is 1, and the map of its strength 0 was blue all over, where the map is
+    to show where the window differs; the verdicts are the bar chart's."""
     import matplotlib.pyplot as plt
     from matplotlib import colors
 
@@ -166,7 +169,7 @@ def _image_maps(result: DriftResult, spec: Mapping[str, Mapping[str, Any]]) -> d
         if len(shape) not in (2, 3) or int(np.prod(shape)) > MAX_VALUES:
             continue
         strength = np.array(
-            [by_name[f"{name}[{','.join(map(str, i))}]"].strength for i in np.ndindex(*shape)]
+            [by_name[f"{name}[{','.join(map(str, i))}]"].raw_strength for i in np.ndindex(*shape)]
         ).reshape(shape)
         grid = strength.max(-1) if len(shape) == 3 else strength
         figure, ax = plt.subplots(figsize=(4.5, 4), layout="constrained")  # title beside the bar
@@ -175,7 +178,9 @@ def _image_maps(result: DriftResult, spec: Mapping[str, Mapping[str, Any]]) -> d
         # position near 1 as dark as one far below it when another reached 1,000 (a trial).
         norm = colors.TwoSlopeNorm(vmin=-1, vcenter=0, vmax=max(1.0, float(log_strength.max())))
         image = ax.imshow(log_strength, cmap="RdBu_r", norm=norm)
-        ax.set_title(f"{name}: log10 strength per position (red, > 0: drift)", fontsize=9)
+        what = "" if result.correction == "none" else f"\nbefore the {result.correction} correction"
+        ax.set_title(f"{name}: log10 strength per position\n(red, > 0: past the threshold){what}",
+                     fontsize=9)  # fmt: skip
         figure.colorbar(image, ax=ax, label="log10 strength (0: the drift threshold)")
         maps[f"{name}_map"] = figure
     return maps
