@@ -38,7 +38,7 @@ NAMES = {
     REGISTRY: "a model registry",
     SWEEP: "a sweep",
     RUN: "a training run",
-    DATA: "a TFDS data directory",
+    DATA: "TFDS data",  # a data dir's root or a data set's folder: "holds" / "is inside" it
 }
 MAX_ENTRIES = 1000  # entries of a directory `runs_in` looks at (a huge folder is not scanned)
 

@@ -158,9 +158,9 @@ def test_render_refuses_an_out_in_tfds_data(tmp_path):
     (data / "digits" / "1.3.0" / "dataset_info.json").write_text("{}")
     before = sorted(p for p in data.rglob("*"))
     for out, message in [
-        (data, f"error: --out={data} holds a TFDS data directory (dataset_info.json); choose "
+        (data, f"error: --out={data} holds TFDS data (dataset_info.json); choose "
          "another --out"),
-        (data / "digits", f"error: --out={data / 'digits'} is inside a TFDS data directory at "
+        (data / "digits", f"error: --out={data / 'digits'} is inside TFDS data at "
          f"{data}; choose a directory outside it"),
     ]:  # fmt: skip
         assert one_line_error(render(out)) == message

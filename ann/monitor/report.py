@@ -126,7 +126,12 @@ def _strength_figure(result: DriftResult) -> Any:
     ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
     ax.xaxis.set_minor_formatter(ticker.NullFormatter())
-    ax.set_xlabel("strength (>= 1: drift; distance / threshold or log p / log 0.05)", fontsize=8)
+    which = f"\nsolid: {result.correction}-adjusted p (the verdict's); light: uncorrected p"
+    ax.set_xlabel(
+        "strength (>= 1: drift; distance / threshold or log p / log 0.05)"
+        + (which if corrected else ""),
+        fontsize=8,
+    )
     if corrected:
         adjusted = f"{result.correction}-adjusted p"
         handles = [

@@ -329,10 +329,13 @@ class DataPlane:
             else "weights passed on each call"
         )
         # On the console, as the `serving ... on http://...` line: requests before it get 503
-        # ("still compiling"), so an operator waits for this line (or /v2/health/ready).
+        # ("still compiling"), so an operator waits for this line (or /v2/health/ready). The
+        # device says where the export runs (`artifact.device_for`: a `cpu` export on a GPU
+        # machine runs on its CPU).
         print(
-            f"ready: {m.name}/{m.version} (batch sizes {', '.join(map(str, sizes))} compiled "
-            f"in {time.perf_counter() - start:.1f}s; {weights})",
+            f"ready: {m.name}/{m.version} on {m.model.device} (batch sizes "
+            f"{', '.join(map(str, sizes))} compiled in {time.perf_counter() - start:.1f}s; "
+            f"{weights})",
             file=sys.stderr,
             flush=True,
         )
