@@ -569,9 +569,19 @@ def check_flags(
         )
     unknown = [p for p in platforms if p not in PLATFORMS]
     if not platforms or unknown or len(set(platforms)) != len(platforms):
+        from ann.config import did_you_mean
+
+        hint = (
+            "; a GPU is 'cuda' (NVIDIA) or 'rocm' (AMD) to jax.export"
+            if "gpu" in (p.lower() for p in unknown)
+            else did_you_mean(unknown[0], PLATFORMS)
+            if unknown
+            else ""  # 'CPU': 'cpu'
+        )
         raise cli.FlagError(
             f"--platforms={','.join(platforms)!r} must be distinct names among "
-            f"{', '.join(PLATFORMS)}" + (f" (unknown: {', '.join(unknown)})" if unknown else "")
+            f"{', '.join(PLATFORMS)}"
+            + (f" (unknown: {', '.join(unknown)}{hint})" if unknown else "")
         )
     _check_runs_here(platforms)
     if os.path.islink(out) and os.path.isdir(out):  # the finished export replaces --out

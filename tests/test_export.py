@@ -456,7 +456,12 @@ def test_crafted_export_is_refused_by_the_loader_and_the_registry(
         (["--step=-3"], "--step='-3' must be 'best', 'latest' or a step number"),
         (["--step=last"], "--step='last' must be"),
         (["--name=a/b"], "--name='a/b' must be letters, digits"),
-        (["--platforms=cpu,gpu"], "--platforms='cpu,gpu' must be distinct names among"),
+        (
+            ["--platforms=cpu,gpu"],
+            "--platforms='cpu,gpu' must be distinct names among cpu, cuda, rocm, tpu (unknown: "
+            "gpu; a GPU is 'cuda' (NVIDIA) or 'rocm' (AMD) to jax.export)",
+        ),
+        (["--platforms=CPU"], "(unknown: CPU (did you mean 'cpu'?))"),
         (["--platforms=cpu,cpu"], "--platforms='cpu,cpu' must be distinct names"),
         (["--platforms="], "--platforms='' must be distinct names"),
         (["--workdir=MISSING"], "does not exist; give the directory of a trained run"),
