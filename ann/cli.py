@@ -400,7 +400,7 @@ def parse_flags(argv: list[str]) -> list[str]:
         # ml_collections defers a missing file's error to the config's first use.
         path = _config_path()
         if not os.path.isfile(path):
-            fail(f"--config={path}: no such file{_near_files(path)}")
+            fail(f"--config={path}: no such file{near_files(path, '.py')}")
         value = flags.FLAGS["config"].value
         if not isinstance(value, ml_collections.ConfigDict):
             returned = type(value).__name__
@@ -416,7 +416,9 @@ def _missing_config_file(argv: Sequence[str]) -> str | None:
     if not given:
         return None
     path = given[-1].partition(":")[0]
-    return None if os.path.isfile(path) else f"--config={path}: no such file{_near_files(path)}"
+    if os.path.isfile(path):
+        return None
+    return f"--config={path}: no such file{near_files(path, '.py')}"
 
 
 def _said_here(record: py_logging.LogRecord) -> bool:
@@ -638,11 +640,12 @@ def _bad_section_value(flag: str, name: str, key: str, said: str) -> str | None:
     return None
 
 
-def _near_files(path: str) -> str:
-    """ "; did you mean configs/digits_cnn.py?" for a config file name close to `path`."""
+def near_files(path: str, suffix: str = "") -> str:
+    """ "; did you mean configs/digits_cnn.py?" for a file in `path`'s folder (ending in
+    `suffix`) whose name is close to `path`'s (difflib's ratio of at least 0.6), else ""."""
     folder, name = os.path.split(path)
     try:
-        present = [f for f in os.listdir(folder or ".") if f.endswith(".py")]
+        present = [f for f in os.listdir(folder or ".") if f.endswith(suffix)]
     except OSError:
         return ""
     close = difflib.get_close_matches(name, present, n=1, cutoff=0.6)

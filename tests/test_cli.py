@@ -1134,7 +1134,7 @@ def test_a_request_log_inside_an_export_is_refused(tmp_path):
     with pytest.raises(ValueError) as e:
         Settings(request_log=str(export / "r.jsonl"))
     assert str(e.value) == (
-        f"--request_log={export / 'r.jsonl'}: is inside an export at {export}, whose files are "
+        f"--request_log={export / 'r.jsonl'} is inside an export at {export}, whose files are "
         "fixed; give a path outside it"
     )
     Settings(request_log=str(tmp_path / "r.jsonl"))  # beside it: accepted

@@ -732,6 +732,11 @@ def test_monitor_drift_cli_writes_a_report_and_refuses_a_bad_log_in_one_line(
     ), line
     line = one_line_error(drift_cli(tmp_path / "none.jsonl", tmp_path / "bad"))
     assert line.startswith(f"error: --requests={tmp_path / 'none.jsonl'} is not a file"), line
+    line = one_line_error(drift_cli(tmp_path / "sam.jsonl", tmp_path / "bad"))  # a typo
+    assert line == (
+        f"error: --requests={tmp_path / 'sam.jsonl'} is not a file; give the server's request "
+        f"log; did you mean {tmp_path / 'same.jsonl'}?"
+    ), line
     line = one_line_error(drift_cli(tmp_path / "bad.jsonl", tmp_path / "bad", "--min_rows=0"))
     assert line == "error: --min_rows=0 must be an integer >= 2", line  # absl: "0 is not integer"
     (tmp_path / "empty.jsonl").write_text('{"model": "x", "status": 200}\n')

@@ -40,7 +40,7 @@ BAD = [
     ([LOG, "--request_log_max_bytes=10"], "--request_log_max_bytes=10: expected a value in [1024,"),
     ([LOG, "--request_log_backups=-1"], "--request_log_backups=-1"),
     (["--request_log=/nonexistent/dir/requests.jsonl"], "--request_log=/nonexistent/dir"),
-    (["--request_log=/tmp"], "--request_log=/tmp: is a folder; give a file in it, e.g. "),
+    (["--request_log=/tmp"], "--request_log=/tmp is a folder; give a file in it, e.g. "),
     # A file where its folder should be was "its folder ... does not exist".
     (
         [f"--request_log={ROOT}/README.md/requests.jsonl"],
@@ -320,7 +320,7 @@ def test_a_request_log_inside_a_runs_checkpoints_is_refused(tmp_path):
     with pytest.raises(ValueError) as e:
         Settings(request_log=str(run / "checkpoints" / "log.jsonl"))
     assert str(e.value) == (
-        f"--request_log={run / 'checkpoints' / 'log.jsonl'}: is inside the checkpoints of the "
+        f"--request_log={run / 'checkpoints' / 'log.jsonl'} is inside the checkpoints of the "
         f"training run at {run}, which the run manages; give a path outside {run / 'checkpoints'}"
     )
     Settings(request_log=str(run / "requests.jsonl"))  # beside them, in the run: accepted
@@ -340,7 +340,7 @@ def test_a_folder_given_as_request_log_gets_a_file_that_is_accepted(tmp_path):
     with pytest.raises(ValueError) as e:
         Settings(request_log=str(run / "checkpoints"))
     assert str(e.value) == (
-        f"--request_log={run / 'checkpoints'}: is a folder, and a file in it would be inside the "
+        f"--request_log={run / 'checkpoints'} is a folder, and a file in it would be inside the "
         f"checkpoints of the training run at {run}, which the run manages; give a file outside "
         f"{run / 'checkpoints'}, e.g. --request_log={run / 'requests.jsonl'}"
     )
@@ -349,7 +349,7 @@ def test_a_folder_given_as_request_log_gets_a_file_that_is_accepted(tmp_path):
         with pytest.raises(ValueError) as e:
             Settings(request_log=str(folder))
         message = str(e.value)
-        assert message.startswith(f"--request_log={folder}: is a folder"), message
+        assert message.startswith(f"--request_log={folder} is a folder"), message
         suggested = message.split(", e.g. --request_log=")[1]
         Settings(request_log=suggested)  # accepted
 

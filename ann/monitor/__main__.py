@@ -166,7 +166,10 @@ def drift(args: list[str]) -> None:
         raise cli.FlagError("drift needs --model (an export or models:/ URI) and --requests=FILE")
     for path in FLAGS.requests:  # before the model is loaded
         if not os.path.isfile(path):
-            raise cli.FlagError(f"--requests={path} is not a file; give the server's request log")
+            raise cli.FlagError(
+                f"--requests={path} is not a file; give the server's request log"
+                + cli.near_files(path)  # requests.jsonl for request.jsonl
+            )
     from ann.monitor.request_log import read_traffic
     from ann.report.write import check_out
 

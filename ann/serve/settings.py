@@ -287,22 +287,22 @@ def request_log_problem(given: str, suggest: bool = True) -> str | None:
         inner = os.path.join(given, _LOG_NAME)
         if request_log_problem(inner, False) is None:
             return (
-                f"--request_log={given}: is a folder; give a file in it, e.g. --request_log={inner}"
+                f"--request_log={given} is a folder; give a file in it, e.g. --request_log={inner}"
             )
         owner = _owner(os.path.join(path, _LOG_NAME))
         if owner is None:
-            return f"--request_log={given}: is a folder; give a file in a folder it may write"
+            return f"--request_log={given} is a folder; give a file in a folder it may write"
         why, outside, _ = owner
         return (
-            f"--request_log={given}: is a folder, and a file in it would be {why}; give a file "
+            f"--request_log={given} is a folder, and a file in it would be {why}; give a file "
             f"outside {outside}{_beside(outside, suggest)}"
         )
     owner = _owner(path)
     if owner is not None:
         why, _, outside = owner
-        return f"--request_log={given}: is {why}; give a path outside {outside}"
+        return f"--request_log={given} is {why}; give a path outside {outside}"
     if not os.access(path if os.path.exists(path) else folder, os.W_OK):
-        return f"--request_log={given}: not writable; give a writable path"
+        return f"--request_log={given} is not writable; give a writable path"
     return None
 
 
