@@ -512,6 +512,10 @@ def bare_call_ms(export_dir: str, x) -> float:
     return statistics.median(times) * 1e3
 
 
+# One digit as a v2 request's input tensor (its data added per request).
+IMAGE = {"name": "image", "shape": [1, 8, 8, 1], "datatype": "UINT8"}
+
+
 def served_device(export_dir: str) -> str:
     """Where the export runs here (`artifact.device_for` its platforms), in words."""
     from ann import artifact
@@ -531,18 +535,7 @@ def check_answers(port: int, path: str, images, expected: list[int]) -> str:
     export's own in this process: a server that answers fast but wrong must not be timed as
     if it answered. RuntimeError naming the first row that differs (or was refused)."""
     for i, x in enumerate(images):
-        body = json.dumps(
-            {
-                "inputs": [
-                    {
-                        "name": "image",
-                        "shape": [1, 8, 8, 1],
-                        "datatype": "UINT8",
-                        "data": x.reshape(-1).tolist(),
-                    }
-                ]
-            }
-        )
+        body = json.dumps({"inputs": [{**IMAGE, "data": x.reshape(-1).tolist()}]})
         request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", body.encode(),
                                          {"Content-Type": "application/json"})  # fmt: skip
         try:
@@ -781,16 +774,15 @@ def traces_summary(model: str, results: dict, levels: list[int], off: str, mode:
 
 def write_bodies(path: str, images, monitoring: bool, encoding: str) -> None:
     """The request bodies, one per test image: [JSON header length or None, body as latin-1]."""
-    tensor = {"name": "image", "shape": [1, 8, 8, 1], "datatype": "UINT8"}
     bodies = []
     for i, x in enumerate(images):
         ids = {"id": f"bench-{i}"} if monitoring else {}
         if encoding == "json":
-            body = json.dumps({**ids, "inputs": [{**tensor, "data": x.reshape(-1).tolist()}]})
+            body = json.dumps({**ids, "inputs": [{**IMAGE, "data": x.reshape(-1).tolist()}]})
             bodies.append((None, body))
         else:  # binary tensor data in and out
             head = json.dumps({**ids,
-                               "inputs": [{**tensor, "parameters": {"binary_data_size": 64}}],
+                               "inputs": [{**IMAGE, "parameters": {"binary_data_size": 64}}],
                                "parameters": {"binary_data_output": True}})  # fmt: skip
             bodies.append((len(head), head + x.tobytes().decode("latin-1")))
     with open(path, "w") as f:
