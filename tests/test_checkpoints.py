@@ -1,6 +1,7 @@
 """Never save, export or resume a broken state: the NaN guard checks the state a checkpoint will
 hold, damaged checkpoints are found and skipped, failed saves end the run with what to do."""
 
+import asyncio
 import errno
 import json
 import logging
@@ -677,3 +678,23 @@ def test_a_damaged_run_status_is_said_at_the_next_start(tmp_path, caplog):
                      "how the previous run ended is unknown") and m.endswith("(step 10)")
         for m in said
     ), said  # fmt: skip
+
+
+def test_close_waits_for_the_cleanup_of_stale_saves_begun_at_open(tmp_path, monkeypatch):
+    # Orbax removes a cut-short save's temporary directories in a thread it starts at open, and
+    # its close() does not wait for it: a start stopped before its first save (a SIGTERM) closed
+    # and removed its workdir under that thread, whose FileNotFoundError traceback then followed
+    # ann train's one line (tests/test_interrupt.py, about 1 CI run in 3).
+    from orbax.checkpoint._src.path import temporary_paths
+
+    cleanup, finished = temporary_paths.cleanup_temporary_paths, []
+
+    async def slow_cleanup(directory, **kwargs):
+        await asyncio.sleep(0.5)
+        await cleanup(directory, **kwargs)
+        finished.append(str(directory))
+
+    monkeypatch.setattr(temporary_paths, "cleanup_temporary_paths", slow_cleanup)
+    checkpoints = checkpoint_lib.Checkpoints(str(tmp_path), 3, "val/loss", "min")
+    checkpoints.close()
+    assert sorted(finished) == [str(tmp_path / "checkpoints"), str(tmp_path / "checkpoints_best")]

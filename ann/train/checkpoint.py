@@ -233,25 +233,31 @@ class Checkpoints:
                 cleanup_tmp_directories=create,
             ),
         )
-        self.best = ocp.CheckpointManager(
-            os.path.join(self.workdir, "checkpoints_best"),
-            options=ocp.CheckpointManagerOptions(
-                max_to_keep=1,
-                best_fn=lambda metrics: metrics[best_metric],
-                best_mode=best_mode,
-                keep_checkpoints_without_metrics=False,
-                enable_async_checkpointing=async_save,
-                multiprocessing_options=_barrier_names("best"),
-                create=create,
-                cleanup_tmp_directories=create,
-            ),
-        )
+        try:
+            self.best = ocp.CheckpointManager(
+                os.path.join(self.workdir, "checkpoints_best"),
+                options=ocp.CheckpointManagerOptions(
+                    max_to_keep=1,
+                    best_fn=lambda metrics: metrics[best_metric],
+                    best_mode=best_mode,
+                    keep_checkpoints_without_metrics=False,
+                    enable_async_checkpointing=async_save,
+                    multiprocessing_options=_barrier_names("best"),
+                    create=create,
+                    cleanup_tmp_directories=create,
+                ),
+            )
+            best = self.best_metrics().get(best_metric)
+        except BaseException:  # a Ctrl-C or SIGTERM while opening: no cleanup thread outlives it
+            for manager in (self.latest, getattr(self, "best", None)):
+                if manager is not None:
+                    _await_tmp_cleanup(manager)
+            raise
         # Saved steps whose commit (and manifest) is not yet confirmed, per manager.
         self._unsealed: dict[int, list[int]] = {id(self.latest): [], id(self.best): []}
         self._failed = False  # a save failed and was reported
         self._hasher = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="manifest")
         self._manifests: list[tuple[ocp.CheckpointManager, int, concurrent.futures.Future]] = []
-        best = self.best_metrics().get(best_metric)
         self._best_value = best if isinstance(best, int | float) and math.isfinite(best) else None
 
     def latest_step(self) -> int | None:
@@ -624,6 +630,7 @@ class Checkpoints:
         """Finishes the saves in flight and closes. A step whose wait a Ctrl-C interrupted (left
         unsealed) is committed by the managers' closing: its manifest is written then."""
         for manager in (self.latest, self.best):
+            _await_tmp_cleanup(manager)
             try:
                 manager.close()
             except Exception:
@@ -636,6 +643,16 @@ class Checkpoints:
                 for step in self._unsealed[id(manager)]:
                     if step in committed:
                         _write_manifest_if_kept(self._step_dir(manager, step))
+
+
+def _await_tmp_cleanup(manager: ocp.CheckpointManager) -> None:
+    """Waits for the removal of stale temporary save directories that Orbax starts in a thread
+    at open (`cleanup_tmp_directories`). Orbax's own `close` does not (orbax-checkpoint 0.11-0.12:
+    only a save waits for it), so a start stopped before its first save removed its workdir
+    under that thread, whose FileNotFoundError traceback then followed ann train's line."""
+    wait = getattr(manager, "_maybe_await_cleanup_tmp_directory", None)  # private: may go
+    if wait is not None:
+        wait()
 
 
 class _Unreadable(Exception):
