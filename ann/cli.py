@@ -162,9 +162,10 @@ def metrics_line(metrics: Mapping[str, float]) -> str:
 def one_line(error: BaseException, argv: Sequence[str] = ()) -> str:
     """The error's text on one line. ml_collections raises AttributeError(KeyError("'key'\\nDid
     you mean \"near\" instead of \"key\"?")) for an override under an unknown section, naming
-    only that part of the key: that becomes "config key 'model.key.rest' is unknown (did you
-    mean 'model.near.rest'?)", as ann words its own, the whole dotted key taken from the
-    override in `argv` (the arguments parsed)."""
+    only that part of the key: that becomes "config key 'optimzer.lr' is unknown (did you mean
+    'optimizer.learning_rate'?)", as ann words its own, the whole dotted key taken from the
+    override in `argv` (the arguments parsed) and the key meant found by `config.lookup` in
+    the config file (every part respelt: not ml_collections' 'optimizer.lr')."""
     while error.args and isinstance(error.args[0], BaseException):
         error = error.args[0]
     text = error.args[0] if error.args and isinstance(error.args[0], str) else str(error)
@@ -176,11 +177,16 @@ def one_line(error: BaseException, argv: Sequence[str] = ()) -> str:
             near = re.fullmatch(r'Did you mean "([^"]+)" instead of "[^"]+"\?', rest)
             before, after = _override_around(key, argv)
             said = ".".join((*before, key, *after))
-            if near:
+            # The closest real key, every misspelt part respelt (`optimzer.lr` is
+            # `optimizer.learning_rate`; ml_collections' "optimizer" made it `optimizer.lr`).
+            trees = [t for t in (_loaded_config(argv), SCHEMA) if t is not None]
+            try:
+                config_lib.lookup(trees[0], said, also=trees[1:])
+            except config_lib.KeyLookupError as e:
+                if e.meant or not near:
+                    return f"config key {said!r} is unknown{e.hint}"
+            if near:  # nothing near in the config (or no config loaded): ml_collections'
                 meant = ".".join((*before, near.group(1), *after))
-                through = _value_on_path(_loaded_config(argv), meant)
-                if through:  # `model.features.x`: features is a tuple, so `model.features`
-                    meant = through[0]
                 return f"config key {said!r} is unknown (did you mean {meant!r}?)"
             return f"config key {said!r} is unknown" + (f"; {rest}" if rest else "")
     return text

@@ -454,9 +454,28 @@ def base() -> ml_collections.ConfigDict:
 def did_you_mean(key: str, options: Sequence[str], prefix: str = "") -> str:
     """` (did you mean 'PREFIXx'?)` for the option closest to `key` (difflib's ratio of at
     least 0.6; an option equal to `key` but for case first: 'adamW' -> 'adamw'), or ""."""
-    close = [o for o in options if o.lower() == key.lower()]
-    close = close or difflib.get_close_matches(key, list(options), n=1)
-    return f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+    close = _near(key, options)
+    return meant_words([f"{prefix}{close[0][1]}"]) if close else ""
+
+
+def meant_words(meant: Sequence[str]) -> str:
+    """` (did you mean 'a'?)`, ` (did you mean 'a' or 'b'?)`, ` (... 'a', 'b' or 'c'?)`; "" for
+    none."""
+    if not meant:
+        return ""
+    quoted = [f"'{m}'" for m in meant]
+    listed = quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+    return f" (did you mean {listed}?)"
+
+
+def _near(name: str, options: Collection[str], n: int = 1) -> list[tuple[float, str]]:
+    """The `n` options closest to `name` with their closeness, closest first: one equal but for
+    case (closeness 1), else difflib's ratio of at least 0.6."""
+    same = [o for o in options if o.lower() == name.lower()]
+    if same:
+        return [(1.0, same[0])]
+    close = difflib.get_close_matches(name, list(options), n=n)
+    return [(difflib.SequenceMatcher(None, name, c).ratio(), c) for c in close]
 
 
 # Names other frameworks give ann's keys (PyTorch's and Keras' `lr`, `epochs`, `beta1`, ...):
@@ -479,9 +498,10 @@ ALIASES = {
 class KeyLookupError(KeyError):
     """A dotted key that names nothing; `hint` says what is there instead."""
 
-    def __init__(self, key: str, hint: str):
+    def __init__(self, key: str, hint: str, meant: Sequence[str] = (), closeness: float = 0.0):
         super().__init__(key)
         self.key, self.hint = key, hint
+        self.meant, self.closeness = list(meant), closeness  # the keys `hint` names, if any
 
     def __str__(self) -> str:
         return f"{self.key!r} is not a key{self.hint}"
@@ -499,67 +519,108 @@ def lookup(
 ) -> Any:
     """The value at the dotted `key` ("optimizer.learning_rate") of nested mappings (dicts,
     ConfigDicts): the one lookup of a `--config.KEY`, for config checks and sweep axes alike.
-    Raises KeyLookupError (a KeyError) whose `hint` is the closest key at the level where the
-    path breaks, as a whole dotted key (" (did you mean 'optimizer.learning_rate'?)"): the one
-    key elsewhere in `tree` or the trees in `also` with that name or ann's name for it
-    (`ALIASES`: `lr` is `optimizer.learning_rate`), else the closest name at that level, else
-    the keys there ("; keys under 'optimizer': b1, b2, ..."; "; top-level keys: ..."). A
-    misspelt top-level key is matched against every key's last part (`lerning_rate` is
-    `optimizer.learning_rate`)."""
+    Raises KeyLookupError (a KeyError) whose `hint` names the real keys closest to `key`, of
+    `tree` or the trees in `also`, as whole dotted keys with every misspelt part respelt
+    (`optimzer.lr`: " (did you mean 'optimizer.learning_rate'?)"; see `_meant_keys`), else
+    the keys where the path breaks ("; keys under 'optimizer': b1, b2, ..."; "; top-level
+    keys: ...")."""
     value: Any = tree
     parts = key.split(".")
     for i, part in enumerate(parts):
         if not is_section(value) or part not in value:
             where = ".".join(parts[:i])
+            meant, closeness = _meant_keys(parts, i, (tree, *also))
             options = sorted(value) if is_section(value) else []
-            # The same name (or ann's for an alias) one place in the tree: a key at the wrong
-            # level ("learning_rate" for "optimizer.learning_rate") or another framework's name;
-            # an exact name beats a near one at this level ("dropout" is not "report").
-            name = ALIASES.get(part, part)
-            rest = "".join(f".{p}" for p in parts[i + 1 :])
-            # A value given (nothing after `part`) is not pointed at a section: `mesh.model` is
-            # not `model`.
-            keys = {k for t in (tree, *also) for k in _dotted_keys(t, "", not rest)}
-            keys -= {".".join(parts[: i + 1])}  # `also` may hold the key itself
-            elsewhere = sorted(k for k in keys if k.rpartition(".")[2] == name)
-            hint = (
-                (f" (did you mean '{elsewhere[0]}{rest}'?)" if len(elsewhere) == 1 else "")
-                # At the top level, where no section was named, the closest name among every
-                # key's: a misspelt key of a section ("lerning_rate"). Under a section the
-                # user named, its own keys ("mesh.model" is no "early_stopping.mode").
-                or ("" if where else _closest_key(name, keys, rest))
-                or did_you_mean(part, options, prefix=f"{where}." if where else "")
-                or (f"; keys under '{where}'" if where else "; top-level keys")
+            hint = meant_words(meant) or (
+                (f"; keys under '{where}'" if where else "; top-level keys")
                 + f": {', '.join(options) or 'none'}"
             )
-            raise KeyLookupError(key, hint)
+            raise KeyLookupError(key, hint, meant, closeness)
         value = value[part]
     return value
 
 
-def _dotted_keys(tree: Any, prefix: str = "", values_only: bool = False) -> list[str]:
-    """Every dotted key of `tree`, sections too unless `values_only`."""
+# A suggestion that goes through a value (`model.featurs.x` -> `model.features`) counts this
+# much of a whole match: a key with the path's length comes first.
+_THROUGH_A_VALUE = 0.5
+
+
+def _meant_keys(parts: Sequence[str], broken: int, trees: Sequence[Any]) -> tuple[list[str], float]:
+    """The real dotted keys of `trees` closest to the key `parts`, which breaks at
+    `parts[broken]`, and their closeness (1 for a name as it is, or ann's name for it; a
+    product of difflib's ratios for the parts respelt): every part from the broken one on is
+    matched at its level, so `optimzer.lr` is `optimizer.learning_rate`, a key that exists,
+    not `optimizer.lr`. Where the broken part is matched, in order: the same name (or ann's
+    for an alias, `ALIASES`: `lr` is `optimizer.learning_rate`) elsewhere in the tree (a key
+    at the wrong level; a value, when nothing follows it: `mesh.model` is not `model`); at
+    the top level, where no section was named, the closest among every key's last part (a
+    misspelt key of a section, `lerning_rate`); the closest at its own level (under a section
+    the user named, its own keys: `mesh.model` is no `early_stopping.mode`). Every key as
+    close as the closest is returned (`name` is `data.name`, `model.name` or
+    `optimizer.name`); ([], 0) when nothing is close."""
+    said = ".".join(parts[: broken + 1])
+    index: dict[str, bool] = {}  # dotted key -> whether it is a section
+    for tree in trees:
+        for k, section in _dotted_items(tree):
+            if k != said and not k.startswith(f"{said}."):  # a tree in `trees` may hold it
+                index[k] = index.get(k, False) or section
+    children: dict[str, dict[str, str]] = {}  # section ("" the top) -> last part -> key
+    for k in index:
+        parent, _, last = k.rpartition(".")
+        children.setdefault(parent, {})[last] = k
+
+    def matches(part: str, names: Collection[str]) -> list[tuple[float, str]]:
+        for name in (part, ALIASES.get(part)):
+            if name in names:
+                return [(1.0, name)]
+        return _near(part, names, n=3)
+
+    def resolve(key: str, rest: Sequence[str], score: float) -> list[tuple[float, str]]:
+        if not rest:
+            return [(score, key)]
+        if not index[key]:  # the path goes through a value: that value is what is meant
+            return [(score * _THROUGH_A_VALUE, key)]
+        under = children.get(key, {})
+        return [
+            found
+            for closeness, name in matches(rest[0], under)
+            for found in resolve(under[name], rest[1:], score * closeness)
+        ]
+
+    where, part, rest = ".".join(parts[:broken]), parts[broken], parts[broken + 1 :]
+    name = ALIASES.get(part, part)
+    # Keys elsewhere: sections only where something follows the part.
+    others = [k for k in index if rest or not index[k]]
+    found = [f for k in others if k.rpartition(".")[2] == name for f in resolve(k, rest, 1.0)]
+    if not found and not where:
+        by_name: dict[str, list[str]] = {}
+        for k in others:
+            by_name.setdefault(k.rpartition(".")[2], []).append(k)
+        found = [
+            f
+            for closeness, last in _near(name, by_name, n=3)
+            for k in by_name[last]
+            for f in resolve(k, rest, closeness)
+        ]
+    if not found and (not where or index.get(where)):
+        here = children.get(where, {})
+        found = [
+            f for closeness, n in matches(part, here) for f in resolve(here[n], rest, closeness)
+        ]
+    if not found:
+        return [], 0.0
+    best = max(score for score, _ in found)
+    return sorted({k for score, k in found if score >= best - 1e-9}), best
+
+
+def _dotted_items(tree: Any, prefix: str = "") -> list[tuple[str, bool]]:
+    """(dotted key, whether it is a section) for every key of `tree`, sections too."""
     found = []
     for key, value in tree.items():
-        if not (values_only and is_section(value)):
-            found.append(prefix + key)
+        found.append((prefix + key, is_section(value)))
         if is_section(value):
-            found += _dotted_keys(value, f"{prefix}{key}.", values_only)
+            found += _dotted_items(value, f"{prefix}{key}.")
     return found
-
-
-def _closest_key(name: str, keys: Collection[str], rest: str = "") -> str:
-    """` (did you mean 'optimizer.learning_rate'?)` when the name closest to `name` among the
-    last parts of the dotted `keys` (as `did_you_mean` finds it) is the last part of exactly
-    one of them, else "" (`nme` is as close to `data.name` as to `model.name`)."""
-    by_name: dict[str, list[str]] = {}
-    for k in keys:
-        by_name.setdefault(k.rpartition(".")[2], []).append(k)
-    close = [n for n in by_name if n.lower() == name.lower()]
-    close = close or difflib.get_close_matches(name, list(by_name), n=1)
-    if not close or len(by_name[close[0]]) != 1:
-        return ""
-    return f" (did you mean '{by_name[close[0]][0]}{rest}'?)"
 
 
 def _check_section(

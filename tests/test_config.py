@@ -589,6 +589,25 @@ def _cli(module: str, tmp_path, *overrides: str) -> subprocess.CompletedProcess:
             "error: config key 'optimzer.learning_rate' is unknown (did you mean "
             "'optimizer.learning_rate'?)",
         ),
+        # ... and a misspelt key under it: the key meant, not 'optimizer.lr' (which a rerun
+        # then refused as "did you mean 'optimizer.learning_rate'?").
+        (
+            "ann.main",
+            "--config.optimzer.lr=0.01",
+            "error: config key 'optimzer.lr' is unknown (did you mean 'optimizer.learning_rate'?)",
+        ),
+        (
+            "ann.sweep",
+            "--config.optimzer.lr=0.01",
+            "error: config key 'optimzer.lr' is unknown (did you mean 'optimizer.learning_rate'?)",
+        ),
+        # A name several sections hold: those keys, not the ~30 top-level ones.
+        (
+            "ann.main",
+            "--config.name=x",
+            "error: config key 'name' is unknown (did you mean 'data.name', 'model.name' or "
+            "'optimizer.name'?)",
+        ),
         # An undeclared model argument the model does not take; a task key the experiment lacks.
         (
             "ann.main",
@@ -886,6 +905,37 @@ def test_a_misspelt_top_level_key_is_pointed_at_the_section_key():
         config_lib.validate(config, num_devices=4)
     assert str(e.value) == (
         "config key 'lerning_rate' is unknown (did you mean 'optimizer.learning_rate'?)"
+    )
+
+
+def test_a_suggestion_names_a_key_that_exists():
+    # `optimzer.lr` was "did you mean 'optimizer.lr'?" (the section respelt, not its key), and
+    # that rerun "did you mean 'optimizer.learning_rate'?": every part is respelt at once.
+    config = load_config("digits_cnn")
+    for key, meant in [
+        ("optimzer.lr", "optimizer.learning_rate"),
+        ("optimzer.lerning_rte", "optimizer.learning_rate"),
+        ("optimizer.lr", "optimizer.learning_rate"),
+        ("erly_stopping.patiense", "early_stopping.patience"),
+        ("early_stopping.patiense.x", "early_stopping.patience"),  # through a value
+    ]:
+        with pytest.raises(KeyError) as e:
+            config_lib.lookup(config, key)
+        assert e.value.hint == f" (did you mean '{meant}'?)", key
+        config_lib.lookup(config, meant)  # the key suggested exists
+
+
+def test_a_top_level_name_that_sections_hold_is_pointed_at_each():
+    # `--config.name=x` listed the ~30 top-level keys: `name` is a key of several sections.
+    config = load_config("digits_cnn")
+    with pytest.raises(KeyError) as e:
+        config_lib.lookup(config, "name")
+    assert e.value.hint == " (did you mean 'data.name', 'model.name' or 'optimizer.name'?)"
+    config.name = "x"
+    with pytest.raises(ConfigError) as e:
+        config_lib.validate(config, num_devices=4)
+    assert str(e.value) == (
+        "config key 'name' is unknown (did you mean 'data.name', 'model.name' or 'optimizer.name'?)"
     )
 
 

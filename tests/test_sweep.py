@@ -134,6 +134,13 @@ def test_tpe_space_from_the_same_definition():
     "sweep, message",
     [
         ("return h.sweep('optimizer.lerning_rate', [1])", "did you mean 'optimizer.learning_rate'"),
+        # Every misspelt part respelt: it said 'optimizer.lr', itself no key.
+        ("return h.sweep('optimzer.lr', [1])", r"\(did you mean 'optimizer.learning_rate'\?\)"),
+        # A name several sections hold: those keys, not the top-level ones.
+        (
+            "return h.sweep('name', ['x'])",
+            r"'name' is not a key .*\(did you mean 'data.name', 'model.name' or 'optimizer.name'",
+        ),
         ("return h.sweep('model.norm', ['layer'])", "'model.norm' is not a key of the config"),
         ("return h.sweep('optimizer', [1])", "is a section; sweep one of its keys"),
         ("return h.sweep('model.dropout', [])", r"h.sweep\('model.dropout', \[\]\) has no values"),
