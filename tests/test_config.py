@@ -939,6 +939,29 @@ def test_a_top_level_name_that_sections_hold_is_pointed_at_each():
     )
 
 
+def test_a_near_model_argument_is_the_fix_not_dropping_it():
+    # "did you mean 'model.features'?); it accepts: ... (drop it from the config ...)": the
+    # advice to drop it beside a misspelling; it is the advice only where nothing is near.
+    from ann import models
+
+    config = load_config("digits_cnn")
+    config.model.featurs = 3
+    with pytest.raises(ConfigError) as e:
+        models.check_config(config)
+    assert str(e.value) == (
+        "config key 'model.featurs' is not an argument of model 'cnn' (did you mean "
+        "'model.features'?); it accepts: features, dense, dropout"
+    )
+    del config.model.featurs
+    config.model.zzzz = 3
+    with pytest.raises(ConfigError) as e:
+        models.check_config(config)
+    assert str(e.value) == (
+        "config key 'model.zzzz' is not an argument of model 'cnn'; it accepts: features, "
+        "dense, dropout (drop it from the config or the command line)"
+    )
+
+
 @pytest.mark.parametrize(
     "batch_size, accumulate_steps", [(30, 1), (30, 2), (36, 4), (2, 2), (100, 4)]
 )

@@ -151,10 +151,12 @@ def check_arguments(
             _given_elsewhere(name, prefix + key, "the experiment, from the data set")
         if key not in params:
             takes = f"it accepts: {', '.join(accepted)}" if accepted else "it takes none"
+            # A near name is the fix; "drop it" only where nothing is near.
+            meant = did_you_mean(key, accepted, prefix)
+            drop = "" if meant else " (drop it from the config or the command line)"
             raise ConfigError(
-                f"config key '{prefix}{key}' is not an argument of model {name!r}"
-                f"{did_you_mean(key, accepted, prefix)}; {takes} (drop it from the config or "
-                "the command line)"
+                f"config key '{prefix}{key}' is not an argument of model {name!r}{meant}; "
+                f"{takes}{drop}"
             )
 
 
