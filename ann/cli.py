@@ -515,10 +515,9 @@ def _unknown_flag(error: flags.UnrecognizedFlagError) -> str:
             f"{message}: an argument that starts with '-' is read as a flag; give a negative "
             "value as --flag=-1, or positional arguments after '--' (ann JOB [flags] -- ARGS)"
         )
-    if "config" in flags.FLAGS:
-        same = [k for k in _dotted(SCHEMA) if k == name or k.rsplit(".", 1)[-1] == name]
-        if same:
-            return f"{message}; config keys are set as --config.{same[0]}=..."
+    meant, closeness = _config_keys_meant(name) if "config" in flags.FLAGS else ([], 0.0)
+    if closeness == 1.0:  # a config key's name as it is, or ann's for it (--name, --lr)
+        return f"{message}; config keys are set as {_either(meant)}"
     own = list(flags.FLAGS.get_key_flags_for_module(sys.argv[0])) + [
         flags.FLAGS[n] for n in ("config",) if n in flags.FLAGS
     ]
@@ -532,12 +531,27 @@ def _unknown_flag(error: flags.UnrecognizedFlagError) -> str:
     close = close or [n for n in names if n.startswith(name) or name.startswith(n)][:1]
     if close:
         return f"{message}; did you mean --{close[0]}? (--help lists this job's flags)"
-    if "config" in flags.FLAGS:  # a near miss of a config key given as a flag: --totl_steps
-        leaves = {k.rsplit(".", 1)[-1]: k for k in _dotted(SCHEMA)}
-        near = difflib.get_close_matches(name, list(leaves), n=1, cutoff=0.8)
-        if near:
-            return f"{message}; did you mean --config.{leaves[near[0]]}=...?"
+    if closeness >= 0.8:  # a near miss of a config key given as a flag: --totl_steps
+        return f"{message}; did you mean {_either(meant)}?"
     return f"{message} (--help lists this job's flags)"
+
+
+def _config_keys_meant(name: str) -> tuple[list[str], float]:
+    """The config keys (values, not sections) a flag `--NAME` may mean, as `config.lookup`
+    finds them in the schema (every one of a name several sections hold: --name is
+    data.name, model.name or optimizer.name), and their closeness (1: the name as it is)."""
+    try:
+        found = config_lib.lookup(SCHEMA, name)
+    except config_lib.KeyLookupError as e:
+        meant = [k for k in e.meant if not config_lib.is_section(config_lib.lookup(SCHEMA, k))]
+        return meant, e.closeness if meant else 0.0
+    return ([], 0.0) if config_lib.is_section(found) else ([name], 1.0)
+
+
+def _either(keys: Sequence[str]) -> str:
+    """ "--config.a=..." or "--config.a=..., --config.b=... or --config.c=..."."""
+    said = [f"--config.{k}=..." for k in keys]
+    return said[0] if len(said) == 1 else f"{', '.join(said[:-1])} or {said[-1]}"
 
 
 def _is_number(text: str) -> bool:

@@ -276,6 +276,21 @@ def test_the_console_script_is_declared():
             ["train", "--config=configs/digits_cnn.py", "--workdir=W", "--totl_steps=5"],
             "error: unknown flag --totl_steps; did you mean --config.total_steps=...?",
         ),
+        # A name several sections hold: each of their keys (it named only model.name); another
+        # framework's name for a key (it named none); a misspelt section and key, the key meant.
+        (
+            ["train", "--config=configs/digits_cnn.py", "--workdir=W", "--name=x"],
+            "error: unknown flag --name; config keys are set as --config.data.name=..., "
+            "--config.model.name=... or --config.optimizer.name=...",
+        ),
+        (
+            ["train", "--config=configs/digits_cnn.py", "--workdir=W", "--lr=0.1"],
+            "error: unknown flag --lr; config keys are set as --config.optimizer.learning_rate=",
+        ),
+        (
+            ["train", "--config=configs/digits_cnn.py", "--workdir=W", "--optimzer.lr=0.1"],
+            "error: unknown flag --optimzer.lr; did you mean --config.optimizer.learning_rate=",
+        ),
         (
             ["export", "--workdir=W", "--output=x"],
             "error: unknown flag --output; did you mean --out?",
