@@ -5,8 +5,8 @@
     sweep.json      a sweep (`ann sweep`; ann/sweep/results.py)
     config.json     a training run (`ann train`; ann.config.file_in)
     dataset_info.json   TFDS data (in each built version of a data set, written by TFDS), in
-                    the directory or in a version folder (1.3.0/) up to two levels below
-                    it: a data set's folder or a data dir's root
+                    the directory or in a version folder (1.3.0/) up to three levels below
+                    it: a data set's folder or a data dir's root, with or without configs
 
 `of(path)` lists the kinds a directory holds, in that order (an export before a run: an export's
 manifest is the stronger claim); `runs_in(path)` names the entries of a directory that are runs
@@ -19,6 +19,7 @@ not; above a path, a config.json or manifest.json must be ann's (JSON with its k
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -60,28 +61,71 @@ def of(path: str) -> tuple[str, ...]:
 
 # A built data set's version folder, as TFDS names it (NAME/1.3.0/dataset_info.json).
 _VERSION = re.compile(r"\d+\.\d+\.\d+")
+# A data set's and a builder config's names, as TFDS allows them (tfds.core.naming).
+_SET, _CONFIG = re.compile(r"[a-zA-Z]\w*"), re.compile(r"[\w+\-][\w+\-.]*")
+# For a data dir whose data sets all have builder configs (ROOT/NAME/CONFIG/VERSION/), `_data`
+# tries the first CONFIGS_PER_SET entries of each data set's folder, MAX_DEEP_LISTINGS in all,
+# and reads at most MAX_VERSIONS entries of each: the first data set's first config finds one,
+# and a large tree (/tmp, /) is not walked.
+CONFIGS_PER_SET = 3
+MAX_DEEP_LISTINGS = 16
+MAX_VERSIONS = 16
 
 
 def _data(path: str) -> bool:
     """Whether `path` is TFDS data: a data set's version folder (it holds dataset_info.json),
     a data set's folder (VERSION/ or CONFIG/VERSION/ below it, VERSION named as TFDS names it:
-    1.3.0) or a data dir's root (NAME/VERSION/). Two levels down at most: a folder that holds
-    a data dir (the home directory, above ~/tensorflow_datasets/NAME/VERSION/) is not one, nor
-    is a data dir holding only data sets with configs (NAME/CONFIG/VERSION/) told from it. The
-    first MAX_ENTRIES entries of each folder are looked at."""
+    1.3.0) or a data dir's root (NAME/VERSION/ or NAME/CONFIG/VERSION/ below it). Three levels
+    down, the version's dataset_info.json must name the folders above it as its data set and
+    config: the home directory holds ~/tensorflow_datasets/NAME/VERSION/ at that depth and is
+    no data dir. The first MAX_ENTRIES entries of each folder are looked at, and at most
+    MAX_DEEP_LISTINGS folders three levels down (see there)."""
     marker = MARKERS[DATA]
     if _marked(path, marker):
         return True
     entries = listing(path)[:MAX_ENTRIES]
     if any(_VERSION.fullmatch(e) and _marked(os.path.join(path, e), marker) for e in entries):
         return True
-    children = [os.path.join(path, e) for e in entries]
-    return any(
-        _VERSION.fullmatch(e) and _marked(os.path.join(c, e), marker)
-        for c in children
-        if os.path.isdir(c)
-        for e in listing(c)[:MAX_ENTRIES]
-    )
+    deep = MAX_DEEP_LISTINGS
+    for name in entries:
+        child = os.path.join(path, name)
+        if not os.path.isdir(child):
+            continue
+        below = listing(child)[:MAX_ENTRIES]
+        if any(_VERSION.fullmatch(e) and _marked(os.path.join(child, e), marker) for e in below):
+            return True
+        if deep and _SET.fullmatch(name):
+            configs = (e for e in below if _CONFIG.fullmatch(e) and not _VERSION.fullmatch(e))
+            for config in itertools.islice(configs, min(CONFIGS_PER_SET, deep)):
+                deep -= 1
+                if _config_built(os.path.join(child, config), name, config):
+                    return True
+    return False
+
+
+def _config_built(folder: str, name: str, config: str) -> bool:
+    """Whether one of the first MAX_VERSIONS entries of `folder` (as the file system lists them:
+    a config's folder holds its versions, and a large folder is not read to its end) is a
+    version of data set `name`'s config `config`."""
+    try:
+        with os.scandir(folder) as it:
+            return any(
+                _VERSION.fullmatch(e.name) and _built(e.path, name, config)
+                for e in itertools.islice(it, MAX_VERSIONS)
+            )
+    except OSError:
+        return False
+
+
+def _built(version: str, name: str, config: str) -> bool:
+    """Whether the folder `version` holds the dataset_info.json TFDS wrote for data set `name`'s
+    builder config `config` (its JSON's "name" and "configName")."""
+    try:
+        with open(os.path.join(version, MARKERS[DATA]), "rb") as f:
+            info = json.loads(f.read(1 << 20))
+    except (OSError, ValueError):
+        return False
+    return isinstance(info, dict) and (info.get("name"), info.get("configName")) == (name, config)
 
 
 # Keys ann's own file has (ann.config.write, ann.artifact's manifest): above a path, a

@@ -66,6 +66,68 @@ def test_tfds_data_is_told_two_levels_down_and_no_further(tmp_path):
     assert directory_kind.of(str(tmp_path)) == ()
 
 
+CONFIGURED_SET = """
+import numpy as np
+import tensorflow_datasets as tfds
+
+class Pairs(tfds.core.GeneratorBasedBuilder):
+    VERSION = tfds.core.Version("1.0.0")
+    BUILDER_CONFIGS = [tfds.core.BuilderConfig(name="small"), tfds.core.BuilderConfig(name="big")]
+
+    def _info(self):
+        features = tfds.features.FeaturesDict({"x": tfds.features.Tensor(shape=(), dtype=np.int32)})
+        return tfds.core.DatasetInfo(builder=self, features=features)
+
+    def _split_generators(self, dl_manager):
+        return {"train": self._generate_examples()}
+
+    def _generate_examples(self):
+        for i in range(3):
+            yield i, {"x": i}
+"""
+
+
+def test_a_data_dir_of_data_sets_with_configs_is_told_at_its_root(tmp_path, monkeypatch):
+    # A data dir whose data sets all have builder configs (ROOT/NAME/CONFIG/VERSION/) was told
+    # only at NAME/: `--out=ROOT/report` wrote among the data sets.
+    (tmp_path / "user_sets.py").write_text(CONFIGURED_SET)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import user_sets
+
+    home = tmp_path / "home"
+    data = home / "tensorflow_datasets"
+    user_sets.Pairs(
+        data_dir=str(data), config="small", file_format="array_record"
+    ).download_and_prepare()
+    assert (data / "pairs" / "small" / "1.0.0" / "dataset_info.json").is_file()
+    (data / "downloads").mkdir(exist_ok=True)
+    for path in ("", "pairs", "pairs/small", "pairs/small/1.0.0"):
+        assert directory_kind.of(str(data / path)) == (directory_kind.DATA,), path
+    assert directory_kind.inside(str(data / "report")) == (directory_kind.DATA, str(data))
+    # The home directory is still no data dir, though TFDS's file three levels down in
+    # ~/tensorflow_datasets/NAME/VERSION/ has the same depth: its "configName" names no folder.
+    (data / "digits" / "1.3.0").mkdir(parents=True)
+    (data / "digits" / "1.3.0" / "dataset_info.json").write_text('{"name": "digits"}')
+    assert directory_kind.of(str(home)) == ()
+    assert directory_kind.inside(str(home / "out")) is None
+    # Nor is a folder holding such a data dir whose file was written by someone else.
+    (tmp_path / "project" / "sets" / "small" / "1.0.0").mkdir(parents=True)
+    (tmp_path / "project" / "sets" / "small" / "1.0.0" / "dataset_info.json").write_text("{}")
+    assert directory_kind.of(str(tmp_path / "project")) == ()
+
+
+def test_the_deep_look_for_configs_is_bounded(tmp_path, monkeypatch):
+    # Three levels down, at most MAX_DEEP_LISTINGS folders are read, however many there are: the
+    # check runs on every --out and every folder above it (/tmp, /).
+    for i in range(40):
+        (tmp_path / f"set{i:02d}" / "config" / "sub").mkdir(parents=True)
+    read = []
+    real = os.scandir
+    monkeypatch.setattr(os, "scandir", lambda p: read.append(p) or real(p))
+    assert directory_kind.of(str(tmp_path)) == ()
+    assert len(read) == directory_kind.MAX_DEEP_LISTINGS
+
+
 def test_several_kinds_are_listed_export_first_and_a_link_counts(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     (tmp_path / "manifest.json").symlink_to(tmp_path / "gone")  # broken: the reader says so
