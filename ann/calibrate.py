@@ -30,13 +30,17 @@ def calibratable(experiment: Any) -> bool:
 
 
 def split_logits(
-    experiment: Any, model: Any, config: ml_collections.ConfigDict, split: str
+    experiment: Any,
+    model: Any,
+    config: ml_collections.ConfigDict,
+    split: str,
+    data_dir: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Every row of the run's `split` ("validation": `data.validation_split`; "test": the first
     of `data.eval_splits`) through the training code, in `BATCH`-row batches as `ann report`
     reads a split (`ann.report.collect.collect`): (logits float32 [rows, classes], before any
-    temperature; labels int64 [rows]). Raises ValueError for a run without that split, or a
-    split without rows."""
+    temperature; labels int64 [rows]), read from `data_dir` (None: the config's). Raises
+    ValueError for a run without that split, or a split without rows."""
     from flax import nnx
 
     from ann.report import collect
@@ -49,6 +53,7 @@ def split_logits(
         config=config,
         predict_batch=lambda inputs: {"logits": jax.device_get(logits_of(state, inputs))},
         batch_size=BATCH,
+        data_dir=data_dir,
     )
     preds = collect.collect(source, split)
     return preds.outputs["logits"], preds.rows[experiment.label_key].astype(np.int64)
@@ -60,7 +65,7 @@ def _metrics(logits: np.ndarray, labels: np.ndarray, temperature: float) -> dict
 
 
 def calibrate(
-    experiment: Any, model: Any, config: ml_collections.ConfigDict
+    experiment: Any, model: Any, config: ml_collections.ConfigDict, data_dir: str | None = None
 ) -> dict[str, Any] | None:
     """Fits (config.calibration="temperature") or skips ("none") the temperature, sets
     `experiment.temperature`, and returns the manifest's `calibration` entry:
@@ -69,13 +74,14 @@ def calibrate(
     ece, mce, brier and nll (ann.metrics.calibration.summary) of softmax(logits) and of
     softmax(logits / T), and (fitted) "ece_change": {"low", "high", "confidence"}, the paired
     bootstrap interval of ECE after - before (ann.metrics.calibration.ece_change_interval).
-    None for an experiment without logits. Raises CalibrationError
+    The splits are read from `data_dir` (None: the config's). None for an experiment without
+    logits. Raises CalibrationError
     (ValueError, one line) when the fit fails (e.g. one class in the validation split)."""
     if not calibratable(experiment):
         return None
-    splits = {"validation": split_logits(experiment, model, config, "validation")}
+    splits = {"validation": split_logits(experiment, model, config, "validation", data_dir)}
     if config.data.eval_splits:
-        splits["test"] = split_logits(experiment, model, config, "test")
+        splits["test"] = split_logits(experiment, model, config, "test", data_dir)
     temperature = 1.0
     if config.calibration == "temperature":
         try:

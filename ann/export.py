@@ -376,6 +376,7 @@ def export(
     from ann import cli, data
     from ann import config as config_lib
     from ann.calibrate import calibrate
+    from ann.data import data_dir as data_dir_lib
     from ann.sharding import path_str
     from ann.train.build import restore_model
 
@@ -383,12 +384,15 @@ def export(
         raise FileExistsError(f"--out={out} exists and is not empty; choose a new directory")
     requested = step
     cli.progress(f"restoring the {step} checkpoint of {workdir}")
-    experiment, model, step, config = restore_model(workdir, step)
+    # The data the run read (its data_dir.json), not this shell's $TFDS_DATA_DIR: the reference
+    # sample, the temperature and the self-check come from it.
+    data_dir = data_dir_lib.for_run(config_lib.latest(workdir), workdir)
+    experiment, model, step, config = restore_model(workdir, step, data_dir)
     if calibration is not None:
         config = config.copy_and_resolve_references()  # the manifest records the override
         config.calibration = calibration
     # Before the graph is traced: predict then divides the logits by the fitted temperature.
-    calibrated = calibrate(experiment, model, config)
+    calibrated = calibrate(experiment, model, config, data_dir)
     graphdef, state = nnx.split(model)
     leaves, treedef = jax.tree_util.tree_flatten_with_path(state)
     keys = [path_str(path) for path, _ in leaves]  # as sharding rules and `freeze` name them
@@ -407,8 +411,8 @@ def export(
     _check_outputs(exported, output_signature, config.model.name)
 
     dc = config.data
-    train = data.load(dc.name, dc.train_split, dc.data_dir, cache=dc.cache)
-    validation = data.load(dc.name, dc.validation_split, dc.data_dir, cache=dc.cache)
+    train = data.load(dc.name, dc.train_split, data_dir, cache=dc.cache)
+    validation = data.load(dc.name, dc.validation_split, data_dir, cache=dc.cache)
     reference, sample = _reference(exported, infer, weights, train, validation, experiment)
 
     manifest: dict[str, Any] = {
@@ -430,6 +434,7 @@ def export(
         "data": {
             "name": dc.name,
             "version": str(train.info.version),
+            "data_dir": data_dir_lib.resolved(data_dir),  # what the reference was read from
             "train_split": dc.train_split,
             "validation_split": dc.validation_split,  # chose the step (val/ metrics)
             "eval_splits": list(dc.eval_splits),  # reported only (eval/ metrics: test)

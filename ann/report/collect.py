@@ -37,6 +37,9 @@ class Source:
     # One batch of raw inputs (exactly `batch_size` rows) -> outputs as host arrays.
     predict_batch: Callable[[Batch], Batch]
     batch_size: int
+    # Where its splits are read (ann.data.data_dir: where the run or export read them); None:
+    # the config's data.data_dir.
+    data_dir: str | None = None
 
 
 def _batch_size(config: ml_collections.ConfigDict) -> int:
@@ -50,11 +53,14 @@ def from_workdir(workdir: str, step: int | str = "best") -> Source:
     from flax import nnx
 
     from ann import config as config_lib
+    from ann.data import data_dir as data_dir_lib
     from ann.report.tasks import check_experiment
     from ann.train.build import restore_model
 
-    check_experiment(config_lib.latest(workdir).experiment)  # before a checkpoint is restored
-    experiment, model, step, config = restore_model(workdir, step)
+    latest = config_lib.latest(workdir)
+    check_experiment(latest.experiment)  # before a checkpoint is restored
+    data_dir = data_dir_lib.for_run(latest, workdir)  # the run's data, not this shell's
+    experiment, model, step, config = restore_model(workdir, step, data_dir)
     graphdef, state = nnx.split(model)
     has_logits = callable(getattr(experiment, "logits", None))
 
@@ -73,6 +79,7 @@ def from_workdir(workdir: str, step: int | str = "best") -> Source:
         config=config,
         predict_batch=lambda inputs: jax.device_get(infer(state, inputs)),
         batch_size=_batch_size(config),
+        data_dir=data_dir,
     )
 
 
@@ -85,6 +92,7 @@ def from_model(spec: str, registry: str | None = None) -> Source:
     IntegrityError (files), ConfigError (config)."""
     from ann import config as config_lib
     from ann import data
+    from ann.data import data_dir as data_dir_lib
     from ann.registry import resolve
     from ann.report.tasks import check_experiment
     from ann.train.build import make_experiment
@@ -95,7 +103,10 @@ def from_model(spec: str, registry: str | None = None) -> Source:
     check_experiment(config.experiment)  # before its data is read and its function compiled
     experiment = make_experiment(config)
     dc = config.data
-    experiment.setup(data.load(dc.name, dc.train_split, dc.data_dir, dc.cache, "data.train_split"))
+    # The data the export read (its manifest's data.data_dir), not this shell's $TFDS_DATA_DIR.
+    recorded = model.manifest.get("data", {}).get("data_dir")
+    data_dir = data_dir_lib.choose(dc.data_dir, dc.name, recorded, f"the export at {resolved.path}")
+    experiment.setup(data.load(dc.name, dc.train_split, data_dir, dc.cache, "data.train_split"))
     temperature = float((model.manifest.get("calibration") or {}).get("temperature") or 1.0)
     if hasattr(experiment, "temperature"):
         experiment.temperature = temperature  # what the exported graph divides the logits by
@@ -124,7 +135,7 @@ def from_model(spec: str, registry: str | None = None) -> Source:
     if has_logits:  # what the export serves; a regression's `prediction` has no softmax
         method = (model.manifest.get("calibration") or {}).get("method")
         identity["calibration"] = {"method": method, "temperature": temperature}
-    return Source(identity, experiment, config, predict_batch, batch_size)
+    return Source(identity, experiment, config, predict_batch, batch_size, data_dir)
 
 
 def split_of(config: ml_collections.ConfigDict, split: str) -> str:
@@ -166,7 +177,8 @@ def collect(source: Source, split: str, validation: Predictions | None = None) -
     dc = source.config.data
     name = split_of(source.config, split)
     key = "data.validation_split" if split == "validation" else "data.eval_splits"
-    table = data.load(dc.name, name, dc.data_dir, dc.cache, key)
+    data_dir = dc.data_dir if source.data_dir is None else source.data_dir
+    table = data.load(dc.name, name, data_dir, dc.cache, key)
     rows = table.rows(np.arange(len(table)))
     return Predictions(
         split,

@@ -18,6 +18,7 @@ from flax import nnx
 
 from ann import config as config_lib
 from ann import data, models, parallel
+from ann.data import data_dir as data_dir_lib
 from ann.experiment import Experiment
 from ann.train import freezing, optimizers
 from ann.train import state as state_lib
@@ -53,6 +54,7 @@ class Setup:
     init: state_lib.Initializer  # the jitted sharded init; runs on `.state` only
     abstract_state: Any  # shapes, dtypes, shardings: what a checkpoint restores into
     data_seconds: float = 0.0  # of building it, the time spent opening the data splits
+    data_dir: str = ""  # what the splits were read from (data.load's; ann.data.data_dir)
 
     @property
     def state_shardings(self) -> Any:
@@ -66,9 +68,15 @@ class Setup:
 
 
 def build(
-    config: ml_collections.ConfigDict, experiment: Experiment, for_training: bool = True
+    config: ml_collections.ConfigDict,
+    experiment: Experiment,
+    for_training: bool = True,
+    data_dir: str | None = None,
 ) -> Setup:
     """Validates the config, opens the data, and builds the model and its train state.
+
+    `data_dir` is where the data is read from (`ann.data.data_dir.for_run`: a run's record
+    wins over today's $TFDS_DATA_DIR); None: the config's `data.data_dir`.
 
     `for_training=False` (restoring a model to use it) skips the checks that only matter for
     training here, such as the batch dividing this machine's device count and the selection
@@ -87,16 +95,17 @@ def build(
         mesh, rules = parallel.make_mesh({"data": -1, "fsdp": 1, "tensor": 1}), "replicate"
     # Data first: the experiment learns its classes and input statistics from the train split.
     dc = config.data
+    data_dir = dc.data_dir if data_dir is None else data_dir
     data_start = time.perf_counter()
-    train_split = data.load(dc.name, dc.train_split, dc.data_dir, dc.cache, "data.train_split")
+    train_split = data.load(dc.name, dc.train_split, data_dir, dc.cache, "data.train_split")
     validation_split, eval_splits = None, []
     if for_training:
         data.check_batch_size(train_split, config.batch_size)  # before the workdir is written
         validation_split = data.load(
-            dc.name, dc.validation_split, dc.data_dir, dc.cache, "data.validation_split"
+            dc.name, dc.validation_split, data_dir, dc.cache, "data.validation_split"
         )
         eval_splits = [
-            data.load(dc.name, s, dc.data_dir, dc.cache, "data.eval_splits") for s in dc.eval_splits
+            data.load(dc.name, s, data_dir, dc.cache, "data.eval_splits") for s in dc.eval_splits
         ]
         data.check_splits_apart(train_split, validation_split, eval_splits)
         data.check_finite(train_split, "data.train_split")
@@ -140,18 +149,23 @@ def build(
         init=init,
         abstract_state=abstract_state,
         data_seconds=data_seconds,
+        data_dir=data_dir,
     )
 
 
 def restore_model(
-    workdir: str, step: int | str = "best"
+    workdir: str, step: int | str = "best", data_dir: str | None = None
 ) -> tuple[Experiment, nnx.Module, int, ml_collections.ConfigDict]:
     """A trained run's model in eval mode, from its latest config (`config_lib.latest`: a
-    rerun's changes included) and a checkpoint: `step` is "best", "latest" or a step number.
-    Returns (experiment, model, step, config). Raises ConfigError (config.json) or
-    CheckpointError (no such step, a damaged one)."""
+    rerun's changes included) and a checkpoint: `step` is "best", "latest" or a step number;
+    its train split (what the experiment learns its classes from) read from `data_dir`, None:
+    where the run read it (`ann.data.data_dir.for_run`). Returns (experiment, model, step,
+    config). Raises ConfigError (config.json) or CheckpointError (no such step, a damaged
+    one)."""
     config = config_lib.latest(workdir)  # with a rerun's report/calibration changes
-    setup = build(config, make_experiment(config), for_training=False)
+    if data_dir is None:
+        data_dir = data_dir_lib.for_run(config, workdir)
+    setup = build(config, make_experiment(config), for_training=False, data_dir=data_dir)
     checkpoints = Checkpoints(
         workdir, config.max_to_keep, config.best_metric, config.best_mode, create=False
     )

@@ -40,6 +40,7 @@ from absl import logging
 
 from ann import cli, data, parallel, sharding
 from ann import config as config_lib
+from ann.data import data_dir as data_dir_lib
 from ann.experiment import Experiment
 from ann.metrics import device_peaks
 from ann.train import build as build_lib
@@ -248,7 +249,10 @@ def train_and_evaluate(
         if experiment is None:
             experiment = build_lib.make_experiment(config)
         with clock.part("build"):
-            setup = build_lib.build(config, experiment)
+            # Where a resume reads its data: the run's record (data_dir.json), not this shell's
+            # $TFDS_DATA_DIR, unless data.data_dir changed.
+            data_dir = data_dir_lib.for_run(config, workdir)
+            setup = build_lib.build(config, experiment, data_dir=data_dir)
         clock.move("build", "data", setup.data_seconds)
         # Read and matched before anything is written, so a bad source leaves no half-made workdir.
         source = None
@@ -348,7 +352,8 @@ def _open(config: ml_collections.ConfigDict, workdir: str, setup: build_lib.Setu
 def _restore_or_init(run: _Run, source: transfer.Loaded | None) -> None:
     """`run.state` and `run.start_step` from the latest checkpoint (and the data iterator's
     position with them), or a fresh state with `init_from`'s arrays (`source`) loaded;
-    then `run.status`, and the parameter layout in WORKDIR/parameters.tsv."""
+    then `run.status`, the data directory read in WORKDIR/data_dir.json and the parameter
+    layout in WORKDIR/parameters.tsv."""
     setup, workdir = run.setup, run.workdir
     if (latest := run.checkpoints.latest_step()) is not None:
         # A run cut shorter than it has trained is refused before the restore (and its line).
@@ -402,6 +407,8 @@ def _restore_or_init(run: _Run, source: transfer.Loaded | None) -> None:
         status = None
     run.status = status
     if jax.process_index() == 0:
+        train = setup.train_split
+        data_dir_lib.write(workdir, setup.data_dir, train.name, str(train.info.version))
         layout = os.path.join(workdir, "parameters.tsv")
         shardings = setup.state_shardings.params
         summary = sharding.write_layout(setup.abstract_state.params, shardings, layout)
