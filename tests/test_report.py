@@ -420,7 +420,7 @@ def test_a_reliability_bin_of_only_mistakes_is_drawn():
         confidence=[0.0, 0.5, 0.9],
     )  # fmt: skip
     figure, (axes, hist_axes) = plt.subplots(2)
-    classification._reliability_axes(axes, hist_axes, bins, "t", classes=10)
+    classification.reliability_axes(axes, hist_axes, bins, "t", classes=10)
     drawn = [p for p in axes.patches if p.get_height() != 0]
     covers = [sum(p.get_x() < x < p.get_x() + p.get_width() for p in drawn) for x in (0.2, 0.5)]
     plt.close(figure)

@@ -321,20 +321,28 @@ def sections(
     ]
 
 
-def write(out: str, report: dict[str, Any], parts: list[Any], title: str, header: list[str]) -> str:
-    """Writes report.json, the PNGs of `parts` and index.html into a new directory that then
-    replaces `out` (an earlier report there is replaced; nothing half-written). Returns the
+def write(
+    out: str,
+    report: dict[str, Any],
+    parts: list[Any],
+    title: str,
+    header: list[str],
+    kind: str = "drift",
+) -> str:
+    """Writes report.json, the PNGs of `parts` (named KIND_SECTION_NAME.png) and index.html
+    into a new directory that then replaces `out` (an earlier report there is replaced; nothing
+    half-written). `kind`: "drift", or "performance" (`ann monitor performance`). Returns the
     path of report.json."""
     from ann.report import html
     from ann.report.write import replace_directory
 
     parent = os.path.dirname(os.path.abspath(out))
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".drift-", dir=parent)
+    tmp = tempfile.mkdtemp(prefix=f".{kind}-", dir=parent)
     try:
-        figures = html.write_figures(tmp, "drift", parts)
+        figures = html.write_figures(tmp, kind, parts)
         report["figures"] = [name for names in figures.values() for name in names]
-        html.write_index(tmp, title, header, {"drift": parts}, {"drift": figures})
+        html.write_index(tmp, title, header, {kind: parts}, {kind: figures})
         atomic.write_text(
             os.path.join(tmp, directory_kind.REPORT_FILE), json.dumps(report, indent=1) + "\n"
         )

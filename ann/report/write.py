@@ -41,8 +41,9 @@ def check_out(
     out: str, kind: str = "model report", source: Mapping[str, Any] | None = None
 ) -> None:
     """Raises FlagError unless `out` is new, empty, or an earlier report of the same `kind`
-    (holds report.json): "model report" (`ann report`) or "drift report" (`ann monitor
-    drift`), which share the file name and would replace each other, with no file a report
+    (holds report.json): "model report" (`ann report`), "drift report" (`ann monitor
+    drift`) or "performance report" (`ann monitor performance`), which share the file name
+    and would replace each other, with no file a report
     does not write (replacing the directory would delete it). With `source` (a model report's
     `model` identity, `collect.Source.identity`), an earlier report must be of the same run
     or model (`_check_same_source`)."""
@@ -110,7 +111,8 @@ def _check_same_source(out: str, source: Mapping[str, Any]) -> None:
 
 def _report_kind(path: str) -> str | None:
     """Which report a report.json is, by its keys (`schema_version`: ann report's, docs/
-    report.md; `schema` and `requests`: a drift report's); None when absent or unreadable."""
+    report.md; `schema` and `requests`: a drift or performance report's, by its schema); None
+    when absent or unreadable."""
     try:
         with open(path, "rb") as f:
             data = json.loads(f.read())
@@ -118,8 +120,9 @@ def _report_kind(path: str) -> str | None:
         return None
     if not isinstance(data, dict):
         return None
-    if "schema" in data and "requests" in data:
-        return "drift report"
+    if "schema" in data and "requests" in data:  # ann monitor's: the schema names the command
+        performance = str(data["schema"]).startswith("ann.monitor.performance/")
+        return "performance report" if performance else "drift report"
     return "model report" if "schema_version" in data else None
 
 

@@ -91,7 +91,7 @@ ESTIMATE_ASSUMPTIONS = (
 )
 
 
-def _class_outputs(outputs: dict[str, dict[str, Any]]) -> tuple[str | None, str | None]:
+def class_outputs(outputs: dict[str, dict[str, Any]]) -> tuple[str | None, str | None]:
     """(the categorical output: one with class names and one value per row; the probability
     output: a float output of one axis per row, as many as the classes when both exist)."""
     label = next((k for k, v in outputs.items() if "names" in v and len(v["shape"]) == 1), None)
@@ -160,7 +160,7 @@ class ModelMonitor:
         self.multivariate = settings.monitor_multivariate == "on"  # MMD over every input feature
         self.correction = settings.monitor_correction  # of the per-feature p-values
         self.min_rows = min(max(TIME_WINDOW_ROWS, self.drift_min_rows), self.rows_per_window)
-        self.label_output, self.probability_output = _class_outputs(served.outputs)
+        self.label_output, self.probability_output = class_outputs(served.outputs)
         names = served.outputs[self.label_output]["names"] if self.label_output else []
         self.predictions = (
             Predictions(settings.monitor_feedback_capacity, names, settings.monitor_min_labels)

@@ -14,7 +14,7 @@ import re
 from typing import Any
 
 from ann import directory_kind
-from ann.monitor import CORRECTIONS, MIN_TEST_ROWS
+from ann.monitor import CORRECTIONS, MIN_LABELS, MIN_TEST_ROWS
 from ann.monitor import MIN_ROWS as DRIFT_MIN_ROWS
 
 
@@ -136,7 +136,7 @@ class Settings:
         choices=list(CORRECTIONS),
     )
     monitor_min_labels: int = _flag(
-        100,
+        MIN_LABELS,
         "Fewest labelled rows a window's realized accuracy is judged on (and the total's): "
         "fewer give ann_realized_accuracy_ratio NaN (the accuracy alert cannot fire). At 100, a "
         "model of true accuracy 0.95 reads below 0.9 in 1.1% of windows (binomial); at 25, in "

@@ -217,7 +217,7 @@ def curves(preds: Predictions) -> Section:
     return Section("ROC and precision-recall", metrics_, {"curves": figure}, notes)
 
 
-def _reliability_axes(axes: Any, hist_axes: Any, bins: Any, title: str, classes: int) -> None:
+def reliability_axes(axes: Any, hist_axes: Any, bins: Any, title: str, classes: int) -> None:
     """Draws one reliability diagram (accuracy per confidence bin as bars, the gap from it to
     the bin's mean confidence hatched, as in Guo et al. 2017, fig. 1, so a bin whose rows are
     all wrong shows too; the mean confidence as a red mark, the diagonal where they agree) and,
@@ -321,7 +321,7 @@ def calibration(preds: Predictions) -> Section:
         titles[served_panel] += ", as exported"
     for column, when in enumerate(bins):
         classes = probabilities[when].shape[1]
-        _reliability_axes(grid[0, column], grid[1, column], bins[when], titles[when], classes)
+        reliability_axes(grid[0, column], grid[1, column], bins[when], titles[when], classes)
     figure.suptitle(f"Reliability ({preds.split}, {len(y_true)} rows, {calib.BINS} bins)")
     figure.tight_layout()
     metrics_ = {
