@@ -391,7 +391,8 @@ def test_the_console_script_is_declared():
         ),
         (
             ["monitor", "drfit"],
-            "error: unknown command 'drfit' (did you mean 'drift'?); commands: drift, feedback",
+            "error: unknown command 'drfit' (did you mean 'drift'?); commands: drift, feedback, "
+            "performance",
         ),
         (
             ["registry", "lst"],

@@ -19,11 +19,35 @@ result.state is "too_few_rows" (else "detected" or "not_detected"), for a gate t
 
 `feedback` sends a JSON lines file of late labels (`{"id": ..., "label": ...}`, the infer
 request's id) to a running server's feedback route in batches and prints what it joined
-(`ann.monitor.feedback`; --model is then the served model's name).
+(`ann.monitor.feedback`; --model is then the served model's name). The server joins them in
+its own memory only: behind several replicas a label joins only on the replica that served its
+request, and a restart forgets them. `performance` is the offline join:
 
-Exit status 0 whether drift is found, not found or not judged; 1 with one `error: ...` line for
-a bad flag, a request log that cannot be read, an export without a reference sample, a labels
-file that cannot be read or a feedback batch the server refuses.
+    ann monitor performance --model=models:/digits@champion --requests=a.jsonl,a.jsonl.1,b.jsonl
+        --labels=labels.jsonl [--registry=DIR] [--out=DIR] [--min_rows=100]
+
+`performance` joins the same labels file to the request logs of every replica (`ann serve
+--request_log=FILE --request_log_sample=1`; rotated files too) by request id, as the server's
+feedback route joins them (`ann.monitor.performance`: class indices or names, a list for a
+request of several rows, an id's latest request, the first label of an id counts), and scores
+each version of the model the logs hold: realized accuracy, and ECE over 15 bins with its
+reliability diagram where the logged outputs include the probabilities (the log holds only the
+outputs each client asked for: without them there is no ECE, and without the predicted class
+the label cannot join; both are said). Labels not joined are counted by reason (unknown: not
+in these logs; failed: the request was refused; unlogged: no predicted class logged;
+duplicate). It writes report.json, index.html and the reliability PNG to --out (default
+./performance-NAME-VERSION) and prints what joined and each version's scores. A version with
+fewer than --min_rows labelled rows (`ann.monitor.MIN_LABELS`, 100, as `ann serve
+--monitor_min_labels`) is not judged: "too few labelled rows to judge", and report.json's
+result.versions[V].state is "too_few_rows" (else "measured"; result.state: "measured" when any
+version is), for a gate to read.
+
+Exit status 0 whether drift is found, not found or not judged, and whether a version's
+performance is judged or not; 1 with one `error: ...` line for a bad flag, a request log that
+cannot be read, an export without a reference sample (drift) or without a categorical output
+(performance), a labels file that cannot be read or holds a label the server would refuse,
+labels of which none joins a logged request (naming why), or a feedback batch the server
+refuses.
 """
 
 from __future__ import annotations
@@ -43,6 +67,7 @@ from ann.monitor import (
     DISTANCE_METHODS,
     DISTANCE_ROWS,
     METHODS,
+    MIN_LABELS,
     MIN_ROWS,
     MIN_TEST_ROWS,
 )
@@ -57,14 +82,23 @@ def define_flags() -> None:
     flags.DEFINE_string(
         "model",
         None,
-        "drift: an export directory or registry URI (models:/NAME/3, @alias); feedback: the "
-        "served model's name.",
+        "drift, performance: an export directory or registry URI (models:/NAME/3, @alias); "
+        "feedback: the served model's name.",
     )
     flags.DEFINE_string(
         "registry", None, "The registry for --model URIs (default $ANN_REGISTRY, else ./registry)."
     )
-    flags.DEFINE_list("requests", None, "drift: the server's request log file(s), comma-separated.")
-    flags.DEFINE_string("out", None, "Directory to write (default ./drift-NAME-VERSION).")
+    flags.DEFINE_list(
+        "requests",
+        None,
+        "drift, performance: the servers' request log files (every replica's, rotated files "
+        "too), comma-separated.",
+    )
+    flags.DEFINE_string(
+        "out",
+        None,
+        "Directory to write (default ./drift-NAME-VERSION, ./performance-NAME-VERSION).",
+    )
     flags.DEFINE_enum(
         "method",
         "auto",
@@ -84,9 +118,11 @@ def define_flags() -> None:
     flags.DEFINE_integer("top", 6, "Drifted features drawn (reference vs current).", lower_bound=0)
     flags.DEFINE_integer(
         "min_rows",
-        MIN_ROWS,
-        "drift: fewest rows judged; fewer: 'too few rows to judge' (state too_few_rows), no "
-        "tests. Default: Cochran's rule of 5 expected counts a bin, over up to 5 values.",
+        None,
+        f"drift: fewest rows judged (default {MIN_ROWS}: Cochran's rule of 5 expected counts a "
+        f"bin, over up to 5 values); performance: fewest labelled rows a version is judged on "
+        f"(default {MIN_LABELS}, as `ann serve --monitor_min_labels`). Fewer: 'too few rows to "
+        "judge' (state too_few_rows).",
         lower_bound=MIN_TEST_ROWS,
     )
     feedback_job.define_flags()
@@ -164,12 +200,7 @@ def drift(args: list[str]) -> None:
     cli.check_no_arguments(args)
     if not FLAGS.model or not FLAGS.requests:
         raise cli.FlagError("drift needs --model (an export or models:/ URI) and --requests=FILE")
-    for path in FLAGS.requests:  # before the model is loaded
-        if not os.path.isfile(path):
-            raise cli.FlagError(
-                f"--requests={path} is not a file; give the server's request log"
-                + cli.near_files(path)  # requests.jsonl for request.jsonl
-            )
+    _check_requests()
     from ann.monitor.request_log import read_traffic
     from ann.report.write import check_out
 
@@ -215,7 +246,7 @@ def drift(args: list[str]) -> None:
         outputs,
         method=FLAGS.method,
         multivariate=FLAGS.multivariate,
-        min_rows=FLAGS.min_rows,
+        min_rows=MIN_ROWS if FLAGS.min_rows is None else FLAGS.min_rows,
         correction=FLAGS.correction,
     )
     warning = small_sample_warning(FLAGS.method, result.rows, result.reference_rows)
@@ -256,6 +287,16 @@ def drift(args: list[str]) -> None:
     print(summary(report, path))
 
 
+def _check_requests() -> None:
+    """FlagError for a --requests file that is not there (before any model is loaded)."""
+    for path in FLAGS.requests:
+        if not os.path.isfile(path):
+            raise cli.FlagError(
+                f"--requests={path} is not a file; give the server's request log"
+                + cli.near_files(path)  # requests.jsonl for request.jsonl
+            )
+
+
 def small_sample_warning(method: str, rows: int, reference_rows: int) -> str | None:
     """The warning for a distance method (PSI, Wasserstein, Jensen-Shannon: a fixed bound, no
     sample size) on a window or reference of at most DISTANCE_ROWS rows, where sampling noise
@@ -271,12 +312,150 @@ def small_sample_warning(method: str, rows: int, reference_rows: int) -> str | N
     )
 
 
+def performance(args: list[str]) -> None:
+    """`ann monitor performance`: late labels joined to the request logs of every replica,
+    offline; realized accuracy and calibration per model version (`ann.monitor.performance`)."""
+    cli.check_no_arguments(args)
+    if not FLAGS.model or not FLAGS.requests or not FLAGS.labels:
+        raise cli.FlagError(
+            "performance needs --model (an export or models:/ URI), --requests=FILE[,FILE] (the "
+            "request log of every replica) and --labels=FILE.jsonl"
+        )
+    _check_requests()
+    from ann.report.write import check_out
+
+    if FLAGS.out:
+        cli.check_out("out", FLAGS.out, report=True)
+        check_out(FLAGS.out, "performance report")
+    from ann import artifact
+    from ann import registry as registries
+    from ann.monitor.request_log import read_requests
+    from ann.serve.monitoring import class_outputs
+    from ann.serve.repository import served_name
+
+    resolved = registries.resolve(FLAGS.model, FLAGS.registry)
+    manifest, raw = artifact.read_manifest_bytes(resolved.path, resolved.manifest_sha256)
+    digest = artifact.sha256_bytes(raw)
+    name, version = served_name(resolved, manifest["name"], digest)
+    label_output, probability_output = class_outputs(manifest["outputs"])
+    if label_output is None:
+        raise cli.FlagError(
+            f"--model={FLAGS.model} has no categorical output (one with class names) to join "
+            "labels to; performance is for classification models"
+        )
+    try:
+        numbered = feedback_job.read_labels(FLAGS.labels)
+    except ValueError as e:
+        cli.fail(str(e))
+    cli.progress(f"reading {', '.join(FLAGS.requests)}")
+    export = (manifest["name"], digest[:12])
+    requests = read_requests(FLAGS.requests, name, manifest["outputs"], export)
+    if requests.served_as is not None:
+        name, version = requests.served_as
+    from ann.monitor import performance as perf
+    from ann.monitor import report as monitor_report
+
+    names = list(manifest["outputs"][label_output]["names"])
+    try:
+        joined = perf.join(
+            requests, numbered, names, label_output, probability_output, FLAGS.labels
+        )
+    except perf.LabelsError as e:
+        cli.fail(str(e))
+    files = ", ".join(FLAGS.requests)
+    if not joined.joined:
+        cli.fail(perf.nothing_joined(joined, requests, name, files, FLAGS.labels))
+    for line in perf.unjoined_warnings(joined):
+        cli.warn(line)
+    min_rows = MIN_LABELS if FLAGS.min_rows is None else FLAGS.min_rows
+    scores = {v: s.to_json(min_rows) for v, s in joined.versions.items()}
+    state = "measured" if any(s["state"] == "measured" for s in scores.values()) else "too_few_rows"
+    out = FLAGS.out or f"performance-{name}-{version}"
+    cli.check_out("out", out, report=True)
+    check_out(out, "performance report")
+    logged = len(requests.logged)
+    report = {
+        "schema": perf.SCHEMA,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "model": {"spec": FLAGS.model, "name": name, "version": version, "path": resolved.path},
+        "requests": {
+            "files": list(FLAGS.requests),
+            "records": logged,
+            "versions": list(scores),
+            "skipped": requests.skipped,
+            "served_as": list(requests.served_as) if requests.served_as else None,
+        },
+        "labels": {
+            "file": FLAGS.labels,
+            "labels": joined.sent,
+            "joined": joined.joined,
+            "unmatched": joined.unmatched,
+        },
+        "outputs": {"predicted_class": label_output, "probabilities": probability_output},
+        "result": {"state": state, "min_rows": min_rows, "versions": scores},
+    }
+    parts = perf.sections(joined, min_rows, len(names), name, len(FLAGS.requests))
+    header = [
+        f"{joined.sent} labels from {FLAGS.labels} joined by request id to {logged} logged "
+        f"requests of {name} in {files}: {joined.joined} joined",
+        "accuracy: the predicted class of the categorical output "
+        f"{label_output!r} against the label; ECE over 15 equal-width bins of the top-class "
+        f"probability ({probability_output!r}), where the log holds it",
+    ]
+    path = monitor_report.write(
+        out, report, parts, f"Realized performance: {name}", header, kind="performance"
+    )
+    print(performance_summary(report, path))
+
+
+def performance_summary(report: dict[str, Any], path: str) -> str:
+    """The printed lines: labels joined and not by reason, then per version its accuracy and
+    ECE (or too few rows to judge, or why there is no ECE), then the files written."""
+    labels, r, m = report["labels"], report["result"], report["model"]
+    unmatched = ", ".join(f"{k} {v}" for k, v in labels["unmatched"].items())
+    records = report["requests"]["records"]
+    lines = [
+        f"{labels['joined']} of {labels['labels']} labels joined to {records} logged "
+        f"request{'s' * (records != 1)} of {m['name']} in "
+        f"{len(report['requests']['files'])} log file"
+        f"{'s' * (len(report['requests']['files']) != 1)}; not joined: {unmatched}"
+    ]
+    for version, s in r["versions"].items():
+        this = " (--model)" if version == m["version"] else ""
+        head = f"  version {version}{this}: "
+        if s["state"] == "too_few_rows":
+            lines.append(
+                f"{head}too few labelled rows to judge ({s['rows']} rows < --min_rows="
+                f"{s['min_rows']}): {s['correct']} correct"
+            )
+            continue
+        said = f"{head}accuracy {s['accuracy']:.4f} ({s['correct']} of {s['rows']} rows)"
+        if s["ece"] is None:
+            said += (
+                f", no ECE: the log holds no probabilities ({report['outputs']['probabilities']}) "
+                "for its labelled requests (their clients asked for other outputs)"
+                if report["outputs"]["probabilities"]
+                else ", no ECE: the model has no probability output"
+            )
+        else:
+            some = "" if s["ece_rows"] == s["rows"] else f" of the {s['ece_rows']} logging them"
+            said += f", ECE {s['ece']:.4f} over {s['bins']} bins{some}"
+        lines.append(said)
+    pictures = len(report["figures"])
+    lines.append(f"wrote {path}, index.html and {pictures} picture{'s' * (pictures != 1)}")
+    return "\n".join(lines)
+
+
 def feedback(args: list[str]) -> None:
     """`ann monitor feedback`: a labels file sent to a server (`ann.monitor.feedback`)."""
     feedback_job.feedback(args)
 
 
-COMMANDS: dict[str, Callable[[list[str]], None]] = {"drift": drift, "feedback": feedback}
+COMMANDS: dict[str, Callable[[list[str]], None]] = {
+    "drift": drift,
+    "feedback": feedback,
+    "performance": performance,
+}
 
 
 def main(argv: list[str]) -> None:
@@ -287,8 +466,9 @@ def main(argv: list[str]) -> None:
         if command:
             what = f"unknown command {command!r}{config_lib.did_you_mean(command, COMMANDS)}"
         raise cli.FlagError(f"{what}; commands: {', '.join(COMMANDS)} (ann monitor --help)")
+    mine = OWN_FLAGS[command]
     for other, names in OWN_FLAGS.items():
-        given = [n for n in names if other != command and FLAGS[n].present]
+        given = [n for n in names if n not in mine and FLAGS[n].present]
         if given:  # accepted and ignored: `drift --labels=x` ran as if it were not there
             raise cli.FlagError(
                 f"--{given[0]} is read by `ann monitor {other}`, not {command}; drop it"
@@ -296,7 +476,7 @@ def main(argv: list[str]) -> None:
     COMMANDS[command](argv[2:])
 
 
-# Each command's own flags (--model is both's); another command's is refused.
+# Each command's flags (--model is every one's); another command's is refused.
 OWN_FLAGS = {
     "drift": (
         "registry",
@@ -309,6 +489,7 @@ OWN_FLAGS = {
         "min_rows",
     ),
     "feedback": ("url", "version", "labels", "batch", "token_file"),
+    "performance": ("registry", "requests", "out", "labels", "min_rows"),
 }
 
 
@@ -325,6 +506,7 @@ if __name__ == "__main__":
         PlatformError,
         RegistryError,
         "ann.monitor.drift:DriftUnavailable",
+        "ann.monitor.performance:LabelsError",
         RequestLogError,
         OSError,
     )

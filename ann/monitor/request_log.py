@@ -11,6 +11,10 @@ a request record (no "model" and "status": a training run's metrics.jsonl).
 its exact version when the log holds any, else those of its name (an export served under its
 manifest name has a version made of its manifest's sha256; a registry URI names a version
 number). Everything else is counted by reason, not read.
+
+`read_requests` keeps every record of one model, all its versions, with its id, status, time and
+logged outputs, for joining late labels to the predictions (`ann.monitor.performance`); the
+inputs are not decoded.
 """
 
 from __future__ import annotations
@@ -46,6 +50,30 @@ class Traffic:
     # (name, version) the requests were logged under when not the ones asked for: the same
     # export served from its directory (its manifest name and digest); None when they were.
     served_as: tuple[str, str] | None = None
+
+
+@dataclasses.dataclass
+class Logged:
+    """One logged request of a model (`read_requests`)."""
+
+    id: str | None  # the infer request's id (None or "": none given)
+    version: str
+    status: int  # the HTTP status it was answered with
+    time: float  # when it was logged (seconds since the epoch)
+    # The outputs logged for it by name, the signature's dtype, [rows, ...]: those its client
+    # asked for (all by default); none for a failed request.
+    outputs: dict[str, np.ndarray]
+
+
+@dataclasses.dataclass
+class Requests:
+    """What `read_requests` read: the model's logged requests, in the files' order."""
+
+    logged: list[Logged]
+    skipped: dict[str, int]  # reason -> records not used
+    # id -> "MODEL version V" of other models' requests (to say where a label's id went)
+    others: dict[str, str]
+    served_as: tuple[str, str] | None = None  # as `Traffic.served_as`
 
 
 def _tensor(where: str, name: str, value: Any, spec: Mapping[str, Any]) -> np.ndarray:
@@ -257,6 +285,48 @@ def read_traffic(
         last=max(times),
         served_as=served_as,
     )
+
+
+def read_requests(
+    paths: Sequence[str],
+    name: str,
+    outputs: Mapping[str, Mapping[str, Any]],
+    export: tuple[str, str] | None = None,
+) -> Requests:
+    """Every logged request of model `name`, of any version, in the request log files `paths`
+    (rotated files too), with its logged outputs decoded as arrays of the model's signature
+    (`outputs`: the manifest's); `export` as `read_traffic`'s (this export served from its
+    directory, under its manifest name and digest). Inputs are not decoded. Raises
+    RequestLogError with one line: a file that cannot be read or is not a request log, a bad
+    tensor, or no request of the model (`_nothing_of`: which models the files hold)."""
+    records = _records(paths)
+    mine = [(w, r) for w, r in records if r.get("model") == name]
+    served_as = None
+    if not mine and export is not None and export[0] != name:
+        same = [(w, r) for w, r in records if (r.get("model"), str(r.get("version"))) == export]
+        if same:
+            (name, _), mine, served_as = export, same, export
+    if not mine:
+        raise RequestLogError(_nothing_of(", ".join(paths), records, name, 0))
+    others = {
+        r["id"]: f"{r['model']} version {r.get('version')}"
+        for _, r in records
+        if r.get("model") != name and isinstance(r.get("id"), str)
+    }
+    logged = []
+    for where, r in mine:
+        ok = r.get("status") == 200
+        decoded = {
+            key: _tensor(where, key, value, outputs[key])
+            for key, value in ((r.get("outputs") or {}) if ok else {}).items()
+            if key in outputs and value is not None
+        }
+        request_id = r.get("id") if isinstance(r.get("id"), str) else None
+        status = r["status"] if isinstance(r["status"], int) else 0
+        when = float(r.get("time") or 0.0)
+        logged.append(Logged(request_id, str(r.get("version")), status, when, decoded))
+    skipped = {"other models": len(records) - len(mine)} if len(mine) < len(records) else {}
+    return Requests(logged, skipped, others, served_as)
 
 
 def _count(n: int, noun: str) -> str:

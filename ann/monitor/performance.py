@@ -1,0 +1,313 @@
+"""Realized performance from late labels joined offline to the request logs of every replica:
+`ann monitor performance`.
+
+A server joins late labels (`ann monitor feedback`, `POST .../feedback`) only to the predictions
+its own process holds: behind several replicas a label joins only on the replica that served
+its request, and a restart forgets them. Every replica can log its requests (`ann serve
+--request_log=FILE`, each record with its request's `id`, `version` and logged `outputs`); this
+joins a file of labels, in the format `ann monitor feedback` sends (`{"id": ..., "label": ...}`
+a line, read by `feedback.read_labels`), to those logs by request id, as production teams
+handle delayed ground truth, and scores each model version on the joined rows.
+
+The join is the server's own (`ann.serve.feedback.Predictions`, one store per model version, of
+a capacity that holds every logged request): a label is a class index or a class name of the
+model's categorical output (--model's manifest gives the names), a list of them for a request
+of several rows (as many as its rows, else the line is refused, as the server refuses it); an
+id's latest successful request is the one joined (a later request with the same id wins on the
+server too), whichever version served it; the first label of an id counts, a later one is
+`duplicate`. A label not joined is counted by reason (`REASONS`): `unknown` (no request with
+that id in these logs: not logged, as with `--request_log_sample` below 1, in a rotated file
+or a replica's log not given, or sent to another model), `failed` (its request was logged with
+an error: there is no prediction; the server counts it unknown), `unlogged` (it succeeded, but
+its client asked for outputs without the categorical one, so the log holds no predicted class;
+the server, which keeps the class whatever was asked, would join it), `duplicate`. With every
+request logged (`--request_log_sample=1`, the default 0.01 logs a hundredth) and every replica's
+files given, the accuracy is the one the servers' live joins would give together.
+
+Scores per version, on its labelled rows: accuracy (`correct / rows`), and, where the log holds
+the requests' probabilities (the float output of one value per class), ECE and MCE over
+`ann.metrics.calibration.BINS` = 15 equal-width bins of the top-class confidence
+(`ann.metrics.calibration.reliability`) with its reliability diagram. A version with fewer than
+`min_rows` labelled rows (`ann.monitor.MIN_LABELS`, 100, the server's --monitor_min_labels) is
+not judged: state "too_few_rows", its counts given, accuracy and ECE null.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from ann.monitor.request_log import Requests
+from ann.serve.errors import ServeError
+from ann.serve.feedback import Predictions
+
+SCHEMA = "ann.monitor.performance/1"
+REASONS = ("unknown", "failed", "unlogged", "duplicate")
+STATES = ("measured", "too_few_rows")
+
+
+class LabelsError(ValueError):
+    """A labels file that cannot be joined: a bad line, or no label matching a logged request
+    (one line naming the file, the line, and why)."""
+
+
+@dataclasses.dataclass
+class VersionScore:
+    """One model version's joined rows and their scores."""
+
+    version: str
+    requests: int  # its logged successful requests that carry an id and a predicted class
+    labels: int  # labels joined (a label of a multi-row request counts once)
+    store: Predictions  # the server's join, holding its predictions
+    # the joined rows' labels (int64 [rows]) and, where logged, probabilities ([rows, classes])
+    targets: list[np.ndarray] = dataclasses.field(default_factory=list)
+    probabilities: list[np.ndarray] = dataclasses.field(default_factory=list)
+    calibrated_targets: list[np.ndarray] = dataclasses.field(default_factory=list)
+
+    @property
+    def rows(self) -> int:
+        """Labelled rows (the server's count)."""
+        return self.store.total[1]
+
+    @property
+    def correct(self) -> int:
+        """Labelled rows whose predicted class is the label (the server's count)."""
+        return self.store.total[0]
+
+    def reliability(self, min_rows: int) -> Any:
+        """`calibration.Reliability` of the labelled rows with logged probabilities; None for
+        too few labelled rows (< `min_rows`) or no probabilities logged."""
+        from ann.metrics import calibration
+
+        if self.rows < min_rows or not self.probabilities:
+            return None
+        p, y = np.concatenate(self.probabilities), np.concatenate(self.calibrated_targets)
+        return calibration.reliability(p, y)
+
+    def to_json(self, min_rows: int) -> dict[str, Any]:
+        """`state` ("measured", "too_few_rows": fewer than `min_rows` labelled rows),
+        `rows` (labelled), `min_rows`, `correct`, `accuracy`, `labels` (joined), `requests`
+        (logged, with an id and a predicted class), `ece_rows` (labelled rows with logged
+        probabilities), `ece`, `mce`, `bins`, `reliability` (`Reliability.to_json`): accuracy,
+        ECE, MCE and reliability null for too few rows, the last three also without
+        probabilities."""
+        from ann.metrics.calibration import BINS
+
+        judged = self.rows >= min_rows
+        bins = self.reliability(min_rows)
+        return {
+            "state": "measured" if judged else "too_few_rows",
+            "rows": self.rows,
+            "min_rows": min_rows,
+            "correct": self.correct,
+            "accuracy": self.correct / self.rows if judged else None,
+            "labels": self.labels,
+            "requests": self.requests,
+            "ece_rows": sum(len(t) for t in self.calibrated_targets),
+            "ece": bins.ece if bins else None,
+            "mce": bins.mce if bins else None,
+            "bins": BINS,
+            "reliability": bins.to_json() if bins else None,
+        }
+
+
+@dataclasses.dataclass
+class Joined:
+    """Labels joined to logged requests: per version (in order of first appearance), and the
+    labels not joined by reason."""
+
+    versions: dict[str, VersionScore]
+    unmatched: dict[str, int]
+    sent: int  # labels read
+    # Why labels did not join, for the messages: the ids of the first few unknown labels, and
+    # of other models' requests among them.
+    unknown_ids: list[str]
+    elsewhere: dict[str, str]
+
+    @property
+    def joined(self) -> int:
+        return sum(v.labels for v in self.versions.values())
+
+
+def _refused(path: str, line: int, error: ServeError) -> LabelsError:
+    """The server's refusal of a label (`feedback.label: expected ...`) as a file line's."""
+    message = error.message.removeprefix("feedback").removeprefix(".").removeprefix(": ")
+    return LabelsError(f"--labels={path} line {line}: {message}")
+
+
+def join(
+    requests: Requests,
+    labels: list[tuple[int, dict[str, Any]]],
+    names: list[str],
+    label_output: str,
+    probability_output: str | None,
+    path: str,
+) -> Joined:
+    """Joins `labels` ((line, object) of the labels file `path`, `feedback.read_labels`) to the
+    logged `requests` of one model by id, as the server's feedback route does (module
+    docstring). `names`: the categorical output's class names; `label_output`,
+    `probability_output`: the outputs holding the predicted class and the probabilities
+    (`class_outputs`). Raises LabelsError naming the line for a label the server would refuse
+    (not `{"id", "label"}`, a class neither index nor name, a list of the wrong length)."""
+    latest: dict[str, Any] = {}  # id -> its latest successful request
+    failed: set[str] = set()
+    for logged in sorted(requests.logged, key=lambda r: r.time):  # rotated files: by time
+        if not logged.id:  # no join key: the server keeps no prediction either
+            continue
+        if logged.status == 200:
+            latest[logged.id] = logged
+        else:
+            failed.add(logged.id)
+    versions: dict[str, VersionScore] = {}
+    for logged in requests.logged:  # each version, in the order the logs hold them
+        if logged.version not in versions:
+            store = Predictions(2 * len(latest) + 2, names)  # never rotates: no eviction
+            versions[logged.version] = VersionScore(logged.version, 0, 0, store)
+    for request_id, logged in latest.items():
+        if label_output in logged.outputs:
+            score = versions[logged.version]
+            score.store.record(request_id, logged.outputs[label_output], 0)
+            score.requests += 1
+    parser = Predictions(0, names)
+    unmatched = dict.fromkeys(REASONS, 0)
+    unknown_ids: list[str] = []
+    elsewhere: dict[str, str] = {}
+    for line, item in labels:
+        try:
+            ((request_id, classes),) = parser.parse(item)
+        except ServeError as e:
+            raise _refused(path, line, e) from None
+        logged = latest.get(request_id)
+        if logged is None or label_output not in logged.outputs:
+            reason = "unlogged" if logged else "failed" if request_id in failed else "unknown"
+            unmatched[reason] += 1
+            if reason == "unknown":
+                if len(unknown_ids) < 3:
+                    unknown_ids.append(request_id)
+                if request_id in requests.others:
+                    elsewhere[request_id] = requests.others[request_id]
+            continue
+        score = versions[logged.version]
+        try:
+            reply = score.store.join([(request_id, classes)])
+        except ServeError as e:  # a label list of another length than its request's rows
+            raise _refused(path, line, e) from None
+        if not reply["matched"]:
+            unmatched["duplicate"] += reply["unmatched"]["duplicate"]
+            continue
+        score.labels += 1
+        target = np.asarray(classes, np.int64)
+        score.targets.append(target)
+        if probability_output in logged.outputs:
+            score.probabilities.append(logged.outputs[probability_output])
+            score.calibrated_targets.append(target)
+    return Joined(versions, unmatched, len(labels), unknown_ids, elsewhere)
+
+
+def nothing_joined(joined: Joined, requests: Requests, name: str, files: str, path: str) -> str:
+    """Why no label of `path` joined a request of model `name` in the logs `files`, and what
+    to do, as one line."""
+    reasons = ", ".join(f"{k} {v}" for k, v in joined.unmatched.items() if v)
+    said = (
+        f"none of the {joined.sent} labels in {path} joined a logged request of {name} ({reasons})"
+    )
+    with_ids = [r for r in requests.logged if r.id]
+    held = sorted({r.version for r in requests.logged})
+    if joined.elsewhere:
+        some = next(iter(joined.elsewhere.items()))
+        return (
+            f"{said}: {len(joined.elsewhere)} of their ids are requests to another model (id "
+            f"{some[0]!r}: {some[1]}); give --model the model they were sent to"
+        )
+    if joined.unmatched["unknown"] and not with_ids:
+        return (
+            f"{said}: {files} hold{'s' * (',' not in files)} {len(requests.logged)} requests "
+            f"of {name} (version {', '.join(held)}), none with an id; a label joins by the "
+            'infer request\'s id: send requests with an "id"'
+        )
+    if joined.unmatched["unknown"]:
+        example = with_ids[-1].id
+        return (
+            f"{said}: the labels' ids (e.g. {joined.unknown_ids[0]!r}) are not in {files}, "
+            f"which hold {len(with_ids)} requests with ids (e.g. {example!r}) to version "
+            f"{', '.join(held)}; give every replica's request log (rotated files too: "
+            "--requests=log,log.1), logged with --request_log_sample=1"
+        )
+    if joined.unmatched["unlogged"]:
+        return (
+            f"{said}: their requests' clients asked for outputs without the predicted class, "
+            "so the log holds none to join; ask for every output (the default)"
+        )
+    return f"{said}: every request they name failed (no prediction to join)"
+
+
+def unjoined_warnings(joined: Joined) -> list[str]:
+    """Why some labels did not join (when others did), as `feedback.unjoined_warnings` says it
+    for a server."""
+    said, sent = [], joined.sent
+    unknown, duplicate = joined.unmatched["unknown"], joined.unmatched["duplicate"]
+    if unknown:
+        said.append(
+            f"{unknown} of {sent} labels name request ids these logs do not hold (e.g. "
+            f"{joined.unknown_ids[0]!r}): requests not logged (`ann serve "
+            "--request_log_sample` below 1), in rotated files or replicas' logs not given, or "
+            "sent to another model; give every replica's --request_log files"
+        )
+    if joined.unmatched["unlogged"]:
+        said.append(
+            f"{joined.unmatched['unlogged']} of {sent} labels name requests whose clients asked "
+            "for outputs without the predicted class: the log holds none to join (the server's "
+            "live join would have counted them)"
+        )
+    if duplicate:
+        said.append(
+            f"{duplicate} of {sent} labels are for rows labelled before (the first label "
+            "counts): is an id in the file twice?"
+        )
+    return said
+
+
+def sections(joined: Joined, min_rows: int, classes: int, name: str, logs: int) -> list[Any]:
+    """The report's sections: a table of each version's scores, and the reliability diagram
+    of each version judged with logged probabilities (accuracy per confidence bin, the gap to
+    its mean confidence, the rows per bin: `reliability_axes`, as `ann report` draws it), side
+    by side."""
+    import matplotlib.pyplot as plt
+
+    from ann.metrics.calibration import BINS
+    from ann.report.sections import Section
+    from ann.report.sections.classification import reliability_axes
+
+    columns = ("state", "rows", "correct", "accuracy", "ece", "ece_rows")
+    table = {}
+    for version, score in joined.versions.items():
+        scores = score.to_json(min_rows)
+        table[f"version {version}"] = {k: scores[k] for k in columns}
+    drawn = {v: s for v, s in joined.versions.items() if s.reliability(min_rows) is not None}
+    figures = {}
+    if drawn:
+        figure, grid = plt.subplots(
+            2,
+            len(drawn),
+            figsize=(5.5 * len(drawn), 6.5),
+            sharex="col",
+            gridspec_kw={"height_ratios": [3, 1]},
+            squeeze=False,
+        )
+        for column, (version, score) in enumerate(drawn.items()):
+            bins = score.reliability(min_rows)
+            rows = int(bins.counts.sum())
+            title = (
+                f"version {version}: accuracy {score.correct / score.rows:.4f}, "
+                f"ECE {bins.ece:.4f} ({rows} rows)"
+            )
+            reliability_axes(grid[0, column], grid[1, column], bins, title, classes)
+        figure.suptitle(
+            f"Realized reliability of {name}: late labels joined to {logs} request log"
+            f"{'s' * (logs != 1)} ({BINS} bins)"
+        )
+        figure.tight_layout()
+        figures["reliability"] = figure
+    return [Section("Versions", table, figures)]

@@ -1,0 +1,208 @@
+"""`ann monitor performance`: late labels joined offline to the request logs of every replica
+give the realized accuracy the servers' live feedback joins give, per replica and together;
+ECE and the reliability diagram of the joined rows; too few rows; one-line refusals."""
+
+import json
+
+import numpy as np
+import pytest
+from conftest import one_line_error
+from test_cli import ann
+from test_serve import Server, infer_body, request
+
+from ann import artifact, data
+from ann.metrics import calibration
+from ann.monitor import performance
+from ann.monitor.feedback import read_labels
+from ann.monitor.request_log import read_requests
+
+
+@pytest.fixture(scope="module")
+def replicas(digits_export, tmp_path_factory):
+    """Two servers of the digits export, each with its own request log (two replicas behind a
+    balancer that alternates), traffic sent to both, and every label posted to both feedback
+    routes; yields the logs, the labels file, the replies and what was sent."""
+    _, out = digits_export
+    root = tmp_path_factory.mktemp("replicas")
+    logs = [root / "a.jsonl", root / "b.jsonl"]
+    servers = [
+        Server([f"--model={out}", "--max_batch_size=8", "--monitor_min_labels=1",
+                f"--request_log={log}", "--request_log_sample=1"])
+        for log in logs
+    ]  # fmt: skip
+    model = artifact.load(str(out))
+    path = f"/v2/models/{model.name}"
+    rows = data.load("digits", "test", cache=True).rows(np.arange(150))
+    x, y = rows["image"], rows["label"]
+    predicted = model({"image": x})["label"]
+    names = model.outputs["label"]["names"]
+    try:
+        for server in servers:
+            server.wait_ready()
+        ports = [s.port for s in servers]
+
+        def infer(replica, images, request_id=None):
+            extra = {"id": request_id} if request_id is not None else {}
+            status, _, reply = request(
+                ports[replica], "POST", path + "/infer", infer_body(images, **extra)
+            )
+            return status, reply
+
+        labels = []
+        for i in range(100):  # one row a request, alternating replicas
+            assert infer(i % 2, x[i : i + 1], f"r{i}")[0] == 200
+            label = int(y[i]) if i % 3 else names[int(y[i])]  # by index and by class name
+            labels.append({"id": f"r{i}", "label": label})
+        for k, i in enumerate(range(100, 140, 8)):  # 8 rows a request
+            assert infer(k % 2, x[i : i + 8], f"m{k}")[0] == 200
+            labels.append({"id": f"m{k}", "label": y[i : i + 8].tolist()})
+        # One id sent twice to replica 0: its latest prediction is the one a label joins.
+        first, then = next(
+            (i, j) for i in range(140, 150) for j in range(140, 150) if predicted[i] != predicted[j]
+        )
+        assert infer(0, x[first : first + 1], "again")[0] == 200
+        assert infer(0, x[then : then + 1], "again")[0] == 200
+        labels.append({"id": "again", "label": int(predicted[then])})
+        assert infer(1, x[140:141])[0] == 200  # no id: no join key
+        bad = infer_body(x[:1], id="broken")
+        bad["inputs"][0]["shape"] = [1, 64]  # refused (400), logged with its id
+        assert request(ports[1], "POST", path + "/infer", bad)[0] == 400
+        labels += [
+            {"id": "r0", "label": 3},  # a duplicate: the first label counts
+            {"id": "never-sent", "label": 1},
+            {"id": "broken", "label": 1},
+        ]
+        (root / "labels.jsonl").write_text("".join(json.dumps(lb) + "\n" for lb in labels))
+        replies = []
+        for port in ports:
+            status, _, reply = request(port, "POST", path + "/feedback", labels)
+            assert status == 200, reply
+            replies.append(reply)
+    finally:
+        for server in servers:
+            server.stop()  # the request logs are written out and closed
+    yield {
+        "out": out,
+        "model": model,
+        "logs": logs,
+        "labels": root / "labels.jsonl",
+        "replies": replies,
+        "again": then,  # the row the repeated id's latest request sent
+    }
+
+
+def _offline(replicas, logs):
+    model = replicas["model"]
+    requests = read_requests([str(log) for log in logs], model.name, model.outputs)
+    labels = read_labels(str(replicas["labels"]))
+    names = model.outputs["label"]["names"]
+    return performance.join(requests, labels, names, "label", "probabilities", "labels.jsonl")
+
+
+def test_each_replicas_log_gives_its_servers_realized_accuracy(replicas):
+    """A label joins only in the log of the replica that served its request, as on the
+    server: each log alone gives its own server's joined rows, correct rows and unjoined
+    counts (the server's unknown = offline unknown + failed), a repeated id joins its latest
+    request, a duplicate counts once."""
+    for log, reply in zip(replicas["logs"], replicas["replies"], strict=True):
+        joined = _offline(replicas, [log])
+        [score] = joined.versions.values()
+        served = reply["accuracy"]["total"]
+        assert (score.correct, score.rows) == (served["correct"], served["labelled"]), log
+        assert score.rows == reply["matched"]
+        assert joined.unmatched["duplicate"] == reply["unmatched"]["duplicate"]
+        unknown = joined.unmatched["unknown"] + joined.unmatched["failed"]
+        assert unknown == reply["unmatched"]["unknown"], (joined.unmatched, reply)
+    a, b = replicas["replies"]
+    assert a["unmatched"]["duplicate"] == 1 and b["unmatched"]["duplicate"] == 0
+    assert _offline(replicas, [replicas["logs"][1]]).unmatched["failed"] == 1  # "broken"
+
+
+def test_ann_monitor_performance_joins_both_replicas_logs_as_their_servers_together(
+    replicas, tmp_path
+):
+    a, b = (r["accuracy"]["total"] for r in replicas["replies"])
+    out = tmp_path / "perf"
+    logs = ",".join(str(log) for log in replicas["logs"])
+    args = ["monitor", "performance", f"--model={replicas['out']}", f"--requests={logs}"]
+    result = ann(*args, f"--labels={replicas['labels']}", f"--out={out}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((out / "report.json").read_text())
+    version = replicas["model"].manifest_sha256[:12]
+    assert report["schema"] == "ann.monitor.performance/1"
+    assert report["result"]["state"] == "measured" and list(report["result"]["versions"]) == [
+        version
+    ]
+    score = report["result"]["versions"][version]
+    assert score["rows"] == a["labelled"] + b["labelled"] == 141
+    assert score["correct"] == a["correct"] + b["correct"]
+    assert score["accuracy"] == pytest.approx(score["correct"] / 141, abs=1e-12)
+    assert report["labels"]["unmatched"] == {
+        "unknown": 1, "failed": 1, "unlogged": 0, "duplicate": 1
+    }  # fmt: skip
+    # ECE of the joined rows, from the model's own probabilities on the rows sent.
+    model = replicas["model"]
+    rows = data.load("digits", "test", cache=True).rows(np.arange(150))
+    kept = [*range(140), replicas["again"]]
+    probabilities = model({"image": rows["image"][kept]})["probabilities"]
+    targets = np.append(rows["label"][:140], model({"image": rows["image"][kept[-1:]]})["label"])
+    assert score["ece"] == pytest.approx(calibration.ece(probabilities, targets), abs=1e-6)
+    assert score["ece_rows"] == 141 and score["reliability"]["counts"] and score["bins"] == 15
+    assert result.stdout.splitlines() == [
+        f"106 of 109 labels joined to 109 logged requests of {model.name} in 2 log files; not "
+        "joined: unknown 1, failed 1, unlogged 0, duplicate 1",
+        f"  version {version} (--model): accuracy {score['accuracy']:.4f} ({score['correct']} "
+        f"of 141 rows), ECE {score['ece']:.4f} over 15 bins",
+        f"wrote {out / 'report.json'}, index.html and 1 picture",
+    ]
+    assert "1 of 109 labels name request ids these logs do not hold (e.g. 'never-sent')" in (
+        result.stderr
+    )
+    assert report["figures"] == ["performance_versions_reliability.png"]
+    assert (out / report["figures"][0]).read_bytes()[:4] == b"\x89PNG"
+    assert "data:image/png;base64," in (out / "index.html").read_text()
+
+    # Too few labelled rows: said, and in report.json for a gate; no accuracy, no picture.
+    few = tmp_path / "few"
+    result = ann(*args, f"--labels={replicas['labels']}", f"--out={few}", "--min_rows=142")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines()[1] == (
+        f"  version {version} (--model): too few labelled rows to judge (141 rows < "
+        f"--min_rows=142): {score['correct']} correct"
+    )
+    report = json.loads((few / "report.json").read_text())
+    assert report["result"]["state"] == "too_few_rows" and report["figures"] == []
+    assert report["result"]["versions"][version]["accuracy"] is None
+
+
+def test_a_bad_label_an_unreadable_log_and_labels_matching_nothing_are_one_line(replicas, tmp_path):
+    args = ["monitor", "performance", f"--model={replicas['out']}"]
+    log = replicas["logs"][0]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "r0", "label": 0}\n{"id": "r2", "label": 12}\n')
+    line = one_line_error(ann(*args, f"--requests={log}", f"--labels={bad}"))
+    assert line == (
+        f"error: --labels={bad} line 2: label: expected a class index in [0, 9] or a class "
+        "name (0, 1, 2, 3, 4, 5, 6, 7, 8, 9), got 12"
+    ), line
+    bad.write_text('{"id": "m0", "label": [1, 2]}\n')
+    line = one_line_error(ann(*args, f"--requests={log}", f"--labels={bad}"))
+    assert line == (
+        f'error: --labels={bad} line 1: label (id "m0"): expected 8 labels (its request had 8 '
+        "rows), got 2"
+    ), line
+    damaged = tmp_path / "damaged.jsonl"
+    damaged.write_text(log.read_text() + "not json\n")
+    line = one_line_error(ann(*args, f"--requests={damaged}", f"--labels={replicas['labels']}"))
+    assert line.startswith(f"error: {damaged} line 56: expected a request record"), line
+    other = tmp_path / "other.jsonl"
+    other.write_text('{"id": "x1", "label": 1}\n{"id": "x2", "label": 2}\n')
+    line = one_line_error(ann(*args, f"--requests={log}", f"--labels={other}"))
+    assert line == (
+        f"error: none of the 2 labels in {other} joined a logged request of digits_cnn "
+        f"(unknown 2): the labels' ids (e.g. 'x1') are not in {log}, which hold 55 requests "
+        f"with ids (e.g. 'again') to version {replicas['model'].manifest_sha256[:12]}; give "
+        "every replica's request log (rotated files too: --requests=log,log.1), logged with "
+        "--request_log_sample=1"
+    ), line
+    assert not (tmp_path / "perf").exists()
