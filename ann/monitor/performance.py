@@ -274,11 +274,9 @@ def sections(joined: Joined, min_rows: int, classes: int, name: str, logs: int) 
     of each version judged with logged probabilities (accuracy per confidence bin, the gap to
     its mean confidence, the rows per bin: `reliability_axes`, as `ann report` draws it), side
     by side."""
-    import matplotlib.pyplot as plt
-
     from ann.metrics.calibration import BINS
     from ann.report.sections import Section
-    from ann.report.sections.classification import reliability_axes
+    from ann.report.sections.classification import reliability_axes, reliability_grid
 
     columns = ("state", "rows", "correct", "accuracy", "ece", "ece_rows")
     table = {}
@@ -288,14 +286,7 @@ def sections(joined: Joined, min_rows: int, classes: int, name: str, logs: int) 
     drawn = {v: s for v, s in joined.versions.items() if s.reliability(min_rows) is not None}
     figures = {}
     if drawn:
-        figure, grid = plt.subplots(
-            2,
-            len(drawn),
-            figsize=(5.5 * len(drawn), 6.5),
-            sharex="col",
-            gridspec_kw={"height_ratios": [3, 1]},
-            squeeze=False,
-        )
+        figure, grid = reliability_grid(len(drawn))
         for column, (version, score) in enumerate(drawn.items()):
             bins = score.reliability(min_rows)
             rows = int(bins.counts.sum())

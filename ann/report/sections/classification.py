@@ -217,6 +217,19 @@ def curves(preds: Predictions) -> Section:
     return Section("ROC and precision-recall", metrics_, {"curves": figure}, notes)
 
 
+def reliability_grid(panels: int) -> tuple[Any, Any]:
+    """A figure of `panels` reliability diagrams side by side: (figure, axes [2, panels]), each
+    column's accuracy panel above its rows-per-bin panel, for `reliability_axes`."""
+    return plt.subplots(
+        2,
+        panels,
+        figsize=(5.5 * panels, 6.5),
+        sharex="col",
+        gridspec_kw={"height_ratios": [3, 1]},
+        squeeze=False,
+    )
+
+
 def reliability_axes(axes: Any, hist_axes: Any, bins: Any, title: str, classes: int) -> None:
     """Draws one reliability diagram (accuracy per confidence bin as bars, the gap from it to
     the bin's mean confidence hatched, as in Guo et al. 2017, fig. 1, so a bin whose rows are
@@ -307,14 +320,7 @@ def calibration(preds: Predictions) -> Section:
             change = calib.ece_change_interval(logits, y_true, temperature)
     except calib.CalibrationError as e:
         return Section("Calibration", {"error": str(e)}, {}, [f"calibration: {e}"])
-    figure, grid = plt.subplots(
-        2,
-        len(bins),
-        figsize=(5.5 * len(bins), 6.5),
-        sharex="col",
-        gridspec_kw={"height_ratios": [3, 1]},
-        squeeze=False,
-    )
+    figure, grid = reliability_grid(len(bins))
     titles = _panel_titles(scores, temperature, refused)
     served_panel = _served_panel(preds, temperature)
     if served_panel in titles:
