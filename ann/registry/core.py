@@ -659,13 +659,19 @@ class Registry:
 
     def set_tag(self, name: str, key: str, value: str, version: int | None = None) -> None:
         """Tags the registered model, or one version of it."""
-        self._check_tag(key, value)
+        self.set_tags(name, {key: value}, version)
+
+    def set_tags(self, name: str, tags: Mapping[str, str], version: int | None = None) -> None:
+        """Sets several tags of the model, or of one version, in one transaction: all or none."""
+        for key, value in tags.items():
+            self._check_tag(key, value)
         with self._write() as db:
             if version is None:
                 self._require_model(db, name)
             else:
                 self._require_version(db, name, version)
-            self._put_tag(db, name, version or 0, key, value)
+            for key, value in tags.items():
+                self._put_tag(db, name, version or 0, key, value)
 
     def delete_tag(self, name: str, key: str, version: int | None = None) -> None:
         with self._write() as db:
