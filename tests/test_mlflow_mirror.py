@@ -75,9 +75,8 @@ def test_versions_aliases_tags_and_lineage_appear_in_mlflow(digits_export, mlflo
     assert first.tags["ann.manifest_sha256"] == v1.manifest_sha256
     assert first.description == "first"
     # ann's version records where it went.
-    tags = registry.get_version("digits", 1).tags
-    assert tags["mlflow.tracking_uri"] == mlflow_server and tags["mlflow.version"] == "1"
-    assert tags["mlflow.run_id"] == first.run_id
+    mirrors = mlflow_mirror.mirrors(registry.get_version("digits", 1))
+    assert mirrors == {mlflow_server: (1, first.run_id)}
 
     # The run carries the lineage: config as params, eval metrics at the trained step, the export.
     run = client.get_run(first.run_id)
@@ -214,7 +213,7 @@ def test_a_retry_after_a_partial_failure_leaves_one_run_and_one_version(
     for owner, method in [
         (MlflowClient, "log_artifacts"),  # the run exists, its upload fails
         (MlflowClient, "set_registered_model_alias"),  # the version exists, its alias fails
-        (Registry, "set_tag"),  # MLflow is done, writing the mapping back into ann fails
+        (Registry, "set_tags"),  # MLflow is done, writing the mapping back into ann fails
     ]:
         with monkeypatch.context() as patch:
             patch.setattr(owner, method, fail)
@@ -231,8 +230,145 @@ def test_a_retry_after_a_partial_failure_leaves_one_run_and_one_version(
     [version] = client.search_model_versions("name = 'retry_digits'")
     assert version.version == "1" and version.run_id == runs[0].info.run_id
     assert client.get_model_version_by_alias("retry_digits", "champion").version == "1"
-    assert registry.get_version("retry_digits", 1).tags["mlflow.run_id"] == runs[0].info.run_id
+    mirrors = mlflow_mirror.mirrors(registry.get_version("retry_digits", 1))
+    assert mirrors == {mlflow_server: (1, runs[0].info.run_id)}
     downloaded = client.download_artifacts(version.run_id, "model", str(tmp_path / "dl"))
     assert sorted(os.listdir(downloaded)) == sorted(
         [artifact.MANIFEST, artifact.FUNCTION, artifact.WEIGHTS, artifact.REFERENCE]
     )
+
+
+def _store(tmp_path, name):
+    """A local MLflow store (SQLite, artifacts under tmp_path) standing for one server: a second
+    `mlflow server` would take 25-55 s to start."""
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / name}.db"
+    location = (tmp_path / f"{name}-artifacts").as_uri()
+    MlflowClient(uri).create_experiment(mlflow_mirror.EXPERIMENT, artifact_location=location)
+    return uri
+
+
+def test_a_version_mirrored_into_two_servers_knows_both(digits_export, tmp_path):
+    from mlflow import MlflowClient
+
+    _, out = digits_export
+    registry = Registry(str(tmp_path / "reg"))
+    registry.register(str(out), "digits", aliases=["champion"])
+    staging, production = _store(tmp_path, "staging"), _store(tmp_path, "production")
+    assert mirror(registry, "digits", 1, staging) == 1
+    assert mirror(registry, "digits", 1, production) == 1
+    mv = registry.get_version("digits", 1)
+    # The second mirror did not make the version forget the first.
+    assert mlflow_mirror.mirrored_version(mv, staging) == 1
+    assert mlflow_mirror.mirrored_version(mv, production) == 1
+    assert sorted(mlflow_mirror.mirrors(mv)) == sorted([staging, production])
+    for uri in (staging, production):
+        run_id = MlflowClient(uri).get_model_version("digits", "1").run_id
+        assert mlflow_mirror.mirrors(mv)[uri] == (1, run_id)
+    # Idempotent per server: neither makes a second run or version, and the tags stay as they are.
+    tags = dict(mv.tags)
+    for uri in (staging, production, staging):
+        assert mirror(registry, "digits", 1, uri) == 1
+    assert registry.get_version("digits", 1).tags == tags
+    for uri in (staging, production):
+        client = MlflowClient(uri)
+        assert [str(v.version) for v in client.search_model_versions("name = 'digits'")] == ["1"]
+        experiment = client.get_experiment_by_name(mlflow_mirror.EXPERIMENT).experiment_id
+        assert len(client.search_runs([experiment])) == 1
+
+
+def test_a_registry_written_before_keeps_its_one_mirror(digits_export, tmp_path):
+    """A version mirrored by an earlier ann holds `mlflow.tracking_uri`, `mlflow.run_id`,
+    `mlflow.version`: still its mirror there; another server adds a mapping beside it."""
+    from mlflow import MlflowClient
+
+    _, out = digits_export
+    registry = Registry(str(tmp_path / "reg"))
+    registry.register(str(out), "digits", aliases=["champion"])
+    staging, production = _store(tmp_path, "staging"), _store(tmp_path, "production")
+    assert mirror(registry, "digits", 1, staging) == 1
+    run_id = MlflowClient(staging).get_model_version("digits", "1").run_id
+    for key in list(registry.get_version("digits", 1).tags):  # as the earlier ann wrote them
+        registry.delete_tag("digits", key, 1)
+    legacy = {"mlflow.tracking_uri": staging, "mlflow.run_id": run_id, "mlflow.version": "1"}
+    registry.set_tags("digits", legacy, 1)
+
+    mv = registry.get_version("digits", 1)
+    assert mlflow_mirror.mirrors(mv) == {staging: (1, run_id)}
+    assert mirror(registry, "digits", 1, staging) == 1
+    assert registry.get_version("digits", 1).tags == legacy  # a no-op: nothing rewritten
+    registry.register(str(out), "digits", allow_duplicate=True)
+    mirror(registry, "digits", 2, staging)
+    mlflow_mirror.set_alias(registry, "digits", "champion", 1, staging)  # known there
+    assert mirror(registry, "digits", 1, production) == 1
+    mv = registry.get_version("digits", 1)
+    assert sorted(mlflow_mirror.mirrors(mv)) == sorted([staging, production])
+    assert {k: mv.tags[k] for k in legacy} == legacy
+    assert len(MlflowClient(staging).search_model_versions("name = 'digits'")) == 2
+
+
+def test_an_alias_change_names_the_servers_it_did_not_reach(digits_export, tmp_path):
+    from mlflow import MlflowClient
+
+    _, out = digits_export
+    reg = tmp_path / "reg"
+    registry = Registry(str(reg))
+    registry.register(str(out), "digits", aliases=["champion"])
+    registry.register(str(out), "digits", allow_duplicate=True)
+    staging, production = _store(tmp_path, "staging"), _store(tmp_path, "production")
+    for uri in (staging, production):
+        mirror(registry, "digits", 1, uri)
+    mirror(registry, "digits", 2, staging)
+
+    def cli(*args):
+        done = subprocess.run(
+            [sys.executable, "-m", "ann.registry", f"--registry={reg}", *args],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        warnings = [line for line in done.stderr.splitlines() if line.startswith("warning:")]
+        assert len(warnings) <= 1, done.stderr
+        return warnings[0] if warnings else ""
+
+    def champion(uri):
+        version = MlflowClient(uri).get_registered_model("digits").aliases.get("champion")
+        return None if version is None else str(version)  # an int from a SQLite store
+
+    # Moved at staging; production, which has not got version 2, is named with the fix.
+    warning = cli("alias", "digits", "champion", "2", f"--mlflow_uri={staging}")
+    assert champion(staging) == "2" and champion(production) == "1"
+    fix = f"ann registry --registry={reg} mirror models:/digits/2 --mlflow_uri={production}"
+    assert warning.startswith(
+        "warning: alias 'champion' of 'digits' not moved to models:/digits/2 in MLflow at "
+        f"{production}, where it is mirrored too"
+    )
+    assert warning.endswith(f"move there with: {fix}") and staging not in warning
+    assert cli(*fix.split()[2:]) == ""  # the command it gave: every server up to date
+    assert champion(production) == "2"
+
+    # Deleted at production; staging is named with the command that deletes it there.
+    warning = cli("alias", "digits", "champion", "--delete", f"--mlflow_uri={production}")
+    assert champion(production) is None and champion(staging) == "2"
+    fix = f"ann registry --registry={reg} alias digits champion --delete --mlflow_uri={staging}"
+    assert warning.endswith(f"delete there with: {fix}") and f"at {staging}," in warning
+    assert cli(*fix.split()[2:]) == ""
+    assert champion(staging) is None
+
+    # Without --mlflow_uri both are named; a tag set at one server names the other; a deleted
+    # version's mirror left at another server is named with how to delete it there.
+    registry.set_alias("digits", "challenger", 1)
+    warning = mlflow_mirror.unreached_aliases(registry, "digits", ["challenger"], 1, "")
+    assert f"at {production}, {staging}, where" in warning
+    warning = mlflow_mirror.unreached_tag(registry, "digits", "stage", "prod", 2, staging)
+    assert (
+        warning.endswith(f"tag digits stage prod --version=2 --mlflow_uri={production}")
+        and f"at {staging}" not in warning
+    )
+    registry.delete_alias("digits", "challenger")
+    warning = cli("delete", "digits", "1", f"--mlflow_uri={staging}")
+    assert warning.endswith(f"MlflowClient({production!r}).delete_model_version('digits', '1')")
+    left = MlflowClient(staging).search_model_versions("name='digits'")
+    assert [str(v.version) for v in left] == ["2"]
+    versions = MlflowClient(production).search_model_versions("name='digits'")
+    assert sorted(str(v.version) for v in versions) == ["1", "2"]  # what the warning says is left

@@ -187,8 +187,16 @@ def _register(registry: Registry, f: Any, args: Sequence[str], mlflow_uri: str) 
         allow_signature_change=f.allow_signature_change,
     )
     print(f"registered {args[0]} as {mv.uri}" + (f" @{','.join(mv.aliases)}" * bool(mv.aliases)))
+    _warn(mlflow_mirror.unreached_aliases(registry, mv.name, mv.aliases, mv.version, mlflow_uri))
     if mlflow_uri:
         _mirror_version(registry, mv, mlflow_uri)
+
+
+def _warn(warning: str | None) -> None:
+    """Says which MLflow servers a change did not reach (before the one it reaches is tried:
+    a failure there does not hide them)."""
+    if warning:
+        cli.warn(warning)
 
 
 def _mirror(registry: Registry, f: Any, args: Sequence[str], mlflow_uri: str) -> None:
@@ -219,22 +227,35 @@ def _versions(registry: Registry, f: Any, args: Sequence[str], mlflow_uri: str) 
 def _alias(registry: Registry, f: Any, args: Sequence[str], mlflow_uri: str) -> None:
     name, alias = args[0], args[1]
     if f.delete:
-        registry.delete_alias(name, alias)
-        print(f"deleted alias {alias!r} of {name!r}")
+        if mlflow_uri and not _has_alias(registry, name, alias):
+            # Deleted in ann's registry before (the command a warning named, or a retry after
+            # MLflow failed): this deletes it in MLflow only.
+            print(f"alias {alias!r} of {name!r} is deleted in ann's registry already")
+        else:
+            registry.delete_alias(name, alias)  # refused naming the model's aliases
+            print(f"deleted alias {alias!r} of {name!r}")
+            _warn(mlflow_mirror.unreached_aliases(registry, name, [alias], None, mlflow_uri))
         if mlflow_uri:
             mlflow_mirror.delete_alias(name, alias, mlflow_uri)
         return
     version = int(args[2])
     registry.set_alias(name, alias, version)
     print(f"models:/{name}@{alias} -> models:/{name}/{version}")
+    _warn(mlflow_mirror.unreached_aliases(registry, name, [alias], version, mlflow_uri))
     if mlflow_uri:
         mlflow_mirror.set_alias(registry, name, alias, version, mlflow_uri)
+
+
+def _has_alias(registry: Registry, name: str, alias: str) -> bool:
+    """Whether `name` has `alias` (an unknown model is refused as one)."""
+    return any(alias in mv.aliases for mv in registry.versions(name))
 
 
 def _tag(registry: Registry, f: Any, args: Sequence[str], mlflow_uri: str) -> None:
     name, key, value = args
     registry.set_tag(name, key, value, f.version)
     print(f"tagged {name}{f'/{f.version}' if f.version else ''}: {key}={value}")
+    _warn(mlflow_mirror.unreached_tag(registry, name, key, value, f.version, mlflow_uri))
     if mlflow_uri:
         mlflow_mirror.set_tag(registry, name, key, value, f.version, mlflow_uri)
 
@@ -242,6 +263,7 @@ def _tag(registry: Registry, f: Any, args: Sequence[str], mlflow_uri: str) -> No
 def _delete(registry: Registry, f: Any, args: Sequence[str], mlflow_uri: str) -> None:
     mv = registry.delete_version(args[0], int(args[1]))
     print(f"deleted {mv.uri} (its files and tags; version {mv.version} is never given again)")
+    _warn(mlflow_mirror.unreached_delete(mv, mlflow_uri))
     if mlflow_uri:
         number = mlflow_mirror.delete_version(mv, mlflow_uri)
         if number is not None:

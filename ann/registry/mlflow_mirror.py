@@ -11,9 +11,22 @@ already looks. Per version it writes:
 - a model version of the registered model of the same name, sourced from those artifacts,
   tagged with ann's version number, and carrying ann's aliases.
 
-MLflow numbers its versions itself, so the mapping is written back onto ann's version as tags
-(`mlflow.tracking_uri`, `mlflow.run_id`, `mlflow.version`): mirroring a version twice is a
-no-op, and moving or deleting an alias moves or deletes it in MLflow too. A mirror that failed
+MLflow numbers its versions itself, so the mapping is written back onto ann's version, one
+mapping per tracking URI (a registry may be mirrored into staging and production servers, or
+moved from one to another): the tags `mlflow.KEY.tracking_uri`, `mlflow.KEY.run_id` and
+`mlflow.KEY.version`, KEY the first 12 hex digits of the URI's sha256, written in one
+transaction (`mirrors` reads them). Registries written before kept one mapping per version, as
+`mlflow.tracking_uri`, `mlflow.run_id`, `mlflow.version`: still read, never rewritten.
+Mirroring a version twice into one URI is a no-op; mirroring it into another adds a mapping.
+
+A change made with `--mlflow_uri=URI` (an alias set, moved or deleted, a tag, a version
+deleted) follows into MLflow at that URI only: MLflow's client takes its credentials from the
+environment (`MLFLOW_TRACKING_TOKEN`, ...), one set for every URI, so sending a change to the
+other servers the model was mirrored to would hand them this server's credentials (and a
+retired server would hold every command up for minutes of retries). Those other servers are
+named instead, in one warning line with the command that updates each (`unreached_aliases`,
+`unreached_tag`, `unreached_delete`), also when a change was made without `--mlflow_uri`. A
+mirror that failed
 half-way (the run made but the upload failed, the version made but an alias failed) is finished
 by the retry, which finds the run by its tags and the version by its run: never a second one.
 The upload is a copy of exactly the files the manifest lists, checked against the sha256
@@ -22,19 +35,22 @@ recorded at registration.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shlex
 import tempfile
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from ann import artifact
-from ann.registry.core import ModelVersion, Registry, RegistryError
+from ann.registry.core import MAX_TAG_VALUE, ModelVersion, Registry, RegistryError
 
 EXPERIMENT = "ann-registry"
-TAG_URI, TAG_RUN, TAG_VERSION = "mlflow.tracking_uri", "mlflow.run_id", "mlflow.version"
+# One version's mapping into the MLflow at one tracking URI: _tag_keys(uri). Registries written
+# before recorded one mapping per version under these keys: read, never written.
+LEGACY_URI, LEGACY_RUN, LEGACY_VERSION = "mlflow.tracking_uri", "mlflow.run_id", "mlflow.version"
 # The run's own tags, by which a retry finds the run an earlier attempt made.
 RUN_URI, RUN_SHA, RUN_REGISTRY = "ann.registry_uri", "ann.manifest_sha256", "ann.registry_root"
 _PARAMS_PER_CALL = 100  # MLflow's log_batch limit
@@ -55,6 +71,8 @@ def check_mlflow_uri(uri: str) -> None:
     scheme = parts.scheme.split("+")[0]  # postgresql+psycopg2://...
     if not uri.isprintable() or any(c.isspace() for c in uri):
         why = "holds spaces or control characters"
+    elif len(uri) > MAX_TAG_VALUE:  # after MLflow did its part, the mapping could not be kept
+        why = f"has {len(uri)} characters, more than the {MAX_TAG_VALUE} a registry tag holds"
     elif scheme not in MLFLOW_SCHEMES:
         why = f"has the scheme {parts.scheme!r}, not one of {', '.join(MLFLOW_SCHEMES)}"
     elif scheme in ("http", "https"):
@@ -103,6 +121,80 @@ def _command(registry: Registry, tracking_uri: str, *args: str) -> str:
     )
 
 
+def _unreached(change: str, uris: Sequence[str], fix: str, commands: Sequence[str]) -> str:
+    """The warning (one line) naming the servers a change did not reach, and how to fix each."""
+    return (
+        f"{change} in MLflow at {', '.join(uris)}, where it is mirrored too (a command changes "
+        f"MLflow only at its --mlflow_uri); {fix}: {'; '.join(commands)}"
+    )
+
+
+def unreached_aliases(
+    registry: Registry, name: str, aliases: Sequence[str], version: int | None, reached: str
+) -> str | None:
+    """Warns of the servers (every URI a version of `name` was mirrored to but `reached`, the
+    command's --mlflow_uri or "") where `aliases` were not pointed at `version` (None: not
+    deleted), with the command that updates each; None when there are none."""
+    uris = [uri for uri in mirror_uris(registry, name) if uri != reached]
+    if not uris or not aliases:
+        return None
+    what = f"alias{'es' * (len(aliases) > 1)} {', '.join(map(repr, aliases))} of {name!r}"
+    if version is None:
+        commands = [
+            _command(registry, uri, "alias", name, alias, "--delete")
+            for uri in uris
+            for alias in aliases
+        ]
+        return _unreached(f"{what} not deleted", uris, "delete there with", commands)
+    mv = registry.get_version(name, version)
+    there = mirrors(mv)
+    commands = []
+    for uri in uris:
+        if uri in there:
+            commands += [_command(registry, uri, "alias", name, a, str(version)) for a in aliases]
+        else:  # mirroring it there sets its aliases
+            commands.append(_command(registry, uri, "mirror", mv.uri))
+    return _unreached(f"{what} not moved to {mv.uri}", uris, "move there with", commands)
+
+
+def unreached_tag(
+    registry: Registry, name: str, key: str, value: str, version: int | None, reached: str
+) -> str | None:
+    """Warns of the servers the model (or the version) was mirrored to but `reached` where the
+    tag was not set, with the commands; None when there are none."""
+    if version is None:
+        uris, what = mirror_uris(registry, name), repr(name)
+    else:
+        mv = registry.get_version(name, version)
+        uris, what = sorted(mirrors(mv)), mv.uri
+    uris = [uri for uri in uris if uri != reached]
+    if not uris:
+        return None
+    flag = [] if version is None else [f"--version={version}"]
+    commands = [_command(registry, uri, "tag", name, key, value, *flag) for uri in uris]
+    return _unreached(f"tag {key!r} of {what} not set", uris, "set it there with", commands)
+
+
+def unreached_delete(mv: ModelVersion, reached: str) -> str | None:
+    """Warns of the mirrors of `mv` (deleted in ann's registry, its tags read before) left in
+    MLflow at every URI but `reached`; None when there are none. ann no longer knows the
+    version, so they are deleted by hand."""
+    left = {uri: number for uri, (number, _) in sorted(mirrors(mv).items()) if uri != reached}
+    if not left:
+        return None
+    commands = [
+        f"MlflowClient({uri!r}).delete_model_version({mv.name!r}, '{number}')"
+        for uri, number in left.items()
+    ]
+    return _unreached(
+        f"{mv.uri}'s mirror{'s' * (len(left) > 1)} (version "
+        f"{', '.join(str(n) for n in left.values())}) not deleted",
+        list(left),
+        "delete by hand (MLflow's UI, or in Python)",
+        commands,
+    )
+
+
 def _failed(what: str, tracking_uri: str, error: BaseException, retry: str) -> MirrorError:
     return MirrorError(
         f"{what} at {tracking_uri} failed: {str(error).rstrip('.')}. ann's registry holds the "
@@ -111,11 +203,39 @@ def _failed(what: str, tracking_uri: str, error: BaseException, retry: str) -> M
     )
 
 
+def _tag_keys(tracking_uri: str) -> tuple[str, str, str]:
+    """The tags (tracking URI, run id, MLflow version) recording a mirror into `tracking_uri`:
+    `mlflow.KEY.*`, KEY from the URI's sha256 (a URI may be longer than a tag key, and hold
+    dots)."""
+    key = hashlib.sha256(tracking_uri.encode()).hexdigest()[:12]
+    return f"mlflow.{key}.tracking_uri", f"mlflow.{key}.run_id", f"mlflow.{key}.version"
+
+
+def mirrors(mv: ModelVersion) -> dict[str, tuple[int, str]]:
+    """Every tracking URI `mv` was mirrored to: its MLflow version number and run id there.
+    Reads the tags of registries written before (one mapping per version) too."""
+    found: dict[str, tuple[int, str]] = {}
+    tags = mv.tags
+    if LEGACY_URI in tags and tags.get(LEGACY_VERSION, "").isdigit():
+        found[tags[LEGACY_URI]] = (int(tags[LEGACY_VERSION]), tags.get(LEGACY_RUN, ""))
+    for key, uri in tags.items():
+        if not (key.startswith("mlflow.") and key.endswith(".tracking_uri")):
+            continue
+        uri_key, run_key, version_key = _tag_keys(uri)
+        if key == uri_key and tags.get(version_key, "").isdigit():
+            found[uri] = (int(tags[version_key]), tags.get(run_key, ""))
+    return found
+
+
 def mirrored_version(mv: ModelVersion, tracking_uri: str) -> int | None:
     """The MLflow version `mv` was mirrored to at `tracking_uri`, if it was."""
-    if mv.tags.get(TAG_URI) == tracking_uri and TAG_VERSION in mv.tags:
-        return int(mv.tags[TAG_VERSION])
-    return None
+    found = mirrors(mv).get(tracking_uri)
+    return found[0] if found else None
+
+
+def mirror_uris(registry: Registry, name: str) -> list[str]:
+    """Every tracking URI a live version of `name` was mirrored to, sorted."""
+    return sorted({uri for mv in registry.versions(name) for uri in mirrors(mv)})
 
 
 def mirror(registry: Registry, name: str, version: int, tracking_uri: str) -> int:
@@ -143,8 +263,10 @@ def mirror(registry: Registry, name: str, version: int, tracking_uri: str) -> in
     except Exception as e:  # MlflowException, or the HTTP client's own errors
         retry = _command(registry, tracking_uri, "mirror", mv.uri)
         raise _failed(f"mirroring {mv.uri} into MLflow", tracking_uri, e, retry) from e
-    for key, value in ((TAG_URI, tracking_uri), (TAG_RUN, run_id), (TAG_VERSION, number)):
-        registry.set_tag(name, key, str(value), version)
+    uri_key, run_key, version_key = _tag_keys(tracking_uri)
+    registry.set_tags(
+        name, {uri_key: tracking_uri, run_key: run_id, version_key: str(number)}, version
+    )
     return number
 
 
