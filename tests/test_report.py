@@ -427,6 +427,32 @@ def test_a_reliability_bin_of_only_mistakes_is_drawn():
     assert covers[0] == 0 and covers[1] >= 1
 
 
+def test_the_rows_panel_shows_every_filled_bin_with_plain_integer_ticks():
+    """On a log axis whose floor sat at the smallest count, a bin of 2 rows was a sliver, and
+    counts 2-64 were ticked 2x10^0, 3x10^0, ...: the floor is below 1, the ticks integers."""
+    import matplotlib.pyplot as plt
+
+    counts = [0, 0, 0, 0, 2, 3, 3, 4, 5, 7, 8, 6, 9, 6, 64]  # the trial's performance figure
+    edges = np.linspace(0, 1, 16)
+    bins = types.SimpleNamespace(
+        edges=edges, counts=counts, accuracy=[0.5] * 15, confidence=[0.6] * 15
+    )
+    figure, (axes, hist_axes) = plt.subplots(2)
+    classification.reliability_axes(axes, hist_axes, bins, "t", classes=10)
+    figure.canvas.draw()
+    low, high = hist_axes.get_ylim()
+    labels = [t.get_text() for t in hist_axes.get_yticklabels() if t.get_text()]
+    minor = [t.get_text() for t in hist_axes.get_yticklabels(minor=True) if t.get_text()]
+    plt.close(figure)
+    assert low < 1 and high > 64
+    # the 2-row bar is a seventh of the panel's height at least, not a sliver
+    assert np.log10(2 / low) / np.log10(high / low) > 1 / 7
+    assert labels == ["1", "3", "10", "30"] and minor == [], (labels, minor)
+    assert classification.count_ticks(340) == [1, 10, 100]
+    assert classification.count_ticks(40) == [1, 2, 5, 10, 20]
+    assert classification.count_ticks(1) == [1]
+
+
 def test_one_class_split_is_a_message_not_nan():
     preds = fake_predictions([1, 1, 1], [[0.2, 0.8], [0.3, 0.7], [0.4, 0.6]])
     calibration = classification.calibration(preds)

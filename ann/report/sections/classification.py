@@ -20,6 +20,7 @@ matplotlib.use("Agg")  # files only: never a window, never a display needed
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib import ticker  # noqa: E402
 
 from ann.report.predictions import Predictions  # noqa: E402
 from ann.report.sections import Section, report_setting  # noqa: E402
@@ -276,13 +277,36 @@ def reliability_axes(axes: Any, hist_axes: Any, bins: Any, title: str, classes: 
     axes.set_title(title, fontsize=11)
     axes.legend(loc="upper left", fontsize=8, ncol=2)
     axes.tick_params(labelbottom=False)
-    hist_axes.bar(centers, bins.counts, width, color="tab:grey", edgecolor="black", lw=0.5)
+    counts = np.asarray(bins.counts)
+    hist_axes.bar(centers, counts, width, color="tab:grey", edgecolor="black", lw=0.5)
     hist_axes.set_yscale("log")
+    # The floor below 1: a bin of 1 or 2 rows is a bar, not a sliver at the axis (matplotlib
+    # put the floor at the smallest count); plain integer ticks, not 2x10^0, 3x10^0, ...
+    top = max(float(counts.max()), 1.0)
     hist_axes.set(
         xlim=(left, 1),
+        ylim=(ROWS_FLOOR, top * 2),
+        yticks=count_ticks(top),
         xlabel=f"Confidence (top-class probability, at least 1/{classes})",
         ylabel="Rows (log)",
     )
+    hist_axes.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    hist_axes.yaxis.set_minor_formatter(ticker.NullFormatter())
+
+
+ROWS_FLOOR = 0.4  # the rows panel's log axis starts here: a 1-row bar is 0.4 decade tall
+
+
+def count_ticks(top: float, most: int = 5) -> list[int]:
+    """At most `most` integer ticks in [1, `top`] for a log axis of counts: 1, 2, 5, 10, ...
+    thinned to 1, 3, 10, 30, ... then to the powers of 10 as the range grows."""
+    for steps in ((1, 2, 5), (1, 3), (1,)):
+        ticks = [
+            m * 10**k for k in range(int(np.log10(top)) + 1) for m in steps if m * 10**k <= top
+        ]
+        if len(ticks) <= most:
+            return ticks
+    return ticks[:: -(-len(ticks) // most)]
 
 
 def calibration(preds: Predictions) -> Section:
