@@ -69,3 +69,24 @@ def test_a_recorded_directory_that_lost_the_data_is_said_in_one_line(tmp_path, c
     assert len(err) == 1 and err[0].startswith("warning: the run at runs/a read data set 'digits'")
     assert f"from {gone}, which no longer holds it" in err[0], err
     assert data_dir_lib.choose("", "digits", None, "x") == ""  # nothing recorded: as before
+
+
+def test_the_lost_data_warning_says_what_the_fallback_holds_and_where_to_restore(tmp_path, capsys):
+    # It said the fallback "may hold other data" even where it was empty and the set was then
+    # built there, and "put the run's data back there" named no directory.
+    gone, empty, full = tmp_path / "gone", tmp_path / "empty", tmp_path / "full"
+    empty.mkdir()
+    (full / "digits").mkdir(parents=True)
+    restore = f"(to read what the run at runs/a read, restore the data set to {gone})"
+    data_dir_lib.choose(str(empty), "digits", str(gone), "the run at runs/a")
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.endswith(
+        f"; {empty} (data.data_dir={empty}) does not hold it either: it will be built there "
+        f"anew from its source, which may differ from what was read {restore}"
+    ), line
+    data_dir_lib.choose(str(full), "digits:1.3.0", str(gone), "the run at runs/a")
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.endswith(
+        f"; reading the copy already in {full} (data.data_dir={full}) instead, which may be "
+        f"other data under the same name {restore}"
+    ), line

@@ -11,7 +11,9 @@ directory, not whatever its own shell's $TFDS_DATA_DIR or working directory reso
 reference sample, a self-check or a report read from another directory could be other data
 under the same name, without a word. It says so in one `note:` line when the two differ. Where
 the recorded directory no longer holds the data set (moved, or another machine), it reads the
-one it resolves and says so in one `warning:` line. A resume whose `data.data_dir` differs from
+one it resolves and says so in one `warning:` line: whether that one already holds a copy (it
+may be other data under the same name) or will build the set anew, and which directory to
+restore the data to. A resume whose `data.data_dir` differs from
 the run's last config reads the new one: the user changed it (config_changes.jsonl records it).
 """
 
@@ -69,9 +71,20 @@ def choose(data_dir: str, name: str, recorded_dir: str | None, whose: str) -> st
             f"reading data set {name!r} from {recorded_dir}, where {whose} read it, not {here}"
         )
         return recorded_dir
+    fallback = resolved(data_dir)
+    if os.path.isdir(os.path.join(fallback, name.split(":")[0])):
+        instead = (
+            f"reading the copy already in {here} instead, which may be other data under the "
+            "same name"
+        )
+    else:
+        instead = (
+            f"{here} does not hold it either: it will be built there anew from its source, "
+            "which may differ from what was read"
+        )
     cli.warn(
-        f"{whose} read data set {name!r} from {recorded_dir}, which no longer holds it; reading "
-        f"it from {here}, which may hold other data (put the run's data back there to read it)"
+        f"{whose} read data set {name!r} from {recorded_dir}, which no longer holds it; "
+        f"{instead} (to read what {whose} read, restore the data set to {recorded_dir})"
     )
     return data_dir
 
