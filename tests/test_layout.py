@@ -251,3 +251,17 @@ def test_readme_layout_matches_the_tree():
     assert not missing, f"README.md's Layout section does not list: {', '.join(missing)}"
     gone = [e for e in entries if not (ROOT / e).exists()]
     assert not gone, f"README.md's Layout section names what does not exist: {', '.join(gone)}"
+
+
+def test_readme_serves_a_registry_only_after_making_it():
+    """README Serving opened with `ann serve --model=models:/digits@champion --registry=registry`
+    with no word of where that registry comes from: in reading order a registry URI is served
+    only after the README registered it, and Serving says where, or serves the export."""
+    text = (ROOT / "README.md").read_text()
+    made = text.index("ann registry --registry=registry register exports/digits_cnn --name=digits "
+                      "--alias=champion")  # fmt: skip
+    served = text.index("ann serve --model=models:/digits@champion")
+    assert made < served
+    serving = text[text.index("## Serving") :][:1200]
+    assert "[Model\nregistry](#model-registry)" in serving
+    assert "ann serve --model=exports/digits_cnn --port=8000" in serving
