@@ -31,7 +31,10 @@ JOBS: dict[str, tuple[str, str]] = {
         "ann.observability",
         "render Prometheus SLO rules and alerts and the Grafana dashboard",
     ),
-    "monitor": ("ann.monitor", "drift of a request log; late labels fed to a running server"),
+    "monitor": (
+        "ann.monitor",
+        "request logs' drift and realized performance (late labels); labels sent to a server",
+    ),
 }
 
 USAGE = "usage: ann JOB [flags]   (ann JOB --help: the job's flags)"

@@ -307,6 +307,17 @@ def progress(message: str) -> None:
         print(f"{message}...", file=sys.stderr, flush=True)
 
 
+def wants_help(argv: Sequence[str]) -> bool:
+    """Whether `parse_flags` will answer `argv` (sys.argv: the program, then its arguments) with
+    the help (`_show_help`): a job with subcommands tailors its docstring and flags first."""
+    for arg in argv[1:]:
+        if arg == "--":
+            return False
+        if arg in _HELP:
+            return True
+    return False
+
+
 def _show_help(full: bool) -> NoReturn:
     """The main module's docstring and flags (with `--config`, which ann.cli defines for it) on
     stdout, exit 0; `full` lists every library's flags as well."""

@@ -94,6 +94,7 @@ WITHOUT_JAX = [
     ("serve", "--help"),
     ("observability", "--help"),
     ("monitor", "--help"),
+    ("monitor", "performance", "--help"),
     ("transfer", "--help"),
     ("transfer", "--config=configs/digits_mlp.py", "--config.optimizer.b2=1.0"),
     # A key `ann train` refuses as having no effect: refused by transfer too.

@@ -12,6 +12,7 @@ from test_serve import Server, infer_body, request
 
 from ann import artifact, data
 from ann.metrics import calibration
+from ann.monitor import __main__ as monitor_main
 from ann.monitor import performance
 from ann.monitor.feedback import read_labels
 from ann.monitor.request_log import read_requests
@@ -91,12 +92,21 @@ def replicas(digits_export, tmp_path_factory):
     }
 
 
-def _offline(replicas, logs):
+def _offline(replicas, logs, derive=False):
     model = replicas["model"]
     requests = read_requests([str(log) for log in logs], model.name, model.outputs)
     labels = read_labels(str(replicas["labels"]))
     names = model.outputs["label"]["names"]
-    return performance.join(requests, labels, names, "label", "probabilities", "labels.jsonl")
+    return performance.join(
+        requests, labels, names, "label", "probabilities", "labels.jsonl", derive
+    )
+
+
+def _rewritten(log, path, change):
+    """A copy of the request log `log` at `path`, each record passed through `change`."""
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    path.write_text("".join(json.dumps(change(r)) + "\n" for r in records))
+    return path
 
 
 def test_each_replicas_log_gives_its_servers_realized_accuracy(replicas):
@@ -206,3 +216,120 @@ def test_a_bad_label_an_unreadable_log_and_labels_matching_nothing_are_one_line(
         "--request_log_sample=1"
     ), line
     assert not (tmp_path / "perf").exists()
+
+
+def test_a_missing_flag_is_named_and_each_commands_help_is_its_own(tmp_path):
+    """Every missing flag got the same line naming all three; `--requests=` (empty) too. drift
+    alike. `ann monitor performance --help` printed all of `ann monitor --help`."""
+    log = tmp_path / "a.jsonl"
+    log.write_text("")
+    model, requests, labels = "--model=exports/x", f"--requests={log}", "--labels=labels.jsonl"
+    line = one_line_error(ann("monitor", "performance", model, labels))
+    assert line == (
+        "error: performance needs --requests=FILE[,FILE] (the server's request log: every "
+        "replica's, rotated files too)"
+    ), line
+    line = one_line_error(ann("monitor", "performance", model, "--requests=", labels))
+    assert line.endswith("(the server's request log: every replica's, rotated files too; "
+                         "--requests= names none)"), line  # fmt: skip
+    line = one_line_error(ann("monitor", "performance", requests))
+    assert line == (
+        "error: performance needs --model (an export directory or models:/ URI) and "
+        '--labels=FILE.jsonl (the late labels, {"id": ..., "label": ...} a line)'
+    ), line
+    line = one_line_error(ann("monitor", "drift", requests))
+    assert line == "error: drift needs --model (an export directory or models:/ URI)", line
+    line = one_line_error(ann("monitor", "drift", model))
+    assert line.startswith("error: drift needs --requests=FILE[,FILE] ("), line
+
+    result = ann("monitor", "performance", "--help")
+    assert result.returncode == 0 and not result.stderr, result.stderr
+    text = result.stdout
+    assert "    ann monitor performance --model=" in text and "(--model)" in text
+    assert "ann monitor drift --model" not in text and "ann monitor feedback --url" not in text
+    assert "--labels: feedback, performance: the late labels" in text
+    assert "--method" not in text and "--url" not in text  # other commands' flags
+    drift = ann("monitor", "drift", "--help").stdout
+    assert "[--nomultivariate]" in drift and "[--multivariate]" not in drift
+    assert "--nomultivariate skips it" in drift and "--labels" not in drift
+    everything = ann("monitor", "--help").stdout
+    assert all(f"    ann monitor {c} " in everything for c in ("drift", "feedback", "performance"))
+    jobs = ann("--help").stdout
+    assert "  monitor        request logs' drift and realized performance (late labels)" in jobs
+
+
+def test_logs_without_the_named_version_are_not_served_not_measured(replicas, tmp_path):
+    """--model named a version the logs never served: it printed the logged version's
+    accuracy and result.state "measured", so a gate read another version's score as this
+    one's. result.state is --model's version's ("not_served"); a warning names the versions the
+    logs hold and how to name one."""
+    version = replicas["model"].manifest_sha256[:12]
+
+    def other(record):
+        return {**record, "version": "0123456789ab"}
+
+    logs = [_rewritten(log, tmp_path / log.name, other) for log in replicas["logs"]]
+    out = tmp_path / "perf"
+    files = ",".join(str(log) for log in logs)
+    result = ann(
+        "monitor", "performance", f"--model={replicas['out']}", f"--requests={files}",
+        f"--labels={replicas['labels']}", f"--out={out}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["result"]["state"] == "not_served", report["result"]
+    assert performance.NOT_SERVED == "not_served"
+    assert list(report["result"]["versions"]) == ["0123456789ab"]
+    assert report["result"]["versions"]["0123456789ab"]["state"] == "measured"
+    lines = result.stdout.splitlines()
+    assert lines[1].startswith("  version 0123456789ab: accuracy ")  # no (--model) tag
+    assert lines[2] == (
+        f"  version {version} (--model): served none of the 109 logged requests (state not_served)"
+    )
+    assert (
+        f"warning: {', '.join(str(log) for log in logs)} hold no request to digits_cnn version "
+        f'{version} (--model), only to version 0123456789ab: result.state is "not_served" and '
+        "the scores printed are that version's; to score it, give --model= the export directory "
+        "whose manifest sha256 starts 0123456789ab (or a models:/NAME/N registered from it)\n"
+    ) in result.stderr, result.stderr
+    # A registry version number is named by its URI.
+    said = monitor_main.not_served_warning("a.jsonl", "digits", "3", ["2"])
+    assert said.endswith("to score it, give --model=models:/digits/2"), said
+
+
+def test_a_class_asked_only_as_probabilities_joins_as_their_argmax(replicas, tmp_path):
+    """A request whose client asked only for `probabilities` was `unlogged`, though a
+    classification export's `label` is by definition the argmax of the logits, hence of
+    softmax(logits / T): the class is derived from the logged probabilities and joins."""
+    model = replicas["model"]
+    rows = data.load("digits", "test", cache=True).rows(np.arange(150))
+    outputs = model({"image": rows["image"]})
+    assert (outputs["probabilities"].argmax(-1) == outputs["label"]).all()  # the definition
+
+    def probabilities_only(record):
+        if "outputs" in record:
+            record = {**record, "outputs": {"probabilities": record["outputs"]["probabilities"]}}
+        return record
+
+    logs = [_rewritten(log, tmp_path / log.name, probabilities_only) for log in replicas["logs"]]
+    whole = _offline(replicas, replicas["logs"])
+    kept = _offline(replicas, logs)  # not derived: the log holds no class
+    unlogged = whole.joined + whole.unmatched["duplicate"]  # the duplicate too: nothing joined
+    assert kept.joined == 0 and kept.unmatched["unlogged"] == unlogged
+    derived = _offline(replicas, logs, derive=True)
+    [score], [expected] = derived.versions.values(), whole.versions.values()
+    assert (score.correct, score.rows) == (expected.correct, expected.rows) == (
+        score.correct, 141
+    )  # fmt: skip
+    assert derived.derived == derived.joined == whole.joined and whole.derived == 0
+    assert derived.unmatched == whole.unmatched
+    out = tmp_path / "perf"
+    result = ann(
+        "monitor", "performance", f"--model={replicas['out']}",
+        f"--requests={','.join(str(log) for log in logs)}", f"--labels={replicas['labels']}",
+        f"--out={out}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["labels"]["derived"] == whole.joined and report["result"]["state"] == "measured"
+    assert report["result"]["versions"][model.manifest_sha256[:12]]["correct"] == expected.correct

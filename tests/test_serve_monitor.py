@@ -517,6 +517,12 @@ def test_unknown_labels_of_a_model_with_several_versions_name_them_and_version()
     )
     [line] = unjoined_warnings({"unknown": 3}, 5, ["2"], "2")  # one version: as before
     assert line.startswith("3 of 5 labels name request ids this server does not hold: it keeps")
+    # Behind replicas: the fix named, not only the README section.
+    assert line.endswith(
+        "behind several replicas a label joins only on the replica that served its request: "
+        "join the labels offline with `ann monitor performance --labels=FILE --requests=` every "
+        "replica's request log (README: Realized performance offline)"
+    ), line
 
 
 def test_labels_for_another_version_than_an_explicit_version_say_so(tmp_path):

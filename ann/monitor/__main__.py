@@ -1,15 +1,18 @@
-"""`ann monitor COMMAND`: monitoring jobs run on files.
+"""`ann monitor COMMAND`: monitoring jobs run on files (`ann monitor COMMAND --help`: one
+command's part of this and its flags).
 
     ann monitor drift --model=models:/digits@champion --requests=requests.jsonl [--out=DIR]
-        [--registry=DIR] [--method=auto] [--correction=none] [--multivariate] [--top=6]
+        [--registry=DIR] [--method=auto] [--correction=none] [--nomultivariate] [--top=6]
         [--min_rows=25]
 
 `drift` reads the server's request log (`ann serve --request_log=FILE`; rotated files too:
 `--requests=log,log.1`), keeps the model's successful requests (`ann.monitor.request_log`), tests
-them against the export's reference sample (`ann.monitor.drift`: Evidently's defaults, adapted) and
-writes report.json, index.html and PNGs to --out (default ./drift-NAME-VERSION; an earlier
-drift report there is replaced), then prints a summary. The outputs tested are the logged ones
-when every request logged them all, else the model's on the logged inputs. Fewer than
+them against the export's reference sample (`ann.monitor.drift`: Evidently's defaults, adapted,
+with the multivariate MMD test unless --nomultivariate) and writes report.json, index.html and
+PNGs to --out (default ./drift-NAME-VERSION; an earlier drift report there is replaced), then
+prints a summary. The outputs tested are the logged ones when every request logged them all,
+else the model's on the logged inputs; a log without requests to --model's version is judged
+against that version's reference, with a warning naming the versions it holds. Fewer than
 --min_rows rows (`ann.monitor.MIN_ROWS`, 25: the chi-square rule of 5 expected counts a bin) are
 not judged: the summary says "too few rows to judge drift (N rows < 25)" and report.json's
 result.state is "too_few_rows" (else "detected" or "not_detected"), for a gate to read.
@@ -21,7 +24,8 @@ result.state is "too_few_rows" (else "detected" or "not_detected"), for a gate t
 request's id) to a running server's feedback route in batches and prints what it joined
 (`ann.monitor.feedback`; --model is then the served model's name). The server joins them in
 its own memory only: behind several replicas a label joins only on the replica that served its
-request, and a restart forgets them. `performance` is the offline join:
+request, and a restart forgets them; `ann monitor performance` joins the same file offline to
+every replica's request log.
 
     ann monitor performance --model=models:/digits@champion --requests=a.jsonl,a.jsonl.1,b.jsonl
         --labels=labels.jsonl [--registry=DIR] [--out=DIR] [--min_rows=100]
@@ -32,22 +36,25 @@ feedback route joins them (`ann.monitor.performance`: class indices or names, a 
 request of several rows, an id's latest request, the first label of an id counts), and scores
 each version of the model the logs hold: realized accuracy, and ECE over 15 bins with its
 reliability diagram where the logged outputs include the probabilities (the log holds only the
-outputs each client asked for: without them there is no ECE, and without the predicted class
-the label cannot join; both are said). Labels not joined are counted by reason (unknown: not
-in these logs; failed: the request was refused; unlogged: no predicted class logged;
-duplicate). It writes report.json, index.html and the reliability PNG to --out (default
-./performance-NAME-VERSION) and prints what joined and each version's scores. A version with
-fewer than --min_rows labelled rows (`ann.monitor.MIN_LABELS`, 100, as `ann serve
---monitor_min_labels`) is not judged: "too few labelled rows to judge", and report.json's
-result.versions[V].state is "too_few_rows" (else "measured"; result.state: "measured" when any
-version is), for a gate to read.
+outputs each client asked for: without them there is no ECE, said; a request logged with the
+probabilities but not the predicted class joins with their argmax, which a classification
+export's class is by definition). Labels not joined are counted by reason (unknown: not in
+these logs; failed: the request was refused; unlogged: no predicted class logged; duplicate).
+It writes report.json, index.html and the reliability PNG to --out (default
+./performance-NAME-VERSION) and prints what joined and each version's scores, the version
+--model names tagged `(--model)`. A version with fewer than --min_rows labelled rows
+(`ann.monitor.MIN_LABELS`, 100, as `ann serve --monitor_min_labels`) is not judged: "too few
+labelled rows to judge", and report.json's result.versions[V].state is "too_few_rows" (else
+"measured"). result.state, for a gate to read, is --model's version's: "measured",
+"too_few_rows", or "not_served" when the logs hold none of its requests (then a warning names
+the versions they hold and the --model that scores one).
 
 Exit status 0 whether drift is found, not found or not judged, and whether a version's
-performance is judged or not; 1 with one `error: ...` line for a bad flag, a request log that
-cannot be read, an export without a reference sample (drift) or without a categorical output
-(performance), a labels file that cannot be read or holds a label the server would refuse,
-labels of which none joins a logged request (naming why), or a feedback batch the server
-refuses.
+performance is judged or not; 1 with one `error: ...` line for a bad or missing flag (each
+missing one named), a request log that cannot be read, an export without a reference sample
+(drift) or without a categorical output (performance), a labels file that cannot be read or
+holds a label the server would refuse, labels of which none joins a logged request (naming
+why), or a feedback batch the server refuses.
 """
 
 from __future__ import annotations
@@ -114,7 +121,11 @@ def define_flags() -> None:
         "5% of unmoved features flagged a window), bonferroni (family-wise error <= 0.05), "
         "fdr_bh / fdr_by (false discovery rate <= 0.05, Benjamini-Hochberg / -Yekutieli).",
     )
-    flags.DEFINE_boolean("multivariate", True, "Also the multivariate MMD test (jax).")
+    flags.DEFINE_boolean(
+        "multivariate",
+        True,
+        "drift: also the multivariate MMD test (jax); on by default, --nomultivariate skips it.",
+    )
     flags.DEFINE_integer("top", 6, "Drifted features drawn (reference vs current).", lower_bound=0)
     flags.DEFINE_integer(
         "min_rows",
@@ -212,8 +223,7 @@ def drift(args: list[str]) -> None:
     """`ann monitor drift`: the report of a request log against the model's reference."""
     # The flags first: a mistake answered after the imports below in 3.0-3.7 s, now in 0.6 s.
     cli.check_no_arguments(args)
-    if not FLAGS.model or not FLAGS.requests:
-        raise cli.FlagError("drift needs --model (an export or models:/ URI) and --requests=FILE")
+    _need("drift", "model", "requests")
     _check_requests()
     from ann.monitor.request_log import read_traffic
     from ann.report.write import check_out
@@ -296,6 +306,32 @@ def drift(args: list[str]) -> None:
     print(summary(report, path))
 
 
+# A job's required flag as its refusal names it: (the flag, what it is).
+_NEEDED = {
+    "model": ("--model", "an export directory or models:/ URI"),
+    "requests": (
+        "--requests=FILE[,FILE]",
+        "the server's request log: every replica's, rotated files too",
+    ),
+    "labels": ("--labels=FILE.jsonl", 'the late labels, {"id": ..., "label": ...} a line'),
+}
+
+
+def _need(command: str, *names: str) -> None:
+    """FlagError naming those of the flags `names` that `command` needs and was not given (a
+    flag given empty, `--requests=`, is said so), before anything is read."""
+    missing = []
+    for name in names:
+        if FLAGS[name].value:
+            continue
+        flag, what = _NEEDED[name]
+        empty = f"; --{name}= names none" if FLAGS[name].present else ""
+        missing.append(f"{flag} ({what}{empty})")
+    if missing:
+        listed = ", ".join(missing[:-1]) + " and " + missing[-1] if len(missing) > 1 else missing[0]
+        raise cli.FlagError(f"{command} needs {listed}")
+
+
 def _check_requests() -> None:
     """FlagError for a --requests file that is not there (before any model is loaded)."""
     for path in FLAGS.requests:
@@ -325,11 +361,7 @@ def performance(args: list[str]) -> None:
     """`ann monitor performance`: late labels joined to the request logs of every replica,
     offline; realized accuracy and calibration per model version (`ann.monitor.performance`)."""
     cli.check_no_arguments(args)
-    if not FLAGS.model or not FLAGS.requests or not FLAGS.labels:
-        raise cli.FlagError(
-            "performance needs --model (an export or models:/ URI), --requests=FILE[,FILE] (the "
-            "request log of every replica) and --labels=FILE.jsonl"
-        )
+    _need("performance", "model", "requests", "labels")
     _check_requests()
     from ann.report.write import check_out
 
@@ -359,9 +391,10 @@ def performance(args: list[str]) -> None:
     from ann.monitor import report as monitor_report
 
     names = list(manifest["outputs"][label_output]["names"])
+    derive = (manifest.get("config") or {}).get("experiment") in perf.ARGMAX_EXPERIMENTS
     try:
         joined = perf.join(
-            requests, numbered, names, label_output, probability_output, FLAGS.labels
+            requests, numbered, names, label_output, probability_output, FLAGS.labels, derive
         )
     except perf.LabelsError as e:
         cli.fail(str(e))
@@ -372,7 +405,10 @@ def performance(args: list[str]) -> None:
         cli.warn(line)
     min_rows = MIN_LABELS if FLAGS.min_rows is None else FLAGS.min_rows
     scores = {v: s.to_json(min_rows) for v, s in joined.versions.items()}
-    state = "measured" if any(s["state"] == "measured" for s in scores.values()) else "too_few_rows"
+    # result.state is --model's version's: a gate reading it must not get another version's.
+    state = scores[version]["state"] if version in scores else perf.NOT_SERVED
+    if version not in scores:
+        cli.warn(not_served_warning(files, name, version, list(scores)))
     out = FLAGS.out or f"performance-{name}-{version}"
     cli.check_out("out", out, report=True)
     check_out(out, "performance report")
@@ -392,6 +428,8 @@ def performance(args: list[str]) -> None:
             "file": FLAGS.labels,
             "labels": joined.sent,
             "joined": joined.joined,
+            # joined with the class derived from the logged probabilities (their argmax)
+            "derived": joined.derived,
             "unmatched": joined.unmatched,
         },
         "outputs": {"predicted_class": label_output, "probabilities": probability_output},
@@ -405,10 +443,38 @@ def performance(args: list[str]) -> None:
         f"{label_output!r} against the label; ECE over 15 equal-width bins of the top-class "
         f"probability ({probability_output!r}), where the log holds it",
     ]
+    if joined.derived:
+        header.append(
+            f"{joined.derived} labels joined requests logged without {label_output!r}: their "
+            f"predicted class is the argmax of the logged {probability_output!r}, as the "
+            "classification export defines it"
+        )
     path = monitor_report.write(
         out, report, parts, f"Realized performance: {name}", header, kind="performance"
     )
     print(performance_summary(report, path))
+
+
+def not_served_warning(files: str, name: str, version: str, held: list[str]) -> str:
+    """The warning for logs that hold no request to --model's version `version` of `name`,
+    only to versions `held`: what result.state then says, and how to name one they hold (a
+    registry version number by its models:/ URI; an export served from its directory, whose
+    version is its manifest's sha256, by that directory or a models:/ URI registered from it)."""
+    from ann.monitor.performance import NOT_SERVED
+
+    first = held[0]
+    how = (
+        f"--model=models:/{name}/{first}"
+        if first.isdigit()
+        else f"--model= the export directory whose manifest sha256 starts {first} (or a "
+        "models:/NAME/N registered from it)"
+    )
+    return (
+        f"{files} hold{'' if ',' in files else 's'} no request to {name} version {version} "
+        f'(--model), only to version {", ".join(held)}: result.state is "{NOT_SERVED}" and '
+        f"the scores printed are {'that version' if len(held) == 1 else 'those versions'}'s; "
+        f"to score {'it' if len(held) == 1 else 'one'}, give {how}"
+    )
 
 
 def performance_summary(report: dict[str, Any], path: str) -> str:
@@ -444,6 +510,11 @@ def performance_summary(report: dict[str, Any], path: str) -> str:
             some = "" if s["ece_rows"] == s["rows"] else f" of the {s['ece_rows']} logging them"
             said += f", ECE {s['ece']:.4f} over {s['bins']} bins{some}"
         lines.append(said)
+    if m["version"] not in r["versions"]:
+        lines.append(
+            f"  version {m['version']} (--model): served none of the {records} logged requests "
+            f"(state {r['state']})"
+        )
     pictures = len(report["figures"])
     lines.append(f"wrote {path}, index.html and {pictures} picture{'s' * (pictures != 1)}")
     return "\n".join(lines)
@@ -496,12 +567,44 @@ OWN_FLAGS = {
 }
 
 
+def command_help(command: str) -> str:
+    """`ann monitor COMMAND --help`'s text: a line naming it, the module docstring's part from
+    `command`'s usage lines to the next command's, and the exit status paragraph."""
+    doc = __doc__ or ""
+    paragraphs = doc.split("\n\n")
+    start = next(i for i, p in enumerate(paragraphs) if p.startswith(f"    ann monitor {command}"))
+    end = next(
+        (i for i, p in enumerate(paragraphs[start + 1 :], start + 1) if p.startswith("    ann ")),
+        len(paragraphs) - 1,
+    )
+    head = f"`ann monitor {command}` (`ann monitor --help`: every monitor command)."
+    kept = [head, *paragraphs[start:end], paragraphs[-1]]
+    return "\n\n".join(kept).rstrip() + "\n"
+
+
+def _help_for_command(argv: list[str]) -> None:
+    """For `ann monitor COMMAND --help`: only that command's part of the docstring and its own
+    flags (--model and OWN_FLAGS[COMMAND]) are listed; the others are dropped (the help exits
+    before anything runs). `ann monitor --help` lists everything."""
+    command = next((a for a in argv[1:] if not a.startswith("-")), None)
+    if command not in COMMANDS or not cli.wants_help(argv):
+        return
+    globals()["__doc__"] = command_help(command)  # what absl prints: __main__.__doc__
+    kept = {"model", *OWN_FLAGS[command]}
+    for flag in FLAGS.get_key_flags_for_module(argv[0]):
+        if flag.name not in kept and flag.name in FLAGS:
+            delattr(FLAGS, flag.name)
+
+
 if __name__ == "__main__":
+    import sys
+
     from ann.artifact import IntegrityError, PlatformError
     from ann.monitor.request_log import RequestLogError
     from ann.registry.core import RegistryError
 
     define_flags()
+    _help_for_command(sys.argv)
     # A bad --model (RegistryError), export (IntegrityError, no reference sample) or request
     # log: one line, exit 1. The drift tests (SciPy, JAX) are imported when they run.
     errors = (

@@ -47,7 +47,13 @@ def define_flags() -> None:
     flags.DEFINE_string(
         "version", None, "feedback: the model's version (default: its unversioned path's)."
     )
-    flags.DEFINE_string("labels", None, 'feedback: JSON lines of {"id": ..., "label": ...}.')
+    flags.DEFINE_string(
+        "labels",
+        None,
+        'feedback, performance: the late labels, JSON lines of {"id": ..., "label": ...} (the '
+        "infer request's id; a class index or name, a list of them for a request of several "
+        "rows).",
+    )
     flags.DEFINE_integer("batch", 1000, "feedback: labels per request.", lower_bound=1)
     flags.DEFINE_string(
         "token_file", None, "feedback: file holding the bearer token (else $ANN_SERVE_TOKEN)."
@@ -403,7 +409,8 @@ def unjoined_warnings(
             f"{unknown} of {sent} labels name request ids this server does not hold: it keeps "
             "predictions in memory, per process, so a restart (or a reload of the model) forgets "
             "them, and behind several replicas a label joins only on the replica that served its "
-            "request (README: Deployment)"
+            "request: join the labels offline with `ann monitor performance --labels=FILE "
+            "--requests=` every replica's request log (README: Realized performance offline)"
         )
     if duplicate:
         said.append(

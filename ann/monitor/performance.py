@@ -20,7 +20,14 @@ that id in these logs: not logged, as with `--request_log_sample` below 1, in a 
 or a replica's log not given, or sent to another model), `failed` (its request was logged with
 an error: there is no prediction; the server counts it unknown), `unlogged` (it succeeded, but
 its client asked for outputs without the categorical one, so the log holds no predicted class;
-the server, which keeps the class whatever was asked, would join it), `duplicate`. With every
+the server, which keeps the class whatever was asked, would join it), `duplicate`. A request
+whose client asked for the probabilities without the categorical output joins with the class
+derived from them (`derive`: the argmax of the logged probabilities), where the experiment
+defines the categorical output as exactly that: a classification export's `label` is the
+argmax of the logits and its `probabilities` softmax(logits / T), T > 0, which keeps the
+order (both argmaxes take the first of equal values; only two logits within float32
+rounding of each other could tie in the probabilities and not in the logits). Such labels are
+counted (`Joined.derived`). With every
 request logged (`--request_log_sample=1`, the default 0.01 logs a hundredth) and every replica's
 files given, the accuracy is the one the servers' live joins would give together.
 
@@ -29,7 +36,9 @@ the requests' probabilities (the float output of one value per class), ECE and M
 `ann.metrics.calibration.BINS` = 15 equal-width bins of the top-class confidence
 (`ann.metrics.calibration.reliability`) with its reliability diagram. A version with fewer than
 `min_rows` labelled rows (`ann.monitor.MIN_LABELS`, 100, the server's --monitor_min_labels) is
-not judged: state "too_few_rows", its counts given, accuracy and ECE null.
+not judged: state "too_few_rows", its counts given, accuracy and ECE null. The version
+--model names that served none of the logged requests has state "not_served" (`NOT_SERVED`):
+the logs' versions are scored, and said, but not as it.
 """
 
 from __future__ import annotations
@@ -46,6 +55,11 @@ from ann.serve.feedback import Predictions
 SCHEMA = "ann.monitor.performance/1"
 REASONS = ("unknown", "failed", "unlogged", "duplicate")
 STATES = ("measured", "too_few_rows")
+NOT_SERVED = "not_served"  # the state of a version that served none of the logged requests
+# Experiments whose categorical output is by definition the argmax of their probability output
+# (experiments/classification.py `predict`: label = argmax(logits), probabilities =
+# softmax(logits / T)); `join` derives the class from logged probabilities only for these.
+ARGMAX_EXPERIMENTS = ("classification",)
 
 
 class LabelsError(ValueError):
@@ -125,6 +139,7 @@ class Joined:
     # of other models' requests among them.
     unknown_ids: list[str]
     elsewhere: dict[str, str]
+    derived: int = 0  # labels joined with the class derived from logged probabilities
 
     @property
     def joined(self) -> int:
@@ -144,13 +159,17 @@ def join(
     label_output: str,
     probability_output: str | None,
     path: str,
+    derive: bool = False,
 ) -> Joined:
     """Joins `labels` ((line, object) of the labels file `path`, `feedback.read_labels`) to the
     logged `requests` of one model by id, as the server's feedback route does (module
     docstring). `names`: the categorical output's class names; `label_output`,
     `probability_output`: the outputs holding the predicted class and the probabilities
     (`class_outputs`). Raises LabelsError naming the line for a label the server would refuse
-    (not `{"id", "label"}`, a class neither index nor name, a list of the wrong length)."""
+    (not `{"id", "label"}`, a class neither index nor name, a list of the wrong length).
+    `derive`: a request logged with the probabilities but not the categorical output joins with
+    their argmax as its predicted class (only where the experiment defines the class so:
+    `ARGMAX_EXPERIMENTS`); else such a label is `unlogged`."""
     latest: dict[str, Any] = {}  # id -> its latest successful request
     failed: set[str] = set()
     for logged in sorted(requests.logged, key=lambda r: r.time):  # rotated files: by time
@@ -165,22 +184,31 @@ def join(
         if logged.version not in versions:
             store = Predictions(2 * len(latest) + 2, names)  # never rotates: no eviction
             versions[logged.version] = VersionScore(logged.version, 0, 0, store)
+    derived_ids: set[str] = set()
     for request_id, logged in latest.items():
-        if label_output in logged.outputs:
+        predicted = logged.outputs.get(label_output)
+        if predicted is None and derive and probability_output in logged.outputs:
+            predicted = logged.outputs[probability_output].argmax(-1).astype(np.int32)
+            derived_ids.add(request_id)
+        if predicted is not None:
             score = versions[logged.version]
-            score.store.record(request_id, logged.outputs[label_output], 0)
+            score.store.record(request_id, predicted, 0)
             score.requests += 1
     parser = Predictions(0, names)
     unmatched = dict.fromkeys(REASONS, 0)
     unknown_ids: list[str] = []
     elsewhere: dict[str, str] = {}
+    derived = 0
     for line, item in labels:
         try:
             ((request_id, classes),) = parser.parse(item)
         except ServeError as e:
             raise _refused(path, line, e) from None
         logged = latest.get(request_id)
-        if logged is None or label_output not in logged.outputs:
+        joinable = logged is not None and (
+            label_output in logged.outputs or request_id in derived_ids
+        )
+        if not joinable:
             reason = "unlogged" if logged else "failed" if request_id in failed else "unknown"
             unmatched[reason] += 1
             if reason == "unknown":
@@ -198,12 +226,13 @@ def join(
             unmatched["duplicate"] += reply["unmatched"]["duplicate"]
             continue
         score.labels += 1
+        derived += request_id in derived_ids
         target = np.asarray(classes, np.int64)
         score.targets.append(target)
         if probability_output in logged.outputs:
             score.probabilities.append(logged.outputs[probability_output])
             score.calibrated_targets.append(target)
-    return Joined(versions, unmatched, len(labels), unknown_ids, elsewhere)
+    return Joined(versions, unmatched, len(labels), unknown_ids, elsewhere, derived)
 
 
 def nothing_joined(joined: Joined, requests: Requests, name: str, files: str, path: str) -> str:
@@ -237,8 +266,9 @@ def nothing_joined(joined: Joined, requests: Requests, name: str, files: str, pa
         )
     if joined.unmatched["unlogged"]:
         return (
-            f"{said}: their requests' clients asked for outputs without the predicted class, "
-            "so the log holds none to join; ask for every output (the default)"
+            f"{said}: their requests' clients asked for outputs without the predicted class "
+            "(or, for a classification export, the probabilities it is the argmax of), so the "
+            "log holds none to join; ask for every output (the default)"
         )
     return f"{said}: every request they name failed (no prediction to join)"
 
@@ -258,8 +288,9 @@ def unjoined_warnings(joined: Joined) -> list[str]:
     if joined.unmatched["unlogged"]:
         said.append(
             f"{joined.unmatched['unlogged']} of {sent} labels name requests whose clients asked "
-            "for outputs without the predicted class: the log holds none to join (the server's "
-            "live join would have counted them)"
+            "for outputs without the predicted class (or, for a classification export, the "
+            "probabilities it is the argmax of): the log holds none to join (the server's live "
+            "join would have counted them)"
         )
     if duplicate:
         said.append(
