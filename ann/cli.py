@@ -976,6 +976,35 @@ def sigterm_as_interrupt(message: str = "terminated (SIGTERM)") -> Iterator[None
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """A Ctrl-C or SIGTERM that arrives inside is delivered on leaving, to the handler it would
+    have met (main thread only; elsewhere signals do not land): for a step that starts
+    background work and waits for it, which a stop between the two would leave running. Orbax's
+    checkpoint managers start a thread at open that removes stale temporary saves: a SIGTERM
+    there left it listing a workdir the stopped start then removed, and its traceback followed
+    `ann train`'s one line."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+
+    def note(signum: int, frame: object) -> None:
+        caught.append(signum)
+
+    previous = {s: signal.signal(s, note) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():  # None: set outside Python, as the default
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        if caught:
+            signal.raise_signal(caught[0])  # its handler raises here, or exits, as it would have
+
+
 def interrupted(
     message: str = "", skip_teardown: bool = False, status: int = EXIT_INTERRUPTED
 ) -> NoReturn:

@@ -90,13 +90,13 @@ class Pairs(tfds.core.GeneratorBasedBuilder):
 def test_a_data_dir_of_data_sets_with_configs_is_told_at_its_root(tmp_path, monkeypatch):
     # A data dir whose data sets all have builder configs (ROOT/NAME/CONFIG/VERSION/) was told
     # only at NAME/: `--out=ROOT/report` wrote among the data sets.
-    (tmp_path / "user_sets.py").write_text(CONFIGURED_SET)
+    (tmp_path / "configured_sets.py").write_text(CONFIGURED_SET)
     monkeypatch.syspath_prepend(str(tmp_path))
-    import user_sets
+    import configured_sets
 
     home = tmp_path / "home"
     data = home / "tensorflow_datasets"
-    user_sets.Pairs(
+    configured_sets.Pairs(
         data_dir=str(data), config="small", file_format="array_record"
     ).download_and_prepare()
     assert (data / "pairs" / "small" / "1.0.0" / "dataset_info.json").is_file()

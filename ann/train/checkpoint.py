@@ -36,7 +36,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
 
-from ann import atomic
+from ann import atomic, cli
 from ann.config import NOT_A_METRIC_OF_THIS_RUN, SELECTION_PREFIX, ConfigError
 from ann.config import file_in as config_file_in
 from ann.train import run_status
@@ -221,38 +221,40 @@ class Checkpoints:
             _set_aside_strays(self.workdir)
         self.best_metric = best_metric
         self.best_mode = best_mode
-        self.latest = ocp.CheckpointManager(
-            os.path.join(self.workdir, "checkpoints"),
-            options=ocp.CheckpointManagerOptions(
-                max_to_keep=max_to_keep,
-                enable_async_checkpointing=async_save,
-                multiprocessing_options=_barrier_names("latest"),
-                create=create,
-                # A save cut short (Ctrl-C, a kill) leaves STEP.orbax-checkpoint-tmp-*: the
-                # workdir's lock makes this the only writer, so one found at open is stale.
-                cleanup_tmp_directories=create,
-            ),
-        )
-        try:
-            self.best = ocp.CheckpointManager(
-                os.path.join(self.workdir, "checkpoints_best"),
+        # A stop (Ctrl-C, SIGTERM) while opening lands once each manager's removal of stale
+        # temporary saves, begun in a thread at open, is done: a stopped start removes its
+        # workdir, and that thread must not be listing it then.
+        with cli.interrupts_deferred():
+            self.latest = ocp.CheckpointManager(
+                os.path.join(self.workdir, "checkpoints"),
                 options=ocp.CheckpointManagerOptions(
-                    max_to_keep=1,
-                    best_fn=lambda metrics: metrics[best_metric],
-                    best_mode=best_mode,
-                    keep_checkpoints_without_metrics=False,
+                    max_to_keep=max_to_keep,
                     enable_async_checkpointing=async_save,
-                    multiprocessing_options=_barrier_names("best"),
+                    multiprocessing_options=_barrier_names("latest"),
                     create=create,
+                    # A save cut short (Ctrl-C, a kill) leaves STEP.orbax-checkpoint-tmp-*: the
+                    # workdir's lock makes this the only writer, so one found at open is stale.
                     cleanup_tmp_directories=create,
                 ),
             )
-            best = self.best_metrics().get(best_metric)
-        except BaseException:  # a Ctrl-C or SIGTERM while opening: no cleanup thread outlives it
-            for manager in (self.latest, getattr(self, "best", None)):
-                if manager is not None:
-                    _await_tmp_cleanup(manager)
-            raise
+            try:
+                self.best = ocp.CheckpointManager(
+                    os.path.join(self.workdir, "checkpoints_best"),
+                    options=ocp.CheckpointManagerOptions(
+                        max_to_keep=1,
+                        best_fn=lambda metrics: metrics[best_metric],
+                        best_mode=best_mode,
+                        keep_checkpoints_without_metrics=False,
+                        enable_async_checkpointing=async_save,
+                        multiprocessing_options=_barrier_names("best"),
+                        create=create,
+                        cleanup_tmp_directories=create,
+                    ),
+                )
+            finally:
+                _await_tmp_cleanup(self.latest)
+            _await_tmp_cleanup(self.best)
+        best = self.best_metrics().get(best_metric)
         # Saved steps whose commit (and manifest) is not yet confirmed, per manager.
         self._unsealed: dict[int, list[int]] = {id(self.latest): [], id(self.best): []}
         self._failed = False  # a save failed and was reported
@@ -630,7 +632,6 @@ class Checkpoints:
         """Finishes the saves in flight and closes. A step whose wait a Ctrl-C interrupted (left
         unsealed) is committed by the managers' closing: its manifest is written then."""
         for manager in (self.latest, self.best):
-            _await_tmp_cleanup(manager)
             try:
                 manager.close()
             except Exception:
@@ -647,9 +648,10 @@ class Checkpoints:
 
 def _await_tmp_cleanup(manager: ocp.CheckpointManager) -> None:
     """Waits for the removal of stale temporary save directories that Orbax starts in a thread
-    at open (`cleanup_tmp_directories`). Orbax's own `close` does not (orbax-checkpoint 0.11-0.12:
-    only a save waits for it), so a start stopped before its first save removed its workdir
-    under that thread, whose FileNotFoundError traceback then followed ann train's line."""
+    at open (`cleanup_tmp_directories`); Orbax itself waits only at the first save, and its
+    `close` not at all (orbax-checkpoint 0.11-0.12), so a start stopped before its first save
+    removed its workdir under that thread, whose FileNotFoundError traceback then followed
+    ann train's line."""
     wait = getattr(manager, "_maybe_await_cleanup_tmp_directory", None)  # private: may go
     if wait is not None:
         wait()
