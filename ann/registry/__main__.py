@@ -239,25 +239,43 @@ def _alias(registry: Registry, f: Any, args: Sequence[str], mlflow_uri: str) -> 
             mlflow_mirror.delete_alias(name, alias, mlflow_uri)
         return
     version = int(args[2])
+    moved = not _has_alias(registry, name, alias, version)
     registry.set_alias(name, alias, version)
     print(f"models:/{name}@{alias} -> models:/{name}/{version}")
-    _warn(mlflow_mirror.unreached_aliases(registry, name, [alias], version, mlflow_uri))
+    if moved:  # a command that changes nothing here (a warning's fix for one server) names none
+        _warn(mlflow_mirror.unreached_aliases(registry, name, [alias], version, mlflow_uri))
     if mlflow_uri:
         mlflow_mirror.set_alias(registry, name, alias, version, mlflow_uri)
 
 
-def _has_alias(registry: Registry, name: str, alias: str) -> bool:
-    """Whether `name` has `alias` (an unknown model is refused as one)."""
-    return any(alias in mv.aliases for mv in registry.versions(name))
+def _has_alias(registry: Registry, name: str, alias: str, version: int | None = None) -> bool:
+    """Whether `name` has `alias` (on `version`, if given; an unknown model is refused as
+    one)."""
+    return any(
+        alias in mv.aliases and version in (None, mv.version) for mv in registry.versions(name)
+    )
 
 
 def _tag(registry: Registry, f: Any, args: Sequence[str], mlflow_uri: str) -> None:
     name, key, value = args
+    before = _tags(registry, name, f.version).get(key)
     registry.set_tag(name, key, value, f.version)
     print(f"tagged {name}{f'/{f.version}' if f.version else ''}: {key}={value}")
-    _warn(mlflow_mirror.unreached_tag(registry, name, key, value, f.version, mlflow_uri))
+    if before != value:  # as for an alias: a command that changes nothing here names none
+        _warn(mlflow_mirror.unreached_tag(registry, name, key, value, f.version, mlflow_uri))
     if mlflow_uri:
         mlflow_mirror.set_tag(registry, name, key, value, f.version, mlflow_uri)
+
+
+def _tags(registry: Registry, name: str, version: int | None) -> dict[str, str]:
+    """The tags of model `name` (None) or of its `version`; {} for a model not registered
+    (set_tag refuses it then)."""
+    if version is not None:
+        try:
+            return registry.get_version(name, version).tags
+        except RegistryError:
+            return {}
+    return next((m["tags"] for m in registry.models() if m["name"] == name), {})
 
 
 def _delete(registry: Registry, f: Any, args: Sequence[str], mlflow_uri: str) -> None:
