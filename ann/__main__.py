@@ -33,7 +33,7 @@ JOBS: dict[str, tuple[str, str]] = {
     ),
     "monitor": (
         "ann.monitor",
-        "request logs' drift and realized performance (late labels); labels sent to a server",
+        "drift and realized performance from request logs; late labels to a server",
     ),
 }
 

@@ -662,6 +662,23 @@ def _log(path, model, version, images, served=True):
     log.close()
 
 
+def test_an_empty_name_in_requests_is_named():
+    """`--requests=,`, `--requests=a.jsonl,`: "--requests= is not a file" (no file was
+    named "")."""
+    from conftest import one_line_error
+    from test_cli import ann
+
+    # An empty name in the list was "--requests= is not a file".
+    for given, said in (
+        (",", "`--requests=,` names no file; give the server's request log: "
+         "--requests=FILE[,FILE]"),
+        ("a.jsonl,", "`--requests=a.jsonl,` has an empty name after a comma; drop it"),
+        (",a.jsonl", "`--requests=,a.jsonl` has an empty name before a comma; drop it"),
+    ):  # fmt: skip
+        line = one_line_error(ann("monitor", "drift", "--model=x", f"--requests={given}"))
+        assert line == f"error: {said}", line
+
+
 def test_monitor_drift_cli_writes_a_report_and_refuses_a_bad_log_in_one_line(
     digits_export, tmp_path
 ):

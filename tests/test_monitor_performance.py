@@ -210,7 +210,7 @@ def test_a_bad_label_an_unreadable_log_and_labels_matching_nothing_are_one_line(
     line = one_line_error(ann(*args, f"--requests={log}", f"--labels={other}"))
     assert line == (
         f"error: none of the 2 labels in {other} joined a logged request of digits_cnn "
-        f"(unknown 2): the labels' ids (e.g. 'x1') are not in {log}, which hold 55 requests "
+        f"(unknown 2): the labels' ids (e.g. 'x1') are not in {log}, which holds 55 requests "
         f"with ids (e.g. 'again') to version {replicas['model'].manifest_sha256[:12]}; give "
         "every replica's request log (rotated files too: --requests=log,log.1), logged with "
         "--request_log_sample=1"
@@ -255,7 +255,31 @@ def test_a_missing_flag_is_named_and_each_commands_help_is_its_own(tmp_path):
     everything = ann("monitor", "--help").stdout
     assert all(f"    ann monitor {c} " in everything for c in ("drift", "feedback", "performance"))
     jobs = ann("--help").stdout
-    assert "  monitor        request logs' drift and realized performance (late labels)" in jobs
+    # It was 100 characters, the others <= 93.
+    assert "  monitor        drift and realized performance from request logs; late labels to a " \
+        "server\n" in jobs  # fmt: skip
+    assert max(len(line) for line in jobs.splitlines()) <= 93
+    # Each command's own exit status: drift's help told of labels files and feedback batches.
+    for command, own, not_own in (
+        ("drift", "Exit status of `ann monitor drift`: 0 whether drift is found", "label"),
+        ("feedback", "Exit status of `ann monitor feedback`: 0 whatever the server", "drift"),
+        ("performance", "Exit status of `ann monitor performance`: 0 whether each", "drift"),
+    ):
+        said = ann("monitor", command, "--help").stdout
+        status = said[said.index(own) : said.index("\n\n", said.index(own))]
+        assert not_own not in status and said.count("Exit status") == 1, status
+    # Self-contained ("joins the same labels file": feedback's, not shown); --min_rows its own.
+    assert "joins the same labels file" not in text and '`{"id": ..., "label": ...}` a line' in (
+        text
+    )
+    flat = " ".join(text.split())
+    assert "fewer: 'too few labelled rows to judge'" in flat and "chi-square" not in flat
+    flat = " ".join(drift.split())
+    assert "the chi-square rule of 5 expected counts" in flat and "Cochran" not in flat
+    assert "fewer: 'too few rows to judge drift'" in flat and "labelled" not in flat
+    # An empty name in --requests was "--requests= is not a file".
+    line = one_line_error(ann("monitor", "performance", model, f"{requests},", labels))
+    assert line == f"error: `{requests},` has an empty name after a comma; drop it", line
 
 
 def test_logs_without_the_named_version_are_not_served_not_measured(replicas, tmp_path):
@@ -279,8 +303,20 @@ def test_logs_without_the_named_version_are_not_served_not_measured(replicas, tm
     report = json.loads((out / "report.json").read_text())
     assert report["result"]["state"] == "not_served", report["result"]
     assert performance.NOT_SERVED == "not_served"
-    assert list(report["result"]["versions"]) == ["0123456789ab"]
+    # --model's version is listed too, not_served (the page and report.json did not name it).
+    assert list(report["result"]["versions"]) == ["0123456789ab", version]
     assert report["result"]["versions"]["0123456789ab"]["state"] == "measured"
+    assert report["result"]["versions"][version] == {
+        **performance.not_served_json(100), "state": "not_served", "rows": 0, "accuracy": None
+    }  # fmt: skip
+    assert report["requests"]["versions"] == ["0123456789ab"]
+    page = (out / "index.html").read_text()
+    assert (
+        f"--model={replicas['out']} (version {version}) served none of the 109 logged requests: "
+        "not measured (state not_served); the scores below are version 0123456789ab&#x27;s"
+    ) in page, page[:3000]
+    assert page.index("served none of the 109") < page.index("labels from")  # at the top
+    assert f"version {version} (--model)" in page and "not_served</td>" in page
     lines = result.stdout.splitlines()
     assert lines[1].startswith("  version 0123456789ab: accuracy ")  # no (--model) tag
     assert lines[2] == (
@@ -333,3 +369,27 @@ def test_a_class_asked_only_as_probabilities_joins_as_their_argmax(replicas, tmp
     report = json.loads((out / "report.json").read_text())
     assert report["labels"]["derived"] == whole.joined and report["result"]["state"] == "measured"
     assert report["result"]["versions"][model.manifest_sha256[:12]]["correct"] == expected.correct
+
+
+def test_the_summary_says_one_row_and_no_picture():
+    """ "(1 rows < --min_rows=100)" and "wrote .../report.json, index.html and 0 pictures"."""
+    score = {"state": "too_few_rows", "rows": 1, "min_rows": 100, "correct": 1}
+    report = {
+        "labels": {"joined": 1, "labels": 1, "unmatched": {"unknown": 0}},
+        "requests": {"records": 1, "files": ["req.jsonl"]},
+        "model": {"name": "digits", "version": "3"},
+        "result": {"state": "too_few_rows", "versions": {"3": score}},
+        "outputs": {"probabilities": "probabilities"},
+        "figures": [],
+    }
+    lines = monitor_main.performance_summary(report, "perf/report.json").splitlines()
+    assert lines[0] == (
+        "1 of 1 labels joined to 1 logged request of digits in 1 log file; not joined: unknown 0"
+    )
+    assert lines[1] == (
+        "  version 3 (--model): too few labelled rows to judge (1 row < --min_rows=100): 1 correct"
+    )
+    assert lines[2] == (
+        "wrote perf/report.json and index.html (no picture: no version judged with logged "
+        "probabilities)"
+    )

@@ -705,6 +705,7 @@ def test_the_summary_counts_one_picture_in_the_singular(monkeypatch):
 
     monkeypatch.setattr(write, "title", lambda report, workdir=None: "ann report: RUN")
     monkeypatch.setattr(write, "header", lambda report: [])
-    for figures, said in ((["a.png"], "1 picture"), (["a.png", "b.png"], "2 pictures")):
+    cases = ((["a.png"], "1 picture"), (["a.png", "b.png"], "2 pictures"), ([], "no picture"))
+    for figures, said in cases:  # and "0 pictures"
         report = {"splits": {}, "files": {"figures": figures}}
         assert write.summary(report, "OUT").endswith(f"index.html and {said}")

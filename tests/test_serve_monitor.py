@@ -515,13 +515,20 @@ def test_unknown_labels_of_a_model_with_several_versions_name_them_and_version()
         "each joining labels only to its own requests: send the labels of another version's "
         "requests with --version=1"
     )
-    [line] = unjoined_warnings({"unknown": 3}, 5, ["2"], "2")  # one version: as before
-    assert line.startswith("3 of 5 labels name request ids this server does not hold: it keeps")
-    # Behind replicas: the fix named, not only the README section.
+    [line] = unjoined_warnings({"unknown": 3}, 5, ["2"], "2", None, "late.jsonl", "digits")
+    # The simplest cause first: ids never sent here.
+    assert line.startswith(
+        "3 of 5 labels name request ids this server does not hold. The simplest cause: ids never "
+        "sent to this server (a typo, or requests to another model). Else: it keeps"
+    ), line
+    # Behind replicas: the fix named as a whole command (it was cut off at `--requests=`, with
+    # FILE for the file sent and no --model), not only the README section.
     assert line.endswith(
         "behind several replicas a label joins only on the replica that served its request: "
-        "join the labels offline with `ann monitor performance --labels=FILE --requests=` every "
-        "replica's request log (README: Realized performance offline)"
+        "join the labels offline with `ann monitor performance --model=MODEL "
+        "--labels=late.jsonl --requests=LOG[,LOG...]` (MODEL: the export directory or models:/ "
+        "URI this server serves as digits; LOG: every replica's request log, rotated files too; "
+        "README: Realized performance offline)"
     ), line
 
 

@@ -30,11 +30,12 @@ every replica's request log.
     ann monitor performance --model=models:/digits@champion --requests=a.jsonl,a.jsonl.1,b.jsonl
         --labels=labels.jsonl [--registry=DIR] [--out=DIR] [--min_rows=100]
 
-`performance` joins the same labels file to the request logs of every replica (`ann serve
---request_log=FILE --request_log_sample=1`; rotated files too) by request id, as the server's
-feedback route joins them (`ann.monitor.performance`: class indices or names, a list for a
-request of several rows, an id's latest request, the first label of an id counts), and scores
-each version of the model the logs hold: realized accuracy, and ECE over 15 bins with its
+`performance` joins a file of late labels (`{"id": ..., "label": ...}` a line, the infer
+request's id: the file `ann monitor feedback` sends) to the request logs of every replica (`ann
+serve --request_log=FILE --request_log_sample=1`; rotated files too) by request id, as the
+server's feedback route joins them (`ann.monitor.performance`: class indices or names, a list
+for a request of several rows, an id's latest request, the first label of an id counts), and
+scores each version of the model the logs hold: realized accuracy, and ECE over 15 bins with its
 reliability diagram where the logged outputs include the probabilities (the log holds only the
 outputs each client asked for: without them there is no ECE, said; a request logged with the
 probabilities but not the predicted class joins with their argmax, which a classification
@@ -46,15 +47,25 @@ It writes report.json, index.html and the reliability PNG to --out (default
 (`ann.monitor.MIN_LABELS`, 100, as `ann serve --monitor_min_labels`) is not judged: "too few
 labelled rows to judge", and report.json's result.versions[V].state is "too_few_rows" (else
 "measured"). result.state, for a gate to read, is --model's version's: "measured",
-"too_few_rows", or "not_served" when the logs hold none of its requests (then a warning names
-the versions they hold and the --model that scores one).
+"too_few_rows", or "not_served" when the logs hold none of its requests: then a warning names
+the versions they hold and the --model that scores one, result.versions[V] holds it with state
+"not_served" (no scores), and index.html says so at its top and in its versions table.
 
-Exit status 0 whether drift is found, not found or not judged, and whether a version's
-performance is judged or not; 1 with one `error: ...` line for a bad or missing flag (each
-missing one named), a request log that cannot be read, an export without a reference sample
-(drift) or without a categorical output (performance), a labels file that cannot be read or
-holds a label the server would refuse, labels of which none joins a logged request (naming
-why), or a feedback batch the server refuses.
+Exit status of `ann monitor drift`: 0 whether drift is found, not found or not judged (too
+few rows); 1 with one `error: ...` line for a bad or missing flag (each missing one named), a
+request log that cannot be read, or an export without a reference sample.
+
+Exit status of `ann monitor feedback`: 0 whatever the server joined (labels not joined are
+counted, and warned of where the counts alone would leave you guessing); 1 with one `error: ...`
+line for a bad or missing flag, a server that cannot be reached, a labels file that cannot be
+read or holds a label the server would refuse, or a batch the server refuses.
+
+Exit status of `ann monitor performance`: 0 whether each version's performance is judged or not
+(too few labelled rows), and where --model's version served none of the requests (state
+"not_served"); 1 with one `error: ...` line for a bad or missing flag (each missing one named),
+a request log that cannot be read, an export without a categorical output, a labels file that
+cannot be read or holds a label the server would refuse, or labels of which none joins a logged
+request (naming why).
 """
 
 from __future__ import annotations
@@ -82,6 +93,20 @@ from ann.monitor import feedback as feedback_job
 
 FLAGS = flags.FLAGS
 PREDICT_BATCH = 512
+
+
+# --min_rows's help for each command (`ann monitor COMMAND --help` lists its own; both else).
+MIN_ROWS_HELP = {
+    "drift": (
+        f"drift: fewest rows judged (default {MIN_ROWS}: the chi-square rule of 5 expected counts "
+        "a bin, over up to 5 values); fewer: 'too few rows to judge drift', state too_few_rows."
+    ),
+    "performance": (
+        "performance: fewest labelled rows a version is judged on (default "
+        f"{MIN_LABELS}, as `ann serve --monitor_min_labels`); fewer: 'too few labelled rows to "
+        "judge', the version's state too_few_rows."
+    ),
+}
 
 
 def define_flags() -> None:
@@ -130,10 +155,7 @@ def define_flags() -> None:
     flags.DEFINE_integer(
         "min_rows",
         None,
-        f"drift: fewest rows judged (default {MIN_ROWS}: Cochran's rule of 5 expected counts a "
-        f"bin, over up to 5 values); performance: fewest labelled rows a version is judged on "
-        f"(default {MIN_LABELS}, as `ann serve --monitor_min_labels`). Fewer: 'too few rows to "
-        "judge' (state too_few_rows).",
+        f"{MIN_ROWS_HELP['drift']} {MIN_ROWS_HELP['performance']}",
         lower_bound=MIN_TEST_ROWS,
     )
     feedback_job.define_flags()
@@ -333,7 +355,22 @@ def _need(command: str, *names: str) -> None:
 
 
 def _check_requests() -> None:
-    """FlagError for a --requests file that is not there (before any model is loaded)."""
+    """FlagError for a --requests file that is not there, or an empty name in the list
+    (`--requests=a.jsonl,`: it was "--requests= is not a file"), before any model is loaded."""
+    given = f"--requests={','.join(FLAGS.requests)}"
+    if not any(FLAGS.requests):
+        raise cli.FlagError(
+            f"`{given}` names no file; give the server's request log: --requests=FILE[,FILE]"
+        )
+    if "" in FLAGS.requests:
+        where = (
+            "after a comma"
+            if FLAGS.requests[-1] == ""
+            else "before a comma"
+            if FLAGS.requests[0] == ""
+            else "between two commas"
+        )
+        raise cli.FlagError(f"`{given}` has an empty name {where}; drop it")
     for path in FLAGS.requests:
         if not os.path.isfile(path):
             raise cli.FlagError(
@@ -409,6 +446,8 @@ def performance(args: list[str]) -> None:
     state = scores[version]["state"] if version in scores else perf.NOT_SERVED
     if version not in scores:
         cli.warn(not_served_warning(files, name, version, list(scores)))
+        # Listed too: the page and report.json named only the logs' versions, as if measured.
+        scores[version] = perf.not_served_json(min_rows)
     out = FLAGS.out or f"performance-{name}-{version}"
     cli.check_out("out", out, report=True)
     check_out(out, "performance report")
@@ -420,7 +459,7 @@ def performance(args: list[str]) -> None:
         "requests": {
             "files": list(FLAGS.requests),
             "records": logged,
-            "versions": list(scores),
+            "versions": list(joined.versions),
             "skipped": requests.skipped,
             "served_as": list(requests.served_as) if requests.served_as else None,
         },
@@ -435,8 +474,15 @@ def performance(args: list[str]) -> None:
         "outputs": {"predicted_class": label_output, "probabilities": probability_output},
         "result": {"state": state, "min_rows": min_rows, "versions": scores},
     }
-    parts = perf.sections(joined, min_rows, len(names), name, len(FLAGS.requests))
-    header = [
+    parts = perf.sections(joined, min_rows, len(names), name, len(FLAGS.requests), version)
+    header = []
+    if state == perf.NOT_SERVED:  # first: a reader of the page thought it measured
+        header.append(
+            f"--model={FLAGS.model} (version {version}) served none of the {logged} logged "
+            f"requests: not measured (state {perf.NOT_SERVED}); the scores below are version "
+            f"{', '.join(joined.versions)}'s"
+        )
+    header += [
         f"{joined.sent} labels from {FLAGS.labels} joined by request id to {logged} logged "
         f"requests of {name} in {files}: {joined.joined} joined",
         "accuracy: the predicted class of the categorical output "
@@ -482,6 +528,8 @@ def performance_summary(report: dict[str, Any], path: str) -> str:
     ECE (or too few rows to judge, or why there is no ECE), then the files written."""
     labels, r, m = report["labels"], report["result"], report["model"]
     unmatched = ", ".join(f"{k} {v}" for k, v in labels["unmatched"].items())
+    from ann.monitor.performance import NOT_SERVED
+
     records = report["requests"]["records"]
     lines = [
         f"{labels['joined']} of {labels['labels']} labels joined to {records} logged "
@@ -492,13 +540,17 @@ def performance_summary(report: dict[str, Any], path: str) -> str:
     for version, s in r["versions"].items():
         this = " (--model)" if version == m["version"] else ""
         head = f"  version {version}{this}: "
+        rows = f"{s['rows']} row{'s' * (s['rows'] != 1)}"  # "(1 rows < ...)" was said
+        if s["state"] == NOT_SERVED:
+            lines.append(f"{head}served none of the {records} logged requests (state {s['state']})")
+            continue
         if s["state"] == "too_few_rows":
             lines.append(
-                f"{head}too few labelled rows to judge ({s['rows']} rows < --min_rows="
+                f"{head}too few labelled rows to judge ({rows} < --min_rows="
                 f"{s['min_rows']}): {s['correct']} correct"
             )
             continue
-        said = f"{head}accuracy {s['accuracy']:.4f} ({s['correct']} of {s['rows']} rows)"
+        said = f"{head}accuracy {s['accuracy']:.4f} ({s['correct']} of {rows})"
         if s["ece"] is None:
             said += (
                 f", no ECE: the log holds no probabilities ({report['outputs']['probabilities']}) "
@@ -510,13 +562,13 @@ def performance_summary(report: dict[str, Any], path: str) -> str:
             some = "" if s["ece_rows"] == s["rows"] else f" of the {s['ece_rows']} logging them"
             said += f", ECE {s['ece']:.4f} over {s['bins']} bins{some}"
         lines.append(said)
-    if m["version"] not in r["versions"]:
-        lines.append(
-            f"  version {m['version']} (--model): served none of the {records} logged requests "
-            f"(state {r['state']})"
-        )
     pictures = len(report["figures"])
-    lines.append(f"wrote {path}, index.html and {pictures} picture{'s' * (pictures != 1)}")
+    if pictures:
+        lines.append(f"wrote {path}, index.html and {pictures} picture{'s' * (pictures != 1)}")
+    else:  # "and 0 pictures" was said
+        lines.append(
+            f"wrote {path} and index.html (no picture: no version judged with logged probabilities)"
+        )
     return "\n".join(lines)
 
 
@@ -569,16 +621,19 @@ OWN_FLAGS = {
 
 def command_help(command: str) -> str:
     """`ann monitor COMMAND --help`'s text: a line naming it, the module docstring's part from
-    `command`'s usage lines to the next command's, and the exit status paragraph."""
+    `command`'s usage lines to the next command's, and its own exit status paragraph."""
     doc = __doc__ or ""
     paragraphs = doc.split("\n\n")
     start = next(i for i, p in enumerate(paragraphs) if p.startswith(f"    ann monitor {command}"))
     end = next(
-        (i for i, p in enumerate(paragraphs[start + 1 :], start + 1) if p.startswith("    ann ")),
-        len(paragraphs) - 1,
+        i
+        for i, p in enumerate(paragraphs[start + 1 :], start + 1)
+        if p.startswith(("    ann ", "Exit status of "))
     )
+    # Its own exit status (drift's help told of labels files and feedback batches).
+    status = next(p for p in paragraphs if p.startswith(f"Exit status of `ann monitor {command}`"))
     head = f"`ann monitor {command}` (`ann monitor --help`: every monitor command)."
-    kept = [head, *paragraphs[start:end], paragraphs[-1]]
+    kept = [head, *paragraphs[start:end], status]
     return "\n\n".join(kept).rstrip() + "\n"
 
 
@@ -590,6 +645,8 @@ def _help_for_command(argv: list[str]) -> None:
     if command not in COMMANDS or not cli.wants_help(argv):
         return
     globals()["__doc__"] = command_help(command)  # what absl prints: __main__.__doc__
+    if command in MIN_ROWS_HELP:  # its own: drift's rule, or performance's labelled rows
+        FLAGS["min_rows"].help = MIN_ROWS_HELP[command]
     kept = {"model", *OWN_FLAGS[command]}
     for flag in FLAGS.get_key_flags_for_module(argv[0]):
         if flag.name not in kept and flag.name in FLAGS:

@@ -366,7 +366,13 @@ def feedback(args: list[str]) -> None:
     if total["unmatched"].get("unknown"):  # an explicit --version too: it may be the wrong one
         versions = served_versions(FLAGS.url, FLAGS.model, token)
     said = unjoined_warnings(
-        total["unmatched"], len(items), versions, total.get("version"), FLAGS.version
+        total["unmatched"],
+        len(items),
+        versions,
+        total.get("version"),
+        FLAGS.version,
+        FLAGS.labels,
+        FLAGS.model,
     )
     for line in said:
         cli.warn(line)
@@ -378,11 +384,15 @@ def unjoined_warnings(
     versions: list[str] | None = None,
     version: str | None = None,
     named: str | None = None,
+    labels: str = "LABELS.jsonl",
+    model: str | None = None,
 ) -> list[str]:
     """Why labels did not join, where the counts alone left a user guessing (0 joined, exit 0):
     the server holds its predictions in memory, per process, and per model version.
     `versions`: the versions the server serves of the model ([]: not known); `version`: the
-    one that answered; `named`: the one `--version` named (None: the unversioned path)."""
+    one that answered; `named`: the one `--version` named (None: the unversioned path);
+    `labels`: the labels file sent, and `model` the served model's name, for the offline join's
+    command."""
     said = []
     unknown, duplicate = unmatched.get("unknown", 0), unmatched.get("duplicate", 0)
     versions = versions or []
@@ -405,12 +415,19 @@ def unjoined_warnings(
             f"--version={others[0]}" + (" (or another)" if len(others) > 1 else "")
         )
     elif unknown:
+        # The command was cut off (`--requests=` every ...), with FILE for the file just sent
+        # and no --model; and ids never sent to this server, the simplest cause, went unsaid.
+        served = f"serves as {model}" if model else "serves"
         said.append(
-            f"{unknown} of {sent} labels name request ids this server does not hold: it keeps "
+            f"{unknown} of {sent} labels name request ids this server does not hold. The simplest "
+            "cause: ids never sent to this server (a typo, or requests to another model). Else: "
+            "it keeps "
             "predictions in memory, per process, so a restart (or a reload of the model) forgets "
             "them, and behind several replicas a label joins only on the replica that served its "
-            "request: join the labels offline with `ann monitor performance --labels=FILE "
-            "--requests=` every replica's request log (README: Realized performance offline)"
+            "request: join the labels offline with `ann monitor performance --model=MODEL "
+            f"--labels={labels} --requests=LOG[,LOG...]` (MODEL: the export directory or "
+            f"models:/ URI this server {served}; LOG: every replica's request log, rotated files "
+            "too; README: Realized performance offline)"
         )
     if duplicate:
         said.append(

@@ -127,6 +127,27 @@ class VersionScore:
         }
 
 
+def not_served_json(min_rows: int) -> dict[str, Any]:
+    """result.versions[V] of --model's version V that served none of the logged requests:
+    `VersionScore.to_json`'s keys, state "not_served", no rows and no scores."""
+    from ann.metrics.calibration import BINS
+
+    return {
+        "state": NOT_SERVED,
+        "rows": 0,
+        "min_rows": min_rows,
+        "correct": 0,
+        "accuracy": None,
+        "labels": 0,
+        "requests": 0,
+        "ece_rows": 0,
+        "ece": None,
+        "mce": None,
+        "bins": BINS,
+        "reliability": None,
+    }
+
+
 @dataclasses.dataclass
 class Joined:
     """Labels joined to logged requests: per version (in order of first appearance), and the
@@ -250,9 +271,11 @@ def nothing_joined(joined: Joined, requests: Requests, name: str, files: str, pa
             f"{said}: {len(joined.elsewhere)} of their ids are requests to another model (id "
             f"{some[0]!r}: {some[1]}); give --model the model they were sent to"
         )
+    hold = f"hold{'s' * (',' not in files)}"  # one file holds
     if joined.unmatched["unknown"] and not with_ids:
+        logged = len(requests.logged)
         return (
-            f"{said}: {files} hold{'s' * (',' not in files)} {len(requests.logged)} requests "
+            f"{said}: {files} {hold} {logged} request{'s' * (logged != 1)} "
             f"of {name} (version {', '.join(held)}), none with an id; a label joins by the "
             'infer request\'s id: send requests with an "id"'
         )
@@ -260,7 +283,8 @@ def nothing_joined(joined: Joined, requests: Requests, name: str, files: str, pa
         example = with_ids[-1].id
         return (
             f"{said}: the labels' ids (e.g. {joined.unknown_ids[0]!r}) are not in {files}, "
-            f"which hold {len(with_ids)} requests with ids (e.g. {example!r}) to version "
+            f"which {hold} {len(with_ids)} request{'s' * (len(with_ids) != 1)} with "
+            f"id{'s' * (len(with_ids) != 1)} (e.g. {example!r}) to version "
             f"{', '.join(held)}; give every replica's request log (rotated files too: "
             "--requests=log,log.1), logged with --request_log_sample=1"
         )
@@ -300,11 +324,19 @@ def unjoined_warnings(joined: Joined) -> list[str]:
     return said
 
 
-def sections(joined: Joined, min_rows: int, classes: int, name: str, logs: int) -> list[Any]:
+def sections(
+    joined: Joined,
+    min_rows: int,
+    classes: int,
+    name: str,
+    logs: int,
+    model_version: str | None = None,
+) -> list[Any]:
     """The report's sections: a table of each version's scores, and the reliability diagram
     of each version judged with logged probabilities (accuracy per confidence bin, the gap to
     its mean confidence, the rows per bin: `reliability_axes`, as `ann report` draws it), side
-    by side."""
+    by side. `model_version`: --model's, tagged "(--model)"; where it served none of the
+    requests, a row of its own, state "not_served", and the diagram's title says so."""
     from ann.metrics.calibration import BINS
     from ann.report.sections import Section
     from ann.report.sections.classification import reliability_axes, reliability_grid
@@ -313,7 +345,12 @@ def sections(joined: Joined, min_rows: int, classes: int, name: str, logs: int) 
     table = {}
     for version, score in joined.versions.items():
         scores = score.to_json(min_rows)
-        table[f"version {version}"] = {k: scores[k] for k in columns}
+        tag = " (--model)" if version == model_version else ""
+        table[f"version {version}{tag}"] = {k: scores[k] for k in columns}
+    served = model_version is None or model_version in joined.versions
+    if not served:  # the page named only the logs' versions: a reader thought it measured
+        scores = not_served_json(min_rows)
+        table[f"version {model_version} (--model)"] = {k: scores[k] for k in columns}
     drawn = {v: s for v, s in joined.versions.items() if s.reliability(min_rows) is not None}
     figures = {}
     if drawn:
@@ -326,9 +363,15 @@ def sections(joined: Joined, min_rows: int, classes: int, name: str, logs: int) 
                 f"ECE {bins.ece:.4f} ({rows} rows)"
             )
             reliability_axes(grid[0, column], grid[1, column], bins, title, classes)
+        also = (
+            ""
+            if served
+            else f"\nversion {model_version} (--model) served none of the requests: not drawn "
+            f"({NOT_SERVED})"
+        )
         figure.suptitle(
             f"Realized reliability of {name}: late labels joined to {logs} request log"
-            f"{'s' * (logs != 1)} ({BINS} bins)"
+            f"{'s' * (logs != 1)} ({BINS} bins){also}"
         )
         figure.tight_layout()
         figures["reliability"] = figure

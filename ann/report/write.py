@@ -235,6 +235,7 @@ def summary(report: dict[str, Any], out: str, workdir: str | None = None) -> str
         lines += [f"{split}: {note}" for note in values["notes"]]
     pictures = len(report["files"]["figures"])
     # As `ann monitor drift` says it; index.html holds every picture and table.
-    said = f"{pictures} picture{'s' * (pictures != 1)}"  # "1 pictures" was said
+    # "1 pictures" was said, and "0 pictures"
+    said = f"{pictures} picture{'s' * (pictures != 1)}" if pictures else "no picture"
     lines.append(f"wrote {os.path.join(out, REPORT)}, index.html and {said}")
     return "\n".join(lines)
