@@ -475,8 +475,23 @@ def performance(args: list[str]) -> None:
         "result": {"state": state, "min_rows": min_rows, "versions": scores},
     }
     parts = perf.sections(joined, min_rows, len(names), name, len(FLAGS.requests), version)
+    header = _performance_header(report, joined, logged, files)
+    path = monitor_report.write(
+        out, report, parts, f"Realized performance: {name}", header, kind="performance"
+    )
+    print(performance_summary(report, path))
+
+
+def _performance_header(report: dict[str, Any], joined: Any, logged: int, files: str) -> list[str]:
+    """The lines atop the performance page: a not-served --model version first (a reader of the
+    page thought it measured), what was joined, how it is scored."""
+    from ann.monitor import performance as perf
+
+    version, name = report["model"]["version"], report["model"]["name"]
+    label_output = report["outputs"]["predicted_class"]
+    probability_output = report["outputs"]["probabilities"]
     header = []
-    if state == perf.NOT_SERVED:  # first: a reader of the page thought it measured
+    if report["result"]["state"] == perf.NOT_SERVED:
         header.append(
             f"--model={FLAGS.model} (version {version}) served none of the {logged} logged "
             f"requests: not measured (state {perf.NOT_SERVED}); the scores below are version "
@@ -495,10 +510,7 @@ def performance(args: list[str]) -> None:
             f"predicted class is the argmax of the logged {probability_output!r}, as the "
             "classification export defines it"
         )
-    path = monitor_report.write(
-        out, report, parts, f"Realized performance: {name}", header, kind="performance"
-    )
-    print(performance_summary(report, path))
+    return header
 
 
 def not_served_warning(files: str, name: str, version: str, held: list[str]) -> str:

@@ -258,7 +258,7 @@ def _has_alias(registry: Registry, name: str, alias: str, version: int | None = 
 
 def _tag(registry: Registry, f: Any, args: Sequence[str], mlflow_uri: str) -> None:
     name, key, value = args
-    before = _tags(registry, name, f.version).get(key)
+    before = _tags_of(registry, name, f.version).get(key)
     registry.set_tag(name, key, value, f.version)
     print(f"tagged {name}{f'/{f.version}' if f.version else ''}: {key}={value}")
     if before != value:  # as for an alias: a command that changes nothing here names none
@@ -267,15 +267,15 @@ def _tag(registry: Registry, f: Any, args: Sequence[str], mlflow_uri: str) -> No
         mlflow_mirror.set_tag(registry, name, key, value, f.version, mlflow_uri)
 
 
-def _tags(registry: Registry, name: str, version: int | None) -> dict[str, str]:
-    """The tags of model `name` (None) or of its `version`; {} for a model not registered
-    (set_tag refuses it then)."""
-    if version is not None:
-        try:
+def _tags_of(registry: Registry, name: str, version: int | None) -> dict[str, str]:
+    """The tags of model `name` (None) or of its `version`; {} where there is none to read (no
+    registry, model or version: set_tag refuses it then, with its own message)."""
+    try:
+        if version is not None:
             return registry.get_version(name, version).tags
-        except RegistryError:
-            return {}
-    return next((m["tags"] for m in registry.models() if m["name"] == name), {})
+        return next((m["tags"] for m in registry.models() if m["name"] == name), {})
+    except RegistryError:
+        return {}
 
 
 def _delete(registry: Registry, f: Any, args: Sequence[str], mlflow_uri: str) -> None:
