@@ -227,6 +227,16 @@ def summary(report: dict[str, Any], path: str) -> str:
     return "\n".join(lines)
 
 
+def _check_out(out: str, kind: str) -> str:
+    """`out`, checked as --out of a `kind` report ("drift", "performance"): not a run, export,
+    registry or data set, nor another kind of report (ann.report.write.check_out)."""
+    from ann.report.write import check_out
+
+    cli.check_out("out", out, report=True)
+    check_out(out, f"{kind} report")
+    return out
+
+
 def _manifest() -> tuple[Any, dict[str, Any], str, str, str]:
     """--model's (resolved spec, manifest, manifest sha256, name, version), checked against the
     registry's hash, named as `ann serve` names it; nothing loaded (no JAX import)."""
@@ -248,11 +258,9 @@ def drift(args: list[str]) -> None:
     _need("drift", "model", "requests")
     _check_requests()
     from ann.monitor.request_log import read_traffic
-    from ann.report.write import check_out
 
-    if FLAGS.out:
-        cli.check_out("out", FLAGS.out, report=True)
-        check_out(FLAGS.out, "drift report")
+    if FLAGS.out:  # before the log is read
+        _check_out(FLAGS.out, "drift")
     from ann import artifact
 
     # The log is read against the manifest before the model is loaded (JAX's imports): a bad
@@ -293,9 +301,7 @@ def drift(args: list[str]) -> None:
     warning = small_sample_warning(FLAGS.method, result.rows, result.reference_rows)
     if warning:
         cli.warn(warning)
-    out = FLAGS.out or f"drift-{name}-{version}"
-    cli.check_out("out", out, report=True)
-    check_out(out, "drift report")
+    out = _check_out(FLAGS.out or f"drift-{name}-{version}", "drift")
     report = {
         "schema": drift_report.SCHEMA,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -400,11 +406,9 @@ def performance(args: list[str]) -> None:
     cli.check_no_arguments(args)
     _need("performance", "model", "requests", "labels")
     _check_requests()
-    from ann.report.write import check_out
 
-    if FLAGS.out:
-        cli.check_out("out", FLAGS.out, report=True)
-        check_out(FLAGS.out, "performance report")
+    if FLAGS.out:  # before the log is read
+        _check_out(FLAGS.out, "performance")
     from ann.monitor.request_log import read_requests
     from ann.serve.monitoring import class_outputs
 
@@ -448,9 +452,7 @@ def performance(args: list[str]) -> None:
         cli.warn(not_served_warning(files, name, version, list(scores)))
         # Listed too: the page and report.json named only the logs' versions, as if measured.
         scores[version] = perf.not_served_json(min_rows)
-    out = FLAGS.out or f"performance-{name}-{version}"
-    cli.check_out("out", out, report=True)
-    check_out(out, "performance report")
+    out = _check_out(FLAGS.out or f"performance-{name}-{version}", "performance")
     logged = len(requests.logged)
     report = {
         "schema": perf.SCHEMA,

@@ -225,31 +225,17 @@ class Checkpoints:
         # temporary saves, begun in a thread at open, is done: a stopped start removes its
         # workdir, and that thread must not be listing it then.
         with cli.interrupts_deferred():
-            self.latest = ocp.CheckpointManager(
-                os.path.join(self.workdir, "checkpoints"),
-                options=ocp.CheckpointManagerOptions(
-                    max_to_keep=max_to_keep,
-                    enable_async_checkpointing=async_save,
-                    multiprocessing_options=_barrier_names("latest"),
-                    create=create,
-                    # A save cut short (Ctrl-C, a kill) leaves STEP.orbax-checkpoint-tmp-*: the
-                    # workdir's lock makes this the only writer, so one found at open is stale.
-                    cleanup_tmp_directories=create,
-                ),
-            )
+            self.latest = _manager(self.workdir, "latest", create, async_save, max_to_keep)
             try:
-                self.best = ocp.CheckpointManager(
-                    os.path.join(self.workdir, "checkpoints_best"),
-                    options=ocp.CheckpointManagerOptions(
-                        max_to_keep=1,
-                        best_fn=lambda metrics: metrics[best_metric],
-                        best_mode=best_mode,
-                        keep_checkpoints_without_metrics=False,
-                        enable_async_checkpointing=async_save,
-                        multiprocessing_options=_barrier_names("best"),
-                        create=create,
-                        cleanup_tmp_directories=create,
-                    ),
+                self.best = _manager(
+                    self.workdir,
+                    "best",
+                    create,
+                    async_save,
+                    max_to_keep=1,
+                    best_fn=lambda metrics: metrics[best_metric],
+                    best_mode=best_mode,
+                    keep_checkpoints_without_metrics=False,
                 )
             finally:
                 _await_tmp_cleanup(self.latest)
@@ -644,6 +630,25 @@ class Checkpoints:
                 for step in self._unsealed[id(manager)]:
                     if step in committed:
                         _write_manifest_if_kept(self._step_dir(manager, step))
+
+
+def _manager(
+    workdir: str, kind: str, create: bool, async_save: bool, max_to_keep: int, **options: Any
+) -> ocp.CheckpointManager:
+    """The Orbax manager of WORKDIR/checkpoints (`kind` "latest") or checkpoints_best ("best")."""
+    return ocp.CheckpointManager(
+        os.path.join(workdir, "checkpoints" if kind == "latest" else "checkpoints_best"),
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep,
+            enable_async_checkpointing=async_save,
+            multiprocessing_options=_barrier_names(kind),
+            create=create,
+            # A save cut short (Ctrl-C, a kill) leaves STEP.orbax-checkpoint-tmp-*: the
+            # workdir's lock makes this the only writer, so one found at open is stale.
+            cleanup_tmp_directories=create,
+            **options,
+        ),
+    )
 
 
 def _await_tmp_cleanup(manager: ocp.CheckpointManager) -> None:
