@@ -71,8 +71,9 @@ def define_config(
     **kwargs,
 ):
     """`--config=configs/NAME.py[:ARG]` with `--config.KEY=VALUE` overrides, new keys allowed
-    (checked later by name, see the module docstring). Returns the flag holder."""
-    return config_flags.DEFINE_config_file(
+    (checked later by name, see the module docstring); an ARG the file's get_config does not
+    read is refused (`_VariantParser`). Returns the flag holder."""
+    holder = config_flags.DEFINE_config_file(
         "config",
         default,
         help_text,
@@ -81,6 +82,24 @@ def define_config(
         accept_new_attributes=True,
         **kwargs,
     )
+    flag = flag_values["config"]
+    flag.parser = _VariantParser(flag.parser)
+    return holder
+
+
+class _VariantParser(flags.ArgumentParser):
+    """ml_collections' config file parser, raising ConfigError for a `:ARG` the file's
+    get_config never hands to `ann.config.variant` (it ran the plain config as if no variant
+    were given)."""
+
+    def __init__(self, parser: flags.ArgumentParser):
+        self._parser = parser
+
+    def parse(self, argument):
+        return config_lib.load_variant(argument, lambda: self._parser.parse(argument))
+
+    def flag_type(self) -> str:
+        return self._parser.flag_type()
 
 
 def unchanged_overrides(flag_values: flags.FlagValues = flags.FLAGS) -> set[str]:
@@ -401,8 +420,8 @@ def parse_flags(argv: list[str]) -> list[str]:
         if missing:
             fail(missing)
         if raised is not None:
-            given = re.match(r"flag --config=(.*?): Error whilst", str(e))
-            fail(f"--config={given.group(1) if given else '?'}: {raised}")
+            given = [a.split("=", 1)[1] for a in argv[1:] if a.startswith("--config=")]
+            fail(f"--config={given[-1] if given else '?'}: {raised}")
         fail(
             _config_code_error(e, argv)
             or _through_a_value(argv)

@@ -7,6 +7,7 @@ one line naming the key and the fix, not deep inside JAX.
 
 from __future__ import annotations
 
+import contextvars
 import copy
 import dataclasses
 import difflib
@@ -417,6 +418,9 @@ def variant(file: str, arg: str | None, *known: str) -> str | None:
     """The `ARG` of `--config=configs/NAME.py:ARG` if the config file `file` (its `__file__`)
     offers it among `known`, None for no variant; raises ConfigError naming the file and the
     variants it has otherwise (one line: a mistyped variant is a flag to fix, not a bug)."""
+    asked = _VARIANTS_ASKED.get()
+    if asked is not None:
+        asked.add(arg)
     if not arg:
         return None
     if arg in known:
@@ -427,6 +431,32 @@ def variant(file: str, arg: str | None, *known: str) -> str | None:
         f"{name} has no variant {arg!r}; "
         + (f"use {offers} or no variant" if known else "it takes none (drop ':" + arg + "')")
     )
+
+
+# The variants `variant` was asked about while `load_variant` runs a config file's get_config.
+_VARIANTS_ASKED: contextvars.ContextVar[set | None] = contextvars.ContextVar(
+    "variants_asked", default=None
+)
+
+
+def load_variant(path: str, load: Callable[[], Any]) -> Any:
+    """`load()`'s result: the config file `path` (`NAME.py[:ARG]`) loaded by calling its
+    get_config. Raises ConfigError naming the file and the variant where ARG is given and
+    get_config never passed it to `variant`: a file that reads no variant ran its plain config
+    as if none were given."""
+    file, _, arg = path.partition(":")
+    asked = set()
+    token = _VARIANTS_ASKED.set(asked)
+    try:
+        config = load()
+    finally:
+        _VARIANTS_ASKED.reset(token)
+    if arg and arg not in asked and os.path.isfile(file):  # a missing file: said elsewhere
+        raise ConfigError(
+            f"{os.path.basename(file)} has no variant {arg!r}: its get_config() reads none "
+            f"(drop ':{arg}', or offer it: ann.config.variant(__file__, arg, {arg!r}))"
+        )
+    return config
 
 
 def _defaults(schema: Mapping[str, Any]) -> dict[str, Any]:

@@ -575,6 +575,22 @@ def test_every_config_file_refuses_an_unknown_variant():
             load_config(path.stem, "nosuch")
 
 
+def test_a_variant_the_config_file_does_not_read_is_refused(tmp_path):
+    # A get_config(arg=None) that never reads its arg trained (and swept) the plain config as
+    # if no `:ARG` were given.
+    path = tmp_path / "plain.py"
+    path.write_text(
+        "from ann import config\n\n\ndef get_config(arg=None):\n    return config.base()\n"
+    )
+    for job in ("train", "sweep"):
+        line = one_line_error(ann(job, f"--config={path}:big", f"--workdir={tmp_path / 'w'}"))
+        assert line == (
+            f"error: --config={path}:big: plain.py has no variant 'big': its get_config() reads "
+            "none (drop ':big', or offer it: ann.config.variant(__file__, arg, 'big'))"
+        ), (job, line)
+    assert not (tmp_path / "w").exists()
+
+
 def _job(tmp_path, body: str) -> pathlib.Path:
     """A job script run through cli.run, as every entry point is."""
     script = tmp_path / "job.py"
