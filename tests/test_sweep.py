@@ -997,6 +997,39 @@ def test_a_grid_trial_checks_the_sweep_metric_before_its_first_step(tmp_path, mo
     assert pruning.listeners_from_env(None) == []
 
 
+def test_trials_started_after_a_resume_read_the_data_directory_the_sweep_started_with(
+    tmp_path, monkeypatch, capsys
+):
+    # A sweep resumed from a shell with another $TFDS_DATA_DIR started its new trials on that
+    # shell's data: other data under the same name, without a word.
+    first, second = tmp_path / "first", tmp_path / "second"
+    (first / "digits").mkdir(parents=True)  # what `choose` asks of it: it holds the data set
+    definition = definition_lib.load(write_config(tmp_path, GRID), {})
+    sweep_dir = str(tmp_path / "sweep")
+    launched = []
+
+    def launch_nothing(next_trial, on_end, parallel, log):
+        while (trial := next_trial()) is not None:
+            launched.append(trial)
+
+    monkeypatch.setattr(launch, "run", launch_nothing)
+    monkeypatch.setenv("TFDS_DATA_DIR", str(first))
+    grid.run(definition, sweep_dir, "val/accuracy", "max", log=lambda line: None)
+    assert not any("TFDS_DATA_DIR" in t.env for t in launched)  # the shell's own: nothing set
+    launched.clear()
+    capsys.readouterr()
+    monkeypatch.setenv("TFDS_DATA_DIR", str(second))
+    grid.run(definition, sweep_dir, "val/accuracy", "max", log=lambda line: None)
+    assert len(launched) == 4 and all(t.env["TFDS_DATA_DIR"] == str(first) for t in launched)
+    assert f"export TFDS_DATA_DIR={first}" in open(f"{launched[0].workdir}/command.sh").read()
+    with open(os.path.join(sweep_dir, results.SWEEP_FILE)) as f:
+        assert json.load(f)["data_dir"] == str(first)  # kept: the sweep's, not the resumer's
+    assert capsys.readouterr().err == (
+        f"note: reading data set 'digits' from {first}, where the sweep at {sweep_dir} read it, "
+        f"not {second} ($TFDS_DATA_DIR)\n"
+    )
+
+
 def test_a_trial_failed_by_the_sweeps_metric_runs_again_and_retries_are_not_skips(
     tmp_path, monkeypatch
 ):

@@ -15,9 +15,9 @@ from absl import flags
 
 from ann import cli
 from ann import config as config_lib
-from ann.sweep import space
+from ann.sweep import results, space
 from ann.sweep.space import Overrides, SweepError
-from ann.sweep.trials import Trial, cli_value
+from ann.sweep.trials import DATA_DIR_ENV, Trial, cli_value
 
 
 @dataclasses.dataclass
@@ -26,9 +26,37 @@ class Definition:
     fixed: Overrides  # --config.KEY=VALUE given to the sweep: the same for every trial
     node: space.Node  # what get_sweep(h) returned
     base: ml_collections.ConfigDict  # get_config(arg) with the fixed keys applied
+    # The absolute directory its trials read their data from, once `settle_data_dir` chose it.
+    data_dir: str = ""
 
     def trial(self, name: str, overrides: Overrides, sweep_dir: str, **kw: Any) -> Trial:
-        return Trial(name, overrides, self.fixed, self.config, sweep_dir, os.getcwd(), **kw)
+        trial = Trial(name, overrides, self.fixed, self.config, sweep_dir, os.getcwd(), **kw)
+        return self.reading_data(trial)
+
+    def reading_data(self, trial: Trial) -> Trial:
+        """`trial`, its environment pointing its data.data_dir "" at `data_dir` where this
+        shell's $TFDS_DATA_DIR resolves elsewhere (a sweep resumed from another shell)."""
+        from ann.data import data_dir as data_dir_lib
+
+        if trial.overrides.get("data.data_dir", self.base.data.data_dir):
+            return trial  # its config names the directory: it reads that
+        if not self.data_dir or data_dir_lib.resolved("") == self.data_dir:
+            return trial
+        return dataclasses.replace(trial, env={**trial.env, DATA_DIR_ENV: self.data_dir})
+
+
+def settle_data_dir(definition: Definition, sweep_dir: str) -> None:
+    """Sets `definition.data_dir`, where the trials of the sweep in `sweep_dir` read their data
+    (sweep.json records it). A new sweep's is what its config's data.data_dir resolves to
+    here; a resumed one's is the directory sweep.json recorded at its start while it holds
+    the data set (`ann.data.data_dir.choose`: a `note:` line where this shell resolves another,
+    a `warning:` where it is gone), so trials started after a resume read what the first read."""
+    from ann.data import data_dir as data_dir_lib
+
+    config_dir, name = definition.base.data.data_dir, definition.base.data.name
+    recorded = results.recorded_data_dir(sweep_dir)
+    chosen = data_dir_lib.choose(config_dir, name, recorded, f"the sweep at {sweep_dir}")
+    definition.data_dir = data_dir_lib.resolved(chosen)
 
 
 def load(config: str, fixed: Overrides) -> Definition:

@@ -68,6 +68,8 @@ def run(
     """Runs the sweep (resuming it); returns the results table as markdown. `prepared`: what
     `prepare` returned, when the caller checked the trials before making the workdir."""
     trials, configs = prepared or prepare(definition, sweep_dir)
+    definition_lib.settle_data_dir(definition, sweep_dir)
+    trials = [definition.reading_data(t) for t in trials]  # made before it was settled
     results.write_sweep_file(
         sweep_dir, results.sweep_info(definition, "grid", metric, mode, trials)
     )

@@ -30,6 +30,11 @@ ORDER = {"done": 0, "pruned": 1, "running": 2, "interrupted": 3, "pending": 4, "
 
 
 def write_sweep_file(sweep_dir: str, info: dict[str, Any]) -> None:
+    """Writes sweep.json; the data directory recorded at the sweep's start is kept where
+    `info` has none (`--emit`, whose trials read data on the cluster)."""
+    recorded = recorded_data_dir(sweep_dir)
+    if recorded and not info.get("data_dir"):
+        info = {**info, "data_dir": recorded}
     os.makedirs(sweep_dir, exist_ok=True)
     atomic.write_text(os.path.join(sweep_dir, SWEEP_FILE), json.dumps(info, indent=2) + "\n")
 
@@ -92,6 +97,17 @@ def _scored_any(sweep_dir: str, info: Mapping[str, Any]) -> bool:
         for name in names
         if isinstance(name, str)
     )
+
+
+def recorded_data_dir(sweep_dir: str) -> str | None:
+    """The absolute data directory sweep.json recorded its trials reading; None for a new
+    sweep, one recorded before ann kept it, or an unreadable sweep.json."""
+    try:
+        with open(os.path.join(sweep_dir, SWEEP_FILE)) as f:
+            found = json.load(f).get("data_dir")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return found if isinstance(found, str) and found else None
 
 
 def read_sweep_file(sweep_dir: str) -> dict[str, Any]:
@@ -455,9 +471,11 @@ def write(sweep_dir: str, with_plot: bool = True) -> str:
 
 
 def sweep_info(definition: Any, search: str, metric: str, mode: str, trials: list) -> dict:
-    """What sweep.json records: enough for --summarize and --emit to work from the workdir."""
+    """What sweep.json records: enough for --summarize and --emit to work from the workdir,
+    and where its trials read their data (`definition.settle_data_dir`)."""
     return {
         "config": definition.config,
+        "data_dir": definition.data_dir,
         "fixed": {k: trials_lib.cli_value(v) for k, v in definition.fixed.items()},
         "search": search,
         "metric": metric,

@@ -45,6 +45,7 @@ def run(
 ) -> str:
     """Runs (or resumes) the study; returns the results table as markdown."""
     params, fixed = space.params(definition.node)
+    definition_lib.settle_data_dir(definition, sweep_dir)
     os.makedirs(sweep_dir, exist_ok=True)
     url = f"sqlite:///{os.path.abspath(os.path.join(sweep_dir, 'study.db'))}"
     study = open_study(

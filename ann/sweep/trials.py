@@ -32,6 +32,7 @@ from ann.sweep.space import Overrides
 from ann.train import run_status
 
 RECORD = "trial.json"
+DATA_DIR_ENV = "TFDS_DATA_DIR"  # what a config's data.data_dir "" resolves to (ann.data.sources)
 MAX_NAME = 80
 FINISHED = ("done", "pruned")  # a resumed sweep does not run these again
 
@@ -124,6 +125,8 @@ class Trial:
         if entries:
             absolute = os.pathsep.join(os.path.normpath(os.path.join(self.cwd, p)) for p in entries)
             path_line = f"export PYTHONPATH={shlex.quote(absolute)}\n"
+        if DATA_DIR_ENV in self.env:  # the data its sweep's first trials read, not this shell's
+            path_line += f"export {DATA_DIR_ENV}={shlex.quote(self.env[DATA_DIR_ENV])}\n"
         script = (
             "#!/usr/bin/env bash\n"
             f"# Trial {self.name} of the sweep in {self.sweep_dir}: runs (or resumes) it alone.\n"
