@@ -316,6 +316,17 @@ def fail(message: str) -> NoReturn:
     sys.exit(1)
 
 
+def fail_without_teardown(message: str) -> NoReturn:
+    """`fail`, exiting without the interpreter's teardown (streams and logs flushed first):
+    for a multi-process run whose peer is gone, where JAX's exit handler
+    (`jax.distributed.shutdown`) waits at a barrier for that peer, then aborts the process in
+    C++ with a stack dump (status -6) after the heartbeat timeout."""
+    print(f"error: {_process}{message}", file=sys.stderr, flush=True)
+    py_logging.shutdown()
+    sys.stdout.flush()
+    os._exit(1)
+
+
 def progress(message: str) -> None:
     """`message...` on stderr when stderr is a terminal: what a quiet job (`ann export`, `ann
     report`, `ann monitor drift`, `ann generate`) is doing through its seconds of restoring

@@ -69,6 +69,10 @@ def main(argv: list[str]) -> None:
         # nothing is saved, and the teardown could crash on XLA's unfinished start-up work.
         cli.interrupted(str(e) or STOPPED_STARTING, skip_teardown=not str(e))
     except Exception as e:
+        from ann import parallel
+
+        if (lost := parallel.peer_lost(e)) is not None:  # recorded `failed` by the loop
+            cli.fail_without_teardown(lost)
         message = out_of_memory(e)
         if message is None:
             raise

@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import math
 import os
+import re
 import signal
 import socket
 import sys
@@ -132,6 +133,30 @@ def initialize_distributed(
     # ends the process as it does in a single-process run.
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+# A collective between processes whose connection to a peer broke (gloo on CPU): the peer's
+# process is gone (killed outside the launcher, or crashed).
+_PEER_LOST = re.compile(r"Gloo ([\w-]+) failed: (?:\[[^\]]*\] )?(.*)")
+
+
+def peer_lost(error: BaseException) -> str | None:
+    """One line for an error of a multi-process run's collective whose peer process is gone
+    (its connection reset or closed: `kill -9` of one process, a crash), naming the peer where
+    it is known (the other one of two); None for any other error. Matched on the text: JAX
+    raises it as a JaxRuntimeError from a blocking wait, as a ValueError from a jit's dispatch
+    (`process_allgather`)."""
+    said = _PEER_LOST.search(str(error))
+    if said is None or jax.process_count() < 2:
+        return None
+    count, index = jax.process_count(), jax.process_index()
+    peer = f"process {1 - index} of 2" if count == 2 else f"a peer process (of {count})"
+    reason = said.group(2).splitlines()[0].rsplit(": ", 1)[-1].strip()
+    return (
+        f"{peer} is gone mid-run: the {said.group(1)} with it failed ({reason}); it was killed "
+        "or crashed outside the launcher (its own log says which); run the same command on "
+        "every process to resume from the last checkpoint"
+    )
 
 
 def _check_host(address: str, host: str) -> None:
