@@ -96,7 +96,7 @@ class _VariantParser(flags.ArgumentParser):
         self._parser = parser
 
     def parse(self, argument):
-        return config_lib.load_variant(argument, lambda: self._parser.parse(argument))
+        return config_lib.load_variant(argument, self._parser.parse)
 
     def flag_type(self) -> str:
         return self._parser.flag_type()

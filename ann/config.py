@@ -439,23 +439,25 @@ _VARIANTS_ASKED: contextvars.ContextVar[set | None] = contextvars.ContextVar(
 )
 
 
-def load_variant(path: str, load: Callable[[], Any]) -> Any:
-    """`load()`'s result: the config file `path` (`NAME.py[:ARG]`) loaded by calling its
-    get_config. Raises ConfigError naming the file and the variant where ARG is given and
-    get_config never passed it to `variant`: a file that reads no variant ran its plain config
-    as if none were given."""
+def load_variant(path: str, load: Callable[[str], Any]) -> Any:
+    """`load(path)`: the config file `path` (`NAME.py[:ARG]`) loaded by calling its get_config.
+    Raises ConfigError naming the file and the variant where ARG is given, get_config never
+    passed it to `variant`, and it returned the same config as with no ARG: a file that reads
+    no variant ran its plain config as if none were given. (A get_config that reads its ARG by
+    hand, as ml_collections' own examples do, returns another config and is kept.)"""
     file, _, arg = path.partition(":")
     asked = set()
     token = _VARIANTS_ASKED.set(asked)
     try:
-        config = load()
+        config = load(path)
     finally:
         _VARIANTS_ASKED.reset(token)
     if arg and arg not in asked and os.path.isfile(file):  # a missing file: said elsewhere
-        raise ConfigError(
-            f"{os.path.basename(file)} has no variant {arg!r}: its get_config() reads none "
-            f"(drop ':{arg}', or offer it: ann.config.variant(__file__, arg, {arg!r}))"
-        )
+        if config == load(file):
+            raise ConfigError(
+                f"{os.path.basename(file)} has no variant {arg!r}: its get_config() reads none "
+                f"(drop ':{arg}', or offer it: ann.config.variant(__file__, arg, {arg!r}))"
+            )
     return config
 
 

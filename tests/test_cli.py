@@ -14,8 +14,10 @@ import textwrap
 
 import pytest
 from conftest import ROOT, one_line_error
+from ml_collections.config_flags import config_flags
 
 from ann import cli
+from ann import config as config_lib
 from ann.__main__ import JOBS
 
 # A flag of each job's own that its --help must show (`--config` where the job takes one).
@@ -589,6 +591,14 @@ def test_a_variant_the_config_file_does_not_read_is_refused(tmp_path):
             "none (drop ':big', or offer it: ann.config.variant(__file__, arg, 'big'))"
         ), (job, line)
     assert not (tmp_path / "w").exists()
+    # A get_config that reads its arg by hand (ml_collections' own examples do) is kept.
+    by_hand = tmp_path / "by_hand.py"
+    by_hand.write_text(
+        "from ann import config\n\n\ndef get_config(arg=None):\n    c = config.base()\n"
+        "    c.batch_size = 64 if arg == 'big' else c.batch_size\n    return c\n"
+    )
+    parser = config_flags._ConfigFileParser(name="config")
+    assert config_lib.load_variant(f"{by_hand}:big", parser.parse).batch_size == 64
 
 
 def _job(tmp_path, body: str) -> pathlib.Path:
