@@ -238,24 +238,53 @@ def test_a_retry_after_a_partial_failure_leaves_one_run_and_one_version(
     )
 
 
-def _store(tmp_path, name):
+@pytest.fixture(scope="session")
+def empty_store(tmp_path_factory, worker_id):
+    """An MLflow SQLite store with its tables made and nothing in them, made once for the
+    session's workers (as conftest's data sets are): making the tables runs MLflow's
+    migrations, 8-15 s on this machine; a copy of the file is a fresh store."""
+    import fcntl
+    import shutil
+
+    root = tmp_path_factory.getbasetemp()
+    if worker_id != "master":
+        root = root.parent
+    path = root / "mlflow-empty-store.db"
+    with open(root / "mlflow-empty-store.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not path.exists():
+            from mlflow import MlflowClient
+
+            making = root / f"mlflow-empty-store.{os.getpid()}.db"
+            MlflowClient(f"sqlite:///{making}").search_experiments()  # makes the tables
+            shutil.move(making, path)
+    return path
+
+
+def _store(tmp_path, name, empty_store):
     """A local MLflow store (SQLite, artifacts under tmp_path) standing for one server: a second
     `mlflow server` would take 25-55 s to start."""
+    import shutil
+
     from mlflow import MlflowClient
 
+    shutil.copyfile(empty_store, tmp_path / f"{name}.db")
     uri = f"sqlite:///{tmp_path / name}.db"
     location = (tmp_path / f"{name}-artifacts").as_uri()
     MlflowClient(uri).create_experiment(mlflow_mirror.EXPERIMENT, artifact_location=location)
     return uri
 
 
-def test_a_version_mirrored_into_two_servers_knows_both(digits_export, tmp_path):
+def test_a_version_mirrored_into_two_servers_knows_both(digits_export, tmp_path, empty_store):
     from mlflow import MlflowClient
 
     _, out = digits_export
     registry = Registry(str(tmp_path / "reg"))
     registry.register(str(out), "digits", aliases=["champion"])
-    staging, production = _store(tmp_path, "staging"), _store(tmp_path, "production")
+    staging, production = (
+        _store(tmp_path, "staging", empty_store),
+        _store(tmp_path, "production", empty_store),
+    )
     assert mirror(registry, "digits", 1, staging) == 1
     assert mirror(registry, "digits", 1, production) == 1
     mv = registry.get_version("digits", 1)
@@ -278,7 +307,7 @@ def test_a_version_mirrored_into_two_servers_knows_both(digits_export, tmp_path)
         assert len(client.search_runs([experiment])) == 1
 
 
-def test_a_registry_written_before_keeps_its_one_mirror(digits_export, tmp_path):
+def test_a_registry_written_before_keeps_its_one_mirror(digits_export, tmp_path, empty_store):
     """A version mirrored by an earlier ann holds `mlflow.tracking_uri`, `mlflow.run_id`,
     `mlflow.version`: still its mirror there; another server adds a mapping beside it."""
     from mlflow import MlflowClient
@@ -286,7 +315,10 @@ def test_a_registry_written_before_keeps_its_one_mirror(digits_export, tmp_path)
     _, out = digits_export
     registry = Registry(str(tmp_path / "reg"))
     registry.register(str(out), "digits", aliases=["champion"])
-    staging, production = _store(tmp_path, "staging"), _store(tmp_path, "production")
+    staging, production = (
+        _store(tmp_path, "staging", empty_store),
+        _store(tmp_path, "production", empty_store),
+    )
     assert mirror(registry, "digits", 1, staging) == 1
     run_id = MlflowClient(staging).get_model_version("digits", "1").run_id
     for key in list(registry.get_version("digits", 1).tags):  # as the earlier ann wrote them
@@ -308,7 +340,7 @@ def test_a_registry_written_before_keeps_its_one_mirror(digits_export, tmp_path)
     assert len(MlflowClient(staging).search_model_versions("name = 'digits'")) == 2
 
 
-def test_an_alias_change_names_the_servers_it_did_not_reach(digits_export, tmp_path):
+def test_an_alias_change_names_the_servers_it_did_not_reach(digits_export, tmp_path, empty_store):
     from mlflow import MlflowClient
 
     _, out = digits_export
@@ -316,7 +348,10 @@ def test_an_alias_change_names_the_servers_it_did_not_reach(digits_export, tmp_p
     registry = Registry(str(reg))
     registry.register(str(out), "digits", aliases=["champion"])
     registry.register(str(out), "digits", allow_duplicate=True)
-    staging, production = _store(tmp_path, "staging"), _store(tmp_path, "production")
+    staging, production = (
+        _store(tmp_path, "staging", empty_store),
+        _store(tmp_path, "production", empty_store),
+    )
     for uri in (staging, production):
         mirror(registry, "digits", 1, uri)
     mirror(registry, "digits", 2, staging)
