@@ -15,6 +15,7 @@ import importlib.util  # noqa: E402
 import json  # noqa: E402
 import pathlib  # noqa: E402
 import subprocess  # noqa: E402
+import time  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -33,6 +34,41 @@ def data_dir(tmp_path_factory, worker_id):
     path.mkdir(exist_ok=True)
     os.environ["TFDS_DATA_DIR"] = str(path)
     return str(path)
+
+
+# Servers a session's workers share (tests/test_mlflow_mirror.py's MLflow server), each named
+# by a `NAME.json` holding its process group ("pgid") in this directory of the session's shared
+# directory; stopped when the session ends (after the last xdist worker).
+SESSION_SERVERS = "session-servers"
+
+
+def stop_session_servers(shared) -> None:
+    """Stops the servers named in `shared`'s SESSION_SERVERS directory."""
+    import signal
+
+    for record in (pathlib.Path(shared) / SESSION_SERVERS).glob("*.json"):
+        pgid = json.loads(record.read_text())["pgid"]
+        record.unlink()
+        try:
+            os.killpg(pgid, signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+        for _ in range(300):  # up to 30 s
+            try:
+                os.killpg(pgid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+
+
+def pytest_sessionfinish(session):
+    """The shared servers stop with the session: in xdist's controller, or a run without
+    workers (a worker's session ends while the other may still use them)."""
+    if hasattr(session.config, "workerinput"):
+        return
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if factory is not None and factory._basetemp is not None:
+        stop_session_servers(factory.getbasetemp())
 
 
 def pytest_collection_finish(session):

@@ -8,6 +8,7 @@ import time
 import urllib.request
 
 import pytest
+from conftest import SESSION_SERVERS, stop_session_servers
 
 from ann import artifact
 from ann.registry import Registry, mlflow_mirror
@@ -22,38 +23,58 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
-    """`mlflow server` with a SQLite store and proxied artifacts; yields its URI."""
-    root = tmp_path_factory.mktemp("mlflow")
-    port = _free_port()
-    uri = f"http://127.0.0.1:{port}"
-    log = open(root / "server.log", "w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host=127.0.0.1", f"--port={port}",
-         f"--backend-store-uri=sqlite:///{root / 'mlflow.db'}",
-         f"--artifacts-destination={root / 'artifacts'}", "--workers=1"],
-        cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        # No background job runner (8 more processes): registry calls do not use it.
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-    )  # fmt: skip
+_STARTED: list[subprocess.Popen] = []
+
+
+def _healthy(uri: str) -> bool:
     try:
+        urllib.request.urlopen(f"{uri}/health", timeout=2).read()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory, worker_id):
+    """`mlflow server` with a SQLite store and proxied artifacts: its URI. One server
+    for the session's workers (it takes 25-55 s to start here): the first worker to need it
+    starts it and names it in the session directory; `pytest_sessionfinish` in conftest stops
+    it after the last worker (tests share it by using model names of their own)."""
+    import fcntl
+    import json
+
+    shared = tmp_path_factory.getbasetemp()
+    if worker_id != "master":
+        shared = shared.parent
+    record = shared / SESSION_SERVERS / "mlflow.json"
+    record.parent.mkdir(exist_ok=True)
+    with open(shared / SESSION_SERVERS / "mlflow.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if record.exists() and _healthy(uri := json.loads(record.read_text())["uri"]):
+            return uri
+        root = tmp_path_factory.mktemp("mlflow")
+        port = _free_port()
+        uri = f"http://127.0.0.1:{port}"
+        with open(root / "server.log", "w") as log:
+            server = subprocess.Popen(
+                [sys.executable, "-m", "mlflow", "server", "--host=127.0.0.1", f"--port={port}",
+                 f"--backend-store-uri=sqlite:///{root / 'mlflow.db'}",
+                 f"--artifacts-destination={root / 'artifacts'}", "--workers=1"],
+                cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                # No background job runner (8 more processes): registry calls do not use it.
+                env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+            )  # fmt: skip
+        record.write_text(json.dumps({"uri": uri, "pgid": server.pid}))
         deadline = time.time() + 180
-        while True:
-            try:
-                urllib.request.urlopen(f"{uri}/health", timeout=2).read()
-                break
-            except OSError:
-                if server.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(
-                        f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}"
-                    ) from None
-                time.sleep(0.5)
-        yield uri
-    finally:
-        os.killpg(server.pid, 15)
-        server.wait(30)
-        log.close()
+        while not _healthy(uri):
+            if server.poll() is not None or time.time() > deadline:
+                stop_session_servers(shared)
+                raise RuntimeError(
+                    f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}"
+                )
+            time.sleep(0.5)
+        _STARTED.append(server)  # held, not collected: it outlives this worker's session
+    return uri
 
 
 def test_versions_aliases_tags_and_lineage_appear_in_mlflow(digits_export, mlflow_server, tmp_path):
