@@ -150,25 +150,41 @@ def tiny(name: str = "digits_mlp", **overrides):
 
 
 @pytest.fixture(scope="session")
-def digits_export(tmp_path_factory):
-    """A tiny trained digits CNN and its export via the CLI (export, registry, serving tests)."""
+def digits_export(tmp_path_factory, worker_id):
+    """A tiny trained digits CNN and its export via the CLI (export, registry, serving tests).
+    Made once for the session's workers, as the data sets are (the first worker to need it
+    makes it under a lock, the other waits and reads it): tests only read it, or copy it."""
+    import fcntl
     import subprocess
     import sys
 
     from ann.train.loop import train_and_evaluate
 
-    root = tmp_path_factory.mktemp("digits_export")
+    shared = tmp_path_factory.getbasetemp()
+    if worker_id != "master":
+        shared = shared.parent
+    root = shared / "digits_export"
     workdir, out = root / "run", root / "export"
-    train_and_evaluate(tiny("digits_cnn"), str(workdir))
-    result = subprocess.run(
-        [sys.executable, "-m", "ann.export", f"--workdir={workdir}", f"--out={out}"],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    (root / "export.stdout").write_text(result.stdout)  # what ann export printed
-    (root / "export.stderr").write_text(result.stderr)
+    with open(shared / "digits_export.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (root / "done").exists():
+            return workdir, out
+        if root.exists():  # a worker that stopped half-way
+            import shutil
+
+            shutil.rmtree(root)
+        root.mkdir()
+        train_and_evaluate(tiny("digits_cnn"), str(workdir))
+        result = subprocess.run(
+            [sys.executable, "-m", "ann.export", f"--workdir={workdir}", f"--out={out}"],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        (root / "export.stdout").write_text(result.stdout)  # what ann export printed
+        (root / "export.stderr").write_text(result.stderr)
+        (root / "done").touch()
     return workdir, out
 
 
