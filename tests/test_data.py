@@ -236,6 +236,21 @@ def test_a_first_build_prints_one_line_of_ours_not_tfds_download_messages(tmp_pa
     assert "%" not in err  # no progress bar
 
 
+def test_a_build_or_an_unprepared_tfds_set_leaves_no_temporary_directory(tmp_path, monkeypatch):
+    # TFDS's GCS lookup made an empty /tmp/tmpXXXXtfds for every builder of a set not yet
+    # prepared (443 in a day): ann's own, built here, and a TFDS set's, refused as unprepared.
+    import tempfile
+
+    from ann.data import sources
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # private: tests run in parallel
+    data_dir = str(tmp_path / "tfds")
+    sources.BUILDERS["breast_cancer"](data_dir=data_dir, file_format="array_record")
+    with pytest.raises(ConfigError, match="data set 'mnist' is not prepared"):
+        sources.load("mnist", "train", data_dir=data_dir)
+    assert not list(tmp_path.glob("tmp*tfds"))
+
+
 def test_row_ids_are_the_source_rows_and_a_split_reported_by_its_own_name_is_allowed():
     from ann.data import splits
 

@@ -40,6 +40,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from ann.data import splits
+from ann.data.offline_builder import OfflineBuilder
 
 PERIOD = 24  # steps per "day": the seasonal period of both data sets
 
@@ -212,7 +213,7 @@ def fault_kinds(windows: np.ndarray, split: str = "test") -> np.ndarray:
     return out
 
 
-class SensorSeries(tfds.core.GeneratorBasedBuilder):
+class SensorSeries(OfflineBuilder):
     """Forecasting windows (history -> future) from generated multichannel sensor series."""
 
     VERSION = tfds.core.Version("1.1.0")
@@ -267,7 +268,7 @@ class SensorSeries(tfds.core.GeneratorBasedBuilder):
                 key += 1
 
 
-class SensorFaults(tfds.core.GeneratorBasedBuilder):
+class SensorFaults(OfflineBuilder):
     """Multichannel sensor windows; `test` has injected faults (anomaly detection)."""
 
     VERSION = tfds.core.Version("1.1.0")

@@ -29,6 +29,7 @@ import jax
 import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
+from tensorflow_datasets.core.utils import gcs_utils
 
 from ann.config import ConfigError, did_you_mean
 from ann.data.offline import BUILDERS
@@ -209,6 +210,23 @@ def _prepare_offline(builder: tfds.core.DatasetBuilder) -> None:
             builder.download_and_prepare()
     finally:
         tfds.display_progress_bar(shown)
+
+
+# TFDS's DatasetInfo.initialize_from_bucket, run for every builder of a set not prepared in its
+# data_dir, makes tempfile.mkdtemp("tfds") before it asks the GCS bucket for files and never
+# removes it: an empty /tmp/tmpXXXXtfds per `tfds.builder` of a TFDS set not yet prepared (which
+# ann then refuses). ann's own builders skip the lookup (OfflineBuilder); the classes of TFDS's
+# and users' sets are not ann's, so the method is wrapped once, at import, to ask first and
+# make the directory only for files to copy. One wrap is thread-safe and changes nothing else;
+# swapping tempfile.tempdir around `tfds.builder` would be process-wide state that other
+# threads' temporary files race, and subclassing a user's class would register a second set.
+def _initialize_from_bucket(info: tfds.core.DatasetInfo) -> None:
+    if gcs_utils.gcs_dataset_info_files(info.full_name):  # None when GCS is off (TFDS's default)
+        _TFDS_INITIALIZE_FROM_BUCKET(info)
+
+
+_TFDS_INITIALIZE_FROM_BUCKET = tfds.core.DatasetInfo.initialize_from_bucket
+tfds.core.DatasetInfo.initialize_from_bucket = _initialize_from_bucket
 
 
 def _builder(name: str, data_dir: str, given: bool = False) -> tfds.core.DatasetBuilder:
