@@ -452,6 +452,8 @@ def parse_flags(argv: list[str]) -> list[str]:
         if not isinstance(value, ml_collections.ConfigDict):
             returned = type(value).__name__
             fail(f"--config={path}: get_config() returned a {returned}; {_RETURN_A_CONFIG}")
+        if (said := number_for_a_tuple(argv, value)) is not None:
+            fail(said)
     return rest
 
 
@@ -686,6 +688,37 @@ def bad_override(text: str, argv: Sequence[str]) -> str:
                 example = f"; e.g. --config.{key}={example}" if example is not None else ""
                 return f"{match.group(1)} must be {wanted} (the key's type in the config){example}"
     return text
+
+
+def number_for_a_tuple(argv: Sequence[str], config: object) -> str | None:
+    """The refusal of `--config.KEY=3` where KEY holds a tuple in `config` (the parsed config:
+    model.features, (32, 64)) and is given once: ml_collections makes a lone value the 1-tuple
+    (3,) without a word, where a number reads as a size or a count. A comma says "tuple" (`=3,`,
+    `='(3,)'`), and so does the flag given twice (`=32 --config.KEY=64`, ml_collections' own
+    spelling); a string for a tuple of strings (`data.eval_splits=test`) names one thing and is
+    kept. None when there is no such override."""
+    given: dict[str, list[str]] = {}
+    for arg in argv:
+        if arg == "--":
+            break
+        if match := re.fullmatch(r"--?config\.([\w.]+)=(.*)", arg, re.DOTALL):
+            given.setdefault(match.group(1), []).append(match.group(2))
+    for key, texts in given.items():
+        strings = config_lib.ELEMENTS.get(key, (None,))[0] is str  # their check names the type
+        if len(texts) != 1 or not _is_number(texts[0].strip()) or strings:
+            continue
+        try:
+            value = config_lib.lookup(config, key)
+        except config_lib.KeyLookupError:
+            continue
+        if isinstance(value, tuple):
+            number = texts[0].strip()
+            return (
+                f"--config.{key}={texts[0]} gives the tuple key '{key}' one number, which "
+                f"ml_collections would take as {value!r}; give a tuple: --config.{key}="
+                f"'({number},)' for one element, '({number}, ...)' for more"
+            )
+    return None
 
 
 def _bad_section_value(flag: str, name: str, key: str, said: str) -> str | None:

@@ -407,8 +407,8 @@ def test_the_console_script_is_declared():
         *[
             (["train", "--config=configs/digits_cnn.py", "--workdir=W", override], message)
             for override, message in [
-                (
-                    "--config.model.features=0",
+                (  # a lone 0 is refused as a number for a tuple (below): this is the range
+                    "--config.model.features=(0,)",
                     "error: config key 'model.features' must be one or more elements, each >= 1, "
                     "got (0,); e.g. --config.model.features='(32, 64)'",
                 ),
@@ -421,6 +421,12 @@ def test_the_console_script_is_declared():
                     "--config.mesh.model=2",
                     "error: config key 'mesh.model' is unknown; keys under 'mesh': data, fsdp, "
                     "tensor",
+                ),
+                (  # it ran as the 1-tuple (3,), unsaid
+                    "--config.model.features=3",
+                    "error: --config.model.features=3 gives the tuple key 'model.features' one "
+                    "number, which ml_collections would take as (3,); give a tuple: "
+                    "--config.model.features='(3,)' for one element, '(3, ...)' for more",
                 ),
                 (
                     "--config.model.features=abc",
@@ -986,6 +992,25 @@ def test_ctrl_c_while_the_job_module_imports_ann_cli_is_one_line(monkeypatch, ca
     finally:
         signal.signal(signal.SIGINT, previous)
     assert exit_.value.code == 130 and capsys.readouterr().err == "interrupted (Ctrl-C)\n"
+
+
+def test_a_tuple_key_takes_a_comma_or_a_repeated_flag_not_a_lone_number():
+    import ml_collections
+
+    # The config as parsed: each override below made features (3,) or (3, 4).
+    config = ml_collections.ConfigDict(
+        {"model": {"features": (3,)}, "data": {"eval_splits": ("test",)}, "total_steps": 3}
+    )
+    said = cli.number_for_a_tuple(["ann", "--config.model.features=3"], config)
+    assert said is not None and said.startswith("--config.model.features=3 gives the tuple key")
+    for given in (
+        ["--config.model.features=3,"],
+        ["--config.model.features=(3,)"],
+        ["--config.model.features=3", "--config.model.features=4"],  # ml_collections' spelling
+        ["--config.total_steps=3"],
+        ["--config.data.eval_splits=test"],  # one split: a string names one thing
+    ):
+        assert cli.number_for_a_tuple(["ann", *given], config) is None, given
 
 
 def test_a_near_miss_split_is_named():

@@ -177,6 +177,12 @@ def test_tpe_space_from_the_same_definition():
             "return h.zip(h.sweep('seed', [1, 1]), h.sweep('model.dropout', [0.1, 0.1]))",
             "the sweep gives the trial seed=1, model.dropout=0.1 twice",
         ),
+        # A number for a tuple key ran as the 1-tuple (3,), as `ann train` took it unsaid.
+        (
+            "return h.sweep('model.features', [(64,), 3])",
+            "trial features=3: --config.model.features=3 gives the tuple key 'model.features' "
+            "one number",
+        ),
     ],
 )
 def test_bad_definitions_fail_in_one_line(tmp_path, sweep, message):

@@ -108,6 +108,9 @@ def parse(config: str, overrides: Overrides) -> ml_collections.ConfigDict:
         # absl's "flag --config.batch_size=big: invalid literal for int() with base 10".
         worded = cli.bad_override(said, argv)
         raise SweepError(worded if worded != said else f"{' '.join(argv[2:])}: {said}") from None
+    # A number swept (or fixed) for a tuple key would run as a 1-tuple: `ann train` refuses it.
+    if (said := cli.number_for_a_tuple(argv, values["config"].value)) is not None:
+        raise SweepError(said)
     cli.drop_switched_model_keys(values, say=False)  # a trial's config.json shows what it ran
     return values["config"].value
 
