@@ -260,14 +260,24 @@ def test_a_missing_flag_is_named_and_each_commands_help_is_its_own(tmp_path):
         "server\n" in jobs  # fmt: skip
     assert max(len(line) for line in jobs.splitlines()) <= 93
     # Each command's own exit status: drift's help told of labels files and feedback batches.
-    for command, own, not_own in (
-        ("drift", "Exit status of `ann monitor drift`: 0 whether drift is found", "label"),
-        ("feedback", "Exit status of `ann monitor feedback`: 0 whatever the server", "drift"),
-        ("performance", "Exit status of `ann monitor performance`: 0 whether each", "drift"),
-    ):
+    # --model as the command reads it: every command's help described all three.
+    for command, own, not_own, model_said in (
+        ("drift", "Exit status of `ann monitor drift`: 0 whether drift is found", "label",
+         "--model: drift: the model whose requests are tested, an export directory"),
+        ("feedback", "Exit status of `ann monitor feedback`: 0 whatever the server", "drift",
+         "--model: feedback: the served model's name"),
+        ("performance", "Exit status of `ann monitor performance`: 0 whether each", "drift",
+         "--model: performance: the model scored, an export directory"),
+    ):  # fmt: skip
         said = ann("monitor", command, "--help").stdout
         status = said[said.index(own) : said.index("\n\n", said.index(own))]
         assert not_own not in status and said.count("Exit status") == 1, status
+        flat = " ".join(said.split())
+        model_help = flat[flat.index("--model: ") :].split(" --")[0]
+        assert model_help.startswith(model_said), model_help
+        others = {"drift", "feedback", "performance"} - {command}
+        assert not any(f"{c}: " in model_help for c in others), model_help
+        assert command == "feedback" or f"(default ./{command}-NAME-VERSION)." in flat, flat
     # Self-contained ("joins the same labels file": feedback's, not shown); --min_rows its own.
     assert "joins the same labels file" not in text and '`{"id": ..., "label": ...}` a line' in (
         text

@@ -109,14 +109,35 @@ MIN_ROWS_HELP = {
 }
 
 
+# --model's help for each command: an export to test or score, or a served model's name.
+MODEL_HELP = {
+    "drift": (
+        "drift: the model whose requests are tested, an export directory or registry URI "
+        "(models:/NAME/3, @alias): its export's reference sample is what they are tested "
+        "against, and the log's requests to its name are the ones read."
+    ),
+    "feedback": (
+        "feedback: the served model's name (the server's /v2/models/NAME), whose feedback route "
+        "the labels are sent to; --version picks one of its versions."
+    ),
+    "performance": (
+        "performance: the model scored, an export directory or registry URI (models:/NAME/3, "
+        "@alias): every version of its name in the logs is scored, its own tagged (--model), "
+        "and result.state is its version's."
+    ),
+}
+
+
+# --out's help for each command: its own default.
+OUT_HELP = {
+    "drift": "drift: directory to write (default ./drift-NAME-VERSION).",
+    "performance": "performance: directory to write (default ./performance-NAME-VERSION).",
+}
+
+
 def define_flags() -> None:
     """The monitor jobs' flags, defined only when run as a program."""
-    flags.DEFINE_string(
-        "model",
-        None,
-        "drift, performance: an export directory or registry URI (models:/NAME/3, @alias); "
-        "feedback: the served model's name.",
-    )
+    flags.DEFINE_string("model", None, " ".join(MODEL_HELP.values()))
     flags.DEFINE_string(
         "registry", None, "The registry for --model URIs (default $ANN_REGISTRY, else ./registry)."
     )
@@ -126,11 +147,7 @@ def define_flags() -> None:
         "drift, performance: the servers' request log files (every replica's, rotated files "
         "too), comma-separated.",
     )
-    flags.DEFINE_string(
-        "out",
-        None,
-        "Directory to write (default ./drift-NAME-VERSION, ./performance-NAME-VERSION).",
-    )
+    flags.DEFINE_string("out", None, " ".join(OUT_HELP.values()))
     flags.DEFINE_enum(
         "method",
         "auto",
@@ -653,14 +670,18 @@ def command_help(command: str) -> str:
 
 def _help_for_command(argv: list[str]) -> None:
     """For `ann monitor COMMAND --help`: only that command's part of the docstring and its own
-    flags (--model and OWN_FLAGS[COMMAND]) are listed; the others are dropped (the help exits
-    before anything runs). `ann monitor --help` lists everything."""
+    flags (--model and OWN_FLAGS[COMMAND]), --model, --out and --min_rows as it reads them, are
+    listed; the others are dropped (the help exits before anything runs). `ann monitor --help`
+    lists everything."""
     command = next((a for a in argv[1:] if not a.startswith("-")), None)
     if command not in COMMANDS or not cli.wants_help(argv):
         return
     globals()["__doc__"] = command_help(command)  # what absl prints: __main__.__doc__
-    if command in MIN_ROWS_HELP:  # its own: drift's rule, or performance's labelled rows
-        FLAGS["min_rows"].help = MIN_ROWS_HELP[command]
+    # Its own: what --model names (an export, or a served name), --out's default, drift's rule
+    # or performance's labelled rows for --min_rows.
+    for name, helps in (("model", MODEL_HELP), ("out", OUT_HELP), ("min_rows", MIN_ROWS_HELP)):
+        if command in helps:
+            FLAGS[name].help = helps[command]
     kept = {"model", *OWN_FLAGS[command]}
     for flag in FLAGS.get_key_flags_for_module(argv[0]):
         if flag.name not in kept and flag.name in FLAGS:
