@@ -165,7 +165,7 @@ def test_ann_monitor_performance_joins_both_replicas_logs_as_their_servers_toget
         f"of 141 rows), ECE {score['ece']:.4f} over 15 bins",
         f"wrote {out / 'report.json'}, index.html and 1 picture",
     ]
-    assert "1 of 109 labels name request ids these logs do not hold (e.g. 'never-sent')" in (
+    assert "1 of 109 labels names request ids these logs do not hold (e.g. 'never-sent')" in (
         result.stderr
     )
     assert report["figures"] == ["performance_versions_reliability.png"]
@@ -216,6 +216,29 @@ def test_a_bad_label_an_unreadable_log_and_labels_matching_nothing_are_one_line(
         "--request_log_sample=1"
     ), line
     assert not (tmp_path / "perf").exists()
+
+
+def test_one_label_of_many_takes_a_singular_verb():
+    """It said "1 of 109 labels name request ids ...", "1 of 13 labels are for rows ..."."""
+    from ann.monitor import feedback
+
+    one = {"unknown": 1, "unlogged": 1, "duplicate": 1, "failed": 0}
+    joined = performance.Joined({}, one, sent=109, unknown_ids=["x"], elsewhere={})
+    said = performance.unjoined_warnings(joined)
+    said += feedback.unjoined_warnings(one, 13) + feedback.unjoined_warnings(
+        one, 13, ["1", "2"], "1"
+    )
+    starts = [
+        "1 of 109 labels names request ids",
+        "1 of 109 labels names requests whose",
+        "1 of 109 labels is for rows",
+        "1 of 13 labels names request ids this server",
+        "1 of 13 labels is for rows",
+        "1 of 13 labels names request ids version 1",
+    ]
+    assert [s[: len(start)] for s, start in zip(said, starts, strict=False)] == starts, said
+    two = performance.Joined({}, {**one, "unknown": 2}, sent=109, unknown_ids=["x"], elsewhere={})
+    assert performance.unjoined_warnings(two)[0].startswith("2 of 109 labels name request ids")
 
 
 def test_a_missing_flag_is_named_and_each_commands_help_is_its_own(tmp_path):

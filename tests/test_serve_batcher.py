@@ -128,7 +128,10 @@ def test_submit_before_start_and_queue_full():
         with pytest.raises(RuntimeError, match="before start"):
             batcher.submit_nowait(rows(1), 1)
         batcher.start()
-        batcher.submit_nowait(rows(3), 3)
+        batcher.submit_nowait(rows(1), 1)
+        with pytest.raises(QueueFull, match="1 row is queued, limit 4"):  # was "1 rows are"
+            batcher.check_room(4)
+        batcher.submit_nowait(rows(2), 2)
         with pytest.raises(QueueFull, match="3 rows are queued, limit 4"):
             batcher.submit_nowait(rows(2), 2)
         await asyncio.wait_for(batcher.close(), 30)

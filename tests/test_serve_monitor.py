@@ -278,7 +278,7 @@ def test_ann_monitor_feedback_sends_a_labels_file(monitored, tmp_path):
     assert done.stdout.startswith("13 labels sent: 12 rows joined; not joined: unknown 1,"), done
     # Why they did not join: "0 rows joined" after a restart, or behind several replicas, and
     # a file sent twice, were counts alone, exit 0.
-    assert "warning: 1 of 13 labels name request ids this server does not hold. The simplest " in (
+    assert "warning: 1 of 13 labels names request ids this server does not hold. The simplest " in (
         done.stderr
     )
     again = subprocess.run(command, capture_output=True, text=True, timeout=120)

@@ -204,9 +204,10 @@ def classwise_ece(probabilities: Any, labels: Any, bins: int = BINS) -> float:
     absent = np.setdiff1d(np.arange(p.shape[1]), y)
     if absent.size:
         raise CalibrationError(
-            f"class-wise ECE averages over the {p.shape[1]} classes, but class(es) "
-            f"{', '.join(map(str, absent.tolist()))} have no rows here; use a split with every "
-            "class, or the top-class ece()"
+            f"class-wise ECE averages over the {p.shape[1]} classes, but class"
+            f"{'es' * (absent.size > 1)} {', '.join(map(str, absent.tolist()))} "
+            f"{'has' if absent.size == 1 else 'have'} no rows here; use a split with every class, "
+            "or the top-class ece()"
         )
     return float(np.mean([reliability(p, y, bins, c).ece for c in range(p.shape[1])]))
 
@@ -285,8 +286,9 @@ def fit_temperature(logits: Any, labels: Any, tolerance: float = 1e-6) -> float:
     y = _labels(labels, z.shape[0], z.shape[1])
     if np.unique(y).size < 2:
         raise CalibrationError(
-            f"temperature scaling needs labels of at least 2 classes; all {len(y)} rows are "
-            f"class {y[0]}"
+            "temperature scaling needs labels of at least 2 classes; "
+            + (f"all {len(y)} rows are" if len(y) > 1 else "its one row is")
+            + f" class {y[0]}"
         )
     lo, hi = np.log(TEMPERATURE_BOUNDS)
 

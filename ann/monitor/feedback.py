@@ -409,9 +409,9 @@ def unjoined_warnings(
     elif unknown and version is not None and others:
         # Each version keeps its own predictions: it blamed a restart or replicas.
         said.append(
-            f"{unknown} of {sent} labels name request ids version {version} does not hold; the "
-            f"model serves versions {', '.join(versions)}, each joining labels only to "
-            f"its own requests: send the labels of another version's requests with "
+            f"{unknown} of {sent} labels name{'s' * (unknown == 1)} request ids version {version} "
+            f"does not hold; the model serves versions {', '.join(versions)}, each joining labels "
+            f"only to its own requests: send the labels of another version's requests with "
             f"--version={others[0]}" + (" (or another)" if len(others) > 1 else "")
         )
     elif unknown:
@@ -419,7 +419,8 @@ def unjoined_warnings(
         # and no --model; and ids never sent to this server, the simplest cause, went unsaid.
         served = f"serves as {model}" if model else "serves"
         said.append(
-            f"{unknown} of {sent} labels name request ids this server does not hold. The simplest "
+            f"{unknown} of {sent} labels name{'s' * (unknown == 1)} request ids this server does "
+            "not hold. The simplest "
             "cause: ids never sent to this server (a typo, or requests to another model). Else: "
             "it keeps "
             "predictions in memory, per process, so a restart (or a reload of the model) forgets "
@@ -431,7 +432,7 @@ def unjoined_warnings(
         )
     if duplicate:
         said.append(
-            f"{duplicate} of {sent} labels are for rows labelled before (the first label counts): "
-            "was this file sent already?"
+            f"{duplicate} of {sent} labels {'is' if duplicate == 1 else 'are'} for rows labelled "
+            "before (the first label counts): was this file sent already?"
         )
     return said

@@ -302,24 +302,25 @@ def unjoined_warnings(joined: Joined) -> list[str]:
     for a server."""
     said, sent = [], joined.sent
     unknown, duplicate = joined.unmatched["unknown"], joined.unmatched["duplicate"]
+    unlogged = joined.unmatched["unlogged"]
     if unknown:
         said.append(
-            f"{unknown} of {sent} labels name request ids these logs do not hold (e.g. "
-            f"{joined.unknown_ids[0]!r}): requests not logged (`ann serve "
+            f"{unknown} of {sent} labels name{'s' * (unknown == 1)} request ids these logs do not "
+            f"hold (e.g. {joined.unknown_ids[0]!r}): requests not logged (`ann serve "
             "--request_log_sample` below 1), in rotated files or replicas' logs not given, or "
             "sent to another model; give every replica's --request_log files"
         )
-    if joined.unmatched["unlogged"]:
+    if unlogged:
         said.append(
-            f"{joined.unmatched['unlogged']} of {sent} labels name requests whose clients asked "
+            f"{unlogged} of {sent} labels name{'s' * (unlogged == 1)} requests whose clients asked "
             "for outputs without the predicted class (or, for a classification export, the "
             "probabilities it is the argmax of): the log holds none to join (the server's live "
             "join would have counted them)"
         )
     if duplicate:
         said.append(
-            f"{duplicate} of {sent} labels are for rows labelled before (the first label "
-            "counts): is an id in the file twice?"
+            f"{duplicate} of {sent} labels {'is' if duplicate == 1 else 'are'} for rows labelled "
+            "before (the first label counts): is an id in the file twice?"
         )
     return said
 

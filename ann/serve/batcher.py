@@ -276,7 +276,9 @@ class Batcher:
         if self._closing:
             raise QueueFull("the server is shutting down")
         if self.queued_rows + rows > self.max_queue_rows:
-            raise QueueFull(f"{self.queued_rows} rows are queued, limit {self.max_queue_rows}")
+            n = self.queued_rows
+            queued = f"{n} row is" if n == 1 else f"{n} rows are"
+            raise QueueFull(f"{queued} queued, limit {self.max_queue_rows}")
 
     async def close(self) -> None:
         """Refuses new requests, finishes every queued one, then stops the worker."""
