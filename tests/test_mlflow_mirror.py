@@ -437,3 +437,25 @@ def test_an_alias_change_names_the_servers_it_did_not_reach(digits_export, tmp_p
     assert [str(v.version) for v in left] == ["2"]
     versions = MlflowClient(production).search_model_versions("name='digits'")
     assert sorted(str(v.version) for v in versions) == ["1", "2"]  # what the warning says is left
+
+
+def test_two_spellings_of_one_server_are_one_mirror(digits_export, tmp_path, monkeypatch):
+    """`http://host:5000/` and `http://host:5000` (or a relative and an absolute SQLite path)
+    were two servers: a second mirror into the same one, and a warning naming the server the
+    command had just changed. Mirrors recorded in another spelling are read as the one."""
+    _, out = digits_export
+    registry = Registry(str(tmp_path / "reg"))
+    registry.register(str(out), "digits")
+    monkeypatch.chdir(tmp_path)
+    for spelling, number in (("http://Host:5000/", "3"), ("sqlite:///m.db", "4")):  # as recorded
+        uri_key, run_key, version_key = mlflow_mirror._tag_keys(spelling)
+        registry.set_tags("digits", {uri_key: spelling, run_key: "r", version_key: number}, 1)
+    mv = registry.get_version("digits", 1)
+    sqlite = f"sqlite:///{tmp_path / 'm.db'}"
+    assert mlflow_mirror.mirrors(mv) == {"http://host:5000": (3, "r"), sqlite: (4, "r")}
+    assert mlflow_mirror.mirrored_version(mv, "http://host:5000") == 3
+    assert mirror(registry, "digits", 1, "HTTP://host:5000") == 3  # known: MLflow not called
+    assert mirror(registry, "digits", 1, sqlite) == 4
+    warning = mlflow_mirror.unreached_aliases(registry, "digits", ["a"], None, "http://host:5000")
+    assert warning.startswith(f"alias 'a' of 'digits' not deleted in MLflow at {sqlite}, "), warning
+    assert mlflow_mirror.normal_uri("file:///x/runs/") == "file:///x/runs"

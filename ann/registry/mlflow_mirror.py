@@ -16,8 +16,10 @@ mapping per tracking URI (a registry may be mirrored into staging and production
 moved from one to another): the tags `mlflow.KEY.tracking_uri`, `mlflow.KEY.run_id` and
 `mlflow.KEY.version`, KEY the first 12 hex digits of the URI's sha256, written in one
 transaction (`mirrors` reads them). Registries written before kept one mapping per version, as
-`mlflow.tracking_uri`, `mlflow.run_id`, `mlflow.version`: still read, never rewritten.
-Mirroring a version twice into one URI is a no-op; mirroring it into another adds a mapping.
+`mlflow.tracking_uri`, `mlflow.run_id`, `mlflow.version`: still read, never rewritten. A URI is
+recorded and compared in one spelling (`normal_uri`: `http://Host:5000/` is `http://host:5000`),
+and one recorded before in another is read as that spelling. Mirroring a version twice into one
+URI is a no-op; mirroring it into another adds a mapping.
 
 A change made with `--mlflow_uri=URI` (an alias set, moved or deleted, a tag, a version
 deleted) follows into MLflow at that URI only: MLflow's client takes its credentials from the
@@ -96,6 +98,50 @@ def check_mlflow_uri(uri: str) -> None:
         )
 
 
+def normal_uri(uri: str) -> str:
+    """`uri` in the one spelling mirrors are recorded and compared in, so that two spellings of
+    one server are one mirror: http(s) with the scheme and host in lower case, the default port
+    and a trailing "/" dropped (`http://Host:80/` -> `http://host`); a file: or sqlite: store's
+    path absolute and normalised (`file:///x/` -> `file:///x`; `sqlite:///m.db`, relative to
+    the working directory, -> `sqlite:////DIR/m.db`); anything else as given. Never raises: a
+    URI `check_mlflow_uri` would refuse, read from a registry, is kept as it is."""
+    parts = urllib.parse.urlsplit(uri)
+    scheme = parts.scheme.lower()
+    base = scheme.split("+")[0]  # sqlite+pysqlite://...
+    if base in ("http", "https"):
+        return _normal_http(parts._replace(scheme=scheme))
+    if base == "file" and parts.path:
+        path = os.path.normpath(os.path.abspath(urllib.parse.unquote(parts.path)))
+        return f"{scheme}://{parts.netloc}{urllib.parse.quote(path)}" + _query(parts)
+    if base == "sqlite" and parts.path not in ("", "/", "/:memory:") and not parts.netloc:
+        # SQLAlchemy's spelling: sqlite:///relative.db, sqlite:////absolute.db
+        path = os.path.normpath(os.path.abspath(parts.path[1:]))
+        return f"{scheme}:///{path}" + _query(parts)
+    return uri
+
+
+def _normal_http(parts: urllib.parse.SplitResult) -> str:
+    """An http(s) URI's `normal_uri`; as given where its port is not a number."""
+    try:
+        port = parts.port
+    except ValueError:
+        return urllib.parse.urlunsplit(parts)
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host  # IPv6
+    user = parts.netloc.rpartition("@")[0]  # as given: a password's case counts
+    netloc = (f"{user}@" if "@" in parts.netloc else "") + host
+    if port is not None and port != {"http": 80, "https": 443}[parts.scheme]:
+        netloc += f":{port}"
+    path = parts.path.rstrip("/")
+    return urllib.parse.urlunsplit((parts.scheme, netloc, path, parts.query, parts.fragment))
+
+
+def _query(parts: urllib.parse.SplitResult) -> str:
+    return (f"?{parts.query}" if parts.query else "") + (
+        f"#{parts.fragment}" if parts.fragment else ""
+    )
+
+
 def _client(tracking_uri: str) -> Any:
     try:
         from mlflow import MlflowClient
@@ -135,7 +181,7 @@ def unreached_aliases(
     """Warns of the servers (every URI a version of `name` was mirrored to but `reached`, the
     command's --mlflow_uri or "") where `aliases` were not pointed at `version` (None: not
     deleted), with the command that updates each; None when there are none."""
-    uris = [uri for uri in mirror_uris(registry, name) if uri != reached]
+    uris = [uri for uri in mirror_uris(registry, name) if uri != normal_uri(reached)]
     if not uris or not aliases:
         return None
     what = f"alias{'es' * (len(aliases) > 1)} {', '.join(map(repr, aliases))} of {name!r}"
@@ -167,7 +213,7 @@ def unreached_tag(
     else:
         mv = registry.get_version(name, version)
         uris, what = sorted(mirrors(mv)), mv.uri
-    uris = [uri for uri in uris if uri != reached]
+    uris = [uri for uri in uris if uri != normal_uri(reached)]
     if not uris:
         return None
     flag = [] if version is None else [f"--version={version}"]
@@ -179,6 +225,7 @@ def unreached_delete(mv: ModelVersion, reached: str) -> str | None:
     """Warns of the mirrors of `mv` (deleted in ann's registry, its tags read before) left in
     MLflow at every URI but `reached`; None when there are none. ann no longer knows the
     version, so they are deleted by hand."""
+    reached = normal_uri(reached)
     left = {uri: number for uri, (number, _) in sorted(mirrors(mv).items()) if uri != reached}
     if not left:
         return None
@@ -212,24 +259,25 @@ def _tag_keys(tracking_uri: str) -> tuple[str, str, str]:
 
 
 def mirrors(mv: ModelVersion) -> dict[str, tuple[int, str]]:
-    """Every tracking URI `mv` was mirrored to: its MLflow version number and run id there.
-    Reads the tags of registries written before (one mapping per version) too."""
+    """Every tracking URI `mv` was mirrored to (`normal_uri`'s spelling): its MLflow version
+    number and run id there. Reads the tags of registries written before (one mapping per
+    version; a URI in another spelling) too; of two spellings of one URI, the first read."""
     found: dict[str, tuple[int, str]] = {}
     tags = mv.tags
     if LEGACY_URI in tags and tags.get(LEGACY_VERSION, "").isdigit():
-        found[tags[LEGACY_URI]] = (int(tags[LEGACY_VERSION]), tags.get(LEGACY_RUN, ""))
+        found[normal_uri(tags[LEGACY_URI])] = (int(tags[LEGACY_VERSION]), tags.get(LEGACY_RUN, ""))
     for key, uri in tags.items():
         if not (key.startswith("mlflow.") and key.endswith(".tracking_uri")):
             continue
-        uri_key, run_key, version_key = _tag_keys(uri)
+        uri_key, run_key, version_key = _tag_keys(uri)  # the key of the spelling recorded
         if key == uri_key and tags.get(version_key, "").isdigit():
-            found[uri] = (int(tags[version_key]), tags.get(run_key, ""))
+            found.setdefault(normal_uri(uri), (int(tags[version_key]), tags.get(run_key, "")))
     return found
 
 
 def mirrored_version(mv: ModelVersion, tracking_uri: str) -> int | None:
-    """The MLflow version `mv` was mirrored to at `tracking_uri`, if it was."""
-    found = mirrors(mv).get(tracking_uri)
+    """The MLflow version `mv` was mirrored to at `tracking_uri` (in any spelling), if it was."""
+    found = mirrors(mv).get(normal_uri(tracking_uri))
     return found[0] if found else None
 
 
@@ -245,6 +293,7 @@ def mirror(registry: Registry, name: str, version: int, tracking_uri: str) -> in
     directory, `models:/` URI and manifest sha256) and finished if it was not, and the model
     version by that run, so a retry never leaves a second run or version behind. Raises
     MirrorError (with the command to retry) if the MLflow side fails."""
+    tracking_uri = normal_uri(tracking_uri)  # recorded in one spelling
     mv = registry.get_version(name, version)
     done = mirrored_version(mv, tracking_uri)
     if done is not None:
