@@ -324,8 +324,7 @@ def main(argv: list[str]) -> None:
     f = flags.FLAGS
     command, args = (argv[1], argv[2:]) if len(argv) > 1 else ("", [])
     check_command(command, args, f)
-    # One spelling of the server (http://host:5000/ is http://host:5000), as mirrors record it.
-    mlflow_uri = mlflow_mirror.normal_uri(f.mlflow_uri) if command not in READ_ONLY else ""
+    mlflow_uri = f.mlflow_uri if command not in READ_ONLY else ""
     COMMANDS[command](Registry.at(_given(f)), f, args, mlflow_uri)
 
 

@@ -293,7 +293,6 @@ def mirror(registry: Registry, name: str, version: int, tracking_uri: str) -> in
     directory, `models:/` URI and manifest sha256) and finished if it was not, and the model
     version by that run, so a retry never leaves a second run or version behind. Raises
     MirrorError (with the command to retry) if the MLflow side fails."""
-    tracking_uri = normal_uri(tracking_uri)  # recorded in one spelling
     mv = registry.get_version(name, version)
     done = mirrored_version(mv, tracking_uri)
     if done is not None:
@@ -312,10 +311,9 @@ def mirror(registry: Registry, name: str, version: int, tracking_uri: str) -> in
     except Exception as e:  # MlflowException, or the HTTP client's own errors
         retry = _command(registry, tracking_uri, "mirror", mv.uri)
         raise _failed(f"mirroring {mv.uri} into MLflow", tracking_uri, e, retry) from e
-    uri_key, run_key, version_key = _tag_keys(tracking_uri)
-    registry.set_tags(
-        name, {uri_key: tracking_uri, run_key: run_id, version_key: str(number)}, version
-    )
+    recorded = normal_uri(tracking_uri)  # one spelling recorded; messages keep the user's
+    uri_key, run_key, version_key = _tag_keys(recorded)
+    registry.set_tags(name, {uri_key: recorded, run_key: run_id, version_key: str(number)}, version)
     return number
 
 
