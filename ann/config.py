@@ -455,8 +455,9 @@ def load_variant(path: str, load: Callable[[str], Any]) -> Any:
     if arg and arg not in asked and os.path.isfile(file):  # a missing file: said elsewhere
         if config == load(file):
             raise ConfigError(
-                f"{os.path.basename(file)} has no variant {arg!r}: its get_config() reads none "
-                f"(drop ':{arg}', or offer it: ann.config.variant(__file__, arg, {arg!r}))"
+                f"{os.path.basename(file)} has no variant {arg!r}: its get_config() returns the "
+                f"same config with ':{arg}' as without it (drop ':{arg}', or offer it: "
+                f"ann.config.variant(__file__, arg, {arg!r}))"
             )
     return config
 

@@ -593,8 +593,9 @@ def test_a_variant_the_config_file_does_not_read_is_refused(tmp_path):
     for job in ("train", "sweep"):
         line = one_line_error(ann(job, f"--config={path}:big", f"--workdir={tmp_path / 'w'}"))
         assert line == (
-            f"error: --config={path}:big: plain.py has no variant 'big': its get_config() reads "
-            "none (drop ':big', or offer it: ann.config.variant(__file__, arg, 'big'))"
+            f"error: --config={path}:big: plain.py has no variant 'big': its get_config() returns "
+            "the same config with ':big' as without it (drop ':big', or offer it: "
+            "ann.config.variant(__file__, arg, 'big'))"
         ), (job, line)
     assert not (tmp_path / "w").exists()
     # A get_config that reads its arg by hand (ml_collections' own examples do) is kept.
@@ -605,6 +606,9 @@ def test_a_variant_the_config_file_does_not_read_is_refused(tmp_path):
     )
     parser = config_flags._ConfigFileParser(name="config")
     assert config_lib.load_variant(f"{by_hand}:big", parser.parse).batch_size == 64
+    same = "returns the same config with ':small' as without it"  # a variant it does not read
+    with pytest.raises(config_lib.ConfigError, match=same):
+        config_lib.load_variant(f"{by_hand}:small", parser.parse)
 
 
 def _job(tmp_path, body: str) -> pathlib.Path:
