@@ -83,7 +83,7 @@ def test_ctrl_c_saves_at_the_next_step_and_the_same_command_resumes(tmp_path):
     assert proc.returncode == 130, stderr[-3000:]
     assert "Traceback" not in stderr, stderr[-3000:]
     # Said at once (the stop may wait for the step's hooks), then the one line, last.
-    assert "Ctrl-C: stopping at a step boundary soon (at most log_every_steps away)" in stderr
+    assert "Ctrl-C: stopping at the next step boundary with a checkpoint saved" in stderr
     last = stderr.splitlines()[-1]
     match = SAVED.fullmatch(last)
     assert match, stderr[-3000:]
@@ -132,12 +132,12 @@ if os.environ.get("CTRL_C_TWICE") == "in_save":  # the second while the stop's s
     # The save's finalizing waits for the wait to begin: else a quick save may finish first,
     # Orbax then skips the join, and no second Ctrl-C is sent (CI: the run ended with exit 0).
     def held_run(self):
-        if self.step() == 20:
+        if self.step() == 15:
             waited.wait(60)
         return run(self)
 
     def interrupted_join(self, *args, **kwargs):
-        if self.step() == 20 and not waited.is_set():  # the stop's save (15, then 20)
+        if self.step() == 15 and not waited.is_set():  # the stop's save
             waited.set()
             signal.raise_signal(signal.SIGINT)
         return join(self, *args, **kwargs)
@@ -157,6 +157,8 @@ if os.environ.get("CTRL_C_TWICE") == "after_save":  # the second as the run's en
 
 def main(argv):
     twice = [CtrlCTwice(15)] if os.environ.get("CTRL_C_TWICE") else []
+    if os.environ.get("CTRL_C_AT"):  # one Ctrl-C, while the loop is at a host sync
+        twice = [CtrlCTwice(int(os.environ["CTRL_C_AT"]))]
     print(train_and_evaluate(tiny(total_steps=40), {workdir!r}, extra_hooks=twice).step)
 
 cli.run(main)
@@ -190,29 +192,57 @@ def test_a_second_ctrl_c_stops_at_once_and_says_what_a_rerun_resumes_from(tmp_pa
     assert status["message"] == line and status["last_checkpoint"] == 10, status
 
     # The rerun resumes from step 10, and is stopped again: by a first Ctrl-C at step 15, then
-    # a second while the stop's save at step 20 finishes. That one interrupted Orbax's wait:
+    # a second while the stop's save at that step finishes. That one interrupted Orbax's wait:
     # Orbax logged "Save Finalize thread failed" with a traceback and forgot the step, and the
     # line said "without saving it", though the save finished (on disk, without its manifest).
     rerun = run(CTRL_C_TWICE="in_save")
     assert "resumed from" in rerun.stderr and "at step 10" in rerun.stderr, rerun.stderr[-3000:]
-    line = "interrupted at step 20 (Ctrl-C); checkpoint saved; run the same command to resume"
+    line = "interrupted at step 15 (Ctrl-C); checkpoint saved; run the same command to resume"
     assert rerun.returncode == 130, rerun.stderr[-3000:]
     assert "Traceback" not in rerun.stderr and "failed" not in rerun.stderr, rerun.stderr
     assert rerun.stderr.splitlines()[-1] == line, rerun.stderr[-3000:]
     status = json.loads((workdir / "run_status.json").read_text())
-    assert status["last_checkpoint"] == 20 and status["message"] == line, status
-    assert (workdir / "checkpoints" / "20" / "ann_manifest.json").exists()  # sealed as any save
+    assert status["last_checkpoint"] == 15 and status["message"] == line, status
+    assert (workdir / "checkpoints" / "15" / "ann_manifest.json").exists()  # sealed as any save
 
-    # Once more, from step 20: a first Ctrl-C at step 30 (saved at 35), and the second while the
+    # Once more, from step 15: a first Ctrl-C at step 30 (saved there), and the second while the
     # run's end is recorded, after the loop. It said "interrupted (Ctrl-C) while starting, before
     # the first step", and run_status.json could stay "running".
     late = run(CTRL_C_TWICE="after_save")
-    line = "interrupted at step 35 (Ctrl-C); checkpoint saved; run the same command to resume"
+    line = "interrupted at step 30 (Ctrl-C); checkpoint saved; run the same command to resume"
     assert late.returncode == 130, late.stderr[-3000:]
     assert late.stderr.splitlines()[-1] == line, late.stderr[-3000:]
     status = json.loads((workdir / "run_status.json").read_text())
-    assert status["status"] == "interrupted" and status["step"] == 35, status
-    assert status["message"] == line and status["last_checkpoint"] == 35, status
+    assert status["status"] == "interrupted" and status["step"] == 30, status
+    assert status["message"] == line and status["last_checkpoint"] == 30, status
+
+
+def test_ctrl_c_during_a_host_sync_stops_at_that_step_and_logs_it(tmp_path):
+    # A Ctrl-C that came while the loop waited for the device at a hook's step (here raised by
+    # the hook at step 7: no log, checkpoint or eval is due there) was seen one call later: the
+    # trial's "step 300/600" log line, then "interrupted at step 301", checkpoint 301.
+    workdir = tmp_path / "run"
+    result = subprocess.run(
+        [
+            *AS_IN_A_TERMINAL,
+            sys.executable,
+            "-c",
+            TWICE.format(tests=str(ROOT / "tests"), workdir=str(workdir)),
+        ],
+        cwd=ROOT,
+        env={**with_devices(1), "CTRL_C_AT": "7"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert (result.returncode, result.stdout) == (0, "7\n"), result.stderr[-3000:]  # its step
+    status = json.loads((workdir / "run_status.json").read_text())
+    assert status["status"] == "interrupted" and status["step"] == 7, status
+    assert "Ctrl-C: stopping at the next step boundary with a checkpoint saved" in result.stderr
+    assert "step 7/40" in result.stderr  # the stop's step is logged, as its checkpoint is named
+    last = json.loads((workdir / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["step"] == 7 and "train/loss" in last, last
+    assert sorted(p.name for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == ["7"]
 
 
 def test_ctrl_c_ends_another_job_in_one_line_and_leaves_no_partial_output(digits_export, tmp_path):

@@ -893,8 +893,7 @@ def _train(
             if sync:
                 jax.block_until_ready(metrics)
             due = [h for h in hooks if h.due(step, total)]
-            preempted = preemption.stop_now(synced=bool(due))
-            if not due and not preempted:
+            if not due and not preemption.stop_now(synced=False):
                 continue
             pulled = _per_step(jax.device_get(pending))
             pending.clear()
@@ -905,6 +904,15 @@ def _train(
                 hook.record(info)
             for hook in due:
                 hook(info)
+            # Asked after the wait for the device and the due hooks, not before: a signal that
+            # came during them (Python dispatches ahead, so this wait can be the device running
+            # up to log_every_steps steps) stops here, at the step just logged; asked before,
+            # the run went on to the next step (checkpoint 301 for a last log line at 300).
+            preempted = preemption.stop_now(synced=True)
+            if preempted:  # the stop's step gets its train log and metrics line, as a log step
+                for hook in hooks:
+                    if isinstance(hook, hooks_lib.LogTrain) and hook not in due:
+                        hook(info)
             data_seconds, hook_seconds = 0.0, time.perf_counter() - t1
             stop = info.stop() or (hooks_lib.Stop(preemption.reason) if preempted else None)
             if stop is not None:

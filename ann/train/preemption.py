@@ -45,12 +45,17 @@ def _reason(signum: int) -> str:
     return launcher.GONE if launcher.gone() else "SIGTERM"
 
 
-# Said at once, since the stop can be a while away: the loop sees the signal at its next step
-# boundary, or, while it waits for steps dispatched ahead to the device, when that wait ends (at
-# most log_every_steps later); and the step's due hooks (an eval) run first.
+# Said at once, since the stop can be a while away: the loop sees the signal once the steps
+# already dispatched to the device are done (it runs ahead of them), after the step's due hooks
+# (an eval); several processes stop together at the next step where a hook is due.
 _PENDING = (
-    b"Ctrl-C: stopping at a step boundary soon (at most log_every_steps away) with a checkpoint "
-    b"saved (Ctrl-C again stops at once, without saving)\n"
+    b"Ctrl-C: stopping at the next step boundary with a checkpoint saved (Ctrl-C again stops "
+    b"at once, without saving)\n"
+)
+_PENDING_PROCESSES = (
+    b"Ctrl-C: stopping at the next logged step (at most log_every_steps away: every process "
+    b"stops at the same step) with a checkpoint saved (Ctrl-C again stops at once, without "
+    b"saving)\n"
 )
 
 
@@ -75,7 +80,9 @@ class Preemption:
             raise KeyboardInterrupt  # the second: stop now (the loop records where)
         self.reason = self.reason or _reason(signum)
         if signum == signal.SIGINT and self._console:
-            os.write(2, _PENDING)  # not print or logging: a handler may run inside either
+            os.write(
+                2, _PENDING if self._processes == 1 else _PENDING_PROCESSES
+            )  # not print or logging: a handler may run inside either
 
     def stop_now(self, synced: bool) -> bool:
         """Whether to stop after this step. `synced`: every process is at a host sync here (a
