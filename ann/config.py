@@ -847,7 +847,10 @@ def check_length(total_steps: int, step: int, workdir: str) -> None:
 
 
 def check_reached_length(
-    config: ml_collections.ConfigDict, workdir: str, unchanged: Collection[str] = ()
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    unchanged: Collection[str] = (),
+    config_flag: str = "",
 ) -> None:
     """Called where `validate` refused `config`: `check_length` against the newest step in
     `workdir/checkpoints/`, read from the directory (no JAX), for a config whose length is
@@ -878,7 +881,7 @@ def check_reached_length(
     except (ConfigError, OSError):  # no record, or a damaged one: the start says so
         saved = None
     if saved is not None:
-        check_resume(saved, config, workdir, init_from=None)
+        check_resume(saved, config, workdir, init_from=None, config_flag=config_flag)
     check_length(config.total_steps, max(steps), workdir)
 
 
@@ -1236,6 +1239,7 @@ def _record_values(workdir: str) -> dict[str, Any]:
         ) from e
     if not isinstance(values, dict):
         raise ConfigError(f"{path} holds {type(values).__name__}, not a config's JSON object")
+    values.pop(CONFIG_FLAG, None)  # the run's record of its --config argument, not a key
     return values
 
 
@@ -1264,12 +1268,35 @@ def file_in(workdir: str) -> str:
     return os.path.join(workdir, "config.json")
 
 
-def write(config: ml_collections.ConfigDict, workdir: str) -> str:
-    """Writes the resolved config to `workdir/config.json` atomically; returns the path."""
+# config.json's entry for the `--config` argument that made the run, as given (the file and its
+# `:ARG` variant): not a config key (none is spelt so), dropped where the record is read as a
+# config. Runs written before it have none.
+CONFIG_FLAG = "--config"
+
+
+def write(config: ml_collections.ConfigDict, workdir: str, config_flag: str = "") -> str:
+    """Writes the resolved config to `workdir/config.json` atomically, with `config_flag` (the
+    `--config` argument as given, "configs/digits_cnn.py:writers") where known; returns the
+    path."""
     os.makedirs(workdir, exist_ok=True)
     path = file_in(workdir)
-    atomic.write_text(path, to_json(config) + "\n")
+    values = json.loads(to_json(config))
+    if config_flag:
+        values[CONFIG_FLAG] = config_flag
+    atomic.write_text(path, json.dumps(values, indent=2, sort_keys=True) + "\n")
     return path
+
+
+def recorded_config_flag(workdir: str) -> str:
+    """The `--config` argument `workdir`'s run was started with, as given; "" where config.json
+    does not record it (a run written before ann recorded it, or made by a caller without one)."""
+    try:
+        with open(file_in(workdir)) as f:
+            values = json.load(f)
+    except (OSError, ValueError):
+        return ""
+    flag = values.get(CONFIG_FLAG, "") if isinstance(values, dict) else ""
+    return flag if isinstance(flag, str) else ""
 
 
 # Keys a rerun of an existing workdir may change: they change how a run is watched, saved or
@@ -1357,8 +1384,12 @@ def check_resume(
     config: ml_collections.ConfigDict,
     workdir: str,
     init_from: Callable[[], str | None] | None = lambda: None,
+    config_flag: str = "",
 ) -> dict[str, tuple[Any, Any]]:
     """Compares a rerun's config with the one `workdir` was started with (`read(workdir)`).
+    `config_flag`: this run's `--config` argument; where config.json records another one, the
+    refusal names the recorded one (the likely mix-up: `configs/digits_cnn.py` resuming a run
+    made with `configs/digits_cnn.py:writers`); a caller that gives none is told the values.
 
     Returns the allowed changes (keys in `RESUME_MAY_CHANGE`) as `{key: (old, new)}`; raises
     ConfigError, in one line naming each other changed key with its old and new value, when the
@@ -1379,6 +1410,13 @@ def check_resume(
             if init_from is None
             else " (this run's weights do not fit the new model: init_from would load none)"
         )
+        recorded = recorded_config_flag(workdir)
+        if recorded and config_flag and recorded != config_flag:
+            raise ConfigError(
+                f"{workdir} was trained with --config={recorded}, another config ({listed}), "
+                f"and resuming would mix two runs in one record; use a new --workdir{start}, or "
+                f"rerun with --config={recorded} (and the values in {workdir}/config.json)"
+            )
         raise ConfigError(
             f"{workdir} was trained with another config ({listed}), and resuming would mix two "
             f"runs in one record; use a new --workdir{start}, or rerun with the values in "

@@ -19,6 +19,7 @@ if __name__ == "__main__":  # `ann train`: no garbage collection from here to th
     gc.disable()  # (the imports in main are most of a warm start; ann/train/startup.py)
 
 from absl import flags, logging
+from ml_collections import config_flags
 
 from ann import cli
 from ann import config as config_lib
@@ -54,7 +55,7 @@ def main(argv: list[str]) -> None:
     try:
         config_lib.validate(FLAGS.config, num_devices=None, unchanged=unchanged)
     except config_lib.ConfigError:  # a run length below the step reached: the first to fix
-        config_lib.check_reached_length(FLAGS.config, FLAGS.workdir, unchanged)
+        config_lib.check_reached_length(FLAGS.config, FLAGS.workdir, unchanged, config_flag())
         raise
     cli.check_out("workdir", FLAGS.workdir, may_hold="a training run")  # (ann.train.workdir)
     main_thread = threading.current_thread() is threading.main_thread()  # (handlers need it)
@@ -174,7 +175,14 @@ def _train(unchanged: set[str]):
         experiment,
         eval_listeners=listeners,
         started=startup.process_start(),
+        config_flag=config_flag(),
     )
+
+
+def config_flag() -> str:
+    """The --config argument as given: the file and its `:ARG` variant
+    ("configs/digits_cnn.py:writers"), recorded with the run (config.json)."""
+    return config_flags.get_config_filename(FLAGS["config"])
 
 
 def run() -> None:

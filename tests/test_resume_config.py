@@ -60,9 +60,14 @@ def test_check_resume_refuses_what_changes_training_and_names_each_key():
 def trained(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("resume_config") / "run"
     train_and_evaluate(
-        tiny(total_steps=10, **{"optimizer.schedule": "warmup_cosine"}), str(workdir)
+        tiny(total_steps=10, **{"optimizer.schedule": "warmup_cosine"}),
+        str(workdir),
+        config_flag=WRITERS,  # as `ann train --config=...` gives it (recorded, not checked)
     )
     return workdir
+
+
+WRITERS = "configs/digits_mlp.py:writers"
 
 
 def copy_run(trained, tmp_path):
@@ -199,6 +204,38 @@ def test_a_run_shortened_below_its_step_is_told_so_before_a_key_the_length_puts_
     assert "experiment: 'seq2seq' -> 'language_modelling'" in str(e.value)
     assert str(e.value).endswith(
         f"use a new --workdir, or rerun with the values in {tmp_path / 'run'}/config.json"
+    )
+
+
+def test_a_rerun_with_another_config_file_or_variant_names_the_one_the_run_was_made_with(
+    trained, tmp_path
+):
+    # Resuming a run of `configs/digits_cnn.py:writers` with `configs/digits_cnn.py` listed the
+    # differing values only: the run did not record which --config (file and :ARG) made it.
+    import subprocess
+    import sys
+
+    from conftest import ROOT, one_line_error
+
+    assert json.loads((trained / "config.json").read_text())["--config"] == WRITERS
+    assert "--config" not in config_lib.read(str(trained))  # a record, not a config key
+    workdir = copy_run(trained, tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "ann.main", "--config=configs/digits_mlp.py",
+         f"--workdir={workdir}", "--config.batch_size=64"],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )  # fmt: skip
+    line = one_line_error(result)
+    assert line.startswith(
+        f"error: {workdir} was trained with --config={WRITERS}, another config ("
+    ), line
+    assert f"rerun with --config={WRITERS} (and the values in {workdir}/config.json)" in line, line
+    # The same --config (a changed override): the values alone, as for a run without the record.
+    config = tiny(total_steps=20, batch_size=64, **{"optimizer.schedule": "warmup_cosine"})
+    with pytest.raises(ConfigError) as e:
+        train_and_evaluate(config, str(workdir), config_flag=WRITERS)
+    assert str(e.value).startswith(f"{workdir} was trained with another config (batch_size: 32"), (
+        e.value
     )
 
 

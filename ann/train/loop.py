@@ -230,13 +230,15 @@ def train_and_evaluate(
     extra_hooks: Sequence[hooks_lib.Hook] = (),
     eval_listeners: Sequence[hooks_lib.EvalListener] = (),
     started: float | None = None,
+    config_flag: str = "",
 ) -> Result:
     """Trains `experiment` (built from `config.experiment` when None) and evaluates it; resumes
     if `workdir` has a checkpoint. `extra_hooks` run after the default hooks at their steps;
     `eval_listeners` are told each eval, after the best-checkpoint keeper and early stopping.
     `started` (a `time.perf_counter()` value; `ann train` gives its process's start) is where
     the start-up time (`startup/...` in metrics.jsonl, ann/train/startup.py) counts from; None:
-    from this call.
+    from this call. `config_flag`: the `--config` argument as given (`ann train` passes it),
+    recorded in config.json at a fresh start and named where a rerun's config differs.
 
     Raises ConfigError (a bad config, workdir or `init_from`; a workdir another run holds; a
     rerun that would change what is trained, or end before the step it reached),
@@ -270,7 +272,7 @@ def train_and_evaluate(
         try:
             with workdir_lib.lock(workdir), contextlib.ExitStack() as stack:
                 locked = True  # (a workdir another run holds is refused, and never touched)
-                run = _open(config, workdir, setup)
+                run = _open(config, workdir, setup, config_flag)
                 stack.callback(run.close)
                 # Named for what it does: a fresh start initializes the state (its init compiled).
                 resuming = run.checkpoints.latest_step() is not None
@@ -315,14 +317,20 @@ def _interrupted_after_the_loop(run: _Run, interrupt: KeyboardInterrupt) -> None
             logging.error("could not record the run's end in run_status.json: %s", e)
 
 
-def _open(config: ml_collections.ConfigDict, workdir: str, setup: build_lib.Setup) -> _Run:
-    """Compares the config with the run's record (writing config.json at a fresh start), and
-    opens the checkpoints and the train data."""
+def _open(
+    config: ml_collections.ConfigDict, workdir: str, setup: build_lib.Setup, config_flag: str
+) -> _Run:
+    """Compares the config with the run's record (writing config.json at a fresh start, with
+    the `--config` argument), and opens the checkpoints and the train data."""
     saved, changes = resume.compare(
-        config, workdir, setup.abstract_state, lambda: validation_names(config, setup)
+        config,
+        workdir,
+        setup.abstract_state,
+        lambda: validation_names(config, setup),
+        config_flag,
     )
     if saved is None and jax.process_index() == 0:
-        config_lib.write(config, workdir)
+        config_lib.write(config, workdir, config_flag)
     dc = config.data
     host_iter = data.train_batches(
         setup.train_split,

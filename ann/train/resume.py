@@ -38,6 +38,7 @@ def compare(
     workdir: str,
     state: Any,
     validation_names: Callable[[], Iterable[str]] | None = None,
+    config_flag: str = "",
 ) -> tuple[ml_collections.ConfigDict | None, dict]:
     """On a rerun: (the saved config, the allowed changes from it as {key: (old, new)}), or a
     ConfigError naming each key that would change what is trained, and `init_from` where the
@@ -60,6 +61,7 @@ def compare(
             config,
             workdir,
             (lambda: init_from_spec(workdir, state, skip)) if same_kind else None,
+            config_flag,
         )
     return None, {}
 
