@@ -33,6 +33,7 @@ constructor arguments, `task.*` experiment settings).
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import difflib
 import functools
@@ -44,7 +45,7 @@ import shlex
 import socket
 import sys
 import traceback
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from typing import NoReturn
 
 import ml_collections
@@ -690,13 +691,17 @@ def bad_override(text: str, argv: Sequence[str]) -> str:
     return text
 
 
-def number_for_a_tuple(argv: Sequence[str], config: object) -> str | None:
+def number_for_a_tuple(
+    argv: Sequence[str], config: object, swept: Collection[str] = ()
+) -> str | None:
     """The refusal of `--config.KEY=3` where KEY holds a tuple in `config` (the parsed config:
     model.features, (32, 64)) and is given once: ml_collections makes a lone value the 1-tuple
     (3,) without a word, where a number reads as a size or a count. A comma says "tuple" (`=3,`,
     `='(3,)'`), and so does the flag given twice (`=32 --config.KEY=64`, ml_collections' own
     spelling); a string for a tuple of strings (`data.eval_splits=test`) names one thing and is
-    kept. None when there is no such override."""
+    kept. The spellings offered are ones the key's check accepts (a tuple of integers gets an
+    integer, not 3.5), and a key in `swept` (a sweep's get_sweep gave it) is spelt in Python,
+    as get_sweep writes it. None when there is no such override."""
     given: dict[str, list[str]] = {}
     for arg in argv:
         if arg == "--":
@@ -712,13 +717,49 @@ def number_for_a_tuple(argv: Sequence[str], config: object) -> str | None:
         except config_lib.KeyLookupError:
             continue
         if isinstance(value, tuple):
-            number = texts[0].strip()
-            return (
-                f"--config.{key}={texts[0]} gives the tuple key '{key}' one number, which "
-                f"ml_collections would take as {value!r}; give a tuple: --config.{key}="
-                f"'({number},)' for one element, '({number}, ...)' for more"
-            )
+            return _one_number_refusal(key, texts[0], value, config, key in swept)
     return None
+
+
+def _one_number_refusal(key: str, text: str, value: tuple, config: object, swept: bool) -> str:
+    number, kind = text.strip(), ""
+    example = _integer_example(key, config)
+    if example is not None:
+        kind = " of integers"
+        if not re.fullmatch(r"[+-]?\d+", number):  # '(3.5,)' would be refused in turn
+            number = str(example)
+    if swept:
+        return (
+            f"{key}={text} gives the tuple key '{key}' one number, which ml_collections would "
+            f"take as {value!r}; give get_sweep a tuple{kind}: h.sweep('{key}', [({number},), "
+            f"({number}, N), ...])"
+        )
+    flag = f"--config.{key}"
+    return (
+        f"{flag}={text} gives the tuple key '{key}' one number, which ml_collections would "
+        f"take as {value!r}; give a tuple{kind}: {flag}='({number},)' (or ={number},) for one "
+        f"element; for more, {flag}='({number}, N)' or the flag once per element "
+        f"({flag}={number} {flag}=N)"
+    )
+
+
+def _integer_example(key: str, config: object) -> int | None:
+    """An integer for `key` where its elements must be integers (`config_lib.ELEMENTS`, or a
+    model argument whose default is a tuple of integers), else None (any number may do)."""
+    if key in config_lib.ELEMENTS:
+        kind, example = config_lib.ELEMENTS[key]
+        return ast.literal_eval(example)[0] if kind is int else None
+    if not key.startswith("model.") or key.count(".") != 1:
+        return None
+    from ann import models  # flax: only for this refusal
+
+    try:
+        default = models.argument_default(config_lib.lookup(config, "model.name"), key[6:])
+    except (config_lib.KeyLookupError, ConfigError, ImportError, TypeError, ValueError):
+        return None
+    ints = isinstance(default, tuple) and default
+    ints = ints and all(isinstance(x, int) and not isinstance(x, bool) for x in default)
+    return default[0] if ints else None
 
 
 def _bad_section_value(flag: str, name: str, key: str, said: str) -> str | None:

@@ -425,8 +425,10 @@ def test_the_console_script_is_declared():
                 (  # it ran as the 1-tuple (3,), unsaid
                     "--config.model.features=3",
                     "error: --config.model.features=3 gives the tuple key 'model.features' one "
-                    "number, which ml_collections would take as (3,); give a tuple: "
-                    "--config.model.features='(3,)' for one element, '(3, ...)' for more",
+                    "number, which ml_collections would take as (3,); give a tuple of integers: "
+                    "--config.model.features='(3,)' (or =3,) for one element; for more, "
+                    "--config.model.features='(3, N)' or the flag once per element "
+                    "(--config.model.features=3 --config.model.features=N)",
                 ),
                 (
                     "--config.model.features=abc",
@@ -1015,6 +1017,33 @@ def test_a_tuple_key_takes_a_comma_or_a_repeated_flag_not_a_lone_number():
         ["--config.data.eval_splits=test"],  # one split: a string names one thing
     ):
         assert cli.number_for_a_tuple(["ann", *given], config) is None, given
+
+
+def test_a_lone_number_for_a_tuple_is_answered_with_spellings_its_check_accepts():
+    """`--config.model.features=3.5` was answered with '(3.5,)', itself refused ("must be a
+    tuple of integers"); the message named '(3,)' and '(3, ...)' where the README promised
+    `=3,` and the repeated flag too; in a sweep it gave the command line's spelling."""
+    import ml_collections
+
+    from ann import models
+
+    config = ml_collections.ConfigDict({"model": {"name": "mlp", "features": (3.5,)}})
+    said = cli.number_for_a_tuple(["ann", "--config.model.features=3.5"], config)
+    example = models.argument_default("mlp", "features")[0]
+    assert "'(3.5,)'" not in said and "give a tuple of integers: " in said
+    assert f"--config.model.features='({example},)' (or ={example},) for one element" in said
+    assert f"(--config.model.features={example} --config.model.features=N)" in said
+    config.model.features = (3,)
+    said = cli.number_for_a_tuple(["ann", "--config.model.features=3"], config)
+    assert "--config.model.features='(3,)' (or =3,) for one element; for more, " in said
+    assert "(--config.model.features=3 --config.model.features=N)" in said
+    config.optimizer = {"step_boundaries": (2.5,)}
+    said = cli.number_for_a_tuple(["ann", "--config.optimizer.step_boundaries=2.5"], config)
+    assert "--config.optimizer.step_boundaries='(1000,)'" in said and "'(2.5,)'" not in said
+    # Swept: spelt as get_sweep writes it.
+    said = cli.number_for_a_tuple(["ann", "--config.model.features=3"], config, {"model.features"})
+    assert said.startswith("model.features=3 gives the tuple key 'model.features' one number")
+    assert "h.sweep('model.features', [(3,), (3, N), ...])" in said and "--config" not in said
 
 
 def test_a_near_miss_split_is_named():

@@ -180,8 +180,14 @@ def test_tpe_space_from_the_same_definition():
         # A number for a tuple key ran as the 1-tuple (3,), as `ann train` took it unsaid.
         (
             "return h.sweep('model.features', [(64,), 3])",
-            "trial features=3: --config.model.features=3 gives the tuple key 'model.features' "
-            "one number",
+            r"trial features=3: model.features=3 gives the tuple key 'model.features' one "
+            r"number, which ml_collections would take as \(3,\); give get_sweep a tuple of "
+            r"integers: h.sweep\('model.features', \[\(3,\), \(3, N\), ...\]\); change get_sweep",
+        ),
+        # A number its check refuses in turn (3.5 for integers): an integer offered instead.
+        (
+            "return h.sweep('model.features', [(64,), 3.5])",
+            r"trial features=3.5: model.features=3.5 .* h.sweep\('model.features', \[\(\d+,\)",
         ),
     ],
 )

@@ -105,6 +105,13 @@ def not_taken(name: str, keys: Sequence[str]) -> list[str]:
     return [] if takes_any else [k for k in keys if k not in params]
 
 
+def argument_default(name: str, argument: str) -> Any:
+    """The default of model `name`'s constructor argument `argument` (None where it has none
+    or takes no such argument). Raises ConfigError for an unknown model."""
+    parameter = _parameters(get(name))[0].get(argument)
+    return None if parameter is None or parameter.default is parameter.empty else parameter.default
+
+
 _FROM_ELSEWHERE = ("dtype", "param_dtype", "rngs")  # config.dtype, config.param_dtype, the seed
 
 

@@ -8,6 +8,7 @@ import dataclasses
 import importlib.util
 import inspect
 import os
+from collections.abc import Collection
 from typing import Any
 
 import ml_collections
@@ -93,9 +94,12 @@ def load(config: str, fixed: Overrides) -> Definition:
     return Definition(config, dict(fixed), node, base)
 
 
-def parse(config: str, overrides: Overrides) -> ml_collections.ConfigDict:
+def parse(
+    config: str, overrides: Overrides, swept: Collection[str] = ()
+) -> ml_collections.ConfigDict:
     """The config `python -m ann.main --config=CONFIG --config.K=V ...` would build, parsed by
-    the same flag machinery, so a value the CLI would reject fails here, before any run."""
+    the same flag machinery, so a value the CLI would reject fails here, before any run.
+    `swept`: the keys of `overrides` that get_sweep gave (a refusal spells them in Python)."""
     argv = ["ann.main", f"--config={config}"]
     argv += [f"--config.{k}={cli_value(v)}" for k, v in overrides.items()]
     values = flags.FlagValues()
@@ -109,20 +113,22 @@ def parse(config: str, overrides: Overrides) -> ml_collections.ConfigDict:
         worded = cli.bad_override(said, argv)
         raise SweepError(worded if worded != said else f"{' '.join(argv[2:])}: {said}") from None
     # A number swept (or fixed) for a tuple key would run as a 1-tuple: `ann train` refuses it.
-    if (said := cli.number_for_a_tuple(argv, values["config"].value)) is not None:
+    if (said := cli.number_for_a_tuple(argv, values["config"].value, swept)) is not None:
         raise SweepError(said)
     cli.drop_switched_model_keys(values, say=False)  # a trial's config.json shows what it ran
     return values["config"].value
 
 
-def checked(config: str, overrides: Overrides) -> ml_collections.ConfigDict:
+def checked(
+    config: str, overrides: Overrides, swept: Collection[str] = ()
+) -> ml_collections.ConfigDict:
     """The config `ann train` would build from `config` and `overrides` (`parse`), after the
     checks it makes before reading data (`ann.experiment.check_config`, on one device: a
     trial's devices are not known here), overrides that change nothing included
     (`ann.config.unchanged_overrides`). Raises SweepError or ConfigError."""
     from ann import experiment  # imports JAX; only a sweep that runs needs it
 
-    built = parse(config, overrides)
+    built = parse(config, overrides, swept)
     unchanged = config_lib.unchanged_overrides(parse(config, {}), overrides)
     experiment.check_config(built, num_devices=1, unchanged=unchanged)
     return built
@@ -131,7 +137,9 @@ def checked(config: str, overrides: Overrides) -> ml_collections.ConfigDict:
 def check_trial(definition: Definition, trial: Trial) -> str:
     """Validates the trial's full config (types, choices, ranges); returns its config JSON."""
     try:
-        config = checked(definition.config, {**definition.fixed, **trial.overrides})
+        config = checked(
+            definition.config, {**definition.fixed, **trial.overrides}, set(trial.overrides)
+        )
     except (SweepError, config_lib.ConfigError) as e:
         raise SweepError(
             f"trial {trial.name}: {e}; change get_sweep (or the sweep's --config flags)"
