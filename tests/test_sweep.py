@@ -139,9 +139,13 @@ def test_tpe_space_from_the_same_definition():
         # A name several sections hold: those keys, not the top-level ones.
         (
             "return h.sweep('name', ['x'])",
-            r"'name' is not a key .*\(did you mean 'data.name', 'model.name' or 'optimizer.name'",
+            r"'name' is unknown \(did you mean 'data.name', 'model.name' or 'optimizer.name'",
         ),
-        ("return h.sweep('model.norm', ['layer'])", "'model.norm' is not a key of the config"),
+        (
+            "return h.sweep('model.nrm', ['layer'])",
+            r"trial nrm=layer: config key 'model.nrm' is not an argument of model 'mlp' \(did you "
+            r"mean 'model.norm'\?\)",
+        ),
         ("return h.sweep('optimizer', [1])", "is a section; sweep one of its keys"),
         ("return h.sweep('model.dropout', [])", r"h.sweep\('model.dropout', \[\]\) has no values"),
         (
@@ -199,6 +203,28 @@ def test_bad_definitions_fail_in_one_line(tmp_path, sweep, message):
     assert "\n" not in str(e.value)
 
 
+def test_a_sweep_takes_the_keys_the_command_line_takes(tmp_path):
+    """`h.sweep('model.features', ...)` on a config whose get_config does not set it was refused
+    ("a key must be set in get_config") where `--config.model.features=...` ran."""
+    path = write_config(tmp_path, "return h.sweep('model.features', [(8,), (8, 16)])")
+    text = (
+        open(path).read().replace("    return c\n", "    del c.model['features']\n    return c\n")
+    )
+    open(path, "w").write(text)
+    assert "features" not in definition_lib.parse(path, {}).model
+    definition_lib.checked(path, {"model.features": (8,)})  # the command line takes it
+    definition = definition_lib.load(path, {})
+    _, configs = grid.prepare(definition, str(tmp_path / "sweep"))
+    assert [json.loads(c)["model"]["features"] for c in configs] == [[8], [8, 16]]
+    # A key the command line refuses is refused in the same words.
+    with pytest.raises(ConfigError) as given:
+        definition_lib.checked(path, {"model.nrm": "layer"})
+    nrm = write_config(tmp_path, "return h.sweep('model.nrm', ['layer'])", name="nrm.py")
+    with pytest.raises(SweepError) as swept:
+        grid.prepare(definition_lib.load(nrm, {}), str(tmp_path / "sweep"))
+    assert str(given.value) in str(swept.value)
+
+
 def test_tpe_needs_a_searchable_space(tmp_path):
     definition = definition_lib.load(write_config(tmp_path, "return h.sweep('seed', [1])"), {})
     with pytest.raises(SweepError, match="--search=tpe needs a search space.*h.loguniform"):
@@ -210,9 +236,8 @@ def test_cli_errors_are_one_line(tmp_path):
     proc = sweep_cli(f"--config={path}", f"--workdir={tmp_path / 's'}")
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
-        f"error: sweep key 'optimizer.lerning_rate' is not a key of the config from {path} "
-        "(did you mean 'optimizer.learning_rate'?); a key must be set in get_config (to a "
-        "default) before it can be swept"
+        "error: trial lerning_rate=0.001: config key 'optimizer.lerning_rate' is unknown (did "
+        "you mean 'optimizer.learning_rate'?); change get_sweep (or the sweep's --config flags)"
     ]
     proc = sweep_cli(
         f"--config={ROOT / 'configs' / 'digits_cnn.py'}", f"--workdir={tmp_path / 'nosweep'}"
