@@ -1067,6 +1067,40 @@ def test_trials_started_after_a_resume_read_the_data_directory_the_sweep_started
     )
 
 
+def test_dry_run_and_emit_read_and_name_the_data_directory_the_sweep_started_with(
+    tmp_path, monkeypatch, data_dir
+):
+    """`--dry_run` and `--emit` on an existing sweep built its data set in this shell's
+    $TFDS_DATA_DIR (for the metric check), and their commands named no data directory, where a
+    resume reads sweep.json's and command.sh exports it."""
+    from ann import data
+
+    data.load("digits", "train")  # the sweep's data, in the session's directory
+    path = write_config(tmp_path, GRID)
+    sweep_dir = str(tmp_path / "sweep")
+    monkeypatch.setattr(launch, "run", lambda next_trial, on_end, parallel, log: None)
+    grid.run(definition_lib.load(path, {}), sweep_dir, "val/accuracy", "max", log=print)
+    other = tmp_path / "other"
+    other.mkdir()
+    monkeypatch.setenv("TFDS_DATA_DIR", str(other))
+    note = f"note: reading data set 'digits' from {data_dir}, where the sweep at {sweep_dir}"
+    proc = sweep_cli(f"--config={path}", f"--workdir={sweep_dir}", "--dry_run")
+    assert proc.returncode == 0, proc.stderr
+    assert note in proc.stderr and "building" not in proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 4 and all(
+        line.startswith(f"env TFDS_DATA_DIR={data_dir} ann train --config=") for line in lines
+    )
+    proc = sweep_cli(f"--config={path}", f"--workdir={sweep_dir}", "--emit=slurm")
+    assert proc.returncode == 0, proc.stderr
+    assert note in proc.stderr and "building" not in proc.stderr
+    sbatch = open(os.path.join(sweep_dir, "sweep.sbatch")).read()
+    assert sbatch.count(f" env TFDS_DATA_DIR={data_dir} ann train --config=") == 4
+    assert os.listdir(other) == []  # nothing built, nothing read there
+    with open(os.path.join(sweep_dir, results.SWEEP_FILE)) as f:
+        assert json.load(f)["data_dir"] == data_dir
+
+
 def test_a_trial_failed_by_the_sweeps_metric_runs_again_and_retries_are_not_skips(
     tmp_path, monkeypatch
 ):

@@ -25,7 +25,7 @@ from ann.config import check_mode, check_selection_metric
 from ann.sweep import definition as definition_lib
 from ann.sweep import emit, grid, results, search
 from ann.sweep.space import SweepError
-from ann.sweep.trials import Trial
+from ann.sweep.trials import DATA_DIR_ENV, Trial
 
 FLAGS = flags.FLAGS
 cli.define_config("Config file with get_sweep(h): NAME.py[:ARG].")
@@ -256,9 +256,13 @@ def emit_grid(definition: definition_lib.Definition, metric: str, mode: str) -> 
             "chooses them as it goes, so run it with the local launcher"
         )
     trials, configs = grid.prepare(definition, FLAGS.workdir)
+    # Where a run of this sweep reads its data (a resumed one's, sweep.json's), not where this
+    # shell's $TFDS_DATA_DIR points: the metric check reads it, the commands name it.
+    definition_lib.settle_data_dir(definition, FLAGS.workdir)
+    trials = [definition.reading_data(t) for t in trials]
     check_metric_computed(definition, trials[0])
     if FLAGS.dry_run:
-        print("\n".join(t.command() for t in trials))
+        print("\n".join(t.command(with_env=True) for t in trials))
         return
     for trial, config_json in zip(trials, configs):
         trial.write_files(config_json)
@@ -296,6 +300,8 @@ def check_metric_computed(definition: definition_lib.Definition, trial: Trial) -
     from ann.train import hooks, loop  # JAX and the model: only once the flags are good
 
     config = definition_lib.checked(definition.config, {**definition.fixed, **trial.overrides})
+    if DATA_DIR_ENV in trial.env:  # the sweep's data directory (`Definition.reading_data`)
+        config.data.data_dir = trial.env[DATA_DIR_ENV]
     try:
         hooks.check_selection_metrics(config, loop.validation_names(config))
     except config_lib.ConfigError as e:

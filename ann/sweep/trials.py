@@ -110,10 +110,15 @@ class Trial:
         """What the local launcher runs: this interpreter, so no environment is assumed."""
         return [sys.executable, "-m", "ann.main", *self.flags()]
 
-    def command(self) -> str:
+    def command(self, with_env: bool = False) -> str:
         """The same run as the command a person types (`ann train`, as the README and the
-        cluster scripts write it), for people, command.sh and cluster scripts."""
-        return shlex.join(["ann", "train", *self.flags()])
+        cluster scripts write it), for people, command.sh and cluster scripts. `with_env`: led
+        by `env TFDS_DATA_DIR=...` where the trial reads the sweep's data directory, not the
+        shell's (what command.sh exports), for a line that stands alone (--dry_run, --emit)."""
+        words = ["ann", "train", *self.flags()]
+        if with_env and DATA_DIR_ENV in self.env:
+            words = ["env", f"{DATA_DIR_ENV}={self.env[DATA_DIR_ENV]}", *words]
+        return shlex.join(words)
 
     def write_files(self, config_json: str) -> None:
         os.makedirs(self.workdir, exist_ok=True)
