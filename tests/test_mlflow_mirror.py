@@ -377,12 +377,15 @@ def test_an_alias_change_names_the_servers_it_did_not_reach(digits_export, tmp_p
         mirror(registry, "digits", 1, uri)
     mirror(registry, "digits", 2, staging)
 
+    said = []  # each command's stdout
+
     def cli(*args):
         done = subprocess.run(
             [sys.executable, "-m", "ann.registry", f"--registry={reg}", *args],
             capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
+        said.append(done.stdout)
         warnings = [line for line in done.stderr.splitlines() if line.startswith("warning:")]
         assert len(warnings) <= 1, done.stderr
         return warnings[0] if warnings else ""
@@ -394,6 +397,11 @@ def test_an_alias_change_names_the_servers_it_did_not_reach(digits_export, tmp_p
     # Moved at staging; production, which has not got version 2, is named with the fix.
     warning = cli("alias", "digits", "champion", "2", f"--mlflow_uri={staging}")
     assert champion(staging) == "2" and champion(production) == "1"
+    # It says MLflow was changed too (as `mirror` and `delete` do): the line named ann's alone.
+    assert said[-1].splitlines() == [
+        "models:/digits@champion -> models:/digits/2",
+        f"pointed it at its mirror in MLflow at {staging} (version 2)",
+    ]
     fix = f"ann registry --registry={reg} mirror models:/digits/2 --mlflow_uri={production}"
     assert warning.startswith(
         "warning: alias 'champion' of 'digits' not moved to models:/digits/2 in MLflow at "
@@ -411,12 +419,14 @@ def test_an_alias_change_names_the_servers_it_did_not_reach(digits_export, tmp_p
     assert champion(production) == "1" and champion(staging) == "1"
     assert cli("tag", "digits", "stage", "prod", f"--mlflow_uri={staging}").startswith("warning")
     assert cli("tag", "digits", "stage", "prod", f"--mlflow_uri={production}") == ""
+    assert f"tagged it in MLflow at {production} too" in said[-1]
 
     # Deleted at production; staging is named with the command that deletes it there.
     warning = cli("alias", "digits", "champion", "--delete", f"--mlflow_uri={production}")
     assert champion(production) is None and champion(staging) == "1"
     fix = f"ann registry --registry={reg} alias digits champion --delete --mlflow_uri={staging}"
     assert warning.endswith(f"delete there with: {fix}") and f"at {staging}," in warning
+    assert said[-1].splitlines()[-1] == f"deleted it in MLflow at {production} too"
     assert cli(*fix.split()[2:]) == ""
     assert champion(staging) is None
 
@@ -456,6 +466,14 @@ def test_two_spellings_of_one_server_are_one_mirror(digits_export, tmp_path, mon
     assert mlflow_mirror.mirrored_version(mv, "http://host:5000") == 3
     assert mirror(registry, "digits", 1, "HTTP://host:5000") == 3  # known: MLflow not called
     assert mirror(registry, "digits", 1, sqlite) == 4
+    # The command says so: "mirrored ... as version 4" claimed a mirror it had not made.
+    again = subprocess.run(
+        [sys.executable, "-m", "ann.registry", f"--registry={tmp_path / 'reg'}", "mirror",
+         "models:/digits/1", f"--mlflow_uri={sqlite}"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == f"models:/digits/1 is already in MLflow at {sqlite} as version 4\n"
     warning = mlflow_mirror.unreached_aliases(registry, "digits", ["a"], None, "http://host:5000")
     assert warning.startswith(f"alias 'a' of 'digits' not deleted in MLflow at {sqlite}, "), warning
     assert mlflow_mirror.normal_uri("file:///x/runs/") == "file:///x/runs"

@@ -204,6 +204,10 @@ def _mirror(registry: Registry, f: Any, args: Sequence[str], mlflow_uri: str) ->
 
 
 def _mirror_version(registry: Registry, mv: ModelVersion, mlflow_uri: str) -> None:
+    done = mlflow_mirror.mirrored_version(mv, mlflow_uri)  # in any spelling of the URI
+    if done is not None:  # a no-op: "mirrored" said it had done something
+        print(f"{mv.uri} is already in MLflow at {mlflow_uri} as version {done}")
+        return
     number = mlflow_mirror.mirror(registry, mv.name, mv.version, mlflow_uri)
     print(f"mirrored {mv.uri} into MLflow at {mlflow_uri} as version {number}")
 
@@ -236,7 +240,13 @@ def _alias(registry: Registry, f: Any, args: Sequence[str], mlflow_uri: str) -> 
             print(f"deleted alias {alias!r} of {name!r}")
             _warn(mlflow_mirror.unreached_aliases(registry, name, [alias], None, mlflow_uri))
         if mlflow_uri:
-            mlflow_mirror.delete_alias(name, alias, mlflow_uri)
+            # As `delete` names its mirror: the line above said nothing of MLflow.
+            if mlflow_mirror.delete_alias(name, alias, mlflow_uri):
+                print(f"deleted it in MLflow at {mlflow_uri} too")
+            else:
+                print(
+                    f"MLflow at {mlflow_uri} has no alias {alias!r} of {name!r}: nothing to delete"
+                )
         return
     version = int(args[2])
     moved = not _has_alias(registry, name, alias, version)
@@ -245,7 +255,9 @@ def _alias(registry: Registry, f: Any, args: Sequence[str], mlflow_uri: str) -> 
     if moved:  # a command that changes nothing here (a warning's fix for one server) names none
         _warn(mlflow_mirror.unreached_aliases(registry, name, [alias], version, mlflow_uri))
     if mlflow_uri:
-        mlflow_mirror.set_alias(registry, name, alias, version, mlflow_uri)
+        number = mlflow_mirror.set_alias(registry, name, alias, version, mlflow_uri)
+        # As `delete` and `mirror` say what they did there: the line alone said nothing of it.
+        print(f"pointed it at its mirror in MLflow at {mlflow_uri} (version {number})")
 
 
 def _has_alias(registry: Registry, name: str, alias: str, version: int | None = None) -> bool:
@@ -264,7 +276,8 @@ def _tag(registry: Registry, f: Any, args: Sequence[str], mlflow_uri: str) -> No
     if before != value:  # as for an alias: a command that changes nothing here names none
         _warn(mlflow_mirror.unreached_tag(registry, name, key, value, f.version, mlflow_uri))
     if mlflow_uri:
-        mlflow_mirror.set_tag(registry, name, key, value, f.version, mlflow_uri)
+        number = mlflow_mirror.set_tag(registry, name, key, value, f.version, mlflow_uri)
+        print(f"tagged it in MLflow at {mlflow_uri} too" + f" (version {number})" * bool(number))
 
 
 def _tags_of(registry: Registry, name: str, version: int | None) -> dict[str, str]:

@@ -453,8 +453,9 @@ def _require_mirrored(registry: Registry, mv: ModelVersion, tracking_uri: str) -
     return number
 
 
-def set_alias(registry: Registry, name: str, alias: str, version: int, tracking_uri: str) -> None:
-    """Points `alias` at the MLflow version mirrored from ann's `version` (already aliased)."""
+def set_alias(registry: Registry, name: str, alias: str, version: int, tracking_uri: str) -> int:
+    """Points `alias` at the MLflow version mirrored from ann's `version` (already aliased);
+    returns that MLflow version's number."""
     mv = registry.get_version(name, version)
     number = _require_mirrored(registry, mv, tracking_uri)
     try:
@@ -465,18 +466,21 @@ def set_alias(registry: Registry, name: str, alias: str, version: int, tracking_
         raise _failed(
             f"pointing alias {alias!r} at {mv.uri} in MLflow", tracking_uri, e, retry
         ) from e
+    return number
 
 
-def delete_alias(name: str, alias: str, tracking_uri: str) -> None:
-    """Deletes `alias` in MLflow too (already deleted in ann's registry)."""
+def delete_alias(name: str, alias: str, tracking_uri: str) -> bool:
+    """Deletes `alias` in MLflow too (already deleted in ann's registry); False where MLflow
+    had no such alias."""
     try:
         _client(tracking_uri).delete_registered_model_alias(name, alias)
     except Exception as e:
         if _code(e) == "RESOURCE_DOES_NOT_EXIST":
-            return  # never mirrored, or deleted there already
+            return False  # never mirrored, or deleted there already
         raise MirrorError(
             f"deleting alias {alias!r} of {name!r} in MLflow at {tracking_uri} failed: {e}"
         ) from e
+    return True
 
 
 def delete_version(mv: ModelVersion, tracking_uri: str) -> int | None:
@@ -500,8 +504,9 @@ def delete_version(mv: ModelVersion, tracking_uri: str) -> int | None:
 
 def set_tag(
     registry: Registry, name: str, key: str, value: str, version: int | None, tracking_uri: str
-) -> None:
-    """Sets a model tag, or a version tag on the mirrored version, in MLflow too."""
+) -> int | None:
+    """Sets a model tag, or a version tag on the mirrored version, in MLflow too; returns the
+    MLflow version tagged (None for a model tag)."""
     if version is None:
         try:
             _client(tracking_uri).set_registered_model_tag(name, key, value)
@@ -510,7 +515,7 @@ def set_tag(
             raise MirrorError(
                 f"tagging {name!r} in MLflow at {tracking_uri} failed: {e}{hint}"
             ) from e
-        return
+        return None
     mv = registry.get_version(name, version)
     number = _require_mirrored(registry, mv, tracking_uri)
     try:
@@ -518,3 +523,4 @@ def set_tag(
     except Exception as e:
         retry = _command(registry, tracking_uri, "tag", name, key, value, f"--version={version}")
         raise _failed(f"tagging {mv.uri} in MLflow", tracking_uri, e, retry) from e
+    return number
