@@ -814,6 +814,8 @@ def check_trained_run(workdir: str, step: str, export_flag: str | None = None) -
     kinds = directory_kind.of(workdir)
     if directory_kind.RUN in kinds:
         _note_unfinished(workdir)
+        if step.isdigit():
+            _check_step_saved(workdir, int(step))
         return
     if directory_kind.EXPORT in kinds:
         source = _export_source(workdir)
@@ -841,6 +843,22 @@ def check_trained_run(workdir: str, step: str, export_flag: str | None = None) -
             f"--workdir={above[1] if os.path.isabs(workdir) else os.path.relpath(above[1])}"
         )
     raise FlagError(f"--workdir={workdir} {what}; give the directory of a trained run")
+
+
+def _check_step_saved(workdir: str, step: int) -> None:
+    """FlagError unless the run's checkpoints/ holds `step` (`--step=N` restores from there):
+    told from a listing, before Orbax's managers (seconds of imports and opening) are; named
+    with the workdir as the user gave it (the restore's error named its absolute path)."""
+    directory = os.path.join(workdir, "checkpoints")
+    saved = directory_kind.committed_steps(directory)
+    if step in saved:
+        return
+    best = directory_kind.committed_steps(os.path.join(workdir, "checkpoints_best"))
+    hint = "; it is the best checkpoint: use --step=best" if step in best else ""
+    raise FlagError(
+        f"--step={step}: no checkpoint step {step} in {directory}{hint}; steps there: "
+        f"{', '.join(map(str, saved)) or 'none'}"
+    )
 
 
 def _note_unfinished(workdir: str) -> None:

@@ -177,6 +177,30 @@ def report_above(path: str) -> str | None:
         parent = os.path.dirname(parent)
 
 
+ORBAX_METADATA = "_CHECKPOINT_METADATA"  # what Orbax writes into every step it commits
+
+
+def committed_steps(directory: str, but: int | None = None) -> list[int]:
+    """The steps Orbax committed in a checkpoint directory (a run's checkpoints/ or
+    checkpoints_best/), newest first, from a listing alone: step-named directories holding
+    Orbax's metadata (a stray `mkdir checkpoints_best/9999` is none); [] where it cannot be
+    listed. Cheap: a command checks --step with it before Orbax (and JAX) is imported."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    return sorted(
+        (
+            int(n)
+            for n in names
+            if n.isdigit()
+            and int(n) != but
+            and os.path.exists(os.path.join(directory, n, ORBAX_METADATA))
+        ),
+        reverse=True,
+    )
+
+
 def described(kind: str) -> str:
     """ "an export (manifest.json)": a kind as a message names it."""
     return f"{NAMES[kind]} ({MARKERS[kind]})"

@@ -102,6 +102,8 @@ WITHOUT_JAX = [
     # A key `ann train` refuses as having no effect: refused by transfer too.
     ("transfer", "--config=configs/digits_mlp.py", "--config.optimizer.momentum=0.5"),
     ("monitor", "drift", "--model=OUT", "--requests=OUT", "--method=kss"),
+    # A registry that is not there: said after 9 s of imports and loading.
+    ("report", "--model=models:/digits@champion", "--split=test", "--registry=OUT/nosuchreg"),
 ]
 
 

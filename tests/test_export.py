@@ -222,6 +222,34 @@ def test_a_run_stopped_before_its_first_eval_names_the_steps_it_saved(digits_exp
     )
 
 
+def test_a_step_the_run_never_saved_is_named_before_jax_is_imported(digits_export, tmp_path):
+    """`--step=9` of a run without it was said after 12 s of imports and Orbax's managers,
+    naming the absolute path of a relative --workdir: now from a listing, as the user gave it."""
+    from conftest import ROOT
+
+    workdir, _ = digits_export
+    saved = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+    best = [int(p.name) for p in (workdir / "checkpoints_best").iterdir() if p.name.isdigit()]
+    missing = next(n for n in range(1, 1000) if n not in saved + best)
+    probe = (
+        f"import sys\nsys.path.insert(0, {str(ROOT)!r})\nfrom ann.__main__ import main\n"
+        "try:\n    main(['ann', *sys.argv[1:]])\n"
+        "except SystemExit as e:\n    code = e.code\nprint('jax' in sys.modules, code)\n"
+    )
+    args = ["export", f"--workdir={workdir.name}", f"--out={tmp_path / 'out'}"]
+    result = subprocess.run(
+        [sys.executable, "-c", probe, *args, f"--step={missing}"],
+        capture_output=True, text=True, cwd=workdir.parent, timeout=60,
+    )  # fmt: skip
+    assert result.stdout.split()[-2:] == ["False", "1"], result.stderr[-2000:]
+    steps = ", ".join(map(str, saved[::-1]))
+    assert result.stderr == (
+        f"error: --step={missing}: no checkpoint step {missing} in {workdir.name}/checkpoints; "
+        f"steps there: {steps}\n"
+    )
+    assert not (tmp_path / "out").exists()
+
+
 def test_additions_of_a_later_ann_are_ignored(digits_export, tmp_path):
     """The format's rule: an older reader ignores what a later ann adds (a manifest key, a file,
     a reference kind), each listed file still checked. A `validation/*` reference kind, added

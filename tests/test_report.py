@@ -239,7 +239,14 @@ def test_registered_model_report_matches_the_run(workdir_report, digits_export, 
         (["--workdir=RUN", "--out=FILE"], "is a file, not a directory; choose another --out"),
         (["--workdir=RUN", "--out=OTHER"], "exists and is not an earlier report (no report.json)"),
         (["--model=EMPTY"], "holds no manifest.json"),
-        (["--workdir=RUN", "--step=999"], "999"),
+        (  # the restore's message, with the run's absolute path
+            ["--workdir=RUN", "--step=999"],
+            "--step=999: no checkpoint step 999 in RUN/checkpoints; steps there: ",
+        ),
+        (  # said only once JAX was imported and the run restored
+            ["--model=models:/digits@champion", "--split=test", "--registry=NOREG"],
+            "no registry at NOREG; give --registry=DIR (or $ANN_REGISTRY) of an existing one",
+        ),
     ],
 )
 def test_bad_flags_are_one_line(args, message, digits_export, tmp_path):
@@ -249,6 +256,7 @@ def test_bad_flags_are_one_line(args, message, digits_export, tmp_path):
         "FILE": tmp_path / "file",
         "OTHER": tmp_path / "other",  # a directory of something else
         "EMPTY": tmp_path,
+        "NOREG": tmp_path / "noreg",
     }
     (tmp_path / "file").write_text("not a report")
     (tmp_path / "other").mkdir()
@@ -258,6 +266,8 @@ def test_bad_flags_are_one_line(args, message, digits_export, tmp_path):
         for a in args
     ]
     line = one_line_error(ann_report(*filled))
+    for place in ("RUN", "NOREG"):
+        message = message.replace(place, str(places[place]))
     assert message in line, line
     assert not os.path.exists(tmp_path / "nowhere")
 

@@ -40,8 +40,15 @@ def define_flags() -> None:
     )
 
 
-def check_flags(workdir: str | None, model: str | None, step: str, splits: list[str]) -> None:
-    """Raises FlagError with one line naming the flag and the fix."""
+def check_flags(
+    workdir: str | None,
+    model: str | None,
+    step: str,
+    splits: list[str],
+    registry: str | None = None,
+) -> None:
+    """Raises FlagError (RegistryError for --model) with one line naming the flag and the fix;
+    reads directories and the registry, imports nothing heavy (no JAX)."""
     if (workdir is None) == (model is None):
         said = "both" if workdir else "neither"
         raise cli.FlagError(
@@ -77,6 +84,10 @@ def check_flags(workdir: str | None, model: str | None, step: str, splits: list[
         )
     if workdir is not None:
         cli.check_trained_run(workdir, step, export_flag="model")
+    else:  # a missing registry, model or alias was said after 9 s of imports and loading
+        from ann.registry import resolve
+
+        resolve(model, registry)
 
 
 def default_out(identity: dict, workdir: str | None = None) -> str:
@@ -92,7 +103,7 @@ def default_out(identity: dict, workdir: str | None = None) -> str:
 
 def main(argv: list[str]) -> None:
     cli.check_no_arguments(argv[1:])
-    check_flags(FLAGS.workdir, FLAGS.model, FLAGS.step, FLAGS.split)
+    check_flags(FLAGS.workdir, FLAGS.model, FLAGS.step, FLAGS.split, FLAGS.registry)
     from ann.report import write  # JAX, matplotlib: after the flags are known to be good
 
     if FLAGS.out:

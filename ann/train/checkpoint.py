@@ -36,7 +36,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
 
-from ann import atomic, cli
+from ann import atomic, cli, directory_kind
 from ann.config import NOT_A_METRIC_OF_THIS_RUN, SELECTION_PREFIX, ConfigError
 from ann.config import file_in as config_file_in
 from ann.train import run_status
@@ -166,7 +166,7 @@ def _is_io_error(e: BaseException) -> bool:
     return False
 
 
-ORBAX_METADATA = "_CHECKPOINT_METADATA"  # what Orbax writes into every step it commits
+ORBAX_METADATA = directory_kind.ORBAX_METADATA  # what Orbax writes into every step it commits
 
 
 def _set_aside_strays(workdir: str) -> None:
@@ -264,21 +264,7 @@ class Checkpoints:
     def _complete_steps(self, manager: ocp.CheckpointManager, but: int | None = None) -> list[int]:
         """Committed steps on disk (newest first), from the directory itself: step-named
         directories Orbax wrote (a stray `mkdir checkpoints_best/9999` is none)."""
-        directory = str(manager.directory)
-        try:
-            names = os.listdir(directory)
-        except OSError:
-            return []
-        return sorted(
-            (
-                int(n)
-                for n in names
-                if n.isdigit()
-                and int(n) != but
-                and os.path.exists(os.path.join(directory, n, ORBAX_METADATA))
-            ),
-            reverse=True,
-        )
+        return directory_kind.committed_steps(str(manager.directory), but)
 
     def _save_failed(self, manager: ocp.CheckpointManager, step: int, e: BaseException) -> str:
         last = self._complete_steps(self.latest, but=step)
