@@ -510,7 +510,9 @@ def _config_code_error(error: BaseException, argv: Sequence[str]) -> str | None:
                          str(cause))  # fmt: skip
         if said:
             return (
-                f"--config={given[-1]}: {path}'s get_config() takes no argument ({said[0]}); "
+                # The bare file name, as the other variant errors (config.py) name it.
+                f"--config={given[-1]}: {os.path.basename(path)}'s get_config() takes no "
+                f"argument ({said[0]}); "
                 f"drop ':{variant}', or give it one: def get_config(arg=None)"
             )
         cause = cause.__cause__ or cause.__context__

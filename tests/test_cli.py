@@ -235,6 +235,18 @@ def test_the_console_script_is_declared():
         assert result.returncode == 0 and "jobs:" in result.stdout
 
 
+def test_an_unknown_job_lists_the_jobs_in_helps_order(capsys):
+    from ann.__main__ import describe, main
+
+    with pytest.raises(SystemExit):
+        main(["ann", "tarin"])
+    said = capsys.readouterr().err.split("; jobs: ")[1].removesuffix(" (ann --help)\n")
+    listed = [
+        line.split()[0] for line in describe().split("jobs:\n")[1].split("\n\n")[0].splitlines()
+    ]
+    assert said.split(", ") == listed
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -803,7 +815,8 @@ def test_a_config_file_that_returns_no_configdict_is_one_line(tmp_path, returned
     # into the one line (383 characters).
     line = one_line_error(ann("train", f"--config={tmp_path / 'raises.py'}:foo", "--workdir=W"))
     assert line == (
-        f"error: --config={tmp_path / 'raises.py'}:foo: {tmp_path / 'raises.py'}'s get_config() "
+        # The file by its bare name, as the other variant errors name it (it named its path).
+        f"error: --config={tmp_path / 'raises.py'}:foo: raises.py's get_config() "
         "takes no argument (get_config() takes 0 positional arguments but 1 was given); drop "
         "':foo', or give it one: def get_config(arg=None)"
     )

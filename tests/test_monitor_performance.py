@@ -3,6 +3,7 @@ give the realized accuracy the servers' live feedback joins give, per replica an
 ECE and the reliability diagram of the joined rows; too few rows; one-line refusals."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -276,6 +277,13 @@ def test_a_missing_flag_is_named_and_each_commands_help_is_its_own(tmp_path):
     assert "[--nomultivariate]" in drift and "[--multivariate]" not in drift
     assert "--nomultivariate skips it" in drift and "--labels" not in drift
     everything = ann("monitor", "--help").stdout
+    # Each flag's help names the commands that read it first: --registry and --top began
+    # "The registry..." and "Drifted features...".
+    helps = [line for line in everything.splitlines() if line.startswith("  --")]
+    assert len(helps) >= 14 and all(
+        re.match(r"  --(\[no\])?\w+: (<[^>]*>: )?(drift|feedback|performance)[,:] [a-z]", line)
+        for line in helps
+    ), helps
     assert all(f"    ann monitor {c} " in everything for c in ("drift", "feedback", "performance"))
     jobs = ann("--help").stdout
     # It was 100 characters, the others <= 93.

@@ -216,6 +216,11 @@ def test_registered_model_report_matches_the_run(workdir_report, digits_export, 
     # Said in the summary: an export with and one without a temperature printed the same lines.
     assert model["calibration"] == {"method": "temperature", "temperature": served}
     assert f"\nserves softmax(logits / {served:.3g}) (calibration: temperature, " in result.stdout
+    # Measured on validation's rows whatever --split says: the line says so (read as "test").
+    assert (
+        " rows of the validation split (read for every report, not only --split=validation)\n"
+        in result.stdout
+    )
     for key in ("ece", "nll"):
         assert got["calibration"]["served"][key] == pytest.approx(
             run["calibration"]["after"][key], abs=1e-5

@@ -139,7 +139,10 @@ def define_flags() -> None:
     """The monitor jobs' flags, defined only when run as a program."""
     flags.DEFINE_string("model", None, " ".join(MODEL_HELP.values()))
     flags.DEFINE_string(
-        "registry", None, "The registry for --model URIs (default $ANN_REGISTRY, else ./registry)."
+        "registry",
+        None,
+        "drift, performance: the registry for --model URIs (default $ANN_REGISTRY, else "
+        "./registry).",
     )
     flags.DEFINE_list(
         "requests",
@@ -152,23 +155,26 @@ def define_flags() -> None:
         "method",
         "auto",
         METHODS,
-        "Per-feature test: auto = Evidently's defaults, chosen by the smaller sample, exact where "
-        "a table is sparse (README, Drift).",
+        "drift: the per-feature test: auto = Evidently's defaults, chosen by the smaller "
+        "sample, exact where a table is sparse (README, Drift).",
     )
     flags.DEFINE_enum(
         "correction",
         "none",
         CORRECTIONS,
-        "Multiple-testing correction of the input features' p-values: none (Evidently's: about "
-        "5% of unmoved features flagged a window), bonferroni (family-wise error <= 0.05), "
-        "fdr_bh / fdr_by (false discovery rate <= 0.05, Benjamini-Hochberg / -Yekutieli).",
+        "drift: the multiple-testing correction of the input features' p-values: none "
+        "(Evidently's: about 5% of unmoved features flagged a window), bonferroni "
+        "(family-wise error <= 0.05), fdr_bh / fdr_by (false discovery rate <= 0.05, "
+        "Benjamini-Hochberg / -Yekutieli).",
     )
     flags.DEFINE_boolean(
         "multivariate",
         True,
         "drift: also the multivariate MMD test (jax); on by default, --nomultivariate skips it.",
     )
-    flags.DEFINE_integer("top", 6, "Drifted features drawn (reference vs current).", lower_bound=0)
+    flags.DEFINE_integer(
+        "top", 6, "drift: drifted features drawn (reference vs current).", lower_bound=0
+    )
     flags.DEFINE_integer(
         "min_rows",
         None,

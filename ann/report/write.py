@@ -220,9 +220,13 @@ def header(report: dict[str, Any]) -> list[str]:
                      "temperature, fitted on validation at export)")  # fmt: skip
     elif served:  # an export without one serves the calibration notes' before
         lines.append(f"serves softmax(logits) (calibration: {served.get('method') or 'none'})")
+    # Measured on the validation split's rows whatever --split reports (it is always read: the
+    # test split's temperature is fitted there); `--split=test` read as "of the test split".
+    unreported = "validation" not in report["splits"]
     lines.append(
         f"prediction variance: largest difference {variance['max_abs_diff']:.3g} over "
         f"{variance['runs']} runs on {variance['rows']} rows of the validation split"
+        + (" (read for every report, not only --split=validation)" if unreported else "")
     )
     return lines
 
