@@ -45,13 +45,25 @@ status=0
 alive=("${pids[@]}")
 while [ "${#alive[@]}" -gt 0 ]; do
   still=()
+  codes=()
   for pid in "${alive[@]}"; do
     if kill -0 "$pid" 2>/dev/null; then
       still+=("$pid")
       continue
     fi
     wait "$pid"
-    code=$?
+    codes+=($?)
+  done
+  # Of the processes that ended since the last look, one killed by a signal (137: kill -9, the
+  # OOM killer) is named before one that failed because its peer was gone (status 1), which
+  # follows it within a second.
+  for code in "${codes[@]}"; do
+    if [ "$code" -gt 128 ] && [ "$code" -ne 130 ] && [ "$code" -ne 143 ]; then
+      codes=("$code" "${codes[@]}")
+      break
+    fi
+  done
+  for code in "${codes[@]}"; do
     if [ "$code" -ne 0 ] && [ "$status" -eq 0 ]; then
       status=$code
       # A failure stops the others at once, by SIGKILL: a checkpoint needs every process, so
