@@ -222,7 +222,7 @@ def header(report: dict[str, Any]) -> list[str]:
         lines.append(f"serves softmax(logits) (calibration: {served.get('method') or 'none'})")
     # Measured on the validation split's rows whatever --split reports (it is always read: the
     # test split's temperature is fitted there); `--split=test` read as "of the test split".
-    unreported = "validation" not in report["splits"]
+    unreported = "validation" not in report["data"]["splits"]  # the splits it reports
     lines.append(
         f"prediction variance: largest difference {variance['max_abs_diff']:.3g} over "
         f"{variance['runs']} runs on {variance['rows']} rows of the validation split"
