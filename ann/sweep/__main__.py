@@ -255,11 +255,10 @@ def emit_grid(definition: definition_lib.Definition, metric: str, mode: str) -> 
             f"--{'emit' if FLAGS.emit else 'dry_run'} lists a grid's trials; --search=tpe "
             "chooses them as it goes, so run it with the local launcher"
         )
+    # The trials read where a run of this sweep reads its data (a resumed one's, sweep.json's),
+    # not where this shell's $TFDS_DATA_DIR points: the metric check reads it, the commands name
+    # it (`grid.prepare` settles it).
     trials, configs = grid.prepare(definition, FLAGS.workdir)
-    # Where a run of this sweep reads its data (a resumed one's, sweep.json's), not where this
-    # shell's $TFDS_DATA_DIR points: the metric check reads it, the commands name it.
-    definition_lib.settle_data_dir(definition, FLAGS.workdir)
-    trials = [definition.reading_data(t) for t in trials]
     check_metric_computed(definition, trials[0])
     if FLAGS.dry_run:
         print("\n".join(t.command(with_env=True) for t in trials))

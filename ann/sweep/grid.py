@@ -20,7 +20,10 @@ from ann.sweep.trials import Trial
 
 
 def prepare(definition: Definition, sweep_dir: str) -> tuple[list[Trial], list[str]]:
-    """The trials and their config JSON, all checked before any of them runs."""
+    """The trials and their config JSON, all checked before any of them runs. The data
+    directory is settled first (`definition.settle_data_dir`: it reads sweep.json and writes
+    nothing, so a refused trial still leaves no workdir), so each trial reads the sweep's."""
+    definition_lib.settle_data_dir(definition, sweep_dir)
     rows = space.trials(definition.node)
     names = trials_lib.names(rows)
     trials = [definition.trial(n, row, sweep_dir) for n, row in zip(names, rows)]
@@ -68,8 +71,6 @@ def run(
     """Runs the sweep (resuming it); returns the results table as markdown. `prepared`: what
     `prepare` returned, when the caller checked the trials before making the workdir."""
     trials, configs = prepared or prepare(definition, sweep_dir)
-    definition_lib.settle_data_dir(definition, sweep_dir)
-    trials = [definition.reading_data(t) for t in trials]  # made before it was settled
     results.write_sweep_file(
         sweep_dir, results.sweep_info(definition, "grid", metric, mode, trials)
     )
