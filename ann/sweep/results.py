@@ -30,11 +30,8 @@ ORDER = {"done": 0, "pruned": 1, "running": 2, "interrupted": 3, "pending": 4, "
 
 
 def write_sweep_file(sweep_dir: str, info: dict[str, Any]) -> None:
-    """Writes sweep.json; the data directory recorded at the sweep's start is kept where
-    `info` has none (`--emit`, whose trials read data on the cluster)."""
-    recorded = recorded_data_dir(sweep_dir)
-    if recorded and not info.get("data_dir"):
-        info = {**info, "data_dir": recorded}
+    """Writes sweep.json (`sweep_info`: its data_dir is the one `definition.settle_data_dir`
+    chose, a resumed sweep's recorded one while it holds the data set)."""
     os.makedirs(sweep_dir, exist_ok=True)
     atomic.write_text(os.path.join(sweep_dir, SWEEP_FILE), json.dumps(info, indent=2) + "\n")
 
