@@ -20,7 +20,6 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from ann.data import splits
-from ann.data.offline_builder import OfflineBuilder
 
 PAIRS_PER_ANCHOR = 10
 SEEDS = {"train": 0, "test": 1, "validation": 2}
@@ -44,7 +43,7 @@ def draw_pairs(
     return np.asarray(anchors, np.int64), np.asarray(positives, np.int64)
 
 
-class DigitPairs(OfflineBuilder):
+class DigitPairs(tfds.core.GeneratorBasedBuilder):
     """Same-class pairs of scikit-learn's 8x8 digits; held-out test images for retrieval."""
 
     VERSION = tfds.core.Version("1.1.0")

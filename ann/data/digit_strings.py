@@ -21,7 +21,6 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from ann.data import splits
-from ann.data.offline_builder import OfflineBuilder
 
 MAX_DIGITS = 8
 HELD_OUT = (3, 6)
@@ -82,7 +81,7 @@ def decode(ids: np.ndarray | list[int], task: str | None = None) -> str:
     return "".join(out[::-1] if task in REVERSED_TARGET else out)
 
 
-class DigitStrings(OfflineBuilder):
+class DigitStrings(tfds.core.GeneratorBasedBuilder):
     """Reverse, sort and add digit strings; held-out lengths in `test`."""
 
     VERSION = tfds.core.Version("2.1.0")

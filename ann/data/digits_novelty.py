@@ -16,13 +16,12 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from ann.data import splits
-from ann.data.offline_builder import OfflineBuilder
 
 NORMAL_DIGITS = tuple(range(8))
 ANOMALY_DIGITS = (8, 9)
 
 
-class DigitsNovelty(OfflineBuilder):
+class DigitsNovelty(tfds.core.GeneratorBasedBuilder):
     """Digits 0-7 to train on; the digits test split with 8 and 9 labelled as anomalies."""
 
     VERSION = tfds.core.Version("1.1.0")

@@ -1,7 +1,6 @@
 """TFDS builders over data sets that scikit-learn ships, so the defaults run with no internet.
 
-Prepared as array_record and read with `tfds.data_source` (no TensorFlow needed); each an
-`OfflineBuilder`, never looked up online. The random
+Prepared as array_record and read with `tfds.data_source` (no TensorFlow needed). The random
 train/validation/test split is seeded and stratified (`ann.data.splits`): `test` is 20% of the
 rows, `validation` 15% of the rest, carved from the training rows. Train to fit, validate to
 choose (best checkpoint, early stopping, sweeps), test once. The digits are ordered by writer,
@@ -24,12 +23,11 @@ from ann.data import splits
 from ann.data.digit_pairs import DigitPairs
 from ann.data.digit_strings import DigitStrings
 from ann.data.digits_novelty import DigitsNovelty
-from ann.data.offline_builder import OfflineBuilder
 from ann.data.pydoc_chars import PydocChars
 from ann.data.sensor_series import SensorFaults, SensorSeries
 
 
-class Digits(OfflineBuilder):
+class Digits(tfds.core.GeneratorBasedBuilder):
     """scikit-learn's 8x8 handwritten digits (1,797 images, pixel values 0..16)."""
 
     VERSION = tfds.core.Version("1.3.0")
@@ -82,7 +80,7 @@ class Digits(OfflineBuilder):
             )
 
 
-class BreastCancer(OfflineBuilder):
+class BreastCancer(tfds.core.GeneratorBasedBuilder):
     """scikit-learn's Wisconsin breast cancer data: 569 rows, 30 numeric features, 2 classes."""
 
     VERSION = tfds.core.Version("1.1.0")
@@ -123,7 +121,7 @@ class BreastCancer(OfflineBuilder):
 DIABETES_BINS = 10  # target deciles to stratify the diabetes split on
 
 
-class Diabetes(OfflineBuilder):
+class Diabetes(tfds.core.GeneratorBasedBuilder):
     """scikit-learn's diabetes data: 442 patients, 10 baseline measurements in their original
     units (age, sex, BMI, blood pressure, six blood serum values), and a continuous target, a
     measure of disease progression one year later (25..346)."""
@@ -169,7 +167,7 @@ class Diabetes(OfflineBuilder):
 
 
 # Data set names ann builds offline; anything else is looked up in TFDS by name.
-BUILDERS: dict[str, type[OfflineBuilder]] = {
+BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
     "digits": Digits,
     "breast_cancer": BreastCancer,
     "diabetes": Diabetes,  # regression, 10 numeric features

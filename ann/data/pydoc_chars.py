@@ -26,7 +26,6 @@ from collections.abc import Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
-from ann.data.offline_builder import OfflineBuilder
 from ann.data.splits import carve_validation
 
 WINDOW = 128
@@ -89,7 +88,7 @@ def split_documents(docs: list[tuple[str, str]]) -> dict[str, list[tuple[str, st
     }
 
 
-class PydocChars(OfflineBuilder):
+class PydocChars(tfds.core.GeneratorBasedBuilder):
     """Standard-library docstrings as fixed-length character windows."""
 
     VERSION = tfds.core.Version("1.2.0")

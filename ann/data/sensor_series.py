@@ -40,7 +40,6 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from ann.data import splits
-from ann.data.offline_builder import OfflineBuilder
 
 PERIOD = 24  # steps per "day": the seasonal period of both data sets
 
@@ -213,7 +212,7 @@ def fault_kinds(windows: np.ndarray, split: str = "test") -> np.ndarray:
     return out
 
 
-class SensorSeries(OfflineBuilder):
+class SensorSeries(tfds.core.GeneratorBasedBuilder):
     """Forecasting windows (history -> future) from generated multichannel sensor series."""
 
     VERSION = tfds.core.Version("1.1.0")
@@ -268,7 +267,7 @@ class SensorSeries(OfflineBuilder):
                 key += 1
 
 
-class SensorFaults(OfflineBuilder):
+class SensorFaults(tfds.core.GeneratorBasedBuilder):
     """Multichannel sensor windows; `test` has injected faults (anomaly detection)."""
 
     VERSION = tfds.core.Version("1.1.0")

@@ -214,10 +214,11 @@ def _prepare_offline(builder: tfds.core.DatasetBuilder) -> None:
 
 # TFDS's DatasetInfo.initialize_from_bucket, run for every builder of a set not prepared in its
 # data_dir, makes tempfile.mkdtemp("tfds") before it asks the GCS bucket for files and never
-# removes it: an empty /tmp/tmpXXXXtfds per `tfds.builder` of a TFDS set not yet prepared (which
-# ann then refuses). ann's own builders skip the lookup (OfflineBuilder); the classes of TFDS's
-# and users' sets are not ann's, so the method is wrapped once, at import, to ask first and
-# make the directory only for files to copy. One wrap is thread-safe and changes nothing else;
+# removes it: an empty /tmp/tmpXXXXtfds per build of ann's own sets and per `tfds.builder` of a
+# TFDS set not yet prepared (which ann then refuses). The method is wrapped once, at import
+# (ann.data imports this module, so before any of ann's builders is made), to ask first and make
+# the directory only for files to copy: with GCS off (TFDS's default) it asks nothing. One wrap
+# covers every builder class (ann's, TFDS's, a user's), is thread-safe and changes nothing else;
 # swapping tempfile.tempdir around `tfds.builder` would be process-wide state that other
 # threads' temporary files race, and subclassing a user's class would register a second set.
 def _initialize_from_bucket(info: tfds.core.DatasetInfo) -> None:
