@@ -1067,6 +1067,48 @@ def test_trials_started_after_a_resume_read_the_data_directory_the_sweep_started
     )
 
 
+@pytest.mark.parametrize("given_by", ["flag", "get_sweep"])
+def test_a_relative_data_dir_is_read_where_the_sweep_started_after_a_resume_elsewhere(
+    tmp_path, monkeypatch, capsys, given_by
+):
+    # data.data_dir=tfds_here (a --config flag, or one value from get_sweep) resumed from another
+    # working directory: sweep.json recorded FIRST/tfds_here, but the trials started after the
+    # resume read SECOND/tfds_here, other data (or a new build) under the same name.
+    first, second = tmp_path / "first", tmp_path / "second"
+    (first / "tfds_here" / "digits").mkdir(parents=True)  # `choose`: it holds the data set
+    second.mkdir()
+    if given_by == "flag":
+        path, fixed = write_config(tmp_path, GRID), {"data.data_dir": "tfds_here"}
+    else:
+        sweep = GRID.replace("h.product(", "h.product(h.sweep('data.data_dir', ['tfds_here']),")
+        path, fixed = write_config(tmp_path, sweep), {}
+    sweep_dir = str(tmp_path / "sweep")
+    launched = []
+
+    def launch_nothing(next_trial, on_end, parallel, log):
+        while (trial := next_trial()) is not None:
+            launched.append(trial)
+
+    monkeypatch.setattr(launch, "run", launch_nothing)
+    monkeypatch.chdir(first)
+    grid.run(definition_lib.load(path, fixed), sweep_dir, "val/accuracy", "max", log=print)
+    assert len(launched) == 4 and all(  # where it started: its commands as they were
+        "--config.data.data_dir=tfds_here" in t.command() for t in launched
+    )
+    with open(os.path.join(sweep_dir, results.SWEEP_FILE)) as f:
+        assert json.load(f)["data_dir"] == str(first / "tfds_here")
+    launched.clear()
+    capsys.readouterr()
+    monkeypatch.chdir(second)
+    grid.run(definition_lib.load(path, fixed), sweep_dir, "val/accuracy", "max", log=print)
+    flag = f"--config.data.data_dir={first / 'tfds_here'}"
+    assert len(launched) == 4 and all(flag in t.command() for t in launched), launched[0]
+    assert flag in open(f"{launched[0].workdir}/command.sh").read()
+    with open(os.path.join(sweep_dir, results.SWEEP_FILE)) as f:
+        assert json.load(f)["data_dir"] == str(first / "tfds_here")
+    assert f"note: reading data set 'digits' from {first / 'tfds_here'}" in capsys.readouterr().err
+
+
 def test_dry_run_and_emit_read_and_name_the_data_directory_the_sweep_started_with(
     tmp_path, monkeypatch, data_dir
 ):

@@ -298,7 +298,7 @@ def check_metric_computed(definition: definition_lib.Definition, trial: Trial) -
     its train step (seconds: the model initialized, one validation batch scored)."""
     from ann.train import hooks, loop  # JAX and the model: only once the flags are good
 
-    config = definition_lib.checked(definition.config, {**definition.fixed, **trial.overrides})
+    config = definition_lib.checked(definition.config, trial.values())  # its data_dir too
     if DATA_DIR_ENV in trial.env:  # the sweep's data directory (`Definition.reading_data`)
         config.data.data_dir = trial.env[DATA_DIR_ENV]
     try:

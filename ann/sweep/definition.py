@@ -27,37 +27,60 @@ class Definition:
     fixed: Overrides  # --config.KEY=VALUE given to the sweep: the same for every trial
     node: space.Node  # what get_sweep(h) returned
     base: ml_collections.ConfigDict  # get_config(arg) with the fixed keys applied
-    # The absolute directory its trials read their data from, once `settle_data_dir` chose it.
+    # The absolute directory its trials read their data from, once `settle_data_dir` chose it,
+    # and the data.data_dir they give for it ("", or a path).
     data_dir: str = ""
+    given_data_dir: str = ""
 
     def trial(self, name: str, overrides: Overrides, sweep_dir: str, **kw: Any) -> Trial:
         trial = Trial(name, overrides, self.fixed, self.config, sweep_dir, os.getcwd(), **kw)
         return self.reading_data(trial)
 
     def reading_data(self, trial: Trial) -> Trial:
-        """`trial`, its environment pointing its data.data_dir "" at `data_dir` where this
-        shell's $TFDS_DATA_DIR resolves elsewhere (a sweep resumed from another shell)."""
+        """`trial`, reading `data_dir` where its data.data_dir resolves elsewhere here (a sweep
+        resumed from another shell or working directory): a "" by its environment's
+        $TFDS_DATA_DIR, a relative path (the sweep's, anchored where it started) by its
+        command's data.data_dir, made absolute."""
         from ann.data import data_dir as data_dir_lib
 
-        if trial.overrides.get("data.data_dir", self.base.data.data_dir):
-            return trial  # its config names the directory: it reads that
-        if not self.data_dir or data_dir_lib.resolved("") == self.data_dir:
-            return trial
-        return dataclasses.replace(trial, env={**trial.env, DATA_DIR_ENV: self.data_dir})
+        given = trial.overrides.get("data.data_dir", self.base.data.data_dir)
+        if not self.data_dir or given != self.given_data_dir:
+            return trial  # not settled, or a swept directory of its own: it reads that
+        if not given:
+            if data_dir_lib.resolved("") == self.data_dir:
+                return trial
+            return dataclasses.replace(trial, env={**trial.env, DATA_DIR_ENV: self.data_dir})
+        if os.path.abspath(os.path.join(trial.cwd, given)) == self.data_dir:
+            return trial  # it resolves to it here: a new sweep, or one resumed where it began
+        return dataclasses.replace(trial, data_dir=self.data_dir)
+
+
+def given_data_dir(definition: Definition) -> str:
+    """The data.data_dir the sweep's trials give: the one value get_sweep gives them all, else
+    the config's (with the sweep's fixed keys). A get_sweep that sweeps several reads each."""
+    if "data.data_dir" in definition.node.keys():
+        for param in definition.node.params():
+            if not param.searchable:  # one value
+                value = param.decode(param.distribution.choices[0]).get("data.data_dir")
+                if value is not None:
+                    return value
+    return definition.base.data.data_dir
 
 
 def settle_data_dir(definition: Definition, sweep_dir: str) -> None:
     """Sets `definition.data_dir`, where the trials of the sweep in `sweep_dir` read their data
-    (sweep.json records it). A new sweep's is what its config's data.data_dir resolves to
-    here; a resumed one's is the directory sweep.json recorded at its start while it holds
+    (sweep.json records it, absolute). A new sweep's is what its trials' data.data_dir
+    (`given_data_dir`) resolves to here, a relative one from the working directory it starts
+    in; a resumed one's is the directory sweep.json recorded at its start while it holds
     the data set (`ann.data.data_dir.choose`: a `note:` line where this shell resolves another,
     a `warning:` where it is gone), so trials started after a resume read what the first read."""
     from ann.data import data_dir as data_dir_lib
 
-    config_dir, name = definition.base.data.data_dir, definition.base.data.name
+    given, name = given_data_dir(definition), definition.base.data.name
     recorded = results.recorded_data_dir(sweep_dir)
-    chosen = data_dir_lib.choose(config_dir, name, recorded, f"the sweep at {sweep_dir}")
+    chosen = data_dir_lib.choose(given, name, recorded, f"the sweep at {sweep_dir}")
     definition.data_dir = data_dir_lib.resolved(chosen)
+    definition.given_data_dir = given
 
 
 def load(config: str, fixed: Overrides) -> Definition:
@@ -137,9 +160,7 @@ def checked(
 def check_trial(definition: Definition, trial: Trial) -> str:
     """Validates the trial's full config (types, choices, ranges); returns its config JSON."""
     try:
-        config = checked(
-            definition.config, {**definition.fixed, **trial.overrides}, set(trial.overrides)
-        )
+        config = checked(definition.config, trial.values(), set(trial.overrides))
     except (SweepError, config_lib.ConfigError) as e:
         raise SweepError(
             f"trial {trial.name}: {e}; change get_sweep (or the sweep's --config flags)"

@@ -93,17 +93,27 @@ class Trial:
     sweep_dir: str
     cwd: str  # where the sweep ran: relative paths in the command are relative to it
     env: dict[str, str] = dataclasses.field(default_factory=dict)  # e.g. the pruning spec
+    # Set: the absolute directory its relative data.data_dir means, where the sweep started
+    # (`Definition.reading_data`); its command gives it in place of the relative one.
+    data_dir: str = ""
 
     @property
     def workdir(self) -> str:
         return os.path.join(self.sweep_dir, self.name)
 
-    def flags(self) -> list[str]:
+    def values(self) -> Overrides:
+        """The config keys its command sets: the sweep's fixed ones, then its own, and its
+        data.data_dir made absolute where `data_dir` is set."""
         values = {**self.fixed, **self.overrides}
+        if self.data_dir:
+            values["data.data_dir"] = self.data_dir
+        return values
+
+    def flags(self) -> list[str]:
         return [
             f"--config={self.config}",
             f"--workdir={self.workdir}",
-            *(f"--config.{k}={cli_value(v)}" for k, v in values.items()),
+            *(f"--config.{k}={cli_value(v)}" for k, v in self.values().items()),
         ]
 
     def argv(self) -> list[str]:
