@@ -703,27 +703,42 @@ def number_for_a_tuple(
     spelling); a string for a tuple of strings (`data.eval_splits=test`) names one thing and is
     kept. The spellings offered are ones the key's check accepts (a tuple of integers gets an
     integer, not 3.5), and a key in `swept` (a sweep's get_sweep gave it) is spelt in Python,
-    as get_sweep writes it. None when there is no such override."""
-    given: dict[str, list[str]] = {}
-    for arg in argv:
+    as get_sweep writes it. `--config.KEY 3` (absl's other spelling) counts as `=3`. None when
+    there is no such override."""
+    given: dict[str, list[tuple[str, str]]] = {}  # key: (value, as typed) per flag
+    args = iter(argv)
+    for arg in args:
         if arg == "--":
             break
         if match := re.fullmatch(r"--?config\.([\w.]+)=(.*)", arg, re.DOTALL):
-            given.setdefault(match.group(1), []).append(match.group(2))
+            given.setdefault(match.group(1), []).append((match.group(2), arg))
+        elif match := re.fullmatch(r"--?config\.([\w.]+)", arg):
+            key = match.group(1)
+            try:
+                boolean = isinstance(config_lib.lookup(config, key), bool)
+            except config_lib.KeyLookupError:
+                boolean = False
+            # As absl reads it: a boolean takes no value; any other flag takes the next
+            # argument, whatever it is (even "--").
+            text = None if boolean else next(args, None)
+            if text is not None:
+                given.setdefault(key, []).append((text, f"{arg} {text}"))
     for key, texts in given.items():
         strings = config_lib.ELEMENTS.get(key, (None,))[0] is str  # their check names the type
-        if len(texts) != 1 or not _is_number(texts[0].strip()) or strings:
+        if len(texts) != 1 or not _is_number(texts[0][0].strip()) or strings:
             continue
         try:
             value = config_lib.lookup(config, key)
         except config_lib.KeyLookupError:
             continue
         if isinstance(value, tuple):
-            return _one_number_refusal(key, texts[0], value, config, key in swept)
+            return _one_number_refusal(key, *texts[0], value, config, key in swept)
     return None
 
 
-def _one_number_refusal(key: str, text: str, value: tuple, config: object, swept: bool) -> str:
+def _one_number_refusal(
+    key: str, text: str, typed: str, value: tuple, config: object, swept: bool
+) -> str:
     number, kind = text.strip(), ""
     example = _integer_example(key, config)
     if example is not None:
@@ -738,7 +753,7 @@ def _one_number_refusal(key: str, text: str, value: tuple, config: object, swept
         )
     flag = f"--config.{key}"
     return (
-        f"{flag}={text} gives the tuple key '{key}' one number, which ml_collections would "
+        f"{typed} gives the tuple key '{key}' one number, which ml_collections would "
         f"take as {value!r}; give a tuple{kind}: {flag}='({number},)' (or ={number},) for one "
         f"element; for more, {flag}='({number}, N)' or the flag once per element "
         f"({flag}={number} {flag}=N)"

@@ -1034,6 +1034,30 @@ def test_a_tuple_key_takes_a_comma_or_a_repeated_flag_not_a_lone_number():
         assert cli.number_for_a_tuple(["ann", *given], config) is None, given
 
 
+def test_a_lone_number_for_a_tuple_is_refused_in_absls_spelling_with_a_space_too():
+    """`--config.model.features 3` (absl reads the next argument as the value) trained with
+    (3,): only `--config.KEY=3` was read."""
+    import ml_collections
+
+    config = ml_collections.ConfigDict(
+        {"model": {"features": (3,)}, "data": {"shuffle": True}, "total_steps": 3}
+    )
+    flag = "--config.model.features"
+    spaced = [flag, "3"], ["--config.data.shuffle", flag, "3"], ["-config.model.features", "3"]
+    for given in spaced:  # a boolean takes no value: the next argument is a flag of its own
+        said = cli.number_for_a_tuple(["ann", *given], config)
+        assert said is not None and said.startswith(f"{given[-2]} 3 gives the tuple key"), given
+    for given in (
+        [flag, "3", flag, "4"],  # a tuple, as with `=`
+        [flag, "3", f"{flag}=4"],
+        [flag, "3,"],
+        ["--", flag, "3"],  # after `--`: not a flag
+        [flag, "--", "3"],  # absl takes "--" as the value: not a number
+        ["--config.total_steps", "3"],
+    ):
+        assert cli.number_for_a_tuple(["ann", *given], config) is None, given
+
+
 def test_a_lone_number_for_a_tuple_is_answered_with_spellings_its_check_accepts():
     """`--config.model.features=3.5` was answered with '(3.5,)', itself refused ("must be a
     tuple of integers"); the message named '(3,)' and '(3, ...)' where the README promised
