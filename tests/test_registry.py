@@ -602,6 +602,11 @@ def test_registry_messages_name_where_the_directory_came_from(tmp_path):
         ([], afile, f"{afile} (from $ANN_REGISTRY) is a file, not a registry directory"),
         ([], None, f"no registry at {tmp_path / 'registry'} (the default: $ANN_REGISTRY is not "
          f"set); {fix} to create it there"),
+        # A flag's path as typed (they said "no registry at /abs/path/nope").
+        (["--registry=nope"], None, f"no registry at nope; {fix} to create it there"),
+        (["--registry=notreg"], None, "no registry at notreg, which holds other files "
+         f"(notes.txt); {fix} with --registry=DIR, a new or empty directory, to create one"),
+        (["--registry=afile"], None, "--registry=afile is a file, not a registry directory"),
     ]:  # fmt: skip
         result = subprocess.run(
             [sys.executable, "-m", "ann.registry", *flag, "list"], capture_output=True,

@@ -219,13 +219,15 @@ class Registry:
         self.artifacts = os.path.join(self.root, "artifacts")
         self.db_path = os.path.join(self.root, "registry.db")
         # Messages name the root as it came (they said --registry=DIR of $ANN_REGISTRY's):
-        # `where` after "at", `named` as a subject ("--registry=DIR is a file").
+        # `where` after "at", `named` as a subject ("--registry=DIR is a file"). A flag's path
+        # reads as typed (--registry=regs: "no registry at regs"); one the user did not type
+        # is absolute, with where it came from.
         self.where = {
-            "--registry": self.root,
+            "--registry": root,
             "$ANN_REGISTRY": f"{self.root} (from $ANN_REGISTRY)",
             "default": f"{self.root} (the default: $ANN_REGISTRY is not set)",
         }[origin]
-        self.named = f"--registry={self.root}" if origin == "--registry" else self.where
+        self.named = f"--registry={root}" if origin == "--registry" else self.where
 
     @classmethod
     def at(cls, registry: str | None) -> Registry:
