@@ -405,18 +405,24 @@ def parse_flags(argv: list[str]) -> list[str]:
             _show_help(full=_HELP[arg])
         if arg.startswith("--config=") and os.path.isdir(arg.removeprefix("--config=")):
             given = arg.removeprefix("--config=")
-            run = directory_kind.RUN in directory_kind.of(given)
+            if directory_kind.RUN not in directory_kind.of(given):
+                fail(f"{arg} is a directory; give a config file (configs/NAME.py)")
+            made = _recorded_config(given)
             fail(
-                f"{arg} is {'a run directory' if run else 'a directory'}; give a config file "
-                f"(configs/NAME.py){', the one the run was made from' if run else ''}"
+                f"{arg} is a run directory; give a config file (configs/NAME.py), the one the "
+                f"run was made from{f': {made}' if made else ''}"
             )
         if re.match(r"--config\.(=|$)", arg):  # ml_collections: "Could not parse ''"
             fail(f"{arg} names no key; write --config.KEY=VALUE, e.g. --config.total_steps=100")
         if arg.startswith("--config=") and arg.endswith((".json", ".yaml", ".yml")):
+            given = arg.removeprefix("--config=")
+            run = os.path.dirname(given) if os.path.basename(given) == "config.json" else None
+            made = _recorded_config(run) if run is not None else ""
+            made = f" ({made})" if made else ""
             fail(
                 f"{arg}: a config is a Python file with get_config() (configs/NAME.py); a run's "
-                "config.json records a run: give the file it was made from, with --config.KEY="
-                "VALUE for what differs"
+                f"config.json records a run: give the file it was made from{made}, with "
+                "--config.KEY=VALUE for what differs"
             )
     logging.get_absl_logger().addFilter(_said_here)  # once: a logger holds a filter once
     try:
@@ -456,6 +462,14 @@ def parse_flags(argv: list[str]) -> list[str]:
         if (said := number_for_a_tuple(argv, value)) is not None:
             fail(said)
     return rest
+
+
+def _recorded_config(workdir: str) -> str:
+    """ "--config=FILE", the config file `workdir`'s run was made from as its config.json
+    records it, for a message that refuses the run itself as a config; "" where none is
+    recorded (not a run, or one from before ann recorded it)."""
+    recorded = config_lib.recorded_config_flag(workdir)
+    return f"--config={recorded}" if recorded else ""
 
 
 def _missing_config_file(argv: Sequence[str]) -> str | None:

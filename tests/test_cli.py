@@ -564,6 +564,28 @@ def test_mistakes_on_the_command_line_are_one_line(tmp_path, args, message):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_run_given_as_the_config_is_answered_with_the_config_it_was_made_from(tmp_path):
+    """`--config=RUN` (or its config.json) was told to give "the one the run was made from"
+    without naming it, though the run's config.json records it."""
+    run, old = tmp_path / "run", tmp_path / "old"  # `old`: from before the record was kept
+    config_lib.write(config_lib.base(), str(run), "configs/digits_mlp.py")
+    config_lib.write(config_lib.base(), str(old))
+    workdir = f"--workdir={tmp_path / 'new'}"
+    for config, said in [
+        ("run", "--config=run is a run directory; give a config file (configs/NAME.py), the one "
+         "the run was made from: --config=configs/digits_mlp.py"),
+        ("run/config.json", "--config=run/config.json: a config is a Python file with "
+         "get_config() (configs/NAME.py); a run's config.json records a run: give the file it "
+         "was made from (--config=configs/digits_mlp.py), with --config.KEY=VALUE for what "
+         "differs"),
+        ("old", "--config=old is a run directory; give a config file (configs/NAME.py), the one "
+         "the run was made from"),
+    ]:  # fmt: skip
+        result = ann("train", f"--config={config}", workdir, cwd=tmp_path)
+        assert one_line_error(result) == f"error: {said}", config
+    assert sorted(os.listdir(tmp_path)) == ["old", "run"]
+
+
 def test_a_config_file_whose_code_fails_is_one_line_naming_its_line(tmp_path):
     # Each printed a traceback of 50-60 lines; a file without get_config named ml_collections'
     # internal module ("module 'config_config' has no attribute 'get_config'").
