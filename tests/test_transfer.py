@@ -5,6 +5,7 @@ ConfigErrors that say what to fix."""
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -282,6 +283,24 @@ def test_mistakes_are_config_errors(tmp_path, source):
         config_lib.validate(tiny(freeze=("(",)), num_devices=4)
     with pytest.raises(ConfigError, match="'init_from_skip' holds 3"):
         config_lib.validate(tiny(init_from_skip=(3,)), num_devices=4)
+
+
+def test_a_source_run_that_loads_nothing_names_the_config_it_was_made_from(tmp_path, source):
+    """The refusal asked "is it the source of another model?" without the config file the
+    source run was made from, which its config.json records."""
+    other = {"model.features": (48, 24), "model.norm": "batch"}
+    with pytest.raises(ConfigError) as e:  # the fixture's run records no --config
+        train_and_evaluate(tiny(init_from=str(source), **other), str(tmp_path / "a"))
+    assert "is it the source of another model, or of this one" in str(e.value)
+    recorded = tmp_path / "recorded"
+    shutil.copytree(source, recorded)
+    config_lib.write(config_lib.read(str(recorded)), str(recorded), "configs/digits_mlp.py")
+    with pytest.raises(ConfigError) as e:
+        train_and_evaluate(tiny(init_from=str(recorded), **other), str(tmp_path / "b"))
+    assert (
+        "is it the source of another model (it was made with --config=configs/digits_mlp.py), "
+        "or of this one with other sizes (the model.* settings in its config.json)?"
+    ) in str(e.value)
 
 
 def test_shipped_finetune_configs_validate_and_list_paths(source):

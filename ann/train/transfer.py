@@ -50,7 +50,7 @@ from absl import logging
 from flax import nnx
 
 from ann import artifact, atomic, cli, directory_kind, parallel, registry
-from ann.config import ConfigError
+from ann.config import ConfigError, recorded_config_flag
 from ann.sharding import path_str, paths
 from ann.train import build, freezing
 from ann.train import state as state_lib
@@ -69,6 +69,7 @@ class Source:
     directory: str  # the step directory or export directory read
     step: int | None = None  # the checkpoint step; None for an export
     manifest_sha256: str | None = None  # what a registry recorded for the export's manifest
+    run: str | None = None  # the run directory of a checkpoint; None for an export
 
 
 @dataclasses.dataclass
@@ -143,7 +144,7 @@ def _resolve_checkpoint(spec: str, run_dir: str, which: str) -> Source:
             spec, f"{directory} has no step {step}; its steps: {', '.join(map(str, steps))}"
         )
     path = ocp.step.find_step_path(directory, ocp.step.standard_name_format(), step=step)
-    return Source(spec, "checkpoint", str(path / "state"), step)
+    return Source(spec, "checkpoint", str(path / "state"), step, run=run_dir)
 
 
 def _resolve_export(spec: str, model: str) -> Source:
@@ -389,13 +390,16 @@ def load(spec: str, state: Any, skip: Sequence[str] = ()) -> Loaded:
                 for m in report.shape_mismatched[:3]
             )
             same_path = f"; {len(report.shape_mismatched)} share a path but not a shape: {shown}"
+        # The config file a source run was made from tells its model at a glance.
+        recorded = recorded_config_flag(source.run) if source.run is not None else ""
+        made = f" (it was made with --config={recorded})" if recorded else ""
         raise _error(
             spec,
             f"no array of it matches this model by path and shape, so nothing would load "
             f"(source: {len(theirs)} arrays such as "
             f"{', '.join(f'{p} {_shape(np.shape(arrays[p]))}' for p in theirs[:4])}; this "
             f"model: {', '.join(f'{p} {_shape(target[p].shape)}' for p in ours[:4])}"
-            f"{same_path}); is it the source of another model, or of this one with other "
+            f"{same_path}); is it the source of another model{made}, or of this one with other "
             "sizes (the model.* settings in its config.json)?",
         )
     return Loaded(source, report, arrays)
