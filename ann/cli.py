@@ -216,7 +216,7 @@ def _loaded_config(argv: Sequence[str]) -> ml_collections.ConfigDict | None:
     """The `--config` file loaded again, without overrides (for the words of an override that
     failed: ml_collections leaves the flag without a value then), or None. Read-only: the
     error path asks for it more than once, and the file is loaded once."""
-    given = [a.split("=", 1)[1] for a in argv[1:] if a.startswith("--config=")]
+    given = _config_given(argv)
     if not given or "config" not in flags.FLAGS:
         return None
     return _config_file(given[-1])
@@ -403,26 +403,27 @@ def parse_flags(argv: list[str]) -> list[str]:
             break
         if arg in _HELP:
             _show_help(full=_HELP[arg])
-        if arg.startswith("--config=") and os.path.isdir(arg.removeprefix("--config=")):
-            given = arg.removeprefix("--config=")
-            if directory_kind.RUN not in directory_kind.of(given):
-                fail(f"{arg} is a directory; give a config file (configs/NAME.py)")
-            made = _recorded_config(given)
-            fail(
-                f"{arg} is a run directory; give a config file (configs/NAME.py), the one the "
-                f"run was made from{f': {made}' if made else ''}"
-            )
         if re.match(r"--config\.(=|$)", arg):  # ml_collections: "Could not parse ''"
             fail(f"{arg} names no key; write --config.KEY=VALUE, e.g. --config.total_steps=100")
-        if arg.startswith("--config=") and arg.endswith((".json", ".yaml", ".yml")):
-            given = arg.removeprefix("--config=")
+    for given in _config_given(argv):
+        path = given.partition(":")[0]  # runs/x:best, as init_from spells a run's step
+        if os.path.isdir(path):
+            named = f"--config={given}" + (f": {path}" if path != given else "")
+            if directory_kind.RUN not in directory_kind.of(path):
+                fail(f"{named} is a directory; give a config file (configs/NAME.py)")
+            made = _recorded_config(path)
+            fail(
+                f"{named} is a run directory; give a config file (configs/NAME.py), the one "
+                f"the run was made from{f': {made}' if made else ''}"
+            )
+        if given.endswith((".json", ".yaml", ".yml")):
             run = os.path.dirname(given) if os.path.basename(given) == "config.json" else None
             made = _recorded_config(run) if run is not None else ""
             made = f" ({made})" if made else ""
             fail(
-                f"{arg}: a config is a Python file with get_config() (configs/NAME.py); a run's "
-                f"config.json records a run: give the file it was made from{made}, with "
-                "--config.KEY=VALUE for what differs"
+                f"--config={given}: a config is a Python file with get_config() "
+                "(configs/NAME.py); a run's config.json records a run: give the file it was "
+                f"made from{made}, with --config.KEY=VALUE for what differs"
             )
     logging.get_absl_logger().addFilter(_said_here)  # once: a logger holds a filter once
     try:
@@ -438,7 +439,7 @@ def parse_flags(argv: list[str]) -> list[str]:
         if missing:
             fail(missing)
         if raised is not None:
-            given = [a.split("=", 1)[1] for a in argv[1:] if a.startswith("--config=")]
+            given = _config_given(argv)
             fail(f"--config={given[-1] if given else '?'}: {raised}")
         fail(
             _config_code_error(e, argv)
@@ -464,6 +465,21 @@ def parse_flags(argv: list[str]) -> list[str]:
     return rest
 
 
+def _config_given(argv: Sequence[str]) -> list[str]:
+    """The value of each `--config` in `argv` (after the program's name, up to `--`), as typed
+    with its `:ARG`: `--config=FILE` and absl's `--config FILE` alike (one word after the
+    other, it read as no --config at all: "--config=?")."""
+    given, args = [], iter(argv[1:])
+    for arg in args:
+        if arg == "--":
+            break
+        if match := re.fullmatch(r"--?config=(.*)", arg, re.DOTALL):
+            given.append(match.group(1))
+        elif re.fullmatch(r"--?config", arg) and (value := next(args, None)) is not None:
+            given.append(value)
+    return given
+
+
 def _recorded_config(workdir: str) -> str:
     """ "--config=FILE", the config file `workdir`'s run was made from as its config.json
     records it, for a message that refuses the run itself as a config; "" where none is
@@ -476,7 +492,7 @@ def _missing_config_file(argv: Sequence[str]) -> str | None:
     """ "--config=PATH: no such file; did you mean ...?" when the last --config names no file:
     a --config.* override loads it while the flags are parsed, where ml_collections said
     "Configuration is not available because of an earlier failure to load: ..."."""
-    given = [a.split("=", 1)[1] for a in argv[1:] if a.startswith("--config=")]
+    given = _config_given(argv)
     if not given:
         return None
     path = given[-1].partition(":")[0]
@@ -507,7 +523,7 @@ def _config_code_error(error: BaseException, argv: Sequence[str]) -> str | None:
     failed import, an error in get_config), naming the file's line: "--config=PATH line N:
     NameError: ...; fix the config file"; and for a file without get_config, what to add.
     None when the error did not come from the config file."""
-    given = [a.split("=", 1)[1] for a in argv[1:] if a.startswith("--config=")]
+    given = _config_given(argv)
     if not given:
         return None
     path = given[-1].partition(":")[0]

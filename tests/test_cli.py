@@ -586,6 +586,25 @@ def test_a_run_given_as_the_config_is_answered_with_the_config_it_was_made_from(
     assert sorted(os.listdir(tmp_path)) == ["old", "run"]
 
 
+def test_config_given_with_a_space_or_a_run_step_is_read_as_with_an_equals_sign(tmp_path):
+    """absl's `--config FILE` was missed by the checks that read argv ("--config=?", ml_collections'
+    "earlier failure to load: Is a directory"), and `--config=RUN:best` (init_from's spelling)
+    said "no such file"."""
+    config_lib.write(config_lib.base(), str(tmp_path / "run"), "configs/digits_mlp.py")
+    mlp = ROOT / "configs" / "digits_mlp.py"
+    made = "give a config file (configs/NAME.py), the one the run was made from: " \
+        "--config=configs/digits_mlp.py"  # fmt: skip
+    for args, said in [
+        (["--config", "run", "--config.total_steps=3"], f"--config=run is a run directory; {made}"),
+        (["--config=run:best"], f"--config=run:best: run is a run directory; {made}"),
+        (["--config", "nope.py", "--config.total_steps=3"], "--config=nope.py: no such file"),
+        (["--config", f"{mlp}:bad"], f"--config={mlp}:bad: digits_mlp.py has no variant 'bad'"),
+    ]:
+        result = ann("train", *args, f"--workdir={tmp_path / 'new'}", cwd=tmp_path)
+        assert one_line_error(result).startswith(f"error: {said}"), args
+    assert os.listdir(tmp_path) == ["run"]
+
+
 def test_a_config_file_whose_code_fails_is_one_line_naming_its_line(tmp_path):
     # Each printed a traceback of 50-60 lines; a file without get_config named ml_collections'
     # internal module ("module 'config_config' has no attribute 'get_config'").
