@@ -162,9 +162,13 @@ def test_cli_mirrors_and_says_how_to_retry(digits_export, mlflow_server, tmp_pat
     missing = cli("mirror", "models:/cli_digits/2")
     assert missing.returncode == 1 and "--mlflow_uri=URI" in missing.stderr
 
-    # Deleting a version deletes its mirror; one never mirrored there is deleted in ann only.
+    # Deleting a version deletes its mirror; one never mirrored there is deleted in ann only,
+    # and says so (it said nothing of MLflow, as if deleted there too).
     deleted = cli("delete", "cli_digits", "2", uri)
-    assert deleted.returncode == 0 and "mirror" not in deleted.stdout, deleted.stdout
+    assert deleted.returncode == 0, deleted.stderr
+    assert deleted.stdout.splitlines()[-1] == (
+        f"MLflow at {mlflow_server} has no mirror of models:/cli_digits/2: nothing to delete there"
+    )
     assert cli("alias", "cli_digits", "champion", "--delete", uri).returncode == 0
     deleted = cli("delete", "cli_digits", "1", uri)
     assert deleted.returncode == 0, deleted.stderr
@@ -211,8 +215,9 @@ def test_a_store_the_mlflow_client_refuses_is_one_error_with_the_retry(
     with pytest.raises(MirrorError) as e:
         mirror(registry, "digits", 1, store)
     assert str(e.value).endswith(
-        f"ann's registry holds the change; retry with: ann registry --registry={registry.root} "
-        f"mirror models:/digits/1 --mlflow_uri={store}"
+        # `mirror` changes nothing in ann's registry: it said "holds the change".
+        f"ann's registry holds models:/digits/1; retry with: ann registry "
+        f"--registry={registry.root} mirror models:/digits/1 --mlflow_uri={store}"
     )
 
 
@@ -420,6 +425,13 @@ def test_an_alias_change_names_the_servers_it_did_not_reach(digits_export, tmp_p
     assert cli("tag", "digits", "stage", "prod", f"--mlflow_uri={staging}").startswith("warning")
     assert cli("tag", "digits", "stage", "prod", f"--mlflow_uri={production}") == ""
     assert f"tagged it in MLflow at {production} too" in said[-1]
+    # A repeat changes nothing there and says so (it said "pointed"/"tagged" again).
+    assert cli("tag", "digits", "stage", "prod", f"--mlflow_uri={production}") == ""
+    assert said[-1].splitlines()[-1] == f"MLflow at {production} has stage=prod already"
+    assert cli("alias", "digits", "champion", "1", f"--mlflow_uri={production}") == ""
+    assert said[-1].splitlines()[-1].startswith(
+        f"MLflow at {production} points it at its mirror already (version "
+    )
 
     # Deleted at production; staging is named with the command that deletes it there.
     warning = cli("alias", "digits", "champion", "--delete", f"--mlflow_uri={production}")

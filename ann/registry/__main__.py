@@ -255,9 +255,13 @@ def _alias(registry: Registry, f: Any, args: Sequence[str], mlflow_uri: str) -> 
     if moved:  # a command that changes nothing here (a warning's fix for one server) names none
         _warn(mlflow_mirror.unreached_aliases(registry, name, [alias], version, mlflow_uri))
     if mlflow_uri:
-        number = mlflow_mirror.set_alias(registry, name, alias, version, mlflow_uri)
+        number, changed = mlflow_mirror.set_alias(registry, name, alias, version, mlflow_uri)
         # As `delete` and `mirror` say what they did there: the line alone said nothing of it.
-        print(f"pointed it at its mirror in MLflow at {mlflow_uri} (version {number})")
+        print(
+            f"pointed it at its mirror in MLflow at {mlflow_uri} (version {number})"
+            if changed
+            else f"MLflow at {mlflow_uri} points it at its mirror already (version {number})"
+        )
 
 
 def _has_alias(registry: Registry, name: str, alias: str, version: int | None = None) -> bool:
@@ -276,8 +280,13 @@ def _tag(registry: Registry, f: Any, args: Sequence[str], mlflow_uri: str) -> No
     if before != value:  # as for an alias: a command that changes nothing here names none
         _warn(mlflow_mirror.unreached_tag(registry, name, key, value, f.version, mlflow_uri))
     if mlflow_uri:
-        number = mlflow_mirror.set_tag(registry, name, key, value, f.version, mlflow_uri)
-        print(f"tagged it in MLflow at {mlflow_uri} too" + f" (version {number})" * bool(number))
+        number, changed = mlflow_mirror.set_tag(registry, name, key, value, f.version, mlflow_uri)
+        said = (
+            f"tagged it in MLflow at {mlflow_uri} too"
+            if changed
+            else f"MLflow at {mlflow_uri} has {key}={value} already"
+        )
+        print(said + f" (version {number})" * bool(number))
 
 
 def _tags_of(registry: Registry, name: str, version: int | None) -> dict[str, str]:
@@ -297,8 +306,12 @@ def _delete(registry: Registry, f: Any, args: Sequence[str], mlflow_uri: str) ->
     _warn(mlflow_mirror.unreached_delete(mv, mlflow_uri))
     if mlflow_uri:
         number = mlflow_mirror.delete_version(mv, mlflow_uri)
-        if number is not None:
-            print(f"deleted its mirror in MLflow at {mlflow_uri} (version {number})")
+        # As `alias --delete` says so: silence read as "deleted there too".
+        print(
+            f"MLflow at {mlflow_uri} has no mirror of {mv.uri}: nothing to delete there"
+            if number is None
+            else f"deleted its mirror in MLflow at {mlflow_uri} (version {number})"
+        )
 
 
 def _resolve(registry: Registry, f: Any, args: Sequence[str], mlflow_uri: str) -> None:

@@ -59,7 +59,8 @@ _PARAMS_PER_CALL = 100  # MLflow's log_batch limit
 
 
 class MirrorError(RegistryError):
-    """The MLflow side failed; ann's registry already holds the change."""
+    """The MLflow side failed; ann's registry holds what the command did there (the version
+    registered, the alias moved, the tag set), and the message names the retry."""
 
 
 MLFLOW_SCHEMES = ("http", "https", "file", "sqlite", "postgresql", "mysql", "mssql", "databricks")
@@ -242,11 +243,14 @@ def unreached_delete(mv: ModelVersion, reached: str) -> str | None:
     )
 
 
-def _failed(what: str, tracking_uri: str, error: BaseException, retry: str) -> MirrorError:
+def _failed(
+    what: str, tracking_uri: str, error: BaseException, retry: str, kept: str = "the change"
+) -> MirrorError:
+    """`kept`: what ann's registry holds regardless (`mirror` changes nothing there: it said
+    "holds the change" after a failed backfill)."""
     return MirrorError(
-        f"{what} at {tracking_uri} failed: {str(error).rstrip('.')}. ann's registry holds the "
-        "change; "
-        f"retry with: {retry}"
+        f"{what} at {tracking_uri} failed: {str(error).rstrip('.')}. ann's registry holds "
+        f"{kept}; retry with: {retry}"
     )
 
 
@@ -310,7 +314,7 @@ def mirror(registry: Registry, name: str, version: int, tracking_uri: str) -> in
         raise
     except Exception as e:  # MlflowException, or the HTTP client's own errors
         retry = _command(registry, tracking_uri, "mirror", mv.uri)
-        raise _failed(f"mirroring {mv.uri} into MLflow", tracking_uri, e, retry) from e
+        raise _failed(f"mirroring {mv.uri} into MLflow", tracking_uri, e, retry, mv.uri) from e
     recorded = normal_uri(tracking_uri)  # one spelling recorded; messages keep the user's
     uri_key, run_key, version_key = _tag_keys(recorded)
     registry.set_tags(name, {uri_key: recorded, run_key: run_id, version_key: str(number)}, version)
@@ -453,20 +457,41 @@ def _require_mirrored(registry: Registry, mv: ModelVersion, tracking_uri: str) -
     return number
 
 
-def set_alias(registry: Registry, name: str, alias: str, version: int, tracking_uri: str) -> int:
+def set_alias(
+    registry: Registry, name: str, alias: str, version: int, tracking_uri: str
+) -> tuple[int, bool]:
     """Points `alias` at the MLflow version mirrored from ann's `version` (already aliased);
-    returns that MLflow version's number."""
+    returns that MLflow version's number and whether MLflow changed (False: it pointed there
+    already, so a repeat says "already" rather than claiming a change)."""
     mv = registry.get_version(name, version)
     number = _require_mirrored(registry, mv, tracking_uri)
     try:
-        _client(tracking_uri).set_registered_model_alias(name, alias, str(number))
+        client = _client(tracking_uri)
+        if _alias_version(client, name, alias) == str(number):
+            return number, False
+        client.set_registered_model_alias(name, alias, str(number))
+    except MirrorError:
+        raise
     except Exception as e:
         # `mirror` would be a no-op on a mirrored version: the retry is this command again.
         retry = _command(registry, tracking_uri, "alias", name, alias, str(version))
         raise _failed(
             f"pointing alias {alias!r} at {mv.uri} in MLflow", tracking_uri, e, retry
         ) from e
-    return number
+    return number, True
+
+
+def _alias_version(client: Any, name: str, alias: str) -> str | None:
+    """The MLflow version `alias` of `name` points at there (a string), None where it has none."""
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except Exception as e:
+        # MLflow 3 says INVALID_PARAMETER_VALUE "Registered model alias X not found."
+        if _code(e) in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE") and (
+            "not found" in str(e)
+        ):
+            return None
+        raise
 
 
 def delete_alias(name: str, alias: str, tracking_uri: str) -> bool:
@@ -504,23 +529,34 @@ def delete_version(mv: ModelVersion, tracking_uri: str) -> int | None:
 
 def set_tag(
     registry: Registry, name: str, key: str, value: str, version: int | None, tracking_uri: str
-) -> int | None:
+) -> tuple[int | None, bool]:
     """Sets a model tag, or a version tag on the mirrored version, in MLflow too; returns the
-    MLflow version tagged (None for a model tag)."""
+    MLflow version tagged (None for a model tag) and whether MLflow changed (False: the tag
+    held `value` there already)."""
     if version is None:
         try:
-            _client(tracking_uri).set_registered_model_tag(name, key, value)
+            client = _client(tracking_uri)
+            if client.get_registered_model(name).tags.get(key) == value:
+                return None, False
+            client.set_registered_model_tag(name, key, value)
+        except MirrorError:
+            raise
         except Exception as e:
             hint = "; mirror a version of it first" if _code(e) == "RESOURCE_DOES_NOT_EXIST" else ""
             raise MirrorError(
                 f"tagging {name!r} in MLflow at {tracking_uri} failed: {e}{hint}"
             ) from e
-        return None
+        return None, True
     mv = registry.get_version(name, version)
     number = _require_mirrored(registry, mv, tracking_uri)
     try:
-        _client(tracking_uri).set_model_version_tag(name, str(number), key, value)
+        client = _client(tracking_uri)
+        if client.get_model_version(name, str(number)).tags.get(key) == value:
+            return number, False
+        client.set_model_version_tag(name, str(number), key, value)
+    except MirrorError:
+        raise
     except Exception as e:
         retry = _command(registry, tracking_uri, "tag", name, key, value, f"--version={version}")
         raise _failed(f"tagging {mv.uri} in MLflow", tracking_uri, e, retry) from e
-    return number
+    return number, True
