@@ -743,9 +743,9 @@ def test_monitor_drift_cli_writes_a_report_and_refuses_a_bad_log_in_one_line(
     line = one_line_error(drift_cli(tmp_path / "bad.jsonl", tmp_path / "bad"))
     # the column, not orjson's parser state ("expected 'null'")
     assert line == (
-        f"error: {tmp_path / 'bad.jsonl'} line 2: expected a request record (a JSON object a "
-        "line, as `ann serve --request_log` writes), got invalid JSON (expected a JSON value at "
-        "column 1); the file is damaged (delete that line to use the rest)"
+        f"error: --requests={tmp_path / 'bad.jsonl'} line 2: expected a request record (a JSON "
+        "object a line, as `ann serve --request_log` writes), got invalid JSON (expected a JSON "
+        "value at column 1); the file is damaged (delete that line to use the rest)"
     ), line
     line = one_line_error(drift_cli(tmp_path / "none.jsonl", tmp_path / "bad"))
     assert line.startswith(f"error: --requests={tmp_path / 'none.jsonl'} is not a file"), line
@@ -789,9 +789,9 @@ def test_monitor_drift_cli_writes_a_report_and_refuses_a_bad_log_in_one_line(
     # A training run's metrics file: "its 17 requests are for model None, not digits_cnn".
     line = one_line_error(drift_cli(workdir / "metrics.jsonl", tmp_path / "bad"))
     assert line.startswith(
-        f"error: {workdir / 'metrics.jsonl'} line 1 is not a request record of `ann serve "
-        "--request_log` (it has no 'model' or 'status' field; it looks like a training run's "
-        "metrics.jsonl)"
+        f"error: --requests={workdir / 'metrics.jsonl'} line 1 is not a request record of "
+        "`ann serve --request_log` (it has no 'model' or 'status' field; it looks like a "
+        "training run's metrics.jsonl)"
     ), line
     assert not (tmp_path / "bad").exists()
 
@@ -819,7 +819,9 @@ def test_a_bad_request_log_is_answered_before_jax_is_imported(digits_export, tmp
         timeout=60,
     )
     assert result.stdout.split() == ["False", "1"], result.stderr[-2000:]
-    assert result.stderr.startswith(f"error: {tmp_path / 'bad.jsonl'} line 2: expected a request")
+    assert result.stderr.startswith(
+        f"error: --requests={tmp_path / 'bad.jsonl'} line 2: expected a request"
+    )
 
 
 def test_a_torn_last_line_of_the_request_log_is_skipped_and_a_bad_one_before_it_refused(
@@ -867,9 +869,10 @@ def test_a_torn_last_line_of_the_request_log_is_skipped_and_a_bad_one_before_it_
     with pytest.raises(RequestLogError) as e:
         read_traffic([str(tmp_path / "bad.jsonl")], "m", "1", spec, {})
     assert str(e.value) == (
-        f"{tmp_path / 'bad.jsonl'} line 2: expected a request record (a JSON object a line, as "
-        "`ann serve --request_log` writes), got invalid JSON (unexpected character, expected a "
-        "JSON value at column 41); the file is damaged (delete that line to use the rest)"
+        f"--requests={tmp_path / 'bad.jsonl'} line 2: expected a request record (a JSON object "
+        "a line, as `ann serve --request_log` writes), got invalid JSON (unexpected character, "
+        "expected a JSON value at column 41); the file is damaged (delete that line to use the "
+        "rest)"
     )
 
 
@@ -980,15 +983,15 @@ def test_a_file_that_is_not_a_request_log_is_named_so_and_one_row_is_too_few(tmp
     path = tmp_path / "log.jsonl"
     metrics = '{"step": 0, "model/num_params": 12.0}\n{"step": 5, "train/loss": 0.5}\n'
     assert refusal(metrics) == (
-        f"{path} line 1 is not a request record of `ann serve --request_log` (it has no 'model' "
-        "or 'status' field; it looks like a training run's metrics.jsonl); give --requests the "
-        "file the server's --request_log wrote"
+        f"--requests={path} line 1 is not a request record of `ann serve --request_log` (it has "
+        "no 'model' or 'status' field; it looks like a training run's metrics.jsonl); give "
+        "--requests the file the server's --request_log wrote"
     )
     request = {"model": "m", "version": "1", "status": 200,
                "inputs": {"x": {"shape": [1, 2], "data": [0, 1]}}}  # fmt: skip
     assert refusal(json.dumps(request) + '\n{"model": null, "status": 200}\n') == (
-        f"{path} line 2 is not a request record of `ann serve --request_log` (its model is "
-        "null, not a name); give --requests the file the server's --request_log wrote"
+        f"--requests={path} line 2 is not a request record of `ann serve --request_log` (its "
+        "model is null, not a name); give --requests the file the server's --request_log wrote"
     )
     assert refusal(json.dumps(request) + "\n", min_rows=2) == (
         f"{path} holds 1 row of model 'm' (in 1 successful request); at least 2 are needed: "
@@ -1041,7 +1044,9 @@ def test_a_damaged_tensor_in_the_request_log_is_named_without_numpys_words(
 
     with pytest.raises(RequestLogError) as e:
         _read_one(tmp_path, tensor)
-    assert str(e.value).startswith(f"{tmp_path / 'log.jsonl'} line 1: tensor 'x': {message}")
+    assert str(e.value).startswith(
+        f"--requests={tmp_path / 'log.jsonl'} line 1: tensor 'x': {message}"
+    )
 
 
 @pytest.mark.parametrize(
@@ -1058,7 +1063,7 @@ def test_request_log_values_an_integer_input_cannot_hold_are_refused(tmp_path, d
 
     with pytest.raises(RequestLogError) as e:
         _read_one(tmp_path, {"shape": [1, 2], "data": data}, "uint8")
-    assert str(e.value) == f"{tmp_path / 'log.jsonl'} line 1: tensor 'x': {message}"
+    assert str(e.value) == f"--requests={tmp_path / 'log.jsonl'} line 1: tensor 'x': {message}"
     # Whole numbers in range, as JSON may write them: read.
     traffic = _read_one(tmp_path, {"shape": [1, 2], "data": [255.0, 0]}, "uint8")
     assert traffic.inputs["x"].tolist() == [[255, 0]]

@@ -429,9 +429,8 @@ def test_an_alias_change_names_the_servers_it_did_not_reach(digits_export, tmp_p
     assert cli("tag", "digits", "stage", "prod", f"--mlflow_uri={production}") == ""
     assert said[-1].splitlines()[-1] == f"MLflow at {production} has stage=prod already"
     assert cli("alias", "digits", "champion", "1", f"--mlflow_uri={production}") == ""
-    assert said[-1].splitlines()[-1].startswith(
-        f"MLflow at {production} points it at its mirror already (version "
-    )
+    last = said[-1].splitlines()[-1]
+    assert last.startswith(f"MLflow at {production} points it at its mirror already (version ")
 
     # Deleted at production; staging is named with the command that deletes it there.
     warning = cli("alias", "digits", "champion", "--delete", f"--mlflow_uri={production}")

@@ -205,7 +205,7 @@ def test_a_bad_label_an_unreadable_log_and_labels_matching_nothing_are_one_line(
     damaged = tmp_path / "damaged.jsonl"
     damaged.write_text(log.read_text() + "not json\n")
     line = one_line_error(ann(*args, f"--requests={damaged}", f"--labels={replicas['labels']}"))
-    assert line.startswith(f"error: {damaged} line 56: expected a request record"), line
+    assert line.startswith(f"error: --requests={damaged} line 56: expected a request record"), line
     other = tmp_path / "other.jsonl"
     other.write_text('{"id": "x1", "label": 1}\n{"id": "x2", "label": 2}\n')
     line = one_line_error(ann(*args, f"--requests={log}", f"--labels={other}"))

@@ -147,8 +147,10 @@ def _records(paths: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
                 + "; give each file once"
             )
         given[real] = path
-        for number, record in objects(path, path, _EXPECTED, RequestLogError, torn, _DAMAGED):
-            where = f"{path} line {number}"
+        for number, record in objects(
+            path, f"--requests={path}", _EXPECTED, RequestLogError, torn, _DAMAGED
+        ):
+            where = f"--requests={path} line {number}"
             if not all(k in record for k in _FIELDS) or not isinstance(record["model"], str):
                 raise RequestLogError(_not_a_request(where, record))
             found.append((where, record))
