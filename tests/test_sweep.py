@@ -1313,3 +1313,16 @@ def test_a_trials_command_carries_the_sweeps_pythonpath(tmp_path, monkeypatch):
     monkeypatch.delenv("PYTHONPATH")
     trials[0].write_files("{}")
     assert "PYTHONPATH" not in open(os.path.join(trials[0].workdir, "command.sh")).read()
+
+
+def test_a_trial_imports_the_sweeps_ann_whatever_its_working_directory_holds(tmp_path, monkeypatch):
+    # Started beside a directory named `ann` (the parent of a clone), every trial imported it:
+    # `python -m ann.main` puts the working directory first on sys.path.
+    decoy = tmp_path / "ann"
+    decoy.mkdir()
+    (decoy / "__init__.py").write_text("import sys; print('decoy ann'); sys.exit(3)\n")
+    trial = trials_lib.Trial("t", {}, {}, "unused.py", str(tmp_path / "sweep"), str(tmp_path))
+    monkeypatch.setattr(trials_lib.Trial, "flags", lambda self: ["--help"])  # no run needed
+    proc = subprocess.run(trial.argv(), cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "--workdir" in proc.stdout and "decoy" not in proc.stdout

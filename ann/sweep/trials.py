@@ -35,6 +35,17 @@ RECORD = "trial.json"
 DATA_DIR_ENV = "TFDS_DATA_DIR"  # what a config's data.data_dir "" resolves to (ann.data.sources)
 MAX_NAME = 80
 FINISHED = ("done", "pruned")  # a resumed sweep does not run these again
+# `ann.__main__.main` without the working directory first on sys.path: `python -m ann.main`
+# put it there, and a directory named `ann` in it (the parent of a clone) shadowed the
+# installed package in every trial. `-P` does the same only from Python 3.11. The guard: with
+# PYTHONSAFEPATH set, sys.path[0] is a real entry.
+_ANN_MAIN = (
+    "import sys\n"
+    "if sys.path and sys.path[0] == '':\n"
+    "    del sys.path[0]\n"
+    "from ann.__main__ import main\n"
+    "main()"
+)
 
 
 def cli_value(value: Any) -> str:
@@ -117,8 +128,9 @@ class Trial:
         ]
 
     def argv(self) -> list[str]:
-        """What the local launcher runs: this interpreter, so no environment is assumed."""
-        return [sys.executable, "-m", "ann.main", *self.flags()]
+        """What the local launcher runs: `ann train` as the console script runs it, in this
+        interpreter, so no environment is assumed."""
+        return [sys.executable, "-c", _ANN_MAIN, "train", *self.flags()]
 
     def command(self, with_env: bool = False) -> str:
         """The same run as the command a person types (`ann train`, as the README and the
