@@ -491,6 +491,22 @@ def did_you_mean(key: str, options: Sequence[str], prefix: str = "") -> str:
     return meant_words([f"{prefix}{close[0][1]}"]) if close else ""
 
 
+def check_choice(path: str, value: Any, options: Sequence[Any]) -> None:
+    """Raises ConfigError naming `path` when `value` is not one of `options`, each written as
+    `--config.PATH=` takes it: None bare, since the text None parses to None there (and
+    'None' quoted, in a config file, is the string)."""
+    if value in options:
+        return
+    hint = ""
+    if isinstance(value, str):
+        spelt = {str(o): o for o in options}
+        near = _near(value, list(spelt))
+        hint = f" (did you mean {spelt[near[0][1]]!r}?)" if near else ""
+    raise ConfigError(
+        f"config key '{path}' is {value!r}{hint}; choose one of {', '.join(map(str, options))}"
+    )
+
+
 def meant_words(meant: Sequence[str]) -> str:
     """` (did you mean 'a'?)`, ` (did you mean 'a' or 'b'?)`, ` (... 'a', 'b' or 'c'?)`; "" for
     none."""
@@ -955,12 +971,7 @@ def validate(
             "(or breast_cancer, or a TFDS name such as mnist)"
         )
     for path, options in CHOICES.items():
-        value = lookup(values, path)
-        if value not in options:
-            hint = did_you_mean(value, options) if isinstance(value, str) else ""
-            raise ConfigError(
-                f"config key '{path}' is {value!r}{hint}; choose one of {', '.join(options)}"
-            )
+        check_choice(path, lookup(values, path), options)
     check_ranges(values)
     if _run_length_error(values):
         raise ConfigError(_run_length_error(values))
@@ -1167,11 +1178,7 @@ def task_settings(
             )
         settings[key] = float(value) if numeric else value
     for key, allowed in (choices or {}).items():
-        if settings[key] not in allowed:
-            raise ConfigError(
-                f"config key 'task.{key}' is {settings[key]!r}; choose one of "
-                f"{', '.join(map(str, allowed))}"
-            )
+        check_choice(f"task.{key}", settings[key], allowed)
     for key, allowed in (ranges or {}).items():
         allowed.check(f"task.{key}", settings[key], settings.__getitem__, example=defaults[key])
     return settings

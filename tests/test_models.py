@@ -217,18 +217,53 @@ def test_model_argument_ranges_are_checked_before_data(name, arg, key, value, me
     assert f"config key 'model.{key}' {message}" in str(e.value)
 
 
+# Their text choices (CHOICES) likewise: `model.norm='none'` passed a sweep's checks and failed
+# its trial once built, blaming the data's input_shape.
+@pytest.mark.parametrize(
+    "name, arg, key, value, message",
+    [
+        ("digits_mlp", None, "norm", "none", "is 'none' (did you mean None?); choose one of "
+         "None, layer, batch"),
+        ("digits_autoencoder", "dense", "norm", "batch", "is 'batch'; choose one of None, layer"),
+        ("digits_autoencoder", None, "upsample", "bilinear", "is 'bilinear'; choose one of "
+         "nearest, transpose"),
+        ("digit_seq2seq", None, "positions", "rotary", "is 'rotary'; choose one of learned, "
+         "rope, digits"),
+        ("pydoc_lm", None, "attention", "flash", "is 'flash'; choose one of einsum, xla, cudnn"),
+    ],
+)  # fmt: skip
+def test_model_argument_choices_are_checked_before_data(name, arg, key, value, message):
+    config = load_config(name, arg)
+    config.model[key] = value
+    with pytest.raises(ConfigError) as e:
+        models.check_config(config)
+    assert str(e.value) == f"config key 'model.{key}' {message}"
+
+
+def test_a_config_error_from_the_constructor_does_not_blame_the_data():
+    # A key only the built model can judge (highway against the window): its own line, not
+    # "model 'lstm' cannot be built for the data's input_shape=(10, 2) ...: config key ...".
+    with pytest.raises(ConfigError) as e:
+        models.build("lstm", {"highway": 99}, input_shape=(10, 2), output_shape=(3, 2),
+                     rngs=nnx.Rngs(0))  # fmt: skip
+    assert str(e.value).startswith("config key 'model.highway' must be an int in [0, 10]")
+
+
 def test_a_user_model_declares_its_own_ranges(monkeypatch):
     class Ranged(nnx.Module):
         RANGES = {"width": COUNT}
+        CHOICES = {"act": ("relu", "gelu")}
 
-        def __init__(self, *, width: int = 8, rngs: nnx.Rngs):
+        def __init__(self, *, width: int = 8, act: str = "relu", rngs: nnx.Rngs):
             self.width = width
 
     monkeypatch.setitem(models.MODELS, "ranged_test_model", Ranged)  # this test only
 
     with pytest.raises(ConfigError, match="'model.width' must be >= 1, got 0; e.g. --config.m"):
         models.check_arguments("ranged_test_model", {"width": 0})
-    models.check_arguments("ranged_test_model", {"width": 3})
+    with pytest.raises(ConfigError, match="'model.act' is 'elu' .*; choose one of relu, gelu"):
+        models.check_arguments("ranged_test_model", {"act": "elu"})
+    models.check_arguments("ranged_test_model", {"width": 3, "act": "gelu"})
 
 
 @pytest.mark.parametrize(

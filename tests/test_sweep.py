@@ -154,6 +154,12 @@ def test_tpe_space_from_the_same_definition():
         ),
         ("return h.uniform('model.dropout', 0, 1)", r"wrap it in h.random\(n, ...\)"),
         ("return h.sweep('optimizer.name', ['adam', 'adamx'])", "trial name=adamx: .*adamx"),
+        # A value the model's constructor refuses: it passed --dry_run and failed trial 2.
+        (
+            "return h.sweep('model.norm', ['layer', 'none'])",
+            r"trial norm=none: config key 'model.norm' is 'none' \(did you mean None\?\); "
+            "choose one of None, layer, batch; change get_sweep",
+        ),
         # Worded as `ann train` words it (it was absl's "invalid literal for int()").
         (
             "return h.sweep('total_steps', [2.5])",

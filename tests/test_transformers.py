@@ -100,7 +100,7 @@ def test_causal_lm_attention_and_remat_match_the_spelled_out_masks(attention):
 
 
 def test_attention_choices_are_checked():
-    with pytest.raises(ValueError, match="attention 'flash': use one of einsum, xla, cudnn"):
+    with pytest.raises(ConfigError, match="'model.attention' is 'flash'; choose one of einsum, x"):
         build("causal_lm", attention="flash")
     with pytest.raises(ValueError, match="no attention dropout"):
         build("causal_lm", attention="xla", dropout=0.1)

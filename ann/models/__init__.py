@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ann.config import RANGES, ConfigError, Range, did_you_mean
+from ann.config import RANGES, ConfigError, Range, check_choice, did_you_mean
 from ann.imports import import_named
 
 # name -> `module:Class`, imported on first use (so this package imports none of its models,
@@ -127,9 +127,11 @@ def check_arguments(
     name: str, kwargs: Mapping[str, Any], supplied: Sequence[str] = (), prefix: str = "model."
 ) -> None:
     """Raises ConfigError for a `model.*` key that model `name`'s constructor does not take,
-    naming the key and the arguments it does take (`supplied`: what the experiment passes), or
-    whose number lies outside the model's own `RANGES` (a class attribute, argument ->
-    `ann.config.Range`) or the ranges every model shares (`model.dropout`, config.RANGES).
+    naming the key and the arguments it does take (`supplied`: what the experiment passes),
+    whose value is not one of the model's own `CHOICES` (a class attribute, argument -> the
+    values it takes, e.g. `{"norm": (None, "layer")}`), or whose number lies outside the
+    model's own `RANGES` (a class attribute, argument -> `ann.config.Range`) or the ranges
+    every model shares (`model.dropout`, config.RANGES).
     `prefix` is where the keys sit in the config (a siamese tower's: "model.encoder_kwargs.").
     A model whose arguments hold another model's (a tower) checks those in its classmethod
     `check_nested(kwargs, prefix)`."""
@@ -138,6 +140,10 @@ def check_arguments(
     for key, value in kwargs.items():
         if key in params:
             _check_kind(f"{prefix}{key}", value, params[key].default)
+    # Text choices (`model.norm`) too, so a sweep or a run refuses them before data is read.
+    for key, options in getattr(cls, "CHOICES", {}).items():
+        if key in params and key in kwargs:
+            check_choice(f"{prefix}{key}", kwargs[key], options)
     ranges: Mapping[str, Range] = {**_SHARED_RANGES, **getattr(cls, "RANGES", {})}
     for key, allowed in ranges.items():
         param = params.get(key)
@@ -202,9 +208,10 @@ def build(name: str, kwargs: dict, **supplied) -> nnx.Module:
 
     Config keys the constructor does not accept fail with the accepted list; supplied
     arguments it does not take are left out (a model need not take `dtype`, see from_config).
-    A ValueError the constructor raises about its arguments (a `dim` that `num_heads` does not
-    divide, a patch that does not tile the image: combinations only it can judge, with the
-    data's shapes) is a ConfigError naming the model. Any other exception from building it (a
+    A ConfigError the constructor raises (its own line, naming its key) is passed on as it is.
+    A ValueError it raises about its arguments (a `dim` that `num_heads` does not divide, a
+    patch that does not tile the image: combinations only it can judge, with the data's
+    shapes) is a ConfigError naming the model. Any other exception from building it (a
     user's model given `width=0` divided by zero) is a ConfigError too, naming the settings,
     the exception and the file and line it came from, since either may be at fault."""
     check_arguments(name, kwargs, tuple(supplied))
@@ -217,6 +224,8 @@ def build(name: str, kwargs: dict, **supplied) -> nnx.Module:
     fix = "fix the setting, or choose a model for this data"
     try:
         model = get(name)(**kwargs, **supplied)
+    except ConfigError:
+        raise  # the model's own line, naming its key: wrapped, it blamed the data's shape too
     except ValueError as e:
         raise ConfigError(
             f"model {name!r} cannot be built{given} from its model.* settings: {e}; {fix}"

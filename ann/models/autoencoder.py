@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ann.config import COUNT, NONNEGATIVE, POSITIVE, ConfigError
+from ann.config import COUNT, NONNEGATIVE, POSITIVE, ConfigError, check_choice
 
 
 def _check_sizes(name: str, values: Sequence[int], allow_empty: bool = False) -> tuple[int, ...]:
@@ -45,6 +45,7 @@ class DenseAutoencoder(nnx.Module):
     """MLP encoder `features` -> `latent`, decoder `reversed(features)` -> the input's size."""
 
     RANGES = {"features": COUNT, "latent": POSITIVE}  # checked with the config, before data
+    CHOICES = {"norm": (None, "layer")}  # likewise
 
     def __init__(
         self,
@@ -59,8 +60,7 @@ class DenseAutoencoder(nnx.Module):
         rngs: nnx.Rngs,
     ):
         features = _check_sizes("features", features, allow_empty=True)
-        if norm not in (None, "layer"):
-            raise ConfigError(f"config key 'model.norm' is {norm!r}; use None or 'layer'")
+        check_choice("model.norm", norm, self.CHOICES["norm"])  # built without the config
         self.input_shape = tuple(int(d) for d in input_shape)
         size = math.prod(self.input_shape)
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
@@ -105,6 +105,7 @@ class ConvAutoencoder(nnx.Module):
 
     # Checked with the config, before any data is read. latent 0 = no dense bottleneck.
     RANGES = {"features": COUNT, "kernel_size": COUNT, "latent": NONNEGATIVE}
+    CHOICES = {"upsample": ("nearest", "transpose")}
 
     def __init__(
         self,
@@ -125,10 +126,7 @@ class ConvAutoencoder(nnx.Module):
                 f"input shape is {tuple(input_shape)}: use model.name=dense_autoencoder"
             )
         features = _check_sizes("features", features)
-        if upsample not in ("nearest", "transpose"):
-            raise ConfigError(
-                f"config key 'model.upsample' is {upsample!r}; use 'nearest' or 'transpose'"
-            )
+        check_choice("model.upsample", upsample, self.CHOICES["upsample"])
         self.upsample = upsample
         self.spatial = tuple(spatial)
         factor = 2 ** len(features)

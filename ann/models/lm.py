@@ -8,7 +8,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ann.config import COUNT
-from ann.models.transformer import Stack, causal_mask, combine, padding_mask
+from ann.models.transformer import ATTENTION, Stack, causal_mask, combine, padding_mask
 
 
 class CausalLM(nnx.Module):
@@ -17,6 +17,7 @@ class CausalLM(nnx.Module):
     bfloat16: `--config.dtype=bfloat16`). `remat`: recompute each block in the backward pass."""
 
     RANGES = {k: COUNT for k in ("dim", "depth", "num_heads", "mlp_dim")}
+    CHOICES = {"attention": ATTENTION}  # checked with the config, before data
 
     def __init__(
         self,

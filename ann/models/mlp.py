@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from ann.config import COUNT, ConfigError
+from ann.config import COUNT, check_choice
 
 
 class MLP(nnx.Module):
@@ -23,6 +23,7 @@ class MLP(nnx.Module):
     """
 
     RANGES = {"features": COUNT}  # checked with the config, before any data is read
+    CHOICES = {"norm": (None, "layer", "batch")}  # likewise
 
     def __init__(
         self,
@@ -37,8 +38,7 @@ class MLP(nnx.Module):
         param_dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
     ):
-        if norm not in (None, "layer", "batch"):
-            raise ConfigError(f"config key 'model.norm' is {norm!r}; use None, 'layer' or 'batch'")
+        check_choice("model.norm", norm, self.CHOICES["norm"])  # built without the config
         sizes = [int(np.prod(input_shape)), *features]
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.layers = nnx.List(nnx.Linear(a, b, **kw) for a, b in zip(sizes[:-1], sizes[1:]))

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ann.config import COUNT, ConfigError
+from ann.config import COUNT, ConfigError, check_choice
 
 CELLS = {"lstm": nnx.OptimizedLSTMCell, "gru": nnx.GRUCell}
 
@@ -34,6 +34,7 @@ class RecurrentForecaster(nnx.Module):
     """Stacked recurrent layers and a direct multi-step head; `cell` is "lstm" or "gru"."""
 
     RANGES = {"hidden_size": COUNT, "num_layers": COUNT}  # checked with the config, before data
+    CHOICES = {"cell": tuple(CELLS)}  # likewise
 
     def __init__(
         self,
@@ -55,8 +56,7 @@ class RecurrentForecaster(nnx.Module):
                 f"recurrent forecasters read [time, channels] windows; got input shape "
                 f"{tuple(input_shape)} and output shape {tuple(output_shape)}"
             )
-        if cell not in CELLS:
-            raise ConfigError(f"recurrent cell {cell!r} is unknown; use one of {sorted(CELLS)}")
+        check_choice("model.cell", cell, self.CHOICES["cell"])
         for key, value in (("hidden_size", hidden_size), ("num_layers", num_layers)):
             if not isinstance(value, int) or isinstance(value, bool):  # RANGES: >= 1
                 raise ConfigError(f"config key 'model.{key}' must be an int >= 1, got {value!r}")

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ann.config import COUNT, ConfigError
+from ann.config import COUNT, ConfigError, check_choice
 from ann.models.transformer import Stack, causal_mask, combine, padding_mask
 
 POSITIONS = ("learned", "rope", "digits")
@@ -46,6 +46,7 @@ def place_values(source: jax.Array, digit_ids: Sequence[int]) -> jax.Array:
 
 class Seq2Seq(nnx.Module):
     RANGES = {k: COUNT for k in ("dim", "encoder_depth", "decoder_depth", "num_heads", "mlp_dim")}
+    CHOICES = {"positions": POSITIONS}  # checked with the config, before data
 
     def __init__(
         self,
@@ -65,10 +66,7 @@ class Seq2Seq(nnx.Module):
         param_dtype: jnp.dtype = jnp.float32,
         rngs: nnx.Rngs,
     ):
-        if positions not in POSITIONS:
-            raise ConfigError(
-                f"config key 'model.positions' is {positions!r}; use one of {', '.join(POSITIONS)}"
-            )
+        check_choice("model.positions", positions, POSITIONS)
         if positions == "digits" and not digit_ids:
             raise ConfigError(
                 "config key 'model.positions'='digits' needs digit tokens ('0'..'9') in the data "
