@@ -795,6 +795,23 @@ def test_no_job_catches_what_the_shared_wrapper_handles():
         assert "logging.set_verbosity(logging.WARNING)  # Orbax" not in path.read_text(), path
 
 
+def test_only_train_and_serve_log_in_absls_format():
+    # As the README says: `ann sweep --dry_run` on a fresh data directory printed `I1205
+    # 03:40:32.987024 139857001384832 sources.py:203] building data set digits ...`.
+    for job, (module, _) in JOBS.items():
+        spec = importlib.util.find_spec(module)
+        path = spec.origin if not spec.submodule_search_locations else None
+        path = path or os.path.join(spec.submodule_search_locations[0], "__main__.py")
+        runs = [
+            node
+            for node in ast.walk(ast.parse(pathlib.Path(path).read_text()))
+            if isinstance(node, ast.Call) and ast.unparse(node.func) == "cli.run"
+        ]
+        assert len(runs) == 1, (job, path)
+        quiet = {k.arg: ast.unparse(k.value) for k in runs[0].keywords}.get("quiet", "False")
+        assert quiet == str(job not in ("train", "serve")), (job, path)
+
+
 @pytest.mark.parametrize("job", ["export", "report"])
 def test_an_out_that_cannot_be_created_is_refused_before_any_work(tmp_path, job):
     # It was a traceback (FileExistsError) after the whole report had been computed.

@@ -386,7 +386,7 @@ def run() -> None:
     """`ann registry ...`: defines the flags, parses `sys.argv` and runs `main`
     through `ann.cli.run` (one-line errors, exit 1)."""
     define_flags()
-    cli.run(main, errors=ERRORS)
+    cli.run(main, errors=ERRORS, quiet=True)  # its output is its result: no absl log lines
 
 
 if __name__ == "__main__":

@@ -301,6 +301,10 @@ def check_metric_computed(definition: definition_lib.Definition, trial: Trial) -
     config = definition_lib.checked(definition.config, trial.values())  # its data_dir too
     if DATA_DIR_ENV in trial.env:  # the sweep's data directory (`Definition.reading_data`)
         config.data.data_dir = trial.env[DATA_DIR_ENV]
+    cli.progress(
+        f"checking that trial {trial.name} computes {config.best_metric} (its data read, one "
+        "validation batch scored)"
+    )
     try:
         hooks.check_selection_metrics(config, loop.validation_names(config))
     except config_lib.ConfigError as e:
@@ -363,5 +367,7 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    # A mistake in the sweep (SweepError, ConfigError): one line naming it and the fix.
-    cli.run(main, errors=(SweepError,))
+    # A mistake in the sweep (SweepError, ConfigError): one line naming it and the fix. Quiet,
+    # as `ann export` and `ann report`: its lines are its own prints, and a dry run's data
+    # build wrote absl's `I1205 03:40:32.987024 ... sources.py:203] building data set ...`.
+    cli.run(main, errors=(SweepError,), quiet=True)
