@@ -865,14 +865,15 @@ def test_grid_sweep_runs_resumes_and_summarizes(tmp_path, one_device):
     assert {r["optimizer.learning_rate"] for r in rows} == {"0.001", "0.003"}
     assert {r["model.features"] for r in rows} == {"(32,)", "(64,)"}
     table = (workdir / "results.md").read_text()
-    assert table.count("| done |") == 4 and "Re-run it alone:" in table
+    assert table.count("| done |") == 4 and "Re-run it alone:\n\n    env TFDS_DATA_DIR=" in table
     assert (workdir / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # Each trial is a full run of its own: config, command, workdir named after its overrides.
     trial = workdir / "learning_rate=0.003,features=64"
     assert json.loads((trial / "config.json").read_text())["optimizer"]["learning_rate"] == 0.003
     command = (trial / "command.sh").read_text()
-    assert f"exec ann train --config={config} --workdir={trial}" in command
+    assert "\nexec env TFDS_DATA_DIR=" in command  # the sweep's, in any shell
+    assert f" ann train --config={config} --workdir={trial}" in command
     assert "'--config.model.features=(64,)'" in command
     assert "--config.optimizer.learning_rate=0.003" in command
     assert json.loads((trial / "run_status.json").read_text())["status"] == "done"
@@ -1028,7 +1029,7 @@ def test_a_grid_trial_checks_the_sweep_metric_before_its_first_step(tmp_path, mo
     monkeypatch.setattr(launch, "run", launch_nothing)
     grid.run(definition, str(tmp_path / "sweep"), "val/acuracy", "max", log=lambda line: None)
     assert len(launched) == 4
-    assert all(t.env == {pruning.METRIC_ENV: "val/acuracy"} for t in launched)
+    assert all(t.env[pruning.METRIC_ENV] == "val/acuracy" for t in launched)
     monkeypatch.setenv(pruning.METRIC_ENV, "val/acuracy")  # what the trial's ann.main reads
     # The trial's loop checks it against its validation metrics before its first step.
     listeners = pruning.listeners_from_env(None)
@@ -1058,13 +1059,13 @@ def test_trials_started_after_a_resume_read_the_data_directory_the_sweep_started
     monkeypatch.setattr(launch, "run", launch_nothing)
     monkeypatch.setenv("TFDS_DATA_DIR", str(first))
     grid.run(definition, sweep_dir, "val/accuracy", "max", log=lambda line: None)
-    assert not any("TFDS_DATA_DIR" in t.env for t in launched)  # the shell's own: nothing set
+    assert all(t.env["TFDS_DATA_DIR"] == str(first) for t in launched)  # named, not assumed
     launched.clear()
     capsys.readouterr()
     monkeypatch.setenv("TFDS_DATA_DIR", str(second))
     grid.run(definition, sweep_dir, "val/accuracy", "max", log=lambda line: None)
     assert len(launched) == 4 and all(t.env["TFDS_DATA_DIR"] == str(first) for t in launched)
-    assert f"export TFDS_DATA_DIR={first}" in open(f"{launched[0].workdir}/command.sh").read()
+    assert f"exec env TFDS_DATA_DIR={first} ann" in open(f"{launched[0].workdir}/command.sh").read()
     with open(os.path.join(sweep_dir, results.SWEEP_FILE)) as f:
         assert json.load(f)["data_dir"] == str(first)  # kept: the sweep's, not the resumer's
     assert capsys.readouterr().err == (
@@ -1147,6 +1148,23 @@ def test_dry_run_and_emit_read_and_name_the_data_directory_the_sweep_started_wit
     assert os.listdir(other) == []  # nothing built, nothing read there
     with open(os.path.join(sweep_dir, results.SWEEP_FILE)) as f:
         assert json.load(f)["data_dir"] == data_dir
+
+
+def test_every_standalone_command_of_a_new_sweep_names_its_data_directory(tmp_path, monkeypatch):
+    """A new sweep's --dry_run and --emit lines, its command.sh and results.md's re-run line read
+    the pasting shell's $TFDS_DATA_DIR: only a resume from a shell resolving elsewhere named
+    sweep.json's directory (so two trials of one sweep had different command.sh)."""
+    data = tmp_path / "tfds"
+    monkeypatch.setenv("TFDS_DATA_DIR", str(data))
+    sweep_dir = str(tmp_path / "sweep")
+    trials, configs = grid.prepare(definition_lib.load(write_config(tmp_path, GRID), {}), sweep_dir)
+    lead = f"env TFDS_DATA_DIR={data} ann train --config="
+    assert all(t.command().startswith(lead) for t in trials)  # --dry_run's lines
+    assert emit.slurm(trials, sweep_dir, str(tmp_path), 0, 1, "1G").count(f" {lead}") == 4
+    trials[0].write_files(configs[0])
+    assert f"exec {lead}" in open(f"{trials[0].workdir}/command.sh").read()
+    row = results.trial_row(sweep_dir, trials[0].name, {}, "val/accuracy", "max")
+    assert row["command"] == trials[0].command()  # results.md's "Re-run it alone:" line
 
 
 def test_a_trial_failed_by_the_sweeps_metric_runs_again_and_retries_are_not_skips(
@@ -1315,7 +1333,7 @@ def test_a_trials_command_carries_the_sweeps_pythonpath(tmp_path, monkeypatch):
     trials[0].write_files("{}")
     script = open(os.path.join(trials[0].workdir, "command.sh")).read()
     cwd = trials[0].cwd
-    assert f"\nexport PYTHONPATH={cwd}{os.pathsep}/opt/mine\nexec ann train " in script, script
+    assert f"\nexport PYTHONPATH={cwd}{os.pathsep}/opt/mine\nexec env " in script, script
     monkeypatch.delenv("PYTHONPATH")
     trials[0].write_files("{}")
     assert "PYTHONPATH" not in open(os.path.join(trials[0].workdir, "command.sh")).read()

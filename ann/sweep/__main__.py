@@ -261,7 +261,7 @@ def emit_grid(definition: definition_lib.Definition, metric: str, mode: str) -> 
     trials, configs = grid.prepare(definition, FLAGS.workdir)
     check_metric_computed(definition, trials[0])
     if FLAGS.dry_run:
-        print("\n".join(t.command(with_env=True) for t in trials))
+        print("\n".join(t.command() for t in trials))
         return
     for trial, config_json in zip(trials, configs):
         trial.write_files(config_json)

@@ -37,18 +37,16 @@ class Definition:
         return self.reading_data(trial)
 
     def reading_data(self, trial: Trial) -> Trial:
-        """`trial`, reading `data_dir` where its data.data_dir resolves elsewhere here (a sweep
-        resumed from another shell or working directory): a "" by its environment's
-        $TFDS_DATA_DIR, a relative path (the sweep's, anchored where it started) by its
-        command's data.data_dir, made absolute."""
-        from ann.data import data_dir as data_dir_lib
-
+        """`trial`, reading `data_dir`: a data.data_dir "" by its environment's $TFDS_DATA_DIR,
+        always (so each of its standalone commands, command.sh, --dry_run, --emit and
+        results.md's, reads the sweep's data in any shell, not only where this one resolves
+        elsewhere); a relative path (the sweep's, anchored where it started) by its command's
+        data.data_dir, made absolute where it resolves elsewhere here (resumed from another
+        working directory)."""
         given = trial.overrides.get("data.data_dir", self.base.data.data_dir)
         if not self.data_dir or given != self.given_data_dir:
             return trial  # not settled, or a swept directory of its own: it reads that
         if not given:
-            if data_dir_lib.resolved("") == self.data_dir:
-                return trial
             return dataclasses.replace(trial, env={**trial.env, DATA_DIR_ENV: self.data_dir})
         if os.path.abspath(os.path.join(trial.cwd, given)) == self.data_dir:
             return trial  # it resolves to it here: a new sweep, or one resumed where it began

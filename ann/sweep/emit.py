@@ -56,8 +56,7 @@ esac
 
 def _cases(trials: list[Trial], launcher: str) -> str:
     lines = [
-        f"  {i}) run_trial {shlex.quote(t.workdir)} {t.command(with_env=True)} ;;"
-        for i, t in enumerate(trials)
+        f"  {i}) run_trial {shlex.quote(t.workdir)} {t.command()} ;;" for i, t in enumerate(trials)
     ]
     finished = "|".join(("done", *run_status.FINISHED_EARLY))
     return _RUN_TRIAL.format(

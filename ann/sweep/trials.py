@@ -132,13 +132,13 @@ class Trial:
         interpreter, so no environment is assumed."""
         return [sys.executable, "-c", _ANN_MAIN, "train", *self.flags()]
 
-    def command(self, with_env: bool = False) -> str:
+    def command(self) -> str:
         """The same run as the command a person types (`ann train`, as the README and the
-        cluster scripts write it), for people, command.sh and cluster scripts. `with_env`: led
-        by `env TFDS_DATA_DIR=...` where the trial reads the sweep's data directory, not the
-        shell's (what command.sh exports), for a line that stands alone (--dry_run, --emit)."""
+        cluster scripts write it), standing alone (command.sh, --dry_run, --emit, trial.json
+        and results.md's re-run line): led by `env TFDS_DATA_DIR=DIR` where the trial reads the
+        sweep's data directory by it (`Definition.reading_data`), whatever the shell's says."""
         words = ["ann", "train", *self.flags()]
-        if with_env and DATA_DIR_ENV in self.env:
+        if DATA_DIR_ENV in self.env:
             words = ["env", f"{DATA_DIR_ENV}={self.env[DATA_DIR_ENV]}", *words]
         return shlex.join(words)
 
@@ -152,8 +152,6 @@ class Trial:
         if entries:
             absolute = os.pathsep.join(os.path.normpath(os.path.join(self.cwd, p)) for p in entries)
             path_line = f"export PYTHONPATH={shlex.quote(absolute)}\n"
-        if DATA_DIR_ENV in self.env:  # the data its sweep's first trials read, not this shell's
-            path_line += f"export {DATA_DIR_ENV}={shlex.quote(self.env[DATA_DIR_ENV])}\n"
         script = (
             "#!/usr/bin/env bash\n"
             f"# Trial {self.name} of the sweep in {self.sweep_dir}: runs (or resumes) it alone.\n"
