@@ -1254,9 +1254,10 @@ def fake_python(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
 
 
-def test_slurm_and_kubernetes_run_the_trial_commands(tmp_path, fake_python):
+def test_slurm_and_kubernetes_run_the_trial_commands(tmp_path, fake_python, monkeypatch):
     import yaml
 
+    monkeypatch.chdir(tmp_path)  # the project: its config is in the image (`pod_trials`)
     definition = definition_lib.load(write_config(tmp_path, GRID), {"seed": 3})
     trials, _ = grid.prepare(definition, str(tmp_path / "sweep"))
     sbatch = emit.write(
@@ -1322,6 +1323,44 @@ def test_slurm_and_kubernetes_run_the_trial_commands(tmp_path, fake_python):
     proc = subprocess.run(["bash", "-c", script], cwd=ROOT, env=env, capture_output=True)
     assert proc.returncode == 0, proc.stderr
     assert trials_lib.read_record(trials[1].workdir)["launcher"] == "kubernetes"
+
+
+def test_a_kubernetes_job_names_only_paths_its_pods_have(tmp_path, monkeypatch, capsys):
+    """--emit=k8s wrote this machine's paths into the pods' commands without a word: a --config
+    outside the project (the image holds it at --image_root) and the sweep's TFDS_DATA_DIR."""
+    import yaml
+
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    project.mkdir()
+    elsewhere.mkdir()
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))  # this machine's, not the PVC
+    k8s = dict(parallel=0, cpus=1, memory="1Gi", image="ann:test", pvc="runs", root="/app")
+
+    def job(config: str) -> tuple[list[trials_lib.Trial], str]:
+        trials, _ = grid.prepare(definition_lib.load(config, {}), "runs/s")
+        return trials, emit.kubernetes(trials, "runs/s", **k8s)
+
+    with pytest.raises(SweepError) as refused:
+        job(write_config(elsewhere, GRID))
+    assert str(refused.value) == (
+        f"--emit=k8s: --config={elsewhere}/sweep_config.py is outside {project}, the project "
+        "the image holds at --image_root=/app, so no pod has it; give a config under it, e.g. "
+        "--config=configs/sweep_config.py"
+    )
+    trials, text = job(write_config(project, GRID))  # absolute, in the project: relative there
+    script = yaml.safe_load(text)["spec"]["template"]["spec"]["containers"][0]["command"][2]
+    assert script.count(") run_trial runs/s/") == 4 and "TFDS_DATA_DIR" not in script
+    assert script.count(" ann train --config=sweep_config.py --workdir=runs/s/") == 4
+    assert '\n# A trial whose data.data_dir is "" reads the image\'s $TFDS_DATA_DIR' in text
+    assert capsys.readouterr().err.startswith(
+        f"note: the pods read their data from the image's $TFDS_DATA_DIR (ann's offline sets are "
+        f"built there), not this machine's {tmp_path / 'tfds'}, which they do not have"
+    )
+    assert trials[0].command().startswith(f"env TFDS_DATA_DIR={tmp_path / 'tfds'} ann train")
+    monkeypatch.setenv("TFDS_DATA_DIR", "runs/s/tfds")  # on the PVC: where the pods mount it
+    _, text = job(write_config(project, GRID))
+    assert text.count(" env TFDS_DATA_DIR=/app/runs/s/tfds ann train --config=") == 4
 
 
 def test_a_trials_command_carries_the_sweeps_pythonpath(tmp_path, monkeypatch):

@@ -263,18 +263,14 @@ def emit_grid(definition: definition_lib.Definition, metric: str, mode: str) -> 
     if FLAGS.dry_run:
         print("\n".join(t.command() for t in trials))
         return
-    for trial, config_json in zip(trials, configs):
-        trial.write_files(config_json)
-    results.write_sweep_file(
-        FLAGS.workdir, results.sweep_info(definition, "grid", metric, mode, trials)
-    )
     # --parallel caps concurrent trials on the cluster only when given.
     parallel = FLAGS.parallel if FLAGS["parallel"].present else 0
     common = dict(parallel=parallel, cpus=FLAGS.cluster_cpus)
+    # The launcher first: a path no pod has is refused before the trials' files are made.
     if FLAGS.emit == "slurm":
         memory = f"{FLAGS.cluster_memory_gb}G"
         path = emit.write("slurm", trials, FLAGS.workdir, cwd=os.getcwd(), memory=memory, **common)
-        print(f"wrote {path}: sbatch {path}  ({len(trials)} array tasks)")
+        wrote = f"wrote {path}: sbatch {path}  ({len(trials)} array tasks)"
     else:
         path = emit.write(
             "k8s",
@@ -286,7 +282,13 @@ def emit_grid(definition: definition_lib.Definition, metric: str, mode: str) -> 
             root=FLAGS.image_root,
             **common,
         )
-        print(f"wrote {path}: kubectl apply -f {path}  ({len(trials)} indices)")
+        wrote = f"wrote {path}: kubectl apply -f {path}  ({len(trials)} indices)"
+    for trial, config_json in zip(trials, configs):
+        trial.write_files(config_json)
+    results.write_sweep_file(
+        FLAGS.workdir, results.sweep_info(definition, "grid", metric, mode, trials)
+    )
+    print(wrote)
     print(f"then: ann sweep --summarize={FLAGS.workdir}")
 
 

@@ -1,7 +1,8 @@
 """Cluster launchers for a grid sweep: a SLURM array job or a Kubernetes indexed Job.
 
-Index i runs trial i's command (the one in its command.sh), in the directory the sweep was
-defined from, and leaves what the local launcher leaves: stdout.log, stderr.log and a
+Index i runs trial i's command (the one in its command.sh; a pod's with the paths it has,
+`pod_trials`), in the directory the sweep was defined from (a pod: the image's project), and
+leaves what the local launcher leaves: stdout.log, stderr.log and a
 trial.json with the exit status, attempts and wall time over them. So `ann sweep
 --summarize=DIR` reads a cluster sweep like a local one, and resubmitting the same script
 resumes unfinished trials (`ann.main` resumes from each workdir) and skips finished ones.
@@ -9,12 +10,14 @@ resumes unfinished trials (`ann.main` resumes from each workdir) and skips finis
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shlex
 
-from ann import atomic
-from ann.sweep.trials import Trial
+from ann import atomic, cli
+from ann.sweep.space import SweepError
+from ann.sweep.trials import DATA_DIR_ENV, Trial
 from ann.train import run_status
 
 # Runs trial $INDEX: its command, its logs, and a trial.json like the local launcher's. A
@@ -93,6 +96,69 @@ def slurm(
     return "\n".join(header) + _cases(trials, "slurm")
 
 
+def _mount(sweep_dir: str, root: str) -> str:
+    """Where a pod has the sweep workdir: the PVC, at its path (a relative one from `root`)."""
+    return os.path.normpath(os.path.join(root, sweep_dir))
+
+
+def _in_pod(path: str, trial: Trial, root: str) -> tuple[str | None, bool]:
+    """(where a pod has this machine's `path`, relative to the trial's cwd, or None where no pod
+    has it; whether it is on the PVC): under the sweep workdir, on the PVC; else under the
+    project (the cwd), relative, as the pod starts in the image's copy at `root`."""
+    here = os.path.normpath(os.path.join(trial.cwd, path))
+    sweep = os.path.normpath(os.path.join(trial.cwd, trial.sweep_dir))
+    cwd = os.path.normpath(trial.cwd)
+    if os.path.commonpath([here, sweep]) == sweep:
+        return os.path.join(_mount(trial.sweep_dir, root), os.path.relpath(here, sweep)), True
+    if os.path.commonpath([here, cwd]) == cwd:
+        return os.path.relpath(here, cwd), False
+    return None, False
+
+
+def pod_trials(trials: list[Trial], root: str) -> list[Trial]:
+    """`trials` as a pod runs them: the paths their commands need as the pod has them (the
+    project at `root`, the sweep workdir on the PVC), and no data directory of this machine
+    (`env TFDS_DATA_DIR=DIR`) outside the PVC: the pods read the image's $TFDS_DATA_DIR. A
+    SweepError for a --config or data.data_dir no pod has (this machine's, outside both)."""
+    out, dropped = [], ""
+    for trial in trials:
+        path, colon, arg = trial.config.partition(":")
+        config, _ = _in_pod(path, trial, root)
+        if config is None:
+            raise SweepError(
+                f"--emit=k8s: --config={trial.config} is outside {trial.cwd}, the project the "
+                f"image holds at --image_root={root}, so no pod has it; give a config under it, "
+                f"e.g. --config=configs/{os.path.basename(path)}"
+            )
+        data_dir = trial.values().get("data.data_dir", "")
+        if data_dir:  # given: the pod reads it where it has it
+            data_dir, _ = _in_pod(data_dir, trial, root)
+            if data_dir is None:
+                raise SweepError(
+                    f"--emit=k8s: trial {trial.name} reads data.data_dir="
+                    f"{trial.values()['data.data_dir']}, a directory of this machine no pod has; "
+                    "give one under the sweep workdir (the PVC) or the project, or "
+                    '--config.data.data_dir="" for the image\'s $TFDS_DATA_DIR'
+                )
+        env = dict(trial.env)
+        if DATA_DIR_ENV in env:
+            pod_dir, on_pvc = _in_pod(env[DATA_DIR_ENV], trial, root)
+            if on_pvc:
+                env[DATA_DIR_ENV] = pod_dir
+            else:
+                dropped = env.pop(DATA_DIR_ENV)
+        out.append(
+            dataclasses.replace(trial, config=config + colon + arg, data_dir=data_dir, env=env)
+        )
+    if dropped:
+        cli.note(
+            f"the pods read their data from the image's $TFDS_DATA_DIR (ann's offline sets are "
+            f"built there), not this machine's {dropped}, which they do not have; a data "
+            "directory under the sweep workdir (the PVC) is passed to them"
+        )
+    return out
+
+
 def kubernetes(
     trials: list[Trial],
     sweep_dir: str,
@@ -107,13 +173,23 @@ def kubernetes(
 
     The image holds the project at `root` (its working directory, where the commands' relative
     paths start); the sweep workdir is a PersistentVolumeClaim mounted at the same path, so
-    every pod writes its trial where --summarize looks."""
-    mount = sweep_dir if os.path.isabs(sweep_dir) else os.path.join(root, sweep_dir)
-    script = "set -uo pipefail\n" + 'INDEX="$JOB_COMPLETION_INDEX"\n' + _cases(trials, "kubernetes")
+    every pod writes its trial where --summarize looks. The commands are `pod_trials`'."""
+    mount = _mount(sweep_dir, root)
+    pods = pod_trials(trials, root)
+    script = "set -uo pipefail\n" + 'INDEX="$JOB_COMPLETION_INDEX"\n' + _cases(pods, "kubernetes")
+    on_pvc = next((t.env[DATA_DIR_ENV] for t in pods if DATA_DIR_ENV in t.env), None)
+    data = (
+        f"{on_pvc}, on the PVC"
+        if on_pvc
+        else "the image's $TFDS_DATA_DIR (ann's offline sets are built there), not this machine's"
+    )
     body = "\n".join("              " + line if line else "" for line in script.splitlines())
     return f"""\
 # Kubernetes indexed Job: one index per trial of the sweep in {sweep_dir}.
 #   kubectl apply -f {os.path.join(sweep_dir, "sweep-job.yaml")}
+# The image holds the project at {root}, where the trials' relative paths start; the sweep
+# workdir is the PVC {pvc}, mounted at {mount}.
+# A trial whose data.data_dir is "" reads {data}.
 # Reapplying (after deleting the Job) resumes unfinished trials.
 apiVersion: batch/v1
 kind: Job
@@ -164,8 +240,8 @@ spec:
 
 
 def write(kind: str, trials: list[Trial], sweep_dir: str, **options) -> str:
-    """Writes the launcher file into the sweep workdir; returns its path."""
-    os.makedirs(sweep_dir, exist_ok=True)
+    """Writes the launcher file into the sweep workdir; returns its path. Its refusal (a path
+    no pod has) comes before anything is made."""
     if kind == "slurm":
         path, text = os.path.join(sweep_dir, "sweep.sbatch"), slurm(trials, sweep_dir, **options)
     else:
@@ -173,5 +249,6 @@ def write(kind: str, trials: list[Trial], sweep_dir: str, **options) -> str:
             os.path.join(sweep_dir, "sweep-job.yaml"),
             kubernetes(trials, sweep_dir, **options),
         )
+    os.makedirs(sweep_dir, exist_ok=True)
     atomic.write_text(path, text)
     return path
