@@ -1247,6 +1247,7 @@ def _record_values(workdir: str) -> dict[str, Any]:
     if not isinstance(values, dict):
         raise ConfigError(f"{path} holds {type(values).__name__}, not a config's JSON object")
     values.pop(CONFIG_FLAG, None)  # the run's record of its --config argument, not a key
+    values.pop(CONFIG_FILE, None)
     return values
 
 
@@ -1279,31 +1280,56 @@ def file_in(workdir: str) -> str:
 # `:ARG` variant): not a config key (none is spelt so), dropped where the record is read as a
 # config. Runs written before it have none.
 CONFIG_FLAG = "--config"
+# ... and the absolute path of its file: the as-given path is relative to the directory the run
+# was started from, and a message read from another directory named a file that was not there.
+CONFIG_FILE = "--config file"
 
 
 def write(config: ml_collections.ConfigDict, workdir: str, config_flag: str = "") -> str:
     """Writes the resolved config to `workdir/config.json` atomically, with `config_flag` (the
-    `--config` argument as given, "configs/digits_cnn.py:writers") where known; returns the
-    path."""
+    `--config` argument as given, "configs/digits_cnn.py:writers") and its file's absolute path
+    where known; returns the path."""
     os.makedirs(workdir, exist_ok=True)
     path = file_in(workdir)
     values = json.loads(to_json(config))
     if config_flag:
         values[CONFIG_FLAG] = config_flag
+        values[CONFIG_FILE] = os.path.abspath(config_flag.partition(":")[0])
     atomic.write_text(path, json.dumps(values, indent=2, sort_keys=True) + "\n")
     return path
 
 
 def recorded_config_flag(workdir: str) -> str:
-    """The `--config` argument `workdir`'s run was started with, as given; "" where config.json
-    does not record it (a run written before ann recorded it, or made by a caller without one)."""
+    """The `--config` argument `workdir`'s run was started with, for a message to name: as given
+    where that path reaches the same file from the current directory, else the recorded file's
+    path from here (relative below it, else absolute), with the same `:ARG`; "" where config.json
+    does not record it (a run written before ann recorded it, or made by a caller without
+    one). A run recorded without its absolute path gets the argument as given."""
     try:
         with open(file_in(workdir)) as f:
             values = json.load(f)
     except (OSError, ValueError):
         return ""
-    flag = values.get(CONFIG_FLAG, "") if isinstance(values, dict) else ""
-    return flag if isinstance(flag, str) else ""
+    values = values if isinstance(values, dict) else {}
+    flag, file = values.get(CONFIG_FLAG), values.get(CONFIG_FILE)
+    if not isinstance(flag, str):
+        return ""
+    given, colon, arg = flag.partition(":")
+    if not isinstance(file, str) or not file or _same_file(given, file):
+        return flag
+    here = os.path.relpath(file)
+    return (file if here.startswith(os.pardir) else here) + colon + arg
+
+
+def _same_file(a: str, b: str) -> bool:
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def same_config_flag(a: str, b: str) -> bool:
+    """Whether two `--config` arguments name the same file (from the current directory) and
+    the same `:ARG` variant: `./configs/x.py` and `configs/x.py` are one config."""
+    (file_a, _, arg_a), (file_b, _, arg_b) = a.partition(":"), b.partition(":")
+    return arg_a == arg_b and _same_file(file_a, file_b)
 
 
 # Keys a rerun of an existing workdir may change: they change how a run is watched, saved or
@@ -1418,7 +1444,7 @@ def check_resume(
             else " (this run's weights do not fit the new model: init_from would load none)"
         )
         recorded = recorded_config_flag(workdir)
-        if recorded and config_flag and recorded != config_flag:
+        if recorded and config_flag and not same_config_flag(recorded, config_flag):
             raise ConfigError(
                 f"{workdir} was trained with --config={recorded}, another config ({listed}), "
                 f"and resuming would mix two runs in one record; use a new --workdir{start}, or "

@@ -564,10 +564,13 @@ def test_mistakes_on_the_command_line_are_one_line(tmp_path, args, message):
     assert not (tmp_path / "run").exists()
 
 
-def test_a_run_given_as_the_config_is_answered_with_the_config_it_was_made_from(tmp_path):
+def test_a_run_given_as_the_config_is_answered_with_the_config_it_was_made_from(
+    tmp_path, monkeypatch
+):
     """`--config=RUN` (or its config.json) was told to give "the one the run was made from"
     without naming it, though the run's config.json records it."""
     run, old = tmp_path / "run", tmp_path / "old"  # `old`: from before the record was kept
+    monkeypatch.chdir(tmp_path)  # the run's start and the command's: named as given
     config_lib.write(config_lib.base(), str(run), "configs/digits_mlp.py")
     config_lib.write(config_lib.base(), str(old))
     workdir = f"--workdir={tmp_path / 'new'}"
@@ -586,10 +589,13 @@ def test_a_run_given_as_the_config_is_answered_with_the_config_it_was_made_from(
     assert sorted(os.listdir(tmp_path)) == ["old", "run"]
 
 
-def test_config_given_with_a_space_or_a_run_step_is_read_as_with_an_equals_sign(tmp_path):
+def test_config_given_with_a_space_or_a_run_step_is_read_as_with_an_equals_sign(
+    tmp_path, monkeypatch
+):
     """absl's `--config FILE` was missed by the checks that read argv ("--config=?", ml_collections'
     "earlier failure to load: Is a directory"), and `--config=RUN:best` (init_from's spelling)
     said "no such file"."""
+    monkeypatch.chdir(tmp_path)  # the run's start and the command's: named as given
     config_lib.write(config_lib.base(), str(tmp_path / "run"), "configs/digits_mlp.py")
     mlp = ROOT / "configs" / "digits_mlp.py"
     made = "give a config file (configs/NAME.py), the one the run was made from: " \

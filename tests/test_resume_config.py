@@ -239,6 +239,44 @@ def test_a_rerun_with_another_config_file_or_variant_names_the_one_the_run_was_m
     )
 
 
+def test_the_recorded_config_is_named_from_where_the_user_is(tmp_path, monkeypatch):
+    # A run trained from ann/ with --config=configs/digits_cnn.py, refused from ann/'s parent,
+    # said "rerun with --config=configs/digits_cnn.py": no such file from there.
+    project = tmp_path / "ann"
+    (project / "configs").mkdir(parents=True)
+    (project / "configs" / "digits_cnn.py").write_text("")
+    monkeypatch.chdir(project)
+    config_lib.write(tiny(), "runs/cnn", "configs/digits_cnn.py:writers")
+    assert "--config file" not in config_lib.read("runs/cnn")  # a record, not a config key
+    assert config_lib.recorded_config_flag("runs/cnn") == "configs/digits_cnn.py:writers"
+    monkeypatch.chdir(tmp_path)
+    assert config_lib.recorded_config_flag("ann/runs/cnn") == "ann/configs/digits_cnn.py:writers"
+    with pytest.raises(ConfigError) as e:
+        config_lib.check_resume(
+            tiny(batch_size=64), tiny(), "ann/runs/cnn", config_flag="ann/configs/digits_mlp.py"
+        )
+    message = str(e.value)
+    assert "trained with --config=ann/configs/digits_cnn.py:writers, another" in message
+    assert "rerun with --config=ann/configs/digits_cnn.py:writers (and the values" in message
+    # The same file and variant, spelt from here: the values alone, no other config named.
+    with pytest.raises(ConfigError, match="^ann/runs/cnn was trained with another config"):
+        config_lib.check_resume(
+            tiny(batch_size=64),
+            tiny(),
+            "ann/runs/cnn",
+            config_flag="ann/configs/digits_cnn.py:writers",
+        )
+    (tmp_path / "elsewhere").mkdir()  # outside: the absolute path
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    recorded = config_lib.recorded_config_flag("../ann/runs/cnn")
+    assert recorded == f"{project / 'configs' / 'digits_cnn.py'}:writers"
+    # A record from before the absolute path was kept: the argument as given.
+    record = json.loads((project / "runs/cnn/config.json").read_text())
+    del record["--config file"]
+    (project / "runs/cnn/config.json").write_text(json.dumps(record))
+    assert config_lib.recorded_config_flag("../ann/runs/cnn") == "configs/digits_cnn.py:writers"
+
+
 @pytest.mark.parametrize(
     "flag, error",
     [
