@@ -441,11 +441,14 @@ _VARIANTS_ASKED: contextvars.ContextVar[set | None] = contextvars.ContextVar(
 
 def load_variant(path: str, load: Callable[[str], Any]) -> Any:
     """`load(path)`: the config file `path` (`NAME.py[:ARG]`) loaded by calling its get_config.
-    Raises ConfigError naming the file and the variant where ARG is given, get_config never
+    Raises ConfigError for an empty ARG (`NAME.py:`), and naming the file and the variant where
+    ARG is given, get_config never
     passed it to `variant`, and it returned the same config as with no ARG: a file that reads
     no variant ran its plain config as if none were given. (A get_config that reads its ARG by
     hand, as ml_collections' own examples do, returns another config and is kept.)"""
-    file, _, arg = path.partition(":")
+    file, colon, arg = path.partition(":")
+    if colon and not arg:  # ml_collections calls get_config("") and records "NAME.py:" as given
+        raise ConfigError(f"the variant after ':' is empty; drop the ':' or give one ({file}:ARG)")
     asked = set()
     token = _VARIANTS_ASKED.set(asked)
     try:

@@ -674,6 +674,21 @@ def test_a_variant_the_config_file_does_not_read_is_refused(tmp_path):
         config_lib.load_variant(f"{by_hand}:small", parser.parse)
 
 
+def test_an_empty_variant_is_refused(tmp_path):
+    # `--config=FILE:` ran get_config("") as the plain config, and config.json recorded "FILE:".
+    path = tmp_path / "plain.py"
+    path.write_text(
+        "from ann import config\n\n\ndef get_config(arg=None):\n    return config.base()\n"
+    )
+    for job in ("train", "sweep", "transfer"):
+        line = one_line_error(ann(job, f"--config={path}:", f"--workdir={tmp_path / 'w'}"))
+        assert line == (
+            f"error: --config={path}:: the variant after ':' is empty; drop the ':' or give one "
+            f"({path}:ARG)"
+        ), (job, line)
+    assert not (tmp_path / "w").exists()
+
+
 def _job(tmp_path, body: str) -> pathlib.Path:
     """A job script run through cli.run, as every entry point is."""
     script = tmp_path / "job.py"
