@@ -893,17 +893,18 @@ def check_trained_run(workdir: str, step: str, export_flag: str | None = None) -
 
 
 def _check_step_saved(workdir: str, step: int) -> None:
-    """FlagError unless the run's checkpoints/ holds `step` (`--step=N` restores from there):
-    told from a listing, before Orbax's managers (seconds of imports and opening) are; named
-    with the workdir as the user gave it (the restore's error named its absolute path)."""
+    """FlagError unless the run's checkpoints/ holds `step`, or checkpoints_best/ does (the best
+    step, kept there after checkpoints/ pruned it): `--step=N` restores from either. Told from a
+    listing, before Orbax's managers (seconds of imports and opening) are; named with the
+    workdir as the user gave it (the restore's error named its absolute path)."""
     directory = os.path.join(workdir, "checkpoints")
     saved = directory_kind.committed_steps(directory)
     if step in saved:
         return
-    best = directory_kind.committed_steps(os.path.join(workdir, "checkpoints_best"))
-    hint = "; it is the best checkpoint: use --step=best" if step in best else ""
+    if step in directory_kind.committed_steps(os.path.join(workdir, "checkpoints_best")):
+        return
     raise FlagError(
-        f"--step={step}: no checkpoint step {step} in {directory}{hint}; steps there: "
+        f"--step={step}: no checkpoint step {step} in {directory}; steps there: "
         f"{', '.join(map(str, saved)) or 'none'}"
     )
 

@@ -287,15 +287,22 @@ def test_a_step_named_directory_orbax_never_wrote_is_set_aside(tmp_path, trained
     assert restore_model(str(workdir))[2] <= 30  # the best is a real one
 
 
-def test_a_step_kept_only_as_the_best_checkpoint_points_at_step_best(tmp_path, trained):
-    # The run moved on (max_to_keep dropped the step from checkpoints/): "no checkpoint step".
+def test_a_step_kept_only_as_the_best_checkpoint_is_restored_from_there(tmp_path, trained):
+    # The run moved on (max_to_keep dropped the step from checkpoints/): `--step=N` said "no
+    # checkpoint step N in ...; it is the best checkpoint: use --step=best".
+    from ann import cli
+    from ann.train import transfer
+
     workdir = copy_run(trained, tmp_path / "run")
     best = saved_steps(workdir, "checkpoints_best")[-1]
     shutil.rmtree(workdir / "checkpoints" / str(best))
-    with pytest.raises(CheckpointError) as e:
-        restore_model(str(workdir), best)
-    assert f"no checkpoint step {best} in " in str(e.value)
-    assert "; it is the best checkpoint: use --step=best; steps in " in str(e.value)
+    cli.check_trained_run(str(workdir), str(best))  # export's, report's and generate's check
+    assert restore_model(str(workdir), best)[2] == best
+    assert restore_model(str(workdir), str(best))[2] == best  # as a flag's text
+    source = transfer.resolve(f"{workdir}:{best}")  # init_from=RUN:STEP
+    assert source.step == best and "checkpoints_best" in source.directory
+    with pytest.raises(CheckpointError, match="no checkpoint step 999 in "):
+        restore_model(str(workdir), 999)
 
 
 def test_restoring_a_model_creates_nothing_in_the_run(tmp_path, trained):

@@ -532,10 +532,18 @@ class Checkpoints:
         self.latest.reload()
 
     def restore_state(self, abstract_state: Any, step: int | str = "latest") -> tuple:
-        """Only the train state (no data iterator): `step` is "latest", "best" or a number.
+        """Only the train state (no data iterator): `step` is "latest", "best" or a number (in
+        checkpoints/, or the best step in checkpoints_best/ after checkpoints/ dropped it).
         Verified like `restore`, but with no fallback: a damaged step is an error naming the
         file and the steps there are to choose from instead."""
         manager = self.best if step == "best" else self.latest
+        if step not in ("best", "latest"):
+            step = int(step)
+            # The best step outlives max_to_keep's pruning of checkpoints/ in checkpoints_best/:
+            # the same state under the same number, so `--step=N` restores it from there.
+            saved, best = self._complete_steps(self.latest), self._complete_steps(self.best)
+            if step not in saved and step in best:
+                manager = self.best
         if step in ("best", "latest"):  # the newest Orbax wrote (a stray step-named one is not)
             step = next(iter(self._complete_steps(manager)), None)
         if step is None:
@@ -568,8 +576,6 @@ class Checkpoints:
         others = self._complete_steps(self.latest, but=step)
         choose = f"; steps in {self.latest.directory}: {', '.join(map(str, others)) or 'none'}"
         if step not in self._complete_steps(manager):
-            if manager is self.latest and step in self._complete_steps(self.best):
-                choose = f"; it is the best checkpoint: use --step=best{choose}"
             raise CheckpointError(f"no checkpoint step {step} in {manager.directory}{choose}")
         problem = self._check(manager, step)
         if problem is None:

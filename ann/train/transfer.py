@@ -133,8 +133,18 @@ def _resolve_checkpoint(spec: str, run_dir: str, which: str) -> Source:
 
     # The best checkpoint is the one step kept in checkpoints_best/ (see ann/train/checkpoint.py).
     sub = "checkpoints_best" if which == "best" else "checkpoints"
-    directory = os.path.abspath(os.path.join(run_dir, sub))
-    steps = sorted(ocp.step.checkpoint_steps(directory)) if os.path.isdir(directory) else []
+
+    def steps_in(sub: str) -> tuple[str, list[int]]:
+        directory = os.path.abspath(os.path.join(run_dir, sub))
+        found = ocp.step.checkpoint_steps(directory) if os.path.isdir(directory) else []
+        return directory, sorted(found)
+
+    directory, steps = steps_in(sub)
+    if which not in STEP_CHOICES and int(which) not in steps:
+        # The best step outlives max_to_keep's pruning of checkpoints/ in checkpoints_best/.
+        best_directory, best = steps_in("checkpoints_best")
+        if int(which) in best:
+            directory, steps = best_directory, best
     if not steps:
         hint = " (the run never evaluated; try :latest)" if which == "best" else ""
         raise _error(spec, f"{directory} holds no finished checkpoint{hint}")
