@@ -87,7 +87,7 @@ def main(argv: list[str]) -> None:
 
         if result.interruption == CTRL_C:  # stopped at a step boundary, saved (preemption.py)
             cli.interrupted(interrupted_line(result.step, result.step))
-        logging.info("stopped at step %d; run the same command to resume", result.step)
+        # Any other stop (SIGTERM, a hook's) was logged in interrupted_line's words at its save.
         if result.interruption in TERMINATED:  # a hook's own stop exits 0
             # Saved, not finished: a scheduler reading 0 counted the run (a Kubernetes Job's
             # index, SLURM's afterok) as complete. 143 is what a SIGTERM's end reads as.

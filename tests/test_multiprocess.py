@@ -130,7 +130,8 @@ def test_sigterm_to_one_process_stops_all_at_the_same_step_with_a_checkpoint(tmp
             p.kill()
             p.wait()
     assert [p.returncode for p in procs] == [143, 143], errs[0][-2000:] + errs[1][-2000:]
-    stops = [re.findall(r"SIGTERM: saved a checkpoint at step (\d+)", e) for e in errs]
+    saved = r"interrupted at step (\d+) \(SIGTERM\); checkpoint saved"
+    stops = [re.findall(saved, e) for e in errs]
     assert stops[0] and stops[0] == stops[1], errs[0][-2000:]
     assert json.load(open(tmp_path / "run_status.json"))["status"] == "interrupted"
     assert os.path.isdir(tmp_path / "checkpoints" / stops[0][0])
@@ -177,7 +178,7 @@ def test_a_killed_launcher_stops_every_process_at_one_saved_step(tmp_path):
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-    stops = re.findall(r"launcher gone: saved a checkpoint at step (\d+)", stderr)
+    stops = re.findall(r"interrupted at step (\d+) \(launcher gone\); checkpoint saved", stderr)
     assert len(stops) == 2 and stops[0] == stops[1], stderr[-3000:]
     assert json.load(open(tmp_path / "run_status.json"))["status"] == "interrupted"
     assert os.path.isdir(tmp_path / "checkpoints" / stops[0])

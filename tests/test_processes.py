@@ -84,7 +84,7 @@ def test_sigterm_saves_and_exits_143(tmp_path):
     # Saved but not finished: 143, as a SIGTERM's end reads. It was 0, and a Kubernetes Job
     # counted the preempted pod's index as complete (SLURM's afterok ran the next job).
     assert proc.returncode == 143, stderr[-2000:]
-    assert "SIGTERM: saved a checkpoint at step" in stderr
+    assert "interrupted at step " in stderr and " (SIGTERM); checkpoint saved; run the" in stderr
     assert json.loads((tmp_path / "run_status.json").read_text())["status"] == "interrupted"
     saved = [int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()]
     assert len(saved) == 1 and 5 <= saved[0] < 100000

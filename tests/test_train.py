@@ -72,6 +72,32 @@ class StopAt(hooks.Hook):
         info.request_stop("a hook asked to stop")
 
 
+class StopFor(hooks.Hook):
+    """Stops the run as a signal would, its reason the stop's message."""
+
+    def __init__(self, every: int, reason: str):
+        super().__init__(every)
+        self.reason = reason
+
+    def __call__(self, info):
+        info.request_stop(self.reason)
+
+
+def test_a_stop_is_recorded_in_the_words_ann_train_says_it(tmp_path):
+    # run_status.json said "Ctrl-C: saved step 290; the same command resumes" for a Ctrl-C seen at
+    # a step boundary, "interrupted at step 73 (Ctrl-C); checkpoint saved; run the same command
+    # to resume" (ann train's line) for one seen as a KeyboardInterrupt: two wordings, one event.
+    from ann.train import run_status
+    from ann.train.loop import interrupted_line
+
+    for reason in ("Ctrl-C", "SIGTERM"):
+        workdir = str(tmp_path / reason)
+        train_and_evaluate(tiny(total_steps=20), workdir, extra_hooks=[StopFor(5, reason)])
+        line = f"interrupted at step 5 ({reason}); checkpoint saved; run the same command to resume"
+        assert run_status.read(workdir)["message"] == line
+        assert interrupted_line(5, 5, reason) == line  # ann train's own line for a Ctrl-C
+
+
 def params_of(result):
     return jax.tree.leaves(jax.device_get(result.state.params))
 

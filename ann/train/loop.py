@@ -127,21 +127,23 @@ def _check_finite(window: list[dict], step: int, checkpoints: Checkpoints) -> No
         )
 
 
-def interrupted_line(step: int, last_checkpoint: int | None) -> str:
-    """The one line for a run that Ctrl-C stopped at `step`, `last_checkpoint` the newest step
-    saved (what the same command resumes from)."""
+def interrupted_line(step: int, last_checkpoint: int | None, reason: str = CTRL_C) -> str:
+    """The one line for a run that `reason` (Ctrl-C, SIGTERM, a hook's stop) stopped at `step`,
+    `last_checkpoint` the newest step saved (what the same command resumes from): ann train's
+    last line and run_status.json's message, one wording however the stop was seen."""
     if last_checkpoint == step:
         return (
-            f"interrupted at step {step} (Ctrl-C); checkpoint saved; run the same command to resume"
+            f"interrupted at step {step} ({reason}); checkpoint saved; run the same command to "
+            "resume"
         )
     if last_checkpoint is None:
         return (
-            f"interrupted at step {step} (Ctrl-C) before any checkpoint was saved; run the "
+            f"interrupted at step {step} ({reason}) before any checkpoint was saved; run the "
             "same command to start over"
         )
     return (
-        f"interrupted at step {step} (Ctrl-C) without saving it; run the same command to resume "
-        f"from the last checkpoint (step {last_checkpoint})"
+        f"interrupted at step {step} ({reason}) without saving it; run the same command to "
+        f"resume from the last checkpoint (step {last_checkpoint})"
     )
 
 
@@ -831,7 +833,8 @@ def _train_compiled(
         finish = result.stop_reason or ("interrupted" if result.interrupted else "done")
         message = progress.stop.message if progress.stop and progress.stop.finish else ""
         if result.interrupted:
-            message = f"{progress.stop.message}: saved step {result.step}; the same command resumes"
+            # The words of a Ctrl-C seen as a KeyboardInterrupt (`_end`): it read as another event.
+            message = interrupted_line(result.step, result.step, progress.stop.message)
         run_status.write(
             run.workdir,
             finish,
@@ -936,7 +939,7 @@ def _stop(run: _Run, state: Any, step: int, stop: hooks_lib.Stop) -> None:
     if stop.finish:  # early stopping or a sweep's pruning: an ending, not a problem
         logging.info("%s at step %d: %s", stop.finish, step, stop.message)
     elif stop.message != CTRL_C:
-        logging.warning("%s: saved a checkpoint at step %d and stopped", stop.message, step)
+        logging.warning("%s", interrupted_line(step, step, stop.message))
 
 
 def _end(
