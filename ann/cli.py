@@ -440,7 +440,9 @@ def parse_flags(argv: list[str]) -> list[str]:
             fail(missing)
         if raised is not None:
             given = _config_given(argv)
-            fail(f"--config={given[-1] if given else '?'}: {raised}")
+            shown = given[-1] if given else "?"
+            # Quoted where it ends in ':' (an empty variant): "--config=x.py:: ..." read as a typo.
+            fail(f"--config={repr(shown) if shown.endswith(':') else shown}: {raised}")
         fail(
             _config_code_error(e, argv)
             or _through_a_value(argv)

@@ -683,7 +683,7 @@ def test_an_empty_variant_is_refused(tmp_path):
     for job in ("train", "sweep", "transfer"):
         line = one_line_error(ann(job, f"--config={path}:", f"--workdir={tmp_path / 'w'}"))
         assert line == (
-            f"error: --config={path}:: the variant after ':' is empty; drop the ':' or give one "
+            f"error: --config='{path}:': the variant after ':' is empty; drop the ':' or give one "
             f"({path}:ARG)"
         ), (job, line)
     assert not (tmp_path / "w").exists()
