@@ -858,7 +858,7 @@ def test_a_torn_last_line_of_the_request_log_is_skipped_and_a_bad_one_before_it_
         assert traffic.inputs["x"][:, 0].tolist() == [0, 1, 2]
         assert capsys.readouterr().err == (
             f"warning: {tmp_path / name}: skipping line 2, torn (a record cut short: its writer "
-            "was stopped while writing it, and later lines were added)\n"
+            "was stopped while writing it, and the line was ended later)\n"
         )
     (tmp_path / "utf8.jsonl").write_bytes(accented + b"\n" + records[0].encode() + b"\n")
     assert read_traffic([str(tmp_path / "utf8.jsonl")], "m", "1", spec, {}).records == 1

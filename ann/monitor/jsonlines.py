@@ -75,8 +75,11 @@ def objects(
                         continue
                     if cut_short(e, text):  # a torn record its writer went on after
                         cli.warn(
+                            # Ended by a newline: lines may follow, or none (a restarted
+                            # server ends a torn last line before it writes: it said "later
+                            # lines were added" of a last line).
                             f"{path}: skipping line {number}, torn (a record cut short: its "
-                            "writer was stopped while writing it, and later lines were added)"
+                            "writer was stopped while writing it, and the line was ended later)"
                         )
                         continue
                     found = out_of_range(e)
