@@ -440,6 +440,14 @@ def test_an_alias_change_names_the_servers_it_did_not_reach(digits_export, tmp_p
     assert said[-1].splitlines()[-1] == f"deleted it in MLflow at {production} too"
     assert cli(*fix.split()[2:]) == ""
     assert champion(staging) is None
+    # Again, or a typo: in neither, refused as without --mlflow_uri (a SQLite store deletes a
+    # missing alias without a word, and it said "deleted it in MLflow at ... too").
+    again = subprocess.run(
+        [sys.executable, "-m", "ann.registry", *fix.split()[2:]],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert again.returncode == 1 and again.stdout == "", again.stdout
+    assert again.stderr.startswith("error: model 'digits' has no alias 'champion'"), again.stderr
 
     # Without --mlflow_uri both are named; a tag set at one server names the other; a deleted
     # version's mirror left at another server is named with how to delete it there.

@@ -231,9 +231,14 @@ def _versions(registry: Registry, f: Any, args: Sequence[str], mlflow_uri: str) 
 def _alias(registry: Registry, f: Any, args: Sequence[str], mlflow_uri: str) -> None:
     name, alias = args[0], args[1]
     if f.delete:
-        if mlflow_uri and not _has_alias(registry, name, alias):
+        if (
+            mlflow_uri
+            and not _has_alias(registry, name, alias)
+            and mlflow_mirror.has_alias(name, alias, mlflow_uri)
+        ):
             # Deleted in ann's registry before (the command a warning named, or a retry after
-            # MLflow failed): this deletes it in MLflow only.
+            # MLflow failed): this deletes it in MLflow only. An alias in neither (a typo) is
+            # refused below, as without --mlflow_uri: it said "deleted it in MLflow too".
             print(f"alias {alias!r} of {name!r} is deleted in ann's registry already")
         else:
             registry.delete_alias(name, alias)  # refused naming the model's aliases

@@ -494,11 +494,31 @@ def _alias_version(client: Any, name: str, alias: str) -> str | None:
         raise
 
 
+def has_alias(name: str, alias: str, tracking_uri: str) -> bool:
+    """Whether model `name` in MLflow at `tracking_uri` has `alias` (False where it has no such
+    model either). Raises MirrorError where MLflow cannot be asked."""
+    try:
+        return _alias_version(_client(tracking_uri), name, alias) is not None
+    except MirrorError:
+        raise
+    except Exception as e:
+        if _code(e) == "RESOURCE_DOES_NOT_EXIST":
+            return False  # no such model there
+        raise MirrorError(
+            f"reading alias {alias!r} of {name!r} in MLflow at {tracking_uri} failed: {e}"
+        ) from e
+
+
 def delete_alias(name: str, alias: str, tracking_uri: str) -> bool:
     """Deletes `alias` in MLflow too (already deleted in ann's registry); False where MLflow
-    had no such alias."""
+    had no such alias (asked first: a SQLite store deletes a missing alias without a word)."""
     try:
-        _client(tracking_uri).delete_registered_model_alias(name, alias)
+        client = _client(tracking_uri)
+        if _alias_version(client, name, alias) is None:
+            return False
+        client.delete_registered_model_alias(name, alias)
+    except MirrorError:
+        raise
     except Exception as e:
         if _code(e) == "RESOURCE_DOES_NOT_EXIST":
             return False  # never mirrored, or deleted there already
