@@ -144,12 +144,17 @@ def _query(parts: urllib.parse.SplitResult) -> str:
 
 
 def _client(tracking_uri: str) -> Any:
+    import logging
+
     try:
         from mlflow import MlflowClient
     except ImportError as e:
         raise MirrorError(
             "mirroring into MLflow needs its client: pip install 'ann[mlflow]' (mlflow-skinny)"
         ) from e
+    # A new SQLite store logs "INFO mlflow.store.db.utils: Creating initial MLflow database
+    # tables..." to stderr, between ann registry's own lines (it runs quiet); warnings still show.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     return MlflowClient(tracking_uri=tracking_uri)
 
 
