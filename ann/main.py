@@ -9,6 +9,7 @@ Running the same command again resumes from the workdir's latest checkpoint.
 from __future__ import annotations
 
 import gc
+import os
 import re
 import signal
 import sys
@@ -21,7 +22,7 @@ if __name__ == "__main__":  # `ann train`: no garbage collection from here to th
 from absl import flags, logging
 from ml_collections import config_flags
 
-from ann import cli
+from ann import cli, directory_kind
 from ann import config as config_lib
 
 FLAGS = flags.FLAGS
@@ -64,11 +65,16 @@ def main(argv: list[str]) -> None:
         result = _train(unchanged)
         cli.ignore_interrupts()  # the run has ended and recorded how: its line follows
     except cli.Terminated:
-        cli.interrupted(TERMINATED_STARTING, skip_teardown=True, status=cli.EXIT_TERMINATED)
+        cli.interrupted(
+            stopped_starting(TERMINATED_STARTING, FLAGS.workdir),
+            skip_teardown=True,
+            status=cli.EXIT_TERMINATED,
+        )
     except KeyboardInterrupt as e:
         # Once training began, the loop names the step and what a rerun resumes from; before,
         # nothing is saved, and the teardown could crash on XLA's unfinished start-up work.
-        cli.interrupted(str(e) or STOPPED_STARTING, skip_teardown=not str(e))
+        line = str(e) or stopped_starting(STOPPED_STARTING, FLAGS.workdir)
+        cli.interrupted(line, skip_teardown=not str(e))
     except Exception as e:
         from ann import parallel
 
@@ -132,14 +138,17 @@ def _terminated_while_starting(signum: int, frame: FrameType | None) -> None:
         raise cli.Terminated  # a stop, as Ctrl-C's is
 
 
-TERMINATED_STARTING = (
-    "terminated (SIGTERM) while starting, before the first step; run the same command to start "
-    "again"
-)
-STOPPED_STARTING = (
-    "interrupted (Ctrl-C) while starting, before the first step; run the same command to start "
-    "again"
-)
+TERMINATED_STARTING = "terminated (SIGTERM)"
+STOPPED_STARTING = "interrupted (Ctrl-C)"
+
+
+def stopped_starting(how: str, workdir: str) -> str:
+    """The line for a run stopped (`how`) before its first step. A resumed run's start keeps its
+    checkpoints, so the same command resumes from the newest; it said "start again", beside
+    run_status.json's "checkpoint saved; run the same command to resume"."""
+    steps = directory_kind.committed_steps(os.path.join(workdir, "checkpoints"))
+    then = f"resume from step {steps[0]}" if steps else "start again"
+    return f"{how} while starting, before the first step; run the same command to {then}"
 
 
 def _train(unchanged: set[str]):

@@ -388,6 +388,36 @@ def test_a_sigterm_while_starting_is_one_line_143_and_leaves_no_workdir(tmp_path
     assert not workdir.exists()
 
 
+@pytest.mark.parametrize(
+    "stop, line",
+    [("KeyboardInterrupt", "interrupted (Ctrl-C)"), ("cli.Terminated", "terminated (SIGTERM)")],
+)
+def test_a_stop_while_a_resumed_run_starts_names_the_step_it_resumes_from(tmp_path, stop, line):
+    """A resumed run stopped before its first step said "run the same command to start again",
+    beside run_status.json's "checkpoint saved; run the same command to resume": its
+    checkpoints are kept, and the same command resumes. A fresh run still starts again."""
+    script = (
+        "import sys\n"
+        "from ann import cli, main\n"
+        f"def stop(unchanged): raise {stop}\n"
+        "main._train = stop\n"
+        "main.FLAGS(sys.argv)\n"
+        "main.main(sys.argv[:1])\n"
+    )
+    resumed, fresh = tmp_path / "resumed", tmp_path / "fresh"
+    (resumed / "checkpoints" / "850").mkdir(parents=True)
+    (resumed / "checkpoints" / "850" / "_CHECKPOINT_METADATA").write_text("{}")
+    (resumed / "config.json").write_text("{}")  # a run's (`_train`, stubbed, reads none)
+    for workdir, then in ((resumed, "resume from step 850"), (fresh, "start again")):
+        argv = [sys.executable, "-c", script, f"--config={ROOT}/configs/digits_mlp.py"]
+        done = subprocess.run(
+            [*argv, f"--workdir={workdir}"], cwd=ROOT, capture_output=True, text=True
+        )
+        assert done.stderr.rstrip().endswith(
+            f"{line} while starting, before the first step; run the same command to {then}"
+        ), done.stderr[-2000:]
+
+
 def test_a_sigterm_while_a_run_finishes_is_noted_not_fatal(capfd):
     # A scheduler's SIGTERM (or the launcher watch's) that reached a process after the loop had
     # stopped for a peer's killed it during its last save; the peers then hung at Orbax's
