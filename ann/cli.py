@@ -903,11 +903,12 @@ def _check_step_saved(workdir: str, step: int) -> None:
     saved = directory_kind.committed_steps(directory)
     if step in saved:
         return
-    if step in directory_kind.committed_steps(os.path.join(workdir, "checkpoints_best")):
+    best = directory_kind.committed_steps(os.path.join(workdir, "checkpoints_best"))
+    if step in best:
         return
     raise FlagError(
         f"--step={step}: no checkpoint step {step} in {directory}; steps there: "
-        f"{', '.join(map(str, saved)) or 'none'}"
+        f"{', '.join(map(str, saved)) or 'none'}{directory_kind.best_beside(best, saved)}"
     )
 
 

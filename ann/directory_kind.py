@@ -201,6 +201,14 @@ def committed_steps(directory: str, but: int | None = None) -> list[int]:
     )
 
 
+def best_beside(best: list[int], saved: list[int]) -> str:
+    """ "; the best checkpoint: 700" for a refused step's list of `saved` steps (checkpoints/),
+    where checkpoints_best/ keeps a step max_to_keep dropped from there: `--step=N` restores it
+    too, so the choices name it; "" when it is among `saved` or there is none."""
+    kept = [s for s in best if s not in saved]
+    return f"; the best checkpoint: {', '.join(map(str, kept))}" if kept else ""
+
+
 def described(kind: str) -> str:
     """ "an export (manifest.json)": a kind as a message names it."""
     return f"{NAMES[kind]} ({MARKERS[kind]})"

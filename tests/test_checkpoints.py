@@ -291,6 +291,7 @@ def test_a_step_kept_only_as_the_best_checkpoint_is_restored_from_there(tmp_path
     # The run moved on (max_to_keep dropped the step from checkpoints/): `--step=N` said "no
     # checkpoint step N in ...; it is the best checkpoint: use --step=best".
     from ann import cli
+    from ann import config as config_lib
     from ann.train import transfer
 
     workdir = copy_run(trained, tmp_path / "run")
@@ -301,8 +302,17 @@ def test_a_step_kept_only_as_the_best_checkpoint_is_restored_from_there(tmp_path
     assert restore_model(str(workdir), str(best))[2] == best  # as a flag's text
     source = transfer.resolve(f"{workdir}:{best}")  # init_from=RUN:STEP
     assert source.step == best and "checkpoints_best" in source.directory
-    with pytest.raises(CheckpointError, match="no checkpoint step 999 in "):
+    with pytest.raises(CheckpointError, match="no checkpoint step 999 in ") as e:
         restore_model(str(workdir), 999)
+    # A refused step's choices name the best step too (they listed checkpoints/ alone).
+    also = f"; the best checkpoint: {best}"
+    assert str(e.value).endswith(also)
+    with pytest.raises(cli.FlagError) as e:
+        cli.check_trained_run(str(workdir), "999")
+    assert str(e.value).endswith(also)
+    with pytest.raises(config_lib.ConfigError) as e:
+        transfer.resolve(f"{workdir}:999")
+    assert str(e.value).endswith(also)
 
 
 def test_restoring_a_model_creates_nothing_in_the_run(tmp_path, trained):

@@ -575,6 +575,8 @@ class Checkpoints:
         step = int(step)
         others = self._complete_steps(self.latest, but=step)
         choose = f"; steps in {self.latest.directory}: {', '.join(map(str, others)) or 'none'}"
+        best = [s for s in self._complete_steps(self.best) if s != step]
+        choose += directory_kind.best_beside(best, others)  # restorable by number too
         if step not in self._complete_steps(manager):
             raise CheckpointError(f"no checkpoint step {step} in {manager.directory}{choose}")
         problem = self._check(manager, step)

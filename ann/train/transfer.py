@@ -140,6 +140,7 @@ def _resolve_checkpoint(spec: str, run_dir: str, which: str) -> Source:
         return directory, sorted(found)
 
     directory, steps = steps_in(sub)
+    best: list[int] = []
     if which not in STEP_CHOICES and int(which) not in steps:
         # The best step outlives max_to_keep's pruning of checkpoints/ in checkpoints_best/.
         best_directory, best = steps_in("checkpoints_best")
@@ -150,9 +151,9 @@ def _resolve_checkpoint(spec: str, run_dir: str, which: str) -> Source:
         raise _error(spec, f"{directory} holds no finished checkpoint{hint}")
     step = steps[-1] if which in STEP_CHOICES else int(which)
     if step not in steps:
-        raise _error(
-            spec, f"{directory} has no step {step}; its steps: {', '.join(map(str, steps))}"
-        )
+        steps_there = ", ".join(map(str, steps))
+        also = directory_kind.best_beside(best, steps)  # a step init_from=RUN:N takes too
+        raise _error(spec, f"{directory} has no step {step}; its steps: {steps_there}{also}")
     path = ocp.step.find_step_path(directory, ocp.step.standard_name_format(), step=step)
     return Source(spec, "checkpoint", str(path / "state"), step, run=run_dir)
 
