@@ -777,6 +777,26 @@ def test_results_plot_shows_validation_and_test_apart(tmp_path):
     ), header
 
 
+def test_summarize_from_elsewhere_prints_a_rerun_command_that_works_there(tmp_path):
+    """`ann sweep --summarize=../sw1` printed the best trial's command with paths relative to
+    where the sweep ran (`--config=cfgs/tiny.py --workdir=sw1/...`): pasted where the user was,
+    it failed. The print leads it with `cd` there; results.md names that directory."""
+    ran = str(tmp_path / "project")
+    info = {"config": "cfgs/tiny.py", "search": "grid", "metric": "val/accuracy", "mode": "max",
+            "cwd": ran, "trials": [{"name": "t0", "overrides": {}}]}  # fmt: skip
+    command = "ann train --config=cfgs/tiny.py --workdir=sw1/t0"
+    rows = [{"trial": "t0", "status": "done", "best val/accuracy": 0.9, "best step": 20,
+             "command": command}]  # fmt: skip
+    elsewhere = results.markdown("../sw1", info, rows, None, here=str(tmp_path))
+    assert f"    cd {ran} && {command}\n" in elsewhere
+    there = results.markdown("sw1", info, rows, None, here=ran)
+    assert f"    {command}\n" in there and "cd " not in there
+    file = results.markdown("sw1", info, rows, None)
+    assert f"    {command}\n\n(from {ran}, where the sweep ran: its paths are relative to it)" in (
+        file
+    )
+
+
 def test_results_plot_ticks_a_grid_at_its_values_and_counts_ties():
     # TPE's drawn values were ticked one by one, unrounded: "0.000160.0002582380.000703504".
     lrs = [0.000160, 0.000258238, 0.000703504, 0.00301, 0.00412]

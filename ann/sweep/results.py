@@ -16,6 +16,7 @@ import itertools
 import json
 import math
 import os
+import shlex
 from collections.abc import Mapping
 from typing import Any
 
@@ -256,7 +257,12 @@ def _cell(value: Any, column: str = "") -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
-def markdown(sweep_dir: str, info: dict, rows: list[dict], plot: str | None) -> str:
+def markdown(
+    sweep_dir: str, info: dict, rows: list[dict], plot: str | None, here: str | None = None
+) -> str:
+    """results.md's text. `here`: the terminal's directory, for the printed copy (--summarize
+    from another directory): its re-run command is led by `cd SWEEP_CWD &&`, as its paths
+    are relative to where the sweep ran; the file (None) says that directory instead."""
     metric, mode = info["metric"], info["mode"]
     counts: dict[str, int] = {}
     for row in rows:
@@ -283,13 +289,18 @@ def markdown(sweep_dir: str, info: dict, rows: list[dict], plot: str | None) -> 
         lines.append(f"| {i} | " + " | ".join(_cell(row.get(c), c) for c in shown) + " |")
     top = ranked[0] if ranked and ranked[0][f"best {metric}"] is not None else None
     if top:
+        command, cwd = top["command"], info.get("cwd")  # (no cwd: a sweep.json before it)
+        if cwd and here is not None and os.path.realpath(here) != os.path.realpath(cwd):
+            command = f"cd {shlex.quote(cwd)} && {command}"
         lines += [
             "",
             f"Best: `{top['trial']}`, {metric} {top[f'best {metric}']:.4f} at step "
             f"{top['best step']}. Re-run it alone:",
             "",
-            f"    {top['command']}",
+            f"    {command}",
         ]
+        if cwd and here is None:
+            lines += ["", f"(from {cwd}, where the sweep ran: its paths are relative to it)"]
     lines += ["", "Every metric, at each trial's best step and at its end: results.csv."]
     if plot:
         lines += [
@@ -464,7 +475,7 @@ def write(sweep_dir: str, with_plot: bool = True) -> str:
     picture = plot(sweep_dir, info, rows) if with_plot else (png if os.path.exists(png) else None)
     text = markdown(sweep_dir, info, rows, picture)
     atomic.write_text(os.path.join(sweep_dir, "results.md"), text)
-    return markdown(sweep_dir, info, rows, None)
+    return markdown(sweep_dir, info, rows, None, here=os.getcwd())
 
 
 def sweep_info(definition: Any, search: str, metric: str, mode: str, trials: list) -> dict:
