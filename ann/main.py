@@ -12,7 +12,6 @@ import gc
 import os
 import re
 import signal
-import sys
 import threading
 from types import FrameType
 
@@ -93,11 +92,12 @@ def main(argv: list[str]) -> None:
 
         if result.interruption == CTRL_C:  # stopped at a step boundary, saved (preemption.py)
             cli.interrupted(interrupted_line(result.step, result.step))
-        # Any other stop (SIGTERM, a hook's) was logged in interrupted_line's words at its save.
+        # A hook's own stop was logged in interrupted_line's words at its save.
         if result.interruption in TERMINATED:  # a hook's own stop exits 0
             # Saved, not finished: a scheduler reading 0 counted the run (a Kubernetes Job's
             # index, SLURM's afterok) as complete. 143 is what a SIGTERM's end reads as.
-            sys.exit(cli.EXIT_TERMINATED)
+            line = interrupted_line(result.step, result.step, result.interruption)
+            cli.interrupted(line, status=cli.EXIT_TERMINATED)  # as Ctrl-C's, no `warning:`
         return
     import jax
 

@@ -85,6 +85,12 @@ def test_sigterm_saves_and_exits_143(tmp_path):
     # counted the preempted pod's index as complete (SLURM's afterok ran the next job).
     assert proc.returncode == 143, stderr[-2000:]
     assert "interrupted at step " in stderr and " (SIGTERM); checkpoint saved; run the" in stderr
+    # Its last line, as Ctrl-C's is: it was a `warning:` logged at the save, Ctrl-C's plain.
+    last = stderr.rstrip().splitlines()[-1]
+    assert last.startswith("interrupted at step ") and last.endswith(
+        " (SIGTERM); checkpoint saved; run the same command to resume"
+    ), stderr[-2000:]
+    assert "warning: interrupted at step" not in stderr
     assert json.loads((tmp_path / "run_status.json").read_text())["status"] == "interrupted"
     saved = [int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()]
     assert len(saved) == 1 and 5 <= saved[0] < 100000

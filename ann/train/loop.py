@@ -51,7 +51,7 @@ from ann.train import state as state_lib
 from ann.train import step as step_lib
 from ann.train import workdir as workdir_lib
 from ann.train.checkpoint import CheckpointError, Checkpoints, CheckpointSaveError
-from ann.train.preemption import CTRL_C, Preemption, finishing
+from ann.train.preemption import CTRL_C, TERMINATED, Preemption, finishing
 from ann.train.writers import MetricsFileError, MetricWriter, read_records
 
 
@@ -933,12 +933,13 @@ def _train(
 
 
 def _stop(run: _Run, state: Any, step: int, stop: hooks_lib.Stop) -> None:
-    """Saves a checkpoint at `step` and says why the run stops there (for Ctrl-C, the user's
-    own action, ann train says it once: `interrupted_line`, its last line)."""
+    """Saves a checkpoint at `step` and says why the run stops there (for Ctrl-C or SIGTERM,
+    ann train says it once: `interrupted_line`, its last line; a SIGTERM's was a `warning:`
+    beside Ctrl-C's plain line)."""
     run.checkpoints.save(step, state, run.data_iter, force=True)
     if stop.finish:  # early stopping or a sweep's pruning: an ending, not a problem
         logging.info("%s at step %d: %s", stop.finish, step, stop.message)
-    elif stop.message != CTRL_C:
+    elif stop.message not in (CTRL_C, *TERMINATED):
         logging.warning("%s", interrupted_line(step, step, stop.message))
 
 
