@@ -66,6 +66,19 @@ def one_device(monkeypatch):
     data.load("digits", "train")  # build the data set once, before trials race to build it
 
 
+@pytest.fixture
+def launched(monkeypatch):
+    """The trials `grid.run` hands the local launcher, in order; none is run."""
+    trials = []
+
+    def launch_nothing(next_trial, on_end, parallel, log):
+        while (trial := next_trial()) is not None:
+            trials.append(trial)
+
+    monkeypatch.setattr(launch, "run", launch_nothing)
+    return trials
+
+
 def read_csv(path):
     with open(path) as f:
         return list(csv.DictReader(f))
@@ -1036,17 +1049,12 @@ def test_pruning_listener_reports_and_finishes_the_run():
         pruning.ReportToStudy(FakeTrial(prune=True), "eval/accuracy")
 
 
-def test_a_grid_trial_checks_the_sweep_metric_before_its_first_step(tmp_path, monkeypatch):
+def test_a_grid_trial_checks_the_sweep_metric_before_its_first_step(
+    tmp_path, monkeypatch, launched
+):
     # A mistyped --metric cost a grid a whole trial before the sweep stopped; now the trial
     # fails before its first step, which stops the sweep (results.check_metric, above).
     definition = definition_lib.load(write_config(tmp_path, GRID), {})
-    launched = []
-
-    def launch_nothing(next_trial, on_end, parallel, log):
-        while (trial := next_trial()) is not None:
-            launched.append(trial)
-
-    monkeypatch.setattr(launch, "run", launch_nothing)
     grid.run(definition, str(tmp_path / "sweep"), "val/acuracy", "max", log=lambda line: None)
     assert len(launched) == 4
     assert all(t.env[pruning.METRIC_ENV] == "val/acuracy" for t in launched)
@@ -1062,7 +1070,7 @@ def test_a_grid_trial_checks_the_sweep_metric_before_its_first_step(tmp_path, mo
 
 
 def test_trials_started_after_a_resume_read_the_data_directory_the_sweep_started_with(
-    tmp_path, monkeypatch, capsys
+    tmp_path, monkeypatch, capsys, launched
 ):
     # A sweep resumed from a shell with another $TFDS_DATA_DIR started its new trials on that
     # shell's data: other data under the same name, without a word.
@@ -1070,13 +1078,6 @@ def test_trials_started_after_a_resume_read_the_data_directory_the_sweep_started
     (first / "digits").mkdir(parents=True)  # what `choose` asks of it: it holds the data set
     definition = definition_lib.load(write_config(tmp_path, GRID), {})
     sweep_dir = str(tmp_path / "sweep")
-    launched = []
-
-    def launch_nothing(next_trial, on_end, parallel, log):
-        while (trial := next_trial()) is not None:
-            launched.append(trial)
-
-    monkeypatch.setattr(launch, "run", launch_nothing)
     monkeypatch.setenv("TFDS_DATA_DIR", str(first))
     grid.run(definition, sweep_dir, "val/accuracy", "max", log=lambda line: None)
     assert all(t.env["TFDS_DATA_DIR"] == str(first) for t in launched)  # named, not assumed
@@ -1096,7 +1097,7 @@ def test_trials_started_after_a_resume_read_the_data_directory_the_sweep_started
 
 @pytest.mark.parametrize("given_by", ["flag", "get_sweep"])
 def test_a_relative_data_dir_is_read_where_the_sweep_started_after_a_resume_elsewhere(
-    tmp_path, monkeypatch, capsys, given_by
+    tmp_path, monkeypatch, capsys, given_by, launched
 ):
     # data.data_dir=tfds_here (a --config flag, or one value from get_sweep) resumed from another
     # working directory: sweep.json recorded FIRST/tfds_here, but the trials started after the
@@ -1110,13 +1111,6 @@ def test_a_relative_data_dir_is_read_where_the_sweep_started_after_a_resume_else
         sweep = GRID.replace("h.product(", "h.product(h.sweep('data.data_dir', ['tfds_here']),")
         path, fixed = write_config(tmp_path, sweep), {}
     sweep_dir = str(tmp_path / "sweep")
-    launched = []
-
-    def launch_nothing(next_trial, on_end, parallel, log):
-        while (trial := next_trial()) is not None:
-            launched.append(trial)
-
-    monkeypatch.setattr(launch, "run", launch_nothing)
     monkeypatch.chdir(first)
     grid.run(definition_lib.load(path, fixed), sweep_dir, "val/accuracy", "max", log=print)
     assert len(launched) == 4 and all(  # where it started: its commands as they were
@@ -1188,7 +1182,7 @@ def test_every_standalone_command_of_a_new_sweep_names_its_data_directory(tmp_pa
 
 
 def test_a_trial_failed_by_the_sweeps_metric_runs_again_and_retries_are_not_skips(
-    tmp_path, monkeypatch
+    tmp_path, launched
 ):
     definition = definition_lib.load(write_config(tmp_path, GRID), {})
     sweep_dir = str(tmp_path / "sweep")
@@ -1199,19 +1193,14 @@ def test_a_trial_failed_by_the_sweeps_metric_runs_again_and_retries_are_not_skip
         os.makedirs(trial.workdir)
     trials_lib.update_record(trials[0].workdir, returncode=1, error=metric_error)
     trials_lib.update_record(trials[1].workdir, returncode=1, error="boom")
-    launched, lines = [], []
-
-    def launch_nothing(next_trial, on_end, parallel, log):
-        while (trial := next_trial()) is not None:
-            launched.append(trial.name)
-
-    monkeypatch.setattr(launch, "run", launch_nothing)
+    lines = []
     grid.run(definition, sweep_dir, "val/accuracy", "max", log=lines.append)
-    assert trials[0].name in launched and trials[1].name not in launched
+    names = [t.name for t in launched]
+    assert trials[0].name in names and trials[1].name not in names
     assert "skipping 1 failed (--retry_failed reruns failed trials); rerunning 1 failed" in lines[0]
     launched.clear()
     grid.run(definition, sweep_dir, "val/accuracy", "max", retry_failed=True, log=lines.append)
-    assert trials[1].name in launched and "skipping" not in lines[-1], lines[-1]
+    assert trials[1].name in [t.name for t in launched] and "skipping" not in lines[-1], lines[-1]
 
 
 def test_finished_trials_an_edited_sweep_no_longer_gives_are_named(tmp_path, monkeypatch, capsys):
