@@ -6,12 +6,14 @@ import subprocess
 import sys
 import time
 import urllib.request
+from types import SimpleNamespace
 
 import pytest
 from conftest import SESSION_SERVERS, stop_session_servers
 
 from ann import artifact
 from ann.registry import Registry, mlflow_mirror
+from ann.registry import __main__ as registry_cli
 from ann.registry.mlflow_mirror import MirrorError, mirror
 
 pytestmark = pytest.mark.slow
@@ -366,7 +368,9 @@ def test_a_registry_written_before_keeps_its_one_mirror(digits_export, tmp_path,
     assert len(MlflowClient(staging).search_model_versions("name = 'digits'")) == 2
 
 
-def test_an_alias_change_names_the_servers_it_did_not_reach(digits_export, tmp_path, empty_store):
+def test_an_alias_change_names_the_servers_it_did_not_reach(
+    digits_export, tmp_path, empty_store, capsys
+):
     from mlflow import MlflowClient
 
     _, out = digits_export
@@ -425,12 +429,20 @@ def test_an_alias_change_names_the_servers_it_did_not_reach(digits_export, tmp_p
     assert cli("tag", "digits", "stage", "prod", f"--mlflow_uri={staging}").startswith("warning")
     assert cli("tag", "digits", "stage", "prod", f"--mlflow_uri={production}") == ""
     assert f"tagged it in MLflow at {production} too" in said[-1]
-    # A repeat changes nothing there and says so (it said "pointed"/"tagged" again).
-    assert cli("tag", "digits", "stage", "prod", f"--mlflow_uri={production}") == ""
-    assert said[-1].splitlines()[-1] == f"MLflow at {production} has stage=prod already"
-    assert cli("alias", "digits", "champion", "1", f"--mlflow_uri={production}") == ""
-    last = said[-1].splitlines()[-1]
-    assert last.startswith(f"MLflow at {production} points it at its mirror already (version ")
+    # A repeat changes nothing there and says so (it said "pointed"/"tagged" again). The
+    # commands' own functions, in this process: each `ann registry` above imports MLflow.
+    capsys.readouterr()
+    registry_cli._tag(
+        registry, SimpleNamespace(version=None), ["digits", "stage", "prod"], production
+    )
+    registry_cli._alias(
+        registry, SimpleNamespace(delete=False), ["digits", "champion", "1"], production
+    )
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[1] == f"MLflow at {production} has stage=prod already", printed
+    assert printed[3].startswith(
+        f"MLflow at {production} points it at its mirror already (version "
+    )
 
     # Deleted at production; staging is named with the command that deletes it there.
     warning = cli("alias", "digits", "champion", "--delete", f"--mlflow_uri={production}")
