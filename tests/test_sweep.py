@@ -1372,19 +1372,36 @@ def test_a_kubernetes_job_names_only_paths_its_pods_have(tmp_path, monkeypatch, 
     assert text.count(" env TFDS_DATA_DIR=/app/runs/s/tfds ann train --config=") == 4
 
 
-def test_a_trials_command_carries_the_sweeps_pythonpath(tmp_path, monkeypatch):
+def test_a_trials_command_carries_the_sweeps_pythonpath(tmp_path, monkeypatch, capsys):
     # A sweep over a user's own model (PYTHONPATH=. ann sweep ...): its command.sh, "re-runs it
-    # alone", failed in a fresh shell with "No module named ...".
+    # alone", failed in a fresh shell with "No module named ...", and so did its sbatch array
+    # tasks and pods.
+    import yaml
+
+    monkeypatch.chdir(tmp_path)  # the project
     definition = definition_lib.load(write_config(tmp_path, GRID), {})
-    trials, _ = grid.prepare(definition, str(tmp_path / "sweep"))
-    monkeypatch.setenv("PYTHONPATH", f".{os.pathsep}/opt/mine")
+    trials, _ = grid.prepare(definition, "sweep")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([".", "/opt/mine", "src"]))
     trials[0].write_files("{}")
     script = open(os.path.join(trials[0].workdir, "command.sh")).read()
-    cwd = trials[0].cwd
-    assert f"\nexport PYTHONPATH={cwd}{os.pathsep}/opt/mine\nexec env " in script, script
+    here = os.pathsep.join([str(tmp_path), "/opt/mine", str(tmp_path / "src")])
+    assert f"\nexport PYTHONPATH={here}\nexec env " in script, script
+    sbatch = open(emit.write("slurm", trials, "sweep", cwd=str(tmp_path), parallel=0, cpus=1,
+                             memory="1G")).read()  # fmt: skip
+    assert f"\ncd {tmp_path}\nexport PYTHONPATH={here}\n" in sbatch, sbatch
+    # A pod has the project at --image_root, not this machine's /opt/mine: left out, said so.
+    text = emit.kubernetes(trials, "sweep", parallel=0, cpus=1, memory="1Gi", image="ann:test",
+                           pvc="runs", root="/app")  # fmt: skip
+    pod = yaml.safe_load(text)["spec"]["template"]["spec"]["containers"][0]["command"][2]
+    assert f"set -uo pipefail\nexport PYTHONPATH=/app{os.pathsep}/app/src\n" in pod, pod
+    assert (
+        f"note: the pods' PYTHONPATH leaves out /opt/mine: outside {tmp_path}, the project the "
+        "image holds at --image_root=/app, so no pod has it"
+    ) in capsys.readouterr().err
     monkeypatch.delenv("PYTHONPATH")
     trials[0].write_files("{}")
     assert "PYTHONPATH" not in open(os.path.join(trials[0].workdir, "command.sh")).read()
+    assert "PYTHONPATH" not in emit.slurm(trials, "sweep", str(tmp_path), 0, 1, "1G")
 
 
 def test_a_trial_imports_the_sweeps_ann_whatever_its_working_directory_holds(tmp_path, monkeypatch):

@@ -17,7 +17,7 @@ import shlex
 
 from ann import atomic, cli
 from ann.sweep.space import SweepError
-from ann.sweep.trials import DATA_DIR_ENV, Trial
+from ann.sweep.trials import DATA_DIR_ENV, Trial, export_pythonpath, pythonpath
 from ann.train import run_status
 
 # Runs trial $INDEX: its command, its logs, and a trial.json like the local launcher's. A
@@ -87,6 +87,7 @@ def slurm(
         "# One array task per trial; resubmit to resume the unfinished ones.",
         "set -uo pipefail",
         f"cd {shlex.quote(cwd)}",
+        *export_pythonpath(pythonpath(cwd)).splitlines(),  # as command.sh: a user's modules
         # XLA sizes its thread pool from the cores SLURM binds; BLAS needs telling.
         'export OMP_NUM_THREADS="${SLURM_CPUS_PER_TASK:-1}"',
         'export OPENBLAS_NUM_THREADS="$OMP_NUM_THREADS" MKL_NUM_THREADS="$OMP_NUM_THREADS"',
@@ -159,6 +160,27 @@ def pod_trials(trials: list[Trial], root: str) -> list[Trial]:
     return out
 
 
+def pod_pythonpath(trial: Trial, root: str) -> list[str]:
+    """The sweep's `$PYTHONPATH` (`trials.pythonpath`) as a pod has it: entries under the
+    project from the image's copy at `root`, entries under the sweep workdir on the PVC. An
+    entry of this machine outside both is left out with a `note:` (no pod has it: a module the
+    trial needs from there fails it with "No module named ...")."""
+    entries, missing = [], []
+    for entry in pythonpath(trial.cwd):
+        there, _ = _in_pod(entry, trial, root)
+        if there is None:
+            missing.append(entry)
+        else:
+            entries.append(os.path.normpath(os.path.join(root, there)))
+    if missing:
+        cli.note(
+            f"the pods' PYTHONPATH leaves out {os.pathsep.join(missing)}: outside {trial.cwd}, "
+            f"the project the image holds at --image_root={root}, so no pod has it; put the "
+            "modules the trials import under the project"
+        )
+    return entries
+
+
 def kubernetes(
     trials: list[Trial],
     sweep_dir: str,
@@ -176,7 +198,12 @@ def kubernetes(
     every pod writes its trial where --summarize looks. The commands are `pod_trials`'."""
     mount = _mount(sweep_dir, root)
     pods = pod_trials(trials, root)
-    script = "set -uo pipefail\n" + 'INDEX="$JOB_COMPLETION_INDEX"\n' + _cases(pods, "kubernetes")
+    script = (
+        "set -uo pipefail\n"
+        + export_pythonpath(pod_pythonpath(trials[0], root))
+        + 'INDEX="$JOB_COMPLETION_INDEX"\n'
+        + _cases(pods, "kubernetes")
+    )
     on_pvc = next((t.env[DATA_DIR_ENV] for t in pods if DATA_DIR_ENV in t.env), None)
     data = (
         f"{on_pvc}, on the PVC"

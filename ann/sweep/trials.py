@@ -145,23 +145,29 @@ class Trial:
     def write_files(self, config_json: str) -> None:
         os.makedirs(self.workdir, exist_ok=True)
         atomic.write_text(config_lib.file_in(self.workdir), config_json + "\n")
-        # The sweep's own PYTHONPATH (a user's model, experiment or config modules), absolute:
-        # without it the script failed in a fresh shell ("No module named ...").
-        entries = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-        path_line = ""
-        if entries:
-            absolute = os.pathsep.join(os.path.normpath(os.path.join(self.cwd, p)) for p in entries)
-            path_line = f"export PYTHONPATH={shlex.quote(absolute)}\n"
         script = (
             "#!/usr/bin/env bash\n"
             f"# Trial {self.name} of the sweep in {self.sweep_dir}: runs (or resumes) it alone.\n"
             f"cd {shlex.quote(self.cwd)}\n"
-            f"{path_line}"
+            f"{export_pythonpath(pythonpath(self.cwd))}"
             f'exec {self.command()} "$@"\n'
         )
         path = os.path.join(self.workdir, "command.sh")
         atomic.write_text(path, script)
         os.chmod(path, 0o755)
+
+
+def pythonpath(cwd: str) -> list[str]:
+    """The sweep's own `$PYTHONPATH` entries (a user's model, experiment or config modules),
+    made absolute from `cwd`, where the sweep runs: a command standing alone (command.sh, an
+    sbatch script, a pod) without them failed in a fresh shell with "No module named ..."."""
+    entries = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return [os.path.normpath(os.path.join(cwd, p)) for p in entries]
+
+
+def export_pythonpath(entries: list[str]) -> str:
+    """The shell line that sets `$PYTHONPATH` to `entries` (nothing where there are none)."""
+    return f"export PYTHONPATH={shlex.quote(os.pathsep.join(entries))}\n" if entries else ""
 
 
 def read_record(workdir: str) -> dict[str, Any]:
