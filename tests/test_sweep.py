@@ -1130,6 +1130,27 @@ def test_a_relative_data_dir_is_read_where_the_sweep_started_after_a_resume_else
     assert f"note: reading data set 'digits' from {first / 'tfds_here'}" in capsys.readouterr().err
 
 
+def test_relative_data_dirs_a_sweep_sweeps_are_read_where_it_started_after_a_resume_elsewhere(
+    tmp_path, monkeypatch, launched
+):
+    # get_sweep sweeping data.data_dir over ['a', 'b'], resumed from another working directory:
+    # the trials started after the resume read SECOND/a and SECOND/b (sweep.json records one
+    # data directory, the one they share, not theirs).
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    sweep = "return h.sweep('data.data_dir', ['a', 'b'])"
+    path, sweep_dir = write_config(tmp_path, sweep), str(tmp_path / "sweep")
+    monkeypatch.chdir(first)
+    grid.run(definition_lib.load(path, {}), sweep_dir, "val/accuracy", "max", log=print)
+    assert [t.values()["data.data_dir"] for t in launched] == ["a", "b"]  # as they were
+    launched.clear()
+    monkeypatch.chdir(second)
+    grid.run(definition_lib.load(path, {}), sweep_dir, "val/accuracy", "max", log=print)
+    assert [t.values()["data.data_dir"] for t in launched] == [str(first / "a"), str(first / "b")]
+    assert f"--config.data.data_dir={first / 'b'}" in launched[1].command()
+
+
 def test_dry_run_and_emit_read_and_name_the_data_directory_the_sweep_started_with(
     tmp_path, monkeypatch, data_dir
 ):

@@ -31,6 +31,9 @@ class Definition:
     # and the data.data_dir they give for it ("", or a path).
     data_dir: str = ""
     given_data_dir: str = ""
+    # Where the sweep started (sweep.json's cwd; here for a new sweep), once settled: a
+    # relative directory a trial sweeps is read from there.
+    start_cwd: str = ""
 
     def trial(self, name: str, overrides: Overrides, sweep_dir: str, **kw: Any) -> Trial:
         trial = Trial(name, overrides, self.fixed, self.config, sweep_dir, os.getcwd(), **kw)
@@ -42,10 +45,16 @@ class Definition:
         results.md's, reads the sweep's data in any shell, not only where this one resolves
         elsewhere); a relative path (the sweep's, anchored where it started) by its command's
         data.data_dir, made absolute where it resolves elsewhere here (resumed from another
-        working directory)."""
+        working directory). A directory of its own (get_sweep sweeps several) is anchored
+        where the sweep started too."""
         given = trial.overrides.get("data.data_dir", self.base.data.data_dir)
-        if not self.data_dir or given != self.given_data_dir:
-            return trial  # not settled, or a swept directory of its own: it reads that
+        if not self.data_dir:
+            return trial  # not settled
+        if given != self.given_data_dir:  # a swept directory of its own: it reads that
+            started = os.path.normpath(os.path.join(self.start_cwd, given))
+            if not given or os.path.abspath(os.path.join(trial.cwd, given)) == started:
+                return trial
+            return dataclasses.replace(trial, data_dir=started)
         if not given:
             return dataclasses.replace(trial, env={**trial.env, DATA_DIR_ENV: self.data_dir})
         if os.path.abspath(os.path.join(trial.cwd, given)) == self.data_dir:
@@ -75,10 +84,11 @@ def settle_data_dir(definition: Definition, sweep_dir: str) -> None:
     from ann.data import data_dir as data_dir_lib
 
     given, name = given_data_dir(definition), definition.base.data.name
-    recorded = results.recorded_data_dir(sweep_dir)
+    recorded = results.recorded(sweep_dir, "data_dir")
     chosen = data_dir_lib.choose(given, name, recorded, f"the sweep at {sweep_dir}")
     definition.data_dir = data_dir_lib.resolved(chosen)
     definition.given_data_dir = given
+    definition.start_cwd = results.recorded(sweep_dir, "cwd") or os.getcwd()
 
 
 def load(config: str, fixed: Overrides) -> Definition:

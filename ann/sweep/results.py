@@ -97,12 +97,13 @@ def _scored_any(sweep_dir: str, info: Mapping[str, Any]) -> bool:
     )
 
 
-def recorded_data_dir(sweep_dir: str) -> str | None:
-    """The absolute data directory sweep.json recorded its trials reading; None for a new
-    sweep, one recorded before ann kept it, or an unreadable sweep.json."""
+def recorded(sweep_dir: str, key: str) -> str | None:
+    """What sweep.json recorded under `key` (`sweep_info`): `data_dir`, the absolute directory
+    its trials read their data from, or `cwd`, the absolute directory the sweep started in.
+    None for a new sweep, one recorded before ann kept it, or an unreadable sweep.json."""
     try:
         with open(os.path.join(sweep_dir, SWEEP_FILE)) as f:
-            found = json.load(f).get("data_dir")
+            found = json.load(f).get(key)
     except (OSError, ValueError, AttributeError):
         return None
     return found if isinstance(found, str) and found else None
