@@ -685,6 +685,34 @@ def test_flags_are_checked_before_anything_starts(tmp_path, args, message):
     assert not reg.exists()
 
 
+def test_a_store_uri_that_names_no_store_is_refused_naming_the_fix():
+    """`--mlflow_uri=sqlite:///` was accepted: SQLAlchemy reads it (and `sqlite://`,
+    `sqlite:///:memory:`) as an in-memory store, so the mirror went nowhere and its mapping was
+    recorded all the same; `sqlite://mlflow.db` and `file:` failed in MLflow, after ann's
+    registry had changed. Checked in this process, as `check_command` calls it."""
+    from ann.registry.mlflow_mirror import check_mlflow_uri
+
+    give = "give one, e.g. sqlite:///mlflow.db (relative to the working directory)"
+    for uri, said in [
+        ("sqlite:///", f"has no database path; {give}"),
+        ("sqlite://", f"has no database path; {give}"),
+        ("sqlite:", f"has no database path; {give}"),
+        ("sqlite+pysqlite:///", f"has no database path; {give}"),
+        ("sqlite:///:memory:", f"is an in-memory store, gone when the command exits; {give}"),
+        ("sqlite:///runs/", "names a directory, not a database file; give a file in it, e.g. "
+         "sqlite:///runs/mlflow.db"),
+        ("sqlite://mlflow.db", "names a host (mlflow.db), which a SQLite URI has none of; give "
+         "the path after three slashes: sqlite:///mlflow.db"),
+        ("file:", "has no store directory; give one, e.g. file:///PATH/mlruns"),
+        ("file:///", "has no store directory; give one, e.g. file:///PATH/mlruns"),
+    ]:  # fmt: skip
+        with pytest.raises(RegistryError) as e:
+            check_mlflow_uri(uri)
+        assert str(e.value) == f"--mlflow_uri={uri!r} {said}", uri
+    for uri in ("sqlite:///mlflow.db", "sqlite:////tmp/m.db", "file:///tmp/mlruns"):
+        check_mlflow_uri(uri)
+
+
 def test_a_copy_out_of_the_registry_is_served_as_its_version(digits_export, tmp_path):
     # The Dockerfile bakes `ann registry resolve`'s directory into the image: served from
     # there it was 'digits_cnn/<sha prefix>', not 'digits/1' as `--model=models:/digits/1`

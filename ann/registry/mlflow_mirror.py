@@ -70,6 +70,10 @@ def check_mlflow_uri(uri: str) -> None:
     """Refuses a tracking URI MLflow could not use, before anything is written anywhere: raises
     RegistryError with one line naming the fix."""
     why = ""
+    fix = (
+        "give the tracking server as http(s)://HOST:PORT (or an MLflow store URI: file:, "
+        "sqlite:, postgresql:, mysql:, mssql:, databricks)"
+    )
     parts = urllib.parse.urlsplit(uri)
     scheme = parts.scheme.split("+")[0]  # postgresql+psycopg2://...
     if not uri.isprintable() or any(c.isspace() for c in uri):
@@ -92,11 +96,35 @@ def check_mlflow_uri(uri: str) -> None:
 
             problem = host_problem(parts.hostname)  # "hôst" failed in MLflow's client, later
             why = f"has the host {parts.hostname}, which {problem}" if problem else ""
+    elif scheme == "sqlite":
+        why, fix = _sqlite_problem(parts)
+    elif scheme == "file" and parts.path in ("", "/"):  # MLflow: "No such file or directory: ''"
+        why, fix = "has no store directory", "give one, e.g. file:///PATH/mlruns"
     if why:
-        raise RegistryError(
-            f"--mlflow_uri={uri!r} {why}; give the tracking server as http(s)://HOST:PORT "
-            "(or an MLflow store URI: file:, sqlite:, postgresql:, mysql:, mssql:, databricks)"
+        raise RegistryError(f"--mlflow_uri={uri!r} {why}; {fix}")
+
+
+def _sqlite_problem(parts: urllib.parse.SplitResult) -> tuple[str, str]:
+    """What makes a sqlite: URI name no database file MLflow could keep (SQLAlchemy's spelling:
+    sqlite:///relative.db, sqlite:////absolute.db), and the fix; ("", "") for none. `sqlite:///`
+    and `sqlite://` are an in-memory store to SQLAlchemy, as `sqlite:///:memory:` is: a mirror
+    went nowhere, its mapping recorded all the same."""
+    give = "give one, e.g. sqlite:///mlflow.db (relative to the working directory)"
+    if parts.netloc:  # SQLAlchemy: "Invalid SQLite URL", after ann's registry changed
+        return (
+            f"names a host ({parts.netloc}), which a SQLite URI has none of",
+            f"give the path after three slashes: sqlite:///{parts.netloc}{parts.path}",
         )
+    if parts.path in ("", "/"):
+        return "has no database path", give
+    if parts.path == "/:memory:":
+        return "is an in-memory store, gone when the command exits", give
+    if parts.path.endswith("/"):
+        return (
+            "names a directory, not a database file",
+            f"give a file in it, e.g. sqlite:///{parts.path[1:]}mlflow.db",
+        )
+    return "", ""
 
 
 def normal_uri(uri: str) -> str:
