@@ -685,6 +685,39 @@ def test_flags_are_checked_before_anything_starts(tmp_path, args, message):
     assert not reg.exists()
 
 
+def test_a_repeated_alias_or_tag_says_it_is_so_already(digits_export, tmp_path, capsys):
+    """A repeat that changes nothing in ann's registry said "models:/digits@champion ->
+    models:/digits/1" and "tagged digits: stage=prod" again, as if it had changed something
+    (the MLflow line beside it says "already"). The commands' own functions, in this process."""
+    from types import SimpleNamespace
+
+    from ann.registry import __main__ as registry_cli
+
+    _, out = digits_export
+    registry = Registry(str(tmp_path / "reg"))
+    registry.register(str(out), "digits", aliases=["champion"])
+    registry.register(str(out), "digits", allow_duplicate=True)
+    capsys.readouterr()
+    for version in ("1", "2", "2"):
+        registry_cli._alias(
+            registry, SimpleNamespace(delete=False), ["digits", "champion", version], ""
+        )
+    for version in (None, None, 1, 1):
+        registry_cli._tag(
+            registry, SimpleNamespace(version=version), ["digits", "stage", "prod"], ""
+        )
+    assert capsys.readouterr().out.splitlines() == [
+        "models:/digits@champion points at models:/digits/1 already",
+        "models:/digits@champion -> models:/digits/2",
+        "models:/digits@champion points at models:/digits/2 already",
+        "tagged digits: stage=prod",
+        "digits has stage=prod already",
+        "tagged digits/1: stage=prod",
+        "digits/1 has stage=prod already",
+    ]
+    assert registry.resolve("models:/digits@champion").version == 2
+
+
 def test_a_store_uri_that_names_no_store_is_refused_naming_the_fix():
     """`--mlflow_uri=sqlite:///` was accepted: SQLAlchemy reads it (and `sqlite://`,
     `sqlite:///:memory:`) as an in-memory store, so the mirror went nowhere and its mapping was

@@ -256,7 +256,12 @@ def _alias(registry: Registry, f: Any, args: Sequence[str], mlflow_uri: str) -> 
     version = int(args[2])
     moved = not _has_alias(registry, name, alias, version)
     registry.set_alias(name, alias, version)
-    print(f"models:/{name}@{alias} -> models:/{name}/{version}")
+    # A repeat says so, as the MLflow line below does: "->" again read as a change.
+    print(
+        f"models:/{name}@{alias} -> models:/{name}/{version}"
+        if moved
+        else f"models:/{name}@{alias} points at models:/{name}/{version} already"
+    )
     if moved:  # a command that changes nothing here (a warning's fix for one server) names none
         _warn(mlflow_mirror.unreached_aliases(registry, name, [alias], version, mlflow_uri))
     if mlflow_uri:
@@ -281,7 +286,13 @@ def _tag(registry: Registry, f: Any, args: Sequence[str], mlflow_uri: str) -> No
     name, key, value = args
     before = _tags_of(registry, name, f.version).get(key)
     registry.set_tag(name, key, value, f.version)
-    print(f"tagged {name}{f'/{f.version}' if f.version else ''}: {key}={value}")
+    tagged = f"{name}{f'/{f.version}' if f.version else ''}"
+    # A repeat says so, as the MLflow line below does: "tagged" again read as a change.
+    print(
+        f"tagged {tagged}: {key}={value}"
+        if before != value
+        else f"{tagged} has {key}={value} already"
+    )
     if before != value:  # as for an alias: a command that changes nothing here names none
         _warn(mlflow_mirror.unreached_tag(registry, name, key, value, f.version, mlflow_uri))
     if mlflow_uri:
