@@ -510,3 +510,36 @@ def test_two_spellings_of_one_server_are_one_mirror(digits_export, tmp_path, mon
     warning = mlflow_mirror.unreached_aliases(registry, "digits", ["a"], None, "http://host:5000")
     assert warning.startswith(f"alias 'a' of 'digits' not deleted in MLflow at {sqlite}, "), warning
     assert mlflow_mirror.normal_uri("file:///x/runs/") == "file:///x/runs"
+
+
+def test_an_alias_deleted_in_mlflow_alone_asks_mlflow_once(
+    digits_export, tmp_path, monkeypatch, capsys
+):
+    """`alias --delete --mlflow_uri` of an alias gone from ann's registry but not from MLflow
+    asked MLflow twice whether it had it (`has_alias`, then `delete_alias`'s own question): once
+    now. A stand-in client counts the calls (no store to make)."""
+    _, out = digits_export
+    registry = Registry(str(tmp_path / "reg"))
+    registry.register(str(out), "digits")
+    calls = []
+
+    class Client:
+        def get_model_version_by_alias(self, name, alias):
+            calls.append("get_model_version_by_alias")
+            return SimpleNamespace(version=1)
+
+        def delete_registered_model_alias(self, name, alias):
+            calls.append("delete_registered_model_alias")
+
+    monkeypatch.setattr(mlflow_mirror, "_client", lambda uri: Client())
+    uri = "sqlite:///m.db"
+    for in_ann, said in [
+        (False, "alias 'champion' of 'digits' is deleted in ann's registry already"),
+        (True, "deleted alias 'champion' of 'digits'"),  # ann's registry not asking MLflow
+    ]:
+        if in_ann:
+            registry.set_alias("digits", "champion", 1)
+        calls.clear()
+        registry_cli._alias(registry, SimpleNamespace(delete=True), ["digits", "champion"], uri)
+        assert calls == ["get_model_version_by_alias", "delete_registered_model_alias"]
+        assert capsys.readouterr().out.splitlines() == [said, f"deleted it in MLflow at {uri} too"]

@@ -231,11 +231,10 @@ def _versions(registry: Registry, f: Any, args: Sequence[str], mlflow_uri: str) 
 def _alias(registry: Registry, f: Any, args: Sequence[str], mlflow_uri: str) -> None:
     name, alias = args[0], args[1]
     if f.delete:
-        if (
-            mlflow_uri
-            and not _has_alias(registry, name, alias)
-            and mlflow_mirror.has_alias(name, alias, mlflow_uri)
-        ):
+        in_mlflow = None  # MLflow's answer, where asked: delete_alias then does not ask again
+        if mlflow_uri and not _has_alias(registry, name, alias):
+            in_mlflow = mlflow_mirror.has_alias(name, alias, mlflow_uri)
+        if in_mlflow:
             # Deleted in ann's registry before (the command a warning named, or a retry after
             # MLflow failed): this deletes it in MLflow only. An alias in neither (a typo) is
             # refused below, as without --mlflow_uri: it said "deleted it in MLflow too".
@@ -246,7 +245,7 @@ def _alias(registry: Registry, f: Any, args: Sequence[str], mlflow_uri: str) -> 
             _warn(mlflow_mirror.unreached_aliases(registry, name, [alias], None, mlflow_uri))
         if mlflow_uri:
             # As `delete` names its mirror: the line above said nothing of MLflow.
-            if mlflow_mirror.delete_alias(name, alias, mlflow_uri):
+            if mlflow_mirror.delete_alias(name, alias, mlflow_uri, in_mlflow):
                 print(f"deleted it in MLflow at {mlflow_uri} too")
             else:
                 print(

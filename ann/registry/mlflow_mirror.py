@@ -542,12 +542,16 @@ def has_alias(name: str, alias: str, tracking_uri: str) -> bool:
         ) from e
 
 
-def delete_alias(name: str, alias: str, tracking_uri: str) -> bool:
+def delete_alias(name: str, alias: str, tracking_uri: str, has: bool | None = None) -> bool:
     """Deletes `alias` in MLflow too (already deleted in ann's registry); False where MLflow
-    had no such alias (asked first: a SQLite store deletes a missing alias without a word)."""
+    had no such alias (asked first: a SQLite store deletes a missing alias without a word).
+    `has`: `has_alias`'s answer where the caller asked it already (not asked again: one round
+    trip), None where it did not."""
+    if has is False:
+        return False
     try:
         client = _client(tracking_uri)
-        if _alias_version(client, name, alias) is None:
+        if has is None and _alias_version(client, name, alias) is None:
             return False
         client.delete_registered_model_alias(name, alias)
     except MirrorError:
