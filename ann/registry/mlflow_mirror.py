@@ -37,7 +37,9 @@ recorded at registration.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import logging
 import os
 import shlex
 import tempfile
@@ -172,18 +174,22 @@ def _query(parts: urllib.parse.SplitResult) -> str:
 
 
 def _client(tracking_uri: str) -> Any:
-    import logging
-
     try:
         from mlflow import MlflowClient
     except ImportError as e:
         raise MirrorError(
             "mirroring into MLflow needs its client: pip install 'ann[mlflow]' (mlflow-skinny)"
         ) from e
-    # A new SQLite store logs "INFO mlflow.store.db.utils: Creating initial MLflow database
-    # tables..." to stderr, between ann registry's own lines (it runs quiet); warnings still show.
-    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+    _quiet_store_logs()
     return MlflowClient(tracking_uri=tracking_uri)
+
+
+@functools.cache
+def _quiet_store_logs() -> None:
+    """Once, after MLflow's first import: a new SQLite store logs "INFO mlflow.store.db.utils:
+    Creating initial MLflow database tables..." to stderr, between ann registry's own lines (it
+    runs quiet); warnings still show."""
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
 
 
 def _flatten(tree: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, str]]:
