@@ -621,6 +621,45 @@ def test_registry_messages_name_where_the_directory_came_from(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["afile", "notreg"]
 
 
+def test_registry_database_messages_name_the_registry_as_typed(tmp_path, monkeypatch):
+    """registry.db's own errors named it by its absolute path ("/abs/cwd/foreign/registry.db is
+    not an ann registry database"), where every other registry message names a --registry path
+    as typed ("no registry at foreign"), and one from $ANN_REGISTRY with where it came from."""
+    from ann import atomic
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "foreign").mkdir()
+    db = sqlite3.connect(tmp_path / "foreign" / "registry.db")
+    db.executescript("CREATE TABLE notes (text TEXT);")
+    db.close()
+    (tmp_path / "garbage").mkdir()
+    (tmp_path / "garbage" / "registry.db").write_bytes(b"not a database")
+    foreign = "is not an ann registry database (it holds the table notes); give another --registry"
+    for registry, said in [
+        (Registry("foreign"), f"foreign/registry.db {foreign}"),
+        (Registry(str(tmp_path / "foreign"), "$ANN_REGISTRY"),
+         f"{tmp_path}/foreign/registry.db (from $ANN_REGISTRY) {foreign}"),
+        (Registry("garbage"),
+         "garbage/registry.db is not an ann registry database (file is not a database)"),
+    ]:  # fmt: skip
+        with pytest.raises(RegistryError) as e:
+            registry._check_root()  # `register`'s check
+        assert str(e.value) == said
+    with pytest.raises(RegistryError) as e:
+        Registry("foreign").models()  # a reading command's
+    assert str(e.value) == (
+        "foreign/registry.db cannot be used as an ann registry database (no such table: "
+        "registered_models)"
+    )
+    (tmp_path / "reg" / "artifacts").mkdir(parents=True)
+    monkeypatch.setattr(atomic, "why_not_creatable", lambda path: "is not writable")
+    with pytest.raises(RegistryError) as e:
+        Registry("reg")._check_writable()
+    assert str(e.value) == (
+        "registry reg: reg is not writable; fix its permissions, or use another --registry"
+    )
+
+
 def test_read_only_commands_change_nothing(digits_export, tmp_path):
     _, out = digits_export
     reg = tmp_path / "reg"

@@ -219,15 +219,26 @@ class Registry:
         self.artifacts = os.path.join(self.root, "artifacts")
         self.db_path = os.path.join(self.root, "registry.db")
         # Messages name the root as it came (they said --registry=DIR of $ANN_REGISTRY's):
-        # `where` after "at", `named` as a subject ("--registry=DIR is a file"). A flag's path
-        # reads as typed (--registry=regs: "no registry at regs"); one the user did not type
-        # is absolute, with where it came from.
-        self.where = {
-            "--registry": root,
-            "$ANN_REGISTRY": f"{self.root} (from $ANN_REGISTRY)",
-            "default": f"{self.root} (the default: $ANN_REGISTRY is not set)",
+        # `where` after "at", `named` as a subject ("--registry=DIR is a file"), `shown` for a
+        # file in it ("regs/registry.db is not ..."). A flag's path reads as typed
+        # (--registry=regs: "no registry at regs"); one the user did not type is absolute,
+        # with where it came from.
+        self._typed = root if origin == "--registry" else self.root
+        self._came_from = {
+            "--registry": "",
+            "$ANN_REGISTRY": " (from $ANN_REGISTRY)",
+            "default": " (the default: $ANN_REGISTRY is not set)",
         }[origin]
+        self.where = self.shown(self.root)
         self.named = f"--registry={root}" if origin == "--registry" else self.where
+
+    def shown(self, path: str, came_from: bool = True) -> str:
+        """`path` (the root or a path under it) as messages name it: under the root as typed
+        for a --registry path, absolute otherwise, followed by where the root came from (unless
+        not `came_from`)."""
+        inside = os.path.relpath(path, self.root)
+        typed = self._typed if inside == "." else os.path.join(self._typed, inside)
+        return typed + self._came_from * came_from
 
     @classmethod
     def at(cls, registry: str | None) -> Registry:
@@ -286,13 +297,15 @@ class Registry:
         try:
             rows = db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
         except sqlite3.DatabaseError as e:
-            raise RegistryError(f"{self.db_path} is not an ann registry database ({e})") from e
+            raise RegistryError(
+                f"{self.shown(self.db_path)} is not an ann registry database ({e})"
+            ) from e
         # SQLite's own tables (sqlite_stat1 after ANALYZE, ...) belong to any database.
         ours = set(TABLES)
         foreign = sorted(r[0] for r in rows if r[0] not in ours and not r[0].startswith("sqlite_"))
         if foreign:
             raise RegistryError(
-                f"{self.db_path} is not an ann registry database (it holds the table"
+                f"{self.shown(self.db_path)} is not an ann registry database (it holds the table"
                 f"{'s' * (len(foreign) > 1)} {', '.join(foreign)}); give another --registry"
             )
 
@@ -318,9 +331,13 @@ class Registry:
                         raise
                     time.sleep(wait)
         except sqlite3.OperationalError as e:
-            raise RegistryError(f"cannot create the registry database {self.db_path} ({e})") from e
+            raise RegistryError(
+                f"cannot create the registry database {self.shown(self.db_path)} ({e})"
+            ) from e
         except sqlite3.DatabaseError as e:
-            raise RegistryError(f"{self.db_path} is not an ann registry database ({e})") from e
+            raise RegistryError(
+                f"{self.shown(self.db_path)} is not an ann registry database ({e})"
+            ) from e
         finally:
             db.close()
         os.makedirs(self.artifacts, exist_ok=True)
@@ -354,14 +371,14 @@ class Registry:
                 isolation_level=None,
             )
         except sqlite3.Error as e:
-            raise RegistryError(f"cannot open {self.db_path} ({e})") from e
+            raise RegistryError(f"cannot open {self.shown(self.db_path)} ({e})") from e
         try:
             db.row_factory = sqlite3.Row
             db.execute("PRAGMA foreign_keys=ON")
             yield db
         except sqlite3.DatabaseError as e:
             raise RegistryError(
-                f"{self.db_path} cannot be used as an ann registry database ({e})"
+                f"{self.shown(self.db_path)} cannot be used as an ann registry database ({e})"
             ) from e
         finally:
             db.close()
@@ -373,8 +390,8 @@ class Registry:
         for place in (self.root, self.artifacts):
             if os.path.isdir(place) and (why := atomic.why_not_creatable(place)) is not None:
                 raise RegistryError(
-                    f"registry {self.root}: {place} {why}; fix its permissions, or use another "
-                    "--registry"
+                    f"registry {self.where}: {self.shown(place, came_from=False)} {why}; fix its "
+                    "permissions, or use another --registry"
                 )
 
     @contextlib.contextmanager
