@@ -781,7 +781,9 @@ def test_a_store_uri_that_names_no_store_is_refused_naming_the_fix():
         with pytest.raises(RegistryError) as e:
             check_mlflow_uri(uri)
         assert str(e.value) == f"--mlflow_uri={uri!r} {said}", uri
-    for uri in ("sqlite:///mlflow.db", "sqlite:////tmp/m.db", "file:///tmp/mlruns"):
+    # The README's list names `databricks` (the default profile), refused as "the scheme ''".
+    for uri in ("sqlite:///mlflow.db", "sqlite:////tmp/m.db", "file:///tmp/mlruns", "databricks",
+                "databricks://profile"):  # fmt: skip
         check_mlflow_uri(uri)
 
 

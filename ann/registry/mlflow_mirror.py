@@ -78,6 +78,8 @@ def check_mlflow_uri(uri: str) -> None:
     )
     parts = urllib.parse.urlsplit(uri)
     scheme = parts.scheme.split("+")[0]  # postgresql+psycopg2://...
+    if uri == "databricks":  # MLflow's spelling of the default Databricks profile
+        scheme = "databricks"
     if not uri.isprintable() or any(c.isspace() for c in uri):
         why = "holds spaces or control characters"
     elif len(uri) > MAX_TAG_VALUE:  # after MLflow did its part, the mapping could not be kept
