@@ -55,7 +55,7 @@ def render(out) -> subprocess.CompletedProcess:
 def test_render_command_writes_rules_and_dashboard(tmp_path):
     result = render(tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "(13 recording rules, 8 alerts)" in result.stdout and "panels)" in result.stdout
+    assert "(17 recording rules, 8 alerts)" in result.stdout and "panels)" in result.stdout
     # The README's line is this command's output (it said 20 panels of 22).
     said = result.stdout.strip().replace(str(tmp_path), "observability")
     assert said in (ROOT / "README.md").read_text().splitlines(), said
@@ -181,7 +181,7 @@ def test_promtool_checks_the_rules(rendered):
         text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 21 rules found" in result.stdout
+    assert "SUCCESS: 25 rules found" in result.stdout
 
 
 def _without_value_annotations(rendered, tmp_path) -> tuple[str, dict[str, dict]]:
@@ -287,6 +287,22 @@ def test_an_idle_hour_leaves_the_error_budget_a_number(rendered, tmp_path):
         (f'round({budget}{{model="digits"}}, 0.001)', "140m", left),
         (ratio, "80m", []),  # idle: no ratio at all, rather than NaN
     ]
+    _promtool_test(rendered, tmp_path, series, [], values)
+
+
+@needs_promtool
+def test_the_error_budget_weighs_each_window_by_its_traffic(rendered, tmp_path):
+    # 30 busy minutes without an error, then 3 requests in a quiet half hour, each a 500: 3 of
+    # 180,003 requests failed, 1.7% of the 0.1% budget. The mean of the 5-minute ratios (Sloth's)
+    # counted the quiet windows' 100% as much as the busy ones' 0%: -243, spent 244 times over.
+    base = 'ann_requests_total{model="digits",version="1",handler="infer",code="%s"}'
+    series = {
+        base % "200": "0+6000x30 180000x30",
+        base % "500": "0x39 1x10 2x10 3",
+    }
+    budget = "ann:slo_error_budget_remaining:ratio"
+    left = [('{model="digits",period="30d",slo="availability"}', 0.99)]  # 2-3 in 180,000
+    values = [(f'round({budget}{{model="digits"}}, 0.01)', "60m", left)]
     _promtool_test(rendered, tmp_path, series, [], values)
 
 

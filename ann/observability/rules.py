@@ -142,22 +142,28 @@ def le_matcher(seconds: float) -> str:
     return f'le="{float(seconds)!r}"'
 
 
-def sli_errors(slo: str, window: str, latency_s: float) -> str:
-    """PromQL: the share of bad events over `window`, per model (`slo`: availability or
-    latency). A missing bad series counts as 0 (`or ... * 0`), so the ratio exists whenever
-    there was traffic, and only then (`/ (total > 0)`): an idle window's 0 / 0 was NaN, which
-    the 30-day budget's avg_over_time carried for 30 days after 5 idle minutes."""
+def sli_events(slo: str, window: str, latency_s: float) -> tuple[str, str]:
+    """PromQL: (bad events per second, all events per second) over `window`, per model (`slo`:
+    availability or latency). A missing bad series counts as 0 (`or ... * 0`)."""
     if slo == "availability":
         infers = 'model!="",handler="infer"'
         total = f"sum by (model) (rate(ann_requests_total{{{infers}}}[{window}]))"
         bad = f'sum by (model) (rate(ann_requests_total{{{infers},code=~"5.."}}[{window}]))'
-        return f"(\n  {bad}\n  or {total} * 0\n)\n/ ({total} > 0)"
+        return f"(\n  {bad}\n  or {total} * 0\n)", total
     total = f"sum by (model) (rate(ann_request_duration_seconds_count[{window}]))"
     fast = (
         f"sum by (model) (rate(ann_request_duration_seconds_bucket{{{le_matcher(latency_s)}}}"
         f"[{window}]))"
     )
-    return f"1 - (\n  {fast}\n  / ({total} > 0)\n)"
+    return f"(\n  {total}\n  - {fast}\n)", total
+
+
+def sli_errors(slo: str, window: str, latency_s: float) -> str:
+    """PromQL: the share of bad events over `window`, per model (`sli_events`), existing
+    whenever there was traffic, and only then (`/ (total > 0)`): an idle window's 0 / 0 was
+    NaN, which an alert's comparison or a budget's average carried on."""
+    bad, total = sli_events(slo, window, latency_s)
+    return f"{bad}\n/ ({total} > 0)"
 
 
 def _runbook(settings: Settings, name: str) -> str:
@@ -169,8 +175,11 @@ def recording_rules(settings: Settings) -> dict[str, Any]:
     """The SLI recording rules: one group, `ann:slo_errors:ratio_rate<W>` for every window
     the alerts read, for both SLOs, the objectives as `ann:slo_objective:ratio`, and the error
     budget left over the 30-day period, `ann:slo_error_budget_remaining:ratio` (1: untouched,
-    0: spent, below 0: overspent; Sloth's `slo:period_error_budget_remaining:ratio`, the mean
-    of the 5-minute ratios)."""
+    0: spent, below 0: overspent): 1 - (bad events / events over the period) / (1 - objective),
+    the SRE workbook's error budget (chapter 2), from the 5-minute event rates recorded as
+    `ann:slo_bad_events:rate5m` and `ann:slo_events:rate5m` (their sums over the period weigh
+    each 5 minutes by its traffic; Sloth's mean of the 5-minute ratios weighed 3 requests in
+    a quiet half hour as much as 180,000 in a busy one)."""
     rules = []
     latency_s = settings.latency_p95_ms / 1000
     for slo in ("availability", "latency"):
@@ -182,6 +191,9 @@ def recording_rules(settings: Settings) -> dict[str, Any]:
                     "labels": {"slo": slo, "window": window},
                 }
             )
+        bad, total = sli_events(slo, "5m", latency_s)
+        for record, expr in (("ann:slo_bad_events:rate5m", bad), ("ann:slo_events:rate5m", total)):
+            rules.append({"record": record, "expr": expr, "labels": {"slo": slo}})
     objectives = {"availability": settings.availability, "latency": LATENCY_OBJECTIVE}
     for slo, objective in objectives.items():
         rules.append(
@@ -195,8 +207,9 @@ def recording_rules(settings: Settings) -> dict[str, Any]:
         {
             "record": "ann:slo_error_budget_remaining:ratio",
             "expr": (
-                f"1 - sum without (window) (avg_over_time({RECORD.format(window='5m')}"
-                f"[{PERIOD}]))\n/ on (slo) group_left () (1 - ann:slo_objective:ratio)"
+                f"1 - (\n  sum_over_time(ann:slo_bad_events:rate5m[{PERIOD}])\n"
+                f"  / (sum_over_time(ann:slo_events:rate5m[{PERIOD}]) > 0)\n)\n"
+                "/ on (slo) group_left () (1 - ann:slo_objective:ratio)"
             ),
             "labels": {"period": PERIOD},
         }
