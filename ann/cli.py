@@ -52,8 +52,8 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from ann import arguments, directory_kind
 from ann import config as config_lib
-from ann import directory_kind
 from ann.config import SCHEMA, ConfigError
 
 # Where a --config override or value is wrong, ml_collections and absl raise these while parsing.
@@ -249,16 +249,16 @@ def _through_a_value(argv: Sequence[str]) -> str | None:
     ml_collections words as "tuple indices must be integers or slices, not str" or "Attribute
     <class 'int'>.x does not exist ..."; None when no override does."""
     config = _loaded_config(argv)
-    for arg in argv[1:]:
-        if not arg.startswith("--config."):
+    for flag in typed_flags(argv):
+        if not flag.name.startswith("config."):
             continue
-        through = _value_on_path(config, arg.removeprefix("--config.").split("=", 1)[0])
+        through = _value_on_path(config, flag.name.removeprefix("config."))
         if through:
             key, value = through
             example = shlex.quote(f"--config.{key}={value!r}")
             return (
-                f"{arg}: '{key}' is a value ({type(value).__name__} {value!r}), not a section; "
-                f"set it whole, e.g. {example}"
+                f"{flag.typed}: '{key}' is a value ({type(value).__name__} {value!r}), not a "
+                f"section; set it whole, e.g. {example}"
             )
     return None
 
@@ -269,10 +269,10 @@ def _override_around(part: str, argv: Sequence[str]) -> tuple[list[str], list[st
     An override where `part` is below a section the schema holds comes first: `optimizer` is
     not the unknown part of `--config.optimizer.lr=...`."""
     found = []
-    for arg in argv:
-        if not arg.startswith("--config."):
+    for flag in typed_flags(argv):
+        if not flag.name.startswith("config."):
             continue
-        parts = arg.removeprefix("--config.").split("=", 1)[0].split(".")
+        parts = flag.name.removeprefix("config.").split(".")
         for i, p in enumerate(parts[:-1]):
             if p == part:
                 try:
@@ -299,14 +299,13 @@ def name_process(index: int, count: int) -> None:
 
 
 def _name_from_argv(argv: Sequence[str]) -> None:
-    """`name_process` from `--process_id=I --num_processes=N` as given, before the flags are
-    parsed: a launcher's processes all refusing one mistyped flag printed the same unnamed line
-    N times."""
+    """`name_process` from `--process_id=I --num_processes=N` as given (`sys.argv`), before
+    the flags are parsed: a launcher's processes all refusing one mistyped flag printed the
+    same unnamed line N times."""
     given = {}
-    for arg in argv:
-        key, sep, value = arg.lstrip("-").partition("=")
-        if sep and key in ("process_id", "num_processes") and value.isdigit():
-            given[key] = int(value)
+    for flag in typed_flags(argv):
+        if flag.name in ("process_id", "num_processes") and (flag.value or "").isdigit():
+            given[flag.name] = int(flag.value)
     if len(given) == 2:
         name_process(given["process_id"], given["num_processes"])
 
@@ -471,15 +470,32 @@ def _config_given(argv: Sequence[str]) -> list[str]:
     """The value of each `--config` in `argv` (after the program's name, up to `--`), as typed
     with its `:ARG`: `--config=FILE` and absl's `--config FILE` alike (one word after the
     other, it read as no --config at all: "--config=?")."""
-    given, args = [], iter(argv[1:])
-    for arg in args:
-        if arg == "--":
-            break
-        if match := re.fullmatch(r"--?config=(.*)", arg, re.DOTALL):
-            given.append(match.group(1))
-        elif re.fullmatch(r"--?config", arg) and (value := next(args, None)) is not None:
-            given.append(value)
-    return given
+    return [f.value for f in typed_flags(argv) if f.name == "config" and f.value is not None]
+
+
+def typed_flags(argv: Sequence[str], config: object = None) -> Iterator[arguments.Flag]:
+    """The flags of `argv` (the program's name, then its arguments) as absl reads them
+    (`arguments.flags_in`): a flag without `=` takes the next argument unless it is a boolean
+    (`is_boolean`, a config key's type read from `config`, the parsed config, where given)."""
+    return arguments.flags_in(argv[1:], lambda name: is_boolean(name, config))
+
+
+def is_boolean(name: str, config: object = None) -> bool:
+    """Whether absl reads `--NAME` alone, without a value: a boolean flag this job defines
+    (`--noNAME` too), or `config.KEY` for a key holding a boolean in `config` (else in the
+    schema: before the config file is loaded)."""
+    if name.startswith("config."):
+        key = name[len("config.") :]
+        if config is None:
+            return isinstance(config_lib.default(key), bool)
+        try:
+            return isinstance(config_lib.lookup(config, key), bool)
+        except KeyError:
+            return False
+    for flag in (name, name[2:] if name.startswith("no") else ""):
+        if flag and flag in flags.FLAGS and flags.FLAGS[flag].boolean:
+            return True
+    return False
 
 
 def _recorded_config(workdir: str) -> str:
@@ -738,23 +754,9 @@ def number_for_a_tuple(
     as get_sweep writes it. `--config.KEY 3` (absl's other spelling) counts as `=3`. None when
     there is no such override."""
     given: dict[str, list[tuple[str, str]]] = {}  # key: (value, as typed) per flag
-    args = iter(argv)
-    for arg in args:
-        if arg == "--":
-            break
-        if match := re.fullmatch(r"--?config\.([\w.]+)=(.*)", arg, re.DOTALL):
-            given.setdefault(match.group(1), []).append((match.group(2), arg))
-        elif match := re.fullmatch(r"--?config\.([\w.]+)", arg):
-            key = match.group(1)
-            try:
-                boolean = isinstance(config_lib.lookup(config, key), bool)
-            except config_lib.KeyLookupError:
-                boolean = False
-            # As absl reads it: a boolean takes no value; any other flag takes the next
-            # argument, whatever it is (even "--").
-            text = None if boolean else next(args, None)
-            if text is not None:
-                given.setdefault(key, []).append((text, f"{arg} {text}"))
+    for flag in typed_flags(argv, config):
+        if re.fullmatch(r"config\.[\w.]+", flag.name) and flag.value is not None:
+            given.setdefault(flag.name[len("config.") :], []).append((flag.value, flag.typed))
     for key, texts in given.items():
         strings = config_lib.ELEMENTS.get(key, (None,))[0] is str  # their check names the type
         if len(texts) != 1 or not _is_number(texts[0][0].strip()) or strings:
@@ -1293,7 +1295,7 @@ def run(
             raise
 
     _handle_interrupts()
-    _name_from_argv(sys.argv[1:])
+    _name_from_argv(sys.argv)
     try:
         app.run(guarded, flags_parser=parse_flags)
     except KeyboardInterrupt as e:  # Ctrl-C while flags are parsed or `main` runs

@@ -209,7 +209,7 @@ def _warm_overrides() -> list[str]:
         warm(argv)
         config_lib.validate(warm.config, num_devices=None, unchanged=cli.unchanged_overrides(warm))
     except (flags.Error, config_lib.ConfigError, AttributeError, KeyError, ValueError) as e:
-        raise cli.FlagError(f"--warm_override: {cli.one_line(e, extra)}") from None
+        raise cli.FlagError(f"--warm_override: {cli.one_line(e, [argv[0], *extra])}") from None
     return extra
 
 

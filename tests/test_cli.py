@@ -1405,3 +1405,43 @@ def test_bench_serve_refuses_to_time_a_server_that_answers_wrong():
     assert "refused: test row 1: the server answered label [7], the export computes 3" in (
         proc.stdout
     ), proc.stdout
+
+
+def test_the_flags_of_a_command_line_are_read_as_absl_reads_them():
+    """One reader of argv's flags (`ann.arguments.flags_in`) for every check that reads what
+    was typed: `--NAME=V`, `-NAME=V`, `--NAME V` (the next argument, `--` too), a boolean
+    alone, nothing after `--`."""
+    from ann.arguments import Flag, flags_in
+
+    args = ["pos", "--a=1", "-b=x=y", "--c", "2", "--on", "--d", "--", "--e", "-", "--", "--f"]
+    assert list(flags_in(args, boolean=lambda name: name == "on")) == [
+        Flag("a", "1", "--a=1"),
+        Flag("b", "x=y", "-b=x=y"),
+        Flag("c", "2", "--c 2"),
+        Flag("on", None, "--on"),
+        Flag("d", "--", "--d --"),  # absl takes "--" as the value
+        Flag("e", "-", "--e -"),  # then "--": what follows are arguments
+    ]
+    assert list(flags_in(["-", "--last"])) == [Flag("last", None, "--last")]  # none left
+    # ann's readers know its booleans: a boolean config key takes no value, before the
+    # config file is read too (the schema's type), so the --config after it is read as one.
+    argv = ["ann", "--config.data.shuffle", "--config", "x.py", "--config.total_steps", "3"]
+    assert cli._config_given(argv) == ["x.py"]
+
+
+def test_a_process_is_named_from_flags_in_absls_spelling_with_a_space_too():
+    """`--process_id 1 --num_processes 2` (absl's other spelling) left the process unnamed:
+    only `--process_id=1` was read."""
+    try:
+        for argv in (
+            ["ann", "--process_id", "1", "--num_processes", "2"],
+            ["ann", "-process_id=1", "--num_processes", "2"],
+        ):
+            cli.name_process(0, 1)
+            cli._name_from_argv(argv)
+            assert cli._process == "process 1 of 2: ", argv
+        cli.name_process(0, 1)
+        cli._name_from_argv(["ann", "--", "--process_id=1", "--num_processes=2"])  # arguments
+        assert cli._process == ""
+    finally:
+        cli.name_process(0, 1)

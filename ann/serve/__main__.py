@@ -111,7 +111,7 @@ def ineffective_flag(values: dict) -> str | None:
             continue
         for name in values:
             if name.startswith(prefix) and FLAGS[name].present:
-                typed = [a for a in sys.argv if a.startswith(f"--{name}=")]  # as the user wrote it
+                typed = [f.typed for f in cli.typed_flags(sys.argv) if f.name == name]  # as written
                 flag = typed[-1] if typed else FLAGS[name].serialize()
                 where = f"with --{needs}={idle}" if idle is not None else f"without --{needs}"
                 return f"{flag} does nothing {where}; drop it, or {fix}"
