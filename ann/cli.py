@@ -310,6 +310,25 @@ def _name_from_argv(argv: Sequence[str]) -> None:
         name_process(given["process_id"], given["num_processes"])
 
 
+def check_package() -> None:
+    """One line, exit 1, where `import ann` found a directory that is not ann's package while
+    ann's modules came from it (setuptools' editable install finds them apart): PYTHONPATH=.
+    in the directory above a clone named `ann` makes that clone's root the package `ann` (a
+    namespace package, without __init__.py), and every job that then looked for a file beside
+    its modules died in a traceback (TFDS: "No such file or directory: '.../ann/data'")."""
+    here = os.path.dirname(os.path.realpath(__file__))
+    package = sys.modules.get("ann")
+    found = getattr(package, "__file__", None)
+    if package is None or (found and os.path.dirname(os.path.realpath(found)) == here):
+        return
+    where = os.path.dirname(found) if found else next(iter(getattr(package, "__path__", [])), "?")
+    fail(
+        f"'ann' was imported from {where}, a directory that is not ann's package ({here}); "
+        "PYTHONPATH=. in the directory above a clone does this: unset PYTHONPATH, or run from "
+        "the clone's root"
+    )
+
+
 def fail(message: str) -> NoReturn:
     """`error: message` on stderr, one line, exit 1: how every entry point ends a mistake."""
     print(f"error: {_process}{message}", file=sys.stderr)
@@ -1296,6 +1315,7 @@ def run(
 
     _handle_interrupts()
     _name_from_argv(sys.argv)
+    check_package()
     try:
         app.run(guarded, flags_parser=parse_flags)
     except KeyboardInterrupt as e:  # Ctrl-C while flags are parsed or `main` runs

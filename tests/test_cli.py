@@ -1445,3 +1445,37 @@ def test_a_process_is_named_from_flags_in_absls_spelling_with_a_space_too():
         assert cli._process == ""
     finally:
         cli.name_process(0, 1)
+
+
+def test_a_directory_named_ann_on_pythonpath_is_one_line_naming_the_cause(tmp_path):
+    """`PYTHONPATH=.` in the directory above a clone named `ann` made the clone's root the
+    package `ann` (a namespace package) while an editable install found ann's modules: every
+    job died in a traceback, "FileNotFoundError: ... '.../ann/data'"."""
+    (tmp_path / "ann").mkdir()  # the clone's root: no __init__.py
+    # As setuptools' editable install finds them: ann's modules apart from the package `ann`.
+    code = textwrap.dedent(f"""
+        import importlib.machinery, sys
+
+        class Editable:
+            @staticmethod
+            def find_spec(name, path=None, target=None):
+                if name.startswith("ann.") and name.count(".") == 1:
+                    return importlib.machinery.PathFinder.find_spec(name, [{str(ROOT / "ann")!r}])
+
+        sys.meta_path.insert(0, Editable)  # before the venv's own, if any
+        from ann.__main__ import main
+        main(sys.argv)
+    """)
+    result = subprocess.run(
+        [sys.executable, "-c", code, "train", f"--config={ROOT / 'configs' / 'digits_mlp.py'}",
+         f"--workdir={tmp_path / 'run'}", "--config.total_steps=1"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+        env={**os.environ, "PYTHONPATH": ".", "TFDS_DATA_DIR": str(tmp_path / "tfds")},
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert one_line_error(result) == (
+        f"error: 'ann' was imported from {tmp_path / 'ann'}, a directory that is not ann's "
+        f"package ({os.path.realpath(ROOT / 'ann')}); PYTHONPATH=. in the directory above a "
+        "clone does this: unset PYTHONPATH, or run from the clone's root"
+    )
+    assert not (tmp_path / "run").exists()
