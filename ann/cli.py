@@ -705,6 +705,38 @@ def _example(key: str, argv: Sequence[str]) -> object | None:
     return None
 
 
+# What a job's numeric flag takes where the job checks its range itself (ann serve's settings:
+# "an integer in [1, 65535]"), so that a value that is no number is refused in the words of
+# one out of range. A flag with absl's bounds says them itself.
+EXPECTED: dict[str, str] = {}
+
+
+def _job_flag_refusal(typed: str, name: str, said: str) -> str | None:
+    """absl's refusal of a job's own flag's value (`said`, of `typed`: "--port=abc") as one
+    style, whether the value is no number or out of the flag's bounds: "--port=abc must be an
+    integer in [1, 65535]; e.g. --port=8000" (the flag's default as the example); None where
+    absl's words are not one of these."""
+    choices = re.fullmatch(r"value should be one of <(.*)>", said)  # an enum flag
+    if choices:
+        return f"{typed} must be one of {', '.join(choices.group(1).split('|'))}"
+    # A flag's lower or upper bound; absl writes "a positive integer", "integer >= 2".
+    bound = re.fullmatch(r"\S+ is not (?:an? )?(.*)", said)
+    wanted = next((w for start, w in _CONVERSIONS.items() if said.startswith(start)), None)
+    if not bound and wanted is None:
+        return None
+    parser = flags.FLAGS[name].parser
+    bounded = getattr(parser, "lower_bound", None) is not None or (
+        getattr(parser, "upper_bound", None) is not None
+    )
+    what = bound.group(1) if bound else parser.syntactic_help if bounded else None
+    if what is not None:  # absl's own words for the bounds, given their article
+        what = re.sub(r"^an? ", "", what)
+        what = f"{'an' if what[0] in 'aeiou' else 'a'} {what}"
+    what = EXPECTED.get(name) or what or wanted
+    default = flags.FLAGS[name].default
+    return f"{typed} must be {what}" + (f"; e.g. --{name}={default}" if default is not None else "")
+
+
 def bad_override(text: str, argv: Sequence[str]) -> str:
     """ "flag --config.total_steps=abc: invalid literal for int() ..." as "--config.total_steps=abc
     must be an integer ..."; other messages unchanged."""
@@ -723,21 +755,8 @@ def bad_override(text: str, argv: Sequence[str]) -> str:
     if missing:
         return f"{missing.group(1)} needs a value: {missing.group(1)}=VALUE"
     job_flag = re.fullmatch(r"flag (--(\w+)=.*?): (.*)", text)  # the job's own (serve --port)
-    if job_flag:
-        said = job_flag.group(3)
-        choices = re.fullmatch(r"value should be one of <(.*)>", said)  # an enum flag
-        if choices:
-            return f"{job_flag.group(1)} must be one of {', '.join(choices.group(1).split('|'))}"
-        # A flag's lower or upper bound; absl writes "a positive integer", "integer >= 2".
-        bound = re.fullmatch(r"\S+ is not (?:an? )?(.*)", said)
-        if bound:
-            what = bound.group(1)
-            return f"{job_flag.group(1)} must be {'an' if what[0] in 'aeiou' else 'a'} {what}"
-        for said, wanted in _CONVERSIONS.items():
-            if job_flag.group(3).startswith(said):
-                default = flags.FLAGS[job_flag.group(2)].default
-                example = f"; e.g. --{job_flag.group(2)}={default}" if default is not None else ""
-                return f"{job_flag.group(1)} must be {wanted}{example}"
+    if job_flag and (said := _job_flag_refusal(*job_flag.groups())):
+        return said
     section = re.fullmatch(r"flag (--(\w+)\.([\w.]+)=.*?): (.*)", text)  # --alert.accuracy_min
     if section and not match and (said := _bad_section_value(*section.groups())):
         return said

@@ -527,7 +527,7 @@ def test_an_unknown_job_lists_the_jobs_in_helps_order(capsys):
         # base 10: 'abc'".
         (
             ["serve", "--model=W", "--port=abc"],
-            "error: --port=abc must be an integer; e.g. --port=8000",
+            "error: --port=abc must be an integer in [1, 65535]; e.g. --port=8000",
         ),
         (  # absl: "Missing value for flag --config.total_steps"
             ["train", "--config=configs/digits_cnn.py", "--workdir=W", "--config.total_steps"],

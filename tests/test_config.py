@@ -676,7 +676,7 @@ def _cli(module: str, tmp_path, *overrides: str) -> subprocess.CompletedProcess:
         # absl said "flag --search=bayes: value should be one of <grid|tpe>"
         ("ann.sweep", "--search=bayes", "error: --search=bayes must be one of grid, tpe"),
         # The benchmarks without a config: their flags and ranges, through the same parser.
-        ("scripts/bench_serve.py", "--requests=abc", "error: --requests=abc must be an integer;"),
+        ("scripts/bench_serve.py", "--requests=abc", "error: --requests=abc must be a positive"),
         ("scripts/bench_serve.py", "--concurrency=0,8", "error: flag --concurrency=['0', '8']"),
         ("scripts/bench_xla_cpu_flags.py", "--batch=0", "error: --batch=0 must be a positive int"),
         # Errors found before the work, not a traceback after it (helper audit, session 21):

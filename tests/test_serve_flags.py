@@ -16,7 +16,7 @@ MISSING = "/nonexistent/export"  # flags are checked first: the model is never l
 LOG = "--request_log=/tmp/ann-serve-flags.jsonl"  # the request_log_ flags act only with it
 
 BAD = [
-    (["--port=0"], "--port=0: expected a value in [1, 65535]"),
+    (["--port=0"], "--port=0 must be an integer in [1, 65535]; e.g. --port=8000"),
     (["--port=70000"], "--port=70000"),
     (["--port=eighty"], "--port"),
     (["--metrics_port=8000", "--port=8000"], "--metrics_port=8000 is --port too"),
@@ -26,7 +26,7 @@ BAD = [
     (["--max_queue_rows=0"], "--max_queue_rows=0"),
     (["--max_queue_delay_ms=nan"], "--max_queue_delay_ms=nan"),
     (["--max_queue_delay_ms=-1"], "--max_queue_delay_ms=-1"),
-    (["--max_queue_delay_ms=1e12"], "--max_queue_delay_ms=1e+12: expected a value in [0, 60000]"),
+    (["--max_queue_delay_ms=1e12"], "--max_queue_delay_ms=1e+12 must be a number in [0, 60000]"),
     (["--batch_wait=sometimes"], "--batch_wait"),
     (["--max_body_bytes=10"], "--max_body_bytes=10"),
     (["--max_request_line_bytes=10"], "--max_request_line_bytes=10"),
@@ -36,8 +36,8 @@ BAD = [
     (["--body_timeout_s=inf"], "--body_timeout_s=inf"),
     (["--keepalive_timeout_s=-5"], "--keepalive_timeout_s=-5"),
     (["--max_connections=0"], "--max_connections=0"),
-    ([LOG, "--request_log_sample=1.5"], "--request_log_sample=1.5: expected a value in (0, 1]"),
-    ([LOG, "--request_log_max_bytes=10"], "--request_log_max_bytes=10: expected a value in [1024,"),
+    ([LOG, "--request_log_sample=1.5"], "--request_log_sample=1.5 must be a number in (0, 1]"),
+    ([LOG, "--request_log_max_bytes=10"], "--request_log_max_bytes=10 must be an integer in"),
     ([LOG, "--request_log_backups=-1"], "--request_log_backups=-1"),
     (["--request_log=/nonexistent/dir/requests.jsonl"], "--request_log=/nonexistent/dir"),
     (["--request_log=/tmp"], "--request_log=/tmp is a folder; give a file in it, e.g. "),
@@ -253,7 +253,7 @@ def test_weights_are_compiled_in_while_the_copies_fit_constant_weights_mb(digits
         return [run[n].executable.memory_analysis().argument_size_in_bytes for n in (1, 2)]
 
     assert min(argument_bytes(0)) >= model.weights_bytes > 1000 > max(argument_bytes(256))
-    with pytest.raises(ValueError, match=r"--constant_weights_mb=-1: .*\(MiB\)"):
+    with pytest.raises(ValueError, match=r"--constant_weights_mb=-1 must be .*\(MiB\)"):
         Settings(constant_weights_mb=-1)
 
 
@@ -299,11 +299,11 @@ def _python(code: str) -> subprocess.CompletedProcess:
     "flags, message",
     [
         # RotatingFileHandler never rotates with no backup: the log grew without bound.
-        ({"request_log_backups": 0}, "--request_log_backups=0: expected a value in [1, 1000]"),
+        ({"request_log_backups": 0}, "--request_log_backups=0 must be an integer in [1, 1000]"),
         # An empty log, accepted in silence.
-        ({"request_log_sample": 0}, "--request_log_sample=0: expected a value in (0, 1]"),
+        ({"request_log_sample": 0}, "--request_log_sample=0 must be a number in (0, 1]"),
         # Every label was then counted unknown.
-        ({"monitor_feedback_capacity": 0}, "--monitor_feedback_capacity=0: expected a value in"),
+        ({"monitor_feedback_capacity": 0}, "--monitor_feedback_capacity=0 must be an integer in"),
     ],
 )
 def test_request_log_and_feedback_settings_that_do_nothing_are_refused(tmp_path, flags, message):
@@ -363,9 +363,37 @@ def test_the_request_log_sample_range_is_stated_as_it_is_checked():
         with pytest.raises(ValueError) as e:
             Settings(request_log=log, request_log_sample=bad)
         assert str(e.value).startswith(
-            f"--request_log_sample={bad}: expected a value in (0, 1] (a share of requests"
+            f"--request_log_sample={bad} must be a number in (0, 1] (a share of requests"
         ), str(e.value)
     Settings(request_log=log, request_log_sample=1e-9)
     Settings(request_log=log, request_log_sample=1)
     (field,) = [f for f in flag_fields() if f.name == "request_log_sample"]
     assert "(0, 1]" in field.metadata["help"]
+
+
+def test_a_value_that_is_no_number_and_one_out_of_range_are_refused_alike():
+    """`--port=abc` said "must be an integer; e.g. --port=8000" and `--port=70000` said
+    ": expected a value in [1, 65535]": each now names the flag, the value, what it takes and
+    an example; so do a monitor flag's (absl's bounds: `--batch=abc` did not name them)."""
+    cases = [
+        (["--port=abc"], "--port=abc must be an integer in [1, 65535]; e.g. --port=8000"),
+        (["--port=70000"], "--port=70000 must be an integer in [1, 65535]; e.g. --port=8000"),
+        (
+            ["--max_queue_delay_ms=soon"],
+            "--max_queue_delay_ms=soon must be a number in [0, 60000]; e.g. "
+            "--max_queue_delay_ms=2.0",
+        ),
+        (["--metrics_port=x"], "--metrics_port=x must be an integer in [1, 65535]"),
+    ]
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda c: run_server(c[0], None), cases))
+    for (args, message), result in zip(cases, results):
+        assert one_line_error(result) == f"error: {message}", args
+    for args, message in [
+        (["feedback", "--batch=abc"], "--batch=abc must be a positive integer; e.g. --batch=1000"),
+        (["feedback", "--batch=0"], "--batch=0 must be a positive integer; e.g. --batch=1000"),
+        (["drift", "--top=x"], "--top=x must be a non-negative integer; e.g. --top=6"),
+    ]:
+        result = subprocess.run([sys.executable, "-m", "ann", "monitor", *args],
+                                capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert one_line_error(result) == f"error: {message}", args

@@ -819,7 +819,7 @@ def test_drift_is_not_judged_on_too_few_rows_so_its_gauges_and_alert_cannot_fire
         "--monitor_min_rows"
     )
     assert Settings(monitor_window_rows=10, monitor_min_rows=10).monitor_min_rows == 10
-    with pytest.raises(ValueError, match=r"--monitor_min_rows=1: expected a value in \[2,"):
+    with pytest.raises(ValueError, match=r"--monitor_min_rows=1 must be an integer in \[2,"):
         Settings(monitor_min_rows=1)
 
     _, out = digits_export

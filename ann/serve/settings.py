@@ -166,45 +166,15 @@ class Settings:
 
     def problem(self) -> str | None:
         """The first setting that cannot work, as one line naming the flag and the fix."""
-        ranges: list[tuple[str, float, float, str]] = [
-            ("port", 1, 65535, ""),
-            ("max_batch_size", 1, 1 << 16, "rows per batch; each size up to it is compiled"),
-            ("max_queue_delay_ms", 0, 60_000, ""),
-            ("constant_weights_mb", 0, 1 << 20, "MiB"),
-            ("max_body_bytes", 1024, 1 << 31, "bytes; a body is held in memory"),
-            ("max_request_line_bytes", 256, 1 << 20, "bytes"),
-            ("max_header_bytes", 1024, 1 << 20, "bytes"),
-            ("max_headers", 8, 10_000, "header fields"),
-            ("header_timeout_s", 0.01, 3600, "seconds"),
-            ("body_timeout_s", 0.01, 3600, "seconds"),
-            ("keepalive_timeout_s", 0.01, 3600, "seconds"),
-            ("max_connections", 1, 1 << 20, ""),
-            ("request_log_sample", 0, 1, "a share of requests: 1 logs every one, 0 none"),
-            ("request_log_max_bytes", 1024, 1 << 40, "bytes"),
-            # 0 would disable the size cap: RotatingFileHandler never rotates without a backup.
-            ("request_log_backups", 1, 1000, "files"),
-            ("monitor_window_rows", 10, 1_000_000, "rows"),
-            ("monitor_min_rows", MIN_TEST_ROWS, 1_000_000, "rows"),
-            ("monitor_window_seconds", 0.1, 86_400, "seconds"),
-            ("monitor_min_labels", 1, 1_000_000, "labelled rows"),
-            # 0 kept nothing: every label was counted unknown.
-            ("monitor_feedback_capacity", 1, 100_000_000, "predictions"),
-            ("shutdown_timeout", 0, 3600, "seconds"),
-            ("retry_after_seconds", 0, 3600, "seconds"),
-        ]
-        if self.metrics_port is not None:
-            ranges.append(("metrics_port", 1, 65535, ""))
-        if self.max_queue_rows is not None:
-            ranges.append(("max_queue_rows", 1, 1 << 30, "rows"))
-        for name, low, high, unit in ranges:
+        for name, low, high, _ in RANGES:
             value = getattr(self, name)
+            if value is None and name in _UNSET:  # unset: its default follows another flag
+                continue
             above = name in _ABOVE  # the range said [0, 1] of a share that refuses 0
-            bounds = f"{'(' if above else '['}{_number(low)}, {_number(high)}]"
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                return f"--{name}={value!r}: expected a number in {bounds}"
-            if not ((low < value if above else low <= value) and value <= high):  # also NaN
-                unit = f" ({unit})" if unit else ""
-                return f"--{name}={_number(value)}: expected a value in {bounds}{unit}"
+            outside = not isinstance(value, (int, float)) or isinstance(value, bool)
+            if outside or not ((low < value if above else low <= value) and value <= high):
+                shown = _number(value) if not outside else repr(value)  # also NaN
+                return out_of_range(f"--{name}={shown}", name)
         if not self.host:
             return "--host: expected an address to bind, got an empty string"
         host = self.host
@@ -339,6 +309,61 @@ def _owner(path: str) -> tuple[str, str, str] | None:
 # Settings whose range excludes its lower bound: a request log sampling a share of 0 would
 # stay empty, a flag that does nothing.
 _ABOVE = ("request_log_sample",)
+
+# Each numeric flag's range, (its name, low, high, the unit or a note), checked in this order.
+RANGES: list[tuple[str, float, float, str]] = [
+    ("port", 1, 65535, ""),
+    ("max_batch_size", 1, 1 << 16, "rows per batch; each size up to it is compiled"),
+    ("max_queue_delay_ms", 0, 60_000, ""),
+    ("constant_weights_mb", 0, 1 << 20, "MiB"),
+    ("max_body_bytes", 1024, 1 << 31, "bytes; a body is held in memory"),
+    ("max_request_line_bytes", 256, 1 << 20, "bytes"),
+    ("max_header_bytes", 1024, 1 << 20, "bytes"),
+    ("max_headers", 8, 10_000, "header fields"),
+    ("header_timeout_s", 0.01, 3600, "seconds"),
+    ("body_timeout_s", 0.01, 3600, "seconds"),
+    ("keepalive_timeout_s", 0.01, 3600, "seconds"),
+    ("max_connections", 1, 1 << 20, ""),
+    ("request_log_sample", 0, 1, "a share of requests: 1 logs every one, 0 none"),
+    ("request_log_max_bytes", 1024, 1 << 40, "bytes"),
+    # 0 would disable the size cap: RotatingFileHandler never rotates without a backup.
+    ("request_log_backups", 1, 1000, "files"),
+    ("monitor_window_rows", 10, 1_000_000, "rows"),
+    ("monitor_min_rows", MIN_TEST_ROWS, 1_000_000, "rows"),
+    ("monitor_window_seconds", 0.1, 86_400, "seconds"),
+    ("monitor_min_labels", 1, 1_000_000, "labelled rows"),
+    # 0 kept nothing: every label was counted unknown.
+    ("monitor_feedback_capacity", 1, 100_000_000, "predictions"),
+    ("shutdown_timeout", 0, 3600, "seconds"),
+    ("retry_after_seconds", 0, 3600, "seconds"),
+    ("metrics_port", 1, 65535, ""),
+    ("max_queue_rows", 1, 1 << 30, "rows"),
+]
+
+_UNSET = ("metrics_port", "max_queue_rows")  # None: no metrics listener; 16 batches
+
+
+def expected(name: str) -> str | None:
+    """What the numeric flag `name` takes, as its refusals say it: "an integer in [1, 65535]",
+    the unit or a note after it in parentheses; None for a flag without a range."""
+    for flag, low, high, unit in RANGES:
+        if flag == name:
+            kind = next(f for f in dataclasses.fields(Settings) if f.name == name).metadata["kind"]
+            above = name in _ABOVE
+            bounds = f"{'(' if above else '['}{_number(low)}, {_number(high)}]"
+            what = "an integer" if kind is int else "a number"
+            return f"{what} in {bounds}" + (f" ({unit})" if unit else "")
+    return None
+
+
+def out_of_range(typed: str, name: str) -> str:
+    """The refusal of `typed` (`--port=70000`, as given) for the numeric flag `name`: "--port=
+    70000 must be an integer in [1, 65535]; e.g. --port=8000", the flag's default as the
+    example (as `cli` words a value that is no number at all: one style for both)."""
+    default = next(f for f in dataclasses.fields(Settings) if f.name == name).default
+    example = f"; e.g. --{name}={default}" if default is not None else ""
+    return f"{typed} must be {expected(name)}{example}"
+
 
 _HOSTS = "--host=127.0.0.1 (this machine only) or --host=0.0.0.0 (every address)"
 
