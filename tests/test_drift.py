@@ -841,8 +841,8 @@ def test_a_torn_last_line_of_the_request_log_is_skipped_and_a_bad_one_before_it_
     assert traffic.records == 3 and traffic.inputs["x"][:, 0].tolist() == [0, 1, 2]
     # A plain line, as ann's other warnings (it carried absl's "W1202 12:00:00.000 ... ]").
     assert capsys.readouterr().err == (
-        f"warning: {torn}: skipping line 4, torn (no end of line: the server was stopped while "
-        "writing it, or is writing it now)\n"
+        f"warning: --requests={torn} line 4: skipping it, torn (no end of line: the server was "
+        "stopped while writing it, or is writing it now)\n"
     )
     # The same cut line before others (or ended by a newline: a server restarted on the log)
     # is a torn record too, skipped with a warning: it was refused as damage, and with it the
@@ -857,12 +857,12 @@ def test_a_torn_last_line_of_the_request_log_is_skipped_and_a_bad_one_before_it_
         traffic = read_traffic([str(tmp_path / name)], "m", "1", spec, {})
         assert traffic.inputs["x"][:, 0].tolist() == [0, 1, 2]
         assert capsys.readouterr().err == (
-            f"warning: {tmp_path / name}: skipping line 2, torn (a record cut short: its writer "
-            "was stopped while writing it, and the line was ended later)\n"
+            f"warning: --requests={tmp_path / name} line 2: skipping it, torn (a record cut short: "
+            "its writer was stopped while writing it, and the line was ended later)\n"
         )
     (tmp_path / "utf8.jsonl").write_bytes(accented + b"\n" + records[0].encode() + b"\n")
     assert read_traffic([str(tmp_path / "utf8.jsonl")], "m", "1", spec, {}).records == 1
-    assert "skipping line 1, torn (a record cut short" in capsys.readouterr().err
+    assert "utf8.jsonl line 1: skipping it, torn (a record cut short" in capsys.readouterr().err
     # A line that is not JSON for another reason is damage: refused, the place on that line
     # (it said "at line 2 column 1" for line 2).
     (tmp_path / "bad.jsonl").write_text(records[0] + "\n" + records[1][:40] + "}\n")
@@ -894,8 +894,8 @@ def test_a_server_restarted_on_a_torn_request_log_says_so_and_the_log_stays_read
         lines = path.read_text().split("\n")
         assert lines[:-2] == ([torn] if torn else []) and lines[-1] == "", lines
     assert capsys.readouterr().err == (
-        f"warning: {path}: line 1 was torn (a server stopped while writing it); ended it, so the "
-        "records after it start a line of their own (readers skip the torn one)\n"
+        f"warning: --request_log={path} line 1 was torn (a server stopped while writing it); ended "
+        "it, so the records after it start a line of their own (readers skip the torn one)\n"
     )
     path.write_text('{"model": "m", "status": 200}\n{"model": "m", "sta')
     RequestLog(str(path), sample=1.0, max_bytes=1 << 20, backups=1).close()
@@ -908,7 +908,8 @@ def test_a_server_restarted_on_a_torn_request_log_says_so_and_the_log_stays_read
         f.write(json.dumps(record) + "\n")
     traffic = read_traffic([str(path)], "m", "1", spec, {})  # drift reads it
     assert traffic.records == 1 and traffic.inputs["x"].tolist() == [[3, 4]]
-    assert "skipping line 2, torn (a record cut short" in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert f"--requests={path} line 2: skipping it, torn (a record cut short" in said
 
 
 def test_a_log_of_the_export_served_from_its_directory_is_read_and_others_are_named(tmp_path):

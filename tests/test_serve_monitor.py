@@ -441,14 +441,15 @@ def test_a_torn_last_line_of_a_labels_file_is_skipped_as_the_request_logs_is(tmp
     labels.write_text('{"id": "a", "label": 1}\n{"id": "b", "label": 2}\n{"id": "c", "la')
     assert read_labels(str(labels)) == [(1, {"id": "a", "label": 1}), (2, {"id": "b", "label": 2})]
     assert capsys.readouterr().err == (  # a plain line (it carried absl's "W1202 ... ]")
-        f"warning: {labels}: skipping line 3, torn (no end of line: the file was read while "
-        "being written, or its writer was stopped)\n"
+        f"warning: --labels={labels} line 3: skipping it, torn (no end of line: the file was read "
+        "while being written, or its writer was stopped)\n"
     )
     # Cut short before the last line (its writer stopped, another went on): torn too, as a
     # request log's is; a line that is not JSON for another reason is damage.
     labels.write_text('{"id": "a", "la\n{"id": "b", "label": 2}\n')
     assert read_labels(str(labels)) == [(2, {"id": "b", "label": 2})]
-    assert "skipping line 1, torn (a record cut short" in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert f"--labels={labels} line 1: skipping it, torn (a record cut short" in said
     labels.write_text('{"id": "a", la}\n{"id": "b", "label": 2}\n')
     with pytest.raises(ValueError) as e:
         read_labels(str(labels))

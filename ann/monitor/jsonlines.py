@@ -44,7 +44,7 @@ def objects(
     path: str, name: str, expected: str, error: type[Exception], torn: str, damaged: str = ""
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) for each non-blank line of the file `path`. `name`: the file as a
-    refusal names it (`--labels=FILE`, or the path); `expected`: what a line should be
+    refusal and a warning name it (`--labels=FILE`, or the path); `expected`: what a line should be
     (`expected a request record (...)`); `torn`: why a last line may be cut short, for the
     warning of a last line; `damaged`: the fix a refusal of a line that is not JSON ends with.
     A line cut short (`cut_short`) is skipped with a warning wherever it is. Raises `error`
@@ -71,14 +71,16 @@ def objects(
                     value = orjson.loads(text)
                 except orjson.JSONDecodeError as e:
                     if not ended:
-                        cli.warn(f"{path}: skipping line {number}, torn (no end of line: {torn})")
+                        cli.warn(
+                            f"{name} line {number}: skipping it, torn (no end of line: {torn})"
+                        )
                         continue
                     if cut_short(e, text):  # a torn record its writer went on after
                         cli.warn(
                             # Ended by a newline: lines may follow, or none (a restarted
                             # server ends a torn last line before it writes: it said "later
                             # lines were added" of a last line).
-                            f"{path}: skipping line {number}, torn (a record cut short: its "
+                            f"{name} line {number}: skipping it, torn (a record cut short: its "
                             "writer was stopped while writing it, and the line was ended later)"
                         )
                         continue

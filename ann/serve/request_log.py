@@ -136,8 +136,9 @@ class RequestLog:
             from ann import cli
 
             cli.warn(
-                f"{path}: line {torn} was torn (a server stopped while writing it); ended it, "
-                "so the records after it start a line of their own (readers skip the torn one)"
+                f"--request_log={path} line {torn} was torn (a server stopped while writing it); "
+                "ended it, so the records after it start a line of their own (readers skip the "
+                "torn one)"
             )
         handler = logging.handlers.RotatingFileHandler(
             path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
