@@ -1328,7 +1328,7 @@ def run(
         except BrokenPipeError:
             reader_gone()
         except Exception as e:
-            if isinstance(e, (ConfigError, FlagError, *_error_classes(errors))):
+            if isinstance(e, (ConfigError, FlagError, *error_classes(errors))):
                 fail(str(e))
             raise
 
@@ -1341,8 +1341,9 @@ def run(
         interrupted(str(e), skip_teardown="jax" in sys.modules)
 
 
-def _error_classes(errors: Iterable[type[BaseException] | str]) -> list[type[BaseException]]:
-    """`errors` as classes: a "module:Class" name resolves only where the module is imported."""
+def error_classes(errors: Iterable[type[BaseException] | str]) -> list[type[BaseException]]:
+    """`errors` as classes: a "module:Class" name resolves only where the module is imported
+    (`run`'s reported errors; ann train's stop handler asks which errors are refusals)."""
     classes = []
     for error in errors:
         if isinstance(error, str):

@@ -9,7 +9,6 @@ Running the same command again resumes from the workdir's latest checkpoint.
 from __future__ import annotations
 
 import gc
-import os
 import re
 import signal
 import threading
@@ -21,8 +20,10 @@ if __name__ == "__main__":  # `ann train`: no garbage collection from here to th
 from absl import flags, logging
 from ml_collections import config_flags
 
-from ann import cli, directory_kind
+from ann import cli
 from ann import config as config_lib
+from ann.train import run_status
+from ann.train.run_status import STOPPED_STARTING, TERMINATED_STARTING, stopped_starting
 
 FLAGS = flags.FLAGS
 cli.define_config("Config file (configs/NAME.py[:ARG]).")
@@ -64,15 +65,15 @@ def main(argv: list[str]) -> None:
         result = _train(unchanged)
         cli.ignore_interrupts()  # the run has ended and recorded how: its line follows
     except cli.Terminated:
-        cli.interrupted(
-            stopped_starting(TERMINATED_STARTING, FLAGS.workdir),
-            skip_teardown=True,
-            status=cli.EXIT_TERMINATED,
-        )
+        line = stopped_starting(TERMINATED_STARTING, FLAGS.workdir)
+        _record_start_end("interrupted", line)
+        cli.interrupted(line, skip_teardown=True, status=cli.EXIT_TERMINATED)
     except KeyboardInterrupt as e:
         # Once training began, the loop names the step and what a rerun resumes from; before,
         # nothing is saved, and the teardown could crash on XLA's unfinished start-up work.
         line = str(e) or stopped_starting(STOPPED_STARTING, FLAGS.workdir)
+        if not str(e):
+            _record_start_end("interrupted", line)
         cli.interrupted(line, skip_teardown=not str(e))
     except Exception as e:
         from ann import parallel
@@ -81,6 +82,9 @@ def main(argv: list[str]) -> None:
             cli.fail_without_teardown(lost)
         message = out_of_memory(e)
         if message is None:
+            refusals = (config_lib.ConfigError, cli.FlagError, *cli.error_classes(ERRORS))
+            if not isinstance(e, refusals):  # a bug (its traceback follows); refusals record none
+                _record_start_end("failed", f"{type(e).__name__}: {str(e) or type(e).__name__}")
             raise
         raise config_lib.ConfigError(message) from e
     finally:
@@ -127,6 +131,22 @@ def out_of_memory(error: BaseException) -> str | None:
     )
 
 
+def _record_start_end(status: str, message: str) -> None:
+    """run_status.json for a start that ended before the first step (`status`: "interrupted"
+    with ann train's line, or "failed" with a bug's error; a refusal records nothing, as the
+    loop's doesn't), where the workdir holds an earlier process's record: it stayed, naming
+    that process and how it ended (`run_status.replace_earlier` says which records are kept).
+    Process 0's: a multi-process run's other processes, and one that `--distributed=auto`
+    numbers (not known without JAX), leave it."""
+    if FLAGS.distributed == "auto" or (FLAGS.num_processes > 1 and FLAGS.process_id != 0):
+        return
+    try:
+        total = FLAGS.config.get("total_steps") or None  # None: num_epochs decides it
+        run_status.replace_earlier(FLAGS.workdir, status, message, total)
+    except OSError as e:  # the start's own line (or error) still follows
+        logging.error("could not record the start's end in run_status.json: %s", e)
+
+
 def _terminated_while_starting(signum: int, frame: FrameType | None) -> None:
     """SIGTERM's handler until the loop installs its own: it killed the process silently
     (exit -15, a half-made workdir) where Ctrl-C said where things stood. Once the loop has
@@ -136,19 +156,6 @@ def _terminated_while_starting(signum: int, frame: FrameType | None) -> None:
 
     if preemption.starting():
         raise cli.Terminated  # a stop, as Ctrl-C's is
-
-
-TERMINATED_STARTING = "terminated (SIGTERM)"
-STOPPED_STARTING = "interrupted (Ctrl-C)"
-
-
-def stopped_starting(how: str, workdir: str) -> str:
-    """The line for a run stopped (`how`) before its first step. A resumed run's start keeps its
-    checkpoints, so the same command resumes from the newest; it said "start again", beside
-    run_status.json's "checkpoint saved; run the same command to resume"."""
-    steps = directory_kind.committed_steps(os.path.join(workdir, "checkpoints"))
-    then = f"resume from step {steps[0]}" if steps else "start again"
-    return f"{how} while starting, before the first step; run the same command to {then}"
 
 
 def _train(unchanged: set[str]):
@@ -194,15 +201,17 @@ def config_flag() -> str:
     return config_flags.get_config_filename(FLAGS["config"])
 
 
+ERRORS = (  # by name: main imports their modules (JAX, Orbax) after the flags are read
+    "ann.train.checkpoint:CheckpointError",
+    "ann.train.loop:NonFiniteLossError",
+    "ann.train.writers:MetricsFileError",
+)
+
+
 def run() -> None:
     # A user mistake (ConfigError, a damaged checkpoint) or a diverged run: one clear line, no
     # stack trace from deep in JAX.
-    errors = (  # by name: main imports their modules (JAX, Orbax) after the flags are read
-        "ann.train.checkpoint:CheckpointError",
-        "ann.train.loop:NonFiniteLossError",
-        "ann.train.writers:MetricsFileError",
-    )
-    cli.run(main, errors=errors)
+    cli.run(main, errors=ERRORS)
 
 
 if __name__ == "__main__":

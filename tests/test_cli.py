@@ -132,7 +132,7 @@ def test_errors_named_by_module_resolve_only_once_imported():
     # A job names the errors of modules it imports late; a module not imported yet cannot have
     # raised its error, and looking it up must not import it.
     named = ["ann.artifact:IntegrityError", KeyError, "ann_not_imported_yet:Error"]
-    assert cli._error_classes(named) == [IntegrityError, KeyError]
+    assert cli.error_classes(named) == [IntegrityError, KeyError]
     assert "ann_not_imported_yet" not in sys.modules
 
 

@@ -2,6 +2,7 @@
 next step and says where it stopped, a second Ctrl-C stops at once, any other job ends in one
 line; exit status 130 and no traceback throughout (ann/cli.py `run`, ann/train/preemption.py)."""
 
+import fcntl
 import json
 import os
 import re
@@ -388,6 +389,42 @@ def test_a_sigterm_while_starting_is_one_line_143_and_leaves_no_workdir(tmp_path
     assert not workdir.exists()
 
 
+def _start_that_raises(workdir, error: str, *flags: str) -> tuple[subprocess.CompletedProcess, int]:
+    """`ann train` (digits_mlp, with `flags`) in `workdir` whose start raises `error` (Python
+    source) where it would build the run, before its first step: (the process, its pid)."""
+    script = (
+        "import os, sys\n"
+        "from ann import cli, main\n"
+        f"def stop(unchanged): raise {error}\n"
+        "main._train = stop\n"
+        "print(os.getpid(), flush=True)\n"
+        "main.FLAGS(sys.argv)\n"
+        "main.main(sys.argv[:1])\n"
+    )
+    argv = [sys.executable, "-c", script, f"--config={ROOT}/configs/digits_mlp.py"]
+    argv += [f"--workdir={workdir}", *flags]
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
+    return done, int(done.stdout.split()[0])
+
+
+def _resumable(workdir, status: str = "interrupted") -> dict:
+    """A run in `workdir` with checkpoint 850 and the record an earlier process (long gone, on
+    another host) left: `status` at step 850. Returns the record."""
+    (workdir / "checkpoints" / "850").mkdir(parents=True)
+    (workdir / "checkpoints" / "850" / "_CHECKPOINT_METADATA").write_text("{}")
+    (workdir / "config.json").write_text("{}")  # a run's (`_train`, stubbed, reads none)
+    earlier = {
+        "status": status,
+        "step": 850,
+        "host": "an-earlier-host",
+        "pid": 4242,
+        "message": "interrupted at step 850 (Ctrl-C); checkpoint saved; run the same command "
+        "to resume",
+    }
+    (workdir / "run_status.json").write_text(json.dumps(earlier))
+    return earlier
+
+
 @pytest.mark.parametrize(
     "stop, line",
     [("KeyboardInterrupt", "interrupted (Ctrl-C)"), ("cli.Terminated", "terminated (SIGTERM)")],
@@ -395,27 +432,52 @@ def test_a_sigterm_while_starting_is_one_line_143_and_leaves_no_workdir(tmp_path
 def test_a_stop_while_a_resumed_run_starts_names_the_step_it_resumes_from(tmp_path, stop, line):
     """A resumed run stopped before its first step said "run the same command to start again",
     beside run_status.json's "checkpoint saved; run the same command to resume": its
-    checkpoints are kept, and the same command resumes. A fresh run still starts again."""
-    script = (
-        "import sys\n"
-        "from ann import cli, main\n"
-        f"def stop(unchanged): raise {stop}\n"
-        "main._train = stop\n"
-        "main.FLAGS(sys.argv)\n"
-        "main.main(sys.argv[:1])\n"
-    )
+    checkpoints are kept, and the same command resumes. A fresh run still starts again.
+    run_status.json stayed the earlier run's (its pid, its stop at step 850), beside this
+    start's line: it is this process's now, with that line."""
     resumed, fresh = tmp_path / "resumed", tmp_path / "fresh"
-    (resumed / "checkpoints" / "850").mkdir(parents=True)
-    (resumed / "checkpoints" / "850" / "_CHECKPOINT_METADATA").write_text("{}")
-    (resumed / "config.json").write_text("{}")  # a run's (`_train`, stubbed, reads none)
+    _resumable(resumed)
     for workdir, then in ((resumed, "resume from step 850"), (fresh, "start again")):
-        argv = [sys.executable, "-c", script, f"--config={ROOT}/configs/digits_mlp.py"]
-        done = subprocess.run(
-            [*argv, f"--workdir={workdir}"], cwd=ROOT, capture_output=True, text=True
-        )
-        assert done.stderr.rstrip().endswith(
-            f"{line} while starting, before the first step; run the same command to {then}"
-        ), done.stderr[-2000:]
+        done, pid = _start_that_raises(workdir, stop)
+        said = f"{line} while starting, before the first step; run the same command to {then}"
+        assert done.stderr.rstrip().endswith(said), done.stderr[-2000:]
+        if workdir == resumed:
+            record = json.loads((resumed / "run_status.json").read_text())
+            assert record["pid"] == pid and record["host"] != "an-earlier-host", record
+            assert record["status"] == "interrupted" and record["message"] == said, record
+            assert record["step"] == record["last_checkpoint"] == 850, record
+    assert not (fresh / "run_status.json").exists()  # no earlier record: none is made
+
+
+def test_a_start_that_fails_replaces_the_earlier_record_but_not_a_finished_one(tmp_path):
+    """A resumed run whose start failed (a bug, before the run was open) left the earlier
+    process's record too. A finished run's record stays (a rerun trains nothing by it), as
+    does the record of a run that holds the workdir, and a refusal records nothing."""
+    failed, finished, refused = tmp_path / "failed", tmp_path / "finished", tmp_path / "refused"
+    _resumable(failed)
+    done, pid = _start_that_raises(failed, "RuntimeError('a bug in the model')")
+    assert "Traceback" in done.stderr and done.returncode == 1, done.stderr[-2000:]
+    record = json.loads((failed / "run_status.json").read_text())
+    assert record["pid"] == pid and record["status"] == "failed", record
+    assert record["message"] == "RuntimeError: a bug in the model", record
+    assert (record["step"], record["last_checkpoint"]) == (850, 850), record
+
+    for status in ("early_stopped", "done"):  # digits_mlp's total_steps: 800, below 850
+        earlier = _resumable(finished / status, status=status)
+        _start_that_raises(finished / status, "KeyboardInterrupt")
+        assert json.loads((finished / status / "run_status.json").read_text()) == earlier
+    # A done run's rerun with total_steps raised trains on: its stop is this start's.
+    _, pid = _start_that_raises(finished / "done", "KeyboardInterrupt", "--config.total_steps=900")
+    record = json.loads((finished / "done" / "run_status.json").read_text())
+    assert (record["status"], record["pid"], record["total_steps"]) == ("interrupted", pid, 900)
+
+    earlier = _resumable(refused)
+    _start_that_raises(refused, "main.config_lib.ConfigError('a refusal')")
+    assert json.loads((refused / "run_status.json").read_text()) == earlier
+    with open(refused / ".lock", "w") as lock:  # another run's, held
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _start_that_raises(refused, "KeyboardInterrupt")
+    assert json.loads((refused / "run_status.json").read_text()) == earlier
 
 
 def test_a_sigterm_while_a_run_finishes_is_noted_not_fatal(capfd):

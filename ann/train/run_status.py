@@ -11,20 +11,25 @@ one that still has work to do.
 
 Every record carries the `host` and `pid` of the process that wrote it, so a `running` record
 left by a process that was killed (no chance to write anything else) is recognised as stale on
-the next start (`stale_running`), not taken for a live run.
+the next start (`stale_running`), not taken for a live run. A start that ends before its first
+step (a stop, or a failure before the run is open) replaces an earlier process's record with its
+own (`replace_earlier`): it stayed, naming that process and how it had ended.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
 from typing import Any
 
-from ann import atomic
+from ann import atomic, directory_kind
 
 FILENAME = "run_status.json"
 FINISHED_EARLY = ("early_stopped", "pruned")  # finished before total_steps; a rerun is a no-op
+TERMINATED_STARTING = "terminated (SIGTERM)"
+STOPPED_STARTING = "interrupted (Ctrl-C)"
 
 
 def path(workdir: str) -> str:
@@ -75,6 +80,68 @@ def write(workdir: str, status: str, step: int, **info: Any) -> None:
         # Insertion order kept: a finished run's rerun prints its metrics in the order the run did.
         json.dump(record, f, indent=2, default=float)
         f.write("\n")
+
+
+def stopped_starting(how: str, workdir: str) -> str:
+    """The line for a run stopped (`how`: `STOPPED_STARTING` or `TERMINATED_STARTING`) before
+    its first step: ann train's last line, and the record's message where one is rewritten
+    (`replace_earlier`, called by ann/main.py). A resumed run's start keeps its checkpoints,
+    so the same command resumes from the newest; it said "start again", beside
+    run_status.json's "checkpoint saved; run the same command to resume"."""
+    steps = directory_kind.committed_steps(os.path.join(workdir, "checkpoints"))
+    then = f"resume from step {steps[0]}" if steps else "start again"
+    return f"{how} while starting, before the first step; run the same command to {then}"
+
+
+def replace_earlier(
+    workdir: str, status: str, message: str, total_steps: int | None = None
+) -> bool:
+    """Rewrites the record an earlier process left, for a start that ended before its first
+    step (`status` "interrupted" for a stop, with `stopped_starting`'s line; "failed" for an
+    error): at the newest committed checkpoint, with this process's host and pid, and the
+    earlier record's `eval_metrics` and `best_eval_metrics` (they describe the checkpoints,
+    which the start left as they were: a rerun that reaches total_steps reports them). The
+    earlier record stayed: a resumed run stopped while starting left the run before's pid and
+    ending in place ("interrupted at step 850 (Ctrl-C); checkpoint saved; ..." or a failure),
+    beside ann train's own "resume from step 850" line. `total_steps`: this start's (None:
+    not known, e.g. num_epochs decides). Returns whether it wrote.
+
+    Left as they are: no file (a fresh workdir's start leaves none); a file that is no record
+    (the next start warns of it); a finished run's record (early_stopped, pruned, and done
+    unless `total_steps` goes past its step: a rerun trains nothing, and a sweep skips the
+    trial, by it); this process's own record, unless `running` (the loop recorded its end,
+    e.g. `failed` once the run was open); and a workdir whose lock another run holds (the
+    record is that run's). Process 0's: it tries the lock process 0 of a run takes
+    (WORKDIR/.lock, ann/train/workdir.py) without JAX, which ann train's stop handler may not
+    have imported. Raises OSError if the record cannot be written."""
+    if not os.path.exists(path(workdir)):
+        return False
+    fd = os.open(os.path.join(workdir, ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False  # another run holds the workdir
+        os.ftruncate(fd, 0)  # who holds it, as a run's lock says (a refused start names it)
+        os.write(fd, f"host {socket.gethostname()} pid {os.getpid()}\n".encode())
+        record = read(workdir)
+        if record is None or record["status"] in FINISHED_EARLY:
+            return False
+        step = record.get("step")
+        trains_on = bool(total_steps) and isinstance(step, int) and total_steps > step
+        if record["status"] == "done" and not trains_on:
+            return False
+        own = record.get("pid") == os.getpid() and record.get("host") == socket.gethostname()
+        if own and record["status"] != "running":
+            return False
+        saved = directory_kind.committed_steps(os.path.join(workdir, "checkpoints"))
+        last = saved[0] if saved else None
+        info = {"total_steps": total_steps} if total_steps else {}
+        kept = {k: record[k] for k in ("eval_metrics", "best_eval_metrics") if k in record}
+        write(workdir, status, last or 0, **info, message=message, last_checkpoint=last, **kept)
+        return True
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def alive(pid: int) -> bool:
