@@ -939,16 +939,14 @@ def _check_step_saved(workdir: str, step: int) -> None:
     step, kept there after checkpoints/ pruned it): `--step=N` restores from either. Told from a
     listing, before Orbax's managers (seconds of imports and opening) are; named with the
     workdir as the user gave it (the restore's error named its absolute path)."""
-    directory = os.path.join(workdir, "checkpoints")
-    saved = directory_kind.committed_steps(directory)
-    if step in saved:
+    steps = directory_kind.saved_steps(workdir)
+    if steps.holder(step) is not None:
         return
-    best = directory_kind.committed_steps(os.path.join(workdir, "checkpoints_best"))
-    if step in best:
-        return
+    directory = os.path.join(workdir, directory_kind.CHECKPOINTS)
     raise FlagError(
         f"--step={step}: no checkpoint step {step} in {directory}; steps there: "
-        f"{', '.join(map(str, saved)) or 'none'}{directory_kind.best_beside(best, saved)}"
+        f"{', '.join(map(str, steps.latest)) or 'none'}"
+        f"{directory_kind.best_beside(steps.best, steps.latest)}"
     )
 
 

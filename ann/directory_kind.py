@@ -23,6 +23,7 @@ import itertools
 import json
 import os
 import re
+from typing import NamedTuple
 
 EXPORT, REGISTRY, SWEEP, RUN = "export", "registry", "sweep", "run"
 DATA = "data"  # TFDS data: the data sets runs read (data.data_dir), no output's place
@@ -198,6 +199,38 @@ def committed_steps(directory: str, but: int | None = None) -> list[int]:
             and os.path.exists(os.path.join(directory, n, ORBAX_METADATA))
         ),
         reverse=True,
+    )
+
+
+# A run's checkpoint directories (ann/train/checkpoint.py): the latest steps, the best step.
+CHECKPOINTS, CHECKPOINTS_BEST = "checkpoints", "checkpoints_best"
+
+
+class SavedSteps(NamedTuple):
+    """A run's committed steps (`committed_steps`, newest first): `latest` in checkpoints/ (the
+    latest max_to_keep steps), `best` in checkpoints_best/ (the best step)."""
+
+    latest: list[int]
+    best: list[int]
+
+    def holder(self, step: int) -> str | None:
+        """The subdirectory (`CHECKPOINTS` or `CHECKPOINTS_BEST`) a restore of `step` reads:
+        checkpoints/ where it holds the step, else checkpoints_best/, where the best step
+        outlives max_to_keep's pruning of checkpoints/ (the same state under the same
+        number, so `--step=N` and init_from=RUN:N take it from there); None if neither does."""
+        if step in self.latest:
+            return CHECKPOINTS
+        return CHECKPOINTS_BEST if step in self.best else None
+
+
+def saved_steps(run_dir: str) -> SavedSteps:
+    """The committed steps of the run in `run_dir` (its checkpoints/ and checkpoints_best/),
+    from listings alone: the one reader of both for the commands' --step check, init_from's
+    and `ann transfer`'s RUN:STEP, and `Checkpoints.restore_state`. Missing or unlistable
+    directories give []."""
+    return SavedSteps(
+        committed_steps(os.path.join(run_dir, CHECKPOINTS)),
+        committed_steps(os.path.join(run_dir, CHECKPOINTS_BEST)),
     )
 
 

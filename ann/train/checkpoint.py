@@ -537,15 +537,15 @@ class Checkpoints:
         Verified like `restore`, but with no fallback: a damaged step is an error naming the
         file and the steps there are to choose from instead."""
         manager = self.best if step == "best" else self.latest
+        steps = directory_kind.saved_steps(self.workdir)  # (a stray step-named one is none)
         if step not in ("best", "latest"):
             step = int(step)
-            # The best step outlives max_to_keep's pruning of checkpoints/ in checkpoints_best/:
-            # the same state under the same number, so `--step=N` restores it from there.
-            saved, best = self._complete_steps(self.latest), self._complete_steps(self.best)
-            if step not in saved and step in best:
+            # A step checkpoints/ dropped may be the best, restored from checkpoints_best/.
+            if steps.holder(step) == directory_kind.CHECKPOINTS_BEST:
                 manager = self.best
-        if step in ("best", "latest"):  # the newest Orbax wrote (a stray step-named one is not)
-            step = next(iter(self._complete_steps(manager)), None)
+        in_manager = steps.best if manager is self.best else steps.latest
+        if step in ("best", "latest"):  # the newest Orbax wrote
+            step = next(iter(in_manager), None)
         if step is None:
             pid = run_status.live_owner(run_status.read(self.workdir))
             if pid is not None:  # its first save is still to come
@@ -554,12 +554,11 @@ class Checkpoints:
                     f"{pid}) and has saved none; try again after its first "
                     f"{'eval' if manager is self.best else 'checkpoint'}"
                 )
-            saved = self._complete_steps(self.latest)
-            if saved:  # stopped before its first eval chose a best
+            if steps.latest:  # stopped before its first eval chose a best
                 raise CheckpointError(
                     f"no checkpoint in {manager.directory} (the run saved none there: no eval "
-                    f"chose a best yet); choose --step=latest (step {saved[0]}) or one of "
-                    f"{', '.join(map(str, saved))}"
+                    f"chose a best yet); choose --step=latest (step {steps.latest[0]}) or one "
+                    f"of {', '.join(map(str, steps.latest))}"
                 )
             record = run_status.read(self.workdir) or {}
             if record.get("status") == "diverged":  # "train it first" there would diverge again
@@ -573,11 +572,11 @@ class Checkpoints:
                 f"(ann train --workdir={self.workdir} ...)"
             )
         step = int(step)
-        others = self._complete_steps(self.latest, but=step)
+        others = [s for s in steps.latest if s != step]
         choose = f"; steps in {self.latest.directory}: {', '.join(map(str, others)) or 'none'}"
-        best = [s for s in self._complete_steps(self.best) if s != step]
+        best = [s for s in steps.best if s != step]
         choose += directory_kind.best_beside(best, others)  # restorable by number too
-        if step not in self._complete_steps(manager):
+        if step not in in_manager:
             raise CheckpointError(f"no checkpoint step {step} in {manager.directory}{choose}")
         problem = self._check(manager, step)
         if problem is None:

@@ -131,28 +131,22 @@ def resolve(spec: str) -> Source:
 def _resolve_checkpoint(spec: str, run_dir: str, which: str) -> Source:
     import orbax.checkpoint as ocp
 
-    # The best checkpoint is the one step kept in checkpoints_best/ (see ann/train/checkpoint.py).
-    sub = "checkpoints_best" if which == "best" else "checkpoints"
-
-    def steps_in(sub: str) -> tuple[str, list[int]]:
-        directory = os.path.abspath(os.path.join(run_dir, sub))
-        found = ocp.step.checkpoint_steps(directory) if os.path.isdir(directory) else []
-        return directory, sorted(found)
-
-    directory, steps = steps_in(sub)
-    best: list[int] = []
-    if which not in STEP_CHOICES and int(which) not in steps:
-        # The best step outlives max_to_keep's pruning of checkpoints/ in checkpoints_best/.
-        best_directory, best = steps_in("checkpoints_best")
-        if int(which) in best:
-            directory, steps = best_directory, best
+    saved = directory_kind.saved_steps(run_dir)
+    # The best checkpoint is the one step kept in checkpoints_best/ (see ann/train/checkpoint.py);
+    # a step number is read where the run keeps it (checkpoints/, else the best step there).
+    if which in STEP_CHOICES:
+        sub = directory_kind.CHECKPOINTS_BEST if which == "best" else directory_kind.CHECKPOINTS
+    else:
+        sub = saved.holder(int(which)) or directory_kind.CHECKPOINTS
+    directory = os.path.abspath(os.path.join(run_dir, sub))
+    steps = sorted(saved.best if sub == directory_kind.CHECKPOINTS_BEST else saved.latest)
     if not steps:
         hint = " (the run never evaluated; try :latest)" if which == "best" else ""
         raise _error(spec, f"{directory} holds no finished checkpoint{hint}")
     step = steps[-1] if which in STEP_CHOICES else int(which)
     if step not in steps:
         steps_there = ", ".join(map(str, steps))
-        also = directory_kind.best_beside(best, steps)  # a step init_from=RUN:N takes too
+        also = directory_kind.best_beside(sorted(saved.best), steps)  # init_from=RUN:N takes too
         raise _error(spec, f"{directory} has no step {step}; its steps: {steps_there}{also}")
     path = ocp.step.find_step_path(directory, ocp.step.standard_name_format(), step=step)
     return Source(spec, "checkpoint", str(path / "state"), step, run=run_dir)
