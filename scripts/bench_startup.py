@@ -68,7 +68,12 @@ FLOOR = "import jax, flax.nnx, optax"
 def _config_args(argv: list[str]) -> list[str]:
     """--config (the default if not given) and the --config.KEY=VALUE arguments the bench was
     given, passed on verbatim."""
-    given = [a for a in argv if a.startswith("--config.")]
+    # absl's `--config.KEY VALUE` spelling too (it was dropped, its value left behind).
+    given = [
+        f.typed if f.value is None else f"--{f.name}={f.value}"
+        for f in cli.typed_flags(["bench_startup", *argv])
+        if f.name.startswith("config.")
+    ]
     return [f"--config={config_flags.get_config_filename(FLAGS['config'])}", *given]
 
 

@@ -211,6 +211,21 @@ def test_bench_startup_checks_its_warm_override_before_any_run(override, message
     assert "load average" not in result.stdout  # nothing ran
 
 
+def test_bench_startup_passes_on_an_override_spelt_with_a_space():
+    # `--config.total_steps 3` was passed on as `--config.total_steps`, its value left behind.
+    code = (
+        "import sys; sys.path.insert(0, 'scripts'); import bench_startup as b; "
+        "b.FLAGS(['b']); print(b._config_args(['--config.total_steps', '3', "
+        "'--config.data.shuffle', '--steps=4']))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
+    assert result.stdout.strip().endswith("'--config.total_steps=3', '--config.data.shuffle']"), (
+        result.stdout + result.stderr
+    )
+
+
 def test_python_m_help_is_the_same_as_ann():
     result = subprocess.run(
         [sys.executable, "-m", "ann.main", "--help"],

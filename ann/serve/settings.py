@@ -324,7 +324,7 @@ RANGES: list[tuple[str, float, float, str]] = [
     ("body_timeout_s", 0.01, 3600, "seconds"),
     ("keepalive_timeout_s", 0.01, 3600, "seconds"),
     ("max_connections", 1, 1 << 20, ""),
-    ("request_log_sample", 0, 1, "a share of requests: 1 logs every one, 0 none"),
+    ("request_log_sample", 0, 1, "a share of requests: 1 logs every one"),
     ("request_log_max_bytes", 1024, 1 << 40, "bytes"),
     # 0 would disable the size cap: RotatingFileHandler never rotates without a backup.
     ("request_log_backups", 1, 1000, "files"),
