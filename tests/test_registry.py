@@ -702,6 +702,12 @@ def test_read_only_commands_change_nothing(digits_export, tmp_path):
         # The flag named before the count (it said "delete takes NAME VERSION, got digits").
         (["delete", "--version=2", "digits"], "--version is for `tag` only; drop it from `delete`"),
         (["delete", "digits", "0"], "delete: VERSION '0' must be a version number >= 1"),
+        # It was ignored (exit 0), even a bad one, as `alias` refuses it and other flags are.
+        (
+            ["list", "--mlflow_uri=ftp://x"],
+            "--mlflow_uri is for `register`, `alias`, `tag`, `delete` and `mirror` only; "
+            "drop it from `list`",
+        ),
         (["resolve", "digits/1"], "model URI 'digits/1' is not models:/NAME/VERSION"),
         (["mirror", "models:/digits/1", "--mlflow_uri="], "mirror: give the MLflow tracking"),
         (["register", "EXPORT", "--mlflow_uri=http://h:99999"], "has a port outside 1-65535"),

@@ -135,6 +135,14 @@ def check_command(command: str, args: Sequence[str], f: Any) -> None:
         value = getattr(f, flag)
         if command != owner and value is not None and value is not False and value != []:
             raise RegistryError(f"--{flag} is for `{owner}` only; drop it from `{command}`")
+    # The read-only commands never reach MLflow: given on the command line (not from
+    # $ANN_MLFLOW_URI, which they leave alone), it was ignored, even `ftp://x`.
+    if command in READ_ONLY and f.mlflow_uri and f["mlflow_uri"].present:
+        users = [c for c in USAGE if c not in READ_ONLY]
+        raise RegistryError(
+            f"--mlflow_uri is for `{'`, `'.join(users[:-1])}` and `{users[-1]}` only; "
+            f"drop it from `{command}`"
+        )
     if len(args) != counts[command]:
         got = " ".join(args) if args else "nothing"
         raise RegistryError(
