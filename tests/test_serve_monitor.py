@@ -167,6 +167,8 @@ def test_feedback_joins_give_offline_accuracy_and_gauges_appear(monitored):
         (b'{"id": "r1", "label": true}', "feedback.label: expected a class index"),
         (b'{"id": "r1", "label": null}', "(0, 1, 2, 3, 4, 5, 6, 7, 8, 9), got null"),
         (b'{"id": "r1", "label": [true]}', "(0, 1, 2, 3, 4, 5, 6, 7, 8, 9), got true"),
+        # The element's place, as other refusals give theirs (it said `feedback.label: ...`).
+        (b'{"id": "two", "label": [1, "x"]}', "feedback.label[1]: expected a class index in"),
         # The field that is missing is named (it said 'got ["label"]' for a label without id).
         (
             b'{"id": "r1"}',

@@ -112,9 +112,12 @@ class Predictions:
                 raise ServeError(
                     400, protocol.id_too_long(f"{where(i)}.id", request_id), "feedback"
                 )
-            label = item["label"]
-            labels = label if isinstance(label, list) else [label]
-            parsed.append((request_id, [self._class(f"{where(i)}.label", v) for v in labels]))
+            label, field = item["label"], f"{where(i)}.label"
+            if isinstance(label, list):  # each by its place, as `inputs[0].data[1]` is
+                classes = [self._class(f"{field}[{j}]", v) for j, v in enumerate(label)]
+            else:
+                classes = [self._class(field, label)]
+            parsed.append((request_id, classes))
         return parsed
 
     def _class(self, field: str, value: Any) -> int:
