@@ -1213,7 +1213,7 @@ def last_changes(workdir: str) -> dict[str, list] | None:
     """The last line's changes from config.json ({key: [old, new]}), None where none is
     recorded (or the file is unreadable: the record alone then stands)."""
     try:
-        with open(os.path.join(workdir, CONFIG_CHANGES)) as f:
+        with open(os.path.join(workdir, CONFIG_CHANGES), encoding="utf-8-sig") as f:
             lines = [json.loads(line) for line in f if line.strip()]
     except (OSError, ValueError):
         return None

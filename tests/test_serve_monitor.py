@@ -470,6 +470,22 @@ def test_a_torn_last_line_of_a_labels_file_is_skipped_as_the_request_logs_is(tmp
     )
 
 
+def test_a_jsonl_file_saved_with_a_byte_order_mark_is_read(tmp_path):
+    """A labels file, request log or metrics.jsonl an editor saved with a UTF-8 BOM was refused
+    ("BOM is not supported at column 1; ... delete that line"), and deleting it lost a record.
+    Every JSONL reader reads past it, as utf-8-sig does."""
+    from ann.monitor.feedback import read_labels
+    from ann.monitor.jsonlines import objects
+    from ann.train.writers import read_records
+
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"id": "a", "label": 1}\n{"id": "b", "label": 2}\n')
+    assert read_labels(str(path)) == [(1, {"id": "a", "label": 1}), (2, {"id": "b", "label": 2})]
+    assert [n for n, _ in objects(str(path), "--requests", "", ValueError, "")] == [1, 2]
+    path.write_bytes(b'\xef\xbb\xbf{"step": 1, "loss": 0.5}\n')
+    assert read_records(str(path)) == [{"step": 1, "loss": 0.5}]
+
+
 def test_monitoring_off_says_so():
     app = App([ServedModel("m", "1", FakeModel(), "test")], Settings(monitor="off"))
     for route in ("/v2/models/m/monitor", "/v2/models/m/versions/1/feedback"):

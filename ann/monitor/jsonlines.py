@@ -10,7 +10,7 @@ a writer that went on appending (a server restarted on its torn log ends that li
 one lost record. Any other line that is not JSON is damage, refused, naming the file, the line
 and what is there as the server words a bad body (`protocol.json_error`: the reason and the
 column on that line; a number no 64-bit float holds inside a line's object by its place, as
-`label`).
+`label`). A UTF-8 byte order mark before the first line is read past, as `utf-8-sig` does.
 """
 
 from __future__ import annotations
@@ -19,6 +19,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import orjson
+
+# The UTF-8 byte order mark some editors begin a file with: it was refused as damage ("BOM is
+# not supported at column 1 ... delete that line"), and deleting the line lost a record.
+BOM = b"\xef\xbb\xbf"
 
 
 def cut_short(error: orjson.JSONDecodeError, text: bytes) -> bool:
@@ -61,6 +65,8 @@ def objects(
     with f:
         try:
             for number, line in enumerate(f, 1):
+                if number == 1:  # a UTF-8 byte order mark (Notepad, PowerShell, Excel) is
+                    line = line.removeprefix(BOM)  # read as Python's utf-8-sig and jq do
                 if not line.strip():
                     continue
                 # Parsed without its end of line, so that orjson's place is on this line (it

@@ -69,7 +69,7 @@ def read_records(path: str) -> list[dict]:
     """Every record of a metrics.jsonl file, decoded; [] if the file does not exist. A torn last
     line is skipped with a warning; raises MetricsFileError for a damaged line before it."""
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8-sig") as f:  # a byte order mark an editor added: read
             lines = f.readlines()
     except FileNotFoundError:
         return []
@@ -113,7 +113,7 @@ class MetricWriter:
     def _truncate_after(self, step: int) -> None:
         if not os.path.exists(self.path):
             return
-        with open(self.path) as f:
+        with open(self.path, encoding="utf-8-sig") as f:
             parsed = _parse(self.path, f.readlines())
         keep = [line for line, record in parsed if record["step"] <= step]
         with atomic.replacing(self.path) as f:
