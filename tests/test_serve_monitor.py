@@ -294,7 +294,7 @@ def test_ann_monitor_feedback_sends_a_labels_file(monitored, tmp_path):
     # A batch the server refuses: its message, the lines of the batch, exit 1.
     labels.write_text(json.dumps({"id": "cli0", "label": 99}) + "\n")
     line = one_line_error(subprocess.run(command, capture_output=True, text=True, timeout=120))
-    assert "lines 1-1 refused (400): feedback[0] (line 1).label: expected a class index in" in line
+    assert "line 1 refused (400): feedback[0] (line 1).label: expected a class index in" in line
     assert line.endswith("; nothing was applied"), line
     # A later batch: its file lines (a blank line counted), the label's own line, and what was
     # applied before it (it said "labels 6-10 refused ... feedback[2]", and nothing of 1-5).
@@ -304,7 +304,7 @@ def test_ann_monitor_feedback_sends_a_labels_file(monitored, tmp_path):
     line = one_line_error(subprocess.run(command, capture_output=True, text=True, timeout=120))
     assert "lines 7-9 refused (400): feedback[2] (line 9).label: expected a class index" in line
     assert line.endswith(
-        "; lines 1-6 before them were applied: send the file from line 7 on to go on"
+        "; lines 1-6 were applied before them: send the file from line 7 on to go on"
     ), line
     # A bad line is worded as the server words a bad body (reason and column), not as
     # Python's json module ("not JSON (Expecting value)").
@@ -352,10 +352,50 @@ def test_ann_monitor_feedback_says_how_to_reach_the_server(monitored):
     with pytest.raises(ValueError) as e:
         send(f"http://127.0.0.1:{server.port}/ann/", model.name, items)
     said = str(e.value)
-    assert f"lines 1-1 refused (404): no route POST /ann/v2/models/{model.name}/feedback; " in said
+    assert f"line 1 refused (404): no route POST /ann/v2/models/{model.name}/feedback; " in said
     assert said.endswith(
         "(--url is the server's root URL: /ann is put before the route); nothing was applied"
     ), said
+
+
+def test_a_401_names_feedbacks_own_token_flag_and_one_line_is_line_1():
+    """A server with a token: it said "lines 1-1 refused (401): authorization: expected header
+    'Authorization: Bearer <token>' ...", a header where this command takes a flag."""
+    import http.server
+    import threading
+
+    from ann.monitor.feedback import send
+
+    class Refuses(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = b'{"error": "authorization: expected header \'Authorization: Bearer <token>\'"}'
+            self.send_response(401)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Refuses)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    items = [{"id": "a", "label": 1}]
+    try:
+        with pytest.raises(ValueError) as none:
+            send(url, "digits", items)
+        with pytest.raises(ValueError) as wrong:
+            send(url, "digits", items, token="x", token_from="$ANN_SERVE_TOKEN")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert str(none.value) == (
+        f"{url}/v2/models/digits/feedback: line 1 refused (401): the server wants its token; "
+        "give it with --token_file=FILE or $ANN_SERVE_TOKEN; nothing was applied"
+    )
+    assert "refused (401): the token sent ($ANN_SERVE_TOKEN) is not the server's; give its " in (
+        str(wrong.value)
+    )
 
 
 @pytest.mark.parametrize(

@@ -182,12 +182,14 @@ def send(
     batch: int = 1000,
     token: str | None = None,
     lines: list[int] | None = None,
+    token_from: str = "",
 ) -> dict[str, Any]:
     """POSTs `items` to the model's feedback route, `batch` at a time; returns the sums:
     `{"matched", "unmatched": {reason: n}, "accuracy", "min_labels": the last reply's}`.
     `lines`: each item's line in the labels file (default: its position, from 1). ValueError
     with the server's message, the file lines of the refused batch and of the item it names,
-    and what was applied before it; why the server could not be reached; or for a `url` that is not
+    and what was applied before it (a 401: how this command gives the token; `token_from`: where
+    the token sent came from); why the server could not be reached; or for a `url` that is not
     http:// or https:// (`check_url`)."""
     lines = lines or list(range(1, len(items) + 1))
     check_url(url)
@@ -203,7 +205,7 @@ def send(
         chunk = items[start : start + batch]
         body = json.dumps(chunk).encode()
         request = urllib.request.Request(endpoint, data=body, headers=headers, method="POST")
-        where = f"lines {lines[start]}-{lines[start + len(chunk) - 1]}"
+        where = _lines(lines[start], lines[start + len(chunk) - 1])
         try:
             with urllib.request.urlopen(request, timeout=60) as response:
                 reply = json.loads(response.read())
@@ -216,12 +218,21 @@ def send(
             if e.code == 404 and path and message.startswith("no route"):
                 # A path in --url is put before the route (a proxy's prefix); not this one.
                 message += f" (--url is the server's root URL: {path} is put before the route)"
+            if e.code == 401:  # the server's words name a header; this command's fix is a flag
+                message = (
+                    f"the token sent ({token_from or 'given'}) is not the server's; give its "
+                    "token with --token_file=FILE or $ANN_SERVE_TOKEN"
+                    if token
+                    else "the server wants its token; give it with --token_file=FILE or "
+                    "$ANN_SERVE_TOKEN"
+                )
             raise ValueError(
                 f"{endpoint}: {where} refused ({e.code}): "
                 f"{_at_line(message, start, lines) or e.reason}; "
                 + (
-                    f"lines {lines[0]}-{lines[start - 1]} before them were applied: send the "
-                    f"file from line {lines[start]} on to go on"
+                    f"{_lines(lines[0], lines[start - 1], 'applied')} before "
+                    f"{'them' if len(chunk) > 1 else 'it'}: send the file from line "
+                    f"{lines[start]} on to go on"
                     if start
                     else "nothing was applied"
                 )
@@ -241,12 +252,21 @@ def send(
 def _stopped_at(lines: list[int], start: int, size: int) -> str:
     """What a Ctrl-C during the batch at `start` (of `size` items) leaves applied: the batches
     before it; the one in flight may or may not be (the server applies a batch whole)."""
-    applied = f"lines {lines[0]}-{lines[start - 1]} were applied" if start else "none applied"
+    first, last = lines[start], lines[start + size - 1]
+    applied = _lines(lines[0], lines[start - 1], "applied") if start else "none applied"
     return (
-        f"interrupted (Ctrl-C): {applied}; lines {lines[start]}-{lines[start + size - 1]} were "
-        f"in flight (applied whole or not at all): send the file from line {lines[start]} on to "
-        "go on (an id labelled twice is counted as a duplicate, not twice)"
+        f"interrupted (Ctrl-C): {applied}; {_lines(first, last, 'in flight')} (applied whole or "
+        f"not at all): send the file from line {first} on to go on (an id labelled twice is "
+        "counted as a duplicate, not twice)"
     )
+
+
+def _lines(first: int, last: int, state: str = "") -> str:
+    """`lines 7-9`, or `line 1` for one (it said `lines 1-1`); with `state`, `lines 7-9 were
+    applied` / `line 1 was applied`."""
+    if first == last:
+        return f"line {first}" + (f" was {state}" if state else "")
+    return f"lines {first}-{last}" + (f" were {state}" if state else "")
 
 
 def served_versions(url: str, model: str, token: str | None) -> list[str]:
@@ -353,7 +373,14 @@ def feedback(args: list[str]) -> None:
         numbered = read_labels(FLAGS.labels)
         lines, items = [n for n, _ in numbered], [item for _, item in numbered]
         token = read_token()
-        total = send(FLAGS.url, FLAGS.model, items, FLAGS.version, FLAGS.batch, token, lines)
+        token_from = (
+            f"--token_file={FLAGS.token_file}"
+            if FLAGS.token_file is not None
+            else "$ANN_SERVE_TOKEN"
+        )
+        total = send(
+            FLAGS.url, FLAGS.model, items, FLAGS.version, FLAGS.batch, token, lines, token_from
+        )
     except ValueError as e:
         cli.fail(str(e))
     unmatched = ", ".join(f"{k} {v}" for k, v in total["unmatched"].items())
