@@ -773,8 +773,8 @@ def test_monitor_drift_cli_writes_a_report_and_refuses_a_bad_log_in_one_line(
     assert result.stdout.splitlines() == [
         "too few rows to judge drift (20 rows < --min_rows=21): not tested | 20 rows from 1 "
         f"request to digits_cnn version {version} | 1221 reference rows",
-        "  log more requests (`ann serve --request_log_sample=1` logs every one) or lower "
-        "--min_rows",
+        "  log more requests (`ann serve --request_log_sample=1` logs every one; the default "
+        "0.01, one in 100) or lower --min_rows",
         f"wrote {tmp_path / 'few' / 'report.json'} and index.html",
     ]
     few = json.loads((tmp_path / "few" / "report.json").read_text())
@@ -996,11 +996,38 @@ def test_a_file_that_is_not_a_request_log_is_named_so_and_one_row_is_too_few(tmp
     )
     assert refusal(json.dumps(request) + "\n", min_rows=2) == (
         f"{path} holds 1 row of model 'm' (in 1 successful request); at least 2 are needed: "
-        "log more requests (`ann serve --request_log_sample=1` logs every one)"
+        "log more requests (`ann serve --request_log_sample=1` logs every one; the default "
+        "0.01, one in 100)"
     )
     two = {**request, "inputs": {"x": {"shape": [2, 2], "data": [0, 1, 2, 3]}}}
     path.write_text(json.dumps(two) + "\n")
     assert read_traffic([str(path)], "m", "1", spec, {}, min_rows=2).inputs["x"].shape == (2, 2)
+
+
+def test_too_few_rows_beside_rotated_logs_names_them_not_the_sampling(tmp_path):
+    """A log rotated by `ann serve --request_log_backups=2` (rot.jsonl.1, .2 beside it) was
+    told to log every request (`--request_log_sample=1`), which it already did; the files
+    beside it hold the rest, as --requests takes them (comma-separated)."""
+    from ann.monitor.__main__ import summary
+    from ann.monitor.request_log import RequestLogError, more_requests, read_traffic
+
+    spec = {"x": {"dtype": "float32", "shape": [-1, 2]}}
+    line = json.dumps({"model": "m", "version": "1", "status": 200,
+                       "inputs": {"x": {"shape": [1, 2], "data": [0, 1]}}}) + "\n"  # fmt: skip
+    rot = tmp_path / "rot.jsonl"
+    for path in (rot, tmp_path / "rot.jsonl.1", tmp_path / "rot.jsonl.2"):
+        path.write_text(line)
+    said = f"read the rotated files beside it too (--requests={rot},{rot}.1,{rot}.2)"
+    with pytest.raises(RequestLogError) as e:
+        read_traffic([str(rot)], "m", "1", spec, {}, min_rows=2)
+    assert str(e.value).endswith(f"at least 2 are needed: {said}"), str(e.value)
+    assert more_requests([str(rot), f"{rot}.1"]) == said.replace("files", "file")  # .2 alone
+    report = {
+        "model": {"name": "m", "version": "1"},
+        "requests": {"files": [str(rot)], "records": 1, "versions": ["1"], "served_as": None},
+        "result": {"state": "too_few_rows", "rows": 1, "min_rows": 25, "reference_rows": 9},
+    }
+    assert summary(report, "r.json").splitlines()[1] == f"  {said} or lower --min_rows"
 
 
 def _read_one(tmp_path, tensor, dtype="float32"):

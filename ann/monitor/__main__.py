@@ -206,6 +206,7 @@ def summary(report: dict[str, Any], path: str) -> str:
     """The printed lines: the verdict, the multivariate test, outputs, top features, files; for
     too few rows, that and what to do."""
     from ann.monitor.drift import format_p, rank  # imported by then: the report was computed
+    from ann.monitor.request_log import more_requests
 
     r, m = report["result"], report["model"]
     rows, records = r["rows"], report["requests"]["records"]
@@ -225,8 +226,8 @@ def summary(report: dict[str, Any], path: str) -> str:
     if r["state"] == "too_few_rows":
         return (
             f"too few rows to judge drift ({rows} < --min_rows={r['min_rows']}): not tested | "
-            f"{source}\n  log more requests (`ann serve --request_log_sample=1` logs every one) "
-            f"or lower --min_rows\nwrote {path} and index.html"
+            f"{source}\n  {more_requests(report['requests']['files'])} or lower --min_rows\n"
+            f"wrote {path} and index.html"
         )
     drifted, correction = r["drifted"], r.get("correction", "none")
     corrected = f", {correction}-corrected" if correction != "none" else ""

@@ -172,19 +172,54 @@ def _not_a_request(where: str, record: dict[str, Any]) -> str:
     )
 
 
+def rotated(paths: Sequence[str]) -> list[str]:
+    """The rotated files beside each of `paths` (`FILE.1`, `FILE.2`, ..., as `ann serve
+    --request_log_backups` keeps them) that `paths` does not name, in order."""
+    given = {os.path.realpath(p) for p in paths}
+    found = []
+    for path in paths:
+        n = 1
+        while os.path.isfile(f"{path}.{n}"):
+            if os.path.realpath(f"{path}.{n}") not in given:
+                found.append(f"{path}.{n}")
+            n += 1
+    return found
+
+
+def more_requests(paths: Sequence[str]) -> str:
+    """What to do for more requests than `paths` hold: read the rotated files beside them
+    (it advised `--request_log_sample=1` for a log that sampled every request, its older
+    requests in `FILE.1`, `FILE.2`), else log more of them. The sampling is not in the log,
+    so the default's share is named."""
+    more = rotated(paths)
+    if more:
+        return (
+            f"read the rotated file{'s' * (len(more) > 1)} beside it too "
+            f"(--requests={','.join([*paths, *more])})"
+        )
+    return (
+        "log more requests (`ann serve --request_log_sample=1` logs every one; the default "
+        "0.01, one in 100)"
+    )
+
+
 def _nothing_of(
-    where: str,
+    paths: Sequence[str],
     records: list[tuple[str, dict[str, Any]]],
     name: str,
     mine: int,
 ) -> str:
-    """Why the log `where` gives no request of model `name` (`mine`: its records of that
-    name), and what to do: the log's model names when it holds only others (it said "serve it
-    with --request_log" for a log of the same export served under another name)."""
+    """Why the logs `paths` give no request of model `name` (`mine`: its records of that
+    name), and what to do (an empty one: the rotated files beside it, if any): the log's model
+    names when it holds only others (it said "serve it with --request_log" for a log of the
+    same export served under another name)."""
+    where = ", ".join(paths)
     if not records:
-        return (
-            f"{where} holds no requests; log them with `ann serve --request_log=FILE` "
-            "(--request_log_sample=1 logs every one)"
+        return f"{where} holds no requests; " + (
+            more_requests(paths)
+            if rotated(paths)
+            else "log them with `ann serve --request_log=FILE` (--request_log_sample=1 logs "
+            "every one)"
         )
     if mine:
         return (
@@ -251,7 +286,7 @@ def read_traffic(
     if len(ok) < len(use):
         skipped["failed or without inputs"] = len(use) - len(ok)
     if not ok:
-        raise RequestLogError(_nothing_of(", ".join(paths), records, name, len(use)))
+        raise RequestLogError(_nothing_of(paths, records, name, len(use)))
     columns: dict[str, list[np.ndarray]] = {k: [] for k in inputs}
     logged: dict[str, list[np.ndarray]] = {k: [] for k in outputs}
     for where, record in ok:
@@ -268,8 +303,8 @@ def read_traffic(
     if rows < min_rows:
         raise RequestLogError(
             f"{', '.join(paths)} holds {_count(rows, 'row')} of model {name!r} (in "
-            f"{_count(len(ok), 'successful request')}); at least {min_rows} are needed: log "
-            "more requests (`ann serve --request_log_sample=1` logs every one)"
+            f"{_count(len(ok), 'successful request')}); at least {min_rows} are needed: "
+            + more_requests(paths)
         )
     # Another version's logged outputs are not this model's: it scores the inputs itself.
     others_only = version is not None and not exact
