@@ -1131,3 +1131,27 @@ def test_another_monitor_commands_flag_is_refused(args, message):
     result = subprocess.run([sys.executable, "-m", "ann", "monitor", *args],
                             capture_output=True, text=True, cwd=ROOT, timeout=60)  # fmt: skip
     assert result.returncode == 1 and result.stderr.strip() == message, result.stderr
+
+
+def test_a_report_of_another_request_log_is_not_replaced_without_a_word(tmp_path):
+    """The default --out is per model version: a drift report of another log replaced the
+    earlier one silently. Refused as `ann report` refuses a report of another model; the
+    rotated files of the same log added are the same log."""
+    from ann.cli import FlagError
+    from ann.monitor.__main__ import _check_out
+
+    out = tmp_path / "drift-m-1"
+    out.mkdir()
+    earlier = {"schema": "ann.monitor.drift/1", "model": {"name": "m", "version": "1"},
+               "requests": {"files": [str(tmp_path / "a.jsonl")]}}  # fmt: skip
+    (out / "report.json").write_text(json.dumps(earlier))
+    with pytest.raises(FlagError) as e:
+        _check_out(str(out), "drift", ("m", "1", [str(tmp_path / "b.jsonl")]))
+    assert str(e.value) == (
+        f"--out={out} holds the drift report of {tmp_path / 'a.jsonl'} (model m version 1), not "
+        f"of --requests={tmp_path / 'b.jsonl'}; choose another --out, or delete {out} to "
+        "replace it"
+    )
+    a = str(tmp_path / "a.jsonl")
+    assert _check_out(str(out), "drift", ("m", "1", [a, f"{a}.1"])) == str(out)
+

@@ -9,8 +9,9 @@ command's part of this and its flags).
 `--requests=log,log.1`), keeps the model's successful requests (`ann.monitor.request_log`), tests
 them against the export's reference sample (`ann.monitor.drift`: Evidently's defaults, adapted,
 with the multivariate MMD test unless --nomultivariate) and writes report.json, index.html and
-PNGs to --out (default ./drift-NAME-VERSION; an earlier drift report there is replaced), then
-prints a summary. The outputs tested are the logged ones when every request logged them all,
+PNGs to --out (default ./drift-NAME-VERSION; an earlier drift report there of the same model
+and logs, or their rotated files, is replaced; of another, refused), then prints a summary.
+The outputs tested are the logged ones when every request logged them all,
 else the model's on the logged inputs; a log without requests to --model's version is judged
 against that version's reference, with a warning naming the versions it holds. Fewer than
 --min_rows rows (`ann.monitor.MIN_ROWS`, 25: the chi-square rule of 5 expected counts a bin) are
@@ -70,7 +71,9 @@ request (naming why).
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -251,14 +254,46 @@ def summary(report: dict[str, Any], path: str) -> str:
     return "\n".join(lines)
 
 
-def _check_out(out: str, kind: str) -> str:
+def _check_out(out: str, kind: str, made_of: tuple[str, str, list[str]] | None = None) -> str:
     """`out`, checked as --out of a `kind` report ("drift", "performance"): not a run, export,
-    registry or data set, nor another kind of report (ann.report.write.check_out)."""
+    registry or data set, nor another kind of report (ann.report.write.check_out). With
+    `made_of` (the model's name and version, the --requests files), an earlier report there
+    must be of the same model and request logs (`_check_same_traffic`)."""
     from ann.report.write import check_out
 
     cli.check_out("out", out, report=True)
     check_out(out, f"{kind} report")
+    if made_of is not None:
+        _check_same_traffic(out, kind, *made_of)
     return out
+
+
+def _check_same_traffic(out: str, kind: str, name: str, version: str, requests: list[str]) -> None:
+    """FlagError when the report at `out` is of another model or other request logs than
+    `requests`: a drift report of another log replaced the earlier one without a word (the
+    default --out is per model version, not per log); its rotated files added are the same log
+    (`_logs`). The rule `ann report` has for a report
+    of another run or model: choose another --out, or delete it to replace it."""
+    try:
+        with open(os.path.join(out, "report.json"), "rb") as f:
+            earlier = json.loads(f.read())
+        model, files = earlier["model"], earlier["requests"]["files"]
+        made = (model["name"], model["version"], _logs(files))
+    except (OSError, ValueError, TypeError, KeyError):
+        return  # none there, or not one of these (check_out has refused what is not)
+    if made == (name, version, _logs(requests)):
+        return
+    raise cli.FlagError(
+        f"--out={out} holds the {kind} report of {','.join(files)} (model {made[0]} version "
+        f"{made[1]}), not of --requests={','.join(requests)}; choose another --out, or "
+        f"delete {out} to replace it"
+    )
+
+
+def _logs(files: list[str]) -> set[str]:
+    """The request logs `files` are of: a rotated file (`FILE.1`) is its log's (`FILE`), so
+    adding the rotated files to --requests is more of the same log, not another."""
+    return {re.sub(r"\.\d+$", "", os.path.realpath(p)) for p in files}
 
 
 def _manifest() -> tuple[Any, dict[str, Any], str, str, str]:
@@ -325,7 +360,9 @@ def drift(args: list[str]) -> None:
     warning = small_sample_warning(FLAGS.method, result.rows, result.reference_rows)
     if warning:
         cli.warn(warning)
-    out = _check_out(FLAGS.out or f"drift-{name}-{version}", "drift")
+    out = _check_out(
+        FLAGS.out or f"drift-{name}-{version}", "drift", (name, version, FLAGS.requests)
+    )
     report = {
         "schema": drift_report.SCHEMA,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -476,7 +513,9 @@ def performance(args: list[str]) -> None:
         cli.warn(not_served_warning(files, name, version, list(scores)))
         # Listed too: the page and report.json named only the logs' versions, as if measured.
         scores[version] = perf.not_served_json(min_rows)
-    out = _check_out(FLAGS.out or f"performance-{name}-{version}", "performance")
+    out = _check_out(
+        FLAGS.out or f"performance-{name}-{version}", "performance", (name, version, FLAGS.requests)
+    )
     logged = len(requests.logged)
     report = {
         "schema": perf.SCHEMA,
