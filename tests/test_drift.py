@@ -1155,3 +1155,32 @@ def test_a_report_of_another_request_log_is_not_replaced_without_a_word(tmp_path
     a = str(tmp_path / "a.jsonl")
     assert _check_out(str(out), "drift", ("m", "1", [a, f"{a}.1"])) == str(out)
 
+
+def test_psi_is_worded_as_psi_in_the_chart_and_the_summary(tmp_path):
+    """PSI has no p: the chart's legend said `"0": p = 1 (strength 0), no bar` of it, and the
+    summary's `top:` listed five features all `psi 0`, which did not move at all."""
+    from ann.monitor import report
+    from ann.monitor.__main__ import summary
+
+    rng = np.random.default_rng(0)
+    spec = {"x": {"dtype": "float32", "shape": [-1, 4]}}
+    train = rng.integers(0, 3, size=(400, 4)).astype("float32")
+    window = train[:100].copy()
+    train[:, 3] = window[:, 3] = 0.0  # constant on both sides: psi 0
+    ref = Reference({"x": train}, {}, spec, {})
+    figure = report._strength_figure(ref.detect({"x": window}, {}, method="psi"))
+    legend = [t.get_text() for t in figure.legends[0].get_texts()]
+    assert '"0": psi 0 (strength 0), no bar' in legend, legend
+    assert figure.axes[0].get_xlabel() == "strength (>= 1: drift; psi / 0.1)"
+    ks = report._strength_figure(ref.detect({"x": window}, {}, method="ks"))
+    assert ks.axes[0].get_xlabel() == "strength (>= 1: drift; log p / log 0.05)"
+    same = {"x": np.zeros((100, 4), "float32")}
+    still = Reference(same, {}, spec, {}).detect(same, {}, method="psi")
+    r = {**still.to_json(), "drift_share": 0.5}
+    made = {
+        "model": {"name": "m", "version": "1"},
+        "requests": {"files": ["a"], "records": 100, "versions": ["1"], "served_as": None},
+        "result": r,
+        "figures": [],
+    }
+    assert summary(made, "r.json").splitlines()[1] == "  top: none moved (psi 0 for every feature)"

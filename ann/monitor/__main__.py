@@ -245,9 +245,17 @@ def summary(report: dict[str, Any], path: str) -> str:
         verdict = "DRIFT" if f["drifted"] else "ok"
         said = " ".join(x for x in (_score(f, ".4g"), p, verdict) if x)
         lines.append(f"  {f['feature']}: {f['method']} {said}")
-    top = sorted(r["features"], key=lambda f: rank(f["strength"], f["p_value"], f["score"]))[:5]
+    # A feature that did not move at all (a score of 0: psi 0, ks 0) is no one's "top": five
+    # features all "psi 0" were listed.
+    moved = [f for f in r["features"] if f["score"] != 0]
+    top = sorted(moved, key=lambda f: rank(f["strength"], f["p_value"], f["score"]))[:5]
+    methods = "/".join(sorted({f["method"] for f in r["features"]}))
     lines.append(
-        "  top: " + ", ".join(f"{f['feature']} {f['method']} {_score(f, '.3g')}" for f in top)
+        "  top: "
+        + (
+            ", ".join(f"{f['feature']} {f['method']} {_score(f, '.3g')}" for f in top)
+            or f"none moved ({methods} 0 for every feature)"
+        )
     )
     pictures = len(report["figures"])  # "1 pictures" was said
     lines.append(f"wrote {path}, index.html and {pictures} picture{'s' * (pictures != 1)}")

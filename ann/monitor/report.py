@@ -75,11 +75,38 @@ def strength_bars(result: DriftResult) -> list[StrengthBar]:
 DRIFT_COLOR, OK_COLOR = "#d62728", "#7f7f7f"
 
 
+def _strength_is(features: list[FeatureDrift]) -> str:
+    """What the strength of `features` is, in their methods' own words: `psi / 0.1` for PSI
+    alone (it said `distance / threshold or log p / log 0.05` of PSI, which has no p),
+    `log p / log 0.05` for p-value tests alone, both for a mix."""
+    distances = sorted({f.method for f in features if f.p_value is None})
+    thresholds = sorted({f.threshold for f in features if f.p_value is None})
+    if distances:
+        distance = "/".join(distances) + (
+            f" / {thresholds[0]:g}" if len(thresholds) == 1 else " / its threshold"
+        )
+    p_thresholds = sorted({f.threshold for f in features if f.p_value is not None})
+    p_said = f"log p / log {p_thresholds[0]:g}" if len(p_thresholds) == 1 else "log p / log alpha"
+    if distances and p_thresholds:
+        return f"{distance} or {p_said}"
+    return distance if distances else p_said
+
+
+def _zero_is(features: list[FeatureDrift], p: str) -> str:
+    """What a strength of 0 is for `features`: `psi 0` for a distance (it said `p = 1` of PSI,
+    which has no p), `p = 1` for a p-value test, both for a mix."""
+    distances = sorted({f.method for f in features if f.p_value is None})
+    said = [f"{'/'.join(distances)} 0"] if distances else []
+    if any(f.p_value is not None for f in features):
+        said.append(f"{p} = 1")
+    return " or ".join(said)
+
+
 def _strength_figure(result: DriftResult) -> Any:
     """Horizontal bars of `strength_bars` on a log axis. Under a correction a light bar (the
     uncorrected strength) behind a narrower solid one (the adjusted strength, the verdict's); a
-    strength of 0 (p = 1) has no place on a log axis, so no bar is drawn for it and the row says
-    "0" instead (the axis floor was drawn as if it were a value)."""
+    strength of 0 (p = 1, or a distance of 0) has no place on a log axis, so no bar is drawn
+    for it and the row says "0" instead (the axis floor was drawn as if it were a value)."""
     import matplotlib.pyplot as plt
     from matplotlib import patches, ticker
 
@@ -123,13 +150,16 @@ def _strength_figure(result: DriftResult) -> Any:
     ax.axvline(1.0, color="black", lw=1, ls="--")
     # Labelled at 1, 2 and 5 of each decade: strengths often span less than one decade, where
     # the default log axis shows only "10^0".
-    ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    # Over more than 3 decades only the decades: 1, 2, 5 of each overlapped into one smear
+    # ("1e-072e-075e-07...") on a KS chart from 1e-7 to 10.
+    wide = math.log10(high / floor) > 3
+    ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0,) if wide else (1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
     ax.xaxis.set_minor_formatter(ticker.NullFormatter())
     which = f"\nsolid: {result.correction}-adjusted p (the verdict's); light: uncorrected p"
+    top = result.top(SHOWN)  # the rows, in order
     ax.set_xlabel(
-        "strength (>= 1: drift; distance / threshold or log p / log 0.05)"
-        + (which if corrected else ""),
+        f"strength (>= 1: drift; {_strength_is(top)})" + (which if corrected else ""),
         fontsize=8,
     )
     if corrected:
@@ -147,7 +177,8 @@ def _strength_figure(result: DriftResult) -> Any:
         ]
     if zero:
         p = f"{result.correction}-adjusted p" if corrected else "p"
-        handles.append(patches.Patch(fill=False, lw=0, label=f'"0": {p} = 1 (strength 0), no bar'))
+        said = _zero_is([top[i] for i in zero], p)
+        handles.append(patches.Patch(fill=False, lw=0, label=f'"0": {said} (strength 0), no bar'))
     figure.legend(handles=handles, fontsize=7, loc="outside lower center", ncols=2, frameon=False)
     drifted = sum(f.drifted for f in result.features)
     how = f", {result.correction}-corrected" if corrected else ""
