@@ -564,6 +564,28 @@ def test_the_default_out_names_an_export_by_its_served_version():
     assert default_out({"kind": "workdir", "workdir": "/x/runs/a"}, "runs/a") == "runs/a/report"
 
 
+def test_a_registered_copy_is_named_as_ann_serve_names_it(digits_export, tmp_path):
+    # A copy of registry/artifacts/digits/1 (with its registry.json) was reported as
+    # digits_cnn, version null, into report-digits_cnn-<sha>; `ann serve`, `ann monitor` call
+    # it digits/1.
+    import shutil
+
+    from ann import artifact
+    from ann.registry import Registry, resolve
+    from ann.report.__main__ import default_out
+
+    version = Registry(str(tmp_path / "registry")).register(str(digits_export[1]), "digits")
+    copy_dir = shutil.copytree(version.path, tmp_path / "copy1")
+    resolved = resolve(str(copy_dir))
+    manifest, raw = artifact.read_manifest_bytes(resolved.path, None)
+    sha = artifact.sha256_bytes(raw)
+    model = types.SimpleNamespace(name=manifest["name"], manifest_sha256=sha, manifest=manifest)
+    identity = collect.model_identity(str(copy_dir), resolved, model)
+    assert (identity["name"], identity["version"]) == ("digits", 1)
+    assert resolved.served_name(manifest["name"], sha) == ("digits", "1")
+    assert default_out(identity) == "report-digits-1"
+
+
 def test_a_model_report_and_a_drift_report_do_not_replace_each_other(tmp_path):
     # Both write report.json: `ann monitor drift --out=RUN/report` silently replaced the model
     # report there, and the reverse.

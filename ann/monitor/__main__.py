@@ -309,12 +309,11 @@ def _manifest() -> tuple[Any, dict[str, Any], str, str, str]:
     registry's hash, named as `ann serve` names it; nothing loaded (no JAX import)."""
     from ann import artifact
     from ann import registry as registries
-    from ann.serve.repository import served_name
 
     resolved = registries.resolve(FLAGS.model, FLAGS.registry)
     manifest, raw = artifact.read_manifest_bytes(resolved.path, resolved.manifest_sha256)
     digest = artifact.sha256_bytes(raw)
-    name, version = served_name(resolved, manifest["name"], digest)
+    name, version = resolved.served_name(manifest["name"], digest)
     return resolved, manifest, digest, name, version
 
 
@@ -329,13 +328,14 @@ def drift(args: list[str]) -> None:
     if FLAGS.out:  # before the log is read
         _check_out(FLAGS.out, "drift")
     from ann import artifact
+    from ann.registry.spec import export_version
 
     # The log is read against the manifest before the model is loaded (JAX's imports): a bad
     # log is answered in 0.4 s, not 2-3 s.
     resolved, manifest, digest, name, version = _manifest()
     cli.progress(f"reading {', '.join(FLAGS.requests)}")
     # The export as `ann serve` names it when given its directory.
-    export = (manifest["name"], digest[:12])
+    export = (manifest["name"], export_version(digest))
     inputs, outputs = manifest["inputs"], manifest["outputs"]
     traffic = read_traffic(FLAGS.requests, name, version, inputs, outputs, export)
     if traffic.served_as is not None:
@@ -479,6 +479,7 @@ def performance(args: list[str]) -> None:
     if FLAGS.out:  # before the log is read
         _check_out(FLAGS.out, "performance")
     from ann.monitor.request_log import read_requests
+    from ann.registry.spec import export_version
     from ann.serve.monitoring import class_outputs
 
     resolved, manifest, digest, name, version = _manifest()
@@ -493,7 +494,7 @@ def performance(args: list[str]) -> None:
     except ValueError as e:
         cli.fail(str(e))
     cli.progress(f"reading {', '.join(FLAGS.requests)}")
-    export = (manifest["name"], digest[:12])
+    export = (manifest["name"], export_version(digest))
     requests = read_requests(FLAGS.requests, name, manifest["outputs"], export)
     if requests.served_as is not None:
         name, version = requests.served_as

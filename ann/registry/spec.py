@@ -14,11 +14,13 @@ import os
 
 from ann import artifact
 from ann.registry.core import (
+    IDENTITY,
     URI_SCHEME,
     ModelVersion,
     Registry,
     RegistryError,
     files_gone,
+    identity,
 )
 
 
@@ -37,6 +39,42 @@ class Resolved:
         """Loads the export, checking every file's sha256 (and the recorded manifest hash);
         raises artifact.IntegrityError (a ValueError) on any mismatch."""
         return artifact.load(self.path, self.manifest_sha256)
+
+    def registered_as(self, manifest_sha256: str) -> tuple[str, int] | None:
+        """(name, version) of the registry version this is: the URI's, or for a directory
+        the one its `registry.json` records (a registered copy taken out of the registry,
+        e.g. baked into an image from `ann registry resolve`); None for a plain export.
+        `manifest_sha256`: the digest of the manifest bytes read. Raises IntegrityError for a
+        registered copy whose manifest is not the one registered, RegistryError for a
+        `registry.json` that cannot be read."""
+        if self.version is not None:
+            return self.version.name, self.version.version
+        record = identity(self.path)
+        if record is None:
+            return None
+        if record["manifest_sha256"] != manifest_sha256:
+            raise artifact.IntegrityError(
+                f"{self.path}/manifest.json was modified after it was registered as "
+                f"{record['name']} version {record['version']} (its sha256 is "
+                f"{manifest_sha256}, {IDENTITY} records {record['manifest_sha256']}); copy the "
+                "version again from the registry (ann registry resolve)"
+            )
+        return record["name"], record["version"]
+
+    def served_name(self, manifest_name: str, manifest_sha256: str) -> tuple[str, str]:
+        """(name, version) every command names this model by (`ann serve`, `ann monitor`,
+        `ann report`): the registry version's (`registered_as`), else the manifest's name and
+        the first 12 hex digits of its sha256 (`export_version`)."""
+        registered = self.registered_as(manifest_sha256)
+        if registered is None:
+            return manifest_name, export_version(manifest_sha256)
+        return registered[0], str(registered[1])
+
+
+def export_version(manifest_sha256: str) -> str:
+    """The version an unregistered export directory is named by: its manifest's first 12 hex
+    digits."""
+    return manifest_sha256[:12]
 
 
 def resolve(spec: str, registry: str | None = None, has_flag: bool = True) -> Resolved:

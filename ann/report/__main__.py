@@ -95,9 +95,12 @@ def default_out(identity: dict, workdir: str | None = None) -> str:
     gave), report-NAME-VERSION in the current directory for a model."""
     if identity["kind"] == "workdir":
         return os.path.join(workdir or identity["workdir"], "report")
-    # An export directory's version is its manifest's first 12 hex digits, as `ann serve` and
-    # `ann monitor drift` name it (report.json's model.version stays null for it).
-    version = identity.get("version") or identity["manifest_sha256"][:12]
+    # Named as `ann serve` and `ann monitor` name it (`Resolved.served_name`): a registry
+    # version (or a registered copy) by its number, an export directory by its manifest's first
+    # 12 hex digits (report.json's model.version stays null for it).
+    from ann.registry.spec import export_version
+
+    version = identity.get("version") or export_version(identity["manifest_sha256"])
     return f"report-{identity['name']}-{version}"
 
 

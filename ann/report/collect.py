@@ -121,21 +121,33 @@ def from_model(spec: str, registry: str | None = None) -> Source:
             outputs["logits"] = np.log(np.maximum(probabilities, TINY)) * temperature
         return outputs
 
-    version = resolved.version
-    identity = {
-        "kind": "registry" if version else "export",
-        "spec": spec,
-        "path": resolved.path,
-        "name": version.name if version else model.name,
-        "version": version.version if version else None,
-        "manifest_sha256": model.manifest_sha256,
-        "workdir": model.manifest.get("source", {}).get("workdir"),
-        "step": model.manifest.get("source", {}).get("step"),
-    }
+    identity = model_identity(spec, resolved, model)
     if has_logits:  # what the export serves; a regression's `prediction` has no softmax
         method = (model.manifest.get("calibration") or {}).get("method")
         identity["calibration"] = {"method": method, "temperature": temperature}
     return Source(identity, experiment, config, predict_batch, batch_size, data_dir)
+
+
+def model_identity(spec: str, resolved: Any, model: Any) -> dict[str, Any]:
+    """report.json's `model` for `--model=spec` (`resolved` by `ann.registry.resolve`, `model`
+    its loaded `artifact.Model`): named as every other command names it
+    (`Resolved.registered_as`): a registry URI, or a registered copy taken out of the registry
+    (its `registry.json`), by its registry name and version; a plain export by its manifest's
+    name, version null. Raises IntegrityError for a copy whose manifest is not the one
+    registered."""
+    registered = resolved.registered_as(model.manifest_sha256)
+    name, version = registered or (model.name, None)
+    source = model.manifest.get("source", {})
+    return {
+        "kind": "registry" if resolved.version else "export",
+        "spec": spec,
+        "path": resolved.path,
+        "name": name,
+        "version": version,
+        "manifest_sha256": model.manifest_sha256,
+        "workdir": source.get("workdir"),
+        "step": source.get("step"),
+    }
 
 
 def split_of(config: ml_collections.ConfigDict, split: str) -> str:

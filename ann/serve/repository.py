@@ -35,40 +35,18 @@ def load_model(spec: str, registry: str | None) -> ServedModel:
     `models:/NAME@ALIAS`, `models:/NAME/latest` (served as NAME, version 3) in `registry`
     (None: the registry's default, `$ANN_REGISTRY` else ./registry), or an export directory
     (served under its manifest name, version = the first 12 hex digits of its manifest's
-    sha256). Raises RegistryError, artifact.IntegrityError, OSError or ValueError with one
-    line naming the spec."""
+    sha256; a registered copy under its registry name and version: `Resolved.served_name`,
+    the rule every command names a model by). Raises RegistryError, artifact.IntegrityError,
+    OSError or ValueError with one line naming the spec."""
     from ann import registry as registries
 
     resolved = registries.resolve(spec, registry)
     model = resolved.load()
     # The digest of the manifest bytes loaded, not a second read.
-    name, version = served_name(resolved, model.name, model.manifest_sha256)
+    name, version = resolved.served_name(model.name, model.manifest_sha256)
     return ServedModel(
         name, version, model, spec if resolved.version is not None else resolved.path
     )
-
-
-def served_name(resolved: Any, manifest_name: str, manifest_sha256: str) -> tuple[str, str]:
-    """(name, version) a resolved spec (`ann.registry.Resolved`) is served under: a registry
-    version's name and number; for a directory, the same when it is a registered copy (its
-    `registry.json`, e.g. baked into an image from `ann registry resolve`), else the
-    manifest's name and the first 12 hex digits of its sha256. Raises IntegrityError for a
-    registered copy whose manifest is not the one registered."""
-    from ann.registry.core import IDENTITY, identity
-
-    if resolved.version is not None:
-        return resolved.version.name, str(resolved.version.version)
-    record = identity(resolved.path)
-    if record is None:
-        return manifest_name, manifest_sha256[:12]
-    if record["manifest_sha256"] != manifest_sha256:
-        raise artifact.IntegrityError(
-            f"{resolved.path}/manifest.json was modified after it was registered as "
-            f"{record['name']} version {record['version']} (its sha256 is {manifest_sha256}, "
-            f"{IDENTITY} records {record['manifest_sha256']}); copy the version again from the "
-            "registry (ann registry resolve)"
-        )
-    return record["name"], str(record["version"])
 
 
 def load_models(specs: list[str], registry: str | None) -> list[ServedModel]:
