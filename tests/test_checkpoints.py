@@ -179,11 +179,16 @@ def test_a_resume_writes_the_manifest_a_best_or_resumed_step_lacks(tmp_path, tra
         assert set(manifest) == set(checkpoint_lib._files(str(step_dir)))
         assert checkpoint_lib.verify_files(str(step_dir)) is None
         assert f"in {step_dir.parent} had no {checkpoint_lib.MANIFEST}" in caplog.text
-    # Now verified: a changed byte of the best is found, where it was read unverified.
+    # Now verified: a changed byte of the best is found, where it was read unverified (and its
+    # intact copy in checkpoints/ restored instead).
     victim = largest_data_file(best)
     victim.write_bytes(victim.read_bytes()[:-8])
-    with pytest.raises(CheckpointError, match="truncated or cut"):
+    assert (workdir / "checkpoints" / best.name).is_dir()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
         restore_model(str(workdir), "best")
+    assert f"in {best.parent} is damaged (file " in caplog.text
+    assert "truncated or cut" in caplog.text
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate"])
@@ -247,6 +252,7 @@ def test_a_damaged_step_is_an_error_naming_the_file_for_export(tmp_path, trained
     workdir = copy_run(trained, tmp_path / "run")
     victim = largest_data_file(workdir / "checkpoints" / "20")
     victim.write_bytes(victim.read_bytes()[:-7])
+    shutil.rmtree(workdir / "checkpoints_best")  # no intact copy of step 20 to fall back on
     with pytest.raises(CheckpointError) as e:
         restore_model(str(workdir), "latest")
     message = str(e.value)
@@ -254,6 +260,24 @@ def test_a_damaged_step_is_an_error_naming_the_file_for_export(tmp_path, trained
     assert "steps in" in message and "10" in message
     assert "delete" not in message and "learning_rate" not in message
     assert restore_model(str(workdir), 10)[2] == 10
+
+
+def test_a_damaged_best_step_is_restored_from_its_intact_copy(tmp_path, trained, caplog):
+    # checkpoints_best/N damaged, checkpoints/N intact: "ann report" said "checkpoints_best is
+    # damaged (...); steps in checkpoints: <all but N>", hiding the good copy of the same state.
+    workdir = copy_run(trained, tmp_path / "run")
+    step = saved_steps(workdir, "checkpoints_best")[-1]
+    assert step in saved_steps(workdir)
+    victim = largest_data_file(workdir / "checkpoints_best" / str(step))
+    victim.write_bytes(victim.read_bytes()[:-7])
+    with caplog.at_level(logging.WARNING):
+        assert restore_model(str(workdir), "best")[2] == step
+    assert f"checkpoint step {step} in {workdir}/checkpoints_best is damaged" in caplog.text
+    assert f"restored its copy in {workdir}/checkpoints" in caplog.text
+    copy = largest_data_file(workdir / "checkpoints" / str(step))
+    copy.write_bytes(copy.read_bytes()[:-7])  # both copies damaged: an error naming both
+    with pytest.raises(CheckpointError, match=f"and so is its copy in {workdir}/checkpoints "):
+        restore_model(str(workdir), "best")
 
 
 def test_a_step_that_was_never_saved_is_not_called_damaged(trained):

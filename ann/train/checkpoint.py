@@ -534,8 +534,9 @@ class Checkpoints:
     def restore_state(self, abstract_state: Any, step: int | str = "latest") -> tuple:
         """Only the train state (no data iterator): `step` is "latest", "best" or a number (in
         checkpoints/, or the best step in checkpoints_best/ after checkpoints/ dropped it).
-        Verified like `restore`, but with no fallback: a damaged step is an error naming the
-        file and the steps there are to choose from instead."""
+        Verified like `restore`, but with no fallback to another step: a damaged step is
+        restored from its intact copy in the other directory (the best step is in both), else
+        an error naming the file and the other steps to choose from instead."""
         manager = self.best if step == "best" else self.latest
         steps = directory_kind.saved_steps(self.workdir)  # (a stray step-named one is none)
         if step not in ("best", "latest"):
@@ -578,25 +579,55 @@ class Checkpoints:
         choose += directory_kind.best_beside(best, others)  # restorable by number too
         if step not in in_manager:
             raise CheckpointError(f"no checkpoint step {step} in {manager.directory}{choose}")
-        problem = self._check(manager, step)
-        if problem is None:
-            try:
-                restored = self._read(
-                    manager,
-                    step,
-                    ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)),
-                )
-            except _Unreadable as e:
-                raise CheckpointError(
-                    f"checkpoint step {step} in {manager.directory} cannot be restored into "
-                    f"this config ({e}){choose}"
-                ) from e
-            if _finite(restored.state):
-                return restored.state, step
-            problem = "it holds non-finite values (NaN or inf)"
-        raise CheckpointError(
-            f"checkpoint step {step} in {manager.directory} is damaged ({problem}){choose}"
+        # The best step is saved to both directories from one state (a best past a restart is
+        # deleted, `forget_best_after`): a damaged copy falls back on the other's, verified
+        # alike, and the error (both damaged) lists the other steps only.
+        copies = [manager] + [
+            m
+            for m in (self.latest, self.best)
+            if m is not manager and step in self._complete_steps(m)
+        ]
+        damaged: list[str] = []
+        for copy in copies:
+            state, problem = self._restore_copy(copy, step, abstract_state, choose)
+            if problem is None:
+                if damaged:
+                    logging.warning(
+                        "checkpoint step %d in %s is damaged (%s); restored its copy in %s",
+                        step,
+                        manager.directory,
+                        damaged[0],
+                        copy.directory,
+                    )
+                return state, step
+            damaged.append(problem)
+        also = "".join(
+            f", and so is its copy in {m.directory} ({p})" for m, p in zip(copies[1:], damaged[1:])
         )
+        raise CheckpointError(
+            f"checkpoint step {step} in {manager.directory} is damaged ({damaged[0]}){also}{choose}"
+        )
+
+    def _restore_copy(
+        self, manager: ocp.CheckpointManager, step: int, abstract_state: Any, choose: str
+    ) -> tuple[Any, str | None]:
+        """(the train state of `step` in `manager`, None), or (None, what is damaged). Raises
+        CheckpointError for an intact step that does not fit `abstract_state`."""
+        problem = self._check(manager, step)
+        if problem is not None:
+            return None, problem
+        try:
+            restored = self._read(
+                manager, step, ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
+            )
+        except _Unreadable as e:
+            raise CheckpointError(
+                f"checkpoint step {step} in {manager.directory} cannot be restored into "
+                f"this config ({e}){choose}"
+            ) from e
+        if not _finite(restored.state):
+            return None, "it holds non-finite values (NaN or inf)"
+        return restored.state, None
 
     def wait(self) -> None:
         """Waits for saves in flight and their manifests; raises CheckpointSaveError if one
