@@ -14,7 +14,7 @@ import ml_collections
 import numpy as np
 import pytest
 import report_doc
-from conftest import one_line_error
+from conftest import ROOT, one_line_error
 
 from ann.report import collect
 from ann.report.sections import classification
@@ -275,6 +275,28 @@ def test_bad_flags_are_one_line(args, message, digits_export, tmp_path):
         message = message.replace(place, str(places[place]))
     assert message in line, line
     assert not os.path.exists(tmp_path / "nowhere")
+
+
+def test_an_out_holding_another_runs_report_is_refused_before_jax(digits_export, tmp_path):
+    # `--model=EXPORT --out=RUN/report` (the run's own report there) was refused only once the
+    # model was loaded, 12 s in; `ann monitor drift` refuses its --out before importing JAX.
+    out = tmp_path / "report"
+    out.mkdir()
+    earlier = {"schema_version": 1, "model": {"kind": "workdir", "workdir": "/elsewhere/run"}}
+    (out / "report.json").write_text(json.dumps(earlier))
+    probe = (
+        "import sys\nfrom ann.__main__ import main\ntry:\n    main(['ann', *sys.argv[1:]])\n"
+        "except SystemExit as e:\n    code = e.code\nprint('jax' in sys.modules, code)\n"
+    )
+    args = ["report", f"--model={digits_export[1]}", f"--out={out}"]
+    result = subprocess.run(
+        [sys.executable, "-c", probe, *args], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
+    assert result.stdout.split() == ["False", "1"], result.stderr[-2000:]
+    assert result.stderr == (
+        f"error: --out={out} holds the report of run /elsewhere/run, not of this one; choose "
+        f"another --out, or delete {out} to replace it\n"
+    )
 
 
 # --- the sections on hand-made predictions ----------------------------------------------------

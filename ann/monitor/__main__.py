@@ -267,10 +267,9 @@ def _check_out(out: str, kind: str, made_of: tuple[str, str, list[str]] | None =
     registry or data set, nor another kind of report (ann.report.write.check_out). With
     `made_of` (the model's name and version, the --requests files), an earlier report there
     must be of the same model and request logs (`_check_same_traffic`)."""
-    from ann.report.write import check_out
+    from ann.report.write import check_out_flag
 
-    cli.check_out("out", out, report=True)
-    check_out(out, f"{kind} report")
+    check_out_flag(out, f"{kind} report")
     if made_of is not None:
         _check_same_traffic(out, kind, *made_of)
     return out

@@ -104,16 +104,29 @@ def default_out(identity: dict, workdir: str | None = None) -> str:
     return f"report-{identity['name']}-{version}"
 
 
+def made_from(workdir: str | None, model: str | None, registry: str | None) -> dict:
+    """What the report will be of, as `write.check_out` compares an earlier report at --out
+    with it: the run, or the model's manifest sha256 (read and hashed, nothing loaded: no JAX
+    import). An --out holding another model's report was refused only once the model was
+    loaded (12 s)."""
+    if workdir is not None:
+        return {"kind": "workdir", "workdir": workdir}
+    from ann import artifact
+    from ann.registry import resolve
+
+    resolved = resolve(model, registry)
+    _, raw = artifact.read_manifest_bytes(resolved.path, resolved.manifest_sha256)
+    return {"kind": "export", "manifest_sha256": artifact.sha256_bytes(raw)}
+
+
 def main(argv: list[str]) -> None:
     cli.check_no_arguments(argv[1:])
     check_flags(FLAGS.workdir, FLAGS.model, FLAGS.step, FLAGS.split, FLAGS.registry)
-    from ann.report import write  # JAX, matplotlib: after the flags are known to be good
+    from ann.report import write  # after the flags are known to be good
 
-    if FLAGS.out:
-        cli.check_out("out", FLAGS.out, report=True)  # before anything is restored
-        # A run's report is checked before the run is restored; a model's once it is loaded.
-        run = {"kind": "workdir", "workdir": FLAGS.workdir} if FLAGS.workdir else None
-        write.check_out(FLAGS.out, source=run)
+    if FLAGS.out:  # as `ann monitor drift` checks its --out: before JAX is imported
+        made = made_from(FLAGS.workdir, FLAGS.model, FLAGS.registry)
+        write.check_out_flag(FLAGS.out, source=made)
     if FLAGS.workdir is not None:
         step: int | str = int(FLAGS.step) if FLAGS.step.isdigit() else FLAGS.step
         cli.progress(f"restoring the {step} checkpoint of {FLAGS.workdir}")

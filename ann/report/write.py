@@ -70,6 +70,19 @@ def check_out(
         _check_same_source(out, source)
 
 
+def check_out_flag(
+    out: str, kind: str = "model report", source: Mapping[str, Any] | None = None
+) -> None:
+    """--out=`out` of a `kind` report (`check_out`), checked as every report command checks
+    it before anything is loaded (no JAX import): not a run, export, registry or data set
+    (`ann.cli.check_out`), nor a report of another kind, or (`source`) of another run or
+    model. Raises FlagError."""
+    from ann import cli
+
+    cli.check_out("out", out, report=True)
+    check_out(out, kind, source)
+
+
 def _written_by_a_report(name: str) -> bool:
     """Whether a report (ann report's, a drift report) writes a file of this name."""
     return name in (REPORT, "index.html") or name.endswith(".png")
