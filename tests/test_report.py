@@ -85,7 +85,7 @@ def test_report_writes_json_html_and_pngs(workdir_report):
     classes = report["splits"]["test"]["sections"]["per_class_metrics"]["classes"]
     assert (
         "<table><caption>classes</caption><tr><th></th><th>precision</th><th>recall</th>"
-        f"<th>f1</th><th>support</th></tr><tr><td>0</td><td>{classes['0']['precision']:.4g}</td>"
+        f"<th>f1</th><th>support</th></tr><tr><td>0</td><td>{classes['0']['precision']:.4f}</td>"
     ) in page
     assert (
         "<caption>top</caption><tr><th>true</th><th>predicted</th><th>count</th><th>examples"
@@ -443,7 +443,7 @@ def test_under_calibration_none_no_temperature_is_fitted_or_shown():
     assert section.metrics["calibration"] == "none"
     assert section.metrics["served"]["ece"] == pytest.approx(before["ece"])  # what is served
     titles = [axes.get_title() for axes in section.figures["reliability"].axes[:1]]
-    assert titles == [f"softmax(logits), calibration none (ECE {before['ece']:.3f}), as exported"]
+    assert titles == [f"softmax(logits), calibration none (ECE {before['ece']:.4f}), as exported"]
     assert len(section.figures["reliability"].axes) == 2  # the diagram and its histogram
 
 
@@ -567,7 +567,7 @@ def test_a_validation_split_without_mistakes_keeps_the_test_reliability_diagram(
     assert [axes.get_xlim() for axes in figure.axes] == [(7 / 15, 1)] * 2
     plt.close(figure)
     assert titles == [
-        f"softmax(logits), no temperature fitted (ECE {metrics['before']['ece']:.3f})"
+        f"softmax(logits), no temperature fitted (ECE {metrics['before']['ece']:.4f})"
     ]
 
 
@@ -706,7 +706,7 @@ def test_a_users_report_sections_that_cannot_be_written_is_one_line(returned, me
     assert type(shown.metrics["accuracy"]) is float
     from ann.report import html
 
-    assert "<td>accuracy</td><td>0.5</td>" in html._metrics_tables(shown.metrics)
+    assert "<td>accuracy</td><td>0.5000</td>" in html._metrics_tables(shown.metrics)
 
 
 def test_the_header_says_what_an_export_serves():

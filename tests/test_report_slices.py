@@ -120,7 +120,9 @@ def test_slice_intervals_are_wilsons_by_hand():
     # interval that reaches the bound, and the summary says so.
     assert result["flagged"] == ["group=0", "group=1", "group=2"]
     notes = slices._notes(result)
-    assert notes[-2].startswith("  flagged (slice_min 0.32; 95% CI in brackets): group=0 0 [0.000")
+    assert notes[-2].startswith(
+        "  flagged (slice_min 0.32; 95% CI in brackets): group=0 0.0000 [0.000"
+    )
     assert (
         notes[-1]
         == "  the 95% CI reaches slice_min 0.32 for group=1: too few rows to tell from noise"
@@ -131,7 +133,31 @@ def test_slice_intervals_are_wilsons_by_hand():
     # label=benign)" of two slices at 1.0.
     tied = {**result, "gap": {"best": "group=1", "worst": "group=0", "value": 0.0}}
     tied["slices"] = [{**e, "metrics": {**e["metrics"], "accuracy": 1.0}} for e in result["slices"]]
-    assert slices._notes(tied)[1] == "  gap 0 (every slice's accuracy is 1)"
+    assert slices._notes(tied)[1] == "  gap 0 (every slice's accuracy is 1.0000)"
+
+
+def test_a_metric_is_written_alike_in_the_notes_and_the_chart():
+    # A slice at accuracy 1 read "1" beside "0.9286" (chart) and "overall accuracy 1" where the
+    # sections say "accuracy 1.0000"; an error in the data's units keeps 4 significant digits.
+    from ann.report import metric_text
+
+    result = {
+        "spec": "field:group", "headline": "accuracy", "higher_is_better": True,
+        "overall": {"size": 42, "metrics": {"accuracy": 1.0}, "ci95": None},
+        "slices": [{"name": "group=0", "size": 28, "metrics": {"accuracy": 1.0}, "ci95": None},
+                   {"name": "group=1", "size": 14, "metrics": {"accuracy": 13 / 14},
+                    "ci95": None}],
+        "gap": {"best": "group=0", "worst": "group=1", "value": 1 / 14},
+        "bound": {}, "flagged": [],
+    }  # fmt: skip
+    assert slices._notes(result) == [
+        "field:group: 2 slices, overall accuracy 1.0000",
+        "  gap 0.0714 (best group=0, worst group=1)",
+    ]
+    (ax,) = slices.slice_figure(result).axes
+    assert [t.get_text() for t in ax.texts] == ["1.0000", "0.9286"]
+    assert "overall 1.0000" in [t.get_label() for t in ax.get_lines()]
+    assert (metric_text("rmse", 12.3456), metric_text("rmse", None)) == ("12.35", "n/a")
 
 
 def test_quantile_buckets_ties_and_edges():
@@ -313,7 +339,7 @@ def test_seq2seq_exact_match_by_length():
     assert m["decoded_token_accuracy"] == pytest.approx(10 / 12)  # 12 real tokens, 2 wrong
     assert section.notes == [
         "exact match 0.5000, token accuracy of the greedy decoding 0.8333 (training's "
-        "token_accuracy is teacher-forced); lowest 0.000 at length 3 (1 rows)"
+        "token_accuracy is teacher-forced); lowest 0.0000 at length 3 (1 rows)"
     ]
     rendered(section)
 

@@ -13,6 +13,27 @@ from typing import Any
 
 SCHEMA_VERSION = 1
 
+# Metrics shown with 4 decimals wherever the report shows them (the printed notes, index.html's
+# tables, the charts): scores and shares in [0, 1] and the calibration scores, as the sections'
+# notes print them, so a slice's 1.0000 stands beside 0.9286 (it read "1"). Any other metric
+# (an error in the data's units: rmse, mae) gets 4 significant digits.
+DECIMAL_METRICS = frozenset(
+    {
+        "accuracy", "precision", "recall", "f1", "macro_precision", "macro_recall", "macro_f1",
+        "roc_auc", "macro_roc_auc", "average_precision", "macro_average_precision", "auroc",
+        "recall_at_1", "map", "exact_match", "decoded_token_accuracy", "token_accuracy",
+        "ece", "mce", "nll", "brier", "bits_per_char",
+    }
+)  # fmt: skip
+
+
+def metric_text(name: str, value: float | None) -> str:
+    """`value` of the metric `name` as the report writes it everywhere: 4 decimals for
+    DECIMAL_METRICS ("1.0000", "0.9286"), else 4 significant digits; "n/a" for None."""
+    if value is None:
+        return "n/a"
+    return f"{value:.4f}" if name in DECIMAL_METRICS else f"{value:.4g}"
+
 
 def jsonable(value: Any) -> Any:
     """NumPy scalars and arrays as Python numbers and lists, dict keys as strings; NaN and

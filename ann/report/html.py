@@ -14,6 +14,7 @@ import os
 from typing import Any
 
 from ann import atomic
+from ann.report import metric_text
 from ann.report.sections import Section
 
 CELL_ITEMS = 10  # a table cell holds a list of at most this many scalars
@@ -64,9 +65,17 @@ def _cell(value: Any) -> bool:
     return _scalar(value)
 
 
-def _rows_table(caption: str, columns: list[str], rows: list[list[Any]]) -> str:
+def _rows_table(
+    caption: str, columns: list[str], rows: list[list[Any]], metrics: list[str] | None = None
+) -> str:
+    """`metrics`: the metric each column holds (default: the column's name), as `_format`
+    writes it."""
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{_format(v)}</td>" for v in r) + "</tr>" for r in rows)
+    metrics = metrics or columns
+    body = "".join(
+        "<tr>" + "".join(f"<td>{_format(v, m)}</td>" for v, m in zip(r, metrics)) + "</tr>"
+        for r in rows
+    )
     return f"<table><caption>{html.escape(caption)}</caption><tr>{head}</tr>{body}</table>"
 
 
@@ -81,7 +90,8 @@ def _nested_table(key: str, value: Any) -> str | None:
             return _rows_table(key, columns, [[r.get(c) for c in columns] for r in records])
     if isinstance(value, dict) and value:
         if all(_scalar(v) for v in value.values()):
-            return _rows_table(key, ["", "value"], [[k, v] for k, v in value.items()])
+            rows = [[k, v] for k, v in value.items()]  # per class: the values are `key`'s
+            return _rows_table(key, ["", "value"], rows, ["", key])
         inner = list(value.values())
         if all(isinstance(r, dict) and all(_cell(v) for v in r.values()) for r in inner):
             columns = list(dict.fromkeys(k for r in inner for k in r))
@@ -98,7 +108,8 @@ def _metrics_tables(metrics: dict[str, Any]) -> str:
     parts = []
     if scalars:
         rows = "".join(
-            f"<tr><td>{html.escape(k)}</td><td>{_format(v)}</td></tr>" for k, v in scalars.items()
+            f"<tr><td>{html.escape(k)}</td><td>{_format(v, k)}</td></tr>"
+            for k, v in scalars.items()
         )
         parts.append(f"<table><tr><th>metric</th><th>value</th></tr>{rows}</table>")
     rest = {}
@@ -117,11 +128,13 @@ def _metrics_tables(metrics: dict[str, Any]) -> str:
     return "".join(parts)
 
 
-def _format(value: Any) -> str:
+def _format(value: Any, metric: str = "") -> str:
+    """A cell: a float of the metric named `metric` as the report writes it everywhere
+    (`metric_text`), any other float with 4 significant digits."""
     if isinstance(value, list):
-        return ", ".join(_format(v) for v in value)
+        return ", ".join(_format(v, metric) for v in value)
     if isinstance(value, float):
-        return f"{value:.4g}"
+        return metric_text(metric, value)
     return html.escape(str(value))
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from ann.report import slice_spec, task_metrics
+from ann.report import metric_text, slice_spec, task_metrics
 from ann.report.predictions import Predictions
 from ann.report.sections import Section
 from ann.report.slicing import assign, check_bound, check_experiment
@@ -147,14 +147,16 @@ def report_slices(
 def _notes(result: dict[str, Any]) -> list[str]:
     h = result["headline"]
     overall = result["overall"]["metrics"][h]
-    notes = [f"{result['spec']}: {len(result['slices'])} slices, overall {h} {_fmt(overall)}"]
+    said = metric_text(h, overall)
+    notes = [f"{result['spec']}: {len(result['slices'])} slices, overall {h} {said}"]
     if result["gap"]:
         g = result["gap"]
         if g["value"] == 0:  # no best and worst among equals
             (level,) = {s["metrics"][h] for s in result["slices"] if s["name"] == g["best"]}
-            notes.append(f"  gap 0 (every slice's {h} is {_fmt(level)})")
+            notes.append(f"  gap 0 (every slice's {h} is {metric_text(h, level)})")
         else:
-            notes.append(f"  gap {_fmt(g['value'])} (best {g['best']}, worst {g['worst']})")
+            gap = metric_text(h, g["value"])
+            notes.append(f"  gap {gap} (best {g['best']}, worst {g['worst']})")
     if result["flagged"]:
         notes += _flag_notes(result)
     return notes
@@ -171,7 +173,7 @@ def _flag_notes(result: dict[str, Any]) -> list[str]:
     for entry in flagged:
         ci = entry.get("ci95")
         interval = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
-        shown.append(f"{entry['name']} {_fmt(entry['metrics'][h])}{interval}")
+        shown.append(f"{entry['name']} {metric_text(h, entry['metrics'][h])}{interval}")
     with_ci = any(entry.get("ci95") for entry in flagged)
     notes = [
         f"  flagged ({key} {bound:g}{'; 95% CI in brackets' if with_ci else ''}): "
@@ -185,10 +187,6 @@ def _flag_notes(result: dict[str, Any]) -> list[str]:
             f"  the 95% CI reaches {key} {bound:g} for {which}: too few rows to tell from noise"
         )
     return notes
-
-
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4g}"
 
 
 def slice_figure(result: dict[str, Any]) -> Figure:
@@ -228,7 +226,7 @@ def slice_figure(result: dict[str, Any]) -> Figure:
             )
         else:  # in a column right of the axes: next to its point it covered the lines
             ax.annotate(
-                _fmt(v),
+                metric_text(h, v),
                 (1.0, yi),
                 xycoords=("axes fraction", "data"),
                 xytext=(6, 0),
@@ -240,7 +238,8 @@ def slice_figure(result: dict[str, Any]) -> Figure:
     ax.set_yticks(y, [f"{s['name']}  (n={s['size']})" for s in slices], fontsize=8)
     overall = result["overall"]["metrics"][h]
     if overall is not None:
-        ax.axvline(overall, color="black", lw=1, ls="--", label=f"overall {_fmt(overall)}")
+        said = f"overall {metric_text(h, overall)}"
+        ax.axvline(overall, color="black", lw=1, ls="--", label=said)
     for key, bound in result["bound"].items():
         ax.axvline(bound, color="#d62728", lw=1, ls=":", label=f"{key} {bound:g}")
     ends = [e for ci in intervals if ci for e in ci]

@@ -8,6 +8,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from ann.report import metric_text
 from ann.report.predictions import Predictions
 from ann.report.sections import Section
 
@@ -42,7 +43,7 @@ def histogram_figure(normal: np.ndarray, anomalous: np.ndarray) -> Figure:
 def roc_figure(fpr: np.ndarray, tpr: np.ndarray, auroc: float) -> Figure:
     fig = Figure(figsize=(4.8, 4.6), layout="constrained")
     ax = fig.add_subplot()
-    ax.plot(fpr, tpr, lw=1.5, label=f"model (AUROC {auroc:.3f})")
+    ax.plot(fpr, tpr, lw=1.5, label=f"model (AUROC {metric_text('auroc', auroc)})")
     ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="chance")
     ax.set_xlabel("false positive rate (normal rows flagged)")
     ax.set_ylabel("true positive rate (anomalies found)")

@@ -22,6 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 
+from ann.report import metric_text  # noqa: E402
 from ann.report.predictions import Predictions  # noqa: E402
 from ann.report.sections import Section, report_setting  # noqa: E402
 
@@ -80,7 +81,7 @@ def per_class(preds: Predictions) -> Section:
     worst = min(present, key=lambda n: classes[n]["f1"])
     notes = [
         f"accuracy {top['accuracy']:.4f}, macro F1 {top['macro_f1']:.4f} over {len(y_true)} "
-        f"rows; worst class {worst!r} (F1 {classes[worst]['f1']:.3f})"
+        f"rows; worst class {worst!r} (F1 {metric_text('f1', classes[worst]['f1'])})"
     ]
     absent = [n for n in names if not classes[n]["support"]]
     if absent:
@@ -399,7 +400,7 @@ def calibration(preds: Predictions) -> Section:
 def _panel_titles(scores: dict, temperature: float | None, refused: str) -> dict[str, str]:
     """The reliability panels' titles: softmax(logits)'s alone where no temperature was fitted
     (`refused` says why; else calibration none fitted none), else before and after."""
-    ece = {when: f"ECE {score['ece']:.3f}" for when, score in scores.items()}
+    ece = {when: f"ECE {metric_text('ece', score['ece'])}" for when, score in scores.items()}
     if temperature is None:
         why = "no temperature fitted" if refused else "calibration none"
         return {"before": f"softmax(logits), {why} ({ece['before']})"}

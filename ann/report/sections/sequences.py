@@ -10,6 +10,7 @@ import math
 import numpy as np
 from matplotlib.figure import Figure
 
+from ann.report import metric_text
 from ann.report.predictions import Predictions
 from ann.report.sections import Section, report_setting
 from ann.report.task_metrics import seq2seq as seq2seq_metrics
@@ -59,6 +60,7 @@ def seq2seq(preds: Predictions) -> list[Section]:
             if (task == k).any()
         }
     worst = min(table, key=lambda t: t["exact_match"])
+    lowest = metric_text("exact_match", worst["exact_match"])
     return [
         Section(
             title="Exact match by target length",
@@ -67,8 +69,8 @@ def seq2seq(preds: Predictions) -> list[Section]:
             notes=[
                 f"exact match {metrics['exact_match']:.4f}, token accuracy of the greedy "
                 f"decoding {metrics['decoded_token_accuracy']:.4f} (training's token_accuracy "
-                f"is teacher-forced); lowest {worst['exact_match']:.3f} at length "
-                f"{worst['length']} ({worst['count']} rows)"
+                f"is teacher-forced); lowest {lowest} at length {worst['length']} "
+                f"({worst['count']} rows)"
             ],
         )
     ]
