@@ -332,6 +332,11 @@ def drift(args: list[str]) -> None:
     # The log is read against the manifest before the model is loaded (JAX's imports): a bad
     # log is answered in 0.4 s, not 2-3 s.
     resolved, manifest, digest, name, version = _manifest()
+    # Before the log is read and the model loaded: a report of other traffic at --out was
+    # refused only after the drift was computed.
+    out = _check_out(
+        FLAGS.out or f"drift-{name}-{version}", "drift", (name, version, FLAGS.requests)
+    )
     cli.progress(f"reading {', '.join(FLAGS.requests)}")
     # The export as `ann serve` names it when given its directory.
     export = (manifest["name"], export_version(digest))
@@ -367,9 +372,6 @@ def drift(args: list[str]) -> None:
     warning = small_sample_warning(FLAGS.method, result.rows, result.reference_rows)
     if warning:
         cli.warn(warning)
-    out = _check_out(
-        FLAGS.out or f"drift-{name}-{version}", "drift", (name, version, FLAGS.requests)
-    )
     report = {
         "schema": drift_report.SCHEMA,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -497,6 +499,10 @@ def performance(args: list[str]) -> None:
     requests = read_requests(FLAGS.requests, name, manifest["outputs"], export)
     if requests.served_as is not None:
         name, version = requests.served_as
+    # Before the join: the default --out names the version the log served.
+    out = _check_out(
+        FLAGS.out or f"performance-{name}-{version}", "performance", (name, version, FLAGS.requests)
+    )
     from ann.monitor import performance as perf
     from ann.monitor import report as monitor_report
 
@@ -521,9 +527,6 @@ def performance(args: list[str]) -> None:
         cli.warn(not_served_warning(files, name, version, list(scores)))
         # Listed too: the page and report.json named only the logs' versions, as if measured.
         scores[version] = perf.not_served_json(min_rows)
-    out = _check_out(
-        FLAGS.out or f"performance-{name}-{version}", "performance", (name, version, FLAGS.requests)
-    )
     logged = len(requests.logged)
     report = {
         "schema": perf.SCHEMA,
