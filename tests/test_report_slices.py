@@ -429,3 +429,22 @@ def test_a_bound_of_the_other_direction_is_refused_before_training(tmp_path, sli
         "a score: set report.slice_min instead"
     )
     assert not (tmp_path / "run").exists()
+
+
+def test_the_train_time_slice_check_imports_no_sklearn():
+    # `ann train` checks report.slices before step 0 (the default config sets them); importing
+    # sklearn for it was 1.4 s of every start (bench_startup's `data`, warm or cold).
+    import os
+    import subprocess
+    import sys
+
+    probe = (
+        "import runpy, sys\nfrom ann.report import slicing\n"
+        "slicing.check_experiment(runpy.run_path('configs/digits_cnn.py')['get_config']())\n"
+        "print('sklearn' in sys.modules)\n"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=root, timeout=120
+    )
+    assert proc.stdout.split() == ["False"], proc.stderr[-2000:]

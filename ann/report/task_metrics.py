@@ -16,7 +16,6 @@ import math
 from collections.abc import Callable
 
 import numpy as np
-from sklearn import metrics as skm
 
 from ann.metrics.baselines import seasonal_naive
 from ann.metrics.regression import regression_metrics
@@ -61,6 +60,8 @@ def naive_forecast(preds: Predictions) -> np.ndarray:
 def forecasting(preds: Predictions, index: np.ndarray) -> dict[str, float | None]:
     """mae and rmse of the forecast over every future point, the same mae for the
     seasonal-naive baseline, and mae_ratio = mae / naive_mae (< 1: the model beats it)."""
+    from sklearn import metrics as skm  # here: `ann train` reads HEADLINES (1.4 s of sklearn)
+
     future = np.asarray(preds.rows[preds.experiment.future_key], np.float64)[index].reshape(-1)
     forecast = np.asarray(preds.outputs["forecast"], np.float64)[index].reshape(-1)
     naive = naive_forecast(preds)[index].reshape(-1)
@@ -77,6 +78,8 @@ def forecasting(preds: Predictions, index: np.ndarray) -> dict[str, float | None
 def anomaly_detection(preds: Predictions, index: np.ndarray) -> dict[str, float | None]:
     """auroc of the score against the labels (None unless the subset holds both normal and
     anomalous rows), the share of anomalous rows and the mean score."""
+    from sklearn import metrics as skm
+
     y = preds.rows[preds.experiment.label_key][index]
     score = np.asarray(preds.outputs["score"], np.float64)[index]
     both = 0 < y.sum() < len(y)
