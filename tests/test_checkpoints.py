@@ -204,6 +204,7 @@ def test_a_damaged_checkpoint_falls_back_to_the_newest_intact_step(
     else:
         data = data[: len(data) // 2]
     victim.write_bytes(bytes(data))
+    shutil.rmtree(workdir / "checkpoints_best")  # no intact copy of step 20 (the best) either
     # What a save cut short leaves (a Ctrl-C during it): removed when the run is opened again.
     stale = workdir / "checkpoints" / "25.orbax-checkpoint-tmp-1764700000000000"
     (stale / "state").mkdir(parents=True)
@@ -222,6 +223,30 @@ def test_a_damaged_checkpoint_falls_back_to_the_newest_intact_step(
         assert wrong not in said.split("checkpoint step 20 is damaged")[1].split("\n")[0]
     assert (workdir / checkpoint_lib.DAMAGED_DIR / "20").is_dir()  # kept for inspection
     assert saved_steps(workdir)[-1] == 30
+
+
+def test_a_damaged_newest_step_resumes_from_its_intact_best_copy(tmp_path, trained, caplog):
+    # checkpoints/20 damaged, checkpoints_best/20 (saved from the same state) intact: the run
+    # resumed from step 10, then deleted the intact best as past where it started.
+    workdir = copy_run(trained, tmp_path / "run")
+    assert saved_steps(workdir, "checkpoints_best") == [20]
+    victim = largest_data_file(workdir / "checkpoints" / "20")
+    victim.write_bytes(victim.read_bytes()[:-7])
+    with caplog.at_level(logging.WARNING):
+        result = train_and_evaluate(tiny(total_steps=30), str(workdir))
+    assert result.step == 30
+    assert (
+        f"checkpoint step 20 in {workdir}/checkpoints is damaged (file " in caplog.text
+        and f"resumed from its intact copy in {workdir}/checkpoints_best, copied back"
+        in caplog.text
+    ), caplog.text
+    assert "removed checkpoints_best step" not in caplog.text
+    assert (workdir / checkpoint_lib.DAMAGED_DIR / "20").is_dir()  # kept for inspection
+    assert saved_steps(workdir) == [10, 20, 30]  # 20 copied back, verified
+    assert checkpoint_lib.verify_files(str(workdir / "checkpoints" / "20")) is None
+    trained_steps = [r["step"] for r in read_records(str(workdir / "metrics.jsonl"))
+                     if "train/loss" in r]  # fmt: skip
+    assert len(trained_steps) == len(set(trained_steps))  # steps 11-20 not trained twice
 
 
 def test_a_best_checkpoint_past_where_a_run_starts_is_not_taken_as_its_own(

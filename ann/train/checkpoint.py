@@ -424,24 +424,27 @@ class Checkpoints:
                 ) from e
             raise _Unreadable(f"{type(e).__name__}: {e}") from e
 
-    def _load(self, step: int, abstract_state: Any) -> tuple[Any, str | None]:
-        """(restored state and data position, None) for an intact step of `checkpoints/`, or
-        (None, what is wrong) for a damaged one. Raises CheckpointError for an I/O error and
-        for an intact step that does not fit `abstract_state`."""
-        problem = self._check(self.latest, step)
+    def _load(
+        self, manager: ocp.CheckpointManager, step: int, abstract_state: Any
+    ) -> tuple[Any, str | None]:
+        """(restored state and data position, None) for an intact step of `manager` (checkpoints/,
+        or checkpoints_best/ for its copy of the same step), or (None, what is wrong) for a
+        damaged one. Raises CheckpointError for an I/O error and for an intact step that does
+        not fit `abstract_state`."""
+        problem = self._check(manager, step)
         if problem is not None:
             return None, problem
         args = ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()
         )
         try:
-            restored = self._read(self.latest, step, args)
+            restored = self._read(manager, step, args)
         except _Unreadable as e:
-            if not os.path.exists(os.path.join(self._step_dir(self.latest, step), MANIFEST)):
+            if not os.path.exists(os.path.join(self._step_dir(manager, step), MANIFEST)):
                 return None, f"it cannot be read and has no manifest to tell why ({e})"
             # Its files are as saved: the config, not the bytes, differs.
             raise CheckpointError(
-                f"checkpoint step {step} in {self.latest.directory} is intact but does not fit "
+                f"checkpoint step {step} in {manager.directory} is intact but does not fit "
                 f"this config ({e}); rerun with the config it was saved with "
                 f"({config_file_in(self.workdir)}), or start a new --workdir"
             ) from e
@@ -451,23 +454,35 @@ class Checkpoints:
 
     def restore(self, abstract_state: Any, data_iter: Any) -> tuple:
         """Restores (state, step) from the newest intact step into `abstract_state`'s shapes and
-        shardings, and the data iterator in place. Damaged steps are moved to
-        `checkpoints_damaged/` with a warning naming the file; the step resumed from is logged."""
+        shardings, and the data iterator in place. A damaged step that is also the best one
+        is restored from its intact copy in `checkpoints_best/` (saved from the same state,
+        data position included) and copied back; else damaged steps are passed over. Damaged
+        steps are moved to `checkpoints_damaged/` with a warning naming the file; the step
+        resumed from is logged."""
         damaged: list[tuple[int, str]] = []
         for step in self._complete_steps(self.latest):
-            restored, problem = self._load(step, abstract_state)
-            if problem is not None:
+            restored, problem = self._load(self.latest, step, abstract_state)
+            source = self.latest
+            # Passing over it, the run resumed from an older step and then deleted this intact
+            # best copy as a best "past where training starts" (`forget_best_after`).
+            if problem is not None and step in self._complete_steps(self.best):
+                restored, _ = self._load(self.best, step, abstract_state)
+                source = self.best
+            if restored is None:
                 damaged.append((step, problem))
                 continue
             try:
                 data_iter.set_state(restored.data)
             except (ValueError, KeyError, TypeError) as e:
                 raise CheckpointError(
-                    f"checkpoint step {step} in {self.latest.directory} holds a data position "
+                    f"checkpoint step {step} in {source.directory} holds a data position "
                     f"this data set does not have ({e}); rerun with the data config it was "
                     f"saved with ({config_file_in(self.workdir)})"
                 ) from e
-            self._set_aside(damaged, step)
+            if source is self.best:
+                self._set_aside([*damaged, (step, problem)], step, repaired=step)
+            else:
+                self._set_aside(damaged, step)
             self._write_missing_manifests(step)
             return restored.state, step
         listing = "; ".join(f"step {s}: {p}" for s, p in damaged)
@@ -502,9 +517,13 @@ class Checkpoints:
             future = self._hasher.submit(_write_manifest_if_kept, step_dir)
             self._manifests.append((manager, step, future))
 
-    def _set_aside(self, damaged: list[tuple[int, str]], resumed: int) -> None:
+    def _set_aside(
+        self, damaged: list[tuple[int, str]], resumed: int, repaired: int | None = None
+    ) -> None:
         """Moves damaged steps out of Orbax's way (so training can save those step numbers
-        again), keeping their files for inspection, and says what happened."""
+        again), keeping their files for inspection, and says what happened. `repaired`: the
+        step resumed from its copy in checkpoints_best/, copied back into checkpoints/ (else a
+        stop before the next save resumed from an older step, deleting the best as past it)."""
         if not damaged:
             return
         if jax.process_count() > 1:
@@ -519,6 +538,21 @@ class Checkpoints:
                     n += 1
                     target = os.path.join(aside, f"{step}.{n}")
                 shutil.move(self._step_dir(self.latest, step), target)
+                if step == repaired:
+                    shutil.copytree(
+                        self._step_dir(self.best, step), self._step_dir(self.latest, step)
+                    )
+            if step == repaired:
+                logging.warning(
+                    "checkpoint step %d in %s is damaged (%s); moved it to %s; resumed from its "
+                    "intact copy in %s, copied back",
+                    step,
+                    self.latest.directory,
+                    problem,
+                    target,
+                    self.best.directory,
+                )
+                continue
             logging.warning(
                 "checkpoint step %d is damaged (%s); moved it to %s; resumed from step %d, the "
                 "newest intact checkpoint",
