@@ -233,6 +233,23 @@ def test_bounds_go_with_the_headline_direction():
         slices.slice_metrics(make_preds("regression", rows, outputs, exp), "label")
 
 
+def test_a_flagged_slices_interval_is_written_like_its_metric():
+    # The interval's ends had 3 decimals beside the slice's 4: "writer_group=0 0.9286 [0.685,
+    # 0.987]" in the digits report.
+    groups = {0: (13, 14), 1: (81, 263)}  # group -> (right rows, rows)
+    group = np.concatenate([np.full(n, g) for g, (_, n) in groups.items()])
+    right = np.concatenate([np.arange(n) < k for k, n in groups.values()])
+    rows = {"label": np.zeros(len(group), int), "group": group}
+    exp = types.SimpleNamespace(label_key="label", class_names=["a", "b"])
+    preds = make_preds("classification", rows, {"label": np.where(right, 0, 1)}, exp)
+    preds.config.report.slice_min = 0.95
+    notes = slices._notes(slices.slice_metrics(preds, "field:group"))
+    assert notes[-2] == (
+        "  flagged (slice_min 0.95; 95% CI in brackets): "
+        "group=0 0.9286 [0.6853, 0.9873], group=1 0.3080 [0.2553, 0.3662]"
+    )
+
+
 # --- sections -----------------------------------------------------------------------------
 
 

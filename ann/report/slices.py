@@ -163,8 +163,9 @@ def _notes(result: dict[str, Any]) -> list[str]:
 
 
 def _flag_notes(result: dict[str, Any]) -> list[str]:
-    """The flagged slices with their headline (and 95% interval, where it has one); a second
-    line naming those whose interval reaches the bound (worse than it by chance alone, maybe)."""
+    """The flagged slices with their headline (and 95% interval, where it has one, its ends
+    written like the headline: `metric_text`); a second line naming those whose interval
+    reaches the bound (worse than it by chance alone, maybe)."""
     ((key, bound),) = result["bound"].items()
     h = result["headline"]
     by_name = {s["name"]: s for s in result["slices"]}
@@ -172,7 +173,7 @@ def _flag_notes(result: dict[str, Any]) -> list[str]:
     shown = []
     for entry in flagged:
         ci = entry.get("ci95")
-        interval = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
+        interval = f" [{metric_text(h, ci[0])}, {metric_text(h, ci[1])}]" if ci else ""
         shown.append(f"{entry['name']} {metric_text(h, entry['metrics'][h])}{interval}")
     with_ci = any(entry.get("ci95") for entry in flagged)
     notes = [
