@@ -15,7 +15,7 @@ from sklearn import metrics as skm
 
 from ann import config as config_lib
 from ann.config import ConfigError
-from ann.report import slices, slicing, task_metrics
+from ann.report import DECIMAL_METRICS, UNIT_METRICS, html, slices, slicing, task_metrics
 from ann.report.collect import Predictions
 from ann.report.sections import sections_for
 
@@ -273,6 +273,14 @@ def test_regression_residuals_and_deciles():
     # The model shrinks towards the mean: it predicts too high at the bottom, too low at the top.
     assert table[0]["bias"] < 0 < table[-1]["bias"]
     rendered(residuals), rendered(deciles)
+    # r2 had 3 decimals in the note ("r2 0.915") and 4 significant digits in index.html's table;
+    # a score: 4 decimals in both, the errors in the target's units 4 significant digits.
+    m = residuals.metrics
+    assert residuals.notes == [
+        f"rmse {m['rmse']:.4g}, mae {m['mae']:.4g}, r2 {m['r2']:.4f} over 200 points"
+    ]
+    assert residuals.notes[0].endswith(f"r2 {skm.r2_score(target, prediction):.4f} over 200 points")
+    assert "<td>r2</td><td>0.9000</td>" in html._metrics_tables({"r2": 0.9})
 
 
 def test_forecasting_mae_by_horizon_against_seasonal_naive():
@@ -291,6 +299,11 @@ def test_forecasting_mae_by_horizon_against_seasonal_naive():
     assert m["naive_mae_by_horizon"] == pytest.approx([0.5, 0.5, 0.0])
     assert m["mae"] == pytest.approx(1.25 / 3) and m["naive_mae"] == pytest.approx(1.0 / 3)
     assert m["mae_ratio"] == pytest.approx(1.25)
+    # The ratio had 3 decimals ("ratio 1.250") beside 4 significant digits for the errors.
+    assert section.notes == [
+        "mae 0.4167 vs seasonal naive 0.3333 (ratio 1.2500); better at 1 of 3 steps"
+    ]
+    assert "<td>mae_ratio</td><td>1.2500</td>" in html._metrics_tables({"mae_ratio": 1.25})
     rendered(section)
 
 
@@ -384,6 +397,12 @@ def test_language_model_bits_per_char():
     assert section.metrics["bits_per_char"] == pytest.approx(expected)
     assert section.metrics["unigram_bits_per_char"] == pytest.approx(3.0)
     assert section.metrics["chars"] == 5 and section.metrics["rows"] == 2
+    # The chart's baseline read "(3.00)" where the note says "against 3.0000".
+    assert section.notes[0].endswith(
+        "against 3.0000 for the unigram baseline (5 characters of 2 rows)"
+    )
+    (ax,) = section.figures["bits_by_context"].axes
+    assert "unigram baseline (3.0000)" in [t.get_text() for t in ax.get_legend().get_texts()]
     rendered(section)
     (no_model,) = sections_for("language_modelling")(
         make_preds("language_modelling", {"tokens": windows}, {}, exp)
@@ -395,6 +414,51 @@ def test_every_task_with_sections_has_slice_metrics_but_language_modelling():
     from ann.report.sections import SECTIONS
 
     assert set(SECTIONS) - set(task_metrics.HEADLINES) == {"language_modelling"}
+
+
+def test_every_task_metric_says_how_it_is_written(classified):
+    # metric_text writes DECIMAL_METRICS with 4 decimals, anything else with 4 significant
+    # digits: a task metric missing from both lists would read "1" beside "0.9286" (recall_at_5,
+    # r2 and mae_ratio were missing). A new task needs its rows here.
+    labels = np.array([0, 0, 1, 1])
+    embeddings = np.array([[1.0, 0.0], [1.0, 0.1], [1.0, 0.3], [0.0, 1.0]])
+    target = np.array([[5, 2, 0], [5, 6, 2]])
+    cases = {
+        "classification": (*classified[:2], classified[2]),
+        "regression": (
+            {"target": np.array([1.0, 2.0, 4.0])},
+            {"prediction": np.array([1.5, 2.0, 3.0])},
+            types.SimpleNamespace(target_key="target"),
+        ),
+        "forecasting": (
+            {"history": np.arange(8.0).reshape(2, 4, 1), "future": np.ones((2, 3, 1))},
+            {"forecast": np.zeros((2, 3, 1))},
+            types.SimpleNamespace(history_key="history", future_key="future", period=2),
+        ),
+        "anomaly_detection": (
+            {"label": labels},
+            {"score": np.array([0.1, 0.4, 0.35, 0.8])},
+            types.SimpleNamespace(label_key="label"),
+        ),
+        "retrieval": (
+            {"label": labels},
+            {"embedding": embeddings},
+            types.SimpleNamespace(label_key="label"),
+        ),
+        "seq2seq": (
+            {"target": target},
+            {"tokens": target},
+            types.SimpleNamespace(pad_id=0, eos_id=2),
+        ),
+    }
+    assert set(cases) == set(task_metrics.HEADLINES)
+    assert not DECIMAL_METRICS & UNIT_METRICS
+    for experiment, (rows, outputs, exp) in cases.items():
+        fn, headline, _ = task_metrics.HEADLINES[experiment]
+        preds = make_preds(experiment, rows, outputs, exp)
+        names = set(fn(preds, np.arange(len(next(iter(rows.values()))))))
+        assert headline in names
+        assert names <= DECIMAL_METRICS | UNIT_METRICS, (experiment, names - DECIMAL_METRICS)
 
 
 @pytest.mark.parametrize(

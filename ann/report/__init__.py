@@ -14,17 +14,25 @@ from typing import Any
 SCHEMA_VERSION = 1
 
 # Metrics shown with 4 decimals wherever the report shows them (the printed notes, index.html's
-# tables, the charts): scores and shares in [0, 1] and the calibration scores, as the sections'
-# notes print them, so a slice's 1.0000 stands beside 0.9286 (it read "1"). Any other metric
-# (an error in the data's units: rmse, mae) gets 4 significant digits.
+# tables, the charts): scores, shares and ratios (r2, mae_ratio) and the calibration scores, so a
+# slice's 1.0000 stands beside 0.9286 (it read "1"). A metric in the data's units (UNIT_METRICS:
+# an error such as rmse, or an anomaly score) gets 4 significant digits, and so does any other
+# number. A hand list: the names metric_text is given are the keys of the sections' metrics
+# (index.html's tables: decile edges, thresholds, temperatures, score quantiles too), and no
+# metric declares its units where it is defined; tests/test_report_slices.py checks that every
+# metric of `task_metrics.HEADLINES` is in one of the two lists.
 DECIMAL_METRICS = frozenset(
     {
         "accuracy", "precision", "recall", "f1", "macro_precision", "macro_recall", "macro_f1",
+        "argmax_precision", "argmax_recall",
         "roc_auc", "macro_roc_auc", "average_precision", "macro_average_precision", "auroc",
-        "recall_at_1", "map", "exact_match", "decoded_token_accuracy", "token_accuracy",
-        "ece", "mce", "nll", "brier", "bits_per_char",
+        "anomalous_share", "recall_at_1", "recall_at_5", "recall_at_k", "map",
+        "exact_match", "decoded_token_accuracy", "token_accuracy",
+        "r2", "mae_ratio",
+        "ece", "mce", "classwise_ece", "nll", "brier", "bits_per_char", "unigram_bits_per_char",
     }
 )  # fmt: skip
+UNIT_METRICS = frozenset({"rmse", "mae", "naive_mae", "mean_score", "bias"})
 
 
 def metric_text(name: str, value: float | None) -> str:

@@ -8,6 +8,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from sklearn.metrics import mean_absolute_error
 
+from ann.report import metric_text
 from ann.report.predictions import Predictions
 from ann.report.sections import Section
 from ann.report.task_metrics import forecasting, naive_forecast
@@ -57,8 +58,10 @@ def sections(preds: Predictions) -> list[Section]:
             },
             figures={"mae_by_horizon": horizon_figure(model, naive, exp.period)},
             notes=[
-                f"mae {overall['mae']:.4g} vs seasonal naive {overall['naive_mae']:.4g} "
-                f"(ratio {overall['mae_ratio']:.3f}); better at {beats} of {len(model)} steps",
+                f"mae {metric_text('mae', overall['mae'])} vs seasonal naive "
+                f"{metric_text('naive_mae', overall['naive_mae'])} (ratio "
+                f"{metric_text('mae_ratio', overall['mae_ratio'])}); better at {beats} of "
+                f"{len(model)} steps",
             ],
         )
     ]

@@ -9,6 +9,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ann.metrics.regression import regression_metrics
+from ann.report import metric_text
 from ann.report.predictions import Predictions
 from ann.report.sections import Section
 from ann.report.slicing import quantile_buckets
@@ -95,8 +96,8 @@ def sections(preds: Predictions) -> list[Section]:
             metrics={**overall, "points": int(len(target))},
             figures={"residuals": residual_figure(target, prediction, units)},
             notes=[
-                f"rmse {overall['rmse']:.4g}, mae {overall['mae']:.4g}, r2 {overall['r2']:.3f} "
-                f"over {len(target)} points"
+                ", ".join(f"{k} {metric_text(k, overall[k])}" for k in ("rmse", "mae", "r2"))
+                + f" over {len(target)} points"
             ],
         ),
         Section(

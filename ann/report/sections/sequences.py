@@ -127,7 +127,12 @@ def context_figure(table: list[dict], unigram: float) -> Figure:
     ax = fig.add_subplot()
     centres = [(t["context_from"] + t["context_to"]) / 2 for t in table]
     ax.plot(centres, [t["bits_per_char"] for t in table], marker="o", ms=3, label="model")
-    ax.axhline(unigram, color="grey", ls="--", label=f"unigram baseline ({unigram:.2f})")
+    ax.axhline(
+        unigram,
+        color="grey",
+        ls="--",
+        label=f"unigram baseline ({metric_text('bits_per_char', unigram)})",
+    )
     ax.set_xlabel("characters of context before the predicted one")
     ax.set_ylabel("bits per char")
     ax.set_ylim(0, max(unigram, *(t["bits_per_char"] for t in table)) * 1.1)
