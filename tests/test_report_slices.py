@@ -158,6 +158,9 @@ def test_a_metric_is_written_alike_in_the_notes_and_the_chart():
     assert [t.get_text() for t in ax.texts] == ["1.0000", "0.9286"]
     assert "overall 1.0000" in [t.get_label() for t in ax.get_lines()]
     assert (metric_text("rmse", 12.3456), metric_text("rmse", None)) == ("12.35", "n/a")
+    # index.html's gap table wrote the gap with 4 significant digits ("0.07143") beside the
+    # notes' "gap 0.0714".
+    assert "<tr><td>value</td><td>0.0714</td></tr>" in html._metrics_tables(result)
 
 
 def test_quantile_buckets_ties_and_edges():

@@ -79,10 +79,11 @@ def _rows_table(
     return f"<table><caption>{html.escape(caption)}</caption><tr>{head}</tr>{body}</table>"
 
 
-def _nested_table(key: str, value: Any) -> str | None:
+def _nested_table(key: str, value: Any, metric: str | None = None) -> str | None:
     """A nested metric that has a table's shape as a table: a list of records (per class, per
-    decile), records by name (per task), or names to scalars; None for any other shape (curves:
-    their picture shows them)."""
+    decile), records by name (per task), or names to scalars (their values written as the
+    metric `metric`, default `key`); None for any other shape (curves: their picture shows
+    them)."""
     if isinstance(value, list) and value and all(isinstance(r, dict) for r in value):
         records = value
         if all(_cell(v) for r in records for v in r.values()):
@@ -91,7 +92,7 @@ def _nested_table(key: str, value: Any) -> str | None:
     if isinstance(value, dict) and value:
         if all(_scalar(v) for v in value.values()):
             rows = [[k, v] for k, v in value.items()]  # per class: the values are `key`'s
-            return _rows_table(key, ["", "value"], rows, ["", key])
+            return _rows_table(key, ["", "value"], rows, ["", metric or key])
         inner = list(value.values())
         if all(isinstance(r, dict) and all(_cell(v) for v in r.values()) for r in inner):
             columns = list(dict.fromkeys(k for r in inner for k in r))
@@ -105,6 +106,9 @@ def _metrics_tables(metrics: dict[str, Any]) -> str:
     table's shape as a table of its own (`_nested_table`), the rest in a collapsed <pre> block
     of JSON."""
     scalars = {k: v for k, v in metrics.items() if _scalar(v)}
+    # A slices section's gap is a difference of its headline metric, written like it (the
+    # notes' "gap 0.0476").
+    holds = {"gap": metrics["headline"]} if isinstance(metrics.get("headline"), str) else {}
     parts = []
     if scalars:
         rows = "".join(
@@ -115,7 +119,7 @@ def _metrics_tables(metrics: dict[str, Any]) -> str:
     rest = {}
     for key, value in metrics.items():
         if key not in scalars:
-            table = _nested_table(key, value)
+            table = _nested_table(key, value, holds.get(key))
             if table is None:
                 rest[key] = value
             else:
