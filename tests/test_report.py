@@ -406,6 +406,17 @@ def test_calibration_uses_the_validation_temperature():
     rose = calibrated.metrics["after"]["ece"] > calibrated.metrics["before"]["ece"]
     assert rose and calibrated.notes[1].startswith("note: temperature scaling raised the test ECE")
     assert calibrated.metrics["ece_change"]["low"] > 0
+    # index.html's calibration tables wrote 4 significant digits ("0.009275", a change of
+    # "0.001446") where the notes say "ECE 0.0093" and "a rise of 0.0014".
+    from ann.report import html
+
+    page = html._metrics_tables(calibrated.metrics)
+    for when in ("before", "after"):
+        for key in ("ece", "mce", "brier", "nll"):
+            assert f"<td>{key}</td><td>{calibrated.metrics[when][key]:.4f}</td>" in page
+    change = calibrated.metrics["ece_change"]
+    assert f"<td>low</td><td>{change['low']:.4f}</td>" in page
+    assert f"a rise of {change['low']:.4f} to {change['high']:.4f}" in calibrated.notes[1]
     # A rise within the ECE's sampling noise (300 rows, T = 1.38: ECE 0.088 -> 0.106, its
     # bootstrap interval holding 0) gets no note: it was told to drop the temperature.
     noisy = classification.calibration(

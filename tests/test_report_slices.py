@@ -374,6 +374,8 @@ def test_seq2seq_exact_match_by_length():
         "exact match 0.5000, token accuracy of the greedy decoding 0.8333 (training's "
         "token_accuracy is teacher-forced); lowest 0.0000 at length 3 (1 rows)"
     ]
+    # index.html's by_task table wrote each task's exact match as "0.5" beside "0.5000".
+    assert "<tr><td>t0</td><td>0.5000</td></tr>" in html._metrics_tables(m)
     rendered(section)
 
 

@@ -14,10 +14,13 @@ import os
 from typing import Any
 
 from ann import atomic
-from ann.report import metric_text
+from ann.report import DECIMAL_METRICS, UNIT_METRICS, metric_text
 from ann.report.sections import Section
 
 CELL_ITEMS = 10  # a table cell holds a list of at most this many scalars
+# Nested metrics whose values are another metric's, written like it: a change of ECE, a task's
+# exact match. (A slices section's gap is its headline's: `_metrics_tables`.)
+VALUES_OF = {"ece_change": "ece", "by_task": "exact_match"}
 DPI = 100  # figures are sized in inches for this: a 6.4 x 4.8 figure is 640 x 480 pixels
 
 _STYLE = """
@@ -66,24 +69,24 @@ def _cell(value: Any) -> bool:
 
 
 def _rows_table(
-    caption: str, columns: list[str], rows: list[list[Any]], metrics: list[str] | None = None
+    caption: str, columns: list[str], rows: list[list[Any]], metrics: list[list[str]] | None = None
 ) -> str:
-    """`metrics`: the metric each column holds (default: the column's name), as `_format`
-    writes it."""
+    """`metrics`: per row, the metric each cell holds (default: its column's name), as
+    `_format` writes it."""
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    metrics = metrics or columns
+    metrics = metrics or [columns] * len(rows)
     body = "".join(
-        "<tr>" + "".join(f"<td>{_format(v, m)}</td>" for v, m in zip(r, metrics)) + "</tr>"
-        for r in rows
+        "<tr>" + "".join(f"<td>{_format(v, m)}</td>" for v, m in zip(r, ms)) + "</tr>"
+        for r, ms in zip(rows, metrics)
     )
     return f"<table><caption>{html.escape(caption)}</caption><tr>{head}</tr>{body}</table>"
 
 
 def _nested_table(key: str, value: Any, metric: str | None = None) -> str | None:
     """A nested metric that has a table's shape as a table: a list of records (per class, per
-    decile), records by name (per task), or names to scalars (their values written as the
-    metric `metric`, default `key`); None for any other shape (curves: their picture shows
-    them)."""
+    decile), records by name (per task), or names to scalars (a value named by a metric,
+    calibration's ece or nll, written as that metric, any other as `metric`, default `key`:
+    per class); None for any other shape (curves: their picture shows them)."""
     if isinstance(value, list) and value and all(isinstance(r, dict) for r in value):
         records = value
         if all(_cell(v) for r in records for v in r.values()):
@@ -91,8 +94,10 @@ def _nested_table(key: str, value: Any, metric: str | None = None) -> str | None
             return _rows_table(key, columns, [[r.get(c) for c in columns] for r in records])
     if isinstance(value, dict) and value:
         if all(_scalar(v) for v in value.values()):
-            rows = [[k, v] for k, v in value.items()]  # per class: the values are `key`'s
-            return _rows_table(key, ["", "value"], rows, ["", metric or key])
+            rows = [[k, v] for k, v in value.items()]
+            known = DECIMAL_METRICS | UNIT_METRICS
+            metrics = [["", k if k in known else metric or key] for k in value]
+            return _rows_table(key, ["", "value"], rows, metrics)
         inner = list(value.values())
         if all(isinstance(r, dict) and all(_cell(v) for v in r.values()) for r in inner):
             columns = list(dict.fromkeys(k for r in inner for k in r))
@@ -106,9 +111,11 @@ def _metrics_tables(metrics: dict[str, Any]) -> str:
     table's shape as a table of its own (`_nested_table`), the rest in a collapsed <pre> block
     of JSON."""
     scalars = {k: v for k, v in metrics.items() if _scalar(v)}
-    # A slices section's gap is a difference of its headline metric, written like it (the
-    # notes' "gap 0.0476").
-    holds = {"gap": metrics["headline"]} if isinstance(metrics.get("headline"), str) else {}
+    # VALUES_OF, and a slices section's gap: a difference of its headline metric, written like
+    # it (the notes' "gap 0.0476").
+    holds = dict(VALUES_OF)
+    if isinstance(metrics.get("headline"), str):
+        holds["gap"] = metrics["headline"]
     parts = []
     if scalars:
         rows = "".join(
