@@ -1184,3 +1184,40 @@ def test_psi_is_worded_as_psi_in_the_chart_and_the_summary(tmp_path):
         "figures": [],
     }
     assert summary(made, "r.json").splitlines()[1] == "  top: none moved (psi 0 for every feature)"
+
+
+def test_the_reports_top_features_lists_only_features_that_moved(tmp_path):
+    """index.html's "Top features" table listed features of psi 0 (traffic the same as the
+    reference), where the printed `top:` lists only features that moved; with none moved the
+    page says so in the summary's words."""
+    from ann.monitor import report
+    from ann.monitor.__main__ import summary
+
+    rng = np.random.default_rng(0)
+    spec = {"x": {"dtype": "float32", "shape": [-1, 4]}}
+    train = rng.integers(0, 3, size=(400, 4)).astype("float32")
+    window = train[:100].copy()
+    train[:, 3] = window[:, 3] = 0.0  # constant on both sides: psi 0
+
+    def page(ref, inputs, name):
+        result = ref.detect(inputs, {}, method="psi")
+        made = {"model": {"name": "m", "version": "1"}, "result": result.to_json()}
+        made["requests"] = {"files": ["a"], "records": 100, "versions": ["1"], "served_as": None}
+        parts = report.sections(result, ref, inputs, {}, top=2)
+        path = report.write(str(tmp_path / name), made, parts, "Drift", [])
+        text = (tmp_path / name / "index.html").read_text()
+        top = text[text.index("drift: Top features") : text.index("drift: Outputs")]
+        return top, summary(made, path).splitlines()
+
+    top, lines = page(Reference({"x": train}, {}, spec, {}), {"x": window}, "some")
+    assert "x[3]" not in top and "x[0]" in top, top
+    assert "x[3]" not in lines[1] and lines[1].startswith("  top: x["), lines
+    same = {"x": np.zeros((100, 4), "float32")}
+    top, lines = page(Reference(same, {}, spec, {}), same, "none")
+    assert "x[" not in top and "<li>none moved (psi 0 for every feature)</li>" in top, top
+    assert lines[1] == "  top: none moved (psi 0 for every feature)"
+    # Fisher's odds ratio of two samples that do not differ is 1, not 0.
+    assert not drift.moved("fisher_exact", 1.0) and drift.moved("fisher_exact", 0.0)
+    assert drift.none_moved(["ks", "fisher_exact"]) == (
+        "none moved (ks 0, fisher_exact 1 for every feature)"
+    )

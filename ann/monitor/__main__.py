@@ -208,7 +208,8 @@ def _score(test: dict[str, Any], spec: str) -> str:
 def summary(report: dict[str, Any], path: str) -> str:
     """The printed lines: the verdict, the multivariate test, outputs, top features, files; for
     too few rows, that and what to do."""
-    from ann.monitor.drift import format_p, rank  # imported by then: the report was computed
+    # imported by then: the report was computed
+    from ann.monitor.drift import format_p, moved, none_moved, rank
     from ann.monitor.request_log import more_requests
 
     r, m = report["result"], report["model"]
@@ -245,16 +246,15 @@ def summary(report: dict[str, Any], path: str) -> str:
         verdict = "DRIFT" if f["drifted"] else "ok"
         said = " ".join(x for x in (_score(f, ".4g"), p, verdict) if x)
         lines.append(f"  {f['feature']}: {f['method']} {said}")
-    # A feature that did not move at all (a score of 0: psi 0, ks 0) is no one's "top": five
-    # features all "psi 0" were listed.
-    moved = [f for f in r["features"] if f["score"] != 0]
-    top = sorted(moved, key=lambda f: rank(f["strength"], f["p_value"], f["score"]))[:5]
-    methods = "/".join(sorted({f["method"] for f in r["features"]}))
+    # A feature that did not move at all (psi 0, ks 0: `moved`) is no one's "top": five
+    # features all "psi 0" were listed. The report's "Top features" table reads the same rule.
+    shifted = [f for f in r["features"] if moved(f["method"], f["score"])]
+    top = sorted(shifted, key=lambda f: rank(f["strength"], f["p_value"], f["score"]))[:5]
     lines.append(
         "  top: "
         + (
             ", ".join(f"{f['feature']} {f['method']} {_score(f, '.3g')}" for f in top)
-            or f"none moved ({methods} 0 for every feature)"
+            or none_moved(f["method"] for f in r["features"])
         )
     )
     pictures = len(report["figures"])  # "1 pictures" was said

@@ -94,7 +94,7 @@ import dataclasses
 import functools
 import math
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import jax
@@ -169,6 +169,11 @@ class FeatureDrift:
             p = self.p_adjusted
         return max(0.0, math.log(max(p, 1e-300)) / math.log(self.threshold))  # p = 1: not -0.0
 
+    @property
+    def moved(self) -> bool:
+        """Whether the traffic differs from the reference at all on this test (`moved`)."""
+        return moved(self.method, self.score)
+
     def p_text(self) -> str:
         """`format_p` of this test's p (and its corrected p)."""
         return format_p(self.p_value, self.asymptotic_p, self.p_adjusted)
@@ -181,6 +186,29 @@ class FeatureDrift:
             "raw_strength": self.raw_strength,
         }
         return {k: _finite(v) for k, v in fields.items()}
+
+
+# A test's statistic where its two samples do not differ at all: Fisher's odds ratio is 1 (the
+# same shares), every other statistic and distance 0 (psi 0, KS D 0).
+UNMOVED = {"fisher_exact": 1.0}
+
+
+def moved(method: str, score: float | None) -> bool:
+    """Whether a `method` test's `score` (None: an infinite one, as JSON holds it) says its
+    feature's traffic differs from the reference at all (`UNMOVED`). The printed `top:` and
+    the report's "Top features" table list only features that moved: five features all
+    `psi 0` were listed as the top ones."""
+    return score is None or score != UNMOVED.get(method, 0.0)
+
+
+def none_moved(methods: Iterable[str]) -> str:
+    """What is said where no feature moved, each of `methods` (the window's tests) by its
+    unmoved score: `none moved (psi 0 for every feature)`."""
+    by_score: dict[float, set[str]] = {}
+    for method in methods:
+        by_score.setdefault(UNMOVED.get(method, 0.0), set()).add(method)
+    said = ", ".join(f"{'/'.join(sorted(m))} {v:g}" for v, m in sorted(by_score.items()))
+    return f"none moved ({said} for every feature)"
 
 
 def rank(strength: float, p_value: float | None, score: float | None) -> tuple[float, ...]:
@@ -245,9 +273,11 @@ class DriftResult:
             return f"too few rows to judge drift ({rows} < {self.min_rows})"
         return "drift DETECTED" if self.detected else "drift not detected"
 
-    def top(self, k: int = 10) -> list[FeatureDrift]:
-        """The `k` input features most past their thresholds (`rank`)."""
-        return sorted(self.features, key=lambda f: rank(f.strength, f.p_value, f.score))[:k]
+    def top(self, k: int = 10, moved_only: bool = False) -> list[FeatureDrift]:
+        """The `k` input features most past their thresholds (`rank`); `moved_only`: only
+        those whose traffic differs from the reference at all (`FeatureDrift.moved`)."""
+        features = [f for f in self.features if f.moved or not moved_only]
+        return sorted(features, key=lambda f: rank(f.strength, f.p_value, f.score))[:k]
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready: NaN and infinities become null."""

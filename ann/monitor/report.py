@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from ann import atomic, directory_kind
-from ann.monitor.drift import DriftResult, FeatureDrift, Reference, rejects
+from ann.monitor.drift import DriftResult, FeatureDrift, Reference, none_moved, rejects
 from ann.monitor.features import MAX_VALUES, feature_matrix
 
 # 2: result.state and result.min_rows; result.detected and result.share are null for too few
@@ -314,8 +314,10 @@ def sections(
     outputs: Mapping[str, np.ndarray],
     top: int,
 ) -> list[Any]:
-    """The report's sections (`ann.report.sections.Section`): summary, top features, outputs;
-    the summary alone, without pictures, for a window of too few rows to judge (not tested)."""
+    """The report's sections (`ann.report.sections.Section`): summary, top features (the
+    SHOWN features that moved, `DriftResult.top(moved_only=True)`, as the printed `top:`; a
+    note `none moved (...)` where none did), outputs; the summary alone, without pictures,
+    for a window of too few rows to judge (not tested)."""
     from ann.report.sections import Section
 
     if result.state == "too_few_rows":
@@ -340,10 +342,15 @@ def sections(
         **({"multivariate": _describe(mmd)} if mmd else {}),
     }
     figures = {"strength": _strength_figure(result), **_image_maps(result, reference.input_spec)}
-    table = {f.feature: _describe(f) for f in result.top(SHOWN)}
+    # Only features that moved, as the printed `top:` (it listed features of psi 0 or KS D 0,
+    # whose traffic matched the reference exactly); where none did, said so.
+    moved = result.top(SHOWN, moved_only=True)
+    table = {f.feature: _describe(f) for f in moved}
+    notes = [] if moved else [none_moved(f.method for f in result.features)]
+    figures_top = _feature_figures(result, reference, current, top)
     return [
         Section("Summary", summary, figures),
-        Section("Top features", table, _feature_figures(result, reference, current, top)),
+        Section("Top features", table, figures_top, notes),
         Section(
             "Outputs",
             {f.feature: _describe(f) for f in result.outputs},
