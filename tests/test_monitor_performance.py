@@ -434,3 +434,35 @@ def test_the_summary_says_one_row_and_no_picture():
         "wrote perf/report.json and index.html (no picture: no version judged with logged "
         "probabilities)"
     )
+
+
+def test_a_performance_report_of_other_labels_is_not_replaced_without_a_word(
+    digits_export, tmp_path
+):
+    """--out's rule compared the model and request logs only: a performance report of the
+    same logs joined to other labels was replaced without a word. Refused naming both and the
+    fix; the same labels (by another path too) replace it."""
+    _, export = digits_export
+    manifest = json.loads((export / "manifest.json").read_text())
+    log = tmp_path / "a.jsonl"
+    record = {"model": manifest["name"], "version": "1", "id": "r0", "status": 200,
+              "outputs": {"label": {"shape": [1], "data": [3]}}}  # fmt: skip
+    log.write_text(json.dumps(record) + "\n")
+    first, other = tmp_path / "labels.jsonl", tmp_path / "other.jsonl"
+    first.write_text('{"id": "r0", "label": 3}\n')
+    other.write_text('{"id": "r0", "label": 5}\n')
+    out = tmp_path / "perf"
+    args = ["monitor", "performance", f"--model={export}", f"--requests={log}", f"--out={out}"]
+    result = ann(*args, f"--labels={first}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    version = json.loads((out / "report.json").read_text())["model"]["version"]
+    line = one_line_error(ann(*args, f"--labels={other}"))
+    assert line == (
+        f"error: --out={out} holds the performance report of {log} and {first} (model "
+        f"{manifest['name']} version {version}), not of --requests={log} and --labels={other}; "
+        f"choose another --out, or delete {out} to replace it"
+    ), line
+    assert json.loads((out / "report.json").read_text())["labels"]["file"] == str(first)
+    same = str(tmp_path / "." / "labels.jsonl")
+    made_of = (manifest["name"], version, [str(log)], same)
+    assert monitor_main._check_out(str(out), "performance", made_of) == str(out)

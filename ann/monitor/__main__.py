@@ -43,7 +43,8 @@ probabilities but not the predicted class joins with their argmax, which a class
 export's class is by definition). Labels not joined are counted by reason (unknown: not in
 these logs; failed: the request was refused; unlogged: no predicted class logged; duplicate).
 It writes report.json, index.html and the reliability PNG to --out (default
-./performance-NAME-VERSION) and prints what joined and each version's scores, the version
+./performance-NAME-VERSION; an earlier report there of the same model, logs and labels file is
+replaced; of others, refused) and prints what joined and each version's scores, the version
 --model names tagged `(--model)`. A version with fewer than --min_rows labelled rows
 (`ann.monitor.MIN_LABELS`, 100, as `ann serve --monitor_min_labels`) is not judged: "too few
 labelled rows to judge", and report.json's result.versions[V].state is "too_few_rows" (else
@@ -262,11 +263,12 @@ def summary(report: dict[str, Any], path: str) -> str:
     return "\n".join(lines)
 
 
-def _check_out(out: str, kind: str, made_of: tuple[str, str, list[str]] | None = None) -> str:
+def _check_out(out: str, kind: str, made_of: tuple[Any, ...] | None = None) -> str:
     """`out`, checked as --out of a `kind` report ("drift", "performance"): not a run, export,
     registry or data set, nor another kind of report (ann.report.write.check_out). With
-    `made_of` (the model's name and version, the --requests files), an earlier report there
-    must be of the same model and request logs (`_check_same_traffic`)."""
+    `made_of` (the model's name and version, the --requests files, and for performance the
+    --labels file), an earlier report there must be of the same model, request logs and labels
+    (`_check_same_traffic`)."""
     from ann.report.write import check_out_flag
 
     check_out_flag(out, f"{kind} report")
@@ -275,25 +277,38 @@ def _check_out(out: str, kind: str, made_of: tuple[str, str, list[str]] | None =
     return out
 
 
-def _check_same_traffic(out: str, kind: str, name: str, version: str, requests: list[str]) -> None:
-    """FlagError when the report at `out` is of another model or other request logs than
-    `requests`: a drift report of another log replaced the earlier one without a word (the
-    default --out is per model version, not per log); its rotated files added are the same log
-    (`_logs`). The rule `ann report` has for a report
-    of another run or model: choose another --out, or delete it to replace it."""
+def _check_same_traffic(
+    out: str, kind: str, name: str, version: str, requests: list[str], labels: str | None = None
+) -> None:
+    """FlagError when the report at `out` is of another model, other request logs than
+    `requests` or (`labels` given: performance) another labels file: a drift report of another
+    log replaced the earlier one without a word (the default --out is per model version, not
+    per log), and a performance report of other labels still did; its rotated files added are
+    the same log (`_logs`), the same labels file by another path is the same. The rule `ann
+    report` has for a report of another run or model: choose another --out, or delete it to
+    replace it."""
     try:
         with open(os.path.join(out, "report.json"), "rb") as f:
             earlier = json.loads(f.read())
         model, files = earlier["model"], earlier["requests"]["files"]
         made = (model["name"], model["version"], _logs(files))
+        # Compared where both name one: a drift report has none.
+        was = earlier.get("labels")
+        joined = was.get("file") if labels is not None and isinstance(was, dict) else None
     except (OSError, ValueError, TypeError, KeyError):
         return  # none there, or not one of these (check_out has refused what is not)
-    if made == (name, version, _logs(requests)):
+    of, given = ",".join(files), f"--requests={','.join(requests)}"
+    if isinstance(joined, str):
+        made += (os.path.realpath(joined),)
+        name_labels = (os.path.realpath(labels),)
+        of, given = f"{of} and {joined}", f"{given} and --labels={labels}"
+    else:
+        name_labels = ()
+    if made == (name, version, _logs(requests), *name_labels):
         return
     raise cli.FlagError(
-        f"--out={out} holds the {kind} report of {','.join(files)} (model {made[0]} version "
-        f"{made[1]}), not of --requests={','.join(requests)}; choose another --out, or "
-        f"delete {out} to replace it"
+        f"--out={out} holds the {kind} report of {of} (model {made[0]} version {made[1]}), not "
+        f"of {given}; choose another --out, or delete {out} to replace it"
     )
 
 
@@ -501,7 +516,9 @@ def performance(args: list[str]) -> None:
         name, version = requests.served_as
     # Before the join: the default --out names the version the log served.
     out = _check_out(
-        FLAGS.out or f"performance-{name}-{version}", "performance", (name, version, FLAGS.requests)
+        FLAGS.out or f"performance-{name}-{version}",
+        "performance",
+        (name, version, FLAGS.requests, FLAGS.labels),
     )
     from ann.monitor import performance as perf
     from ann.monitor import report as monitor_report
