@@ -773,8 +773,8 @@ def test_monitor_drift_cli_writes_a_report_and_refuses_a_bad_log_in_one_line(
     assert result.stdout.splitlines() == [
         "too few rows to judge drift (20 rows < --min_rows=21): not tested | 20 rows from 1 "
         f"request to digits_cnn version {version} | 1221 reference rows",
-        "  log more requests (`ann serve --request_log_sample=1` logs every one; the default "
-        "0.01, one in 100) or lower --min_rows",
+        "  this log holds every request (--request_log_sample=1): wait for more traffic or "
+        "lower --min_rows",
         f"wrote {tmp_path / 'few' / 'report.json'} and index.html",
     ]
     few = json.loads((tmp_path / "few" / "report.json").read_text())
@@ -996,8 +996,8 @@ def test_a_file_that_is_not_a_request_log_is_named_so_and_one_row_is_too_few(tmp
     )
     assert refusal(json.dumps(request) + "\n", min_rows=2) == (
         f"{path} holds 1 row of model 'm' (in 1 successful request); at least 2 are needed: "
-        "log more requests (`ann serve --request_log_sample=1` logs every one; the default "
-        "0.01, one in 100)"
+        "log more requests (`ann serve --request_log_sample=1` logs every one; the log does not "
+        "record its share: the default 0.01 logs one in 100)"
     )
     two = {**request, "inputs": {"x": {"shape": [2, 2], "data": [0, 1, 2, 3]}}}
     path.write_text(json.dumps(two) + "\n")
@@ -1220,4 +1220,50 @@ def test_the_reports_top_features_lists_only_features_that_moved(tmp_path):
     assert not drift.moved("fisher_exact", 1.0) and drift.moved("fisher_exact", 0.0)
     assert drift.none_moved(["ks", "fisher_exact"]) == (
         "none moved (ks 0, fisher_exact 1 for every feature)"
+    )
+
+
+def test_too_few_rows_names_the_share_of_requests_the_log_holds(tmp_path):
+    """The log did not record `--request_log_sample`, so "log more requests" named the
+    default's share (0.01) whatever the server was given. The server's writer records it in
+    each record, and the advice names the log's own; an older log without it still reads,
+    and says it does not record its share."""
+    from ann.monitor.__main__ import summary
+    from ann.monitor.request_log import RequestLogError, read_traffic
+    from ann.serve.request_log import RequestLog
+
+    spec = {"x": {"dtype": "float32", "shape": [-1, 2]}}
+
+    def advice(path, **kwargs):
+        with pytest.raises(RequestLogError) as e:
+            read_traffic([str(path)], "m", "1", spec, {}, min_rows=3)
+        return str(e.value).split("at least 3 are needed: ")[1]
+
+    for sample, said in (
+        (0.1, "this log holds 10% of requests (--request_log_sample=0.1); raise it to log more "
+              "(`ann serve --request_log_sample=1` logs every one)"),
+        (1.0, "this log holds every request (--request_log_sample=1): wait for more traffic"),
+    ):  # fmt: skip
+        path = tmp_path / f"{sample}.jsonl"
+        log = RequestLog(str(path), sample=sample, max_bytes=1 << 20, backups=1)
+        log.write("m", "1", "a", 200, 0.0, {"x": np.zeros((1, 2), np.float32)})
+        log.close()
+        assert advice(path) == said
+        traffic = read_traffic([str(path)], "m", "1", spec, {})  # read as ever
+        assert traffic.records == 1 and traffic.samples == [sample]
+        report = {
+            "model": {"name": "m", "version": "1"},
+            "requests": {"files": [str(path)], "records": 1, "versions": ["1"],
+                         "served_as": None, "request_log_sample": traffic.samples},
+            "result": {"state": "too_few_rows", "rows": 1, "min_rows": 3, "reference_rows": 9},
+        }  # fmt: skip
+        assert summary(report, "r.json").splitlines()[1] == f"  {said} or lower --min_rows"
+    older = tmp_path / "older.jsonl"  # a log from before the share was recorded
+    record = json.loads(path.read_text())
+    del record["sample"]
+    older.write_text(json.dumps(record) + "\n")
+    assert read_traffic([str(older)], "m", "1", spec, {}).samples == []
+    assert advice(older) == (
+        "log more requests (`ann serve --request_log_sample=1` logs every one; the log does not "
+        "record its share: the default 0.01 logs one in 100)"
     )

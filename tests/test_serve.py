@@ -199,6 +199,7 @@ def test_infer_metadata_health_metrics(served):
     first = next(r for r in logged if r["id"] == "req-1")
     assert first["status"] == 200 and first["inputs"]["image"]["shape"] == [5, 8, 8, 1]
     assert first["outputs"]["label"]["data"] == want["label"].tolist()
+    assert first["sample"] == 1  # --request_log_sample, for `ann monitor`'s advice
 
 
 def binary_body(x, outputs=None, **parameters):

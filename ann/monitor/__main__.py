@@ -229,9 +229,12 @@ def summary(report: dict[str, Any], path: str) -> str:
         f"{served} | {r['reference_rows']} reference rows"
     )
     if r["state"] == "too_few_rows":
+        # The shares the log holds ([] or none: it records none, or an older report)
+        samples = report["requests"].get("request_log_sample") or []
+        advice = more_requests(report["requests"]["files"], samples)
         return (
             f"too few rows to judge drift ({rows} < --min_rows={r['min_rows']}): not tested | "
-            f"{source}\n  {more_requests(report['requests']['files'])} or lower --min_rows\n"
+            f"{source}\n  {advice} or lower --min_rows\n"
             f"wrote {path} and index.html"
         )
     drifted, correction = r["drifted"], r.get("correction", "none")
@@ -401,6 +404,9 @@ def drift(args: list[str]) -> None:
             "skipped": traffic.skipped,
             "first": traffic.first,
             "last": traffic.last,
+            # the shares of requests the log holds (`ann serve --request_log_sample`), smallest
+            # first; [] where the log does not record it (written before it did)
+            "request_log_sample": traffic.samples,
         },
         "outputs_from": source,
         "method": FLAGS.method,

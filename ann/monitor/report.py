@@ -10,7 +10,8 @@ Pictures (matplotlib, written and inlined by `ann.report.html`):
 - `drift_outputs_*.png`: predicted-class shares and the confidence histogram, reference vs current.
 
 report.json: `schema`, `model` (spec, name, version, path), `requests` (files, records used,
-versions, skipped by reason, first and last time), `outputs_from` ("log" or "model"),
+versions, skipped by reason, first and last time, `request_log_sample`: the shares of requests
+the log holds, [] where it does not record them), `outputs_from` ("log" or "model"),
 `method`, `result` (`DriftResult.to_json()`: `state` "detected", "not_detected" or
 "too_few_rows", `rows`, `min_rows`, ...) and `figures`. Too few rows: no tests, no pictures.
 """

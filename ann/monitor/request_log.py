@@ -1,11 +1,13 @@
 """Reading the server's request log (`ann serve --request_log=FILE`, written by
 `ann.serve.request_log`) back into arrays: one JSON object per line, `{"time", "model",
-"version", "id", "status", "seconds", "inputs", "outputs"}` (or `"error"` instead of the
-outputs), each tensor `{"shape", "data"}` with the data flat, row-major. A line cut short is
-skipped with a warning: the last (no end of line: the server was killed mid-write, or is
-writing it as the log is read), or one a restarted server ended and went on after; another
-line that is not JSON is damage, refused naming the file and line, as is an object that is not
-a request record (no "model" and "status": a training run's metrics.jsonl).
+"version", "id", "status", "seconds", "sample", "inputs", "outputs"}` (or `"error"` instead of
+the outputs), each tensor `{"shape", "data"}` with the data flat, row-major; `"sample"`, the
+share of requests the server logged (`--request_log_sample`), is absent from logs written
+before it was recorded, which read as ever (`shares`: what too few requests' advice names).
+A line cut short is skipped with a warning: the last (no end of line: the server was killed
+mid-write, or is writing it as the log is read), or one a restarted server ended and went on
+after; another line that is not JSON is damage, refused naming the file and line, as is an
+object that is not a request record (no "model" and "status": a training run's metrics.jsonl).
 
 `read_traffic` keeps the successful records (status 200, with inputs) of one model: those of
 its exact version when the log holds any, else those of its name (an export served under its
@@ -50,6 +52,8 @@ class Traffic:
     # (name, version) the requests were logged under when not the ones asked for: the same
     # export served from its directory (its manifest name and digest); None when they were.
     served_as: tuple[str, str] | None = None
+    # The shares of requests the files logged (`shares`); empty: not recorded (an older log).
+    samples: list[float] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -74,6 +78,7 @@ class Requests:
     # id -> "MODEL version V" of other models' requests (to say where a label's id went)
     others: dict[str, str]
     served_as: tuple[str, str] | None = None  # as `Traffic.served_as`
+    samples: list[float] = dataclasses.field(default_factory=list)  # as `Traffic.samples`
 
 
 def _tensor(where: str, name: str, value: Any, spec: Mapping[str, Any]) -> np.ndarray:
@@ -186,20 +191,51 @@ def rotated(paths: Sequence[str]) -> list[str]:
     return found
 
 
-def more_requests(paths: Sequence[str]) -> str:
+def shares(records: Sequence[tuple[str, dict[str, Any]]]) -> list[float]:
+    """The shares of requests (`"sample"`, the server's `--request_log_sample`, in (0, 1]) that
+    `records` were logged at, distinct, smallest first; empty for a log that does not record it
+    (written before it did, or by another tool). A value that is not such a share is ignored."""
+    found = {
+        float(r["sample"])
+        for _, r in records
+        if isinstance(r.get("sample"), int | float)
+        and not isinstance(r["sample"], bool)
+        and 0 < r["sample"] <= 1
+    }
+    return sorted(found)
+
+
+def _percent(share: float) -> str:
+    """0.1 -> "10%", 0.001 -> "0.1%"."""
+    return f"{share * 100:.3g}%"
+
+
+def more_requests(paths: Sequence[str], samples: Sequence[float] = ()) -> str:
     """What to do for more requests than `paths` hold: read the rotated files beside them
     (it advised `--request_log_sample=1` for a log that sampled every request, its older
-    requests in `FILE.1`, `FILE.2`), else log more of them. The sampling is not in the log,
-    so the default's share is named."""
+    requests in `FILE.1`, `FILE.2`), else log more of them, naming the share the log holds
+    (`samples`: `shares` of its records; it named the default's, 0.01, whatever the server
+    was given): every request already (wait for more traffic), or a share to raise. A log
+    that does not record its share (empty `samples`) is said so, with the default's share."""
     more = rotated(paths)
     if more:
         return (
             f"read the rotated file{'s' * (len(more) > 1)} beside it too "
             f"(--requests={','.join([*paths, *more])})"
         )
+    log = "these logs hold" if len(paths) > 1 else "this log holds"
+    if not samples:
+        return (
+            "log more requests (`ann serve --request_log_sample=1` logs every one; the log does "
+            "not record its share: the default 0.01 logs one in 100)"
+        )
+    if min(samples) == 1:
+        return f"{log} every request (--request_log_sample=1): wait for more traffic"
+    held = " to ".join(dict.fromkeys((_percent(min(samples)), _percent(max(samples)))))
+    flag = ", ".join(f"{s:g}" for s in samples)
     return (
-        "log more requests (`ann serve --request_log_sample=1` logs every one; the default "
-        "0.01, one in 100)"
+        f"{log} {held} of requests (--request_log_sample={flag}); raise it to log more "
+        "(`ann serve --request_log_sample=1` logs every one)"
     )
 
 
@@ -304,7 +340,7 @@ def read_traffic(
         raise RequestLogError(
             f"{', '.join(paths)} holds {_count(rows, 'row')} of model {name!r} (in "
             f"{_count(len(ok), 'successful request')}); at least {min_rows} are needed: "
-            + more_requests(paths)
+            + more_requests(paths, shares(records))
         )
     # Another version's logged outputs are not this model's: it scores the inputs itself.
     others_only = version is not None and not exact
@@ -321,6 +357,7 @@ def read_traffic(
         first=min(times),
         last=max(times),
         served_as=served_as,
+        samples=shares(records),
     )
 
 
@@ -363,7 +400,7 @@ def read_requests(
         when = float(r.get("time") or 0.0)
         logged.append(Logged(request_id, str(r.get("version")), status, when, decoded))
     skipped = {"other models": len(records) - len(mine)} if len(mine) < len(records) else {}
-    return Requests(logged, skipped, others, served_as)
+    return Requests(logged, skipped, others, served_as, shares(records))
 
 
 def _count(n: int, noun: str) -> str:

@@ -1,8 +1,12 @@
 """Sampled request/response log: JSON lines in a size-capped, rotated file, for monitoring.
 
-Each line: `{"time", "model", "version", "id", "status", "seconds", "inputs", "outputs"}` (or
-`"error"` instead of outputs), tensors as `{"shape", "data"}`. A share `sample` of infer
-requests is logged; the file rotates at `max_bytes` keeping `backups` old files (the server's
+Each line: `{"time", "model", "version", "id", "status", "seconds", "sample", "inputs",
+"outputs"}` (or `"error"` instead of outputs), tensors as `{"shape", "data"}`. A share `sample`
+of infer requests is logged (the server's `--request_log_sample`), and each record carries it:
+a reader that finds too few requests names the log's own share, not the default's. In every
+record, not a header line: every rotated file keeps it, and readers that take each line for a
+record (older ones too) read the log as before; a log written before it has none (readers say
+so). The file rotates at `max_bytes` keeping `backups` old files (the server's
 `--request_log_max_bytes` and `--request_log_backups`).
 
 No file I/O (and no JSON encoding) on the event loop: `write` puts the record's parts on a
@@ -171,12 +175,14 @@ class RequestLog:
     def _drain(self) -> None:
         while (item := self._queue.get()) is not None:
             try:
-                self._logger.info(self._format(*item))
+                self._logger.info(self._format(*item, sample=self.sample))
             except Exception:  # a record that cannot be written must not stop the writer
                 logging.getLogger("ann.serve").exception("request log: writing failed")
 
     @staticmethod
-    def _format(when, model, version, request_id, status, seconds, inputs, outputs, error) -> str:
+    def _format(
+        when, model, version, request_id, status, seconds, inputs, outputs, error, sample
+    ) -> str:
         record: dict[str, Any] = {
             "time": when,
             "model": model,
@@ -184,6 +190,7 @@ class RequestLog:
             "id": request_id,
             "status": status,
             "seconds": round(seconds, 6),
+            "sample": sample,  # the share of requests logged (`--request_log_sample`)
             "inputs": _tensors(inputs) if inputs is not None else None,
         }
         if outputs is not None:
