@@ -16,7 +16,7 @@ from ann.metrics import calibration
 from ann.monitor import __main__ as monitor_main
 from ann.monitor import performance
 from ann.monitor.feedback import read_labels
-from ann.monitor.request_log import read_requests
+from ann.monitor.request_log import RequestLogError, read_requests
 
 
 @pytest.fixture(scope="module")
@@ -430,7 +430,7 @@ def test_the_summary_says_one_row_and_no_picture():
     assert lines[1] == (
         "  version 3 (--model): too few labelled rows to judge (1 row < --min_rows=100): 1 correct"
     )
-    assert lines[2] == (
+    assert lines[3] == (
         "wrote perf/report.json and index.html (no picture: no version judged with logged "
         "probabilities)"
     )
@@ -466,3 +466,35 @@ def test_a_performance_report_of_other_labels_is_not_replaced_without_a_word(
     same = str(tmp_path / "." / "labels.jsonl")
     made_of = (manifest["name"], version, [str(log)], same)
     assert monitor_main._check_out(str(out), "performance", made_of) == str(out)
+
+
+def test_too_few_rows_or_an_empty_log_names_the_rotated_files_beside_it(tmp_path):
+    """`ann monitor drift` names the rotated files beside a log (FILE.1, FILE.2 from `ann
+    serve --request_log_backups`) when it has too few rows or an empty log; performance said
+    nothing of them: too few labelled rows gave no advice, and an empty log was named "a, .,
+    j, s, o, n, l" with "log them with `ann serve --request_log=FILE`"."""
+    log = tmp_path / "a.jsonl"
+    log.write_text("")  # rotated a moment ago: the requests are in the files beside it
+    record = {"model": "digits", "version": "3", "id": "r0", "status": 200,
+              "outputs": {"label": {"shape": [1], "data": [3]}}}  # fmt: skip
+    for n in (1, 2):
+        (tmp_path / f"a.jsonl.{n}").write_text(json.dumps(record) + "\n")
+    said = f"read the rotated files beside it too (--requests={log},{log}.1,{log}.2)"
+    spec = {"label": {"dtype": "int32", "shape": [-1], "names": list("0123456789")}}
+    with pytest.raises(RequestLogError) as e:
+        read_requests([str(log)], "digits", spec)
+    assert str(e.value) == f"{log} holds no requests; {said}"
+    score = {"state": "too_few_rows", "rows": 1, "min_rows": 100, "correct": 1}
+    report = {
+        "labels": {"joined": 1, "labels": 1, "unmatched": {"unknown": 0}},
+        "requests": {"records": 1, "files": [str(log), f"{log}.1"]},
+        "model": {"name": "digits", "version": "3"},
+        "result": {"state": "too_few_rows", "versions": {"3": score}},
+        "outputs": {"probabilities": "probabilities"},
+        "figures": [],
+    }
+    lines = monitor_main.performance_summary(report, "perf/report.json").splitlines()
+    assert lines[2] == (  # .1 given: .2 named
+        f"  read the rotated file beside it too (--requests={log},{log}.1,{log}.2) or lower "
+        "--min_rows"
+    ), lines

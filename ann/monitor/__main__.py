@@ -47,7 +47,8 @@ It writes report.json, index.html and the reliability PNG to --out (default
 replaced; of others, refused) and prints what joined and each version's scores, the version
 --model names tagged `(--model)`. A version with fewer than --min_rows labelled rows
 (`ann.monitor.MIN_LABELS`, 100, as `ann serve --monitor_min_labels`) is not judged: "too few
-labelled rows to judge", and report.json's result.versions[V].state is "too_few_rows" (else
+labelled rows to judge", with drift's advice (the rotated files beside the logs, else the share
+of requests they hold), and report.json's result.versions[V].state is "too_few_rows" (else
 "measured"). result.state, for a gate to read, is --model's version's: "measured",
 "too_few_rows", or "not_served" when the logs hold none of its requests: then a warning names
 the versions they hold and the --model that scores one, result.versions[V] holds it with state
@@ -561,6 +562,8 @@ def performance(args: list[str]) -> None:
             "versions": list(joined.versions),
             "skipped": requests.skipped,
             "served_as": list(requests.served_as) if requests.served_as else None,
+            # as drift's: the shares of requests the logs hold ([]: not recorded)
+            "request_log_sample": requests.samples,
         },
         "labels": {
             "file": FLAGS.labels,
@@ -636,10 +639,13 @@ def not_served_warning(files: str, name: str, version: str, held: list[str]) -> 
 
 def performance_summary(report: dict[str, Any], path: str) -> str:
     """The printed lines: labels joined and not by reason, then per version its accuracy and
-    ECE (or too few rows to judge, or why there is no ECE), then the files written."""
+    ECE (or too few rows to judge, or why there is no ECE), where a version has too few rows
+    what to do (drift's advice, `more_requests`: the rotated files beside the logs, else the
+    share of requests they hold), then the files written."""
     labels, r, m = report["labels"], report["result"], report["model"]
     unmatched = ", ".join(f"{k} {v}" for k, v in labels["unmatched"].items())
     from ann.monitor.performance import NOT_SERVED
+    from ann.monitor.request_log import more_requests
 
     records = report["requests"]["records"]
     lines = [
@@ -673,6 +679,11 @@ def performance_summary(report: dict[str, Any], path: str) -> str:
             some = "" if s["ece_rows"] == s["rows"] else f" of the {s['ece_rows']} logging them"
             said += f", ECE {s['ece']:.4f} over {s['bins']} bins{some}"
         lines.append(said)
+    if any(s["state"] == "too_few_rows" for s in r["versions"].values()):
+        # Said nothing of the rotated files beside the logs, where drift names them.
+        samples = report["requests"].get("request_log_sample") or []
+        advice = more_requests(report["requests"]["files"], samples)
+        lines.append(f"  {advice} or lower --min_rows")
     pictures = len(report["figures"])
     if pictures:
         lines.append(f"wrote {path}, index.html and {pictures} picture{'s' * (pictures != 1)}")

@@ -380,8 +380,8 @@ def read_requests(
         same = [(w, r) for w, r in records if (r.get("model"), str(r.get("version"))) == export]
         if same:
             (name, _), mine, served_as = export, same, export
-    if not mine:
-        raise RequestLogError(_nothing_of(", ".join(paths), records, name, 0))
+    if not mine:  # the files by name (it named "a, ., j, s, o, n, l", and no rotated file)
+        raise RequestLogError(_nothing_of(paths, records, name, 0))
     others = {
         r["id"]: f"{r['model']} version {r.get('version')}"
         for _, r in records
