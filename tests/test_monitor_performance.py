@@ -213,8 +213,17 @@ def test_a_bad_label_an_unreadable_log_and_labels_matching_nothing_are_one_line(
         f"error: none of the 2 labels in {other} joined a logged request of digits_cnn "
         f"(unknown 2): the labels' ids (e.g. 'x1') are not in {log}, which holds 55 requests "
         f"with ids (e.g. 'again') to version {replicas['model'].manifest_sha256[:12]}; give "
-        "every replica's request log (rotated files too: --requests=log,log.1), logged with "
-        "--request_log_sample=1"
+        "every replica's request log, as this log holds every request of its server"
+    ), line
+    # Its rotated files are named (it said "rotated files too: --requests=log,log.1" whatever
+    # was there, and "logged with --request_log_sample=1" of a log that logged every request).
+    copied = tmp_path / "copied.jsonl"
+    copied.write_text(log.read_text())
+    (tmp_path / "copied.jsonl.1").write_text("")
+    line = one_line_error(ann(*args, f"--requests={copied}", f"--labels={other}"))
+    assert line.endswith(
+        f"read the rotated file beside it too (--requests={copied},{copied}.1), and every "
+        "replica's request log"
     ), line
     assert not (tmp_path / "perf").exists()
 
@@ -225,7 +234,12 @@ def test_one_label_of_many_takes_a_singular_verb():
 
     one = {"unknown": 1, "unlogged": 1, "duplicate": 1, "failed": 0}
     joined = performance.Joined({}, one, sent=109, unknown_ids=["x"], elsewhere={})
-    said = performance.unjoined_warnings(joined)
+    said = performance.unjoined_warnings(joined, ["a.jsonl"], [0.1])
+    # The log's own share (it said "`ann serve --request_log_sample` below 1" of any log).
+    assert said[0].endswith(
+        "give every replica's request log, logged with --request_log_sample=1 (this log holds "
+        "10% of requests: 0.1)"
+    ), said[0]
     said += feedback.unjoined_warnings(one, 13) + feedback.unjoined_warnings(
         one, 13, ["1", "2"], "1"
     )
@@ -239,7 +253,9 @@ def test_one_label_of_many_takes_a_singular_verb():
     ]
     assert [s[: len(start)] for s, start in zip(said, starts, strict=False)] == starts, said
     two = performance.Joined({}, {**one, "unknown": 2}, sent=109, unknown_ids=["x"], elsewhere={})
-    assert performance.unjoined_warnings(two)[0].startswith("2 of 109 labels name request ids")
+    assert performance.unjoined_warnings(two, ["a.jsonl"])[0].startswith(
+        "2 of 109 labels name request ids"
+    )
 
 
 def test_a_missing_flag_is_named_and_each_commands_help_is_its_own(tmp_path):

@@ -540,8 +540,8 @@ def performance(args: list[str]) -> None:
         cli.fail(str(e))
     files = ", ".join(FLAGS.requests)
     if not joined.joined:
-        cli.fail(perf.nothing_joined(joined, requests, name, files, FLAGS.labels))
-    for line in perf.unjoined_warnings(joined):
+        cli.fail(perf.nothing_joined(joined, requests, name, FLAGS.requests, FLAGS.labels))
+    for line in perf.unjoined_warnings(joined, FLAGS.requests, requests.samples):
         cli.warn(line)
     min_rows = MIN_LABELS if FLAGS.min_rows is None else FLAGS.min_rows
     scores = {v: s.to_json(min_rows) for v, s in joined.versions.items()}

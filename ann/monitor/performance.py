@@ -44,11 +44,12 @@ the logs' versions are scored, and said, but not as it.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from ann.monitor.request_log import Requests
+from ann.monitor.request_log import Requests, missing_requests
 from ann.serve.errors import ServeError
 from ann.serve.feedback import Predictions
 
@@ -256,9 +257,12 @@ def join(
     return Joined(versions, unmatched, len(labels), unknown_ids, elsewhere, derived)
 
 
-def nothing_joined(joined: Joined, requests: Requests, name: str, files: str, path: str) -> str:
-    """Why no label of `path` joined a request of model `name` in the logs `files`, and what
+def nothing_joined(
+    joined: Joined, requests: Requests, name: str, paths: Sequence[str], path: str
+) -> str:
+    """Why no label of `path` joined a request of model `name` in the logs `paths`, and what
     to do, as one line."""
+    files = ", ".join(paths)
     reasons = ", ".join(f"{k} {v}" for k, v in joined.unmatched.items() if v)
     said = (
         f"none of the {joined.sent} labels in {path} joined a logged request of {name} ({reasons})"
@@ -285,8 +289,7 @@ def nothing_joined(joined: Joined, requests: Requests, name: str, files: str, pa
             f"{said}: the labels' ids (e.g. {joined.unknown_ids[0]!r}) are not in {files}, "
             f"which {hold} {len(with_ids)} request{'s' * (len(with_ids) != 1)} with "
             f"id{'s' * (len(with_ids) != 1)} (e.g. {example!r}) to version "
-            f"{', '.join(held)}; give every replica's request log (rotated files too: "
-            "--requests=log,log.1), logged with --request_log_sample=1"
+            f"{', '.join(held)}; {missing_requests(paths, requests.samples)}"
         )
     if joined.unmatched["unlogged"]:
         return (
@@ -297,18 +300,20 @@ def nothing_joined(joined: Joined, requests: Requests, name: str, files: str, pa
     return f"{said}: every request they name failed (no prediction to join)"
 
 
-def unjoined_warnings(joined: Joined) -> list[str]:
+def unjoined_warnings(
+    joined: Joined, paths: Sequence[str], samples: Sequence[float] = ()
+) -> list[str]:
     """Why some labels did not join (when others did), as `feedback.unjoined_warnings` says it
-    for a server."""
+    for a server; where the missing requests may be, from the logs `paths` and the shares of
+    requests they hold (`samples`: `request_log.missing_requests`)."""
     said, sent = [], joined.sent
     unknown, duplicate = joined.unmatched["unknown"], joined.unmatched["duplicate"]
     unlogged = joined.unmatched["unlogged"]
     if unknown:
         said.append(
             f"{unknown} of {sent} labels name{'s' * (unknown == 1)} request ids these logs do not "
-            f"hold (e.g. {joined.unknown_ids[0]!r}): requests not logged (`ann serve "
-            "--request_log_sample` below 1), in rotated files or replicas' logs not given, or "
-            "sent to another model; give every replica's --request_log files"
+            f"hold (e.g. {joined.unknown_ids[0]!r}): requests not logged, in files not given, "
+            f"or sent to another model; {missing_requests(paths, samples)}"
         )
     if unlogged:
         said.append(

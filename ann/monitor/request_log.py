@@ -239,6 +239,30 @@ def more_requests(paths: Sequence[str], samples: Sequence[float] = ()) -> str:
     )
 
 
+def missing_requests(paths: Sequence[str], samples: Sequence[float] = ()) -> str:
+    """Where the requests that labels name but the logs `paths` do not hold may be, as advice:
+    the rotated files beside them (named), else, for a log of a share of requests (`samples`,
+    as `more_requests`), every request logged; and every replica's log. It said "rotated files
+    too: --requests=log,log.1" and "logged with --request_log_sample=1" whatever was there."""
+    more = rotated(paths)
+    if more:
+        them = "them" if len(paths) > 1 else "it"
+        return (
+            f"read the rotated file{'s' * (len(more) > 1)} beside {them} "
+            f"too (--requests={','.join([*paths, *more])}), and every replica's request log"
+        )
+    log = "these logs hold" if len(paths) > 1 else "this log holds"
+    if not samples:
+        share = "logged with --request_log_sample=1 (the log does not record its share)"
+    elif min(samples) == 1:
+        share = f"as {log} every request of {'their servers' if len(paths) > 1 else 'its server'}"
+    else:
+        held = " to ".join(dict.fromkeys((_percent(min(samples)), _percent(max(samples)))))
+        flag = ", ".join(f"{s:g}" for s in samples)
+        share = f"logged with --request_log_sample=1 ({log} {held} of requests: {flag})"
+    return f"give every replica's request log, {share}"
+
+
 def _nothing_of(
     paths: Sequence[str],
     records: list[tuple[str, dict[str, Any]]],
