@@ -24,17 +24,29 @@ time, and whether every array it makes is the same bit for bit.
 `--help_jobs`: the time of `ann JOB --help` for every job, fresh processes, medians of
 `--rounds`, against `python -c "import jax"` in the same command (a job under 1.0 answers before
 JAX is imported).
+
+`--serve_baseline=REV`: `ann serve`'s start-up instead, this checkout against the commit REV
+(its tree from `git archive`, run with PYTHONPATH on it), alternating which goes first, `--rounds`
+each: seconds from the command to `/v2/health/ready` answering 200, and the server's own
+"compiled in" seconds (its ready line). The export is `--serve_export`, else the config trained
+for `--steps` steps and exported (untimed). Medians, and this / baseline.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
+import socket
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
+import urllib.error
+import urllib.request
 
 from absl import flags
 from ml_collections import config_flags
@@ -53,6 +65,12 @@ flags.DEFINE_bool(
     "Compile the config's state initializer at XLA's default LLVM level (3) and at ann's (1) "
     "in this process instead: compile seconds, run time, the values compared.",
 )
+flags.DEFINE_string(
+    "serve_baseline",
+    None,
+    "A commit: time `ann serve`'s start-up, this checkout against that commit's tree instead.",
+)
+flags.DEFINE_string("serve_export", None, "The export `--serve_baseline` serves (default: made).")
 flags.DEFINE_multi_string(
     "warm_override",
     [],
@@ -195,6 +213,102 @@ def init_compile() -> None:
     print(f"compile level 1 / level 3: {ratio:.3f}; the same values bit for bit: {same}")
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _serve_start(tree: str, export: str) -> tuple[float, float]:
+    """One fresh `ann serve` of `export` from the source tree `tree`: (seconds from the command
+    to /v2/health/ready answering 200, the "compiled in" seconds of its ready line)."""
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": tree}
+    for name in config_lib.COMPILATION_CACHE_VARIABLES:  # every start compiles, as a fresh pod
+        env.pop(name, None)
+    with tempfile.TemporaryFile("w+") as log:
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ann", "serve", f"--model={export}", f"--port={port}"],
+            cwd=tree,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            while True:
+                try:
+                    url = f"http://127.0.0.1:{port}/v2/health/ready"
+                    with urllib.request.urlopen(url, timeout=5) as reply:
+                        if reply.status == 200:
+                            break
+                except (urllib.error.URLError, ConnectionError):
+                    pass
+                if proc.poll() is not None:
+                    log.seek(0)
+                    last = (log.read().strip().splitlines() or ["no output"])[-1]
+                    cli.fail(f"ann serve from {tree} ended with status {proc.returncode}: {last}")
+                time.sleep(0.02)
+            ready = time.perf_counter() - start
+        finally:
+            proc.terminate()
+            proc.wait()
+        log.seek(0)
+        found = re.search(r"compiled in ([0-9.]+)s", log.read())
+    return ready, float(found.group(1)) if found else float("nan")
+
+
+def serve_startup() -> None:
+    """`ann serve`'s start-up, this checkout against `--serve_baseline` (see the docstring)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        baseline = os.path.join(tmp, "baseline")
+        archive = subprocess.run(
+            ["git", "archive", "--format=tar", FLAGS.serve_baseline],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        ).stdout
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(baseline, filter="data")
+        export = FLAGS.serve_export
+        if export is None:
+            config_lib.shorten(FLAGS.config, FLAGS.steps)  # the warmup fitted, as `main` does
+            args = _config_args(sys.argv[1:])
+            _prepare_data(args)
+            workdir, export = os.path.join(tmp, "run"), os.path.join(tmp, "export")
+            train = [sys.executable, "-m", "ann.main", *args, f"--workdir={workdir}"]
+            subprocess.run([*train, *_length_args()], cwd=ROOT, check=True, capture_output=True)
+            subprocess.run(
+                [sys.executable, "-m", "ann", "export", f"--workdir={workdir}", f"--out={export}"],
+                cwd=ROOT,
+                check=True,
+                capture_output=True,
+            )
+        print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+        trees = {"baseline": baseline, "this": ROOT}
+        for tree in trees.values():  # untimed: the extracted tree's bytecode, the page cache
+            _serve_start(tree, export)
+        times: dict[str, list[tuple[float, float]]] = {name: [] for name in trees}
+        for r in range(FLAGS.rounds):
+            order = list(trees) if r % 2 == 0 else list(reversed(trees))
+            for name in order:
+                times[name].append(_serve_start(trees[name], export))
+            (b_ready, b_compiled), (t_ready, t_compiled) = times["baseline"][-1], times["this"][-1]
+            print(
+                f"round {r}: ready baseline {b_ready:.2f} s, this {t_ready:.2f} s "
+                f"({t_ready / b_ready:.3f}); compiled in {b_compiled:.1f} s, {t_compiled:.1f} s",
+                flush=True,
+            )
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    ratios = [t[0] / b[0] for b, t in zip(times["baseline"], times["this"], strict=True)]
+    for name, values in times.items():
+        ready = statistics.median(v[0] for v in values)
+        compiled = statistics.median(v[1] for v in values)
+        print(f"{name:>8} ({trees[name] if name == 'this' else FLAGS.serve_baseline}): median "
+              f"ready {ready:.2f} s, compiled in {compiled:.2f} s")  # fmt: skip
+    print(f"this / baseline, ready: median of the rounds' ratios {statistics.median(ratios):.3f}")
+
+
 def _warm_overrides() -> list[str]:
     """`--warm_override`s as `--config.KEY=VALUE` arguments, parsed and validated with the
     rest of the config now, on the command line the warm run gets (`_start`: the run length,
@@ -225,6 +339,9 @@ def main(argv: list[str]) -> None:
         return
     if FLAGS.init_compile:
         init_compile()
+        return
+    if FLAGS.serve_baseline:
+        serve_startup()
         return
     config = FLAGS.config
     config_lib.shorten(config, FLAGS.steps)  # a shipped warmup longer than the run is fitted

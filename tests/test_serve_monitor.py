@@ -723,6 +723,69 @@ def test_a_batch_and_its_ids_join_one_window_whatever_the_thread_does():
     assert rows == 5 and ids == [("r-1", 0, 3), (None, 3, 5)]
 
 
+class _HeldPool:
+    """A drift process that has not read the reference yet: every submit waits for `release`."""
+
+    def __init__(self):
+        import concurrent.futures
+
+        self.future = concurrent.futures.Future()
+        self.submitted = []
+
+    def submit(self, fn, *args):
+        self.submitted.append(fn.__name__)
+        return self.future
+
+    def release(self):
+        if not self.future.done():
+            self.future.set_result(None)
+
+
+def test_a_model_turns_ready_while_its_drift_process_still_starts(monkeypatch):
+    """Starting the drift process and reading the reference (`ModelMonitor.prepare`: seconds of
+    imports at niceness 19) go on beside the compile; the model is ready once compiled, without
+    waiting for them (they were awaited after the compile: a third to a half of the digits MLP's
+    "compiled in" seconds). A window's drift test that comes meanwhile waits for the reference
+    rather than finding none."""
+    import asyncio
+    import threading
+
+    from ann.serve import dataplane
+
+    def compile_buckets(model, sizes, constant_weights_mb):
+        return {size: (lambda x: {"y": x["x"]}) for size in sizes}, False
+
+    monkeypatch.setattr(dataplane, "compile_buckets", compile_buckets)
+
+    class Compiled(OldExport):  # what the ready line names
+        device, weights_bytes = "cpu:0", 0
+
+    served = ServedModel("m", "1", Compiled(), "test")
+    dp = dataplane.DataPlane([served], Settings(monitor="on", max_batch_size=4))
+    dp.monitoring.pool.shutdown()  # never started: no submit reached it
+    pool = served.monitor._pool = _HeldPool()
+
+    async def main():
+        try:
+            await asyncio.wait_for(dp.compile(served), 10)
+            assert served.ready and dp.ready
+            assert pool.submitted == ["_load_reference"] and served.monitor.reference is None
+            # The monitoring thread's drift test of a first window, meanwhile: it waits.
+            waiter = threading.Thread(target=served.monitor.prepare)
+            waiter.start()
+            waiter.join(0.3)
+            assert waiter.is_alive()
+            pool.release()
+            waiter.join(10)
+            assert not waiter.is_alive() and served.monitor.reference is not None
+            assert pool.submitted == ["_load_reference"]  # read once
+            await served.batcher.close()
+        finally:
+            pool.release()  # the executor's thread must end for asyncio.run to return
+
+    asyncio.run(main())
+
+
 def test_windows_close_by_time_and_an_old_export_says_drift_is_unavailable_once(caplog):
     from ann.serve.metrics import Metrics
     from ann.serve.monitoring import ModelMonitor

@@ -305,11 +305,18 @@ class DataPlane:
         loop = asyncio.get_running_loop()
         sizes = buckets(self.settings.max_batch_size)
         start = time.perf_counter()
+        if self.monitoring is not None:
+            # The drift tests' imports and reference (`ModelMonitor.prepare`: the first model
+            # spawns the drift process, which imports jax and scipy at niceness 19) go on in a
+            # thread beside the compile, and the model turns ready without waiting for them:
+            # that thread only waits for the drift process (the compile keeps the GIL), and a
+            # window's drift test waits for `prepare` itself. Awaited after the compile, they
+            # were a third to a half of the digits MLP's "compiled in" seconds
+            # (docs/benchmarks.md, "Serving start-up"). `prepare` catches its own errors.
+            loop.run_in_executor(None, self._monitor(m).prepare)
         run, weights_in = await loop.run_in_executor(
             None, compile_buckets, m.model, sizes, self.settings.constant_weights_mb
         )
-        if self.monitoring is not None:  # the drift tests' imports and reference: off the loop
-            await loop.run_in_executor(None, self._monitor(m).prepare)
         s = self.settings
         m.batcher = Batcher(
             run,

@@ -18,8 +18,9 @@ slow 2-core machine, mostly scipy's exact KS p-values; the distances chosen befo
 reference took 30 ms). The drift tests run in a process of their own (one worker, niceness 19,
 JAX on the CPU, SIGINT ignored: a terminal's Ctrl-C reaches the whole process group, and the
 server stops it after draining; spawned while the first model compiles, it reads and keeps each
-model's reference: `prepare`): in the server process their GIL hand-offs cost the event loop
-more than the tests cost themselves (`Monitoring`). The thread sets the gauges
+model's reference: `prepare`, which the model's readiness does not wait for): in the server
+process their GIL hand-offs cost the event loop more than the tests cost themselves
+(`Monitoring`). The thread sets the gauges
 (ann/serve/metrics.py) and keeps the results for `GET .../monitor`.
 
 Windows, per model version: a window closes once it holds `--monitor_window_rows` rows (1,000;
@@ -192,6 +193,9 @@ class ModelMonitor:
         self.reference: Any = None
         self.drift_unavailable: str | None = None
         self._reference_tried = False
+        # `prepare` runs in a thread beside the compile and may still be reading when the model
+        # turns ready: a window's drift test (the monitoring thread) waits for it here.
+        self._prepare_lock = threading.Lock()
         self._drift_labels: set[tuple[str, str]] = set()
         self._bin_labels: set[tuple[str, str, str]] = set()
         self._metrics = metrics
@@ -393,11 +397,16 @@ class ModelMonitor:
     def prepare(self) -> None:
         """Reads the export's reference sample into the drift process (here, without a pool),
         starting that process for the first model: seconds (spawning, importing the tests), so
-        the server calls it off the event loop while the model compiles. An export without a
-        sample, or a sample that fails its check: one line, once."""
-        if self._reference_tried:
-            return
-        self._reference_tried = True
+        the server calls it off the event loop while the model compiles, and does not wait for
+        it to mark the model ready. A second caller (the first window's drift test) waits for
+        the first. An export without a sample, or a sample that fails its check: one line,
+        once."""
+        with self._prepare_lock:
+            if not self._reference_tried:
+                self._reference_tried = True
+                self._prepare()
+
+    def _prepare(self) -> None:
         try:
             if self._pool is None:
                 from ann.monitor.drift import Reference
