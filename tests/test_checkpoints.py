@@ -225,7 +225,7 @@ def test_a_damaged_checkpoint_falls_back_to_the_newest_intact_step(
     assert saved_steps(workdir)[-1] == 30
 
 
-def test_a_damaged_newest_step_resumes_from_its_intact_best_copy(tmp_path, trained, caplog):
+def test_a_damaged_newest_step_is_repaired_from_its_intact_best_copy(tmp_path, trained, caplog):
     # checkpoints/20 damaged, checkpoints_best/20 (saved from the same state) intact: the run
     # resumed from step 10, then deleted the intact best as past where it started.
     workdir = copy_run(trained, tmp_path / "run")
@@ -235,18 +235,58 @@ def test_a_damaged_newest_step_resumes_from_its_intact_best_copy(tmp_path, train
     with caplog.at_level(logging.WARNING):
         result = train_and_evaluate(tiny(total_steps=30), str(workdir))
     assert result.step == 30
+    aside = workdir / checkpoint_lib.DAMAGED_DIR / "checkpoints-20"
     assert (
         f"checkpoint step 20 in {workdir}/checkpoints is damaged (file " in caplog.text
-        and f"resumed from its intact copy in {workdir}/checkpoints_best, copied back"
+        and f"repaired from its intact copy in {workdir}/checkpoints_best (the damaged files "
+        f"moved to {aside})"
         in caplog.text
     ), caplog.text
     assert "removed checkpoints_best step" not in caplog.text
-    assert (workdir / checkpoint_lib.DAMAGED_DIR / "20").is_dir()  # kept for inspection
-    assert saved_steps(workdir) == [10, 20, 30]  # 20 copied back, verified
+    assert (aside / victim.relative_to(workdir / "checkpoints" / "20")).is_file()  # kept
+    assert saved_steps(workdir) == [10, 20, 30]
     assert checkpoint_lib.verify_files(str(workdir / "checkpoints" / "20")) is None
-    trained_steps = [r["step"] for r in read_records(str(workdir / "metrics.jsonl"))
-                     if "train/loss" in r]  # fmt: skip
-    assert len(trained_steps) == len(set(trained_steps))  # steps 11-20 not trained twice
+
+
+def test_a_damaged_best_checkpoint_is_repaired_on_resume(tmp_path, trained, caplog):
+    # A fresh-user trial: checkpoints_best/20 damaged, a rerun resumed without a word; once
+    # max_to_keep dropped checkpoints/20, export and report failed for good.
+    workdir = copy_run(trained, tmp_path / "run")
+    victim = largest_data_file(workdir / "checkpoints_best" / "20")
+    victim.write_bytes(victim.read_bytes()[:-7])
+    with caplog.at_level(logging.WARNING):
+        train_and_evaluate(tiny(total_steps=20), str(workdir))  # finished: restores only
+    assert (
+        f"checkpoint step 20 in {workdir}/checkpoints_best is damaged (file " in caplog.text
+        and f"repaired from its intact copy in {workdir}/checkpoints (" in caplog.text
+    ), caplog.text
+    best = workdir / "checkpoints_best" / "20"
+    assert checkpoint_lib.verify_files(str(best)) is None
+    assert (best / "metrics").is_dir()  # its own metadata kept: still the best by its metric
+    shutil.rmtree(workdir / "checkpoints" / "20")  # as max_to_keep drops it
+    assert restore_model(str(workdir), "best")[2] == 20
+
+
+def test_a_damaged_best_checkpoint_without_a_copy_is_set_aside_and_chosen_again(
+    tmp_path, trained, caplog
+):
+    workdir = copy_run(trained, tmp_path / "run")
+    # A best of step 10 (renamed: the same files), its copy in checkpoints/ gone, then damaged.
+    os.rename(workdir / "checkpoints_best" / "20", workdir / "checkpoints_best" / "10")
+    shutil.rmtree(workdir / "checkpoints" / "10")
+    victim = largest_data_file(workdir / "checkpoints_best" / "10")
+    victim.write_bytes(victim.read_bytes()[:-7])
+    with caplog.at_level(logging.WARNING):
+        result = train_and_evaluate(tiny(total_steps=30), str(workdir))
+    assert result.step == 30
+    aside = workdir / checkpoint_lib.DAMAGED_DIR / "checkpoints_best-10"
+    assert (
+        f"the best checkpoint, step 10 in {workdir}/checkpoints_best, is damaged (file "
+        in caplog.text
+        and f"has no intact copy; moved it to {aside}: the next eval chooses the best again"
+        in caplog.text
+    ), caplog.text
+    assert aside.is_dir() and saved_steps(workdir, "checkpoints_best") == [30]
 
 
 def test_a_best_checkpoint_past_where_a_run_starts_is_not_taken_as_its_own(

@@ -27,6 +27,7 @@ import json
 import math
 import os
 import shutil
+from collections.abc import Collection
 from typing import Any
 
 import jax
@@ -107,16 +108,19 @@ def _write_manifest_if_kept(step_dir: str) -> None:
             raise
 
 
-def verify_files(step_dir: str) -> str | None:
+def verify_files(step_dir: str, skip: Collection[str] = ()) -> str | None:
     """What is wrong with a step's files against its manifest (one phrase naming the file), or
-    None when they match. Raises FileNotFoundError when the step has no manifest, and OSError
-    when a file cannot be read (an I/O problem, not damage)."""
+    None when they match; files under the top-level directories `skip` are not checked.
+    Raises FileNotFoundError when the step has no manifest, and OSError when a file cannot be
+    read (an I/O problem, not damage)."""
     with open(os.path.join(step_dir, MANIFEST)) as f:
         try:
             recorded = json.load(f)["files"]
         except (ValueError, KeyError, TypeError):
             return f"file {MANIFEST} itself is unreadable"
     for rel, want in recorded.items():
+        if rel.split("/", 1)[0] in skip:
+            continue
         path = os.path.join(step_dir, rel)
         if not os.path.exists(path):
             return f"file {rel} is missing"
@@ -126,6 +130,33 @@ def verify_files(step_dir: str) -> str | None:
         if _sha256(path) != want["sha256"]:
             return f"file {rel} does not match the sha256 recorded at save (bytes changed)"
     return None
+
+
+# The Orbax items a step of checkpoints/ and its copy in checkpoints_best/ both hold, saved
+# from one state (`_save_args`); the rest of a step directory is each manager's own metadata.
+ITEMS = ("state", "data")
+
+
+def _repairable(step_dir: str) -> bool:
+    """Whether a step's damage is all within its ITEMS (else a manager's own metadata, of which
+    there is no copy, or none at all: non-finite values saved)."""
+    return verify_files(step_dir, skip=ITEMS) is None and verify_files(step_dir) is not None
+
+
+def _repair_items(step_dir: str, twin_dir: str, aside: str) -> None:
+    """Replaces the ITEMS of `step_dir` (`_repairable`) by those of `twin_dir` (the same step
+    in the other directory, verified intact by the caller), moving the damaged ones to
+    `aside`, and rewrites its manifest."""
+    os.makedirs(aside, exist_ok=True)
+    for item in ITEMS:
+        fresh = os.path.join(step_dir, f"{item}.repair.tmp")
+        shutil.rmtree(fresh, ignore_errors=True)
+        shutil.copytree(os.path.join(twin_dir, item), fresh)
+        if os.path.exists(os.path.join(step_dir, item)):
+            shutil.move(os.path.join(step_dir, item), os.path.join(aside, item))
+        os.rename(fresh, os.path.join(step_dir, item))
+    shutil.copy2(os.path.join(step_dir, MANIFEST), os.path.join(aside, MANIFEST))
+    write_manifest(step_dir)
 
 
 # One program for the whole state: called eagerly, each `x * 0`, add and sum of `all_finite`
@@ -454,20 +485,18 @@ class Checkpoints:
 
     def restore(self, abstract_state: Any, data_iter: Any) -> tuple:
         """Restores (state, step) from the newest intact step into `abstract_state`'s shapes and
-        shardings, and the data iterator in place. A damaged step that is also the best one
-        is restored from its intact copy in `checkpoints_best/` (saved from the same state,
-        data position included) and copied back; else damaged steps are passed over. Damaged
-        steps are moved to `checkpoints_damaged/` with a warning naming the file; the step
-        resumed from is logged."""
+        shardings, and the data iterator in place. A damaged step with an intact copy in the
+        other directory (the best step is saved to both) is repaired from it (`_repair`); other
+        damaged steps are moved to `checkpoints_damaged/` with a warning naming the file, and
+        passed over; the step resumed from is logged. Then the best checkpoint a resume keeps
+        is verified, and repaired or set aside (`_check_best`)."""
         damaged: list[tuple[int, str]] = []
         for step in self._complete_steps(self.latest):
             restored, problem = self._load(self.latest, step, abstract_state)
-            source = self.latest
-            # Passing over it, the run resumed from an older step and then deleted this intact
-            # best copy as a best "past where training starts" (`forget_best_after`).
-            if problem is not None and step in self._complete_steps(self.best):
-                restored, _ = self._load(self.best, step, abstract_state)
-                source = self.best
+            # Passed over, the run resumed from an older step and then deleted the intact
+            # best copy of this step as a best "past where training starts".
+            if problem is not None and self._repair(self.latest, step, problem):
+                restored, problem = self._load(self.latest, step, abstract_state)
             if restored is None:
                 damaged.append((step, problem))
                 continue
@@ -475,14 +504,12 @@ class Checkpoints:
                 data_iter.set_state(restored.data)
             except (ValueError, KeyError, TypeError) as e:
                 raise CheckpointError(
-                    f"checkpoint step {step} in {source.directory} holds a data position "
+                    f"checkpoint step {step} in {self.latest.directory} holds a data position "
                     f"this data set does not have ({e}); rerun with the data config it was "
                     f"saved with ({config_file_in(self.workdir)})"
                 ) from e
-            if source is self.best:
-                self._set_aside([*damaged, (step, problem)], step, repaired=step)
-            else:
-                self._set_aside(damaged, step)
+            self._set_aside(damaged, step)
+            self._check_best(step)
             self._write_missing_manifests(step)
             return restored.state, step
         listing = "; ".join(f"step {s}: {p}" for s, p in damaged)
@@ -491,6 +518,95 @@ class Checkpoints:
             f"left in place: start a new --workdir, or rerun here with init_from set to an "
             "export or another run"
         )
+
+    def _aside_dir(self, manager: ocp.CheckpointManager, step: int) -> str:
+        """A new directory name under checkpoints_damaged/ for `manager`'s step `step`."""
+        aside = os.path.join(self.workdir, DAMAGED_DIR)
+        base = os.path.join(aside, f"{os.path.basename(str(manager.directory))}-{step}")
+        target, n = base, 1
+        while os.path.exists(target):
+            n += 1
+            target = f"{base}.{n}"
+        return target
+
+    def _repair(self, manager: ocp.CheckpointManager, step: int, problem: str) -> bool:
+        """Repairs a damaged step of `manager` from its intact copy in the other directory
+        (`_repair_items`), with a warning naming both; process 0 writes, every process then
+        reads it back. Returns whether it was repaired."""
+        other = self.best if manager is self.latest else self.latest
+        if step not in self._complete_steps(other):
+            return False
+        step_dir, twin = self._step_dir(manager, step), self._step_dir(other, step)
+        # Decided alike by every process (the files are shared): each then reads the step
+        # again, and a multi-process read is collective.
+        try:
+            if verify_files(twin) is not None or not _repairable(step_dir):
+                return False  # the copy damaged too, or damage outside the items
+        except FileNotFoundError:
+            return False  # a manifest missing: unverifiable, no repair
+        except OSError as e:
+            raise CheckpointError(
+                f"reading checkpoint step {step} in {manager.directory} or {other.directory} "
+                f"failed with an I/O error ({e}); nothing was changed: check the disk or mount "
+                "and rerun"
+            ) from e
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices("ann_checkpoint_repairing")
+        aside = self._aside_dir(manager, step)
+        if jax.process_index() == 0:
+            _repair_items(step_dir, twin, aside)
+            logging.warning(
+                "checkpoint step %d in %s is damaged (%s); repaired from its intact copy in %s "
+                "(the damaged files moved to %s)",
+                step,
+                manager.directory,
+                problem,
+                other.directory,
+                aside,
+            )
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices("ann_checkpoint_repaired")
+        return True
+
+    def _check_best(self, resumed: int) -> None:
+        """Verifies the best checkpoint a resume keeps (the newest best step at or before
+        `resumed`): it was read only by export and report, so a damaged one stayed while
+        max_to_keep removed its intact copy from checkpoints/, and export failed for good. A
+        damaged best is repaired from that copy (`_repair`); without one it is moved to
+        checkpoints_damaged/ with a warning, and the next eval chooses the best again. Costs
+        the hashing of one step's files."""
+        kept = [s for s in self._complete_steps(self.best) if s <= resumed][:1]
+        if not kept:
+            return
+        step = kept[0]
+        try:
+            problem = verify_files(self._step_dir(self.best, step))
+        except FileNotFoundError:
+            return  # no manifest: `_write_missing_manifests` writes one from its files
+        except OSError as e:
+            raise CheckpointError(
+                f"reading checkpoint step {step} in {self.best.directory} failed with an I/O "
+                f"error ({e}); nothing was changed: check the disk or mount and rerun"
+            ) from e
+        if problem is None or self._repair(self.best, step, problem):
+            return
+        target = self._aside_dir(self.best, step)
+        if jax.process_index() == 0:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            shutil.move(self._step_dir(self.best, step), target)
+            logging.warning(
+                "the best checkpoint, step %d in %s, is damaged (%s) and has no intact copy; "
+                "moved it to %s: the next eval chooses the best again (until then export and "
+                "report take --step=latest or a step number)",
+                step,
+                self.best.directory,
+                problem,
+                target,
+            )
+        if jax.process_count() > 1:
+            multihost_utils.sync_global_devices("ann_checkpoint_best_set_aside")
+        self.best.reload()
+        self._best_value = None
 
     def _write_missing_manifests(self, resumed: int) -> None:
         """On resume, writes the manifest of the step resumed from (its files were just read
@@ -517,13 +633,9 @@ class Checkpoints:
             future = self._hasher.submit(_write_manifest_if_kept, step_dir)
             self._manifests.append((manager, step, future))
 
-    def _set_aside(
-        self, damaged: list[tuple[int, str]], resumed: int, repaired: int | None = None
-    ) -> None:
+    def _set_aside(self, damaged: list[tuple[int, str]], resumed: int) -> None:
         """Moves damaged steps out of Orbax's way (so training can save those step numbers
-        again), keeping their files for inspection, and says what happened. `repaired`: the
-        step resumed from its copy in checkpoints_best/, copied back into checkpoints/ (else a
-        stop before the next save resumed from an older step, deleting the best as past it)."""
+        again), keeping their files for inspection, and says what happened."""
         if not damaged:
             return
         if jax.process_count() > 1:
@@ -538,21 +650,6 @@ class Checkpoints:
                     n += 1
                     target = os.path.join(aside, f"{step}.{n}")
                 shutil.move(self._step_dir(self.latest, step), target)
-                if step == repaired:
-                    shutil.copytree(
-                        self._step_dir(self.best, step), self._step_dir(self.latest, step)
-                    )
-            if step == repaired:
-                logging.warning(
-                    "checkpoint step %d in %s is damaged (%s); moved it to %s; resumed from its "
-                    "intact copy in %s, copied back",
-                    step,
-                    self.latest.directory,
-                    problem,
-                    target,
-                    self.best.directory,
-                )
-                continue
             logging.warning(
                 "checkpoint step %d is damaged (%s); moved it to %s; resumed from step %d, the "
                 "newest intact checkpoint",
