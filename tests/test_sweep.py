@@ -1167,6 +1167,7 @@ def test_dry_run_and_emit_read_and_name_the_data_directory_the_sweep_started_wit
     other = tmp_path / "other"
     other.mkdir()
     monkeypatch.setenv("TFDS_DATA_DIR", str(other))
+    monkeypatch.delenv("PYTHONPATH", raising=False)  # a dry run's lines, no export line first
     note = f"note: reading data set 'digits' from {data_dir}, where the sweep at {sweep_dir}"
     proc = sweep_cli(f"--config={path}", f"--workdir={sweep_dir}", "--dry_run")
     assert proc.returncode == 0, proc.stderr
@@ -1423,6 +1424,19 @@ def test_a_trials_command_carries_the_sweeps_pythonpath(tmp_path, monkeypatch, c
     trials[0].write_files("{}")
     assert "PYTHONPATH" not in open(os.path.join(trials[0].workdir, "command.sh")).read()
     assert "PYTHONPATH" not in emit.slurm(trials, "sweep", str(tmp_path), 0, 1, "1G")
+
+
+def test_a_dry_run_exports_the_sweeps_pythonpath_first(tmp_path, monkeypatch, one_device):
+    # `PYTHONPATH=. ann sweep --config=wide.py --dry_run` (a model of the user's own, mynets.py)
+    # printed its trials' `ann train` lines without it, where command.sh exports it: pasted into
+    # a fresh shell, each failed "cannot import 'mynets:Wide'".
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([".", str(tmp_path)]))  # from ROOT
+    path = write_config(tmp_path, GRID)
+    proc = sweep_cli(f"--config={path}", f"--workdir={tmp_path / 'sweep'}", "--dry_run")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == f"export PYTHONPATH={ROOT}{os.pathsep}{tmp_path}", proc.stdout
+    assert len(lines) == 5 and all(f" ann train --config={path} " in line for line in lines[1:])
 
 
 def test_a_trial_imports_the_sweeps_ann_whatever_its_working_directory_holds(tmp_path, monkeypatch):
