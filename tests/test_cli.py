@@ -1462,8 +1462,8 @@ def test_a_process_is_named_from_flags_in_absls_spelling_with_a_space_too():
         cli.name_process(0, 1)
 
 
-def test_a_directory_named_ann_on_pythonpath_is_one_line_naming_the_cause(tmp_path):
-    """`PYTHONPATH=.` in the directory above a clone named `ann` made the clone's root the
+def test_a_directory_named_ann_on_sys_path_is_one_line_naming_the_cause(tmp_path):
+    """`PYTHONPATH=.` (or `python -m`) in the directory above a clone named `ann` made its root the
     package `ann` (a namespace package) while an editable install found ann's modules: every
     job died in a traceback, "FileNotFoundError: ... '.../ann/data'"."""
     (tmp_path / "ann").mkdir()  # the clone's root: no __init__.py
@@ -1490,7 +1490,23 @@ def test_a_directory_named_ann_on_pythonpath_is_one_line_naming_the_cause(tmp_pa
     assert result.returncode == 1, result.stderr
     assert one_line_error(result) == (
         f"error: 'ann' was imported from {tmp_path / 'ann'}, a directory that is not ann's "
-        f"package ({os.path.realpath(ROOT / 'ann')}); PYTHONPATH=. in the directory above a "
-        "clone does this: unset PYTHONPATH, or run from the clone's root"
+        f"package ({os.path.realpath(ROOT / 'ann')}); PYTHONPATH=. puts {tmp_path}, the "
+        "directory above a clone, on sys.path: unset PYTHONPATH, or run from the clone's root"
+    )
+    assert not (tmp_path / "run").exists()
+    # No PYTHONPATH: `python -m ann.main` (here `-c`) put the working directory first on
+    # sys.path, and the line blamed "PYTHONPATH=. ...: unset PYTHONPATH", which was not set.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run(
+        [sys.executable, "-c", code, "train", f"--config={ROOT / 'configs' / 'digits_mlp.py'}",
+         f"--workdir={tmp_path / 'run'}", "--config.total_steps=1"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+        env={**env, "TFDS_DATA_DIR": str(tmp_path / "tfds")},
+    )  # fmt: skip
+    assert one_line_error(result) == (
+        f"error: 'ann' was imported from {tmp_path / 'ann'}, a directory that is not ann's "
+        f"package ({os.path.realpath(ROOT / 'ann')}); `python -m` run from the directory above "
+        "a clone does this (it puts the working directory first on sys.path): cd into the "
+        "clone, or use the `ann` command"
     )
     assert not (tmp_path / "run").exists()
