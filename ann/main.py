@@ -65,13 +65,13 @@ def main(argv: list[str]) -> None:
         result = _train(unchanged)
         cli.ignore_interrupts()  # the run has ended and recorded how: its line follows
     except cli.Terminated:
-        line = stopped_starting(TERMINATED_STARTING, FLAGS.workdir)
+        line = stopped_starting(TERMINATED_STARTING, FLAGS.workdir, _total_steps())
         _record_start_end("interrupted", line)
         cli.interrupted(line, skip_teardown=True, status=cli.EXIT_TERMINATED)
     except KeyboardInterrupt as e:
         # Once training began, the loop names the step and what a rerun resumes from; before,
         # nothing is saved, and the teardown could crash on XLA's unfinished start-up work.
-        line = str(e) or stopped_starting(STOPPED_STARTING, FLAGS.workdir)
+        line = str(e) or stopped_starting(STOPPED_STARTING, FLAGS.workdir, _total_steps())
         if not str(e):
             _record_start_end("interrupted", line)
         cli.interrupted(line, skip_teardown=not str(e))
@@ -141,10 +141,14 @@ def _record_start_end(status: str, message: str) -> None:
     if FLAGS.distributed == "auto" or (FLAGS.num_processes > 1 and FLAGS.process_id != 0):
         return
     try:
-        total = FLAGS.config.get("total_steps") or None  # None: num_epochs decides it
-        run_status.replace_earlier(FLAGS.workdir, status, message, total)
+        run_status.replace_earlier(FLAGS.workdir, status, message, _total_steps())
     except OSError as e:  # the start's own line (or error) still follows
         logging.error("could not record the start's end in run_status.json: %s", e)
+
+
+def _total_steps() -> int | None:
+    """This start's total_steps (None: num_epochs decides it)."""
+    return FLAGS.config.get("total_steps") or None
 
 
 def _terminated_while_starting(signum: int, frame: FrameType | None) -> None:

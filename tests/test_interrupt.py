@@ -480,6 +480,18 @@ def test_a_start_that_fails_replaces_the_earlier_record_but_not_a_finished_one(t
     assert json.loads((refused / "run_status.json").read_text()) == earlier
 
 
+def test_a_stop_while_a_finished_run_starts_says_it_is_finished(tmp_path):
+    """`ann train` on a done run, stopped by Ctrl-C while starting, said "run the same command
+    to resume from step 850": nothing resumes a finished run. Its record stays done."""
+    earlier = _resumable(tmp_path, status="done")  # digits_mlp's total_steps: 800, below 850
+    done, _ = _start_that_raises(tmp_path, "KeyboardInterrupt")
+    assert done.stderr.rstrip().endswith(
+        "interrupted (Ctrl-C) while starting, before the first step; the run is finished "
+        "(done at step 850): nothing to resume"
+    ), done.stderr[-2000:]
+    assert json.loads((tmp_path / "run_status.json").read_text()) == earlier
+
+
 def test_a_sigterm_while_a_run_finishes_is_noted_not_fatal(capfd):
     # A scheduler's SIGTERM (or the launcher watch's) that reached a process after the loop had
     # stopped for a peer's killed it during its last save; the peers then hung at Orbax's

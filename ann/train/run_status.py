@@ -82,12 +82,31 @@ def write(workdir: str, status: str, step: int, **info: Any) -> None:
         f.write("\n")
 
 
-def stopped_starting(how: str, workdir: str) -> str:
+def finished(record: dict[str, Any] | None, total_steps: int | None) -> bool:
+    """Whether `record` is a finished run's, which a start with `total_steps` (None: not known,
+    e.g. num_epochs decides) trains no further: early_stopped, pruned, and done unless
+    `total_steps` goes past its step."""
+    if record is None:
+        return False
+    step = record.get("step")
+    trains_on = bool(total_steps) and isinstance(step, int) and total_steps > step
+    return record["status"] in FINISHED_EARLY or (record["status"] == "done" and not trains_on)
+
+
+def stopped_starting(how: str, workdir: str, total_steps: int | None = None) -> str:
     """The line for a run stopped (`how`: `STOPPED_STARTING` or `TERMINATED_STARTING`) before
     its first step: ann train's last line, and the record's message where one is rewritten
     (`replace_earlier`, called by ann/main.py). A resumed run's start keeps its checkpoints,
     so the same command resumes from the newest; it said "start again", beside
-    run_status.json's "checkpoint saved; run the same command to resume"."""
+    run_status.json's "checkpoint saved; run the same command to resume". A finished run's
+    (`finished`, with this start's `total_steps`) says so: it said "run the same command to
+    resume from step 600" of a run that was done, whose record stays done."""
+    record = read(workdir)
+    if finished(record, total_steps):
+        return (
+            f"{how} while starting, before the first step; the run is finished "
+            f"({record['status']} at step {record.get('step')}): nothing to resume"
+        )
     steps = directory_kind.committed_steps(os.path.join(workdir, "checkpoints"))
     then = f"resume from step {steps[0]}" if steps else "start again"
     return f"{how} while starting, before the first step; run the same command to {then}"
@@ -125,11 +144,7 @@ def replace_earlier(
         os.ftruncate(fd, 0)  # who holds it, as a run's lock says (a refused start names it)
         os.write(fd, f"host {socket.gethostname()} pid {os.getpid()}\n".encode())
         record = read(workdir)
-        if record is None or record["status"] in FINISHED_EARLY:
-            return False
-        step = record.get("step")
-        trains_on = bool(total_steps) and isinstance(step, int) and total_steps > step
-        if record["status"] == "done" and not trains_on:
+        if record is None or finished(record, total_steps):
             return False
         own = record.get("pid") == os.getpid() and record.get("host") == socket.gethostname()
         if own and record["status"] != "running":
