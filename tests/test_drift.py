@@ -1186,6 +1186,32 @@ def test_psi_is_worded_as_psi_in_the_chart_and_the_summary(tmp_path):
     assert summary(made, "r.json").splitlines()[1] == "  top: none moved (psi 0 for every feature)"
 
 
+def test_the_pages_tests_line_names_the_method_that_ran(tmp_path):
+    """index.html under --method=psi said "per-feature tests: psi (Evidently's defaults,
+    adapted, when auto)": only auto is Evidently's defaults."""
+    from ann.monitor import report
+    from ann.monitor.__main__ import tests_line
+
+    spec = {"x": {"dtype": "float32", "shape": [-1, 2]}}
+    same = {"x": np.zeros((100, 2), "float32")}
+    ref = Reference(same, {}, spec, {})
+    made = {"model": {"name": "m", "version": "1"}, "requests": {"files": ["a"], "records": 100}}
+    for method in ("psi", "auto"):
+        result = ref.detect(same, {}, method=method)
+        parts = report.sections(result, ref, same, {}, top=2)
+        header = [tests_line("log", method, "none")]
+        report.write(str(tmp_path / method), made, parts, "Drift", header)
+        page = (tmp_path / method / "index.html").read_text()
+        said = (
+            "outputs from the request log; per-feature tests: psi; multiple-testing correction: "
+            "none"
+            if method == "psi"
+            else "outputs from the request log; per-feature tests: auto (Evidently&#x27;s "
+            "defaults, adapted); multiple-testing correction: none"
+        )
+        assert said in page, page[:3000]
+
+
 def test_the_reports_top_features_lists_only_features_that_moved(tmp_path):
     """index.html's "Top features" table listed features of psi 0 (traffic the same as the
     reference), where the printed `top:` lists only features that moved; with none moved the

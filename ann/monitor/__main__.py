@@ -417,13 +417,23 @@ def drift(args: list[str]) -> None:
     header = [
         f"{traffic.records} requests ({result.rows} rows) from {', '.join(FLAGS.requests)} "
         f"against {result.reference_rows} reference rows of {model.directory}",
-        f"outputs from the {'request log' if source == 'log' else 'model on the logged inputs'};"
-        f" per-feature tests: {FLAGS.method} (Evidently's defaults, adapted, when auto);"
-        f" multiple-testing correction: {FLAGS.correction}",
+        tests_line(source, FLAGS.method, FLAGS.correction),
     ]
     title = f"Drift: {name} version {version}"
     path = drift_report.write(out, report, parts, title, header)
     print(summary(report, path))
+
+
+def tests_line(source: str, method: str, correction: str) -> str:
+    """The drift page's line on how the window was tested: where the outputs came from (`source`
+    "log" or "model"), the per-feature `method` and the `correction`. It said "psi (Evidently's
+    defaults, adapted, when auto)" of --method=psi: only auto is Evidently's defaults."""
+    origin = "request log" if source == "log" else "model on the logged inputs"
+    chosen = " (Evidently's defaults, adapted)" if method == "auto" else ""
+    return (
+        f"outputs from the {origin}; per-feature tests: {method}{chosen}; "
+        f"multiple-testing correction: {correction}"
+    )
 
 
 # A job's required flag as its refusal names it: (the flag, what it is).
