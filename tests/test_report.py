@@ -241,6 +241,11 @@ def test_registered_model_report_matches_the_run(workdir_report, digits_export, 
         (["--workdir=NOWHERE"], "does not exist; give the directory of a trained run"),
         (["--workdir=RUN", "--step=last"], "--step='last' must be 'best', 'latest'"),
         (["--model=models:/x/1", "--step=3"], "--step applies to --workdir only"),
+        (  # it was ignored without a word: read only to resolve --model
+            ["--workdir=RUN", "--registry=NOREG"],
+            "error: --registry=NOREG does nothing with --workdir (it resolves --model's "
+            "models:/ URIs); drop it, or give --model=models:/NAME/VERSION in place of --workdir",
+        ),
         (["--workdir=RUN", "--out=FILE"], "is a file, not a directory; choose another --out"),
         (["--workdir=RUN", "--out=OTHER"], "exists and is not an earlier report (no report.json)"),
         (["--model=EMPTY"], "holds no manifest.json"),

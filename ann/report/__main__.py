@@ -57,6 +57,11 @@ def check_flags(
         )
     if model is not None and step != "best":
         raise cli.FlagError("--step applies to --workdir only; an export is one step already")
+    if workdir is not None and registry is not None:  # read only to resolve --model: ignored
+        raise cli.FlagError(
+            f"--registry={registry} does nothing with --workdir (it resolves --model's models:/ "
+            "URIs); drop it, or give --model=models:/NAME/VERSION in place of --workdir"
+        )
     if model is not None and directory_kind.of(model) == (directory_kind.RUN,):
         # A report reads a run as well as an export (it said: export it first).
         raise cli.FlagError(f"--model={model} is a training run; give it as --workdir={model}")
