@@ -455,27 +455,24 @@ class Checkpoints:
                 ) from e
             raise _Unreadable(f"{type(e).__name__}: {e}") from e
 
-    def _load(
-        self, manager: ocp.CheckpointManager, step: int, abstract_state: Any
-    ) -> tuple[Any, str | None]:
-        """(restored state and data position, None) for an intact step of `manager` (checkpoints/,
-        or checkpoints_best/ for its copy of the same step), or (None, what is wrong) for a
-        damaged one. Raises CheckpointError for an I/O error and for an intact step that does
-        not fit `abstract_state`."""
-        problem = self._check(manager, step)
+    def _load(self, step: int, abstract_state: Any) -> tuple[Any, str | None]:
+        """(restored state and data position, None) for an intact step of `checkpoints/`, or
+        (None, what is wrong) for a damaged one. Raises CheckpointError for an I/O error and
+        for an intact step that does not fit `abstract_state`."""
+        problem = self._check(self.latest, step)
         if problem is not None:
             return None, problem
         args = ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()
         )
         try:
-            restored = self._read(manager, step, args)
+            restored = self._read(self.latest, step, args)
         except _Unreadable as e:
-            if not os.path.exists(os.path.join(self._step_dir(manager, step), MANIFEST)):
+            if not os.path.exists(os.path.join(self._step_dir(self.latest, step), MANIFEST)):
                 return None, f"it cannot be read and has no manifest to tell why ({e})"
             # Its files are as saved: the config, not the bytes, differs.
             raise CheckpointError(
-                f"checkpoint step {step} in {manager.directory} is intact but does not fit "
+                f"checkpoint step {step} in {self.latest.directory} is intact but does not fit "
                 f"this config ({e}); rerun with the config it was saved with "
                 f"({config_file_in(self.workdir)}), or start a new --workdir"
             ) from e
@@ -492,11 +489,11 @@ class Checkpoints:
         is verified, and repaired or set aside (`_check_best`)."""
         damaged: list[tuple[int, str]] = []
         for step in self._complete_steps(self.latest):
-            restored, problem = self._load(self.latest, step, abstract_state)
+            restored, problem = self._load(step, abstract_state)
             # Passed over, the run resumed from an older step and then deleted the intact
             # best copy of this step as a best "past where training starts".
             if problem is not None and self._repair(self.latest, step, problem):
-                restored, problem = self._load(self.latest, step, abstract_state)
+                restored, problem = self._load(step, abstract_state)
             if restored is None:
                 damaged.append((step, problem))
                 continue
