@@ -1156,6 +1156,64 @@ def test_a_report_of_another_request_log_is_not_replaced_without_a_word(tmp_path
     assert _check_out(str(out), "drift", ("m", "1", [a, f"{a}.1"])) == str(out)
 
 
+def test_a_drift_report_at_out_is_of_the_log_file_itself_from_any_directory(
+    digits_export, tmp_path, monkeypatch
+):
+    """--out's check compared the --requests names as typed: the same log by its absolute
+    path was refused as another log's ("holds the drift report of req.jsonl.3 ..., not of
+    --requests=/x/req.jsonl.3"), and another log by the same relative name, from another
+    directory, replaced the report without a word. report.json records the files' absolute
+    paths (requests.paths) and the check compares those; a report without them (written
+    before) is compared by its names as typed, from here."""
+    import os
+    from pathlib import Path
+
+    from conftest import one_line_error
+    from test_cli import ann
+
+    from ann.cli import FlagError
+    from ann.monitor.__main__ import _check_out
+
+    _, export = digits_export
+    model = artifact.load(str(export))
+    version = model.manifest_sha256[:12]
+    root = Path(os.path.realpath(tmp_path))
+    logs, elsewhere, out = root / "logs", root / "elsewhere", root / "drift"
+    logs.mkdir()
+    elsewhere.mkdir()
+    test = _rows("digits", "test", "image")
+    _log(logs / "req.jsonl.3", model, version, test[:20])  # too few rows: judged at once
+    _log(elsewhere / "req.jsonl.3", model, version, test[20:40])  # another log, the same name
+
+    def drift_cli(cwd, log):
+        return ann(
+            "monitor", "drift", f"--model={export}", f"--requests={log}", f"--out={out}", cwd=cwd
+        )
+
+    result = drift_cli(logs, "req.jsonl.3")
+    assert result.returncode == 0, result.stderr[-2000:]
+    made = json.loads((out / "report.json").read_text())["requests"]
+    line = one_line_error(drift_cli(elsewhere, "req.jsonl.3"))  # replaced it silently
+    assert line == (
+        f"error: --out={out} holds the drift report of {logs / 'req.jsonl.3'} (model "
+        f"{model.name} version {version}), not of --requests=req.jsonl.3; choose another "
+        f"--out, or delete {out} to replace it"
+    ), line
+    result = drift_cli(elsewhere, logs / "req.jsonl.3")  # the same file: it was refused
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert made["files"] == ["req.jsonl.3"] and made["paths"] == [str(logs / "req.jsonl.3")]
+
+    # A report written before paths were recorded: its names as typed, from here.
+    earlier = json.loads((out / "report.json").read_text())
+    earlier["requests"] = {"files": ["req.jsonl.3"]}
+    (out / "report.json").write_text(json.dumps(earlier))
+    monkeypatch.chdir(logs)
+    made_of = (model.name, version, [str(logs / "req.jsonl.3")])
+    assert _check_out(str(out), "drift", made_of) == str(out)
+    with pytest.raises(FlagError, match="holds the drift report of req.jsonl.3 "):
+        _check_out(str(out), "drift", (model.name, version, [str(elsewhere / "req.jsonl.3")]))
+
+
 def test_psi_is_worded_as_psi_in_the_chart_and_the_summary(tmp_path):
     """PSI has no p: the chart's legend said `"0": p = 1 (strength 0), no bar` of it, and the
     summary's `top:` listed five features all `psi 0`, which did not move at all."""

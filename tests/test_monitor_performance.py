@@ -484,6 +484,56 @@ def test_a_performance_report_of_other_labels_is_not_replaced_without_a_word(
     assert monitor_main._check_out(str(out), "performance", made_of) == str(out)
 
 
+def test_a_performance_report_at_out_is_of_the_files_themselves_from_any_directory(
+    digits_export, tmp_path
+):
+    """--out's check compared the earlier report's --labels path as typed, resolved from
+    here, and its --requests names as typed: from another directory another labels file of
+    the same relative name replaced the report without a word, and the same files by other
+    paths were refused. report.json records their absolute paths (requests.paths,
+    labels.path) and the check compares those."""
+    import os
+    from pathlib import Path
+
+    _, export = digits_export
+    manifest = json.loads((export / "manifest.json").read_text())
+    root = Path(os.path.realpath(tmp_path))
+    logs, elsewhere, out = root / "logs", root / "elsewhere", root / "perf"
+    logs.mkdir()
+    elsewhere.mkdir()
+    record = {"model": manifest["name"], "version": "1", "id": "r0", "status": 200,
+              "outputs": {"label": {"shape": [1], "data": [3]}}}  # fmt: skip
+    (logs / "a.jsonl").write_text(json.dumps(record) + "\n")
+    (elsewhere / "a.jsonl").symlink_to(logs / "a.jsonl")  # the same log
+    (logs / "labels.jsonl").write_text('{"id": "r0", "label": 3}\n')
+    (elsewhere / "labels.jsonl").write_text('{"id": "r0", "label": 5}\n')  # other labels
+
+    def perf_cli(cwd, log, labels):
+        return ann(
+            "monitor", "performance", f"--model={export}", f"--requests={log}",
+            f"--labels={labels}", f"--out={out}", cwd=cwd,
+        )  # fmt: skip
+
+    result = perf_cli(logs, "a.jsonl", "labels.jsonl")
+    assert result.returncode == 0, result.stderr[-2000:]
+    made = json.loads((out / "report.json").read_text())
+    version = made["model"]["version"]
+    line = one_line_error(perf_cli(elsewhere, "a.jsonl", "labels.jsonl"))  # replaced it
+    assert line == (
+        f"error: --out={out} holds the performance report of {logs / 'a.jsonl'} and "
+        f"{logs / 'labels.jsonl'} (model {manifest['name']} version {version}), not of "
+        f"--requests=a.jsonl and --labels=labels.jsonl; choose another --out, or delete {out} "
+        "to replace it"
+    ), line
+    result = perf_cli(root, "logs/a.jsonl", logs / "labels.jsonl")  # the same: was refused
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((out / "report.json").read_text())["requests"]["files"] == ["logs/a.jsonl"]
+    assert made["requests"]["files"] == ["a.jsonl"]
+    assert made["requests"]["paths"] == [str(logs / "a.jsonl")]
+    assert made["labels"]["file"] == "labels.jsonl"
+    assert made["labels"]["path"] == str(logs / "labels.jsonl")
+
+
 def test_too_few_rows_or_an_empty_log_names_the_rotated_files_beside_it(tmp_path):
     """`ann monitor drift` names the rotated files beside a log (FILE.1, FILE.2 from `ann
     serve --request_log_backups`) when it has too few rows or an empty log; performance said

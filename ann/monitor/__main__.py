@@ -10,7 +10,8 @@ command's part of this and its flags).
 them against the export's reference sample (`ann.monitor.drift`: Evidently's defaults, adapted,
 with the multivariate MMD test unless --nomultivariate) and writes report.json, index.html and
 PNGs to --out (default ./drift-NAME-VERSION; an earlier drift report there of the same model
-and logs, or their rotated files, is replaced; of another, refused), then prints a summary.
+and logs, or their rotated files, is replaced; of another, refused: the files themselves, by the
+absolute paths report.json records, from any directory), then prints a summary.
 The outputs tested are the logged ones when every request logged them all,
 else the model's on the logged inputs; a log without requests to --model's version is judged
 against that version's reference, with a warning naming the versions it holds. Fewer than
@@ -44,15 +45,15 @@ export's class is by definition). Labels not joined are counted by reason (unkno
 these logs; failed: the request was refused; unlogged: no predicted class logged; duplicate).
 It writes report.json, index.html and the reliability PNG to --out (default
 ./performance-NAME-VERSION; an earlier report there of the same model, logs and labels file is
-replaced; of others, refused) and prints what joined and each version's scores, the version
---model names tagged `(--model)`. A version with fewer than --min_rows labelled rows
-(`ann.monitor.MIN_LABELS`, 100, as `ann serve --monitor_min_labels`) is not judged: "too few
-labelled rows to judge", with drift's advice (the rotated files beside the logs, else the share
-of requests they hold), and report.json's result.versions[V].state is "too_few_rows" (else
-"measured"). result.state, for a gate to read, is --model's version's: "measured",
-"too_few_rows", or "not_served" when the logs hold none of its requests: then a warning names
-the versions they hold and the --model that scores one, result.versions[V] holds it with state
-"not_served" (no scores), and index.html says so at its top and in its versions table.
+replaced; of others, refused; files compared as drift's are) and prints what joined and each
+version's scores, the version --model names tagged `(--model)`. A version with fewer than
+--min_rows labelled rows (`ann.monitor.MIN_LABELS`, 100, as `ann serve --monitor_min_labels`) is
+not judged: "too few labelled rows to judge", with drift's advice (the rotated files beside the
+logs, else the share of requests they hold), and report.json's result.versions[V].state is
+"too_few_rows" (else "measured"). result.state, for a gate to read, is --model's version's:
+"measured", "too_few_rows", or "not_served" when the logs hold none of its requests: then a warning
+names the versions they hold and the --model that scores one, result.versions[V] holds it with
+state "not_served" (no scores), and index.html says so at its top and in its versions table.
 
 Exit status of `ann monitor drift`: 0 whether drift is found, not found or not judged (too
 few rows); 1 with one `error: ...` line for a bad or missing flag (each missing one named), a
@@ -288,18 +289,27 @@ def _check_same_traffic(
     `requests` or (`labels` given: performance) another labels file: a drift report of another
     log replaced the earlier one without a word (the default --out is per model version, not
     per log), and a performance report of other labels still did; its rotated files added are
-    the same log (`_logs`), the same labels file by another path is the same. The rule `ann
-    report` has for a report of another run or model: choose another --out, or delete it to
-    replace it."""
+    the same log (`_logs`). Files are compared as the files themselves: the report records
+    their absolute paths, links resolved (`requests.paths`, `labels.path`), beside the names as
+    given (`files`, `file`), which were compared as typed, so the same file by another
+    relative path (from another directory) was refused, and another file by the same relative
+    name replaced the report; a report written before it recorded them is compared by those
+    names, from here. The rule `ann report` has for a report of another run or model: choose
+    another --out, or delete it to replace it."""
     try:
         with open(os.path.join(out, "report.json"), "rb") as f:
             earlier = json.loads(f.read())
-        model, files = earlier["model"], earlier["requests"]["files"]
+        model, logged = earlier["model"], earlier["requests"]
+        files = logged.get("paths") or logged["files"]
         made = (model["name"], model["version"], _logs(files))
         # Compared where both name one: a drift report has none.
         was = earlier.get("labels")
-        joined = was.get("file") if labels is not None and isinstance(was, dict) else None
-    except (OSError, ValueError, TypeError, KeyError):
+        joined = (
+            (was.get("path") or was.get("file"))
+            if labels is not None and isinstance(was, dict)
+            else None
+        )
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return  # none there, or not one of these (check_out has refused what is not)
     of, given = ",".join(files), f"--requests={','.join(requests)}"
     if isinstance(joined, str):
@@ -397,6 +407,8 @@ def drift(args: list[str]) -> None:
         "model": {"spec": FLAGS.model, "name": name, "version": version, "path": model.directory},
         "requests": {
             "files": list(FLAGS.requests),
+            # the same files as absolute paths, links resolved: what --out's check compares
+            "paths": [os.path.realpath(p) for p in FLAGS.requests],
             "records": traffic.records,
             "versions": traffic.versions,
             # [name, version] the requests were logged under, when not the model's own: this
@@ -568,6 +580,8 @@ def performance(args: list[str]) -> None:
         "model": {"spec": FLAGS.model, "name": name, "version": version, "path": resolved.path},
         "requests": {
             "files": list(FLAGS.requests),
+            # the same files as absolute paths, links resolved: what --out's check compares
+            "paths": [os.path.realpath(p) for p in FLAGS.requests],
             "records": logged,
             "versions": list(joined.versions),
             "skipped": requests.skipped,
@@ -577,6 +591,7 @@ def performance(args: list[str]) -> None:
         },
         "labels": {
             "file": FLAGS.labels,
+            "path": os.path.realpath(FLAGS.labels),  # as requests.paths
             "labels": joined.sent,
             "joined": joined.joined,
             # joined with the class derived from the logged probabilities (their argmax)

@@ -9,9 +9,11 @@ Pictures (matplotlib, written and inlined by `ann.report.html`):
   (shares per value for a few distinct values, else 30 common bins);
 - `drift_outputs_*.png`: predicted-class shares and the confidence histogram, reference vs current.
 
-report.json: `schema`, `model` (spec, name, version, path), `requests` (files, records used,
-versions, skipped by reason, first and last time, `request_log_sample`: the shares of requests
-the log holds, [] where it does not record them), `outputs_from` ("log" or "model"),
+report.json: `schema`, `model` (spec, name, version, path), `requests` (`files` as given,
+`paths`: the same files as absolute paths, links resolved, which --out's check compares,
+records used, versions, skipped by reason, first and last time, `request_log_sample`: the
+shares of requests the log holds, [] where it does not record them), `outputs_from` ("log" or
+"model"),
 `method`, `result` (`DriftResult.to_json()`: `state` "detected", "not_detected" or
 "too_few_rows", `rows`, `min_rows`, ...) and `figures`. Too few rows: no tests, no pictures.
 """
