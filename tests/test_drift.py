@@ -1154,6 +1154,14 @@ def test_a_report_of_another_request_log_is_not_replaced_without_a_word(tmp_path
     )
     a = str(tmp_path / "a.jsonl")
     assert _check_out(str(out), "drift", ("m", "1", [a, f"{a}.1"])) == str(out)
+    # Another model's report on the same logs was refused as if of other logs: "of a.jsonl
+    # (model m version 1), not of --requests=a.jsonl".
+    with pytest.raises(FlagError) as e:
+        _check_out(str(out), "drift", ("m", "2", [a]))
+    assert str(e.value) == (
+        f"--out={out} holds the drift report of model m version 1, not of model m version 2 "
+        f"(--model); choose another --out, or delete {out} to replace it"
+    )
 
 
 def test_a_drift_report_at_out_is_of_the_log_file_itself_from_any_directory(

@@ -12,6 +12,7 @@ from test_cli import ann
 from test_serve import Server, infer_body, request
 
 from ann import artifact, data
+from ann.cli import FlagError
 from ann.metrics import calibration
 from ann.monitor import __main__ as monitor_main
 from ann.monitor import performance
@@ -474,9 +475,9 @@ def test_a_performance_report_of_other_labels_is_not_replaced_without_a_word(
     version = json.loads((out / "report.json").read_text())["model"]["version"]
     line = one_line_error(ann(*args, f"--labels={other}"))
     assert line == (
-        f"error: --out={out} holds the performance report of {log} and {first} (model "
-        f"{manifest['name']} version {version}), not of --requests={log} and --labels={other}; "
-        f"choose another --out, or delete {out} to replace it"
+        f"error: --out={out} holds the performance report of {first} (model {manifest['name']} "
+        f"version {version}), not of --labels={other}; choose another --out, or delete {out} to "
+        "replace it"
     ), line
     assert json.loads((out / "report.json").read_text())["labels"]["file"] == str(first)
     same = str(tmp_path / "." / "labels.jsonl")
@@ -520,10 +521,9 @@ def test_a_performance_report_at_out_is_of_the_files_themselves_from_any_directo
     version = made["model"]["version"]
     line = one_line_error(perf_cli(elsewhere, "a.jsonl", "labels.jsonl"))  # replaced it
     assert line == (
-        f"error: --out={out} holds the performance report of {logs / 'a.jsonl'} and "
-        f"{logs / 'labels.jsonl'} (model {manifest['name']} version {version}), not of "
-        f"--requests=a.jsonl and --labels=labels.jsonl; choose another --out, or delete {out} "
-        "to replace it"
+        f"error: --out={out} holds the performance report of {logs / 'labels.jsonl'} (model "
+        f"{manifest['name']} version {version}), not of --labels=labels.jsonl; choose another "
+        f"--out, or delete {out} to replace it"
     ), line
     result = perf_cli(root, "logs/a.jsonl", logs / "labels.jsonl")  # the same: was refused
     assert result.returncode == 0, result.stderr[-2000:]
@@ -532,6 +532,47 @@ def test_a_performance_report_at_out_is_of_the_files_themselves_from_any_directo
     assert made["requests"]["paths"] == [str(logs / "a.jsonl")]
     assert made["labels"]["file"] == "labels.jsonl"
     assert made["labels"]["path"] == str(logs / "labels.jsonl")
+
+
+def test_a_report_of_another_model_at_out_is_refused_naming_the_model_not_the_logs(
+    digits_export, tmp_path
+):
+    """A report at --out of another model on the same logs was refused as if of other logs,
+    contradicting itself: "holds the drift report of /x/req.jsonl (model digits version 2),
+    not of --requests=/x/req.jsonl". The refusal names what differs: the model, the logs, the
+    labels, each only where it differs."""
+    _, export = digits_export
+    manifest = json.loads((export / "manifest.json").read_text())
+    name = manifest["name"]
+    log, labels, out = tmp_path / "a.jsonl", tmp_path / "labels.jsonl", tmp_path / "perf"
+    record = {"model": name, "version": "1", "id": "r0", "status": 200,
+              "outputs": {"label": {"shape": [1], "data": [3]}}}  # fmt: skip
+    log.write_text(json.dumps(record) + "\n")
+    labels.write_text('{"id": "r0", "label": 3}\n')
+    args = ["monitor", "performance", f"--model={export}", f"--requests={log}",
+            f"--labels={labels}", f"--out={out}"]  # fmt: skip
+    result = ann(*args)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((out / "report.json").read_text())
+    version = report["model"]["version"]
+    report["model"]["version"] = "2"  # the report of another version of the model, same files
+    (out / "report.json").write_text(json.dumps(report))
+    line = one_line_error(ann(*args))
+    assert line == (
+        f"error: --out={out} holds the performance report of model {name} version 2, not of "
+        f"model {name} version {version} (--model); choose another --out, or delete {out} to "
+        "replace it"
+    ), line
+    other = tmp_path / "b.jsonl"
+    other.write_text(log.read_text())
+    made_of = (name, version, [str(other)], str(labels))
+    with pytest.raises(FlagError) as e:  # the model and the logs differ: both named
+        monitor_main._check_out(str(out), "performance", made_of)
+    assert str(e.value) == (
+        f"--out={out} holds the performance report of model {name} version 2 and {log}, not of "
+        f"model {name} version {version} (--model) and --requests={other}; choose another "
+        f"--out, or delete {out} to replace it"
+    )
 
 
 def test_too_few_rows_or_an_empty_log_names_the_rotated_files_beside_it(tmp_path):

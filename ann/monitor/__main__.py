@@ -294,14 +294,16 @@ def _check_same_traffic(
     given (`files`, `file`), which were compared as typed, so the same file by another
     relative path (from another directory) was refused, and another file by the same relative
     name replaced the report; a report written before it recorded them is compared by those
-    names, from here. The rule `ann report` has for a report of another run or model: choose
-    another --out, or delete it to replace it."""
+    names, from here. The refusal names what differs, the model, the logs, the labels (a report
+    of another model on the same logs was refused as if of other logs). The rule `ann report`
+    has for a report of another run or model: choose another --out, or delete it to replace
+    it."""
     try:
         with open(os.path.join(out, "report.json"), "rb") as f:
             earlier = json.loads(f.read())
         model, logged = earlier["model"], earlier["requests"]
         files = logged.get("paths") or logged["files"]
-        made = (model["name"], model["version"], _logs(files))
+        made, logs = (str(model["name"]), str(model["version"])), _logs(files)
         # Compared where both name one: a drift report has none.
         was = earlier.get("labels")
         joined = (
@@ -309,20 +311,27 @@ def _check_same_traffic(
             if labels is not None and isinstance(was, dict)
             else None
         )
+        joined_file = os.path.realpath(joined) if isinstance(joined, str) else None
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return  # none there, or not one of these (check_out has refused what is not)
-    of, given = ",".join(files), f"--requests={','.join(requests)}"
-    if isinstance(joined, str):
-        made += (os.path.realpath(joined),)
-        name_labels = (os.path.realpath(labels),)
-        of, given = f"{of} and {joined}", f"{given} and --labels={labels}"
-    else:
-        name_labels = ()
-    if made == (name, version, _logs(requests), *name_labels):
+    # What differs, the earlier report's and this run's: a report of another model on the same
+    # logs was named as if of other logs ("of a.jsonl (model m version 2), not of a.jsonl").
+    of, given = [], []
+    if made != (name, version):
+        of.append(f"model {made[0]} version {made[1]}")
+        given.append(f"model {name} version {version} (--model)")
+    if logs != _logs(requests):
+        of.append(",".join(files))
+        given.append(f"--requests={','.join(requests)}")
+    if joined_file is not None and joined_file != os.path.realpath(labels):
+        of.append(str(joined))
+        given.append(f"--labels={labels}")
+    if not of:
         return
+    model_was = f" (model {made[0]} version {made[1]})" if made == (name, version) else ""
     raise cli.FlagError(
-        f"--out={out} holds the {kind} report of {of} (model {made[0]} version {made[1]}), not "
-        f"of {given}; choose another --out, or delete {out} to replace it"
+        f"--out={out} holds the {kind} report of {' and '.join(of)}{model_was}, not of "
+        f"{' and '.join(given)}; choose another --out, or delete {out} to replace it"
     )
 
 
