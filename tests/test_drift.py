@@ -1030,6 +1030,34 @@ def test_too_few_rows_beside_rotated_logs_names_them_not_the_sampling(tmp_path):
     assert summary(report, "r.json").splitlines()[1] == f"  {said} or lower --min_rows"
 
 
+def test_too_few_rows_in_a_rotated_file_given_alone_names_its_log_and_the_other_files(
+    digits_export, tmp_path
+):
+    """`--requests=logs/req.jsonl.2`, a rotated file given on its own, was advised
+    `--request_log_sample=1` (it was taken for a log with nothing rotated beside it): its log
+    and the log's other rotated files hold the rest, and are named."""
+    from test_cli import ann
+
+    _, export = digits_export
+    model = artifact.load(str(export))
+    version = model.manifest_sha256[:12]
+    test = _rows("digits", "test", "image")
+    (tmp_path / "logs").mkdir()
+    names = ("req.jsonl", "req.jsonl.1", "req.jsonl.2", "req.jsonl.3")
+    for n, name in enumerate(names):
+        _log(tmp_path / "logs" / name, model, version, test[20 * n : 20 * n + 20])
+    result = ann(
+        "monitor", "drift", f"--model={export}", "--requests=logs/req.jsonl.2",
+        f"--out={tmp_path / 'drift'}", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    files = ",".join(f"logs/{name}" for name in names)
+    assert result.stdout.splitlines()[1] == (
+        f"  read the log logs/req.jsonl and its other rotated files too (--requests={files}) or "
+        "lower --min_rows"
+    ), result.stdout
+
+
 def _read_one(tmp_path, tensor, dtype="float32"):
     """read_traffic of a log of one request whose input `x` (2 values a row) is `tensor`."""
     from ann.monitor.request_log import read_traffic

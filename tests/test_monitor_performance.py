@@ -605,3 +605,36 @@ def test_too_few_rows_or_an_empty_log_names_the_rotated_files_beside_it(tmp_path
         f"  read the rotated file beside it too (--requests={log},{log}.1,{log}.2) or lower "
         "--min_rows"
     ), lines
+
+
+def test_empty_rotated_logs_hold_no_requests_and_a_rotated_file_alone_names_its_log(
+    digits_export, tmp_path
+):
+    """Several files were said to "holds no requests"; a rotated file given on its own
+    (`--requests=a.jsonl.1`) was told to log with `ann serve --request_log=FILE`, its log and
+    the log's other rotated file unnamed."""
+    _, export = digits_export
+    manifest = json.loads((export / "manifest.json").read_text())
+    (tmp_path / "a.jsonl").write_text("")  # rotated a moment ago
+    (tmp_path / "a.jsonl.1").write_text("")
+    record = {"model": manifest["name"], "version": "1", "id": "r0", "status": 200,
+              "outputs": {"label": {"shape": [1], "data": [3]}}}  # fmt: skip
+    (tmp_path / "a.jsonl.2").write_text(json.dumps(record) + "\n")
+    (tmp_path / "labels.jsonl").write_text('{"id": "r0", "label": 3}\n')
+
+    def perf_cli(requests):
+        return ann(
+            "monitor", "performance", f"--model={export}", f"--requests={requests}",
+            "--labels=labels.jsonl", "--out=perf", cwd=tmp_path,
+        )  # fmt: skip
+
+    line = one_line_error(perf_cli("a.jsonl,a.jsonl.1"))
+    assert line == (
+        "error: a.jsonl, a.jsonl.1 hold no requests; read the rotated file beside it too "
+        "(--requests=a.jsonl,a.jsonl.1,a.jsonl.2)"
+    ), line
+    line = one_line_error(perf_cli("a.jsonl.1"))
+    assert line == (
+        "error: a.jsonl.1 holds no requests; read the log a.jsonl and its other rotated file "
+        "too (--requests=a.jsonl,a.jsonl.1,a.jsonl.2)"
+    ), line

@@ -360,7 +360,7 @@ def drift(args: list[str]) -> None:
     cli.check_no_arguments(args)
     _need("drift", "model", "requests")
     _check_requests()
-    from ann.monitor.request_log import read_traffic
+    from ann.monitor.request_log import holds, read_traffic
 
     if FLAGS.out:  # before the log is read
         _check_out(FLAGS.out, "drift")
@@ -382,13 +382,15 @@ def drift(args: list[str]) -> None:
     traffic = read_traffic(FLAGS.requests, name, version, inputs, outputs, export)
     if traffic.served_as is not None:
         cli.note(
-            f"{', '.join(FLAGS.requests)} holds no request of model {name!r}; reading those of "
+            f"{', '.join(FLAGS.requests)} {holds(FLAGS.requests)} no request of model {name!r}; "
+            "reading those of "
             f"{traffic.served_as[0]} version {traffic.served_as[1]}: this export (its manifest's "
             "digest) served from its directory"
         )
     elif version not in traffic.versions:
         cli.warn(
-            f"{', '.join(FLAGS.requests)} holds no request to {name} version {version}, only "
+            f"{', '.join(FLAGS.requests)} {holds(FLAGS.requests)} no request to {name} version "
+            f"{version}, only "
             f"to version {', '.join(traffic.versions)}: judging their inputs against this "
             "version's reference, with its own outputs on them"
         )

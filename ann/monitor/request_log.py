@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -177,18 +178,67 @@ def _not_a_request(where: str, record: dict[str, Any]) -> str:
     )
 
 
-def rotated(paths: Sequence[str]) -> list[str]:
-    """The rotated files beside each of `paths` (`FILE.1`, `FILE.2`, ..., as `ann serve
-    --request_log_backups` keeps them) that `paths` does not name, in order."""
-    given = {os.path.realpath(p) for p in paths}
-    found = []
+def _log_of(path: str) -> tuple[str, int]:
+    """(the log `path` is a file of, its number): `FILE.N` beside its log (FILE, or another
+    FILE.M: `ann serve --request_log_backups` keeps FILE.1, FILE.2, ...) is (FILE, N); any
+    other path is (itself, 0)."""
+    rotation = re.fullmatch(r"(.+)\.(\d+)", path)
+    if rotation is not None:
+        base, number = rotation[1], int(rotation[2])
+        if os.path.isfile(base) or any(
+            os.path.isfile(f"{base}.{n}") for n in (number - 1, number + 1) if n > 0
+        ):
+            return base, number
+    return path, 0
+
+
+def log_files(paths: Sequence[str]) -> list[str]:
+    """Every file of the logs `paths` are files of, each log's in order (FILE, FILE.1, FILE.2,
+    ... that are there), each file once: the log of `FILE` is FILE and the rotated files beside
+    it, and a rotated file (`FILE.2`) given on its own is its log's too (FILE, FILE.1, FILE.3:
+    it was taken for a log of its own, beside which nothing was rotated)."""
+    found, seen = [], set()
     for path in paths:
+        base, number = _log_of(path)
+        files = [base] if os.path.isfile(base) else []
         n = 1
-        while os.path.isfile(f"{path}.{n}"):
-            if os.path.realpath(f"{path}.{n}") not in given:
-                found.append(f"{path}.{n}")
+        while n <= number or os.path.isfile(f"{base}.{n}"):  # a gap below the file given
+            if os.path.isfile(f"{base}.{n}"):
+                files.append(f"{base}.{n}")
             n += 1
+        for file in files or [path]:
+            if os.path.realpath(file) not in seen:
+                seen.add(os.path.realpath(file))
+                found.append(file)
     return found
+
+
+def rotated(paths: Sequence[str]) -> list[str]:
+    """The files of the logs `paths` are files of (`log_files`: a log and its rotated files
+    `FILE.1`, `FILE.2`, ..., as `ann serve --request_log_backups` keeps them) that `paths` does
+    not name, in order."""
+    given = {os.path.realpath(p) for p in paths}
+    return [f for f in log_files(paths) if os.path.realpath(f) not in given]
+
+
+def _read_more(paths: Sequence[str]) -> str | None:
+    """'read ... too (--requests=...)' naming the files of the logs `paths` are of that they do
+    not name (`rotated`), and --requests naming them all; None where there are none. A rotated
+    file given on its own names its log and the log's other rotated files."""
+    more = rotated(paths)
+    if not more:
+        return None
+    logs = [f for f in more if _log_of(f)[1] == 0]  # a log itself: a rotated file of it given
+    others = len(more) - len(logs)
+    several = len({os.path.realpath(_log_of(p)[0]) for p in paths}) > 1
+    files = f"file{'s' * (others > 1)}"
+    if logs:
+        what = f"the log{'s' * (len(logs) > 1)} {', '.join(logs)}"
+        if others:
+            what += f" and {'their' if several else 'its'} other rotated {files}"
+    else:
+        what = f"the rotated {files} beside {'them' if several else 'it'}"
+    return f"read {what} too (--requests={','.join(log_files(paths))})"
 
 
 def shares(records: Sequence[tuple[str, dict[str, Any]]]) -> list[float]:
@@ -217,12 +267,9 @@ def more_requests(paths: Sequence[str], samples: Sequence[float] = ()) -> str:
     (`samples`: `shares` of its records; it named the default's, 0.01, whatever the server
     was given): every request already (wait for more traffic), or a share to raise. A log
     that does not record its share (empty `samples`) is said so, with the default's share."""
-    more = rotated(paths)
+    more = _read_more(paths)
     if more:
-        return (
-            f"read the rotated file{'s' * (len(more) > 1)} beside it too "
-            f"(--requests={','.join([*paths, *more])})"
-        )
+        return more
     log = "these logs hold" if len(paths) > 1 else "this log holds"
     if not samples:
         return (
@@ -244,13 +291,9 @@ def missing_requests(paths: Sequence[str], samples: Sequence[float] = ()) -> str
     the rotated files beside them (named), else, for a log of a share of requests (`samples`,
     as `more_requests`), every request logged; and every replica's log. It said "rotated files
     too: --requests=log,log.1" and "logged with --request_log_sample=1" whatever was there."""
-    more = rotated(paths)
+    more = _read_more(paths)
     if more:
-        them = "them" if len(paths) > 1 else "it"
-        return (
-            f"read the rotated file{'s' * (len(more) > 1)} beside {them} "
-            f"too (--requests={','.join([*paths, *more])}), and every replica's request log"
-        )
+        return f"{more}, and every replica's request log"
     log = "these logs hold" if len(paths) > 1 else "this log holds"
     if not samples:
         share = "logged with --request_log_sample=1 (the log does not record its share)"
@@ -273,9 +316,9 @@ def _nothing_of(
     name), and what to do (an empty one: the rotated files beside it, if any): the log's model
     names when it holds only others (it said "serve it with --request_log" for a log of the
     same export served under another name)."""
-    where = ", ".join(paths)
+    where, verb = ", ".join(paths), holds(paths)
     if not records:
-        return f"{where} holds no requests; " + (
+        return f"{where} {verb} no requests; " + (
             more_requests(paths)
             if rotated(paths)
             else "log them with `ann serve --request_log=FILE` (--request_log_sample=1 logs "
@@ -283,7 +326,7 @@ def _nothing_of(
         )
     if mine:
         return (
-            f"{where} holds no successful request of model {name!r}: "
+            f"{where} {verb} no successful request of model {name!r}: "
             + (
                 "its one request failed or was logged"
                 if mine == 1
@@ -300,7 +343,8 @@ def _nothing_of(
         else "models " + ", ".join(f"{k} ({n})" for k, n in sorted(counts.items()))
     )
     n = len(records)
-    message = f"{where} holds no request of model {name!r}: its {n} request"
+    message = f"{where} {verb} no request of model {name!r}: "
+    message += f"{'its' if len(paths) == 1 else 'their'} {n} request"
     message += f"{' is' if n == 1 else 's are'} for {held}, not {name}"
     return (
         f"{message}; give --model what `ann serve --model` was given (an export directory is "
@@ -362,7 +406,7 @@ def read_traffic(
     rows = len(next(iter(arrays.values()))) if arrays else 0
     if rows < min_rows:
         raise RequestLogError(
-            f"{', '.join(paths)} holds {_count(rows, 'row')} of model {name!r} (in "
+            f"{', '.join(paths)} {holds(paths)} {_count(rows, 'row')} of model {name!r} (in "
             f"{_count(len(ok), 'successful request')}); at least {min_rows} are needed: "
             + more_requests(paths, shares(records))
         )
@@ -425,6 +469,12 @@ def read_requests(
         logged.append(Logged(request_id, str(r.get("version")), status, when, decoded))
     skipped = {"other models": len(records) - len(mine)} if len(mine) < len(records) else {}
     return Requests(logged, skipped, others, served_as, shares(records))
+
+
+def holds(paths: Sequence[str]) -> str:
+    """The verb of the files `paths`: "holds" for one, "hold" for several (it said "a.jsonl,
+    a.jsonl.1 holds no request")."""
+    return "holds" if len(paths) == 1 else "hold"
 
 
 def _count(n: int, noun: str) -> str:
