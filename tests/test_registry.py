@@ -816,6 +816,51 @@ def test_a_copy_out_of_the_registry_is_served_as_its_version(digits_export, tmp_
         load_model(str(baked), None)
 
 
+def test_a_copys_registry_json_is_held_to_the_registrys_rules(digits_export, tmp_path):
+    # A copy's registry.json was trusted: "name": "x/../../../zz" made `ann report` write
+    # report-x/../../../zz-1 three directories above the working directory and `ann serve`
+    # serve a model no /v2/models/{name} URL reaches; "version" -3, true or "name" "" were
+    # taken as they came (report-digits--3, "digits version True", report--1).
+    from ann.serve.repository import load_model
+
+    _, out = digits_export
+    path = Registry(str(tmp_path / "reg")).register(str(out), "digits").path
+    copy = tmp_path / "copy"
+    shutil.copytree(path, copy)
+    os.chmod(copy, 0o755)
+    record_file = copy / "registry.json"
+    os.chmod(record_file, 0o644)
+    good = json.loads(record_file.read_text())
+    workdir = tmp_path / "sand" / "a" / "b"
+    workdir.mkdir(parents=True)
+    name_rule = "letters, digits, '_', '.' or '-' (at most 128), starting with a letter or digit"
+    again = "copy the version again from the registry (ann registry resolve)"
+    for field, value, said in [
+        ("name", "x/../../../zz", f"'x/../../../zz' is not a model name ({name_rule})"),
+        ("name", "../../etc", f"'../../etc' is not a model name ({name_rule})"),
+        ("name", "", f"'' is not a model name ({name_rule})"),
+        ("name", "digits\n", f"'digits\\n' is not a model name ({name_rule})"),
+        ("version", -3, "-3 is not a version number (1, 2, ...)"),
+        ("version", True, "True is not a version number (1, 2, ...)"),
+        ("version", "1", "'1' is not a version number (1, 2, ...)"),
+        ("manifest_sha256", "../x", "'../x' is not a sha256 (64 hex digits)"),
+    ]:
+        record_file.write_text(json.dumps({**good, field: value}))
+        line = f'error: {record_file}: "{field}" {said}; {again}'
+        with pytest.raises(RegistryError) as e:
+            load_model(str(copy), None)  # ann serve --model=COPY
+        assert f"error: {e.value}" == line, (field, value)
+        report = subprocess.run(
+            [sys.executable, "-m", "ann.report", f"--model={copy}", "--split=test"],
+            cwd=workdir, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert one_line_error(report) == line, (field, value)
+        assert sorted(p.name for p in (tmp_path / "sand").rglob("*")) == ["a", "b"]
+    record_file.write_text(json.dumps(good))
+    served = load_model(str(copy), None)
+    assert (served.name, served.version) == ("digits", "1")
+
+
 def test_a_registry_that_cannot_be_written_is_named_for_every_write(
     digits_export, tmp_path, monkeypatch
 ):

@@ -29,6 +29,9 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 ALIAS = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
 MAX_TAG_KEY, MAX_TAG_VALUE = 250, 5000  # MLflow's limits for tag keys and values
 MAX_DESCRIPTION = 5000
+# What `_check_name` and `identity` say of a name NAME refuses.
+NAME_RULE = "letters, digits, '_', '.' or '-' (at most 128), starting with a letter or digit"
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
 URI_SCHEME = "models:"  # a spec starting with it is a registry URI, anything else a directory
 URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>[^/@]+)|@(?P<alias>[^/@]+))$")
 
@@ -156,23 +159,31 @@ def _write_identity(directory: str, name: str, version: int, manifest_sha: str) 
 def identity(directory: str) -> dict[str, Any] | None:
     """The registry's record in a registered copy (`registry.json`: name, version and the
     manifest's sha256 at register), or None for a directory without one (a plain export, or
-    a version registered before the record existed). Raises RegistryError for one that
-    cannot be read."""
+    a version registered before the record existed). The one reader of that file: a copy can
+    be edited, and its name and version name a report's directory and a served model, so both
+    are held to the rules `register` enforces. Raises RegistryError (one line naming the file,
+    the field and the fix) for one that cannot be read or breaks them."""
     path = os.path.join(directory, IDENTITY)
+    again = "copy the version again from the registry (ann registry resolve)"
     try:
         with open(path, "rb") as f:
             record = json.loads(f.read())
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as e:
-        raise RegistryError(f"{path} cannot be read ({e}); resolve the version again") from e
-    if not (
-        isinstance(record, dict)
-        and isinstance(record.get("name"), str)
-        and isinstance(record.get("version"), int)
-        and isinstance(record.get("manifest_sha256"), str)
-    ):
-        raise RegistryError(f"{path} is not a registry record; resolve the version again")
+        raise RegistryError(f"{path} cannot be read ({e}); {again}") from e
+    if not isinstance(record, dict):
+        raise RegistryError(f"{path} is not a registry record (a JSON object); {again}")
+    name, version, sha = record.get("name"), record.get("version"), record.get("manifest_sha256")
+    why = ""
+    if not (isinstance(name, str) and NAME.fullmatch(name)):
+        why = f'"name" {name!r} is not a model name ({NAME_RULE})'
+    elif not (type(version) is int and 1 <= version < 2**63):  # bool is an int to isinstance
+        why = f'"version" {version!r} is not a version number (1, 2, ...)'
+    elif not (isinstance(sha, str) and SHA256.fullmatch(sha)):
+        why = f'"manifest_sha256" {sha!r} is not a sha256 (64 hex digits)'
+    if why:
+        raise RegistryError(f"{path}: {why}; {again}")
     return record
 
 
@@ -787,11 +798,8 @@ class Registry:
 
     @staticmethod
     def _check_name(name: str) -> None:
-        if not NAME.match(name):
-            raise RegistryError(
-                f"model name {name!r} must be letters, digits, '_', '.' or '-' (at most 128), "
-                "starting with a letter or digit"
-            )
+        if not NAME.fullmatch(name):  # match's $ let "digits\n" through
+            raise RegistryError(f"model name {name!r} must be {NAME_RULE}")
 
     @staticmethod
     def _check_alias(alias: str) -> None:

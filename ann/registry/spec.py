@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from typing import Any
 
 from ann import artifact
 from ann.registry.core import (
@@ -34,6 +35,9 @@ class Resolved:
     # export directory (its manifest is what it is, the files are still checked against it).
     manifest_sha256: str | None
     version: ModelVersion | None  # the registry version a URI resolved to; None for a directory
+    # A directory's `registry.json` (a registered copy taken out of the registry), read and
+    # checked once, by `resolve` (`core.identity`); None for a URI or a plain export.
+    record: dict[str, Any] | None = None
 
     def load(self) -> artifact.Model:
         """Loads the export, checking every file's sha256 (and the recorded manifest hash);
@@ -45,11 +49,11 @@ class Resolved:
         the one its `registry.json` records (a registered copy taken out of the registry,
         e.g. baked into an image from `ann registry resolve`); None for a plain export.
         `manifest_sha256`: the digest of the manifest bytes read. Raises IntegrityError for a
-        registered copy whose manifest is not the one registered, RegistryError for a
-        `registry.json` that cannot be read."""
+        registered copy whose manifest is not the one registered (its `registry.json` was
+        checked by `resolve`)."""
         if self.version is not None:
             return self.version.name, self.version.version
-        record = identity(self.path)
+        record = self.record
         if record is None:
             return None
         if record["manifest_sha256"] != manifest_sha256:
@@ -82,7 +86,9 @@ def resolve(spec: str, registry: str | None = None, has_flag: bool = True) -> Re
     `has_flag`: whether the command has a --registry flag to name (`init_from` has none).
 
     Raises RegistryError with one line: no registry there, no such model, version or alias, a
-    version whose files were removed, a malformed URI, or a directory that is not an export.
+    version whose files were removed, a malformed URI, a directory that is not an export, or a
+    registered copy whose `registry.json` cannot be read or breaks the name and version rules
+    `register` enforces (its name and version name served models and report directories).
     Never creates or changes a file."""
     if spec.startswith(URI_SCHEME):
         store = Registry.at(registry)
@@ -109,4 +115,5 @@ def resolve(spec: str, registry: str | None = None, has_flag: bool = True) -> Re
     why = artifact.not_an_export(spec, give)
     if why is not None:
         raise RegistryError(why)
-    return Resolved(spec, os.path.abspath(spec), None, None)
+    path = os.path.abspath(spec)
+    return Resolved(spec, path, None, None, identity(path))
