@@ -9,7 +9,7 @@ import urllib.request
 from types import SimpleNamespace
 
 import pytest
-from conftest import SESSION_SERVERS, stop_session_servers
+from conftest import SESSION_SERVERS, one_line_error, stop_session_servers
 
 from ann import artifact
 from ann.registry import Registry, mlflow_mirror
@@ -510,6 +510,25 @@ def test_two_spellings_of_one_server_are_one_mirror(digits_export, tmp_path, mon
     warning = mlflow_mirror.unreached_aliases(registry, "digits", ["a"], None, "http://host:5000")
     assert warning.startswith(f"alias 'a' of 'digits' not deleted in MLflow at {sqlite}, "), warning
     assert mlflow_mirror.normal_uri("file:///x/runs/") == "file:///x/runs"
+
+
+def test_a_store_mlflow_cannot_use_fails_in_one_line(digits_export, tmp_path):
+    """`--mlflow_uri=databricks` without Databricks credentials printed MLflow's
+    "2026/12/05 ... WARNING mlflow.utils.databricks_utils: Failed to create databricks SDK
+    workspace client ..." line and an `error:` spanning two lines: one `error:` line now."""
+    _, out = digits_export
+    Registry(str(tmp_path / "reg")).register(str(out), "digits")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DATABRICKS")}
+    env["HOME"] = str(tmp_path)  # no ~/.databrickscfg
+    result = subprocess.run(
+        [sys.executable, "-m", "ann.registry", f"--registry={tmp_path / 'reg'}", "mirror",
+         "models:/digits/1", "--mlflow_uri=databricks"],
+        capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    line = one_line_error(result)
+    assert line.startswith("error: mirroring models:/digits/1 into MLflow at databricks failed: ")
+    retry = f"ann registry --registry={tmp_path / 'reg'} mirror models:/digits/1"
+    assert line.endswith(f"retry with: {retry} --mlflow_uri=databricks"), line
 
 
 def test_an_alias_deleted_in_mlflow_alone_asks_mlflow_once(

@@ -793,6 +793,43 @@ def test_a_store_uri_that_names_no_store_is_refused_naming_the_fix():
         check_mlflow_uri(uri)
 
 
+def test_a_tracking_uri_mlflow_would_misread_is_refused_naming_its_spelling(tmp_path):
+    """`sqlite:mlflow.db` was accepted and failed in SQLAlchemy ("Could not parse") after ann's
+    registry changed, its retry repeating the URI; `mysql://` and `postgresql:///` (no
+    database) were accepted; `SQLITE:///m.db` was taken for sqlite (no SQLAlchemy dialect)
+    while `DATABRICKS` was refused as "the scheme ''"."""
+    from ann.registry.mlflow_mirror import check_mlflow_uri
+
+    lower = "which MLflow reads only in lower case"
+    for uri, said in [
+        ("sqlite:mlflow.db", "has no '//' after 'sqlite:'; give sqlite:///mlflow.db"),
+        ("sqlite:/tmp/m.db", "has no '//' after 'sqlite:'; give sqlite:////tmp/m.db"),
+        ("mysql:h/db", "has no '//' after 'mysql:'; give mysql://h/db"),
+        ("mysql://", "names no database; give one, e.g. mysql://USER@HOST:PORT/mlflow"),
+        ("postgresql:///", "names no database; give one, e.g. postgresql://USER@HOST:PORT/mlflow"),
+        ("mssql://h:1433/", "names no database; give one, e.g. mssql://USER@HOST:PORT/mlflow"),
+        ("postgresql://h:99999/db", "has a port outside 1-65535; give the tracking server as "
+         "http(s)://HOST[:PORT] (or an MLflow store URI: file:, sqlite:, postgresql:, mysql:, "
+         "mssql:, databricks)"),
+        ("DATABRICKS", f"has the scheme 'DATABRICKS', {lower}; give databricks"),
+        ("SQLITE:///m.db", f"has the scheme 'SQLITE', {lower}; give sqlite:///m.db"),
+        ("FILE:///x", f"has the scheme 'FILE', {lower}; give file:///x"),
+    ]:  # fmt: skip
+        with pytest.raises(RegistryError) as e:
+            check_mlflow_uri(uri)
+        assert str(e.value) == f"--mlflow_uri={uri!r} {said}", uri
+    # http(s) is read in any case, and needs no port (80, 443), as URLs go.
+    for uri in ("HTTP://h:5000", "http://h", "mysql://u@h:3306/mlflow", "postgresql:///mlflow"):
+        check_mlflow_uri(uri)
+    # Refused before the registry is opened: nothing is made.
+    refused = _cli(tmp_path / "reg", "register", str(tmp_path), "--mlflow_uri=sqlite:mlflow.db")
+    assert one_line_error(refused) == (
+        "error: --mlflow_uri='sqlite:mlflow.db' has no '//' after 'sqlite:'; give "
+        "sqlite:///mlflow.db"
+    )
+    assert not (tmp_path / "reg").exists()
+
+
 def test_a_copy_out_of_the_registry_is_served_as_its_version(digits_export, tmp_path):
     # The Dockerfile bakes `ann registry resolve`'s directory into the image: served from
     # there it was 'digits_cnn/<sha prefix>', not 'digits/1' as `--model=models:/digits/1`

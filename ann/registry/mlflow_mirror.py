@@ -66,6 +66,7 @@ class MirrorError(RegistryError):
 
 
 MLFLOW_SCHEMES = ("http", "https", "file", "sqlite", "postgresql", "mysql", "mssql", "databricks")
+DATABASES = ("postgresql", "mysql", "mssql")  # SQLAlchemy's URL: SCHEME://[USER@]HOST[:PORT]/DB
 
 
 def check_mlflow_uri(uri: str) -> None:
@@ -73,29 +74,52 @@ def check_mlflow_uri(uri: str) -> None:
     RegistryError with one line naming the fix."""
     why = ""
     fix = (
-        "give the tracking server as http(s)://HOST:PORT (or an MLflow store URI: file:, "
+        "give the tracking server as http(s)://HOST[:PORT] (or an MLflow store URI: file:, "
         "sqlite:, postgresql:, mysql:, mssql:, databricks)"
     )
     parts = urllib.parse.urlsplit(uri)
-    scheme = parts.scheme.split("+")[0]  # postgresql+psycopg2://...
-    if uri == "databricks":  # MLflow's spelling of the default Databricks profile
-        scheme = "databricks"
+    # As typed (urlsplit lowers it). Schemes are case-insensitive (RFC 3986), and MLflow's
+    # HTTP client reads them so; its stores compare theirs as written: `DATABRICKS` and
+    # `FILE:///x` are local directories to MLflow (./FILE:/x), `SQLITE:` no dialect to
+    # SQLAlchemy.
+    typed = uri.partition(":")[0]
+    scheme = typed.lower().split("+")[0]  # postgresql+psycopg2://...
+    after = uri[len(typed) + 1 :]  # what follows "SCHEME:"
     if not uri.isprintable() or any(c.isspace() for c in uri):
         why = "holds spaces or control characters"
     elif len(uri) > MAX_TAG_VALUE:  # after MLflow did its part, the mapping could not be kept
         why = f"has {len(uri)} characters, more than the {MAX_TAG_VALUE} a registry tag holds"
-    elif scheme not in MLFLOW_SCHEMES:
-        why = f"has the scheme {parts.scheme!r}, not one of {', '.join(MLFLOW_SCHEMES)}"
-    elif scheme in ("http", "https"):
+    elif (
+        scheme in MLFLOW_SCHEMES
+        and scheme not in ("http", "https")
+        and (":" in uri or scheme == "databricks")
+        and typed != typed.lower()
+    ):
+        why = f"has the scheme {typed!r}, which MLflow reads only in lower case"
+        fix = f"give {typed.lower()}{uri[len(typed) :]}"
+    elif scheme not in MLFLOW_SCHEMES or (":" not in uri and uri != "databricks"):
+        # `databricks` alone is MLflow's spelling of the default Databricks profile
+        shown = typed if ":" in uri else ""
+        why = f"has the scheme {shown!r}, not one of {', '.join(MLFLOW_SCHEMES)}"
+    elif scheme in ("sqlite", *DATABASES) and after and not after.startswith("//"):
+        # `sqlite:mlflow.db`: SQLAlchemy's "Could not parse", after ann's registry changed
+        why = f"has no '//' after '{typed}:'"
+        fix = f"give {typed}:///{after}" if scheme == "sqlite" else f"give {typed}://{after}"
+    elif scheme in ("http", "https") or scheme in DATABASES:
         try:
             port = parts.port
         except ValueError:
             port, why = None, "has a port outside 1-65535"
-        if not why and not parts.hostname:
+        if not why and not parts.hostname and scheme not in DATABASES:
             why = "names no host"
         elif not why and port == 0:
             why = "has a port outside 1-65535"
-        if not why:
+        elif not why and scheme in DATABASES and parts.path.strip("/") == "":
+            # SQLAlchemy's "Could not parse" or a connection to no database, after ann's
+            # registry changed
+            why = "names no database"
+            fix = f"give one, e.g. {typed}://USER@HOST:PORT/mlflow"
+        if not why and parts.hostname:
             from ann.serve.settings import host_problem
 
             problem = host_problem(parts.hostname)  # "hôst" failed in MLflow's client, later
@@ -190,8 +214,12 @@ def _client(tracking_uri: str) -> Any:
 def _quiet_store_logs() -> None:
     """Once, after MLflow's first import: a new SQLite store logs "INFO mlflow.store.db.utils:
     Creating initial MLflow database tables..." to stderr, between ann registry's own lines (it
-    runs quiet); warnings still show."""
+    runs quiet); its warnings still show."""
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+    # Without Databricks credentials: "WARNING mlflow.utils.databricks_utils: Failed to create
+    # databricks SDK workspace client ... Falling back to legacy authentication." above the
+    # failure's own `error:` line, which says what to configure.
+    logging.getLogger("mlflow.utils.databricks_utils").setLevel(logging.ERROR)
 
 
 def _flatten(tree: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, str]]:
@@ -290,9 +318,15 @@ def _failed(
     """`kept`: what ann's registry holds regardless (`mirror` changes nothing there: it said
     "holds the change" after a failed backfill)."""
     return MirrorError(
-        f"{what} at {tracking_uri} failed: {str(error).rstrip('.')}. ann's registry holds "
+        f"{what} at {tracking_uri} failed: {_said(error).rstrip('.')}. ann's registry holds "
         f"{kept}; retry with: {retry}"
     )
+
+
+def _said(error: BaseException) -> str:
+    """An MLflow error's text on one line: its Databricks and SQLAlchemy errors span several
+    (an `error:` line followed by more)."""
+    return " ".join(str(error).split())
 
 
 def _tag_keys(tracking_uri: str) -> tuple[str, str, str]:
@@ -546,7 +580,7 @@ def has_alias(name: str, alias: str, tracking_uri: str) -> bool:
         if _code(e) == "RESOURCE_DOES_NOT_EXIST":
             return False  # no such model there
         raise MirrorError(
-            f"reading alias {alias!r} of {name!r} in MLflow at {tracking_uri} failed: {e}"
+            f"reading alias {alias!r} of {name!r} in MLflow at {tracking_uri} failed: {_said(e)}"
         ) from e
 
 
@@ -568,7 +602,7 @@ def delete_alias(name: str, alias: str, tracking_uri: str, has: bool | None = No
         if _code(e) == "RESOURCE_DOES_NOT_EXIST":
             return False  # never mirrored, or deleted there already
         raise MirrorError(
-            f"deleting alias {alias!r} of {name!r} in MLflow at {tracking_uri} failed: {e}"
+            f"deleting alias {alias!r} of {name!r} in MLflow at {tracking_uri} failed: {_said(e)}"
         ) from e
     return True
 
@@ -587,7 +621,7 @@ def delete_version(mv: ModelVersion, tracking_uri: str) -> int | None:
             return None
         raise MirrorError(
             f"deleting {mv.uri}'s mirror (version {number}) in MLflow at {tracking_uri} "
-            f"failed: {e}; delete it there by hand"
+            f"failed: {_said(e)}; delete it there by hand"
         ) from e
     return number
 
@@ -609,7 +643,7 @@ def set_tag(
         except Exception as e:
             hint = "; mirror a version of it first" if _code(e) == "RESOURCE_DOES_NOT_EXIST" else ""
             raise MirrorError(
-                f"tagging {name!r} in MLflow at {tracking_uri} failed: {e}{hint}"
+                f"tagging {name!r} in MLflow at {tracking_uri} failed: {_said(e)}{hint}"
             ) from e
         return None, True
     mv = registry.get_version(name, version)
