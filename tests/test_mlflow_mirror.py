@@ -121,7 +121,7 @@ def test_versions_aliases_tags_and_lineage_appear_in_mlflow(digits_export, mlflo
     assert client.get_model_version("digits", "2").tags["stage"] == "prod"
     assert client.get_registered_model("digits").tags["owner"] == "me"
     registry.delete_alias("digits", "challenger")
-    mlflow_mirror.delete_alias("digits", "challenger", mlflow_server)
+    mlflow_mirror.delete_alias(registry, "digits", "challenger", mlflow_server)
     assert client.get_registered_model("digits").aliases == {"champion": "1"}
     registry.register(str(out), "digits", allow_duplicate=True)
     with pytest.raises(MirrorError, match=r"models:/digits/3 was not mirrored .* mirror it first"):
@@ -208,7 +208,7 @@ def test_a_store_the_mlflow_client_refuses_is_one_error_with_the_retry(
     for call in (
         lambda: mirror(registry, "digits", 1, store),
         lambda: mlflow_mirror.set_tag(registry, "digits", "stage", "prod", None, store),
-        lambda: mlflow_mirror.delete_alias("digits", "champion", store),
+        lambda: mlflow_mirror.delete_alias(registry, "digits", "champion", store),
     ):
         with pytest.raises(MirrorError) as e:
             call()
@@ -480,6 +480,55 @@ def test_an_alias_change_names_the_servers_it_did_not_reach(
     assert [str(v.version) for v in left] == ["2"]
     versions = MlflowClient(production).search_model_versions("name='digits'")
     assert sorted(str(v.version) for v in versions) == ["1", "2"]  # what the warning says is left
+
+
+def test_an_alias_mlflow_never_had_is_not_named_as_left_there(digits_export, tmp_path, empty_store):
+    """`alias digits challenger --delete` of an alias set after the version was mirrored (so
+    never in MLflow) warned "alias 'challenger' of 'digits' not deleted in MLflow at URI, where
+    it is mirrored too ...; delete there with: ann registry ... --delete --mlflow_uri=URI", and
+    that command failed: "error: model 'digits' has no alias 'challenger'". ann records the
+    aliases it set in MLflow (`mlflow_aliases`) and names a server only where one may be."""
+    from mlflow import MlflowClient
+
+    _, out = digits_export
+    reg = tmp_path / "reg"
+    registry = Registry(str(reg))
+    registry.register(str(out), "digits", aliases=["champion"])
+    store = _store(tmp_path, "store", empty_store)
+    mirror(registry, "digits", 1, store)  # champion goes along
+
+    def cli(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "ann.registry", f"--registry={reg}", *args],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    registry.set_alias("digits", "challenger", 1)  # in ann's registry alone
+    deleted = cli("alias", "digits", "challenger", "--delete")
+    assert (deleted.returncode, deleted.stderr) == (0, ""), deleted.stderr
+    assert deleted.stdout == "deleted alias 'challenger' of 'digits'\n"
+    assert mlflow_mirror.mlflow_aliases(registry, "digits", store) == {"champion": 1}
+    # One MLflow holds is named, with the command that deletes it there, which does.
+    deleted = cli("alias", "digits", "champion", "--delete")
+    fix = f"ann registry --registry={reg} alias digits champion --delete --mlflow_uri={store}"
+    assert deleted.returncode == 0 and deleted.stderr.endswith(f"delete there with: {fix}\n")
+    done = cli(*fix.split()[2:])
+    assert (done.returncode, done.stderr) == (0, ""), done.stderr
+    assert done.stdout.splitlines()[-1] == f"deleted it in MLflow at {store} too"
+    assert MlflowClient(store).get_registered_model("digits").aliases == {}
+    assert mlflow_mirror.mlflow_aliases(registry, "digits", store) == {}
+    again = cli(*fix.split()[2:])  # in neither now: refused, naming both
+    assert one_line_error(again) == (
+        f"error: model 'digits' has no alias 'champion'; its aliases: none; nor has MLflow at "
+        f"{store}"
+    )
+    # Set there and deleted there: named no more.
+    registry.set_alias("digits", "champion", 1)
+    mlflow_mirror.set_alias(registry, "digits", "champion", 1, store)
+    assert mlflow_mirror.mlflow_aliases(registry, "digits", store) == {"champion": 1}
+    mlflow_mirror.delete_alias(registry, "digits", "champion", store)
+    registry.delete_alias("digits", "champion")
+    assert mlflow_mirror.unreached_aliases(registry, "digits", ["champion"], None, "") is None
 
 
 def test_two_spellings_of_one_server_are_one_mirror(digits_export, tmp_path, monkeypatch):

@@ -248,12 +248,17 @@ def _alias(registry: Registry, f: Any, args: Sequence[str], mlflow_uri: str) -> 
             # refused below, as without --mlflow_uri: it said "deleted it in MLflow too".
             print(f"alias {alias!r} of {name!r} is deleted in ann's registry already")
         else:
-            registry.delete_alias(name, alias)  # refused naming the model's aliases
+            try:
+                registry.delete_alias(name, alias)  # refused naming the model's aliases
+            except RegistryError as e:
+                if in_mlflow is False:  # asked: in neither (a typo, or a repeat)
+                    raise RegistryError(f"{e}; nor has MLflow at {mlflow_uri}") from e
+                raise
             print(f"deleted alias {alias!r} of {name!r}")
             _warn(mlflow_mirror.unreached_aliases(registry, name, [alias], None, mlflow_uri))
         if mlflow_uri:
             # As `delete` names its mirror: the line above said nothing of MLflow.
-            if mlflow_mirror.delete_alias(name, alias, mlflow_uri, in_mlflow):
+            if mlflow_mirror.delete_alias(registry, name, alias, mlflow_uri, in_mlflow):
                 print(f"deleted it in MLflow at {mlflow_uri} too")
             else:
                 print(
@@ -328,7 +333,7 @@ def _delete(registry: Registry, f: Any, args: Sequence[str], mlflow_uri: str) ->
     print(f"deleted {mv.uri} (its files and tags; version {mv.version} is never given again)")
     _warn(mlflow_mirror.unreached_delete(mv, mlflow_uri))
     if mlflow_uri:
-        number = mlflow_mirror.delete_version(mv, mlflow_uri)
+        number = mlflow_mirror.delete_version(registry, mv, mlflow_uri)
         # As `alias --delete` says so: silence read as "deleted there too".
         print(
             f"MLflow at {mlflow_uri} has no mirror of {mv.uri}: nothing to delete there"

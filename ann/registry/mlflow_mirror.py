@@ -27,7 +27,10 @@ environment (`MLFLOW_TRACKING_TOKEN`, ...), one set for every URI, so sending a 
 other servers the model was mirrored to would hand them this server's credentials (and a
 retired server would hold every command up for minutes of retries). Those other servers are
 named instead, in one warning line with the command that updates each (`unreached_aliases`,
-`unreached_tag`, `unreached_delete`), also when a change was made without `--mlflow_uri`. A
+`unreached_tag`, `unreached_delete`), also when a change was made without `--mlflow_uri`. The
+aliases ann set at each URI, and deleted there, are recorded on the registered model
+(`mlflow.KEY.aliases`, `mlflow_aliases`), so a deleted alias names only the servers that may
+hold it (one set in ann's registry alone after the mirror is at none of them). A
 mirror that failed
 half-way (the run made but the upload failed, the version made but an alias failed) is finished
 by the retry, which finds the run by its tags and the version by its run: never a second one.
@@ -256,10 +259,17 @@ def unreached_aliases(
         return None
     what = f"alias{'es' * (len(aliases) > 1)} {', '.join(map(repr, aliases))} of {name!r}"
     if version is None:
+        # Only where MLflow may hold one (`mlflow_aliases`: a server it was never set at, or
+        # deleted from, was named with a command that then failed, ann's alias being gone).
+        held = {uri: mlflow_aliases(registry, name, uri) for uri in uris}
+        there = {uri: [a for a in aliases if held[uri] is None or a in held[uri]] for uri in uris}
+        uris = [uri for uri in uris if there[uri]]
+        if not uris:
+            return None
         commands = [
             _command(registry, uri, "alias", name, alias, "--delete")
             for uri in uris
-            for alias in aliases
+            for alias in there[uri]
         ]
         return _unreached(f"{what} not deleted", uris, "delete there with", commands)
     mv = registry.get_version(name, version)
@@ -365,6 +375,53 @@ def mirror_uris(registry: Registry, name: str) -> list[str]:
     return sorted({uri for mv in registry.versions(name) for uri in mirrors(mv)})
 
 
+def _aliases_key(tracking_uri: str) -> str:
+    """The model tag recording the aliases MLflow at `tracking_uri` (any spelling) holds."""
+    key = hashlib.sha256(normal_uri(tracking_uri).encode()).hexdigest()[:12]
+    return f"mlflow.{key}.aliases"
+
+
+def mlflow_aliases(registry: Registry, name: str, tracking_uri: str) -> dict[str, int] | None:
+    """The aliases of `name` that MLflow at `tracking_uri` holds, each with the ann version
+    whose mirror it points at, as the changes ann made there recorded them (`mirror`, `alias`
+    and `delete` with that --mlflow_uri; a change made without it leaves MLflow as it was):
+    the model tag `mlflow.KEY.aliases` (`champion:2,challenger:3`). None where it is not
+    known: the model was mirrored there before ann recorded them, or the tag is not one."""
+    tags = next((m["tags"] for m in registry.models() if m["name"] == name), {})
+    value = tags.get(_aliases_key(tracking_uri))
+    if value is None:
+        return None
+    held = {}
+    for item in filter(None, value.split(",")):
+        alias, _, version = item.rpartition(":")
+        if not version.isdigit():
+            return None
+        held[alias] = int(version)
+    return held
+
+
+def _record_aliases(
+    registry: Registry,
+    name: str,
+    tracking_uri: str,
+    change: Callable[[dict[str, int]], None],
+    start: bool = False,
+) -> None:
+    """Applies `change` to the record of the aliases MLflow at `tracking_uri` holds (after
+    MLflow made it); a record not kept yet stays unknown, unless `start` (the model's first
+    mirror there: MLflow holds what it set)."""
+    held = mlflow_aliases(registry, name, tracking_uri)
+    if held is None and not start:
+        return
+    held = held or {}
+    change(held)
+    value = ",".join(f"{alias}:{version}" for alias, version in sorted(held.items()))
+    if len(value) > MAX_TAG_VALUE:  # more than a tag holds: not known from here on
+        registry.delete_tag(name, _aliases_key(tracking_uri))
+    else:
+        registry.set_tags(name, {_aliases_key(tracking_uri): value})
+
+
 def mirror(registry: Registry, name: str, version: int, tracking_uri: str) -> int:
     """Mirrors one registry version (and its aliases); returns its MLflow version number.
 
@@ -376,6 +433,7 @@ def mirror(registry: Registry, name: str, version: int, tracking_uri: str) -> in
     done = mirrored_version(mv, tracking_uri)
     if done is not None:
         return done
+    first = all(mirrored_version(other, tracking_uri) is None for other in registry.versions(name))
     try:  # the client too: MLflow 3 refuses a file: store there (MLFLOW_ALLOW_FILE_STORE)
         client = _client(tracking_uri)
         run_id = _finished_run(client, registry, mv)
@@ -393,6 +451,13 @@ def mirror(registry: Registry, name: str, version: int, tracking_uri: str) -> in
     recorded = normal_uri(tracking_uri)  # one spelling recorded; messages keep the user's
     uri_key, run_key, version_key = _tag_keys(recorded)
     registry.set_tags(name, {uri_key: recorded, run_key: run_id, version_key: str(number)}, version)
+    _record_aliases(
+        registry,
+        name,
+        tracking_uri,
+        lambda held: held.update(dict.fromkeys(mv.aliases, version)),
+        start=first,
+    )
     return number
 
 
@@ -542,9 +607,9 @@ def set_alias(
     number = _require_mirrored(registry, mv, tracking_uri)
     try:
         client = _client(tracking_uri)
-        if _alias_version(client, name, alias) == str(number):
-            return number, False
-        client.set_registered_model_alias(name, alias, str(number))
+        changed = _alias_version(client, name, alias) != str(number)
+        if changed:
+            client.set_registered_model_alias(name, alias, str(number))
     except MirrorError:
         raise
     except Exception as e:
@@ -553,7 +618,8 @@ def set_alias(
         raise _failed(
             f"pointing alias {alias!r} at {mv.uri} in MLflow", tracking_uri, e, retry
         ) from e
-    return number, True
+    _record_aliases(registry, name, tracking_uri, lambda held: held.update({alias: version}))
+    return number, changed
 
 
 def _alias_version(client: Any, name: str, alias: str) -> str | None:
@@ -584,45 +650,58 @@ def has_alias(name: str, alias: str, tracking_uri: str) -> bool:
         ) from e
 
 
-def delete_alias(name: str, alias: str, tracking_uri: str, has: bool | None = None) -> bool:
+def delete_alias(
+    registry: Registry, name: str, alias: str, tracking_uri: str, has: bool | None = None
+) -> bool:
     """Deletes `alias` in MLflow too (already deleted in ann's registry); False where MLflow
     had no such alias (asked first: a SQLite store deletes a missing alias without a word).
     `has`: `has_alias`'s answer where the caller asked it already (not asked again: one round
-    trip), None where it did not."""
-    if has is False:
-        return False
+    trip), None where it did not. Either way MLflow holds no such alias after it
+    (`mlflow_aliases`)."""
+    deleted = has is not False
     try:
-        client = _client(tracking_uri)
-        if has is None and _alias_version(client, name, alias) is None:
-            return False
-        client.delete_registered_model_alias(name, alias)
+        if deleted:
+            client = _client(tracking_uri)
+            if has is None and _alias_version(client, name, alias) is None:
+                deleted = False
+            else:
+                client.delete_registered_model_alias(name, alias)
     except MirrorError:
         raise
     except Exception as e:
-        if _code(e) == "RESOURCE_DOES_NOT_EXIST":
-            return False  # never mirrored, or deleted there already
-        raise MirrorError(
-            f"deleting alias {alias!r} of {name!r} in MLflow at {tracking_uri} failed: {_said(e)}"
-        ) from e
-    return True
+        if _code(e) != "RESOURCE_DOES_NOT_EXIST":  # never mirrored, or deleted there already
+            raise MirrorError(
+                f"deleting alias {alias!r} of {name!r} in MLflow at {tracking_uri} failed: "
+                f"{_said(e)}"
+            ) from e
+        deleted = False
+    _record_aliases(registry, name, tracking_uri, lambda held: held.pop(alias, None))
+    return deleted
 
 
-def delete_version(mv: ModelVersion, tracking_uri: str) -> int | None:
+def delete_version(registry: Registry, mv: ModelVersion, tracking_uri: str) -> int | None:
     """Deletes the MLflow version `mv` (already deleted in ann's registry, its tags read
     before) was mirrored to at `tracking_uri`; returns its number, None when it was not
-    mirrored there (or is gone there already)."""
+    mirrored there (or is gone there already). MLflow's aliases of it go with it
+    (`mlflow_aliases`)."""
     number = mirrored_version(mv, tracking_uri)
     if number is None:
         return None
     try:
         _client(tracking_uri).delete_model_version(mv.name, str(number))
     except Exception as e:
-        if _code(e) == "RESOURCE_DOES_NOT_EXIST":
-            return None
-        raise MirrorError(
-            f"deleting {mv.uri}'s mirror (version {number}) in MLflow at {tracking_uri} "
-            f"failed: {_said(e)}; delete it there by hand"
-        ) from e
+        if _code(e) != "RESOURCE_DOES_NOT_EXIST":
+            raise MirrorError(
+                f"deleting {mv.uri}'s mirror (version {number}) in MLflow at {tracking_uri} "
+                f"failed: {_said(e)}; delete it there by hand"
+            ) from e
+        number = None
+
+    def gone(held: dict[str, int]) -> None:
+        for alias in [a for a, v in held.items() if v == mv.version]:
+            del held[alias]
+
+    _record_aliases(registry, mv.name, tracking_uri, gone)
     return number
 
 
