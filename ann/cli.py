@@ -468,6 +468,7 @@ def parse_flags(argv: list[str]) -> list[str]:
                 f"made from{made}, with --config.KEY=VALUE for what differs"
             )
     logging.get_absl_logger().addFilter(_said_here)  # once: a logger holds a filter once
+    decimal_numbers(flags.FLAGS)
     try:
         rest = flags.FLAGS(argv)
     except flags.UnrecognizedFlagError as e:
@@ -507,6 +508,47 @@ def parse_flags(argv: list[str]) -> list[str]:
         if (said := number_for_a_tuple(argv, value)) is not None:
             fail(said)
     return rest
+
+
+# An integer flag's value as ann takes it: decimal digits, an optional sign, no leading zero.
+_DECIMAL = re.compile(r"[+-]?(0|[1-9][0-9]*)", re.ASCII)
+
+
+class _DecimalParser:
+    """absl's parser of a numeric flag, taking decimal integers only (an integer flag) and no
+    NaN inside bounds (a float flag): absl reads an integer as a Python literal, so `--port=0x50`
+    bound port 80, and `0o17`, `08000`, `8_000` and full-width digits were taken too (while
+    `0b1` was refused), and NaN passes absl's bounds (every comparison is false). Refused as
+    `int()` and absl's bounds refuse (`_job_flag_refusal` words both alike); all else is the
+    wrapped parser's."""
+
+    def __init__(self, parser: flags.ArgumentParser):
+        self._parser = parser
+
+    def __getattr__(self, name: str):
+        return getattr(self._parser, name)
+
+    def parse(self, argument):
+        integer = isinstance(self._parser, flags.IntegerParser)
+        if integer and isinstance(argument, str) and not _DECIMAL.fullmatch(argument):
+            raise ValueError(f"invalid literal for int() with base 10: {argument!r}")
+        value = self._parser.parse(argument)
+        bounded = self._parser.lower_bound is not None or self._parser.upper_bound is not None
+        if bounded and value != value:  # NaN
+            raise ValueError(f"{argument} is not {self._parser.syntactic_help}")
+        return value
+
+    def flag_type(self) -> str:
+        return self._parser.flag_type()
+
+
+def decimal_numbers(flag_values: flags.FlagValues) -> None:
+    """Every integer flag of `flag_values` takes decimal integers only, and a bounded float
+    flag no NaN (`_DecimalParser`); `parse_flags` calls it before absl parses."""
+    for flag in flag_values._flags().values():
+        parser = flag.parser
+        if isinstance(parser, (flags.IntegerParser, flags.FloatParser)):
+            flag.parser = _DecimalParser(parser)
 
 
 def _config_given(argv: Sequence[str]) -> list[str]:
@@ -922,12 +964,13 @@ def check_trained_run(workdir: str, step: str, export_flag: str | None = None) -
     report): raises FlagError with one line naming the flag and the fix. An export given as
     the run is named as one, with the run it came from, and `--export_flag` where the command
     also takes an export (report's --model)."""
-    if not (step in ("best", "latest") or step.isdigit()):
+    number = _DECIMAL.fullmatch(step) and not step.startswith(("+", "-"))  # not "３", "0x10"
+    if not (step in ("best", "latest") or number):
         raise FlagError(f"--step={step!r} must be 'best', 'latest' or a step number (>= 0)")
     kinds = directory_kind.of(workdir)
     if directory_kind.RUN in kinds:
         _note_unfinished(workdir)
-        if step.isdigit():
+        if number:
             _check_step_saved(workdir, int(step))
         return
     if directory_kind.EXPORT in kinds:

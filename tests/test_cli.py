@@ -1510,3 +1510,34 @@ def test_a_directory_named_ann_on_sys_path_is_one_line_naming_the_cause(tmp_path
         "clone, or use the `ann` command"
     )
     assert not (tmp_path / "run").exists()
+
+
+NOT_DECIMAL = ["0x50", "0o17", "08000", "8_000", "８０００", "0b1", " 80", "1e3"]
+
+
+@pytest.mark.parametrize("typed", NOT_DECIMAL)
+def test_an_integer_flag_takes_decimal_digits_only(typed):
+    """absl reads an integer flag as a Python literal: `--port=0x50` bound port 80, and
+    `0o17`, `08000`, `8_000` and full-width digits were taken too, while `0b1` was refused."""
+    from absl import flags
+
+    flag_values = flags.FlagValues()
+    flags.DEFINE_integer("port", 8000, "Port.", 1, 65535, flag_values=flag_values)
+    cli.decimal_numbers(flag_values)
+    with pytest.raises(flags.IllegalFlagValueError, match="invalid literal for int"):
+        flag_values(["prog", f"--port={typed}"])
+    flag_values(["prog", "--port=80"])
+    assert flag_values.port == 80
+    flag_values(["prog", "--port=+81"])  # a sign is decimal
+    assert flag_values.port == 81
+    # A step number given as text (--step of export, report, generate) alike: "３" was step 3.
+    with pytest.raises(cli.FlagError, match="must be 'best', 'latest' or a step number"):
+        cli.check_trained_run("/nonexistent", typed)
+
+
+def test_a_port_in_another_base_is_refused_in_the_flags_style():
+    command = [sys.executable, "-m", "ann", "serve", "--model=/nonexistent", "--port=0x50"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert one_line_error(result) == (
+        "error: --port=0x50 must be an integer in [1, 65535]; e.g. --port=8000"
+    )
