@@ -39,3 +39,32 @@ def flags_in(
             yield Flag(name, None, arg)
         else:
             yield Flag(name, following, f"{arg} {following}")
+
+
+def number(value: float) -> str:
+    """12, 0.5, nan, inf, 1e+12: a number as a flag would be written (a float 1e12 was echoed
+    as 1000000000000)."""
+    if isinstance(value, int) or (float(value).is_integer() and abs(value) < 1e6):
+        return str(int(value))
+    short = f"{value:g}"
+    return short if float(short) == value else repr(float(value))
+
+
+def expected(
+    kind: type, low: float, high: float, note: str = "", above: bool = False, below: bool = False
+) -> str:
+    """What a numeric flag takes, as every refusal of one says it: "an integer in [1, 65535]",
+    "a number in (0, 1] (a share of requests)": `kind` int or float, `above` where `low` itself
+    is outside, `below` where `high` is, `note` (a unit, or what a value means) in parentheses
+    after it."""
+    bounds = f"{'(' if above else '['}{number(low)}, {number(high)}{')' if below else ']'}"
+    what = "an integer" if kind is int else "a number"
+    return f"{what} in {bounds}" + (f" ({note})" if note else "")
+
+
+def refusal(typed: str, what: str, name: str, example: object = None) -> str:
+    """The one refusal of a numeric flag's value, whether no number or out of its range:
+    `typed` as given ("--port=70000"), `what` it takes (`expected`), an example of the flag
+    `name` (its default, mostly): "--port=70000 must be an integer in [1, 65535]; e.g.
+    --port=8000"."""
+    return f"{typed} must be {what}" + (f"; e.g. --{name}={example}" if example is not None else "")

@@ -772,16 +772,29 @@ def _example(key: str, argv: Sequence[str]) -> object | None:
 
 
 # What a job's numeric flag takes where the job checks its range itself (ann serve's settings:
-# "an integer in [1, 65535]"), so that a value that is no number is refused in the words of
-# one out of range. A flag with absl's bounds says them itself.
+# "an integer in [1, 65535]"; `arguments.expected`), or where a note follows its bounds, so that
+# a value that is no number is refused in the words of one out of range. A flag with absl's
+# lower and upper bounds needs none: its refusals name them in the same words.
 EXPECTED: dict[str, str] = {}
+# The example a numeric flag's refusal shows where its default is None (unset); else the default.
+EXAMPLES: dict[str, object] = {}
+
+
+def _bounds(parser: object) -> str | None:
+    """absl's lower and upper bounds of a numeric flag's parser in `arguments.expected`'s words
+    ("an integer in [1, 1024]"); None without both."""
+    low, high = getattr(parser, "lower_bound", None), getattr(parser, "upper_bound", None)
+    if low is None or high is None:
+        return None
+    integer = isinstance(getattr(parser, "_parser", parser), flags.IntegerParser)
+    return arguments.expected(int if integer else float, low, high)
 
 
 def _job_flag_refusal(typed: str, name: str, said: str) -> str | None:
     """absl's refusal of a job's own flag's value (`said`, of `typed`: "--port=abc") as one
     style, whether the value is no number or out of the flag's bounds: "--port=abc must be an
-    integer in [1, 65535]; e.g. --port=8000" (the flag's default as the example); None where
-    absl's words are not one of these."""
+    integer in [1, 65535]; e.g. --port=8000" (`arguments.refusal`: the flag's default, or its
+    `EXAMPLES` entry, as the example); None where absl's words are not one of these."""
     choices = re.fullmatch(r"value should be one of <(.*)>", said)  # an enum flag
     if choices:
         return f"{typed} must be one of {', '.join(choices.group(1).split('|'))}"
@@ -798,9 +811,9 @@ def _job_flag_refusal(typed: str, name: str, said: str) -> str | None:
     if what is not None:  # absl's own words for the bounds, given their article
         what = re.sub(r"^an? ", "", what)
         what = f"{'an' if what[0] in 'aeiou' else 'a'} {what}"
-    what = EXPECTED.get(name) or what or wanted
+    what = EXPECTED.get(name) or _bounds(parser) or what or wanted
     default = flags.FLAGS[name].default
-    return f"{typed} must be {what}" + (f"; e.g. --{name}={default}" if default is not None else "")
+    return arguments.refusal(typed, what, name, EXAMPLES.get(name, default))
 
 
 def bad_override(text: str, argv: Sequence[str]) -> str:
@@ -926,7 +939,8 @@ def _bad_section_value(flag: str, name: str, key: str, said: str) -> str | None:
             for part in key.split("."):
                 value = value[part] if config_lib.is_section(value) and part in value else None
             shown = type(value) in (int, float, bool)
-            return f"{flag} must be {wanted}" + (f"; e.g. --{name}.{key}={value}" if shown else "")
+            what = EXPECTED.get(f"{name}.{key}", wanted)  # a range, as one outside it says
+            return arguments.refusal(flag, what, f"{name}.{key}", value if shown else None)
     return None
 
 

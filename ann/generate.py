@@ -10,7 +10,6 @@ The flags are checked before JAX is imported and the model restored.
 
 from __future__ import annotations
 
-import math
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -29,46 +28,66 @@ def _define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     flags.DEFINE_string(
         "prompt", "", "LM: text to continue (printed with it); empty: a new line.", **fv
     )
-    flags.DEFINE_integer("num_tokens", 200, "LM: ids to sample (>= 1).", **fv)
-    flags.DEFINE_float("temperature", 0.8, "LM: softmax temperature (>= 0); 0 = greedy.", **fv)
-    flags.DEFINE_integer("top_k", 20, "LM: sample among the k most likely ids; 0 = all.", **fv)
+    flags.DEFINE_integer("num_tokens", 200, "LM: ids to sample, in [1, 1000000].", **fv)
+    flags.DEFINE_float(
+        "temperature", 0.8, "LM: softmax temperature, in [0, 100]; 0 = greedy.", **fv
+    )
+    flags.DEFINE_integer(
+        "top_k", 20, "LM: sample among the k most likely ids, in [0, 1000000]; 0 = all.", **fv
+    )
     flags.DEFINE_integer(
         "num_samples",
         1,
-        "LM: continuations to draw (>= 1), sampled together in one batch: the first streams "
-        "as it is written, the others print whole after it, each after a line of dashes.",
+        "LM: continuations to draw, in [1, 10000], sampled together in one batch: the first "
+        "streams as it is written, the others print whole after it, each after a line of dashes.",
         **fv,
     )
-    flags.DEFINE_integer("seed", 0, "LM: sampling seed, in [0, 2**32).", **fv)
+    flags.DEFINE_integer("seed", 0, "LM: sampling seed, in [0, 2**32 - 1].", **fv)
     flags.DEFINE_string(
         "source", "", "seq2seq: source text, e.g. 'reverse 12345' or 'add 12+34'.", **fv
     )
-    flags.DEFINE_integer("beam_size", 1, "seq2seq: beams (>= 1); 1 = greedy.", **fv)
+    flags.DEFINE_integer("beam_size", 1, "seq2seq: beams, in [1, 1000]; 1 = greedy.", **fv)
     flags.mark_flag_as_required("workdir", flag_values=flag_values)
+    if flag_values is FLAGS:  # a value that is no number: refused in the words of one outside
+        from ann import cli
+
+        cli.EXPECTED.update({name: expected(name) for name in RANGES})
 
 
 LM_FLAGS = ("prompt", "num_tokens", "temperature", "top_k", "num_samples", "seed")
 SEQ2SEQ_FLAGS = ("source", "beam_size")
-# flag -> the values it may take, low <= value < high (NaN is outside), and how to say so.
+# flag -> the values it may take, low <= value <= high (NaN is outside), and a note on them:
+# checked after parsing (the tests parse a FlagValues of their own), worded as every command's
+# numeric flags are (`arguments.expected`).
 RANGES = {
-    "num_tokens": (1, math.inf, ">= 1"),
-    "num_samples": (1, math.inf, ">= 1"),
-    "top_k": (0, math.inf, ">= 0 (0: all ids)"),
-    "beam_size": (1, math.inf, ">= 1"),
-    "temperature": (0, math.inf, "finite and >= 0 (0: greedy)"),
-    "seed": (0, 2**32, "in [0, 2**32)"),
+    "num_tokens": (1, 1_000_000, ""),
+    "num_samples": (1, 10_000, ""),
+    "top_k": (0, 1_000_000, "0: all ids"),
+    "beam_size": (1, 1000, ""),
+    "temperature": (0, 100, "0: greedy"),
+    "seed": (0, 2**32 - 1, ""),
 }
+
+
+def expected(name: str) -> str:
+    """What the numeric flag `name` takes: "an integer in [1, 1000000]"."""
+    from ann import arguments
+
+    low, high, note = RANGES[name]
+    return arguments.expected(float if name == "temperature" else int, low, high, note)
 
 
 def check_flags(f: flags.FlagValues) -> str:
     """Checks every flag before a model is restored; returns the run's experiment. Raises
     FlagError with one line naming the flag and the fix."""
-    from ann import cli
+    from ann import arguments, cli
     from ann import config as config_lib
 
-    for name, (low, high, allowed) in RANGES.items():
-        if not low <= f[name].value < high:
-            raise cli.FlagError(f"--{name}={f[name].value} must be {allowed}")
+    for name, (low, high, _) in RANGES.items():
+        value = f[name].value
+        if not low <= value <= high:
+            typed = f"--{name}={arguments.number(value)}"
+            raise cli.FlagError(arguments.refusal(typed, expected(name), name, f[name].default))
     cli.check_trained_run(f.workdir, f.step)
     experiment = config_lib.latest(f.workdir).experiment
     own = {"language_modelling": LM_FLAGS, "seq2seq": SEQ2SEQ_FLAGS}.get(experiment)

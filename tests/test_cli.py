@@ -1541,3 +1541,53 @@ def test_a_port_in_another_base_is_refused_in_the_flags_style():
     assert one_line_error(result) == (
         "error: --port=0x50 must be an integer in [1, 65535]; e.g. --port=8000"
     )
+
+
+def test_a_numeric_flag_is_refused_in_one_style_naming_its_range_and_an_example(monkeypatch):
+    """Each command worded its numeric flags its own way: drift's `--min_rows=abc must be an
+    integer >= 2` (no example), `--top=-1 must be a non-negative integer`, feedback's `--batch=0
+    must be a positive integer`, observability's `must be a number; e.g.` beside `must be a share
+    in (0, 1), e.g.`. Now a flag with absl's bounds and a dict flag's key are refused as ann
+    serve's are: the range named, then an example (`cli.EXAMPLES` where the default is None)."""
+    from absl import flags
+
+    from ann.observability import rules
+
+    flags.DEFINE_integer("test_drawn", 6, "Drawn.", 0, 1000)
+    flags.DEFINE_integer("test_fewest", None, "Fewest.", 2, 1_000_000)
+    flags.DEFINE_float("test_share", 0.5, "Share.", 0, 1)
+    try:
+        cases = [
+            ("test_drawn=-1", "-1 is not a non-negative integer", "an integer in [0, 1000]", 6),
+            (
+                "test_drawn=x",
+                "invalid literal for int() with base 10: 'x'",
+                "an integer in [0, 1000]",
+                6,
+            ),
+            ("test_share=2", "2.0 is not a number in the range [0, 1]", "a number in [0, 1]", 0.5),
+            ("test_fewest=abc", "invalid literal for int()", "an integer in [2, 1000000]", 25),
+        ]
+        for typed, said, what, example in cases:
+            name = typed.split("=")[0]
+            if name == "test_fewest":
+                monkeypatch.setitem(cli.EXAMPLES, name, 25)
+            line = cli.bad_override(f"flag --{typed}: {said}", [])
+            assert line == f"--{typed} must be {what}; e.g. --{name}={example}"
+    finally:
+        for name in ("test_drawn", "test_fewest", "test_share"):
+            delattr(flags.FLAGS, name)
+    availability = "a number in (0, 1) (the share of requests answered without a 5xx)"
+    with pytest.raises(ValueError) as e:
+        rules.Settings(availability=1.5).check()
+    assert (
+        str(e.value)
+        == f"--slo.availability=1.5 must be {availability}; e.g. --slo.availability=0.999"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "ann", "observability", "render", "--out=/nonexistent/o",
+         "--slo.availability=abc"], capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert one_line_error(result) == (
+        f"error: --slo.availability=abc must be {availability}; e.g. --slo.availability=0.999"
+    )

@@ -755,7 +755,8 @@ def test_monitor_drift_cli_writes_a_report_and_refuses_a_bad_log_in_one_line(
         f"log; did you mean {tmp_path / 'same.jsonl'}?"
     ), line
     line = one_line_error(drift_cli(tmp_path / "bad.jsonl", tmp_path / "bad", "--min_rows=0"))
-    assert line == "error: --min_rows=0 must be an integer >= 2", line  # absl: "0 is not integer"
+    # absl: "0 is not integer >= 2"; then without the upper bound and without an example.
+    assert line == "error: --min_rows=0 must be an integer in [2, 1000000]; e.g. --min_rows=25"
     (tmp_path / "empty.jsonl").write_text('{"model": "x", "status": 200}\n')
     line = one_line_error(drift_cli(tmp_path / "empty.jsonl", tmp_path / "bad"))
     assert line == (

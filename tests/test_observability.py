@@ -90,7 +90,7 @@ def test_a_runbook_base_with_its_trailing_slash_links_each_runbook_once(tmp_path
     "args, message",
     [
         (["--slo.latency_p95_ms=150"], "error: --slo.latency_p95_ms=150 must be a bucket of "),
-        (["--slo.availability=1.5"], "error: --slo.availability=1.5 must be a share in (0, 1)"),
+        (["--slo.availability=1.5"], "error: --slo.availability=1.5 must be a number in (0, 1)"),
         (["--alert.drift_for=soon"], "error: --alert.drift_for='soon' must be a Prometheus"),
         (
             ["--slo.availabilty=0.99"],
@@ -102,18 +102,20 @@ def test_a_runbook_base_with_its_trailing_slash_links_each_runbook_once(tmp_path
             ["--alerts.drift_for=1m"],
             "error: unknown flag --alerts.drift_for; did you mean --alert.drift_for?",
         ),
-        # Its reason was "at 0 the alert could never fire", for 2.
+        # Its reason was "at 0 the alert could never fire", for 2; now the range and its note.
         (
             ["--alert.accuracy_min=2"],
-            "error: --alert.accuracy_min=2 must be a share in (0, 1] (an accuracy), e.g. 0.9",
+            "error: --alert.accuracy_min=2 must be a number in (0, 1] (a realized accuracy; at 0 "
+            "the alert could never fire); e.g. --alert.accuracy_min=0.9",
         ),
         # Accepted, it rendered `... < 0`: an alert that could never fire.
-        (["--alert.accuracy_min=0"], "error: --alert.accuracy_min=0 must be a share in (0, 1]"),
+        (["--alert.accuracy_min=0"], "error: --alert.accuracy_min=0 must be a number in (0, 1]"),
         # As every other flag says it (it was "flag --slo.availability=abc: could not convert
         # string to float: 'abc'").
         (
             ["--slo.availability=abc"],
-            "error: --slo.availability=abc must be a number; e.g. --slo.availability=0.999",
+            "error: --slo.availability=abc must be a number in (0, 1) (the share of requests "
+            "answered without a 5xx); e.g. --slo.availability=0.999",
         ),
         (["--runbook_base="], "error: --runbook_base must be a URL or path"),
         (["--alert.job=a b"], "error: --alert.job='a b' must be the scrape job's name"),
@@ -168,7 +170,7 @@ def test_render_refuses_an_out_in_tfds_data(tmp_path):
 
 
 def test_the_latency_threshold_refusal_names_the_buckets():
-    with pytest.raises(ValueError, match=r"\(ms\): 0\.5, 1, 2, 5, 10, 20, 50, 100, 200, 500"):
+    with pytest.raises(ValueError, match=r"in ms: 0\.5, 1, 2, 5, 10, 20, 50, 100, 200, 500"):
         rules.Settings(latency_p95_ms=150).check()
     assert rules.le_matcher(1.0) == 'le=~"1|1\\\\.0"' and rules.le_matcher(0.2) == 'le="0.2"'
 

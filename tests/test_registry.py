@@ -689,7 +689,10 @@ def test_read_only_commands_change_nothing(digits_export, tmp_path):
         (["alias", "digits", "champion", "x"], "alias: VERSION 'x' must be a version number >= 1"),
         (["alias", "digits", "champion", "0"], "alias: VERSION '0' must be a version number"),
         (["alias", "digits", "latest", "1"], "alias 'latest' must start with"),
-        (["tag", "digits", "k", "v", "--version=0"], "--version=0 must be a version number"),
+        (
+            ["tag", "digits", "k", "v", "--version=0"],
+            "--version=0 must be an integer in [1, 2147483647]; e.g. --version=1",
+        ),
         (["tag", "digits", "", "v"], "tag key '' must be 1 to 250 characters"),
         (["tag", "digits", "k", "v" * 5001], "the value has 5001 characters, more than 5000"),
         (["register", "EXPORT", "--name=a/b"], "model name 'a/b' must be letters"),

@@ -383,16 +383,25 @@ def test_a_value_that_is_no_number_and_one_out_of_range_are_refused_alike():
             "--max_queue_delay_ms=soon must be a number in [0, 60000]; e.g. "
             "--max_queue_delay_ms=2.0",
         ),
-        (["--metrics_port=x"], "--metrics_port=x must be an integer in [1, 65535]"),
+        (  # unset by default: an example of its own (it had none)
+            ["--metrics_port=x"],
+            "--metrics_port=x must be an integer in [1, 65535]; e.g. --metrics_port=9100",
+        ),
     ]
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         results = list(pool.map(lambda c: run_server(c[0], None), cases))
     for (args, message), result in zip(cases, results):
         assert one_line_error(result) == f"error: {message}", args
     for args, message in [
-        (["feedback", "--batch=abc"], "--batch=abc must be a positive integer; e.g. --batch=1000"),
-        (["feedback", "--batch=0"], "--batch=0 must be a positive integer; e.g. --batch=1000"),
-        (["drift", "--top=x"], "--top=x must be a non-negative integer; e.g. --top=6"),
+        (
+            ["feedback", "--batch=abc"],
+            "--batch=abc must be an integer in [1, 100000]; e.g. --batch=1000",
+        ),
+        (
+            ["feedback", "--batch=0"],
+            "--batch=0 must be an integer in [1, 100000]; e.g. --batch=1000",
+        ),
+        (["drift", "--top=x"], "--top=x must be an integer in [0, 1000]; e.g. --top=6"),
     ]:
         result = subprocess.run([sys.executable, "-m", "ann", "monitor", *args],
                                 capture_output=True, text=True, timeout=120)  # fmt: skip

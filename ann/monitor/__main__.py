@@ -102,6 +102,7 @@ PREDICT_BATCH = 512
 
 
 # --min_rows's help for each command (`ann monitor COMMAND --help` lists its own; both else).
+MAX_ROWS = 1_000_000  # --min_rows at most, as `ann serve --monitor_min_rows`
 MIN_ROWS_HELP = {
     "drift": (
         f"drift: fewest rows judged (default {MIN_ROWS}: the chi-square rule of 5 expected counts "
@@ -179,14 +180,20 @@ def define_flags() -> None:
         "drift: also the multivariate MMD test (jax); on by default, --nomultivariate skips it.",
     )
     flags.DEFINE_integer(
-        "top", 6, "drift: drifted features drawn (reference vs current).", lower_bound=0
+        "top",
+        6,
+        "drift: drifted features drawn (reference vs current), in [0, 1000].",
+        lower_bound=0,
+        upper_bound=1000,
     )
     flags.DEFINE_integer(
         "min_rows",
         None,
         f"{MIN_ROWS_HELP['drift']} {MIN_ROWS_HELP['performance']}",
         lower_bound=MIN_TEST_ROWS,
+        upper_bound=MAX_ROWS,
     )
+    cli.EXAMPLES["min_rows"] = MIN_ROWS  # its default (None) is each command's own
     feedback_job.define_flags()
     flags.adopt_module_key_flags(feedback_job)  # listed in `ann monitor --help` too
 

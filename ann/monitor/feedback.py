@@ -54,7 +54,7 @@ def define_flags() -> None:
         "infer request's id; a class index or name, a list of them for a request of several "
         "rows).",
     )
-    flags.DEFINE_integer("batch", 1000, "feedback: labels per request.", lower_bound=1)
+    flags.DEFINE_integer("batch", 1000, "feedback: labels per request, in [1, 100000].", 1, 100_000)
     flags.DEFINE_string(
         "token_file", None, "feedback: file holding the bearer token (else $ANN_SERVE_TOKEN)."
     )

@@ -63,6 +63,7 @@ def define_flags() -> None:
     flags.DEFINE_string(
         "runbook_base", _DEFAULTS.runbook_base, "Where the runbooks are (URL or path)."
     )
+    cli.EXPECTED.update(rules.EXPECTED)  # --slo.availability=abc: in the words of =1.5
 
 
 class _Dumper(yaml.SafeDumper):

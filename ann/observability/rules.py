@@ -34,7 +34,25 @@ import dataclasses
 import re
 from typing import Any
 
+from ann.arguments import expected, number, refusal
 from ann.serve.metrics import LATENCY_BUCKETS
+
+_BUCKETS_MS = [round(b * 1000, 6) for b in LATENCY_BUCKETS]
+# What the numeric settings take, as their refusals say it (`ann.arguments.expected`, the words
+# of every command's numeric flags); `ann observability` hands them to `cli.EXPECTED`, so that a
+# value that is no number is refused in the same words.
+EXPECTED = {
+    "slo.availability": expected(
+        float, 0, 1, "the share of requests answered without a 5xx", above=True, below=True
+    ),
+    "slo.latency_p95_ms": (
+        "a bucket of ann_request_duration_seconds in ms: "
+        + ", ".join(f"{b:g}" for b in _BUCKETS_MS)
+    ),
+    "alert.accuracy_min": expected(
+        float, 0, 1, "a realized accuracy; at 0 the alert could never fire", above=True
+    ),
+}
 
 # (severity, burn-rate factor, long window, short window): SRE workbook, table 5-8.
 BURN_RATES: tuple[tuple[str, float, str, str], ...] = (
@@ -97,22 +115,16 @@ class Settings:
 
     def check(self) -> None:
         """Raises ValueError with one line naming the setting and the fix."""
-        if not 0.0 < self.availability < 1.0:
-            raise ValueError(
-                f"--slo.availability={self.availability} must be a share in (0, 1), e.g. 0.999"
-            )
-        buckets_ms = [round(b * 1000, 6) for b in LATENCY_BUCKETS]
-        if self.latency_p95_ms not in buckets_ms:
-            raise ValueError(
-                f"--slo.latency_p95_ms={self.latency_p95_ms:g} must be a bucket of "
-                f"ann_request_duration_seconds (ms): {', '.join(f'{b:g}' for b in buckets_ms)}"
-            )
-        if not 0.0 < self.accuracy_min <= 1.0:
-            raise ValueError(
-                f"--alert.accuracy_min={self.accuracy_min:g} must be a share in (0, 1] ("
-                + ("at 0 the alert could never fire" if self.accuracy_min <= 0 else "an accuracy")
-                + "), e.g. 0.9"
-            )
+        checks = (
+            ("slo.availability", 0.0 < self.availability < 1.0),
+            ("slo.latency_p95_ms", self.latency_p95_ms in _BUCKETS_MS),
+            ("alert.accuracy_min", 0.0 < self.accuracy_min <= 1.0),
+        )
+        for key, fine in checks:
+            if not fine:
+                name = key.split(".")[1]
+                typed = f"--{key}={number(getattr(self, name))}"
+                raise ValueError(refusal(typed, EXPECTED[key], key, getattr(Settings, name)))
         if not re.fullmatch(r"[A-Za-z0-9_.:/-]+", self.job):
             raise ValueError(
                 f"--alert.job={self.job!r} must be the scrape job's name (prometheus.yml's "

@@ -34,7 +34,7 @@ FLAGS = flags.FLAGS
 def define_flags() -> None:
     """One flag per `Settings` field (its default, help and choices: `ann/serve/settings.py`
     is the one place they are written), plus `--model` and `--token_file`."""
-    from ann.serve.settings import expected, flag_default, flag_fields
+    from ann.serve.settings import example, expected, flag_default, flag_fields
 
     define = {int: flags.DEFINE_integer, float: flags.DEFINE_float, str: flags.DEFINE_string}
     flags.DEFINE_multi_string("model", None, "Registry URI or export directory (repeatable).")
@@ -46,6 +46,7 @@ def define_flags() -> None:
             define[meta["kind"]](field.name, flag_default(field), meta["help"])
         if (what := expected(field.name)) is not None:  # `--port=abc` said as `--port=0` is
             cli.EXPECTED[field.name] = what
+            cli.EXAMPLES[field.name] = example(field.name)
     flags.DEFINE_string("token_file", None, "File holding the bearer token (a mounted secret).")
     flags.DEFINE_string(
         "admin_token_file", None, "File holding the admin token (load and unload; a secret)."

@@ -13,7 +13,7 @@ import os
 import re
 from typing import Any
 
-from ann import directory_kind
+from ann import arguments, directory_kind
 from ann.monitor import CORRECTIONS, MIN_LABELS, MIN_TEST_ROWS
 from ann.monitor import MIN_ROWS as DRIFT_MIN_ROWS
 
@@ -345,36 +345,36 @@ _UNSET = ("metrics_port", "max_queue_rows")  # None: no metrics listener; 16 bat
 
 def expected(name: str) -> str | None:
     """What the numeric flag `name` takes, as its refusals say it: "an integer in [1, 65535]",
-    the unit or a note after it in parentheses; None for a flag without a range."""
+    the unit or a note after it in parentheses (`arguments.expected`, the words of every
+    command's numeric flags); None for a flag without a range."""
     for flag, low, high, unit in RANGES:
         if flag == name:
             kind = next(f for f in dataclasses.fields(Settings) if f.name == name).metadata["kind"]
-            above = name in _ABOVE
-            bounds = f"{'(' if above else '['}{_number(low)}, {_number(high)}]"
-            what = "an integer" if kind is int else "a number"
-            return f"{what} in {bounds}" + (f" ({unit})" if unit else "")
+            return arguments.expected(kind, low, high, unit, above=name in _ABOVE)
     return None
+
+
+# Examples of the flags whose default is None (unset), for their refusals.
+_EXAMPLES = {"metrics_port": 9100, "max_queue_rows": 1024}
+
+
+def example(name: str) -> Any:
+    """A value of the flag `name` its refusals show: its default, else one of `_EXAMPLES`."""
+    default = next(f for f in dataclasses.fields(Settings) if f.name == name).default
+    return _EXAMPLES.get(name) if default is None else default
 
 
 def out_of_range(typed: str, name: str) -> str:
     """The refusal of `typed` (`--port=70000`, as given) for the numeric flag `name`: "--port=
     70000 must be an integer in [1, 65535]; e.g. --port=8000", the flag's default as the
     example (as `cli` words a value that is no number at all: one style for both)."""
-    default = next(f for f in dataclasses.fields(Settings) if f.name == name).default
-    example = f"; e.g. --{name}={default}" if default is not None else ""
-    return f"{typed} must be {expected(name)}{example}"
+    return arguments.refusal(typed, expected(name), name, example(name))
 
 
 _HOSTS = "--host=127.0.0.1 (this machine only) or --host=0.0.0.0 (every address)"
 
 
-def _number(value: float) -> str:
-    """12, 0.5, nan, inf, 1e+12: as a flag would be written (a float 1e12 was echoed as
-    1000000000000)."""
-    if isinstance(value, int) or (float(value).is_integer() and abs(value) < 1e6):
-        return str(int(value))
-    short = f"{value:g}"
-    return short if float(short) == value else repr(float(value))
+_number = arguments.number
 
 
 def flag_fields() -> list[dataclasses.Field]:

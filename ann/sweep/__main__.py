@@ -40,7 +40,11 @@ flags.DEFINE_enum(
     "grid: every trial of get_sweep (with its random draws); tpe: Optuna's TPE over its space.",
 )
 flags.DEFINE_integer(
-    "trials", 20, "--search=tpe: trials in the study, pruned and failed included.", lower_bound=1
+    "trials",
+    20,
+    "--search=tpe: trials in the study, pruned and failed included, in [1, 100000].",
+    lower_bound=1,
+    upper_bound=100_000,
 )
 flags.DEFINE_string(
     "metric",
@@ -54,13 +58,14 @@ flags.DEFINE_enum(
     ["max", "min"],
     "Whether --metric is better higher or lower (default: the config's best_mode).",
 )
-flags.DEFINE_integer("seed", 0, "--search=tpe: sampler seed.")
+flags.DEFINE_integer("seed", 0, "--search=tpe: sampler seed, in [0, 2**32).", 0, 2**32 - 1)
 flags.DEFINE_integer(
     "startup_trials",
     5,
     "--search=tpe: random trials before TPE models the "
-    "space; also finished trials before the pruner prunes.",
+    "space; also finished trials before the pruner prunes; in [0, 100000].",
     lower_bound=0,
+    upper_bound=100_000,
 )
 flags.DEFINE_enum(
     "pruner",
@@ -70,7 +75,11 @@ flags.DEFINE_enum(
     "eval is worse than the median of finished trials at the same step.",
 )
 flags.DEFINE_integer(
-    "prune_warmup_steps", 0, "--search=tpe: no pruning before this train step.", lower_bound=0
+    "prune_warmup_steps",
+    0,
+    "--search=tpe: no pruning before this train step, in [0, 10**9].",
+    lower_bound=0,
+    upper_bound=10**9,
 )
 flags.DEFINE_bool("retry_failed", False, "Rerun trials that failed before (default: keep them).")
 flags.DEFINE_bool(
