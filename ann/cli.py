@@ -304,9 +304,9 @@ def _name_from_argv(argv: Sequence[str]) -> None:
     same unnamed line N times."""
     given = {}
     for flag in typed_flags(argv):
-        if flag.name in ("process_id", "num_processes") and (flag.value or "").isdigit():
+        if flag.name in ("process_id", "num_processes") and _DECIMAL.fullmatch(flag.value or ""):
             given[flag.name] = int(flag.value)
-    if len(given) == 2:
+    if len(given) == 2 and 0 <= given["process_id"] < given["num_processes"]:  # else refused
         name_process(given["process_id"], given["num_processes"])
 
 

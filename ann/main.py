@@ -29,8 +29,27 @@ FLAGS = flags.FLAGS
 cli.define_config("Config file (configs/NAME.py[:ARG]).")
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and config.json.")
 flags.DEFINE_string("coordinator_address", "", "Multi-process: HOST:PORT of process 0.")
-flags.DEFINE_integer("num_processes", 0, "Multi-process: how many processes in all.")
-flags.DEFINE_integer("process_id", -1, "Multi-process: this process's index, 0..N-1.")
+# A multi-process run's processes, at most (a TPU v5p pod slice of 6,144 chips has 1,536 hosts).
+MAX_PROCESSES = 1 << 16
+flags.DEFINE_integer(
+    "num_processes",
+    0,
+    f"Multi-process: how many processes in all, in [0, {MAX_PROCESSES}] (0: one process).",
+    0,
+    MAX_PROCESSES,
+)
+flags.DEFINE_integer(
+    "process_id",
+    -1,
+    "Multi-process: this process's index, 0..N-1 (-1: one process).",
+    -1,
+    MAX_PROCESSES - 1,
+)
+cli.EXPECTED["num_processes"] = f"an integer in [0, {MAX_PROCESSES}] (0: one process)"
+cli.EXAMPLES["process_id"] = 0  # its default, -1, is no process's index
+cli.EXPECTED["process_id"] = (
+    f"an integer in [-1, {MAX_PROCESSES - 1}] (this process's index from 0; -1: one process)"
+)
 flags.DEFINE_enum(
     "distributed",
     "off",
@@ -41,14 +60,28 @@ flags.DEFINE_enum(
 flags.DEFINE_integer(
     "distributed_timeout",
     300,
-    "Seconds to wait for peers (start-up and heartbeats) before ending with an error.",
+    "Seconds to wait for peers (start-up and heartbeats) before ending with an error, in "
+    "[1, 86400].",
     lower_bound=1,
+    upper_bound=86_400,
 )
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+def check_processes(num_processes: int, process_id: int) -> None:
+    """FlagError where `--process_id` is outside `--num_processes`' range, 0..N-1, named as a
+    range is (it said "needs all of --coordinator_address..." for `--num_processes=2
+    --process_id=5`, the coordinator's absence before the index's range)."""
+    if num_processes >= 1 and process_id >= num_processes:
+        raise cli.FlagError(
+            f"--process_id={process_id} must be an integer in [0, {num_processes - 1}] (this "
+            f"process's index among --num_processes={num_processes}); e.g. --process_id=0"
+        )
+
+
 def main(argv: list[str]) -> None:
     cli.check_no_arguments(argv[1:])
+    check_processes(FLAGS.num_processes, FLAGS.process_id)
     # JAX and the training code are imported once the flags and the config's keys are checked:
     # `--help` and a mistyped flag or key answer without them (0.3 s instead of 3 s).
     unchanged = cli.unchanged_overrides(FLAGS)

@@ -1591,3 +1591,37 @@ def test_a_numeric_flag_is_refused_in_one_style_naming_its_range_and_an_example(
     assert one_line_error(result) == (
         f"error: --slo.availability=abc must be {availability}; e.g. --slo.availability=0.999"
     )
+
+
+@pytest.mark.parametrize(
+    "given, message",
+    [
+        # Accepted: it trained to done, as one process.
+        (
+            ["--num_processes=-3"],
+            "--num_processes=-3 must be an integer in [0, 65536] (0: one process); e.g. "
+            "--num_processes=0",
+        ),
+        # It said "must be an integer; e.g. --process_id=-1", no range.
+        (
+            ["--process_id=abc"],
+            "--process_id=abc must be an integer in [-1, 65535] (this process's index from 0; "
+            "-1: one process); e.g. --process_id=0",
+        ),
+        # It said "a multi-process run needs all of --coordinator_address=...", not the range.
+        (
+            ["--num_processes=2", "--process_id=5"],
+            "--process_id=5 must be an integer in [0, 1] (this process's index among "
+            "--num_processes=2); e.g. --process_id=0",
+        ),
+    ],
+)
+def test_ann_train_names_the_range_of_its_process_flags(tmp_path, given, message):
+    workdir = tmp_path / "run"
+    command = [sys.executable, "-m", "ann", "train", "--config=configs/digits_mlp.py"]
+    result = subprocess.run(
+        [*command, f"--workdir={workdir}", *given],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )  # fmt: skip
+    assert one_line_error(result) == f"error: {message}"
+    assert not workdir.exists()

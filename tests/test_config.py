@@ -670,7 +670,7 @@ def _cli(module: str, tmp_path, *overrides: str) -> subprocess.CompletedProcess:
         # Numeric flags of the commands themselves: bounds checked while parsing.
         ("ann.sweep", "--trials=0", "error: --trials=0 must be an integer in [1, 100000]; e.g."),
         ("ann.sweep", "--cluster_cpus=0", "error: --cluster_cpus=0 must be a positive integer"),
-        ("ann.main", "--distributed_timeout=0", "error: --distributed_timeout=0 must be a posit"),
+        ("ann.main", "--distributed_timeout=0", "error: --distributed_timeout=0 must be an int"),
         # ml_collections: "Could not parse '': SyntaxError('invalid syntax', ...)"
         ("ann.main", "--config.=1", "error: --config.=1 names no key; write --config.KEY=VALUE"),
         # absl said "flag --search=bayes: value should be one of <grid|tpe>"
