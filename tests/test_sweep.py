@@ -1450,3 +1450,31 @@ def test_a_trial_imports_the_sweeps_ann_whatever_its_working_directory_holds(tmp
     proc = subprocess.run(trial.argv(), cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "--workdir" in proc.stdout and "decoy" not in proc.stdout
+
+
+def test_parallel_and_cluster_resources_have_upper_bounds(tmp_path, monkeypatch):
+    """`--parallel=99999999999` wrote `#SBATCH --array=0-3%99999999999` and
+    `--cluster_memory_gb=99999999` wrote `--mem=99999999G`: no upper bound. More trials at a time
+    than the trials is written as the trials' count; the resource flags are bounded, refused in
+    the one style of every numeric flag."""
+    import yaml
+
+    monkeypatch.chdir(tmp_path)
+    sweep_dir = str(tmp_path / "sweep")
+    trials, _ = grid.prepare(definition_lib.load(write_config(tmp_path, GRID), {}), sweep_dir)
+    assert len(trials) == 4
+    text = emit.slurm(trials, sweep_dir, str(tmp_path), 99_999_999_999, 1, "1G")
+    assert "#SBATCH --array=0-3%4\n" in text
+    k8s = dict(cpus=1, memory="1Gi", image="ann:test", pvc="runs", root=str(tmp_path))
+    job = yaml.safe_load(emit.kubernetes(trials, sweep_dir, parallel=99_999_999_999, **k8s))
+    assert job["spec"]["parallelism"] == 4
+    path = write_config(tmp_path, "return h.sweep('optimizer.learning_rate', [1e-3])")
+    proc = sweep_cli(
+        f"--config={path}", f"--workdir={tmp_path / 's'}", "--emit=slurm",
+        "--cluster_memory_gb=99999999",
+    )  # fmt: skip
+    assert one_line_error(proc) == (
+        "error: --cluster_memory_gb=99999999 must be an integer in [1, 4096]; e.g. "
+        "--cluster_memory_gb=8"
+    )
+    assert not (tmp_path / "s").exists()

@@ -30,8 +30,19 @@ from ann.sweep.trials import DATA_DIR_ENV, Trial, export_pythonpath, pythonpath
 FLAGS = flags.FLAGS
 cli.define_config("Config file with get_sweep(h): NAME.py[:ARG].")
 flags.DEFINE_string("workdir", None, "Sweep directory: one workdir per trial, results, study.")
+# Bounds of the resource flags (README, Sweeps): more trials at a time than MAX_PARALLEL, or a
+# trial asking for more cores or memory than these, is a typo, not a node (SLURM's --mem and a
+# pod's memory request are one node's; the largest common nodes hold a few TiB).
+MAX_PARALLEL = 1024
+MAX_CPUS = 1024
+MAX_MEMORY_GB = 4096
 flags.DEFINE_integer(
-    "parallel", 1, "Trials at a time, each pinned to its own share of cores.", lower_bound=1
+    "parallel",
+    1,
+    f"Trials at a time, each pinned to its own share of cores, in [1, {MAX_PARALLEL}]; more than "
+    "the trials are as many as the trials (with --emit too).",
+    lower_bound=1,
+    upper_bound=MAX_PARALLEL,
 )
 flags.DEFINE_enum(
     "search",
@@ -96,8 +107,16 @@ flags.DEFINE_enum(
     "Write a cluster job for the trials instead "
     "of running them: a SLURM array script or a Kubernetes indexed Job.",
 )
-flags.DEFINE_integer("cluster_cpus", 4, "--emit: cores per trial.", lower_bound=1)
-flags.DEFINE_integer("cluster_memory_gb", 8, "--emit: memory per trial.", lower_bound=1)
+flags.DEFINE_integer(
+    "cluster_cpus", 4, f"--emit: cores per trial, in [1, {MAX_CPUS}].", 1, MAX_CPUS
+)
+flags.DEFINE_integer(
+    "cluster_memory_gb",
+    8,
+    f"--emit: memory per trial in GiB, in [1, {MAX_MEMORY_GB}] (one node's).",
+    1,
+    MAX_MEMORY_GB,
+)
 flags.DEFINE_string("image", "ann:latest", "--emit=k8s: container image holding the project.")
 flags.DEFINE_string("image_root", "/app", "--emit=k8s: the project's directory in the image.")
 flags.DEFINE_string("pvc", "ann-runs", "--emit=k8s: PersistentVolumeClaim for the sweep workdir.")

@@ -76,7 +76,8 @@ def slurm(
     trials: list[Trial], sweep_dir: str, cwd: str, parallel: int, cpus: int, memory: str
 ) -> str:
     """An sbatch script: `sbatch SWEEP_DIR/sweep.sbatch` runs one array task per trial."""
-    throttle = f"%{parallel}" if parallel > 0 else ""  # 0: as many as SLURM allows
+    # 0: as many as SLURM allows; at most the trials (it wrote `--array=0-1%99999999999`).
+    throttle = f"%{min(parallel, len(trials))}" if parallel > 0 else ""
     header = [
         "#!/usr/bin/env bash",
         f"#SBATCH --job-name={_job_name(sweep_dir)}",
@@ -225,7 +226,7 @@ metadata:
 spec:
   completionMode: Indexed
   completions: {len(trials)}
-  parallelism: {parallel if parallel > 0 else len(trials)}
+  parallelism: {min(parallel, len(trials)) if parallel > 0 else len(trials)}
   # A failing trial fails its own index (retried once: it resumes), not the others'
   # (Kubernetes >= 1.29).
   backoffLimitPerIndex: 1
