@@ -496,6 +496,8 @@ def parse_flags(argv: list[str]) -> list[str]:
         if message is None:
             raise  # not the config file's: a bug to read with its traceback
         fail(message)
+    if (empty := empty_flag(flags.FLAGS)) is not None:
+        fail(empty)
     if "config" in flags.FLAGS and flags.FLAGS["config"].present:
         # ml_collections defers a missing file's error to the config's first use.
         path = _config_path()
@@ -549,6 +551,36 @@ def decimal_numbers(flag_values: flags.FlagValues) -> None:
         parser = flag.parser
         if isinstance(parser, (flags.IntegerParser, flags.FloatParser)):
             flag.parser = _DecimalParser(parser)
+
+
+# Text flags whose job refuses an empty value in words of its own, with more to say than
+# `empty_flag` (ann serve's tokens: the file and variable to set; ann monitor's needed flags).
+OWN_EMPTY: set[str] = set()
+
+
+def empty_flag(flag_values: flags.FlagValues) -> str | None:
+    """The refusal of a text flag given empty (`--out=`, `--out=' '`, or one value of a
+    repeated or comma-separated flag) whose default is None (unset: the job then uses its own
+    default, or needs the flag), unless the job words it (`OWN_EMPTY`): `ann report --out=`
+    silently wrote the default WORKDIR/report while `--out=' '` was refused; None when no flag
+    is so given."""
+    for name, flag in sorted(flag_values._flags().items()):
+        if name != flag.name or not flag.present or flag.default is not None:
+            continue  # a short name's entry, a flag not given, or one whose "" means something
+        if name in OWN_EMPTY:
+            continue
+        kind = type(flag.parser)
+        if kind not in (flags.ArgumentParser, flags.ListParser):  # text, not a number or enum
+            continue
+        value = flag.value
+        values = value if isinstance(value, list) else [value]
+        if not values or any(isinstance(v, str) and not v.strip() for v in values):
+            text = " ".join(flag.help.split(";\n")[0].split()).rstrip(".")
+            return (
+                f"--{name} is empty; give a value or drop the flag (--{name}: "
+                f"{text[:1].lower() + text[1:]})"
+            )
+    return None
 
 
 def _config_given(argv: Sequence[str]) -> list[str]:

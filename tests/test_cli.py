@@ -1625,3 +1625,44 @@ def test_ann_train_names_the_range_of_its_process_flags(tmp_path, given, message
     )  # fmt: skip
     assert one_line_error(result) == f"error: {message}"
     assert not workdir.exists()
+
+
+def test_a_text_flag_given_empty_is_refused_not_taken_for_unset():
+    """`ann report --out=` silently wrote the default WORKDIR/report while `--out=' '` was
+    refused (`--out is empty`): an unset flag's default (None) and an empty value were one to
+    `FLAGS.out or default`. Every text flag whose default is None is refused empty, before the
+    job runs; one whose default is a text ("" included) keeps what "" means to it."""
+    command = [sys.executable, "-m", "ann", "report", "--workdir=/nonexistent", "--out="]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert one_line_error(result) == (
+        "error: --out is empty; give a value or drop the flag (--out: directory to write "
+        "(default WORKDIR/report, ./report-NAME-V))"
+    )
+    from absl import flags
+
+    flag_values = flags.FlagValues()
+    flags.DEFINE_string(
+        "out", None, "Directory to write (default WORKDIR/report).", flag_values=flag_values
+    )
+    flags.DEFINE_list("requests", None, "Request logs.", flag_values=flag_values)
+    flags.DEFINE_multi_string(
+        "model", None, "Export directory (repeatable).", flag_values=flag_values
+    )
+    flags.DEFINE_string(
+        "prompt", "", "Text to continue; empty: a new line.", flag_values=flag_values
+    )
+    for given, name, said in [
+        ("--out=", "out", "directory to write (default WORKDIR/report)"),
+        ("--out= ", "out", "directory to write (default WORKDIR/report)"),
+        ("--requests=", "requests", "request logs"),
+        ("--requests=a.jsonl,,b.jsonl", "requests", "request logs"),
+        ("--model=", "model", "export directory (repeatable)"),
+    ]:
+        flag_values.unparse_flags()
+        flag_values(["prog", "--model=x", given])
+        assert cli.empty_flag(flag_values) == (
+            f"--{name} is empty; give a value or drop the flag (--{name}: {said})"
+        ), given
+    flag_values.unparse_flags()
+    flag_values(["prog", "--prompt=", "--out=o", "--requests=a.jsonl", "--model=x"])
+    assert cli.empty_flag(flag_values) is None

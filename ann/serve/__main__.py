@@ -52,6 +52,7 @@ def define_flags() -> None:
         "admin_token_file", None, "File holding the admin token (load and unload; a secret)."
     )
     flags.mark_flags_as_required(["model"])
+    cli.OWN_EMPTY.update(TOKENS)  # Settings: "expected printable ASCII ...; set --token_file ..."
 
 
 # Tokens that may come from a file instead of their flag or variable.
