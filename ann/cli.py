@@ -1118,15 +1118,19 @@ def _export_source(path: str) -> str | None:
 # What a directory already holds (ann.directory_kind): a job writes into none of them but its own
 # kind (`check_out`'s `may_hold`), or the two would mix (checkpoints beside a registry).
 def holds(path: str) -> str | None:
-    """What the directory `path` holds ("an export (manifest.json)", "other runs (a, b)"), or
-    None: nothing ann made, or no such directory."""
+    """What the directory `path` holds ("an export (manifest.json)", "other runs (a, b)": runs
+    in it; "other runs under it (runs/a, ...)": runs one level further down), or None: nothing
+    ann made, or no such directory."""
     kinds = directory_kind.of(path)
     if kinds:
         return directory_kind.described(kinds[0])
-    runs = directory_kind.runs_in(path)
-    if runs:
-        return f"other runs ({', '.join(runs[:3])}{', ...' if len(runs) > 3 else ''})"
-    return None
+    entries = directory_kind.runs_in(path)
+    if not entries:
+        return None
+    runs = directory_kind.runs_below(path, 4)
+    shown = ", ".join(runs[:3]) + (", ..." if len(runs) > 3 or len(entries) > 3 else "")
+    under = any("/" in run for run in runs)  # a folder of runs (a clone's runs/, a sweep)
+    return f"other runs{' under it' if under else ''} ({shown})"
 
 
 def _inside(flag: str, path: str, out: bool = False) -> str | None:

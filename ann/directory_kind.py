@@ -263,6 +263,25 @@ def runs_in(path: str) -> list[str]:
     return [e for e in listing(path)[:MAX_ENTRIES] if _holds_runs(os.path.join(path, e))]
 
 
+def runs_below(path: str, most: int = 3) -> list[str]:
+    """The training runs `runs_in(path)` finds, named by their paths under `path` (`b_run`, a
+    run itself; `a_sweep/trial_0`, a run one level down), at most `most` of them: what a
+    directory that holds runs holds, said truthfully (an entry that holds runs was named as if
+    it were one: `--out=/` "holds other runs (tmp)")."""
+    found: list[str] = []
+    for entry in runs_in(path):
+        inside = os.path.join(path, entry)
+        if _marked(inside, MARKERS[RUN]):
+            found.append(entry)
+        else:
+            children = listing(inside)[:MAX_ENTRIES]
+            runs = [c for c in children if _marked(os.path.join(inside, c), MARKERS[RUN])]
+            found += [f"{entry}/{c}" for c in runs]
+        if len(found) >= most:
+            break
+    return found[:most]
+
+
 def _holds_runs(path: str) -> bool:
     """Whether `path` is a run, or a directory of them."""
     if _marked(path, MARKERS[RUN]):

@@ -1666,3 +1666,30 @@ def test_a_text_flag_given_empty_is_refused_not_taken_for_unset():
     flag_values.unparse_flags()
     flag_values(["prog", "--prompt=", "--out=o", "--requests=a.jsonl", "--model=x"])
     assert cli.empty_flag(flag_values) is None
+
+
+def test_a_directory_holding_runs_further_down_is_said_to_hold_them_there(tmp_path):
+    """`ann report --out=/` said "holds other runs (tmp)" and `--out=CLONE` "holds other runs
+    (runs)": a folder of runs named as if it were one. Each run is named by its path now."""
+    from ann.report.write import check_out_flag
+
+    for run in ("runs/a", "runs/b"):
+        (tmp_path / run).mkdir(parents=True)
+        (tmp_path / run / "config.json").write_text("{}")
+    (tmp_path / "notes").mkdir()
+    with pytest.raises(cli.FlagError) as e:
+        check_out_flag(str(tmp_path))
+    assert str(e.value) == (
+        f"--out={tmp_path} holds other runs under it (runs/a, runs/b); choose another --out"
+    )
+    with pytest.raises(cli.FlagError) as e:
+        check_out_flag(str(tmp_path / "runs"))
+    assert (
+        str(e.value) == f"--out={tmp_path / 'runs'} holds other runs (a, b); choose another --out"
+    )
+    with pytest.raises(cli.FlagError) as e:
+        cli.check_trained_run(str(tmp_path), "best")
+    assert str(e.value) == (
+        f"--workdir={tmp_path} holds runs under it (runs/a, runs/b); give the directory of a "
+        "trained run"
+    )
