@@ -85,6 +85,9 @@ def define_config(
     )
     flag = flag_values["config"]
     flag.parser = _VariantParser(flag.parser)
+    # An integer key's override (--config.total_steps=0x10) takes decimal digits only, as every
+    # integer flag does: ml_collections parses it with absl's integer parser.
+    config_flags.register_flag_parser_for_type(int, _DecimalParser(flags.IntegerParser()))
     return holder
 
 

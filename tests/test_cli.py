@@ -1693,3 +1693,22 @@ def test_a_directory_holding_runs_further_down_is_said_to_hold_them_there(tmp_pa
         f"--workdir={tmp_path} holds runs under it (runs/a, runs/b); give the directory of a "
         "trained run"
     )
+
+
+def test_an_integer_config_override_takes_decimal_digits_only(monkeypatch):
+    """`--config.total_steps=0x10` trained 16 steps: ml_collections parses an integer key's
+    override with absl's integer parser, which reads Python literals."""
+    from absl import flags
+
+    config = f"--config={ROOT / 'configs' / 'digits_mlp.py'}"
+    for typed in ("0x10", "1_000", "０", "16"):
+        argv = ["prog", config, f"--config.total_steps={typed}"]
+        monkeypatch.setattr(sys, "argv", argv)  # ml_collections reads the overrides' names there
+        flag_values = flags.FlagValues()
+        cli.define_config("Config file.", flag_values=flag_values)
+        if typed == "16":
+            flag_values(argv)
+            assert flag_values.config.total_steps == 16
+            continue
+        with pytest.raises(flags.IllegalFlagValueError, match="invalid literal for int"):
+            flag_values(argv)
