@@ -603,3 +603,16 @@ def test_a_stop_inside_interrupts_deferred_is_raised_on_leaving():
         assert signal.getsignal(signal.SIGTERM) is stop  # restored
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_stop_while_a_run_resumes_before_its_damaged_steps_names_where_it_resumes(tmp_path):
+    # A done run whose newest steps a resume set aside as damaged (checkpoints/ back at 400, its
+    # record still "done at step 850"): a stop while starting said "the run is finished".
+    from ann.train import run_status
+
+    _resumable(tmp_path, status="done")
+    os.rename(tmp_path / "checkpoints" / "850", tmp_path / "checkpoints" / "400")
+    line = run_status.stopped_starting("interrupted (Ctrl-C)", str(tmp_path), 800)
+    assert line.endswith("run the same command to resume from step 400"), line
+    assert run_status.replace_earlier(str(tmp_path), "interrupted", line, 800)
+    assert json.loads((tmp_path / "run_status.json").read_text())["step"] == 400

@@ -82,13 +82,19 @@ def write(workdir: str, status: str, step: int, **info: Any) -> None:
         f.write("\n")
 
 
-def finished(record: dict[str, Any] | None, total_steps: int | None) -> bool:
+def finished(
+    record: dict[str, Any] | None, total_steps: int | None, newest: int | None = None
+) -> bool:
     """Whether `record` is a finished run's, which a start with `total_steps` (None: not known,
     e.g. num_epochs decides) trains no further: early_stopped, pruned, and done unless
-    `total_steps` goes past its step."""
+    `total_steps` goes past its step. `newest`: the newest committed checkpoint, where known;
+    one older than the record's step (damaged steps set aside by a resume) trains on from it:
+    "the run is finished (done at step 600)" was said of a run resuming from step 400."""
     if record is None:
         return False
     step = record.get("step")
+    if isinstance(step, int) and newest is not None and newest < step:
+        return False
     trains_on = bool(total_steps) and isinstance(step, int) and total_steps > step
     return record["status"] in FINISHED_EARLY or (record["status"] == "done" and not trains_on)
 
@@ -102,12 +108,12 @@ def stopped_starting(how: str, workdir: str, total_steps: int | None = None) -> 
     (`finished`, with this start's `total_steps`) says so: it said "run the same command to
     resume from step 600" of a run that was done, whose record stays done."""
     record = read(workdir)
-    if finished(record, total_steps):
+    steps = directory_kind.committed_steps(os.path.join(workdir, "checkpoints"))
+    if finished(record, total_steps, steps[0] if steps else None):
         return (
             f"{how} while starting, before the first step; the run is finished "
             f"({record['status']} at step {record.get('step')}): nothing to resume"
         )
-    steps = directory_kind.committed_steps(os.path.join(workdir, "checkpoints"))
     then = f"resume from step {steps[0]}" if steps else "start again"
     return f"{how} while starting, before the first step; run the same command to {then}"
 
@@ -144,13 +150,13 @@ def replace_earlier(
         os.ftruncate(fd, 0)  # who holds it, as a run's lock says (a refused start names it)
         os.write(fd, f"host {socket.gethostname()} pid {os.getpid()}\n".encode())
         record = read(workdir)
-        if record is None or finished(record, total_steps):
+        saved = directory_kind.committed_steps(os.path.join(workdir, "checkpoints"))
+        last = saved[0] if saved else None
+        if record is None or finished(record, total_steps, last):
             return False
         own = record.get("pid") == os.getpid() and record.get("host") == socket.gethostname()
         if own and record["status"] != "running":
             return False
-        saved = directory_kind.committed_steps(os.path.join(workdir, "checkpoints"))
-        last = saved[0] if saved else None
         info = {"total_steps": total_steps} if total_steps else {}
         kept = {k: record[k] for k in ("eval_metrics", "best_eval_metrics") if k in record}
         write(workdir, status, last or 0, **info, message=message, last_checkpoint=last, **kept)
