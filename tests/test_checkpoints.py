@@ -289,6 +289,24 @@ def test_a_damaged_best_checkpoint_without_a_copy_is_set_aside_and_chosen_again(
     assert aside.is_dir() and saved_steps(workdir, "checkpoints_best") == [30]
 
 
+def test_a_best_past_damaged_steps_is_kept_aside_not_deleted(tmp_path, trained, caplog):
+    # checkpoints/20's own metadata damaged (no copy of it to repair from): the resume passes
+    # over it to step 10, and deleted the intact checkpoints_best/20 as "an earlier attempt's".
+    workdir = copy_run(trained, tmp_path / "run")
+    metadata = workdir / "checkpoints" / "20" / "_CHECKPOINT_METADATA"
+    metadata.write_bytes(metadata.read_bytes().replace(b"{", b"x", 1))
+    with caplog.at_level(logging.WARNING):
+        result = train_and_evaluate(tiny(total_steps=30), str(workdir))
+    assert result.step == 30
+    aside = workdir / checkpoint_lib.DAMAGED_DIR / "checkpoints_best-20"
+    assert (
+        f"moved checkpoints_best step 20 to {aside}: past step 10, where this run resumes after "
+        "passing over damaged steps (20)" in caplog.text
+    ), caplog.text
+    assert "an earlier attempt's" not in caplog.text
+    assert checkpoint_lib.verify_files(str(aside)) is None  # the intact best, kept
+
+
 def test_a_best_checkpoint_past_where_a_run_starts_is_not_taken_as_its_own(
     tmp_path, trained, caplog
 ):

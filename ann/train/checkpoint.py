@@ -278,6 +278,8 @@ class Checkpoints:
         self._hasher = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="manifest")
         self._manifests: list[tuple[ocp.CheckpointManager, int, concurrent.futures.Future]] = []
         self._best_value = best if isinstance(best, int | float) and math.isfinite(best) else None
+        self.passed_over: list[int] = []  # damaged steps the resume passed over (`restore`)
+        self.best_set_aside: str | None = None  # where `forget_best_after` moved the best
 
     def latest_step(self) -> int | None:
         return self.latest.latest_step()
@@ -390,12 +392,24 @@ class Checkpoints:
         """Deletes the best checkpoint when it is past `step`, where training (re)starts: an
         earlier attempt's, stopped before its first regular checkpoint (a fresh start, step 0)
         or after its last one. A rerun with another config reported and exported it as its
-        own best. Returns the step deleted, or None."""
+        own best. Returns the step deleted, or None. Where this start passed over damaged
+        steps (`restore`: `passed_over`), the best is this run's own, past them: moved to
+        checkpoints_damaged/ instead (`best_set_aside`), not deleted as an earlier attempt's."""
         best = self.best.latest_step()
         if best is None or best <= step:
             return None
         self._seal(self.best)
-        self.best.delete(best)
+        if self.passed_over:  # this run's own best, past damaged steps: kept, not deleted
+            target = self._aside_dir(self.best, best)
+            if jax.process_index() == 0:
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                shutil.move(self._step_dir(self.best, best), target)
+            if jax.process_count() > 1:
+                multihost_utils.sync_global_devices("ann_checkpoint_best_past_damage")
+            self.best.reload()
+            self.best_set_aside = target
+        else:
+            self.best.delete(best)
         self._best_value = None
         return best
 
@@ -506,6 +520,7 @@ class Checkpoints:
                     f"saved with ({config_file_in(self.workdir)})"
                 ) from e
             self._set_aside(damaged, step)
+            self.passed_over = [s for s, _ in damaged]
             self._check_best(step)
             self._write_missing_manifests(step)
             return restored.state, step

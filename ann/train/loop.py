@@ -390,7 +390,16 @@ def _restore_or_init(run: _Run, source: transfer.Loaded | None) -> None:
             )
     start = run.start_step or 0
     if (dropped := run.checkpoints.forget_best_after(start)) is not None:
-        if jax.process_index() == 0:
+        if jax.process_index() == 0 and run.checkpoints.best_set_aside:
+            logging.warning(
+                "moved checkpoints_best step %d to %s: past step %d, where this run resumes "
+                "after passing over damaged steps (%s); it chooses its best again",
+                dropped,
+                run.checkpoints.best_set_aside,
+                start,
+                ", ".join(map(str, run.checkpoints.passed_over)),
+            )
+        elif jax.process_index() == 0:
             logging.warning(
                 "removed checkpoints_best step %d: an earlier attempt's, past step %d where "
                 "this run starts (it chooses its best again)",
