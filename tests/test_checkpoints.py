@@ -307,6 +307,28 @@ def test_a_best_past_damaged_steps_is_kept_aside_not_deleted(tmp_path, trained, 
     assert checkpoint_lib.verify_files(str(aside)) is None  # the intact best, kept
 
 
+def test_damaged_metrics_of_the_best_step_are_one_line_or_set_aside(tmp_path, trained, caplog):
+    # Orbax reads each best step's metrics when it opens checkpoints_best/: a changed byte in
+    # them crashed ann train, export and report with a UnicodeDecodeError traceback.
+    workdir = copy_run(trained, tmp_path / "run")
+    metrics = workdir / "checkpoints_best" / "20" / "metrics" / "metrics"
+    data = bytearray(metrics.read_bytes())
+    data[5] ^= 0xFF
+    metrics.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError) as e:  # a reader changes nothing
+        restore_model(str(workdir), "latest")
+    assert str(e.value).startswith(
+        f"checkpoint step 20 in {workdir}/checkpoints_best is damaged (file metrics/metrics "
+    ), str(e.value)
+    assert f"the same step is in {workdir}/checkpoints/20" in str(e.value)
+    with caplog.at_level(logging.WARNING):
+        train_and_evaluate(tiny(total_steps=30), str(workdir))
+    aside = workdir / checkpoint_lib.DAMAGED_DIR / "checkpoints_best-20"
+    assert f"moved it to {aside}: the next eval chooses the best again" in caplog.text
+    assert saved_steps(workdir, "checkpoints_best") == [30]
+    assert restore_model(str(workdir), "latest")[2] == 30
+
+
 def test_a_best_checkpoint_past_where_a_run_starts_is_not_taken_as_its_own(
     tmp_path, trained, caplog
 ):

@@ -235,6 +235,50 @@ def _set_aside_strays(workdir: str) -> None:
         multihost_utils.sync_global_devices("ann_checkpoint_strays")
 
 
+def _set_aside_damaged_best(workdir: str, writer: bool) -> None:
+    """Before Orbax opens checkpoints_best/, which reads each step's metrics to rank it: a step
+    whose metadata or metrics differ from its manifest crashed every command that opened the
+    run (train, export, report) with Orbax's UnicodeDecodeError or JSONDecodeError traceback.
+    A writer moves such a step to checkpoints_damaged/ with a warning (the run chooses its
+    best again); a reader, which changes nothing, raises CheckpointError naming the file and
+    the fix. Only the small files outside the step's ITEMS are hashed."""
+    directory = os.path.join(workdir, "checkpoints_best")
+    for step in directory_kind.committed_steps(directory):
+        step_dir = os.path.join(directory, str(step))
+        try:
+            problem = verify_files(step_dir, skip=ITEMS)
+        except OSError:
+            continue  # no manifest (written on resume), or unreadable: Orbax's to say
+        if problem is None:
+            continue
+        copy = os.path.join(workdir, "checkpoints", str(step))
+        same = f"; the same step is in {copy}" if os.path.isdir(copy) else ""
+        if not writer:
+            raise CheckpointError(
+                f"checkpoint step {step} in {directory} is damaged ({problem}), and opening the "
+                f"run reads it; run the same ann train command once (it moves the step to "
+                f"{DAMAGED_DIR}/), or move {step_dir} away yourself{same}"
+            )
+        target, n = os.path.join(workdir, DAMAGED_DIR, f"checkpoints_best-{step}"), 1
+        if jax.process_index() == 0:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            while os.path.exists(target):
+                n += 1
+                target = os.path.join(workdir, DAMAGED_DIR, f"checkpoints_best-{step}.{n}")
+            shutil.move(step_dir, target)
+            logging.warning(
+                "the best checkpoint, step %d in %s, is damaged (%s), and Orbax reads it to rank "
+                "it; moved it to %s: the next eval chooses the best again%s",
+                step,
+                directory,
+                problem,
+                target,
+                same,
+            )
+    if writer and jax.process_count() > 1:
+        multihost_utils.sync_global_devices("ann_checkpoint_damaged_best")
+
+
 class Checkpoints:
     def __init__(
         self,
@@ -246,10 +290,13 @@ class Checkpoints:
         create: bool = True,
     ):
         """`create=False` for a reader (restore_state only): no directory is made in `workdir`.
-        A writer first sets aside step-named directories Orbax never wrote (`_set_aside_strays`)."""
+        A writer first sets aside step-named directories Orbax never wrote (`_set_aside_strays`)
+        and best steps whose metadata is damaged (`_set_aside_damaged_best`); a reader refuses
+        the latter in one line (CheckpointError)."""
         self.workdir = os.path.abspath(workdir)
         if create:
             _set_aside_strays(self.workdir)
+        _set_aside_damaged_best(self.workdir, create)
         self.best_metric = best_metric
         self.best_mode = best_mode
         # A stop (Ctrl-C, SIGTERM) while opening lands once each manager's removal of stale
