@@ -322,9 +322,18 @@ def test_damaged_metrics_of_the_best_step_are_one_line_or_set_aside(tmp_path, tr
     ), str(e.value)
     assert f"the same step is in {workdir}/checkpoints/20" in str(e.value)
     with caplog.at_level(logging.WARNING):
-        train_and_evaluate(tiny(total_steps=30), str(workdir))
+        train_and_evaluate(tiny(total_steps=20), str(workdir))  # finished: restores only
     aside = workdir / checkpoint_lib.DAMAGED_DIR / "checkpoints_best-20"
     assert f"moved it to {aside}: the next eval chooses the best again" in caplog.text
+    # A finished run has no next eval: export and report said "no eval chose a best yet".
+    with pytest.raises(CheckpointError) as e:
+        restore_model(str(workdir), "best")
+    assert str(e.value) == (
+        f"no checkpoint in {workdir}/checkpoints_best: its best, step 20, was set aside as "
+        f"damaged ({aside}); choose --step=20 (its copy in checkpoints/), --step=latest (step "
+        "20) or one of 20, 10"
+    )
+    train_and_evaluate(tiny(total_steps=30), str(workdir))
     assert saved_steps(workdir, "checkpoints_best") == [30]
     assert restore_model(str(workdir), "latest")[2] == 30
 

@@ -26,6 +26,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 from collections.abc import Collection
 from typing import Any
@@ -277,6 +278,20 @@ def _set_aside_damaged_best(workdir: str, writer: bool) -> None:
             )
     if writer and jax.process_count() > 1:
         multihost_utils.sync_global_devices("ann_checkpoint_damaged_best")
+
+
+def _best_set_aside(workdir: str) -> tuple[int, str] | None:
+    """(step, directory) of the newest best step set aside in checkpoints_damaged/ (as
+    checkpoints_best-STEP[.N]), or None."""
+    found = []
+    try:
+        names = os.listdir(os.path.join(workdir, DAMAGED_DIR))
+    except OSError:
+        return None
+    for name in names:
+        if (m := re.fullmatch(r"checkpoints_best-(\d+)(\.\d+)?", name)) is not None:
+            found.append((int(m[1]), os.path.join(workdir, DAMAGED_DIR, name)))
+    return max(found) if found else None
 
 
 class Checkpoints:
@@ -744,6 +759,15 @@ class Checkpoints:
                     f"no checkpoint in {manager.directory} yet: the run is still training (pid "
                     f"{pid}) and has saved none; try again after its first "
                     f"{'eval' if manager is self.best else 'checkpoint'}"
+                )
+            aside = _best_set_aside(self.workdir) if manager is self.best else None
+            if aside is not None and steps.latest:  # not "no eval chose a best yet"
+                step, where = aside
+                copy = f"--step={step} (its copy in checkpoints/), " if step in steps.latest else ""
+                raise CheckpointError(
+                    f"no checkpoint in {manager.directory}: its best, step {step}, was set aside "
+                    f"as damaged ({where}); choose {copy}--step=latest (step {steps.latest[0]}) "
+                    f"or one of {', '.join(map(str, steps.latest))}"
                 )
             if steps.latest:  # stopped before its first eval chose a best
                 raise CheckpointError(
