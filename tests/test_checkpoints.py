@@ -307,14 +307,18 @@ def test_a_best_past_damaged_steps_is_kept_aside_not_deleted(tmp_path, trained, 
     assert checkpoint_lib.verify_files(str(aside)) is None  # the intact best, kept
 
 
-def test_damaged_metrics_of_the_best_step_are_one_line_or_set_aside(tmp_path, trained, caplog):
-    # Orbax reads each best step's metrics when it opens checkpoints_best/: a changed byte in
-    # them crashed ann train, export and report with a UnicodeDecodeError traceback.
-    workdir = copy_run(trained, tmp_path / "run")
+def _damage_best_metrics(workdir):
     metrics = workdir / "checkpoints_best" / "20" / "metrics" / "metrics"
     data = bytearray(metrics.read_bytes())
     data[5] ^= 0xFF
     metrics.write_bytes(bytes(data))
+
+
+def test_damaged_metrics_of_the_best_step_are_one_line_or_saved_again(tmp_path, trained, caplog):
+    # Orbax reads each best step's metrics when it opens checkpoints_best/: a changed byte in
+    # them crashed ann train, export and report with a UnicodeDecodeError traceback.
+    workdir = copy_run(trained, tmp_path / "run")
+    _damage_best_metrics(workdir)
     with pytest.raises(CheckpointError) as e:  # a reader changes nothing
         restore_model(str(workdir), "latest")
     assert str(e.value).startswith(
@@ -325,7 +329,19 @@ def test_damaged_metrics_of_the_best_step_are_one_line_or_set_aside(tmp_path, tr
         train_and_evaluate(tiny(total_steps=20), str(workdir))  # finished: restores only
     aside = workdir / checkpoint_lib.DAMAGED_DIR / "checkpoints_best-20"
     assert f"moved it to {aside}: the next eval chooses the best again" in caplog.text
-    # A finished run has no next eval: export and report said "no eval chose a best yet".
+    # A finished run evaluates no more: its best is saved again from the state resumed.
+    assert "saved the best checkpoint, step 20, again in " in caplog.text, caplog.text
+    assert checkpoint_lib.verify_files(str(workdir / "checkpoints_best" / "20")) is None
+    assert restore_model(str(workdir), "best")[2] == 20
+
+
+def test_a_best_set_aside_and_not_saved_again_is_named_by_export(tmp_path, trained):
+    workdir = copy_run(trained, tmp_path / "run")
+    _damage_best_metrics(workdir)
+    (workdir / "metrics.jsonl").unlink()  # no eval record to rank it by again
+    train_and_evaluate(tiny(total_steps=20), str(workdir))
+    aside = workdir / checkpoint_lib.DAMAGED_DIR / "checkpoints_best-20"
+    # export and report said "no eval chose a best yet".
     with pytest.raises(CheckpointError) as e:
         restore_model(str(workdir), "best")
     assert str(e.value) == (
@@ -334,8 +350,7 @@ def test_damaged_metrics_of_the_best_step_are_one_line_or_set_aside(tmp_path, tr
         "20) or one of 20, 10"
     )
     train_and_evaluate(tiny(total_steps=30), str(workdir))
-    assert saved_steps(workdir, "checkpoints_best") == [30]
-    assert restore_model(str(workdir), "latest")[2] == 30
+    assert saved_steps(workdir, "checkpoints_best") == [30]  # the next eval chose again
 
 
 def test_a_best_checkpoint_past_where_a_run_starts_is_not_taken_as_its_own(
