@@ -1088,3 +1088,40 @@ def test_ctrl_c_while_labels_are_sent_says_what_was_applied(monkeypatch):
         "or not at all): send the file from line 6 on to go on (an id labelled twice is counted "
         "as a duplicate, not twice)"
     )
+
+
+def test_the_drift_process_exits_when_the_server_is_killed():
+    """A server killed outside its control (`kill -9`, out of memory) never stops its pool: the
+    drift process (started as the server starts it, `Monitoring`) and multiprocessing's
+    resource tracker were left running under PID 1. The drift process watches the server's pid
+    and exits within about a second; the tracker follows it."""
+    parent = (
+        "import os, sys, time\n"
+        "from ann.serve.monitoring import Monitoring\n"
+        "pool = Monitoring().pool\n"
+        "print(pool.submit(os.getpid).result(), flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", parent],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its drift process and tracker in its process group
+    )
+    try:
+        worker = int(proc.stdout.readline())
+        assert worker in [pid for pid, _ in _running_in_group(proc.pid)]
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 5
+        while _running_in_group(proc.pid):
+            assert time.monotonic() < deadline, (
+                f"left running after the server's SIGKILL: {_running_in_group(proc.pid)}"
+            )
+            time.sleep(0.2)
+    finally:
+        for pid, _ in _running_in_group(proc.pid):  # before the fix: the worker, the tracker
+            os.kill(pid, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -17,9 +17,10 @@ one test a second per model, about 80 ms of CPU for the digits' 64 features and 
 slow 2-core machine, mostly scipy's exact KS p-values; the distances chosen before for this
 reference took 30 ms). The drift tests run in a process of their own (one worker, niceness 19,
 JAX on the CPU, SIGINT ignored: a terminal's Ctrl-C reaches the whole process group, and the
-server stops it after draining; spawned while the first model compiles, it reads and keeps each
-model's reference: `prepare`, which the model's readiness does not wait for): in the server
-process their GIL hand-offs cost the event loop more than the tests cost themselves
+server stops it after draining; it exits by itself within a second of a server killed
+outside its control, SIGKILL included; spawned while the first model compiles, it reads and
+keeps each model's reference: `prepare`, which the model's readiness does not wait for): in the
+server process their GIL hand-offs cost the event loop more than the tests cost themselves
 (`Monitoring`). The thread sets the gauges
 (ann/serve/metrics.py) and keeps the results for `GET .../monitor`.
 
@@ -84,6 +85,7 @@ log = logging.getLogger("ann.serve")
 TICK_SECONDS = 1.0  # how often the thread looks for closed windows (drift-tests the latest)
 MAX_WINDOW_BYTES = 64 << 20  # rows a window keeps: its first ones beyond 64 MiB
 NICE = 19  # the thread's niceness: it yields to serving on a busy core
+PARENT_CHECK_SECONDS = 1.0  # how often the drift process checks that the server lives
 TIME_WINDOW_ROWS = 100  # a window closed by time holds at least min(max(this, min rows), rows)
 TOP_FEATURES = 10  # features exported in ann_drift_score and ann_feature_bin_share_ratio
 ESTIMATE_ASSUMPTIONS = (
@@ -561,12 +563,16 @@ def _sigint_blocked() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
-def _start_drift_process() -> None:
+def _start_drift_process(server: int) -> None:
     """The drift process's start: SIGINT ignored (a terminal's Ctrl-C goes to the whole process
     group; the server drains and then stops this process, which printed a KeyboardInterrupt
-    traceback of its own), the lowest CPU priority, JAX on the CPU only (the drift tests never
-    take an accelerator from the model), the tests imported."""
+    traceback of its own), a watch that ends it when the server (pid `server`) is gone, the
+    lowest CPU priority, JAX on the CPU only (the drift tests never take an accelerator from
+    the model), the tests imported."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(
+        target=_exit_with_server, args=(server,), name="server-watch", daemon=True
+    ).start()
     # Spawned with SIGINT blocked (`_sigint_blocked`): one that came before the line above stayed
     # pending, and is now discarded.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
@@ -576,6 +582,20 @@ def _start_drift_process() -> None:
     except OSError:
         pass
     import ann.monitor.drift  # noqa: F401
+
+
+def _exit_with_server(server: int) -> None:
+    """Ends the drift process once the server is gone. A server killed outside its control
+    (SIGKILL, out of memory) never stops its pool: the drift process (about 240 MB) and
+    multiprocessing's resource tracker (which exits once the last process holding its pipe is
+    gone) lived on under PID 1. The server's pid is checked against the parent's every
+    PARENT_CHECK_SECONDS (a pid handed in, not read here: a server that died before this
+    process started is caught too), as ann/train/launcher.py watches a launcher. Not Linux's
+    PR_SET_PDEATHSIG: Linux only, through ctypes, and it fires when the *thread* that spawned
+    the child ends, here the short-lived thread that runs the first model's `prepare`."""
+    while os.getppid() == server:
+        time.sleep(PARENT_CHECK_SECONDS)
+    os._exit(1)
 
 
 def _load_reference(key: str, model: Any) -> None:
@@ -627,7 +647,10 @@ class Monitoring:
     def __init__(self) -> None:
         self.monitors: dict[tuple[str, str], ModelMonitor] = {}
         self.pool = concurrent.futures.ProcessPoolExecutor(
-            1, mp_context=multiprocessing.get_context("spawn"), initializer=_start_drift_process
+            1,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_start_drift_process,
+            initargs=(os.getpid(),),
         )
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
