@@ -1031,6 +1031,38 @@ def test_too_few_rows_beside_rotated_logs_names_them_not_the_sampling(tmp_path):
     assert summary(report, "r.json").splitlines()[1] == f"  {said} or lower --min_rows"
 
 
+def test_too_few_rows_of_a_sampled_rotated_log_names_the_share_beside_the_files(
+    tmp_path, monkeypatch
+):
+    """`--requests=req.jsonl.1` of a log sampled at 0.5 (req.jsonl, .1, .2): it advised only
+    reading the log and its other rotated file, where all three together held too few rows;
+    the share the log holds is named too."""
+    from ann.monitor.__main__ import summary
+    from ann.monitor.request_log import RequestLogError, read_traffic
+
+    monkeypatch.chdir(tmp_path)
+    spec = {"x": {"dtype": "float32", "shape": [-1, 2]}}
+    line = json.dumps({"model": "m", "version": "1", "status": 200, "sample": 0.5,
+                       "inputs": {"x": {"shape": [1, 2], "data": [0, 1]}}}) + "\n"  # fmt: skip
+    for name in ("req.jsonl", "req.jsonl.1", "req.jsonl.2"):
+        (tmp_path / name).write_text(line * 3)
+    said = (
+        "read the log req.jsonl and its other rotated file too (--requests=req.jsonl,"
+        "req.jsonl.1,req.jsonl.2); this log holds 50% of requests (--request_log_sample=0.5); "
+        "raise it to log more (`ann serve --request_log_sample=1` logs every one)"
+    )
+    with pytest.raises(RequestLogError) as e:
+        read_traffic(["req.jsonl.1"], "m", "1", spec, {}, min_rows=500)
+    assert str(e.value).endswith(f"at least 500 are needed: {said}"), str(e.value)
+    report = {
+        "model": {"name": "m", "version": "1"},
+        "requests": {"files": ["req.jsonl.1"], "records": 3, "versions": ["1"],
+                     "served_as": None, "request_log_sample": [0.5]},
+        "result": {"state": "too_few_rows", "rows": 3, "min_rows": 500, "reference_rows": 9},
+    }  # fmt: skip
+    assert summary(report, "r.json").splitlines()[1] == f"  {said} or lower --min_rows"
+
+
 def test_too_few_rows_in_a_rotated_file_given_alone_names_its_log_and_the_other_files(
     digits_export, tmp_path
 ):

@@ -229,6 +229,23 @@ def test_a_bad_label_an_unreadable_log_and_labels_matching_nothing_are_one_line(
     assert not (tmp_path / "perf").exists()
 
 
+def test_unknown_ids_beside_rotated_files_of_a_sampled_log_name_the_share_too(
+    tmp_path, monkeypatch
+):
+    """`ann monitor performance --requests=a.jsonl.1` of a log sampled at 0.5: the warning for
+    labels of unknown ids named the rotated files, not that the log holds half the requests."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("a.jsonl", "a.jsonl.1"):
+        (tmp_path / name).write_text("")
+    unknown = {"unknown": 1, "unlogged": 0, "duplicate": 0, "failed": 0}
+    joined = performance.Joined({}, unknown, sent=9, unknown_ids=["x"], elsewhere={})
+    said = performance.unjoined_warnings(joined, ["a.jsonl.1"], [0.5])
+    assert said[0].endswith(
+        "read the log a.jsonl too (--requests=a.jsonl,a.jsonl.1), and every replica's request "
+        "log, logged with --request_log_sample=1 (this log holds 50% of requests: 0.5)"
+    ), said[0]
+
+
 def test_one_label_of_many_takes_a_singular_verb():
     """It said "1 of 109 labels name request ids ...", "1 of 13 labels are for rows ..."."""
     from ann.monitor import feedback

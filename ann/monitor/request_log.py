@@ -260,49 +260,63 @@ def _percent(share: float) -> str:
     return f"{share * 100:.3g}%"
 
 
+def _sampled(paths: Sequence[str], samples: Sequence[float]) -> tuple[str, str] | None:
+    """(what the logs `paths` hold: "this log holds 10% of requests", the shares as the flag
+    took them: "0.1") for logs of a share of requests (`samples`, `shares` of their records);
+    None where they hold every request or do not record their share."""
+    if not samples or min(samples) == 1:
+        return None
+    log = "these logs hold" if len(paths) > 1 else "this log holds"
+    held = " to ".join(dict.fromkeys((_percent(min(samples)), _percent(max(samples)))))
+    return f"{log} {held} of requests", ", ".join(f"{s:g}" for s in samples)
+
+
 def more_requests(paths: Sequence[str], samples: Sequence[float] = ()) -> str:
     """What to do for more requests than `paths` hold: read the rotated files beside them
     (it advised `--request_log_sample=1` for a log that sampled every request, its older
-    requests in `FILE.1`, `FILE.2`), else log more of them, naming the share the log holds
-    (`samples`: `shares` of its records; it named the default's, 0.01, whatever the server
-    was given): every request already (wait for more traffic), or a share to raise. A log
-    that does not record its share (empty `samples`) is said so, with the default's share."""
-    more = _read_more(paths)
+    requests in `FILE.1`, `FILE.2`), and for logs of a share of requests (`samples`: `shares`
+    of their records; it named the default's, 0.01, whatever the server was given) raise it,
+    even beside rotated files: their rows are not counted, and it advised reading them alone
+    where all of them together held too few rows. Without rotated files: every request
+    already (wait for more traffic), or the share to raise; a log that does not record its
+    share (empty `samples`) is said so, with the default's share."""
+    more, sampled = _read_more(paths), _sampled(paths, samples)
+    raise_it = (
+        f"{sampled[0]} (--request_log_sample={sampled[1]}); raise it to log more "
+        "(`ann serve --request_log_sample=1` logs every one)"
+        if sampled
+        else None
+    )
     if more:
-        return more
-    log = "these logs hold" if len(paths) > 1 else "this log holds"
+        return f"{more}; {raise_it}" if raise_it else more
+    if raise_it:
+        return raise_it
     if not samples:
         return (
             "log more requests (`ann serve --request_log_sample=1` logs every one; the log does "
             "not record its share: the default 0.01 logs one in 100)"
         )
-    if min(samples) == 1:
-        return f"{log} every request (--request_log_sample=1): wait for more traffic"
-    held = " to ".join(dict.fromkeys((_percent(min(samples)), _percent(max(samples)))))
-    flag = ", ".join(f"{s:g}" for s in samples)
-    return (
-        f"{log} {held} of requests (--request_log_sample={flag}); raise it to log more "
-        "(`ann serve --request_log_sample=1` logs every one)"
-    )
+    log = "these logs hold" if len(paths) > 1 else "this log holds"
+    return f"{log} every request (--request_log_sample=1): wait for more traffic"
 
 
 def missing_requests(paths: Sequence[str], samples: Sequence[float] = ()) -> str:
     """Where the requests that labels name but the logs `paths` do not hold may be, as advice:
-    the rotated files beside them (named), else, for a log of a share of requests (`samples`,
-    as `more_requests`), every request logged; and every replica's log. It said "rotated files
-    too: --requests=log,log.1" and "logged with --request_log_sample=1" whatever was there."""
-    more = _read_more(paths)
+    the rotated files beside them (named), and every replica's log; every request logged,
+    for a log of a share of requests (`samples`, as `more_requests`), rotated files beside it
+    or not (it named only the rotated files). It said "rotated files too: --requests=log,log.1"
+    and "logged with --request_log_sample=1" whatever was there."""
+    more, sampled = _read_more(paths), _sampled(paths, samples)
+    every = f", logged with --request_log_sample=1 ({sampled[0]}: {sampled[1]})" if sampled else ""
     if more:
-        return f"{more}, and every replica's request log"
+        return f"{more}, and every replica's request log{every}"
     log = "these logs hold" if len(paths) > 1 else "this log holds"
     if not samples:
         share = "logged with --request_log_sample=1 (the log does not record its share)"
-    elif min(samples) == 1:
+    elif not sampled:
         share = f"as {log} every request of {'their servers' if len(paths) > 1 else 'its server'}"
     else:
-        held = " to ".join(dict.fromkeys((_percent(min(samples)), _percent(max(samples)))))
-        flag = ", ".join(f"{s:g}" for s in samples)
-        share = f"logged with --request_log_sample=1 ({log} {held} of requests: {flag})"
+        share = every[2:]
     return f"give every replica's request log, {share}"
 
 
