@@ -1063,6 +1063,33 @@ def test_too_few_rows_of_a_sampled_rotated_log_names_the_share_beside_the_files(
     assert summary(report, "r.json").splitlines()[1] == f"  {said} or lower --min_rows"
 
 
+@pytest.mark.parametrize("value, said", [(0, "0"), ("x", '"x"'), (2, "2"), (-1, "-1"),
+                                         (None, "null")])  # fmt: skip
+def test_a_bad_sample_in_a_request_log_is_warned_of_once_naming_its_line(
+    tmp_path, capsys, value, said
+):
+    """A record's "sample" that is not a share in (0, 1] was silently read as a log that does
+    not record its share (and advised with the default's 0.01): one warning names the first
+    such line and counts the rest, as a torn line is warned of."""
+    from ann.monitor.request_log import read_requests, read_traffic
+
+    spec = {"x": {"dtype": "float32", "shape": [-1, 2]}}
+    good = {"model": "m", "version": "1", "status": 200, "sample": 1,
+            "inputs": {"x": {"shape": [1, 2], "data": [0, 1]}}}  # fmt: skip
+    bad = {**good, "sample": value}
+    path = tmp_path / "req.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in (good, bad, bad, bad)))
+    warning = (
+        f'warning: --requests={path} line 2: "sample" is {said}, not a share of requests in '
+        "(0, 1] (the server's --request_log_sample), nor in 2 more lines; ignored, as a line "
+        "that does not record its share"
+    )
+    assert read_traffic([str(path)], "m", "1", spec, {}).samples == [1.0]
+    assert capsys.readouterr().err.splitlines() == [warning]
+    assert read_requests([str(path)], "m", {}).samples == [1.0]
+    assert capsys.readouterr().err.splitlines() == [warning]
+
+
 def test_too_few_rows_in_a_rotated_file_given_alone_names_its_log_and_the_other_files(
     digits_export, tmp_path
 ):

@@ -4,7 +4,8 @@
 the outputs), each tensor `{"shape", "data"}` with the data flat, row-major; `"sample"`, the
 share of requests the server logged (`--request_log_sample`), is absent from logs written
 before it was recorded, which read as ever (`shares`: what too few requests' advice names).
-A line cut short is skipped with a warning: the last (no end of line: the server was killed
+A `"sample"` that is not a share in (0, 1] is ignored with one warning naming its file and
+line. A line cut short is skipped with a warning: the last (no end of line: the server was killed
 mid-write, or is writing it as the log is read), or one a restarted server ended and went on
 after; another line that is not JSON is damage, refused naming the file and line, as is an
 object that is not a request record (no "model" and "status": a training run's metrics.jsonl).
@@ -139,7 +140,7 @@ def _records(paths: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
     was stopped while writing it, or is writing it now) is skipped with a warning, as
     metrics.jsonl's torn last line is, and so is a line cut short that a restarted server
     ended (`ann.monitor.jsonlines`)."""
-    found = []
+    found, bad_shares = [], []
     torn = "the server was stopped while writing it, or is writing it now"
     given: dict[str, str] = {}
     for path in paths:
@@ -159,7 +160,20 @@ def _records(paths: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
             where = f"--requests={path} line {number}"
             if not all(k in record for k in _FIELDS) or not isinstance(record["model"], str):
                 raise RequestLogError(_not_a_request(where, record))
+            if "sample" in record and _share(record["sample"]) is None:
+                bad_shares.append((where, record["sample"]))
             found.append((where, record))
+    if bad_shares:  # once a read: every record of a damaged log may carry it
+        from ann import cli
+
+        where, value = bad_shares[0]
+        more = len(bad_shares) - 1
+        cli.warn(
+            f'{where}: "sample" is {short(value)}, not a share of requests in (0, 1] (the '
+            "server's --request_log_sample)"
+            + (f", nor in {more} more line{'s' * (more > 1)}" if more else "")
+            + "; ignored, as a line that does not record its share"
+        )
     return found
 
 
@@ -241,18 +255,21 @@ def _read_more(paths: Sequence[str]) -> str | None:
     return f"read {what} too (--requests={','.join(log_files(paths))})"
 
 
+def _share(value: Any) -> float | None:
+    """A record's `"sample"` as a share of requests in (0, 1], or None for any other value."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 < value <= 1:
+        return float(value)
+    return None
+
+
 def shares(records: Sequence[tuple[str, dict[str, Any]]]) -> list[float]:
     """The shares of requests (`"sample"`, the server's `--request_log_sample`, in (0, 1]) that
     `records` were logged at, distinct, smallest first; empty for a log that does not record it
-    (written before it did, or by another tool). A value that is not such a share is ignored."""
-    found = {
-        float(r["sample"])
-        for _, r in records
-        if isinstance(r.get("sample"), int | float)
-        and not isinstance(r["sample"], bool)
-        and 0 < r["sample"] <= 1
-    }
-    return sorted(found)
+    (written before it did, or by another tool). A value that is not such a share (0, 2, "x",
+    null) is ignored, and warned of once when the records are read (`_records`), naming its
+    file and line: it was silently taken for a log that does not record its share."""
+    found = {_share(r.get("sample")) for _, r in records}
+    return sorted(x for x in found if x is not None)
 
 
 def _percent(share: float) -> str:
