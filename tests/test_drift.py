@@ -1292,8 +1292,8 @@ def test_a_drift_report_at_out_is_of_the_log_file_itself_from_any_directory(
     line = one_line_error(drift_cli(elsewhere, "req.jsonl.3"))  # replaced it silently
     assert line == (
         f"error: --out={out} holds the drift report of {logs / 'req.jsonl.3'} (model "
-        f"{model.name} version {version}), not of --requests=req.jsonl.3; choose another "
-        f"--out, or delete {out} to replace it"
+        f"{model.name} version {version}), not of --requests=req.jsonl.3 "
+        f"({elsewhere / 'req.jsonl.3'}); choose another --out, or delete {out} to replace it"
     ), line
     result = drift_cli(elsewhere, logs / "req.jsonl.3")  # the same file: it was refused
     assert result.returncode == 0, result.stderr[-2000:]
@@ -1308,6 +1308,34 @@ def test_a_drift_report_at_out_is_of_the_log_file_itself_from_any_directory(
     assert _check_out(str(out), "drift", made_of) == str(out)
     with pytest.raises(FlagError, match="holds the drift report of req.jsonl.3 "):
         _check_out(str(out), "drift", (model.name, version, [str(elsewhere / "req.jsonl.3")]))
+
+
+def test_a_same_named_log_from_another_directory_is_named_by_its_absolute_path(
+    tmp_path, monkeypatch
+):
+    """ "--out=... holds the drift report of /x/a/req.jsonl ..., not of --requests=req.jsonl"
+    did not tell the two files apart: the log given is named by its absolute path too."""
+    import os
+    from pathlib import Path
+
+    from ann.cli import FlagError
+    from ann.monitor.__main__ import _check_out
+
+    root = Path(os.path.realpath(tmp_path))
+    out, a, b = root / "drift", root / "a", root / "b"
+    for folder in (out, a, b):
+        folder.mkdir()
+    earlier = {"schema": "ann.monitor.drift/1", "model": {"name": "m", "version": "1"},
+               "requests": {"files": ["req.jsonl"], "paths": [str(a / "req.jsonl")]}}  # fmt: skip
+    (out / "report.json").write_text(json.dumps(earlier))
+    monkeypatch.chdir(b)
+    with pytest.raises(FlagError) as e:
+        _check_out(str(out), "drift", ("m", "1", ["req.jsonl"]))
+    assert str(e.value) == (
+        f"--out={out} holds the drift report of {a / 'req.jsonl'} (model m version 1), not of "
+        f"--requests=req.jsonl ({b / 'req.jsonl'}); choose another --out, or delete {out} to "
+        "replace it"
+    )
 
 
 def test_psi_is_worded_as_psi_in_the_chart_and_the_summary(tmp_path):

@@ -539,8 +539,8 @@ def test_a_performance_report_at_out_is_of_the_files_themselves_from_any_directo
     line = one_line_error(perf_cli(elsewhere, "a.jsonl", "labels.jsonl"))  # replaced it
     assert line == (
         f"error: --out={out} holds the performance report of {logs / 'labels.jsonl'} (model "
-        f"{manifest['name']} version {version}), not of --labels=labels.jsonl; choose another "
-        f"--out, or delete {out} to replace it"
+        f"{manifest['name']} version {version}), not of --labels=labels.jsonl "
+        f"({elsewhere / 'labels.jsonl'}); choose another --out, or delete {out} to replace it"
     ), line
     result = perf_cli(root, "logs/a.jsonl", logs / "labels.jsonl")  # the same: was refused
     assert result.returncode == 0, result.stderr[-2000:]

@@ -332,10 +332,10 @@ def _check_same_traffic(
         given.append(f"model {name} version {version} (--model)")
     if logs != _logs(requests):
         of.append(",".join(files))
-        given.append(f"--requests={','.join(requests)}")
+        given.append(_as_given("--requests", requests))
     if joined_file is not None and joined_file != os.path.realpath(labels):
         of.append(str(joined))
-        given.append(f"--labels={labels}")
+        given.append(_as_given("--labels", [labels]))
     if not of:
         return
     model_was = f" (model {made[0]} version {made[1]})" if made == (name, version) else ""
@@ -343,6 +343,16 @@ def _check_same_traffic(
         f"--out={out} holds the {kind} report of {' and '.join(of)}{model_was}, not of "
         f"{' and '.join(given)}; choose another --out, or delete {out} to replace it"
     )
+
+
+def _as_given(flag: str, files: list[str]) -> str:
+    """`--requests=req.jsonl (/tmp/b/req.jsonl)`: the files as given, and by their absolute
+    paths (links resolved, as the report records them) when those differ: "holds the drift
+    report of /tmp/a/req.jsonl ..., not of --requests=req.jsonl" read as one file named
+    twice."""
+    real = [os.path.realpath(f) for f in files]
+    typed = ",".join(files)
+    return f"{flag}={typed}" + (f" ({','.join(real)})" if real != list(files) else "")
 
 
 def _logs(files: list[str]) -> set[str]:
