@@ -811,6 +811,11 @@ def test_summarize_from_elsewhere_prints_a_rerun_command_that_works_there(tmp_pa
     assert f"    {command}\n\n(from {ran}, where the sweep ran: its paths are relative to it)" in (
         file
     )
+    # A sweep's record since `Trial.standalone`: its own `cd`, shown as it is everywhere.
+    rows[0]["command"] = f"cd {ran} && {command}"
+    for here in (str(tmp_path), ran, None):
+        text = results.markdown("sw1", info, rows, None, here=here)
+        assert f"\n    cd {ran} && {command}\n" in text and "(from " not in text
 
 
 def test_results_plot_ticks_a_grid_at_its_values_and_counts_ties():
@@ -901,14 +906,15 @@ def test_grid_sweep_runs_resumes_and_summarizes(tmp_path, one_device):
     assert {r["optimizer.learning_rate"] for r in rows} == {"0.001", "0.003"}
     assert {r["model.features"] for r in rows} == {"(32,)", "(64,)"}
     table = (workdir / "results.md").read_text()
-    assert table.count("| done |") == 4 and "Re-run it alone:\n\n    env TFDS_DATA_DIR=" in table
+    assert table.count("| done |") == 4 and f"Re-run it alone:\n\n    cd {ROOT} && env " in table
     assert (workdir / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # Each trial is a full run of its own: config, command, workdir named after its overrides.
     trial = workdir / "learning_rate=0.003,features=64"
     assert json.loads((trial / "config.json").read_text())["optimizer"]["learning_rate"] == 0.003
     command = (trial / "command.sh").read_text()
-    assert "\nexec env TFDS_DATA_DIR=" in command  # the sweep's, in any shell
+    assert f"\ncd {ROOT} && exec env " in command  # standalone: where it ran, in any shell
+    assert " TFDS_DATA_DIR=" in command  # the sweep's data, whatever the shell's
     assert f" ann train --config={config} --workdir={trial}" in command
     assert "'--config.model.features=(64,)'" in command
     assert "--config.optimizer.learning_rate=0.003" in command
@@ -1089,7 +1095,7 @@ def test_trials_started_after_a_resume_read_the_data_directory_the_sweep_started
     monkeypatch.setenv("TFDS_DATA_DIR", str(second))
     grid.run(definition, sweep_dir, "val/accuracy", "max", log=lambda line: None)
     assert len(launched) == 4 and all(t.env["TFDS_DATA_DIR"] == str(first) for t in launched)
-    assert f"exec env TFDS_DATA_DIR={first} ann" in open(f"{launched[0].workdir}/command.sh").read()
+    assert f" TFDS_DATA_DIR={first} ann train" in open(f"{launched[0].workdir}/command.sh").read()
     with open(os.path.join(sweep_dir, results.SWEEP_FILE)) as f:
         assert json.load(f)["data_dir"] == str(first)  # kept: the sweep's, not the resumer's
     assert capsys.readouterr().err == (
@@ -1195,15 +1201,17 @@ def test_every_standalone_command_of_a_new_sweep_names_its_data_directory(tmp_pa
     sweep.json's directory (so two trials of one sweep had different command.sh)."""
     data = tmp_path / "tfds"
     monkeypatch.setenv("TFDS_DATA_DIR", str(data))
+    monkeypatch.delenv("PYTHONPATH", raising=False)  # its env word would come first
     sweep_dir = str(tmp_path / "sweep")
     trials, configs = grid.prepare(definition_lib.load(write_config(tmp_path, GRID), {}), sweep_dir)
     lead = f"env TFDS_DATA_DIR={data} ann train --config="
     assert all(t.command().startswith(lead) for t in trials)  # --dry_run's lines
     assert emit.slurm(trials, sweep_dir, str(tmp_path), 0, 1, "1G").count(f" {lead}") == 4
     trials[0].write_files(configs[0])
-    assert f"exec {lead}" in open(f"{trials[0].workdir}/command.sh").read()
+    assert f" && exec {lead}" in open(f"{trials[0].workdir}/command.sh").read()
     row = results.trial_row(sweep_dir, trials[0].name, {}, "val/accuracy", "max")
-    assert row["command"] == trials[0].command()  # results.md's "Re-run it alone:" line
+    # results.md's "Re-run it alone:" line (here from command.sh: no launcher recorded it)
+    assert row["command"] == trials[0].standalone() == f"cd {os.getcwd()} && {trials[0].command()}"
 
 
 def test_a_trial_failed_by_the_sweeps_metric_runs_again_and_retries_are_not_skips(
@@ -1410,7 +1418,7 @@ def test_a_trials_command_carries_the_sweeps_pythonpath(tmp_path, monkeypatch, c
     trials[0].write_files("{}")
     script = open(os.path.join(trials[0].workdir, "command.sh")).read()
     here = os.pathsep.join([str(tmp_path), "/opt/mine", str(tmp_path / "src")])
-    assert f"\nexport PYTHONPATH={here}\nexec env " in script, script
+    assert f"\ncd {tmp_path} && exec env PYTHONPATH={here} " in script, script
     sbatch = open(emit.write("slurm", trials, "sweep", cwd=str(tmp_path), parallel=0, cpus=1,
                              memory="1G")).read()  # fmt: skip
     assert f"\ncd {tmp_path}\nexport PYTHONPATH={here}\n" in sbatch, sbatch
@@ -1481,3 +1489,98 @@ def test_parallel_and_cluster_resources_have_upper_bounds(tmp_path, monkeypatch)
         "--cluster_memory_gb=8"
     )
     assert not (tmp_path / "s").exists()
+
+
+# ---- the lines a person pastes -------------------------------------------------------------
+
+# `ann train` as far as its config: the --config file, read from where the pasted line went,
+# and the experiment it names, imported as ann imports it, from the line's own PYTHONPATH.
+# This checkout's ann comes last on sys.path, so only the line can put `mytasks` there.
+FAKE_ANN = """\
+#!{python}
+import runpy, sys
+sys.path.append({root!r})
+from ann import imports
+assert sys.argv[1] == "train", sys.argv
+path = next(a.split("=", 1)[1] for a in sys.argv if a.startswith("--config="))
+try:
+    config = runpy.run_path(path)["get_config"]()
+    imports.import_named("experiment", config.experiment)
+except Exception as e:
+    sys.exit(f"error: --config={{path}}: {{e}}")
+print("config loaded")
+"""
+
+
+def users_project(tmp_path):
+    """A directory of a user's own: mytasks.py and parity.py as the README's "Add your own
+    experiment" writes them, and a sweep over the task's smoothing."""
+    readme = (ROOT / "README.md").read_text()
+    project = tmp_path / "u"
+    project.mkdir()
+    for name in ("mytasks.py", "parity.py"):
+        start = readme.index(f"```python\n# {name}\n") + len("```python\n")
+        (project / name).write_text(readme[start : readme.index("```", start)])
+    with open(project / "parity.py", "a") as f:
+        f.write('\n\ndef get_sweep(h):\n    return h.sweep("task.smoothing", [0.0, 0.1])\n')
+    return project
+
+
+def paste(text, tmp_path):
+    """`text` pasted into a fresh shell (no environment but PATH and HOME) in another
+    directory, with `ann` the FAKE_ANN: its output, its stderr and its status."""
+    bin_dir, home = tmp_path / "bin", tmp_path / "home"
+    if not bin_dir.exists():
+        bin_dir.mkdir()
+        home.mkdir()
+        (bin_dir / "ann").write_text(FAKE_ANN.format(python=sys.executable, root=str(ROOT)))
+        (bin_dir / "ann").chmod(0o755)
+    env = {"PATH": f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin", "HOME": str(home)}
+    proc = subprocess.run(["bash", "--norc", "-c", text], cwd=home, env=env,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    return proc
+
+
+def test_results_rerun_line_of_a_users_experiment_works_pasted_into_a_fresh_shell(
+    tmp_path, monkeypatch
+):
+    """`PYTHONPATH=. ann sweep --config=parity.py` (mytasks.py beside it), then `ann sweep
+    --summarize` from another directory: its "Re-run it alone:" line was `cd DIR && env
+    TFDS_DATA_DIR=... ann train ...`, without the PYTHONPATH command.sh exports; pasted into a
+    fresh shell it failed "cannot import 'mytasks:Parity': no module named 'mytasks'"."""
+    project = users_project(tmp_path)
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("PYTHONPATH", ".")
+    monkeypatch.syspath_prepend(str(project))  # as that PYTHONPATH put it, for this process
+    monkeypatch.setitem(sys.modules, "mytasks", None)  # no other test's: imported afresh
+    del sys.modules["mytasks"]
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
+    # Each trial a quick stand-in for `ann train` (its metrics and its end), run by the local
+    # launcher, which records the command results.md shows.
+    fake = (
+        f"import json, sys; sys.path.append({str(ROOT)!r})\n"
+        "from ann.train import run_status\n"
+        "workdir = next(a.split('=', 1)[1] for a in sys.argv if a.startswith('--workdir='))\n"
+        "with open(workdir + '/metrics.jsonl', 'a') as f:\n"
+        "    f.write(json.dumps({'step': 50, 'val/accuracy': 0.5}) + '\\n')\n"
+        "run_status.write(workdir, 'done', 50)\n"
+    )
+    argv = lambda trial: [sys.executable, "-c", fake, *trial.flags()]  # noqa: E731
+    monkeypatch.setattr(trials_lib.Trial, "argv", argv)
+    definition = definition_lib.load("parity.py", {"total_steps": 50})
+    sweep_dir = str(tmp_path / "sw1")
+    grid.run(definition, sweep_dir, "val/accuracy", "max", log=lambda line: None)
+    monkeypatch.chdir("/")  # ann sweep --summarize=DIR, from elsewhere
+    monkeypatch.delenv("PYTHONPATH")
+    text = results.write(sweep_dir)
+    line = text.split("Re-run it alone:\n\n    ", 1)[1].splitlines()[0]
+    assert " ann train --config=parity.py " in line, text
+    proc = paste(line, tmp_path)
+    assert proc.returncode == 0 and proc.stdout == "config loaded\n", (line, proc.stderr)
+    # results.md's own copy and each trial's command.sh: the same line, pasted the same way.
+    saved = (tmp_path / "sw1" / "results.md").read_text()
+    assert f"\n    {line}\n" in saved, saved
+    for name in os.listdir(sweep_dir):
+        if os.path.isdir(os.path.join(sweep_dir, name)):
+            proc = paste(os.path.join(sweep_dir, name, "command.sh"), tmp_path)
+            assert proc.stdout == "config loaded\n", proc.stderr

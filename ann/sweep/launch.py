@@ -76,7 +76,7 @@ def _start(trial: Trial, cpus: list[int]) -> _Running:
     trials_lib.update_record(
         workdir,
         name=trial.name,
-        command=trial.command(),
+        command=trial.standalone(),  # results.md's re-run line, from any shell
         attempts=attempt,
         cpus=cpus,
         started=trials_lib.now(),

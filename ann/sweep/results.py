@@ -205,9 +205,11 @@ def trial_row(sweep_dir: str, name: str, overrides: dict, metric: str, mode: str
 def _command(workdir: str) -> str:
     try:
         with open(os.path.join(workdir, "command.sh")) as f:
-            return f.read().strip().splitlines()[-1].removeprefix("exec ").removesuffix(' "$@"')
+            line = f.read().strip().splitlines()[-1].removesuffix(' "$@"')
     except (OSError, IndexError):
         return ""
+    # `cd DIR && exec ...` (`Trial.standalone`), or a sweep's before it: `exec ...`
+    return line.replace(" && exec ", " && ", 1).removeprefix("exec ")
 
 
 def collect(sweep_dir: str) -> tuple[dict[str, Any], list[dict]]:
@@ -291,7 +293,9 @@ def markdown(
     top = ranked[0] if ranked and ranked[0][f"best {metric}"] is not None else None
     if top:
         command, cwd = top["command"], info.get("cwd")  # (no cwd: a sweep.json before it)
-        if cwd and here is not None and os.path.realpath(here) != os.path.realpath(cwd):
+        # A command recorded before `Trial.standalone` has no `cd` of its own.
+        relative = cwd and not command.startswith("cd ")
+        if relative and here is not None and os.path.realpath(here) != os.path.realpath(cwd):
             command = f"cd {shlex.quote(cwd)} && {command}"
         lines += [
             "",
@@ -300,7 +304,7 @@ def markdown(
             "",
             f"    {command}",
         ]
-        if cwd and here is None:
+        if relative and here is None:
             lines += ["", f"(from {cwd}, where the sweep ran: its paths are relative to it)"]
     lines += ["", "Every metric, at each trial's best step and at its end: results.csv."]
     if plot:

@@ -3,7 +3,7 @@
 Its workdir is named after its overrides (`learning_rate=0.003,features=128-128`), and holds,
 beside what `ann.main` writes there:
 
-    command.sh    the command that re-runs (or resumes) this trial alone
+    command.sh    the command that re-runs (or resumes) this trial alone (`Trial.standalone`)
     config.json   the resolved config (ann.main rewrites it when it starts)
     trial.json    what the launcher recorded: attempts, cores, exit status, error, wall time
     stdout.log, stderr.log
@@ -134,13 +134,30 @@ class Trial:
 
     def command(self) -> str:
         """The same run as the command a person types (`ann train`, as the README and the
-        cluster scripts write it), standing alone (command.sh, --dry_run, --emit, trial.json
-        and results.md's re-run line): led by `env TFDS_DATA_DIR=DIR` where the trial reads the
-        sweep's data directory by it (`Definition.reading_data`), whatever the shell's says."""
+        cluster scripts write it), for a script that has already gone to `cwd` and exported
+        the sweep's PYTHONPATH (the cluster launchers' cases): led by `env TFDS_DATA_DIR=DIR`
+        where the trial reads the sweep's data directory by it (`Definition.reading_data`),
+        whatever the shell's says. What a person pastes is `standalone`."""
+        return shlex.join(self._words({}))
+
+    def standalone(self, script: bool = False) -> str:
+        """The one line that re-runs (or resumes) this trial alone, pasted into a fresh shell
+        in any directory: `cd CWD && env PYTHONPATH=... TFDS_DATA_DIR=DIR ann train ...`, its
+        relative paths read where the sweep ran and its modules (a user's experiment) on the
+        sweep's PYTHONPATH. Every copy a person is shown renders it here: --dry_run's lines,
+        command.sh, trial.json's `command` and results.md's "Re-run it alone:" line (each had
+        its own near-copy, and two lacked the cd or the PYTHONPATH). `script`: command.sh's
+        form, which `exec`s it with the script's arguments added."""
+        entries = pythonpath(self.cwd)
+        line = shlex.join(self._words({"PYTHONPATH": os.pathsep.join(entries)} if entries else {}))
+        if script:
+            line = f'exec {line} "$@"'
+        return f"cd {shlex.quote(self.cwd)} && {line}"
+
+    def _words(self, env: dict[str, str]) -> list[str]:
+        env = {**env, **{k: v for k, v in self.env.items() if k == DATA_DIR_ENV}}
         words = ["ann", "train", *self.flags()]
-        if DATA_DIR_ENV in self.env:
-            words = ["env", f"{DATA_DIR_ENV}={self.env[DATA_DIR_ENV]}", *words]
-        return shlex.join(words)
+        return ["env", *(f"{k}={v}" for k, v in env.items()), *words] if env else words
 
     def write_files(self, config_json: str) -> None:
         os.makedirs(self.workdir, exist_ok=True)
@@ -148,9 +165,7 @@ class Trial:
         script = (
             "#!/usr/bin/env bash\n"
             f"# Trial {self.name} of the sweep in {self.sweep_dir}: runs (or resumes) it alone.\n"
-            f"cd {shlex.quote(self.cwd)}\n"
-            f"{export_pythonpath(pythonpath(self.cwd))}"
-            f'exec {self.command()} "$@"\n'
+            f"{self.standalone(script=True)}\n"
         )
         path = os.path.join(self.workdir, "command.sh")
         atomic.write_text(path, script)
