@@ -1176,14 +1176,15 @@ def test_dry_run_and_emit_read_and_name_the_data_directory_the_sweep_started_wit
     other = tmp_path / "other"
     other.mkdir()
     monkeypatch.setenv("TFDS_DATA_DIR", str(other))
-    monkeypatch.delenv("PYTHONPATH", raising=False)  # a dry run's lines, no export line first
+    monkeypatch.delenv("PYTHONPATH", raising=False)  # a dry run's lines: no env PYTHONPATH=
     note = f"note: reading data set 'digits' from {data_dir}, where the sweep at {sweep_dir}"
     proc = sweep_cli(f"--config={path}", f"--workdir={sweep_dir}", "--dry_run")
     assert proc.returncode == 0, proc.stderr
     assert note in proc.stderr and "building" not in proc.stderr
     lines = proc.stdout.splitlines()
     assert len(lines) == 4 and all(
-        line.startswith(f"env TFDS_DATA_DIR={data_dir} ann train --config=") for line in lines
+        line.startswith(f"cd {ROOT} && env TFDS_DATA_DIR={data_dir} ann train --config=")
+        for line in lines
     )
     proc = sweep_cli(f"--config={path}", f"--workdir={sweep_dir}", "--emit=slurm")
     assert proc.returncode == 0, proc.stderr
@@ -1437,17 +1438,39 @@ def test_a_trials_command_carries_the_sweeps_pythonpath(tmp_path, monkeypatch, c
     assert "PYTHONPATH" not in emit.slurm(trials, "sweep", str(tmp_path), 0, 1, "1G")
 
 
-def test_a_dry_run_exports_the_sweeps_pythonpath_first(tmp_path, monkeypatch, one_device):
+def test_a_dry_runs_lines_carry_the_sweeps_pythonpath(tmp_path, monkeypatch, one_device):
     # `PYTHONPATH=. ann sweep --config=wide.py --dry_run` (a model of the user's own, mynets.py)
     # printed its trials' `ann train` lines without it, where command.sh exports it: pasted into
-    # a fresh shell, each failed "cannot import 'mynets:Wide'".
+    # a fresh shell, each failed "cannot import 'mynets:Wide'". Each line now carries it, as
+    # command.sh does (it was one `export PYTHONPATH=...` line before them).
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([".", str(tmp_path)]))  # from ROOT
     path = write_config(tmp_path, GRID)
     proc = sweep_cli(f"--config={path}", f"--workdir={tmp_path / 'sweep'}", "--dry_run")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    assert lines[0] == f"export PYTHONPATH={ROOT}{os.pathsep}{tmp_path}", proc.stdout
-    assert len(lines) == 5 and all(f" ann train --config={path} " in line for line in lines[1:])
+    lead = f"cd {ROOT} && env PYTHONPATH={ROOT}{os.pathsep}{tmp_path} "
+    assert len(lines) == 4 and all(line.startswith(lead) for line in lines), proc.stdout
+    assert all(f" ann train --config={path} " in line for line in lines)
+
+
+def test_a_dry_runs_lines_of_a_users_experiment_work_pasted_into_a_fresh_shell(
+    tmp_path, one_device
+):
+    """`cd u && PYTHONPATH=. ann sweep --config=parity.py --dry_run` printed `export
+    PYTHONPATH=DIR` and then `env TFDS_DATA_DIR=... ann train --config=parity.py ...`, without
+    the `cd` its relative config path needs: pasted into a fresh shell in $HOME, "error:
+    --config=parity.py: no such file". Each line now stands alone, as command.sh."""
+    project = users_project(tmp_path)
+    env = {**os.environ, "PYTHONPATH": f".{os.pathsep}{ROOT}"}  # ROOT: this checkout's ann
+    proc = subprocess.run(
+        [sys.executable, "-m", "ann.sweep", "--config=parity.py", f"--workdir={tmp_path / 'sw'}",
+         "--config.total_steps=50", "--dry_run"],
+        cwd=project, env=env, capture_output=True, text=True, timeout=400,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count(" ann train --config=parity.py ") == 2, proc.stdout
+    pasted = paste(proc.stdout, tmp_path)  # the whole print, as a user copies it
+    assert pasted.stdout == "config loaded\n" * 2, (proc.stdout, pasted.stderr)
 
 
 def test_a_trial_imports_the_sweeps_ann_whatever_its_working_directory_holds(tmp_path, monkeypatch):

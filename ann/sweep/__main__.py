@@ -25,7 +25,7 @@ from ann.config import check_mode, check_selection_metric
 from ann.sweep import definition as definition_lib
 from ann.sweep import emit, grid, results, search
 from ann.sweep.space import SweepError
-from ann.sweep.trials import DATA_DIR_ENV, Trial, export_pythonpath, pythonpath
+from ann.sweep.trials import DATA_DIR_ENV, Trial
 
 FLAGS = flags.FLAGS
 cli.define_config("Config file with get_sweep(h): NAME.py[:ARG].")
@@ -96,8 +96,8 @@ flags.DEFINE_bool("retry_failed", False, "Rerun trials that failed before (defau
 flags.DEFINE_bool(
     "dry_run",
     False,
-    "Print the trials' commands, after the line exporting the sweep's PYTHONPATH (as each "
-    "command.sh); run nothing.",
+    "Print the trials' commands, each standing alone as its command.sh (`cd DIR && env "
+    "PYTHONPATH=... ann train ...`); run nothing.",
 )
 flags.DEFINE_string("summarize", None, "Rewrite and print the results of this sweep workdir.")
 flags.DEFINE_enum(
@@ -294,10 +294,10 @@ def emit_grid(definition: definition_lib.Definition, metric: str, mode: str) -> 
     trials, configs = grid.prepare(definition, FLAGS.workdir)
     check_metric_computed(definition, trials[0])
     if FLAGS.dry_run:
-        # Led, as command.sh is, by the sweep's $PYTHONPATH made absolute (a user's modules):
-        # the lines alone, pasted into a fresh shell, failed "cannot import 'mynets:Wide'".
-        lead = export_pythonpath(pythonpath(trials[0].cwd))
-        print(lead + "\n".join(t.command() for t in trials))
+        # Each line as command.sh runs it (`Trial.standalone`): after an `export PYTHONPATH=`
+        # line, without their `cd`, the lines pasted into a fresh shell elsewhere failed
+        # "--config=parity.py: no such file" (a config path relative to where the sweep ran).
+        print("\n".join(t.standalone() for t in trials))
         return
     # --parallel caps concurrent trials on the cluster only when given.
     parallel = FLAGS.parallel if FLAGS["parallel"].present else 0
