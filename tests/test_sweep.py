@@ -1607,3 +1607,48 @@ def test_results_rerun_line_of_a_users_experiment_works_pasted_into_a_fresh_shel
         if os.path.isdir(os.path.join(sweep_dir, name)):
             proc = paste(os.path.join(sweep_dir, name, "command.sh"), tmp_path)
             assert proc.stdout == "config loaded\n", proc.stderr
+
+
+def test_an_empty_pythonpath_entry_is_the_working_directory_in_every_exported_pythonpath(
+    tmp_path, monkeypatch, one_device
+):
+    """An empty PYTHONPATH entry is the current directory (`PYTHONPATH=: ann sweep ...` imports
+    mytasks.py there), but the sweep dropped it: `--dry_run` printed no PYTHONPATH, and
+    `PYTHONPATH=/nonexistent:u:` lost its trailing entry, in command.sh, sbatch and pods too;
+    the printed lines failed "no module named 'mytasks'" in a fresh shell."""
+    import yaml
+
+    project = users_project(tmp_path)
+    # The sweep's own `ann` from ROOT, the user's modules from the empty entry after it.
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "ann.sweep", "--config=parity.py", f"--workdir={tmp_path / 'sw'}",
+         "--config.total_steps=50", "--dry_run"],
+        cwd=project, env=env, capture_output=True, text=True, timeout=400,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    pasted = paste(proc.stdout, tmp_path)
+    assert pasted.stdout == "config loaded\n" * 2, (proc.stdout, pasted.stderr)
+    assert proc.stdout.count(f" PYTHONPATH={ROOT}{os.pathsep}{project} ") == 2, proc.stdout
+
+    # As Python reads it: `/nonexistent:u:` from tmp_path, and `:`.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(["/nonexistent", "u", ""]))
+    here = os.pathsep.join(["/nonexistent", str(project), str(tmp_path)])
+    assert trials_lib.pythonpath(str(tmp_path)) == here.split(os.pathsep)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep)
+    assert trials_lib.pythonpath(str(tmp_path)) == [str(tmp_path)]
+    monkeypatch.setenv("PYTHONPATH", "")
+    assert trials_lib.pythonpath(str(tmp_path)) == []  # Python adds nothing for it either
+    # Everywhere it is exported: command.sh, the sbatch script, the pods.
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(["/nonexistent", "u", ""]))
+    trials, _ = grid.prepare(definition_lib.load(write_config(tmp_path, GRID), {}), "sweep")
+    trials[0].write_files("{}")
+    script = open(os.path.join(trials[0].workdir, "command.sh")).read()
+    assert f" && exec env PYTHONPATH={here} " in script, script
+    sbatch = emit.slurm(trials, "sweep", str(tmp_path), 0, 1, "1G")
+    assert f"\nexport PYTHONPATH={here}\n" in sbatch, sbatch
+    text = emit.kubernetes(trials, "sweep", parallel=0, cpus=1, memory="1Gi", image="ann:test",
+                           pvc="runs", root="/app")  # fmt: skip
+    pod = yaml.safe_load(text)["spec"]["template"]["spec"]["containers"][0]["command"][2]
+    assert f"\nexport PYTHONPATH=/app/u{os.pathsep}/app\n" in pod, pod

@@ -175,9 +175,15 @@ class Trial:
 def pythonpath(cwd: str) -> list[str]:
     """The sweep's own `$PYTHONPATH` entries (a user's model, experiment or config modules),
     made absolute from `cwd`, where the sweep runs: a command standing alone (command.sh, an
-    sbatch script, a pod) without them failed in a fresh shell with "No module named ..."."""
-    entries = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    return [os.path.normpath(os.path.join(cwd, p)) for p in entries]
+    sbatch script, a pod) without them failed in a fresh shell with "No module named ...".
+    An empty entry (`PYTHONPATH=:`, or one ending in `:`) is the working directory, as Python
+    reads it: it was dropped, so a sweep that imported a user's module that way printed
+    commands that could not. An empty `$PYTHONPATH` adds nothing, as in Python."""
+    value = os.environ.get("PYTHONPATH", "")
+    if not value:
+        return []
+    entries = [os.path.normpath(os.path.join(cwd, p)) for p in value.split(os.pathsep)]
+    return list(dict.fromkeys(entries))  # `:` is the working directory twice
 
 
 def export_pythonpath(entries: list[str]) -> str:
