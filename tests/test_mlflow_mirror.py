@@ -611,3 +611,49 @@ def test_an_alias_deleted_in_mlflow_alone_asks_mlflow_once(
         registry_cli._alias(registry, SimpleNamespace(delete=True), ["digits", "champion"], uri)
         assert calls == ["get_model_version_by_alias", "delete_registered_model_alias"]
         assert capsys.readouterr().out.splitlines() == [said, f"deleted it in MLflow at {uri} too"]
+
+
+def test_a_password_in_a_tracking_uri_is_refused_and_never_printed(digits_export, tmp_path):
+    """`--mlflow_uri=http://user:pw@h` echoed the password in the error and in the retry
+    command (and recorded it in the registry's tags). Now refused before anything is made,
+    the password shown as `***`, naming MLflow's variables; a URI recorded with one before
+    (an older registry) is shown redacted in warnings, `versions` and `show`."""
+    _, out = digits_export
+    reg = tmp_path / "reg"
+    cli = [sys.executable, "-m", "ann.registry", f"--registry={reg}"]
+    # Before, MLflow was asked (and failed at once here: no retries, a closed port).
+    env = {**os.environ, "ANN_MLFLOW_URI": "", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+    for uri, said in [
+        ("http://ann:s3cret@127.0.0.1:9", "give http://127.0.0.1:9 and set MLflow's "
+         "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"),
+        ("postgresql://ann:s3cret@h/mlflow", "give postgresql://ann@h/mlflow and the password "
+         "where the database driver reads it outside the URI (PostgreSQL: PGPASSWORD or "
+         "~/.pgpass)"),
+    ]:  # fmt: skip
+        result = subprocess.run(
+            [*cli, "register", str(out), f"--mlflow_uri={uri}"],
+            capture_output=True, text=True, timeout=120, env=env,
+        )  # fmt: skip
+        shown = uri.replace("s3cret", "***")
+        assert one_line_error(result) == (
+            f"error: --mlflow_uri='{shown}' holds a password, which ann would record in the "
+            f"registry's tags and print; {said}"
+        )
+        assert "s3cret" not in result.stdout + result.stderr
+        assert not reg.exists()
+    # Recorded by an older ann: never printed.
+    registry = Registry(str(reg))
+    registry.register(str(out), "digits")
+    uri_key, run_key, version_key = mlflow_mirror._tag_keys("http://ann:s3cret@127.0.0.1:9")
+    registry.set_tags(
+        "digits", {uri_key: "http://ann:s3cret@127.0.0.1:9", run_key: "r", version_key: "1"}, 1
+    )
+    for args in (
+        ["alias", "digits", "y", "1"],
+        ["versions", "digits"],
+        ["show", "models:/digits/1"],
+    ):
+        result = subprocess.run([*cli, *args], capture_output=True, text=True, timeout=120, env=env)
+        assert result.returncode == 0, result.stderr
+        assert "s3cret" not in result.stdout + result.stderr, args
+        assert "http://ann:***@127.0.0.1:9" in result.stdout + result.stderr, args

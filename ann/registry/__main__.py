@@ -66,7 +66,15 @@ def _summary(mv: ModelVersion) -> str:
 
 def _tags(tags: dict[str, str]) -> str:
     """`stage=prod, team=vision`: tags as `list` and `versions` show them."""
-    return ", ".join(f"{k}={v}" for k, v in sorted(tags.items()))
+    return ", ".join(f"{k}={v}" for k, v in sorted(_shown_tags(tags).items()))
+
+
+def _shown_tags(tags: dict[str, str]) -> dict[str, str]:
+    """`tags` with a password in a recorded mirror's tracking URI as `***` (ann refuses such a
+    URI now; a registry may hold one recorded before)."""
+    return {
+        k: mlflow_mirror.shown_uri(v) if k.endswith("tracking_uri") else v for k, v in tags.items()
+    }
 
 
 def _parse_tags(items: Sequence[str]) -> dict[str, str]:
@@ -351,7 +359,9 @@ def _resolve(registry: Registry, f: Any, args: Sequence[str], mlflow_uri: str) -
 
 
 def _show(registry: Registry, f: Any, args: Sequence[str], mlflow_uri: str) -> None:
-    print(json.dumps(dataclasses.asdict(_version(f, args[0])), indent=1, default=str))
+    mv = _version(f, args[0])
+    shown = {**dataclasses.asdict(mv), "tags": _shown_tags(mv.tags)}
+    print(json.dumps(shown, indent=1, default=str))
 
 
 COMMANDS: dict[str, Callable[[Registry, Any, Sequence[str], str], None]] = {

@@ -90,6 +90,16 @@ def check_mlflow_uri(uri: str) -> None:
     after = uri[len(typed) + 1 :]  # what follows "SCHEME:"
     if not uri.isprintable() or any(c.isspace() for c in uri):
         why = "holds spaces or control characters"
+    elif parts.password is not None:
+        # It would be recorded in registry tags and echoed in errors and retry commands.
+        why = "holds a password, which ann would record in the registry's tags and print"
+        bare = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+        fix = (
+            f"give {bare} and set MLflow's MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+            if scheme in ("http", "https")
+            else f"give {shown_uri(uri, password=False)} and the password where the database "
+            "driver reads it outside the URI (PostgreSQL: PGPASSWORD or ~/.pgpass)"
+        )
     elif len(uri) > MAX_TAG_VALUE:  # after MLflow did its part, the mapping could not be kept
         why = f"has {len(uri)} characters, more than the {MAX_TAG_VALUE} a registry tag holds"
     elif (
@@ -132,7 +142,22 @@ def check_mlflow_uri(uri: str) -> None:
     elif scheme == "file" and parts.path in ("", "/"):  # MLflow: "No such file or directory: ''"
         why, fix = "has no store directory", "give one, e.g. file:///PATH/mlruns"
     if why:
-        raise RegistryError(f"--mlflow_uri={uri!r} {why}; {fix}")
+        raise RegistryError(f"--mlflow_uri={shown_uri(uri)!r} {why}; {fix}")
+
+
+def shown_uri(uri: str, password: bool = True) -> str:
+    """`uri` as ann prints it: a password in its user information as `***` (`password=False`:
+    left out, `http://user@host`); other URIs as they are."""
+    parts = urllib.parse.urlsplit(uri)
+    try:
+        if parts.password is None:
+            return uri
+    except ValueError:
+        return uri
+    user, _, host = parts.netloc.rpartition("@")
+    name = user.partition(":")[0]
+    netloc = f"{name}:***@{host}" if password else (f"{name}@{host}" if name else host)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 def _sqlite_problem(parts: urllib.parse.SplitResult) -> tuple[str, str]:
@@ -236,15 +261,16 @@ def _flatten(tree: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, s
 def _command(registry: Registry, tracking_uri: str, *args: str) -> str:
     """The `ann registry` command line that repeats a step on this registry."""
     return shlex.join(
-        ["ann", "registry", f"--registry={registry.root}", *args] + [f"--mlflow_uri={tracking_uri}"]
+        ["ann", "registry", f"--registry={registry.root}", *args]
+        + [f"--mlflow_uri={shown_uri(tracking_uri)}"]
     )
 
 
 def _unreached(change: str, uris: Sequence[str], fix: str, commands: Sequence[str]) -> str:
     """The warning (one line) naming the servers a change did not reach, and how to fix each."""
     return (
-        f"{change} in MLflow at {', '.join(uris)}, where it is mirrored too (a command changes "
-        f"MLflow only at its --mlflow_uri); {fix}: {'; '.join(commands)}"
+        f"{change} in MLflow at {', '.join(map(shown_uri, uris))}, where it is mirrored too (a "
+        f"command changes MLflow only at its --mlflow_uri); {fix}: {'; '.join(commands)}"
     )
 
 
@@ -310,7 +336,7 @@ def unreached_delete(mv: ModelVersion, reached: str) -> str | None:
     if not left:
         return None
     commands = [
-        f"MlflowClient({uri!r}).delete_model_version({mv.name!r}, '{number}')"
+        f"MlflowClient({shown_uri(uri)!r}).delete_model_version({mv.name!r}, '{number}')"
         for uri, number in left.items()
     ]
     return _unreached(
@@ -328,8 +354,8 @@ def _failed(
     """`kept`: what ann's registry holds regardless (`mirror` changes nothing there: it said
     "holds the change" after a failed backfill)."""
     return MirrorError(
-        f"{what} at {tracking_uri} failed: {_said(error).rstrip('.')}. ann's registry holds "
-        f"{kept}; retry with: {retry}"
+        f"{what} at {shown_uri(tracking_uri)} failed: {_said(error).rstrip('.')}. ann's registry "
+        f"holds {kept}; retry with: {retry}"
     )
 
 
