@@ -833,6 +833,32 @@ def test_a_tracking_uri_mlflow_would_misread_is_refused_naming_its_spelling(tmp_
     assert not (tmp_path / "reg").exists()
 
 
+def test_a_registry_uri_or_a_bare_sqlite_file_is_refused_with_a_hint(tmp_path):
+    """`--mlflow_uri=databricks-uc` (MLflow's Unity Catalog registry URI, a local directory as a
+    tracking URI) and `--mlflow_uri=mlflow.db` were refused as "has the scheme ''", naming no
+    fix for either."""
+    from ann.registry.mlflow_mirror import check_mlflow_uri
+
+    schemes = "http, https, file, sqlite, postgresql, mysql, mssql, databricks"
+    uc = "(MLflow's registry for it is Unity Catalog, databricks-uc)"
+    for uri, said in [
+        ("databricks-uc", f"is MLflow's Unity Catalog registry URI, not a tracking URI; give "
+         f"databricks {uc}"),
+        ("databricks-uc://prof", f"is MLflow's Unity Catalog registry URI, not a tracking URI; "
+         f"give databricks://prof {uc}"),
+        ("mlflow.db", f"has no scheme (one of {schemes}); give the SQLite file as "
+         "sqlite:///mlflow.db"),
+        ("/tmp/m.sqlite", f"has no scheme (one of {schemes}); give the SQLite file as "
+         "sqlite:////tmp/m.sqlite"),
+    ]:  # fmt: skip
+        with pytest.raises(RegistryError) as e:
+            check_mlflow_uri(uri)
+        assert str(e.value) == f"--mlflow_uri={uri!r} {said}", uri
+    refused = _cli(tmp_path / "reg", "register", str(tmp_path), "--mlflow_uri=mlflow.db")
+    assert one_line_error(refused).endswith("give the SQLite file as sqlite:///mlflow.db")
+    assert not (tmp_path / "reg").exists()
+
+
 def test_a_copy_out_of_the_registry_is_served_as_its_version(digits_export, tmp_path):
     # The Dockerfile bakes `ann registry resolve`'s directory into the image: served from
     # there it was 'digits_cnn/<sha prefix>', not 'digits/1' as `--model=models:/digits/1`

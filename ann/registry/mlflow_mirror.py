@@ -112,8 +112,19 @@ def check_mlflow_uri(uri: str) -> None:
         fix = f"give {typed.lower()}{uri[len(typed) :]}"
     elif scheme not in MLFLOW_SCHEMES or (":" not in uri and uri != "databricks"):
         # `databricks` alone is MLflow's spelling of the default Databricks profile
-        shown = typed if ":" in uri else ""
-        why = f"has the scheme {shown!r}, not one of {', '.join(MLFLOW_SCHEMES)}"
+        why = (
+            f"has the scheme {typed!r}, not one of {', '.join(MLFLOW_SCHEMES)}"
+            if ":" in uri
+            else f"has no scheme (one of {', '.join(MLFLOW_SCHEMES)})"
+        )
+        if scheme == "databricks-uc":  # MLflow's registry URI; its tracking store a directory
+            why = "is MLflow's Unity Catalog registry URI, not a tracking URI"
+            fix = (
+                f"give databricks{uri[len(typed) :]} (MLflow's registry for it is Unity "
+                "Catalog, databricks-uc)"
+            )
+        elif ":" not in uri and uri.lower().endswith((".db", ".sqlite", ".sqlite3")):
+            fix = f"give the SQLite file as sqlite:///{uri}"
     elif scheme in ("sqlite", *DATABASES) and after and not after.startswith("//"):
         # `sqlite:mlflow.db`: SQLAlchemy's "Could not parse", after ann's registry changed
         why = f"has no '//' after '{typed}:'"
