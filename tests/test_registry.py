@@ -877,7 +877,7 @@ def test_a_copy_out_of_the_registry_is_served_as_its_version(digits_export, tmp_
     os.chmod(baked / "manifest.json", 0o644)
     manifest = json.loads((baked / "manifest.json").read_text())
     (baked / "manifest.json").write_text(json.dumps({**manifest, "name": "other"}))
-    message = "was modified after it was registered as digits version 1 .*; copy the version"
+    message = "registry.json and manifest.json disagree .*; copy the version"
     with pytest.raises(artifact.IntegrityError, match=message):
         load_model(str(baked), None)
 
@@ -902,14 +902,14 @@ def test_a_copys_registry_json_is_held_to_the_registrys_rules(digits_export, tmp
     name_rule = "letters, digits, '_', '.' or '-' (at most 128), starting with a letter or digit"
     again = "copy the version again from the registry (ann registry resolve)"
     for field, value, said in [
-        ("name", "x/../../../zz", f"'x/../../../zz' is not a model name ({name_rule})"),
-        ("name", "../../etc", f"'../../etc' is not a model name ({name_rule})"),
-        ("name", "", f"'' is not a model name ({name_rule})"),
-        ("name", "digits\n", f"'digits\\n' is not a model name ({name_rule})"),
+        ("name", "x/../../../zz", f'"x/../../../zz" is not a model name ({name_rule})'),
+        ("name", "../../etc", f'"../../etc" is not a model name ({name_rule})'),
+        ("name", "", f'"" is not a model name ({name_rule})'),
+        ("name", "digits\n", f'"digits\\n" is not a model name ({name_rule})'),
         ("version", -3, "-3 is not a version number (1, 2, ...)"),
-        ("version", True, "True is not a version number (1, 2, ...)"),
-        ("version", "1", "'1' is not a version number (1, 2, ...)"),
-        ("manifest_sha256", "../x", "'../x' is not a sha256 (64 hex digits)"),
+        ("version", True, "true is not a version number (1, 2, ...)"),
+        ("version", "1", '"1" is not a version number (1, 2, ...)'),
+        ("manifest_sha256", "../x", '"../x" is not a sha256 (64 hex digits)'),
     ]:
         record_file.write_text(json.dumps({**good, field: value}))
         line = f'error: {record_file}: "{field}" {said}; {again}'
@@ -925,6 +925,54 @@ def test_a_copys_registry_json_is_held_to_the_registrys_rules(digits_export, tmp
     record_file.write_text(json.dumps(good))
     served = load_model(str(copy), None)
     assert (served.name, served.version) == ("digits", "1")
+
+
+def test_a_copys_registry_json_says_what_is_wrong_in_json_terms(digits_export, tmp_path):
+    """registry.json's messages showed Python's reprs (`"name" None` for a missing or null name,
+    `"version" True`); an upper-case manifest_sha256 was refused as "not a sha256 (64 hex
+    digits)"; a wrong but well-formed one said "manifest.json was modified after it was
+    registered" though registry.json was the file edited, and only after JAX's import and the
+    model's load (2.7 s where the other checks take 0.3 s)."""
+    from ann.serve.repository import load_model
+
+    _, out = digits_export
+    path = Registry(str(tmp_path / "reg")).register(str(out), "digits").path
+    copy = tmp_path / "copy"
+    shutil.copytree(path, copy)
+    os.chmod(copy, 0o755)
+    record_file = copy / "registry.json"
+    os.chmod(record_file, 0o644)
+    good = json.loads(record_file.read_text())
+    again = "copy the version again from the registry (ann registry resolve)"
+    name_rule = "letters, digits, '_', '.' or '-' (at most 128), starting with a letter or digit"
+    for record, said in [
+        ({k: v for k, v in good.items() if k != "name"}, '"name" is missing'),
+        ({**good, "name": None}, f'"name" null is not a model name ({name_rule})'),
+        ({**good, "version": None}, '"version" null is not a version number (1, 2, ...)'),
+    ]:
+        record_file.write_text(json.dumps(record))
+        with pytest.raises(RegistryError) as e:
+            load_model(str(copy), None)
+        assert str(e.value) == f"{record_file}: {said}; {again}"
+    record_file.write_text(json.dumps({**good, "manifest_sha256": good["manifest_sha256"].upper()}))
+    served = load_model(str(copy), None)
+    assert (served.name, served.version) == ("digits", "1")
+    wrong = "0" * 64
+    record_file.write_text(json.dumps({**good, "manifest_sha256": wrong}))
+    # Said before JAX is imported: `resolve` checks it, as `ann report` and `ann serve` call it.
+    script = (
+        "import sys\nfrom ann.registry import resolve\ntry:\n    resolve(sys.argv[1])\n"
+        "except ValueError as e:\n    print(e)\nprint('jax' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(copy)], capture_output=True, text=True, timeout=120
+    )
+    assert result.stdout.splitlines() == [
+        f"{copy}: registry.json and manifest.json disagree (registry.json records digits "
+        f"version 1 with the manifest sha256 {wrong}, manifest.json's is "
+        f"{good['manifest_sha256']}): one of them was modified after the copy was made; {again}",
+        "False",
+    ], result.stderr
 
 
 def test_a_registry_that_cannot_be_written_is_named_for_every_write(

@@ -175,16 +175,26 @@ def identity(directory: str) -> dict[str, Any] | None:
     if not isinstance(record, dict):
         raise RegistryError(f"{path} is not a registry record (a JSON object); {again}")
     name, version, sha = record.get("name"), record.get("version"), record.get("manifest_sha256")
+    lowered = sha.lower() if isinstance(sha, str) else None  # hex digits in either case
+    missing = [key for key in ("name", "version", "manifest_sha256") if key not in record]
     why = ""
-    if not (isinstance(name, str) and NAME.fullmatch(name)):
-        why = f'"name" {name!r} is not a model name ({NAME_RULE})'
+    if missing:
+        why = f'"{missing[0]}" is missing'
+    elif not (isinstance(name, str) and NAME.fullmatch(name)):
+        why = f'"name" {_json(name)} is not a model name ({NAME_RULE})'
     elif not (type(version) is int and 1 <= version < 2**63):  # bool is an int to isinstance
-        why = f'"version" {version!r} is not a version number (1, 2, ...)'
-    elif not (isinstance(sha, str) and SHA256.fullmatch(sha)):
-        why = f'"manifest_sha256" {sha!r} is not a sha256 (64 hex digits)'
+        why = f'"version" {_json(version)} is not a version number (1, 2, ...)'
+    elif not (lowered and SHA256.fullmatch(lowered)):
+        why = f'"manifest_sha256" {_json(sha)} is not a sha256 (64 hex digits)'
     if why:
         raise RegistryError(f"{path}: {why}; {again}")
-    return record
+    return {**record, "manifest_sha256": lowered}
+
+
+def _json(value: Any) -> str:
+    """A value of a JSON file as it is written there (`null`, `true`, `"1"`), not Python's
+    repr of it."""
+    return json.dumps(value, ensure_ascii=False)
 
 
 # How an export was made, not what it is: when (`created`), from which state of ann's own

@@ -56,13 +56,7 @@ class Resolved:
         record = self.record
         if record is None:
             return None
-        if record["manifest_sha256"] != manifest_sha256:
-            raise artifact.IntegrityError(
-                f"{self.path}/manifest.json was modified after it was registered as "
-                f"{record['name']} version {record['version']} (its sha256 is "
-                f"{manifest_sha256}, {IDENTITY} records {record['manifest_sha256']}); copy the "
-                "version again from the registry (ann registry resolve)"
-            )
+        check_record(self.path, record, manifest_sha256)
         return record["name"], record["version"]
 
     def served_name(self, manifest_name: str, manifest_sha256: str) -> tuple[str, str]:
@@ -73,6 +67,20 @@ class Resolved:
         if registered is None:
             return manifest_name, export_version(manifest_sha256)
         return registered[0], str(registered[1])
+
+
+def check_record(path: str, record: dict[str, Any], manifest_sha256: str) -> None:
+    """Raises IntegrityError where a registered copy's `registry.json` (`record`, checked by
+    `identity`) does not hold the sha256 of its manifest's bytes: one of the two files was
+    changed after the copy was made."""
+    if record["manifest_sha256"] != manifest_sha256:
+        raise artifact.IntegrityError(
+            f"{path}: {IDENTITY} and {artifact.MANIFEST} disagree ({IDENTITY} records "
+            f"{record['name']} version {record['version']} with the manifest sha256 "
+            f"{record['manifest_sha256']}, {artifact.MANIFEST}'s is {manifest_sha256}): one of "
+            "them was modified after the copy was made; copy the version again from the "
+            "registry (ann registry resolve)"
+        )
 
 
 def export_version(manifest_sha256: str) -> str:
@@ -116,4 +124,8 @@ def resolve(spec: str, registry: str | None = None, has_flag: bool = True) -> Re
     if why is not None:
         raise RegistryError(why)
     path = os.path.abspath(spec)
-    return Resolved(spec, path, None, None, identity(path))
+    record = identity(path)
+    if record is not None:  # here, not after loading: a second, not JAX's import
+        _, raw = artifact.read_manifest_bytes(path)
+        check_record(path, record, artifact.sha256_bytes(raw))
+    return Resolved(spec, path, None, None, record)
