@@ -657,3 +657,41 @@ def test_a_password_in_a_tracking_uri_is_refused_and_never_printed(digits_export
         assert result.returncode == 0, result.stderr
         assert "s3cret" not in result.stdout + result.stderr, args
         assert "http://ann:***@127.0.0.1:9" in result.stdout + result.stderr, args
+
+
+def test_a_new_alias_not_sent_to_mlflow_is_said_not_set_there(digits_export, tmp_path):
+    """An alias set without --mlflow_uri on a model mirrored elsewhere warned "alias 'y' of
+    'digits' not moved ... in MLflow" for an alias MLflow never held: "not set" now, "not
+    moved" still for one it holds. The mirror is recorded in the tags as `mirror` writes them
+    (no MLflow needed: the warning reads only ann's registry)."""
+    _, out = digits_export
+    reg = tmp_path / "reg"
+    registry = Registry(str(reg))
+    registry.register(str(out), "digits", aliases=["champion"])
+    registry.register(str(out), "digits", allow_duplicate=True)
+    store = f"sqlite:///{tmp_path / 'm.db'}"
+    uri_key, run_key, version_key = mlflow_mirror._tag_keys(store)
+    registry.set_tags("digits", {uri_key: store, run_key: "r", version_key: "1"}, 1)
+    registry.set_tags("digits", {mlflow_mirror._aliases_key(store): "champion:1"})
+    env = {**os.environ, "ANN_MLFLOW_URI": ""}
+
+    def warning(*args):
+        done = subprocess.run(
+            [sys.executable, "-m", "ann.registry", f"--registry={reg}", "alias", "digits", *args],
+            capture_output=True, text=True, timeout=120, env=env,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return done.stderr.strip()
+
+    fix = f"ann registry --registry={reg} alias digits y 1 --mlflow_uri={store}"
+    assert warning("y", "1") == (
+        f"warning: alias 'y' of 'digits' not set to models:/digits/1 in MLflow at {store}, "
+        "where it is mirrored too (a command changes MLflow only at its --mlflow_uri); set "
+        f"there with: {fix}"
+    )
+    fix = f"ann registry --registry={reg} mirror models:/digits/2 --mlflow_uri={store}"
+    assert warning("champion", "2") == (
+        f"warning: alias 'champion' of 'digits' not moved to models:/digits/2 in MLflow at "
+        f"{store}, where it is mirrored too (a command changes MLflow only at its "
+        f"--mlflow_uri); move there with: {fix}"
+    )

@@ -317,6 +317,11 @@ def unreached_aliases(
             commands += [_command(registry, uri, "alias", name, a, str(version)) for a in aliases]
         else:  # mirroring it there sets its aliases
             commands.append(_command(registry, uri, "mirror", mv.uri))
+    # "not moved" of an alias MLflow never held (a new one) said it had one to move: "not set"
+    # where every server's record (`mlflow_aliases`) says it holds none of them.
+    held = [mlflow_aliases(registry, name, uri) for uri in uris]
+    if all(h is not None and not set(aliases) & set(h) for h in held):
+        return _unreached(f"{what} not set to {mv.uri}", uris, "set there with", commands)
     return _unreached(f"{what} not moved to {mv.uri}", uris, "move there with", commands)
 
 
