@@ -253,6 +253,30 @@ def test_a_flagged_slices_interval_is_written_like_its_metric():
     )
 
 
+def test_index_html_has_a_table_of_the_slices():
+    """index.html showed a slicing's names, sizes, headline and ci95 only in the collapsed "all
+    values" JSON, unrounded ("0.9285714285714286"), and `higher_is_better | True` as Python's
+    repr: a table per slicing now, written as the notes write them."""
+    groups = {0: (13, 14), 1: (81, 263)}  # group -> (right rows, rows)
+    group = np.concatenate([np.full(n, g) for g, (_, n) in groups.items()])
+    right = np.concatenate([np.arange(n) < k for k, n in groups.values()])
+    rows = {"label": np.zeros(len(group), int), "group": group}
+    exp = types.SimpleNamespace(label_key="label", class_names=["a", "b"])
+    preds = make_preds("classification", rows, {"label": np.where(right, 0, 1)}, exp)
+    preds.config.report.slice_min = 0.5
+    page = html._metrics_tables(slices.slice_metrics(preds, "field:group"))
+    assert (
+        "<table><caption>by slice</caption><tr><th>slice</th><th>rows</th><th>accuracy</th>"
+        "<th>ci95</th><th>flagged</th></tr>"
+        "<tr><td>overall</td><td>277</td><td>0.3394</td><td>[0.2861, 0.3970]</td><td></td></tr>"
+        "<tr><td>group=0</td><td>14</td><td>0.9286</td><td>[0.6853, 0.9873]</td>"
+        "<td>false</td></tr>"
+        "<tr><td>group=1</td><td>263</td><td>0.3080</td><td>[0.2553, 0.3662]</td>"
+        "<td>true</td></tr></table>"
+    ) in page
+    assert "<tr><td>higher_is_better</td><td>true</td></tr>" in page
+
+
 # --- sections -----------------------------------------------------------------------------
 
 

@@ -123,6 +123,8 @@ def _metrics_tables(metrics: dict[str, Any]) -> str:
             for k, v in scalars.items()
         )
         parts.append(f"<table><tr><th>metric</th><th>value</th></tr>{rows}</table>")
+    if isinstance(metrics.get("headline"), str) and isinstance(metrics.get("slices"), list):
+        parts.append(_slices_table(metrics))
     rest = {}
     for key, value in metrics.items():
         if key not in scalars:
@@ -139,11 +141,30 @@ def _metrics_tables(metrics: dict[str, Any]) -> str:
     return "".join(parts)
 
 
+def _slices_table(result: dict[str, Any]) -> str:
+    """A slices section's (`slices.slice_metrics`) table: per slice, after the overall row, its
+    rows, its headline and 95% interval (written like the headline: `metric_text`, as the notes
+    write them) and whether it is flagged; the slices' other metrics stay in "all values"."""
+    h = result["headline"]
+    flagged = set(result.get("flagged") or ())
+
+    def row(name: str, entry: dict[str, Any], flag: str) -> list[Any]:
+        ci = entry.get("ci95")
+        interval = f"[{metric_text(h, ci[0])}, {metric_text(h, ci[1])}]" if ci else ""
+        return [name, entry.get("size"), metric_text(h, entry["metrics"].get(h)), interval, flag]
+
+    rows = [row("overall", result["overall"], "")] if result.get("overall") else []
+    rows += [row(s["name"], s, _format(s["name"] in flagged)) for s in result["slices"]]
+    return _rows_table("by slice", ["slice", "rows", h, "ci95", "flagged"], rows)
+
+
 def _format(value: Any, metric: str = "") -> str:
     """A cell: a float of the metric named `metric` as the report writes it everywhere
     (`metric_text`), any other float with 4 significant digits."""
     if isinstance(value, list):
         return ", ".join(_format(v, metric) for v in value)
+    if isinstance(value, bool):  # as report.json writes it (it said "True")
+        return "true" if value else "false"
     if isinstance(value, float):
         return metric_text(metric, value)
     return html.escape(str(value))
