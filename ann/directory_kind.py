@@ -204,6 +204,8 @@ def committed_steps(directory: str, but: int | None = None) -> list[int]:
 
 # A run's checkpoint directories (ann/train/checkpoint.py): the latest steps, the best step.
 CHECKPOINTS, CHECKPOINTS_BEST = "checkpoints", "checkpoints_best"
+# Where a resume moves damaged steps (ann.train.checkpoint), kept for inspection and recovery.
+CHECKPOINTS_DAMAGED = "checkpoints_damaged"
 
 
 class SavedSteps(NamedTuple):

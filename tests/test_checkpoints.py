@@ -868,3 +868,17 @@ def test_open_waits_for_the_cleanup_of_stale_saves_it_begins(tmp_path, monkeypat
     checkpoints = checkpoint_lib.Checkpoints(str(tmp_path), 3, "val/loss", "min")
     assert sorted(finished) == [str(tmp_path / "checkpoints"), str(tmp_path / "checkpoints_best")]
     checkpoints.close()
+
+
+def test_a_start_stopped_after_setting_damaged_steps_aside_keeps_them(tmp_path):
+    # A Ctrl-C or SIGTERM while starting removes what the start added: it deleted
+    # checkpoints_damaged/ too, with the intact best a resume had just moved there.
+    from ann.train import workdir as workdir_lib
+
+    (tmp_path / "checkpoints" / "400").mkdir(parents=True)
+    before = workdir_lib.entries(str(tmp_path))
+    (tmp_path / checkpoint_lib.DAMAGED_DIR / "checkpoints_best-600").mkdir(parents=True)
+    (tmp_path / "parameters.tsv").write_text("")
+    workdir_lib.remove_added(str(tmp_path), before)
+    assert sorted(os.listdir(tmp_path)) == ["checkpoints", checkpoint_lib.DAMAGED_DIR]
+    assert (tmp_path / checkpoint_lib.DAMAGED_DIR / "checkpoints_best-600").is_dir()

@@ -45,7 +45,7 @@ from ann.train import run_status
 from ann.train.state import all_finite
 
 MANIFEST = "ann_manifest.json"
-DAMAGED_DIR = "checkpoints_damaged"
+DAMAGED_DIR = directory_kind.CHECKPOINTS_DAMAGED
 
 
 class CheckpointError(RuntimeError):

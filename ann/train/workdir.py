@@ -116,12 +116,14 @@ def remove_added(workdir: str, before: set[str] | None) -> None:
     """Removes what a start refused before its first step wrote (config.json, parameters.tsv,
     an empty metrics.jsonl, checkpoint directories): the whole workdir if the start created it
     (`before` is None), else the entries not in `before`. A refused start reads as a workdir
-    that holds a run (`ann report`, `ann export`, a sweep's results) if they stay."""
+    that holds a run (`ann report`, `ann export`, a sweep's results) if they stay. Never
+    checkpoints_damaged/: what a resume moved there is the run's (a damaged step, an intact
+    best set aside), and a Ctrl-C or SIGTERM while starting deleted it with the rest."""
     if before is None:
         shutil.rmtree(workdir, ignore_errors=True)
         return
     for name in entries(workdir) or set():
-        if name not in before:
+        if name not in before and name != directory_kind.CHECKPOINTS_DAMAGED:
             path = os.path.join(workdir, name)
             if os.path.isdir(path) and not os.path.islink(path):
                 shutil.rmtree(path, ignore_errors=True)
