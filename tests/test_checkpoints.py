@@ -328,10 +328,22 @@ def test_damaged_metrics_of_the_best_step_are_one_line_or_saved_again(tmp_path, 
     with caplog.at_level(logging.WARNING):
         train_and_evaluate(tiny(total_steps=20), str(workdir))  # finished: restores only
     aside = workdir / checkpoint_lib.DAMAGED_DIR / "checkpoints_best-20"
-    assert f"moved it to {aside}: the next eval chooses the best again" in caplog.text
+    assert f"moved it to {aside}: saved again from the step a resume starts from" in caplog.text
     # A finished run evaluates no more: its best is saved again from the state resumed.
     assert "saved the best checkpoint, step 20, again in " in caplog.text, caplog.text
+    assert "had no ann_manifest.json" not in caplog.text  # it was just written, not stopped
     assert checkpoint_lib.verify_files(str(workdir / "checkpoints_best" / "20")) is None
+    assert restore_model(str(workdir), "best")[2] == 20
+
+
+def test_a_lost_best_checkpoint_is_saved_again_from_the_step_resumed(tmp_path, trained, caplog):
+    # checkpoints_best/ left empty (a Ctrl-C once deleted what a resume had set aside): the
+    # finished run said "best checkpoint: step 20" and saved none; export then had no best.
+    workdir = copy_run(trained, tmp_path / "run")
+    shutil.rmtree(workdir / "checkpoints_best" / "20")
+    with caplog.at_level(logging.WARNING):
+        train_and_evaluate(tiny(total_steps=20), str(workdir))
+    assert "saved the best checkpoint, step 20, again in " in caplog.text, caplog.text
     assert restore_model(str(workdir), "best")[2] == 20
 
 

@@ -236,16 +236,15 @@ def _set_aside_strays(workdir: str) -> None:
         multihost_utils.sync_global_devices("ann_checkpoint_strays")
 
 
-def _set_aside_damaged_best(workdir: str, writer: bool) -> list[int]:
+def _set_aside_damaged_best(workdir: str, writer: bool) -> None:
     """Before Orbax opens checkpoints_best/, which reads each step's metrics to rank it: a step
     whose metadata or metrics differ from its manifest crashed every command that opened the
     run (train, export, report) with Orbax's UnicodeDecodeError or JSONDecodeError traceback.
     A writer moves such a step to checkpoints_damaged/ with a warning (the run chooses its
     best again); a reader, which changes nothing, raises CheckpointError naming the file and
-    the fix. Only the small files outside the step's ITEMS are hashed. Returns the steps set
-    aside (`Checkpoints.restore` saves the best again from the same step, `_resave_best`)."""
+    the fix. Only the small files outside the step's ITEMS are hashed (`Checkpoints.restore`
+    saves the best again where it is the step resumed from: `_resave_best`)."""
     directory = os.path.join(workdir, "checkpoints_best")
-    aside = []
     for step in directory_kind.committed_steps(directory):
         step_dir = os.path.join(directory, str(step))
         try:
@@ -256,7 +255,6 @@ def _set_aside_damaged_best(workdir: str, writer: bool) -> list[int]:
             continue
         copy = os.path.join(workdir, "checkpoints", str(step))
         same = f"; the same step is in {copy}" if os.path.isdir(copy) else ""
-        aside.append(step)
         if not writer:
             raise CheckpointError(
                 f"checkpoint step {step} in {directory} is damaged ({problem}), and opening the "
@@ -271,8 +269,9 @@ def _set_aside_damaged_best(workdir: str, writer: bool) -> list[int]:
                 target = os.path.join(workdir, DAMAGED_DIR, f"checkpoints_best-{step}.{n}")
             shutil.move(step_dir, target)
             logging.warning(
-                "the best checkpoint, step %d in %s, is damaged (%s), and Orbax reads it to rank "
-                "it; moved it to %s: the next eval chooses the best again%s",
+                "the best checkpoint, step %d in %s, is damaged (%s); moved it to %s: saved "
+                "again from the step a resume starts from where that is the best, else the "
+                "next eval chooses the best again%s",
                 step,
                 directory,
                 problem,
@@ -281,7 +280,6 @@ def _set_aside_damaged_best(workdir: str, writer: bool) -> list[int]:
             )
     if writer and jax.process_count() > 1:
         multihost_utils.sync_global_devices("ann_checkpoint_damaged_best")
-    return aside
 
 
 def _best_set_aside(workdir: str) -> tuple[int, str] | None:
@@ -315,7 +313,7 @@ class Checkpoints:
         self.workdir = os.path.abspath(workdir)
         if create:
             _set_aside_strays(self.workdir)
-        self._best_aside = _set_aside_damaged_best(self.workdir, create)
+        _set_aside_damaged_best(self.workdir, create)
         self.best_metric = best_metric
         self.best_mode = best_mode
         # A stop (Ctrl-C, SIGTERM) while opening lands once each manager's removal of stale
@@ -588,8 +586,8 @@ class Checkpoints:
             self._set_aside(damaged, step)
             self.passed_over = [s for s, _ in damaged]
             self._check_best(step)
+            self._write_missing_manifests(step)  # before: a best saved again has its own
             self._resave_best(step, restored.state, data_iter)
-            self._write_missing_manifests(step)
             return restored.state, step
         listing = "; ".join(f"step {s}: {p}" for s, p in damaged)
         raise CheckpointError(
@@ -648,34 +646,41 @@ class Checkpoints:
         return True
 
     def _resave_best(self, resumed: int, state: Any, data_iter: Any) -> None:
-        """Saves the best checkpoint again where `_set_aside_damaged_best` moved it away at
-        open (its metadata or metrics damaged) and it is the step resumed from, whose intact
-        state and data position are in hand, with the eval metrics metrics.jsonl recorded at
-        that step (what ranked it): a finished run, which evaluates no more, was left with no
-        best. Left to the next eval where metrics.jsonl has no such record."""
-        if resumed not in self._best_aside or self.best.latest_step() is not None:
+        """Saves the best checkpoint again where checkpoints_best/ holds none and the step
+        resumed from, whose intact state and data position are in hand, is the best of the
+        evals metrics.jsonl recorded up to it (by `best_metric` and `best_mode`; the first of
+        equals, as `save_if_best` keeps it), with that eval's metrics: one set aside for
+        damaged metadata (`_set_aside_damaged_best`), or lost (a Ctrl-C deleted it, or a
+        hand), left a finished run, which evaluates no more, with no best. Else the next eval
+        chooses it."""
+        if self.best.latest_step() is not None:
             return
         from ann.train.writers import read_records
 
-        records = read_records(os.path.join(self.workdir, "metrics.jsonl"))
-        metrics = {}
-        for record in records:
-            if record.get("step") == resumed and self.best_metric in record:
-                metrics = {k: v for k, v in record.items() if k != "step"}
-        value = metrics.get(self.best_metric)
-        if not isinstance(value, int | float) or not math.isfinite(value):
+        best: dict = {}
+        for record in read_records(os.path.join(self.workdir, "metrics.jsonl")):
+            value, step = record.get(self.best_metric), record.get("step")
+            if not isinstance(step, int) or step > resumed:
+                continue
+            if not isinstance(value, int | float) or not math.isfinite(value):
+                continue
+            kept = best.get(self.best_metric)
+            if kept is None or (value > kept if self.best_mode == "max" else value < kept):
+                best = record
+        if best.get("step") != resumed:
             return
+        metrics = {k: v for k, v in best.items() if k != "step"}
         self._save(self.best, resumed, _save_args(state, data_iter), metrics=metrics, force=True)
         self._seal(self.best)
-        self._best_value = value
+        self._best_value = metrics[self.best_metric]
         if jax.process_index() == 0:
             logging.warning(
                 "saved the best checkpoint, step %d, again in %s from the state resumed (its "
-                "%s %s, from metrics.jsonl)",
+                "%s %s, the best metrics.jsonl records up to it)",
                 resumed,
                 self.best.directory,
                 self.best_metric,
-                value,
+                self._best_value,
             )
 
     def _check_best(self, resumed: int) -> None:
