@@ -289,18 +289,40 @@ def test_a_damaged_best_checkpoint_without_a_copy_is_set_aside_and_chosen_again(
     assert aside.is_dir() and saved_steps(workdir, "checkpoints_best") == [30]
 
 
-def test_a_best_past_damaged_steps_is_kept_aside_not_deleted(tmp_path, trained, caplog):
-    # checkpoints/20's own metadata damaged (no copy of it to repair from): the resume passes
-    # over it to step 10, and deleted the intact checkpoints_best/20 as "an earlier attempt's".
+def test_a_step_damaged_outside_its_items_is_saved_again_from_its_best_copy(
+    tmp_path, trained, caplog
+):
+    # checkpoints/20's own metadata damaged (nothing to replace it from): the resume passed
+    # over it to step 10 and retrained, its intact copy in checkpoints_best/ beside it.
     workdir = copy_run(trained, tmp_path / "run")
     metadata = workdir / "checkpoints" / "20" / "_CHECKPOINT_METADATA"
     metadata.write_bytes(metadata.read_bytes().replace(b"{", b"x", 1))
     with caplog.at_level(logging.WARNING):
+        result = train_and_evaluate(tiny(total_steps=20), str(workdir))  # finished: restores
+    assert result.step == 20
+    assert (
+        f"saved checkpoint step 20 again in {workdir}/checkpoints from its intact copy in "
+        f"{workdir}/checkpoints_best, resumed from it" in caplog.text
+    ), caplog.text
+    assert "removed checkpoints_best" not in caplog.text
+    assert saved_steps(workdir) == [10, 20] and saved_steps(workdir, "checkpoints_best") == [20]
+    assert checkpoint_lib.verify_files(str(workdir / "checkpoints" / "20")) is None
+
+
+def test_a_best_past_damaged_steps_is_kept_aside_not_deleted(tmp_path, trained, caplog):
+    # A best of step 15 (renamed: the same files; evals between checkpoints), checkpoints/20
+    # damaged with no copy: the resume falls back to 10, and deleted the intact best 15 as
+    # "an earlier attempt's".
+    workdir = copy_run(trained, tmp_path / "run")
+    os.rename(workdir / "checkpoints_best" / "20", workdir / "checkpoints_best" / "15")
+    victim = largest_data_file(workdir / "checkpoints" / "20")
+    victim.write_bytes(victim.read_bytes()[:-7])
+    with caplog.at_level(logging.WARNING):
         result = train_and_evaluate(tiny(total_steps=30), str(workdir))
     assert result.step == 30
-    aside = workdir / checkpoint_lib.DAMAGED_DIR / "checkpoints_best-20"
+    aside = workdir / checkpoint_lib.DAMAGED_DIR / "checkpoints_best-15"
     assert (
-        f"moved checkpoints_best step 20 to {aside}: past step 10, where this run resumes after "
+        f"moved checkpoints_best step 15 to {aside}: past step 10, where this run resumes after "
         "passing over damaged steps (20)" in caplog.text
     ), caplog.text
     assert "an earlier attempt's" not in caplog.text

@@ -572,6 +572,7 @@ class Checkpoints:
             # best copy of this step as a best "past where training starts".
             if problem is not None and self._repair(self.latest, step, problem):
                 restored, problem = self._load(step, abstract_state)
+            copied = problem is not None and (restored := self._best_copy(step, abstract_state))
             if restored is None:
                 damaged.append((step, problem))
                 continue
@@ -583,7 +584,20 @@ class Checkpoints:
                     f"this data set does not have ({e}); rerun with the data config it was "
                     f"saved with ({config_file_in(self.workdir)})"
                 ) from e
-            self._set_aside(damaged, step)
+            if copied:  # damage outside its items (its own metadata): saved again by Orbax
+                self._set_aside([*damaged, (step, problem)], step)
+                self._save(self.latest, step, _save_args(restored.state, data_iter), force=True)
+                self._seal(self.latest)
+                if jax.process_index() == 0:
+                    logging.warning(
+                        "saved checkpoint step %d again in %s from its intact copy in %s, "
+                        "resumed from it",
+                        step,
+                        self.latest.directory,
+                        self.best.directory,
+                    )
+            else:
+                self._set_aside(damaged, step)
             self.passed_over = [s for s, _ in damaged]
             self._check_best(step)
             self._write_missing_manifests(step)  # before: a best saved again has its own
@@ -595,6 +609,27 @@ class Checkpoints:
             f"left in place: start a new --workdir, or rerun here with init_from set to an "
             "export or another run"
         )
+
+    def _best_copy(self, step: int, abstract_state: Any) -> Any:
+        """The state and data position of `step` from its copy in checkpoints_best/, where that
+        copy is intact and finite, else None: a step of checkpoints/ damaged outside the items
+        `_repair` replaces (Orbax's metadata, ann's manifest) was passed over, the run
+        retraining from an older step with an intact copy beside it."""
+        if step not in self._complete_steps(self.best):
+            return None
+        try:
+            if verify_files(self._step_dir(self.best, step)) is not None:
+                return None
+        except OSError:
+            return None  # no manifest (unverifiable) or unreadable: not a copy to trust
+        args = ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()
+        )
+        try:
+            restored = self._read(self.best, step, args)
+        except _Unreadable:
+            return None
+        return restored if _finite(restored.state) else None
 
     def _aside_dir(self, manager: ocp.CheckpointManager, step: int) -> str:
         """A new directory name under checkpoints_damaged/ for `manager`'s step `step`."""
