@@ -639,10 +639,21 @@ def _missing_config_file(argv: Sequence[str]) -> str | None:
     return f"--config={path}: no such file{near_files(path, '.py')}"
 
 
+# Messages of libraries that ann says in its own words: ml_collections' warning for a
+# get_config() that returned None (parse_flags' one line), and Orbax's error for a step whose
+# metadata is damaged (the resume's warning names the file, what it did and what follows; the
+# Orbax line came first, as "E1205 ... Failed to read Metadata file: ... can't decode byte").
+_SAID_HERE = (
+    "get_config() returned None",
+    "Failed to read Metadata file",
+    "Failed to json parse Metadata file",
+)
+
+
 def _said_here(record: py_logging.LogRecord) -> bool:
-    """Drops ml_collections' warning for a get_config() that returned None: parse_flags says
-    it in its one line."""
-    return "get_config() returned None" not in record.getMessage()
+    """Drops a library's log record that ann says in its own words (`_SAID_HERE`)."""
+    message = record.getMessage()
+    return not any(said in message for said in _SAID_HERE)
 
 
 _RETURN_A_CONFIG = (

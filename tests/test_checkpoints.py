@@ -916,3 +916,25 @@ def test_a_start_stopped_after_setting_damaged_steps_aside_keeps_them(tmp_path):
     workdir_lib.remove_added(str(tmp_path), before)
     assert sorted(os.listdir(tmp_path)) == ["checkpoints", checkpoint_lib.DAMAGED_DIR]
     assert (tmp_path / checkpoint_lib.DAMAGED_DIR / "checkpoints_best-600").is_dir()
+
+
+def test_orbaxs_own_line_for_damaged_metadata_is_not_shown_beside_anns(tmp_path, trained):
+    # "E1205 ... checkpoint.py:209] Failed to read Metadata file: ... can't decode byte" came
+    # before ann's own warning, which names the file and what was done.
+    import subprocess
+    import sys
+
+    workdir = copy_run(trained, tmp_path / "run")
+    metadata = workdir / "checkpoints" / "20" / "_CHECKPOINT_METADATA"
+    data = bytearray(metadata.read_bytes())
+    data[10] ^= 0xFF
+    metadata.write_bytes(bytes(data))
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run(
+        [sys.executable, "-m", "ann", "export", f"--workdir={workdir}", "--step=20",
+         f"--out={tmp_path / 'export'}"],
+        cwd=root, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "restored its copy in" in proc.stderr, proc.stderr[-2000:]
+    assert "Metadata file" not in proc.stderr, proc.stderr[-2000:]
