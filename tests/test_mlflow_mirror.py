@@ -641,6 +641,14 @@ def test_a_password_in_a_tracking_uri_is_refused_and_never_printed(digits_export
         )
         assert "s3cret" not in result.stdout + result.stderr
         assert not reg.exists()
+    # From the environment: named as such (it said "--mlflow_uri=", a flag not given).
+    result = subprocess.run(
+        [*cli, "register", str(out)], capture_output=True, text=True, timeout=120,
+        env={**env, "ANN_MLFLOW_URI": "http://ann:s3cret@127.0.0.1:9"},
+    )  # fmt: skip
+    assert one_line_error(result).startswith(
+        "error: $ANN_MLFLOW_URI='http://ann:***@127.0.0.1:9' holds a password"
+    ), result.stderr
     # Recorded by an older ann: never printed.
     registry = Registry(str(reg))
     registry.register(str(out), "digits")

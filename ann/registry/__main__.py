@@ -183,7 +183,10 @@ def check_command(command: str, args: Sequence[str], f: Any) -> None:
     if command == "mirror" and not f.mlflow_uri:
         raise RegistryError("mirror: give the MLflow tracking server as --mlflow_uri=URI")
     if f.mlflow_uri and command not in READ_ONLY:
-        mlflow_mirror.check_mlflow_uri(f.mlflow_uri)
+        # Named where it came from: a URI refused as "--mlflow_uri=..." that came from the
+        # environment sent the user looking for a flag they never gave.
+        given = "--mlflow_uri" if flags.FLAGS["mlflow_uri"].present else "$ANN_MLFLOW_URI"
+        mlflow_mirror.check_mlflow_uri(f.mlflow_uri, given)
 
 
 def _version(f: Any, uri: str) -> ModelVersion:

@@ -72,9 +72,10 @@ MLFLOW_SCHEMES = ("http", "https", "file", "sqlite", "postgresql", "mysql", "mss
 DATABASES = ("postgresql", "mysql", "mssql")  # SQLAlchemy's URL: SCHEME://[USER@]HOST[:PORT]/DB
 
 
-def check_mlflow_uri(uri: str) -> None:
+def check_mlflow_uri(uri: str, given: str = "--mlflow_uri") -> None:
     """Refuses a tracking URI MLflow could not use, before anything is written anywhere: raises
-    RegistryError with one line naming the fix."""
+    RegistryError with one line naming the fix, and where the URI came from (`given`: the
+    flag, or `$ANN_MLFLOW_URI` its default comes from)."""
     why = ""
     fix = (
         "give the tracking server as http(s)://HOST[:PORT] (or an MLflow store URI: file:, "
@@ -153,7 +154,7 @@ def check_mlflow_uri(uri: str) -> None:
     elif scheme == "file" and parts.path in ("", "/"):  # MLflow: "No such file or directory: ''"
         why, fix = "has no store directory", "give one, e.g. file:///PATH/mlruns"
     if why:
-        raise RegistryError(f"--mlflow_uri={shown_uri(uri)!r} {why}; {fix}")
+        raise RegistryError(f"{given}={shown_uri(uri)!r} {why}; {fix}")
 
 
 def shown_uri(uri: str, password: bool = True) -> str:
