@@ -703,3 +703,18 @@ def test_a_new_alias_not_sent_to_mlflow_is_said_not_set_there(digits_export, tmp
         f"{store}, where it is mirrored too (a command changes MLflow only at its "
         f"--mlflow_uri); move there with: {fix}"
     )
+
+
+def test_an_unreachable_server_fails_after_two_retries_not_minutes(digits_export, tmp_path):
+    # MLflow's client retried a dead server 7 times with backoff: register's error and retry
+    # command came after about 4 minutes. Twice now, unless the environment says otherwise.
+    _, out = digits_export
+    dead = f"http://127.0.0.1:{_free_port()}"
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_HTTP_REQUEST_MAX_RETRIES"}
+    result = subprocess.run(
+        [sys.executable, "-m", "ann.registry", f"--registry={tmp_path / 'reg'}", "register",
+         str(out), "--name=digits", f"--mlflow_uri={dead}"],
+        capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    assert result.returncode == 1 and f"into MLflow at {dead} failed" in result.stderr
+    assert result.stderr.count("Retrying (") <= 2, result.stderr[-2000:]

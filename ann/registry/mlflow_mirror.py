@@ -239,6 +239,13 @@ def _query(parts: urllib.parse.SplitResult) -> str:
     )
 
 
+# MLflow's HTTP client retries an unreachable server 7 times with backoff (its default): an
+# `ann registry register` waited about 4 minutes before its error and retry command, the local
+# version long registered. Twice, for a command a person waits on (the printed retry command
+# finishes the mirror later); `MLFLOW_HTTP_REQUEST_MAX_RETRIES` in the environment wins.
+RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2"}
+
+
 def _client(tracking_uri: str) -> Any:
     try:
         from mlflow import MlflowClient
@@ -247,6 +254,8 @@ def _client(tracking_uri: str) -> Any:
             "mirroring into MLflow needs its client: pip install 'ann[mlflow]' (mlflow-skinny)"
         ) from e
     _quiet_store_logs()
+    for name, value in RETRIES.items():  # the user's own settings win
+        os.environ.setdefault(name, value)
     return MlflowClient(tracking_uri=tracking_uri)
 
 
