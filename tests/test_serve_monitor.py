@@ -1125,3 +1125,49 @@ def test_the_drift_process_exits_when_the_server_is_killed():
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_killed_drift_process_is_started_again_for_the_next_window(digits_export):
+    """The drift process killed on its own (the OOM killer picks the largest): every later
+    window's test raised BrokenProcessPool, drift gone for the server's life. A new one is
+    started, the reference read into it again, and the window tested."""
+    import signal
+
+    from ann.serve.metrics import Metrics
+    from ann.serve.monitoring import ModelMonitor, Monitoring
+
+    _, out = digits_export
+    model = artifact.load(str(out))
+    monitoring = Monitoring()
+    try:
+        served = ServedModel(model.name, "1", model, "test")
+        monitor = ModelMonitor(served, Settings(), Metrics(8), monitoring.pool)
+        monitoring.add(monitor)
+        monitor.prepare()
+        monitor.rows_per_window = 30
+        x, _ = digits_rows()
+
+        def window(rows):
+            monitor.record_batch({"image": rows}, model({"image": rows}), len(rows))
+            monitor.step()
+            return monitor.report()["drift"]
+
+        assert window(x[:30])["state"] == "not_detected"
+        first = monitoring.pool
+        (pid,) = list(first._processes)
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.1)
+        assert window(x[30:60])["state"] == "not_detected"
+        assert monitoring.pool is not first and monitor.drift_unavailable is None
+    finally:
+        monitoring.stop()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

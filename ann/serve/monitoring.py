@@ -156,6 +156,9 @@ class ModelMonitor:
     ):
         self.served = served
         self._pool = pool  # the drift process (`Monitoring.pool`); None: tests run here
+        # `Monitoring.replace_pool` (set by `Monitoring.add`): a new drift process for one that
+        # ended (killed, out of memory); None: a broken pool's error propagates.
+        self.replace_pool: Any = None
         self._key = f"{served.name}/{served.version}"
         self.rows_per_window = settings.monitor_window_rows
         self.seconds = settings.monitor_window_seconds
@@ -442,8 +445,20 @@ class ModelMonitor:
         if self._pool is None:
             result, histograms = _window_drift(self.reference, inputs, outputs, *tests)
         else:  # the monitoring thread waits without the GIL; the tests hold another process's
-            future = self._pool.submit(_detect, self._key, inputs, outputs, *tests)
-            result, histograms = future.result()
+            try:
+                future = self._pool.submit(_detect, self._key, inputs, outputs, *tests)
+                result, histograms = future.result()
+            except concurrent.futures.BrokenExecutor:
+                # The drift process ended (killed, out of memory): drift was unavailable for the
+                # server's life. A new one, the reference read into it again, this window tested.
+                if self.replace_pool is None:
+                    raise
+                self.replace_pool(self._pool)
+                self.prepare()
+                if self.reference is None:
+                    return None
+                future = self._pool.submit(_detect, self._key, inputs, outputs, *tests)
+                result, histograms = future.result()
         self._set_drift(result)
         self._set_histograms(histograms)
         return result.to_json()
@@ -528,6 +543,13 @@ class ModelMonitor:
             "skipped_windows": self.skipped,
             "model_age_seconds": time.time() - self.created if self.created else None,
         }
+
+    def use_pool(self, pool: concurrent.futures.Executor) -> None:
+        """Takes `pool`, a new drift process (`Monitoring.replace_pool`): the reference is read
+        into it again at the next `prepare`."""
+        with self._prepare_lock:
+            self._pool = pool
+            self._reference_tried, self.reference, self.drift_unavailable = False, None, None
 
     def forget(self) -> None:
         """Removes this version's monitoring series (the model was unloaded)."""
@@ -635,6 +657,17 @@ def _detect(
     return _window_drift(_REFERENCES[key], inputs, outputs, min_rows, multivariate, correction)
 
 
+def _drift_pool() -> concurrent.futures.ProcessPoolExecutor:
+    """The drift process: one spawned worker (`_start_drift_process`), which ends with the
+    server."""
+    return concurrent.futures.ProcessPoolExecutor(
+        1,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_start_drift_process,
+        initargs=(os.getpid(),),
+    )
+
+
 class Monitoring:
     """The background thread handling every `ModelMonitor`'s closed windows, and the process
     that runs their drift tests (`pool`: one worker, started by the first model's `prepare`).
@@ -646,17 +679,26 @@ class Monitoring:
 
     def __init__(self) -> None:
         self.monitors: dict[tuple[str, str], ModelMonitor] = {}
-        self.pool = concurrent.futures.ProcessPoolExecutor(
-            1,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_start_drift_process,
-            initargs=(os.getpid(),),
-        )
+        self.pool = _drift_pool()
+        self._pool_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def add(self, monitor: ModelMonitor) -> None:
         self.monitors[(monitor.served.name, monitor.served.version)] = monitor
+        monitor.replace_pool = self.replace_pool
+
+    def replace_pool(self, broken: concurrent.futures.Executor) -> None:
+        """Starts a new drift process where `broken`'s ended (once, whichever model found it)
+        and hands it to every model's monitor, which reads its reference into it again."""
+        with self._pool_lock:
+            if self.pool is not broken:
+                return  # another model's test replaced it already
+            broken.shutdown(wait=False, cancel_futures=True)
+            self.pool = _drift_pool()
+            log.warning("the drift process ended; started a new one (the references read again)")
+            for monitor in list(self.monitors.values()):
+                monitor.use_pool(self.pool)
 
     def remove(self, monitor: ModelMonitor) -> None:
         self.monitors.pop((monitor.served.name, monitor.served.version), None)
