@@ -420,7 +420,8 @@ def test_a_damaged_step_is_an_error_naming_the_file_for_export(tmp_path, trained
         restore_model(str(workdir), "latest")
     message = str(e.value)
     assert "step 20" in message and victim.name in message and "truncated" in message
-    assert "steps in" in message and "10" in message
+    # What to do (it ended "steps in .../checkpoints: 10", a fresh-user trial).
+    assert message.endswith(f"; choose --step=N of the steps in {workdir}/checkpoints: 10")
     assert "delete" not in message and "learning_rate" not in message
     assert restore_model(str(workdir), 10)[2] == 10
 

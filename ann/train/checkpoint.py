@@ -864,7 +864,14 @@ class Checkpoints:
             )
         step = int(step)
         others = [s for s in steps.latest if s != step]
-        choose = f"; steps in {self.latest.directory}: {', '.join(map(str, others)) or 'none'}"
+        # What to do, not only what is there: with both copies of a step damaged, the error
+        # ended "steps in ...: 400, 200".
+        choose = (
+            f"; choose --step=N of the steps in {self.latest.directory}: "
+            f"{', '.join(map(str, others))}"
+            if others
+            else f"; steps in {self.latest.directory}: none"
+        )
         best = [s for s in steps.best if s != step]
         choose += directory_kind.best_beside(best, others)  # restorable by number too
         if step not in in_manager:
