@@ -195,9 +195,8 @@ def define_flags() -> None:
     )
     cli.EXAMPLES["min_rows"] = MIN_ROWS  # its default (None) is each command's own
     feedback_job.define_flags()
-    cli.OWN_EMPTY.update(
-        _NEEDED
-    )  # `_need`: "performance needs --requests=...; --requests= names none"
+    # Refused empty by `_need`: "performance needs --requests=...; --requests= names none".
+    cli.OWN_EMPTY.update(_NEEDED)
     flags.adopt_module_key_flags(feedback_job)  # listed in `ann monitor --help` too
 
 

@@ -283,7 +283,7 @@ def _sampled(paths: Sequence[str], samples: Sequence[float]) -> tuple[str, str] 
     None where they hold every request or do not record their share."""
     if not samples or min(samples) == 1:
         return None
-    log = "these logs hold" if len(paths) > 1 else "this log holds"
+    log = _these_logs(paths)
     held = " to ".join(dict.fromkeys((_percent(min(samples)), _percent(max(samples)))))
     return f"{log} {held} of requests", ", ".join(f"{s:g}" for s in samples)
 
@@ -313,7 +313,7 @@ def more_requests(paths: Sequence[str], samples: Sequence[float] = ()) -> str:
             "log more requests (`ann serve --request_log_sample=1` logs every one; the log does "
             "not record its share: the default 0.01 logs one in 100)"
         )
-    log = "these logs hold" if len(paths) > 1 else "this log holds"
+    log = _these_logs(paths)
     return f"{log} every request (--request_log_sample=1): wait for more traffic"
 
 
@@ -327,7 +327,7 @@ def missing_requests(paths: Sequence[str], samples: Sequence[float] = ()) -> str
     every = f", logged with --request_log_sample=1 ({sampled[0]}: {sampled[1]})" if sampled else ""
     if more:
         return f"{more}, and every replica's request log{every}"
-    log = "these logs hold" if len(paths) > 1 else "this log holds"
+    log = _these_logs(paths)
     if not samples:
         share = "logged with --request_log_sample=1 (the log does not record its share)"
     elif not sampled:
@@ -500,6 +500,11 @@ def read_requests(
         logged.append(Logged(request_id, str(r.get("version")), status, when, decoded))
     skipped = {"other models": len(records) - len(mine)} if len(mine) < len(records) else {}
     return Requests(logged, skipped, others, served_as, shares(records))
+
+
+def _these_logs(paths: Sequence[str]) -> str:
+    """ "this log holds" for one file, "these logs hold" for several."""
+    return f"{'this log' if len(paths) == 1 else 'these logs'} {holds(paths)}"
 
 
 def holds(paths: Sequence[str]) -> str:

@@ -173,7 +173,7 @@ class Settings:
             above = name in _ABOVE  # the range said [0, 1] of a share that refuses 0
             outside = not isinstance(value, (int, float)) or isinstance(value, bool)
             if outside or not ((low < value if above else low <= value) and value <= high):
-                shown = _number(value) if not outside else repr(value)  # also NaN
+                shown = arguments.number(value) if not outside else repr(value)  # also NaN
                 return out_of_range(f"--{name}={shown}", name)
         if not self.host:
             return "--host: expected an address to bind, got an empty string"
@@ -372,9 +372,6 @@ def out_of_range(typed: str, name: str) -> str:
 
 
 _HOSTS = "--host=127.0.0.1 (this machine only) or --host=0.0.0.0 (every address)"
-
-
-_number = arguments.number
 
 
 def flag_fields() -> list[dataclasses.Field]:

@@ -201,6 +201,34 @@ def _is_io_error(e: BaseException) -> bool:
 ORBAX_METADATA = directory_kind.ORBAX_METADATA  # what Orbax writes into every step it commits
 
 
+def _aside_path(workdir: str, name: str) -> str:
+    """A path under checkpoints_damaged/ no earlier one took: `name`, else `name.2`, ..."""
+    base = os.path.join(workdir, DAMAGED_DIR, name)
+    target, n = base, 1
+    while os.path.exists(target):
+        n += 1
+        target = f"{base}.{n}"
+    return target
+
+
+def _move_aside(workdir: str, path: str, name: str) -> str:
+    """Moves `path` into checkpoints_damaged/ as `name` (`_aside_path`), kept for inspection
+    and recovery; returns where it went. Process 0's to call."""
+    target = _aside_path(workdir, name)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    shutil.move(path, target)
+    return target
+
+
+def _io_error(step: int, where: object, detail: object) -> CheckpointError:
+    """A read that failed with an I/O error (`detail`): said as such, advising nothing
+    destructive."""
+    return CheckpointError(
+        f"reading checkpoint step {step} in {where} failed with an I/O error ({detail}); nothing "
+        "was changed: check the disk or mount and rerun"
+    )
+
+
 def _set_aside_strays(workdir: str) -> None:
     """Moves a step-named directory without Orbax's metadata out of checkpoints/ and
     checkpoints_best/ into checkpoints_damaged/ (kept), with a warning, before Orbax lists
@@ -219,13 +247,7 @@ def _set_aside_strays(workdir: str) -> None:
                     continue
                 if os.path.exists(os.path.join(path, ORBAX_METADATA)):
                     continue
-                aside = os.path.join(workdir, DAMAGED_DIR)
-                os.makedirs(aside, exist_ok=True)
-                target, n = os.path.join(aside, f"{sub}-{name}"), 1
-                while os.path.exists(target):
-                    n += 1
-                    target = os.path.join(aside, f"{sub}-{name}.{n}")
-                shutil.move(path, target)
+                target = _move_aside(workdir, path, f"{sub}-{name}")
                 logging.warning(
                     "%s is not a checkpoint (Orbax wrote no %s in it); moved it to %s",
                     path,
@@ -261,13 +283,8 @@ def _set_aside_damaged_best(workdir: str, writer: bool) -> None:
                 f"run reads it; run the same ann train command once (it moves the step to "
                 f"{DAMAGED_DIR}/), or move {step_dir} away yourself{same}"
             )
-        target, n = os.path.join(workdir, DAMAGED_DIR, f"checkpoints_best-{step}"), 1
         if jax.process_index() == 0:
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            while os.path.exists(target):
-                n += 1
-                target = os.path.join(workdir, DAMAGED_DIR, f"checkpoints_best-{step}.{n}")
-            shutil.move(step_dir, target)
+            target = _move_aside(workdir, step_dir, f"checkpoints_best-{step}")
             logging.warning(
                 "the best checkpoint, step %d in %s, is damaged (%s); moved it to %s: saved "
                 "again from the step a resume starts from where that is the best, else the "
@@ -464,10 +481,11 @@ class Checkpoints:
             return None
         self._seal(self.best)
         if self.passed_over:  # this run's own best, past damaged steps: kept, not deleted
-            target = self._aside_dir(self.best, best)
+            target = _aside_path(self.workdir, f"checkpoints_best-{best}")
             if jax.process_index() == 0:
-                os.makedirs(os.path.dirname(target), exist_ok=True)
-                shutil.move(self._step_dir(self.best, best), target)
+                _move_aside(
+                    self.workdir, self._step_dir(self.best, best), f"checkpoints_best-{best}"
+                )
             if jax.process_count() > 1:
                 multihost_utils.sync_global_devices("ann_checkpoint_best_past_damage")
             self.best.reload()
@@ -515,10 +533,7 @@ class Checkpoints:
                 return None
             return "the step directory is missing"
         except OSError as e:
-            raise CheckpointError(
-                f"reading checkpoint step {step} in {manager.directory} failed with an I/O "
-                f"error ({e}); nothing was changed: check the disk or mount and rerun"
-            ) from e
+            raise _io_error(step, manager.directory, e) from e
 
     def _read(self, manager: ocp.CheckpointManager, step: int, args: Any) -> Any:
         """Orbax's restore, with its errors sorted: I/O, or a state that does not fit."""
@@ -526,11 +541,7 @@ class Checkpoints:
             return manager.restore(step, args=args)
         except Exception as e:
             if _is_io_error(e):
-                raise CheckpointError(
-                    f"reading checkpoint step {step} in {manager.directory} failed with an I/O "
-                    f"error ({type(e).__name__}: {e}); nothing was changed: check the disk or "
-                    "mount and rerun"
-                ) from e
+                raise _io_error(step, manager.directory, f"{type(e).__name__}: {e}") from e
             raise _Unreadable(f"{type(e).__name__}: {e}") from e
 
     def _load(self, step: int, abstract_state: Any) -> tuple[Any, str | None]:
@@ -631,16 +642,6 @@ class Checkpoints:
             return None
         return restored if _finite(restored.state) else None
 
-    def _aside_dir(self, manager: ocp.CheckpointManager, step: int) -> str:
-        """A new directory name under checkpoints_damaged/ for `manager`'s step `step`."""
-        aside = os.path.join(self.workdir, DAMAGED_DIR)
-        base = os.path.join(aside, f"{os.path.basename(str(manager.directory))}-{step}")
-        target, n = base, 1
-        while os.path.exists(target):
-            n += 1
-            target = f"{base}.{n}"
-        return target
-
     def _repair(self, manager: ocp.CheckpointManager, step: int, problem: str) -> bool:
         """Repairs a damaged step of `manager` from its intact copy in the other directory
         (`_repair_items`), with a warning naming both; process 0 writes, every process then
@@ -657,14 +658,10 @@ class Checkpoints:
         except FileNotFoundError:
             return False  # a manifest missing: unverifiable, no repair
         except OSError as e:
-            raise CheckpointError(
-                f"reading checkpoint step {step} in {manager.directory} or {other.directory} "
-                f"failed with an I/O error ({e}); nothing was changed: check the disk or mount "
-                "and rerun"
-            ) from e
+            raise _io_error(step, f"{manager.directory} or {other.directory}", e) from e
         if jax.process_count() > 1:
             multihost_utils.sync_global_devices("ann_checkpoint_repairing")
-        aside = self._aside_dir(manager, step)
+        aside = _aside_path(self.workdir, f"{os.path.basename(str(manager.directory))}-{step}")
         if jax.process_index() == 0:
             _repair_items(step_dir, twin, aside)
             logging.warning(
@@ -734,16 +731,13 @@ class Checkpoints:
         except FileNotFoundError:
             return  # no manifest: `_write_missing_manifests` writes one from its files
         except OSError as e:
-            raise CheckpointError(
-                f"reading checkpoint step {step} in {self.best.directory} failed with an I/O "
-                f"error ({e}); nothing was changed: check the disk or mount and rerun"
-            ) from e
+            raise _io_error(step, self.best.directory, e) from e
         if problem is None or self._repair(self.best, step, problem):
             return
-        target = self._aside_dir(self.best, step)
         if jax.process_index() == 0:
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            shutil.move(self._step_dir(self.best, step), target)
+            target = _move_aside(
+                self.workdir, self._step_dir(self.best, step), f"checkpoints_best-{step}"
+            )
             logging.warning(
                 "the best checkpoint, step %d in %s, is damaged (%s) and has no intact copy; "
                 "moved it to %s: the next eval chooses the best again (until then export and "
@@ -790,16 +784,10 @@ class Checkpoints:
             return
         if jax.process_count() > 1:
             multihost_utils.sync_global_devices("ann_checkpoint_restored")
-        aside = os.path.join(self.workdir, DAMAGED_DIR)
         for step, problem in damaged:
-            target = os.path.join(aside, str(step))
+            target = _aside_path(self.workdir, str(step))
             if jax.process_index() == 0:
-                os.makedirs(aside, exist_ok=True)
-                n = 1
-                while os.path.exists(target):
-                    n += 1
-                    target = os.path.join(aside, f"{step}.{n}")
-                shutil.move(self._step_dir(self.latest, step), target)
+                _move_aside(self.workdir, self._step_dir(self.latest, step), str(step))
             logging.warning(
                 "checkpoint step %d is damaged (%s); moved it to %s; resumed from step %d, the "
                 "newest intact checkpoint",
