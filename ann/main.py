@@ -20,7 +20,7 @@ if __name__ == "__main__":  # `ann train`: no garbage collection from here to th
 from absl import flags, logging
 from ml_collections import config_flags
 
-from ann import cli
+from ann import arguments, cli
 from ann import config as config_lib
 from ann.train import run_status
 from ann.train.run_status import STOPPED_STARTING, TERMINATED_STARTING, stopped_starting
@@ -45,10 +45,10 @@ flags.DEFINE_integer(
     -1,
     MAX_PROCESSES - 1,
 )
-cli.EXPECTED["num_processes"] = f"an integer in [0, {MAX_PROCESSES}] (0: one process)"
+cli.EXPECTED["num_processes"] = arguments.expected(int, 0, MAX_PROCESSES, "0: one process")
 cli.EXAMPLES["process_id"] = 0  # its default, -1, is no process's index
-cli.EXPECTED["process_id"] = (
-    f"an integer in [-1, {MAX_PROCESSES - 1}] (this process's index from 0; -1: one process)"
+cli.EXPECTED["process_id"] = arguments.expected(
+    int, -1, MAX_PROCESSES - 1, "this process's index from 0; -1: one process"
 )
 flags.DEFINE_enum(
     "distributed",
@@ -73,10 +73,9 @@ def check_processes(num_processes: int, process_id: int) -> None:
     range is (it said "needs all of --coordinator_address..." for `--num_processes=2
     --process_id=5`, the coordinator's absence before the index's range)."""
     if num_processes >= 1 and process_id >= num_processes:
-        raise cli.FlagError(
-            f"--process_id={process_id} must be an integer in [0, {num_processes - 1}] (this "
-            f"process's index among --num_processes={num_processes}); e.g. --process_id=0"
-        )
+        among = f"this process's index among --num_processes={num_processes}"
+        what = arguments.expected(int, 0, num_processes - 1, among)
+        raise cli.FlagError(arguments.refusal(f"--process_id={process_id}", what, "process_id", 0))
 
 
 def main(argv: list[str]) -> None:

@@ -395,8 +395,13 @@ def _tag_keys(tracking_uri: str) -> tuple[str, str, str]:
     """The tags (tracking URI, run id, MLflow version) recording a mirror into `tracking_uri`:
     `mlflow.KEY.*`, KEY from the URI's sha256 (a URI may be longer than a tag key, and hold
     dots)."""
-    key = hashlib.sha256(tracking_uri.encode()).hexdigest()[:12]
+    key = _uri_key(tracking_uri)
     return f"mlflow.{key}.tracking_uri", f"mlflow.{key}.run_id", f"mlflow.{key}.version"
+
+
+def _uri_key(tracking_uri: str) -> str:
+    """KEY of the `mlflow.KEY.*` tags of one tracking URI (as spelt): its sha256's first 12."""
+    return hashlib.sha256(tracking_uri.encode()).hexdigest()[:12]
 
 
 def mirrors(mv: ModelVersion) -> dict[str, tuple[int, str]]:
@@ -429,8 +434,7 @@ def mirror_uris(registry: Registry, name: str) -> list[str]:
 
 def _aliases_key(tracking_uri: str) -> str:
     """The model tag recording the aliases MLflow at `tracking_uri` (any spelling) holds."""
-    key = hashlib.sha256(normal_uri(tracking_uri).encode()).hexdigest()[:12]
-    return f"mlflow.{key}.aliases"
+    return f"mlflow.{_uri_key(normal_uri(tracking_uri))}.aliases"  # the mapping's KEY
 
 
 def mlflow_aliases(registry: Registry, name: str, tracking_uri: str) -> dict[str, int] | None:
