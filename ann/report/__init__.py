@@ -43,6 +43,14 @@ def metric_text(name: str, value: float | None) -> str:
     return f"{value:.4f}" if name in DECIMAL_METRICS else f"{value:.4g}"
 
 
+def interval_text(name: str, interval: Any) -> str:
+    """A confidence interval (low, high) of the metric `name` as the report writes it, its ends
+    like the metric (`metric_text`): "[0.6853, 0.9873]"; "" for None."""
+    if not interval:
+        return ""
+    return f"[{metric_text(name, interval[0])}, {metric_text(name, interval[1])}]"
+
+
 def jsonable(value: Any) -> Any:
     """NumPy scalars and arrays as Python numbers and lists, dict keys as strings; NaN and
     infinities as strings ("nan", "inf", "-inf"), so report.json is strict JSON. Anything else

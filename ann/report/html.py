@@ -14,7 +14,7 @@ import os
 from typing import Any
 
 from ann import atomic
-from ann.report import DECIMAL_METRICS, UNIT_METRICS, metric_text
+from ann.report import DECIMAL_METRICS, UNIT_METRICS, interval_text, metric_text
 from ann.report.sections import Section
 
 CELL_ITEMS = 10  # a table cell holds a list of at most this many scalars
@@ -149,8 +149,7 @@ def _slices_table(result: dict[str, Any]) -> str:
     flagged = set(result.get("flagged") or ())
 
     def row(name: str, entry: dict[str, Any], flag: str) -> list[Any]:
-        ci = entry.get("ci95")
-        interval = f"[{metric_text(h, ci[0])}, {metric_text(h, ci[1])}]" if ci else ""
+        interval = interval_text(h, entry.get("ci95"))
         return [name, entry.get("size"), metric_text(h, entry["metrics"].get(h)), interval, flag]
 
     rows = [row("overall", result["overall"], "")] if result.get("overall") else []

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from ann.report import metric_text, slice_spec, task_metrics
+from ann.report import interval_text, metric_text, slice_spec, task_metrics
 from ann.report.predictions import Predictions
 from ann.report.sections import Section
 from ann.report.slicing import assign, check_bound, check_experiment
@@ -172,9 +172,8 @@ def _flag_notes(result: dict[str, Any]) -> list[str]:
     flagged = [by_name[name] for name in result["flagged"]]
     shown = []
     for entry in flagged:
-        ci = entry.get("ci95")
-        interval = f" [{metric_text(h, ci[0])}, {metric_text(h, ci[1])}]" if ci else ""
-        shown.append(f"{entry['name']} {metric_text(h, entry['metrics'][h])}{interval}")
+        interval = interval_text(h, entry.get("ci95"))
+        shown.append(f"{entry['name']} {metric_text(h, entry['metrics'][h])} {interval}".rstrip())
     with_ci = any(entry.get("ci95") for entry in flagged)
     notes = [
         f"  flagged ({key} {bound:g}{'; 95% CI in brackets' if with_ci else ''}): "
