@@ -821,8 +821,18 @@ def test_a_tracking_uri_mlflow_would_misread_is_refused_naming_its_spelling(tmp_
         with pytest.raises(RegistryError) as e:
             check_mlflow_uri(uri)
         assert str(e.value) == f"--mlflow_uri={uri!r} {said}", uri
-    # http(s) is read in any case, and needs no port (80, 443), as URLs go.
-    for uri in ("HTTP://h:5000", "http://h", "mysql://u@h:3306/mlflow", "postgresql:///mlflow"):
+    # A secret in a query was accepted, then printed in errors and retry commands (a
+    # fresh-user trial): refused, its values shown as ***.
+    with pytest.raises(RegistryError) as e:
+        check_mlflow_uri("http://127.0.0.1:9/?password=pw")
+    assert str(e.value).startswith(
+        "--mlflow_uri='http://127.0.0.1:9/?password=***' has a query or fragment, which "
+        "MLflow's client appends its API paths after; give http://127.0.0.1:9/ ("
+    ), str(e.value)
+    # http(s) is read in any case, and needs no port (80, 443), as URLs go; a database's query
+    # is its driver's (sslmode).
+    for uri in ("HTTP://h:5000", "http://h", "mysql://u@h:3306/mlflow", "postgresql:///mlflow",
+                "http://h/mlflow", "postgresql://u@h/db?sslmode=require"):  # fmt: skip
         check_mlflow_uri(uri)
     # Refused before the registry is opened: nothing is made.
     refused = _cli(tmp_path / "reg", "register", str(tmp_path), "--mlflow_uri=sqlite:mlflow.db")

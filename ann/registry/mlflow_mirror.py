@@ -139,6 +139,15 @@ def check_mlflow_uri(uri: str, given: str = "--mlflow_uri") -> None:
             why = "names no host"
         elif not why and port == 0:
             why = "has a port outside 1-65535"
+        elif not why and scheme not in DATABASES and (parts.query or parts.fragment):
+            # MLflow's client appends its API paths after it (`/?password=pw/api/2.0/...`), and
+            # ann printed it in errors and retry commands: a secret there was shown.
+            why = "has a query or fragment, which MLflow's client appends its API paths after"
+            bare = urllib.parse.urlunsplit(parts._replace(query="", fragment=""))
+            fix = (
+                f"give {shown_uri(bare)} (credentials in MLflow's MLFLOW_TRACKING_USERNAME and "
+                "MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN)"
+            )
         elif not why and scheme in DATABASES and parts.path.strip("/") == "":
             # SQLAlchemy's "Could not parse" or a connection to no database, after ann's
             # registry changed
@@ -159,8 +168,13 @@ def check_mlflow_uri(uri: str, given: str = "--mlflow_uri") -> None:
 
 def shown_uri(uri: str, password: bool = True) -> str:
     """`uri` as ann prints it: a password in its user information as `***` (`password=False`:
-    left out, `http://user@host`); other URIs as they are."""
+    left out, `http://user@host`), and each value of its query as `***` (`?password=pw`
+    was printed); other URIs as they are."""
     parts = urllib.parse.urlsplit(uri)
+    if parts.query:
+        pairs = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+        query = "&".join(f"{key}=***" for key, _ in pairs) or "***"
+        return shown_uri(urllib.parse.urlunsplit(parts._replace(query="")), password) + f"?{query}"
     try:
         if parts.password is None:
             return uri
