@@ -56,6 +56,11 @@ SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 1 << 20
 
 
+# What to do about an export's damaged or missing file: its bytes are not to be trusted, so
+# the only fix is a fresh copy (a refusal said "refusing to load it" and no more).
+AGAIN = "export it again from its run (ann export), or copy it again from the registry"
+
+
 class IntegrityError(ValueError):
     """An artifact is missing a file, truncated, tampered with, or not an ann export."""
 
@@ -124,15 +129,15 @@ def _open_regular(path: str) -> tuple[int, int]:
     except OSError as e:
         if e.errno == errno.ELOOP:
             raise IntegrityError(
-                f"{path} is a symbolic link; an export holds regular files only, refusing it"
+                f"{path} is a symbolic link; an export holds regular files only: {AGAIN}"
             ) from e
         raise IntegrityError(
-            f"{path} is missing or unreadable ({e.strerror}); the export is incomplete"
+            f"{path} is missing or unreadable ({e.strerror}); the export is incomplete: {AGAIN}"
         ) from e
     mode, size = (st := os.fstat(fd)).st_mode, st.st_size
     if not stat.S_ISREG(mode):
         os.close(fd)
-        raise IntegrityError(f"{path} is {_kind(mode)}, not a regular file; refusing to read it")
+        raise IntegrityError(f"{path} is {_kind(mode)}, not a regular file: {AGAIN}")
     return fd, size
 
 
@@ -310,7 +315,7 @@ def _stream_verified(
         os.close(fd)
         raise IntegrityError(
             f"{path} has {size} bytes, the manifest says {entry['bytes']} (truncated or "
-            "replaced?); refusing to read it"
+            f"replaced?): {AGAIN}"
         )
     digest = hashlib.sha256()
 
@@ -321,13 +326,13 @@ def _stream_verified(
     seen = _read_fd(fd, size, both, chunk_bytes)
     if seen != size:
         raise IntegrityError(
-            f"{path} changed size while being read ({seen} bytes, the manifest says {size}); "
-            "refusing it"
+            f"{path} changed size while being read ({seen} bytes, the manifest says {size}): "
+            f"{AGAIN}"
         )
     if digest.hexdigest() != entry["sha256"]:
         raise IntegrityError(
             f"{path} was modified: sha256 {digest.hexdigest()}, the manifest says "
-            f"{entry['sha256']}; refusing to load it"
+            f"{entry['sha256']}: {AGAIN}"
         )
 
 
