@@ -258,14 +258,14 @@ def _set_aside_strays(workdir: str) -> None:
         multihost_utils.sync_global_devices("ann_checkpoint_strays")
 
 
-def _set_aside_damaged_best(workdir: str, writer: bool) -> None:
-    """Before Orbax opens checkpoints_best/, which reads each step's metrics to rank it: a step
-    whose metadata or metrics differ from its manifest crashed every command that opened the
-    run (train, export, report) with Orbax's UnicodeDecodeError or JSONDecodeError traceback.
-    A writer moves such a step to checkpoints_damaged/ with a warning (the run chooses its
-    best again); a reader, which changes nothing, raises CheckpointError naming the file and
-    the fix. Only the small files outside the step's ITEMS are hashed (`Checkpoints.restore`
-    saves the best again where it is the step resumed from: `_resave_best`)."""
+def _set_aside_damaged_best(workdir: str) -> None:
+    """Before a writer's Orbax opens checkpoints_best/, which reads each step's metrics to
+    rank it: a step whose metadata or metrics differ from its manifest crashed every command
+    that opened the run (train, export, report) with Orbax's UnicodeDecodeError or
+    JSONDecodeError traceback. It is moved to checkpoints_damaged/ with a warning (the run
+    chooses its best again). Only the small files outside the step's ITEMS are hashed
+    (`Checkpoints.restore` saves the best again where it is the step resumed from:
+    `_resave_best`). A reader's Orbax reads no step's metadata at open (`_manager`)."""
     directory = os.path.join(workdir, "checkpoints_best")
     for step in directory_kind.committed_steps(directory):
         step_dir = os.path.join(directory, str(step))
@@ -277,12 +277,6 @@ def _set_aside_damaged_best(workdir: str, writer: bool) -> None:
             continue
         copy = os.path.join(workdir, "checkpoints", str(step))
         same = f"; the same step is in {copy}" if os.path.isdir(copy) else ""
-        if not writer:
-            raise CheckpointError(
-                f"checkpoint step {step} in {directory} is damaged ({problem}), and opening the "
-                f"run reads it; run the same ann train command once (it moves the step to "
-                f"{DAMAGED_DIR}/), or move {step_dir} away yourself{same}"
-            )
         if jax.process_index() == 0:
             target = _move_aside(workdir, step_dir, f"checkpoints_best-{step}")
             logging.warning(
@@ -295,7 +289,7 @@ def _set_aside_damaged_best(workdir: str, writer: bool) -> None:
                 target,
                 same,
             )
-    if writer and jax.process_count() > 1:
+    if jax.process_count() > 1:
         multihost_utils.sync_global_devices("ann_checkpoint_damaged_best")
 
 
@@ -323,14 +317,14 @@ class Checkpoints:
         async_save: bool = True,
         create: bool = True,
     ):
-        """`create=False` for a reader (restore_state only): no directory is made in `workdir`.
-        A writer first sets aside step-named directories Orbax never wrote (`_set_aside_strays`)
-        and best steps whose metadata is damaged (`_set_aside_damaged_best`); a reader refuses
-        the latter in one line (CheckpointError)."""
+        """`create=False` for a reader (restore_state only): no directory is made in `workdir`,
+        and a step's damage is found when that step is restored (`restore_state`). A writer
+        first sets aside step-named directories Orbax never wrote (`_set_aside_strays`) and
+        best steps whose metadata is damaged (`_set_aside_damaged_best`)."""
         self.workdir = os.path.abspath(workdir)
         if create:
             _set_aside_strays(self.workdir)
-        _set_aside_damaged_best(self.workdir, create)
+            _set_aside_damaged_best(self.workdir)
         self.best_metric = best_metric
         self.best_mode = best_mode
         # A stop (Ctrl-C, SIGTERM) while opening lands once each manager's removal of stale
@@ -955,6 +949,9 @@ def _manager(
             # A save cut short (Ctrl-C, a kill) leaves STEP.orbax-checkpoint-tmp-*: the
             # workdir's lock makes this the only writer, so one found at open is stale.
             cleanup_tmp_directories=create,
+            # A reader ranks no steps: reading every step's metadata and metrics at open made
+            # one damaged best step refuse every step of the run (export --step=latest too).
+            lightweight_initialize=not create,
             **options,
         ),
     )
