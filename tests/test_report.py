@@ -215,7 +215,8 @@ def test_registered_model_report_matches_the_run(workdir_report, digits_export, 
     assert run["calibration"]["served_temperature"] == 1.0
     # Said in the summary: an export with and one without a temperature printed the same lines.
     assert model["calibration"] == {"method": "temperature", "temperature": served}
-    assert f"\nserves softmax(logits / {served:.3g}) (calibration: temperature, " in result.stdout
+    # As export and index.html write it (the notes said 1.74 beside export's 1.736).
+    assert f"\nserves softmax(logits / {served:.4g}) (calibration: temperature, " in result.stdout
     # Measured on validation's rows whatever --split says: the line says so (read as "test").
     assert (
         " rows of the validation split (read for every report, not only --split=validation)\n"
@@ -744,7 +745,7 @@ def test_the_header_says_what_an_export_serves():
         "serves softmax(logits) (calibration: none)"  # exported before calibration
     ]
     assert lines({"method": "temperature", "temperature": 1.2687}) == [
-        "serves softmax(logits / 1.27) (calibration: temperature, fitted on validation at export)"
+        "serves softmax(logits / 1.269) (calibration: temperature, fitted on validation at export)"
     ]
     assert lines(None, kind="workdir") == []  # a checkpoint serves nothing
 

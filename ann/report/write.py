@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ann import atomic, directory_kind
-from ann.report import SCHEMA_VERSION, collect, html, jsonable
+from ann.report import SCHEMA_VERSION, collect, html, jsonable, metric_text
 from ann.report.sections import SECTIONS, Section, sections_for
 
 REPORT = directory_kind.REPORT_FILE
@@ -229,8 +229,11 @@ def header(report: dict[str, Any]) -> list[str]:
         lines.append(f"manifest sha256 {model['manifest_sha256']}")
     served = model.get("calibration")
     if served and served.get("method") == "temperature":  # the calibration notes' after
-        lines.append(f"serves softmax(logits / {served['temperature']:.3g}) (calibration: "
-                     "temperature, fitted on validation at export)")  # fmt: skip
+        temperature = metric_text("temperature", served["temperature"])  # as export says it
+        lines.append(
+            f"serves softmax(logits / {temperature}) (calibration: temperature, fitted on "
+            "validation at export)"
+        )
     elif served:  # an export without one serves the calibration notes' before
         lines.append(f"serves softmax(logits) (calibration: {served.get('method') or 'none'})")
     # Measured on the validation split's rows whatever --split reports (it is always read: the

@@ -381,7 +381,7 @@ def calibration(preds: Predictions) -> Section:
     note = (
         f"calibration: ECE {before['ece']:.4f} -> {scores['after']['ece']:.4f}, NLL "
         f"{before['nll']:.4f} -> {scores['after']['nll']:.4f} with temperature "
-        f"{temperature:.3g} (fitted on {fitted_on.split})"
+        f"{metric_text('temperature', temperature)} (fitted on {fitted_on.split})"
     )
     notes = [note]
     # The fit minimises NLL, not ECE: as export says (never under calibration none, which
@@ -406,7 +406,7 @@ def _panel_titles(scores: dict, temperature: float | None, refused: str) -> dict
         return {"before": f"softmax(logits), {why} ({ece['before']})"}
     return {
         "before": f"Before temperature scaling ({ece['before']})",
-        "after": f"After, T = {temperature:.3g} ({ece['after']})",
+        "after": f"After, T = {metric_text('temperature', temperature)} ({ece['after']})",
     }
 
 
