@@ -185,6 +185,40 @@ def test_concurrent_writers_get_distinct_versions(digits_export, tmp_path):
         artifact.verify(v.path, v.manifest_sha256)
 
 
+def test_two_commands_recording_mlflow_aliases_at_once_keep_both(digits_export, tmp_path):
+    # The record of the aliases an MLflow server holds (a model tag) was read, changed and set
+    # in two transactions: a second command's change between them was lost, and a later
+    # alias deletion then left that alias in MLflow unnamed.
+    import threading
+
+    from ann.registry import mlflow_mirror
+
+    _, out = digits_export
+    Registry(str(tmp_path / "reg")).register(str(out), "digits")
+    uri = "http://mlflow.example:5000"
+    first_read, second_done = threading.Event(), threading.Event()
+
+    def first(held):
+        first_read.set()
+        second_done.wait(2)  # the second command runs now, unless the first holds the lock
+        held["champion"] = 1
+
+    def second():
+        first_read.wait(10)
+        mlflow_mirror._record_aliases(
+            Registry(str(tmp_path / "reg")), "digits", uri, lambda held: held.update(canary=1),
+            start=True,
+        )  # fmt: skip
+        second_done.set()
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    mlflow_mirror._record_aliases(Registry(str(tmp_path / "reg")), "digits", uri, first, True)
+    thread.join(30)
+    held = mlflow_mirror.mlflow_aliases(Registry(str(tmp_path / "reg")), "digits", uri)
+    assert held == {"canary": 1, "champion": 1}
+
+
 def test_an_export_registered_again_is_refused_naming_its_version(digits_export, tmp_path):
     """The same export (same manifest sha256) under the same name: one line naming the version
     it is already, nothing changed; --allow_duplicate makes a new version anyway; another name

@@ -20,7 +20,7 @@ import sqlite3
 import stat
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from ann import artifact, atomic, directory_kind
@@ -712,6 +712,33 @@ class Registry:
                 self._require_version(db, name, version)
             for key, value in tags.items():
                 self._put_tag(db, name, version or 0, key, value)
+
+    def update_tag(
+        self,
+        name: str,
+        key: str,
+        change: Callable[[str | None], str | None],
+        version: int | None = None,
+    ) -> None:
+        """Sets the tag `key` of the model (or of one version) to `change(its value)` (None:
+        the tag is absent), in one transaction: two commands changing one tag at once each see
+        the other's change (a read, then `set_tags`, lost one). `change` returning None
+        deletes the tag. Raises RegistryError as `set_tags` does."""
+        with self._write() as db:
+            if version is None:
+                self._require_model(db, name)
+            else:
+                self._require_version(db, name, version)
+            value = self._tags(db, name, version or 0).get(key)
+            new = change(value)
+            if new is None:
+                db.execute(
+                    "DELETE FROM tags WHERE name = ? AND version = ? AND key = ?",
+                    (name, version or 0, key),
+                )
+            elif new != value:
+                self._check_tag(key, new)
+                self._put_tag(db, name, version or 0, key, new)
 
     def delete_tag(self, name: str, key: str, version: int | None = None) -> None:
         with self._write() as db:

@@ -458,7 +458,11 @@ def mlflow_aliases(registry: Registry, name: str, tracking_uri: str) -> dict[str
     the model tag `mlflow.KEY.aliases` (`champion:2,challenger:3`). None where it is not
     known: the model was mirrored there before ann recorded them, or the tag is not one."""
     tags = next((m["tags"] for m in registry.models() if m["name"] == name), {})
-    value = tags.get(_aliases_key(tracking_uri))
+    return _held(tags.get(_aliases_key(tracking_uri)))
+
+
+def _held(value: str | None) -> dict[str, int] | None:
+    """The record `champion:2,challenger:3` as {alias: version}; None for no record or not one."""
     if value is None:
         return None
     held = {}
@@ -478,18 +482,20 @@ def _record_aliases(
     start: bool = False,
 ) -> None:
     """Applies `change` to the record of the aliases MLflow at `tracking_uri` holds (after
-    MLflow made it); a record not kept yet stays unknown, unless `start` (the model's first
-    mirror there: MLflow holds what it set)."""
-    held = mlflow_aliases(registry, name, tracking_uri)
-    if held is None and not start:
-        return
-    held = held or {}
-    change(held)
-    value = ",".join(f"{alias}:{version}" for alias, version in sorted(held.items()))
-    if len(value) > MAX_TAG_VALUE:  # more than a tag holds: not known from here on
-        registry.delete_tag(name, _aliases_key(tracking_uri))
-    else:
-        registry.set_tags(name, {_aliases_key(tracking_uri): value})
+    MLflow made it), in one registry transaction (two commands at once each keep the other's
+    change); a record not kept yet stays unknown, unless `start` (the model's first mirror
+    there: MLflow holds what it set)."""
+
+    def update(value: str | None) -> str | None:
+        held = _held(value)
+        if held is None and not start:
+            return None
+        held = held or {}
+        change(held)
+        text = ",".join(f"{alias}:{version}" for alias, version in sorted(held.items()))
+        return text if len(text) <= MAX_TAG_VALUE else None  # more than a tag holds: unknown
+
+    registry.update_tag(name, _aliases_key(tracking_uri), update)
 
 
 def mirror(registry: Registry, name: str, version: int, tracking_uri: str) -> int:
