@@ -49,8 +49,8 @@ def _reason(signum: int) -> str:
 # already dispatched to the device are done (it runs ahead of them), after the step's due hooks
 # (an eval); several processes stop together at the next step where a hook is due.
 _PENDING = (
-    b"Ctrl-C: stopping at the next step boundary with a checkpoint saved (Ctrl-C again stops "
-    b"at once, without saving)\n"
+    b"Ctrl-C: stopping once the steps already sent to the device are done, with a checkpoint "
+    b"saved (Ctrl-C again stops at once, without saving)\n"
 )
 _PENDING_PROCESSES = (
     b"Ctrl-C: stopping at the next logged step (at most log_every_steps away: every process "
