@@ -38,7 +38,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from ann import cli, data, parallel, sharding
+from ann import cli, compilation_cache, data, parallel, sharding
 from ann import config as config_lib
 from ann.data import data_dir as data_dir_lib
 from ann.experiment import Experiment
@@ -171,24 +171,17 @@ def _record_end(
 
 
 def _enable_compilation_cache(setting: str, workdir: str) -> None:
-    """Turns on XLA's persistent compilation cache (first use in a process decides; a cache
-    directory set elsewhere, e.g. $JAX_COMPILATION_CACHE_DIR, wins), for every executable:
-    jax keeps only compiles over 1 s by default, which left the digits CNN's eval step and the
-    small jits of a start (RNG, init) to recompile on every start (a warm start 0.3 s slower
-    on this 2-core CPU). $JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS, if set, wins."""
-    if setting == "off" or jax.config.jax_compilation_cache_dir:
+    """XLA's persistent compilation cache for the run (`compilation_cache.enable`): in
+    `setting`, default `.jax_cache` beside the workdir; 'off': none."""
+    if setting == "off":
         return
     path = setting or os.path.join(os.path.dirname(os.path.abspath(workdir)), ".jax_cache")
-    try:  # a file or an unwritable place: JAX warned per executable and ran without a cache
-        os.makedirs(path, exist_ok=True)
-    except OSError as e:
-        raise config_lib.ConfigError(
-            f"config key 'compilation_cache_dir'={setting!r} cannot be the cache's directory "
-            f"({e.strerror}); give a directory, or 'off'"
-        ) from None
-    jax.config.update("jax_compilation_cache_dir", path)
-    if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    try:
+        compilation_cache.enable(
+            path, f"config key 'compilation_cache_dir'={setting!r}", "give a directory, or 'off'"
+        )
+    except ValueError as e:
+        raise config_lib.ConfigError(str(e)) from None
 
 
 @dataclasses.dataclass

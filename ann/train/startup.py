@@ -8,9 +8,9 @@ compiling the train and eval steps (`compile`), and the rest (`other`: workdir c
 record, parameter layout, metric writers). A caller of
 `train_and_evaluate` that gives no start is timed from that call (no `imports` part).
 
-The persistent compilation cache's use is counted from jax's monitoring events: `compiles`
-(executables the start needed: each one compiled, or read from the cache) and `cache_hits`
-(of them, read from the cache).
+The persistent compilation cache's use is counted from jax's monitoring events
+(ann/compilation_cache.py): `compiles` (executables the start needed: each one compiled, or
+read from the cache) and `cache_hits` (of them, read from the cache).
 
 A start-up allocates objects that live as long as the process (modules, traced and lowered
 programs) and frees few, so Python's cyclic garbage collector, which runs after every 700 net
@@ -30,30 +30,9 @@ import os
 import time
 from collections.abc import Iterator
 
-import jax
+from ann import compilation_cache
 
-# jax's own event names (jax/_src/compiler.py); jax records a request for every executable
-# whenever its cache is enabled (the default), with or without a cache directory.
-_EVENTS = {
-    "/jax/compilation_cache/compile_requests_use_cache": "compiles",
-    "/jax/compilation_cache/cache_hits": "cache_hits",
-}
-_counts = dict.fromkeys(_EVENTS.values(), 0)
 PARTS = ("imports", "data", "build", "init", "restore", "compile")  # in the order a start runs them
-_listening = False
-
-
-def _count(event: str, **_: object) -> None:
-    name = _EVENTS.get(event)
-    if name is not None:
-        _counts[name] += 1
-
-
-def _listen() -> None:
-    global _listening
-    if not _listening:
-        jax.monitoring.register_event_listener(_count)
-        _listening = True
 
 
 def process_start() -> float:
@@ -82,13 +61,13 @@ class Clock:
     def __init__(self, started: float | None = None):
         self._gc_was_enabled: bool | None = gc.isenabled()
         gc.disable()
-        _listen()
+        compilation_cache.listen()
         now = time.perf_counter()
         self.origin = now if started is None else started
         self.seconds: dict[str, float] = {}
         if started is not None:
             self.seconds["imports"] = now - started
-        self._counts = dict(_counts)
+        self._counts = compilation_cache.totals()
 
     @contextlib.contextmanager
     def part(self, name: str) -> Iterator[None]:
@@ -128,7 +107,8 @@ class Clock:
         order += [p for p in self.seconds if p not in PARTS]
         out.update({f"startup/{k}_seconds": self.seconds[k] for k in order})
         out["startup/other_seconds"] = max(0.0, total - sum(self.seconds.values()))
-        out.update({f"startup/{k}": float(_counts[k] - self._counts[k]) for k in _counts})
+        counts = compilation_cache.totals()
+        out.update({f"startup/{k}": float(counts[k] - self._counts[k]) for k in counts})
         return out
 
 
@@ -140,10 +120,7 @@ def describe(report: dict[str, float]) -> str:
         for key, value in report.items()
         if key.endswith("_seconds")
     ]
-    cache = "off"
-    if jax.config.jax_compilation_cache_dir:
-        hits, compiles = report["startup/cache_hits"], report["startup/compiles"]
-        cache = f"{hits:.0f} of {compiles:.0f} executables read from it"
+    cache = compilation_cache.describe(report["startup/cache_hits"], report["startup/compiles"])
     return (
         f"start-up {report['startup/seconds']:.2f}s to the first step: {', '.join(parts)} | "
         f"compilation cache: {cache}"
