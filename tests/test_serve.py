@@ -47,13 +47,14 @@ def request(port, method, path, body=None, headers=None, timeout=30):
 class Server:
     """`python -m ann.serve` in a subprocess; always stopped."""
 
-    def __init__(self, args, env=None):
+    def __init__(self, args, env=None, base_env=None):
+        """`env` over `base_env` (default: this process's environment)."""
         self.port = free_port()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "ann.serve", f"--port={self.port}", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
+            env={**(os.environ if base_env is None else base_env), **(env or {})},
         )
 
     def wait_ready(self, timeout=180):
@@ -904,6 +905,34 @@ def test_bearer_token(digits_export):
         assert request(port, "GET", "/v2/models/digits_cnn")[0] == 401
     finally:
         server.stop()
+
+
+def test_a_restart_reads_its_batch_sizes_from_the_compilation_cache(digits_export, tmp_path):
+    """`--compilation_cache_dir`: the first start compiles each batch size and writes it to the
+    directory (made here), a second start reads every one back; the ready line says so. Without
+    the tests' own cache (the environment's would win, ann/compilation_cache.py), and without
+    its every-program threshold: jax's default (1 s) would have cached none of these."""
+    from conftest import without_compilation_cache
+
+    _, out = digits_export
+    cache = tmp_path / "made" / "cache"
+    args = [f"--model={out}", "--max_batch_size=2", "--monitor=off",
+            f"--compilation_cache_dir={cache}"]  # fmt: skip
+    lines = []
+    for _ in range(2):
+        server = Server(args, base_env=without_compilation_cache())
+        try:
+            server.wait_ready()
+        finally:
+            server.proc.terminate()
+            output = server.proc.communicate(timeout=60)[0].decode()
+            server.stop()
+        lines += [line for line in output.splitlines() if line.startswith("ready: ")]
+        if len(lines) == 1:
+            assert len(os.listdir(cache)) >= 2, os.listdir(cache)  # one entry per batch size
+    first, second = lines
+    assert first.endswith("; compilation cache: 0 of 2 executables read from it)"), first
+    assert second.endswith("; compilation cache: 2 of 2 executables read from it)"), second
 
 
 @pytest.mark.slow

@@ -163,6 +163,52 @@ def test_bad_flags_exit_1_with_one_line():
     assert "--model" in one_line_error(result)
 
 
+def test_a_compilation_cache_dir_that_cannot_be_one_is_refused_before_any_model_loads(tmp_path):
+    """A file, or a path below one: one line naming the flag and the fix (jax warned per
+    executable and ran without a cache). $JAX_COMPILATION_CACHE_DIR (the tests' own cache)
+    wins over the flag, which then does nothing at all."""
+    from conftest import without_compilation_cache
+
+    afile = tmp_path / "file"
+    afile.write_text("")
+    fix = "give a directory this user may write, or leave the flag out for no cache"
+    for given, why in ((afile, "File exists"), (afile / "cache", "Not a directory")):
+        result = subprocess.run(
+            [sys.executable, "-m", "ann.serve", f"--model={MISSING}",
+             f"--compilation_cache_dir={given}"],
+            capture_output=True, text=True, timeout=60, env=without_compilation_cache(),
+        )  # fmt: skip
+        assert one_line_error(result) == (
+            f"error: --compilation_cache_dir={given} cannot be the cache's directory ({why}); {fix}"
+        )
+    assert "JAX_COMPILATION_CACHE_DIR" in os.environ  # conftest's
+    line = one_line_error(run_server([f"--compilation_cache_dir={afile}"]))
+    assert MISSING in line and "compilation_cache_dir" not in line, line
+    with pytest.raises(ValueError, match="--compilation_cache_dir: expected a directory"):
+        Settings(compilation_cache_dir="")
+
+
+def test_a_compilation_cache_dir_this_user_may_not_write_is_refused(tmp_path, monkeypatch):
+    """As a user without write access sees it (the tests may run as root, who may write
+    anywhere); the tests' own cache directory is put aside for the call, as it would win."""
+    import jax
+
+    from ann import compilation_cache
+
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    shared = jax.config.jax_compilation_cache_dir
+    jax.config.update("jax_compilation_cache_dir", None)
+    try:
+        with pytest.raises(ValueError) as e:
+            compilation_cache.enable(str(tmp_path), "--compilation_cache_dir=D", "give another")
+    finally:
+        jax.config.update("jax_compilation_cache_dir", shared)
+    assert str(e.value) == (
+        "--compilation_cache_dir=D cannot be the cache's directory (Permission denied); give "
+        "another"
+    )
+
+
 def test_settings_check_every_field():
     assert Settings().problem() is None
     with pytest.raises(ValueError, match="raise --max_queue_rows to at least 64"):

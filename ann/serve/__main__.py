@@ -141,6 +141,7 @@ def ensure_file_descriptors(needed: int) -> None:
 def main(argv: list[str]) -> None:
     cli.check_no_arguments(argv[1:])
     settings = settings_from_flags()
+    enable_compilation_cache(settings.compilation_cache_dir)
     run_cpu_computations_inline()
     from ann import artifact
     from ann.registry import RegistryError
@@ -158,6 +159,25 @@ def main(argv: list[str]) -> None:
     try:
         run(App(models, settings, tracing=from_environment()))
     except OSError as e:
+        cli.fail(str(e))
+
+
+def enable_compilation_cache(path: str | None) -> None:
+    """XLA's persistent compilation cache in `--compilation_cache_dir` (ann/compilation_cache.py:
+    every executable, the directory made if missing), before any model loads; exit 1 with one
+    line for a path that cannot be the cache's directory. The batch sizes compile on threads
+    of this process (ann/serve/dataplane.py), which share its jax configuration."""
+    if path is None:
+        return
+    from ann import compilation_cache
+
+    try:
+        compilation_cache.enable(
+            path,
+            f"--compilation_cache_dir={path}",
+            "give a directory this user may write, or leave the flag out for no cache",
+        )
+    except ValueError as e:
         cli.fail(str(e))
 
 

@@ -67,6 +67,13 @@ class Settings:
         "no per-call weight repacking) while the copies, weights x batch sizes, total at most "
         "this many MiB for that model version; 0: always pass them on each call.",
     )
+    compilation_cache_dir: str | None = _flag(
+        None,
+        "Directory for XLA's persistent compilation cache (made if missing): a restart reads "
+        "each batch size's executable from it instead of compiling it again. Off by default (a "
+        "server may run from a read-only image); $JAX_COMPILATION_CACHE_DIR, if set, wins.",
+        str,
+    )
     max_queue_rows: int | None = _flag(None, "Rows queued before 503 (default 16 batches).", int)
     max_body_bytes: int = _flag(8 << 20, "Largest request body (413).")
     max_request_line_bytes: int = _flag(8192, "Longest request URL (414).")
@@ -186,6 +193,11 @@ class Settings:
         why = host_problem(host)
         if why:
             return f"--host={host} {why}; give an address of this machine, e.g. {_HOSTS}"
+        if self.compilation_cache_dir == "":
+            return (
+                "--compilation_cache_dir: expected a directory, got an empty string; give one, "
+                "or leave the flag out for no cache"
+            )
         for field in dataclasses.fields(self):  # the flags check these; a Settings(...) did not
             choices = field.metadata.get("choices")
             if choices and getattr(self, field.name) not in choices:
