@@ -107,6 +107,14 @@ def test_kubernetes_manifests():
     [volume] = [v for v in pod["spec"]["volumes"] if v["name"] == mount["name"]]
     assert volume["secret"]["secretName"] == "ann-serve" and not volume["secret"].get("optional")
     assert args["token_file"] == f"{mount['mountPath']}/{volume['secret']['items'][0]['path']}"
+    # The compilation cache is written under a read-only root: on a writable volume of its own.
+    assert container["securityContext"]["readOnlyRootFilesystem"]
+    [cache] = [
+        m for m in container["volumeMounts"] if m["mountPath"] == args["compilation_cache_dir"]
+    ]
+    assert not cache.get("readOnly")
+    [volume] = [v for v in pod["spec"]["volumes"] if v["name"] == cache["name"]]
+    assert "emptyDir" in volume or "persistentVolumeClaim" in volume, volume
 
     [isvc] = yaml.safe_load_all((DEPLOY / "kserve.yaml").read_text())
     assert isvc["apiVersion"] == "serving.kserve.io/v1beta1" and isvc["kind"] == "InferenceService"
@@ -133,7 +141,7 @@ def server_args(argv: list[str]) -> dict[str, str]:
         assert arg.startswith("--") and value, arg
         args[name] = value
         if name in fields:
-            kind = type(getattr(Settings(), name) or 0)
+            kind = fields[name].metadata["kind"]
             settings[name] = value if kind is str else kind(value)
         else:
             assert name in ("model", "registry", "token_file"), arg
