@@ -4,6 +4,7 @@
     python scripts/bench_startup.py --warm_override=optimizer.learning_rate=0.01  # next trial
     python scripts/bench_startup.py --help_jobs [--rounds=5]   # `ann JOB --help`, each job
     python scripts/bench_startup.py --init_compile [--config=...]  # the init's compile options
+    python scripts/bench_startup.py --serve_cache [--config=...]  # `ann serve` cold and warm
 
 Each round runs `python -m ann.main` twice, each in a fresh process with a fresh workdir: cold
 (an empty compilation cache directory), then warm (the cache the cold run filled). Each run
@@ -30,6 +31,12 @@ JAX is imported).
 each: seconds from the command to `/v2/health/ready` answering 200, and the server's own
 "compiled in" seconds (its ready line). The export is `--serve_export`, else the config trained
 for `--steps` steps and exported (untimed). Medians, and this / baseline.
+
+`--serve_cache`: `ann serve`'s start-up with `--compilation_cache_dir`, this checkout, the same
+export: each round three fresh servers, one without the flag (`off`: every start compiles),
+`cold` (an empty cache directory, which it fills) and `warm` (that directory, as a restarted
+pod with its cache on a volume); `off` goes first in even rounds and last in odd ones. The same
+two times as `--serve_baseline`; medians, and each round's cold / off and warm / off.
 """
 
 from __future__ import annotations
@@ -70,7 +77,15 @@ flags.DEFINE_string(
     None,
     "A commit: time `ann serve`'s start-up, this checkout against that commit's tree instead.",
 )
-flags.DEFINE_string("serve_export", None, "The export `--serve_baseline` serves (default: made).")
+flags.DEFINE_bool(
+    "serve_cache",
+    False,
+    "Time `ann serve`'s start-up without --compilation_cache_dir, with an empty one and with "
+    "the one that filled, instead.",
+)
+flags.DEFINE_string(
+    "serve_export", None, "The export `--serve_baseline` or `--serve_cache` serves (default: made)."
+)
 flags.DEFINE_multi_string(
     "warm_override",
     [],
@@ -219,9 +234,10 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _serve_start(tree: str, export: str) -> tuple[float, float]:
-    """One fresh `ann serve` of `export` from the source tree `tree`: (seconds from the command
-    to /v2/health/ready answering 200, the "compiled in" seconds of its ready line)."""
+def _serve_start(tree: str, export: str, extra: list[str] = ()) -> tuple[float, float]:
+    """One fresh `ann serve` of `export` from the source tree `tree` (`extra`: more flags):
+    (seconds from the command to /v2/health/ready answering 200, the "compiled in" seconds of
+    its ready line)."""
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": tree}
     for name in config_lib.COMPILATION_CACHE_VARIABLES:  # every start compiles, as a fresh pod
@@ -229,7 +245,7 @@ def _serve_start(tree: str, export: str) -> tuple[float, float]:
     with tempfile.TemporaryFile("w+") as log:
         start = time.perf_counter()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "ann", "serve", f"--model={export}", f"--port={port}"],
+            [sys.executable, "-m", "ann", "serve", f"--model={export}", f"--port={port}", *extra],
             cwd=tree,
             env=env,
             stdout=log,
@@ -258,6 +274,55 @@ def _serve_start(tree: str, export: str) -> tuple[float, float]:
     return ready, float(found.group(1)) if found else float("nan")
 
 
+def _serve_export(tmp: str) -> str:
+    """`--serve_export`, else the config trained for `--steps` steps and exported in `tmp`."""
+    if FLAGS.serve_export is not None:
+        return FLAGS.serve_export
+    config_lib.shorten(FLAGS.config, FLAGS.steps)  # the warmup fitted, as `main` does
+    args = _config_args(sys.argv[1:])
+    _prepare_data(args)
+    workdir, export = os.path.join(tmp, "run"), os.path.join(tmp, "export")
+    train = [sys.executable, "-m", "ann.main", *args, f"--workdir={workdir}"]
+    subprocess.run([*train, *_length_args()], cwd=ROOT, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "ann", "export", f"--workdir={workdir}", f"--out={export}"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    return export
+
+
+def serve_cache() -> None:
+    """`ann serve`'s start-up without a compilation cache, cold and warm (see the docstring)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        export = _serve_export(tmp)
+        print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+        _serve_start(ROOT, export)  # untimed: bytecode, the page cache
+        times: dict[str, list[tuple[float, float]]] = {"off": [], "cold": [], "warm": []}
+        for r in range(FLAGS.rounds):
+            flag = [f"--compilation_cache_dir={os.path.join(tmp, f'cache{r}')}"]
+            runs = [("cold", flag), ("warm", flag)]
+            runs = [("off", []), *runs] if r % 2 == 0 else [*runs, ("off", [])]
+            for name, extra in runs:
+                times[name].append(_serve_start(ROOT, export, extra))
+            off, cold, warm = (times[name][-1] for name in times)
+            print(
+                f"round {r}: ready off {off[0]:.2f} s, cold {cold[0]:.2f} s, warm {warm[0]:.2f} s "
+                f"(cold/off {cold[0] / off[0]:.3f}, warm/off {warm[0] / off[0]:.3f}); compiled "
+                f"in {off[1]:.1f}, {cold[1]:.1f}, {warm[1]:.1f} s",
+                flush=True,
+            )
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    for name, values in times.items():
+        ready = statistics.median(v[0] for v in values)
+        compiled = statistics.median(v[1] for v in values)
+        print(f"{name:>5}: median ready {ready:.2f} s, compiled in {compiled:.2f} s")
+    for name in ("cold", "warm"):
+        ratios = [t[0] / o[0] for o, t in zip(times["off"], times[name], strict=True)]
+        print(f"{name} / off, ready: median of the rounds' ratios {statistics.median(ratios):.3f}")
+
+
 def serve_startup() -> None:
     """`ann serve`'s start-up, this checkout against `--serve_baseline` (see the docstring)."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -270,20 +335,7 @@ def serve_startup() -> None:
         ).stdout
         with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
             tar.extractall(baseline, filter="data")
-        export = FLAGS.serve_export
-        if export is None:
-            config_lib.shorten(FLAGS.config, FLAGS.steps)  # the warmup fitted, as `main` does
-            args = _config_args(sys.argv[1:])
-            _prepare_data(args)
-            workdir, export = os.path.join(tmp, "run"), os.path.join(tmp, "export")
-            train = [sys.executable, "-m", "ann.main", *args, f"--workdir={workdir}"]
-            subprocess.run([*train, *_length_args()], cwd=ROOT, check=True, capture_output=True)
-            subprocess.run(
-                [sys.executable, "-m", "ann", "export", f"--workdir={workdir}", f"--out={export}"],
-                cwd=ROOT,
-                check=True,
-                capture_output=True,
-            )
+        export = _serve_export(tmp)
         print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
         trees = {"baseline": baseline, "this": ROOT}
         for tree in trees.values():  # untimed: the extracted tree's bytecode, the page cache
@@ -342,6 +394,9 @@ def main(argv: list[str]) -> None:
         return
     if FLAGS.serve_baseline:
         serve_startup()
+        return
+    if FLAGS.serve_cache:
+        serve_cache()
         return
     config = FLAGS.config
     config_lib.shorten(config, FLAGS.steps)  # a shipped warmup longer than the run is fitted

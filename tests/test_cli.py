@@ -226,6 +226,21 @@ def test_bench_startup_passes_on_an_override_spelt_with_a_space():
     )
 
 
+@pytest.mark.slow
+def test_bench_startup_times_serve_without_a_cache_cold_and_warm(digits_export):
+    _, out = digits_export
+    result = subprocess.run(
+        [sys.executable, "scripts/bench_startup.py", "--serve_cache", f"--serve_export={out}",
+         "--rounds=1"],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(r"round 0: ready off [0-9.]+ s, cold [0-9.]+ s, warm [0-9.]+ s", result.stdout)
+    for name in ("off", "cold", "warm"):
+        assert f"{name:>5}: median ready " in result.stdout, result.stdout
+    assert re.search(r"warm / off, ready: median of the rounds' ratios [0-9.]+", result.stdout)
+
+
 def test_python_m_help_is_the_same_as_ann():
     result = subprocess.run(
         [sys.executable, "-m", "ann.main", "--help"],
