@@ -428,8 +428,16 @@ def test_language_model_bits_per_char():
     assert section.metrics["chars"] == 5 and section.metrics["rows"] == 2
     # The chart's baseline read "(3.00)" where the note says "against 3.0000".
     assert section.notes[0].endswith(
-        "against 3.0000 for the unigram baseline (5 characters of 2 rows)"
+        "against 3.0000 for the unigram baseline (5 characters of the first 2 of 2 rows: "
+        "report.lm_rows, one forward pass per character; the run's val/bits_per_char is over "
+        "every row)"
     )
+    # A report scoring fewer rows than the split holds says so: its bits per char differed
+    # from training's val/bits_per_char (4.2334 against 4.0854) with "of 32 rows" only.
+    preds = make_preds("language_modelling", {"tokens": windows}, {}, exp, predict, lm_rows=1)
+    (first,) = sections_for("language_modelling")(preds)
+    assert first.metrics["rows"] == 1 and first.metrics["chars"] == 4
+    assert "(4 characters of the first 1 of 2 rows: report.lm_rows, " in first.notes[0]
     (ax,) = section.figures["bits_by_context"].axes
     assert "unigram baseline (3.0000)" in [t.get_text() for t in ax.get_legend().get_texts()]
     rendered(section)

@@ -155,13 +155,14 @@ def language_modelling(preds: Predictions) -> list[Section]:
             )
         ]
     rows = int(report_setting(preds, "lm_rows", LM_ROWS))
+    total = len(preds.rows[preds.experiment.key])  # the split's rows
     scored = character_bits(preds, rows)
     bits, context = scored["bits"], scored["context"]
     unigram = float(scored["unigram_bits"].mean()) if len(bits) else None
     metrics = {
         "bits_per_char": float(bits.mean()) if len(bits) else None,
         "unigram_bits_per_char": unigram,
-        "rows": int(min(rows, len(preds.rows[preds.experiment.key]))),
+        "rows": int(min(rows, total)),
         "chars": int(len(bits)),
         "by_context": by_context(context, bits) if len(bits) else [],
     }
@@ -175,7 +176,9 @@ def language_modelling(preds: Predictions) -> list[Section]:
             figures=figures,
             notes=[
                 f"bits per char {metrics['bits_per_char']:.4f} against {unigram:.4f} for the "
-                f"unigram baseline ({metrics['chars']} characters of {metrics['rows']} rows)"
+                f"unigram baseline ({metrics['chars']} characters of the first "
+                f"{metrics['rows']} of {total} rows: report.lm_rows, one forward pass per "
+                "character; the run's val/bits_per_char is over every row)"
             ]
             if len(bits)
             else ["no characters to score"],
