@@ -202,9 +202,9 @@ def _sample(
     except KeyboardInterrupt:
         _print("\n")  # the `interrupted` line starts a line of its own
         raise
-    _print("\n" + "-" * 40 + "\n")
-    for row in rows[1:]:
-        _print("".join(row) + "\n" + "-" * 40 + "\n")
+    _print("\n")
+    for row in rows[1:]:  # each after a line of dashes; none after the last
+        _print("-" * 40 + "\n" + "".join(row) + "\n")
 
 
 def _print(text: str) -> None:

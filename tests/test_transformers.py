@@ -555,8 +555,10 @@ def test_generate_prints_each_chunk_as_it_is_written_the_ids_of_one_call(monkeyp
         lm, prompt, 600, jax.random.PRNGKey(0), temperature=0.8, top_k=5, window=8, banned=(0,)
     )
     first, second = (decode(row) for row in whole)
-    dashes = "\n" + "-" * 40 + "\n"
+    dashes = "-" * 40 + "\n"
     # The prompt, then the first sample in its three calls (256 + 256 + 88 ids), each printed
     # as it came; the second sample, drawn alongside it, once it is whole.
     chunks = [first[:3], first[3:259], first[259:515], first[515:]]
-    assert printed == [*chunks, dashes, second + dashes]
+    # A line of dashes before each other sample, none after the last (it ended every sample,
+    # --num_samples=1's too).
+    assert printed == [*chunks, "\n", dashes + second + "\n"]
