@@ -479,7 +479,15 @@ class Model:
     def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """{input name: array [rows, ...]} -> {output name: NumPy array [rows, ...]}; zero rows
         give empty outputs (the exported function's batch is at least 1: JAX refused 0 with
-        its shape-polymorphism message). Raises ValueError as `check` does."""
+        its shape-polymorphism message). Raises ValueError as `check` does, and for inputs
+        that are not a mapping (an array alone: it said "'numpy.ndarray' object has no attribute
+        'items'")."""
+        if not isinstance(inputs, Mapping):
+            name = next(iter(self.inputs))
+            raise ValueError(
+                f"inputs: expected a mapping of input name to array ({', '.join(self.inputs)}), "
+                f"got {type(inputs).__name__}; call model({{{name!r}: x}})"
+            )
         inputs = {k: np.asarray(v) for k, v in inputs.items()}
         if self.check(inputs) == 0:
             one = {k: np.zeros((1, *v.shape[1:]), v.dtype) for k, v in inputs.items()}

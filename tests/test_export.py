@@ -98,6 +98,18 @@ def test_loaded_export_equals_training_code(digits_export):
     assert sum(ref["outputs"]["probabilities"]["max_histogram"]["counts"]) == validation
 
 
+def test_an_array_alone_is_refused_naming_the_mapping_to_pass(digits_export):
+    # model(x) said "'numpy.ndarray' object has no attribute 'items'" (a fresh-user check).
+    _, out = digits_export
+    model = artifact.load(str(out))
+    with pytest.raises(ValueError) as e:
+        model(np.zeros((2, 8, 8, 1), np.uint8))
+    assert str(e.value) == (
+        "inputs: expected a mapping of input name to array (image), got ndarray; call "
+        "model({'image': x})"
+    )
+
+
 BLOCK_FLAX = textwrap.dedent(
     """
     import importlib.abc, sys
