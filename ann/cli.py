@@ -992,14 +992,25 @@ def _bad_section_value(flag: str, name: str, key: str, said: str) -> str | None:
 
 def near_files(path: str, suffix: str = "") -> str:
     """ "; did you mean configs/digits_cnn.py?" for a file in `path`'s folder (ending in
-    `suffix`) whose name is close to `path`'s (difflib's ratio of at least 0.6), else ""."""
+    `suffix`) whose name is close to `path`'s (difflib's ratio of at least 0.6); for a
+    directory, "; it is a directory", and "did you mean DIR/FILE?" where it holds one file
+    ending in `suffix` (a directory was offered as itself); else ""."""
+    if os.path.isdir(path):
+        inside = _files(path, suffix)
+        one = f": did you mean {os.path.join(path, inside[0])}?" if len(inside) == 1 else ""
+        return f"; it is a directory{one}"
     folder, name = os.path.split(path)
-    try:
-        present = [f for f in os.listdir(folder or ".") if f.endswith(suffix)]
-    except OSError:
-        return ""
-    close = difflib.get_close_matches(name, present, n=1, cutoff=0.6)
+    close = difflib.get_close_matches(name, _files(folder or ".", suffix), n=1, cutoff=0.6)
     return f"; did you mean {os.path.join(folder, close[0])}?" if close else ""
+
+
+def _files(folder: str, suffix: str) -> list[str]:
+    """The names of the files in `folder` ending in `suffix`, sorted; [] where it is unreadable."""
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        return []
+    return [n for n in names if n.endswith(suffix) and os.path.isfile(os.path.join(folder, n))]
 
 
 class FlagError(ValueError):

@@ -1727,3 +1727,23 @@ def test_an_integer_config_override_takes_decimal_digits_only(monkeypatch):
             continue
         with pytest.raises(flags.IllegalFlagValueError, match="invalid literal for int"):
             flag_values(argv)
+
+
+def test_a_directory_given_for_a_file_is_not_offered_as_itself(tmp_path):
+    # `--requests=/tmp/mon` (a directory beside other files) said "... is not a file; give the
+    # server's request log; did you mean /tmp/mon?" (a fresh-user check).
+    from ann.cli import near_files
+
+    (tmp_path / "mon").mkdir()
+    (tmp_path / "mo.txt").write_text("")
+    assert near_files(str(tmp_path / "mon")) == "; it is a directory"
+    (tmp_path / "mon" / "requests.jsonl").write_text("")
+    assert near_files(str(tmp_path / "mon")) == (
+        f"; it is a directory: did you mean {tmp_path / 'mon' / 'requests.jsonl'}?"
+    )
+    (tmp_path / "mon" / "other.jsonl").write_text("")  # two: neither is the one
+    assert near_files(str(tmp_path / "mon"), ".jsonl") == "; it is a directory"
+    # A near name is a file, never a directory.
+    (tmp_path / "runs").mkdir()
+    assert near_files(str(tmp_path / "run")) == ""
+    assert near_files(str(tmp_path / "mo.tx")) == f"; did you mean {tmp_path / 'mo.txt'}?"
