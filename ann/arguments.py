@@ -10,7 +10,25 @@ nothing after `--`. An argument that does not start with `-` (or is `-` itself) 
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable, Iterator, Sequence
+
+# A number as ann takes one from what a person types (a flag, a positional argument, a URL's
+# path): ASCII only. Python's int() and float() also read full-width ('３') and other scripts'
+# digits ('٣'), underscores ('1_0.5') and spaces around; int() in absl, '0x50' too.
+# An integer: decimal digits, an optional sign, no leading zero ('08000' read as octal).
+INTEGER = re.compile(r"[+-]?(0|[1-9][0-9]*)", re.ASCII)
+# A float: decimal or scientific notation (1e-3, .5, -2.5E+3), and float()'s inf and nan
+# (whatever a flag then allows of them: a bounded flag refuses NaN).
+NUMBER = re.compile(
+    r"[+-]?(([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|inf|infinity|nan)", re.ASCII | re.I
+)
+
+
+def digits(text: str) -> bool:
+    """Whether `text` is ASCII digits only ("3", "0042"): a version, a step, a count as typed.
+    str.isdigit() is also true for '³', '３' and '٣', and int() reads the last two."""
+    return text.isascii() and text.isdigit()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -85,9 +85,6 @@ def define_config(
     )
     flag = flag_values["config"]
     flag.parser = _VariantParser(flag.parser)
-    # An integer key's override (--config.total_steps=0x10) takes decimal digits only, as every
-    # integer flag does: ml_collections parses it with absl's integer parser.
-    config_flags.register_flag_parser_for_type(int, _DecimalParser(flags.IntegerParser()))
     return holder
 
 
@@ -307,7 +304,8 @@ def _name_from_argv(argv: Sequence[str]) -> None:
     same unnamed line N times."""
     given = {}
     for flag in typed_flags(argv):
-        if flag.name in ("process_id", "num_processes") and _DECIMAL.fullmatch(flag.value or ""):
+        number = arguments.INTEGER.fullmatch(flag.value or "")
+        if flag.name in ("process_id", "num_processes") and number:
             given[flag.name] = int(flag.value)
     if len(given) == 2 and 0 <= given["process_id"] < given["num_processes"]:  # else refused
         name_process(given["process_id"], given["num_processes"])
@@ -515,17 +513,14 @@ def parse_flags(argv: list[str]) -> list[str]:
     return rest
 
 
-# An integer flag's value as ann takes it: decimal digits, an optional sign, no leading zero.
-_DECIMAL = re.compile(r"[+-]?(0|[1-9][0-9]*)", re.ASCII)
-
-
 class _DecimalParser:
-    """absl's parser of a numeric flag, taking decimal integers only (an integer flag) and no
-    NaN inside bounds (a float flag): absl reads an integer as a Python literal, so `--port=0x50`
-    bound port 80, and `0o17`, `08000`, `8_000` and full-width digits were taken too (while
-    `0b1` was refused), and NaN passes absl's bounds (every comparison is false). Refused as
-    `int()` and absl's bounds refuse (`_job_flag_refusal` words both alike); all else is the
-    wrapped parser's."""
+    """absl's parser of a numeric flag, taking ASCII decimal numbers only (`arguments.INTEGER`
+    for an integer flag, `arguments.NUMBER` for a float flag) and no NaN inside bounds (a float
+    flag): absl reads an integer as a Python literal, so `--port=0x50` bound port 80, and `0o17`,
+    `08000`, `8_000` and full-width digits were taken too (while `0b1` was refused); a float as
+    float() does, so `1_0.5`, `０.１` and Arabic-Indic digits were taken; and NaN passes absl's
+    bounds (every comparison is false). Refused as `int()`, `float()` and absl's bounds refuse
+    (`_job_flag_refusal` words them alike); all else is the wrapped parser's."""
 
     def __init__(self, parser: flags.ArgumentParser):
         self._parser = parser
@@ -535,8 +530,11 @@ class _DecimalParser:
 
     def parse(self, argument):
         integer = isinstance(self._parser, flags.IntegerParser)
-        if integer and isinstance(argument, str) and not _DECIMAL.fullmatch(argument):
-            raise ValueError(f"invalid literal for int() with base 10: {argument!r}")
+        if isinstance(argument, str):
+            if integer and not arguments.INTEGER.fullmatch(argument):
+                raise ValueError(f"invalid literal for int() with base 10: {argument!r}")
+            if not integer and not arguments.NUMBER.fullmatch(argument):
+                raise ValueError(f"could not convert string to float: {argument!r}")
         value = self._parser.parse(argument)
         bounded = self._parser.lower_bound is not None or self._parser.upper_bound is not None
         if bounded and value != value:  # NaN
@@ -548,8 +546,13 @@ class _DecimalParser:
 
 
 def decimal_numbers(flag_values: flags.FlagValues) -> None:
-    """Every integer flag of `flag_values` takes decimal integers only, and a bounded float
-    flag no NaN (`_DecimalParser`); `parse_flags` calls it before absl parses."""
+    """Every numeric flag of `flag_values` takes ASCII decimal numbers only, and a bounded float
+    flag no NaN (`_DecimalParser`); so does an integer or float key of a config file's or a dict
+    flag's override (`--config.total_steps=0x10`, `--config.optimizer.learning_rate=０.１`,
+    `--slo.availability=1_0.5`: ml_collections parses them with the parser registered for the
+    key's type). `parse_flags` calls it before absl parses."""
+    config_flags.register_flag_parser_for_type(int, _DecimalParser(flags.IntegerParser()))
+    config_flags.register_flag_parser_for_type(float, _DecimalParser(flags.FloatParser()))
     for flag in flag_values._flags().values():
         parser = flag.parser
         if isinstance(parser, (flags.IntegerParser, flags.FloatParser)):
@@ -780,11 +783,7 @@ def _either(keys: Sequence[str]) -> str:
 
 
 def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
+    return arguments.NUMBER.fullmatch(text) is not None
 
 
 def _dotted(tree: dict, prefix: str = "") -> list[str]:
@@ -940,7 +939,7 @@ def _one_number_refusal(
     example = _integer_example(key, config)
     if example is not None:
         kind = " of integers"
-        if not re.fullmatch(r"[+-]?\d+", number):  # '(3.5,)' would be refused in turn
+        if not arguments.INTEGER.fullmatch(number):  # '(3.5,)' would be refused in turn
             number = str(example)
     if swept:
         return (
@@ -1035,7 +1034,7 @@ def check_trained_run(workdir: str, step: str, export_flag: str | None = None) -
     report): raises FlagError with one line naming the flag and the fix. An export given as
     the run is named as one, with the run it came from, and `--export_flag` where the command
     also takes an export (report's --model)."""
-    number = _DECIMAL.fullmatch(step) and not step.startswith(("+", "-"))  # not "３", "0x10"
+    number = arguments.digits(step) and arguments.INTEGER.fullmatch(step)  # not "３", "0x10"
     if not (step in ("best", "latest") or number):
         raise FlagError(f"--step={step!r} must be 'best', 'latest' or a step number (>= 0)")
     kinds = directory_kind.of(workdir)

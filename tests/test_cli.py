@@ -1550,6 +1550,54 @@ def test_an_integer_flag_takes_decimal_digits_only(typed):
         cli.check_trained_run("/nonexistent", typed)
 
 
+NOT_ASCII_NUMBER = ["1_0.5", "０.１", "٠.١", "1.5\u0663", " 0.5", "0x1p3", "1e"]
+
+
+@pytest.mark.parametrize("typed", NOT_ASCII_NUMBER)
+def test_a_float_flag_and_a_float_key_take_ascii_decimal_notation_only(typed):
+    """absl reads a float flag, and ml_collections a float key's override, with float():
+    `--learning_rate=1_0.5`, full-width (`０.１`) and Arabic-Indic digits were taken; now they
+    are refused as `float()` refuses 'abc' (one line, naming the flag and what it takes), and
+    an integer key of a dict flag (`--slo.*`, `--alert.*`) takes decimal digits only too."""
+    import ml_collections
+    from absl import flags
+    from ml_collections import config_flags
+
+    def parsed(*given: str) -> flags.FlagValues:
+        argv = ["prog", *given]
+        flag_values = flags.FlagValues()
+        flags.DEFINE_float("rate", 0.5, "Rate.", flag_values=flag_values)
+        settings = ml_collections.ConfigDict({"lr": 0.1, "steps": 3})
+        config_flags.DEFINE_config_dict("opt", settings, flag_values=flag_values, sys_argv=argv)
+        cli.decimal_numbers(flag_values)
+        flag_values(argv)
+        return flag_values
+
+    for given in (f"--rate={typed}", f"--opt.lr={typed}"):
+        with pytest.raises(flags.IllegalFlagValueError, match="could not convert string to float"):
+            parsed(given)
+    with pytest.raises(flags.IllegalFlagValueError, match="invalid literal for int"):
+        parsed("--opt.steps=0x10")
+    for ok, value in [("1e-3", 1e-3), (".5", 0.5), ("-2.5E+3", -2500.0), ("2", 2.0)]:
+        flag_values = parsed(f"--rate={ok}", f"--opt.lr={ok}")
+        assert flag_values.rate == value and flag_values.opt.lr == value
+    flag_values = parsed("--rate=inf", "--opt.lr=nan")  # unbounded: float()'s words kept
+    assert flag_values.rate == float("inf") and flag_values.opt.lr != flag_values.opt.lr
+
+
+def test_a_float_override_in_full_width_digits_is_refused_in_one_line(tmp_path):
+    """`--config.optimizer.learning_rate=０.１` trained at 0.1."""
+    config, typed = ROOT / "configs" / "digits_mlp.py", "--config.optimizer.learning_rate=０.１"
+    command = [sys.executable, "-m", "ann", "train", f"--config={config}",
+               f"--workdir={tmp_path / 'run'}", typed]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert one_line_error(result) == (
+        f"error: {typed} must be a number (the key's type in the config); "
+        "e.g. --config.optimizer.learning_rate=0.001"
+    )
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_port_in_another_base_is_refused_in_the_flags_style():
     command = [sys.executable, "-m", "ann", "serve", "--model=/nonexistent", "--port=0x50"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=60)
