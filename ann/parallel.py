@@ -20,6 +20,7 @@ import numpy as np
 from absl import flags, logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from ann import arguments
 from ann.config import ConfigError
 
 BATCH_AXES = ("data", "fsdp")
@@ -86,7 +87,7 @@ def initialize_distributed(
             "--num_processes=N and --process_id=I (or --distributed=auto on a cluster)"
         )
     host, _, port = coordinator_address.rpartition(":")
-    if explicit and not (host and port.isdigit() and 0 < int(port) < 65536):
+    if explicit and not (host and arguments.digits(port) and 0 < int(port) < 65536):
         raise ConfigError(  # JAX: "IndexError: list index out of range" after the wait
             f"--coordinator_address={coordinator_address} must be HOST:PORT (process 0's host "
             "and a free port), e.g. --coordinator_address=10.0.0.1:1234"

@@ -339,7 +339,7 @@ def test_a_coordinator_address_without_a_port_is_refused_in_one_line(tmp_path):
     from ann.config import ConfigError
     from ann.parallel import initialize_distributed
 
-    for address in ("nohost", "nohost:", ":1234", "host:port", "host:70000"):
+    for address in ("nohost", "nohost:", ":1234", "host:port", "host:70000", "host:１２３４"):
         with pytest.raises(ConfigError) as e:
             initialize_distributed(coordinator_address=address, num_processes=2, process_id=0)
         assert str(e.value) == (

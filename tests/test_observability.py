@@ -120,6 +120,8 @@ def test_a_runbook_base_with_its_trailing_slash_links_each_runbook_once(tmp_path
         (["--runbook_base="], "error: --runbook_base must be a URL or path"),
         (["--alert.job=a b"], "error: --alert.job='a b' must be the scrape job's name"),
         (["--alert.down_for=5"], "error: --alert.down_for='5' must be a Prometheus duration"),
+        # Full-width: taken as 5m, and rendered into rules Prometheus refuses.
+        (["--alert.down_for=５m"], "error: --alert.down_for='５m' must be a Prometheus duration"),
         # Valid Prometheus, odd pages: on one failed scrape, or a year after the server died.
         (
             ["--alert.down_for=0m"],

@@ -58,6 +58,8 @@ def test_versions_aliases_tags_and_uris(digits_export, tmp_path):
         ("models:/digits/x", "version 'x' is not a version number (1, 2, ...), 'latest' or"),
         # It said "'-1' is not an integer" of an integer.
         ("models:/digits/-1", "version '-1' is not a version number (1, 2, ...)"),
+        # Full-width: int() reads it, and it resolved to version 2.
+        ("models:/digits/２", "version '２' is not a version number (1, 2, ...)"),
         # Past SQLite's INTEGER: OverflowError, a traceback, from every command taking one.
         ("models:/digits/18446744073709551616", "has no version 18446744073709551616; versions"),
         ("digits/1", "is not models:/NAME/VERSION"),
@@ -722,6 +724,9 @@ def test_read_only_commands_change_nothing(digits_export, tmp_path):
         (["register"], "register takes EXPORT_DIR, got nothing (usage:"),
         (["alias", "digits", "champion", "x"], "alias: VERSION 'x' must be a version number >= 1"),
         (["alias", "digits", "champion", "0"], "alias: VERSION '0' must be a version number"),
+        # Full-width and superscript digits: str.isdigit() said yes, and int() read '３' as 3.
+        (["alias", "digits", "champion", "３"], "alias: VERSION '３' must be a version number"),
+        (["alias", "digits", "champion", "³"], "alias: VERSION '³' must be a version number"),
         (["alias", "digits", "latest", "1"], "alias 'latest' must start with"),
         (
             ["tag", "digits", "k", "v", "--version=0"],
@@ -739,6 +744,7 @@ def test_read_only_commands_change_nothing(digits_export, tmp_path):
         # The flag named before the count (it said "delete takes NAME VERSION, got digits").
         (["delete", "--version=2", "digits"], "--version is for `tag` only; drop it from `delete`"),
         (["delete", "digits", "0"], "delete: VERSION '0' must be a version number >= 1"),
+        (["delete", "digits", "３"], "delete: VERSION '３' must be a version number >= 1"),
         # It was ignored (exit 0), even a bad one, as `alias` refuses it and other flags are.
         (
             ["list", "--mlflow_uri=ftp://x"],

@@ -200,6 +200,8 @@ def test_slice_specs_the_data_cannot_take_are_one_line(classified, spec, message
         (("feature:x[1]:quantiles=50",), "quantiles=50 is outside 2..20; e.g. 'feature:x[1]"),
         (("field:",), "slices' entry 'field:': not of the form 'label', 'feature:NAME[INDEX]"),
         (("label:x",), "entry 'label:x': not of the form"),
+        # Full-width: \d matched it, and int() read it as index 1 and 4 quantiles.
+        (("feature:x[１]:quantiles=４",), "entry 'feature:x[１]:quantiles=４': not of the form"),
         ((3,), "holds 3 (int); every element must be a string"),
         # Reported twice, and "6 pictures" said where 5 were written (one over the other).
         (("label", "label"), "names 'label' twice; give it once"),

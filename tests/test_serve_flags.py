@@ -108,6 +108,8 @@ BAD = [
          "internationalized one goes in its ASCII form, xn--hst-kna)"),
         ("[::1]", "give the IPv6 address without brackets, --host=::1"),
         ("localhost:8000", "give the port apart, --host=localhost --port=8000"),
+        # Not "--port=８０００", a port that is refused in turn.
+        ("localhost:８０００", "give an address of this machine, e.g. --host=127.0.0.1"),
     ],
 )  # fmt: skip
 def test_a_host_that_is_not_an_address_or_a_name_is_said_to_be_one(host, message):

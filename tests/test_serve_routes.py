@@ -201,6 +201,11 @@ def test_a_model_being_loaded_is_503_with_retry_after(app):
             b'{\\"versions\\": [\\"x\\"]}}}"}}',
             "version_policy.specific.versions: expected version numbers",
         ),
+        (  # full-width: int() read it, and version 2 was loaded
+            '{"parameters": {"config": "{\\"version_policy\\": {\\"specific\\": '
+            '{\\"versions\\": [\\"２\\"]}}}"}}'.encode(),
+            "version_policy.specific.versions: expected version numbers",
+        ),
         # Ignored, each loaded the latest version instead of the one meant (200).
         (
             b'{"parameters": {"sauce": "models:/m/2"}}',
@@ -407,6 +412,8 @@ def test_metadata_lists_every_version_and_an_unload_may_name_one():
     status, reply = unload({"version": "7"})  # named, as infer's 404 is (it was not)
     assert status == 404 and (reply["model_name"], reply["model_version"]) == ("m", "7"), reply
     assert unload({"version": 2})[1]["error"].startswith("parameters.version: expected a version")
+    # Full-width: isdigit() passed it, and it was looked up (404) as a version "２".
+    assert unload({"version": "２"})[1]["error"].startswith("parameters.version: expected a")
     assert unload({"version": "2"}) == (200, {"name": "m", "unloaded": ["2"]})
     # Its gauges go with it (ann_queue_depth stayed, at 0, for the version unloaded).
     text = app.metrics.render().decode()
@@ -420,8 +427,8 @@ def test_metadata_lists_every_version_and_an_unload_may_name_one():
     # Refusals of a served model's unload are counted under it (they were under model "").
     text = app.metrics.render().decode()
     for line in (
-        'ann_requests_total{code="400",handler="repository_unload",model="m",version=""} 2.0',
-        'ann_errors_total{code="400",model="m",reason="bad_request",version=""} 2.0',
+        'ann_requests_total{code="400",handler="repository_unload",model="m",version=""} 3.0',
+        'ann_errors_total{code="400",model="m",reason="bad_request",version=""} 3.0',
         'ann_requests_total{code="404",handler="repository_unload",model="m",version=""} 1.0',
         # the last unload took the model's last version: counted under the model it was
         'ann_requests_total{code="200",handler="repository_unload",model="m",version=""} 2.0',

@@ -267,6 +267,9 @@ def test_mistakes_are_config_errors(tmp_path, source):
         transfer.resolve(str(tmp_path))
     with pytest.raises(ConfigError, match=r"has no step 7; its steps: 10"):
         transfer.resolve(f"{source}:7")
+    # Full-width: str.isdigit() passed it, and int() read it as step 10.
+    with pytest.raises(ConfigError, match=f"':１０' after the run {source} must be :best, "):
+        transfer.resolve(f"{source}:１０")
     # Every layer of another width: nothing would load, refused before anything compiles, with
     # the shapes (it listed the paths alone, all of which match, and pointed at `ann transfer`,
     # which refuses the same).

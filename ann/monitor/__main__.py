@@ -84,7 +84,7 @@ from typing import Any
 import numpy as np
 from absl import flags
 
-from ann import cli
+from ann import arguments, cli
 from ann import config as config_lib
 from ann.monitor import (
     CORRECTIONS,
@@ -680,7 +680,7 @@ def not_served_warning(files: str, name: str, version: str, held: list[str]) -> 
     first = held[0]
     how = (
         f"--model=models:/{name}/{first}"
-        if first.isdigit()
+        if arguments.digits(first)
         else f"--model= the export directory whose manifest sha256 starts {first} (or a "
         "models:/NAME/N registered from it)"
     )

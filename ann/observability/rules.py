@@ -64,7 +64,9 @@ WINDOWS = ("5m", "30m", "1h", "6h", "3d")
 LATENCY_OBJECTIVE = 0.95  # "p95 under N ms": 95% of requests faster than N ms
 RECORD = "ann:slo_errors:ratio_rate{window}"
 PERIOD = "30d"  # the SLO period the burn-rate factors assume (14.4 = 2% of 30 days in 1 hour)
-_DURATION = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")  # Prometheus's duration syntax
+# Prometheus's duration syntax; ASCII digits (\d matched "１m", which Prometheus refuses)
+_UNITS = re.compile(r"(\d+)(ms|s|m|h|d|w|y)", re.ASCII)
+_DURATION = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$", re.ASCII)
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
 # Each `for` setting's sensible range (seconds, and why), checked with the syntax: a page on one
 # failed scrape (Prometheus scrapes every 15 s to 1 min), or a page or ticket held back for
@@ -82,7 +84,7 @@ def duration_seconds(value: str) -> float:
     Prometheus reads them: a year is 365 days). Raises ValueError for another string."""
     if not _DURATION.match(value):
         raise ValueError(f"not a Prometheus duration: {value!r}")
-    return sum(int(n) * _UNIT_SECONDS[u] for n, u in re.findall(r"(\d+)(ms|s|m|h|d|w|y)", value))
+    return sum(int(n) * _UNIT_SECONDS[u] for n, u in _UNITS.findall(value))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -32,7 +32,7 @@ from typing import Any
 
 from absl import flags
 
-from ann import artifact, cli
+from ann import arguments, artifact, cli
 from ann.registry import mlflow_mirror
 from ann.registry.core import (
     MAX_DESCRIPTION,
@@ -171,9 +171,9 @@ def check_command(command: str, args: Sequence[str], f: Any) -> None:
         raise RegistryError(f"--version={f.version} must be a version number >= 1")
     if command == "alias":
         Registry._check_alias(args[1])
-        if not f.delete and not (args[2].isdigit() and int(args[2]) >= 1):
+        if not f.delete and not (arguments.digits(args[2]) and int(args[2]) >= 1):
             raise RegistryError(f"alias: VERSION {args[2]!r} must be a version number >= 1")
-    if command == "delete" and not (args[1].isdigit() and int(args[1]) >= 1):
+    if command == "delete" and not (arguments.digits(args[1]) and int(args[1]) >= 1):
         raise RegistryError(f"delete: VERSION {args[1]!r} must be a version number >= 1")
     if command in ("resolve", "show", "mirror") and not URI.match(args[0]):
         raise RegistryError(

@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from ann import artifact, atomic, directory_kind
+from ann import arguments, artifact, atomic, directory_kind
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 ALIAS = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
@@ -808,7 +808,7 @@ class Registry:
                 ).fetchone()
                 if number is None:
                     raise RegistryError(f"model {name!r} has no versions yet")
-            elif version.isdigit():
+            elif arguments.digits(version):  # not "３" (int() reads it as 3)
                 number = int(version)
             else:
                 raise RegistryError(

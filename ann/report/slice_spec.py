@@ -21,7 +21,10 @@ KINDS = ("label", "feature", "field")
 DEFAULT_QUANTILES = 4
 MAX_QUANTILES = 20
 FORMS = "'label', 'feature:NAME[INDEX]:quantiles=4' or 'field:NAME'"
-_FEATURE = re.compile(r"^([A-Za-z_][\w]*)(?:\[(\d+(?:\s*,\s*\d+)*)\])?(?::quantiles=(\d+))?$")
+# An index and a count in ASCII digits ([0-9]: \d matched "３", and int() read it as 3).
+_FEATURE = re.compile(
+    r"^([A-Za-z_][\w]*)(?:\[([0-9]+(?:\s*,\s*[0-9]+)*)\])?(?::quantiles=([0-9]+))?$"
+)
 _NAME = re.compile(r"^[A-Za-z_][\w]*$")
 
 

@@ -50,6 +50,7 @@ from typing import Any
 
 import orjson
 
+from ann import arguments
 from ann.serve import openapi, protocol
 from ann.serve.batcher import NonFiniteOutput, QueueTimeout
 from ann.serve.dataplane import DataPlane, ServedModel
@@ -815,7 +816,7 @@ def unload_version(parameters: Any) -> str | None:
             f"{protocol.short(unknown[0])}",
         )
     version = parameters.get("version")
-    if version is not None and not (isinstance(version, str) and version.isdigit()):
+    if version is not None and not (isinstance(version, str) and arguments.digits(version)):
         got = protocol.short(version)
         raise ServeError(400, f'parameters.version: expected a version such as "2", got {got}')
     return version

@@ -20,7 +20,7 @@ import asyncio
 import logging
 from typing import Any
 
-from ann import artifact
+from ann import arguments, artifact
 from ann.serve import protocol
 from ann.serve.dataplane import DataPlane, ServedModel
 from ann.serve.errors import ServeError, unavailable
@@ -131,7 +131,7 @@ def _config_versions(config: Any) -> list[int]:
     protocol.known_keys("parameters.config.version_policy.specific", specific, ("versions",))
     versions = specific.get("versions", [])
     if not isinstance(versions, list) or not all(
-        isinstance(v, (int, str)) and str(v).isdigit() for v in versions
+        isinstance(v, (int, str)) and arguments.digits(str(v)) for v in versions
     ):
         raise ServeError(
             400,

@@ -188,7 +188,7 @@ class Settings:
         if host.startswith("[") and host.endswith("]"):  # a URL's IPv6 spelling
             return f"--host={host}: give the IPv6 address without brackets, --host={host[1:-1]}"
         name, _, port = host.rpartition(":")
-        if port.isdigit() and name and ":" not in name:  # localhost:8000
+        if arguments.digits(port) and name and ":" not in name:  # localhost:8000
             return f"--host={host}: give the port apart, --host={name} --port={port}"
         why = host_problem(host)
         if why:

@@ -49,7 +49,7 @@ import optax
 from absl import logging
 from flax import nnx
 
-from ann import artifact, atomic, cli, directory_kind, parallel, registry
+from ann import arguments, artifact, atomic, cli, directory_kind, parallel, registry
 from ann.config import ConfigError, recorded_config_flag
 from ann.sharding import path_str, paths
 from ann.train import build, freezing
@@ -104,7 +104,7 @@ def resolve(spec: str) -> Source:
         return _resolve_export(spec, spec)
     directory, which = spec, "best"
     head, sep, tail = spec.rpartition(":")
-    if sep and head and (tail in STEP_CHOICES or tail.isdigit()):
+    if sep and head and (tail in STEP_CHOICES or arguments.digits(tail)):
         directory, which = head, tail
     kinds = directory_kind.of(directory)
     if directory_kind.EXPORT in kinds:
