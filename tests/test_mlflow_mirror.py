@@ -1,6 +1,7 @@
 """Mirroring registry versions into a real MLflow tracking server, started on loopback."""
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import pytest
 from conftest import SESSION_SERVERS, one_line_error, stop_session_servers
 
 from ann import artifact
-from ann.registry import Registry, mlflow_mirror
+from ann.registry import Registry, RegistryError, mlflow_mirror
 from ann.registry import __main__ as registry_cli
 from ann.registry.mlflow_mirror import MirrorError, mirror
 
@@ -641,6 +642,25 @@ def test_a_password_in_a_tracking_uri_is_refused_and_never_printed(digits_export
         )
         assert "s3cret" not in result.stdout + result.stderr
         assert not reg.exists()
+    # The URI offered without the password is one ann takes: it kept a bad port
+    # ("give http://h:0x50/ and set ..."), refused in turn.
+    for uri, wrong in [
+        ("http://ann:s3cret@h:0x50/", "has a port outside 1-65535"),
+        ("http://ann:s3cret@h:5000/?db=x", "has a query or fragment, which MLflow's client "
+         "appends its API paths after"),
+    ]:  # fmt: skip
+        with pytest.raises(RegistryError) as e:
+            mlflow_mirror.check_mlflow_uri(uri)
+        said = str(e.value)
+        assert said.startswith(
+            f"--mlflow_uri='{mlflow_mirror.shown_uri(uri)}' holds a password, which ann would "
+            f"record in the registry's tags and print, and {wrong}; give "
+        ), said
+        offered = re.search(r"; give (\S+:\S*)", said)
+        if offered:
+            mlflow_mirror.check_mlflow_uri(offered.group(1))
+        assert "s3cret" not in said and "0x50/ and" not in said
+        assert said.count("MLFLOW_TRACKING_PASSWORD") == 1
     # From the environment: named as such (it said "--mlflow_uri=", a flag not given).
     result = subprocess.run(
         [*cli, "register", str(out)], capture_output=True, text=True, timeout=120,

@@ -857,6 +857,9 @@ def test_a_tracking_uri_mlflow_would_misread_is_refused_naming_its_spelling(tmp_
         ("DATABRICKS", f"has the scheme 'DATABRICKS', {lower}; give databricks"),
         ("SQLITE:///m.db", f"has the scheme 'SQLITE', {lower}; give sqlite:///m.db"),
         ("FILE:///x", f"has the scheme 'FILE', {lower}; give file:///x"),
+        # The URI offered is one ann takes: it offered sqlite:mlflow.db, refused in turn.
+        ("SQLITE:mlflow.db", f"has the scheme 'SQLITE', {lower}, and has no '//' after "
+         "'sqlite:'; give sqlite:///mlflow.db"),
     ]:  # fmt: skip
         with pytest.raises(RegistryError) as e:
             check_mlflow_uri(uri)

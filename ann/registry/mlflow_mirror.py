@@ -72,11 +72,36 @@ MLFLOW_SCHEMES = ("http", "https", "file", "sqlite", "postgresql", "mysql", "mss
 DATABASES = ("postgresql", "mysql", "mssql")  # SQLAlchemy's URL: SCHEME://[USER@]HOST[:PORT]/DB
 
 
+_CREDENTIALS = "MLflow's MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+
+
 def check_mlflow_uri(uri: str, given: str = "--mlflow_uri") -> None:
     """Refuses a tracking URI MLflow could not use, before anything is written anywhere: raises
     RegistryError with one line naming the fix, and where the URI came from (`given`: the
     flag, or `$ANN_MLFLOW_URI` its default comes from)."""
-    why = ""
+    why, fix = _uri_refusal(uri)
+    if why:
+        raise RegistryError(f"{given}={shown_uri(uri)!r} {why}; {fix}")
+
+
+def _uri_refusal(uri: str) -> tuple[str, str]:
+    """What is wrong with a tracking URI and the fix, ("", "") for nothing; a URI offered
+    instead is one this accepts: where it has a problem of its own (the password dropped from
+    `http://u:pw@h:0x50`, the port still bad), that is said too, and its fix given."""
+    why, fix, instead, note = _uri_problem(uri)
+    if not why or instead is None:
+        return why, fix
+    then, then_fix = _uri_refusal(instead) if instead != uri else ("", "")
+    if then:  # the note once: a query's fix names MLflow's credentials too
+        return f"{why}, and {then}", then_fix + ("" if _CREDENTIALS in then_fix else note)
+    return why, fix
+
+
+def _uri_problem(uri: str) -> tuple[str, str, str | None, str]:
+    """(why, fix, instead, note) for one problem of a tracking URI, the first found: a fix
+    that offers a URI is "give INSTEAD" and a `note` after it (`_uri_refusal` checks INSTEAD
+    in turn); ("", "", None, "") for none."""
+    why, instead, note = "", None, ""
     fix = (
         "give the tracking server as http(s)://HOST[:PORT] (or an MLflow store URI: file:, "
         "sqlite:, postgresql:, mysql:, mssql:, databricks)"
@@ -94,13 +119,16 @@ def check_mlflow_uri(uri: str, given: str = "--mlflow_uri") -> None:
     elif parts.password is not None:
         # It would be recorded in registry tags and echoed in errors and retry commands.
         why = "holds a password, which ann would record in the registry's tags and print"
-        bare = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
-        fix = (
-            f"give {bare} and set MLflow's MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
-            if scheme in ("http", "https")
-            else f"give {shown_uri(uri, password=False)} and the password where the database "
-            "driver reads it outside the URI (PostgreSQL: PGPASSWORD or ~/.pgpass)"
-        )
+        if scheme in ("http", "https"):
+            host = parts.netloc.rpartition("@")[2]
+            instead = urllib.parse.urlunsplit(parts._replace(netloc=host))
+            note = f" and set {_CREDENTIALS}"
+        else:
+            instead = shown_uri(uri, password=False)
+            note = (
+                " and the password where the database driver reads it outside the URI "
+                "(PostgreSQL: PGPASSWORD or ~/.pgpass)"
+            )
     elif len(uri) > MAX_TAG_VALUE:  # after MLflow did its part, the mapping could not be kept
         why = f"has {len(uri)} characters, more than the {MAX_TAG_VALUE} a registry tag holds"
     elif (
@@ -110,7 +138,7 @@ def check_mlflow_uri(uri: str, given: str = "--mlflow_uri") -> None:
         and typed != typed.lower()
     ):
         why = f"has the scheme {typed!r}, which MLflow reads only in lower case"
-        fix = f"give {typed.lower()}{uri[len(typed) :]}"
+        instead = f"{typed.lower()}{uri[len(typed) :]}"
     elif scheme not in MLFLOW_SCHEMES or (":" not in uri and uri != "databricks"):
         # `databricks` alone is MLflow's spelling of the default Databricks profile
         why = (
@@ -120,16 +148,14 @@ def check_mlflow_uri(uri: str, given: str = "--mlflow_uri") -> None:
         )
         if scheme == "databricks-uc":  # MLflow's registry URI; its tracking store a directory
             why = "is MLflow's Unity Catalog registry URI, not a tracking URI"
-            fix = (
-                f"give databricks{uri[len(typed) :]} (MLflow's registry for it is Unity "
-                "Catalog, databricks-uc)"
-            )
+            instead = f"databricks{uri[len(typed) :]}"
+            note = " (MLflow's registry for it is Unity Catalog, databricks-uc)"
         elif ":" not in uri and uri.lower().endswith((".db", ".sqlite", ".sqlite3")):
             fix = f"give the SQLite file as sqlite:///{uri}"
     elif scheme in ("sqlite", *DATABASES) and after and not after.startswith("//"):
         # `sqlite:mlflow.db`: SQLAlchemy's "Could not parse", after ann's registry changed
         why = f"has no '//' after '{typed}:'"
-        fix = f"give {typed}:///{after}" if scheme == "sqlite" else f"give {typed}://{after}"
+        instead = f"{typed}:///{after}" if scheme == "sqlite" else f"{typed}://{after}"
     elif scheme in ("http", "https") or scheme in DATABASES:
         try:
             port = parts.port
@@ -143,11 +169,8 @@ def check_mlflow_uri(uri: str, given: str = "--mlflow_uri") -> None:
             # MLflow's client appends its API paths after it (`/?password=pw/api/2.0/...`), and
             # ann printed it in errors and retry commands: a secret there was shown.
             why = "has a query or fragment, which MLflow's client appends its API paths after"
-            bare = urllib.parse.urlunsplit(parts._replace(query="", fragment=""))
-            fix = (
-                f"give {shown_uri(bare)} (credentials in MLflow's MLFLOW_TRACKING_USERNAME and "
-                "MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN)"
-            )
+            instead = urllib.parse.urlunsplit(parts._replace(query="", fragment=""))
+            note = f" (credentials in {_CREDENTIALS}, or MLFLOW_TRACKING_TOKEN)"
         elif not why and scheme in DATABASES and parts.path.strip("/") == "":
             # SQLAlchemy's "Could not parse" or a connection to no database, after ann's
             # registry changed
@@ -162,8 +185,9 @@ def check_mlflow_uri(uri: str, given: str = "--mlflow_uri") -> None:
         why, fix = _sqlite_problem(parts)
     elif scheme == "file" and parts.path in ("", "/"):  # MLflow: "No such file or directory: ''"
         why, fix = "has no store directory", "give one, e.g. file:///PATH/mlruns"
-    if why:
-        raise RegistryError(f"{given}={shown_uri(uri)!r} {why}; {fix}")
+    if instead is not None:
+        fix = f"give {shown_uri(instead)}{note}"
+    return why, fix, instead, note
 
 
 def shown_uri(uri: str, password: bool = True) -> str:
