@@ -4,6 +4,7 @@ pruning, and the cluster scripts. Trials are real `ann.main` subprocesses of tin
 import csv
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -22,6 +23,9 @@ from ann.sweep import emit, grid, launch, pruning, results, search, space
 from ann.sweep import trials as trials_lib
 from ann.sweep.space import SweepError
 from ann.train import hooks
+
+# How a line a person pastes runs `ann` (`Trial.standalone`): the sweep's own interpreter.
+PYTHON_ANN = shlex.join(trials_lib.PYTHON_ANN)
 
 # 20 steps of batch 32, evals at 10 and 20: a trial takes a few seconds, most of it start-up.
 CONFIG = """
@@ -1095,7 +1099,8 @@ def test_trials_started_after_a_resume_read_the_data_directory_the_sweep_started
     monkeypatch.setenv("TFDS_DATA_DIR", str(second))
     grid.run(definition, sweep_dir, "val/accuracy", "max", log=lambda line: None)
     assert len(launched) == 4 and all(t.env["TFDS_DATA_DIR"] == str(first) for t in launched)
-    assert f" TFDS_DATA_DIR={first} ann train" in open(f"{launched[0].workdir}/command.sh").read()
+    script = open(f"{launched[0].workdir}/command.sh").read()
+    assert f" TFDS_DATA_DIR={first} {PYTHON_ANN} train" in script
     with open(os.path.join(sweep_dir, results.SWEEP_FILE)) as f:
         assert json.load(f)["data_dir"] == str(first)  # kept: the sweep's, not the resumer's
     assert capsys.readouterr().err == (
@@ -1183,7 +1188,7 @@ def test_dry_run_and_emit_read_and_name_the_data_directory_the_sweep_started_wit
     assert note in proc.stderr and "building" not in proc.stderr
     lines = proc.stdout.splitlines()
     assert len(lines) == 4 and all(
-        line.startswith(f"cd {ROOT} && env TFDS_DATA_DIR={data_dir} ann train --config=")
+        line.startswith(f"cd {ROOT} && env TFDS_DATA_DIR={data_dir} {PYTHON_ANN} train --config=")
         for line in lines
     )
     proc = sweep_cli(f"--config={path}", f"--workdir={sweep_dir}", "--emit=slurm")
@@ -1209,10 +1214,34 @@ def test_every_standalone_command_of_a_new_sweep_names_its_data_directory(tmp_pa
     assert all(t.command().startswith(lead) for t in trials)  # --dry_run's lines
     assert emit.slurm(trials, sweep_dir, str(tmp_path), 0, 1, "1G").count(f" {lead}") == 4
     trials[0].write_files(configs[0])
-    assert f" && exec {lead}" in open(f"{trials[0].workdir}/command.sh").read()
+    alone = f"env TFDS_DATA_DIR={data} {PYTHON_ANN} train --config="
+    assert f" && exec {alone}" in open(f"{trials[0].workdir}/command.sh").read()
     row = results.trial_row(sweep_dir, trials[0].name, {}, "val/accuracy", "max")
     # results.md's "Re-run it alone:" line (here from command.sh: no launcher recorded it)
-    assert row["command"] == trials[0].standalone() == f"cd {os.getcwd()} && {trials[0].command()}"
+    command = trials[0].command().replace(" ann train ", f" {PYTHON_ANN} train ", 1)
+    assert row["command"] == trials[0].standalone() == f"cd {os.getcwd()} && {command}"
+
+
+def test_a_pasted_line_runs_the_sweeps_python_without_its_environment_activated(
+    tmp_path, monkeypatch
+):
+    """The lines a person pastes (--dry_run's, command.sh, results.md's re-run line) called
+    `ann train` by name: in a fresh shell where the sweep's virtual environment was not
+    activated, "ann: command not found" (or another install's ann). They run the sweep's own
+    interpreter now, as its trials do (`Trial.argv`)."""
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))  # this checkout's ann, carried by the line
+    sweep_dir = str(tmp_path / "sweep")
+    trials, configs = grid.prepare(definition_lib.load(write_config(tmp_path, GRID), {}), sweep_dir)
+    trials[0].write_files(configs[0])
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}  # no `ann` on it
+    for text in (trials[0].standalone(), f"{trials[0].workdir}/command.sh"):
+        proc = subprocess.run(
+            ["bash", "--norc", "-c", f"{text} --helpshort"], cwd=tmp_path, env=env,
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert proc.returncode == 0 and "--config" in proc.stdout, (text, proc.stderr)
+    assert f" {shlex.quote(sys.executable)} " in trials[0].standalone()
 
 
 def test_a_trial_failed_by_the_sweeps_metric_runs_again_and_retries_are_not_skips(
@@ -1550,8 +1579,12 @@ def users_project(tmp_path):
 
 
 def paste(text, tmp_path):
-    """`text` pasted into a fresh shell (no environment but PATH and HOME) in another
-    directory, with `ann` the FAKE_ANN: its output, its stderr and its status."""
+    """`text` (or the script at that path: command.sh) pasted into a fresh shell (no
+    environment but PATH and HOME) in another directory, with the sweep's `python -P -m ann`
+    the FAKE_ANN: its output, its stderr and its status."""
+    if os.path.isfile(text):
+        text = open(text).read()
+    text = text.replace(f"{PYTHON_ANN} train ", "ann train ")
     bin_dir, home = tmp_path / "bin", tmp_path / "home"
     if not bin_dir.exists():
         bin_dir.mkdir()

@@ -97,7 +97,7 @@ flags.DEFINE_bool(
     "dry_run",
     False,
     "Print the trials' commands, each standing alone as its command.sh (`cd DIR && env "
-    "PYTHONPATH=... ann train ...`); run nothing.",
+    "PYTHONPATH=... PYTHON -P -m ann train ...`, this Python); run nothing.",
 )
 flags.DEFINE_string("summarize", None, "Rewrite and print the results of this sweep workdir.")
 flags.DEFINE_enum(

@@ -47,6 +47,13 @@ _ANN_MAIN = (
     "main()"
 )
 
+# What a line a person pastes runs (`Trial.standalone`): `ann train` in the interpreter the
+# sweep ran in, as the launcher's trials do (`Trial.argv`). `ann` by name was not found in a
+# fresh shell where the sweep's virtual environment was not activated (or found another
+# install). `-P` (Python 3.11+) keeps the working directory, where the line `cd`s, off sys.path
+# as the launcher's trials keep it (`_ANN_MAIN`).
+PYTHON_ANN = [sys.executable, *(["-P"] if sys.version_info >= (3, 11) else []), "-m", "ann"]
+
 
 def cli_value(value: Any) -> str:
     """The text after `--config.KEY=` that ml_collections parses back to `value`."""
@@ -135,28 +142,31 @@ class Trial:
     def command(self) -> str:
         """The same run as the command a person types (`ann train`, as the README and the
         cluster scripts write it), for a script that has already gone to `cwd` and exported
-        the sweep's PYTHONPATH (the cluster launchers' cases): led by `env TFDS_DATA_DIR=DIR`
-        where the trial reads the sweep's data directory by it (`Definition.reading_data`),
-        whatever the shell's says. What a person pastes is `standalone`."""
-        return shlex.join(self._words({}))
+        the sweep's PYTHONPATH (the cluster launchers' cases, whose machines have `ann` on
+        their PATH): led by `env TFDS_DATA_DIR=DIR` where the trial reads the sweep's data
+        directory by it (`Definition.reading_data`), whatever the shell's says. What a person
+        pastes is `standalone`."""
+        return shlex.join(self._words({}, ["ann"]))
 
     def standalone(self, script: bool = False) -> str:
         """The one line that re-runs (or resumes) this trial alone, pasted into a fresh shell
-        in any directory: `cd CWD && env PYTHONPATH=... TFDS_DATA_DIR=DIR ann train ...`, its
-        relative paths read where the sweep ran and its modules (a user's experiment) on the
-        sweep's PYTHONPATH. Every copy a person is shown renders it here: --dry_run's lines,
-        command.sh, trial.json's `command` and results.md's "Re-run it alone:" line (each had
-        its own near-copy, and two lacked the cd or the PYTHONPATH). `script`: command.sh's
-        form, which `exec`s it with the script's arguments added."""
+        in any directory: `cd CWD && env PYTHONPATH=... TFDS_DATA_DIR=DIR PYTHON -P -m ann
+        train ...`, its relative paths read where the sweep ran, its modules (a user's
+        experiment) on the sweep's PYTHONPATH, and ann the sweep's own (`PYTHON_ANN`: no
+        activated environment needed). Every copy a person is shown renders it here:
+        --dry_run's lines, command.sh, trial.json's `command` and results.md's "Re-run it
+        alone:" line (each had its own near-copy, and two lacked the cd or the PYTHONPATH).
+        `script`: command.sh's form, which `exec`s it with the script's arguments added."""
         entries = pythonpath(self.cwd)
-        line = shlex.join(self._words({"PYTHONPATH": os.pathsep.join(entries)} if entries else {}))
+        env = {"PYTHONPATH": os.pathsep.join(entries)} if entries else {}
+        line = shlex.join(self._words(env, PYTHON_ANN))
         if script:
             line = f'exec {line} "$@"'
         return f"cd {shlex.quote(self.cwd)} && {line}"
 
-    def _words(self, env: dict[str, str]) -> list[str]:
+    def _words(self, env: dict[str, str], ann: list[str]) -> list[str]:
         env = {**env, **{k: v for k, v in self.env.items() if k == DATA_DIR_ENV}}
-        words = ["ann", "train", *self.flags()]
+        words = [*ann, "train", *self.flags()]
         return ["env", *(f"{k}={v}" for k, v in env.items()), *words] if env else words
 
     def write_files(self, config_json: str) -> None:
