@@ -9,8 +9,11 @@ nothing after `--`. An argument that does not start with `-` (or is `-` itself) 
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import io
 import re
+import tokenize
 from collections.abc import Callable, Iterator, Sequence
 
 # A number as ann takes one from what a person types (a flag, a positional argument, a URL's
@@ -23,6 +26,20 @@ INTEGER = re.compile(r"[+-]?(0|[1-9][0-9]*)", re.ASCII)
 NUMBER = re.compile(
     r"[+-]?(([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|inf|infinity|nan)", re.ASCII | re.I
 )
+
+
+def literal_number(text: str) -> str | None:
+    """The first number in `text`, a Python literal ("(32, 64)", a tuple key's or a new key's
+    override, which ml_collections reads with ast.literal_eval), that is not ASCII decimal
+    notation (`NUMBER`): "1_0" in "(1_0, 2)", "0x10"; None where every number is, or `text` is
+    no literal (a string, to ml_collections)."""
+    try:
+        ast.literal_eval(text)
+        tokens = list(tokenize.generate_tokens(io.StringIO(text).readline))
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError, tokenize.TokenError):
+        return None
+    numbers = (t.string for t in tokens if t.type == tokenize.NUMBER)
+    return next((n for n in numbers if not NUMBER.fullmatch(n)), None)
 
 
 def digits(text: str) -> bool:

@@ -51,6 +51,7 @@ from typing import NoReturn
 import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
+from ml_collections.config_flags import config_flags as config_flags_impl
 
 from ann import arguments, directory_kind
 from ann import config as config_lib
@@ -545,6 +546,31 @@ class _DecimalParser:
         return self._parser.flag_type()
 
 
+class _LiteralNumbers:
+    """ml_collections' parsers of a Python literal (a tuple key's override, or a key the config
+    file lacks, as `task.*` mostly are), whose numbers take ASCII decimal notation as a number
+    flag's do (`arguments.literal_number`): `--config.model.features='(3_2,)'` was (32,), and
+    `--config.task.smoothing=1_0.5` 10.5. A tuple is refused as one that is no tuple is
+    ("Error while parsing string", `bad_override`'s words); a new key keeps the text as given,
+    a string, as `abc` is, for its check to refuse ("must be float like its default").
+    Subclasses of ml_collections' own parsers, which it tells apart by class."""
+
+    def parse(self, argument):
+        if isinstance(argument, str) and arguments.literal_number(argument) is not None:
+            if isinstance(self, config_flags.tuple_parser.TupleParser):
+                raise ValueError(f"Error while parsing string: {argument} as tuple")
+            return argument
+        return super().parse(argument)
+
+
+class _TupleNumbers(_LiteralNumbers, config_flags.tuple_parser.TupleParser):
+    pass
+
+
+class _NewKeyNumbers(_LiteralNumbers, config_flags_impl._LiteralParser):
+    pass
+
+
 def decimal_numbers(flag_values: flags.FlagValues) -> None:
     """Every numeric flag of `flag_values` takes ASCII decimal numbers only, and a bounded float
     flag no NaN (`_DecimalParser`); so does an integer or float key of a config file's or a dict
@@ -553,6 +579,8 @@ def decimal_numbers(flag_values: flags.FlagValues) -> None:
     key's type). `parse_flags` calls it before absl parses."""
     config_flags.register_flag_parser_for_type(int, _DecimalParser(flags.IntegerParser()))
     config_flags.register_flag_parser_for_type(float, _DecimalParser(flags.FloatParser()))
+    config_flags.register_flag_parser_for_type(tuple, _TupleNumbers())
+    config_flags.register_flag_parser_for_type(object, _NewKeyNumbers())
     for flag in flag_values._flags().values():
         parser = flag.parser
         if isinstance(parser, (flags.IntegerParser, flags.FloatParser)):

@@ -1567,8 +1567,11 @@ def test_a_float_flag_and_a_float_key_take_ascii_decimal_notation_only(typed):
         argv = ["prog", *given]
         flag_values = flags.FlagValues()
         flags.DEFINE_float("rate", 0.5, "Rate.", flag_values=flag_values)
-        settings = ml_collections.ConfigDict({"lr": 0.1, "steps": 3})
-        config_flags.DEFINE_config_dict("opt", settings, flag_values=flag_values, sys_argv=argv)
+        settings = ml_collections.ConfigDict({"lr": 0.1, "steps": 3, "sizes": (32,)})
+        config_flags.DEFINE_config_dict(
+            "opt", settings, flag_values=flag_values, sys_argv=argv, lock_config=False,
+            accept_new_attributes=True,
+        )  # fmt: skip
         cli.decimal_numbers(flag_values)
         flag_values(argv)
         return flag_values
@@ -1583,6 +1586,14 @@ def test_a_float_flag_and_a_float_key_take_ascii_decimal_notation_only(typed):
         assert flag_values.rate == value and flag_values.opt.lr == value
     flag_values = parsed("--rate=inf", "--opt.lr=nan")  # unbounded: float()'s words kept
     assert flag_values.rate == float("inf") and flag_values.opt.lr != flag_values.opt.lr
+    # A Python literal (a tuple key, a key the config lacks: task.*): its numbers alike. A
+    # tuple is refused as one that is no tuple; a new key is the text, which its check refuses.
+    for tuple_value in ("(3_2,)", "(0x20, 64)"):
+        with pytest.raises(flags.IllegalFlagValueError, match="Error while parsing string"):
+            parsed(f"--opt.sizes={tuple_value}")
+    assert parsed("--opt.sizes=(32, 64)").opt.sizes == (32, 64)
+    assert parsed("--opt.smoothing=1_0.5").opt.smoothing == "1_0.5"  # it was 10.5
+    assert parsed("--opt.smoothing=0.5").opt.smoothing == 0.5
 
 
 def test_a_float_override_in_full_width_digits_is_refused_in_one_line(tmp_path):
