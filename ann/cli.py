@@ -592,6 +592,21 @@ def decimal_numbers(flag_values: flags.FlagValues) -> None:
 OWN_EMPTY: set[str] = set()
 
 
+def empty_item(name: str, values: Sequence[str]) -> str | None:
+    """The refusal of a comma-separated flag's list (`values`, as absl split it) with an empty
+    name in it (`--split=test,`), naming where; None for none."""
+    if "" not in values or not any(values):
+        return None
+    where = (
+        "after a comma"
+        if values[-1] == ""
+        else "before a comma"
+        if values[0] == ""
+        else "between two commas"
+    )
+    return f"`--{name}={','.join(values)}` has an empty name {where}; drop it"
+
+
 def empty_flag(flag_values: flags.FlagValues) -> str | None:
     """The refusal of a text flag given empty (`--out=`, `--out=' '`, or one value of a
     repeated or comma-separated flag) whose default is None (unset: the job then uses its own
@@ -599,10 +614,13 @@ def empty_flag(flag_values: flags.FlagValues) -> str | None:
     silently wrote the default WORKDIR/report while `--out=' '` was refused; None when no flag
     is so given."""
     for name, flag in sorted(flag_values._flags().items()):
-        if name != flag.name or not flag.present or flag.default is not None:
-            continue  # a short name's entry, a flag not given, or one whose "" means something
-        if name in OWN_EMPTY:
-            continue
+        if name != flag.name or not flag.present or name in OWN_EMPTY:
+            continue  # a short name's entry, a flag not given, or one the job words
+        if type(flag.parser) is flags.ListParser and len(flag.value or []) > 1:
+            if (item := empty_item(name, flag.value)) is not None:
+                return item  # `--split=test,`: "unknown split ''"
+        if flag.default is not None:
+            continue  # one whose "" means something
         kind = type(flag.parser)
         if kind not in (flags.ArgumentParser, flags.ListParser):  # text, not a number or enum
             continue

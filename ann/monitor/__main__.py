@@ -512,15 +512,8 @@ def _check_requests() -> None:
         raise cli.FlagError(
             f"`{given}` names no file; give the server's request log: --requests=FILE[,FILE]"
         )
-    if "" in FLAGS.requests:
-        where = (
-            "after a comma"
-            if FLAGS.requests[-1] == ""
-            else "before a comma"
-            if FLAGS.requests[0] == ""
-            else "between two commas"
-        )
-        raise cli.FlagError(f"`{given}` has an empty name {where}; drop it")
+    if (item := cli.empty_item("requests", FLAGS.requests)) is not None:
+        raise cli.FlagError(item)
     for path in FLAGS.requests:
         if not os.path.isfile(path):
             raise cli.FlagError(
