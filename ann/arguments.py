@@ -13,6 +13,7 @@ import ast
 import dataclasses
 import io
 import re
+import shlex
 import tokenize
 from collections.abc import Callable, Iterator, Sequence
 
@@ -40,6 +41,12 @@ def literal_number(text: str) -> str | None:
         return None
     numbers = (t.string for t in tokens if t.type == tokenize.NUMBER)
     return next((n for n in numbers if not NUMBER.fullmatch(n)), None)
+
+
+def flag(name: str, value: str) -> str:
+    """`--NAME=VALUE` as a suggestion a person pastes into a shell: the value quoted where it
+    needs it (`--request_log='/tmp/sp ace/requests.jsonl'`; unquoted, the shell split it)."""
+    return f"--{name}={shlex.quote(value)}"
 
 
 def digits(text: str) -> bool:

@@ -400,6 +400,12 @@ def test_a_folder_given_as_request_log_gets_a_file_that_is_accepted(tmp_path):
         assert message.startswith(f"--request_log={folder} is a folder"), message
         suggested = message.split(", e.g. --request_log=")[1]
         Settings(request_log=suggested)  # accepted
+    # Pasteable: a path with a space is quoted for the shell (it split it in two).
+    spaced = tmp_path / "sp ace"
+    spaced.mkdir()
+    with pytest.raises(ValueError) as e:
+        Settings(request_log=str(spaced))
+    assert str(e.value).endswith(f"e.g. --request_log='{spaced / 'requests.jsonl'}'"), e.value
 
 
 def test_the_request_log_sample_range_is_stated_as_it_is_checked():

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from ann import arguments
 from ann.monitor.jsonlines import objects
 from ann.serve.errors import ServeError
 from ann.serve.protocol import decode_data, not_a_number, short
@@ -252,7 +253,7 @@ def _read_more(paths: Sequence[str]) -> str | None:
             what += f" and {'their' if several else 'its'} other rotated {files}"
     else:
         what = f"the rotated {files} beside {'them' if several else 'it'}"
-    return f"read {what} too (--requests={','.join(log_files(paths))})"
+    return f"read {what} too ({arguments.flag('requests', ','.join(log_files(paths)))})"
 
 
 def _share(value: Any) -> float | None:

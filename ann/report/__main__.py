@@ -17,7 +17,7 @@ import os
 
 from absl import flags
 
-from ann import cli, directory_kind
+from ann import arguments, cli, directory_kind
 from ann.report import collect
 
 FLAGS = flags.FLAGS
@@ -64,7 +64,8 @@ def check_flags(
         )
     if model is not None and directory_kind.of(model) == (directory_kind.RUN,):
         # A report reads a run as well as an export (it said: export it first).
-        raise cli.FlagError(f"--model={model} is a training run; give it as --workdir={model}")
+        instead = arguments.flag("workdir", model)
+        raise cli.FlagError(f"--model={model} is a training run; give it as {instead}")
     unknown = [s for s in splits if s not in collect.SPLITS]
     if "train" in unknown:  # a real split, not a typo: said why it is not offered
         raise cli.FlagError(

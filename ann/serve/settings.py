@@ -269,7 +269,8 @@ def request_log_problem(given: str, suggest: bool = True) -> str | None:
         inner = os.path.join(given, _LOG_NAME)
         if request_log_problem(inner, False) is None:
             return (
-                f"--request_log={given} is a folder; give a file in it, e.g. --request_log={inner}"
+                f"--request_log={given} is a folder; give a file in it, e.g. "
+                f"{arguments.flag('request_log', inner)}"
             )
         owner = _owner(os.path.join(path, _LOG_NAME))
         if owner is None:
@@ -293,7 +294,9 @@ def _beside(outside: str, suggest: bool) -> str:
     if not suggest:
         return ""
     candidate = os.path.join(os.path.dirname(outside), _LOG_NAME)
-    return "" if request_log_problem(candidate, False) else f", e.g. --request_log={candidate}"
+    if request_log_problem(candidate, False):
+        return ""
+    return f", e.g. {arguments.flag('request_log', candidate)}"
 
 
 def _owner(path: str) -> tuple[str, str, str] | None:
