@@ -1475,3 +1475,76 @@ def test_too_few_rows_names_the_share_of_requests_the_log_holds(tmp_path):
         "log more requests (`ann serve --request_log_sample=1` logs every one; the log does not "
         "record its share: the default 0.01 logs one in 100)"
     )
+
+
+# -- categorical inputs: token ids are categories, not numbers ---------------------------------
+
+
+def _pydoc_windows():
+    from ann.data import pydoc_chars
+
+    splits = pydoc_chars.split_documents(pydoc_chars.documents())
+    return {
+        k: np.stack([w for _, t in docs for w in pydoc_chars.windows(pydoc_chars.encode(t))])
+        for k, docs in splits.items()
+    }, pydoc_chars.VOCABULARY
+
+
+def test_token_ids_are_tested_as_token_frequencies_not_numbers():
+    # The pydoc char LM's clean held-out windows were "tokens[87] ks 0.209" and MMD "DRIFT": a KS
+    # test and a distance between token ids. Now a token input (names: its vocabulary) is one
+    # feature, its token frequencies over all positions without padding, left out of the MMD;
+    # clean held-out text is not drift, a shifted token distribution is.
+    from experiments.common import spec as entry
+
+    windows, vocabulary = _pydoc_windows()
+    spec = {"tokens": entry("int32", [-1, windows["train"].shape[1]], vocabulary, 0)}
+    rng = np.random.default_rng(0)
+    ref = Reference({"tokens": windows["train"]}, {}, spec, {})
+    held_out = windows["test"][rng.choice(len(windows["test"]), 100, replace=False)]
+    result = ref.detect({"tokens": held_out}, {}, multivariate=True, correction="fdr_bh")
+    assert [f.feature for f in result.features] == ["tokens"]
+    assert result.features[0].method == "jensenshannon"
+    assert result.multivariate is None  # no numeric input: no MMD on ids
+    assert result.state == "not_detected" and not result.features[0].drifted
+    assert "categorical" in result.tested_as["tokens"]
+    assert "padding (id 0) excluded" in result.tested_as["tokens"]
+    assert result.to_json()["tested_as"] == result.tested_as
+    # 10% of the characters turned into digits: the unigram distribution moved
+    shifted = held_out.copy()
+    digits = [vocabulary.index(c) for c in "0123456789"]
+    hit = (shifted > 2) & (rng.random(shifted.shape) < 0.1)
+    shifted[hit] = rng.choice(digits, hit.sum())
+    moved = ref.detect({"tokens": shifted}, {}, multivariate=True)
+    assert moved.state == "detected" and moved.features[0].drifted
+    # padding is no token: windows padded to the end move nothing
+    padded = held_out.copy()
+    padded[:, 64:] = 0
+    assert not ref.detect({"tokens": padded}, {}).features[0].drifted
+
+
+def test_a_categorical_input_gets_a_pooled_chisquare_beside_numeric_ones_and_mmd_on_those():
+    rng = np.random.default_rng(0)
+    spec = {
+        "x": {"dtype": "float32", "shape": [-1, 2]},
+        "colour": {"dtype": "int32", "shape": [-1], "names": [f"c{i}" for i in range(30)]},
+    }
+    shares = np.r_[np.full(5, 0.18), np.full(25, 0.1 / 25)]  # 25 rare categories
+    train = {"x": rng.normal(size=(600, 2)), "colour": rng.choice(30, 600, p=shares)}
+    ref = Reference(train, {}, spec, {})
+    window = {"x": rng.normal(size=(60, 2)), "colour": rng.choice(30, 60, p=shares)}
+    result = ref.detect(window, {}, multivariate=True, correction="bonferroni")
+    colour = next(f for f in result.features if f.feature == "colour")
+    assert colour.method == "chisquare_pooled" and colour.p_adjusted is not None
+    assert not colour.drifted
+    table = drift.pooled_counts(
+        ref.categories["colour"], drift.category_values(window["colour"], spec["colour"])
+    )
+    assert stats.contingency.expected_freq(table).min() >= drift.MIN_EXPECTED
+    assert colour.score == pytest.approx(stats.chi2_contingency(table, correction=False).statistic)
+    assert result.multivariate is not None  # on x alone
+    assert ref.features.shape[1] == 2 and ref.names == ["x[0]", "x[1]"]
+    window["colour"] = rng.choice(30, 60, p=shares[::-1] / shares.sum())
+    assert next(f for f in ref.detect(window, {}).features if f.feature == "colour").drifted
+    # the server's dashboard histograms (numeric bins) leave a categorical input out
+    assert ref.histograms(window, ["colour", "x[0]"]).keys() == {"x[0]"}

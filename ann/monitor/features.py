@@ -42,7 +42,7 @@ def feature_names(spec: Mapping[str, Mapping[str, Any]]) -> list[str]:
     with or without the leading -1 batch axis as the manifest writes it)."""
     names: list[str] = []
     for name, entry in spec.items():
-        shape = _example_shape(entry)
+        shape = example_shape(entry)
         size = int(np.prod(shape, dtype=np.int64))
         if size > MAX_VALUES:
             names += [f"{name}:proj{i}" for i in range(PROJECTED)]
@@ -53,7 +53,8 @@ def feature_names(spec: Mapping[str, Mapping[str, Any]]) -> list[str]:
     return names
 
 
-def _example_shape(entry: Mapping[str, Any]) -> tuple[int, ...]:
+def example_shape(entry: Mapping[str, Any]) -> tuple[int, ...]:
+    """The per-example shape of a signature entry (without the batch axis -1)."""
     shape = list(entry["shape"])
     return tuple(shape[1:] if shape and shape[0] == -1 else shape)
 
@@ -70,7 +71,7 @@ def feature_matrix(
         if name not in inputs:
             raise ValueError(f"input {name!r} is missing; the model's inputs are {sorted(spec)}")
         x = np.asarray(inputs[name])
-        shape = _example_shape(entry)
+        shape = example_shape(entry)
         if x.shape[1:] != shape or (rows is not None and x.shape[0] != rows):
             raise ValueError(
                 f"input {name!r} has the shape {list(x.shape)}, expected [rows, "

@@ -32,8 +32,15 @@ from typing import Any
 import numpy as np
 
 from ann import atomic, directory_kind
-from ann.monitor.drift import DriftResult, FeatureDrift, Reference, none_moved, rejects
-from ann.monitor.features import MAX_VALUES, feature_matrix
+from ann.monitor.drift import (
+    DriftResult,
+    FeatureDrift,
+    Reference,
+    category_values,
+    none_moved,
+    rejects,
+)
+from ann.monitor.features import MAX_VALUES
 
 # 2: result.state and result.min_rows; result.detected and result.share are null for too few
 # rows (1 had no such state: a bool from any 2 rows).
@@ -251,19 +258,45 @@ def _histogram(ax: Any, ref: np.ndarray, cur: np.ndarray) -> None:
     ax.legend(fontsize=8)
 
 
+def _category_bars(ax: Any, reference: Reference, name: str, values: np.ndarray) -> None:
+    """A categorical input's reference and current shares of the SHOWN categories whose shares
+    differ most, each named (its token or class)."""
+    spec = reference.categorical_spec[name]
+    ref, cur = reference.categories[name], category_values(values, spec)
+    size = len(spec["names"])
+    r = np.bincount(ref.astype(np.int64), minlength=size) / max(len(ref), 1)
+    c = np.bincount(cur.astype(np.int64), minlength=size) / max(len(cur), 1)
+    shown = np.sort(np.argsort(-np.abs(c - r), kind="stable")[:SHOWN])
+    x = np.arange(len(shown))
+    ax.bar(x - 0.2, r[shown], 0.4, label="reference")
+    ax.bar(x + 0.2, c[shown], 0.4, label="current")
+    names = [str(spec["names"][i]) for i in shown]  # a space or a newline quoted: seen
+    ax.set_xticks(x, [repr(n) if n.isspace() else n for n in names], fontsize=7)
+    ax.set_xlabel(f"the {len(shown)} categories whose shares differ most")
+    ax.set_ylabel("share of values")
+    ax.legend(fontsize=8)
+
+
 def _feature_figures(
-    result: DriftResult, reference: Reference, current: np.ndarray, top: int
+    result: DriftResult,
+    reference: Reference,
+    current: np.ndarray,
+    inputs: Mapping[str, np.ndarray],
+    top: int,
 ) -> dict[str, Any]:
     import matplotlib.pyplot as plt
 
     index = {name: i for i, name in enumerate(reference.names)}
     figures = {}
     for rank, f in enumerate([f for f in result.top(top) if f.drifted], 1):
-        i = index[f.feature]
         figure, ax = plt.subplots(figsize=(6, 3.2))
-        _histogram(ax, reference.features[:, i], current[:, i])
+        if f.feature in reference.categorical_spec:
+            _category_bars(ax, reference, f.feature, inputs[f.feature])
+        else:
+            i = index[f.feature]
+            _histogram(ax, reference.features[:, i], current[:, i])
+            ax.set_xlabel("value")
         ax.set_title(f"{f.feature}: {_describe(f)}", fontsize=9)
-        ax.set_xlabel("value")
         figures[str(rank)] = figure
     return figures
 
@@ -333,7 +366,7 @@ def sections(
         }
         return [Section("Summary", summary)]
 
-    current, _ = feature_matrix(inputs, reference.input_spec)
+    current = reference.current_features(inputs)
     mmd = result.multivariate
     summary = {
         "state": result.state,
@@ -343,14 +376,15 @@ def sections(
         "share": result.share,
         "dataset drift (share >= 0.5)": "yes" if result.detected else "no",
         **({"multivariate": _describe(mmd)} if mmd else {}),
+        **{f"input {k}": v for k, v in result.tested_as.items()},
     }
-    figures = {"strength": _strength_figure(result), **_image_maps(result, reference.input_spec)}
+    figures = {"strength": _strength_figure(result), **_image_maps(result, reference.numeric_spec)}
     # Only features that moved, as the printed `top:` (it listed features of psi 0 or KS D 0,
     # whose traffic matched the reference exactly); where none did, said so.
     moved = result.top(SHOWN, moved_only=True)
     table = {f.feature: _describe(f) for f in moved}
     notes = [] if moved else [none_moved(f.method for f in result.features)]
-    figures_top = _feature_figures(result, reference, current, top)
+    figures_top = _feature_figures(result, reference, current, inputs, top)
     return [
         Section("Summary", summary, figures),
         Section("Top features", table, figures_top, notes),
