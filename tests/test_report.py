@@ -789,3 +789,13 @@ def test_the_summary_counts_one_picture_in_the_singular(monkeypatch):
     for figures, said in cases:  # and "0 pictures"
         report = {"splits": {}, "files": {"figures": figures}}
         assert write.summary(report, "OUT").endswith(f"index.html and {said}")
+
+
+def test_a_figure_named_as_its_section_is_not_named_twice():
+    # "MAE by horizon"'s figure mae_by_horizon was test_mae_by_horizon_mae_by_horizon.png.
+    from ann.report.html import figure_file
+    from ann.report.sections import Section
+
+    section = Section(title="MAE by horizon", metrics={})
+    assert figure_file("test", section, "mae_by_horizon") == "test_mae_by_horizon.png"
+    assert figure_file("test", section, "naive") == "test_mae_by_horizon_naive.png"

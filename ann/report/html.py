@@ -36,9 +36,13 @@ pre { background: #f7f7f7; padding: 0.5em; overflow-x: auto; font-size: 0.8em; }
 
 
 def figure_file(split: str, section: Section, name: str) -> str:
-    """The PNG's file name: SPLIT_SECTION_NAME.png (letters, digits and '_' only)."""
+    """The PNG's file name: SPLIT_SECTION_NAME.png (letters, digits and '_' only), or
+    SPLIT_SECTION.png for a figure named as its section (`mae_by_horizon` in "MAE by horizon"
+    was `test_mae_by_horizon_mae_by_horizon.png`)."""
     safe = "".join(c if c.isalnum() else "_" for c in name.lower())
-    return f"{split}_{section.key}_{safe}.png"
+    return (
+        f"{split}_{section.key}.png" if safe == section.key else f"{split}_{section.key}_{safe}.png"
+    )
 
 
 def write_figures(out: str, split: str, sections: list[Section]) -> dict[str, list[str]]:
