@@ -1548,3 +1548,34 @@ def test_a_categorical_input_gets_a_pooled_chisquare_beside_numeric_ones_and_mmd
     assert next(f for f in ref.detect(window, {}).features if f.feature == "colour").drifted
     # the server's dashboard histograms (numeric bins) leave a categorical input out
     assert ref.histograms(window, ["colour", "x[0]"]).keys() == {"x[0]"}
+
+
+def test_drift_pictures_say_what_they_show():
+    # A fresh user's trial: the forecasting map (96 x 3) was a strip 3 cells wide with its x
+    # ticks run together and no axis labels; the class chart had no x label; the strength chart
+    # said "288 of 288 features drifted" over 20 bars without saying they were the top 20.
+    from ann.monitor import report
+
+    rng = np.random.default_rng(0)
+    spec = {"history": {"dtype": "float32", "shape": [-1, 96, 3]}}
+    labels = {"label": {"dtype": "int32", "shape": [], "names": [str(i) for i in range(10)]}}
+    ref = Reference(
+        {"history": rng.normal(size=(300, 96, 3))},
+        {"label": rng.integers(0, 10, 300)},
+        spec,
+        labels,
+    )
+    window, predicted = (
+        {"history": rng.normal(size=(40, 96, 3)) + 1.0},
+        {"label": rng.integers(0, 5, 40)},
+    )
+    result = ref.detect(window, predicted)
+    summary, _, outputs = report.sections(result, ref, window, predicted, 1)
+    ax = summary.figures["history_map"].axes[0]
+    assert ax.get_images()[0].get_array().shape == (3, 96)  # the long axis along x
+    assert ax.get_xlabel() and ax.get_ylabel()
+    assert ax.get_aspect() == "auto"
+    assert all(float(t).is_integer() for t in ax.get_xticks())
+    assert outputs.figures["label"].axes[0].get_xlabel() == "predicted class"
+    title = summary.figures["strength"]._suptitle.get_text()
+    assert "of 288 features drifted" in title and f"top {report.SHOWN}" in title

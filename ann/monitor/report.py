@@ -3,10 +3,13 @@
 Pictures (matplotlib, written and inlined by `ann.report.html`):
 - `drift_summary_strength.png`: the features most past their thresholds (strength: distance /
   threshold, or log p / log 0.05; >= 1 is drift; under a correction the uncorrected strength
-  as a light bar behind the adjusted one; a strength of 0 as a "0", no bar), and for an image
-  input (one value per position, no projection) a map of each position's strength;
+  as a light bar behind the adjusted one; a strength of 0 as a "0", no bar; the top SHOWN,
+  said in the title), and for an image-like numeric input (one value per position, no
+  projection) `drift_summary_NAME_map.png`, a map of each position's strength (a 2-D input
+  much longer than wide, e.g. 96 time steps x 3 channels, with its long axis along x);
 - `drift_top_features_N.png`: the top drifted features' reference and current histograms
-  (shares per value for a few distinct values, else 30 common bins);
+  (shares per value for a few distinct values, else 30 common bins; a categorical input: the
+  SHOWN categories whose shares differ most);
 - `drift_outputs_*.png`: predicted-class shares and the confidence histogram, reference vs current.
 
 report.json: `schema`, `model` (spec, name, version, path), `requests` (`files` as given,
@@ -48,6 +51,7 @@ SCHEMA = "ann.monitor.drift/2"
 SHOWN = 20  # features in the strength chart and the table
 HIST_BINS = 30
 FEW_VALUES = 20  # at most this many distinct values: one bar per value
+LONG_RATIO = 4  # a 2-D input this many times longer than wide is mapped with its long axis on x
 
 
 def _describe(f: FeatureDrift) -> str:
@@ -192,9 +196,11 @@ def _strength_figure(result: DriftResult) -> Any:
     figure.legend(handles=handles, fontsize=7, loc="outside lower center", ncols=2, frameon=False)
     drifted = sum(f.drifted for f in result.features)
     how = f", {result.correction}-corrected" if corrected else ""
+    # "64 of 64 features drifted" over 20 bars: the bars are the top ones, said so.
+    shown = f"\nthe top {len(bars)} by strength" if len(bars) < len(result.features) else ""
     figure.suptitle(
         f"{drifted} of {len(result.features)} features drifted{how} (share {result.share:.2f}; "
-        f"dataset drift at >= 0.5: {'yes' if result.detected else 'no'})",
+        f"dataset drift at >= 0.5: {'yes' if result.detected else 'no'}){shown}",
         fontsize=9,
     )
     return figure
@@ -206,7 +212,7 @@ def _image_maps(result: DriftResult, spec: Mapping[str, Mapping[str, Any]]) -> d
     unmoved position is 1, and the map of its strength 0 was blue all over, where the map is
     to show where the window differs; the verdicts are the bar chart's."""
     import matplotlib.pyplot as plt
-    from matplotlib import colors
+    from matplotlib import colors, ticker
 
     by_name = {f.feature: f for f in result.features}
     maps = {}
@@ -218,15 +224,32 @@ def _image_maps(result: DriftResult, spec: Mapping[str, Mapping[str, Any]]) -> d
             [by_name[f"{name}[{','.join(map(str, i))}]"].raw_strength for i in np.ndindex(*shape)]
         ).reshape(shape)
         grid = strength.max(-1) if len(shape) == 3 else strength
-        figure, ax = plt.subplots(figsize=(4.5, 4), layout="constrained")  # title beside the bar
+        # A long 2-D input (a window of time steps x channels, e.g. forecasting's 96 x 3) was a
+        # strip 3 cells wide with its ticks run together ("02 05"): its long axis runs along x,
+        # cells stretched to fill the picture.
+        long = grid.shape[0] > LONG_RATIO * grid.shape[1]
+        if long:
+            grid = grid.T
+        size = (7.5, 3.2) if long else (4.5, 4)
+        figure, ax = plt.subplots(figsize=size, layout="constrained")  # title beside the bar
         log_strength = np.log10(np.maximum(grid, 0.1))
         # Diverging at the threshold (strength 1, log 0): a sequential map drew a drifted
         # position near 1 as dark as one far below it when another reached 1,000 (a trial).
         norm = colors.TwoSlopeNorm(vmin=-1, vcenter=0, vmax=max(1.0, float(log_strength.max())))
-        image = ax.imshow(log_strength, cmap="RdBu_r", norm=norm)
+        image = ax.imshow(log_strength, cmap="RdBu_r", norm=norm, aspect="auto" if long else None)
+        rows, columns = "row (axis 0)", "column (axis 1)"
+        if long:
+            rows, columns = f"j of {name}[i,j] (axis 1)", f"i of {name}[i,j] (axis 0)"
+        ax.set_xlabel(columns, fontsize=8)
+        ax.set_ylabel(rows, fontsize=8)
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_major_locator(ticker.MaxNLocator(integer=True))
         what = "" if result.correction == "none" else f"\nbefore the {result.correction} correction"
-        ax.set_title(f"{name}: log10 strength per position\n(red, > 0: past the threshold){what}",
-                     fontsize=9)  # fmt: skip
+        channels = (
+            f", the largest of {shape[2]} channels" if len(shape) == 3 and shape[2] > 1 else ""
+        )
+        ax.set_title(f"{name}: log10 strength per position{channels}\n(red, > 0: past the "
+                     f"threshold){what}", fontsize=9)  # fmt: skip
         figure.colorbar(image, ax=ax, label="log10 strength (0: the drift threshold)")
         maps[f"{name}_map"] = figure
     return maps
@@ -322,6 +345,7 @@ def _output_figures(
             # Short names (digits) level; long ones turned so that they do not overlap.
             rotation = 45 if max(len(str(n)) for n in spec["names"]) > 3 else 0
             ax.set_xticks(classes, spec["names"], fontsize=7, rotation=rotation)
+            ax.set_xlabel("predicted class")
             ax.set_ylabel("share of rows")
             ax.legend(["reference", "current"], fontsize=8)
             ax.set_title(f"{name}: predicted-class shares{verdicts.get(name, '')}", fontsize=9)
