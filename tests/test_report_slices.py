@@ -568,3 +568,52 @@ def test_the_train_time_slice_check_imports_no_sklearn():
         [sys.executable, "-c", probe], capture_output=True, text=True, cwd=root, timeout=120
     )
     assert proc.stdout.split() == ["False"], proc.stderr[-2000:]
+
+
+def _title(section, figure):
+    (ax,) = section.figures[figure].axes
+    return ax.get_title()
+
+
+def test_every_task_pictures_title_names_its_split():
+    # The classification pictures said "(test, 360 rows)"; the LM, seq2seq, forecasting,
+    # regression and retrieval ones did not say which split they drew.
+    history = np.zeros((2, 4, 1))
+    future = np.ones((2, 3, 1))
+    exp = types.SimpleNamespace(history_key="history", future_key="future", period=2)
+    rows = {"history": history, "future": future}
+    (forecast,) = sections_for("forecasting")(
+        make_preds("forecasting", rows, {"forecast": future}, exp)
+    )
+    assert _title(forecast, "mae_by_horizon") == "MAE by horizon (test)"
+    target = np.array([[5, 2, 0], [5, 6, 2]])
+    exp = types.SimpleNamespace(pad_id=0, eos_id=2, task_names=[])
+    (seq,) = sections_for("seq2seq")(
+        make_preds("seq2seq", {"target": target}, {"tokens": target}, exp)
+    )
+    assert "test" in _title(seq, "exact_match_by_length")
+
+    def predict(inputs):
+        return {"probabilities": np.full((len(inputs["tokens"]), 4), 0.25)}
+
+    exp = types.SimpleNamespace(
+        key="tokens", vocab=types.SimpleNamespace(pad_id=0), unigram_logp=np.full(4, -math.log(4))
+    )
+    lm_rows = {"tokens": np.array([[1, 2, 3, 0]])}
+    (lm,) = sections_for("language_modelling")(
+        make_preds("language_modelling", lm_rows, {}, exp, predict)
+    )
+    assert _title(lm, "bits_by_context") == "Bits per char by context length (test)"
+    exp = types.SimpleNamespace(target_key="target")
+    values = np.arange(20.0)
+    residuals, deciles = sections_for("regression")(
+        make_preds("regression", {"target": values}, {"prediction": values + 1}, exp)
+    )
+    assert "test" in _title(residuals, "residuals") and "test" in _title(deciles, "error_by_decile")
+    exp = types.SimpleNamespace(label_key="label")
+    embeddings = np.array([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0], [0.1, 1.0]])
+    retrieval_rows = {"label": np.array([0, 0, 1, 1])}
+    (recall,) = sections_for("retrieval")(
+        make_preds("retrieval", retrieval_rows, {"embedding": embeddings}, exp)
+    )
+    assert "test" in _title(recall, "recall_at_k")

@@ -23,7 +23,7 @@ def mae_by_horizon(future: np.ndarray, forecast: np.ndarray) -> np.ndarray:
     return mean_absolute_error(as_outputs, predicted, multioutput="raw_values")
 
 
-def horizon_figure(model: np.ndarray, naive: np.ndarray, period: int) -> Figure:
+def horizon_figure(model: np.ndarray, naive: np.ndarray, period: int, split: str) -> Figure:
     fig = Figure(figsize=(7.0, 4.0), layout="constrained")
     ax = fig.add_subplot()
     steps = np.arange(1, len(model) + 1)
@@ -32,7 +32,7 @@ def horizon_figure(model: np.ndarray, naive: np.ndarray, period: int) -> Figure:
     ax.set_xlabel("steps ahead")
     ax.set_ylabel("MAE")
     ax.set_ylim(bottom=0)
-    ax.set_title("MAE by horizon", fontsize=10)
+    ax.set_title(f"MAE by horizon ({split})", fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return fig
@@ -56,7 +56,7 @@ def sections(preds: Predictions) -> list[Section]:
                 "mae_by_horizon": model.tolist(),
                 "naive_mae_by_horizon": naive.tolist(),
             },
-            figures={"mae_by_horizon": horizon_figure(model, naive, exp.period)},
+            figures={"mae_by_horizon": horizon_figure(model, naive, exp.period, preds.split)},
             notes=[
                 f"mae {metric_text('mae', overall['mae'])} vs seasonal naive "
                 f"{metric_text('naive_mae', overall['naive_mae'])} (ratio "

@@ -50,7 +50,7 @@ def by_target_decile(target: np.ndarray, prediction: np.ndarray) -> list[dict]:
     return table
 
 
-def residual_figure(target: np.ndarray, prediction: np.ndarray, units: str) -> Figure:
+def residual_figure(target: np.ndarray, prediction: np.ndarray, units: str, split: str) -> Figure:
     residual = target - prediction
     step = max(1, len(target) // MAX_POINTS)
     fig = Figure(figsize=(6.4, 4.4), layout="constrained")
@@ -60,12 +60,12 @@ def residual_figure(target: np.ndarray, prediction: np.ndarray, units: str) -> F
     ax.set_xlabel(f"predicted {units}")
     ax.set_ylabel("residual (target - predicted)")
     shown = "" if step == 1 else f", every {step}th shown"
-    ax.set_title(f"Residuals vs predicted ({len(target)} points{shown})", fontsize=10)
+    ax.set_title(f"Residuals vs predicted ({split}, {len(target)} points{shown})", fontsize=10)
     ax.grid(alpha=0.3)
     return fig
 
 
-def decile_figure(table: list[dict], units: str) -> Figure:
+def decile_figure(table: list[dict], units: str, split: str) -> Figure:
     fig = Figure(figsize=(7.2, 4.0), layout="constrained")
     ax = fig.add_subplot()
     x = np.arange(len(table))
@@ -77,7 +77,7 @@ def decile_figure(table: list[dict], units: str) -> Figure:
     each = f"{min(counts)}" if min(counts) == max(counts) else f"{min(counts)} to {max(counts)}"
     ax.set_xlabel(f"decile of the target ({units} from-to; {each} points each)")
     ax.set_ylabel(f"error ({units} units)")
-    ax.set_title("Error by target decile", fontsize=10)
+    ax.set_title(f"Error by target decile ({split})", fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     return fig
@@ -94,7 +94,7 @@ def sections(preds: Predictions) -> list[Section]:
         Section(
             title="Residuals",
             metrics={**overall, "points": int(len(target))},
-            figures={"residuals": residual_figure(target, prediction, units)},
+            figures={"residuals": residual_figure(target, prediction, units, preds.split)},
             notes=[
                 ", ".join(f"{k} {metric_text(k, overall[k])}" for k in ("rmse", "mae", "r2"))
                 + f" over {len(target)} points"
@@ -103,7 +103,7 @@ def sections(preds: Predictions) -> list[Section]:
         Section(
             title="Error by target decile",
             metrics={"deciles": table},
-            figures={"error_by_decile": decile_figure(table, units)},
+            figures={"error_by_decile": decile_figure(table, units, preds.split)},
             notes=[
                 f"largest MAE {worst['mae']:.4g} in decile {worst['decile']} "
                 f"({worst['low']:.4g} to {worst['high']:.4g}, bias {worst['bias']:+.4g})"

@@ -14,7 +14,7 @@ from ann.report.sections import Section
 MAX_K = 20
 
 
-def recall_figure(ks: list[int], recall: list[float], chance: float) -> Figure:
+def recall_figure(ks: list[int], recall: list[float], chance: float, split: str) -> Figure:
     fig = Figure(figsize=(6.4, 4.0), layout="constrained")
     ax = fig.add_subplot()
     ax.plot(ks, recall, marker="o", ms=3, label="model")
@@ -30,7 +30,7 @@ def recall_figure(ks: list[int], recall: list[float], chance: float) -> Figure:
     ax.set_ylabel("recall@k")
     ax.set_xticks(ks if len(ks) <= 20 else ks[::2])
     ax.set_ylim(0, 1.01)
-    ax.set_title("Recall@k (each row a query against all others)", fontsize=10)
+    ax.set_title(f"Recall@k ({split}: each row a query against all others)", fontsize=10)
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
     return fig
@@ -50,7 +50,7 @@ def sections(preds: Predictions) -> list[Section]:
         Section(
             title="Recall at k",
             metrics={"ks": ks, "recall_at_k": recall, "map": result["map"], "rows": len(labels)},
-            figures={"recall_at_k": recall_figure(ks, recall, chance)},
+            figures={"recall_at_k": recall_figure(ks, recall, chance, preds.split)},
             notes=[
                 f"recall@1 {recall[0]:.4f}, recall@{ks[-1]} {recall[-1]:.4f}, "
                 f"map {result['map']:.4f} ({len(labels)} queries)"

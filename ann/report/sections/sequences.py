@@ -20,7 +20,7 @@ LM_ROWS = 32  # default of config.report.lm_rows: windows whose every character 
 CONTEXT_BINS = 16  # the bits-by-context curve averages positions in this many bins
 
 
-def length_figure(table: list[dict]) -> Figure:
+def length_figure(table: list[dict], split: str) -> Figure:
     fig = Figure(figsize=(7.0, 4.0), layout="constrained")
     ax = fig.add_subplot()
     x = np.arange(len(table))
@@ -31,7 +31,7 @@ def length_figure(table: list[dict]) -> Figure:
     ax.set_xlabel("target length (tokens before <eos>)")
     ax.set_ylabel("exact match")
     ax.set_ylim(0, 1.08)
-    ax.set_title("Exact match by target length (greedy decoding)", fontsize=10)
+    ax.set_title(f"Exact match by target length (greedy decoding, {split})", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     return fig
 
@@ -65,7 +65,7 @@ def seq2seq(preds: Predictions) -> list[Section]:
         Section(
             title="Exact match by target length",
             metrics=metrics,
-            figures={"exact_match_by_length": length_figure(table)},
+            figures={"exact_match_by_length": length_figure(table, preds.split)},
             notes=[
                 f"exact match {metrics['exact_match']:.4f}, token accuracy of the greedy "
                 f"decoding {metrics['decoded_token_accuracy']:.4f} (training's token_accuracy "
@@ -122,7 +122,7 @@ def by_context(context: np.ndarray, bits: np.ndarray) -> list[dict]:
     ]
 
 
-def context_figure(table: list[dict], unigram: float) -> Figure:
+def context_figure(table: list[dict], unigram: float, split: str) -> Figure:
     fig = Figure(figsize=(7.0, 4.0), layout="constrained")
     ax = fig.add_subplot()
     centres = [(t["context_from"] + t["context_to"]) / 2 for t in table]
@@ -136,7 +136,7 @@ def context_figure(table: list[dict], unigram: float) -> Figure:
     ax.set_xlabel("characters of context before the predicted one")
     ax.set_ylabel("bits per char")
     ax.set_ylim(0, max(unigram, *(t["bits_per_char"] for t in table)) * 1.1)
-    ax.set_title("Bits per char by context length", fontsize=10)
+    ax.set_title(f"Bits per char by context length ({split})", fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return fig
@@ -167,7 +167,9 @@ def language_modelling(preds: Predictions) -> list[Section]:
         "by_context": by_context(context, bits) if len(bits) else [],
     }
     figures = (
-        {"bits_by_context": context_figure(metrics["by_context"], unigram)} if len(bits) else {}
+        {"bits_by_context": context_figure(metrics["by_context"], unigram, preds.split)}
+        if len(bits)
+        else {}
     )
     return [
         Section(
