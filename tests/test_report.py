@@ -799,3 +799,26 @@ def test_a_figure_named_as_its_section_is_not_named_twice():
     section = Section(title="MAE by horizon", metrics={})
     assert figure_file("test", section, "mae_by_horizon") == "test_mae_by_horizon.png"
     assert figure_file("test", section, "naive") == "test_mae_by_horizon_naive.png"
+
+
+def test_the_precision_recall_step_has_no_drop_at_recall_1_and_the_confusion_colorbar_a_label():
+    # A vertical line at recall 1 fell to the base rate: scikit-learn's curve ends with the
+    # threshold that flags every row (recall 1, precision = the base rate), which average
+    # precision gives no weight. And the confusion matrix's colorbar had no label.
+    import matplotlib.pyplot as plt
+
+    rng = np.random.default_rng(0)
+    labels = (rng.random(400) < 0.2).astype(int)
+    score = np.clip(labels * 0.3 + rng.random(400) * 0.7, 0, 1)
+    preds = fake_predictions(labels, np.stack([1 - score, score], 1))
+    figure = classification.curves(preds).figures["curves"]
+    (line,) = figure.axes[1].get_lines()
+    recall, precision = line.get_xdata(), line.get_ydata()
+    assert len(np.unique(recall)) == len(recall)  # one point per recall: no vertical drops
+    at_1 = precision[recall == 1]
+    assert len(at_1) == 1 and at_1[0] > labels.mean() + 0.05
+    plt.close(figure)
+    figure = classification.confusion(preds).figures["heatmap"]
+    colorbar = [axes for axes in figure.axes if axes is not figure.axes[0]]
+    assert [axes.get_ylabel() for axes in colorbar] == ["rows"]
+    plt.close(figure)

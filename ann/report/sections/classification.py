@@ -103,6 +103,7 @@ def confusion(preds: Predictions) -> Section:
     display.plot(
         ax=axes, cmap="Blues", colorbar=True, values_format="d", include_values=len(names) <= 30
     )
+    display.im_.colorbar.set_label("rows")
     axes.set_title(f"Confusion matrix ({preds.split}, {len(y_true)} rows)")
     axes.set_xlabel("Predicted class")
     axes.set_ylabel("True class")
@@ -178,8 +179,12 @@ def curves(preds: Predictions) -> Section:
         roc_axes.plot(fpr, tpr, lw=1.3, label=f"{names[c]} (AUC {auc[names[c]]:.4f})")
         # A step, as average precision sums it (scikit-learn's PrecisionRecallDisplay): a
         # straight line between two points overstates the precision between them (Davis and
-        # Goadrich 2006).
-        pr_axes.plot(recall, precision, lw=1.3, drawstyle="steps-post",
+        # Goadrich 2006). One point per recall, the highest precision reaching it (the one the
+        # sum weighs): scikit-learn's curve also holds the lower thresholds that add only
+        # negatives at the same recall, down to (1, base rate), flagging every row, drawn as a
+        # vertical drop at recall 1 that average precision gives no weight.
+        last = np.r_[recall[1:] != recall[:-1], True]  # recall falls along the curve
+        pr_axes.plot(recall[last], precision[last], lw=1.3, drawstyle="steps-post",
                      label=f"{names[c]} (AP {ap[names[c]]:.4f})")  # fmt: skip
     roc_axes.plot([0, 1], [0, 1], ls="--", c="grey", lw=0.8, label="chance")
     kind = "positive class" if len(names) == 2 else "one-vs-rest"
