@@ -163,3 +163,15 @@ def test_sensor_autoencoder_detects_faults_and_exports(tmp_path):
     np.testing.assert_allclose(
         loaded["reconstruction"], predicted["reconstruction"][:50], rtol=1e-5, atol=1e-5
     )
+    # The report marks the threshold the export was trained to deploy (its manifest's
+    # eval/threshold), with precision and recall at it: it had neither.
+    from ann.report import collect
+    from ann.report.sections import sections_for
+
+    preds = collect.collect(collect.from_model(str(out)), "test")
+    (section,) = sections_for("anomaly_detection")(preds)
+    deployed = section.metrics["threshold"]
+    assert deployed["value"] == pytest.approx(manifest["metrics"]["eval/threshold"], rel=1e-4)
+    assert deployed["precision"] == pytest.approx(got["precision"], abs=2e-3)
+    assert deployed["recall"] == pytest.approx(got["recall"], abs=2e-3)
+    assert any("deployed threshold" in note for note in section.notes)

@@ -617,3 +617,41 @@ def test_every_task_pictures_title_names_its_split():
         make_preds("retrieval", retrieval_rows, {"embedding": embeddings}, exp)
     )
     assert "test" in _title(recall, "recall_at_k")
+
+
+def test_the_anomaly_report_marks_the_deployed_threshold():
+    # Training reports eval/threshold (the 0.99 quantile of the calibration rows' scores) and
+    # the precision and recall at it; the report showed neither.
+    from experiments.anomaly_detection import AnomalyDetection
+
+    calibration = np.linspace(0.0, 1.0, 101)[:, None]  # scores = the row's value
+
+    exp = types.SimpleNamespace(
+        label_key="label",
+        input_key="x",
+        class_names=AnomalyDetection.class_names,
+        reference=calibration,
+        settings={"threshold_quantile": 0.9},
+    )
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    score = np.array([0.1, 0.5, 0.95, 0.3, 0.92, 0.99])
+
+    def predict(inputs):
+        return {"score": np.asarray(inputs["x"])[:, 0]}
+
+    preds = make_preds("anomaly_detection", {"label": labels}, {"score": score}, exp, predict)
+    (section,) = sections_for("anomaly_detection")(preds)
+    deployed = section.metrics["threshold"]
+    assert deployed["value"] == pytest.approx(0.9) and deployed["calibration_rows"] == 101
+    flagged = score > 0.9
+    assert deployed["precision"] == pytest.approx(skm.precision_score(labels, flagged))  # 2 of 3
+    assert deployed["recall"] == pytest.approx(skm.recall_score(labels, flagged))  # 2 of 3
+    assert deployed["flagged"] == pytest.approx(0.5)
+    assert (
+        "deployed threshold 0.9 " in section.notes[-1] and "precision 0.6667" in section.notes[-1]
+    )
+    (ax,) = section.figures["score_histogram"].axes
+    assert any(list(line.get_xdata()) == [0.9, 0.9] for line in ax.get_lines())
+    assert "deployed threshold 0.9" in ax.get_legend().get_texts()[-1].get_text()
+    assert "(test," in ax.get_title()
+    rendered(section)

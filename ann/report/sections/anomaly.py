@@ -1,12 +1,16 @@
 """Anomaly detection's report: how the anomaly score (the reconstruction error) separates
 normal rows (label 0) from anomalous ones (label 1): the two score distributions, and the ROC
-curve with its area (scikit-learn's roc_curve and roc_auc_score)."""
+curve with its area (scikit-learn's roc_curve and roc_auc_score). With the model at hand, the
+threshold a deployment flags rows above (`deployed_threshold`: training's `eval/threshold`, the
+`task.threshold_quantile` quantile of the calibration rows' scores; the export records it as
+its manifest's `metrics["eval/threshold"]`), marked on the histogram, and the precision and
+recall of the anomalous class at it (scikit-learn's precision_score and recall_score)."""
 
 from __future__ import annotations
 
 import numpy as np
 from matplotlib.figure import Figure
-from sklearn.metrics import roc_auc_score, roc_curve
+from sklearn.metrics import precision_score, recall_score, roc_auc_score, roc_curve
 
 from ann.report import metric_text
 from ann.report.predictions import Predictions
@@ -16,7 +20,31 @@ BINS = 40
 LOG_SPREAD = 100  # scores spread over more than this ratio get log-spaced bins and axis
 
 
-def histogram_figure(normal: np.ndarray, anomalous: np.ndarray) -> Figure:
+def deployed_threshold(preds: Predictions) -> dict | None:
+    """The threshold training reports as `eval/threshold` and a deployment flags rows above:
+    the experiment's `threshold_quantile` quantile of the model's scores on its calibration
+    rows (`experiment.reference`, normal training rows held out of the loss), computed as
+    `AnomalyDetection.eval_metrics` does. {"value", "quantile", "calibration_rows"}; None without
+    the model (`preds.predict`) or calibration rows."""
+    exp = preds.experiment
+    reference = getattr(exp, "reference", None)
+    settings = getattr(exp, "settings", None)
+    if preds.predict is None or reference is None or np.ndim(reference) == 0 or not settings:
+        return None
+    if not len(reference):
+        return None
+    scores = np.asarray(preds.predict({exp.input_key: reference})["score"], np.float64)
+    quantile = float(settings["threshold_quantile"])
+    return {
+        "value": float(np.quantile(scores, quantile)),
+        "quantile": quantile,
+        "calibration_rows": int(len(reference)),
+    }
+
+
+def histogram_figure(
+    normal: np.ndarray, anomalous: np.ndarray, split: str, threshold: float | None = None
+) -> Figure:
     scores = np.concatenate([normal, anomalous])
     low, high = float(scores.min()), float(scores.max())
     log = low > 0 and high / low > LOG_SPREAD
@@ -29,12 +57,16 @@ def histogram_figure(normal: np.ndarray, anomalous: np.ndarray) -> Figure:
         if len(values):
             weights = np.full(len(values), 1 / len(values))
             ax.hist(values, bins=edges, weights=weights, alpha=0.55, color=color, label=name)
+    if threshold is not None:
+        ax.axvline(threshold, color="black", ls="--", lw=1.2,
+                   label=f"deployed threshold {threshold:.4g} (flagged above)")  # fmt: skip
     if log:
         ax.set_xscale("log")
     ax.set_xlabel("anomaly score (reconstruction MSE, standardized units)")
     ax.set_ylabel("share of the class's rows")
     ax.set_title(
-        f"Score distributions ({len(normal)} normal, {len(anomalous)} anomalous rows)", fontsize=10
+        f"Score distributions ({split}, {len(normal)} normal, {len(anomalous)} anomalous rows)",
+        fontsize=10,
     )
     ax.legend(fontsize=8)
     return fig
@@ -70,7 +102,27 @@ def sections(preds: Predictions) -> list[Section]:
         "rows": {"normal": int(len(normal)), "anomalous": int(len(anomalous))},
         "score_quantiles": quantiles,
     }
-    figures = {"score_histogram": histogram_figure(normal, anomalous)}
+    deployed = deployed_threshold(preds)
+    threshold = deployed["value"] if deployed else None
+    figures = {"score_histogram": histogram_figure(normal, anomalous, preds.split, threshold)}
+    notes = []
+    if deployed:
+        flagged = score > threshold
+        deployed["flagged"] = float(flagged.mean()) if len(flagged) else None
+        if len(anomalous):  # precision and recall of the anomalous class
+            deployed["precision"] = float(precision_score(labels, flagged, zero_division=0))
+            deployed["recall"] = float(recall_score(labels, flagged, zero_division=0))
+        metrics["threshold"] = deployed
+        at = (
+            f": precision {deployed['precision']:.4f}, recall {deployed['recall']:.4f}"
+            if len(anomalous)
+            else ""
+        )
+        notes.append(
+            f"deployed threshold {threshold:.4g} (the {deployed['quantile']:g} quantile of "
+            f"{deployed['calibration_rows']} calibration rows' scores: training's "
+            f"eval/threshold){at}; {flagged.sum()} of {len(flagged)} rows flagged"
+        )
     if len(normal) and len(anomalous):
         fpr, tpr, _ = roc_curve(labels, score)
         auroc = float(roc_auc_score(labels, score))
@@ -84,4 +136,4 @@ def sections(preds: Predictions) -> list[Section]:
             f"no ROC: the {preds.split} split has only "
             f"{'normal' if len(normal) else 'anomalous'} rows"
         )
-    return [Section(title="Anomaly scores", metrics=metrics, figures=figures, notes=[note])]
+    return [Section(title="Anomaly scores", metrics=metrics, figures=figures, notes=[note, *notes])]
