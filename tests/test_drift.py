@@ -1579,3 +1579,20 @@ def test_drift_pictures_say_what_they_show():
     assert outputs.figures["label"].axes[0].get_xlabel() == "predicted class"
     title = summary.figures["strength"]._suptitle.get_text()
     assert "of 288 features drifted" in title and f"top {report.SHOWN}" in title
+
+
+def test_a_predicted_class_chart_of_many_classes_shows_the_most_changed_named():
+    # The pydoc LM's next_token output (98 classes) drew 98 rotated names into one smear.
+    from ann.monitor import report
+
+    rng = np.random.default_rng(0)
+    names = ["<pad>", "<unk>", *(chr(c) for c in range(32, 128))]
+    spec = {"x": {"dtype": "float32", "shape": [-1, 1]}}
+    out = {"next": {"dtype": "int32", "shape": [], "names": names}}
+    ref = Reference({"x": rng.normal(size=(300, 1))}, {"next": rng.integers(2, 12, 300)}, spec, out)
+    window, predicted = {"x": rng.normal(size=(40, 1))}, {"next": rng.integers(5, 15, 40)}
+    result = ref.detect(window, predicted)
+    (ax,) = report.sections(result, ref, window, predicted, 1)[2].figures["next"].axes
+    ticks = [t.get_text() for t in ax.get_xticklabels()]
+    assert 0 < len(ticks) <= report.SHOWN and "<pad>" not in ticks  # held by neither side
+    assert "predicted class" in ax.get_xlabel()

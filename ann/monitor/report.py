@@ -281,22 +281,24 @@ def _histogram(ax: Any, ref: np.ndarray, cur: np.ndarray) -> None:
     ax.legend(fontsize=8)
 
 
-def _category_bars(ax: Any, reference: Reference, name: str, values: np.ndarray) -> None:
-    """A categorical input's reference and current shares of the SHOWN categories whose shares
-    differ most, each named (its token or class)."""
-    spec = reference.categorical_spec[name]
-    ref, cur = reference.categories[name], category_values(values, spec)
-    size = len(spec["names"])
-    r = np.bincount(ref.astype(np.int64), minlength=size) / max(len(ref), 1)
-    c = np.bincount(cur.astype(np.int64), minlength=size) / max(len(cur), 1)
-    shown = np.sort(np.argsort(-np.abs(c - r), kind="stable")[:SHOWN])
+def _category_bars(
+    ax: Any, names: list[Any], ref: np.ndarray, cur: np.ndarray, unit: str = "values"
+) -> None:
+    """Reference and current shares (of `unit`) of the SHOWN categories whose shares differ
+    most, each named (its token or class); `ref`, `cur`: category indices."""
+    size = len(names)
+    r = np.bincount(np.asarray(ref, np.int64), minlength=size) / max(len(ref), 1)
+    c = np.bincount(np.asarray(cur, np.int64), minlength=size) / max(len(cur), 1)
+    # Most changed first, then the most common; a category neither side holds is not shown.
+    order = np.lexsort((-(r + c), -np.abs(c - r)))
+    shown = np.sort([i for i in order if r[i] + c[i] > 0][:SHOWN])
     x = np.arange(len(shown))
     ax.bar(x - 0.2, r[shown], 0.4, label="reference")
     ax.bar(x + 0.2, c[shown], 0.4, label="current")
-    names = [str(spec["names"][i]) for i in shown]  # a space or a newline quoted: seen
-    ax.set_xticks(x, [repr(n) if n.isspace() else n for n in names], fontsize=7)
-    ax.set_xlabel(f"the {len(shown)} categories whose shares differ most")
-    ax.set_ylabel("share of values")
+    labels = [str(names[i]) for i in shown]  # a space or a newline quoted: seen
+    rotation = 45 if max(map(len, labels), default=0) > 3 else 0  # "<pad>" ran into "<unk>"
+    ax.set_xticks(x, [repr(n) if n.isspace() else n for n in labels], fontsize=7, rotation=rotation)
+    ax.set_ylabel(f"share of {unit}")
     ax.legend(fontsize=8)
 
 
@@ -314,7 +316,12 @@ def _feature_figures(
     for rank, f in enumerate([f for f in result.top(top) if f.drifted], 1):
         figure, ax = plt.subplots(figsize=(6, 3.2))
         if f.feature in reference.categorical_spec:
-            _category_bars(ax, reference, f.feature, inputs[f.feature])
+            spec = reference.categorical_spec[f.feature]
+            cur = category_values(inputs[f.feature], spec)
+            _category_bars(ax, spec["names"], reference.categories[f.feature], cur)
+            ax.set_xlabel(
+                f"the {min(SHOWN, len(spec['names']))} categories whose shares differ most"
+            )
         else:
             i = index[f.feature]
             _histogram(ax, reference.features[:, i], current[:, i])
@@ -340,14 +347,20 @@ def _output_figures(
         if "names" in spec:
             classes = np.arange(len(spec["names"]))
             figure, ax = plt.subplots(figsize=(6, 3.2))
-            ax.bar(classes - 0.2, np.bincount(ref, minlength=len(classes)) / len(ref), 0.4)
-            ax.bar(classes + 0.2, np.bincount(cur, minlength=len(classes)) / len(cur), 0.4)
-            # Short names (digits) level; long ones turned so that they do not overlap.
-            rotation = 45 if max(len(str(n)) for n in spec["names"]) > 3 else 0
-            ax.set_xticks(classes, spec["names"], fontsize=7, rotation=rotation)
-            ax.set_xlabel("predicted class")
-            ax.set_ylabel("share of rows")
-            ax.legend(["reference", "current"], fontsize=8)
+            if len(classes) > SHOWN:  # 98 next tokens' names ran into one another
+                _category_bars(ax, spec["names"], ref.reshape(-1), cur.reshape(-1), "rows")
+                ax.set_xlabel(
+                    f"predicted class: the {len(ax.get_xticks())} whose shares differ most"
+                )
+            else:
+                ax.bar(classes - 0.2, np.bincount(ref, minlength=len(classes)) / len(ref), 0.4)
+                ax.bar(classes + 0.2, np.bincount(cur, minlength=len(classes)) / len(cur), 0.4)
+                # Short names (digits) level; long ones turned so that they do not overlap.
+                rotation = 45 if max(len(str(n)) for n in spec["names"]) > 3 else 0
+                ax.set_xticks(classes, spec["names"], fontsize=7, rotation=rotation)
+                ax.set_xlabel("predicted class")
+                ax.set_ylabel("share of rows")
+                ax.legend(["reference", "current"], fontsize=8)
             ax.set_title(f"{name}: predicted-class shares{verdicts.get(name, '')}", fontsize=9)
         elif name == "probabilities" and ref.ndim == 2:
             figure, ax = plt.subplots(figsize=(6, 3.2))
