@@ -1551,6 +1551,8 @@ def test_a_categorical_input_gets_a_pooled_chisquare_beside_numeric_ones_and_mmd
 
 
 def test_drift_pictures_say_what_they_show():
+    import matplotlib.pyplot as plt
+
     # A fresh user's trial: the forecasting map (96 x 3) was a strip 3 cells wide with its x
     # ticks run together and no axis labels; the class chart had no x label; the strength chart
     # said "288 of 288 features drifted" over 20 bars without saying they were the top 20.
@@ -1579,9 +1581,14 @@ def test_drift_pictures_say_what_they_show():
     assert outputs.figures["label"].axes[0].get_xlabel() == "predicted class"
     title = summary.figures["strength"]._suptitle.get_text()
     assert "of 288 features drifted" in title and f"top {report.SHOWN}" in title
+    for section in (summary, outputs):
+        for figure in section.figures.values():
+            plt.close(figure)
 
 
 def test_a_predicted_class_chart_of_many_classes_shows_the_most_changed_named():
+    import matplotlib.pyplot as plt
+
     # The pydoc LM's next_token output (98 classes) drew 98 rotated names into one smear.
     from ann.monitor import report
 
@@ -1596,3 +1603,4 @@ def test_a_predicted_class_chart_of_many_classes_shows_the_most_changed_named():
     ticks = [t.get_text() for t in ax.get_xticklabels()]
     assert 0 < len(ticks) <= report.SHOWN and "<pad>" not in ticks  # held by neither side
     assert "predicted class" in ax.get_xlabel()
+    plt.close("all")
