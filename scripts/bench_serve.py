@@ -659,7 +659,9 @@ def http_layer(requests: int = 20000, repeats: int = 7) -> None:
         def close(self) -> None:
             pass
 
-    def handler(method, path, auth, body, too_large, respond, header_length=None, trace=None):
+    def handler(
+        method, path, auth, body, too_large, respond, header_length=None, trace=None, encoding=None
+    ):
         protocol.decode_infer(body, signature, outputs, 64, header_length)
         respond(200, b'{"model_name":"digits"}', None)
 

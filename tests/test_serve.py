@@ -230,6 +230,69 @@ def split_binary(raw: bytes, length: int) -> tuple[dict, dict[str, np.ndarray]]:
     return header, arrays
 
 
+def test_compressed_request_bodies_and_replies(served):
+    """Content-Encoding gzip and deflate are inflated (Triton's HTTP server takes both: its
+    client's `request_compression_algorithm`; before, 400 "text that is not UTF-8 (byte 0x8b)");
+    past --max_body_bytes inflated is 413, another encoding 415 naming the ones taken; and
+    Accept-Encoding gzip gets a gzip reply."""
+    import gzip
+    import zlib
+
+    server, _, _ = served
+    port, path = server.port, "/v2/models/digits/infer"
+    x = data.load("digits", "test", cache=True).rows(np.arange(3))["image"]
+    plain = json.dumps(infer_body(x, id="c")).encode()
+    status, _, want = request(port, "POST", path, plain)
+    assert status == 200, want
+    for encoding, packed in [
+        ("gzip", gzip.compress(plain)),
+        ("deflate", zlib.compress(plain)),
+        ("GZip", gzip.compress(plain)),
+        ("identity", plain),
+        ("deflate", zlib.compress(plain)[2:-4]),
+    ]:  # fmt: skip  (raw)
+        status, _, body = request(port, "POST", path, packed, {"Content-Encoding": encoding})
+        assert (status, body) == (200, want), (encoding, body)
+    # 50 MB of zeros in ~50 KB: under the limit sent, far past it inflated.
+    bomb = gzip.compress(b"0" * 50_000_000, 9)
+    assert len(bomb) < 100_000
+    status, _, body = request(port, "POST", path, bomb, {"Content-Encoding": "gzip"})
+    assert status == 413, body
+    assert body["error"] == (
+        "body: expected at most 100000 bytes (--max_body_bytes) once inflated "
+        "(Content-Encoding: gzip), got more"
+    )
+    status, _, body = request(port, "POST", path, plain, {"Content-Encoding": "br"})
+    assert status == 415 and body["model_name"] == "digits", body
+    assert body["error"].startswith(
+        "Content-Encoding: expected gzip, deflate or identity (one of them), got 'br'"
+    ), body
+    status, _, body = request(port, "POST", path, gzip.compress(plain)[:-30],
+                              {"Content-Encoding": "gzip"})  # fmt: skip
+    assert status == 400 and "expected complete gzip data" in body["error"], body
+    status, _, body = request(port, "POST", path, b"not gzip", {"Content-Encoding": "gzip"})
+    assert status == 400 and "got data it cannot inflate" in body["error"], body
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        for accept, encoding, inflate in [("gzip", "gzip", gzip.decompress),
+                                          ("deflate;q=1, gzip;q=0", "deflate", zlib.decompress),
+                                          ("br", None, bytes)]:  # fmt: skip
+            conn.request("POST", path, body=plain, headers={"Accept-Encoding": accept})
+            response = conn.getresponse()
+            raw = response.read()
+            assert response.status == 200
+            assert response.getheader("content-encoding") == encoding, accept
+            assert json.loads(inflate(raw)) == want
+        # An error reply stays identity: Triton's client reads it without inflating.
+        conn.request("POST", path, body=b"{", headers={"Accept-Encoding": "gzip"})
+        response = conn.getresponse()
+        assert response.status == 400 and response.getheader("content-encoding") is None
+        assert "error" in json.loads(response.read())
+    finally:
+        conn.close()
+
+
 def test_binary_tensor_data_in_and_out(served):
     server, model, _ = served
     x = data.load("digits", "test", cache=True).rows(np.arange(3))["image"]

@@ -107,6 +107,35 @@ def test_infer_sync_and_gevent_async(triton, binary):
         np.testing.assert_array_equal(r.as_numpy("label"), want["label"][i : i + 1])
 
 
+@pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
+@pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
+def test_compressed_requests_and_replies(triton, binary, algorithm):
+    """The client's `request_compression_algorithm` (Content-Encoding; binary data's
+    Inference-Header-Content-Length counts the uncompressed body) and
+    `response_compression_algorithm` (Accept-Encoding): a compressed request was 400 "expected
+    a JSON object, got text that is not UTF-8 (byte 0x8b at column 2)"."""
+    _, client, model, _ = triton
+    x = images(3)
+    want = model({"image": x})
+    for sent, asked in [(algorithm, None), (None, algorithm), (algorithm, algorithm)]:
+        result = client.infer("digits", infer_inputs(x, binary), outputs=outputs(binary),
+                              request_compression_algorithm=sent,
+                              response_compression_algorithm=asked)  # fmt: skip
+        np.testing.assert_array_equal(result.as_numpy("label"), want["label"])
+        np.testing.assert_allclose(result.as_numpy("probabilities"), want["probabilities"],
+                                   rtol=1e-5)  # fmt: skip
+    # A refusal of a compressed request reads as any other (the error reply is not compressed).
+    raises(
+        "400",
+        "inputs[0].shape: expected [-1, 8, 8, 1]",
+        client.infer,
+        "digits",
+        infer_inputs(x.reshape(3, 64, 1, 1), binary),
+        request_compression_algorithm=algorithm,
+        response_compression_algorithm=algorithm,
+    )
+
+
 def test_asyncio_client(triton):
     server, _, model, _ = triton
     x = images(3)

@@ -28,7 +28,8 @@ compute did; see docs/benchmarks.md). Refusals are `errors.ServeError`, answered
 "..."}` naming the field, what was expected and what came: 400 bad input, 401 bad token, 403
 load/unload without an admin token configured, 404 unknown model or route, 405, 409 a load or
 unload of that model in progress (or /monitor, /feedback with --monitor=off), 413 body or
-rows too large, 400 malformed HTTP, 503 + Retry-After when the queue is full, the model is
+rows too large (a compressed body also once inflated), 415 a Content-Encoding other than gzip,
+deflate or identity, 400 malformed HTTP, 503 + Retry-After when the queue is full, the model is
 still compiling or being loaded, or the server is draining (decided before the body is
 decoded). A fault in the server itself is a 500 that
 says so. The HTTP layer refuses the rest before a request gets here: 408, 414, 431 and 503 for
@@ -51,7 +52,7 @@ from typing import Any
 import orjson
 
 from ann import arguments
-from ann.serve import openapi, protocol
+from ann.serve import compression, openapi, protocol
 from ann.serve.batcher import NonFiniteOutput, QueueTimeout
 from ann.serve.dataplane import DataPlane, ServedModel
 from ann.serve.errors import ServeError
@@ -170,15 +171,26 @@ class Router:
 
 
 class Request:
-    """One parsed HTTP request as the routes see it; `traced`: its span (tracing on), or None."""
+    """One parsed HTTP request as the routes see it; `traced`: its span (tracing on), or None.
+    `body` is inflated when a route first reads it, if it came compressed (`encoding`, its
+    Content-Encoding; at most `limit` bytes inflated: ann/serve/compression.py), so an infer's
+    cheap refusals (draining, not ready, queue full) inflate nothing."""
 
-    __slots__ = ("method", "path", "params", "body", "too_large", "respond", "header_length",
-                 "traced")  # fmt: skip
+    __slots__ = ("method", "path", "params", "_body", "too_large", "respond", "header_length",
+                 "traced", "encoding", "limit")  # fmt: skip
 
-    def __init__(self, method, path, params, body, too_large, respond, header_length, traced):
-        self.method, self.path, self.params, self.body = method, path, params, body
+    def __init__(self, method, path, params, body, too_large, respond, header_length, traced,
+                 encoding=None, limit=0):  # fmt: skip
+        self.method, self.path, self.params, self._body = method, path, params, body
         self.too_large, self.respond, self.header_length = too_large, respond, header_length
-        self.traced = traced
+        self.traced, self.encoding, self.limit = traced, encoding, limit
+
+    @property
+    def body(self) -> bytes:
+        if self.encoding is not None:
+            self._body = compression.decompress(self._body, self.encoding, self.limit)
+            self.encoding = None
+        return self._body
 
 
 @dataclasses.dataclass(frozen=True)
@@ -274,6 +286,7 @@ class App:
         respond: Respond,
         header_length: bytes | None = None,
         trace: RequestHead | None = None,
+        content_encoding: bytes | None = None,
         public_only: bool = False,
     ) -> None:
         """One parsed HTTP request; calls `respond(status, body, headers)` once, maybe later.
@@ -281,7 +294,9 @@ class App:
         `too_large` is the body size when it is over `max_body_bytes` (-1: streamed past it);
         the request is still routed so the refusal names the model. `header_length`: the
         Inference-Header-Content-Length header (binary tensor data), if sent. `trace`: what its
-        span reads of its head (tracing on; None: nothing kept). `public_only`: the metrics
+        span reads of its head (tracing on; None: nothing kept). `content_encoding`: the body's
+        Content-Encoding (gzip, deflate, identity; inflated when the route reads the body, 415
+        for another). `public_only`: the metrics
         port, which answers `/metrics` and `/v2/health/*` without the token and nothing else.
         """
         served: ServedModel | _Unserved | None = None
@@ -312,7 +327,8 @@ class App:
                     "method",
                     [(b"allow", allowed.encode())],
                 )
-            request = Request(method, path, params, body, too_large, respond, header_length, traced)
+            request = Request(method, path, params, body, too_large, respond, header_length,
+                              traced, content_encoding, self.settings.max_body_bytes)  # fmt: skip
             status = getattr(self, answer)(request, served)
         except ServeError as e:
             status = e.status

@@ -40,6 +40,7 @@ from urllib.parse import unquote
 import httptools
 import orjson
 
+from ann.serve.compression import accepted, compress
 from ann.serve.settings import listen_error
 from ann.serve.tracing import RequestHead
 
@@ -166,8 +167,11 @@ class Listener:
 
 class Connection(asyncio.Protocol):
     """One client connection; calls `listener.handler(method, path, authorization, body,
-    too_large, respond, header_length, trace)` once per request (`trace`: the W3C trace context
-    headers `(traceparent, tracestate or None)` when a traceparent was sent, else None)."""
+    too_large, respond, header_length, trace, content_encoding)` once per request (`trace`: the
+    W3C trace context headers `(traceparent, tracestate or None)` when a traceparent was sent,
+    else None; `content_encoding`: the body's Content-Encoding as sent, None for none: the
+    handler inflates it). A 200 reply is compressed when the request's Accept-Encoding allows
+    gzip or deflate (ann/serve/compression.py)."""
 
     def __init__(self, listener: Listener):
         self._listener = listener
@@ -184,6 +188,8 @@ class Connection(asyncio.Protocol):
         self._url = b""
         self._auth: bytes | None = None
         self._header_length: bytes | None = None  # Inference-Header-Content-Length (binary)
+        self._encoding: bytes | None = None  # Content-Encoding of the body (compression.py)
+        self._accept: bytes | None = None  # Accept-Encoding: a reply compressed if it allows
         self._kept: list[tuple[bytes, bytes]] | None = None  # header fields, tracing on
         self._peer: Any = None  # the socket's peer address, tracing on
         self._expect = False
@@ -267,6 +273,7 @@ class Connection(asyncio.Protocol):
         self._url = b""
         self._auth = None
         self._header_length = None
+        self._encoding = self._accept = None
         self._kept = [] if self._listener.traced else None
         self._expect = False
         self._length: int | None = None
@@ -304,6 +311,10 @@ class Connection(asyncio.Protocol):
             self._expect = value.lower() == b"100-continue"
         elif len(name) == 31 and name.lower() == b"inference-header-content-length":
             self._header_length = value
+        elif len(name) == 16 and name.lower() == b"content-encoding":
+            self._encoding = value
+        elif len(name) == 15 and name.lower() == b"accept-encoding":
+            self._accept = value
 
     def on_headers_complete(self) -> None:
         if self._headers > self._max_headers:
@@ -351,6 +362,7 @@ class Connection(asyncio.Protocol):
             self._closing = True
         method = self._parser.get_method().decode()
         head = method == "HEAD"
+        compressed = None if self._accept is None else accepted(self._accept)
 
         def respond(status: int, body: bytes, headers: list | None = None) -> None:
             # Draining: the connection's last owed reply closes it (an earlier pipelined one
@@ -360,6 +372,9 @@ class Connection(asyncio.Protocol):
             if last:
                 self._closing = True
             slot.close = last
+            if compressed is not None and status == 200:
+                body = compress(body, compressed)
+                headers = [*(headers or ()), (b"content-encoding", compressed)]
             slot.data = encode_response(status, body, headers, last, head)
             self._flush()
 
@@ -373,7 +388,7 @@ class Connection(asyncio.Protocol):
         if self._kept is not None:
             trace = RequestHead(self._kept, url[1] if len(url) == 2 else None, self._peer)
         self._handler(method, path, self._auth, body, self._too_large, respond,
-                      self._header_length, trace)  # fmt: skip
+                      self._header_length, trace, self._encoding)  # fmt: skip
 
     def _flush(self) -> None:
         slots, transport = self._slots, self._transport

@@ -1,0 +1,98 @@
+"""Compressed bodies, as Triton's HTTP server takes and gives them: a request body sent with
+`Content-Encoding: gzip` or `deflate` (what `tritonclient.http`'s
+`request_compression_algorithm` sends, curl's `--data-binary @x.gz -H 'Content-Encoding: gzip'`),
+and a 200 reply compressed when the request's `Accept-Encoding` asks for gzip or deflate (the
+client's `response_compression_algorithm`). Standard library only (zlib).
+
+A request body is inflated at most to `--max_body_bytes`, the limit its compressed size was held
+to: a small body that would inflate past it (a zip bomb) is refused 413 having inflated no more
+than the limit plus one byte. Binary tensor data's `Inference-Header-Content-Length` counts the
+uncompressed body, as Triton's client sends it: the body is inflated before it is split.
+A reply is compressed only when asked: a request without `Accept-Encoding` pays one `is None`
+test; error replies stay identity (Triton's client reads an error body without inflating it).
+"""
+
+from __future__ import annotations
+
+import zlib
+
+from ann.serve.errors import ServeError
+
+# Content-Encoding -> zlib's wbits: gzip's header and trailer; deflate as RFC 9110 defines it,
+# the zlib format (what Triton's client sends: `zlib.compress`).
+_WBITS = {b"gzip": 16 + zlib.MAX_WBITS, b"x-gzip": 16 + zlib.MAX_WBITS, b"deflate": zlib.MAX_WBITS}
+ACCEPTED = "gzip, deflate or identity"
+
+
+def decompress(body: bytes, encoding: bytes, limit: int) -> bytes:
+    """`body` as sent with `Content-Encoding: encoding`, inflated; ServeError 415 for an
+    encoding not accepted, 413 past `limit` bytes inflated (without inflating more than
+    `limit + 1`), 400 for data that is not what its encoding says."""
+    name = encoding.strip().lower()
+    if name == b"identity" or (not body and name in _WBITS):
+        return body
+    wbits = _WBITS.get(name)
+    if wbits is None:
+        got = encoding.decode("latin-1")[:60]
+        raise ServeError(
+            415,
+            f"Content-Encoding: expected {ACCEPTED} (one of them), got {got!r}; send the body "
+            "uncompressed or compressed with one of those",
+            "content_encoding",
+        )
+    said = name.decode()
+    parts, size, data = [], 0, body
+    while data:  # gzip allows several members one after another (RFC 1952 section 2.2)
+        inflater = zlib.decompressobj(wbits)
+        try:
+            part = inflater.decompress(data, limit - size + 1)
+        except zlib.error as e:
+            if name == b"deflate" and not parts:  # some clients send raw deflate (no zlib header)
+                wbits, name = -zlib.MAX_WBITS, b"raw deflate"
+                continue
+            raise ServeError(
+                400, f"body: expected {said} data (Content-Encoding: {said}), got data it cannot "
+                f"inflate ({e})", "content_encoding"
+            ) from None  # fmt: skip
+        size += len(part)
+        if size > limit:
+            raise ServeError(
+                413,
+                f"body: expected at most {limit} bytes (--max_body_bytes) once inflated "
+                f"(Content-Encoding: {said}), got more",
+                "body_too_large",
+            )
+        if not inflater.eof:
+            raise ServeError(
+                400,
+                f"body: expected complete {said} data (Content-Encoding: {said}), got it cut "
+                f"short after {size} bytes inflated",
+                "content_encoding",
+            )
+        parts.append(part)
+        data = inflater.unused_data if wbits == _WBITS[b"gzip"] else b""
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def accepted(accept_encoding: bytes) -> bytes | None:
+    """The encoding a reply is compressed with for this `Accept-Encoding` (RFC 9110 section
+    12.5.3): gzip if allowed (also as `*`), else deflate; None: identity (none allowed, or
+    every one given `q=0`)."""
+    allowed = set()
+    for item in accept_encoding.lower().split(b","):
+        coding, _, params = item.partition(b";")
+        q = params.strip()
+        if q.startswith(b"q=") and q[2:].strip().rstrip(b"0").rstrip(b".") in (b"0", b""):
+            continue  # q=0, q=0.0, q=0.000: not acceptable
+        allowed.add(coding.strip())
+    if b"gzip" in allowed or b"x-gzip" in allowed or b"*" in allowed:
+        return b"gzip"
+    if b"deflate" in allowed:
+        return b"deflate"
+    return None
+
+
+def compress(body: bytes, encoding: bytes) -> bytes:
+    """`body` compressed as `encoding` (`accepted`'s answer), at zlib's fastest level: the
+    server's core is the scarce resource, and level 1 keeps most of the saving on tensor JSON."""
+    return zlib.compress(body, 1, wbits=16 + zlib.MAX_WBITS if encoding == b"gzip" else 15)
