@@ -75,6 +75,38 @@ def listen() -> None:
         _listening = True
 
 
+# Held while jax writes a cache entry (`guard_writes`); `stop_writes` takes it for good.
+_writing = threading.Lock()
+
+
+def guard_writes() -> None:
+    """Every write of a cache entry under one lock, so that a process about to exit without
+    waiting for its compiling threads (`ann serve` stopped while a model compiles) can wait
+    for a write in progress and let none start (`stop_writes`): jax writes an entry in place,
+    once, so one cut short stayed, read as a miss with a warning on every later start and never
+    rewritten. Hooks jax's `put_executable_and_time` (jax/_src/compilation_cache.py; the call
+    in jax/_src/compiler.py goes through the module): where a jax version lacks it, nothing is
+    hooked and `stop_writes` has nothing to wait for."""
+    from jax._src import compilation_cache as jax_cache
+
+    put = getattr(jax_cache, "put_executable_and_time", None)
+    if put is None or getattr(put, "guarded", False):
+        return
+
+    def guarded(*args: object, **kwargs: object) -> object:
+        with _writing:
+            return put(*args, **kwargs)
+
+    guarded.guarded = True  # type: ignore[attr-defined]
+    jax_cache.put_executable_and_time = guarded
+
+
+def stop_writes(timeout: float) -> bool:
+    """Waits at most `timeout` seconds for a cache write in progress (`guard_writes`) and keeps
+    every later one from starting; False if one still runs after `timeout`."""
+    return _writing.acquire(timeout=timeout)
+
+
 def totals() -> dict[str, int]:
     """`compiles` and `cache_hits` of every thread since `listen`."""
     return dict(_totals)

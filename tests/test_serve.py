@@ -998,6 +998,80 @@ def test_a_restart_reads_its_batch_sizes_from_the_compilation_cache(digits_expor
     assert second.endswith("; compilation cache: 2 of 2 executables read from it)"), second
 
 
+def test_sigterm_while_a_model_compiles_exits_within_the_shutdown_timeout(digits_export):
+    """A compile in a worker thread cannot be interrupted: the server does not wait for it.
+    It waited (a SIGTERM during a 57 s compile exited after 57 s, --shutdown_timeout=5 said
+    and ignored: in Kubernetes, a SIGKILL). Here the compile is a 300 s sleep."""
+    _, out = digits_export
+    port = free_port()
+    code = (
+        "import time\n"
+        "from absl import flags\n"
+        "import ann.serve.__main__ as m, ann.serve.dataplane as d\n"
+        "def compile_slowly(*args):\n"
+        "    print('compiling', flush=True)\n"
+        "    time.sleep(300)\n"
+        "d._compile_counted = compile_slowly\n"
+        "m.define_flags()\n"
+        f"flags.FLAGS(['serve', '--model={out}', '--port={port}', '--shutdown_timeout=2'])\n"
+        "m.main(['serve'])\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert proc.stdout.readline() == "compiling\n", proc.stderr.read()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)  # it took the whole compile (300 s) to exit
+        stderr = proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+    assert proc.returncode == 0, stderr[-2000:]  # as any stop
+    assert "stopping (SIGTERM)" in stderr, stderr[-2000:]
+    assert re.search(r"stopped: not waiting for compiling digits_cnn/\w+ \(a thread cannot be "
+                     r"interrupted; nothing of it is kept\)", stderr), stderr[-2000:]  # fmt: skip
+
+
+def test_a_stopping_server_lets_no_cache_write_start_or_stop_half_way(monkeypatch):
+    """`leave_now` exits without waiting for a compiling thread, but not in the middle of its
+    write of a compilation-cache entry: jax writes an entry once, in place, and one cut short
+    would be read as a miss (with a warning) on every later start."""
+    import threading
+
+    from jax._src import compilation_cache as jax_cache
+
+    from ann import compilation_cache
+
+    written = []
+
+    def put(key, *args):
+        time.sleep(0.3)
+        written.append(key)
+
+    monkeypatch.setattr(jax_cache, "put_executable_and_time", put)
+    compilation_cache.guard_writes()
+    compilation_cache.guard_writes()  # once: not a lock taken twice
+    first = threading.Thread(target=jax_cache.put_executable_and_time, args=("a",))
+    first.start()
+    time.sleep(0.05)
+    try:
+        assert compilation_cache.stop_writes(timeout=10)
+        assert written == ["a"]  # the write in progress finished first
+        later = threading.Thread(target=jax_cache.put_executable_and_time, args=("b",),
+                                 daemon=True)  # fmt: skip
+        later.start()
+        later.join(0.5)
+        assert later.is_alive() and written == ["a"]  # and none starts after
+    finally:
+        compilation_cache._writing.release()
+    later.join(5)
+    first.join(5)
+    assert written == ["a", "b"]
+
+
 @pytest.mark.slow
 def test_overload_gives_503_and_sigterm_drains(digits_export):
     _, out = digits_export

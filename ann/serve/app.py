@@ -45,6 +45,8 @@ import asyncio
 import dataclasses
 import hmac
 import logging
+import os
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -805,7 +807,12 @@ def _binary_headers(json_length: int) -> list[tuple[bytes, bytes]]:
 
 def run(app: App) -> None:
     """Serves `app` on `app.settings.host:port` until SIGTERM/SIGINT: stop accepting, finish
-    queued requests, exit."""
+    queued requests (at most `--shutdown_timeout`), exit. A model still compiling (or being
+    read) in a worker thread is not waited for, as no thread can be interrupted: closing the
+    loop would wait for its executor, and the interpreter's exit for its threads (a SIGTERM
+    during a 57 s compile exited after 57 s, not --shutdown_timeout=5: in Kubernetes, a
+    SIGKILL). The process then ends at once, exit status 0 as any stop (`leave_now`)."""
+    from ann import compilation_cache
     from ann.serve.http import serve
 
     try:
@@ -814,8 +821,31 @@ def run(app: App) -> None:
         factory = uvloop.new_event_loop
     except ImportError:
         factory = None
+    compilation_cache.guard_writes()
     with asyncio.Runner(loop_factory=factory) as runner:
         runner.run(serve(app))
+        if app.dataplane.busy:
+            leave_now(app.dataplane.busy)
+
+
+def leave_now(busy: list[str]) -> None:
+    """Ends the process without waiting for the worker threads' `busy` work: after a cache
+    write in progress (`compilation_cache.stop_writes`: no entry is left half written; a
+    compile's executables are otherwise in memory only), with the logs and streams flushed,
+    exit status 0."""
+    from ann import compilation_cache
+
+    print(
+        f"stopped: not waiting for {', '.join(busy)} (a thread cannot be interrupted; nothing of "
+        "it is kept)",
+        file=sys.stderr,
+        flush=True,
+    )
+    compilation_cache.stop_writes(timeout=2.0)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def unload_version(parameters: Any) -> str | None:

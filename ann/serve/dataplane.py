@@ -143,6 +143,9 @@ class DataPlane:
         for m in models:
             self._bind_metrics(m)
         self.draining = False
+        # What runs in a worker thread now, for whom ("compiling digits/1"): such work cannot be
+        # interrupted, so a SIGTERM does not wait for it (`app.run`).
+        self.busy: list[str] = []
         self.compile_error: str | None = None
         self._compile_task: asyncio.Task | None = None
         # Names with a repository load or unload in progress -> the versions involved (None
@@ -314,9 +317,10 @@ class DataPlane:
             # were a third to a half of the digits MLP's "compiled in" seconds
             # (docs/benchmarks.md, "Serving start-up"). `prepare` catches its own errors.
             loop.run_in_executor(None, self._monitor(m).prepare)
-        run, weights_in, cache = await loop.run_in_executor(
-            None, _compile_counted, m.model, sizes, self.settings.constant_weights_mb
-        )
+        run, weights_in, cache = await self.in_thread(
+            f"compiling {m.name}/{m.version}",
+            _compile_counted, m.model, sizes, self.settings.constant_weights_mb,
+        )  # fmt: skip
         s = self.settings
         m.batcher = Batcher(
             run,
@@ -346,6 +350,19 @@ class DataPlane:
             file=sys.stderr,
             flush=True,
         )
+
+    def in_thread(self, what: str, fn: Callable[..., Any], *args: Any) -> asyncio.Future:
+        """`fn(*args)` on the loop's executor, listed in `busy` as `what` until the thread has
+        finished it (not merely until its awaiter was cancelled: the thread runs on)."""
+        self.busy.append(what)
+
+        def work() -> Any:
+            try:
+                return fn(*args)
+            finally:
+                self.busy.remove(what)  # one list operation: atomic under the GIL
+
+        return asyncio.get_running_loop().run_in_executor(None, work)
 
     def add(self, m: ServedModel) -> None:
         """Serves `m` (compiled: `compile`) from now on, after the versions of its name."""
@@ -433,7 +450,9 @@ class DataPlane:
         if self._compile_task is not None and not self._compile_task.done():
             self._compile_task.cancel()
         if self.monitoring is not None:
-            self.monitoring.stop()
+            # Work still in a thread: the process will end without the interpreter's exit
+            # (`app.run`), so nothing need wait for the drift process either.
+            self.monitoring.stop(wait=not self.busy)
 
 
 def constant_weights(model: artifact.Model, sizes: list[int], max_mb: float) -> bool:

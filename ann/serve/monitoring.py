@@ -730,7 +730,10 @@ class Monitoring:
                     if failed is not None:
                         failed.add(key)
 
-    def stop(self) -> None:
+    def stop(self, wait: bool = True) -> None:
+        """Stops the windows' thread and the drift process. `wait=False`: only for a process
+        that ends without the interpreter's exit (`app.leave_now`), which then need not wait
+        for a drift process still starting (seconds at niceness 19, past --shutdown_timeout)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(5)
@@ -738,4 +741,4 @@ class Monitoring:
         # with wait=False, the interpreter's exit could wake the pool's manager through a pipe
         # it had already closed ("OSError: [Errno 9] Bad file descriptor" in concurrent.futures'
         # atexit hook, a traceback on Ctrl-C, once in a CI run).
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.pool.shutdown(wait=wait, cancel_futures=True)

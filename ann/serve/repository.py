@@ -16,7 +16,6 @@ loading failed).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -211,11 +210,10 @@ class Repository:
         if name in dp.loading:
             raise ServeError(409, f"model {name!r}: a load or unload is in progress; retry", "busy")
         dp.loading[name] = {None}
-        loop = asyncio.get_running_loop()
         try:
             models = []
             for spec in sources:
-                m = await loop.run_in_executor(None, self._read, name, spec)
+                m = await dp.in_thread(f"reading {name}", self._read, name, spec)
                 if m.version in dp.models.get(name, {}):
                     continue  # served already: a load is idempotent
                 dp.loading[name].add(m.version)
