@@ -1020,6 +1020,8 @@ def test_sigterm_while_a_model_compiles_exits_within_the_shutdown_timeout(digits
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
         assert proc.stdout.readline() == "compiling\n", proc.stderr.read()
+        status, _, body = request(port, "GET", "/v2/health/ready")
+        assert status == 503 and body["error"].startswith("models: still compiling digits_cnn/")
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)  # it took the whole compile (300 s) to exit
         stderr = proc.stderr.read()

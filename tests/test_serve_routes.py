@@ -300,6 +300,25 @@ def test_a_server_with_no_model_is_not_ready(app):
     assert ann_ready() == ["ann_ready 0.0"]
 
 
+def test_a_server_that_is_not_ready_says_why(app):
+    # While its models compiled, /v2/health/ready said only 503 {"ready":false}: the README
+    # promised the reason (v2: a 4xx/5xx reply's body is {"error": ...}).
+    app.dataplane.add(ServedModel("m", "2", FakeModel(), "test"))
+    app.dataplane.model("m", "2").ready = True
+    assert call(app, "GET", "/v2/health/ready")[:2] == (503, {
+        "ready": False,
+        "error": "models: still compiling m/1; ready when each has compiled (its `ready:` line "
+        "in the server's log)",
+    })  # fmt: skip
+    app.dataplane.model("m", "1").ready = True
+    assert call(app, "GET", "/v2/health/ready")[:2] == (200, {"ready": True})
+    app.start_draining()
+    assert call(app, "GET", "/v2/health/ready")[:2] == (503, {
+        "ready": False,
+        "error": "server: draining for shutdown; send requests to another replica",
+    })  # fmt: skip
+
+
 def test_repository_index_states(app):
     repository = app.repository
     app.dataplane.loading["new"] = {None}

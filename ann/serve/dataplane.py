@@ -219,13 +219,24 @@ class DataPlane:
         return m.ready and not self.draining
 
     def readiness(self) -> dict[str, Any]:
-        """`{"ready": bool}`, with `"error"` when compiling failed or no model is served."""
-        reply: dict[str, Any] = {"ready": self.ready}
+        """`{"ready": true}`, or `{"ready": false, "error": why}` (v2's failure body): compiling
+        failed, no model is served, the server drains, or which models still compile (the
+        reply said only `{"ready":false}` then, where the README promised the reason)."""
+        if self.ready:
+            return {"ready": True}
         if self.compile_error:
-            reply["error"] = f"compiling failed: {self.compile_error}"
+            why = f"compiling failed: {self.compile_error}"
         elif not self.models:
-            reply["error"] = f"server: no model is served {NONE_SERVED}"
-        return reply
+            why = f"server: no model is served {NONE_SERVED}"
+        elif self.draining:
+            why = "server: draining for shutdown; send requests to another replica"
+        else:
+            waiting = [f"{m.name}/{m.version}" for m in self.all_models() if not m.ready]
+            why = (
+                f"models: still compiling {', '.join(waiting)}; ready when each has compiled "
+                "(its `ready:` line in the server's log)"
+            )
+        return {"ready": False, "error": why}
 
     def server_metadata(self) -> dict[str, Any]:
         import ann
