@@ -781,6 +781,37 @@ def test_invalid_json_is_named_with_its_place_not_the_parsers_guess(body, got):
     assert e.value.status == 400 and e.value.reason == "json"
 
 
+@pytest.mark.parametrize(
+    "body, key",
+    [
+        ('{"inputs": [], "inputs": [INPUT]}', "inputs"),
+        (
+            '{"inputs": [{"name": "x:0", "data": [9, 9], "shape": [1, 2], "datatype": "FP32", '
+            '"data": [1, 2]}]}',
+            "data",
+        ),
+        ('{"id": "a", "inputs": [INPUT], "id": "b"}', "id"),
+        ('{"inputs": [INPUT], "parameters": {"timeout": 1, "timeout": 2}}', "timeout"),
+        ('{"inputs": [INPUT], "outputs": [{"name": "y", "name": "y"}]}', "name"),
+    ],
+)
+def test_a_key_given_twice_in_an_object_is_refused(body, key):
+    # {"inputs": [], "inputs": [...]} was answered from the last one in silence.
+    signature, outputs = {"x:0": {"dtype": "float32", "shape": [2]}}, {"y": {}}
+    body = body.replace("INPUT", '{"name": "x:0", "shape": [1, 2], "datatype": "FP32", '
+                        '"data": [1, 2]}').encode()  # fmt: skip
+    with pytest.raises(ServeError) as e:
+        protocol.decode_infer(body, signature, outputs, 8)
+    assert e.value.status == 400 and e.value.message == (
+        f'body: expected each key once in an object, got "{key}" twice (which one counts is left '
+        "open by JSON; send it once)"
+    )
+    # Colons in strings (an id, TensorFlow's `x:0`) and spaces around them are no duplicates.
+    fine = (b'{"id" : "2026-12-05T13:00:00", "inputs" : [{"name" : "x:0", "shape" : [1, 2], '
+            b'"datatype" : "FP32", "data" : [1, 2]}], "outputs": [{"name": "y"}]}')  # fmt: skip
+    assert protocol.decode_infer(fine, signature, outputs, 8).id == "2026-12-05T13:00:00"
+
+
 def test_a_request_id_is_at_most_256_characters():
     # Each id is kept for the feedback join: 300 infers with an id of a million characters
     # took the server from 330 MB to 711 MB, and the reply echoed each id back.
