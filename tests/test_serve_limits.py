@@ -270,7 +270,16 @@ def test_fuzzed_headers_in_process_are_answered_or_awaited(case, body, split):
     seen = []
 
     def handler(
-        method, path, auth, body, too_large, respond, header_length=None, trace=None, encoding=None
+        method,
+        path,
+        auth,
+        body,
+        too_large,
+        respond,
+        header_length=None,
+        trace=None,
+        encoding=None,
+        accept=None,
     ):
         seen.append((too_large, header_length))
         respond(413 if too_large is not None else 200, b"{}", None)
@@ -482,7 +491,16 @@ def test_connection_cap_evicts_idle_keepalive_first():
     refused = []
 
     def handler(
-        method, path, auth, body, too_large, respond, header_length=None, trace=None, encoding=None
+        method,
+        path,
+        auth,
+        body,
+        too_large,
+        respond,
+        header_length=None,
+        trace=None,
+        encoding=None,
+        accept=None,
     ):
         respond(200, b"{}", None)
 
@@ -507,7 +525,16 @@ def test_a_client_that_does_not_read_its_replies_is_not_read_from():
     from ann.serve.http import Connection, Listener
 
     def handler(
-        method, path, auth, body, too_large, respond, header_length=None, trace=None, encoding=None
+        method,
+        path,
+        auth,
+        body,
+        too_large,
+        respond,
+        header_length=None,
+        trace=None,
+        encoding=None,
+        accept=None,
     ):
         respond(200, b"{}", None)
 
@@ -529,7 +556,16 @@ def test_pipelined_requests_of_a_client_that_does_not_read_stop_being_read():
     handled = []
 
     def handler(
-        method, path, auth, body, too_large, respond, header_length=None, trace=None, encoding=None
+        method,
+        path,
+        auth,
+        body,
+        too_large,
+        respond,
+        header_length=None,
+        trace=None,
+        encoding=None,
+        accept=None,
     ):
         handled.append(path)
         respond(200, b"x" * 100_000, None)

@@ -206,7 +206,16 @@ def test_the_http_layer_keeps_a_request_head_only_while_tracing():
     got = []
 
     def handler(
-        method, path, auth, body, too_large, respond, header_length=None, trace=None, encoding=None
+        method,
+        path,
+        auth,
+        body,
+        too_large,
+        respond,
+        header_length=None,
+        trace=None,
+        encoding=None,
+        accept=None,
     ):
         got.append((path, trace))
         respond(200, b"{}", None)

@@ -179,13 +179,14 @@ class Request:
     cheap refusals (draining, not ready, queue full) inflate nothing."""
 
     __slots__ = ("method", "path", "params", "_body", "too_large", "respond", "header_length",
-                 "traced", "encoding", "limit")  # fmt: skip
+                 "traced", "encoding", "limit", "accept")  # fmt: skip
 
     def __init__(self, method, path, params, body, too_large, respond, header_length, traced,
-                 encoding=None, limit=0):  # fmt: skip
+                 encoding=None, limit=0, accept=None):  # fmt: skip
         self.method, self.path, self.params, self._body = method, path, params, body
         self.too_large, self.respond, self.header_length = too_large, respond, header_length
         self.traced, self.encoding, self.limit = traced, encoding, limit
+        self.accept = accept  # Accept-Encoding: an infer's 200 reply compressed if it allows
 
     @property
     def body(self) -> bytes:
@@ -289,6 +290,7 @@ class App:
         header_length: bytes | None = None,
         trace: RequestHead | None = None,
         content_encoding: bytes | None = None,
+        accept_encoding: bytes | None = None,
         public_only: bool = False,
     ) -> None:
         """One parsed HTTP request; calls `respond(status, body, headers)` once, maybe later.
@@ -298,7 +300,10 @@ class App:
         Inference-Header-Content-Length header (binary tensor data), if sent. `trace`: what its
         span reads of its head (tracing on; None: nothing kept). `content_encoding`: the body's
         Content-Encoding (gzip, deflate, identity; inflated when the route reads the body, 415
-        for another). `public_only`: the metrics
+        for another); `accept_encoding`: its Accept-Encoding (an infer's 200 reply is compressed
+        when it allows gzip or deflate; no other reply is, as Triton's server does: tritonclient's
+        asyncio client sends aiohttp's default `gzip, deflate` and reads only an infer reply
+        compressed). `public_only`: the metrics
         port, which answers `/metrics` and `/v2/health/*` without the token and nothing else.
         """
         served: ServedModel | _Unserved | None = None
@@ -330,7 +335,8 @@ class App:
                     [(b"allow", allowed.encode())],
                 )
             request = Request(method, path, params, body, too_large, respond, header_length,
-                              traced, content_encoding, self.settings.max_body_bytes)  # fmt: skip
+                              traced, content_encoding, self.settings.max_body_bytes,
+                              accept_encoding)  # fmt: skip
             status = getattr(self, answer)(request, served)
         except ServeError as e:
             status = e.status
@@ -696,7 +702,7 @@ class App:
     def _reply_infer(
         self, m: ServedModel, decoded: protocol.InferRequest, request: Request, start: float
     ) -> Callable[[asyncio.Future], None]:
-        respond, traced = request.respond, request.traced
+        respond, traced, accept = request.respond, request.traced, request.accept
 
         def done(future: asyncio.Future) -> None:
             try:
@@ -708,7 +714,10 @@ class App:
                 )
                 if traced is not None:
                     traced.child("encode", encoding)
-                respond(200, reply, None if json_length is None else _binary_headers(json_length))
+                headers = None if json_length is None else _binary_headers(json_length)
+                if accept is not None:
+                    reply, headers = _compressed(reply, headers, accept)
+                respond(200, reply, headers)
             except QueueTimeout as e:  # the client's own `parameters.timeout` ran out
                 message = (
                     f"parameters.timeout: queued {e.waited * 1e6:,.0f} microseconds, past the "
@@ -796,6 +805,20 @@ def _body_too_large(limit: int, too_large: int) -> ServeError:
         "body_too_large",
         [(b"connection", b"close")],
     )
+
+
+def _compressed(reply: bytes, headers: list | None, accept: bytes) -> tuple[bytes, list | None]:
+    """An infer's 200 reply compressed as `accept` (Accept-Encoding) allows, with its
+    Content-Encoding; as it was when it allows neither gzip nor deflate. Binary data's
+    Inference-Header-Content-Length still counts the uncompressed reply (Triton's client reads
+    it so)."""
+    encoding = compression.accepted(accept)
+    if encoding is None:
+        return reply, headers
+    return compression.compress(reply, encoding), [
+        *(headers or ()),
+        (b"content-encoding", encoding),
+    ]
 
 
 def _binary_headers(json_length: int) -> list[tuple[bytes, bytes]]:

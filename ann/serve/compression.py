@@ -1,15 +1,18 @@
 """Compressed bodies, as Triton's HTTP server takes and gives them: a request body sent with
 `Content-Encoding: gzip` or `deflate` (what `tritonclient.http`'s
 `request_compression_algorithm` sends, curl's `--data-binary @x.gz -H 'Content-Encoding: gzip'`),
-and a 200 reply compressed when the request's `Accept-Encoding` asks for gzip or deflate (the
-client's `response_compression_algorithm`). Standard library only (zlib).
+and an infer's 200 reply compressed when the request's `Accept-Encoding` asks for gzip or
+deflate (the client's `response_compression_algorithm`). Standard library only (zlib).
 
 A request body is inflated at most to `--max_body_bytes`, the limit its compressed size was held
 to: a small body that would inflate past it (a zip bomb) is refused 413 having inflated no more
 than the limit plus one byte. Binary tensor data's `Inference-Header-Content-Length` counts the
 uncompressed body, as Triton's client sends it: the body is inflated before it is split.
-A reply is compressed only when asked: a request without `Accept-Encoding` pays one `is None`
-test; error replies stay identity (Triton's client reads an error body without inflating it).
+A reply is compressed only when asked, and only an infer's 200 reply, as Triton's server
+does: tritonclient's asyncio client sends aiohttp's default `Accept-Encoding: gzip, deflate` on
+every call but inflates only an infer reply (its model metadata call failed on a gzip reply),
+and it reads an error body without inflating it. A request without `Accept-Encoding` pays one
+`is None` test.
 """
 
 from __future__ import annotations

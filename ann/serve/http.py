@@ -40,7 +40,6 @@ from urllib.parse import unquote
 import httptools
 import orjson
 
-from ann.serve.compression import accepted, compress
 from ann.serve.settings import listen_error
 from ann.serve.tracing import RequestHead
 
@@ -167,11 +166,11 @@ class Listener:
 
 class Connection(asyncio.Protocol):
     """One client connection; calls `listener.handler(method, path, authorization, body,
-    too_large, respond, header_length, trace, content_encoding)` once per request (`trace`: the
-    W3C trace context headers `(traceparent, tracestate or None)` when a traceparent was sent,
-    else None; `content_encoding`: the body's Content-Encoding as sent, None for none: the
-    handler inflates it). A 200 reply is compressed when the request's Accept-Encoding allows
-    gzip or deflate (ann/serve/compression.py)."""
+    too_large, respond, header_length, trace, content_encoding, accept_encoding)` once per
+    request (`trace`: the W3C trace context headers `(traceparent, tracestate or None)` when a
+    traceparent was sent, else None; `content_encoding`, `accept_encoding`: those headers as
+    sent, None for none: the handler inflates the body and may compress the reply,
+    ann/serve/compression.py)."""
 
     def __init__(self, listener: Listener):
         self._listener = listener
@@ -362,7 +361,6 @@ class Connection(asyncio.Protocol):
             self._closing = True
         method = self._parser.get_method().decode()
         head = method == "HEAD"
-        compressed = None if self._accept is None else accepted(self._accept)
 
         def respond(status: int, body: bytes, headers: list | None = None) -> None:
             # Draining: the connection's last owed reply closes it (an earlier pipelined one
@@ -372,9 +370,6 @@ class Connection(asyncio.Protocol):
             if last:
                 self._closing = True
             slot.close = last
-            if compressed is not None and status == 200:
-                body = compress(body, compressed)
-                headers = [*(headers or ()), (b"content-encoding", compressed)]
             slot.data = encode_response(status, body, headers, last, head)
             self._flush()
 
@@ -388,7 +383,7 @@ class Connection(asyncio.Protocol):
         if self._kept is not None:
             trace = RequestHead(self._kept, url[1] if len(url) == 2 else None, self._peer)
         self._handler(method, path, self._auth, body, self._too_large, respond,
-                      self._header_length, trace, self._encoding)  # fmt: skip
+                      self._header_length, trace, self._encoding, self._accept)  # fmt: skip
 
     def _flush(self) -> None:
         slots, transport = self._slots, self._transport
