@@ -409,6 +409,22 @@ def _show_help(full: bool) -> NoReturn:
     sys.exit(0)
 
 
+def _binary_file(path: str) -> str | None:
+    """Why the file `path` cannot be Python source: "it holds null bytes: a binary file" for
+    one with a NUL byte in its first MiB (an export's weights.safetensors, /bin/ls: Python's
+    compile raised "SyntaxError: source code string cannot contain null bytes", with a
+    traceback, as it named no file); None otherwise, or where `path` is not a readable file
+    (said elsewhere)."""
+    try:
+        if not os.path.isfile(path):
+            return None
+        with open(path, "rb") as f:
+            head = f.read(1 << 20)
+    except OSError:
+        return None
+    return "it holds null bytes: a binary file" if b"\0" in head else None
+
+
 def _config_file_error(error: BaseException) -> ConfigError | None:
     """The ConfigError a config file's `get_config(arg)` raised (an unknown variant), found in
     what absl and ml_collections re-raised it as (they chain it as the context)."""
@@ -459,6 +475,11 @@ def parse_flags(argv: list[str]) -> list[str]:
             fail(
                 f"{named} is a run directory; give a config file (configs/NAME.py), the one "
                 f"the run was made from{f': {made}' if made else ''}"
+            )
+        if (binary := _binary_file(path)) is not None:
+            fail(
+                f"--config={given}: {path} is not a Python config file ({binary}); give a "
+                "config file with get_config() (configs/NAME.py)"
             )
         if given.endswith((".json", ".yaml", ".yml")):
             run = os.path.dirname(given) if os.path.basename(given) == "config.json" else None

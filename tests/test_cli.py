@@ -665,6 +665,21 @@ def test_a_config_file_whose_code_fails_is_one_line_naming_its_line(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_binary_file_given_as_the_config_is_one_line(tmp_path):
+    # An export's weights.safetensors or /bin/ls as --config printed 67 lines of traceback
+    # ending "SyntaxError: source code string cannot contain null bytes" (train, sweep,
+    # transfer: every job that reads --config).
+    path = tmp_path / "weights.safetensors"
+    path.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      " + bytes(range(256)))
+    for job in ("train", "sweep", "transfer"):
+        line = one_line_error(ann(job, f"--config={path}", f"--workdir={tmp_path / 'run'}"))
+        assert line == (
+            f"error: --config={path}: {path} is not a Python config file (it holds null bytes: "
+            "a binary file); give a config file with get_config() (configs/NAME.py)"
+        ), line
+    assert not (tmp_path / "run").exists()
+
+
 def test_every_config_file_refuses_an_unknown_variant():
     # The config files with no variant took any `:ARG` silently (`del arg`).
     from conftest import load_config
