@@ -1028,6 +1028,34 @@ def test_a_copys_registry_json_says_what_is_wrong_in_json_terms(digits_export, t
     ], result.stderr
 
 
+def test_a_registry_on_a_read_only_file_system_is_refused_naming_the_flag(
+    digits_export, tmp_path, monkeypatch
+):
+    """A registry not made yet under a read-only directory said "[Errno 30] Read-only file
+    system: '/ro/.ann-registry-incoming-...'", naming neither --registry nor a fix. The
+    file system is simulated: every directory made under ro/ fails as on a read-only mount."""
+    import errno
+
+    _, out = digits_export
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    mkdir = os.mkdir
+
+    def read_only(path, *args, **kw):
+        if os.fspath(path).startswith(str(ro)):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), os.fspath(path))
+        return mkdir(path, *args, **kw)
+
+    monkeypatch.setattr(os, "mkdir", read_only)
+    with pytest.raises(RegistryError) as e:
+        Registry(str(ro / "reg")).register(str(out), "d")
+    assert str(e.value) == (
+        f"--registry={ro / 'reg'} cannot be created in {ro} (Read-only file system); choose "
+        "another --registry"
+    )
+    assert os.listdir(ro) == []
+
+
 def test_a_registry_that_cannot_be_written_is_named_for_every_write(
     digits_export, tmp_path, monkeypatch
 ):

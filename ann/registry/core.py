@@ -407,7 +407,13 @@ class Registry:
     def _check_writable(self) -> None:
         """RegistryError naming the registry when it cannot be written (checked before a
         write: it said "[Errno 13] Permission denied: .../.ann-registry-incoming-0ff6..." or
-        "cannot be used as an ann registry database (attempt to write a readonly database)")."""
+        "cannot be used as an ann registry database (attempt to write a readonly database)").
+        A registry not made yet is checked where it would be created (on a read-only file
+        system: "[Errno 30] Read-only file system: '/ro/.ann-registry-incoming-...'")."""
+        if not os.path.isdir(self.root):
+            if (why := atomic.why_not_creatable(self.root)) is not None:
+                raise RegistryError(f"{self.named} {why}; choose another --registry")
+            return
         for place in (self.root, self.artifacts):
             if os.path.isdir(place) and (why := atomic.why_not_creatable(place)) is not None:
                 raise RegistryError(
