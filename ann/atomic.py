@@ -12,6 +12,7 @@ the temporary file and leaves the old file as it was.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 import uuid
@@ -50,11 +51,48 @@ def replacing(path: str, mode: str = "w", **open_kwargs: Any) -> Iterator[IO]:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename in (None, tmp):  # the file meant, not its temp
+            e.filename = path
         raise
     sync_directory(directory)
+
+
+# Errors that say the storage refused a write (a full disk, a quota, a read-only file system,
+# permissions), not that ann or its input is wrong: `cli.run` says them in one line naming the
+# file (`cli.storage_error`), with what follows their words here as the fix.
+STORAGE_ERRNOS = {
+    errno.ENOSPC: "free space on its file system",
+    errno.EDQUOT: "free space within your disk quota",
+    errno.EROFS: "its file system is mounted read-only",
+    errno.EACCES: "fix its permissions",
+    errno.EPERM: "fix its permissions",
+}
+
+
+def name_as_final(e: BaseException, staging: str, final: str) -> None:
+    """For a directory written whole in `staging` and then renamed to `final` (an export, a
+    report, a registry version): an OSError naming a file under `staging`, removed by then,
+    names the path it was to have under `final`."""
+    if isinstance(e, OSError) and isinstance(e.filename, str):
+        inside = os.path.relpath(e.filename, staging)
+        if inside == "." or not inside.startswith(os.pardir):
+            e.filename = os.path.normpath(os.path.join(final, inside))
+
+
+@contextlib.contextmanager
+def writing(path: str) -> Iterator[None]:
+    """An OSError raised in the block without a file name gets `path` as its file name: a
+    failed `write` or `close` (ENOSPC, EDQUOT) names none, and the one-line error
+    (`cli.storage_error`) names the file or directory being written."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is None:
+            e.filename = path
+        raise
 
 
 def write_text(path: str, text: str) -> None:

@@ -36,6 +36,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import difflib
+import errno
 import functools
 import importlib.util
 import logging as py_logging
@@ -1534,6 +1535,8 @@ def run(
         except BrokenPipeError:
             reader_gone()
         except Exception as e:
+            if isinstance(e, OSError) and (line := storage_error(e)) is not None:
+                fail(line)
             if isinstance(e, (ConfigError, FlagError, *error_classes(errors))):
                 fail(str(e))
             raise
@@ -1545,6 +1548,49 @@ def run(
         app.run(guarded, flags_parser=parse_flags)
     except KeyboardInterrupt as e:  # Ctrl-C while flags are parsed or `main` runs
         interrupted(str(e), skip_teardown="jax" in sys.modules)
+
+
+def storage_error(e: OSError) -> str | None:
+    """One line for an OSError that says the storage refused a write (`atomic.STORAGE_ERRNOS`:
+    a full disk, a quota, a read-only file system, permissions), whichever command's write
+    raised it: the file (`e.filename`), the errno's words and the fix, naming the flag whose
+    directory holds the file (`--out`, `--workdir`, `--registry`, ...) as the other place to
+    write. None for any other OSError (a bug's keeps its traceback, or the command's own
+    `errors` say it). Said here, once, for every command, rather than at every write."""
+    from ann import atomic
+
+    fix = atomic.STORAGE_ERRNOS.get(e.errno)
+    if fix is None:
+        return None
+    words = (e.strerror or os.strerror(e.errno)).rstrip(".")
+    words = words[:1].lower() + words[1:]
+    path = os.fsdecode(e.filename) if e.filename is not None else None
+    flag = _flag_holding(path) if path is not None else None
+    elsewhere = f"choose another --{flag[0]}" if flag else "write elsewhere"
+    if e.errno == errno.EROFS:
+        fix, elsewhere = f"{elsewhere} on a writable file system", ""
+    else:
+        elsewhere = f", or {elsewhere}"
+    shown = f"{path}: " if path is not None else ""
+    given = f" (--{flag[0]}={flag[1]})" if flag else ""
+    return f"{shown}{words}{given}; {fix}{elsewhere}, then rerun"
+
+
+def _flag_holding(path: str) -> tuple[str, str] | None:
+    """(name, value) of the flag given on the command line whose path is `path` or a directory
+    above it (the deepest such), else None."""
+    target = os.path.abspath(path)
+    best = None
+    for name in flags.FLAGS:
+        flag = flags.FLAGS[name]
+        value = flag.value
+        if not flag.present or not isinstance(value, str) or not value.strip():
+            continue
+        place = os.path.abspath(value)
+        if target == place or target.startswith(place.rstrip(os.sep) + os.sep):
+            if best is None or len(place) > len(best[2]):
+                best = (name, value, place)
+    return best[:2] if best else None
 
 
 def error_classes(errors: Iterable[type[BaseException] | str]) -> list[type[BaseException]]:

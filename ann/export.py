@@ -499,8 +499,9 @@ def write(
         # The whole directory appears at once, its files written durably (ann.atomic) first.
         os.rename(tmp, out)
         atomic.sync_directory(parent)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        atomic.name_as_final(e, tmp, out)
         raise
     return manifest
 

@@ -51,3 +51,21 @@ def test_no_module_replaces_a_file_by_hand():
         text = path.read_text()
         assert "os.replace(" not in text, path
         assert not re.search(r"""\+ ["']\.tmp["']""", text), path
+
+
+def test_a_full_disk_names_the_file_and_leaves_the_old_one(tmp_path, monkeypatch):
+    # A failed write or fsync names no file (ENOSPC, EDQUOT): the error names the file meant,
+    # not its temporary, which is removed; the old file stays as it was.
+    import errno
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    path = tmp_path / "sweep.json"
+    path.write_text("old")
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError) as e:
+        atomic.write_text(str(path), "new")
+    assert e.value.errno == errno.ENOSPC and e.value.filename == str(path)
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["sweep.json"]

@@ -680,6 +680,57 @@ def test_a_binary_file_given_as_the_config_is_one_line(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+# `ann ARGS` with a full disk: os.fsync (what every atomic write ends with) or matplotlib's
+# savefig raises ENOSPC, as a full file system's write does (naming no file).
+_FULL_DISK = """
+import errno, os, runpy, sys
+def full(*args, **kw):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+if sys.argv[1] == "fsync":
+    os.fsync = full
+else:
+    import matplotlib.figure
+    matplotlib.figure.Figure.savefig = full
+sys.argv = ["ann", *sys.argv[2:]]
+runpy.run_module("ann", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_a_full_disk_is_one_line_naming_the_file_and_the_fix(digits_export, tmp_path):
+    # `ann report --out` on a nearly full disk printed a 57-line traceback ending "OSError:
+    # [Errno 28] No space left on device", `ann export` 31 lines, `ann sweep` one from
+    # ann/atomic.py. cli.run says it for every job, naming the file, the flag and the fix;
+    # nothing is left half-written.
+    workdir, export = digits_export
+    out = tmp_path / "out"
+    out.mkdir()
+    cases = [
+        ("fsync", ["export", f"--workdir={workdir}", f"--out={out / 'e'}"], "e/function.jaxexport",
+         "--out"),
+        ("savefig", ["report", f"--workdir={workdir}", f"--out={out / 'r'}"],
+         "r/validation_confusion_matrix_heatmap.png", "--out"),
+        ("fsync", ["sweep", "--config=configs/digits_mlp.py", f"--workdir={out / 's'}"],
+         "s/sweep.json", "--workdir"),
+        ("fsync", ["registry", f"--registry={out / 'g'}", "register", str(export), "--name=d"],
+         "g/artifacts/registry.json", "--registry"),
+    ]  # fmt: skip
+    for patch, args, file_name, flag in cases:
+        result = subprocess.run(
+            [sys.executable, "-c", _FULL_DISK, patch, *args],
+            capture_output=True, text=True, cwd=ROOT, timeout=300,
+        )  # fmt: skip
+        line = one_line_error(result)
+        given = next(a for a in args if a.startswith(f"{flag}="))
+        assert line == (
+            f"error: {out / file_name}: no space left on device ({given}); free space on its "
+            f"file system, or choose another {flag}, then rerun"
+        ), line
+    # No file half-written, no temporary: the sweep's lock and the registry's database, which
+    # the rolled-back register left without a version, are all.
+    left = sorted(str(p.relative_to(out)) for p in out.rglob("*") if not p.is_dir())
+    assert left == ["g/registry.db", "s/.lock"], left
+
+
 def test_every_config_file_refuses_an_unknown_variant():
     # The config files with no variant took any `:ARG` silently (`del arg`).
     from conftest import load_config

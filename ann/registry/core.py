@@ -487,6 +487,9 @@ class Registry:
                 os.makedirs(os.path.dirname(target), exist_ok=True)
                 os.rename(incoming, target)
                 _make_read_only(target)
+        except BaseException as e:
+            atomic.name_as_final(e, incoming, self.artifacts)  # removed below
+            raise
         finally:
             _remove(incoming)
         return self.get_version(name, version)
@@ -507,8 +510,9 @@ class Registry:
                 f.write(raw)
             for file_name in manifest["files"]:
                 artifact.copy_verified(export_dir, manifest, file_name, incoming)
-        except BaseException:
+        except BaseException as e:
             _remove(incoming)
+            atomic.name_as_final(e, incoming, self.artifacts)  # the staged copy is gone
             raise
         return incoming
 

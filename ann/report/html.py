@@ -55,7 +55,9 @@ def write_figures(out: str, split: str, sections: list[Section]) -> dict[str, li
         names = written.setdefault(section.key, [])
         for name, figure in section.figures.items():
             file_name = figure_file(split, section, name)
-            figure.savefig(os.path.join(out, file_name), dpi=DPI, bbox_inches="tight")
+            path = os.path.join(out, file_name)
+            with atomic.writing(path):  # a full disk's failed write names no file
+                figure.savefig(path, dpi=DPI, bbox_inches="tight")
             plt.close(figure)
             names.append(file_name)
     return written

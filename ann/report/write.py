@@ -204,8 +204,9 @@ def write_report(source: collect.Source, splits: list[str], out: str) -> dict[st
         atomic.write_text(os.path.join(tmp, REPORT), json.dumps(report, indent=1) + "\n")
         os.chmod(tmp, 0o755)  # mkdtemp's 0o700 would hide the report from other users
         replace_directory(tmp, out)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        atomic.name_as_final(e, tmp, out)
         raise
     return report
 
