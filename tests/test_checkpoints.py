@@ -646,6 +646,94 @@ def test_a_save_that_fails_in_the_background_is_reported_with_its_step(tmp_path,
     assert run_status.read(str(tmp_path))["status"] == "failed"
 
 
+CHECKPOINT_DIRS = ("checkpoints", "checkpoints_best")
+
+
+def test_a_full_disk_in_orbaxs_threads_ends_the_run_with_one_line(tmp_path, monkeypatch, caplog):
+    """A full disk failed the saves of checkpoints/ and checkpoints_best/ in Orbax's threads,
+    then run_status.json's write: ann train said TensorStore's paragraph ("ValueError:
+    RESOURCE_EXHAUSTED: Error writing ... [os_error_code='28']"), logged the best save's
+    failure and "could not record the run's end in run_status.json" as two more error lines.
+    Now one line: the errno's words, the last complete checkpoint, free space or another
+    --workdir; run_status.json's failure said in it."""
+    real_save, real_wait = ocp.CheckpointManager.save, ocp.CheckpointManager.wait_until_finished
+    real_write, failing = run_status.write, []
+    tensorstore = (
+        'RESOURCE_EXHAUSTED: Error writing "step/0" in OCDBT database at local file "...": '
+        "Failed to write 527971 bytes to file 20: No space left on device [os_error_code='28']"
+    )
+
+    def save(self, step, *args, **kwargs):
+        saved = real_save(self, step, *args, **kwargs)
+        if step == 20:
+            failing.append(os.path.join(str(self.directory), "20"))
+        return saved
+
+    def wait_until_finished(self):
+        real_wait(self)
+        for step_dir in [d for d in failing if d.startswith(str(self.directory) + os.sep)]:
+            failing.remove(step_dir)
+            shutil.rmtree(step_dir)  # what the failed background write left: nothing
+            raise ValueError(tensorstore)
+
+    def write(workdir, status, *args, **kwargs):
+        if status == "failed":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(workdir, status, *args, **kwargs)
+
+    monkeypatch.setattr(ocp.CheckpointManager, "save", save)
+    monkeypatch.setattr(ocp.CheckpointManager, "wait_until_finished", wait_until_finished)
+    monkeypatch.setattr(run_status, "write", write)
+    with caplog.at_level(logging.INFO), pytest.raises(CheckpointSaveError) as e:
+        train_and_evaluate(tiny(total_steps=30, eval_every_steps=10), str(tmp_path))
+    failed = str(e.value).split(" failed ")[0]  # whichever save is waited for first
+    assert failed in [f"saving checkpoint step 20 to {tmp_path / d}" for d in CHECKPOINT_DIRS]
+    assert str(e.value) == (
+        f"{failed} failed (No space left on "
+        f"device); the last complete checkpoint is step 10 in {tmp_path / 'checkpoints'}; free "
+        "space on its file system, then rerun the same command to resume from it, or give "
+        "another --workdir (which starts over); run_status.json could not record it either "
+        "(No space left on device)"
+    )
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert run_status.read(str(tmp_path))["status"] == "running"  # as it was: not half-written
+    assert saved_steps(tmp_path) == [10]
+
+
+def test_orbaxs_own_words_for_a_failed_save_are_dropped_where_ann_says_it(monkeypatch):
+    """Orbax's threads each logged their traceback of the failed save (about 80 lines apiece),
+    and TensorStore's late callbacks raised "Event loop is closed" where nothing could catch it
+    (27 tracebacks of two frames): ann train's one line says which save failed and why."""
+    import sys
+
+    from ann import cli
+
+    for message in (
+        "[process=0][thread=array_type_handler][operation_id=2] _SignalingThread.run() raised "
+        "an exception: RESOURCE_EXHAUSTED: ...",
+        "[process=0] Failed to run 4 Handler Commit operations or the Commit callback in "
+        "background save thread, directory: /w/checkpoints/200",
+        "[process=0][thread=MainThread][step=200][wait_until_finished] Save Finalize thread "
+        "(save_finalize) failed.",
+    ):
+        record = logging.LogRecord("absl", logging.ERROR, "x.py", 1, message, None, None)
+        assert not cli._said_here(record), message
+    kept = logging.LogRecord("absl", logging.ERROR, "x.py", 1, "something else failed", None, None)
+    assert cli._said_here(kept)
+
+    said = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: said.append(str(u.exc_value)))
+    cli._drop_unraisables_said_here()
+
+    class Unraisable:
+        def __init__(self, error):
+            self.exc_type, self.exc_value = type(error), error
+
+    sys.unraisablehook(Unraisable(RuntimeError("Event loop is closed")))
+    sys.unraisablehook(Unraisable(RuntimeError("another")))
+    assert said == ["another"]
+
+
 def test_run_status_follows_the_checkpoints_while_the_run_goes(tmp_path):
     # It said step 0 (the start's) for the whole run: a killed run's record said "step 0"
     # beside checkpoint 200.

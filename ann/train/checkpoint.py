@@ -198,6 +198,26 @@ def _is_io_error(e: BaseException) -> bool:
     return False
 
 
+# How TensorStore, Orbax's writer, words an OSError: a ValueError "RESOURCE_EXHAUSTED: Error
+# writing ... Failed to write 527971 bytes to file 20: No space left on device
+# [os_error_code='28']".
+_TENSORSTORE_ERRNO = re.compile(r"\[os_error_code='(\d+)'\]")
+
+
+def _storage_errno(e: BaseException | None) -> int | None:
+    """The errno of a refused write (`atomic.STORAGE_ERRNOS`: a full disk, a quota, a read-only
+    file system, permissions) anywhere in `e`'s cause chain, an OSError's or the one
+    TensorStore's message carries; else None."""
+    while e is not None:
+        if isinstance(e, OSError) and e.errno in atomic.STORAGE_ERRNOS:
+            return e.errno
+        found = _TENSORSTORE_ERRNO.search(str(e))
+        if found and int(found[1]) in atomic.STORAGE_ERRNOS:
+            return int(found[1])
+        e = e.__cause__ or e.__context__
+    return None
+
+
 ORBAX_METADATA = directory_kind.ORBAX_METADATA  # what Orbax writes into every step it commits
 
 
@@ -381,11 +401,24 @@ class Checkpoints:
             if last
             else "there is no complete checkpoint yet"
         )
+        code = _storage_errno(e)
+        if code is None:
+            detail = f"{type(e).__name__}: {e}"
+            fix = f"free disk space or fix the permissions of {manager.directory}"
+        else:  # the errno's words, not Orbax's or TensorStore's paragraph around them
+            detail = os.strerror(code)
+            fix = {
+                errno.EACCES: f"fix the permissions of {manager.directory}",
+                errno.EPERM: f"fix the permissions of {manager.directory}",
+                errno.EROFS: "make its file system writable",
+            }.get(code, "free space on its file system")
+        rerun = "to resume from it" if last else "(it starts over)"
+        elsewhere = "" if code is None else ", or give another --workdir"
+        if code is not None and last:
+            elsewhere += " (which starts over)"
         return (
-            f"saving checkpoint step {step} to {manager.directory} failed "
-            f"({type(e).__name__}: {e}); {where}; free disk space or fix the permissions of "
-            f"{manager.directory}, then rerun the same command to resume"
-            + (" from it" if last else " (it starts over)")
+            f"saving checkpoint step {step} to {manager.directory} failed ({detail}); {where}; "
+            f"{fix}, then rerun the same command {rerun}{elsewhere}"
         )
 
     def _seal(self, manager: ocp.CheckpointManager) -> None:

@@ -147,6 +147,17 @@ def interrupted_line(step: int, last_checkpoint: int | None, reason: str = CTRL_
     )
 
 
+def _not_recorded(ended: BaseException, error: OSError) -> None:
+    """Says that run_status.json could not record `ended` (`error`): in `ended`'s own line, the
+    one ann train ends with, when that is a one-line message (a full disk failed the save, then
+    this write: it was a second error line); else logged."""
+    said = f"run_status.json could not record it either ({error.strerror or error})"
+    if isinstance(ended, Exception) and len(ended.args) == 1 and isinstance(ended.args[0], str):
+        ended.args = (f"{ended.args[0]}; {said}",)
+    else:
+        logging.error("could not record the run's end in run_status.json: %s", error)
+
+
 def _record_end(
     workdir: str, error: BaseException, step: int, total_steps: int, checkpoints: Checkpoints
 ) -> None:
@@ -969,7 +980,10 @@ def _end(
         if ended is None:
             ended = e
             raise
-        logging.error("%s", e)  # after another error; that one propagates
+        if isinstance(ended, CheckpointSaveError):  # the other save, the same cause (a full disk)
+            logging.info("%s", e)
+        else:
+            logging.error("%s", e)  # after another error; that one propagates
     except KeyboardInterrupt as e:  # Ctrl-C while the last saves finish
         interrupts.append(e)
         ended = ended or e
@@ -988,5 +1002,5 @@ def _end(
                 try:
                     _record_end(run.workdir, ended, progress.step, run.total_steps, run.checkpoints)
                 except OSError as e:  # e.g. the disk that failed the save: keep the first error
-                    logging.error("could not record the run's end in run_status.json: %s", e)
+                    _not_recorded(ended, e)
             writer.close()
