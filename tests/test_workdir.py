@@ -61,3 +61,18 @@ def test_a_bad_init_from_leaves_no_half_made_workdir(tmp_path):
     with pytest.raises(ConfigError, match="init_from"):
         train_and_evaluate(tiny(init_from=str(tmp_path / "nowhere")), str(workdir))
     assert not workdir.exists()
+
+
+def test_a_full_disk_when_the_lock_is_written_names_the_lock(tmp_path, monkeypatch):
+    # os.write names no file: a full disk here said only "no space left on device".
+    import errno
+    import os
+
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "write", full)
+    with pytest.raises(OSError) as e, workdir_lib.lock(str(tmp_path / "run")):
+        pass
+    assert e.value.errno == errno.ENOSPC
+    assert e.value.filename == workdir_lib._lock_path(str(tmp_path / "run"))

@@ -83,8 +83,9 @@ def lock(workdir: str) -> Iterator[None]:
             "it, or choose another --workdir"
         )
     try:
-        os.ftruncate(fd, 0)
-        os.write(fd, f"host {socket.gethostname()} pid {os.getpid()}\n".encode())
+        with atomic.writing(path):  # a full disk's failed write names no file
+            os.ftruncate(fd, 0)
+            os.write(fd, f"host {socket.gethostname()} pid {os.getpid()}\n".encode())
         yield
     finally:
         os.close(fd)  # releases the lock; the file stays, harmlessly
