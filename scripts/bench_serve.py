@@ -659,18 +659,7 @@ def http_layer(requests: int = 20000, repeats: int = 7) -> None:
         def close(self) -> None:
             pass
 
-    def handler(
-        method,
-        path,
-        auth,
-        body,
-        too_large,
-        respond,
-        header_length=None,
-        trace=None,
-        encoding=None,
-        accept=None,
-    ):
+    def handler(method, path, auth, body, too_large, respond, header_length=None, trace=None, *_):
         protocol.decode_infer(body, signature, outputs, 64, header_length)
         respond(200, b'{"model_name":"digits"}', None)
 

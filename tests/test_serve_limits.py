@@ -269,18 +269,7 @@ def test_fuzzed_headers_in_process_are_answered_or_awaited(case, body, split):
     method, path, headers = case
     seen = []
 
-    def handler(
-        method,
-        path,
-        auth,
-        body,
-        too_large,
-        respond,
-        header_length=None,
-        trace=None,
-        encoding=None,
-        accept=None,
-    ):
+    def handler(method, path, auth, body, too_large, respond, header_length=None, trace=None, *_):
         seen.append((too_large, header_length))
         respond(413 if too_large is not None else 200, b"{}", None)
 
@@ -490,18 +479,7 @@ def test_connection_cap_evicts_idle_keepalive_first():
 
     refused = []
 
-    def handler(
-        method,
-        path,
-        auth,
-        body,
-        too_large,
-        respond,
-        header_length=None,
-        trace=None,
-        encoding=None,
-        accept=None,
-    ):
+    def handler(method, path, auth, body, too_large, respond, header_length=None, trace=None, *_):
         respond(200, b"{}", None)
 
     listener = Listener(handler, Settings(max_connections=2, retry_after_seconds=3),
@@ -524,18 +502,7 @@ def test_connection_cap_evicts_idle_keepalive_first():
 def test_a_client_that_does_not_read_its_replies_is_not_read_from():
     from ann.serve.http import Connection, Listener
 
-    def handler(
-        method,
-        path,
-        auth,
-        body,
-        too_large,
-        respond,
-        header_length=None,
-        trace=None,
-        encoding=None,
-        accept=None,
-    ):
+    def handler(method, path, auth, body, too_large, respond, header_length=None, trace=None, *_):
         respond(200, b"{}", None)
 
     conn, transport = Connection(Listener(handler, Settings())), FakeTransport()
@@ -555,18 +522,7 @@ def test_pipelined_requests_of_a_client_that_does_not_read_stop_being_read():
 
     handled = []
 
-    def handler(
-        method,
-        path,
-        auth,
-        body,
-        too_large,
-        respond,
-        header_length=None,
-        trace=None,
-        encoding=None,
-        accept=None,
-    ):
+    def handler(method, path, auth, body, too_large, respond, header_length=None, trace=None, *_):
         handled.append(path)
         respond(200, b"x" * 100_000, None)
 

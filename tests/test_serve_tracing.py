@@ -205,18 +205,7 @@ def test_the_http_layer_keeps_a_request_head_only_while_tracing():
 
     got = []
 
-    def handler(
-        method,
-        path,
-        auth,
-        body,
-        too_large,
-        respond,
-        header_length=None,
-        trace=None,
-        encoding=None,
-        accept=None,
-    ):
+    def handler(method, path, auth, body, too_large, respond, header_length=None, trace=None, *_):
         got.append((path, trace))
         respond(200, b"{}", None)
 
