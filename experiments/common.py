@@ -118,18 +118,24 @@ def spec(
     shape: Sequence[int],
     names: Sequence[str] | None = None,
     pad_id: int | None = None,
+    framing: Mapping[str, Any] | None = None,
 ) -> dict:
     """One signature entry (`ann.experiment.Signature`): numpy dtype name and per-example shape,
     plus the class or token `names` an integer input or output indexes (its values lie in
     [0, len(names)): the exported model's loader and the server refuse others), and for token
     rows padded on the right with `pad_id`, `"padding": {"id": pad_id, "side": "right"}`: the
     model reads a row up to its first pad, so the loader and the server refuse a pad before a
-    token, or a row of pads alone (`ann.artifact.padding_fault`)."""
+    token, or a row of pads alone (`ann.artifact.padding_fault`). `framing` (with `pad_id`):
+    how training frames each row beyond its padding, `{"task_ids": [...], "bos_id": ...,
+    "eos_id": ...}` (seq2seq's source: TASK TOKENS <eos> then pads): the loader and the server
+    refuse a row framed otherwise (`ann.artifact.Framing`)."""
     entry: dict[str, Any] = {"dtype": np.dtype(dtype).name, "shape": list(shape)}
     if names is not None:
         entry["names"] = list(names)
     if pad_id is not None:
         entry["padding"] = {"id": int(pad_id), "side": "right"}
+        if framing is not None:
+            entry["framing"] = dict(framing)
     return entry
 
 

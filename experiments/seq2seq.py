@@ -117,6 +117,14 @@ class Seq2Seq:
     def eos_id(self) -> int:
         return self.vocab.eos_id
 
+    @property
+    def task_ids(self) -> tuple[int, ...]:
+        """Ids of the task words (`task` names that are vocabulary tokens), which begin a
+        source: `reverse`, `sort`, `add` in digit_strings; the export's `source` framing starts
+        with one."""
+        index = self.vocab.index
+        return tuple(index[name] for name in self.task_names if name in index)
+
     def encode_source(self, text: str) -> np.ndarray:
         """'reverse 123' -> ids: whole words in the vocabulary, else characters; then <eos>.
         Raises ValueError naming a character outside the vocabulary, a source longer than the
@@ -241,7 +249,10 @@ class Seq2Seq:
         return metrics
 
     def input_signature(self) -> dict:
-        return {"source": spec("int32", [self.source_len], self.vocab.tokens, self.pad_id)}
+        # Framed as training frames a source (digit_strings: `[task] digits [+ digits] <eos>`,
+        # then pads): the loader and the server refuse other rows (`ann.artifact.Framing`).
+        framing = {"task_ids": list(self.task_ids), "bos_id": self.bos_id, "eos_id": self.eos_id}
+        return {"source": spec("int32", [self.source_len], self.vocab.tokens, self.pad_id, framing)}
 
     def output_signature(self) -> dict:
         return {"tokens": spec("int32", [self.target_len], self.vocab.tokens)}

@@ -142,6 +142,15 @@ def test_export_predicts_as_the_training_code(trained):
             np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-5, err_msg=key)
 
 
+def _framed(spec: dict) -> list[int]:
+    """Three ids a token input takes as a row's start: seq2seq's framing (a task word, a
+    digit, <eos>) where the manifest states one, else three of a token."""
+    framing = spec.get("framing")
+    if framing is None:
+        return [1, 1, 1]
+    return [framing["task_ids"][0], spec["names"].index("1"), framing["eos_id"]]
+
+
 def test_a_token_model_export_names_its_vocabulary_and_refuses_ids_outside_it(trained):
     """The manifest names the vocabulary a token model's integer inputs (and seq2seq's output)
     index, and the loader refuses ids outside it: one past it gave NaN probabilities (an LM)
@@ -155,7 +164,7 @@ def test_a_token_model_export_names_its_vocabulary_and_refuses_ids_outside_it(tr
     for key, names in indexed.items():
         assert names[0] == "<pad>" and len(set(names)) == len(names)
         ids = np.zeros([2, *manifest["inputs"][key]["shape"][1:]], np.int32)
-        ids[:, 0] = 1  # a token, then padding
+        ids[:, :3] = _framed(manifest["inputs"][key])  # tokens, then padding
         model.check({key: ids})
         ids[1, 3] = len(names)
         with pytest.raises(ValueError) as e:
@@ -181,7 +190,7 @@ def test_a_token_model_export_states_its_padding_and_refuses_rows_that_break_it(
     model = artifact.load(str(out))
     width = manifest["inputs"][key]["shape"][1]
     ids = np.zeros([2, width], np.int32)
-    ids[:, :2] = 1
+    ids[:, :3] = _framed(manifest["inputs"][key])
     assert model({key: ids})  # tokens first, then pads
     ids[1] = 0
     ids[1, 3] = 1  # pads before a token
@@ -201,6 +210,69 @@ def test_a_token_model_export_states_its_padding_and_refuses_rows_that_break_it(
         f"got int32[1, 11]; pad each row on the right with id 0 to {width} tokens (the tokens, "
         "then 0s)"
     )
+
+
+def test_a_seq2seq_export_refuses_sources_not_framed_as_in_training(trained):
+    """digit_strings frames a source `TASK digits [+ digits] <eos>`, then pads; the manifest
+    records the ids that framing needs (`framing`, beside `padding` and `names`), and the
+    loader and the server refuse a source framed otherwise, naming the row and the framing. A
+    source sent as "its ids, then pads" (no <eos>) was answered with a wrong text (`reverse
+    1 2 3 4 5` -> `3 4 3 2 1`), as were tokens after <eos>, a leading <bos>, no task word and
+    <eos> alone."""
+    from ann.serve import protocol
+    from ann.serve.dataplane import ServedModel
+    from ann.serve.errors import ServeError
+
+    name, _, _, out, manifest = trained
+    if name != "seq2seq":
+        assert all("framing" not in v for v in manifest["inputs"].values())
+        return
+    spec = manifest["inputs"]["source"]
+    index = {t: i for i, t in enumerate(spec["names"])}
+    width = spec["shape"][1]
+
+    def row(text: str) -> list[int]:
+        ids = [index[t] for t in text.split()]
+        return ids + [0] * (width - len(ids))
+
+    good = [row("reverse 1 2 3 4 5 <eos>"), row("add 1 2 + 3 4 <eos>"), row("sort 9 <eos>")]
+    model = artifact.load(str(out))
+    assert model({"source": np.array(good, np.int32)})["tokens"].shape[0] == 3
+    served_inputs = ServedModel("s2s", "1", model, "test").inputs  # what `ann serve` checks
+    for bad, why in [
+        ("reverse 1 2 3 4 5", "no <eos> (id 2) after its tokens"),
+        ("reverse 1 2 <eos> 3", "tokens after <eos>, from position 4"),
+        ("<bos> reverse 1 2 <eos>", "<bos> (id 1) at position 0"),
+        ("5 <eos>", "it starts with 5 (id 8), not a task word"),
+        ("<eos>", "it starts with <eos> (id 2), not a task word"),
+        ("sort <eos>", "nothing between the task word and <eos>"),
+    ]:
+        batch = np.array([good[0], row(bad)], np.int32)
+        with pytest.raises(ValueError) as e:
+            model({"source": batch})
+        message = str(e.value)
+        assert message.startswith("input 'source': row 1: expected TASK TOKENS <eos> then pads: ")
+        assert "a task word (reverse=14, sort=15, add=16)" in message
+        assert message.endswith(f": {why}"), message
+        body = {"inputs": [{"name": "source", "shape": [2, width], "datatype": "INT32",
+                            "data": batch.ravel().tolist()}]}  # fmt: skip
+        with pytest.raises(ServeError) as served:
+            protocol.decode_infer(json.dumps(body).encode(), served_inputs, {}, 8)
+        assert served.value.status == 400
+        assert served.value.message.removeprefix("inputs[0].data: ") == message.removeprefix(
+            "input 'source': "
+        )
+    assert spec["framing"] == {
+        "task_ids": [index["reverse"], index["sort"], index["add"]],
+        "bos_id": index["<bos>"],
+        "eos_id": index["<eos>"],
+    }
+    # An export written before `framing` was recorded loads, and is checked for padding only.
+    older = {k: v for k, v in spec.items() if k != "framing"}
+    old = artifact.Model(
+        str(out), {**manifest, "inputs": {"source": older}}, model._exported, model.weights, ""
+    )
+    assert old.check({"source": np.array([row("reverse 1 2 3 4 5")], np.int32)}) == 1
 
 
 def test_ann_report_reads_the_run(trained, tmp_path):

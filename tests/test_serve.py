@@ -1208,3 +1208,63 @@ def test_fuzzed_binary_requests_are_explained(case):
     else:  # (it unpacked 5 of InferRequest's 6 fields: a case that decodes failed the test)
         image = decoded.inputs["image"]
         assert image.shape == (decoded.rows, 8, 8, 1) and image.dtype == np.uint8
+
+
+def test_framed_token_rows_must_keep_their_framing():
+    """A seq2seq `source` is framed as training frames it (the manifest's `framing` next to its
+    `padding`): a task word, its tokens, <eos>, then pads. A source without <eos> (as the
+    README's "its ids, then pads" had a client send) was answered 200 with a wrong text
+    (`reverse 1 2 3 4 5` -> `3 4 3 2 1`), as were tokens after <eos>, a leading <bos>, no task
+    word and <eos> alone; now 400 naming the row and the framing, JSON and binary alike. An
+    entry without `framing` (an older export) is checked for its padding only, as before."""
+    vocab = ["<pad>", "<bos>", "<eos>", "1", "2", "+", "reverse", "add"]
+    entry = {"dtype": "int32", "shape": [6], "names": vocab, "padding": {"id": 0, "side": "right"}}
+    framing = {"task_ids": [6, 7], "bos_id": 1, "eos_id": 2}
+    framed = {"source": {**entry, "framing": framing}}
+
+    def decode(ids, signature=framed, binary=False):
+        ids = np.array(ids, "<i4")
+        tensor = {"name": "source", "shape": list(ids.shape), "datatype": "INT32"}
+        if not binary:
+            body = json.dumps({"inputs": [{**tensor, "data": ids.ravel().tolist()}]}).encode()
+            return protocol.decode_infer(body, signature, OUTPUTS, 8)
+        head = json.dumps({"inputs": [{**tensor, "parameters": {"binary_data_size": ids.nbytes}}]})
+        return protocol.decode_infer(head.encode() + ids.tobytes(), signature, OUTPUTS, 8,
+                                     str(len(head)).encode())  # fmt: skip
+
+    fine = [[6, 3, 4, 2, 0, 0], [7, 3, 5, 4, 2, 0], [6, 3, 3, 3, 3, 2]]
+    for binary in (False, True):
+        assert decode(fine, binary=binary).inputs["source"].tolist() == fine
+    rule = (
+        "expected TASK TOKENS <eos> then pads: a task word (reverse=6, add=7), then at least one "
+        "token that is none of <pad>=0, <bos>=1, <eos>=2 or a task word, then <eos> (id 2), then "
+        "only pads (id 0)"
+    )
+    field = {False: "inputs[0].data", True: "inputs[0] (binary)"}
+    for row, got in [
+        ([6, 3, 4, 3, 0, 0], "[6, 3, 4, 3] then pads: no <eos> (id 2) after its tokens"),
+        ([6, 3, 4, 3, 4, 3], "[6, 3, 4, 3, 4, 3]: no <eos> (id 2) after its tokens"),
+        ([6, 3, 2, 4, 0, 0], "[6, 3, 2, 4] then pads: tokens after <eos>, from position 3"),
+        ([1, 6, 3, 2, 0, 0], "[1, 6, 3, 2] then pads: <bos> (id 1) at position 0"),
+        ([3, 3, 2, 0, 0, 0], "[3, 3, 2] then pads: it starts with 1 (id 3), not a task word"),
+        ([2, 0, 0, 0, 0, 0], "[2] then pads: it starts with <eos> (id 2), not a task word"),
+        ([6, 2, 0, 0, 0, 0], "[6, 2] then pads: nothing between the task word and <eos>"),
+        ([6, 3, 7, 3, 2, 0], "[6, 3, 7, 3, 2] then pads: a second task word at position 2"),
+    ]:
+        for binary in (False, True):
+            with pytest.raises(ServeError) as e:
+                decode([fine[0], row], binary=binary)
+            assert e.value.status == 400 and e.value.reason == "framing"
+            assert e.value.message == f"{field[binary]}: row 1: {rule}; got {got}"
+    # A padding fault is told as such first; an entry without `framing` takes any framing.
+    with pytest.raises(ServeError) as e:
+        decode([[6, 0, 3, 2, 0, 0]])
+    assert e.value.reason == "padding"
+    assert decode([[3, 3, 0, 0, 0, 0]], {"source": entry}).inputs["source"].tolist()[0][0] == 3
+    # Without task words the framing is TOKENS <eos> then pads.
+    untasked = {"source": {**entry, "framing": {"task_ids": [], "bos_id": 1, "eos_id": 2}}}
+    assert decode([[3, 4, 2, 0, 0, 0]], untasked).inputs["source"].shape == (1, 6)
+    with pytest.raises(ServeError, match=r"row 0: expected TOKENS <eos> then pads: at least one "
+                       r"token that is none of <pad>=0, <bos>=1, <eos>=2, then .* got \[2\] then "
+                       r"pads: nothing between the start and <eos>$"):  # fmt: skip
+        decode([[2, 0, 0, 0, 0, 0]], untasked)

@@ -233,10 +233,17 @@ def given(tensor: Mapping[str, Any], key: str) -> str:
 class _Spec:
     """What one input's signature entry means, worked out once, not per request."""
 
-    __slots__ = ("dtype", "datatype", "expected", "kind", "floating", "low", "high", "ids", "pad")
+    __slots__ = (
+        "dtype", "datatype", "expected", "kind", "floating", "low", "high", "ids", "pad", "framing"
+    )  # fmt: skip
 
     def __init__(
-        self, dtype: str, shape: tuple[int, ...], names: int | None = None, pad: int | None = None
+        self,
+        dtype: str,
+        shape: tuple[int, ...],
+        names: int | None = None,
+        pad: int | None = None,
+        framing: artifact.Framing | None = None,
     ):
         self.dtype = np.dtype(dtype)
         self.datatype = DATATYPES[self.dtype.name]
@@ -249,6 +256,8 @@ class _Spec:
         self.ids = names if self.kind in "iu" else None
         # Token rows padded on the right with this id (`artifact.pad_id`), else None.
         self.pad = pad if self.kind in "iu" else None
+        # How such rows are framed beyond their padding (`artifact.Framing`: seq2seq's source).
+        self.framing = framing if self.pad is not None else None
         if self.kind in "iu":
             info = np.iinfo(self.dtype)
             self.low, self.high = int(info.min), int(info.max)
@@ -258,7 +267,9 @@ class _Spec:
             self.low = self.high = 0
 
 
-_SPECS: dict[tuple[str, tuple[int, ...], int | None, int | None], _Spec] = {}
+_SPECS: dict[
+    tuple[str, tuple[int, ...], int | None, int | None, artifact.Framing | None], _Spec
+] = {}
 
 
 def _spec(entry: Mapping[str, Any]) -> _Spec:
@@ -268,6 +279,7 @@ def _spec(entry: Mapping[str, Any]) -> _Spec:
         tuple(entry["shape"]),
         None if names is None else len(names),
         artifact.pad_id(entry),
+        artifact.framing(entry) if "framing" in entry else None,
     )
     spec = _SPECS.get(key)
     if spec is None:
@@ -277,12 +289,16 @@ def _spec(entry: Mapping[str, Any]) -> _Spec:
 
 def _padded(field: str, array: np.ndarray, spec: _Spec) -> np.ndarray:
     """`array` if its rows keep their right padding (`artifact.padding_fault`: a pad before
-    a token, or a row of pads alone, was answered 200 for the wrong position, or for nothing);
-    else a refusal naming the row and the position."""
+    a token, or a row of pads alone, was answered 200 for the wrong position, or for nothing)
+    and, where the signature states one, their framing (`artifact.Framing`: a seq2seq source
+    without its <eos> was answered 200 with a meaningless text); else a refusal naming the row
+    and what it needs."""
     if spec.pad is not None:
         fault = artifact.padding_fault(array, spec.pad)
         if fault is not None:
             raise ServeError(400, f"{field}: {fault}", "padding")
+        if spec.framing is not None and (fault := spec.framing.fault(array)) is not None:
+            raise ServeError(400, f"{field}: {fault}", "framing")
     return array
 
 
