@@ -93,17 +93,26 @@ def _ban(logits: jax.Array, banned: Sequence[int]) -> jax.Array:
 
 
 def greedy(
-    model: nnx.Module, source: jax.Array, target_len: int, *, bos_id: int, eos_id: int, pad_id: int
+    model: nnx.Module,
+    source: jax.Array,
+    target_len: int,
+    *,
+    bos_id: int,
+    eos_id: int,
+    pad_id: int,
+    banned: Sequence[int] = (),
 ) -> jax.Array:
     """Greedy decoding of a `seq2seq` model: [b, target_len] ids, padding after <eos>; a row
-    not done never writes <pad> or <bos> (they frame a target, and are none of it)."""
+    not done never writes <pad> or <bos> (they frame a target, and are none of it), nor the
+    `banned` ids (ids that are never part of a target: seq2seq's task words)."""
+    banned = (pad_id, bos_id, *banned)
     memory, memory_mask = model.encode(source)
     b = source.shape[0]
     tokens = jnp.full((b, target_len + 1), pad_id, jnp.int32).at[:, 0].set(bos_id)
 
     def step(i, carry):
         tokens, done = carry
-        logits = _ban(model.decode(tokens[:, :-1], memory, memory_mask)[:, i], (pad_id, bos_id))
+        logits = _ban(model.decode(tokens[:, :-1], memory, memory_mask)[:, i], banned)
         nxt = jnp.where(done, pad_id, logits.argmax(-1).astype(jnp.int32))
         return tokens.at[:, i + 1].set(nxt), done | (nxt == eos_id)
 
@@ -120,12 +129,15 @@ def beam_search(
     bos_id: int,
     eos_id: int,
     pad_id: int,
+    banned: Sequence[int] = (),
 ) -> tuple[jax.Array, jax.Array]:
     """Beam search with a `seq2seq` model: (ids [b, beam, target_len], log-probs [b, beam]),
     best first. A finished beam (one that wrote <eos>) keeps its score and writes padding; a
     live one never writes <pad> or <bos> (written, they were dropped from the text: the n-best
-    list held the same text several times). Scores are plain sums of the model's
+    list held the same text several times), nor the `banned` ids (never part of a target:
+    seq2seq's task words, which the n-best list held). Scores are plain sums of the model's
     log-probabilities (no length normalization)."""
+    banned = (pad_id, bos_id, *banned)
     b, k = source.shape[0], beam_size
     memory, memory_mask = model.encode(source)
     # What encode returns (the mask, or under rotary positions (mask, positions)), per beam.
@@ -139,7 +151,7 @@ def beam_search(
         tokens, scores, done = carry
         flat = tokens.reshape(b * k, -1)[:, :-1]
         logits = model.decode(flat, memory, memory_mask)[:, i].astype(jnp.float32)
-        logp = _ban(jax.nn.log_softmax(logits), (pad_id, bos_id)).reshape(b, k, -1)
+        logp = _ban(jax.nn.log_softmax(logits), banned).reshape(b, k, -1)
         vocab = logp.shape[-1]
         # A finished beam extends only with padding, at no cost.
         only_pad = jnp.full((vocab,), -jnp.inf).at[pad_id].set(0.0)

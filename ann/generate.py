@@ -140,7 +140,7 @@ def main(argv: list[str]) -> None:
             source = jnp.asarray(experiment.encode_source(FLAGS.source))[None]
         except ValueError as e:
             raise cli.FlagError(f"--source={FLAGS.source!r}: {e}") from None
-        ids = dict(bos_id=experiment.bos_id, eos_id=experiment.eos_id, pad_id=experiment.pad_id)
+        ids = experiment.decoding_ids  # <pad>, <bos> and task words are never written
         beams, scores = jax.jit(
             lambda m, s: beam_search(m, s, experiment.target_len, beam_size=FLAGS.beam_size, **ids)
         )(model, source)

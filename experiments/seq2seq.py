@@ -120,10 +120,18 @@ class Seq2Seq:
     @property
     def task_ids(self) -> tuple[int, ...]:
         """Ids of the task words (`task` names that are vocabulary tokens), which begin a
-        source: `reverse`, `sort`, `add` in digit_strings; the export's `source` framing starts
-        with one."""
+        source: `reverse`, `sort`, `add` in digit_strings. Decoding never writes them (a beam's
+        n-best list held them), and the export's `source` framing starts with one."""
         index = self.vocab.index
         return tuple(index[name] for name in self.task_names if name in index)
+
+    @property
+    def decoding_ids(self) -> dict:
+        """The ids `ann.decoding.greedy` and `beam_search` take (here, in the export and in
+        `ann generate`): a decoded target never holds <pad>, <bos> or a task word."""
+        return dict(
+            bos_id=self.bos_id, eos_id=self.eos_id, pad_id=self.pad_id, banned=self.task_ids
+        )
 
     def encode_source(self, text: str) -> np.ndarray:
         """'reverse 123' -> ids: whole words in the vocabulary, else characters; then <eos>.
@@ -189,14 +197,7 @@ class Seq2Seq:
         return loss, {"loss": loss, "token_accuracy": accuracy}
 
     def _greedy(self, model, source):
-        return decoding.greedy(
-            model,
-            source,
-            self.target_len,
-            bos_id=self.bos_id,
-            eos_id=self.eos_id,
-            pad_id=self.pad_id,
-        )
+        return decoding.greedy(model, source, self.target_len, **self.decoding_ids)
 
     def _beam(self, model, source):
         beams, _ = decoding.beam_search(
@@ -204,9 +205,7 @@ class Seq2Seq:
             source,
             self.target_len,
             beam_size=self.settings["eval_beam_size"],
-            bos_id=self.bos_id,
-            eos_id=self.eos_id,
-            pad_id=self.pad_id,
+            **self.decoding_ids,
         )
         return beams[:, 0]  # best first
 

@@ -460,6 +460,45 @@ def test_generate_flags_are_checked_before_a_model_is_restored(tmp_path, args, m
         assert one_line_error(result) == f"error: {message}"
 
 
+def test_seq2seq_decoding_never_writes_a_task_word():
+    """A task word begins a source and is none of a target (digit_strings' targets are digits
+    and <eos>), yet greedy and beam decoding wrote one where the model favoured it: the n-best
+    list of `ann generate --beam_size` and the export's answers could hold `reverse`. The
+    experiment's decoding (eval, the export's `predict`, `ann generate`) bans task words as it
+    bans <pad> and <bos>."""
+    from experiments.common import Vocabulary
+    from experiments.seq2seq import Seq2Seq
+
+    experiment = Seq2Seq(tiny("digit_seq2seq", **{"task.eval_beam_size": 4}))
+    experiment.vocab = Vocabulary(list(digit_strings.VOCABULARY), 0, 1, 2)
+    experiment.task_names, experiment.target_len = list(digit_strings.TASKS), 4
+    index = experiment.vocab.index
+    tasks = [index[t] for t in digit_strings.TASKS]
+
+    class FavoursTaskWords:  # a seq2seq stand-in whose likeliest next ids are the task words
+        def encode(self, source):
+            return jnp.zeros((source.shape[0], 1, 4)), jnp.ones((source.shape[0], 1), bool)
+
+        def decode(self, tokens, memory, mask):
+            logits = jnp.zeros(len(index)).at[jnp.array(tasks)].set(5.0).at[index["7"]].set(3.0)
+            return jnp.broadcast_to(logits, (*tokens.shape, len(index)))
+
+    model, source = FavoursTaskWords(), jnp.array([[index["sort"], index["7"], 2, 0]])
+    greedy = experiment.predict(model, {"source": source})["tokens"]
+    assert greedy.tolist() == [[index["7"]] * 4]
+    best = experiment._beam(model, source)  # eval's beam_exact_match
+    for row in best.tolist():
+        assert not set(row) & {0, 1, *tasks}, row
+    # `ann generate --beam_size` decodes with the experiment's ids: its n-best list too.
+    assert experiment.decoding_ids["banned"] == tuple(tasks)
+    beams, scores = decoding.beam_search(model, source, 4, beam_size=8, **experiment.decoding_ids)
+    for row in beams[0].tolist():
+        written = row[: row.index(2) + 1] if 2 in row else row
+        assert not set(written) & {0, 1, *tasks}, row
+        assert row[len(written) :] == [0] * (len(row) - len(written)), row
+    assert bool(jnp.isfinite(scores).all())
+
+
 def test_a_source_outside_the_vocabulary_or_too_long_is_named():
     # `ann generate` turns these into one `error: --source=...` line (they were tracebacks).
     from experiments.seq2seq import Seq2Seq
