@@ -624,8 +624,9 @@ class Model:
             )
         inputs = {k: np.asarray(v) for k, v in inputs.items()}
         if self.check(inputs) == 0:
+            # One row of zeros, run unchecked: a padded input refuses a row of pads alone.
             one = {k: np.zeros((1, *v.shape[1:]), v.dtype) for k, v in inputs.items()}
-            return {k: v[:0] for k, v in self(one).items()}
+            return {k: np.asarray(v)[:0] for k, v in self._jitted(self.weights, one).items()}
         return {k: np.asarray(v) for k, v in self._jitted(self.weights, inputs).items()}
 
     @property

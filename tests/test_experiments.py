@@ -192,6 +192,9 @@ def test_a_token_model_export_states_its_padding_and_refuses_rows_that_break_it(
     ids = np.zeros([2, width], np.int32)
     ids[:, :3] = _framed(manifest["inputs"][key])
     assert model({key: ids})  # tokens first, then pads
+    # Zero rows give empty outputs (the row of zeros run in their place was refused as padding).
+    empty = model({key: ids[:0]})
+    assert set(empty) == set(manifest["outputs"]) and all(len(v) == 0 for v in empty.values())
     ids[1] = 0
     ids[1, 3] = 1  # pads before a token
     with pytest.raises(ValueError) as e:
