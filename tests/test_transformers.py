@@ -486,16 +486,19 @@ def test_seq2seq_decoding_never_writes_a_task_word():
     model, source = FavoursTaskWords(), jnp.array([[index["sort"], index["7"], 2, 0]])
     greedy = experiment.predict(model, {"source": source})["tokens"]
     assert greedy.tolist() == [[index["7"]] * 4]
+
+    def assert_written_without_task_words(row):
+        written = row[: row.index(2) + 1] if 2 in row else row  # then pads
+        assert not set(written) & {0, 1, *tasks}, row
+        assert row[len(written) :] == [0] * (len(row) - len(written)), row
+
     best = experiment._beam(model, source)  # eval's beam_exact_match
-    for row in best.tolist():
-        assert not set(row) & {0, 1, *tasks}, row
+    assert_written_without_task_words(best[0].tolist())
     # `ann generate --beam_size` decodes with the experiment's ids: its n-best list too.
     assert experiment.decoding_ids["banned"] == tuple(tasks)
     beams, scores = decoding.beam_search(model, source, 4, beam_size=8, **experiment.decoding_ids)
     for row in beams[0].tolist():
-        written = row[: row.index(2) + 1] if 2 in row else row
-        assert not set(written) & {0, 1, *tasks}, row
-        assert row[len(written) :] == [0] * (len(row) - len(written)), row
+        assert_written_without_task_words(row)
     assert bool(jnp.isfinite(scores).all())
 
 
