@@ -540,6 +540,9 @@ def framing(spec: Mapping[str, Any]) -> Framing | None:
     if not isinstance(entry, dict) or pad is None or type(entry.get("eos_id")) is not int:
         return None
     bos, tasks = entry.get("bos_id"), entry.get("task_ids") or []
+    ids = [entry["eos_id"], *tasks, *([bos] if bos is not None else [])]
+    if not isinstance(tasks, list) or not all(type(i) is int and 0 <= i < 1 << 20 for i in ids):
+        return None  # not one ann writes (a hand-made manifest): padding checked alone
     return Framing(
         pad, entry["eos_id"], bos if type(bos) is int else None, tasks, spec.get("names")
     )
