@@ -617,8 +617,10 @@ OWN_EMPTY: set[str] = set()
 def empty_item(name: str, values: Sequence[str]) -> str | None:
     """The refusal of a comma-separated flag's list (`values`, as absl split it) with an empty
     name in it (`--split=test,`), naming where; None for none."""
-    if "" not in values or not any(values):
+    if "" not in values:
         return None
+    if not any(values):  # `--split=,`
+        return f"`--{name}={','.join(values)}` names nothing; give names, or drop the flag"
     where = (
         "after a comma"
         if values[-1] == ""

@@ -1809,6 +1809,7 @@ def test_a_text_flag_given_empty_is_refused_not_taken_for_unset():
         ("--requests=a.jsonl,,b.jsonl", "`--requests=a.jsonl,,b.jsonl` has an empty name between"),
         ("--split=test,", "`--split=test,` has an empty name after a comma; drop it"),
         ("--split=,test", "`--split=,test` has an empty name before a comma; drop it"),
+        ("--split=,", "`--split=,` names nothing; give names, or drop the flag"),
     ]:
         flag_values.unparse_flags()
         flag_values(["prog", given])

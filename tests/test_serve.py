@@ -267,6 +267,23 @@ def test_compressed_request_bodies_and_replies(served):
     assert body["error"].startswith(
         "Content-Encoding: expected gzip, deflate or identity (one of them), got 'br'"
     ), body
+    # Two Content-Encoding headers are one list (gzip twice): it was inflated once, then
+    # "body: expected a JSON object, got text that is not UTF-8 (byte 0x8b ...)".
+    twice = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        twice.putrequest("POST", path)
+        for header, value in [
+            ("Content-Encoding", "gzip"),
+            ("Content-Encoding", "gzip"),
+            ("Content-Length", str(len(gzip.compress(gzip.compress(plain))))),
+        ]:
+            twice.putheader(header, value)  # fmt: skip
+        twice.endheaders(gzip.compress(gzip.compress(plain)))
+        response = twice.getresponse()
+        said = json.loads(response.read())
+        assert response.status == 415 and "got 'gzip, gzip'" in said["error"], said
+    finally:
+        twice.close()
     status, _, body = request(port, "POST", path, gzip.compress(plain)[:-30],
                               {"Content-Encoding": "gzip"})  # fmt: skip
     assert status == 400 and "expected complete gzip data" in body["error"], body

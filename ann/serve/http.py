@@ -311,7 +311,9 @@ class Connection(asyncio.Protocol):
         elif len(name) == 31 and name.lower() == b"inference-header-content-length":
             self._header_length = value
         elif len(name) == 16 and name.lower() == b"content-encoding":
-            self._encoding = value
+            # Repeated, the header is one list (RFC 9110 5.3): `gzip` twice is gzip applied
+            # twice, which was inflated once.
+            self._encoding = value if self._encoding is None else self._encoding + b", " + value
         elif len(name) == 15 and name.lower() == b"accept-encoding":
             self._accept = value
 
