@@ -155,6 +155,13 @@ def largest_data_file(step_dir: pathlib.Path) -> pathlib.Path:
     return max(files, key=lambda p: p.stat().st_size)
 
 
+def truncate_largest(step_dir: pathlib.Path) -> pathlib.Path:
+    """Damages a step: its largest data file loses its last 7 bytes; returns that file."""
+    victim = largest_data_file(step_dir)
+    victim.write_bytes(victim.read_bytes()[:-7])
+    return victim
+
+
 def test_every_committed_step_has_a_manifest_of_its_files(trained):
     for kind in ("checkpoints", "checkpoints_best"):
         for step in saved_steps(trained, kind):
@@ -230,8 +237,7 @@ def test_a_damaged_newest_step_is_repaired_from_its_intact_best_copy(tmp_path, t
     # resumed from step 10, then deleted the intact best as past where it started.
     workdir = copy_run(trained, tmp_path / "run")
     assert saved_steps(workdir, "checkpoints_best") == [20]
-    victim = largest_data_file(workdir / "checkpoints" / "20")
-    victim.write_bytes(victim.read_bytes()[:-7])
+    victim = truncate_largest(workdir / "checkpoints" / "20")
     with caplog.at_level(logging.WARNING):
         result = train_and_evaluate(tiny(total_steps=30), str(workdir))
     assert result.step == 30
@@ -252,8 +258,7 @@ def test_a_damaged_best_checkpoint_is_repaired_on_resume(tmp_path, trained, capl
     # A fresh-user trial: checkpoints_best/20 damaged, a rerun resumed without a word; once
     # max_to_keep dropped checkpoints/20, export and report failed for good.
     workdir = copy_run(trained, tmp_path / "run")
-    victim = largest_data_file(workdir / "checkpoints_best" / "20")
-    victim.write_bytes(victim.read_bytes()[:-7])
+    truncate_largest(workdir / "checkpoints_best" / "20")
     with caplog.at_level(logging.WARNING):
         train_and_evaluate(tiny(total_steps=20), str(workdir))  # finished: restores only
     assert (
@@ -274,8 +279,7 @@ def test_a_damaged_best_checkpoint_without_a_copy_is_set_aside_and_chosen_again(
     # A best of step 10 (renamed: the same files), its copy in checkpoints/ gone, then damaged.
     os.rename(workdir / "checkpoints_best" / "20", workdir / "checkpoints_best" / "10")
     shutil.rmtree(workdir / "checkpoints" / "10")
-    victim = largest_data_file(workdir / "checkpoints_best" / "10")
-    victim.write_bytes(victim.read_bytes()[:-7])
+    truncate_largest(workdir / "checkpoints_best" / "10")
     with caplog.at_level(logging.WARNING):
         result = train_and_evaluate(tiny(total_steps=30), str(workdir))
     assert result.step == 30
@@ -315,8 +319,7 @@ def test_a_best_past_damaged_steps_is_kept_aside_not_deleted(tmp_path, trained, 
     # "an earlier attempt's".
     workdir = copy_run(trained, tmp_path / "run")
     os.rename(workdir / "checkpoints_best" / "20", workdir / "checkpoints_best" / "15")
-    victim = largest_data_file(workdir / "checkpoints" / "20")
-    victim.write_bytes(victim.read_bytes()[:-7])
+    truncate_largest(workdir / "checkpoints" / "20")
     with caplog.at_level(logging.WARNING):
         result = train_and_evaluate(tiny(total_steps=30), str(workdir))
     assert result.step == 30
@@ -417,8 +420,7 @@ def test_a_best_checkpoint_past_where_a_run_starts_is_not_taken_as_its_own(
 
 def test_a_damaged_step_is_an_error_naming_the_file_for_export(tmp_path, trained):
     workdir = copy_run(trained, tmp_path / "run")
-    victim = largest_data_file(workdir / "checkpoints" / "20")
-    victim.write_bytes(victim.read_bytes()[:-7])
+    victim = truncate_largest(workdir / "checkpoints" / "20")
     shutil.rmtree(workdir / "checkpoints_best")  # no intact copy of step 20 to fall back on
     with pytest.raises(CheckpointError) as e:
         restore_model(str(workdir), "latest")
@@ -436,14 +438,12 @@ def test_a_damaged_best_step_is_restored_from_its_intact_copy(tmp_path, trained,
     workdir = copy_run(trained, tmp_path / "run")
     step = saved_steps(workdir, "checkpoints_best")[-1]
     assert step in saved_steps(workdir)
-    victim = largest_data_file(workdir / "checkpoints_best" / str(step))
-    victim.write_bytes(victim.read_bytes()[:-7])
+    truncate_largest(workdir / "checkpoints_best" / str(step))
     with caplog.at_level(logging.WARNING):
         assert restore_model(str(workdir), "best")[2] == step
     assert f"checkpoint step {step} in {workdir}/checkpoints_best is damaged" in caplog.text
     assert f"restored its copy in {workdir}/checkpoints" in caplog.text
-    copy = largest_data_file(workdir / "checkpoints" / str(step))
-    copy.write_bytes(copy.read_bytes()[:-7])  # both copies damaged: an error naming both
+    truncate_largest(workdir / "checkpoints" / str(step))  # both damaged: an error naming both
     with pytest.raises(CheckpointError, match=f"and so is its copy in {workdir}/checkpoints "):
         restore_model(str(workdir), "best")
 

@@ -935,6 +935,18 @@ def test_a_copy_out_of_the_registry_is_served_as_its_version(digits_export, tmp_
         load_model(str(baked), None)
 
 
+def _writable_copy(out, tmp_path):
+    """A registered version of `out` copied out of the registry, writable: (the copy, its
+    registry.json, that file's record)."""
+    path = Registry(str(tmp_path / "reg")).register(str(out), "digits").path
+    copy = tmp_path / "copy"
+    shutil.copytree(path, copy)
+    os.chmod(copy, 0o755)
+    record_file = copy / "registry.json"
+    os.chmod(record_file, 0o644)
+    return copy, record_file, json.loads(record_file.read_text())
+
+
 def test_a_copys_registry_json_is_held_to_the_registrys_rules(digits_export, tmp_path):
     # A copy's registry.json was trusted: "name": "x/../../../zz" made `ann report` write
     # report-x/../../../zz-1 three directories above the working directory and `ann serve`
@@ -942,14 +954,7 @@ def test_a_copys_registry_json_is_held_to_the_registrys_rules(digits_export, tmp
     # taken as they came (report-digits--3, "digits version True", report--1).
     from ann.serve.repository import load_model
 
-    _, out = digits_export
-    path = Registry(str(tmp_path / "reg")).register(str(out), "digits").path
-    copy = tmp_path / "copy"
-    shutil.copytree(path, copy)
-    os.chmod(copy, 0o755)
-    record_file = copy / "registry.json"
-    os.chmod(record_file, 0o644)
-    good = json.loads(record_file.read_text())
+    copy, record_file, good = _writable_copy(digits_export[1], tmp_path)
     workdir = tmp_path / "sand" / "a" / "b"
     workdir.mkdir(parents=True)
     name_rule = "letters, digits, '_', '.' or '-' (at most 128), starting with a letter or digit"
@@ -988,14 +993,7 @@ def test_a_copys_registry_json_says_what_is_wrong_in_json_terms(digits_export, t
     model's load (2.7 s where the other checks take 0.3 s)."""
     from ann.serve.repository import load_model
 
-    _, out = digits_export
-    path = Registry(str(tmp_path / "reg")).register(str(out), "digits").path
-    copy = tmp_path / "copy"
-    shutil.copytree(path, copy)
-    os.chmod(copy, 0o755)
-    record_file = copy / "registry.json"
-    os.chmod(record_file, 0o644)
-    good = json.loads(record_file.read_text())
+    copy, record_file, good = _writable_copy(digits_export[1], tmp_path)
     again = "copy the version again from the registry (ann registry resolve)"
     name_rule = "letters, digits, '_', '.' or '-' (at most 128), starting with a letter or digit"
     for record, said in [

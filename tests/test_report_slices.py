@@ -238,15 +238,20 @@ def test_bounds_go_with_the_headline_direction():
         slices.slice_metrics(make_preds("regression", rows, outputs, exp), "label")
 
 
-def test_a_flagged_slices_interval_is_written_like_its_metric():
-    # The interval's ends had 3 decimals beside the slice's 4: "writer_group=0 0.9286 [0.685,
-    # 0.987]" in the digits report.
+def _two_groups() -> Predictions:
+    """Binary predictions of two groups: 13 of 14 right in group 0, 81 of 263 in group 1."""
     groups = {0: (13, 14), 1: (81, 263)}  # group -> (right rows, rows)
     group = np.concatenate([np.full(n, g) for g, (_, n) in groups.items()])
     right = np.concatenate([np.arange(n) < k for k, n in groups.values()])
     rows = {"label": np.zeros(len(group), int), "group": group}
     exp = types.SimpleNamespace(label_key="label", class_names=["a", "b"])
-    preds = make_preds("classification", rows, {"label": np.where(right, 0, 1)}, exp)
+    return make_preds("classification", rows, {"label": np.where(right, 0, 1)}, exp)
+
+
+def test_a_flagged_slices_interval_is_written_like_its_metric():
+    # The interval's ends had 3 decimals beside the slice's 4: "writer_group=0 0.9286 [0.685,
+    # 0.987]" in the digits report.
+    preds = _two_groups()
     preds.config.report.slice_min = 0.95
     notes = slices._notes(slices.slice_metrics(preds, "field:group"))
     assert notes[-2] == (
@@ -259,12 +264,7 @@ def test_index_html_has_a_table_of_the_slices():
     """index.html showed a slicing's names, sizes, headline and ci95 only in the collapsed "all
     values" JSON, unrounded ("0.9285714285714286"), and `higher_is_better | True` as Python's
     repr: a table per slicing now, written as the notes write them."""
-    groups = {0: (13, 14), 1: (81, 263)}  # group -> (right rows, rows)
-    group = np.concatenate([np.full(n, g) for g, (_, n) in groups.items()])
-    right = np.concatenate([np.arange(n) < k for k, n in groups.values()])
-    rows = {"label": np.zeros(len(group), int), "group": group}
-    exp = types.SimpleNamespace(label_key="label", class_names=["a", "b"])
-    preds = make_preds("classification", rows, {"label": np.where(right, 0, 1)}, exp)
+    preds = _two_groups()
     preds.config.report.slice_min = 0.5
     page = html._metrics_tables(slices.slice_metrics(preds, "field:group"))
     assert (

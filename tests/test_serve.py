@@ -422,6 +422,18 @@ def test_token_ids_outside_the_vocabulary_are_refused():
     assert metadata["parameters"]["labels"] == {"tokens": vocab, "next": vocab}
 
 
+def _decode_ids(name, ids, signature, binary):
+    """`protocol.decode_infer` of one INT32 input `name` holding `ids`, as JSON or binary."""
+    ids = np.array(ids, "<i4")
+    tensor = {"name": name, "shape": list(ids.shape), "datatype": "INT32"}
+    if not binary:
+        body = json.dumps({"inputs": [{**tensor, "data": ids.ravel().tolist()}]}).encode()
+        return protocol.decode_infer(body, signature, OUTPUTS, 8)
+    head = json.dumps({"inputs": [{**tensor, "parameters": {"binary_data_size": ids.nbytes}}]})
+    return protocol.decode_infer(head.encode() + ids.tobytes(), signature, OUTPUTS, 8,
+                                 str(len(head)).encode())  # fmt: skip
+
+
 def test_token_rows_must_keep_their_right_padding():
     """A language model's `tokens` (and seq2seq's `source`) are right-padded with the pad id
     (the manifest's `padding`): the LM answers for the position before the first pad. A row
@@ -433,14 +445,7 @@ def test_token_rows_must_keep_their_right_padding():
     padded = {"tokens": {**entry, "padding": {"id": 0, "side": "right"}}}
 
     def decode(ids, signature=padded, binary=False):
-        ids = np.array(ids, "<i4")
-        tensor = {"name": "tokens", "shape": list(ids.shape), "datatype": "INT32"}
-        if not binary:
-            body = json.dumps({"inputs": [{**tensor, "data": ids.ravel().tolist()}]}).encode()
-            return protocol.decode_infer(body, signature, OUTPUTS, 8)
-        head = json.dumps({"inputs": [{**tensor, "parameters": {"binary_data_size": ids.nbytes}}]})
-        return protocol.decode_infer(head.encode() + ids.tobytes(), signature, OUTPUTS, 8,
-                                     str(len(head)).encode())  # fmt: skip
+        return _decode_ids("tokens", ids, signature, binary)
 
     fine = [[2, 3, 4, 2], [2, 3, 0, 0], [4, 0, 0, 0]]
     for binary in (False, True):
@@ -1240,14 +1245,7 @@ def test_framed_token_rows_must_keep_their_framing():
     framed = {"source": {**entry, "framing": framing}}
 
     def decode(ids, signature=framed, binary=False):
-        ids = np.array(ids, "<i4")
-        tensor = {"name": "source", "shape": list(ids.shape), "datatype": "INT32"}
-        if not binary:
-            body = json.dumps({"inputs": [{**tensor, "data": ids.ravel().tolist()}]}).encode()
-            return protocol.decode_infer(body, signature, OUTPUTS, 8)
-        head = json.dumps({"inputs": [{**tensor, "parameters": {"binary_data_size": ids.nbytes}}]})
-        return protocol.decode_infer(head.encode() + ids.tobytes(), signature, OUTPUTS, 8,
-                                     str(len(head)).encode())  # fmt: skip
+        return _decode_ids("source", ids, signature, binary)
 
     fine = [[6, 3, 4, 2, 0, 0], [7, 3, 5, 4, 2, 0], [6, 3, 3, 3, 3, 2]]
     for binary in (False, True):

@@ -1482,6 +1482,16 @@ def test_a_dry_runs_lines_carry_the_sweeps_pythonpath(tmp_path, monkeypatch, one
     assert all(f" ann train --config={path} " in line for line in lines)
 
 
+def _dry_run(tmp_path, project, pythonpath):
+    """`ann sweep --config=parity.py --dry_run` of the user's project, run there."""
+    return subprocess.run(
+        [sys.executable, "-m", "ann.sweep", "--config=parity.py", f"--workdir={tmp_path / 'sw'}",
+         "--config.total_steps=50", "--dry_run"],
+        cwd=project, env={**os.environ, "PYTHONPATH": pythonpath}, capture_output=True,
+        text=True, timeout=400,
+    )  # fmt: skip
+
+
 def test_a_dry_runs_lines_of_a_users_experiment_work_pasted_into_a_fresh_shell(
     tmp_path, one_device
 ):
@@ -1490,12 +1500,7 @@ def test_a_dry_runs_lines_of_a_users_experiment_work_pasted_into_a_fresh_shell(
     the `cd` its relative config path needs: pasted into a fresh shell in $HOME, "error:
     --config=parity.py: no such file". Each line now stands alone, as command.sh."""
     project = users_project(tmp_path)
-    env = {**os.environ, "PYTHONPATH": f".{os.pathsep}{ROOT}"}  # ROOT: this checkout's ann
-    proc = subprocess.run(
-        [sys.executable, "-m", "ann.sweep", "--config=parity.py", f"--workdir={tmp_path / 'sw'}",
-         "--config.total_steps=50", "--dry_run"],
-        cwd=project, env=env, capture_output=True, text=True, timeout=400,
-    )  # fmt: skip
+    proc = _dry_run(tmp_path, project, f".{os.pathsep}{ROOT}")  # ROOT: this checkout's ann
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count(" ann train --config=parity.py ") == 2, proc.stdout
     pasted = paste(proc.stdout, tmp_path)  # the whole print, as a user copies it
@@ -1653,12 +1658,7 @@ def test_an_empty_pythonpath_entry_is_the_working_directory_in_every_exported_py
 
     project = users_project(tmp_path)
     # The sweep's own `ann` from ROOT, the user's modules from the empty entry after it.
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "ann.sweep", "--config=parity.py", f"--workdir={tmp_path / 'sw'}",
-         "--config.total_steps=50", "--dry_run"],
-        cwd=project, env=env, capture_output=True, text=True, timeout=400,
-    )  # fmt: skip
+    proc = _dry_run(tmp_path, project, f"{ROOT}{os.pathsep}")
     assert proc.returncode == 0, proc.stderr
     pasted = paste(proc.stdout, tmp_path)
     assert pasted.stdout == "config loaded\n" * 2, (proc.stdout, pasted.stderr)
