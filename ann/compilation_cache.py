@@ -38,13 +38,16 @@ def enable(path: str, given: str, fix: str) -> bool:
     executable: jax keeps only compiles over 1 s by default, which left the digits CNN's eval
     step and the small jits of a start (RNG, init) to recompile on every start of a training
     run (a warm start 0.3 s slower on this 2-core CPU), and most of a server's batch sizes.
-    $JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS, if set, wins. False (and nothing done) when
-    a directory set elsewhere ($JAX_COMPILATION_CACHE_DIR) wins.
+    $JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS, if set, wins. False when a directory set
+    elsewhere ($JAX_COMPILATION_CACHE_DIR) wins: `path` is then left alone, and every
+    executable is cached there alike (it kept jax's 1 s threshold: a server restarted with the
+    variable read 0 of its 11 batch sizes).
 
     Raises ValueError, `{given} cannot be the cache's directory (why); {fix}`, for a path that
     cannot be one (a file, a path below one, a directory this user may not write): jax warned
     once per executable and ran without a cache."""
     if jax.config.jax_compilation_cache_dir:
+        _every_executable()
         return False
     try:
         os.makedirs(path, exist_ok=True)
@@ -53,9 +56,15 @@ def enable(path: str, given: str, fix: str) -> bool:
     except OSError as e:
         raise ValueError(f"{given} cannot be the cache's directory ({e.strerror}); {fix}") from None
     jax.config.update("jax_compilation_cache_dir", path)
+    _every_executable()
+    return True
+
+
+def _every_executable() -> None:
+    """jax's persistent cache keeps every executable, unless the environment sets the minimum
+    compile time ($JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS)."""
     if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    return True
 
 
 def _count(event: str, **_: object) -> None:

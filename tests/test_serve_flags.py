@@ -211,6 +211,24 @@ def test_a_compilation_cache_dir_this_user_may_not_write_is_refused(tmp_path, mo
     )
 
 
+def test_a_cache_directory_set_elsewhere_still_keeps_every_executable(tmp_path, monkeypatch):
+    """$JAX_COMPILATION_CACHE_DIR wins over the flag (and training's default), and jax's 1 s
+    threshold stayed: a server restarted with the variable read 0 of its 11 batch sizes."""
+    import jax
+
+    from ann import compilation_cache
+
+    monkeypatch.delenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS")
+    threshold = jax.config.jax_persistent_cache_min_compile_time_secs
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)  # jax's default
+    try:
+        assert not compilation_cache.enable(str(tmp_path / "d"), "--f=D", "fix")
+        assert jax.config.jax_persistent_cache_min_compile_time_secs == 0.0
+    finally:
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", threshold)
+    assert not (tmp_path / "d").exists()  # the directory set elsewhere is the one used
+
+
 def test_settings_check_every_field():
     assert Settings().problem() is None
     with pytest.raises(ValueError, match="raise --max_queue_rows to at least 64"):
