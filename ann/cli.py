@@ -477,6 +477,11 @@ def parse_flags(argv: list[str]) -> list[str]:
                 f"{named} is a run directory; give a config file (configs/NAME.py), the one "
                 f"the run was made from{f': {made}' if made else ''}"
             )
+        if os.path.exists(path) and not os.path.isfile(path):  # read whole: /dev/zero, a FIFO
+            fail(
+                f"--config={given}: {path} is not a regular file (a device, a pipe or a "
+                "socket); give a config file (configs/NAME.py)"
+            )
         if (binary := _binary_file(path)) is not None:
             fail(
                 f"--config={given}: {path} is not a Python config file ({binary}); give a "

@@ -680,6 +680,20 @@ def test_a_binary_file_given_as_the_config_is_one_line(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_device_or_a_pipe_given_as_the_config_is_one_line(tmp_path):
+    # --config=/dev/zero grew to 8.8 GB in 8 s (read whole), a FIFO blocked for good, and
+    # /dev/null said "no such file".
+    fifo = tmp_path / "f.py"
+    os.mkfifo(fifo)
+    for path in ("/dev/zero", "/dev/null", str(fifo)):
+        line = one_line_error(ann("train", f"--config={path}", f"--workdir={tmp_path / 'run'}"))
+        assert line == (
+            f"error: --config={path}: {path} is not a regular file (a device, a pipe or a "
+            "socket); give a config file (configs/NAME.py)"
+        ), line
+    assert not (tmp_path / "run").exists()
+
+
 # `ann ARGS` with a full disk: os.fsync (what every atomic write ends with) or matplotlib's
 # savefig raises ENOSPC, as a full file system's write does (naming no file).
 _FULL_DISK = """
