@@ -75,6 +75,11 @@ BAD = [
         "--token_file=/nonexistent/token does not exist; give the file that holds the token",
     ),
     (["--token_file=/tmp"], "--token_file=/tmp is a folder; give the file that holds the token"),
+    (  # read whole: it grew without bound
+        ["--token_file=/dev/zero"],
+        "--token_file=/dev/zero is not a regular file (a device, a pipe or a socket); give the "
+        "file that holds the token",
+    ),
     (["--token_file=/dev/null", "--token=x"], "--token_file and --token"),
     (["--admin_token="], "admin_token: expected printable ASCII"),
     (["--admin_token=same", "--token=same"], "admin_token: expected a token other than --token"),

@@ -418,7 +418,13 @@ def file_error(name: str, error: OSError | UnicodeDecodeError, wanted: str) -> s
 
 
 def read_token_file(flag: str, path: str) -> str:
-    """The token in the file `--FLAG=PATH` names, stripped; ValueError (`file_error`)."""
+    """The token in the file `--FLAG=PATH` names, stripped; ValueError (`file_error`), also
+    for a device or a pipe (read whole: /dev/zero ate the memory, a FIFO blocked the start)."""
+    if os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path):
+        raise ValueError(
+            f"--{flag}={path} is not a regular file (a device, a pipe or a socket); give the "
+            "file that holds the token"
+        )
     try:
         with open(path, encoding="utf-8") as f:
             return f.read().strip()
