@@ -823,7 +823,10 @@ def test_a_store_uri_that_names_no_store_is_refused_naming_the_fix():
         ("sqlite:///runs/", "names a directory, not a database file; give a file in it, e.g. "
          "sqlite:///runs/mlflow.db"),
         ("sqlite://mlflow.db", "names a host (mlflow.db), which a SQLite URI has none of; give "
-         "the path after three slashes: sqlite:///mlflow.db"),
+         "sqlite:///mlflow.db"),
+        # It offered sqlite:///mlflow.db/, refused in turn as a directory.
+        ("sqlite://mlflow.db/", "names a host (mlflow.db), which a SQLite URI has none of; "
+         "give sqlite:///mlflow.db"),
         ("file:", "has no store directory; give one, e.g. file:///PATH/mlruns"),
         ("file:///", "has no store directory; give one, e.g. file:///PATH/mlruns"),
     ]:  # fmt: skip
@@ -851,9 +854,9 @@ def test_a_tracking_uri_mlflow_would_misread_is_refused_naming_its_spelling(tmp_
         ("mysql://", "names no database; give one, e.g. mysql://USER@HOST:PORT/mlflow"),
         ("postgresql:///", "names no database; give one, e.g. postgresql://USER@HOST:PORT/mlflow"),
         ("mssql://h:1433/", "names no database; give one, e.g. mssql://USER@HOST:PORT/mlflow"),
-        ("postgresql://h:99999/db", "has a port outside 1-65535; give the tracking server as "
-         "http(s)://HOST[:PORT] (or an MLflow store URI: file:, sqlite:, postgresql:, mysql:, "
-         "mssql:, databricks)"),
+        # A database's bad port was told to give an http(s) tracking server.
+        ("postgresql://h:99999/db", "has a port outside 1-65535; give a port in 1-65535 (or "
+         "none, for the scheme's default)"),
         ("DATABRICKS", f"has the scheme 'DATABRICKS', {lower}; give databricks"),
         ("SQLITE:///m.db", f"has the scheme 'SQLITE', {lower}; give sqlite:///m.db"),
         ("FILE:///x", f"has the scheme 'FILE', {lower}; give file:///x"),

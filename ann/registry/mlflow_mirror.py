@@ -165,6 +165,8 @@ def _uri_problem(uri: str) -> tuple[str, str, str | None, str]:
             why = "names no host"
         elif not why and port == 0:
             why = "has a port outside 1-65535"
+        if why == "has a port outside 1-65535":  # a database's was told to give an http server
+            fix = "give a port in 1-65535 (or none, for the scheme's default)"
         elif not why and scheme not in DATABASES and (parts.query or parts.fragment):
             # MLflow's client appends its API paths after it (`/?password=pw/api/2.0/...`), and
             # ann printed it in errors and retry commands: a secret there was shown.
@@ -182,7 +184,7 @@ def _uri_problem(uri: str) -> tuple[str, str, str | None, str]:
             problem = host_problem(parts.hostname)  # "hôst" failed in MLflow's client, later
             why = f"has the host {parts.hostname}, which {problem}" if problem else ""
     elif scheme == "sqlite":
-        why, fix = _sqlite_problem(parts)
+        why, fix, instead = _sqlite_problem(parts)
     elif scheme == "file" and parts.path in ("", "/"):  # MLflow: "No such file or directory: ''"
         why, fix = "has no store directory", "give one, e.g. file:///PATH/mlruns"
     if instead is not None:
@@ -210,27 +212,32 @@ def shown_uri(uri: str, password: bool = True) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
-def _sqlite_problem(parts: urllib.parse.SplitResult) -> tuple[str, str]:
+def _sqlite_problem(parts: urllib.parse.SplitResult) -> tuple[str, str, str | None]:
     """What makes a sqlite: URI name no database file MLflow could keep (SQLAlchemy's spelling:
-    sqlite:///relative.db, sqlite:////absolute.db), and the fix; ("", "") for none. `sqlite:///`
+    sqlite:///relative.db, sqlite:////absolute.db), the fix, and the URI it offers (or None);
+    ("", "", None) for none. `sqlite:///`
     and `sqlite://` are an in-memory store to SQLAlchemy, as `sqlite:///:memory:` is: a mirror
     went nowhere, its mapping recorded all the same."""
     give = "give one, e.g. sqlite:///mlflow.db (relative to the working directory)"
     if parts.netloc:  # SQLAlchemy: "Invalid SQLite URL", after ann's registry changed
+        # `sqlite://mlflow.db/` meant the file mlflow.db: `sqlite:///mlflow.db/` is a directory
+        path = parts.netloc + ("" if parts.path == "/" else parts.path)
         return (
             f"names a host ({parts.netloc}), which a SQLite URI has none of",
-            f"give the path after three slashes: sqlite:///{parts.netloc}{parts.path}",
+            "",
+            f"sqlite:///{path}",
         )
     if parts.path in ("", "/"):
-        return "has no database path", give
+        return "has no database path", give, None
     if parts.path == "/:memory:":
-        return "is an in-memory store, gone when the command exits", give
+        return "is an in-memory store, gone when the command exits", give, None
     if parts.path.endswith("/"):
         return (
             "names a directory, not a database file",
             f"give a file in it, e.g. sqlite:///{parts.path[1:]}mlflow.db",
+            None,
         )
-    return "", ""
+    return "", "", None
 
 
 def normal_uri(uri: str) -> str:
