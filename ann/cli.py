@@ -1072,7 +1072,8 @@ def _bad_section_value(flag: str, name: str, key: str, said: str) -> str | None:
 
 def near_files(path: str, suffix: str = "") -> str:
     """ "; did you mean configs/digits_cnn.py?" for a file in `path`'s folder (ending in
-    `suffix`) whose name is close to `path`'s (difflib's ratio of at least 0.6); for a
+    `suffix`) whose name is close to `path`'s (difflib's ratio of at least 0.8: a typo or two;
+    at difflib's default 0.6 a shared /tmp offered conftest.py for config.py); for a
     directory, "; it is a directory", and "did you mean DIR/FILE?" where it holds one file
     ending in `suffix` (a directory was offered as itself); else ""."""
     if os.path.isdir(path):
@@ -1080,7 +1081,7 @@ def near_files(path: str, suffix: str = "") -> str:
         one = f": did you mean {os.path.join(path, inside[0])}?" if len(inside) == 1 else ""
         return f"; it is a directory{one}"
     folder, name = os.path.split(path)
-    close = difflib.get_close_matches(name, _files(folder or ".", suffix), n=1, cutoff=0.6)
+    close = difflib.get_close_matches(name, _files(folder or ".", suffix), n=1, cutoff=0.8)
     return f"; did you mean {os.path.join(folder, close[0])}?" if close else ""
 
 

@@ -1897,3 +1897,11 @@ def test_a_directory_given_for_a_file_is_not_offered_as_itself(tmp_path):
     (tmp_path / "runs").mkdir()
     assert near_files(str(tmp_path / "run")) == ""
     assert near_files(str(tmp_path / "mo.tx")) == f"; did you mean {tmp_path / 'mo.txt'}?"
+    # A typo is offered its file; a name that merely shares letters is not (a shared /tmp
+    # offered conftest.py for config.py).
+    (tmp_path / "conftest.py").write_text("")
+    assert near_files(str(tmp_path / "config.py"), ".py") == ""
+    (tmp_path / "config.py").write_text("")
+    assert (
+        near_files(str(tmp_path / "confg.py"), ".py") == f"; did you mean {tmp_path / 'config.py'}?"
+    )
