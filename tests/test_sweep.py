@@ -1244,6 +1244,28 @@ def test_a_pasted_line_runs_the_sweeps_python_without_its_environment_activated(
     assert f" {shlex.quote(sys.executable)} " in trials[0].standalone()
 
 
+def test_a_trials_command_sh_refuses_flags_that_would_change_it_unrecorded(tmp_path, monkeypatch):
+    # `./command.sh --config.total_steps=5000` passed the flag on ("$@"): the trial's workdir
+    # then held a run that results.csv and trial.json described as the sweep's own.
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    monkeypatch.chdir(tmp_path)  # where the trial's command runs (unrefused, it trained there)
+    sweep_dir = str(tmp_path / "sweep")
+    trials, configs = grid.prepare(definition_lib.load(write_config(tmp_path, GRID), {}), sweep_dir)
+    trials[0].write_files(configs[0])
+    before = sorted(os.listdir(trials[0].workdir))
+    script = os.path.join(trials[0].workdir, "command.sh")
+    proc = subprocess.run([script, "--config.total_steps=5", "--workdir=x"], capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    assert one_line_error(proc) == (
+        f"error: command.sh reruns trial {trials[0].name} exactly as the sweep ran it "
+        "(results.csv describes its workdir), so it takes no flags (got: "
+        "--config.total_steps=5 --workdir=x); for a variant, run this script's last line with "
+        "your flags added and a --workdir of its own"
+    )
+    assert sorted(os.listdir(trials[0].workdir)) == before  # nothing ran
+    assert results._command(trials[0].workdir) == trials[0].standalone()  # results' copy
+
+
 def test_a_trial_failed_by_the_sweeps_metric_runs_again_and_retries_are_not_skips(
     tmp_path, launched
 ):

@@ -156,7 +156,8 @@ class Trial:
         activated environment needed). Every copy a person is shown renders it here:
         --dry_run's lines, command.sh, trial.json's `command` and results.md's "Re-run it
         alone:" line (each had its own near-copy, and two lacked the cd or the PYTHONPATH).
-        `script`: command.sh's form, which `exec`s it with the script's arguments added."""
+        `script`: command.sh's form, which `exec`s it (with a lone help flag, the only argument
+        `refuse_arguments` lets through)."""
         entries = pythonpath(self.cwd)
         env = {"PYTHONPATH": os.pathsep.join(entries)} if entries else {}
         line = shlex.join(self._words(env, PYTHON_ANN))
@@ -174,12 +175,35 @@ class Trial:
         atomic.write_text(config_lib.file_in(self.workdir), config_json + "\n")
         script = (
             "#!/usr/bin/env bash\n"
-            f"# Trial {self.name} of the sweep in {self.sweep_dir}: runs (or resumes) it alone.\n"
+            f"# Trial {self.name} of the sweep in {self.sweep_dir}: runs (or resumes) it alone,\n"
+            "# exactly as the sweep ran it. A variant (other flags) is another run: give the last\n"
+            "# line your flags and a --workdir of its own.\n"
+            f"{refuse_arguments(self.name)}"
             f"{self.standalone(script=True)}\n"
         )
         path = os.path.join(self.workdir, "command.sh")
         atomic.write_text(path, script)
         os.chmod(path, 0o755)
+
+
+def refuse_arguments(name: str) -> str:
+    """command.sh's guard: it took extra flags (`./command.sh --config.total_steps=5000`) and
+    passed them on, so the trial's workdir held a run that results.csv and trial.json described
+    as the sweep's, trained with settings nothing recorded. Any argument but a lone help flag
+    (which trains nothing) is refused in one line saying how to run a variant; exit status 1,
+    as ann's refusals."""
+    message = (
+        f"error: command.sh reruns trial {name} exactly as the sweep ran it (results.csv "
+        "describes its workdir), so it takes no flags (got: $*); for a variant, run this "
+        "script's last line with your flags added and a --workdir of its own"
+    )
+    return (
+        'case "$*" in\n'
+        '  ""|--help|--helpshort|--helpfull) ;;\n'
+        f'  *) echo "{message}" >&2\n'
+        "     exit 1 ;;\n"
+        "esac\n"
+    )
 
 
 def pythonpath(cwd: str) -> list[str]:
