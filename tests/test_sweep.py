@@ -1244,6 +1244,61 @@ def test_a_pasted_line_runs_the_sweeps_python_without_its_environment_activated(
     assert f" {shlex.quote(sys.executable)} " in trials[0].standalone()
 
 
+def test_a_sweep_whose_first_trials_all_fail_alike_stops(tmp_path, monkeypatch):
+    # A fixed override that failed every trial at its start ran all of them to the same error.
+    def failing(error):
+        code = f"import sys; print('error: ' + {error}, file=sys.stderr); sys.exit(1)"
+        argv = lambda t: [sys.executable, "-c", code, t.workdir, str(t.overrides)]  # noqa: E731
+        monkeypatch.setattr(trials_lib.Trial, "argv", argv)
+
+    definition = definition_lib.load(write_config(tmp_path, GRID), {})
+    sweep_dir = str(tmp_path / "sweep")
+    # Each names its own workdir: the same cause, said alike.
+    failing("'data directory ' + sys.argv[1] + '/tfds holds no digits'")
+    trials, _ = grid.prepare(definition, sweep_dir)
+    with pytest.raises(SweepError) as e:
+        grid.run(definition, sweep_dir, "val/accuracy", "max", log=lambda line: None)
+    first = trials[0]
+    assert str(e.value) == (
+        "stopping the sweep (--fail_fast=3): its first 3 trials all failed with the same error "
+        f"and none finished, so the others would too: data directory {first.workdir}/tfds holds "
+        f"no digits (trial {first.name}'s log: {first.workdir}/stderr.log); what ran is kept "
+        "(results.md); fix the cause and run the same command again with --retry_failed (a fix "
+        "that is a --config.KEY=VALUE of the sweep's: a new --workdir), or give --fail_fast=0 "
+        "to run every trial anyway"
+    )
+    rows = read_csv(os.path.join(sweep_dir, "results.csv"))  # what ran is kept
+    assert [r["status"] for r in rows] == ["failed", "failed", "failed", "pending"]
+    assert not os.path.exists(os.path.join(trials[3].workdir, "stderr.log"))  # never started
+    # --fail_fast=0 runs every trial; so do failures that differ (each trial's own).
+    for n, (error, limit) in enumerate([("'same'", 0), ("'bad ' + sys.argv[2]", 3)]):
+        failing(error)
+        other = str(tmp_path / f"other{n}")
+        grid.run(definition, other, "val/accuracy", "max", log=lambda line: None, fail_fast=limit)
+        assert [r["status"] for r in read_csv(os.path.join(other, "results.csv"))] == ["failed"] * 4
+
+
+def test_a_study_whose_first_trials_all_fail_alike_stops(tmp_path, monkeypatch):
+    code = "import sys; print('error: no such data set', file=sys.stderr); sys.exit(1)"
+    monkeypatch.setattr(trials_lib.Trial, "argv", lambda t: [sys.executable, "-c", code])
+    definition = definition_lib.load(write_config(tmp_path, GRID), {})
+    sweep_dir = str(tmp_path / "tpe")
+    with pytest.raises(SweepError, match=r"^stopping the sweep \(--fail_fast=3\): its first 3 "
+                       r"trials all failed with the same error and none finished, so the others "
+                       r"would too: no such data set \(trial 000-.*its failed trials count "
+                       r"against --trials"):  # fmt: skip
+        search.run(definition, sweep_dir, 5, "val/accuracy", "max", log=lambda line: None)
+    rows = read_csv(os.path.join(sweep_dir, "results.csv"))
+    assert [r["status"] for r in rows] == ["failed"] * 3  # 2 never drawn
+    # Nothing runs a cluster's trials here: --fail_fast with --emit is refused, not ignored.
+    proc = sweep_cli("--config=configs/digits_mlp.py", f"--workdir={tmp_path / 'e'}",
+                     "--emit=slurm", "--fail_fast=2")  # fmt: skip
+    assert one_line_error(proc) == (
+        "error: --fail_fast stops a sweep run here; --emit=slurm runs none (a cluster's trials "
+        "run apart): drop --fail_fast"
+    )
+
+
 def test_a_trials_command_sh_refuses_flags_that_would_change_it_unrecorded(tmp_path, monkeypatch):
     # `./command.sh --config.total_steps=5000` passed the flag on ("$@"): the trial's workdir
     # then held a run that results.csv and trial.json described as the sweep's own.

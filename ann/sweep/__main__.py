@@ -23,7 +23,7 @@ from ann import cli
 from ann import config as config_lib
 from ann.config import check_mode, check_selection_metric
 from ann.sweep import definition as definition_lib
-from ann.sweep import emit, grid, results, search
+from ann.sweep import emit, fail_fast, grid, results, search
 from ann.sweep.space import SweepError
 from ann.sweep.trials import DATA_DIR_ENV, Trial
 
@@ -93,6 +93,15 @@ flags.DEFINE_integer(
     upper_bound=10**9,
 )
 flags.DEFINE_bool("retry_failed", False, "Rerun trials that failed before (default: keep them).")
+flags.DEFINE_integer(
+    "fail_fast",
+    fail_fast.DEFAULT,
+    "Stop the sweep (its running trials saved, what ran kept) once the first N trials to end "
+    "all failed with the same error and none finished: every trial would; 0 runs them all. "
+    "In [0, 100000].",
+    lower_bound=0,
+    upper_bound=100_000,
+)
 flags.DEFINE_bool(
     "dry_run",
     False,
@@ -171,7 +180,8 @@ def sweep(argv: list[str]) -> None:
 
 
 TPE_FLAGS = ("trials", "seed", "startup_trials", "pruner", "prune_warmup_steps")
-_SWEEP_FLAGS = ("config", "workdir", "search", "metric", "mode", "parallel", "dry_run", "emit")
+_SWEEP_FLAGS = ("config", "workdir", "search", "metric", "mode", "parallel", "dry_run", "emit",
+                "fail_fast")  # fmt: skip
 
 
 def check_flags_read() -> None:
@@ -187,6 +197,12 @@ def check_flags_read() -> None:
                 f"{', '.join(given)}: drop {'them' if len(given) > 1 else 'it'}"
             )
         return
+    if FLAGS["fail_fast"].present and (FLAGS.emit or FLAGS.dry_run):
+        given = f"--emit={FLAGS.emit}" if FLAGS.emit else "--dry_run"
+        raise SweepError(
+            f"--fail_fast stops a sweep run here; {given} runs none (a cluster's trials run "
+            "apart): drop --fail_fast"
+        )
     search = "tpe" if FLAGS.search == "grid" else "grid"
     only = TPE_FLAGS if FLAGS.search == "grid" else ("retry_failed",)
     for name in only:
@@ -373,6 +389,7 @@ def run_here(definition: definition_lib.Definition, metric: str, mode: str) -> N
                 startup_trials=FLAGS.startup_trials,
                 pruner=FLAGS.pruner,
                 prune_warmup_steps=FLAGS.prune_warmup_steps,
+                fail_fast=FLAGS.fail_fast,
             )
         else:
             text = grid.run(
@@ -383,6 +400,7 @@ def run_here(definition: definition_lib.Definition, metric: str, mode: str) -> N
                 parallel=FLAGS.parallel,
                 retry_failed=FLAGS.retry_failed,
                 prepared=prepared,
+                fail_fast=FLAGS.fail_fast,
             )
     finally:
         lock.close()

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from ann import cli
 from ann.sweep import definition as definition_lib
+from ann.sweep import fail_fast as fail_fast_lib
 from ann.sweep import launch, pruning, results, space
 from ann.sweep import trials as trials_lib
 from ann.sweep.definition import Definition
@@ -67,9 +68,12 @@ def run(
     retry_failed: bool = False,
     log: Callable[[str], None] = print,
     prepared: tuple[list[Trial], list[str]] | None = None,
+    fail_fast: int = fail_fast_lib.DEFAULT,
 ) -> str:
     """Runs the sweep (resuming it); returns the results table as markdown. `prepared`: what
-    `prepare` returned, when the caller checked the trials before making the workdir."""
+    `prepare` returned, when the caller checked the trials before making the workdir.
+    `fail_fast`: stop once the first that many trials to end all failed alike
+    (`fail_fast.FailFast`; 0: never). Raises SweepError when the sweep stops early."""
     trials, configs = prepared or prepare(definition, sweep_dir)
     results.write_sweep_file(
         sweep_dir, results.sweep_info(definition, "grid", metric, mode, trials)
@@ -99,6 +103,11 @@ def run(
     _warn_left_out(sweep_dir, trials)
     queue = iter(todo)
     done = [0]
+    finished = any(counts.get(s) for s in trials_lib.FINISHED)
+    rerun = (
+        " with --retry_failed (a fix that is a --config.KEY=VALUE of the sweep's: a new --workdir)"
+    )
+    watch = fail_fast_lib.FailFast(fail_fast, finished, rerun)
 
     def on_end(trial: Trial, outcome: launch.Outcome) -> None:
         done[0] += 1
@@ -107,6 +116,7 @@ def run(
         # by Ctrl-C had none), not for a failure, which changes nothing in it.
         results.write(sweep_dir, with_plot=outcome.status in ("done", "pruned"))
         results.check_metric(trial, outcome, metric)
+        watch.check(trial, outcome, more=done[0] < len(todo))
 
     launch.run(lambda: next(queue, None), on_end, parallel, log=log)
     return results.write(sweep_dir)

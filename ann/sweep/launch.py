@@ -7,7 +7,7 @@ mask (measured with jax 0.10: one `tf_XLAEigen` thread per allowed core), and th
 variables below cap numpy's threads to match.
 
 A failing trial is recorded (exit status and its error line in trial.json) and the others go
-on. Ctrl-C sends SIGTERM to the running trials, which save a checkpoint and exit; the same
+on, unless the first trials all failed alike (`fail_fast.py`: `on_end` then stops the sweep). Ctrl-C sends SIGTERM to the running trials, which save a checkpoint and exit; the same
 sweep command resumes them.
 """
 

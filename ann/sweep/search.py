@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ann.sweep import definition as definition_lib
+from ann.sweep import fail_fast as fail_fast_lib
 from ann.sweep import grid, launch, pruning, results, space
 from ann.sweep import trials as trials_lib
 from ann.sweep.definition import Definition
@@ -42,8 +43,11 @@ def run(
     pruner: str = "median",
     prune_warmup_steps: int = 0,
     log: Callable[[str], None] = print,
+    fail_fast: int = fail_fast_lib.DEFAULT,
 ) -> str:
-    """Runs (or resumes) the study; returns the results table as markdown."""
+    """Runs (or resumes) the study; returns the results table as markdown. `fail_fast`: stop
+    once the first that many trials to end all failed alike (`fail_fast.FailFast`; 0: never);
+    raises SweepError then."""
     params, fixed = space.params(definition.node)
     definition_lib.settle_data_dir(definition, sweep_dir)
     os.makedirs(sweep_dir, exist_ok=True)
@@ -65,6 +69,12 @@ def run(
         {"name": pruner, "startup_trials": startup_trials, "warmup_steps": prune_warmup_steps},
         log,
     )
+    scored = any(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials)
+    rerun = (
+        " (its failed trials count against --trials; a fix that is a --config.KEY=VALUE of the "
+        "sweep's: a new --workdir)"
+    )
+    search.watch = fail_fast_lib.FailFast(fail_fast, scored, rerun)
     launch.run(search.next_trial, search.on_end, search.start(parallel), log=log)
     text = results.write(sweep_dir)
     search.report_best()
@@ -148,6 +158,7 @@ class Search:
     log: Callable[[str], None]
     numbers: dict[str, int] = dataclasses.field(default_factory=dict)  # name -> trial number
     resume: deque = dataclasses.field(default_factory=deque)  # trials left RUNNING
+    watch: fail_fast_lib.FailFast | None = None  # stops the study when its trials fail alike
 
     def start(self, parallel: int) -> int:
         """Queues the trials a stopped sweep left running, records the trial list, logs; returns
@@ -277,6 +288,10 @@ class Search:
         self.log(f"[{number + 1}/{self.trials}] {end}")
         results.write(self.sweep_dir, with_plot=outcome.status in ("done", "pruned"))
         results.check_metric(trial, outcome, self.metric)
+        if self.watch:
+            running = self.study.get_trials(deepcopy=False, states=(states.RUNNING,))
+            more = bool(self.resume or running or self.counted() < self.trials)
+            self.watch.check(trial, outcome, more)
 
     def report_best(self) -> None:
         try:

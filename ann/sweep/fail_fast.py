@@ -1,0 +1,69 @@
+"""Fail-fast: a sweep stops once its first trials all failed the same way.
+
+A fixed `--config.KEY=VALUE` that makes every trial fail at its start (a value the config
+accepts and the run refuses, a data directory that does not hold the data) ran every trial of
+the sweep to the same error, a 20-trial study twenty times. As W&B's agent stops a sweep whose
+first runs all crash (3 by default) and Ray Tune's `fail_fast`, a sweep run here stops once the
+first `limit` trials to end in this run all failed with the same error line (the trial's own
+name and workdir aside) while no trial of the sweep has finished (done or pruned): the running
+trials are stopped as Ctrl-C stops them (they save, and resume later), everything written so
+far is kept (the trials' workdirs and logs, results.csv and results.md, a study's database),
+and the command exits 1 with one line naming the error and the first failed trial's log.
+
+Failures that differ (one learning rate diverging, another running out of memory) or any
+trial that finished disarm it: the errors are then the trials' own, and the others may
+finish. `limit` 0 runs every trial whatever fails.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ann.sweep.space import SweepError
+from ann.sweep.trials import Trial
+
+DEFAULT = 3  # W&B's agent: a sweep whose first 3 runs crash is stopped
+
+
+def _shape(trial: Trial, error: str) -> str:
+    """The error with the trial's own workdir and name taken out: two trials failing on one
+    cause name their own paths in it."""
+    for own in (os.path.abspath(trial.workdir), trial.workdir, trial.name):
+        error = error.replace(own, "<trial>")
+    return error
+
+
+class FailFast:
+    """Watches trials end; `check` raises SweepError when the sweep should stop."""
+
+    def __init__(self, limit: int, finished_before: bool, rerun: str) -> None:
+        # A sweep with a finished trial has shown its trials can finish: nothing to watch.
+        self.limit = 0 if finished_before else limit
+        self.rerun = rerun  # how to go on once the cause is fixed (grid: --retry_failed)
+        self.failed: list[tuple[Trial, str]] = []
+
+    def check(self, trial: Trial, outcome: Any, more: bool) -> None:
+        """After `trial` ended with `outcome` (`launch.Outcome`); `more`: whether trials of
+        this run are still running or left to start (with none, stopping saves nothing)."""
+        if not self.limit:
+            return
+        if outcome.status in ("done", "pruned"):
+            self.limit = 0
+            return
+        if outcome.status != "failed":
+            return  # interrupted: stopped from outside, not an end of its own
+        self.failed.append((trial, outcome.error or ""))
+        if len(self.failed) < self.limit:
+            return
+        limit, self.limit = self.limit, 0  # judged once, on the first `limit`
+        if not more or len({_shape(t, e) for t, e in self.failed}) != 1:
+            return
+        first, error = self.failed[0]
+        log = os.path.join(first.workdir, "stderr.log")
+        raise SweepError(
+            f"stopping the sweep (--fail_fast={limit}): its first {limit} trials all failed "
+            f"with the same error and none finished, so the others would too: {error} (trial "
+            f"{first.name}'s log: {log}); what ran is kept (results.md); fix the cause and run "
+            f"the same command again{self.rerun}, or give --fail_fast=0 to run every trial anyway"
+        )
