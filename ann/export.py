@@ -603,10 +603,13 @@ def check_flags(
     if calibration == "temperature":  # asked for: an experiment without logits would ignore it
         from ann import config as config_lib
         from ann.calibrate import calibratable
+        from ann.imports import recorded_in
         from ann.train.build import make_experiment
 
         config = config_lib.latest(workdir)
-        if not calibratable(make_experiment(config)):
+        with recorded_in(f"the run in {workdir}"):
+            experiment = make_experiment(config)
+        if not calibratable(experiment):
             raise cli.FlagError(
                 f"--calibration=temperature: experiment {config.experiment!r} has no class "
                 "logits whose temperature could be fitted (only classification's); drop the "

@@ -5,9 +5,12 @@ own errors are: the key, the target, the exception and the user's file and line.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import importlib
 import os
 import traceback
+from collections.abc import Iterator
 from typing import Any
 
 from ann.config import ConfigError, did_you_mean
@@ -31,6 +34,32 @@ def raised_at(error: BaseException) -> tuple[str, int] | None:
     return (frames[-1].filename, frames[-1].lineno or 0) if frames else None
 
 
+# Set inside `recorded_in`: what recorded the config being read ("the export at DIR").
+_RECORDED: contextvars.ContextVar[str | None] = contextvars.ContextVar("recorded", default=None)
+_NOUNS = {"experiment": "experiment", "model.name": "model"}
+
+
+@contextlib.contextmanager
+def recorded_in(what: str) -> Iterator[None]:
+    """Within it, a user's class that the config being read names and that does not import is
+    said as `what`'s (`the export at DIR`, `the run in WORKDIR`): `ann report --model=EXPORT`
+    of an export of a user's experiment said "config key 'experiment': cannot import ...", a
+    config the user never gave, instead of which export needs which module."""
+    token = _RECORDED.set(what)
+    try:
+        yield
+    finally:
+        _RECORDED.reset(token)
+
+
+def _subject(key: str, target: str) -> str:
+    """How an error names the class: the config key, or the recorded run's or export's."""
+    recorded = _RECORDED.get()
+    if recorded is None:
+        return f"config key '{key}'"
+    return f"the {_NOUNS.get(key, key)} {target!r} that {recorded} records"
+
+
 def _where(error: BaseException) -> str:
     at = raised_at(error)
     return f" (at {at[0]}:{at[1]})" if at else ""
@@ -51,6 +80,14 @@ def import_named(key: str, target: str) -> Any:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as e:
         if e.name == module_name or module_name.startswith(f"{e.name}."):  # the module itself
+            recorded = _RECORDED.get()
+            if recorded is not None:
+                raise ConfigError(
+                    f"{recorded} was trained with {_NOUNS.get(key, key)} {target!r}, whose "
+                    f"module does not import here (no module named {e.name!r}); put the "
+                    "directory of its project on PYTHONPATH (PYTHONPATH=/path/to/project before "
+                    "the command, or PYTHONPATH=. from that directory)"
+                ) from e
             raise ConfigError(
                 f"config key '{key}': cannot import {target!r}: no module named {e.name!r}; make "
                 "sure its directory is on PYTHONPATH (e.g. PYTHONPATH=. for the current one)"
@@ -63,7 +100,7 @@ def import_named(key: str, target: str) -> Any:
     except AttributeError as e:
         classes = [n for n, v in vars(module).items() if isinstance(v, type) and n[0] != "_"]
         raise ConfigError(
-            f"config key '{key}': module {module_name!r} ({module.__file__}) has no {attr!r}"
+            f"{_subject(key, target)}: module {module_name!r} ({module.__file__}) has no {attr!r}"
             f"{did_you_mean(attr, classes, module_name + ':')}; name a class it defines"
         ) from e
 
@@ -71,6 +108,6 @@ def import_named(key: str, target: str) -> Any:
 def _raised(key: str, target: str, error: BaseException) -> ConfigError:
     text = (error.msg if isinstance(error, SyntaxError) else str(error)).splitlines()
     return ConfigError(
-        f"config key '{key}': importing {target!r} raised {type(error).__name__}: "
+        f"{_subject(key, target)}: importing {target!r} raised {type(error).__name__}: "
         f"{text[0] if text else ''}{_where(error)}; fix the module"
     )

@@ -688,6 +688,50 @@ def test_a_users_own_experiment_is_refused_in_one_line_before_restoring(tmp_path
         collect.from_workdir(str(tmp_path))
 
 
+def test_a_recorded_experiment_that_does_not_import_here_names_the_export_or_run(
+    tmp_path, monkeypatch
+):
+    # `ann report --model=EXPORT` of an export of a user's experiment, its project off
+    # PYTHONPATH, said "config key 'experiment': cannot import ...": the user gave no config.
+    from types import SimpleNamespace
+
+    from conftest import tiny
+
+    from ann import config as config_lib
+    from ann import experiment as experiment_lib
+    from ann import registry
+    from ann.config import ConfigError
+    from ann.report import collect
+    from ann.train.build import restore_model
+
+    config = tiny(experiment="faraway_tasks:Parity")
+    run = tmp_path / "run"
+    config_lib.write(config, str(run))
+    fix = (
+        "whose module does not import here (no module named 'faraway_tasks'); put the directory "
+        "of its project on PYTHONPATH (PYTHONPATH=/path/to/project before the command, or "
+        "PYTHONPATH=. from that directory)"
+    )
+    trained = f"was trained with experiment 'faraway_tasks:Parity', {fix}"
+    for load in (collect.from_workdir, restore_model):  # ann report --workdir, export, generate
+        with pytest.raises(ConfigError) as e:
+            load(str(run))
+        assert str(e.value) == f"the run in {run} {trained}"
+    export = tmp_path / "export"
+    loaded = SimpleNamespace(manifest={"config": config.to_dict()})
+    resolved = SimpleNamespace(path=str(export), load=lambda: loaded)
+    monkeypatch.setattr(registry, "resolve", lambda spec, where=None: resolved)
+    with pytest.raises(ConfigError) as e:
+        collect.from_model(str(export))
+    assert str(e.value) == f"the export at {export} {trained}"
+    with pytest.raises(ConfigError) as e:
+        collect.from_model("models:/parity/1")
+    assert str(e.value) == f"models:/parity/1 (the export at {export}) {trained}"
+    # A config the user gives still names its key.
+    with pytest.raises(ConfigError, match="^config key 'experiment': cannot import 'faraway"):
+        experiment_lib.get(config.experiment)
+
+
 @pytest.mark.parametrize(
     "returned, message",
     [

@@ -54,11 +54,13 @@ def from_workdir(workdir: str, step: int | str = "best") -> Source:
 
     from ann import config as config_lib
     from ann.data import data_dir as data_dir_lib
+    from ann.imports import recorded_in
     from ann.report.tasks import check_experiment
     from ann.train.build import restore_model
 
     latest = config_lib.latest(workdir)
-    check_experiment(latest.experiment)  # before a checkpoint is restored
+    with recorded_in(f"the run in {workdir}"):  # not a config the user gave
+        check_experiment(latest.experiment)  # before a checkpoint is restored
     data_dir = data_dir_lib.for_run(latest, workdir)  # the run's data, not this shell's
     experiment, model, step, config = restore_model(workdir, step, data_dir)
     graphdef, state = nnx.split(model)
@@ -93,6 +95,7 @@ def from_model(spec: str, registry: str | None = None) -> Source:
     from ann import config as config_lib
     from ann import data
     from ann.data import data_dir as data_dir_lib
+    from ann.imports import recorded_in
     from ann.registry import resolve
     from ann.report.tasks import check_experiment
     from ann.train.build import make_experiment
@@ -100,8 +103,14 @@ def from_model(spec: str, registry: str | None = None) -> Source:
     resolved = resolve(spec, registry)
     model = resolved.load()
     config = config_lib.from_values(model.manifest["config"])
-    check_experiment(config.experiment)  # before its data is read and its function compiled
-    experiment = make_experiment(config)
+    # The manifest's config, not one the user gave: an experiment of the user's own that does
+    # not import here is the export's (its project off PYTHONPATH).
+    where = f"the export at {resolved.path}"
+    if os.path.abspath(spec) != os.path.abspath(resolved.path):  # a registry URI
+        where = f"{spec} ({where})"
+    with recorded_in(where):
+        check_experiment(config.experiment)  # before its data is read and its function compiled
+        experiment = make_experiment(config)
     dc = config.data
     # The data the export read (its manifest's data.data_dir), not this shell's $TFDS_DATA_DIR.
     recorded = model.manifest.get("data", {}).get("data_dir")

@@ -162,10 +162,13 @@ def restore_model(
     where the run read it (`ann.data.data_dir.for_run`). Returns (experiment, model, step,
     config). Raises ConfigError (config.json) or CheckpointError (no such step, a damaged
     one)."""
+    from ann.imports import recorded_in
+
     config = config_lib.latest(workdir)  # with a rerun's report/calibration changes
     if data_dir is None:
         data_dir = data_dir_lib.for_run(config, workdir)
-    setup = build(config, make_experiment(config), for_training=False, data_dir=data_dir)
+    with recorded_in(f"the run in {workdir}"):  # its experiment or model: a user's, elsewhere?
+        setup = build(config, make_experiment(config), for_training=False, data_dir=data_dir)
     checkpoints = Checkpoints(
         workdir, config.max_to_keep, config.best_metric, config.best_mode, create=False
     )
