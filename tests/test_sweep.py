@@ -540,6 +540,25 @@ def test_a_sigterm_stops_running_trials_as_ctrl_c_does(tmp_path, capsys):
     )
 
 
+def test_an_attempt_killed_with_its_sweep_keeps_its_wall_time(tmp_path):
+    # A sweep SIGKILLed (or OOM-killed) never recorded its running trial's end: the attempt's
+    # time was missing from results.csv's wall seconds, and from the resumed trial's record.
+    trial = script_trial(
+        tmp_path, "t", "import sys, time; time.sleep(1.5); print('x', file=sys.stderr)"
+    )
+    run = launch._start(trial, sorted(os.sched_getaffinity(0)))  # the sweep, killed: no _finish
+    run.proc.wait()
+    for f in run.logs:
+        f.close()
+    row = results.trial_row(str(tmp_path), "t", {}, "val/accuracy", "max")
+    assert row["status"] == "interrupted" and 1.4 <= row["wall seconds"] < 30, row
+    trial.code = "pass"  # resumed: the attempt's time stays in the record
+    queue = [trial]
+    launch.run(lambda: queue.pop() if queue else None, lambda t, o: None, log=lambda line: None)
+    record = trials_lib.read_record(trial.workdir)
+    assert record["attempts"] == 2 and 1.4 <= record["wall_seconds"] < 30, record
+
+
 def test_a_trial_whose_process_is_gone_is_not_running(tmp_path):
     # A sweep killed with SIGKILL left `started` without an end: `--summarize` said "1
     # running" for good, with no process left.
@@ -1424,15 +1443,21 @@ def test_slurm_and_kubernetes_run_the_trial_commands(tmp_path, fake_python, monk
     assert f"--workdir={ran}" in open(os.path.join(ran, "stdout.log")).read()
     record = trials_lib.read_record(ran)
     # The stand-in python returns at once, but a loaded machine can still take a second.
-    assert isinstance(record.pop("wall_seconds"), int)
-    assert record == {"launcher": "slurm", "returncode": 0, "attempts": 1}
+    assert 0 <= record.pop("wall_seconds") < 60
+    assert isinstance(record.pop("started_at"), float) and record.pop("started")
+    assert record.pop("ended") and record == {"launcher": "slurm", "returncode": 0, "attempts": 1}
     # Resubmitted (every index runs again): an unfinished trial resumes and adds an attempt and
     # its time, keeping the record's other fields; a finished one is skipped, untouched. The
-    # rerun wrote a record of its own 2 seconds and nothing else.
-    trials_lib.update_record(ran, name="kept", wall_seconds=6.5)
+    # rerun wrote a record of its own 2 seconds and nothing else. An attempt killed whole (an
+    # OOM-killed pod, its record's end never written) lost its time: it counts to its last write.
+    killed_at = time.time() - 30
+    trials_lib.update_record(ran, name="kept", wall_seconds=6.5, started_at=killed_at, ended=None)
+    for name in ("stdout.log", "stderr.log"):
+        os.utime(os.path.join(ran, name), (killed_at + 4, killed_at + 4))
     assert subprocess.run(["bash", sbatch], env=env, capture_output=True).returncode == 0
     record = trials_lib.read_record(ran)
-    assert record["attempts"] == 2 and record["name"] == "kept" and record["wall_seconds"] >= 6.5
+    assert record["attempts"] == 2 and record["name"] == "kept"
+    assert 6.5 + 4 <= record["wall_seconds"] < 6.5 + 30, record
     with open(os.path.join(ran, "run_status.json"), "w") as f:
         json.dump({"status": "done", "step": 20}, f)
     log = open(os.path.join(ran, "stdout.log")).read()

@@ -17,14 +17,53 @@ import shlex
 
 from ann import atomic, cli
 from ann.sweep.space import SweepError
-from ann.sweep.trials import DATA_DIR_ENV, Trial, export_pythonpath, pythonpath
+from ann.sweep.trials import (
+    DATA_DIR_ENV,
+    SIGNS_OF_LIFE,
+    Trial,
+    export_pythonpath,
+    pythonpath,
+)
 from ann.train import run_status
 
 # Runs trial $INDEX: its command, its logs, and a trial.json like the local launcher's. A
 # resubmitted array runs every index: a finished trial is skipped, its record kept (its rerun
 # wrote a trial.json of 2 seconds and nothing else); a resumed one adds an attempt and its
-# time to the record, as the local launcher does.
+# time to the record, as the local launcher does. The attempt is recorded as it starts, so one
+# killed whole (an OOM-killed pod, a job past its time limit: the record's end never written)
+# still counts, its time credited when the next attempt starts.
 _RUN_TRIAL = """\
+record_trial() {{  # DIR start|end [RC]: trial.json, as the local launcher keeps it
+  python3 - "$@" >"$1/trial.json.tmp" <<'RECORD'
+import json, os, sys, time
+path, what = sys.argv[1], sys.argv[2]
+try:
+    with open(os.path.join(path, "trial.json")) as f:
+        record = json.load(f)
+except (OSError, ValueError):
+    record = {{}}
+now, wall = time.time(), record.get("wall_seconds", 0)
+start = record.get("started_at")
+if what == "start":
+    # An attempt that never recorded its end (its pod or job killed whole, this function with
+    # it) ran to its last write (ann.sweep.trials.unrecorded_seconds).
+    if isinstance(start, (int, float)) and record.get("ended") is None:
+        times = [os.path.getmtime(os.path.join(path, n)) for n in {signs}
+                 if os.path.exists(os.path.join(path, n))]
+        wall += max(0.0, max(times, default=start) - start)
+    record.update(launcher="{launcher}", attempts=record.get("attempts", 0) + 1,
+                  started=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
+                  started_at=now, ended=None, returncode=None)
+else:
+    wall += now - start if isinstance(start, (int, float)) else 0
+    record.update(returncode=int(sys.argv[3]),
+                  ended=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)))
+record["wall_seconds"] = round(wall, 2)
+print(json.dumps(record, indent=2, sort_keys=True))
+RECORD
+  [ -s "$1/trial.json.tmp" ] && mv "$1/trial.json.tmp" "$1/trial.json"  # not if it failed
+}}
+
 run_trial() {{
   local dir=$1; shift
   mkdir -p "$dir"
@@ -32,21 +71,10 @@ run_trial() {{
     echo "trial $INDEX ($dir) is finished: nothing to run" >&2
     return 0
   fi
-  local start=$SECONDS rc=0
+  local rc=0
+  record_trial "$dir" start
   "$@" >>"$dir/stdout.log" 2>>"$dir/stderr.log" || rc=$?
-  python3 - "$dir/trial.json" "$rc" "$((SECONDS - start))" >"$dir/trial.json.tmp" <<'RECORD'
-import json, sys
-path, rc, seconds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-try:
-    with open(path) as f:
-        record = json.load(f)
-except (OSError, ValueError):
-    record = {{}}
-record.update(launcher="{launcher}", returncode=rc, attempts=record.get("attempts", 0) + 1,
-              wall_seconds=round(record.get("wall_seconds", 0) + seconds, 2))
-print(json.dumps(record, indent=2, sort_keys=True))
-RECORD
-  [ -s "$dir/trial.json.tmp" ] && mv "$dir/trial.json.tmp" "$dir/trial.json"  # not if it failed
+  record_trial "$dir" end "$rc"
   return "$rc"
 }}
 
@@ -63,7 +91,11 @@ def _cases(trials: list[Trial], launcher: str) -> str:
     ]
     finished = "|".join(("done", *run_status.FINISHED_EARLY))
     return _RUN_TRIAL.format(
-        launcher=launcher, cases="\n".join(lines), last=len(trials) - 1, finished=finished
+        launcher=launcher,
+        cases="\n".join(lines),
+        last=len(trials) - 1,
+        finished=finished,
+        signs=repr(SIGNS_OF_LIFE),
     )
 
 

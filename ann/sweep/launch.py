@@ -7,8 +7,9 @@ mask (measured with jax 0.10: one `tf_XLAEigen` thread per allowed core), and th
 variables below cap numpy's threads to match.
 
 A failing trial is recorded (exit status and its error line in trial.json) and the others go
-on, unless the first trials all failed alike (`fail_fast.py`: `on_end` then stops the sweep). Ctrl-C sends SIGTERM to the running trials, which save a checkpoint and exit; the same
-sweep command resumes them.
+on, unless the first trials all failed alike (`fail_fast.py`: `on_end` then stops the sweep).
+Ctrl-C sends SIGTERM to the running trials, which save a checkpoint and exit; the same sweep
+command resumes them.
 """
 
 from __future__ import annotations
@@ -73,13 +74,18 @@ def _start(trial: Trial, cpus: list[int]) -> _Running:
     os.makedirs(workdir, exist_ok=True)
     record = trials_lib.read_record(workdir)
     attempt = record.get("attempts", 0) + 1
-    trials_lib.update_record(
+    # The attempt before, killed with the sweep that would have recorded its end: its time.
+    lost = trials_lib.unrecorded_seconds(workdir, record)
+    credit = {"wall_seconds": round(record.get("wall_seconds", 0.0) + lost, 2)} if lost else {}
+    trials_lib.update_record(  # one write: the credit cannot be given twice
         workdir,
+        **credit,
         name=trial.name,
         command=trial.standalone(),  # results.md's re-run line, from any shell
         attempts=attempt,
         cpus=cpus,
         started=trials_lib.now(),
+        started_at=time.time(),  # where an attempt that records no end ran from
         ended=None,
         returncode=None,
         error=None,

@@ -197,6 +197,10 @@ def trial_row(sweep_dir: str, name: str, overrides: dict, metric: str, mode: str
     row["steps"] = run.get("step", last) if run and not running else (last or None)
     row["early stop"] = run.get("status") == "early_stopped"
     row["wall seconds"] = record.get("wall_seconds")
+    if status != "running":  # over: an attempt killed before it recorded its end counts too
+        lost = trials_lib.unrecorded_seconds(workdir, record)
+        if lost:
+            row["wall seconds"] = round((row["wall seconds"] or 0.0) + lost, 2)
     row["error"] = details.get("error", "")
     row["command"] = record.get("command") or _command(workdir)
     return row

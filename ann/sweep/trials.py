@@ -240,6 +240,29 @@ def update_record(workdir: str, **fields: Any) -> dict[str, Any]:
     return record
 
 
+# What a trial's attempt writes as it runs: the last write to one of them is its last sign of
+# life (trial.json is left out: the launcher writes it at the start).
+SIGNS_OF_LIFE = ("stdout.log", "stderr.log", "metrics.jsonl", "run_status.json")
+
+
+def unrecorded_seconds(workdir: str, record: dict[str, Any]) -> float:
+    """Wall seconds of the last attempt where it started (`started_at`) and never recorded its
+    end (`ended`): killed with whatever would record it (a sweep SIGKILLed or OOM-killed, so
+    its trials stopped themselves; a pod or job killed whole on a cluster). Its time, from its
+    start to its last write (`SIGNS_OF_LIFE`), went missing from `wall_seconds`. 0 where it
+    recorded its end (or predates `started_at`). Call it once the attempt is over."""
+    start = record.get("started_at")
+    if not isinstance(start, int | float) or record.get("ended") is not None:
+        return 0.0
+    times = []
+    for name in SIGNS_OF_LIFE:
+        try:
+            times.append(os.path.getmtime(os.path.join(workdir, name)))
+        except OSError:
+            pass
+    return max(0.0, max(times, default=start) - start)
+
+
 def error_line(stderr: str, returncode: int | None) -> str:
     """The one line that says why a trial failed: ann's `error: ...` line, else the last line
     (a traceback's exception), else how the process died."""
