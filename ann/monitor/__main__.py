@@ -264,8 +264,8 @@ def summary(report: dict[str, Any], path: str) -> str:
     # How each categorical input was tested (its token frequencies, not in the MMD; numeric
     # inputs are tested value by value, as the line above says); older reports hold none.
     for name, how in r.get("tested_as", {}).items():
-        if how.startswith("categorical"):
-            lines.append(f"  input {name}: {how}")
+        if how.startswith("categorical"):  # an output's name says so: "output:next_token"
+            lines.append(f"  {name if name.startswith('output:') else f'input {name}'}: {how}")
     # A feature that did not move at all (psi 0, ks 0: `moved`) is no one's "top": five
     # features all "psi 0" were listed. The report's "Top features" table reads the same rule.
     shifted = [f for f in r["features"] if moved(f["method"], f["score"])]

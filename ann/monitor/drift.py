@@ -69,11 +69,14 @@ whatever it is given; 2 rows were "drift DETECTED").
 
 Output drift (not counted in the share), against the model's outputs on held-out rows (an
 export's validation split: on its training rows a model is more confident than on any new
-traffic): predicted classes (an output with class `names`) as a
-categorical feature (Evidently's choice for one: chi-square, or the z-test for 2 classes, when
-the smaller sample has <= 1,000 rows, else Jensen-Shannon on the class shares); a
-`probabilities` output by KS on the confidence (each row's largest probability; p <= 0.05);
-any other output value by the default test as an input feature is (`output:NAME[i]`).
+traffic): a categorical output (an integer output with class `names`: predicted classes,
+next tokens, a seq2seq output's tokens) as a categorical input is (`test_categorical`, below:
+its class frequencies, each class its own category; chi-square with rare classes pooled, an
+exact test where pooling leaves nothing to test, or Jensen-Shannon per class above 1,000
+values: Evidently's Jensen-Shannon cut more than 20 class ids into Sturges' ranges, pooling
+unrelated classes); a `probabilities` output by KS on the confidence (each row's largest
+probability; p <= 0.05); any other output value by the default test as an input feature is
+(`output:NAME[i]`).
 
 Categorical inputs (an integer input with `names`: the classes or the vocabulary its values
 index, e.g. token ids) are no numbers: a KS test or a distance between ids means nothing (the
@@ -584,7 +587,8 @@ def category_shares(ref: np.ndarray, cur: np.ndarray, fill_zeroes: bool) -> tupl
 def test_categorical(
     name: str, ref: np.ndarray, cur: np.ndarray, method: str = "auto"
 ) -> FeatureDrift:
-    """A categorical input's drift, on its category frequencies (`category_values`): for token
+    """A categorical input's or output's drift, on its category frequencies (`category_values`;
+    predicted classes and next tokens: one a row; a seq2seq output: every position): for token
     ids, the token (unigram) frequencies over all positions, padding excluded, the usual way
     to compare two samples of text (Kilgarriff 2001, "Comparing corpora", International
     Journal of Corpus Linguistics 6(1): the chi-square of word frequency lists); one test per
@@ -613,6 +617,10 @@ def test_categorical(
         score = float(np.sum((r - c) * np.log(r / c)))
         return FeatureDrift(name, "psi", score, None, DISTANCE, score >= DISTANCE)
     if min(len(ref), len(cur)) <= SMALL_REFERENCE:
+        if pooled_counts(ref, cur).shape[1] < BINARY and len(np.union1d(ref, cur)) >= BINARY:
+            # Pooling left one column, nothing to test: a class rare on both sides (a binary
+            # classifier's 1% class at 10% of 100 rows) was p = 1. The exact test instead.
+            return test_feature(name, ref, cur, "auto", categorical=True)
         return FeatureDrift(name, "chisquare_pooled", *chisquare_pooled(ref, cur))
     score = float(spatial.distance.jensenshannon(*category_shares(ref, cur, fill_zeroes=False)))
     return FeatureDrift(name, "jensenshannon", score, None, DISTANCE, score >= DISTANCE)
@@ -621,12 +629,14 @@ def test_categorical(
 def _output_drift(
     name: str, spec: Mapping[str, Any], ref: np.ndarray, cur: np.ndarray, method: str
 ) -> list[FeatureDrift]:
-    """Predicted classes: a categorical feature (or PSI); probabilities: KS of the confidence;
-    other outputs: each value as a feature."""
-    if "names" in spec:
-        feature = f"output:{name}"
-        r, c = ref.reshape(-1).astype(np.float64), cur.reshape(-1).astype(np.float64)
-        return [test_feature(feature, r, c, "psi" if method == "psi" else "auto", True)]
+    """Categorical outputs (predicted classes, next tokens: `categorical`) as categorical
+    inputs are, by `test_categorical` on their category frequencies (each class its own
+    category: Evidently's `get_binned_data` cut a feature of more than 20 values into Sturges'
+    ranges of ids, pooling unrelated classes); probabilities: KS of the confidence; other
+    outputs: each value as a feature."""
+    if categorical(spec):
+        r, c = (category_values(x, spec) for x in (ref, cur))
+        return [test_categorical(f"output:{name}", r, c, method)]
     if name == "probabilities" and ref.ndim == 2:
         r, c = ref.max(-1).astype(np.float64), cur.max(-1).astype(np.float64)
         return [test_feature(f"output:{name}", r, c, "ks")]
@@ -688,7 +698,8 @@ class Reference:
 
     def tested_as(self) -> dict[str, str]:
         """How each input is tested, in words: input name -> "categorical: ..." (its category
-        or token frequencies, one test, not in the MMD test) or "numeric: ..."."""
+        or token frequencies, one test, not in the MMD test) or "numeric: ..."; and each
+        categorical output, "output:NAME" -> "categorical: ..." (its class frequencies)."""
         out = {}
         for name, spec in self.input_spec.items():
             if name in self.categorical_spec:
@@ -702,6 +713,13 @@ class Reference:
             else:
                 values = feature_names({name: spec})
                 out[name] = f"numeric: {len(values)} feature{'s' * (len(values) != 1)}, each tested"
+        for name, spec in self.output_spec.items():
+            if categorical(spec):
+                over = "all positions" if _example_size(spec) > 1 else "rows"
+                out[f"output:{name}"] = (
+                    f"categorical: {len(spec['names'])} classes, frequencies over {over}; "
+                    "chi-square (rare ones pooled) or Jensen-Shannon per class"
+                )
         return out
 
     def histograms(

@@ -346,9 +346,13 @@ def _output_figures(
         ref, cur = reference.outputs[name], np.asarray(outputs[name])
         if "names" in spec:
             classes = np.arange(len(spec["names"]))
+            # The values tested (`category_values`): one a row, or every position of a row (a
+            # seq2seq output's tokens, whose 2-D rows np.bincount refused).
+            ref, cur = (category_values(x, spec).astype(np.int64) for x in (ref, cur))
+            unit = "rows" if ref.size == len(reference.outputs[name]) else "tokens"
             figure, ax = plt.subplots(figsize=(6, 3.2))
             if len(classes) > SHOWN:  # 98 next tokens' names ran into one another
-                _category_bars(ax, spec["names"], ref.reshape(-1), cur.reshape(-1), "rows")
+                _category_bars(ax, spec["names"], ref, cur, unit)
                 ax.set_xlabel(
                     f"predicted class: the {len(ax.get_xticks())} whose shares differ most"
                 )
@@ -359,7 +363,7 @@ def _output_figures(
                 rotation = 45 if max(len(str(n)) for n in spec["names"]) > 3 else 0
                 ax.set_xticks(classes, spec["names"], fontsize=7, rotation=rotation)
                 ax.set_xlabel("predicted class")
-                ax.set_ylabel("share of rows")
+                ax.set_ylabel(f"share of {unit}")
                 ax.legend(["reference", "current"], fontsize=8)
             ax.set_title(f"{name}: predicted-class shares{verdicts.get(name, '')}", fontsize=9)
         elif name == "probabilities" and ref.ndim == 2:
@@ -413,7 +417,7 @@ def sections(
         "share": result.share,
         "dataset drift (share >= 0.5)": "yes" if result.detected else "no",
         **({"multivariate": _describe(mmd)} if mmd else {}),
-        **{f"input {k}": v for k, v in result.tested_as.items()},
+        **{k if k.startswith("output:") else f"input {k}": v for k, v in result.tested_as.items()},
     }
     figures = {"strength": _strength_figure(result), **_image_maps(result, reference.numeric_spec)}
     # Only features that moved, as the printed `top:` (it listed features of psi 0 or KS D 0,
