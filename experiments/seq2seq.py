@@ -254,7 +254,9 @@ class Seq2Seq:
         return {"source": spec("int32", [self.source_len], self.vocab.tokens, self.pad_id, framing)}
 
     def output_signature(self) -> dict:
-        return {"tokens": spec("int32", [self.target_len], self.vocab.tokens)}
+        # Padded after <eos> (`ann.decoding.greedy`): said, so that drift counts the decoded
+        # tokens, not the padding (a row's length, one event, counted as many tokens).
+        return {"tokens": spec("int32", [self.target_len], self.vocab.tokens, self.pad_id)}
 
     def predict(self, model, inputs):
         return {"tokens": self._greedy(model, inputs["source"].astype(jnp.int32))}

@@ -724,8 +724,10 @@ class Reference:
         for name, spec in self.output_spec.items():
             if categorical(spec):
                 over = "all positions" if _example_size(spec) > 1 else "rows"
+                pad = spec.get("padding")
+                said = f", padding (id {pad['id']}) excluded" if pad else ""
                 out[f"output:{name}"] = (
-                    f"categorical: {len(spec['names'])} classes, frequencies over {over}; "
+                    f"categorical: {len(spec['names'])} classes, frequencies over {over}{said}; "
                     "chi-square (rare ones pooled) or Jensen-Shannon per class"
                 )
         return out
