@@ -169,7 +169,8 @@ def define_flags() -> None:
         "correction",
         "none",
         CORRECTIONS,
-        "drift: the multiple-testing correction of the input features' p-values: none "
+        "drift: the multiple-testing correction of the input features' p-values (and, apart, "
+        "of each output of many values: an embedding, a forecast): none "
         "(Evidently's: about 5% of unmoved features flagged a window), bonferroni "
         "(family-wise error <= 0.05), fdr_bh / fdr_by (false discovery rate <= 0.05, "
         "Benjamini-Hochberg / -Yekutieli).",
@@ -257,7 +258,8 @@ def summary(report: dict[str, Any], path: str) -> str:
     ]
     shown = ([r["multivariate"]] if r["multivariate"] else []) + r["outputs"]
     for f in shown:
-        p = format_p(f["p_value"], f.get("asymptotic_p"))  # "" for a distance
+        # "" for a distance; an output of many values is corrected: its adjusted p too
+        p = format_p(f["p_value"], f.get("asymptotic_p"), f.get("p_adjusted"))
         verdict = "DRIFT" if f["drifted"] else "ok"
         said = " ".join(x for x in (_score(f, ".4g"), p, verdict) if x)
         lines.append(f"  {f['feature']}: {f['method']} {said}")

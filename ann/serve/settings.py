@@ -136,7 +136,8 @@ class Settings:
     )
     monitor_correction: str = _flag(
         "none",
-        "Multiple-testing correction of a window's per-feature p-values (as `ann monitor drift "
+        "Multiple-testing correction of a window's per-feature p-values (and, apart, of each "
+        "output of many values; as `ann monitor drift "
         "--correction`): none (Evidently's: about 5% of unmoved features flagged a window), "
         "bonferroni, fdr_bh or fdr_by; the share and ann_drift_detected count the corrected "
         "verdicts.",
