@@ -135,8 +135,14 @@ def beam_search(
     best first. A finished beam (one that wrote <eos>) keeps its score and writes padding; a
     live one never writes <pad> or <bos> (written, they were dropped from the text: the n-best
     list held the same text several times), nor the `banned` ids (never part of a target:
-    seq2seq's task words, which the n-best list held). Scores are plain sums of the model's
-    log-probabilities (no length normalization)."""
+    seq2seq's task words, which the n-best list held).
+
+    A score is the log-probability of its sequence under the model restricted to the ids a
+    beam may write: each step's logits are masked (-inf) before the log-softmax, so each
+    step's distribution is renormalised over those ids and sums to 1, and the scores of all
+    the sequences decoding can write sum (as probabilities) to at most 1. A plain sum over
+    steps (no length normalization); the blocked ids' mass was left out of it before (a score
+    below the allowed distribution's)."""
     banned = (pad_id, bos_id, *banned)
     b, k = source.shape[0], beam_size
     memory, memory_mask = model.encode(source)
@@ -151,7 +157,8 @@ def beam_search(
         tokens, scores, done = carry
         flat = tokens.reshape(b * k, -1)[:, :-1]
         logits = model.decode(flat, memory, memory_mask)[:, i].astype(jnp.float32)
-        logp = _ban(jax.nn.log_softmax(logits), banned).reshape(b, k, -1)
+        # Masked before the log-softmax: log-probabilities of the allowed distribution.
+        logp = jax.nn.log_softmax(_ban(logits, banned)).reshape(b, k, -1)
         vocab = logp.shape[-1]
         # A finished beam extends only with padding, at no cost.
         only_pad = jnp.full((vocab,), -jnp.inf).at[pad_id].set(0.0)

@@ -503,6 +503,38 @@ def test_seq2seq_decoding_never_writes_a_task_word():
     assert bool(jnp.isfinite(scores).all())
 
 
+def test_beam_scores_are_log_probabilities_of_the_allowed_distribution():
+    """Blocked ids (<pad>, <bos>, `banned`) are masked before the log-softmax: each step's
+    distribution is renormalised over the ids a beam may write, so a score is the sequence's
+    log-probability under it, and the scores of every sequence decoding can write sum to 1.
+    They were removed after the log-softmax: the blocked ids' mass was lost (here the 7
+    sequences summed to 0.0075)."""
+    pad, bos, eos, banned = 0, 1, 2, 5
+    logits = jnp.array([4.0, 3.0, 0.5, 1.0, -0.5, 5.0])  # pad, bos, eos, 3, 4, banned
+
+    class Fixed:  # a seq2seq stand-in: the same next-id logits everywhere
+        def encode(self, source):
+            return jnp.zeros((source.shape[0], 1, 4)), jnp.ones((source.shape[0], 1), bool)
+
+        def decode(self, tokens, memory, mask):
+            return jnp.broadcast_to(logits, (*tokens.shape, len(logits)))
+
+    ids = dict(bos_id=bos, eos_id=eos, pad_id=pad, banned=(banned,))
+    # Every sequence of 2 steps: <eos> first, or 3 or 4 then <eos>, 3 or 4 (7 in all).
+    beams, scores = decoding.beam_search(Fixed(), jnp.array([[3, 2]]), 2, beam_size=7, **ids)
+    allowed = jax.nn.log_softmax(logits[jnp.array([eos, 3, 4])])
+    logp = dict(zip((eos, 3, 4), allowed.tolist()))
+    for row, score in zip(beams[0].tolist(), scores[0].tolist()):
+        want = logp[row[0]] + (0.0 if row[0] == eos else logp[row[1]])
+        assert score == pytest.approx(want, abs=1e-5), (row, score, want)
+    assert len({tuple(r) for r in beams[0].tolist()}) == 7
+    assert float(jnp.exp(scores).sum()) == pytest.approx(1.0, abs=1e-5)
+    assert bool((jnp.diff(scores[0]) <= 0).all())  # best first: <eos> alone, then 3 3
+    assert beams[0, :2].tolist() == [[eos, pad], [3, 3]]
+    # Greedy writes the likeliest allowed id each step (the banned 5 and <pad> are likelier).
+    assert decoding.greedy(Fixed(), jnp.array([[3, 2]]), 2, **ids)[0].tolist() == [3, 3]
+
+
 def test_a_source_outside_the_vocabulary_or_too_long_is_named():
     # `ann generate` turns these into one `error: --source=...` line (they were tracebacks).
     from experiments.seq2seq import Seq2Seq
