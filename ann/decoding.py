@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 
@@ -92,6 +93,24 @@ def _ban(logits: jax.Array, banned: Sequence[int]) -> jax.Array:
     return logits.at[..., jnp.asarray(banned)].set(-jnp.inf)
 
 
+def _writable(
+    vocab: int, blocked: Sequence[int], allowed: Sequence[int] | None = None
+) -> np.ndarray:
+    """The ids a decoder may write, as a bool mask [vocab] (a constant in the traced graph):
+    `allowed` (None: every id) but the `blocked` ones."""
+    keep = np.ones(vocab, bool) if allowed is None else np.zeros(vocab, bool)
+    if allowed is not None:
+        keep[np.asarray(list(allowed), np.int64)] = True
+    keep[np.asarray(list(blocked), np.int64)] = False
+    return keep
+
+
+def _restrict(logits: jax.Array, keep: np.ndarray) -> jax.Array:
+    """`logits` [..., vocab] with every id outside `keep` at -inf, before any (log-)softmax:
+    the softmax of the result is the model's distribution renormalised over the kept ids."""
+    return jnp.where(keep, logits, -jnp.inf)
+
+
 def greedy(
     model: nnx.Module,
     source: jax.Array,
@@ -101,18 +120,21 @@ def greedy(
     eos_id: int,
     pad_id: int,
     banned: Sequence[int] = (),
+    allowed: Sequence[int] | None = None,
 ) -> jax.Array:
     """Greedy decoding of a `seq2seq` model: [b, target_len] ids, padding after <eos>; a row
-    not done never writes <pad> or <bos> (they frame a target, and are none of it), nor the
-    `banned` ids (ids that are never part of a target: seq2seq's task words)."""
-    banned = (pad_id, bos_id, *banned)
+    not done writes only `allowed` ids (None: any; seq2seq's: the ids its training targets
+    hold), never <pad> or <bos> (they frame a target, and are none of it), nor the `banned`
+    ids (ids that are never part of a target: seq2seq's task words)."""
+    blocked = (pad_id, bos_id, *banned)
     memory, memory_mask = model.encode(source)
     b = source.shape[0]
     tokens = jnp.full((b, target_len + 1), pad_id, jnp.int32).at[:, 0].set(bos_id)
 
     def step(i, carry):
         tokens, done = carry
-        logits = _ban(model.decode(tokens[:, :-1], memory, memory_mask)[:, i], banned)
+        logits = model.decode(tokens[:, :-1], memory, memory_mask)[:, i]
+        logits = _restrict(logits, _writable(logits.shape[-1], blocked, allowed))
         nxt = jnp.where(done, pad_id, logits.argmax(-1).astype(jnp.int32))
         return tokens.at[:, i + 1].set(nxt), done | (nxt == eos_id)
 
@@ -130,20 +152,23 @@ def beam_search(
     eos_id: int,
     pad_id: int,
     banned: Sequence[int] = (),
+    allowed: Sequence[int] | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """Beam search with a `seq2seq` model: (ids [b, beam, target_len], log-probs [b, beam]),
     best first. A finished beam (one that wrote <eos>) keeps its score and writes padding; a
-    live one never writes <pad> or <bos> (written, they were dropped from the text: the n-best
-    list held the same text several times), nor the `banned` ids (never part of a target:
-    seq2seq's task words, which the n-best list held).
+    live one writes only `allowed` ids (None: any; seq2seq's: the ids its training targets
+    hold: `+`, a source's token, was in the n-best list), never <pad> or <bos> (written, they
+    were dropped from the text: the n-best list held the same text several times), nor the
+    `banned` ids (never part of a target: seq2seq's task words, which the n-best list held).
 
     A score is the log-probability of its sequence under the model restricted to the ids a
     beam may write: each step's logits are masked (-inf) before the log-softmax, so each
     step's distribution is renormalised over those ids and sums to 1, and the scores of all
     the sequences decoding can write sum (as probabilities) to at most 1. A plain sum over
     steps (no length normalization); the blocked ids' mass was left out of it before (a score
-    below the allowed distribution's)."""
-    banned = (pad_id, bos_id, *banned)
+    below the allowed distribution's). Only the first beam is live at the start; a row with
+    fewer than `beam_size` sequences to write has -inf scores at its end."""
+    blocked = (pad_id, bos_id, *banned)
     b, k = source.shape[0], beam_size
     memory, memory_mask = model.encode(source)
     # What encode returns (the mask, or under rotary positions (mask, positions)), per beam.
@@ -157,9 +182,10 @@ def beam_search(
         tokens, scores, done = carry
         flat = tokens.reshape(b * k, -1)[:, :-1]
         logits = model.decode(flat, memory, memory_mask)[:, i].astype(jnp.float32)
+        vocab = logits.shape[-1]
         # Masked before the log-softmax: log-probabilities of the allowed distribution.
-        logp = jax.nn.log_softmax(_ban(logits, banned)).reshape(b, k, -1)
-        vocab = logp.shape[-1]
+        logp = jax.nn.log_softmax(_restrict(logits, _writable(vocab, blocked, allowed)))
+        logp = logp.reshape(b, k, vocab)
         # A finished beam extends only with padding, at no cost.
         only_pad = jnp.full((vocab,), -jnp.inf).at[pad_id].set(0.0)
         logp = jnp.where(done[..., None], only_pad, logp)

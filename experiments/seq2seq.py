@@ -28,7 +28,9 @@ from ann.data import Split
 from experiments.common import Vocabulary, mean_of, spec
 
 DEFAULTS = {"eval_beam_size": 0}  # 0 or 1: greedy exact match only
-FORM_ROWS = 2_000  # training rows whose source shapes `encode_source` checks a source against
+# Training rows read for what sources and targets look like: the source shapes
+# `encode_source` checks a source against, and the ids targets hold (`target_ids`).
+FORM_ROWS = 2_000
 
 
 class Seq2Seq:
@@ -43,6 +45,7 @@ class Seq2Seq:
         self.reversed_target_tasks: list[str] = []
         self._train: Split | None = None
         self._forms: dict[str, set[str]] | None = None
+        self._target_ids: tuple[int, ...] | None = None
 
     def setup(self, train: Split) -> None:
         features, metadata = train.info.features, train.info.metadata or {}
@@ -59,7 +62,7 @@ class Seq2Seq:
         if "task" in features and hasattr(features["task"], "names"):
             self.task_names = list(features["task"].names)
         self.reversed_target_tasks = list(metadata.get("reversed_target_tasks", []))
-        self._train, self._forms = train, None
+        self._train, self._forms, self._target_ids = train, None, None
 
     def form(self, ids: np.ndarray | list[int]) -> str:
         """A source's shape: its tokens up to <eos>, each run of digits written DIGITS
@@ -126,11 +129,30 @@ class Seq2Seq:
         return tuple(index[name] for name in self.task_names if name in index)
 
     @property
+    def target_ids(self) -> tuple[int, ...]:
+        """The ids the training targets hold (the first FORM_ROWS rows; <eos> included, <pad>
+        not): digit_strings' targets are digits and <eos>. Decoding writes no other id (`+`,
+        a source's token, was in `ann generate`'s n-best list), and the export records them
+        (`outputs.tokens.target_ids`). Empty before `setup`: no restriction."""
+        if self._target_ids is None:
+            self._target_ids = ()
+            if self._train is not None:
+                rows = self._train.rows(np.arange(min(FORM_ROWS, len(self._train))))
+                ids = np.unique(rows["target"])
+                self._target_ids = tuple(int(i) for i in ids if i != self.pad_id)
+        return self._target_ids
+
+    @property
     def decoding_ids(self) -> dict:
         """The ids `ann.decoding.greedy` and `beam_search` take (here, in the export and in
-        `ann generate`): a decoded target never holds <pad>, <bos> or a task word."""
+        `ann generate`): a decoded target holds only ids the training targets hold
+        (`target_ids`), never <pad>, <bos> or a task word."""
         return dict(
-            bos_id=self.bos_id, eos_id=self.eos_id, pad_id=self.pad_id, banned=self.task_ids
+            bos_id=self.bos_id,
+            eos_id=self.eos_id,
+            pad_id=self.pad_id,
+            banned=self.task_ids,
+            allowed=self.target_ids or None,
         )
 
     def encode_source(self, text: str) -> np.ndarray:
@@ -256,7 +278,10 @@ class Seq2Seq:
     def output_signature(self) -> dict:
         # Padded after <eos> (`ann.decoding.greedy`): said, so that drift counts the decoded
         # tokens, not the padding (a row's length, one event, counted as many tokens).
-        return {"tokens": spec("int32", [self.target_len], self.vocab.tokens, self.pad_id)}
+        tokens = spec("int32", [self.target_len], self.vocab.tokens, self.pad_id)
+        if self.target_ids:  # the only ids an answer holds before its padding
+            tokens["target_ids"] = list(self.target_ids)
+        return {"tokens": tokens}
 
     def predict(self, model, inputs):
         return {"tokens": self._greedy(model, inputs["source"].astype(jnp.int32))}

@@ -535,6 +535,48 @@ def test_beam_scores_are_log_probabilities_of_the_allowed_distribution():
     assert decoding.greedy(Fixed(), jnp.array([[3, 2]]), 2, **ids)[0].tolist() == [3, 3]
 
 
+def test_seq2seq_decoding_writes_only_the_ids_its_training_targets_hold():
+    """digit_strings' targets hold digits and <eos>; `+` (a source's token) was written
+    where the model favoured it: `ann generate --beam_size`'s n-best list held it. The
+    experiment reads the ids its training targets hold (`target_ids`), decoding writes no
+    other (greedy: eval and the export's answers; beam: eval and `ann generate`), and the
+    export records them (`outputs.tokens.target_ids`)."""
+    from experiments.seq2seq import Seq2Seq
+
+    config = tiny("digit_seq2seq", **{"task.eval_beam_size": 4})
+    experiment = Seq2Seq(config)
+    experiment.setup(data.load(config.data.name, config.data.train_split))
+    index = experiment.vocab.index
+    digits = [index[d] for d in "0123456789"]
+    assert experiment.target_ids == tuple(sorted([index["<eos>"], *digits]))
+    assert experiment.decoding_ids["allowed"] == experiment.target_ids
+    assert experiment.output_signature()["tokens"]["target_ids"] == list(experiment.target_ids)
+    plus = index["+"]
+
+    class FavoursPlus:  # a seq2seq stand-in whose likeliest next id is `+`, then a task word
+        def encode(self, source):
+            return jnp.zeros((source.shape[0], 1, 4)), jnp.ones((source.shape[0], 1), bool)
+
+        def decode(self, tokens, memory, mask):
+            logits = jnp.zeros(len(index)).at[plus].set(6.0).at[index["add"]].set(5.0)
+            logits = logits.at[index["7"]].set(3.0).at[index["<eos>"]].set(2.0)
+            return jnp.broadcast_to(logits, (*tokens.shape, len(index)))
+
+    model = FavoursPlus()
+    source = jnp.asarray(experiment.encode_source("sort 17"))[None]
+    allowed = {*experiment.target_ids, experiment.pad_id}  # pads after <eos>
+    greedy = experiment.predict(model, {"source": source})["tokens"]
+    assert set(greedy[0].tolist()) <= allowed and plus not in greedy[0].tolist()
+    assert set(experiment._beam(model, source)[0].tolist()) <= allowed
+    # `ann generate --beam_size` decodes with the same ids: its n-best list too.
+    beams, scores = decoding.beam_search(
+        model, source, experiment.target_len, beam_size=8, **experiment.decoding_ids
+    )
+    for row in beams[0].tolist():
+        assert set(row) <= allowed, row
+    assert bool(jnp.isfinite(scores).all())
+
+
 def test_a_source_outside_the_vocabulary_or_too_long_is_named():
     # `ann generate` turns these into one `error: --source=...` line (they were tracebacks).
     from experiments.seq2seq import Seq2Seq
