@@ -30,13 +30,14 @@ Nothing here imports flax or the training code: a server needs jax, numpy and sa
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import json
 import os
 import re
 import stat
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -425,7 +426,15 @@ class Framing:
     least one other token (none of pad, <bos>, <eos> or a task word), then <eos>, then only
     pads, as training frames a source. A row framed otherwise was answered 200 with a
     meaningless text (no <eos>: `reverse 1 2 3 4 5` gave `3 4 3 2 1`). Built from an entry by
-    `framing` (None: no framing stated, as in exports written before it was)."""
+    `framing` (None: no framing stated, as in exports written before it was).
+
+    `sources` (the entry's `"sources"`, written at export from the training rows; None in
+    exports written before it was: framing alone is checked): what each task's tokens between
+    its task word and <eos> look like, {task id: [form, ...]}, a form a list of runs, each
+    `Run(name, ids, low, high)`: `low` to `high` tokens of `ids` (digit_strings' `reverse`:
+    one run, DIGITS, 1 to 8 digits; `add`: DIGITS, `+`, DIGITS). A framed row of no form of its
+    task (`reverse 1+2`: `reverse` is trained on digits only) was answered with a meaningless
+    text, while `ann generate` refused it: both check here (`fault`, `source_fault`)."""
 
     def __init__(
         self,
@@ -434,10 +443,17 @@ class Framing:
         bos: int | None,
         tasks: Sequence[int],
         names: Sequence[str] | None = None,
+        sources: Mapping[int, Sequence[Sequence[Run]]] | None = None,
     ):
         self.pad, self.eos, self.bos, self.tasks = pad, eos, bos, tuple(tasks)
         self.names = tuple(names) if names is not None else None
-        self.key = (pad, eos, bos, self.tasks, self.names)
+        self.sources = (
+            None
+            if sources is None
+            else {int(t): tuple(tuple(form) for form in forms) for t, forms in sources.items()}
+        )
+        frozen = None if self.sources is None else tuple(sorted(self.sources.items()))
+        self.key = (pad, eos, bos, self.tasks, self.names, frozen)
         special = [pad, eos, *self.tasks, *([] if bos is None else [bos])]
         # One entry past the largest id: ids beyond it (np.take clips them there) are tokens.
         size = max(len(self.names or ()), max(special) + 1) + 1
@@ -446,6 +462,66 @@ class Framing:
         if bos is not None:
             self._parts[bos] = _BOS
         self._parts[eos], self._parts[pad] = _EOS, _PAD
+        self._size = size
+
+    @functools.cached_property
+    def _table(self) -> np.ndarray | None:
+        """`_automaton`, built on first use (the server makes a `Framing` per request to look
+        its checked spec up, and keeps one); None where no record is to be checked (an older
+        export, no task words): framing alone."""
+        return self._automaton(self._size) if self.sources and self.tasks else None
+
+    def _automaton(self, size: int) -> np.ndarray | None:
+        """The `sources` check as a deterministic automaton over a whole row (task word,
+        tokens, <eos>, pads): table [states, size] of next states; state 0 rejects, 1 starts,
+        2 accepts (<eos> ended a form of the row's task, pads since). Built once per load by
+        the subset construction over the forms' (task, form, run, count) states: small (the
+        digit_strings export: 39 states); None past MAX_STATES (a hand-made record ann does
+        not write: framing alone is checked)."""
+        sources = self.sources or {}
+        nfa: dict[tuple, dict[int, set]] = {}  # state -> id -> next states
+        ACCEPT, START = ("accept",), ("start",)
+        nfa[ACCEPT] = {self.pad: {ACCEPT}}
+        nfa[START] = {}
+        for task in self.tasks:
+            if task not in sources:  # a task with no record: framing alone
+                nfa[START][task] = {("any",)}
+        any_state = nfa.setdefault(("any",), {})
+        for i in range(size):
+            if self._parts[i] == _TOKEN:
+                any_state[i] = {("any",)}
+        any_state[self.eos] = {ACCEPT}
+        for task, forms in sources.items():
+            for f, form in enumerate(forms):
+                nfa[START].setdefault(task, set()).add((task, f, -1, 0))
+                for r in range(-1, len(form)):
+                    for c in range(0 if r < 0 else 1, 1 if r < 0 else form[r].high + 1):
+                        moves = nfa.setdefault((task, f, r, c), {})
+                        done = r < 0 or c >= form[r].low
+                        if r >= 0 and c < form[r].high:
+                            for i in form[r].ids:
+                                moves.setdefault(i, set()).add((task, f, r, c + 1))
+                        if done and r + 1 < len(form):
+                            for i in form[r + 1].ids:
+                                moves.setdefault(i, set()).add((task, f, r + 1, 1))
+                        if done and r == len(form) - 1:
+                            moves.setdefault(self.eos, set()).add(ACCEPT)
+        states = [frozenset(), frozenset([START]), frozenset([ACCEPT])]
+        number = {s: n for n, s in enumerate(states)}
+        rows: list[list[int]] = []
+        while len(rows) < len(states):
+            here = states[len(rows)]
+            row = []
+            for i in range(size):
+                nxt = frozenset(t for q in here for t in nfa.get(q, {}).get(i, ()))
+                if nxt not in number:
+                    if len(states) >= MAX_STATES:
+                        return None
+                    number[nxt] = len(states)
+                    states.append(nxt)
+                row.append(number[nxt])
+            rows.append(row)
+        return np.array(rows, np.int32)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Framing) and other.key == self.key
@@ -494,10 +570,73 @@ class Framing:
         ok &= length >= 2 + head
         if self.tasks:
             ok &= parts[:, 0] == _TASK
+        if not ok.all():
+            row = int(np.argmin(ok))
+            return f"row {row}: {self.rule}; got {self._row(x[row])}: {self._why(x[row])}"
+        if self._table is None:
+            return None
+        # Each row through the automaton, one column at a time (a table look-up per column).
+        ids, state = np.minimum(x, len(self._parts) - 1), np.ones(len(x), np.intp)
+        for column in ids.T[: int(length.max())]:
+            state = self._table[state, column]
+        ok = state == 2  # the longest row's <eos> read, shorter rows' pads kept them there
         if ok.all():
             return None
         row = int(np.argmin(ok))
-        return f"row {row}: {self.rule}; got {self._row(x[row])}: {self._why(x[row])}"
+        return (
+            f"row {row}: {self.source_fault(x[row])} in {self._row(x[row])}; send a source of "
+            "that shape"
+        )
+
+    def source_fault(self, ids: np.ndarray | Sequence[int]) -> str | None:
+        """What is wrong with one framed row (TASK TOKENS <eos> then pads) of no form its task
+        has in `sources` ("'reverse' sources are 'reverse DIGITS' (DIGITS: 1 to 8 of 0 1 2 3 4
+        5 6 7 8 9) as in training; got 'reverse DIGITS+DIGITS'"); None when it has one (or
+        nothing is recorded). `ann generate` words a `--source` with it, `fault` a row."""
+        real = [int(i) for i in np.asarray(ids).reshape(-1)]
+        if self._table is None or not real or self.sources is None:
+            return None
+        state = 1
+        for i in real:
+            state = int(self._table[state, min(i, len(self._parts) - 1)])
+        if state == 2 or real[0] not in self.sources:
+            return None
+        task, forms = real[0], self.sources[real[0]]
+        body = real[1 : real.index(self.eos)] if self.eos in real else real[1:]
+        runs: list[tuple[Run | None, int, list[int]]] = []  # (its run, its id, the ids)
+        for i in body:
+            run = next((r for form in forms for r in form if i in r.ids), None)
+            if runs and run is not None and len(run.ids) > 1 and runs[-1][0] == run:
+                runs[-1][2].append(i)
+            else:
+                runs.append((run, i, [i]))
+        got = "".join(self._name(i) if run is None else run.name for run, i, _ in runs)
+        detail = ""
+        for form in forms:  # the same runs, a length outside a run's range
+            if [r.name for r in form] == [run.name if run else None for run, _, _ in runs]:
+                bad = next(
+                    (k for k, r in enumerate(form) if not r.low <= len(runs[k][2]) <= r.high), None
+                )
+                if bad is not None:
+                    n, r = len(runs[bad][2]), form[bad]
+                    which = f"run {bad + 1} ({r.name})" if len(form) > 1 else r.name
+                    detail = f" with {n} tokens in {which}, outside {r.low} to {r.high}"
+                    break
+        return (
+            f"{self._name(task)!r} sources are {self._forms(task)} as in training; got "
+            f"'{self._name(task)} {got}'{detail}"
+        )
+
+    def _forms(self, task: int) -> str:
+        """A task's recorded forms, as `source_fault` states them."""
+        forms = (self.sources or {}).get(task, ())
+        shown = " or ".join(f"'{self._name(task)} {''.join(r.name for r in f)}'" for f in forms)
+        runs = dict.fromkeys(r for f in forms for r in f if len(r.ids) > 1 or r.high > 1)
+        said = "; ".join(
+            f"{r.name}: {r.low} to {r.high} of {' '.join(self._name(i) for i in r.ids)}"
+            for r in runs
+        )
+        return shown + (f" ({said})" if said else "")
 
     def _row(self, ids: np.ndarray) -> str:
         real = ids.tolist()
@@ -543,9 +682,62 @@ def framing(spec: Mapping[str, Any]) -> Framing | None:
     ids = [entry["eos_id"], *tasks, *([bos] if bos is not None else [])]
     if not isinstance(tasks, list) or not all(type(i) is int and 0 <= i < 1 << 20 for i in ids):
         return None  # not one ann writes (a hand-made manifest): padding checked alone
+    names = spec.get("names")
     return Framing(
-        pad, entry["eos_id"], bos if type(bos) is int else None, tasks, spec.get("names")
+        pad,
+        entry["eos_id"],
+        bos if type(bos) is int else None,
+        tasks,
+        names,
+        _sources(entry.get("sources"), names, tasks),
     )
+
+
+class Run(NamedTuple):
+    """One run of a source form (`Framing.sources`): `low` to `high` tokens, each one of
+    `ids`, shown as `name` (DIGITS: 1 to 8 of the digits)."""
+
+    name: str
+    ids: tuple[int, ...]
+    low: int
+    high: int
+
+
+MAX_RUN = 1 << 10  # the longest run a manifest may state (a source row is shorter)
+MAX_STATES = 1 << 14  # the largest source automaton built (digit_strings': 39 states)
+
+
+def _sources(
+    entry: Any, names: Sequence[str] | None, tasks: Sequence[int]
+) -> dict[int, list[list[Run]]] | None:
+    """The framing's `sources` ({task word: [[{"name", "ids", "min", "max"}, ...], ...]}) as
+    {task id: forms}; None where there is none (an export written before it was) or it is not
+    one ann writes (a hand-made manifest: framing checked alone)."""
+    if not isinstance(entry, dict) or not isinstance(names, list):
+        return None
+    index = {n: i for i, n in enumerate(names)}
+    out: dict[int, list[list[Run]]] = {}
+    for word, forms in entry.items():
+        if index.get(word) not in tasks or not isinstance(forms, list) or not forms:
+            return None
+        out[index[word]] = []
+        for form in forms:
+            if not isinstance(form, list) or not form:
+                return None
+            runs = []
+            for run in form:
+                if not isinstance(run, dict) or not isinstance(run.get("name"), str):
+                    return None
+                ids, low, high = run.get("ids"), run.get("min"), run.get("max")
+                if not isinstance(ids, list) or not ids or type(low) is not int:
+                    return None
+                if type(high) is not int or not 1 <= low <= high <= MAX_RUN:
+                    return None
+                if not all(type(i) is int and 0 <= i < len(names) for i in ids):
+                    return None
+                runs.append(Run(run["name"], tuple(ids), low, high))
+            out[index[word]].append(runs)
+    return out
 
 
 class Model:

@@ -127,8 +127,9 @@ def spec(
     model reads a row up to its first pad, so the loader and the server refuse a pad before a
     token, or a row of pads alone (`ann.artifact.padding_fault`). `framing` (with `pad_id`):
     how training frames each row beyond its padding, `{"task_ids": [...], "bos_id": ...,
-    "eos_id": ...}` (seq2seq's source: TASK TOKENS <eos> then pads): the loader and the server
-    refuse a row framed otherwise (`ann.artifact.Framing`)."""
+    "eos_id": ...}` (seq2seq's source: TASK TOKENS <eos> then pads), and optionally `"sources"`
+    (what each task's tokens look like in training: `Seq2Seq.source_shapes`): the loader and the
+    server refuse a row framed otherwise, or of no shape its task has (`ann.artifact.Framing`)."""
     entry: dict[str, Any] = {"dtype": np.dtype(dtype).name, "shape": list(shape)}
     if names is not None:
         entry["names"] = list(names)

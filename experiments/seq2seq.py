@@ -22,14 +22,14 @@ import numpy as np
 import optax
 from flax import nnx
 
-from ann import decoding, models
+from ann import artifact, decoding, models
 from ann.config import NONNEGATIVE, ConfigError, task_settings
 from ann.data import Split
 from experiments.common import Vocabulary, mean_of, spec
 
 DEFAULTS = {"eval_beam_size": 0}  # 0 or 1: greedy exact match only
-# Training rows read for what sources and targets look like: the source shapes
-# `encode_source` checks a source against, and the ids targets hold (`target_ids`).
+# Training rows read for what sources and targets look like: each task's source shapes (the
+# export's `framing.sources`, which `encode_source` checks too) and the ids targets hold.
 FORM_ROWS = 2_000
 
 
@@ -44,7 +44,7 @@ class Seq2Seq:
         self.task_names: list[str] = []
         self.reversed_target_tasks: list[str] = []
         self._train: Split | None = None
-        self._forms: dict[str, set[str]] | None = None
+        self._forms: dict[str, list[list[dict]]] | None = None
         self._target_ids: tuple[int, ...] | None = None
 
     def setup(self, train: Split) -> None:
@@ -64,31 +64,52 @@ class Seq2Seq:
         self.reversed_target_tasks = list(metadata.get("reversed_target_tasks", []))
         self._train, self._forms, self._target_ids = train, None, None
 
-    def form(self, ids: np.ndarray | list[int]) -> str:
-        """A source's shape: its tokens up to <eos>, each run of digits written DIGITS
-        ('add 12+345' -> 'add DIGITS+DIGITS')."""
-        digits, out = set(self.vocab.digit_ids()), []
-        for i in np.asarray(ids).reshape(-1).tolist():
-            if i == self.eos_id:
-                break
-            if i == self.pad_id:
-                continue
-            if i in digits:
-                if not out or out[-1] != "DIGITS":
-                    out.append("DIGITS")
-            else:
-                token = self.vocab.tokens[i]
-                out.append(token + " " if len(token) > 1 else token)
-        return "".join(out)
-
-    def source_forms(self) -> dict[str, set[str]]:
-        """Task word -> the source shapes (`form`) among the first FORM_ROWS training rows."""
+    def source_shapes(self) -> dict[str, list[list[dict]]]:
+        """What each task's sources look like in training (the first FORM_ROWS rows): task word
+        -> its forms, each a list of runs of the tokens between the task word and <eos>, a run
+        `{"name", "ids", "min", "max"}`: each run of digits is one DIGITS run (`reverse`: one
+        run, DIGITS, 1 to 8 digits: the held-out lengths 3 and 6 inside its range), any other
+        token a run of its own (`add`: DIGITS, `+`, DIGITS). The export records it (the
+        source's `framing.sources`), and `ann.artifact.Framing` checks a source against it in
+        the loader, the server and `encode_source` alike. Empty without task words."""
         if self._forms is None:
             self._forms = {}
-            if self._train is not None and self.task_names:
+            tasks = dict(zip(self.task_ids, self.task_names))
+            if self._train is not None and tasks:
+                digits = sorted(self.vocab.digit_ids())
+                found: dict[str, dict[tuple, list[list[int]]]] = {}
                 rows = self._train.rows(np.arange(min(FORM_ROWS, len(self._train))))
-                for source, task in zip(rows["source"], rows["task"]):
-                    self._forms.setdefault(self.task_names[int(task)], set()).add(self.form(source))
+                for source in rows["source"]:
+                    ids = source.tolist()
+                    if ids[0] not in tasks or self.eos_id not in ids:
+                        continue
+                    runs: list[list] = []  # [DIGITS or an id, its length]
+                    for i in ids[1 : ids.index(self.eos_id)]:
+                        key = "DIGITS" if i in digits else i
+                        if key == "DIGITS" and runs and runs[-1][0] == key:
+                            runs[-1][1] += 1
+                        else:
+                            runs.append([key, 1])
+                    shape = tuple(key for key, _ in runs)
+                    ranges = found.setdefault(tasks[ids[0]], {}).setdefault(
+                        shape, [[n, n] for _, n in runs]
+                    )
+                    for span, (_, n) in zip(ranges, runs):
+                        span[0], span[1] = min(span[0], n), max(span[1], n)
+
+                def run(key, span):
+                    ids, name = (
+                        (digits, key) if key == "DIGITS" else ([key], self.vocab.tokens[key])
+                    )
+                    return {"name": name, "ids": list(ids), "min": span[0], "max": span[1]}
+
+                for task, shapes in sorted(
+                    found.items(), key=lambda t: self.task_names.index(t[0])
+                ):
+                    self._forms[task] = [
+                        [run(key, span) for key, span in zip(shape, shapes[shape])]
+                        for shape in sorted(shapes, key=str)
+                    ]
         return self._forms
 
     def fields(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -159,8 +180,9 @@ class Seq2Seq:
         """'reverse 123' -> ids: whole words in the vocabulary, else characters; then <eos>.
         Raises ValueError naming a character outside the vocabulary, a source longer than the
         model's (`source_len` ids, <eos> included), or, where the data set has tasks, a source
-        that does not start with a task word, has nothing after it, or is of a shape (`form`)
-        its task's training sources never have ('add 12' for 'add DIGITS+DIGITS')."""
+        that does not start with a task word, has nothing after it, or is of a shape
+        its task's training sources never have ('add 12' for 'add DIGITS+DIGITS', 9 digits to
+        reverse: `source_shapes`, checked by the export's check, `ann.artifact.Framing`)."""
         index = self.vocab.index
         words = text.split()
         if self.task_names and (not words or words[0] not in self.task_names):
@@ -177,15 +199,16 @@ class Seq2Seq:
                 known = " ".join(t for t in self.vocab.tokens if not t.startswith("<"))
                 raise ValueError(f"{unknown[0]!r} is not in the vocabulary ({known})")
             ids += [index[word]] if word in index else [index[ch] for ch in word]
-        seen = self.source_forms().get(words[0]) if self.task_names else None
-        shape = self.form(ids)
-        if seen and shape not in seen:  # 'add 12' was decoded as if it were a sum
-            forms = " or ".join(f"'{f}'" for f in sorted(seen))
-            raise ValueError(f"{words[0]!r} sources in training are {forms}, not '{shape}'")
         ids.append(self.eos_id)
         if len(ids) > self.source_len:
             raise ValueError(f"it is longer than the model's {self.source_len} ids (with <eos>)")
-        return np.pad(np.array(ids, np.int32), (0, self.source_len - len(ids)))
+        row = np.pad(np.array(ids, np.int32), (0, self.source_len - len(ids)))
+        # The export's own check ('add 12' was decoded as if it were a sum): one rule, one place.
+        frame = artifact.framing(self.input_signature()["source"])
+        why = frame.source_fault(row) if frame is not None else None
+        if why is not None:
+            raise ValueError(f"{why}; give a source of that shape")
+        return row
 
     def decode(self, ids: np.ndarray | list[int], source: np.ndarray | None = None) -> str:
         """Text of ids up to <eos>. Given the `source` ids, a target of a task whose targets are
@@ -273,6 +296,8 @@ class Seq2Seq:
         # Framed as training frames a source (digit_strings: `[task] digits [+ digits] <eos>`,
         # then pads): the loader and the server refuse other rows (`ann.artifact.Framing`).
         framing = {"task_ids": list(self.task_ids), "bos_id": self.bos_id, "eos_id": self.eos_id}
+        if self.source_shapes():  # and, as in training, each task's tokens (`source_shapes`)
+            framing["sources"] = self.source_shapes()
         return {"source": spec("int32", [self.source_len], self.vocab.tokens, self.pad_id, framing)}
 
     def output_signature(self) -> dict:

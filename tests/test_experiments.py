@@ -265,7 +265,7 @@ def test_a_seq2seq_export_refuses_sources_not_framed_as_in_training(trained):
         assert served.value.message.removeprefix("inputs[0].data: ") == message.removeprefix(
             "input 'source': "
         )
-    assert spec["framing"] == {
+    assert {k: v for k, v in spec["framing"].items() if k != "sources"} == {
         "task_ids": [index["reverse"], index["sort"], index["add"]],
         "bos_id": index["<bos>"],
         "eos_id": index["<eos>"],
@@ -276,6 +276,76 @@ def test_a_seq2seq_export_refuses_sources_not_framed_as_in_training(trained):
         str(out), {**manifest, "inputs": {"source": older}}, model._exported, model.weights, ""
     )
     assert old.check({"source": np.array([row("reverse 1 2 3 4 5")], np.int32)}) == 1
+
+
+def test_a_seq2seq_export_refuses_sources_of_a_shape_their_task_never_has(trained):
+    """The manifest records what each task's sources look like in training (`framing.sources`:
+    runs of tokens with their length ranges), and the loader, the server and `ann generate`
+    refuse a framed source of another shape with the same words (`Framing.source_fault`):
+    `reverse 1+2` (reverse is trained on digits only) was answered by the server while
+    `ann generate` refused it. An export written before the record loads as before. The
+    answers' ids are recorded too (`outputs.tokens.target_ids`: the training targets' ids)."""
+    from ann.serve import protocol
+    from ann.serve.dataplane import ServedModel
+    from ann.serve.errors import ServeError
+
+    name, workdir, _, out, manifest = trained
+    if name != "seq2seq":
+        return
+    spec = manifest["inputs"]["source"]
+    index = {t: i for i, t in enumerate(spec["names"])}
+    digits = [index[d] for d in "0123456789"]
+    assert manifest["outputs"]["tokens"]["target_ids"] == sorted([index["<eos>"], *digits])
+    run = {"name": "DIGITS", "ids": digits, "min": 1, "max": 8}
+    plus = {"name": "+", "ids": [index["+"]], "min": 1, "max": 1}
+    assert spec["framing"]["sources"] == {
+        "reverse": [[run]], "sort": [[run]], "add": [[run, plus, run]]
+    }  # fmt: skip
+    width = spec["shape"][1]
+
+    def row(text: str) -> list[int]:
+        ids = [index[t] for t in text.split()]
+        return ids + [0] * (width - len(ids))
+
+    good = [row("reverse 1 2 3 <eos>"), row("add 1 2 + 3 4 5 <eos>"), row("sort 9 <eos>")]
+    model = artifact.load(str(out))
+    assert model({"source": np.array(good, np.int32)})["tokens"].shape[0] == 3
+    served_inputs = ServedModel("s2s", "1", model, "test").inputs
+    experiment, *_ = restore_model(str(workdir), "best")  # what `ann generate` encodes with
+    rule = "(DIGITS: 1 to 8 of 0 1 2 3 4 5 6 7 8 9) as in training"
+    for text, source, got in [
+        ("reverse 1 + 2", "reverse 1+2", "'reverse DIGITS+DIGITS'"),
+        ("add 1 2", "add 12", "'add DIGITS'"),
+        ("sort " + " ".join("123456789"), "sort 123456789",
+         "'sort DIGITS' with 9 tokens in DIGITS, outside 1 to 8"),
+    ]:  # fmt: skip
+        task = text.split()[0]
+        trained = "'add DIGITS+DIGITS'" if task == "add" else f"'{task} DIGITS'"
+        why = f"{task!r} sources are {trained} {rule}; got {got}"
+        batch = np.array([good[0], row(text + " <eos>")], np.int32)
+        real = [i for i in batch[1].tolist() if i]
+        message = (
+            f"input 'source': row 1: {why} in [{', '.join(map(str, real))}] then pads; send a "
+            "source of that shape"
+        )
+        with pytest.raises(ValueError) as e:
+            model({"source": batch})
+        assert str(e.value) == message
+        body = {"inputs": [{"name": "source", "shape": [2, width], "datatype": "INT32",
+                            "data": batch.ravel().tolist()}]}  # fmt: skip
+        with pytest.raises(ServeError) as served:
+            protocol.decode_infer(json.dumps(body).encode(), served_inputs, {}, 8)
+        assert served.value.status == 400 and served.value.reason == "framing"
+        assert served.value.message == "inputs[0].data: " + message.removeprefix("input 'source': ")
+        with pytest.raises(ValueError) as e:
+            experiment.encode_source(source)
+        assert str(e.value) == f"{why}; give a source of that shape"
+    # An export written before `sources` was recorded loads, and is checked for framing only.
+    older = {**spec, "framing": {k: v for k, v in spec["framing"].items() if k != "sources"}}
+    old = artifact.Model(
+        str(out), {**manifest, "inputs": {"source": older}}, model._exported, model.weights, ""
+    )
+    assert old.check({"source": np.array([row("reverse 1 + 2 <eos>")], np.int32)}) == 1
 
 
 def test_ann_report_reads_the_run(trained, tmp_path):

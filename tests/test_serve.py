@@ -1283,3 +1283,47 @@ def test_framed_token_rows_must_keep_their_framing():
                        r"token that is none of <pad>=0, <bos>=1, <eos>=2, then .* got \[2\] then "
                        r"pads: nothing between the start and <eos>$"):  # fmt: skip
         decode([[2, 0, 0, 0, 0, 0]], untasked)
+
+
+def test_framed_token_rows_must_be_of_a_shape_their_task_has():
+    """The framing's `sources` (written at export from the training rows) states what each
+    task's tokens look like: runs of tokens with their length ranges. A framed row of another
+    shape (`reverse 1+2` where `reverse` is trained on digits only, more digits than training
+    ever had) was answered 200 while `ann generate` refused it; now 400 naming the row, the
+    task's shapes and the fix, JSON and binary alike. A task without a record, and a record
+    ann does not write, leave the framing alone checked (as an older export's)."""
+    vocab = ["<pad>", "<bos>", "<eos>", "1", "2", "+", "reverse", "add", "sort"]
+    entry = {"dtype": "int32", "shape": [7], "names": vocab, "padding": {"id": 0, "side": "right"}}
+    digits = {"name": "DIGITS", "ids": [3, 4], "min": 1, "max": 2}
+    plus = {"name": "+", "ids": [5], "min": 1, "max": 1}
+    sources = {"reverse": [[digits]], "add": [[digits, plus, digits]]}  # sort: none recorded
+    framing = {"task_ids": [6, 7, 8], "bos_id": 1, "eos_id": 2, "sources": sources}
+    framed = {"source": {**entry, "framing": framing}}
+    fine = [[6, 3, 4, 2, 0, 0, 0], [7, 3, 5, 4, 3, 2, 0], [6, 4, 2, 0, 0, 0, 0]]
+    fine.append([8, 3, 5, 5, 3, 2, 0])  # sort has no record: framing alone
+    for binary in (False, True):
+        got = _decode_ids("source", fine, framed, binary).inputs["source"].tolist()
+        assert got == fine
+    field = {False: "inputs[0].data", True: "inputs[0] (binary)"}
+    reverse = "'reverse' sources are 'reverse DIGITS' (DIGITS: 1 to 2 of 1 2) as in training"
+    add = "'add' sources are 'add DIGITS+DIGITS' (DIGITS: 1 to 2 of 1 2) as in training"
+    for row, why in [
+        ([6, 3, 5, 4, 2, 0, 0], f"{reverse}; got 'reverse DIGITS+DIGITS' in [6, 3, 5, 4, 2]"),
+        ([6, 3, 4, 3, 2, 0, 0], f"{reverse}; got 'reverse DIGITS' with 3 tokens in DIGITS, "
+                                "outside 1 to 2 in [6, 3, 4, 3, 2]"),
+        ([7, 3, 4, 2, 0, 0, 0], f"{add}; got 'add DIGITS' in [7, 3, 4, 2]"),
+        ([7, 3, 5, 2, 0, 0, 0], f"{add}; got 'add DIGITS+' in [7, 3, 5, 2]"),
+    ]:  # fmt: skip
+        for binary in (False, True):
+            with pytest.raises(ServeError) as e:
+                _decode_ids("source", [*fine, row], framed, binary)
+            assert e.value.status == 400 and e.value.reason == "framing"
+            assert e.value.message == (
+                f"{field[binary]}: row 4: {why} then pads; send a source of that shape"
+            )
+    # Framing faults come first; a record ann does not write (a run of 0 to 2) is ignored.
+    with pytest.raises(ServeError, match=r"row 0: expected TASK TOKENS <eos> then pads"):
+        _decode_ids("source", [[6, 3, 5, 4, 0, 0, 0]], framed, False)
+    odd = {"reverse": [[{**digits, "min": 0}]]}
+    loose = {"source": {**entry, "framing": {**framing, "sources": odd}}}
+    assert _decode_ids("source", [[6, 3, 5, 4, 2, 0, 0]], loose, False).rows == 1

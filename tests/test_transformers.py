@@ -598,15 +598,28 @@ def test_a_source_outside_the_vocabulary_or_too_long_is_named():
         experiment.encode_source("12345")
     with pytest.raises(ValueError, match="^it has nothing after the task word"):
         experiment.encode_source(" sort ")
-    # Not a shape the task has in training: 'add 12' and 'add 12+' were decoded as sums.
+    # Not a shape the task has in training: 'add 12' and 'add 12+' were decoded as sums. The
+    # check is the export's (`artifact.Framing.source_fault`), with the runs' lengths: the
+    # held-out 3 and 6 digits are inside the trained 1 to 8, 9 is not.
     assert experiment.encode_source("add 12+345")[0] == experiment.vocab.index["add"]
-    for source, shape in (("add 12", "add DIGITS"), ("add 12+", "add DIGITS+"),
-                          ("reverse 1+2", "reverse DIGITS+DIGITS")):  # fmt: skip
+    assert experiment.encode_source("reverse 123")[4] == experiment.eos_id
+    digits = "(DIGITS: 1 to 8 of 0 1 2 3 4 5 6 7 8 9)"
+    nine = " with 9 tokens in DIGITS, outside 1 to 8"
+    for source, got in [
+        ("add 12", "'add DIGITS'"),
+        ("add 12+", "'add DIGITS+'"),
+        ("reverse 1+2", "'reverse DIGITS+DIGITS'"),
+        ("sort 123456789", "'sort DIGITS'" + nine),
+        ("add 1+123456789", "'add DIGITS+DIGITS'" + nine.replace("DIGITS", "run 3 (DIGITS)")),
+    ]:
         with pytest.raises(ValueError) as e:
             experiment.encode_source(source)
         task = source.split()[0]
         trained = "add DIGITS+DIGITS" if task == "add" else f"{task} DIGITS"
-        assert str(e.value) == f"{task!r} sources in training are '{trained}', not '{shape}'"
+        assert str(e.value) == (
+            f"{task!r} sources are '{trained}' {digits} as in training; got {got}; give a source "
+            "of that shape"
+        )
 
 
 def test_a_prompt_outside_the_vocabulary_is_read_as_unk_and_named():
