@@ -1321,6 +1321,13 @@ def test_framed_token_rows_must_be_of_a_shape_their_task_has():
             assert e.value.message == (
                 f"{field[binary]}: row 4: {why} then pads; send a source of that shape"
             )
+    # Many rows are walked a column at a time, a few one by one: the same answer (the loader's).
+    frame, many = artifact.framing(framed["source"]), np.array(fine * 10, np.int32)  # 280 ids
+    assert frame.fault(many) is None
+    many[37] = [7, 3, 5, 2, 0, 0, 0]
+    want = f"{add}; got 'add DIGITS+' in [7, 3, 5, 2] then pads; send a source of that shape"
+    assert frame.fault(many) == f"row 37: {want}"  # 40 rows: a column at a time
+    assert frame.fault(many[30:38]) == f"row 7: {want}"  # 8 rows: one by one
     # Framing faults come first; a record ann does not write (a run of 0 to 2) is ignored.
     with pytest.raises(ServeError, match=r"row 0: expected TASK TOKENS <eos> then pads"):
         _decode_ids("source", [[6, 3, 5, 4, 0, 0, 0]], framed, False)
