@@ -595,3 +595,33 @@ def test_a_compressed_body_is_inflated_no_further_than_the_limit():
     assert compression.accepted(b"gzip;q=0, deflate") == b"deflate"
     assert compression.accepted(b"identity, gzip;q=0.0") is None
     assert compression.accepted(b"*") == b"gzip"
+
+
+def test_bytes_after_the_compressed_data_are_named_not_called_uninflatable():
+    """Junk after a gzip stream was "got data it cannot inflate (... incorrect header check)";
+    after a deflate stream it was dropped unread (the body answered from its first part)."""
+    import gzip
+
+    from ann.serve import compression
+
+    body = b'{"inputs": []}'
+    for data, encoding, tail in [
+        (gzip.compress(body) + b"junk", "gzip", "4 bytes after the end of the gzip stream (6a 75 "
+         "6e 6b, not another gzip member)"),
+        (zlib.compress(body) + b"junk!more", "deflate", "9 bytes after the end of the deflate "
+         "stream (6a 75 6e 6b 21 6d 6f 72...)"),
+        (zlib.compress(body, wbits=-15) + b"junk", "deflate", "4 bytes after the end of the "
+         "deflate stream (6a 75 6e 6b)"),  # raw deflate, as some clients send
+    ]:  # fmt: skip
+        with pytest.raises(ServeError) as e:
+            compression.decompress(data, encoding.encode(), 1 << 20)
+        assert e.value.status == 400 and e.value.message == (
+            f"body: expected only {encoding} data (Content-Encoding: {encoding}), got {tail}; "
+            "send the compressed body alone"
+        ), e.value.message
+    # Zero padding after the last member is read, as Python's gzip module reads it; a second
+    # member is a member.
+    assert compression.decompress(gzip.compress(body) + bytes(7), b"gzip", 1 << 20) == body
+    assert gzip.decompress(gzip.compress(body) + bytes(7)) == body
+    two = gzip.compress(body) + gzip.compress(body)
+    assert compression.decompress(two, b"gzip", 1 << 20) == body * 2

@@ -8,6 +8,11 @@ A request body is inflated at most to `--max_body_bytes`, the limit its compress
 to: a small body that would inflate past it (a zip bomb) is refused 413 having inflated no more
 than the limit plus one byte. Binary tensor data's `Inference-Header-Content-Length` counts the
 uncompressed body, as Triton's client sends it: the body is inflated before it is split.
+Bytes after the end of the compressed data are refused, naming them (Python's `gzip` module
+refuses them too, "Not a gzipped file", and reads zero padding after the last gzip member, as
+ann does; Triton's server stops at the end of the first stream and drops the rest unread, and
+`zlib.decompress` drops it too: a body cut from a longer file, or two bodies glued together,
+would be answered from its first part in silence).
 A reply is compressed only when asked, and only an infer's 200 reply, as Triton's server
 does: tritonclient's asyncio client sends aiohttp's default `Accept-Encoding: gzip, deflate` on
 every call but inflates only an infer reply (its model metadata call failed on a gzip reply),
@@ -25,6 +30,8 @@ from ann.serve.errors import ServeError
 # the zlib format (what Triton's client sends: `zlib.compress`).
 _WBITS = {b"gzip": 16 + zlib.MAX_WBITS, b"x-gzip": 16 + zlib.MAX_WBITS, b"deflate": zlib.MAX_WBITS}
 ACCEPTED = "gzip, deflate or identity"
+# The first two bytes of every gzip member (RFC 1952 section 2.3.1).
+_GZIP_MAGIC = b"\x1f\x8b"
 
 
 def decompress(body: bytes, encoding: bytes, limit: int) -> bytes:
@@ -73,7 +80,18 @@ def decompress(body: bytes, encoding: bytes, limit: int) -> bytes:
                 "content_encoding",
             )
         parts.append(part)
-        data = inflater.unused_data if wbits == _WBITS[b"gzip"] else b""
+        data = inflater.unused_data
+        if data and (wbits != _WBITS[b"gzip"] or data[:2] != _GZIP_MAGIC):
+            if wbits == _WBITS[b"gzip"] and not data.strip(b"\0"):
+                break  # zero padding after the last member, as Python's gzip module reads it
+            member = ", not another gzip member" if wbits == _WBITS[b"gzip"] else ""
+            raise ServeError(
+                400,
+                f"body: expected only {said} data (Content-Encoding: {said}), got {len(data)} "
+                f"bytes after the end of the {said} stream ({data[:8].hex(' ')}"
+                f"{'...' if len(data) > 8 else ''}{member}); send the compressed body alone",
+                "content_encoding",
+            )
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
