@@ -3,6 +3,7 @@ names the flag (and the fix), before any model is loaded or any port opened."""
 
 import concurrent.futures
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -444,8 +445,24 @@ def test_the_request_log_sample_range_is_stated_as_it_is_checked():
         ), str(e.value)
     Settings(request_log=log, request_log_sample=1e-9)
     Settings(request_log=log, request_log_sample=1)
-    (field,) = [f for f in flag_fields() if f.name == "request_log_sample"]
-    assert "(0, 1]" in field.metadata["help"]
+    assert "request_log_sample" in [f.name for f in flag_fields()]
+
+
+def test_help_states_each_range_the_check_refuses_outside_of():
+    # `ann serve --help` gave no range of a flag whose refusal states one (--port, the batch
+    # sizes, the timeouts): each help now ends with the range and unit the check uses.
+    from ann.serve.settings import RANGES, expected, flag_fields
+
+    result = subprocess.run([sys.executable, "-m", "ann.serve", "--help"], capture_output=True,
+                            text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())  # absl wraps the help at 80 columns
+    flags = {f.name for f in flag_fields()}
+    for name in [name for name, *_ in RANGES if name in flags]:
+        own = re.split(r" --\w+: ", text.split(f"--{name}: ", 1)[1], maxsplit=1)[0]  # its own
+        assert f"Takes {expected(name)}." in own, (name, own)
+    assert "--port: Port. Takes an integer in [1, 65535]." in text
+    assert "Takes a number in [0, 60000] (milliseconds)." in text
 
 
 def test_a_value_that_is_no_number_and_one_out_of_range_are_refused_alike():
@@ -457,7 +474,7 @@ def test_a_value_that_is_no_number_and_one_out_of_range_are_refused_alike():
         (["--port=70000"], "--port=70000 must be an integer in [1, 65535]; e.g. --port=8000"),
         (
             ["--max_queue_delay_ms=soon"],
-            "--max_queue_delay_ms=soon must be a number in [0, 60000]; e.g. "
+            "--max_queue_delay_ms=soon must be a number in [0, 60000] (milliseconds); e.g. "
             "--max_queue_delay_ms=2.0",
         ),
         (  # unset by default: an example of its own (it had none)

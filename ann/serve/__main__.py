@@ -40,11 +40,13 @@ def define_flags() -> None:
     flags.DEFINE_multi_string("model", None, "Registry URI or export directory (repeatable).")
     for field in flag_fields():
         meta = field.metadata
+        what = expected(field.name)  # the range its check refuses outside of: in its help too
+        help = meta["help"] if what is None else f"{meta['help']} Takes {what}."
         if "choices" in meta:
-            flags.DEFINE_enum(field.name, flag_default(field), meta["choices"], meta["help"])
+            flags.DEFINE_enum(field.name, flag_default(field), meta["choices"], help)
         else:
-            define[meta["kind"]](field.name, flag_default(field), meta["help"])
-        if (what := expected(field.name)) is not None:  # `--port=abc` said as `--port=0` is
+            define[meta["kind"]](field.name, flag_default(field), help)
+        if what is not None:  # `--port=abc` said as `--port=0` is
             cli.EXPECTED[field.name] = what
             cli.EXAMPLES[field.name] = example(field.name)
     flags.DEFINE_string("token_file", None, "File holding the bearer token (a mounted secret).")

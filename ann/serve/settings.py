@@ -99,9 +99,7 @@ class Settings:
         env="ANN_SERVE_ADMIN_TOKEN",
     )
     request_log: str | None = _flag(None, "File for sampled request/response JSON lines.", str)
-    request_log_sample: float = _flag(
-        0.01, "Share of requests logged, in (0, 1] (1: every one; 0, none, is refused)."
-    )
+    request_log_sample: float = _flag(0.01, "Share of requests logged; 0 (none) is refused.")
     request_log_max_bytes: int = _flag(50 << 20, "Size at which the request log rotates.")
     request_log_backups: int = _flag(3, "Rotated request log files kept.")
     monitor: str = _flag(
@@ -330,7 +328,7 @@ _ABOVE = ("request_log_sample",)
 RANGES: list[tuple[str, float, float, str]] = [
     ("port", 1, 65535, ""),
     ("max_batch_size", 1, 1 << 16, "rows per batch; each size up to it is compiled"),
-    ("max_queue_delay_ms", 0, 60_000, ""),
+    ("max_queue_delay_ms", 0, 60_000, "milliseconds"),
     ("constant_weights_mb", 0, 1 << 20, "MiB"),
     ("max_body_bytes", 1024, 1 << 31, "bytes; a body is held in memory"),
     ("max_request_line_bytes", 256, 1 << 20, "bytes"),
@@ -339,7 +337,7 @@ RANGES: list[tuple[str, float, float, str]] = [
     ("header_timeout_s", 0.01, 3600, "seconds"),
     ("body_timeout_s", 0.01, 3600, "seconds"),
     ("keepalive_timeout_s", 0.01, 3600, "seconds"),
-    ("max_connections", 1, 1 << 20, ""),
+    ("max_connections", 1, 1 << 20, "connections"),
     ("request_log_sample", 0, 1, "a share of requests: 1 logs every one"),
     ("request_log_max_bytes", 1024, 1 << 40, "bytes"),
     # 0 would disable the size cap: RotatingFileHandler never rotates without a backup.
