@@ -840,6 +840,55 @@ def test_a_key_given_twice_in_an_object_is_refused(body, key):
     assert protocol.decode_infer(fine, signature, outputs, 8).id == "2026-12-05T13:00:00"
 
 
+@pytest.mark.parametrize(
+    "body, other",
+    [
+        # Each body has a second fault: it was reported, and the repeated key never was.
+        ('{"id": "a", "id": 5, "inputs": [INPUT]}', "id"),
+        ('{"bogus": 1, "inputs": [INPUT], "inputs": []}', "inputs"),
+        ('{"inputs": [{"name": "x:0", "shape": [1, 2], "shape": [1, 3], "datatype": "FP32", '
+         '"data": [1, 2]}]}', "shape"),
+        ('{"inputs": [INPUT], "parameters": {"timeout": -1, "timeout": -2}}', "timeout"),
+        ('{"inputs": [INPUT], "outputs": [{"name": "z", "name": "z"}]}', "name"),
+    ],
+)  # fmt: skip
+def test_a_key_given_twice_is_reported_before_any_other_fault(body, other):
+    # Which of the two values the other checks read is what JSON leaves open: the repeat first.
+    signature, outputs = {"x:0": {"dtype": "float32", "shape": [2]}}, {"y": {}}
+    body = body.replace("INPUT", '{"name": "x:0", "shape": [1, 2], "datatype": "FP32", '
+                        '"data": [1, 2]}').encode()  # fmt: skip
+    with pytest.raises(ServeError) as e:
+        protocol.decode_infer(body, signature, outputs, 8)
+    assert e.value.status == 400 and e.value.message.startswith(
+        f'body: expected each key once in an object, got "{other}" twice'
+    ), e.value.message
+
+
+def test_every_json_body_refuses_a_key_given_twice():
+    # The repository's index, load and unload and the feedback route took the last in silence
+    # (`{"ready": true, "ready": false}` listed every model); infer refused it.
+    from ann.serve import repository
+
+    for body, field, key in [
+        (b'{"ready": true, "ready": false}', "body", "ready"),
+        (b'{"parameters": {"version": "1", "version": "2"}}', "body", "version"),
+        (b'[{"id": "r1", "label": 1, "label": 2}]', "feedback", "label"),
+    ]:
+        with pytest.raises(ServeError) as e:
+            protocol.loads(body, field, "a JSON object")
+        assert e.value.status == 400 and e.value.message.startswith(
+            f'{field}: expected each key once in an object, got "{key}" twice'
+        ), e.value.message
+    config = '{"version_policy": {"specific": {"versions": [1], "versions": [2]}}}'
+    with pytest.raises(ServeError, match='^parameters.config: expected each key once in an '
+                       'object, got "versions" twice'):  # fmt: skip
+        repository._config_versions(config)
+    # Colons in strings, and a body without any, are no repeats.
+    assert protocol.loads(b'{"id": "a:b", "label": "c:d"}', "feedback", "x") == {
+        "id": "a:b", "label": "c:d"}  # fmt: skip
+    assert protocol.loads(b"[1, 2]", "feedback", "x") == [1, 2]
+
+
 def test_a_request_id_is_at_most_256_characters():
     # Each id is kept for the feedback join: 300 infers with an id of a million characters
     # took the server from 330 MB to 711 MB, and the reply echoed each id back.

@@ -200,14 +200,26 @@ def field_name(prefix: str, path: list[str | int]) -> str:
     return name
 
 
-def loads(body: bytes, field: str, expected: str, prefix: str | None = None) -> Any:
+def loads(
+    body: bytes, field: str, expected: str, prefix: str | None = None, unique_keys: bool = True
+) -> Any:
     """A request body parsed as JSON; ServeError 400 (reason `json`) otherwise, one line:
     `FIELD: expected EXPECTED, got ...` with what came (`json_error`; "an empty body"). A
     number no 64-bit float holds inside the body is named by its place instead (it said `body:
     expected a JSON object, got a number out of range (...)` of an object):
     `inputs[0].data[0]: expected a number within a 64-bit float's range (...), got 1e400`, the
     place after `prefix` (default `field`; "" where the body's fields are named bare, as
-    `inputs[0]`)."""
+    `inputs[0]`). A key given twice in an object is refused (`refuse_duplicate_keys`), as on
+    every JSON body the server reads; `unique_keys=False` leaves that to the caller (an infer
+    request, which checks it more cheaply)."""
+    value = _loads(body, field, expected, prefix)
+    if unique_keys:
+        refuse_duplicate_keys(field, body, value)
+    return value
+
+
+def _loads(body: bytes, field: str, expected: str, prefix: str | None) -> Any:
+    """`loads` without its check of keys given twice (an infer's own is cheaper)."""
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as e:
@@ -570,23 +582,27 @@ def decode_infer(
     if header_length is not None:
         body, binary = _split_binary(body, header_length)
     request = _parse_json(body, header_length is not None)
-    if not _REQUEST.issuperset(request):
-        known_keys("body", request, REQUEST_KEYS)
-    request_id = request.get("id")
-    if request_id is not None and not isinstance(request_id, str):
-        raise ServeError(400, f"id: expected a string, got {short(request_id)}", "field")
-    if request_id is not None and len(request_id) > MAX_ID_LENGTH:
-        raise ServeError(400, id_too_long("id", request_id), "field")
+    request_id = None
     try:  # free unless raised: the fast path pays nothing
+        if not _REQUEST.issuperset(request):
+            known_keys("body", request, REQUEST_KEYS)
+        request_id = request.get("id")
+        if request_id is not None and not isinstance(request_id, str):
+            raise ServeError(400, f"id: expected a string, got {short(request_id)}", "field")
+        if request_id is not None and len(request_id) > MAX_ID_LENGTH:
+            raise ServeError(400, id_too_long("id", request_id), "field")
         all_binary, timeout = request_parameters(request.get("parameters"))
         booleans = _may_hold_booleans(body)
         arrays, rows = _decode_inputs(request, signature, max_rows, binary, booleans)
         wanted, as_binary = _wanted_outputs(request, outputs, all_binary)
         colons = body.count(b":")
         if colons > _keys_in(request) and colons > _keys_in(request) + _colons_in_names(request):
-            _refuse_duplicate_keys(body)
-    except ServeError as e:  # the request log names the refused request by its id
-        e.request_id = request_id
+            refuse_duplicate_keys("body", body, request)
+    except ServeError as e:
+        # A key given twice first: which of its values the other checks read is left open.
+        if not isinstance(e, DuplicateKey):
+            refuse_duplicate_keys("body", body, request)
+        e.request_id = request_id if isinstance(request_id, str) else None  # the request log's
         raise
     return InferRequest(arrays, rows, request_id, wanted, as_binary, timeout)
 
@@ -596,7 +612,7 @@ def _keys_in(request: dict[str, Any]) -> int:
     output and their `parameters`. Its JSON text has as many colons when no object repeats a
     key and no string holds one; more: a key given twice (the parser kept the last in silence),
     or a colon inside a string (`_colons_in_names`) or a nested parameter, which
-    `_refuse_duplicate_keys` tells apart. With the body's byte count: 0.2-0.4 us of a one-row
+    `refuse_duplicate_keys` tells apart. With the body's byte count: 0.2-0.4 us of a one-row
     digits request's ~10-15 us decode (docs/benchmarks.md)."""
     n = len(request)
     own = request.get("parameters")
@@ -622,20 +638,50 @@ def _colons_in_names(request: dict[str, Any]) -> int:
     return (request.get("id") or "").count(":") + sum(t["name"].count(":") for t in tensors)
 
 
-def _refuse_duplicate_keys(body: bytes) -> None:
-    """ServeError 400 naming a key that an object of `body` (valid JSON) gives twice, if any:
-    JSON leaves a repeated key's meaning open (RFC 8259 section 4), parsers differ on which one
-    counts, and `{"inputs": [], "inputs": [...]}` was answered from the last in silence."""
+class DuplicateKey(ServeError):
+    """The refusal of a JSON body with a key given twice in one object (reason `json`)."""
+
+
+def _keys_and_colons(value: Any) -> int:
+    """The keys of every object in a decoded JSON `value` plus the colons in its strings (keys
+    and values): its text has this many colons unless an object gave a key twice (the parser
+    kept the last in silence). A list of numbers is passed over in one C pass."""
+    count, stack = 0, [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            count += len(node) + sum(key.count(":") for key in node)
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            if not _PLAIN.issuperset(map(type, node)):
+                stack.extend(node)
+        elif isinstance(node, str):
+            count += node.count(":")
+    return count
+
+
+_PLAIN = frozenset((int, float, bool, type(None)))
+
+
+def refuse_duplicate_keys(field: str, body: bytes, value: Any = _MISSING) -> None:
+    """`DuplicateKey` (a ServeError 400) naming a key that an object of the JSON `body`
+    gives twice, if any: JSON leaves a repeated key's meaning open (RFC 8259 section 4), parsers
+    differ on which one counts, and `{"inputs": [], "inputs": [...]}` was answered from the last
+    in silence. With `value` (the body decoded), only a body with more colons than `value` has
+    keys and colons in strings is parsed again to name the key; without, any body is."""
     import json
+
+    if value is not _MISSING and body.count(b":") <= _keys_and_colons(value):
+        return
 
     def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
         seen = {}
         for key, value in items:
             if key in seen:
-                raise ServeError(
+                raise DuplicateKey(
                     400,
-                    f"body: expected each key once in an object, got {short(key)} twice (which "
-                    "one counts is left open by JSON; send it once)",
+                    f"{field}: expected each key once in an object, got {short(key)} twice "
+                    "(which one counts is left open by JSON; send it once)",
                     "json",
                 )
             seen[key] = value
@@ -643,7 +689,7 @@ def _refuse_duplicate_keys(body: bytes) -> None:
 
     try:
         json.loads(body, object_pairs_hook=pairs)
-    except (ValueError, RecursionError):  # valid for orjson, which decoded it: not a duplicate
+    except (ValueError, RecursionError):  # not JSON for Python's parser: nothing to name
         pass
 
 
@@ -727,7 +773,7 @@ def _split_binary(body: bytes, header_length: bytes) -> tuple[bytes, memoryview]
 
 def _parse_json(body: bytes, has_header: bool) -> dict[str, Any]:
     try:
-        request = loads(body, "body", "a JSON object", prefix="")
+        request = _loads(body, "body", "a JSON object", "")
     except ServeError as e:
         if has_header or b"binary_data_size" not in body:
             raise

@@ -104,6 +104,7 @@ def _config_versions(config: Any) -> list[int]:
         raise ServeError(400, f"{expected}{protocol.short(config)}, {why}") from None
     if not isinstance(parsed, dict):
         raise ServeError(400, expected + protocol.short(config))
+    protocol.refuse_duplicate_keys("parameters.config", config.encode(), parsed)
     others = sorted(set(parsed) - {"name", "version_policy"})
     if others:  # max_batch_size and the rest are the server's flags, set when it starts
         raise ServeError(
