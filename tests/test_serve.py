@@ -504,7 +504,7 @@ def test_binary_decoding_checks_sizes_and_values():
         # It said "got an empty body" of a body with its bytes.
         (good, x.tobytes() + on.tobytes(), b"0", "got 0, which leaves none before the 214 bytes"),
         ([tensor("x", [2, 2], "FP32", 12), good[1]], x.tobytes(), None, "expected 16 bytes"),
-        (good, x.tobytes(), None, "expected 2 bytes of binary data at offset 16, got 0"),
+        (good, x.tobytes(), None, "expected 2 bytes of binary data at byte offset 16, got 0 bytes"),
         (good, x.tobytes() + on.tobytes() + b"!", None, "expected 18 bytes of binary tensor"),
         (
             [{**good[0], "data": [1, 2, 3, 4]}, good[1]],
@@ -514,7 +514,12 @@ def test_binary_decoding_checks_sizes_and_values():
         ),
         ([good[0], good[1]], nan + on.tobytes(), None, "expected finite FP32 values, got nan"),
         ([good[0], good[1]], x.tobytes() + bytes([1, 7]), None, "expected bytes 0 or 1"),
-        ([tensor("x", [2, 2], "FP32", -1), good[1]], b"", None, "expected a byte count >= 0"),
+        (
+            [tensor("x", [2, 2], "FP32", -1), good[1]],
+            b"",
+            None,
+            "expected a byte count \\(an integer >= 0\\)",
+        ),
     ]:
         with pytest.raises(ServeError, match=message) as e:
             decode(tensors, raw, header)
@@ -593,7 +598,8 @@ def test_errors_name_the_field(served):
          infer_body(x, parameters={"binary_data_ouput": True}), 400,
          'parameters: unknown key "binary_data_ouput"; expected binary_data_output, timeout,'),
         ("POST", "/v2/models/digits/infer", infer_body(x, parameters={"timeout": 0.5}), 400,
-         "parameters.timeout: expected microseconds as an integer >= 0 (0: no limit), got 0.5"),
+         "parameters.timeout: expected microseconds as an integer in [0, 18446744073709551615] "
+         "(0: no limit), got 0.5 microseconds"),
         ("POST", "/v2/models/digits/infer", infer_body(x, parameters=[1]), 400,
          "parameters: expected an object, got [1]"),
         # A tensor's own: a typo'd binary_data came back as JSON; shared memory was ignored.
@@ -901,7 +907,9 @@ def test_a_request_id_is_at_most_256_characters():
         protocol.decode_infer(json.dumps({**body, "id": "r" * 10**6}).encode(), SIGNATURE,
                               OUTPUTS, 8)  # fmt: skip
     assert e.value.status == 400
-    assert e.value.message == "id: expected at most 256 characters (a UUID is 36), got 1,000,000"
+    assert e.value.message == (
+        "id: expected at most 256 characters (a UUID is 36), got 1000000 characters"
+    )
 
 
 RANGE = "expected a number within a 64-bit float's range (at most about 1.8e308 in size)"
@@ -994,14 +1002,14 @@ def image(data, **fields):
          "datatype, data}, got null"),
         # An integer past 64 bits (orjson reads it as a float) quoted as sent, not as
         # 1.8446744073709552e+19.
-        (image([0] * 64, shape=[18446744073709551616, 8, 8, 1]), "inputs[0].shape: expected "
-         "[-1, 8, 8, 1] (batch first, at least 1 row) for input 'image', got "
-         "[18446744073709551616,8,8,1]"),
+        (image([0] * 64, shape=[18446744073709551616, 8, 8, 1]), "inputs[0].shape[0]: expected "
+         "at most 8 rows per request (the server's --max_batch_size), got 18446744073709551616 "
+         "rows; split the request"),
         (b'{"id": -10000000000000000000, "inputs": []}', "id: expected a string, got "
          "-10000000000000000000"),
         (image([0] * 64)[:-1] + b', "parameters": {"timeout": 100000000000000000000}}',
-         "parameters.timeout: expected microseconds as an integer >= 0 (0: no limit), got "
-         "100000000000000000000"),
+         "parameters.timeout: expected microseconds as an integer in [0, 18446744073709551615] "
+         "(0: no limit), got 100000000000000000000 microseconds"),
     ],
 )  # fmt: skip
 def test_refusals_quote_what_came_in_json_spelling(body, message):
@@ -1012,6 +1020,89 @@ def test_refusals_quote_what_came_in_json_spelling(body, message):
 
 
 BOOLEANS = "expected numbers for {} input {!r}, got true or false (JSON booleans are for BOOL "
+
+
+def timeout(value: str) -> bytes:
+    """A one-row request body whose `parameters.timeout` is the JSON number `value`."""
+    return image([0] * 64)[:-1] + b', "parameters": {"timeout": %s}}' % value.encode()
+
+
+def binary_image(**parameters) -> bytes:
+    """A request body with one `image` input of one row sent as binary data (none follows)."""
+    tensor = {"name": "image", "shape": [1, 8, 8, 1], "datatype": "UINT8", "parameters": parameters}
+    return json.dumps({"inputs": [tensor]}).encode()
+
+
+@pytest.mark.parametrize(
+    "body, header, message",
+    [
+        # A byte count said in float form (it was 1e+30), and as the integer sent.
+        (binary_image(binary_data_size="1e30"), True,
+         "inputs[0].parameters.binary_data_size: expected at most the body's 0 bytes of binary "
+         "data, got 1e30 bytes"),
+        (binary_image(binary_data_size="10" + "0" * 29), True,
+         "inputs[0].parameters.binary_data_size: expected at most the body's 0 bytes of binary "
+         "data, got 1000000000000000000000000000000 bytes"),
+        (binary_image(binary_data_size="2.50"), True,
+         "inputs[0].parameters.binary_data_size: expected a byte count (an integer >= 0), got "
+         "2.50"),
+        # An integer past 64 bits among the data: it was 99999999999999991433150857216.
+        (image(["9" * 29] + [0] * 63), False, "inputs[0].data: expected UINT8 values in [0, 255], "
+         "got 99999999999999999999999999999 at flat index 0"),
+        (image([0] * 64, shape=[1, "1E3", 8, 1]), False, "inputs[0].shape: expected [-1, 8, 8, 1] "
+         "(batch first, at least 1 row) for input 'image', got [1,1E3,8,1]"),
+        # A timeout past 64 bits says the limit, and its unit.
+        (timeout("1e30"), False, "parameters.timeout: expected "
+         "microseconds as an integer in [0, 18446744073709551615] (0: no limit), got 1e30 "
+         "microseconds"),
+        (timeout("9" * 29), False, "parameters.timeout: expected "
+         "microseconds as an integer in [0, 18446744073709551615] (0: no limit), got "
+         "99999999999999999999999999999 microseconds"),
+    ],
+)  # fmt: skip
+def test_numbers_are_quoted_as_sent_with_their_unit(body, header, message):
+    body = re.sub(rb'"([0-9][0-9.eE+]*)"', rb"\1", body)  # numbers given as strings: unquoted
+    with pytest.raises(ServeError) as e:
+        protocol.decode_infer(body, SIGNATURE, OUTPUTS, 8, str(len(body)).encode() if header
+                              else None)  # fmt: skip
+    assert e.value.status == 400 and e.value.message == message
+
+
+def test_a_number_is_respelled_only_where_the_body_tells_it_one_way():
+    # The server's own numbers stay (8, and the float limit 1.8e308 beside a client's 1e400);
+    # a value the body spells two ways stays as the server wrote it; digits in a string as long
+    # as Python's int() refuses (4,300) cost nothing and change nothing.
+    assert protocol.as_sent("x: expected 8, got 8.0", b'{"x": 8.0}') == "x: expected 8, got 8.0"
+    assert protocol.as_sent("x: at most 1.8e308, got 1e400", b'{"x": 1e400}') == (
+        "x: at most 1.8e308, got 1e400"
+    )
+    assert protocol.as_sent("x: got 1e+29", b'{"x": 1e29, "y": 1E29}') == "x: got 1e+29"
+    long = b'{"id": "%s", "x": %s}' % (b"1" * 6000, b"9" * 29)
+    assert protocol.as_sent("x: got 1e+29", long) == "x: got " + "9" * 29
+
+
+@pytest.mark.parametrize("rows", ["1e20", "1E20", "9" * 29, "18446744073709551616", "9"])
+def test_a_row_count_past_the_limit_is_413_whatever_its_spelling(rows):
+    # 1e20 or an integer past 64 bits (a float to orjson) was told "at least 1 row".
+    body = image([0] * 64, shape=["ROWS", 8, 8, 1]).replace(b'"ROWS"', rows.encode())
+    with pytest.raises(ServeError) as e:
+        protocol.decode_infer(body, SIGNATURE, OUTPUTS, 8)
+    assert e.value.status == 413 and e.value.message == (
+        "inputs[0].shape[0]: expected at most 8 rows per request (the server's --max_batch_size), "
+        f"got {rows} rows; split the request"
+    )
+
+
+def test_a_queue_timeout_says_both_durations_in_microseconds():
+    # It said "queued 52 microseconds, past the request's 1": the request's value had no unit.
+    from ann.serve.app import timed_out
+    from ann.serve.batcher import QueueTimeout
+
+    e = timed_out(QueueTimeout(52e-6, 1e-6))
+    assert e.status == 503 and e.message.startswith(
+        "parameters.timeout: queued 52 microseconds, past the request's 1 microsecond (a busy "
+    ), e.message
+    assert "past the request's 1500 microseconds" in timed_out(QueueTimeout(2.0, 1500e-6)).message
 
 
 @pytest.mark.parametrize("datatype", ["UINT8", "INT32", "INT64", "FP16", "FP32", "FP64", "BF16"])
@@ -1213,7 +1304,8 @@ def test_overload_gives_503_and_sigterm_drains(digits_export):
         queued = re.match(r"parameters\.timeout: queued ([\d,]+) microseconds", reply["error"])
         assert queued and int(queued[1].replace(",", "")) > 1_000_000, reply  # the fill's wait
         assert (
-            "past the request's 1,000 (a busy queue, or a batch waiting to fill)" in reply["error"]
+            "past the request's 1000 microseconds (a busy queue, or a batch waiting to fill)"
+            in reply["error"]
         ), reply
         metrics = request(port, "GET", "/metrics")[2]
         assert 'ann_errors_total{code="503",model="digits_cnn",reason="timeout"' in metrics

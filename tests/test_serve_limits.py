@@ -566,6 +566,23 @@ def test_a_refused_infer_is_logged_with_its_id(tmp_path):
     assert [(r["id"], r["status"]) for r in records] == [("r-1", 400), (None, 400)]
 
 
+def test_the_repository_index_quotes_numbers_as_sent_and_refuses_a_key_given_twice():
+    # `{"ready": 1e30}` was quoted as 1e+30; `{"ready": true, "ready": false}` listed every
+    # model (the last value, in silence), where an infer body refused it.
+    model = ServedModel("m", "1", FakeModel(), "test")
+    app = App([model], Settings())
+    replies = []
+    for body in (b'{"ready": 1e30}', b'{"ready": true, "ready": false}', b'{"ready": 1E30}'):
+        app.handle("POST", "/v2/repository/index", None, body, None,
+                   lambda *reply: replies.append(reply))  # fmt: skip
+    assert [(status, json.loads(body)["error"]) for status, body, _ in replies] == [
+        (400, "ready: expected true or false, got 1e30"),
+        (400, 'body: expected each key once in an object, got "ready" twice (which one counts '
+              "is left open by JSON; send it once)"),
+        (400, "ready: expected true or false, got 1E30"),
+    ]  # fmt: skip
+
+
 def test_a_compressed_body_is_inflated_no_further_than_the_limit():
     """A zip bomb (1 GB of zeros in ~1 MB of gzip) is refused 413 having inflated at most the
     limit plus a byte: zlib's `max_length`, not an inflate-then-measure."""

@@ -311,6 +311,7 @@ class App:
         handler = ""
         params: dict[str, str] = {}
         traced = None
+        request = None
         found = self.router.match(path)
         if found is not None and (not public_only or found[0].metrics_port):
             # before the token is checked: a refused token is counted under the route's handler
@@ -340,6 +341,7 @@ class App:
             status = getattr(self, answer)(request, served)
         except ServeError as e:
             status = e.status
+            _as_sent(e, request)
             if served is None and e.reason == "version":  # a served name, a version it lacks
                 served = _Unserved(params["name"], protocol.clip(params["version"]))
             elif served is None and e.reason == "loading":  # a name the admin is loading
@@ -632,6 +634,7 @@ class App:
                 body = self._with_model({"error": message}, named)
             except ServeError as e:
                 status, headers, error = e.status, e.headers, e.reason
+                _as_sent(e, request)
                 body = self._with_model({"error": e.message}, named)
             except Exception as e:  # a bug: say so
                 log.exception("internal error on %s", request.path)
@@ -719,12 +722,7 @@ class App:
                     reply, headers = _compressed(reply, headers, accept)
                 respond(200, reply, headers)
             except QueueTimeout as e:  # the client's own `parameters.timeout` ran out
-                message = (
-                    f"parameters.timeout: queued {e.waited * 1e6:,.0f} microseconds, past the "
-                    f"request's {e.timeout * 1e6:,.0f} (a busy queue, or a batch waiting to "
-                    "fill); retry, or allow more time"
-                )
-                self._infer_failed(m, decoded, respond, start, ServeError(503, message, "timeout"))
+                self._infer_failed(m, decoded, respond, start, timed_out(e))
                 return
             except NonFiniteOutput as e:  # the model overflowed on this request's input
                 refusal = non_finite(e)
@@ -747,6 +745,24 @@ class App:
         return done
 
 
+def timed_out(error: QueueTimeout) -> ServeError:
+    """503 for a request queued past its own `parameters.timeout` (`QueueTimeout`): both
+    durations in the request's unit, microseconds, as integers (it said "past the request's 1"
+    of a timeout of 1 microsecond: no unit, and 1,000 grouped as the client never wrote it)."""
+    waited, timeout = round(error.waited * 1e6), round(error.timeout * 1e6)
+    return ServeError(
+        503,
+        f"parameters.timeout: queued {_microseconds(waited)}, past the request's "
+        f"{_microseconds(timeout)} (a busy queue, or a batch waiting to fill); retry, or allow "
+        "more time",
+        "timeout",
+    )
+
+
+def _microseconds(count: int) -> str:
+    return f"{count} microsecond{'' if count == 1 else 's'}"
+
+
 def non_finite(error: NonFiniteOutput) -> ServeError:
     """422 for a request the model gave a NaN or an infinity on (`NonFiniteOutput`): the
     request was well formed and every input finite and of its type, but no number answers it
@@ -762,6 +778,22 @@ def non_finite(error: NonFiniteOutput) -> ServeError:
         "is given for it",
         "non_finite_output",
     )
+
+
+def _as_sent(error: ServeError, request: Request | None) -> None:
+    """A 400's numbers spelled as the request's JSON body sent them (`protocol.as_sent`: 1e30,
+    not 1e+30), on every route that reads one. An infer's own refusals are spelled already
+    (`decode_infer`: it knows where the JSON ends before binary data); a body not read (or not
+    inflated) by the route has nothing to quote."""
+    if (
+        request is not None
+        and error.status == 400
+        and request.encoding is None
+        and request.header_length is None
+        and request._body
+        and not request.path.endswith("/infer")
+    ):
+        error.message = protocol.as_sent(error.message, request._body)
 
 
 def _json_object(body: bytes, field: str, known: tuple[str, ...]) -> dict[str, Any]:

@@ -84,6 +84,54 @@ def names(values: Any) -> str:
     return orjson.dumps(sorted(values)).decode()
 
 
+# A JSON number as a body writes it, and as a refusal's text shows one (not inside a word such
+# as UINT8 or 0x8b). Those orjson reads as floats: a fraction, an exponent, an integer past 64
+# bits. A refusal shows such a float in its own spelling (1e+30 for 1e30; 1e29, and
+# 99999999999999991433150857216 as an integer, for 99999999999999999999999999999).
+_LITERAL = re.compile(rb"(?<![\w.])-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?(?![\w.])")
+_SHOWN = re.compile(r"(?<![\w.])-?[0-9]+(?:\.[0-9]+)?(?:e[+-]?[0-9]+)?(?![\w.])")
+# Float-form numbers in a refusal: a fraction, an exponent, or more digits than a double holds
+# exactly (a float's integer as `_plain` and `short` write it). 8 is never one (the server's
+# own "[-1, 8, 8, 1]" stays as it is beside a client's 8.0).
+_FLOAT_FORM = re.compile(r"[.e]|[0-9]{17}")
+# The most of a body looked through for what a refusal quotes: a bounded cost on a refused
+# body (measured 36 ms for 1.2 MB of JSON floats, the regex half of it: about 2 ms at this
+# size); a number past it is quoted in the server's spelling.
+AS_SENT_LIMIT = 64 << 10
+
+
+def as_sent(message: str, text: bytes) -> str:
+    """`message` (a refusal of the JSON `text`) with every number it quotes in float form
+    (`_FLOAT_FORM`) spelled as `text` wrote it: `1e30`, not 1e+30; 99999999999999999999999999999,
+    not 99999999999999991433150857216 (orjson reads an integer past 64 bits as a float). A
+    number that `text` spells two ways, or does not hold (the server's own), stays as it is.
+    Only on the error path: one regex pass over `text` (at most `AS_SENT_LIMIT` bytes)."""
+    shown = [m for m in _SHOWN.finditer(message) if _FLOAT_FORM.search(m.group())]
+    if not shown:
+        return message
+    wanted = {float(m.group()) for m in shown} - {math.inf, -math.inf}  # 1.8e308 is the limit
+    spelled: dict[float, str | None] = {}
+    for literal in _LITERAL.findall(text, 0, AS_SENT_LIMIT):
+        if not (b"." in literal or b"e" in literal or b"E" in literal) and (
+            len(literal) < 20 or (len(literal) < 22 and -(1 << 63) <= int(literal) < 1 << 64)
+        ):
+            continue  # orjson read it as an integer: shown exactly already
+        value = float(literal)
+        if value in wanted:
+            before = spelled.setdefault(value, literal.decode())
+            if before is not None and before != literal.decode():
+                spelled[value] = None  # spelled two ways: which one is meant is unknown
+    if not spelled:
+        return message
+    out, end = [], 0
+    for m in shown:
+        literal = spelled.get(float(m.group()))
+        if literal is not None:
+            out += [message[end : m.start()], literal]
+            end = m.end()
+    return "".join(out) + message[end:]
+
+
 # Text at an invalid JSON value that means a non-finite number (NaN, nan, Infinity, -inf, ...).
 _NON_FINITE = re.compile(r"[+-]?(?:nan|inf(?:inity)?)\b", re.IGNORECASE)
 # A JSON number's text (what came at a "number is infinity" error).
@@ -370,7 +418,7 @@ def _decode_data(
     if array.size != count:
         raise ServeError(
             400,
-            f"{field}: expected {count} values for shape {shape}, got {array.size}",
+            f"{field}: expected {count} values for shape {shape}, got {array.size} values",
             "data",
         )
     if target in "iu":
@@ -481,8 +529,9 @@ def _decode_binary(field: str, raw: memoryview, shape: list[int], spec: _Spec) -
     return _padded(field, array, spec)
 
 
-def _binary_size(field: str, tensor: Mapping[str, Any]) -> int | None:
-    """`parameters.binary_data_size` of a request input, if it is sent as binary."""
+def _binary_size(field: str, tensor: Mapping[str, Any], available: int) -> int | None:
+    """`parameters.binary_data_size` of a request input, if it is sent as binary (`available`:
+    the bytes of binary data after the JSON)."""
     parameters = tensor.get("parameters")
     if parameters is None:
         return None
@@ -494,10 +543,18 @@ def _binary_size(field: str, tensor: Mapping[str, Any]) -> int | None:
     size = parameters.get("binary_data_size")
     if size is None:
         return None
+    if type(size) is float and size >= 1 << 64:  # an integer past 64 bits reads as a float
+        raise ServeError(
+            400,
+            f"{field}.parameters.binary_data_size: expected at most the body's {available} bytes "
+            f"of binary data, got {short(size)} bytes",
+            "binary",
+        )
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
         raise ServeError(
             400,
-            f"{field}.parameters.binary_data_size: expected a byte count >= 0, got {short(size)}",
+            f"{field}.parameters.binary_data_size: expected a byte count (an integer >= 0), got "
+            + short(size),
             "field",
         )
     return size
@@ -551,7 +608,7 @@ def _flag(field: str, parameters: Any, key: str) -> bool:
 def _plain(value: Any) -> str:
     """A number as a client wrote it, as near as a float allows: 18446744073709551616, not
     1.8446744073709552e+19; 1.5 as 1.5."""
-    if isinstance(value, np.floating) and np.isfinite(value) and float(value).is_integer():
+    if isinstance(value, (float, np.floating)) and np.isfinite(value) and float(value).is_integer():
         return str(int(value))
     return str(value.item() if isinstance(value, np.generic) else value)
 
@@ -602,6 +659,7 @@ def decode_infer(
         # A key given twice first: which of its values the other checks read is left open.
         if not isinstance(e, DuplicateKey):
             refuse_duplicate_keys("body", body, request)
+        e.message = as_sent(e.message, body)
         e.request_id = request_id if isinstance(request_id, str) else None  # the request log's
         raise
     return InferRequest(arrays, rows, request_id, wanted, as_binary, timeout)
@@ -704,6 +762,10 @@ _DEFAULT_ONLY = {
 }
 
 
+# The longest `parameters.timeout`, in microseconds: Triton's (a uint64).
+MAX_TIMEOUT = (1 << 64) - 1
+
+
 def request_parameters(parameters: Any) -> tuple[bool, float | None]:
     """(binary_data_output, timeout in seconds or None) of an infer request's `parameters`.
 
@@ -731,11 +793,12 @@ def request_parameters(parameters: Any) -> tuple[bool, float | None]:
                 "field",
             )
     timeout = parameters.get("timeout", 0)
-    if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 0:
+    if isinstance(timeout, bool) or not isinstance(timeout, int) or not 0 <= timeout <= MAX_TIMEOUT:
+        got = f"{short(timeout)} microseconds" if type(timeout) in (int, float) else short(timeout)
         raise ServeError(
             400,
-            f"parameters.timeout: expected microseconds as an integer >= 0 (0: no limit), got "
-            f"{short(timeout)}",
+            f"parameters.timeout: expected microseconds as an integer in [0, {MAX_TIMEOUT}] (0: no "
+            f"limit), got {got}",
             "field",
         )
     return _flag("parameters", parameters, "binary_data_output"), timeout / 1e6 or None
@@ -745,7 +808,7 @@ def id_too_long(field: str, request_id: str) -> str:
     """The refusal of an id over MAX_ID_LENGTH characters, naming `field`."""
     return (
         f"{field}: expected at most {MAX_ID_LENGTH} characters (a UUID is 36), got "
-        f"{len(request_id):,}"
+        f"{len(request_id)} characters"
     )
 
 
@@ -812,7 +875,7 @@ def _decode_inputs(
         name, spec = _input_spec(field, tensor, signature, arrays)
         shape = _shape(field, tensor, name, spec, max_rows, rows)
         rows = shape[0]
-        size = _binary_size(field, tensor)
+        size = _binary_size(field, tensor, len(binary))
         if size is None:
             arrays[name] = _decode_data(f"{field}.data", tensor, shape, spec, booleans)
             continue
@@ -823,7 +886,7 @@ def _decode_inputs(
         raise ServeError(
             400,
             f"body: expected {offset} bytes of binary tensor data after the JSON header (the "
-            f"inputs' binary_data_size), got {len(binary)}",
+            f"inputs' binary_data_size), got {len(binary)} bytes",
             "binary",
         )
     missing = set(signature) - set(arrays) if len(arrays) != len(signature) else None
@@ -877,6 +940,9 @@ def _shape(
         or shape[1:] != expected[1:]
         or shape[0] < 1
     ):
+        if isinstance(shape, list) and len(shape) == len(expected) and type(shape[0]) is float:
+            if shape[0] > max_rows:  # 1e20, or an integer past 64 bits (a float to orjson)
+                raise _too_many_rows(field, max_rows, shape[0])
         how = artifact.padding_hint(spec.pad, expected[1:])  # a token input: how to pad
         raise ServeError(
             400,
@@ -885,19 +951,23 @@ def _shape(
             "shape",
         )
     if shape[0] > max_rows:
-        raise ServeError(
-            413,
-            f"{field}.shape[0]: expected at most {max_rows} rows per request (the server's "
-            f"max_batch_size), got {shape[0]}; split the request",
-            "too_many_rows",
-        )
+        raise _too_many_rows(field, max_rows, shape[0])
     if rows is not None and shape[0] != rows:
         raise ServeError(
             400,
-            f"{field}.shape[0]: expected {rows} rows like the first input, got {shape[0]}",
+            f"{field}.shape[0]: expected {rows} rows like the first input, got {shape[0]} rows",
             "shape",
         )
     return shape
+
+
+def _too_many_rows(field: str, max_rows: int, rows: float) -> ServeError:
+    return ServeError(
+        413,
+        f"{field}.shape[0]: expected at most {max_rows} rows per request (the server's "
+        f"--max_batch_size), got {_plain(rows)} rows; split the request",
+        "too_many_rows",
+    )
 
 
 def _binary_slice(
@@ -915,7 +985,7 @@ def _binary_slice(
         raise ServeError(
             400,
             f"{field}.parameters.binary_data_size: expected {expected_size} bytes for "
-            f"{spec.datatype} {shape}, got {size}",
+            f"{spec.datatype} {shape}, got {size} bytes",
             "binary",
         )
     if "data" in tensor:
@@ -926,7 +996,7 @@ def _binary_slice(
         raise ServeError(
             400,
             f"{field}.parameters.binary_data_size: expected {size} bytes of binary data at "
-            f"offset {offset}, got {max(len(binary) - offset, 0)} (is the "
+            f"byte offset {offset}, got {max(len(binary) - offset, 0)} bytes (is the "
             "Inference-Header-Content-Length header set?)",
             "binary",
         )
