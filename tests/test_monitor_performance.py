@@ -201,7 +201,7 @@ def test_a_bad_label_an_unreadable_log_and_labels_matching_nothing_are_one_line(
     line = one_line_error(ann(*args, f"--requests={log}", f"--labels={bad}"))
     assert line == (
         f'error: --labels={bad} line 1: label (id "m0"): expected 8 labels (its request had 8 '
-        "rows), got 2"
+        "rows), got 2 labels"
     ), line
     damaged = tmp_path / "damaged.jsonl"
     damaged.write_text(log.read_text() + "not json\n")

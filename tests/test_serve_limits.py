@@ -159,7 +159,7 @@ def test_slow_clients_are_dropped_and_do_not_block_others(strict):
             while chunk := s.recv(65536):  # the server closes: recv ends (or times out: fail)
                 data += chunk
             assert data.startswith(b"HTTP/1.1 408 "), data[:200]
-            assert b"--body_timeout_s" in data and b"got 10 of 1000" in data
+            assert b"--body_timeout_s" in data and b"got 10 of its 1000 bytes and then none" in data
     finally:
         for s in sockets:
             s.close()
@@ -581,6 +581,15 @@ def test_the_repository_index_quotes_numbers_as_sent_and_refuses_a_key_given_twi
               "is left open by JSON; send it once)"),
         (400, "ready: expected true or false, got 1E30"),
     ]  # fmt: skip
+
+
+def test_a_body_too_large_says_its_size_in_bytes():
+    # It said "expected at most 1024 bytes (--max_body_bytes), got 5000 (Content-Length)".
+    from ann.serve.app import _body_too_large
+
+    assert _body_too_large(1024, 5000).message == (
+        "body: expected at most 1024 bytes (--max_body_bytes), got 5000 bytes (Content-Length)"
+    )
 
 
 def test_a_compressed_body_is_inflated_no_further_than_the_limit():

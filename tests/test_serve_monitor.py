@@ -195,13 +195,20 @@ def test_feedback_joins_give_offline_accuracy_and_gauges_appear(monitored):
             b'{"id": "' + b"x" * 257 + b'", "label": 1}',
             "feedback.id: expected at most 256 characters (a UUID is 36), got 257",
         ),
-        (b'{"id": "eight", "label": [1, 2]}', "expected 8 labels (its request had 8 rows), got 2"),
+        (
+            b'{"id": "eight", "label": [1, 2]}',
+            "expected 8 labels (its request had 8 rows), got 2 labels",
+        ),
         # Named by its place, as every other refusal of a listed item (a client's file line).
         (
             b'[{"id": "one", "label": 1}, {"id": "eight", "label": [1, 2]}]',
-            'feedback[1].label (id "eight"): expected 8 labels (its request had 8 rows), got 2',
+            'feedback[1].label (id "eight"): expected 8 labels (its request had 8 rows), got 2 '
+            "labels",
         ),
-        (b'{"id": "one", "label": [1, 2]}', "expected 1 label (its request had 1 row), got 2"),
+        (
+            b'{"id": "one", "label": [1, 2]}',
+            "expected 1 label (its request had 1 row), got 2 labels",
+        ),
     ],
 )
 def test_bad_feedback_is_one_clear_400_and_applies_nothing(monitored, body, message):

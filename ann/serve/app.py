@@ -830,7 +830,7 @@ def _no_route(method: str, path: str, hint: str = "see /openapi.json") -> ServeE
 
 
 def _body_too_large(limit: int, too_large: int) -> ServeError:
-    got = f"got {too_large} (Content-Length)" if too_large >= 0 else "got more"
+    got = f"got {too_large} bytes (Content-Length)" if too_large >= 0 else "got more"
     return ServeError(
         413,
         f"body: expected at most {limit} bytes (--max_body_bytes), {got}",

@@ -148,7 +148,7 @@ class Predictions:
                     f"{f'feedback[{i}]' if listed else 'feedback'}.label (id "
                     f"{protocol.short(request_id)}): expected "
                     f"{_count(len(found[0]), 'label')} (its request had "
-                    f"{_count(len(found[0]), 'row')}), got {len(labels)}",
+                    f"{_count(len(found[0]), 'row')}), got {_count(len(labels), 'label')}",
                     "feedback",
                 )
         matched, unmatched = 0, dict.fromkeys(REASONS, 0)

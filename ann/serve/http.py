@@ -444,10 +444,10 @@ class Connection(asyncio.Protocol):
             )
             self._refuse(408, _error(message), "header_timeout")
         elif waiting is _BODY:
-            expected = f" of {self._length}" if self._length is not None else ""
+            of = f" of its {self._length}" if self._length is not None else ""
             message = (
                 f"body: expected more bytes within {settings.body_timeout_s:g} s "
-                f"(--body_timeout_s), got {self._size}{expected} and then none"
+                f"(--body_timeout_s), got {self._size}{of} bytes and then none"
             )
             self._refuse(408, _error(message), "body_timeout")
 
