@@ -1050,7 +1050,11 @@ def binary_image(**parameters) -> bytes:
         (image(["9" * 29] + [0] * 63), False, "inputs[0].data: expected UINT8 values in [0, 255], "
          "got 99999999999999999999999999999 at flat index 0"),
         (image([0] * 64, shape=[1, "1E3", 8, 1]), False, "inputs[0].shape: expected [-1, 8, 8, 1] "
-         "(batch first, at least 1 row) for input 'image', got [1,1E3,8,1]"),
+         "(batch first, at least 1 row) for input 'image', got [1,1E3,8,1]; dimensions are "
+         "integers, written without a fraction or an exponent"),
+        (image([0] * 64, shape=["2.0", 8, 8, 1]), False, "inputs[0].shape: expected [-1, 8, 8, "
+         "1] (batch first, at least 1 row) for input 'image', got [2.0,8,8,1]; dimensions are "
+         "integers, written without a fraction or an exponent"),
         # A timeout past 64 bits says the limit, and its unit.
         (timeout("1e30"), False, "parameters.timeout: expected "
          "microseconds as an integer in [0, 18446744073709551615] (0: no limit), got 1e30 "

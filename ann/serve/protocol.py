@@ -944,6 +944,8 @@ def _shape(
             if shape[0] > max_rows:  # 1e20, or an integer past 64 bits (a float to orjson)
                 raise _too_many_rows(field, max_rows, shape[0])
         how = artifact.padding_hint(spec.pad, expected[1:])  # a token input: how to pad
+        if isinstance(shape, list) and any(type(d) is float for d in shape):
+            how += "; dimensions are integers, written without a fraction or an exponent"
         raise ServeError(
             400,
             f"{field}.shape: expected {expected} (batch first, at least 1 row) for input "
