@@ -1053,6 +1053,72 @@ def test_ctrl_c_stops_the_server_and_its_drift_process_without_a_traceback(digit
         time.sleep(0.2)
 
 
+def test_sigterm_while_the_drift_process_starts_exits_at_once_and_says_what_a_stop_says(
+    digits_export, tmp_path
+):
+    """The drift process's start (`ModelMonitor.prepare`, in a thread beside the compile) goes
+    on after the model is ready: a SIGTERM then waited for it (seconds of imports at niceness
+    19; here its start takes 300 s). The server exits at once, says what any stop says (no
+    `stopped: not waiting for ...` line: nothing served waited for it) and without
+    multiprocessing's "leaked semaphore objects" warning; the drift process follows it."""
+    _, out = digits_export
+    (tmp_path / "slow_drift.py").write_text(
+        "import time\n"
+        "from ann.serve import monitoring\n"
+        "def start(server):\n"
+        "    monitoring._start_drift_process(server)\n"
+        "    time.sleep(300)\n"
+    )
+    port = free_port()
+    code = (
+        "import concurrent.futures, multiprocessing, os, sys\n"
+        f"sys.path.insert(0, {str(tmp_path)!r})\n"
+        "from absl import flags\n"
+        "import slow_drift\n"
+        "import ann.serve.__main__ as m, ann.serve.monitoring as mon\n"
+        "mon._drift_pool = lambda: concurrent.futures.ProcessPoolExecutor(\n"
+        "    1, mp_context=multiprocessing.get_context('spawn'), initializer=slow_drift.start,\n"
+        "    initargs=(os.getpid(),))\n"
+        "m.define_flags()\n"
+        f"flags.FLAGS(['serve', '--model={out}', '--port={port}', '--monitor=on'])\n"
+        "m.main(['serve'])\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its drift process in its group, found by `_running_in_group`
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if request(port, "GET", "/v2/health/ready", timeout=2)[0] == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.stdout.read()[-3000:]
+        start = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)  # it waited for the drift process's 300 s start
+        took = time.monotonic() - start
+        output = proc.stdout.read()  # to its end: the resource tracker's too
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, output[-3000:]
+    assert took < 30, (took, output[-3000:])
+    said = [line.split(" ")[0] for line in output.splitlines() if not line.startswith("W")]
+    assert said == ["serving", "ready:", "stopping"], output[-3000:]
+    deadline = time.monotonic() + 10
+    while _running_in_group(proc.pid):  # the drift process exits with the server
+        assert time.monotonic() < deadline, _running_in_group(proc.pid)
+        time.sleep(0.2)
+
+
 def _running_in_group(pgid):
     """The processes of process group `pgid` that have not exited (zombies left out), from
     /proc: [(pid, command line)]."""

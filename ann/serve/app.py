@@ -879,28 +879,48 @@ def run(app: App) -> None:
     compilation_cache.guard_writes()
     with asyncio.Runner(loop_factory=factory) as runner:
         runner.run(serve(app))
-        if app.dataplane.busy:
-            leave_now(app.dataplane.busy)
+        dp = app.dataplane
+        if dp.left_running or dp.busy or dp.background:
+            leave_now(list(dp.busy))
 
 
 def leave_now(busy: list[str]) -> None:
-    """Ends the process without waiting for the worker threads' `busy` work: after a cache
-    write in progress (`compilation_cache.stop_writes`: no entry is left half written; a
-    compile's executables are otherwise in memory only), with the logs and streams flushed,
-    exit status 0."""
+    """Ends the process without waiting for the worker threads' work, named by `busy` (none
+    for background work only: the drift process's start, which nothing served waits for):
+    after a cache write in progress (`compilation_cache.stop_writes`: no entry is left half
+    written; a compile's executables are otherwise in memory only), with multiprocessing's
+    semaphores released (`release_semaphores`) and the logs and streams flushed, exit
+    status 0."""
     from ann import compilation_cache
 
-    print(
-        f"stopped: not waiting for {', '.join(busy)} (a thread cannot be interrupted; nothing of "
-        "it is kept)",
-        file=sys.stderr,
-        flush=True,
-    )
+    if busy:
+        print(
+            f"stopped: not waiting for {', '.join(busy)} (a thread cannot be interrupted; nothing "
+            "of it is kept)",
+            file=sys.stderr,
+            flush=True,
+        )
     compilation_cache.stop_writes(timeout=2.0)
+    release_semaphores()
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+def release_semaphores() -> None:
+    """multiprocessing's first step at the interpreter's exit, which `os._exit` skips: its
+    finalizers of priority 0 and up, among them each named semaphore's (the drift process's
+    queues hold 5: unlinked, and unregistered from multiprocessing's resource tracker, which
+    otherwise warned at the server's exit "There appear to be 5 leaked semaphore objects to
+    clean up at shutdown" and unlinked them itself). Not its later steps: they join the drift
+    process (which exits within a second of the server: `monitoring._exit_with_server`) and
+    the queues' feeder threads, which may wait on a full pipe."""
+    import multiprocessing.util
+
+    run_finalizers = getattr(multiprocessing.util, "_run_finalizers", None)
+    if run_finalizers is not None:  # CPython's, since 2.6
+        run_finalizers(0)
 
 
 def unload_version(parameters: Any) -> str | None:

@@ -144,8 +144,16 @@ class DataPlane:
             self._bind_metrics(m)
         self.draining = False
         # What runs in a worker thread now, for whom ("compiling digits/1"): such work cannot be
-        # interrupted, so a SIGTERM does not wait for it (`app.run`).
+        # interrupted, so a SIGTERM does not wait for it (`app.run`), and says so.
         self.busy: list[str] = []
+        # Worker-thread work a stop neither waits for nor names: nothing served waits for it
+        # and nothing of it is lost (the drift process's start, `ModelMonitor.prepare`: a stop
+        # right after a compile waited seconds for the drift process's imports at niceness 19).
+        self.background: list[str] = []
+        # Set by `shutdown`: the process ends without the interpreter's exit (`app.leave_now`),
+        # as work was left in a thread; decided once, so that the drift process's stop and
+        # `app.run` agree even when that work ends in between.
+        self.left_running = False
         self.compile_error: str | None = None
         self._compile_task: asyncio.Task | None = None
         # Names with a repository load or unload in progress -> the versions involved (None
@@ -316,7 +324,6 @@ class DataPlane:
     async def compile(self, m: ServedModel) -> None:
         """Compiles and runs once every batch bucket of `m` (off the event loop), starts its
         batcher and marks it ready; raises what compiling raised."""
-        loop = asyncio.get_running_loop()
         sizes = buckets(self.settings.max_batch_size)
         start = time.perf_counter()
         if self.monitoring is not None:
@@ -326,8 +333,12 @@ class DataPlane:
             # that thread only waits for the drift process (the compile keeps the GIL), and a
             # window's drift test waits for `prepare` itself. Awaited after the compile, they
             # were a third to a half of the digits MLP's "compiled in" seconds
-            # (docs/benchmarks.md, "Serving start-up"). `prepare` catches its own errors.
-            loop.run_in_executor(None, self._monitor(m).prepare)
+            # (docs/benchmarks.md, "Serving start-up"). `prepare` catches its own errors. Listed
+            # in `background`: a stop does not wait for it (it waited for the drift process's
+            # start), nor names it.
+            self.in_thread(
+                f"the drift tests of {m.name}/{m.version}", self._monitor(m).prepare, quiet=True
+            )
         run, weights_in, cache = await self.in_thread(
             f"compiling {m.name}/{m.version}",
             _compile_counted, m.model, sizes, self.settings.constant_weights_mb,
@@ -362,16 +373,20 @@ class DataPlane:
             flush=True,
         )
 
-    def in_thread(self, what: str, fn: Callable[..., Any], *args: Any) -> asyncio.Future:
-        """`fn(*args)` on the loop's executor, listed in `busy` as `what` until the thread has
-        finished it (not merely until its awaiter was cancelled: the thread runs on)."""
-        self.busy.append(what)
+    def in_thread(
+        self, what: str, fn: Callable[..., Any], *args: Any, quiet: bool = False
+    ) -> asyncio.Future:
+        """`fn(*args)` on the loop's executor, listed in `busy` as `what` (in `background` if
+        `quiet`: a stop does not name it) until the thread has finished it (not merely until
+        its awaiter was cancelled: the thread runs on)."""
+        listed = self.background if quiet else self.busy
+        listed.append(what)
 
         def work() -> Any:
             try:
                 return fn(*args)
             finally:
-                self.busy.remove(what)  # one list operation: atomic under the GIL
+                listed.remove(what)  # one list operation: atomic under the GIL
 
         return asyncio.get_running_loop().run_in_executor(None, work)
 
@@ -460,10 +475,11 @@ class DataPlane:
                 await m.batcher.close()
         if self._compile_task is not None and not self._compile_task.done():
             self._compile_task.cancel()
+        # Work still in a thread: the process will end without the interpreter's exit
+        # (`app.run`), so nothing need wait for the drift process either.
+        self.left_running = bool(self.busy or self.background)
         if self.monitoring is not None:
-            # Work still in a thread: the process will end without the interpreter's exit
-            # (`app.run`), so nothing need wait for the drift process either.
-            self.monitoring.stop(wait=not self.busy)
+            self.monitoring.stop(wait=not self.left_running)
 
 
 def constant_weights(model: artifact.Model, sizes: list[int], max_mb: float) -> bool:
