@@ -6,6 +6,16 @@ calls it with the config key `compilation_cache_dir` (default: `.jax_cache` besi
 `ann serve` with its flag `--compilation_cache_dir` (default: none, as a server may run from a
 read-only image).
 
+The directory is bounded (`MAX_MB`, 1 GiB by default; `ann train`'s config key and `ann serve`'s
+flag `compilation_cache_max_mb`, -1 for no bound): past it, the least recently used entries are
+removed (`prune`), at each start and whenever this process's writes take it past the bound; an
+entry read from the cache counts as used (its modification time is set). Every model version a
+server compiled added about 6 MB forever. Not jax's own bound (`jax_compilation_cache_max_size`,
+which wins where set): in jax 0.10.2 it needs the `filelock` package (without it the cache is
+off, with a warning at every compile), fails at every write on entries written without it (their
+`-atime` files missing: a cache written before), and lists and reads the whole directory at every
+write (the tests' cache of thousands of entries took CI from 887 to 1,235 s).
+
 Its use is counted from jax's monitoring events: `compiles` (executables asked for: each one
 compiled, or read from the cache) and `cache_hits` (of them, read from the cache), in all
 (`totals`, the start-up record of ann/train/startup.py) or per thread (`counting`, a server's
@@ -29,11 +39,16 @@ _EVENTS = {
     "/jax/compilation_cache/cache_hits": "cache_hits",
 }
 _totals = dict.fromkeys(_EVENTS.values(), 0)
+MAX_MB = 1024  # the default bound of a cache directory: about 170 digits CNN server versions
+_SUFFIX = "-cache"  # jax's name of an entry's file: KEY-cache (jax/_src/lru_cache.py)
+# The bound in force: [directory, bytes at most, bytes written there as this process counts]
+# (`enable`); None: no bound.
+_bound: list | None = None
 _local = threading.local()  # `counts`: this thread's, inside `counting`
 _listening = False
 
 
-def enable(path: str, given: str, fix: str) -> bool:
+def enable(path: str, given: str, fix: str, max_mb: float = MAX_MB) -> bool:
     """Turns on the persistent cache in the directory `path` (made if missing) for every
     executable: jax keeps only compiles over 1 s by default, which left the digits CNN's eval
     step and the small jits of a start (RNG, init) to recompile on every start of a training
@@ -45,9 +60,13 @@ def enable(path: str, given: str, fix: str) -> bool:
 
     Raises ValueError, `{given} cannot be the cache's directory (why); {fix}`, for a path that
     cannot be one (a file, a path below one, a directory this user may not write): jax warned
-    once per executable and ran without a cache."""
+    once per executable and ran without a cache.
+
+    The directory in use (`path`, or the one set elsewhere) is kept to at most `max_mb` MiB
+    (`bound`; -1: no bound)."""
     if jax.config.jax_compilation_cache_dir:
         _every_executable()
+        bound(jax.config.jax_compilation_cache_dir, max_mb)
         return False
     try:
         os.makedirs(path, exist_ok=True)
@@ -57,7 +76,71 @@ def enable(path: str, given: str, fix: str) -> bool:
         raise ValueError(f"{given} cannot be the cache's directory ({e.strerror}); {fix}") from None
     jax.config.update("jax_compilation_cache_dir", path)
     _every_executable()
+    bound(path, max_mb)
     return True
+
+
+def bound(path: str, max_mb: float) -> None:
+    """Keeps the cache in `path` to at most `max_mb` MiB from now on: pruned now (`prune`), and
+    again whenever this process's writes take it past the bound; each entry read from it is
+    marked used. -1: no bound; nor where jax's own bound is set
+    ($JAX_COMPILATION_CACHE_MAX_SIZE), which then does the same."""
+    global _bound
+    if max_mb == -1 or jax.config.jax_compilation_cache_max_size != -1:
+        _bound = None
+        return
+    limit = int(max_mb * (1 << 20))
+    _bound = [path, limit, prune(path, limit)]
+    _hook()
+
+
+def prune(path: str, max_bytes: int) -> int:
+    """Removes the least recently used entries (by modification time: written, or read through
+    `_hook`) of the cache in `path` until they total at most `max_bytes`, the most recent one
+    kept whatever its size; the bytes left. Entries another process removed meanwhile are
+    skipped."""
+    entries = []
+    try:
+        with os.scandir(path) as listing:
+            for entry in listing:
+                if entry.name.endswith(_SUFFIX) and entry.is_file(follow_symlinks=False):
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    entries.append((st.st_mtime_ns, st.st_size, entry.path))
+    except OSError:  # removed, or not readable: nothing to prune
+        return 0
+    entries.sort()
+    total = sum(size for _, size, _ in entries)
+    for _, size, file in entries[:-1]:
+        if total <= max_bytes:
+            break
+        for name in (file, file[: -len(_SUFFIX)] + "-atime"):  # jax's own bound's time file
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name)
+        total -= size
+    return total
+
+
+def _written(key: object) -> None:
+    """Counts a new entry `key` against the bound (under `_writing`); prunes when past it."""
+    if _bound is None:
+        return
+    path, limit, _ = _bound
+    try:
+        _bound[2] += os.stat(os.path.join(path, key + _SUFFIX)).st_size
+    except (OSError, TypeError):
+        return
+    if _bound[2] > limit:  # other processes' writes and removals are counted here too
+        _bound[2] = prune(path, limit)
+
+
+def _used(key: object) -> None:
+    """Marks entry `key` used (read from the cache): the last to be pruned."""
+    if _bound is not None:
+        with contextlib.suppress(OSError, TypeError):
+            os.utime(os.path.join(_bound[0], key + _SUFFIX))
 
 
 def _every_executable() -> None:
@@ -93,21 +176,40 @@ def guard_writes() -> None:
     waiting for its compiling threads (`ann serve` stopped while a model compiles) can wait
     for a write in progress and let none start (`stop_writes`): jax writes an entry in place,
     once, so one cut short stayed, read as a miss with a warning on every later start and never
-    rewritten. Hooks jax's `put_executable_and_time` (jax/_src/compilation_cache.py; the call
-    in jax/_src/compiler.py goes through the module): where a jax version lacks it, nothing is
-    hooked and `stop_writes` has nothing to wait for."""
+    rewritten (`_hook`)."""
+    _hook()
+
+
+def _hook() -> None:
+    """Hooks jax's `put_executable_and_time` (each write under `_writing`, then counted against
+    the bound: `_written`) and `get_executable_and_time` (an entry read is marked used: `_used`),
+    once (jax/_src/compilation_cache.py; the calls in jax/_src/compiler.py go through the
+    module): where a jax version lacks one, it is not hooked (`stop_writes` has nothing to wait
+    for; the bound is kept at each start only, oldest written first)."""
     from jax._src import compilation_cache as jax_cache
 
     put = getattr(jax_cache, "put_executable_and_time", None)
-    if put is None or getattr(put, "guarded", False):
-        return
+    if put is not None and not getattr(put, "guarded", False):
 
-    def guarded(*args: object, **kwargs: object) -> object:
-        with _writing:
-            return put(*args, **kwargs)
+        def guarded(*args: object, **kwargs: object) -> object:
+            with _writing:
+                result = put(*args, **kwargs)
+                _written(args[0] if args else kwargs.get("cache_key"))
+                return result
 
-    guarded.guarded = True  # type: ignore[attr-defined]
-    jax_cache.put_executable_and_time = guarded
+        guarded.guarded = True  # type: ignore[attr-defined]
+        jax_cache.put_executable_and_time = guarded
+    get = getattr(jax_cache, "get_executable_and_time", None)
+    if get is not None and not getattr(get, "guarded", False):
+
+        def marked(*args: object, **kwargs: object) -> object:
+            result = get(*args, **kwargs)
+            if isinstance(result, tuple) and result and result[0] is not None:
+                _used(args[0] if args else kwargs.get("cache_key"))
+            return result
+
+        marked.guarded = True  # type: ignore[attr-defined]
+        jax_cache.get_executable_and_time = marked
 
 
 def stop_writes(timeout: float) -> bool:

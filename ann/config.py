@@ -126,6 +126,9 @@ SCHEMA: dict[str, Any] = {
     "profile_steps": ((), (tuple, list)),
     # Persistent XLA compilation cache: "" = WORKDIR/../.jax_cache, "off" = none.
     "compilation_cache_dir": ("", str),
+    # Most MiB that cache's directory keeps (its least recently used executables removed past
+    # it: ann/compilation_cache.py); -1 = no bound.
+    "compilation_cache_max_mb": (1024, (int, float)),
     # Device mesh axes (-1 = the remaining devices): the batch splits over data x fsdp;
     # parameters and their optimizer state split over fsdp and tensor by `sharding_rules`.
     "mesh": {"data": (-1, int), "fsdp": (1, int), "tensor": (1, int)},
@@ -313,6 +316,7 @@ RANGES: dict[str, Range] = {
     "report.slice_max": NONNEGATIVE,  # 0 = no bound
     "report.target_recall": Range(0, 1, closed="(]"),
     "report.lm_rows": COUNT,
+    "compilation_cache_max_mb": Range(0, closed="()", also=(-1,), means="-1: no bound"),
 }
 
 
@@ -1354,6 +1358,7 @@ RESUME_MAY_CHANGE = (
     "async_checkpointing",
     "profile_steps",
     "compilation_cache_dir",
+    "compilation_cache_max_mb",
     "mesh",
     "sharding_rules",
     "data.data_dir",

@@ -2,6 +2,8 @@
 names the flag (and the fix), before any model is loaded or any port opened."""
 
 import concurrent.futures
+import json
+import math
 import os
 import re
 import socket
@@ -235,6 +237,57 @@ def test_a_cache_directory_set_elsewhere_still_keeps_every_executable(tmp_path, 
     assert not (tmp_path / "d").exists()  # the directory set elsewhere is the one used
 
 
+_BOUNDED = """
+import json, os, sys, time
+import numpy as np, jax, jax.numpy as jnp
+from ann import compilation_cache
+path, max_mb = sys.argv[1], float(sys.argv[2])
+compilation_cache.enable(path, "--compilation_cache_dir", "fix", max_mb)
+compilation_cache.listen()
+entries = {}
+for k in map(int, sys.argv[3].split(",")):
+    before = set(os.listdir(path))
+    jax.jit(lambda x: jnp.sin(x) * k + k)(np.ones(4, np.float32)).block_until_ready()
+    entries[k] = sorted(set(os.listdir(path)) - before)
+    time.sleep(0.02)  # each entry's time its own
+print(json.dumps({"entries": entries, "hits": compilation_cache.totals()["cache_hits"]}))
+"""
+
+
+def test_the_cache_keeps_to_its_bound_removing_the_least_recently_used(tmp_path):
+    """--compilation_cache_dir never pruned: every model version added its executables (about
+    6 MB for the digits CNN) for good. Past --compilation_cache_max_mb (training's config key
+    of the same name) the least recently used entries go, at the start and as new ones are
+    written; an entry read counts as used."""
+    from conftest import without_compilation_cache
+
+    cache = tmp_path / "cache"
+
+    def run(max_mb, ks):
+        result = subprocess.run(
+            [sys.executable, "-c", _BOUNDED, str(cache), str(max_mb), ks],
+            capture_output=True, text=True, timeout=120, env=without_compilation_cache(),
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "Warning" not in result.stderr, result.stderr[-3000:]
+        return json.loads(result.stdout)
+
+    written = run(-1, "0,1,2,3")["entries"]  # no bound: one entry per function, all kept
+    files = {int(k): names for k, names in written.items()}
+    assert all(len(names) == 1 for names in files.values()), files
+    files = {k: names[0] for k, names in files.items()}
+    size = {k: os.path.getsize(cache / name) for k, name in files.items()}
+    limit = size[1] + size[2] + size[3]
+    # Bounded to three of them: the oldest (0) goes at the start; 1 is read (a hit: used now),
+    # so writing 4 removes 2, the least recently used, not 1.
+    second = run(limit / (1 << 20), "1,4")
+    assert second["hits"] == 1 and second["entries"]["1"] == [], second
+    left = {name for name in os.listdir(cache) if name.endswith("-cache")}
+    assert files[0] not in left and files[2] not in left, (files, left)
+    assert files[1] in left and set(second["entries"]["4"]) <= left, (files, left)
+    assert sum(os.path.getsize(cache / name) for name in left) <= limit
+
+
 def test_settings_check_every_field():
     assert Settings().problem() is None
     with pytest.raises(ValueError, match="raise --max_queue_rows to at least 64"):
@@ -242,6 +295,10 @@ def test_settings_check_every_field():
     with pytest.raises(ValueError, match="--max_connections=0"):
         Settings(max_connections=0)
     assert Settings(max_queue_rows=64).queue_rows == 64
+    for bad in (0, -2, math.inf, math.nan):
+        with pytest.raises(ValueError, match=r"--compilation_cache_max_mb=\S+: expected a posi"):
+            Settings(compilation_cache_max_mb=bad)
+    assert Settings(compilation_cache_max_mb=-1).problem() is None  # no bound
     assert Settings(metrics_port=8001).file_descriptors() > 2 * Settings().max_connections
 
 

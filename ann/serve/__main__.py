@@ -143,7 +143,7 @@ def ensure_file_descriptors(needed: int) -> None:
 def main(argv: list[str]) -> None:
     cli.check_no_arguments(argv[1:])
     settings = settings_from_flags()
-    enable_compilation_cache(settings.compilation_cache_dir)
+    enable_compilation_cache(settings.compilation_cache_dir, settings.compilation_cache_max_mb)
     run_cpu_computations_inline()
     from ann import artifact
     from ann.registry import RegistryError
@@ -164,9 +164,10 @@ def main(argv: list[str]) -> None:
         cli.fail(str(e))
 
 
-def enable_compilation_cache(path: str | None) -> None:
+def enable_compilation_cache(path: str | None, max_mb: float) -> None:
     """XLA's persistent compilation cache in `--compilation_cache_dir` (ann/compilation_cache.py:
-    every executable, the directory made if missing), before any model loads; exit 1 with one
+    every executable, the directory made if missing, kept to `--compilation_cache_max_mb`),
+    before any model loads; exit 1 with one
     line for a path that cannot be the cache's directory. The batch sizes compile on threads
     of this process (ann/serve/dataplane.py), which share its jax configuration."""
     if path is None:
@@ -178,6 +179,7 @@ def enable_compilation_cache(path: str | None) -> None:
             path,
             f"--compilation_cache_dir={path}",
             "give a directory this user may write, or leave the flag out for no cache",
+            max_mb,
         )
     except ValueError as e:
         cli.fail(str(e))

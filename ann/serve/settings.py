@@ -9,6 +9,7 @@ fix), so a setting that cannot work stops the server before its port opens.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 from typing import Any
@@ -73,6 +74,12 @@ class Settings:
         "each batch size's executable from it instead of compiling it again. Off by default (a "
         "server may run from a read-only image); $JAX_COMPILATION_CACHE_DIR, if set, wins.",
         str,
+    )
+    compilation_cache_max_mb: float = _flag(
+        1024.0,  # compilation_cache.MAX_MB
+        "Most MiB the compilation cache's directory keeps: past it, its least recently used "
+        "executables are removed (at the start, and as new ones are written; each model version "
+        "adds some, about 6 MB for the digits CNN); -1: no bound.",
     )
     max_queue_rows: int | None = _flag(None, "Rows queued before 503 (default 16 batches).", int)
     max_body_bytes: int = _flag(8 << 20, "Largest request body (413).")
@@ -196,6 +203,12 @@ class Settings:
             return (
                 "--compilation_cache_dir: expected a directory, got an empty string; give one, "
                 "or leave the flag out for no cache"
+            )
+        max_mb = self.compilation_cache_max_mb
+        if not (math.isfinite(max_mb) and max_mb > 0 or max_mb == -1):
+            return (
+                f"--compilation_cache_max_mb={max_mb:g}: expected a positive number of MiB, or -1 "
+                "for no bound"
             )
         for field in dataclasses.fields(self):  # the flags check these; a Settings(...) did not
             choices = field.metadata.get("choices")

@@ -181,15 +181,19 @@ def _record_end(
     )
 
 
-def _enable_compilation_cache(setting: str, workdir: str) -> None:
+def _enable_compilation_cache(setting: str, workdir: str, max_mb: float) -> None:
     """XLA's persistent compilation cache for the run (`compilation_cache.enable`): in
-    `setting`, default `.jax_cache` beside the workdir; 'off': none."""
+    `setting`, default `.jax_cache` beside the workdir, at most `max_mb` MiB (-1: no bound);
+    'off': none."""
     if setting == "off":
         return
     path = setting or os.path.join(os.path.dirname(os.path.abspath(workdir)), ".jax_cache")
     try:
         compilation_cache.enable(
-            path, f"config key 'compilation_cache_dir'={setting!r}", "give a directory, or 'off'"
+            path,
+            f"config key 'compilation_cache_dir'={setting!r}",
+            "give a directory, or 'off'",
+            max_mb,
         )
     except ValueError as e:
         raise config_lib.ConfigError(str(e)) from None
@@ -252,7 +256,9 @@ def train_and_evaluate(
     # The clock pauses the garbage collector until the first step (ann/train/startup.py).
     with startup_lib.Clock(started) as clock:
         workdir_lib.check(workdir)  # before anything is created, the compilation cache included
-        _enable_compilation_cache(config.compilation_cache_dir, workdir)
+        _enable_compilation_cache(
+            config.compilation_cache_dir, workdir, config.compilation_cache_max_mb
+        )
         config_lib.check_workdir_selects_on_validation(workdir)  # before config.json is rewritten
         if experiment is None:
             experiment = build_lib.make_experiment(config)
