@@ -94,6 +94,15 @@ def bound(path: str, max_mb: float) -> None:
     _hook()
 
 
+def current() -> tuple[str, float] | None:
+    """(the cache directory this process uses, its bound in MiB, -1 for none), for a process
+    it starts to use the same (`enable`); None without a cache."""
+    path = jax.config.jax_compilation_cache_dir
+    if not path:
+        return None
+    return path, (_bound[1] / (1 << 20) if _bound is not None else -1)
+
+
 def prune(path: str, max_bytes: int) -> int:
     """Removes the least recently used entries (by modification time: written, or read through
     `_hook`) of the cache in `path` until they total at most `max_bytes`, the most recent one

@@ -1200,6 +1200,40 @@ def test_the_drift_process_exits_when_the_server_is_killed():
             proc.wait()
 
 
+def test_the_drift_process_compiles_through_the_servers_compilation_cache(tmp_path):
+    """--monitor_multivariate=on's MMD test compiles in the drift process (4 executables at its
+    first window, 4.2-5.5 s at each start); with --compilation_cache_dir they are read from the
+    server's cache at the next start (1.0 s). The drift process used no cache at all."""
+    from conftest import without_compilation_cache
+
+    cache = tmp_path / "cache"
+    code = (
+        "import os, sys\n"
+        "import numpy as np\n"
+        "from ann import compilation_cache\n"
+        "from ann.monitor.drift import mmd_test\n"
+        "from ann.serve.monitoring import Monitoring\n"
+        "compilation_cache.enable(sys.argv[1], '--compilation_cache_dir', 'fix', 64)\n"
+        "monitoring = Monitoring()\n"
+        "rng = np.random.default_rng(0)\n"
+        "try:\n"
+        "    x, y = rng.normal(size=(60, 3)), rng.normal(size=(40, 3))\n"
+        "    monitoring.pool.submit(mmd_test, x, y, 20).result()\n"
+        "finally:\n"
+        "    monitoring.stop()\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(cache)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=without_compilation_cache(),  # the tests' own cache would reach it through $JAX_...
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    written = os.listdir(cache)  # the server itself compiled nothing
+    assert any(name.startswith("jit__mmd_permutations-") for name in written), written
+
+
 def test_a_killed_drift_process_is_started_again_for_the_next_window(digits_export):
     """The drift process killed on its own (the OOM killer picks the largest): every later
     window's test raised BrokenProcessPool, drift gone for the server's life. A new one is
