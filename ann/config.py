@@ -128,7 +128,7 @@ SCHEMA: dict[str, Any] = {
     "compilation_cache_dir": ("", str),
     # Most MiB that cache's directory keeps (its least recently used executables removed past
     # it: ann/compilation_cache.py); -1 = no bound.
-    "compilation_cache_max_mb": (1024, (int, float)),
+    "compilation_cache_max_mb": (1024.0, (float, int)),
     # Device mesh axes (-1 = the remaining devices): the batch splits over data x fsdp;
     # parameters and their optimizer state split over fsdp and tensor by `sharding_rules`.
     "mesh": {"data": (-1, int), "fsdp": (1, int), "tensor": (1, int)},
