@@ -700,6 +700,29 @@ def test_a_full_disk_in_orbaxs_threads_ends_the_run_with_one_line(tmp_path, monk
     assert saved_steps(tmp_path) == [10]
 
 
+def test_a_save_that_failed_mid_write_leaves_nothing_it_wrote(tmp_path, monkeypatch):
+    """A full disk failed the saves of step 20 in both directories after Orbax had written most
+    of them: their temporary directories (20.orbax-checkpoint-tmp, what a real full disk left)
+    stayed, holding the space the error asks the user to free until the rerun removed them.
+    Now the failed saves' files are gone before the error; the complete step 10 is kept."""
+    from orbax.checkpoint._src.path import atomicity
+
+    real_finalize = atomicity.AtomicRenameTemporaryPath.finalize
+
+    async def finalize(self):
+        if self.get_final().name == "20":  # everything written but the commit
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return await real_finalize(self)
+
+    monkeypatch.setattr(atomicity.AtomicRenameTemporaryPath, "finalize", finalize)
+    with pytest.raises(CheckpointSaveError, match="No space left on device"):
+        train_and_evaluate(tiny(total_steps=30), str(tmp_path))
+    for kind in CHECKPOINT_DIRS:
+        assert not [p.name for p in (tmp_path / kind).iterdir() if not p.name.isdigit()], kind
+    assert saved_steps(tmp_path) == [10] and saved_steps(tmp_path, "checkpoints_best") == [10]
+    assert checkpoint_lib.verify_files(str(tmp_path / "checkpoints" / "10")) is None
+
+
 def test_orbaxs_own_words_for_a_failed_save_are_dropped_where_ann_says_it(monkeypatch):
     """Orbax's threads each logged their traceback of the failed save (about 80 lines apiece),
     and TensorStore's late callbacks raised "Event loop is closed" where nothing could catch it

@@ -219,6 +219,9 @@ def _storage_errno(e: BaseException | None) -> int | None:
 
 
 ORBAX_METADATA = directory_kind.ORBAX_METADATA  # what Orbax writes into every step it commits
+# Where Orbax writes a step until it commits it (orbax-checkpoint 0.12: STEP.orbax-checkpoint-tmp,
+# or with -TIMESTAMP after it), renamed to STEP at the commit.
+_ORBAX_TMP = re.compile(r"\d+\.orbax-checkpoint-tmp.*")
 
 
 def _aside_path(workdir: str, name: str) -> str:
@@ -370,6 +373,7 @@ class Checkpoints:
         # Saved steps whose commit (and manifest) is not yet confirmed, per manager.
         self._unsealed: dict[int, list[int]] = {id(self.latest): [], id(self.best): []}
         self._failed = False  # a save failed and was reported
+        self._failed_saves: list[tuple[ocp.CheckpointManager, int]] = []  # removed at `close`
         self._hasher = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="manifest")
         self._manifests: list[tuple[ocp.CheckpointManager, int, concurrent.futures.Future]] = []
         self._best_value = best if isinstance(best, int | float) and math.isfinite(best) else None
@@ -421,6 +425,38 @@ class Checkpoints:
             f"{fix}, then rerun the same command {rerun}{elsewhere}"
         )
 
+    def _fail(
+        self, manager: ocp.CheckpointManager, step: int, e: BaseException
+    ) -> CheckpointSaveError:
+        """The error for a failed save of `step` (`_save_failed`), recorded: `close` removes
+        what the save wrote."""
+        self._failed = True
+        self._failed_saves.append((manager, step))
+        return CheckpointSaveError(self._save_failed(manager, step, e))
+
+    def _remove_failed_saves(self) -> None:
+        """Removes what failed saves wrote, once no save is in flight (`close`): Orbax's
+        temporary directories (STEP.orbax-checkpoint-tmp*) in both directories, and a failed
+        step's directory that Orbax never committed (no metadata). A full disk left them
+        holding the space its error asks the user to free, until the rerun's open removed them
+        as stale (the workdir's lock makes this run their only writer). Committed steps are
+        kept. Process 0's to call."""
+        for manager in (self.latest, self.best):
+            directory = str(manager.directory)
+            failed = {step for m, step in self._failed_saves if m is manager}
+            committed = set(self._complete_steps(manager))
+            try:
+                names = os.listdir(directory)
+            except OSError:
+                continue
+            for name in names:
+                partial = name.isdigit() and int(name) in failed - committed
+                if partial or _ORBAX_TMP.fullmatch(name):
+                    path = os.path.join(directory, name)
+                    shutil.rmtree(path, ignore_errors=True)
+                    if os.path.isfile(path) or os.path.islink(path):
+                        os.unlink(path)
+
     def _seal(self, manager: ocp.CheckpointManager) -> None:
         """Waits for the manager's save in flight; then writes the manifest of each step it has
         committed. A failed async save surfaces here, as a CheckpointSaveError naming it."""
@@ -430,8 +466,7 @@ class Checkpoints:
         except Exception as e:
             step = pending[-1] if pending else -1
             pending.clear()
-            self._failed = True
-            raise CheckpointSaveError(self._save_failed(manager, step, e)) from e
+            raise self._fail(manager, step, e) from e
         while pending:
             step = pending.pop(0)
             if jax.process_index() == 0:  # hashed off the loop's thread: it reads every byte
@@ -460,8 +495,7 @@ class Checkpoints:
             try:
                 future.result()
             except OSError as e:
-                self._failed = True
-                raise CheckpointSaveError(self._save_failed(manager, step, e)) from e
+                raise self._fail(manager, step, e) from e
 
     def _save(self, manager: ocp.CheckpointManager, step: int, args: Any, **kw: Any) -> bool:
         self._seal(manager)
@@ -470,14 +504,11 @@ class Checkpoints:
         # 300 s on their signals before it exited.
         why = atomic.why_not_creatable(str(manager.directory))
         if why is not None:
-            self._failed = True
-            error = PermissionError(f"{manager.directory} {why}")
-            raise CheckpointSaveError(self._save_failed(manager, step, error))
+            raise self._fail(manager, step, PermissionError(f"{manager.directory} {why}"))
         try:
             saved = manager.save(step, args=args, **kw)
         except Exception as e:
-            self._failed = True
-            raise CheckpointSaveError(self._save_failed(manager, step, e)) from e
+            raise self._fail(manager, step, e) from e
         if saved:
             self._unsealed[id(manager)].append(step)
         return saved
@@ -960,6 +991,8 @@ class Checkpoints:
                 if not self._failed:  # else already raised as a CheckpointSaveError
                     raise
         self._hasher.shutdown(wait=True)
+        if self._failed and jax.process_index() == 0:
+            self._remove_failed_saves()
         if jax.process_index() == 0:
             for manager in (self.latest, self.best):
                 committed = self._complete_steps(manager)
