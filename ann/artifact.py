@@ -29,6 +29,7 @@ Nothing here imports flax or the training code: a server needs jax, numpy and sa
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import hashlib
@@ -40,6 +41,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
+
+from ann import atomic
 
 MANIFEST = "manifest.json"
 FUNCTION = "function.jaxexport"
@@ -351,9 +354,15 @@ def copy_verified(directory: str, manifest: Mapping[str, Any], name: str, dest: 
     target = os.path.join(dest, name)
     with open(target, "xb") as out:
         try:
-            _stream_verified(directory, manifest, name, out.write)
+
+            def write(chunk: bytes) -> None:
+                with atomic.writing(target):  # a full disk's write names no file
+                    out.write(chunk)
+
+            _stream_verified(directory, manifest, name, write)
         except BaseException:
-            out.close()
+            with contextlib.suppress(OSError):  # its buffer's flush fails again (a full disk)
+                out.close()
             os.unlink(target)
             raise
 

@@ -1765,3 +1765,38 @@ def test_an_output_of_many_values_is_corrected_as_one_family():
     )
     (f,) = one.detect(x, {"label": rng.integers(0, 3, 50)}, correction="bonferroni").outputs
     assert f.p_adjusted is None
+
+
+def test_a_full_disk_under_the_request_log_is_one_line_naming_it(tmp_path, capsys):
+    # Each sampled request printed logging's "--- Logging error ---" traceback ending
+    # "OSError: [Errno 28] No space left on device", naming no file; nothing counted the lost
+    # records. Now one warning naming --request_log, the records counted as dropped.
+    import errno
+    import os
+
+    from ann.serve.request_log import RequestLog
+
+    path = tmp_path / "requests.jsonl"
+    log = RequestLog(str(path), sample=1.0, max_bytes=1 << 20, backups=0)
+
+    class Full:
+        def __init__(self, stream):
+            self.stream = stream
+
+        def write(self, text):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def __getattr__(self, name):
+            return getattr(self.stream, name)
+
+    log._handler.stream = Full(log._handler.stream)
+    for i in range(3):
+        log.write("m", "1", f"r{i}", 200, 0.01, None)
+    log.close()  # after the writer thread took every record
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        f"warning: --request_log={path}: no space left on device; records are dropped (counted "
+        "in ann_request_log_dropped_total) until one can be written: free space on its file "
+        "system"
+    ], err
+    assert log.dropped == 3

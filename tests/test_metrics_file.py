@@ -3,6 +3,7 @@ crash mid-write is skipped with a warning; a damaged line before it is one error
 file and the line."""
 
 import json
+import os
 
 import pytest
 
@@ -53,3 +54,72 @@ def test_a_damaged_line_before_the_last_names_the_file_and_line(tmp_path):
         results.evals(str(tmp_path))
     with pytest.raises(MetricsFileError, match="line 2"):
         MetricWriter(str(tmp_path), resume_step=10)
+
+
+def _full(*args, **kwargs):
+    import errno
+    import os
+
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+class _FullFile:
+    """metrics.jsonl's file on a full disk: its flush raises ENOSPC naming no file."""
+
+    def __init__(self, f):
+        self._f = f
+
+    def write(self, text):
+        return self._f.write(text)
+
+    flush = close = _full
+
+
+def test_a_full_disk_under_metrics_jsonl_names_the_file(tmp_path):
+    # A failed append to metrics.jsonl said only "no space left on device; ... write
+    # elsewhere": the file and --workdir named by neither the error nor the one line.
+    writer = MetricWriter(str(tmp_path))
+    writer._file = _FullFile(writer._file)
+    with pytest.raises(OSError) as e:
+        writer.write(5, {"train/loss": 1.0})
+    assert e.value.filename == str(tmp_path / "metrics.jsonl")
+    with pytest.raises(OSError) as e:
+        writer.close()
+    assert e.value.filename == str(tmp_path / "metrics.jsonl")
+
+
+def test_a_full_disk_under_the_tensorboard_event_file_names_it(tmp_path, monkeypatch):
+    # tensorboardX writes in its own thread: a full disk killed that thread with a traceback
+    # (after which the eleventh point blocked the run for good on its full queue), and its
+    # close raised "no space left on device" naming no file, twice more at exit.
+    import threading
+
+    from tensorboardX import record_writer
+
+    crashed = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: crashed.append(args.exc_value))
+    writer = MetricWriter(str(tmp_path))
+    monkeypatch.setattr(record_writer.RecordWriter, "flush", _full)
+    with pytest.raises(OSError) as e:
+        for step in range(40):  # past the writer's queue of 10, which no dead thread drains
+            writer.write(step, {"train/loss": 1.0})
+            writer._tb.flush()  # the thread's periodic flush, now
+        writer.close()
+    event_file = e.value.filename
+    assert os.path.dirname(event_file) == str(tmp_path / "tensorboard"), event_file
+    assert os.path.basename(event_file).startswith("events.out.tfevents."), event_file
+    assert not crashed
+
+
+def test_a_full_disk_under_tensorboard_ends_a_run_naming_the_event_file(tmp_path, monkeypatch):
+    # The run's error named no file ("no space left on device; ... write elsewhere"), and
+    # where a failed save ended the run first, replaced that save's line.
+    from conftest import tiny
+    from tensorboardX import record_writer
+
+    from ann.train.loop import train_and_evaluate
+
+    monkeypatch.setattr(record_writer.RecordWriter, "flush", _full)
+    with pytest.raises(OSError) as e:
+        train_and_evaluate(tiny(total_steps=10), str(tmp_path))
+    assert os.path.dirname(e.value.filename) == str(tmp_path / "tensorboard")

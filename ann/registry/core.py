@@ -506,7 +506,8 @@ class Registry:
         incoming = os.path.join(parent, f".ann-registry-incoming-{uuid.uuid4().hex}")
         os.mkdir(incoming)
         try:
-            with open(os.path.join(incoming, artifact.MANIFEST), "xb") as f:
+            staged = os.path.join(incoming, artifact.MANIFEST)
+            with atomic.writing(staged), open(staged, "xb") as f:  # a full disk names no file
                 f.write(raw)
             for file_name in manifest["files"]:
                 artifact.copy_verified(export_dir, manifest, file_name, incoming)

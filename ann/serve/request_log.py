@@ -30,6 +30,7 @@ import logging.handlers
 import os
 import queue
 import random
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -61,6 +62,16 @@ def _end_torn_line(path: str) -> int | None:
             return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
     except FileNotFoundError:
         return None
+
+
+class _Handler(logging.handlers.RotatingFileHandler):
+    """A rotating handler that keeps what a failed write (or rotation) raised in `failed`, for
+    the writer thread to say (`RequestLog._write_failed`), instead of logging's traceback."""
+
+    failed: BaseException | None = None
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self.failed = sys.exc_info()[1]
 
 
 class RequestLogInUse(OSError):
@@ -128,6 +139,7 @@ class RequestLog:
             os.close(self._lock)
             raise
         self._logger.addHandler(self._handler)
+        self._failing = False  # the last record could not be written (`_write_failed`)
         self._queue: queue.Queue[tuple | None] = queue.Queue(queue_size)
         self._thread = threading.Thread(target=self._drain, name="request-log", daemon=True)
         self._thread.start()
@@ -144,9 +156,7 @@ class RequestLog:
                 "ended it, so the records after it start a line of their own (readers skip the "
                 "torn one)"
             )
-        handler = logging.handlers.RotatingFileHandler(
-            path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
-        )
+        handler = _Handler(path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(message)s"))
         return handler
 
@@ -175,9 +185,38 @@ class RequestLog:
     def _drain(self) -> None:
         while (item := self._queue.get()) is not None:
             try:
+                self._handler.failed = None
                 self._logger.info(self._format(*item, sample=self.sample))
             except Exception:  # a record that cannot be written must not stop the writer
                 logging.getLogger("ann.serve").exception("request log: writing failed")
+                continue
+            if self._handler.failed is not None:
+                self._write_failed(self._handler.failed)
+            elif self._failing:
+                self._failing = False
+                from ann import cli
+
+                cli.note(f"--request_log={self._handler.baseFilename}: written again")
+
+    def _write_failed(self, error: BaseException) -> None:
+        """A record the file refused (a full disk, a quota, a read-only file system): dropped
+        and counted as a full queue's are, and said once, in one line naming the file, until a
+        record is written again. logging printed a "--- Logging error ---" traceback naming no
+        file for every record sampled."""
+        self.dropped += 1
+        self._on_drop()
+        if self._failing:
+            return
+        self._failing = True
+        from ann import atomic, cli
+
+        fix = atomic.STORAGE_ERRNOS.get(getattr(error, "errno", None))
+        words = getattr(error, "strerror", None) or f"{type(error).__name__}: {error}"
+        cli.warn(
+            f"--request_log={self._handler.baseFilename}: {words[:1].lower()}{words[1:]}; "
+            "records are dropped (counted in ann_request_log_dropped_total) until one can be "
+            f"written{': ' + fix if fix else ''}"
+        )
 
     @staticmethod
     def _format(

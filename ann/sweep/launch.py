@@ -14,6 +14,7 @@ command resumes them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import signal
@@ -23,7 +24,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from ann import cli
+from ann import atomic, cli
 from ann.sweep import trials as trials_lib
 from ann.sweep.space import SweepError
 from ann.sweep.trials import Trial
@@ -91,13 +92,21 @@ def _start(trial: Trial, cpus: list[int]) -> _Running:
         error=None,
         stopped_by_sweep=False,
     )
-    stdout = open(os.path.join(workdir, "stdout.log"), "ab")
-    stderr = open(os.path.join(workdir, "stderr.log"), "ab")
     header = f"=== attempt {attempt} at {trials_lib.now()} on cores {cpus}\n".encode()
-    stdout.write(header)
-    stderr.write(header)
-    stderr.flush()
-    stdout.flush()
+    logs = []
+    try:
+        for name in ("stdout.log", "stderr.log"):
+            path = os.path.join(workdir, name)
+            logs.append(open(path, "ab"))  # noqa: SIM115 (the trial's, closed by _finish)
+            with atomic.writing(path):  # a full disk's write names no file
+                logs[-1].write(header)
+                logs[-1].flush()
+    except BaseException:
+        for f in logs:
+            with contextlib.suppress(OSError):  # its flush fails again: said above
+                f.close()
+        raise
+    stdout, stderr = logs
     offset = stderr.tell()
     threads = str(len(cpus))
     env = {

@@ -147,15 +147,16 @@ def interrupted_line(step: int, last_checkpoint: int | None, reason: str = CTRL_
     )
 
 
-def _not_recorded(ended: BaseException, error: OSError) -> None:
-    """Says that run_status.json could not record `ended` (`error`): in `ended`'s own line, the
-    one ann train ends with, when that is a one-line message (a full disk failed the save, then
-    this write: it was a second error line); else logged."""
-    said = f"run_status.json could not record it either ({error.strerror or error})"
+def _not_recorded(ended: BaseException, error: OSError, what: str = "run_status.json") -> None:
+    """Says that `what` (run_status.json, the metrics) could not record `ended` (`error`): in
+    `ended`'s own line, the one ann train ends with, when that is a one-line message (a full
+    disk failed the save, then this write: it was a second error line); else logged."""
+    name = os.path.basename(os.fsdecode(error.filename)) if error.filename else what
+    said = f"{name} could not record it either ({error.strerror or error})"
     if isinstance(ended, Exception) and len(ended.args) == 1 and isinstance(ended.args[0], str):
         ended.args = (f"{ended.args[0]}; {said}",)
     else:
-        logging.error("could not record the run's end in run_status.json: %s", error)
+        logging.error("could not record the run's end in %s: %s", name, error)
 
 
 def _record_end(
@@ -1009,4 +1010,11 @@ def _end(
                     _record_end(run.workdir, ended, progress.step, run.total_steps, run.checkpoints)
                 except OSError as e:  # e.g. the disk that failed the save: keep the first error
                     _not_recorded(ended, e)
-            writer.close()
+            try:
+                writer.close()
+            except OSError as e:
+                if ended is None:
+                    raise
+                # The same full disk, after the error ann train ends with: it replaced that
+                # line (a failed save's) with "no space left on device" naming no file.
+                _not_recorded(ended, e, "the metrics")

@@ -20,8 +20,8 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from ann import atomic, directory_kind
 from ann import config as config_lib
-from ann import directory_kind
 from ann.train import build, hooks, optimizers, transfer, writers
 
 CONFIG_CHANGES = config_lib.CONFIG_CHANGES
@@ -180,5 +180,6 @@ def record(
     if entry == (config_lib.last_changes(workdir) or {}):
         return  # the same config as the last run: nothing new to record
     line = {"step": step, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "changes": entry}
-    with open(os.path.join(workdir, CONFIG_CHANGES), "a") as f:
+    path = os.path.join(workdir, CONFIG_CHANGES)
+    with atomic.writing(path), open(path, "a") as f:  # a full disk's write names no file
         f.write(json.dumps(line, default=str) + "\n")

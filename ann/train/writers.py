@@ -109,6 +109,49 @@ class MetricWriter:
             filename_suffix=f".{time.time_ns()}",
             flush_secs=TENSORBOARD_FLUSH_SECONDS,
         )
+        self._tb_error: OSError | None = None  # what the event file's writes raised, named
+        self._tb_raised = False
+        self._guard_event_file()
+
+    def _guard_event_file(self) -> None:
+        """Makes a failed write of the TensorBoard event file (a full disk) the run's error,
+        naming the file, instead of the death of tensorboardX's writer thread: it printed a
+        traceback, the run then blocked for good once its queue of 10 points was full, and its
+        close raised "No space left on device" naming no file (and again at exit). Each write
+        and flush of the event file, in that thread or here, records its OSError (the first)
+        and skips the file's later writes; `write` and `close` raise it. Reaches into
+        tensorboardX's writer (2.6): where that has changed, nothing is guarded."""
+        events = getattr(
+            getattr(getattr(self._tb, "file_writer", None), "event_writer", None),
+            "_ev_writer",
+            None,
+        )
+        path = getattr(events, "_file_name", None)
+        if path is None:
+            return
+
+        def guarded(method):
+            def call(*args, **kwargs):
+                if self._tb_error is not None:
+                    return None
+                try:
+                    return method(*args, **kwargs)
+                except OSError as e:
+                    if e.filename is None:
+                        e.filename = path
+                    self._tb_error = e
+                    return None
+
+            return call
+
+        for name in ("write_event", "flush", "close"):
+            setattr(events, name, guarded(getattr(events, name)))
+
+    def _raise_tb_error(self) -> None:
+        """Raises the event file's recorded OSError, once."""
+        if self._tb_error is not None and not self._tb_raised:
+            self._tb_raised = True
+            raise self._tb_error
 
     def _truncate_after(self, step: int) -> None:
         if not os.path.exists(self.path):
@@ -122,14 +165,23 @@ class MetricWriter:
     def write(self, step: int, metrics: dict[str, float]) -> None:
         if not self.enabled:
             return
+        self._raise_tb_error()
         clean = {k: float(v) for k, v in metrics.items()}
         record = {"step": int(step), **{k: encode(v) for k, v in clean.items()}}
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+        with atomic.writing(self.path):  # a full disk's write names no file
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
         for key, value in clean.items():
             self._tb.add_scalar(key, value, step)
 
     def close(self) -> None:
-        if self.enabled:
-            self._file.close()
+        """Closes metrics.jsonl and the event file (both, whatever the first raises); raises
+        the first OSError (a full disk), naming its file."""
+        if not self.enabled:
+            return
+        try:
+            with atomic.writing(self.path):
+                self._file.close()
+        finally:
             self._tb.close()
+            self._raise_tb_error()
