@@ -16,7 +16,7 @@ import errno
 import os
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import IO, Any
 
 
@@ -105,6 +105,51 @@ def write_bytes(path: str, data: bytes) -> None:
     """Replaces `path` with `data` atomically and durably."""
     with replacing(path, "wb") as f:
         f.write(data)
+
+
+def missing_from(path: str) -> str | None:
+    """The topmost directory of `path` that does not exist yet (what `os.makedirs(path)` would
+    create first), or None where `path` exists: taken before a command creates `path`, so that
+    a failed start can remove what it created (`remove_if_left_empty`)."""
+    path = os.path.abspath(path)
+    if os.path.lexists(path):
+        return None
+    while not os.path.lexists(os.path.dirname(path)) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return path
+
+
+def remove_if_left_empty(directory: str, made: str | None, own: Collection[str] = ()) -> None:
+    """After a failed start: removes `directory`, which the command created (`made`, its
+    `missing_from` taken before, is not None), where it holds nothing but the names in `own`
+    (its lock files), and then the empty directories above it up to `made` that it created
+    too. A full disk left a workdir holding only `.lock`, which the next command took for a
+    run or a sweep. Never a directory that existed before, nor anything the command did not
+    name in `own`."""
+    if made is None:
+        return
+    directory = os.path.abspath(directory)
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:  # removed already (`remove_added`): the parents made are left
+        names = []
+    except OSError:
+        return
+    if any(name not in own for name in names):
+        return
+    for name in names:
+        with contextlib.suppress(OSError):
+            os.remove(os.path.join(directory, name))
+    while True:
+        try:
+            os.rmdir(directory)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return
+        if directory == made or not directory.startswith(made + os.sep):
+            return
+        directory = os.path.dirname(directory)
 
 
 def why_not_creatable(path: str) -> str | None:

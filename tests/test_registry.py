@@ -1080,3 +1080,31 @@ def test_a_registry_that_cannot_be_written_is_named_for_every_write(
             write()
         assert str(e.value) == said + "fix its permissions, or use another --registry"
     assert [v.version for v in registry.versions("digits")] == [1]
+
+
+def test_a_first_register_the_storage_refuses_leaves_no_registry(digits_export, tmp_path):
+    # A full disk under the first register's version left an empty but valid registry.db (and
+    # artifacts/): the next command took the directory for a registry. Now nothing is left
+    # where the register made the directory, and an empty directory of the user's stays empty.
+    import errno
+
+    _, export = digits_export
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    for root, existed in ((tmp_path / "new" / "reg", False), (tmp_path / "mine", True)):
+        if existed:
+            root.mkdir()
+        real = os.fsync
+        os.fsync = full  # registry.json's atomic write, after the database was made
+        try:
+            with pytest.raises(OSError, match="No space left"):
+                Registry(str(root)).register(str(export), name="digits")
+        finally:
+            os.fsync = real
+        if existed:
+            assert list(root.iterdir()) == []
+        else:
+            assert not (tmp_path / "new").exists()
+        assert not Registry(str(root)).exists()

@@ -76,3 +76,32 @@ def test_a_full_disk_when_the_lock_is_written_names_the_lock(tmp_path, monkeypat
         pass
     assert e.value.errno == errno.ENOSPC
     assert e.value.filename == workdir_lib._lock_path(str(tmp_path / "run"))
+
+
+def _full(*args, **kwargs):
+    import errno
+    import os
+
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_a_start_the_storage_refuses_removes_the_workdir_it_made(tmp_path, monkeypatch):
+    # A full disk under the lock's write left runs/new/run holding only .lock (and runs/new):
+    # the next command took it for a run. A workdir the start made is removed; one that
+    # existed keeps what it held, and loses only what this start added.
+    import os
+
+    made = tmp_path / "new" / "run"
+    monkeypatch.setattr(os, "write", _full)
+    with pytest.raises(OSError, match="No space left"):
+        train_and_evaluate(tiny(), str(made))
+    assert not (tmp_path / "new").exists()
+    monkeypatch.undo()
+
+    existing = tmp_path / "mine"
+    existing.mkdir()
+    (existing / "notes.txt").write_text("the user's")
+    monkeypatch.setattr(os, "fsync", _full)  # config.json's write, the first of the start's
+    with pytest.raises(OSError, match="No space left"):
+        train_and_evaluate(tiny(), str(existing))
+    assert sorted(p.name for p in existing.iterdir()) == ["notes.txt"]

@@ -466,6 +466,7 @@ class Registry:
         if not allow_duplicate and self._has_tables():  # before copying anything
             with self._connect() as db:
                 self._refuse_duplicate(db, name, manifest, manifest_sha, export_dir)
+        created, made = not self.exists(), atomic.missing_from(self.root)
         incoming = self._stage(export_dir, manifest, raw)
         try:
             self._create()
@@ -489,10 +490,36 @@ class Registry:
                 _make_read_only(target)
         except BaseException as e:
             atomic.name_as_final(e, incoming, self.artifacts)  # removed below
+            if created:
+                self._remove_unused(made)
             raise
         finally:
             _remove(incoming)
         return self.get_version(name, version)
+
+    def _remove_unused(self, made: str | None) -> None:
+        """Removes the registry a failed first `register` created (a full disk, a refusal),
+        while it holds no version: its registry.db (and SQLite's journals), its empty
+        artifacts/ and, where the command made it (`made`), its directory. Left, the empty but
+        valid database made the next command take the directory for a registry (`list` showed
+        nothing, `register` elsewhere refused the directory as "inside a model registry").
+        A version another process registered meanwhile keeps all of it."""
+        try:
+            with self._connect() as db:
+                if db.execute("SELECT COUNT(*) FROM model_versions").fetchone()[0]:
+                    return
+        except (RegistryError, sqlite3.Error):
+            pass  # no tables yet (its creation failed): nothing in it
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self.db_path + suffix)
+        if os.path.isdir(self.artifacts):
+            for entry in os.listdir(self.artifacts):  # a model's directory, made for the rename
+                with contextlib.suppress(OSError):
+                    os.rmdir(os.path.join(self.artifacts, entry))
+            with contextlib.suppress(OSError):
+                os.rmdir(self.artifacts)
+        atomic.remove_if_left_empty(self.root, made)
 
     def _stage(self, export_dir: str, manifest: Mapping[str, Any], raw: bytes) -> str:
         """A verified copy of the export (the manifest and the files it lists) in a new

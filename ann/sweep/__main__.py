@@ -19,7 +19,7 @@ import sys
 from absl import flags
 from ml_collections import config_flags
 
-from ann import cli
+from ann import atomic, cli
 from ann import config as config_lib
 from ann.config import check_mode, check_selection_metric
 from ann.sweep import definition as definition_lib
@@ -370,12 +370,17 @@ def run_here(definition: definition_lib.Definition, metric: str, mode: str) -> N
     and prints the results table. A grid's trials are checked before the workdir is made, so
     a refused one leaves nothing behind; a TPE study chooses its trials as it goes, so the
     trials at its space's ends are checked instead (`search.check_space`)."""
+    made = atomic.missing_from(FLAGS.workdir)  # what a failed start removes again
     prepared = None
     if FLAGS.search == "grid":
         prepared = grid.prepare(definition, FLAGS.workdir)
     else:
         search.check_space(definition)
-    lock = _lock(FLAGS.workdir)
+    try:
+        lock = _lock(FLAGS.workdir)
+    except BaseException:
+        atomic.remove_if_left_empty(FLAGS.workdir, made, own=(".lock",))
+        raise
     try:
         if FLAGS.search == "tpe":
             text = search.run(
@@ -402,8 +407,13 @@ def run_here(definition: definition_lib.Definition, metric: str, mode: str) -> N
                 prepared=prepared,
                 fail_fast=FLAGS.fail_fast,
             )
-    finally:
+    except BaseException:
         lock.close()
+        # A start that failed before its first trial (a full disk under sweep.json): the
+        # workdir it made holds only its lock, which read as a sweep's.
+        atomic.remove_if_left_empty(FLAGS.workdir, made, own=(".lock",))
+        raise
+    lock.close()
     _print_results(FLAGS.workdir, text)
     results.check_a_trial_finished(FLAGS.workdir)
 

@@ -38,7 +38,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from ann import cli, compilation_cache, data, parallel, sharding
+from ann import atomic, cli, compilation_cache, data, parallel, sharding
 from ann import config as config_lib
 from ann.data import data_dir as data_dir_lib
 from ann.experiment import Experiment
@@ -281,6 +281,7 @@ def train_and_evaluate(
             if why := freezing.random_frozen(setup.abstract_state.params, config.freeze, loaded):
                 cli.warn(why)
         before, locked = workdir_lib.entries(workdir), False
+        made = atomic.missing_from(workdir)  # what a failed start removes again
         run = None
         try:
             with workdir_lib.lock(workdir), contextlib.ExitStack() as stack:
@@ -306,13 +307,19 @@ def train_and_evaluate(
             # refusal (a bad config, a damaged checkpoint or metrics file) records nothing.
             # A refusal leaves the workdir as it found it (one process: its peers may still be
             # writing there on their way to the same refusal).
+            # A write the storage refused while starting (a full disk under .lock, config.json,
+            # parameters.tsv) is one too: nothing was trained, and the workdir it made held
+            # only .lock, which read as a run.
             refusal = isinstance(e, config_lib.ConfigError | CheckpointError | MetricsFileError)
-            if run is not None and run.progress is None and not refusal:
+            storage = isinstance(e, OSError) and e.errno in atomic.STORAGE_ERRNOS
+            starting = run is None or run.progress is None
+            if run is not None and run.progress is None and not refusal and not storage:
                 if jax.process_index() == 0:
                     _record_end(workdir, e, run.start_step, run.total_steps, run.checkpoints)
-            elif refusal and locked and (run is None or run.progress is None):
-                if jax.process_count() == 1:
-                    workdir_lib.remove_added(workdir, before)
+            elif (refusal and locked or storage) and starting and jax.process_count() == 1:
+                workdir_lib.remove_added(workdir, before)
+            if jax.process_count() == 1:
+                atomic.remove_if_left_empty(workdir, made, own=(".lock",))
             raise
 
 
