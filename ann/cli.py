@@ -1587,8 +1587,10 @@ def storage_error(e: OSError) -> str | None:
     a full disk, a quota, a read-only file system, permissions), whichever command's write
     raised it: the file (`e.filename`), the errno's words and the fix, naming the flag whose
     directory holds the file (`--out`, `--workdir`, `--registry`, ...) as the other place to
-    write. None for any other OSError (a bug's keeps its traceback, or the command's own
-    `errors` say it). Said here, once, for every command, rather than at every write."""
+    write. A permission refused on a file or directory that exists and that this user may not
+    read is a refused read (`_unreadable`), said as one with its fix (chmod), not a write's.
+    None for any other OSError (a bug's keeps its traceback, or the command's own `errors`
+    say it). Said here, once, for every command, rather than at every write."""
     from ann import atomic
 
     fix = atomic.STORAGE_ERRNOS.get(e.errno)
@@ -1598,6 +1600,13 @@ def storage_error(e: OSError) -> str | None:
     words = words[:1].lower() + words[1:]
     path = os.fsdecode(e.filename) if e.filename is not None else None
     flag = _flag_holding(path) if path is not None else None
+    if e.errno in (errno.EACCES, errno.EPERM) and path is not None and (how := _unreadable(path)):
+        # A read refused: a write's fix (free space, write elsewhere) was no fix for it.
+        given = f" (--{flag[0]}={flag[1]})" if flag else ""
+        return (
+            f"{path}: {words} reading it{given}; give your user read permission ({how} "
+            f"{path}) or ask its owner to, then rerun"
+        )
     elsewhere = f"choose another --{flag[0]}" if flag else "write elsewhere"
     if e.errno == errno.EROFS:
         fix, elsewhere = f"{elsewhere} on a writable file system", ""
@@ -1606,6 +1615,22 @@ def storage_error(e: OSError) -> str | None:
     shown = f"{path}: " if path is not None else ""
     given = f" (--{flag[0]}={flag[1]})" if flag else ""
     return f"{shown}{words}{given}; {fix}{elsewhere}, then rerun"
+
+
+def _unreadable(path: str) -> str | None:
+    """The chmod that would let this user read `path` ("chmod u+r", "chmod u+rx" for a
+    directory) where `path` exists and this user may not read it (a refused read, not a
+    refused write), else None."""
+    try:
+        directory = os.path.isdir(path)
+        if not os.path.lexists(path):
+            return None
+    except OSError:
+        return None
+    need = os.R_OK | (os.X_OK if directory else 0)
+    if os.access(path, need):
+        return None
+    return "chmod u+rx" if directory else "chmod u+r"
 
 
 def _flag_holding(path: str) -> tuple[str, str] | None:

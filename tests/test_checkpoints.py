@@ -565,6 +565,28 @@ def test_an_io_error_on_restore_is_reported_as_io_and_changes_nothing(
     assert not (workdir / checkpoint_lib.DAMAGED_DIR).exists()
 
 
+def test_a_permission_refused_on_restore_says_how_to_read_it(tmp_path, trained, monkeypatch):
+    # A step its user may not read said "failed with an I/O error ...; check the disk or
+    # mount": no fix for a file's permissions.
+    workdir = copy_run(trained, tmp_path / "run")
+
+    def refused(path):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+
+    monkeypatch.setattr(checkpoint_lib, "_sha256", refused)
+    with pytest.raises(CheckpointError) as e:
+        train_and_evaluate(tiny(total_steps=30), str(workdir))
+    checkpoints = workdir / "checkpoints"
+    assert str(e.value).startswith(
+        f"reading checkpoint step 20 in {checkpoints} failed: permission"
+    )
+    assert str(e.value).endswith(
+        f"nothing was changed: give your user read permission on it (chmod -R u+rX "
+        f"{checkpoints}) or ask its owner to, then rerun"
+    ), str(e.value)
+    assert saved_steps(workdir) == [10, 20]
+
+
 def test_a_failed_save_ends_the_run_with_what_to_do(tmp_path, monkeypatch):
     real_save = ocp.CheckpointManager.save
 

@@ -746,6 +746,33 @@ def test_a_full_disk_is_one_line_naming_the_file_and_the_fix(digits_export, tmp_
     assert left == [], left
 
 
+def test_a_read_the_permissions_refuse_is_worded_as_a_read(tmp_path, monkeypatch):
+    # EACCES on a file ann reads said a write's fix: "permission denied (--workdir=W); fix its
+    # permissions, or choose another --workdir", as if the file were to be written elsewhere.
+    import errno
+    import os
+
+    from ann import cli
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    denied = str(run / "config.json")
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, m: p != denied and real_access(p, m))
+    read = PermissionError(errno.EACCES, os.strerror(errno.EACCES), denied)
+    assert cli.storage_error(read) == (
+        f"{denied}: permission denied reading it; give your user read permission (chmod u+r "
+        f"{denied}) or ask its owner to, then rerun"
+    )
+    # Creating a file the directory refuses is still a write, with a write's fix.
+    new = str(run / "new.json")
+    write = PermissionError(errno.EACCES, os.strerror(errno.EACCES), new)
+    assert cli.storage_error(write) == (
+        f"{new}: permission denied; fix its permissions, or write elsewhere, then rerun"
+    )
+
+
 def test_every_config_file_refuses_an_unknown_variant():
     # The config files with no variant took any `:ARG` silently (`del arg`).
     from conftest import load_config

@@ -141,6 +141,30 @@ def test_a_data_dir_that_cannot_hold_the_set_is_named_in_one_line(tmp_path):
         ), e.value
 
 
+def test_a_prepared_set_in_a_data_dir_this_user_may_only_read_is_read(
+    data_dir, tmp_path, monkeypatch
+):
+    # Its build lock could not be made (EACCES, a read-only mount), and a set prepared there
+    # was refused with a write's fix: "cannot build the digits data set in ... (Permission
+    # denied); give a writable directory". Reading needs no lock. Unprepared, it is refused.
+    import builtins
+    import errno
+    import os
+
+    from ann.data import sources
+
+    def refused(path, *args, **kwargs):
+        if os.path.basename(str(path)).endswith(".lock"):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return builtins.open(path, *args, **kwargs)
+
+    sources.load("digits", "train", data_dir=data_dir)  # prepared (once a session)
+    monkeypatch.setattr(sources, "open", refused, raising=False)
+    sources.load("digits", "train", data_dir=data_dir)
+    with pytest.raises(ConfigError, match="cannot build the digits data set"):
+        sources.load("digits", "train", data_dir=str(tmp_path))
+
+
 def test_train_batches_are_seeded_and_resume_exactly():
     split = data.load("digits", "train", cache=True)
     a = data.train_batches(split, fields, 32, seed=1)

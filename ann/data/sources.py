@@ -13,6 +13,7 @@ import collections
 import contextlib
 import dataclasses
 import difflib
+import errno
 import fcntl
 import hashlib
 import io
@@ -240,6 +241,14 @@ def _builder(name: str, data_dir: str, given: bool = False) -> tfds.core.Dataset
             os.makedirs(data_dir, exist_ok=True)
             lock = open(os.path.join(data_dir, f".{name}.lock"), "w")  # noqa: SIM115
         except OSError as e:  # a file there, no such parent, no permission: not a traceback
+            # A shared data dir this user may only read (permissions, a read-only mount):
+            # the lock guards a build, and a set prepared there needs none. It was refused
+            # with a write's fix ("give a writable directory") though only reading was asked.
+            if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS) and os.path.isdir(data_dir):
+                with _without_first_build_warning():
+                    builder = BUILDERS[name](data_dir=data_dir, file_format="array_record")
+                if builder.is_prepared():
+                    return builder
             why = "it is a file" if os.path.isfile(data_dir) else e.strerror
             raise ConfigError(
                 f"config key 'data.data_dir': cannot build the {name} data set in {data_dir} "

@@ -243,9 +243,19 @@ def _move_aside(workdir: str, path: str, name: str) -> str:
     return target
 
 
-def _io_error(step: int, where: object, detail: object) -> CheckpointError:
-    """A read that failed with an I/O error (`detail`): said as such, advising nothing
-    destructive."""
+def _io_error(
+    step: int, where: object, detail: object, cause: BaseException | None = None
+) -> CheckpointError:
+    """A read that failed with an I/O error (`detail`; `cause`, the error, where `detail` is
+    not it): said as such, advising nothing destructive. A permission refused (EACCES, EPERM)
+    says so and how to give it: "check the disk or mount" was no fix for it."""
+    cause = cause if cause is not None else detail if isinstance(detail, BaseException) else None
+    if _storage_errno(cause) in (errno.EACCES, errno.EPERM):
+        return CheckpointError(
+            f"reading checkpoint step {step} in {where} failed: permission denied ({detail}); "
+            f"nothing was changed: give your user read permission on it (chmod -R u+rX "
+            f"{where}) or ask its owner to, then rerun"
+        )
     return CheckpointError(
         f"reading checkpoint step {step} in {where} failed with an I/O error ({detail}); nothing "
         "was changed: check the disk or mount and rerun"
@@ -599,7 +609,7 @@ class Checkpoints:
             return manager.restore(step, args=args)
         except Exception as e:
             if _is_io_error(e):
-                raise _io_error(step, manager.directory, f"{type(e).__name__}: {e}") from e
+                raise _io_error(step, manager.directory, f"{type(e).__name__}: {e}", e) from e
             raise _Unreadable(f"{type(e).__name__}: {e}") from e
 
     def _load(self, step: int, abstract_state: Any) -> tuple[Any, str | None]:
