@@ -497,6 +497,7 @@ def parse_flags(argv: list[str]) -> list[str]:
                 f"made from{made}, with --config.KEY=VALUE for what differs"
             )
     logging.get_absl_logger().addFilter(_said_here)  # once: a logger holds a filter once
+    py_logging.getLogger("asyncio").addFilter(_said_here)  # Orbax's event loops log there
     decimal_numbers(flags.FLAGS)
     try:
         rest = flags.FLAGS(argv)
@@ -735,8 +736,13 @@ _SAID_HERE = (
 
 
 def _said_here(record: py_logging.LogRecord) -> bool:
-    """Drops a library's log record that ann says in its own words (`_SAID_HERE`)."""
+    """Drops a library's log record that ann says in its own words (`_SAID_HERE`), and
+    asyncio's "exception was never retrieved" for a write into a checkpoint step Orbax had not
+    committed (a full disk: TensorStore's writes of the failed save, one traceback each, after
+    ann train's line)."""
     message = record.getMessage()
+    if "exception was never retrieved" in message and ".orbax-checkpoint-tmp" in message:
+        return False
     return not any(said in message for said in _SAID_HERE)
 
 
