@@ -745,6 +745,29 @@ def test_a_save_that_failed_mid_write_leaves_nothing_it_wrote(tmp_path, monkeypa
     assert checkpoint_lib.verify_files(str(tmp_path / "checkpoints" / "10")) is None
 
 
+def test_a_best_copy_of_a_step_whose_save_failed_is_removed_with_it(tmp_path, monkeypatch):
+    """Only checkpoints/20 failed; its best copy, checkpoints_best/20, was committed and kept
+    holding the space, though the rerun (from step 10) deletes it as past its start."""
+    from orbax.checkpoint._src.path import atomicity
+
+    real_finalize, best = atomicity.AtomicRenameTemporaryPath.finalize, []
+
+    async def finalize(self):
+        final = self.get_final()
+        if final.name == "20" and final.parent.name == "checkpoints":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        if final.parent.name == "checkpoints_best":
+            best.append(int(final.name))
+        return await real_finalize(self)
+
+    monkeypatch.setattr(atomicity.AtomicRenameTemporaryPath, "finalize", finalize)
+    with pytest.raises(CheckpointSaveError, match="No space left on device"):
+        train_and_evaluate(tiny(total_steps=30), str(tmp_path))
+    assert 20 in best  # committed (Orbax then dropped the best step 10), then removed
+    assert saved_steps(tmp_path) == [10]
+    assert [s for s in saved_steps(tmp_path, "checkpoints_best") if s > 10] == []
+
+
 def test_orbaxs_own_words_for_a_failed_save_are_dropped_where_ann_says_it(monkeypatch):
     """Orbax's threads each logged their traceback of the failed save (about 80 lines apiece),
     and TensorStore's late callbacks raised "Event loop is closed" where nothing could catch it

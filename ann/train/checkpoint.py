@@ -446,11 +446,14 @@ class Checkpoints:
 
     def _remove_failed_saves(self) -> None:
         """Removes what failed saves wrote, once no save is in flight (`close`): Orbax's
-        temporary directories (STEP.orbax-checkpoint-tmp*) in both directories, and a failed
-        step's directory that Orbax never committed (no metadata). A full disk left them
-        holding the space its error asks the user to free, until the rerun's open removed them
-        as stale (the workdir's lock makes this run their only writer). Committed steps are
-        kept. Process 0's to call."""
+        temporary directories (STEP.orbax-checkpoint-tmp*) in both directories, a failed
+        step's directory that Orbax never committed (no metadata), and a best step past the
+        newest complete step of checkpoints/ (the best copy of a step whose regular save
+        failed: the rerun, which resumes from that newest step, deletes it as past its start,
+        `forget_best_after`). A full disk left them holding the space its error asks the user
+        to free, until the rerun removed them (the workdir's lock makes this run their only
+        writer). The steps a rerun resumes from, and a best at or before them, are kept.
+        Process 0's to call."""
         for manager in (self.latest, self.best):
             directory = str(manager.directory)
             failed = {step for m, step in self._failed_saves if m is manager}
@@ -466,6 +469,12 @@ class Checkpoints:
                     shutil.rmtree(path, ignore_errors=True)
                     if os.path.isfile(path) or os.path.islink(path):
                         os.unlink(path)
+        if self.passed_over:  # the best past damaged steps is this run's own: a rerun keeps it
+            return
+        newest = next(iter(self._complete_steps(self.latest)), -1)
+        for step in self._complete_steps(self.best):
+            if step > newest:
+                shutil.rmtree(self._step_dir(self.best, step), ignore_errors=True)
 
     def _seal(self, manager: ocp.CheckpointManager) -> None:
         """Waits for the manager's save in flight; then writes the manifest of each step it has
