@@ -1787,3 +1787,33 @@ def test_an_empty_pythonpath_entry_is_the_working_directory_in_every_exported_py
                            pvc="runs", root="/app")  # fmt: skip
     pod = yaml.safe_load(text)["spec"]["template"]["spec"]["containers"][0]["command"][2]
     assert f"\nexport PYTHONPATH=/app/u{os.pathsep}/app\n" in pod, pod
+
+
+def test_a_full_disk_under_a_trials_stdout_log_names_it(tmp_path, monkeypatch):
+    # The attempt's header written to stdout.log failed with "no space left on device",
+    # naming no file: the sweep's one line could name neither the log nor --workdir.
+    import builtins
+    import errno
+
+    class Full:
+        def __init__(self, f):
+            self._f = f
+
+        def write(self, data):
+            return len(data)
+
+        def flush(self):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def close(self):
+            self._f.close()
+
+    def full_logs(path, mode="r", *args, **kwargs):
+        f = builtins.open(path, mode, *args, **kwargs)
+        return Full(f) if str(path).endswith(".log") else f
+
+    monkeypatch.setattr(launch, "open", full_logs, raising=False)
+    trial = script_trial(tmp_path, "a", "print('never')")
+    with pytest.raises(OSError) as e:
+        launch._start(trial, sorted(os.sched_getaffinity(0))[:1])
+    assert e.value.filename == str(tmp_path / "a" / "stdout.log")
