@@ -316,7 +316,7 @@ def train_and_evaluate(
             if run is not None and run.progress is None and not refusal and not storage:
                 if jax.process_index() == 0:
                     _record_end(workdir, e, run.start_step, run.total_steps, run.checkpoints)
-            elif (refusal and locked or storage) and starting and jax.process_count() == 1:
+            elif ((refusal and locked) or storage) and starting and jax.process_count() == 1:
                 workdir_lib.remove_added(workdir, before)
             if jax.process_count() == 1:
                 atomic.remove_if_left_empty(workdir, made, own=(".lock",))
