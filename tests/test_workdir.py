@@ -105,3 +105,27 @@ def test_a_start_the_storage_refuses_removes_the_workdir_it_made(tmp_path, monke
     with pytest.raises(OSError, match="No space left"):
         train_and_evaluate(tiny(), str(existing))
     assert sorted(p.name for p in existing.iterdir()) == ["notes.txt"]
+
+
+def test_a_failed_start_removes_the_empty_compilation_cache_it_made_beside_the_workdir(tmp_path):
+    # `ann train --workdir=new/run` on a full disk left new/.jax_cache (empty), so new/ stayed
+    # though the start made both and wrote nothing there.
+    full_lock = (
+        "import errno, os, runpy, sys\n"
+        "def full(fd, data):\n"
+        "    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))\n"
+        "os.write = full\n"
+        "sys.argv = ['ann', *sys.argv[1:]]\n"
+        "runpy.run_module('ann', run_name='__main__', alter_sys=True)\n"
+    )
+    workdir = tmp_path / "new" / "run"
+    result = subprocess.run(
+        [sys.executable, "-c", full_lock, "train", "--config=configs/digits_mlp.py",
+         f"--workdir={workdir}"],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+        env=without_compilation_cache(),
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr[-2000:]
+    last = result.stderr.splitlines()[-1]  # (after the session's first data build, if this is it)
+    assert last.startswith(f"error: {workdir / '.lock'}: no space left"), result.stderr[-2000:]
+    assert list(tmp_path.iterdir()) == []

@@ -182,13 +182,21 @@ def _record_end(
     )
 
 
+def _compilation_cache_path(setting: str, workdir: str) -> str | None:
+    """Where the run's compilation cache goes: `setting`, default `.jax_cache` beside the
+    workdir; None for 'off'."""
+    if setting == "off":
+        return None
+    return setting or os.path.join(os.path.dirname(os.path.abspath(workdir)), ".jax_cache")
+
+
 def _enable_compilation_cache(setting: str, workdir: str, max_mb: float) -> None:
     """XLA's persistent compilation cache for the run (`compilation_cache.enable`): in
     `setting`, default `.jax_cache` beside the workdir, at most `max_mb` MiB (-1: no bound);
     'off': none."""
-    if setting == "off":
+    path = _compilation_cache_path(setting, workdir)
+    if path is None:
         return
-    path = setting or os.path.join(os.path.dirname(os.path.abspath(workdir)), ".jax_cache")
     try:
         compilation_cache.enable(
             path,
@@ -257,6 +265,9 @@ def train_and_evaluate(
     # The clock pauses the garbage collector until the first step (ann/train/startup.py).
     with startup_lib.Clock(started) as clock:
         workdir_lib.check(workdir)  # before anything is created, the compilation cache included
+        # What a failed start removes again where it made them and left them empty.
+        cache = _compilation_cache_path(config.compilation_cache_dir, workdir)
+        made = atomic.missing_from(workdir), atomic.missing_from(cache) if cache else None
         _enable_compilation_cache(
             config.compilation_cache_dir, workdir, config.compilation_cache_max_mb
         )
@@ -281,7 +292,6 @@ def train_and_evaluate(
             if why := freezing.random_frozen(setup.abstract_state.params, config.freeze, loaded):
                 cli.warn(why)
         before, locked = workdir_lib.entries(workdir), False
-        made = atomic.missing_from(workdir)  # what a failed start removes again
         run = None
         try:
             with workdir_lib.lock(workdir), contextlib.ExitStack() as stack:
@@ -319,7 +329,9 @@ def train_and_evaluate(
             elif ((refusal and locked) or storage) and starting and jax.process_count() == 1:
                 workdir_lib.remove_added(workdir, before)
             if jax.process_count() == 1:
-                atomic.remove_if_left_empty(workdir, made, own=(".lock",))
+                atomic.remove_if_left_empty(workdir, made[0], own=(".lock",))
+                if cache is not None:  # the empty cache beside it, and the parent it made
+                    atomic.remove_if_left_empty(cache, made[1])
             raise
 
 
