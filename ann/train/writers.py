@@ -182,6 +182,8 @@ class MetricWriter:
         try:
             with atomic.writing(self.path):
                 self._file.close()
-        finally:
-            self._tb.close()
-            self._raise_tb_error()
+        except BaseException:
+            self._tb.close()  # its own error, if any, after this one: not said
+            raise
+        self._tb.close()
+        self._raise_tb_error()
