@@ -51,7 +51,7 @@ import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from ann import artifact
+from ann import artifact, atomic
 from ann.registry.core import MAX_TAG_VALUE, ModelVersion, Registry, RegistryError
 
 EXPERIMENT = "ann-registry"
@@ -656,7 +656,8 @@ def _upload(client: Any, run_id: str, mv: ModelVersion) -> None:
     checked against the sha256 recorded at registration on the way (`ann.artifact`)."""
     manifest, raw = artifact.read_manifest_bytes(mv.path, mv.manifest_sha256)
     with tempfile.TemporaryDirectory(prefix="ann-mirror-") as tmp:
-        with open(os.path.join(tmp, artifact.MANIFEST), "xb") as f:
+        staged = os.path.join(tmp, artifact.MANIFEST)  # in $TMPDIR: a full one is named
+        with atomic.writing(staged), open(staged, "xb") as f:
             f.write(raw)
         for file_name in manifest["files"]:
             artifact.copy_verified(mv.path, manifest, file_name, tmp)
