@@ -18,12 +18,14 @@ import subprocess
 import sys
 import tempfile
 
-from absl import app, flags
+from absl import flags
+
+from ann import cli
 
 flags.DEFINE_string("model", None, "An export directory (ann export --out).", required=True)
-flags.DEFINE_integer("rounds", 3, "Rounds of off, cold and warm starts.")
+flags.DEFINE_integer("rounds", 3, "Rounds of off, cold and warm starts.", lower_bound=1)
 flags.DEFINE_enum("multivariate", "on", ["on", "off"], "The window's MMD test too.")
-flags.DEFINE_integer("rows", 100, "Rows of the first window (digits test rows).")
+flags.DEFINE_integer("rows", 100, "Rows of the first window (digits test rows).", lower_bound=2)
 FLAGS = flags.FLAGS
 
 ONE_START = """
@@ -86,4 +88,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)
