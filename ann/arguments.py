@@ -104,6 +104,13 @@ def expected(
     return f"{what} in {bounds}" + (f" ({note})" if note else "")
 
 
+def takes(help_text: str, what: str) -> str:
+    """A flag's help ending with what its check takes, in its refusal's words (`what`, mostly
+    `expected`): "Port. Takes an integer in [1, 65535]." Every command's `--help` states a
+    flag's range or allowed values so, from the table or bounds its check uses."""
+    return f"{help_text} Takes {what}."
+
+
 def refusal(typed: str, what: str, name: str, example: object = None) -> str:
     """The one refusal of a numeric flag's value, whether no number or out of its range:
     `typed` as given ("--port=70000"), `what` it takes (`expected`), an example of the flag

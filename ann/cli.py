@@ -58,6 +58,10 @@ from ann import arguments, directory_kind
 from ann import config as config_lib
 from ann.config import SCHEMA, ConfigError
 
+# The flags defined here (`define_config`, `define_bounded`, `define_names`) are the calling
+# job's: its `--help` lists them as its own (absl's key flags of the module that calls).
+flags.disclaim_key_flags()
+
 # Where a --config override or value is wrong, ml_collections and absl raise these while parsing.
 _PARSE_ERRORS = (flags.Error, ConfigError, AttributeError, KeyError, TypeError, ValueError, OSError)
 # absl's help flags; absl's own handling of them exits 1 and leaves out --config.
@@ -910,6 +914,57 @@ def _example(key: str, argv: Sequence[str]) -> object | None:
 EXPECTED: dict[str, str] = {}
 # The example a numeric flag's refusal shows where its default is None (unset); else the default.
 EXAMPLES: dict[str, object] = {}
+# A list flag's allowed names, as its check refuses others (`define_names`): `--platforms`.
+CHOICES: dict[str, tuple[str, ...]] = {}
+
+
+def define_bounded(
+    name: str,
+    default: float | None,
+    help_text: str,
+    low: float,
+    high: float,
+    note: str = "",
+    *,
+    kind: type = int,
+    flag_values: flags.FlagValues = flags.FLAGS,
+) -> str:
+    """A numeric flag refused outside [low, high] by absl as it parses (its lower and upper
+    bounds), whose help ends with what it takes ("Takes an integer in [1, 4096] (GiB).",
+    `arguments.takes`) and whose refusals say the same (`EXPECTED`, the `note` included): the
+    bounds written once, for the check, the help and the refusal. `kind` int or float. Returns
+    the words. absl still appends its own "(an integer in the range [1, 4096])"."""
+    what = arguments.expected(kind, low, high, note)
+    define = flags.DEFINE_integer if kind is int else flags.DEFINE_float
+    define(
+        name,
+        default,
+        arguments.takes(help_text, what),
+        lower_bound=low,
+        upper_bound=high,
+        flag_values=flag_values,
+    )
+    if flag_values is flags.FLAGS:
+        EXPECTED[name] = what
+    return what
+
+
+def among(values: Sequence[str]) -> str:
+    """What a list flag of `values` takes: "names among cpu, cuda, rocm, tpu (comma-separated)"."""
+    return f"names among {', '.join(values)} (comma-separated)"
+
+
+def define_names(
+    name: str, default: Sequence[str] | None, values: Sequence[str], help_text: str
+) -> None:
+    """A comma-separated list flag whose check (the job's) refuses a name not in `values`; its
+    help ends with them (`among`), from the same tuple the check reads (`CHOICES` records it)."""
+    flags.DEFINE_list(
+        name,
+        list(default) if default is not None else None,
+        arguments.takes(help_text, among(values)),
+    )
+    CHOICES[name] = tuple(values)
 
 
 def _bounds(parser: object) -> str | None:

@@ -520,7 +520,9 @@ def define_flags() -> None:
         "Model name in the manifest (default DATA_MODEL, DATA_MODEL_EXPERIMENT for an experiment "
         "other than classification); a valid registry name.",
     )
-    flags.DEFINE_list("platforms", ["cpu"], "Platforms to lower for: cpu, cuda, rocm, tpu.")
+    from ann import cli
+
+    cli.define_names("platforms", ["cpu"], PLATFORMS, "Platforms to lower for.")
     flags.DEFINE_enum(
         "calibration",
         None,

@@ -28,25 +28,33 @@ def _define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     flags.DEFINE_string(
         "prompt", "", "LM: text to continue (printed with it); empty: a new line.", **fv
     )
-    flags.DEFINE_integer("num_tokens", 200, "LM: ids to sample, in [1, 1000000].", **fv)
+    from ann.arguments import takes
+
+    # Each numeric flag's help ends with the range check_flags refuses outside of (RANGES).
+    flags.DEFINE_integer(
+        "num_tokens", 200, takes("LM: ids to sample.", expected("num_tokens")), **fv
+    )
     flags.DEFINE_float(
-        "temperature", 0.8, "LM: softmax temperature, in [0, 100]; 0 = greedy.", **fv
+        "temperature", 0.8, takes("LM: softmax temperature.", expected("temperature")), **fv
     )
     flags.DEFINE_integer(
-        "top_k", 20, "LM: sample among the k most likely ids, in [0, 1000000]; 0 = all.", **fv
+        "top_k", 20, takes("LM: sample among the k most likely ids.", expected("top_k")), **fv
     )
     flags.DEFINE_integer(
         "num_samples",
         1,
-        "LM: continuations to draw, in [1, 10000], sampled together in one batch: the first "
-        "streams as it is written, the others print whole after it, each after a line of dashes.",
+        takes(
+            "LM: continuations to draw, sampled together in one batch: the first streams as it "
+            "is written, the others print whole after it, each after a line of dashes.",
+            expected("num_samples"),
+        ),
         **fv,
     )
-    flags.DEFINE_integer("seed", 0, "LM: sampling seed, in [0, 2**32 - 1].", **fv)
+    flags.DEFINE_integer("seed", 0, takes("LM: sampling seed.", expected("seed")), **fv)
     flags.DEFINE_string(
         "source", "", "seq2seq: source text, e.g. 'reverse 12345' or 'add 12+34'.", **fv
     )
-    flags.DEFINE_integer("beam_size", 1, "seq2seq: beams, in [1, 1000]; 1 = greedy.", **fv)
+    flags.DEFINE_integer("beam_size", 1, takes("seq2seq: beams.", expected("beam_size")), **fv)
     flags.mark_flag_as_required("workdir", flag_values=flag_values)
     if flag_values is FLAGS:  # a value that is no number: refused in the words of one outside
         from ann import cli
@@ -63,7 +71,7 @@ RANGES = {
     "num_tokens": (1, 1_000_000, ""),
     "num_samples": (1, 10_000, ""),
     "top_k": (0, 1_000_000, "0: all ids"),
-    "beam_size": (1, 1000, ""),
+    "beam_size": (1, 1000, "1: greedy"),
     "temperature": (0, 100, "0: greedy"),
     "seed": (0, 2**32 - 1, ""),
 }

@@ -31,25 +31,23 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and con
 flags.DEFINE_string("coordinator_address", "", "Multi-process: HOST:PORT of process 0.")
 # A multi-process run's processes, at most (a TPU v5p pod slice of 6,144 chips has 1,536 hosts).
 MAX_PROCESSES = 1 << 16
-flags.DEFINE_integer(
+cli.define_bounded(
     "num_processes",
     0,
-    f"Multi-process: how many processes in all, in [0, {MAX_PROCESSES}] (0: one process).",
+    "Multi-process: how many processes in all.",
     0,
     MAX_PROCESSES,
+    "0: one process",
 )
-flags.DEFINE_integer(
+cli.define_bounded(
     "process_id",
     -1,
-    "Multi-process: this process's index, 0..N-1 (-1: one process).",
+    "Multi-process: this process's index, below --num_processes.",
     -1,
     MAX_PROCESSES - 1,
+    "this process's index from 0; -1: one process",
 )
-cli.EXPECTED["num_processes"] = arguments.expected(int, 0, MAX_PROCESSES, "0: one process")
 cli.EXAMPLES["process_id"] = 0  # its default, -1, is no process's index
-cli.EXPECTED["process_id"] = arguments.expected(
-    int, -1, MAX_PROCESSES - 1, "this process's index from 0; -1: one process"
-)
 flags.DEFINE_enum(
     "distributed",
     "off",
@@ -57,13 +55,13 @@ flags.DEFINE_enum(
     "auto: join the cluster's processes "
     "from its environment (SLURM, Kubernetes, TPU VMs), as JAX detects them.",
 )
-flags.DEFINE_integer(
+cli.define_bounded(
     "distributed_timeout",
     300,
-    "Seconds to wait for peers (start-up and heartbeats) before ending with an error, in "
-    "[1, 86400].",
-    lower_bound=1,
-    upper_bound=86_400,
+    "Time to wait for peers (start-up and heartbeats) before ending with an error.",
+    1,
+    86_400,
+    "seconds",
 )
 flags.mark_flags_as_required(["config", "workdir"])
 

@@ -1644,7 +1644,7 @@ def test_parallel_and_cluster_resources_have_upper_bounds(tmp_path, monkeypatch)
         "--cluster_memory_gb=99999999",
     )  # fmt: skip
     assert one_line_error(proc) == (
-        "error: --cluster_memory_gb=99999999 must be an integer in [1, 4096]; e.g. "
+        "error: --cluster_memory_gb=99999999 must be an integer in [1, 4096] (GiB); e.g. "
         "--cluster_memory_gb=8"
     )
     assert not (tmp_path / "s").exists()

@@ -423,7 +423,7 @@ def test_seq2seq_learns_held_out_lengths(tmp_path):
         ),
         (["--num_samples=0"], "--num_samples=0 must be an integer in [1, 10000]; e.g. --num_s"),
         (["--top_k=-1"], "--top_k=-1 must be an integer in [0, 1000000] (0: all ids); e.g. "),
-        (["--beam_size=0"], "--beam_size=0 must be an integer in [1, 1000]; e.g. --beam_size=1"),
+        (["--beam_size=0"], "--beam_size=0 must be an integer in [1, 1000] (1: greedy); e.g. --b"),
         (["--temperature=-0.5"], "--temperature=-0.5 must be a number in [0, 100] (0: greedy)"),
         (["--temperature=nan"], "--temperature=nan must be a number in [0, 100]"),
         (["--temperature=1e9"], "--temperature=1e+09 must be a number in [0, 100]"),

@@ -180,19 +180,13 @@ def define_flags() -> None:
         True,
         "drift: also the multivariate MMD test (jax); on by default, --nomultivariate skips it.",
     )
-    flags.DEFINE_integer(
-        "top",
-        6,
-        "drift: drifted features drawn (reference vs current), in [0, 1000].",
-        lower_bound=0,
-        upper_bound=1000,
-    )
-    flags.DEFINE_integer(
+    cli.define_bounded("top", 6, "drift: drifted features drawn (reference vs current).", 0, 1000)
+    cli.define_bounded(
         "min_rows",
         None,
         f"{MIN_ROWS_HELP['drift']} {MIN_ROWS_HELP['performance']}",
-        lower_bound=MIN_TEST_ROWS,
-        upper_bound=MAX_ROWS,
+        MIN_TEST_ROWS,
+        MAX_ROWS,
     )
     cli.EXAMPLES["min_rows"] = MIN_ROWS  # its default (None) is each command's own
     feedback_job.define_flags()
@@ -826,8 +820,11 @@ def _help_for_command(argv: list[str]) -> None:
     # Its own: what --model names (an export, or a served name), --out's default, drift's rule
     # or performance's labelled rows for --min_rows.
     for name, helps in (("model", MODEL_HELP), ("out", OUT_HELP), ("min_rows", MIN_ROWS_HELP)):
-        if command in helps:
-            FLAGS[name].help = helps[command]
+        if command in helps:  # what it takes (--min_rows' range) kept at its end
+            own = helps[command]
+            FLAGS[name].help = (
+                arguments.takes(own, cli.EXPECTED[name]) if name in cli.EXPECTED else own
+            )
     kept = {"model", *OWN_FLAGS[command]}
     for flag in FLAGS.get_key_flags_for_module(argv[0]):
         if flag.name not in kept and flag.name in FLAGS:

@@ -54,7 +54,9 @@ def define_flags() -> None:
         "infer request's id; a class index or name, a list of them for a request of several "
         "rows).",
     )
-    flags.DEFINE_integer("batch", 1000, "feedback: labels per request, in [1, 100000].", 1, 100_000)
+    from ann import cli
+
+    cli.define_bounded("batch", 1000, "feedback: labels per request.", 1, 100_000)
     flags.DEFINE_string(
         "token_file", None, "feedback: file holding the bearer token (else $ANN_SERVE_TOKEN)."
     )

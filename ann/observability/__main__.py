@@ -44,8 +44,10 @@ def define_flags() -> None:
     config_flags.DEFINE_config_dict(
         "slo",
         slo,
-        "SLOs: --slo.availability (share of non-5xx requests, e.g. 0.999), "
-        "--slo.latency_p95_ms (95% of infers faster than this; a histogram bucket).",
+        # What each key takes, from the table its check refuses outside of (rules.EXPECTED).
+        f"SLOs: --slo.availability (e.g. 0.999) takes {rules.EXPECTED['slo.availability']}; "
+        "--slo.latency_p95_ms (95% of infers faster than this) takes "
+        f"{rules.EXPECTED['slo.latency_p95_ms']}.",
         lock_config=False,
         accept_new_attributes=True,  # an unknown key is refused by name in settings_from_flags
     )
@@ -53,10 +55,12 @@ def define_flags() -> None:
     config_flags.DEFINE_config_dict(
         "alert",
         alert,
-        "Model alerts: --alert.accuracy_min (realized-accuracy bound), --alert.drift_for, "
-        "--alert.accuracy_for (how long before a ticket), --alert.keep_firing_for (cool-off); "
-        "server pages: --alert.down_for (down or not ready that long), --alert.job (the scrape "
-        "job of the servers' metrics port).",
+        f"Model alerts: --alert.accuracy_min takes {rules.EXPECTED['alert.accuracy_min']}; "
+        "--alert.drift_for, --alert.accuracy_for (how long before a ticket) take "
+        f"{rules.DURATIONS['alert.drift_for']}; --alert.keep_firing_for (cool-off) takes "
+        f"{rules.DURATIONS['alert.keep_firing_for']}; server pages: --alert.down_for (down or "
+        f"not ready that long) takes {rules.DURATIONS['alert.down_for']}; --alert.job (the "
+        "scrape job of the servers' metrics port).",
         lock_config=False,
         accept_new_attributes=True,
     )

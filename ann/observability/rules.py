@@ -77,6 +77,11 @@ _FOR_RANGES = {
     "accuracy_for": (60, 7 * 86400, "1m (shorter tickets on one window)", "7d"),
     "keep_firing_for": (0, 86400, "0s (no cool-off)", "1d"),
 }
+# What the --alert.*_for settings take, as their help says it: a duration within _FOR_RANGES.
+DURATIONS = {
+    f"alert.{name}": f"a Prometheus duration from {least} to {most}"
+    for name, (_, _, least, most) in _FOR_RANGES.items()
+}
 
 
 def duration_seconds(value: str) -> float:

@@ -414,9 +414,7 @@ def define_flags() -> None:
         "register: make a new version even if its inputs or outputs differ from the latest "
         "version's (refused by default: its clients would not fit it).",
     )
-    flags.DEFINE_integer(
-        "version", None, "tag: tag this version (>= 1) instead of the model.", 1, 2**31 - 1
-    )
+    cli.define_bounded("version", None, "tag: tag this version instead of the model.", 1, 2**31 - 1)
     cli.EXAMPLES["version"] = 1
     flags.DEFINE_boolean("delete", False, "alias: delete the alias NAME ALIAS.")
     flags.DEFINE_string(

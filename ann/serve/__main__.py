@@ -26,7 +26,7 @@ import sys
 
 from absl import flags
 
-from ann import cli
+from ann import arguments, cli
 
 FLAGS = flags.FLAGS
 
@@ -41,7 +41,7 @@ def define_flags() -> None:
     for field in flag_fields():
         meta = field.metadata
         what = expected(field.name)  # the range its check refuses outside of: in its help too
-        help = meta["help"] if what is None else f"{meta['help']} Takes {what}."
+        help = meta["help"] if what is None else arguments.takes(meta["help"], what)
         if "choices" in meta:
             flags.DEFINE_enum(field.name, flag_default(field), meta["choices"], help)
         else:

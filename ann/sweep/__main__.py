@@ -36,13 +36,13 @@ flags.DEFINE_string("workdir", None, "Sweep directory: one workdir per trial, re
 MAX_PARALLEL = 1024
 MAX_CPUS = 1024
 MAX_MEMORY_GB = 4096
-flags.DEFINE_integer(
+cli.define_bounded(
     "parallel",
     1,
-    f"Trials at a time, each pinned to its own share of cores, in [1, {MAX_PARALLEL}]; more than "
-    "the trials are as many as the trials (with --emit too).",
-    lower_bound=1,
-    upper_bound=MAX_PARALLEL,
+    "Trials at a time, each pinned to its own share of cores; more than the trials are as many "
+    "as the trials (with --emit too).",
+    1,
+    MAX_PARALLEL,
 )
 flags.DEFINE_enum(
     "search",
@@ -50,12 +50,12 @@ flags.DEFINE_enum(
     ["grid", "tpe"],
     "grid: every trial of get_sweep (with its random draws); tpe: Optuna's TPE over its space.",
 )
-flags.DEFINE_integer(
+cli.define_bounded(
     "trials",
     20,
-    "--search=tpe: trials in the study, pruned and failed included, in [1, 100000].",
-    lower_bound=1,
-    upper_bound=100_000,
+    "--search=tpe: trials in the study, pruned and failed included.",
+    1,
+    100_000,
 )
 flags.DEFINE_string(
     "metric",
@@ -69,14 +69,14 @@ flags.DEFINE_enum(
     ["max", "min"],
     "Whether --metric is better higher or lower (default: the config's best_mode).",
 )
-flags.DEFINE_integer("seed", 0, "--search=tpe: sampler seed, in [0, 2**32).", 0, 2**32 - 1)
-flags.DEFINE_integer(
+cli.define_bounded("seed", 0, "--search=tpe: sampler seed.", 0, 2**32 - 1)
+cli.define_bounded(
     "startup_trials",
     5,
-    "--search=tpe: random trials before TPE models the "
-    "space; also finished trials before the pruner prunes; in [0, 100000].",
-    lower_bound=0,
-    upper_bound=100_000,
+    "--search=tpe: random trials before TPE models the space; also finished trials before the "
+    "pruner prunes.",
+    0,
+    100_000,
 )
 flags.DEFINE_enum(
     "pruner",
@@ -85,22 +85,22 @@ flags.DEFINE_enum(
     "--search=tpe: prune trials whose "
     "eval is worse than the median of finished trials at the same step.",
 )
-flags.DEFINE_integer(
+cli.define_bounded(
     "prune_warmup_steps",
     0,
-    "--search=tpe: no pruning before this train step, in [0, 10**9].",
-    lower_bound=0,
-    upper_bound=10**9,
+    "--search=tpe: no pruning before this train step.",
+    0,
+    10**9,
 )
 flags.DEFINE_bool("retry_failed", False, "Rerun trials that failed before (default: keep them).")
-flags.DEFINE_integer(
+cli.define_bounded(
     "fail_fast",
     fail_fast.DEFAULT,
     "Stop the sweep (its running trials saved, what ran kept) once the first N trials to end "
-    "all failed with the same error and none finished: every trial would; 0 runs them all. "
-    "In [0, 100000].",
-    lower_bound=0,
-    upper_bound=100_000,
+    "all failed with the same error and none finished: every trial would.",
+    0,
+    100_000,
+    "0 runs them all",
 )
 flags.DEFINE_bool(
     "dry_run",
@@ -116,15 +116,9 @@ flags.DEFINE_enum(
     "Write a cluster job for the trials instead "
     "of running them: a SLURM array script or a Kubernetes indexed Job.",
 )
-flags.DEFINE_integer(
-    "cluster_cpus", 4, f"--emit: cores per trial, in [1, {MAX_CPUS}].", 1, MAX_CPUS
-)
-flags.DEFINE_integer(
-    "cluster_memory_gb",
-    8,
-    f"--emit: memory per trial in GiB, in [1, {MAX_MEMORY_GB}] (one node's).",
-    1,
-    MAX_MEMORY_GB,
+cli.define_bounded("cluster_cpus", 4, "--emit: cores per trial.", 1, MAX_CPUS)
+cli.define_bounded(
+    "cluster_memory_gb", 8, "--emit: memory per trial (one node's).", 1, MAX_MEMORY_GB, "GiB"
 )
 flags.DEFINE_string("image", "ann:latest", "--emit=k8s: container image holding the project.")
 flags.DEFINE_string("image_root", "/app", "--emit=k8s: the project's directory in the image.")

@@ -1,0 +1,102 @@
+"""Every command's `--help` states what each of its flags takes where the flag's check refuses
+a value outside a range or a set: `ann monitor --help` said "--batch: feedback: labels per
+request, in [1, 100000]" by hand beside absl's bounds, `ann generate --help` wrote its ranges
+apart from the table `check_flags` reads, `ann observability --help` gave no range of
+--slo.availability; only `ann serve` ended each help with "Takes <what>.", from its check's
+table."""
+
+import concurrent.futures
+import json
+import re
+import subprocess
+import sys
+
+from conftest import ROOT
+
+from ann import arguments
+from ann.__main__ import JOBS
+
+# Runs `ann JOB [COMMAND] --help` with ann.cli's help replaced by a dump of the flags it lists
+# (the main module's key flags): each one's help, absl's bounds and enum values, and what the
+# job's own check takes (cli.EXPECTED, cli.CHOICES), as defined before flags are parsed.
+DUMP = r"""
+import json, sys
+from absl import flags
+from ann import cli
+from ann.__main__ import main
+
+def dump(full):
+    listed = {}
+    for flag in flags.FLAGS.get_key_flags_for_module(sys.argv[0]):
+        parser = getattr(flag.parser, "_parser", flag.parser)
+        listed[flag.name] = {
+            "help": flag.help,
+            "low": getattr(parser, "lower_bound", None),
+            "high": getattr(parser, "upper_bound", None),
+            "integer": isinstance(parser, flags.IntegerParser),
+            "enum": list(getattr(parser, "enum_values", None) or []),
+        }
+    print(json.dumps({
+        "flags": listed,
+        "expected": cli.EXPECTED,
+        "choices": getattr(cli, "CHOICES", {}),
+        "commands": list(getattr(sys.modules["__main__"], "COMMANDS", {})),
+    }))
+    sys.exit(0)
+
+cli._show_help = dump
+main(["ann", *sys.argv[1:], "--help"])
+"""
+
+
+def _dump(job: list[str]) -> dict:
+    result = subprocess.run([sys.executable, "-c", DUMP, *job], capture_output=True, text=True,
+                            timeout=120, cwd=ROOT)  # fmt: skip
+    assert result.returncode == 0, (job, result.stderr[-2000:])
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _missing(job: list[str], dump: dict) -> list[str]:
+    """What a listed flag's help leaves out of what its check takes."""
+    said = []
+    flags, expected, choices = dump["flags"], dump["expected"], dump["choices"]
+    for name, flag in flags.items():
+        help_text = " ".join(flag["help"].split())
+        low, high = flag["low"], flag["high"]
+        if name in expected:  # the job's check's words (its table), or absl's bounds with a note
+            if f"Takes {expected[name]}." not in help_text:
+                said.append(f"--{name}: no 'Takes {expected[name]}.' in {help_text!r}")
+        elif low is not None and high is not None:  # absl's bounds: refused as it parses
+            what = arguments.expected(int if flag["integer"] else float, low, high)
+            if f"Takes {what}" not in help_text:
+                said.append(f"--{name}: no 'Takes {what}' in {help_text!r}")
+        elif low is not None or high is not None:  # one bound: absl words it "an integer >= 2"
+            bound = arguments.number(low if low is not None else high)
+            if not re.search(rf"Takes [^.]*\b{re.escape(bound)}\b", help_text):
+                said.append(f"--{name}: its bound {bound} is not in {help_text!r}")
+        for value in flag["enum"] or choices.get(name, []):  # a set of allowed values
+            if not re.search(rf"\b{re.escape(value)}\b", help_text):
+                said.append(f"--{name}: allowed value {value!r} not in {help_text!r}")
+    for key, what in expected.items():  # a dict flag's key: --slo.availability
+        name = key.split(".")[0]
+        if "." in key and name in flags:
+            help_text = " ".join(flags[name]["help"].split())
+            if f"--{key}" not in help_text or f"takes {what}" not in help_text.replace(
+                "Takes", "takes"
+            ):
+                said.append(f"--{key}: no '--{key} ... takes {what}' in --{name}'s help")
+    return [f"ann {' '.join(job)} {s}" for s in said]
+
+
+def test_every_commands_help_states_what_each_flags_check_takes():
+    jobs = [[job] for job in JOBS]
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        dumps = dict(zip(map(tuple, jobs), pool.map(_dump, jobs)))
+        # `ann JOB COMMAND --help` may list that command's own flags (ann monitor drift).
+        more = [[*job, command] for job, d in dumps.items() for command in d["commands"]]
+        dumps.update(zip(map(tuple, more), pool.map(_dump, more)))
+    checked = sum(1 for d in dumps.values() for f in d["flags"].values() if f["low"] is not None)
+    assert checked >= 15, checked  # the walk saw the bounded flags (sweep's, monitor's, ...)
+    assert {"sweep", "monitor", "serve", "generate", "train"} <= {j[0] for j in dumps}
+    missing = [line for job, dump in dumps.items() for line in _missing(list(job), dump)]
+    assert not missing, "\n".join(missing)
