@@ -4,6 +4,7 @@ pruning, and the cluster scripts. Trials are real `ann.main` subprocesses of tin
 import csv
 import json
 import os
+import re
 import shlex
 import signal
 import socket
@@ -646,14 +647,18 @@ def test_a_workdir_of_the_other_search_and_a_sweep_without_a_result_are_refused(
     results.check_same_sweep(str(tmp_path), "tpe")
     results.check_same_sweep(str(tmp_path / "new"), "grid")
     # Resumed with other fixed overrides, its finished trials were reported as if trained so.
-    results.write_sweep_file(str(tmp_path), {"search": "tpe", "fixed": {"total_steps": "20"}})
+    os.makedirs(tmp_path / "t")
+    (tmp_path / "t" / "run_status.json").write_text(json.dumps({"status": "done", "step": 20}))
+    scored = {"search": "tpe", "fixed": {"total_steps": "20"}, "trials": [{"name": "t"}]}
+    results.write_sweep_file(str(tmp_path), scored)
     results.check_same_sweep(str(tmp_path), "tpe", {"total_steps": 20})
     with pytest.raises(SweepError) as e:
         results.check_same_sweep(str(tmp_path), "tpe", {"total_steps": 30})
     assert str(e.value) == (
         f"--workdir={tmp_path} holds a sweep run with fixed overrides --config.total_steps=20 "
-        "(this command: --config.total_steps=30): its trials were trained with those; resume it "
-        "with the same flags, or give this one a new --workdir"
+        "(this command: --config.total_steps=30): its trial t was scored (done) with those, so "
+        "results would mix settings; give this one a new --workdir, or resume it with the same "
+        "flags"
     )
     # It said "..., not none".
     with pytest.raises(SweepError, match=r"overrides --config.total_steps=20 \(this command: "
@@ -1282,9 +1287,9 @@ def test_a_sweep_whose_first_trials_all_fail_alike_stops(tmp_path, monkeypatch):
         "stopping the sweep (--fail_fast=3): its first 3 trials all failed with the same error "
         f"and none finished, so the others would too: data directory {first.workdir}/tfds holds "
         f"no digits (trial {first.name}'s log: {first.workdir}/stderr.log); what ran is kept "
-        "(results.md); fix the cause and run the same command again with --retry_failed (a fix "
-        "that is a --config.KEY=VALUE of the sweep's: a new --workdir), or give --fail_fast=0 "
-        "to run every trial anyway"
+        "(results.md); fix the cause and run the same command again with --retry_failed, or, "
+        "where the cause is a fixed --config.KEY=VALUE of the sweep's, with its new value (the "
+        "failed trials rerun with it), or give --fail_fast=0 to run every trial anyway"
     )
     rows = read_csv(os.path.join(sweep_dir, "results.csv"))  # what ran is kept
     assert [r["status"] for r in rows] == ["failed", "failed", "failed", "pending"]
@@ -1295,6 +1300,96 @@ def test_a_sweep_whose_first_trials_all_fail_alike_stops(tmp_path, monkeypatch):
         other = str(tmp_path / f"other{n}")
         grid.run(definition, other, "val/accuracy", "max", log=lambda line: None, fail_fast=limit)
         assert [r["status"] for r in read_csv(os.path.join(other, "results.csv"))] == ["failed"] * 4
+
+
+def test_a_sweep_stopped_by_a_bad_fixed_override_takes_the_fixed_value(tmp_path, monkeypatch):
+    """Fail-fast said "fix the cause and run the same command again", but a fix that was a
+    fixed `--config.KEY=VALUE` of the sweep was refused in that workdir ("resume it with the same
+    flags"), though no trial had trained with the bad value. Now its failed trials rerun with
+    the new one, said in one line; once a trial trained (scored, or a checkpoint saved), another
+    value is still refused, naming the fix."""
+    code = (
+        "import json, sys; w = sys.argv[1]; d = json.load(open(w + '/config.json'))['data']"
+        "['data_dir']\nif d == '/nope': sys.exit('error: no data set in ' + d)\n"
+        "open(w + '/metrics.jsonl', 'w').write('{\"step\": 10, \"val/accuracy\": 0.5}\\n')\n"
+        "open(w + '/run_status.json', 'w').write('{\"status\": \"done\", \"step\": 10}')"
+    )
+    monkeypatch.setattr(trials_lib.Trial, "argv", lambda t: [sys.executable, "-c", code, t.workdir])
+    sweep_dir = str(tmp_path / "sweep")
+    config = write_config(tmp_path, GRID)
+
+    def grid_run(data_dir, lines):
+        definition = definition_lib.load(config, {"data.data_dir": data_dir})
+        results.check_same_sweep(sweep_dir, "grid", definition.fixed, ("val/accuracy", "max"))
+        grid.run(definition, sweep_dir, "val/accuracy", "max", log=lines.append)
+
+    with pytest.raises(SweepError, match=r"run the same command again with --retry_failed, or, "
+                       r"where the cause is a fixed --config.KEY=VALUE of the sweep's, with its "
+                       r"new value \(the failed trials rerun with it\)"):  # fmt: skip
+        grid_run("/nope", [])
+    statuses = [r["status"] for r in read_csv(os.path.join(sweep_dir, "results.csv"))]
+    assert statuses == ["failed", "failed", "failed", "pending"]
+    lines = []
+    grid_run(str(tmp_path / "tfds"), lines)
+    assert lines[0] == (
+        f"--config.data.data_dir changed from /nope to {tmp_path / 'tfds'} since this sweep last "
+        "ran, and no trial of it trained with the old value: its 3 failed trials are rerun with "
+        "the new one"
+    )
+    rows = read_csv(os.path.join(sweep_dir, "results.csv"))
+    assert [r["status"] for r in rows] == ["done"] * 4  # the 3 failed and the one never run
+    # A trial that was scored (or saved a checkpoint) trained with the value: refused.
+    with pytest.raises(SweepError, match=f"its trial {re.escape(rows[0]['trial'])} was scored "
+                       r"\(done\) with those"):  # fmt: skip
+        grid_run("/nope", [])
+    for row in rows:
+        os.remove(os.path.join(sweep_dir, row["trial"], "run_status.json"))
+        trials_lib.update_record(os.path.join(sweep_dir, row["trial"]), returncode=1)
+    os.makedirs(os.path.join(sweep_dir, rows[0]["trial"], "checkpoints", "10"))
+    with pytest.raises(SweepError) as e:
+        grid_run("/nope", [])
+    assert str(e.value) == (
+        f"--workdir={sweep_dir} holds a sweep run with fixed overrides --config.data.data_dir="
+        f"{tmp_path / 'tfds'} (this command: --config.data.data_dir=/nope): its trial "
+        f"{rows[0]['trial']} saved a checkpoint with those, so results would mix settings; give "
+        "this one a new --workdir, or resume it with the same flags"
+    )
+
+
+def test_a_study_stopped_by_a_bad_fixed_override_reruns_its_failed_draws(tmp_path, monkeypatch):
+    # The study refused the fixed value's fix in its workdir too; its failed trials counted
+    # against --trials. Now they are set aside and their parameters run again with the fix.
+    code = (
+        "import json, sys; w = sys.argv[1]; d = json.load(open(w + '/config.json'))['data']"
+        "['data_dir']\nif d == '/nope': sys.exit('error: no data set in ' + d)\n"
+        "open(w + '/metrics.jsonl', 'w').write('{\"step\": 10, \"val/accuracy\": 0.5}\\n')\n"
+        "open(w + '/run_status.json', 'w').write('{\"status\": \"done\", \"step\": 10}')"
+    )
+    monkeypatch.setattr(trials_lib.Trial, "argv", lambda t: [sys.executable, "-c", code, t.workdir])
+    sweep_dir, config = str(tmp_path / "tpe"), write_config(tmp_path, GRID)
+
+    def study(data_dir, lines):
+        definition = definition_lib.load(config, {"data.data_dir": data_dir})
+        results.check_same_sweep(sweep_dir, "tpe", definition.fixed, ("val/accuracy", "max"))
+        search.run(definition, sweep_dir, 4, "val/accuracy", "max", log=lines.append)
+
+    with pytest.raises(SweepError, match=r"count against --trials\), or, where the cause is a "
+                       r"fixed --config.KEY=VALUE of the sweep's, with its new value"):  # fmt: skip
+        study("/nope", [])
+    failed = read_csv(os.path.join(sweep_dir, "results.csv"))
+    assert [r["status"] for r in failed] == ["failed"] * 3
+    lines = []
+    study(str(tmp_path / "tfds"), lines)
+    assert lines[0] == (
+        f"--config.data.data_dir changed from /nope to {tmp_path / 'tfds'} since this study last "
+        "ran, and no trial of it trained with the old value: its 3 failed trials are rerun with "
+        "the new one (same parameters; they no longer count against --trials)"
+    )
+    rows = read_csv(os.path.join(sweep_dir, "results.csv"))
+    assert [r["status"] for r in rows] == ["done"] * 4  # the 3 set aside are not listed
+    swept = ("optimizer.learning_rate", "model.features")
+    redrawn = [tuple(r[k] for k in swept) for r in rows[:3]]
+    assert redrawn == [tuple(r[k] for k in swept) for r in failed]
 
 
 def test_a_study_whose_first_trials_all_fail_alike_stops(tmp_path, monkeypatch):

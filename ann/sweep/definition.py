@@ -80,11 +80,17 @@ def settle_data_dir(definition: Definition, sweep_dir: str) -> None:
     (`given_data_dir`) resolves to here, a relative one from the working directory it starts
     in; a resumed one's is the directory sweep.json recorded at its start while it holds
     the data set (`ann.data.data_dir.choose`: a `note:` line where this shell resolves another,
-    a `warning:` where it is gone), so trials started after a resume read what the first read."""
+    a `warning:` where it is gone), so trials started after a resume read what the first read,
+    unless the resume changed a fixed data.data_dir."""
     from ann.data import data_dir as data_dir_lib
 
     given, name = given_data_dir(definition), definition.base.data.name
     recorded = results.recorded(sweep_dir, "data_dir")
+    if "data.data_dir" in results.changed_fixed(sweep_dir, definition.fixed):
+        # A fixed data.data_dir the resumed sweep did not have (`check_same_sweep` let it
+        # through: no trial trained on the old one, e.g. a directory without the data): its
+        # trials read the new one, without a warning that the old one "no longer" holds it.
+        recorded = None
     chosen = data_dir_lib.choose(given, name, recorded, f"the sweep at {sweep_dir}")
     definition.data_dir = data_dir_lib.resolved(chosen)
     definition.given_data_dir = given

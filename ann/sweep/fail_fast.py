@@ -8,7 +8,10 @@ first `limit` trials to end in this run all failed with the same error line (the
 name and workdir aside) while no trial of the sweep has finished (done or pruned): the running
 trials are stopped as Ctrl-C stops them (they save, and resume later), everything written so
 far is kept (the trials' workdirs and logs, results.csv and results.md, a study's database),
-and the command exits 1 with one line naming the error and the first failed trial's log.
+and the command exits 1 with one line naming the error and the first failed trial's log, and
+how to go on: the same command (a grid's with --retry_failed), or, where the cause is a fixed
+override, the command with its new value in the same workdir, which reruns the failed trials
+(`results.check_same_sweep` takes it while no trial trained with the old value).
 
 Failures that differ (one learning rate diverging, another running out of memory) or any
 trial that finished disarm it: the errors are then the trials' own, and the others may

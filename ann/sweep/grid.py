@@ -75,13 +75,18 @@ def run(
     `fail_fast`: stop once the first that many trials to end all failed alike
     (`fail_fast.FailFast`; 0: never). Raises SweepError when the sweep stops early."""
     trials, configs = prepared or prepare(definition, sweep_dir)
+    # Another fixed override than the sweep last ran with (`check_same_sweep` let it through:
+    # no trial trained under the old one): its failed trials run again, with the new value.
+    changes = results.changed_fixed(sweep_dir, definition.fixed)
     results.write_sweep_file(
         sweep_dir, results.sweep_info(definition, "grid", metric, mode, trials)
     )
     todo, counts = [], {}
     for trial, config_json in zip(trials, configs):
         status, _ = trials_lib.status(trial.workdir)
-        if status == "failed" and (retry_failed or results.failed_on_the_metric(trial.workdir)):
+        if status == "failed" and (
+            retry_failed or changes or results.failed_on_the_metric(trial.workdir)
+        ):
             status = "retried"  # a failed --metric was the sweep's mistake, not the trial's
         counts[status] = counts.get(status, 0) + 1
         if status in trials_lib.FINISHED or status == "failed":
@@ -99,13 +104,21 @@ def run(
         message += " (--retry_failed reruns failed trials)"
     if counts.get("retried"):
         message += f"; rerunning {counts['retried']} failed"
+    if changes:
+        n = counts.get("retried", 0)
+        log(
+            f"{results.changes_words(changes)} since this sweep last ran, and no trial of it "
+            f"trained with the old value: its {n} failed trial{'s' * (n != 1)} "
+            f"{'are' if n != 1 else 'is'} rerun with the new one"
+        )
     log(message)
     _warn_left_out(sweep_dir, trials)
     queue = iter(todo)
     done = [0]
     finished = any(counts.get(s) for s in trials_lib.FINISHED)
     rerun = (
-        " with --retry_failed (a fix that is a --config.KEY=VALUE of the sweep's: a new --workdir)"
+        " with --retry_failed, or, where the cause is a fixed --config.KEY=VALUE of the sweep's, "
+        "with its new value (the failed trials rerun with it)"
     )
     watch = fail_fast_lib.FailFast(fail_fast, finished, rerun)
 

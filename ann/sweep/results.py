@@ -46,8 +46,10 @@ def check_same_sweep(
     """Raises SweepError when `sweep_dir` holds another sweep: of the other kind (sweep.json's
     `search`: a grid run into a TPE study's workdir rewrote sweep.json, and results.md then
     listed only its own trials), with other fixed `--config.KEY=VALUE` overrides (`fixed`;
-    None: not compared): its finished trials were trained without them, so resuming would
-    report them under settings they never had; or with another (metric, mode) `objective`
+    None: not compared) once a trial ran under the old ones past its start (`_trained_any`:
+    scored, running, or a checkpoint saved), as resuming would report it, or go on from it,
+    under settings it never had (a sweep whose every trial failed at its start, a fixed
+    override the cause, takes the fix: `changed_fixed`); or with another (metric, mode) `objective`
     (None: not compared): its trials were ranked (a study's also pruned and its draws chosen)
     on the first (a resume with --metric=val/loss rewrote sweep.json and ranked by it, without
     a word), unless no trial was scored on it (none done or pruned: a mistyped --metric, whose
@@ -73,17 +75,71 @@ def check_same_sweep(
             f"--workdir={sweep_dir} holds a {found} sweep; resume it with --search={found}, "
             "or give this one a new --workdir"
         )
-    given = {k: trials_lib.cli_value(v) for k, v in (fixed or {}).items()}
-    if fixed is not None and isinstance(had, dict) and had != given:
+    if fixed is None or not isinstance(had, dict):
+        return
+    changes = fixed_changes(had, fixed)
+    blocking = _trained_any(sweep_dir, info) if changes else None
+    if blocking:
+        given = {k: trials_lib.cli_value(v) for k, v in fixed.items()}
 
         def flags(values: Mapping[str, Any]) -> str:
             return " ".join(f"--config.{k}={v}" for k, v in sorted(values.items())) or "none"
 
         raise SweepError(
             f"--workdir={sweep_dir} holds a sweep run with fixed overrides {flags(had)} (this "
-            f"command: {flags(given)}): its trials were trained with those; resume it with the "
-            "same flags, or give this one a new --workdir"
+            f"command: {flags(given)}): its trial {blocking} with those, so results would mix "
+            "settings; give this one a new --workdir, or resume it with the same flags"
         )
+
+
+def fixed_changes(had: Mapping[str, Any], fixed: Mapping[str, Any]) -> dict[str, tuple]:
+    """{key: (recorded value or None, this command's or None)} for each fixed
+    `--config.KEY=VALUE` that differs from sweep.json's `had`."""
+    given = {k: trials_lib.cli_value(v) for k, v in fixed.items()}
+    return {
+        k: (had.get(k), given.get(k)) for k in sorted({*had, *given}) if had.get(k) != given.get(k)
+    }
+
+
+def changed_fixed(sweep_dir: str, fixed: Mapping[str, Any]) -> dict[str, tuple]:
+    """`fixed_changes` against the sweep in `sweep_dir` ({} for a new one): a resume
+    `check_same_sweep` let through with another fixed override, its trials never having trained
+    under the old one, whose failed trials then run again with the new value."""
+    try:
+        with open(os.path.join(sweep_dir, SWEEP_FILE)) as f:
+            had = json.load(f).get("fixed", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return fixed_changes(had, fixed) if isinstance(had, dict) else {}
+
+
+def changes_words(changes: Mapping[str, tuple]) -> str:
+    """`--config.K changed from A to B` for each change (an absent side: `unset`)."""
+    return ", ".join(
+        f"--config.{k} changed from {'unset' if a is None else a} to {'unset' if b is None else b}"
+        for k, (a, b) in changes.items()
+    )
+
+
+def _trained_any(sweep_dir: str, info: Mapping[str, Any]) -> str | None:
+    """The first trial of the sweep that ran under its settings past its start, in words
+    (`NAME was scored`, `NAME is running`, `NAME saved a checkpoint`), or None where every
+    one failed or was stopped before saving a step, or never started: such a sweep may take
+    another fixed override, its failed trials rerun with it (a resumed trial would go on from
+    a step trained with the old one)."""
+    trials = info.get("trials") or []
+    for name in [t.get("name") for t in trials if isinstance(t, dict)]:
+        if not isinstance(name, str):
+            continue
+        workdir = os.path.join(sweep_dir, name)
+        status = trials_lib.status(workdir)[0]
+        if status in ("done", "pruned"):
+            return f"{name} was scored ({status})"
+        if status == "running":
+            return f"{name} is running"
+        if trials_lib.has_checkpoint(workdir):
+            return f"{name} saved a checkpoint"
+    return None
 
 
 def _scored_any(sweep_dir: str, info: Mapping[str, Any]) -> bool:

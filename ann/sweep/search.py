@@ -50,11 +50,20 @@ def run(
     raises SweepError then."""
     params, fixed = space.params(definition.node)
     definition_lib.settle_data_dir(definition, sweep_dir)
+    changes = results.changed_fixed(sweep_dir, definition.fixed)  # before sweep.json's rewrite
     os.makedirs(sweep_dir, exist_ok=True)
     url = f"sqlite:///{os.path.abspath(os.path.join(sweep_dir, 'study.db'))}"
     study = open_study(
         url, sweep_dir, metric, mode, seed, startup_trials, pruner, prune_warmup_steps
     )
+    if changes:  # `check_same_sweep` let it through: no trial trained with the old value
+        n = rerun_failed(study)
+        log(
+            f"{results.changes_words(changes)} since this study last ran, and no trial of it "
+            f"trained with the old value: its {n} failed trial{'s' * (n != 1)} "
+            f"{'are' if n != 1 else 'is'} rerun with the new one (same parameters; they no "
+            "longer count against --trials)"
+        )
     search = Search(
         definition,
         sweep_dir,
@@ -71,14 +80,36 @@ def run(
     )
     scored = any(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials)
     rerun = (
-        " (its failed trials count against --trials; a fix that is a --config.KEY=VALUE of the "
-        "sweep's: a new --workdir)"
+        " (its failed trials count against --trials), or, where the cause is a fixed "
+        "--config.KEY=VALUE of the sweep's, with its new value (the failed trials rerun with it)"
     )
     search.watch = fail_fast_lib.FailFast(fail_fast, scored, rerun)
     launch.run(search.next_trial, search.on_end, search.start(parallel), log=log)
     text = results.write(sweep_dir)
     search.report_best()
     return text
+
+
+SET_ASIDE = "set_aside"  # study attribute: numbers of failed trials rerun under new overrides
+
+
+def rerun_failed(study: Any) -> int:
+    """Sets the study's failed trials aside (their numbers in the study's `SET_ASIDE`
+    attribute: not counted, not listed in the results; their workdirs kept) and queues their
+    parameters again: they failed under fixed overrides the sweep no longer has. Returns how
+    many."""
+    import optuna
+
+    aside = set(study.user_attrs.get(SET_ASIDE, []))
+    again = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
+        if "name" in t.user_attrs and t.number not in aside  # launched, not set aside before
+    ]
+    study.set_user_attr(SET_ASIDE, sorted(aside | {t.number for t in again}))
+    for t in again:
+        study.enqueue_trial(t.params, skip_if_exists=False)
+    return len(again)
 
 
 def open_study(
@@ -197,7 +228,8 @@ class Search:
         Ctrl-C between Optuna's draw and the trial's naming left one RUNNING, nameless, for good:
         a resumed sweep skipped it yet counted it, and delivered one trial fewer)."""
         trials = self.study.get_trials(deepcopy=False)
-        return sum(1 for t in trials if not t.user_attrs.get(UNLAUNCHED))
+        aside = set(self.study.user_attrs.get(SET_ASIDE, []))  # `rerun_failed`
+        return sum(1 for t in trials if not t.user_attrs.get(UNLAUNCHED) and t.number not in aside)
 
     def sampler_words(self) -> str:
         """How the study draws: TPE draws its first `startup_trials` at random, so a study no
@@ -232,10 +264,11 @@ class Search:
 
     def record_trials(self) -> None:
         """Rewrites the sweep file with every named trial of the study."""
+        aside = set(self.study.user_attrs.get(SET_ASIDE, []))  # `rerun_failed`
         listed = [
             self.definition.trial(t.user_attrs["name"], self.overrides_of(t.params), self.sweep_dir)
             for t in self.study.get_trials(deepcopy=False)
-            if "name" in t.user_attrs
+            if "name" in t.user_attrs and t.number not in aside
         ]
         info = results.sweep_info(self.definition, "tpe", self.metric, self.mode, listed)
         results.write_sweep_file(self.sweep_dir, {**info, "study": os.path.basename(self.url)})

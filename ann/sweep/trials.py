@@ -263,6 +263,13 @@ def unrecorded_seconds(workdir: str, record: dict[str, Any]) -> float:
     return max(0.0, max(times, default=start) - start)
 
 
+def has_checkpoint(workdir: str) -> bool:
+    """Whether the trial's run saved a step (`ann.train.resume.has_checkpoint`, without
+    importing JAX): a rerun goes on from it."""
+    ckpt_dir = os.path.join(workdir, "checkpoints")
+    return os.path.isdir(ckpt_dir) and any(n.isdigit() for n in os.listdir(ckpt_dir))
+
+
 def error_line(stderr: str, returncode: int | None) -> str:
     """The one line that says why a trial failed: ann's `error: ...` line, else the last line
     (a traceback's exception), else how the process died."""
