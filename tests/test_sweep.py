@@ -1540,14 +1540,15 @@ def test_slurm_and_kubernetes_run_the_trial_commands(tmp_path, fake_python, monk
     # The stand-in python returns at once, but a loaded machine can still take a second.
     assert 0 <= record.pop("wall_seconds") < 60
     assert isinstance(record.pop("started_at"), float) and record.pop("started")
-    assert record.pop("ended") and record == {"launcher": "slurm", "returncode": 0, "attempts": 1}
+    assert record.pop("ended") and record.pop("heartbeat_seconds") == 60
+    assert record == {"launcher": "slurm", "returncode": 0, "attempts": 1}
     # Resubmitted (every index runs again): an unfinished trial resumes and adds an attempt and
     # its time, keeping the record's other fields; a finished one is skipped, untouched. The
     # rerun wrote a record of its own 2 seconds and nothing else. An attempt killed whole (an
     # OOM-killed pod, its record's end never written) lost its time: it counts to its last write.
     killed_at = time.time() - 30
     trials_lib.update_record(ran, name="kept", wall_seconds=6.5, started_at=killed_at, ended=None)
-    for name in ("stdout.log", "stderr.log"):
+    for name in ("stdout.log", "stderr.log", "heartbeat"):
         os.utime(os.path.join(ran, name), (killed_at + 4, killed_at + 4))
     assert subprocess.run(["bash", sbatch], env=env, capture_output=True).returncode == 0
     record = trials_lib.read_record(ran)
@@ -1592,6 +1593,47 @@ def test_slurm_and_kubernetes_run_the_trial_commands(tmp_path, fake_python, monk
     proc = subprocess.run(["bash", "-c", script], cwd=ROOT, env=env, capture_output=True)
     assert proc.returncode == 0, proc.stderr
     assert trials_lib.read_record(trials[1].workdir)["launcher"] == "kubernetes"
+
+
+def test_a_cluster_trial_killed_whole_reads_lost_once_its_heartbeat_stops(tmp_path, monkeypatch):
+    """An array task or pod killed whole (OOM, a time limit) never recorded its attempt's end:
+    `--summarize` said `running` until the sweep was resubmitted. The emitted script keeps a
+    heartbeat beside the trial while it runs; one that stopped reads `lost`, with the attempt's
+    time to its last sign of life."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "ann").write_text("#!/usr/bin/env bash\necho started; exec sleep 60\n")
+    (bin_dir / "ann").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    sweep_dir = str(tmp_path / "sweep")
+    trials, _ = grid.prepare(definition_lib.load(write_config(tmp_path, GRID), {}), sweep_dir)
+    sbatch = emit.write("slurm", trials, sweep_dir, cwd=str(ROOT), parallel=0, cpus=1, memory="1G")
+    env = {**os.environ, "SLURM_ARRAY_TASK_ID": "0"}
+    task = subprocess.Popen(["bash", sbatch], env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    ran = trials[0].workdir
+    stdout = os.path.join(ran, "stdout.log")
+    for _ in range(600):
+        if os.path.exists(stdout) and "started" in open(stdout).read():
+            break
+        time.sleep(0.1)
+    os.killpg(task.pid, signal.SIGKILL)  # the whole task: its record's end never written
+    task.wait()
+    record = trials_lib.read_record(ran)
+    assert record["ended"] is None and record["heartbeat_seconds"] == 60, record
+    assert trials_lib.status(ran)[0] == "running"  # its heartbeat is fresh: cannot be told
+    start = time.time() - 400  # as if it had started 400 s ago and beaten for 5 s
+    trials_lib.update_record(ran, started_at=start)
+    for name in trials_lib.SIGNS_OF_LIFE:
+        if os.path.exists(os.path.join(ran, name)):
+            os.utime(os.path.join(ran, name), (start + 5, start + 5))
+    row = results.trial_row(sweep_dir, trials[0].name, {}, "val/accuracy", "max")
+    beat = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start + 5))
+    assert row["status"] == "lost" and row["wall seconds"] == 5.0, row
+    assert row["error"] == (
+        f"its attempt's heartbeat stopped at {beat} with no end recorded: killed whole (out of "
+        "memory, a time limit, a lost node) or suspended; resubmit the sweep to resume it"
+    )
 
 
 def test_a_kubernetes_job_names_only_paths_its_pods_have(tmp_path, monkeypatch, capsys):

@@ -19,6 +19,8 @@ from ann import atomic, cli
 from ann.sweep.space import SweepError
 from ann.sweep.trials import (
     DATA_DIR_ENV,
+    HEARTBEAT,
+    HEARTBEAT_SECONDS,
     SIGNS_OF_LIFE,
     Trial,
     export_pythonpath,
@@ -31,7 +33,10 @@ from ann.train import run_status
 # wrote a trial.json of 2 seconds and nothing else); a resumed one adds an attempt and its
 # time to the record, as the local launcher does. The attempt is recorded as it starts, so one
 # killed whole (an OOM-killed pod, a job past its time limit: the record's end never written)
-# still counts, its time credited when the next attempt starts.
+# still counts, its time credited when the next attempt starts. While the attempt runs, a
+# background loop touches its `heartbeat` file every `HEARTBEAT_SECONDS` (recorded in trial.json
+# as `heartbeat_seconds`), dying with it: a trial whose attempt has no recorded end and whose
+# heartbeat stopped reads `lost` (`ann.sweep.trials.status`), not `running`, until resubmitted.
 _RUN_TRIAL = """\
 record_trial() {{  # DIR start|end [RC]: trial.json, as the local launcher keeps it
   python3 - "$@" >"$1/trial.json.tmp" <<'RECORD'
@@ -53,7 +58,8 @@ if what == "start":
         wall += max(0.0, max(times, default=start) - start)
     record.update(launcher="{launcher}", attempts=record.get("attempts", 0) + 1,
                   started=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
-                  started_at=now, ended=None, returncode=None)
+                  started_at=now, ended=None, returncode=None,
+                  heartbeat_seconds={beat})
 else:
     wall += now - start if isinstance(start, (int, float)) else 0
     record.update(returncode=int(sys.argv[3]),
@@ -72,8 +78,12 @@ run_trial() {{
     return 0
   fi
   local rc=0
-  record_trial "$dir" start
+  record_trial "$dir" start  # (before the first beat: it reads the last attempt's)
+  touch "$dir/{heartbeat}"
+  (while sleep {beat}; do touch "$dir/{heartbeat}"; done) >/dev/null 2>&1 &
+  local beating=$!
   "$@" >>"$dir/stdout.log" 2>>"$dir/stderr.log" || rc=$?
+  kill "$beating" 2>/dev/null
   record_trial "$dir" end "$rc"
   return "$rc"
 }}
@@ -96,6 +106,8 @@ def _cases(trials: list[Trial], launcher: str) -> str:
         last=len(trials) - 1,
         finished=finished,
         signs=repr(SIGNS_OF_LIFE),
+        beat=HEARTBEAT_SECONDS,
+        heartbeat=HEARTBEAT,
     )
 
 

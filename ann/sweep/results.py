@@ -27,7 +27,8 @@ from ann.sweep.space import SweepError
 from ann.train.writers import MetricsFileError, read_records
 
 SWEEP_FILE = "sweep.json"
-ORDER = {"done": 0, "pruned": 1, "running": 2, "interrupted": 3, "pending": 4, "failed": 5}
+ORDER = {"done": 0, "pruned": 1, "running": 2, "interrupted": 3, "lost": 4, "pending": 5,
+         "failed": 6}  # fmt: skip
 
 
 def write_sweep_file(sweep_dir: str, info: dict[str, Any]) -> None:

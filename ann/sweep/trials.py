@@ -240,9 +240,19 @@ def update_record(workdir: str, **fields: Any) -> dict[str, Any]:
     return record
 
 
+# An emitted launcher's attempt (`ann.sweep.emit`) touches this file every HEARTBEAT_SECONDS
+# while it runs, and trial.json records the period (`heartbeat_seconds`); the file stops with
+# the attempt, a pod or job killed whole included.
+HEARTBEAT = "heartbeat"
+HEARTBEAT_SECONDS = 60
+# A heartbeat this many periods old (and no end recorded) is an attempt that is over: `lost`.
+# Generous, as the machine that reads it (--summarize) may keep another clock than the file
+# system's, and a busy node may run the loop late.
+LOST_AFTER_BEATS = 5
+
 # What a trial's attempt writes as it runs: the last write to one of them is its last sign of
 # life (trial.json is left out: the launcher writes it at the start).
-SIGNS_OF_LIFE = ("stdout.log", "stderr.log", "metrics.jsonl", "run_status.json")
+SIGNS_OF_LIFE = ("stdout.log", "stderr.log", "metrics.jsonl", "run_status.json", HEARTBEAT)
 
 
 def unrecorded_seconds(workdir: str, record: dict[str, Any]) -> float:
@@ -299,6 +309,7 @@ _INTERRUPTED = (cli.EXIT_TERMINATED, cli.EXIT_INTERRUPTED)  # ann.main's saved s
 
 def status(workdir: str) -> tuple[str, dict[str, Any]]:
     """(status, details) of a trial from its files: done, pruned, failed, interrupted,
+    lost (an emitted launcher's attempt whose heartbeat stopped without an end: `_lost`),
     running or pending. `details` has the run status record and the launcher's record."""
     record = read_record(workdir)
     run = run_status.read(workdir) or {}
@@ -327,6 +338,9 @@ def status(workdir: str) -> tuple[str, dict[str, Any]]:
     if (record.get("started") and returncode is None) or state == "running":
         if _gone(record):  # its sweep was killed before it could record the end
             return "interrupted", details
+        if (lost := _lost(workdir, record)) is not None:
+            details["error"] = lost
+            return "lost", details
         return "running", details
     if returncode == 0:
         details["error"] = "exited without recording a status (run_status.json)"
@@ -340,6 +354,29 @@ def _gone(record: dict[str, Any]) -> bool:
     if not isinstance(pid, int) or record.get("host") != socket.gethostname():
         return False  # an emitted launcher's trial, or another machine's: not ours to say
     return not run_status.alive(pid)
+
+
+def _lost(workdir: str, record: dict[str, Any]) -> str | None:
+    """Why an emitted launcher's attempt with no recorded end is over (its heartbeat stopped
+    `LOST_AFTER_BEATS` periods ago: a pod or job killed whole, by OOM, a time limit or a lost
+    node, or a job suspended), or None where that cannot be told: a heartbeat still beating,
+    or an attempt that keeps none (a local launcher's, whose pid `_gone` reads; one an older
+    script started), which reads `running` as before."""
+    beat = record.get("heartbeat_seconds")
+    start = record.get("started_at")
+    if not isinstance(beat, int | float) or beat <= 0 or record.get("ended") is not None:
+        return None
+    try:
+        last = os.path.getmtime(os.path.join(workdir, HEARTBEAT))
+    except OSError:
+        last = start if isinstance(start, int | float) else None
+    if last is None or time.time() - last < LOST_AFTER_BEATS * beat:
+        return None
+    at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(last))
+    return (
+        f"its attempt's heartbeat stopped at {at} with no end recorded: killed whole (out of "
+        "memory, a time limit, a lost node) or suspended; resubmit the sweep to resume it"
+    )
 
 
 def now() -> str:
