@@ -677,6 +677,11 @@ def test_a_workdir_of_the_other_search_and_a_sweep_without_a_result_are_refused(
     # No trial scored on the sweep's metric (a mistyped one fails them all): run again with the
     # right one, as the README says (it was refused, and told to resume with the typo).
     results.check_same_sweep(str(tmp_path), "grid", None, ("val/loss", "min"))
+    # A mistyped --metric with its --mode also fixed best_metric and best_mode (`keep_best_by`);
+    # the right one, the config's own, fixes neither: it was refused as other fixed overrides.
+    typo = {**info, "fixed": {"best_metric": "val/acuracy", "best_mode": "max"}}
+    results.write_sweep_file(str(tmp_path), typo)
+    results.check_same_sweep(str(tmp_path), "grid", {}, ("val/accuracy", "max"))
     run_status_file = tmp_path / "b" / "run_status.json"
     run_status_file.write_text(json.dumps({"status": "done", "step": 20}))
     results.check_a_trial_finished(str(tmp_path))

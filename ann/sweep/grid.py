@@ -105,12 +105,7 @@ def run(
     if counts.get("retried"):
         message += f"; rerunning {counts['retried']} failed"
     if changes:
-        n = counts.get("retried", 0)
-        log(
-            f"{results.changes_words(changes)} since this sweep last ran, and no trial of it "
-            f"trained with the old value: its {n} failed trial{'s' * (n != 1)} "
-            f"{'are' if n != 1 else 'is'} rerun with the new one"
-        )
+        log(results.rerun_line(changes, "sweep", counts.get("retried", 0)))
     log(message)
     _warn_left_out(sweep_dir, trials)
     queue = iter(todo)

@@ -122,6 +122,21 @@ def changes_words(changes: Mapping[str, tuple]) -> str:
     )
 
 
+def rerun_line(changes: Mapping[str, tuple], sweep: str, n: int, aside: str = "") -> str:
+    """The line a resume with `changes` (`changed_fixed`) logs: what changed, and that its `n`
+    failed trials rerun with it (`aside`: what a study adds about them)."""
+    rerun = (
+        f"its {n} failed trial{'s' * (n != 1)} {'are' if n != 1 else 'is'} rerun with the new "
+        f"one{aside}"
+        if n
+        else "its trials run with the new one"
+    )
+    return (
+        f"{changes_words(changes)} since this {sweep} last ran, and no trial of it trained with "
+        f"the old value: {rerun}"
+    )
+
+
 def _trained_any(sweep_dir: str, info: Mapping[str, Any]) -> str | None:
     """The first trial of the sweep that ran under its settings past its start, in words
     (`NAME was scored`, `NAME is running`, `NAME saved a checkpoint`), or None where every

@@ -57,13 +57,8 @@ def run(
         url, sweep_dir, metric, mode, seed, startup_trials, pruner, prune_warmup_steps
     )
     if changes:  # `check_same_sweep` let it through: no trial trained with the old value
-        n = rerun_failed(study)
-        log(
-            f"{results.changes_words(changes)} since this study last ran, and no trial of it "
-            f"trained with the old value: its {n} failed trial{'s' * (n != 1)} "
-            f"{'are' if n != 1 else 'is'} rerun with the new one (same parameters; they no "
-            "longer count against --trials)"
-        )
+        aside = " (same parameters; they no longer count against --trials)"
+        log(results.rerun_line(changes, "study", rerun_failed(study), aside))
     search = Search(
         definition,
         sweep_dir,
