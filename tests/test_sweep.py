@@ -1639,6 +1639,16 @@ def test_a_cluster_trial_killed_whole_reads_lost_once_its_heartbeat_stops(tmp_pa
         f"its attempt's heartbeat stopped at {beat} with no end recorded: killed whole (out of "
         "memory, a time limit, a lost node) or suspended; resubmit the sweep to resume it"
     )
+    # Resumed by a sweep run here, whose attempts keep no heartbeat: running while it runs.
+    local = script_trial(tmp_path / "sweep", trials[0].name, "import time; time.sleep(30)")
+    run = launch._start(local, sorted(os.sched_getaffinity(0)))
+    try:
+        assert trials_lib.status(ran)[0] == "running"
+    finally:
+        run.proc.kill()
+        run.proc.wait()
+        for f in run.logs:
+            f.close()
 
 
 def test_a_kubernetes_job_names_only_paths_its_pods_have(tmp_path, monkeypatch, capsys):

@@ -91,6 +91,7 @@ def _start(trial: Trial, cpus: list[int]) -> _Running:
         returncode=None,
         error=None,
         stopped_by_sweep=False,
+        heartbeat_seconds=None,  # keeps none: a cluster attempt's period is not this one's
     )
     header = f"=== attempt {attempt} at {trials_lib.now()} on cores {cpus}\n".encode()
     logs = []
