@@ -4,6 +4,7 @@ and scikit-learn. `ann report` end to end for each task family: tests/test_exper
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -431,7 +432,7 @@ def test_language_model_bits_per_char():
     # The chart's baseline read "(3.00)" where the note says "against 3.0000".
     assert section.notes[0].endswith(
         "against 3.0000 for the unigram baseline (5 characters of the first 2 of 2 rows: "
-        "report.lm_rows, one forward pass per character; the run's val/bits_per_char is over "
+        "report.lm_rows, one forward pass per character; the run's eval/bits_per_char is over "
         "every row)"
     )
     # A report scoring fewer rows than the split holds says so: its bits per char differed
@@ -447,6 +448,34 @@ def test_language_model_bits_per_char():
         make_preds("language_modelling", {"tokens": windows}, {}, exp)
     )
     assert no_model.metrics["bits_per_char"] is None and "needs the model" in no_model.notes[0]
+
+
+def test_the_language_model_note_names_the_split_s_own_metric():
+    # The test split's note said "the run's val/bits_per_char is over every row": the run's
+    # number for the test split is eval/bits_per_char (DESIGN.md's metric prefixes).
+    from ann.report import metric_prefix
+
+    exp = types.SimpleNamespace(
+        key="tokens", vocab=types.SimpleNamespace(pad_id=0), unigram_logp=np.full(4, -math.log(4))
+    )
+
+    def predict(inputs):
+        return {"probabilities": np.full((len(inputs["tokens"]), 4), 0.25)}
+
+    rows = {"tokens": np.array([[1, 2, 3, 0]])}
+    said = {}
+    for split in ("validation", "test", "extra"):
+        preds = dataclasses.replace(
+            make_preds("language_modelling", rows, {}, exp, predict), split=split
+        )
+        (section,) = sections_for("language_modelling")(preds)
+        said[split] = section.notes[0]
+    assert "the run's val/bits_per_char is over every row" in said["validation"]
+    assert "the run's eval/bits_per_char is over every row" in said["test"]
+    assert "the run's eval_extra/bits_per_char is over every row" in said["extra"]
+    assert [metric_prefix(s) for s in ("train", "validation", "test", "x")] == [
+        "train/", "val/", "eval/", "eval_x/",
+    ]  # fmt: skip
 
 
 def test_every_task_with_sections_has_slice_metrics_but_language_modelling():

@@ -43,6 +43,15 @@ def metric_text(name: str, value: float | None) -> str:
     return f"{value:.4f}" if name in DECIMAL_METRICS else f"{value:.4g}"
 
 
+def metric_prefix(split: str) -> str:
+    """The prefix training logs `split`'s metrics under (DESIGN.md's metric prefixes): `val/`
+    for validation, `eval/` for test (the first of data.eval_splits), `train/` for train,
+    `eval_<split>/` for any other. A report's text naming the run's own number for a split
+    names it so (the language model's test note said `val/bits_per_char`)."""
+    known = {"train": "train/", "validation": "val/", "test": "eval/"}
+    return known.get(split, f"eval_{split}/")
+
+
 def interval_text(name: str, interval: Any) -> str:
     """A confidence interval (low, high) of the metric `name` as the report writes it, its ends
     like the metric (`metric_text`): "[0.6853, 0.9873]"; "" for None."""

@@ -10,7 +10,7 @@ import math
 import numpy as np
 from matplotlib.figure import Figure
 
-from ann.report import metric_text
+from ann.report import metric_prefix, metric_text
 from ann.report.predictions import Predictions
 from ann.report.sections import Section, report_setting
 from ann.report.task_metrics import seq2seq as seq2seq_metrics
@@ -180,7 +180,8 @@ def language_modelling(preds: Predictions) -> list[Section]:
                 f"bits per char {metrics['bits_per_char']:.4f} against {unigram:.4f} for the "
                 f"unigram baseline ({metrics['chars']} characters of the first "
                 f"{metrics['rows']} of {total} rows: report.lm_rows, one forward pass per "
-                "character; the run's val/bits_per_char is over every row)"
+                f"character; the run's {metric_prefix(preds.split)}bits_per_char is over every "
+                "row)"
             ]
             if len(bits)
             else ["no characters to score"],
