@@ -8,6 +8,7 @@ import dataclasses
 import io
 import json
 import math
+import re
 import types
 
 import numpy as np
@@ -684,3 +685,97 @@ def test_the_anomaly_report_marks_the_deployed_threshold():
     assert "deployed threshold 0.9" in ax.get_legend().get_texts()[-1].get_text()
     assert "(test," in ax.get_title()
     rendered(section)
+
+
+def every_kind_sections(split: str) -> dict[str, list]:
+    """Experiment name -> the sections (with a slices section where the kind has slice metrics)
+    of small synthetic Predictions of the `split`, for what holds of every report picture."""
+    from experiments.anomaly_detection import AnomalyDetection
+
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(3), 60)
+    labels = np.where(rng.random(60) < 0.7, probs.argmax(-1), rng.integers(0, 3, 60))
+    values = np.arange(20.0)
+    embeddings = np.array([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0], [0.1, 1.0]])
+    target = np.array([[5, 2, 0], [5, 6, 2]])
+
+    def lm_predict(inputs):
+        return {"probabilities": np.full((len(inputs["tokens"]), 4), 0.25)}
+
+    ns = types.SimpleNamespace
+    kinds = {  # experiment: (rows, outputs, experiment, predict, slices)
+        "classification": (
+            {"label": labels, "x": rng.normal(size=(60, 8, 8))},
+            {"probabilities": probs, "label": probs.argmax(-1), "logits": np.log(probs)},
+            ns(label_key="label", input_key="x", class_names=["a", "b", "c"]),
+            None,
+            ("label",),
+        ),
+        "regression": (
+            {"target": values},
+            {"prediction": values + rng.normal(size=20)},
+            ns(target_key="target"),
+            None,
+            ("feature:target:quantiles=2",),
+        ),
+        "forecasting": (
+            {"history": np.zeros((2, 4, 1)), "future": np.ones((2, 3, 1))},
+            {"forecast": np.full((2, 3, 1), 0.5)},
+            ns(history_key="history", future_key="future", period=2),
+            None,
+            (),
+        ),
+        "anomaly_detection": (
+            {"label": np.array([0, 0, 1, 1])},
+            {"score": np.array([0.1, 0.4, 0.35, 0.8])},
+            ns(label_key="label", class_names=AnomalyDetection.class_names),
+            None,
+            ("label",),
+        ),
+        "retrieval": (
+            {"label": np.array([0, 0, 1, 1])},
+            {"embedding": embeddings},
+            ns(label_key="label"),
+            None,
+            ("label",),
+        ),
+        "seq2seq": (
+            {"target": target},
+            {"tokens": target},
+            ns(pad_id=0, eos_id=2, task_names=[]),
+            None,
+            (),
+        ),
+        "language_modelling": (
+            {"tokens": np.array([[1, 2, 3, 0]])},
+            {},
+            ns(key="tokens", vocab=ns(pad_id=0), unigram_logp=np.full(4, -math.log(4))),
+            lm_predict,
+            (),
+        ),
+    }
+    found = {}
+    for kind, (rows, outputs, exp, predict, specs) in kinds.items():
+        preds = make_preds(kind, rows, outputs, exp, predict, slices=specs)
+        preds = dataclasses.replace(preds, split=split)
+        found[kind] = sections_for(kind)(preds) + slices.report_slices(preds)
+    return found
+
+
+@pytest.mark.parametrize("split", ["validation", "test"])
+def test_every_report_picture_names_its_split(split):
+    # The anomaly report's ROC was titled "ROC" beside "Score distributions (test, 289
+    # normal, 71 anomalous rows)", and a slices chart "accuracy by slice: label": neither said
+    # which split it drew.
+    import matplotlib.pyplot as plt
+
+    drawn = 0
+    for kind, sections in every_kind_sections(split).items():
+        for section in sections:
+            for name, figure in section.figures.items():
+                titles = [figure.get_suptitle()] + [ax.get_title() for ax in figure.axes]
+                named = any(re.search(rf"\b{split}\b", t) for t in titles)
+                assert named, (kind, section.title, name, titles)
+                drawn += 1
+                plt.close(figure)
+    assert drawn == 16  # every kind drew its pictures

@@ -137,7 +137,7 @@ def report_slices(
             Section(
                 title=f"Slices: {result['spec']}",
                 metrics=result,
-                figures={"by_slice": slice_figure(result)},
+                figures={"by_slice": slice_figure(result, preds.split)},
                 notes=_notes(result),
             )
         )
@@ -189,11 +189,11 @@ def _flag_notes(result: dict[str, Any]) -> list[str]:
     return notes
 
 
-def slice_figure(result: dict[str, Any]) -> Figure:
-    """A dot plot: the headline per slice as a point (red: flagged) with its 95% interval as a
-    whisker where it has one, the slice sizes, the overall value and the bound as vertical lines,
-    each value in a column right of the axes; a slice without a headline (AUROC of one class)
-    reads "n/a"."""
+def slice_figure(result: dict[str, Any], split: str | None = None) -> Figure:
+    """A dot plot of the `split`'s slices (its title names it): the headline per slice as a
+    point (red: flagged) with its 95% interval as a whisker where it has one, the slice sizes,
+    the overall value and the bound as vertical lines, each value in a column right of the
+    axes; a slice without a headline (AUROC of one class) reads "n/a"."""
     h = result["headline"]
     slices = result["slices"]
     values = [s["metrics"][h] for s in slices]
@@ -252,7 +252,8 @@ def slice_figure(result: dict[str, Any]) -> Figure:
             max(0.0, low - span * 0.3) if low >= 0 else low - span * 0.3, high + span * 0.08
         )
     ax.set_xlabel(f"{h} ({'higher' if result['higher_is_better'] else 'lower'} is better)")
-    ax.set_title(f"{h} by slice: {result['spec']}", fontsize=10)
+    of = f" ({split})" if split else ""  # every report picture says which split it drew
+    ax.set_title(f"{h} by slice: {result['spec']}{of}", fontsize=10)
     fig.legend(loc="outside lower center", ncol=3, fontsize=8, frameon=False)
     return fig
 

@@ -72,7 +72,7 @@ def histogram_figure(
     return fig
 
 
-def roc_figure(fpr: np.ndarray, tpr: np.ndarray, auroc: float) -> Figure:
+def roc_figure(fpr: np.ndarray, tpr: np.ndarray, auroc: float, split: str, rows: str) -> Figure:
     fig = Figure(figsize=(4.8, 4.6), layout="constrained")
     ax = fig.add_subplot()
     ax.plot(fpr, tpr, lw=1.5, label=f"model (AUROC {metric_text('auroc', auroc)})")
@@ -81,7 +81,7 @@ def roc_figure(fpr: np.ndarray, tpr: np.ndarray, auroc: float) -> Figure:
     ax.set_ylabel("true positive rate (anomalies found)")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.01)
-    ax.set_title("ROC", fontsize=10)
+    ax.set_title(f"ROC ({split}, {rows})", fontsize=10)  # as the histogram beside it names it
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
     return fig
@@ -128,8 +128,9 @@ def sections(preds: Predictions) -> list[Section]:
         auroc = float(roc_auc_score(labels, score))
         metrics["auroc"] = auroc
         metrics["roc"] = {"fpr": fpr.tolist(), "tpr": tpr.tolist()}
-        figures["roc"] = roc_figure(fpr, tpr, auroc)
-        note = f"auroc {auroc:.4f} ({len(normal)} normal, {len(anomalous)} anomalous rows)"
+        rows = f"{len(normal)} normal, {len(anomalous)} anomalous rows"
+        figures["roc"] = roc_figure(fpr, tpr, auroc, preds.split, rows)
+        note = f"auroc {auroc:.4f} ({rows})"
     else:
         metrics["auroc"] = None
         note = (
