@@ -779,3 +779,41 @@ def test_every_report_picture_names_its_split(split):
                 drawn += 1
                 plt.close(figure)
     assert drawn == 16  # every kind drew its pictures
+
+
+def test_no_report_picture_file_name_says_a_word_twice(tmp_path):
+    # Seq2seq's picture was test_exact_match_by_target_length_exact_match_by_length.png (a fix
+    # had taken the repeat out of test_mae_by_horizon.png alone); regression's
+    # test_error_by_target_decile_error_by_decile.png, anomaly's
+    # test_anomaly_scores_score_histogram.png and every slices chart's
+    # test_slices_label_by_slice.png said words twice too.
+    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+
+    from ann.report.sections import Section
+
+    files = []
+    for kind, sections in every_kind_sections("test").items():
+        (tmp_path / kind).mkdir()
+        for names in html.write_figures(str(tmp_path / kind), "test", sections).values():
+            for name in names:
+                words = [w[:-1] if w.endswith("s") else w for w in name[:-4].split("_")]
+                assert len(words) == len(set(words)), (kind, name)
+                assert (tmp_path / kind / name).exists()
+                files.append(name)
+    assert {
+        "test_exact_match_by_target_length.png",
+        "test_error_by_target_decile.png",
+        "test_bits_per_char_by_context.png",
+        "test_anomaly_scores_histogram.png",
+        "test_anomaly_scores_roc.png",
+        "test_slices_label.png",
+        "test_mae_by_horizon.png",
+        "test_confusion_matrix_heatmap.png",
+    } <= set(files)
+    # Two figures that name the same picture file are kept apart, none written over another.
+    figures = {name: Figure() for name in ("roc", "ROC curve", "roc_curve")}
+    section = Section(title="ROC", metrics={}, figures=figures)
+    written = html.write_figures(str(tmp_path), "test", [section])
+    assert written == {"roc": ["test_roc.png", "test_roc_curve.png", "test_roc_roc_curve.png"]}
+    plt.close("all")

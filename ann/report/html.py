@@ -35,26 +35,51 @@ pre { background: #f7f7f7; padding: 0.5em; overflow-x: auto; font-size: 0.8em; }
 """
 
 
+# Words that join others ("exact match by length"): a figure name left with only these once the
+# section's words are taken out says nothing of its own ("by_slice" in "Slices: label").
+CONNECTIVES = frozenset({"a", "and", "at", "by", "for", "in", "of", "on", "per", "the", "to", "vs"})
+
+
+def _word(word: str) -> str:
+    """A word as compared for repeats: a plural as its singular ("scores", "slices")."""
+    return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
+
+
 def figure_file(split: str, section: Section, name: str) -> str:
-    """The PNG's file name: SPLIT_SECTION_NAME.png (letters, digits and '_' only), or
-    SPLIT_SECTION.png for a figure named as its section (`mae_by_horizon` in "MAE by horizon"
-    was `test_mae_by_horizon_mae_by_horizon.png`)."""
+    """The PNG's file name: SPLIT_SECTION_NAME.png (letters, digits and '_' only), NAME without
+    the words SPLIT and SECTION already say (a plural the same as its singular), and
+    SPLIT_SECTION.png where nothing but joining words is left: a file name says no word twice
+    ("MAE by horizon"'s mae_by_horizon was test_mae_by_horizon_mae_by_horizon.png, "Exact match
+    by target length"'s exact_match_by_length test_exact_match_by_target_length_exact_match_by_
+    length.png, "Anomaly scores"' score_histogram test_anomaly_scores_score_histogram.png)."""
     safe = "".join(c if c.isalnum() else "_" for c in name.lower())
-    return (
-        f"{split}_{section.key}.png" if safe == section.key else f"{split}_{section.key}_{safe}.png"
-    )
+    said = {_word(w) for w in f"{split}_{section.key}".split("_")}
+    rest = [w for w in safe.split("_") if w and _word(w) not in said]
+    if all(w in CONNECTIVES for w in rest):
+        return f"{split}_{section.key}.png"
+    return f"{split}_{section.key}_{'_'.join(rest)}.png"
 
 
 def write_figures(out: str, split: str, sections: list[Section]) -> dict[str, list[str]]:
     """Saves every figure of `sections` into `out` as PNG and closes it. Returns section key ->
-    the file names written, in order."""
+    the file names written, in order. Two figures whose names `figure_file` makes one (a
+    section's "roc" and "ROC curve" in "ROC") are kept apart: the second gets its full name
+    SPLIT_SECTION_NAME.png, or a number after it."""
     import matplotlib.pyplot as plt
 
     written: dict[str, list[str]] = {}
+    taken: set[str] = set()
     for section in sections:
         names = written.setdefault(section.key, [])
         for name, figure in section.figures.items():
             file_name = figure_file(split, section, name)
+            if file_name in taken:
+                safe = "".join(c if c.isalnum() else "_" for c in name.lower())
+                file_name = f"{split}_{section.key}_{safe}.png"
+                stem, number = file_name[: -len(".png")], 2
+                while file_name in taken:
+                    file_name, number = f"{stem}_{number}.png", number + 1
+            taken.add(file_name)
             path = os.path.join(out, file_name)
             with atomic.writing(path):  # a full disk's failed write names no file
                 figure.savefig(path, dpi=DPI, bbox_inches="tight")
