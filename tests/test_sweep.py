@@ -921,6 +921,52 @@ def test_results_plot_ticks_a_grid_at_its_values_and_counts_ties():
     assert trials_lib.now().endswith("Z")  # trial.json's times: UTC, as report.json's
 
 
+def test_results_plot_draws_log_distributed_keys_on_log_axes(tmp_path):
+    # A learning rate drawn log-uniform was drawn on a linear axis: its five draws (0.000693 to
+    # 0.001252) spanned less than a decade, and the axis went by the values alone. And a
+    # uniform draw spanning a decade got a log axis.
+    import types
+
+    h = space.Builder()
+    node = h.product(
+        h.random(
+            5,
+            h.loguniform("optimizer.learning_rate", 1e-4, 1e-2),
+            h.uniform("model.dropout", 0.01, 0.5),
+            h.choice("model.features", [(32,), (64,)]),
+        ),
+        h.sweep("optimizer.weight_decay", [1e-5, 1e-4, 1e-3]),
+        h.sweep("batch_size", [32, 64]),
+    )
+    logged = ["optimizer.learning_rate", "optimizer.weight_decay"]
+    assert space.log_keys(node) == logged
+    definition = types.SimpleNamespace(config="c.py", data_dir=None, fixed={}, node=node)
+    info = results.sweep_info(definition, "tpe", "val/accuracy", "max", [])
+    assert info["log_keys"] == logged  # sweep.json records them: --summarize draws alike
+    lrs = [0.000693, 0.00081, 0.00097, 0.00112, 0.001252]
+    dropouts = [0.02, 0.05, 0.1, 0.2, 0.4]
+    info["trials"] = [
+        {"name": f"t{i}", "overrides": {"optimizer.learning_rate": lr, "model.dropout": d}}
+        for i, (lr, d) in enumerate(zip(lrs, dropouts))
+    ]
+    rows = [
+        {"trial": f"t{i}", "status": "done", "optimizer.learning_rate": lr, "model.dropout": d,
+         "best val/accuracy": 0.5 + i / 10}
+        for i, (lr, d) in enumerate(zip(lrs, dropouts))
+    ]  # fmt: skip
+    drawn = results.figure(info, rows)
+    lr_axes, dropout_axes = drawn.axes[:2]
+    assert lr_axes.get_xscale() == "log" and dropout_axes.get_xscale() == "linear"
+    drawn.canvas.draw()
+    ticks = [t.get_text() for t in lr_axes.get_xticklabels() if t.get_text()]
+    assert 3 <= len(ticks) <= 6 and "0.001" in ticks, ticks  # 0.001 alone, 1-2-5 per decade
+    assert results.plot(str(tmp_path), info, rows)
+    # A sweep.json from before log_keys: the values decide, as they did.
+    del info["log_keys"]
+    drawn = results.figure(info, rows)
+    assert [ax.get_xscale() for ax in drawn.axes[:2]] == ["linear", "log"]
+
+
 @pytest.mark.slow
 def test_grid_sweep_runs_resumes_and_summarizes(tmp_path, one_device):
     config = write_config(tmp_path, GRID)

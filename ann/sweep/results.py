@@ -22,6 +22,7 @@ from typing import Any
 
 from ann import atomic
 from ann.config import NOT_A_METRIC_OF_THIS_RUN
+from ann.sweep import space
 from ann.sweep import trials as trials_lib
 from ann.sweep.space import SweepError
 from ann.train.writers import MetricsFileError, read_records
@@ -402,8 +403,20 @@ def _number(text: Any) -> float | None:
 
 def log_axis(values: list[float]) -> bool:
     """Whether swept values span a decade or more (all positive): learning rates and weight
-    decays are swept by factors (1e-4, 3e-4, 1e-3), and a linear axis crowds them at one end."""
-    return min(values) > 0 and max(values) / min(values) >= 10
+    decays are swept by factors (1e-4, 3e-4, 1e-3), and a linear axis crowds them at one end.
+    What results.png goes by for a sweep.json that records no `log_keys` (written before it)."""
+    return space.spans_decades(values)
+
+
+def _log_scaled(info: Mapping[str, Any], key: str, xs: list[float]) -> bool:
+    """Whether results.png draws `key` on a log axis: as the sweep declared it (sweep.json's
+    `log_keys`, `space.log_keys`: a log-uniform draw, or listed values spanning a decade), else
+    by the values drawn (`log_axis`: a log-uniform learning rate whose draws spanned less than
+    a decade got a linear axis, a uniform one spanning a decade a log axis)."""
+    if min(xs) <= 0:
+        return False
+    declared = info.get("log_keys")
+    return key in declared if isinstance(declared, list) else log_axis(xs)
 
 
 def plot(sweep_dir: str, info: dict, rows: list[dict]) -> str | None:
@@ -435,7 +448,7 @@ def figure(info: dict, rows: list[dict]) -> Any:
         return None
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure  # no pyplot: no global state, no display needed
-    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
+    from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
     chosen = _sorted(points, metric, mode)[0]
     cols = min(len(keys), 3)
@@ -459,7 +472,7 @@ def figure(info: dict, rows: list[dict]) -> Any:
             labels = list(dict.fromkeys(str(r.get(key)) for r in points))
             xs = [labels.index(str(r.get(key))) for r in points]
             ax.set_xticks(range(len(labels)), labels, rotation=20, fontsize=8)
-        elif log_axis(xs):
+        elif _log_scaled(info, key, xs):
             ax.set_xscale("log")
             ax.xaxis.set_minor_formatter(NullFormatter())  # 3x10^-4, 4x10^-4, ... overlapped
             # A grid's values, as the config wrote them; drawn ones (0.000160, 0.000258, ...)
@@ -468,8 +481,7 @@ def figure(info: dict, rows: list[dict]) -> Any:
                 ax.set_xticks(sorted(set(xs)), [f"{x:g}" for x in sorted(set(xs))], fontsize=8)
             else:  # 1, 2 and 5 per decade, as plain numbers: a decade and a half had one tick
                 # (over more than 2 decades, 1 per decade: 1, 2, 5 ran together)
-                decades = math.log10(max(xs) / min(xs))
-                ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5) if decades <= 2 else (1,)))
+                ax.xaxis.set_major_locator(_log_locator(xs))
                 ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
                 ax.tick_params(axis="x", labelsize=8)
         elif info.get("search") == "grid" and _fit_as_ticks(xs, log=False):  # as written
@@ -507,6 +519,22 @@ def figure(info: dict, rows: list[dict]) -> Any:
     fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 2 * cols),
                fontsize=7)  # fmt: skip
     return fig
+
+
+def _log_locator(xs: list[float]) -> Any:
+    """A log axis's tick locator for values `xs`: 1 per decade over more than 2 decades, else
+    1, 2 and 5 per decade, or, where those give fewer than 2 ticks among the values (a
+    log-uniform draw's values within a decade, 0.0007 to 0.0013, had the one tick 0.001), at
+    most 5 evenly spaced plain numbers, as a linear axis of the range has."""
+    from matplotlib.ticker import LogLocator, MaxNLocator
+
+    low, high = min(xs), max(xs)
+    if math.log10(high / low) > 2:
+        return LogLocator(subs=(1,))
+    locator = LogLocator(subs=(1, 2, 5))
+    if sum(low <= t <= high for t in locator.tick_values(low, high)) >= 2:
+        return locator
+    return MaxNLocator(nbins=4)
 
 
 TICK_CHARS = 35  # tick-label characters (fontsize 8) across a panel's data range
@@ -569,6 +597,7 @@ def sweep_info(definition: Any, search: str, metric: str, mode: str, trials: lis
         "search": search,
         "metric": metric,
         "mode": mode,
+        "log_keys": space.log_keys(definition.node),  # results.png's log axes
         "cwd": os.getcwd(),
         "trials": [
             {

@@ -338,6 +338,41 @@ def trials(node: Node) -> list[Overrides]:
     return rows
 
 
+def spans_decades(values: Sequence[Any]) -> bool:
+    """Whether `values` are all positive numbers (not booleans) spanning a decade or more:
+    learning rates and weight decays swept by factors (1e-4, 3e-4, 1e-3)."""
+    numbers = [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+    if not numbers or len(numbers) < len(values) or min(numbers) <= 0:
+        return False
+    return max(numbers) / min(numbers) >= 10
+
+
+def _log_declared(node: Node) -> list[tuple[str, bool]]:
+    """(key, log-distributed) for each place `node` declares a key."""
+    if isinstance(node, Product | Zip):
+        return [found for n in node.nodes for found in _log_declared(n)]
+    if isinstance(node, Random):
+        return [found for d in node.draws for found in _log_declared(d)]
+    if isinstance(node, Draw):
+        if node.kind == "choice":
+            return [(node.key, spans_decades(node.values or []))]
+        return [(node.key, node.kind == "loguniform")]
+    if isinstance(node, Sweep):
+        return [(node.key, spans_decades(node.values))]
+    return [(k, False) for k in node.keys()]
+
+
+def log_keys(node: Node) -> list[str]:
+    """The keys `node` draws log-distributed: an `h.loguniform`, or values listed (`h.sweep`,
+    `h.choice`) that are all positive and span a decade or more; what results.png draws on a
+    log axis (a log-uniform learning rate whose few draws spanned less than a decade was
+    drawn on a linear one)."""
+    declared: dict[str, bool] = {}
+    for key, log in _log_declared(node):
+        declared[key] = declared.get(key, True) and log
+    return [k for k, log in declared.items() if log]
+
+
 def params(node: Node) -> tuple[list[Param], Overrides]:
     """(searchable parameters, fixed overrides) for `--search=tpe`; an error if none search."""
     found = node.params()
