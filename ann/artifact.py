@@ -42,8 +42,6 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ann import atomic
-
 MANIFEST = "manifest.json"
 FUNCTION = "function.jaxexport"
 WEIGHTS = "weights.safetensors"
@@ -351,6 +349,8 @@ def read_verified(directory: str, manifest: Mapping[str, Any], name: str) -> byt
 def copy_verified(directory: str, manifest: Mapping[str, Any], name: str, dest: str) -> None:
     """Copies file `name` into the directory `dest` (which must not hold it yet), checking it
     on the way; a file that fails the check is removed again."""
+    from ann import atomic  # here: loading an export needs jax alone (a server's image)
+
     target = os.path.join(dest, name)
     with open(target, "xb") as out:
         try:
