@@ -63,7 +63,7 @@ from ann.serve.repository import Repository
 from ann.serve.request_log import RequestLog
 from ann.serve.settings import Settings
 from ann.serve.statistics import model_statistics
-from ann.serve.tracing import RequestHead, TracedRequest, Tracing
+from ann.serve.tracing import RequestHead, TracedRequest, Tracing, flush_at_exit
 
 log = logging.getLogger("ann.serve")
 
@@ -889,8 +889,8 @@ def leave_now(busy: list[str]) -> None:
     for background work only: the drift process's start, which nothing served waits for):
     after a cache write in progress (`compilation_cache.stop_writes`: no entry is left half
     written; a compile's executables are otherwise in memory only), with multiprocessing's
-    semaphores released (`release_semaphores`) and the logs and streams flushed, exit
-    status 0."""
+    semaphores released (`release_semaphores`), the spans exported (`flush_at_exit`)
+    and the logs and streams flushed, exit status 0."""
     from ann import compilation_cache
 
     if busy:
@@ -902,6 +902,7 @@ def leave_now(busy: list[str]) -> None:
         )
     compilation_cache.stop_writes(timeout=2.0)
     release_semaphores()
+    flush_at_exit()
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

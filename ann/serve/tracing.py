@@ -113,6 +113,20 @@ def from_environment() -> Tracing | None:
     return Tracing(trace.get_tracer_provider())
 
 
+def flush_at_exit() -> None:
+    """Ends the SDK's tracer provider as its exit hook would (`shutdown`: the batch processor's
+    spans exported, the exporters closed), for a process that leaves by `os._exit`
+    (`app.leave_now`), which runs no exit hooks: a server stopped while the drift process still
+    started lost every span it had not yet exported. Nothing where the provider has no
+    `shutdown` (the API's no-op one: tracing off)."""
+    shutdown = getattr(trace.get_tracer_provider(), "shutdown", None)
+    if shutdown is not None:
+        try:
+            shutdown()
+        except Exception as e:  # an exporter's fault must not keep the process from leaving
+            log.warning("tracing: exporting the last spans failed (%s: %s)", type(e).__name__, e)
+
+
 def default_service_name(environ: MutableMapping[str, str]) -> None:
     """Sets `OTEL_SERVICE_NAME` to SERVICE_NAME in `environ` (the process environment, which
     the SDK reads) unless it or `OTEL_RESOURCE_ATTRIBUTES` (`key=value,...`) names a service."""
