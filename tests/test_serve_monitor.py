@@ -1009,6 +1009,19 @@ def test_monitor_correction_reaches_each_window_and_a_bad_choice_is_one_line(dig
     assert tested and all(f["p_adjusted"] == min(1, f["p_value"] * len(tested)) for f in tested)
 
 
+def _wait_ready(proc: subprocess.Popen, port: int, seconds: float = 180) -> None:
+    """Waits for the server `proc` on `port` to be ready; fails with its output if it exits."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if request(port, "GET", "/v2/health/ready", timeout=2)[0] == 200:
+                break
+        except OSError:
+            pass
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.stdout.read()[-3000:]
+
+
 def test_ctrl_c_stops_the_server_and_its_drift_process_without_a_traceback(digits_export):
     """A terminal's Ctrl-C sends SIGINT to the whole process group: the server drains and
     exits 0, and the drift process (spawned while the model compiled) ignores it rather than
@@ -1023,15 +1036,7 @@ def test_ctrl_c_stops_the_server_and_its_drift_process_without_a_traceback(digit
         start_new_session=True,  # a process group of its own, as a terminal's job
     )
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                if request(port, "GET", "/v2/health/ready", timeout=2)[0] == 200:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.2)
-        assert proc.poll() is None, proc.stdout.read()[-3000:]
+        _wait_ready(proc, port)
         os.killpg(proc.pid, signal.SIGINT)
         output, _ = proc.communicate(timeout=60)
     finally:
@@ -1091,15 +1096,7 @@ def test_sigterm_while_the_drift_process_starts_exits_at_once_and_says_what_a_st
         start_new_session=True,  # its drift process in its group, found by `_running_in_group`
     )
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                if request(port, "GET", "/v2/health/ready", timeout=2)[0] == 200:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.2)
-        assert proc.poll() is None, proc.stdout.read()[-3000:]
+        _wait_ready(proc, port)
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)  # it waited for the drift process's 300 s start
         output = proc.stdout.read()  # to its end: the resource tracker's too
