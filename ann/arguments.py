@@ -55,6 +55,16 @@ def digits(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
+def version_number(text: str) -> int | None:
+    """`text` as a model version number (1, 2, ...), as an integer flag reads a number: ASCII
+    digits without a leading zero; None for anything else ("01", "0", "+1", "３"). One rule for
+    models:/NAME/VERSION and the registry's VERSION arguments: `models:/digits/01` resolved to
+    version 1 where --version=01 is refused."""
+    if not (digits(text) and INTEGER.fullmatch(text)) or text == "0":
+        return None
+    return int(text)
+
+
 @dataclasses.dataclass(frozen=True)
 class Flag:
     name: str  # without its dashes: "config", "config.model.features", "port"

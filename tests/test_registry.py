@@ -60,6 +60,10 @@ def test_versions_aliases_tags_and_uris(digits_export, tmp_path):
         ("models:/digits/-1", "version '-1' is not a version number (1, 2, ...)"),
         # Full-width: int() reads it, and it resolved to version 2.
         ("models:/digits/２", "version '２' is not a version number (1, 2, ...)"),
+        # Leading zeros: it resolved to version 1, where --version=01 is refused.
+        ("models:/digits/01", "version '01' is not a version number (1, 2, ...), 'latest' or"),
+        ("models:/digits/0002", "; write models:/digits/2"),
+        ("models:/digits/0", "version '0' is not a version number (1, 2, ...)"),
         # Past SQLite's INTEGER: OverflowError, a traceback, from every command taking one.
         ("models:/digits/18446744073709551616", "has no version 18446744073709551616; versions"),
         ("digits/1", "is not models:/NAME/VERSION"),
@@ -745,6 +749,10 @@ def test_read_only_commands_change_nothing(digits_export, tmp_path):
         (["delete", "--version=2", "digits"], "--version is for `tag` only; drop it from `delete`"),
         (["delete", "digits", "0"], "delete: VERSION '0' must be a version number >= 1"),
         (["delete", "digits", "３"], "delete: VERSION '３' must be a version number >= 1"),
+        # Leading zeros, refused as --version=01 is (models:/digits/01 resolved to version 1).
+        (["delete", "digits", "01"], "delete: VERSION '01' must be a version number >= 1; write 1"),
+        (["alias", "digits", "champion", "007"], "alias: VERSION '007' must be a version number"),
+        (["resolve", "models:/digits/01"], "version '01' is not a version number (1, 2, ...)"),
         # It was ignored (exit 0), even a bad one, as `alias` refuses it and other flags are.
         (
             ["list", "--mlflow_uri=ftp://x"],

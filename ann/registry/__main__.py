@@ -77,6 +77,14 @@ def _shown_tags(tags: dict[str, str]) -> dict[str, str]:
     }
 
 
+def _check_version(command: str, text: str) -> None:
+    """Refuses a VERSION argument that is not a version number as models:/NAME/VERSION reads
+    one (arguments.version_number: "01" is refused, as --version=01 is)."""
+    if arguments.version_number(text) is None:
+        hint = f"; write {text.lstrip('0')}" if arguments.digits(text) and text.strip("0") else ""
+        raise RegistryError(f"{command}: VERSION {text!r} must be a version number >= 1{hint}")
+
+
 def _parse_tags(items: Sequence[str]) -> dict[str, str]:
     tags = {}
     for item in items:
@@ -171,10 +179,10 @@ def check_command(command: str, args: Sequence[str], f: Any) -> None:
         raise RegistryError(f"--version={f.version} must be a version number >= 1")
     if command == "alias":
         Registry._check_alias(args[1])
-        if not f.delete and not (arguments.digits(args[2]) and int(args[2]) >= 1):
-            raise RegistryError(f"alias: VERSION {args[2]!r} must be a version number >= 1")
-    if command == "delete" and not (arguments.digits(args[1]) and int(args[1]) >= 1):
-        raise RegistryError(f"delete: VERSION {args[1]!r} must be a version number >= 1")
+        if not f.delete:
+            _check_version(command, args[2])
+    if command == "delete":
+        _check_version(command, args[1])
     if command in ("resolve", "show", "mirror") and not URI.match(args[0]):
         raise RegistryError(
             f"model URI {args[0]!r} is not models:/NAME/VERSION, models:/NAME@ALIAS or "

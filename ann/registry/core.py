@@ -828,6 +828,16 @@ class Registry:
                 "models:/NAME/latest"
             )
         name, version, alias = match["name"], match["version"], match["alias"]
+        # Not "３" (int() reads it as 3), nor "01" (as an integer flag, refused): checked before
+        # the registry is opened, as the URI's form is.
+        if version not in (None, "latest") and arguments.version_number(version) is None:
+            hint = ""
+            if arguments.digits(version) and version.strip("0"):
+                hint = f"; write models:/{name}/{version.lstrip('0')}"
+            raise RegistryError(
+                f"model URI {uri!r}: version {version!r} is not a version number (1, 2, "
+                f"...), 'latest' or @ALIAS{hint}"
+            )
         with self._connect() as db:
             self._require_model(db, name)
             if alias is not None:
@@ -846,13 +856,8 @@ class Registry:
                 ).fetchone()
                 if number is None:
                     raise RegistryError(f"model {name!r} has no versions yet")
-            elif arguments.digits(version):  # not "３" (int() reads it as 3)
-                number = int(version)
             else:
-                raise RegistryError(
-                    f"model URI {uri!r}: version {version!r} is not a version number (1, 2, "
-                    "...), 'latest' or @ALIAS"
-                )
+                number = arguments.version_number(version)
             return self._version(db, self._require_version(db, name, number))
 
     # -- helpers -------------------------------------------------------------------------------
