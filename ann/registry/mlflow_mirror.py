@@ -306,14 +306,18 @@ def _client(tracking_uri: str) -> Any:
 
 @functools.cache
 def _quiet_store_logs() -> None:
-    """Once, after MLflow's first import: a new SQLite store logs "INFO mlflow.store.db.utils:
-    Creating initial MLflow database tables..." to stderr, between ann registry's own lines (it
-    runs quiet); its warnings still show."""
+    """Once, after MLflow's first import, quiets the third-party logs of the mirror path: a new
+    SQLite store logs "INFO mlflow.store.db.utils: Creating initial MLflow database tables..."
+    to stderr, between ann registry's own lines (it runs quiet); its warnings still show."""
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
     # Without Databricks credentials: "WARNING mlflow.utils.databricks_utils: Failed to create
     # databricks SDK workspace client ... Falling back to legacy authentication." above the
     # failure's own `error:` line, which says what to configure.
     logging.getLogger("mlflow.utils.databricks_utils").setLevel(logging.ERROR)
+    # A server that does not answer: urllib3 logged each retry ("W1205 ... connectionpool.py:874]
+    # Retrying (Retry(total=1, ...)) after connection broken by ...") above the `error:` line,
+    # which names the server and the cause and gives the command to retry with.
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
 
 
 def _flatten(tree: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, str]]:
