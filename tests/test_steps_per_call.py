@@ -1,6 +1,8 @@
 """Several train steps in one call (`steps_per_call`, ann/train/chunks.py): the same training,
 the same hook steps, exact resume and NaN steps as one step per call."""
 
+import itertools
+
 import jax
 import numpy as np
 import pytest
@@ -101,8 +103,8 @@ def test_hooks_run_at_their_steps_whatever_the_calls(chunked):
 
 
 def test_the_plan_cuts_calls_at_hook_steps():
-    assert chunks.plan([hooks.Hook(6)], 0, 24, 4) == [4, 1, 1, 4, 1, 1, 4, 1, 1, 4, 1, 1]
-    assert chunks.plan([hooks.Hook(8)], 3, 20, 4) == [4, 1, 4, 4, 4]  # 3-7, 8, 9-12, ...
+    assert list(chunks.plan([hooks.Hook(6)], 0, 24, 4)) == [4, 1, 1, 4, 1, 1, 4, 1, 1, 4, 1, 1]
+    assert list(chunks.plan([hooks.Hook(8)], 3, 20, 4)) == [4, 1, 4, 4, 4]  # 3-7, 8, 9-12, ...
     assert sum(chunks.plan([hooks.Hook(7), hooks.Hook(5)], 0, 100, 10)) == 100
     # auto: a divisor of the hook periods, at most 10, within the bytes for a call
     assert chunks.steps_per_call(0, (50, 200, 200), 1000) == 10
@@ -157,3 +159,71 @@ def test_steps_per_call_that_never_fits_runs_single_steps_and_says_so(tmp_path, 
     assert record["compile/steps_per_call"] == 1 and record["compile/train_programs"] == 1
     assert "steps_per_call=7: no call of 7 steps fits" in caplog.text
     assert "--config.steps_per_call=0 (auto)" in caplog.text
+
+
+def _listed(hook_list, start, total, k):
+    """The plan as it was made before step 0 (one `due` per step and hook): the reference."""
+    sizes, step = [], start
+    while step < total:
+        end = min(step + k, total)
+        cut = next(
+            (s for s in range(step + 1, end) if any(h.due(s, total) for h in hook_list)), end
+        )
+        sizes.extend([k] if cut - step == k else [1] * (cut - step))
+        step = cut
+    return sizes
+
+
+class Only(hooks.Hook):
+    """A hook with its own `due` (no `next_due`): the plan asks it step by step."""
+
+    def __init__(self, steps):
+        super().__init__(1)
+        self.steps = set(steps)
+
+    def due(self, step, total_steps):
+        return step in self.steps
+
+
+@pytest.mark.parametrize(
+    "make, start, total, k",
+    [
+        (lambda: [hooks.Hook(6)], 0, 24, 4),
+        (lambda: [hooks.Hook(8)], 3, 20, 4),
+        (lambda: [hooks.Hook(7), hooks.Hook(5)], 0, 100, 10),
+        (lambda: [hooks.Hook(10), hooks.Hook(50)], 0, 600, 10),
+        (lambda: [hooks.Hook(10), hooks.Hook(50)], 13, 600, 10),
+        (lambda: [hooks.Hook(10), hooks.Hook(30)], 0, 605, 5),
+        (lambda: [hooks.Hook(100), hooks.Profile(7, 3, "unused")], 0, 400, 10),
+        (lambda: [hooks.Hook(20), Only({33, 34, 90})], 0, 200, 4),
+        (lambda: [hooks.Hook(3)], 0, 50, 4),
+        (lambda: [hooks.Hook(4)], 2, 2, 4),
+    ],
+)
+def test_the_plan_made_as_the_run_goes_is_the_listed_one(make, start, total, k):
+    want = _listed(make(), start, total, k)
+    plan = chunks.plan(make(), start, total, k)
+    assert list(plan) == want
+    assert plan.sizes() == set(want)
+    # resumed by a reader from any step a call ends at, the rest is the same
+    ends = itertools.accumulate(want, initial=start)
+    for i, step in enumerate(ends):
+        assert list(plan.calls(step)) == want[i:]
+
+
+def test_the_sizes_of_a_long_plans_calls_are_known_without_walking_it():
+    # 10^12 steps: listing the calls before step 0 hung the start (59 s for 10^8 steps); the
+    # programs to compile are known from a bounded look ahead and each hook's first due steps.
+    class Counted(hooks.Hook):
+        asked = 0
+
+        def next_due(self, step, total_steps):
+            Counted.asked += 1
+            return super().next_due(step, total_steps)
+
+    assert chunks.plan([Counted(10), Counted(50)], 0, 10**12, 10).sizes() == {10}
+    assert chunks.plan([Counted(10), Counted(55)], 0, 10**12, 10).sizes() == {1, 10}
+    assert chunks.plan([Counted(10)], 3, 10**12, 10).sizes() == {1, 10}
+    assert Counted.asked < 3 * (chunks.LOOKAHEAD_CALLS + 100)
+    first = list(itertools.islice(chunks.plan([Counted(10)], 0, 10**12, 10), 5))
+    assert first == [10] * 5

@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import queue
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -52,24 +52,35 @@ class DeviceIterator:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._closed = False
-        self._calls: Sequence[int] = ()  # the plan of calls; () = one batch per item
+        self._calls: Any = None  # the plan of calls; None = one batch per item
         self._stacked_sharding: jax.sharding.Sharding | None = None
         self._handed = 0  # items handed to the loop since the plan was set
+        self._handed_steps = 0  # ... and the batches in them
 
-    def plan_calls(self, sizes: Sequence[int], stacked_sharding: jax.sharding.Sharding) -> None:
+    def plan_calls(self, sizes: Any, stacked_sharding: jax.sharding.Sharding) -> None:
         """From the current position on, item i is the stack of the next `sizes[i]` batches
         (leading axis `sizes[i]`, placed with `stacked_sharding`), or one batch (no stack axis)
-        where `sizes[i]` is 1; after the plan's last item, `next()` raises StopIteration."""
+        where `sizes[i]` is 1; after the plan's last item, `next()` raises StopIteration.
+        `sizes`: a sequence, or a plan made as it is read (ann/train/chunks.py `Plan`: its
+        `calls(step)` from `start` plus the batches handed)."""
         self._stop_reader()  # items read ahead were cut by the old plan
-        self._calls, self._stacked_sharding, self._handed = tuple(sizes), stacked_sharding, 0
+        self._calls = sizes if hasattr(sizes, "calls") else (tuple(sizes) or None)
+        self._stacked_sharding, self._handed, self._handed_steps = stacked_sharding, 0, 0
 
-    def _read(self, n: int) -> tuple[dict, Any]:
-        """The next item of `n` batches on the devices, with the host position after it."""
+    def _planned(self) -> Iterator[int]:
+        """The plan's sizes after the items already handed."""
+        if isinstance(self._calls, tuple):
+            return iter(self._calls[self._handed :])
+        return self._calls.calls(self._calls.start + self._handed_steps)
+
+    def _read(self, n: int) -> tuple[dict, Any, int]:
+        """The next item of `n` batches on the devices, with the host position after it (and
+        `n`)."""
         if n == 1:
             batch = put(next(self._host), self._sharding)
         else:
             batch = put(_stack([next(self._host) for _ in range(n)]), self._stacked_sharding)
-        return batch, (self._host.get_state() if self._checkpointable else None)
+        return batch, (self._host.get_state() if self._checkpointable else None), n
 
     def _fill(self, stop: threading.Event, out: queue.Queue) -> None:
         def hand_over(item: Any) -> None:  # waits for room, but never past a stop
@@ -81,8 +92,8 @@ class DeviceIterator:
                     continue
 
         try:
-            if self._calls:
-                for n in self._calls[self._handed :]:
+            if self._calls is not None:
+                for n in self._planned():
                     if stop.is_set():
                         return
                     hand_over(self._read(n))
@@ -126,8 +137,9 @@ class DeviceIterator:
         if isinstance(item, _Failed):
             self._stop_reader()
             raise item.error
-        batch, self._state = item
+        batch, self._state, n = item
         self._handed += 1
+        self._handed_steps += n
         return batch
 
     def get_state(self) -> dict:
@@ -139,7 +151,7 @@ class DeviceIterator:
         """Moves to a position `get_state()` gave (of this or another iterator); a plan of
         calls is dropped (set the new position's with `plan_calls`)."""
         self._stop_reader()  # batches read ahead belong to the old position
-        self._calls, self._handed = (), 0
+        self._calls, self._handed, self._handed_steps = None, 0, 0
         self._state = copy.deepcopy(state)
         self._host.set_state(self._state)
 

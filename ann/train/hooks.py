@@ -73,14 +73,22 @@ class Hook:
     """Runs at every `every`-th step and at the last one (`due`); `record` sees every sync.
 
     `due(step, total_steps)` must depend on nothing else: the loop plans its calls of several
-    steps (`steps_per_call`, ann/train/chunks.py) from it before step 0, so that no call
-    crosses a step where a hook is due."""
+    steps (`steps_per_call`, ann/train/chunks.py) from it, so that no call crosses a step where
+    a hook is due. `next_due` says the same in one answer; a subclass with its own `due` gets
+    None from it (the plan then asks `due` step by step) unless it gives its own."""
 
     def __init__(self, every: int):
         self.every = every
 
     def due(self, step: int, total_steps: int) -> bool:
         return step % self.every == 0 or step == total_steps
+
+    def next_due(self, step: int, total_steps: int) -> int | None:
+        """The first step after `step` where `due` holds (at most `total_steps`), or None
+        where this class's `due` is not Hook's."""
+        if type(self).due is not Hook.due:
+            return None
+        return min((step // self.every + 1) * self.every, total_steps)
 
     def record(self, info: StepInfo) -> None:
         """Called at every host sync, due or not, before the due hooks run."""
@@ -361,6 +369,11 @@ class Profile(Hook):
 
     def due(self, step: int, total_steps: int) -> bool:
         return step in (self.first, self.last) or (self.active and step == total_steps)
+
+    def next_due(self, step: int, total_steps: int) -> int:
+        # The last step counted as due whether or not a trace is active: a call ends there
+        # anyway, so the plan is the same.
+        return min(s for s in (self.first, self.last, total_steps) if s > step)
 
     def __call__(self, info: StepInfo) -> None:
         if not self.active and info.step == self.first:

@@ -552,11 +552,12 @@ def _compile_eval(run: _Run) -> _Compiled:
     return _Compiled(eval_fn, eval_seconds, eval_local)
 
 
-def _compile_train(run: _Run, compiled: _Compiled, hooks: Sequence[hooks_lib.Hook]) -> list[int]:
+def _compile_train(run: _Run, compiled: _Compiled, hooks: Sequence[hooks_lib.Hook]) -> chunks.Plan:
     """Plans the calls from the start step to the end (`steps_per_call`, or auto from the step's
     FLOPs, the hook periods and the size of a batch: ann/train/chunks.py) and compiles the train
     programs the plan uses (k steps and/or 1) ahead of time for the run's shardings, before
-    step 0, into `compiled.train`. Returns the plan: steps per call, call by call."""
+    step 0, into `compiled.train`. Returns the plan: steps per call, call by call, made as the
+    run goes (not listed here: that took 59 s before step 0 for 10^8 steps)."""
     config, setup, state = run.config, run.setup, run.state
     state_shardings, replicated = setup.state_shardings, parallel.replicated(setup.mesh)
     example = _example(run, config.batch_size // jax.process_count())
@@ -592,14 +593,15 @@ def _compile_train(run: _Run, compiled: _Compiled, hooks: Sequence[hooks_lib.Hoo
         config.steps_per_call, periods, batch_bytes, float(cost.get("flops", 0.0))
     )
     calls = chunks.plan(hooks, run.start_step, run.total_steps, k)
+    sizes = calls.sizes()
     options = xla_options.for_cpu(xla_options.STEP)
-    if 1 in calls:
+    if 1 in sizes:
         compiled.train[1] = single.compile(compiler_options=options)
-    if k in calls and k > 1:
+    if k in sizes and k > 1:
         compiled.unrolled = chunks.unroll(jax.default_backend(), single.as_text())
         multi = lower(step_lib.make_multi_step(step, compiled.unrolled), k)
         compiled.train[k] = multi.compile(compiler_options=options)
-    if k > 1 and k not in calls:
+    if k > 1 and k not in sizes:
         if config.steps_per_call > 1:  # asked for, and never possible: say so
             logging.warning(
                 "steps_per_call=%d: no call of %d steps fits between the steps where a hook is "
@@ -612,6 +614,7 @@ def _compile_train(run: _Run, compiled: _Compiled, hooks: Sequence[hooks_lib.Hoo
                 run.total_steps,
             )
         k = 1
+        calls = chunks.plan(hooks, run.start_step, run.total_steps, 1)  # the same calls
     compiled.steps_per_call = k  # what the run uses, not what was asked for
     compiled.train_seconds += time.perf_counter() - start
     return calls
@@ -917,7 +920,7 @@ def _per_step(pulled: list[tuple[int, dict]]) -> list[dict]:
 def _train(
     run: _Run,
     compiled: _Compiled,
-    calls: Sequence[int],
+    calls: chunks.Plan,
     hooks: list[hooks_lib.Hook],
     progress: _Progress,
 ) -> None:
