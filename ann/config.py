@@ -274,6 +274,13 @@ def _number(x: float) -> str:
     return str(int(x)) if float(x).is_integer() and abs(x) < 1e16 else f"{x:g}"
 
 
+# The longest run: the train state's step counter and the optimizer's schedule count steps in
+# int32 on the device (ann/train/state.py, ann/train/optimizers.py: JAX's default integers), so
+# a step past 2**31 - 1 wraps negative; Orbax's step numbers (Python ints) hold more, the device
+# does not. 2**31 - 1 steps of 1 ms are 25 days: no real run is refused. Also the bound on the
+# steps num_epochs comes to (`check_run_steps`).
+MAX_STEPS = 2**31 - 1
+
 POSITIVE, NONNEGATIVE, FRACTION = Range(0, closed="()"), Range(0), Range(0, 1, closed="[)")
 COUNT = Range(1)  # an integer count that cannot be 0
 SIZES = Range(1, nonempty=True)  # layer sizes: at least one layer, each >= 1
@@ -285,7 +292,7 @@ RANGES: dict[str, Range] = {
     "seed": Range(0, 2**32, closed="[)"),  # grain's and jax.random's seeds are unsigned 32-bit
     "batch_size": COUNT,
     "eval_batch_size": NONNEGATIVE,  # 0 = batch_size
-    "total_steps": Range(1, also=(0,), means="0: num_epochs decides the length"),
+    "total_steps": Range(1, MAX_STEPS, also=(0,), means="0: num_epochs decides the length"),
     "num_epochs": Range(0, closed="()", also=(0,), means="0: total_steps decides the length"),
     "data.read_threads": NONNEGATIVE,
     "data.prefetch_batches": NONNEGATIVE,
@@ -857,6 +864,23 @@ def _out_of_range(values: Mapping[str, Any], known: Mapping[str, Any]) -> list[s
         except ConfigError:
             bad.append(path)
     return bad
+
+
+def check_run_steps(
+    config: Mapping[str, Any] | ml_collections.ConfigDict, steps: int, num_train: int
+) -> None:
+    """Refuses a run whose length `num_epochs` sets (`steps`: over `num_train` examples, in
+    batches) to more than MAX_STEPS steps, naming num_epochs and the most epochs that fit
+    (total_steps itself is bounded by RANGES)."""
+    if steps <= MAX_STEPS or config["total_steps"]:
+        return
+    epochs, batch = config["num_epochs"], config["batch_size"]
+    most = math.floor(MAX_STEPS * batch / max(num_train, 1))
+    raise ConfigError(
+        f"config key 'num_epochs' must be at most {most} for {num_train} train examples in "
+        f"batches of {batch}, got {epochs:g}: that is {steps} steps, more than {MAX_STEPS} "
+        f"(the step counter is int32); e.g. --config.num_epochs={min(most, 100)}"
+    )
 
 
 def check_length(total_steps: int, step: int, workdir: str) -> None:

@@ -354,8 +354,15 @@ RANGE_CASES = [
     ("data.prefetch_batches", -1, "must be >= 0"),
     ("batch_size", 0, "must be >= 1"),
     # what a value of its own means is said (it was "must be >= 1 or 0")
-    ("total_steps", -5, "must be >= 1 or 0 (0: num_epochs decides the length), got -5"),
+    (
+        "total_steps",
+        -5,
+        "must be in [1, 2147483647] or 0 (0: num_epochs decides the length), got -5",
+    ),
     ("num_epochs", -1.0, "must be > 0 or 0 (0: total_steps decides the length)"),
+    # Past the int32 step counters (state, schedule): accepted, then the start hung planning.
+    ("total_steps", 2**31, "must be in [1, 2147483647] or 0 (0: num_epochs decides the length)"),
+    ("total_steps", 10**20, "must be in [1, 2147483647] or 0"),
     ("max_to_keep", 0, "must be >= 1"),
     ("checkpoint_every_steps", 0, "must be >= 1"),
     ("eval_every_steps", -1, "must be >= 1"),
@@ -488,6 +495,25 @@ def test_a_mistimed_run_length_names_the_fix():
     with pytest.raises(ConfigError) as e:
         config_lib.check_ranges(config.to_dict(), total_steps=29)
     assert "(total_steps=29; lower this or raise num_epochs)" in str(e.value), str(e.value)
+
+
+def test_the_steps_num_epochs_comes_to_are_bounded_as_total_steps_is():
+    # num_epochs=1e9 over the digits (1,221 examples, batches of 128): 9.5e9 steps, past the
+    # int32 step counters; refused in one line naming num_epochs and the most that fit.
+    from ann.train import build
+
+    config = load_config("digits_mlp")
+    config.total_steps, config.num_epochs = 0, 1e9
+    steps = build.total_steps(config, 1221)
+    with pytest.raises(ConfigError) as e:
+        config_lib.check_run_steps(config, steps, 1221)
+    assert str(e.value) == (
+        "config key 'num_epochs' must be at most 225125230 for 1221 train examples in batches "
+        "of 128, got 1e+09: that is 9539062500 steps, more than 2147483647 (the step counter is "
+        "int32); e.g. --config.num_epochs=100"
+    )
+    config.num_epochs = 225125230
+    config_lib.check_run_steps(config, build.total_steps(config, 1221), 1221)  # the most: kept
 
 
 def test_a_shortened_run_fits_a_shipped_warmup():

@@ -123,6 +123,9 @@ def build(
         slicing.check(config, experiment, train_split)
     data_seconds = time.perf_counter() - data_start
     steps = total_steps(config, len(train_split))
+    config_lib.check_run_steps(
+        config, steps, len(train_split)
+    )  # num_epochs=1e8: one line, not a hung start
     # The schedule against the run's length, now known: a bound past it names num_epochs too.
     config_lib.check_ranges(config.to_dict(), total_steps=steps)
     tx = optimizers.make(config.optimizer, steps, freeze=tuple(config.freeze))
