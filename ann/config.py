@@ -310,7 +310,7 @@ RANGES: dict[str, Range] = {
     "optimizer.accumulate_steps": COUNT,
     # At most 100: the gain measured stops by 10 (auto's cap), a call's k batches sit on the
     # devices at once, and on the CPU a convolution step is unrolled k times, compiled before
-    # step 0 (the digits CNN at 50: 63 s; 1000 would have run for most of an hour).
+    # step 0 (the digits CNN at 50: 63 s; 1000, at that rate, most of an hour).
     "steps_per_call": Range(1, 100, also=(0,), means="0: auto, chosen from the step's cost"),
     "log_every_steps": COUNT,
     "eval_every_steps": COUNT,
