@@ -156,6 +156,26 @@ def test_a_plan_of_calls_stacks_the_same_batches_and_keeps_their_position(shardi
     chunked.close()
 
 
+def test_a_plan_made_as_it_is_read_hands_the_same_items_as_its_list(sharding):
+    # The train loop hands over a chunks.Plan (made call by call), not a list of every call.
+    from ann.train import chunks, hooks
+
+    stacked = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec(None, "data"))
+    plan = chunks.plan([hooks.Hook(6)], 2, 17, 4)
+    listed = list(plan)
+    assert listed == [4, 4, 1, 1, 4, 1]  # steps 3-6, 7-10, 11, 12, 13-16, 17
+    single = data.DeviceIterator(train_batches(RowIds(100), ids, 8, seed=0), sharding)
+    chunked = data.DeviceIterator(train_batches(RowIds(100), ids, 8, seed=0), sharding)
+    chunked.plan_calls(plan, stacked)
+    for n in listed:
+        item = np.asarray(next(chunked)["id"])
+        np.testing.assert_array_equal(item.reshape(n, 8), np.stack(take(single, n)))
+    with pytest.raises(StopIteration):
+        next(chunked)
+    single.close()
+    chunked.close()
+
+
 def test_eval_prefetch_gives_every_batch_in_order_and_stops_its_thread(sharding):
     split = RowIds(37)
     want = list(data.eval_batches(split, ids, 8))
