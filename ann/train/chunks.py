@@ -139,7 +139,7 @@ class Plan:
         """Whether a hook is due at a step after `start` that is not `start` modulo `k`."""
         start, total, k = self.start, self.total, self.k
         if (total - start) % k:
-            return True  # the last step is due for every hook
+            return True  # the run ends at `total`, due or not
         for hook in self.hooks:
             step = start
             for _ in range(k):

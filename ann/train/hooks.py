@@ -85,7 +85,10 @@ class Hook:
 
     def next_due(self, step: int, total_steps: int) -> int | None:
         """The first step after `step` where `due` holds (at most `total_steps`), or None
-        where this class's `due` is not Hook's."""
+        where this class's `due` is not Hook's. A subclass that gives its own must be due at
+        steps whose residues modulo any k repeat within k of them (a period, as here) or at no
+        more than k steps (Profile): the plan learns from a hook's first k due steps whether a
+        run needs its one-step program (chunks.Plan.sizes)."""
         if type(self).due is not Hook.due:
             return None
         return min((step // self.every + 1) * self.every, total_steps)
