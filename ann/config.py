@@ -878,10 +878,12 @@ def check_run_steps(
     if steps <= MAX_STEPS or config["total_steps"]:
         return
     epochs, batch = config["num_epochs"], config["batch_size"]
+    if float(epochs).is_integer():  # a count: 1000000000 was said as 1e+09
+        epochs = int(epochs)
     most = math.floor(MAX_STEPS * batch / max(num_train, 1))
     raise ConfigError(
         f"config key 'num_epochs' must be at most {most} for {num_train} train examples in "
-        f"batches of {batch}, got {epochs:g}: that is {steps} steps, more than {MAX_STEPS} "
+        f"batches of {batch}, got {epochs}: that is {steps} steps, more than {MAX_STEPS} "
         f"(the step counter is int32); e.g. --config.num_epochs={min(most, 100)}"
     )
 
