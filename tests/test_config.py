@@ -511,8 +511,8 @@ def test_the_steps_num_epochs_comes_to_are_bounded_as_total_steps_is():
         config_lib.check_run_steps(config, steps, 1221)
     assert str(e.value) == (
         "config key 'num_epochs' must be at most 225125230 for 1221 train examples in batches "
-        "of 128, got 1000000000: that is 9539062500 steps, more than 2147483647 (the step counter is "
-        "int32); e.g. --config.num_epochs=100"
+        "of 128, got 1000000000: that is 9539062500 steps, more than 2147483647 (the step "
+        "counter is int32); e.g. --config.num_epochs=100"
     )
     config.num_epochs = 225125230
     config_lib.check_run_steps(config, build.total_steps(config, 1221), 1221)  # the most: kept
