@@ -961,6 +961,19 @@ def test_results_plot_draws_log_distributed_keys_on_log_axes(tmp_path):
     ticks = [t.get_text() for t in lr_axes.get_xticklabels() if t.get_text()]
     assert 3 <= len(ticks) <= 6 and "0.001" in ticks, ticks  # 0.001 alone, 1-2-5 per decade
     assert results.plot(str(tmp_path), info, rows)
+    # Draws with one 1-2-5 tick among them (0.002): matplotlib's log locator answered nine
+    # linear ticks, 0.0012 to 0.0028, two labels printed over each other (a fresh-user check).
+    for row, lr in zip(rows, [0.0012, 0.0016, 0.002, 0.0024, 0.0028]):
+        row["optimizer.learning_rate"] = lr
+    drawn = results.figure(info, rows)
+    drawn.canvas.draw()
+    low, high = drawn.axes[0].get_xlim()
+    ticks = [
+        t.get_text() for t in drawn.axes[0].get_xticklabels() if low <= t.get_position()[0] <= high
+    ]
+    assert 2 <= len(ticks) <= 5, ticks
+    for row, lr in zip(rows, lrs):
+        row["optimizer.learning_rate"] = lr
     # A sweep.json from before log_keys: the values decide, as they did.
     del info["log_keys"]
     drawn = results.figure(info, rows)
