@@ -270,7 +270,8 @@ class Range:
 
 
 def _number(x: float) -> str:
-    """A bound as a user would type it: whole numbers in full (4294967296, not 4.29497e+09)."""
+    """A bound or a count as a user would type it: whole numbers in full (4294967296, not
+    4.29497e+09; num_epochs=1000000000, not 1e+09)."""
     return str(int(x)) if float(x).is_integer() and abs(x) < 1e16 else f"{x:g}"
 
 
@@ -845,7 +846,7 @@ def _run_length_error(values: Mapping[str, Any]) -> str | None:
         )
         return (
             "set exactly one of config keys 'total_steps' and 'num_epochs' to a positive value "
-            f"(got total_steps={steps}, num_epochs={epochs:g}); {fix}"
+            f"(got total_steps={steps}, num_epochs={_number(epochs)}); {fix}"
         )
     return None
 
@@ -878,12 +879,10 @@ def check_run_steps(
     if steps <= MAX_STEPS or config["total_steps"]:
         return
     epochs, batch = config["num_epochs"], config["batch_size"]
-    if float(epochs).is_integer():  # a count: 1000000000 was said as 1e+09
-        epochs = int(epochs)
     most = math.floor(MAX_STEPS * batch / max(num_train, 1))
     raise ConfigError(
         f"config key 'num_epochs' must be at most {most} for {num_train} train examples in "
-        f"batches of {batch}, got {epochs}: that is {steps} steps, more than {MAX_STEPS} "
+        f"batches of {batch}, got {_number(epochs)}: that is {steps} steps, more than {MAX_STEPS} "
         f"(the step counter is int32); e.g. --config.num_epochs={min(most, 100)}"
     )
 

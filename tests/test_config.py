@@ -43,6 +43,8 @@ def test_shipped_configs_validate():
             "'optimizer.name' is 'adamm' (did you mean 'adam'?); choose",
         ),
         (lambda c: c.update({"num_epochs": 2}), "exactly one of config keys 'total_steps'"),
+        # A count in full: it said num_epochs=1e+09 (a fresh-user check).
+        (lambda c: c.update({"num_epochs": 1e9}), "total_steps=800, num_epochs=1000000000)"),
         (lambda c: c.update({"log_every_steps": 0}), "'log_every_steps' must be >= 1"),
         (lambda c: c.model.update({"name": ""}), "'model.name' is empty"),
     ],
