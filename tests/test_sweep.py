@@ -2028,3 +2028,16 @@ def test_a_full_disk_under_a_trials_stdout_log_names_it(tmp_path, monkeypatch):
     with pytest.raises(OSError) as e:
         launch._start(trial, sorted(os.sched_getaffinity(0))[:1])
     assert e.value.filename == str(tmp_path / "a" / "stdout.log")
+
+
+def test_the_rerun_line_of_two_changed_overrides_says_values():
+    # It said "no trial of it trained with the old value" of two changed keys (a fresh-user
+    # check).
+    line = results.rerun_line(
+        {"data.data_dir": ("/a", "/b"), "total_steps": (None, 20)}, "sweep", 2
+    )
+    assert line == (
+        "--config.data.data_dir changed from /a to /b, --config.total_steps changed from unset to "
+        "20 since this sweep last ran, and no trial of it trained with the old values: its 2 "
+        "failed trials are rerun with the new ones"
+    )

@@ -126,15 +126,16 @@ def changes_words(changes: Mapping[str, tuple]) -> str:
 def rerun_line(changes: Mapping[str, tuple], sweep: str, n: int, aside: str = "") -> str:
     """The line a resume with `changes` (`changed_fixed`) logs: what changed, and that its `n`
     failed trials rerun with it (`aside`: what a study adds about them)."""
+    value, new = ("values", "new ones") if len(changes) > 1 else ("value", "new one")
     rerun = (
-        f"its {n} failed trial{'s' * (n != 1)} {'are' if n != 1 else 'is'} rerun with the new "
-        f"one{aside}"
+        f"its {n} failed trial{'s' * (n != 1)} {'are' if n != 1 else 'is'} rerun with the "
+        f"{new}{aside}"
         if n
-        else "its trials run with the new one"
+        else f"its trials run with the {new}"
     )
     return (
         f"{changes_words(changes)} since this {sweep} last ran, and no trial of it trained with "
-        f"the old value: {rerun}"
+        f"the old {value}: {rerun}"
     )
 
 
