@@ -919,8 +919,10 @@ def check_reached_length(
         return
     if not steps or config.get("num_epochs") or not isinstance(config.get("total_steps"), int):
         return
-    if config.total_steps >= max(steps):
-        return  # the length is not what to fix
+    if config.total_steps >= max(steps) or config.total_steps < 1:
+        # The length is not what to fix; or no length at all (-1 was told "the run would be -1
+        # steps long ... at least 40", not validate's range)
+        return
     reached = config.copy_and_resolve_references()
     reached.total_steps = max(steps)
     try:

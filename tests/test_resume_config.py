@@ -191,8 +191,12 @@ def test_a_run_shortened_below_its_step_is_told_so_before_a_key_the_length_puts_
         "has reached step 150; set total_steps (or num_epochs) to at least 150, or use a new "
         "--workdir"
     )
-    # Where the length is not the problem, the key's own refusal stands.
+    # Where the length is not the problem, the key's own refusal stands: also a length below 1
+    # (-1 was told "the run would be -1 steps long", not its range; a fresh-user check).
     config = tiny(total_steps=200, **{"optimizer.warmup_steps": 50})
+    config_lib.check_reached_length(config, str(tmp_path / "run"))
+    config = tiny(total_steps=200, **{"optimizer.warmup_steps": 10})
+    config.total_steps = -1
     config_lib.check_reached_length(config, str(tmp_path / "run"))
     config_lib.check_reached_length(config, str(tmp_path / "nowhere"))
     # A run of another model: that comes first (its length fix only led to it), without a
