@@ -9,7 +9,6 @@ fix), so a setting that cannot work stops the server before its port opens.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import re
 from typing import Any
@@ -79,7 +78,7 @@ class Settings:
         1024.0,  # compilation_cache.MAX_MB
         "Most MiB the compilation cache's directory keeps: past it, its least recently used "
         "executables are removed (at the start, and as new ones are written; each model version "
-        "adds some, about 6 MB for the digits CNN); -1: no bound.",
+        "adds some, about 6 MB for the digits CNN).",
     )
     max_queue_rows: int | None = _flag(None, "Rows queued before 503 (default 16 batches).", int)
     max_body_bytes: int = _flag(8 << 20, "Largest request body (413).")
@@ -183,6 +182,8 @@ class Settings:
             value = getattr(self, name)
             if value is None and name in _UNSET:  # unset: its default follows another flag
                 continue
+            if value == -1 and name in _NO_BOUND:  # -1: no bound at all
+                continue
             above = name in _ABOVE  # the range said [0, 1] of a share that refuses 0
             outside = not isinstance(value, (int, float)) or isinstance(value, bool)
             if outside or not ((low < value if above else low <= value) and value <= high):
@@ -203,12 +204,6 @@ class Settings:
             return (
                 "--compilation_cache_dir: expected a directory, got an empty string; give one, "
                 "or leave the flag out for no cache"
-            )
-        max_mb = self.compilation_cache_max_mb
-        if not (math.isfinite(max_mb) and max_mb > 0 or max_mb == -1):
-            return (
-                f"--compilation_cache_max_mb={max_mb:g}: expected a positive number of MiB, or -1 "
-                "for no bound"
             )
         for field in dataclasses.fields(self):  # the flags check these; a Settings(...) did not
             choices = field.metadata.get("choices")
@@ -335,7 +330,9 @@ def _owner(path: str) -> tuple[str, str, str] | None:
 
 # Settings whose range excludes its lower bound: a request log sampling a share of 0 would
 # stay empty, a flag that does nothing.
-_ABOVE = ("request_log_sample",)
+_ABOVE = ("request_log_sample", "compilation_cache_max_mb")
+# Settings that also take -1, for no bound (their range says so in its note).
+_NO_BOUND = ("compilation_cache_max_mb",)
 
 # Each numeric flag's range, (its name, low, high, the unit or a note), checked in this order.
 RANGES: list[tuple[str, float, float, str]] = [
@@ -365,6 +362,8 @@ RANGES: list[tuple[str, float, float, str]] = [
     ("retry_after_seconds", 0, 3600, "seconds"),
     ("metrics_port", 1, 65535, ""),
     ("max_queue_rows", 1, 1 << 30, "rows"),
+    # Its help said no range, 1e12 was taken and 1e400 was said as inf.
+    ("compilation_cache_max_mb", 0, 1 << 24, "MiB; or -1 for no bound"),
 ]
 
 _UNSET = ("metrics_port", "max_queue_rows")  # None: no metrics listener; 16 batches
