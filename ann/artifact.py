@@ -641,7 +641,7 @@ class Framing:
                 if bad is not None:
                     n, r = len(runs[bad][2]), form[bad]
                     which = f"run {bad + 1} ({r.name})" if len(form) > 1 else r.name
-                    detail = f" with {n} tokens in {which}, outside {r.low} to {r.high}"
+                    detail = f" ({n} tokens in {which}, not {r.low} to {r.high})"
                     break
         return (
             f"{self._name(task)!r} sources are {self._forms(task)} as in training; got "

@@ -604,7 +604,7 @@ def test_a_source_outside_the_vocabulary_or_too_long_is_named():
     assert experiment.encode_source("add 12+345")[0] == experiment.vocab.index["add"]
     assert experiment.encode_source("reverse 123")[4] == experiment.eos_id
     digits = "(DIGITS: 1 to 8 of 0 1 2 3 4 5 6 7 8 9)"
-    nine = " with 9 tokens in DIGITS, outside 1 to 8"
+    nine = " (9 tokens in DIGITS, not 1 to 8)"
     for source, got in [
         ("add 12", "'add DIGITS'"),
         ("add 12+", "'add DIGITS+'"),
