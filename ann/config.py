@@ -224,14 +224,18 @@ class Range:
         accepts: Callable[[Any], bool] | None = None,
     ) -> Any:
         """A value to suggest instead of `value`: the first of `example`, the interval's
-        midpoint, its ends, one past its lower end, 10, 100, 1000 and then `also` (values that
-        mean "unset") that lies in the range and that `accepts` (the other checks with this
-        value in place) takes; None if none does. Integers for an integer setting."""
+        midpoint (of an interval at most 1000 wide), its ends, one past its lower end, 10, 100,
+        1000 and then `also` (values that mean "unset") that lies in the range and that
+        `accepts` (the other checks with this value in place) takes; None if none does.
+        Integers for an integer setting."""
         whole = isinstance(value, int) and (example is None or isinstance(example, int))
         tries = [example]
-        if math.isfinite(low) and math.isfinite(high):
+        if math.isfinite(low) and high - low <= 1000:  # not total_steps' 1073741824
             tries.append((low + high) / 2)
-        tries += [low, high, low + 1, 10, 100, 1000, *self.also]
+        tries += [low, high, low + 1, 10, 100, 1000]
+        # The "unset" values last (num_epochs' 0, its default and its open bound, was the
+        # example for num_epochs=inf).
+        tries = [x for x in tries if x not in self.also] + list(self.also)
         for x in tries:
             if not isinstance(x, int | float) or isinstance(x, bool) or not math.isfinite(x):
                 continue

@@ -1,6 +1,7 @@
 """A bad config fails before anything compiles, in one line naming the key and the fix."""
 
 import json
+import math
 import os
 import re
 import shutil
@@ -410,6 +411,20 @@ def test_every_range_error_suggests_a_value_that_is_accepted(name, key, value, m
     assert suggested, str(e.value)
     _set(config, key, type(value)(float(suggested.group(1))))
     config_lib.validate(config, num_devices=4)
+
+
+def test_a_wide_range_suggests_a_value_one_would_type():
+    # total_steps, once bounded by 2**31-1, suggested the middle of its range, 1073741824 (a
+    # fresh-user check); num_epochs=inf suggested 0.0 where a positive value also fits.
+    config = load_config("digits_mlp")
+    config.total_steps = -5
+    with pytest.raises(ConfigError) as e:
+        config_lib.validate(config, num_devices=4)
+    assert str(e.value).endswith("; e.g. --config.total_steps=1"), str(e.value)
+    config.total_steps, config.num_epochs = 0, math.inf
+    with pytest.raises(ConfigError) as e:
+        config_lib.validate(config, num_devices=4)
+    assert str(e.value).endswith("; e.g. --config.num_epochs=1"), str(e.value)
 
 
 @pytest.mark.parametrize(
