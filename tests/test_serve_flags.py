@@ -21,6 +21,9 @@ LOG = "--request_log=/tmp/ann-serve-flags.jsonl"  # the request_log_ flags act o
 BAD = [
     (["--port=0"], "--port=0 must be an integer in [1, 65535]; e.g. --port=8000"),
     (["--port=70000"], "--port=70000"),
+    # Quoted as typed, as other commands' flags are: the parsed value said `=inf`, `=1e+12`.
+    (["--max_queue_delay_ms=1e400"], "error: --max_queue_delay_ms=1e400 must be a number in"),
+    (["--compilation_cache_max_mb", "1e12"], "error: --compilation_cache_max_mb=1e12 must be"),
     (["--port=eighty"], "--port"),
     (["--metrics_port=8000", "--port=8000"], "--metrics_port=8000 is --port too"),
     (["--metrics_port=-1"], "--metrics_port=-1"),
@@ -29,7 +32,7 @@ BAD = [
     (["--max_queue_rows=0"], "--max_queue_rows=0"),
     (["--max_queue_delay_ms=nan"], "--max_queue_delay_ms=nan"),
     (["--max_queue_delay_ms=-1"], "--max_queue_delay_ms=-1"),
-    (["--max_queue_delay_ms=1e12"], "--max_queue_delay_ms=1e+12 must be a number in [0, 60000]"),
+    (["--max_queue_delay_ms=1e12"], "--max_queue_delay_ms=1e12 must be a number in [0, 60000]"),
     (["--batch_wait=sometimes"], "--batch_wait"),
     (["--max_body_bytes=10"], "--max_body_bytes=10"),
     (["--max_request_line_bytes=10"], "--max_request_line_bytes=10"),

@@ -76,6 +76,21 @@ def read_token(name: str) -> str | None:
         cli.fail(str(e))
 
 
+def as_typed(message: str, argv: list[str]) -> str:
+    """`message`, a `Settings` refusal of a flag ("--port=70000 must be ..."), with the value
+    as `argv` typed it: Settings holds the parsed number (`--max_queue_delay_ms=1e400` was
+    said `=inf`, `=1e12` as `=1e+12`), as every other command's refusals quote the text."""
+    typed: tuple[str, str] | None = None
+    for flag in cli.typed_flags(argv):  # the last one given counts, as absl reads them
+        prefix = f"--{flag.name}="
+        if flag.value is not None and message.startswith(prefix):
+            typed = (prefix, flag.value)
+    _, _, rest = message.partition(" ")
+    if typed is None or not rest.startswith("must be "):  # a range's refusal (`out_of_range`)
+        return message
+    return f"{typed[0]}{typed[1]} {rest}"
+
+
 def settings_from_flags():
     """The checked `Settings`, or exit 1 with the first flag that cannot work (a port in use
     and a --host not of this machine too: before any model is loaded)."""
@@ -89,7 +104,7 @@ def settings_from_flags():
     try:
         settings = Settings(**{name: read_token(name) for name in TOKENS}, **named)
     except ValueError as e:
-        cli.fail(str(e))
+        cli.fail(as_typed(str(e), sys.argv))
     ensure_file_descriptors(settings.file_descriptors())
     problem = listen_problem(settings)
     if problem:
