@@ -25,6 +25,7 @@ ready line: its models compile on threads of their own).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import os
 import threading
@@ -41,9 +42,19 @@ _EVENTS = {
 _totals = dict.fromkeys(_EVENTS.values(), 0)
 MAX_MB = 1024  # the default bound of a cache directory: about 170 digits CNN server versions
 _SUFFIX = "-cache"  # jax's name of an entry's file: KEY-cache (jax/_src/lru_cache.py)
-# The bound in force: [directory, bytes at most, bytes written there as this process counts]
-# (`enable`); None: no bound.
-_bound: list | None = None
+
+
+@dataclasses.dataclass
+class _Bound:
+    """The bound in force (`bound`): the directory, the most bytes it keeps, and its bytes as
+    this process counts them (pruned at the start, plus this process's writes)."""
+
+    path: str
+    limit: int
+    counted: int
+
+
+_bound: _Bound | None = None  # None: no bound
 _local = threading.local()  # `counts`: this thread's, inside `counting`
 _listening = False
 
@@ -90,7 +101,7 @@ def bound(path: str, max_mb: float) -> None:
         _bound = None
         return
     limit = int(max_mb * (1 << 20))
-    _bound = [path, limit, prune(path, limit)]
+    _bound = _Bound(path, limit, prune(path, limit))
     _hook()
 
 
@@ -100,7 +111,7 @@ def current() -> tuple[str, float] | None:
     path = jax.config.jax_compilation_cache_dir
     if not path:
         return None
-    return path, (_bound[1] / (1 << 20) if _bound is not None else -1)
+    return path, (_bound.limit / (1 << 20) if _bound is not None else -1)
 
 
 def prune(path: str, max_bytes: int) -> int:
@@ -136,20 +147,19 @@ def _written(key: object) -> None:
     """Counts a new entry `key` against the bound (under `_writing`); prunes when past it."""
     if _bound is None:
         return
-    path, limit, _ = _bound
     try:
-        _bound[2] += os.stat(os.path.join(path, key + _SUFFIX)).st_size
+        _bound.counted += os.stat(os.path.join(_bound.path, key + _SUFFIX)).st_size
     except (OSError, TypeError):
         return
-    if _bound[2] > limit:  # other processes' writes and removals are counted here too
-        _bound[2] = prune(path, limit)
+    if _bound.counted > _bound.limit:  # other processes' writes and removals counted here too
+        _bound.counted = prune(_bound.path, _bound.limit)
 
 
 def _used(key: object) -> None:
     """Marks entry `key` used (read from the cache): the last to be pruned."""
     if _bound is not None:
         with contextlib.suppress(OSError, TypeError):
-            os.utime(os.path.join(_bound[0], key + _SUFFIX))
+            os.utime(os.path.join(_bound.path, key + _SUFFIX))
 
 
 def _every_executable() -> None:
