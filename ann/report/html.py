@@ -52,12 +52,17 @@ def figure_file(split: str, section: Section, name: str) -> str:
     ("MAE by horizon"'s mae_by_horizon was test_mae_by_horizon_mae_by_horizon.png, "Exact match
     by target length"'s exact_match_by_length test_exact_match_by_target_length_exact_match_by_
     length.png, "Anomaly scores"' score_histogram test_anomaly_scores_score_histogram.png)."""
-    safe = "".join(c if c.isalnum() else "_" for c in name.lower())
+    safe = _safe(name)
     said = {_word(w) for w in f"{split}_{section.key}".split("_")}
     rest = [w for w in safe.split("_") if w and _word(w) not in said]
     if all(w in CONNECTIVES for w in rest):
         return f"{split}_{section.key}.png"
     return f"{split}_{section.key}_{'_'.join(rest)}.png"
+
+
+def _safe(name: str) -> str:
+    """A figure's name in a file name: lower case, letters and digits, others as '_'."""
+    return "".join(c if c.isalnum() else "_" for c in name.lower())
 
 
 def write_figures(out: str, split: str, sections: list[Section]) -> dict[str, list[str]]:
@@ -74,8 +79,7 @@ def write_figures(out: str, split: str, sections: list[Section]) -> dict[str, li
         for name, figure in section.figures.items():
             file_name = figure_file(split, section, name)
             if file_name in taken:
-                safe = "".join(c if c.isalnum() else "_" for c in name.lower())
-                file_name = f"{split}_{section.key}_{safe}.png"
+                file_name = f"{split}_{section.key}_{_safe(name)}.png"
                 stem, number = file_name[: -len(".png")], 2
                 while file_name in taken:
                     file_name, number = f"{stem}_{number}.png", number + 1
