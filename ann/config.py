@@ -204,6 +204,8 @@ class Range:
         if filled and ordered and all(self._contains(x, low, high) for x in items):
             return
         text = self._describe(low, high, resolve)
+        if any(isinstance(x, float) and not math.isfinite(x) for x in items):
+            text = f"finite and {text}"  # "must be > 0, got inf" said nothing inf is not
         hint = ""
         if isinstance(value, Sequence):
             each = "one or more elements, each" if self.nonempty else "each element"
@@ -224,15 +226,15 @@ class Range:
         accepts: Callable[[Any], bool] | None = None,
     ) -> Any:
         """A value to suggest instead of `value`: the first of `example`, the interval's
-        midpoint (of an interval at most 1000 wide), its ends, one past its lower end, 10, 100,
-        1000 and then `also` (values that mean "unset") that lies in the range and that
+        midpoint (of an interval at most 1000 wide), its lower end, one past it, 10, 100, 1000,
+        its upper end and then `also` (values that mean "unset") that lies in the range and that
         `accepts` (the other checks with this value in place) takes; None if none does.
         Integers for an integer setting."""
         whole = isinstance(value, int) and (example is None or isinstance(example, int))
         tries = [example]
         if math.isfinite(low) and high - low <= 1000:  # not total_steps' 1073741824
             tries.append((low + high) / 2)
-        tries += [low, high, low + 1, 10, 100, 1000]
+        tries += [low, low + 1, 10, 100, 1000, high]  # a value one would type before a bound
         # The "unset" values last (num_epochs' 0, its default and its open bound, was the
         # example for num_epochs=inf).
         tries = [x for x in tries if x not in self.also] + list(self.also)
@@ -247,6 +249,8 @@ class Range:
         return None
 
     def _contains(self, x: float, low: float, high: float) -> bool:
+        if not math.isfinite(x):  # no setting means inf: weight_decay=inf passed ">= 0"
+            return x in self.also
         above = x >= low if self.closed[0] == "[" else x > low
         below = x <= high if self.closed[1] == "]" else x < high
         return (above and below) or x in self.also

@@ -337,6 +337,11 @@ def test_a_run_written_before_new_keys_existed_still_reads(tmp_path):
 RANGE_CASES = [
     ("optimizer.learning_rate", 0.0, "must be > 0, got 0.0; e.g. --config.optimizer.learnin"),
     ("optimizer.learning_rate", -1e-3, "must be > 0"),
+    # inf passed ">= 0" and the run diverged at step 1, told to lower the learning rate; an
+    # overflowed learning rate read "must be > 0, got inf" (a fresh-user check).
+    ("optimizer.weight_decay", math.inf, "must be finite and >= 0, got inf"),
+    ("optimizer.end_learning_rate_factor", math.inf, "must be finite and >= 0, got inf"),
+    ("optimizer.learning_rate", math.inf, "must be finite and > 0, got inf"),
     ("optimizer.warmup_steps", 100, "must be in [0, 100) (total_steps=100; lower this or"),
     ("optimizer.warmup_steps", -1, "must be in [0, 100)"),
     ("optimizer.step_boundaries", (50, 100), "must be increasing, each element in (0, 100) (total"),
@@ -425,6 +430,12 @@ def test_a_wide_range_suggests_a_value_one_would_type():
     with pytest.raises(ConfigError) as e:
         config_lib.validate(config, num_devices=4)
     assert str(e.value).endswith("; e.g. --config.num_epochs=1"), str(e.value)
+    # digits_cnn's 50-step warmup refuses total_steps=1: it suggested the top, 2147483647.
+    config = load_config("digits_cnn")
+    config.total_steps = -1
+    with pytest.raises(ConfigError) as e:
+        config_lib.validate(config, num_devices=4)
+    assert str(e.value).endswith("; e.g. --config.total_steps=100"), str(e.value)
 
 
 @pytest.mark.parametrize(
