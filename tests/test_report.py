@@ -54,7 +54,7 @@ def workdir_report(digits_export, tmp_path_factory):
 
 def test_report_writes_json_html_and_pngs(workdir_report):
     workdir, out, report = workdir_report
-    assert report["schema_version"] == 1
+    assert report["schema_version"] == 2
     assert report["model"] == {"kind": "workdir", "workdir": str(workdir), "step": 20}
     assert report["experiment"] == "classification"
     assert report["data"] == {

@@ -63,6 +63,37 @@ def test_slices_sum_to_the_whole(classified, spec):
     json.dumps(result)  # JSON-able as it is
 
 
+def test_slice_macro_means_are_over_the_slices_classes_and_none_for_one_class(classified):
+    """A macro mean averages the classes of the slice's rows (scikit-learn's default labels, as
+    training logs val/f1), not every class of the model: a slice missing a class is not pulled
+    towards 0 by it, and a one-class `label` slice has none (its precision is 1 by construction)."""
+    rows, outputs, exp = classified
+    y, predicted = rows["label"], outputs["label"]
+    keep = (y != 2) & (predicted != 2)  # rows of two of the three classes, never predicted 2
+    two = {k: v[keep] for k, v in rows.items()}
+    result = slices.slice_metrics(
+        make_preds("classification", two, {"label": predicted[keep]}, exp), "field:group"
+    )
+    for piece in result["slices"]:
+        g = int(piece["name"].split("=")[1])
+        in_g = two["group"] == g
+        want = skm.precision_recall_fscore_support(
+            two["label"][in_g], predicted[keep][in_g], average="macro", zero_division=0
+        )
+        got = piece["metrics"]
+        assert [got["macro_precision"], got["macro_recall"], got["macro_f1"]] == pytest.approx(
+            list(want[:3])
+        )
+    by_label = slices.slice_metrics(make_preds("classification", rows, outputs, exp), "label")
+    for piece in by_label["slices"]:
+        got = piece["metrics"]
+        assert got["macro_precision"] is got["macro_recall"] is got["macro_f1"] is None
+        assert got["accuracy"] is not None
+    assert by_label["overall"]["metrics"]["macro_f1"] == pytest.approx(
+        skm.f1_score(y, predicted, average="macro")
+    )
+
+
 def test_slice_gap_flags_and_quantile_buckets(classified):
     rows, outputs, exp = classified
     preds = make_preds("classification", rows, outputs, exp, slice_min=0.85)

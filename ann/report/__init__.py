@@ -11,7 +11,7 @@ change that a reader of an older report would misread.
 
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Metrics shown with 4 decimals wherever the report shows them (the printed notes, index.html's
 # tables, the charts): scores, shares and ratios (r2, mae_ratio) and the calibration scores, so a

@@ -40,21 +40,23 @@ def _labels(preds: Predictions) -> tuple[np.ndarray, np.ndarray, list[str]]:
     return y_true, y_pred, [str(n) for n in experiment.class_names]
 
 
-def headline(preds: Predictions) -> dict[str, float]:
-    """Accuracy and macro precision, recall and F1 over every class of the model (scikit-learn;
-    a class never predicted has precision 0, one without rows recall 0), in [0, 1]."""
+def headline(preds: Predictions) -> dict[str, float | None]:
+    """Accuracy and macro precision, recall and F1, in [0, 1] (scikit-learn's
+    `precision_recall_fscore_support(average="macro")` with its default labels: the classes that
+    occur as a true or a predicted label of these rows, as training logs `val/f1`; a class never
+    predicted has precision 0). The macro means are None where the rows hold fewer than two
+    true classes (a `label` slice): averaging one class's precision (1 by construction) with
+    the recall-0 classes its errors name measures nothing; read accuracy, that class's recall."""
     from sklearn import metrics
 
-    y_true, y_pred, names = _labels(preds)
+    y_true, y_pred, _ = _labels(preds)
+    top: dict[str, float | None] = {"accuracy": float(metrics.accuracy_score(y_true, y_pred))}
+    if len(np.unique(y_true)) < 2:
+        return {**top, "macro_precision": None, "macro_recall": None, "macro_f1": None}
     p, r, f, _ = metrics.precision_recall_fscore_support(
-        y_true, y_pred, labels=np.arange(len(names)), average="macro", zero_division=0
+        y_true, y_pred, average="macro", zero_division=0
     )
-    return {
-        "accuracy": float(metrics.accuracy_score(y_true, y_pred)),
-        "macro_precision": float(p),
-        "macro_recall": float(r),
-        "macro_f1": float(f),
-    }
+    return {**top, "macro_precision": float(p), "macro_recall": float(r), "macro_f1": float(f)}
 
 
 def per_class(preds: Predictions) -> Section:
@@ -80,8 +82,8 @@ def per_class(preds: Predictions) -> Section:
     present = [n for n in names if classes[n]["support"]]
     worst = min(present, key=lambda n: classes[n]["f1"])
     notes = [
-        f"accuracy {top['accuracy']:.4f}, macro F1 {top['macro_f1']:.4f} over {len(y_true)} "
-        f"rows; worst class {worst!r} (F1 {metric_text('f1', classes[worst]['f1'])})"
+        f"accuracy {top['accuracy']:.4f}, macro F1 {metric_text('f1', top['macro_f1'])} over "
+        f"{len(y_true)} rows; worst class {worst!r} (F1 {metric_text('f1', classes[worst]['f1'])})"
     ]
     absent = [n for n in names if not classes[n]["support"]]
     if absent:
