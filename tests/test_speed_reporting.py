@@ -122,6 +122,18 @@ def test_profile_steps_write_a_trace(tmp_path):
     assert traces, "no profile written"
 
 
+def test_a_profile_that_cannot_be_written_is_a_warning_and_the_run_goes_on(tmp_path, caplog):
+    """The trace is written at stop_trace: a full disk or an unwritable directory raised there,
+    killed the run with a traceback, and raised again from the end-of-run close."""
+    (tmp_path / "profile").write_text("not a directory")  # as an unwritable place does
+    with caplog.at_level("WARNING"):
+        state = train_and_evaluate(tiny(total_steps=8, profile_steps=(2, 3)), str(tmp_path))
+    assert int(state.step) == 8
+    (line,) = [r.getMessage() for r in caplog.records if "profile" in r.getMessage()]
+    assert line.startswith(f"the profile from step 3 could not be written into {tmp_path}")
+    assert "the run goes on without it" in line
+
+
 def test_the_first_logged_rate_counts_from_the_first_step(monkeypatch):
     """The log hook is made before the train step compiles: its first window counted the
     compile as training (the digits CNN's first line said 1,653 ex/s and ETA 0:00:43, then ran

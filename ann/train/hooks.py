@@ -384,13 +384,31 @@ class Profile(Hook):
             self.active = True
         elif self.active:
             jax.block_until_ready(info.state)
-            self.close()
-            logging.info("profiled steps %d-%d into %s", self.first + 1, info.step, self.logdir)
+            if self._stop():
+                logging.info("profiled steps %d-%d into %s", self.first + 1, info.step, self.logdir)
 
     def close(self) -> None:
-        if self.active:
+        self._stop()
+
+    def _stop(self) -> bool:
+        """Stops the trace and writes it; False where the write failed (a full disk, the
+        directory not writable), which is logged as a warning naming the directory: a lost
+        profile is no reason to lose the run, which goes on."""
+        if not self.active:
+            return False
+        self.active = False  # stopped either way: a second stop_trace raises "no trace"
+        try:
             jax.profiler.stop_trace()
-            self.active = False
+        except jax.errors.JaxRuntimeError as e:
+            logging.warning(
+                "the profile from step %d could not be written into %s (%s); the run goes "
+                "on without it: free space there, or make it a writable directory",
+                self.first + 1,
+                self.logdir,
+                str(e).splitlines()[0],
+            )
+            return False
+        return True
 
 
 class Clock(Hook):
