@@ -2,8 +2,10 @@
 pruning, and the cluster scripts. Trials are real `ann.main` subprocesses of tiny configs."""
 
 import csv
+import itertools
 import json
 import os
+import random
 import re
 import shlex
 import signal
@@ -133,6 +135,78 @@ def test_names_are_unique_short_and_safe():
     assert names[1] != names[2] and names[1].startswith("x=0.3-")
     assert len(names[3]) <= trials_lib.MAX_NAME
     assert names[4] == "model.k=1,data.k=2"  # a shared last part keeps the full key
+
+
+def _eager(node):
+    """The rows as the sweeps before lazy rows built them, all at once: what existing sweep
+    workdirs were named and run with."""
+    if isinstance(node, space.Sweep):
+        return [{node.key: v} for v in node.values]
+    if isinstance(node, space.Random):
+        rng = random.Random(node.seed)
+        return [{d.key: d.draw(rng) for d in node.draws} for _ in range(node.n)]
+    parts = [_eager(n) for n in node.nodes]
+    combos = itertools.product(*parts) if isinstance(node, space.Product) else zip(*parts)
+    return [{k: v for part in combo for k, v in part.items()} for combo in combos]
+
+
+def test_trials_come_one_at_a_time_as_the_eager_list_had_them():
+    """h.random(10**8, ...) and a product of 10**9 built every trial before the first ran
+    (minutes, gigabytes; a random one was then refused for a repeated draw). Rows are now made
+    as they are asked for, counted by arithmetic, and are the eager list's: same overrides,
+    same order, same names, so an existing sweep's workdir resumes."""
+    h = space.Builder()
+    lr = h.loguniform("optimizer.learning_rate", 1e-4, 1e-1)
+    drop = h.uniform("model.dropout", 0.0, 0.5)
+    spaces = [
+        h.random(7, lr, drop, seed=3),
+        h.product(h.random(3, lr), h.sweep("model.features", [(128,), (256, 256)])),
+        h.product(h.sweep("seed", [0, 1]), h.random(4, drop, h.randint("batch_size", 8, 64))),
+        h.zip(h.sweep("model.features", [[64], (128, 128)]), h.sweep("model.dropout", [0, 0.1])),
+        h.product(
+            h.sweep("optimizer.learning_rate", [1e-3, 3e-3]),
+            h.zip(h.product(h.sweep("seed", [1, 2]), h.sweep("model.norm", ["layer", ""])),
+                  h.random(4, h.choice("optimizer.name", ["adam", "sgd"]), seed=1)),
+            h.product(h.sweep("batch_size", [8, 16]), h.random(2, drop, seed=5)),
+        ),
+    ]  # fmt: skip
+    for node in spaces:
+        eager = _eager(node)
+        assert node.size() == len(eager) and list(node.rows()) == eager == space.trials(node)
+        assert trials_lib.names(list(node.rows())) == trials_lib.names(eager)
+        k = len(eager) // 2
+        assert list(itertools.islice(node.rows(), k)) == eager[:k]
+    # The first trials of a huge space, without building it: the small one's.
+    huge = h.random(10**8, lr, drop, seed=3)
+    assert list(itertools.islice(huge.rows(), 7)) == _eager(spaces[0])
+    product = h.product(*(h.sweep(f"model.k{i}", list(range(10))) for i in range(9)))
+    assert product.size() == 10**9
+    assert next(product.rows()) == {f"model.k{i}": 0 for i in range(9)}
+
+
+def test_a_space_too_large_to_list_is_refused_at_once_building_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(space.Draw, "draw", lambda *a: pytest.fail("a trial was built"))
+    message = (
+        r"^get_sweep gives 100000000 trials, more than a grid lists \(at most 10000: each is "
+        r"checked before the first starts, and the results list them all\); give h.random a "
+        r"smaller n or h.sweep fewer values, or draw them as the search goes with --search=tpe "
+        r"--trials=N \(--startup_trials=N: every one at random\)$"
+    )
+    path = write_config(
+        tmp_path, "return h.random(10**8, h.loguniform('optimizer.learning_rate', 1e-4, 1e-1))"
+    )
+    definition = definition_lib.load(path, {})
+    with pytest.raises(SweepError, match=message):
+        grid.prepare(definition, str(tmp_path / "sweep"))
+    assert not os.path.exists(tmp_path / "sweep")
+    h = space.Builder()
+    product = h.product(*(h.sweep(f"model.k{i}", list(range(10))) for i in range(9)))
+    with pytest.raises(SweepError, match="^get_sweep gives 1000000000 trials"):
+        space.trials(product)
+    # A TPE study lists an h.zip's rows as one choice: bounded too.
+    zipped = h.zip(h.random(10**6, h.uniform("model.dropout", 0, 1)), h.sweep("seed", range(10**6)))
+    with pytest.raises(SweepError, match=r"^h.zip of model.dropout\+seed gives 1000000 rows"):
+        space.params(zipped)
 
 
 def test_tpe_space_from_the_same_definition():

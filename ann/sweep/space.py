@@ -10,18 +10,17 @@
 Keys are dotted config paths. `h.sweep` lists values; `h.product` crosses sweeps, `h.zip` pairs
 them row by row; `h.uniform`, `h.loguniform`, `h.randint` and `h.choice` declare draws, which a
 grid sweep takes `n` of with `h.random(n, ...)` and `--search=tpe` searches directly. The same
-definition gives both: `trials()` expands it to a list of override dicts, `params()` to Optuna
-distributions.
+definition gives both: `rows()` yields its trials' override dicts one at a time (`size()` counts
+them by arithmetic, building none), `params()` gives Optuna distributions.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import ml_collections
@@ -51,8 +50,21 @@ class Node:
     def keys(self) -> list[str]:
         raise NotImplementedError
 
-    def trials(self) -> list[Overrides]:
+    def size(self) -> int:
+        """How many trials `rows` yields, by arithmetic (nothing is drawn or built). Raises
+        SweepError where the grid cannot list them (a bare draw, an h.zip of unequal parts)."""
         raise NotImplementedError
+
+    def rows(self) -> Iterator[Overrides]:
+        """The trials' overrides, one at a time, in definition order (`h.product`'s last part
+        varying fastest, as `itertools.product`), each built as it is asked for."""
+        raise NotImplementedError
+
+    def trials(self) -> list[Overrides]:
+        """Every row, as a list: `size()` first, so a space too large to list is refused
+        (`check_size`) before any of it is built."""
+        check_size(self)
+        return list(self.rows())
 
     def params(self) -> list[Param]:
         raise NotImplementedError
@@ -76,8 +88,11 @@ class Sweep(Node):
     def keys(self) -> list[str]:
         return [self.key]
 
-    def trials(self) -> list[Overrides]:
-        return [{self.key: v} for v in self.values]
+    def size(self) -> int:
+        return len(self.values)
+
+    def rows(self) -> Iterator[Overrides]:
+        return ({self.key: v} for v in self.values)
 
     def params(self) -> list[Param]:
         return [_categorical(self.key, [{self.key: v} for v in self.values])]
@@ -117,11 +132,12 @@ class Product(Node):
     def keys(self) -> list[str]:
         return [k for n in self.nodes for k in n.keys()]
 
-    def trials(self) -> list[Overrides]:
-        rows = [n.trials() for n in self.nodes]
-        return [
-            {k: v for part in combo for k, v in part.items()} for combo in itertools.product(*rows)
-        ]
+    def size(self) -> int:
+        return math.prod([n.size() for n in self.nodes])  # each part's refusal, in order
+
+    def rows(self) -> Iterator[Overrides]:
+        self.size()
+        return _combinations(self.nodes)
 
     def params(self) -> list[Param]:
         return [p for n in self.nodes for p in n.params()]
@@ -134,18 +150,28 @@ class Zip(Node):
     def keys(self) -> list[str]:
         return [k for n in self.nodes for k in n.keys()]
 
-    def trials(self) -> list[Overrides]:
-        rows = [n.trials() for n in self.nodes]
-        if len({len(r) for r in rows}) > 1:
-            sizes = ", ".join(f"{'+'.join(n.keys())}: {len(r)}" for n, r in zip(self.nodes, rows))
+    def size(self) -> int:
+        sizes = [n.size() for n in self.nodes]
+        if len(set(sizes)) > 1:
+            said = ", ".join(f"{'+'.join(n.keys())}: {s}" for n, s in zip(self.nodes, sizes))
             raise SweepError(
-                f"h.zip of unequal lengths ({sizes}); give each part the same number of values"
+                f"h.zip of unequal lengths ({said}); give each part the same number of values"
             )
-        return [{k: v for part in parts for k, v in part.items()} for parts in zip(*rows)]
+        return sizes[0]
+
+    def rows(self) -> Iterator[Overrides]:
+        self.size()
+        parts = zip(*(n.rows() for n in self.nodes))
+        return ({k: v for part in row for k, v in part.items()} for row in parts)
 
     def params(self) -> list[Param]:
         # TPE cannot keep zipped keys together as separate parameters: one choice of a row.
-        return [_categorical("+".join(self.keys()), self.trials())]
+        if (size := self.size()) > MAX_TRIALS:
+            raise SweepError(
+                f"h.zip of {'+'.join(self.keys())} gives {size} rows, one choice among them for "
+                f"--search=tpe (at most {MAX_TRIALS}); zip fewer values, or search the keys apart"
+            )
+        return [_categorical("+".join(self.keys()), list(self.rows()))]
 
 
 @dataclasses.dataclass
@@ -165,11 +191,15 @@ class Draw(Node):
     def keys(self) -> list[str]:
         return [self.key]
 
-    def trials(self) -> list[Overrides]:
+    def size(self) -> int:
         raise SweepError(
             f"{self} draws values, so a grid cannot list them: wrap it in "
             "h.random(n, ...) for n random draws, or search it with --search=tpe"
         )
+
+    def rows(self) -> Iterator[Overrides]:
+        self.size()  # refused
+        return iter(())
 
     def draw(self, rng: random.Random) -> Any:
         if self.kind == "choice":
@@ -206,12 +236,30 @@ class Random(Node):
     def keys(self) -> list[str]:
         return [d.key for d in self.draws]
 
-    def trials(self) -> list[Overrides]:
+    def size(self) -> int:
+        return self.n
+
+    def rows(self) -> Iterator[Overrides]:
+        # One seeded stream, draw after draw: row i is the i-th draw of every part, as the
+        # sweeps before lazy rows drew them (their trials keep their values and names).
         rng = random.Random(self.seed)
-        return [{d.key: d.draw(rng) for d in self.draws} for _ in range(self.n)]
+        return ({d.key: d.draw(rng) for d in self.draws} for _ in range(self.n))
 
     def params(self) -> list[Param]:
         return [p for d in self.draws for p in d.params()]
+
+
+def _combinations(nodes: list[Node]) -> Iterator[Overrides]:
+    """`h.product`'s rows, the last part varying fastest: each later part's rows are drawn
+    again for each row of the earlier ones (seeded draws give the same values each time), so
+    nothing but the current row is held."""
+    first, rest = nodes[0], nodes[1:]
+    for row in first.rows():
+        if not rest:
+            yield dict(row)
+            continue
+        for more in _combinations(rest):
+            yield {**row, **more}
 
 
 def _nodes(parts: tuple, what: str) -> list[Node]:
@@ -318,11 +366,32 @@ def check_keys(node: Node, config: ml_collections.ConfigDict, source: str) -> No
             )
 
 
+# The most trials a grid lists: each is checked before the first starts (about 2 ms each),
+# and sweep.json and the results list every one. A space larger than this (h.random(10**8,
+# ...), a product of 10**9) built its trials for minutes and gigabytes before saying anything.
+MAX_TRIALS = 10_000
+
+
+def check_size(node: Node) -> int:
+    """`node.size()`, counted without building a trial; a SweepError, at once, where it is
+    over `MAX_TRIALS`."""
+    size = node.size()
+    if size > MAX_TRIALS:
+        raise SweepError(
+            f"get_sweep gives {size} trials, more than a grid lists (at most {MAX_TRIALS}: each "
+            "is checked before the first starts, and the results list them all); give "
+            "h.random a smaller n or h.sweep fewer values, or draw them as the search goes "
+            "with --search=tpe --trials=N (--startup_trials=N: every one at random)"
+        )
+    return size
+
+
 def trials(node: Node) -> list[Overrides]:
-    """The grid (and random draws) a definition expands to; an error if it is empty."""
-    rows = node.trials()
-    if not rows:
+    """The grid (and random draws) a definition expands to; an error if it is empty or over
+    `MAX_TRIALS` (said before any is built)."""
+    if not check_size(node):
         raise SweepError("the sweep has no trials; give its h.sweep(...) parts some values")
+    rows = list(node.rows())
     # Equal rows (h.sweep(k, [1e-3, 0.001]), or two parts giving one combination) were two
     # trials in one workdir: one refused for the other's lock, and the table said "2 done".
     seen: dict[str, Overrides] = {}

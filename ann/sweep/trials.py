@@ -14,6 +14,7 @@ SLURM or Kubernetes, reads the same way.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
 import json
@@ -96,8 +97,10 @@ def names(rows: list[Overrides]) -> list[str]:
             name = f"{name[: MAX_NAME - 9]}-{_digest(row)}"
         out.append(name)
     # Different values that print alike (0.30001 and 0.3 at 4 digits) get their digest added.
+    # (Counted once: `out.count` per name took 1.8 s for 10,000 trials, quadratic.)
+    counts = collections.Counter(out)
     return [
-        f"{n}-{_digest(row)}" if out.count(n) > 1 and len(n) <= MAX_NAME - 9 else n
+        f"{n}-{_digest(row)}" if counts[n] > 1 and len(n) <= MAX_NAME - 9 else n
         for n, row in zip(out, rows)
     ]
 
