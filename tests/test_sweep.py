@@ -454,13 +454,24 @@ def test_the_objective_must_be_a_validation_metric(tmp_path):
                        "--mode=min", "--config.best_metric=val/loss", "--dry_run")  # fmt: skip
     assert agrees.returncode == 0, agrees.stderr
     assert "--config.best_metric=val/loss --config.best_mode=min" in agrees.stdout
-    # A typo of it: asked for a --mode, then, with one, refused once a trial had run.
-    typo = sweep_cli(f"--config={path}", f"--workdir={workdir}", "--metric=val/acc", "--dry_run")
-    assert (
-        typo.stderr.strip()
-        .splitlines()[-1]
-        .endswith("(drop --metric) (did you mean '--metric=val/accuracy'?)")
-    )
+    # A typo of it, without --mode: test_a_metric_the_trials_do_not_compute_is_named_first.
+
+
+def test_a_metric_the_trials_do_not_compute_is_named_first(tmp_path, one_device):
+    # Without --mode, --metric=val/nope was asked for its mode, and only with one refused
+    # (once a trial had run, or by --dry_run's check): the unknown metric is now said first.
+    path = write_config(tmp_path, "return h.sweep('optimizer.learning_rate', [1e-3])")
+    workdir = tmp_path / "s"
+    for extra in ("--dry_run", "--parallel=1"):
+        line = one_line_error(sweep_cli(f"--config={path}", f"--workdir={workdir}",
+                                        "--metric=val/acc", extra))  # fmt: skip
+        assert line == (
+            "error: --metric=val/acc is not a validation metric of this run; choose one of "
+            "val/accuracy, val/auroc, val/f1, val/loss, val/precision, val/recall (one other "
+            "than the config's best_metric, val/accuracy, with --mode=max/min: whether higher "
+            "is better)"
+        ), line
+        assert not workdir.exists()
 
 
 def test_a_dry_run_or_emit_refuses_a_metric_the_trials_do_not_compute(tmp_path, one_device):

@@ -21,7 +21,7 @@ from ml_collections import config_flags
 
 from ann import atomic, cli
 from ann import config as config_lib
-from ann.config import check_mode, check_selection_metric
+from ann.config import NOT_A_METRIC_OF_THIS_RUN, check_mode, check_selection_metric
 from ann.sweep import definition as definition_lib
 from ann.sweep import emit, fail_fast, grid, results, search
 from ann.sweep.space import SweepError
@@ -247,8 +247,17 @@ def objective(definition: definition_lib.Definition) -> tuple[str, str]:
     mode = FLAGS.mode or (
         definition.base.best_mode if metric == definition.base.best_metric else None
     )
-    if mode is None:  # a mistyped metric said only this, until a trial had run
+    if mode is None:
         best = definition.base.best_metric
+        # A metric the trials do not compute is the first fault: it was said only once --mode
+        # was given (`--metric=val/nope` was asked for its mode). Found as a dry run finds it
+        # (seconds), only on this refusal: a sweep given its --mode pays nothing more here.
+        if (computed := validation_metrics(definition)) is not None and metric not in computed:
+            raise SweepError(
+                f"--metric={metric} {NOT_A_METRIC_OF_THIS_RUN}; choose one of "
+                f"{', '.join(computed)} (one other than the config's best_metric, {best}, "
+                "with --mode=max/min: whether higher is better)"
+            )
         raise SweepError(
             f"--metric={metric} is not the config's best_metric ({best}), whose --mode it "
             f"has: say whether higher is better with --mode=max/min, or rank by {best} "
@@ -257,6 +266,24 @@ def objective(definition: definition_lib.Definition) -> tuple[str, str]:
     if FLAGS.mode:  # ranked by the worst trial: the config's own mode is checked with it
         check_mode("--metric", metric, "--mode", mode, "--mode")
     return metric, mode
+
+
+def validation_metrics(definition: definition_lib.Definition) -> list[str] | None:
+    """The sorted `val/` metrics the sweep's trials compute, found as `check_metric_computed`
+    finds them (the config with the sweep's fixed keys, its model initialized and one
+    validation batch scored, from the directory the trials read: seconds), or None where the
+    config cannot be built to say (the trials' start will name why)."""
+    from ann.train import loop  # JAX and the model: only on the refusal that needs it
+
+    definition_lib.settle_data_dir(definition, FLAGS.workdir)  # reads sweep.json, writes nothing
+    config = definition.base.copy_and_resolve_references()
+    config.data.data_dir = definition.data_dir
+    cli.progress("checking which validation metrics the trials compute (one batch scored)")
+    try:
+        names = loop.validation_names(config)
+    except config_lib.ConfigError:
+        return None
+    return sorted(n for n in names if n.startswith(config_lib.SELECTION_PREFIX))
 
 
 def check_fixed_objective(fixed: dict) -> None:
