@@ -1505,6 +1505,43 @@ def test_a_sweep_stopped_by_a_bad_fixed_override_takes_the_fixed_value(tmp_path,
     )
 
 
+def test_fail_fast_says_a_new_workdir_once_a_stopped_trial_saved_a_checkpoint(
+    tmp_path, monkeypatch
+):
+    """With --parallel=2, a trial still running when fail-fast stopped the sweep saved a
+    checkpoint as it stopped, so the fixed override's fix was refused in that workdir, while
+    the line told the user to give it there."""
+    code = (
+        "import os, signal, sys, time\n"
+        "def saved(*_):\n"
+        "    os.makedirs(os.path.join(sys.argv[1], 'checkpoints', '10'))\n"
+        "    sys.exit(143)\n"
+        "if sys.argv[2] == 'slow':\n"
+        "    signal.signal(signal.SIGTERM, saved)\n"
+        "    time.sleep(120)\n"
+        "sys.exit('error: no data set in /nope')"
+    )
+    definition = definition_lib.load(write_config(tmp_path, GRID), {"data.data_dir": "/nope"})
+    sweep_dir = str(tmp_path / "sweep")
+    trials, _ = grid.prepare(definition, sweep_dir)
+    slow = trials[1].name  # runs beside the first three, which fail one after another
+
+    def argv(trial):
+        return [sys.executable, "-c", code, trial.workdir, "slow" if trial.name == slow else ""]
+
+    monkeypatch.setattr(trials_lib.Trial, "argv", argv)
+    with pytest.raises(SweepError) as e:
+        grid.run(definition, sweep_dir, "val/accuracy", "max", parallel=2, log=lambda _: None)
+    assert str(e.value).endswith(
+        "fix the cause and run the same command again with --retry_failed, or, where the cause "
+        "is a fixed --config.KEY=VALUE of the sweep's, with its new value and a new --workdir "
+        f"(its trial {slow} saved a checkpoint: this workdir keeps its fixed overrides), or give "
+        "--fail_fast=0 to run every trial anyway"
+    )
+    with pytest.raises(SweepError, match=f"its trial {re.escape(slow)} saved a checkpoint"):
+        results.check_same_sweep(sweep_dir, "grid", {"data.data_dir": "/data"})
+
+
 def test_a_study_stopped_by_a_bad_fixed_override_reruns_its_failed_draws(tmp_path, monkeypatch):
     # The study refused the fixed value's fix in its workdir too; its failed trials counted
     # against --trials. Now they are set aside and their parameters run again with the fix.

@@ -11,7 +11,9 @@ far is kept (the trials' workdirs and logs, results.csv and results.md, a study'
 and the command exits 1 with one line naming the error and the first failed trial's log, and
 how to go on: the same command (a grid's with --retry_failed), or, where the cause is a fixed
 override, the command with its new value in the same workdir, which reruns the failed trials
-(`results.check_same_sweep` takes it while no trial trained with the old value).
+(`results.check_same_sweep` takes it while no trial trained with the old value). Where a
+trial did train (with --parallel above 1, one stopped by the stop saves a checkpoint), the
+line says that the new value needs a new --workdir, naming that trial (`FailFast.said`).
 
 Failures that differ (one learning rate diverging, another running out of memory) or any
 trial that finished disarm it: the errors are then the trials' own, and the others may
@@ -23,10 +25,12 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from ann.sweep import results
 from ann.sweep.space import SweepError
 from ann.sweep.trials import Trial
 
 DEFAULT = 3  # W&B's agent: a sweep whose first 3 runs crash is stopped
+FIXED = ", or, where the cause is a fixed --config.KEY=VALUE of the sweep's, with its new value"
 
 
 def _shape(trial: Trial, error: str) -> str:
@@ -45,6 +49,8 @@ class FailFast:
         self.limit = 0 if finished_before else limit
         self.rerun = rerun  # how to go on once the cause is fixed (grid: --retry_failed)
         self.failed: list[tuple[Trial, str]] = []
+        self.stop: SweepError | None = None  # what `check` raised
+        self._line = ("", "")  # its words before and after the fixed override's advice
 
     def check(self, trial: Trial, outcome: Any, more: bool) -> None:
         """After `trial` ended with `outcome` (`launch.Outcome`); `more`: whether trials of
@@ -64,9 +70,25 @@ class FailFast:
             return
         first, error = self.failed[0]
         log = os.path.join(first.workdir, "stderr.log")
-        raise SweepError(
+        self._line = (
             f"stopping the sweep (--fail_fast={limit}): its first {limit} trials all failed "
             f"with the same error and none finished, so the others would too: {error} (trial "
             f"{first.name}'s log: {log}); what ran is kept (results.md); fix the cause and run "
-            f"the same command again{self.rerun}, or give --fail_fast=0 to run every trial anyway"
+            f"the same command again{self.rerun}{FIXED}",
+            ", or give --fail_fast=0 to run every trial anyway",
+        )
+        self.stop = SweepError(" (the failed trials rerun with it)".join(self._line))
+        raise self.stop
+
+    def said(self, stop: SweepError, sweep_dir: str) -> SweepError:
+        """`stop` as the command ends with it, once the running trials stopped: `check`'s line,
+        its advice for a fixed override reworded where a trial of the sweep trained under it
+        (`results.trained_any`: a trial the stop interrupted saved a checkpoint, with
+        --parallel above 1), which `results.check_same_sweep` then refuses in this workdir.
+        Another SweepError (a wrong --metric) is returned as it is."""
+        if stop is not self.stop or not (trained := results.trained_any(sweep_dir)):
+            return stop
+        return SweepError(
+            f" and a new --workdir (its trial {trained}: this workdir keeps its fixed "
+            "overrides)".join(self._line)
         )

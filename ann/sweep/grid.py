@@ -17,6 +17,7 @@ from ann.sweep import fail_fast as fail_fast_lib
 from ann.sweep import launch, pruning, results, space
 from ann.sweep import trials as trials_lib
 from ann.sweep.definition import Definition
+from ann.sweep.space import SweepError
 from ann.sweep.trials import Trial
 
 
@@ -111,11 +112,7 @@ def run(
     queue = iter(todo)
     done = [0]
     finished = any(counts.get(s) for s in trials_lib.FINISHED)
-    rerun = (
-        " with --retry_failed, or, where the cause is a fixed --config.KEY=VALUE of the sweep's, "
-        "with its new value (the failed trials rerun with it)"
-    )
-    watch = fail_fast_lib.FailFast(fail_fast, finished, rerun)
+    watch = fail_fast_lib.FailFast(fail_fast, finished, " with --retry_failed")
 
     def on_end(trial: Trial, outcome: launch.Outcome) -> None:
         done[0] += 1
@@ -126,5 +123,8 @@ def run(
         results.check_metric(trial, outcome, metric)
         watch.check(trial, outcome, more=done[0] < len(todo))
 
-    launch.run(lambda: next(queue, None), on_end, parallel, log=log)
+    try:
+        launch.run(lambda: next(queue, None), on_end, parallel, log=log)
+    except SweepError as stop:
+        raise watch.said(stop, sweep_dir) from None
     return results.write(sweep_dir)

@@ -160,6 +160,14 @@ def _trained_any(sweep_dir: str, info: Mapping[str, Any]) -> str | None:
     return None
 
 
+def trained_any(sweep_dir: str) -> str | None:
+    """`_trained_any` of the sweep sweep.json describes in `sweep_dir` (None without one)."""
+    try:
+        return _trained_any(sweep_dir, read_sweep_file(sweep_dir))
+    except (SweepError, ValueError):
+        return None
+
+
 def _scored_any(sweep_dir: str, info: Mapping[str, Any]) -> bool:
     """Whether a trial of the sweep was scored on its metric: done or pruned."""
     trials = info.get("trials") or []

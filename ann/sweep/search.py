@@ -74,12 +74,12 @@ def run(
         log,
     )
     scored = any(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials)
-    rerun = (
-        " (its failed trials count against --trials), or, where the cause is a fixed "
-        "--config.KEY=VALUE of the sweep's, with its new value (the failed trials rerun with it)"
-    )
+    rerun = " (its failed trials count against --trials)"
     search.watch = fail_fast_lib.FailFast(fail_fast, scored, rerun)
-    launch.run(search.next_trial, search.on_end, search.start(parallel), log=log)
+    try:
+        launch.run(search.next_trial, search.on_end, search.start(parallel), log=log)
+    except SweepError as stop:
+        raise search.watch.said(stop, sweep_dir) from None
     text = results.write(sweep_dir)
     search.report_best()
     return text
