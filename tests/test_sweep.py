@@ -1832,6 +1832,37 @@ def test_a_cluster_trial_killed_whole_reads_lost_once_its_heartbeat_stops(tmp_pa
             f.close()
 
 
+def test_the_emitted_record_credits_a_killed_attempt_as_trials_lib_does(tmp_path):
+    """The time of an attempt killed before it recorded its end is estimated twice: by
+    `trials.unrecorded_seconds` (the local launcher, results) and by the emitted script's
+    `record_trial`, whose python3 imports no ann (the node's python3 need not have it, and the
+    record must be written where ann fails to import). Both give the same on the same files."""
+    script = emit._cases([], "slurm")
+    function = script[script.index("record_trial() {") : script.index("\n}\n") + 3]
+    start = time.time() - 1000
+    cases = [  # (trial.json, {sign of life: seconds after the start})
+        ({"started_at": start, "ended": None, "wall_seconds": 3.5},
+         {"stdout.log": 5, "heartbeat": 12.25, "metrics.jsonl": 7}),
+        ({"started_at": start, "ended": None}, {}),  # nothing written: no time
+        ({"started_at": int(start), "ended": None}, {"run_status.json": 40}),
+        ({"started_at": start, "ended": None, "wall_seconds": 2}, {"stderr.log": -30}),
+        ({"started_at": start, "ended": "2026-01-01T00:00:00Z", "wall_seconds": 9}, {"x": 1}),
+        ({"wall_seconds": 9}, {"stdout.log": 50}),  # before started_at was recorded
+    ]  # fmt: skip
+    for n, (record, signs) in enumerate(cases):
+        workdir = tmp_path / f"t{n}"
+        workdir.mkdir()
+        (workdir / trials_lib.RECORD).write_text(json.dumps(record))
+        for name, after in signs.items():
+            (workdir / name).write_text("")
+            os.utime(workdir / name, (start + after,) * 2)
+        credit = round(record.get("wall_seconds", 0) + trials_lib.unrecorded_seconds(
+            str(workdir), record), 2)  # fmt: skip
+        subprocess.run(["bash", "-c", f'{function}record_trial "$1" start', "-", str(workdir)],
+                       check=True)  # fmt: skip
+        assert trials_lib.read_record(str(workdir))["wall_seconds"] == credit, (n, credit)
+
+
 def test_a_kubernetes_job_names_only_paths_its_pods_have(tmp_path, monkeypatch, capsys):
     """--emit=k8s wrote this machine's paths into the pods' commands without a word: a --config
     outside the project (the image holds it at --image_root) and the sweep's TFDS_DATA_DIR."""

@@ -37,6 +37,10 @@ from ann.train import run_status
 # background loop touches its `heartbeat` file every `HEARTBEAT_SECONDS` (recorded in trial.json
 # as `heartbeat_seconds`), dying with it: a trial whose attempt has no recorded end and whose
 # heartbeat stopped reads `lost` (`ann.sweep.trials.status`), not `running`, until resubmitted.
+# The record is kept by the node's `python3` without importing ann (`trials.unrecorded_seconds`
+# is written out again below): that python3 need not be the environment whose `ann` is on PATH,
+# and a trial failing because ann cannot be imported must still get its record; a test holds
+# the two estimates equal.
 _RUN_TRIAL = """\
 record_trial() {{  # DIR start|end [RC]: trial.json, as the local launcher keeps it
   python3 - "$@" >"$1/trial.json.tmp" <<'RECORD'

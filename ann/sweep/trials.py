@@ -263,7 +263,9 @@ def unrecorded_seconds(workdir: str, record: dict[str, Any]) -> float:
     end (`ended`): killed with whatever would record it (a sweep SIGKILLed or OOM-killed, so
     its trials stopped themselves; a pod or job killed whole on a cluster). Its time, from its
     start to its last write (`SIGNS_OF_LIFE`), went missing from `wall_seconds`. 0 where it
-    recorded its end (or predates `started_at`). Call it once the attempt is over."""
+    recorded its end (or predates `started_at`). Call it once the attempt is over. The
+    emitted scripts' `record_trial` (`ann.sweep.emit`) computes the same in a python3 that
+    imports no ann; tests/test_sweep.py holds the two equal."""
     start = record.get("started_at")
     if not isinstance(start, int | float) or record.get("ended") is not None:
         return 0.0
