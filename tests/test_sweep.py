@@ -203,6 +203,14 @@ def test_a_space_too_large_to_list_is_refused_at_once_building_nothing(tmp_path,
     product = h.product(*(h.sweep(f"model.k{i}", list(range(10))) for i in range(9)))
     with pytest.raises(SweepError, match="^get_sweep gives 1000000000 trials"):
         space.trials(product)
+    # A sweep that listed more trials before the bound resumes; a new one that size does not.
+    monkeypatch.setattr(space, "MAX_TRIALS", 3)
+    definition = definition_lib.load(write_config(tmp_path, GRID), {})
+    with pytest.raises(SweepError, match=r"^get_sweep gives 4 trials, .*\(at most 3: "):
+        grid.prepare(definition, str(tmp_path / "sweep"))
+    listed = [{"name": f"t{i}", "overrides": {}} for i in range(4)]
+    results.write_sweep_file(str(tmp_path / "sweep"), {"search": "grid", "trials": listed})
+    assert len(grid.prepare(definition, str(tmp_path / "sweep"))[0]) == 4
     # A TPE study lists an h.zip's rows as one choice: bounded too.
     zipped = h.zip(h.random(10**6, h.uniform("model.dropout", 0, 1)), h.sweep("seed", range(10**6)))
     with pytest.raises(SweepError, match=r"^h.zip of model.dropout\+seed gives 1000000 rows"):

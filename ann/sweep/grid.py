@@ -24,9 +24,12 @@ from ann.sweep.trials import Trial
 def prepare(definition: Definition, sweep_dir: str) -> tuple[list[Trial], list[str]]:
     """The trials and their config JSON, all checked before any of them runs. The data
     directory is settled first (`definition.settle_data_dir`: it reads sweep.json and writes
-    nothing, so a refused trial still leaves no workdir), so each trial reads the sweep's."""
+    nothing, so a refused trial still leaves no workdir), so each trial reads the sweep's. A
+    space over `space.MAX_TRIALS` is refused before a trial is built, unless the sweep in
+    `sweep_dir` already listed that many (it ran before the bound)."""
     definition_lib.settle_data_dir(definition, sweep_dir)
-    rows = space.trials(definition.node)
+    # A sweep that listed more trials than `space.MAX_TRIALS` before the bound resumes.
+    rows = space.trials(definition.node, at_most=len(results.listed(sweep_dir)))
     names = trials_lib.names(rows)
     trials = [definition.trial(n, row, sweep_dir) for n, row in zip(names, rows)]
     return trials, [definition_lib.check_trial(definition, t) for t in trials]

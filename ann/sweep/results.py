@@ -160,6 +160,17 @@ def _trained_any(sweep_dir: str, info: Mapping[str, Any]) -> str | None:
     return None
 
 
+def listed(sweep_dir: str) -> list[dict[str, Any]]:
+    """The trials sweep.json lists (`sweep_info`: name and overrides each; [] for a new
+    sweep or an unreadable sweep.json)."""
+    try:
+        with open(os.path.join(sweep_dir, SWEEP_FILE)) as f:
+            found = json.load(f).get("trials")
+    except (OSError, ValueError, AttributeError):
+        return []
+    return found if isinstance(found, list) else []
+
+
 def trained_any(sweep_dir: str) -> str | None:
     """`_trained_any` of the sweep sweep.json describes in `sweep_dir` (None without one)."""
     try:

@@ -372,11 +372,11 @@ def check_keys(node: Node, config: ml_collections.ConfigDict, source: str) -> No
 MAX_TRIALS = 10_000
 
 
-def check_size(node: Node) -> int:
+def check_size(node: Node, at_most: int = MAX_TRIALS) -> int:
     """`node.size()`, counted without building a trial; a SweepError, at once, where it is
-    over `MAX_TRIALS`."""
+    over `at_most` (`MAX_TRIALS`, or the trials a sweep listed before the bound: it resumes)."""
     size = node.size()
-    if size > MAX_TRIALS:
+    if size > max(at_most, MAX_TRIALS):
         raise SweepError(
             f"get_sweep gives {size} trials, more than a grid lists (at most {MAX_TRIALS}: each "
             "is checked before the first starts, and the results list them all); give "
@@ -386,10 +386,10 @@ def check_size(node: Node) -> int:
     return size
 
 
-def trials(node: Node) -> list[Overrides]:
+def trials(node: Node, at_most: int = MAX_TRIALS) -> list[Overrides]:
     """The grid (and random draws) a definition expands to; an error if it is empty or over
-    `MAX_TRIALS` (said before any is built)."""
-    if not check_size(node):
+    `at_most` (`check_size`: said before any is built)."""
+    if not check_size(node, at_most):
         raise SweepError("the sweep has no trials; give its h.sweep(...) parts some values")
     rows = list(node.rows())
     # Equal rows (h.sweep(k, [1e-3, 0.001]), or two parts giving one combination) were two
