@@ -404,6 +404,7 @@ def _show_help(full: bool) -> NoReturn:
     if "config" in flags.FLAGS:
         # absl lists a module's "key flags": those it defined itself (sys.argv[0] names it).
         flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS["config"])
+    _said_in_help_only(flags.FLAGS)
     try:
         app.usage(shorthelp=not full, writeto_stdout=True)
         if not full:
@@ -412,6 +413,20 @@ def _show_help(full: bool) -> NoReturn:
     except BrokenPipeError:
         reader_gone()
     sys.exit(0)
+
+
+def _said_in_help_only(flag_values: flags.FlagValues) -> None:
+    """Drops absl's own line of what a flag takes (its parser's `syntactic_help`, which absl's
+    help prints after the default) from every flag whose help ends with what its check takes
+    in ann's words (`EXPECTED`, `CHOICES`: `arguments.takes`): `ann sweep --help` said "Takes an
+    integer in [1, 1024]." and then "(an integer in the range [1, 1024])", `ann serve --help`
+    "Takes an integer in [1, 65535]." and then "(an integer)", `ann report --help` "Takes names
+    among validation, test (comma-separated)." and then "(a comma separated list)". For the help
+    only (it exits after): absl's refusals read `syntactic_help` too, and `_job_flag_refusal`
+    words those from the same tables."""
+    for name in (*EXPECTED, *CHOICES):
+        if name in flag_values:  # not --slo.availability: a dict flag's key, said in its help
+            flag_values[name].parser.syntactic_help = ""
 
 
 def _binary_file(path: str) -> str | None:
@@ -932,8 +947,9 @@ def define_bounded(
     """A numeric flag refused outside [low, high] by absl as it parses (its lower and upper
     bounds), whose help ends with what it takes ("Takes an integer in [1, 4096] (GiB).",
     `arguments.takes`) and whose refusals say the same (`EXPECTED`, the `note` included): the
-    bounds written once, for the check, the help and the refusal. `kind` int or float. Returns
-    the words. absl still appends its own "(an integer in the range [1, 4096])"."""
+    bounds written once, for the check, the help and the refusal (absl's own "(an integer in
+    the range [1, 4096])" is left out of `--help`: `_said_in_help_only`). `kind` int or float.
+    Returns the words."""
     what = arguments.expected(kind, low, high, note)
     define = flags.DEFINE_integer if kind is int else flags.DEFINE_float
     define(

@@ -3,7 +3,8 @@ a value outside a range or a set: `ann monitor --help` said "--batch: feedback: 
 request, in [1, 100000]" by hand beside absl's bounds, `ann generate --help` wrote its ranges
 apart from the table `check_flags` reads, `ann observability --help` gave no range of
 --slo.availability; only `ann serve` ended each help with "Takes <what>.", from its check's
-table."""
+table. Each says it once: absl's own "(an integer in the range [1, 1024])", "(an integer)" or
+"(a comma separated list)" followed ann's words in the help it printed."""
 
 import concurrent.futures
 import json
@@ -17,13 +18,16 @@ from ann import arguments
 from ann.__main__ import JOBS
 
 # Runs `ann JOB [COMMAND] --help` with ann.cli's help replaced by a dump of the flags it lists
-# (the main module's key flags): each one's help, absl's bounds and enum values, and what the
-# job's own check takes (cli.EXPECTED, cli.CHOICES), as defined before flags are parsed.
+# (the main module's key flags): each one's help, absl's bounds, enum values and own words of
+# what it takes (`syntactic_help`), and what the job's own check takes (cli.EXPECTED,
+# cli.CHOICES), as defined before flags are parsed; then the help the job prints.
 DUMP = r"""
-import json, sys
+import contextlib, io, json, sys
 from absl import flags
 from ann import cli
 from ann.__main__ import main
+
+show = cli._show_help
 
 def dump(full):
     listed = {}
@@ -35,12 +39,17 @@ def dump(full):
             "high": getattr(parser, "upper_bound", None),
             "integer": isinstance(parser, flags.IntegerParser),
             "enum": list(getattr(parser, "enum_values", None) or []),
+            "syntactic": parser.syntactic_help,
         }
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed), contextlib.suppress(SystemExit):
+        show(full)
     print(json.dumps({
         "flags": listed,
         "expected": cli.EXPECTED,
         "choices": getattr(cli, "CHOICES", {}),
         "commands": list(getattr(sys.modules["__main__"], "COMMANDS", {})),
+        "printed": printed.getvalue(),
     }))
     sys.exit(0)
 
@@ -88,6 +97,41 @@ def _missing(job: list[str], dump: dict) -> list[str]:
     return [f"ann {' '.join(job)} {s}" for s in said]
 
 
+def _printed_flags(printed: str) -> dict[str, str]:
+    """Each flag's entry in a printed `--help` (its lines, joined), by name."""
+    entries: dict[str, str] = {}
+    name = None
+    for line in printed.splitlines():
+        start = re.match(r"  (?:-\w,)?--(?:\[no\])?([\w.]+):", line)
+        if start:
+            name = start.group(1)
+            entries[name] = line
+        elif name and line.startswith("    "):  # absl wraps after a hyphen: "comma-\nseparated"
+            entries[name] += ("" if entries[name].endswith("-") else " ") + line.strip()
+        else:
+            name = None
+    return entries
+
+
+def _said_twice(job: list[str], dump: dict) -> list[str]:
+    """The flags whose printed help says what they take twice: ann's words, then absl's."""
+    said = []
+    printed = _printed_flags(dump["printed"])
+    for name, flag in dump["flags"].items():
+        entry = printed.get(name, "")
+        own = name in dump["expected"] or name in dump["choices"]
+        absl = flag["syntactic"]
+        if own and absl and f"({absl})" in entry:  # e.g. "(an integer in the range [1, 1024])"
+            said.append(f"--{name}: absl's ({absl}) after ann's words in {entry!r}")
+        if own and entry.count("Takes ") != 1:
+            said.append(f"--{name}: not one 'Takes ' in {entry!r}")
+        if "comma-separated" in entry and "(a comma separated list)" in entry:
+            said.append(f"--{name}: comma-separated twice in {entry!r}")
+    if not printed:
+        said.append(f"no flags in its help: {dump['printed'][:300]!r}")
+    return [f"ann {' '.join(job)} --help {s}" for s in said]
+
+
 def test_every_commands_help_states_what_each_flags_check_takes():
     jobs = [[job] for job in JOBS]
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
@@ -100,3 +144,11 @@ def test_every_commands_help_states_what_each_flags_check_takes():
     assert {"sweep", "monitor", "serve", "generate", "train"} <= {j[0] for j in dumps}
     missing = [line for job, dump in dumps.items() for line in _missing(list(job), dump)]
     assert not missing, "\n".join(missing)
+    twice = [line for job, dump in dumps.items() for line in _said_twice(list(job), dump)]
+    assert not twice, "\n".join(twice)
+    # The walk saw ann's words and absl's on flags of either kind: absl's bounds (sweep's),
+    # the job's own check (serve's), a list of names (report's --split).
+    printed = _printed_flags(dumps[("sweep",)]["printed"])
+    assert "Takes an integer in [1, 1024]." in printed["parallel"], printed["parallel"]
+    assert "Takes an integer in [1, 65535]." in _printed_flags(dumps[("serve",)]["printed"])["port"]
+    assert "(comma-separated)" in _printed_flags(dumps[("report",)]["printed"])["split"]

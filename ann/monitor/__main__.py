@@ -154,8 +154,8 @@ def define_flags() -> None:
     flags.DEFINE_list(
         "requests",
         None,
-        "drift, performance: the servers' request log files (every replica's, rotated files "
-        "too), comma-separated.",
+        # absl's help adds "(a comma separated list)": said there, once.
+        "drift, performance: the servers' request log files (every replica's, rotated files too).",
     )
     flags.DEFINE_string("out", None, " ".join(OUT_HELP.values()))
     flags.DEFINE_enum(
