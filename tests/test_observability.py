@@ -91,7 +91,7 @@ def test_a_runbook_base_with_its_trailing_slash_links_each_runbook_once(tmp_path
     [
         (["--slo.latency_p95_ms=150"], "error: --slo.latency_p95_ms=150 must be a bucket of "),
         (["--slo.availability=1.5"], "error: --slo.availability=1.5 must be a number in (0, 1)"),
-        (["--alert.drift_for=soon"], "error: --alert.drift_for='soon' must be a Prometheus"),
+        (["--alert.drift_for=soon"], "error: --alert.drift_for=soon must be a Prometheus"),
         (
             ["--slo.availabilty=0.99"],
             "error: --slo.availabilty is unknown (did you mean '--slo.availability'?); ",
@@ -119,18 +119,34 @@ def test_a_runbook_base_with_its_trailing_slash_links_each_runbook_once(tmp_path
         ),
         (["--runbook_base="], "error: --runbook_base must be a URL or path"),
         (["--alert.job=a b"], "error: --alert.job='a b' must be the scrape job's name"),
-        (["--alert.down_for=5"], "error: --alert.down_for='5' must be a Prometheus duration"),
+        # No duration and out of range are one refusal, in the help's words (DURATIONS): they
+        # were "must be a Prometheus duration, e.g. 30m, 1h, 1d" and "must be from 1m ... to
+        # 1h ...; the default is 5m", the help "takes a Prometheus duration from 1m ... to 1h".
+        (
+            ["--alert.down_for=5"],
+            "error: --alert.down_for=5 must be a Prometheus duration from 1m (shorter pages on "
+            "one failed scrape) to 1h (a dead server unpaged); e.g. --alert.down_for=5m",
+        ),
         # Full-width: taken as 5m, and rendered into rules Prometheus refuses.
         (["--alert.down_for=５m"], "error: --alert.down_for='５m' must be a Prometheus duration"),
+        (["--alert.down_for="], "error: --alert.down_for='' must be a Prometheus duration from"),
         # Valid Prometheus, odd pages: on one failed scrape, or a year after the server died.
         (
             ["--alert.down_for=0m"],
-            "error: --alert.down_for='0m' must be from 1m (shorter pages on one failed scrape) "
-            "to 1h (a dead server unpaged); the default is 5m",
+            "error: --alert.down_for=0m must be a Prometheus duration from 1m (shorter pages on "
+            "one failed scrape) to 1h (a dead server unpaged); e.g. --alert.down_for=5m",
         ),
-        (["--alert.down_for=1y"], "error: --alert.down_for='1y' must be from 1m"),
-        (["--alert.drift_for=30s"], "error: --alert.drift_for='30s' must be from 1m"),
-        (["--alert.keep_firing_for=2d"], "error: --alert.keep_firing_for='2d' must be from 0s"),
+        (["--alert.down_for=1y"], "error: --alert.down_for=1y must be a Prometheus duration from"),
+        (
+            ["--alert.drift_for=30s"],
+            "error: --alert.drift_for=30s must be a Prometheus duration from 1m (shorter tickets "
+            "on one window) to 7d; e.g. --alert.drift_for=30m",
+        ),
+        (
+            ["--alert.keep_firing_for=2d"],
+            "error: --alert.keep_firing_for=2d must be a Prometheus duration from 0s (no "
+            "cool-off) to 1d; e.g. --alert.keep_firing_for=1h",
+        ),
         (["NOOUT"], "error: missing --out"),
         (["--out=FILE"], "error: --out=FILE is a file, not a directory; choose another --out"),
         (["rendr"], "error: give one command: render (ann observability render --out=DIR); got"),
@@ -169,6 +185,22 @@ def test_render_refuses_an_out_in_tfds_data(tmp_path):
     ]:  # fmt: skip
         assert one_line_error(render(out)) == message
     assert sorted(p for p in data.rglob("*")) == before
+
+
+@pytest.mark.parametrize("key", sorted(rules.DURATIONS))
+def test_a_durations_refusal_says_what_its_help_says(key):
+    # The help said "takes a Prometheus duration from 1m (...) to 7d"; the refusals "must be a
+    # Prometheus duration, e.g. 30m, 1h, 1d" (no duration) or "must be from 1m (...) to 7d;
+    # the default is 30m" (out of range).
+    name = key.split(".")[1]
+    default = getattr(rules.Settings, name)
+    for value in ("soon", "1y", ""):
+        with pytest.raises(ValueError) as raised:
+            rules.Settings(**{name: value}).check()
+        shown = value or "''"
+        assert str(raised.value) == (
+            f"--{key}={shown} must be {rules.DURATIONS[key]}; e.g. --{key}={default}"
+        )
 
 
 def test_the_latency_threshold_refusal_names_the_buckets():

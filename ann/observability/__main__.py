@@ -56,7 +56,7 @@ def define_flags() -> None:
         "alert",
         alert,
         f"Model alerts: --alert.accuracy_min takes {rules.EXPECTED['alert.accuracy_min']}; "
-        "--alert.drift_for, --alert.accuracy_for (how long before a ticket) take "
+        "--alert.drift_for and --alert.accuracy_for (how long before a ticket) each takes "
         f"{rules.DURATIONS['alert.drift_for']}; --alert.keep_firing_for (cool-off) takes "
         f"{rules.DURATIONS['alert.keep_firing_for']}; server pages: --alert.down_for (down or "
         f"not ready that long) takes {rules.DURATIONS['alert.down_for']}; --alert.job (the "
@@ -68,6 +68,7 @@ def define_flags() -> None:
         "runbook_base", _DEFAULTS.runbook_base, "Where the runbooks are (URL or path)."
     )
     cli.EXPECTED.update(rules.EXPECTED)  # --slo.availability=abc: in the words of =1.5
+    cli.EXPECTED.update(rules.DURATIONS)  # what --help says of them, as their refusals do
 
 
 class _Dumper(yaml.SafeDumper):

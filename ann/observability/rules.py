@@ -34,7 +34,7 @@ import dataclasses
 import re
 from typing import Any
 
-from ann.arguments import expected, number, refusal
+from ann.arguments import expected, flag, number, refusal
 from ann.serve.metrics import LATENCY_BUCKETS
 
 _BUCKETS_MS = [round(b * 1000, 6) for b in LATENCY_BUCKETS]
@@ -137,17 +137,14 @@ class Settings:
                 f"--alert.job={self.job!r} must be the scrape job's name (prometheus.yml's "
                 "job_name), e.g. ann"
             )
-        for name, (low, high, least, most) in _FOR_RANGES.items():
+        for name, (low, high, _, _) in _FOR_RANGES.items():
+            # One refusal, in the help's words (DURATIONS), whether no duration or out of range:
+            # "must be a Prometheus duration, e.g. 30m" and "must be from 1m to 7d" were two.
             value = getattr(self, name)
-            if not _DURATION.match(value):
-                raise ValueError(
-                    f"--alert.{name}={value!r} must be a Prometheus duration, e.g. 30m, 1h, 1d"
-                )
-            if not low <= duration_seconds(value) <= high:
-                raise ValueError(
-                    f"--alert.{name}={value!r} must be from {least} to {most}; the default is "
-                    f"{getattr(Settings, name)}"
-                )
+            if not (_DURATION.match(value) and low <= duration_seconds(value) <= high):
+                key = f"alert.{name}"
+                typed = flag(key, value)  # as typed: --alert.down_for=5m, --alert.down_for=''
+                raise ValueError(refusal(typed, DURATIONS[key], key, getattr(Settings, name)))
         if not self.runbook_base.rstrip("/"):
             raise ValueError("--runbook_base must be a URL or path, e.g. docs/runbooks")
 
