@@ -65,6 +65,14 @@ def version_number(text: str) -> int | None:
     return int(text)
 
 
+def zeros_dropped(text: str) -> str | None:
+    """`text`, a version number with leading zeros ("01"), without them ("1"): the fix a
+    refusal of it by `version_number` offers; None for anything else ("00", "1", "x")."""
+    if not (digits(text) and text.startswith("0") and text.strip("0")):
+        return None
+    return text.lstrip("0")
+
+
 @dataclasses.dataclass(frozen=True)
 class Flag:
     name: str  # without its dashes: "config", "config.model.features", "port"

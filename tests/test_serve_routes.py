@@ -199,12 +199,29 @@ def test_a_model_being_loaded_is_503_with_retry_after(app):
         (
             b'{"parameters": {"config": "{\\"version_policy\\": {\\"specific\\": '
             b'{\\"versions\\": [\\"x\\"]}}}"}}',
-            "version_policy.specific.versions: expected version numbers",
+            'version_policy.specific.versions[0]: expected a version number (1, 2, ...), got "x"',
         ),
         (  # full-width: int() read it, and version 2 was loaded
             '{"parameters": {"config": "{\\"version_policy\\": {\\"specific\\": '
             '{\\"versions\\": [\\"２\\"]}}}"}}'.encode(),
-            "version_policy.specific.versions: expected version numbers",
+            'version_policy.specific.versions[0]: expected a version number (1, 2, ...), got "２"',
+        ),
+        # A leading zero: version 1 was loaded, where models:/m/01 and `ann registry` refuse it.
+        (
+            b'{"parameters": {"config": "{\\"version_policy\\": {\\"specific\\": '
+            b'{\\"versions\\": [2, \\"01\\"]}}}"}}',
+            "parameters.config.version_policy.specific.versions[1]: expected a version number "
+            '(1, 2, ...), got "01"; write "1"',
+        ),
+        (  # not a version: was asked of the registry as models:/m/0
+            b'{"parameters": {"config": "{\\"version_policy\\": {\\"specific\\": '
+            b'{\\"versions\\": [0]}}}"}}',
+            "version_policy.specific.versions[0]: expected a version number (1, 2, ...), got 0",
+        ),
+        (
+            b'{"parameters": {"config": "{\\"version_policy\\": {\\"specific\\": '
+            b'{\\"versions\\": 2}}}"}}',
+            "version_policy.specific.versions: expected a list of version numbers, got 2",
         ),
         # Ignored, each loaded the latest version instead of the one meant (200).
         (
@@ -251,6 +268,15 @@ def test_load_requests_that_cannot_work_are_400(app, body, message):
     asyncio.run(main())
     [(status, reply, _)] = replies
     assert status == 400 and message in json.loads(reply)["error"], reply
+
+
+def test_a_load_reads_versions_as_numbers_or_their_text():
+    # Triton's JSON config writes an int64 as a string ("2"); both read as every version is.
+    from ann.serve import repository
+
+    config = '{"version_policy": {"specific": {"versions": [2, "3", "10"]}}}'
+    assert repository.load_sources("m", {"config": config}) == [
+        "models:/m/2", "models:/m/3", "models:/m/10"]  # fmt: skip
 
 
 def test_a_load_in_progress_lists_the_version_it_loads_alone(app, monkeypatch):

@@ -81,7 +81,8 @@ def _check_version(command: str, text: str) -> None:
     """Refuses a VERSION argument that is not a version number as models:/NAME/VERSION reads
     one (arguments.version_number: "01" is refused, as --version=01 is)."""
     if arguments.version_number(text) is None:
-        hint = f"; write {text.lstrip('0')}" if arguments.digits(text) and text.strip("0") else ""
+        fixed = arguments.zeros_dropped(text)
+        hint = f"; write {fixed}" if fixed else ""
         raise RegistryError(f"{command}: VERSION {text!r} must be a version number >= 1{hint}")
 
 

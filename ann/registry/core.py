@@ -831,9 +831,8 @@ class Registry:
         # Not "３" (int() reads it as 3), nor "01" (as an integer flag, refused): checked before
         # the registry is opened, as the URI's form is.
         if version not in (None, "latest") and arguments.version_number(version) is None:
-            hint = ""
-            if arguments.digits(version) and version.strip("0"):
-                hint = f"; write models:/{name}/{version.lstrip('0')}"
+            fixed = arguments.zeros_dropped(version)
+            hint = f"; write models:/{name}/{fixed}" if fixed else ""
             raise RegistryError(
                 f"model URI {uri!r}: version {version!r} is not a version number (1, 2, "
                 f"...), 'latest' or @ALIAS{hint}"

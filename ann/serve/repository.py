@@ -130,15 +130,28 @@ def _config_versions(config: Any) -> list[int]:
     # A misspelled "versions" was ignored, and the latest version loaded instead.
     protocol.known_keys("parameters.config.version_policy.specific", specific, ("versions",))
     versions = specific.get("versions", [])
-    if not isinstance(versions, list) or not all(
-        isinstance(v, (int, str)) and arguments.digits(str(v)) for v in versions
-    ):
+    field = "parameters.config.version_policy.specific.versions"
+    if not isinstance(versions, list):
         raise ServeError(
-            400,
-            "parameters.config.version_policy.specific.versions: expected version numbers, got "
-            f"{protocol.short(versions)}",
+            400, f"{field}: expected a list of version numbers, got {protocol.short(versions)}"
         )
-    return [int(v) for v in versions]
+    numbers = []
+    for i, v in enumerate(versions):
+        # A number, or its text (protobuf's JSON writes an int64 as a string), read as every
+        # version is (`arguments.version_number`, as models:/NAME/VERSION and `ann registry`
+        # read one): "01" loaded version 1, where models:/NAME/01 is refused.
+        text = str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+        number = arguments.version_number(text) if isinstance(text, str) else None
+        if number is None:
+            fixed = arguments.zeros_dropped(text) if isinstance(text, str) else None
+            fix = f"; write {protocol.short(fixed)}" if fixed else ""
+            raise ServeError(
+                400,
+                f"{field}[{i}]: expected a version number (1, 2, ...), got {protocol.short(v)}"
+                f"{fix}",
+            )
+        numbers.append(number)
+    return numbers
 
 
 class Repository:
