@@ -5,6 +5,7 @@ ann/sharding.py's rules."""
 from __future__ import annotations
 
 import errno
+import json
 import math
 import os
 import re
@@ -129,6 +130,7 @@ def initialize_distributed(
             f"that the coordinator is reachable (timeout {timeout_seconds}s)"
         ) from e
     _orbax_barriers_without_collectives()
+    _introduce(timeout_seconds)
     # jax.distributed installs a SIGTERM notifier that only `reached_preemption_sync_point`
     # reads; ann shares the request itself (train/preemption.py). Until training starts, SIGTERM
     # ends the process as it does in a single-process run.
@@ -137,22 +139,117 @@ def initialize_distributed(
 
 
 # A collective between processes whose connection to a peer broke (gloo on CPU): the peer's
-# process is gone (killed outside the launcher, or crashed).
+# process is gone (killed outside the launcher, or crashed). Gloo names the connection's far
+# end: "Gloo AllGather failed: [.../pair.cc:538] Read error [127.0.0.1]:10658: Connection reset
+# by peer": the peer's host (the address its host name resolves to, which gloo binds), and a
+# port that may be the peer's listener's or its own connection's, so naming no process.
 _PEER_LOST = re.compile(r"Gloo ([\w-]+) failed: (?:\[[^\]]*\] )?(.*)")
+_PEER_ADDRESS = re.compile(r"\[([0-9A-Fa-f.:]+)\]:(\d+)")
+# Every process of the run, by index, as it introduced itself when it joined (`_introduce`):
+# {"host": its host name, "pid": its process id, "addresses": what the host name resolves to}.
+# Empty in a single-process run, or where the introductions could not be exchanged.
+_peers: dict[int, dict] = {}
+_PEERS_KEY = "ann/peers/{index}"
+
+
+def _introduce(timeout_seconds: int) -> None:
+    """Tells the other processes of the run who this one is (host name, pid, the addresses its
+    host name resolves to) through the coordination service's key-value store, and reads theirs
+    into `_peers`: a peer lost mid-run is then named by index (`peer_lost`). A failure here
+    only leaves the peers unnamed (logged); it never stops the run."""
+    try:
+        from jax._src import distributed as jax_distributed  # the client jax.distributed made
+
+        client = jax_distributed.global_state.client
+        me = {"host": socket.gethostname(), "pid": os.getpid(), "addresses": _host_addresses()}
+        client.key_value_set(_PEERS_KEY.format(index=jax.process_index()), json.dumps(me))
+        found = {}
+        for index in range(jax.process_count()):
+            text = client.blocking_key_value_get(
+                _PEERS_KEY.format(index=index), timeout_seconds * 1000
+            )
+            found[index] = json.loads(text)
+    except Exception as e:  # a private JAX API: its change must not stop a run
+        logging.warning("the processes could not introduce themselves (%s): a lost peer "
+                        "will not be named", e)  # fmt: skip
+        return
+    _peers.clear()
+    _peers.update(found)
+
+
+def _host_addresses() -> list[str]:
+    """The addresses this machine's host name resolves to: the one gloo listens at is among
+    them (it binds the first it can); [] where the name does not resolve."""
+    try:
+        infos = socket.getaddrinfo(socket.gethostname(), None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return []
+    return sorted({info[4][0] for info in infos})
+
+
+def _gone(pid: int) -> bool:
+    """Whether the process `pid` of this machine has ended: no such process, or a zombie (killed,
+    not yet reaped by its launcher)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+    except OSError:  # no /proc: ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
+
+def lost_peer(message: str, count: int, index: int) -> int | None:
+    """The index of the process whose connection broke, as gloo's `message` names it, where it
+    can be told: the other one of two; else the process (of `_peers`) whose host name resolves
+    to the address gloo names, and among several on this machine (one host, loopback
+    addresses) the one whose process has ended. None where it cannot be told."""
+    if count == 2:
+        return 1 - index
+    found = _PEER_ADDRESS.search(message)
+    if found is None or index not in _peers:
+        return None
+    others = [i for i in _peers if i != index]
+    address = found.group(1)
+    here = _peers[index]["host"]
+    loopback = address.startswith("127.") or address == "::1"
+    candidates = [
+        i
+        for i in others
+        if (_peers[i]["host"] == here if loopback else address in _peers[i]["addresses"])
+    ]
+    if len(candidates) > 1 and all(_peers[i]["host"] == here for i in candidates):
+        candidates = [i for i in candidates if _gone(_peers[i]["pid"])]
+    return candidates[0] if len(candidates) == 1 else None
 
 
 def peer_lost(error: BaseException) -> str | None:
     """One line for an error of a multi-process run's collective whose peer process is gone
     (its connection reset or closed: `kill -9` of one process, a crash), naming the peer where
-    it is known (the other one of two); None for any other error. Matched on the text: JAX
-    raises it as a JaxRuntimeError from a blocking wait, as a ValueError from a jit's dispatch
-    (`process_allgather`)."""
+    it can be told (`lost_peer`), else "one of the other N-1 processes" on the host gloo
+    names; None for any other error. Matched on the text: JAX raises it as a JaxRuntimeError
+    from a blocking wait, as a ValueError from a jit's dispatch (`process_allgather`)."""
     said = _PEER_LOST.search(str(error))
     if said is None or jax.process_count() < 2:
         return None
     count, index = jax.process_count(), jax.process_index()
-    peer = f"process {1 - index} of 2" if count == 2 else f"a peer process (of {count})"
-    reason = said.group(2).splitlines()[0].rsplit(": ", 1)[-1].strip()
+    first = said.group(2).splitlines()[0]
+    lost = lost_peer(first, count, index)
+    if lost is not None:
+        peer = f"process {lost} of {count}"
+    else:
+        address = _PEER_ADDRESS.search(first)  # the host, at least (the port may be its end's)
+        peer = f"one of the other {count - 1} processes" + (
+            f" (on {address.group(1)})" if address else ""
+        )
+    # "Read error [ADDRESS]: Connection reset by peer", "Connection closed by peer [ADDRESS]"
+    reason = _PEER_ADDRESS.sub("", first.rsplit(": ", 1)[-1]).strip()
     return (
         f"{peer} is gone mid-run: the {said.group(1)} with it failed ({reason}); it was killed "
         "or crashed outside the launcher (its own log says which); run the same command on "

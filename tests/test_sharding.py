@@ -1,6 +1,10 @@
 """Sharding rules on 4 fake CPU devices: each preset trains like replicated training, and the
 parameters (and their optimizer state) are really split across devices."""
 
+import os
+import subprocess
+import sys
+
 import jax
 import numpy as np
 import pytest
@@ -241,6 +245,50 @@ def test_a_process_id_outside_the_run_is_refused_before_joining():
 
     with pytest.raises(ConfigError, match=r"--process_id=2 with --num_processes=2: .* 0\.\.1"):
         parallel.initialize_distributed("127.0.0.1:1", 2, 2)
+
+
+GLOO_LOST = (
+    "UNKNOWN: Gloo AllGather failed: [external/gloo/gloo/transport/tcp/pair.cc:538] Read error "
+    "[{address}]:11980: Connection reset by peer"
+)
+
+
+@pytest.mark.parametrize("count, index", [(2, 0), (3, 0), (4, 2)])
+def test_a_lost_peer_is_named_where_it_can_be_told(monkeypatch, count, index):
+    # Among more than 2 processes it was "a peer process (of 3)", whichever was lost.
+    from ann import parallel
+
+    monkeypatch.setattr(jax, "process_count", lambda: count)
+    monkeypatch.setattr(jax, "process_index", lambda: index)
+    finished = subprocess.Popen([sys.executable, "-c", ""])
+    finished.wait()  # a process of this machine that has ended (reaped)
+    lost = 1 if index != 1 else 2
+
+    def said(peers: dict, address: str) -> str:
+        monkeypatch.setattr(parallel, "_peers", peers)
+        line = parallel.peer_lost(ValueError(GLOO_LOST.format(address=address)))
+        return line.split(" is gone mid-run: ")[0]
+
+    hosts = {i: {"host": f"h{i}", "pid": 1, "addresses": [f"10.0.0.{i}"]} for i in range(count)}
+    expected = f"process {lost} of {count}"
+    # Two processes: the other one. More: the one on the host gloo names.
+    assert said(hosts, f"10.0.0.{lost}") == expected
+    assert said({}, f"10.0.0.{lost}") == (
+        expected if count == 2 else f"one of the other {count - 1} processes (on 10.0.0.{lost})"
+    )
+    if count == 2:
+        return
+    # One machine (loopback): the one whose process has ended; unknown where none or several.
+    alive = os.getpid()
+    here = {i: {"host": "vm", "pid": alive, "addresses": ["127.0.0.1"]} for i in range(count)}
+    here[lost]["pid"] = finished.pid
+    assert said(here, "127.0.0.1") == expected
+    here[lost]["pid"] = alive
+    unknown = f"one of the other {count - 1} processes (on 127.0.0.1)"
+    assert said(here, "127.0.0.1") == unknown
+    assert said({i: {**p, "pid": finished.pid} for i, p in here.items()}, "127.0.0.1") == unknown
+    # An address that none of them has: not guessed.
+    assert said(hosts, "10.9.9.9") == f"one of the other {count - 1} processes (on 10.9.9.9)"
 
 
 def test_a_rule_of_ones_own_that_matches_no_parameter_is_refused(tmp_path):
