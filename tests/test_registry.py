@@ -946,6 +946,31 @@ def test_a_copy_out_of_the_registry_is_served_as_its_version(digits_export, tmp_
         load_model(str(baked), None)
 
 
+def test_a_served_versions_number_comes_from_the_registry_not_its_look(
+    digits_export, tmp_path, monkeypatch
+):
+    # An export's version is its manifest hash's first 12 hex digits; one all digits was
+    # taken for a version number: its config said version 12345678901, the leading zero lost.
+    from ann.registry import spec
+    from ann.serve.model_config import model_config
+    from ann.serve.repository import load_model
+    from ann.serve.settings import Settings
+
+    _, out = digits_export
+    monkeypatch.setattr(spec, "export_version", lambda sha256: "012345678901")
+    plain = load_model(str(out), None)
+    assert plain.version == "012345678901"
+    assert "version_policy" not in model_config(plain, Settings())
+    assert plain.registry_version is None
+    path = Registry(str(tmp_path / "reg")).register(str(out), "digits").path
+    shutil.copytree(path, tmp_path / "copy")  # a copy out of the registry: its version still
+    for served in (load_model("models:/digits/1", str(tmp_path / "reg")),
+                   load_model(str(tmp_path / "copy"), None)):  # fmt: skip
+        assert (served.version, served.registry_version) == ("1", 1)
+        policy = model_config(served, Settings())["version_policy"]
+        assert policy == {"specific": {"versions": [1]}}
+
+
 def _writable_copy(out, tmp_path):
     """A registered version of `out` copied out of the registry, writable: (the copy, its
     registry.json, that file's record)."""

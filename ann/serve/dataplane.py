@@ -40,11 +40,24 @@ log = logging.getLogger("ann.serve")
 class ServedModel:
     """One version of one model: its artifact, its compiled buckets and its batcher.
 
+    `version`: the version it is served and asked for as (the text of a route's `{version}`
+    and of an unload's `parameters.version`); `registry_version`: the registry's version number
+    it is (a registry URI, or a registered copy with its `registry.json`; `version` is then its
+    text, "3"), None for an export directory served by its manifest hash ("0a1b2c3d4e5f", all
+    digits at times: "012345678901" is a hash too, never version 12345678901);
     `inputs`: the signature without the batch axis (what the codec checks requests against);
     `metadata`: the v2 model metadata reply, encoded once."""
 
-    def __init__(self, name: str, version: str, model: artifact.Model, source: str):
+    def __init__(
+        self,
+        name: str,
+        version: str,
+        model: artifact.Model,
+        source: str,
+        registry_version: int | None = None,
+    ):
         self.name, self.version, self.model, self.source = name, version, model, source
+        self.registry_version = registry_version
         self.label_version = version  # its metrics' `version` label (app._Unserved's is "")
         self.inputs = {k: {**v, "shape": v["shape"][1:]} for k, v in model.inputs.items()}
         self.outputs = model.outputs

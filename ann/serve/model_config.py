@@ -17,7 +17,8 @@ def model_config(m: Any, settings: Settings) -> dict[str, Any]:
     data_type `TYPE_<v2 datatype>`, dims without the batch axis; a tensor of one value per row is
     dims [1] with `reshape: {shape: []}`, as Triton writes it), dynamic_batching (the
     compiled sizes as preferred batch sizes, the queue delay in microseconds, the queue's
-    size in rows), the version policy (registry versions) and ann's own parameters."""
+    size in rows), the version policy (a registry version only: `ServedModel.registry_version`;
+    an export directory's hash is no version number) and ann's own parameters."""
 
     def tensors(signature: dict[str, Any]) -> list[dict[str, Any]]:
         out = []
@@ -51,8 +52,10 @@ def model_config(m: Any, settings: Settings) -> dict[str, Any]:
             "batch_wait": {"string_value": settings.batch_wait},
         },
     }
-    if m.version.isdigit():
-        config["version_policy"] = {"specific": {"versions": [int(m.version)]}}
+    # A registry version is a number; an export's version is its manifest hash, whatever its
+    # look ("012345678901" was reported as version 12345678901, its leading zero lost).
+    if m.registry_version is not None:
+        config["version_policy"] = {"specific": {"versions": [m.registry_version]}}
     return config
 
 

@@ -35,7 +35,8 @@ def load_model(spec: str, registry: str | None) -> ServedModel:
     (None: the registry's default, `$ANN_REGISTRY` else ./registry), or an export directory
     (served under its manifest name, version = the first 12 hex digits of its manifest's
     sha256; a registered copy under its registry name and version: `Resolved.served_name`,
-    the rule every command names a model by). Raises RegistryError, artifact.IntegrityError,
+    the rule every command names a model by; `ServedModel.registry_version` says which of the
+    two its version is). Raises RegistryError, artifact.IntegrityError,
     OSError or ValueError with one line naming the spec."""
     from ann import registry as registries
 
@@ -43,9 +44,11 @@ def load_model(spec: str, registry: str | None) -> ServedModel:
     model = resolved.load()
     # The digest of the manifest bytes loaded, not a second read.
     name, version = resolved.served_name(model.name, model.manifest_sha256)
-    return ServedModel(
-        name, version, model, spec if resolved.version is not None else resolved.path
-    )
+    # Where it came from says whether its version is a number, not the text's look: an
+    # export's hash may be all digits ("012345678901").
+    registered = resolved.registered_as(model.manifest_sha256)
+    source = spec if resolved.version is not None else resolved.path
+    return ServedModel(name, version, model, source, None if registered is None else registered[1])
 
 
 def load_models(specs: list[str], registry: str | None) -> list[ServedModel]:
