@@ -456,9 +456,17 @@ def test_metadata_lists_every_version_and_an_unload_may_name_one():
     )
     status, reply = unload({"version": "7"})  # named, as infer's 404 is (it was not)
     assert status == 404 and (reply["model_name"], reply["model_version"]) == ("m", "7"), reply
-    assert unload({"version": 2})[1]["error"].startswith("parameters.version: expected a version")
-    # Full-width: isdigit() passed it, and it was looked up (404) as a version "２".
-    assert unload({"version": "２"})[1]["error"].startswith("parameters.version: expected a")
+    assert unload({"version": 2}) == (400, {
+        "error": 'parameters.version: expected a version as the server names it ("2" for a '
+        'registry version, 12 hex digits for an export), got 2; write "2"',
+        "model_name": "m", "model_version": "",
+    })  # fmt: skip
+    # Full-width: a version no model is served as, refused as any other (it was 400 'expected a
+    # version such as "2"', as an export's hash was).
+    assert unload({"version": "２"}) == (404, {
+        "error": 'model \'m\' version: expected one of ["1","2"], got "２"',
+        "model_name": "m", "model_version": "２",
+    })  # fmt: skip
     assert unload({"version": "2"}) == (200, {"name": "m", "unloaded": ["2"]})
     # Its gauges go with it (ann_queue_depth stayed, at 0, for the version unloaded).
     text = app.metrics.render().decode()
@@ -472,9 +480,9 @@ def test_metadata_lists_every_version_and_an_unload_may_name_one():
     # Refusals of a served model's unload are counted under it (they were under model "").
     text = app.metrics.render().decode()
     for line in (
-        'ann_requests_total{code="400",handler="repository_unload",model="m",version=""} 3.0',
-        'ann_errors_total{code="400",model="m",reason="bad_request",version=""} 3.0',
-        'ann_requests_total{code="404",handler="repository_unload",model="m",version=""} 1.0',
+        'ann_requests_total{code="400",handler="repository_unload",model="m",version=""} 2.0',
+        'ann_errors_total{code="400",model="m",reason="bad_request",version=""} 2.0',
+        'ann_requests_total{code="404",handler="repository_unload",model="m",version=""} 2.0',
         # the last unload took the model's last version: counted under the model it was
         'ann_requests_total{code="200",handler="repository_unload",model="m",version=""} 2.0',
     ):
@@ -490,6 +498,62 @@ def test_metadata_lists_every_version_and_an_unload_may_name_one():
                lambda *reply: replies.append(reply))  # fmt: skip
     [(status, reply, _)] = replies  # the ready filter was silently off
     assert status == 400 and 'unknown key "redy"; expected ready' in json.loads(reply)["error"]
+
+
+def test_an_export_version_is_addressed_and_unloaded_by_its_hash():
+    """An export directory is served with the first 12 hex digits of its manifest's sha256 as
+    its version: an unload naming it was 400 'expected a version such as "2"' (only digits
+    passed), so it could only go with every version of its name; one all digits
+    ("012345678901") passed, and its config said version 12345678901."""
+    hashes = ("3f2a9c0b1d4e", "012345678901")
+    app = App(
+        [ServedModel("m", "1", FakeModel(), "models:/m/1", registry_version=1)]
+        + [ServedModel("m", h, FakeModel(), f"/srv/exports/m{h}") for h in hashes],
+        Settings(admin_token="adm1n", registry="/nonexistent/registry"),
+    )
+    for m in app.dataplane.all_models():
+        m.ready = True  # as if compiled
+    for version in ("1", *hashes):
+        route = f"/v2/models/m/versions/{version}"
+        for path in (route, route + "/ready", route + "/config", route + "/stats"):
+            status, body, _ = call(app, "GET", path)
+            assert status == 200, (path, body)
+        assert call(app, "GET", route)[1]["model_version"] == version
+        assert call(app, "GET", route + "/stats")[1]["model_stats"][0]["version"] == version
+        # A registry version is a number; a hash is none, whatever its look (leading zero lost).
+        policy = call(app, "GET", route + "/config")[1].get("version_policy")
+        assert policy == ({"specific": {"versions": [1]}} if version == "1" else None), policy
+
+    def unload(parameters):
+        replies = []
+
+        async def main():
+            app.handle("POST", "/v2/repository/models/m/unload", b"Bearer adm1n",
+                       json.dumps({"parameters": parameters}).encode(), None,
+                       lambda *reply: replies.append(reply))  # fmt: skip
+            while not replies:
+                await asyncio.sleep(0)
+
+        asyncio.run(asyncio.wait_for(main(), 10))
+        [(status, reply, _)] = replies
+        return status, json.loads(reply)["error" if status != 200 else "unloaded"]
+
+    served = '["012345678901","1","3f2a9c0b1d4e"]'  # sorted
+    # Only the versions served, by their text: a registry version as version numbers are
+    # written (no leading zero), a hash as it is (not as the number it looks like).
+    for version, fix in (("01", '; write "1"'), ("12345678901", ""), ("3F2A9C0B1D4E", "")):
+        assert unload({"version": version}) == (
+            404, f'model \'m\' version: expected one of {served}, got "{version}"{fix}'
+        )  # fmt: skip
+    assert call(app, "GET", "/v2/models/m/versions/01/ready", "adm1n")[1]["error"].endswith(
+        '; write "1"'
+    )
+    assert unload({"version": ""})[0] == 400
+    for version in hashes:
+        assert unload({"version": version}) == (200, [version])
+        assert call(app, "GET", f"/v2/models/m/versions/{version}/ready")[0] == 404
+    assert call(app, "GET", "/v2/models/m")[1]["versions"] == ["1"]  # version 1 serves on
+    assert unload({"version": "1"}) == (200, ["1"])
 
 
 def test_the_public_readiness_probe_does_not_list_the_models_without_the_token():

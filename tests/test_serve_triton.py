@@ -282,6 +282,22 @@ def test_repository_index_load_and_unload(triton):
     )  # fmt: skip
     assert status == 200 and reply["name"] == "digits_cnn", reply
     assert client.is_model_ready("digits_cnn")
+    # Its version is its manifest's hash: addressed and unloaded by it (an unload naming it was
+    # 400 'expected a version such as "2"'); no version number in its config.
+    [version] = reply["loaded"]
+    assert client.is_model_ready("digits_cnn", version)
+    assert "version_policy" not in client.get_model_config("digits_cnn", version)
+    status, _, reply = request(
+        server.port, "POST", "/v2/repository/models/digits_cnn/unload",
+        {"parameters": {"version": version}}, ADMIN_HEADERS,
+    )  # fmt: skip
+    assert (status, reply) == (200, {"name": "digits_cnn", "unloaded": [version]}), reply
+    assert not client.is_model_ready("digits_cnn", version)
+    status, _, reply = request(
+        server.port, "POST", "/v2/repository/models/digits_cnn/load",
+        {"parameters": {"source": out}}, ADMIN_HEADERS,
+    )  # fmt: skip
+    assert (status, reply["loaded"]) == (200, [version]), reply
     status, _, reply = request(
         server.port, "POST", "/v2/repository/models/other/load",
         {"parameters": {"source": out}}, ADMIN_HEADERS,

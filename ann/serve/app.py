@@ -53,7 +53,6 @@ from typing import Any
 
 import orjson
 
-from ann import arguments
 from ann.serve import compression, openapi, protocol
 from ann.serve.batcher import NonFiniteOutput, QueueTimeout
 from ann.serve.dataplane import DataPlane, ServedModel
@@ -925,8 +924,11 @@ def release_semaphores() -> None:
 
 
 def unload_version(parameters: Any) -> str | None:
-    """The version an unload's `parameters` name (`{"version": "2"}`), None for every version;
-    ServeError 400 for anything else (an ignored key had unloaded every version). Triton's
+    """The version an unload's `parameters` name, as the server names it (`{"version": "2"}` a
+    registry version, `{"version": "3f2a9c0b1d4e"}` an export directory's), None for every
+    version; whether it is served is the unload's to say (`DataPlane.model`: 404 listing the
+    versions served). ServeError 400 for anything but a version's text (an ignored key had
+    unloaded every version; a number is not the text the server names versions by). Triton's
     `unload_dependents` is accepted: no model here depends on another."""
     if not isinstance(parameters, dict):
         raise ServeError(400, f"parameters: expected an object, got {protocol.short(parameters)}")
@@ -938,7 +940,14 @@ def unload_version(parameters: Any) -> str | None:
             f"{protocol.short(unknown[0])}",
         )
     version = parameters.get("version")
-    if version is not None and not (isinstance(version, str) and arguments.digits(version)):
-        got = protocol.short(version)
-        raise ServeError(400, f'parameters.version: expected a version such as "2", got {got}')
+    # Any text: an export's version is 12 hex digits ("3f2a9c0b1d4e" was refused as no version,
+    # where only digits passed), and what is served is checked by the lookup.
+    if version is not None and not (isinstance(version, str) and version):
+        number = isinstance(version, int) and not isinstance(version, bool)
+        fix = f"; write {protocol.short(str(version))}" if number else ""
+        raise ServeError(
+            400,
+            'parameters.version: expected a version as the server names it ("2" for a registry '
+            f"version, 12 hex digits for an export), got {protocol.short(version)}{fix}",
+        )
     return version

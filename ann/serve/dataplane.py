@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import numpy as np
 import orjson
 
-from ann import artifact
+from ann import arguments, artifact
 from ann.serve import protocol
 from ann.serve.batcher import Batcher, QueueFull, Timing, buckets
 from ann.serve.errors import ServeError, unavailable
@@ -193,8 +193,10 @@ class DataPlane:
     # -- what is served --------------------------------------------------------------------------
 
     def model(self, name: str, version: str | None = None) -> ServedModel:
-        """The served model `name` at `version`, or the one the traffic policy chooses when
-        `version` is None; `ServeError` 404 naming what is served otherwise."""
+        """The served model `name` at `version` (its text exactly: `ServedModel.version`), or
+        the one the traffic policy chooses when `version` is None; `ServeError` 404 naming the
+        versions served otherwise (and the one meant, for a registry version written with a
+        leading zero: "02"), 503 while it is being loaded or unloaded."""
         versions = self.models.get(name)
         if versions is None:
             self._loading(name, version)
@@ -204,13 +206,19 @@ class DataPlane:
             raise ServeError(404, f"model: {said}", "model")
         if version is None:
             return self.policy.choose(name, versions)
+        # The text the server names it by: a registry version's number ("2", as every version
+        # number is written: `arguments.version_number`), an export directory's hash.
         served = versions.get(version)
         if served is None:
             self._loading(name, version)
+            fixed = arguments.zeros_dropped(version)  # "02": registry version 2, written so
+            fix = ""
+            if fixed in versions and versions[fixed].registry_version is not None:
+                fix = f"; write {protocol.short(fixed)}"
             raise ServeError(
                 404,
                 f"model {name!r} version: expected one of {protocol.names(versions)}, got "
-                f"{protocol.short(version)}",
+                f"{protocol.short(version)}{fix}",
                 "version",
             )
         return served

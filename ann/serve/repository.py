@@ -268,9 +268,11 @@ class Repository:
         return m
 
     async def unload(self, name: str, version: str | None = None) -> list[ServedModel]:
-        """Takes every version of `name`, or `version` alone, out of service (404 from now on;
-        the name's other versions keep serving) and waits for its queued requests. ServeError:
-        404 for a model or version not served, 409 while it is being loaded."""
+        """Takes every version of `name`, or `version` alone (as the server names it: "2" a
+        registry version, an export directory's hash), out of service (404 from now on; the
+        name's other versions keep serving) and waits for its queued requests. ServeError: 404
+        for a model or version not served (`DataPlane.model`, listing those served), 409 while
+        it is being loaded."""
         dp = self.dataplane
         if name in dp.loading:
             raise ServeError(409, f"model {name!r}: a load or unload is in progress; retry", "busy")
