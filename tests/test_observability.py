@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -117,8 +118,17 @@ def test_a_runbook_base_with_its_trailing_slash_links_each_runbook_once(tmp_path
             "error: --slo.availability=abc must be a number in (0, 1) (the share of requests "
             "answered without a 5xx); e.g. --slo.availability=0.999",
         ),
-        (["--runbook_base="], "error: --runbook_base must be a URL or path"),
-        (["--alert.job=a b"], "error: --alert.job='a b' must be the scrape job's name"),
+        (
+            ["--runbook_base="],
+            "error: --runbook_base='' must be a URL or path; e.g. --runbook_base=docs/runbooks",
+        ),
+        # Quoted as a shell needs it, as every refusal here is (it was Python's: 'a+b').
+        (
+            ["--alert.job=a+b"],
+            "error: --alert.job=a+b must be a name of ASCII letters, digits and _ . : / - "
+            "(prometheus.yml's job_name); e.g. --alert.job=ann",
+        ),
+        (["--alert.job=a b"], "error: --alert.job='a b' must be a name of ASCII letters"),
         # No duration and out of range are one refusal, in the help's words (DURATIONS): they
         # were "must be a Prometheus duration, e.g. 30m, 1h, 1d" and "must be from 1m ... to
         # 1h ...; the default is 5m", the help "takes a Prometheus duration from 1m ... to 1h".
@@ -201,6 +211,17 @@ def test_a_durations_refusal_says_what_its_help_says(key):
         assert str(raised.value) == (
             f"--{key}={shown} must be {rules.DURATIONS[key]}; e.g. --{key}={default}"
         )
+
+
+@pytest.mark.parametrize("job", ["a+b", "a b", "it's", "", "é"])
+def test_a_jobs_refusal_quotes_it_as_a_shell_needs_and_says_what_its_help_says(job):
+    # It quoted the value Python's way (--alert.job='a+b', --alert.job="it's"), where the
+    # --alert.*_for refusals show it as typed in a shell, and said "e.g. ann".
+    with pytest.raises(ValueError) as raised:
+        rules.Settings(job=job).check()
+    assert str(raised.value) == (
+        f"--alert.job={shlex.quote(job)} must be {rules.NAMES['alert.job']}; e.g. --alert.job=ann"
+    )
 
 
 def test_the_latency_threshold_refusal_names_the_buckets():

@@ -60,7 +60,7 @@ def define_flags() -> None:
         f"{rules.DURATIONS['alert.drift_for']}; --alert.keep_firing_for (cool-off) takes "
         f"{rules.DURATIONS['alert.keep_firing_for']}; server pages: --alert.down_for (down or "
         f"not ready that long) takes {rules.DURATIONS['alert.down_for']}; --alert.job (the "
-        "scrape job of the servers' metrics port).",
+        f"scrape job of the servers' metrics port) takes {rules.NAMES['alert.job']}.",
         lock_config=False,
         accept_new_attributes=True,
     )
@@ -69,6 +69,7 @@ def define_flags() -> None:
     )
     cli.EXPECTED.update(rules.EXPECTED)  # --slo.availability=abc: in the words of =1.5
     cli.EXPECTED.update(rules.DURATIONS)  # what --help says of them, as their refusals do
+    cli.EXPECTED.update(rules.NAMES)
 
 
 class _Dumper(yaml.SafeDumper):

@@ -82,6 +82,11 @@ DURATIONS = {
     f"alert.{name}": f"a Prometheus duration from {least} to {most}"
     for name, (_, _, least, most) in _FOR_RANGES.items()
 }
+# What the names among the settings take, as their help and their refusal say it (_JOB).
+_JOB = re.compile(r"[A-Za-z0-9_.:/-]+")
+NAMES = {
+    "alert.job": "a name of ASCII letters, digits and _ . : / - (prometheus.yml's job_name)",
+}
 
 
 def duration_seconds(value: str) -> float:
@@ -132,11 +137,11 @@ class Settings:
                 name = key.split(".")[1]
                 typed = f"--{key}={number(getattr(self, name))}"
                 raise ValueError(refusal(typed, EXPECTED[key], key, getattr(Settings, name)))
-        if not re.fullmatch(r"[A-Za-z0-9_.:/-]+", self.job):
-            raise ValueError(
-                f"--alert.job={self.job!r} must be the scrape job's name (prometheus.yml's "
-                "job_name), e.g. ann"
-            )
+        if not _JOB.fullmatch(self.job):
+            # As typed in a shell, as every refusal here quotes it: it said --alert.job='a+b'
+            # (Python's quotes, where a shell needs none) and "e.g. ann".
+            typed = flag("alert.job", self.job)
+            raise ValueError(refusal(typed, NAMES["alert.job"], "alert.job", Settings.job))
         for name, (low, high, _, _) in _FOR_RANGES.items():
             # One refusal, in the help's words (DURATIONS), whether no duration or out of range:
             # "must be a Prometheus duration, e.g. 30m" and "must be from 1m to 7d" were two.
@@ -145,8 +150,9 @@ class Settings:
                 key = f"alert.{name}"
                 typed = flag(key, value)  # as typed: --alert.down_for=5m, --alert.down_for=''
                 raise ValueError(refusal(typed, DURATIONS[key], key, getattr(Settings, name)))
-        if not self.runbook_base.rstrip("/"):
-            raise ValueError("--runbook_base must be a URL or path, e.g. docs/runbooks")
+        if not self.runbook_base.rstrip("/"):  # the value, as --alert.job's refusal shows it
+            typed = flag("runbook_base", self.runbook_base)
+            raise ValueError(refusal(typed, "a URL or path", "runbook_base", Settings.runbook_base))
 
 
 def le_matcher(seconds: float) -> str:
