@@ -408,6 +408,19 @@ def test_logs_without_the_named_version_are_not_served_not_measured(replicas, tm
     assert said.endswith("to score it, give --model=models:/digits/2"), said
 
 
+def test_a_logged_export_version_all_digits_is_offered_as_its_directory():
+    # An export's version is its manifest hash's first 12 hex digits; one all digits was
+    # offered as --model=models:/digits/012345678901, a URI that is refused (a leading zero).
+    for held in ("012345678901", "123456789012"):
+        said = monitor_main.not_served_warning("a.jsonl", "digits", "3", [held])
+        assert said.endswith(
+            f"give --model= the export directory whose manifest sha256 starts {held} (or a "
+            "models:/NAME/N registered from it)"
+        ), said
+    said = monitor_main.not_served_warning("a.jsonl", "digits", "3", ["12"])
+    assert said.endswith("to score it, give --model=models:/digits/12"), said
+
+
 def test_a_class_asked_only_as_probabilities_joins_as_their_argmax(replicas, tmp_path):
     """A request whose client asked only for `probabilities` was `unlogged`, though a
     classification export's `label` is by definition the argmax of the logits, hence of

@@ -670,11 +670,15 @@ def not_served_warning(files: str, name: str, version: str, held: list[str]) -> 
     registry version number by its models:/ URI; an export served from its directory, whose
     version is its manifest's sha256, by that directory or a models:/ URI registered from it)."""
     from ann.monitor.performance import NOT_SERVED
+    from ann.registry.spec import looks_exported
 
     first = held[0]
+    # A registry version as version numbers are written; an export's hash may be all digits
+    # ("012345678901" was offered as models:/NAME/012345678901, a URI that is refused).
+    registered = arguments.version_number(first) is not None and not looks_exported(first)
     how = (
         f"--model=models:/{name}/{first}"
-        if arguments.digits(first)
+        if registered
         else f"--model= the export directory whose manifest sha256 starts {first} (or a "
         "models:/NAME/N registered from it)"
     )

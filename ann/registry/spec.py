@@ -89,6 +89,14 @@ def export_version(manifest_sha256: str) -> str:
     return manifest_sha256[:12]
 
 
+def looks_exported(version: str) -> bool:
+    """Whether a version known only by its text (a request log's) has `export_version`'s form,
+    12 lowercase hex digits, so it names an export directory, not a registry version, even
+    when all digits ("012345678901" is no version 12345678901). Where the served model is at
+    hand, its origin says it instead (`ann.serve.dataplane.ServedModel.registry_version`)."""
+    return len(version) == 12 and all(c in "0123456789abcdef" for c in version)
+
+
 def resolve(spec: str, registry: str | None = None, has_flag: bool = True) -> Resolved:
     """Resolves a registry URI in `registry` (default `default_root()`) or an export directory.
     `has_flag`: whether the command has a --registry flag to name (`init_from` has none).
