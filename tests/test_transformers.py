@@ -577,6 +577,55 @@ def test_seq2seq_decoding_writes_only_the_ids_its_training_targets_hold():
     assert bool(jnp.isfinite(scores).all())
 
 
+def test_seq2seq_reads_what_sources_and_targets_look_like_from_every_training_row():
+    """The source shapes the export records (`framing.sources`: what the loader, the server
+    and `ann generate` take) and the ids decoding may write (`target_ids`) come from every
+    training row: they were read from the first 2,000, so a form or a target token only a
+    later row has was refused although the model was trained on it. Here row 2,500 alone has
+    `sort 12+34` (a `+` in a sort source) and `+` in its target. A streamed split (not held in
+    memory) is read in chunks to the same result."""
+    import dataclasses
+
+    from ann import artifact
+    from ann.serve import protocol
+    from experiments.seq2seq import Seq2Seq
+
+    config = tiny("digit_seq2seq")
+    split = data.load(config.data.name, config.data.train_split, cache="on")
+    cached = {k: np.array(v) for k, v in split.cached.items()}
+    index = {t: i for i, t in enumerate(digit_strings.VOCABULARY)}
+    late = 2_500
+    source = [index[t] for t in "sort 1 2 + 3 4 <eos>".split()]
+    cached["source"][late] = 0
+    cached["source"][late, : len(source)] = source
+    cached["target"][late] = 0
+    cached["target"][late, :4] = [index[t] for t in "4 + 2 <eos>".split()]
+    experiment = Seq2Seq(config)
+    experiment.setup(dataclasses.replace(split, cached=cached))
+    plus = index["+"]
+    assert plus in experiment.target_ids and plus in experiment.decoding_ids["allowed"]
+    assert plus in experiment.output_signature()["tokens"]["target_ids"]
+    row = experiment.encode_source("sort 12+34")  # `ann generate --source`
+    assert row[: len(source)].tolist() == source
+    spec = experiment.input_signature()["source"]
+    forms = [[r["name"] for r in form] for form in spec["framing"]["sources"]["sort"]]
+    assert sorted(forms) == [["DIGITS"], ["DIGITS", "+", "DIGITS"]]
+    # The check the loader (`artifact.load(...)`) and the server make, on the exported entry.
+    assert artifact.framing({**spec, "shape": [-1, *spec["shape"]]}).fault(row[None]) is None
+    body = {"inputs": [{"name": "source", "shape": [1, len(row)], "datatype": "INT32",
+                        "data": row.tolist()}]}  # fmt: skip
+    decoded = protocol.decode_infer(json.dumps(body).encode(), {"source": spec}, {}, 8)
+    assert decoded.inputs["source"].tolist() == [row.tolist()]
+    # A split streamed from disk, SCAN_ROWS at a time, reads to what the held one does.
+    part = f"{config.data.train_split}[:3000]"
+    streamed, held = Seq2Seq(config), Seq2Seq(config)
+    streamed.setup(data.load(config.data.name, part, cache="off"))
+    held.setup(data.load(config.data.name, part, cache="on"))
+    assert streamed._train.cached is None and held._train.cached is not None
+    assert streamed.source_shapes() == held.source_shapes() != {}
+    assert streamed.target_ids == held.target_ids != ()
+
+
 def test_a_source_outside_the_vocabulary_or_too_long_is_named():
     # `ann generate` turns these into one `error: --source=...` line (they were tracebacks).
     from experiments.seq2seq import Seq2Seq
