@@ -475,8 +475,8 @@ class Framing:
 
     @functools.cached_property
     def _table(self) -> np.ndarray | None:
-        """`_automaton`, built on first use (the server makes a `Framing` per request to look
-        its checked spec up, and keeps one); None where no record is to be checked (an older
+        """`_automaton`, built on first use (once per loaded model: `Model.framings`, which the
+        server's `protocol.Signature` shares); None where no record is to be checked (an older
         export, no task words): framing alone."""
         return self._automaton(self._size) if self.sources and self.tasks else None
 
@@ -788,8 +788,11 @@ class Model:
         self.name: str = manifest["name"]
         self.inputs: dict[str, dict[str, Any]] = manifest["inputs"]  # shapes: -1 = batch
         self.outputs: dict[str, dict[str, Any]] = manifest["outputs"]
-        # Inputs whose rows are framed (seq2seq's `source`: TASK TOKENS <eos> then pads).
-        self._framing = {k: f for k, spec in self.inputs.items() if (f := framing(spec))}
+        # Inputs whose rows are framed (seq2seq's `source`: TASK TOKENS <eos> then pads), each
+        # `Framing` built once per load (the server checks requests with these too).
+        self.framings: dict[str, Framing] = {
+            k: f for k, spec in self.inputs.items() if (f := framing(spec))
+        }
         self._exported = exported
         # Where it runs (`device_for`): the weights placed there carry every call there.
         self.device = device_for(exported.platforms)
@@ -828,7 +831,7 @@ class Model:
                 )
             pad = pad_id(spec)
             fault = None if pad is None else padding_fault(x, pad)
-            if fault is None and (frame := self._framing.get(name)) is not None:
+            if fault is None and (frame := self.framings.get(name)) is not None:
                 fault = frame.fault(x)
             if fault is not None:
                 raise ValueError(f"input {name!r}: {fault}")

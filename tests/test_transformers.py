@@ -626,6 +626,30 @@ def test_seq2seq_reads_what_sources_and_targets_look_like_from_every_training_ro
     assert streamed.target_ids == held.target_ids != ()
 
 
+def test_seq2seq_encode_source_builds_its_check_once_per_setup(monkeypatch):
+    """`encode_source` checks a source with the export's `artifact.Framing`, built once per
+    `setup` (it was built, with its automaton, on every call: ~4 ms each); a new `setup`
+    (another train split) builds it again."""
+    from ann import artifact
+    from experiments.seq2seq import Seq2Seq
+
+    config = tiny("digit_seq2seq")
+    experiment = Seq2Seq(config)
+    split = data.load(config.data.name, config.data.train_split)
+    experiment.setup(split)
+    experiment.encode_source("add 12+34")
+    built, framing = [], artifact.framing
+    monkeypatch.setattr(artifact, "framing", lambda spec: built.append(spec) or framing(spec))
+    for text in ("add 12+34", "reverse 1", "sort 4321"):
+        experiment.encode_source(text)
+    with pytest.raises(ValueError, match="^'reverse' sources are 'reverse DIGITS'"):
+        experiment.encode_source("reverse 1+2")
+    assert built == []
+    experiment.setup(split)
+    experiment.encode_source("add 12+34")
+    assert len(built) == 1
+
+
 def test_a_source_outside_the_vocabulary_or_too_long_is_named():
     # `ann generate` turns these into one `error: --source=...` line (they were tracebacks).
     from experiments.seq2seq import Seq2Seq

@@ -45,7 +45,8 @@ class ServedModel:
     it is (a registry URI, or a registered copy with its `registry.json`; `version` is then its
     text, "3"), None for an export directory served by its manifest hash ("0a1b2c3d4e5f", all
     digits at times: "012345678901" is a hash too, never version 12345678901);
-    `inputs`: the signature without the batch axis (what the codec checks requests against);
+    `inputs`: the signature without the batch axis (what the codec checks requests against,
+    each entry's checks made once: `protocol.Signature`);
     `metadata`: the v2 model metadata reply, encoded once."""
 
     def __init__(
@@ -59,7 +60,11 @@ class ServedModel:
         self.name, self.version, self.model, self.source = name, version, model, source
         self.registry_version = registry_version
         self.label_version = version  # its metrics' `version` label (app._Unserved's is "")
-        self.inputs = {k: {**v, "shape": v["shape"][1:]} for k, v in model.inputs.items()}
+        # Each input's checks worked out once, here (`protocol.Signature`), not per request.
+        self.inputs = protocol.Signature(
+            {k: {**v, "shape": v["shape"][1:]} for k, v in model.inputs.items()},
+            getattr(model, "framings", None),  # an artifact.Model's, built at its load
+        )
         self.outputs = model.outputs
         self.batcher: Batcher | None = None
         self.ready = False
