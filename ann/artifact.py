@@ -388,14 +388,45 @@ def pad_id(spec: Mapping[str, Any]) -> int | None:
     return None
 
 
-def padding_hint(pad: int | None, shape: Sequence[int]) -> str:
+def padding_hint(pad: int | None, shape: Sequence[int], got: Sequence[Any] | None = None) -> str:
     """What a shape refusal of an input padded on the right with id `pad` (None: not padded:
     "") and of `shape` per row adds: how to pad (a prompt of 11 tokens was refused as
-    `expected [-1, 128] ... got [1, 11]`, without saying that the input takes padding)."""
+    `expected [-1, 128] ... got [1, 11]`, without saying that the input takes padding). `got`:
+    the per-row shape given, where known; rows longer than `shape` are told that they do not
+    fit (padding them was no fix), in the loader's and the server's refusals alike."""
     if pad is None:
         return ""
     width = " x ".join(map(str, shape))
+    if (
+        got is not None
+        and len(got) == len(shape)
+        and all(type(g) is int for g in got)
+        and any(g > n for g, n in zip(got, shape))
+    ):
+        return (
+            f"; each row holds at most {width} tokens, then pads (id {pad}): a longer one does "
+            "not fit the model"
+        )
     return f"; pad each row on the right with id {pad} to {width} tokens (the tokens, then {pad}s)"
+
+
+def ids_fault(flat: np.ndarray, count: int, datatype: str, names: str) -> str | None:
+    """Why integer inputs `flat` (one dimension) are not ids of `count` names: the first value
+    outside [0, count), where it is, and the range, in the words the loader and the server both
+    use ("expected int32 values in [0, 16] (ids of its 17 names: the manifest's
+    inputs.source.names), got 17 at flat index 4"; `datatype` and `names` say the dtype and
+    where the names are as the reader knows them); None when every value is one. One id past
+    the vocabulary gave NaN probabilities or garbage tokens without an error."""
+    if not flat.size:
+        return None
+    bad = (flat < 0) | (flat >= count)
+    if not bad.any():
+        return None
+    i = int(np.argmax(bad))
+    return (
+        f"expected {datatype} values in [0, {count - 1}] (ids of its {count} names: {names}), "
+        f"got {flat[i]} at flat index {i}"
+    )
 
 
 def padding_fault(array: np.ndarray, pad: int) -> str | None:
@@ -800,34 +831,30 @@ class Model:
         self._jitted = jax.jit(exported.call)
 
     def check(self, inputs: Mapping[str, np.ndarray]) -> int:
-        """Raises ValueError naming the input that does not match (its dtype, shape, batch
-        size, an id outside the names it indexes, a row that breaks its right padding:
-        `padding_fault`, or its framing: `Framing`); returns the batch size."""
-        missing = sorted(set(self.inputs) - set(inputs))
-        extra = sorted(set(inputs) - set(self.inputs))
-        if missing or extra:
-            raise ValueError(
-                f"inputs must be {sorted(self.inputs)}; missing {missing}, extra {extra}"
-            )
+        """Raises ValueError, one line naming the input that does not match and the fix (its
+        dtype or shape: `_shape_fault`, batch size, an id outside the names it indexes:
+        `ids_fault`, a row that breaks its right padding: `padding_fault`, or its framing:
+        `Framing`), in the server's words where it has the same fault; returns the batch
+        size."""
+        self._check_names(inputs)
         rows = None
         for name, spec in self.inputs.items():
             x = inputs[name]
-            if x.dtype != np.dtype(spec["dtype"]) or list(x.shape[1:]) != spec["shape"][1:]:
-                raise ValueError(
-                    f"input {name!r} must be {spec['dtype']}{spec['shape']} (-1: any batch), "
-                    f"got {x.dtype}{list(x.shape)}" + padding_hint(pad_id(spec), spec["shape"][1:])
-                )
+            wrong_dtype = x.dtype != np.dtype(spec["dtype"])
+            if (
+                wrong_dtype
+                or x.ndim != len(spec["shape"])
+                or list(x.shape[1:]) != spec["shape"][1:]
+            ):
+                raise ValueError(_shape_fault(name, spec, x, wrong_dtype))
             if rows is not None and x.shape[0] != rows:
                 raise ValueError(f"inputs have different batch sizes ({rows} and {x.shape[0]})")
             rows = x.shape[0]
             names = spec.get("names")
             if names is not None and x.size and (x.min() < 0 or x.max() >= len(names)):
-                flat = x.reshape(-1)
-                i = int(np.argmax((flat < 0) | (flat >= len(names))))
+                where = f"the manifest's inputs.{name}.names"
                 raise ValueError(
-                    f"input {name!r} holds ids of its {len(names)} names (the manifest's "
-                    f"inputs.{name}.names), so values in [0, {len(names) - 1}]; got {flat[i]} at "
-                    f"flat index {i}"
+                    f"input {name!r}: {ids_fault(x.reshape(-1), len(names), str(x.dtype), where)}"
                 )
             pad = pad_id(spec)
             fault = None if pad is None else padding_fault(x, pad)
@@ -836,6 +863,14 @@ class Model:
             if fault is not None:
                 raise ValueError(f"input {name!r}: {fault}")
         return int(rows or 0)
+
+    def _check_names(self, inputs: Mapping[str, Any]) -> None:
+        missing = sorted(set(self.inputs) - set(inputs))
+        extra = sorted(set(inputs) - set(self.inputs))
+        if missing or extra:
+            raise ValueError(
+                f"inputs must be {sorted(self.inputs)}; missing {missing}, extra {extra}"
+            )
 
     def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """{input name: array [rows, ...]} -> {output name: NumPy array [rows, ...]}; zero rows
@@ -849,7 +884,19 @@ class Model:
                 f"inputs: expected a mapping of input name to array ({', '.join(self.inputs)}), "
                 f"got {type(inputs).__name__}; call model({{{name!r}: x}})"
             )
-        inputs = {k: np.asarray(v) for k, v in inputs.items()}
+        self._check_names(inputs)
+        arrays = {}
+        for name, value in inputs.items():
+            try:
+                arrays[name] = np.asarray(value)
+            except ValueError:  # ragged lists: NumPy's own message named no input
+                spec = self.inputs[name]
+                raise ValueError(
+                    f"input {name!r} must be {spec['dtype']}{spec['shape']} (-1: any batch), got "
+                    "nested lists of different lengths"
+                    + padding_hint(pad_id(spec), spec["shape"][1:])
+                ) from None
+        inputs = arrays
         if self.check(inputs) == 0:
             # One row of zeros, run unchecked: a padded input refuses a row of pads alone.
             one = {k: np.zeros((1, *v.shape[1:]), v.dtype) for k, v in inputs.items()}
@@ -901,6 +948,33 @@ class Model:
 
         run.executable = compiled  # type: ignore[attr-defined]
         return run
+
+
+def _shape_fault(name: str, spec: Mapping[str, Any], x: np.ndarray, wrong_dtype: bool) -> str:
+    """The refusal of input `name`'s array `x` of another dtype or shape than its signature
+    entry `spec`, with the fix: the conversion (NumPy makes Python ints int64, a seq2seq source
+    or LM prompt takes int32), the batch axis a single row lacks, or how to pad a token row
+    (`padding_hint`; a dtype alone said how to pad, which was no fix)."""
+    dtype, shape = spec["dtype"], spec["shape"]
+    fixes = []
+    if wrong_dtype and x.dtype.kind in "USO" and spec.get("names") is not None:
+        fixes.append(
+            f"; map each token to its id (its index in the manifest's inputs.{name}.names)"
+        )
+    elif wrong_dtype:
+        fixes.append(f'; convert it with .astype("{dtype}")')
+    row = shape[1:]
+    if x.ndim != len(shape) or list(x.shape[1:]) != row:
+        if list(x.shape) == row:
+            fixes.append("; add the batch axis for a single row (x[None])")
+        elif x.ndim != len(shape):
+            fixes.append(f"; give {len(shape)} dimensions, the batch first")
+        else:
+            fixes.append(padding_hint(pad_id(spec), row, list(x.shape[1:])))
+    return (
+        f"input {name!r} must be {dtype}{shape} (-1: any batch), got {x.dtype}{list(x.shape)}"
+        + "".join(fixes)
+    )
 
 
 def _deserialize(directory: str, name: str, parse: Callable[[], Any]) -> Any:

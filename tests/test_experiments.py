@@ -170,9 +170,9 @@ def test_a_token_model_export_names_its_vocabulary_and_refuses_ids_outside_it(tr
         with pytest.raises(ValueError) as e:
             model.check({key: ids})
         assert str(e.value) == (
-            f"input {key!r} holds ids of its {len(names)} names (the manifest's inputs.{key}."
-            f"names), so values in [0, {len(names) - 1}]; got {len(names)} at flat index "
-            f"{ids.shape[1] + 3}"
+            f"input {key!r}: expected int32 values in [0, {len(names) - 1}] (ids of its "
+            f"{len(names)} names: the manifest's inputs.{key}.names), got {len(names)} at flat "
+            f"index {ids.shape[1] + 3}"
         )
 
 
@@ -213,6 +213,68 @@ def test_a_token_model_export_states_its_padding_and_refuses_rows_that_break_it(
         f"got int32[1, 11]; pad each row on the right with id 0 to {width} tokens (the tokens, "
         "then 0s)"
     )
+
+
+def test_a_seq2seq_export_refuses_ids_of_another_kind_in_one_line_with_the_fix(trained):
+    """`artifact.load(...)` on a seq2seq export refuses ids outside the vocabulary, negative
+    ids, rows of another length, another dtype or number of dimensions, and ragged lists in one
+    line naming the input and the fix, the server's words where it has the same fault: an
+    int64 array (NumPy's default for Python ints) was told how to pad, which was no fix, a row
+    too long to be padded too, and ragged lists raised NumPy's own error naming no input."""
+    from ann.serve import protocol
+    from ann.serve.dataplane import ServedModel
+    from ann.serve.errors import ServeError
+
+    name, _, _, out, manifest = trained
+    if name != "seq2seq":
+        return
+    spec = manifest["inputs"]["source"]
+    size, width = len(spec["names"]), spec["shape"][1]
+    good = _framed(spec) + [0] * (width - 3)
+    model = artifact.load(str(out))
+    served = ServedModel("s2s", "1", model, "test").inputs
+
+    def served_refusal(rows: list) -> str:
+        body = {"inputs": [{"name": "source", "shape": [len(rows), len(rows[0])],
+                            "datatype": "INT32", "data": sum(rows, [])}]}  # fmt: skip
+        with pytest.raises(ServeError) as e:
+            protocol.decode_infer(json.dumps(body).encode(), served, {}, 8)
+        return e.value.message
+
+    must = f"input 'source' must be int32[-1, {width}] (-1: any batch), got "
+    pad = f"; pad each row on the right with id 0 to {width} tokens (the tokens, then 0s)"
+    long = f"; each row holds at most {width} tokens, then pads (id 0): a longer one does not fit"
+    ids = f"values in [0, {size - 1}] (ids of its {size} names: "
+    for given, message, server in [
+        (np.array([good[:3] + [size] + good[4:]], np.int32),
+         f"input 'source': expected int32 {ids}the manifest's inputs.source.names), got {size} "
+         "at flat index 3", f"inputs[0].data: expected INT32 {ids}the model metadata's labels), "
+         f"got {size} at flat index 3"),
+        (np.array([[-1] + good[1:]], np.int32),
+         f"input 'source': expected int32 {ids}the manifest's inputs.source.names), got -1 at "
+         "flat index 0", f"inputs[0].data: expected INT32 {ids}the model metadata's labels), "
+         "got -1 at flat index 0"),
+        (np.array([good[:11]], np.int32), f"{must}int32[1, 11]{pad}", pad),
+        (np.array([good + [0]], np.int32), f"{must}int32[1, {width + 1}]{long} the model",
+         long + " the model"),
+        (np.array([good], np.int64), f'{must}int64[1, {width}]; convert it with .astype("int32")',
+         None),
+        ([good], f'{must}int64[1, {width}]; convert it with .astype("int32")', None),
+        (np.array([good], np.float32),
+         f'{must}float32[1, {width}]; convert it with .astype("int32")', None),
+        (np.array(good, np.int32), f"{must}int32[{width}]; add the batch axis for a single row "
+         "(x[None])", None),
+        (np.array([[good]], np.int32), f"{must}int32[1, 1, {width}]; give 2 dimensions, the "
+         "batch first", None),
+        ([good, good[:5]], f"{must}nested lists of different lengths{pad}", None),
+        (np.array([["reverse"] * width]), f"{must}<U7[1, {width}]; map each token to its id "
+         "(its index in the manifest's inputs.source.names)", None),
+    ]:  # fmt: skip
+        with pytest.raises(ValueError) as e:
+            model({"source": given})
+        assert str(e.value) == message and "\n" not in message
+        if server is not None:  # the same fault sent to `ann serve`: the same words
+            assert served_refusal(np.asarray(given).tolist()).endswith(server)
 
 
 def test_a_seq2seq_export_refuses_sources_not_framed_as_in_training(trained):

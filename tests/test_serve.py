@@ -472,6 +472,15 @@ def test_token_rows_must_keep_their_right_padding():
         "inputs[0].shape: expected [-1, 4] (batch first, at least 1 row) for input 'tokens', got "
         "[1,2]; pad each row on the right with id 0 to 4 tokens (the tokens, then 0s)"
     )
+    # Rows longer than the input's are not told to pad (no padding makes them fit), as the
+    # loader says it (`artifact.padding_hint`).
+    body["inputs"][0].update(shape=[1, 5], data=[2, 3, 4, 2, 3])
+    with pytest.raises(ServeError) as e:
+        protocol.decode_infer(json.dumps(body).encode(), padded, OUTPUTS, 8)
+    assert e.value.message.endswith(
+        "got [1,5]; each row holds at most 4 tokens, then pads (id 0): a longer one does not fit "
+        "the model"
+    )
 
 
 def test_binary_decoding_checks_sizes_and_values():

@@ -968,7 +968,8 @@ def _shape(
         if isinstance(shape, list) and len(shape) == len(expected) and type(shape[0]) is float:
             if shape[0] > max_rows:  # 1e20, or an integer past 64 bits (a float to orjson)
                 raise _too_many_rows(field, max_rows, shape[0])
-        how = artifact.padding_hint(spec.pad, expected[1:])  # a token input: how to pad
+        got = shape[1:] if isinstance(shape, list) and len(shape) == len(expected) else None
+        how = artifact.padding_hint(spec.pad, expected[1:], got)  # a token input: how to pad
         if isinstance(shape, list) and any(type(d) is float for d in shape):
             how += "; dimensions are integers, written without a fraction or an exponent"
         raise ServeError(
