@@ -336,7 +336,7 @@ def _spec(entry: Mapping[str, Any]) -> _Spec:
     """The `_Spec` of a signature entry given as a plain mapping (a reader of the request log,
     a test), shared between equal entries. A served model's are made once, at load
     (`Signature`): making the key built the entry's `artifact.Framing` again on every call,
-    about 11 us of a one-row seq2seq request."""
+    11-20 us of a one-row seq2seq request (docs/benchmarks.md)."""
     names = entry.get("names")
     key = (
         str(entry["dtype"]),
