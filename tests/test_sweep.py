@@ -184,6 +184,87 @@ def test_trials_come_one_at_a_time_as_the_eager_list_had_them():
     assert next(product.rows()) == {f"model.k{i}": 0 for i in range(9)}
 
 
+def test_h_random_gives_n_distinct_rows_and_keeps_every_existing_sweeps_rows():
+    """Draws are rounded to 4 digits, so h.random(500, h.loguniform(...)) drew a value twice
+    and was refused ("gives the trial ... twice"): a repeat is now skipped and drawn again from
+    the same stream. A sweep with a repeat was refused, so every existing one keeps its rows."""
+    h = space.Builder()
+    lr = h.loguniform("optimizer.learning_rate", 1e-4, 1e-1)
+    rows = space.trials(h.random(500, lr))
+    stream = _eager(h.random(1000, lr))  # the old draws, repeats and all
+    firsts = list({json.dumps(r, sort_keys=True): r for r in stream}.values())  # in order
+    assert len(stream) > len(firsts) >= 500 and rows == firsts[:500]
+    assert len(space.trials(h.product(h.random(300, lr), h.sweep("seed", [0, 1])))) == 600
+    # Spaces without a repeat: the rows they always had.
+    drop = h.uniform("model.dropout", 0.0, 0.5)
+    batch = h.randint("batch_size", 8, 4096)
+    for node in [
+        *(h.random(120, lr, drop, seed=s) for s in range(4)),
+        h.random(40, batch, h.choice("optimizer.name", ["adam", "sgd"]), seed=2),
+        h.product(h.sweep("seed", [0, 1]), h.random(60, lr, seed=9)),
+    ]:
+        eager = _eager(node)
+        assert len({json.dumps(r, sort_keys=True) for r in eager}) == len(eager)
+        assert list(node.rows()) == eager == space.trials(node)
+    name = h.choice("optimizer.name", ["adam", "sgd"])
+    drawn = h.random(
+        3, lr, h.randint("batch_size", 8, 64), name, seed=7
+    )  # as the code before drew it
+    expected = [(0.0009365, 17, "sgd"), (0.00897, 12, "adam"), (0.00125, 11, "adam")]
+    assert [tuple(r.values()) for r in drawn.rows()] == expected
+    # Below an h.zip a repeat pairs with another part's row, a distinct trial: kept.
+    zipped = h.zip(h.sweep("seed", [1, 2, 3, 4]), h.random(4, name, seed=1))
+    assert list(zipped.rows()) == _eager(zipped) and len(space.trials(zipped)) == 4
+
+
+@pytest.mark.parametrize(
+    "sweep, message",
+    [
+        (
+            "h.random(10, h.choice('optimizer.name', ['adam', 'sgd', 'adam']))",
+            r"h.random\(10, h.choice\('optimizer.name', \['adam', 'sgd', 'adam'\]\)\) asks for 10 "
+            r"distinct trials, but its draws hold only 2; give h.random n <= 2, or list every "
+            r"value with h.sweep$",
+        ),
+        (
+            "h.product(h.sweep('seed', [0, 1]), h.random(9, h.randint('batch_size', 1, 4), "
+            "h.choice('model.norm', ['layer', '']), seed=3))",
+            r"h.random\(9, h.randint\('batch_size', 1, 4\), h.choice\('model.norm', \['layer', "
+            r"''\]\), seed=3\) asks for 9 distinct trials, but its draws hold only 8; give "
+            r"h.random n <= 8",
+        ),
+        (  # floats: 0.1000 ... 0.2000, found by drawing (a bounded number of times)
+            "h.random(2000, h.uniform('model.dropout', 0.1, 0.2))",
+            r"h.random\(2000, h.uniform\('model.dropout', 0.1, 0.2\)\) asks for 2000 distinct "
+            r"trials, but \d+ draws gave only 1001 \(floats are rounded to 4 significant "
+            r"digits\); give h.random n <= 1001, or wider ranges$",
+        ),
+    ],
+)
+def test_h_random_that_cannot_give_n_distinct_rows_is_refused_in_one_line(
+    tmp_path, monkeypatch, sweep, message
+):
+    """h.random(10, h.choice(k, [1, 2, 3])) was refused for giving a trial twice; now it says
+    how many distinct rows the space holds (by arithmetic, nothing drawn, for choices and
+    integers) and the fix, before a workdir is made."""
+    definition = definition_lib.load(write_config(tmp_path, f"return {sweep}"), {})
+    if "uniform" not in sweep:
+        monkeypatch.setattr(space.Draw, "draw", lambda *a: pytest.fail("a value was drawn"))
+    with pytest.raises(SweepError, match="^" + message):
+        grid.prepare(definition, str(tmp_path / "sweep"))
+    assert not os.path.exists(tmp_path / "sweep")
+
+
+def test_h_random_gives_every_row_a_small_space_holds():
+    h = space.Builder()
+    node = h.random(8, h.randint("batch_size", 1, 4), h.choice("model.norm", ["layer", ""]))
+    assert len({tuple(r.values()) for r in space.trials(node)}) == 8
+    rows = space.trials(h.random(1001, h.uniform("model.dropout", 0.1, 0.2), seed=1))
+    assert sorted(r["model.dropout"] for r in rows) == [
+        round(0.1 + i / 1e4, 4) for i in range(1001)
+    ]
+
+
 def test_a_space_too_large_to_list_is_refused_at_once_building_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(space.Draw, "draw", lambda *a: pytest.fail("a trial was built"))
     message = (

@@ -11,7 +11,8 @@ Keys are dotted config paths. `h.sweep` lists values; `h.product` crosses sweeps
 them row by row; `h.uniform`, `h.loguniform`, `h.randint` and `h.choice` declare draws, which a
 grid sweep takes `n` of with `h.random(n, ...)` and `--search=tpe` searches directly. The same
 definition gives both: `rows()` yields its trials' override dicts one at a time (`size()` counts
-them by arithmetic, building none), `params()` gives Optuna distributions.
+them by arithmetic, building none; `h.random`'s rows are distinct, a repeated row drawn again),
+`params()` gives Optuna distributions.
 """
 
 from __future__ import annotations
@@ -57,7 +58,13 @@ class Node:
 
     def rows(self) -> Iterator[Overrides]:
         """The trials' overrides, one at a time, in definition order (`h.product`'s last part
-        varying fastest, as `itertools.product`), each built as it is asked for."""
+        varying fastest, as `itertools.product`), each built as it is asked for. An `h.random`
+        gives distinct rows (`Random`); a SweepError where it cannot give its `n`."""
+        return self._rows(zipped=False)
+
+    def _rows(self, zipped: bool) -> Iterator[Overrides]:
+        """`rows`; `zipped`: below an `h.zip`, where an `h.random` keeps a repeated draw (there
+        a repeat pairs with another part's row, a distinct trial: such sweeps exist)."""
         raise NotImplementedError
 
     def trials(self) -> list[Overrides]:
@@ -91,7 +98,7 @@ class Sweep(Node):
     def size(self) -> int:
         return len(self.values)
 
-    def rows(self) -> Iterator[Overrides]:
+    def _rows(self, zipped: bool) -> Iterator[Overrides]:
         return ({self.key: v} for v in self.values)
 
     def params(self) -> list[Param]:
@@ -135,9 +142,9 @@ class Product(Node):
     def size(self) -> int:
         return math.prod([n.size() for n in self.nodes])  # each part's refusal, in order
 
-    def rows(self) -> Iterator[Overrides]:
+    def _rows(self, zipped: bool) -> Iterator[Overrides]:
         self.size()
-        return _combinations(self.nodes)
+        return _combinations(self.nodes, zipped)
 
     def params(self) -> list[Param]:
         return [p for n in self.nodes for p in n.params()]
@@ -159,9 +166,9 @@ class Zip(Node):
             )
         return sizes[0]
 
-    def rows(self) -> Iterator[Overrides]:
+    def _rows(self, zipped: bool) -> Iterator[Overrides]:
         self.size()
-        parts = zip(*(n.rows() for n in self.nodes))
+        parts = zip(*(n._rows(zipped=True) for n in self.nodes))
         return ({k: v for part in row for k, v in part.items()} for row in parts)
 
     def params(self) -> list[Param]:
@@ -197,9 +204,19 @@ class Draw(Node):
             "h.random(n, ...) for n random draws, or search it with --search=tpe"
         )
 
-    def rows(self) -> Iterator[Overrides]:
+    def _rows(self, zipped: bool) -> Iterator[Overrides]:
         self.size()  # refused
         return iter(())
+
+    def distinct(self) -> int | None:
+        """How many distinct values the draw gives, by arithmetic: an h.choice's distinct
+        values, an h.randint's integers; None for a float (rounded to 4 significant digits:
+        only drawing tells how many a range holds, and how likely each is)."""
+        if self.kind == "choice":
+            return len({_identity(v) for v in self.values or []})
+        if self.kind == "randint":
+            return self.high - self.low + 1
+        return None
 
     def draw(self, rng: random.Random) -> Any:
         if self.kind == "choice":
@@ -236,30 +253,77 @@ class Random(Node):
     def keys(self) -> list[str]:
         return [d.key for d in self.draws]
 
+    def __str__(self) -> str:
+        seed = f", seed={self.seed}" if self.seed else ""
+        return f"h.random({self.n}, {', '.join(str(d) for d in self.draws)}{seed})"
+
     def size(self) -> int:
         return self.n
 
-    def rows(self) -> Iterator[Overrides]:
-        # One seeded stream, draw after draw: row i is the i-th draw of every part, as the
-        # sweeps before lazy rows drew them (their trials keep their values and names).
+    def distinct(self) -> int | None:
+        """How many distinct rows the draws hold, by arithmetic, where every one is discrete
+        (`Draw.distinct`); None where one draws floats."""
+        held = [d.distinct() for d in self.draws]
+        return None if None in held else math.prod(held)
+
+    def _rows(self, zipped: bool) -> Iterator[Overrides]:
+        # One seeded stream, draw after draw: row i is every part's next draw, as the sweeps
+        # before lazy rows drew them (their trials keep their values and names). A row equal to
+        # an earlier one is drawn again from the same stream: that sweep had a trial twice and
+        # was refused, so no existing sweep changes. Below an h.zip a repeat is kept (paired
+        # with another part's row it is a distinct trial, and such sweeps exist).
         rng = random.Random(self.seed)
-        return ({d.key: d.draw(rng) for d in self.draws} for _ in range(self.n))
+        if zipped:
+            return ({d.key: d.draw(rng) for d in self.draws} for _ in range(self.n))
+        held = self.distinct()
+        if held is not None and held < self.n:
+            raise SweepError(
+                f"{self} asks for {self.n} distinct trials, but its draws hold only {held}; give "
+                f"h.random n <= {held}, or list every value with h.sweep"
+            )
+        return self._distinct(rng)
+
+    def _distinct(self, rng: random.Random) -> Iterator[Overrides]:
+        """`n` distinct rows from `rng`; a SweepError naming what it found once
+        `STALL_DRAWS_PER_ROW` draws per row found (plus 1,000) in a row bring no new one (a
+        float range holds only the values its 4 significant digits give: h.uniform(k, 0.1,
+        0.2) holds 1001)."""
+        seen: set[str] = set()
+        drawn = stalled = 0
+        while len(seen) < self.n:
+            if stalled >= STALL_DRAWS_PER_ROW * len(seen) + 1000:
+                raise SweepError(
+                    f"{self} asks for {self.n} distinct trials, but {drawn} draws gave only "
+                    f"{len(seen)} (floats are rounded to 4 significant digits); give h.random "
+                    f"n <= {len(seen)}, or wider ranges"
+                )
+            row = {d.key: d.draw(rng) for d in self.draws}
+            drawn, stalled = drawn + 1, stalled + 1
+            if (key := _identity(row)) not in seen:
+                seen.add(key)
+                stalled = 0
+                yield row
 
     def params(self) -> list[Param]:
         return [p for d in self.draws for p in d.params()]
 
 
-def _combinations(nodes: list[Node]) -> Iterator[Overrides]:
+def _combinations(nodes: list[Node], zipped: bool = False) -> Iterator[Overrides]:
     """`h.product`'s rows, the last part varying fastest: each later part's rows are drawn
     again for each row of the earlier ones (seeded draws give the same values each time), so
     nothing but the current row is held."""
     first, rest = nodes[0], nodes[1:]
-    for row in first.rows():
+    for row in first._rows(zipped):
         if not rest:
             yield dict(row)
             continue
-        for more in _combinations(rest):
+        for more in _combinations(rest, zipped):
             yield {**row, **more}
+
+
+def _identity(value: Any) -> str:
+    """What makes two rows (or drawn values) one trial: equal JSON, as sweep.json has them."""
+    return json.dumps(value, sort_keys=True)
 
 
 def _nodes(parts: tuple, what: str) -> list[Node]:
@@ -320,7 +384,10 @@ class Builder:
         return Draw("choice", key, values=[_plain(v) for v in values])
 
     def random(self, n: int, *draws: Draw, seed: int = 0) -> Node:
-        """`n` trials, each with a fresh draw of every part (seeded: the same every time)."""
+        """`n` distinct trials, each with a fresh draw of every part (seeded: the same every
+        time; a row equal to an earlier one is skipped and drawn again). Its rows raise a
+        SweepError where the draws hold fewer than `n` distinct rows (`Random.distinct`, or
+        found drawing); below an h.zip a repeat is kept (`Node._rows`)."""
         if len(draws) == 1 and isinstance(draws[0], list | tuple):
             draws = tuple(draws[0])
         if not isinstance(n, int) or n < 1:
@@ -372,6 +439,14 @@ def check_keys(node: Node, config: ml_collections.ConfigDict, source: str) -> No
 MAX_TRIALS = 10_000
 
 
+# How many draws in a row `h.random` makes without a new row, per row found (plus 1,000),
+# before it says its ranges hold no more: the rarest of C equally likely rows takes C draws on
+# average, a 4-digit log-uniform value of a decade's 9,001 about 2.5 C, so a space that holds
+# its n rows is not refused (odds under e^-19), and one that holds 1,001 is refused after
+# about 50,000 draws (0.3 s).
+STALL_DRAWS_PER_ROW = 50
+
+
 def check_size(node: Node, at_most: int = MAX_TRIALS) -> int:
     """`node.size()`, counted without building a trial; a SweepError, at once, where it is
     over `at_most` (`MAX_TRIALS`, or the trials a sweep listed before the bound: it resumes)."""
@@ -396,7 +471,7 @@ def trials(node: Node, at_most: int = MAX_TRIALS) -> list[Overrides]:
     # trials in one workdir: one refused for the other's lock, and the table said "2 done".
     seen: dict[str, Overrides] = {}
     for row in rows:
-        key = json.dumps(row, sort_keys=True)
+        key = _identity(row)
         if key in seen:
             given = ", ".join(f"{k}={v!r}" for k, v in row.items()) or "no overrides"
             raise SweepError(
