@@ -1,6 +1,7 @@
 """Sweeps: definitions, the local launcher (pinning, failures, resume), results, TPE with
 pruning, and the cluster scripts. Trials are real `ann.main` subprocesses of tiny configs."""
 
+import base64
 import csv
 import itertools
 import json
@@ -1868,6 +1869,107 @@ def test_slurm_and_kubernetes_run_the_trial_commands(tmp_path, fake_python, monk
     proc = subprocess.run(["bash", "-c", script], cwd=ROOT, env=env, capture_output=True)
     assert proc.returncode == 0, proc.stderr
     assert trials_lib.read_record(trials[1].workdir)["launcher"] == "kubernetes"
+
+
+def _many_trials(tmp_path, n):
+    return [
+        trials_lib.Trial(f"t{i}", {"seed": i}, {}, "cfg.py", "sweep", str(tmp_path))
+        for i in range(n)
+    ]
+
+
+def test_a_slurm_sweep_over_the_default_array_limit_is_submitted_in_chunks(
+    tmp_path, fake_python, monkeypatch
+):
+    """SLURM's default MaxArraySize is 1001 (indices 0-1000): `#SBATCH --array=0-2499%8` was
+    refused by sbatch. The trials are now submitted by submit.sh as array jobs of at most 1000
+    tasks, each after the one before (so --parallel still caps the whole sweep), task i of the
+    one given ANN_ARRAY_OFFSET=K running trial K + i."""
+    monkeypatch.chdir(tmp_path)
+    trials = _many_trials(tmp_path, 2500)
+    sbatch = emit.write("slurm", trials, "sweep", cwd=str(tmp_path), parallel=8, cpus=1,
+                        memory="1G")  # fmt: skip
+    text = open(sbatch).read()
+    assert "\n#SBATCH --array=0-0\n" in text  # submitted alone: one task, which says how
+    submit = tmp_path / "sweep" / emit.SLURM_SUBMIT
+    assert os.access(submit, os.X_OK)
+    calls = tmp_path / "sbatch.calls"
+    (tmp_path / "bin" / "sbatch").write_text(
+        f'#!/usr/bin/env bash\necho "$*" >>{calls}\necho "$((7 + $(wc -l <{calls})));c1"\n'
+    )
+    (tmp_path / "bin" / "sbatch").chmod(0o755)
+    proc = subprocess.run(["bash", str(submit)], cwd="/", capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert calls.read_text().splitlines() == [
+        "--parsable --array=0-999%8 --export=ALL,ANN_ARRAY_OFFSET=0 sweep/sweep.sbatch",
+        "--parsable --dependency=afterany:8 --array=0-999%8 --export=ALL,ANN_ARRAY_OFFSET=1000 "
+        "sweep/sweep.sbatch",
+        "--parsable --dependency=afterany:9 --array=0-499%8 --export=ALL,ANN_ARRAY_OFFSET=2000 "
+        "sweep/sweep.sbatch",
+    ]
+    assert proc.stdout.splitlines()[-1] == "submitted trials 2000-2499 of 2500: array job 10"
+    calls.unlink()  # a cluster of another limit
+    env = {**os.environ, "ANN_ARRAY_CHUNK": "600"}
+    subprocess.run(["bash", str(submit)], env=env, check=True, capture_output=True)
+    lines = calls.read_text().splitlines()
+    assert len(lines) == 5 and "--array=0-99%8 --export=ALL,ANN_ARRAY_OFFSET=2400 " in lines[-1]
+    # Task 499 of the third array job runs trial 2499; the script submitted alone says how.
+    env = {**os.environ, "SLURM_ARRAY_TASK_ID": "499", "ANN_ARRAY_OFFSET": "2000"}
+    proc = subprocess.run(["bash", sbatch], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "--workdir=sweep/t2499 " in open(tmp_path / "sweep" / "t2499" / "stdout.log").read()
+    del env["ANN_ARRAY_OFFSET"]
+    proc = subprocess.run(["bash", sbatch], env=env, capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "this sweep has 2500 trials, more than one SLURM array holds by default (MaxArray" \
+        "Size 1001): submit it with bash sweep/submit.sh" in proc.stderr  # fmt: skip
+    # Uncapped: side by side. Emitted again with trials one array holds: no submit.sh.
+    calls.unlink()
+    emit.write("slurm", trials, "sweep", cwd=str(tmp_path), parallel=0, cpus=1, memory="1G")
+    subprocess.run(["bash", str(submit)], check=True, capture_output=True)
+    assert "--dependency" not in calls.read_text() and "%" not in calls.read_text()
+    emit.write("slurm", trials[:1001], "sweep", cwd=str(tmp_path), parallel=2, cpus=1,
+               memory="1G")  # fmt: skip
+    assert "\n#SBATCH --array=0-1000%2\n" in open(sbatch).read() and not submit.exists()
+
+
+def test_a_kubernetes_job_of_many_trials_reads_them_from_a_configmap(tmp_path, fake_python):
+    """The pod ran every trial's command as one `bash -c` argument: over 128 KiB (about 400
+    trials) Linux refuses it ("Argument list too long") and the container never starts, and
+    `kubectl apply` refuses a manifest over 256 KiB. A larger script goes gzipped into a
+    ConfigMap the pods mount, applied server-side."""
+    import yaml
+
+    trials = _many_trials(tmp_path, 3000)
+    k8s = dict(parallel=8, cpus=1, memory="1Gi", image="ann:test", pvc="runs", root=str(tmp_path))
+    path = emit.write("k8s", trials, str(tmp_path / "sweep"), **k8s)
+    text = open(path).read()
+    *_, job = yaml.safe_load_all(text)
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert max(len(arg.encode()) for arg in container["command"]) < 128 * 1024
+    assert len(text) < 256 * 1024 and f"kubectl apply --server-side -f {path}" in text
+    assert emit.apply_command(path) == f"kubectl apply --server-side -f {path}"
+    configmap, job = yaml.safe_load_all(text)
+    assert configmap["kind"] == "ConfigMap" and job["spec"]["completions"] == 3000
+    pod = job["spec"]["template"]["spec"]
+    assert {"name": "trials", "configMap": {"name": configmap["metadata"]["name"]}} in pod[
+        "volumes"
+    ]
+    assert {"name": "trials", "mountPath": emit.K8S_SCRIPTS} in container["volumeMounts"]
+    # The pod: the ConfigMap's file where it is mounted, index 2999 runs trial 2999.
+    mounted = tmp_path / "mounted"
+    mounted.mkdir()
+    packed = base64.b64decode(configmap["binaryData"]["trials.sh.gz"])
+    (mounted / "trials.sh.gz").write_bytes(packed)
+    script = container["command"][2].replace(emit.K8S_SCRIPTS, str(mounted))
+    env = {**os.environ, "JOB_COMPLETION_INDEX": "2999"}
+    proc = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "--workdir=sweep/t2999 " in (tmp_path / "sweep" / "t2999" / "stdout.log").read_text()
+    # A few trials: inline, as before.
+    path = emit.write("k8s", trials[:4], str(tmp_path / "sweep"), **k8s)
+    assert emit.apply_command(path) == f"kubectl apply -f {path}"
+    assert [d["kind"] for d in yaml.safe_load_all(open(path))] == ["Job"]
 
 
 def test_a_cluster_trial_killed_whole_reads_lost_once_its_heartbeat_stops(tmp_path, monkeypatch):

@@ -344,6 +344,14 @@ def emit_grid(definition: definition_lib.Definition, metric: str, mode: str) -> 
         memory = f"{FLAGS.cluster_memory_gb}G"
         path = emit.write("slurm", trials, FLAGS.workdir, cwd=os.getcwd(), memory=memory, **common)
         wrote = f"wrote {path}: sbatch {path}  ({len(trials)} array tasks)"
+        if emit.slurm_chunked(trials):  # more than SLURM's default MaxArraySize (1001) allows
+            submit = os.path.join(FLAGS.workdir, emit.SLURM_SUBMIT)
+            jobs = -(-len(trials) // emit.SLURM_CHUNK)
+            wrote = (
+                f"wrote {path} and {submit}: bash {submit}  ({len(trials)} array tasks, in "
+                f"{jobs} array jobs of at most {emit.SLURM_CHUNK}: SLURM's default "
+                f"MaxArraySize, 1001, refuses one array of {len(trials)})"
+            )
     else:
         path = emit.write(
             "k8s",
@@ -355,7 +363,7 @@ def emit_grid(definition: definition_lib.Definition, metric: str, mode: str) -> 
             root=FLAGS.image_root,
             **common,
         )
-        wrote = f"wrote {path}: kubectl apply -f {path}  ({len(trials)} indices)"
+        wrote = f"wrote {path}: {emit.apply_command(path)}  ({len(trials)} indices)"
     for trial, config_json in zip(trials, configs):
         trial.write_files(config_json)
     results.write_sweep_file(

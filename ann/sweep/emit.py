@@ -10,7 +10,9 @@ resumes unfinished trials (`ann.main` resumes from each workdir) and skips finis
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import gzip
 import os
 import re
 import shlex
@@ -120,30 +122,108 @@ def _job_name(sweep_dir: str) -> str:
     return ("ann-" + re.sub(r"[^a-z0-9-]+", "-", base)).strip("-")[:63]
 
 
+# SLURM's default MaxArraySize (slurm.conf) is 1001: array indices 0 to 1000, and `sbatch`
+# refuses a larger array ("Invalid job array specification"). A sweep of more trials is
+# submitted by `SLURM_SUBMIT` as array jobs of `SLURM_CHUNK` tasks, task i of the one given
+# ANN_ARRAY_OFFSET=K running trial K + i.
+SLURM_MAX_ARRAY_SIZE = 1001
+SLURM_CHUNK = 1000
+SLURM_SCRIPT = "sweep.sbatch"
+SLURM_SUBMIT = "submit.sh"
+
+
+def slurm_chunked(trials: list[Trial]) -> bool:
+    """Whether the trials are more than one array job holds under SLURM's default limit."""
+    return len(trials) > SLURM_MAX_ARRAY_SIZE
+
+
 def slurm(
     trials: list[Trial], sweep_dir: str, cwd: str, parallel: int, cpus: int, memory: str
 ) -> str:
-    """An sbatch script: `sbatch SWEEP_DIR/sweep.sbatch` runs one array task per trial."""
+    """An sbatch script: `sbatch SWEEP_DIR/sweep.sbatch` runs one array task per trial. Over
+    `SLURM_MAX_ARRAY_SIZE` trials, array task i runs trial $ANN_ARRAY_OFFSET + i, and the script
+    is submitted by `slurm_submit`'s (submitted alone, its one task says so and fails)."""
+    chunked = slurm_chunked(trials)
+    size = 1 if chunked else len(trials)
     # 0: as many as SLURM allows; at most the trials (it wrote `--array=0-1%99999999999`).
-    throttle = f"%{min(parallel, len(trials))}" if parallel > 0 else ""
+    throttle = f"%{min(parallel, size)}" if parallel > 0 and not chunked else ""
+    submit = os.path.join(sweep_dir, SLURM_SUBMIT)
+    index = [
+        'INDEX="${SLURM_ARRAY_TASK_ID:?run this with sbatch (or set SLURM_ARRAY_TASK_ID)}"',
+    ]
+    if chunked:
+        index = [
+            'TASK="${SLURM_ARRAY_TASK_ID:?run this with sbatch (or set SLURM_ARRAY_TASK_ID)}"',
+            f'OFFSET="${{ANN_ARRAY_OFFSET:?this sweep has {len(trials)} trials, more than one '
+            f"SLURM array holds by default (MaxArraySize 1001): submit it with bash {submit}, "
+            'which sets ANN_ARRAY_OFFSET for each array job of at most 1000 tasks}"',
+            "INDEX=$((TASK + OFFSET))",
+        ]
     header = [
         "#!/usr/bin/env bash",
         f"#SBATCH --job-name={_job_name(sweep_dir)}",
-        f"#SBATCH --array=0-{len(trials) - 1}{throttle}",
+        f"#SBATCH --array=0-{size - 1}{throttle}",
         f"#SBATCH --cpus-per-task={cpus}",
         f"#SBATCH --mem={memory}",
         f"#SBATCH --output={os.path.join(sweep_dir, 'slurm-%A_%a.out')}",
-        "# One array task per trial; resubmit to resume the unfinished ones.",
+        *(
+            [
+                f"# One array task per trial, submitted by bash {submit}: {len(trials)} trials,",
+                f"# in array jobs of at most {SLURM_CHUNK} tasks (SLURM's default MaxArraySize is "
+                "1001), task i",
+                "# running trial $ANN_ARRAY_OFFSET + i. Run it again to resume the unfinished "
+                "ones.",
+            ]
+            if chunked
+            else ["# One array task per trial; resubmit to resume the unfinished ones."]
+        ),
         "set -uo pipefail",
         f"cd {shlex.quote(cwd)}",
         *export_pythonpath(pythonpath(cwd)).splitlines(),  # as command.sh: a user's modules
         # XLA sizes its thread pool from the cores SLURM binds; BLAS needs telling.
         'export OMP_NUM_THREADS="${SLURM_CPUS_PER_TASK:-1}"',
         'export OPENBLAS_NUM_THREADS="$OMP_NUM_THREADS" MKL_NUM_THREADS="$OMP_NUM_THREADS"',
-        'INDEX="${SLURM_ARRAY_TASK_ID:?run this with sbatch (or set SLURM_ARRAY_TASK_ID)}"',
+        *index,
         "",
     ]
     return "\n".join(header) + _cases(trials, "slurm")
+
+
+def slurm_submit(trials: list[Trial], sweep_dir: str, cwd: str, parallel: int) -> str:
+    """The script that submits `slurm`'s for more trials than one array job holds by default:
+    `sbatch` once per `SLURM_CHUNK` trials (ANN_ARRAY_CHUNK in its environment for another
+    size), each array job after the one before (`--dependency=afterany`) where `parallel`
+    caps the trials at a time, so that cap holds over the whole sweep."""
+    cap = min(parallel, SLURM_CHUNK) if parallel > 0 else 0
+    throttle = f"%{cap}" if cap else ""
+    after = (
+        "Each array job starts once the one before it has ended (--dependency=afterany),\n"
+        f"# so at most {cap} trials run at a time."
+        if cap
+        else "The array jobs run side by side (no --parallel was given)."
+    )
+    return f"""\
+#!/usr/bin/env bash
+# Submits the {len(trials)} trials of the sweep in {sweep_dir} as SLURM array jobs of at
+# most {SLURM_CHUNK} tasks: SLURM's default MaxArraySize, 1001 (array indices 0-1000),
+# refuses one array of them all. Task i of the array job given ANN_ARRAY_OFFSET=K runs
+# trial K + i. {after}
+# A cluster whose limit differs (scontrol show config | grep MaxArraySize): run this with
+# ANN_ARRAY_CHUNK=N, N at most that limit. Run this again to resume the unfinished trials
+# (finished ones are skipped, their records kept).
+set -euo pipefail
+cd {shlex.quote(cwd)}
+trials={len(trials)}
+chunk="${{ANN_ARRAY_CHUNK:-{SLURM_CHUNK}}}"
+after=""
+for ((first = 0; first < trials; first += chunk)); do
+  last=$(( (trials - first < chunk ? trials - first : chunk) - 1 ))
+  job=$(sbatch --parsable ${{after:+"--dependency=afterany:$after"}} --array="0-$last{throttle}" \\
+    --export="ALL,ANN_ARRAY_OFFSET=$first" {shlex.quote(os.path.join(sweep_dir, SLURM_SCRIPT))})
+  job="${{job%%;*}}"  # --parsable: JOBID[;CLUSTER]
+  echo "submitted trials $first-$((first + last)) of $trials: array job $job"
+{'  after="$job"' + chr(10) if cap else ""}done
+"""
 
 
 def _mount(sweep_dir: str, root: str) -> str:
@@ -230,6 +310,30 @@ def pod_pythonpath(trial: Trial, root: str) -> list[str]:
     return entries
 
 
+# A pod runs its script as one argument (`bash -c SCRIPT`), and Linux refuses an argument over
+# 128 KiB (MAX_ARG_STRLEN: the container fails to start, "argument list too long"); `kubectl
+# apply` also copies the manifest into an annotation of at most 256 KiB. Every trial's command
+# is in the script (about 270 bytes each), so a Job of more than about 400 trials failed. A
+# larger script goes gzipped into a ConfigMap beside the Job (at most 1 MiB: tens of thousands
+# of trials, at about 13 bytes each gzipped), which the pods mount and run, applied with
+# `kubectl apply --server-side` (no annotation).
+K8S_INLINE_BYTES = 100_000
+K8S_CONFIGMAP_BYTES = 1_000_000
+K8S_SCRIPTS = "/ann-trials"
+
+
+def in_configmap(path: str) -> bool:
+    """Whether the manifest at `path` holds its trials in a ConfigMap (`kubernetes`)."""
+    with open(path) as f:
+        return "\nkind: ConfigMap\n" in f.read()
+
+
+def apply_command(path: str) -> str:
+    """How to submit the manifest at `path`: server-side where it holds a ConfigMap, whose
+    size client-side apply's annotation (256 KiB) may not hold."""
+    return f"kubectl apply {'--server-side ' if in_configmap(path) else ''}-f {path}"
+
+
 def kubernetes(
     trials: list[Trial],
     sweep_dir: str,
@@ -244,7 +348,9 @@ def kubernetes(
 
     The image holds the project at `root` (its working directory, where the commands' relative
     paths start); the sweep workdir is a PersistentVolumeClaim mounted at the same path, so
-    every pod writes its trial where --summarize looks. The commands are `pod_trials`'."""
+    every pod writes its trial where --summarize looks. The commands are `pod_trials`'. A
+    script over `K8S_INLINE_BYTES` goes gzipped into a ConfigMap before the Job (`kubectl
+    apply --server-side`); a SweepError where that is over `K8S_CONFIGMAP_BYTES`."""
     mount = _mount(sweep_dir, root)
     pods = pod_trials(trials, root)
     script = (
@@ -259,18 +365,45 @@ def kubernetes(
         if on_pvc
         else "the image's $TFDS_DATA_DIR (ann's offline sets are built there), not this machine's"
     )
+    name = _job_name(sweep_dir)
+    configmap = volume = mounted = ""
+    apply = "kubectl apply"
+    if len(script.encode()) > K8S_INLINE_BYTES:
+        packed = gzip.compress(script.encode(), mtime=0)
+        if len(packed) > K8S_CONFIGMAP_BYTES:
+            raise SweepError(
+                f"--emit=k8s: the {len(trials)} trials' commands take {len(packed)} bytes "
+                f"gzipped, more than a ConfigMap holds (1 MiB); split get_sweep into sweeps "
+                "of fewer trials, each with its own --workdir"
+            )
+        scripts = f"{name}-trials"[:63]
+        configmap = (
+            f"# The trials' script, gzipped: one argument of over 128 KiB fails a container's "
+            f"start.\n# Read it: kubectl get configmap {scripts} -o jsonpath="
+            "'{.binaryData.trials\\.sh\\.gz}' | base64 -d | gunzip\n"
+            f"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {scripts}\nbinaryData:\n"
+            f"  trials.sh.gz: {base64.b64encode(packed).decode()}\n---\n"
+        )
+        script = (
+            "script=$(python3 -c 'import gzip, sys; sys.stdout.buffer.write(gzip.open(sys.argv[1]"
+            f").read())' {K8S_SCRIPTS}/trials.sh.gz) || exit 2\n"
+            'eval "$script"\n'
+        )
+        mounted = f"\n            - name: trials\n              mountPath: {K8S_SCRIPTS}"
+        volume = f"\n        - name: trials\n          configMap:\n            name: {scripts}"
+        apply = "kubectl apply --server-side"
     body = "\n".join("              " + line if line else "" for line in script.splitlines())
     return f"""\
 # Kubernetes indexed Job: one index per trial of the sweep in {sweep_dir}.
-#   kubectl apply -f {os.path.join(sweep_dir, "sweep-job.yaml")}
+#   {apply} -f {os.path.join(sweep_dir, "sweep-job.yaml")}
 # The image holds the project at {root}, where the trials' relative paths start; the sweep
 # workdir is the PVC {pvc}, mounted at {mount}.
 # A trial whose data.data_dir is "" reads {data}.
 # Reapplying (after deleting the Job) resumes unfinished trials.
-apiVersion: batch/v1
+{configmap}apiVersion: batch/v1
 kind: Job
 metadata:
-  name: {_job_name(sweep_dir)}
+  name: {name}
 spec:
   completionMode: Indexed
   completions: {len(trials)}
@@ -302,7 +435,7 @@ spec:
             limits: {{cpu: "{cpus}", memory: "{memory}"}}
           volumeMounts:
             - name: sweep
-              mountPath: {mount}
+              mountPath: {mount}{mounted}
           command:
             - bash
             - -c
@@ -311,15 +444,25 @@ spec:
       volumes:
         - name: sweep
           persistentVolumeClaim:
-            claimName: {pvc}
+            claimName: {pvc}{volume}
 """
 
 
 def write(kind: str, trials: list[Trial], sweep_dir: str, **options) -> str:
     """Writes the launcher file into the sweep workdir; returns its path. Its refusal (a path
-    no pod has) comes before anything is made."""
+    no pod has) comes before anything is made. A SLURM sweep of more trials than one array
+    holds (`slurm_chunked`) also gets `SLURM_SUBMIT`, beside it, which submits it (an older
+    one is removed where one array holds them)."""
     if kind == "slurm":
-        path, text = os.path.join(sweep_dir, "sweep.sbatch"), slurm(trials, sweep_dir, **options)
+        path, text = os.path.join(sweep_dir, SLURM_SCRIPT), slurm(trials, sweep_dir, **options)
+        submit = os.path.join(sweep_dir, SLURM_SUBMIT)
+        if slurm_chunked(trials):
+            cwd, parallel = options["cwd"], options["parallel"]
+            os.makedirs(sweep_dir, exist_ok=True)
+            atomic.write_text(submit, slurm_submit(trials, sweep_dir, cwd, parallel))
+            os.chmod(submit, 0o755)
+        elif os.path.exists(submit):
+            os.remove(submit)
     else:
         path, text = (
             os.path.join(sweep_dir, "sweep-job.yaml"),
