@@ -1933,6 +1933,25 @@ def test_a_slurm_sweep_over_the_default_array_limit_is_submitted_in_chunks(
     assert "\n#SBATCH --array=0-1000%2\n" in open(sbatch).read() and not submit.exists()
 
 
+def test_a_slurm_script_over_the_default_script_size_is_warned_about(tmp_path, monkeypatch, capsys):
+    """sbatch refuses a script over max_script_size (4 MiB by default): about 10,000 trials
+    of long commands. Said when it is written, as the cluster's limit may be higher."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(emit, "SLURM_MAX_SCRIPT_BYTES", 7000)
+    trials = _many_trials(tmp_path, 30)
+    emit.write("slurm", trials, "sweep", cwd=str(tmp_path), parallel=0, cpus=1, memory="1G")
+    assert capsys.readouterr().err == ""
+    emit.write("slurm", _many_trials(tmp_path, 60), "sweep", cwd=str(tmp_path), parallel=0,
+               cpus=1, memory="1G")  # fmt: skip
+    assert re.fullmatch(
+        r"warning: sweep/sweep.sbatch is 0.0 MiB \(60 trials' commands\), over SLURM's default "
+        r"max_script_size, 4 MiB \(SchedulerParameters\), which sbatch refuses; split "
+        r"get_sweep into sweeps of fewer trials, each with its own --workdir, unless your "
+        r"cluster's limit is higher\n",
+        capsys.readouterr().err,
+    )
+
+
 def test_a_kubernetes_job_of_many_trials_reads_them_from_a_configmap(tmp_path, fake_python):
     """The pod ran every trial's command as one `bash -c` argument: over 128 KiB (about 400
     trials) Linux refuses it ("Argument list too long") and the container never starts, and

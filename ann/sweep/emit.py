@@ -1,9 +1,10 @@
 """Cluster launchers for a grid sweep: a SLURM array job or a Kubernetes indexed Job.
 
 Index i runs trial i's command (the one in its command.sh; a pod's with the paths it has,
-`pod_trials`), in the directory the sweep was defined from (a pod: the image's project), and
-leaves what the local launcher leaves: stdout.log, stderr.log and a
-trial.json with the exit status, attempts and wall time over them. So `ann sweep
+`pod_trials`; in a sweep of more trials than one SLURM array holds, task i of the array job
+given ANN_ARRAY_OFFSET=K runs trial K + i), in the directory the sweep was defined from (a
+pod: the image's project), and leaves what the local launcher leaves: stdout.log, stderr.log
+and a trial.json with the exit status, attempts and wall time over them. So `ann sweep
 --summarize=DIR` reads a cluster sweep like a local one, and resubmitting the same script
 resumes unfinished trials (`ann.main` resumes from each workdir) and skips finished ones.
 """
@@ -130,6 +131,8 @@ SLURM_MAX_ARRAY_SIZE = 1001
 SLURM_CHUNK = 1000
 SLURM_SCRIPT = "sweep.sbatch"
 SLURM_SUBMIT = "submit.sh"
+# SLURM's default max_script_size (SchedulerParameters): sbatch refuses a larger script.
+SLURM_MAX_SCRIPT_BYTES = 4 * 1024 * 1024
 
 
 def slurm_chunked(trials: list[Trial]) -> bool:
@@ -455,6 +458,13 @@ def write(kind: str, trials: list[Trial], sweep_dir: str, **options) -> str:
     one is removed where one array holds them)."""
     if kind == "slurm":
         path, text = os.path.join(sweep_dir, SLURM_SCRIPT), slurm(trials, sweep_dir, **options)
+        if (size := len(text.encode())) > SLURM_MAX_SCRIPT_BYTES:
+            cli.warn(
+                f"{path} is {size / 2**20:.1f} MiB ({len(trials)} trials' commands), over "
+                "SLURM's default max_script_size, 4 MiB (SchedulerParameters), which sbatch "
+                "refuses; split get_sweep into sweeps of fewer trials, each with its own "
+                "--workdir, unless your cluster's limit is higher"
+            )
         submit = os.path.join(sweep_dir, SLURM_SUBMIT)
         if slurm_chunked(trials):
             cwd, parallel = options["cwd"], options["parallel"]
