@@ -1800,3 +1800,53 @@ def test_a_full_disk_under_the_request_log_is_one_line_naming_it(tmp_path, capsy
         "system"
     ], err
     assert log.dropped == 3
+
+
+@pytest.mark.parametrize("method", ["auto", "psi", "ks", "wasserstein", "jensenshannon"])
+def test_tested_as_and_the_summary_say_the_test_that_ran(method, tmp_path):
+    """--method=psi printed `output:label: psi 0.01476 ok` and then `output:label: categorical:
+    ...; chi-square (rare ones pooled) or Jensen-Shannon per class`, as did result.tested_as
+    and index.html; --method=ks kept Jensen-Shannon for an LM's tokens without a word. Each
+    categorical test's words now name the method that ran, and a method not used says so."""
+    from ann.monitor import report
+    from ann.monitor.__main__ import summary
+    from experiments.common import spec as entry
+
+    rng = np.random.default_rng(0)
+    names = [f"t{i}" for i in range(8)]
+    spec = {"x": {"dtype": "float32", "shape": [-1, 1]}, "tokens": entry("int32", [-1, 4], names)}
+    out_spec = {
+        "label": {"dtype": "int32", "shape": [-1], "names": ["a", "b", "c"]},
+        "probabilities": {"dtype": "float32", "shape": [-1, 3]},
+    }
+    p = rng.dirichlet([5, 1, 1], 300).astype(np.float32)
+    inputs = {"x": rng.normal(size=(300, 1)), "tokens": rng.integers(0, 8, (300, 4))}
+    ref = Reference(inputs, {"label": p.argmax(-1), "probabilities": p}, spec, out_spec)
+    window = {k: v[:100] for k, v in inputs.items()}
+    outputs = {"label": p[:100].argmax(-1), "probabilities": p[:100]}
+    result = ref.detect(window, outputs, method=method)
+    ran = {f.feature: f.method for f in [*result.features, *result.outputs]}
+    for name in ("tokens", "output:label"):
+        said = result.tested_as[name]
+        assert f"; {ran[name]}: " in said, (name, said)
+        assert ran[name] == ("psi" if method == "psi" else "chisquare_pooled")
+        assert ("(--method=" in said) == (method not in ("auto", "psi")), said
+    confidence = result.tested_as["output:probabilities"]
+    assert ran["output:probabilities"] == "ks" and "; ks" in confidence
+    assert ("(--method=" in confidence) == (method not in ("auto", "ks")), confidence
+    made = {
+        "model": {"name": "m", "version": "1"},
+        "requests": {"files": ["a"], "records": 100, "versions": ["1"], "served_as": None},
+        "result": {**result.to_json(), "drift_share": 0.5},
+        "figures": [],
+    }
+    lines = summary(made, "r.json").splitlines()
+    assert f"  output:label: {result.tested_as['output:label']}" in lines
+    assert f"  input tokens: {result.tested_as['tokens']}" in lines
+    shown = f"  output:probabilities: {confidence}" in lines
+    assert shown == (method not in ("auto", "ks")), lines
+    summary_section = report.sections(result, ref, window, outputs, top=1)[0]
+    assert summary_section.metrics["output:label"] == result.tested_as["output:label"]
+    # Too few rows: nothing ran; the words are what the method would run.
+    few = ref.detect({k: v[:3] for k, v in window.items()}, {}, method=method).tested_as
+    assert ("psi: " in few["tokens"]) == (method == "psi"), few

@@ -258,9 +258,10 @@ def summary(report: dict[str, Any], path: str) -> str:
         said = " ".join(x for x in (_score(f, ".4g"), p, verdict) if x)
         lines.append(f"  {f['feature']}: {f['method']} {said}")
     # How each categorical input was tested (its token frequencies, not in the MMD; numeric
-    # inputs are tested value by value, as the line above says); older reports hold none.
+    # inputs are tested value by value, as the line above says), and any test that --method
+    # did not choose (the confidence's KS under --method=psi); older reports hold none.
     for name, how in r.get("tested_as", {}).items():
-        if how.startswith("categorical"):  # an output's name says so: "output:next_token"
+        if how.startswith("categorical") or "(--method=" in how:  # "output:NAME" says output
             lines.append(f"  {name if name.startswith('output:') else f'input {name}'}: {how}")
     # A feature that did not move at all (psi 0, ks 0: `moved`) is no one's "top": five
     # features all "psi 0" were listed. The report's "Top features" table reads the same rule.

@@ -656,6 +656,40 @@ def _output_drift(
     return [test_feature(f"output:{n}", r[:, i], c[:, i], method) for i, n in enumerate(names)]
 
 
+# What a categorical input's or output's test is, in words (`Reference.tested_as`).
+CATEGORICAL_TESTS = {
+    "chisquare_pooled": "chi-square of the counts, rare ones pooled",
+    "jensenshannon": "Jensen-Shannon distance of the shares, each its own bin",
+    "psi": "PSI of the shares",
+    "fisher_exact": "Fisher's exact test (pooling left nothing to test)",
+    "chisquare_montecarlo": "chi-square, Monte Carlo p (pooling left nothing to test)",
+    "chisquare": "chi-square (pooling left nothing to test)",
+    "z": "two-proportion z-test (pooling left nothing to test)",
+    "empty": "not tested: no values",
+}
+
+
+def _categorical_how(method: str, test: FeatureDrift | None) -> str:
+    """`Reference.tested_as`'s words for a categorical test: the one that ran (`test`), else
+    the one `method` runs; a note where `method` (ks, wasserstein, jensenshannon: chosen for
+    every feature) was not used, as `test_categorical` takes "auto"'s choice for them."""
+    if test is not None:
+        how = f"{test.method}: {CATEGORICAL_TESTS.get(test.method, test.method)}"
+    elif method == "psi":
+        how = f"psi: {CATEGORICAL_TESTS['psi']}"
+    else:
+        how = (
+            "chisquare_pooled: chi-square, rare ones pooled (<= 1,000 values a side), else "
+            "jensenshannon per category"
+        )
+    if method not in ("auto", "psi"):
+        how += (
+            f" (--method={method} is not used for categories: a test between category ids "
+            "means nothing; auto's choice)"
+        )
+    return how
+
+
 class Reference:
     """The reference sample of an export (training rows and the model's outputs on them) and
     the tests of a window of traffic against it (`detect`)."""
@@ -707,32 +741,54 @@ class Reference:
         ValueError for inputs that do not match the spec."""
         return feature_matrix(inputs, self.numeric_spec)[0]
 
-    def tested_as(self) -> dict[str, str]:
+    def tested_as(
+        self, method: str = "auto", tests: Mapping[str, FeatureDrift] | None = None
+    ) -> dict[str, str]:
         """How each input is tested, in words: input name -> "categorical: ..." (its category
-        or token frequencies, one test, not in the MMD test) or "numeric: ..."; and each
-        categorical output, "output:NAME" -> "categorical: ..." (its class frequencies)."""
+        or token frequencies, one test, not in the MMD test) or "numeric: ..."; each
+        categorical output, "output:NAME" -> "categorical: ..." (its class frequencies); a
+        probabilities output -> "confidence: ...". `tests`: the window's tests by feature name
+        (`detect`'s), whose methods are said (`chisquare_pooled: chi-square, rare ones
+        pooled`); without them (too few rows: none ran), what `method` would run. Where
+        `method` does not apply (ks, wasserstein between category ids; any method but ks on the
+        confidence), the test run instead is said, and why: --method=psi printed `output:label:
+        psi 0.01476` beside "chi-square (rare ones pooled) or Jensen-Shannon per class"."""
+        tests = tests or {}
         out = {}
         for name, spec in self.input_spec.items():
             if name in self.categorical_spec:
                 over = "all positions" if _example_size(spec) > 1 else "rows"
                 pad = spec.get("padding")
                 said = f", padding (id {pad['id']}) excluded" if pad else ""
+                how = _categorical_how(method, tests.get(name))
                 out[name] = (
                     f"categorical: {len(spec['names'])} categories, frequencies over {over}{said}; "
-                    "chi-square (rare ones pooled) or Jensen-Shannon; not in the MMD test"
+                    f"{how}; not in the MMD test"
                 )
             else:
                 values = feature_names({name: spec})
-                out[name] = f"numeric: {len(values)} feature{'s' * (len(values) != 1)}, each tested"
+                by = "" if method == "auto" else f" by {method}"
+                out[name] = (
+                    f"numeric: {len(values)} feature{'s' * (len(values) != 1)}, each tested{by}"
+                )
         for name, spec in self.output_spec.items():
             if categorical(spec):
                 over = "all positions" if _example_size(spec) > 1 else "rows"
                 pad = spec.get("padding")
                 said = f", padding (id {pad['id']}) excluded" if pad else ""
+                how = _categorical_how(method, tests.get(f"output:{name}"))
                 out[f"output:{name}"] = (
                     f"categorical: {len(spec['names'])} classes, frequencies over {over}{said}; "
-                    "chi-square (rare ones pooled) or Jensen-Shannon per class"
+                    f"{how}"
                 )
+            elif name == "probabilities" and len(spec.get("shape", ())) == 2:
+                note = (
+                    ""
+                    if method in ("auto", "ks")
+                    else f" (--method={method} is not used here: the confidence is always "
+                    "KS-tested)"
+                )
+                out[f"output:{name}"] = f"confidence (each row's largest probability); ks{note}"
         return out
 
     def histograms(
@@ -789,8 +845,8 @@ class Reference:
         for name, spec in self.categorical_spec.items():  # their shapes checked, as the others'
             feature_matrix(inputs, {name: spec})
         rows = _rows(inputs, self.input_spec)
-        tested_as = self.tested_as()
         if rows < min_rows:  # no verdict: it would be noise (2 rows were "drift DETECTED")
+            tested_as = self.tested_as(method)
             return DriftResult(
                 rows, self.rows, [], None, None, [], None, min_rows, correction, tested_as
             )
@@ -817,6 +873,7 @@ class Reference:
         numeric = multivariate and self.features.shape[1] > 0
         mmd = mmd_test(self.features, current) if numeric else None
         detected = share >= DRIFT_SHARE
+        tested_as = self.tested_as(method, {f.feature: f for f in [*features, *out]})
         return DriftResult(
             rows, self.rows, features, share, detected, out, mmd, min_rows, correction, tested_as
         )
