@@ -1850,3 +1850,32 @@ def test_tested_as_and_the_summary_say_the_test_that_ran(method, tmp_path):
     # Too few rows: nothing ran; the words are what the method would run.
     few = ref.detect({k: v[:3] for k, v in window.items()}, {}, method=method).tested_as
     assert ("psi: " in few["tokens"]) == (method == "psi"), few
+
+
+def test_a_drifted_output_of_values_gets_its_picture():
+    """A regression's drift report drew no picture of its drifted `output:prediction` (the
+    summary and the top features only): an output tested value by value (a prediction, an
+    embedding) now gets the histograms of its drifted values, titled with the verdict."""
+    import matplotlib.pyplot as plt
+
+    from ann.monitor import report
+
+    rng = np.random.default_rng(0)
+    spec = {"x": {"dtype": "float32", "shape": [-1, 1]}}
+    out_spec = {
+        "prediction": {"dtype": "float32", "shape": [-1]},
+        "embedding": {"dtype": "float32", "shape": [-1, 3]},
+    }
+    outputs = {"prediction": rng.normal(size=300), "embedding": rng.normal(size=(300, 3))}
+    ref = Reference({"x": rng.normal(size=(300, 1))}, outputs, spec, out_spec)
+    moved = {"prediction": rng.normal(size=100) + 2, "embedding": rng.normal(size=(100, 3))}
+    moved["embedding"][:, 1] += 2
+    window = {"x": rng.normal(size=(100, 1))}
+    result = ref.detect(window, moved)
+    drifted = sorted(f.feature for f in result.outputs if f.drifted)
+    assert drifted == ["output:embedding[1]", "output:prediction"], result.outputs
+    figures = report.sections(result, ref, window, moved, top=6)[2].figures
+    assert sorted(figures) == ["embedding[1]", "prediction"], figures
+    title = figures["prediction"].axes[0].get_title()
+    assert title.startswith("output:prediction: ks ") and title.endswith(" DRIFT"), title
+    plt.close("all")

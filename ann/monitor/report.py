@@ -10,7 +10,9 @@ Pictures (matplotlib, written and inlined by `ann.report.html`):
 - `drift_top_features_N.png`: the top drifted features' reference and current histograms
   (shares per value for a few distinct values, else 30 common bins; a categorical input: the
   SHOWN categories whose shares differ most);
-- `drift_outputs_*.png`: predicted-class shares and the confidence histogram, reference vs current.
+- `drift_outputs_*.png`: predicted-class shares and the confidence histogram, reference vs current;
+  for another output (a regression's prediction, an embedding: each value tested), the
+  histograms of its top drifted values, as the top features'.
 
 report.json: `schema`, `model` (spec, name, version, path), `requests` (`files` as given,
 `paths`: the same files as absolute paths, links resolved, which --out's check compares,
@@ -39,11 +41,13 @@ from ann.monitor.drift import (
     DriftResult,
     FeatureDrift,
     Reference,
+    categorical,
     category_values,
     none_moved,
+    rank,
     rejects,
 )
-from ann.monitor.features import MAX_VALUES
+from ann.monitor.features import MAX_VALUES, feature_matrix
 
 # 2: result.state and result.min_rows; result.detected and result.share are null for too few
 # rows (1 had no such state: a bool from any 2 rows).
@@ -313,7 +317,7 @@ def _feature_figures(
 
     index = {name: i for i, name in enumerate(reference.names)}
     figures = {}
-    for rank, f in enumerate([f for f in result.top(top) if f.drifted], 1):
+    for place, f in enumerate([f for f in result.top(top) if f.drifted], 1):
         figure, ax = plt.subplots(figsize=(6, 3.2))
         if f.feature in reference.categorical_spec:
             spec = reference.categorical_spec[f.feature]
@@ -327,15 +331,21 @@ def _feature_figures(
             _histogram(ax, reference.features[:, i], current[:, i])
             ax.set_xlabel("value")
         ax.set_title(f"{f.feature}: {_describe(f)}", fontsize=9)
-        figures[str(rank)] = figure
+        figures[str(place)] = figure
     return figures
 
 
 def _output_figures(
-    reference: Reference, outputs: Mapping[str, np.ndarray], tests: list[FeatureDrift]
+    reference: Reference,
+    outputs: Mapping[str, np.ndarray],
+    tests: list[FeatureDrift],
+    top: int = 6,
 ) -> dict[str, Any]:
     """Predicted-class shares and the confidence histogram, reference against current, each
-    titled with its test's verdict (`tests`: `DriftResult.outputs`)."""
+    titled with its test's verdict (`tests`: `DriftResult.outputs`); any other output (a
+    regression's prediction, an embedding, a forecast: each value its own test) the histograms
+    of its `top` drifted values most past their thresholds, as the top features are drawn (a
+    regression's drifted `output:prediction` had no picture)."""
     import matplotlib.pyplot as plt
 
     verdicts = {f.feature.removeprefix("output:"): f" | {_describe(f)}" for f in tests}
@@ -344,7 +354,7 @@ def _output_figures(
         if name not in outputs:
             continue
         ref, cur = reference.outputs[name], np.asarray(outputs[name])
-        if "names" in spec:
+        if categorical(spec):
             classes = np.arange(len(spec["names"]))
             # The values tested (`category_values`): one a row, or every position of a row (a
             # seq2seq output's tokens, whose 2-D rows np.bincount refused).
@@ -379,8 +389,37 @@ def _output_figures(
             ax.legend(fontsize=8)
             ax.set_title(f"{name}: confidence{verdicts.get(name, '')}", fontsize=9)
         else:
+            figures.update(_value_figures(name, spec, ref, cur, tests, top))
             continue
         figures[name] = figure
+    return figures
+
+
+def _value_figures(
+    name: str,
+    spec: Mapping[str, Any],
+    ref: np.ndarray,
+    cur: np.ndarray,
+    tests: list[FeatureDrift],
+    top: int,
+) -> dict[str, Any]:
+    """Reference and current histograms of the `top` drifted values of output `name` (tested
+    one by one, `output:NAME[i]`), most past their thresholds first, titled with the verdict;
+    figure names are the tests' without `output:`."""
+    import matplotlib.pyplot as plt
+
+    r, names = feature_matrix({name: ref}, {name: spec})
+    c, _ = feature_matrix({name: cur}, {name: spec})
+    column = {f"output:{n}": i for i, n in enumerate(names)}
+    drifted = [f for f in tests if f.feature in column and f.drifted]
+    drifted.sort(key=lambda f: rank(f.strength, f.p_value, f.score))
+    figures = {}
+    for f in drifted[:top]:
+        figure, ax = plt.subplots(figsize=(6, 3.2))
+        _histogram(ax, r[:, column[f.feature]], c[:, column[f.feature]])
+        ax.set_xlabel("value")
+        ax.set_title(f"{f.feature}: {_describe(f)}", fontsize=9)
+        figures[f.feature.removeprefix("output:")] = figure
     return figures
 
 
@@ -432,7 +471,7 @@ def sections(
         Section(
             "Outputs",
             {f.feature: _describe(f) for f in result.outputs},
-            _output_figures(reference, outputs, result.outputs),
+            _output_figures(reference, outputs, result.outputs, top),
         ),
     ]
 
