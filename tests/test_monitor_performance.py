@@ -668,3 +668,33 @@ def test_empty_rotated_logs_hold_no_requests_and_a_rotated_file_alone_names_its_
         "error: a.jsonl.1 holds no requests; read the log a.jsonl and its other rotated file "
         "too (--requests=a.jsonl,a.jsonl.1,a.jsonl.2)"
     ), line
+
+
+def test_the_reliability_picture_tags_the_model_and_fits_a_long_name():
+    """The panel titles lacked the "(--model)" tag the printed lines have, and a long model
+    name (the pydoc LM's) made the title wider than its one panel: the saved picture was a
+    narrow plot in a wide figure. The title is wrapped to the figure's width."""
+    import io
+
+    import matplotlib.pyplot as plt
+    from matplotlib import image
+
+    from ann.serve.feedback import Predictions
+
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet(np.ones(4), 200)
+    y = rng.integers(0, 4, 200)
+    store = Predictions(10, ["a", "b", "c", "d"])
+    store.total = [int((p.argmax(-1) == y).sum()), 200]
+    score = performance.VersionScore("2b7f280a9119", 200, 200, store, [y], [p], [y])
+    joined = performance.Joined({"2b7f280a9119": score}, {}, 200, [], {})
+    name = "pydoc_chars_causal_lm_language_modelling"
+    (section,) = performance.sections(joined, 100, 4, name, 1, "2b7f280a9119")
+    figure = section.figures["reliability"]
+    title = figure.axes[0].get_title()
+    assert title.startswith("version 2b7f280a9119 (--model):\naccuracy "), title
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=50, bbox_inches="tight")
+    width = image.imread(io.BytesIO(buffer.getvalue())).shape[1]
+    assert width <= figure.get_figwidth() * 50 * 1.05, (width, figure.get_figwidth())
+    plt.close("all")

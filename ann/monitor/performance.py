@@ -44,6 +44,7 @@ the logs' versions are scored, and said, but not as it.
 from __future__ import annotations
 
 import dataclasses
+import textwrap
 from collections.abc import Sequence
 from typing import Any
 
@@ -56,6 +57,8 @@ from ann.serve.feedback import Predictions
 SCHEMA = "ann.monitor.performance/1"
 REASONS = ("unknown", "failed", "unlogged", "duplicate")
 STATES = ("measured", "too_few_rows")
+# Characters of the reliability figure's title (11 pt) a line per inch of figure width
+SUPTITLE_CHARS_PER_INCH = 11
 NOT_SERVED = "not_served"  # the state of a version that served none of the logged requests
 # Experiments whose categorical output is by definition the argmax of their probability output
 # (experiments/classification.py `predict`: label = argmax(logits), probabilities =
@@ -364,21 +367,26 @@ def sections(
         for column, (version, score) in enumerate(drawn.items()):
             bins = score.reliability(min_rows)
             rows = int(bins.counts.sum())
+            tag = " (--model)" if version == model_version else ""  # as the table's and lines'
             title = (
-                f"version {version}: accuracy {score.correct / score.rows:.4f}, "
+                f"version {version}{tag}:\naccuracy {score.correct / score.rows:.4f}, "
                 f"ECE {bins.ece:.4f} ({rows} rows)"
             )
             reliability_axes(grid[0, column], grid[1, column], bins, title, classes)
-        also = (
-            ""
-            if served
-            else f"\nversion {model_version} (--model) served none of the requests: not drawn "
-            f"({NOT_SERVED})"
-        )
-        figure.suptitle(
+        said = [
             f"Realized reliability of {name}: late labels joined to {logs} request log"
-            f"{'s' * (logs != 1)} ({BINS} bins){also}"
-        )
+            f"{'s' * (logs != 1)} ({BINS} bins)"
+        ]
+        if not served:
+            said.append(
+                f"version {model_version} (--model) served none of the requests: not drawn "
+                f"({NOT_SERVED})"
+            )
+        # Wrapped to the figure's width: the LM's long name made one line wider than its one
+        # panel, and the saved picture (bbox "tight") was a narrow plot in a wide figure.
+        width = int(figure.get_figwidth() * SUPTITLE_CHARS_PER_INCH)
+        lines = [textwrap.fill(line, width, break_long_words=False) for line in said]
+        figure.suptitle("\n".join(lines), fontsize=11)
         figure.tight_layout()
         figures["reliability"] = figure
     return [Section("Versions", table, figures)]
