@@ -1879,3 +1879,43 @@ def test_a_drifted_output_of_values_gets_its_picture():
     title = figures["prediction"].axes[0].get_title()
     assert title.startswith("output:prediction: ks ") and title.endswith(" DRIFT"), title
     plt.close("all")
+
+
+def test_a_categorical_input_gets_the_dashboards_share_series():
+    """The pydoc LM's `tokens` had no ann_feature_bin_share_ratio series (the histograms were
+    numeric bins only), so the dashboard's input-histogram panel stayed empty while tokens
+    drifted (JS 0.31). A categorical input's bins are its categories that moved most, in id
+    order, then the rest: each side sums to 1, the ordinal keeps them in order."""
+    from ann.serve.monitoring import _window_drift, bin_names
+    from experiments.common import spec as entry
+
+    rng = np.random.default_rng(0)
+    names = ["<pad>", " ", "\n", *"abcdefghijklmnopqrstuvwxyz"]
+    spec = {
+        "x": {"dtype": "float32", "shape": [-1, 1]},
+        "tokens": entry("int32", [-1, 8], names, 0),
+    }
+    train = rng.integers(1, len(names), (400, 8))
+    train[:, -2:] = 0  # padding: not a token
+    ref = Reference({"x": rng.normal(size=(400, 1)), "tokens": train}, {}, spec, {})
+    window = train[:100].copy()
+    window[:, :3] = names.index("e")  # 'e' everywhere: drifted
+    inputs = {"x": rng.normal(size=(100, 1)), "tokens": window}
+    result, histograms = _window_drift(ref, inputs, {}, 25)
+    assert next(f for f in result.features if f.feature == "tokens").drifted
+    assert set(histograms) == {"tokens", "x[0]"}
+    bins, reference, current = histograms["tokens"]
+    assert len(bins) == 10 and bins == sorted(bins) and bins[-1] == "10 (others)", bins
+    assert "05 'e'" not in bins and any(b.endswith(" e") for b in bins), bins
+    assert "<pad>" not in " ".join(bins)
+    assert reference.sum() == pytest.approx(1.0) and current.sum() == pytest.approx(1.0)
+    e = next(i for i, b in enumerate(bins) if b.endswith(" e"))
+    assert current[e] > 0.3 > reference[e]
+    edges, *_ = ref.histograms(inputs, ["x[0]"])["x[0]"]
+    assert histograms["x[0]"][0] == bin_names(edges)  # numeric: named by their ranges
+    # Few categories: each its own bin, no "(others)"; a whitespace one quoted.
+    small = {"tokens": entry("int32", [-1, 2], names[:4], 0)}
+    few = Reference({"tokens": np.array([[1, 2], [3, 0]])}, {}, small, {})
+    got = few.category_histograms({"tokens": np.array([[1, 1]])}, ["tokens", "x[0]"])
+    assert list(got) == ["tokens"]
+    assert got["tokens"][0] == ["01 ' '", "02 '\\n'", "03 a"], got

@@ -690,6 +690,12 @@ def _categorical_how(method: str, test: FeatureDrift | None) -> str:
     return how
 
 
+def _category_name(name: Any) -> str:
+    """A category as a label: its name, quoted where it is whitespace (a space, a newline)."""
+    name = str(name)
+    return repr(name) if not name or name.isspace() else name
+
+
 class Reference:
     """The reference sample of an export (training rows and the model's outputs on them) and
     the tests of a window of traffic against it (`detect`)."""
@@ -813,6 +819,39 @@ class Reference:
             ref, cur = self.features[:, columns[name]], current[:, columns[name]]
             if np.isfinite(ref).any() or np.isfinite(cur).any():
                 out[name] = histogram(ref, cur, bins)
+        return out
+
+    def category_histograms(
+        self, inputs: Mapping[str, np.ndarray], features: list[str], bins: int = HISTOGRAM_BINS
+    ) -> dict[str, tuple[list[str], np.ndarray, np.ndarray]]:
+        """The categorical inputs among `features` as `histograms` gives numeric ones, for the
+        dashboard: input -> (bin names, reference shares, current shares) over the values
+        drift tests (`category_values`: all positions, padding excluded). Bins: the `bins` - 1
+        categories whose shares differ most (then the most common), in id order, each named
+        by its ordinal and category (`"03 'e'"`; a whitespace category by its repr), and
+        `"NN (others)"` holding the rest where there are more, so each side sums to 1 (or 0
+        for a side without values). Other names in `features` are ignored."""
+        out = {}
+        for name in features:
+            spec = self.categorical_spec.get(name)
+            if spec is None:
+                continue
+            ref, cur = self.categories[name], category_values(inputs[name], spec)
+            size = len(spec["names"])
+            r, c = (
+                np.bincount(x.astype(np.int64), minlength=size) / max(len(x), 1) for x in (ref, cur)
+            )
+            held = np.flatnonzero(r + c > 0)
+            order = held[np.lexsort((-(r + c)[held], -np.abs(c - r)[held]))]
+            many = len(held) > bins
+            shown = np.sort(order[: bins - 1] if many else order)
+            names = [f"{i + 1:02d} {_category_name(spec['names'][k])}" for i, k in enumerate(shown)]
+            ref_shares, cur_shares = r[shown], c[shown]
+            if many:
+                names.append(f"{len(shown) + 1:02d} (others)")
+                ref_shares = np.append(ref_shares, r.sum() - ref_shares.sum())
+                cur_shares = np.append(cur_shares, c.sum() - cur_shares.sum())
+            out[name] = (names, ref_shares, cur_shares)
         return out
 
     def detect(

@@ -322,7 +322,9 @@ def input_histograms() -> dict[str, Any]:
         width=ROW_WIDTH,  # Grafana splits the row among the repeats (maxPerRow per row)
         description="Top 10 drifted input features of the last window (the `feature` "
         "variable; its All repeats the panel per feature). Bars: share of rows per bin, "
-        "10 equal bins over both ranges. Pick one model and version: bins differ per version.",
+        "10 equal bins over both ranges; a categorical input (tokens): share of its values "
+        "per category, the 9 that moved most and the rest. Pick one model and version: bins "
+        "differ per version.",
         xField="bin\\source",
         orientation="vertical",
         showValue="never",

@@ -56,8 +56,11 @@ rows in each of 10 equal bins over the range of the reference and the window tog
 (`ann.monitor.drift.histogram`), `source="reference"` (the export's reference sample) and
 `source="current"` (the window), on the same bins; each side sums to 1 per feature. `bin` is
 the bin's ordinal and range, `"01 [0, 1.6)"` .. `"10 [14.4, 16]"`: the ordinal keeps the bins
-in order where Grafana sorts by text. At most 10 features x 10 bins x 2 sources = 200 series
-per model version; a feature that leaves the top 10 loses its series.
+in order where Grafana sorts by text. A categorical input (an LM's `tokens`: ids, no range to
+cut) has the share of its values (all positions, padding excluded) per category instead: the
+9 categories whose shares moved most, in id order, then the rest, `bin` `"01 'e'"` ..
+`"10 (others)"` (`Reference.category_histograms`). At most 10 features x 10 bins x 2 sources =
+200 series per model version; a feature that leaves the top 10 loses its series.
 
 Batch phases: `input` assembling the padded batch, `infer` the model run, `output` splitting the
 outputs back into requests (`ann_compute_seconds` is input + infer).

@@ -11,9 +11,11 @@ predicted-class shares, the confidence histogram and the CBPE-style estimate for
 and drift by the export's reference sample
 (`ann.monitor.drift.Reference.from_model(model).detect`, Evidently's defaults, adapted), with
 the top drifted features' histograms beside the reference's on the same bins
-(`Reference.histograms`, for the dashboard), for the latest window closed in that tick (windows
-that close faster than one a second are counted in `skipped_windows`, not drift-tested: at most
-one test a second per model, about 80 ms of CPU for the digits' 64 features and 1,000 rows on a
+(`Reference.histograms`; a categorical input's shares of its categories that moved most,
+`Reference.category_histograms`; for the dashboard), for the latest window closed in that tick
+(windows that close faster than one a second are counted in `skipped_windows`, not
+drift-tested: at most one test a second per model, about 80 ms of CPU for the digits' 64
+features and 1,000 rows on a
 slow 2-core machine, mostly scipy's exact KS p-values; the distances chosen before for this
 reference took 30 ms). The drift tests run in a process of their own (one worker, niceness 19,
 JAX on the CPU, SIGINT ignored: a terminal's Ctrl-C reaches the whole process group, and the
@@ -491,11 +493,12 @@ class ModelMonitor:
 
     def _set_histograms(self, histograms: dict[str, tuple]) -> None:
         """ann_feature_bin_share_ratio: reference and current shares per bin of the top features
-        (`Reference.histograms`); series of features no longer in the top are removed."""
+        (`_window_drift`: feature -> (bin names, reference shares, current shares)); series of
+        features or bins no longer shown are removed."""
         gauge, mv = self._metrics.feature_bin_share, (self.served.name, self.served.version)
         labels = set()
-        for feature, (edges, reference, current) in histograms.items():
-            for i, name in enumerate(bin_names(edges)):
+        for feature, (bins, reference, current) in histograms.items():
+            for i, name in enumerate(bins):
                 for source, shares in (("reference", reference), ("current", current)):
                     gauge.labels(*mv, feature, name, source).set(float(shares[i]))
                     labels.add((feature, name, source))
@@ -652,14 +655,24 @@ def _window_drift(
     multivariate: bool = False,
     correction: str = "none",
 ) -> tuple[Any, dict[str, tuple]]:
-    """A window's `DriftResult` and the histograms of its top features (`Reference.detect`,
-    `Reference.histograms`; with the MMD test when `multivariate`, the p-values corrected by
-    `correction`); none for a window of fewer than `min_rows` rows (not tested)."""
+    """A window's `DriftResult` and the histograms of its top features, feature -> (bin names,
+    reference shares, current shares) (`Reference.detect`; `Reference.histograms` named by
+    `bin_names`, and a categorical input's `Reference.category_histograms`; with the MMD test
+    when `multivariate`, the p-values corrected by `correction`); none for a window of fewer
+    than `min_rows` rows (not tested)."""
     result = reference.detect(
         inputs, outputs, multivariate=multivariate, min_rows=min_rows, correction=correction
     )
     top = [f.feature for f in result.top(TOP_FEATURES)]
-    return result, reference.histograms(inputs, top)
+    # Numeric features on 10 equal bins; a categorical input (an LM's tokens) on its 9
+    # categories that moved most and the rest (its panel stayed empty while tokens drifted).
+    numeric = {
+        feature: (bin_names(edges), reference_shares, current_shares)
+        for feature, (edges, reference_shares, current_shares) in reference.histograms(
+            inputs, top
+        ).items()
+    }
+    return result, {**numeric, **reference.category_histograms(inputs, top)}
 
 
 def _detect(
