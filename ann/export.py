@@ -120,30 +120,56 @@ def _check_outputs(exported: Any, signature: dict[str, dict[str, Any]], model: s
             )
 
 
+def category_summary(values: np.ndarray, spec: dict[str, Any]) -> dict[str, Any]:
+    """A categorical input's or output's statistics (integer values [rows, ...] indexing
+    `spec["names"]`): `rows`, and the `distribution` (shares) and `counts` of each category
+    over every position, the entry's `padding` id left out (`ann.monitor.drift.category_values`,
+    what drift compares)."""
+    values = np.asarray(values)
+    kept = values.reshape(-1)
+    pad = spec.get("padding")
+    if pad is not None:
+        kept = kept[kept != pad["id"]]
+    counts = np.bincount(kept.astype(np.int64), minlength=len(spec["names"]))
+    return {
+        "rows": int(values.shape[0]),
+        "distribution": _round(counts / max(counts.sum(), 1)),
+        "counts": counts.tolist(),
+    }
+
+
+def _categorical(spec: dict[str, Any]) -> bool:
+    """`ann.monitor.drift.categorical`: an integer entry with `names` (classes, a vocabulary)."""
+    return "names" in spec and np.issubdtype(np.dtype(spec["dtype"]), np.integer)
+
+
 def reference_statistics(
     inputs: dict[str, np.ndarray],
     outputs: dict[str, np.ndarray],
     output_signature: dict[str, dict[str, Any]],
+    input_signature: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Statistics of inputs (the training split's) and of the model's outputs (on the
     validation split, in an export), for drift checks.
 
-    Inputs: `feature_summary` each. Outputs: a categorical output (one with `names`) gets its
-    class distribution; a float output gets `feature_summary`, and, when it has one axis (e.g.
-    probabilities), a histogram of its per-row maximum (the confidence) over 15 bins in [0, 1].
+    Inputs: `feature_summary` each, but a categorical input (an integer input with `names` in
+    `input_signature`: token ids, class indices) its category distribution (`category_summary`:
+    a token id's mean and std per position, as was written, mean nothing). Outputs: a
+    categorical output (one with `names`) gets its class distribution (`category_summary`); a
+    float output gets `feature_summary`, and, when it has one axis (e.g. probabilities), a
+    histogram of its per-row maximum (the confidence) over 15 bins in [0, 1].
     """
     result: dict[str, Any] = {"inputs": {}, "outputs": {}}
     for name, values in inputs.items():
-        result["inputs"][name] = feature_summary(values)
+        spec = (input_signature or {}).get(name, {})
+        if _categorical(spec):
+            result["inputs"][name] = category_summary(values, spec)
+        else:
+            result["inputs"][name] = feature_summary(values)
     for name, values in outputs.items():
         spec = output_signature[name]
         if "names" in spec:
-            counts = np.bincount(values.reshape(-1), minlength=len(spec["names"]))
-            result["outputs"][name] = {
-                "rows": int(values.shape[0]),
-                "distribution": _round(counts / max(counts.sum(), 1)),
-                "counts": counts.tolist(),
-            }
+            result["outputs"][name] = category_summary(values, spec)
             continue
         summary = feature_summary(values)
         if len(spec["shape"]) == 1:
@@ -334,7 +360,9 @@ def _reference(
     held_out = validation.rows(np.arange(min(len(validation), REFERENCE_ROWS)))
     val_outputs = _predict_all(call, weights, {k: held_out[k] for k in inputs})
     _check_finite(val_outputs, f"validation ({validation.split})")
-    reference = reference_statistics(ref_inputs, val_outputs, experiment.output_signature())
+    reference = reference_statistics(
+        ref_inputs, val_outputs, experiment.output_signature(), experiment.input_signature()
+    )
     reference["sample"], sample = reference_sample(
         train, train.split, inputs, call, weights, ref_outputs
     )

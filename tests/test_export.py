@@ -690,3 +690,24 @@ def test_the_agreement_check_allows_an_accelerators_precision_and_no_more():
             else:
                 with pytest.raises(AssertionError, match="'y' differs"):
                     _check_agrees(infer, weights, x, got, platform)
+
+
+def test_a_categorical_inputs_reference_statistics_are_its_category_shares():
+    """The pydoc LM's manifest held per-position mean and std of token ids (`tokens`: mean
+    59.2, ...), which mean nothing for categories; a categorical input (integer, with names)
+    gets its category distribution and counts over all positions, padding excluded, as drift
+    compares it, and a padded categorical output the same."""
+    from ann.export import reference_statistics
+    from experiments.common import spec
+
+    tokens = np.array([[1, 2, 2, 0], [3, 1, 0, 0]], np.int32)
+    signature = {"tokens": spec("int32", [4], ["<pad>", "a", "b", "c"], 0)}
+    outputs = {"next": tokens, "p": np.full((2, 4), 0.25, np.float32)}
+    out_spec = {"next": spec("int32", [4], ["<pad>", "a", "b", "c"], 0), "p": spec("float32", [4])}
+    stats = reference_statistics({"tokens": tokens}, outputs, out_spec, signature)
+    want = {"rows": 2, "distribution": [0.0, 0.4, 0.4, 0.2], "counts": [0, 2, 2, 1]}
+    assert stats["inputs"]["tokens"] == want
+    assert stats["outputs"]["next"] == want
+    assert "mean" in stats["outputs"]["p"]  # a float output: per-value statistics still
+    numeric = reference_statistics({"tokens": tokens.astype(np.float32)}, {}, {})
+    assert "mean" in numeric["inputs"]["tokens"]  # no signature: numbers, as before
