@@ -122,6 +122,17 @@ def test_a_runbook_base_with_its_trailing_slash_links_each_runbook_once(tmp_path
             ["--runbook_base="],
             "error: --runbook_base='' must be a URL or path; e.g. --runbook_base=docs/runbooks",
         ),
+        # Accepted, every alert's runbook_url was a broken link.
+        (
+            ["--runbook_base=https://x/y z"],
+            "error: --runbook_base='https://x/y z' must be a URL or path with no spaces (write "
+            "each as %20); e.g. --runbook_base=docs/runbooks",
+        ),
+        (
+            ["--runbook_base=https://x/a|b"],
+            "error: --runbook_base='https://x/a|b' must be a URL or path with no '|' (write it as "
+            "%7C)",
+        ),
         # Quoted as a shell needs it, as every refusal here is (it was Python's: 'a+b').
         (
             ["--alert.job=a+b"],

@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from typing import Any
+from urllib.parse import quote
 
 from ann.arguments import expected, flag, number, refusal
 from ann.serve.metrics import LATENCY_BUCKETS
@@ -97,6 +98,12 @@ def duration_seconds(value: str) -> float:
     return sum(int(n) * _UNIT_SECONDS[u] for n, u in _UNITS.findall(value))
 
 
+# What a runbook link may not hold as it is: whitespace, control characters, and the characters
+# RFC 3986 never allows unescaped in a URI (a link with them breaks in Alertmanager's and
+# Grafana's pages).
+_URL_UNSAFE = re.compile(r'[\s\x00-\x1f\x7f"<>\\^`{|}]')
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """What `ann observability render` renders from (the `--slo.*` and `--alert.*` flags).
@@ -150,9 +157,17 @@ class Settings:
                 key = f"alert.{name}"
                 typed = flag(key, value)  # as typed: --alert.down_for=5m, --alert.down_for=''
                 raise ValueError(refusal(typed, DURATIONS[key], key, getattr(Settings, name)))
-        if not self.runbook_base.rstrip("/"):  # the value, as --alert.job's refusal shows it
-            typed = flag("runbook_base", self.runbook_base)
-            raise ValueError(refusal(typed, "a URL or path", "runbook_base", Settings.runbook_base))
+        # A space (or a control character, or one RFC 3986 never allows in a URL: "<>\^`{|}) in
+        # the base made every alert's runbook_url a broken link, rendered without a word.
+        base, what = self.runbook_base, "a URL or path"
+        unsafe = _URL_UNSAFE.search(base)
+        if unsafe and base.strip():
+            char = unsafe.group()
+            said = "spaces" if char == " " else f"{char!r}"
+            what += f" with no {said} (write {'each' if char == ' ' else 'it'} as {quote(char)})"
+        if not base.rstrip("/") or unsafe:
+            typed = flag("runbook_base", base)  # the value, as --alert.job's refusal shows it
+            raise ValueError(refusal(typed, what, "runbook_base", Settings.runbook_base))
 
 
 def le_matcher(seconds: float) -> str:
