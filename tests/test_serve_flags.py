@@ -194,6 +194,16 @@ def test_a_compilation_cache_dir_that_cannot_be_one_is_refused_before_any_model_
         assert one_line_error(result) == (
             f"error: --compilation_cache_dir={given} cannot be the cache's directory ({why}); {fix}"
         )
+    # Before a port in use: that was said first, and the README's example did not show.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        result = subprocess.run(
+            [sys.executable, "-m", "ann.serve", f"--model={MISSING}",
+             f"--compilation_cache_dir={afile}", f"--port={taken.getsockname()[1]}"],
+            capture_output=True, text=True, timeout=60, env=without_compilation_cache(),
+        )  # fmt: skip
+    assert "--compilation_cache_dir=" in one_line_error(result)
     assert "JAX_COMPILATION_CACHE_DIR" in os.environ  # conftest's
     line = one_line_error(run_server([f"--compilation_cache_dir={afile}"]))
     assert MISSING in line and "compilation_cache_dir" not in line, line

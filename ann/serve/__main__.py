@@ -93,7 +93,11 @@ def as_typed(message: str, argv: list[str]) -> str:
 
 def settings_from_flags():
     """The checked `Settings`, or exit 1 with the first flag that cannot work (a port in use
-    and a --host not of this machine too: before any model is loaded)."""
+    and a --host not of this machine too: before any model is loaded). A value wrong on its
+    own (a --compilation_cache_dir that is a file) is refused before what depends on the rest
+    of the machine (the open-file limit, a port another process holds): it was said only once
+    the port was free, and the README's example refusal did not show with port 8000 taken.
+    Turns on the compilation cache (`enable_compilation_cache`)."""
     from ann.serve.settings import Settings, exposure_warning, flag_fields, listen_problem
 
     # Each flag field of Settings is the flag of its name (tokens may come from a file).
@@ -105,6 +109,7 @@ def settings_from_flags():
         settings = Settings(**{name: read_token(name) for name in TOKENS}, **named)
     except ValueError as e:
         cli.fail(as_typed(str(e), sys.argv))
+    enable_compilation_cache(settings.compilation_cache_dir, settings.compilation_cache_max_mb)
     ensure_file_descriptors(settings.file_descriptors())
     problem = listen_problem(settings)
     if problem:
@@ -158,7 +163,6 @@ def ensure_file_descriptors(needed: int) -> None:
 def main(argv: list[str]) -> None:
     cli.check_no_arguments(argv[1:])
     settings = settings_from_flags()
-    enable_compilation_cache(settings.compilation_cache_dir, settings.compilation_cache_max_mb)
     run_cpu_computations_inline()
     from ann import artifact
     from ann.registry import RegistryError
