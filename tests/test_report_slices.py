@@ -17,7 +17,15 @@ from sklearn import metrics as skm
 
 from ann import config as config_lib
 from ann.config import ConfigError
-from ann.report import DECIMAL_METRICS, UNIT_METRICS, html, slices, slicing, task_metrics
+from ann.report import (
+    DECIMAL_METRICS,
+    UNIT_METRICS,
+    html,
+    slice_spec,
+    slices,
+    slicing,
+    task_metrics,
+)
 from ann.report.collect import Predictions
 from ann.report.sections import sections_for
 
@@ -109,6 +117,8 @@ def test_slice_gap_flags_and_quantile_buckets(classified):
         "best": best,
         "worst": worst,
         "value": pytest.approx(by_name[best] - by_name[worst]),
+        "best_ties": 0,
+        "worst_ties": 0,
     }
     assert result["flagged"] == [k for k, v in by_name.items() if v < 0.85] != []
     assert result["bound"] == {"slice_min": 0.85}
@@ -166,7 +176,7 @@ def test_slice_intervals_are_wilsons_by_hand():
     # label=benign)" of two slices at 1.0.
     tied = {**result, "gap": {"best": "group=1", "worst": "group=0", "value": 0.0}}
     tied["slices"] = [{**e, "metrics": {**e["metrics"], "accuracy": 1.0}} for e in result["slices"]]
-    assert slices._notes(tied)[1] == "  gap 0 (every slice's accuracy is 1.0000)"
+    assert slices._notes(tied)[1] == "  gap 0.0000 (every slice's accuracy is 1.0000)"
 
 
 def test_a_metric_is_written_alike_in_the_notes_and_the_chart():
@@ -196,6 +206,29 @@ def test_a_metric_is_written_alike_in_the_notes_and_the_chart():
     assert "<tr><td>value</td><td>0.0714</td></tr>" in html._metrics_tables(result)
 
 
+def test_a_slice_at_0_or_1_is_drawn_whole():
+    # Points at accuracy 0 sat on the axis' left edge, half cut off (the axis began at 0).
+    result = {
+        "spec": "label", "headline": "accuracy", "higher_is_better": True,
+        "overall": {"size": 30, "metrics": {"accuracy": 0.5}, "ci95": [0.33, 0.67]},
+        "slices": [{"name": "label=a", "size": 15, "metrics": {"accuracy": 0.0},
+                    "ci95": [0.0, 0.2]},
+                   {"name": "label=b", "size": 15, "metrics": {"accuracy": 1.0},
+                    "ci95": [0.8, 1.0]}],
+        "gap": None, "bound": {}, "flagged": [],
+    }  # fmt: skip
+    figure = slices.slice_figure(result, "test")
+    figure.canvas.draw()
+    (ax,) = figure.axes
+    box = ax.get_window_extent()
+    points = ax.collections[-1]  # the scatter, drawn last
+    radius = np.sqrt(points.get_sizes()[0]) / 2 * figure.dpi / 72  # marker size: points^2
+    xs = points.get_offset_transform().transform(points.get_offsets())[:, 0]
+    assert xs.min() - radius > box.x0 and xs.max() + radius < box.x1
+    lo, _ = ax.get_xlim()
+    assert -0.1 < lo < 0  # a margin, not an axis of negative accuracies
+
+
 def test_quantile_buckets_ties_and_edges():
     ids, edges = slicing.quantile_buckets(np.array([1.0, 1, 1, 1, 2, 3, 4, 5]), 4)
     # numpy's quantiles at 0, 1/4, 1/2, 3/4, 1: 1, 1, 1.5, 3.25, 5; the tied first two merge.
@@ -223,6 +256,151 @@ def test_slice_specs_the_data_cannot_take_are_one_line(classified, spec, message
         slices.slice_metrics(make_preds("classification", rows, outputs, exp), spec)
     text = str(e.value)
     assert "\n" not in text and f"'report.slices' entry {spec!r}" in text and message in text
+
+
+def _varied_rows(n: int = 120) -> dict[str, np.ndarray]:
+    """Rows with a field of each kind a slice entry may be given: class labels, a small int
+    field, a float vector, an 8x8x1 image (the digits'), ids distinct per row (ints and
+    bytes), bytes of few values, bools, a bool matrix, a 0-wide vector, a constant."""
+    rng = np.random.default_rng(1)
+    return {
+        "label": rng.integers(0, 3, n),
+        "group": rng.integers(0, 5, n),
+        "x": rng.normal(size=(n, 3)),
+        "image": rng.integers(0, 17, (n, 8, 8, 1)).astype(np.float32),
+        "row_id": np.arange(n),
+        "key": np.array([f"k{i}".encode() for i in range(n)]),
+        "kind": np.array([b"a", b"b"] * (n // 2)),
+        "flag": np.arange(n) % 2 == 0,
+        "mask": np.zeros((n, 2), bool),
+        "empty": np.zeros((n, 0)),
+    }
+
+
+SUGGESTED = re.compile(r"(?:use|e\.g\.) '([^']+)'")
+
+
+def test_every_entry_a_slice_refusal_suggests_is_accepted():
+    # `field:image` suggested 'feature:image[0]:quantiles=4', which the check refused: the
+    # image has shape (8, 8, 1) per row and takes 3 indices.
+    rows = _varied_rows()
+    exp = types.SimpleNamespace(label_key="label", class_names=["a", "b", "c"])
+    preds = make_preds("classification", rows, {"label": rows["label"]}, exp)
+    regression = make_preds(
+        "regression", rows, {"prediction": rows["x"][:, 0]}, types.SimpleNamespace(input_key="x")
+    )
+    refused = [f"field:{name}" for name in rows if name not in ("label", "group", "kind", "flag")]
+    refused += [f"feature:{name}[9]:quantiles=3" for name in rows] + ["feature:key", "feature:x"]
+    suggested = {}
+    for entry in refused:
+        with pytest.raises(ConfigError) as e:
+            slicing.assign(preds, slice_spec.parse(entry))
+        text = str(e.value)
+        assert "\n" not in text
+        found = SUGGESTED.findall(text)
+        assert len(found) <= 1, text
+        if found:
+            suggested[entry] = found[0]
+        else:  # nothing cuts it, and the refusal says so
+            assert "no entry can slice by" in text or "e.g." not in text, text
+    with pytest.raises(ConfigError) as e:
+        slicing.assign(regression, slice_spec.parse("label"))
+    suggested["label (regression)"] = SUGGESTED.findall(str(e.value))[0]
+    for fix in suggested.values():
+        slicing.assign(preds, slice_spec.parse(fix))  # accepted: no ConfigError
+    assert suggested["field:image"] == "feature:image[0,0,0]:quantiles=4"
+    assert suggested["feature:image[9]:quantiles=3"] == "feature:image[0,0,0]:quantiles=3"
+    assert suggested["field:row_id"] == "feature:row_id:quantiles=4"
+    assert suggested["feature:kind[9]:quantiles=3"] == "field:kind"
+    assert suggested["label (regression)"] == "feature:x[0]:quantiles=4"
+    assert "field:key" not in suggested and "field:mask" not in suggested
+    # The parser's own suggestion parses.
+    with pytest.raises(ValueError) as e:
+        slice_spec.parse("feature:x[1]:quantiles=50")
+    slicing.assign(preds, slice_spec.parse(SUGGESTED.findall(str(e.value))[0]))
+
+
+def test_the_train_time_check_does_not_say_its_sample_s_count_is_the_split_s():
+    # "field 'row_id' has 1000 distinct values (at most 50)" of a train split of 1,221 rows:
+    # the check reads the first 1,000 rows only.
+    class Split:
+        split = "train"
+
+        def __init__(self, n):
+            self.data = {"label": np.zeros(n, int), "row_id": np.arange(n)}
+
+        def __len__(self):
+            return len(self.data["row_id"])
+
+        def rows(self, index):
+            return {k: v[index] for k, v in self.data.items()}
+
+    config = config_lib.base()
+    config.experiment = "classification"
+    config.report.slices = ("field:row_id",)
+    exp = types.SimpleNamespace(label_key="label", class_names=["a"])
+    for n, said in ((1221, "has more than 50 distinct values"), (60, "has 60 distinct values")):
+        with pytest.raises(ConfigError) as e:
+            slicing.check(config, exp, Split(n))
+        assert f"field 'row_id' {said} (at most 50 slices); use 'feature:row_id" in str(e.value)
+
+
+def test_ties_name_the_first_and_say_how_many_more():
+    # A 1-step digits run: "worst class '0' (F1 0.0000)" named the first of seven classes at
+    # F1 0, the slices' "gap 1.0000 (best label=4, worst label=9)" the last of them.
+    from ann.report import extreme
+    from ann.report.sections import classification
+
+    y = np.repeat(np.arange(4), 5)
+    predicted = np.where(y == 3, 3, 2)  # classes 0, 1 never right; 2 and 3 always
+    exp = types.SimpleNamespace(label_key="label", class_names=["p", "q", "r", "s"])
+    rows = {"label": y, "image": np.zeros((20, 8, 8, 1))}
+    preds = make_preds("classification", rows, {"label": predicted}, exp)
+    note = classification.per_class(preds).notes[0]
+    assert note.endswith("worst class 'p' (F1 0.0000) (and 1 more tied)")
+    result = slices.slice_metrics(preds, "label")
+    assert result["gap"] == {
+        "best": "label=r", "worst": "label=p", "value": 1.0, "best_ties": 1, "worst_ties": 1
+    }  # fmt: skip
+    assert slices._notes(result)[1] == (
+        "  gap 1.0000 (best label=r (and 1 more tied), worst label=p (and 1 more tied))"
+    )
+    assert extreme([3, 1, 2, 1], lambda v: v) == (1, 1)
+    assert extreme(["a", "bb", "cc"], len, lowest=False) == ("bb", 1)
+
+
+def test_slicings_that_collapse_say_why():
+    # `feature:image[0,0,0]:quantiles=4` of a constant pixel said "1 slices, overall accuracy
+    # 0.9778" and nothing more; `feature:image[3,3,0]:quantiles=20` "13 slices", not that
+    # tied bins had merged; a split of fewer rows than bins made empty slices, and the
+    # report's metrics failed on them (sklearn: "Found empty input array").
+    n = 40
+    y = np.arange(n) % 2
+    image = np.zeros((n, 8, 8, 1))
+    image[:, 3, 3, 0] = np.arange(n) % 3  # three values: 20 bins tie into 2 ([1, 2] closed)
+    exp = types.SimpleNamespace(label_key="label", class_names=["a", "b"])
+    preds = make_preds("classification", {"label": y, "image": image}, {"label": y}, exp)
+    notes = slices._notes(slices.slice_metrics(preds, "feature:image[0,0,0]:quantiles=4"))
+    assert notes == [
+        "feature:image[0,0,0]:quantiles=4: 1 slice, overall accuracy 1.0000",
+        "  one slice: image[0,0,0] has one value on every row of this split; nothing to compare",
+    ]
+    result = slices.slice_metrics(preds, "feature:image[3,3,0]:quantiles=20")
+    assert [s["name"] for s in result["slices"]] == [
+        "image[3,3,0] q1 [0, 1)",
+        "image[3,3,0] q2 [1, 2]",
+    ]
+    assert slices._notes(result)[1] == (
+        "  18 of 20 quantile bins merged with a neighbour (tied or too few values), so 2 slices"
+    )
+    few = {"label": y[:5], "image": image[:5] + np.arange(5.0)[:, None, None, None] ** 3}
+    result = slices.slice_metrics(
+        make_preds("classification", few, {"label": y[:5]}, exp), "feature:image[0,0,0]:quantiles=8"
+    )
+    assert [s["size"] for s in result["slices"]] == [1] * 5  # none empty
+    assert "3 of 8 quantile bins merged" in slices._notes(result)[1]
+    ids, edges = slicing.quantile_buckets(np.array([0.0, 10.0]), 4)
+    assert ids.tolist() == [0, 1] and edges.tolist() == [0, 7.5, 10]
 
 
 @pytest.mark.parametrize(

@@ -43,6 +43,24 @@ def metric_text(name: str, value: float | None) -> str:
     return f"{value:.4f}" if name in DECIMAL_METRICS else f"{value:.4g}"
 
 
+def extreme(items: list, key: Any, lowest: bool = True) -> tuple[Any, int]:
+    """(the first of `items`, in their order, whose `key(item)` is the lowest, or the highest
+    with `lowest=False`; how many other items tie with it): the one rule of every "worst" and
+    "best" the report names, so a tie names the same one everywhere (a per-class note named the
+    first of seven classes at F1 0, the slices' gap the last). Raises ValueError when empty."""
+    values = [key(item) for item in items]
+    if not values:
+        raise ValueError("no items to pick an extreme from")
+    target = min(values) if lowest else max(values)
+    first = values.index(target)
+    return items[first], values.count(target) - 1
+
+
+def tied_text(others: int) -> str:
+    """ " (and 2 more tied)" after a pick of `extreme` that others tie with; "" for none."""
+    return f" (and {others} more tied)" if others else ""
+
+
 def metric_prefix(split: str) -> str:
     """The prefix training logs `split`'s metrics under (DESIGN.md's metric prefixes): `val/`
     for validation, `eval/` for test (the first of data.eval_splits), `train/` for train,

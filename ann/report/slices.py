@@ -22,12 +22,13 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from ann.report import interval_text, metric_text, slice_spec, task_metrics
+from ann.report import extreme, interval_text, metric_text, slice_spec, task_metrics, tied_text
 from ann.report.predictions import Predictions
 from ann.report.sections import Section
 from ann.report.slicing import assign, check_bound, check_experiment
 
 CI_LEVEL = 0.95  # the slices' interval: `ci95` in report.json
+EDGE_PAD = 0.04  # the chart's margin left of 0, in spans of its values: a point at 0 shows whole
 
 
 def wilson_interval(successes: int, rows: int, level: float = CI_LEVEL) -> list[float]:
@@ -107,10 +108,19 @@ def _gap_and_flags(
     scored = [s for s in slices if s["metrics"].get(headline) is not None]
     gap = None
     if len(scored) >= 2:
-        ranked = sorted(scored, key=lambda s: s["metrics"][headline], reverse=higher)
-        best, worst = ranked[0], ranked[-1]
-        value = abs(best["metrics"][headline] - worst["metrics"][headline])
-        gap = {"best": best["name"], "worst": worst["name"], "value": value}
+        # Each the first in slice order among its ties (`extreme`), as every pick of the report.
+        def score(s: dict) -> float:
+            return s["metrics"][headline]
+
+        best, best_ties = extreme(scored, score, lowest=not higher)
+        worst, worst_ties = extreme(scored, score, lowest=higher)
+        gap = {
+            "best": best["name"],
+            "worst": worst["name"],
+            "value": abs(score(best) - score(worst)),
+            "best_ties": best_ties,
+            "worst_ties": worst_ties,
+        }
     check_bound(preds.config, headline, higher)  # as ann train checked it before step 0
     report = preds.config.get("report", {})
     key = "slice_min" if higher else "slice_max"
@@ -147,19 +157,54 @@ def report_slices(
 def _notes(result: dict[str, Any]) -> list[str]:
     h = result["headline"]
     overall = result["overall"]["metrics"][h]
-    said = metric_text(h, overall)
-    notes = [f"{result['spec']}: {len(result['slices'])} slices, overall {h} {said}"]
-    if result["gap"]:
-        g = result["gap"]
-        if g["value"] == 0:  # no best and worst among equals
-            (level,) = {s["metrics"][h] for s in result["slices"] if s["name"] == g["best"]}
-            notes.append(f"  gap 0 (every slice's {h} is {metric_text(h, level)})")
-        else:
-            gap = metric_text(h, g["value"])
-            notes.append(f"  gap {gap} (best {g['best']}, worst {g['worst']})")
+    count = len(result["slices"])
+    notes = [
+        f"{result['spec']}: {count} slice{'s' * (count != 1)}, overall {h} "
+        f"{metric_text(h, overall)}"
+    ]
+    notes += _collapsed(result)
+    g = result["gap"]
+    if g and g["value"] == 0:  # no best and worst among equals
+        (level,) = {s["metrics"][h] for s in result["slices"] if s["name"] == g["best"]}
+        said = metric_text(h, level)
+        notes.append(f"  gap {metric_text(h, 0.0)} (every slice's {h} is {said})")
+    elif g:
+        notes.append(
+            f"  gap {metric_text(h, g['value'])} (best {g['best']}"
+            f"{tied_text(g.get('best_ties', 0))}, worst {g['worst']}"
+            f"{tied_text(g.get('worst_ties', 0))})"
+        )
+    elif count >= 2:  # AUROC of one-class slices, say
+        notes.append(f"  no gap: fewer than two slices have a {h}")
     if result["flagged"]:
         notes += _flag_notes(result)
     return notes
+
+
+def _collapsed(result: dict[str, Any]) -> list[str]:
+    """Why a slicing made fewer slices than asked: one slice (a feature constant on the split,
+    a field or label of one value), nothing to compare; or quantile bins that tied values
+    merged, or an empty one (`slicing.quantile_buckets`)."""
+    spec = slice_spec.parse(result["spec"])
+    made = len(result["slices"])
+    if made == 1:
+        what = {
+            "feature": f"{_feature_label(spec)} has one value on every row of this split",
+            "field": f"field {spec.name!r} has one value on every row of this split",
+            "label": "every row of this split is of one class",
+        }[spec.kind]
+        return [f"  one slice: {what}; nothing to compare"]
+    if spec.kind == "feature" and made < spec.quantiles:
+        return [
+            f"  {spec.quantiles - made} of {spec.quantiles} quantile bins merged with a "
+            f"neighbour (tied or too few values), so {made} slices"
+        ]
+    return []
+
+
+def _feature_label(spec: slice_spec.SliceSpec) -> str:
+    """`image[0,0,0]`: the feature and index as its slices' names write them."""
+    return spec.name + (f"[{','.join(map(str, spec.index))}]" if spec.index else "")
 
 
 def _flag_notes(result: dict[str, Any]) -> list[str]:
@@ -245,12 +290,15 @@ def slice_figure(result: dict[str, Any], split: str | None = None) -> Figure:
     ends = [e for ci in intervals if ci for e in ci]
     shown = [v for v in (*values, *ends, overall, *result["bound"].values()) if v is not None]
     if shown:
-        # Zoomed on the values (from 0, a gap of 0.02 in accuracy would not show).
+        # Zoomed on the values (from 0, a gap of 0.02 in accuracy would not show), the left
+        # margin stopping just below 0 for values of 0 and up: a point at 0 sat on the edge,
+        # half cut off, as a point at 1 would on a right edge at 1.
         low, high = min(shown), max(shown)
         span = max(high - low, abs(high) * 0.05, 1e-6)
-        ax.set_xlim(
-            max(0.0, low - span * 0.3) if low >= 0 else low - span * 0.3, high + span * 0.08
-        )
+        left = low - span * 0.3
+        if low >= 0:
+            left = max(left, -span * EDGE_PAD)
+        ax.set_xlim(left, high + span * 0.08)
     ax.set_xlabel(f"{h} ({'higher' if result['higher_is_better'] else 'lower'} is better)")
     of = f" ({split})" if split else ""  # every report picture says which split it drew
     ax.set_title(f"{h} by slice: {result['spec']}{of}", fontsize=10)

@@ -21,11 +21,17 @@ MAX_SLICES = 50  # a field with more distinct values is refused: bucket it into 
 def quantile_buckets(values: np.ndarray, q: int) -> tuple[np.ndarray, np.ndarray]:
     """(bucket of each value, int [n] from 0; edges float64 [buckets + 1]): `q` bins between
     the values' quantiles (numpy's default linear interpolation), each bin [lo, hi) and the
-    last [lo, hi]. Tied quantiles merge their bins, so there may be fewer than `q`."""
+    last [lo, hi]. Tied quantiles merge their bins, and a bin no value falls in (two quantiles
+    between the same two values: fewer values than bins) merges with the one below, so may be
+    fewer than `q`, and none is empty (an empty slice failed the report's metrics)."""
     values = np.asarray(values, np.float64)
     edges = np.unique(np.quantile(values, np.linspace(0, 1, q + 1)))
     if len(edges) == 1:  # one value: one bucket
         return np.zeros(len(values), np.int64), np.repeat(edges, 2)
+    counts = np.bincount(np.searchsorted(edges[1:-1], values, "right"), minlength=len(edges) - 1)
+    # An empty bin's lower edge dropped (an interpolated quantile between two values): the bin
+    # below takes its range, and an upper edge at a value stays a name's bound.
+    edges = np.r_[edges[:-1][np.r_[True, counts[1:] > 0]], edges[-1]]
     return np.searchsorted(edges[1:-1], values, side="right"), edges
 
 
@@ -40,13 +46,23 @@ def _column(preds: Any, spec: slice_spec.SliceSpec, key: str) -> np.ndarray:
     return np.asarray(preds.rows[key])
 
 
+def _example(preds: Any) -> str:
+    """An entry that cuts these rows, its input's first (`suggestion`), else the forms."""
+    first = getattr(preds.experiment, "input_key", None)
+    for name in [first] * (first in preds.rows) + sorted(preds.rows):
+        entry = suggestion(np.asarray(preds.rows[name]), name)
+        if entry:
+            return f"e.g. {entry!r}"
+    return slice_spec.FORMS.replace("'label', ", "")
+
+
 def _label_slices(preds: Any, spec: slice_spec.SliceSpec) -> tuple[np.ndarray, list]:
     key = getattr(preds.experiment, "label_key", "")
     if not key:
         raise _fail(
             spec,
             f"experiment {preds.config.experiment!r} has no class label to slice by; "
-            "use 'feature:NAME[INDEX]:quantiles=4' or 'field:NAME'",
+            f"use {_example(preds)}",
         )
     labels = _column(preds, spec, key).astype(np.int64)
     names = getattr(preds.experiment, "class_names", None) or ()
@@ -55,21 +71,46 @@ def _label_slices(preds: Any, spec: slice_spec.SliceSpec) -> tuple[np.ndarray, l
     return np.searchsorted(values, labels), [f"{key}={n}" for n in named]
 
 
+def suggestion(
+    column: np.ndarray, name: str, quantiles: int = slice_spec.DEFAULT_QUANTILES
+) -> str | None:
+    """A `report.slices` entry that cuts `column` (the field `name`, rows first), for a
+    refusal's fix: `feature:NAME[0,...,0]:quantiles=Q` (as many indices as its per-row shape
+    has) for numbers, `field:NAME` for one discrete value per row of another kind with at most
+    MAX_SLICES distinct values; None where neither can cut it."""
+    shape = column.shape[1:]
+    if np.issubdtype(column.dtype, np.number) and all(n > 0 for n in shape):
+        index = f"[{','.join('0' * len(shape))}]" if shape else ""
+        return f"feature:{name}{index}:quantiles={quantiles}"
+    if column.ndim == 1 and len(np.unique(column)) <= MAX_SLICES:
+        return f"field:{name}"
+    return None
+
+
+def _fix(column: np.ndarray, name: str) -> str:
+    """ "use 'ENTRY'" (`suggestion`), or that nothing cuts the field."""
+    entry = suggestion(column, name)
+    if entry is None:
+        return f"no entry can slice by {name!r}: slice by another field"
+    return f"use {entry!r}"
+
+
 def _field_slices(preds: Any, spec: slice_spec.SliceSpec) -> tuple[np.ndarray, list]:
     column = _column(preds, spec, spec.name)
     if column.ndim != 1 or np.issubdtype(column.dtype, np.floating):
         raise _fail(
             spec,
             f"field {spec.name!r} ({column.dtype}, shape per row {column.shape[1:]}) is not one "
-            f"discrete value per row; use 'feature:{spec.name}"
-            f"{'[0]' if column.ndim > 1 else ''}:quantiles=4'",
+            f"discrete value per row; {_fix(column, spec.name)}",
         )
     values, ids = np.unique(column, return_inverse=True)
     if len(values) > MAX_SLICES:
+        # `check` reads the first CHECK_ROWS rows only: their count is no count of the split's.
+        many = f"more than {MAX_SLICES}" if getattr(preds, "sample", False) else len(values)
         raise _fail(
             spec,
-            f"field {spec.name!r} has {len(values)} distinct values (at most {MAX_SLICES}); "
-            f"use 'feature:{spec.name}:quantiles=4'",
+            f"field {spec.name!r} has {many} distinct values (at most {MAX_SLICES} slices); "
+            f"{_fix(column, spec.name)}",
         )
     named = [v.decode() if isinstance(v, bytes) else v for v in values.tolist()]
     return ids.reshape(-1), [f"{spec.name}={v}" for v in named]
@@ -78,16 +119,17 @@ def _field_slices(preds: Any, spec: slice_spec.SliceSpec) -> tuple[np.ndarray, l
 def _feature_slices(preds: Any, spec: slice_spec.SliceSpec) -> tuple[np.ndarray, list]:
     column = _column(preds, spec, spec.name)
     shape = column.shape[1:]
+    if not np.issubdtype(column.dtype, np.number):
+        raise _fail(
+            spec, f"feature {spec.name!r} is {column.dtype}, not numbers; {_fix(column, spec.name)}"
+        )
     if len(spec.index) != len(shape) or any(not 0 <= i < n for i, n in zip(spec.index, shape)):
-        example = f"[{', '.join('0' * 1 for _ in shape)}]" if shape else ""
+        fix = suggestion(column, spec.name, spec.quantiles)
         raise _fail(
             spec,
             f"feature {spec.name!r} has shape {tuple(shape)} per row, so it takes "
-            f"{len(shape)} index(es) within it, e.g. 'feature:{spec.name}{example}"
-            f":quantiles={spec.quantiles}'",
+            f"{len(shape)} index(es) within it" + (f", e.g. {fix!r}" if fix else ""),
         )
-    if not np.issubdtype(column.dtype, np.number):
-        raise _fail(spec, f"feature {spec.name!r} is {column.dtype}, not numbers; use field:")
     values = column[(slice(None), *spec.index)]
     ids, edges = quantile_buckets(values, spec.quantiles)
     label = spec.name + (f"[{','.join(map(str, spec.index))}]" if spec.index else "")
@@ -153,7 +195,11 @@ def check(config: Any, experiment: Any, split: Any) -> None:
         return
     rows = split.rows(np.arange(min(len(split), CHECK_ROWS)))
     preds = types.SimpleNamespace(
-        split=split.split, rows=rows, experiment=experiment, config=config
+        split=split.split,
+        rows=rows,
+        experiment=experiment,
+        config=config,
+        sample=len(split) > CHECK_ROWS,
     )
     for entry in entries:
         assign(preds, slice_spec.parse(entry))

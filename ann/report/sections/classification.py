@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib import ticker  # noqa: E402
 
-from ann.report import metric_text  # noqa: E402
+from ann.report import extreme, metric_text, tied_text  # noqa: E402
 from ann.report.predictions import Predictions  # noqa: E402
 from ann.report.sections import Section, report_setting  # noqa: E402
 
@@ -80,10 +80,11 @@ def per_class(preds: Predictions) -> Section:
     }
     top = headline(preds)
     present = [n for n in names if classes[n]["support"]]
-    worst = min(present, key=lambda n: classes[n]["f1"])
+    worst, tied = extreme(present, lambda n: classes[n]["f1"])
     notes = [
         f"accuracy {top['accuracy']:.4f}, macro F1 {metric_text('f1', top['macro_f1'])} over "
         f"{len(y_true)} rows; worst class {worst!r} (F1 {metric_text('f1', classes[worst]['f1'])})"
+        + tied_text(tied)
     ]
     absent = [n for n in names if not classes[n]["support"]]
     if absent:

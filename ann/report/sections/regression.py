@@ -9,7 +9,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ann.metrics.regression import regression_metrics
-from ann.report import metric_text
+from ann.report import extreme, metric_text, tied_text
 from ann.report.predictions import Predictions
 from ann.report.sections import Section
 from ann.report.slicing import quantile_buckets
@@ -89,7 +89,7 @@ def sections(preds: Predictions) -> list[Section]:
     units = f"{preds.experiment.target_key}"
     overall = regression_metrics(prediction, target)
     table = by_target_decile(target, prediction)
-    worst = max(table, key=lambda t: t["mae"])
+    worst, tied = extreme(table, lambda t: t["mae"], lowest=False)
     return [
         Section(
             title="Residuals",
@@ -107,6 +107,7 @@ def sections(preds: Predictions) -> list[Section]:
             notes=[
                 f"largest MAE {worst['mae']:.4g} in decile {worst['decile']} "
                 f"({worst['low']:.4g} to {worst['high']:.4g}, bias {worst['bias']:+.4g})"
+                + tied_text(tied)
             ],
         ),
     ]

@@ -10,7 +10,7 @@ import math
 import numpy as np
 from matplotlib.figure import Figure
 
-from ann.report import metric_prefix, metric_text
+from ann.report import extreme, metric_prefix, metric_text, tied_text
 from ann.report.predictions import Predictions
 from ann.report.sections import Section, report_setting
 from ann.report.task_metrics import seq2seq as seq2seq_metrics
@@ -59,7 +59,7 @@ def seq2seq(preds: Predictions) -> list[Section]:
             for k, name in enumerate(names)
             if (task == k).any()
         }
-    worst = min(table, key=lambda t: t["exact_match"])
+    worst, tied = extreme(table, lambda t: t["exact_match"])
     lowest = metric_text("exact_match", worst["exact_match"])
     return [
         Section(
@@ -70,7 +70,7 @@ def seq2seq(preds: Predictions) -> list[Section]:
                 f"exact match {metrics['exact_match']:.4f}, token accuracy of the greedy "
                 f"decoding {metrics['decoded_token_accuracy']:.4f} (training's token_accuracy "
                 f"is teacher-forced); lowest {lowest} at length {worst['length']} "
-                f"({worst['count']} rows)"
+                f"({worst['count']} rows){tied_text(tied)}"
             ],
         )
     ]
