@@ -401,6 +401,15 @@ def test_slicings_that_collapse_say_why():
     assert "3 of 8 quantile bins merged" in slices._notes(result)[1]
     ids, edges = slicing.quantile_buckets(np.array([0.0, 10.0]), 4)
     assert ids.tolist() == [0, 1] and edges.tolist() == [0, 7.5, 10]
+    # Two slices, no gap: said, not left out (an anomaly detector's AUROC per label slice).
+    undefined = {
+        "spec": "label", "headline": "auroc", "higher_is_better": True,
+        "overall": {"size": 4, "metrics": {"auroc": 0.75}, "ci95": None},
+        "slices": [{"name": f"label={k}", "size": 2, "metrics": {"auroc": None}, "ci95": None}
+                   for k in (0, 1)],
+        "gap": None, "bound": {}, "flagged": [],
+    }  # fmt: skip
+    assert slices._notes(undefined)[1:] == ["  no gap: auroc is defined on fewer than two slices"]
 
 
 @pytest.mark.parametrize(

@@ -64,10 +64,11 @@ def slice_metrics(
     `metric_fn(preds, index)` defaults to the experiment's (`task_metrics.HEADLINES`); its first
     metric is the headline, higher is better unless the experiment's HEADLINES entry says not.
     Returns {spec, headline, higher_is_better, overall: {size, metrics, ci95}, slices: [{name,
-    size, metrics, ci95}], gap: {best, worst, value} (None with fewer than two slices that
-    have a headline), bound: {slice_min|slice_max: value} or {}, flagged: [names]}; ci95 is
-    [lo, hi] (`headline_interval`) or None. Raises ValueError naming a `spec` string that does
-    not parse, ConfigError one the data cannot take.
+    size, metrics, ci95}], gap: {best, worst, value, best_ties, worst_ties} (best and worst
+    each the first in slice order among those tied, `*_ties` how many others tie: None with
+    fewer than two slices that have a headline), bound: {slice_min|slice_max: value} or {},
+    flagged: [names]}; ci95 is [lo, hi] (`headline_interval`) or None. Raises ValueError
+    naming a `spec` string that does not parse, ConfigError one the data cannot take.
     """
     if isinstance(spec, str):
         try:
@@ -175,7 +176,7 @@ def _notes(result: dict[str, Any]) -> list[str]:
             f"{tied_text(g.get('worst_ties', 0))})"
         )
     elif count >= 2:  # AUROC of one-class slices, say
-        notes.append(f"  no gap: fewer than two slices have a {h}")
+        notes.append(f"  no gap: {h} is defined on fewer than two slices")
     if result["flagged"]:
         notes += _flag_notes(result)
     return notes
