@@ -698,3 +698,78 @@ def test_the_reliability_picture_tags_the_model_and_fits_a_long_name():
     width = image.imread(io.BytesIO(buffer.getvalue())).shape[1]
     assert width <= figure.get_figwidth() * 50 * 1.05, (width, figure.get_figwidth())
     plt.close("all")
+
+
+def test_a_fifo_or_device_given_as_a_monitor_file_is_refused_not_waited_on(tmp_path):
+    """`--labels=fifo.jsonl` (performance, feedback) hung forever, waiting for a writer, where
+    `--requests=fifo.jsonl` was refused at once. Each file flag's reader, and the commands, run
+    in a subprocess under a timeout, so that a regression fails instead of hanging the suite."""
+    import os
+    import subprocess
+    import sys
+
+    fifo = tmp_path / "fifo.jsonl"
+    os.mkfifo(fifo)
+    log = tmp_path / "requests.jsonl"
+    log.write_text(json.dumps({"model": "m", "status": 200}) + "\n")
+    script = (
+        "import sys\n"
+        "from ann.monitor.feedback import read_labels\n"
+        "from ann.monitor.request_log import RequestLogError, _records\n"
+        "for read in (read_labels, lambda p: _records([p])):\n"
+        "    for path in sys.argv[1:]:\n"
+        "        try:\n"
+        "            read(path)\n"
+        "        except (ValueError, RequestLogError) as e:\n"
+        "            print(e)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(fifo), "/dev/null"],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    wanted = 'the late labels file, {"id": ..., "label": ...} a line'
+    assert done.stdout.splitlines() == [
+        f"--labels={fifo} is a FIFO (a named pipe), not a file; give {wanted}",
+        f"--labels=/dev/null is a character device, not a file; give {wanted}",
+        f"--requests={fifo} is a FIFO (a named pipe), not a file; give the server's request "
+        "log (ann serve --request_log=FILE)",
+        "--requests=/dev/null is a character device, not a file; give the server's request "
+        "log (ann serve --request_log=FILE)",
+    ], done.stdout
+    # The commands: before the model is loaded (--model=x is no export), and for --requests.
+    line = one_line_error(
+        ann("monitor", "performance", "--model=x", f"--requests={log}", f"--labels={fifo}")
+    )
+    assert line == f"error: --labels={fifo} is a FIFO (a named pipe), not a file; give {wanted}"
+    line = one_line_error(ann("monitor", "drift", "--model=x", f"--requests={fifo}"))
+    assert line == (
+        f"error: --requests={fifo} is a FIFO (a named pipe), not a file; give the server's "
+        "request log"
+    ), line
+
+
+def test_a_compressed_or_binary_file_is_named_with_its_fix_not_called_damaged(tmp_path):
+    """`--requests=req.jsonl.gz` was told "got text that is not UTF-8 (byte 0x8b at column 2);
+    the file is damaged (delete that line to use the rest)"; a binary file without a newline was
+    skipped as a torn line, then "holds no requests; log them with ann serve --request_log". The
+    labels file read the same way."""
+    import gzip
+
+    record = json.dumps({"model": "m", "status": 200}) + "\n"
+    packed = tmp_path / "req.jsonl.gz"
+    packed.write_bytes(gzip.compress(record.encode()))
+    binary = tmp_path / "binary.jsonl"
+    binary.write_bytes(bytes(b for b in range(256) if b != 10) * 4)  # no end of line
+    wide = tmp_path / "wide.jsonl"
+    wide.write_bytes(record.encode("utf-16"))  # Windows' "Unicode": a byte order mark first
+    for path, said in (
+        (packed, f"is gzip-compressed; decompress it first (gunzip -k {packed}) and give the "
+                 "file it writes"),
+        (binary, "is a binary file (it holds null bytes), not JSON lines text; give "),
+        (wide, f"is UTF-16 text; save it as UTF-8 (e.g. iconv -f UTF-16 -t UTF-8 {wide})"),
+    ):  # fmt: skip
+        with pytest.raises(RequestLogError) as e:
+            read_requests([str(path)], "m", {})
+        assert str(e.value).startswith(f"--requests={path} {said}"), e.value
+        with pytest.raises(ValueError) as e:
+            read_labels(str(path))
+        assert str(e.value).startswith(f"--labels={path} {said}"), e.value

@@ -478,7 +478,10 @@ def test_ann_monitor_feedback_checks_the_url_first_in_one_line(tmp_path):
     finally:
         server.shutdown()
         server.server_close()
-    assert line == f"error: --labels={missing} does not exist; give a JSON lines file", line
+    assert line == (
+        f'error: --labels={missing} does not exist; give the late labels file, {{"id": ..., '
+        '"label": ...} a line'
+    ), line
 
 
 def test_a_torn_last_line_of_a_labels_file_is_skipped_as_the_request_logs_is(tmp_path, capsys):

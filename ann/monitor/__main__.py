@@ -507,8 +507,9 @@ def _need(command: str, *names: str) -> None:
 
 
 def _check_requests() -> None:
-    """FlagError for a --requests file that is not there, or an empty name in the list
-    (`--requests=a.jsonl,`: it was "--requests= is not a file"), before any model is loaded."""
+    """FlagError for a --requests file that is not there or not a regular file (a FIFO: named,
+    not waited on), or an empty name in the list (`--requests=a.jsonl,`: it was "--requests= is
+    not a file"), before any model is loaded."""
     given = f"--requests={','.join(FLAGS.requests)}"
     if not any(FLAGS.requests):
         raise cli.FlagError(
@@ -516,7 +517,11 @@ def _check_requests() -> None:
         )
     if (item := cli.empty_item("requests", FLAGS.requests)) is not None:
         raise cli.FlagError(item)
+    from ann.monitor.jsonlines import check_file
+
     for path in FLAGS.requests:
+        if not os.path.isdir(path):  # a folder: `near_files` offers the log in it
+            check_file(path, f"--requests={path}", "the server's request log", cli.FlagError)
         if not os.path.isfile(path):
             raise cli.FlagError(
                 f"--requests={path} is not a file; give the server's request log"
@@ -545,6 +550,10 @@ def performance(args: list[str]) -> None:
     cli.check_no_arguments(args)
     _need("performance", "model", "requests", "labels")
     _check_requests()
+    from ann.monitor.jsonlines import check_file
+
+    # A FIFO waited for a writer, forever, once the model was loaded.
+    check_file(FLAGS.labels, f"--labels={FLAGS.labels}", feedback_job.LABELS_WANTED, cli.FlagError)
 
     if FLAGS.out:  # before the log is read
         _check_out(FLAGS.out, "performance")

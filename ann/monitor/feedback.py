@@ -62,18 +62,25 @@ def define_flags() -> None:
     )
 
 
+# What --labels takes, as a refusal of a file that is not one ends ("give ...").
+LABELS_WANTED = 'the late labels file, {"id": ..., "label": ...} a line'
+
+
 def read_labels(path: str) -> list[tuple[int, dict[str, Any]]]:
     """(line number, object) of each line of a JSON lines file (blank lines skipped); ValueError
     naming the file and
     line, and what is wrong there as the server words it (`protocol.json_error`: the reason and
     column), for a line that is not a JSON object. A torn line (the last without its end of
     line, not JSON: the file is still being written; or any line cut short) is skipped with a
-    warning, as the request log's is (`ann.monitor.jsonlines`)."""
+    warning, as the request log's is (`ann.monitor.jsonlines`). A FIFO, device or folder, a
+    compressed or binary file is refused before a line is read (`jsonlines.objects`)."""
     from ann.monitor.jsonlines import objects
 
     expected = 'expected a JSON object {"id": ..., "label": ...}'
     torn = "the file was read while being written, or its writer was stopped"
-    items = list(objects(path, f"--labels={path}", expected, ValueError, torn))
+    items = list(
+        objects(path, f"--labels={path}", expected, ValueError, torn, wanted=LABELS_WANTED)
+    )
     if not items:
         raise ValueError(f"--labels={path}: holds no labels")
     return items

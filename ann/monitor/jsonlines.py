@@ -11,10 +11,19 @@ one lost record. Any other line that is not JSON is damage, refused, naming the 
 and what is there as the server words a bad body (`protocol.json_error`: the reason and the
 column on that line; a number no 64-bit float holds inside a line's object by its place, as
 `label`). A UTF-8 byte order mark before the first line is read past, as `utf-8-sig` does.
+
+What is not a JSON lines file is refused before a line is read, in one line with its fix
+(`not_a_file`, `not_text`): a FIFO, device or socket (a FIFO blocked the read until a writer
+came, forever; `--requests` refused it at once, `--labels` hung), a folder, a compressed file
+(gzip, bzip2, xz, zstd, zip: decompress it first, e.g. `gunzip -k`; it was called damaged,
+"delete that line") and a binary file (null bytes: it was read as one torn line, then "holds no
+requests").
 """
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,6 +32,58 @@ import orjson
 # The UTF-8 byte order mark some editors begin a file with: it was refused as damage ("BOM is
 # not supported at column 1 ... delete that line"), and deleting the line lost a record.
 BOM = b"\xef\xbb\xbf"
+
+# Compressed files by their first bytes: (magic, what it is, the command that decompresses FILE
+# beside itself, keeping it). The server's own rotation (`--request_log_backups`) writes plain
+# FILE.1, FILE.2; logrotate's `compress` writes FILE.1.gz.
+COMPRESSED = (
+    (b"\x1f\x8b", "gzip-compressed", "gunzip -k {}"),
+    (b"BZh", "bzip2-compressed", "bunzip2 -k {}"),
+    (b"\xfd7zXZ\x00", "xz-compressed", "unxz -k {}"),
+    (b"\x28\xb5\x2f\xfd", "zstd-compressed", "unzstd {}"),
+    (b"PK\x03\x04", "a zip archive", "unzip {}"),
+)
+HEAD_BYTES = 1 << 16  # what `not_text` reads of a file
+
+
+def not_a_file(path: str) -> str | None:
+    """What `path` is when it exists but is not a regular file ("a FIFO", "a folder", "a
+    character device", "a block device", "a socket"; links followed), else None (a regular
+    file, or nothing there: its refusal is `file_error`'s). Asked before the file is opened:
+    opening a FIFO waits for a writer, forever."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return None
+    for test, kind in (
+        (stat.S_ISREG, None),
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a FIFO (a named pipe)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def not_text(head: bytes, path: str, wanted: str) -> str | None:
+    """Why a file that begins with `head` (its first bytes) is not JSON lines text, with the
+    fix, as the end of a sentence naming it ("is gzip-compressed; decompress it first (gunzip -k
+    FILE) and give the file it writes"; "is a binary file (it holds null bytes), not JSON lines
+    text; give WANTED"), else None. `path`: the file, for the command."""
+    for magic, what, command in COMPRESSED:
+        if head.startswith(magic):
+            return (
+                f"is {what}; decompress it first ({command.format(path)}) and give the file it "
+                "writes"
+            )
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):  # Windows' "Unicode" (Notepad, PowerShell)
+        return f"is UTF-16 text; save it as UTF-8 (e.g. iconv -f UTF-16 -t UTF-8 {path})"
+    if b"\0" in head:
+        return f"is a binary file (it holds null bytes), not JSON lines text; give {wanted}"
+    return None
 
 
 def cut_short(error: orjson.JSONDecodeError, text: bytes) -> bool:
@@ -44,26 +105,49 @@ def cut_short(error: orjson.JSONDecodeError, text: bytes) -> bool:
     return False
 
 
+def check_file(path: str, name: str, wanted: str, error: type[Exception]) -> None:
+    """Raises `error` with one line, `NAME is a FIFO (a named pipe), not a file; give WANTED`,
+    for a `path` that exists but is not a regular file (`not_a_file`); nothing else is
+    checked (a missing file is `file_error`'s). `name`: the flag as given (`--labels=FILE`)."""
+    kind = not_a_file(path)
+    if kind is not None:
+        raise error(f"{name} is {kind}, not a file; give {wanted}")
+
+
 def objects(
-    path: str, name: str, expected: str, error: type[Exception], torn: str, damaged: str = ""
+    path: str,
+    name: str,
+    expected: str,
+    error: type[Exception],
+    torn: str,
+    damaged: str = "",
+    wanted: str = "a JSON lines file",
 ) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) for each non-blank line of the file `path`. `name`: the file as a
     refusal and a warning name it (`--labels=FILE`, or the path); `expected`: what a line should be
     (`expected a request record (...)`); `torn`: why a last line may be cut short, for the
-    warning of a last line; `damaged`: the fix a refusal of a line that is not JSON ends with.
-    A line cut short (`cut_short`) is skipped with a warning wherever it is. Raises `error`
-    with one line, `NAME line N: EXPECTED, got ...`, for any other line that is not a JSON
-    object, or `NAME ...` for a file that cannot be read (`file_error`)."""
+    warning of a last line; `damaged`: the fix a refusal of a line that is not JSON ends with;
+    `wanted`: what the file should be, for the refusal of one that is not (`check_file`,
+    `not_text`: a FIFO, a folder, a compressed or binary file, refused before a line is read:
+    `NAME is gzip-compressed; decompress it first (...)`). A line cut short (`cut_short`) is
+    skipped with a warning wherever it is. Raises `error` with one line, `NAME line N:
+    EXPECTED, got ...`, for any other line that is not a JSON object, or `NAME ...` for a file
+    that cannot be read (`file_error`)."""
     from ann import cli
     from ann.serve.protocol import OUT_OF_RANGE, field_name, json_error, out_of_range, short
     from ann.serve.settings import file_error
 
+    check_file(path, name, wanted, error)  # before open: a FIFO's waits for a writer
     try:
         f = open(path, "rb")
     except OSError as e:
-        raise error(file_error(name, e, "a JSON lines file")) from None
+        raise error(file_error(name, e, wanted)) from None
     with f:
         try:
+            why = not_text(f.read(HEAD_BYTES), path, wanted)
+            if why is not None:
+                raise error(f"{name} {why}")
+            f.seek(0)
             for number, line in enumerate(f, 1):
                 if number == 1:  # a UTF-8 byte order mark (Notepad, PowerShell, Excel) is
                     line = line.removeprefix(BOM)  # read as Python's utf-8-sig and jq do
@@ -104,4 +188,4 @@ def objects(
                     raise error(f"{name} line {number}: {expected}, got {short(value)}")
                 yield number, value
         except OSError as e:  # a folder (EISDIR shows on the first read), a failing disk
-            raise error(file_error(name, e, "a JSON lines file")) from None
+            raise error(file_error(name, e, wanted)) from None

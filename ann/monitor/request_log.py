@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from ann import arguments
-from ann.monitor.jsonlines import objects
+from ann.monitor.jsonlines import check_file, objects
 from ann.serve.errors import ServeError
 from ann.serve.protocol import decode_data, not_a_number, short
 
@@ -144,7 +144,9 @@ def _records(paths: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
     found, bad_shares = [], []
     torn = "the server was stopped while writing it, or is writing it now"
     given: dict[str, str] = {}
+    wanted = "the server's request log (ann serve --request_log=FILE)"
     for path in paths:
+        check_file(path, f"--requests={path}", wanted, RequestLogError)  # a FIFO: not waited on
         if not os.path.isfile(path):
             raise RequestLogError(f"--requests={path} is not a file; give the server's request log")
         real = os.path.realpath(path)
@@ -156,7 +158,7 @@ def _records(paths: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
             )
         given[real] = path
         for number, record in objects(
-            path, f"--requests={path}", _EXPECTED, RequestLogError, torn, _DAMAGED
+            path, f"--requests={path}", _EXPECTED, RequestLogError, torn, _DAMAGED, wanted
         ):
             where = f"--requests={path} line {number}"
             if not all(k in record for k in _FIELDS) or not isinstance(record["model"], str):
