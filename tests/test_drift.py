@@ -1204,13 +1204,19 @@ def test_a_request_log_given_twice_is_refused(tmp_path):
     "args, message",
     [
         (["drift", "--model=x", "--requests=y", "--labels=z"],
-         "error: --labels is read by `ann monitor feedback`, not drift; drop it"),
+         "error: --labels is read by `ann monitor feedback` and `ann monitor performance`, "
+         "not drift; drop it"),
         (["feedback", "--model=x", "--labels=z", "--requests=y"],
-         "error: --requests is read by `ann monitor drift`, not feedback; drop it"),
+         "error: --requests is read by `ann monitor drift` and `ann monitor performance`, not "
+         "feedback; drop it"),
+        (["performance", "--model=x", "--labels=z", "--requests=y", "--url=http://h:1"],
+         "error: --url is read by `ann monitor feedback`, not performance; drop it"),
     ],
 )  # fmt: skip
 def test_another_monitor_commands_flag_is_refused(args, message):
-    # Accepted and ignored: `ann monitor drift --labels=x` ran as if it were not there.
+    # Accepted and ignored: `ann monitor drift --labels=x` ran as if it were not there. Every
+    # command that reads it is named: "--labels is read by `ann monitor feedback`" hid that
+    # performance reads it too.
     import subprocess
     import sys
 

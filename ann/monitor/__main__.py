@@ -778,12 +778,14 @@ def main(argv: list[str]) -> None:
             what = f"unknown command {command!r}{config_lib.did_you_mean(command, COMMANDS)}"
         raise cli.FlagError(f"{what}; commands: {', '.join(COMMANDS)} (ann monitor --help)")
     mine = OWN_FLAGS[command]
-    for other, names in OWN_FLAGS.items():
-        given = [n for n in names if n not in mine and FLAGS[n].present]
-        if given:  # accepted and ignored: `drift --labels=x` ran as if it were not there
-            raise cli.FlagError(
-                f"--{given[0]} is read by `ann monitor {other}`, not {command}; drop it"
-            )
+    for name in dict.fromkeys(n for names in OWN_FLAGS.values() for n in names):
+        if name in mine or not FLAGS[name].present:
+            continue
+        # Accepted and ignored: `drift --labels=x` ran as if it were not there. Every command
+        # that reads it is named (it said "read by `ann monitor feedback`" alone of --labels,
+        # which performance reads too).
+        readers = [f"`ann monitor {c}`" for c, names in OWN_FLAGS.items() if name in names]
+        raise cli.FlagError(f"--{name} is read by {' and '.join(readers)}, not {command}; drop it")
     COMMANDS[command](argv[2:])
 
 
