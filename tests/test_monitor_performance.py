@@ -195,7 +195,7 @@ def test_a_bad_label_an_unreadable_log_and_labels_matching_nothing_are_one_line(
     line = one_line_error(ann(*args, f"--requests={log}", f"--labels={bad}"))
     assert line == (
         f"error: --labels={bad} line 2: label: expected a class index in [0, 9] or a class "
-        "name (0, 1, 2, 3, 4, 5, 6, 7, 8, 9), got 12"
+        'name ("0", "1", "2", "3", "4", "5", "6", "7", "8", "9"), got 12'
     ), line
     bad.write_text('{"id": "m0", "label": [1, 2]}\n')
     line = one_line_error(ann(*args, f"--requests={log}", f"--labels={bad}"))

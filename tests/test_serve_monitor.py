@@ -24,6 +24,7 @@ from ann.serve.feedback import Predictions
 from ann.serve.settings import Settings
 
 WINDOW = 100  # rows per monitoring window in these tests
+DIGITS = '("0", "1", "2", "3", "4", "5", "6", "7", "8", "9")'  # its class names, as listed
 
 
 @pytest.fixture(scope="module")
@@ -165,8 +166,8 @@ def test_feedback_joins_give_offline_accuracy_and_gauges_appear(monitored):
         (b'{"id": "r1", "label": 10}', "feedback.label: expected a class index in [0, 9]"),
         (b'{"id": "r1", "label": "ten"}', "feedback.label: expected a class index in [0, 9]"),
         (b'{"id": "r1", "label": true}', "feedback.label: expected a class index"),
-        (b'{"id": "r1", "label": null}', "(0, 1, 2, 3, 4, 5, 6, 7, 8, 9), got null"),
-        (b'{"id": "r1", "label": [true]}', "(0, 1, 2, 3, 4, 5, 6, 7, 8, 9), got true"),
+        (b'{"id": "r1", "label": null}', DIGITS + ", got null"),
+        (b'{"id": "r1", "label": [true]}', DIGITS + ", got true"),
         # The element's place, as other refusals give theirs (it said `feedback.label: ...`).
         (b'{"id": "two", "label": [1, "x"]}', "feedback.label[1]: expected a class index in"),
         # The field that is missing is named (it said 'got ["label"]' for a label without id).
@@ -1275,3 +1276,53 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+class LanguageExport:
+    """A language model's signature: tokens padded with id 0, the next token of its names."""
+
+    names = ["<pad>", "<unk>", "\n", " ", *"abcdefghijkl"]
+    name, directory = "lm", "/nonexistent/lm-export"
+    inputs = {"tokens": {"dtype": "int32", "shape": [-1, 8], "names": names,
+                         "padding": {"id": 0, "side": "right"}}}  # fmt: skip
+    outputs = {
+        "probabilities": {"dtype": "float32", "shape": [-1, len(names)]},
+        "next_token": {"dtype": "int32", "shape": [-1], "names": names},
+    }
+    manifest = {"platforms": ["cpu"], "files": {}, "created": "2026-11-30T00:00:00Z"}
+
+
+def test_the_padding_token_is_refused_as_a_label_and_class_names_are_listed_quoted():
+    """A language model's feedback took `"label": "<pad>"` as a next-token label (the padding
+    token never is one); its refusal listed the names as `(<pad>, <unk>, \\n,  , !, ...`, the
+    space name invisible. The server's monitor and the offline join refuse alike."""
+    from ann.monitor import performance
+    from ann.monitor.request_log import Requests
+    from ann.serve.feedback import padding_class
+    from ann.serve.metrics import Metrics
+    from ann.serve.monitoring import ModelMonitor
+
+    lm = LanguageExport()
+    assert padding_class(lm.inputs, lm.outputs, "next_token") == 0
+    assert padding_class(OldExport.inputs, OldExport.outputs, "label") is None
+    monitor = ModelMonitor(ServedModel("lm", "1", lm, "test"), Settings(), Metrics(8))
+    for label in ("<pad>", 0):
+        with pytest.raises(ServeError) as e:
+            monitor.feedback({"id": "r-1", "label": label})
+        said = json.dumps(label)
+        assert e.value.message == (
+            f'feedback.label: got {said}, the padding token ("<pad>", class 0), which is never a '
+            "label; give the true next token's class index or name"
+        ), e.value.message
+    with pytest.raises(ServeError) as e:
+        monitor.feedback({"id": "r-1", "label": "ab"})
+    assert e.value.message == (
+        'feedback.label: expected a class index in [0, 15] or a class name ("<pad>", "<unk>", '
+        '"\\n", " ", "a", "b", "c", "d", "e", "f", "g", "h", ... (16 in all)), got "ab"'
+    ), e.value.message
+    assert monitor.feedback({"id": "r-1", "label": " "})["unmatched"]["unknown"] == 1
+    # Offline, as the server: `ann monitor performance` joins with the same refusal.
+    requests = Requests(logged=[], skipped={}, others={})
+    with pytest.raises(performance.LabelsError, match=r"line 3: .*the padding token"):
+        performance.join(requests, [(3, {"id": "r", "label": "<pad>"})], lm.names,
+                         "next_token", "probabilities", "labels.jsonl", padding=0)  # fmt: skip

@@ -559,6 +559,7 @@ def performance(args: list[str]) -> None:
         _check_out(FLAGS.out, "performance")
     from ann.monitor.request_log import read_requests
     from ann.registry.spec import export_version
+    from ann.serve.feedback import padding_class
     from ann.serve.monitoring import class_outputs
 
     resolved, manifest, digest, name, version = _manifest()
@@ -589,8 +590,16 @@ def performance(args: list[str]) -> None:
     names = list(manifest["outputs"][label_output]["names"])
     derive = (manifest.get("config") or {}).get("experiment") in perf.ARGMAX_EXPERIMENTS
     try:
+        padding = padding_class(manifest["inputs"], manifest["outputs"], label_output)
         joined = perf.join(
-            requests, numbered, names, label_output, probability_output, FLAGS.labels, derive
+            requests,
+            numbered,
+            names,
+            label_output,
+            probability_output,
+            FLAGS.labels,
+            derive,
+            padding,
         )
     except perf.LabelsError as e:
         cli.fail(str(e))

@@ -185,6 +185,7 @@ def join(
     probability_output: str | None,
     path: str,
     derive: bool = False,
+    padding: int | None = None,
 ) -> Joined:
     """Joins `labels` ((line, object) of the labels file `path`, `feedback.read_labels`) to the
     logged `requests` of one model by id, as the server's feedback route does (module
@@ -194,7 +195,9 @@ def join(
     (not `{"id", "label"}`, a class neither index nor name, a list of the wrong length).
     `derive`: a request logged with the probabilities but not the categorical output joins with
     their argmax as its predicted class (only where the experiment defines the class so:
-    `ARGMAX_EXPERIMENTS`); else such a label is `unlogged`."""
+    `ARGMAX_EXPERIMENTS`); else such a label is `unlogged`. `padding`: the class that is a
+    language model's padding token (`feedback.padding_class`), refused as a label as the
+    server refuses it."""
     latest: dict[str, Any] = {}  # id -> its latest successful request
     failed: set[str] = set()
     for logged in sorted(requests.logged, key=lambda r: r.time):  # rotated files: by time
@@ -207,7 +210,7 @@ def join(
     versions: dict[str, VersionScore] = {}
     for logged in requests.logged:  # each version, in the order the logs hold them
         if logged.version not in versions:
-            store = Predictions(2 * len(latest) + 2, names)  # never rotates: no eviction
+            store = Predictions(2 * len(latest) + 2, names, padding=padding)  # never rotates
             versions[logged.version] = VersionScore(logged.version, 0, 0, store)
     derived_ids: set[str] = set()
     for request_id, logged in latest.items():
@@ -219,7 +222,7 @@ def join(
             score = versions[logged.version]
             score.store.record(request_id, predicted, 0)
             score.requests += 1
-    parser = Predictions(0, names)
+    parser = Predictions(0, names, padding=padding)
     unmatched = dict.fromkeys(REASONS, 0)
     unknown_ids: list[str] = []
     elsewhere: dict[str, str] = {}

@@ -29,7 +29,7 @@ Not thread-safe: `ann.serve.monitoring.ModelMonitor` calls it under its lock.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -47,12 +47,21 @@ class Predictions:
 
     `capacity`: requests kept (0: no joins); `names`: the class names of the model's
     categorical output (labels may be given by name or index); `min_labelled`: the fewest
-    labelled rows an accuracy is given on (`--monitor_min_labels`)."""
+    labelled rows an accuracy is given on (`--monitor_min_labels`); `padding`: the class that
+    is the padding token of a language model's next token (`padding_class`), refused as a
+    label, by index or name (it is never the true next token; it was joined as one), or None."""
 
-    def __init__(self, capacity: int, names: Sequence[str], min_labelled: int = 1):
+    def __init__(
+        self,
+        capacity: int,
+        names: Sequence[str],
+        min_labelled: int = 1,
+        padding: int | None = None,
+    ):
         self.capacity = capacity
         self.min_labelled = min_labelled
         self.names = list(names)
+        self.padding = padding
         self._index = {name: i for i, name in enumerate(self.names)}
         self._half = max(1, capacity // 2)
         # Generations: id -> (predicted classes int [rows], window index, labelled?); `_gone`
@@ -121,16 +130,27 @@ class Predictions:
         return parsed
 
     def _class(self, field: str, value: Any) -> int:
-        """A class index from an index or a class name; ServeError 400 otherwise."""
+        """A class index from an index or a class name; ServeError 400 otherwise, and for the
+        padding token's class (`padding`)."""
+        found = None
         if isinstance(value, str) and value in self._index:
-            return self._index[value]
-        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(self.names):
-            return value
-        names = self.names if len(self.names) <= 12 else [*self.names[:12], "..."]
+            found = self._index[value]
+        elif isinstance(value, int) and not isinstance(value, bool):
+            found = value if 0 <= value < len(self.names) else None
+        if found is not None and found == self.padding:
+            raise ServeError(
+                400,
+                f"{field}: got {protocol.short(value)}, the padding token "
+                f"({protocol.short(self.names[found])}, class {found}), which is never a label; "
+                "give the true next token's class index or name",
+                "feedback",
+            )
+        if found is not None:
+            return found
         raise ServeError(
             400,
             f"{field}: expected a class index in [0, {len(self.names) - 1}] or a class name "
-            f"({', '.join(names)}), got {protocol.short(value)}",
+            f"({listed(self.names)}), got {protocol.short(value)}",
             "feedback",
         )
 
@@ -191,6 +211,33 @@ class Predictions:
 
 
 _FIELDS = {"id", "label"}
+NAMES_LISTED = 12  # class names a refusal lists, then how many there are
+
+
+def listed(names: Sequence[str]) -> str:
+    """Class names as a refusal lists them: each quoted in JSON spelling (`protocol.short`),
+    so that a space or a newline is seen (a language model's `(<pad>, <unk>, \n,  , !, ...`
+    hid its space name), the first NAMES_LISTED, then how many there are: `"<pad>", "<unk>",
+    "\n", " ", ... (98 in all)`."""
+    shown = ", ".join(protocol.short(n) for n in names[:NAMES_LISTED])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > NAMES_LISTED else "")
+
+
+def padding_class(
+    inputs: Mapping[str, Mapping[str, Any]], outputs: Mapping[str, Mapping[str, Any]], label: str
+) -> int | None:
+    """The class of the categorical output `label` that is the padding token, or None: the pad
+    id of an input of right-padded token ids (`artifact.pad_id`: a language model's `tokens`)
+    whose names are the output's (the next token is a token of the same vocabulary). `inputs`,
+    `outputs`: the manifest's signature."""
+    from ann import artifact
+
+    names = outputs[label].get("names")
+    for spec in inputs.values():
+        pad = artifact.pad_id(spec)
+        if pad is not None and spec.get("names") == names and 0 <= pad < len(names or []):
+            return pad
+    return None
 
 
 def _fields(item: Any) -> str:

@@ -77,7 +77,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ann.serve.feedback import REASONS, Predictions
+from ann.serve.feedback import REASONS, Predictions, padding_class
 
 if TYPE_CHECKING:
     from ann.serve.metrics import Metrics
@@ -172,7 +172,12 @@ class ModelMonitor:
         self.label_output, self.probability_output = class_outputs(served.outputs)
         names = served.outputs[self.label_output]["names"] if self.label_output else []
         self.predictions = (
-            Predictions(settings.monitor_feedback_capacity, names, settings.monitor_min_labels)
+            Predictions(
+                settings.monitor_feedback_capacity,
+                names,
+                settings.monitor_min_labels,
+                padding_class(served.inputs, served.outputs, self.label_output),
+            )
             if self.label_output
             else None
         )
