@@ -579,12 +579,22 @@ def test_unknown_labels_of_a_model_with_several_versions_name_them_and_version()
     # It blamed a restart or replicas, where the ids were held by the model's other version.
     from ann.monitor.feedback import unjoined_warnings
 
-    [line] = unjoined_warnings({"unknown": 3}, 5, ["1", "2"], "2")
+    [line] = unjoined_warnings({"unknown": 3}, 5, ["1", "2"], "2", held_by={"1": 3})
     assert line == (
-        "3 of 5 labels name request ids version 2 does not hold; the model serves versions 1, 2, "
-        "each joining labels only to its own requests: send the labels of another version's "
-        "requests with --version=1"
+        "3 of 5 labels name request ids version 2 does not hold; version 1 holds 3 of them (the "
+        "model serves versions 1, 2, each joining labels only to its own requests): send them "
+        "with --version=1"
     )
+    # Held by no version (the server says so): it was circular, version 2 saying to send them
+    # with --version=1 and version 1 with --version=2; now the simplest cause, as for one.
+    for named in (None, "1"):
+        [line] = unjoined_warnings({"unknown": 3}, 3, ["1", "2"], "2", named, held_by={})
+        assert line.startswith(
+            "3 of 3 labels name request ids no version of the model this server serves holds "
+            "(1, 2: each joins labels only to its own requests). The simplest cause: ids never "
+            "sent to this server"
+        ), line
+        assert "--version=" not in line, line
     [line] = unjoined_warnings({"unknown": 3}, 5, ["2"], "2", None, "late.jsonl", "digits")
     # The simplest cause first: ids never sent here.
     assert line.startswith(
@@ -624,7 +634,8 @@ def test_labels_for_another_version_than_an_explicit_version_say_so(tmp_path):
             self.rfile.read(int(self.headers["Content-Length"]))
             assert self.path == "/v2/models/m/versions/2/feedback", self.path
             self._reply({"matched": 0, "unmatched": {"unknown": 3, "evicted": 0, "duplicate": 0},
-                         "accuracy": None, "model_name": "m", "model_version": "2"})  # fmt: skip
+                         "unknown_held_by": {"1": 3}, "accuracy": None, "model_name": "m",
+                         "model_version": "2"})  # fmt: skip
 
         def log_message(self, *args):
             pass
@@ -644,9 +655,9 @@ def test_labels_for_another_version_than_an_explicit_version_say_so(tmp_path):
         server.server_close()
     assert done.returncode == 0, done.stderr
     assert done.stderr == (
-        "warning: none of the 3 labels names a request that version 2 (--version=2) served; the "
-        "server serves versions 1, 2, each joining labels only to its own requests: give "
-        "--version the one that served them, e.g. --version=1\n"
+        "warning: 3 of 3 labels name request ids version 2 (--version=2) does not hold; version "
+        "1 holds 3 of them (the model serves versions 1, 2, each joining labels only to its own "
+        "requests): send them with --version=1\n"
     ), done.stderr
 
 
@@ -1326,3 +1337,33 @@ def test_the_padding_token_is_refused_as_a_label_and_class_names_are_listed_quot
     with pytest.raises(performance.LabelsError, match=r"line 3: .*the padding token"):
         performance.join(requests, [(3, {"id": "r", "label": "<pad>"})], lm.names,
                          "next_token", "probabilities", "labels.jsonl", padding=0)  # fmt: skip
+
+
+def test_a_feedback_reply_says_which_other_version_holds_the_unknown_ids():
+    """`ann monitor feedback` named another version whenever the model had several, whether it
+    held the ids or not: labels no version served were sent back and forth (v2: "with
+    --version=1"; v1: "e.g. --version=2"). The reply counts, per other version, the unknown
+    ids it holds."""
+    app = App(
+        [ServedModel("old", v, OldExport(), "test") for v in ("1", "2")],
+        Settings(monitor_min_labels=1),
+    )
+    inputs = {"x": np.zeros((1, 3), np.float32)}
+    outputs = {"probabilities": np.ones((1, 2), np.float32), "label": np.zeros(1, np.int32)}
+    first = app.dataplane.models["old"]["1"].monitor
+    first.record_batch(inputs, outputs, 1, [("r-1", 0, 1)])
+    first.record_batch(inputs, outputs, 1, [("r-2", 0, 1)])
+
+    def feedback(version, items):
+        replies = []
+        app.handle("POST", f"/v2/models/old/versions/{version}/feedback", None,
+                   json.dumps(items).encode(), None, lambda *r: replies.append(r))  # fmt: skip
+        [(status, body, _)] = replies
+        assert status == 200, body
+        return json.loads(body)
+
+    labels = [{"id": i, "label": 0} for i in ("r-1", "r-2", "never")]
+    reply = feedback("2", labels)
+    assert reply["unmatched"]["unknown"] == 3 and reply["unknown_held_by"] == {"1": 2}, reply
+    reply = feedback("1", labels)  # joined here; "never" is held by no other version
+    assert reply["matched"] == 2 and reply["unknown_held_by"] == {}, reply

@@ -194,7 +194,9 @@ def send(
     token_from: str = "",
 ) -> dict[str, Any]:
     """POSTs `items` to the model's feedback route, `batch` at a time; returns the sums:
-    `{"matched", "unmatched": {reason: n}, "accuracy", "min_labels": the last reply's}`.
+    `{"matched", "unmatched": {reason: n}, "held_by": {version: n} (the unknown labels' ids
+    each other version of the model holds; None from a server that does not say), "accuracy",
+    "min_labels": the last reply's}`.
     `lines`: each item's line in the labels file (default: its position, from 1). ValueError
     with the server's message, the file lines of the refused batch and of the item it names,
     and what was applied before it (a 401: how this command gives the token; `token_from`: where
@@ -209,7 +211,7 @@ def send(
     headers = {"Content-Type": "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
-    total: dict[str, Any] = {"matched": 0, "unmatched": {}, "accuracy": None}
+    total: dict[str, Any] = {"matched": 0, "unmatched": {}, "accuracy": None, "held_by": {}}
     for start in range(0, len(items), batch):
         chunk = items[start : start + batch]
         body = json.dumps(chunk).encode()
@@ -253,6 +255,12 @@ def send(
         total["matched"] += reply["matched"]
         for reason, n in reply["unmatched"].items():
             total["unmatched"][reason] = total["unmatched"].get(reason, 0) + n
+        held = reply.get("unknown_held_by")  # None: a server that does not say
+        if held is None or total["held_by"] is None:
+            total["held_by"] = None
+        else:
+            for other, n in held.items():
+                total["held_by"][other] = total["held_by"].get(other, 0) + n
         total["accuracy"], total["min_labels"] = reply["accuracy"], reply.get("min_labels")
         total["version"] = reply.get("model_version")  # the version the labels went to
     return total
@@ -409,6 +417,7 @@ def feedback(args: list[str]) -> None:
         FLAGS.version,
         FLAGS.labels,
         FLAGS.model,
+        total["held_by"],
     )
     for line in said:
         cli.warn(line)
@@ -422,41 +431,60 @@ def unjoined_warnings(
     named: str | None = None,
     labels: str = "LABELS.jsonl",
     model: str | None = None,
+    held_by: dict[str, int] | None = None,
 ) -> list[str]:
     """Why labels did not join, where the counts alone left a user guessing (0 joined, exit 0):
     the server holds its predictions in memory, per process, and per model version.
     `versions`: the versions the server serves of the model ([]: not known); `version`: the
     one that answered; `named`: the one `--version` named (None: the unversioned path);
     `labels`: the labels file sent, and `model` the served model's name, for the offline join's
-    command."""
+    command; `held_by`: how many of the unknown labels' ids each other version holds (the
+    reply's `unknown_held_by`; None: the server does not say). Another version is named only
+    where it holds some: version 2 said to send the labels with --version=1, and version 1
+    with --version=2, of ids neither had served."""
     said = []
     unknown, duplicate = unmatched.get("unknown", 0), unmatched.get("duplicate", 0)
     versions = versions or []
     others = [v for v in versions if v != version]
-    if unknown and named is not None and others and unknown == sent:
-        # None joined the version the user named: it got the restart-or-replicas guess.
-        said.append(
-            ("the label names no" if sent == 1 else f"none of the {sent} labels names a")
-            + f" request that version {named} (--version={named}) served; the server serves "
-            f"versions {', '.join(versions)}, each joining labels "
-            f"only to its own requests: give --version the one that served them, e.g. "
-            f"--version={others[0]}"
-        )
-    elif unknown and version is not None and others:
+    held = {v: n for v, n in (held_by or {}).items() if n and v != version}
+    this = f"version {version}" if version is not None else "the version that answered"
+    if named is not None:
+        this = f"version {named} (--version={named})"
+    if unknown and held:
         # Each version keeps its own predictions: it blamed a restart or replicas.
+        best = max(held, key=lambda v: held[v])
+        more = [v for v in held if v != best]
         said.append(
-            f"{unknown} of {sent} labels name{'s' * (unknown == 1)} request ids version {version} "
-            f"does not hold; the model serves versions {', '.join(versions)}, each joining labels "
-            f"only to its own requests: send the labels of another version's requests with "
-            f"--version={others[0]}" + (" (or another)" if len(others) > 1 else "")
+            f"{unknown} of {sent} labels name{'s' * (unknown == 1)} request ids {this} does not "
+            f"hold; version {best} holds {held[best]} of them (the model serves versions "
+            f"{', '.join(versions or [best])}, each joining labels only to its own requests): "
+            f"send them with --version={best}"
+            + (
+                f" (version{'s' * (len(more) > 1)} {', '.join(more)} hold{'s' * (len(more) == 1)}"
+                " some too)"
+                if more
+                else ""
+            )
         )
     elif unknown:
         # The command was cut off (`--requests=` every ...), with FILE for the file just sent
         # and no --model; and ids never sent to this server, the simplest cause, went unsaid.
         served = f"serves as {model}" if model else "serves"
+        where = "this server does not hold"
+        if others and held_by is not None:  # asked: no other version holds them either
+            where = (
+                f"no version of the model this server serves holds ({', '.join(versions)}: "
+                "each joins labels only to its own requests)"
+            )
+        elif others:  # a server that does not say which version holds them
+            where = (
+                f"{this} does not hold (the model serves versions {', '.join(versions)}, each "
+                "joining labels only to its own requests: if another served them, give it with "
+                "--version)"
+            )
         said.append(
-            f"{unknown} of {sent} labels name{'s' * (unknown == 1)} request ids this server does "
-            "not hold. The simplest "
+            f"{unknown} of {sent} labels name{'s' * (unknown == 1)} request ids {where}. The "
+            "simplest "
             "cause: ids never sent to this server (a typo, or requests to another model). Else: "
             "it keeps "
             "predictions in memory, per process, so a restart (or a reload of the model) forgets "

@@ -562,7 +562,12 @@ class App:
         if request.too_large is not None:
             raise _body_too_large(self.settings.max_body_bytes, request.too_large)
         body = protocol.loads(request.body, "feedback", 'JSON ({"id", "label"} or a list)')
-        request.respond(200, self._with_model(monitor.feedback(body), served), None)
+        others = [
+            (version, other.monitor)
+            for version, other in self.dataplane.models.get(served.name, {}).items()
+            if other is not served and other.monitor is not None
+        ]
+        request.respond(200, self._with_model(monitor.feedback(body, others), served), None)
         return 200
 
     def repository_index(self, request: Request, served: None) -> int:

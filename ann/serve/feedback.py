@@ -19,7 +19,10 @@ rather than `unknown`. At most 1.5 x capacity entries, ids of at most 256 charac
 a request costs one dict insert (an LRU evicting one entry per request took 3.4 µs per request
 past capacity, this 0.9 µs; 0.3 µs for ids seen before). A label that cannot
 be joined is not an error: the reply and `ann_feedback_unmatched_total{reason}` count it by
-reason: `unknown` (no request with that id, or evicted long ago), `evicted` (its prediction
+reason: `unknown` (no request with that id, or evicted long ago; the reply's
+`unknown_held_by` counts, per other version of the model, the unknown ids that version holds,
+so a client can tell labels sent to the wrong version from ids never served), `evicted` (its
+prediction
 was dropped to stay within capacity: raise the capacity or send labels sooner), `duplicate`
 (that id was already labelled; the first label counts). A request that is wrong in itself is
 a 400 naming the field, and nothing of its batch is applied.
@@ -92,6 +95,18 @@ class Predictions:
         if found is not None:
             return found, self._young
         return self._old.get(request_id), self._old
+
+    def unknown(self, ids: Sequence[str]) -> list[str]:
+        """Those of `ids` this store knows nothing of (neither kept nor evicted): what `join`
+        counts as `unknown`."""
+        return [
+            i for i in ids if i not in self._young and i not in self._old and i not in self._gone
+        ]
+
+    def holds(self, ids: Sequence[str]) -> int:
+        """How many of `ids` name a kept request of this store (labelled or not): for a
+        label another version of the model did not know, whether this one served it."""
+        return sum(1 for i in ids if i in self._young or i in self._old)
 
     def parse(self, body: Any) -> list[tuple[str, list[int]]]:
         """The (id, class indices) of a feedback body: one `{"id", "label"}` object or a list

@@ -296,8 +296,14 @@ class ModelMonitor:
         self.window += 1
         self._rows = 0
 
-    def feedback(self, body: Any) -> dict[str, Any]:
-        """Joins a parsed JSON feedback body (`feedback.Predictions.parse`); the reply."""
+    def feedback(
+        self, body: Any, others: Sequence[tuple[str, ModelMonitor]] = ()
+    ) -> dict[str, Any]:
+        """Joins a parsed JSON feedback body (`feedback.Predictions.parse`); the reply, with
+        `unknown_held_by`: for each of `others` ((version, monitor) of the model's other served
+        versions) that holds some of the labels' ids this version does not know, how many ({}
+        when none does: `ann monitor feedback` then says the ids were never served, rather than
+        naming another version, which said to send them back here)."""
         from ann.serve.errors import ServeError
 
         if self.predictions is None:
@@ -311,12 +317,29 @@ class ModelMonitor:
         with self.lock:
             joined = self.predictions.join(items, listed=isinstance(body, list))
             realized = self.predictions.realized(self.window)
+            unknown = (
+                self.predictions.unknown([i for i, _ in items])
+                if joined["unmatched"]["unknown"]
+                else []
+            )
+        held_by = {}
+        for version, other in others if unknown else ():  # one lock at a time: no deadlock
+            if other.predictions is not None:
+                with other.lock:
+                    held = other.predictions.holds(unknown)
+                if held:
+                    held_by[version] = held
         self._labels_counter.inc(joined["matched"])
         for reason, n in joined["unmatched"].items():
             if n:
                 self._unmatched[reason].inc(n)
         self._set_realized(realized)
-        return {**joined, "accuracy": realized, "min_labels": self.predictions.min_labelled}
+        return {
+            **joined,
+            "unknown_held_by": held_by,
+            "accuracy": realized,
+            "min_labels": self.predictions.min_labelled,
+        }
 
     def _set_realized(self, realized: dict[str, Any]) -> None:
         """ann_realized_accuracy_ratio from `Predictions.realized`: NaN where too few rows
