@@ -429,6 +429,55 @@ def ids_fault(flat: np.ndarray, count: int, datatype: str, names: str) -> str | 
     )
 
 
+_all = np.logical_and.reduce  # over a whole array: `.all()` cost 4x as much (ann.serve.batcher)
+# Float dtype kinds: "f", and "V" for bfloat16 (ml_dtypes; a model's arrays are never structured).
+FLOATING = ("f", "V")
+
+
+def finite_fault(array: np.ndarray, datatype: str, sent: np.ndarray | None = None) -> str | None:
+    """Why float values `array` are not all finite, in the words the loader and the server both
+    use ("expected finite float32 values, got nan at flat index 3"; `datatype` as the reader
+    knows it: float32 or FP32), or None when every value is. `sent`: the values before a cast
+    to `array`'s dtype, where there was one (the server's JSON numbers): a finite one there is
+    named as out of the type's range. One `isfinite` pass over the array; the value found only
+    on a fault. A NaN input gave NaN probabilities and a confident label without an error."""
+    if _all(np.isfinite(array), axis=None):
+        return None
+    flat = array.reshape(-1)
+    bad = int(np.flatnonzero(~np.isfinite(flat))[0])
+    value = sent.reshape(-1)[bad] if sent is not None else flat[bad]
+    why = f" (out of range for {datatype})" if np.isfinite(value) else ""
+    return f"expected finite {datatype} values, got {value} at flat index {bad}{why}"
+
+
+def first_non_finite(
+    outputs: Mapping[str, np.ndarray], first: int = 0, last: int | None = None
+) -> tuple[str, int, str] | None:
+    """The first float output, row (counted from `first`) and value ("nan", "inf", "-inf") that
+    is not finite among rows [first, last) of `outputs` (in the outputs' order), or None when
+    every value is: one `isfinite` pass per float output, the row found only on a fault."""
+    for name, value in outputs.items():
+        if value.dtype.kind not in FLOATING:
+            continue
+        mine = value[first:last]
+        if _all(np.isfinite(mine), axis=None):
+            continue
+        bad = ~np.isfinite(mine.reshape(len(mine), -1))
+        row, column = np.argwhere(bad)[0]
+        found = float(mine.reshape(len(mine), -1)[row, column])
+        return name, int(row), str(found) if found == found else "nan"
+    return None
+
+
+def non_finite_words(output: str, row: int, value: str) -> str:
+    """What the loader and the server say of a row the model gave a NaN or an infinity on in
+    float `output` (its inputs were finite and of their type: the model overflowed)."""
+    return (
+        f"outputs.{output}: row {row} is {value}, not a finite number: the model overflowed on "
+        "this input (its values are far outside what it was trained on)"
+    )
+
+
 def padding_fault(array: np.ndarray, pad: int) -> str | None:
     """Why `array` (rows of token ids, batch first) breaks its right-padding contract with pad
     id `pad`, naming the first row that does: a pad before a real token (the model would read
@@ -832,7 +881,8 @@ class Model:
 
     def check(self, inputs: Mapping[str, np.ndarray]) -> int:
         """Raises ValueError, one line naming the input that does not match and the fix (its
-        dtype or shape: `_shape_fault`, batch size, an id outside the names it indexes:
+        dtype or shape: `_shape_fault`, batch size, a NaN or infinity in a float input:
+        `finite_fault`, an id outside the names it indexes:
         `ids_fault`, a row that breaks its right padding: `padding_fault`, or its framing:
         `Framing`), in the server's words where it has the same fault; returns the batch
         size."""
@@ -850,6 +900,8 @@ class Model:
             if rows is not None and x.shape[0] != rows:
                 raise ValueError(f"inputs have different batch sizes ({rows} and {x.shape[0]})")
             rows = x.shape[0]
+            if x.dtype.kind in FLOATING and (fault := finite_fault(x, str(x.dtype))):
+                raise ValueError(f"input {name!r}: {fault}")
             names = spec.get("names")
             if names is not None and x.size and (x.min() < 0 or x.max() >= len(names)):
                 where = f"the manifest's inputs.{name}.names"
@@ -875,9 +927,13 @@ class Model:
     def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """{input name: array [rows, ...]} -> {output name: NumPy array [rows, ...]}; zero rows
         give empty outputs (the exported function's batch is at least 1: JAX refused 0 with
-        its shape-polymorphism message). Raises ValueError as `check` does, and for inputs
-        that are not a mapping (an array alone: it said "'numpy.ndarray' object has no attribute
-        'items'")."""
+        its shape-polymorphism message). Raises ValueError as `check` does (a NaN or infinite
+        float input among them), for inputs that are not a mapping (an array alone: it said
+        "'numpy.ndarray' object has no attribute 'items'"), and where the model gives a NaN or
+        an infinity in a float output on any row (it overflowed on finite inputs far outside
+        its data): the server refuses such a request (422), and a NaN row's label was
+        argmax's 0, confident and wrong. The checks cost one `isfinite` pass over each float
+        input and output (docs/benchmarks.md, "Finite checks in the loader")."""
         if not isinstance(inputs, Mapping):
             name = next(iter(self.inputs))
             raise ValueError(
@@ -897,11 +953,16 @@ class Model:
                     + padding_hint(pad_id(spec), spec["shape"][1:])
                 ) from None
         inputs = arrays
-        if self.check(inputs) == 0:
+        rows = self.check(inputs)
+        if rows == 0:
             # One row of zeros, run unchecked: a padded input refuses a row of pads alone.
             one = {k: np.zeros((1, *v.shape[1:]), v.dtype) for k, v in inputs.items()}
             return {k: np.asarray(v)[:0] for k, v in self._jitted(self.weights, one).items()}
-        return {k: np.asarray(v) for k, v in self._jitted(self.weights, inputs).items()}
+        outputs = {k: np.asarray(v) for k, v in self._jitted(self.weights, inputs).items()}
+        found = first_non_finite(outputs)
+        if found is not None:  # the server refuses such a request (422 non_finite_output)
+            raise ValueError(f"{non_finite_words(*found)}; {_rows_refused(outputs, rows)}")
+        return outputs
 
     @property
     def weights_bytes(self) -> int:
@@ -948,6 +1009,19 @@ class Model:
 
         run.executable = compiled  # type: ignore[attr-defined]
         return run
+
+
+def _rows_refused(outputs: Mapping[str, np.ndarray], rows: int) -> str:
+    """How many of a call's `rows` rows gave a non-finite float output (on the error path
+    only), and the fix: the call returns nothing, as the server answers no such request."""
+    bad = np.zeros(rows, bool)
+    for value in outputs.values():
+        if value.dtype.kind in FLOATING:
+            bad |= ~np.isfinite(value.reshape(rows, -1)).all(axis=1)
+    return (
+        f"rows that do: {int(bad.sum()):,} of {rows:,}; no outputs are returned, call it "
+        "without them"
+    )
 
 
 def _shape_fault(name: str, spec: Mapping[str, Any], x: np.ndarray, wrong_dtype: bool) -> str:

@@ -192,6 +192,14 @@ def test_a_token_model_export_states_its_padding_and_refuses_rows_that_break_it(
     ids = np.zeros([2, width], np.int32)
     ids[:, :3] = _framed(manifest["inputs"][key])
     assert model({key: ids})  # tokens first, then pads
+    # Rows padded right but int64 (NumPy's default) are told to convert, not to pad (an LM's
+    # `tokens` was told "pad each row on the right with id 0 ..." in a trial).
+    with pytest.raises(ValueError) as e:
+        model({key: ids.astype(np.int64)})
+    assert str(e.value) == (
+        f"input {key!r} must be int32[-1, {width}] (-1: any batch), got int64[2, {width}]; "
+        'convert it with .astype("int32")'
+    )
     # Zero rows give empty outputs (the row of zeros run in their place was refused as padding).
     empty = model({key: ids[:0]})
     assert set(empty) == set(manifest["outputs"]) and all(len(v) == 0 for v in empty.values())
@@ -213,6 +221,29 @@ def test_a_token_model_export_states_its_padding_and_refuses_rows_that_break_it(
         f"got int32[1, 11]; pad each row on the right with id 0 to {width} tokens (the tokens, "
         "then 0s)"
     )
+
+
+def test_an_export_refuses_non_finite_float_inputs_in_the_servers_words(trained):
+    """A NaN or an infinity in a float input is refused in one line naming the input and where,
+    as the server refuses it (`artifact.finite_fault`): the loader gave NaN probabilities and
+    a confident label (argmax's 0) for it (a fresh-user trial, a breast-cancer MLP)."""
+    name, _, _, out, manifest = trained
+    floats = [k for k, v in manifest["inputs"].items() if np.dtype(v["dtype"]).kind == "f"]
+    assert bool(floats) == (name in ("regression", "forecasting", "anomaly_detection")), floats
+    if not floats:
+        return
+    model = artifact.load(str(out))
+    rows = {k: v[:2] for k, v in artifact.load_reference(str(out), manifest)["inputs"].items()}
+    model(rows)
+    key = floats[0]
+    for value in (np.nan, np.inf, -np.inf):
+        bad = {k: v.copy() for k, v in rows.items()}
+        bad[key].reshape(-1)[3] = value
+        with pytest.raises(ValueError) as e:
+            model(bad)
+        assert str(e.value) == (
+            f"input {key!r}: expected finite {bad[key].dtype} values, got {value} at flat index 3"
+        )
 
 
 def test_a_seq2seq_export_refuses_ids_of_another_kind_in_one_line_with_the_fix(trained):

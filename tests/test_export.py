@@ -110,6 +110,36 @@ def test_an_array_alone_is_refused_naming_the_mapping_to_pass(digits_export):
     )
 
 
+def test_a_non_finite_output_is_refused_in_the_servers_words(digits_export, monkeypatch):
+    """Finite inputs on which the model overflows to NaN or infinity are refused, naming the
+    output, row and value, as the server's 422 does (`artifact.non_finite_words`): the
+    loader returned NaN probabilities and argmax's label 0 (a breast-cancer MLP at 3e38)."""
+    from ann.serve.app import non_finite
+    from ann.serve.batcher import NonFiniteOutput
+
+    _, out = digits_export
+    model = artifact.load(str(out))
+    images = np.zeros((3, 8, 8, 1), np.uint8)
+    run = model._jitted
+
+    def overflowing(weights, inputs):
+        outputs = dict(run(weights, inputs))
+        probabilities = np.array(outputs["probabilities"])
+        probabilities[1, 4], probabilities[2, 0] = np.inf, np.nan
+        return {**outputs, "probabilities": probabilities}
+
+    monkeypatch.setattr(model, "_jitted", overflowing)
+    with pytest.raises(ValueError) as e:
+        model({"image": images})
+    served = non_finite(NonFiniteOutput("probabilities", 1, "inf")).message
+    assert served.endswith("; no answer is given for it")
+    assert str(e.value) == (
+        served.removesuffix("; no answer is given for it")
+        + "; rows that do: 2 of 3; no outputs are returned, call it without them"
+    )
+    assert str(e.value).startswith("outputs.probabilities: row 1 is inf, not a finite number")
+
+
 BLOCK_FLAX = textwrap.dedent(
     """
     import importlib.abc, sys

@@ -53,6 +53,7 @@ from typing import Any
 
 import orjson
 
+from ann import artifact
 from ann.serve import compression, openapi, protocol
 from ann.serve.batcher import NonFiniteOutput, QueueTimeout
 from ann.serve.dataplane import DataPlane, ServedModel
@@ -777,9 +778,8 @@ def non_finite(error: NonFiniteOutput) -> ServeError:
     `non_finite_output` in ann_errors_total)."""
     return ServeError(
         422,
-        f"outputs.{error.output}: row {error.row} is {error.value}, not a finite number: the model "
-        "overflowed on this input (its values are far outside what it was trained on); no answer "
-        "is given for it",
+        artifact.non_finite_words(error.output, error.row, error.value)  # the loader's words
+        + "; no answer is given for it",
         "non_finite_output",
     )
 

@@ -45,6 +45,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ann import artifact
+
 log = logging.getLogger("ann.serve")
 
 RunFn = Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]
@@ -67,9 +69,9 @@ class NonFiniteOutput(Exception):
         self.output, self.row, self.value = output, row, value
 
 
-# Float outputs' dtype kinds: "f", and "V" for bfloat16 (ml_dtypes; a model's outputs are never
-# structured). `dtype.name` cost 7 us a call, more than the check it guarded.
-_FLOATING = ("f", "V")
+# Float outputs' dtype kinds (`artifact.FLOATING`: "f", and "V" for bfloat16). `dtype.name`
+# cost 7 us a call, more than the check it guarded.
+_FLOATING = artifact.FLOATING
 _all = np.logical_and.reduce
 
 
@@ -91,17 +93,11 @@ def non_finite_rows(outputs: Mapping[str, np.ndarray], rows: int) -> np.ndarray 
 
 def _non_finite(outputs: Mapping[str, np.ndarray], first: int, last: int) -> NonFiniteOutput:
     """The refusal of rows [first, last) of a batch: the first output, row and value that is
-    not finite (in the outputs' order)."""
-    for name, value in outputs.items():
-        if value.dtype.kind not in _FLOATING:
-            continue
-        mine = value[first:last].reshape(last - first, -1)
-        bad = ~np.isfinite(mine)
-        if bad.any():
-            row, column = np.argwhere(bad)[0]
-            found = float(mine[row, column])
-            return NonFiniteOutput(name, int(row), str(found) if found == found else "nan")
-    raise AssertionError("no non-finite value in these rows")
+    not finite (in the outputs' order: `artifact.first_non_finite`, as the loader finds it)."""
+    found = artifact.first_non_finite(outputs, first, last)
+    if found is None:
+        raise AssertionError("no non-finite value in these rows")
+    return NonFiniteOutput(*found)
 
 
 class QueueTimeout(Exception):

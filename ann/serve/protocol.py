@@ -534,18 +534,12 @@ def _holds_booleans(data: list) -> bool:
 def _finite(
     field: str, array: np.ndarray, datatype: str, sent: np.ndarray | None = None
 ) -> np.ndarray:
-    """`array` if every value is finite; else a refusal naming the first one that is not (as
-    `sent`, the JSON numbers before the cast, when they were finite: out of the type's range)."""
-    if not np.isfinite(array).all():
-        flat = array.reshape(-1)
-        bad = int(np.flatnonzero(~np.isfinite(flat))[0])
-        value = sent.reshape(-1)[bad] if sent is not None else flat[bad]
-        why = f" (out of range for {datatype})" if np.isfinite(value) else ""
-        raise ServeError(
-            400,
-            f"{field}: expected finite {datatype} values, got {value} at flat index {bad}{why}",
-            "data",
-        )
+    """`array` if every value is finite; else a refusal naming the first one that is not
+    (`artifact.finite_fault`, the loader's words: as `sent`, the JSON numbers before the cast,
+    when they were finite: out of the type's range)."""
+    fault = artifact.finite_fault(array, datatype, sent)
+    if fault is not None:
+        raise ServeError(400, f"{field}: {fault}", "data")
     return array
 
 
