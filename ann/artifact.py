@@ -53,6 +53,8 @@ _FORMAT_NUMBER = re.compile(r"^ann\.export/([0-9]{1,6})$")
 MAX_MANIFEST_BYTES = 16 << 20
 # The largest file an export may list: above it, a declared size is refused before any read.
 MAX_FILE_BYTES = 64 << 30
+# A registry URI (`models:/NAME/3`, `ann.registry`) starts with it; `load` takes a directory.
+REGISTRY_URI_SCHEME = "models:"
 FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")  # a plain name inside the export
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 1 << 20
@@ -237,6 +239,8 @@ def not_an_export(
     workdir (its config.json, no manifest) is named as one, with the command that exports it."""
     from ann import directory_kind  # os only
 
+    if not os.fspath(directory):  # it said " does not exist; ...", naming nothing
+        return f"an empty path names no export; {give}"
     if not os.path.isdir(directory):
         what = "is a file" if os.path.exists(directory) else "does not exist"
         return f"{directory} {what}; {give}"
@@ -251,19 +255,44 @@ def not_an_export(
     return f"{directory} holds no {MANIFEST}; {give}"
 
 
+def _not_an_export_error(directory: str, why: str) -> Exception:
+    """The exception for a `directory` that holds no export (`why`: `not_an_export`'s line):
+    a registry URI (the loader takes a directory: it was told the URI "does not exist", as an
+    IntegrityError) is a ValueError naming what loads one; a path that does not exist a
+    FileNotFoundError, a file a NotADirectoryError (nothing there was damaged); a directory
+    without a manifest (a training run's, or any other) an IntegrityError: not an ann export."""
+    if (
+        isinstance(directory, str)
+        and directory.startswith(REGISTRY_URI_SCHEME)
+        and not os.path.exists(directory)
+    ):
+        return ValueError(
+            f"{directory} is a registry URI, not an export directory; load it with "
+            f"ann.registry.resolve({directory!r}, registry=REGISTRY_DIR).load() (REGISTRY_DIR "
+            "defaults to $ANN_REGISTRY, else ./registry)"
+        )
+    if not os.path.lexists(directory):
+        return FileNotFoundError(why)
+    if not os.path.isdir(directory):
+        return NotADirectoryError(why)
+    return IntegrityError(why)
+
+
 def read_manifest_bytes(
     directory: str, manifest_sha256: str | None = None
 ) -> tuple[dict[str, Any], bytes]:
     """The checked manifest and its exact bytes (what a registry hashes and copies).
 
-    Raises IntegrityError if manifest.json is not a regular file of at most MAX_MANIFEST_BYTES,
-    is not JSON, is not an ann.export/1 manifest of the expected structure (a newer format's is
-    named so), or (given `manifest_sha256`, as a registry records it) does not have that
-    sha256."""
+    Raises FileNotFoundError where `directory` does not exist, NotADirectoryError where it is a
+    file, ValueError where it is a registry URI (`models:/...`: `ann.registry.resolve` loads
+    one), IntegrityError where it holds no manifest.json or manifest.json is not a regular
+    file of at most MAX_MANIFEST_BYTES, is not JSON, is not an ann.export/1 manifest of the
+    expected structure (a newer format's is named so), or (given `manifest_sha256`, as a
+    registry records it) does not have that sha256."""
     path = os.path.join(directory, MANIFEST)
     why = not_an_export(directory)
     if why is not None:
-        raise IntegrityError(why)
+        raise _not_an_export_error(directory, why)
     try:
         fd, size = _open_regular(path)
     except IntegrityError as e:
@@ -1076,7 +1105,9 @@ def load_weights(directory: str, manifest_sha256: str | None = None) -> dict[str
 def load(directory: str, manifest_sha256: str | None = None) -> Model:
     """Verifies every file the manifest lists (size and sha256: a changed, truncated or
     missing one, the drift reference included, raises IntegrityError naming it) and loads the
-    export in `directory` (jax only, no flax)."""
+    export in `directory` (jax only, no flax). A `directory` that does not exist raises
+    FileNotFoundError, a file NotADirectoryError, a registry URI ValueError naming what loads
+    one (`ann.registry.resolve(uri).load()`), one with no manifest.json IntegrityError."""
     from jax import export
 
     manifest, raw = read_manifest_bytes(directory, manifest_sha256)

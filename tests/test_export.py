@@ -337,11 +337,28 @@ def test_additions_of_a_later_ann_are_ignored(digits_export, tmp_path):
 
 
 def test_a_path_that_is_no_directory_is_not_called_an_incomplete_export(tmp_path):
+    # A missing path or a file is no damaged export: not an IntegrityError (it was one), and a
+    # registry URI is named as one with what loads it (it "does not exist"); an empty path
+    # said " does not exist; ...", naming nothing.
     (tmp_path / "file").write_text("")
-    with pytest.raises(artifact.IntegrityError, match=r"nope does not exist; give an export dir"):
-        artifact.read_manifest_bytes(str(tmp_path / "nope"))
-    with pytest.raises(artifact.IntegrityError, match=r"file is a file; give an export directory"):
+    with pytest.raises(FileNotFoundError, match=r"nope does not exist; give an export dir"):
+        artifact.load(str(tmp_path / "nope"))
+    with pytest.raises(NotADirectoryError, match=r"file is a file; give an export directory"):
         artifact.read_manifest_bytes(str(tmp_path / "file"))
+    with pytest.raises(FileNotFoundError) as e:
+        artifact.load("")
+    assert (
+        str(e.value)
+        == "an empty path names no export; give an export directory (`ann export --out`)"
+    )
+    with pytest.raises(ValueError) as e:
+        artifact.load("models:/digits@champion")
+    assert not isinstance(e.value, artifact.IntegrityError)
+    assert str(e.value) == (
+        "models:/digits@champion is a registry URI, not an export directory; load it with "
+        "ann.registry.resolve('models:/digits@champion', registry=REGISTRY_DIR).load() "
+        "(REGISTRY_DIR defaults to $ANN_REGISTRY, else ./registry)"
+    )
     # A training run's workdir is named as one, with the command that exports it (it said "the
     # export is incomplete").
     (tmp_path / "run").mkdir()

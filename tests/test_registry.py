@@ -101,11 +101,18 @@ def test_resolve_takes_registry_uris_and_export_directories(digits_export, tmp_p
     assert direct.load().name == "digits_cnn"
     for spec, message in [
         (str(tmp_path / "nope"), "nope does not exist; give an export directory"),
+        ("", "^an empty path names no export; give an export directory"),  # said " does not"
         (str(tmp_path), "holds no manifest.json; give an export directory"),
         (str(run), "is a training run, not an export; export it first \\(ann export --workdir="),
     ]:
         with pytest.raises(RegistryError, match=message):
             resolve(spec)
+    with pytest.raises(TypeError) as e:  # it raised AttributeError: no 'startswith'
+        resolve(None)
+    assert str(e.value) == (
+        "spec: expected an export directory or a registry URI as a str, got NoneType"
+    )
+    assert resolve(out).path == str(out)  # a pathlib.Path too
 
     Registry(str(reg)).register(str(out), "digits", aliases=["champion"])
     by_alias = resolve("models:/digits@champion")  # in $ANN_REGISTRY

@@ -32,7 +32,8 @@ MAX_DESCRIPTION = 5000
 # What `_check_name` and `identity` say of a name NAME refuses.
 NAME_RULE = "letters, digits, '_', '.' or '-' (at most 128), starting with a letter or digit"
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
-URI_SCHEME = "models:"  # a spec starting with it is a registry URI, anything else a directory
+# A spec starting with it is a registry URI, anything else a directory.
+URI_SCHEME = artifact.REGISTRY_URI_SCHEME
 URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>[^/@]+)|@(?P<alias>[^/@]+))$")
 
 SCHEMA = """
