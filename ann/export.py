@@ -439,8 +439,10 @@ def export(
     _check_outputs(exported, output_signature, config.model.name)
 
     dc = config.data
-    train = data.load(dc.name, dc.train_split, data_dir, cache=dc.cache)
-    validation = data.load(dc.name, dc.validation_split, data_dir, cache=dc.cache)
+    train = data.load(dc.name, dc.train_split, data_dir, dc.cache, "data.train_split")
+    validation = data.load(
+        dc.name, dc.validation_split, data_dir, dc.cache, "data.validation_split"
+    )
     reference, sample = _reference(exported, infer, weights, train, validation, experiment)
 
     manifest: dict[str, Any] = {

@@ -115,6 +115,31 @@ def test_a_slice_of_the_train_split_serves_as_validation():
         data.load("breast_cancer", "train[:10x]")
 
 
+def test_rows_outside_a_split_or_not_integers_are_named():
+    """`rows` refused an index past the split with array_record's own "Record key should be in
+    [0, num_records)" (no split, no count, no index) and read row 0 for 0.5; held in memory, a
+    negative index read from the end. Now one line each, streamed or in memory alike."""
+    for cache in (False, True):
+        test = data.load("digits", "test", cache=cache)
+        assert len(test) == 360
+        with pytest.raises(IndexError) as e:
+            test.rows(np.arange(400))
+        assert str(e.value) == (
+            "rows of digits:test: it has 360 rows (indices 0 to 359), got 360 at position 360"
+        )
+        with pytest.raises(IndexError, match=r"got -1 at position 1$"):
+            test.rows([0, -1])
+        with pytest.raises(TypeError) as e:
+            test.rows([0.5])
+        assert str(e.value) == (
+            "rows of digits:test: indices must be integers, got float64 (0.5 first)"
+        )
+        with pytest.raises(TypeError, match=r"got bool \(True first\); pass np.flatnonzero"):
+            test.rows(np.array([True, False]))
+        assert test.rows([])["image"].shape == (0, 8, 8, 1)
+        assert test.rows(np.array([3, 2], np.int32))["image"].shape == (2, 8, 8, 1)
+
+
 def test_breast_cancer_is_tabular():
     train = data.load("breast_cancer", "train", cache=True)
     assert train.cached["features"].shape == (386, 30)
@@ -134,10 +159,17 @@ def test_a_data_dir_that_cannot_hold_the_set_is_named_in_one_line(tmp_path):
     for where, why in ((tmp_path / "afile", "it is a file"),
                        (tmp_path / "afile" / "below", "Not a directory")):  # fmt: skip
         with pytest.raises(ConfigError) as e:
-            sources.load("digits", "train", data_dir=str(where))
+            sources.load("digits", "train", data_dir=str(where), key="data.train_split")
         assert str(e.value).startswith(
             f"config key 'data.data_dir': cannot build the digits data set in {where} ({why}); "
-            "give a writable directory"
+            "give a writable directory, e.g. --config.data.data_dir="
+        ), e.value
+        # A Python call names its argument, not the config's key.
+        with pytest.raises(ConfigError) as e:
+            sources.load("digits", "train", data_dir=str(where))
+        assert str(e.value).startswith(
+            f"load(data_dir=...): cannot build the digits data set in {where} ({why}); give a "
+            "writable directory, e.g. data_dir="
         ), e.value
 
 
@@ -425,7 +457,7 @@ def test_an_unknown_set_says_what_its_data_dir_holds(tmp_path, monkeypatch):
     (tmp_path / "tfds/prepared_tab/1.0.0").mkdir(parents=True)
     (tmp_path / "file").write_text("")
     for name, data_dir, said in [
-        ("good_tab", tmp_path / "nowhere", "(data.data_dir, else $TFDS_DATA_DIR, else "
+        ("good_tab", tmp_path / "nowhere", "(data_dir, else $TFDS_DATA_DIR, else "
          "~/tensorflow_datasets), which does not exist; if it"),
         ("good_tab", tmp_path / "file", "~/tensorflow_datasets), which is a file; if it"),
         ("Prepared_Tab", tmp_path / "tfds", "which holds prepared_tab (did you mean "
@@ -436,6 +468,14 @@ def test_an_unknown_set_says_what_its_data_dir_holds(tmp_path, monkeypatch):
         with pytest.raises(ConfigError, match="unknown data set") as e:
             sources.load(name, "train", data_dir=str(data_dir))
         assert said in str(e.value), str(e.value)
+        # A Python call names its arguments (it said "config key 'data.name'").
+        assert str(e.value).startswith(f"load(name=...): unknown data set {name!r}: not one")
+        assert str(e.value).endswith("if it was prepared elsewhere, set data_dir to that directory")
+    with pytest.raises(ConfigError) as e:  # the config's keys where the config chose them
+        sources.load("good_tab", "train", data_dir=str(tmp_path / "nowhere"), key="data.x")
+    assert str(e.value).startswith("config key 'data.name': unknown data set 'good_tab': not")
+    assert "(data.data_dir, else $TFDS_DATA_DIR" in str(e.value)
+    assert str(e.value).endswith("set --config.data.data_dir to that directory")
     (tmp_path / "user_sets.py").write_text(NAN_SET)
     monkeypatch.syspath_prepend(str(tmp_path))
     import user_sets  # noqa: F401  (registers nan_tab with TFDS, as a user's import does)

@@ -50,10 +50,34 @@ class Split:
         return len(self.source)
 
     def rows(self, indices: Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
-        """The rows at `indices`, stacked feature by feature."""
-        indices = np.asarray(indices, dtype=np.int64)
+        """The rows at `indices` (integers in [0, len(self)), one dimension), stacked feature by
+        feature: {feature: array [len(indices), ...]}. Raises IndexError naming the split, its
+        row count and the first index outside it (array_record said only "Record key should be
+        in [0, num_records)"; a negative one read from the end when held in memory), TypeError
+        for indices that are not integers (0.5 read row 0)."""
+        indices = np.asarray(indices)
+        if indices.size == 0:  # `[]` is float64 to NumPy
+            indices = indices.astype(np.int64)
+        if indices.dtype.kind not in "iu":
+            raise TypeError(
+                f"rows of {self.name}:{self.split}: indices must be integers, got "
+                f"{indices.dtype} ({indices.reshape(-1)[0].item()!r} first)"
+                + ("; pass np.flatnonzero(mask) for a mask" if indices.dtype.kind == "b" else "")
+            )
+        if indices.size:
+            count = len(self)
+            bad = (indices < 0) | (indices >= count)
+            if bad.any():
+                at = int(np.argmax(bad.reshape(-1)))
+                raise IndexError(
+                    f"rows of {self.name}:{self.split}: it has {count:,} rows (indices 0 to "
+                    f"{count - 1:,}), got {indices.reshape(-1)[at]} at position {at}"
+                )
+        indices = indices.astype(np.int64, copy=False)
         if self.cached is not None:
             return {key: value[indices] for key, value in self.cached.items()}
+        if not indices.size:  # no record to stack: one row's features, none of its rows
+            return {key: value[:0] for key, value in self.rows([0]).items()}
         records = self.source.__getitems__(indices.tolist())
         return {key: np.stack([r[key] for r in records]) for key in records[0]}
 
@@ -231,9 +255,16 @@ _TFDS_INITIALIZE_FROM_BUCKET = tfds.core.DatasetInfo.initialize_from_bucket
 tfds.core.DatasetInfo.initialize_from_bucket = _initialize_from_bucket
 
 
-def _builder(name: str, data_dir: str, given: bool = False) -> tfds.core.DatasetBuilder:
+def _builder(
+    name: str, data_dir: str, given: bool = False, config: bool = True
+) -> tfds.core.DatasetBuilder:
     """The builder of `name` in `data_dir` (`given`: by data.data_dir, not the default, so a
-    refusal points at that key rather than at $TFDS_DATA_DIR, which it overrides)."""
+    refusal points at that key rather than at $TFDS_DATA_DIR, which it overrides). `config`:
+    whether the config chose them (a refusal names its keys, data.name and data.data_dir),
+    else a Python call of `load` (it names the arguments, `name` and `data_dir`)."""
+    name_is = "config key 'data.name'" if config else "load(name=...)"
+    dir_is = "config key 'data.data_dir'" if config else "load(data_dir=...)"
+    set_dir = "--config.data.data_dir=" if config else "data_dir="
     if name in BUILDERS:
         # Processes of one run (or trials of a sweep) may start on a fresh data_dir together:
         # one builds, the others wait and then read what it built.
@@ -251,9 +282,8 @@ def _builder(name: str, data_dir: str, given: bool = False) -> tfds.core.Dataset
                     return builder
             why = "it is a file" if os.path.isfile(data_dir) else e.strerror
             raise ConfigError(
-                f"config key 'data.data_dir': cannot build the {name} data set in {data_dir} "
-                f"({why}); give a writable directory, e.g. "
-                f"--config.data.data_dir={default_data_dir()}"
+                f"{dir_is}: cannot build the {name} data set in {data_dir} ({why}); give a "
+                f"writable directory, e.g. {set_dir}{default_data_dir()}"
             ) from e
         with lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
@@ -270,19 +300,20 @@ def _builder(name: str, data_dir: str, given: bool = False) -> tfds.core.Dataset
     except (tfds.core.registered.DatasetNotFoundError, ValueError, AssertionError) as e:
         # A set of the user's own, prepared elsewhere, is found by its directory alone: say
         # which one was searched (a later `ann export` in a shell without $TFDS_DATA_DIR).
+        where = "data.data_dir" if config else "data_dir"
         raise ConfigError(
-            f"config key 'data.name': unknown data set {name!r}: not one of ann's offline sets "
+            f"{name_is}: unknown data set {name!r}: not one of ann's offline sets "
             f"({', '.join(sorted(BUILDERS))}), a TFDS name such as 'mnist', or a set prepared "
-            f"in {data_dir} (data.data_dir, else $TFDS_DATA_DIR, else ~/tensorflow_datasets)"
+            f"in {data_dir} ({where}, else $TFDS_DATA_DIR, else ~/tensorflow_datasets)"
             f"{_what_is_in(data_dir, name)}; if it was prepared elsewhere, set "
-            f"{'--config.data.data_dir' if given else 'TFDS_DATA_DIR'} to that directory"
+            f"{set_dir.rstrip('=') if given else 'TFDS_DATA_DIR'} to that directory"
         ) from e
     if not prepared:
         raise ConfigError(
             f"data set {name!r} is not prepared in {data_dir}; prepare it there in ArrayRecord "
             f"format (where TensorFlow and internet are: `tfds build {name} "
             f"--file_format=array_record --data_dir={data_dir}`; ann does not install "
-            "TensorFlow) or set TFDS_DATA_DIR (or --config.data.data_dir) to where it is"
+            f"TensorFlow) or set TFDS_DATA_DIR (or {set_dir.rstrip('=')}) to where it is"
         )
     return builder
 
@@ -323,11 +354,12 @@ def load(
     building ann's offline sets on first use. `cache` (the config's `data.cache`: "auto", "on",
     "off"; or a bool) says whether to hold it in memory; "auto" holds it when its estimated
     decoded size (`decoded_bytes`) is at most CACHE_LIMIT_BYTES. `key` names the config key
-    that chose the split, for the error message. Raises ConfigError for an unknown split, a bad
-    slice or one without rows."""
+    that chose the split, for the error message; without one (a Python call) the refusals name
+    the arguments (`load(name=...)`), not the config's keys. Raises ConfigError for an unknown
+    data set, an unknown split, a bad slice or one without rows."""
     given = bool(data_dir)
     data_dir = data_dir or default_data_dir()
-    builder = _builder(name, data_dir, given)
+    builder = _builder(name, data_dir, given, config=bool(key))
     try:
         # Parses slices too; raises on unknown names and bad syntax.
         rows = builder.info.splits[split].num_examples
