@@ -88,8 +88,8 @@ def calibrate(
             temperature = calibration.fit_temperature(*splits["validation"])
         except calibration.CalibrationError as e:
             raise calibration.CalibrationError(
-                f"cannot fit the temperature on {config.data.validation_split!r}: {e}; or "
-                "export softmax(logits) uncalibrated with --calibration=none"
+                f"cannot fit the temperature on {config.data.validation_split!r}: {e}; export "
+                "softmax(logits) uncalibrated instead with --calibration=none"
             ) from e
     experiment.temperature = temperature
     metrics = {

@@ -1,6 +1,7 @@
 """Calibration metrics against hand computations and scikit-learn; temperature scaling."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -153,14 +154,33 @@ def test_the_ece_change_interval_tells_a_real_rise_from_sampling_noise():
 
 
 def test_a_fit_without_interior_optimum_is_refused():
-    # Every row right by a wide margin: NLL falls without end as T -> 0.
+    # Every row right by a wide margin: NLL falls without end as T -> 0, and in float64 it is 0
+    # below some T, where the search stops: it said "found no NLL optimum inside T in 0.01..100
+    # (stopped at T=0.088)", a T inside the range, as if that were the fault.
     logits = np.array([[5.0, 0.0], [0.0, 5.0], [6.0, 1.0]])
-    with pytest.raises(ValueError, match="no NLL optimum inside.*: every row is already right"):
+    inside = "no temperature minimises the NLL inside T in 0.01..100: it falls as T"
+    right = ": every row is already right, so sharper is always better"
+    with pytest.raises(ValueError) as e:
         cal.fit_temperature(logits, np.array([0, 1, 0]))
+    assert re.fullmatch(
+        re.escape(f"{inside} falls, to 0 nats already at T=") + r"0\.[0-9]+"
+        + re.escape(" (float64 rounds each row's probability of its label to 1), no lower down "
+                    f"to 0.01{right}"),
+        str(e.value),
+    ), str(e.value)  # fmt: skip
+    # Right by small margins: the NLL still falls at the low end, which is named.
+    with pytest.raises(ValueError) as e:
+        cal.fit_temperature(logits / 1000, np.array([0, 1, 0]))
+    assert str(e.value) == f"{inside} falls, to 0.474 nats at T=0.01, the range's low end{right}"
     # Every row wrong with confidence (a collapsed model): the fit stops at the large end, and
     # was said to have every row right.
-    with pytest.raises(ValueError, match=r"\(stopped at T=100\): the model's ranking of the"):
+    with pytest.raises(ValueError) as e:
         cal.fit_temperature(logits, np.array([1, 0, 1]))
+    assert str(e.value) == (
+        f"{inside} rises, to 0.718 nats at T=100, the range's high end: the model's ranking of "
+        "the classes is no better than chance on this split (a collapsed or untrained model), "
+        "so uniform probabilities are best"
+    )
 
 
 # --- at export: fitted on the validation split, folded into the graph --------------------------
@@ -245,7 +265,11 @@ def test_calibration_none_and_a_fit_that_fails(digits_export, tmp_path):
         return subprocess.run([*command, *flags], capture_output=True, text=True, timeout=300)
 
     line = one_line_error(export_cli(tmp_path / "bad"))
-    assert "at least 2 classes" in line and line.endswith("with --calibration=none"), line
+    # It ended "...; or export softmax(logits) uncalibrated with --calibration=none", an "or"
+    # after a reason, not after a first fix.
+    assert "at least 2 classes" in line and line.endswith(
+        "; export softmax(logits) uncalibrated instead with --calibration=none"
+    ), line
     assert not (tmp_path / "bad").exists() and not list(tmp_path.glob(".export-*"))
     # The fix the line names, on the command line: the run's config.json was the only way (a
     # shipped config, breast_cancer_mlp, has every validation row right: no T to fit).

@@ -305,17 +305,28 @@ def fit_temperature(logits: Any, labels: Any, tolerance: float = 1e-6) -> float:
     if min(objective(lo), objective(hi)) <= result.fun or min(result.x - lo, hi - result.x) < 1e-3:
         # Which end says why: at the small one the logits are never too sharp (every row right);
         # at the large one any sharpness costs, so uniform probabilities beat the model's.
-        low_end = objective(lo) <= objective(hi)
-        why = (
-            "every row is already right, so sharper is always better"
-            if low_end
-            else "the model's ranking of the classes is no better than chance on this split (a "
-            "collapsed or untrained model), so uniform probabilities are best"
-        )
-        raise CalibrationError(
-            f"the temperature fit found no NLL optimum inside T in {TEMPERATURE_BOUNDS[0]:g}.."
-            f"{TEMPERATURE_BOUNDS[1]:g} (stopped at T={np.exp(result.x):.3g}): {why}"
-        )
+        low, high = TEMPERATURE_BOUNDS
+        inside = f"no temperature minimises the NLL inside T in {low:g}..{high:g}: it falls as T"
+        if objective(lo) <= objective(hi):
+            # The search stops anywhere on a flat stretch: with every row right by a margin,
+            # each row's probability of its label rounds to 1 below some T and the NLL to 0
+            # (it said "stopped at T=0.088", a T inside the range, as if that were the fault).
+            floor = min(result.fun, objective(lo)) + 0.0  # + 0.0: -0.0 printed as "-0"
+            if floor == 0 and result.x - lo >= 1e-3:
+                where = (
+                    f"falls, to {floor:.3g} nats already at T={np.exp(result.x):.3g} (float64 "
+                    f"rounds each row's probability of its label to 1), no lower down to {low:g}"
+                )
+            else:
+                where = f"falls, to {floor:.3g} nats at T={low:g}, the range's low end"
+            why = "every row is already right, so sharper is always better"
+        else:
+            where = f"rises, to {objective(hi):.3g} nats at T={high:g}, the range's high end"
+            why = (
+                "the model's ranking of the classes is no better than chance on this split (a "
+                "collapsed or untrained model), so uniform probabilities are best"
+            )
+        raise CalibrationError(f"{inside} {where}: {why}")
     return float(np.exp(result.x))
 
 
