@@ -15,7 +15,9 @@ import json
 import statistics
 import time
 
-from absl import app, flags
+from absl import flags
+
+from ann import cli
 
 flags.DEFINE_string("model", None, "An export directory (ann export --out).", required=True)
 flags.DEFINE_integer("calls", 5000, "Calls per round.", lower_bound=1)
@@ -62,4 +64,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import timeit
 
-from absl import app, flags
+from absl import flags
+
+from ann import cli
 
 flags.DEFINE_string("model", None, "An export directory (ann export --out).", required=True)
 flags.DEFINE_list("batches", ["1", "64", "1024"], "Batch sizes.")
@@ -67,4 +69,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

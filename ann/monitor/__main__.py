@@ -559,7 +559,6 @@ def performance(args: list[str]) -> None:
         _check_out(FLAGS.out, "performance")
     from ann.monitor.request_log import read_requests
     from ann.registry.spec import export_version
-    from ann.serve.feedback import padding_class
     from ann.serve.monitoring import class_outputs
 
     resolved, manifest, digest, name, version = _manifest()
@@ -588,24 +587,8 @@ def performance(args: list[str]) -> None:
     from ann.monitor import report as monitor_report
 
     names = list(manifest["outputs"][label_output]["names"])
-    derive = (manifest.get("config") or {}).get("experiment") in perf.ARGMAX_EXPERIMENTS
-    try:
-        padding = padding_class(manifest["inputs"], manifest["outputs"], label_output)
-        joined = perf.join(
-            requests,
-            numbered,
-            names,
-            label_output,
-            probability_output,
-            FLAGS.labels,
-            derive,
-            padding,
-        )
-    except perf.LabelsError as e:
-        cli.fail(str(e))
+    joined = _join(manifest, requests, numbered, label_output, probability_output, name)
     files = ", ".join(FLAGS.requests)
-    if not joined.joined:
-        cli.fail(perf.nothing_joined(joined, requests, name, FLAGS.requests, FLAGS.labels))
     for line in perf.unjoined_warnings(joined, FLAGS.requests, requests.samples):
         cli.warn(line)
     min_rows = MIN_LABELS if FLAGS.min_rows is None else FLAGS.min_rows
@@ -650,6 +633,41 @@ def performance(args: list[str]) -> None:
         out, report, parts, f"Realized performance: {name}", header, kind="performance"
     )
     print(performance_summary(report, path))
+
+
+def _join(
+    manifest: dict[str, Any],
+    requests: Any,
+    numbered: Any,
+    label_output: str,
+    probability_output: str | None,
+    name: str,
+) -> Any:
+    """`perf.join` of the labels read to the logged requests (`perf.Joined`), the class derived
+    from logged probabilities where the experiment's label is their argmax; exits in one line
+    where the labels are refused or none joined."""
+    from ann.monitor import performance as perf
+    from ann.serve.feedback import padding_class
+
+    names = list(manifest["outputs"][label_output]["names"])
+    derive = (manifest.get("config") or {}).get("experiment") in perf.ARGMAX_EXPERIMENTS
+    try:
+        padding = padding_class(manifest["inputs"], manifest["outputs"], label_output)
+        joined = perf.join(
+            requests,
+            numbered,
+            names,
+            label_output,
+            probability_output,
+            FLAGS.labels,
+            derive,
+            padding,
+        )
+    except perf.LabelsError as e:
+        cli.fail(str(e))
+    if not joined.joined:
+        cli.fail(perf.nothing_joined(joined, requests, name, FLAGS.requests, FLAGS.labels))
+    return joined
 
 
 def _performance_header(report: dict[str, Any], joined: Any, logged: int, files: str) -> list[str]:

@@ -337,6 +337,35 @@ def apply_command(path: str) -> str:
     return f"kubectl apply {'--server-side ' if in_configmap(path) else ''}-f {path}"
 
 
+def _packed(script: str, scripts: str, count: int) -> tuple[str, str] | None:
+    """For a pod script over `K8S_INLINE_BYTES`: (the ConfigMap named `scripts` holding it
+    gzipped, as YAML ending in its document separator; the short script a pod runs instead,
+    which reads it from `K8S_SCRIPTS`), None for one that fits inline. A SweepError where it
+    is over `K8S_CONFIGMAP_BYTES` even gzipped."""
+    if len(script.encode()) <= K8S_INLINE_BYTES:
+        return None
+    packed = gzip.compress(script.encode(), mtime=0)
+    if len(packed) > K8S_CONFIGMAP_BYTES:
+        raise SweepError(
+            f"--emit=k8s: the {count} trials' commands take {len(packed)} bytes "
+            f"gzipped, more than a ConfigMap holds (1 MiB); split get_sweep into sweeps "
+            "of fewer trials, each with its own --workdir"
+        )
+    configmap = (
+        f"# The trials' script, gzipped: one argument of over 128 KiB fails a container's "
+        f"start.\n# Read it: kubectl get configmap {scripts} -o jsonpath="
+        "'{.binaryData.trials\\.sh\\.gz}' | base64 -d | gunzip\n"
+        f"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {scripts}\nbinaryData:\n"
+        f"  trials.sh.gz: {base64.b64encode(packed).decode()}\n---\n"
+    )
+    run = (
+        "script=$(python3 -c 'import gzip, sys; sys.stdout.buffer.write(gzip.open(sys.argv[1]"
+        f").read())' {K8S_SCRIPTS}/trials.sh.gz) || exit 2\n"
+        'eval "$script"\n'
+    )
+    return configmap, run
+
+
 def kubernetes(
     trials: list[Trial],
     sweep_dir: str,
@@ -369,29 +398,11 @@ def kubernetes(
         else "the image's $TFDS_DATA_DIR (ann's offline sets are built there), not this machine's"
     )
     name = _job_name(sweep_dir)
-    configmap = volume = mounted = ""
-    apply = "kubectl apply"
-    if len(script.encode()) > K8S_INLINE_BYTES:
-        packed = gzip.compress(script.encode(), mtime=0)
-        if len(packed) > K8S_CONFIGMAP_BYTES:
-            raise SweepError(
-                f"--emit=k8s: the {len(trials)} trials' commands take {len(packed)} bytes "
-                f"gzipped, more than a ConfigMap holds (1 MiB); split get_sweep into sweeps "
-                "of fewer trials, each with its own --workdir"
-            )
-        scripts = f"{name}-trials"[:63]
-        configmap = (
-            f"# The trials' script, gzipped: one argument of over 128 KiB fails a container's "
-            f"start.\n# Read it: kubectl get configmap {scripts} -o jsonpath="
-            "'{.binaryData.trials\\.sh\\.gz}' | base64 -d | gunzip\n"
-            f"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {scripts}\nbinaryData:\n"
-            f"  trials.sh.gz: {base64.b64encode(packed).decode()}\n---\n"
-        )
-        script = (
-            "script=$(python3 -c 'import gzip, sys; sys.stdout.buffer.write(gzip.open(sys.argv[1]"
-            f").read())' {K8S_SCRIPTS}/trials.sh.gz) || exit 2\n"
-            'eval "$script"\n'
-        )
+    scripts = f"{name}-trials"[:63]
+    packed = _packed(script, scripts, len(trials))
+    configmap, volume, mounted, apply = "", "", "", "kubectl apply"
+    if packed is not None:
+        configmap, script = packed
         mounted = f"\n            - name: trials\n              mountPath: {K8S_SCRIPTS}"
         volume = f"\n        - name: trials\n          configMap:\n            name: {scripts}"
         apply = "kubectl apply --server-side"
