@@ -110,19 +110,6 @@ def sha256_file(path: str) -> str:
     return digest.hexdigest()
 
 
-def _kind(mode: int) -> str:
-    for test, kind in (
-        (stat.S_ISDIR, "a directory"),
-        (stat.S_ISFIFO, "a FIFO"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISSOCK, "a socket"),
-    ):
-        if test(mode):
-            return kind
-    return "not a regular file"
-
-
 def _open_regular(path: str) -> tuple[int, int]:
     """(fd, size) of `path`, refused unless it is a regular file and not a symbolic link.
 
@@ -140,8 +127,10 @@ def _open_regular(path: str) -> tuple[int, int]:
         ) from e
     mode, size = (st := os.fstat(fd)).st_mode, st.st_size
     if not stat.S_ISREG(mode):
+        from ann import atomic  # os only
+
         os.close(fd)
-        raise IntegrityError(f"{path} is {_kind(mode)}, not a regular file: {AGAIN}")
+        raise IntegrityError(f"{path} is {atomic.file_kind(mode)}, not a regular file: {AGAIN}")
     return fd, size
 
 

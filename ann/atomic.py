@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import stat
 import tempfile
 import uuid
 from collections.abc import Collection, Iterator
@@ -179,3 +180,21 @@ def why_not_creatable(path: str) -> str | None:
     except OSError as e:
         return f"cannot be created in {existing} ({e.strerror or e})"
     return None
+
+
+def file_kind(mode: int) -> str | None:
+    """What a file of `os.stat` mode `mode` is, where it is not a regular file ("a directory",
+    "a FIFO (a named pipe)", "a character device", "a block device", "a socket", else "not a
+    regular file"), None for a regular file: how a refusal names a path given as a file (opening
+    a FIFO waits for a writer, forever; reading a device may never end)."""
+    for test, kind in (
+        (stat.S_ISREG, None),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO (a named pipe)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return kind
+    return "not a regular file"

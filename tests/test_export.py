@@ -504,7 +504,7 @@ def _without_blocking(call):
         ("absolute_path", r"lists the file '/[^']*secret.bin', which is not a plain file name"),
         ("dotdot", r"lists the file '\.\./[^']*secret.bin', which is not a plain file name"),
         ("symlink_out", r"weights.safetensors is a symbolic link"),
-        ("fifo", r"weights.safetensors is a FIFO, not a regular file"),
+        ("fifo", r"weights.safetensors is a FIFO \(a named pipe\), not a regular file"),
         ("directory", r"weights.safetensors is a directory, not a regular file"),
         ("size_mismatch", r"weights.safetensors has 268435456 bytes, the manifest says \d+ "),
         ("huge_declared_size", r"file 'weights.safetensors' declares \d+ bytes, above the limit"),

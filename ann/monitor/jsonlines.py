@@ -23,11 +23,12 @@ requests").
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Iterator
 from typing import Any
 
 import orjson
+
+from ann import atomic
 
 # The UTF-8 byte order mark some editors begin a file with: it was refused as damage ("BOM is
 # not supported at column 1 ... delete that line"), and deleting the line lost a record.
@@ -47,25 +48,15 @@ HEAD_BYTES = 1 << 16  # what `not_text` reads of a file
 
 
 def not_a_file(path: str) -> str | None:
-    """What `path` is when it exists but is not a regular file ("a FIFO", "a folder", "a
-    character device", "a block device", "a socket"; links followed), else None (a regular
-    file, or nothing there: its refusal is `file_error`'s). Asked before the file is opened:
-    opening a FIFO waits for a writer, forever."""
+    """What `path` is when it exists but is not a regular file (`atomic.file_kind`: "a FIFO (a
+    named pipe)", "a directory", ...; links followed), else None (a regular file, or nothing
+    there: its refusal is `file_error`'s). Asked before the file is opened: opening a FIFO
+    waits for a writer, forever."""
     try:
         mode = os.stat(path).st_mode
     except (OSError, ValueError):
         return None
-    for test, kind in (
-        (stat.S_ISREG, None),
-        (stat.S_ISDIR, "a folder"),
-        (stat.S_ISFIFO, "a FIFO (a named pipe)"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISSOCK, "a socket"),
-    ):
-        if test(mode):
-            return kind
-    return "not a regular file"
+    return atomic.file_kind(mode)
 
 
 def not_text(head: bytes, path: str, wanted: str) -> str | None:
