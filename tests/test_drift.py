@@ -1925,3 +1925,20 @@ def test_a_categorical_input_gets_the_dashboards_share_series():
     got = few.category_histograms({"tokens": np.array([[1, 1]])}, ["tokens", "x[0]"])
     assert list(got) == ["tokens"]
     assert got["tokens"][0] == ["01 ' '", "02 '\\n'", "03 a"], got
+
+
+def test_the_logged_versions_are_listed_registry_numbers_by_number_then_hashes(tmp_path):
+    # As text, version 10 came before 2 in report.json's requests.versions and the warnings.
+    from ann.monitor.request_log import read_traffic
+
+    spec = {"x": {"dtype": "float32", "shape": [-1, 2]}}
+    log = tmp_path / "requests.jsonl"
+    log.write_text(
+        "".join(
+            json.dumps({"model": "m", "version": v, "status": 200, "time": 1.0,
+                        "inputs": {"x": {"shape": [1, 2], "data": [0, 0]}}}) + "\n"
+            for v in ("3f2a9c0b1d4e", "10", "012345678901", "2")
+        )
+    )  # fmt: skip
+    traffic = read_traffic([str(log)], "m", "7", spec, {})  # none of its version: all
+    assert traffic.versions == ["2", "10", "012345678901", "3f2a9c0b1d4e"]

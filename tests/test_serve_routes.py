@@ -538,7 +538,7 @@ def test_an_export_version_is_addressed_and_unloaded_by_its_hash():
         [(status, reply, _)] = replies
         return status, json.loads(reply)["error" if status != 200 else "unloaded"]
 
-    served = '["012345678901","1","3f2a9c0b1d4e"]'  # sorted
+    served = '["1","012345678901","3f2a9c0b1d4e"]'  # registry numbers, then hashes by text
     # Only the versions served, by their text: a registry version as version numbers are
     # written (no leading zero), a hash as it is (not as the number it looks like).
     for version, fix in (("01", '; write "1"'), ("12345678901", ""), ("3F2A9C0B1D4E", "")):
@@ -554,6 +554,50 @@ def test_an_export_version_is_addressed_and_unloaded_by_its_hash():
         assert call(app, "GET", f"/v2/models/m/versions/{version}/ready")[0] == 404
     assert call(app, "GET", "/v2/models/m")[1]["versions"] == ["1"]  # version 1 serves on
     assert unload({"version": "1"}) == (200, ["1"])
+
+
+def test_versions_are_listed_registry_numbers_by_number_then_hashes(monkeypatch):
+    """Every listing of a model's versions sorted them as text: version 10 came before 2 (the
+    repository index, metadata's `versions`, a 404's "expected one of", a load's reply). An
+    all-digit hash ("012345678901") is no number: it is listed among the hashes."""
+    hashes = ("3f2a9c0b1d4e", "012345678901")
+    numbers = (10, 2)
+    app = App(
+        [ServedModel("m", str(n), FakeModel(), f"models:/m/{n}", registry_version=n)
+         for n in numbers]
+        + [ServedModel("m", h, FakeModel(), f"/srv/exports/m{h}") for h in hashes],
+        Settings(admin_token="adm1n", registry="/nonexistent/registry"),
+    )  # fmt: skip
+    for m in app.dataplane.all_models():
+        m.ready = True  # as if compiled
+    # Registry versions not loaded are listed too (version 9 also unloaded earlier).
+    monkeypatch.setattr(app.repository, "_registered", lambda: [("m", "11"), ("m", "9")])
+    app.repository.unavailable[("m", "9")] = "unloaded"
+    order = ["2", "9", "10", "11", "012345678901", "3f2a9c0b1d4e"]
+    assert [e["version"] for e in app.repository.index()] == order
+    assert [e["version"] for e in app.repository.index(ready_only=True)] == [
+        v for v in order if v not in ("9", "11")
+    ]
+    served = [v for v in order if v not in ("9", "11")]
+    for version in ("10", "2", hashes[0]):
+        assert call(app, "GET", f"/v2/models/m/versions/{version}")[1]["versions"] == served
+    for path in ("/v2/models/stats", "/v2/models/m/stats"):
+        stats = call(app, "GET", path)[1]["model_stats"]
+        assert [s["version"] for s in stats] == served, path
+    status, body, _ = call(app, "GET", "/v2/models/m/versions/7")
+    assert status == 404 and body["error"] == (
+        f"model 'm' version: expected one of {json.dumps(served, separators=(',', ':'))}, got \"7\""
+    )
+    replies = []
+
+    async def main():
+        app.handle("POST", "/v2/repository/models/m/unload", b"Bearer adm1n", b"{}", None,
+                   lambda *reply: replies.append(reply))  # fmt: skip
+        while not replies:
+            await asyncio.sleep(0)
+
+    asyncio.run(asyncio.wait_for(main(), 10))
+    assert json.loads(replies[0][1]) == {"name": "m", "unloaded": served}
 
 
 def test_the_public_readiness_probe_does_not_list_the_models_without_the_token():

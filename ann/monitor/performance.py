@@ -268,13 +268,15 @@ def nothing_joined(
 ) -> str:
     """Why no label of `path` joined a request of model `name` in the logs `paths`, and what
     to do, as one line."""
+    from ann.registry.spec import version_order
+
     files = ", ".join(paths)
     reasons = ", ".join(f"{k} {v}" for k, v in joined.unmatched.items() if v)
     said = (
         f"none of the {joined.sent} labels in {path} joined a logged request of {name} ({reasons})"
     )
     with_ids = [r for r in requests.logged if r.id]
-    held = sorted({r.version for r in requests.logged})
+    held = sorted({r.version for r in requests.logged}, key=version_order)  # "2" before "10"
     if joined.elsewhere:
         some = next(iter(joined.elsewhere.items()))
         return (

@@ -406,6 +406,8 @@ def read_traffic(
     `min_rows`: the fewest rows of traffic the caller can use (`ann monitor drift`: 1; fewer
     than its --min_rows are a report of too few rows to judge, not a refusal).
     Raises RequestLogError with one line."""
+    from ann.registry.spec import version_order
+
     records = _records(paths)
     mine = [(w, r) for w, r in records if r.get("model") == name]
     served_as = None
@@ -454,7 +456,8 @@ def read_traffic(
         inputs=arrays,
         outputs=complete if len(complete) == len(outputs) else {},
         records=len(ok),
-        versions=sorted({str(r.get("version")) for _, r in ok}),
+        # registry numbers by number ("2" before "10"), then export hashes
+        versions=sorted({str(r.get("version")) for _, r in ok}, key=version_order),
         skipped=skipped,
         first=min(times),
         last=max(times),

@@ -13,7 +13,7 @@ import dataclasses
 import os
 from typing import Any
 
-from ann import artifact
+from ann import arguments, artifact
 from ann.registry.core import (
     IDENTITY,
     URI_SCHEME,
@@ -95,6 +95,19 @@ def looks_exported(version: str) -> bool:
     when all digits ("012345678901" is no version 12345678901). Where the served model is at
     hand, its origin says it instead (`ann.serve.dataplane.ServedModel.registry_version`)."""
     return len(version) == 12 and all(c in "0123456789abcdef" for c in version)
+
+
+def version_order(version: str, registered: bool | None = None) -> tuple[int, int, str]:
+    """The sort key every listing of a model's versions sorts by: registry version numbers
+    first, by number ("2" before "10"; as text "10" came first), then the rest (an export
+    directory's 12 hex digits, "" for a version not yet known) by text. `registered`: whether
+    `version` is a registry number, from its origin where that is at hand
+    (`ann.serve.dataplane.ServedModel.registry_version`); None judges by its text
+    (`looks_exported`, `arguments.version_number`), as for a request log's."""
+    if registered is None:
+        registered = not looks_exported(version)
+    number = arguments.version_number(version) if registered else None
+    return (0, number, "") if number is not None else (1, 0, version)
 
 
 def resolve(spec: str, registry: str | None = None, has_flag: bool = True) -> Resolved:

@@ -56,7 +56,7 @@ import orjson
 from ann import artifact
 from ann.serve import compression, openapi, protocol
 from ann.serve.batcher import NonFiniteOutput, QueueTimeout
-from ann.serve.dataplane import DataPlane, ServedModel
+from ann.serve.dataplane import DataPlane, ServedModel, listed, version_key
 from ann.serve.errors import ServeError
 from ann.serve.model_config import model_config
 from ann.serve.repository import Repository
@@ -519,8 +519,9 @@ class App:
 
     def model_metadata(self, request: Request, served: ServedModel) -> int:
         # `versions`: every version of the name that may be asked for (v2: "the model versions
-        # that may be explicitly requested"), as loads and unloads change them.
-        versions = list(self.dataplane.models.get(served.name, ()))
+        # that may be explicitly requested"), as loads and unloads change them; registry
+        # numbers by number (as text, "10" came before "2": `dataplane.listed`).
+        versions = listed(self.dataplane.models.get(served.name, {}))
         body = served.metadata
         if versions != [served.version]:
             body = orjson.dumps({**orjson.loads(body), "versions": versions})
@@ -540,13 +541,15 @@ class App:
         return 200
 
     def statistics(self, request: Request, served: ServedModel | None) -> int:
-        """All models (`/v2/models/stats`), every version of one, or one version."""
+        """All models (`/v2/models/stats`), every version of one, or one version; by name, then
+        version as every listing of versions orders them (`version_key`: "2" before "10")."""
         if served is None:
             models = self.dataplane.all_models()
         elif "version" in request.params:
             models = [served]
         else:
             models = list(self.dataplane.models[served.name].values())
+        models.sort(key=lambda m: (m.name, version_key(m)))
         samples = self.metrics.samples()
         stats = [model_statistics(m, samples) for m in models]
         request.respond(200, orjson.dumps({"model_stats": stats}), None)
@@ -564,8 +567,10 @@ class App:
             raise _body_too_large(self.settings.max_body_bytes, request.too_large)
         body = protocol.loads(request.body, "feedback", 'JSON ({"id", "label"} or a list)')
         others = [
-            (version, other.monitor)
-            for version, other in self.dataplane.models.get(served.name, {}).items()
+            (other.version, other.monitor)
+            for other in sorted(
+                self.dataplane.models.get(served.name, {}).values(), key=version_key
+            )
             if other is not served and other.monitor is not None
         ]
         request.respond(200, self._with_model(monitor.feedback(body, others), served), None)
@@ -826,7 +831,9 @@ def _monitor_of(served: ServedModel) -> Any:
 
 
 def _versions(models: list[ServedModel]) -> list[str]:
-    return [m.version for m in models]
+    """The versions a load or unload touched, as every listing orders them (`dataplane.listed`:
+    registry numbers by number)."""
+    return [m.version for m in sorted(models, key=version_key)]
 
 
 def _no_route(method: str, path: str, hint: str = "see /openapi.json") -> ServeError:

@@ -37,6 +37,22 @@ from ann.serve.tracing import Tracing
 log = logging.getLogger("ann.serve")
 
 
+def version_key(m: ServedModel) -> tuple[int, int, str]:
+    """The order `m`'s version is listed in among its model's versions: registry numbers by
+    number ("2" before "10"), then export hashes by text (`ann.registry.spec.version_order`;
+    a version with `m.registry_version` is a number whatever its look, one without is judged
+    by its text)."""
+    from ann.registry.spec import version_order
+
+    return version_order(m.version, True if m.registry_version is not None else None)
+
+
+def listed(versions: Mapping[str, ServedModel]) -> list[str]:
+    """The versions of one model (version -> its `ServedModel`), in `version_key`'s order: as
+    a 404, the metadata's `versions` and a repository load's reply list them."""
+    return [m.version for m in sorted(versions.values(), key=version_key)]
+
+
 class ServedModel:
     """One version of one model: its artifact, its compiled buckets and its batcher.
 
@@ -222,7 +238,7 @@ class DataPlane:
                 fix = f"; write {protocol.short(fixed)}"
             raise ServeError(
                 404,
-                f"model {name!r} version: expected one of {protocol.names(versions)}, got "
+                f"model {name!r} version: expected one of {protocol.listed(listed(versions))}, got "
                 f"{protocol.short(version)}{fix}",
                 "version",
             )

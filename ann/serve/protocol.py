@@ -79,9 +79,15 @@ _HUGE_INTEGRAL = re.compile(r"(?<![\w.])-?[1-9](?:\.[0-9]+)?e\+(?:19|2[0-2])\b")
 
 
 def names(values: Any) -> str:
-    """The server's names (inputs, outputs, models, versions) as a refusal lists them beside
-    what came: sorted, in JSON spelling like `short`'s (`["image"]`), whole."""
-    return orjson.dumps(sorted(values)).decode()
+    """The server's names (inputs, outputs, models) as a refusal lists them beside what came:
+    sorted, in JSON spelling like `short`'s (`["image"]`), whole."""
+    return listed(sorted(values))
+
+
+def listed(values: list[str]) -> str:
+    """`values` in the order given (a model's versions: `dataplane.listed`, numbers by number)
+    in `names`'s spelling."""
+    return orjson.dumps(values).decode()
 
 
 # A JSON number as a body writes it, and as a refusal's text shows one (not inside a word such

@@ -169,8 +169,12 @@ class Repository:
     def index(self, ready_only: bool = False) -> list[dict[str, str]]:
         """Every model the server knows: served (READY, or LOADING while it compiles), being
         loaded (LOADING; version "" until known), unloaded or failed (UNAVAILABLE + reason)."""
+        from ann.registry.spec import version_order
+
         dp = self.dataplane
         entries = []
+        # The versions whose origin says they are registry numbers (the rest: their text says).
+        registered = {(m.name, m.version) for m in dp.all_models() if m.registry_version}
         for m in dp.all_models():
             if m.ready:
                 entries.append(_entry(m.name, m.version, READY))
@@ -186,12 +190,21 @@ class Repository:
                 if (name, version) not in known:
                     entries.append(_entry(name, version, UNAVAILABLE, reason))
             known |= set(self.unavailable)
-            entries.extend(
-                _entry(name, version, UNAVAILABLE, "not loaded (in the registry)")
-                for name, version in self._registered()
-                if (name, version) not in known
+            for name, version in self._registered():
+                registered.add((name, version))
+                if (name, version) not in known:
+                    entries.append(
+                        _entry(name, version, UNAVAILABLE, "not loaded (in the registry)")
+                    )
+
+        def order(e: dict[str, str]) -> tuple[str, tuple[int, int, str]]:
+            # By name, then version: registry numbers by number ("2" before "10", where the
+            # text's order put "10" first), then export hashes by text.
+            return e["name"], version_order(
+                e["version"], (e["name"], e["version"]) in registered or None
             )
-        return sorted(entries, key=lambda e: (e["name"], e["version"]))
+
+        return sorted(entries, key=order)
 
     def _registered(self) -> list[tuple[str, str]]:
         """(name, version) of every version in the registry, if there is one (as Triton's
