@@ -747,6 +747,33 @@ def test_a_fifo_or_device_given_as_a_monitor_file_is_refused_not_waited_on(tmp_p
     ), line
 
 
+def test_a_missing_labels_or_token_file_is_refused_before_the_model_or_the_server(tmp_path):
+    """`--labels=missing.jsonl` was said only after --model was resolved (performance: a
+    --model that does not exist was said instead) or the server reached (feedback: an
+    unreachable --url was said instead); a missing --token_file too. --model=x is no export,
+    and port 1 answers no one: each refusal here is the file's."""
+    log = tmp_path / "requests.jsonl"
+    log.write_text(json.dumps({"model": "m", "status": 200}) + "\n")
+    labels = tmp_path / "labels.jsonl"
+    missing = tmp_path / "missing.jsonl"
+    wanted = 'the late labels file, {"id": ..., "label": ...} a line'
+    line = one_line_error(
+        ann("monitor", "performance", "--model=x", f"--requests={log}", f"--labels={missing}")
+    )
+    assert line == f"error: --labels={missing} does not exist; give {wanted}", line
+    url = "--url=http://127.0.0.1:1"
+    line = one_line_error(ann("monitor", "feedback", "--model=m", url, f"--labels={missing}"))
+    assert line == f"error: --labels={missing} does not exist; give {wanted}", line
+    labels.write_text(json.dumps({"id": "a", "label": 1}) + "\n")
+    line = one_line_error(
+        ann("monitor", "feedback", "--model=m", url, f"--labels={labels}",
+            f"--token_file={missing}")
+    )  # fmt: skip
+    assert line == (
+        f"error: --token_file={missing} does not exist; give the file that holds the token"
+    ), line
+
+
 def test_a_compressed_or_binary_file_is_named_with_its_fix_not_called_damaged(tmp_path):
     """`--requests=req.jsonl.gz` was told "got text that is not UTF-8 (byte 0x8b at column 2);
     the file is damaged (delete that line to use the rest)"; a binary file without a newline was

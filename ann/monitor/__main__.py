@@ -550,10 +550,12 @@ def performance(args: list[str]) -> None:
     cli.check_no_arguments(args)
     _need("performance", "model", "requests", "labels")
     _check_requests()
-    from ann.monitor.jsonlines import check_file
+    from ann.monitor.jsonlines import check_readable
 
-    # A FIFO waited for a writer, forever, once the model was loaded.
-    check_file(FLAGS.labels, f"--labels={FLAGS.labels}", feedback_job.LABELS_WANTED, cli.FlagError)
+    # A FIFO waited for a writer, forever, once the model was loaded; a missing file was said
+    # only after --model was resolved (a --model that does not exist was said instead).
+    labels = f"--labels={FLAGS.labels}"
+    check_readable(FLAGS.labels, labels, feedback_job.LABELS_WANTED, cli.FlagError)
 
     if FLAGS.out:  # before the log is read
         _check_out(FLAGS.out, "performance")

@@ -384,12 +384,17 @@ def feedback(args: list[str]) -> None:
         raise cli.FlagError(
             "feedback needs --model (the served model's name) and --labels=FILE.jsonl"
         )
+    from ann.monitor.jsonlines import check_readable
+
     try:
         check_url(FLAGS.url)  # before the labels are read, and so is the server's answer
+        # The local files before the server is reached: a missing --labels or --token_file
+        # was said only after the reach (seconds, or an unreachable --url said instead).
+        check_readable(FLAGS.labels, f"--labels={FLAGS.labels}", LABELS_WANTED, ValueError)
+        token = read_token()
         check_reachable(FLAGS.url)
         numbered = read_labels(FLAGS.labels)
         lines, items = [n for n, _ in numbered], [item for _, item in numbered]
-        token = read_token()
         token_from = (
             f"--token_file={FLAGS.token_file}"
             if FLAGS.token_file is not None

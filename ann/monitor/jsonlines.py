@@ -105,6 +105,21 @@ def check_file(path: str, name: str, wanted: str, error: type[Exception]) -> Non
         raise error(f"{name} is {kind}, not a file; give {wanted}")
 
 
+def check_readable(path: str, name: str, wanted: str, error: type[Exception]) -> None:
+    """`check_file`, and `settings.file_error`'s one line for a `path` that does not exist, is
+    a folder or cannot be opened (`NAME does not exist; give WANTED`): the checks of a file
+    flag that read nothing, made before anything slow (a model resolved or loaded, a server
+    reached), where they came after it. Raises `error`."""
+    from ann.serve.settings import file_error
+
+    check_file(path, name, wanted, error)
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as e:
+        raise error(file_error(name, e, wanted)) from None
+
+
 def objects(
     path: str,
     name: str,
