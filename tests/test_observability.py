@@ -87,6 +87,24 @@ def test_a_runbook_base_with_its_trailing_slash_links_each_runbook_once(tmp_path
     assert urls and all(u.startswith("https://x.y/runbooks/") and "//" not in u[8:] for u in urls)
 
 
+def test_a_runbook_base_of_the_root_links_each_runbook_at_the_root(tmp_path):
+    # --runbook_base=/ was refused as no base ('/' less its trailing slash was empty).
+    for base in ("/", "//"):
+        settings = rules.Settings(runbook_base=base)
+        settings.check()
+        urls = [r["annotations"]["runbook_url"] for g in rules.rule_file(settings)["groups"]
+                for r in g["rules"] if "alert" in r]  # fmt: skip
+        assert urls and all(re.fullmatch(r"/[a-z0-9-]+\.md", u) for u in urls), urls
+    result = subprocess.run(
+        [sys.executable, "-m", "ann", "observability", "render", "--runbook_base=/",
+         f"--out={tmp_path}"],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    text = (tmp_path / "prometheus-rules.yaml").read_text()
+    assert "runbook_url: /availability-slo-burn.md" in text, text
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

@@ -119,7 +119,9 @@ class Settings:
     job: the Prometheus scrape job of the servers' `--metrics_port` (`job_name`), which the
         down alert reads `up` of.
     keep_firing_for: the cool-off: how long an alert stays firing after its condition clears.
-    runbook_base: the runbooks' location (a URL or path); alerts link `BASE/NAME.md`.
+    runbook_base: the runbooks' location (a URL or path); alerts link `BASE/NAME.md`, one
+        slash between (base "/", the root: `/NAME.md`). Empty or holding what a link cannot
+        (a space, `|`: `_URL_UNSAFE`) is refused by `check` (ValueError, one line).
     """
 
     availability: float = 0.999
@@ -165,7 +167,9 @@ class Settings:
             char = unsafe.group()
             said = "spaces" if char == " " else f"{char!r}"
             what += f" with no {said} (write {'each' if char == ' ' else 'it'} as {quote(char)})"
-        if not base.rstrip("/") or unsafe:
+        # "/" (the site's root: its runbooks at /NAME.md) was refused, empty once its trailing
+        # slash was stripped; only no base at all is none.
+        if not base or unsafe:
             typed = flag("runbook_base", base)  # the value, as --alert.job's refusal shows it
             raise ValueError(refusal(typed, what, "runbook_base", Settings.runbook_base))
 
@@ -204,7 +208,8 @@ def sli_errors(slo: str, window: str, latency_s: float) -> str:
 
 
 def _runbook(settings: Settings, name: str) -> str:
-    """`BASE/NAME.md` (a base given with its trailing slash linked `runbooks//drift.md`)."""
+    """`BASE/NAME.md` (a base given with its trailing slash linked `runbooks//drift.md`; the
+    base "/" links `/NAME.md`)."""
     return f"{settings.runbook_base.rstrip('/')}/{name}.md"
 
 
