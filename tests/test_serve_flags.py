@@ -15,7 +15,10 @@ from conftest import ROOT, one_line_error
 
 from ann.serve.settings import Settings
 
-MISSING = "/nonexistent/export"  # flags are checked first: the model is never looked at
+# Flags are checked first: the model is never looked at. A registry URI (in a registry that is
+# not there) is resolved after the ports; a path that does not exist is refused before them.
+MISSING = "models:/absent/1"
+NO_REGISTRY = {"ANN_REGISTRY": "/nonexistent/registry"}
 LOG = "--request_log=/tmp/ann-serve-flags.jsonl"  # the request_log_ flags act only with it
 
 BAD = [
@@ -157,7 +160,7 @@ def run_server(args, env=None, model=MISSING):
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, **(env or {})},
+        env={**os.environ, **NO_REGISTRY, **(env or {})},
     )
 
 
@@ -347,6 +350,29 @@ def test_a_port_in_use_is_named_before_any_model_loads_and_at_the_bind_too():
         assert str(e.value) == said
 
 
+def test_a_model_path_that_holds_no_export_is_refused_before_a_port_in_use(tmp_path):
+    """`--model=/path/that/does/not/exist` with the port taken said the port was in use; only
+    once it was free did it say the path does not exist. A path is judged on the file system
+    alone, before the ports; a registry URI keeps its place, after them."""
+    missing = str(tmp_path / "nowhere")
+    give = (
+        "give an export directory (ann export) or a registry URI models:/NAME/VERSION, "
+        "models:/NAME@ALIAS or models:/NAME/latest"
+    )
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = f"--port={taken.getsockname()[1]}"
+        cases = [(m, extra) for m in (missing, tmp_path) for extra in ([], [f"--model={MISSING}"])]
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:  # alone, and beside a URI
+            results = list(pool.map(lambda c: run_server([port, *c[1]], model=c[0]), cases))
+            uri = run_server([port])
+    said = [f"error: {missing} does not exist; {give}"] * 2
+    said += [f"error: {tmp_path} holds no manifest.json; {give}"] * 2  # a folder, no export
+    assert [one_line_error(r) for r in results] == said
+    assert "is in use by another process" in one_line_error(uri)
+
+
 def test_settings_that_need_the_model():
     from ann.serve.__main__ import body_too_small
 
@@ -423,7 +449,8 @@ def test_the_server_runs_cpu_computations_on_the_calling_thread():
         "    sys.exit(0)\n"
         "r.load_models = load\n"
         # A port of its own: the default, 8000, may be in use here (a trial's server had it).
-        f"m.define_flags(); flags.FLAGS(['serve', '--model=x', '--port={free_port()}'])\n"
+        # A registry URI: a path that does not exist is refused before the models are loaded.
+        f"m.define_flags(); flags.FLAGS(['serve', '--model=models:/x/1', '--port={free_port()}'])\n"
         "m.main(['serve'])\n"
     )
     result = _python(code)

@@ -110,6 +110,24 @@ def version_order(version: str, registered: bool | None = None) -> tuple[int, in
     return (0, number, "") if number is not None else (1, 0, version)
 
 
+# What a spec that names no model should be, as `resolve` and `not_a_model` end their refusals.
+GIVE = (
+    "give an export directory (ann export) or a registry URI models:/NAME/VERSION, "
+    "models:/NAME@ALIAS or models:/NAME/latest"
+)
+
+
+def not_a_model(spec: str) -> str | None:
+    """Why `spec`, a path (not a `models:/` URI), names no export, in `resolve`'s one line
+    (`artifact.not_an_export`: it does not exist, is a file, or a directory without a
+    manifest), from the file system alone; None for a registry URI (the registry says, at
+    `resolve`) or a directory holding a manifest (its checks come when it is read). What a
+    command checks before what depends on the rest of the machine (`ann serve`'s ports)."""
+    if spec.startswith(URI_SCHEME):
+        return None
+    return artifact.not_an_export(spec, GIVE)
+
+
 def resolve(spec: str, registry: str | None = None, has_flag: bool = True) -> Resolved:
     """Resolves a registry URI in `registry` (default `default_root()`) or an export directory.
     `has_flag`: whether the command has a --registry flag to name (`init_from` has none).
@@ -145,11 +163,7 @@ def resolve(spec: str, registry: str | None = None, has_flag: bool = True) -> Re
                 f"{mv.version})"
             )
         return Resolved(spec, mv.path, mv.manifest_sha256, mv)
-    give = (
-        "give an export directory (ann export) or a registry URI models:/NAME/VERSION, "
-        "models:/NAME@ALIAS or models:/NAME/latest"
-    )
-    why = artifact.not_an_export(spec, give)
+    why = not_a_model(spec)
     if why is not None:
         raise RegistryError(why)
     path = os.path.abspath(spec)

@@ -97,7 +97,9 @@ def settings_from_flags():
     own (a --compilation_cache_dir that is a file) is refused before what depends on the rest
     of the machine (the open-file limit, a port another process holds): it was said only once
     the port was free, and the README's example refusal did not show with port 8000 taken.
-    Turns on the compilation cache (`enable_compilation_cache`)."""
+    So is a --model path that holds no export (it does not exist: `spec.not_a_model`, the file
+    system alone; a models:/ URI is resolved with the models, after the ports), which was said
+    only once the port was free. Turns on the compilation cache (`enable_compilation_cache`)."""
     from ann.serve.settings import Settings, exposure_warning, flag_fields, listen_problem
 
     # Each flag field of Settings is the flag of its name (tokens may come from a file).
@@ -110,6 +112,12 @@ def settings_from_flags():
     except ValueError as e:
         cli.fail(as_typed(str(e), sys.argv))
     enable_compilation_cache(settings.compilation_cache_dir, settings.compilation_cache_max_mb)
+    from ann.registry.spec import not_a_model
+
+    for spec in FLAGS.model or ():
+        problem = not_a_model(spec)
+        if problem:
+            cli.fail(problem)
     ensure_file_descriptors(settings.file_descriptors())
     problem = listen_problem(settings)
     if problem:
