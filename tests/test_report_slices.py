@@ -246,8 +246,9 @@ def test_quantile_buckets_ties_and_edges():
     [
         ("field:writer", "has no field 'writer'; its fields: group, label, x"),
         ("field:x", "is not one discrete value per row; use 'feature:x[0]:quantiles=4'"),
-        ("feature:x:quantiles=4", "has shape (3,) per row, so it takes 1 index(es)"),
-        ("feature:x[7]", "has shape (3,) per row"),
+        ("feature:x:quantiles=4", "has shape (3,) per row, so it takes 1 index within it"),
+        ("feature:group[0]", "has shape () per row, so it takes no index within it; e.g. "),
+        ("feature:x[7]", "has shape (3,) per row, and index 7 (position 1) is outside [0, 3)"),
     ],
 )
 def test_slice_specs_the_data_cannot_take_are_one_line(classified, spec, message):
@@ -256,6 +257,27 @@ def test_slice_specs_the_data_cannot_take_are_one_line(classified, spec, message
         slices.slice_metrics(make_preds("classification", rows, outputs, exp), spec)
     text = str(e.value)
     assert "\n" not in text and f"'report.slices' entry {spec!r}" in text and message in text
+
+
+def test_an_index_out_of_its_range_is_named_not_miscounted():
+    # `feature:image[8,0,0]` was refused as "it takes 3 index(es) within it": 3 were given,
+    # and the fault was 8, outside [0, 8).
+    rows = {"label": np.arange(20) % 2, "image": np.ones((20, 8, 8, 1))}
+    exp = types.SimpleNamespace(label_key="label", class_names=["a", "b"])
+    preds = make_preds("classification", rows, {"label": rows["label"]}, exp)
+    said = {}
+    for entry in ("feature:image[8,0,0]", "feature:image[0,8,1]", "feature:image[0,0]"):
+        with pytest.raises(ConfigError) as e:
+            slicing.assign(preds, slice_spec.parse(entry))
+        said[entry] = str(e.value).split(" per row, ")[1]
+    assert said == {
+        "feature:image[8,0,0]": "and index 8 (position 1) is outside [0, 8); "
+        "e.g. 'feature:image[0,0,0]:quantiles=4'",
+        "feature:image[0,8,1]": "and index 8 (position 2) is outside [0, 8) and index 1 "
+        "(position 3) is outside [0, 1); e.g. 'feature:image[0,0,0]:quantiles=4'",
+        "feature:image[0,0]": "so it takes 3 indices within it; "
+        "e.g. 'feature:image[0,0,0]:quantiles=4'",
+    }
 
 
 def _varied_rows(n: int = 120) -> dict[str, np.ndarray]:

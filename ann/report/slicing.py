@@ -123,12 +123,20 @@ def _feature_slices(preds: Any, spec: slice_spec.SliceSpec) -> tuple[np.ndarray,
         raise _fail(
             spec, f"feature {spec.name!r} is {column.dtype}, not numbers; {_fix(column, spec.name)}"
         )
-    if len(spec.index) != len(shape) or any(not 0 <= i < n for i, n in zip(spec.index, shape)):
+    outside = [(p, i, n) for p, (i, n) in enumerate(zip(spec.index, shape)) if not 0 <= i < n]
+    if len(spec.index) != len(shape) or outside:
         fix = suggestion(column, spec.name, spec.quantiles)
+        if len(spec.index) != len(shape):
+            takes = {0: "no index", 1: "1 index"}.get(len(shape), f"{len(shape)} indices")
+            why = f"so it takes {takes} within it"
+        else:  # as many indices as dimensions, some past its dimension's end
+            why = "and " + " and ".join(
+                f"index {i} (position {p + 1}) is outside [0, {n})" for p, i, n in outside
+            )
         raise _fail(
             spec,
-            f"feature {spec.name!r} has shape {tuple(shape)} per row, so it takes "
-            f"{len(shape)} index(es) within it" + (f", e.g. {fix!r}" if fix else ""),
+            f"feature {spec.name!r} has shape {tuple(shape)} per row, {why}"
+            + (f"; e.g. {fix!r}" if fix else ""),
         )
     values = column[(slice(None), *spec.index)]
     ids, edges = quantile_buckets(values, spec.quantiles)
