@@ -502,6 +502,25 @@ def test_a_flagged_slices_interval_is_written_like_its_metric():
     )
 
 
+def test_the_flagged_slices_whose_interval_reaches_the_bound_are_counted_in_words():
+    # Two such slices read "the 95% CI reaches slice_min 0.95 for all 2".
+    def said(*intervals: list[float]) -> str:
+        names = [f"group={g}" for g in range(len(intervals))]
+        result = {
+            "headline": "accuracy", "bound": {"slice_min": 0.95}, "flagged": names,
+            "slices": [{"name": n, "size": 20, "metrics": {"accuracy": 0.9}, "ci95": ci}
+                       for n, ci in zip(names, intervals)],
+        }  # fmt: skip
+        return slices._flag_notes(result)[-1]
+
+    reaches, short = [0.7, 0.97], [0.8, 0.93]
+    tail = ": too few rows to tell from noise"
+    assert said(reaches) == f"  the 95% CI reaches slice_min 0.95 for group=0{tail}"
+    assert said(reaches, reaches) == f"  the 95% CI reaches slice_min 0.95 for both{tail}"
+    assert said(reaches, reaches, reaches).endswith(f"0.95 for all 3{tail}")
+    assert said(reaches, short, reaches).endswith(f"0.95 for group=0, group=2{tail}")
+
+
 def test_index_html_has_a_table_of_the_slices():
     """index.html showed a slicing's names, sizes, headline and ci95 only in the collapsed "all
     values" JSON, unrounded ("0.9285714285714286"), and `higher_is_better | True` as Python's

@@ -227,8 +227,9 @@ def _flag_notes(result: dict[str, Any]) -> list[str]:
     ]
     noise = [e["name"] for e in flagged if e.get("ci95") and e["ci95"][0] <= bound <= e["ci95"][1]]
     if noise:
-        every = len(noise) == len(flagged) > 1
-        which = f"all {len(flagged)}" if every else ", ".join(noise)
+        which = ", ".join(noise)
+        if len(noise) == len(flagged) > 1:
+            which = "both" if len(flagged) == 2 else f"all {len(flagged)}"
         notes.append(
             f"  the 95% CI reaches {key} {bound:g} for {which}: too few rows to tell from noise"
         )
