@@ -342,6 +342,35 @@ def test_every_entry_a_slice_refusal_suggests_is_accepted():
     slicing.assign(preds, slice_spec.parse(SUGGESTED.findall(str(e.value))[0]))
 
 
+def test_a_suggested_feature_index_is_one_that_cuts_the_rows():
+    # `field:image` of the digits suggested 'feature:image[0,0,0]:quantiles=4', a corner pixel
+    # that is 0 on every row: accepted, and one slice. The digits' [0,1,0] varies, but is 0 on
+    # so many rows that its quartiles tie into one slice too.
+    n = 40
+    image = np.zeros((n, 8, 8, 1))
+    image[0, 0, 0, 0] = 4.0  # varies: one bin (0 is every quartile but the top)
+    image[:, 0, 1, 0] = np.where(np.arange(n) % 2, np.nan, np.arange(n))  # NaN quantiles
+    image[:, 0, 2, 0] = np.arange(n) % 5  # the first position of 4 quartile bins
+    image[:, 1, 0, 0] = np.arange(n)
+    rows = {"label": np.arange(n) % 2, "image": image, "flat": np.zeros((n, 3))}
+    exp = types.SimpleNamespace(label_key="label", class_names=["a", "b"])
+    preds = make_preds("classification", rows, {"label": rows["label"]}, exp)
+    with pytest.raises(ConfigError, match=r"use 'feature:image\[0,2,0\]:quantiles=4'$") as e:
+        slicing.assign(preds, slice_spec.parse("field:image"))
+    fix = SUGGESTED.findall(str(e.value))[0]
+    assert len(slicing.assign(preds, slice_spec.parse(fix))[1]) == 4
+    # The check (`ann train`, before step 0) suggests from the rows it reads, as the report.
+    config = config_lib.base()
+    config.experiment, config.report.slices = "classification", ("feature:image[8,0,0]",)
+    split = type("Split", (), {"split": "train", "__len__": lambda self: n})()
+    split.rows = lambda index: {k: v[index] for k, v in rows.items()}
+    with pytest.raises(ConfigError, match=r"e\.g\. 'feature:image\[0,2,0\]:quantiles=4'$"):
+        slicing.check(config, exp, split)
+    # Nothing varies: the first index still, a valid entry (one slice, the report says why).
+    assert slicing.suggestion(rows["flat"], "flat") == "feature:flat[0]:quantiles=4"
+    assert slicing.suggestion(rows["flat"][:0], "flat") == "feature:flat[0]:quantiles=4"
+
+
 def test_the_train_time_check_does_not_say_its_sample_s_count_is_the_split_s():
     # "field 'row_id' has 1000 distinct values (at most 50)" of a train split of 1,221 rows:
     # the check reads the first 1,000 rows only.

@@ -75,16 +75,46 @@ def suggestion(
     column: np.ndarray, name: str, quantiles: int = slice_spec.DEFAULT_QUANTILES
 ) -> str | None:
     """A `report.slices` entry that cuts `column` (the field `name`, rows first), for a
-    refusal's fix: `feature:NAME[0,...,0]:quantiles=Q` (as many indices as its per-row shape
-    has) for numbers, `field:NAME` for one discrete value per row of another kind with at most
-    MAX_SLICES distinct values; None where neither can cut it."""
+    refusal's fix: `feature:NAME[INDEX]:quantiles=Q` for numbers, INDEX (as many indices as its
+    per-row shape has) the one that cuts `column`'s rows into the most slices (`_cutting`:
+    `[0,...,0]` made one slice of a digit's corner pixel, 0 on every row); `field:NAME` for one
+    discrete value per row of another kind with at most MAX_SLICES distinct values; None where
+    neither can cut it."""
     shape = column.shape[1:]
     if np.issubdtype(column.dtype, np.number) and all(n > 0 for n in shape):
-        index = f"[{','.join('0' * len(shape))}]" if shape else ""
+        index = ""
+        if shape:
+            at = np.unravel_index(_cutting(column, quantiles), shape)
+            index = f"[{','.join(str(int(i)) for i in at)}]"
         return f"feature:{name}{index}:quantiles={quantiles}"
     if column.ndim == 1 and len(np.unique(column)) <= MAX_SLICES:
         return f"field:{name}"
     return None
+
+
+_BLOCK = 4096  # positions within a row `_cutting` takes at once: a big image's rows stay small
+
+
+def _cutting(column: np.ndarray, quantiles: int) -> int:
+    """The position within a row (row-major, flat) of `column` (numbers, rows first) whose
+    values have the most distinct `quantiles`-quantiles (the bins `quantile_buckets` makes,
+    before it merges an empty one), the first of those; the search ends at one with all
+    `quantiles` bins. 0 where no position varies (a value that is NaN on some row never does)
+    or there are no rows."""
+    if not len(column):
+        return 0
+    flat = column.reshape(len(column), -1)
+    levels = np.linspace(0, 1, quantiles + 1)
+    best, most = 0, 1
+    for start in range(0, flat.shape[1], _BLOCK):
+        edges = np.quantile(flat[:, start : start + _BLOCK].astype(np.float64), levels, axis=0)
+        bins = (np.diff(edges, axis=0) > 0).sum(0)
+        j = int(np.argmax(bins))
+        if bins[j] > most:
+            best, most = start + j, int(bins[j])
+        if most >= quantiles:
+            break
+    return best
 
 
 def _fix(column: np.ndarray, name: str) -> str:
