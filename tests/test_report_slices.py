@@ -191,7 +191,7 @@ def test_a_metric_is_written_alike_in_the_notes_and_the_chart():
                    {"name": "group=1", "size": 14, "metrics": {"accuracy": 13 / 14},
                     "ci95": None}],
         "gap": {"best": "group=0", "worst": "group=1", "value": 1 / 14},
-        "bound": {}, "flagged": [],
+        "bound": {}, "flagged": [], "notes": [],
     }  # fmt: skip
     assert slices._notes(result) == [
         "field:group: 2 slices, overall accuracy 1.0000",
@@ -215,7 +215,7 @@ def test_a_slice_at_0_or_1_is_drawn_whole():
                     "ci95": [0.0, 0.2]},
                    {"name": "label=b", "size": 15, "metrics": {"accuracy": 1.0},
                     "ci95": [0.8, 1.0]}],
-        "gap": None, "bound": {}, "flagged": [],
+        "gap": None, "bound": {}, "flagged": [], "notes": [],
     }  # fmt: skip
     figure = slices.slice_figure(result, "test")
     figure.canvas.draw()
@@ -431,12 +431,24 @@ def test_slicings_that_collapse_say_why():
     image[:, 3, 3, 0] = np.arange(n) % 3  # three values: 20 bins tie into 2 ([1, 2] closed)
     exp = types.SimpleNamespace(label_key="label", class_names=["a", "b"])
     preds = make_preds("classification", {"label": y, "image": image}, {"label": y}, exp)
-    notes = slices._notes(slices.slice_metrics(preds, "feature:image[0,0,0]:quantiles=4"))
-    assert notes == [
+    result = slices.slice_metrics(preds, "feature:image[0,0,0]:quantiles=4")
+    assert slices._notes(result) == [
         "feature:image[0,0,0]:quantiles=4: 1 slice, overall accuracy 1.0000",
         "  one slice: image[0,0,0] has one value on every row of this split; nothing to compare",
     ]
+    # In report.json too: a gate there saw only "gap": null.
+    assert result["gap"] is None and result["notes"] == [
+        "one slice: image[0,0,0] has one value on every row of this split; nothing to compare"
+    ]
+    assert slices.slice_metrics(preds, "label")["notes"] == []
+    one_class = make_preds("classification", {"label": y * 0}, {"label": y}, exp)
+    assert slices.slice_metrics(one_class, "label")["notes"] == [
+        "one slice: every row of this split is of one class; nothing to compare"
+    ]
     result = slices.slice_metrics(preds, "feature:image[3,3,0]:quantiles=20")
+    assert result["notes"] == [
+        "18 of 20 quantile bins merged with a neighbour (tied or too few values), so 2 slices"
+    ]
     assert [s["name"] for s in result["slices"]] == [
         "image[3,3,0] q1 [0, 1)",
         "image[3,3,0] q2 [1, 2]",
@@ -458,7 +470,7 @@ def test_slicings_that_collapse_say_why():
         "overall": {"size": 4, "metrics": {"auroc": 0.75}, "ci95": None},
         "slices": [{"name": f"label={k}", "size": 2, "metrics": {"auroc": None}, "ci95": None}
                    for k in (0, 1)],
-        "gap": None, "bound": {}, "flagged": [],
+        "gap": None, "bound": {}, "flagged": [], "notes": [],
     }  # fmt: skip
     assert slices._notes(undefined)[1:] == ["  no gap: auroc is defined on fewer than two slices"]
 

@@ -67,7 +67,8 @@ def slice_metrics(
     size, metrics, ci95}], gap: {best, worst, value, best_ties, worst_ties} (best and worst
     each the first in slice order among those tied, `*_ties` how many others tie: None with
     fewer than two slices that have a headline), bound: {slice_min|slice_max: value} or {},
-    flagged: [names]}; ci95 is [lo, hi] (`headline_interval`) or None. Raises ValueError
+    flagged: [names], notes: [why there are fewer slices than asked (`_collapsed`), or none]};
+    ci95 is [lo, hi] (`headline_interval`) or None. Raises ValueError
     naming a `spec` string that does not parse, ConfigError one the data cannot take.
     """
     if isinstance(spec, str):
@@ -100,6 +101,7 @@ def slice_metrics(
         },
         "slices": slices,
         **_gap_and_flags(preds, slices, headline, higher),
+        "notes": _collapsed(spec, len(slices)),
     }
 
 
@@ -163,7 +165,7 @@ def _notes(result: dict[str, Any]) -> list[str]:
         f"{result['spec']}: {count} slice{'s' * (count != 1)}, overall {h} "
         f"{metric_text(h, overall)}"
     ]
-    notes += _collapsed(result)
+    notes += [f"  {note}" for note in result["notes"]]
     g = result["gap"]
     if g and g["value"] == 0:  # no best and worst among equals
         (level,) = {s["metrics"][h] for s in result["slices"] if s["name"] == g["best"]}
@@ -182,22 +184,20 @@ def _notes(result: dict[str, Any]) -> list[str]:
     return notes
 
 
-def _collapsed(result: dict[str, Any]) -> list[str]:
-    """Why a slicing made fewer slices than asked: one slice (a feature constant on the split,
-    a field or label of one value), nothing to compare; or quantile bins that tied values
-    merged, or an empty one (`slicing.quantile_buckets`)."""
-    spec = slice_spec.parse(result["spec"])
-    made = len(result["slices"])
+def _collapsed(spec: slice_spec.SliceSpec, made: int) -> list[str]:
+    """Why the slicing `spec` made fewer slices (`made`) than asked: one slice (a feature
+    constant on the split, a field or label of one value), nothing to compare; or quantile bins
+    that tied values merged, or an empty one (`slicing.quantile_buckets`). [] when neither."""
     if made == 1:
         what = {
             "feature": f"{_feature_label(spec)} has one value on every row of this split",
             "field": f"field {spec.name!r} has one value on every row of this split",
             "label": "every row of this split is of one class",
         }[spec.kind]
-        return [f"  one slice: {what}; nothing to compare"]
+        return [f"one slice: {what}; nothing to compare"]
     if spec.kind == "feature" and made < spec.quantiles:
         return [
-            f"  {spec.quantiles - made} of {spec.quantiles} quantile bins merged with a "
+            f"{spec.quantiles - made} of {spec.quantiles} quantile bins merged with a "
             f"neighbour (tied or too few values), so {made} slices"
         ]
     return []
