@@ -518,6 +518,12 @@ def test_one_class_split_is_a_message_not_nan():
     assert "temperature" not in calibration.metrics and "after" not in calibration.metrics
     curves = classification.curves(preds)
     assert curves.metrics["roc_auc"] == {} and curves.metrics["classes_without_curve"] == ["c1"]
+    # One class or several, not "class(es)".
+    assert curves.notes == ["no ROC curve for class c1: only one kind of row"]
+    three = fake_predictions([0, 0], [[0.5, 0.3, 0.2], [0.6, 0.2, 0.2]])
+    assert classification.curves(three).notes[-1] == (
+        "no ROC curve for classes c0, c1, c2: only one kind of row"
+    )
     threshold = classification.thresholds(preds)
     assert threshold.metrics["threshold"] is None
 

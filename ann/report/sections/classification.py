@@ -215,7 +215,8 @@ def curves(preds: Predictions) -> Section:
             f"{np.mean(list(ap.values())):.4f} ({kind})"
         )
     if missing:
-        notes.append(f"no ROC curve for class(es) {', '.join(missing)}: only one kind of row")
+        which = f"class{'es' * (len(missing) > 1)} {', '.join(missing)}"
+        notes.append(f"no ROC curve for {which}: only one kind of row")
     metrics_ = {
         "kind": kind,
         "roc_auc": auc,
