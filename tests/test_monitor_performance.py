@@ -800,3 +800,38 @@ def test_a_compressed_or_binary_file_is_named_with_its_fix_not_called_damaged(tm
         with pytest.raises(ValueError) as e:
             read_labels(str(path))
         assert str(e.value).startswith(f"--labels={path} {said}"), e.value
+
+
+@pytest.mark.parametrize(
+    "tool, suffix", [("gzip", ".gz"), ("bzip2", ".bz2"), ("xz", ".xz"), ("zstd", ".zst")]
+)
+def test_the_decompress_command_works_whatever_the_file_is_named(tmp_path, tool, suffix):
+    """A gzip file named disguised.jsonl was told "decompress it first (gunzip -k
+    disguised.jsonl)", which gzip refuses ("unknown suffix -- ignored"); unxz and unzstd refuse
+    such a name too. Each command said, run in a shell, writes the plain file."""
+    import shutil
+    import subprocess
+
+    if shutil.which(tool) is None:
+        pytest.skip(f"{tool} is not installed")
+    record = json.dumps({"model": "m", "status": 200}) + "\n"
+    plain = tmp_path / "plain"
+    plain.write_text(record)
+    packed = subprocess.run([tool, "-c", str(plain)], capture_output=True, check=True).stdout
+    for name, writes in (
+        (f"req.jsonl{suffix}", "req.jsonl"),
+        ("disguised.jsonl", "disguised.plain.jsonl"),
+        ("my log", "my log.jsonl"),
+    ):
+        path = tmp_path / name
+        path.write_bytes(packed)
+        with pytest.raises(RequestLogError) as e:
+            read_requests([str(path)], "m", {})
+        said = re.search(r"decompress it first \((.*)\) and give", str(e.value))
+        assert said, e.value
+        command = said[1]
+        assert (" -k " in command) == name.endswith(suffix), command
+        done = subprocess.run(command, shell=True, cwd=tmp_path, capture_output=True, text=True)
+        assert done.returncode == 0, (command, done.stderr)
+        assert (tmp_path / writes).read_text() == record, command
+        assert path.read_bytes() == packed, command  # kept

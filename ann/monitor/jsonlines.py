@@ -15,7 +15,8 @@ column on that line; a number no 64-bit float holds inside a line's object by it
 What is not a JSON lines file is refused before a line is read, in one line with its fix
 (`not_a_file`, `not_text`): a FIFO, device or socket (a FIFO blocked the read until a writer
 came, forever; `--requests` refused it at once, `--labels` hung), a folder, a compressed file
-(gzip, bzip2, xz, zstd, zip: decompress it first, e.g. `gunzip -k`; it was called damaged,
+(gzip, bzip2, xz, zstd, zip: decompress it first, e.g. `gunzip -k FILE.gz`, or for a name
+without the suffix, which `gunzip -k` refuses, `gunzip -c FILE > FILE.jsonl`; it was called damaged,
 "delete that line") and a binary file (null bytes: it was read as one torn line, then "holds no
 requests").
 """
@@ -23,6 +24,7 @@ requests").
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Iterator
 from typing import Any
 
@@ -34,15 +36,15 @@ from ann import atomic
 # not supported at column 1 ... delete that line"), and deleting the line lost a record.
 BOM = b"\xef\xbb\xbf"
 
-# Compressed files by their first bytes: (magic, what it is, the command that decompresses FILE
-# beside itself, keeping it). The server's own rotation (`--request_log_backups`) writes plain
-# FILE.1, FILE.2; logrotate's `compress` writes FILE.1.gz.
+# Compressed files by their first bytes: (magic, what it is, the suffix its tool takes off the
+# name, the tool). The server's own rotation (`--request_log_backups`) writes plain FILE.1,
+# FILE.2; logrotate's `compress` writes FILE.1.gz.
 COMPRESSED = (
-    (b"\x1f\x8b", "gzip-compressed", "gunzip -k {}"),
-    (b"BZh", "bzip2-compressed", "bunzip2 -k {}"),
-    (b"\xfd7zXZ\x00", "xz-compressed", "unxz -k {}"),
-    (b"\x28\xb5\x2f\xfd", "zstd-compressed", "unzstd {}"),
-    (b"PK\x03\x04", "a zip archive", "unzip {}"),
+    (b"\x1f\x8b", "gzip-compressed", ".gz", "gunzip"),
+    (b"BZh", "bzip2-compressed", ".bz2", "bunzip2"),
+    (b"\xfd7zXZ\x00", "xz-compressed", ".xz", "unxz"),
+    (b"\x28\xb5\x2f\xfd", "zstd-compressed", ".zst", "unzstd"),
+    (b"PK\x03\x04", "a zip archive", "", "unzip"),
 )
 HEAD_BYTES = 1 << 16  # what `not_text` reads of a file
 
@@ -59,19 +61,43 @@ def not_a_file(path: str) -> str | None:
     return atomic.file_kind(mode)
 
 
+def decompress_command(head: bytes, path: str) -> str:
+    """The shell command that decompresses the file `path`, which begins with `head` (one of
+    `COMPRESSED`'s magics), keeping it: `gunzip -k FILE.gz` (writes FILE) where the name ends in
+    the suffix its tool takes off, else `gunzip -c FILE > OUT` (`gunzip -k` refuses any other
+    name: "unknown suffix -- ignored"; so do unxz and unzstd), OUT being FILE with `.plain`
+    before a `.jsonl` suffix (`req.plain.jsonl`), else FILE.jsonl; `unzip FILE` for a zip
+    archive (it takes any name and writes its members). The names are quoted for the shell
+    where they need it. Raises ValueError for a `head` that is none of them."""
+    found = [(suffix, tool) for magic, _, suffix, tool in COMPRESSED if head.startswith(magic)]
+    if not found:
+        raise ValueError(f"{head[:8]!r} is not the start of a compressed file")
+    suffix, tool = found[0]
+    if not suffix:
+        return f"{tool} {shlex.quote(path)}"
+    if path.endswith(suffix) and os.path.basename(path) != suffix:
+        return f"{tool} -k {shlex.quote(path)}"
+    root, ext = os.path.splitext(path)
+    out = f"{root}.plain.jsonl" if ext == ".jsonl" else f"{path}.jsonl"
+    return f"{tool} -c {shlex.quote(path)} > {shlex.quote(out)}"
+
+
 def not_text(head: bytes, path: str, wanted: str) -> str | None:
     """Why a file that begins with `head` (its first bytes) is not JSON lines text, with the
     fix, as the end of a sentence naming it ("is gzip-compressed; decompress it first (gunzip -k
-    FILE) and give the file it writes"; "is a binary file (it holds null bytes), not JSON lines
-    text; give WANTED"), else None. `path`: the file, for the command."""
-    for magic, what, command in COMPRESSED:
+    FILE.gz) and give the file it writes": `decompress_command`; "is a binary file (it holds
+    null bytes), not JSON lines text; give WANTED"), else None. `path`: the file, for the
+    command."""
+    for magic, what, _, _ in COMPRESSED:
         if head.startswith(magic):
             return (
-                f"is {what}; decompress it first ({command.format(path)}) and give the file it "
-                "writes"
+                f"is {what}; decompress it first ({decompress_command(head, path)}) and give the "
+                "file it writes"
             )
     if head.startswith((b"\xff\xfe", b"\xfe\xff")):  # Windows' "Unicode" (Notepad, PowerShell)
-        return f"is UTF-16 text; save it as UTF-8 (e.g. iconv -f UTF-16 -t UTF-8 {path})"
+        return (
+            f"is UTF-16 text; save it as UTF-8 (e.g. iconv -f UTF-16 -t UTF-8 {shlex.quote(path)})"
+        )
     if b"\0" in head:
         return f"is a binary file (it holds null bytes), not JSON lines text; give {wanted}"
     return None
