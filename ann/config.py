@@ -398,12 +398,17 @@ def check_mode(what: str, metric: str, mode_name: str, mode: str, flag: str) -> 
         )
 
 
-def check_selection_metric(key: str, metric: str) -> None:
+def check_selection_metric(key: str, metric: str, computed: Sequence[str] | None = None) -> None:
     """Raises ConfigError unless `metric` is a validation metric (`val/...`): what chooses a
-    checkpoint, stops a run early or ranks a sweep's trials must not read the test split."""
+    checkpoint, stops a run early or ranks a sweep's trials must not read the test split.
+    `computed`: the `val/` metrics the run computes, where known (a sweep finds them on this
+    refusal); the fix then names `val/NAME` only if it is one of them, else lists them (it
+    said "use 'val/nope'" of `--metric=nope`, a metric no trial computes)."""
     if not metric.startswith(SELECTION_PREFIX):
         prefix, _, name = metric.rpartition("/")
         use = f"use '{SELECTION_PREFIX}{name or 'accuracy'}' (metrics of data.validation_split)"
+        if computed and f"{SELECTION_PREFIX}{name}" not in computed:
+            use = f"choose one of {', '.join(computed)} (metrics of data.validation_split)"
         if not prefix:  # a bare name: what a run logs is always prefixed by its split
             raise ConfigError(
                 f"{key} is {metric!r}, which names no split (a run's metrics are val/..., "

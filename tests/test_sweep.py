@@ -564,6 +564,23 @@ def test_a_metric_the_trials_do_not_compute_is_named_first(tmp_path, one_device)
         assert not workdir.exists()
 
 
+def test_a_metric_without_its_split_is_told_one_the_trials_compute(tmp_path, one_device):
+    # --metric=nope was told "use 'val/nope'", a metric no trial computes: the fix is val/NAME
+    # only where the trials compute it, else the list of those they do.
+    path = write_config(tmp_path, "return h.sweep('optimizer.learning_rate', [1e-3])")
+    workdir = tmp_path / "s"
+    for metric, use in (
+        ("nope", "choose one of val/accuracy, val/auroc, val/f1, val/loss, val/precision, "
+                 "val/recall"),
+        ("train/loss", "use 'val/loss'"),
+    ):  # fmt: skip
+        line = one_line_error(sweep_cli(f"--config={path}", f"--workdir={workdir}",
+                                        f"--metric={metric}", "--dry_run"))  # fmt: skip
+        assert line.startswith(f"error: --metric is '{metric}', which "), line
+        assert line.endswith(f": {use} (metrics of data.validation_split)"), line
+    assert not workdir.exists()
+
+
 def test_a_dry_run_or_emit_refuses_a_metric_the_trials_do_not_compute(tmp_path, one_device):
     # --dry_run and --emit accepted --metric=val/nope, which every real trial then refused
     # before its first step: they now stop with the line a real sweep stops with.

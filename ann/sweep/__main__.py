@@ -159,7 +159,9 @@ def sweep(argv: list[str]) -> None:
         raise SweepError("give --config=configs/NAME.py and --workdir=DIR (or --summarize=DIR)")
     cli.check_out("workdir", FLAGS.workdir, may_hold="a sweep")  # a file, a run: nothing made
     check_cluster_flags()
-    if FLAGS.metric:  # before loading the definition, which imports JAX (seconds)
+    if (FLAGS.metric or "").startswith("eval"):  # before loading the definition, which imports JAX:
+        # an eval/NAME's fix, val/NAME, is the same metric of the validation split. Another
+        # split's or a bare name's is found among the metrics the trials compute (`objective`).
         check_selection_metric("--metric", FLAGS.metric)
     fixed = config_flags.get_override_values(FLAGS["config"])
     check_fixed_objective(fixed)
@@ -242,6 +244,10 @@ def objective(definition: definition_lib.Definition) -> tuple[str, str]:
     best_mode. A SweepError for a test metric, or a --metric other than best_metric without
     its --mode."""
     metric = FLAGS.metric or definition.base.best_metric
+    if FLAGS.metric and not metric.startswith(config_lib.SELECTION_PREFIX):
+        # Its fix names a metric the trials compute (found as a dry run finds them, seconds,
+        # only on this refusal): it said "use 'val/nope'" of --metric=nope.
+        check_selection_metric("--metric", metric, validation_metrics(definition))
     check_selection_metric("--metric" if FLAGS.metric else "the config's best_metric", metric)
     # The config's best_mode is its best_metric's: it holds for a --metric that names it too.
     mode = FLAGS.mode or (
