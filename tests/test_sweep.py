@@ -1930,6 +1930,18 @@ def test_a_slurm_sweep_over_the_default_array_limit_is_submitted_in_chunks(
     subprocess.run(["bash", str(submit)], env=env, check=True, capture_output=True)
     lines = calls.read_text().splitlines()
     assert len(lines) == 5 and "--array=0-99%8 --export=ALL,ANN_ARRAY_OFFSET=2400 " in lines[-1]
+    # ANN_ARRAY_CHUNK=0 submitted --array=0--1%8 forever; abc was "unbound variable".
+    calls.unlink()
+    for chunk in ("0", "abc", "-5", "1.5", "08", "9" * 20):
+        env = {**os.environ, "ANN_ARRAY_CHUNK": chunk}
+        proc = subprocess.run(["bash", str(submit)], env=env, capture_output=True, text=True,
+                              timeout=60)  # fmt: skip
+        assert proc.returncode == 2 and proc.stderr.splitlines() == [
+            f"error: ANN_ARRAY_CHUNK={chunk} is not a positive whole number of trials per array "
+            "job; set it to at most your cluster's MaxArraySize, e.g. ANN_ARRAY_CHUNK=1000"
+        ], (chunk, proc.stderr)
+        assert not calls.exists()
+    calls.touch()
     # Task 499 of the third array job runs trial 2499; the script submitted alone says how.
     env = {**os.environ, "SLURM_ARRAY_TASK_ID": "499", "ANN_ARRAY_OFFSET": "2000"}
     proc = subprocess.run(["bash", sbatch], env=env, capture_output=True, text=True)

@@ -218,6 +218,11 @@ set -euo pipefail
 cd {shlex.quote(cwd)}
 trials={len(trials)}
 chunk="${{ANN_ARRAY_CHUNK:-{SLURM_CHUNK}}}"
+if [[ ! "$chunk" =~ ^[1-9][0-9]{{0,8}}$ ]]; then  # 0 submitted forever, abc was unbound
+  echo "error: ANN_ARRAY_CHUNK=$chunk is not a positive whole number of trials per array job;" \
+    "set it to at most your cluster's MaxArraySize, e.g. ANN_ARRAY_CHUNK=1000" >&2
+  exit 2
+fi
 after=""
 for ((first = 0; first < trials; first += chunk)); do
   last=$(( (trials - first < chunk ? trials - first : chunk) - 1 ))
