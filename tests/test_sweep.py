@@ -1543,10 +1543,9 @@ def test_a_sweep_whose_first_trials_all_fail_alike_stops(tmp_path, monkeypatch):
         "stopping the sweep (--fail_fast=3): its first 3 trials all failed with the same error "
         f"and none finished, so the others would too: data directory {first.workdir}/tfds holds "
         f"no digits (trial {first.name}'s log: {first.workdir}/stderr.log); what ran is kept "
-        "(results.md); fix the cause and run the same command again with --retry_failed, or, "
-        "where the cause is a fixed --config.KEY=VALUE of the sweep's, with its new value (the "
-        "failed trials rerun with it), or give --fail_fast=0 to run every trial anyway"
-    )
+        "(results.md); fix the cause and run the same command again with --retry_failed, or "
+        "give --fail_fast=0 to run every trial anyway"
+    )  # no fixed override: none is advised (it said "a fixed --config.KEY=VALUE of the sweep's")
     rows = read_csv(os.path.join(sweep_dir, "results.csv"))  # what ran is kept
     assert [r["status"] for r in rows] == ["failed", "failed", "failed", "pending"]
     assert not os.path.exists(os.path.join(trials[3].workdir, "stderr.log"))  # never started
@@ -1556,6 +1555,27 @@ def test_a_sweep_whose_first_trials_all_fail_alike_stops(tmp_path, monkeypatch):
         other = str(tmp_path / f"other{n}")
         grid.run(definition, other, "val/accuracy", "max", log=lambda line: None, fail_fast=limit)
         assert [r["status"] for r in read_csv(os.path.join(other, "results.csv"))] == ["failed"] * 4
+
+
+def test_fail_fast_names_the_swept_value_its_error_names(tmp_path, monkeypatch):
+    # A bad data.data_dir in get_sweep was told to rerun with --retry_failed (which fails the
+    # same way) or give "a fixed --config.KEY=VALUE" the command did not have.
+    code = "import sys; sys.exit('error: no data set in /nope/tfds')"
+    monkeypatch.setattr(trials_lib.Trial, "argv", lambda t: [sys.executable, "-c", code])
+    sweep = """
+    return h.product(
+        h.sweep("data.data_dir", ["/nope"]),
+        h.sweep("optimizer.learning_rate", [1e-3, 3e-3, 1e-2, 3e-2]),
+    )
+    """
+    definition = definition_lib.load(write_config(tmp_path, sweep), {})
+    with pytest.raises(SweepError) as e:
+        grid.run(definition, str(tmp_path / "s"), "val/accuracy", "max", log=lambda line: None)
+    assert str(e.value).endswith(
+        "what ran is kept (results.md); fix the cause, the swept value data.data_dir=/nope its "
+        "error names: change it in the config's get_sweep and run the same command again, or "
+        "give --fail_fast=0 to run every trial anyway"
+    ), e.value
 
 
 def test_a_sweep_stopped_by_a_bad_fixed_override_takes_the_fixed_value(tmp_path, monkeypatch):

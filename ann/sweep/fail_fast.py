@@ -9,8 +9,11 @@ name and workdir aside) while no trial of the sweep has finished (done or pruned
 trials are stopped as Ctrl-C stops them (they save, and resume later), everything written so
 far is kept (the trials' workdirs and logs, results.csv and results.md, a study's database),
 and the command exits 1 with one line naming the error and the first failed trial's log, and
-how to go on: the same command (a grid's with --retry_failed), or, where the cause is a fixed
-override, the command with its new value in the same workdir, which reruns the failed trials
+how to go on, worded from what the sweep has: where the error names a value the failed trials
+all swept (a bad data.data_dir in get_sweep), that value, to change in the config's get_sweep
+(the same command, or --retry_failed, failed the same way); else the same command (a grid's
+with --retry_failed), and, only where the command has fixed overrides, the command with the
+new value of the one at fault in the same workdir, which reruns the failed trials
 (`results.check_same_sweep` takes it while no trial trained with the old value). Where a
 trial did train (with --parallel above 1, one stopped by the stop saves a checkpoint), the
 line says that the new value needs a new --workdir, naming that trial (`FailFast.said`).
@@ -27,10 +30,26 @@ from typing import Any
 
 from ann.sweep import results
 from ann.sweep.space import SweepError
-from ann.sweep.trials import Trial
+from ann.sweep.trials import Trial, cli_value
 
 DEFAULT = 3  # W&B's agent: a sweep whose first 3 runs crash is stopped
 FIXED = ", or, where the cause is a fixed --config.KEY=VALUE of the sweep's, with its new value"
+
+
+def _swept_cause(failed: list[tuple[Trial, str]], error: str) -> str | None:
+    """`KEY=VALUE` of a swept value every failed trial has and `error` names (a data.data_dir
+    that holds no data, swept or set in get_sweep), else None. Values shorter than 3
+    characters (0.1, 32) are not looked for: an error may name such a number by chance."""
+    first = failed[0][0]
+    for key, value in first.overrides.items():
+        text = cli_value(value)
+        if (
+            len(text) >= 3
+            and text in error
+            and all(key in t.overrides and t.overrides[key] == value for t, _ in failed)
+        ):
+            return f"{key}={text}"
+    return None
 
 
 def _shape(trial: Trial, error: str) -> str:
@@ -51,6 +70,7 @@ class FailFast:
         self.failed: list[tuple[Trial, str]] = []
         self.stop: SweepError | None = None  # what `check` raised
         self._line = ("", "")  # its words before and after the fixed override's advice
+        self._fixed = False  # whether the line advises a fixed override's new value
 
     def check(self, trial: Trial, outcome: Any, more: bool) -> None:
         """After `trial` ended with `outcome` (`launch.Outcome`); `more`: whether trials of
@@ -70,14 +90,31 @@ class FailFast:
             return
         first, error = self.failed[0]
         log = os.path.join(first.workdir, "stderr.log")
-        self._line = (
+        said = (
             f"stopping the sweep (--fail_fast={limit}): its first {limit} trials all failed "
             f"with the same error and none finished, so the others would too: {error} (trial "
-            f"{first.name}'s log: {log}); what ran is kept (results.md); fix the cause and run "
-            f"the same command again{self.rerun}{FIXED}",
-            ", or give --fail_fast=0 to run every trial anyway",
+            f"{first.name}'s log: {log}); what ran is kept (results.md); "
         )
-        self.stop = SweepError(" (the failed trials rerun with it)".join(self._line))
+        anyway = ", or give --fail_fast=0 to run every trial anyway"
+        swept = _swept_cause(self.failed, _shape(first, error))
+        self._fixed = swept is None and bool(first.fixed)
+        if swept is not None:  # rerun as it is (--retry_failed too), it fails the same way
+            self._line = (
+                f"fix the cause, the swept value {swept} its error names: change it in the "
+                "config's get_sweep and run the same command again" + anyway,
+                "",
+            )
+        elif self._fixed:
+            self._line = (
+                f"fix the cause and run the same command again{self.rerun}{FIXED}",
+                anyway,
+            )
+        else:  # no fixed override to give a new value of
+            self._line = (f"fix the cause and run the same command again{self.rerun}{anyway}", "")
+        self._line = (said + self._line[0], self._line[1])
+        self.stop = SweepError(
+            (" (the failed trials rerun with it)" if self._fixed else "").join(self._line)
+        )
         raise self.stop
 
     def said(self, stop: SweepError, sweep_dir: str) -> SweepError:
@@ -86,7 +123,9 @@ class FailFast:
         (`results.trained_any`: a trial the stop interrupted saved a checkpoint, with
         --parallel above 1), which `results.check_same_sweep` then refuses in this workdir.
         Another SweepError (a wrong --metric) is returned as it is."""
-        if stop is not self.stop or not (trained := results.trained_any(sweep_dir)):
+        if stop is not self.stop or not self._fixed:
+            return stop
+        if not (trained := results.trained_any(sweep_dir)):
             return stop
         return SweepError(
             f" and a new --workdir (its trial {trained}: this workdir keeps its fixed "
