@@ -256,6 +256,40 @@ def test_h_random_that_cannot_give_n_distinct_rows_is_refused_in_one_line(
     assert not os.path.exists(tmp_path / "sweep")
 
 
+def test_h_random_over_the_bound_is_told_its_distinct_rows_first(monkeypatch):
+    # h.random(10**6, h.choice('model.dropout', [0.1, 0.2])) was told the grid's bound (give
+    # h.random a smaller n); that it holds 2 rows was said only once n was under it.
+    monkeypatch.setattr(space.Draw, "draw", lambda *a: pytest.fail("a value was drawn"))
+    h = space.Builder()
+    node = h.random(10**6, h.choice("model.dropout", [0.1, 0.2]))
+    with pytest.raises(SweepError, match=r"^h.random\(1000000, h.choice\('model.dropout', "
+                       r"\[0.1, 0.2\]\)\) asks for 1000000 distinct trials, but its draws "
+                       r"hold only 2; give h.random n <= 2"):  # fmt: skip
+        space.trials(h.product(h.sweep("seed", [0, 1]), node))
+    # Below an h.zip a repeat is kept: there the bound is the limit.
+    zipped = h.zip(node, h.sweep("seed", range(10**6)))
+    with pytest.raises(SweepError, match=r"^get_sweep gives 1000000 trials, more than a grid"):
+        space.trials(zipped)
+
+
+def test_h_randint_takes_a_range_of_one_integer(tmp_path):
+    # h.randint('batch_size', 5, 5) was refused "low must be below high", though [low, high]
+    # includes both ends: it is the one value 5 (fixed, not searched, for --search=tpe).
+    h = space.Builder()
+    rows = space.trials(h.product(h.random(1, h.randint("batch_size", 5, 5)),
+                                  h.sweep("seed", [0, 1])))  # fmt: skip
+    assert rows == [{"batch_size": 5, "seed": 0}, {"batch_size": 5, "seed": 1}]
+    searched, fixed = space.params(
+        h.product(h.randint("batch_size", 5, 5), h.uniform("model.dropout", 0.1, 0.2))
+    )
+    assert [p.name for p in searched] == ["model.dropout"] and fixed == {"batch_size": 5}
+    with pytest.raises(SweepError, match=r"^h.randint\('batch_size', 6, 5\): low must be at "
+                       r"most high$"):  # fmt: skip
+        h.randint("batch_size", 6, 5)
+    with pytest.raises(SweepError, match="low must be below high"):
+        h.uniform("model.dropout", 0.1, 0.1)
+
+
 def test_h_random_gives_every_row_a_small_space_holds():
     h = space.Builder()
     node = h.random(8, h.randint("batch_size", 1, 4), h.choice("model.norm", ["layer", ""]))

@@ -67,6 +67,11 @@ class Node:
         a repeat pairs with another part's row, a distinct trial: such sweeps exist)."""
         raise NotImplementedError
 
+    def check_distinct(self) -> None:
+        """A SweepError where an `h.random` of it (not below an `h.zip`, where repeats are
+        kept) asks for more distinct rows than its draws hold, by arithmetic (`Random.distinct`):
+        the real limit, said before `check_size`'s bound on the trials a grid lists."""
+
     def trials(self) -> list[Overrides]:
         """Every row, as a list: `size()` first, so a space too large to list is refused
         (`check_size`) before any of it is built."""
@@ -145,6 +150,10 @@ class Product(Node):
     def _rows(self, zipped: bool) -> Iterator[Overrides]:
         self.size()
         return _combinations(self.nodes, zipped)
+
+    def check_distinct(self) -> None:
+        for node in self.nodes:
+            node.check_distinct()
 
     def params(self) -> list[Param]:
         return [p for n in self.nodes for p in n.params()]
@@ -235,6 +244,8 @@ class Draw(Node):
 
         if self.kind == "choice":
             return [_categorical(self.key, [{self.key: v} for v in self.values])]
+        if self.kind == "randint" and self.low == self.high:  # one value: fixed, not searched
+            return [_categorical(self.key, [{self.key: self.low}])]
         if self.kind == "randint":
             dist = optuna.distributions.IntDistribution(self.low, self.high)
         else:
@@ -275,13 +286,16 @@ class Random(Node):
         rng = random.Random(self.seed)
         if zipped:
             return ({d.key: d.draw(rng) for d in self.draws} for _ in range(self.n))
+        self.check_distinct()
+        return self._distinct(rng)
+
+    def check_distinct(self) -> None:
         held = self.distinct()
         if held is not None and held < self.n:
             raise SweepError(
                 f"{self} asks for {self.n} distinct trials, but its draws hold only {held}; give "
                 f"h.random n <= {held}, or list every value with h.sweep"
             )
-        return self._distinct(rng)
 
     def _distinct(self, rng: random.Random) -> Iterator[Overrides]:
         """`n` distinct rows from `rng`; a SweepError naming what it found once
@@ -361,7 +375,9 @@ class Builder:
 
     def _range(self, kind: str, key: str, low: float, high: float) -> Draw:
         _check_key(key)
-        if not low < high:
+        if kind == "randint" and not low <= high:  # [low, high], both included: 5, 5 is 5
+            raise SweepError(f"h.randint({key!r}, {low}, {high}): low must be at most high")
+        if kind != "randint" and not low < high:
             raise SweepError(f"h.{kind}({key!r}, {low}, {high}): low must be below high")
         if kind == "loguniform" and low <= 0:
             raise SweepError(f"h.loguniform({key!r}, {low}, {high}): low must be > 0")
@@ -375,7 +391,8 @@ class Builder:
         return self._range("loguniform", key, float(low), float(high))
 
     def randint(self, key: str, low: int, high: int) -> Draw:
-        """An integer in [low, high], both included."""
+        """An integer in [low, high], both included (low == high: that one value). Raises
+        SweepError where low is above high."""
         return self._range("randint", key, int(low), int(high))
 
     def choice(self, key: str, values: Sequence[Any]) -> Draw:
@@ -448,9 +465,12 @@ STALL_DRAWS_PER_ROW = 50
 
 
 def check_size(node: Node, at_most: int = MAX_TRIALS) -> int:
-    """`node.size()`, counted without building a trial; a SweepError, at once, where it is
-    over `at_most` (`MAX_TRIALS`, or the trials a sweep listed before the bound: it resumes)."""
+    """`node.size()`, counted without building a trial; a SweepError, at once, where an
+    `h.random` of it asks for more distinct rows than its draws hold (`Node.check_distinct`),
+    then where it is over `at_most` (`MAX_TRIALS`, or the trials a sweep listed before the
+    bound: it resumes)."""
     size = node.size()
+    node.check_distinct()  # h.random(10**6, h.choice(k, [1, 2])): 2 rows, not the bound, first
     if size > max(at_most, MAX_TRIALS):
         raise SweepError(
             f"get_sweep gives {size} trials, more than a grid lists (at most {MAX_TRIALS}: each "
