@@ -37,6 +37,7 @@ import json
 import os
 import re
 import stat
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -1045,14 +1046,18 @@ def _rows_refused(outputs: Mapping[str, np.ndarray], rows: int) -> str:
 def _shape_fault(name: str, spec: Mapping[str, Any], x: np.ndarray, wrong_dtype: bool) -> str:
     """The refusal of input `name`'s array `x` of another dtype or shape than its signature
     entry `spec`, with the fix: the conversion (NumPy makes Python ints int64, a seq2seq source
-    or LM prompt takes int32), the batch axis a single row lacks, or how to pad a token row
-    (`padding_hint`; a dtype alone said how to pad, which was no fix)."""
+    or LM prompt takes int32) where every value survives it, else the first value that does
+    not (`_cast_fault`: an id out of range, NaN, a fraction), the batch axis a single row lacks,
+    or how to pad a token row (`padding_hint`; a dtype alone said how to pad, which was no
+    fix)."""
     dtype, shape = spec["dtype"], spec["shape"]
     fixes = []
     if wrong_dtype and x.dtype.kind in "USO" and spec.get("names") is not None:
         fixes.append(
             f"; map each token to its id (its index in the manifest's inputs.{name}.names)"
         )
+    elif wrong_dtype and (fault := _cast_fault(x, spec, name)) is not None:
+        fixes.append(f"; {fault}")
     elif wrong_dtype:
         fixes.append(f'; convert it with .astype("{dtype}")')
     row = shape[1:]
@@ -1067,6 +1072,48 @@ def _shape_fault(name: str, spec: Mapping[str, Any], x: np.ndarray, wrong_dtype:
         f"input {name!r} must be {dtype}{shape} (-1: any batch), got {x.dtype}{list(x.shape)}"
         + "".join(fixes)
     )
+
+
+def _cast_fault(x: np.ndarray, spec: Mapping[str, Any], name: str) -> str | None:
+    """Why `x` (of another dtype than its integer signature entry `spec`'s) cannot just be
+    converted with `.astype`: its first value outside the entry's range (the dtype's, and
+    [0, len(names)) for ids: `ids_fault`'s words), not a whole number, or NaN, where it is,
+    and what the conversion would make of it; None when every value survives it (then
+    converting is the fix), or for an entry that is not of integers. An int64 id of
+    2**32 + 40 was told to convert, and `.astype("int32")` made it 40, accepted silently;
+    a NaN became -2147483648. Only on the error path: it reads every value once."""
+    dtype = np.dtype(spec["dtype"])
+    if dtype.kind not in "iu" or x.dtype.kind not in "biufV" or not x.size:
+        return None
+    flat = x.reshape(-1)
+    info = np.iinfo(dtype)
+    names = spec.get("names")
+    low, high = int(info.min), int(info.max)
+    if names is not None:
+        low, high = max(low, 0), min(high, len(names) - 1)
+    if x.dtype.kind in "fV":  # bfloat16 (kind "V") compares as float32
+        values = flat.astype(np.float64)
+        with np.errstate(invalid="ignore"):
+            bad = ~np.isfinite(values) | (values != np.trunc(values))
+            bad |= (values < low) | (values > high)
+    else:
+        bad = (flat < low) | (flat > high)
+    if not bad.any():
+        return None
+    i = int(np.argmax(bad))
+    if names is not None:
+        count = len(names)
+        where = f" (ids of its {count} names: the manifest's inputs.{name}.names)"
+    else:
+        where = ""
+    with np.errstate(invalid="ignore", over="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # NumPy warns of a NaN or overflow in the cast
+        cast = flat[i : i + 1].astype(dtype)[0]
+    what = "ids" if names is not None else "values"
+    fault = f"expected {dtype} values in [{low}, {high}]{where}, got {flat[i]} at flat index {i}"
+    if cast == flat[i]:  # kept as it is (-1): out of range whatever its type
+        return fault
+    return f'{fault} (.astype("{dtype}") would make it {cast}: fix the {what}, not their type)'
 
 
 def _deserialize(directory: str, name: str, parse: Callable[[], Any]) -> Any:

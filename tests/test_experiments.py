@@ -276,6 +276,8 @@ def test_a_seq2seq_export_refuses_ids_of_another_kind_in_one_line_with_the_fix(t
     pad = f"; pad each row on the right with id 0 to {width} tokens (the tokens, then 0s)"
     long = f"; each row holds at most {width} tokens, then pads (id 0): a longer one does not fit"
     ids = f"values in [0, {size - 1}] (ids of its {size} names: "
+    with np.errstate(invalid="ignore"):
+        nan_cast = np.array([np.nan], np.float32).astype(np.int32)[0]  # the platform's
     for given, message, server in [
         (np.array([good[:3] + [size] + good[4:]], np.int32),
          f"input 'source': expected int32 {ids}the manifest's inputs.source.names), got {size} "
@@ -293,6 +295,23 @@ def test_a_seq2seq_export_refuses_ids_of_another_kind_in_one_line_with_the_fix(t
         ([good], f'{must}int64[1, {width}]; convert it with .astype("int32")', None),
         (np.array([good], np.float32),
          f'{must}float32[1, {width}]; convert it with .astype("int32")', None),
+        # Ids that .astype would change are named, not told to convert: 2**32 + 1 became 1,
+        # a valid row answered silently; NaN became -2147483648, 2.5 became 2.
+        (np.array([good[:1] + [2**32 + good[1]] + good[2:]], np.int64),
+         f"{must}int64[1, {width}]; expected int32 {ids}the manifest's inputs.source.names), got "
+         f'{2**32 + good[1]} at flat index 1 (.astype("int32") would make it {good[1]}: fix the '
+         "ids, not their type)", f"inputs[0].data: expected INT32 {ids}the model metadata's "
+         f"labels), got {2**32 + good[1]} at flat index 1"),
+        (np.array([good[:2] + [np.nan] + good[3:]], np.float32),
+         f"{must}float32[1, {width}]; expected int32 {ids}the manifest's inputs.source.names), "
+         f'got nan at flat index 2 (.astype("int32") would make it {nan_cast}: fix the ids, not '
+         "their type)", None),
+        (np.array([good[:2] + [2.5] + good[3:]], np.float64),
+         f"{must}float64[1, {width}]; expected int32 {ids}the manifest's inputs.source.names), "
+         'got 2.5 at flat index 2 (.astype("int32") would make it 2: fix the ids, not their '
+         "type)", None),
+        (np.array([[-1] + good[1:]], np.int64), f"{must}int64[1, {width}]; expected int32 {ids}"
+         "the manifest's inputs.source.names), got -1 at flat index 0", None),
         (np.array(good, np.int32), f"{must}int32[{width}]; add the batch axis for a single row "
          "(x[None])", None),
         (np.array([[good]], np.int32), f"{must}int32[1, 1, {width}]; give 2 dimensions, the "

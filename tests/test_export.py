@@ -110,6 +110,34 @@ def test_an_array_alone_is_refused_naming_the_mapping_to_pass(digits_export):
     )
 
 
+def test_values_a_conversion_would_change_are_named_not_told_to_convert(digits_export):
+    # An int64 id of 2**32 + 40 was told `.astype("int32")`, which made it 40, accepted
+    # silently; a NaN was told the same. Pixels are uint8 0-16: whole floats in range convert.
+    _, out = digits_export
+    model = artifact.load(str(out))
+    x = np.zeros((2, 8, 8, 1))
+    must = "input 'image' must be uint8[-1, 8, 8, 1] (-1: any batch), got "
+    with pytest.raises(ValueError) as e:
+        model({"image": x})
+    assert str(e.value) == f'{must}float64[2, 8, 8, 1]; convert it with .astype("uint8")'
+    for value, dtype, got, cast in [
+        (300, np.int64, "300", "44"),
+        (-3, np.int64, "-3", "253"),
+        (2**64 - 1, np.uint64, str(2**64 - 1), "255"),
+        (1.5, np.float64, "1.5", "1"),
+        (np.nan, np.float32, "nan", None),  # what NaN casts to is the platform's
+    ]:
+        bad = x.astype(dtype)
+        bad[1, 0, 1, 0] = value
+        with pytest.raises(ValueError) as e:
+            model({"image": bad})
+        said = str(e.value)
+        fault = f"expected uint8 values in [0, 255], got {got} at flat index 65"
+        made = f"would make it {cast}" if cast is not None else "would make it"
+        assert said.startswith(f'{must}{dtype.__name__}[2, 8, 8, 1]; {fault} (.astype("uint8") ')
+        assert made in said and said.endswith(": fix the values, not their type)"), said
+
+
 def test_a_non_finite_output_is_refused_in_the_servers_words(digits_export, monkeypatch):
     """Finite inputs on which the model overflows to NaN or infinity are refused, naming the
     output, row and value, as the server's 422 does (`artifact.non_finite_words`): the
