@@ -268,6 +268,20 @@ def _not_an_export_error(directory: str, why: str) -> Exception:
     return IntegrityError(why)
 
 
+def _directory(directory: Any) -> str:
+    """`directory` as a str (an `os.PathLike` too); TypeError naming the argument for any
+    other type (None said only "expected str, bytes or os.PathLike object, not NoneType", as
+    `ann.registry.resolve` now says it)."""
+    if isinstance(directory, os.PathLike):
+        directory = os.fspath(directory)
+    if not isinstance(directory, str):
+        raise TypeError(
+            f"directory: expected an export directory as a str or path, got "
+            f"{type(directory).__name__}"
+        )
+    return directory
+
+
 def read_manifest_bytes(
     directory: str, manifest_sha256: str | None = None
 ) -> tuple[dict[str, Any], bytes]:
@@ -278,7 +292,9 @@ def read_manifest_bytes(
     one), IntegrityError where it holds no manifest.json or manifest.json is not a regular
     file of at most MAX_MANIFEST_BYTES, is not JSON, is not an ann.export/1 manifest of the
     expected structure (a newer format's is named so), or (given `manifest_sha256`, as a
-    registry records it) does not have that sha256."""
+    registry records it) does not have that sha256; TypeError where `directory` is not a str
+    or path (None)."""
+    directory = _directory(directory)
     path = os.path.join(directory, MANIFEST)
     why = not_an_export(directory)
     if why is not None:
@@ -1143,9 +1159,11 @@ def load(directory: str, manifest_sha256: str | None = None) -> Model:
     missing one, the drift reference included, raises IntegrityError naming it) and loads the
     export in `directory` (jax only, no flax). A `directory` that does not exist raises
     FileNotFoundError, a file NotADirectoryError, a registry URI ValueError naming what loads
-    one (`ann.registry.resolve(uri).load()`), one with no manifest.json IntegrityError."""
+    one (`ann.registry.resolve(uri).load()`), one with no manifest.json IntegrityError, and
+    one that is not a str or path (None) TypeError naming the argument."""
     from jax import export
 
+    directory = _directory(directory)
     manifest, raw = read_manifest_bytes(directory, manifest_sha256)
     function = read_verified(directory, manifest, FUNCTION)
     exported = _deserialize(directory, FUNCTION, lambda: export.deserialize(bytearray(function)))

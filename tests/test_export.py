@@ -373,6 +373,13 @@ def test_a_path_that_is_no_directory_is_not_called_an_incomplete_export(tmp_path
         artifact.load(str(tmp_path / "nope"))
     with pytest.raises(NotADirectoryError, match=r"file is a file; give an export directory"):
         artifact.read_manifest_bytes(str(tmp_path / "file"))
+    # None named no argument: "expected str, bytes or os.PathLike object, not NoneType".
+    for read in (artifact.load, artifact.read_manifest, artifact.verify, artifact.load_weights):
+        with pytest.raises(TypeError) as e:
+            read(None)
+        assert str(e.value) == (
+            "directory: expected an export directory as a str or path, got NoneType"
+        )
     with pytest.raises(FileNotFoundError) as e:
         artifact.load("")
     assert (
