@@ -138,6 +138,32 @@ def test_rows_outside_a_split_or_not_integers_are_named():
             test.rows(np.array([True, False]))
         assert test.rows([])["image"].shape == (0, 8, 8, 1)
         assert test.rows(np.array([3, 2], np.int32))["image"].shape == (2, 8, 8, 1)
+        # [1, None] failed in the message's own code (.item() of an int in an object array),
+        # 2-D indices with array_record's AttributeError, rows(3) with "'int' object is not
+        # iterable"; an int past int64 (an object array) was not range-checked.
+        with pytest.raises(TypeError) as e:
+            test.rows([1, None])
+        assert str(e.value) == (
+            "rows of digits:test: indices must be integers, got None at position 1"
+        )
+        with pytest.raises(IndexError, match=r"got 1180591620717411303424 at position 1$"):
+            test.rows([0, 2**70])
+        with pytest.raises(ValueError) as e:
+            test.rows([[0, 1], [2, 3]])
+        assert str(e.value) == (
+            "rows of digits:test: indices must be one dimension, got shape (2, 2); pass "
+            "np.ravel(indices) and reshape the rows' features after"
+        )
+        with pytest.raises(ValueError, match=r"one dimension of integers, got nested lists"):
+            test.rows([[0, 1], [2]])
+        one, both = test.rows(3), test.rows([3, 4])  # as x[3] and x[[3, 4]]
+        assert one["image"].shape == (8, 8, 1) and one["label"].shape == ()
+        assert all(np.array_equal(one[k], both[k][0]) for k in both)
+        assert test.rows(np.int32(3))["label"] == one["label"]
+        with pytest.raises(IndexError, match=r"\(indices 0 to 359\), got 360$"):
+            test.rows(360)
+        with pytest.raises(TypeError, match=r"must be integers, got None$"):
+            test.rows(None)
 
 
 def test_breast_cancer_is_tabular():

@@ -19,6 +19,7 @@ import hashlib
 import io
 import json
 import logging as py_logging
+import numbers
 import os
 import re
 import shutil
@@ -49,18 +50,50 @@ class Split:
     def __len__(self) -> int:
         return len(self.source)
 
-    def rows(self, indices: Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
+    def rows(self, indices: int | Sequence[int] | np.ndarray) -> dict[str, np.ndarray]:
         """The rows at `indices` (integers in [0, len(self)), one dimension), stacked feature by
-        feature: {feature: array [len(indices), ...]}. Raises IndexError naming the split, its
-        row count and the first index outside it (array_record said only "Record key should be
-        in [0, num_records)"; a negative one read from the end when held in memory), TypeError
-        for indices that are not integers (0.5 read row 0)."""
-        indices = np.asarray(indices)
+        feature: {feature: array [len(indices), ...]}; one integer gives that row alone, without
+        the leading axis, as NumPy's `x[3]` does ({feature: array [...]}; `rows([3])` keeps
+        it). Raises IndexError naming the split, its row count and the first index outside it
+        (array_record said only "Record key should be in [0, num_records)"; a negative one read
+        from the end when held in memory), TypeError for indices that are not integers (0.5
+        read row 0; `[1, None]` failed in this message's own code) and ValueError for indices
+        of more than one dimension or ragged lists (array_record's AttributeError)."""
+        where = f"rows of {self.name}:{self.split}"
+        try:
+            indices = np.asarray(indices)
+        except ValueError:  # ragged nested lists: NumPy's own message named no argument
+            raise ValueError(
+                f"{where}: indices must be one dimension of integers, got nested lists of "
+                "different lengths"
+            ) from None
+        if indices.ndim > 1:
+            raise ValueError(
+                f"{where}: indices must be one dimension, got shape {indices.shape}; pass "
+                "np.ravel(indices) and reshape the rows' features after"
+            )
+        if indices.ndim == 0:  # one row, as x[3]: checked as [3], its leading axis dropped
+            try:
+                one = self.rows(indices.reshape(1))
+            except (TypeError, IndexError) as e:  # of the one index given: no position
+                raise type(e)(str(e).removesuffix(" at position 0")) from None
+            return {key: value[0] for key, value in one.items()}
         if indices.size == 0:  # `[]` is float64 to NumPy
             indices = indices.astype(np.int64)
-        if indices.dtype.kind not in "iu":
+        if indices.dtype.kind == "O":  # None among ints, or ints past int64 (2**70)
+            values = indices.tolist()
+            for at, value in enumerate(values):
+                if not isinstance(value, numbers.Integral) or isinstance(value, (bool, np.bool_)):
+                    raise TypeError(
+                        f"{where}: indices must be integers, got {value!r} at position {at}"
+                    )
+            for at, value in enumerate(values):
+                if not 0 <= value < len(self):  # ints past int64 (2**70) among them
+                    raise self._outside(at, value)
+            indices = indices.astype(np.int64)
+        elif indices.dtype.kind not in "iu":
             raise TypeError(
-                f"rows of {self.name}:{self.split}: indices must be integers, got "
+                f"{where}: indices must be integers, got "
                 f"{indices.dtype} ({indices.reshape(-1)[0].item()!r} first)"
                 + ("; pass np.flatnonzero(mask) for a mask" if indices.dtype.kind == "b" else "")
             )
@@ -68,11 +101,8 @@ class Split:
             count = len(self)
             bad = (indices < 0) | (indices >= count)
             if bad.any():
-                at = int(np.argmax(bad.reshape(-1)))
-                raise IndexError(
-                    f"rows of {self.name}:{self.split}: it has {count:,} rows (indices 0 to "
-                    f"{count - 1:,}), got {indices.reshape(-1)[at]} at position {at}"
-                )
+                at = int(np.argmax(bad))
+                raise self._outside(at, indices[at])
         indices = indices.astype(np.int64, copy=False)
         if self.cached is not None:
             return {key: value[indices] for key, value in self.cached.items()}
@@ -80,6 +110,13 @@ class Split:
             return {key: value[:0] for key, value in self.rows([0]).items()}
         records = self.source.__getitems__(indices.tolist())
         return {key: np.stack([r[key] for r in records]) for key in records[0]}
+
+    def _outside(self, at: int, index: Any) -> IndexError:
+        count = len(self)
+        return IndexError(
+            f"rows of {self.name}:{self.split}: it has {count:,} rows (indices 0 to "
+            f"{count - 1:,}), got {index} at position {at}"
+        )
 
     def cache(self) -> Split:
         """Reads the whole split into memory once (for small data sets)."""
