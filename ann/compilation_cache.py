@@ -33,6 +33,8 @@ from collections.abc import Iterator
 
 import jax
 
+from ann import atomic
+
 # jax's own event names (jax/_src/compiler.py); jax records a request for every executable
 # whenever its cache is enabled (the default), with or without a cache directory.
 _EVENTS = {
@@ -69,9 +71,10 @@ def enable(path: str, given: str, fix: str, max_mb: float = MAX_MB) -> bool:
     executable is cached there alike (it kept jax's 1 s threshold: a server restarted with the
     variable read 0 of its 11 batch sizes).
 
-    Raises ValueError, `{given} cannot be the cache's directory (why); {fix}`, for a path that
-    cannot be one (a file, a path below one, a directory this user may not write): jax warned
-    once per executable and ran without a cache.
+    Raises ValueError, `{given} WHY; {fix}`, for a path that cannot be one, WHY saying what it
+    is (`atomic.why_not_creatable`: "is a file, not a directory", "cannot be created: F is a
+    file", "is not writable (permission denied)"): jax warned once per executable and ran
+    without a cache.
 
     The directory in use (`path`, or the one set elsewhere) is kept to at most `max_mb` MiB
     (`bound`; -1: no bound)."""
@@ -84,7 +87,10 @@ def enable(path: str, given: str, fix: str, max_mb: float = MAX_MB) -> bool:
         if not os.access(path, os.W_OK | os.X_OK):
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
     except OSError as e:
-        raise ValueError(f"{given} cannot be the cache's directory ({e.strerror}); {fix}") from None
+        # What the path is, not the errno's words: a file was "(File exists)", a path below one
+        # "(Not a directory)".
+        why = atomic.why_not_creatable(path) or f"cannot be the cache's directory ({e.strerror})"
+        raise ValueError(f"{given} {why}; {fix}") from None
     jax.config.update("jax_compilation_cache_dir", path)
     _every_executable()
     bound(path, max_mb)

@@ -1455,8 +1455,8 @@ def test_a_file_as_the_compilation_cache_is_one_line(tmp_path):
                "--config.total_steps=5", "--config.compilation_cache_dir=configs/digits_cnn.py",
                env=without_compilation_cache())  # fmt: skip
     assert one_line_error(done) == (
-        "error: config key 'compilation_cache_dir'='configs/digits_cnn.py' cannot be the "
-        "cache's directory (File exists); give a directory, or 'off'"
+        "error: config key 'compilation_cache_dir'='configs/digits_cnn.py' is a file, not a "
+        "directory; give a directory, or 'off'"
     )
     assert not (tmp_path / "run").exists()
 

@@ -188,15 +188,17 @@ def test_a_compilation_cache_dir_that_cannot_be_one_is_refused_before_any_model_
     afile = tmp_path / "file"
     afile.write_text("")
     fix = "give a directory this user may write, or leave the flag out for no cache"
-    for given, why in ((afile, "File exists"), (afile / "cache", "Not a directory")):
+    # What the path is: a file said "(File exists)", a path below one "(Not a directory)".
+    for given, why in (
+        (afile, "is a file, not a directory"),
+        (afile / "cache", f"cannot be created: {afile} is a file"),
+    ):
         result = subprocess.run(
             [sys.executable, "-m", "ann.serve", f"--model={MISSING}",
              f"--compilation_cache_dir={given}"],
             capture_output=True, text=True, timeout=60, env=without_compilation_cache(),
         )  # fmt: skip
-        assert one_line_error(result) == (
-            f"error: --compilation_cache_dir={given} cannot be the cache's directory ({why}); {fix}"
-        )
+        assert one_line_error(result) == (f"error: --compilation_cache_dir={given} {why}; {fix}")
     # Before a port in use: that was said first, and the README's example did not show.
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -230,8 +232,7 @@ def test_a_compilation_cache_dir_this_user_may_not_write_is_refused(tmp_path, mo
     finally:
         jax.config.update("jax_compilation_cache_dir", shared)
     assert str(e.value) == (
-        "--compilation_cache_dir=D cannot be the cache's directory (Permission denied); give "
-        "another"
+        "--compilation_cache_dir=D is not writable (permission denied); give another"
     )
 
 
