@@ -33,6 +33,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 from tensorflow_datasets.core.utils import gcs_utils
 
+from ann import atomic
 from ann.config import ConfigError, did_you_mean
 from ann.data.offline import BUILDERS
 
@@ -317,7 +318,9 @@ def _builder(
                     builder = BUILDERS[name](data_dir=data_dir, file_format="array_record")
                 if builder.is_prepared():
                     return builder
-            why = "it is a file" if os.path.isfile(data_dir) else e.strerror
+            # What the path is: a path below a file said "(Not a directory)".
+            why = atomic.why_not_creatable(data_dir) or e.strerror
+            why = f"it {why}" if why.startswith("is ") else why
             raise ConfigError(
                 f"{dir_is}: cannot build the {name} data set in {data_dir} ({why}); give a "
                 f"writable directory, e.g. {set_dir}{default_data_dir()}"
