@@ -268,18 +268,20 @@ def _not_an_export_error(directory: str, why: str) -> Exception:
     return IntegrityError(why)
 
 
+def path_argument(value: Any, name: str, expected: str) -> str:
+    """`value` as a str (an `os.PathLike` too); TypeError naming the argument `name` and what
+    it takes (`expected`) for any other type: None said only "expected str, bytes or
+    os.PathLike object, not NoneType" (`load`), or raised AttributeError (`registry.resolve`)."""
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str):
+        raise TypeError(f"{name}: expected {expected}, got {type(value).__name__}")
+    return value
+
+
 def _directory(directory: Any) -> str:
-    """`directory` as a str (an `os.PathLike` too); TypeError naming the argument for any
-    other type (None said only "expected str, bytes or os.PathLike object, not NoneType", as
-    `ann.registry.resolve` now says it)."""
-    if isinstance(directory, os.PathLike):
-        directory = os.fspath(directory)
-    if not isinstance(directory, str):
-        raise TypeError(
-            f"directory: expected an export directory as a str or path, got "
-            f"{type(directory).__name__}"
-        )
-    return directory
+    """`directory` as a str (`path_argument`)."""
+    return path_argument(directory, "directory", "an export directory as a str or path")
 
 
 def read_manifest_bytes(

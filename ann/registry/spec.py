@@ -138,13 +138,7 @@ def resolve(spec: str, registry: str | None = None, has_flag: bool = True) -> Re
     `register` enforces (its name and version name served models and report directories), or
     an empty spec; TypeError for a spec that is not a str or path (None raised AttributeError).
     Never creates or changes a file."""
-    if isinstance(spec, os.PathLike):
-        spec = os.fspath(spec)
-    if not isinstance(spec, str):
-        raise TypeError(
-            f"spec: expected an export directory or a registry URI as a str, got "
-            f"{type(spec).__name__}"
-        )
+    spec = artifact.path_argument(spec, "spec", "an export directory or a registry URI as a str")
     if spec.startswith(URI_SCHEME):
         store = Registry.at(registry)
         if registry is None and not store.exists():  # no flag named it: say where it looked
