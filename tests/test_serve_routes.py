@@ -29,6 +29,22 @@ class FakeModel:
     manifest = {"platforms": ["cpu"]}
 
 
+def admin_post(app, path, body=b"{}"):
+    """The reply (status, body bytes, headers) of an admin POST handled in-process, answered
+    from a task of the event loop (a repository load or unload)."""
+    replies = []
+
+    async def main():
+        app.handle("POST", path, b"Bearer adm1n", body, None,
+                   lambda *reply: replies.append(reply))  # fmt: skip
+        while not replies:
+            await asyncio.sleep(0)
+
+    asyncio.run(asyncio.wait_for(main(), 10))
+    [reply] = replies
+    return reply
+
+
 def call(app, method, path, token=None, public_only=False):
     """(status, parsed JSON or raw body, headers) of one request handled in-process."""
     replies = []
@@ -361,16 +377,8 @@ def test_repository_index_states(app):
         {"name": "m", "version": "1", "state": "READY", "reason": ""}
     ]
     app.dataplane.start_draining()
-    replies = []
-
-    async def main():
-        app.handle("POST", "/v2/repository/models/x/load", b"Bearer adm1n", b"", None,
-                   lambda *reply: replies.append(reply))  # fmt: skip
-        while not replies:
-            await asyncio.sleep(0)
-
-    asyncio.run(asyncio.wait_for(main(), 10))
-    assert replies[0][0] == 503 and b"draining" in replies[0][1]
+    status, reply, _ = admin_post(app, "/v2/repository/models/x/load", b"")
+    assert status == 503 and b"draining" in reply
 
 
 def test_repository_unloads_are_said_as_loads_are_and_refusals_name_the_model(capsys):
@@ -384,16 +392,7 @@ def test_repository_unloads_are_said_as_loads_are_and_refusals_name_the_model(ca
         m.ready = True  # as if compiled
 
     def post(path, body=b""):
-        replies = []
-
-        async def main():
-            app.handle("POST", path, b"Bearer adm1n", body, None,
-                       lambda *reply: replies.append(reply))  # fmt: skip
-            while not replies:
-                await asyncio.sleep(0)
-
-        asyncio.run(asyncio.wait_for(main(), 10))
-        [(status, reply, _)] = replies
+        status, reply, _ = admin_post(app, path, body)
         return status, json.loads(reply)
 
     assert post("/v2/repository/models/m/unload", b'{"parameters": {"version": "2"}}')[0] == 200
@@ -588,16 +587,8 @@ def test_versions_are_listed_registry_numbers_by_number_then_hashes(monkeypatch)
     assert status == 404 and body["error"] == (
         f"model 'm' version: expected one of {json.dumps(served, separators=(',', ':'))}, got \"7\""
     )
-    replies = []
-
-    async def main():
-        app.handle("POST", "/v2/repository/models/m/unload", b"Bearer adm1n", b"{}", None,
-                   lambda *reply: replies.append(reply))  # fmt: skip
-        while not replies:
-            await asyncio.sleep(0)
-
-    asyncio.run(asyncio.wait_for(main(), 10))
-    assert json.loads(replies[0][1]) == {"name": "m", "unloaded": served}
+    reply = admin_post(app, "/v2/repository/models/m/unload")[1]
+    assert json.loads(reply) == {"name": "m", "unloaded": served}
 
 
 def test_the_public_readiness_probe_does_not_list_the_models_without_the_token():
