@@ -398,29 +398,55 @@ def check_mode(what: str, metric: str, mode_name: str, mode: str, flag: str) -> 
         )
 
 
-def check_selection_metric(key: str, metric: str, computed: Sequence[str] | None = None) -> None:
+def check_selection_metric(
+    key: str,
+    metric: str,
+    computed: Sequence[str] | Callable[[], Sequence[str] | None] | None = None,
+) -> None:
     """Raises ConfigError unless `metric` is a validation metric (`val/...`): what chooses a
     checkpoint, stops a run early or ranks a sweep's trials must not read the test split.
-    `computed`: the `val/` metrics the run computes, where known (a sweep finds them on this
-    refusal); the fix then names `val/NAME` only if it is one of them, else lists them (it
-    said "use 'val/nope'" of `--metric=nope`, a metric no trial computes)."""
-    if not metric.startswith(SELECTION_PREFIX):
-        prefix, _, name = metric.rpartition("/")
-        use = f"use '{SELECTION_PREFIX}{name or 'accuracy'}' (metrics of data.validation_split)"
-        if computed and f"{SELECTION_PREFIX}{name}" not in computed:
-            use = f"choose one of {', '.join(computed)} (metrics of data.validation_split)"
-        if not prefix:  # a bare name: what a run logs is always prefixed by its split
-            raise ConfigError(
-                f"{key} is {metric!r}, which names no split (a run's metrics are val/..., "
-                f"train/... and eval/...): {use}"
-            )
-        split = "the reported split" if prefix.startswith("eval") else "the training batches"
-        if prefix != "train" and not prefix.startswith("eval"):
-            split = f"the split {prefix!r}, which no run logs"
+    `computed`: the `val/` metrics the run computes, where known (a sweep scores one batch for
+    them, `validate` names the shipped experiment's, `experiments.metric_names`), or a function
+    giving them, asked only on a refusal. The fix names `val/NAME` for an `eval.../NAME` (the
+    same metric of the validation split); else the computed metric closest to what was typed,
+    or the list of them; and with none known, no name at all (it said "use 'val/nope'" of
+    `nope`, a metric nothing computes, so the next run was refused too)."""
+    if metric.startswith(SELECTION_PREFIX):
+        return
+    prefix, _, name = metric.rpartition("/")
+    use = f"use '{SELECTION_PREFIX}{name}'" if prefix.startswith("eval") and name else ""
+    if not use:
+        known = list((computed() if callable(computed) else computed) or [])
+        # By the name alone: the shared "val/" made 'nope' close to 'val/loss'.
+        bare = {k.removeprefix(SELECTION_PREFIX): k for k in known}
+        near = difflib.get_close_matches(name, list(bare), n=1)
+        if near:
+            use = f"use {bare[near[0]]!r}"
+        elif known:
+            use = f"choose one of {', '.join(known)}"
+        else:
+            use = "use a val/NAME metric the experiment logs"
+    use += " (metrics of data.validation_split)"
+    if not prefix:  # a bare name: what a run logs is always prefixed by its split
         raise ConfigError(
-            f"{key} is {metric!r}, which is not a validation metric; choosing on {metric!r} "
-            f"would select on {split}: {use}"
+            f"{key} is {metric!r}, which names no split (a run's metrics are val/..., "
+            f"train/... and eval/...): {use}"
         )
+    split = "the reported split" if prefix.startswith("eval") else "the training batches"
+    if prefix != "train" and not prefix.startswith("eval"):
+        split = f"the split {prefix!r}, which no run logs"
+    raise ConfigError(
+        f"{key} is {metric!r}, which is not a validation metric; choosing on {metric!r} "
+        f"would select on {split}: {use}"
+    )
+
+
+def logged_validation_metrics(config: Mapping[str, Any]) -> list[str] | None:
+    """The `val/` metrics every run of `config` logs, from its experiment and `task.*` keys
+    alone (no JAX, model or data: `experiments.metric_names`); None for a user's experiment."""
+    from experiments import metric_names  # a plug-in: imported only when asked
+
+    return metric_names.validation_metrics(config)
 
 
 def check_workdir_selects_on_validation(workdir: str) -> None:
@@ -1029,11 +1055,16 @@ def validate(
         _check_divisible(values, num_devices)
     stopping = values["early_stopping"]
     if selecting:
-        check_selection_metric("config key 'best_metric'", values["best_metric"])
+
+        def logged() -> list[str] | None:  # asked only on a refusal
+            return logged_validation_metrics(values)
+
+        check_selection_metric("config key 'best_metric'", values["best_metric"], logged)
         check_mode("config key 'best_metric'", values["best_metric"], "best_mode",
                    values["best_mode"], "--config.best_mode")  # fmt: skip
         if stopping["metric"]:
-            check_selection_metric("config key 'early_stopping.metric'", stopping["metric"])
+            metric = stopping["metric"]
+            check_selection_metric("config key 'early_stopping.metric'", metric, logged)
             mode = "early_stopping.mode"
             check_mode("config key 'early_stopping.metric'", stopping["metric"], mode,
                        stopping["mode"], f"--config.{mode}")  # fmt: skip

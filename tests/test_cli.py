@@ -80,6 +80,8 @@ WITHOUT_JAX = [
     ("train", "--help"),
     ("train", "--config=configs/digits_mlp.py", "--workdir=W", "--config.optimizer.b2=1.0"),
     ("train", "--config=configs/digits_mlp.py", "--workdir=W", "--config.optimzer.b2=0.9"),
+    # Its fix names the experiment's logged metrics without importing the experiment.
+    ("train", "--config=configs/digits_mlp.py", "--workdir=W", "--config.best_metric=nope"),
     ("export", "--help"),
     ("export", "--workdir=W", "--out=OUT"),
     ("generate", "--help"),

@@ -248,7 +248,11 @@ def objective(definition: definition_lib.Definition) -> tuple[str, str]:
         # Its fix names a metric the trials compute (found as a dry run finds them, seconds,
         # only on this refusal): it said "use 'val/nope'" of --metric=nope.
         check_selection_metric("--metric", metric, validation_metrics(definition))
-    check_selection_metric("--metric" if FLAGS.metric else "the config's best_metric", metric)
+    check_selection_metric(
+        "--metric" if FLAGS.metric else "the config's best_metric",
+        metric,
+        lambda: config_lib.logged_validation_metrics(definition.base),
+    )
     # The config's best_mode is its best_metric's: it holds for a --metric that names it too.
     mode = FLAGS.mode or (
         definition.base.best_mode if metric == definition.base.best_metric else None
