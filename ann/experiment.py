@@ -81,6 +81,7 @@ _MEMBERS = tuple(
     name for name in (*Experiment.__annotations__, *vars(Experiment)) if not name.startswith("_")
 )
 
+# Each also lists its validation metrics in experiments.metric_names.VALIDATION_METRICS.
 EXPERIMENTS = {
     "classification": "experiments.classification:Classification",
     "language_modelling": "experiments.language_modelling:LanguageModelling",

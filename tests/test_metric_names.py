@@ -33,6 +33,13 @@ def test_the_listed_metrics_are_those_one_scored_validation_batch_gives(name, ov
     assert sorted(n for n in scored if not n.startswith(extra)) == listed
 
 
+def test_every_named_experiment_lists_its_metrics():
+    from ann import experiment
+    from experiments import metric_names
+
+    assert set(metric_names.VALIDATION_METRICS) == set(experiment.EXPERIMENTS)
+
+
 def test_a_metric_without_val_is_told_only_metrics_the_run_logs():
     # `--config.best_metric=nope` was told "use 'val/nope'", a metric nothing computes: the
     # next run was refused too. Now the closest logged metric, or the list of them.
