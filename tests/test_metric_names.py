@@ -22,6 +22,7 @@ SETTINGS = [
 ]
 
 
+@pytest.mark.slow  # one validation batch scored per shipped config: ~55 s in all
 @pytest.mark.parametrize(("name", "overrides"), [(n, {}) for n in CONFIGS] + SETTINGS)
 def test_the_listed_metrics_are_those_one_scored_validation_batch_gives(name, overrides):
     from ann.train import loop
