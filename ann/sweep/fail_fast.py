@@ -69,8 +69,8 @@ class FailFast:
         self.rerun = rerun  # how to go on once the cause is fixed (grid: --retry_failed)
         self.failed: list[tuple[Trial, str]] = []
         self.stop: SweepError | None = None  # what `check` raised
-        self._line = ("", "")  # its words before and after the fixed override's advice
-        self._fixed = False  # whether the line advises a fixed override's new value
+        # `check`'s line, in two parts around the fixed override's clause where it has one
+        self._parts: tuple[str, ...] = ()
 
     def check(self, trial: Trial, outcome: Any, more: bool) -> None:
         """After `trial` ended with `outcome` (`launch.Outcome`); `more`: whether trials of
@@ -97,24 +97,18 @@ class FailFast:
         )
         anyway = ", or give --fail_fast=0 to run every trial anyway"
         swept = _swept_cause(self.failed, _shape(first, error))
-        self._fixed = swept is None and bool(first.fixed)
         if swept is not None:  # rerun as it is (--retry_failed too), it fails the same way
-            self._line = (
-                f"fix the cause, the swept value {swept} its error names: change it in the "
-                "config's get_sweep and run the same command again" + anyway,
-                "",
+            self._parts = (
+                f"{said}fix the cause, the swept value {swept} its error names: change it in "
+                f"the config's get_sweep and run the same command again{anyway}",
             )
-        elif self._fixed:
-            self._line = (
-                f"fix the cause and run the same command again{self.rerun}{FIXED}",
-                anyway,
-            )
+        elif first.fixed:  # the words before and after the fixed override's clause
+            self._parts = (f"{said}fix the cause and run the same command again{self.rerun}"
+                           f"{FIXED}", anyway)  # fmt: skip
         else:  # no fixed override to give a new value of
-            self._line = (f"fix the cause and run the same command again{self.rerun}{anyway}", "")
-        self._line = (said + self._line[0], self._line[1])
-        self.stop = SweepError(
-            (" (the failed trials rerun with it)" if self._fixed else "").join(self._line)
-        )
+            self._parts = (f"{said}fix the cause and run the same command again{self.rerun}"
+                           f"{anyway}",)  # fmt: skip
+        self.stop = SweepError(" (the failed trials rerun with it)".join(self._parts))
         raise self.stop
 
     def said(self, stop: SweepError, sweep_dir: str) -> SweepError:
@@ -123,11 +117,11 @@ class FailFast:
         (`results.trained_any`: a trial the stop interrupted saved a checkpoint, with
         --parallel above 1), which `results.check_same_sweep` then refuses in this workdir.
         Another SweepError (a wrong --metric) is returned as it is."""
-        if stop is not self.stop or not self._fixed:
+        if stop is not self.stop or len(self._parts) < 2:  # no fixed override's clause
             return stop
         if not (trained := results.trained_any(sweep_dir)):
             return stop
         return SweepError(
             f" and a new --workdir (its trial {trained}: this workdir keeps its fixed "
-            "overrides)".join(self._line)
+            "overrides)".join(self._parts)
         )
