@@ -956,10 +956,9 @@ class Model:
     def _check_names(self, inputs: Mapping[str, Any]) -> None:
         missing = sorted(set(self.inputs) - set(inputs))
         extra = sorted(set(inputs) - set(self.inputs))
-        if missing or extra:
-            raise ValueError(
-                f"inputs must be {sorted(self.inputs)}; missing {missing}, extra {extra}"
-            )
+        if missing or extra:  # only what is wrong ("missing [], extra ['x']" said both)
+            said = [f"missing {missing}"] * bool(missing) + [f"extra {extra}"] * bool(extra)
+            raise ValueError(f"inputs must be {sorted(self.inputs)}; {', '.join(said)}")
 
     def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """{input name: array [rows, ...]} -> {output name: NumPy array [rows, ...]}; zero rows
@@ -1074,6 +1073,9 @@ def _shape_fault(name: str, spec: Mapping[str, Any], x: np.ndarray, wrong_dtype:
         fixes.append(
             f"; map each token to its id (its index in the manifest's inputs.{name}.names)"
         )
+    elif wrong_dtype and x.dtype.kind in "USO":  # None, text, objects: no cast makes numbers
+        what = repr(x.item()) if x.ndim == 0 else "text" if x.dtype.kind in "US" else "objects"
+        return f"input {name!r} must be {dtype}{shape} (-1: any batch), got {what}; give numbers"
     elif wrong_dtype and (fault := _cast_fault(x, spec, name)) is not None:
         fixes.append(f"; {fault}")
     elif wrong_dtype:

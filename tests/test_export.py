@@ -110,6 +110,26 @@ def test_an_array_alone_is_refused_naming_the_mapping_to_pass(digits_export):
     )
 
 
+def test_an_input_of_no_numbers_or_a_wrong_name_is_said_as_it_is(digits_export):
+    # None and text were told `convert it with .astype("uint8")` (they have no .astype, and no
+    # cast makes numbers of them; None read "object[]"); an extra input was said with
+    # "missing []" (a fresh-user check).
+    _, out = digits_export
+    model = artifact.load(str(out))
+    must = "input 'image' must be uint8[-1, 8, 8, 1] (-1: any batch), got "
+    for value, what in [(None, "None"), ("abc", "'abc'"), (["a", "b"], "text")]:
+        with pytest.raises(ValueError) as e:
+            model({"image": value})
+        assert str(e.value) == f"{must}{what}; give numbers"
+    x = np.zeros((1, 8, 8, 1), np.uint8)
+    with pytest.raises(ValueError) as e:
+        model({"image": x, "x": x})
+    assert str(e.value) == "inputs must be ['image']; extra ['x']"
+    with pytest.raises(ValueError) as e:
+        model({"x": x})
+    assert str(e.value) == "inputs must be ['image']; missing ['image'], extra ['x']"
+
+
 def test_values_a_conversion_would_change_are_named_not_told_to_convert(digits_export):
     # An int64 id of 2**32 + 40 was told `.astype("int32")`, which made it 40, accepted
     # silently; a NaN was told the same. Pixels are uint8 0-16: whole floats in range convert.
