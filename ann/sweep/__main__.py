@@ -244,14 +244,14 @@ def objective(definition: definition_lib.Definition) -> tuple[str, str]:
     best_mode. A SweepError for a test metric, or a --metric other than best_metric without
     its --mode."""
     metric = FLAGS.metric or definition.base.best_metric
-    if FLAGS.metric and not metric.startswith(config_lib.SELECTION_PREFIX):
-        # Its fix names a metric the trials compute (found as a dry run finds them, seconds,
-        # only on this refusal): it said "use 'val/nope'" of --metric=nope.
-        check_selection_metric("--metric", metric, validation_metrics(definition))
+    # Its fix names a metric the trials compute (it said "use 'val/nope'" of --metric=nope),
+    # asked only on a refusal: a shipped experiment's list, else found as a dry run finds them.
     check_selection_metric(
         "--metric" if FLAGS.metric else "the config's best_metric",
         metric,
-        lambda: config_lib.logged_validation_metrics(definition.base),
+        lambda: (
+            config_lib.logged_validation_metrics(definition.base) or validation_metrics(definition)
+        ),
     )
     # The config's best_mode is its best_metric's: it holds for a --metric that names it too.
     mode = FLAGS.mode or (
