@@ -915,6 +915,9 @@ class Model:
         self.device = device_for(exported.platforms)
         self.weights = jax.device_put(weights, self.device)
         self._jitted = jax.jit(exported.call)
+        # Each input's dtype made once: `np.dtype(...)` and `str(x.dtype)` on every call were
+        # 7 of a batch-1 call's 88 us (docs/benchmarks.md, "The Python API's call").
+        self._dtypes = {k: np.dtype(spec["dtype"]) for k, spec in self.inputs.items()}
 
     def check(self, inputs: Mapping[str, np.ndarray]) -> int:
         """Raises ValueError, one line naming the input that does not match and the fix (its
@@ -927,7 +930,7 @@ class Model:
         rows = None
         for name, spec in self.inputs.items():
             x = inputs[name]
-            wrong_dtype = x.dtype != np.dtype(spec["dtype"])
+            wrong_dtype = x.dtype != self._dtypes[name]
             if (
                 wrong_dtype
                 or x.ndim != len(spec["shape"])
@@ -937,7 +940,7 @@ class Model:
             if rows is not None and x.shape[0] != rows:
                 raise ValueError(f"inputs have different batch sizes ({rows} and {x.shape[0]})")
             rows = x.shape[0]
-            if x.dtype.kind in FLOATING and (fault := finite_fault(x, str(x.dtype))):
+            if x.dtype.kind in FLOATING and (fault := finite_fault(x, spec["dtype"])):
                 raise ValueError(f"input {name!r}: {fault}")
             names = spec.get("names")
             if names is not None and x.size and (x.min() < 0 or x.max() >= len(names)):
