@@ -382,14 +382,31 @@ def _check_run_settings(values: Mapping[str, Any]) -> None:
         )
 
 
+def implied_mode(metric: str) -> str | None:
+    """ "min" for a metric its name says is better lower (`val/loss`, `val/naive_rmse`), "max"
+    for one better higher (`val/accuracy`), None for a name that does not say."""
+    name = metric.rpartition("/")[2]
+    if any(name == w or name.endswith("_" + w) for w in LOWER_IS_BETTER):
+        return "min"
+    if any(name == w or name.endswith("_" + w) for w in HIGHER_IS_BETTER):
+        return "max"
+    return None
+
+
+def meant_metric(metric: str, names: Sequence[str]) -> str:
+    """` (did you mean 'val/accuracy'?)` for the one of `names` closest to `metric` by the name
+    after the split (the shared "val/" made 'val/xyz' close to 'val/f1'), or ""."""
+    bare = {n.rpartition("/")[2]: n for n in names}
+    near = _near(metric.rpartition("/")[2], list(bare))
+    return meant_words([bare[near[0][1]]]) if near else ""
+
+
 def check_mode(what: str, metric: str, mode_name: str, mode: str, flag: str) -> None:
     """ConfigError when `mode` runs against what `metric`'s name says is better: `what` names
     the metric's setting ("config key 'best_metric'", "--metric"), `mode_name` and `flag` the
     mode's as said and as set."""
-    name = metric.rpartition("/")[2]
-    lower = any(name == w or name.endswith("_" + w) for w in LOWER_IS_BETTER)
-    higher = any(name == w or name.endswith("_" + w) for w in HIGHER_IS_BETTER)
-    want = "min" if lower else "max" if higher else mode
+    lower = implied_mode(metric) == "min"
+    want = implied_mode(metric) or mode
     if mode != want:
         raise ConfigError(
             f"{what} is {metric!r}, better {'lower' if lower else 'higher'}, with "
@@ -447,6 +464,28 @@ def logged_validation_metrics(config: Mapping[str, Any]) -> list[str] | None:
     from experiments import metric_names  # a plug-in: imported only when asked
 
     return metric_names.validation_metrics(config)
+
+
+def check_logged_metric(what: str, metric: str, config: Mapping[str, Any]) -> None:
+    """Raises ConfigError `WHAT is not a validation metric of this run (did you mean 'val/X'?);
+    choose one of ...` (the line a run's start gives, with the fix) where `metric`, a `val/`
+    name, is not one `config`'s shipped experiment logs but close to one (difflib, by the name
+    after `val/`): `--config.best_metric=val/acuracy` is refused from the config alone, not at
+    the run's start once a batch is scored. `what`: the setting and its value as said
+    ("config key 'best_metric': 'val/acuracy'", "--metric=val/acuracy"). Passes a user's
+    experiment's metric (what it logs is known only once it scores), a name under a prefix the
+    run may add from its data (`experiments.metric_names.from_data`: `val/auroc_8` of an anomaly
+    detector broken down by digit), and a name close to none (the run's start refuses it)."""
+    from experiments import metric_names  # a plug-in: imported only when asked
+
+    logged = metric_names.validation_metrics(config)
+    if logged is None or metric in logged or metric.startswith(metric_names.from_data(config)):
+        return
+    meant = meant_metric(metric, logged)
+    if meant:
+        raise ConfigError(
+            f"{what} {NOT_A_METRIC_OF_THIS_RUN}{meant}; choose one of {', '.join(logged)}"
+        )
 
 
 def check_workdir_selects_on_validation(workdir: str) -> None:
@@ -1060,11 +1099,15 @@ def validate(
             return logged_validation_metrics(values)
 
         check_selection_metric("config key 'best_metric'", values["best_metric"], logged)
+        check_logged_metric(
+            f"config key 'best_metric': {values['best_metric']!r}", values["best_metric"], values
+        )
         check_mode("config key 'best_metric'", values["best_metric"], "best_mode",
                    values["best_mode"], "--config.best_mode")  # fmt: skip
         if stopping["metric"]:
             metric = stopping["metric"]
             check_selection_metric("config key 'early_stopping.metric'", metric, logged)
+            check_logged_metric(f"config key 'early_stopping.metric': {metric!r}", metric, values)
             mode = "early_stopping.mode"
             check_mode("config key 'early_stopping.metric'", stopping["metric"], mode,
                        stopping["mode"], f"--config.{mode}")  # fmt: skip

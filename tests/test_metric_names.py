@@ -9,12 +9,6 @@ from ann import config as config_lib
 from ann.config import ConfigError
 
 CONFIGS = sorted(p.stem for p in (ROOT / "configs").glob("*.py"))
-# Names a run adds from its data, never offered (metric_names' docstring): seq2seq's per task,
-# anomaly detection's per task.breakdown group.
-FROM_DATA = {
-    "seq2seq": ("val/exact_match_", "val/beam_exact_match_"),
-    "anomaly_detection": ("val/auroc_",),
-}
 # Settings that change what is logged (config alone): a beam, the regression baseline off.
 SETTINGS = [
     ("digit_seq2seq", {"task.eval_beam_size": 2}),
@@ -26,11 +20,14 @@ SETTINGS = [
 @pytest.mark.parametrize(("name", "overrides"), [(n, {}) for n in CONFIGS] + SETTINGS)
 def test_the_listed_metrics_are_those_one_scored_validation_batch_gives(name, overrides):
     from ann.train import loop
+    from experiments import metric_names
 
     config = tiny(name, num_epochs=0, **overrides)  # tiny() trains by steps
     listed = config_lib.logged_validation_metrics(config)
     scored = loop.validation_names(config)
-    extra = FROM_DATA.get(config.experiment, ())
+    # Names a run adds from its data (seq2seq's per task, anomaly detection's per
+    # task.breakdown group) are neither offered nor refused: metric_names.from_data.
+    extra = metric_names.from_data(config)
     assert sorted(n for n in scored if not n.startswith(extra)) == listed
 
 
@@ -59,3 +56,49 @@ def test_a_metric_without_val_is_told_only_metrics_the_run_logs():
     # A user's experiment: what it logs is not known before it scores, so no name is invented.
     with pytest.raises(ConfigError, match="use a val/NAME metric the experiment logs"):
         config_lib.check_selection_metric("--metric", "nope", lambda: None)
+
+
+def test_a_typo_of_a_logged_metric_is_refused_from_the_config_with_the_name_meant():
+    # `--config.best_metric=val/acuracy` passed the config check and was refused only at the
+    # run's start, once a validation batch was scored, and with no "did you mean".
+    logged = "val/accuracy, val/auroc, val/f1, val/loss, val/precision, val/recall"
+    for key, typo, meant in [
+        ("best_metric", "val/acuracy", "val/accuracy"),
+        ("early_stopping.metric", "val/Loss", "val/loss"),
+    ]:
+        with pytest.raises(ConfigError) as e:
+            config_lib.validate(tiny("digits_cnn", **{key: typo}), num_devices=None)
+        assert str(e.value) == (
+            f"config key '{key}': '{typo}' is not a validation metric of this run (did you "
+            f"mean '{meant}'?); choose one of {logged}"
+        )
+    # By the name after val/: 'val/xyz' is close to no metric (the shared 'val/' made it close
+    # to 'val/f1'), so it is left to the run's start, which scores a batch to say.
+    config_lib.validate(tiny("digits_cnn", best_metric="val/xyz"), num_devices=None)
+
+
+def test_a_metric_named_from_the_data_is_not_taken_for_a_typo():
+    # val/auroc_8 (digits_autoencoder's breakdown by digit) and a seq2seq task's exact match
+    # are close to val/auroc and val/exact_match, but logged by runs whose data has them.
+    for name, metric in [
+        ("digits_autoencoder", "val/auroc_8"),
+        ("digit_seq2seq", "val/exact_match_add"),
+    ]:
+        config_lib.validate(tiny(name, best_metric=metric), num_devices=None)
+    # Without the breakdown there is no per-group auroc: the typo check holds again.
+    config = tiny("digits_autoencoder", best_metric="val/auroc_8", **{"task.breakdown": ""})
+    with pytest.raises(ConfigError, match=r"'val/auroc_8' .*\(did you mean 'val/auroc'\?\)"):
+        config_lib.validate(config, num_devices=None)
+
+
+def test_the_runs_own_refusal_names_the_metric_meant():
+    # A user's experiment's metrics are known only once a batch is scored: the run's start
+    # said the list alone of a typo.
+    from ann.train import hooks
+
+    with pytest.raises(ConfigError) as e:
+        hooks.eval_metric({"val/score": 1.0, "val/loss": 1.0}, "val/scor", "config key 'x'")
+    assert str(e.value) == (
+        "config key 'x': 'val/scor' is not a validation metric of this run (did you mean "
+        "'val/score'?); choose one of val/loss, val/score"
+    )

@@ -320,9 +320,10 @@ def test_a_misspelt_selection_metric_in_a_trained_workdir_is_named_with_the_know
     config = tiny(total_steps=10, **{"optimizer.schedule": "warmup_cosine", key: "val/los"})
     with pytest.raises(ConfigError) as e:
         train_and_evaluate(config, str(workdir))
+    # Now refused from the config alone (experiments.metric_names), with the name meant.
     assert str(e.value).startswith(
-        f"config key '{key}': 'val/los' is not a validation metric of this run; "
-        "choose one of val/accuracy, "
+        f"config key '{key}': 'val/los' is not a validation metric of this run (did you mean "
+        "'val/loss'?); choose one of val/accuracy, "
     ), e.value
     assert "val/loss" in str(e.value) and "trained with another config" not in str(e.value)
     assert not (workdir / CONFIG_CHANGES).exists()
@@ -337,11 +338,13 @@ def test_a_misspelt_selection_metric_before_the_first_eval_is_named_too(trained,
     records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
     kept = [{k: v for k, v in r.items() if not k.startswith(("val/", "eval"))} for r in records]
     metrics.write_text("".join(json.dumps(r) + "\n" for r in kept))
-    overrides = {"optimizer.schedule": "warmup_cosine", key: "val/acuracy"}
+    # A name close to none the experiment logs passes the config check (a typo of one is
+    # refused there: test_metric_names) and is scored for.
+    overrides = {"optimizer.schedule": "warmup_cosine", key: "val/top5"}
     with pytest.raises(ConfigError) as e:
         train_and_evaluate(tiny(total_steps=10, **overrides), str(workdir))
     assert str(e.value).startswith(
-        f"config key '{key}': 'val/acuracy' is not a validation metric of this run; "
+        f"config key '{key}': 'val/top5' is not a validation metric of this run; "
         "choose one of val/accuracy, "
     ), e.value
     assert not (workdir / CONFIG_CHANGES).exists()

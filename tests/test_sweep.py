@@ -598,6 +598,23 @@ def test_a_metric_the_trials_do_not_compute_is_named_first(tmp_path, one_device)
         assert not workdir.exists()
 
 
+def test_a_typo_of_a_metric_the_trials_log_is_refused_before_any_is_scored(tmp_path):
+    # --metric=val/acuracy (with its --mode) passed the sweep's checks: --dry_run scored a
+    # batch to refuse it, a real sweep's first trial did, and neither said the name meant.
+    # Now refused from the config alone (experiments.metric_names), with or without --mode.
+    path = write_config(tmp_path, "return h.sweep('optimizer.learning_rate', [1e-3])")
+    workdir = tmp_path / "s"
+    for extra in (["--mode=max", "--parallel=1"], ["--dry_run"]):
+        line = one_line_error(sweep_cli(f"--config={path}", f"--workdir={workdir}",
+                                        "--metric=val/acuracy", *extra))  # fmt: skip
+        assert line == (
+            "error: --metric=val/acuracy is not a validation metric of this run (did you mean "
+            "'val/accuracy'?); choose one of val/accuracy, val/auroc, val/f1, val/loss, "
+            "val/precision, val/recall"
+        ), line
+        assert not workdir.exists()
+
+
 def test_a_metric_without_its_split_is_told_one_the_trials_compute(tmp_path, one_device):
     # --metric=nope was told "use 'val/nope'", a metric no trial computes: the fix is val/NAME
     # only where the trials compute it, else the list of those they do.

@@ -253,6 +253,9 @@ def objective(definition: definition_lib.Definition) -> tuple[str, str]:
             config_lib.logged_validation_metrics(definition.base) or validation_metrics(definition)
         ),
     )
+    # A typo of a metric the experiment logs, from the config alone (with or without --mode).
+    if FLAGS.metric:
+        config_lib.check_logged_metric(f"--metric={metric}", metric, definition.base)
     # The config's best_mode is its best_metric's: it holds for a --metric that names it too.
     mode = FLAGS.mode or (
         definition.base.best_mode if metric == definition.base.best_metric else None

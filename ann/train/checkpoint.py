@@ -39,7 +39,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from ann import atomic, cli, directory_kind
-from ann.config import NOT_A_METRIC_OF_THIS_RUN, SELECTION_PREFIX, ConfigError
+from ann.config import NOT_A_METRIC_OF_THIS_RUN, SELECTION_PREFIX, ConfigError, meant_metric
 from ann.config import file_in as config_file_in
 from ann.train import run_status
 from ann.train.state import all_finite
@@ -578,8 +578,8 @@ class Checkpoints:
         if self.best_metric not in metrics:  # only validation metrics choose (config.py)
             names = sorted(k for k in metrics if k.startswith(SELECTION_PREFIX))
             raise ConfigError(
-                f"config key 'best_metric': {self.best_metric!r} {NOT_A_METRIC_OF_THIS_RUN}; "
-                f"choose one of {', '.join(names)}"
+                f"config key 'best_metric': {self.best_metric!r} {NOT_A_METRIC_OF_THIS_RUN}"
+                f"{meant_metric(self.best_metric, names)}; choose one of {', '.join(names)}"
             )
         value, best = metrics[self.best_metric], self._best_value
         if not math.isfinite(value):

@@ -27,6 +27,7 @@ from ann.config import (
     SELECTION_PREFIX,
     ConfigError,
     check_selection_metric,
+    meant_metric,
 )
 from ann.train.checkpoint import Checkpoints
 from ann.train.writers import MetricWriter, read_records
@@ -250,7 +251,8 @@ def eval_metric(metrics: dict[str, float], metric: str, what: str) -> float:
     if metric not in metrics:
         names = sorted(k for k in metrics if k.startswith(SELECTION_PREFIX))
         raise ConfigError(
-            f"{what}: {metric!r} {NOT_A_METRIC_OF_THIS_RUN}; choose one of {', '.join(names)}"
+            f"{what}: {metric!r} {NOT_A_METRIC_OF_THIS_RUN}{meant_metric(metric, names)}; "
+            f"choose one of {', '.join(names)}"
         )
     return float(metrics[metric])
 
