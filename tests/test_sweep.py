@@ -547,10 +547,11 @@ def test_the_objective_must_be_a_validation_metric(tmp_path):
                       "--dry_run")  # fmt: skip
     assert named.returncode == 0 and "--config.optimizer.learning_rate=0.001" in named.stdout
     other = sweep_cli(f"--config={path}", f"--workdir={workdir}", "--metric=val/loss", "--dry_run")
+    # It read "is not the config's best_metric (val/accuracy), whose --mode it has: say ...":
+    # now the flag it needs, the mode the name implies, and the other fix.
     assert other.stderr.strip().splitlines()[-1] == (
-        "error: --metric=val/loss is not the config's best_metric (val/accuracy), whose --mode "
-        "it has: say whether higher is better with --mode=max/min, or rank by val/accuracy "
-        "(drop --metric)"
+        "error: --metric=val/loss is given without --mode: add --mode=min (val/loss is better "
+        "lower), or drop --metric to rank by the config's best_metric, val/accuracy"
     )
     # Ranked by another metric, the trials keep their best checkpoint by it: they kept the
     # config's val/accuracy step, which export and report took while results.md named the
@@ -591,9 +592,9 @@ def test_a_metric_the_trials_do_not_compute_is_named_first(tmp_path, one_device)
                                         "--metric=val/acc", extra))  # fmt: skip
         assert line == (
             "error: --metric=val/acc is not a validation metric of this run; choose one of "
-            "val/accuracy, val/auroc, val/f1, val/loss, val/precision, val/recall (one other "
-            "than the config's best_metric, val/accuracy, with --mode=max/min: whether higher "
-            "is better)"
+            "val/accuracy, val/auroc, val/f1, val/loss, val/precision, val/recall and give its "
+            "--mode=max or --mode=min (whether higher is better), or drop --metric to rank by "
+            "the config's best_metric, val/accuracy"
         ), line
         assert not workdir.exists()
 

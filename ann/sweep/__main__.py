@@ -267,14 +267,21 @@ def objective(definition: definition_lib.Definition) -> tuple[str, str]:
         # (seconds), only on this refusal: a sweep given its --mode pays nothing more here.
         if (computed := validation_metrics(definition)) is not None and metric not in computed:
             raise SweepError(
-                f"--metric={metric} {NOT_A_METRIC_OF_THIS_RUN}; choose one of "
-                f"{', '.join(computed)} (one other than the config's best_metric, {best}, "
-                "with --mode=max/min: whether higher is better)"
+                f"--metric={metric} {NOT_A_METRIC_OF_THIS_RUN}"
+                f"{config_lib.meant_metric(metric, computed)}; choose one of "
+                f"{', '.join(computed)} and give its --mode=max or --mode=min (whether higher "
+                f"is better), or drop --metric to rank by the config's best_metric, {best}"
             )
+        implied = config_lib.implied_mode(metric)
+        add = (
+            f"--mode={implied} ({metric} is better {'lower' if implied == 'min' else 'higher'})"
+            if implied
+            else "--mode=max or --mode=min (whether higher is better)"
+        )
         raise SweepError(
-            f"--metric={metric} is not the config's best_metric ({best}), whose --mode it "
-            f"has: say whether higher is better with --mode=max/min, or rank by {best} "
-            "(drop --metric)" + config_lib.did_you_mean(metric, [best], "--metric=")
+            f"--metric={metric} is given without --mode: add {add}, or drop --metric to rank "
+            f"by the config's best_metric, {best}"
+            + config_lib.did_you_mean(metric, [best], "--metric=")
         )
     if FLAGS.mode:  # ranked by the worst trial: the config's own mode is checked with it
         check_mode("--metric", metric, "--mode", mode, "--mode")
