@@ -162,8 +162,24 @@ def test_rows_outside_a_split_or_not_integers_are_named():
         assert test.rows(np.int32(3))["label"] == one["label"]
         with pytest.raises(IndexError, match=r"\(indices 0 to 359\), got 360$"):
             test.rows(360)
-        with pytest.raises(TypeError, match=r"must be integers, got None$"):
-            test.rows(None)
+        # One index is said as one, without a position, whatever is wrong with it: 0.5 was
+        # "indices must be integers, got float64 (0.5 first)", True was told to pass a mask.
+        for index, said in [
+            (None, "None"),
+            (0.5, "0.5 (float64)"),
+            (True, "True (bool)"),
+            ("3", "'3' (text)"),
+        ]:
+            with pytest.raises(TypeError) as e:
+                test.rows(index)
+            assert str(e.value) == f"rows of digits:test: the index must be an integer, got {said}"
+        with pytest.raises(TypeError, match=r"must be integers, got text \('3' first\)$"):
+            test.rows(["3"])  # its dtype named as what it holds, not '<U1'
+    # A split of no rows said "(indices 0 to -1)".
+    empty = data.Split("digits", "train[:0]", None, [])  # type: ignore[arg-type]
+    with pytest.raises(IndexError) as e:
+        empty.rows([0])
+    assert str(e.value) == "rows of digits:train[:0]: it has no rows, got 0 at position 0"
 
 
 def test_breast_cancer_is_tabular():

@@ -59,7 +59,9 @@ class Split:
         (array_record said only "Record key should be in [0, num_records)"; a negative one read
         from the end when held in memory), TypeError for indices that are not integers (0.5
         read row 0; `[1, None]` failed in this message's own code) and ValueError for indices
-        of more than one dimension or ragged lists (array_record's AttributeError)."""
+        of more than one dimension or ragged lists (array_record's AttributeError). A refusal
+        names the position of the first bad one of several indices; of one index, the index
+        alone (its value, and its type where that is what is wrong)."""
         where = f"rows of {self.name}:{self.split}"
         try:
             indices = np.asarray(indices)
@@ -73,29 +75,30 @@ class Split:
                 f"{where}: indices must be one dimension, got shape {indices.shape}; pass "
                 "np.ravel(indices) and reshape the rows' features after"
             )
-        if indices.ndim == 0:  # one row, as x[3]: checked as [3], its leading axis dropped
-            try:
-                one = self.rows(indices.reshape(1))
-            except (TypeError, IndexError) as e:  # of the one index given: no position
-                raise type(e)(str(e).removesuffix(" at position 0")) from None
-            return {key: value[0] for key, value in one.items()}
+        one = indices.ndim == 0  # one row, as x[3]: checked as [3], its leading axis dropped
+        indices = indices.reshape(-1)
+        # A refusal says "an index" of one, "indices" and the position of the first bad one of
+        # several (one index was told "at position 0", or "(0.5 first)" of its only value).
+        must = "the index must be an integer" if one else "indices must be integers"
         if indices.size == 0:  # `[]` is float64 to NumPy
             indices = indices.astype(np.int64)
         if indices.dtype.kind == "O":  # None among ints, or ints past int64 (2**70)
             values = indices.tolist()
             for at, value in enumerate(values):
                 if not isinstance(value, numbers.Integral) or isinstance(value, (bool, np.bool_)):
-                    raise TypeError(
-                        f"{where}: indices must be integers, got {value!r} at position {at}"
-                    )
+                    at_ = "" if one else f" at position {at}"
+                    raise TypeError(f"{where}: {must}, got {value!r}{at_}")
             for at, value in enumerate(values):
                 if not 0 <= value < len(self):  # ints past int64 (2**70) among them
-                    raise self._outside(at, value)
+                    raise self._outside(at, value, one)
             indices = indices.astype(np.int64)
         elif indices.dtype.kind not in "iu":
+            kind = {"U": "text", "S": "bytes"}.get(indices.dtype.kind, indices.dtype.name)
+            first = indices[0].item()
+            if one:  # a bool is no mask of one row: NumPy's x[True] adds an axis
+                raise TypeError(f"{where}: {must}, got {first!r} ({kind})")
             raise TypeError(
-                f"{where}: indices must be integers, got "
-                f"{indices.dtype} ({indices.reshape(-1)[0].item()!r} first)"
+                f"{where}: {must}, got {kind} ({first!r} first)"
                 + ("; pass np.flatnonzero(mask) for a mask" if indices.dtype.kind == "b" else "")
             )
         if indices.size:
@@ -103,20 +106,25 @@ class Split:
             bad = (indices < 0) | (indices >= count)
             if bad.any():
                 at = int(np.argmax(bad))
-                raise self._outside(at, indices[at])
+                raise self._outside(at, indices[at], one)
         indices = indices.astype(np.int64, copy=False)
         if self.cached is not None:
-            return {key: value[indices] for key, value in self.cached.items()}
-        if not indices.size:  # no record to stack: one row's features, none of its rows
+            found = {key: value[indices] for key, value in self.cached.items()}
+        elif not indices.size:  # no record to stack: one row's features, none of its rows
             return {key: value[:0] for key, value in self.rows([0]).items()}
-        records = self.source.__getitems__(indices.tolist())
-        return {key: np.stack([r[key] for r in records]) for key in records[0]}
+        else:
+            records = self.source.__getitems__(indices.tolist())
+            found = {key: np.stack([r[key] for r in records]) for key in records[0]}
+        return {key: value[0] for key, value in found.items()} if one else found
 
-    def _outside(self, at: int, index: Any) -> IndexError:
+    def _outside(self, at: int, index: Any, one: bool = False) -> IndexError:
+        """The refusal of `index`, outside the split's rows: at position `at` of several
+        indices, or the one index given (`one`: no position)."""
         count = len(self)
+        has = f"it has {count:,} rows (indices 0 to {count - 1:,})" if count else "it has no rows"
         return IndexError(
-            f"rows of {self.name}:{self.split}: it has {count:,} rows (indices 0 to "
-            f"{count - 1:,}), got {index} at position {at}"
+            f"rows of {self.name}:{self.split}: {has}, got {index}"
+            + ("" if one else f" at position {at}")
         )
 
     def cache(self) -> Split:
