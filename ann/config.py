@@ -383,8 +383,9 @@ def _check_run_settings(values: Mapping[str, Any]) -> None:
 
 
 def implied_mode(metric: str) -> str | None:
-    """ "min" for a metric its name says is better lower (`val/loss`, `val/naive_rmse`), "max"
-    for one better higher (`val/accuracy`), None for a name that does not say."""
+    """The mode a metric's name implies: "min" for one better lower (`val/loss`,
+    `val/naive_rmse`), "max" for one better higher (`val/accuracy`), None where it does not
+    say (`val/threshold`)."""
     name = metric.rpartition("/")[2]
     if any(name == w or name.endswith("_" + w) for w in LOWER_IS_BETTER):
         return "min"

@@ -873,7 +873,8 @@ def test_a_sweep_stops_its_trials_when_one_shows_the_metric_is_wrong(tmp_path):
         results.check_metric(trial, outcome, "val/acuracy")
 
     with pytest.raises(SweepError, match=r"--metric=val/acuracy is not a validation metric of "
-                       r"trial done; choose one of val/accuracy, val/loss"):  # fmt: skip
+                       r"trial done \(did you mean 'val/accuracy'\?\); choose one of "
+                       r"val/accuracy, val/loss"):  # fmt: skip
         launch.run(lambda: next(queue, None), on_end, parallel=2)
     assert trials_lib.status(sleeper.workdir)[0] == "interrupted"  # stopped, not left running
     # A trial whose pruning listener failed on the metric stops the sweep too.
@@ -1407,7 +1408,8 @@ def test_a_grid_trial_checks_the_sweep_metric_before_its_first_step(
     # The trial's loop checks it against its validation metrics before its first step.
     listeners = pruning.listeners_from_env(None)
     with pytest.raises(ConfigError, match=r"^sweep --metric: 'val/acuracy' is not a validation "
-                       r"metric of this run; choose one of val/accuracy$"):  # fmt: skip
+                       r"metric of this run \(did you mean 'val/accuracy'\?\); choose one of "
+                       r"val/accuracy$"):  # fmt: skip
         hooks.check_reads(listeners, ["val/accuracy"])
     hooks.check_reads(listeners, ["val/acuracy"])  # there: the run goes on
     monkeypatch.delenv(pruning.METRIC_ENV)

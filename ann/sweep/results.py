@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ann import atomic
-from ann.config import NOT_A_METRIC_OF_THIS_RUN
+from ann.config import NOT_A_METRIC_OF_THIS_RUN, meant_metric
 from ann.sweep import space
 from ann.sweep import trials as trials_lib
 from ann.sweep.space import SweepError
@@ -252,8 +252,8 @@ def check_metric(trial: Any, outcome: Any, metric: str) -> None:
     if records and not any(metric in r for r in records):
         names = sorted({k for r in records for k in r if k.startswith("val/")})
         raise SweepError(
-            f"--metric={metric} is not a validation metric of trial {trial.name}; choose one "
-            f"of {', '.join(names)}"
+            f"--metric={metric} is not a validation metric of trial {trial.name}"
+            f"{meant_metric(metric, names)}; choose one of {', '.join(names)}"
         )
 
 
