@@ -502,24 +502,25 @@ def _number(value: Any) -> str:
     return str(value)
 
 
-def inexact_fault(sent: np.ndarray, cast: np.ndarray, datatype: str) -> str | None:
-    """Why numbers `sent` (integers, or floats) cannot stand as `cast`, them converted to a
-    float input's dtype: the first whole number the conversion changes, where it is and what
-    it became, in the words the loader and the server both use ("expected float32 values, got
-    16777217 at flat index 1, which float32 holds only as 16777216 (...)"; `datatype` as the
-    reader knows it: float32 or FP32); None when every whole number survives it. float32
-    holds every whole number only up to 2**24: an id, a count or a timestamp past it became
-    another, accepted silently. Fractions round as floats do (0.1 is no float32 either) and
-    pass, as do whole floats past 2**53 (no longer exact as float64 either). Two reductions
-    (min and max) where every value is within 2**bits; only past that, one pass to find it.
-    `cast` must be finite (`finite_fault` first)."""
+def _inexact_words(sent: np.ndarray, cast: np.ndarray, datatype: str) -> str | None:
+    """What converting numbers `sent` (integers, or floats) to a float input's dtype (`cast`:
+    the converted values) changes beyond a float's usual rounding: the first whole number it
+    changes, where it is and what it becomes ("float32 holds 16777217 at flat index 1 only as
+    16777216 (whole numbers are exact in it up to 2**24 = 16,777,216)"; `datatype` as the reader
+    knows it); None when every whole number survives. float32 holds every whole number only up
+    to 2**24 (IEEE 754 binary32's 24-bit significand): an id, a count or a timestamp past it
+    becomes another. Said, not refused: training's own cast to float32 rounds the same way, so
+    the model never saw the difference (the server, like Triton, rounds JSON numbers silently).
+    Fractions round as floats do and are not named, nor whole floats past 2**53. Two
+    reductions (min and max) where every value is within 2**bits; only past that, one pass to
+    find it. `cast` must be finite (`finite_fault` first)."""
     if not sent.size or sent.dtype.kind not in "iuf":
         return None
     to = cast.dtype
     bits = _SIGNIFICAND_BITS.get((to.kind, to.itemsize)) or np.finfo(to).nmant + 1
     limit = 2**bits
     if -limit <= np.minimum.reduce(sent, axis=None) and np.maximum.reduce(sent, axis=None) <= limit:
-        return None  # the usual request: two reductions (2-3 us), no warning state to set
+        return None  # the usual call: two reductions
     flat, made = sent.reshape(-1), cast.reshape(-1)
     if sent.dtype.kind in "iu":  # exact in it: its odd part (v over its lowest set bit) fits
         size = np.abs(flat).astype(np.uint64)  # abs(-2**63) wraps, and reads 2**63 as uint64
@@ -533,9 +534,9 @@ def inexact_fault(sent: np.ndarray, cast: np.ndarray, datatype: str) -> str | No
         return None
     i = int(np.argmax(bad))
     return (
-        f"expected {datatype} values, got {_number(flat[i])} at flat index {i}, which "
-        f"{datatype} holds only as {_number(made[i].astype(np.float64))} (whole numbers are "
-        f"exact in it up to 2**{bits} = {limit:,}): fix the values, not their type"
+        f"{datatype} holds {_number(flat[i])} at flat index {i} only as "
+        f"{_number(made[i].astype(np.float64))} (whole numbers are exact in it up to "
+        f"2**{bits} = {limit:,})"
     )
 
 
@@ -1156,16 +1157,21 @@ def _cast_fault(x: np.ndarray, spec: Mapping[str, Any], name: str) -> str | None
     and what the conversion would make of it. An int64 id of 2**32 + 40 was told to convert,
     and `.astype("int32")` made it 40, accepted silently; a NaN became -2147483648. For floats,
     in the server's words for the same JSON numbers: a value that is not finite, or finite
-    but out of the type's range (`finite_fault`: 1e39 as float32), or a whole number the type
-    cannot hold (`inexact_fault`: 2**24 + 1 as float32 became 2**24). None when every value
-    survives it (then converting is the fix). Only on the error path: it reads every value."""
+    but out of the type's range (`finite_fault`: 1e39 as float32); the conversion, naming a
+    whole number it changes (`_inexact_words`: 2**24 + 1 as float32 becomes 2**24). None when
+    every value survives it (then converting is the fix). Only on the error path: it reads
+    every value."""
     dtype = np.dtype(spec["dtype"])
     if dtype.kind in FLOATING and x.dtype.kind in "iuf" and x.size:
         # Numbers a float input takes only changed: out of its range (inf, as the server
         # says it), or a whole number it cannot hold (2**24 + 1 as float32).
         with np.errstate(over="ignore", invalid="ignore"):
             cast = x.astype(dtype)
-        return finite_fault(cast, str(dtype), x) or inexact_fault(x, cast, str(dtype))
+        if (fault := finite_fault(cast, str(dtype), x)) is not None:
+            return fault
+        if (rounded := _inexact_words(x, cast, str(dtype))) is not None:
+            return f'convert it with .astype("{dtype}"), knowing that {rounded}'
+        return None
     if dtype.kind not in "iu" or x.dtype.kind not in "biufV" or not x.size:
         return None
     flat = x.reshape(-1)

@@ -158,11 +158,10 @@ def test_values_a_conversion_would_change_are_named_not_told_to_convert(digits_e
         assert made in said and said.endswith(": fix the values, not their type)"), said
 
 
-def test_whole_numbers_a_float_input_cannot_hold_are_named_as_the_server_names_them(
-    digits_export,
-):
+def test_a_conversion_to_a_float_input_says_what_it_changes(digits_export):
     # An int64 (or float64) 2**24 + 1 for a float32 input was told `.astype("float32")`, which
-    # made it 2**24, and the server answered the same JSON numbers for 2**24 without a word.
+    # makes it 2**24, without a word; and a float64 1e39 was told to convert, which makes it
+    # inf (then refused as non-finite). The server's words for the same JSON numbers.
     import json
 
     from ann.serve import protocol
@@ -171,25 +170,24 @@ def test_whole_numbers_a_float_input_cannot_hold_are_named_as_the_server_names_t
     _, out = digits_export
     model = artifact.load(str(out))
     model.inputs, model.framings = {"x": {"dtype": "float32", "shape": [-1, 2]}}, {}  # as a
-    # tabular export's (digits' pixels are uint8); check() reads only these
+    model._dtypes = {"x": np.dtype("float32")}  # tabular export's (digits' pixels are uint8)
     must = "input 'x' must be float32[-1, 2] (-1: any batch), got "
-    for sent, fault in [
-        ([1, 2**24 + 1], "expected float32 values, got 16777217 at flat index 1, which float32 "
-         "holds only as 16777216 (whole numbers are exact in it up to 2**24 = 16,777,216): fix "
-         "the values, not their type"),
-        ([1e39, 2.0], "expected finite float32 values, got 1e+39 at flat index 0 (out of range "
-         "for float32)"),
-    ]:  # fmt: skip
+    rounded = (
+        'convert it with .astype("float32"), knowing that float32 holds 16777217 at flat index '
+        "1 only as 16777216 (whole numbers are exact in it up to 2**24 = 16,777,216)"
+    )
+    far = "expected finite float32 values, got 1e+39 at flat index 0 (out of range for float32)"
+    for sent, fault in [([1, 2**24 + 1], rounded), ([1e39, 2.0], far)]:
         for x in (np.array([sent]), np.array([sent], np.float64)):
             with pytest.raises(ValueError) as e:
                 model.check({"x": x})
             assert str(e.value) == f"{must}{x.dtype}[1, 2]; {fault}"
-        tensor = {"name": "x", "shape": [1, 2], "datatype": "FP32", "data": sent}
-        served = {"x": {"dtype": "float32", "shape": [2]}}  # the server's signature entry
-        with pytest.raises(ServeError) as e:
-            protocol.decode_infer(json.dumps({"inputs": [tensor]}).encode(), served, {"y": {}}, 8)
-        assert e.value.message == "inputs[0].data: " + fault.replace("float32", "FP32")
-    # What float32 holds exactly (2**25, fractions as floats round) is told to convert.
+    tensor = {"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [1e39, 2.0]}
+    served = {"x": {"dtype": "float32", "shape": [2]}}  # the server's signature entry
+    with pytest.raises(ServeError) as e:
+        protocol.decode_infer(json.dumps({"inputs": [tensor]}).encode(), served, {"y": {}}, 8)
+    assert e.value.message == "inputs[0].data: " + far.replace("float32", "FP32")
+    # What float32 holds exactly (2**25, fractions as floats round) is told to convert alone.
     for x in (np.array([[2**25, 3]]), np.array([[0.1, 3.0]])):
         with pytest.raises(ValueError, match=r'; convert it with \.astype\("float32"\)$'):
             model.check({"x": x})
