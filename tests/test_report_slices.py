@@ -742,6 +742,9 @@ def test_language_model_bits_per_char():
     (first,) = sections_for("language_modelling")(preds)
     assert first.metrics["rows"] == 1 and first.metrics["chars"] == 4
     assert "(4 characters of the first 1 of 2 rows: report.lm_rows, " in first.notes[0]
+    # Its picture too: titled "(test)" alone, it read as the split's.
+    (ax,) = first.figures["bits_by_context"].axes
+    assert ax.get_title() == "Bits per char by context length (test, first 1 of 2 rows)"
     (ax,) = section.figures["bits_by_context"].axes
     assert "unigram baseline (3.0000)" in [t.get_text() for t in ax.get_legend().get_texts()]
     rendered(section)

@@ -122,7 +122,10 @@ def by_context(context: np.ndarray, bits: np.ndarray) -> list[dict]:
     ]
 
 
-def context_figure(table: list[dict], unigram: float, split: str) -> Figure:
+def context_figure(table: list[dict], unigram: float, split: str, scored: str = "") -> Figure:
+    """Bits per char by context (`by_context`'s `table`) against the `unigram` baseline; its
+    title names the `split` and which of its rows were `scored` ("first 32 of 1,265 rows":
+    the picture alone read as the split's), where not all of them."""
     fig = Figure(figsize=(7.0, 4.0), layout="constrained")
     ax = fig.add_subplot()
     centres = [(t["context_from"] + t["context_to"]) / 2 for t in table]
@@ -136,7 +139,8 @@ def context_figure(table: list[dict], unigram: float, split: str) -> Figure:
     ax.set_xlabel("characters of context before the predicted one")
     ax.set_ylabel("bits per char")
     ax.set_ylim(0, max(unigram, *(t["bits_per_char"] for t in table)) * 1.1)
-    ax.set_title(f"Bits per char by context length ({split})", fontsize=10)
+    of = f"{split}, {scored}" if scored else split
+    ax.set_title(f"Bits per char by context length ({of})", fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return fig
@@ -166,8 +170,13 @@ def language_modelling(preds: Predictions) -> list[Section]:
         "chars": int(len(bits)),
         "by_context": by_context(context, bits) if len(bits) else [],
     }
+    scored_rows = f"first {metrics['rows']:,} of {total:,} rows" if metrics["rows"] < total else ""
     figures = (
-        {"bits_by_context": context_figure(metrics["by_context"], unigram, preds.split)}
+        {
+            "bits_by_context": context_figure(
+                metrics["by_context"], unigram, preds.split, scored_rows
+            )
+        }
         if len(bits)
         else {}
     )
