@@ -581,6 +581,23 @@ def test_index_html_has_a_table_of_the_slices():
     assert "<tr><td>higher_is_better</td><td>true</td></tr>" in page
 
 
+def test_index_html_says_a_slicing_s_notes_once(tmp_path):
+    # A slicing that made one slice showed "one slice: image[0,0,0] has one value on every row
+    # of this split; nothing to compare" in its notes and again in the "all values" JSON.
+    n = 20
+    exp = types.SimpleNamespace(label_key="label", class_names=["a", "b"])
+    rows = {"label": np.arange(n) % 2, "image": np.zeros((n, 8, 8, 1))}
+    preds = make_preds("classification", rows, {"label": rows["label"]}, exp)
+    preds.config.report.slices = ("feature:image[0,0,0]", "label")
+    collapsed, label = slices.report_slices(preds)
+    note = "one slice: image[0,0,0] has one value on every row of this split; nothing to compare"
+    assert collapsed.metrics["notes"] == [note]
+    page = open(html.write_index(str(tmp_path), "t", [], {"test": [collapsed, label]}, {})).read()
+    assert page.count(note) == 1
+    assert page.count("all values") == 2 and page.count("&quot;slices&quot;: [") == 2  # the rest
+    assert label.metrics["notes"] == [] and page.count("&quot;notes&quot;: []") == 1  # none said
+
+
 # --- sections -----------------------------------------------------------------------------
 
 

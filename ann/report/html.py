@@ -11,6 +11,7 @@ import base64
 import html
 import json
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from ann import atomic
@@ -141,10 +142,12 @@ def _nested_table(key: str, value: Any, metric: str | None = None) -> str | None
     return None
 
 
-def _metrics_tables(metrics: dict[str, Any]) -> str:
+def _metrics_tables(metrics: dict[str, Any], notes: Sequence[str] = ()) -> str:
     """The section's scalar metrics as a two-column table, each nested metric that has a
     table's shape as a table of its own (`_nested_table`), the rest in a collapsed <pre> block
-    of JSON."""
+    of JSON, but for lists of lines the section's `notes` (shown above it) already say (a
+    slicing's `notes`: "one slice: ...")."""
+    said = {n.strip() for n in notes}
     scalars = {k: v for k, v in metrics.items() if _scalar(v)}
     # VALUES_OF, and a slices section's gap: a difference of its headline metric, written like
     # it (the notes' "gap 0.0476").
@@ -162,6 +165,8 @@ def _metrics_tables(metrics: dict[str, Any]) -> str:
         parts.append(_slices_table(metrics))
     rest = {}
     for key, value in metrics.items():
+        if _said(value, said):
+            continue
         if key not in scalars:
             table = _nested_table(key, value, holds.get(key))
             if table is None:
@@ -174,6 +179,15 @@ def _metrics_tables(metrics: dict[str, Any]) -> str:
             f"<details><summary>all values</summary><pre>{html.escape(text)}</pre></details>"
         )
     return "".join(parts)
+
+
+def _said(value: Any, notes: set[str]) -> bool:
+    """Whether `value` is a list of lines each of which is one of `notes` (stripped)."""
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(v, str) and v.strip() in notes for v in value)
+    )
 
 
 def _slices_table(result: dict[str, Any]) -> str:
@@ -229,7 +243,7 @@ def write_index(
             if section.notes:
                 items = "".join(f"<li>{html.escape(n)}</li>" for n in section.notes)
                 body.append(f"<ul>{items}</ul>")
-            body.append(_metrics_tables(section.metrics))
+            body.append(_metrics_tables(section.metrics, section.notes))
             body += [_image(out, f) for f in figures.get(split, {}).get(section.key, [])]
     page = (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
