@@ -262,7 +262,8 @@ def test_slice_specs_the_data_cannot_take_are_one_line(classified, spec, message
 def test_an_index_out_of_its_range_is_named_not_miscounted():
     # `feature:image[8,0,0]` was refused as "it takes 3 index(es) within it": 3 were given,
     # and the fault was 8, outside [0, 8).
-    rows = {"label": np.arange(20) % 2, "image": np.ones((20, 8, 8, 1))}
+    image = np.ones((20, 8, 8, 1)) * np.arange(20.0)[:, None, None, None]  # every pixel varies
+    rows = {"label": np.arange(20) % 2, "image": image}
     exp = types.SimpleNamespace(label_key="label", class_names=["a", "b"])
     preds = make_preds("classification", rows, {"label": rows["label"]}, exp)
     said = {}
@@ -366,9 +367,47 @@ def test_a_suggested_feature_index_is_one_that_cuts_the_rows():
     split.rows = lambda index: {k: v[index] for k, v in rows.items()}
     with pytest.raises(ConfigError, match=r"e\.g\. 'feature:image\[0,2,0\]:quantiles=4'$"):
         slicing.check(config, exp, split)
-    # Nothing varies: the first index still, a valid entry (one slice, the report says why).
-    assert slicing.suggestion(rows["flat"], "flat") == "feature:flat[0]:quantiles=4"
-    assert slicing.suggestion(rows["flat"][:0], "flat") == "feature:flat[0]:quantiles=4"
+    # Nothing varies: no entry is suggested (it would be one slice), and the refusal says so.
+    assert slicing.suggestion(rows["flat"], "flat") is None
+    assert slicing.suggestion(rows["flat"][:0], "flat") is None
+    with pytest.raises(ConfigError, match=r"no entry can slice by 'flat' into two or more"):
+        slicing.assign(preds, slice_spec.parse("field:flat"))
+
+
+def test_a_field_of_one_value_is_never_suggested():
+    # A regression's `label` entry was told "use e.g. 'feature:x[0]:quantiles=4'" of an input
+    # constant on every row, and without that input "use e.g. 'field:a_kind'" of a field of one
+    # value (each accepted, and one slice: nothing to compare): `suggestion` offered a number's
+    # first index where none varies, and any discrete field of at most 50 values, one included.
+    n = 30
+    rows = {
+        "x": np.zeros((n, 2)),  # the input: constant
+        "a_kind": np.array([b"same"] * n),  # first in name order: one value
+        "b_flag": np.ones(n, bool),  # one value
+        "c_tier": np.array([b"gold", b"tin", b"lead"] * (n // 3)),  # three values
+    }
+    regression = make_preds(
+        "regression", rows, {"prediction": np.zeros(n)}, types.SimpleNamespace(input_key="x")
+    )
+    with pytest.raises(ConfigError) as e:
+        slicing.assign(regression, slice_spec.parse("label"))
+    assert str(e.value).endswith("use e.g. 'field:c_tier'"), str(e.value)
+    assert len(slicing.assign(regression, slice_spec.parse("field:c_tier"))[1]) == 3
+    fields = {k: v for k, v in rows.items() if k != "x"}
+    no_input = make_preds(
+        "regression", fields, {"prediction": np.zeros(n)}, types.SimpleNamespace()
+    )
+    with pytest.raises(ConfigError, match=r"use e\.g\. 'field:c_tier'$"):
+        slicing.assign(no_input, slice_spec.parse("label"))
+    for name in ("x", "a_kind", "b_flag"):
+        assert slicing.suggestion(rows[name], name) is None
+    assert slicing.suggestion(rows["c_tier"], "c_tier") == "field:c_tier"
+    # Nothing in the rows cuts them: the accepted forms, no entry.
+    alone = make_preds(
+        "regression", {"x": rows["x"]}, {"prediction": np.zeros(n)}, types.SimpleNamespace()
+    )
+    with pytest.raises(ConfigError, match=r"use 'feature:NAME\[INDEX\]:quantiles=4' or "):
+        slicing.assign(alone, slice_spec.parse("label"))
 
 
 def test_the_train_time_check_does_not_say_its_sample_s_count_is_the_split_s():

@@ -47,7 +47,8 @@ def _column(preds: Any, spec: slice_spec.SliceSpec, key: str) -> np.ndarray:
 
 
 def _example(preds: Any) -> str:
-    """An entry that cuts these rows, its input's first (`suggestion`), else the forms."""
+    """An entry that cuts these rows into more than one slice (`suggestion`), by the input
+    first, else by the first field in name order that can; else the forms."""
     first = getattr(preds.experiment, "input_key", None)
     for name in [first] * (first in preds.rows) + sorted(preds.rows):
         entry = suggestion(np.asarray(preds.rows[name]), name)
@@ -74,20 +75,21 @@ def _label_slices(preds: Any, spec: slice_spec.SliceSpec) -> tuple[np.ndarray, l
 def suggestion(
     column: np.ndarray, name: str, quantiles: int = slice_spec.DEFAULT_QUANTILES
 ) -> str | None:
-    """A `report.slices` entry that cuts `column` (the field `name`, rows first), for a
-    refusal's fix: `feature:NAME[INDEX]:quantiles=Q` for numbers, INDEX (as many indices as its
-    per-row shape has) the one that cuts `column`'s rows into the most slices (`_cutting`:
-    `[0,...,0]` made one slice of a digit's corner pixel, 0 on every row); `field:NAME` for one
-    discrete value per row of another kind with at most MAX_SLICES distinct values; None where
-    neither can cut it."""
+    """A `report.slices` entry that cuts `column` (the field `name`, rows first) into more than
+    one slice, for a refusal's fix: `feature:NAME[INDEX]:quantiles=Q` for numbers, INDEX (as
+    many indices as its per-row shape has) the one that cuts `column`'s rows into the most
+    slices (`_cutting`: `[0,...,0]` made one slice of a digit's corner pixel, 0 on every row);
+    `field:NAME` for one discrete value per row of another kind with 2 to MAX_SLICES distinct
+    values; None where neither makes two slices (one value on every row, or no rows: a
+    suggested `field:kind` of one value made one slice)."""
     shape = column.shape[1:]
     if np.issubdtype(column.dtype, np.number) and all(n > 0 for n in shape):
-        index = ""
-        if shape:
-            at = np.unravel_index(_cutting(column, quantiles), shape)
-            index = f"[{','.join(str(int(i)) for i in at)}]"
+        at, bins = _cutting(column, quantiles)
+        if bins < 2:
+            return None
+        index = f"[{','.join(str(int(i)) for i in np.unravel_index(at, shape))}]" if shape else ""
         return f"feature:{name}{index}:quantiles={quantiles}"
-    if column.ndim == 1 and len(np.unique(column)) <= MAX_SLICES:
+    if column.ndim == 1 and 2 <= len(np.unique(column)) <= MAX_SLICES:
         return f"field:{name}"
     return None
 
@@ -95,14 +97,15 @@ def suggestion(
 _BLOCK = 4096  # positions within a row `_cutting` takes at once: a big image's rows stay small
 
 
-def _cutting(column: np.ndarray, quantiles: int) -> int:
-    """The position within a row (row-major, flat) of `column` (numbers, rows first) whose
-    values have the most distinct `quantiles`-quantiles (the bins `quantile_buckets` makes,
-    before it merges an empty one), the first of those; the search ends at one with all
-    `quantiles` bins. 0 where no position varies (a value that is NaN on some row never does)
-    or there are no rows."""
+def _cutting(column: np.ndarray, quantiles: int) -> tuple[int, int]:
+    """(position, bins): the position within a row (row-major, flat) of `column` (numbers, rows
+    first) whose values have the most distinct `quantiles`-quantiles, the first of those, and
+    how many bins those make (as `quantile_buckets` does before it merges an empty one, which
+    is never the first or last: two or more bins are two or more slices); the search ends at
+    one with all `quantiles` bins. (0, 1) where no position varies (a value that is NaN on
+    some row never does) or there are no rows."""
     if not len(column):
-        return 0
+        return 0, 1
     flat = column.reshape(len(column), -1)
     levels = np.linspace(0, 1, quantiles + 1)
     best, most = 0, 1
@@ -114,14 +117,14 @@ def _cutting(column: np.ndarray, quantiles: int) -> int:
             best, most = start + j, int(bins[j])
         if most >= quantiles:
             break
-    return best
+    return best, most
 
 
 def _fix(column: np.ndarray, name: str) -> str:
     """ "use 'ENTRY'" (`suggestion`), or that nothing cuts the field."""
     entry = suggestion(column, name)
     if entry is None:
-        return f"no entry can slice by {name!r}: slice by another field"
+        return f"no entry can slice by {name!r} into two or more slices: slice by another field"
     return f"use {entry!r}"
 
 
