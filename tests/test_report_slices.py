@@ -410,10 +410,108 @@ def test_a_field_of_one_value_is_never_suggested():
         slicing.assign(alone, slice_spec.parse("label"))
 
 
-def test_the_train_time_check_does_not_say_its_sample_s_count_is_the_split_s():
-    # "field 'row_id' has 1000 distinct values (at most 50)" of a train split of 1,221 rows:
-    # the check reads the first 1,000 rows only.
-    class Split:
+def _late_groups(n: int = 1200, late: int = 60) -> dict[str, np.ndarray]:
+    """A train split's columns: `group` takes 5 values on the first 1,000 rows and `late` more
+    after them; `tier` 5 values on every row."""
+    group = np.arange(n) % 5
+    group[1000:] = 5 + np.arange(n - 1000) % late
+    return {"label": np.arange(n) % 2, "group": group, "tier": np.arange(n) % 5}
+
+
+def _check_config(*entries: str) -> config_lib.ml_collections.ConfigDict:
+    config = config_lib.base()
+    config.experiment, config.report.slices = "classification", entries
+    return config
+
+
+def test_the_train_time_check_counts_a_field_on_the_whole_split():
+    # A field with 5 values in the first 1,000 train rows and 60 more after them passed `ann
+    # train` (the check read those 1,000 rows), and `ann report` then refused the trained run:
+    # "field 'group' has 65 distinct values (at most 50 slices)". A split held in memory (every
+    # shipped set) has the whole column at hand.
+    from ann.data import sources
+
+    data = _late_groups()
+    split = sources.Split("late", "train", info=None, source=range(1200), cached=data)
+    exp = types.SimpleNamespace(label_key="label", class_names=["a", "b"])
+    with pytest.raises(ConfigError) as e:
+        slicing.check(_check_config("label", "field:group"), exp, split)
+    assert str(e.value) == (
+        "config key 'report.slices' entry 'field:group': field 'group' has 65 distinct values "
+        "(at most 50 slices); use 'feature:group:quantiles=4'"
+    )
+    slicing.check(_check_config("field:tier"), exp, split)  # 5 values: accepted
+
+
+@pytest.fixture(scope="module")
+def streamed_split(tmp_path_factory):
+    """`_late_groups`'s rows as an ArrayRecord data set of the user's, streamed (data.cache
+    off): (the Split, its rows)."""
+    import tensorflow_datasets as tfds
+
+    from ann.data import sources
+
+    data = _late_groups()
+
+    class LateGroups(tfds.core.GeneratorBasedBuilder):
+        VERSION = tfds.core.Version("1.0.0")
+
+        def _info(self):
+            return tfds.core.DatasetInfo(
+                builder=self,
+                features=tfds.features.FeaturesDict(
+                    {
+                        "label": tfds.features.ClassLabel(num_classes=2),
+                        "group": tfds.features.Scalar(np.int64),
+                        "tier": tfds.features.Scalar(np.int64),
+                    }
+                ),
+                disable_shuffling=True,  # the first 1,000 rows are the generator's
+            )
+
+        def _split_generators(self, dl_manager):
+            return {"train": self._generate_examples()}
+
+        def _generate_examples(self):
+            for i in range(len(data["label"])):
+                yield i, {k: v[i] for k, v in data.items()}
+
+    data_dir = str(tmp_path_factory.mktemp("late_groups"))
+    LateGroups(data_dir=data_dir, file_format="array_record").download_and_prepare()
+    split = sources.load("late_groups", "train", data_dir, cache="off")
+    assert split.cached is None
+    return split, split.rows(np.arange(len(split)))  # TFDS's order, not the generator's
+
+
+def test_a_streamed_field_is_read_whole_where_cheap_else_the_sample_is_said(
+    streamed_split, monkeypatch, caplog
+):
+    split, rows = streamed_split
+    for key in ("label", "group"):
+        column = split.column(key)
+        assert np.array_equal(column, rows[key]) and column.dtype == rows[key].dtype
+    assert np.array_equal(rows["group"], _late_groups()["group"])  # in the generator's order
+    exp = types.SimpleNamespace(label_key="label", class_names=["a", "b"])
+    # A few KiB on disk: the field's column is read, so the count is the split's.
+    with pytest.raises(ConfigError, match=r"field 'group' has 65 distinct values \(at most 50"):
+        slicing.check(_check_config("field:group"), exp, split)
+    # Above COLUMN_BYTES only the first 1,000 rows are counted: the entry passes, and the log
+    # says that it was counted on a sample, and that `ann report` counts the whole split.
+    monkeypatch.setattr(slicing, "COLUMN_BYTES", 0)
+    with caplog.at_level("WARNING"):
+        slicing.check(_check_config("field:group"), exp, split)
+    assert (
+        "config key 'report.slices' entry 'field:group': its distinct values were counted on "
+        "the first 1,000 of 1,200 rows of split 'train' only (it streams from disk, and "
+        "reading the field on every row reads the whole split); `ann report` counts them on "
+        "its whole split and refuses more than 50"
+    ) in caplog.text
+
+
+def test_a_refusal_the_check_could_not_see_is_counted_in_the_sample_s_words():
+    # "field 'row_id' has 1000 distinct values (at most 50)" of a train split of 1,221 rows
+    # that the check could not read whole: the count was of its first 1,000 rows.
+    class Split:  # no `column`: only rows
         split = "train"
 
         def __init__(self, n):
@@ -425,14 +523,44 @@ def test_the_train_time_check_does_not_say_its_sample_s_count_is_the_split_s():
         def rows(self, index):
             return {k: v[index] for k, v in self.data.items()}
 
-    config = config_lib.base()
-    config.experiment = "classification"
-    config.report.slices = ("field:row_id",)
     exp = types.SimpleNamespace(label_key="label", class_names=["a"])
-    for n, said in ((1221, "has more than 50 distinct values"), (60, "has 60 distinct values")):
+    for n, said in (
+        (1221, "has more than 50 distinct values in the first 1,000 of 1,221 rows"),
+        (60, "has 60 distinct values"),
+    ):
         with pytest.raises(ConfigError) as e:
-            slicing.check(config, exp, Split(n))
+            slicing.check(_check_config("field:row_id"), exp, Split(n))
         assert f"field 'row_id' {said} (at most 50 slices); use 'feature:row_id" in str(e.value)
+
+
+def test_the_report_s_slice_refusal_says_how_the_trained_run_takes_the_fix():
+    # `ann report` of a trained run refused "field 'group' has 65 distinct values (at most 50
+    # slices); use 'feature:group:quantiles=4'": the run's config is not the user's to edit,
+    # and a rerun of `ann train` may change report.* (it trains no further).
+    from ann.report import collect, write
+
+    data = _late_groups()
+    exp = types.SimpleNamespace(label_key="label", class_names=["a", "b"])
+    preds = make_preds("classification", data, {"label": data["label"]}, exp)
+    preds.config.report.slices = ("label", "field:group", "field:tier")
+
+    def source(kind: str) -> collect.Source:
+        identity = {"kind": kind, "workdir": "/runs/a"}
+        return collect.Source(identity, exp, preds.config, lambda batch: batch, 1)
+
+    flag = "--config.report.slices=\"('label', 'feature:group:quantiles=4', 'field:tier')\""
+    with pytest.raises(ConfigError) as e:
+        write._slices(preds, source("workdir"))
+    assert str(e.value).endswith(
+        f"use 'feature:group:quantiles=4'; run its `ann train` command again with {flag} (a "
+        "finished run trains no further), then `ann report --workdir=/runs/a`"
+    )
+    with pytest.raises(ConfigError) as e:
+        write._slices(preds, source("export"))
+    assert str(e.value).endswith(
+        "; an export keeps its run's report.slices: run the run's `ann train` command again "
+        f"with {flag} (a finished run trains no further), then export it again"
+    )
 
 
 def test_ties_name_the_first_and_say_how_many_more():

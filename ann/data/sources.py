@@ -127,12 +127,45 @@ class Split:
             + ("" if one else f" at position {at}")
         )
 
+    def column(self, key: str) -> np.ndarray:
+        """Feature `key` of every row, rows first ([len(self), ...]): the array held in memory,
+        else every record read from disk with that feature alone parsed and decoded.
+        ArrayRecord stores rows, not columns, so a streamed split's column reads all of its
+        bytes (`disk_bytes`; 100,000 rows of 30 MiB: 2.5 to 4 s on a loaded 2-core machine,
+        against 4.5 to 11 s to decode them whole). Raises KeyError for a feature the split does
+        not have."""
+        if self.cached is not None:
+            return self.cached[key]
+        from tensorflow_datasets.core import example_parser
+
+        feature = self.info.features[key]  # KeyError: no such feature
+        parser = example_parser.ExampleParserNp(
+            {key: self.info.features.get_serialized_info()[key]}
+        )
+        raw, values = self.source.data_source, []
+        for start in range(0, len(self), _COLUMN_CHUNK):
+            records = raw.__getitems__(list(range(start, min(len(self), start + _COLUMN_CHUNK))))
+            values += [feature.decode_example_np(parser.parse_example(r)[key]) for r in records]
+        if not values:
+            return self.rows([])[key]
+        return np.stack([np.asarray(v) for v in values])
+
+    def disk_bytes(self) -> int:
+        """The bytes on disk of this split's records (a TFDS slice's share of its split's)."""
+        whole = self.info.splits[self.split.split("[")[0]] if "[" in self.split else None
+        if whole is None:
+            return int(self.info.splits[self.split].num_bytes)
+        rows = int(self.info.splits[self.split].num_examples)
+        return int(whole.num_bytes) * rows // max(1, int(whole.num_examples))
+
     def cache(self) -> Split:
         """Reads the whole split into memory once (for small data sets)."""
         if self.cached is None:
             self.cached = self.rows(np.arange(len(self)))
         return self
 
+
+_COLUMN_CHUNK = 4096  # records `Split.column` reads from disk at once
 
 # data.cache="auto" holds a split in memory only when its decoded rows are estimated to take at
 # most this many bytes (per split); a larger one streams from disk through array_record's random

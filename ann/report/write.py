@@ -18,11 +18,30 @@ from ann.report.sections import SECTIONS, Section, sections_for
 REPORT = directory_kind.REPORT_FILE
 
 
-def _slices(preds: collect.Predictions) -> list[Section]:
-    """One Section per entry of the config's `report.slices` (none when it names none)."""
+def _slices(preds: collect.Predictions, source: collect.Source) -> list[Section]:
+    """One Section per entry of the config's `report.slices` (none when it names none). An
+    entry these rows cannot take (`ann train` counts a streamed split's field values on a
+    sample, and runs from before its check were not checked) is refused with how the trained
+    run or model takes another: its config is the run's, changed on a rerun (`_rerun`)."""
     from ann.report import slices
+    from ann.report.slicing import SliceRefused
 
-    return slices.report_slices(preds)
+    try:
+        return slices.report_slices(preds)
+    except SliceRefused as e:
+        raise SliceRefused(f"{e}; {_rerun(preds.config, source, e)}", e.entry, e.fix) from None
+
+
+def _rerun(config: Any, source: collect.Source, refused: Any) -> str:
+    """How a trained run's `report.slices` changes: a rerun of its `ann train` command with
+    the `refused` entry replaced by its fix (dropped without one), which trains no further; an
+    export keeps its run's, so the run is exported again."""
+    entries = [refused.fix if e == refused.entry else e for e in config.report.slices]
+    flag = f'--config.report.slices="{tuple(e for e in entries if e)!r}"'
+    again = f"`ann train` command again with {flag} (a finished run trains no further)"
+    if source.identity["kind"] == "workdir":
+        return f"run its {again}, then `ann report --workdir={source.identity['workdir']}`"
+    return f"an export keeps its run's report.slices: run the run's {again}, then export it again"
 
 
 def replace_directory(tmp: str, out: str) -> None:
@@ -155,7 +174,7 @@ def _report_splits(
     figures: dict[str, dict[str, list[str]]] = {}
     for split in splits:
         preds = validation if split == "validation" else collect.collect(source, split, validation)
-        sections, slices = section_fn(preds), _slices(preds)
+        sections, slices = section_fn(preds), _slices(preds, source)
         shown[split] = sections + slices
         figures[split] = html.write_figures(tmp, split, shown[split])
         report["splits"][split] = {
