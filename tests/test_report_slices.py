@@ -1038,6 +1038,21 @@ def test_slices_the_data_cannot_take_are_refused_before_training(tmp_path, entry
     assert not (tmp_path / "run").exists()
 
 
+def test_a_restored_run_is_not_refused_for_its_report_slices():
+    # Restoring a trained run (ann export, ann generate, ann report) checked report.slices
+    # against the train split as `ann train` does: `ann export` of a run whose entry the data
+    # cannot take (a run from before the check) was refused for a setting only `ann report`
+    # reads, and `ann report` was refused without how the run takes another entry.
+    from conftest import tiny
+
+    from ann.train.build import build, make_experiment
+
+    config = tiny("digits_mlp", **{"report.slices": ("field:row_id",)})
+    build(config, make_experiment(config), for_training=False)  # not refused
+    with pytest.raises(ConfigError, match="field 'row_id' has 1221 distinct values"):
+        build(config, make_experiment(config))
+
+
 def test_slices_for_an_experiment_without_slice_metrics_are_refused_before_training(tmp_path):
     # A language model trained with report.slices; `ann report` then refused the trained run.
     from conftest import tiny

@@ -79,8 +79,9 @@ def build(
     wins over today's $TFDS_DATA_DIR); None: the config's `data.data_dir`.
 
     `for_training=False` (restoring a model to use it) skips the checks that only matter for
-    training here, such as the batch dividing this machine's device count and the selection
-    metrics being `val/` ones (older runs chose on `eval/`), opens only the train split, and
+    training here, such as the batch dividing this machine's device count, the selection
+    metrics being `val/` ones (older runs chose on `eval/`) and `report.slices` (the report
+    checks its own splits), opens only the train split, and
     replicates the model over this machine's devices whatever mesh it was trained on.
     Raises ConfigError for a bad config.
     """
@@ -117,7 +118,10 @@ def build(
     experiment_lib.call(experiment, "setup", train_split)
     experiment_lib.check_inputs(experiment, train_split)
     report = config.report
-    if report.slices or report.slice_min or report.slice_max:  # else nothing to check (sklearn)
+    # Only before training: a trained run's model restored (export, generate, report) does not
+    # use report.* here, and `ann report` refuses what its own splits cannot take, saying how
+    # the run takes another entry (a rerun): export refused a run for its report setting.
+    if for_training and (report.slices or report.slice_min or report.slice_max):
         from ann.report import slicing
 
         slicing.check(config, experiment, train_split)
