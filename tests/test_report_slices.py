@@ -446,7 +446,7 @@ def test_the_train_time_check_counts_a_field_on_the_whole_split():
 @pytest.fixture(scope="module")
 def streamed_split(tmp_path_factory):
     """`_late_groups`'s rows as an ArrayRecord data set of the user's, streamed (data.cache
-    off): (the Split, its rows)."""
+    off): (the Split, its rows, the data dir)."""
     import tensorflow_datasets as tfds
 
     from ann.data import sources
@@ -470,27 +470,35 @@ def streamed_split(tmp_path_factory):
             )
 
         def _split_generators(self, dl_manager):
-            return {"train": self._generate_examples()}
+            return {"train": self._generate_examples(1200), "test": self._generate_examples(40)}
 
-        def _generate_examples(self):
-            for i in range(len(data["label"])):
+        def _generate_examples(self, n):
+            for i in range(n):
                 yield i, {k: v[i] for k, v in data.items()}
 
     data_dir = str(tmp_path_factory.mktemp("late_groups"))
     LateGroups(data_dir=data_dir, file_format="array_record").download_and_prepare()
     split = sources.load("late_groups", "train", data_dir, cache="off")
     assert split.cached is None
-    return split, split.rows(np.arange(len(split)))  # TFDS's order, not the generator's
+    return split, split.rows(np.arange(len(split))), data_dir
 
 
 def test_a_streamed_field_is_read_whole_where_cheap_else_the_sample_is_said(
     streamed_split, monkeypatch, caplog
 ):
-    split, rows = streamed_split
+    split, rows, data_dir = streamed_split
     for key in ("label", "group"):
         column = split.column(key)
         assert np.array_equal(column, rows[key]) and column.dtype == rows[key].dtype
     assert np.array_equal(rows["group"], _late_groups()["group"])  # in the generator's order
+    # Bytes on disk of a sum of splits (TFDS's SplitInfo says 0 for it): its parts'.
+    from ann.data import sources
+
+    test = sources.load("late_groups", "test", data_dir, "off")
+    both = sources.load("late_groups", "train+test", data_dir, "off")
+    assert both.disk_bytes() == split.disk_bytes() + test.disk_bytes() > split.disk_bytes() > 0
+    halves = sources.load("late_groups", "train[:50%]+test", data_dir, "off")
+    assert halves.disk_bytes() == split.disk_bytes() // 2 + test.disk_bytes()
     exp = types.SimpleNamespace(label_key="label", class_names=["a", "b"])
     # A few KiB on disk: the field's column is read, so the count is the split's.
     with pytest.raises(ConfigError, match=r"field 'group' has 65 distinct values \(at most 50"):

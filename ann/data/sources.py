@@ -151,12 +151,14 @@ class Split:
         return np.stack([np.asarray(v) for v in values])
 
     def disk_bytes(self) -> int:
-        """The bytes on disk of this split's records (a TFDS slice's share of its split's)."""
-        whole = self.info.splits[self.split.split("[")[0]] if "[" in self.split else None
-        if whole is None:
-            return int(self.info.splits[self.split].num_bytes)
-        rows = int(self.info.splits[self.split].num_examples)
-        return int(whole.num_bytes) * rows // max(1, int(whole.num_examples))
+        """The bytes on disk of this split's records: of each named split it takes (`train`,
+        `train[:50%]+validation`: TFDS gives a slice or a sum none), its rows' share."""
+        total = 0
+        for part in self.split.split("+"):
+            whole = self.info.splits[part.split("[")[0].strip()]
+            rows = int(self.info.splits[part.strip()].num_examples)
+            total += int(whole.num_bytes) * rows // max(1, int(whole.num_examples))
+        return total
 
     def cache(self) -> Split:
         """Reads the whole split into memory once (for small data sets)."""
