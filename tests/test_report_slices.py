@@ -563,6 +563,10 @@ def test_the_report_s_slice_refusal_says_how_the_trained_run_takes_the_fix():
         f"use 'feature:group:quantiles=4'; run its `ann train` command again with {flag} (a "
         "finished run trains no further), then `ann report --workdir=/runs/a`"
     )
+    preds.config.report.slices = ("feature:group:quantiles=4", "field:group")  # named already
+    with pytest.raises(ConfigError, match=r"slices=\"\('feature:group:quantiles=4',\)\" \(a"):
+        write._slices(preds, source("workdir"))
+    preds.config.report.slices = ("label", "field:group", "field:tier")
     with pytest.raises(ConfigError) as e:
         write._slices(preds, source("export"))
     assert str(e.value).endswith(

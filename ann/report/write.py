@@ -37,7 +37,8 @@ def _rerun(config: Any, source: collect.Source, refused: Any) -> str:
     the `refused` entry replaced by its fix (dropped without one), which trains no further; an
     export keeps its run's, so the run is exported again."""
     entries = [refused.fix if e == refused.entry else e for e in config.report.slices]
-    flag = f'--config.report.slices="{tuple(e for e in entries if e)!r}"'
+    kept = tuple(dict.fromkeys(e for e in entries if e))  # the fix once, if already named
+    flag = f'--config.report.slices="{kept!r}"'
     again = f"`ann train` command again with {flag} (a finished run trains no further)"
     if source.identity["kind"] == "workdir":
         return f"run its {again}, then `ann report --workdir={source.identity['workdir']}`"
