@@ -232,7 +232,9 @@ def not_an_export(
     if not os.fspath(directory):  # it said " does not exist; ...", naming nothing
         return f"an empty path names no export; {give}"
     if not os.path.isdir(directory):
-        what = "is a file" if os.path.exists(directory) else "does not exist"
+        from ann import atomic  # os only; not imported by a load that finds its export
+
+        what = "is a file" if os.path.exists(directory) else atomic.absent(directory)
         return f"{directory} {what}; {give}"
     kinds = directory_kind.of(directory)
     if directory_kind.EXPORT in kinds:
@@ -249,7 +251,8 @@ def _not_an_export_error(directory: str, why: str) -> Exception:
     """The exception for a `directory` that holds no export (`why`: `not_an_export`'s line):
     a registry URI (the loader takes a directory: it was told the URI "does not exist", as an
     IntegrityError) is a ValueError naming what loads one; a path that does not exist a
-    FileNotFoundError, a file a NotADirectoryError (nothing there was damaged); a directory
+    FileNotFoundError (below a file too: "cannot exist: F is a file, ..."), a file a
+    NotADirectoryError (nothing there was damaged); a directory
     without a manifest (a training run's, or any other) an IntegrityError: not an ann export."""
     if (
         isinstance(directory, str)

@@ -155,7 +155,8 @@ def remove_if_left_empty(directory: str, made: str | None, own: Collection[str] 
 
 def why_not_creatable(path: str) -> str | None:
     """Why the directory `path` cannot be used or created (what follows its name in a message:
-    "is a file, not a directory", "cannot be created: PARENT is a file", ...), or None when it
+    "is a file, not a directory", "cannot be created: PARENT is a file, so nothing can be below
+    it" (`below_a_file`), ...), or None when it
     can. Leaves nothing behind: it makes and removes a probe directory in the nearest existing
     parent, the one test that a read-only or special file system (/proc) answers truly, and
     root, whom permission bits do not stop."""
@@ -166,11 +167,11 @@ def why_not_creatable(path: str) -> str | None:
         return f"is a symbolic link to {os.readlink(path)}, which does not exist"
     if os.path.exists(path) and not os.path.isdir(path):
         return "is a file, not a directory"
+    if (above := below_a_file(path)) is not None:
+        return f"cannot be created: {above}"
     existing = path
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
-    if not os.path.isdir(existing):
-        return f"cannot be created: {existing} is a file"
     if not os.access(existing, os.W_OK | os.X_OK):
         if existing == path:
             return "is not writable (permission denied)"
@@ -198,3 +199,45 @@ def file_kind(mode: int) -> str | None:
         if test(mode):
             return kind
     return "not a regular file"
+
+
+def file_above(path: str) -> tuple[str, str] | None:
+    """(the nearest existing path above `path`, what it is: "a file", "a FIFO (a named pipe)",
+    ... as `file_kind` says it) where that is not a directory, so that `path` cannot exist
+    (`/etc/hostname/x`, `README.md/model`: the system says ENOTDIR, "Not a directory"); None
+    where it is a directory (or nothing above exists). The path above is named as `path`
+    spells it (a relative path stays relative); links are followed."""
+    stripped = path.rstrip(os.sep)
+    # `FILE/` names a directory FILE: the file itself is what is above it.
+    above = stripped if stripped and stripped != path else os.path.dirname(stripped)
+    while above:
+        try:
+            mode = os.stat(above).st_mode
+        except (OSError, ValueError):
+            if os.path.dirname(above) == above:
+                return None
+            above = os.path.dirname(above)
+            continue
+        kind = file_kind(mode)
+        return None if kind == "a directory" else (above, kind or "a file")
+    return None
+
+
+def below_a_file(path: str) -> str | None:
+    """ "/etc/hostname is a file, so nothing can be below it" for a `path` below a file (or a
+    FIFO, a device: `file_above`), else None: how every refusal of such a path says it (the
+    export loader, the registry, --workdir, data.data_dir, the monitor's and the server's files;
+    they said "does not exist", "cannot read it (Not a directory)" or "no registry at PATH; ...
+    `register` an export to create it there")."""
+    found = file_above(path)
+    if found is None:
+        return None
+    return f"{found[0]} is {found[1]}, so nothing can be below it"
+
+
+def absent(path: str) -> str:
+    """What a refusal says of `path`, which does not exist, after its name: "cannot exist:
+    /etc/hostname is a file, so nothing can be below it" (`below_a_file`), else "does not
+    exist"."""
+    above = below_a_file(path)
+    return f"cannot exist: {above}" if above is not None else "does not exist"

@@ -54,7 +54,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 from ml_collections.config_flags import config_flags as config_flags_impl
 
-from ann import arguments, directory_kind
+from ann import arguments, atomic, directory_kind
 from ann import config as config_lib
 from ann.config import SCHEMA, ConfigError
 
@@ -551,7 +551,7 @@ def parse_flags(argv: list[str]) -> list[str]:
         # ml_collections defers a missing file's error to the config's first use.
         path = _config_path()
         if not os.path.isfile(path):
-            fail(f"--config={path}: no such file{near_files(path, '.py')}")
+            fail(missing_config(path))
         value = flags.FLAGS["config"].value
         if not isinstance(value, ml_collections.ConfigDict):
             returned = type(value).__name__
@@ -734,6 +734,14 @@ def _missing_config_file(argv: Sequence[str]) -> str | None:
     path = given[-1].partition(":")[0]
     if os.path.isfile(path):
         return None
+    return missing_config(path)
+
+
+def missing_config(path: str) -> str:
+    """ "--config=PATH: no such file; did you mean ...?", or for a PATH below a file
+    "--config=PATH cannot exist: F is a file, so nothing can be below it" (`atomic.absent`)."""
+    if (above := atomic.below_a_file(path)) is not None:
+        return f"--config={path} cannot exist: {above}"
     return f"--config={path}: no such file{near_files(path, '.py')}"
 
 
@@ -1211,7 +1219,7 @@ def check_trained_run(workdir: str, step: str, export_flag: str | None = None) -
             f"{came}{instead}"
         )
     if not os.path.exists(workdir):
-        what = "does not exist"
+        what = atomic.absent(workdir)  # "cannot exist: F is a file, ..." below a file
     elif not os.path.isdir(workdir):
         what = "is a file, not a directory"
     elif (held := holds(workdir)) is not None:  # a registry, a sweep, a directory of runs
@@ -1354,7 +1362,6 @@ def check_out(
     (report.json) unless `report` (the job writes one: its own write checks which kind), or is
     inside a report (replaced whole on its next run, it would take `path` with it); creates
     nothing. Checked before a job computes."""
-    from ann import atomic
 
     if not path.strip():
         raise FlagError(f"--{flag} is empty; give the directory to write")
@@ -1668,7 +1675,6 @@ def storage_error(e: OSError) -> str | None:
     read is a refused read (`_unreadable`), said as one with its fix (chmod), not a write's.
     None for any other OSError (a bug's keeps its traceback, or the command's own `errors`
     say it). Said here, once, for every command, rather than at every write."""
-    from ann import atomic
 
     fix = atomic.STORAGE_ERRNOS.get(e.errno)
     if fix is None:

@@ -69,3 +69,70 @@ def test_a_full_disk_names_the_file_and_leaves_the_old_one(tmp_path, monkeypatch
     assert e.value.errno == errno.ENOSPC and e.value.filename == str(path)
     assert path.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["sweep.json"]
+
+
+def test_a_path_below_a_file_is_said_to_be_one_by_every_reader(tmp_path, monkeypatch):
+    """A path below a regular file (`README.md/model`, `/etc/hostname/x`) was "does not exist"
+    (the export loader, the registry's resolve, --workdir, init_from, a data dir), "cannot read
+    it (Not a directory)" (--labels, --token_file), "is not a file" (--requests) or "no
+    registry at PATH; ... `register` an export to create it there" (--registry): each now says
+    that the file is one, so nothing can be below it, in the same words (`atomic.absent`)."""
+    from ann import artifact, cli, registry
+    from ann.data import sources
+    from ann.monitor import jsonlines
+    from ann.monitor.request_log import RequestLogError, read_requests
+    from ann.serve import settings
+    from ann.train import transfer
+
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    below = str(afile / "model")
+    said = f"cannot exist: {afile} is a file, so nothing can be below it"
+    assert atomic.absent(below) == said
+    assert atomic.absent(str(afile / "a" / "b")) == said  # deeper too
+    assert atomic.absent(str(afile) + os.sep) == said  # `FILE/` names a directory FILE
+    assert atomic.absent(str(tmp_path / "nope" / "x")) == "does not exist"
+    assert atomic.absent("/dev/null/x") == (
+        "cannot exist: /dev/null is a character device, so nothing can be below it"
+    )
+    monkeypatch.chdir(tmp_path)  # a relative path is named as given
+    assert atomic.absent("afile/model") == (
+        "cannot exist: afile is a file, so nothing can be below it"
+    )
+    assert atomic.why_not_creatable(below) == f"cannot be created: {afile} is a file, so " + (
+        "nothing can be below it"
+    )
+
+    def refusal(call, error=Exception) -> str:
+        with pytest.raises(error) as e:
+            call()
+        return str(e.value)
+
+    assert refusal(lambda: artifact.load(below), FileNotFoundError).startswith(f"{below} {said};")
+    assert refusal(lambda: registry.resolve(below)).startswith(f"{below} {said};")
+    assert refusal(lambda: registry.Registry(below).models()) == (
+        f"no registry at {below}, which {said}; give --registry=DIR (or $ANN_REGISTRY) of an "
+        "existing one, or `register` an export with --registry=DIR, a new or empty directory, "
+        "to create one"
+    )
+    assert refusal(lambda: cli.check_trained_run(below, "best")) == (
+        f"--workdir={below} {said}; give the directory of a trained run"
+    )
+    assert refusal(lambda: transfer.resolve(below)).startswith(
+        f"config key 'init_from'='{below}': {below} {said}; use a run directory"
+    )
+    assert cli.missing_config(below) == f"--config={below} {said}"
+    assert sources._what_is_in(below, "digits") == f", which {said}"
+    wanted = "the late labels file"
+    assert refusal(
+        lambda: jsonlines.check_readable(below, f"--labels={below}", wanted, ValueError)
+    ) == (f"--labels={below} {said}; give {wanted}")
+    assert refusal(lambda: read_requests([below], "m", {}), RequestLogError).startswith(
+        f"--requests={below} {said}; give the server's request log"
+    )
+    assert refusal(lambda: settings.read_token_file("token_file", below)) == (
+        f"--token_file={below} {said}; give the file that holds the token"
+    )
+    assert settings.request_log_problem(f"{below}/requests.jsonl") == (
+        f"--request_log={below}/requests.jsonl: its folder {below} {said}"
+    )

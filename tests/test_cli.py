@@ -982,8 +982,9 @@ def test_an_out_that_cannot_be_created_is_refused_before_any_work(tmp_path, job)
     out = tmp_path / "file" / "out"
     line = one_line_error(ann(job, f"--workdir={tmp_path / 'run'}", f"--out={out}"))
     blocked = tmp_path / "file"
-    assert (
-        line == f"error: --out={out} cannot be created: {blocked} is a file; choose another --out"
+    assert line == (
+        f"error: --out={out} cannot be created: {blocked} is a file, so nothing can be below "
+        "it; choose another --out"
     )
     # A file system that refuses what permission bits allow (here /proc, for root too) is found
     # before any work too: it was "[Errno 2] ... '/proc/.export-7dknqkvw'" after restoring.

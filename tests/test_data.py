@@ -201,7 +201,8 @@ def test_a_data_dir_that_cannot_hold_the_set_is_named_in_one_line(tmp_path):
     # What the path is: one below a file said "(Not a directory)".
     for where, why in ((tmp_path / "afile", "it is a file, not a directory"),
                        (tmp_path / "afile" / "below",
-                        f"cannot be created: {tmp_path / 'afile'} is a file")):  # fmt: skip
+                        f"cannot be created: {tmp_path / 'afile'} is a file, so nothing can be "
+                        "below it")):  # fmt: skip
         with pytest.raises(ConfigError) as e:
             sources.load("digits", "train", data_dir=str(where), key="data.train_split")
         assert str(e.value).startswith(

@@ -57,7 +57,8 @@ BAD = [
     ),
     (
         [f"--request_log={ROOT}/README.md/x/requests.jsonl"],
-        f"its folder {ROOT}/README.md/x cannot exist: {ROOT}/README.md is a file",
+        f"its folder {ROOT}/README.md/x cannot exist: {ROOT}/README.md is a file, so nothing "
+        "can be below it",
     ),
     (["--shutdown_timeout=-1"], "--shutdown_timeout=-1"),
     # Accepted and ignored: a setting the user believed in.
@@ -191,7 +192,7 @@ def test_a_compilation_cache_dir_that_cannot_be_one_is_refused_before_any_model_
     # What the path is: a file said "(File exists)", a path below one "(Not a directory)".
     for given, why in (
         (afile, "is a file, not a directory"),
-        (afile / "cache", f"cannot be created: {afile} is a file"),
+        (afile / "cache", f"cannot be created: {afile} is a file, so nothing can be below it"),
     ):
         result = subprocess.run(
             [sys.executable, "-m", "ann.serve", f"--model={MISSING}",

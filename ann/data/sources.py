@@ -406,7 +406,11 @@ def _what_is_in(data_dir: str, name: str) -> str:
     exist", ", which is a file", or the sets prepared there and the one `name` is near (the
     versions prepared, for `name:VERSION`)."""
     if not os.path.isdir(data_dir):
-        return ", which is a file" if os.path.exists(data_dir) else ", which does not exist"
+        return (
+            ", which is a file"
+            if os.path.exists(data_dir)
+            else f", which {atomic.absent(data_dir)}"
+        )
 
     def folders(path: str) -> list[str]:
         return sorted(

@@ -517,11 +517,14 @@ def _check_requests() -> None:
         )
     if (item := cli.empty_item("requests", FLAGS.requests)) is not None:
         raise cli.FlagError(item)
-    from ann.monitor.jsonlines import check_file
+    from ann.monitor.jsonlines import check_file, missing
 
     for path in FLAGS.requests:
         if not os.path.isdir(path):  # a folder: `near_files` offers the log in it
             check_file(path, f"--requests={path}", "the server's request log", cli.FlagError)
+        # Below a file (README.md/x): said so, with what to give.
+        if (why := missing(path, f"--requests={path}", "the server's request log")) is not None:
+            raise cli.FlagError(why)
         if not os.path.isfile(path):
             raise cli.FlagError(
                 f"--requests={path} is not a file; give the server's request log"

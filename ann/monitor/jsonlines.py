@@ -132,8 +132,9 @@ def check_file(path: str, name: str, wanted: str, error: type[Exception]) -> Non
 
 
 def check_readable(path: str, name: str, wanted: str, error: type[Exception]) -> None:
-    """`check_file`, and `settings.file_error`'s one line for a `path` that does not exist, is
-    a folder or cannot be opened (`NAME does not exist; give WANTED`): the checks of a file
+    """`check_file`, and `settings.file_error`'s one line for a `path` that does not exist (or
+    `missing`'s: below a file), is a folder or cannot be opened (`NAME does not exist; give
+    WANTED`): the checks of a file
     flag that read nothing, made before anything slow (a model resolved or loaded, a server
     reached), where they came after it. Raises `error`."""
     from ann.serve.settings import file_error
@@ -143,7 +144,7 @@ def check_readable(path: str, name: str, wanted: str, error: type[Exception]) ->
         with open(path, "rb"):
             pass
     except OSError as e:
-        raise error(file_error(name, e, wanted)) from None
+        raise error(missing(path, name, wanted) or file_error(name, e, wanted)) from None
 
 
 def objects(
@@ -173,7 +174,7 @@ def objects(
     try:
         f = open(path, "rb")
     except OSError as e:
-        raise error(file_error(name, e, wanted)) from None
+        raise error(missing(path, name, wanted) or file_error(name, e, wanted)) from None
     with f:
         try:
             why = not_text(f.read(HEAD_BYTES), path, wanted)
@@ -221,3 +222,15 @@ def objects(
                 yield number, value
         except OSError as e:  # a folder (EISDIR shows on the first read), a failing disk
             raise error(file_error(name, e, wanted)) from None
+
+
+def missing(path: str, name: str, wanted: str) -> str | None:
+    """The refusal of a `path` that is not there, with what to give: `NAME cannot exist: F is a
+    file, so nothing can be below it; give WANTED` below a file (`atomic.absent`); None where
+    it exists or is not below a file (the caller's own refusal: "does not exist", a name near
+    it). `name`: the flag as given (`--requests=PATH`)."""
+    if os.path.lexists(path):
+        return None
+    if (above := atomic.below_a_file(path)) is not None:
+        return f"{name} cannot exist: {above}; give {wanted}"
+    return None

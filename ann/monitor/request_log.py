@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from ann import arguments
-from ann.monitor.jsonlines import check_file, objects
+from ann.monitor.jsonlines import check_file, missing, objects
 from ann.serve.errors import ServeError
 from ann.serve.protocol import decode_data, not_a_number, short
 
@@ -147,6 +147,8 @@ def _records(paths: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
     wanted = "the server's request log (ann serve --request_log=FILE)"
     for path in paths:
         check_file(path, f"--requests={path}", wanted, RequestLogError)  # a FIFO: not waited on
+        if (why := missing(path, f"--requests={path}", wanted)) is not None:  # below a file
+            raise RequestLogError(why)
         if not os.path.isfile(path):
             raise RequestLogError(f"--requests={path} is not a file; give the server's request log")
         real = os.path.realpath(path)

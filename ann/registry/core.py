@@ -300,7 +300,10 @@ class Registry:
 
     def _no_new_one(self) -> str | None:
         """Why no new registry may go at `root` ("is a training run", "holds other files (a,
-        b)"), or None: a new or empty directory of its own."""
+        b)", "cannot exist: F is a file, so nothing can be below it"), or None: a new or empty
+        directory of its own."""
+        if (above := atomic.below_a_file(self.root)) is not None:  # it said "`register` an
+            return f"cannot exist: {above}"  # export to create it there"
         kinds = [k for k in directory_kind.of(self.root) if k != directory_kind.REGISTRY]
         found = (kinds[0], self.root) if kinds else directory_kind.inside(self.root)
         if found is not None:  # not in a run's, an export's or a registry's directory

@@ -13,7 +13,7 @@ import os
 import re
 from typing import Any
 
-from ann import arguments, directory_kind
+from ann import arguments, atomic, directory_kind
 from ann.monitor import CORRECTIONS, MIN_LABELS, MIN_TEST_ROWS
 from ann.monitor import MIN_ROWS as DRIFT_MIN_ROWS
 
@@ -265,12 +265,7 @@ def request_log_problem(given: str, suggest: bool = True) -> str | None:
     path = os.path.abspath(given)
     folder = os.path.dirname(path)
     if not os.path.isdir(folder):
-        above = folder
-        while not os.path.exists(above):
-            above = os.path.dirname(above)
-        what = "does not exist" if above != folder else "is a file, not a folder"
-        if above != folder and not os.path.isdir(above):
-            what = f"cannot exist: {above} is a file"
+        what = "is a file, not a folder" if os.path.exists(folder) else atomic.absent(folder)
         return f"--request_log={given}: its folder {folder} {what}"
     if os.path.isdir(path):
         inner = os.path.join(given, _LOG_NAME)
@@ -416,11 +411,13 @@ def flag_default(field: dataclasses.Field) -> Any:
 def file_error(name: str, error: OSError | UnicodeDecodeError, wanted: str) -> str:
     """Why the file a flag names cannot be read, in one line with the fix: `name` is the flag
     as given (`--token_file=/x`) or a path, `wanted` what the flag takes ("the file holding the
-    token"). It said "cannot read it ([Errno 2] No such file or directory: '/x')"."""
+    token"). It said "cannot read it ([Errno 2] No such file or directory: '/x')", and of a path
+    below a file "cannot read it (Not a directory)": that one is `atomic.absent`'s "cannot exist:
+    F is a file, so nothing can be below it"."""
     if isinstance(error, UnicodeDecodeError):
         return f"{name} is not UTF-8 text (byte 0x{error.object[error.start]:02x}); give {wanted}"
-    if isinstance(error, FileNotFoundError):
-        return f"{name} does not exist; give {wanted}"
+    if isinstance(error, FileNotFoundError | NotADirectoryError):  # below a file: ENOTDIR
+        return f"{name} {atomic.absent(error.filename or '')}; give {wanted}"
     if isinstance(error, IsADirectoryError):
         return f"{name} is a folder; give {wanted}"
     if isinstance(error, PermissionError):

@@ -14,7 +14,7 @@ from typing import Any
 import ml_collections
 from absl import flags
 
-from ann import cli
+from ann import atomic, cli
 from ann import config as config_lib
 from ann.sweep import results, space
 from ann.sweep.space import Overrides, SweepError
@@ -101,6 +101,8 @@ def load(config: str, fixed: Overrides) -> Definition:
     """Loads `configs/NAME.py[:ARG]`; an error naming the fix if it has no usable get_sweep."""
     path, _, arg = config.partition(":")
     if not os.path.isfile(path):
+        if (above := atomic.below_a_file(path)) is not None:
+            raise SweepError(f"--config={config} cannot exist: {above}")
         raise SweepError(f"--config={config}: no such file {path!r}")
     spec = importlib.util.spec_from_file_location("ann_sweep_config", path)
     module = importlib.util.module_from_spec(spec)

@@ -119,7 +119,7 @@ def resolve(spec: str) -> Source:
         raise _error(
             spec, f"':{tail}' after the run {head} must be :best, :latest or a step number"
         )
-    what = "does not exist" if not os.path.exists(directory) else "is not a run or an export"
+    what = "is not a run or an export" if os.path.exists(directory) else atomic.absent(directory)
     raise _error(
         spec,
         f"{directory} {what}; use a run directory (with config.json and checkpoints, as "
