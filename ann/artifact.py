@@ -70,6 +70,13 @@ class IntegrityError(ValueError):
     """An artifact is missing a file, truncated, tampered with, or not an ann export."""
 
 
+class NotAnExportError(ValueError):
+    """A directory given as an export is a training run's workdir (config.json, checkpoints/,
+    no manifest.json): nothing is damaged, it is the wrong directory; the message says how to
+    export it (`ann export --workdir=RUN --out=EXPORT_DIR`). Not an IntegrityError: it said
+    the run was "not an ann export" in the words of a damaged or incomplete one."""
+
+
 class PlatformError(ValueError):
     """An export was lowered for none of the platforms this machine can run it on."""
 
@@ -252,8 +259,9 @@ def _not_an_export_error(directory: str, why: str) -> Exception:
     a registry URI (the loader takes a directory: it was told the URI "does not exist", as an
     IntegrityError) is a ValueError naming what loads one; a path that does not exist a
     FileNotFoundError (below a file too: "cannot exist: F is a file, ..."), a file a
-    NotADirectoryError (nothing there was damaged); a directory
-    without a manifest (a training run's, or any other) an IntegrityError: not an ann export."""
+    NotADirectoryError (nothing there was damaged); a training run's workdir a NotAnExportError
+    (it was an IntegrityError, as if a run were a damaged export); any other directory without
+    a manifest an IntegrityError: not an ann export (or one whose manifest.json was lost)."""
     if (
         isinstance(directory, str)
         and directory.startswith(REGISTRY_URI_SCHEME)
@@ -268,6 +276,10 @@ def _not_an_export_error(directory: str, why: str) -> Exception:
         return FileNotFoundError(why)
     if not os.path.isdir(directory):
         return NotADirectoryError(why)
+    from ann import directory_kind  # os only
+
+    if directory_kind.RUN in directory_kind.of(directory):
+        return NotAnExportError(why)
     return IntegrityError(why)
 
 
@@ -294,7 +306,9 @@ def read_manifest_bytes(
 
     Raises FileNotFoundError where `directory` does not exist, NotADirectoryError where it is a
     file, ValueError where it is a registry URI (`models:/...`: `ann.registry.resolve` loads
-    one), IntegrityError where it holds no manifest.json or manifest.json is not a regular
+    one), NotAnExportError where it is a training run's workdir (the message names the `ann
+    export` that makes one), IntegrityError where any other directory holds no manifest.json or
+    manifest.json is not a regular
     file of at most MAX_MANIFEST_BYTES, is not JSON, is not an ann.export/1 manifest of the
     expected structure (a newer format's is named so), or (given `manifest_sha256`, as a
     registry records it) does not have that sha256; TypeError where `directory` is not a str
@@ -1235,8 +1249,9 @@ def load(directory: str, manifest_sha256: str | None = None) -> Model:
     missing one, the drift reference included, raises IntegrityError naming it) and loads the
     export in `directory` (jax only, no flax). A `directory` that does not exist raises
     FileNotFoundError, a file NotADirectoryError, a registry URI ValueError naming what loads
-    one (`ann.registry.resolve(uri).load()`), one with no manifest.json IntegrityError, and
-    one that is not a str or path (None) TypeError naming the argument."""
+    one (`ann.registry.resolve(uri).load()`), a training run's workdir NotAnExportError (with
+    the `ann export` command that exports it), another directory with no manifest.json
+    IntegrityError, and one that is not a str or path (None) TypeError naming the argument."""
     from jax import export
 
     directory = _directory(directory)

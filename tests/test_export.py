@@ -450,15 +450,46 @@ def test_a_path_that_is_no_directory_is_not_called_an_incomplete_export(tmp_path
         "(REGISTRY_DIR defaults to $ANN_REGISTRY, else ./registry)"
     )
     # A training run's workdir is named as one, with the command that exports it (it said "the
-    # export is incomplete").
-    (tmp_path / "run").mkdir()
+    # export is incomplete"), and raised as the wrong directory, not as damage: it was an
+    # IntegrityError, what a tampered or truncated export raises.
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
     (tmp_path / "run" / "config.json").write_text("{}")
-    with pytest.raises(artifact.IntegrityError) as e:
-        artifact.read_manifest_bytes(str(tmp_path / "run"))
-    assert str(e.value) == (
-        f"{tmp_path / 'run'} is a training run, not an export; export it first (ann export "
-        f"--workdir={tmp_path / 'run'} --out=EXPORT_DIR) and give EXPORT_DIR"
+    for read in (artifact.read_manifest_bytes, artifact.load, artifact.load_weights):
+        with pytest.raises(artifact.NotAnExportError) as e:
+            read(str(tmp_path / "run"))
+        assert not isinstance(e.value, artifact.IntegrityError)
+        assert str(e.value) == (
+            f"{tmp_path / 'run'} is a training run, not an export; export it first (ann export "
+            f"--workdir={tmp_path / 'run'} --out=EXPORT_DIR) and give EXPORT_DIR"
+        )
+
+
+def test_every_command_given_a_run_where_an_export_is_wanted_says_how_to_export_it(tmp_path):
+    """`ann serve --model=RUN`, `ann monitor drift|performance --model=RUN` and `ann registry
+    register RUN` name the run as one with the `ann export` that makes an export of it, in one
+    line (as `artifact.load` does); `ann report --model=RUN` takes it as --workdir."""
+    from test_cli import ann
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"experiment": "digits", "total_steps": 20}))
+    (tmp_path / "requests.jsonl").write_text('{"model": "m", "status": 200}\n')
+    (tmp_path / "labels.jsonl").write_text('{"id": "a", "label": 1}\n')
+    said = (
+        f"error: {run} is a training run, not an export; export it first (ann export "
+        f"--workdir={run} --out=EXPORT_DIR) and give EXPORT_DIR"
     )
+    logs = ["--requests=requests.jsonl", "--labels=labels.jsonl"]
+    for args in (
+        ["serve", f"--model={run}", "--port=18765"],
+        ["monitor", "drift", f"--model={run}", logs[0]],
+        ["monitor", "performance", f"--model={run}", *logs],
+        ["registry", "register", str(run), "--name=digits", "--registry=reg"],
+    ):
+        assert one_line_error(ann(*args, cwd=tmp_path)) == said, args
+    line = one_line_error(ann("report", f"--model={run}", cwd=tmp_path))
+    assert line == f"error: --model={run} is a training run; give it as --workdir={run}"
+    assert not (tmp_path / "reg").exists()
 
 
 def test_export_refuses_a_nonempty_out_and_keeps_batchnorm(tmp_path, digits_export):
