@@ -835,3 +835,36 @@ def test_the_decompress_command_works_whatever_the_file_is_named(tmp_path, tool,
         assert done.returncode == 0, (command, done.stderr)
         assert (tmp_path / writes).read_text() == record, command
         assert path.read_bytes() == packed, command  # kept
+
+
+def test_a_binary_file_without_null_bytes_is_named_not_called_a_damaged_line(tmp_path):
+    """Random bytes without a null byte (`head -c 2000 /dev/urandom | tr -d '\\0'`) were told
+    "line 1: ... got text that is not UTF-8 ...; the file is damaged (delete that line to use
+    the rest)", as if one line of a log were bad. More than a third of the first bytes not text
+    (Perl's -B rule) and no line a JSON object: a binary file. A damaged line in a log, short or
+    long, is still refused by its number with that fix."""
+    rng = np.random.default_rng(0)
+    noise = bytes(b for b in rng.integers(0, 256, 2000, dtype=np.uint8).tobytes() if b)
+    binary = tmp_path / "x.jsonl"
+    binary.write_bytes(noise)
+    for read, name in (
+        (lambda p: read_requests([p], "m", {}), "requests"),
+        (read_labels, "labels"),
+    ):
+        with pytest.raises(ValueError) as e:  # RequestLogError is a ValueError
+            read(str(binary))
+        said = re.fullmatch(
+            rf"--{name}={re.escape(str(binary))} is a binary file \((\d+)% of its first "
+            rf"{len(noise):,} bytes are not UTF-8 text\), not JSON lines text; give .*",
+            str(e.value),
+        )
+        assert said and 40 <= int(said[1]) <= 70, e.value
+    record = json.dumps({"model": "m", "status": 200}) + "\n"
+    garbage = bytes(b for b in noise[:300] if b != 10) + b"\n"
+    for good in (1, 200):  # one good line beside the damage, or a log of many
+        log = tmp_path / f"log{good}.jsonl"
+        log.write_bytes(record.encode() + garbage + record.encode() * (good - 1))
+        with pytest.raises(RequestLogError) as e:
+            read_requests([str(log)], "m", {})
+        assert str(e.value).startswith(f"--requests={log} line 2: expected a request record"), e
+        assert str(e.value).endswith("the file is damaged (delete that line to use the rest)")

@@ -18,11 +18,13 @@ came, forever; `--requests` refused it at once, `--labels` hung), a folder, a co
 (gzip, bzip2, xz, zstd, zip: decompress it first, e.g. `gunzip -k FILE.gz`, or for a name
 without the suffix, which `gunzip -k` refuses, `gunzip -c FILE > FILE.jsonl`; it was called damaged,
 "delete that line") and a binary file (null bytes: it was read as one torn line, then "holds no
-requests").
+requests"; or more than a third of its first bytes not text, `BINARY_SHARE`: it was told "line
+1: got text that is not UTF-8 ...; the file is damaged (delete that line ...)").
 """
 
 from __future__ import annotations
 
+import codecs
 import os
 import shlex
 from collections.abc import Iterator
@@ -47,6 +49,16 @@ COMPRESSED = (
     (b"PK\x03\x04", "a zip archive", "", "unzip"),
 )
 HEAD_BYTES = 1 << 16  # what `not_text` reads of a file
+# A head whose bytes are more than this share not text (`_not_text_share`) is a binary file,
+# unless one of its lines is a JSON object (a log with a damaged line, however short the log:
+# that line is refused by its number, with its fix): Perl's -B file test's rule (perlfunc, -X:
+# "more than a third of the characters are strange"; a null byte makes a file binary there
+# too). Random bytes are about half so (invalid UTF-8, control characters); a log of many
+# records with one damaged line, a fraction of a percent.
+BINARY_SHARE = 1 / 3
+# The control characters text holds (tab, line feed, form feed, carriage return, escape: ANSI
+# colours); any other C0 character, or DEL, is not text.
+_TEXT_CONTROLS = frozenset("\t\n\f\r\x1b")
 
 
 def not_a_file(path: str) -> str | None:
@@ -86,8 +98,9 @@ def not_text(head: bytes, path: str, wanted: str) -> str | None:
     """Why a file that begins with `head` (its first bytes) is not JSON lines text, with the
     fix, as the end of a sentence naming it ("is gzip-compressed; decompress it first (gunzip -k
     FILE.gz) and give the file it writes": `decompress_command`; "is a binary file (it holds
-    null bytes), not JSON lines text; give WANTED"), else None. `path`: the file, for the
-    command."""
+    null bytes), not JSON lines text; give WANTED", or "(52% of its first 1,995 bytes are not
+    UTF-8 text)" where more than `BINARY_SHARE` of them are not and no line is a JSON object),
+    else None. `path`: the file, for the command."""
     for magic, what, _, _ in COMPRESSED:
         if head.startswith(magic):
             return (
@@ -100,7 +113,38 @@ def not_text(head: bytes, path: str, wanted: str) -> str | None:
         )
     if b"\0" in head:
         return f"is a binary file (it holds null bytes), not JSON lines text; give {wanted}"
+    share = _not_text_share(head)
+    if share > BINARY_SHARE and not _holds_an_object(head):  # it was "line N: got text that
+        # is not UTF-8 ...; the file is damaged (delete that line to use the rest)"
+        return (
+            f"is a binary file ({share:.0%} of its first {len(head):,} bytes are not UTF-8 "
+            f"text), not JSON lines text; give {wanted}"
+        )
     return None
+
+
+def _holds_an_object(head: bytes) -> bool:
+    """Whether a line of `head` is a JSON object (a record: the file is a log, damaged)."""
+    for line in head.split(b"\n"):
+        try:
+            if isinstance(orjson.loads(line.removeprefix(BOM)), dict):
+                return True
+        except orjson.JSONDecodeError:
+            continue
+    return False
+
+
+def _not_text_share(head: bytes) -> float:
+    """The share of the bytes of `head` (a file's first bytes) that are not text: bytes that
+    are not UTF-8 and control characters other than `_TEXT_CONTROLS` (0.0 for an empty head).
+    A UTF-8 character cut at the end of the head counts as text."""
+    if not head:
+        return 0.0
+    text = codecs.getincrementaldecoder("utf-8")("replace").decode(head, final=False)
+    bad = sum(c == "\ufffd" or (c < " " and c not in _TEXT_CONTROLS) or c == "\x7f" for c in text)
+    # A replacement stands for one to three bytes: counted as bytes of the head, `bad` is at
+    # least this share (an undecodable byte is one replacement, as Python's decoder makes it).
+    return bad / len(head)
 
 
 def cut_short(error: orjson.JSONDecodeError, text: bytes) -> bool:
