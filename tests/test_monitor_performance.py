@@ -868,3 +868,75 @@ def test_a_binary_file_without_null_bytes_is_named_not_called_a_damaged_line(tmp
             read_requests([str(log)], "m", {})
         assert str(e.value).startswith(f"--requests={log} line 2: expected a request record"), e
         assert str(e.value).endswith("the file is damaged (delete that line to use the rest)")
+
+
+def test_a_log_rotated_away_names_the_rotated_files_and_how_to_read_them(tmp_path):
+    """A log that logrotate rotated (the file gone or empty; FILE.1, FILE.2.gz or
+    FILE-20261205.gz beside it) was "is not a file; give the server's request log" or "holds no
+    requests; log them with `ann serve --request_log=FILE`". The files are named, with a
+    command that joins them (run here: it reads back every record) or, plain, the flag that
+    reads them; the labels file likewise, joined (--labels takes one file)."""
+    import gzip
+    import subprocess
+
+    def records(ids):
+        return "".join(
+            json.dumps({"model": "m", "version": "1", "id": i, "status": 200}) + "\n" for i in ids
+        ).encode()
+
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    log = folder / "requests.jsonl"
+    (folder / "requests.jsonl.1").write_bytes(records(["c"]))  # delaycompress: .1 plain
+    (folder / "requests.jsonl.2.gz").write_bytes(gzip.compress(records(["b"])))
+    (folder / "requests.jsonl.3.gz").write_bytes(gzip.compress(records(["a"])))
+    (folder / "other.jsonl.1.gz").write_bytes(gzip.compress(records(["z"])))  # not its
+    files = [f"{log}.3.gz", f"{log}.2.gz", f"{log}.1"]
+    joined = folder / "requests.all.jsonl"
+    command = f"zcat -f {' '.join(files)} > {joined}"
+    rotated = (
+        f"it was rotated: its lines are in {', '.join(files)} beside it; join them into one "
+        f"file ({command}) and give --requests={joined}"
+    )
+    with pytest.raises(RequestLogError) as e:
+        read_requests([str(log)], "m", {})
+    assert str(e.value) == f"--requests={log} does not exist; {rotated}"
+    log.write_text("")  # rotated with `create`: an empty log
+    with pytest.raises(RequestLogError) as e:
+        read_requests([str(log)], "m", {})
+    assert str(e.value) == f"{log} holds no requests; {rotated}"
+    subprocess.run(command, shell=True, check=True)
+    read = read_requests([str(joined)], "m", {})
+    assert [r.id for r in read.logged] == ["a", "b", "c"]  # oldest first
+
+    dated = tmp_path / "dated"
+    dated.mkdir()
+    for day, i in (("20261205", "y"), ("20261204", "x")):  # dateext, compressed
+        (dated / f"labels.jsonl-{day}.gz").write_bytes(
+            gzip.compress((json.dumps({"id": i, "label": 1}) + "\n").encode())
+        )
+    labels = dated / "labels.jsonl"
+    with pytest.raises(ValueError) as e:
+        read_labels(str(labels))
+    days = [f"{labels}-20261204.gz", f"{labels}-20261205.gz"]
+    assert str(e.value) == (
+        f"--labels={labels} does not exist; it was rotated: its lines are in {', '.join(days)} "
+        f"beside it; join them into one file (zcat -f {' '.join(days)} > "
+        f"{dated / 'labels.all.jsonl'}) and give --labels={dated / 'labels.all.jsonl'}"
+    )
+    labels.write_text("")
+    with pytest.raises(ValueError, match=r"labels.jsonl: holds no labels; it was rotated: "):
+        read_labels(str(labels))
+
+    plain = tmp_path / "plain"  # the server's own rotation: the files read as they are
+    plain.mkdir()
+    for n in (1, 2):
+        (plain / f"a.jsonl.{n}").write_bytes(records([f"r{n}"]))
+    line = one_line_error(
+        ann("monitor", "performance", "--model=x", "--requests=a.jsonl", "--labels=b.jsonl",
+            cwd=plain)
+    )  # fmt: skip
+    assert line == (
+        "error: --requests=a.jsonl does not exist; it was rotated: its lines are in a.jsonl.2, "
+        "a.jsonl.1 beside it; give them (--requests=a.jsonl.1,a.jsonl.2)"
+    ), line

@@ -522,7 +522,7 @@ def _check_requests() -> None:
     for path in FLAGS.requests:
         if not os.path.isdir(path):  # a folder: `near_files` offers the log in it
             check_file(path, f"--requests={path}", "the server's request log", cli.FlagError)
-        # Below a file (README.md/x): said so, with what to give.
+        # Rotated away (FILE.1.gz beside it), or below a file: said so, with what to give.
         if (why := missing(path, f"--requests={path}", "the server's request log")) is not None:
             raise cli.FlagError(why)
         if not os.path.isfile(path):

@@ -74,15 +74,16 @@ def read_labels(path: str) -> list[tuple[int, dict[str, Any]]]:
     line, not JSON: the file is still being written; or any line cut short) is skipped with a
     warning, as the request log's is (`ann.monitor.jsonlines`). A FIFO, device or folder, a
     compressed or binary file is refused before a line is read (`jsonlines.objects`)."""
-    from ann.monitor.jsonlines import objects
+    from ann.monitor.jsonlines import objects, read_rotated
 
     expected = 'expected a JSON object {"id": ..., "label": ...}'
     torn = "the file was read while being written, or its writer was stopped"
     items = list(
         objects(path, f"--labels={path}", expected, ValueError, torn, wanted=LABELS_WANTED)
     )
-    if not items:
-        raise ValueError(f"--labels={path}: holds no labels")
+    if not items:  # rotated a moment ago (logrotate): its lines are beside it
+        moved = read_rotated(path, "labels", several=False)
+        raise ValueError(f"--labels={path}: holds no labels" + (f"; {moved}" if moved else ""))
     return items
 
 

@@ -20,19 +20,26 @@ without the suffix, which `gunzip -k` refuses, `gunzip -c FILE > FILE.jsonl`; it
 "delete that line") and a binary file (null bytes: it was read as one torn line, then "holds no
 requests"; or more than a third of its first bytes not text, `BINARY_SHARE`: it was told "line
 1: got text that is not UTF-8 ...; the file is damaged (delete that line ...)").
+
+A log that is not there, or empty, beside the files a rotation left (`rotated_beside`:
+logrotate's FILE.1, FILE.2.gz, FILE-20261205.gz; the server's own FILE.1) is refused naming
+them and how to read them (`read_rotated`: `zcat -f FILE.2.gz FILE.1 > FILE.all.jsonl`, or
+the plain files as they are); it was "is not a file" and "holds no requests; log them with
+`ann serve --request_log=FILE`".
 """
 
 from __future__ import annotations
 
 import codecs
 import os
+import re
 import shlex
 from collections.abc import Iterator
 from typing import Any
 
 import orjson
 
-from ann import atomic
+from ann import arguments, atomic, directory_kind
 
 # The UTF-8 byte order mark some editors begin a file with: it was refused as damage ("BOM is
 # not supported at column 1 ... delete that line"), and deleting the line lost a record.
@@ -177,8 +184,8 @@ def check_file(path: str, name: str, wanted: str, error: type[Exception]) -> Non
 
 def check_readable(path: str, name: str, wanted: str, error: type[Exception]) -> None:
     """`check_file`, and `settings.file_error`'s one line for a `path` that does not exist (or
-    `missing`'s: below a file), is a folder or cannot be opened (`NAME does not exist; give
-    WANTED`): the checks of a file
+    `missing`'s: below a file, or rotated away), is a folder or cannot be opened (`NAME does
+    not exist; give WANTED`): the checks of a file
     flag that read nothing, made before anything slow (a model resolved or loaded, a server
     reached), where they came after it. Raises `error`."""
     from ann.serve.settings import file_error
@@ -268,13 +275,89 @@ def objects(
             raise error(file_error(name, e, wanted)) from None
 
 
+# What a rotated file's name ends in when compressed (logrotate's `compress`: gzip unless its
+# compresscmd says otherwise), and the tool that writes its text to stdout.
+_CAT = {".gz": "zcat", ".bz2": "bzcat", ".xz": "xzcat", ".zst": "zstdcat"}
+_SUFFIX = "(" + "|".join(re.escape(s) for s in _CAT) + ")?"
+
+
+def rotated_beside(path: str) -> list[str]:
+    """The files beside `path` that a rotation of it left, oldest first, named with `path`'s
+    folder as given: the server's own (`--request_log_backups`: FILE.1, FILE.2, ...) and
+    logrotate's, which may compress them (FILE.1.gz, or FILE.1 and FILE.2.gz with
+    `delaycompress`), date them (`dateext`: FILE-20261205, FILE-20261205.gz) or keep the
+    extension last (`extension .jsonl`: NAME-20261205.jsonl.gz); [] where there are none or
+    the folder cannot be listed. Numbered files are oldest by their number (FILE.3 before
+    FILE.1), dated ones by name."""
+    folder, base = os.path.split(path)
+    if not base:
+        return []
+    stem, ext = os.path.splitext(base)
+    tail = r"[.-](\d[\d.-]*?)"
+    patterns = [re.compile(re.escape(base) + tail + _SUFFIX)]
+    if ext:
+        patterns.append(re.compile(re.escape(stem) + tail + re.escape(ext) + _SUFFIX))
+    found = []
+    for name in directory_kind.listing(folder or "."):
+        for pattern in patterns:
+            match = pattern.fullmatch(name)
+            if match and os.path.isfile(os.path.join(folder, name)):
+                mark = match[1]
+                # FILE.N (N up to the server's 1,000 backups), not a date: FILE.20261205.
+                numbered = pattern is patterns[0] and name[len(base)] == "."
+                numbered = numbered and mark.isdigit() and len(mark) <= 4
+                found.append(((0, -int(mark), "") if numbered else (1, 0, mark), name))
+                break
+    return [os.path.join(folder, name) for _, name in sorted(found)]
+
+
+def read_rotated(path: str, flag: str, several: bool = True) -> str | None:
+    """For a log `path` that is not there or is empty: where its lines went and how to read
+    them, as the end of a refusal ("it was rotated: its lines are in ... beside it; ..."),
+    from the files a rotation left beside it (`rotated_beside`); None where there are none.
+    Plain files are given as they are (`--FLAG=FILE.1,FILE.2`, newest first, as the server's
+    rotation numbers them); compressed ones are joined into one file, oldest first (`zcat -f
+    FILE.2.gz FILE.1 > FILE.all.jsonl`: gzip's -f passes a plain file through; another
+    compression gets its own tool), given as `--FLAG=FILE.all.jsonl`; so are plain ones for a
+    flag that takes one file (`several` False: --labels)."""
+    files = rotated_beside(path)
+    if not files:
+        return None
+    said = f"it was rotated: its lines are in {', '.join(files)} beside it"
+    tools = [next((t for s, t in _CAT.items() if f.endswith(s)), "cat") for f in files]
+    if set(tools) == {"cat"} and several:
+        return f"{said}; give them ({arguments.flag(flag, ','.join(reversed(files)))})"
+    root, ext = os.path.splitext(path)
+    out = f"{root}.all.jsonl" if ext == ".jsonl" else f"{path}.all.jsonl"
+    quoted = [shlex.quote(f) for f in files]
+    if set(tools) <= {"zcat", "cat"}:
+        join = f"zcat -f {' '.join(quoted)}"
+    else:
+        join = "(" + "; ".join(f"{t} {f}" for t, f in zip(tools, quoted, strict=True)) + ")"
+    return (
+        f"{said}; join them into one file ({join} > {shlex.quote(out)}) and give "
+        f"{arguments.flag(flag, out)}"
+    )
+
+
+def flag_of(name: str) -> str:
+    """The flag of `name` as a refusal names a file (`--requests=PATH`: "requests"); "FILE" for
+    a bare path."""
+    flag, sep, _ = name.partition("=")
+    return flag.removeprefix("--") if sep and flag.startswith("--") else "FILE"
+
+
 def missing(path: str, name: str, wanted: str) -> str | None:
-    """The refusal of a `path` that is not there, with what to give: `NAME cannot exist: F is a
-    file, so nothing can be below it; give WANTED` below a file (`atomic.absent`); None where
-    it exists or is not below a file (the caller's own refusal: "does not exist", a name near
+    """The refusal of a `path` that is not there, with what to give: `NAME does not exist; it was
+    rotated: ...` where a rotation left files beside it (`read_rotated`), `NAME cannot exist:
+    F is a file, so nothing can be below it; give WANTED` below a file (`atomic.absent`); None
+    where it exists or neither holds (the caller's own refusal: "does not exist", a name near
     it). `name`: the flag as given (`--requests=PATH`)."""
     if os.path.lexists(path):
         return None
+    flag = flag_of(name)  # --requests takes several files; --labels one
+    if (rotated := read_rotated(path, flag, several=flag == "requests")) is not None:
+        return f"{name} does not exist; {rotated}"
     if (above := atomic.below_a_file(path)) is not None:
         return f"{name} cannot exist: {above}; give {wanted}"
     return None

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from ann import arguments
-from ann.monitor.jsonlines import check_file, missing, objects
+from ann.monitor.jsonlines import check_file, missing, objects, read_rotated, rotated_beside
 from ann.serve.errors import ServeError
 from ann.serve.protocol import decode_data, not_a_number, short
 
@@ -147,7 +147,7 @@ def _records(paths: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
     wanted = "the server's request log (ann serve --request_log=FILE)"
     for path in paths:
         check_file(path, f"--requests={path}", wanted, RequestLogError)  # a FIFO: not waited on
-        if (why := missing(path, f"--requests={path}", wanted)) is not None:  # below a file
+        if (why := missing(path, f"--requests={path}", wanted)) is not None:  # rotated away
             raise RequestLogError(why)
         if not os.path.isfile(path):
             raise RequestLogError(f"--requests={path} is not a file; give the server's request log")
@@ -342,6 +342,21 @@ def missing_requests(paths: Sequence[str], samples: Sequence[float] = ()) -> str
     return f"give every replica's request log, {share}"
 
 
+def compressed_rotation(paths: Sequence[str]) -> str | None:
+    """For logs `paths` that hold no requests: where a rotation that the server's own reading
+    of FILE.1, FILE.2 (`rotated`) does not cover moved their lines (logrotate's FILE.2.gz,
+    FILE-20261205.gz beside them: `jsonlines.read_rotated`, with the command that joins them),
+    or None where it left no such file. It said "log them with `ann serve --request_log=FILE`",
+    or named only the plain FILE.1."""
+    said = []
+    for path in paths:
+        if set(rotated_beside(path)) - set(log_files([path])):
+            said.append((path, read_rotated(path, "requests")))
+    if len(said) == 1 and len(paths) == 1:
+        return said[0][1]
+    return "; ".join(f"{path}: {why}" for path, why in said) or None
+
+
 def _nothing_of(
     paths: Sequence[str],
     records: list[tuple[str, dict[str, Any]]],
@@ -354,6 +369,8 @@ def _nothing_of(
     same export served under another name)."""
     where, verb = ", ".join(paths), holds(paths)
     if not records:
+        if (moved := compressed_rotation(paths)) is not None:
+            return f"{where} {verb} no requests; {moved}"
         return f"{where} {verb} no requests; " + (
             more_requests(paths)
             if rotated(paths)
