@@ -1529,7 +1529,7 @@ def test_dry_run_and_emit_read_and_name_the_data_directory_the_sweep_started_wit
     assert proc.returncode == 0, proc.stderr
     assert note in proc.stderr and "building" not in proc.stderr
     sbatch = open(os.path.join(sweep_dir, "sweep.sbatch")).read()
-    assert sbatch.count(f" env TFDS_DATA_DIR={data_dir} ann train --config=") == 4
+    assert sbatch.count(f" env TFDS_DATA_DIR={data_dir} {PYTHON_ANN} train --config=") == 4
     assert os.listdir(other) == []  # nothing built, nothing read there
     with open(os.path.join(sweep_dir, results.SWEEP_FILE)) as f:
         assert json.load(f)["data_dir"] == data_dir
@@ -1544,15 +1544,14 @@ def test_every_standalone_command_of_a_new_sweep_names_its_data_directory(tmp_pa
     monkeypatch.delenv("PYTHONPATH", raising=False)  # its env word would come first
     sweep_dir = str(tmp_path / "sweep")
     trials, configs = grid.prepare(definition_lib.load(write_config(tmp_path, GRID), {}), sweep_dir)
-    lead = f"env TFDS_DATA_DIR={data} ann train --config="
-    assert all(t.command().startswith(lead) for t in trials)  # --dry_run's lines
+    lead = f"env TFDS_DATA_DIR={data} {PYTHON_ANN} train --config="
+    assert all(t.command().startswith(lead) for t in trials)  # the sbatch script's lines
     assert emit.slurm(trials, sweep_dir, str(tmp_path), 0, 1, "1G").count(f" {lead}") == 4
     trials[0].write_files(configs[0])
-    alone = f"env TFDS_DATA_DIR={data} {PYTHON_ANN} train --config="
-    assert f" && exec {alone}" in open(f"{trials[0].workdir}/command.sh").read()
+    assert f" && exec {lead}" in open(f"{trials[0].workdir}/command.sh").read()
     row = results.trial_row(sweep_dir, trials[0].name, {}, "val/accuracy", "max")
     # results.md's "Re-run it alone:" line (here from command.sh: no launcher recorded it)
-    command = trials[0].command().replace(" ann train ", f" {PYTHON_ANN} train ", 1)
+    command = trials[0].command()
     assert row["command"] == trials[0].standalone() == f"cd {os.getcwd()} && {command}"
 
 
@@ -1874,14 +1873,16 @@ def test_the_picture_is_drawn_as_each_trial_scores_not_only_at_the_end(tmp_path,
 
 @pytest.fixture
 def fake_python(tmp_path, monkeypatch):
-    """`python` and `ann` on PATH that print their arguments: run the emitted scripts (whose
-    trials are `ann train ...`) without training."""
+    """`python` and `ann` on PATH that print their arguments, `python` the sweep's interpreter
+    too: run the emitted scripts (whose trials are `PYTHON -P -m ann train ...` in SLURM, the
+    image's `ann train ...` in a pod) without training."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for name in ("python", "ann"):
         (bin_dir / name).write_text('#!/usr/bin/env bash\necho "ARGS $*"\n')
         (bin_dir / name).chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setattr(trials_lib, "PYTHON_ANN", [str(bin_dir / "python"), "-P", "-m", "ann"])
 
 
 def test_slurm_and_kubernetes_run_the_trial_commands(tmp_path, fake_python, monkeypatch):
@@ -1960,6 +1961,37 @@ def test_slurm_and_kubernetes_run_the_trial_commands(tmp_path, fake_python, monk
     proc = subprocess.run(["bash", "-c", script], cwd=ROOT, env=env, capture_output=True)
     assert proc.returncode == 0, proc.stderr
     assert trials_lib.read_record(trials[1].workdir)["launcher"] == "kubernetes"
+
+
+def test_a_slurm_task_runs_the_sweeps_python_as_command_sh_does(tmp_path, monkeypatch):
+    """sweep.sbatch ran a bare `ann train ...` from PATH where the trial's command.sh runs the
+    sweep's own interpreter (`PYTHON -P -m ann train ...`): on a node whose shell had not the
+    sweep's virtual environment on its PATH (or sbatch --export=NONE) every task failed with
+    "env: 'ann': No such file or directory", exit status 127."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    trials, configs = grid.prepare(definition_lib.load(write_config(tmp_path, GRID), {}), "sweep")
+    trials[0].write_files(configs[0])
+    options = dict(cwd=str(tmp_path), parallel=0, cpus=1, memory="1G")
+    text = open(emit.write("slurm", trials, "sweep", **options)).read()
+    alone = open(os.path.join(trials[0].workdir, "command.sh")).read().splitlines()[-1]
+    line = alone.split(" && exec ", 1)[1].removesuffix(' "$@"')
+    assert f"  0) run_trial {shlex.quote(trials[0].workdir)} {line} ;;\n" in text
+    assert f" {PYTHON_ANN} train --config=" in line
+    # Run as a node runs it: the sweep's interpreter (a stand-in) by its path, not on PATH.
+    python = tmp_path / "venv" / "bin" / "python3"
+    python.parent.mkdir(parents=True)
+    python.write_text('#!/bin/sh\necho "ARGS $*"\n')
+    python.chmod(0o755)
+    monkeypatch.setattr(trials_lib, "PYTHON_ANN", [str(python), "-P", "-m", "ann"])
+    sbatch = emit.write("slurm", trials, "sweep", **options)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "SLURM_ARRAY_TASK_ID": "0"}
+    proc = subprocess.run(["bash", os.path.abspath(sbatch)], cwd="/", env=env, capture_output=True,
+                          text=True)  # fmt: skip
+    log = trials[0].workdir
+    assert proc.returncode == 0, open(os.path.join(log, "stderr.log")).read()
+    assert "ARGS -P -m ann train --config=" in open(os.path.join(log, "stdout.log")).read()
+    assert trials_lib.read_record(log)["returncode"] == 0
 
 
 def _many_trials(tmp_path, n):
@@ -2103,7 +2135,7 @@ def test_a_cluster_trial_killed_whole_reads_lost_once_its_heartbeat_stops(tmp_pa
     bin_dir.mkdir()
     (bin_dir / "ann").write_text("#!/usr/bin/env bash\necho started; exec sleep 60\n")
     (bin_dir / "ann").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setattr(trials_lib, "PYTHON_ANN", [str(bin_dir / "ann")])  # the sweep's python
     sweep_dir = str(tmp_path / "sweep")
     trials, _ = grid.prepare(definition_lib.load(write_config(tmp_path, GRID), {}), sweep_dir)
     sbatch = emit.write("slurm", trials, sweep_dir, cwd=str(ROOT), parallel=0, cpus=1, memory="1G")
@@ -2208,7 +2240,8 @@ def test_a_kubernetes_job_names_only_paths_its_pods_have(tmp_path, monkeypatch, 
         f"note: the pods read their data from the image's $TFDS_DATA_DIR (ann's offline sets are "
         f"built there), not this machine's {tmp_path / 'tfds'}, which they do not have"
     )
-    assert trials[0].command().startswith(f"env TFDS_DATA_DIR={tmp_path / 'tfds'} ann train")
+    here = f"env TFDS_DATA_DIR={tmp_path / 'tfds'} {PYTHON_ANN} train"  # SLURM's line
+    assert trials[0].command().startswith(here)
     monkeypatch.setenv("TFDS_DATA_DIR", "runs/s/tfds")  # on the PVC: where the pods mount it
     _, text = job(write_config(project, GRID))
     assert text.count(" env TFDS_DATA_DIR=/app/runs/s/tfds ann train --config=") == 4

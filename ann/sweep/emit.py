@@ -1,12 +1,13 @@
 """Cluster launchers for a grid sweep: a SLURM array job or a Kubernetes indexed Job.
 
-Index i runs trial i's command (the one in its command.sh; a pod's with the paths it has,
-`pod_trials`; in a sweep of more trials than one SLURM array holds, task i of the array job
-given ANN_ARRAY_OFFSET=K runs trial K + i), in the directory the sweep was defined from (a
-pod: the image's project), and leaves what the local launcher leaves: stdout.log, stderr.log
-and a trial.json with the exit status, attempts and wall time over them. So `ann sweep
---summarize=DIR` reads a cluster sweep like a local one, and resubmitting the same script
-resumes unfinished trials (`ann.main` resumes from each workdir) and skips finished ones.
+Index i runs trial i's command (the one in its command.sh, in the sweep's own interpreter by its
+path, so a node's shell needs no virtual environment activated; a pod's with the paths it has,
+`pod_trials`, and the image's `ann`; in a sweep of more trials than one SLURM array holds, task
+i of the array job given ANN_ARRAY_OFFSET=K runs trial K + i), in the directory the sweep was
+defined from (a pod: the image's project), and leaves what the local launcher leaves:
+stdout.log, stderr.log and a trial.json with the exit status, attempts and wall time over them.
+So `ann sweep --summarize=DIR` reads a cluster sweep like a local one, and resubmitting the same
+script resumes unfinished trials (`ann.main` resumes from each workdir) and skips finished ones.
 """
 
 from __future__ import annotations
@@ -41,9 +42,10 @@ from ann.train import run_status
 # as `heartbeat_seconds`), dying with it: a trial whose attempt has no recorded end and whose
 # heartbeat stopped reads `lost` (`ann.sweep.trials.status`), not `running`, until resubmitted.
 # The record is kept by the node's `python3` without importing ann (`trials.unrecorded_seconds`
-# is written out again below): that python3 need not be the environment whose `ann` is on PATH,
-# and a trial failing because ann cannot be imported must still get its record; a test holds
-# the two estimates equal.
+# is written out again below): the trial runs the sweep's own interpreter by its path (SLURM,
+# on the shared file system) or the image's `ann` (a pod), and a trial failing because that
+# interpreter is missing or cannot import ann must still get its record; a test holds the two
+# estimates equal.
 _RUN_TRIAL = """\
 record_trial() {{  # DIR start|end [RC]: trial.json, as the local launcher keeps it
   python3 - "$@" >"$1/trial.json.tmp" <<'RECORD'
@@ -104,7 +106,8 @@ esac
 
 def _cases(trials: list[Trial], launcher: str) -> str:
     lines = [
-        f"  {i}) run_trial {shlex.quote(t.workdir)} {t.command()} ;;" for i, t in enumerate(trials)
+        f"  {i}) run_trial {shlex.quote(t.workdir)} {t.command(image=launcher == 'kubernetes')} ;;"
+        for i, t in enumerate(trials)
     ]
     finished = "|".join(("done", *run_status.FINISHED_EARLY))
     return _RUN_TRIAL.format(

@@ -142,14 +142,17 @@ class Trial:
         interpreter, so no environment is assumed."""
         return [sys.executable, "-c", _ANN_MAIN, "train", *self.flags()]
 
-    def command(self) -> str:
-        """The same run as the command a person types (`ann train`, as the README and the
-        cluster scripts write it), for a script that has already gone to `cwd` and exported
-        the sweep's PYTHONPATH (the cluster launchers' cases, whose machines have `ann` on
-        their PATH): led by `env TFDS_DATA_DIR=DIR` where the trial reads the sweep's data
-        directory by it (`Definition.reading_data`), whatever the shell's says. What a person
-        pastes is `standalone`."""
-        return shlex.join(self._words({}, ["ann"]))
+    def command(self, image: bool = False) -> str:
+        """The same run as one line of a cluster script that has already gone to `cwd` and
+        exported the sweep's PYTHONPATH: `ann train` in the sweep's own interpreter
+        (`PYTHON_ANN`, as command.sh runs it: an sbatch task on a node whose shell has not the
+        sweep's virtual environment on its PATH, or run with `--export=NONE`, failed with
+        "env: 'ann': No such file or directory"), led by `env TFDS_DATA_DIR=DIR` where the
+        trial reads the sweep's data directory by it (`Definition.reading_data`), whatever the
+        shell's says. `image`: a pod's line, `ann train` by name, the container image's own
+        install (this machine's interpreter path means nothing there). What a person pastes
+        is `standalone`."""
+        return shlex.join(self._words({}, ["ann"] if image else PYTHON_ANN))
 
     def standalone(self, script: bool = False) -> str:
         """The one line that re-runs (or resumes) this trial alone, pasted into a fresh shell
