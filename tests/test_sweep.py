@@ -488,7 +488,8 @@ def test_cli_errors_are_one_line(tmp_path):
 
 def test_cluster_flags_without_emit_and_values_kubernetes_refuses_are_one_line(tmp_path):
     # --image=foo without --emit ran the whole sweep here; a claim name with a space and a
-    # relative image root were written into a Job that `kubectl apply` would refuse.
+    # relative image root were written into a Job that `kubectl apply` would refuse, and a Job
+    # without --image ran `ann:latest`.
     path = write_config(tmp_path, "return h.sweep('optimizer.learning_rate', [1e-3])")
     base = [f"--config={path}", f"--workdir={tmp_path / 's'}"]
     for extra, said in [
@@ -497,6 +498,13 @@ def test_cluster_flags_without_emit_and_values_kubernetes_refuses_are_one_line(t
         (["--emit=slurm", "--pvc=x"], "--pvc=x is read only with --emit=k8s"),
         (["--emit=k8s", "--pvc=bad name"], "--pvc='bad name' is not a PersistentVolumeClaim name"),
         (["--emit=k8s", "--image_root=app"], "--image_root=app must be an absolute path"),
+        # It wrote `image: ann:latest` (Docker Hub's library/ann) without a word.
+        (
+            ["--emit=k8s"],
+            "--emit=k8s needs --image, the container image the pods run (ann on "
+            "its PATH, the project at --image_root), e.g. --image=registry.example.com/ann:1.0",
+        ),
+        (["--emit=k8s", "--image= "], "--emit=k8s needs --image"),
         # Accepted and ignored, as the cluster flags were.
         (["--trials=5"], "--trials is read only with --search=tpe; drop it, or add --search=tpe"),
         (["--pruner=none"], "--pruner is read only with --search=tpe"),

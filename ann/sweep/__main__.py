@@ -120,7 +120,12 @@ cli.define_bounded("cluster_cpus", 4, "--emit: cores per trial.", 1, MAX_CPUS)
 cli.define_bounded(
     "cluster_memory_gb", 8, "--emit: memory per trial (one node's).", 1, MAX_MEMORY_GB, "GiB"
 )
-flags.DEFINE_string("image", "ann:latest", "--emit=k8s: container image holding the project.")
+flags.DEFINE_string(
+    "image",
+    "",
+    "--emit=k8s (required there): the container image the pods run, with ann on its PATH and "
+    "the project at --image_root, e.g. registry.example.com/ann:1.0.",
+)
 flags.DEFINE_string("image_root", "/app", "--emit=k8s: the project's directory in the image.")
 flags.DEFINE_string("pvc", "ann-runs", "--emit=k8s: PersistentVolumeClaim for the sweep workdir.")
 
@@ -219,7 +224,8 @@ _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")  # Kubernetes' name 
 def check_cluster_flags() -> None:
     """A SweepError for a cluster flag given where nothing reads it (without --emit, a local
     sweep ran with --image=foo ignored), or a value Kubernetes would refuse at `kubectl apply`
-    (a claim name that is not a DNS label, a relative path in the image)."""
+    (a claim name that is not a DNS label, a relative path in the image), or --emit=k8s
+    without the --image its pods run."""
     for name, needs in CLUSTER_FLAGS.items():
         if FLAGS[name].present and (not FLAGS.emit or (needs and FLAGS.emit != needs)):
             where = f"--emit={needs}" if needs else "--emit=slurm or --emit=k8s"
@@ -236,6 +242,12 @@ def check_cluster_flags() -> None:
         raise SweepError(
             f"--image_root={FLAGS.image_root} must be an absolute path in the image (Kubernetes "
             "refuses a relative workingDir or mountPath), e.g. --image_root=/app"
+        )
+    if FLAGS.emit == "k8s" and not FLAGS.image.strip():
+        # It was `ann:latest`: Docker Hub's library/ann, someone else's image or none.
+        raise SweepError(
+            "--emit=k8s needs --image, the container image the pods run (ann on its PATH, the "
+            "project at --image_root), e.g. --image=registry.example.com/ann:1.0"
         )
 
 
