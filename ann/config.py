@@ -1202,6 +1202,17 @@ def _check_keys_apply(values: Mapping[str, Any], unchanged: Collection[str] = ()
             "(Nesterov momentum needs momentum); set --config.optimizer.momentum=0.9 or "
             "--config.optimizer.nesterov=False"
         )
+    if opt["schedule"] == "step" and not opt["step_boundaries"]:
+        # No boundary: the rate never steps, and step_factor is read by nothing.
+        total = values["total_steps"]
+        example = f"({total // 2}, {total * 3 // 4})" if total >= 4 else "(1000, 2000)"
+        raise ConfigError(
+            "config key 'optimizer.schedule'='step' has no effect without "
+            "optimizer.step_boundaries (no boundary: the learning rate stays constant); set "
+            f'--config.optimizer.step_boundaries="{example}" (steps in (0, total_steps), at '
+            "each of which the rate is multiplied by optimizer.step_factor) or "
+            "--config.optimizer.schedule=constant"
+        )
 
 
 def check_task_keys_apply(

@@ -457,6 +457,19 @@ def test_a_wide_range_suggests_a_value_one_would_type():
             {"optimizer.name": "sgd", "optimizer.momentum": 0.0, "optimizer.nesterov": True},
             "'optimizer.nesterov'=True has no effect with optimizer.momentum=0",
         ),
+        # No boundary: a constant schedule, the same metrics as the plain run.
+        (
+            {"optimizer.schedule": "step"},
+            "config key 'optimizer.schedule'='step' has no effect without optimizer."
+            "step_boundaries (no boundary: the learning rate stays constant); set "
+            '--config.optimizer.step_boundaries="(400, 600)" (steps in (0, total_steps), at '
+            "each of which the rate is multiplied by optimizer.step_factor) or "
+            "--config.optimizer.schedule=constant",
+        ),
+        (
+            {"optimizer.schedule": "step", "optimizer.step_factor": 0.5},
+            "'optimizer.schedule'='step' has no effect without optimizer.step_boundaries",
+        ),
         # The same kind outside the optimizer: settings of a feature that is off.
         (
             {"early_stopping.patience": 3},
@@ -482,6 +495,8 @@ def test_a_key_its_setting_ignores_is_refused(overrides, message):
     for key in ("b1", "b2", "eps", "end_learning_rate_factor", "step_boundaries"):
         _set(config, f"optimizer.{key}", config_lib.SCHEMA["optimizer"][key][0])
     _set(config, "optimizer.warmup_steps", 0)
+    if config.optimizer.schedule == "step":
+        _set(config, "optimizer.step_boundaries", (400, 600))
     _set(config, "early_stopping.patience", 5)
     _set(config, "init_from_skip", ())
     config_lib.validate(config, num_devices=4)
