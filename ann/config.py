@@ -1512,6 +1512,32 @@ READ_ELSEWHERE = {
 }
 
 
+# Of RESUME_MAY_CHANGE, the keys only training reads: a rerun of a finished run (early stopped,
+# pruned, or at total_steps), which trains nothing, has no use for a change to them and records
+# none (`ann.train.resume.record`); the others (report, calibration, data, ...) are read by
+# `ann report`, `ann export` and `ann generate` from the latest run's config, and are recorded.
+TRAINING_ONLY = (
+    "total_steps",
+    "num_epochs",
+    "steps_per_call",
+    "log_every_steps",
+    "eval_every_steps",
+    "checkpoint_every_steps",
+    "max_to_keep",
+    "early_stopping.patience",
+    "early_stopping.min_delta",
+    "async_checkpointing",
+    "profile_steps",
+    "init_from",
+    "init_from_skip",
+)
+
+
+def training_only(key: str) -> bool:
+    """Whether only training reads `key` (dotted; `TRAINING_ONLY`)."""
+    return any(key == k or key.startswith(k + ".") for k in TRAINING_ONLY)
+
+
 def read_elsewhere(key: str) -> str | None:
     """Who reads `key` (dotted) when a resumed run does not (`READ_ELSEWHERE`), else None."""
     return READ_ELSEWHERE.get(key) or READ_ELSEWHERE.get(key.split(".", 1)[0])

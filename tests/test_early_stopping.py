@@ -27,8 +27,8 @@ def stopping(**overrides):
             "early_stopping.mode": "max",
             "early_stopping.patience": 2,
             "early_stopping.min_delta": 1.0,
+            **overrides,
         },
-        **overrides,
     )
 
 
@@ -60,6 +60,50 @@ def test_early_stopping_stops_and_a_rerun_does_not_train(tmp_path, caplog):
     assert again.step == 15 and again.stop_reason == "early_stopped"
     assert again.best_eval_metrics["step"] == best["step"]
     assert eval_steps(tmp_path) == [5, 10, 15]  # nothing new was trained or evaluated
+
+
+def test_a_rerun_that_trains_nothing_records_no_change_only_training_reads(tmp_path, caplog):
+    """An early-stopped run rerun with early_stopping.patience=10 trained nothing, said so, and
+    still appended the change to config_changes.jsonl, as if the run had gone on with it. A
+    finished run's rerun now records only what is read after training (report.*, ...)."""
+    from ann import config as config_lib
+
+    train_and_evaluate(stopping(), str(tmp_path))
+    changes = tmp_path / config_lib.CONFIG_CHANGES
+    with caplog.at_level(logging.INFO):
+        again = train_and_evaluate(stopping(**{"early_stopping.patience": 10}), str(tmp_path))
+    assert again.step == 15 and again.stop_reason == "early_stopped"
+    assert not changes.exists()
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert (
+        "the run is finished and trains nothing, so these config changes have no effect and are "
+        "not recorded: early_stopping.patience: 2 -> 10" in said
+    ), said
+    # `ann report` reads report.* from the latest config: recorded, the patience not.
+    again = train_and_evaluate(
+        stopping(**{"early_stopping.patience": 10, "report.slice_min": 0.5}), str(tmp_path)
+    )
+    lines = changes.read_text().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["changes"] == {"report.slice_min": [0.0, 0.5]}
+    latest = config_lib.latest(str(tmp_path))
+    assert latest.early_stopping.patience == 2 and latest.report.slice_min == 0.5
+    assert eval_steps(tmp_path) == [5, 10, 15]  # nothing trained
+
+
+def test_a_rerun_of_a_run_at_total_steps_records_no_change_only_training_reads(tmp_path):
+    """The same for a run with no steps left: a new eval period changes nothing it does."""
+    from ann import config as config_lib
+
+    train_and_evaluate(tiny(total_steps=10), str(tmp_path))
+    again = train_and_evaluate(tiny(total_steps=10, eval_every_steps=5), str(tmp_path))
+    assert again.step == 10
+    assert not (tmp_path / config_lib.CONFIG_CHANGES).exists()
+    # Raised past it, the run goes on, and its changes are recorded.
+    train_and_evaluate(tiny(total_steps=15, eval_every_steps=5), str(tmp_path))
+    assert config_lib.last_changes(str(tmp_path)) == {
+        "total_steps": [10, 15],
+        "eval_every_steps": [10, 5],
+    }
 
 
 class StopAt(hooks.Hook):

@@ -403,15 +403,6 @@ def _restore_or_init(run: _Run, source: transfer.Loaded | None) -> None:
         logging.info("resumed from %s at step %d", run.checkpoints.latest.directory, run.start_step)
         if jax.process_index() == 0:  # a damaged metrics.jsonl is refused before a change is kept
             read_records(os.path.join(workdir, "metrics.jsonl"))
-        if run.saved_config is not None:
-            resume.record(
-                run.config,
-                run.saved_config,
-                run.config_changes,
-                workdir,
-                run.start_step,
-                len(setup.train_split),
-            )
     else:
         run.state = setup.state
         if source is not None:  # only at a fresh start: on resume the run's own checkpoint wins
@@ -455,6 +446,18 @@ def _restore_or_init(run: _Run, source: transfer.Loaded | None) -> None:
             )
         status = None
     run.status = status
+    if latest is not None and run.saved_config is not None:
+        # Once the run's status is known: a finished one trains nothing, and records no change
+        # only training reads (it recorded `early_stopping.patience` it never trained with).
+        resume.record(
+            run.config,
+            run.saved_config,
+            run.config_changes,
+            workdir,
+            run.start_step,
+            len(setup.train_split),
+            trains=not _finished(run),
+        )
     if jax.process_index() == 0:
         train = setup.train_split
         data_dir_lib.write(workdir, setup.data_dir, train.name, str(train.info.version))

@@ -141,27 +141,42 @@ def record(
     workdir: str,
     step: int,
     num_train: int,
+    trains: bool = True,
 ) -> None:
     """Logs what changed since the previous run and, when that differs from the last line,
     appends the changes from config.json to config_changes.jsonl. A new run length under a
     schedule that depends on it (warmup_cosine) is warned about with the learning rate at the
-    resume step under the old and the new schedule. Process 0 only: another process could
-    read the file after process 0 appended to it, and then see no change."""
+    resume step under the old and the new schedule. `trains`: False for a finished run (early
+    stopped, pruned, or at total_steps), which trains nothing: a change to a key only training
+    reads (`config.TRAINING_ONLY`: early_stopping.patience, total_steps, ...) has no effect, is
+    warned about and not recorded (the latest config keeps the last run's value), where it was
+    appended as if the run had gone on with it; the others (report.*, calibration, ...: read
+    after training) are recorded. Process 0 only: another process could read the file after
+    process 0 appended to it, and then see no change."""
     if jax.process_index() > 0:
         return
     last = previous(saved, workdir)
     since = config_lib.diff(last, config)
+    unused = {k: v for k, v in since.items() if not trains and config_lib.training_only(k)}
+    since = {k: v for k, v in since.items() if k not in unused}
+    if unused:
+        logging.warning(
+            "the run is finished and trains nothing, so these config changes have no effect "
+            "and are not recorded: %s",
+            "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in unused.items()),
+        )
     if since:
         said = {k: config_lib.read_elsewhere(k) for k in since}
         logging.info(
-            "resuming with config changes: %s",
+            "%s: %s",
+            "resuming with config changes" if trains else "recording config changes",
             "; ".join(
                 f"{k}: {old!r} -> {new!r}" + (f" ({said[k]})" if said[k] else "")
                 for k, (old, new) in since.items()
             ),
         )
     old_total, new_total = build.total_steps(last, num_train), build.total_steps(config, num_train)
-    if old_total != new_total:
+    if trains and old_total != new_total:
         before = float(optimizers.schedule(last.optimizer, old_total, xp=np)(step))
         after = float(optimizers.schedule(config.optimizer, new_total, xp=np)(step))
         if before != after:
@@ -176,8 +191,11 @@ def record(
                 before,
                 after,
             )
-    entry = {k: list(v) for k, v in changes.items()}
-    if entry == (config_lib.last_changes(workdir) or {}):
+    recorded = config_lib.last_changes(workdir) or {}
+    entry = {k: list(v) for k, v in changes.items() if trains or not config_lib.training_only(k)}
+    if not trains:  # what only training reads stays as the last run left it
+        entry.update({k: v for k, v in recorded.items() if config_lib.training_only(k)})
+    if entry == recorded:
         return  # the same config as the last run: nothing new to record
     line = {"step": step, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "changes": entry}
     path = os.path.join(workdir, CONFIG_CHANGES)
