@@ -784,6 +784,14 @@ def _config_path() -> str:
     return config_flags.get_config_filename(flags.FLAGS["config"]).partition(":")[0]
 
 
+def config_code_error(error: BaseException, config: str) -> str | None:
+    """`_config_code_error` for an exception raised by code of the `--config=CONFIG` file that a
+    job calls itself (`ann sweep`'s get_sweep): "--config=PATH line N: ZeroDivisionError: ...;
+    fix the config file", as an error in its get_config is said; None where it did not come
+    from that file (or a module it imports)."""
+    return _config_code_error(error, ["ann", f"--config={config}"])
+
+
 def _config_code_error(error: BaseException, argv: Sequence[str]) -> str | None:
     """One line for an exception the `--config` file's own code raised (a syntax error, a
     failed import, an error in get_config), naming the file's line: "--config=PATH line N:

@@ -1853,6 +1853,24 @@ def test_finished_trials_an_edited_sweep_no_longer_gives_are_named(tmp_path, mon
     ), err
 
 
+def test_an_error_in_get_sweep_is_one_line_naming_its_line(tmp_path):
+    path = write_config(tmp_path, "return 1 / 0")
+    line = open(path).read().splitlines().index("    return 1 / 0") + 1
+    said = f"--config={path} line {line}: ZeroDivisionError: division by zero; fix the config file"
+    with pytest.raises(SweepError) as e:
+        definition_lib.load(path, {})
+    assert str(e.value) == said
+    for extra in ("--dry_run", "--search=tpe"):  # it was a 30-line traceback
+        proc = sweep_cli(f"--config={path}", f"--workdir={tmp_path / 's'}", extra)
+        assert one_line_error(proc) == f"error: {said}"
+    assert not os.path.exists(tmp_path / "s")
+    no_h = write_config(tmp_path, "return None", name="no_h.py")
+    text = open(no_h).read().replace("def get_sweep(h):", "def get_sweep():")
+    open(no_h, "w").write(text)
+    with pytest.raises(SweepError, match=r"get_sweep\(\) takes no argument; it is given h"):
+        definition_lib.load(no_h, {})
+
+
 def test_the_picture_is_drawn_as_each_trial_scores_not_only_at_the_end(tmp_path, monkeypatch):
     # A sweep stopped by Ctrl-C after trials had scored left results.csv and no results.png.
     definition = definition_lib.load(write_config(tmp_path, GRID), {})

@@ -115,8 +115,21 @@ def load(config: str, fixed: Overrides) -> Definition:
         )
     h = space.Builder()
     # get_sweep(h) or get_sweep(h, arg): a variant (configs/x.py:arg) may sweep differently.
-    takes_arg = len(inspect.signature(get_sweep).parameters) > 1
-    node = get_sweep(h, arg or None) if takes_arg else get_sweep(h)
+    takes = len(inspect.signature(get_sweep).parameters)
+    if takes == 0:
+        raise SweepError(
+            f"{path}: get_sweep() takes no argument; it is given h, the space builder: "
+            "def get_sweep(h): return h.sweep('optimizer.learning_rate', [1e-3, 3e-3])"
+        )
+    try:
+        node = get_sweep(h, arg or None) if takes > 1 else get_sweep(h)
+    except SweepError:
+        raise  # h's own refusal (an empty h.sweep, a range the wrong way round): one line
+    except Exception as e:  # the file's own code: its line, as an error in get_config is said
+        said = cli.config_code_error(e, config)
+        if said is None:
+            raise  # not the config file's: a bug to read with its traceback
+        raise SweepError(said) from None
     if not isinstance(node, space.Node):
         raise SweepError(
             f"{path}: get_sweep(h) returned {node!r}; return h.sweep(...), h.product(...), "
