@@ -971,6 +971,13 @@ def test_a_study_whose_metric_scored_nothing_takes_the_corrected_one(tmp_path, c
         f"warning: the study in {tmp_path} was started with --seed=0 --startup_trials=2; its "
         "next draws use --seed=3 --startup_trials=3"
     ) in capsys.readouterr().err
+    # A study whose trials are all there draws nothing: it warned of "its next draws" anyway.
+    search.open_study(url, str(tmp_path), "val/accuracy", "max", 5, 3, "median", 0, trials=2)
+    assert "warning" not in capsys.readouterr().err
+    search.open_study(url, str(tmp_path), "val/accuracy", "max", 6, 3, "median", 0, trials=3)
+    assert "started with --seed=3 --startup_trials=3; its next draws use --seed=6" in (
+        capsys.readouterr().err
+    )
 
 
 def test_a_drawn_trial_the_config_refuses_fails_in_the_study_and_the_next_is_drawn(tmp_path):

@@ -54,7 +54,7 @@ def run(
     os.makedirs(sweep_dir, exist_ok=True)
     url = f"sqlite:///{os.path.abspath(os.path.join(sweep_dir, 'study.db'))}"
     study = open_study(
-        url, sweep_dir, metric, mode, seed, startup_trials, pruner, prune_warmup_steps
+        url, sweep_dir, metric, mode, seed, startup_trials, pruner, prune_warmup_steps, trials
     )
     if changes:  # `check_same_sweep` let it through: no trial trained with the old value
         aside = " (same parameters; they no longer count against --trials)"
@@ -116,9 +116,12 @@ def open_study(
     startup_trials: int,
     pruner: str,
     prune_warmup_steps: int,
+    trials: int | None = None,
 ):
     """The Optuna study at `url`, created or loaded; a SweepError if it was created for
-    another direction or metric than `mode` and `metric`."""
+    another direction or metric than `mode` and `metric`. Other sampler settings than the
+    study began with are warned about where it has draws left (`trials`, the study's size:
+    fewer `counted` trials; None: always)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -152,7 +155,8 @@ def open_study(
     # Optuna keeps no sampler settings: a resume draws with this run's, which is said.
     drawn = {"seed": seed, "startup_trials": startup_trials}
     before = {k: study.user_attrs[k] for k in drawn if k in study.user_attrs}
-    if before and before != {k: drawn[k] for k in before}:
+    left = trials is None or counted(study) < trials  # nothing drawn: the seed changes nothing
+    if before and before != {k: drawn[k] for k in before} and left:
         from ann import cli
 
         said = " ".join(f"--{k}={v}" for k, v in before.items())
@@ -161,9 +165,19 @@ def open_study(
             f"the study in {sweep_dir} was started with {said}; its next draws use {now} "
             "(TPE's random start counts every trial of the study)"
         )
-    for key, value in drawn.items():
+    for key, value in drawn.items() if left else ():  # a draw's settings
         study.set_user_attr(key, value)
     return study
+
+
+def counted(study: Any) -> int:
+    """The study's trials that count towards its size: all but those never launched (a Ctrl-C
+    between Optuna's draw and the trial's naming left one RUNNING, nameless, for good: a
+    resumed sweep skipped it yet counted it, and delivered one trial fewer) and those set
+    aside (`rerun_failed`)."""
+    trials = study.get_trials(deepcopy=False)
+    aside = set(study.user_attrs.get(SET_ASIDE, []))
+    return sum(1 for t in trials if not t.user_attrs.get(UNLAUNCHED) and t.number not in aside)
 
 
 @dataclasses.dataclass
@@ -219,12 +233,8 @@ class Search:
         return parallel
 
     def counted(self) -> int:
-        """The study's trials that count towards its size: all but those never launched (a
-        Ctrl-C between Optuna's draw and the trial's naming left one RUNNING, nameless, for good:
-        a resumed sweep skipped it yet counted it, and delivered one trial fewer)."""
-        trials = self.study.get_trials(deepcopy=False)
-        aside = set(self.study.user_attrs.get(SET_ASIDE, []))  # `rerun_failed`
-        return sum(1 for t in trials if not t.user_attrs.get(UNLAUNCHED) and t.number not in aside)
+        """`counted` of this study."""
+        return counted(self.study)
 
     def sampler_words(self) -> str:
         """How the study draws: TPE draws its first `startup_trials` at random, so a study no
