@@ -524,6 +524,28 @@ def test_cluster_flags_without_emit_and_values_kubernetes_refuses_are_one_line(t
         "trials": [{"name": "a", "overrides": {}}]})  # fmt: skip
     proc = sweep_cli(f"--summarize={tmp_path / 'p'}")
     assert proc.stdout.rstrip().endswith(f"(results.csv and results.md in {tmp_path / 'p'})")
+    assert f"`{path}`, grid search, 1 trial: 1 pending." in proc.stdout  # was "1 trials"
+
+
+def test_summarize_names_a_training_run_given_as_the_sweep(tmp_path):
+    # It said "RUN/sweep.json not found", where other jobs name what the directory holds.
+    run = tmp_path / "runs" / "digits"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text("{}")
+    with pytest.raises(SweepError) as e:
+        results.write(str(run))
+    assert str(e.value) == (
+        f"--summarize={run} is a training run (config.json), not a sweep (no sweep.json): give "
+        f"the --workdir of an ann sweep; its metrics: ann report --workdir={run}"
+    )
+    with pytest.raises(SweepError) as e:
+        results.write(str(run.parent))
+    assert str(e.value) == (
+        f"--summarize={run.parent} holds runs (digits), not a sweep (no sweep.json): give the "
+        "--workdir of an ann sweep"
+    )
+    with pytest.raises(SweepError, match="sweep.json not found: --summarize takes a sweep"):
+        results.write(str(tmp_path / "nothing"))
 
 
 def test_the_objective_must_be_a_validation_metric(tmp_path):

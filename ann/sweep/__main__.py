@@ -25,7 +25,7 @@ from ann.config import NOT_A_METRIC_OF_THIS_RUN, check_mode, check_selection_met
 from ann.sweep import definition as definition_lib
 from ann.sweep import emit, fail_fast, grid, results, search
 from ann.sweep.space import SweepError
-from ann.sweep.trials import DATA_DIR_ENV, Trial
+from ann.sweep.trials import DATA_DIR_ENV, Trial, n_of
 
 FLAGS = flags.FLAGS
 cli.define_config("Config file with get_sweep(h): NAME.py[:ARG].")
@@ -375,7 +375,7 @@ def emit_grid(definition: definition_lib.Definition, metric: str, mode: str) -> 
     if FLAGS.emit == "slurm":
         memory = f"{FLAGS.cluster_memory_gb}G"
         path = emit.write("slurm", trials, FLAGS.workdir, cwd=os.getcwd(), memory=memory, **common)
-        wrote = f"wrote {path}: sbatch {path}  ({len(trials)} array tasks)"
+        wrote = f"wrote {path}: sbatch {path}  ({n_of(len(trials), 'array task')})"
         if emit.slurm_chunked(trials):  # more than SLURM's default MaxArraySize (1001) allows
             submit = os.path.join(FLAGS.workdir, emit.SLURM_SUBMIT)
             jobs = -(-len(trials) // emit.SLURM_CHUNK)
@@ -395,7 +395,9 @@ def emit_grid(definition: definition_lib.Definition, metric: str, mode: str) -> 
             root=FLAGS.image_root,
             **common,
         )
-        wrote = f"wrote {path}: {emit.apply_command(path)}  ({len(trials)} indices)"
+        wrote = (
+            f"wrote {path}: {emit.apply_command(path)}  ({n_of(len(trials), 'index', 'indices')})"
+        )
     for trial, config_json in zip(trials, configs):
         trial.write_files(config_json)
     results.write_sweep_file(

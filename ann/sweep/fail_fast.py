@@ -91,8 +91,13 @@ class FailFast:
         first, error = self.failed[0]
         log = os.path.join(first.workdir, "stderr.log")
         said = (
-            f"stopping the sweep (--fail_fast={limit}): its first {limit} trials all failed "
-            f"with the same error and none finished, so the others would too: {error} (trial "
+            f"stopping the sweep (--fail_fast={limit}): "
+            + (
+                f"its first {limit} trials all failed with the same error"
+                if limit > 1
+                else "its first trial failed"  # "its first 1 trials all failed"
+            )
+            + f" and none finished, so the others would too: {error} (trial "
             f"{first.name}'s log: {log}); what ran is kept (results.md); "
         )
         anyway = ", or give --fail_fast=0 to run every trial anyway"

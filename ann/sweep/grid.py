@@ -48,7 +48,7 @@ def _warn_left_out(sweep_dir: str, trials: list[Trial]) -> None:
     )
     if gone:
         cli.warn(
-            f"{len(gone)} finished trial{'s' * (len(gone) != 1)} in {sweep_dir} "
+            f"{trials_lib.n_of(len(gone), 'finished trial')} in {sweep_dir} "
             f"{'are' if len(gone) != 1 else 'is'} no longer in get_sweep's space and left out of "
             f"the results (workdirs kept): {', '.join(gone)}; a new --workdir keeps sweeps apart"
         )
@@ -99,7 +99,7 @@ def run(
         # Checked before the trial's first step: a mistyped --metric stops the sweep there.
         todo.append(dataclasses.replace(trial, env={**trial.env, pruning.METRIC_ENV: metric}))
     parallel = max(1, min(parallel, len(todo)))  # the cores split among trials that run
-    message = f"sweep {sweep_dir}: {len(trials)} trials, {len(todo)} to run"
+    message = f"sweep {sweep_dir}: {trials_lib.n_of(len(trials), 'trial')}, {len(todo)} to run"
     message += f", {parallel} at a time" if todo else ""  # none: "1 at a time" of nothing
     skipped = [f"{n} {s}" for s, n in counts.items() if s in (*trials_lib.FINISHED, "failed")]
     if skipped:

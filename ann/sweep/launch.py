@@ -203,7 +203,7 @@ def run(
         if isinstance(stop, KeyboardInterrupt):
             why = str(stop) if isinstance(stop, cli.Terminated) else "interrupted (Ctrl-C)"
         print(
-            f"{why}: stopping {len(running)} running trial{'s' * (len(running) != 1)} (each "
+            f"{why}: stopping {trials_lib.n_of(len(running), 'running trial')} (each "
             "saves a checkpoint and exits)",
             file=sys.stderr,
             flush=True,

@@ -20,7 +20,7 @@ import shlex
 from collections.abc import Mapping
 from typing import Any
 
-from ann import atomic
+from ann import atomic, directory_kind
 from ann.config import NOT_A_METRIC_OF_THIS_RUN, meant_metric
 from ann.sweep import space
 from ann.sweep import trials as trials_lib
@@ -128,7 +128,7 @@ def rerun_line(changes: Mapping[str, tuple], sweep: str, n: int, aside: str = ""
     failed trials rerun with it (`aside`: what a study adds about them)."""
     value, new = ("values", "new ones") if len(changes) > 1 else ("value", "new one")
     rerun = (
-        f"its {n} failed trial{'s' * (n != 1)} {'are' if n != 1 else 'is'} rerun with the "
+        f"its {trials_lib.n_of(n, 'failed trial')} {'are' if n != 1 else 'is'} rerun with the "
         f"{new}{aside}"
         if n
         else f"its trials run with the {new}"
@@ -208,6 +208,24 @@ def read_sweep_file(sweep_dir: str) -> dict[str, Any]:
         with open(path) as f:
             return json.load(f)
     except OSError:
+        from ann import cli  # the words other jobs name a directory in
+
+        held = cli.holds(sweep_dir)  # a training run, an export, a directory of runs
+        if held is not None and not held.startswith("other runs"):
+            fix = (
+                f"; its metrics: ann report --workdir={sweep_dir}"
+                if held.startswith(directory_kind.NAMES[directory_kind.RUN])
+                else ""
+            )
+            raise SweepError(
+                f"--summarize={sweep_dir} is {held}, not a sweep (no {SWEEP_FILE}): give the "
+                f"--workdir of an ann sweep{fix}"
+            ) from None
+        if held is not None:
+            raise SweepError(
+                f"--summarize={sweep_dir} holds {held.removeprefix('other ')}, not a sweep (no "
+                f"{SWEEP_FILE}): give the --workdir of an ann sweep"
+            ) from None
         raise SweepError(
             f"{path} not found: --summarize takes a sweep workdir that ann sweep "
             "--workdir=... has written"
@@ -368,10 +386,11 @@ def markdown(
     for row in rows:
         counts[row["status"]] = counts.get(row["status"], 0) + 1
     tally = ", ".join(f"{n} {s}" for s, n in sorted(counts.items(), key=lambda x: ORDER[x[0]]))
+    trials = trials_lib.n_of(len(rows), "trial")
     lines = [
         f"# Sweep {sweep_dir}",
         "",
-        f"`{info['config']}`, {info['search']} search, {len(rows)} trials: {tally or 'none'}. "
+        f"`{info['config']}`, {info['search']} search, {trials}: {tally or 'none'}. "
         f"Metric: {metric} ({mode}). Sorted best first.",
         "",
     ]
@@ -480,7 +499,7 @@ def figure(info: dict, rows: list[dict]) -> Any:
         f"Ranked on {metric} (validation split, {'higher' if mode == 'max' else 'lower'} is "
         f"better)\neval/{name} (test) at that step: reported, never ranked on"
         # Left out without a word, a failed trial's value read as never tried.
-        + (f"\n{failed} failed trial{'s' * (failed != 1)} not drawn (results.md has why)"
+        + (f"\n{trials_lib.n_of(failed, 'failed trial')} not drawn (results.md has why)"
            if failed else ""),
         fontsize=8,
     )  # fmt: skip

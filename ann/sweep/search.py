@@ -220,12 +220,13 @@ class Search:
         where, counted = self.url.removeprefix("sqlite:///"), self.counted()
         if counted > self.trials and not self.resume:  # it said "5 of 3 trials so far"
             self.log(
-                f"study {where}: {counted} trials, past --trials={self.trials}: nothing to "
-                f"draw (--trials={counted + 1} or more draws again)"
+                f"study {where}: {trials_lib.n_of(counted, 'trial')}, past "
+                f"--trials={self.trials}: nothing to draw (--trials={counted + 1} or more draws "
+                "again)"
             )
             return parallel
         self.log(
-            f"study {where}: {counted} of {self.trials} trials so far"
+            f"study {where}: {counted} of {trials_lib.n_of(self.trials, 'trial')} so far"
             + (f", {len(self.resume)} to resume" if self.resume else "")
             + f"; {self.sampler_words()} over {', '.join(self.distributions)}"
             + (f", {parallel} at a time" if left else "")

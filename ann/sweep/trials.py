@@ -56,6 +56,11 @@ _ANN_MAIN = (
 PYTHON_ANN = [sys.executable, *(["-P"] if sys.version_info >= (3, 11) else []), "-m", "ann"]
 
 
+def n_of(n: int, noun: str, plural: str = "") -> str:
+    """`n` and `noun` agreeing: "1 trial", "2 trials" (`plural`, where not noun + "s")."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
 def cli_value(value: Any) -> str:
     """The text after `--config.KEY=` that ml_collections parses back to `value`."""
     if isinstance(value, bool | int | str):
