@@ -1882,6 +1882,82 @@ def test_finished_trials_an_edited_sweep_no_longer_gives_are_named(tmp_path, mon
     ), err
 
 
+def _done(trial):
+    """`trial`'s workdir as a finished run leaves it (its config.json as the sweep wrote it)."""
+    with open(os.path.join(trial.workdir, "run_status.json"), "w") as f:
+        json.dump({"status": "done", "step": 20}, f)
+    trials_lib.update_record(trial.workdir, returncode=0)
+
+
+def test_a_workdir_refuses_another_config_and_a_trial_trained_under_another(tmp_path, launched):
+    # A sweep of another config file in a workdir skipped its done trial (another model's) as
+    # done, ranked that result as its own and rewrote sweep.json's config, without a word.
+    sweep_dir = str(tmp_path / "sweep")
+    first = write_config(tmp_path, GRID)
+    grid.run(definition_lib.load(first, {}), sweep_dir, "val/accuracy", "max", log=print)
+    trials = list(launched)
+    _done(trials[0])
+    other = write_config(tmp_path, GRID, steps=30, name="other.py")
+    with pytest.raises(SweepError) as e:
+        results.check_same_sweep(sweep_dir, "grid", {}, None, config=other)
+    assert str(e.value) == (
+        f"--workdir={sweep_dir} holds a sweep run with --config={first} (this command: "
+        f"--config={other}): its trial {trials[0].name} was scored (done) with it, so results "
+        f"would mix configs; give this one a new --workdir, or resume it with --config={first}"
+    )
+    # Below it, each trial's record against the config the sweep now gives it: another file,
+    # or this one edited (get_config here), gave the done trial another config.
+    refused = (
+        f"--workdir={sweep_dir}: its trial {trials[0].name} was scored (done) with another "
+        "config than this sweep gives it (checkpoint_every_steps: 20 -> 30; total_steps: 20 -> "
+        "30), so results would report another run as this one's; give this sweep a new "
+        "--workdir, or resume it with the config and flags it ran with"
+    )
+    with pytest.raises(SweepError) as e:
+        grid.run(definition_lib.load(other, {}), sweep_dir, "val/accuracy", "max", log=print)
+    assert str(e.value) == refused
+    write_config(tmp_path, GRID, steps=30)  # the same file, edited
+    results.check_same_sweep(sweep_dir, "grid", {}, None, config=first)
+    with pytest.raises(SweepError) as e:
+        grid.run(definition_lib.load(first, {}), sweep_dir, "val/accuracy", "max", log=print)
+    assert str(e.value) == refused
+    # A copy of the file, or the file moved elsewhere, is the same config: it resumes.
+    write_config(tmp_path, GRID)
+    copy = write_config(tmp_path, GRID, name="copy.py")
+    results.check_same_sweep(sweep_dir, "grid", {}, None, config=copy)
+    moved = str(tmp_path / "moved.py")
+    os.rename(first, moved)
+    results.check_same_sweep(sweep_dir, "grid", {}, None, config=moved)
+    launched.clear()
+    lines = []
+    grid.run(definition_lib.load(moved, {}), sweep_dir, "val/accuracy", "max", log=lines.append)
+    assert [t.name for t in launched] == [t.name for t in trials[1:]]
+    assert "4 trials, 3 to run, 1 at a time; skipping 1 done" in lines[0], lines
+    # A trial that failed before it trained under another config runs again, with this one.
+    os.remove(os.path.join(trials[0].workdir, "run_status.json"))
+    trials_lib.update_record(trials[0].workdir, returncode=1, error="boom")
+    launched.clear()
+    grid.run(definition_lib.load(other, {}), sweep_dir, "val/accuracy", "max", log=lines.append)
+    assert trials[0].name in [t.name for t in launched]
+    with open(os.path.join(trials[0].workdir, "config.json")) as f:
+        assert json.load(f)["total_steps"] == 30
+
+
+def test_a_study_refuses_a_trial_trained_under_another_config(tmp_path, launched):
+    sweep_dir = str(tmp_path / "tpe")
+    first = write_config(tmp_path, "return h.loguniform('optimizer.learning_rate', 1e-3, 1e-2)")
+    search.run(definition_lib.load(first, {}), sweep_dir, 2, "val/accuracy", "max", log=print)
+    _done(launched[0])
+    edited = write_config(tmp_path, "return h.loguniform('optimizer.learning_rate', 1e-3, 1e-2)",
+                          steps=30)  # fmt: skip
+    with pytest.raises(SweepError, match=f"its trial {re.escape(launched[0].name)} was scored "
+                       r"\(done\) with another config than this sweep gives it "
+                       r"\(checkpoint_every_steps: 20 -> 30; total_steps: 20 -> 30\)"):  # fmt: skip
+        search.run(definition_lib.load(edited, {}), sweep_dir, 3, "val/accuracy", "max")
+    write_config(tmp_path, "return h.loguniform('optimizer.learning_rate', 1e-3, 1e-2)")
+    search.run(definition_lib.load(first, {}), sweep_dir, 3, "val/accuracy", "max", log=print)
+
+
 def test_an_error_in_get_sweep_is_one_line_naming_its_line(tmp_path):
     path = write_config(tmp_path, "return 1 / 0")
     line = open(path).read().splitlines().index("    return 1 / 0") + 1

@@ -170,10 +170,13 @@ def sweep(argv: list[str]) -> None:
         check_selection_metric("--metric", FLAGS.metric)
     fixed = config_flags.get_override_values(FLAGS["config"])
     check_fixed_objective(fixed)
-    definition = definition_lib.load(config_flags.get_config_filename(FLAGS["config"]), fixed)
+    config = config_flags.get_config_filename(FLAGS["config"])
+    definition = definition_lib.load(config, fixed)
     metric, mode = objective(definition)
     keep_best_by(definition, metric, mode)
-    results.check_same_sweep(FLAGS.workdir, FLAGS.search, definition.fixed, (metric, mode))
+    results.check_same_sweep(
+        FLAGS.workdir, FLAGS.search, definition.fixed, (metric, mode), config=config
+    )
     if FLAGS.emit or FLAGS.dry_run:
         emit_grid(definition, metric, mode)
     else:
@@ -361,6 +364,8 @@ def emit_grid(definition: definition_lib.Definition, metric: str, mode: str) -> 
     # not where this shell's $TFDS_DATA_DIR points: the metric check reads it, the commands name
     # it (`grid.prepare` settles it).
     trials, configs = grid.prepare(definition, FLAGS.workdir)
+    # A trial trained under another config: its files would be rewritten, its result kept.
+    results.check_trial_configs(FLAGS.workdir, zip(trials, configs))
     check_metric_computed(definition, trials[0])
     if FLAGS.dry_run:
         # Each line as command.sh runs it (`Trial.standalone`): after an `export PYTHONPATH=`

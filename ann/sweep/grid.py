@@ -82,6 +82,9 @@ def run(
     # Another fixed override than the sweep last ran with (`check_same_sweep` let it through:
     # no trial trained under the old one): its failed trials run again, with the new value.
     changes = results.changed_fixed(sweep_dir, definition.fixed)
+    # A trial trained under another config than this sweep gives it is refused; one that
+    # failed before training under another runs again, with this one.
+    refit = results.check_trial_configs(sweep_dir, zip(trials, configs))
     results.write_sweep_file(
         sweep_dir, results.sweep_info(definition, "grid", metric, mode, trials)
     )
@@ -89,7 +92,10 @@ def run(
     for trial, config_json in zip(trials, configs):
         status, _ = trials_lib.status(trial.workdir)
         if status == "failed" and (
-            retry_failed or changes or results.failed_on_the_metric(trial.workdir)
+            retry_failed
+            or changes
+            or trial.name in refit
+            or results.failed_on_the_metric(trial.workdir)
         ):
             status = "retried"  # a failed --metric was the sweep's mistake, not the trial's
         counts[status] = counts.get(status, 0) + 1

@@ -17,10 +17,11 @@ import json
 import math
 import os
 import shlex
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ann import atomic, directory_kind
+from ann import config as config_lib
 from ann.config import NOT_A_METRIC_OF_THIS_RUN, meant_metric
 from ann.sweep import space
 from ann.sweep import trials as trials_lib
@@ -44,8 +45,12 @@ def check_same_sweep(
     search: str,
     fixed: Mapping[str, Any] | None = None,
     objective: tuple[str, str] | None = None,
+    config: str | None = None,
 ) -> None:
-    """Raises SweepError when `sweep_dir` holds another sweep: of the other kind (sweep.json's
+    """Raises SweepError when `sweep_dir` holds another sweep: of another `config` (the
+    `--config` argument; None: not compared) once a trial trained under sweep.json's
+    (`other_config`: another file, or variant, than the one it ran; the trials' own configs are
+    compared by `check_trial_configs`); of the other kind (sweep.json's
     `search`: a grid run into a TPE study's workdir rewrote sweep.json, and results.md then
     listed only its own trials), with other fixed `--config.KEY=VALUE` overrides (`fixed`;
     None: not compared) once a trial ran under the old ones past its start (`_trained_any`:
@@ -77,6 +82,18 @@ def check_same_sweep(
             f"--workdir={sweep_dir} holds a {found} sweep; resume it with --search={found}, "
             "or give this one a new --workdir"
         )
+    recorded = info.get("config")
+    if config is not None and isinstance(recorded, str) and recorded:
+        # Its file as the sweep gave it, from where the sweep started (sweep.json's cwd).
+        file, colon, arg = recorded.partition(":")
+        at = os.path.join(info.get("cwd") or "", file) + colon + arg
+        shown = recorded if os.path.abspath(info.get("cwd") or "") == os.getcwd() else at
+        if other_config(at, config) and (blocking := _trained_any(sweep_dir, info)):
+            raise SweepError(
+                f"--workdir={sweep_dir} holds a sweep run with --config={shown} (this command: "
+                f"--config={config}): its trial {blocking} with it, so results would mix "
+                f"configs; give this one a new --workdir, or resume it with --config={shown}"
+            )
     if fixed is None or not isinstance(had, dict):
         return
     changes = fixed_changes(had, fixed)
@@ -92,6 +109,24 @@ def check_same_sweep(
             f"command: {flags(given)}): its trial {blocking} with those, so results would mix "
             "settings; give this one a new --workdir, or resume it with the same flags"
         )
+
+
+def other_config(recorded: str, given: str) -> bool:
+    """Whether the `--config` argument `given` names another config than `recorded` (sweep.json's,
+    its file's path from here): another `:ARG` variant, or another file with other contents. A
+    file that is no longer where the sweep recorded it (moved or renamed) is not told apart
+    here: each trial's record is compared with the config the sweep now gives it
+    (`check_trial_configs`). A copy with the same contents is the same config."""
+    (file_a, _, arg_a), (file_b, _, arg_b) = recorded.partition(":"), given.partition(":")
+    if arg_a != arg_b:
+        return True
+    if config_lib.same_config_flag(file_a, file_b) or not os.path.isfile(file_a):
+        return False
+    try:
+        with open(file_a, "rb") as a, open(file_b, "rb") as b:
+            return a.read() != b.read()
+    except OSError:
+        return True
 
 
 def fixed_changes(had: Mapping[str, Any], fixed: Mapping[str, Any]) -> dict[str, tuple]:
@@ -149,15 +184,72 @@ def _trained_any(sweep_dir: str, info: Mapping[str, Any]) -> str | None:
     for name in [t.get("name") for t in trials if isinstance(t, dict)]:
         if not isinstance(name, str):
             continue
-        workdir = os.path.join(sweep_dir, name)
-        status = trials_lib.status(workdir)[0]
-        if status in ("done", "pruned"):
-            return f"{name} was scored ({status})"
-        if status == "running":
-            return f"{name} is running"
-        if trials_lib.has_checkpoint(workdir):
-            return f"{name} saved a checkpoint"
+        if (trained := _trained(name, os.path.join(sweep_dir, name))) is not None:
+            return trained
     return None
+
+
+def _trained(name: str, workdir: str) -> str | None:
+    """How trial `name` ran past its start, in words (`_trained_any`), else None."""
+    status = trials_lib.status(workdir)[0]
+    if status in ("done", "pruned"):
+        return f"{name} was scored ({status})"
+    if status == "running":
+        return f"{name} is running"
+    if trials_lib.has_checkpoint(workdir):
+        return f"{name} saved a checkpoint"
+    return None
+
+
+# Keys in which a trial's record (config.json) may differ from the config the sweep gives it
+# now, the same trial still: where it reads its data, which the sweep settles and records
+# itself (`definition.settle_data_dir`; resumed from another directory, a relative one is
+# given absolute).
+SAME_TRIAL_MAY_DIFFER = ("data.data_dir",)
+_LISTED_CHANGES = 6  # keys named in a refusal; the rest counted
+
+
+def check_trial_configs(sweep_dir: str, trials: Iterable[tuple[Any, str]]) -> set[str]:
+    """Compares each trial's record (its workdir's config.json, as `ann train` compares a
+    rerun's config with it) with the config JSON the sweep gives it now (`trials`: (Trial,
+    JSON) pairs): another config file, or the same one edited (get_config or get_sweep), gave
+    the trial another config, and the sweep skipped it as done and ranked another model's
+    result as its own. Raises SweepError, naming the trial, the keys that differ and the fix (a
+    new --workdir), for a trial that trained under its record (scored, running or a checkpoint
+    saved: `_trained`); returns the names of trials that failed before training under another
+    config (they run again, with this one's). A trial without a readable record is not
+    compared (never started, or damaged: the run's start says so)."""
+    refit = set()
+    for trial, config_json in trials:
+        try:
+            saved = config_lib.read(trial.workdir)
+        except (OSError, config_lib.ConfigError):
+            continue
+        now = config_lib.from_values(json.loads(config_json))
+        changes = {
+            k: v
+            for k, v in config_lib.diff(saved, now).items()
+            if not any(k == m or k.startswith(m + ".") for m in SAME_TRIAL_MAY_DIFFER)
+        }
+        if not changes:
+            continue
+        trained = _trained(trial.name, trial.workdir)
+        if trained is None:
+            refit.add(trial.name)
+            continue
+        listed = "; ".join(
+            f"{k}: {old!r} -> {new!r}" for k, (old, new) in list(changes.items())[:_LISTED_CHANGES]
+        )
+        if len(changes) > _LISTED_CHANGES:
+            listed += f"; {len(changes) - _LISTED_CHANGES} more"
+        ran = config_lib.recorded_config_flag(trial.workdir)
+        raise SweepError(
+            f"--workdir={sweep_dir}: its trial {trained} with another config than this sweep "
+            f"gives it ({listed}), so results would report another run as this one's; give "
+            "this sweep a new --workdir, or resume it with the config and flags it ran with"
+            + (f" (--config={ran})" if ran else "")
+        )
+    return refit
 
 
 def listed(sweep_dir: str) -> list[dict[str, Any]]:

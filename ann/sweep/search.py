@@ -73,6 +73,7 @@ def run(
         {"name": pruner, "startup_trials": startup_trials, "warmup_steps": prune_warmup_steps},
         log,
     )
+    search.check_configs()
     scored = any(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials)
     rerun = " (its failed trials count against --trials)"
     search.watch = fail_fast_lib.FailFast(fail_fast, scored, rerun)
@@ -232,6 +233,26 @@ class Search:
             + (f", {parallel} at a time" if left else "")
         )
         return parallel
+
+    def check_configs(self) -> None:
+        """A SweepError for a trial of the study that trained under another config than the
+        sweep now gives its parameters (`results.check_trial_configs`: another config file, or
+        this one edited). A trial whose parameters get_sweep's space no longer has, or whose
+        config the sweep now refuses, is not compared."""
+        aside = set(self.study.user_attrs.get(SET_ASIDE, []))
+        pairs = []
+        for t in self.study.get_trials(deepcopy=False):
+            name = t.user_attrs.get("name")
+            if name is None or t.number in aside or not set(t.params) <= set(self.decoders):
+                continue
+            trial = self.definition.trial(name, self.overrides_of(t.params), self.sweep_dir)
+            if not os.path.isfile(os.path.join(trial.workdir, "config.json")):
+                continue  # never started: nothing to compare, nothing to build
+            try:
+                pairs.append((trial, definition_lib.check_trial(self.definition, trial)))
+            except SweepError:
+                continue
+        results.check_trial_configs(self.sweep_dir, pairs)
 
     def counted(self) -> int:
         """`counted` of this study."""
