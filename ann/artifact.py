@@ -1244,9 +1244,70 @@ def load_weights(directory: str, manifest_sha256: str | None = None) -> dict[str
     return _weights(directory, read_manifest(directory, manifest_sha256))
 
 
+def _aval_words(aval: Any) -> str:
+    """`uint8[batch, 8, 8, 1]`: an exported argument's or result's dtype and shape."""
+    return f"{np.dtype(aval.dtype)}[{', '.join(map(str, aval.shape))}]"
+
+
+def _check_against_function(
+    directory: str, manifest: Mapping[str, Any], exported: Any, weights: Mapping[str, np.ndarray]
+) -> None:
+    """Raises IntegrityError, one line naming the entry and both values, where the manifest's
+    `inputs`/`outputs` (dtype, shape [-1, ...]) or the weights (name, dtype, shape) are not
+    what function.jaxexport takes and gives (`in_avals`/`out_avals`, its batch symbolic).
+    Each file matched its sha256, so such an export had its manifest edited, or mixes files of
+    two exports: loaded, a call was told to convert to the manifest's dtype, then JAX refused
+    the converted array ("Dtype mismatch"), and a server never turned ready."""
+    import jax
+
+    path = os.path.join(directory, MANIFEST)
+    again = "the manifest was edited or the files come from different exports; re-export the run"
+    unflatten = jax.tree_util.tree_unflatten
+    try:
+        (taken_weights, taken), _ = unflatten(exported.in_tree, exported.in_avals)
+        given = unflatten(exported.out_tree, exported.out_avals)
+        structured = all(isinstance(t, dict) for t in (taken_weights, taken, given))
+    except (TypeError, ValueError):
+        structured = False
+    if not structured:
+        raise IntegrityError(
+            f"{os.path.join(directory, FUNCTION)} is not infer(weights, inputs) -> outputs with "
+            f"each a dict (takes {exported.in_tree}); {again}"
+        )
+    for key, avals in (("inputs", taken), ("outputs", given)):
+        if set(manifest[key]) != set(avals):
+            raise IntegrityError(
+                f"{path}: {key!r} lists {sorted(manifest[key])}, but {FUNCTION} "
+                f"{'takes' if key == 'inputs' else 'gives'} {sorted(avals)}; {again}"
+            )
+        for name, spec in manifest[key].items():
+            aval, shape = avals[name], spec["shape"]
+            if not (
+                np.dtype(spec["dtype"]) == np.dtype(aval.dtype)
+                and len(shape) == len(aval.shape)
+                and not isinstance(aval.shape[0], int)  # the batch: symbolic, -1 in the manifest
+                and all(type(d) is int and d == m for d, m in zip(aval.shape[1:], shape[1:]))
+            ):
+                raise IntegrityError(
+                    f"{path}: {key}.{name} says {spec['dtype']}{shape}, but {FUNCTION} "
+                    f"{'takes' if key == 'inputs' else 'gives'} {_aval_words(aval)}; {again}"
+                )
+    for name, aval in taken_weights.items():
+        array = weights.get(name)
+        if array is None or (array.dtype, array.shape) != (np.dtype(aval.dtype), aval.shape):
+            got = "nothing" if array is None else f"{array.dtype}{list(array.shape)}"
+            raise IntegrityError(
+                f"{os.path.join(directory, WEIGHTS)}: {name!r} is {got}, but {FUNCTION} takes "
+                f"{_aval_words(aval)}; {again}"
+            )
+
+
 def load(directory: str, manifest_sha256: str | None = None) -> Model:
     """Verifies every file the manifest lists (size and sha256: a changed, truncated or
-    missing one, the drift reference included, raises IntegrityError naming it) and loads the
+    missing one, the drift reference included, raises IntegrityError naming it), checks the
+    manifest's inputs and outputs and the weights against what function.jaxexport takes and
+    gives (dtype and shape, the batch symbolic: IntegrityError naming the entry and both) and
+    loads the
     export in `directory` (jax only, no flax). A `directory` that does not exist raises
     FileNotFoundError, a file NotADirectoryError, a registry URI ValueError naming what loads
     one (`ann.registry.resolve(uri).load()`), a training run's workdir NotAnExportError (with
@@ -1259,6 +1320,7 @@ def load(directory: str, manifest_sha256: str | None = None) -> Model:
     function = read_verified(directory, manifest, FUNCTION)
     exported = _deserialize(directory, FUNCTION, lambda: export.deserialize(bytearray(function)))
     arrays = _weights(directory, manifest)
+    _check_against_function(directory, manifest, exported, arrays)
     for name in manifest["files"]:  # the rest too (the drift reference): one export, all of it
         if name not in (FUNCTION, WEIGHTS):
             _stream_verified(directory, manifest, name, lambda chunk: None)

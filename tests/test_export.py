@@ -276,6 +276,25 @@ def test_loader_needs_only_jax(digits_export, tmp_path):
         ("truncate_manifest", "manifest.json is not valid JSON"),
         ("rehash_manifest", "was modified: its sha256 is"),
         ("not_an_export", "is not an ann.export/1 manifest"),
+        # Each file matches its hash, but the manifest no longer says what the function takes
+        # or gives (the input's dtype edited: loaded, a call was told to convert to int8, then
+        # JAX refused it, "Dtype mismatch"; a server never turned ready).
+        (
+            "edit_input_dtype",
+            r"manifest.json: inputs.image says int8\[-1, 8, 8, 1\], but function.jaxexport takes "
+            r"uint8\[batch, 8, 8, 1\]; the manifest was edited",
+        ),
+        (
+            "edit_output_shape",
+            r"manifest.json: outputs.probabilities says float32\[-1, 9\], but function.jaxexport "
+            r"gives float32\[batch, 10\]",
+        ),
+        ("rename_input", r"'inputs' lists \['pixels'\], but function.jaxexport takes \['image'\]"),
+        (
+            "other_weights",
+            r"weights.safetensors: 'head/bias' is float16\[10\], but function.jaxexport takes "
+            r"float32\[10\]",
+        ),
         # The format's number is bumped for changes an older reader would misread: it says so
         # (it said "not an ann.export/1 manifest; re-export").
         (
@@ -315,6 +334,26 @@ def test_tampered_artifact_is_refused(digits_export, tmp_path, damage, message):
         m["files"][artifact.WEIGHTS]["sha256"] = artifact.sha256_bytes(bytes(blob))
         manifest.write_text(json.dumps(m))
         artifact.load(str(copy))  # consistent on its own...
+    elif damage == "edit_input_dtype":  # the trial's `sed -i 's/"uint8"/"int8"/'`
+        manifest.write_text(manifest.read_text().replace('"uint8"', '"int8"'))
+    elif damage in ("edit_output_shape", "rename_input", "other_weights"):
+        m = json.loads(manifest.read_text())
+        if damage == "edit_output_shape":
+            m["outputs"]["probabilities"]["shape"] = [-1, 9]
+        elif damage == "rename_input":
+            m["inputs"] = {"pixels": m["inputs"]["image"]}
+        else:  # weights of another dtype, their hash and size recorded: only the function knows
+            from safetensors.numpy import load as load_st
+            from safetensors.numpy import save
+
+            arrays = load_st(weights.read_bytes())
+            arrays["head/bias"] = arrays["head/bias"].astype(np.float16)
+            weights.write_bytes(save(arrays))
+            m["files"][artifact.WEIGHTS] = {
+                "sha256": artifact.sha256_file(str(weights)),
+                "bytes": weights.stat().st_size,
+            }
+        manifest.write_text(json.dumps(m))
     elif damage == "not_an_export":
         manifest.write_text(json.dumps({"format": "something else"}))
     elif damage == "newer_format":
@@ -326,7 +365,8 @@ def test_tampered_artifact_is_refused(digits_export, tmp_path, damage, message):
     if damage in ("flip_weights", "truncate_function", "delete_weights"):
         # A damaged file's refusal says what to do (it said "refusing to load it").
         assert str(e.value).endswith(f": {artifact.AGAIN}"), str(e.value)
-    if damage != "rehash_manifest":
+    consistent = ("edit_output_shape", "rename_input", "other_weights", "edit_input_dtype")
+    if damage != "rehash_manifest" and damage not in consistent:  # their hashes match
         with pytest.raises(artifact.IntegrityError):
             artifact.verify(str(copy))
 
