@@ -1244,6 +1244,36 @@ def test_sigterm_while_a_model_compiles_exits_within_the_shutdown_timeout(digits
     assert "leaked semaphore" not in stderr and "resource_tracker" not in stderr, stderr[-2000:]
 
 
+def test_a_model_that_fails_to_compile_at_start_ends_the_server_with_one_line(digits_export):
+    """It logged "compiling digits_cnn failed" and a 30-line traceback, then ran on with
+    /v2/health/ready at 503 until signalled, and exited 0: a server that can never turn ready
+    (a fresh-user trial, with an edited manifest that `artifact.load` now refuses itself).
+    Here the compile raises XLA-like text of several lines; monitoring on, so the drift
+    process's start is left running in a thread (`leave_now`'s exit, status 1 too)."""
+    _, out = digits_export
+    code = (
+        "from absl import flags\n"
+        "import ann.serve.__main__ as m, ann.serve.dataplane as d\n"
+        "def fail(*args):\n"
+        "    raise RuntimeError('RESOURCE_EXHAUSTED: out of memory\\n  at line 2\\n  3')\n"
+        "d._compile_counted = fail\n"
+        "m.define_flags()\n"
+        f"flags.FLAGS(['serve', '--model={out}', '--port={free_port()}', '--monitor=on'])\n"
+        "m.main(['serve'])\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(
+        r"error: compiling model digits_cnn version \w{12}: RuntimeError: RESOURCE_EXHAUSTED: "
+        r"out of memory; the server cannot turn ready: fix or drop that --model",
+        last,
+    ), result.stderr[-2000:]
+
+
 def test_a_stopping_server_lets_no_cache_write_start_or_stop_half_way(monkeypatch):
     """`leave_now` exits without waiting for a compiling thread, but not in the middle of its
     write of a compilation-cache entry: jax writes an entry once, in place, and one cut short

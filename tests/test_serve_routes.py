@@ -286,6 +286,41 @@ def test_load_requests_that_cannot_work_are_400(app, body, message):
     assert status == 400 and message in json.loads(reply)["error"], reply
 
 
+def test_a_load_of_a_model_that_cannot_work_is_one_line(digits_export, tmp_path, monkeypatch):
+    """An export whose manifest was edited (its input said int8, the function takes uint8) was
+    read, then its compile failed: 500 with JAX's "Dtype mismatch for args[1]['image']". It is
+    400 with the loader's line now; a compile that fails is 500 with its first line only."""
+    import shutil
+
+    import ann.serve.dataplane as dataplane
+
+    _, out = digits_export
+    app = App([ServedModel("m", "1", FakeModel(), "test")], Settings(admin_token="adm1n"))
+    edited = tmp_path / "edited"
+    shutil.copytree(out, edited)
+    manifest = edited / "manifest.json"
+    manifest.write_text(manifest.read_text().replace('"uint8"', '"int8"'))
+    body = json.dumps({"parameters": {"source": str(edited)}}).encode()
+    status, reply, _ = admin_post(app, "/v2/repository/models/digits_cnn/load", body)
+    assert status == 400, reply
+    assert json.loads(reply)["error"] == (
+        f"load 'digits_cnn': {manifest}: inputs.image says int8[-1, 8, 8, 1], but "
+        "function.jaxexport takes uint8[batch, 8, 8, 1]; the manifest was edited or the files "
+        "come from different exports; re-export the run"
+    )
+
+    def fail(*args):
+        raise RuntimeError("RESOURCE_EXHAUSTED: out of memory\n  more\n  lines")
+
+    monkeypatch.setattr(dataplane, "_compile_counted", fail)
+    body = json.dumps({"parameters": {"source": str(out)}}).encode()
+    status, reply, _ = admin_post(app, "/v2/repository/models/digits_cnn/load", body)
+    error = json.loads(reply)["error"]
+    assert status == 500 and error.endswith(
+        "failed (RuntimeError: RESOURCE_EXHAUSTED: out of memory)"
+    ), reply
+
+
 def test_a_load_reads_versions_as_numbers_or_their_text():
     # Triton's JSON config writes an int64 as a string ("2"); both read as every version is.
     from ann.serve import repository

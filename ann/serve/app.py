@@ -877,7 +877,10 @@ def run(app: App) -> None:
     read) in a worker thread is not waited for, as no thread can be interrupted: closing the
     loop would wait for its executor, and the interpreter's exit for its threads (a SIGTERM
     during a 57 s compile exited after 57 s, not --shutdown_timeout=5: in Kubernetes, a
-    SIGKILL). The process then ends at once, exit status 0 as any stop (`leave_now`)."""
+    SIGKILL). The process then ends at once, exit status 0 as any stop (`leave_now`). A model
+    given at start that fails to compile stops it as a signal would, with one line (`error:
+    compiling model NAME version V failed: ...`) and exit status 1: it could never turn ready
+    (it ran on, not ready, until signalled, and exited 0)."""
     from ann import compilation_cache
     from ann.serve.http import serve
 
@@ -891,17 +894,28 @@ def run(app: App) -> None:
     with asyncio.Runner(loop_factory=factory) as runner:
         runner.run(serve(app))
         dp = app.dataplane
+        status = 0
+        if dp.start_failed.is_set():
+            status = 1
+            print(
+                f"error: compiling {dp.compile_error}; the server cannot turn ready: fix or drop "
+                "that --model",
+                file=sys.stderr,
+                flush=True,
+            )
         if dp.left_running or dp.busy or dp.background:
-            leave_now(list(dp.busy))
+            leave_now(list(dp.busy), status)
+    if status:
+        sys.exit(status)
 
 
-def leave_now(busy: list[str]) -> None:
+def leave_now(busy: list[str], status: int = 0) -> None:
     """Ends the process without waiting for the worker threads' work, named by `busy` (none
     for background work only: the drift process's start, which nothing served waits for):
     after a cache write in progress (`compilation_cache.stop_writes`: no entry is left half
     written; a compile's executables are otherwise in memory only), with multiprocessing's
     semaphores released (`release_semaphores`), the spans exported (`flush_at_exit`)
-    and the logs and streams flushed, exit status 0."""
+    and the logs and streams flushed, exit status `status` (0: a stop)."""
     from ann import compilation_cache
 
     if busy:
@@ -917,7 +931,7 @@ def leave_now(busy: list[str]) -> None:
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(0)
+    os._exit(status)
 
 
 def release_semaphores() -> None:

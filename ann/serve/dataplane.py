@@ -189,6 +189,9 @@ class DataPlane:
         # `app.run` agree even when that work ends in between.
         self.left_running = False
         self.compile_error: str | None = None
+        # Set when a model given at start fails to compile: the server could never turn ready,
+        # so it stops and exits 1 (`http.serve`, `app.run`); it ran on unready until signalled.
+        self.start_failed = asyncio.Event()
         self._compile_task: asyncio.Task | None = None
         # Names with a repository load or unload in progress -> the versions involved (None
         # until known): a request for one of them is 503 + Retry-After, not 404.
@@ -349,13 +352,20 @@ class DataPlane:
             self.monitoring.start()
 
     async def _compile_all(self) -> None:
-        """Compiles every model given at start, then turns ready."""
+        """Compiles every model given at start, then turns ready. The first that fails sets
+        `compile_error` (one line) and `start_failed`: the server stops and exits 1."""
         for m in self.all_models():
             try:
                 await self.compile(m)
             except Exception as e:
-                self.compile_error = f"model {m.name} version {m.version}: {e}"
-                log.exception("compiling %s failed", m.name)
+                self.compile_error = f"model {m.name} version {m.version}: {compile_words(e)}"
+                log.debug("compiling %s failed", m.name, exc_info=True)  # the whole traceback
+                # The drift process's start first (seconds; a SIGTERM still stops the server):
+                # an exit in the middle of its spawn left it a traceback from multiprocessing.
+                deadline = time.monotonic() + 60
+                while self.background and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
+                self.start_failed.set()
                 return
         # What startup made (jax, scipy, the compiled models: ~140k objects) leaves the cyclic
         # collector's full passes. Monitoring holds each request for up to a second, which
@@ -522,6 +532,13 @@ class DataPlane:
         self.left_running = bool(self.busy or self.background)
         if self.monitoring is not None:
             self.monitoring.stop(wait=not self.left_running)
+
+
+def compile_words(error: BaseException) -> str:
+    """A compile's exception as one line: its type and the first line of its text (XLA's and
+    JAX's run on for lines; the rest is in the log at --verbosity=1)."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
 def constant_weights(model: artifact.Model, sizes: list[int], max_mb: float) -> bool:

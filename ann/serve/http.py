@@ -499,13 +499,19 @@ async def serve(app: Any) -> None:
     received: list[signal.Signals] = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda sig=sig: (received.append(sig), stop.set()))
-    await stop.wait()
-    print(
-        f"stopping ({received[0].name}): no new connections; finishing the queued requests "
-        f"(at most --shutdown_timeout={settings.shutdown_timeout:g}s)",
-        file=sys.stderr,
-        flush=True,
-    )
+    # A model given at start that fails to compile stops the server too (`app.run` exits 1):
+    # it could never turn ready.
+    waits = [asyncio.ensure_future(e.wait()) for e in (stop, app.dataplane.start_failed)]
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for waiting in waits:
+        waiting.cancel()
+    if received:
+        print(
+            f"stopping ({received[0].name}): no new connections; finishing the queued requests "
+            f"(at most --shutdown_timeout={settings.shutdown_timeout:g}s)",
+            file=sys.stderr,
+            flush=True,
+        )
     app.start_draining()
     for listener in listeners:
         listener.draining = True

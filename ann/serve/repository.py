@@ -21,7 +21,7 @@ from typing import Any
 
 from ann import arguments, artifact
 from ann.serve import protocol
-from ann.serve.dataplane import DataPlane, ServedModel
+from ann.serve.dataplane import DataPlane, ServedModel, compile_words
 from ann.serve.errors import ServeError, unavailable
 
 READY, LOADING, UNAVAILABLE = "READY", "LOADING", "UNAVAILABLE"
@@ -253,9 +253,11 @@ class Repository:
                 try:
                     await dp.compile(m)
                 except Exception as e:
-                    self.unavailable[(m.name, m.version)] = f"compiling failed: {e}"
+                    why = compile_words(e)
+                    log.debug("compiling %s failed", m.name, exc_info=True)
+                    self.unavailable[(m.name, m.version)] = f"compiling failed: {why}"
                     raise ServeError(
-                        500, f"load {name!r}: compiling version {m.version} failed ({e})", "load"
+                        500, f"load {name!r}: compiling version {m.version} failed ({why})", "load"
                     ) from None
                 dp.add(m)
                 self.unavailable.pop((m.name, m.version), None)
