@@ -533,6 +533,24 @@ def test_binary_decoding_checks_sizes_and_values():
         with pytest.raises(ServeError, match=message) as e:
             decode(tensors, raw, header)
         assert explained(e.value.message), e.value.message
+    # A header that is not the JSON's length said only the parser's "got invalid JSON
+    # (unexpected content after document at column 116)" (longer) or "unexpected end of data"
+    # (shorter); one past the body did not say what to send.
+    length = len(json.dumps({"inputs": good}))
+    raw = x.tobytes() + on.tobytes()
+    for header in (length + 5, length - 5):
+        with pytest.raises(ServeError) as e:
+            decode(good, raw, b"%d" % header)
+        assert e.value.status == 400 and e.value.message == (
+            "body: expected Inference-Header-Content-Length to be the JSON request's length, "
+            f"{length} bytes, got {header} (the binary data starts after the JSON)"
+        )
+    for header in (b"%d" % (length + len(raw) + 1), b"0"):
+        with pytest.raises(ServeError) as e:
+            decode(good, raw, header)
+        assert e.value.message.endswith(
+            f"; the JSON request is {length} bytes: send Inference-Header-Content-Length: {length}"
+        ), e.value.message
     with pytest.raises(ServeError, match="'binary_data_output' is true or false"):
         decode(good, x.tobytes() + on.tobytes(), parameters={"binary_data_output": "yes"})
     # An output's own binary_data wins over binary_data_output, as Triton's (its false was

@@ -670,9 +670,11 @@ def decode_infer(
     Inference-Header-Content-Length header's value, when the body carries binary tensors
     after its JSON."""
     binary = memoryview(b"")
+    whole = None
     if header_length is not None:
+        whole = body
         body, binary = _split_binary(body, header_length)
-    request = _parse_json(body, header_length is not None)
+    request = _parse_json(body, whole)
     request_id = None
     try:  # free unless raised: the fast path pays nothing
         if not _REQUEST.issuperset(request):
@@ -844,7 +846,7 @@ def _split_binary(body: bytes, header_length: bytes) -> tuple[bytes, memoryview]
         raise ServeError(
             400,
             f"body: expected Inference-Header-Content-Length between 0 and the body's "
-            f"{len(body)} bytes, got {short(text.decode('latin-1'))}",
+            f"{len(body)} bytes, got {short(text.decode('latin-1'))}" + _length_hint(body, None),
             "binary",
         )
     length = int(text)
@@ -852,17 +854,57 @@ def _split_binary(body: bytes, header_length: bytes) -> tuple[bytes, memoryview]
         raise ServeError(
             400,
             "body: expected Inference-Header-Content-Length to be the JSON request's length in "
-            f"bytes, got 0, which leaves none before the {len(body)} bytes of binary data",
+            f"bytes, got 0, which leaves none before the {len(body)} bytes of binary data"
+            + _length_hint(body, 0),
             "binary",
         )
     return body[:length], memoryview(body)[length:]
 
 
-def _parse_json(body: bytes, has_header: bool) -> dict[str, Any]:
+def json_length(body: bytes) -> int | None:
+    """The length in bytes of the JSON document `body` starts with (leading whitespace
+    included), or None where it starts with none. For refusals only (the standard library's
+    parser, on the text read as latin-1: one character a byte, and UTF-8's multi-byte
+    characters are never JSON's structure)."""
+    import json
+
+    text = body.decode("latin-1")
+    start = len(text) - len(text.lstrip(" \t\n\r"))
+    try:
+        return json.JSONDecoder().raw_decode(text, start)[1]
+    except (ValueError, RecursionError):
+        return None
+
+
+def _length_hint(body: bytes, length: int | None) -> str:
+    """ "; the JSON request is N bytes: send Inference-Header-Content-Length: N" where `body`
+    starts with a JSON document whose length is not `length` (the header's value; None when
+    it is none), else ""."""
+    actual = json_length(body)
+    if actual is None or actual == length:
+        return ""
+    return f"; the JSON request is {actual} bytes: send Inference-Header-Content-Length: {actual}"
+
+
+def _parse_json(body: bytes, whole: bytes | None) -> dict[str, Any]:
+    """`body` (the JSON part) parsed; `whole`: the whole body when it carries binary data after
+    its JSON (Inference-Header-Content-Length), else None. A refusal says what the header should
+    be when it does not match the JSON's length (more: "unexpected content after document",
+    fewer: the JSON cut short), or that binary data needs it."""
     try:
         request = _loads(body, "body", "a JSON object", "")
     except ServeError as e:
-        if has_header or b"binary_data_size" not in body:
+        if whole is not None:  # the JSON may be whole and the header wrong
+            actual = json_length(whole)
+            if actual is None or actual == len(body):
+                raise
+            raise ServeError(
+                400,
+                "body: expected Inference-Header-Content-Length to be the JSON request's length, "
+                f"{actual} bytes, got {len(body)} (the binary data starts after the JSON)",
+                "binary",
+            ) from None
+        if b"binary_data_size" not in body:
             raise
         hint = "; binary data after the JSON needs the Inference-Header-Content-Length header"
         raise ServeError(e.status, e.message + hint, e.reason) from None
