@@ -483,6 +483,25 @@ def test_token_rows_must_keep_their_right_padding():
     )
 
 
+def test_nested_data_is_flat_or_nested_as_its_shape():
+    """[[1] * 32, [2] * 32] for shape [1, 8, 8, 1] was accepted (200): the values were read
+    flat whatever their nesting. The v2 protocol has them flat or in their natural
+    multi-dimensional representation; any other nesting is a 400 naming the input."""
+    x = np.arange(64, dtype=np.uint8).reshape(1, 8, 8, 1)
+    for values in (x.reshape(-1).tolist(), x.tolist()):
+        body = json.dumps({"inputs": [{**infer_body(x)["inputs"][0], "data": values}]}).encode()
+        decoded = protocol.decode_infer(body, SIGNATURE, OUTPUTS, 8)
+        np.testing.assert_array_equal(decoded.inputs["image"], x)
+    for values, nesting in [([[1] * 32, [2] * 32], [2, 32]), (x.reshape(1, 64).tolist(), [1, 64])]:
+        tensor = {"name": "image", "shape": [1, 8, 8, 1], "datatype": "UINT8", "data": values}
+        with pytest.raises(ServeError) as e:
+            protocol.decode_infer(json.dumps({"inputs": [tensor]}).encode(), SIGNATURE, OUTPUTS, 8)
+        assert e.value.status == 400 and e.value.message == (
+            "inputs[0].data: expected the values of input 'image' flat or nested as its shape "
+            f"[1, 8, 8, 1], got them nested as {nesting}"
+        )
+
+
 def test_binary_decoding_checks_sizes_and_values():
     def decode(tensors, raw, header=None, **extra):
         """`header`: the Inference-Header-Content-Length value; default the JSON's length."""

@@ -422,6 +422,9 @@ def _decode_data(
 ) -> np.ndarray:
     """The input's JSON numbers (`tensor["data"]`) -> an array of its dtype; one C conversion,
     a few whole-array checks (range, integrality, finiteness), no work per element in Python.
+    The values come flat (row-major) or nested as `shape`, as the v2 protocol has them ("in
+    their natural multi-dimensional representation, or as a flattened one-dimensional
+    representation"): other nesting ([[32 values], [32 values]] for [1, 8, 8, 1]) is refused.
     JSON's true and false are refused for every datatype but BOOL (NumPy reads them as 1 and 0);
     `booleans`: whether the body may hold any (it has the text `true` or `false`), else that
     check (per element) is skipped."""
@@ -459,6 +462,13 @@ def _decode_data(
         raise ServeError(
             400,
             f"{field}: expected {count} values for shape {shape}, got {array.size} values",
+            "data",
+        )
+    if array.ndim != 1 and list(array.shape) != shape:  # nested: as the shape (v2's rule)
+        raise ServeError(
+            400,
+            f"{field}: expected the values of input {tensor['name']!r} flat or nested as its shape "
+            f"{shape}, got them nested as {list(array.shape)}",
             "data",
         )
     if target in "iu":
