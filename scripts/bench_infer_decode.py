@@ -4,7 +4,9 @@ signature (`ServedModel.inputs`, each entry's checks made once at load: `protoco
 and against the same entries as a plain dict (each request works its checks out again, a
 seq2seq source's `artifact.Framing` included: what the server did before).
 
-    python scripts/bench_infer_decode.py --model=EXPORT_DIR [--calls=5000] [--rounds=11]
+    python scripts/bench_infer_decode.py --model=EXPORT_DIR [--calls=5000] [--rounds=11] [--nested]
+
+`--nested`: the row's values nested as its shape (`row.tolist()`), not flat.
 
 Prints best and median microseconds per call of each, the rounds interleaved.
 """
@@ -22,6 +24,7 @@ from ann import cli
 flags.DEFINE_string("model", None, "An export directory (ann export --out).", required=True)
 flags.DEFINE_integer("calls", 5000, "Calls per round.", lower_bound=1)
 flags.DEFINE_integer("rounds", 11, "Rounds, each signature once per round.", lower_bound=1)
+flags.DEFINE_bool("nested", False, "Send the values nested as the input's shape, not flat.")
 FLAGS = flags.FLAGS
 
 
@@ -42,7 +45,7 @@ def main(argv: list[str]) -> None:
         datatype = protocol.DATATYPES[row.dtype.name]
         inputs.append(
             {"name": name, "shape": list(row.shape), "datatype": datatype,
-             "data": row.ravel().tolist()}
+             "data": row.tolist() if FLAGS.nested else row.ravel().tolist()}
         )  # fmt: skip
     body = json.dumps({"inputs": inputs}).encode()
     signatures = {
@@ -58,7 +61,10 @@ def main(argv: list[str]) -> None:
             for _ in range(FLAGS.calls):
                 protocol.decode_infer(body, signature, model.outputs, 64)
             times[key].append((time.process_time() - start) / FLAGS.calls * 1e6)
-    print(f"{model.name}: one-row JSON infer ({len(body)} B), CPU us per decode_infer call")
+    layout = "nested" if FLAGS.nested else "flat"
+    print(
+        f"{model.name}: one-row JSON infer ({len(body)} B, {layout}), CPU us per decode_infer call"
+    )
     for key, values in times.items():
         print(f"  {key}: best {min(values):.2f}, median {statistics.median(values):.2f}")
 
