@@ -1902,6 +1902,8 @@ def test_an_integer_config_override_takes_decimal_digits_only(monkeypatch):
         monkeypatch.setattr(sys, "argv", argv)  # ml_collections reads the overrides' names there
         flag_values = flags.FlagValues()
         cli.define_config("Config file.", flag_values=flag_values)
+        # As `parse_flags` does before parsing (the test passed only after another test ran it).
+        cli.decimal_numbers(flag_values)
         if typed == "16":
             flag_values(argv)
             assert flag_values.config.total_steps == 16
