@@ -500,6 +500,9 @@ def test_nested_data_is_flat_or_nested_as_its_shape():
             "inputs[0].data: expected the values of input 'image' flat or nested as its shape "
             f"[1, 8, 8, 1], got them nested as {nesting}"
         )
+        # A request log's record of such a request, served before the check, is still read.
+        read = protocol.decode_data("line 1", tensor, [1, 8, 8, 1], SIGNATURE["image"])
+        np.testing.assert_array_equal(read, np.asarray(values, np.uint8).reshape(1, 8, 8, 1))
 
 
 def test_binary_decoding_checks_sizes_and_values():

@@ -418,7 +418,12 @@ _min, _max = np.minimum.reduce, np.maximum.reduce
 
 
 def _decode_data(
-    field: str, tensor: Mapping[str, Any], shape: list[int], spec: _Spec, booleans: bool
+    field: str,
+    tensor: Mapping[str, Any],
+    shape: list[int],
+    spec: _Spec,
+    booleans: bool,
+    any_nesting: bool = False,
 ) -> np.ndarray:
     """The input's JSON numbers (`tensor["data"]`) -> an array of its dtype; one C conversion,
     a few whole-array checks (range, integrality, finiteness), no work per element in Python.
@@ -427,7 +432,8 @@ def _decode_data(
     representation"): other nesting ([[32 values], [32 values]] for [1, 8, 8, 1]) is refused.
     JSON's true and false are refused for every datatype but BOOL (NumPy reads them as 1 and 0);
     `booleans`: whether the body may hold any (it has the text `true` or `false`), else that
-    check (per element) is skipped."""
+    check (per element) is skipped. `any_nesting`: any nesting of the right count is taken (a
+    request log's records, served before the nesting was checked)."""
     dtype, datatype = spec.dtype, spec.datatype
     data = tensor.get("data")
     if not isinstance(data, list):
@@ -464,7 +470,7 @@ def _decode_data(
             f"{field}: expected {count} values for shape {shape}, got {array.size} values",
             "data",
         )
-    if array.ndim != 1 and list(array.shape) != shape:  # nested: as the shape (v2's rule)
+    if array.ndim != 1 and list(array.shape) != shape and not any_nesting:  # v2's rule
         raise ServeError(
             400,
             f"{field}: expected the values of input {tensor['name']!r} flat or nested as its shape "
@@ -503,8 +509,10 @@ def decode_data(
     """A tensor's JSON numbers as the signature `entry` ({"dtype", "shape"}) takes them, with
     every check a request's get (range and whole numbers of an integer type, finiteness,
     booleans); ServeError 400 naming `field` otherwise. For readers of what was served (the
-    request log), which must refuse what the server would."""
-    return _decode_data(field, tensor, shape, _spec(entry), booleans=True)
+    request log), which must refuse what the server would, except data nested otherwise than
+    its shape: a log written before the server checked the nesting holds such records, served
+    (their values are read row-major)."""
+    return _decode_data(field, tensor, shape, _spec(entry), booleans=True, any_nesting=True)
 
 
 def not_a_number(data: list) -> str:
