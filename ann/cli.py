@@ -833,6 +833,8 @@ def _config_code_error(error: BaseException, argv: Sequence[str]) -> str | None:
         error = error.__cause__ or error.__context__
     else:
         return None
+    if (wrong := _wrong_type(error, target)) is not None:
+        return f"--config={path} line {line}: {wrong}"
     from ann.imports import raised_at
 
     fix, inside = "fix the config file", ""
@@ -846,6 +848,86 @@ def _config_code_error(error: BaseException, argv: Sequence[str]) -> str | None:
             "PYTHONPATH=. from the repository's root)"
         )
     return f"--config={path} line {line}{inside}: {type(error).__name__}: {text}; {fix}"
+
+
+_TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def _wrong_type(error: BaseException, target: str) -> str | None:
+    """ml_collections' refusal of `c.KEY = VALUE` in the config file `target` (a real path)
+    where VALUE is not of the key's type ("Could not override field 'batch_size' (reference).
+    128 is of original type <class 'str'> and cannot be casted to type <class 'int'>") in the
+    words of a bad `--config.KEY=` override: "config key 'batch_size' must be an integer, got
+    '128' (a str); e.g. c.batch_size = 128", the key's whole dotted path (found from the
+    config file's own ConfigDicts) and the assignment as the file spells it. None for another
+    error."""
+    if not isinstance(error, TypeError) or not str(error).startswith("Could not override"):
+        return None
+    frames = [frame for frame, _ in traceback.walk_tb(error.__traceback__)]
+    setting = [
+        f for f in frames
+        if f.f_code.co_name == "__setitem__"
+        and isinstance(f.f_locals.get("self"), ml_collections.ConfigDict)
+    ]  # fmt: skip
+    own = [f for f in frames if os.path.realpath(f.f_code.co_filename) == target]
+    if not setting or not own:
+        return None
+    section, name, value = (setting[-1].f_locals.get(n) for n in ("self", "key", "value"))
+    field = section._fields.get(name)  # noqa: SLF001  (what ml_collections cast to)
+    current = field.get() if isinstance(field, ml_collections.FieldReference) else field
+    wanted = type(current)
+    # The dotted key: the path to `section` from a ConfigDict the config file holds.
+    paths = [
+        p for held in own[-1].f_locals.values() if isinstance(held, ml_collections.ConfigDict)
+        for p in [_path_to(held, section)] if p is not None
+    ]  # fmt: skip
+    key = ".".join((*max(paths, key=len, default=()), name))
+    words = _TYPE_WORDS.get(wanted, f"a {wanted.__name__}")
+    kind = type(value).__name__
+    got = f"got {value!r} ({'an' if kind[0] in 'aeiou' else 'a'} {kind})"
+    example = _meant_value(value, wanted)
+    example = current if example is None else example
+    line = traceback.extract_tb(error.__traceback__)
+    said = [f.line for f in line if os.path.realpath(f.filename) == target][-1:]
+    spelt = f"c.{key}"
+    with contextlib.suppress(SyntaxError):  # the target as the file spells it (o.learning_rate)
+        for node in ast.walk(ast.parse((said or [""])[0].strip())):
+            if isinstance(node, ast.Attribute) and node.attr == name:
+                spelt = ast.unparse(node)
+    return f"config key {key!r} must be {words}, {got}; e.g. {spelt} = {example!r}"
+
+
+def _path_to(root: ml_collections.ConfigDict, section: object) -> tuple[str, ...] | None:
+    """The keys from `root` down to the ConfigDict `section` (the object itself), () for
+    `root`; None where `root` does not hold it."""
+    if root is section:
+        return ()
+    for key, value in root.items():
+        if isinstance(value, ml_collections.ConfigDict):
+            below = _path_to(value, section)
+            if below is not None:
+                return (key, *below)
+    return None
+
+
+def _meant_value(value: object, wanted: type) -> object | None:
+    """`value` as the type `wanted` where it plainly means one ('128' for an int, 100.0 for
+    100, 'true' for True), else None."""
+    if isinstance(value, str):
+        text = value.strip()
+        if wanted is bool and text.lower() in ("true", "false"):
+            return text.lower() == "true"
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            return None
+    if isinstance(value, bool) or wanted is bool:
+        return None
+    if wanted is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if wanted is float and isinstance(value, int):
+        return float(value)
+    return value if type(value) is wanted else None
 
 
 def _unknown_flag(error: flags.UnrecognizedFlagError) -> str:

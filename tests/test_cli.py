@@ -1006,6 +1006,30 @@ def test_the_writability_probe_leaves_nothing_behind(tmp_path):
     assert said == "is a symbolic link to /nonexistent/x, which does not exist"
 
 
+@pytest.mark.parametrize(
+    "assignment, said",
+    [
+        ('c.batch_size = "128"', "'batch_size' must be an integer, got '128' (a str); "
+         "e.g. c.batch_size = 128"),
+        ("c.total_steps = 100.0", "'total_steps' must be an integer, got 100.0 (a float); "
+         "e.g. c.total_steps = 100"),
+        ('o = c.optimizer; o.learning_rate = "fast"', "'optimizer.learning_rate' must be a "
+         "number, got 'fast' (a str); e.g. o.learning_rate = 0.001"),
+    ],
+)  # fmt: skip
+def test_a_config_file_value_of_another_type_is_refused_in_anns_words(tmp_path, assignment, said):
+    # It was ml_collections' backwards wording: "line 4: TypeError: Could not override field
+    # 'batch_size' (reference). 128 is of original type <class 'str'> and cannot be casted to
+    # type <class 'int'>; fix the config file" (the dotted key not named at all).
+    path = tmp_path / "typed.py"
+    path.write_text(
+        f"import ann.config\n\n\ndef get_config():\n    c = ann.config.base()\n"
+        f"    {assignment}\n    return c\n"
+    )
+    line = one_line_error(ann("train", f"--config={path}", "--workdir=W"))
+    assert line == f"error: --config={path} line 6: config key {said}", line
+
+
 @pytest.mark.parametrize("returned", ["{'model': {'name': 'cnn'}}", "None"])
 def test_a_config_file_that_returns_no_configdict_is_one_line(tmp_path, returned):
     # (and one whose get_config raises what no flag parser expects: a RuntimeError traceback)
