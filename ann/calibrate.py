@@ -141,7 +141,8 @@ def summary_lines(entry: dict[str, Any]) -> list[str]:
     line with the temperature and each split's ECE before -> after, and a `note:` line for each
     split whose ECE rose beyond its sampling noise (`raised_ece`). The fit minimises the
     validation split's NLL (Guo et al. 2017), not ECE, a binned and noisy score on a few hundred
-    rows: it can rise, and the user decides."""
+    rows: it can rise, and the user decides on validation (its note names --calibration=none);
+    the test split's note is information only (validate to choose, test once)."""
     metrics = entry["metrics"]
     if entry["method"] != "temperature":
         eces = ", ".join(f"{split} {m['before']['ece']:.4f}" for split, m in metrics.items())
@@ -156,15 +157,41 @@ def summary_lines(entry: dict[str, Any]) -> list[str]:
         f"{fitted['split']} ({fitted['rows']} rows; Guo et al. 2017); ECE {eces}"
     ]
     for split, m in metrics.items():
-        if raised_ece(m):
-            before, after = m["before"], m["after"]
+        if not raised_ece(m):
+            continue
+        before, after = m["before"], m["after"]
+        rose = (
+            f"note: temperature scaling raised the {split} ECE ({before['ece']:.4f} -> "
+            f"{after['ece']:.4f}{_interval(m)}; NLL {before['nll']:.4f} -> {after['nll']:.4f})"
+        )
+        if split == "validation":  # the split that chooses: the evidence for dropping it
             lines.append(
-                f"note: temperature scaling raised the {split} ECE ({before['ece']:.4f} -> "
-                f"{after['ece']:.4f}{_interval(m)}; NLL {before['nll']:.4f} -> "
-                f"{after['nll']:.4f}); to export softmax(logits) instead, export again with "
-                "--calibration=none"
+                f"{rose}; on this validation evidence, to export softmax(logits) instead, "
+                "export again with --calibration=none"
             )
+            continue
+        # The test split is read once, as the estimate: never a reason to choose.
+        chosen = metrics.get("validation")
+        if chosen is None or raised_ece(chosen):
+            why = "" if chosen is None else " (the note above)"
+        else:
+            why = (
+                f", where it did not raise the ECE beyond its noise ({_ece_nll(chosen)}), so "
+                "this export keeps it"
+            )
+        lines.append(
+            f"{rose}; information only (validate to choose, test once): the calibration is "
+            f"chosen on validation{why}"
+        )
     return lines
+
+
+def _ece_nll(split_metrics: dict[str, Any]) -> str:
+    before, after = split_metrics["before"], split_metrics["after"]
+    return (
+        f"ECE {before['ece']:.4f} -> {after['ece']:.4f}, NLL {before['nll']:.4f} -> "
+        f"{after['nll']:.4f}"
+    )
 
 
 def _interval(split_metrics: dict[str, Any]) -> str:

@@ -228,13 +228,28 @@ def test_export_says_the_fit_is_to_nll_and_notes_a_split_whose_ece_rose(digits_e
     assert printed[1].startswith(f"calibration: temperature {entry['temperature']:.4g}, fitted")
     assert "to the NLL of validation" in printed[1]
     assert f"test {test['before']['ece']:.4f} -> {test['after']['ece']:.4f}" in printed[1]
-    # A split whose ECE rose gets a note naming it and the way back to softmax(logits).
+    # A split whose ECE rose gets a note naming it. Only validation's names the way back to
+    # softmax(logits): test's said "to export softmax(logits) instead, export again with
+    # --calibration=none", choosing the calibration on the test split (validate to choose,
+    # test once).
     same = {"ece": 0.02, "mce": 0.1, "brier": 0.01, "nll": 0.05}
     worse = {"before": same, "after": {**same, "ece": 0.03}}
     rose = {**entry, "metrics": {"validation": {"before": same, "after": same}, "test": worse}}
     lines = calibrate.summary_lines(rose)
     assert len(lines) == 2 and lines[1].startswith("note: temperature scaling raised the test ECE")
-    assert "0.0200 -> 0.0300" in lines[1] and "export again with --calibration=none" in lines[1]
+    assert "0.0200 -> 0.0300" in lines[1] and "--calibration=none" not in lines[1]
+    assert lines[1].endswith(
+        "; information only (validate to choose, test once): the calibration is chosen on "
+        "validation, where it did not raise the ECE beyond its noise (ECE 0.0200 -> 0.0200, "
+        "NLL 0.0500 -> 0.0500), so this export keeps it"
+    ), lines[1]
+    both = calibrate.summary_lines({**rose, "metrics": {"validation": worse, "test": worse}})
+    assert both[1].startswith("note: temperature scaling raised the validation ECE"), both
+    assert both[1].endswith(
+        "; on this validation evidence, to export softmax(logits) instead, export again with "
+        "--calibration=none"
+    )
+    assert both[2].endswith("the calibration is chosen on validation (the note above)"), both
     assert len(calibrate.summary_lines({**rose, "metrics": {"test": val}})) == 1
     # A rise the ECE's own noise explains (its bootstrap interval holds 0) is no reason to
     # export softmax(logits) instead: no note; one beyond it names the interval.

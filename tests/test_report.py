@@ -415,6 +415,26 @@ def test_calibration_uses_the_validation_temperature():
     calibrated = classification.calibration(split("test", 2000, validation, overconfidence=1))
     rose = calibrated.metrics["after"]["ece"] > calibrated.metrics["before"]["ece"]
     assert rose and calibrated.notes[1].startswith("note: temperature scaling raised the test ECE")
+    # The test split's note said "ann export --calibration=none serves softmax(logits)":
+    # choosing on test. It is information; validation's own note is the one that offers it.
+    assert "--calibration=none" not in calibrated.notes[1], calibrated.notes
+    assert calibrated.notes[1].endswith(
+        "; information only (validate to choose, test once): the calibration is chosen on "
+        "validation"
+    ), calibrated.notes
+    # Validation's ECE raised by its own fit: 40 of 2,000 rows confidently wrong (logit 12)
+    # pull T up to 1.7, which leaves the calibrated rest underconfident.
+    logits = rng.normal(size=(2000, 3)) * 1.5
+    labels = np.array([rng.choice(3, p=np.exp(z) / np.exp(z).sum()) for z in logits])
+    logits[:40] = 0
+    logits[np.arange(40), (labels[:40] + 1) % 3] = 12
+    probabilities = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    wrong = fake_predictions(labels, probabilities, "validation", logits, None)
+    on_validation = classification.calibration(wrong)
+    assert on_validation.metrics["ece_change"]["low"] > 0, on_validation.notes
+    assert on_validation.notes[1].endswith(
+        "; on this validation evidence, ann export --calibration=none serves softmax(logits)"
+    ), on_validation.notes
     assert calibrated.metrics["ece_change"]["low"] > 0
     # index.html's calibration tables wrote 4 significant digits ("0.009275", a change of
     # "0.001446") where the notes say "ECE 0.0093" and "a rise of 0.0014".

@@ -396,12 +396,19 @@ def calibration(preds: Predictions) -> Section:
     # The fit minimises NLL, not ECE: as export says (never under calibration none, which
     # fits nothing). Beyond the ECE's sampling noise only: the interval of the change lies
     # above 0.
+    # Only the split the temperature was fitted on (validation) chooses; on another (test,
+    # read once as the estimate) the rise is information, not a reason to drop it.
     if change[0] > 0:
+        then = (
+            "on this validation evidence, ann export --calibration=none serves softmax(logits)"
+            if fitted_on is preds
+            else "information only (validate to choose, test once): the calibration is "
+            f"chosen on {fitted_on.split}"
+        )
         notes.append(
             f"note: temperature scaling raised the {preds.split} ECE ({before['ece']:.4f} -> "
             f"{scores['after']['ece']:.4f}, a rise of {change[0]:.4f} to {change[1]:.4f} at 95% "
-            "by a paired bootstrap of the rows); ann export --calibration=none serves "
-            "softmax(logits)"
+            f"by a paired bootstrap of the rows); {then}"
         )
     return Section("Calibration", metrics_, {"reliability": figure}, notes)
 
