@@ -725,6 +725,47 @@ def test_a_new_alias_not_sent_to_mlflow_is_said_not_set_there(digits_export, tmp
     )
 
 
+def test_an_alias_move_mlflow_refused_says_so_and_a_move_back_warns_of_nothing(
+    digits_export, tmp_path
+):
+    """A trial: `alias digits champion 2 --mlflow_uri=M` (version 2 not mirrored at M) moved
+    ann's alias and failed with "models:/digits/2 was not mirrored into MLflow at M; mirror it
+    first: ...", nothing said of the alias; `alias digits champion 1` then warned "alias
+    'champion' of 'digits' not moved to models:/digits/1 in MLflow at M", where MLflow's had
+    never left version 1. ann's record of M's aliases (no MLflow needed: the version is found
+    unmirrored before MLflow is asked) says where it is."""
+    _, out = digits_export
+    reg = tmp_path / "reg"
+    registry = Registry(str(reg))
+    registry.register(str(out), "digits", aliases=["champion"])
+    registry.register(str(out), "digits", allow_duplicate=True)
+    store = f"sqlite:///{tmp_path / 'm.db'}"
+    uri_key, run_key, version_key = mlflow_mirror._tag_keys(store)
+    registry.set_tags("digits", {uri_key: store, run_key: "r", version_key: "1"}, 1)
+    registry.set_tags("digits", {mlflow_mirror._aliases_key(store): "champion:1"})
+    env = {**os.environ, "ANN_MLFLOW_URI": ""}
+
+    def alias(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "ann.registry", f"--registry={reg}", "alias", "digits", *args],
+            capture_output=True, text=True, timeout=120, env=env,
+        )  # fmt: skip
+
+    failed = alias("champion", "2", f"--mlflow_uri={store}")
+    assert failed.stdout == "models:/digits@champion -> models:/digits/2\n"
+    fix = f"ann registry --registry={reg} mirror models:/digits/2 --mlflow_uri={store}"
+    assert one_line_error(failed) == (
+        "error: models:/digits@champion -> models:/digits/2 in ann's registry only: "
+        f"models:/digits/2 was not mirrored into MLflow at {store}, where it still points at "
+        f"models:/digits/1's mirror; mirror it first (that sets its aliases there): {fix}"
+    )
+    back = alias("champion", "1")
+    assert back.returncode == 0 and back.stderr == "", back.stderr
+    assert back.stdout == "models:/digits@champion -> models:/digits/1\n"
+    # A move MLflow's record does not have is still named.
+    assert "not moved to models:/digits/2" in alias("champion", "2").stderr
+
+
 def test_an_unreachable_server_fails_in_one_line_after_two_retries(digits_export, tmp_path):
     # MLflow's client retried a dead server 7 times with backoff: register's error and retry
     # command came after about 4 minutes. Twice now, unless the environment says otherwise.

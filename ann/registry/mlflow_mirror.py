@@ -370,16 +370,34 @@ def unreached_aliases(
         return _unreached(f"{what} not deleted", uris, "delete there with", commands)
     mv = registry.get_version(name, version)
     there = mirrors(mv)
+    held = {uri: mlflow_aliases(registry, name, uri) for uri in uris}
+    # A server whose record has an alias on this version already is not named for it: a move
+    # back after a move that failed there (version 2 not mirrored) warned that MLflow's alias
+    # was "not moved" to version 1, where it had never left.
+    missing = {
+        uri: [
+            a
+            for a in aliases
+            if uri not in there or held[uri] is None or held[uri].get(a) != version
+        ]
+        for uri in uris
+    }
+    uris = [uri for uri in uris if missing[uri]]
+    if not uris:
+        return None
+    aliases = [a for a in aliases if any(a in missing[uri] for uri in uris)]
+    what = f"alias{'es' * (len(aliases) > 1)} {', '.join(map(repr, aliases))} of {name!r}"
     commands = []
     for uri in uris:
         if uri in there:
-            commands += [_command(registry, uri, "alias", name, a, str(version)) for a in aliases]
+            commands += [
+                _command(registry, uri, "alias", name, a, str(version)) for a in missing[uri]
+            ]
         else:  # mirroring it there sets its aliases
             commands.append(_command(registry, uri, "mirror", mv.uri))
     # "not moved" of an alias MLflow never held (a new one) said it had one to move: "not set"
     # where every server's record (`mlflow_aliases`) says it holds none of them.
-    held = [mlflow_aliases(registry, name, uri) for uri in uris]
-    if all(h is not None and not set(aliases) & set(h) for h in held):
+    if all(held[u] is not None and not set(aliases) & set(held[u]) for u in uris):
         return _unreached(f"{what} not set to {mv.uri}", uris, "set there with", commands)
     return _unreached(f"{what} not moved to {mv.uri}", uris, "move there with", commands)
 
@@ -699,12 +717,30 @@ def _create_unless_exists(create: Callable[[], Any]) -> None:
             raise
 
 
-def _require_mirrored(registry: Registry, mv: ModelVersion, tracking_uri: str) -> int:
+def _require_mirrored(
+    registry: Registry,
+    mv: ModelVersion,
+    tracking_uri: str,
+    change: str,
+    left: str,
+    then: str = "",
+) -> int:
+    """The MLflow version `mv` was mirrored to at `tracking_uri`. Raises MirrorError where it
+    was not, saying that ann's registry holds `change` (made before MLflow is asked: the
+    registry is the source of truth) and MLflow at the URI does not (`left`: what stayed as it
+    was there), with the fix: mirror it (which sets its aliases there), then `then` (the
+    command to repeat, or "" where the mirror is the whole fix)."""
     number = mirrored_version(mv, tracking_uri)
     if number is None:
+        fix = _command(registry, tracking_uri, "mirror", mv.uri)
+        fix = (
+            f", then repeat this: {fix}; {then}"
+            if then
+            else f" (that sets its aliases there): {fix}"
+        )
         raise MirrorError(
-            f"{mv.uri} was not mirrored into MLflow at {tracking_uri}; mirror it first: "
-            f"{_command(registry, tracking_uri, 'mirror', mv.uri)}"
+            f"{change} in ann's registry only: {mv.uri} was not mirrored into MLflow at "
+            f"{shown_uri(tracking_uri)}, where {left}; mirror it first{fix}"
         )
     return number
 
@@ -716,7 +752,16 @@ def set_alias(
     returns that MLflow version's number and whether MLflow changed (False: it pointed there
     already, so a repeat says "already" rather than claiming a change)."""
     mv = registry.get_version(name, version)
-    number = _require_mirrored(registry, mv, tracking_uri)
+    change = f"models:/{name}@{alias} -> {mv.uri}"
+    held = mlflow_aliases(registry, name, tracking_uri)  # None: not recorded
+    left = (
+        "the alias was left as it was"
+        if held is None
+        else f"it still points at models:/{name}/{held[alias]}'s mirror"
+        if alias in held
+        else "the alias was not set"
+    )
+    number = _require_mirrored(registry, mv, tracking_uri, change, left)
     try:
         client = _client(tracking_uri)
         changed = _alias_version(client, name, alias) != str(number)
@@ -838,7 +883,10 @@ def set_tag(
             ) from e
         return None, True
     mv = registry.get_version(name, version)
-    number = _require_mirrored(registry, mv, tracking_uri)
+    again = _command(registry, tracking_uri, "tag", name, key, value, f"--version={version}")
+    number = _require_mirrored(
+        registry, mv, tracking_uri, f"tag {key}={value} of {mv.uri}", "nothing was tagged", again
+    )
     try:
         client = _client(tracking_uri)
         if client.get_model_version(name, str(number)).tags.get(key) == value:
