@@ -882,11 +882,6 @@ def _wrong_type(error: BaseException, target: str) -> str | None:
         for p in [_path_to(held, section)] if p is not None
     ]  # fmt: skip
     key = ".".join((*max(paths, key=len, default=()), name))
-    words = _TYPE_WORDS.get(wanted, f"a {wanted.__name__}")
-    kind = type(value).__name__
-    got = f"got {value!r} ({'an' if kind[0] in 'aeiou' else 'a'} {kind})"
-    example = _meant_value(value, wanted)
-    example = current if example is None else example
     line = traceback.extract_tb(error.__traceback__)
     said = [f.line for f in line if os.path.realpath(f.filename) == target][-1:]
     spelt = f"c.{key}"
@@ -894,6 +889,18 @@ def _wrong_type(error: BaseException, target: str) -> str | None:
         for node in ast.walk(ast.parse((said or [""])[0].strip())):
             if isinstance(node, ast.Attribute) and node.attr == name:
                 spelt = ast.unparse(node)
+    if isinstance(current, ml_collections.ConfigDict):  # c.optimizer = "adam", as bad_override
+        inner = "name" if "name" in current and isinstance(value, str) else next(iter(current), "")
+        shown = f"{value!r}" if inner == "name" else f"{current[inner]!r}" if inner else "..."
+        return (
+            f"config key {key!r} is a section, not a value; set its keys, e.g. "
+            f"{spelt}.{inner or 'KEY'} = {shown}"
+        )
+    words = _TYPE_WORDS.get(wanted, f"a {wanted.__name__}")
+    kind = type(value).__name__
+    got = f"got {value!r} ({'an' if kind[0] in 'aeiou' else 'a'} {kind})"
+    example = _meant_value(value, wanted)
+    example = current if example is None else example
     return f"config key {key!r} must be {words}, {got}; e.g. {spelt} = {example!r}"
 
 

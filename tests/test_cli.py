@@ -1015,6 +1015,8 @@ def test_the_writability_probe_leaves_nothing_behind(tmp_path):
          "e.g. c.total_steps = 100"),
         ('o = c.optimizer; o.learning_rate = "fast"', "'optimizer.learning_rate' must be a "
          "number, got 'fast' (a str); e.g. o.learning_rate = 0.001"),
+        ('c.optimizer = "sgd"', "'optimizer' is a section, not a value; set its keys, e.g. "
+         "c.optimizer.name = 'sgd'"),
     ],
 )  # fmt: skip
 def test_a_config_file_value_of_another_type_is_refused_in_anns_words(tmp_path, assignment, said):
