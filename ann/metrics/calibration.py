@@ -50,7 +50,14 @@ TEMPERATURE_BOUNDS = (0.01, 100.0)
 
 
 class CalibrationError(ValueError):
-    """Inputs calibration cannot use, or a temperature fit without an optimum (one line)."""
+    """Inputs calibration cannot use, or a temperature fit without an optimum (one line).
+    `short`: the reason in a few words, for a summary line (the message itself where none is
+    given; a fit without an optimum gives "every row is already right", where the message
+    says which way the NLL goes and where)."""
+
+    def __init__(self, message: str, short: str | None = None):
+        super().__init__(message)
+        self.short = short or message
 
 
 def _labels(labels: Any, rows: int, classes: int) -> np.ndarray:
@@ -320,13 +327,15 @@ def fit_temperature(logits: Any, labels: Any, tolerance: float = 1e-6) -> float:
             else:
                 where = f"falls, to {floor:.3g} nats at T={low:g}, the range's low end"
             why = "every row is already right, so sharper is always better"
+            short = "every row is already right"
         else:
             where = f"rises, to {objective(hi):.3g} nats at T={high:g}, the range's high end"
             why = (
                 "the model's ranking of the classes is no better than chance on this split (a "
                 "collapsed or untrained model), so uniform probabilities are best"
             )
-        raise CalibrationError(f"{inside} {where}: {why}")
+            short = "the model ranks the classes no better than chance"
+        raise CalibrationError(f"{inside} {where}: {why}", short)
     return float(np.exp(result.x))
 
 

@@ -336,7 +336,7 @@ def calibration(preds: Predictions) -> Section:
     fitted_on = preds.validation or preds
     logits = np.asarray(preds.outputs["logits"], np.float64)
     uncalibrated = preds.config.get("calibration") == "none"
-    temperature, refused = None, ""
+    temperature, refused, short = None, "", ""
     try:
         probabilities = {"before": calib.softmax(calib.check_logits(logits))}
         try:
@@ -346,6 +346,7 @@ def calibration(preds: Predictions) -> Section:
                 probabilities["after"] = calib.softmax(logits, temperature)
         except calib.CalibrationError as e:
             refused = f"no temperature fitted on {fitted_on.split}: {e}"
+            short = f"no temperature fitted on {fitted_on.split}: {e.short}"
         scores = {when: calib.summary(p, y_true) for when, p in probabilities.items()}
         bins = {when: calib.reliability(p, y_true) for when, p in probabilities.items()}
         served = calib.summary(np.asarray(preds.outputs["probabilities"], np.float64), y_true)
@@ -377,7 +378,11 @@ def calibration(preds: Predictions) -> Section:
     before = scores["before"]
     if refused:
         metrics_["error"] = refused
-        note = f"calibration: ECE {before['ece']:.4f}, NLL {before['nll']:.4f}; {refused}"
+        # The reason in a few words (the fit's full message, ~300 characters, was the line,
+        # on each split): report.json's `error` keeps it whole.
+        note = f"calibration: ECE {before['ece']:.4f}, NLL {before['nll']:.4f}; {short}"
+        if short != refused and fitted_on is preds:  # the detail's pointer said once
+            note += " (more in report.json's calibration error)"
         return Section("Calibration", metrics_, {"reliability": figure}, [note])
     if uncalibrated:
         note = (
