@@ -618,6 +618,49 @@ def test_a_validation_split_without_mistakes_keeps_the_test_reliability_diagram(
     ]
 
 
+def test_a_calibration_fit_without_an_optimum_is_a_short_line_its_detail_in_report_json():
+    import matplotlib.pyplot as plt
+
+    # The breast-cancer MLP's line was one ~300-character sentence ("no temperature minimises
+    # the NLL inside T in 0.01..100: it falls as T falls, to 0 nats already at T=0.0161 ...")
+    # on each split; report.json's `error` keeps it, the line says the reason in a few words.
+    p1 = np.array([0.05, 0.1, 0.9, 0.95])
+    validation = fake_predictions([0, 0, 1, 1], np.stack([1 - p1, p1], 1), "validation")
+    test = fake_predictions([0, 1, 1, 0], np.stack([1 - p1, p1], 1), validation=validation)
+    notes = {}
+    for preds in (validation, test):
+        section = classification.calibration(preds)
+        plt.close(section.figures["reliability"])
+        assert "it falls as T falls" in section.metrics["error"]
+        (notes[preds.split],) = section.notes
+    tail = "; no temperature fitted on validation: every row is already right"
+    assert notes["validation"].endswith(f"{tail} (more in report.json's calibration error)")
+    assert notes["test"].endswith(tail)  # the pointer to the detail said once
+    assert max(map(len, notes.values())) < 150, notes
+
+
+def test_scores_documented_in_0_1_stay_there_in_report_json(monkeypatch, tmp_path):
+    # Nine positives ranked first: scikit-learn's average precision, a sum of nine 1/9 steps,
+    # is 1.0000000000000002, and report.json said so under a documented range of [0, 1].
+    from sklearn.metrics import average_precision_score
+
+    from ann.report import write
+
+    labels, p1 = np.array([1] * 9 + [0] * 4), np.linspace(0.95, 0.05, 13)
+    assert average_precision_score(labels, p1) > 1  # the rounding this test is about
+    preds = fake_predictions(labels, np.stack([1 - p1, p1], 1), "validation")
+    monkeypatch.setattr(write.collect, "collect", lambda *args: preds)
+    source = types.SimpleNamespace(config=preds.config)
+    report = {"splits": {}}
+    shown, _, _ = write._report_splits(source, ["validation"], str(tmp_path), report)
+    curves = report["splits"]["validation"]["sections"]["roc_and_precision_recall"]
+    assert curves["average_precision"] == {"c1": 1.0}
+    assert curves["macro_average_precision"] == 1.0 and curves["roc_auc"] == {"c1": 1.0}
+    for section in shown["validation"]:  # index.html's tables show the same numbers
+        if section.key == "roc_and_precision_recall":
+            assert section.metrics["macro_average_precision"] == 1.0
+
+
 def test_the_default_out_names_an_export_by_its_served_version():
     # An export directory's report went to ./report-NAME; `ann serve` and `ann monitor drift`
     # name the same export NAME version <the manifest's first 12 hex digits>.

@@ -35,12 +35,53 @@ DECIMAL_METRICS = frozenset(
 UNIT_METRICS = frozenset({"rmse", "mae", "naive_mae", "mean_score", "bias"})
 
 
+# Keys of the report's metrics whose values are documented in [0, 1] (docs/report.md): a score,
+# a share, a rate or a calibration error, or a list or a dict (per class) of them, or an interval
+# of them (`ci95`). `unit_clipped` clips them there: float rounding gave 1.0000000000000002 for
+# an average precision (scikit-learn's sum of precision times recall steps) and a gate checking
+# `ap <= 1` failed.
+UNIT_INTERVAL = frozenset(
+    {
+        "accuracy", "precision", "recall", "f1", "macro_precision", "macro_recall", "macro_f1",
+        "argmax_precision", "argmax_recall", "target_recall",
+        "roc_auc", "macro_roc_auc", "average_precision", "macro_average_precision", "auroc",
+        "anomalous_share", "flagged", "fpr", "tpr", "recall_at_1", "recall_at_5", "recall_at_k",
+        "map", "exact_match", "decoded_token_accuracy", "token_accuracy", "by_task",
+        "ece", "mce", "classwise_ece", "confidence", "ci95",
+    }
+)  # fmt: skip
+
+
+def unit_clipped(value: Any, key: str | None = None) -> Any:
+    """`value` (a section's metrics: dicts, lists, numbers) with every number under a key of
+    UNIT_INTERVAL clipped into [0, 1] (None, text and other keys' numbers as they are): the one
+    place the report's scores are held to their documented range."""
+    if isinstance(value, dict):
+        return {
+            k: unit_clipped(v, k if key not in UNIT_INTERVAL else key) for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return type(value)(unit_clipped(v, key) for v in value)
+    if key in UNIT_INTERVAL and isinstance(value, float) and value == value:
+        return min(max(value, 0.0), 1.0)
+    return value
+
+
+def significant(value: float, sign: bool = False) -> str:
+    """`value` with 4 significant digits, its trailing zeros kept ("61.20" for 61.1995, "107.0",
+    "0.3620", "1.235e+04"; `%.4g` wrote "61.2" and "107", 3 digits said as if 4), a "+" before a
+    positive one with `sign`."""
+    text = f"{value:{'+' if sign else ''}#.4g}"
+    return text[:-1] if text.endswith(".") else text  # "1000." (the # form's point) as 1000
+
+
 def metric_text(name: str, value: float | None) -> str:
     """`value` of the metric `name` as the report writes it everywhere: 4 decimals for
-    DECIMAL_METRICS ("1.0000", "0.9286"), else 4 significant digits; "n/a" for None."""
+    DECIMAL_METRICS ("1.0000", "0.9286"), else 4 significant digits (`significant`: "61.20");
+    "n/a" for None."""
     if value is None:
         return "n/a"
-    return f"{value:.4f}" if name in DECIMAL_METRICS else f"{value:.4g}"
+    return f"{value:.4f}" if name in DECIMAL_METRICS else significant(value)
 
 
 def extreme(items: list, key: Any, lowest: bool = True) -> tuple[Any, int]:

@@ -3,6 +3,7 @@ report.json, index.html and the PNGs into one directory (see docs/report.md for 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import os
@@ -12,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ann import atomic, directory_kind
-from ann.report import SCHEMA_VERSION, collect, html, jsonable, metric_text
+from ann.report import SCHEMA_VERSION, collect, html, jsonable, metric_text, unit_clipped
 from ann.report.sections import SECTIONS, Section, sections_for
 
 REPORT = directory_kind.REPORT_FILE
@@ -175,7 +176,11 @@ def _report_splits(
     figures: dict[str, dict[str, list[str]]] = {}
     for split in splits:
         preds = validation if split == "validation" else collect.collect(source, split, validation)
-        sections, slices = section_fn(preds), _slices(preds, source)
+        # Scores held to [0, 1] here, before report.json and index.html's tables take them.
+        sections, slices = (
+            [dataclasses.replace(s, metrics=unit_clipped(s.metrics)) for s in made]
+            for made in (section_fn(preds), _slices(preds, source))
+        )
         shown[split] = sections + slices
         figures[split] = html.write_figures(tmp, split, shown[split])
         report["splits"][split] = {

@@ -9,7 +9,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ann.metrics.regression import regression_metrics
-from ann.report import extreme, metric_text, tied_text
+from ann.report import extreme, metric_text, significant, tied_text
 from ann.report.predictions import Predictions
 from ann.report.sections import Section
 from ann.report.slicing import quantile_buckets
@@ -105,9 +105,9 @@ def sections(preds: Predictions) -> list[Section]:
             metrics={"deciles": table},
             figures={"error_by_decile": decile_figure(table, units, preds.split)},
             notes=[
-                f"largest MAE {worst['mae']:.4g} in decile {worst['decile']} "
-                f"({worst['low']:.4g} to {worst['high']:.4g}, bias {worst['bias']:+.4g})"
-                + tied_text(tied)
+                f"largest MAE {significant(worst['mae'])} in decile {worst['decile']} "
+                f"({significant(worst['low'])} to {significant(worst['high'])}, bias "
+                f"{significant(worst['bias'], sign=True)})" + tied_text(tied)
             ],
         ),
     ]
