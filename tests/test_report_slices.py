@@ -337,10 +337,50 @@ def test_every_entry_a_slice_refusal_suggests_is_accepted():
     assert suggested["feature:kind[9]:quantiles=3"] == "field:kind"
     assert suggested["label (regression)"] == "feature:x[0]:quantiles=4"
     assert "field:key" not in suggested and "field:mask" not in suggested
-    # The parser's own suggestion parses.
-    with pytest.raises(ValueError) as e:
-        slice_spec.parse("feature:x[1]:quantiles=50")
-    slicing.assign(preds, slice_spec.parse(SUGGESTED.findall(str(e.value))[0]))
+    # A count out of range is refused with the data at hand, the entry mended whole: the
+    # parser, without the shape, told 'feature:image:quantiles=1' "e.g.
+    # 'feature:image:quantiles=4'", refused in turn for the image's missing index.
+    said = {}
+    for entry in (
+        "feature:image:quantiles=1",
+        "feature:image[0,2,0]:quantiles=50",
+        "feature:image[9,9]:quantiles=0",
+        "feature:image[-1,2,0]",
+        "feature:group:quantiles=1",
+        "feature:x[1]:quantiles=21",
+    ):
+        with pytest.raises(ConfigError) as e:
+            slicing.assign(preds, slice_spec.parse(entry))
+        (said[entry],) = SUGGESTED.findall(str(e.value))
+        slicing.assign(preds, slice_spec.parse(said[entry]))  # accepted: no ConfigError
+    assert said == {
+        "feature:image:quantiles=1": "feature:image[0,0,0]:quantiles=4",
+        "feature:image[0,2,0]:quantiles=50": "feature:image[0,2,0]:quantiles=20",
+        "feature:image[9,9]:quantiles=0": "feature:image[0,0,0]:quantiles=4",
+        "feature:image[-1,2,0]": "feature:image[0,0,0]:quantiles=4",
+        "feature:group:quantiles=1": "feature:group:quantiles=4",
+        "feature:x[1]:quantiles=21": "feature:x[1]:quantiles=20",
+    }
+    # The parser's own suggestions (did you mean) parse, and here cut the rows too.
+    for typo in ("field: group", "Label", "labl", "Feature:x [1]", "fields:kind"):
+        with pytest.raises(ValueError) as e:
+            slice_spec.parse(typo)
+        (mended,) = re.findall(r"did you mean '([^']+)'\?$", str(e.value))
+        slicing.assign(preds, slice_spec.parse(mended))
+    # An anomaly detector's refused `label` names a slicing by another field, which cuts.
+    anomaly = make_preds(
+        "anomaly_detection",
+        rows,
+        {"score": rows["x"][:, 0]},
+        types.SimpleNamespace(
+            label_key="label", input_key="image", class_names=["normal", "anomalous"]
+        ),
+    )
+    with pytest.raises(ConfigError) as e:
+        slicing.assign(anomaly, slice_spec.parse("label"))
+    (fix,) = SUGGESTED.findall(str(e.value))
+    assert fix == "feature:image[0,0,0]:quantiles=4" and e.value.fix == fix
+    slicing.assign(anomaly, slice_spec.parse(fix))
 
 
 def test_a_suggested_feature_index_is_one_that_cuts_the_rows():
@@ -643,15 +683,6 @@ def test_slicings_that_collapse_say_why():
     assert "3 of 8 quantile bins merged" in slices._notes(result)[1]
     ids, edges = slicing.quantile_buckets(np.array([0.0, 10.0]), 4)
     assert ids.tolist() == [0, 1] and edges.tolist() == [0, 7.5, 10]
-    # Two slices, no gap: said, not left out (an anomaly detector's AUROC per label slice).
-    undefined = {
-        "spec": "label", "headline": "auroc", "higher_is_better": True,
-        "overall": {"size": 4, "metrics": {"auroc": 0.75}, "ci95": None},
-        "slices": [{"name": f"label={k}", "size": 2, "metrics": {"auroc": None}, "ci95": None}
-                   for k in (0, 1)],
-        "gap": None, "bound": {}, "flagged": [], "notes": [],
-    }  # fmt: skip
-    assert slices._notes(undefined)[1:] == ["  no gap: auroc is defined on fewer than two slices"]
 
 
 @pytest.mark.parametrize(
@@ -659,7 +690,21 @@ def test_slicings_that_collapse_say_why():
     [
         # Said as the data's refusals say it (it was "'report.slices': entry 'x' has no kind").
         (("feture:x",), "slices' entry 'feture:x': no kind 'feture'; use 'label', 'feature:"),
-        (("feature:x[1]:quantiles=50",), "quantiles=50 is outside 2..20; e.g. 'feature:x[1]"),
+        (
+            ("field: writer_group",),
+            "form 'label', 'feature:NAME[INDEX]:quantiles=4' or "
+            "'field:NAME'; did you mean 'field:writer_group'?",
+        ),
+        (
+            ("Label",),
+            "no kind 'Label'; use 'label', 'feature:NAME[INDEX]:quantiles=4' or "
+            "'field:NAME'; did you mean 'label'?",
+        ),
+        (
+            ("feture:x [1]",),
+            "no kind 'feture'; use 'label', 'feature:NAME[INDEX]:quantiles=4' "
+            "or 'field:NAME'; did you mean 'feature:x[1]'?",
+        ),
         (("field:",), "slices' entry 'field:': not of the form 'label', 'feature:NAME[INDEX]"),
         (("label:x",), "entry 'label:x': not of the form"),
         # Full-width: \d matched it, and int() read it as index 1 and 4 quantiles.
@@ -804,9 +849,22 @@ def test_regression_residuals_and_deciles():
     # a score: 4 decimals in both, the errors in the target's units 4 significant digits.
     m = residuals.metrics
     assert residuals.notes == [
-        f"rmse {m['rmse']:.4g}, mae {m['mae']:.4g}, r2 {m['r2']:.4f} over 200 points"
+        f"rmse {m['rmse']:#.4g}, mae {m['mae']:#.4g}, r2 {m['r2']:.4f} over 200 points"
     ]
     assert residuals.notes[0].endswith(f"r2 {skm.r2_score(target, prediction):.4f} over 200 points")
+    # 4 significant digits, trailing zeros kept: %.4g wrote 61.1995 as "61.2" and 107.0 as
+    # "107" (diabetes: "rmse 61.2", "largest MAE 107 in decile 10 (263.6 to 346, bias +107)").
+    from ann.report import metric_text, significant
+
+    assert [metric_text("rmse", v) for v in (61.1995, 107.0, 346, 0.362)] == [
+        "61.20", "107.0", "346.0", "0.3620",
+    ]  # fmt: skip
+    assert significant(107.0, sign=True) == "+107.0" and significant(1000.0) == "1000"
+    worst = max(table, key=lambda t: t["mae"])
+    assert deciles.notes == [
+        f"largest MAE {worst['mae']:#.4g} in decile {worst['decile']} ({worst['low']:#.4g} to "
+        f"{worst['high']:#.4g}, bias {worst['bias']:+#.4g})"
+    ]
     assert "<td>r2</td><td>0.9000</td>" in html._metrics_tables({"r2": 0.9})
 
 
@@ -845,11 +903,22 @@ def test_anomaly_scores_and_roc():
     assert section.metrics["rows"] == {"normal": 2, "anomalous": 2}
     assert set(section.figures) == {"score_histogram", "roc"}
     rendered(section)
-    # Per label, AUROC is undefined (one class each): the chart says n/a and keeps its size.
+    # Per slice of one class (a field that follows the label), AUROC is undefined: the chart
+    # says n/a and keeps its size, each text inside the frame (the top one sat on it: the
+    # y-axis kept matplotlib's 0..1 with no point drawn), and the notes say why the gap is null.
+    rows = {**rows, "site": np.array([3, 3, 4, 4])}
     (sliced,) = slices.report_slices(
-        make_preds("anomaly_detection", rows, preds.outputs, exp, slices=("label",))
+        make_preds("anomaly_detection", rows, preds.outputs, exp, slices=("field:site",))
     )
     assert [s["metrics"]["auroc"] for s in sliced.metrics["slices"]] == [None, None]
+    assert sliced.metrics["gap"] is None and sliced.metrics["notes"] == [
+        "no gap: auroc is defined on fewer than two slices (not on site=3, site=4: rows of one "
+        "class only)"
+    ]
+    assert sliced.notes[1:] == ["  " + sliced.metrics["notes"][0]]  # printed once
+    (axes,) = sliced.figures["by_slice"].axes
+    low, high = axes.get_ylim()
+    assert all(low < text.get_position()[1] < high for text in axes.texts), axes.get_ylim()
     png = io.BytesIO()
     sliced.figures["by_slice"].savefig(png, format="png", dpi=100, bbox_inches="tight")
     assert int.from_bytes(png.getvalue()[16:20], "big") < 1000  # width in pixels
@@ -1034,6 +1103,12 @@ def test_every_task_metric_says_how_it_is_written(classified):
     [
         ("field:writer", "split 'train' has no field 'writer'; its fields: image, label, row_id"),
         ("feature:image[0,0]", "feature 'image' has shape (8, 8, 1) per row, so it takes 3"),
+        # Said whole: the parser had told it "e.g. 'feature:image:quantiles=4'", refused next.
+        (
+            "feature:image:quantiles=1",
+            "feature 'image' has shape (8, 8, 1) per row, so it takes 3 indices within it, and "
+            "quantiles=1 is outside 2..20; e.g. 'feature:image[0,2,0]:quantiles=4'",
+        ),
     ],
 )
 def test_slices_the_data_cannot_take_are_refused_before_training(tmp_path, entry, message):
@@ -1047,6 +1122,24 @@ def test_slices_the_data_cannot_take_are_refused_before_training(tmp_path, entry
     with pytest.raises(ConfigError) as e:
         train_and_evaluate(config, str(tmp_path / "run"))
     assert str(e.value).startswith(f"config key 'report.slices' entry {entry!r}: {message}")
+    assert not (tmp_path / "run").exists()
+
+
+def test_label_slices_of_an_anomaly_detector_are_refused_before_training(tmp_path):
+    # Each label slice holds one class, and AUROC needs both: the report drew an empty chart
+    # and wrote gap null with no note, where `ann train` had accepted the entry.
+    from conftest import tiny
+
+    from ann.train.loop import train_and_evaluate
+
+    config = tiny("sensors_autoencoder", **{"report.slices": ("label",)})
+    with pytest.raises(ConfigError) as e:
+        train_and_evaluate(config, str(tmp_path / "run"))
+    assert str(e.value).startswith(
+        "config key 'report.slices' entry 'label': experiment 'anomaly_detection' scores a "
+        "slice by its auroc, which needs rows of both classes, and each label slice holds one "
+        "class; slice by a feature or a field, e.g. 'feature:"
+    ), str(e.value)
     assert not (tmp_path / "run").exists()
 
 
@@ -1240,11 +1333,11 @@ def every_kind_sections(split: str) -> dict[str, list]:
             (),
         ),
         "anomaly_detection": (
-            {"label": np.array([0, 0, 1, 1])},
+            {"label": np.array([0, 0, 1, 1]), "site": np.array([0, 1, 0, 1])},
             {"score": np.array([0.1, 0.4, 0.35, 0.8])},
             ns(label_key="label", class_names=AnomalyDetection.class_names),
             None,
-            ("label",),
+            ("field:site",),
         ),
         "retrieval": (
             {"label": np.array([0, 0, 1, 1])},

@@ -4,7 +4,8 @@
   retrieval).
 - `feature:NAME[INDEX]:quantiles=Q`: one value of a row's `NAME` array (`INDEX` into its
   per-row shape, `[3]` or `[0,2]`; none for a scalar), bucketed into Q quantile bins of the
-  split (Q in 2..20, default 4: quartiles).
+  split (Q in 2..20, default 4: quartiles; checked with the data, `ann.report.slicing`, so
+  that the refusal can name an entry of the right index too).
 - `field:NAME`: one slice per distinct value of a data-set field of discrete values (e.g. the
   digits' `writer_group`).
 
@@ -15,15 +16,17 @@ when a config is validated, before anything is built.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import re
 
 KINDS = ("label", "feature", "field")
 DEFAULT_QUANTILES = 4
-MAX_QUANTILES = 20
+MIN_QUANTILES, MAX_QUANTILES = 2, 20
 FORMS = "'label', 'feature:NAME[INDEX]:quantiles=4' or 'field:NAME'"
-# An index and a count in ASCII digits ([0-9]: \d matched "３", and int() read it as 3).
+# An index and a count in ASCII digits ([0-9]: \d matched "３", and int() read it as 3). An
+# index may be negative, so that the data's check names it as outside its range.
 _FEATURE = re.compile(
-    r"^([A-Za-z_][\w]*)(?:\[([0-9]+(?:\s*,\s*[0-9]+)*)\])?(?::quantiles=([0-9]+))?$"
+    r"^([A-Za-z_][\w]*)(?:\[(-?[0-9]+(?:\s*,\s*-?[0-9]+)*)\])?(?::quantiles=([0-9]+))?$"
 )
 _NAME = re.compile(r"^[A-Za-z_][\w]*$")
 
@@ -42,9 +45,26 @@ class SliceSpec:
 
 def parse(text: object) -> SliceSpec:
     """Parses one entry; raises ValueError with a one-line reason and the accepted forms (the
-    reason alone: the caller names the entry, as `config key 'report.slices' entry 'x': ...`)."""
+    reason alone: the caller names the entry, as `config key 'report.slices' entry 'x': ...`),
+    and a "did you mean" entry that parses where one is near (spaces dropped, the kind's case
+    or spelling mended: 'field: writer_group', 'Label', 'feture:x'). A feature's quantiles and
+    indices are read, not bounded: the data's check (`ann.report.slicing.assign`) refuses one
+    out of range with an entry that it accepts."""
     if not isinstance(text, str):
         raise ValueError(f"not a string; use {FORMS}")
+    spec = parse_or_none(text)
+    if spec is not None:
+        return spec
+    kind = text.strip().partition(":")[0]
+    mean = _near(text)
+    said = f"; did you mean {mean!r}?" if mean else ""
+    if kind not in KINDS:
+        raise ValueError(f"no kind {kind!r}; use {FORMS}{said}")
+    raise ValueError(f"not of the form {FORMS}{said}")
+
+
+def parse_or_none(text: str) -> SliceSpec | None:
+    """`parse`'s SliceSpec, or None for an entry it refuses (no reason said)."""
     kind, _, rest = text.strip().partition(":")
     if kind == "label" and not rest:
         return SliceSpec(text, "label")
@@ -55,13 +75,20 @@ def parse(text: object) -> SliceSpec:
         if match:
             name, index, quantiles = match.groups()
             q = int(quantiles) if quantiles else DEFAULT_QUANTILES
-            if not 2 <= q <= MAX_QUANTILES:
-                raise ValueError(
-                    f"quantiles={q} is outside 2..{MAX_QUANTILES}; "
-                    f"e.g. 'feature:{name}{f'[{index}]' if index else ''}:quantiles=4'"
-                )
             parsed = tuple(int(i) for i in index.split(",")) if index else ()
             return SliceSpec(text, "feature", name, parsed, q)
-    if kind not in KINDS:
-        raise ValueError(f"no kind {kind!r}; use {FORMS}")
-    raise ValueError(f"not of the form {FORMS}")
+    return None
+
+
+def _near(text: str) -> str | None:
+    """An entry that parses, near `text`: white space around its `:[],=` dropped, its kind
+    matched without case or by spelling (difflib); None where none is."""
+    tight = re.sub(r"\s*([:\[\],=])\s*", r"\1", text.strip())
+    kind, colon, rest = tight.partition(":")
+    kinds = [k for k in KINDS if k == kind.lower()] or difflib.get_close_matches(
+        kind.lower(), KINDS, n=1, cutoff=0.6
+    )
+    for candidate in (kind + colon + rest, *(k + colon + rest for k in kinds)):
+        if candidate != text and parse_or_none(candidate) is not None:
+            return candidate
+    return None

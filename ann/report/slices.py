@@ -90,6 +90,14 @@ def slice_metrics(
         metrics, size = fn(preds, index), int(len(index))
         ci95 = headline_interval(metrics, headline, size)
         slices.append({"name": name, "size": size, "metrics": metrics, "ci95": ci95})
+    gaps = _gap_and_flags(preds, slices, headline, higher)
+    notes = _collapsed(spec, len(slices))
+    if gaps["gap"] is None and len(slices) >= 2:  # why the gap is null, where a gate reads it
+        missing = [s["name"] for s in slices if s["metrics"].get(headline) is None]
+        notes.append(
+            f"no gap: {headline} is defined on fewer than two slices (not on "
+            f"{', '.join(missing)}: {_UNDEFINED.get(headline, 'undefined there')})"
+        )
     return {
         "spec": spec.text,
         "headline": headline,
@@ -100,9 +108,13 @@ def slice_metrics(
             "ci95": headline_interval(overall, headline, len(ids)),
         },
         "slices": slices,
-        **_gap_and_flags(preds, slices, headline, higher),
-        "notes": _collapsed(spec, len(slices)),
+        **gaps,
+        "notes": notes,
     }
+
+
+# Why a headline is not defined on a slice, for the note on a null gap.
+_UNDEFINED = {"auroc": "rows of one class only", "map": "no query with a relevant item"}
 
 
 def _gap_and_flags(
@@ -177,8 +189,6 @@ def _notes(result: dict[str, Any]) -> list[str]:
             f"{tied_text(g.get('best_ties', 0))}, worst {g['worst']}"
             f"{tied_text(g.get('worst_ties', 0))})"
         )
-    elif count >= 2:  # AUROC of one-class slices, say
-        notes.append(f"  no gap: {h} is defined on fewer than two slices")
     if result["flagged"]:
         notes += _flag_notes(result)
     return notes
@@ -283,6 +293,9 @@ def slice_figure(result: dict[str, Any], split: str | None = None) -> Figure:
                 color=color,
             )
     ax.set_yticks(y, [f"{s['name']}  (n={s['size']})" for s in slices], fontsize=8)
+    # Half a row of margin: with no point drawn (no slice has the headline) the y-axis kept
+    # matplotlib's 0..1, and the top slice's "n/a" sat on the frame.
+    ax.set_ylim(-0.5, len(slices) - 0.5)
     overall = result["overall"]["metrics"][h]
     if overall is not None:
         said = f"overall {metric_text(h, overall)}"

@@ -17,6 +17,9 @@ from ann.config import ConfigError
 from ann.report import slice_spec
 
 MAX_SLICES = 50  # a field with more distinct values is refused: bucket it into quantiles
+# Experiments whose slice headline (`ann.report.task_metrics.HEADLINES`, named here) is defined
+# only on rows of both classes of their label: `label` slicing is refused for them.
+NEEDS_BOTH_CLASSES = {"anomaly_detection": "auroc"}
 
 
 def quantile_buckets(values: np.ndarray, q: int) -> tuple[np.ndarray, np.ndarray]:
@@ -56,11 +59,14 @@ def _column(preds: Any, spec: slice_spec.SliceSpec, key: str) -> np.ndarray:
     return np.asarray(preds.rows[key])
 
 
-def _example(preds: Any) -> str | None:
+def _example(preds: Any, skip: str = "") -> str | None:
     """An entry that cuts these rows into more than one slice (`suggestion`), by the input
-    first, else by the first field in name order that can; None where none can."""
+    first, else by the first field in name order that can, other than `skip`; None where none
+    can."""
     first = getattr(preds.experiment, "input_key", None)
     for name in [first] * (first in preds.rows) + sorted(preds.rows):
+        if name == skip:
+            continue
         entry = suggestion(np.asarray(preds.rows[name]), name)
         if entry:
             return entry
@@ -74,6 +80,18 @@ def _label_slices(preds: Any, spec: slice_spec.SliceSpec) -> tuple[np.ndarray, l
         raise _fail(
             spec,
             f"experiment {preds.config.experiment!r} has no class label to slice by; use "
+            + (f"e.g. {fix!r}" if fix else slice_spec.FORMS.replace("'label', ", "")),
+            fix,
+        )
+    if preds.config.experiment in NEEDS_BOTH_CLASSES:
+        # Each label slice holds one class, and the headline needs both: no slice had it (an
+        # empty chart, and no gap), where the slicing was accepted.
+        fix = _example(preds, skip=key)
+        raise _fail(
+            spec,
+            f"experiment {preds.config.experiment!r} scores a slice by its "
+            f"{NEEDS_BOTH_CLASSES[preds.config.experiment]}, which needs rows of both classes, "
+            "and each label slice holds one class; slice by a feature or a field, "
             + (f"e.g. {fix!r}" if fix else slice_spec.FORMS.replace("'label', ", "")),
             fix,
         )
@@ -93,7 +111,10 @@ def suggestion(
     slices (`_cutting`: `[0,...,0]` made one slice of a digit's corner pixel, 0 on every row);
     `field:NAME` for one discrete value per row of another kind with 2 to MAX_SLICES distinct
     values; None where neither makes two slices (one value on every row, or no rows: a
-    suggested `field:kind` of one value made one slice)."""
+    suggested `field:kind` of one value made one slice) or `name` is none an entry can give
+    (`slice_spec`'s names: a letter or `_`, then word characters)."""
+    if slice_spec.parse_or_none(f"field:{name}") is None:  # a name no entry can give
+        return None
     shape = column.shape[1:]
     if np.issubdtype(column.dtype, np.number) and all(n > 0 for n in shape):
         at, bins = _cutting(column, quantiles)
@@ -179,21 +200,39 @@ def _feature_slices(preds: Any, spec: slice_spec.SliceSpec) -> tuple[np.ndarray,
             fix,
         )
     outside = [(p, i, n) for p, (i, n) in enumerate(zip(spec.index, shape)) if not 0 <= i < n]
-    if len(spec.index) != len(shape) or outside:
-        fix = suggestion(column, spec.name, spec.quantiles)
-        if len(spec.index) != len(shape):
-            takes = {0: "no index", 1: "1 index"}.get(len(shape), f"{len(shape)} indices")
-            why = f"so it takes {takes} within it"
-        else:  # as many indices as dimensions, some past its dimension's end
-            why = "and " + " and ".join(
+    # Out of range: the default count for too few (quantiles=1 asks for no cut), the most for
+    # too many.
+    q = min(spec.quantiles, slice_spec.MAX_QUANTILES)
+    if q < slice_spec.MIN_QUANTILES:
+        q = slice_spec.DEFAULT_QUANTILES
+    whys = []
+    if len(spec.index) != len(shape):
+        takes = {0: "no index", 1: "1 index"}.get(len(shape), f"{len(shape)} indices")
+        whys.append(
+            f"feature {spec.name!r} has shape {tuple(shape)} per row, so it takes {takes} within it"
+        )
+    elif outside:  # as many indices as dimensions, some past its dimension's end
+        whys.append(
+            f"feature {spec.name!r} has shape {tuple(shape)} per row, and "
+            + " and ".join(
                 f"index {i} (position {p + 1}) is outside [0, {n})" for p, i, n in outside
             )
-        raise _fail(
-            spec,
-            f"feature {spec.name!r} has shape {tuple(shape)} per row, {why}"
-            + (f"; e.g. {fix!r}" if fix else ""),
-            fix,
         )
+    if q != spec.quantiles:
+        low, high = slice_spec.MIN_QUANTILES, slice_spec.MAX_QUANTILES
+        whys.append(f"quantiles={spec.quantiles} is outside {low}..{high}")
+    if whys:
+        # The entry mended whole (a refusal's suggestion is one the check accepts): the index
+        # kept where it fits and cuts the rows into two or more slices, else the one that cuts
+        # them most (`suggestion`); the count in range.
+        fix = suggestion(column, spec.name, q)
+        kept = (
+            column[(slice(None), *spec.index)] if len(whys) == 1 and q != spec.quantiles else None
+        )
+        if kept is not None and len(quantile_buckets(kept, q)[1]) > 2:  # it cuts: keep it
+            index = f"[{','.join(map(str, spec.index))}]" if spec.index else ""
+            fix = f"feature:{spec.name}{index}:quantiles={q}"
+        raise _fail(spec, ", and ".join(whys) + (f"; e.g. {fix!r}" if fix else ""), fix)
     values = column[(slice(None), *spec.index)]
     ids, edges = quantile_buckets(values, spec.quantiles)
     label = spec.name + (f"[{','.join(map(str, spec.index))}]" if spec.index else "")
