@@ -760,10 +760,10 @@ def test_monitor_drift_cli_writes_a_report_and_refuses_a_bad_log_in_one_line(
     (tmp_path / "empty.jsonl").write_text('{"model": "x", "status": 200}\n')
     line = one_line_error(drift_cli(tmp_path / "empty.jsonl", tmp_path / "bad"))
     assert line == (
-        f"error: {tmp_path / 'empty.jsonl'} holds no request of model 'digits_cnn': its 1 "
-        "request is for model x, not digits_cnn; give --model what `ann serve --model` was "
-        "given (an export directory is served under its manifest name, a models:/ URI under its "
-        "registered name)"
+        f"error: --requests={tmp_path / 'empty.jsonl'} holds no request of model "
+        "'digits_cnn': its 1 request is for model x, not digits_cnn; give --model what "
+        "`ann serve --model` was given (an export directory is served under its manifest name, "
+        "a models:/ URI under its registered name)"
     ), line
     # Too few rows to judge: said, and in report.json for a gate, not "drift DETECTED" (2 rows
     # were); exit 0. One row was a traceback once, then a refusal.
@@ -947,23 +947,24 @@ def test_a_log_of_the_export_served_from_its_directory_is_read_and_others_are_na
     assert read_traffic([path], "digits_cnn", "f4c1bfaa67c2", spec, {}).served_as is None
     path = log("elsewhere.jsonl", elsewhere, other)  # not this export: refused, names them
     assert refusal(path).startswith(
-        f"{path} holds no request of model 'digits': its 2 requests are for models digits_cnn "
-        "(1), iris (1), not digits; give --model what"
+        f"--requests={path} holds no request of model 'digits': its 2 requests are for "
+        "models digits_cnn (1), iris (1), not digits; give --model what"
     )
     path = log("other.jsonl", other)
     assert refusal(path) == (
-        f"{path} holds no request of model 'digits': its 1 request is for model iris, not "
-        "digits; give --model what `ann serve --model` was given (an export directory is "
-        "served under its manifest name, a models:/ URI under its registered name)"
+        f"--requests={path} holds no request of model 'digits': its 1 request is for "
+        "model iris, not digits; give --model what `ann serve --model` was given (an "
+        "export directory is served under its manifest name, a models:/ URI under its "
+        "registered name)"
     )
     path = log("failed.jsonl", {"model": "digits", "version": "1", "status": 400}, other)
     assert refusal(path) == (
-        f"{path} holds no successful request of model 'digits': its one request failed or was "
-        "logged without inputs"
+        f"--requests={path} holds no successful request of model 'digits': its one "
+        "request failed or was logged without inputs"
     )
     path = log("empty.jsonl")
     assert refusal(path) == (
-        f"{path} holds no requests; log them with `ann serve --request_log=FILE` "
+        f"--requests={path} holds no requests; log them with `ann serve --request_log=FILE` "
         "(--request_log_sample=1 logs every one)"
     )
 

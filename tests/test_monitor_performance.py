@@ -620,7 +620,7 @@ def test_too_few_rows_or_an_empty_log_names_the_rotated_files_beside_it(tmp_path
     spec = {"label": {"dtype": "int32", "shape": [-1], "names": list("0123456789")}}
     with pytest.raises(RequestLogError) as e:
         read_requests([str(log)], "digits", spec)
-    assert str(e.value) == f"{log} holds no requests; {said}"
+    assert str(e.value) == f"--requests={log} holds no requests; {said}"
     score = {"state": "too_few_rows", "rows": 1, "min_rows": 100, "correct": 1}
     report = {
         "labels": {"joined": 1, "labels": 1, "unmatched": {"unknown": 0}},
@@ -660,13 +660,13 @@ def test_empty_rotated_logs_hold_no_requests_and_a_rotated_file_alone_names_its_
 
     line = one_line_error(perf_cli("a.jsonl,a.jsonl.1"))
     assert line == (
-        "error: a.jsonl, a.jsonl.1 hold no requests; read the rotated file beside it too "
+        "error: --requests=a.jsonl,a.jsonl.1 hold no requests; read the rotated file beside it too "
         "(--requests=a.jsonl,a.jsonl.1,a.jsonl.2)"
     ), line
     line = one_line_error(perf_cli("a.jsonl.1"))
     assert line == (
-        "error: a.jsonl.1 holds no requests; read the log a.jsonl and its other rotated file "
-        "too (--requests=a.jsonl,a.jsonl.1,a.jsonl.2)"
+        "error: --requests=a.jsonl.1 holds no requests; read the log a.jsonl and its other "
+        "rotated file too (--requests=a.jsonl,a.jsonl.1,a.jsonl.2)"
     ), line
 
 
@@ -904,7 +904,7 @@ def test_a_log_rotated_away_names_the_rotated_files_and_how_to_read_them(tmp_pat
     log.write_text("")  # rotated with `create`: an empty log
     with pytest.raises(RequestLogError) as e:
         read_requests([str(log)], "m", {})
-    assert str(e.value) == f"{log} holds no requests; {rotated}"
+    assert str(e.value) == f"--requests={log} holds no requests; {rotated}"
     subprocess.run(command, shell=True, check=True)
     read = read_requests([str(joined)], "m", {})
     assert [r.id for r in read.logged] == ["a", "b", "c"]  # oldest first
@@ -940,3 +940,21 @@ def test_a_log_rotated_away_names_the_rotated_files_and_how_to_read_them(tmp_pat
         "error: --requests=a.jsonl does not exist; it was rotated: its lines are in a.jsonl.2, "
         "a.jsonl.1 beside it; give them (--requests=a.jsonl.1,a.jsonl.2)"
     ), line
+
+
+def test_a_bad_min_rows_is_given_its_own_commands_default_as_the_example(tmp_path):
+    """`performance --min_rows=0` suggested `--min_rows=25`, drift's default (its is 100)."""
+    line = one_line_error(ann("monitor", "performance", "--min_rows=0"))
+    assert line == "error: --min_rows=0 must be an integer in [2, 1000000]; e.g. --min_rows=100"
+    line = one_line_error(ann("monitor", "drift", "--min_rows=0"))
+    assert line.endswith("; e.g. --min_rows=25"), line
+
+
+def test_a_log_of_no_requests_is_named_by_its_flag(tmp_path):
+    """`--requests=empty.jsonl` was refused as "empty.jsonl holds no requests": the one refusal
+    of a --requests file that did not name the flag."""
+    log = tmp_path / "empty.jsonl"
+    log.write_text("")
+    with pytest.raises(RequestLogError) as e:
+        read_requests([str(log)], "m", {})
+    assert str(e.value).startswith(f"--requests={log} holds no requests; "), e.value

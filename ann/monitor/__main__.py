@@ -188,7 +188,7 @@ def define_flags() -> None:
         MIN_TEST_ROWS,
         MAX_ROWS,
     )
-    cli.EXAMPLES["min_rows"] = MIN_ROWS  # its default (None) is each command's own
+    cli.EXAMPLES["min_rows"] = MIN_ROWS  # its default (None) is each command's own (`own_example`)
     feedback_job.define_flags()
     # Refused empty by `_need`: "performance needs --requests=...; --requests= names none".
     cli.OWN_EMPTY.update(_NEEDED)
@@ -879,6 +879,13 @@ def _help_for_command(argv: list[str]) -> None:
             delattr(FLAGS, flag.name)
 
 
+def own_example(argv: list[str]) -> None:
+    """--min_rows's example in a refusal of its value is the command's own default (drift's
+    MIN_ROWS, performance's MIN_LABELS): `performance --min_rows=0` suggested drift's 25."""
+    command = next((a for a in argv[1:] if not a.startswith("-")), None)
+    cli.EXAMPLES["min_rows"] = MIN_LABELS if command == "performance" else MIN_ROWS
+
+
 if __name__ == "__main__":
     import sys
 
@@ -888,6 +895,7 @@ if __name__ == "__main__":
 
     define_flags()
     _help_for_command(sys.argv)
+    own_example(sys.argv)
     # A bad --model (RegistryError), export (IntegrityError, no reference sample) or request
     # log: one line, exit 1. The drift tests (SciPy, JAX) are imported when they run.
     errors = (

@@ -367,7 +367,9 @@ def _nothing_of(
     name), and what to do (an empty one: the rotated files beside it, if any): the log's model
     names when it holds only others (it said "serve it with --request_log" for a log of the
     same export served under another name)."""
-    where, verb = ", ".join(paths), holds(paths)
+    # Named by the flag, as every other refusal of a file names it (it said "empty.jsonl holds
+    # no requests").
+    where, verb = arguments.flag("requests", ",".join(paths)), holds(paths)
     if not records:
         if (moved := compressed_rotation(paths)) is not None:
             return f"{where} {verb} no requests; {moved}"
