@@ -133,6 +133,10 @@ def test_a_path_below_a_file_is_said_to_be_one_by_every_reader(tmp_path, monkeyp
     assert refusal(lambda: settings.read_token_file("token_file", below)) == (
         f"--token_file={below} {said}; give the file that holds the token"
     )
-    assert settings.request_log_problem(f"{below}/requests.jsonl") == (
-        f"--request_log={below}/requests.jsonl: its folder {below} {said}"
-    )
+    # Its folder the file itself, or below it: it said "its folder F is a file, not a folder".
+    fix = "give a file in a folder this user may write"
+    for log in (f"{afile}/requests.jsonl", f"{below}/requests.jsonl"):
+        assert settings.request_log_problem(log) == (
+            f"--request_log={log} cannot be created: {afile} is a file, so nothing can be below "
+            f"it; {fix}"
+        )

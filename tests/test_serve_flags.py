@@ -50,15 +50,16 @@ BAD = [
     ([LOG, "--request_log_backups=-1"], "--request_log_backups=-1"),
     (["--request_log=/nonexistent/dir/requests.jsonl"], "--request_log=/nonexistent/dir"),
     (["--request_log=/tmp"], "--request_log=/tmp is a folder; give a file in it, e.g. "),
-    # A file where its folder should be was "its folder ... does not exist".
+    # A file where its folder should be was "its folder ... does not exist", then "its folder
+    # F is a file, not a folder": now `atomic.below_a_file`'s words, as every reader's.
     (
         [f"--request_log={ROOT}/README.md/requests.jsonl"],
-        f"its folder {ROOT}/README.md is a file, not a folder",
+        f"--request_log={ROOT}/README.md/requests.jsonl cannot be created: {ROOT}/README.md is "
+        "a file, so nothing can be below it; give a file in a folder this user may write",
     ),
     (
         [f"--request_log={ROOT}/README.md/x/requests.jsonl"],
-        f"its folder {ROOT}/README.md/x cannot exist: {ROOT}/README.md is a file, so nothing "
-        "can be below it",
+        f"cannot be created: {ROOT}/README.md is a file, so nothing can be below it",
     ),
     (["--shutdown_timeout=-1"], "--shutdown_timeout=-1"),
     # Accepted and ignored: a setting the user believed in.

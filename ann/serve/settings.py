@@ -264,9 +264,15 @@ def request_log_problem(given: str, suggest: bool = True) -> str | None:
     when checking a suggestion (no suggestion of its own)."""
     path = os.path.abspath(given)
     folder = os.path.dirname(path)
+    # Below a file: in `atomic.below_a_file`'s words, as every other reader of a path says it
+    # (it said "its folder /etc/hostname is a file, not a folder").
+    if (above := atomic.below_a_file(path)) is not None:
+        return (
+            f"--request_log={given} cannot be created: {above}; give a file in a folder this "
+            "user may write"
+        )
     if not os.path.isdir(folder):
-        what = "is a file, not a folder" if os.path.exists(folder) else atomic.absent(folder)
-        return f"--request_log={given}: its folder {folder} {what}"
+        return f"--request_log={given}: its folder {folder} does not exist"
     if os.path.isdir(path):
         inner = os.path.join(given, _LOG_NAME)
         if request_log_problem(inner, False) is None:
