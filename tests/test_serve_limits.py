@@ -461,7 +461,9 @@ def test_a_second_server_on_one_request_log_is_refused_until_the_first_ends(tmp_
     model = ServedModel("m", "1", FakeModel(), "test")
     with pytest.raises(OSError, match="is in use by another server"):  # `ann serve`: one line
         App([model], Settings(request_log=str(path), request_log_sample=1))
+    assert os.path.exists(f"{path}.lock")
     first.close()
+    assert not os.path.exists(f"{path}.lock")  # a clean stop removes it: it was left behind
     RequestLog(str(path), 1.0, 1 << 20, 1).close()  # released by close
     crash = (
         "import os, signal, sys\nfrom ann.serve.request_log import RequestLog\n"
@@ -471,7 +473,35 @@ def test_a_second_server_on_one_request_log_is_refused_until_the_first_ends(tmp_
     result = subprocess.run([sys.executable, "-c", crash, str(path)], capture_output=True,
                             text=True, timeout=60)  # fmt: skip
     assert result.stdout == "locked\n" and result.returncode == -signal.SIGKILL, result.stderr
+    assert os.path.exists(f"{path}.lock")  # a crash leaves the file, not the lock
     RequestLog(str(path), 1.0, 1 << 20, 1).close()  # the dead server's lock is gone
+    assert not os.path.exists(f"{path}.lock")
+
+
+def test_a_lock_file_removed_as_its_holder_stops_is_not_the_one_the_next_server_holds(
+    tmp_path, monkeypatch
+):
+    """A clean stop removes FILE.lock: a server that opened it just before, and locks it just
+    after, holds a removed file's lock, so it opens FILE.lock again (two servers could else
+    hold locks on two files of one name)."""
+    from ann.serve import request_log
+
+    path = str(tmp_path / "r.jsonl")
+    first = request_log.RequestLog(path, 1.0, 1 << 20, 1)
+    real, stopped = request_log.fcntl.flock, []
+
+    def flock(fd, operation):
+        if not stopped:  # opened by the second; the first stops before it locks
+            stopped.append(fd)
+            first.close()
+        return real(fd, operation)
+
+    monkeypatch.setattr(request_log.fcntl, "flock", flock)
+    second = request_log.RequestLog(path, 1.0, 1 << 20, 1)
+    monkeypatch.setattr(request_log.fcntl, "flock", real)
+    assert os.stat(f"{path}.lock").st_ino == os.fstat(second._lock).st_ino
+    second.close()
+    assert not os.path.exists(f"{path}.lock")
 
 
 def test_connection_cap_evicts_idle_keepalive_first():

@@ -20,6 +20,8 @@ backups' place). A server holds an advisory lock (`flock`) on `FILE.lock` beside
 it runs, and a second is refused (`RequestLogInUse`); the kernel drops the lock when its
 process ends, however it ends, so a crashed server leaves nothing that blocks the next. The lock
 is on a file of its own because the log itself is renamed at each rotation, and its lock with it.
+A clean stop (SIGTERM, SIGINT) removes `FILE.lock` (it was left beside the log); a crashed
+server's stays, empty of any lock, and is taken by the next.
 """
 
 from __future__ import annotations
@@ -82,29 +84,56 @@ def _lock(path: str) -> int:
     """A descriptor holding an exclusive `flock` on `path`'s lock file (`FILE.lock`, the log's
     real path + ".lock", so two spellings of one log meet), with this process's id in it for
     the refusal of the next. Raises RequestLogInUse naming the holder, or OSError when the
-    lock file cannot be made, each as one line. The file stays after the lock is released:
-    removing it would let a server that opened it just before lock a file no longer there."""
-    lock_path = os.path.realpath(path) + ".lock"
-    try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    except OSError as e:
-        raise OSError(
-            f"--request_log={path}: cannot make its lock file {lock_path} ({e.strerror}); give "
-            "a path in a folder this server may write"
-        ) from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 20, 0).decode("ascii", "replace").strip()
-        os.close(fd)
-        by = f" (process {holder})" if holder.isdigit() else ""
-        raise RequestLogInUse(
-            f"--request_log={path} is in use by another server{by}: two would rotate one file "
-            "under each other; give each server its own --request_log"
-        ) from None
+    lock file cannot be made, each as one line. A clean stop removes the lock file while
+    holding its lock (`_unlock`; it was left beside the log): a server that opened it just
+    before, and locks it after, finds the file it locked no longer at `FILE.lock` (another
+    inode, or none) and opens the path again, so two servers never hold locks on two files of
+    one name."""
+    lock_path = lock_file(path)
+    while True:
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            raise OSError(
+                f"--request_log={path}: cannot make its lock file {lock_path} ({e.strerror}); "
+                "give a path in a folder this server may write"
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 20, 0).decode("ascii", "replace").strip()
+            os.close(fd)
+            by = f" (process {holder})" if holder.isdigit() else ""
+            raise RequestLogInUse(
+                f"--request_log={path} is in use by another server{by}: two would rotate one "
+                "file under each other; give each server its own --request_log"
+            ) from None
+        try:
+            here = os.stat(lock_path)
+        except FileNotFoundError:
+            here = None
+        held = os.fstat(fd)
+        if here is not None and (here.st_dev, here.st_ino) == (held.st_dev, held.st_ino):
+            break
+        os.close(fd)  # removed by the server that held it as it stopped: open it again
     os.ftruncate(fd, 0)
     os.pwrite(fd, str(os.getpid()).encode(), 0)
     return fd
+
+
+def lock_file(path: str) -> str:
+    """The lock file of the request log `path`: its real path + ".lock"."""
+    return os.path.realpath(path) + ".lock"
+
+
+def _unlock(fd: int, lock_path: str) -> None:
+    """Removes the lock file `lock_path` while `fd` holds its lock, then releases it (`_lock`
+    says why that order is safe); a lock file already gone or not removable is left."""
+    try:
+        os.unlink(lock_path)
+    except OSError:
+        pass
+    os.close(fd)
 
 
 # Records waiting for the writer thread before new ones are dropped.
@@ -133,10 +162,11 @@ class RequestLog:
         self._logger.propagate = False
         self._logger.setLevel(logging.INFO)
         self._lock = _lock(path)  # first: a torn line is only ended by the log's one writer
+        self._lock_path = lock_file(path)
         try:
             self._handler = self._open(path, max_bytes, backups)
         except BaseException:
-            os.close(self._lock)
+            _unlock(self._lock, self._lock_path)
             raise
         self._logger.addHandler(self._handler)
         self._failing = False  # the last record could not be written (`_write_failed`)
@@ -244,4 +274,4 @@ class RequestLog:
         self._thread.join()
         self._logger.removeHandler(self._handler)
         self._handler.close()
-        os.close(self._lock)  # the next server may take the log now
+        _unlock(self._lock, self._lock_path)  # the next server may take the log now
