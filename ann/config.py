@@ -1176,7 +1176,10 @@ def _check_keys_apply(values: Mapping[str, Any], unchanged: Collection[str] = ()
     other than the key's default, or a key in `unchanged`, set on the command line to what the
     config file held (`--config.optimizer.momentum=0.9` with adamw: the user expects momentum
     0.9). Setting a key the file had changed back to its default, the fix this message names,
-    is a change and passes."""
+    is a change and passes. Every such fault is said in one refusal, joined by "; also ":
+    `--config.optimizer.schedule=step` on a config with warmup was refused for the warmup, and
+    once that was fixed, for the missing step boundaries (two failed runs)."""
+    faults = []
     for key, (decider, readers) in _READ_ONLY_WHEN.items():
         value, unset = lookup(values, key), default(key)
         value = tuple(value) if isinstance(value, list | tuple) else value
@@ -1190,14 +1193,14 @@ def _check_keys_apply(values: Mapping[str, Any], unchanged: Collection[str] = ()
                 if value == unset
                 else f"set --config.{key}={reset} (its default) or"
             )
-            raise ConfigError(
+            faults.append(
                 f"config key '{key}'={value!r} has no effect with {decider}={setting!r} "
                 f"(read only {'by ' + ' and '.join(readers) if readers else 'when it is set'}); "
                 f"{undo} --config.{decider}={fix}"
             )
     opt = values["optimizer"]
     if opt["name"] == "sgd" and opt["nesterov"] and not opt["momentum"]:
-        raise ConfigError(
+        faults.append(
             "config key 'optimizer.nesterov'=True has no effect with optimizer.momentum=0 "
             "(Nesterov momentum needs momentum); set --config.optimizer.momentum=0.9 or "
             "--config.optimizer.nesterov=False"
@@ -1206,13 +1209,15 @@ def _check_keys_apply(values: Mapping[str, Any], unchanged: Collection[str] = ()
         # No boundary: the rate never steps, and step_factor is read by nothing.
         total = values["total_steps"]
         example = f"({total // 2}, {total * 3 // 4})" if total >= 4 else "(1000, 2000)"
-        raise ConfigError(
+        faults.append(
             "config key 'optimizer.schedule'='step' has no effect without "
             "optimizer.step_boundaries (no boundary: the learning rate stays constant); set "
             f'--config.optimizer.step_boundaries="{example}" (steps in (0, total_steps), at '
             "each of which the rate is multiplied by optimizer.step_factor) or "
             "--config.optimizer.schedule=constant"
         )
+    if faults:
+        raise ConfigError("; also ".join(faults))
 
 
 def check_task_keys_apply(

@@ -502,6 +502,23 @@ def test_a_key_its_setting_ignores_is_refused(overrides, message):
     config_lib.validate(config, num_devices=4)
 
 
+def test_every_key_a_step_schedule_ignores_or_lacks_is_said_in_one_refusal():
+    """`--config.optimizer.schedule=step` on digits_cnn (warmup 50) was refused for the warmup,
+    then, once warmup_steps=0 was given, for the missing step boundaries: two failed runs."""
+    config = load_config("digits_cnn")
+    assert config.optimizer.warmup_steps > 0
+    _set(config, "optimizer.schedule", "step")
+    with pytest.raises(ConfigError) as e:
+        config_lib.validate(config, num_devices=1)
+    said = str(e.value)
+    assert said.startswith("config key 'optimizer.warmup_steps'=50 has no effect with "), said
+    assert "; also config key 'optimizer.schedule'='step' has no effect without " in said, said
+    assert "\n" not in said
+    _set(config, "optimizer.warmup_steps", 0)
+    _set(config, "optimizer.step_boundaries", (100, 200))
+    config_lib.validate(config, num_devices=1)
+
+
 def test_an_ignored_key_set_to_what_the_file_holds_is_refused_and_the_named_fix_passes():
     """`--config.optimizer.momentum=0.9` with adam: the user expects momentum; the value is the
     default, so only knowing the override changed nothing (`unchanged_overrides`) can tell.
