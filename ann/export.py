@@ -632,7 +632,12 @@ def check_flags(
         raise cli.FlagError(f"--out={out} exists and is not an empty directory; choose a new one")
     if os.path.realpath(out) == os.path.realpath(workdir):
         raise cli.FlagError(f"--out={out} is the run's own directory; choose a new one")
-    if calibration == "temperature":  # asked for: an experiment without logits would ignore it
+    # One rule for the flag on an experiment without class logits (it was refused for
+    # `temperature`, accepted without a word for `none`): what it asks for is said. A
+    # temperature cannot be fitted: refused. `none` (no temperature) is what such an export
+    # serves anyway: harmless, so accepted (a script exporting every run with it still runs),
+    # with a note that it changes nothing.
+    if calibration is not None:
         from ann import config as config_lib
         from ann.calibrate import calibratable
         from ann.imports import recorded_in
@@ -641,12 +646,18 @@ def check_flags(
         config = config_lib.latest(workdir)
         with recorded_in(f"the run in {workdir}"):
             experiment = make_experiment(config)
-        if not calibratable(experiment):
+        if calibratable(experiment):
+            return
+        if calibration == "temperature":
             raise cli.FlagError(
                 f"--calibration=temperature: experiment {config.experiment!r} has no class "
                 "logits whose temperature could be fitted (only classification's); drop the "
                 "flag"
             )
+        cli.note(
+            f"--calibration=none: experiment {config.experiment!r} has no class logits, so "
+            "nothing is calibrated with or without it; the flag changes nothing"
+        )
 
 
 def main(argv: list[str]) -> None:

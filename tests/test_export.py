@@ -818,7 +818,7 @@ def test_default_names_keep_two_tasks_on_one_data_set_and_model_apart():
     assert all(NAME.match(name) for name in names)
 
 
-def test_an_explicit_calibration_an_experiment_cannot_apply_is_refused(tmp_path):
+def test_an_explicit_calibration_an_experiment_cannot_apply_is_refused(tmp_path, capsys):
     # README's Parity (and any experiment without class logits) exported with
     # --calibration=temperature: exit 0, no note, no calibration in the manifest.
     from ann import cli
@@ -833,7 +833,14 @@ def test_an_explicit_calibration_an_experiment_cannot_apply_is_refused(tmp_path)
         "--calibration=temperature: experiment 'regression' has no class logits whose "
         "temperature could be fitted (only classification's); drop the flag"
     )
-    check_flags(workdir, out, "best", None, ["cpu"], "none")  # asks for nothing: fine
+    capsys.readouterr()
+    # Asks for nothing: accepted, but said (it was accepted without a word, while temperature
+    # was refused: one no-op flag, two behaviours).
+    check_flags(workdir, out, "best", None, ["cpu"], "none")
+    assert capsys.readouterr().err == (
+        "note: --calibration=none: experiment 'regression' has no class logits, so nothing is "
+        "calibrated with or without it; the flag changes nothing\n"
+    )
 
 
 def test_a_graph_that_returns_other_than_its_signature_is_not_exported():
