@@ -72,8 +72,9 @@ class IntegrityError(ValueError):
 
 class NotAnExportError(ValueError):
     """A directory given as an export is a training run's workdir (config.json, checkpoints/,
-    no manifest.json): nothing is damaged, it is the wrong directory; the message says how to
-    export it (`ann export --workdir=RUN --out=EXPORT_DIR`). Not an IntegrityError: it said
+    no manifest.json), or a directory inside one (RUN/checkpoints, RUN/report): nothing is
+    damaged, it is the wrong directory; the message names the run and how to export it (`ann
+    export --workdir=RUN --out=EXPORT_DIR`). Not an IntegrityError: it said
     the run was "not an ann export" in the words of a damaged or incomplete one."""
 
 
@@ -251,6 +252,13 @@ def not_an_export(
             f"{directory} is a training run, not an export; export it first (ann export "
             f"--workdir={directory} --out=EXPORT_DIR) and give EXPORT_DIR"
         )
+    # A directory of a run (RUN/checkpoints, RUN/report) was "holds no manifest.json; give an
+    # export directory", an IntegrityError, as if an export were damaged.
+    if (run := directory_kind.run_above(directory)) is not None:
+        return (
+            f"{directory} holds no {MANIFEST}: it is inside the training run at {run}; export "
+            f"the run first (ann export --workdir={run} --out=EXPORT_DIR) and give EXPORT_DIR"
+        )
     return f"{directory} holds no {MANIFEST}; {give}"
 
 
@@ -278,7 +286,7 @@ def _not_an_export_error(directory: str, why: str) -> Exception:
         return NotADirectoryError(why)
     from ann import directory_kind  # os only
 
-    if directory_kind.RUN in directory_kind.of(directory):
+    if directory_kind.RUN in directory_kind.of(directory) or directory_kind.run_above(directory):
         return NotAnExportError(why)
     return IntegrityError(why)
 
@@ -306,11 +314,11 @@ def read_manifest_bytes(
 
     Raises FileNotFoundError where `directory` does not exist, NotADirectoryError where it is a
     file, ValueError where it is a registry URI (`models:/...`: `ann.registry.resolve` loads
-    one), NotAnExportError where it is a training run's workdir (the message names the `ann
-    export` that makes one), IntegrityError where any other directory holds no manifest.json or
-    manifest.json is not a regular
-    file of at most MAX_MANIFEST_BYTES, is not JSON, is not an ann.export/1 manifest of the
-    expected structure (a newer format's is named so), or (given `manifest_sha256`, as a
+    one), NotAnExportError where it is a training run's workdir or a directory inside one (the
+    message names the run and the `ann export` that makes one), IntegrityError where any other
+    directory holds no manifest.json or manifest.json is not a regular file of at most
+    MAX_MANIFEST_BYTES, is not JSON, is not an ann.export/1 manifest of the expected structure
+    (a newer format's is named so), or (given `manifest_sha256`, as a
     registry records it) does not have that sha256; TypeError where `directory` is not a str
     or path (None)."""
     directory = _directory(directory)

@@ -1326,11 +1326,11 @@ def check_trained_run(workdir: str, step: str, export_flag: str | None = None) -
         what = f"is a report ({directory_kind.REPORT_FILE}), not a training run"
     else:
         what = "holds no config.json"
-    above = directory_kind.inside(workdir)
-    if above is not None and above[0] == directory_kind.RUN:  # its checkpoints/, tensorboard/
+    run = directory_kind.run_above(workdir)
+    if run is not None:  # its checkpoints/, tensorboard/
         raise FlagError(
-            f"--workdir={workdir} {what}: it is inside the training run at {above[1]}; give "
-            f"--workdir={above[1] if os.path.isabs(workdir) else os.path.relpath(above[1])}"
+            f"--workdir={workdir} {what}: it is inside the training run at "
+            f"{directory_kind.inside(workdir)[1]}; give --workdir={run}"
         )
     raise FlagError(f"--workdir={workdir} {what}; give the directory of a trained run")
 

@@ -163,6 +163,17 @@ def inside(path: str) -> tuple[str, str] | None:
         parent = os.path.dirname(parent)
 
 
+def run_above(path: str) -> str | None:
+    """The training run `path` is inside (its checkpoints/, report/, tensorboard/: `inside`),
+    named as `path` is (relative to the current directory where `path` is relative), or None:
+    what a refusal of such a directory names instead (`ann report --workdir`, an export
+    wanted: `artifact.not_an_export`)."""
+    above = inside(path)
+    if above is None or above[0] != RUN:
+        return None
+    return above[1] if os.path.isabs(path) else os.path.relpath(above[1])
+
+
 REPORT_FILE = "report.json"  # a report (`ann report`, `ann monitor drift`; ann/report/write.py)
 
 

@@ -502,6 +502,18 @@ def test_a_path_that_is_no_directory_is_not_called_an_incomplete_export(tmp_path
             f"{tmp_path / 'run'} is a training run, not an export; export it first (ann export "
             f"--workdir={tmp_path / 'run'} --out=EXPORT_DIR) and give EXPORT_DIR"
         )
+    # A directory inside the run (its checkpoints/, its report/) was "holds no manifest.json;
+    # give an export directory", an IntegrityError: the run is named, with its export.
+    (tmp_path / "run" / "report").mkdir()
+    (tmp_path / "run" / "config.json").write_text('{"experiment": "x", "total_steps": 2}')
+    for inner in ("checkpoints", "report"):
+        with pytest.raises(artifact.NotAnExportError) as e:
+            artifact.load(str(tmp_path / "run" / inner))
+        assert str(e.value) == (
+            f"{tmp_path / 'run' / inner} holds no manifest.json: it is inside the training run "
+            f"at {tmp_path / 'run'}; export the run first (ann export --workdir="
+            f"{tmp_path / 'run'} --out=EXPORT_DIR) and give EXPORT_DIR"
+        )
 
 
 def test_every_command_given_a_run_where_an_export_is_wanted_says_how_to_export_it(tmp_path):
@@ -527,6 +539,17 @@ def test_every_command_given_a_run_where_an_export_is_wanted_says_how_to_export_
         ["registry", "register", str(run), "--name=digits", "--registry=reg"],
     ):
         assert one_line_error(ann(*args, cwd=tmp_path)) == said, args
+    # A directory inside the run: "holds no manifest.json; give an export directory".
+    for args in (
+        ["serve", "--model=run/checkpoints", "--port=18765"],
+        ["monitor", "drift", "--model=run/checkpoints", logs[0]],
+        ["registry", "register", "run/checkpoints", "--name=digits", "--registry=reg"],
+    ):
+        assert one_line_error(ann(*args, cwd=tmp_path)) == (
+            "error: run/checkpoints holds no manifest.json: it is inside the training run at "
+            "run; export the run first (ann export --workdir=run --out=EXPORT_DIR) and give "
+            "EXPORT_DIR"
+        ), args
     line = one_line_error(ann("report", f"--model={run}", cwd=tmp_path))
     assert line == f"error: --model={run} is a training run; give it as --workdir={run}"
     assert not (tmp_path / "reg").exists()
