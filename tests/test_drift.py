@@ -119,6 +119,12 @@ def test_a_sparse_table_gets_an_exact_p_value():
     assert one.method == "fisher_exact" and not one.drifted
     assert one.p_value == pytest.approx(stats.fisher_exact([[1221, 0], [199, 1]]).pvalue)
     assert one.p_value == pytest.approx(200 / 1421)  # the one nonzero row among all 1,421
+    # Its odds ratio was infinite (1221 x 1 / (0 x 199)): "fisher_exact inf" as the top drift
+    # of a feature that did not drift, null in report.json. Haldane-Anscombe: 0.5 a cell.
+    assert one.score == pytest.approx(1221.5 * 1.5 / (0.5 * 199.5))
+    assert one.to_json()["score"] == pytest.approx(one.score)
+    same = drift.fisher_exact(np.repeat([0.0, 1], [100, 10]), np.repeat([0.0, 1], [50, 5]))
+    assert same[0] == 1.0  # no 0 cell: the plain ratio, so unmoved stays exactly 1
     # A real change in a sparse feature is still found, exactly.
     moved = drift.test_feature("x", np.zeros(1221), np.repeat([0.0, 1], [40, 10]))
     assert moved.method == "fisher_exact" and moved.drifted and moved.p_value < 1e-10

@@ -372,10 +372,18 @@ def sparse(ref: np.ndarray, cur: np.ndarray) -> bool:
 
 def fisher_exact(ref: np.ndarray, cur: np.ndarray) -> tuple[float, float | None, float, bool]:
     """Fisher's exact test of the 2 x 2 table of counts (2 values): (odds ratio, p, 0.05,
-    p < 0.05). `scipy.stats.fisher_exact`, two-sided."""
-    result = stats.fisher_exact(np.stack(_counts(ref, cur)))
-    p = float(result.pvalue)
-    return float(result.statistic), p, ALPHA, rejects("fisher_exact", p, ALPHA)
+    p < 0.05). `scipy.stats.fisher_exact`, two-sided. The score is the sample odds ratio, with
+    the Haldane-Anscombe correction where a cell is 0 (0.5 added to every cell, as statsmodels'
+    `Table2x2(shift_zeros=True)`): the reference always one value and one current row of the
+    other made it infinite (1221 x 1 / (0 x 199)), printed as the `top:` feature's "fisher_exact
+    inf" for a feature that did not drift (p = 0.14) and written as null; it is 18.4 there. A
+    table without a 0 keeps its plain ratio (the same shares: exactly 1, `UNMOVED`)."""
+    table = np.stack(_counts(ref, cur)).astype(np.float64)
+    p = float(stats.fisher_exact(table.astype(np.int64)).pvalue)
+    if not table.all():
+        table += 0.5
+    (a, b), (c, d) = table
+    return float(a * d / (b * c)), p, ALPHA, rejects("fisher_exact", p, ALPHA)
 
 
 def chisquare_montecarlo(
