@@ -3,6 +3,7 @@ give the realized accuracy the servers' live feedback joins give, per replica an
 ECE and the reliability diagram of the joined rows; too few rows; one-line refusals."""
 
 import json
+import os
 import re
 
 import numpy as np
@@ -958,3 +959,51 @@ def test_a_log_of_no_requests_is_named_by_its_flag(tmp_path):
     with pytest.raises(RequestLogError) as e:
         read_requests([str(log)], "m", {})
     assert str(e.value).startswith(f"--requests={log} holds no requests; "), e.value
+
+
+def test_compressed_rotated_files_are_named_in_every_advice_with_the_command_that_joins_them(
+    tmp_path, monkeypatch
+):
+    """logrotate's FILE.2.gz was named only where the log was missing: too few rows beside
+    FILE.1 given (FILE gone) said nothing of it (no advice at all), unknown label ids named no
+    file, and FILE with FILE.1 and FILE.2.gz named FILE.1 alone."""
+    import gzip
+    import subprocess
+
+    from ann.monitor.request_log import missing_requests, more_requests
+
+    monkeypatch.chdir(tmp_path)
+    for folder in ("rot", "rot3", "rot2"):
+        os.mkdir(folder)
+        with open(f"{folder}/req.jsonl.1", "w") as f:
+            f.write('{"n": 1}\n')
+    for folder in ("rot", "rot3"):
+        with gzip.open(f"{folder}/req.jsonl.2.gz", "wt") as f:
+            f.write('{"n": 2}\n')
+    with open("rot3/req.jsonl", "w") as f:
+        f.write('{"n": 0}\n')
+    with open("rot2/req.jsonl.2", "w") as f:
+        f.write('{"n": 2}\n')
+    join = "zcat -f rot/req.jsonl.2.gz rot/req.jsonl.1 > rot/req.all.jsonl"
+    assert more_requests(["rot/req.jsonl.1"], [1.0]) == (
+        f"read the rotated file beside it too: join them into one file ({join}) and give "
+        "--requests=rot/req.all.jsonl"
+    )
+    assert missing_requests(["rot/req.jsonl.1"], [1.0]).startswith(
+        f"read the rotated file beside it too: join them into one file ({join}) and give "
+        "--requests=rot/req.all.jsonl, and every replica's request log"
+    )
+    join3 = "zcat -f rot3/req.jsonl.2.gz rot3/req.jsonl.1 rot3/req.jsonl > rot3/req.all.jsonl"
+    assert more_requests(["rot3/req.jsonl"], [1.0]) == (
+        f"read the rotated files beside it too: join them into one file ({join3}) and give "
+        "--requests=rot3/req.all.jsonl"
+    )
+    subprocess.run(join3, shell=True, check=True)  # the command works: oldest line first
+    assert open("rot3/req.all.jsonl").read() == '{"n": 2}\n{"n": 1}\n{"n": 0}\n'
+    # Plain files only: given as they are, as before.
+    assert more_requests(["rot2/req.jsonl.1"], [1.0]) == (
+        "read the rotated file beside it too (--requests=rot2/req.jsonl.1,rot2/req.jsonl.2)"
+    )
+    # The joined file is the same log's: the report of its too few rows is not another log's.
+    assert monitor_main._logs(["rot3/req.jsonl"]) == monitor_main._logs(["rot3/req.all.jsonl"])
+    assert monitor_main._logs(["rot/req.jsonl.2.gz"]) == monitor_main._logs(["rot/req.jsonl"])

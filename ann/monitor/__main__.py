@@ -357,9 +357,16 @@ def _as_given(flag: str, files: list[str]) -> str:
 
 
 def _logs(files: list[str]) -> set[str]:
-    """The request logs `files` are of: a rotated file (`FILE.1`) is its log's (`FILE`), so
-    adding the rotated files to --requests is more of the same log, not another."""
-    return {re.sub(r"\.\d+$", "", os.path.realpath(p)) for p in files}
+    """The request logs `files` are of: a rotated file (`FILE.1`, `FILE.2.gz`) is its log's
+    (`FILE`), and so is the file its files were joined into as advised (`req.all.jsonl` for
+    `req.jsonl`: `jsonlines.joined_name`), so adding the rotated files to --requests, or giving
+    them joined, is more of the same log, not another (the report of the too few rows was
+    refused as another log's)."""
+    logs = set()
+    for path in files:
+        log = re.sub(r"\.\d+(\.(gz|bz2|xz|zst))?$", "", os.path.realpath(path))
+        logs.add(re.sub(r"(\.all)?(\.jsonl)?$", "", log))
+    return logs
 
 
 def _manifest() -> tuple[Any, dict[str, Any], str, str, str]:

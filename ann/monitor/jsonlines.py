@@ -324,20 +324,38 @@ def read_rotated(path: str, flag: str, several: bool = True) -> str | None:
     if not files:
         return None
     said = f"it was rotated: its lines are in {', '.join(files)} beside it"
-    tools = [next((t for s, t in _CAT.items() if f.endswith(s)), "cat") for f in files]
-    if set(tools) == {"cat"} and several:
+    if not any(map(compressed, files)) and several:
         return f"{said}; give them ({arguments.flag(flag, ','.join(reversed(files)))})"
+    out = joined_name(path)
+    return (
+        f"{said}; join them into one file ({join_command(files, out)}) and give "
+        f"{arguments.flag(flag, out)}"
+    )
+
+
+def compressed(path: str) -> bool:
+    """Whether `path`'s name ends as a compressed rotated file's (.gz, .bz2, .xz, .zst)."""
+    return path.endswith(tuple(_CAT))
+
+
+def joined_name(path: str) -> str:
+    """The file a log `path`'s files are joined into: `req.all.jsonl` for `req.jsonl`,
+    `FILE.all.jsonl` for another name."""
     root, ext = os.path.splitext(path)
-    out = f"{root}.all.jsonl" if ext == ".jsonl" else f"{path}.all.jsonl"
+    return f"{root}.all.jsonl" if ext == ".jsonl" else f"{path}.all.jsonl"
+
+
+def join_command(files: list[str], out: str) -> str:
+    """The shell command that writes the text of `files` (oldest first; plain or compressed)
+    into `out`: `zcat -f FILE.2.gz FILE.1 > OUT` (gzip's -f passes a plain file through), or
+    each file by its own tool (`(xzcat FILE.2.xz; cat FILE.1) > OUT`)."""
+    tools = [next((t for s, t in _CAT.items() if f.endswith(s)), "cat") for f in files]
     quoted = [shlex.quote(f) for f in files]
     if set(tools) <= {"zcat", "cat"}:
         join = f"zcat -f {' '.join(quoted)}"
     else:
         join = "(" + "; ".join(f"{t} {f}" for t, f in zip(tools, quoted, strict=True)) + ")"
-    return (
-        f"{said}; join them into one file ({join} > {shlex.quote(out)}) and give "
-        f"{arguments.flag(flag, out)}"
-    )
+    return f"{join} > {shlex.quote(out)}"
 
 
 def flag_of(name: str) -> str:

@@ -32,7 +32,16 @@ from typing import Any
 import numpy as np
 
 from ann import arguments
-from ann.monitor.jsonlines import check_file, missing, objects, read_rotated, rotated_beside
+from ann.monitor.jsonlines import (
+    check_file,
+    compressed,
+    join_command,
+    joined_name,
+    missing,
+    objects,
+    read_rotated,
+    rotated_beside,
+)
 from ann.serve.errors import ServeError
 from ann.serve.protocol import decode_data, not_a_number, short
 
@@ -198,44 +207,49 @@ def _not_a_request(where: str, record: dict[str, Any]) -> str:
 
 
 def _log_of(path: str) -> tuple[str, int]:
-    """(the log `path` is a file of, its number): `FILE.N` beside its log (FILE, or another
-    FILE.M: `ann serve --request_log_backups` keeps FILE.1, FILE.2, ...) is (FILE, N); any
-    other path is (itself, 0)."""
-    rotation = re.fullmatch(r"(.+)\.(\d+)", path)
-    if rotation is not None:
+    """(the log `path` is a file of, its number): `FILE.N` (or logrotate's compressed
+    `FILE.N.gz`) beside its log (FILE, or another file its rotation left: `ann serve
+    --request_log_backups` keeps FILE.1, FILE.2, ...; logrotate FILE.1, FILE.2.gz) is (FILE,
+    N); any other path is (itself, 0). FILE.1 beside FILE.2.gz alone was a log of its own, and
+    its older lines went unnamed."""
+    rotation = re.fullmatch(r"(.+)\.(\d+)(\.[a-z0-9]+)?", path)
+    if rotation is not None and (not rotation[3] or compressed(path)):
         base, number = rotation[1], int(rotation[2])
-        if os.path.isfile(base) or any(
-            os.path.isfile(f"{base}.{n}") for n in (number - 1, number + 1) if n > 0
-        ):
+        beside = {os.path.realpath(f) for f in rotated_beside(base)}
+        if os.path.isfile(base) or beside - {os.path.realpath(path)}:
             return base, number
     return path, 0
 
 
 def log_files(paths: Sequence[str]) -> list[str]:
-    """Every file of the logs `paths` are files of, each log's in order (FILE, FILE.1, FILE.2,
-    ... that are there), each file once: the log of `FILE` is FILE and the rotated files beside
-    it, and a rotated file (`FILE.2`) given on its own is its log's too (FILE, FILE.1, FILE.3:
-    it was taken for a log of its own, beside which nothing was rotated)."""
+    """Every file of the logs `paths` are files of, each log's newest first (FILE, then what
+    its rotation left beside it, `jsonlines.rotated_beside`: FILE.1, FILE.2, logrotate's
+    FILE.2.gz, FILE-20261205.gz), each file once: the log of `FILE` is FILE and the rotated
+    files beside it, and a rotated file (`FILE.2`) given on its own is its log's too (FILE,
+    FILE.1, FILE.3: it was taken for a log of its own, beside which nothing was rotated).
+    Compressed files are named, not read: `_read_more` says how to join them."""
     found, seen = [], set()
     for path in paths:
-        base, number = _log_of(path)
-        files = [base] if os.path.isfile(base) else []
-        n = 1
-        while n <= number or os.path.isfile(f"{base}.{n}"):  # a gap below the file given
-            if os.path.isfile(f"{base}.{n}"):
-                files.append(f"{base}.{n}")
-            n += 1
-        for file in files or [path]:
+        files = _files_of(_log_of(path)[0])
+        if os.path.realpath(path) not in {os.path.realpath(f) for f in files}:
+            files.append(path)  # not there: named as given, as the reader refuses it
+        for file in files:
             if os.path.realpath(file) not in seen:
                 seen.add(os.path.realpath(file))
                 found.append(file)
     return found
 
 
+def _files_of(base: str) -> list[str]:
+    """The files of the log `base` that are there, newest first: itself, then what its rotation
+    left beside it (`jsonlines.rotated_beside`)."""
+    return ([base] if os.path.isfile(base) else []) + list(reversed(rotated_beside(base)))
+
+
 def rotated(paths: Sequence[str]) -> list[str]:
-    """The files of the logs `paths` are files of (`log_files`: a log and its rotated files
-    `FILE.1`, `FILE.2`, ..., as `ann serve --request_log_backups` keeps them) that `paths` does
-    not name, in order."""
+    """The files of the logs `paths` are files of (`log_files`: a log and the files its
+    rotation left, `FILE.1`, `FILE.2`, ..., compressed too) that `paths` does not name, in
+    order."""
     given = {os.path.realpath(p) for p in paths}
     return [f for f in log_files(paths) if os.path.realpath(f) not in given]
 
@@ -243,13 +257,18 @@ def rotated(paths: Sequence[str]) -> list[str]:
 def _read_more(paths: Sequence[str]) -> str | None:
     """'read ... too (--requests=...)' naming the files of the logs `paths` are of that they do
     not name (`rotated`), and --requests naming them all; None where there are none. A rotated
-    file given on its own names its log and the log's other rotated files."""
+    file given on its own names its log and the log's other rotated files. Where a log's files
+    include compressed ones (logrotate's FILE.2.gz), they are joined into one file, oldest
+    first, with the command that does it (`jsonlines.join_command`, as a log rotated away is
+    told), and --requests names that file: the plain FILE.N alone were named (FILE.2.gz left
+    out), or nothing beside a rotated file given (FILE.1 and FILE.2.gz, FILE gone)."""
     more = rotated(paths)
     if not more:
         return None
-    logs = [f for f in more if _log_of(f)[1] == 0]  # a log itself: a rotated file of it given
+    bases = list(dict.fromkeys(_log_of(p)[0] for p in paths))
+    logs = [f for f in more if f in bases]  # a log itself: a rotated file of it given
     others = len(more) - len(logs)
-    several = len({os.path.realpath(_log_of(p)[0]) for p in paths}) > 1
+    several = len({os.path.realpath(b) for b in bases}) > 1
     files = f"file{'s' * (others > 1)}"
     if logs:
         what = f"the log{'s' * (len(logs) > 1)} {', '.join(logs)}"
@@ -257,7 +276,19 @@ def _read_more(paths: Sequence[str]) -> str | None:
             what += f" and {'their' if several else 'its'} other rotated {files}"
     else:
         what = f"the rotated {files} beside {'them' if several else 'it'}"
-    return f"read {what} too ({arguments.flag('requests', ','.join(log_files(paths)))})"
+    given, joins = [], []
+    for base in bases:
+        mine = _files_of(base)
+        if any(map(compressed, mine)):  # joined, oldest first
+            given.append(joined_name(base))
+            joins.append(join_command(list(reversed(mine)), joined_name(base)))
+        else:
+            given.extend(mine)
+    flag = arguments.flag("requests", ",".join(dict.fromkeys(given)))
+    if not joins:
+        return f"read {what} too ({flag})"
+    them = "each compressed log's files" if several else "them"
+    return f"read {what} too: join {them} into one file ({'; '.join(joins)}) and give {flag}"
 
 
 def _share(value: Any) -> float | None:
@@ -350,7 +381,7 @@ def compressed_rotation(paths: Sequence[str]) -> str | None:
     or named only the plain FILE.1."""
     said = []
     for path in paths:
-        if set(rotated_beside(path)) - set(log_files([path])):
+        if any(map(compressed, rotated_beside(path))):
             said.append((path, read_rotated(path, "requests")))
     if len(said) == 1 and len(paths) == 1:
         return said[0][1]
