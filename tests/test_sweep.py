@@ -2541,7 +2541,7 @@ def paste(text, tmp_path):
         (bin_dir / "ann").chmod(0o755)
     env = {"PATH": f"{bin_dir}{os.pathsep}/usr/bin{os.pathsep}/bin", "HOME": str(home)}
     proc = subprocess.run(["bash", "--norc", "-c", text], cwd=home, env=env,
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
     return proc
 
 
