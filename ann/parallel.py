@@ -88,7 +88,13 @@ def initialize_distributed(
             "--num_processes=N and --process_id=I (or --distributed=auto on a cluster)"
         )
     host, _, port = coordinator_address.rpartition(":")
-    if explicit and not (host and arguments.digits(port) and 0 < int(port) < 65536):
+    if explicit and host and arguments.digits(port) and not 0 < int(port) < 65536:
+        raise ConfigError(  # it said "must be HOST:PORT", naming no range
+            f"--coordinator_address={coordinator_address}: port {int(port)} is outside 1-65535; "
+            "give a free port in that range, e.g. --coordinator_address="
+            f"{host}:1234"
+        )
+    if explicit and not (host and arguments.digits(port)):
         raise ConfigError(  # JAX: "IndexError: list index out of range" after the wait
             f"--coordinator_address={coordinator_address} must be HOST:PORT (process 0's host "
             "and a free port), e.g. --coordinator_address=10.0.0.1:1234"
@@ -106,29 +112,47 @@ def initialize_distributed(
     # use their own (NCCL, ICI), which this setting does not touch.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     _c_stdout_to_stderr()
-    kwargs = dict(initialization_timeout=timeout_seconds, heartbeat_timeout_seconds=timeout_seconds)
-    # If a peer never registers, JAX's coordination client aborts the process (a C++ fatal
-    # error, not a Python exception) after the timeout; this line says what it was waiting for.
+    # JAX's client gets a longer timeout than ann's watchdog (`_join_watchdog`): when a peer
+    # never registers, JAX aborts the process in C++ (a stack dump, status 134, "another task
+    # died"), which no Python code can catch; the watchdog ends it first with one line.
+    wait = timeout_seconds
+    kwargs = dict(
+        initialization_timeout=timeout_seconds + _JAX_GRACE_SECONDS,
+        heartbeat_timeout_seconds=timeout_seconds,
+    )
     logging.info(
         "joining a multi-process run (%s): waiting up to %ds for all processes to register",
         f"process {process_id} of {num_processes} at {coordinator_address}" if explicit else "auto",
         timeout_seconds,
     )
     if explicit and process_id > 0:  # process 0 hosts the coordinator: the others reach it
-        kwargs["initialization_timeout"] = _wait_for_coordinator(
+        wait = _wait_for_coordinator(
             coordinator_address, host.strip("[]"), int(port), timeout_seconds
         )
+        kwargs["initialization_timeout"] = wait + _JAX_GRACE_SECONDS
+    watchdog = _join_watchdog(
+        wait, timeout_seconds, num_processes if explicit else 0, process_id, coordinator_address
+    )
     try:
         if explicit:
             jax.distributed.initialize(coordinator_address, num_processes, process_id, **kwargs)
         else:
             jax.distributed.initialize(**kwargs)
     except Exception as e:  # start-up failures surface as one clear line
+        if not explicit and isinstance(e, ValueError) and "defined" in str(e):
+            raise ConfigError(  # JAX: "coordinator_address should be defined."
+                "--distributed=auto found no cluster environment here (JAX reads SLURM's, "
+                "Open MPI's, a TPU VM's or another cluster's variables, and none is set); "
+                "off a cluster give every process --coordinator_address=HOST:PORT, "
+                "--num_processes=N and --process_id=I instead of --distributed=auto"
+            ) from e
         raise ConfigError(
             f"could not join the multi-process run ({type(e).__name__}: {e}); check that every "
             f"process started with the same --coordinator_address and --num_processes, and "
             f"that the coordinator is reachable (timeout {timeout_seconds}s)"
         ) from e
+    finally:
+        watchdog.cancel()
     _orbax_barriers_without_collectives()
     _introduce(timeout_seconds)
     # jax.distributed installs a SIGTERM notifier that only `reached_preemption_sync_point`
@@ -136,6 +160,49 @@ def initialize_distributed(
     # ends the process as it does in a single-process run.
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+# Seconds JAX's own registration timeout runs past ann's watchdog (`_join_watchdog`).
+_JAX_GRACE_SECONDS = 30
+
+
+def _join_watchdog(
+    wait: int, timeout_seconds: int, num_processes: int, process_id: int, address: str
+) -> threading.Timer:
+    """A started timer that, unless cancelled within `wait` seconds (the processes joined,
+    or JAX raised), ends this process with one `error:` line naming the processes that did not
+    join within --distributed_timeout (`timeout_seconds`) and exit status 1. JAX's own end
+    for that case is a C++ abort from inside `jax.distributed.initialize` (it holds no
+    Python lock meanwhile, so this thread runs): "Terminating process because the JAX
+    distributed service detected fatal errors ... another task died", a stack dump, status
+    134. `num_processes` 0: `--distributed=auto` (the count is the cluster's)."""
+    if num_processes == 2:
+        missing = f"process {1 - process_id} of 2 did not join"
+    elif num_processes:
+        others = f"0..{num_processes - 1} except {process_id}"
+        missing = f"not every other process ({others}) joined"
+    else:
+        missing = "not every process of the cluster joined"
+    fix = (
+        f"start every process with the same --coordinator_address={address} and "
+        f"--num_processes={num_processes}, each with its own --process_id"
+        if num_processes
+        else "check that the cluster started every process"
+    )
+    line = (
+        f"{missing} within --distributed_timeout={timeout_seconds}s; {fix}, or raise "
+        "--distributed_timeout if they start later"
+    )
+
+    def end() -> None:
+        from ann import cli
+
+        cli.fail_without_teardown(line)
+
+    timer = threading.Timer(wait, end)
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 # A collective between processes whose connection to a peer broke (gloo on CPU): the peer's

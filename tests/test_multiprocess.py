@@ -299,7 +299,7 @@ def test_a_missing_peer_ends_start_up_with_a_clear_error(tmp_path):
             sys.executable,
             "-m",
             "ann.main",
-            f"--workdir={tmp_path}",
+            f"--workdir={tmp_path / 'run'}",
             *FLAGS,
             f"--coordinator_address=127.0.0.1:{port}",
             "--num_processes=2",
@@ -312,12 +312,39 @@ def test_a_missing_peer_ends_start_up_with_a_clear_error(tmp_path):
         text=True,
         timeout=120,
     )
-    # JAX's coordination client aborts the process (a C++ fatal error) once the timeout passes;
-    # ann's own line before it says what the process was waiting for.
-    assert proc.returncode != 0, proc.stderr[-3000:]
-    assert "joining a multi-process run (process 0 of 2" in proc.stderr
-    assert "DEADLINE_EXCEEDED" in proc.stderr or "could not join" in proc.stderr
-    assert time.time() - start < 90
+    # JAX's coordination client aborted the process in C++ once the timeout passed ("another
+    # task died", a stack dump, status 134); ann's watchdog ends it first with one line.
+    lines = proc.stderr.splitlines()
+    assert (proc.returncode, len(lines)) == (1, 2), proc.stderr[-3000:]
+    assert "joining a multi-process run (process 0 of 2" in lines[0]  # what it waits for
+    assert lines[1] == (
+        "error: process 0 of 2: process 1 of 2 did not join within --distributed_timeout=5s; "
+        f"start every process with the same --coordinator_address=127.0.0.1:{port} and "
+        "--num_processes=2, each with its own --process_id, or raise --distributed_timeout if "
+        "they start later"
+    )
+    assert time.time() - start < 90 and not (tmp_path / "run").exists()
+
+
+def test_distributed_auto_off_a_cluster_names_the_three_flags(tmp_path):
+    # It said "could not join the multi-process run (ValueError: coordinator_address should be
+    # defined.); check that every process started with the same --coordinator_address ...".
+    env = {k: v for k, v in with_devices(1).items() if not k.startswith(("SLURM_", "OMPI_"))}
+    proc = subprocess.run(
+        [sys.executable, "-m", "ann.main", f"--workdir={tmp_path / 'run'}", *FLAGS,
+         "--distributed=auto"],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    lines = proc.stderr.splitlines()
+    assert (proc.returncode, len(lines)) == (1, 2), proc.stderr[-3000:]
+    assert "joining a multi-process run (auto)" in lines[0]  # what it looked for
+    assert lines[1] == (
+        "error: --distributed=auto found no cluster environment here (JAX reads SLURM's, Open "
+        "MPI's, a TPU VM's or another cluster's variables, and none is set); off a cluster give "
+        "every process --coordinator_address=HOST:PORT, --num_processes=N and --process_id=I "
+        "instead of --distributed=auto"
+    )
+    assert not (tmp_path / "run").exists()
 
 
 def test_half_given_multi_process_flags_are_refused(tmp_path):
@@ -339,12 +366,20 @@ def test_a_coordinator_address_without_a_port_is_refused_in_one_line(tmp_path):
     from ann.config import ConfigError
     from ann.parallel import initialize_distributed
 
-    for address in ("nohost", "nohost:", ":1234", "host:port", "host:70000", "host:１２３４"):
+    for address in ("nohost", "nohost:", ":1234", "host:port", "host:１２３４"):
         with pytest.raises(ConfigError) as e:
             initialize_distributed(coordinator_address=address, num_processes=2, process_id=0)
         assert str(e.value) == (
             f"--coordinator_address={address} must be HOST:PORT (process 0's host and a free "
             "port), e.g. --coordinator_address=10.0.0.1:1234"
+        )
+    # A port out of range said the same, naming no range.
+    for port in ("0", "70000", "99999"):
+        with pytest.raises(ConfigError) as e:
+            initialize_distributed(coordinator_address=f"h:{port}", num_processes=2, process_id=0)
+        assert str(e.value) == (
+            f"--coordinator_address=h:{port}: port {port} is outside 1-65535; give a free port in "
+            "that range, e.g. --coordinator_address=h:1234"
         )
 
 
