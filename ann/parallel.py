@@ -175,7 +175,10 @@ def _join_watchdog(
     for that case is a C++ abort from inside `jax.distributed.initialize` (it holds no
     Python lock meanwhile, so this thread runs): "Terminating process because the JAX
     distributed service detected fatal errors ... another task died", a stack dump, status
-    134. `num_processes` 0: `--distributed=auto` (the count is the cluster's)."""
+    134. JAX's hook that would replace the abort (`missed_heartbeat_callback` of its client)
+    fails with std::bad_cast in jaxlib 0.10.2: it cannot hand the status to Python, and from
+    its heartbeat thread that would be a std::terminate. `num_processes` 0:
+    `--distributed=auto` (the count is the cluster's)."""
     if num_processes == 2:
         missing = f"process {1 - process_id} of 2 did not join"
     elif num_processes:
