@@ -326,6 +326,32 @@ def test_a_missing_peer_ends_start_up_with_a_clear_error(tmp_path):
     assert time.time() - start < 90 and not (tmp_path / "run").exists()
 
 
+def test_the_join_watchdog_names_who_is_missing(monkeypatch):
+    """Among more than two processes, and under --distributed=auto, the line names what can be
+    told (one process cannot see which peers registered)."""
+    import threading
+
+    from ann import cli, parallel
+
+    said, done = [], threading.Event()
+    monkeypatch.setattr(cli, "fail_without_teardown", lambda line: (said.append(line), done.set()))
+    for count in (4, 0):
+        done.clear()
+        parallel._join_watchdog(0.01, 7, count, 2, "h:1234")
+        assert done.wait(10)
+    assert said == [
+        "not every other process (0..3 except 2) joined within --distributed_timeout=7s; start "
+        "every process with the same --coordinator_address=h:1234 and --num_processes=4, each "
+        "with its own --process_id, or raise --distributed_timeout if they start later",
+        "not every process of the cluster joined within --distributed_timeout=7s; check that the "
+        "cluster started every process, or raise --distributed_timeout if they start later",
+    ]
+    timer = parallel._join_watchdog(0.5, 7, 2, 0, "h:1234")
+    timer.cancel()  # the processes joined in time: nothing is said
+    timer.join()
+    assert len(said) == 2
+
+
 def test_distributed_auto_off_a_cluster_names_the_three_flags(tmp_path):
     # It said "could not join the multi-process run (ValueError: coordinator_address should be
     # defined.); check that every process started with the same --coordinator_address ...".
