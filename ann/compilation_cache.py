@@ -61,6 +61,25 @@ _local = threading.local()  # `counts`: this thread's, inside `counting`
 _listening = False
 
 
+OFF = "off"  # the value of `compilation_cache_dir` (either job's) for no cache, any case
+
+
+def directory(value: str, given: str, fix: str) -> str | None:
+    """The cache directory that `value`, a `compilation_cache_dir` as typed, names: the one
+    rule of `ann train`'s config key and `ann serve`'s flag. None for 'off' (any case: 'OFF'
+    made a directory named OFF); `~` and `~user` expanded ('~/x' made a directory named `~`
+    in the current one).
+
+    Raises ValueError, `{given}: expected a directory, got WHAT; {fix}`, for a value that is
+    empty or only blanks (' ' made a directory named ' ')."""
+    if value.strip().lower() == OFF:
+        return None
+    if not value.strip():
+        what = "an empty string" if not value else f"only blanks {value!r}"
+        raise ValueError(f"{given}: expected a directory, got {what}; {fix}")
+    return os.path.expanduser(value)
+
+
 def enable(path: str, given: str, fix: str, max_mb: float = MAX_MB) -> bool:
     """Turns on the persistent cache in the directory `path` (made if missing) for every
     executable: jax keeps only compiles over 1 s by default, which left the digits CNN's eval

@@ -218,6 +218,37 @@ def test_a_compilation_cache_dir_that_cannot_be_one_is_refused_before_any_model_
         Settings(compilation_cache_dir="")
 
 
+def test_compilation_cache_dir_has_one_rule_in_serve_and_train(tmp_path, monkeypatch):
+    """' ', '~/x' and 'OFF' were directory names made in the current directory by `ann train`
+    (a literal `~` there invites `rm -rf ~`), and `ann serve --compilation_cache_dir=off` made
+    one named off while for train 'off' meant no cache: blanks refused, `~` expanded, 'off'
+    in any case no cache, in both."""
+    import jax
+
+    from ann.config import ConfigError
+    from ann.serve.__main__ import enable_compilation_cache
+    from ann.train.loop import _compilation_cache_path
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for off in ("off", "OFF", "Off"):
+        assert _compilation_cache_path(off, "runs/a") is None
+        Settings(compilation_cache_dir=off)  # accepted
+        enable_compilation_cache(off, 1024)  # nothing made, nothing turned on
+    assert _compilation_cache_path("~/cc", "runs/a") == str(tmp_path / "home" / "cc")
+    assert _compilation_cache_path("", "runs/a") == str(tmp_path / "runs" / ".jax_cache")
+    with pytest.raises(ConfigError) as e:
+        _compilation_cache_path(" ", "runs/a")
+    assert str(e.value) == (
+        "config key 'compilation_cache_dir'=' ': expected a directory, got only blanks ' '; "
+        "give a directory, or 'off'"
+    )
+    with pytest.raises(ValueError, match="^--compilation_cache_dir: expected a directory, got "):
+        Settings(compilation_cache_dir=" ")
+    assert os.listdir(tmp_path) == []
+    assert jax.config.jax_compilation_cache_dir == os.environ.get("JAX_COMPILATION_CACHE_DIR")
+
+
 def test_a_compilation_cache_dir_this_user_may_not_write_is_refused(tmp_path, monkeypatch):
     """As a user without write access sees it (the tests may run as root, who may write
     anywhere); the tests' own cache directory is put aside for the call, as it would win."""

@@ -194,20 +194,25 @@ def main(argv: list[str]) -> None:
 def enable_compilation_cache(path: str | None, max_mb: float) -> None:
     """XLA's persistent compilation cache in `--compilation_cache_dir` (ann/compilation_cache.py:
     every executable, the directory made if missing, kept to `--compilation_cache_max_mb`),
-    before any model loads; exit 1 with one
+    before any model loads; none where the flag is left out or 'off' (any case: the rule of
+    `ann train`'s config key, `compilation_cache.directory`, `~` expanded too). Exit 1 with one
     line for a path that cannot be the cache's directory. The batch sizes compile on threads
     of this process (ann/serve/dataplane.py), which share its jax configuration."""
     if path is None:
         return
     from ann import compilation_cache
+    from ann.serve.settings import CACHE_OFF_FIX
 
+    given = f"--compilation_cache_dir={path}"
     try:
-        compilation_cache.enable(
-            path,
-            f"--compilation_cache_dir={path}",
-            "give a directory this user may write, or leave the flag out for no cache",
-            max_mb,
-        )
+        path = compilation_cache.directory(path, "--compilation_cache_dir", CACHE_OFF_FIX)
+        if path is not None:
+            compilation_cache.enable(
+                path,
+                given,
+                "give a directory this user may write, or leave the flag out for no cache",
+                max_mb,
+            )
     except ValueError as e:
         cli.fail(str(e))
 

@@ -26,6 +26,10 @@ def _flag(default: Any, help: str, kind: type | None = None, **extra: Any) -> An
     return dataclasses.field(default=default, metadata=metadata)
 
 
+# The fix of a --compilation_cache_dir that cannot be a directory.
+CACHE_OFF_FIX = "give one, or leave the flag out (or give 'off') for no cache"
+
+
 @dataclasses.dataclass
 class Settings:
     """The server's configuration, one field per flag of `ann serve`.
@@ -71,7 +75,8 @@ class Settings:
         None,
         "Directory for XLA's persistent compilation cache (made if missing): a restart reads "
         "each batch size's executable from it instead of compiling it again. Off by default (a "
-        "server may run from a read-only image); $JAX_COMPILATION_CACHE_DIR, if set, wins.",
+        "server may run from a read-only image; 'off', any case: none, as when left out); "
+        "$JAX_COMPILATION_CACHE_DIR, if set, wins.",
         str,
     )
     compilation_cache_max_mb: float = _flag(
@@ -200,11 +205,15 @@ class Settings:
         why = host_problem(host)
         if why:
             return f"--host={host} {why}; give an address of this machine, e.g. {_HOSTS}"
-        if self.compilation_cache_dir == "":
-            return (
-                "--compilation_cache_dir: expected a directory, got an empty string; give one, "
-                "or leave the flag out for no cache"
-            )
+        if self.compilation_cache_dir is not None:
+            from ann import compilation_cache  # the rule `ann train`'s config key follows too
+
+            try:
+                compilation_cache.directory(
+                    self.compilation_cache_dir, "--compilation_cache_dir", CACHE_OFF_FIX
+                )
+            except ValueError as e:
+                return str(e)
         for field in dataclasses.fields(self):  # the flags check these; a Settings(...) did not
             choices = field.metadata.get("choices")
             if choices and getattr(self, field.name) not in choices:

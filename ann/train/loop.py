@@ -183,11 +183,21 @@ def _record_end(
 
 
 def _compilation_cache_path(setting: str, workdir: str) -> str | None:
-    """Where the run's compilation cache goes: `setting`, default `.jax_cache` beside the
-    workdir; None for 'off'."""
-    if setting == "off":
-        return None
-    return setting or os.path.join(os.path.dirname(os.path.abspath(workdir)), ".jax_cache")
+    """Where the run's compilation cache goes: `setting` (`compilation_cache.directory`: `~`
+    expanded), default `.jax_cache` beside the workdir; None for 'off' (any case).
+
+    Raises ConfigError for a setting of only blanks."""
+    if not setting:
+        return os.path.join(os.path.dirname(os.path.abspath(workdir)), ".jax_cache")
+    try:
+        return compilation_cache.directory(
+            setting, f"config key 'compilation_cache_dir'={setting!r}", _CACHE_FIX
+        )
+    except ValueError as e:
+        raise config_lib.ConfigError(str(e)) from None
+
+
+_CACHE_FIX = "give a directory, or 'off'"
 
 
 def _enable_compilation_cache(setting: str, workdir: str, max_mb: float) -> None:
@@ -201,7 +211,7 @@ def _enable_compilation_cache(setting: str, workdir: str, max_mb: float) -> None
         compilation_cache.enable(
             path,
             f"config key 'compilation_cache_dir'={setting!r}",
-            "give a directory, or 'off'",
+            _CACHE_FIX,
             max_mb,
         )
     except ValueError as e:
