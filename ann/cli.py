@@ -1763,6 +1763,21 @@ def run(
         interrupted(str(e), skip_teardown="jax" in sys.modules)
 
 
+def out_of_memory(error: BaseException, what: str, fix: str) -> str | None:
+    """One line for XLA's out-of-memory error (a job too large for the device: "Out of memory
+    allocating N bytes", RESOURCE_EXHAUSTED): `{what} does not fit in the device's memory (one
+    allocation of G GiB); {fix}`, `fix` naming what to lower. None for any other error (a bug
+    keeps its traceback). Every job's: `ann train`'s run, `ann generate`'s samples."""
+    text = str(error)
+    if type(error).__name__ not in ("JaxRuntimeError", "XlaRuntimeError") or not (
+        "Out of memory" in text or "RESOURCE_EXHAUSTED" in text
+    ):
+        return None
+    size = re.search(r"allocating (\d+) bytes", text)
+    asked = f" (one allocation of {int(size.group(1)) / 2**30:,.1f} GiB)" if size else ""
+    return f"{what} does not fit in the device's memory{asked}; {fix}"
+
+
 def storage_error(e: OSError) -> str | None:
     """One line for an OSError that says the storage refused a write (`atomic.STORAGE_ERRNOS`:
     a full disk, a quota, a read-only file system, permissions), whichever command's write

@@ -10,8 +10,10 @@ The flags are checked before JAX is imported and the model restored.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from absl import flags
@@ -135,27 +137,85 @@ def main(argv: list[str]) -> None:
                 "as <unk> and printed as \ufffd"
             )
         prompt = jnp.asarray(experiment.encode(FLAGS.prompt or "\n"))[None]
-        _sample(
-            model,
-            jnp.repeat(prompt, FLAGS.num_samples, axis=0),
-            experiment.window,
-            experiment.vocab.framing,
-            experiment.decode,
-            FLAGS,
-        )
+        ids_too_large(FLAGS.num_samples, prompt.shape[1], FLAGS.num_tokens, device_bytes())
+        with _out_of_memory(
+            f"generating --num_samples={FLAGS.num_samples} x --num_tokens={FLAGS.num_tokens}",
+            "lower --num_samples or --num_tokens",
+        ):
+            _sample(
+                model,
+                jnp.repeat(prompt, FLAGS.num_samples, axis=0),
+                experiment.window,
+                experiment.vocab.framing,
+                experiment.decode,
+                FLAGS,
+            )
     elif config.experiment == "seq2seq":
         try:  # the vocabulary is the data set's: known once the run is restored
             source = jnp.asarray(experiment.encode_source(FLAGS.source))[None]
         except ValueError as e:
             raise cli.FlagError(f"--source={FLAGS.source!r}: {e}") from None
         ids = experiment.decoding_ids  # <pad>, <bos> and task words are never written
-        beams, scores = jax.jit(
-            lambda m, s: beam_search(m, s, experiment.target_len, beam_size=FLAGS.beam_size, **ids)
-        )(model, source)
+        with _out_of_memory(f"decoding with --beam_size={FLAGS.beam_size}", "lower --beam_size"):
+            beams, scores = jax.jit(
+                lambda m, s: beam_search(
+                    m, s, experiment.target_len, beam_size=FLAGS.beam_size, **ids
+                )
+            )(model, source)
         for row, score in zip(jax.device_get(beams[0]), jax.device_get(scores[0])):
             # The source tells decode whether this task's target is written reversed (add).
             text = experiment.decode(row, source=source[0])
             print(f"{score:9.4f}  {text or '(empty: <eos> first)'}")
+
+
+@contextlib.contextmanager
+def _out_of_memory(what: str, fix: str) -> Iterator[None]:
+    """Raises FlagError, `{what} does not fit in the device's memory (one allocation of G GiB);
+    {fix}` (`cli.out_of_memory`, as `ann train` says it), for XLA's out-of-memory error inside:
+    `--num_tokens=1000000 --num_samples=10000` ended in a 54-line RESOURCE_EXHAUSTED
+    traceback. Any other error passes."""
+    from ann import cli
+
+    try:
+        yield
+    except Exception as e:
+        line = cli.out_of_memory(e, what, fix)
+        if line is None:
+            raise
+        raise cli.FlagError(line) from None
+
+
+def device_bytes() -> int | None:
+    """The bytes the first device may hold: an accelerator's `bytes_limit`; on CPU, the
+    machine's physical memory; None where neither is known."""
+    import jax
+
+    device = jax.devices()[0]
+    limit = (device.memory_stats() or {}).get("bytes_limit")
+    if limit:
+        return int(limit)
+    if device.platform == "cpu":
+        try:
+            return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError):
+            return None
+    return None
+
+
+def ids_too_large(samples: int, prompt_len: int, num_tokens: int, limit: int | None) -> None:
+    """Raises FlagError, before anything is compiled, where the sampled ids alone (int32,
+    `samples` x (`prompt_len` + `num_tokens`), the least `_sample` holds) exceed `limit`
+    bytes (`device_bytes`; None: not checked): each flag is within its range, their product
+    was 40 GB."""
+    from ann import cli
+
+    need = samples * (prompt_len + num_tokens) * 4
+    if limit is not None and need > limit:
+        raise cli.FlagError(
+            f"--num_samples={samples} x --num_tokens={num_tokens} needs {need / 2**30:,.1f} GiB "
+            f"for the sampled ids alone, more than the device's {limit / 2**30:,.1f} GiB; lower "
+            "--num_samples or --num_tokens"
+        )
 
 
 def _sample(

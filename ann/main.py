@@ -9,7 +9,6 @@ Running the same command again resumes from the workdir's latest checkpoint.
 from __future__ import annotations
 
 import gc
-import re
 import signal
 import threading
 from types import FrameType
@@ -145,19 +144,13 @@ def main(argv: list[str]) -> None:
 
 def out_of_memory(error: BaseException) -> str | None:
     """One line for XLA's out-of-memory error (a model or batch too large for the device: "Out
-    of memory allocating N bytes", RESOURCE_EXHAUSTED), naming what to lower; None for any
-    other error (a bug keeps its traceback)."""
-    text = str(error)
-    if type(error).__name__ not in ("JaxRuntimeError", "XlaRuntimeError") or not (
-        "Out of memory" in text or "RESOURCE_EXHAUSTED" in text
-    ):
-        return None
-    size = re.search(r"allocating (\d+) bytes", text)
-    asked = f" (one allocation of {int(size.group(1)) / 2**30:,.1f} GiB)" if size else ""
-    return (
-        f"the run does not fit in the device's memory{asked}; lower batch_size or the model's "
-        "sizes (the workdir's parameters.tsv lists every parameter array), or split it over "
-        "devices (config.mesh, config.sharding_rules)"
+    of memory allocating N bytes", RESOURCE_EXHAUSTED), naming what to lower
+    (`cli.out_of_memory`); None for any other error (a bug keeps its traceback)."""
+    return cli.out_of_memory(
+        error,
+        "the run",
+        "lower batch_size or the model's sizes (the workdir's parameters.tsv lists every "
+        "parameter array), or split it over devices (config.mesh, config.sharding_rules)",
     )
 
 

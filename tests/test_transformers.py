@@ -461,6 +461,35 @@ def test_generate_flags_are_checked_before_a_model_is_restored(tmp_path, args, m
         assert one_line_error(result) == f"error: {message}"
 
 
+def test_generate_too_large_for_memory_is_one_line_naming_the_flags_to_lower():
+    """`ann generate --num_tokens=1000000 --num_samples=10000` (each flag within its range)
+    ended in a 54-line RESOURCE_EXHAUSTED traceback: the ids alone are checked before anything
+    compiles, and XLA's out-of-memory error is one line, as `ann train` says it."""
+    from ann import cli
+
+    with pytest.raises(cli.FlagError) as e:
+        generate.ids_too_large(10_000, 1, 1_000_000, 16 * 2**30)
+    assert str(e.value) == (
+        "--num_samples=10000 x --num_tokens=1000000 needs 37.3 GiB for the sampled ids alone, "
+        "more than the device's 16.0 GiB; lower --num_samples or --num_tokens"
+    )
+    generate.ids_too_large(10_000, 1, 1_000_000, None)  # not known: not checked
+    generate.ids_too_large(1, 1, 200, generate.device_bytes())
+    oom = jax.errors.JaxRuntimeError(
+        "RESOURCE_EXHAUSTED: Out of memory allocating 40000000000 bytes."
+    )
+    with pytest.raises(cli.FlagError) as e:
+        with generate._out_of_memory("generating X", "lower --num_samples or --num_tokens"):
+            raise oom
+    assert str(e.value) == (
+        "generating X does not fit in the device's memory (one allocation of 37.3 GiB); lower "
+        "--num_samples or --num_tokens"
+    )
+    with pytest.raises(ZeroDivisionError):  # a bug keeps its traceback
+        with generate._out_of_memory("generating X", "lower it"):
+            raise ZeroDivisionError
+
+
 def test_seq2seq_decoding_never_writes_a_task_word():
     """A task word begins a source and is none of a target (digit_strings' targets are digits
     and <eos>), yet greedy and beam decoding wrote one where the model favoured it: the n-best
