@@ -38,7 +38,7 @@ def make_mesh(axes: Mapping[str, int], devices: Sequence[jax.Device] | None = No
         if len(devices) % known:
             raise ConfigError(
                 f"config key 'mesh': fixed axes use {known} devices, which does not divide "
-                f"the {len(devices)} available"
+                f"the {len(devices)} available; {_dividing(axes, len(devices))}"
             )
         sizes[sizes.index(-1)] = len(devices) // known
     if math.prod(sizes) != len(devices):
@@ -52,6 +52,23 @@ def make_mesh(axes: Mapping[str, int], devices: Sequence[jax.Device] | None = No
         axis_types=(jax.sharding.AxisType.Auto,) * len(names),
         devices=devices,
     )
+
+
+def _dividing(axes: Mapping[str, int], count: int) -> str:
+    """The fix for fixed mesh axes whose product does not divide `count` devices: `use sizes
+    whose product divides 4 (1, 2 or 4), e.g. --config.mesh.fsdp=2`, the example the largest
+    size at most the axis's own that divides with the other fixed axes."""
+    divisors = [d for d in range(1, count + 1) if count % d == 0]
+    listed = ", ".join(map(str, divisors[:-1])) + f" or {count}" if count > 1 else "1"
+    fixed = {name: size for name, size in axes.items() if size != -1}
+    example = ""
+    for name, size in fixed.items():
+        others = math.prod(fixed.values()) // size
+        if size != 1 and count % others == 0:
+            fit = max(d for d in divisors if (count // others) % d == 0 and d <= size)
+            example = f", e.g. --config.mesh.{name}={fit}"
+            break
+    return f"use sizes whose product divides {count} ({listed}){example}"
 
 
 def batch_sharding(mesh: Mesh, stacked: bool = False) -> NamedSharding:

@@ -1126,6 +1126,24 @@ def test_device_counts_are_said_in_plain_words():
     assert "2 micro-batches, each a multiple of the 1 device;" in str(e.value), str(e.value)
 
 
+def test_mesh_axes_that_do_not_divide_the_devices_name_a_fix():
+    # `--config.mesh.fsdp=3` on 4 devices said only "fixed axes use 3 devices, which does not
+    # divide the 4 available".
+    from ann import parallel
+
+    four = [object()] * 4  # only counted before the mesh is made
+    with pytest.raises(ConfigError) as e:
+        parallel.make_mesh({"data": -1, "fsdp": 3, "tensor": 1}, four)
+    assert str(e.value) == (
+        "config key 'mesh': fixed axes use 3 devices, which does not divide the 4 available; "
+        "use sizes whose product divides 4 (1, 2 or 4), e.g. --config.mesh.fsdp=2"
+    )
+    with pytest.raises(ConfigError, match=r"divides 4 \(1, 2 or 4\), e.g. --config.mesh.tensor=2$"):
+        parallel.make_mesh({"data": -1, "fsdp": 1, "tensor": 3}, four)
+    with pytest.raises(ConfigError, match=r"e.g. --config.mesh.fsdp=1$"):
+        parallel.make_mesh({"data": -1, "fsdp": 3, "tensor": 4}, four)
+
+
 def test_a_model_switched_on_the_command_line_leaves_out_the_files_own_arguments():
     """`--config=configs/digits_cnn.py --config.model.name=mlp` was refused for the file's
     model.dense, which no flag can unset (and a sweep over model.name could not run): the file's
