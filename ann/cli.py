@@ -1204,6 +1204,14 @@ def _one_number_refusal(
         kind = " of integers"
         if not arguments.INTEGER.fullmatch(number):  # '(3.5,)' would be refused in turn
             number = str(example)
+    if key in config_lib.PAIRS:  # '(20,)' would be refused in turn: the key takes a pair
+        what, rest = config_lib.PAIRS[key]
+        pair = f"({number}, {rest})"
+        fix = f"h.sweep('{key}', [{pair}, ...])" if swept else f"--config.{key}='{pair}'"
+        return (
+            f"{typed if not swept else f'{key}={text}'} gives the key '{key}' one number; it "
+            f"takes {what}, e.g. {fix}"
+        )
     if swept:
         return (
             f"{key}={text} gives the tuple key '{key}' one number, which ml_collections would "

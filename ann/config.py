@@ -363,9 +363,13 @@ def _check_run_settings(values: Mapping[str, Any]) -> None:
     """`profile_steps` (a pair, within the run) and `param_dtype` against the optimizer."""
     profile = values["profile_steps"]
     if profile and (len(profile) != 2 or profile[0] < 1 or profile[1] < 1):
+        first, count = (list(profile) + [5])[:2]  # (20,): (20, 5)
+        example = f"({max(first, 1)}, {max(count, 1)})"
         raise ConfigError(
-            f"config key 'profile_steps' is {tuple(profile)}; use (first_step, num_steps) with "
-            "both >= 1, e.g. --config.profile_steps='(10, 5)', or () for off"
+            f"config key 'profile_steps' is {tuple(profile)}; use (first_step, num_steps), "
+            "tracing steps first_step+1..first_step+num_steps, both >= 1 (the earliest trace "
+            "starts at step 2: step 1 is mostly compilation), e.g. "
+            f"--config.profile_steps='{example}', or () for off"
         )
     if profile and values["total_steps"] and profile[0] > values["total_steps"]:
         raise ConfigError(  # it was accepted and profiled nothing
@@ -808,6 +812,13 @@ ELEMENTS: dict[str, tuple[type, str]] = {  # key -> (element type, an example va
     "optimizer.step_boundaries": (int, "(1000, 2000)"),
     "profile_steps": (int, "(10, 5)"),
     "report.slices": (str, "('label',)"),
+}
+
+
+# Tuple keys of a fixed length: (what the elements are, the rest of an example after a first
+# number). A lone number for one was told to give '(20,)', which the key's own check refused.
+PAIRS: dict[str, tuple[str, str]] = {
+    "profile_steps": ("(first_step, num_steps)", "5"),
 }
 
 

@@ -1331,6 +1331,23 @@ def test_a_lone_number_for_a_tuple_is_answered_with_spellings_its_check_accepts(
     assert "h.sweep('model.features', [(3,), (3, N), ...])" in said and "--config" not in said
 
 
+def test_a_lone_number_for_a_pair_key_is_answered_with_a_pair():
+    """`--config.profile_steps=20` was told to give '(20,)', which the key's check refused in
+    turn ("use (first_step, num_steps)")."""
+    import ml_collections
+
+    config = ml_collections.ConfigDict({"profile_steps": (20,)})
+    said = cli.number_for_a_tuple(["ann", "--config.profile_steps=20"], config)
+    assert said == (
+        "--config.profile_steps=20 gives the key 'profile_steps' one number; it takes "
+        "(first_step, num_steps), e.g. --config.profile_steps='(20, 5)'"
+    )
+    said = cli.number_for_a_tuple(["ann", "--config.profile_steps=2.5"], config)
+    assert said.endswith("--config.profile_steps='(10, 5)'"), said
+    said = cli.number_for_a_tuple(["ann", "--config.profile_steps=20"], config, {"profile_steps"})
+    assert said.endswith("h.sweep('profile_steps', [(20, 5), ...])"), said
+
+
 def test_a_near_miss_split_is_named():
     line = one_line_error(ann("report", "--workdir=nowhere", "--split=val"))
     assert line.startswith("error: --split=val: unknown split 'val'; did you mean 'validation'?")

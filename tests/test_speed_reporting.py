@@ -162,8 +162,16 @@ def test_the_first_logged_rate_counts_from_the_first_step(monkeypatch):
 def test_bad_profile_steps():
     from ann import config as config_lib
 
-    with pytest.raises(config_lib.ConfigError, match="'profile_steps'"):
+    # `(0, 3)` was refused as "both >= 1" while the README's (first, count) read as tracing
+    # steps 1-3: the refusal says the earliest trace starts at step 2, and gives a value it takes.
+    with pytest.raises(config_lib.ConfigError) as e:
         config_lib.validate(tiny(profile_steps=(0, 3)), 4)
+    assert str(e.value) == (
+        "config key 'profile_steps' is (0, 3); use (first_step, num_steps), tracing steps "
+        "first_step+1..first_step+num_steps, both >= 1 (the earliest trace starts at step 2: "
+        "step 1 is mostly compilation), e.g. --config.profile_steps='(1, 3)', or () for off"
+    )
+    config_lib.validate(tiny(profile_steps=(1, 3)), 4)
 
 
 @pytest.mark.slow
