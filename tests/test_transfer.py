@@ -260,6 +260,32 @@ def test_frozen_parameters_init_from_does_not_load_are_warned_about(tmp_path, so
     assert "warning:" not in capfd.readouterr().err
 
 
+def test_a_folder_inside_a_run_is_named_with_the_run_spelling(tmp_path, monkeypatch):
+    """`init_from=runs/digits_cnn/checkpoints/600` got only "is not a run or an export": the
+    refusal names the run and the spelling meant, RUN:600 (as given: relative stays relative)."""
+    run = tmp_path / "runs" / "cnn"
+    for sub in ("checkpoints/600", "checkpoints_best/590", "tensorboard"):
+        (run / sub).mkdir(parents=True)
+    config_lib.write(tiny(), str(run))  # config.json: what marks a run
+    monkeypatch.chdir(tmp_path)
+    said = {
+        "runs/cnn/checkpoints/600": "runs/cnn/checkpoints/600 is a checkpoint of the run "
+        "runs/cnn; use --config.init_from=runs/cnn:600",
+        "runs/cnn/checkpoints_best/590/": "runs/cnn/checkpoints_best/590/ is a checkpoint of the "
+        "run runs/cnn; use --config.init_from=runs/cnn:590",
+        "runs/cnn/checkpoints": "runs/cnn/checkpoints holds the checkpoints of the run runs/cnn; "
+        "use --config.init_from=runs/cnn:latest (or runs/cnn:STEP)",
+        "runs/cnn/checkpoints_best": "runs/cnn/checkpoints_best holds the checkpoints of the run "
+        "runs/cnn; use --config.init_from=runs/cnn:best (or runs/cnn:STEP)",
+        f"{run}/tensorboard": f"{run}/tensorboard is inside the run {run}; use "
+        f"--config.init_from={run} (its best checkpoint), {run}:latest or {run}:STEP",
+    }
+    for spec, message in said.items():
+        with pytest.raises(ConfigError) as e:
+            transfer.resolve(spec)
+        assert str(e.value) == f"config key 'init_from'={spec!r}: {message}"
+
+
 def test_mistakes_are_config_errors(tmp_path, source):
     with pytest.raises(ConfigError, match=r"'init_from'=.*nowhere.* does not exist; use a run"):
         transfer.resolve(str(tmp_path / "nowhere"))

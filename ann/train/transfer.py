@@ -119,12 +119,41 @@ def resolve(spec: str) -> Source:
         raise _error(
             spec, f"':{tail}' after the run {head} must be :best, :latest or a step number"
         )
+    inside = _inside_run(directory)
+    if inside is not None:
+        raise _error(spec, inside)
     what = "is not a run or an export" if os.path.exists(directory) else atomic.absent(directory)
     raise _error(
         spec,
         f"{directory} {what}; use a run directory (with config.json and checkpoints, as "
         "RUN_DIR, RUN_DIR:best, RUN_DIR:latest or RUN_DIR:STEP), an export directory (with "
         "manifest.json) or a registry URI models:/NAME@ALIAS",
+    )
+
+
+def _inside_run(directory: str) -> str | None:
+    """What `init_from` meant where `directory` is inside a run, not one (its step folder
+    RUN/checkpoints/600 got only "is not a run or an export"): `D is a checkpoint of the run
+    RUN; use --config.init_from=RUN:600` (RUN:latest for RUN/checkpoints, RUN:best for
+    RUN/checkpoints_best, RUN or RUN:STEP below anything else); None outside a run."""
+    found = directory_kind.inside(directory)
+    if found is None or found[0] != directory_kind.RUN:
+        return None
+    run = found[1] if os.path.isabs(directory) else os.path.relpath(found[1])  # as given
+    parts = os.path.relpath(os.path.abspath(directory), found[1]).split(os.sep)
+    held = (directory_kind.CHECKPOINTS, directory_kind.CHECKPOINTS_BEST)
+    if parts[0] in held and len(parts) == 2 and arguments.digits(parts[1]):
+        step = str(int(parts[1]))
+        return f"{directory} is a checkpoint of the run {run}; use --config.init_from={run}:{step}"
+    if parts[0] in held and len(parts) == 1:
+        which = "latest" if parts[0] == directory_kind.CHECKPOINTS else "best"
+        return (
+            f"{directory} holds the checkpoints of the run {run}; use --config.init_from="
+            f"{run}:{which} (or {run}:STEP)"
+        )
+    return (
+        f"{directory} is inside the run {run}; use --config.init_from={run} (its best "
+        f"checkpoint), {run}:latest or {run}:STEP"
     )
 
 
