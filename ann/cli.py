@@ -1678,10 +1678,14 @@ def _handle_interrupts() -> None:
       to the end) is not lost.
 
     Both are delivered again a moment later, from a thread (at once, it would land where it
-    is), and again until they land where they can be raised."""
+    is), and again until they land where they can be raised. A dropped `Terminated` (a
+    SIGTERM's stop) is raised again as itself: made a plain KeyboardInterrupt, a scheduler's
+    SIGTERM ended `ann train` as a Ctrl-C (130, not 143)."""
     import _thread
     import signal
     import threading
+
+    dropped: list[KeyboardInterrupt] = []  # a Terminated to raise again, rather than Ctrl-C's
 
     def again() -> None:
         timer = threading.Timer(0.01, _thread.interrupt_main)  # nothing if SIGINT is ignored
@@ -1694,12 +1698,14 @@ def _handle_interrupts() -> None:
                 again()
                 return
             frame = frame.f_back
-        raise KeyboardInterrupt
+        raise dropped.pop() if dropped else KeyboardInterrupt
 
     previous = sys.unraisablehook
 
     def hook(unraisable) -> None:
         if issubclass(unraisable.exc_type, KeyboardInterrupt):
+            if issubclass(unraisable.exc_type, Terminated):
+                dropped[:] = [unraisable.exc_value]
             again()
         else:
             previous(unraisable)

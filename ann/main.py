@@ -177,11 +177,15 @@ def _total_steps() -> int | None:
 def _terminated_while_starting(signum: int, frame: FrameType | None) -> None:
     """SIGTERM's handler until the loop installs its own: it killed the process silently
     (exit -15, a half-made workdir) where Ctrl-C said where things stood. Once the loop has
-    begun, its own handling has run (ann/train/preemption.py) and the run is ending: ignored."""
+    begun, its own handling has run (ann/train/preemption.py) and the run is ending: ignored.
+    The first is noted before it is raised, so that one dropped on the way (by code that
+    catches BaseException, or in a finalizer) is raised again at the start's next safe point
+    (`preemption.check_terminated`); later ones are ignored, so that they cannot cut the
+    stopped start's cleanup short."""
     del signum, frame
     from ann.train import preemption
 
-    if preemption.starting():
+    if preemption.starting() and preemption.terminated_while_starting():
         raise cli.Terminated  # a stop, as Ctrl-C's is
 
 

@@ -17,6 +17,8 @@ import time
 import pytest
 from conftest import ROOT, with_devices
 
+from ann import cli
+
 pytestmark = pytest.mark.slow
 
 TRAIN = [
@@ -620,3 +622,123 @@ def test_a_stop_while_a_run_resumes_before_its_damaged_steps_names_where_it_resu
     assert line.endswith("run the same command to resume from step 400"), line
     assert run_status.replace_earlier(str(tmp_path), "interrupted", line, 800)
     assert json.loads((tmp_path / "run_status.json").read_text())["step"] == 400
+
+
+@pytest.fixture
+def start_handler(monkeypatch):
+    """`ann train`'s SIGTERM handler while starting installed, in a fresh start's state."""
+    from ann import main
+    from ann.train import preemption
+
+    monkeypatch.setattr(preemption, "_finishing", preemption._Finishing())
+    before = signal.signal(signal.SIGTERM, main._terminated_while_starting)
+    yield
+    signal.signal(signal.SIGTERM, before)
+
+
+def test_a_sigterm_dropped_while_starting_stops_the_start_before_the_loop(start_handler):
+    # Raised where the start was, a SIGTERM's stop that a library's `except BaseException` (or a
+    # finalizer) dropped was lost: ann train trained all its steps and exited 0.
+    from ann.train import preemption
+
+    try:
+        signal.raise_signal(signal.SIGTERM)
+    except BaseException:
+        pass  # as code that catches everything would
+    try:  # a second is ignored: the first's stop is on its way (its cleanup not cut short)
+        signal.raise_signal(signal.SIGTERM)
+    except cli.Terminated:
+        pytest.fail("a second SIGTERM raised again")
+    with pytest.raises(cli.Terminated), preemption.finishing():
+        pytest.fail("the loop began")
+    assert signal.getsignal(signal.SIGTERM) is not None
+
+
+def _sigterm_as(monkeypatch, name: str) -> None:
+    """A SIGTERM arrives just before the function `name` is made SIGTERM's handler."""
+    real = signal.signal
+
+    def late(signum, handler):
+        if signum == signal.SIGTERM and getattr(handler, "__name__", "") == name:
+            signal.raise_signal(signal.SIGTERM)
+        return real(signum, handler)
+
+    monkeypatch.setattr(signal, "signal", late)
+
+
+def test_a_sigterm_as_the_loop_takes_over_from_the_start_is_not_lost(start_handler, monkeypatch):
+    # `finishing` said the start was over before its handler was in place: a SIGTERM between the
+    # two met the start's handler, which ignores one once the loop has begun.
+    from ann.train import preemption
+
+    _sigterm_as(monkeypatch, "note")
+    with pytest.raises(cli.Terminated), preemption.finishing():
+        pytest.fail("the loop began")
+
+
+def test_a_sigterm_as_the_loop_installs_its_handler_stops_it(start_handler, monkeypatch):
+    # Preemption read what `finishing` had noted before installing its own handler: a SIGTERM
+    # between the two was noted after the read, and the loop trained on to its end.
+    from ann.train import preemption
+
+    with preemption.finishing():
+        _sigterm_as(monkeypatch, "_handle")
+        with preemption.Preemption() as stop:
+            assert stop.reason == "SIGTERM"
+
+
+def test_a_sigterm_stop_that_python_drops_still_ends_the_job_as_a_sigterm():
+    # Dropped in a finalizer, a SIGTERM's stop was raised again as a plain Ctrl-C: 130 and
+    # "interrupted (Ctrl-C)" for a scheduler's SIGTERM.
+    code = """
+        import signal, sys, time
+
+        class Dropped:
+            def __del__(self):
+                signal.raise_signal(signal.SIGTERM)  # its stop raised where Python drops it
+
+        def main(argv):
+            try:
+                with cli.sigterm_as_interrupt():
+                    Dropped()
+                    time.sleep(10)
+                    print("went on to the end")
+            except cli.Terminated as e:
+                print(e, file=sys.stderr)
+                sys.exit(cli.EXIT_TERMINATED)
+    """
+    result = subprocess.run(
+        [*AS_IN_A_TERMINAL, *python_job(code)], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert (result.returncode, result.stderr, result.stdout) == (143, "terminated (SIGTERM)\n", "")
+
+
+def test_a_sigterm_that_the_start_drops_still_ends_ann_train_in_one_line_143(tmp_path):
+    # The first step's compile catches everything (as Orbax's, grain's or JAX's code may) just
+    # as the SIGTERM's stop is raised there: the run trained to its end and exited 0.
+    workdir = tmp_path / "run"
+    script = (
+        "import signal, sys\n"
+        "from ann import main\n"
+        "from ann.train import loop\n"
+        "compile_train = loop._compile_train\n"
+        "def dropping(*args):\n"
+        "    try:\n"
+        "        signal.raise_signal(signal.SIGTERM)\n"
+        "    except BaseException:\n"
+        "        pass\n"
+        "    return compile_train(*args)\n"
+        "loop._compile_train = dropping\n"
+        "main.FLAGS(sys.argv)\n"
+        "main.main(sys.argv[:1])\n"
+    )
+    argv = [sys.executable, "-c", script, f"--config={ROOT}/configs/digits_mlp.py"]
+    done = subprocess.run(
+        [*argv, f"--workdir={workdir}"], cwd=ROOT, capture_output=True, text=True, timeout=240
+    )
+    assert done.returncode == 143, done.stderr[-2000:]
+    assert done.stderr.rstrip().endswith(
+        "terminated (SIGTERM) while starting, before the first step; run the same command to "
+        "start again"
+    ), done.stderr[-2000:]
+    assert not workdir.exists()

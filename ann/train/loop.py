@@ -46,6 +46,7 @@ from ann.metrics import device_peaks
 from ann.train import build as build_lib
 from ann.train import chunks, freezing, optimizers, resume, run_status, transfer, xla_options
 from ann.train import hooks as hooks_lib
+from ann.train import preemption as preemption_lib
 from ann.train import startup as startup_lib
 from ann.train import state as state_lib
 from ann.train import step as step_lib
@@ -308,10 +309,12 @@ def train_and_evaluate(
                 locked = True  # (a workdir another run holds is refused, and never touched)
                 run = _open(config, workdir, setup, config_flag)
                 stack.callback(run.close)
+                preemption_lib.check_terminated()  # safe points: a SIGTERM dropped on the way
                 # Named for what it does: a fresh start initializes the state (its init compiled).
                 resuming = run.checkpoints.latest_step() is not None
                 with clock.part("restore" if resuming else "init"):
                     _restore_or_init(run, source)
+                preemption_lib.check_terminated()
                 if _finished(run):
                     return _report_finished(run)
                 return _train_compiled(run, extra_hooks, eval_listeners, clock)
@@ -864,9 +867,11 @@ def _train_compiled(
     started = clock.report()  # to the loop's start: the first step is next
     writer.write(run.start_step, started)
     logging.info("%s", startup_lib.describe(started))
-    progress = run.progress = _Progress(run.state, run.start_step)
     ended: BaseException | None = None
-    with finishing():  # a SIGTERM after the loop must not kill its last save
+    # A SIGTERM after the loop must not kill its last save; one the start dropped raises on
+    # entering, while `run.progress` is None: a stop while starting (nothing kept).
+    with finishing():
+        progress = run.progress = _Progress(run.state, run.start_step)
         try:
             _train(run, compiled, calls, hooks, progress)
         except BaseException as e:

@@ -98,8 +98,6 @@ class Preemption:
         return bool(shared)
 
     def __enter__(self) -> Preemption:
-        if _finishing.pending:  # a SIGTERM came while the run was still starting: honour it
-            self.reason = self.reason or _reason(signal.SIGTERM)
         # Signal handlers can only be installed from the main thread (tests may use others).
         # In a multi-process run this replaces JAX's own SIGTERM notifier, on purpose (above).
         # An ignored SIGINT stays ignored: a shell starts a script's background jobs (`ann train
@@ -109,6 +107,10 @@ class Preemption:
                 if signum == signal.SIGINT and signal.getsignal(signum) == signal.SIG_IGN:
                     continue
                 self._previous[signum] = signal.signal(signum, self._handle)
+        # Read once its own handler is in place, not before: a SIGTERM between the two went to
+        # `finishing`'s, was noted there, and the loop trained on to its end.
+        if _finishing.pending:  # a SIGTERM came before the loop began: honour it
+            self.reason = self.reason or _reason(signal.SIGTERM)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -121,11 +123,34 @@ class Preemption:
 class _Finishing:
     pending = False  # a SIGTERM noted by `finishing`'s handler
     entered = False  # the loop has begun (its own handling from here on), for `starting`
+    terminated = False  # a SIGTERM while starting (`terminated_while_starting`)
 
 
 def starting() -> bool:
     """Whether this process's run is still starting: its loop (`finishing`) not yet entered."""
     return not _finishing.entered
+
+
+def terminated_while_starting() -> bool:
+    """Notes a SIGTERM that came while the run was starting (the start's handler, ann/main.py,
+    calls it before it raises `cli.Terminated`): True for the first, False once one is noted.
+    The raise lands wherever the start is, and code there may drop it (a library's `except
+    BaseException`, a `__del__` or garbage-collection callback, where Python can only print
+    it): `check_terminated` raises it again at the start's next safe point."""
+    first = not _finishing.terminated
+    _finishing.terminated = True
+    return first
+
+
+def check_terminated() -> None:
+    """Raises `cli.Terminated` where a SIGTERM came while the run was starting and its stop
+    was dropped on the way (`terminated_while_starting`): called at safe points of the start
+    and as the loop begins (`finishing`). Without it, `ann train` trained every step and
+    exited 0 after a scheduler's SIGTERM, under CI's load."""
+    if _finishing.terminated:
+        from ann import cli
+
+        raise cli.Terminated
 
 
 _finishing = _Finishing()
@@ -139,8 +164,11 @@ def finishing() -> Iterator[None]:
     launcher watch (ann/train/launcher.py), can reach one after the loop already stopped for a
     peer's signal: the default action killed it in the middle of its last save, and its peers
     waited at Orbax's commit barrier until the heartbeat timeout (a hang, then a crash, in 1 of
-    12 trials). One noted before the loop begins is the loop's stop at its first step."""
+    12 trials). One noted before the loop begins is the loop's stop at its first step; one that
+    came while starting and was dropped on the way (`check_terminated`) raises `cli.Terminated`
+    on entering, before the loop."""
     if threading.current_thread() is not threading.main_thread():
+        check_terminated()
         yield
         return
 
@@ -150,10 +178,13 @@ def finishing() -> Iterator[None]:
         os.write(2, _FINISHING.format(_reason(signum)).encode())
 
     _finishing.pending = False
-    _finishing.entered = True
+    # Its handler first, then `starting()` False: the other way round, a SIGTERM between the
+    # two met the start's handler, which ignores one once the loop has begun, and was lost.
     previous = signal.signal(signal.SIGTERM, note)
+    _finishing.entered = True
     try:
+        check_terminated()  # before the loop: the start's stop, nothing trained or kept
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-        _finishing.pending = False
+        _finishing.pending = _finishing.terminated = False
