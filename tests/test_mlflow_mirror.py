@@ -687,11 +687,10 @@ def test_a_password_in_a_tracking_uri_is_refused_and_never_printed(digits_export
         assert "http://ann:***@127.0.0.1:9" in result.stdout + result.stderr, args
 
 
-def test_a_new_alias_not_sent_to_mlflow_is_said_not_set_there(digits_export, tmp_path):
-    """An alias set without --mlflow_uri on a model mirrored elsewhere warned "alias 'y' of
-    'digits' not moved ... in MLflow" for an alias MLflow never held: "not set" now, "not
-    moved" still for one it holds. The mirror is recorded in the tags as `mirror` writes them
-    (no MLflow needed: the warning reads only ann's registry)."""
+def _mirrored_twice(digits_export, tmp_path):
+    """A registry of two digits versions, champion on 1, with version 1 and its alias recorded
+    as mirrored into an MLflow store (the tags `mirror` writes; no MLflow needed): (the
+    registry's folder, the store's URI, an environment without ANN_MLFLOW_URI)."""
     _, out = digits_export
     reg = tmp_path / "reg"
     registry = Registry(str(reg))
@@ -701,7 +700,15 @@ def test_a_new_alias_not_sent_to_mlflow_is_said_not_set_there(digits_export, tmp
     uri_key, run_key, version_key = mlflow_mirror._tag_keys(store)
     registry.set_tags("digits", {uri_key: store, run_key: "r", version_key: "1"}, 1)
     registry.set_tags("digits", {mlflow_mirror._aliases_key(store): "champion:1"})
-    env = {**os.environ, "ANN_MLFLOW_URI": ""}
+    return reg, store, {**os.environ, "ANN_MLFLOW_URI": ""}
+
+
+def test_a_new_alias_not_sent_to_mlflow_is_said_not_set_there(digits_export, tmp_path):
+    """An alias set without --mlflow_uri on a model mirrored elsewhere warned "alias 'y' of
+    'digits' not moved ... in MLflow" for an alias MLflow never held: "not set" now, "not
+    moved" still for one it holds. The mirror is recorded in the tags as `mirror` writes them
+    (no MLflow needed: the warning reads only ann's registry)."""
+    reg, store, env = _mirrored_twice(digits_export, tmp_path)
 
     def warning(*args):
         done = subprocess.run(
@@ -734,16 +741,7 @@ def test_an_alias_move_mlflow_refused_says_so_and_a_move_back_warns_of_nothing(
     'champion' of 'digits' not moved to models:/digits/1 in MLflow at M", where MLflow's had
     never left version 1. ann's record of M's aliases (no MLflow needed: the version is found
     unmirrored before MLflow is asked) says where it is."""
-    _, out = digits_export
-    reg = tmp_path / "reg"
-    registry = Registry(str(reg))
-    registry.register(str(out), "digits", aliases=["champion"])
-    registry.register(str(out), "digits", allow_duplicate=True)
-    store = f"sqlite:///{tmp_path / 'm.db'}"
-    uri_key, run_key, version_key = mlflow_mirror._tag_keys(store)
-    registry.set_tags("digits", {uri_key: store, run_key: "r", version_key: "1"}, 1)
-    registry.set_tags("digits", {mlflow_mirror._aliases_key(store): "champion:1"})
-    env = {**os.environ, "ANN_MLFLOW_URI": ""}
+    reg, store, env = _mirrored_twice(digits_export, tmp_path)
 
     def alias(*args):
         return subprocess.run(
