@@ -201,11 +201,10 @@ def _compilation_cache_path(setting: str, workdir: str) -> str | None:
 _CACHE_FIX = "give a directory, or 'off'"
 
 
-def _enable_compilation_cache(setting: str, workdir: str, max_mb: float) -> None:
-    """XLA's persistent compilation cache for the run (`compilation_cache.enable`): in
-    `setting`, default `.jax_cache` beside the workdir, at most `max_mb` MiB (-1: no bound);
-    'off': none."""
-    path = _compilation_cache_path(setting, workdir)
+def _enable_compilation_cache(path: str | None, setting: str, max_mb: float) -> None:
+    """XLA's persistent compilation cache for the run (`compilation_cache.enable`) in `path`
+    (`_compilation_cache_path` of the config's `setting`; None: 'off', none), at most `max_mb`
+    MiB (-1: no bound)."""
     if path is None:
         return
     try:
@@ -280,7 +279,7 @@ def train_and_evaluate(
         cache = _compilation_cache_path(config.compilation_cache_dir, workdir)
         made = atomic.missing_from(workdir), atomic.missing_from(cache) if cache else None
         _enable_compilation_cache(
-            config.compilation_cache_dir, workdir, config.compilation_cache_max_mb
+            cache, config.compilation_cache_dir, config.compilation_cache_max_mb
         )
         config_lib.check_workdir_selects_on_validation(workdir)  # before config.json is rewritten
         if experiment is None:
