@@ -503,6 +503,17 @@ def test_nested_data_is_flat_or_nested_as_its_shape():
         # A request log's record of such a request, served before the check, is still read.
         read = protocol.decode_data("line 1", tensor, [1, 8, 8, 1], SIGNATURE["image"])
         np.testing.assert_array_equal(read, np.asarray(values, np.uint8).reshape(1, 8, 8, 1))
+    # Ragged lists and a wrong count name the input and its shape (a trial: "got ragged lists"
+    # alone; "got 1 values").
+    for values, said in [
+        ([[1, 2], [3]], "expected the values of input 'image' flat or nested as its shape "
+         "[1, 8, 8, 1], got ragged lists"),
+        ([[[[0]]]], "expected 64 values for shape [1, 8, 8, 1], got 1 value"),
+    ]:  # fmt: skip
+        tensor = {"name": "image", "shape": [1, 8, 8, 1], "datatype": "UINT8", "data": values}
+        with pytest.raises(ServeError) as e:
+            protocol.decode_infer(json.dumps({"inputs": [tensor]}).encode(), SIGNATURE, OUTPUTS, 8)
+        assert e.value.message == f"inputs[0].data: {said}"
 
 
 def test_binary_decoding_checks_sizes_and_values():

@@ -445,7 +445,8 @@ def _decode_data(
     except (ValueError, TypeError):
         raise ServeError(
             400,
-            f"{field}: expected a flat or regularly nested array of numbers, got ragged lists",
+            f"{field}: expected the values of input {tensor.get('name')!r} flat or nested as its "
+            f"shape {shape}, got ragged lists",
             "data",
         ) from None
     count = math.prod(shape)
@@ -467,7 +468,8 @@ def _decode_data(
     if array.size != count:
         raise ServeError(
             400,
-            f"{field}: expected {count} values for shape {shape}, got {array.size} values",
+            f"{field}: expected {count} values for shape {shape}, got {array.size} "
+            f"value{'s' * (array.size != 1)}",
             "data",
         )
     if array.ndim != 1 and list(array.shape) != shape and not any_nesting:  # v2's rule
