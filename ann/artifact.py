@@ -1091,7 +1091,12 @@ class Model:
         (docs/benchmarks.md, "Weights compiled in"). The cost is a copy of the weights
         (`weights_bytes`) in each executable; outputs may differ from the default's in the
         last float32 bit (kernels are chosen for the layout). The returned function's
-        `executable` is the jax `Compiled` (for `memory_analysis()`, `as_text()`)."""
+        `executable` is the jax `Compiled` (for `memory_analysis()`, `as_text()`).
+
+        The returned function is the fast path under `__call__` and checks nothing: inputs
+        must already be the signature's dtypes at exactly `batch_size` rows (jax raises its
+        own TypeError otherwise), and non-finite outputs are returned as they are (`__call__`
+        raises ValueError for them; the server answers 422 `non_finite_output` itself)."""
         import jax
 
         on = jax.sharding.SingleDeviceSharding(self.device)
