@@ -1255,10 +1255,11 @@ def _aval_words(aval: Any) -> str:
 
 
 def _check_against_function(
-    directory: str, manifest: Mapping[str, Any], exported: Any, weights: Mapping[str, np.ndarray]
+    directory: str, manifest: Mapping[str, Any], exported: Any, weights: Mapping[str, Any]
 ) -> None:
     """Raises IntegrityError, one line naming the entry and both values, where the manifest's
-    `inputs`/`outputs` (dtype, shape [-1, ...]) or the weights (name, dtype, shape) are not
+    `inputs`/`outputs` (dtype, shape [-1, ...]) or the weights (name, dtype, shape: arrays, or
+    anything with a NumPy `dtype` and a tuple `shape`, as `_weight_specs` reads them) are not
     what function.jaxexport takes and gives (`in_avals`/`out_avals`, its batch symbolic).
     Each file matched its sha256, so such an export had its manifest edited, or mixes files of
     two exports: loaded, a call was told to convert to the manifest's dtype, then JAX refused
@@ -1305,6 +1306,41 @@ def _check_against_function(
                 f"{os.path.join(directory, WEIGHTS)}: {name!r} is {got}, but {FUNCTION} takes "
                 f"{_aval_words(aval)}; {again}"
             )
+
+
+def _weight_specs(directory: str, named: str) -> dict[str, Any]:
+    """{name: jax.ShapeDtypeStruct} of `directory`'s weights.safetensors, from its header alone
+    (no weight is read), as `safetensors.numpy.load` would type them; IntegrityError naming it
+    (under `named`) when the header cannot be read."""
+    import jax
+    from safetensors import safe_open
+    from safetensors.numpy import _getdtype  # the dtype its loader gives each stored type
+
+    def read() -> dict[str, Any]:
+        with safe_open(os.path.join(directory, WEIGHTS), framework="numpy") as f:
+            slices = {name: f.get_slice(name) for name in f.keys()}  # noqa: SIM118
+            return {
+                name: jax.ShapeDtypeStruct(tuple(s.get_shape()), np.dtype(_getdtype(s.get_dtype())))
+                for name, s in slices.items()
+            }
+
+    return _deserialize(named, WEIGHTS, read)
+
+
+def check_function(directory: str, manifest: Mapping[str, Any], named: str | None = None) -> None:
+    """The loader's check of the manifest's `inputs`/`outputs` and the weights against what
+    function.jaxexport takes and gives (`load`'s IntegrityError, one line naming the entry and
+    both values), without loading the weights or compiling anything: function.jaxexport is
+    read (size and sha256 checked) and deserialized, weights.safetensors' header alone is
+    read. What `ann registry register` runs on its staged copy (`directory`), whose files were
+    checked as they were copied; messages name the export as `named` (default `directory`).
+    Imports JAX (about 1 s)."""
+    from jax import export
+
+    named = directory if named is None else named
+    function = read_verified(directory, manifest, FUNCTION)
+    exported = _deserialize(named, FUNCTION, lambda: export.deserialize(bytearray(function)))
+    _check_against_function(named, manifest, exported, _weight_specs(directory, named))
 
 
 def load(directory: str, manifest_sha256: str | None = None) -> Model:

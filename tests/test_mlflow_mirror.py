@@ -304,6 +304,34 @@ def _store(tmp_path, name, empty_store):
     return uri
 
 
+def test_a_version_registered_without_the_function_check_is_not_mirrored(
+    digits_export, tmp_path, empty_store, monkeypatch
+):
+    """A version an older ann registered (it checked hashes only) whose manifest says int8 of
+    a function taking uint8 is refused in the loader's one line before MLflow is touched."""
+    import shutil
+
+    from mlflow import MlflowClient
+
+    _, out = digits_export
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    manifest = copy / artifact.MANIFEST
+    manifest.write_text(manifest.read_text().replace('"uint8"', '"int8"'))
+    registry = Registry(str(tmp_path / "reg"))
+    with monkeypatch.context() as older:  # the register of an ann before the check
+        older.setattr(artifact, "check_function", lambda *args, **kwargs: None)
+        mv = registry.register(str(copy), "digits")
+    store = _store(tmp_path, "store", empty_store)
+    with pytest.raises(artifact.IntegrityError) as e:
+        mirror(registry, "digits", 1, store)
+    assert str(e.value).startswith(
+        f"{mv.path}/manifest.json: inputs.image says int8[-1, 8, 8, 1], but function.jaxexport "
+        "takes uint8[batch, 8, 8, 1]"
+    )
+    assert MlflowClient(store).search_registered_models() == []
+
+
 def test_a_version_mirrored_into_two_servers_knows_both(digits_export, tmp_path, empty_store):
     from mlflow import MlflowClient
 

@@ -138,6 +138,43 @@ def test_registering_a_tampered_export_fails(digits_export, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["copy"]  # no registry, no staged copy left
 
 
+@pytest.mark.parametrize("edit", ["input_dtype", "weights_dtype"])
+def test_an_export_whose_manifest_is_not_its_function_is_refused_at_register(
+    digits_export, tmp_path, edit
+):
+    """Every hash matched (manifest.json is not hashed; the weights' entry was rewritten), so
+    `register` took an export whose manifest says int8 of a function taking uint8 (or weights
+    of another dtype), and a server loading the version refused it. Now the loader's one line,
+    before anything is registered."""
+    from safetensors.numpy import load as load_st
+    from safetensors.numpy import save
+
+    _, out = digits_export
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    manifest = json.loads((copy / artifact.MANIFEST).read_text())
+    if edit == "input_dtype":  # the trial's `sed -i 's/"uint8"/"int8"/'`
+        manifest["inputs"]["image"]["dtype"] = "int8"
+    else:
+        weights = copy / artifact.WEIGHTS
+        arrays = load_st(weights.read_bytes())
+        weights.write_bytes(save({**arrays, "head/bias": arrays["head/bias"].astype("float16")}))
+        manifest["files"][artifact.WEIGHTS] = {
+            "sha256": artifact.sha256_file(str(weights)), "bytes": weights.stat().st_size
+        }  # fmt: skip
+    (copy / artifact.MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(artifact.IntegrityError) as loaded:
+        artifact.load(str(copy))
+    with pytest.raises(artifact.IntegrityError) as registered:
+        Registry(str(tmp_path / "reg")).register(str(copy), "digits")
+    assert str(registered.value) == str(loaded.value)
+    assert "but function.jaxexport takes" in str(loaded.value)
+    assert sorted(os.listdir(tmp_path)) == ["copy"]  # no registry, no staged copy left
+    result = _cli(tmp_path / "reg", "register", str(copy))
+    assert one_line_error(result) == f"error: {loaded.value}"
+    assert sorted(os.listdir(tmp_path)) == ["copy"]
+
+
 def test_a_name_that_differs_only_in_case_is_refused(digits_export, tmp_path):
     # Digits and digits were two models, artifacts/Digits and artifacts/digits: one directory
     # on macOS or Windows.
@@ -155,7 +192,9 @@ def test_a_name_that_differs_only_in_case_is_refused(digits_export, tmp_path):
 
 
 def test_register_reads_each_file_once(digits_export, tmp_path, monkeypatch):
-    """Each listed file is hashed once, while it is copied (not again from the copy)."""
+    """Each listed file is hashed once, while it is copied (not again from the copy), and the
+    copied function.jaxexport once more, to check the manifest against it (the weights'
+    header alone is read for that)."""
     _, out = digits_export
     opened = []
     open_regular = artifact._open_regular
@@ -167,7 +206,7 @@ def test_register_reads_each_file_once(digits_export, tmp_path, monkeypatch):
     monkeypatch.setattr(artifact, "_open_regular", counting)
     Registry(str(tmp_path / "reg")).register(str(out), "digits")
     listed = [artifact.MANIFEST, artifact.FUNCTION, artifact.WEIGHTS, artifact.REFERENCE]
-    assert sorted(opened) == sorted(listed)
+    assert sorted(opened) == sorted([*listed, artifact.FUNCTION])
 
 
 def _register_concurrently(reg, out, *flags, n=4):
@@ -356,19 +395,38 @@ def test_a_registry_another_process_is_creating_is_registered_into(digits_export
     assert Registry(str(tmp_path / "reg")).register(str(out), "digits").version == 1
 
 
+def _parity_export(out, target):
+    """A whole export of other tensors, as README's parity export: the digits CNN's function
+    and weights, giving p_odd float32[-1] (its probability of an odd digit). An edited
+    manifest would not do: `register` checks it against the function."""
+    import jax
+
+    from ann import export as export_lib
+
+    manifest = artifact.read_manifest(str(out))
+    function = artifact.read_verified(str(out), manifest, artifact.FUNCTION)
+    digits = jax.export.deserialize(bytearray(function))
+    weights = artifact.load_weights(str(out))
+    (batch,) = jax.export.symbolic_shape("batch")
+    parity = jax.export.export(
+        jax.jit(lambda w, x: {"p_odd": digits.call(w, x)["probabilities"][:, 1::2].sum(-1)})
+    )(
+        {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in weights.items()},
+        {"image": jax.ShapeDtypeStruct((batch, 8, 8, 1), "uint8")},
+    )
+    manifest = {k: v for k, v in manifest.items() if k not in ("files", "reference")}
+    manifest["outputs"] = {"p_odd": {"dtype": "float32", "shape": [-1]}}
+    export_lib.write(str(target), manifest, bytes(parity.serialize()), weights)
+    return target
+
+
 def test_a_version_with_other_tensors_is_refused_unless_allowed(digits_export, tmp_path):
     # README's parity export registered as a version of another model (other inputs, other
     # outputs): accepted without a word, breaking models:/NAME@ALIAS clients when it moved.
-    import json
-
     _, out = digits_export
     registry = Registry(str(tmp_path / "reg"))
     registry.register(str(out), "digits")
-    other = tmp_path / "other"
-    shutil.copytree(out, other)
-    manifest = json.loads((other / "manifest.json").read_text())
-    manifest["outputs"] = {"p_odd": {"dtype": "float32", "shape": [-1]}}
-    (other / "manifest.json").write_text(json.dumps(manifest))
+    other = _parity_export(out, tmp_path / "other")
     before = _tree(tmp_path / "reg", mtimes=False)
     with pytest.raises(RegistryError) as e:
         registry.register(str(other), "digits")

@@ -454,7 +454,9 @@ class Registry:
 
         Only the manifest and the files it lists are copied, each checked on the way (see
         `ann.artifact`): an export whose manifest names a path outside it, a symbolic link, a
-        special file or a file of another size or sha256 is refused (artifact.IntegrityError).
+        special file or a file of another size or sha256 is refused (artifact.IntegrityError),
+        and so is one whose manifest's inputs, outputs or weights are not what its
+        function.jaxexport takes and gives (the loader's check, the same one line).
         An export already registered under `name` (the same manifest sha256) is refused with
         RegistryError naming its version, unless `allow_duplicate`; so is one whose inputs or
         outputs (names, dtypes, shapes) differ from the latest version's, which its clients
@@ -529,7 +531,9 @@ class Registry:
         """A verified copy of the export (the manifest and the files it lists) in a new
         directory on the registry's file system, so that moving it in is a rename: in
         `artifacts/` if it exists, else in the nearest existing directory above it. Each file
-        is hashed once, as it is copied: the bytes written are the bytes checked. Nothing is
+        is hashed once, as it is copied: the bytes written are the bytes checked. The manifest's
+        inputs, outputs and weights are then checked against function.jaxexport as the loader
+        checks them (`artifact.check_function`: no weight loaded, nothing compiled). Nothing is
         left behind if a file is refused."""
         parent = self.artifacts
         while not os.path.isdir(parent):
@@ -542,6 +546,10 @@ class Registry:
                 f.write(raw)
             for file_name in manifest["files"]:
                 artifact.copy_verified(export_dir, manifest, file_name, incoming)
+            # The loader's check of the manifest against the function, on the bytes copied: an
+            # edited manifest (inputs said int8, the function takes uint8) with every hash
+            # matching was registered, and refused only when a server loaded it.
+            artifact.check_function(incoming, manifest, named=export_dir)
         except BaseException as e:
             _remove(incoming)
             atomic.name_as_final(e, incoming, self.artifacts)  # the staged copy is gone

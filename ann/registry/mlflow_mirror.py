@@ -557,11 +557,16 @@ def mirror(registry: Registry, name: str, version: int, tracking_uri: str) -> in
     Idempotent, also after a partial failure: the run is found again by its tags (registry
     directory, `models:/` URI and manifest sha256) and finished if it was not, and the model
     version by that run, so a retry never leaves a second run or version behind. Raises
-    MirrorError (with the command to retry) if the MLflow side fails."""
+    MirrorError (with the command to retry) if the MLflow side fails, and before it is
+    touched artifact.IntegrityError where the version's files fail their checks or its
+    manifest is not what its function takes and gives (`artifact.check_function`)."""
     mv = registry.get_version(name, version)
     done = mirrored_version(mv, tracking_uri)
     if done is not None:
         return done
+    # Before MLflow is touched: a version an older ann registered without the loader's check of
+    # its manifest against its function (an edited input dtype) is refused in its one line.
+    artifact.check_function(mv.path, artifact.read_manifest(mv.path, mv.manifest_sha256))
     first = all(mirrored_version(other, tracking_uri) is None for other in registry.versions(name))
     try:  # the client too: MLflow 3 refuses a file: store there (MLFLOW_ALLOW_FILE_STORE)
         client = _client(tracking_uri)
