@@ -47,14 +47,15 @@ def request(port, method, path, body=None, headers=None, timeout=30):
 class Server:
     """`python -m ann.serve` in a subprocess; always stopped."""
 
-    def __init__(self, args, env=None, base_env=None):
-        """`env` over `base_env` (default: this process's environment)."""
+    def __init__(self, args, env=None, base_env=None, cwd=None):
+        """`env` over `base_env` (default: this process's environment); run in `cwd`."""
         self.port = free_port()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "ann.serve", f"--port={self.port}", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             env={**(os.environ if base_env is None else base_env), **(env or {})},
+            cwd=cwd,
         )
 
     def wait_ready(self, timeout=180):
@@ -1222,6 +1223,47 @@ def test_bearer_token(digits_export):
         assert request(port, "GET", "/v2/models/digits_cnn")[0] == 401
     finally:
         server.stop()
+
+
+def test_the_default_registry_the_index_lists_is_named_at_start_and_can_be_off(
+    digits_export, tmp_path
+):
+    """`ann serve --model=EXPORT` run where a ./registry happened to be listed that registry's
+    models in the repository index (the --registry default) without a word: it says so at
+    start, naming the registry, and `--registry=off` (any case) lists the served models alone
+    and refuses a registry URI."""
+    from ann.registry import RegistryError
+    from ann.serve.repository import load_model
+
+    _, out = digits_export
+    Registry(str(tmp_path / "registry")).register(str(out), "digits")
+    base = {k: v for k, v in os.environ.items() if k != "ANN_REGISTRY"}
+    line = (
+        "repository index: also lists 1 version of 1 model not loaded from the registry at "
+        f"{tmp_path / 'registry'} (the default: $ANN_REGISTRY is not set); --registry=off lists "
+        "only the served models"
+    )
+    served = ("digits_cnn", "READY")
+    for flags, index, said in [
+        ([], {served, ("digits", "UNAVAILABLE")}, True),
+        (["--registry=OFF"], {served}, False),
+    ]:
+        server = Server([f"--model={out}", "--max_batch_size=1", *flags], base_env=base,
+                        cwd=tmp_path)  # fmt: skip
+        try:
+            port = server.wait_ready().port
+            listed = request(port, "POST", "/v2/repository/index", {})[2]
+        finally:
+            server.proc.terminate()
+            output = server.proc.communicate(timeout=60)[0].decode()
+        assert {(m["name"], m["state"]) for m in listed} == index, listed
+        assert (line in output.splitlines()) == said, output
+    with pytest.raises(RegistryError) as e:
+        load_model("models:/digits/1", "off")
+    assert str(e.value) == (
+        "models:/digits/1 is a registry URI, and the server runs with --registry=off (no "
+        "registry); give --registry=DIR, or the export directory"
+    )
 
 
 def test_a_restart_reads_its_batch_sizes_from_the_compilation_cache(digits_export, tmp_path):

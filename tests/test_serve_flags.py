@@ -181,6 +181,15 @@ def test_bad_flags_exit_1_with_one_line():
     assert "--model" in one_line_error(result)
 
 
+def test_a_registry_uri_with_the_registry_off_is_one_line_before_anything_loads():
+    """`--registry=off` (any case) serves no registry: a models:/ --model is refused, naming
+    both, as a path that holds no export is (before the ports and any model)."""
+    assert one_line_error(run_server(["--registry=Off"])) == (
+        f"error: {MISSING} is a registry URI, and the server runs with --registry=Off (no "
+        "registry); give --registry=DIR, or the export directory"
+    )
+
+
 def test_a_compilation_cache_dir_that_cannot_be_one_is_refused_before_any_model_loads(tmp_path):
     """A file, or a path below one: one line naming the flag and the fix (jax warned per
     executable and ran without a cache). $JAX_COMPILATION_CACHE_DIR (the tests' own cache)

@@ -113,9 +113,10 @@ def settings_from_flags():
         cli.fail(as_typed(str(e), sys.argv))
     enable_compilation_cache(settings.compilation_cache_dir, settings.compilation_cache_max_mb)
     from ann.registry.spec import not_a_model
+    from ann.serve.settings import registry_uri_refusal
 
     for spec in FLAGS.model or ():
-        problem = not_a_model(spec)
+        problem = registry_uri_refusal(spec, settings.registry) or not_a_model(spec)
         if problem:
             cli.fail(problem)
     ensure_file_descriptors(settings.file_descriptors())
@@ -186,7 +187,11 @@ def main(argv: list[str]) -> None:
     if problem:
         cli.fail(problem)
     try:
-        run(App(models, settings, tracing=from_environment()))
+        app = App(models, settings, tracing=from_environment())
+        line = app.repository.registry_line()  # what the index adds to the models served
+        if line:
+            print(line, file=sys.stderr, flush=True)
+        run(app)
     except OSError as e:
         cli.fail(str(e))
 

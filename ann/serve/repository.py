@@ -36,10 +36,17 @@ def load_model(spec: str, registry: str | None) -> ServedModel:
     (served under its manifest name, version = the first 12 hex digits of its manifest's
     sha256; a registered copy under its registry name and version: `Resolved.served_name`,
     the rule every command names a model by; `ServedModel.registry_version` says which of the
-    two its version is). Raises RegistryError, artifact.IntegrityError,
+    two its version is). `registry` 'off' (`settings.no_registry`): a registry URI is refused
+    (RegistryError naming the spec and the flag). Raises RegistryError, artifact.IntegrityError,
     OSError or ValueError with one line naming the spec."""
     from ann import registry as registries
+    from ann.serve.settings import no_registry, registry_uri_refusal
 
+    if no_registry(registry):
+        refusal = registry_uri_refusal(spec, registry)
+        if refusal is not None:
+            raise registries.RegistryError(refusal)
+        registry = None  # an export directory's own registry.json is read alone
     resolved = registries.resolve(spec, registry)
     model = resolved.load()
     # The digest of the manifest bytes loaded, not a second read.
@@ -210,7 +217,10 @@ class Repository:
         """(name, version) of every version in the registry, if there is one (as Triton's
         index lists the models of its repository that are not loaded)."""
         from ann.registry import Registry, RegistryError
+        from ann.serve.settings import no_registry
 
+        if no_registry(self.registry):
+            return []
         registry = Registry.at(self.registry)
         if not registry.exists():
             return []
@@ -223,6 +233,25 @@ class Repository:
         except RegistryError as e:  # the index still answers with what is served
             log.warning("repository index: the registry could not be read (%s)", e)
             return []
+
+    def registry_line(self) -> str | None:
+        """The start-up line saying which registry the index lists versions of, how many and
+        how to list none, or None when it adds none (`--registry=off`, no registry, or every
+        version served). A server given only an export directory, started where a ./registry
+        happened to be (the default), listed that registry's models without a word."""
+        from ann.registry import Registry
+
+        served = {(m.name, m.version) for m in self.dataplane.all_models()}
+        added = [(n, v) for n, v in self._registered() if (n, v) not in served]
+        if not added:
+            return None
+        models = len({n for n, _ in added})
+        versions = f"{len(added)} version{'s' * (len(added) > 1)}"
+        return (
+            f"repository index: also lists {versions} of {models} "
+            f"model{'s' * (models > 1)} not loaded from the registry at "
+            f"{Registry.at(self.registry).where}; --registry=off lists only the served models"
+        )
 
     async def load(self, name: str, parameters: Any) -> list[ServedModel]:
         """Loads the versions a load request names (`load_sources`) and serves them; those

@@ -27,6 +27,29 @@ def _flag(default: Any, help: str, kind: type | None = None, **extra: Any) -> An
 
 
 # The fix of a --compilation_cache_dir that cannot be a directory.
+# `--registry=off` (any case): no registry, as `--compilation_cache_dir=off` is no cache.
+REGISTRY_OFF = "off"
+
+
+def no_registry(registry: str | None) -> bool:
+    """Whether a `--registry` value (None: not given) turns the registry off."""
+    return registry is not None and registry.strip().lower() == REGISTRY_OFF
+
+
+def registry_uri_refusal(spec: str, registry: str | None) -> str | None:
+    """The one line refusing a model `spec` that is a registry URI (`models:/...`) where
+    `registry` is off (`no_registry`), else None: a `--model` (before anything loads) and a
+    repository load's source alike."""
+    from ann.artifact import REGISTRY_URI_SCHEME  # os and numpy only
+
+    if no_registry(registry) and spec.startswith(REGISTRY_URI_SCHEME):
+        return (
+            f"{spec} is a registry URI, and the server runs with --registry={registry} (no "
+            "registry); give --registry=DIR, or the export directory"
+        )
+    return None
+
+
 CACHE_OFF_FIX = "give one, or leave the flag out (or give 'off') for no cache"
 
 
@@ -55,7 +78,10 @@ class Settings:
         int,
     )
     registry: str | None = _flag(
-        None, "Registry directory for models:/ URIs (default $ANN_REGISTRY, else ./registry).", str
+        None,
+        "Registry directory for models:/ URIs, whose versions not served the repository index "
+        "lists (default $ANN_REGISTRY, else ./registry); 'off' (any case): none.",
+        str,
     )
     max_batch_size: int = _flag(64, "Most rows per batch and request.")
     max_queue_delay_ms: float = _flag(2.0, "Longest a request waits for its batch.")
