@@ -20,6 +20,10 @@ from absl import flags
 
 FLAGS = flags.FLAGS
 CHUNK = 256  # LM ids written per compiled call: a Ctrl-C waits for at most one call
+# A sampling estimated after its first call to take longer than this is told its estimate then,
+# and a progress line at most every PROGRESS_EVERY_S after it (on a terminal: `_Progress`).
+ESTIMATE_ABOVE_S = 10.0
+PROGRESS_EVERY_S = 30.0
 
 
 def _define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
@@ -251,11 +255,14 @@ def _sample(
         )  # fmt: skip
         return t, jax.lax.dynamic_slice_in_dim(t, jnp.minimum(start, length - width), width, 1)
 
-    write = jax.jit(write)
     tokens = jnp.concatenate([prompt, jnp.zeros((samples, f.num_tokens), prompt.dtype)], 1)
     rng = jax.random.PRNGKey(f.seed)
+    # Compiled before the first call, so that call's time is the sampling's alone (`_Progress`).
+    bounds = (jnp.int32(p), jnp.int32(min(p + CHUNK, length)))
+    write = jax.jit(write).lower(model, tokens, *bounds, rng).compile()
     rows = [[decode(row)] for row in jax.device_get(prompt)]
     _print(rows[0][0])
+    progress = _Progress(f.num_tokens, samples)
     try:
         for start in range(p, length, CHUNK):
             stop = min(start + CHUNK, length)
@@ -267,12 +274,56 @@ def _sample(
             for row, ids in zip(rows, new):
                 row.append(decode(ids))
             _print(rows[0][-1])
+            progress.written(stop - p)
     except KeyboardInterrupt:
         _print("\n")  # the `interrupted` line starts a line of its own
         raise
     _print("\n")
     for row in rows[1:]:  # each after a line of dashes; none after the last
         _print("-" * 40 + "\n" + "".join(row) + "\n")
+
+
+class _Progress:
+    """How far a long sampling is, on stderr, as `ann train`'s step lines say it: `generated
+    512/1,000,000 ids per sample (0%) | 2,000 samples | 5,120 tokens/s | ETA 4 days, 12:27:05`.
+    The first after the first call, where the whole sampling would take more than
+    ESTIMATE_ABOVE_S at that call's pace (`--num_samples=2000 --num_tokens=1000000` ran for
+    days without a word); then one at most every PROGRESS_EVERY_S. A short one says nothing.
+    On a terminal only, as `cli.progress` (the first sample streams on stdout; a script reads
+    stdout and an `error:` line). Read where the loop waits for each call anyway (it prints
+    the call's ids): no host sync of its own. `clock`: seconds (the tests' fake)."""
+
+    def __init__(self, total: int, samples: int, clock: Callable[[], float] | None = None):
+        import time
+
+        self.total, self.samples = total, samples
+        self.clock = clock or time.perf_counter
+        self.start = self.clock()
+        self.last: float | None = None  # when the last line was written
+
+    def written(self, done: int) -> None:
+        """`done` ids per sample written so far (each call's end)."""
+        if done >= self.total or not sys.stderr.isatty():
+            return
+        now = self.clock()
+        seconds = max(now - self.start, 1e-9)
+        left = (self.total - done) * seconds / done
+        if self.last is None and left <= ESTIMATE_ABOVE_S:
+            self.last = now  # short: the periodic line alone, were it to slow down
+            return
+        if self.last is not None and now - self.last < PROGRESS_EVERY_S:
+            return
+        from ann.train.hooks import eta
+
+        self.last = now
+        line = (
+            f"generated {done:,}/{self.total:,} ids per sample ({100 * done / self.total:.0f}%) "
+            f"| {self.samples:,} sample{'s' * (self.samples > 1)} | "
+            f"{done * self.samples / seconds:,.0f} tokens/s | ETA {eta(left)}"
+        )
+        # Below the first sample's text where it streams on the same terminal, not inside it.
+        newline = "\n" if sys.stdout.isatty() else ""
+        print(newline + line, file=sys.stderr, flush=True)
 
 
 def _print(text: str) -> None:

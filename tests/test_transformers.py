@@ -461,6 +461,34 @@ def test_generate_flags_are_checked_before_a_model_is_restored(tmp_path, args, m
         assert one_line_error(result) == f"error: {message}"
 
 
+@pytest.mark.parametrize("seconds_per_call, lines", [(5.0, 1), (0.01, 0)])
+def test_a_long_generate_says_its_estimate_after_its_first_call(
+    monkeypatch, capsys, seconds_per_call, lines
+):
+    """`ann generate --num_samples=2000 --num_tokens=1000000` ran for days without a word. A
+    sampling that would take over ESTIMATE_ABOVE_S at its first call's pace (the call compiled
+    before it) says so on a terminal, as `ann train`'s step lines; a short one says nothing.
+    A fake clock: `seconds_per_call` a call (4 calls of 256 ids)."""
+    import functools
+    import itertools
+    from types import SimpleNamespace
+
+    clock = itertools.count(0.0, seconds_per_call).__next__
+    monkeypatch.setattr(generate, "_Progress", functools.partial(generate._Progress, clock=clock))
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    flags = SimpleNamespace(num_tokens=1000, temperature=0.0, top_k=0, seed=0)
+    prompt = jnp.array([[3, 4, 5]] * 2, jnp.int32)
+    generate._sample(build("causal_lm"), prompt, 8, (0,), lambda ids: "x" * len(ids), flags)
+    out, err = capsys.readouterr()
+    assert out == "x" * 1003 + "\n" + "-" * 40 + "\n" + "x" * 1003 + "\n"
+    said = err.splitlines()
+    assert len(said) == lines, err
+    if lines:  # 256 ids of 2 samples in 5 s; 744 ids left
+        assert said[0] == (
+            "generated 256/1,000 ids per sample (26%) | 2 samples | 102 tokens/s | ETA 0:00:15"
+        )
+
+
 def test_generate_too_large_for_memory_is_one_line_naming_the_flags_to_lower():
     """`ann generate --num_tokens=1000000 --num_samples=10000` (each flag within its range)
     ended in a 54-line RESOURCE_EXHAUSTED traceback: the ids alone are checked before anything

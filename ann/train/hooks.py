@@ -104,7 +104,9 @@ class Hook:
         """Called once when the run ends, however it ends."""
 
 
-def _eta(seconds: float) -> str:
+def eta(seconds: float) -> str:
+    """`0:13:05`, `2 days, 3:04:05`: the time left as the progress lines of `ann train` and
+    `ann generate` show it."""
     return str(datetime.timedelta(seconds=round(seconds)))
 
 
@@ -182,7 +184,7 @@ class LogTrain(Hook):
             100 * info.step / info.total_steps,
             shown,
             f"{metrics['train/examples_per_sec']:,.0f}",
-            _eta((info.total_steps - info.step) / metrics["train/steps_per_sec"]),
+            eta((info.total_steps - info.step) / metrics["train/steps_per_sec"]),
         )
         self._open_window()
 
