@@ -1576,11 +1576,46 @@ class Terminated(KeyboardInterrupt):
     """A SIGTERM made into a stop, as Ctrl-C's KeyboardInterrupt (`sigterm_as_interrupt`)."""
 
 
+_terminated: list[Terminated] = []  # the SIGTERM's stop noted (`note_terminated`), or none
+
+
+def note_terminated(stop: Terminated | None = None) -> bool:
+    """Notes that a SIGTERM made a stop (`stop`, the Terminated its handler raises; by default
+    one without a message): True for the first, False once one is noted (a later SIGTERM is
+    then ignored, so that it cannot cut the stop's cleanup short). A SIGTERM handler notes it
+    before it raises: the raise lands wherever the program is, and code there may drop it (a
+    library's `except BaseException`, a `__del__` or garbage-collection callback, where Python
+    can only print it); `check_terminated` raises it again at the program's next safe point.
+    One mechanism for every job: `ann train`'s start (ann/train/preemption.py), `ann sweep`
+    (`sigterm_as_interrupt`)."""
+    if _terminated:
+        return False
+    _terminated.append(stop or Terminated())
+    return True
+
+
+def check_terminated() -> None:
+    """Raises the noted SIGTERM's stop (`note_terminated`) again, as a new `Terminated` with
+    its message: called at a job's safe points, where its raise may have been dropped on the
+    way. Nothing where none is noted."""
+    if _terminated:
+        raise Terminated(*_terminated[0].args)
+
+
+def forget_terminated() -> None:
+    """Clears the note (`note_terminated`): its stop has been handled, or its handler is gone."""
+    _terminated.clear()
+
+
 @contextlib.contextmanager
 def sigterm_as_interrupt(message: str = "terminated (SIGTERM)") -> Iterator[None]:
     """While active (main thread only), the first SIGTERM raises `Terminated(message)` where
     the program is, so it stops as on Ctrl-C (its cleanup runs); later ones are ignored, so a
-    second cannot cut that cleanup short. The previous handler is restored after."""
+    second cannot cut that cleanup short. The SIGTERM is noted first (`note_terminated`): a
+    raise that code inside drops (a library's `except BaseException`, a finalizer) is raised
+    again at the body's safe points (`check_terminated`), and at the latest on leaving, so a
+    body that went on to its end still stops (`ann sweep` trained every trial and exited 0
+    after a SIGTERM whose raise a callback caught). The previous handler is restored after."""
     import signal
     import threading
 
@@ -1589,24 +1624,29 @@ def sigterm_as_interrupt(message: str = "terminated (SIGTERM)") -> Iterator[None
         return
 
     def stop(signum: int, frame: object) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise Terminated(message)
+        if note_terminated(Terminated(message)):
+            raise Terminated(message)
 
+    forget_terminated()
     previous = signal.signal(signal.SIGTERM, stop)
     try:
         yield
+        check_terminated()  # one dropped after the body's last safe point
     finally:
         signal.signal(signal.SIGTERM, previous)
+        forget_terminated()
 
 
 @contextlib.contextmanager
-def interrupts_deferred() -> Iterator[None]:
-    """A Ctrl-C or SIGTERM that arrives inside is delivered on leaving, to the handler it would
-    have met (main thread only; elsewhere signals do not land): for a step that starts
-    background work and waits for it, which a stop between the two would leave running. Orbax's
-    checkpoint managers start a thread at open that removes stale temporary saves: a SIGTERM
-    there left it listing a workdir the stopped start then removed, and its traceback followed
-    `ann train`'s one line."""
+def interrupts_deferred(signals: tuple[str, ...] = ("SIGINT", "SIGTERM")) -> Iterator[None]:
+    """A Ctrl-C or SIGTERM (`signals`, by name) that arrives inside is delivered on leaving, to
+    the handler it would have met (main thread only; elsewhere signals do not land): for a step
+    that starts background work and waits for it, which a stop between the two would leave
+    running, or that writes several records that must agree. Orbax's checkpoint managers start
+    a thread at open that removes stale temporary saves: a SIGTERM there left it listing a
+    workdir the stopped start then removed, and its traceback followed `ann train`'s one line.
+    `ann sweep` starts a trial and keeps track of it, or records a trial's end and tells its
+    study, inside one (ann/sweep/launch.py)."""
     import signal
     import threading
 
@@ -1618,7 +1658,9 @@ def interrupts_deferred() -> Iterator[None]:
     def note(signum: int, frame: object) -> None:
         caught.append(signum)
 
-    previous = {s: signal.signal(s, note) for s in (signal.SIGINT, signal.SIGTERM)}
+    # An ignored signal stays ignored: a process started inside (a sweep's trial) inherits it.
+    mine = [getattr(signal, n) for n in signals]
+    previous = {s: signal.signal(s, note) for s in mine if signal.getsignal(s) != signal.SIG_IGN}
     try:
         yield
     finally:

@@ -631,6 +631,7 @@ def start_handler(monkeypatch):
     from ann.train import preemption
 
     monkeypatch.setattr(preemption, "_finishing", preemption._Finishing())
+    monkeypatch.setattr(cli, "_terminated", [])  # the SIGTERM noted (cli.note_terminated)
     before = signal.signal(signal.SIGTERM, main._terminated_while_starting)
     yield
     signal.signal(signal.SIGTERM, before)

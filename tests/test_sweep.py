@@ -801,8 +801,7 @@ def test_a_sigterm_stops_running_trials_as_ctrl_c_does(tmp_path, capsys):
     def next_trial():
         if queue:
             return queue.pop()
-        os.kill(os.getpid(), signal.SIGTERM)  # while the trial runs
-        time.sleep(5)  # (the handler raises here)
+        os.kill(os.getpid(), signal.SIGTERM)  # while the trial runs (raised once this returns)
         return None
 
     ended = {}
@@ -813,6 +812,141 @@ def test_a_sigterm_stops_running_trials_as_ctrl_c_does(tmp_path, capsys):
     assert capsys.readouterr().err == (
         "terminated (SIGTERM): stopping 1 running trial (each saves a checkpoint and exits)\n"
     )
+
+
+def test_a_sigterm_whose_stop_code_drops_still_stops_the_sweep_and_its_trials(tmp_path):
+    # Raised where the sweep was, a SIGTERM's stop that code there caught (a library's `except
+    # BaseException`, a callback, a finalizer) was lost: the sweep ran its trials to their end.
+    sleeper = script_trial(tmp_path, "slow", "import time; time.sleep(30)")
+    queue = [sleeper]
+
+    def log(line):
+        try:
+            signal.raise_signal(signal.SIGTERM)
+        except BaseException:
+            pass  # as code that catches everything would
+
+    ended = {}
+    with pytest.raises(cli.Terminated), cli.sigterm_as_interrupt():
+        launch.run(
+            lambda: queue.pop() if queue else None,
+            lambda t, o: ended.setdefault(t.name, o),
+            parallel=2,
+            log=log,
+        )
+    assert ended["slow"].status == "interrupted"
+
+
+def test_a_sigterm_dropped_after_the_sweeps_last_safe_point_still_ends_it():
+    # A body that went on to its end after its SIGTERM's stop was dropped exited 0.
+    with pytest.raises(cli.Terminated, match=r"^terminated \(SIGTERM\)$"):
+        with cli.sigterm_as_interrupt():
+            try:
+                signal.raise_signal(signal.SIGTERM)
+            except cli.Terminated:
+                pass
+            signal.raise_signal(signal.SIGTERM)  # a second is ignored: the first is on its way
+    assert not cli._terminated  # (forgotten with its handler)
+
+
+def test_a_sigterm_as_a_trial_starts_stops_that_trial_too(tmp_path, monkeypatch):
+    # Raised between the trial's Popen and the launcher keeping track of it, the stop left the
+    # trial training, unstopped and unrecorded, holding its workdir's lock against the resume.
+    sleeper = script_trial(tmp_path, "slow", "import time; time.sleep(30)")
+    queue = [sleeper]
+    real = subprocess.Popen
+
+    def popen(*args, **kwargs):
+        proc = real(*args, **kwargs)
+        signal.raise_signal(signal.SIGTERM)
+        return proc
+
+    monkeypatch.setattr(launch.subprocess, "Popen", popen)
+    ended = {}
+    with pytest.raises(cli.Terminated), cli.sigterm_as_interrupt():
+        launch.run(
+            lambda: queue.pop() if queue else None,
+            lambda t, o: ended.setdefault(t.name, o),
+            parallel=1,
+        )
+    assert ended["slow"].status == "interrupted"
+    assert trials_lib.status(sleeper.workdir)[0] == "interrupted"
+
+
+def test_a_sigterm_while_the_sweep_stops_its_trials_waits_for_them(tmp_path):
+    # A failed sweep (or a Ctrl-C) stopping its trials, then a SIGTERM: raised as the first
+    # trial's end was recorded, it left the second unwaited and its end unrecorded.
+    queue = [script_trial(tmp_path, n, "import time; time.sleep(30)") for n in "ab"]
+    queue.append(script_trial(tmp_path, "bad", "import sys; sys.exit(1)"))
+    ended = {}
+
+    def on_end(trial, outcome):
+        ended[trial.name] = outcome
+        if outcome.status == "failed":
+            raise SweepError("every trial would fail")
+        if len(ended) == 2:  # the first stopped trial's end: the SIGTERM comes
+            signal.raise_signal(signal.SIGTERM)
+
+    with pytest.raises(cli.Terminated), cli.sigterm_as_interrupt():
+        launch.run(lambda: queue.pop() if queue else None, on_end, parallel=3)
+    assert {n: o.status for n, o in ended.items()} == {
+        "bad": "failed",
+        "a": "interrupted",
+        "b": "interrupted",
+    }
+
+
+def test_a_stop_while_the_results_are_written_comes_once_all_are(tmp_path, monkeypatch):
+    # Raised between results.csv and results.md, the two named other tables.
+    info = {"config": "c.py", "search": "grid", "metric": "val/accuracy", "mode": "max"}
+    info["trials"] = [{"name": "a", "overrides": {"model.dropout": 0.1}}]
+    (tmp_path / "sweep.json").write_text(json.dumps(info))
+
+    def plot(*args):
+        signal.raise_signal(signal.SIGTERM)
+
+    monkeypatch.setattr(results, "plot", plot)
+    with pytest.raises(cli.Terminated), cli.sigterm_as_interrupt():
+        results.write(str(tmp_path))
+    assert "| a | pending |" in (tmp_path / "results.md").read_text()
+    assert (tmp_path / "results.csv").read_text().startswith("trial,")
+
+
+def test_a_trial_of_a_sweep_that_ignores_ctrl_c_ignores_it_too(tmp_path):
+    # A background sweep (`ann sweep ... &` in a script) ignores SIGINT, and so did its trials;
+    # started inside `interrupts_deferred` (which notes SIGINT), they would not have.
+    code = "import signal; print(signal.getsignal(signal.SIGINT) == signal.SIG_IGN)"
+    queue = [script_trial(tmp_path, "t", code)]
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        launch.run(lambda: queue.pop() if queue else None, lambda t, o: None, log=lambda _: None)
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert (tmp_path / "t" / "stdout.log").read_text().splitlines()[-1] == "True"
+
+
+def test_a_sigterm_as_a_study_queues_its_failed_trials_again_comes_once_all_are(tmp_path):
+    # Raised between setting the failed trials aside and queueing their parameters again, the
+    # stop lost the parameters: a resumed study drew others in their place.
+    import optuna
+
+    url = f"sqlite:///{tmp_path}/study.db"
+    study = search.open_study(url, str(tmp_path), "val/accuracy", "max", 0, 2, "median", 0)
+    for name in ("a", "b"):
+        trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+        trial.set_user_attr("name", name)
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    enqueue = study.enqueue_trial
+
+    def enqueue_trial(*args, **kwargs):
+        signal.raise_signal(signal.SIGTERM)
+        enqueue(*args, **kwargs)
+
+    study.enqueue_trial = enqueue_trial
+    with pytest.raises(cli.Terminated), cli.sigterm_as_interrupt():
+        search.rerun_failed(study)
+    assert study.user_attrs[search.SET_ASIDE] == [0, 1]
+    assert [t.state.name for t in study.trials].count("WAITING") == 2
 
 
 def test_an_attempt_killed_with_its_sweep_keeps_its_wall_time(tmp_path):

@@ -9,7 +9,10 @@ variables below cap numpy's threads to match.
 A failing trial is recorded (exit status and its error line in trial.json) and the others go
 on, unless the first trials all failed alike (`fail_fast.py`: `on_end` then stops the sweep).
 Ctrl-C sends SIGTERM to the running trials, which save a checkpoint and exit; the same sweep
-command resumes them.
+command resumes them. A SIGTERM to the sweep does the same (`cli.sigterm_as_interrupt`): its
+stop is raised where the sweep is, but never between a trial's start and its tracking, or
+between a trial's end and its record (`cli.interrupts_deferred`), and raised again at the next
+turn of the loop where code on the way dropped it (`cli.check_terminated`).
 """
 
 from __future__ import annotations
@@ -181,21 +184,32 @@ def run(
     running: dict[int, _Running] = {}
     try:
         while True:
+            # A safe point: a SIGTERM whose stop was raised where code dropped it (a library's
+            # `except BaseException`, a finalizer, a `log` callback) stops the sweep here.
+            cli.check_terminated()
             for slot in range(parallel):
                 if slot in running:
                     continue
-                trial = next_trial()
+                # Drawn, recorded, started and kept track of, or none of it: a stop between
+                # Popen and `running` left the trial training unstopped, unrecorded, its lock
+                # held against the resume (and a study's draw between `ask` and its files).
+                with cli.interrupts_deferred():
+                    trial = next_trial()
+                    if trial is not None:
+                        running[slot] = _start(trial, slots[slot])
                 if trial is None:
                     break
-                running[slot] = _start(trial, slots[slot])
                 log(f"started {trial.name} on cores {slots[slot]}")
             if not running:
                 return
             time.sleep(poll_seconds)
             for slot, run_ in list(running.items()):
                 if run_.proc.poll() is not None:
-                    del running[slot]
-                    on_end(run_.trial, _finish(run_))
+                    # Its end recorded and told (the study, the results), or not yet seen: a
+                    # stop between the two left a finished trial running in the study.
+                    with cli.interrupts_deferred():
+                        del running[slot]
+                        on_end(run_.trial, _finish(run_))
     except (KeyboardInterrupt, SweepError) as stop:  # Ctrl-C, or on_end stopping the sweep
         if not running:
             raise
@@ -208,12 +222,16 @@ def run(
             file=sys.stderr,
             flush=True,
         )
-        for run_ in running.values():
-            run_.proc.send_signal(signal.SIGTERM)
-        for run_ in running.values():
-            run_.proc.wait()
-            try:
-                on_end(run_.trial, _finish(run_, stopped=True))
-            except SweepError:
-                pass  # the first reason to stop is the one reported
+        # A SIGTERM while they stop (a Ctrl-C's or a failed sweep's) waits for them: raised
+        # here, it left them unwaited and their ends unrecorded. A second Ctrl-C still stops
+        # the sweep at once.
+        with cli.interrupts_deferred(("SIGTERM",)):
+            for run_ in running.values():
+                run_.proc.send_signal(signal.SIGTERM)
+            for run_ in running.values():
+                run_.proc.wait()
+                try:
+                    on_end(run_.trial, _finish(run_, stopped=True))
+                except SweepError:
+                    pass  # the first reason to stop is the one reported
         raise

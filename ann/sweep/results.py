@@ -20,7 +20,7 @@ import shlex
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ann import atomic, directory_kind
+from ann import atomic, cli, directory_kind
 from ann import config as config_lib
 from ann.config import NOT_A_METRIC_OF_THIS_RUN, meant_metric
 from ann.sweep import space
@@ -300,8 +300,6 @@ def read_sweep_file(sweep_dir: str) -> dict[str, Any]:
         with open(path) as f:
             return json.load(f)
     except OSError:
-        from ann import cli  # the words other jobs name a directory in
-
         held = cli.holds(sweep_dir)  # a training run, an export, a directory of runs
         if held is not None and not held.startswith("other runs"):
             fix = (
@@ -705,7 +703,13 @@ def _count_ties(ax: Any, points: list[tuple[float, float]], color: str, above: b
 
 def write(sweep_dir: str, with_plot: bool = True) -> str:
     """Rewrites results.csv, results.md (and results.png); returns results.md's text for the
-    terminal, without its picture link."""
+    terminal, without its picture link. A Ctrl-C or SIGTERM while it writes is raised once all
+    are written: between two, results.md named another table than results.csv."""
+    with cli.interrupts_deferred():
+        return _write(sweep_dir, with_plot)
+
+
+def _write(sweep_dir: str, with_plot: bool) -> str:
     info, rows = collect(sweep_dir)
     columns = _columns(rows)
     with atomic.replacing(os.path.join(sweep_dir, "results.csv"), newline="") as f:

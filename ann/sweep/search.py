@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from ann import cli
 from ann.sweep import definition as definition_lib
 from ann.sweep import fail_fast as fail_fast_lib
 from ann.sweep import grid, launch, pruning, results, space
@@ -102,9 +103,11 @@ def rerun_failed(study: Any) -> int:
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
         if "name" in t.user_attrs and t.number not in aside  # launched, not set aside before
     ]
-    study.set_user_attr(SET_ASIDE, sorted(aside | {t.number for t in again}))
-    for t in again:
-        study.enqueue_trial(t.params, skip_if_exists=False)
+    # Set aside and queued again, or neither: a stop between the two lost the parameters.
+    with cli.interrupts_deferred():
+        study.set_user_attr(SET_ASIDE, sorted(aside | {t.number for t in again}))
+        for t in again:
+            study.enqueue_trial(t.params, skip_if_exists=False)
     return len(again)
 
 
@@ -126,21 +129,23 @@ def open_study(
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = pruning.storage(url)
-    try:
-        before = len(optuna.load_study(study_name=STUDY, storage=storage).trials)
-    except KeyError:
-        before = 0
-    direction = "maximize" if mode == "max" else "minimize"
-    study = optuna.create_study(
-        storage=storage,
-        study_name=STUDY,
-        direction=direction,
-        # Reseeded by the trials already there, so a resumed study does not replay its draws.
-        sampler=optuna.samplers.TPESampler(seed=seed + before, n_startup_trials=startup_trials),
-        pruner=pruning.make_pruner(pruner, startup_trials, prune_warmup_steps),
-        load_if_exists=True,
-    )
+    # Made whole or not at all: a stop inside left study.db's tables half made.
+    with cli.interrupts_deferred():
+        storage = pruning.storage(url)
+        try:
+            before = len(optuna.load_study(study_name=STUDY, storage=storage).trials)
+        except KeyError:
+            before = 0
+        direction = "maximize" if mode == "max" else "minimize"
+        study = optuna.create_study(
+            storage=storage,
+            study_name=STUDY,
+            direction=direction,
+            # Reseeded by the trials already there, so a resumed study does not replay draws.
+            sampler=optuna.samplers.TPESampler(seed=seed + before, n_startup_trials=startup_trials),
+            pruner=pruning.make_pruner(pruner, startup_trials, prune_warmup_steps),
+            load_if_exists=True,
+        )
     if study.direction.name.lower() != direction:
         raise SweepError(
             f"the study in {sweep_dir} was created to {study.direction.name.lower()} "
@@ -158,8 +163,6 @@ def open_study(
     before = {k: study.user_attrs[k] for k in drawn if k in study.user_attrs}
     left = trials is None or counted(study) < trials  # nothing drawn: the seed changes nothing
     if before and before != {k: drawn[k] for k in before} and left:
-        from ann import cli
-
         said = " ".join(f"--{k}={v}" for k, v in before.items())
         now = " ".join(f"--{k}={drawn[k]}" for k in before)
         cli.warn(

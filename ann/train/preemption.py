@@ -29,6 +29,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+from ann import cli
 from ann.train import launcher
 
 CTRL_C = "Ctrl-C"  # the stop's reason (`Preemption.reason`, the Stop's message) for SIGINT
@@ -123,7 +124,6 @@ class Preemption:
 class _Finishing:
     pending = False  # a SIGTERM noted by `finishing`'s handler
     entered = False  # the loop has begun (its own handling from here on), for `starting`
-    terminated = False  # a SIGTERM while starting (`terminated_while_starting`)
 
 
 def starting() -> bool:
@@ -136,10 +136,9 @@ def terminated_while_starting() -> bool:
     calls it before it raises `cli.Terminated`): True for the first, False once one is noted.
     The raise lands wherever the start is, and code there may drop it (a library's `except
     BaseException`, a `__del__` or garbage-collection callback, where Python can only print
-    it): `check_terminated` raises it again at the start's next safe point."""
-    first = not _finishing.terminated
-    _finishing.terminated = True
-    return first
+    it): `check_terminated` raises it again at the start's next safe point. The note is
+    `cli.note_terminated`'s, every job's (`ann sweep`'s too)."""
+    return cli.note_terminated()
 
 
 def check_terminated() -> None:
@@ -147,10 +146,7 @@ def check_terminated() -> None:
     was dropped on the way (`terminated_while_starting`): called at safe points of the start
     and as the loop begins (`finishing`). Without it, `ann train` trained every step and
     exited 0 after a scheduler's SIGTERM, under CI's load."""
-    if _finishing.terminated:
-        from ann import cli
-
-        raise cli.Terminated
+    cli.check_terminated()
 
 
 _finishing = _Finishing()
@@ -187,4 +183,5 @@ def finishing() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-        _finishing.pending = _finishing.terminated = False
+        _finishing.pending = False
+        cli.forget_terminated()
