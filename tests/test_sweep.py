@@ -2092,6 +2092,45 @@ def test_a_study_refuses_a_trial_trained_under_another_config(tmp_path, launched
     search.run(definition_lib.load(first, {}), sweep_dir, 3, "val/accuracy", "max", log=print)
 
 
+@pytest.mark.parametrize("warmup", ["0, 11", "12, 15"], ids=["launched", "refused"])
+def test_a_study_reruns_a_trial_that_failed_before_training_under_another_config(
+    tmp_path, monkeypatch, warmup
+):
+    # A grid reran such a trial with the config it now gives; a study kept it failed for good,
+    # counted against --trials (here it drew nothing more: 4 of 4 trials, all failed).
+    code = (
+        "import json, sys; w = sys.argv[1]; c = json.load(open(w + '/config.json'))\n"
+        "if c['total_steps'] == 12: sys.exit('error: boom')\n"
+        "open(w + '/metrics.jsonl', 'w').write('{\"step\": 10, \"val/accuracy\": 0.5}\\n')\n"
+        "open(w + '/run_status.json', 'w').write('{\"status\": \"done\", \"step\": 10}')"
+    )
+    monkeypatch.setattr(trials_lib.Trial, "argv", lambda t: [sys.executable, "-c", code, t.workdir])
+    sweep_dir = str(tmp_path / "tpe")
+    space_ = f"return h.randint('optimizer.warmup_steps', {warmup})"
+
+    def study(steps, lines):
+        definition = definition_lib.load(write_config(tmp_path, space_, steps=steps), {})
+        search.run(definition, sweep_dir, 4, "val/accuracy", "max", log=lines.append, fail_fast=0)
+        return read_csv(os.path.join(sweep_dir, "results.csv"))
+
+    # 12 steps: the launched trials fail before training, or a warmup of 12 steps or more is
+    # refused when drawn; at 30 steps they run, with the same parameters.
+    first = study(12, [])
+    assert {r["status"] for r in first} == {"failed"}, first
+    refused = [r for r in first if "must be in [0, 12)" in r["error"]]
+    assert len(refused) == (4 if warmup == "12, 15" else 0), first
+    before = sorted(r["optimizer.warmup_steps"] for r in first)
+    lines = []
+    rows = study(30, lines)
+    assert [r["status"] for r in rows] == ["done"] * 4, rows
+    assert sorted(r["optimizer.warmup_steps"] for r in rows) == before
+    assert lines[0] == (
+        "4 failed trials of the study failed before training under another config than this "
+        "sweep gives them (or only on the sweep's --metric): rerun with this one (same "
+        "parameters; set aside, workdirs kept, no longer counted against --trials)"
+    )
+
+
 def test_an_error_in_get_sweep_is_one_line_naming_its_line(tmp_path):
     path = write_config(tmp_path, "return 1 / 0")
     line = open(path).read().splitlines().index("    return 1 / 0") + 1

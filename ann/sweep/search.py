@@ -16,7 +16,7 @@ import dataclasses
 import json
 import os
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from ann import cli
@@ -74,7 +74,13 @@ def run(
         {"name": pruner, "startup_trials": startup_trials, "warmup_steps": prune_warmup_steps},
         log,
     )
-    search.check_configs()
+    if n := rerun_failed(study, search.check_configs()):
+        log(
+            f"{trials_lib.n_of(n, 'failed trial')} of the study failed before training under "
+            f"another config than this sweep gives {'it' if n == 1 else 'them'} (or only on "
+            "the sweep's --metric): rerun with this one (same parameters; set aside, workdirs "
+            "kept, no longer counted against --trials)"
+        )
     scored = any(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials)
     rerun = " (its failed trials count against --trials)"
     search.watch = fail_fast_lib.FailFast(fail_fast, scored, rerun)
@@ -90,19 +96,24 @@ def run(
 SET_ASIDE = "set_aside"  # study attribute: numbers of failed trials rerun under new overrides
 
 
-def rerun_failed(study: Any) -> int:
+def rerun_failed(study: Any, numbers: Collection[int] | None = None) -> int:
     """Sets the study's failed trials aside (their numbers in the study's `SET_ASIDE`
     attribute: not counted, not listed in the results; their workdirs kept) and queues their
-    parameters again: they failed under fixed overrides the sweep no longer has. Returns how
-    many."""
+    parameters again, as a grid runs its failed trials again: every one where they failed
+    under fixed overrides the sweep no longer has; those `numbers` (trial numbers) where they
+    failed before training under another config (`Search.check_configs`). Returns how many."""
     import optuna
 
     aside = set(study.user_attrs.get(SET_ASIDE, []))
     again = [
         t
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
-        if "name" in t.user_attrs and t.number not in aside  # launched, not set aside before
+        if "name" in t.user_attrs
+        and t.number not in aside  # launched, not set aside before
+        and (numbers is None or t.number in numbers)
     ]
+    if not again:
+        return 0
     # Set aside and queued again, or neither: a stop between the two lost the parameters.
     with cli.interrupts_deferred():
         study.set_user_attr(SET_ASIDE, sorted(aside | {t.number for t in again}))
@@ -177,11 +188,17 @@ def open_study(
 def counted(study: Any) -> int:
     """The study's trials that count towards its size: all but those never launched (a Ctrl-C
     between Optuna's draw and the trial's naming left one RUNNING, nameless, for good: a
-    resumed sweep skipped it yet counted it, and delivered one trial fewer) and those set
-    aside (`rerun_failed`)."""
+    resumed sweep skipped it yet counted it, and delivered one trial fewer), those set
+    aside (`rerun_failed`) and those queued again in their place and not yet asked for
+    (WAITING: they count once drawn; counted before, a study that had drawn all its trials
+    never ran the parameters it queued again)."""
     trials = study.get_trials(deepcopy=False)
     aside = set(study.user_attrs.get(SET_ASIDE, []))
-    return sum(1 for t in trials if not t.user_attrs.get(UNLAUNCHED) and t.number not in aside)
+    return sum(
+        1
+        for t in trials
+        if not t.user_attrs.get(UNLAUNCHED) and t.number not in aside and t.state.name != "WAITING"
+    )
 
 
 @dataclasses.dataclass
@@ -237,25 +254,44 @@ class Search:
         )
         return parallel
 
-    def check_configs(self) -> None:
+    def check_configs(self) -> set[int]:
         """A SweepError for a trial of the study that trained under another config than the
         sweep now gives its parameters (`results.check_trial_configs`: another config file, or
         this one edited). A trial whose parameters get_sweep's space no longer has, or whose
-        config the sweep now refuses, is not compared."""
+        config the sweep now refuses, is not compared.
+
+        Returns the numbers of the failed trials to run again, as a grid runs its own
+        (`grid.run`): those that failed before they trained under another config than the
+        sweep now gives them (`check_trial_configs`' refits), those whose drawn config was
+        refused and that the sweep now takes (`next_trial`), and those that failed only on
+        the sweep's --metric (`results.failed_on_the_metric`). They counted as failed for good,
+        against --trials, while a grid reran them."""
         aside = set(self.study.user_attrs.get(SET_ASIDE, []))
-        pairs = []
+        pairs, numbers, again = [], {}, set()
         for t in self.study.get_trials(deepcopy=False):
             name = t.user_attrs.get("name")
             if name is None or t.number in aside or not set(t.params) <= set(self.decoders):
                 continue
             trial = self.definition.trial(name, self.overrides_of(t.params), self.sweep_dir)
-            if not os.path.isfile(os.path.join(trial.workdir, "config.json")):
+            failed = t.state.name == "FAIL"
+            if failed and results.failed_on_the_metric(trial.workdir):
+                again.add(t.number)
+            started = os.path.isfile(os.path.join(trial.workdir, "config.json"))
+            refused = failed and trials_lib.read_record(trial.workdir).get("refused")
+            if not (started or refused):
                 continue  # never started: nothing to compare, nothing to build
             try:
-                pairs.append((trial, definition_lib.check_trial(self.definition, trial)))
+                config_json = definition_lib.check_trial(self.definition, trial)
             except SweepError:
                 continue
-        results.check_trial_configs(self.sweep_dir, pairs)
+            if started:
+                pairs.append((trial, config_json))
+                numbers[name] = t.number
+            else:  # refused when drawn, taken now
+                again.add(t.number)
+        refit = results.check_trial_configs(self.sweep_dir, pairs)
+        failed = {t.number for t in self.study.get_trials(deepcopy=False) if t.state.name == "FAIL"}
+        return again | ({numbers[n] for n in refit} & failed)
 
     def counted(self) -> int:
         """`counted` of this study."""
