@@ -218,6 +218,40 @@ def test_h_random_gives_n_distinct_rows_and_keeps_every_existing_sweeps_rows():
     assert list(zipped.rows()) == _eager(zipped) and len(space.trials(zipped)) == 4
 
 
+def test_an_h_zip_of_random_draws_gives_each_trial_once():
+    h = space.Builder()
+    dropout = h.choice("model.dropout", [0.0, 0.1])
+    norm = h.choice("model.norm", ["layer", ""])
+    # Its rows repeated as a whole (its h.random parts drew an earlier row again): refused as
+    # "the sweep gives the trial ... twice", naming neither the zip nor a fix. Drawn again.
+    zipped = h.zip(h.random(4, dropout), h.random(4, norm, seed=1))
+    rows = [tuple(r.values()) for r in space.trials(zipped)]
+    assert rows == [(0.1, "layer"), (0.0, ""), (0.1, ""), (0.0, "layer")]
+    assert rows == [tuple(r.values()) for r in zipped.rows()]  # seeded: the same every time
+    # Beside another part's new row a repeat is kept, as ever; a study's choices are as drawn.
+    kept = h.zip(h.sweep("seed", [1, 2, 3, 4]), h.random(4, norm, seed=1))
+    assert list(kept.rows()) == list(kept._paired())
+    assert [r["model.norm"] for r in kept.rows()] == ["layer", "layer", "", "layer"]
+    with pytest.raises(SweepError) as e:
+        space.trials(h.zip(h.random(5, dropout), h.random(5, norm, seed=1)))
+    assert re.fullmatch(
+        r"h.zip of model.dropout\+model.norm asks for 5 distinct trials, but \d+ draws of its "
+        r"h.random parts gave only 4; give h.random n <= 4, or more values to draw from",
+        str(e.value),
+    )
+    # Two parts of one seed drew from one stream: b was 10 a in every trial.
+    a, b = h.uniform("model.dropout", 0, 0.5), h.uniform("optimizer.learning_rate", 0, 5)
+    with pytest.raises(SweepError) as e:
+        space.params(h.zip(h.random(3, a), h.random(3, b)))
+    assert str(e.value) == (
+        "h.zip pairs h.random(3, h.uniform('model.dropout', 0.0, 0.5)) with h.random(3, "
+        "h.uniform('optimizer.learning_rate', 0.0, 5.0)), of the same seed (0): their draws come "
+        "from one stream and move together (each the same fraction of its range); give one of "
+        "them another seed=..., or draw their keys in one h.random(n, ...)"
+    )
+    assert len(space.trials(h.zip(h.random(3, a), h.random(3, b, seed=2)))) == 3
+
+
 @pytest.mark.parametrize(
     "sweep, message",
     [

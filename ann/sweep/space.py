@@ -18,6 +18,7 @@ them by arithmetic, building none; `h.random`'s rows are distinct, a repeated ro
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 import random
@@ -64,7 +65,8 @@ class Node:
 
     def _rows(self, zipped: bool) -> Iterator[Overrides]:
         """`rows`; `zipped`: below an `h.zip`, where an `h.random` keeps a repeated draw (there
-        a repeat pairs with another part's row, a distinct trial: such sweeps exist)."""
+        a repeat pairs with another part's row, a distinct trial: such sweeps exist; a zip's row
+        repeated as a whole is drawn again, `Zip._distinct`)."""
         raise NotImplementedError
 
     def check_distinct(self) -> None:
@@ -168,6 +170,18 @@ class Zip(Node):
 
     def size(self) -> int:
         sizes = [n.size() for n in self.nodes]
+        # Two h.random parts of one seed draw the same stream: each trial's values were the
+        # same fraction of their ranges (h.uniform('a', 0, 1) and h.uniform('b', 0, 10): b =
+        # 10 a, every trial), or the same index of their choices.
+        randoms = [n for n in self.nodes if isinstance(n, Random)]
+        for i, later in enumerate(randoms):
+            if (first := next((r for r in randoms[:i] if r.seed == later.seed), None)) is not None:
+                raise SweepError(
+                    f"h.zip pairs {first} with {later}, of the same seed ({later.seed}): their "
+                    "draws come from one stream and move together (each the same fraction of "
+                    "its range); give one of them another seed=..., or draw their keys in one "
+                    "h.random(n, ...)"
+                )
         if len(set(sizes)) > 1:
             said = ", ".join(f"{'+'.join(n.keys())}: {s}" for n, s in zip(self.nodes, sizes))
             raise SweepError(
@@ -177,8 +191,45 @@ class Zip(Node):
 
     def _rows(self, zipped: bool) -> Iterator[Overrides]:
         self.size()
+        if zipped or not any(isinstance(n, Random) for n in self.nodes):
+            return self._paired()
+        return self._distinct()
+
+    def _paired(self) -> Iterator[Overrides]:
+        """The parts' rows side by side, as drawn: an `h.random` part's repeat kept."""
         parts = zip(*(n._rows(zipped=True) for n in self.nodes))
-        return ({k: v for part in row for k, v in part.items()} for row in parts)
+        return (_merged(row) for row in parts)
+
+    def _distinct(self) -> Iterator[Overrides]:
+        """The parts' rows side by side, each distinct: where one repeats an earlier row as a
+        whole, its `h.random` parts draw again (the next draws of their streams, the others'
+        rows kept), as a lone `h.random` draws a repeated row again. An `h.random` part's own
+        repeat beside another part's new row is kept (a distinct trial, as ever): only a sweep
+        refused before (`trials`: "gives the trial ... twice") draws anything else. A
+        SweepError, as `Random._distinct`'s, where its draws stop giving new rows."""
+        streams = [n._stream() if isinstance(n, Random) else n._rows(True) for n in self.nodes]
+        redrawn = [i for i, n in enumerate(self.nodes) if isinstance(n, Random)]
+        seen: set[str] = set()
+        drawn = stalled = 0
+        for _ in range(self.size()):
+            parts = [next(stream) for stream in streams]
+            drawn += 1
+            while (key := _identity(row := _merged(parts))) in seen:
+                if stalled >= STALL_DRAWS_PER_ROW * len(seen) + 1000:
+                    floats = any(self.nodes[i].distinct() is None for i in redrawn)
+                    raise SweepError(
+                        f"h.zip of {'+'.join(self.keys())} asks for {self.size()} distinct "
+                        f"trials, but {drawn} draws of its h.random parts gave only {len(seen)}"
+                        f"{' (floats are rounded to 4 significant digits)' if floats else ''}; "
+                        f"give h.random n <= {len(seen)}, or "
+                        f"{'wider ranges' if floats else 'more values to draw from'}"
+                    )
+                for i in redrawn:
+                    parts[i] = next(streams[i])
+                drawn, stalled = drawn + 1, stalled + 1
+            seen.add(key)
+            stalled = 0
+            yield row
 
     def params(self) -> list[Param]:
         # TPE cannot keep zipped keys together as separate parameters: one choice of a row.
@@ -187,7 +238,14 @@ class Zip(Node):
                 f"h.zip of {'+'.join(self.keys())} gives {size} rows, one choice among them for "
                 f"--search=tpe (at most {MAX_TRIALS}); zip fewer values, or search the keys apart"
             )
-        return [_categorical("+".join(self.keys()), list(self.rows()))]
+        # As drawn (a repeat a choice twice): a study's parameters are indices into these rows,
+        # which must stay what its trials were drawn from.
+        return [_categorical("+".join(self.keys()), list(self._paired()))]
+
+
+def _merged(parts: Sequence[Overrides]) -> Overrides:
+    """One row of the parts' rows, side by side."""
+    return {k: v for part in parts for k, v in part.items()}
 
 
 @dataclasses.dataclass
@@ -283,11 +341,17 @@ class Random(Node):
         # an earlier one is drawn again from the same stream: that sweep had a trial twice and
         # was refused, so no existing sweep changes. Below an h.zip a repeat is kept (paired
         # with another part's row it is a distinct trial, and such sweeps exist).
-        rng = random.Random(self.seed)
         if zipped:
-            return ({d.key: d.draw(rng) for d in self.draws} for _ in range(self.n))
+            return itertools.islice(self._stream(), self.n)
         self.check_distinct()
-        return self._distinct(rng)
+        return self._distinct(random.Random(self.seed))
+
+    def _stream(self) -> Iterator[Overrides]:
+        """Its draws, row after row, without end: every part's next draw from one seeded
+        stream (an `h.zip` takes more where its row repeats: `Zip._distinct`)."""
+        rng = random.Random(self.seed)
+        while True:
+            yield {d.key: d.draw(rng) for d in self.draws}
 
     def check_distinct(self) -> None:
         held = self.distinct()
@@ -370,7 +434,10 @@ class Builder:
         return Product(_nodes(parts, "product"))
 
     def zip(self, *parts: Node) -> Node:
-        """The parts' trials side by side: the i-th values of each together (same lengths)."""
+        """The parts' trials side by side: the i-th values of each together (same lengths).
+        Its rows are distinct: one repeated as a whole has its `h.random` parts draw again
+        (`Zip._distinct`). SweepError (on use) for parts of unequal lengths, or two `h.random`
+        parts of one seed (one stream: their draws moved together)."""
         return Zip(_nodes(parts, "zip"))
 
     def _range(self, kind: str, key: str, low: float, high: float) -> Draw:
