@@ -1301,6 +1301,35 @@ def test_summarize_from_elsewhere_prints_a_rerun_command_that_works_there(tmp_pa
         assert f"\n    cd {ran} && {command}\n" in text and "(from " not in text
 
 
+def test_a_sweep_whose_trials_did_not_finish_names_no_best(tmp_path):
+    """A sweep whose every trial failed after an eval printed `Best: learning_rate=0.01,
+    val/accuracy 0.8704 at step 10. Re-run it alone: ...` (a failed trial's partial value, a
+    step with no checkpoint), then `error: no trial ... finished`; results.png starred it."""
+    info = {"config": "c.py", "search": "grid", "metric": "val/accuracy", "mode": "max",
+            "trials": [{"name": f"t{i}", "overrides": {"optimizer.learning_rate": lr}}
+                       for i, lr in enumerate((0.001, 0.01, 0.1))]}  # fmt: skip
+    rows = [
+        {"trial": f"t{i}", "status": status, "optimizer.learning_rate": lr,
+         "best val/accuracy": value, "best step": 10, "command": f"ann train t{i}"}
+        for i, (status, lr, value) in enumerate(
+            (("failed", 0.001, 0.9), ("interrupted", 0.01, 0.8), ("running", 0.1, 0.7)))
+    ]  # fmt: skip
+    text = results.markdown("sw", info, rows, None)
+    assert "Best:" not in text and "Re-run it alone" not in text
+    assert results.figure(info, rows) is None  # nothing finished: nothing starred
+    (tmp_path / "results.png").write_bytes(b"an earlier picture, a trial since failed starred")
+    assert results.plot(str(tmp_path), info, rows) is None
+    assert not (tmp_path / "results.png").exists()
+    # A finished trial is chosen over a failed one with a better value.
+    rows.append({"trial": "t3", "status": "done", "optimizer.learning_rate": 1.0,
+                 "best val/accuracy": 0.5, "best step": 20, "command": "ann train t3"})  # fmt: skip
+    info["trials"].append({"name": "t3", "overrides": {"optimizer.learning_rate": 1.0}})
+    assert "Best: `t3`, val/accuracy 0.5000 at step 20." in results.markdown("sw", info, rows, None)
+    [star] = [c for c in results.figure(info, rows).axes[0].collections
+              if c.get_label().startswith("chosen")]  # fmt: skip
+    assert star.get_offsets().tolist() == [[1.0, 0.5]]
+
+
 def test_results_plot_ticks_a_grid_at_its_values_and_counts_ties():
     # TPE's drawn values were ticked one by one, unrounded: "0.000160.0002582380.000703504".
     lrs = [0.000160, 0.000258238, 0.000703504, 0.00301, 0.00412]

@@ -11,6 +11,7 @@ is read from the trial workdirs (metrics.jsonl, run_status.json, trial.json), so
 from __future__ import annotations
 
 import collections
+import contextlib
 import csv
 import itertools
 import json
@@ -436,6 +437,16 @@ def _columns(rows: list[dict]) -> list[str]:
     return [k for k in seen if k not in LAST_COLUMNS] + [k for k in LAST_COLUMNS if k in seen]
 
 
+def ranked_finished(rows: list[dict], metric: str) -> list[dict]:
+    """The rows, in their order, of trials that finished (`trials.FINISHED`: done or pruned)
+    with a value of `metric`: those the sweep chooses among. A failed, interrupted or running
+    trial's value is of a run cut short (a sweep whose every trial failed named one of them
+    `Best:`, whose step had no checkpoint, then said no trial finished)."""
+    return [
+        r for r in rows if r["status"] in trials_lib.FINISHED and r[f"best {metric}"] is not None
+    ]
+
+
 def _sorted(rows: list[dict], metric: str, mode: str) -> list[dict]:
     sign = -1 if mode == "max" else 1
 
@@ -496,7 +507,7 @@ def markdown(
     ranked = _sorted(rows, metric, mode)
     for i, row in enumerate(ranked, 1):
         lines.append(f"| {i} | " + " | ".join(_cell(row.get(c), c) for c in shown) + " |")
-    top = ranked[0] if ranked and ranked[0][f"best {metric}"] is not None else None
+    top = next(iter(ranked_finished(ranked, metric)), None)
     if top:
         command, cwd = top["command"], info.get("cwd")  # (no cwd: a sweep.json before it)
         # A command recorded before `Trial.standalone` has no `cd` of its own.
@@ -550,11 +561,13 @@ def _log_scaled(info: Mapping[str, Any], key: str, xs: list[float]) -> bool:
 
 def plot(sweep_dir: str, info: dict, rows: list[dict]) -> str | None:
     """Writes `results.png` (see `figure`) and returns its path; None if there is nothing to
-    plot yet."""
+    plot (no trial finished): an earlier results.png is then removed."""
     fig = figure(info, rows)
-    if fig is None:
-        return None
     path = os.path.join(sweep_dir, "results.png")
+    if fig is None:  # an earlier one is out of date (it starred a trial since failed)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+        return None
     with atomic.replacing(path, "wb") as f:  # a reader never sees half a picture
         fig.savefig(f, format="png", dpi=100)
     return path
@@ -572,7 +585,7 @@ def figure(info: dict, rows: list[dict]) -> Any:
     test = f"eval/{name} at best step"  # the first eval split's, as trial_row records it
     keys = [k for k in dict.fromkeys(k for t in info["trials"] for k in t["overrides"])]
     keys = [k for k in keys if len({str(r.get(k)) for r in rows}) > 1]
-    points = [r for r in rows if r[f"best {metric}"] is not None]
+    points = ranked_finished(rows, metric)  # only those drawn: a failed one was starred chosen
     if not keys or not points:
         return None
     from matplotlib.backends.backend_agg import FigureCanvasAgg
