@@ -582,6 +582,65 @@ def test_summarize_names_a_training_run_given_as_the_sweep(tmp_path):
         results.write(str(tmp_path / "nothing"))
 
 
+def test_a_damaged_sweep_file_is_one_line_naming_it_and_the_fix(tmp_path, capsys):
+    """`ann sweep --summarize` of a sweep whose sweep.json was cut short or emptied (outside ann:
+    it is replaced atomically) was a JSONDecodeError traceback; a rerun rewrote it silently,
+    unchecked. A damaged trial.json read as none without a word; a damaged run_status.json as
+    a run that "exited without recording a status"."""
+    sweep = tmp_path / "sw"
+    info = {"config": "c.py", "search": "grid", "metric": "val/accuracy", "mode": "max",
+            "trials": [{"name": "a", "overrides": {}}, {"name": "b", "overrides": {}}]}  # fmt: skip
+    results.write_sweep_file(str(sweep), info)
+    text = (sweep / "sweep.json").read_text()
+    fix = (
+        f"damaged; rerun the ann sweep command that made it, with the same flags (a trial's "
+        f"{sweep}/TRIAL/command.sh shows its --config and overrides): it rewrites sweep.json, "
+        "keeping the trials' results in their workdirs"
+    )
+    with pytest.raises(ValueError) as torn:
+        json.loads(text[:50])
+    for damaged, why in (
+        (text[:50], f"is not JSON ({torn.value})"),
+        ("", "is not JSON (empty)"),
+        ("[]", "holds a JSON list, not a sweep's record"),
+        ('{"config": "c.py"}', "holds no 'search' (missing)"),
+        (text.replace('"b"', "2"), "lists a trial without its name and overrides"),
+    ):
+        (sweep / "sweep.json").write_text(damaged)
+        with pytest.raises(SweepError) as e:
+            results.write(str(sweep))
+        assert str(e.value) == f"{sweep}/sweep.json {why}: {fix}"
+        results.check_same_sweep(str(sweep), "grid", {}, ("val/accuracy", "max"), "c.py")
+        warned = (
+            f"warning: {sweep}/sweep.json {why}: damaged, so this command is not checked against "
+            "the sweep's --search, --metric and --mode (each trial's config still is); a run of "
+            "it rewrites the file with this command's\n"
+        )
+        # A JSON object: each check reads what it holds.
+        assert capsys.readouterr().err == (warned if "JSON" in why else "")
+    # A trial's own records: warned about once (a sweep reads them many times), or named.
+    (sweep / "sweep.json").write_text(text)
+    for name, record, status in (("a", '{"returncode": 0, "wall', '{"status": "done", "step": 20}'),
+                                 ("b", '{"returncode": 0}', '{"status": "do')):  # fmt: skip
+        (sweep / name).mkdir()
+        (sweep / name / "trial.json").write_text(record)
+        (sweep / name / "run_status.json").write_text(status)
+        (sweep / name / "metrics.jsonl").write_text('{"step": 20, "val/accuracy": 0.5}\n')
+    rows = {r["trial"]: r for r in results.collect(str(sweep))[1]}
+    results.collect(str(sweep))
+    assert capsys.readouterr().err == (
+        f"warning: {sweep}/a/trial.json is not JSON (Unterminated string starting at: line 1 "
+        "column 19 (char 18)): damaged, read as no launch record (its command, attempts and wall "
+        "time; the trial's status is read from its run's run_status.json); delete it (the sweep "
+        "writes a new one when it runs the trial)\n"
+    )
+    assert rows["a"]["status"] == "done" and rows["b"]["status"] == "failed"
+    assert rows["b"]["error"] == (
+        f"{sweep}/b/run_status.json is not JSON (damaged, or edited by hand); rerun the trial's "
+        "command to rewrite it"
+    )
+
+
 def test_the_objective_must_be_a_validation_metric(tmp_path):
     # Ranking trials on the test split would make the winner's test score optimistic.
     path = write_config(tmp_path, "return h.sweep('optimizer.learning_rate', [1e-3])")
@@ -1108,8 +1167,8 @@ def test_a_workdir_of_the_other_search_and_a_sweep_without_a_result_are_refused(
                        r"none\)"):  # fmt: skip
         results.check_same_sweep(str(tmp_path), "tpe", {})
     # Every trial failed: the command exits 1 rather than 0 with nothing ranked.
-    info = {"search": "grid", "metric": "val/accuracy", "mode": "max", "trials": [
-        {"name": "a", "overrides": {}}, {"name": "b", "overrides": {}}]}  # fmt: skip
+    info = {"config": "c.py", "search": "grid", "metric": "val/accuracy", "mode": "max",
+            "trials": [{"name": "a", "overrides": {}}, {"name": "b", "overrides": {}}]}  # fmt: skip
     results.write_sweep_file(str(tmp_path), info)
     for name in ("a", "b"):
         os.makedirs(tmp_path / name)

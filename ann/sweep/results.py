@@ -61,13 +61,22 @@ def check_same_sweep(
     (None: not compared): its trials were ranked (a study's also pruned and its draws chosen)
     on the first (a resume with --metric=val/loss rewrote sweep.json and ranked by it, without
     a word), unless no trial was scored on it (none done or pruned: a mistyped --metric, whose
-    every trial failed on it, is corrected by running the sweep again with the right one)."""
+    every trial failed on it, is corrected by running the sweep again with the right one). A
+    damaged sweep.json (`damaged_sweep_file`) is warned about: nothing is compared with it."""
+    if (why := damaged_sweep_file(sweep_dir, whole=False)) is not None:
+        # It was rewritten without a word, the checks below skipped (each reads what it finds).
+        cli.warn(
+            f"{os.path.join(sweep_dir, SWEEP_FILE)} {why}: damaged, so this command is not "
+            "checked against the sweep's --search, --metric and --mode (each trial's config "
+            "still is); a run of it rewrites the file with this command's"
+        )
+        return
     try:
         with open(os.path.join(sweep_dir, SWEEP_FILE)) as f:
             info = json.load(f)
         found, had = info.get("search"), info.get("fixed", {})
     except (OSError, ValueError, AttributeError):
-        return  # a new workdir (or one --summarize will name as damaged)
+        return  # a new workdir
     before = (info.get("metric"), info.get("mode"))
     changed = objective is not None and None not in before and tuple(before) != tuple(objective)
     if changed and _scored_any(sweep_dir, info):
@@ -295,8 +304,60 @@ def recorded(sweep_dir: str, key: str) -> str | None:
     return found if isinstance(found, str) and found else None
 
 
-def read_sweep_file(sweep_dir: str) -> dict[str, Any]:
+# What every sweep.json holds (`sweep_info`), and what its readers take from it.
+_RECORDED = {"config": str, "search": str, "metric": str, "mode": str, "trials": list}
+
+
+def damaged_sweep_file(sweep_dir: str, whole: bool = True) -> str | None:
+    """Why `sweep_dir`'s sweep.json, which exists, is not a sweep's record (not JSON: cut short
+    or emptied outside ann, which replaces it atomically; not an object; `whole`: not with
+    `_RECORDED`'s keys, trials each a name and overrides), or None: a record, or no file."""
     path = os.path.join(sweep_dir, SWEEP_FILE)
+    try:
+        with open(path, "rb") as f:
+            text = f.read()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        return f"cannot be read ({e.strerror})"
+    try:
+        info = json.loads(text)
+    except ValueError as e:
+        return f"is not JSON ({'empty' if not text.strip() else e})"
+    if not isinstance(info, dict):
+        return f"holds a JSON {type(info).__name__}, not a sweep's record"
+    if not whole:
+        return None
+    for key, kind in _RECORDED.items():
+        if not isinstance(info.get(key), kind):
+            return f"holds no {key!r} ({'missing' if key not in info else 'of another type'})"
+    if not all(
+        isinstance(t, dict) and isinstance(t.get("name"), str)
+        and isinstance(t.get("overrides"), dict)
+        for t in info["trials"]
+    ):  # fmt: skip
+        return "lists a trial without its name and overrides"
+    return None
+
+
+def _refix(sweep_dir: str) -> str:
+    """The fix of a damaged sweep.json: its sweep's command run again (`grid.run`,
+    `Search.record_trials` and --emit each rewrite it; a trial's own files keep its results,
+    and a finished trial is not run again)."""
+    return (
+        f"rerun the ann sweep command that made it, with the same flags (a trial's "
+        f"{os.path.join(sweep_dir, 'TRIAL', 'command.sh')} shows its --config and overrides): "
+        f"it rewrites {SWEEP_FILE}, keeping the trials' results in their workdirs"
+    )
+
+
+def read_sweep_file(sweep_dir: str) -> dict[str, Any]:
+    """sweep.json's record (`sweep_info`). Raises SweepError, one line naming the file and the
+    fix: none there (what the directory holds instead), or a damaged one
+    (`damaged_sweep_file`)."""
+    path = os.path.join(sweep_dir, SWEEP_FILE)
+    if (why := damaged_sweep_file(sweep_dir)) is not None:
+        raise SweepError(f"{path} {why}: damaged; {_refix(sweep_dir)}")
     try:
         with open(path) as f:
             return json.load(f)

@@ -236,12 +236,38 @@ def export_pythonpath(entries: list[str]) -> str:
     return f"export PYTHONPATH={shlex.quote(os.pathsep.join(entries))}\n" if entries else ""
 
 
+_WARNED: set[str] = set()  # damaged records warned about (a sweep reads each many times)
+
+
 def read_record(workdir: str) -> dict[str, Any]:
+    """The trial's launch record (trial.json: command, attempts, times, exit status), {} where
+    there is none. One that is damaged (not a JSON object: cut short or edited outside ann,
+    whose launchers replace it whole) reads as none, with a warning naming it, once a process:
+    the trial's status then comes from its run's own files (run_status.json), and the sweep
+    rewrites the record when it runs the trial again."""
+    path = os.path.join(workdir, RECORD)
     try:
-        with open(os.path.join(workdir, RECORD)) as f:
-            return json.load(f)
-    except (OSError, ValueError):
+        with open(path) as f:
+            record = json.load(f)
+    except FileNotFoundError:
         return {}
+    except (OSError, ValueError) as e:
+        record = e
+    if isinstance(record, dict):
+        return record
+    if path not in _WARNED:
+        _WARNED.add(path)
+        why = (
+            f"is not JSON ({record})" if isinstance(record, ValueError)
+            else f"cannot be read ({record.strerror})" if isinstance(record, OSError)
+            else "is not a JSON object"
+        )  # fmt: skip
+        cli.warn(
+            f"{path} {why}: damaged, read as no launch record (its command, attempts and wall "
+            "time; the trial's status is read from its run's run_status.json); delete it (the "
+            "sweep writes a new one when it runs the trial)"
+        )
+    return {}
 
 
 def update_record(workdir: str, **fields: Any) -> dict[str, Any]:
@@ -356,7 +382,14 @@ def status(workdir: str) -> tuple[str, dict[str, Any]]:
             return "lost", details
         return "running", details
     if returncode == 0:
-        details["error"] = "exited without recording a status (run_status.json)"
+        # Damaged outside ann (it is replaced whole): said as such, not as a run that never
+        # wrote it.
+        why = run_status.unreadable(workdir)
+        details["error"] = (
+            f"{run_status.path(workdir)} {why}; rerun the trial's command to rewrite it"
+            if why
+            else "exited without recording a status (run_status.json)"
+        )
         return "failed", details
     return "pending", details
 
