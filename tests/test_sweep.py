@@ -1199,6 +1199,27 @@ def test_a_workdir_of_the_other_search_and_a_sweep_without_a_result_are_refused(
     )
 
 
+def test_a_damaged_study_database_is_one_line_naming_it_and_the_fix(tmp_path):
+    """A TPE sweep rerun on a study.db cut short (`truncate -s 8192 study.db`) was a SQLAlchemy
+    traceback ending `database disk image is malformed [SQL: PRAGMA main.table_info(...)]`."""
+    path = str(tmp_path / "study.db")
+    url = f"sqlite:///{path}"
+    search.open_study(url, str(tmp_path), "val/accuracy", "max", 0, 2, "median", 0)
+    size = os.path.getsize(path)
+    fix = (
+        f"restore it from a backup, or move it aside (mv {path} {path}.damaged) and rerun this "
+        "command: a new study starts, and a trial it draws again (same number and parameters, "
+        "as the same --seed draws the first ones) is taken from its workdir, not retrained"
+    )
+    for damage, said in ((lambda f: f.truncate(size // 2), "database disk image is malformed"),
+                         (lambda f: f.write(b"x" * 4096), "file is not a database")):  # fmt: skip
+        with open(path, "r+b") as f:
+            damage(f)
+        with pytest.raises(SweepError) as e:
+            search.open_study(url, str(tmp_path), "val/accuracy", "max", 0, 2, "median", 0)
+        assert str(e.value) == f"{path}, the TPE study's database, is damaged ({said}); {fix}"
+
+
 def test_a_study_whose_metric_scored_nothing_takes_the_corrected_one(tmp_path, capsys):
     # A mistyped --metric failed every trial; the study then refused the right one ("use
     # --metric=val/acc"). Once a trial completed on a metric, another is refused.

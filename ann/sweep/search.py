@@ -12,11 +12,14 @@ test one) over its evals: the one its best checkpoint holds when the metric is a
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
+import shlex
+import sqlite3
 from collections import deque
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
 from ann import cli
@@ -136,53 +139,85 @@ def open_study(
     """The Optuna study at `url`, created or loaded; a SweepError if it was created for
     another direction or metric than `mode` and `metric`. Other sampler settings than the
     study began with are warned about where it has draws left (`trials`, the study's size:
-    fewer `counted` trials; None: always)."""
-    import optuna
+    fewer `counted` trials; None: always). A SweepError, too, for a study.db that SQLite
+    refuses (`usable_study`)."""
+    with usable_study(url):  # a study.db SQLite refuses: one line
+        import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    # Made whole or not at all: a stop inside left study.db's tables half made.
-    with cli.interrupts_deferred():
-        storage = pruning.storage(url)
-        try:
-            before = len(optuna.load_study(study_name=STUDY, storage=storage).trials)
-        except KeyError:
-            before = 0
-        direction = "maximize" if mode == "max" else "minimize"
-        study = optuna.create_study(
-            storage=storage,
-            study_name=STUDY,
-            direction=direction,
-            # Reseeded by the trials already there, so a resumed study does not replay draws.
-            sampler=optuna.samplers.TPESampler(seed=seed + before, n_startup_trials=startup_trials),
-            pruner=pruning.make_pruner(pruner, startup_trials, prune_warmup_steps),
-            load_if_exists=True,
-        )
-    if study.direction.name.lower() != direction:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        # Made whole or not at all: a stop inside left study.db's tables half made.
+        with cli.interrupts_deferred():
+            storage = pruning.storage(url)
+            try:
+                before = len(optuna.load_study(study_name=STUDY, storage=storage).trials)
+            except KeyError:
+                before = 0
+            direction = "maximize" if mode == "max" else "minimize"
+            study = optuna.create_study(
+                storage=storage,
+                study_name=STUDY,
+                direction=direction,
+                # Reseeded by the trials already there, so a resumed study does not replay draws.
+                sampler=optuna.samplers.TPESampler(
+                    seed=seed + before, n_startup_trials=startup_trials
+                ),
+                pruner=pruning.make_pruner(pruner, startup_trials, prune_warmup_steps),
+                load_if_exists=True,
+            )
+        if study.direction.name.lower() != direction:
+            raise SweepError(
+                f"the study in {sweep_dir} was created to {study.direction.name.lower()} "
+                f"its metric; use --mode={'max' if mode == 'min' else 'min'} or a new --workdir"
+            )
+        scored = any(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials)
+        if study.user_attrs.get("metric", metric) != metric and scored:  # else a corrected typo
+            raise SweepError(
+                f"the study in {sweep_dir} optimizes {study.user_attrs['metric']}; use "
+                f"--metric={study.user_attrs['metric']} or a new --workdir"
+            )
+        study.set_user_attr("metric", metric)
+        # Optuna keeps no sampler settings: a resume draws with this run's, which is said.
+        drawn = {"seed": seed, "startup_trials": startup_trials}
+        before = {k: study.user_attrs[k] for k in drawn if k in study.user_attrs}
+        left = trials is None or counted(study) < trials  # nothing drawn: the seed changes nothing
+        if before and before != {k: drawn[k] for k in before} and left:
+            said = " ".join(f"--{k}={v}" for k, v in before.items())
+            now = " ".join(f"--{k}={drawn[k]}" for k in before)
+            cli.warn(
+                f"the study in {sweep_dir} was started with {said}; its next draws use {now} "
+                "(TPE's random start counts every trial of the study)"
+            )
+        for key, value in drawn.items() if left else ():  # a draw's settings
+            study.set_user_attr(key, value)
+        return study
+
+
+@contextlib.contextmanager
+def usable_study(url: str) -> Iterator[None]:
+    """Turns SQLite's refusal of the study's database (`url`) into a SweepError naming the file
+    and the fix. Damaged (cut short, overwritten: `database disk image is malformed`, `file is
+    not a database`), it was a SQLAlchemy traceback; otherwise (a full disk, its permissions,
+    a lock held past the storage's timeout) SQLite's words are given. A zeroed study.db is an
+    empty database to SQLite: a new study starts in it."""
+    import sqlalchemy.exc
+
+    try:
+        yield
+    except sqlalchemy.exc.DatabaseError as e:
+        path, said = url.removeprefix("sqlite:///"), str(getattr(e, "orig", None) or e)
+        if getattr(e.orig, "sqlite_errorcode", None) in (sqlite3.SQLITE_CORRUPT,
+                                                          sqlite3.SQLITE_NOTADB):  # fmt: skip
+            aside = f"mv {shlex.quote(path)} {shlex.quote(path + '.damaged')}"
+            raise SweepError(
+                f"{path}, the TPE study's database, is damaged ({said}); restore it from a "
+                f"backup, or move it aside ({aside}) and rerun this command: a new study "
+                "starts, and a trial it draws again (same number and parameters, as the same "
+                "--seed draws the first ones) is taken from its workdir, not retrained"
+            ) from None
         raise SweepError(
-            f"the study in {sweep_dir} was created to {study.direction.name.lower()} "
-            f"its metric; use --mode={'max' if mode == 'min' else 'min'} or a new --workdir"
-        )
-    scored = any(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials)
-    if study.user_attrs.get("metric", metric) != metric and scored:  # else a corrected typo
-        raise SweepError(
-            f"the study in {sweep_dir} optimizes {study.user_attrs['metric']}; use "
-            f"--metric={study.user_attrs['metric']} or a new --workdir"
-        )
-    study.set_user_attr("metric", metric)
-    # Optuna keeps no sampler settings: a resume draws with this run's, which is said.
-    drawn = {"seed": seed, "startup_trials": startup_trials}
-    before = {k: study.user_attrs[k] for k in drawn if k in study.user_attrs}
-    left = trials is None or counted(study) < trials  # nothing drawn: the seed changes nothing
-    if before and before != {k: drawn[k] for k in before} and left:
-        said = " ".join(f"--{k}={v}" for k, v in before.items())
-        now = " ".join(f"--{k}={drawn[k]}" for k in before)
-        cli.warn(
-            f"the study in {sweep_dir} was started with {said}; its next draws use {now} "
-            "(TPE's random start counts every trial of the study)"
-        )
-    for key, value in drawn.items() if left else ():  # a draw's settings
-        study.set_user_attr(key, value)
-    return study
+            f"{path}, the TPE study's database, cannot be used (SQLite: {said}); fix that (space "
+            "on its file system, its permissions) and rerun this command"
+        ) from None
 
 
 def counted(study: Any) -> int:
