@@ -1199,12 +1199,16 @@ def test_a_workdir_of_the_other_search_and_a_sweep_without_a_result_are_refused(
     )
 
 
-def test_a_damaged_study_database_is_one_line_naming_it_and_the_fix(tmp_path):
+def test_a_damaged_study_database_is_one_line_naming_it_and_the_fix(tmp_path, monkeypatch):
     """A TPE sweep rerun on a study.db cut short (`truncate -s 8192 study.db`) was a SQLAlchemy
     traceback ending `database disk image is malformed [SQL: PRAGMA main.table_info(...)]`."""
     path = str(tmp_path / "study.db")
     url = f"sqlite:///{path}"
-    search.open_study(url, str(tmp_path), "val/accuracy", "max", 0, 2, "median", 0)
+    search.open_study(url, str(tmp_path), "val/accuracy", "max", 0, 2, "median", 0).ask()
+    monkeypatch.setenv(pruning.ENV, json.dumps({
+        "storage": url, "study": search.STUDY, "trial_id": 1, "metric": "val/accuracy",
+        "pruner": {"name": "median", "startup_trials": 2, "warmup_steps": 0}}))  # fmt: skip
+    [listener] = pruning.listeners_from_env(None)  # a trial's, reporting its evals
     size = os.path.getsize(path)
     fix = (
         f"restore it from a backup, or move it aside (mv {path} {path}.damaged) and rerun this "
@@ -1218,6 +1222,31 @@ def test_a_damaged_study_database_is_one_line_naming_it_and_the_fix(tmp_path):
         with pytest.raises(SweepError) as e:
             search.open_study(url, str(tmp_path), "val/accuracy", "max", 0, 2, "median", 0)
         assert str(e.value) == f"{path}, the TPE study's database, is damaged ({said}); {fix}"
+    # Damaged while a trial starts or reports: its run fails in one line (the sweep's error
+    # column).
+    said = f"{path}, the TPE study's database, is damaged (file is not a database); " + (
+        fix.replace("rerun this command", "rerun the sweep's command")
+    )
+    with pytest.raises(ConfigError) as e:
+        pruning.listeners_from_env(None)
+    assert str(e.value) == said
+    with pytest.raises(ConfigError) as e:
+        listener.on_eval(hooks.StepInfo(step=10, total_steps=20, state=None), {"val/accuracy": 1})
+    assert str(e.value) == said
+    # Damaged while the sweep runs: it stops in one line, as on any SweepError.
+    os.remove(path)
+    definition = definition_lib.load(
+        write_config(tmp_path, 'return h.uniform("optimizer.learning_rate", 1e-4, 1e-2)'), {}
+    )
+
+    def damaged_then_asked(next_trial, on_end, parallel, log):
+        with open(path, "r+b") as f:
+            f.truncate(size // 2)
+        next_trial()
+
+    monkeypatch.setattr(launch, "run", damaged_then_asked)
+    with pytest.raises(SweepError, match=r"is damaged \(database disk image is malformed\)"):
+        search.run(definition, str(tmp_path), 3, "val/accuracy", "max", log=lambda line: None)
 
 
 def test_a_study_whose_metric_scored_nothing_takes_the_corrected_one(tmp_path, capsys):

@@ -13,13 +13,18 @@ Optuna is never imported, so the train loop stays free of it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shlex
+import sqlite3
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import ml_collections
 
-from ann.config import check_selection_metric
+from ann.config import ConfigError, check_selection_metric
+from ann.sweep.space import SweepError
 
 if TYPE_CHECKING:  # the loop's module (JAX, Orbax): only a trial's own loop needs it
     from ann.train.hooks import StepInfo
@@ -34,6 +39,45 @@ def storage(url: str) -> Any:
     import optuna
 
     return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 120}})
+
+
+@contextlib.contextmanager
+def usable_study(
+    url: str, error: type[Exception] = SweepError, rerun: str = "rerun this command"
+) -> Iterator[None]:
+    """Turns SQLite's refusal of the study's database (`url`) into an `error` (SweepError; a
+    trial's ConfigError) naming the file and the fix (`rerun`: how to run the sweep again).
+    Damaged (cut short, overwritten: `database disk image is malformed`, `file is not a
+    database`), it was a SQLAlchemy traceback; otherwise (a full disk, its permissions, a lock
+    held past the storage's timeout) SQLite's words are given. A zeroed study.db is an empty
+    database to SQLite: a new study starts in it."""
+    import sqlalchemy.exc
+
+    try:
+        yield
+    except (SweepError, ConfigError):
+        raise  # ann's own lines (this one's, from a call within)
+    except Exception as raised:
+        # SQLAlchemy's, or one Optuna raised from it (a commit's: StorageInternalError).
+        e: BaseException | None = raised
+        while e is not None and not isinstance(e, sqlalchemy.exc.DatabaseError):
+            e = e.__cause__ or (None if e.__suppress_context__ else e.__context__)
+        if e is None:
+            raise
+        path, said = url.removeprefix("sqlite:///"), str(getattr(e, "orig", None) or e)
+        if getattr(e.orig, "sqlite_errorcode", None) in (sqlite3.SQLITE_CORRUPT,
+                                                          sqlite3.SQLITE_NOTADB):  # fmt: skip
+            aside = f"mv {shlex.quote(path)} {shlex.quote(path + '.damaged')}"
+            raise error(
+                f"{path}, the TPE study's database, is damaged ({said}); restore it from a "
+                f"backup, or move it aside ({aside}) and {rerun}: a new study starts, and a "
+                "trial it draws again (same number and parameters, as the same --seed draws "
+                "the first ones) is taken from its workdir, not retrained"
+            ) from None
+        raise error(
+            f"{path}, the TPE study's database, cannot be used (SQLite: {said}); fix that (space "
+            f"on its file system, its permissions) and {rerun}"
+        ) from None
 
 
 def make_pruner(name: str, startup_trials: int, warmup_steps: int) -> Any:
@@ -65,18 +109,20 @@ class ReportToStudy:
     """Eval listener: reports `metric` to the trial after each eval; finishes the run as
     pruned when the study's pruner says so."""
 
-    def __init__(self, trial: Any, metric: str):
+    def __init__(self, trial: Any, metric: str, url: str = ""):
         check_selection_metric("sweep --metric", metric)  # prune on validation, never test
-        self.trial, self.metric = trial, metric
+        self.trial, self.metric, self.url = trial, metric, url  # url: the study's storage
         self.reads = ("sweep --metric", metric)
 
     def on_eval(self, info: StepInfo, metrics: dict[str, float]) -> None:
         from ann.train.hooks import eval_metric  # imported by the trial's loop already
 
         value = eval_metric(metrics, self.metric, "sweep --metric")
-        self.trial.report(value, info.step)
-        # The last eval is the trial's result, not a reason to prune it.
-        if info.step < info.total_steps and self.trial.should_prune():
+        with trial_study(self.url) if self.url else contextlib.nullcontext():
+            self.trial.report(value, info.step)
+            # The last eval is the trial's result, not a reason to prune it.
+            prune = info.step < info.total_steps and self.trial.should_prune()
+        if prune:
             info.request_stop(
                 f"the sweep's pruner stopped it: {self.metric} {value:.4f} at step {info.step} "
                 "is worse than the median of finished trials",
@@ -95,11 +141,18 @@ def listeners_from_env(config: ml_collections.ConfigDict) -> list[CheckMetric | 
 
     info = json.loads(spec)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.load_study(
-        study_name=info["study"],
-        storage=storage(info["storage"]),
-        pruner=make_pruner(**info["pruner"]),
-    )
-    # Optuna has no public constructor from a trial number; its id is what `ask` returned.
-    trial = optuna.trial.Trial(study, int(info["trial_id"]))
-    return [ReportToStudy(trial, info["metric"])]
+    with trial_study(info["storage"]):
+        study = optuna.load_study(
+            study_name=info["study"],
+            storage=storage(info["storage"]),
+            pruner=make_pruner(**info["pruner"]),
+        )
+        # Optuna has no public constructor from a trial number; its id is what `ask` returned.
+        trial = optuna.trial.Trial(study, int(info["trial_id"]))
+    return [ReportToStudy(trial, info["metric"], info["storage"])]
+
+
+def trial_study(url: str) -> contextlib.AbstractContextManager:
+    """`usable_study` as a trial says it: a ConfigError (its run fails in one line, which the
+    sweep's error column shows), the fix the sweep's to run again."""
+    return usable_study(url, ConfigError, "rerun the sweep's command")

@@ -12,14 +12,11 @@ test one) over its evals: the one its best checkpoint holds when the metric is a
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
-import shlex
-import sqlite3
 from collections import deque
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection
 from typing import Any
 
 from ann import cli
@@ -60,9 +57,6 @@ def run(
     study = open_study(
         url, sweep_dir, metric, mode, seed, startup_trials, pruner, prune_warmup_steps, trials
     )
-    if changes:  # `check_same_sweep` let it through: no trial trained with the old value
-        aside = " (same parameters; they no longer count against --trials)"
-        log(results.rerun_line(changes, "study", rerun_failed(study), aside))
     search = Search(
         definition,
         sweep_dir,
@@ -77,22 +71,25 @@ def run(
         {"name": pruner, "startup_trials": startup_trials, "warmup_steps": prune_warmup_steps},
         log,
     )
-    if n := rerun_failed(study, search.check_configs()):
-        log(
-            f"{trials_lib.n_of(n, 'failed trial')} of the study failed before training under "
-            f"another config than this sweep gives {'it' if n == 1 else 'them'} (or only on "
-            "the sweep's --metric): rerun with this one (same parameters; set aside, workdirs "
-            "kept, no longer counted against --trials)"
-        )
-    scored = any(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials)
-    rerun = " (its failed trials count against --trials)"
-    search.watch = fail_fast_lib.FailFast(fail_fast, scored, rerun)
+
+    def said(call: Callable) -> Callable:
+        """`call`, a study.db that SQLite refuses on the way said in one line (a SweepError:
+        from the launcher's callbacks, it stops the sweep as any)."""
+
+        def within(*args: Any) -> Any:
+            with pruning.usable_study(url):
+                return call(*args)
+
+        return within
+
+    said(search.prepare)(changes, fail_fast)
     try:
-        launch.run(search.next_trial, search.on_end, search.start(parallel), log=log)
+        launch.run(said(search.next_trial), said(search.on_end), said(search.start)(parallel),
+                   log=log)  # fmt: skip
     except SweepError as stop:
         raise search.watch.said(stop, sweep_dir) from None
     text = results.write(sweep_dir)
-    search.report_best()
+    said(search.report_best)()
     return text
 
 
@@ -140,8 +137,8 @@ def open_study(
     another direction or metric than `mode` and `metric`. Other sampler settings than the
     study began with are warned about where it has draws left (`trials`, the study's size:
     fewer `counted` trials; None: always). A SweepError, too, for a study.db that SQLite
-    refuses (`usable_study`)."""
-    with usable_study(url):  # a study.db SQLite refuses: one line
+    refuses (`pruning.usable_study`)."""
+    with pruning.usable_study(url):  # a study.db SQLite refuses: one line
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -192,34 +189,6 @@ def open_study(
         return study
 
 
-@contextlib.contextmanager
-def usable_study(url: str) -> Iterator[None]:
-    """Turns SQLite's refusal of the study's database (`url`) into a SweepError naming the file
-    and the fix. Damaged (cut short, overwritten: `database disk image is malformed`, `file is
-    not a database`), it was a SQLAlchemy traceback; otherwise (a full disk, its permissions,
-    a lock held past the storage's timeout) SQLite's words are given. A zeroed study.db is an
-    empty database to SQLite: a new study starts in it."""
-    import sqlalchemy.exc
-
-    try:
-        yield
-    except sqlalchemy.exc.DatabaseError as e:
-        path, said = url.removeprefix("sqlite:///"), str(getattr(e, "orig", None) or e)
-        if getattr(e.orig, "sqlite_errorcode", None) in (sqlite3.SQLITE_CORRUPT,
-                                                          sqlite3.SQLITE_NOTADB):  # fmt: skip
-            aside = f"mv {shlex.quote(path)} {shlex.quote(path + '.damaged')}"
-            raise SweepError(
-                f"{path}, the TPE study's database, is damaged ({said}); restore it from a "
-                f"backup, or move it aside ({aside}) and rerun this command: a new study "
-                "starts, and a trial it draws again (same number and parameters, as the same "
-                "--seed draws the first ones) is taken from its workdir, not retrained"
-            ) from None
-        raise SweepError(
-            f"{path}, the TPE study's database, cannot be used (SQLite: {said}); fix that (space "
-            "on its file system, its permissions) and rerun this command"
-        ) from None
-
-
 def counted(study: Any) -> int:
     """The study's trials that count towards its size: all but those never launched (a Ctrl-C
     between Optuna's draw and the trial's naming left one RUNNING, nameless, for good: a
@@ -255,6 +224,25 @@ class Search:
     numbers: dict[str, int] = dataclasses.field(default_factory=dict)  # name -> trial number
     resume: deque = dataclasses.field(default_factory=deque)  # trials left RUNNING
     watch: fail_fast_lib.FailFast | None = None  # stops the study when its trials fail alike
+
+    def prepare(self, changes: dict[str, tuple], fail_fast: int) -> None:
+        """Before the first launch: the study's failed trials queued again where this sweep
+        changed a fixed override (`changes`, `results.changed_fixed`) or their config
+        (`check_configs`), and the watch that stops the study once its first `fail_fast`
+        trials all fail alike."""
+        if changes:  # `check_same_sweep` let it through: no trial trained with the old value
+            aside = " (same parameters; they no longer count against --trials)"
+            self.log(results.rerun_line(changes, "study", rerun_failed(self.study), aside))
+        if n := rerun_failed(self.study, self.check_configs()):
+            self.log(
+                f"{trials_lib.n_of(n, 'failed trial')} of the study failed before training "
+                f"under another config than this sweep gives {'it' if n == 1 else 'them'} (or "
+                "only on the sweep's --metric): rerun with this one (same parameters; set "
+                "aside, workdirs kept, no longer counted against --trials)"
+            )
+        scored = any(t.state.name in ("COMPLETE", "PRUNED") for t in self.study.trials)
+        rerun = " (its failed trials count against --trials)"
+        self.watch = fail_fast_lib.FailFast(fail_fast, scored, rerun)
 
     def start(self, parallel: int) -> int:
         """Queues the trials a stopped sweep left running, records the trial list, logs; returns
