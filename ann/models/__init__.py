@@ -8,6 +8,7 @@ supplies (e.g. `input_shape`, `num_classes`, `rngs`) plus the config's `model.*`
 from __future__ import annotations
 
 import inspect
+import re
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
@@ -203,21 +204,28 @@ def _check_kind(path: str, value: Any, default: Any) -> None:
     )
 
 
-def build(name: str, kwargs: dict, **supplied) -> nnx.Module:
+def build(name: str, kwargs: dict, experiment: str = "", **supplied) -> nnx.Module:
     """Constructs model `name` from config kwargs plus what the experiment supplies.
 
     Config keys the constructor does not accept fail with the accepted list; supplied
     arguments it does not take are left out (a model need not take `dtype`, see from_config).
+    A constructor argument without a default that neither the experiment (`experiment`, its
+    name, for the message) nor the config gives is a ConfigError naming what the experiment
+    passes (README "Models": the table of each experiment's arguments).
     A ConfigError the constructor raises (its own line, naming its key) is passed on as it is.
     A ValueError it raises about its arguments (a `dim` that `num_heads` does not divide, a
     patch that does not tile the image: combinations only it can judge, with the data's
-    shapes) is a ConfigError naming the model. Any other exception from building it (a
-    user's model given `width=0` divided by zero) is a ConfigError too, naming the settings,
-    the exception and the file and line it came from, since either may be at fault."""
+    shapes) is a ConfigError naming the model. A layer that asks the `rngs` for a stream other
+    than `params` (`nnx.Dropout(rate, rngs=rngs)`) is a ConfigError saying to pass the call's
+    key instead. Any other exception from building it (a user's model given `width=0` divided
+    by zero) is a ConfigError too, naming the exception and the file and line it came from,
+    and the settings where there are any, since either may be at fault."""
     check_arguments(name, kwargs, tuple(supplied))
     params, takes_any = _parameters(get(name))
+    offered = supplied
     if not takes_any:
         supplied = {k: v for k, v in supplied.items() if k in params}
+    _check_required(name, params, kwargs, offered, experiment)
     # What the data decided, for a model that cannot be built with it (a CNN given vectors).
     given = ", ".join(f"{k}={v!r}" for k, v in supplied.items() if k in ("input_shape",))
     given = f" for the data's {given}" if given else ""
@@ -235,11 +243,27 @@ def build(name: str, kwargs: dict, **supplied) -> nnx.Module:
         # The model's own line, not Flax's or JAX's where it reached them.
         ours = [f for f in frames if "-packages" not in f.filename] or frames
         frame = ours[-1]
+        at = f"(at {frame.filename}:{frame.lineno})"
+        stream = _RNG_STREAM.search(str(e)) if isinstance(e, KeyError | AttributeError) else None
+        if stream:
+            # ann builds with nnx.Rngs(params=seed); each step's key comes at call time (the
+            # train state's, so a resumed or accumulated step draws the same mask).
+            raise ConfigError(
+                f"model {name!r} asks the rngs it is built with for a {stream[1]!r} stream "
+                f"{at}; ann builds models with nnx.Rngs(params=seed) only and passes each "
+                "step's dropout key when it calls the model: build the layer without rngs "
+                "(`nnx.Dropout(rate)`) and pass the key in __call__ (`self.drop(x, "
+                'rngs=rngs)`), as README "Add your own model" shows'
+            ) from e
+        if not kwargs:  # no setting to blame: the model's code (or the data's shape)
+            raise ConfigError(
+                f"model {name!r} cannot be built{given} (it has no model.* settings): "
+                f"{type(e).__name__}: {e} {at}; fix the model, or choose one for this data"
+            ) from e
         settings = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
         raise ConfigError(
             f"model {name!r} cannot be built{given} from its model.* settings ({settings}): "
-            f"{type(e).__name__}: {e} (at {frame.filename}:{frame.lineno}); {fix}, "
-            "or the model if both are right"
+            f"{type(e).__name__}: {e} {at}; {fix}, or the model if both are right"
         ) from e
     if not isinstance(model, nnx.Module):  # it failed later, in Flax: "has no attribute 'eval'"
         raise ConfigError(
@@ -247,6 +271,49 @@ def build(name: str, kwargs: dict, **supplied) -> nnx.Module:
             "from nnx.Module"
         )
     return model
+
+
+# Flax's "No RngStream named 'dropout' found in Rngs." (a KeyError, or AttributeError for
+# `rngs.dropout`).
+_RNG_STREAM = re.compile(r"No RngStream named '([^']*)'")
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _check_required(
+    name: str,
+    params: Mapping[str, inspect.Parameter],
+    kwargs: Mapping[str, Any],
+    offered: Mapping[str, Any],
+    experiment: str,
+) -> None:
+    """Raises ConfigError for constructor arguments without a default that neither the config
+    (`kwargs`) nor the experiment (`offered`) gives: it was Python's "missing 1 required
+    keyword-only argument", pointing into ann and naming none of what was passed."""
+    missing = [
+        k
+        for k, p in params.items()
+        if p.default is p.empty
+        and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        and k not in kwargs
+        and k not in offered
+    ]
+    if not missing:
+        return
+    values = ", ".join(f"{k}={_shown(v)}" for k, v in offered.items() if k not in _FROM_ELSEWHERE)
+    rest = ", ".join(k for k in offered if k in _FROM_ELSEWHERE)
+    builder = f"experiment {experiment!r}" if experiment else "its caller"
+    cls = get(name)
+    raise ConfigError(
+        f"model {name!r} cannot be built: {builder} builds the model with "
+        f"{values or 'no data arguments'}{f' (and {rest})' if rest else ''}; "
+        f"{cls.__name__}.__init__ also requires {', '.join(missing)}: give "
+        f"{'it' if len(missing) == 1 else 'them'} a default or set --config.model."
+        f'{missing[0]}=..., or take the arguments this experiment passes (README "Models")'
+    )
 
 
 def _given_elsewhere(name: str, key: str, source: str) -> NoReturn:
@@ -295,6 +362,7 @@ def from_config(config, **supplied) -> nnx.Module:
     return build(
         config.model.name,
         kwargs,
+        experiment=config.experiment,
         dtype=jnp.dtype(config.dtype),
         param_dtype=jnp.dtype(config.param_dtype),
         **supplied,
