@@ -538,3 +538,23 @@ def test_an_empty_tfds_data_dir_counts_as_unset(monkeypatch):
 
     monkeypatch.setenv("TFDS_DATA_DIR", "")
     assert sources.default_data_dir() == os.path.expanduser("~/tensorflow_datasets")
+
+
+@pytest.mark.parametrize("left", [(), ("1.0.0.incompleteABC12",)])
+def test_a_data_set_folder_without_a_prepared_version_says_to_prepare_it_again(tmp_path, left):
+    # `mkdir DATA_DIR/my_tab`, or a prepare that failed (TFDS "No examples were yielded"): it
+    # was "unknown data set 'my_tab': ... which holds my_tab (did you mean 'my_tab'?)".
+    from ann.config import ConfigError
+    from ann.data import sources
+
+    (tmp_path / "my_tab").mkdir()
+    for folder in left:
+        (tmp_path / "my_tab" / folder).mkdir()
+    with pytest.raises(ConfigError) as e:
+        sources.load("my_tab", "train", data_dir=str(tmp_path), key="data.train_split")
+    assert str(e.value) == (
+        f"config key 'data.name': data set 'my_tab': {tmp_path / 'my_tab'} holds no prepared "
+        "version (no VERSION folder: a prepare that failed, or a folder made by hand); prepare "
+        "it again (its builder's `MySet(data_dir=..., file_format='array_record')."
+        'download_and_prepare()`, README "Data"), or remove the folder'
+    )

@@ -381,6 +381,16 @@ def _builder(
             prepared = builder.is_prepared()
     # ValueError: "3", "a b"; AssertionError: a registered builder asked for a version not there
     except (tfds.core.registered.DatasetNotFoundError, ValueError, AssertionError) as e:
+        folder = os.path.join(data_dir, name.partition(":")[0])
+        if os.path.isdir(folder) and not _versions(folder):
+            # A prepare that failed ("No examples were yielded") or a `mkdir`: it was "unknown
+            # data set 'my_tab': ..., which holds my_tab (did you mean 'my_tab'?)".
+            raise ConfigError(
+                f"{name_is}: data set {name!r}: {folder} holds no prepared version (no "
+                "VERSION folder: a prepare that failed, or a folder made by hand); "
+                "prepare it again (its builder's `MySet(data_dir=..., file_format="
+                "'array_record').download_and_prepare()`, README \"Data\"), or remove the folder"
+            ) from e
         # A set of the user's own, prepared elsewhere, is found by its directory alone: say
         # which one was searched (a later `ann export` in a shell without $TFDS_DATA_DIR).
         where = "data.data_dir" if config else "data_dir"
@@ -399,6 +409,17 @@ def _builder(
             f"TensorFlow) or set TFDS_DATA_DIR (or {set_dir.rstrip('=')}) to where it is"
         )
     return builder
+
+
+def _versions(folder: str) -> list[str]:
+    """The folders of a data set's folder that may hold a prepared version (`VERSION/`, or
+    `CONFIG/`): not the `VERSION.incomplete...` ones a prepare in progress, or one that failed,
+    leaves."""
+    return sorted(
+        d
+        for d in os.listdir(folder)
+        if os.path.isdir(os.path.join(folder, d)) and "incomplete" not in d and d[0] != "."
+    )
 
 
 def _what_is_in(data_dir: str, name: str) -> str:
