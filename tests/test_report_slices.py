@@ -478,9 +478,29 @@ def test_the_train_time_check_counts_a_field_on_the_whole_split():
         slicing.check(_check_config("label", "field:group"), exp, split)
     assert str(e.value) == (
         "config key 'report.slices' entry 'field:group': field 'group' has 65 distinct values "
-        "(at most 50 slices); use 'feature:group:quantiles=4'"
+        "(at most 50 slices); use 'feature:group:quantiles=4'; run with "
+        "--config.report.slices=\"('label', 'feature:group:quantiles=4')\""
     )
     slicing.check(_check_config("field:tier"), exp, split)  # 5 values: accepted
+
+
+def test_a_train_time_slice_refusal_gives_the_flag_that_runs():
+    # configs/breast_cancer_mlp.py reused on a table of the user's: "entry
+    # 'feature:features[0]:quantiles=4': split 'train' has no field 'features'; its fields:
+    # input, label", and no fix.
+    from ann.data import sources
+
+    x = np.random.default_rng(0).normal(size=(100, 5)).astype(np.float32)
+    rows = {"input": x, "label": (x[:, 0] > 0).astype(np.int64)}
+    split = sources.Split("my_tab", "train", info=None, source=range(100), cached=rows)
+    exp = types.SimpleNamespace(input_key="input", label_key="label", class_names=["a", "b"])
+    with pytest.raises(ConfigError) as e:
+        slicing.check(_check_config("label", "feature:features[0]:quantiles=4"), exp, split)
+    assert str(e.value) == (
+        "config key 'report.slices' entry 'feature:features[0]:quantiles=4': split 'train' has "
+        "no field 'features'; its fields: input, label; e.g. 'feature:input[0]:quantiles=4'; "
+        "run with --config.report.slices=\"('label', 'feature:input[0]:quantiles=4')\""
+    )
 
 
 @pytest.fixture(scope="module")

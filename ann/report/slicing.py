@@ -55,7 +55,11 @@ def _fail(spec: slice_spec.SliceSpec, why: str, fix: str | None = None) -> Slice
 def _column(preds: Any, spec: slice_spec.SliceSpec, key: str) -> np.ndarray:
     if key not in preds.rows:
         fields = ", ".join(sorted(preds.rows))
-        raise _fail(spec, f"split {preds.split!r} has no field {key!r}; its fields: {fields}")
+        fix = _example(preds)
+        instead = f"; e.g. {fix!r}" if fix else ""
+        raise _fail(
+            spec, f"split {preds.split!r} has no field {key!r}; its fields: {fields}{instead}", fix
+        )
     return np.asarray(preds.rows[key])
 
 
@@ -259,6 +263,14 @@ CHECK_ROWS = 1_000  # rows of the train split `check` cuts (the report cuts a wh
 COLUMN_BYTES = 64 << 20
 
 
+def replaced_flag(config: Any, refused: SliceRefused) -> str:
+    """The `--config.report.slices=...` flag that takes `config.report.slices` with the
+    `refused` entry replaced by its fix (dropped without one): `"()"` when none is left."""
+    entries = [refused.fix if e == refused.entry else e for e in config.report.slices]
+    kept = tuple(dict.fromkeys(e for e in entries if e))  # the fix once, if already named
+    return f'--config.report.slices="{kept!r}"'
+
+
 def check_experiment(config: Any) -> None:
     """Raises ConfigError when `config.report.slices` is set for an experiment without slice
     metrics (`ann.report.task_metrics.HEADLINES`: a language model's has none), or the bound
@@ -316,7 +328,13 @@ def check(config: Any, experiment: Any, split: Any) -> None:
         preds = types.SimpleNamespace(
             split=split.split, rows=rows, experiment=experiment, config=config, sample=sample
         )
-        assign(preds, spec)
+        try:
+            assign(preds, spec)
+        except SliceRefused as e:  # the entry and why; and the flag that runs (a config reused
+            # on another data set: "split 'train' has no field 'features'" and no fix)
+            raise SliceRefused(
+                f"{e}; run with {replaced_flag(config, e)}", e.entry, e.fix
+            ) from None
         if spec.kind == "field" and sample:
             logging.warning(
                 "config key 'report.slices' entry %r: its distinct values were counted on %s "

@@ -37,9 +37,9 @@ def _rerun(config: Any, source: collect.Source, refused: Any) -> str:
     """How a trained run's `report.slices` changes: a rerun of its `ann train` command with
     the `refused` entry replaced by its fix (dropped without one), which trains no further; an
     export keeps its run's, so the run is exported again."""
-    entries = [refused.fix if e == refused.entry else e for e in config.report.slices]
-    kept = tuple(dict.fromkeys(e for e in entries if e))  # the fix once, if already named
-    flag = f'--config.report.slices="{kept!r}"'
+    from ann.report.slicing import replaced_flag
+
+    flag = replaced_flag(config, refused)
     again = f"`ann train` command again with {flag} (a finished run trains no further)"
     if source.identity["kind"] == "workdir":
         return f"run its {again}, then `ann report --workdir={source.identity['workdir']}`"
