@@ -558,3 +558,32 @@ def test_a_data_set_folder_without_a_prepared_version_says_to_prepare_it_again(t
         "it again (its builder's `MySet(data_dir=..., file_format='array_record')."
         'download_and_prepare()`, README "Data"), or remove the folder'
     )
+
+
+def test_the_readme_builder_of_own_arrays_prepares_and_trains(tmp_path, monkeypatch):
+    # README "Data" described a builder in prose only: a newcomer's first one failed in TFDS.
+    # Its my_tab.py, on a CSV of the README's layout, prepared its way and trained on.
+    import re
+    import textwrap
+
+    from conftest import ROOT, tiny
+
+    from ann.train.loop import train_and_evaluate
+
+    readme = (ROOT / "README.md").read_text()
+    code = re.search(r"\n( *)```python\n\1# my_tab\.py\n(.*?)\n\1```", readme, flags=re.S)
+    (tmp_path / "my_tab.py").write_text(textwrap.dedent(code[0].split("```python\n")[1][:-3]))
+    x = np.random.default_rng(0).normal(size=(200, 4))
+    table = np.c_[x, (x[:, 0] > 0) + (x[:, 1] > 0.5)]
+    np.savetxt(tmp_path / "my_tab.csv", table, delimiter=",", header="a,b,c,d,class")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import my_tab
+
+    data_dir = str(tmp_path / "data")
+    my_tab.MyTab(data_dir=data_dir, file_format="array_record").download_and_prepare()
+    command = re.search(r"--config.data.name=my_tab .*?--workdir", readme, flags=re.S)[0]
+    assert "--config.report.slices=\"('label',)\"" in command
+    config = tiny("breast_cancer_mlp", **{"data.name": "my_tab", "data.data_dir": data_dir,
+                                         "report.slices": ("label",), "num_epochs": 0})  # fmt: skip
+    state = train_and_evaluate(config, str(tmp_path / "run"))
+    assert state.step == 20
