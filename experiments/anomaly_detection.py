@@ -55,7 +55,14 @@ from ann import models
 from ann.config import COUNT, FRACTION, ConfigError, Range, task_settings
 from ann.data import Split
 from ann.metrics import classification as metrics
-from experiments.common import Standardizer, call_model, feature_spec, spec, supervised_keys
+from experiments.common import (
+    Standardizer,
+    call_model,
+    feature_spec,
+    made_for,
+    spec,
+    supervised_keys,
+)
 
 STATS_ROWS = 20_000  # training rows read at setup for input statistics and the reference rows
 
@@ -98,6 +105,7 @@ class AnomalyDetection:
             raise ConfigError(
                 f"feature {self.label_key!r} of {train.name!r} must be a two-class ClassLabel "
                 "(class 0 normal, class 1 anomalous) for anomaly_detection"
+                f"{made_for(train.name, 'anomaly_detection')}"
             )
         if self.breakdown:
             group = features[self.breakdown] if self.breakdown in features else None

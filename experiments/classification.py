@@ -26,6 +26,7 @@ from experiments.common import (
     call_model,
     feature_spec,
     first_rows,
+    made_for,
     mean_of,
     spec,
     supervised_keys,
@@ -55,8 +56,12 @@ class Classification:
         label = train.info.features[self.label_key]
         if not hasattr(label, "num_classes"):
             raise ConfigError(
-                f"feature {self.label_key!r} of {train.name!r} is not a ClassLabel; declare it "
-                "as tfds.features.ClassLabel(num_classes=N) (or names=[...]) in its builder"
+                f"feature {self.label_key!r} of {train.name!r} is not a ClassLabel; "
+                + (
+                    made_for(train.name, "classification").strip(" ()")
+                    or "declare it as tfds.features.ClassLabel(num_classes=N) (or names=[...]) "
+                    "in its builder"
+                )
             )
         if label.num_classes < 2:  # it trained to loss 0, accuracy 1 and AUROC nan
             raise ConfigError(

@@ -57,6 +57,30 @@ def call_model(
     return out
 
 
+# The experiment each of ann's offline sets (ann/data/offline.py) is made for, and its config.
+MADE_FOR = {
+    "digits": ("classification", "configs/digits_mlp.py"),
+    "breast_cancer": ("classification", "configs/breast_cancer_mlp.py"),
+    "diabetes": ("regression", "configs/diabetes_mlp.py"),
+    "digit_pairs": ("retrieval", "configs/digits_retrieval.py"),
+    "digits_novelty": ("anomaly_detection", "configs/digits_autoencoder.py"),
+    "sensor_faults": ("anomaly_detection", "configs/sensors_autoencoder.py"),
+    "sensor_series": ("forecasting", "configs/sensors_lstm.py"),
+    "digit_strings": ("seq2seq", "configs/digit_seq2seq.py"),
+    "pydoc_chars": ("language_modelling", "configs/pydoc_lm.py"),
+}
+
+
+def made_for(name: str, task: str) -> str:
+    """ " (data set 'diabetes' is made for --config.experiment=regression, as in
+    configs/diabetes_mlp.py)" where `name` is one of ann's offline sets made for another
+    experiment than `task`; "" otherwise (a user's set: its refusal's own fix stands)."""
+    made = MADE_FOR.get(name.partition(":")[0])
+    if made is None or made[0] == task:
+        return ""
+    return f" (data set {name!r} is made for --config.experiment={made[0]}, as in {made[1]})"
+
+
 def supervised_keys(train: Split, task: str, roles: str, hint: str = "") -> tuple[str, str]:
     """The data set's TFDS `supervised_keys` (input, target) as two feature names. Raises
     ConfigError naming the data set, the `roles` the task reads them as ("(input, label)") and
@@ -64,7 +88,8 @@ def supervised_keys(train: Split, task: str, roles: str, hint: str = "") -> tupl
     keys = train.info.supervised_keys
     if not keys:
         raise ConfigError(
-            f"data set {train.name!r} declares no {roles} supervised_keys; {task} needs them{hint}"
+            f"data set {train.name!r} declares no {roles} supervised_keys; {task} needs them"
+            f"{made_for(train.name, task) or hint}"
         )
     feature = train.info.features[keys[0]]
     kind = np.dtype(feature.np_dtype).kind

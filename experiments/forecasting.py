@@ -26,7 +26,15 @@ from ann import models
 from ann.config import NONNEGATIVE, ConfigError, task_settings
 from ann.data import Split
 from ann.metrics.baselines import seasonal_naive
-from experiments.common import Standardizer, call_model, first_rows, mean_of, spec, supervised_keys
+from experiments.common import (
+    Standardizer,
+    call_model,
+    first_rows,
+    made_for,
+    mean_of,
+    spec,
+    supervised_keys,
+)
 
 STATS_ROWS = 10_000  # rows of the training split used for the channel statistics
 LOSSES = ("mse", "mae")
@@ -63,6 +71,7 @@ class Forecasting:
             raise ConfigError(
                 f"data set {train.name!r}: forecasting needs [time, channels] history and future "
                 f"with the same channels, got {self.history_shape} and {self.future_shape}"
+                f"{made_for(train.name, 'forecasting')}"
             )
         period = self.settings["period"] or int((info.metadata or {}).get("period", 0))
         if not period:

@@ -23,7 +23,7 @@ from ann import models
 from ann.config import ConfigError, task_settings
 from ann.data import Split
 from ann.metrics.baselines import unigram_log_probs
-from experiments.common import Vocabulary, call_model, first_rows, mean_of, spec
+from experiments.common import Vocabulary, call_model, first_rows, made_for, mean_of, spec
 
 STATS_ROWS = 20_000  # rows of the training split used for the unigram baseline
 
@@ -44,7 +44,7 @@ class LanguageModelling:
         if self.key not in features or len(features[self.key].shape) != 1:
             raise ConfigError(
                 f"data set {train.name!r} has no 1-D {self.key!r} feature; language_modelling "
-                "reads windows of token ids from it"
+                f"reads windows of token ids from it{made_for(train.name, 'language_modelling')}"
             )
         self.vocab = Vocabulary.of(train, "language_modelling")
         self.window = features[self.key].shape[0]

@@ -39,6 +39,7 @@ from experiments.common import (
     call_model,
     feature_spec,
     first_rows,
+    made_for,
     mean_of,
     spec,
     supervised_keys,
@@ -79,7 +80,10 @@ class Regression:
         if hasattr(target, "num_classes") or not np.issubdtype(target.np_dtype, np.floating):
             raise ConfigError(
                 f"feature {self.target_key!r} of {train.name!r} is not a float target; "
-                "use --config.experiment=classification for class labels"
+                + (
+                    made_for(train.name, "regression").strip(" ()")
+                    or "use --config.experiment=classification for class labels"
+                )
             )
         self.input_shape = tuple(info.features[self.input_key].shape)
         self.inputs = {self.input_key: feature_spec(train, self.input_key)}

@@ -42,6 +42,7 @@ from experiments.common import (
     Standardizer,
     feature_spec,
     first_rows,
+    made_for,
     mean_of,
     spec,
     supervised_keys,
@@ -92,6 +93,7 @@ class Retrieval:
                 f"data set {train.name!r} has no {POSITIVE_KEY!r} feature shaped like "
                 f"{self.input_key!r}; retrieval trains on (anchor, positive) pairs: use "
                 "data.name=digit_pairs, or a data set with such a feature"
+                f"{made_for(train.name, 'retrieval')}"
             )
         if not np.issubdtype(np.dtype(features[self.label_key].np_dtype), np.integer):
             raise ConfigError(f"feature {self.label_key!r} of {train.name!r} is not an integer")

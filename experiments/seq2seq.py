@@ -28,7 +28,7 @@ from flax import nnx
 from ann import artifact, decoding, models
 from ann.config import NONNEGATIVE, ConfigError, task_settings
 from ann.data import Split
-from experiments.common import Vocabulary, mean_of, spec
+from experiments.common import Vocabulary, made_for, mean_of, spec
 
 DEFAULTS = {"eval_beam_size": 0}  # 0 or 1: greedy exact match only
 # Rows read at a time by the one pass over the training split that finds what its sources and
@@ -60,7 +60,8 @@ class Seq2Seq:
         if missing:
             raise ConfigError(
                 f"data set {train.name!r} has no {' or '.join(missing)} feature; seq2seq reads "
-                "token ids from source and target (e.g. data.name=digit_strings)"
+                "token ids from source and target"
+                f"{made_for(train.name, 'seq2seq') or ' (e.g. data.name=digit_strings)'}"
             )
         self.vocab = Vocabulary.of(train, "seq2seq", needs=("bos_id", "eos_id"))
         self.source_len = features["source"].shape[0]

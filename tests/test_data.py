@@ -587,3 +587,49 @@ def test_the_readme_builder_of_own_arrays_prepares_and_trains(tmp_path, monkeypa
                                          "report.slices": ("label",), "num_epochs": 0})  # fmt: skip
     state = train_and_evaluate(config, str(tmp_path / "run"))
     assert state.step == 20
+
+
+class _NoClasses:  # a float feature: no num_classes
+    shape, np_dtype = (), np.float32
+
+
+@pytest.mark.parametrize(
+    "config, name, supervised, features, said",
+    [
+        # "declare it as tfds.features.ClassLabel(...) in its builder": ann's own builder.
+        ("digits_mlp", "diabetes", ("features", "target"),
+         {"features": _NoClasses(), "target": _NoClasses()},
+         "feature 'target' of 'diabetes' is not a ClassLabel; data set 'diabetes' is made for "
+         "--config.experiment=regression, as in configs/diabetes_mlp.py"),
+        ("digits_mlp", "sensor_series", ("history", "future"),
+         {"history": _NoClasses(), "future": _NoClasses()},
+         "is made for --config.experiment=forecasting, as in configs/sensors_lstm.py"),
+        # "declares no (input, label) supervised_keys; classification needs them" and no more.
+        ("digits_mlp", "digit_strings", None, {}, "declares no (input, label) supervised_keys; "
+         "classification needs them (data set 'digit_strings' is made for "
+         "--config.experiment=seq2seq, as in configs/digit_seq2seq.py)"),
+        ("breast_cancer_mlp", "pydoc_chars", None, {},
+         "is made for --config.experiment=language_modelling, as in configs/pydoc_lm.py"),
+        ("diabetes_mlp", "pydoc_chars", None, {}, "is made for "
+         "--config.experiment=language_modelling"),
+        ("digit_seq2seq", "digits", None, {}, "has no source or target feature; seq2seq reads "
+         "token ids from source and target (data set 'digits' is made for "
+         "--config.experiment=classification, as in configs/digits_mlp.py)"),
+    ],
+)  # fmt: skip
+def test_a_shipped_set_under_another_experiment_names_the_one_it_is_made_for(
+    config, name, supervised, features, said
+):
+    # As digits_novelty's refusal already named anomaly_detection, every shipped set does.
+    import types
+
+    from conftest import load_config
+
+    from ann.config import ConfigError
+    from ann.train.build import make_experiment
+
+    info = types.SimpleNamespace(supervised_keys=supervised, features=features, metadata={})
+    train = types.SimpleNamespace(name=name, split="train", info=info)
+    with pytest.raises(ConfigError) as e:
+        make_experiment(load_config(config)).setup(train)
+    assert said in str(e.value), str(e.value)
