@@ -479,10 +479,24 @@ def export(
             "flax": flax.__version__,
             "python": sys.version.split()[0],
         },
-        "num_params": int(sum(v.size for v in weights.values())),
+        # Trained parameters, as `ann train` counts them (`model/num_params`); the rest of the
+        # weights (BatchNorm statistics) apart: it said 170,794 for training's 169,834.
+        **parameter_counts(model),
         "reference": reference,
     }
     return write(out, manifest, bytes(exported.serialize()), weights, sample)
+
+
+def parameter_counts(model: Any) -> dict[str, int]:
+    """{"num_params": the `nnx.Module` model's `nnx.Param` elements (trained: what `ann train`
+    counts), "num_statistics": the other arrays' elements (BatchNorm's running averages)}, the
+    second left out when 0."""
+    import jax
+    from flax import nnx
+
+    params = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+    others = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Not(nnx.Param))))
+    return {"num_params": int(params), **({"num_statistics": int(others)} if others else {})}
 
 
 def write(
@@ -674,7 +688,9 @@ def main(argv: list[str]) -> None:
     shown = cli.metrics_line(manifest["metrics"])
     print(
         f"exported {manifest['name']} (step {manifest['source']['step']}, "
-        f"{manifest['num_params']:,} parameters, {', '.join(manifest['platforms'])}) to "
+        f"{manifest['num_params']:,} parameters"
+        + (f" + {manifest['num_statistics']:,} statistics" if "num_statistics" in manifest else "")
+        + f", {', '.join(manifest['platforms'])}) to "
         f"{FLAGS.out}" + (f" | {shown}" if shown else "")
     )
     if "calibration" in manifest:

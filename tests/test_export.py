@@ -569,6 +569,17 @@ def test_export_refuses_a_nonempty_out_and_keeps_batchnorm(tmp_path, digits_expo
     assert not list(tmp_path.glob(".export-*"))  # the temporary directory was renamed away
     model = artifact.load(str(tmp_path / "export"))
     assert any(k.endswith("bn1/mean") for k in model.weights)
+    # One count of parameters: training's (it said 169,834, the export 170,794 with the
+    # BatchNorm statistics counted in); the statistics apart.
+    with open(workdir / "metrics.jsonl") as f:
+        trained_count = next(
+            r["model/num_params"] for r in map(json.loads, f) if "model/num_params" in r
+        )
+    statistics = sum(v.size for k, v in model.weights.items() if k.endswith(("/mean", "/var")))
+    assert (manifest["num_params"], manifest["num_statistics"]) == (trained_count, statistics)
+    assert statistics > 0 and sum(v.size for v in model.weights.values()) == (
+        trained_count + statistics
+    )
     experiment, trained, _, _ = restore_model(str(workdir), "latest")
     experiment.temperature = manifest["calibration"]["temperature"]
     x = data.load("digits", "test", cache=True).rows(np.arange(8))["image"]
