@@ -471,7 +471,9 @@ def logged_validation_metrics(config: Mapping[str, Any]) -> list[str] | None:
     return metric_names.validation_metrics(config)
 
 
-def check_logged_metric(what: str, metric: str, config: Mapping[str, Any]) -> None:
+def check_logged_metric(
+    what: str, metric: str, config: Mapping[str, Any], near_only: bool = True
+) -> None:
     """Raises ConfigError `WHAT is not a validation metric of this run (did you mean 'val/X'?);
     choose one of ...` (the line a run's start gives, with the fix) where `metric`, a `val/`
     name, is not one `config`'s shipped experiment logs but close to one (difflib, by the name
@@ -480,17 +482,31 @@ def check_logged_metric(what: str, metric: str, config: Mapping[str, Any]) -> No
     ("config key 'best_metric': 'val/acuracy'", "--metric=val/acuracy"). Passes a user's
     experiment's metric (what it logs is known only once it scores), a name under a prefix the
     run may add from its data (`experiments.metric_names.from_data`: `val/auroc_8` of an anomaly
-    detector broken down by digit), and a name close to none (the run's start refuses it)."""
+    detector broken down by digit), and, with `near_only`, a name close to none (the run's
+    start refuses it; without, refused here too: a fault found first, before the mode's)."""
     from experiments import metric_names  # a plug-in: imported only when asked
 
     logged = metric_names.validation_metrics(config)
     if logged is None or metric in logged or metric.startswith(metric_names.from_data(config)):
         return
     meant = meant_metric(metric, logged)
-    if meant:
+    if meant or not near_only:
         raise ConfigError(
             f"{what} {NOT_A_METRIC_OF_THIS_RUN}{meant}; choose one of {', '.join(logged)}"
         )
+
+
+def _check_name_then_mode(
+    key: str, metric: str, mode_key: str, mode: str, values: Mapping[str, Any]
+) -> None:
+    """`check_mode` for config key `key`'s metric and `mode_key`'s mode, where a metric the run
+    does not log is said first: `--config.best_metric=val/accuracy` in a regression run was
+    told to set best_mode=max, and then, set, that val/accuracy is not a metric of the run."""
+    try:
+        check_mode(f"config key {key!r}", metric, mode_key, mode, f"--config.{mode_key}")
+    except ConfigError:
+        check_logged_metric(f"config key {key!r}: {metric!r}", metric, values, near_only=False)
+        raise
 
 
 def check_workdir_selects_on_validation(workdir: str) -> None:
@@ -1114,15 +1130,14 @@ def validate(
         check_logged_metric(
             f"config key 'best_metric': {values['best_metric']!r}", values["best_metric"], values
         )
-        check_mode("config key 'best_metric'", values["best_metric"], "best_mode",
-                   values["best_mode"], "--config.best_mode")  # fmt: skip
+        _check_name_then_mode("best_metric", values["best_metric"], "best_mode",
+                              values["best_mode"], values)  # fmt: skip
         if stopping["metric"]:
             metric = stopping["metric"]
             check_selection_metric("config key 'early_stopping.metric'", metric, logged)
             check_logged_metric(f"config key 'early_stopping.metric': {metric!r}", metric, values)
-            mode = "early_stopping.mode"
-            check_mode("config key 'early_stopping.metric'", stopping["metric"], mode,
-                       stopping["mode"], f"--config.{mode}")  # fmt: skip
+            _check_name_then_mode("early_stopping.metric", metric, "early_stopping.mode",
+                                  stopping["mode"], values)  # fmt: skip
         dc = values["data"]
         for other, splits in (
             ("data.train_split", [dc["train_split"]]),

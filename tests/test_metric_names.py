@@ -102,3 +102,19 @@ def test_the_runs_own_refusal_names_the_metric_meant():
         "config key 'x': 'val/scor' is not a validation metric of this run (did you mean "
         "'val/score'?); choose one of val/loss, val/score"
     )
+
+
+def test_a_metric_the_run_does_not_log_is_said_before_its_mode():
+    # A regression run with best_metric=val/accuracy was told to set best_mode=max, and only
+    # with that set, that val/accuracy is not a metric of the run.
+    config = tiny("diabetes_mlp", best_metric="val/accuracy", best_mode="min", num_epochs=0)
+    with pytest.raises(ConfigError) as e:
+        config_lib.validate(config, num_devices=None)
+    assert str(e.value) == (
+        "config key 'best_metric': 'val/accuracy' is not a validation metric of this run; "
+        "choose one of val/baseline_rmse, val/loss, val/mae, val/r2, val/rmse, val/rmse_ratio"
+    )
+    stopping = {"early_stopping.metric": "val/accuracy", "early_stopping.mode": "min"}
+    config = tiny("diabetes_mlp", num_epochs=0, **stopping)
+    with pytest.raises(ConfigError, match="'early_stopping.metric': 'val/accuracy' is not a val"):
+        config_lib.validate(config, num_devices=None)
