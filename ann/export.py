@@ -372,12 +372,25 @@ def _reference(
     return reference, sample
 
 
+def _short_model_name(name: str) -> str:
+    """The name `module:Class` was registered by (`ann.models.register`), else `name`."""
+    from ann import models
+
+    for short, target in models.MODELS.items():
+        if isinstance(target, type) and f"{target.__module__}:{target.__qualname__}" == name:
+            return short
+    return name
+
+
 def default_name(config: Any) -> str:
     """The manifest's name when `--name` is not given: DATA_MODEL (`digits_cnn`) for the
     default experiment, classification; DATA_MODEL_EXPERIMENT otherwise (`diabetes_mlp_regression`,
     `digits_mlp_parity` for `mytasks:Parity`), so two tasks on one data set and model do not
-    register as versions of one name. Characters the registry refuses (`:`, `.`) become `_`."""
-    name = f"{config.data.name}_{config.model.name}"
+    register as versions of one name. A model registered by a short name
+    (`@ann.models.register("wide")`, recorded as its `module:Class`) is named by it
+    (`digits_wide`) where its module is imported (by restoring the run). Characters the registry
+    refuses (`:`, `.`) become `_`."""
+    name = f"{config.data.name}_{_short_model_name(config.model.name)}"
     experiment = config.experiment
     if experiment != "classification":
         name += "_" + experiment.rpartition(":")[2].lower()

@@ -852,6 +852,23 @@ def test_default_names_keep_two_tasks_on_one_data_set_and_model_apart():
     assert all(NAME.match(name) for name in names)
 
 
+def test_a_model_registered_by_a_short_name_exports_by_it(monkeypatch):
+    # `@ann.models.register("mywide")` on mynets2.Registered exported as
+    # 'digits_mynets2_Registered': the run records the class, and the name was made from it.
+    from flax import nnx
+
+    from ann import models
+    from ann.export import default_name
+
+    class Registered(nnx.Module):
+        pass
+
+    monkeypatch.setitem(models.MODELS, "mywide", Registered)  # this test only
+    recorded = f"{Registered.__module__}:{Registered.__qualname__}"  # as record_registered does
+    assert default_name(tiny(**{"model.name": recorded})) == "digits_mywide"
+    assert default_name(tiny(**{"model.name": "mynets:Wide"})) == "digits_mynets_Wide"
+
+
 def test_an_explicit_calibration_an_experiment_cannot_apply_is_refused(tmp_path, capsys):
     # README's Parity (and any experiment without class logits) exported with
     # --calibration=temperature: exit 0, no note, no calibration in the manifest.
