@@ -15,7 +15,9 @@ import importlib.util  # noqa: E402
 import json  # noqa: E402
 import pathlib  # noqa: E402
 import subprocess  # noqa: E402
+import sys  # noqa: E402
 import time  # noqa: E402
+import types  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -124,6 +126,14 @@ def load_config(name: str, arg: str | None = None):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.get_config(arg)
+
+
+def importable(monkeypatch, cls: type) -> str:
+    """`cls` (a class of a test file) as config.experiment names a user's: "module:Name"."""
+    module = types.ModuleType(f"user_tasks_{cls.__name__.lower()}")
+    setattr(module, cls.__name__, cls)
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    return f"{module.__name__}:{cls.__name__}"
 
 
 def tiny(name: str = "digits_mlp", **overrides):

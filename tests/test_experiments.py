@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 import report_doc
-from conftest import tiny
+from conftest import importable, tiny
 from flax import nnx
 
 from ann import artifact, data
@@ -515,12 +515,7 @@ def test_unknown_experiment_names_the_key_and_the_choices():
         experiment_lib.check_config(tiny(experiment="regresion"), 4)
 
 
-def _importable(monkeypatch, cls: type) -> str:
-    """`cls` (a class of this file) as config.experiment names a user's: "module:Name"."""
-    module = types.ModuleType(f"user_tasks_{cls.__name__.lower()}")
-    setattr(module, cls.__name__, cls)
-    monkeypatch.setitem(sys.modules, module.__name__, module)
-    return f"{module.__name__}:{cls.__name__}"
+_importable = importable  # conftest's: a class of this file as a user's "module:Name"
 
 
 class _VectorLoss(experiment_lib.get("classification")):

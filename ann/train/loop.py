@@ -537,15 +537,39 @@ class _Compiled:
     hyperparameters: dict[str, jax.Array] = dataclasses.field(default_factory=dict)
 
 
-def _example(run: _Run, rows: int) -> dict[str, np.ndarray]:
+def _example(run: _Run, rows: int, warn: bool = False) -> dict[str, np.ndarray]:
     """`rows` train rows as the experiment feeds them: the shapes and dtypes to compile for.
-    ConfigError for a `fields` that returns other than a dict of arrays (a traceback)."""
+    ConfigError for a `fields` that returns other than a dict of numeric arrays with `rows`
+    rows each (a JAX traceback at the first eval, or in the experiment's loss); `warn`: one
+    warning for a float64 field (the device computes float32)."""
+    name = type(run.experiment).__name__
     batch = run.experiment.fields(run.setup.train_split.rows(np.arange(rows)))
     if not isinstance(batch, dict) or not all(isinstance(v, np.ndarray) for v in batch.values()):
         raise config_lib.ConfigError(
-            f"experiment {type(run.experiment).__name__}'s fields returns "
+            f"experiment {name}'s fields returns "
             f"{'a ' + type(batch).__name__ if not isinstance(batch, dict) else 'a non-array'}; "
             "return {name: NumPy array} (the arrays its loss reads from a batch)"
+        )
+    for key, value in batch.items():
+        if value.dtype.kind not in "biuf":  # object, str, bytes, datetime: no device type
+            raise config_lib.ConfigError(
+                f"experiment {name}'s fields returns {key!r} of dtype {value.dtype}; return "
+                "numeric NumPy arrays (map strings or objects to numbers in fields)"
+            )
+        if value.ndim == 0 or len(value) != rows:
+            got = "a scalar" if value.ndim == 0 else f"{len(value)} rows"
+            raise config_lib.ConfigError(
+                f"experiment {name}'s fields returns {key!r} with {got} for {rows} rows; every "
+                "field must have one entry per row, the batch axis first"
+            )
+    wide = [key for key, value in batch.items() if value.dtype == np.float64]
+    if warn and wide:
+        logging.warning(
+            "experiment %s's fields returns %s as float64; the device computes in float32, and "
+            "what fields computes on the host is not in the export (predict gets the raw "
+            "inputs): do transforms in loss and predict, on the device",
+            name,
+            ", ".join(map(repr, wide)),
         )
     return batch
 
@@ -556,7 +580,7 @@ def _compile_eval(run: _Run) -> _Compiled:
     batch_sharding = parallel.batch_sharding(setup.mesh)
     eval_batch = config.eval_batch_size or config.batch_size
     eval_local = eval_batch // jax.process_count()
-    eval_example = {**_example(run, eval_local), "mask": np.ones(eval_local, np.float32)}
+    eval_example = {**_example(run, eval_local, warn=True), "mask": np.ones(eval_local, np.float32)}
     arrays, treedef = step_lib.eval_arrays(state)
     eval_fn, eval_seconds = step_lib.compile_step(
         step_lib.make_eval_step(run.experiment, setup.model_def, treedef),
