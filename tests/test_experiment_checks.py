@@ -1,15 +1,75 @@
 """A researcher's own experiment (README "Add your own experiment"): what ann accepts of it, and
 the one line it gives, before step 0, for what it cannot train or export."""
 
+import json
+import os
+
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import importable, tiny
 
 from ann import experiment as experiment_lib
 from ann.config import ConfigError
+from ann.train import loop
+from ann.train.checkpoint import CheckpointSaveError
 from ann.train.loop import train_and_evaluate
 
 Classification = experiment_lib.get("classification")
+
+
+class _LooseNumbers(Classification):
+    def fields(self, rows):  # a host-side transform: not in the export, and float64
+        batch = super().fields(rows)
+        return {**batch, "inputs": batch["inputs"].astype(np.float64) / 16.0}
+
+    def eval_metrics(self, sums, rows=None):
+        metrics = super().eval_metrics(sums, rows)
+        # np.float32 (`sums["loss"] / n`), a JAX scalar, and a metric undefined on the split.
+        # The np.float32 failed the best checkpoint's JSON record, worded as a full disk.
+        return {
+            **{k: np.float32(v) for k, v in metrics.items()},
+            "halves": jnp.float32(0.5),
+            "undefined": float("nan"),
+        }
+
+
+def test_numpy_metrics_train_and_a_nan_metric_and_a_float64_field_are_said_once(
+    tmp_path, monkeypatch, caplog
+):
+    config = tiny(experiment=importable(monkeypatch, _LooseNumbers))
+    with caplog.at_level("WARNING"):
+        train_and_evaluate(config, str(tmp_path / "run"))
+    status = json.loads((tmp_path / "run" / "run_status.json").read_text())
+    assert status["status"] == "done", status
+    best = os.listdir(tmp_path / "run" / "checkpoints_best")
+    assert len(best) == 1 and best[0].isdigit(), best  # committed, its metrics recorded
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    nan = [m for m in said if "eval_metrics gives" in m]
+    assert nan == [
+        "experiment _LooseNumbers's eval_metrics gives val/undefined = nan (said once per "
+        "metric): undefined on that split, or a fault in its eval_sums or eval_metrics"
+    ], said  # two evals, three splits: one warning
+    wide = [m for m in said if "float64" in m]
+    assert len(wide) == 1 and wide[0].startswith(
+        "experiment _LooseNumbers's fields returns 'inputs' as float64; the device computes in "
+        "float32, and what fields computes on the host is not in the export"
+    ), said
+
+
+def test_a_save_that_fails_not_for_the_storage_says_so_and_leaves_nothing(tmp_path, monkeypatch):
+    # As before metrics were made floats: Orbax's JSON of the best checkpoint's metrics fails.
+    monkeypatch.setattr(loop, "_as_numbers", lambda experiment, metrics: metrics, raising=False)
+    monkeypatch.setattr(_LooseNumbers, "fields", Classification.fields)
+    config = tiny(experiment=importable(monkeypatch, _LooseNumbers))
+    with pytest.raises(CheckpointSaveError) as e:
+        train_and_evaluate(config, str(tmp_path / "run"))
+    said = str(e.value)
+    assert "(TypeError: Object of type float32 is not JSON serializable)" in said, said
+    assert "this is no storage fault (nothing about the disk or its permissions)" in said, said
+    assert "free disk space" not in said and "fix the permissions" not in said, said
+    left = [d for _, dirs, _ in os.walk(tmp_path / "run") for d in dirs if "orbax" in d]
+    assert left == [], left
 
 
 class _RaggedFields(Classification):
@@ -39,3 +99,29 @@ def test_fields_that_cannot_train_are_one_line_before_step_0(tmp_path, monkeypat
         train_and_evaluate(config, str(tmp_path / "run"))
     assert str(e.value) == message
     assert not (tmp_path / "run").exists()
+
+
+def test_a_failed_save_whose_writes_land_after_the_failure_leaves_nothing(tmp_path):
+    # Orbax reports a save's first failure (the metrics' JSON) while the state's TensorStore
+    # writes are still in flight: they recreated what one rmtree removed, and
+    # checkpoints_best/20.orbax-checkpoint-tmp/ was left behind.
+    import threading
+    import time
+
+    from ann.train import checkpoint as checkpoint_lib
+
+    checkpoints = checkpoint_lib.Checkpoints(str(tmp_path), 3, "val/loss", "min")
+    partial = tmp_path / "checkpoints_best" / "20.orbax-checkpoint-tmp"
+    (partial / "state.orbax-checkpoint-tmp").mkdir(parents=True)
+    checkpoints._failed = True
+    checkpoints._failed_saves.append((checkpoints.best, 20))
+
+    def late_write():
+        time.sleep(0.05)
+        (partial / "state.orbax-checkpoint-tmp" / "d").mkdir(parents=True, exist_ok=True)
+
+    writer = threading.Thread(target=late_write)
+    writer.start()
+    checkpoints.close()
+    writer.join()
+    assert os.listdir(tmp_path / "checkpoints_best") == []

@@ -582,7 +582,7 @@ def test_an_eval_metric_that_is_not_a_number_is_refused_before_step_0(tmp_path, 
         train_and_evaluate(tiny(experiment=experiment), str(tmp_path / "run"))
     assert str(e.value) == (
         "experiment _WordMetric's eval_metrics gives 'grade' = 'low'; each metric must be a real "
-        "number (a float or int; NaN where it is undefined)"
+        "number (a float or int, or a NumPy or JAX scalar; NaN where it is undefined)"
     )
     assert not (tmp_path / "run").exists()
 

@@ -28,6 +28,7 @@ import math
 import os
 import re
 import shutil
+import time
 from collections.abc import Collection
 from typing import Any
 
@@ -204,6 +205,15 @@ def _is_io_error(e: BaseException) -> bool:
 _TENSORSTORE_ERRNO = re.compile(r"\[os_error_code='(\d+)'\]")
 
 
+def _has_os_error(e: BaseException | None) -> bool:
+    """Whether an OSError is anywhere in `e`'s cause chain (or TensorStore's words for one)."""
+    while e is not None:
+        if isinstance(e, OSError) or _TENSORSTORE_ERRNO.search(str(e)):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
 def _storage_errno(e: BaseException | None) -> int | None:
     """The errno of a refused write (`atomic.STORAGE_ERRNOS`: a full disk, a quota, a read-only
     file system, permissions) anywhere in `e`'s cause chain, an OSError's or the one
@@ -222,6 +232,21 @@ ORBAX_METADATA = directory_kind.ORBAX_METADATA  # what Orbax writes into every s
 # Where Orbax writes a step until it commits it (orbax-checkpoint 0.12: STEP.orbax-checkpoint-tmp,
 # or with -TIMESTAMP after it), renamed to STEP at the commit.
 _ORBAX_TMP = re.compile(r"\d+\.orbax-checkpoint-tmp.*")
+
+
+def _remove_settled(path: str, tries: int = 50, pause_s: float = 0.1) -> None:
+    """Removes `path` (a directory or file) until it stays gone. A save that failed in one of
+    its parts (Orbax reports the first failure: the metrics' JSON) may still have the state's
+    TensorStore writes in flight, which recreate what one `rmtree` removed: a
+    20.orbax-checkpoint-tmp/ was left behind. Tries for at most `tries * pause_s` seconds."""
+    for _ in range(tries):
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        elif os.path.lexists(path):
+            os.unlink(path)
+        time.sleep(pause_s)  # what is still being written lands, and is removed next time
+        if not os.path.lexists(path):
+            return
 
 
 def _aside_path(workdir: str, name: str) -> str:
@@ -416,9 +441,20 @@ class Checkpoints:
             else "there is no complete checkpoint yet"
         )
         code = _storage_errno(e)
+        if code is None and not _has_os_error(e):
+            # Not the storage: what was saved (a metric the best checkpoint records as JSON
+            # was an np.float32), so no disk or permission advice; the traceback is logged.
+            logging.error("saving checkpoint step %d failed", step, exc_info=e)
+            return (
+                f"saving checkpoint step {step} to {manager.directory} failed "
+                f"({type(e).__name__}: {e}); {where}; this is no storage fault (nothing about "
+                "the disk or its permissions) but one in what was saved: the run's state or "
+                "the metrics the best checkpoint records (the traceback above says which); "
+                "nothing of the save was kept"
+            )
         if code is None:
             detail = f"{type(e).__name__}: {e}"
-            fix = f"free disk space or fix the permissions of {manager.directory}"
+            fix = f"check the disk or mount of {manager.directory}"
         else:  # the errno's words, not Orbax's or TensorStore's paragraph around them
             detail = os.strerror(code)
             fix = {
@@ -465,10 +501,7 @@ class Checkpoints:
             for name in names:
                 partial = name.isdigit() and int(name) in failed - committed
                 if partial or _ORBAX_TMP.fullmatch(name):
-                    path = os.path.join(directory, name)
-                    shutil.rmtree(path, ignore_errors=True)
-                    if os.path.isfile(path) or os.path.islink(path):
-                        os.unlink(path)
+                    _remove_settled(os.path.join(directory, name))
         if self.passed_over:  # the best past damaged steps is this run's own: a rerun keeps it
             return
         newest = next(iter(self._complete_steps(self.latest)), -1)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -713,8 +714,10 @@ def _evaluator(
                 jax.block_until_ready(out)
         sums, rows = jax.device_get((sums, rows))
         if rows:
-            return experiment.eval_metrics(sums, _real_rows(rows))
-        return experiment.eval_metrics(sums)
+            return _as_numbers(experiment, experiment.eval_metrics(sums, _real_rows(rows)))
+        return _as_numbers(experiment, experiment.eval_metrics(sums))
+
+    warned: set[str] = set()  # the metrics a non-finite value was said of
 
     def evaluate(state: Any) -> dict[str, float]:
         results = {}
@@ -722,13 +725,23 @@ def _evaluator(
         for prefix, split in scored:
             metrics = score(arrays, batches(prefix, split))
             results.update({f"{prefix}/{k}": v for k, v in metrics.items()})
+        # Else only TensorBoard's "NaN or Inf found in input tensor", naming nothing.
+        for key in [k for k, v in results.items() if not math.isfinite(v)]:  # val/ first
+            if key.partition("/")[2] not in warned:
+                warned.add(key.partition("/")[2])
+                logging.warning(
+                    "experiment %s's eval_metrics gives %s = %s (said once per metric): "
+                    "undefined on that split, or a fault in its eval_sums or eval_metrics",
+                    type(experiment).__name__,
+                    key,
+                    results[key],
+                )
         return results
 
     def validation_names(state: Any) -> list[str]:
         host = data.eval_batches(setup.validation_split, experiment.fields, compiled.eval_local)
         first = data.put(next(host), batch_sharding)
         metrics = score(step_lib.eval_arrays(state)[0], [first])
-        _check_metrics(experiment, metrics)
         return [f"val/{k}" for k in metrics]
 
     return evaluate, validation_names
@@ -749,25 +762,37 @@ def validation_names(
     return names(run.state)
 
 
-def _check_metrics(experiment: Experiment, metrics: Any) -> None:
-    """Raises ConfigError unless `eval_metrics` gave a dict of names to real numbers (a string
-    failed at the first eval's record, after steps had run; NaN is a number and stays)."""
+def _as_numbers(experiment: Experiment, metrics: Any) -> dict[str, float]:
+    """`eval_metrics`' result as {name: float}, checked: ConfigError unless it is a dict of
+    names to real numbers (a string failed at the first eval's record, after steps had run;
+    NaN is a number and stays). NumPy and JAX scalars (`sums["loss"] / n` is an np.float32)
+    become floats (ints, for integer ones) here, once: an np.float32 failed the best
+    checkpoint's JSON record, worded as a full disk."""
     name = type(experiment).__name__
     if not isinstance(metrics, dict):
         raise config_lib.ConfigError(
             f"experiment {name}'s eval_metrics returns a {type(metrics).__name__}; return "
             "{name: number} (logged as val/NAME)"
         )
+    numbers = {}
     for key, value in metrics.items():
+        kind = getattr(value, "dtype", None)
         if (
             not isinstance(key, str)
-            or isinstance(value, bool)
-            or not isinstance(value, int | float | np.integer | np.floating)
+            or isinstance(value, bool | np.bool_)
+            or not (
+                isinstance(value, int | float)
+                or (kind is not None and np.ndim(value) == 0 and np.dtype(kind).kind in "iuf")
+            )
         ):
             raise config_lib.ConfigError(
                 f"experiment {name}'s eval_metrics gives {key!r} = {value!r}; each metric must "
-                "be a real number (a float or int; NaN where it is undefined)"
+                "be a real number (a float or int, or a NumPy or JAX scalar; NaN where it is "
+                "undefined)"
             )
+        whole = isinstance(value, int) or (kind is not None and np.dtype(kind).kind in "iu")
+        numbers[key] = int(value) if whole else float(value)
+    return numbers
 
 
 def _report_compile(run: _Run, compiled: _Compiled, writer: MetricWriter) -> dict[str, float]:
