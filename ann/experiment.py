@@ -132,6 +132,44 @@ def check_inputs(experiment: Any, train: Split) -> None:
             )
 
 
+def check_outputs(experiment: Any, outputs: Any, model: str) -> None:
+    """Raises ConfigError unless `outputs`, what `predict` returns for a batch (arrays or
+    jax.ShapeDtypeStructs, the batch axis first), holds each output `output_signature()`
+    declares, of its per-row shape and dtype. Where they differ, the experiment's `predict`
+    (and its signature) is named, not the model, unless the experiment is one of ann's own
+    (`EXPERIMENTS`), whose predict passes on what the model gives: ann train checks it before
+    step 0 (`jax.eval_shape`), ann export on the traced graph (it blamed the model for a
+    user's predict that returned 'prob_odd' where the signature declared 'p_odd')."""
+    name, signature = type(experiment).__name__, experiment.output_signature()
+    if not isinstance(outputs, dict):
+        raise ConfigError(
+            f"experiment {name}'s predict returns a {type(outputs).__name__}; return "
+            f"{{name: array}} as its output_signature declares ({', '.join(signature)})"
+        )
+    missing = [key for key in signature if key not in outputs]
+    if missing:
+        raise ConfigError(
+            f"experiment {name}'s predict returns {', '.join(map(str, outputs)) or 'nothing'}, "
+            f"its output_signature declares {', '.join(signature)}; make them agree"
+        )
+    shipped = type(experiment).__module__ + ":" + type(experiment).__qualname__
+    for key, spec in signature.items():
+        got, want = outputs[key], (list(spec["shape"]), np.dtype(spec["dtype"]))
+        said = (list(got.shape[1:]), np.dtype(got.dtype))
+        if said == want:
+            continue
+        if shipped in EXPERIMENTS.values():  # ann's own predict: the model's output
+            raise ConfigError(
+                f"model {model!r} gives {key!r} as {said[0]} {said[1]} per row, where its "
+                f"experiment's output signature says {want[0]} {want[1]}; fix the model's output"
+            )
+        raise ConfigError(
+            f"experiment {name}'s predict returns {key!r} as {said[0]} {said[1]} per row, where "
+            f"its output_signature declares {want[0]} {want[1]}; make them agree (what "
+            f"predict makes of the output of model {model!r}, or the signature)"
+        )
+
+
 def get(name: str) -> type:
     """The experiment class for `name`: a name in `EXPERIMENTS` or `package.module:ClassName`,
     imported on first use. Raises ConfigError naming `experiment` for an unknown name, a path

@@ -100,24 +100,16 @@ def _trace(
     return jax.export.export(jax.jit(infer), platforms=tuple(platforms))(weight_specs, input_specs)
 
 
-def _check_outputs(exported: Any, signature: dict[str, dict[str, Any]], model: str) -> None:
+def _check_outputs(exported: Any, experiment: Any, model: str) -> None:
     """Raises ConfigError unless the traced graph returns what the manifest will say it does
-    (`signature`, per row): a model of the wrong width was exported with a manifest that
-    misdescribed it, and served so."""
+    (`experiment.output_signature()`, per row; `ann.experiment.check_outputs`): a model of the
+    wrong width was exported with a manifest that misdescribed it, and served so."""
     import jax
 
-    from ann.config import ConfigError
+    from ann import experiment as experiment_lib
 
     outputs = jax.tree_util.tree_unflatten(exported.out_tree, exported.out_avals)
-    for name, spec in signature.items():
-        got = outputs.get(name) if isinstance(outputs, dict) else None
-        want = (tuple(spec["shape"]), np.dtype(spec["dtype"]))
-        if got is None or (tuple(got.shape[1:]), np.dtype(got.dtype)) != want:
-            said = "nothing" if got is None else f"{list(got.shape[1:])} {np.dtype(got.dtype)}"
-            raise ConfigError(
-                f"model {model!r} gives {name!r} as {said} per row, where its experiment's "
-                f"output signature says {list(want[0])} {want[1]}; fix the model's output"
-            )
+    experiment_lib.check_outputs(experiment, outputs, model)
 
 
 def category_summary(values: np.ndarray, spec: dict[str, Any]) -> dict[str, Any]:
@@ -449,7 +441,7 @@ def export(
     output_signature = experiment.output_signature()
     cli.progress(f"step {step}: tracing the model for {', '.join(platforms)} (jax.export)")
     exported = _trace(infer, weights, input_signature, platforms)
-    _check_outputs(exported, output_signature, config.model.name)
+    _check_outputs(exported, experiment, config.model.name)
 
     dc = config.data
     train = data.load(dc.name, dc.train_split, data_dir, dc.cache, "data.train_split")

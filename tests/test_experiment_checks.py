@@ -84,6 +84,18 @@ class _ObjectFields(Classification):
         return {**batch, "targets": np.array([str(t) for t in batch["targets"]], dtype=object)}
 
 
+class _PredictRenamed(Classification):
+    def predict(self, model, inputs):  # found only at export, where it blamed the model
+        out = super().predict(model, inputs)
+        return {"probs": out["probabilities"], "label": out["label"]}
+
+
+class _PredictWide(Classification):
+    def predict(self, model, inputs):  # [batch, 10, 2]: not the signature's [10] per row
+        out = super().predict(model, inputs)
+        return {**out, "probabilities": jnp.stack([out["probabilities"]] * 2, -1)}
+
+
 @pytest.mark.parametrize(
     "cls, message",
     [
@@ -91,9 +103,16 @@ class _ObjectFields(Classification):
          "32 rows; every field must have one entry per row, the batch axis first"),
         (_ObjectFields, "experiment _ObjectFields's fields returns 'targets' of dtype object; "
          "return numeric NumPy arrays (map strings or objects to numbers in fields)"),
+        (_PredictRenamed, "experiment _PredictRenamed's predict returns label, probs, its "
+         "output_signature declares probabilities, label; make them agree"),
+        (_PredictWide, "experiment _PredictWide's predict returns 'probabilities' as [10, 2] "
+         "float32 per row, where its output_signature declares [10] float32; make them agree "
+         "(what predict makes of the output of model 'mlp', or the signature)"),
     ],
 )  # fmt: skip
-def test_fields_that_cannot_train_are_one_line_before_step_0(tmp_path, monkeypatch, cls, message):
+def test_fields_and_predict_that_cannot_train_or_export_are_one_line_before_step_0(
+    tmp_path, monkeypatch, cls, message
+):
     config = tiny(experiment=importable(monkeypatch, cls))
     with pytest.raises(ConfigError) as e:
         train_and_evaluate(config, str(tmp_path / "run"))

@@ -896,24 +896,54 @@ def test_an_explicit_calibration_an_experiment_cannot_apply_is_refused(tmp_path,
 
 def test_a_graph_that_returns_other_than_its_signature_is_not_exported():
     """The manifest's outputs are the experiment's signature: a graph that returns another
-    shape was exported with a manifest that misdescribed it (and served so)."""
+    shape was exported with a manifest that misdescribed it (and served so). The fault is said
+    where it comes from: the model, under ann's own experiments' predict; a user's `predict`
+    (it blamed the model for a predict that returned 'prob_odd' where 'p_odd' was declared)."""
     import jax
     import jax.numpy as jnp
 
+    from ann import experiment as experiment_lib
     from ann.export import _check_outputs
 
     (batch,) = jax.export.symbolic_shape("batch")
     x = jax.ShapeDtypeStruct((batch, 4), jnp.float32)
     exported = jax.export.export(jax.jit(lambda x: {"probabilities": jnp.tile(x, 2)[:, :3]}))(x)
-    _check_outputs(exported, {"probabilities": {"dtype": "float32", "shape": [3]}}, "m")
+
+    def experiment(cls: type, signature: dict):
+        made = object.__new__(cls)
+        made.output_signature = lambda: signature
+        return made
+
+    shipped = experiment_lib.get("classification")
+    user = type("Mine", (shipped,), {})
+    _check_outputs(
+        exported, experiment(shipped, {"probabilities": {"dtype": "float32", "shape": [3]}}), "m"
+    )
     for signature, said in [
         ({"probabilities": {"dtype": "float32", "shape": [2]}}, "as [3] float32 per row"),
         ({"probabilities": {"dtype": "int32", "shape": [3]}}, "says [3] int32"),
-        ({"label": {"dtype": "int32", "shape": []}}, "gives 'label' as nothing per row"),
     ]:
         with pytest.raises(ConfigError, match="model 'm' gives ") as e:
-            _check_outputs(exported, signature, "m")
+            _check_outputs(exported, experiment(shipped, signature), "m")
         assert said in str(e.value) and "fix the model's output" in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        _check_outputs(
+            exported, experiment(user, {"probabilities": {"dtype": "float32", "shape": [2]}}), "m"
+        )
+    assert str(e.value) == (
+        "experiment Mine's predict returns 'probabilities' as [3] float32 per row, where its "
+        "output_signature declares [2] float32; make them agree (what predict makes of the "
+        "output of model 'm', or the signature)"
+    )
+    for cls in (shipped, user):
+        with pytest.raises(ConfigError) as e:
+            _check_outputs(
+                exported, experiment(cls, {"label": {"dtype": "int32", "shape": []}}), "m"
+            )
+        assert str(e.value) == (
+            f"experiment {cls.__name__}'s predict returns probabilities, its output_signature "
+            "declares label; make them agree"
+        )
 
 
 def test_a_model_that_gives_nan_on_its_own_data_is_not_exported():

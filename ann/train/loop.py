@@ -38,9 +38,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
+from flax import nnx
 
 from ann import atomic, cli, compilation_cache, data, parallel, sharding
 from ann import config as config_lib
+from ann import experiment as experiment_lib
 from ann.data import data_dir as data_dir_lib
 from ann.experiment import Experiment
 from ann.metrics import device_peaks
@@ -575,9 +577,39 @@ def _example(run: _Run, rows: int, warn: bool = False) -> dict[str, np.ndarray]:
     return batch
 
 
+def _check_predict(run: _Run) -> None:
+    """Raises ConfigError, before step 0, for a `predict` whose outputs are not what the
+    experiment's `output_signature()` declares (`experiment_lib.check_outputs`): traced
+    abstractly (`jax.eval_shape`, no FLOPs) for a batch of 2 rows of its input_signature.
+    It was found only at export, worded as the model's fault. A predict that cannot be traced
+    here is left to export, which says so with its traceback."""
+    setup, experiment = run.setup, run.experiment
+    arrays, treedef = step_lib.eval_arrays(run.state)
+    try:
+        inputs = {
+            k: jax.ShapeDtypeStruct((2, *v["shape"]), np.dtype(v["dtype"]))
+            for k, v in experiment.input_signature().items()
+        }
+
+        def predict(arrays: list[jax.Array], inputs: dict) -> Any:
+            params, model_state = jax.tree.unflatten(treedef, arrays)
+            model = nnx.merge(setup.model_def.eval, params, model_state, copy=True)
+            return experiment.predict(model, inputs)
+
+        outputs = jax.eval_shape(predict, arrays, inputs)
+    except config_lib.ConfigError:
+        raise
+    except Exception as e:  # export traces it again and shows the traceback
+        logging.debug("predict not checked before step 0: %r", e)
+        return
+    experiment_lib.check_outputs(experiment, outputs, run.config.model.name)
+
+
 def _compile_eval(run: _Run) -> _Compiled:
-    """The eval step, compiled ahead of time for the run's shardings, before step 0."""
+    """The eval step, compiled ahead of time for the run's shardings, before step 0 (and
+    `predict` checked against its output_signature: `_check_predict`)."""
     config, setup, state = run.config, run.setup, run.state
+    _check_predict(run)
     batch_sharding = parallel.batch_sharding(setup.mesh)
     eval_batch = config.eval_batch_size or config.batch_size
     eval_local = eval_batch // jax.process_count()
