@@ -13,7 +13,7 @@ from ann import experiment as experiment_lib
 from ann.config import ConfigError
 from ann.train import loop
 from ann.train.checkpoint import CheckpointSaveError
-from ann.train.loop import train_and_evaluate
+from ann.train.loop import NonFiniteLossError, train_and_evaluate
 
 Classification = experiment_lib.get("classification")
 
@@ -118,6 +118,25 @@ def test_fields_and_predict_that_cannot_train_or_export_are_one_line_before_step
         train_and_evaluate(config, str(tmp_path / "run"))
     assert str(e.value) == message
     assert not (tmp_path / "run").exists()
+
+
+class _NanFromTheStart(Classification):
+    def loss(self, model, batch, rng):  # a model whose output is NaN before any update
+        loss, metrics = super().loss(model, batch, rng)
+        return loss * jnp.nan, {**metrics, "loss": loss * jnp.nan}
+
+
+def test_a_loss_that_is_nan_before_any_update_is_not_blamed_on_the_learning_rate(
+    tmp_path, monkeypatch
+):
+    config = tiny(experiment=importable(monkeypatch, _NanFromTheStart))
+    with pytest.raises(NonFiniteLossError) as e:
+        train_and_evaluate(config, str(tmp_path / "run"))
+    said = str(e.value)
+    assert said.startswith("training stopped: ") and "nan at step 1, the run's first," in said
+    assert "before any update was applied (from the initial parameters)" in said, said
+    assert "not the learning rate but the model's output or the inputs" in said, said
+    assert "lower optimizer.learning_rate" not in said, said
 
 
 def test_a_failed_save_whose_writes_land_after_the_failure_leaves_nothing(tmp_path):

@@ -101,8 +101,12 @@ def _real_rows(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {k: np.concatenate([b[k] for b in batches])[keep] for k in batches[0] if k != "mask"}
 
 
-def _check_finite(window: list[dict], step: int, checkpoints: Checkpoints) -> None:
+def _check_finite(
+    window: list[dict], step: int, checkpoints: Checkpoints, start_step: int = 0
+) -> None:
     """Raises NonFiniteLossError if a train metric, or the state a step produced, is not finite.
+    A metric of the run's first step (`start_step` + 1; computed before its update) is no
+    divergence: the model or its inputs, which a lower learning rate cannot help.
 
     Runs at every host sync, before any hook (so before any save): the state about to be saved
     is the one the window's last step produced, and its `STATE_FINITE` flag is in the window.
@@ -122,6 +126,17 @@ def _check_finite(window: list[dict], step: int, checkpoints: Checkpoints) -> No
         else:
             continue
         last = checkpoints.latest_step()
+        if bad and first == start_step + 1:  # no update was applied yet: not the learning rate
+            params = "initial parameters" if start_step == 0 else f"step {start_step}'s state"
+            raise NonFiniteLossError(
+                f"training stopped: {', '.join(bad)} {'is' if len(bad) == 1 else 'are'} "
+                f"{metrics[bad[0]]} at step "
+                f"{first}, the run's first, before any update was applied (from the {params}): "
+                "not the learning rate but the model's output or the inputs it was given; "
+                "check the model and the experiment's loss on a batch of the data, then use "
+                "a new --workdir",
+                first,
+            )
         raise NonFiniteLossError(
             f"training diverged: {what}; nothing non-finite was saved (last good checkpoint: "
             f"{f'step {last}' if last is not None else 'none'}). To train on, use a new --workdir "
@@ -1048,7 +1063,8 @@ def _train(
                 continue
             pulled = _per_step(jax.device_get(pending))
             pending.clear()
-            _check_finite(pulled, step, run.checkpoints)  # before any hook can save the state
+            # Before any hook can save the state.
+            _check_finite(pulled, step, run.checkpoints, run.start_step)
             info = hooks_lib.StepInfo(step, total, state, tuple(pulled), data_seconds, hook_seconds)
             t1 = time.perf_counter()
             for hook in hooks:
