@@ -84,14 +84,21 @@ def made_for(name: str, task: str) -> str:
 def supervised_keys(train: Split, task: str, roles: str, hint: str = "") -> tuple[str, str]:
     """The data set's TFDS `supervised_keys` (input, target) as two feature names. Raises
     ConfigError naming the data set, the `roles` the task reads them as ("(input, label)") and
-    `hint` (what to use instead) when it declares none."""
+    `hint` (what to use instead) when it declares none, or names a feature it does not have."""
     keys = train.info.supervised_keys
     if not keys:
         raise ConfigError(
             f"data set {train.name!r} declares no {roles} supervised_keys; {task} needs them"
             f"{made_for(train.name, task) or hint}"
         )
-    feature = train.info.features[keys[0]]
+    features = train.info.features
+    missing = [k for k in keys if k not in features]
+    if missing:  # it was TFDS's KeyError traceback from the experiment's setup
+        raise ConfigError(
+            f"data set {train.name!r} declares supervised_keys {tuple(keys)} but has no feature "
+            f"{missing[0]!r} (its features: {', '.join(features.keys())}); fix its builder"
+        )
+    feature = features[keys[0]]
     kind = np.dtype(feature.np_dtype).kind
     if kind not in "biuf":  # it was a traceback from the input statistics
         raise ConfigError(

@@ -433,6 +433,21 @@ class VarLenTab(NanTab):  # rows of different lengths: "all input arrays must ha
             yield i, {**row, "input": row["input"][: 2 + i % 3]}
 
 
+class NoLabelTab(NanTab):  # supervised_keys name a feature it lacks: TFDS's KeyError: 'label'
+    def _info(self):
+        return tfds.core.DatasetInfo(
+            builder=self,
+            features=tfds.features.FeaturesDict({
+                "input": tfds.features.Tensor(shape=(4,), dtype=np.float32),
+            }),
+            supervised_keys=("input", "label"),
+        )
+
+    def _generate_examples(self, n, split):
+        for i, row in super()._generate_examples(n, "test"):
+            yield i, {"input": row["input"]}
+
+
 class TextTab(NanTab):  # a CSV line as text: "could not convert string to float"
     def _info(self):
         return tfds.core.DatasetInfo(
@@ -465,6 +480,9 @@ class TextTab(NanTab):  # a CSV line as text: "could not convert string to float
          "crop it to a fixed length in its builder"),
         ("TextTab", "text_tab", "feature 'input' of data set 'text_tab' holds text or "
          "strings; classification reads numbers"),
+        ("NoLabelTab", "no_label_tab", "data set 'no_label_tab' declares supervised_keys "
+         "('input', 'label') but has no feature 'label' (its features: input); fix its "
+         "builder"),
     ],
 )  # fmt: skip
 def test_a_user_data_set_that_cannot_train_is_refused_before_anything_is_written(
