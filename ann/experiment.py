@@ -35,7 +35,10 @@ class Experiment(Protocol):
         """Learns what the task needs from the training split (classes, input statistics)."""
 
     def fields(self, rows: dict[str, np.ndarray]) -> Batch:
-        """Host side: picks and casts the arrays the model and loss read from a batch of rows."""
+        """Host side: picks and casts the arrays the model and loss read from a batch of rows:
+        {name: numeric NumPy array with one entry per row, the batch axis first} (else a
+        ConfigError before step 0). Not part of the export: `predict` gets the raw inputs, so
+        transforms of the inputs belong on the device, in `loss` and `predict`."""
 
     def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
         """The Flax NNX module, built from the config's `model.*` keys."""
@@ -57,7 +60,8 @@ class Experiment(Protocol):
         self, sums: dict[str, np.ndarray], rows: dict[str, np.ndarray] | None = None
     ) -> dict[str, float]:
         """Final metrics over a whole split from the summed `eval_sums` and, when `eval_rows`
-        returns something, the gathered rows (None otherwise)."""
+        returns something, the gathered rows (None otherwise): {name: number}, a float or int
+        or a NumPy or JAX scalar (recorded as a float); NaN where it is undefined."""
 
     # Token positions trained per example (the loop then logs tokens/s); 0 for tasks that are
     # not about tokens.
