@@ -559,7 +559,8 @@ def _example(run: _Run, rows: int, warn: bool = False) -> dict[str, np.ndarray]:
     """`rows` train rows as the experiment feeds them: the shapes and dtypes to compile for.
     ConfigError for a `fields` that returns other than a dict of numeric arrays with `rows`
     rows each (a JAX traceback at the first eval, or in the experiment's loss); `warn`: one
-    warning for a float64 field (the device computes float32)."""
+    warning for a float64 field of a user's experiment (the device computes float32, and it is
+    usually a host-side transform, missing from the export; ann's own pass the data's dtype)."""
     name = type(run.experiment).__name__
     batch = run.experiment.fields(run.setup.train_split.rows(np.arange(rows)))
     if not isinstance(batch, dict) or not all(isinstance(v, np.ndarray) for v in batch.values()):
@@ -581,7 +582,8 @@ def _example(run: _Run, rows: int, warn: bool = False) -> dict[str, np.ndarray]:
                 "field must have one entry per row, the batch axis first"
             )
     wide = [key for key, value in batch.items() if value.dtype == np.float64]
-    if warn and wide:
+    own = f"{type(run.experiment).__module__}:{type(run.experiment).__qualname__}"
+    if warn and wide and own not in experiment_lib.EXPERIMENTS.values():  # a user's fields
         logging.warning(
             "experiment %s's fields returns %s as float64; the device computes in float32, and "
             "what fields computes on the host is not in the export (predict gets the raw "
