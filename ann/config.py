@@ -1375,13 +1375,41 @@ CONFIG_CHANGES = "config_changes.jsonl"  # appended by ann.train.resume.record
 
 def last_changes(workdir: str) -> dict[str, list] | None:
     """The last line's changes from config.json ({key: [old, new]}), None where none is
-    recorded (or the file is unreadable: the record alone then stands)."""
+    recorded. The file is read by metrics.jsonl's rule (`ann.train.writers.parse_lines`): a
+    torn last line (a rerun stopped while appending it, before it trained) is skipped with a
+    warning, so the line before it stands; raises ConfigError naming the file and the line of
+    a damaged line before the last, and for a file that cannot be read (a directory): a
+    damaged file read as none recorded used config.json alone, and exported a run with the
+    calibration its last rerun had turned off."""
+    records = changes_records(workdir)
+    return records[-1][1]["changes"] if records else None
+
+
+def changes_records(workdir: str) -> list[tuple[str, dict]]:
+    """(line, record) of each good line of the run's config_changes.jsonl, [] where there is
+    none (`last_changes`' rule and errors)."""
+    from ann.train.writers import parse_lines  # it imports ann.cli, which imports this module
+
+    path = os.path.join(workdir, CONFIG_CHANGES)
     try:
-        with open(os.path.join(workdir, CONFIG_CHANGES), encoding="utf-8-sig") as f:
-            lines = [json.loads(line) for line in f if line.strip()]
-    except (OSError, ValueError):
-        return None
-    return lines[-1].get("changes") if lines else None
+        with open(path, encoding="utf-8-sig") as f:
+            lines = f.readlines()
+    except FileNotFoundError:
+        return []
+    except (OSError, UnicodeDecodeError) as e:
+        why = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
+        raise ConfigError(
+            f"{path} cannot be read ({why}); ann train appends it on a rerun that changes the "
+            "config: put back a good copy, or delete it to read config.json alone"
+        ) from e
+
+    def is_record(record: dict) -> bool:
+        changes = record.get("changes")
+        return isinstance(changes, dict) and all(
+            isinstance(v, list) and len(v) == 2 for v in changes.values()
+        )
+
+    return parse_lines(path, lines, is_record, "a record of config changes", ConfigError)
 
 
 def with_changes(values: dict[str, Any], changes: Mapping[str, Sequence]) -> dict[str, Any]:

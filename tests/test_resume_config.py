@@ -399,3 +399,54 @@ def test_readers_of_a_run_get_the_config_its_last_rerun_recorded(trained, tmp_pa
     assert (latest.calibration, tuple(latest.report.slices)) == ("none", ("label",))
     *_, restored = build.restore_model(str(workdir), "latest")  # what report and export use
     assert (restored.calibration, tuple(restored.report.slices)) == ("none", ("label",))
+
+
+def test_a_damaged_config_changes_file_is_named_and_a_torn_last_line_skipped(
+    trained, tmp_path, capsys
+):
+    # A damaged config_changes.jsonl was read as no change recorded, with no word: a rerun had
+    # turned calibration off, and export calibrated by config.json alone. It is read by
+    # metrics.jsonl's rule: a torn last line (a rerun stopped while appending it) is skipped
+    # with a warning, a damaged line before it is an error naming the file and the line.
+    workdir = copy_run(trained, tmp_path)
+    changes = workdir / CONFIG_CHANGES
+    good = '{"step": 10, "time": "T", "changes": {"calibration": ["temperature", "none"]}}\n'
+    torn = '{"step": 10, "changes": {"total_st'
+    changes.write_text(good + torn)
+    assert config_lib.latest(str(workdir)).calibration == "none"
+    assert f"{changes}: skipping line 2, torn by a crash mid-write" in capsys.readouterr().err
+    changes.write_text(torn + "\n" + good)
+    with pytest.raises(ConfigError) as e:
+        config_lib.latest(str(workdir))
+    assert str(e.value) == (
+        f"{changes}: line 1 is not a record of config changes; the file is damaged (delete that "
+        "line to use the rest)"
+    )
+
+    def files():  # but .lock, which names the start that held it
+        return {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file() and p.name != ".lock"}
+
+    kept = files()
+    config = tiny(total_steps=20, **{"optimizer.schedule": "warmup_cosine"})
+    with pytest.raises(ConfigError, match="line 1 is not a record of config changes"):
+        train_and_evaluate(config, str(workdir))  # refused before anything is written
+    assert files() == kept
+    # A resume drops the torn last line before it appends: appended after, it was a damaged
+    # line that every later read refused (or, with no end of line, took the new line in).
+    changes.write_text(torn)
+    config = tiny(total_steps=10, calibration="none", **{"optimizer.schedule": "warmup_cosine"})
+    train_and_evaluate(config, str(workdir))
+    lines = changes.read_text().splitlines()
+    assert [json.loads(line)["changes"] for line in lines] == [
+        {"calibration": ["temperature", "none"]}
+    ]
+    assert config_lib.latest(str(workdir)).calibration == "none"
+    # A rerun that records nothing new drops it too: it is not warned about at every read.
+    changes.write_text(changes.read_text() + torn)
+    train_and_evaluate(config, str(workdir))
+    assert changes.read_text().splitlines() == lines
+    # A file that cannot be read is named, not read as none recorded.
+    changes.unlink()
+    changes.mkdir()
+    with pytest.raises(ConfigError, match=rf"^{changes} cannot be read \(Is a directory\)"):
+        config_lib.latest(str(workdir))

@@ -48,6 +48,9 @@ def compare(
     fresh start (None, {})."""
     if has_checkpoint(workdir) and directory_kind.RUN in directory_kind.of(workdir):
         saved = config_lib.read(workdir)
+        # A damaged config_changes.jsonl is refused here, before the restore moves or writes
+        # anything (`record` reads it once the run is restored).
+        config_lib.changes_records(workdir)
         # A misspelt metric is not a config change.
         check_selection_metrics(config, workdir, saved, validation_names)
         skip = tuple(config.init_from_skip)
@@ -191,13 +194,32 @@ def record(
                 before,
                 after,
             )
-    recorded = config_lib.last_changes(workdir) or {}
+    path = os.path.join(workdir, CONFIG_CHANGES)
+    records = config_lib.changes_records(workdir)
+    _drop_torn_line(path, [line for line, _ in records])
+    recorded = records[-1][1]["changes"] if records else {}
     entry = {k: list(v) for k, v in changes.items() if trains or not config_lib.training_only(k)}
     if not trains:  # what only training reads stays as the last run left it
         entry.update({k: v for k, v in recorded.items() if config_lib.training_only(k)})
     if entry == recorded:
         return  # the same config as the last run: nothing new to record
     line = {"step": step, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "changes": entry}
-    path = os.path.join(workdir, CONFIG_CHANGES)
     with atomic.writing(path), open(path, "a") as f:  # a full disk's write names no file
         f.write(json.dumps(line, default=str) + "\n")
+
+
+def _drop_torn_line(path: str, good: list[str]) -> None:
+    """Rewrites config_changes.jsonl as its `good` lines (`config_lib.changes_records`) where
+    it holds more, or its last lacks its end of line: the torn last line a stopped rerun left
+    (skipped, with a warning, by every reader) is dropped before a line is appended after it,
+    as a resume drops metrics.jsonl's. Appended to, the torn line became a damaged line before
+    the last (or, without its end of line, took the new one into it)."""
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            lines = [line for line in f.readlines() if line.strip()]
+    except FileNotFoundError:
+        return
+    if lines == good and all(line.endswith("\n") for line in good):
+        return
+    with atomic.replacing(path) as f:
+        f.writelines(line if line.endswith("\n") else line + "\n" for line in good)

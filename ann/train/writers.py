@@ -14,6 +14,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 
 from ann import atomic, cli
 
@@ -41,15 +42,28 @@ _WARNED: set[tuple[str, int]] = set()  # (file, line) of the torn lines already 
 
 
 def _parse(path: str, lines: list[str]) -> list[tuple[str, dict]]:
-    """(line, record) of every non-blank line. A last line that does not parse (the run stopped
-    while writing it) is skipped with a warning; any other raises MetricsFileError naming the
-    file and the line number."""
+    """(line, record) of every non-blank line of a metrics.jsonl file (`parse_lines`' rule)."""
+    return parse_lines(path, lines, lambda r: "step" in r, "a metrics record", MetricsFileError)
+
+
+def parse_lines(
+    path: str,
+    lines: list[str],
+    is_record: Callable[[dict], bool],
+    what: str,
+    error: type[Exception],
+) -> list[tuple[str, dict]]:
+    """(line, record) of every non-blank line of the JSON-lines file `path` that ann appends to
+    (metrics.jsonl, config_changes.jsonl), one rule for all: a last line that does not parse
+    as a JSON object `is_record` accepts (its writer stopped while writing it) is skipped with
+    a warning (once per file and line); any other raises `error` naming the file, the line
+    number and `what` a line should be."""
     filled = [i for i, line in enumerate(lines) if line.strip()]
     parsed = []
     for i in filled:
         try:
             record = json.loads(lines[i])
-            if not isinstance(record, dict) or "step" not in record:
+            if not isinstance(record, dict) or not is_record(record):
                 raise ValueError("not a record")
         except ValueError:
             if i == filled[-1]:
@@ -57,8 +71,8 @@ def _parse(path: str, lines: list[str]) -> list[tuple[str, dict]]:
                     _WARNED.add((path, i))
                     cli.warn(f"{path}: skipping line {i + 1}, torn by a crash mid-write")
                 continue
-            raise MetricsFileError(
-                f"{path}: line {i + 1} is not a metrics record; the file is damaged (delete "
+            raise error(
+                f"{path}: line {i + 1} is not {what}; the file is damaged (delete "
                 "that line to use the rest)"
             ) from None
         parsed.append((lines[i], record))
