@@ -46,6 +46,28 @@ def test_an_uncreatable_workdir_is_refused_before_anything_is_made(tmp_path):
         workdir_lib.check(" ")
 
 
+@pytest.mark.parametrize("name", [*workdir_lib.DIRECTORIES, *workdir_lib.FILES, ".lock"])
+def test_an_entry_of_the_wrong_kind_in_the_workdir_is_one_line_before_the_start(tmp_path, name):
+    # `checkpoints` or `tensorboard` a file, `.lock` a directory: a traceback (NotADirectoryError,
+    # IsADirectoryError), tensorboard's after training had begun, with run_status failed.
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    entry = workdir / name
+    if name in workdir_lib.DIRECTORIES:
+        entry.write_text("x\n")
+        why = f"{entry} is a file, so nothing can be below it"
+    else:
+        entry.mkdir()
+        why = f"{entry} is a directory, not a file"
+    with pytest.raises(workdir_lib.WorkdirError) as e:
+        train_and_evaluate(tiny(total_steps=2), str(workdir))
+    assert str(e.value) == (
+        f"workdir {str(workdir)!r} cannot hold the run: {why}; move it out of the workdir, or "
+        "choose another --workdir"
+    )
+    assert [p.name for p in workdir.iterdir()] == [name]  # nothing was written
+
+
 def test_a_workdir_in_use_is_refused_naming_its_holder(tmp_path):
     workdir = tmp_path / "run"
     with workdir_lib.lock(str(workdir)):  # as another run holds it

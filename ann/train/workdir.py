@@ -45,6 +45,53 @@ def check(workdir: str) -> None:
             f"workdir {workdir!r} {why}; choose another --workdir (a directory, created if "
             "missing)" + (" or fix the permissions" if "permission" in why else "")
         )
+    _check_entries(workdir)
+
+
+# What a run keeps in its workdir (README "What a run writes"), each opened as a directory or as
+# a file by a start or its run.
+DIRECTORIES = (
+    "checkpoints",
+    "checkpoints_best",
+    directory_kind.CHECKPOINTS_DAMAGED,
+    "tensorboard",
+    "profile",
+)
+FILES = (
+    "config.json",
+    "data_dir.json",
+    "config_changes.jsonl",
+    "metrics.jsonl",
+    "run_status.json",
+    "parameters.tsv",
+    "init_from.json",
+)
+
+
+def _check_entries(workdir: str) -> None:
+    """Raises WorkdirError where an entry the run opens is of the wrong kind: `checkpoints`
+    or `tensorboard` a file ("WORKDIR/checkpoints is a file, so nothing can be below it", as
+    `atomic.below_a_file` says of any such path), `.lock` or `metrics.jsonl` a directory (or
+    a FIFO, which would block the start for good). Each was a traceback (NotADirectoryError,
+    IsADirectoryError), `tensorboard`'s after training had begun, with run_status failed."""
+    for name in (*DIRECTORIES, *FILES, os.path.basename(_lock_path(workdir))):
+        path = os.path.join(workdir, name)
+        try:
+            kind = atomic.file_kind(os.stat(path).st_mode)
+        except OSError:  # absent (or a dangling link: its own error, where it is opened)
+            continue
+        if name in DIRECTORIES:
+            if kind == "a directory":
+                continue
+            why = atomic.below_a_file(os.path.join(path, ""))
+        elif kind is None:
+            continue
+        else:
+            why = f"{path} is {kind}, not a file"
+        raise WorkdirError(
+            f"workdir {workdir!r} cannot hold the run: {why}; move it out of the workdir, or "
+            "choose another --workdir"
+        )
 
 
 def _lock_path(workdir: str) -> str:
