@@ -450,3 +450,27 @@ def test_a_damaged_config_changes_file_is_named_and_a_torn_last_line_skipped(
     changes.mkdir()
     with pytest.raises(ConfigError, match=rf"^{changes} cannot be read \(Is a directory\)"):
         config_lib.latest(str(workdir))
+
+
+def test_a_config_json_edited_to_other_shapes_is_named_not_orbax_advice(trained, tmp_path):
+    # model.features edited in config.json: export quoted Orbax's API advice ("set strict=False
+    # in ArrayRestoreArgs") and offered another --step of the same shapes; a rerun said to
+    # rerun with the values in config.json, which cannot restore either.
+    from ann.train.checkpoint import CheckpointError
+
+    workdir = copy_run(trained, tmp_path)
+    record = json.loads((workdir / "config.json").read_text())
+    record["model"]["features"] = [128, 256]
+    (workdir / "config.json").write_text(json.dumps(record))
+    expected = (
+        f"{workdir / 'config.json'} does not match the shapes in the run's checkpoints "
+        "(layers/0/bias: (256,) in step 10, (128,) by config.json); was it edited by "
+        "hand? put back the config.json the run was trained with"
+    )
+    with pytest.raises(CheckpointError) as e:
+        build.restore_model(str(workdir))  # what export, report and generate restore with
+    assert str(e.value) == expected
+    config = tiny(total_steps=20, **{"optimizer.schedule": "warmup_cosine"})
+    with pytest.raises(ConfigError) as e:
+        train_and_evaluate(config, str(workdir))
+    assert str(e.value) == expected

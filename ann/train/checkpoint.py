@@ -53,6 +53,19 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be saved or restored; the message says what to do."""
 
 
+def mismatch_error(workdir: str, step: int, mismatch: str) -> str:
+    """The line for a run whose checkpoints do not fit its config.json (edited by hand, say
+    model.features): `mismatch` is `ann.train.transfer.shape_mismatch`'s. Every step has the
+    shapes of the config it was trained with, so no other step is offered."""
+    mismatch = mismatch.replace("by the config", "by config.json")
+    mismatch = mismatch.replace("in the checkpoint", f"in step {step}")
+    return (
+        f"{os.path.join(workdir, 'config.json')} does not match the shapes in the run's "
+        f"checkpoints ({mismatch}); was it edited by hand? put back the config.json the run "
+        "was trained with"
+    )
+
+
 class CheckpointSaveError(CheckpointError):
     """A save failed (disk full, permission, ...): the run cannot go on safely."""
 
@@ -1016,6 +1029,12 @@ class Checkpoints:
                 manager, step, ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
             )
         except _Unreadable as e:
+            from ann.train import transfer  # it imports ann.train.build, which imports this
+
+            state_dir = os.path.join(self._step_dir(manager, step), "state")
+            mismatch = transfer.shape_mismatch(state_dir, abstract_state)
+            if mismatch is not None:  # not Orbax's advice (set strict=False ...), nor --step
+                raise CheckpointError(mismatch_error(self.workdir, step, mismatch)) from e
             raise CheckpointError(
                 f"checkpoint step {step} in {manager.directory} cannot be restored into "
                 f"this config ({e}){choose}"

@@ -59,14 +59,39 @@ def compare(
         same_kind = saved.get("experiment") == config.get("experiment") and saved.get(
             "model", {}
         ).get("name") == config.get("model", {}).get("name")
-        return saved, config_lib.check_resume(
-            saved,
-            config,
-            workdir,
-            (lambda: init_from_spec(workdir, state, skip)) if same_kind else None,
-            config_flag,
-        )
+        try:
+            return saved, config_lib.check_resume(
+                saved,
+                config,
+                workdir,
+                (lambda: init_from_spec(workdir, state, skip)) if same_kind else None,
+                config_flag,
+            )
+        except config_lib.ConfigError:
+            if same_kind:  # config.json edited by hand: "rerun with its values" cannot restore
+                _check_record_fits(saved, workdir)
+            raise
     return None, {}
+
+
+def _check_record_fits(saved: ml_collections.ConfigDict, workdir: str) -> None:
+    """Raises ConfigError (`checkpoint.mismatch_error`) where the run's config.json (`saved`)
+    builds a model its latest checkpoint does not fit: a hand edit of model.features, which a
+    rerun's refusal took for the run's config and asked to rerun with. Asked only on the way
+    to a refusal (it builds `saved`'s model); says nothing where it cannot tell."""
+    from ann.data import data_dir as data_dir_lib
+    from ann.train import checkpoint
+
+    try:
+        source = transfer.resolve(f"{workdir}:latest")
+        data_dir = data_dir_lib.for_run(saved, workdir)
+        setup = build.build(saved, build.make_experiment(saved), for_training=False,
+                            data_dir=data_dir)  # fmt: skip
+        mismatch = transfer.shape_mismatch(source.directory, setup.abstract_state)
+    except Exception:  # noqa: BLE001 - the refusal being raised says the rest
+        return
+    if mismatch is not None:
+        raise config_lib.ConfigError(checkpoint.mismatch_error(workdir, source.step, mismatch))
 
 
 def check_selection_metrics(

@@ -452,6 +452,32 @@ def loads_into(spec: str, state: Any, skip: Sequence[str] = ()) -> bool:
     return bool(_match_state(state, shapes, skip).loaded)
 
 
+def shape_mismatch(state_dir: str, state: Any) -> str | None:
+    """The first array of `state`'s model (a train state or its abstract shapes: parameters and
+    model state) whose shape the checkpoint in `state_dir` (a step's `state` folder) does not
+    hold, from its metadata alone: "Conv_0/kernel: (3, 3, 1, 32) in the checkpoint, (3, 3, 1,
+    16) by the config" (or "none in the checkpoint", "none by the config" for an array only
+    one side has); None where every shape matches, or the metadata cannot be read. What a
+    refused restore names instead of Orbax's own advice (set strict=False ...)."""
+    try:
+        saved = _checkpoint_shapes(Source("", "checkpoint", state_dir))
+    except ConfigError:
+        return None
+    every = {path_str(p): x for p, x in jax.tree_util.tree_leaves_with_path(state.params)}
+    every.update(
+        (path_str(p), x) for p, x in jax.tree_util.tree_leaves_with_path(state.model_state)
+    )
+
+    def shape(x: Any) -> str:
+        return _shape(x.shape) if x is not None else "none"
+
+    for name in [*every, *(n for n in saved if n not in every)]:
+        ours, theirs = every.get(name), saved.get(name)
+        if ours is None or theirs is None or tuple(ours.shape) != tuple(theirs.shape):
+            return f"{name}: {shape(theirs)} in the checkpoint, {shape(ours)} by the config"
+    return None
+
+
 def _checkpoint_shapes(source: Source) -> dict[str, Any]:
     """The shape and dtype (Orbax's ArrayMetadata) of each array of a checkpoint's `params` and
     `model_state`, by path, from its metadata alone."""
