@@ -256,11 +256,23 @@ def _git() -> dict[str, Any]:
 
 def _eval_metrics(workdir: str, step: int) -> dict[str, float]:
     """The validation (`val/`) and test (`eval/`, `eval_<split>/`) metrics the run logged at
-    `step` (metrics.jsonl)."""
+    `step` (metrics.jsonl). A file that is missing or holds no record (emptied) is warned
+    about: the export then carries no metrics, which it did in silence. Raises
+    MetricsFileError for a damaged line (`read_records`' rule)."""
     from ann.train.writers import read_records  # "nan"/"inf" strings back to floats
 
+    path = os.path.join(workdir, "metrics.jsonl")
+    records = read_records(path)
+    if not records:  # a run that trained logged its start-up at step 0 at least
+        from ann import cli
+
+        what = "holds no record (emptied?)" if os.path.exists(path) else "does not exist"
+        cli.warn(
+            f"{path} {what}: the export carries no metrics of step {step} (`ann report` "
+            "computes them anew from the checkpoint)"
+        )
     metrics: dict[str, float] = {}
-    for record in read_records(os.path.join(workdir, "metrics.jsonl")):
+    for record in records:
         if record.get("step") == step:
             metrics.update(
                 {

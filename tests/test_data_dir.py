@@ -90,3 +90,23 @@ def test_the_lost_data_warning_says_what_the_fallback_holds_and_where_to_restore
         f"; reading the copy already in {full} (data.data_dir={full}) instead, which may be "
         f"other data under the same name {restore}"
     ), line
+
+
+def test_a_damaged_record_is_warned_about_once_not_read_as_none_in_silence(tmp_path, capsys):
+    # A torn data_dir.json was read as a run that recorded nothing: export, report and a resume
+    # read this shell's directory without a word.
+    record = tmp_path / data_dir_lib.FILENAME
+    assert data_dir_lib.recorded(str(tmp_path)) is None  # none: a run from before the record
+    assert capsys.readouterr().err == ""
+    for text, why in (('{"data_dir": "/tmp/tr', "not a JSON record with a data_dir"),
+                      ('{"name": "digits"}', "not a JSON record with a data_dir")):  # fmt: skip
+        record.write_text(text)
+        data_dir_lib._WARNED.clear()
+        assert data_dir_lib.recorded(str(tmp_path)) is None
+        assert data_dir_lib.recorded(str(tmp_path)) is None  # read again: said once
+        [line] = capsys.readouterr().err.splitlines()
+        assert line == (
+            f"warning: {record} cannot be read ({why}: torn, or edited by hand): reading the "
+            "data where data.data_dir points from here, which may not be where the run read it "
+            "(the run's next ann train writes the record again)"
+        )

@@ -833,6 +833,21 @@ def test_exported_metrics_read_non_finite_values_as_numbers(tmp_path):
     assert f"{metrics['eval/loss']:.4g}" == "nan"
 
 
+def test_an_emptied_or_missing_metrics_file_is_warned_about(tmp_path, capsys):
+    # An emptied metrics.jsonl exported with no metrics in the line or the manifest, no word.
+    from ann import export as export_lib
+
+    path = tmp_path / "metrics.jsonl"
+    for made, what in ((False, "does not exist"), (True, "holds no record (emptied?)")):
+        if made:
+            path.write_text("\n")
+        assert export_lib._eval_metrics(str(tmp_path), 60) == {}
+        assert capsys.readouterr().err == (
+            f"warning: {path} {what}: the export carries no metrics of step 60 (`ann report` "
+            "computes them anew from the checkpoint)\n"
+        )
+
+
 def test_default_names_keep_two_tasks_on_one_data_set_and_model_apart():
     # README's parity experiment (an MLP on digits) exported as 'digits_mlp', the digits MLP
     # classifier's name: registered without --name, it became that model's next version.

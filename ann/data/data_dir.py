@@ -45,16 +45,36 @@ def write(workdir: str, data_dir: str, name: str, version: str) -> None:
     atomic.write_text(path(workdir), json.dumps(record, indent=2) + "\n")
 
 
+_WARNED: set[str] = set()  # the damaged records already named (a reader reads it more than once)
+
+
 def recorded(workdir: str) -> str | None:
     """The directory the run in `workdir` last read its data from; None for a run that recorded
-    none (one trained before this record existed) or an unreadable record."""
+    none (one trained before this record existed) or an unreadable record, which is warned
+    about once (a torn file read as none was said nowhere, and the data then read from this
+    shell's directory)."""
+    file = path(workdir)
     try:
-        with open(path(workdir), "rb") as f:
+        with open(file, "rb") as f:
             record = json.loads(f.read(1 << 20))
-    except (OSError, ValueError):
+        found = record.get("data_dir") if isinstance(record, dict) else None
+        if not (isinstance(found, str) and found):
+            raise ValueError("no data_dir")
+    except FileNotFoundError:
         return None
-    found = record.get("data_dir") if isinstance(record, dict) else None
-    return found if isinstance(found, str) and found else None
+    except (OSError, ValueError) as e:
+        if file not in _WARNED:
+            _WARNED.add(file)
+            from ann import cli
+
+            why = e.strerror if isinstance(e, OSError) else "not a JSON record with a data_dir"
+            cli.warn(
+                f"{file} cannot be read ({why}: torn, or edited by hand): reading the data "
+                "where data.data_dir points from here, which may not be where the run read it "
+                "(the run's next ann train writes the record again)"
+            )
+        return None
+    return found
 
 
 def choose(data_dir: str, name: str, recorded_dir: str | None, whose: str) -> str:
