@@ -448,6 +448,32 @@ def test_a_damaged_best_step_is_restored_from_its_intact_copy(tmp_path, trained,
         restore_model(str(workdir), "best")
 
 
+def test_an_unreadable_manifest_leaves_the_step_unverified_not_damaged(tmp_path, trained, caplog):
+    # Both copies' ann_manifest.json truncated: export and report refused step 20 ("file
+    # ann_manifest.json itself is unreadable") and a resume moved the intact step aside and
+    # retrained from 10. Now as a missing manifest: restored unverified, written again on resume.
+    workdir = copy_run(trained, tmp_path / "run")
+    copies = [workdir / d / "20" for d in CHECKPOINT_DIRS if (workdir / d / "20").is_dir()]
+    for step_dir in copies:
+        manifest = step_dir / checkpoint_lib.MANIFEST
+        manifest.write_bytes(manifest.read_bytes()[:100])
+        with pytest.raises(FileNotFoundError):  # as a missing one: unverifiable
+            checkpoint_lib.verify_files(str(step_dir))
+    with caplog.at_level(logging.WARNING):
+        assert restore_model(str(workdir), "latest")[2] == 20
+    assert (
+        f"step 20 in {workdir / 'checkpoints'} cannot be verified: its ann_manifest.json cannot "
+        "be read (truncated, or edited by hand); restoring it unverified"
+    ) in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert train_and_evaluate(tiny(total_steps=20), str(workdir)).step == 20
+    assert not (workdir / checkpoint_lib.DAMAGED_DIR).exists()
+    for step_dir in copies:
+        assert checkpoint_lib.verify_files(str(step_dir)) is None  # written again
+        assert f"in {step_dir.parent} had an unreadable ann_manifest.json" in caplog.text
+
+
 def test_a_step_that_was_never_saved_is_not_called_damaged(trained):
     with pytest.raises(CheckpointError) as e:
         restore_model(str(trained), 999)
@@ -885,6 +911,9 @@ def test_a_step_that_does_not_fit_the_config_names_the_runs_config_json(tmp_path
     with pytest.raises(CheckpointError, match="does not fit this config") as e:
         train_and_evaluate(tiny(total_steps=30, **{"model.features": (64,)}), str(workdir))
     assert f"({workdir / 'config.json'})" in str(e.value)
+    # The first array that differs, not Orbax's API advice ("set `strict=False` in ...").
+    assert "(head/kernel: (256, 10) in the checkpoint, (64, 10) by the config)" in str(e.value)
+    assert "strict" not in str(e.value)
     assert saved_steps(workdir) == [10, 20]
 
 

@@ -474,3 +474,9 @@ def test_a_config_json_edited_to_other_shapes_is_named_not_orbax_advice(trained,
     with pytest.raises(ConfigError) as e:
         train_and_evaluate(config, str(workdir))
     assert str(e.value) == expected
+    # Rerun with config.json's values, as that refusal said: "rerun with the config it was
+    # saved with (config.json)", the edited one.
+    config.model.features = (128, 256)
+    with pytest.raises(CheckpointError) as e:
+        train_and_evaluate(config, str(workdir))
+    assert str(e.value) == expected

@@ -123,16 +123,46 @@ def _write_manifest_if_kept(step_dir: str) -> None:
             raise
 
 
+class ManifestUnreadable(FileNotFoundError):
+    """A step's ann_manifest.json that is not the JSON ann wrote (truncated, edited by hand):
+    the step is unverifiable, as one without a manifest is (a FileNotFoundError to every
+    caller), not damaged. It was called damaged ("file ann_manifest.json itself is
+    unreadable"): export and report refused the step, and a resume moved an intact step aside
+    and retrained from the one before, though Orbax's files were as saved."""
+
+
+def _manifest_files(step_dir: str) -> dict | None:
+    """The manifest's {file: {"bytes", "sha256"}}, None where it is not what ann writes.
+    Raises FileNotFoundError where there is none, OSError where it cannot be read."""
+    with open(os.path.join(step_dir, MANIFEST), "rb") as f:
+        try:
+            recorded = json.loads(f.read())["files"]
+        except (ValueError, KeyError, TypeError):
+            return None
+    ok = isinstance(recorded, dict) and all(
+        isinstance(v, dict) and isinstance(v.get("bytes"), int) and isinstance(v.get("sha256"), str)
+        for v in recorded.values()
+    )
+    return recorded if ok else None
+
+
+def has_manifest(step_dir: str) -> bool:
+    """Whether the step has a manifest to verify it with (there, and readable)."""
+    try:
+        return _manifest_files(step_dir) is not None
+    except OSError:
+        return False
+
+
 def verify_files(step_dir: str, skip: Collection[str] = ()) -> str | None:
     """What is wrong with a step's files against its manifest (one phrase naming the file), or
     None when they match; files under the top-level directories `skip` are not checked.
-    Raises FileNotFoundError when the step has no manifest, and OSError when a file cannot be
-    read (an I/O problem, not damage)."""
-    with open(os.path.join(step_dir, MANIFEST)) as f:
-        try:
-            recorded = json.load(f)["files"]
-        except (ValueError, KeyError, TypeError):
-            return f"file {MANIFEST} itself is unreadable"
+    Raises FileNotFoundError when the step has no manifest (ManifestUnreadable, a subclass,
+    where it has one that cannot be read: unverifiable alike), and OSError when a file cannot
+    be read (an I/O problem, not damage)."""
+    recorded = _manifest_files(step_dir)
+    if recorded is None:
+        raise ManifestUnreadable(f"{MANIFEST} cannot be read (truncated, or edited by hand)")
     for rel, want in recorded.items():
         if rel.split("/", 1)[0] in skip:
             continue
@@ -387,12 +417,18 @@ class Checkpoints:
         best_mode: str,
         async_save: bool = True,
         create: bool = True,
+        config_is_record: bool = True,
     ):
         """`create=False` for a reader (restore_state only): no directory is made in `workdir`,
         and a step's damage is found when that step is restored (`restore_state`). A writer
         first sets aside step-named directories Orbax never wrote (`_set_aside_strays`) and
-        best steps whose metadata is damaged (`_set_aside_damaged_best`)."""
+        best steps whose metadata is damaged (`_set_aside_damaged_best`). `config_is_record`:
+        the model restored into is the one the run's config.json describes (a reader's, a
+        rerun's that the config compare passed), so a step that does not fit it says that
+        config.json does not match the checkpoints (`mismatch_error`); False where this start
+        wrote config.json (it found none beside checkpoints)."""
         self.workdir = os.path.abspath(workdir)
+        self._config_is_record = config_is_record
         if create:
             _set_aside_strays(self.workdir)
             _set_aside_damaged_best(self.workdir)
@@ -643,15 +679,20 @@ class Checkpoints:
         step_dir = self._step_dir(manager, step)
         try:
             return verify_files(step_dir)
-        except FileNotFoundError:
+        except FileNotFoundError as e:
             if os.path.isdir(step_dir):
+                why = (
+                    f"its {e}"
+                    if isinstance(e, ManifestUnreadable)
+                    else f"it has no {MANIFEST} (the run is still saving it, the process "
+                    "stopped right after the save, or it was saved before manifests)"
+                )
                 logging.warning(
-                    "checkpoint step %d in %s has no %s (the run is still saving it, the "
-                    "process stopped right after the save, or it was saved before manifests): "
-                    "restoring it unverified",
+                    "checkpoint step %d in %s cannot be verified: %s; restoring it unverified "
+                    "(a resume from it writes the manifest again from its files)",
                     step,
                     manager.directory,
-                    MANIFEST,
+                    why,
                 )
                 return None
             return "the step directory is missing"
@@ -680,13 +721,22 @@ class Checkpoints:
         try:
             restored = self._read(self.latest, step, args)
         except _Unreadable as e:
-            if not os.path.exists(os.path.join(self._step_dir(self.latest, step), MANIFEST)):
+            step_dir = self._step_dir(self.latest, step)
+            if not has_manifest(step_dir):
                 return None, f"it cannot be read and has no manifest to tell why ({e})"
+            from ann.train import transfer  # it imports ann.train.build, which imports this
+
+            mismatch = transfer.shape_mismatch(os.path.join(step_dir, "state"), abstract_state)
+            record = config_file_in(self.workdir)
+            if mismatch is not None and self._config_is_record:
+                # The rerun's model is config.json's (the config compare refuses any other):
+                # config.json was edited, and the rerun given its values.
+                raise CheckpointError(mismatch_error(self.workdir, step, mismatch)) from e
             # Its files are as saved: the config, not the bytes, differs.
             raise CheckpointError(
                 f"checkpoint step {step} in {self.latest.directory} is intact but does not fit "
-                f"this config ({e}); rerun with the config it was saved with "
-                f"({config_file_in(self.workdir)}), or start a new --workdir"
+                f"this config ({mismatch or e}); rerun with the config it was saved with "
+                f"({record}), or start a new --workdir"
             ) from e
         if not _finite(restored.state):
             return None, "it holds non-finite values (NaN or inf)"
@@ -887,15 +937,20 @@ class Checkpoints:
         best = [s for s in self._complete_steps(self.best) if s <= resumed][:1]
         for manager, step in [(self.latest, resumed), *((self.best, s) for s in best)]:
             step_dir = self._step_dir(manager, step)
-            if os.path.exists(os.path.join(step_dir, MANIFEST)):
+            if has_manifest(step_dir):
                 continue
+            why = (
+                f"an unreadable {MANIFEST} (truncated, or edited by hand)"
+                if os.path.exists(os.path.join(step_dir, MANIFEST))
+                else f"no {MANIFEST} (the process stopped right after saving it, or it was "
+                "saved before manifests)"
+            )
             logging.warning(
-                "checkpoint step %d in %s had no %s (the process stopped right after saving it, "
-                "or it was saved before manifests); writing one from its files as they are now, "
+                "checkpoint step %d in %s had %s; writing one from its files as they are now, "
                 "so later reads verify them",
                 step,
                 manager.directory,
-                MANIFEST,
+                why,
             )
             future = self._hasher.submit(_write_manifest_if_kept, step_dir)
             self._manifests.append((manager, step, future))

@@ -412,6 +412,7 @@ def _open(
             config.best_metric,
             config.best_mode,
             async_save=config.async_checkpointing,
+            config_is_record=saved is not None,
         )
     except BaseException:
         data_iter.close()

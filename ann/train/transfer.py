@@ -214,9 +214,12 @@ def _read_checkpoint(source: Source) -> dict[str, np.ndarray]:
     step_dir = str(path.parent)
     try:
         problem = checkpoint_lib.verify_files(step_dir)
-    except FileNotFoundError:
+    except FileNotFoundError as e:
         problem = None
-        cli.warn(f"{step_dir} has no {checkpoint_lib.MANIFEST}: reading it unverified")
+        if isinstance(e, checkpoint_lib.ManifestUnreadable):  # unverifiable alike
+            cli.warn(f"{step_dir}: its {e}: reading it unverified")
+        else:
+            cli.warn(f"{step_dir} has no {checkpoint_lib.MANIFEST}: reading it unverified")
     except OSError as e:
         raise _error(
             source.spec, f"reading {step_dir} failed with an I/O error ({e}); check the disk"
