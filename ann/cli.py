@@ -1384,6 +1384,11 @@ def _note_unfinished(workdir: str) -> None:
         )
     else:
         what = f"ended {record['status']} at {at}"
+        saved = record.get("last_checkpoint")
+        if isinstance(saved, int) and not isinstance(saved, bool) and saved != step:
+            # A failed asynchronous save surfaces steps later: "ended failed at step 80" of a
+            # run whose save of step 60 failed read as if step 80 were saved.
+            what += f" (its last complete checkpoint: step {saved})"
     note(f"{workdir} {what}; its checkpoints so far are used")
 
 

@@ -1449,6 +1449,14 @@ def test_a_run_still_training_or_ended_early_is_noted_when_restored(tmp_path, ca
     assert capsys.readouterr().err == (
         f"note: {run} ended interrupted at step 1151 of 3000; its checkpoints so far are used\n"
     )
+    # A save that failed in the background ends the run steps later: the last complete
+    # checkpoint is named (the note read as if step 80 were saved).
+    run_status.write(str(run), "failed", 80, total_steps=3000, last_checkpoint=40)
+    cli.check_trained_run(str(run), "best")
+    assert capsys.readouterr().err == (
+        f"note: {run} ended failed at step 80 of 3000 (its last complete checkpoint: step 40); "
+        "its checkpoints so far are used\n"
+    )
     run_status.write(str(run), "done", 3000, total_steps=3000)
     cli.check_trained_run(str(run), "best")
     assert capsys.readouterr().err == ""
