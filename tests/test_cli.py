@@ -728,7 +728,7 @@ def test_a_full_disk_is_one_line_naming_the_file_and_the_fix(digits_export, tmp_
         ("fsync", ["sweep", "--config=configs/digits_mlp.py", f"--workdir={out / 's'}"],
          "s/sweep.json", "--workdir"),
         ("fsync", ["registry", f"--registry={out / 'g'}", "register", str(export), "--name=d"],
-         "g/artifacts/registry.json", "--registry"),
+         "g/artifacts/d/1/registry.json", "--registry"),  # the version's
     ]  # fmt: skip
     for patch, args, file_name, flag in cases:
         result = subprocess.run(

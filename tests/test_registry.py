@@ -1206,3 +1206,145 @@ def test_a_first_register_the_storage_refuses_leaves_no_registry(digits_export, 
         else:
             assert not (tmp_path / "new").exists()
         assert not Registry(str(root)).exists()
+
+
+@pytest.mark.parametrize("loss", ["removed", "emptied", "tables dropped"])
+def test_a_lost_database_beside_artifacts_is_refused_and_nothing_is_written(
+    digits_export, tmp_path, loss
+):
+    """With registry.db removed (or emptied) beside artifacts/, `register` started a new
+    database and wrote its version 1 over artifacts/d/1, another model ("registered ... as
+    models:/d/1"), and `list` said there was no registry, suggesting `register` there."""
+    _, out = digits_export
+    registry = Registry(str(tmp_path / "reg"))
+    registry.register(str(out), "d")
+    if loss == "removed":
+        os.remove(registry.db_path)
+    elif loss == "emptied":
+        open(registry.db_path, "w").close()
+    else:
+        db = sqlite3.connect(registry.db_path)
+        for table in ("aliases", "tags", "model_versions", "registered_models"):
+            db.execute(f"DROP TABLE {table}")
+        db.commit()
+        db.close()
+    before = _tree(tmp_path / "reg")
+    state = {
+        "removed": "no registry.db",
+        "emptied": "an empty registry.db",
+        "tables dropped": "a registry.db without its tables",
+    }[loss]
+    said = (
+        f"--registry={tmp_path / 'reg'} holds artifacts/ (the versions of d) but {state}, which "
+        "numbers them; restore registry.db from a backup"
+    )
+    with pytest.raises(RegistryError, match=re.escape(said)):
+        registry.register(str(out), "d", allow_duplicate=True)
+    assert _tree(tmp_path / "reg") == before
+    if loss != "tables dropped":  # the readers' own line for a database without tables
+        with pytest.raises(RegistryError, match=re.escape(said)):
+            registry.models()
+
+
+def test_a_version_directory_the_database_does_not_know_is_never_written_over(
+    digits_export, tmp_path
+):
+    """registry.db restored from a backup older than version 2: the next `register` got
+    number 2 again and replaced artifacts/d/2's files (another model's) with its own."""
+    _, out = digits_export
+    registry = Registry(str(tmp_path / "reg"))
+    registry.register(str(out), "d")
+    shutil.copy(registry.db_path, tmp_path / "backup.db")
+    registry.register(str(out), "d", allow_duplicate=True)
+    two = _tree(tmp_path / "reg" / "artifacts" / "d" / "2")
+    shutil.copy(tmp_path / "backup.db", registry.db_path)  # knows version 1 only
+    assert registry.register(str(out), "d", allow_duplicate=True).version == 3
+    assert _tree(tmp_path / "reg" / "artifacts" / "d" / "2") == two
+    assert [v.version for v in registry.versions("d")] == [1, 3]
+
+
+def _full_disk(monkeypatch):
+    """The registry's file system full, as on a full tmpfs: SQLite cannot size its shared
+    memory file (registry.db-shm) for a connection that is not immutable ("disk I/O error",
+    SQLITE_IOERR_SHMSIZE), and the file system has no block free."""
+    import types
+
+    connect = sqlite3.connect
+
+    class Full:
+        def __init__(self, db):
+            self.db = db
+
+        def execute(self, *args):
+            error = sqlite3.OperationalError("disk I/O error")
+            error.sqlite_errorname = "SQLITE_IOERR_SHMSIZE"
+            raise error
+
+        def close(self):
+            self.db.close()
+
+    def full(database, *args, **kwargs):
+        db = connect(database, *args, **kwargs)
+        return db if "immutable=1" in str(database) else Full(db)
+
+    free = types.SimpleNamespace(f_bavail=0, f_bfree=0, f_frsize=4096, f_flag=0)
+    monkeypatch.setattr(sqlite3, "connect", full)
+    monkeypatch.setattr(os, "statvfs", lambda path: free)
+
+
+def test_a_full_disk_leaves_reads_working_and_writes_say_it(digits_export, tmp_path, monkeypatch):
+    """On a full disk every registry command, `versions` and `list` too, said "registry.db
+    cannot be used as an ann registry database (disk I/O error)"."""
+    import errno
+
+    from ann import cli
+
+    _, out = digits_export
+    registry = Registry(str(tmp_path / "reg"))
+    registry.register(str(out), "d")
+    _full_disk(monkeypatch)
+    assert [v.version for v in registry.versions("d")] == [1]
+    assert [m["name"] for m in registry.models()] == ["d"]
+    assert resolve("models:/d/1", str(tmp_path / "reg")).version.version == 1
+    for write in (
+        lambda: registry.set_alias("d", "prod", 1),
+        lambda: registry.set_tag("d", "k", "v"),
+        lambda: registry.delete_version("d", 1),
+    ):
+        with pytest.raises(OSError) as e:
+            write()
+        assert (e.value.errno, e.value.filename) == (errno.ENOSPC, registry.db_path)
+        assert "no space left on device" in cli.storage_error(e.value)
+
+
+def test_a_failed_write_of_a_version_names_its_directory(digits_export, tmp_path, monkeypatch):
+    """A full disk under a register named REGISTRY/artifacts/weights.safetensors, a path that
+    never exists; it names the file in the version's directory, artifacts/NAME/VERSION."""
+    import errno
+
+    _, out = digits_export
+    registry = Registry(str(tmp_path / "reg"))
+    registry.register(str(out), "d")
+    copy = artifact.copy_verified
+
+    def full(directory, manifest, name, dest):
+        if name == "weights.safetensors":
+            path = os.path.join(dest, name)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+        copy(directory, manifest, name, dest)
+
+    monkeypatch.setattr(artifact, "copy_verified", full)
+    with pytest.raises(OSError) as e:
+        registry.register(str(out), "d", allow_duplicate=True)
+    assert e.value.filename == str(tmp_path / "reg/artifacts/d/2/weights.safetensors")
+    monkeypatch.undo()
+
+    def no_fsync(fd):  # registry.json's write, once the version has its number
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", no_fsync)
+    with pytest.raises(OSError) as e:
+        registry.register(str(out), "d", allow_duplicate=True)
+    assert os.path.dirname(e.value.filename) == str(tmp_path / "reg/artifacts/d/2")
+    monkeypatch.undo()
+    assert [v.version for v in registry.versions("d")] == [1]

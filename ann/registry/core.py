@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import os
 import pathlib
@@ -281,10 +282,7 @@ class Registry:
         if not self.exists():
             return False
         with self._connect() as db:
-            found = db.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'model_versions'"
-            ).fetchone()
-        return found is not None
+            return self._tables_in(db)
 
     def _check_root(self) -> None:
         """Refuses, before anything is written, a root that is a file, a directory where a new
@@ -292,11 +290,51 @@ class Registry:
         registry (another program's database, or not SQLite at all)."""
         if os.path.exists(self.root) and not os.path.isdir(self.root):
             raise RegistryError(f"{self.named} is a file, not a registry directory")
+        self._refuse_lost_database()
         if not self.exists() and (why := self._no_new_one()) is not None:
             raise RegistryError(f"{self.named} {why}; {NEW_ONE}")
         if self.exists():
             with self._connect() as db:
                 self._check_tables(db)
+                if self._held() and not self._tables_in(db):  # a database emptied of them
+                    self._refuse_lost_database(state="a registry.db without its tables")
+
+    def _held(self) -> list[str]:
+        """The models' directories in artifacts/ (not a staged copy, `.ann-...`): [] where
+        there is none, or no artifacts/."""
+        try:
+            return sorted(n for n in os.listdir(self.artifacts) if not n.startswith("."))
+        except OSError:
+            return []
+
+    @staticmethod
+    def _tables_in(db: sqlite3.Connection) -> bool:
+        found = db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'model_versions'"
+        ).fetchone()
+        return found is not None
+
+    def _refuse_lost_database(self, state: str | None = None) -> None:
+        """RegistryError where artifacts/ holds versions but the database that numbers them is
+        gone (`state` None: missing, or an empty file) or holds no tables (`state` says so): a
+        `register` started a new database there and wrote its version 1 over artifacts/NAME/1,
+        another model, and `list` said "no registry"."""
+        if state is None:
+            if not self.exists():
+                state = "no registry.db"
+            elif os.path.getsize(self.db_path) == 0:  # `: > registry.db`, a restore cut short
+                state = "an empty registry.db"
+            else:
+                return
+        held = self._held()
+        if not held:
+            return
+        shown = ", ".join(held[:3]) + (", ..." if len(held) > 3 else "")
+        raise RegistryError(
+            f"{self.named} holds artifacts/ (the versions of {shown}) but {state}, which "
+            "numbers them; restore registry.db from a backup (a new one would give their "
+            "numbers to other models), or give another --registry"
+        )
 
     def _no_new_one(self) -> str | None:
         """Why no new registry may go at `root` ("is a training run", "holds other files (a,
@@ -356,6 +394,8 @@ class Registry:
                         raise
                     time.sleep(wait)
         except sqlite3.OperationalError as e:
+            if self._no_space(e):
+                raise self._no_space_error() from e
             raise RegistryError(
                 f"cannot create the registry database {self.shown(self.db_path)} ({e})"
             ) from e
@@ -368,13 +408,18 @@ class Registry:
         os.makedirs(self.artifacts, exist_ok=True)
 
     @contextlib.contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
+    def _connect(self, write: bool = False) -> Iterator[sqlite3.Connection]:
         """One short-lived connection per operation (safe across threads and processes) to an
         existing database: `mode=rw` never creates the file. SQLite removes the WAL files it
         makes for a read when the connection closes; on a read-only mount, where it cannot make
-        them, the database is opened immutable (nobody can write it there)."""
+        them, the database is opened immutable (nobody can write it there), and so it is on a
+        full disk where they cannot grow, for a read (not `write`) when no write waits in the
+        WAL (the database file then holds every version): "disk I/O error" refused even
+        `versions`. A write there, or a read that cannot be served so, is an OSError ENOSPC
+        naming registry.db (`cli.storage_error`'s line: "no space left on device ...")."""
         if os.path.isfile(self.root):
             raise RegistryError(f"{self.named} is a file, not a registry directory")
+        self._refuse_lost_database()
         if not self.exists():
             existing = "give --registry=DIR (or $ANN_REGISTRY) of an existing one"
             if (why := self._no_new_one()) is not None:  # `register` would refuse it too
@@ -387,9 +432,32 @@ class Registry:
                 "there"
             )
         writable = os.access(self.root, os.W_OK) and os.access(self.db_path, os.W_OK)
-        mode = "mode=rw" if writable else "mode=ro&immutable=1"
+        db = self._open("mode=rw" if writable else "mode=ro&immutable=1")
         try:
-            db = sqlite3.connect(
+            try:  # the first read takes SQLite's shared memory (registry.db-shm): a full disk
+                db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # fails it here
+            except sqlite3.DatabaseError as e:  # any other: said where the database is used
+                if self._no_space(e):  # ("is not an ann registry database", `_check_tables`)
+                    wal = self.db_path + "-wal"
+                    if write or (os.path.isfile(wal) and os.path.getsize(wal) > 0):
+                        raise self._no_space_error() from e
+                    db.close()
+                    db = self._open("mode=ro&immutable=1")
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA foreign_keys=ON")
+            yield db
+        except sqlite3.DatabaseError as e:
+            if self._no_space(e):
+                raise self._no_space_error() from e
+            raise RegistryError(
+                f"{self.shown(self.db_path)} cannot be used as an ann registry database ({e})"
+            ) from e
+        finally:
+            db.close()
+
+    def _open(self, mode: str) -> sqlite3.Connection:
+        try:
+            return sqlite3.connect(
                 f"{pathlib.Path(self.db_path).as_uri()}?{mode}",
                 uri=True,
                 timeout=60,
@@ -397,16 +465,25 @@ class Registry:
             )
         except sqlite3.Error as e:
             raise RegistryError(f"cannot open {self.shown(self.db_path)} ({e})") from e
+
+    def _no_space(self, error: sqlite3.Error) -> bool:
+        """Whether SQLite's `error` is the registry's file system being full: SQLITE_FULL, or an
+        I/O error (SQLITE_IOERR_SHMSIZE: registry.db-shm could not grow; "disk I/O error") with
+        less than 1 MiB free there."""
+        name = getattr(error, "sqlite_errorname", "") or ""
+        if name == "SQLITE_FULL":
+            return True
+        if not name.startswith("SQLITE_IOERR"):
+            return False
         try:
-            db.row_factory = sqlite3.Row
-            db.execute("PRAGMA foreign_keys=ON")
-            yield db
-        except sqlite3.DatabaseError as e:
-            raise RegistryError(
-                f"{self.shown(self.db_path)} cannot be used as an ann registry database ({e})"
-            ) from e
-        finally:
-            db.close()
+            fs = os.statvfs(self.root)
+        except OSError:
+            return False
+        return fs.f_bavail * fs.f_frsize < 2**20
+
+    def _no_space_error(self, path: str | None = None) -> OSError:
+        """ENOSPC naming `path` (default registry.db): said as every full disk is (`ann.cli`)."""
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path or self.db_path)
 
     def _check_writable(self) -> None:
         """RegistryError naming the registry when it cannot be written (checked before a
@@ -429,7 +506,7 @@ class Registry:
     def _write(self) -> Iterator[sqlite3.Connection]:
         """A write transaction that holds SQLite's write lock from its first statement."""
         self._check_writable()
-        with self._connect() as db:
+        with self._connect(write=True) as db:
             db.execute("BEGIN IMMEDIATE")
             try:
                 yield db
@@ -473,7 +550,10 @@ class Registry:
             with self._connect() as db:
                 self._refuse_duplicate(db, name, manifest, manifest_sha, export_dir)
         created, made = not self.exists(), atomic.missing_from(self.root)
-        incoming = self._stage(export_dir, manifest, raw)
+        # Where the version will be, as a failed write names it (a full disk, a file size
+        # limit): it named REGISTRY/artifacts/weights.safetensors, a path that never exists.
+        final = os.path.join(self.artifacts, name, str(self._expected_version(name)))
+        incoming = self._stage(export_dir, manifest, raw, final)
         try:
             self._create()
             with self._write() as db:
@@ -488,14 +568,12 @@ class Registry:
                 for alias in aliases:
                     self._put_alias(db, name, alias, version)
                 _write_identity(incoming, name, version, manifest_sha)
-                target = os.path.join(self.artifacts, name, str(version))
-                # Left by a writer that died between the rename and its commit: not in the db.
-                _remove(target)
+                final = target = os.path.join(self.artifacts, name, str(version))
                 os.makedirs(os.path.dirname(target), exist_ok=True)
-                os.rename(incoming, target)
+                os.rename(incoming, target)  # `_next_version`: target does not exist
                 _make_read_only(target)
         except BaseException as e:
-            atomic.name_as_final(e, incoming, self.artifacts)  # removed below
+            atomic.name_as_final(e, incoming, final)  # removed below
             if created:
                 self._remove_unused(made)
             raise
@@ -527,14 +605,23 @@ class Registry:
                 os.rmdir(self.artifacts)
         atomic.remove_if_left_empty(self.root, made)
 
-    def _stage(self, export_dir: str, manifest: Mapping[str, Any], raw: bytes) -> str:
+    def _expected_version(self, name: str) -> int:
+        """The number `register` expects to give `name`'s next version (another writer may
+        take it first): for messages only."""
+        if not self._has_tables():
+            return 1
+        with self._connect() as db:
+            return self._next_version(db, name)
+
+    def _stage(self, export_dir: str, manifest: Mapping[str, Any], raw: bytes, final: str) -> str:
         """A verified copy of the export (the manifest and the files it lists) in a new
         directory on the registry's file system, so that moving it in is a rename: in
         `artifacts/` if it exists, else in the nearest existing directory above it. Each file
         is hashed once, as it is copied: the bytes written are the bytes checked. The manifest's
         inputs, outputs and weights are then checked against function.jaxexport as the loader
         checks them (`artifact.check_function`: no weight loaded, nothing compiled). Nothing is
-        left behind if a file is refused."""
+        left behind if a file is refused. A failed write names the file under `final`, the
+        version's directory, not the staged copy's."""
         parent = self.artifacts
         while not os.path.isdir(parent):
             parent = os.path.dirname(parent)
@@ -552,12 +639,12 @@ class Registry:
             artifact.check_function(incoming, manifest, named=export_dir)
         except BaseException as e:
             _remove(incoming)
-            atomic.name_as_final(e, incoming, self.artifacts)  # the staged copy is gone
+            atomic.name_as_final(e, incoming, final)  # the staged copy is gone
             raise
         return incoming
 
-    @staticmethod
     def _insert_version(
+        self,
         db: sqlite3.Connection,
         name: str,
         export_dir: str,
@@ -565,7 +652,8 @@ class Registry:
         manifest_sha: str,
         description: str,
     ) -> int:
-        """Adds the next version of `name` (and `name` itself if new); returns its number."""
+        """Adds the next version of `name` (and `name` itself if new); returns its number: one
+        above both the database's last and any artifacts/NAME/N directory (`_next_version`)."""
         now = time.time()
         # Names that differ only in case would share artifacts/NAME on a case-insensitive file
         # system (macOS, Windows): one is refused, naming the other.
@@ -584,10 +672,7 @@ class Registry:
             "ON CONFLICT(name) DO UPDATE SET updated = excluded.updated",
             (name, now, now),
         )
-        (last,) = db.execute(
-            "SELECT COALESCE(MAX(version), 0) FROM model_versions WHERE name = ?", (name,)
-        ).fetchone()
-        version = last + 1
+        version = self._next_version(db, name)
         db.execute(
             "INSERT INTO model_versions (name, version, path, manifest_sha256, source, "
             "lineage, description, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -603,6 +688,23 @@ class Registry:
             ),
         )
         return version
+
+    def _next_version(self, db: sqlite3.Connection, name: str) -> int:
+        """The number the next version of `name` gets: one above the database's last (a
+        deleted version's counts) and above every artifacts/NAME/N directory, whatever the
+        database says of it. A directory is never written over: one the database does not
+        know (a database restored from an older backup, a register killed between moving its
+        copy in and its commit) keeps its number and its files, so models:/NAME/N never
+        names a second model."""
+        (last,) = db.execute(
+            "SELECT COALESCE(MAX(version), 0) FROM model_versions WHERE name = ?", (name,)
+        ).fetchone()
+        try:
+            entries = os.listdir(os.path.join(self.artifacts, name))
+        except OSError:  # no directory yet (or unreadable: the rename then says so)
+            entries = []
+        numbers = [arguments.version_number(entry) for entry in entries]
+        return max([last, *(n for n in numbers if n is not None)]) + 1
 
     def _refuse_duplicate(
         self, db: sqlite3.Connection, name: str, manifest: Mapping[str, Any], manifest_sha: str,
