@@ -1348,3 +1348,30 @@ def test_a_failed_write_of_a_version_names_its_directory(digits_export, tmp_path
     assert os.path.dirname(e.value.filename) == str(tmp_path / "reg/artifacts/d/2")
     monkeypatch.undo()
     assert [v.version for v in registry.versions("d")] == [1]
+
+
+@pytest.mark.parametrize(
+    "field, value", [("version", 2), ("name", "other"), ("manifest_sha256", "0" * 64)]
+)
+def test_an_edited_registry_json_in_the_registry_is_refused_at_resolve(
+    digits_export, tmp_path, field, value
+):
+    """Version 1's registry.json edited to "version": 2 passed `resolve` (its output goes into
+    images), and a copy of that directory was then served as digits/2."""
+    _, out = digits_export
+    registry = Registry(str(tmp_path / "reg"))
+    path = registry.register(str(out), "digits").path
+    record_file = os.path.join(path, "registry.json")
+    record = json.loads(open(record_file).read())
+    os.chmod(path, 0o755)
+    os.chmod(record_file, 0o644)
+    with open(record_file, "w") as f:
+        json.dump({**record, field: value}, f)
+    said = (
+        f'{record_file}: "{field}" is {json.dumps(value)}, but the registry\'s models:/digits/1 '
+        f"has {json.dumps(record[field])}: the file was modified after register; write back "
+        f"{json.dumps(record)}"
+    )
+    with pytest.raises(RegistryError, match=re.escape(said)):
+        resolve("models:/digits/1", str(tmp_path / "reg"))
+    assert said in one_line_error(_cli(tmp_path / "reg", "resolve", "models:/digits/1"))

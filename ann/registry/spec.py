@@ -10,6 +10,7 @@ one (serving's `--model`, `config.init_from`, the registry's `resolve`):
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from typing import Any
 
@@ -81,6 +82,30 @@ def check_record(path: str, record: dict[str, Any], manifest_sha256: str) -> Non
             "them was modified after the copy was made; copy the version again from the "
             "registry (ann registry resolve)"
         )
+
+
+def check_registered(mv: ModelVersion) -> None:
+    """Raises RegistryError where the `registry.json` in a version's directory does not record
+    that version (its name, number and manifest sha256 in the database): one edited in the
+    registry (a "version": 2 in version 1's) passed `resolve`, and a copy of the directory was
+    then served as the version it named. A version registered before the record existed has
+    none, and passes."""
+    record = identity(mv.path)
+    if record is None:
+        return
+    found = (record["name"], record["version"], record["manifest_sha256"])
+    if found == (mv.name, mv.version, mv.manifest_sha256):
+        return
+    field = ("name", "version", "manifest_sha256")[
+        [a != b for a, b in zip(found, (mv.name, mv.version, mv.manifest_sha256))].index(True)
+    ]
+    expected = {"name": mv.name, "version": mv.version, "manifest_sha256": mv.manifest_sha256}
+    raise RegistryError(
+        f'{os.path.join(mv.path, IDENTITY)}: "{field}" is {json.dumps(record[field])}, but '
+        f"the registry's {mv.uri} has {json.dumps(expected[field])}: the file was modified "
+        f"after register; write back {json.dumps(expected)} (chmod u+w first), or register "
+        "the export again"
+    )
 
 
 def export_version(manifest_sha256: str) -> str:
@@ -156,6 +181,7 @@ def resolve(spec: str, registry: str | None = None, has_flag: bool = True) -> Re
                 f"export again, or delete the version (ann registry delete {mv.name} "
                 f"{mv.version})"
             )
+        check_registered(mv)
         return Resolved(spec, mv.path, mv.manifest_sha256, mv)
     why = not_a_model(spec)
     if why is not None:
