@@ -153,10 +153,24 @@ def remove_if_left_empty(directory: str, made: str | None, own: Collection[str] 
         directory = os.path.dirname(directory)
 
 
+# How `why_not_creatable` says a read-only file system (EROFS's words, as the probe's error
+# says them): what a caller tests for before offering "fix its permissions".
+READ_ONLY = os.strerror(errno.EROFS)
+
+
+def read_only(path: str) -> bool:
+    """Whether the file system holding `path` (which exists) is mounted read-only."""
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
 def why_not_creatable(path: str) -> str | None:
     """Why the directory `path` cannot be used or created (what follows its name in a message:
     "is a file, not a directory", "cannot be created: PARENT is a file, so nothing can be below
-    it" (`below_a_file`), ...), or None when it
+    it" (`below_a_file`), "is not writable (permission denied)", "cannot be created in P
+    (Read-only file system)": a read-only mount is said as one, `READ_ONLY`), or None when it
     can. Leaves nothing behind: it makes and removes a probe directory in the nearest existing
     parent, the one test that a read-only or special file system (/proc) answers truly, and
     root, whom permission bits do not stop."""
@@ -173,9 +187,11 @@ def why_not_creatable(path: str) -> str | None:
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
     if not os.access(existing, os.W_OK | os.X_OK):
+        # A read-only mount refuses root too, and is no permission to fix: EROFS's own words.
+        why = READ_ONLY if read_only(existing) else "permission denied"
         if existing == path:
-            return "is not writable (permission denied)"
-        return f"cannot be created in {existing} (permission denied)"
+            return f"is not writable ({why})"
+        return f"cannot be created in {existing} ({why})"
     try:
         os.rmdir(tempfile.mkdtemp(prefix=".ann-probe-", dir=existing))
     except OSError as e:

@@ -1505,6 +1505,25 @@ def check_out(
         raise FlagError(f"--{flag}={path} {why}; choose another --{flag}")
 
 
+@contextlib.contextmanager
+def default_of(flag: str, path: str, given: bool) -> Iterator[None]:
+    """Around the checks of a directory flag's `path`: where the user did not give the flag
+    (not `given`) and `path` is its default, a FlagError naming `--flag=path` names it as the
+    default ("PATH (the default --flag: none was given) cannot be created in ... (Read-only
+    file system); give --flag=DIR elsewhere"): `ann report --workdir=RUN` on a read-only RUN
+    said `--out=RUN/report cannot be created`, a flag the user never gave."""
+    try:
+        yield
+    except FlagError as e:
+        named = f"--{flag}={path}"
+        if given or not str(e).startswith(named):
+            raise
+        text = f"{path} (the default --{flag}: none was given){str(e)[len(named) :]}"
+        for fix in (f"choose another --{flag}", "choose a new directory"):
+            text = text.replace(fix, f"give --{flag}=DIR elsewhere")
+        raise FlagError(text) from e
+
+
 class _LibraryInfoFilter(py_logging.Filter):
     """Keeps every warning, but INFO lines only from ann, experiments/ and the job itself
     (Orbax and TFDS log pages of INFO while restoring and reading), and no record of a

@@ -140,3 +140,19 @@ def test_a_path_below_a_file_is_said_to_be_one_by_every_reader(tmp_path, monkeyp
             f"--request_log={log} cannot be created: {afile} is a file, so nothing can be below "
             f"it; {fix}"
         )
+
+
+def test_a_read_only_file_system_is_said_as_one_not_as_a_permission(tmp_path, monkeypatch):
+    """On a `remount,ro` mount root's os.access fails too: the probe said "is not writable
+    (permission denied)", and its callers "fix its permissions" (register, alias, train's
+    --workdir, export's --out)."""
+    import types
+
+    monkeypatch.setattr(os, "access", lambda *args, **kwargs: False)
+    monkeypatch.setattr(os, "statvfs", lambda path: types.SimpleNamespace(f_flag=os.ST_RDONLY))
+    assert atomic.why_not_creatable(str(tmp_path)) == "is not writable (Read-only file system)"
+    assert atomic.why_not_creatable(str(tmp_path / "new")) == (
+        f"cannot be created in {tmp_path} (Read-only file system)"
+    )
+    monkeypatch.setattr(os, "statvfs", lambda path: types.SimpleNamespace(f_flag=0))
+    assert atomic.why_not_creatable(str(tmp_path)) == "is not writable (permission denied)"

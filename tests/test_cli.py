@@ -1989,3 +1989,21 @@ def test_a_directory_given_for_a_file_is_not_offered_as_itself(tmp_path):
     assert (
         near_files(str(tmp_path / "confg.py"), ".py") == f"; did you mean {tmp_path / 'config.py'}?"
     )
+
+
+def test_a_default_directory_is_named_as_the_default_not_as_a_flag_given(tmp_path, monkeypatch):
+    """`ann report --workdir=RUN` on a read-only RUN said "--out=RUN/report cannot be created",
+    naming a flag the user never gave."""
+    from ann import atomic
+
+    out = str(tmp_path / "run" / "report")
+    why = f"cannot be created in {tmp_path / 'run'} (Read-only file system)"
+    monkeypatch.setattr(atomic, "why_not_creatable", lambda path: why)
+    with pytest.raises(cli.FlagError) as e, cli.default_of("out", out, given=False):
+        cli.check_out("out", out, report=True)
+    assert str(e.value) == (
+        f"{out} (the default --out: none was given) {why}; give --out=DIR elsewhere"
+    )
+    with pytest.raises(cli.FlagError) as e, cli.default_of("out", out, given=True):
+        cli.check_out("out", out, report=True)
+    assert str(e.value) == f"--out={out} {why}; choose another --out"

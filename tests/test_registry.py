@@ -1375,3 +1375,23 @@ def test_an_edited_registry_json_in_the_registry_is_refused_at_resolve(
     with pytest.raises(RegistryError, match=re.escape(said)):
         resolve("models:/digits/1", str(tmp_path / "reg"))
     assert said in one_line_error(_cli(tmp_path / "reg", "resolve", "models:/digits/1"))
+
+
+def test_a_registry_on_a_read_only_mount_is_not_told_to_fix_permissions(
+    digits_export, tmp_path, monkeypatch
+):
+    """On a `remount,ro` file system register, alias, tag and delete said "is not writable
+    (permission denied); fix its permissions"."""
+    from ann import atomic
+
+    _, out = digits_export
+    registry = Registry(str(tmp_path / "reg"))
+    registry.register(str(out), "digits")
+    read_only = f"is not writable ({atomic.READ_ONLY})"
+    monkeypatch.setattr(atomic, "why_not_creatable", lambda path: read_only)
+    with pytest.raises(RegistryError) as e:
+        registry.set_alias("digits", "champion", 1)
+    assert str(e.value) == (
+        f"registry {tmp_path / 'reg'}: {tmp_path / 'reg'} is not writable (Read-only file "
+        "system); use another --registry on a writable file system"
+    )

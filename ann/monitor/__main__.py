@@ -279,17 +279,21 @@ def summary(report: dict[str, Any], path: str) -> str:
     return "\n".join(lines)
 
 
-def _check_out(out: str, kind: str, made_of: tuple[Any, ...] | None = None) -> str:
+def _check_out(
+    out: str, kind: str, made_of: tuple[Any, ...] | None = None, given: bool = True
+) -> str:
     """`out`, checked as --out of a `kind` report ("drift", "performance"): not a run, export,
     registry or data set, nor another kind of report (ann.report.write.check_out). With
     `made_of` (the model's name and version, the --requests files, and for performance the
     --labels file), an earlier report there must be of the same model, request logs and labels
-    (`_check_same_traffic`)."""
+    (`_check_same_traffic`). `given`: whether --out was given (else `out` is its default, and
+    named as one: `cli.default_of`)."""
     from ann.report.write import check_out_flag
 
-    check_out_flag(out, f"{kind} report")
-    if made_of is not None:
-        _check_same_traffic(out, kind, *made_of)
+    with cli.default_of("out", out, given):
+        check_out_flag(out, f"{kind} report")
+        if made_of is not None:
+            _check_same_traffic(out, kind, *made_of)
     return out
 
 
@@ -401,7 +405,10 @@ def drift(args: list[str]) -> None:
     # Before the log is read and the model loaded: a report of other traffic at --out was
     # refused only after the drift was computed.
     out = _check_out(
-        FLAGS.out or f"drift-{name}-{version}", "drift", (name, version, FLAGS.requests)
+        FLAGS.out or f"drift-{name}-{version}",
+        "drift",
+        (name, version, FLAGS.requests),
+        given=bool(FLAGS.out),
     )
     cli.progress(f"reading {', '.join(FLAGS.requests)}")
     # The export as `ann serve` names it when given its directory.
@@ -594,6 +601,7 @@ def performance(args: list[str]) -> None:
         FLAGS.out or f"performance-{name}-{version}",
         "performance",
         (name, version, FLAGS.requests, FLAGS.labels),
+        given=bool(FLAGS.out),
     )
     from ann.monitor import performance as perf
     from ann.monitor import report as monitor_report

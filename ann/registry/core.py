@@ -497,9 +497,11 @@ class Registry:
             return
         for place in (self.root, self.artifacts):
             if os.path.isdir(place) and (why := atomic.why_not_creatable(place)) is not None:
+                fix = "fix its permissions, or use another --registry"
+                if atomic.READ_ONLY in why:  # a mount, not a permission: it said "permission"
+                    fix = "use another --registry on a writable file system"
                 raise RegistryError(
-                    f"registry {self.where}: {self.shown(place, came_from=False)} {why}; fix its "
-                    "permissions, or use another --registry"
+                    f"registry {self.where}: {self.shown(place, came_from=False)} {why}; {fix}"
                 )
 
     @contextlib.contextmanager

@@ -141,9 +141,10 @@ def main(argv: list[str]) -> None:
         cli.progress(f"loading {FLAGS.model}")
         source = collect.from_model(FLAGS.model, FLAGS.registry)
     out = FLAGS.out or default_out(source.identity, FLAGS.workdir)
-    cli.check_out("out", out, report=True)  # before the splits are scored
-    cli.progress(f"scoring {' and '.join(FLAGS.split)}, drawing the pictures into {out}")
-    report = write.write_report(source, FLAGS.split, out)
+    with cli.default_of("out", out, given=bool(FLAGS.out)):
+        cli.check_out("out", out, report=True)  # before the splits are scored
+        cli.progress(f"scoring {' and '.join(FLAGS.split)}, drawing the pictures into {out}")
+        report = write.write_report(source, FLAGS.split, out)
     print(write.summary(report, out, FLAGS.workdir))
 
 

@@ -605,7 +605,10 @@ class Checkpoints:
         # 300 s on their signals before it exited.
         why = atomic.why_not_creatable(str(manager.directory))
         if why is not None:
-            raise self._fail(manager, step, PermissionError(f"{manager.directory} {why}"))
+            error = PermissionError(f"{manager.directory} {why}")
+            if atomic.READ_ONLY in why:  # said as one: "make its file system writable"
+                error = OSError(errno.EROFS, f"{manager.directory} {why}")
+            raise self._fail(manager, step, error)
         try:
             saved = manager.save(step, args=args, **kw)
         except Exception as e:
