@@ -194,7 +194,9 @@ def why_not_creatable(path: str) -> str | None:
         return f"cannot be created in {existing} ({why})"
     try:
         os.rmdir(tempfile.mkdtemp(prefix=".ann-probe-", dir=existing))
-    except OSError as e:
+    except OSError as e:  # a full disk, a special file system: "REG cannot be created in REG"
+        if existing == path:
+            return f"cannot be written ({e.strerror or e})"
         return f"cannot be created in {existing} ({e.strerror or e})"
     return None
 

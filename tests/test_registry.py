@@ -1395,3 +1395,27 @@ def test_a_registry_on_a_read_only_mount_is_not_told_to_fix_permissions(
         f"registry {tmp_path / 'reg'}: {tmp_path / 'reg'} is not writable (Read-only file "
         "system); use another --registry on a writable file system"
     )
+
+
+def test_a_registry_on_a_full_disk_is_not_told_to_fix_permissions(
+    digits_export, tmp_path, monkeypatch
+):
+    """Where a full disk refuses even a directory (ext4), the write probe's answer "cannot be
+    created in REG (No space left on device)" was followed by "fix its permissions"."""
+    import errno
+    import tempfile
+
+    _, out = digits_export
+    registry = Registry(str(tmp_path / "reg"))
+    registry.register(str(out), "digits")
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(tempfile, "mkdtemp", full)
+    with pytest.raises(RegistryError) as e:
+        registry.set_alias("digits", "champion", 1)
+    assert str(e.value) == (
+        f"registry {tmp_path / 'reg'}: {tmp_path / 'reg'} cannot be written (No space left on "
+        "device); free space on its file system, or use another --registry"
+    )

@@ -500,6 +500,9 @@ class Registry:
                 fix = "fix its permissions, or use another --registry"
                 if atomic.READ_ONLY in why:  # a mount, not a permission: it said "permission"
                     fix = "use another --registry on a writable file system"
+                for code in (errno.ENOSPC, errno.EDQUOT):  # the probe's mkdir on a full disk
+                    if os.strerror(code) in why:
+                        fix = f"{atomic.STORAGE_ERRNOS[code]}, or use another --registry"
                 raise RegistryError(
                     f"registry {self.where}: {self.shown(place, came_from=False)} {why}; {fix}"
                 )
