@@ -61,16 +61,42 @@ def replacing(path: str, mode: str = "w", **open_kwargs: Any) -> Iterator[IO]:
     sync_directory(directory)
 
 
-# Errors that say the storage refused a write (a full disk, a quota, a read-only file system,
-# permissions), not that ann or its input is wrong: `cli.run` says them in one line naming the
-# file (`cli.storage_error`), with what follows their words here as the fix.
+# Errors that say the storage refused a write (a full disk, a quota, a file size limit, a
+# read-only file system, permissions), not that ann or its input is wrong: `cli.run` says them
+# in one line naming the file (`cli.storage_error`), with what follows their words here as the
+# fix (`storage_fix`).
+# What caps a file's size (EFBIG) where this process's own limit (`ulimit -f`) does not.
+FILE_SIZE_CAP = "its file system caps a file's size (its format, e.g. FAT32 at 4 GiB, or a quota)"
 STORAGE_ERRNOS = {
     errno.ENOSPC: "free space on its file system",
     errno.EDQUOT: "free space within your disk quota",
+    errno.EFBIG: f"{FILE_SIZE_CAP}: use one without that cap",
     errno.EROFS: "its file system is mounted read-only",
     errno.EACCES: "fix its permissions",
     errno.EPERM: "fix its permissions",
 }
+
+
+def file_size_limit() -> int | None:
+    """This process's file size limit in bytes (`ulimit -f`, RLIMIT_FSIZE), None where there is
+    none (or the platform has no such limit). A write past it fails with EFBIG: Python ignores
+    the SIGXFSZ signal that would otherwise kill the process at start."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    return None if limit == resource.RLIM_INFINITY else limit
+
+
+def storage_fix(code: int | None) -> str | None:
+    """The fix for a write refused with errno `code` (`STORAGE_ERRNOS`), else None. For a file
+    too large (EFBIG) under this process's file size limit (`file_size_limit`), the limit and
+    how to raise it: the file system is then not the cause."""
+    if code == errno.EFBIG:
+        if (limit := file_size_limit()) is not None:
+            return f"raise this process's file size limit (ulimit -f, now {limit // 1024:,} KiB)"
+    return STORAGE_ERRNOS.get(code)  # type: ignore[arg-type]
 
 
 def name_as_final(e: BaseException, staging: str, final: str) -> None:

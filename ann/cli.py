@@ -1860,15 +1860,16 @@ def out_of_memory(error: BaseException, what: str, fix: str) -> str | None:
 
 def storage_error(e: OSError) -> str | None:
     """One line for an OSError that says the storage refused a write (`atomic.STORAGE_ERRNOS`:
-    a full disk, a quota, a read-only file system, permissions), whichever command's write
-    raised it: the file (`e.filename`), the errno's words and the fix, naming the flag whose
+    a full disk, a quota, a file size limit, a read-only file system, permissions), whichever
+    command's write raised it: the file (`e.filename`), the errno's words and the fix (a file
+    too large: the `ulimit -f` to raise, else the file system's cap), naming the flag whose
     directory holds the file (`--out`, `--workdir`, `--registry`, ...) as the other place to
     write. A permission refused on a file or directory that exists and that this user may not
     read is a refused read (`_unreadable`), said as one with its fix (chmod), not a write's.
     None for any other OSError (a bug's keeps its traceback, or the command's own `errors`
     say it). Said here, once, for every command, rather than at every write."""
 
-    fix = atomic.STORAGE_ERRNOS.get(e.errno)
+    fix = atomic.storage_fix(e.errno)
     if fix is None:
         return None
     words = (e.strerror or os.strerror(e.errno)).rstrip(".")
@@ -1885,6 +1886,10 @@ def storage_error(e: OSError) -> str | None:
     elsewhere = f"choose another --{flag[0]}" if flag else "write elsewhere"
     if e.errno == errno.EROFS:
         fix, elsewhere = f"{elsewhere} on a writable file system", ""
+    elif e.errno == errno.EFBIG:  # another place on the same file system has the same cap
+        if atomic.file_size_limit() is None:
+            fix = f"{atomic.FILE_SIZE_CAP}: {elsewhere} on a file system without that cap"
+        elsewhere = ""
     else:
         elsewhere = f", or {elsewhere}"
     shown = f"{path}: " if path is not None else ""

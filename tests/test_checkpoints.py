@@ -771,6 +771,35 @@ def test_a_save_that_failed_mid_write_leaves_nothing_it_wrote(tmp_path, monkeypa
     assert checkpoint_lib.verify_files(str(tmp_path / "checkpoints" / "10")) is None
 
 
+def test_a_save_refused_as_too_large_names_the_file_size_limit(tmp_path, monkeypatch):
+    """Under `ulimit -f` TensorStore's write failed with EFBIG (os_error_code 27), which was
+    not a storage errno: the run ended with TensorStore's 666-character paragraph and the fix
+    "free disk space or fix the permissions". Now it names the limit to raise."""
+    from orbax.checkpoint._src.path import atomicity
+
+    from ann import atomic
+
+    real_finalize = atomicity.AtomicRenameTemporaryPath.finalize
+
+    async def finalize(self):
+        if self.get_final().name == "20":
+            raise ValueError(
+                'OUT_OF_RANGE: Error writing "opt_state.0.0.count/0" in OCDBT database at '
+                "local file: File too large [os_error_code='27']"
+            )
+        return await real_finalize(self)
+
+    monkeypatch.setattr(atomicity.AtomicRenameTemporaryPath, "finalize", finalize)
+    monkeypatch.setattr(atomic, "file_size_limit", lambda: 300 * 1024)
+    with pytest.raises(CheckpointSaveError) as e:
+        train_and_evaluate(tiny(total_steps=30), str(tmp_path))
+    assert str(e.value).endswith(
+        "failed (File too large); the last complete checkpoint is step 10 in "
+        f"{tmp_path / 'checkpoints'}; raise this process's file size limit (ulimit -f, now 300 "
+        "KiB), then rerun the same command to resume from it"
+    ), str(e.value)
+
+
 def test_a_best_copy_of_a_step_whose_save_failed_is_removed_with_it(tmp_path, monkeypatch):
     """Only checkpoints/20 failed; its best copy, checkpoints_best/20, was committed and kept
     holding the space, though the rerun (from step 10) deletes it as past its start."""

@@ -748,6 +748,55 @@ def test_a_full_disk_is_one_line_naming_the_file_and_the_fix(digits_export, tmp_
     assert left == [], left
 
 
+def test_a_file_too_large_is_one_line_naming_the_limit(digits_export, tmp_path):
+    # Under `ulimit -f 300` (EFBIG, errno 27; Python ignores the SIGXFSZ that comes with it)
+    # `ann export` was a traceback ending "OSError: [Errno 27] File too large", and `ann
+    # registry register` "error: [Errno 27] File too large: ..." naming no fix.
+    workdir, export = digits_export
+    out = tmp_path / "out"
+    out.mkdir()
+
+    cases = [
+        (["export", f"--workdir={workdir}", f"--out={out / 'e'}"], "--out"),
+        (["registry", f"--registry={out / 'g'}", "register", str(export), "--name=d"],
+         "--registry"),
+    ]  # fmt: skip
+    for args, flag in cases:
+        result = subprocess.run(
+            ["bash", "-c", 'ulimit -f 4 && exec "$0" "$@"', sys.executable, "-m", "ann", *args],
+            capture_output=True, text=True, cwd=ROOT, timeout=300,
+        )  # fmt: skip
+        line = one_line_error(result)
+        given = next(a for a in args if a.startswith(f"{flag}="))
+        assert line.startswith(f"error: {out}{os.sep}") and line.endswith(
+            f": file too large ({given}); raise this process's file size limit (ulimit -f, "
+            "now 4 KiB), then rerun"
+        ), line
+    left = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+    assert left == [], left
+
+
+def test_a_file_too_large_or_a_quota_without_a_ulimit_names_the_file_system(monkeypatch):
+    # With no `ulimit -f`, a file too large is the file system's cap (FAT32's 4 GiB, a quota):
+    # another --out on the same file system would fail the same way.
+    import errno
+
+    from ann import atomic, cli
+
+    monkeypatch.setattr(atomic, "file_size_limit", lambda: None)
+    big = OSError(errno.EFBIG, os.strerror(errno.EFBIG), "/mnt/usb/x/weights.safetensors")
+    assert cli.storage_error(big) == (
+        "/mnt/usb/x/weights.safetensors: file too large; its file system caps a file's size "
+        "(its format, e.g. FAT32 at 4 GiB, or a quota): write elsewhere on a file system "
+        "without that cap, then rerun"
+    )
+    quota = OSError(errno.EDQUOT, os.strerror(errno.EDQUOT), "/home/u/x/weights.safetensors")
+    assert cli.storage_error(quota) == (
+        "/home/u/x/weights.safetensors: disk quota exceeded; free space within your disk "
+        "quota, or write elsewhere, then rerun"
+    )
+
+
 def test_a_read_the_permissions_refuse_is_worded_as_a_read(tmp_path, monkeypatch):
     # EACCES on a file ann reads said a write's fix: "permission denied (--workdir=W); fix its
     # permissions, or choose another --workdir", as if the file were to be written elsewhere.

@@ -240,7 +240,7 @@ class RequestLog:
         self._failing = True
         from ann import atomic, cli
 
-        fix = atomic.STORAGE_ERRNOS.get(getattr(error, "errno", None))
+        fix = atomic.storage_fix(getattr(error, "errno", None))
         words = getattr(error, "strerror", None) or f"{type(error).__name__}: {error}"
         cli.warn(
             f"--request_log={self._handler.baseFilename}: {words[:1].lower()}{words[1:]}; "

@@ -510,10 +510,12 @@ class Checkpoints:
                 errno.EACCES: f"fix the permissions of {manager.directory}",
                 errno.EPERM: f"fix the permissions of {manager.directory}",
                 errno.EROFS: "make its file system writable",
-            }.get(code, "free space on its file system")
+            }.get(code) or atomic.storage_fix(code)
         rerun = "to resume from it" if last else "(it starts over)"
-        elsewhere = "" if code is None else ", or give another --workdir"
-        if code is not None and last:
+        # Another workdir is no way around this process's own file size limit (`ulimit -f`).
+        limited = code == errno.EFBIG and atomic.file_size_limit() is not None
+        elsewhere = "" if code is None or limited else ", or give another --workdir"
+        if elsewhere and last:
             elsewhere += " (which starts over)"
         return (
             f"saving checkpoint step {step} to {manager.directory} failed ({detail}); {where}; "
