@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
+import shutil
 import stat
 import tempfile
+import time
 import uuid
 from collections.abc import Collection, Iterator
 from typing import IO, Any
@@ -107,6 +110,65 @@ def name_as_final(e: BaseException, staging: str, final: str) -> None:
         inside = os.path.relpath(e.filename, staging)
         if inside == "." or not inside.startswith(os.pardir):
             e.filename = os.path.normpath(os.path.join(final, inside))
+
+
+# How old an unheld staging directory must be before `staging` removes it: a writer holds its
+# own from a moment after creating it (mkdtemp, then the lock); any age well above that will do.
+STALE_STAGING_SECONDS = 60
+
+
+@contextlib.contextmanager
+def staging(final: str, prefix: str) -> Iterator[str]:
+    """`with staging(final, ".export-") as tmp:` a new hidden directory beside `final`
+    (`PARENT/PREFIXxxxxxxxx`) to write a directory whole in, and then rename to `final` in the
+    block (an export, a report): what the block raises removes `tmp` (an OSError naming a file
+    in it names the file's final path, `name_as_final`). The block holds an exclusive `flock`
+    on `tmp`, which the operating system drops however the process ends, so that the next
+    `staging` of that `prefix` in the same parent removes what a killed writer (kill -9, a
+    power loss) left there: the directories of that prefix nobody holds, older than
+    STALE_STAGING_SECONDS. Another writer's, running, is held and kept."""
+    parent = os.path.dirname(os.path.abspath(final))
+    os.makedirs(parent, exist_ok=True)
+    remove_stale_staging(parent, prefix)
+    tmp = tempfile.mkdtemp(prefix=prefix, dir=parent)
+    held = os.open(tmp, os.O_RDONLY)
+    try:
+        with contextlib.suppress(OSError):  # a file system without flock: nothing removes it
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        yield tmp
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        name_as_final(e, tmp, final)
+        raise
+    finally:
+        os.close(held)
+
+
+def remove_stale_staging(parent: str, prefix: str) -> None:
+    """Removes the directories `PREFIX*` in `parent` that a killed writer left (`staging`):
+    not held by a live writer's lock and older than STALE_STAGING_SECONDS. Anything it cannot
+    tell (a lock refused for another reason, a race with another cleaner) is left."""
+    try:
+        entries = [e for e in os.scandir(parent) if e.name.startswith(prefix)]
+    except OSError:
+        return
+    for entry in entries:
+        try:
+            if not entry.is_dir(follow_symlinks=False):
+                continue
+            if time.time() - entry.stat(follow_symlinks=False).st_mtime < STALE_STAGING_SECONDS:
+                continue
+            fd = os.open(entry.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # held: a writer is at work in it
+            continue
+        else:
+            shutil.rmtree(entry.path, ignore_errors=True)
+        finally:
+            os.close(fd)
 
 
 @contextlib.contextmanager

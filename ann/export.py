@@ -29,13 +29,13 @@ The export is written into a temporary directory next to `--out` and renamed int
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -528,13 +528,14 @@ def write(
 
     The manifest must pass the loader's own checks (`ann.artifact.check_manifest` and its
     MAX_MANIFEST_BYTES): an export nothing could load is refused with IntegrityError and
-    nothing is written."""
+    nothing is written. An `out` that another writer filled meanwhile (two exports to one new
+    directory at once) is refused with FlagError, as `check_flags` refuses it, and nothing of
+    this one is left."""
     from safetensors.numpy import save as save_safetensors
 
     parent = os.path.dirname(os.path.abspath(out))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".export-", dir=parent)
-    try:
+    # A killed export left its staging directory (.export-*): the next one removes it.
+    with atomic.staging(out, ".export-") as tmp:
         files = {artifact.FUNCTION: function, artifact.WEIGHTS: save_safetensors(weights)}
         if reference is not None:
             files[artifact.REFERENCE] = save_safetensors(reference)
@@ -556,15 +557,27 @@ def write(
         atomic.write_bytes(os.path.join(tmp, artifact.MANIFEST), text)
         os.chmod(tmp, 0o755)  # mkdtemp's 0o700 would hide the export from other users
         if os.path.isdir(out) and not os.listdir(out):
-            os.rmdir(out)
+            with contextlib.suppress(OSError):  # another export's, or filled: the rename says
+                os.rmdir(out)
         # The whole directory appears at once, its files written durably (ann.atomic) first.
-        os.rename(tmp, out)
+        try:
+            os.rename(tmp, out)
+        except OSError as e:
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            _taken(out)
         atomic.sync_directory(parent)
-    except BaseException as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        atomic.name_as_final(e, tmp, out)
-        raise
     return manifest
+
+
+def _taken(out: str) -> None:
+    """Raises FlagError for an `out` that another writer filled after it was checked (two
+    `ann export` to one new --out at once: the second's rename failed "Directory not empty"
+    with a traceback): the line the second would have had, had it started later."""
+    from ann import cli
+
+    cli.check_out("out", out)
+    raise cli.FlagError(f"--out={out} exists and is not an empty directory; choose a new one")
 
 
 FLAGS = flags.FLAGS

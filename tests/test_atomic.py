@@ -156,3 +156,38 @@ def test_a_read_only_file_system_is_said_as_one_not_as_a_permission(tmp_path, mo
     )
     monkeypatch.setattr(os, "statvfs", lambda path: types.SimpleNamespace(f_flag=0))
     assert atomic.why_not_creatable(str(tmp_path)) == "is not writable (permission denied)"
+
+
+def test_staging_removes_what_a_killed_writer_left_and_keeps_a_live_ones(tmp_path):
+    # `kill -9` of `ann report` left hidden .report-XXXX directories beside --out, and a
+    # successful rerun kept them. `staging` holds its directory (flock) while it writes: the
+    # next one removes the unheld, older ones of its prefix, and keeps a live writer's.
+    import fcntl
+
+    def made(name, age):
+        path = tmp_path / name
+        path.mkdir()
+        (path / "index.html").write_text("half")
+        when = os.path.getmtime(path) - age
+        os.utime(path, (when, when))
+        return path
+
+    killed, live = made(".report-killed", 3600), made(".report-live", 3600)
+    young = made(".report-young", 0)  # a writer between mkdtemp and its lock
+    other = made(".export-killed", 3600)  # another command's: its own next run removes it
+    held = os.open(live, os.O_RDONLY)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with atomic.staging(str(tmp_path / "out"), ".report-") as tmp:
+            assert os.path.isdir(tmp) and os.path.basename(tmp).startswith(".report-")
+            os.rename(tmp, tmp_path / "out")
+    finally:
+        os.close(held)
+    assert not killed.exists() and live.exists() and young.exists() and other.exists()
+    # What the block raises removes its directory, naming the file's final path; the writer
+    # that held .report-live has ended (its lock dropped), so this one removes it too.
+    with pytest.raises(OSError) as e, atomic.staging(str(tmp_path / "o2"), ".report-") as tmp:
+        raise OSError(28, "No space left on device", os.path.join(tmp, "index.html"))
+    assert e.value.filename == str(tmp_path / "o2" / "index.html")
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == [".export-killed", ".report-young", "out"], left

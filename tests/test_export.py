@@ -1022,3 +1022,55 @@ def test_a_categorical_inputs_reference_statistics_are_its_category_shares():
     assert "mean" in stats["outputs"]["p"]  # a float output: per-value statistics still
     numeric = reference_statistics({"tokens": tokens.astype(np.float32)}, {}, {})
     assert "mean" in numeric["inputs"]["tokens"]  # no signature: numbers, as before
+
+
+def test_two_exports_to_one_new_out_at_once_refuse_the_second_in_one_line(
+    digits_export, tmp_path, monkeypatch
+):
+    """`ann export --out=X & ann export --out=X`: both found X new, and the second's rename
+    failed with a traceback ending "OSError: [Errno 39] Directory not empty". It is now the line
+    a second export to an existing --out gets, and nothing of it is left."""
+    import os
+
+    from ann import export as export_lib
+    from ann.cli import FlagError
+
+    _, out = digits_export
+    manifest = artifact.read_manifest(str(out))
+    function = (out / artifact.FUNCTION).read_bytes()
+    weights = artifact.load_weights(str(out))
+    target = tmp_path / "same"
+    real_rename = os.rename
+
+    def rename(src, dst):  # the other export renames its own into place first
+        if dst == str(target) and not target.exists():
+            shutil.copytree(out, target)
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", rename)
+    with pytest.raises(FlagError) as e:
+        export_lib.write(str(target), dict(manifest), function, weights)
+    assert str(e.value) == (
+        f"--out={target} holds an export (manifest.json); choose another --out"
+    ), str(e.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["same"]  # no temporary left
+
+
+def test_a_killed_exports_staging_directory_is_removed_by_the_next(digits_export, tmp_path):
+    """`kill -9` of an export while it wrote left its hidden .export-* directory beside --out,
+    and nothing removed it. The next export there removes it; a live export's is kept."""
+    import os
+
+    from ann import export as export_lib
+
+    _, out = digits_export
+    manifest = artifact.read_manifest(str(out))
+    function = (out / artifact.FUNCTION).read_bytes()
+    weights = artifact.load_weights(str(out))
+    stale = tmp_path / ".export-killed1"
+    stale.mkdir()
+    (stale / "weights.safetensors").write_bytes(b"x")
+    old = os.path.getmtime(stale) - 3600
+    os.utime(stale, (old, old))
+    export_lib.write(str(tmp_path / "next"), dict(manifest), function, weights)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["next"]

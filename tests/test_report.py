@@ -935,3 +935,44 @@ def test_the_precision_recall_step_has_no_drop_at_recall_1_and_the_confusion_col
     colorbar = [axes for axes in figure.axes if axes is not figure.axes[0]]
     assert [axes.get_ylabel() for axes in colorbar] == ["rows"]
     plt.close(figure)
+
+
+def test_two_reports_to_one_new_out_at_once(tmp_path, monkeypatch):
+    # `ann report --out=X` twice at once: the second's rename failed with a traceback ending
+    # "OSError: [Errno 39] Directory not empty". Now the second checks X again: a report of
+    # its own kind and source is replaced (as a later rerun's would be), another refused.
+    import shutil
+
+    from ann.cli import FlagError
+    from ann.report.write import check_out, replace_directory
+
+    out = tmp_path / "out"
+    real_rename = os.rename
+
+    def other_writer(kind):
+        raced = []
+
+        def rename(src, dst):
+            if dst == str(out) and not raced:
+                raced.append(dst)
+                out.mkdir()
+                (out / "report.json").write_text(json.dumps(kind))
+            return real_rename(src, dst)
+
+        return rename
+
+    def staged(name):
+        tmp = tmp_path / name
+        tmp.mkdir()
+        (tmp / "report.json").write_text('{"schema_version": 1, "splits": {}}')
+        return str(tmp)
+
+    monkeypatch.setattr(os, "rename", other_writer({"schema_version": 1, "splits": {}}))
+    replace_directory(staged(".report-a"), str(out), lambda: check_out(str(out)))
+    assert json.loads((out / "report.json").read_text()) == {"schema_version": 1, "splits": {}}
+    shutil.rmtree(out)
+    monkeypatch.setattr(os, "rename", other_writer({"schema": 1, "requests": {}}))
+    with pytest.raises(FlagError, match=r"holds a drift report \(report.json\); choose another"):
+        replace_directory(staged(".report-b"), str(out), lambda: check_out(str(out)))
+    assert json.loads((out / "report.json").read_text()) == {"schema": 1, "requests": {}}
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".report-b", "out"]  # its caller's

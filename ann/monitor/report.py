@@ -29,8 +29,6 @@ import dataclasses
 import json
 import math
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping
 from typing import Any
 
@@ -489,12 +487,10 @@ def write(
     half-written). `kind`: "drift", or "performance" (`ann monitor performance`). Returns the
     path of report.json."""
     from ann.report import html
-    from ann.report.write import replace_directory
+    from ann.report.write import check_out, replace_directory
 
-    parent = os.path.dirname(os.path.abspath(out))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{kind}-", dir=parent)
-    try:
+    # A killed one left its staging directory (.drift-*, .performance-*): the next removes it.
+    with atomic.staging(out, f".{kind}-") as tmp:
         figures = html.write_figures(tmp, kind, parts)
         report["figures"] = [name for names in figures.values() for name in names]
         html.write_index(tmp, title, header, {kind: parts}, {kind: figures})
@@ -502,8 +498,6 @@ def write(
             os.path.join(tmp, directory_kind.REPORT_FILE), json.dumps(report, indent=1) + "\n"
         )
         os.chmod(tmp, 0o755)
-        replace_directory(tmp, os.path.abspath(out))
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        # Another report put there meanwhile (two at once): replaced if of this kind.
+        replace_directory(tmp, os.path.abspath(out), lambda: check_out(out, f"{kind} report"))
     return os.path.join(out, directory_kind.REPORT_FILE)

@@ -3,13 +3,15 @@ report.json, index.html and the PNGs into one directory (see docs/report.md for 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
+import errno
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ann import atomic, directory_kind
@@ -46,16 +48,34 @@ def _rerun(config: Any, source: collect.Source, refused: Any) -> str:
     return f"an export keeps its run's report.slices: run the run's {again}, then export it again"
 
 
-def replace_directory(tmp: str, out: str) -> None:
-    """Puts the finished report `tmp` at `out`, replacing an earlier report there."""
-    old = None
-    if os.path.exists(out):
-        old = tempfile.mkdtemp(prefix=".report-old-", dir=os.path.dirname(out))
-        os.rename(out, os.path.join(old, "report"))
-    os.rename(tmp, out)
-    atomic.sync_directory(os.path.dirname(out))
-    if old:
-        shutil.rmtree(old, ignore_errors=True)
+def replace_directory(tmp: str, out: str, check: Callable[[], None] | None = None) -> None:
+    """Puts the finished report `tmp` at `out`, replacing an earlier report there. Where another
+    writer put a directory at `out` meanwhile (two reports to one new --out at once: the
+    rename failed "Directory not empty" with a traceback), `check()` runs again, raising the
+    FlagError that a later start would have had (a report of another kind, run or model), and
+    else that one is replaced in turn."""
+    from ann.cli import FlagError
+
+    for _ in range(3):
+        old = None
+        if os.path.lexists(out):
+            old = tempfile.mkdtemp(prefix=".report-old-", dir=os.path.dirname(out))
+            with contextlib.suppress(FileNotFoundError):  # replaced by another writer meanwhile
+                os.rename(out, os.path.join(old, "report"))
+        try:
+            os.rename(tmp, out)
+        except OSError as e:
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            if check is not None:
+                check()
+            continue
+        finally:
+            if old:
+                shutil.rmtree(old, ignore_errors=True)
+        atomic.sync_directory(os.path.dirname(out))
+        return
+    raise FlagError(f"--out={out} was written by other commands at once, again and again; rerun")
 
 
 def check_out(
@@ -203,10 +223,8 @@ def write_report(source: collect.Source, splits: list[str], out: str) -> dict[st
     out = os.path.abspath(out)
     check_out(out, source=source.identity)  # a report of another run or model is kept
     config = source.config
-    parent = os.path.dirname(out)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".report-", dir=parent)
-    try:
+    # A killed report left its staging directory (.report-*): the next one removes it.
+    with atomic.staging(out, ".report-") as tmp:
         report: dict[str, Any] = {
             "schema_version": SCHEMA_VERSION,
             "created": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -228,11 +246,7 @@ def write_report(source: collect.Source, splits: list[str], out: str) -> dict[st
         html.write_index(tmp, title(report), header(report), shown, figures)
         atomic.write_text(os.path.join(tmp, REPORT), json.dumps(report, indent=1) + "\n")
         os.chmod(tmp, 0o755)  # mkdtemp's 0o700 would hide the report from other users
-        replace_directory(tmp, out)
-    except BaseException as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        atomic.name_as_final(e, tmp, out)
-        raise
+        replace_directory(tmp, out, lambda: check_out(out, source=source.identity))
     return report
 
 
