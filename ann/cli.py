@@ -472,12 +472,74 @@ def _missing_flags(error: BaseException) -> str | None:
     return f"{what}; --help lists every flag"
 
 
+# The flags that name a file or directory (any job's), and the config keys that do: a leading
+# `~` or `~user` in their value is expanded as the shell expands it at the start of a word
+# (`--out ~/x`), which it does not after `=`: `--out=~/x` made a directory named `~` in the
+# current one, while `ann serve --compilation_cache_dir=~/x` expanded it.
+PATH_FLAGS = frozenset(
+    {
+        "workdir",
+        "out",
+        "registry",
+        "config",
+        "model",
+        "requests",
+        "labels",
+        "summarize",
+        "request_log",
+        "compilation_cache_dir",
+        "token_file",
+        "admin_token_file",
+        "runbook_base",
+    }
+)
+PATH_KEYS = ("data.data_dir", "init_from", "compilation_cache_dir")
+
+
+def home_expanded(argv: Sequence[str]) -> list[str]:
+    """`argv` with a leading `~` or `~user` expanded (`os.path.expanduser`) in the value of
+    each path flag (`PATH_FLAGS`, `--out=~/x` and `--out '~/x'` alike), up to `--`."""
+    argv = list(argv)
+    i = 1
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            break
+        if arg.startswith("-") and arg != "-":
+            name, equals, value = arg[2 if arg.startswith("--") else 1 :].partition("=")
+            if name in PATH_FLAGS and equals:
+                argv[i] = arg[: len(arg) - len(value)] + _home(value)
+            elif name in PATH_FLAGS and i + 1 < len(argv):
+                argv[i + 1] = _home(argv[i + 1])
+                i += 1
+        i += 1
+    return argv
+
+
+def _home(value: str) -> str:
+    return os.path.expanduser(value) if value.startswith("~") else value
+
+
+def _expand_config_paths(config: ml_collections.ConfigDict) -> None:
+    """Expands a leading `~` in the config keys that name a file or directory (`PATH_KEYS`),
+    whether the config file or an override set it."""
+    for key in PATH_KEYS:
+        *parents, leaf = key.split(".")
+        holder = config
+        for part in parents:
+            holder = holder.get(part) if isinstance(holder, ml_collections.ConfigDict) else None
+        if isinstance(holder, ml_collections.ConfigDict) and isinstance(holder.get(leaf), str):
+            holder[leaf] = _home(holder[leaf])
+
+
 def parse_flags(argv: list[str]) -> list[str]:
     """absl's flag parsing for `app.run`, where a bad flag or override prints one line and
     exits 1, and `--help` exits 0 (see the module docstring). A config file whose own code
     fails (a syntax error, a failed import, an error in get_config) is one line naming the
     file's line and the error (`_config_code_error`); a ConfigError it raises (an unknown
-    variant) is one line too."""
+    variant) is one line too. A leading `~` in a path flag or config key is expanded
+    (`home_expanded`, `_expand_config_paths`)."""
+    argv = home_expanded(argv)
     for arg in argv[1:]:
         if arg == "--":
             break
@@ -558,6 +620,7 @@ def parse_flags(argv: list[str]) -> list[str]:
             fail(f"--config={path}: get_config() returned a {returned}; {_RETURN_A_CONFIG}")
         if (said := number_for_a_tuple(argv, value)) is not None:
             fail(said)
+        _expand_config_paths(value)
     return rest
 
 

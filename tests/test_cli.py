@@ -2056,3 +2056,39 @@ def test_a_default_directory_is_named_as_the_default_not_as_a_flag_given(tmp_pat
     with pytest.raises(cli.FlagError) as e, cli.default_of("out", out, given=True):
         cli.check_out("out", out, report=True)
     assert str(e.value) == f"--out={out} {why}; choose another --out"
+
+
+def test_a_leading_tilde_in_a_path_flag_or_config_key_is_the_home_directory(
+    digits_export, tmp_path, monkeypatch
+):
+    # Bash does not expand `~` after `--out=`: `ann export --out=~/x` wrote a directory named
+    # `~` in the current one (`--registry=~/r` too), while `ann serve --compilation_cache_dir`
+    # expanded it. Every path flag and config key now reads `~` as the shell would.
+    import ml_collections
+
+    from ann import cli
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    argv = ["ann x", "--out=~/x", "--workdir", "~/r", "-registry=~", "--name=~/n", "--", "--out=~"]
+    assert cli.home_expanded(argv) == [
+        "ann x", f"--out={home}/x", "--workdir", f"{home}/r", f"-registry={home}", "--name=~/n",
+        "--", "--out=~",
+    ]  # fmt: skip
+    config = ml_collections.ConfigDict(
+        {"data": {"data_dir": "~/tfds"}, "init_from": "~/runs/a:best", "model": {"name": "~m"}}
+    )
+    cli._expand_config_paths(config)
+    assert (config.data.data_dir, config.init_from) == (f"{home}/tfds", f"{home}/runs/a:best")
+    assert config.model.name == "~m"
+    # The real command, from another directory.
+    workdir, _ = digits_export
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "ann", "export", f"--workdir={workdir}", "--out=~/exp"],
+        capture_output=True, text=True, cwd=cwd, timeout=300,
+        env={**os.environ, "HOME": str(home), "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (home / "exp" / "manifest.json").is_file() and list(cwd.iterdir()) == []
