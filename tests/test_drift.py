@@ -883,6 +883,30 @@ def test_a_torn_last_line_of_the_request_log_is_skipped_and_a_bad_one_before_it_
     )
 
 
+def test_a_pretty_printed_json_document_is_not_a_request_log(tmp_path, capsys):
+    # `ann monitor drift --requests=EXPORT/manifest.json` called its line 1 ("{") torn ("its
+    # writer was stopped while writing it"), then line 2 damage: the file is no log at all.
+    from ann.monitor.request_log import RequestLogError, read_traffic
+
+    spec = {"x": {"dtype": "float32", "shape": [-1, 2]}}
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"name": "d", "inputs": spec}, indent=1) + "\n")
+    with pytest.raises(RequestLogError) as e:
+        read_traffic([str(manifest)], "m", "1", spec, {})
+    assert str(e.value) == (
+        f"--requests={manifest} is one JSON document over several lines (its line 1 is no "
+        "record), not JSON lines; give the server's request log (ann serve --request_log=FILE)"
+    )
+    assert capsys.readouterr().err == ""  # no "torn" warning before it
+    # A log whose first record alone is torn is still a log: that line is skipped.
+    record = json.dumps({"model": "m", "version": "1", "status": 200, "time": 1.0,
+                         "inputs": {"x": {"shape": [1, 2], "data": [1, 1]}}})  # fmt: skip
+    log = tmp_path / "log.jsonl"
+    log.write_text(record[:30] + "\n" + record + "\n")
+    assert read_traffic([str(log)], "m", "1", spec, {}).records == 1
+    assert "line 1: skipping it, torn" in capsys.readouterr().err
+
+
 def test_a_server_restarted_on_a_torn_request_log_says_so_and_the_log_stays_readable(
     tmp_path, capsys
 ):

@@ -232,11 +232,13 @@ def objects(
             if why is not None:
                 raise error(f"{name} {why}")
             f.seek(0)
+            first = True  # the first line that is not blank
             for number, line in enumerate(f, 1):
                 if number == 1:  # a UTF-8 byte order mark (Notepad, PowerShell, Excel) is
                     line = line.removeprefix(BOM)  # read as Python's utf-8-sig and jq do
                 if not line.strip():
                     continue
+                opening, first = first, False
                 # Parsed without its end of line, so that orjson's place is on this line (it
                 # said "unexpected end of data at line 2 column 1" for line 101).
                 ended = line.endswith(b"\n")  # only a file's last line can lack it
@@ -244,6 +246,11 @@ def objects(
                 try:
                     value = orjson.loads(text)
                 except orjson.JSONDecodeError as e:
+                    if opening and json_document(path):  # not a torn record: no records
+                        raise error(
+                            f"{name} is one JSON document over several lines (its line "
+                            f"{number} is no record), not JSON lines; give {wanted}"
+                        ) from None
                     if not ended:
                         cli.warn(
                             f"{name} line {number}: skipping it, torn (no end of line: {torn})"
@@ -273,6 +280,26 @@ def objects(
                 yield number, value
         except OSError as e:  # a folder (EISDIR shows on the first read), a failing disk
             raise error(file_error(name, e, wanted)) from None
+
+
+# The largest file `json_document` reads whole.
+DOCUMENT_BYTES = 16 << 20
+
+
+def json_document(path: str) -> bool:
+    """Whether the file `path` is one JSON value written over several lines (a pretty-printed
+    document: an export's manifest.json, a report.json), which JSON lines reading took for a
+    torn first line ("skipping it, torn (a record cut short ...)") and damage after it. Files
+    above DOCUMENT_BYTES are not read (False)."""
+    try:
+        if os.path.getsize(path) > DOCUMENT_BYTES:
+            return False
+        with open(path, "rb") as f:
+            text = f.read().removeprefix(BOM)
+        orjson.loads(text)
+    except (OSError, orjson.JSONDecodeError):
+        return False
+    return len([line for line in text.splitlines() if line.strip()]) > 1
 
 
 # What a rotated file's name ends in when compressed (logrotate's `compress`: gzip unless its
