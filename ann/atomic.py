@@ -15,6 +15,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -146,10 +147,14 @@ def staging(final: str, prefix: str) -> Iterator[str]:
 
 def remove_stale_staging(parent: str, prefix: str) -> None:
     """Removes the directories `PREFIX*` in `parent` that a killed writer left (`staging`):
-    not held by a live writer's lock and older than STALE_STAGING_SECONDS. Anything it cannot
+    named as `staging` names them, not held by a live writer's lock and older than
+    STALE_STAGING_SECONDS. Anything it cannot
     tell (a lock refused for another reason, a race with another cleaner) is left."""
+    # Only names as mkdtemp makes them (8 of its characters after the prefix): a user's own
+    # `.report-templates` beside --out is never taken for one.
+    name = re.compile(re.escape(prefix) + r"[a-z0-9_]{8}")
     try:
-        entries = [e for e in os.scandir(parent) if e.name.startswith(prefix)]
+        entries = [e for e in os.scandir(parent) if name.fullmatch(e.name)]
     except OSError:
         return
     for entry in entries:

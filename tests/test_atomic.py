@@ -172,22 +172,26 @@ def test_staging_removes_what_a_killed_writer_left_and_keeps_a_live_ones(tmp_pat
         os.utime(path, (when, when))
         return path
 
-    killed, live = made(".report-killed", 3600), made(".report-live", 3600)
-    young = made(".report-young", 0)  # a writer between mkdtemp and its lock
-    other = made(".export-killed", 3600)  # another command's: its own next run removes it
+    killed, live = made(".report-killed_1", 3600), made(".report-live_123", 3600)
+    young = made(".report-young_12", 0)  # a writer between mkdtemp and its lock
+    other = made(".export-killed_1", 3600)  # another command's: its own next run removes it
+    mine = made(".report-templates", 3600)  # the user's own: not a name mkdtemp makes
     held = os.open(live, os.O_RDONLY)
     try:
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         with atomic.staging(str(tmp_path / "out"), ".report-") as tmp:
-            assert os.path.isdir(tmp) and os.path.basename(tmp).startswith(".report-")
+            assert os.path.isdir(tmp) and re.fullmatch(
+                r"\.report-[a-z0-9_]{8}", os.path.basename(tmp)
+            )
             os.rename(tmp, tmp_path / "out")
     finally:
         os.close(held)
     assert not killed.exists() and live.exists() and young.exists() and other.exists()
+    assert mine.exists()
     # What the block raises removes its directory, naming the file's final path; the writer
     # that held .report-live has ended (its lock dropped), so this one removes it too.
     with pytest.raises(OSError) as e, atomic.staging(str(tmp_path / "o2"), ".report-") as tmp:
         raise OSError(28, "No space left on device", os.path.join(tmp, "index.html"))
     assert e.value.filename == str(tmp_path / "o2" / "index.html")
     left = sorted(p.name for p in tmp_path.iterdir())
-    assert left == [".export-killed", ".report-young", "out"], left
+    assert left == [".export-killed_1", ".report-templates", ".report-young_12", "out"], left

@@ -1067,7 +1067,7 @@ def test_a_killed_exports_staging_directory_is_removed_by_the_next(digits_export
     manifest = artifact.read_manifest(str(out))
     function = (out / artifact.FUNCTION).read_bytes()
     weights = artifact.load_weights(str(out))
-    stale = tmp_path / ".export-killed1"
+    stale = tmp_path / ".export-killed_1"
     stale.mkdir()
     (stale / "weights.safetensors").write_bytes(b"x")
     old = os.path.getmtime(stale) - 3600
