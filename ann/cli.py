@@ -54,9 +54,14 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 from ml_collections.config_flags import config_flags as config_flags_impl
 
-from ann import arguments, atomic, directory_kind
+from ann import arguments, atomic, console, directory_kind
 from ann import config as config_lib
 from ann.config import SCHEMA, ConfigError
+
+# ann's stderr lines, passed on as cli.name_process, cli.note, cli.warn (explicit re-exports).
+from ann.console import name_process as name_process
+from ann.console import note as note
+from ann.console import warn as warn
 
 # The flags defined here (`define_config`, `define_bounded`, `define_names`) are the calling
 # job's: its `--help` lists them as its own (absl's key flags of the module that calls).
@@ -292,18 +297,6 @@ def _override_around(part: str, argv: Sequence[str]) -> tuple[list[str], list[st
     return (found[0][1], found[0][2]) if found else ([], [])
 
 
-# "process 1 of 2: " in a multi-process run (`name_process`), before each `error:` and
-# `warning:` line's message: every process writes its own, often to one merged log.
-_process = ""
-
-
-def name_process(index: int, count: int) -> None:
-    """Names this process (`index` of `count`, from 0) in its `error:` and `warning:` lines
-    from here on, when `count` > 1."""
-    global _process
-    _process = f"process {index} of {count}: " if count > 1 else ""
-
-
 def _name_from_argv(argv: Sequence[str]) -> None:
     """`name_process` from `--process_id=I --num_processes=N` as given (`sys.argv`), before
     the flags are parsed: a launcher's processes all refusing one mistyped flag printed the
@@ -362,7 +355,7 @@ def _shadowing_cause(parent: str) -> str:
 
 def fail(message: str) -> NoReturn:
     """`error: message` on stderr, one line, exit 1: how every entry point ends a mistake."""
-    print(f"error: {_process}{message}", file=sys.stderr)
+    print(f"error: {console.process_name()}{message}", file=sys.stderr)
     sys.exit(1)
 
 
@@ -371,7 +364,7 @@ def fail_without_teardown(message: str) -> NoReturn:
     for a multi-process run whose peer is gone, where JAX's exit handler
     (`jax.distributed.shutdown`) waits at a barrier for that peer, then aborts the process in
     C++ with a stack dump (status -6) after the heartbeat timeout."""
-    print(f"error: {_process}{message}", file=sys.stderr, flush=True)
+    print(f"error: {console.process_name()}{message}", file=sys.stderr, flush=True)
     py_logging.shutdown()
     sys.stdout.flush()
     os._exit(1)
@@ -1455,18 +1448,6 @@ def _note_unfinished(workdir: str) -> None:
     note(f"{workdir} {what}; its checkpoints so far are used")
 
 
-def note(message: str) -> None:
-    """What a user should know that is not wrong: the plain line `note: MESSAGE` on stderr,
-    flushed at once, as `warn`'s."""
-    print(f"note: {_process}{message}", file=sys.stderr, flush=True)
-
-
-def warn(message: str) -> None:
-    """A user-facing warning: the plain line `warning: MESSAGE` on stderr, flushed at once, as
-    ann's `note:` and `error:` lines (not absl's `W1202 12:00:00.000 ... ]` log format)."""
-    print(f"warning: {_process}{message}", file=sys.stderr, flush=True)
-
-
 def _export_source(path: str) -> str | None:
     """The workdir an export's manifest says it came from, if it can be read."""
     import json
@@ -1630,7 +1611,7 @@ class _ConsoleFormatter(logging.PythonFormatter):
 
     def format(self, record: py_logging.LogRecord) -> str:
         if record.levelno == py_logging.WARNING and not record.exc_info and self.own.ours(record):
-            return f"warning: {_process}{record.getMessage()}"
+            return f"warning: {console.process_name()}{record.getMessage()}"
         return super().format(record)
 
 
@@ -1775,7 +1756,9 @@ def interrupted(
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_DFL)
     # Each process of a multi-process run says it: named, as its warning and error lines are.
-    print(f"{_process}{message or 'interrupted (Ctrl-C)'}", file=sys.stderr, flush=True)
+    print(
+        f"{console.process_name()}{message or 'interrupted (Ctrl-C)'}", file=sys.stderr, flush=True
+    )
     if skip_teardown:
         py_logging.shutdown()
         sys.stdout.flush()

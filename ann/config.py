@@ -1388,7 +1388,7 @@ def last_changes(workdir: str) -> dict[str, list] | None:
 def changes_records(workdir: str) -> list[tuple[str, dict]]:
     """(line, record) of each good line of the run's config_changes.jsonl, [] where there is
     none (`last_changes`' rule and errors)."""
-    from ann.train.writers import parse_lines  # it imports ann.cli, which imports this module
+    from ann.train.writers import parse_lines
 
     path = os.path.join(workdir, CONFIG_CHANGES)
     try:

@@ -158,7 +158,8 @@ def check_outputs(experiment: Any, outputs: Any, model: str) -> None:
             f"{{name: array}} as its output_signature declares ({', '.join(signature)})"
         )
     missing = [key for key in signature if key not in outputs]
-    if missing:
+    extra = [key for key in outputs if key not in signature]
+    if missing or extra:  # an extra one was served undeclared (export's KeyError: 'p_all')
         raise ConfigError(
             f"experiment {name}'s predict returns {', '.join(map(str, outputs)) or 'nothing'}, "
             f"its output_signature declares {', '.join(signature)}; make them agree"

@@ -496,9 +496,7 @@ def export(
             "flax": flax.__version__,
             "python": sys.version.split()[0],
         },
-        # Trained parameters, as `ann train` counts them (`model/num_params`); the rest of the
-        # weights (BatchNorm statistics) apart: it said 170,794 for training's 169,834.
-        **parameter_counts(model),
+        **parameter_counts(model),  # as `ann train` counts them, BatchNorm statistics apart
         "reference": reference,
     }
     return write(out, manifest, bytes(exported.serialize()), weights, sample)

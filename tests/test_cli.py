@@ -16,7 +16,7 @@ import pytest
 from conftest import ROOT, one_line_error
 from ml_collections.config_flags import config_flags
 
-from ann import cli
+from ann import cli, console
 from ann import config as config_lib
 from ann.__main__ import JOBS
 
@@ -1680,10 +1680,10 @@ def test_a_process_is_named_from_flags_in_absls_spelling_with_a_space_too():
         ):
             cli.name_process(0, 1)
             cli._name_from_argv(argv)
-            assert cli._process == "process 1 of 2: ", argv
+            assert console.process_name() == "process 1 of 2: ", argv
         cli.name_process(0, 1)
         cli._name_from_argv(["ann", "--", "--process_id=1", "--num_processes=2"])  # arguments
-        assert cli._process == ""
+        assert console.process_name() == ""
     finally:
         cli.name_process(0, 1)
 

@@ -96,6 +96,12 @@ class _PredictWide(Classification):
         return {**out, "probabilities": jnp.stack([out["probabilities"]] * 2, -1)}
 
 
+class _PredictExtra(Classification):
+    def predict(self, model, inputs):  # trained, then export's KeyError: 'p_all'
+        out = super().predict(model, inputs)
+        return {**out, "p_all": out["probabilities"]}
+
+
 @pytest.mark.parametrize(
     "cls, message",
     [
@@ -105,6 +111,8 @@ class _PredictWide(Classification):
          "return numeric NumPy arrays (map strings or objects to numbers in fields)"),
         (_PredictRenamed, "experiment _PredictRenamed's predict returns label, probs, its "
          "output_signature declares probabilities, label; make them agree"),
+        (_PredictExtra, "experiment _PredictExtra's predict returns label, p_all, "
+         "probabilities, its output_signature declares probabilities, label; make them agree"),
         (_PredictWide, "experiment _PredictWide's predict returns 'probabilities' as [10, 2] "
          "float32 per row, where its output_signature declares [10] float32; make them agree "
          "(what predict makes of the output of model 'mlp', or the signature)"),

@@ -125,7 +125,10 @@ def test_profile_steps_write_a_trace(tmp_path):
 def test_a_profile_that_cannot_be_written_is_a_warning_and_the_run_goes_on(tmp_path, caplog):
     """The trace is written at stop_trace: a full disk or an unwritable directory raised there,
     killed the run with a traceback, and raised again from the end-of-run close."""
-    (tmp_path / "profile").write_text("not a directory")  # as an unwritable place does
+    # The profile directory holds a file where the trace's directory goes, as an unwritable
+    # place refuses it (`profile` itself a file is refused before the start: workdir.check).
+    (tmp_path / "profile").mkdir()
+    (tmp_path / "profile" / "plugins").write_text("not a directory")
     with caplog.at_level("WARNING"):
         state = train_and_evaluate(tiny(total_steps=8, profile_steps=(2, 3)), str(tmp_path))
     assert int(state.step) == 8

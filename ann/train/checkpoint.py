@@ -42,6 +42,7 @@ from jax.experimental import multihost_utils
 from ann import atomic, cli, directory_kind
 from ann.config import NOT_A_METRIC_OF_THIS_RUN, SELECTION_PREFIX, ConfigError, meant_metric
 from ann.config import file_in as config_file_in
+from ann.sharding import path_str
 from ann.train import run_status
 from ann.train.state import all_finite
 
@@ -55,7 +56,7 @@ class CheckpointError(RuntimeError):
 
 def mismatch_error(workdir: str, step: int, mismatch: str) -> str:
     """The line for a run whose checkpoints do not fit its config.json (edited by hand, say
-    model.features): `mismatch` is `ann.train.transfer.shape_mismatch`'s. Every step has the
+    model.features): `mismatch` is `shape_mismatch`'s. Every step has the
     shapes of the config it was trained with, so no other step is offered."""
     mismatch = mismatch.replace("by the config", "by config.json")
     mismatch = mismatch.replace("in the checkpoint", f"in step {step}")
@@ -290,6 +291,51 @@ def _remove_settled(path: str, tries: int = 50, pause_s: float = 0.1) -> None:
         time.sleep(pause_s)  # what is still being written lands, and is removed next time
         if not os.path.lexists(path):
             return
+
+
+def saved_shapes(state_dir: str) -> dict[str, Any]:
+    """The shape and dtype (Orbax's ArrayMetadata) of each array of the `params` and
+    `model_state` of the checkpoint in `state_dir` (a step's `state` folder, or a checkpoint
+    `init_from` names), by path without its "params/" or "model_state/", from its metadata
+    alone. Raises what Orbax raises for a damaged or foreign checkpoint."""
+    from etils import epath
+
+    handler = ocp.PyTreeCheckpointHandler()
+    try:
+        saved = handler.metadata(epath.Path(state_dir)).tree
+        item = {k: saved[k] for k in ("params", "model_state") if k in saved}
+    finally:
+        handler.close()
+    return {
+        path_str(key_path).partition("/")[2]: x
+        for key_path, x in jax.tree_util.tree_leaves_with_path(item)
+    }
+
+
+def shape_mismatch(state_dir: str, state: Any) -> str | None:
+    """The first array of `state`'s model (a train state or its abstract shapes: parameters and
+    model state) whose shape the checkpoint in `state_dir` (a step's `state` folder) does not
+    hold, from its metadata alone: "Conv_0/kernel: (3, 3, 1, 32) in the checkpoint, (3, 3, 1,
+    16) by the config" (or "none in the checkpoint", "none by the config" for an array only
+    one side has); None where every shape matches, or the metadata cannot be read. What a
+    refused restore names instead of Orbax's own advice (set strict=False ...)."""
+    try:
+        saved = saved_shapes(state_dir)
+    except Exception:  # a damaged or foreign checkpoint: no shapes to compare
+        return None
+    every = {path_str(p): x for p, x in jax.tree_util.tree_leaves_with_path(state.params)}
+    every.update(
+        (path_str(p), x) for p, x in jax.tree_util.tree_leaves_with_path(state.model_state)
+    )
+
+    def shape(x: Any) -> str:
+        return str(tuple(x.shape)) if x is not None else "none"
+
+    for name in [*every, *(n for n in saved if n not in every)]:
+        ours, theirs = every.get(name), saved.get(name)
+        if ours is None or theirs is None or tuple(ours.shape) != tuple(theirs.shape):
+            return f"{name}: {shape(theirs)} in the checkpoint, {shape(ours)} by the config"
+    return None
 
 
 def _aside_path(workdir: str, name: str) -> str:
@@ -729,9 +775,7 @@ class Checkpoints:
             step_dir = self._step_dir(self.latest, step)
             if not has_manifest(step_dir):
                 return None, f"it cannot be read and has no manifest to tell why ({e})"
-            from ann.train import transfer  # it imports ann.train.build, which imports this
-
-            mismatch = transfer.shape_mismatch(os.path.join(step_dir, "state"), abstract_state)
+            mismatch = shape_mismatch(os.path.join(step_dir, "state"), abstract_state)
             record = config_file_in(self.workdir)
             if mismatch is not None and self._config_is_record:
                 # The rerun's model is config.json's (the config compare refuses any other):
@@ -1089,10 +1133,8 @@ class Checkpoints:
                 manager, step, ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
             )
         except _Unreadable as e:
-            from ann.train import transfer  # it imports ann.train.build, which imports this
-
             state_dir = os.path.join(self._step_dir(manager, step), "state")
-            mismatch = transfer.shape_mismatch(state_dir, abstract_state)
+            mismatch = shape_mismatch(state_dir, abstract_state)
             if mismatch is not None:  # not Orbax's advice (set strict=False ...), nor --step
                 raise CheckpointError(mismatch_error(self.workdir, step, mismatch)) from e
             raise CheckpointError(

@@ -87,7 +87,7 @@ def _check_record_fits(saved: ml_collections.ConfigDict, workdir: str) -> None:
         data_dir = data_dir_lib.for_run(saved, workdir)
         setup = build.build(saved, build.make_experiment(saved), for_training=False,
                             data_dir=data_dir)  # fmt: skip
-        mismatch = transfer.shape_mismatch(source.directory, setup.abstract_state)
+        mismatch = checkpoint.shape_mismatch(source.directory, setup.abstract_state)
     except Exception:  # noqa: BLE001 - the refusal being raised says the rest
         return
     if mismatch is not None:

@@ -52,7 +52,7 @@ from flax import nnx
 from ann import arguments, artifact, atomic, cli, directory_kind, parallel, registry
 from ann.config import ConfigError, recorded_config_flag
 from ann.sharding import path_str, paths
-from ann.train import build, freezing
+from ann.train import build, checkpoint, freezing
 from ann.train import state as state_lib
 
 REPORT = "init_from.json"
@@ -455,50 +455,13 @@ def loads_into(spec: str, state: Any, skip: Sequence[str] = ()) -> bool:
     return bool(_match_state(state, shapes, skip).loaded)
 
 
-def shape_mismatch(state_dir: str, state: Any) -> str | None:
-    """The first array of `state`'s model (a train state or its abstract shapes: parameters and
-    model state) whose shape the checkpoint in `state_dir` (a step's `state` folder) does not
-    hold, from its metadata alone: "Conv_0/kernel: (3, 3, 1, 32) in the checkpoint, (3, 3, 1,
-    16) by the config" (or "none in the checkpoint", "none by the config" for an array only
-    one side has); None where every shape matches, or the metadata cannot be read. What a
-    refused restore names instead of Orbax's own advice (set strict=False ...)."""
-    try:
-        saved = _checkpoint_shapes(Source("", "checkpoint", state_dir))
-    except ConfigError:
-        return None
-    every = {path_str(p): x for p, x in jax.tree_util.tree_leaves_with_path(state.params)}
-    every.update(
-        (path_str(p), x) for p, x in jax.tree_util.tree_leaves_with_path(state.model_state)
-    )
-
-    def shape(x: Any) -> str:
-        return _shape(x.shape) if x is not None else "none"
-
-    for name in [*every, *(n for n in saved if n not in every)]:
-        ours, theirs = every.get(name), saved.get(name)
-        if ours is None or theirs is None or tuple(ours.shape) != tuple(theirs.shape):
-            return f"{name}: {shape(theirs)} in the checkpoint, {shape(ours)} by the config"
-    return None
-
-
 def _checkpoint_shapes(source: Source) -> dict[str, Any]:
-    """The shape and dtype (Orbax's ArrayMetadata) of each array of a checkpoint's `params` and
-    `model_state`, by path, from its metadata alone."""
-    import orbax.checkpoint as ocp
-    from etils import epath
-
-    handler = ocp.PyTreeCheckpointHandler()
+    """`checkpoint.saved_shapes` of `source`'s checkpoint; ConfigError naming it where its
+    metadata cannot be read (a damaged or foreign checkpoint)."""
     try:
-        saved = handler.metadata(epath.Path(source.directory)).tree
-        item = {k: saved[k] for k in ("params", "model_state") if k in saved}
-    except Exception as e:  # a damaged or foreign checkpoint
+        return checkpoint.saved_shapes(source.directory)
+    except Exception as e:
         raise _error(source.spec, f"cannot read {source.directory} ({type(e).__name__})") from e
-    finally:
-        handler.close()
-    return {
-        path_str(key_path).partition("/")[2]: x  # without "params/" or "model_state/"
-        for key_path, x in jax.tree_util.tree_leaves_with_path(item)
-    }
 
 
 def init_from(

@@ -16,7 +16,7 @@ import os
 import time
 from collections.abc import Callable
 
-from ann import atomic, cli
+from ann import atomic, console
 
 NON_FINITE = ("nan", "inf", "-inf")
 
@@ -69,7 +69,7 @@ def parse_lines(
             if i == filled[-1]:
                 if (path, i) not in _WARNED:  # resume reads the file twice: one warning
                     _WARNED.add((path, i))
-                    cli.warn(f"{path}: skipping line {i + 1}, torn by a crash mid-write")
+                    console.warn(f"{path}: skipping line {i + 1}, torn by a crash mid-write")
                 continue
             raise error(
                 f"{path}: line {i + 1} is not {what}; the file is damaged (delete "

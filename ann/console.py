@@ -1,0 +1,36 @@
+"""ann's own lines on stderr: `error:`, `warning:` and `note:`, each with this process's name in
+a multi-process run (`name_process`). Imports nothing of ann, so that any module can say a
+warning (`ann.train.writers`, which `ann.config` reads through) without importing `ann.cli`,
+which imports `ann.config`. `ann.cli` passes these on (`cli.warn`, `cli.note`)."""
+
+from __future__ import annotations
+
+import sys
+
+# "process 1 of 2: " in a multi-process run (`name_process`), before each `error:` and
+# `warning:` line's message: every process writes its own, often to one merged log.
+_process = ""
+
+
+def name_process(index: int, count: int) -> None:
+    """Names this process (`index` of `count`, from 0) in its `error:` and `warning:` lines
+    from here on, when `count` > 1."""
+    global _process
+    _process = f"process {index} of {count}: " if count > 1 else ""
+
+
+def process_name() -> str:
+    """ "process 1 of 2: " in a multi-process run (`name_process`), else ""."""
+    return _process
+
+
+def note(message: str) -> None:
+    """What a user should know that is not wrong: the plain line `note: MESSAGE` on stderr,
+    flushed at once, as `warn`'s."""
+    print(f"note: {_process}{message}", file=sys.stderr, flush=True)
+
+
+def warn(message: str) -> None:
+    """A user-facing warning: the plain line `warning: MESSAGE` on stderr, flushed at once, as
+    ann's `note:` and `error:` lines (not absl's `W1202 12:00:00.000 ... ]` log format)."""
+    print(f"warning: {_process}{message}", file=sys.stderr, flush=True)
