@@ -109,8 +109,10 @@ class Retrieval:
         }
 
     def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
-        # An embedding model takes `embedding_dim` and keeps it as an attribute (the width of the
-        # exported output); checked before building, so a classifier named here fails clearly.
+        """The embedding model: one that takes `embedding_dim` (checked before building, so a
+        classifier named here fails clearly) and returns [batch, embedding_dim]. The exported
+        output's width is read from what the model returns (an abstract call, no compute), not
+        from an attribute. Raises ConfigError for a model of another kind or output shape."""
         name = self.config.model.name
         if "embedding_dim" not in inspect.signature(models.get(name).__init__).parameters:
             raise ConfigError(
@@ -118,8 +120,30 @@ class Retrieval:
                 f"embedding_dim); use model.name=siamese with model.encoder={name!r} as its tower"
             )
         model = models.from_config(self.config, input_shape=self.input_shape, rngs=rngs)
-        self.embedding_dim = int(model.embedding_dim)
+        self.embedding_dim = self._output_width(model)
         return model
+
+    def _output_width(self, model: nnx.Module) -> int:
+        """embedding_dim of [batch, embedding_dim], from jax.eval_shape of an eval-mode copy
+        on two rows of the input's shape and dtype; ConfigError for any other output."""
+        graphdef, state = nnx.split(model)
+        spec_ = self.inputs[self.input_key]
+        rows = jax.ShapeDtypeStruct((2, *self.input_shape), np.dtype(spec_["dtype"]))
+
+        def embed(state, inputs):
+            copy = nnx.merge(graphdef, state)
+            copy.eval()
+            return self._embed(copy, inputs, None)
+
+        out = jax.eval_shape(embed, state, rows)
+        if not isinstance(out, jax.ShapeDtypeStruct) or len(out.shape) != 2:
+            shape = list(out.shape) if isinstance(out, jax.ShapeDtypeStruct) else type(out)
+            raise ConfigError(
+                f"config key 'model.name': {self.config.model.name!r} returns {shape} for "
+                f"inputs {list(rows.shape)}; retrieval needs one embedding per row, "
+                "[batch, embedding_dim]"
+            )
+        return int(out.shape[1])
 
     def _embed(self, model: nnx.Module, inputs: jax.Array, rng: jax.Array | None) -> jax.Array:
         return model(self.preprocess(inputs), rngs=rng).astype(

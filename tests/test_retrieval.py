@@ -128,6 +128,39 @@ def test_config_mistakes_fail_with_the_key_named():
         plain.setup(data.load("digits", "train", cache=True))
 
 
+class _Embedder(nnx.Module):
+    """A user's embedding model: takes embedding_dim but keeps no such attribute."""
+
+    def __init__(self, *, input_shape, embedding_dim=16, flat=True, rngs, **kw):
+        self.flat = flat
+        self.linear = nnx.Linear(math.prod(input_shape), embedding_dim, rngs=rngs)
+
+    def __call__(self, x, *, rngs=None):
+        out = self.linear(x.reshape(x.shape[0], -1).astype(jnp.float32))
+        return out if self.flat else out[:, None, :]
+
+
+def test_a_user_embedding_model_needs_no_embedding_dim_attribute(monkeypatch):
+    """The exported width is what the model returns; another output shape is one line."""
+    monkeypatch.setitem(models.MODELS, "user_embedder", _Embedder)
+    train = data.load("digit_pairs", "train", cache=True)
+    exp = experiment_lib.get("retrieval")(_retrieval(**{"model.name": "user_embedder"}))
+    exp.setup(train)
+    exp.build_model(nnx.Rngs(0))
+    assert exp.output_signature()["embedding"]["shape"] == [64]  # the config's
+    config = _retrieval(**{"model.name": "user_embedder", "model.flat": False})
+    exp = experiment_lib.get("retrieval")(config)
+    exp.setup(train)
+    with pytest.raises(
+        ConfigError,
+        match=re.escape(
+            "'user_embedder' returns [2, 1, 64] for inputs [2, 8, 8, 1]; retrieval needs one "
+            "embedding per row, [batch, embedding_dim]"
+        ),
+    ):
+        exp.build_model(nnx.Rngs(0))
+
+
 INFONCE_MARGIN = "config key 'task.margin'={} has no effect with task.loss='infonce' (read only by "
 
 
