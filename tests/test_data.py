@@ -578,6 +578,7 @@ def test_a_data_set_folder_without_a_prepared_version_says_to_prepare_it_again(t
     )
 
 
+@pytest.mark.filterwarnings("ignore:loadtxt. input contained no data")
 def test_the_readme_builder_of_own_arrays_prepares_and_trains(tmp_path, monkeypatch):
     # README "Data" described a builder in prose only: a newcomer's first one failed in TFDS.
     # Its my_tab.py, on a CSV of the README's layout, prepared its way and trained on.
@@ -591,13 +592,19 @@ def test_the_readme_builder_of_own_arrays_prepares_and_trains(tmp_path, monkeypa
     readme = (ROOT / "README.md").read_text()
     code = re.search(r"\n( *)```python\n\1# my_tab\.py\n(.*?)\n\1```", readme, flags=re.S)
     (tmp_path / "my_tab.py").write_text(textwrap.dedent(code[0].split("```python\n")[1][:-3]))
-    x = np.random.default_rng(0).normal(size=(200, 4))
-    table = np.c_[x, (x[:, 0] > 0) + (x[:, 1] > 0.5)]
-    np.savetxt(tmp_path / "my_tab.csv", table, delimiter=",", header="a,b,c,d,class")
     monkeypatch.syspath_prepend(str(tmp_path))
     import my_tab
 
     data_dir = str(tmp_path / "data")
+    # A header-only CSV: the README's line, not "zero-size array to reduction operation".
+    (tmp_path / "my_tab.csv").write_text("a,b,c,d,class\n")
+    with pytest.raises(ValueError, match=r"my_tab\.csv holds no rows below its header"):
+        my_tab.MyTab(data_dir=data_dir, file_format="array_record").download_and_prepare()
+    said = re.search(r"`ValueError: \.\.\./my_tab\.csv holds no rows below its header`", readme)
+    assert said, "README Data: the empty CSV's line"
+    x = np.random.default_rng(0).normal(size=(200, 4))
+    table = np.c_[x, (x[:, 0] > 0) + (x[:, 1] > 0.5)]
+    np.savetxt(tmp_path / "my_tab.csv", table, delimiter=",", header="a,b,c,d,class")
     my_tab.MyTab(data_dir=data_dir, file_format="array_record").download_and_prepare()
     command = re.search(r"--config.data.name=my_tab .*?--workdir", readme, flags=re.S)[0]
     assert "--config.report.slices=\"('label',)\"" in command
