@@ -1337,6 +1337,36 @@ def test_sigterm_while_a_model_compiles_exits_within_the_shutdown_timeout(digits
     assert "leaked semaphore" not in stderr and "resource_tracker" not in stderr, stderr[-2000:]
 
 
+def test_a_registry_that_every_registry_command_refuses_is_not_taken_in_silence(tmp_path, caplog):
+    """`ann serve --model=EXPORT --registry=DIR`, DIR holding artifacts/ but no registry.db
+    (which every `ann registry` command refuses), served with nothing said and the index
+    listing none of its versions. A --registry or $ANN_REGISTRY named so is refused at start
+    with the registry's line (here before the missing --model: no export needed); the default
+    ./registry, named by nobody, is the index's warning, with the same line."""
+    from ann.serve.repository import Repository
+
+    registry = tmp_path / "registry"
+    (registry / "artifacts" / "digits" / "1").mkdir(parents=True)
+    lost = (
+        " holds artifacts/ (the versions of digits) but no registry.db, which numbers them; "
+        "restore registry.db from a backup"
+    )
+    base = {k: v for k, v in os.environ.items() if k != "ANN_REGISTRY"}
+    for flags, env, named in [
+        (["--registry=registry"], {}, "--registry=registry"),
+        ([], {"ANN_REGISTRY": str(registry)}, f"{registry} (from $ANN_REGISTRY)"),
+    ]:
+        result = subprocess.run(
+            [sys.executable, "-m", "ann.serve", f"--model={tmp_path / 'none'}", *flags],
+            env={**base, **env}, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert result.returncode == 1, result.stderr[-2000:]
+        assert result.stderr.strip().splitlines()[-1].startswith(f"error: {named}{lost}")
+    with caplog.at_level("WARNING", logger="ann.serve"):
+        assert Repository(None, str(registry))._registered() == []
+    assert f"the registry could not be read (--registry={registry}{lost}" in caplog.text
+
+
 def test_a_model_that_fails_to_compile_at_start_ends_the_server_with_one_line(digits_export):
     """It logged "compiling digits_cnn failed" and a 30-line traceback, then ran on with
     /v2/health/ready at 503 until signalled, and exited 0: a server that can never turn ready

@@ -299,6 +299,22 @@ class Registry:
                 if self._held() and not self._tables_in(db):  # a database emptied of them
                     self._refuse_lost_database(state="a registry.db without its tables")
 
+    def check_readable(self) -> None:
+        """Raises RegistryError, as every reading command would, where `root` holds a registry
+        or what is left of one that cannot be read: a file, versions in artifacts/ without the
+        registry.db that numbers them (missing, empty or without its tables), a registry.db
+        that is not an ann registry's. Nothing where it holds none at all (no registry.db, no
+        versions) or a readable one. Writes nothing (the server's start checks its
+        `--registry` so: it took a lost database in silence, and listed none of its models)."""
+        if os.path.isfile(self.root):
+            raise RegistryError(f"{self.named} is a file, not a registry directory")
+        self._refuse_lost_database()
+        if self.exists():
+            with self._connect() as db:
+                self._check_tables(db)
+                if self._held() and not self._tables_in(db):
+                    self._refuse_lost_database(state="a registry.db without its tables")
+
     def _held(self) -> list[str]:
         """The models' directories in artifacts/ (not a staged copy, `.ann-...`): [] where
         there is none, or no artifacts/."""

@@ -115,6 +115,7 @@ def settings_from_flags():
     from ann.registry.spec import not_a_model
     from ann.serve.settings import registry_uri_refusal
 
+    check_registry(settings.registry)
     for spec in FLAGS.model or ():
         problem = registry_uri_refusal(spec, settings.registry) or not_a_model(spec)
         if problem:
@@ -127,6 +128,26 @@ def settings_from_flags():
     if warning:
         cli.warn(warning)
     return settings
+
+
+def check_registry(registry: str | None) -> None:
+    """Exit 1 with the registry's own line where `--registry` (or `$ANN_REGISTRY`) names one
+    that every `ann registry` command refuses (`Registry.check_readable`: artifacts/ without
+    its registry.db, ...): the server resolves models:/ URIs and repository loads there and
+    lists its versions in the index, and took such a one in silence, listing none. The
+    default ./registry, which nobody named, is left to the index, which serves on and warns
+    with the same line (`repository index: the registry could not be read (...)`, at start
+    and at each index request)."""
+    from ann.registry import Registry, RegistryError
+    from ann.registry.core import default_origin
+    from ann.serve.settings import no_registry
+
+    if no_registry(registry) or (registry is None and default_origin() == "default"):
+        return
+    try:
+        Registry.at(registry).check_readable()
+    except RegistryError as e:
+        cli.fail(str(e))
 
 
 # Flags that act only with another one: (its prefix, the flag it needs, that flag's value

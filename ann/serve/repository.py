@@ -222,9 +222,10 @@ class Repository:
         if no_registry(self.registry):
             return []
         registry = Registry.at(self.registry)
-        if not registry.exists():
-            return []
         try:
+            registry.check_readable()  # artifacts/ whose registry.db is gone: not "no registry"
+            if not registry.exists():
+                return []
             return [
                 (m["name"], str(v.version))
                 for m in registry.models()
