@@ -257,12 +257,13 @@ def _git() -> dict[str, Any]:
 def _eval_metrics(workdir: str, step: int) -> dict[str, float]:
     """The validation (`val/`) and test (`eval/`, `eval_<split>/`) metrics the run logged at
     `step` (metrics.jsonl). A file that is missing or holds no record (emptied) is warned
-    about: the export then carries no metrics, which it did in silence. Raises
-    MetricsFileError for a damaged line (`read_records`' rule)."""
-    from ann.train.writers import read_records  # "nan"/"inf" strings back to floats
+    about: the export then carries no metrics, which it did in silence; so is one whose torn
+    last line (skipped) may have held the step's eval, where no other record has it. Raises
+    MetricsFileError for a damaged line or a file that cannot be read (`read_records`' rule)."""
+    from ann.train.writers import records_and_torn  # "nan"/"inf" strings back to floats
 
     path = os.path.join(workdir, "metrics.jsonl")
-    records = read_records(path)
+    records, torn = records_and_torn(path)
     if not records:  # a run that trained logged its start-up at step 0 at least
         from ann import cli
 
@@ -281,6 +282,14 @@ def _eval_metrics(workdir: str, step: int) -> dict[str, float]:
                     if k.startswith(("val/", "eval")) and not k.endswith("/seconds")
                 }
             )
+    if records and torn and not metrics:
+        from ann import cli
+
+        cli.warn(
+            f"{path} holds no eval record of step {step} (its torn last line may have held "
+            f"it): the export carries no metrics of step {step} (`ann report` computes them "
+            "anew from the checkpoint)"
+        )
     return metrics
 
 

@@ -848,6 +848,37 @@ def test_an_emptied_or_missing_metrics_file_is_warned_about(tmp_path, capsys):
         )
 
 
+def test_a_torn_line_that_held_the_steps_eval_is_warned_about(tmp_path, capsys):
+    # The chosen step's eval torn by a crash: only "skipping line 2, torn" was said, and the
+    # export carried no metrics (the emptied file's warning says so).
+    from ann import export as export_lib
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 60, "train/loss": 0.5}\n{"step": 60, "val/loss": 0.')
+    assert export_lib._eval_metrics(str(tmp_path), 60) == {}
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"warning: {path} holds no eval record of step 60 (its torn last line may have held "
+        "it): the export carries no metrics of step 60 (`ann report` computes them anew from "
+        "the checkpoint)"
+    )
+
+
+def test_a_metrics_file_that_is_a_directory_is_one_line(tmp_path):
+    # `ann export` of such a run: a traceback (IsADirectoryError from read_records).
+    from ann import export as export_lib
+    from ann.train.writers import MetricsFileError
+
+    path = tmp_path / "metrics.jsonl"
+    path.mkdir()
+    with pytest.raises(MetricsFileError) as e:
+        export_lib._eval_metrics(str(tmp_path), 60)
+    assert str(e.value) == (
+        f"{path} cannot be read (Is a directory); ann train appends the run's metrics to it: "
+        "put back a good copy, or move it out of the workdir (the run then has no metrics "
+        "record)"
+    )
+
+
 def test_default_names_keep_two_tasks_on_one_data_set_and_model_apart():
     # README's parity experiment (an MLP on digits) exported as 'digits_mlp', the digits MLP
     # classifier's name: registered without --name, it became that model's next version.

@@ -35,7 +35,8 @@ def decode(record: dict) -> dict:
 
 class MetricsFileError(ValueError):
     """A metrics.jsonl line before the last one that is not a JSON record: the file is damaged
-    (a torn last line is only a crash mid-write, and is skipped)."""
+    (a torn last line is only a crash mid-write, and is skipped); or a metrics.jsonl that
+    cannot be read at all (a directory)."""
 
 
 _WARNED: set[tuple[str, int]] = set()  # (file, line) of the torn lines already named
@@ -79,15 +80,31 @@ def parse_lines(
     return parsed
 
 
-def read_records(path: str) -> list[dict]:
-    """Every record of a metrics.jsonl file, decoded; [] if the file does not exist. A torn last
-    line is skipped with a warning; raises MetricsFileError for a damaged line before it."""
+def records_and_torn(path: str) -> tuple[list[dict], bool]:
+    """Every record of a metrics.jsonl file, decoded, and whether its last line was torn (and
+    skipped); [] if the file does not exist. A torn last line is skipped with a warning;
+    raises MetricsFileError for a damaged line before it, and for a file that cannot be read
+    (a directory, no permission, not UTF-8 text), naming it and the fix: `ann export` said
+    that with a traceback (IsADirectoryError)."""
     try:
         with open(path, encoding="utf-8-sig") as f:  # a byte order mark an editor added: read
             lines = f.readlines()
     except FileNotFoundError:
-        return []
-    return [decode(record) for _, record in _parse(path, lines)]
+        return [], False
+    except (OSError, UnicodeDecodeError) as e:
+        why = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
+        raise MetricsFileError(
+            f"{path} cannot be read ({why}); ann train appends the run's metrics to it: put back "
+            "a good copy, or move it out of the workdir (the run then has no metrics record)"
+        ) from e
+    parsed = _parse(path, lines)
+    filled = sum(1 for line in lines if line.strip())
+    return [decode(record) for _, record in parsed], len(parsed) < filled
+
+
+def read_records(path: str) -> list[dict]:
+    """Every record of a metrics.jsonl file, decoded (`records_and_torn`'s rule and errors)."""
+    return records_and_torn(path)[0]
 
 
 # tensorboardX's writer thread flushes its event file this often (its default, 120 s, lost up to
