@@ -1408,10 +1408,12 @@ def _check_step_saved(workdir: str, step: int) -> None:
     if steps.holder(step) is not None:
         return
     directory = os.path.join(workdir, directory_kind.CHECKPOINTS)
+    file = atomic.below_a_file(os.path.join(directory, ""))  # "none" said of a file
     raise FlagError(
         f"--step={step}: no checkpoint step {step} in {directory}; steps there: "
         f"{', '.join(map(str, steps.latest)) or 'none'}"
-        f"{directory_kind.best_beside(steps.best, steps.latest)}"
+        + (f" ({file}: move it out of the workdir)" if file else "")
+        + f"{directory_kind.best_beside(steps.best, steps.latest)}"
     )
 
 

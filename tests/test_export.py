@@ -390,6 +390,38 @@ def test_a_run_stopped_before_its_first_eval_names_the_steps_it_saved(digits_exp
     )
 
 
+@pytest.mark.parametrize("entry", ["checkpoints_best", "checkpoints"])
+def test_a_checkpoint_directory_that_is_a_file_is_named_as_one(digits_export, tmp_path, entry):
+    """`checkpoints_best` a file: export and report said "the run saved none there: no eval
+    chose a best yet" of a run that had; `checkpoints` a file: "the run saved none; train it
+    first". `ann train` says "... is a file, so nothing can be below it"."""
+    from ann import cli
+    from ann.train.checkpoint import CheckpointError
+
+    workdir, _ = digits_export
+    copy = tmp_path / "run"
+    shutil.copytree(workdir, copy)
+    saved = sorted(int(p.name) for p in (copy / "checkpoints").iterdir() if p.name.isdigit())
+    best = [int(p.name) for p in (copy / "checkpoints_best").iterdir() if p.name.isdigit()]
+    shutil.rmtree(copy / entry)
+    (copy / entry).write_text("x")
+    other = (
+        f"--step=latest (step {saved[-1]}) or one of {', '.join(map(str, saved[::-1]))}"
+        if entry == "checkpoints_best"
+        else f"--step=best (step {best[0]})"
+    )
+    with pytest.raises(CheckpointError) as e:
+        restore_model(str(copy), "best" if entry == "checkpoints_best" else "latest")
+    assert str(e.value) == (
+        f"no checkpoint in {copy}/{entry}: {copy}/{entry} is a file, so nothing can be below "
+        f"it; move it out of the workdir (ann train refuses the run while it is there), or "
+        f"choose {other}"
+    )
+    if entry == "checkpoints":  # a step number is told from a listing: "steps there: none"
+        with pytest.raises(cli.FlagError, match=r"steps there: none \(.*/checkpoints is a file"):
+            cli.check_trained_run(str(copy), str(saved[0]))
+
+
 def test_a_step_the_run_never_saved_is_named_before_jax_is_imported(digits_export, tmp_path):
     """`--step=9` of a run without it was said after 12 s of imports and Orbax's managers,
     naming the absolute path of a relative --workdir: now from a listing, as the user gave it."""

@@ -440,6 +440,25 @@ def _set_aside_damaged_best(workdir: str) -> None:
         multihost_utils.sync_global_devices("ann_checkpoint_damaged_best")
 
 
+def _check_not_a_file(directory: str, steps: Any, best: bool) -> None:
+    """Raises CheckpointError where the run's `directory` (checkpoints/, or checkpoints_best/
+    where `best`) is a file, or another non-directory: "DIR is a file, so nothing can be below
+    it" (`atomic.below_a_file`, as `ann train` says it), with the steps the other directory
+    holds to choose instead. A best one was said to be "no eval chose a best yet" of a run
+    that had, a latest one "the run saved none; train it first"."""
+    why = atomic.below_a_file(os.path.join(directory, ""))
+    if why is None:
+        return
+    other, flag = (steps.latest, "latest") if best else (steps.best, "best")
+    instead = f", or choose --step={flag} (step {other[0]})" if other else ""
+    if len(other) > 1:
+        instead += f" or one of {', '.join(map(str, other))}"
+    raise CheckpointError(
+        f"no checkpoint in {directory}: {why}; move it out of the workdir (ann train refuses "
+        f"the run while it is there){instead}"
+    )
+
+
 def _best_set_aside(workdir: str) -> tuple[int, str] | None:
     """(step, directory) of the newest best step set aside in checkpoints_damaged/ (as
     checkpoints_best-STEP[.N]), or None."""
@@ -1044,6 +1063,7 @@ class Checkpoints:
         if step in ("best", "latest"):  # the newest Orbax wrote
             step = next(iter(in_manager), None)
         if step is None:
+            _check_not_a_file(manager.directory, steps, manager is self.best)
             pid = run_status.live_owner(run_status.read(self.workdir))
             if pid is not None:  # its first save is still to come
                 raise CheckpointError(
