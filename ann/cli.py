@@ -1388,6 +1388,8 @@ def check_trained_run(workdir: str, step: str, export_flag: str | None = None) -
         what = f"holds {held.removeprefix('other ')}" if runs else f"is {held}, not a training run"
     elif os.path.exists(os.path.join(workdir, directory_kind.REPORT_FILE)):
         what = f"is a report ({directory_kind.REPORT_FILE}), not a training run"
+    elif os.path.isdir(config := os.path.join(workdir, "config.json")):  # "no config.json"
+        what = f"holds no config.json file ({config} is a directory)"
     else:
         what = "holds no config.json"
     run = directory_kind.run_above(workdir)

@@ -92,6 +92,20 @@ def test_the_lost_data_warning_says_what_the_fallback_holds_and_where_to_restore
     ), line
 
 
+def test_a_record_that_is_a_directory_is_not_called_torn(tmp_path, capsys):
+    # It said "cannot be read (Is a directory: torn, or edited by hand)".
+    record = tmp_path / data_dir_lib.FILENAME
+    record.mkdir()
+    data_dir_lib._WARNED.clear()
+    assert data_dir_lib.recorded(str(tmp_path)) is None
+    [line] = capsys.readouterr().err.splitlines()
+    assert line == (
+        f"warning: {record} cannot be read (Is a directory): reading the data where "
+        "data.data_dir points from here, which may not be where the run read it (move it out "
+        "of the workdir: the run's next ann train writes the record again)"
+    )
+
+
 def test_a_damaged_record_is_warned_about_once_not_read_as_none_in_silence(tmp_path, capsys):
     # A torn data_dir.json was read as a run that recorded nothing: export, report and a resume
     # read this shell's directory without a word.

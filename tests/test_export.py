@@ -831,6 +831,19 @@ def test_export_flags_are_checked_before_anything_starts(
     assert not any((tmp_path / "real").iterdir()) and not (workdir / "checkpoints_best/x").exists()
 
 
+def test_a_config_json_that_is_a_directory_is_named_as_one(tmp_path):
+    # It said "--workdir=... holds no config.json" of a run holding a config.json directory.
+    from ann import cli
+
+    (tmp_path / "config.json").mkdir()
+    with pytest.raises(cli.FlagError) as e:
+        cli.check_trained_run(str(tmp_path), "best")
+    assert str(e.value) == (
+        f"--workdir={tmp_path} holds no config.json file ({tmp_path}/config.json is a "
+        "directory); give the directory of a trained run"
+    )
+
+
 def test_export_writes_only_what_the_loader_accepts(digits_export, tmp_path, monkeypatch):
     """A manifest above the loader's size limit, or one the loader's checks refuse, is never
     written: an export nothing could load would only fail later, at registration or serving."""

@@ -67,11 +67,17 @@ def recorded(workdir: str) -> str | None:
             _WARNED.add(file)
             from ann import cli
 
-            why = e.strerror if isinstance(e, OSError) else "not a JSON record with a data_dir"
+            # "torn, or edited by hand" fits a bad text, not a directory in its place.
+            why, again = (
+                (e.strerror, "move it out of the workdir: the run's next ann train writes the "
+                 "record again")
+                if isinstance(e, OSError)
+                else ("not a JSON record with a data_dir: torn, or edited by hand",
+                      "the run's next ann train writes the record again")
+            )  # fmt: skip
             cli.warn(
-                f"{file} cannot be read ({why}: torn, or edited by hand): reading the data "
-                "where data.data_dir points from here, which may not be where the run read it "
-                "(the run's next ann train writes the record again)"
+                f"{file} cannot be read ({why}): reading the data where data.data_dir points "
+                f"from here, which may not be where the run read it ({again})"
             )
         return None
     return found
