@@ -14,6 +14,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import json
+import math
+import numbers
 import os
 import re
 import shutil
@@ -352,3 +355,23 @@ def absent(path: str) -> str:
     exist"."""
     above = below_a_file(path)
     return f"cannot exist: {above}" if above is not None else "does not exist"
+
+
+def finite(value: Any) -> Any:
+    """`value` (dicts, lists and tuples walked) with every non-finite float (NaN, infinities;
+    NumPy's too) as None: JSON has no NaN, and Python's `json` wrote a bare `NaN`, which strict
+    readers refuse. A reader of such a file takes null for an undefined value."""
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
+        return float(value) if math.isfinite(value) else None
+    return value
+
+
+def json_text(value: Any, **kwargs: Any) -> str:
+    """`json.dumps(value, **kwargs)` as strict JSON: non-finite floats written as null
+    (`finite`); raises ValueError for one it cannot convert (`allow_nan=False`), never a bare
+    NaN."""
+    return json.dumps(finite(value), allow_nan=False, **kwargs)

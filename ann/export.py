@@ -555,7 +555,8 @@ def write(
             }
         path = os.path.join(out, artifact.MANIFEST)
         artifact.check_manifest(path, manifest)
-        text = (json.dumps(manifest, indent=1) + "\n").encode()
+        # A NaN metric as null: a bare NaN (json.dumps) is not JSON.
+        text = (atomic.json_text(manifest, indent=1) + "\n").encode()
         if len(text) > artifact.MAX_MANIFEST_BYTES:
             raise artifact.IntegrityError(
                 f"{path} would have {len(text)} bytes, above the loader's limit of "

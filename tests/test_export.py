@@ -863,6 +863,47 @@ def test_export_writes_only_what_the_loader_accepts(digits_export, tmp_path, mon
     assert list(tmp_path.iterdir()) == []  # no export, no temporary directory left
 
 
+def test_a_nan_metric_is_null_in_manifest_json_and_read_as_undefined(digits_export, tmp_path):
+    """A NaN metric (the README allows one) was written into manifest.json as a bare `NaN`,
+    which strict JSON readers refuse; now null, which the registry's summary shows as nan."""
+    import math
+
+    from ann import export as export_lib
+    from ann.registry import Registry
+    from ann.registry.__main__ import _summary
+
+    _, out = digits_export
+    manifest = artifact.read_manifest(str(out))
+    metrics = {**manifest["metrics"], "val/undef": math.nan, "eval/undef": math.inf}
+    function = (out / artifact.FUNCTION).read_bytes()
+    target = tmp_path / "out"
+    export_lib.write(str(target), {**manifest, "metrics": metrics}, function,
+                     artifact.load_weights(str(out)))  # fmt: skip
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} in manifest.json")
+
+    text = (target / artifact.MANIFEST).read_text()
+    written = json.loads(text, parse_constant=refuse)["metrics"]
+    assert written["val/undef"] is None and written["eval/undef"] is None
+    version = Registry(str(tmp_path / "reg")).register(str(target), "digits")
+    assert version.lineage["metrics"]["val/undef"] is None
+    assert "val/undef=nan" in _summary(version) and "eval/undef=nan" in _summary(version)
+
+
+def test_a_nan_metric_is_null_in_run_status_json_and_read_back_as_nan(tmp_path):
+    # run_status.json held `"val/undef": NaN` too (json.dump's default).
+    import math
+
+    from ann.train import run_status
+
+    run_status.write(str(tmp_path), "done", 60, eval_metrics={"val/undef": math.nan, "v": 1.0})
+    text = (tmp_path / run_status.FILENAME).read_text()
+    assert "NaN" not in text and json.loads(text)["eval_metrics"]["val/undef"] is None
+    metrics = run_status.read(str(tmp_path))["eval_metrics"]
+    assert math.isnan(metrics["val/undef"]) and metrics["v"] == 1.0
+
+
 def test_exported_metrics_read_non_finite_values_as_numbers(tmp_path):
     """metrics.jsonl stores NaN as the string "nan" (ann.train.writers); the manifest's
     metrics (printed by export, summarized by the registry with :.4g) must be numbers."""

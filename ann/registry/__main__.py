@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -52,7 +53,11 @@ ERRORS = (ValueError, OSError)
 
 def _summary(mv: ModelVersion) -> str:
     metrics = mv.lineage.get("metrics") or {}
-    shown = " ".join(f"{k}={metrics[k]:.4f}" for k in cli.metric_order(metrics))  # as runs show
+    # As runs show them; null is a non-finite metric (manifest.json is strict JSON): nan.
+    shown = " ".join(
+        f"{k}={metrics[k] if metrics[k] is not None else math.nan:.4f}"
+        for k in cli.metric_order(metrics)
+    )
     created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(mv.created))
     source = mv.lineage.get("source") or {}
     return (

@@ -703,7 +703,7 @@ class Registry:
                 os.path.join("artifacts", name, str(version)),
                 manifest_sha,
                 os.path.abspath(export_dir),
-                json.dumps(_lineage(manifest)),
+                atomic.json_text(_lineage(manifest)),  # a NaN metric as null
                 description,
                 now,
             ),

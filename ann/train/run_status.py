@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 import socket
 from typing import Any
@@ -36,14 +37,23 @@ def path(workdir: str) -> str:
     return os.path.join(workdir, FILENAME)
 
 
+METRICS = ("eval_metrics", "best_eval_metrics")  # {name: value} each; a NaN one written null
+
+
 def read(workdir: str) -> dict[str, Any] | None:
-    """The status record, or None if the run never started (or the file is unreadable)."""
+    """The status record, or None if the run never started (or the file is unreadable); a null
+    metric (NaN, written by `write` as null) is read as NaN."""
     try:
         with open(path(workdir)) as f:
             record = json.load(f)
     except (OSError, ValueError):
         return None
-    return record if isinstance(record, dict) and "status" in record else None
+    if not (isinstance(record, dict) and "status" in record):
+        return None
+    for key in METRICS:  # null: a non-finite metric (`write`), NaN again as the run had it
+        if isinstance(record.get(key), dict):
+            record[key] = {k: math.nan if v is None else v for k, v in record[key].items()}
+    return record
 
 
 def unreadable(workdir: str) -> str | None:
@@ -78,7 +88,8 @@ def write(workdir: str, status: str, step: int, **info: Any) -> None:
     }
     with atomic.replacing(path(workdir)) as f:
         # Insertion order kept: a finished run's rerun prints its metrics in the order the run did.
-        json.dump(record, f, indent=2, default=float)
+        # A NaN metric as null (a bare NaN is not JSON); `read` takes null back as NaN.
+        f.write(atomic.json_text(record, indent=2, default=float))
         f.write("\n")
 
 
@@ -158,7 +169,7 @@ def replace_earlier(
         if own and record["status"] != "running":
             return False
         info = {"total_steps": total_steps} if total_steps else {}
-        kept = {k: record[k] for k in ("eval_metrics", "best_eval_metrics") if k in record}
+        kept = {k: record[k] for k in METRICS if k in record}
         write(workdir, status, last or 0, **info, message=message, last_checkpoint=last, **kept)
         return True
     finally:
