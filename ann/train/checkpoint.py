@@ -770,7 +770,18 @@ class Checkpoints:
             raise _io_error(step, manager.directory, e) from e
 
     def _read(self, manager: ocp.CheckpointManager, step: int, args: Any) -> Any:
-        """Orbax's restore, with its errors sorted: I/O, or a state that does not fit."""
+        """Orbax's restore of `args` (a Composite whose `state` is a StandardRestore), with its
+        errors sorted: I/O, or a state that does not fit. A model of other shapes than the
+        step's (config.json edited by hand) is refused from the step's metadata before Orbax is
+        asked (`shape_mismatch`): Orbax refused it too, but the reads of the other arrays it
+        had started were left pending, and their coroutines, collected at some later point,
+        printed "Exception ignored in: <coroutine object _read_array_index_and_device_put>"
+        with a traceback each (about 1,200 lines) after the one-line error, now and then."""
+        mismatch = shape_mismatch(
+            os.path.join(self._step_dir(manager, step), "state"), args.state.item
+        )
+        if mismatch is not None:
+            raise _Unreadable(f"the model's shapes differ: {mismatch}")
         try:
             return manager.restore(step, args=args)
         except Exception as e:
