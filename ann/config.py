@@ -1388,20 +1388,17 @@ def last_changes(workdir: str) -> dict[str, list] | None:
 def changes_records(workdir: str) -> list[tuple[str, dict]]:
     """(line, record) of each good line of the run's config_changes.jsonl, [] where there is
     none (`last_changes`' rule and errors)."""
-    from ann.train.writers import parse_lines
+    from ann.train.writers import parse_lines, read_lines
 
     path = os.path.join(workdir, CONFIG_CHANGES)
-    try:
-        with open(path, encoding="utf-8-sig") as f:
-            lines = f.readlines()
-    except FileNotFoundError:
+    lines = read_lines(
+        path,
+        ConfigError,
+        "ann train appends it on a rerun that changes the config: put back a good copy, or "
+        "delete it to read config.json alone",
+    )
+    if lines is None:
         return []
-    except (OSError, UnicodeDecodeError) as e:
-        why = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
-        raise ConfigError(
-            f"{path} cannot be read ({why}); ann train appends it on a rerun that changes the "
-            "config: put back a good copy, or delete it to read config.json alone"
-        ) from e
 
     def is_record(record: dict) -> bool:
         changes = record.get("changes")

@@ -80,23 +80,34 @@ def parse_lines(
     return parsed
 
 
+def read_lines(path: str, error: type[Exception], fix: str) -> list[str] | None:
+    """The lines of a JSON-lines file ann appends to (for `parse_lines`), None where it does
+    not exist; raises `error` naming it, why it cannot be read (a directory, no permission, not
+    UTF-8 text) and `fix`. A byte order mark an editor added is read past."""
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            return f.readlines()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as e:
+        why = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
+        raise error(f"{path} cannot be read ({why}); {fix}") from e
+
+
 def records_and_torn(path: str) -> tuple[list[dict], bool]:
     """Every record of a metrics.jsonl file, decoded, and whether its last line was torn (and
     skipped); [] if the file does not exist. A torn last line is skipped with a warning;
     raises MetricsFileError for a damaged line before it, and for a file that cannot be read
     (a directory, no permission, not UTF-8 text), naming it and the fix: `ann export` said
     that with a traceback (IsADirectoryError)."""
-    try:
-        with open(path, encoding="utf-8-sig") as f:  # a byte order mark an editor added: read
-            lines = f.readlines()
-    except FileNotFoundError:
+    lines = read_lines(
+        path,
+        MetricsFileError,
+        "ann train appends the run's metrics to it: put back a good copy, or move it out of "
+        "the workdir (the run then has no metrics record)",
+    )
+    if lines is None:
         return [], False
-    except (OSError, UnicodeDecodeError) as e:
-        why = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
-        raise MetricsFileError(
-            f"{path} cannot be read ({why}); ann train appends the run's metrics to it: put back "
-            "a good copy, or move it out of the workdir (the run then has no metrics record)"
-        ) from e
     parsed = _parse(path, lines)
     filled = sum(1 for line in lines if line.strip())
     return [decode(record) for _, record in parsed], len(parsed) < filled
