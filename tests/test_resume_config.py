@@ -496,3 +496,26 @@ def test_a_config_json_edited_to_other_shapes_is_named_not_orbax_advice(
         train_and_evaluate(config, str(workdir))
     assert str(e.value) == expected
     assert restores == []
+
+
+@pytest.mark.parametrize("edit", [{"name": "sgd"}, {"grad_clip_norm": 1.0}])
+def test_a_config_json_edited_to_another_optimizer_is_named_not_orbax_advice(
+    trained, tmp_path, edit
+):
+    # optimizer.name or grad_clip_norm edited in config.json: export passed on Orbax's advice
+    # ("pass `partial_restore=True`") and offered another --step, which failed alike.
+    from ann.train.checkpoint import CheckpointError
+
+    workdir = copy_run(trained, tmp_path)
+    record = json.loads((workdir / "config.json").read_text())
+    record["optimizer"].update(edit)
+    (workdir / "config.json").write_text(json.dumps(record))
+    with pytest.raises(CheckpointError) as e:
+        build.restore_model(str(workdir))  # what export, report and generate restore with
+    said = str(e.value)
+    assert said.startswith(
+        f"{workdir / 'config.json'} does not match the shapes in the run's checkpoints (the "
+        "optimizer's state, optimizer.*: opt_state/"
+    ), said
+    assert said.endswith("was it edited by hand? put back the config.json the run was trained with")
+    assert "partial_restore" not in said and "--step" not in said

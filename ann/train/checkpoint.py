@@ -60,6 +60,8 @@ def mismatch_error(workdir: str, step: int, mismatch: str) -> str:
     shapes of the config it was trained with, so no other step is offered."""
     mismatch = mismatch.replace("by the config", "by config.json")
     mismatch = mismatch.replace("in the checkpoint", f"in step {step}")
+    if mismatch.startswith("opt_state/"):  # the arrays Adam keeps, or a clipping's: optimizer.*
+        mismatch = f"the optimizer's state, optimizer.*: {mismatch}"
     return (
         f"{os.path.join(workdir, 'config.json')} does not match the shapes in the run's "
         f"checkpoints ({mismatch}); was it edited by hand? put back the config.json the run "
@@ -335,6 +337,36 @@ def shape_mismatch(state_dir: str, state: Any) -> str | None:
         ours, theirs = every.get(name), saved.get(name)
         if ours is None or theirs is None or tuple(ours.shape) != tuple(theirs.shape):
             return f"{name}: {shape(theirs)} in the checkpoint, {shape(ours)} by the config"
+    return None
+
+
+def optimizer_mismatch(state_dir: str, state: Any) -> str | None:
+    """`shape_mismatch` for the optimizer's state (`state.opt_state` against the checkpoint's
+    `opt_state`, by path): "opt_state/0/1/mu/head/bias: none in the checkpoint, (10,) by the
+    config" (another optimizer, or `optimizer.grad_clip_norm` turned on, by a hand edit of
+    config.json); None where all match or the metadata cannot be read. Asked only after Orbax
+    refused a restore, to name the cause instead of its advice (`partial_restore=True`)."""
+    from etils import epath
+
+    handler = ocp.PyTreeCheckpointHandler()
+    try:
+        saved_tree = handler.metadata(epath.Path(state_dir)).tree.get("opt_state")
+    except Exception:  # a damaged or foreign checkpoint: nothing to compare
+        return None
+    finally:
+        handler.close()
+    saved = {
+        f"opt_state/{path_str(p)}": x for p, x in jax.tree_util.tree_leaves_with_path(saved_tree)
+    }
+    every = {
+        f"opt_state/{path_str(p)}": x
+        for p, x in jax.tree_util.tree_leaves_with_path(state.opt_state)
+    }
+    for name in [*every, *(n for n in saved if n not in every)]:
+        ours, theirs = every.get(name), saved.get(name)
+        if ours is None or theirs is None or tuple(ours.shape) != tuple(theirs.shape):
+            shown = [str(tuple(x.shape)) if x is not None else "none" for x in (theirs, ours)]
+            return f"{name}: {shown[0]} in the checkpoint, {shown[1]} by the config"
     return None
 
 
@@ -805,7 +837,10 @@ class Checkpoints:
             step_dir = self._step_dir(self.latest, step)
             if not has_manifest(step_dir):
                 return None, f"it cannot be read and has no manifest to tell why ({e})"
-            mismatch = shape_mismatch(os.path.join(step_dir, "state"), abstract_state)
+            state_dir = os.path.join(step_dir, "state")
+            mismatch = shape_mismatch(state_dir, abstract_state) or optimizer_mismatch(
+                state_dir, abstract_state
+            )
             record = config_file_in(self.workdir)
             if mismatch is not None and self._config_is_record:
                 # The rerun's model is config.json's (the config compare refuses any other):
@@ -1165,7 +1200,9 @@ class Checkpoints:
             )
         except _Unreadable as e:
             state_dir = os.path.join(self._step_dir(manager, step), "state")
-            mismatch = shape_mismatch(state_dir, abstract_state)
+            mismatch = shape_mismatch(state_dir, abstract_state) or optimizer_mismatch(
+                state_dir, abstract_state
+            )
             if mismatch is not None:  # not Orbax's advice (set strict=False ...), nor --step
                 raise CheckpointError(mismatch_error(self.workdir, step, mismatch)) from e
             raise CheckpointError(
