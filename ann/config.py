@@ -570,13 +570,24 @@ def load_variant(path: str, load: Callable[[str], Any]) -> Any:
     finally:
         _VARIANTS_ASKED.reset(token)
     if arg and arg not in asked and os.path.isfile(file):  # a missing file: said elsewhere
-        if config == load(file):
+        if config == load(file) and _ignores_its_arg(file, load):
             raise ConfigError(
                 f"{os.path.basename(file)} has no variant {arg!r}: its get_config() returns the "
                 f"same config with ':{arg}' as without it (drop ':{arg}', or offer it: "
                 f"ann.config.variant(__file__, arg, {arg!r}))"
             )
     return config
+
+
+def _ignores_its_arg(file: str, load: Callable[[str], Any]) -> bool:
+    """Whether the config file's get_config returns its plain config for an ARG no file offers
+    too: a file that reads its ARG by hand with a default (`arg or "Positional"`) gives the
+    plain config for `:Positional`, its default's name, and was refused as taking no variant.
+    Such a file gives another config, or raises, for the probe."""
+    try:
+        return load(f"{file}:__ann_no_such_variant__") == load(file)
+    except Exception:  # the file refused the probe: it reads its ARG
+        return False
 
 
 def _defaults(schema: Mapping[str, Any]) -> dict[str, Any]:

@@ -861,6 +861,14 @@ def test_a_variant_the_config_file_does_not_read_is_refused(tmp_path):
     same = "returns the same config with ':small' as without it"  # a variant it does not read
     with pytest.raises(config_lib.ConfigError, match=same):
         config_lib.load_variant(f"{by_hand}:small", parser.parse)
+    # One that reads it with a default (`arg or "cnn"`) is kept for the default's own name:
+    # `:cnn` gives the plain config, and was refused as a variant it does not read.
+    named = tmp_path / "named.py"
+    named.write_text(
+        "from ann import config\n\n\ndef get_config(arg=None):\n    c = config.base()\n"
+        "    c.model.name = arg or 'cnn'\n    return c\n"
+    )
+    assert config_lib.load_variant(f"{named}:cnn", parser.parse).model.name == "cnn"
 
 
 def test_an_empty_variant_is_refused(tmp_path):
