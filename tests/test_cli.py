@@ -2089,6 +2089,11 @@ def test_a_leading_tilde_in_a_path_flag_or_config_key_is_the_home_directory(
     cli._expand_config_paths(config)
     assert (config.data.data_dir, config.init_from) == (f"{home}/tfds", f"{home}/runs/a:best")
     assert config.model.name == "~m"
+    # $ANN_REGISTRY as a Dockerfile's ENV sets it: no shell expands it either.
+    from ann.registry import core as registry_core
+
+    monkeypatch.setenv("ANN_REGISTRY", "~/reg")
+    assert registry_core.default_root() == f"{home}/reg"
     # The real command, from another directory.
     workdir, _ = digits_export
     cwd = tmp_path / "cwd"

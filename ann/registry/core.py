@@ -74,9 +74,10 @@ CREATE TABLE IF NOT EXISTS tags (
 
 
 def default_root() -> str:
-    """The registry directory when none is given: `$ANN_REGISTRY` (unless empty), else
-    `./registry`."""
-    return os.environ.get("ANN_REGISTRY") or "registry"
+    """The registry directory when none is given: `$ANN_REGISTRY` (unless empty; a leading `~`
+    expanded as in a path flag: a Dockerfile's `ENV ANN_REGISTRY=~/r` is not expanded by any
+    shell), else `./registry`."""
+    return os.path.expanduser(os.environ.get("ANN_REGISTRY") or "registry")
 
 
 def default_origin() -> str:
