@@ -171,3 +171,54 @@ def test_a_failed_save_whose_writes_land_after_the_failure_leaves_nothing(tmp_pa
     checkpoints.close()
     writer.join()
     assert os.listdir(tmp_path / "checkpoints_best") == []
+
+
+class _LateFields(Classification):
+    """fields that change after the checks before step 0 saw them (a filter of unlabelled
+    rows, a cast in one branch): JAX's "compiled with int32[32] and called with int32[31]"
+    traceback, in the train step or at an eval."""
+
+    calls, change = 0, "rows"
+
+    def fields(self, rows):
+        batch = super().fields(rows)
+        type(self).calls += 1
+        if type(self).calls <= 12:  # the checks before step 0 and the first batches
+            return batch
+        if self.change == "rows":
+            return {**batch, "targets": batch["targets"][:-1]}
+        return {**batch, "targets": batch["targets"].astype(np.int64)}
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ("rows", "experiment {}'s fields returns 'targets' with 31 rows for 32 rows; every "
+         "field must have one entry per row, the batch axis first"),
+        ("dtype", "experiment {}'s fields returns 'targets' as int64[] per row in a later "
+         "batch, where its first gave int32[] per row; every batch must give each field with "
+         "the same dtype and shape"),
+    ],
+)  # fmt: skip
+def test_fields_that_change_in_a_later_batch_are_one_line(tmp_path, monkeypatch, change, message):
+    cls = type(f"_Late{change.title()}", (_LateFields,), {"calls": 0, "change": change})
+    config = tiny(experiment=importable(monkeypatch, cls), total_steps=30)
+    with pytest.raises(ConfigError) as e:
+        train_and_evaluate(config, str(tmp_path / "run"))
+    assert str(e.value) == message.format(cls.__name__)
+
+
+class _RaggedRows(Classification):
+    def eval_rows(self, model, batch):  # NumPy's IndexError in the loop's padding drop
+        rows = super().eval_rows(model, batch)
+        return {**rows, "probabilities": rows["probabilities"][:-1]}
+
+
+def test_eval_rows_of_another_row_count_is_one_line(tmp_path, monkeypatch):
+    config = tiny(experiment=importable(monkeypatch, _RaggedRows))
+    with pytest.raises(ConfigError) as e:
+        train_and_evaluate(config, str(tmp_path / "run"))
+    assert str(e.value) == (
+        "experiment _RaggedRows's eval_rows returns 'probabilities' with 31 rows for 32 rows; "
+        "return one entry per row of the batch, the batch axis first"
+    )

@@ -95,8 +95,18 @@ def _abstract_batch(
     }
 
 
-def _real_rows(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Per-row eval outputs of a whole split, concatenated, without the padding rows."""
+def _real_rows(batches: list[dict[str, np.ndarray]], name: str) -> dict[str, np.ndarray]:
+    """Per-row eval outputs of a whole split, concatenated, without the padding rows. Raises
+    ConfigError naming experiment `name`'s `eval_rows` for an output of another row count
+    than its batch's (an IndexError of NumPy's, here)."""
+    rows = len(batches[0]["mask"])
+    for key, value in batches[0].items():
+        if np.ndim(value) == 0 or len(value) != rows:
+            got = "a scalar" if np.ndim(value) == 0 else f"{len(value)} rows"
+            raise config_lib.ConfigError(
+                f"experiment {name}'s eval_rows returns {key!r} with {got} for {rows} rows; "
+                "return one entry per row of the batch, the batch axis first"
+            )
     keep = np.concatenate([b["mask"] for b in batches]) > 0
     return {k: np.concatenate([b[k] for b in batches])[keep] for k in batches[0] if k != "mask"}
 
@@ -396,7 +406,7 @@ def _open(
     dc = config.data
     host_iter = data.train_batches(
         setup.train_split,
-        setup.experiment.fields,
+        _CheckedFields(setup.experiment),
         config.batch_size,
         seed=config.seed,
         shuffle=dc.shuffle,
@@ -556,14 +566,9 @@ class _Compiled:
     hyperparameters: dict[str, jax.Array] = dataclasses.field(default_factory=dict)
 
 
-def _example(run: _Run, rows: int, warn: bool = False) -> dict[str, np.ndarray]:
-    """`rows` train rows as the experiment feeds them: the shapes and dtypes to compile for.
-    ConfigError for a `fields` that returns other than a dict of numeric arrays with `rows`
-    rows each (a JAX traceback at the first eval, or in the experiment's loss); `warn`: one
-    warning for a float64 field of a user's experiment (the device computes float32, and it is
-    usually a host-side transform, missing from the export; ann's own pass the data's dtype)."""
-    name = type(run.experiment).__name__
-    batch = run.experiment.fields(run.setup.train_split.rows(np.arange(rows)))
+def _check_batch(name: str, batch: Any, rows: int) -> None:
+    """Raises ConfigError unless `batch`, what experiment `name`'s `fields` returned for `rows`
+    rows, is a dict of numeric NumPy arrays with `rows` rows each."""
     if not isinstance(batch, dict) or not all(isinstance(v, np.ndarray) for v in batch.values()):
         raise config_lib.ConfigError(
             f"experiment {name}'s fields returns "
@@ -582,6 +587,53 @@ def _example(run: _Run, rows: int, warn: bool = False) -> dict[str, np.ndarray]:
                 f"experiment {name}'s fields returns {key!r} with {got} for {rows} rows; every "
                 "field must have one entry per row, the batch axis first"
             )
+
+
+class _CheckedFields:
+    """An experiment's `fields` whose every batch is checked (`_check_batch`) and held to the
+    first batch's keys, dtypes and per-row shapes: a `fields` that dropped a row from its 31st
+    batch on (a filter of unlabelled rows) ended in JAX's "compiled with int32[128] and called
+    with int32[127]" traceback, as one that changes a field's dtype or leaves one out would.
+    Called from the data pipeline's threads (grain's, eval's): the first batch's spec is
+    taken under a lock. A few comparisons per field, a batch."""
+
+    def __init__(self, experiment: Experiment):
+        import threading
+
+        self.fields, self.name = experiment.fields, type(experiment).__name__
+        self.first: dict[str, tuple] | None = None
+        self.lock = threading.Lock()
+
+    def __call__(self, rows: Any) -> dict[str, np.ndarray]:
+        batch = self.fields(rows)
+        _check_batch(self.name, batch, len(next(iter(rows.values()))))
+        spec = {k: (v.dtype, v.shape[1:]) for k, v in batch.items()}
+        with self.lock:
+            if self.first is None:
+                self.first = spec
+        if spec != self.first:
+            key = next(k for k in [*self.first, *spec] if spec.get(k) != self.first.get(k))
+
+            def said(entry: tuple | None) -> str:
+                return "nothing" if entry is None else f"{entry[0]}{list(entry[1])} per row"
+
+            raise config_lib.ConfigError(
+                f"experiment {self.name}'s fields returns {key!r} as {said(spec.get(key))} in a "
+                f"later batch, where its first gave {said(self.first.get(key))}; every batch "
+                "must give each field with the same dtype and shape"
+            )
+        return batch
+
+
+def _example(run: _Run, rows: int, warn: bool = False) -> dict[str, np.ndarray]:
+    """`rows` train rows as the experiment feeds them: the shapes and dtypes to compile for.
+    ConfigError for a `fields` that returns other than a dict of numeric arrays with `rows`
+    rows each (a JAX traceback at the first eval, or in the experiment's loss); `warn`: one
+    warning for a float64 field of a user's experiment (the device computes float32, and it is
+    usually a host-side transform, missing from the export; ann's own pass the data's dtype)."""
+    name = type(run.experiment).__name__
+    batch = run.experiment.fields(run.setup.train_split.rows(np.arange(rows)))
+    _check_batch(name, batch, rows)
     wide = [key for key, value in batch.items() if value.dtype == np.float64]
     if warn and wide and not experiment_lib.is_shipped(run.experiment):  # a user's fields
         logging.warning(
@@ -732,6 +784,7 @@ def _evaluator(
     And `validation_names(state)`: the `val/` names an eval gives, from the validation split's
     first batch alone (what `hooks.check_reads` checks before the first step)."""
     setup, experiment = run.setup, run.experiment
+    fields = _CheckedFields(experiment)  # each batch held to the first's keys, dtypes, shapes
     scored = [("val", setup.validation_split)] + [
         ("eval" if i == 0 else f"eval_{split.split}", split)
         for i, split in enumerate(setup.eval_splits)
@@ -747,7 +800,7 @@ def _evaluator(
         training batches are; a split within EVAL_KEEP_BYTES stays there for the next eval."""
         if prefix in kept:
             return kept[prefix]
-        host = data.eval_batches(split, experiment.fields, compiled.eval_local)
+        host = data.eval_batches(split, fields, compiled.eval_local)
         device = data.prefetch(host, batch_sharding, ahead)
         if len(split) * row_bytes <= EVAL_KEEP_BYTES:
             kept[prefix] = list(device)
@@ -766,7 +819,10 @@ def _evaluator(
                 jax.block_until_ready(out)
         sums, rows = jax.device_get((sums, rows))
         if rows:
-            return _as_numbers(experiment, experiment.eval_metrics(sums, _real_rows(rows)))
+            return _as_numbers(
+                experiment,
+                experiment.eval_metrics(sums, _real_rows(rows, type(experiment).__name__)),
+            )
         return _as_numbers(experiment, experiment.eval_metrics(sums))
 
     warned: set[str] = set()  # the metrics a non-finite value was said of
@@ -791,7 +847,7 @@ def _evaluator(
         return results
 
     def validation_names(state: Any) -> list[str]:
-        host = data.eval_batches(setup.validation_split, experiment.fields, compiled.eval_local)
+        host = data.eval_batches(setup.validation_split, fields, compiled.eval_local)
         first = data.put(next(host), batch_sharding)
         metrics = score(step_lib.eval_arrays(state)[0], [first])
         return [f"val/{k}" for k in metrics]
