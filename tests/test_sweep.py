@@ -618,6 +618,19 @@ def test_a_damaged_sweep_file_is_one_line_naming_it_and_the_fix(tmp_path, capsys
         )
         # A JSON object: each check reads what it holds.
         assert capsys.readouterr().err == (warned if "JSON" in why else "")
+    # A TPE sweep's study.db still says its kind: a grid run into it rewrote sweep.json as a
+    # grid's and dropped the study's trials from the results.
+    (sweep / "sweep.json").write_text("")
+    (sweep / "study.db").write_bytes(b"")
+    with pytest.raises(SweepError) as e:
+        results.check_same_sweep(str(sweep), "grid", {}, ("val/accuracy", "max"), "c.py")
+    assert str(e.value) == (
+        f"--workdir={sweep} holds a tpe sweep (its study.db; its sweep.json is not JSON "
+        "(empty)); resume it with --search=tpe, or give this one a new --workdir"
+    )
+    results.check_same_sweep(str(sweep), "tpe", {}, ("val/accuracy", "max"), "c.py")
+    capsys.readouterr()
+    (sweep / "study.db").unlink()
     # A trial's own records: warned about once (a sweep reads them many times), or named.
     (sweep / "sweep.json").write_text(text)
     for name, record, status in (("a", '{"returncode": 0, "wall', '{"status": "done", "step": 20}'),

@@ -64,6 +64,14 @@ def check_same_sweep(
     every trial failed on it, is corrected by running the sweep again with the right one). A
     damaged sweep.json (`damaged_sweep_file`) is warned about: nothing is compared with it."""
     if (why := damaged_sweep_file(sweep_dir, whole=False)) is not None:
+        # Its search kind is still known from the study's database: a grid run into a TPE
+        # sweep whose sweep.json was damaged rewrote it as a grid's and dropped the study's
+        # trials from the results.
+        if search != "tpe" and os.path.isfile(os.path.join(sweep_dir, "study.db")):
+            raise SweepError(
+                f"--workdir={sweep_dir} holds a tpe sweep (its study.db; its sweep.json {why}); "
+                "resume it with --search=tpe, or give this one a new --workdir"
+            )
         # It was rewritten without a word, the checks below skipped (each reads what it finds).
         cli.warn(
             f"{os.path.join(sweep_dir, SWEEP_FILE)} {why}: damaged, so this command is not "
@@ -344,10 +352,12 @@ def _refix(sweep_dir: str) -> str:
     """The fix of a damaged sweep.json: its sweep's command run again (`grid.run`,
     `Search.record_trials` and --emit each rewrite it; a trial's own files keep its results,
     and a finished trial is not run again)."""
+    tpe = os.path.isfile(os.path.join(sweep_dir, "study.db"))  # command.sh holds no --search
     return (
         f"rerun the ann sweep command that made it, with the same flags (a trial's "
-        f"{os.path.join(sweep_dir, 'TRIAL', 'command.sh')} shows its --config and overrides): "
-        f"it rewrites {SWEEP_FILE}, keeping the trials' results in their workdirs"
+        f"{os.path.join(sweep_dir, 'TRIAL', 'command.sh')} shows its --config and overrides"
+        + ("; its study.db says --search=tpe" if tpe else "")
+        + f"): it rewrites {SWEEP_FILE}, keeping the trials' results in their workdirs"
     )
 
 
