@@ -357,6 +357,24 @@ def absent(path: str) -> str:
     return f"cannot exist: {above}" if above is not None else "does not exist"
 
 
+def read_json(path: str) -> tuple[Any, str | None]:
+    """(the JSON value of the file `path`, None), (None, None) where it does not exist, or
+    (None, why it is not JSON: "cannot be read (Is a directory)", "is not JSON (empty)", "is
+    not JSON (Expecting value: line 1 column 1 (char 0))"): for the records ann replaces whole
+    (`replacing`), which only damage outside ann can cut short."""
+    try:
+        with open(path, "rb") as f:
+            text = f.read()
+    except FileNotFoundError:
+        return None, None
+    except OSError as e:
+        return None, f"cannot be read ({e.strerror})"
+    try:
+        return json.loads(text), None
+    except ValueError as e:
+        return None, f"is not JSON ({'empty' if not text.strip() else e})"
+
+
 def finite(value: Any) -> Any:
     """`value` (dicts, lists and tuples walked) with every non-finite float (NaN, infinities;
     NumPy's too) as None: JSON has no NaN, and Python's `json` wrote a bare `NaN`, which strict

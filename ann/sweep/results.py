@@ -320,18 +320,9 @@ def damaged_sweep_file(sweep_dir: str, whole: bool = True) -> str | None:
     """Why `sweep_dir`'s sweep.json, which exists, is not a sweep's record (not JSON: cut short
     or emptied outside ann, which replaces it atomically; not an object; `whole`: not with
     `_RECORDED`'s keys, trials each a name and overrides), or None: a record, or no file."""
-    path = os.path.join(sweep_dir, SWEEP_FILE)
-    try:
-        with open(path, "rb") as f:
-            text = f.read()
-    except FileNotFoundError:
-        return None
-    except OSError as e:
-        return f"cannot be read ({e.strerror})"
-    try:
-        info = json.loads(text)
-    except ValueError as e:
-        return f"is not JSON ({'empty' if not text.strip() else e})"
+    info, why = atomic.read_json(os.path.join(sweep_dir, SWEEP_FILE))
+    if why is not None or info is None:
+        return why
     if not isinstance(info, dict):
         return f"holds a JSON {type(info).__name__}, not a sweep's record"
     if not whole:

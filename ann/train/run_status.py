@@ -60,17 +60,11 @@ def unreadable(workdir: str) -> str | None:
     """Why a run_status.json that exists is not a status record (not JSON, not an object with
     a `status`), or None (a record, or no file). `read` takes such a file for none: the start
     that finds it says so (an early-stopped run would train on without a word)."""
-    try:
-        with open(path(workdir), "rb") as f:
-            text = f.read()
-    except FileNotFoundError:
-        return None
-    except OSError as e:
-        return f"cannot be read ({e.strerror})"
-    try:
-        record = json.loads(text)
-    except ValueError:
+    record, why = atomic.read_json(path(workdir))
+    if why is not None and why.startswith("is not JSON"):
         return "is not JSON (damaged, or edited by hand)"
+    if why is not None or record is None:
+        return why
     if not isinstance(record, dict) or "status" not in record:
         return "holds no status record"
     return None
