@@ -181,6 +181,17 @@ def check_outputs(experiment: Any, outputs: Any, model: str) -> None:
         )
 
 
+def predict_outputs(experiment: Any, predict: Any) -> Any:
+    """What `predict(inputs)` (the experiment's predict on a model the caller holds) returns
+    for 2 rows of `input_signature()`, traced abstractly (`jax.eval_shape`, no FLOPs):
+    jax.ShapeDtypeStructs by name, for `check_outputs`."""
+    inputs = {
+        k: jax.ShapeDtypeStruct((2, *v["shape"]), np.dtype(v["dtype"]))
+        for k, v in experiment.input_signature().items()
+    }
+    return jax.eval_shape(predict, inputs)
+
+
 def get(name: str) -> type:
     """The experiment class for `name`: a name in `EXPERIMENTS` or `package.module:ClassName`,
     imported on first use. Raises ConfigError naming `experiment` for an unknown name, a path

@@ -222,3 +222,31 @@ def test_eval_rows_of_another_row_count_is_one_line(tmp_path, monkeypatch):
         "experiment _RaggedRows's eval_rows returns 'probabilities' with 31 rows for 32 rows; "
         "return one entry per row of the batch, the batch axis first"
     )
+
+
+class _LaterExtra(Classification):
+    extra = False
+
+    def predict(self, model, inputs):  # an output added after the run trained
+        out = super().predict(model, inputs)
+        return {**out, "p_all": out["probabilities"]} if self.extra else out
+
+    def report_sections(self, preds):  # a user's experiment is reported by its own sections
+        return []
+
+
+def test_a_report_of_a_predict_changed_since_training_is_refused_as_export_refuses_it(
+    tmp_path, monkeypatch
+):
+    # `ann report --workdir` reported a predict with an undeclared output that export refuses.
+    from ann.report import collect
+
+    config = tiny(experiment=importable(monkeypatch, _LaterExtra))
+    train_and_evaluate(config, str(tmp_path / "run"))
+    monkeypatch.setattr(_LaterExtra, "extra", True)
+    with pytest.raises(ConfigError) as e:
+        collect.from_workdir(str(tmp_path / "run"))
+    assert str(e.value) == (
+        "experiment _LaterExtra's predict returns label, p_all, probabilities, its "
+        "output_signature declares probabilities, label; make them agree"
+    )

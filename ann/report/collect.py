@@ -54,6 +54,7 @@ def from_workdir(workdir: str, step: int | str = "best") -> Source:
 
     from ann import config as config_lib
     from ann.data import data_dir as data_dir_lib
+    from ann.experiment import check_outputs, predict_outputs
     from ann.imports import recorded_in
     from ann.report.tasks import check_experiment
     from ann.train.build import restore_model
@@ -65,6 +66,12 @@ def from_workdir(workdir: str, step: int | str = "best") -> Source:
     experiment, model, step, config = restore_model(workdir, step, data_dir)
     graphdef, state = nnx.split(model)
     has_logits = callable(getattr(experiment, "logits", None))
+    # As export and train check it: a run trained before train did was reported with an output
+    # its output_signature does not declare, which export refuses.
+    outputs = predict_outputs(
+        experiment, lambda i: experiment.predict(nnx.merge(graphdef, state), i)
+    )
+    check_outputs(experiment, outputs, config.model.name)
 
     @jax.jit
     def infer(state: Any, inputs: Batch) -> Batch:

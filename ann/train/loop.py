@@ -657,18 +657,14 @@ def _check_predict(run: _Run) -> None:
     if experiment_lib.is_shipped(experiment):
         return
     arrays, treedef = step_lib.eval_arrays(run.state)
+
+    def predict(inputs: dict) -> Any:
+        params, model_state = jax.tree.unflatten(treedef, arrays)
+        model = nnx.merge(setup.model_def.eval, params, model_state, copy=True)
+        return experiment.predict(model, inputs)
+
     try:
-        inputs = {
-            k: jax.ShapeDtypeStruct((2, *v["shape"]), np.dtype(v["dtype"]))
-            for k, v in experiment.input_signature().items()
-        }
-
-        def predict(arrays: list[jax.Array], inputs: dict) -> Any:
-            params, model_state = jax.tree.unflatten(treedef, arrays)
-            model = nnx.merge(setup.model_def.eval, params, model_state, copy=True)
-            return experiment.predict(model, inputs)
-
-        outputs = jax.eval_shape(predict, arrays, inputs)
+        outputs = experiment_lib.predict_outputs(experiment, predict)
     except config_lib.ConfigError:
         raise
     except Exception as e:  # export traces it again and shows the traceback
