@@ -69,7 +69,7 @@ def from_workdir(workdir: str, step: int | str = "best") -> Source:
     # As export and train check it: a run trained before train did was reported with an output
     # its output_signature does not declare, which export refuses.
     outputs = predict_outputs(
-        experiment, lambda i: experiment.predict(nnx.merge(graphdef, state), i)
+        experiment, lambda i: experiment.predict(nnx.merge(graphdef, state, copy=True), i)
     )
     check_outputs(experiment, outputs, config.model.name)
 
