@@ -6,12 +6,12 @@ model it builds, its loss, and its eval metrics. The loop only calls these metho
 
 Experiments are found by name (`config.experiment`) through one table of dotted paths, imported
 only when asked for (the framework never imports its plug-ins at module level), or given as a
-user's `package.module:ClassName`.
+user's `package.module:ClassName` or a short name the user's class registered (`register`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any, Protocol
 
 import jax
@@ -95,6 +95,35 @@ EXPERIMENTS = {
     "anomaly_detection": "experiments.anomaly_detection:AnomalyDetection",
     "regression": "experiments.regression:Regression",
 }
+
+
+def register(name: str) -> Callable[[type], type]:
+    """`@ann.experiment.register("parity")` on a user's experiment class: `experiment="parity"`
+    then builds it (its module must be imported before the config is checked, e.g. by the config
+    file; a run records the class's `module:Class` instead, see `record_registered`), as
+    `ann.models.register` does for models. Raises ValueError for one of ann's own names
+    (`EXPERIMENTS`' strings), which commands read by name (metrics, report sections)."""
+    if isinstance(EXPERIMENTS.get(name), str):
+        raise ValueError(
+            f"ann.experiment.register({name!r}): {name!r} is ann's own experiment; "
+            "register yours under another name"
+        )
+
+    def add(cls: type) -> type:
+        EXPERIMENTS[name] = cls
+        return cls
+
+    return add
+
+
+def record_registered(config: Any) -> None:
+    """Sets `config.experiment` from a registered short name to its class's `module:Class`, so
+    that config.json names what a later job (`ann export`, `ann report`, a resume) can import
+    without the module that registered it. A class defined in `__main__` keeps its short name
+    (no other process can import it)."""
+    cls = EXPERIMENTS.get(config.experiment)
+    if isinstance(cls, type) and cls.__module__ != "__main__":
+        config.experiment = f"{cls.__module__}:{cls.__qualname__}"
 
 
 def call(experiment: Any, member: str, *args: Any) -> Any:
@@ -194,20 +223,24 @@ def predict_outputs(experiment: Any, predict: Any) -> Any:
 
 def get(name: str) -> type:
     """The experiment class for `name`: a name in `EXPERIMENTS` or `package.module:ClassName`,
-    imported on first use. Raises ConfigError naming `experiment` for an unknown name, a path
-    that does not import, or a class that lacks a member of the protocol."""
+    imported on first use, or the class registered as `name` (`register`). Raises ConfigError
+    naming `experiment` for an unknown name, a path that does not import, or a class that lacks
+    a member of the protocol."""
     target = EXPERIMENTS.get(name, name)
-    if ":" not in target:
+    if isinstance(target, type):
+        cls = target
+    elif ":" not in target:
         raise ConfigError(
             f"config key 'experiment': unknown experiment {name!r}"
             f"{models.near_name(name, sorted(EXPERIMENTS))}; use one of "
             f"{', '.join(sorted(EXPERIMENTS))} or package.module:ClassName"
         )
-    cls = import_named("experiment", target)
+    else:
+        cls = import_named("experiment", target)
     missing = [m for m in _MEMBERS if not hasattr(cls, m)]
     if missing:
         raise ConfigError(
-            f"config key 'experiment': {target!r} lacks {', '.join(missing)} of the experiment "
+            f"config key 'experiment': {name!r} lacks {', '.join(missing)} of the experiment "
             "protocol (ann.experiment.Experiment)"
         )
     return cls

@@ -361,6 +361,38 @@ def test_a_model_registered_by_a_short_name_is_recorded_by_its_class(tmp_path, m
     assert train_and_evaluate(tiny(total_steps=4, **{"model.name": "regwide"}), workdir).step == 4
 
 
+def test_an_experiment_registered_by_a_short_name_is_recorded_by_its_class(tmp_path, monkeypatch):
+    # Models had `@ann.models.register`, experiments only `module:Class` (trial 41a L19).
+    import json
+    import textwrap
+
+    from ann import experiment
+    from ann.train.build import restore_model
+    from ann.train.loop import train_and_evaluate
+
+    (tmp_path / "regtasks.py").write_text(textwrap.dedent("""
+        import ann.experiment
+        from experiments.classification import Classification
+
+        @ann.experiment.register("regtask")
+        class Mine(Classification):
+            pass
+    """))  # fmt: skip
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(experiment, "EXPERIMENTS", dict(experiment.EXPERIMENTS))
+    import regtasks
+    from conftest import tiny
+
+    workdir = str(tmp_path / "run")
+    train_and_evaluate(tiny(total_steps=2, experiment="regtask"), workdir)
+    recorded = json.loads((tmp_path / "run" / "config.json").read_text())["experiment"]
+    assert recorded == "regtasks:Mine"
+    del experiment.EXPERIMENTS["regtask"]  # as in `ann export`'s process: never registered there
+    assert type(restore_model(workdir)[0]) is regtasks.Mine
+    with pytest.raises(ValueError, match="'classification' is ann's own experiment"):
+        experiment.register("classification")
+
+
 def test_a_model_that_fails_to_trace_records_the_run_as_failed(tmp_path, monkeypatch):
     # Its traceback was the only trace of it: run_status.json, which sweeps and schedulers read,
     # was never written (a failure inside the loop is recorded as `failed`).

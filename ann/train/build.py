@@ -18,6 +18,7 @@ from flax import nnx
 
 from ann import config as config_lib
 from ann import data, models, parallel
+from ann import experiment as experiment_lib
 from ann.data import data_dir as data_dir_lib
 from ann.experiment import Experiment
 from ann.train import freezing, optimizers
@@ -27,8 +28,6 @@ from ann.train.checkpoint import Checkpoints
 
 def make_experiment(config: ml_collections.ConfigDict) -> Experiment:
     """The experiment `config.experiment` names, built from the config. Raises ConfigError."""
-    from ann import experiment as experiment_lib  # the task table (imports on use)
-
     return experiment_lib.call(experiment_lib.get(config.experiment), "__init__", config)
 
 
@@ -87,6 +86,7 @@ def build(
     """
     config_lib.validate(config, jax.device_count() if for_training else 1, selecting=for_training)
     models.record_registered(config)  # config.json names the class, not its short name
+    experiment_lib.record_registered(config)
     models.check_config(config)  # model.* keys and dtypes, before any data is read
     if for_training:
         config_lib.check_task_keys_apply(config, experiment)
@@ -113,7 +113,6 @@ def build(
         data.check_finite(validation_split, "data.validation_split")
         for split in eval_splits:
             data.check_finite(split, "data.eval_splits")
-    from ann import experiment as experiment_lib
 
     experiment_lib.call(experiment, "setup", train_split)
     experiment_lib.check_inputs(experiment, train_split)
