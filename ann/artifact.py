@@ -1235,11 +1235,36 @@ def _deserialize(directory: str, name: str, parse: Callable[[], Any]) -> Any:
         raise IntegrityError(f"{path} cannot be deserialized ({e}); re-export the run") from e
 
 
-def _weights(directory: str, manifest: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    from safetensors.numpy import load as load_safetensors
+def _stored_dtype(name: str) -> np.dtype:
+    """The NumPy dtype of a safetensors dtype name ("F32", "BF16"; the format's list:
+    github.com/huggingface/safetensors, README "Format"). safetensors.numpy.load has no entry
+    for BF16 or the float8 types (0.8: KeyError 'BF16'), though its save writes them, so a
+    model trained with param_dtype=bfloat16 exported but never loaded; ml_dtypes (JAX's) has
+    them. Raises KeyError for a name outside the list."""
+    import ml_dtypes
 
+    special = {"BF16": ml_dtypes.bfloat16, "F8_E4M3": ml_dtypes.float8_e4m3fn,
+               "F8_E5M2": ml_dtypes.float8_e5m2, "BOOL": np.bool_}  # fmt: skip
+    if name in special:
+        return np.dtype(special[name])
+    kind, bits = {"F": "f", "I": "i", "U": "u", "C": "c"}[name[0]], int(name[1:])
+    return np.dtype(f"{kind}{bits // 8}")
+
+
+def _load_safetensors(data: bytes) -> dict[str, np.ndarray]:
+    """safetensors bytes as {name: read-only NumPy array} (as safetensors.numpy.load gives,
+    with every dtype the format stores: `_stored_dtype`)."""
+    from safetensors import deserialize
+
+    return {
+        name: np.frombuffer(v["data"], dtype=_stored_dtype(v["dtype"])).reshape(v["shape"])
+        for name, v in deserialize(data)
+    }
+
+
+def _weights(directory: str, manifest: Mapping[str, Any]) -> dict[str, np.ndarray]:
     data = read_verified(directory, manifest, WEIGHTS)
-    return _deserialize(directory, WEIGHTS, lambda: load_safetensors(data))
+    return _deserialize(directory, WEIGHTS, lambda: _load_safetensors(data))
 
 
 def load_weights(directory: str, manifest_sha256: str | None = None) -> dict[str, np.ndarray]:
@@ -1310,17 +1335,16 @@ def _check_against_function(
 
 def _weight_specs(directory: str, named: str) -> dict[str, Any]:
     """{name: jax.ShapeDtypeStruct} of `directory`'s weights.safetensors, from its header alone
-    (no weight is read), as `safetensors.numpy.load` would type them; IntegrityError naming it
+    (no weight is read), as `_load_safetensors` types them; IntegrityError naming it
     (under `named`) when the header cannot be read."""
     import jax
     from safetensors import safe_open
-    from safetensors.numpy import _getdtype  # the dtype its loader gives each stored type
 
     def read() -> dict[str, Any]:
         with safe_open(os.path.join(directory, WEIGHTS), framework="numpy") as f:
             slices = {name: f.get_slice(name) for name in f.keys()}  # noqa: SIM118
             return {
-                name: jax.ShapeDtypeStruct(tuple(s.get_shape()), np.dtype(_getdtype(s.get_dtype())))
+                name: jax.ShapeDtypeStruct(tuple(s.get_shape()), _stored_dtype(s.get_dtype()))
                 for name, s in slices.items()
             }
 
@@ -1379,12 +1403,10 @@ def load_reference(
     deserialized or a key is not KIND/NAME); None when the manifest lists no
     reference.safetensors (an export written before it existed). Kinds added by a later ann
     are skipped (the format's rule, above)."""
-    from safetensors.numpy import load as load_safetensors
-
     if REFERENCE not in manifest["files"]:
         return None
     data = read_verified(directory, manifest, REFERENCE)
-    arrays = _deserialize(directory, REFERENCE, lambda: load_safetensors(data))
+    arrays = _deserialize(directory, REFERENCE, lambda: _load_safetensors(data))
     sample: dict[str, dict[str, np.ndarray]] = {"inputs": {}, "outputs": {}, "validation": {}}
     for key, value in arrays.items():
         kind, _, name = key.partition("/")

@@ -170,3 +170,15 @@ def test_bfloat16_parameters_keep_their_dtype_from_step_to_step(tmp_path):
     assert result.step == 6 and np.isfinite(result.eval_metrics["eval/loss"])
     dtypes = {x.dtype.name for x in jax.tree.leaves(result.state.params)}
     assert dtypes == {"bfloat16"}, dtypes
+    # Its export loads and answers (safetensors.numpy.load has no BF16: the loader said
+    # "weights.safetensors cannot be deserialized ('BF16')" for every such export).
+    from ann import artifact
+    from ann.export import export
+
+    export(str(tmp_path), str(tmp_path / "export"), calibration="none")
+    model = artifact.load(str(tmp_path / "export"))
+    assert {w.dtype.name for w in artifact.load_weights(str(tmp_path / "export")).values()} == {
+        "bfloat16"
+    }
+    images = np.zeros((2, 8, 8, 1), np.uint8)
+    assert model({"image": images})["probabilities"].shape == (2, 10)
