@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -158,7 +159,7 @@ def _chain(
     """An optax chain built from the `optimizer.*` config keys and the hyperparameters `h`."""
     parts = []
     if opt.grad_clip_norm:
-        parts.append(optax.clip_by_global_norm(h["grad_clip_norm"]))
+        parts.append(_clip_by_global_norm(h["grad_clip_norm"]))
     if opt.name == "sgd":
         if opt.weight_decay:
             parts.append(optax.add_decayed_weights(h["weight_decay"]))
@@ -175,3 +176,20 @@ def _chain(
     else:
         raise ValueError(f"unknown optimizer {opt.name!r}")  # validate() catches this first
     return optax.chain(*parts)
+
+
+def _clip_by_global_norm(max_norm: Any) -> optax.GradientTransformation:
+    """`optax.clip_by_global_norm(max_norm)` over float32 copies of the gradients, each update
+    cast back to its gradient's dtype. optax (0.2.8) scales a gradient by the float32
+    `max_norm` (an argument of the step, not a Python float) and then `lax.select`s between
+    the scaled float32 and the unscaled bfloat16/float16 gradient: with `param_dtype=bfloat16`
+    and clipping on (configs/digits_vit.py) the step failed to trace ("lax.select requires
+    arguments to have the same dtypes")."""
+    inner = optax.clip_by_global_norm(max_norm)
+
+    def update(updates: Any, state: Any, params: Any = None) -> tuple[Any, Any]:
+        wide = jax.tree.map(lambda u: u.astype(jnp.promote_types(u.dtype, jnp.float32)), updates)
+        clipped, state = inner.update(wide, state, params)
+        return jax.tree.map(lambda c, u: c.astype(u.dtype), clipped, updates), state
+
+    return optax.GradientTransformation(inner.init, update)
