@@ -571,6 +571,30 @@ def test_a_loss_that_breaks_the_protocol_is_refused_before_step_0(
     assert not (tmp_path / "run").exists()
 
 
+class _SumsVector(experiment_lib.get("classification")):
+    def eval_sums(self, model, batch):  # a [3] loss: float() of it in eval_metrics, a traceback
+        sums = super().eval_sums(model, batch)
+        return {**sums, "loss": sums["loss"] * jax.numpy.ones(3)}
+
+
+def test_an_eval_sum_of_another_shape_than_eval_metrics_reads_is_one_line(tmp_path, monkeypatch):
+    experiment = _importable(monkeypatch, _SumsVector)
+    with pytest.raises(ConfigError) as e:
+        train_and_evaluate(tiny(experiment=experiment), str(tmp_path / "run"))
+    message = str(e.value)
+    assert message.startswith(  # every sum not a scalar, by name
+        "experiment _SumsVector's eval_sums returns 'confusion' of shape [10, 10], 'loss' of "
+        "shape [3], and its eval_metrics fails (TypeError: "
+    ), message
+    # then NumPy's words, and the line of eval_metrics (in the experiment's file) it failed at
+    assert "classification.py:" in message and "\n" not in message
+    assert message.endswith(
+        "each sum eval_metrics reads as a number must be a scalar, summed over the batch's rows "
+        "where batch['mask'] is 1"
+    )
+    assert not (tmp_path / "run").exists()
+
+
 class _WordMetric(experiment_lib.get("classification")):
     def eval_metrics(self, sums, rows=None):  # a grade in words: it failed after 10 steps
         return {**super().eval_metrics(sums, rows), "grade": "low"}

@@ -30,6 +30,7 @@ import dataclasses
 import math
 import os
 import time
+import traceback
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -815,11 +816,9 @@ def _evaluator(
                 jax.block_until_ready(out)
         sums, rows = jax.device_get((sums, rows))
         if rows:
-            return _as_numbers(
-                experiment,
-                experiment.eval_metrics(sums, _real_rows(rows, type(experiment).__name__)),
-            )
-        return _as_numbers(experiment, experiment.eval_metrics(sums))
+            real = _real_rows(rows, type(experiment).__name__)
+            return _as_numbers(experiment, _eval_metrics(experiment, sums, real))
+        return _as_numbers(experiment, _eval_metrics(experiment, sums))
 
     warned: set[str] = set()  # the metrics a non-finite value was said of
 
@@ -864,6 +863,32 @@ def validation_names(
     run = _Run(config, "", setup, None, None, None, {}, state=setup.state)  # type: ignore[arg-type]
     _, names = _evaluator(run, _compile_eval(run))
     return names(run.state)
+
+
+def _eval_metrics(experiment: Experiment, sums: dict, *rows: dict[str, np.ndarray]) -> Any:
+    """`experiment.eval_metrics(sums, *rows)` (a call that does not fit its signature: one
+    ConfigError, `experiment_lib.call`). A sum is added up in the shape `eval_sums` gives
+    it (a confusion matrix stays a matrix), so a TypeError or ValueError there while some sum
+    is not a scalar (`float(sums["loss"])` of a [3] sum: "only 0-dimensional arrays can be
+    converted to Python scalars", in a traceback) is a ConfigError naming that sum's shape, the
+    error and the line of eval_metrics it came from; other errors are left as they are."""
+    try:
+        return experiment_lib.call(experiment, "eval_metrics", sums, *rows)
+    except (TypeError, ValueError) as e:
+        shaped = [f"{k!r} of shape {list(np.shape(v))}" for k, v in sums.items() if np.ndim(v)]
+        if not shaped:
+            raise
+        frames = traceback.extract_tb(e.__traceback__)
+        code = getattr(type(experiment).eval_metrics, "__code__", None)
+        source = getattr(code, "co_filename", None)
+        frame = next((f for f in reversed(frames) if f.filename == source), frames[-1])
+        raise config_lib.ConfigError(
+            f"experiment {type(experiment).__name__}'s eval_sums returns {', '.join(shaped)}, "
+            f"and its eval_metrics fails ({type(e).__name__}: {e}; at "
+            f"{frame.filename}:{frame.lineno}); each sum "
+            "eval_metrics reads as a number must be a scalar, summed over the batch's rows "
+            "where batch['mask'] is 1"
+        ) from e
 
 
 def _as_numbers(experiment: Experiment, metrics: Any) -> dict[str, float]:
