@@ -84,19 +84,27 @@ def made_for(name: str, task: str) -> str:
 def supervised_keys(train: Split, task: str, roles: str, hint: str = "") -> tuple[str, str]:
     """The data set's TFDS `supervised_keys` (input, target) as two feature names. Raises
     ConfigError naming the data set, the `roles` the task reads them as ("(input, label)") and
-    `hint` (what to use instead) when it declares none, or names a feature it does not have."""
+    `hint` (what to use instead) and the builder's fix (`supervised_keys=("input", "label")`)
+    when it declares none, or names a feature it does not have (its features sorted by name)."""
     keys = train.info.supervised_keys
+    features = train.info.features
+    names = ", ".join(sorted(features.keys()))  # sorted: a prepared set's came in any order
     if not keys:
+        shipped = made_for(train.name, task)
+        example = ", ".join(f'"{role}"' for role in roles.strip("()").split(", "))
         raise ConfigError(
             f"data set {train.name!r} declares no {roles} supervised_keys; {task} needs them"
-            f"{made_for(train.name, task) or hint}"
+            + (
+                shipped
+                or f"{hint}; declare them in its builder's _info, tfds.core.DatasetInfo(..., "
+                f"supervised_keys=({example})), with two of its features (its features: {names})"
+            )
         )
-    features = train.info.features
     missing = [k for k in keys if k not in features]
     if missing:  # it was TFDS's KeyError traceback from the experiment's setup
         raise ConfigError(
             f"data set {train.name!r} declares supervised_keys {tuple(keys)} but has no feature "
-            f"{missing[0]!r} (its features: {', '.join(features.keys())}); fix its builder"
+            f"{missing[0]!r} (its features: {names}); fix its builder"
         )
     feature = features[keys[0]]
     kind = np.dtype(feature.np_dtype).kind

@@ -438,6 +438,7 @@ class NoLabelTab(NanTab):  # supervised_keys name a feature it lacks: TFDS's Key
         return tfds.core.DatasetInfo(
             builder=self,
             features=tfds.features.FeaturesDict({
+                "weight": tfds.features.Scalar(dtype=np.float32),
                 "input": tfds.features.Tensor(shape=(4,), dtype=np.float32),
             }),
             supervised_keys=("input", "label"),
@@ -445,7 +446,22 @@ class NoLabelTab(NanTab):  # supervised_keys name a feature it lacks: TFDS's Key
 
     def _generate_examples(self, n, split):
         for i, row in super()._generate_examples(n, "test"):
-            yield i, {"input": row["input"]}
+            yield i, {"input": row["input"], "weight": 1.0}
+
+
+class NoKeysTab(NanTab):  # no supervised_keys: the refusal gave no fix
+    def _info(self):
+        return tfds.core.DatasetInfo(
+            builder=self,
+            features=tfds.features.FeaturesDict({
+                "x": tfds.features.Tensor(shape=(4,), dtype=np.float32),
+                "label": tfds.features.ClassLabel(num_classes=2),
+            }),
+        )
+
+    def _generate_examples(self, n, split):
+        for i, row in super()._generate_examples(n, "test"):
+            yield i, {"x": row["input"], "label": row["label"]}
 
 
 class TextTab(NanTab):  # a CSV line as text: "could not convert string to float"
@@ -480,9 +496,14 @@ class TextTab(NanTab):  # a CSV line as text: "could not convert string to float
          "crop it to a fixed length in its builder"),
         ("TextTab", "text_tab", "feature 'input' of data set 'text_tab' holds text or "
          "strings; classification reads numbers"),
+        # Its features sorted: they came in another order each run.
         ("NoLabelTab", "no_label_tab", "data set 'no_label_tab' declares supervised_keys "
-         "('input', 'label') but has no feature 'label' (its features: input); fix its "
+         "('input', 'label') but has no feature 'label' (its features: input, weight); fix its "
          "builder"),
+        ("NoKeysTab", "no_keys_tab", "data set 'no_keys_tab' declares no (input, label) "
+         "supervised_keys; classification needs them; declare them in its builder's _info, "
+         "tfds.core.DatasetInfo(..., supervised_keys=(\"input\", \"label\")), with two of its "
+         "features (its features: label, x)"),
     ],
 )  # fmt: skip
 def test_a_user_data_set_that_cannot_train_is_refused_before_anything_is_written(
