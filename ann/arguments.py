@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import io
+import os
 import re
 import shlex
 import tokenize
@@ -27,6 +28,22 @@ INTEGER = re.compile(r"[+-]?(0|[1-9][0-9]*)", re.ASCII)
 NUMBER = re.compile(
     r"[+-]?(([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?|inf|infinity|nan)", re.ASCII | re.I
 )
+
+
+def home(value: str, given: str) -> str:
+    """`value`, a path as typed, with a leading `~` or `~user` expanded as the shell expands it
+    (`os.path.expanduser`); other values as they are. Raises ValueError, `{given}: ...; give
+    the path in full`, for a `~user` of no user of this machine (or a `~` with no home
+    directory to find): `os.path.expanduser` leaves it as it is, and `--out=~nouser/x` made a
+    directory named `~nouser` in the current one, without a word."""
+    if not value.startswith("~"):
+        return value
+    expanded = os.path.expanduser(value)
+    if not expanded.startswith("~"):
+        return expanded
+    user = value[1:].split("/", 1)[0]
+    what = f"~{user}: no user {user!r} on this machine" if user else "~: no home directory ($HOME)"
+    raise ValueError(f"{given}: {what} to expand it to; give the path in full")
 
 
 def literal_number(text: str) -> str | None:

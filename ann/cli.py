@@ -491,7 +491,8 @@ PATH_KEYS = ("data.data_dir", "init_from", "compilation_cache_dir")
 
 def home_expanded(argv: Sequence[str]) -> list[str]:
     """`argv` with a leading `~` or `~user` expanded (`os.path.expanduser`) in the value of
-    each path flag (`PATH_FLAGS`, `--out=~/x` and `--out '~/x'` alike), up to `--`."""
+    each path flag (`PATH_FLAGS`, `--out=~/x` and `--out '~/x'` alike), up to `--`. Raises
+    FlagError naming the flag for a `~user` of no user (`arguments.home`)."""
     argv = list(argv)
     i = 1
     while i < len(argv):
@@ -501,28 +502,33 @@ def home_expanded(argv: Sequence[str]) -> list[str]:
         if arg.startswith("-") and arg != "-":
             name, equals, value = arg[2 if arg.startswith("--") else 1 :].partition("=")
             if name in PATH_FLAGS and equals:
-                argv[i] = arg[: len(arg) - len(value)] + _home(value)
+                argv[i] = arg[: len(arg) - len(value)] + _home(value, f"--{name}={value}")
             elif name in PATH_FLAGS and i + 1 < len(argv):
-                argv[i + 1] = _home(argv[i + 1])
+                argv[i + 1] = _home(argv[i + 1], f"--{name}={argv[i + 1]}")
                 i += 1
         i += 1
     return argv
 
 
-def _home(value: str) -> str:
-    return os.path.expanduser(value) if value.startswith("~") else value
+def _home(value: str, given: str) -> str:
+    """`arguments.home`, its ValueError a FlagError (one line, exit 1)."""
+    try:
+        return arguments.home(value, given)
+    except ValueError as e:
+        raise FlagError(str(e)) from None
 
 
 def _expand_config_paths(config: ml_collections.ConfigDict) -> None:
     """Expands a leading `~` in the config keys that name a file or directory (`PATH_KEYS`),
-    whether the config file or an override set it."""
+    whether the config file or an override set it. Raises FlagError naming the key for a
+    `~user` of no user (`arguments.home`)."""
     for key in PATH_KEYS:
         *parents, leaf = key.split(".")
         holder = config
         for part in parents:
             holder = holder.get(part) if isinstance(holder, ml_collections.ConfigDict) else None
         if isinstance(holder, ml_collections.ConfigDict) and isinstance(holder.get(leaf), str):
-            holder[leaf] = _home(holder[leaf])
+            holder[leaf] = _home(holder[leaf], f"config key {key!r}")
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -532,7 +538,10 @@ def parse_flags(argv: list[str]) -> list[str]:
     file's line and the error (`_config_code_error`); a ConfigError it raises (an unknown
     variant) is one line too. A leading `~` in a path flag or config key is expanded
     (`home_expanded`, `_expand_config_paths`)."""
-    argv = home_expanded(argv)
+    try:
+        argv = home_expanded(argv)
+    except FlagError as e:
+        fail(str(e))
     for arg in argv[1:]:
         if arg == "--":
             break
@@ -613,7 +622,10 @@ def parse_flags(argv: list[str]) -> list[str]:
             fail(f"--config={path}: get_config() returned a {returned}; {_RETURN_A_CONFIG}")
         if (said := number_for_a_tuple(argv, value)) is not None:
             fail(said)
-        _expand_config_paths(value)
+        try:
+            _expand_config_paths(value)
+        except FlagError as e:
+            fail(str(e))
     return rest
 
 

@@ -33,7 +33,7 @@ from collections.abc import Iterator
 
 import jax
 
-from ann import atomic
+from ann import arguments, atomic
 
 # jax's own event names (jax/_src/compiler.py); jax records a request for every executable
 # whenever its cache is enabled (the default), with or without a cache directory.
@@ -71,13 +71,14 @@ def directory(value: str, given: str, fix: str) -> str | None:
     in the current one).
 
     Raises ValueError, `{given}: expected a directory, got WHAT; {fix}`, for a value that is
-    empty or only blanks (' ' made a directory named ' ')."""
+    empty or only blanks (' ' made a directory named ' '), and `{given}: ~USER: no user ...`
+    for a `~user` of no user (`arguments.home`)."""
     if value.strip().lower() == OFF:
         return None
     if not value.strip():
         what = "an empty string" if not value else f"only blanks {value!r}"
         raise ValueError(f"{given}: expected a directory, got {what}; {fix}")
-    return os.path.expanduser(value)
+    return arguments.home(value, given)
 
 
 def enable(path: str, given: str, fix: str, max_mb: float = MAX_MB) -> bool:

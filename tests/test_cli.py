@@ -2066,6 +2066,39 @@ def test_a_default_directory_is_named_as_the_default_not_as_a_flag_given(tmp_pat
     assert str(e.value) == f"--out={out} {why}; choose another --out"
 
 
+def test_a_tilde_of_no_user_in_a_path_is_refused_in_one_line(tmp_path, monkeypatch):
+    # os.path.expanduser leaves `~nouser/x` as it is: `ann export --out='~nouser/x'` made a
+    # directory named `~nouser` in the current one, without a word.
+    import ml_collections
+
+    from ann import cli, compilation_cache
+    from ann.registry import core as registry_core
+
+    said = "~no_such_user_ann: no user 'no_such_user_ann' on this machine to expand it to; give "
+    with pytest.raises(cli.FlagError) as e:
+        cli.home_expanded(["ann x", "--workdir", "~no_such_user_ann/r"])
+    assert str(e.value) == f"--workdir=~no_such_user_ann/r: {said}the path in full"
+    config = ml_collections.ConfigDict({"data": {"data_dir": "~no_such_user_ann"}})
+    with pytest.raises(cli.FlagError, match=f"^config key 'data.data_dir': {said}"):
+        cli._expand_config_paths(config)
+    with pytest.raises(ValueError, match=f"^--compilation_cache_dir: {said}"):
+        compilation_cache.directory("~no_such_user_ann/c", "--compilation_cache_dir", "")
+    monkeypatch.setenv("ANN_REGISTRY", "~no_such_user_ann/reg")
+    with pytest.raises(registry_core.RegistryError, match=r"^\$ANN_REGISTRY=~no_such_user_ann"):
+        registry_core.Registry.at(None)
+    # The real command: one line, exit 1, nothing made in the current directory.
+    command = ["export", f"--workdir={tmp_path}", "--out=~no_such_user_ann/x"]
+    result = subprocess.run(
+        [sys.executable, "-m", "ann", *command], capture_output=True, text=True, cwd=tmp_path,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert (result.returncode, result.stderr) == (
+        1, f"error: --out=~no_such_user_ann/x: {said}the path in full\n"
+    )  # fmt: skip
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_leading_tilde_in_a_path_flag_or_config_key_is_the_home_directory(
     digits_export, tmp_path, monkeypatch
 ):

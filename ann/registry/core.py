@@ -76,8 +76,13 @@ CREATE TABLE IF NOT EXISTS tags (
 def default_root() -> str:
     """The registry directory when none is given: `$ANN_REGISTRY` (unless empty; a leading `~`
     expanded as in a path flag: a Dockerfile's `ENV ANN_REGISTRY=~/r` is not expanded by any
-    shell), else `./registry`."""
-    return os.path.expanduser(os.environ.get("ANN_REGISTRY") or "registry")
+    shell), else `./registry`. A `~user` of no user stays as it is: `Registry.at` refuses it
+    where a command reads it (this is a flag's default too, read as the flags are defined)."""
+    value = os.environ.get("ANN_REGISTRY") or "registry"
+    try:
+        return arguments.home(value, "$ANN_REGISTRY")
+    except ValueError:
+        return value
 
 
 def default_origin() -> str:
@@ -267,8 +272,15 @@ class Registry:
     @classmethod
     def at(cls, registry: str | None) -> Registry:
         """The registry a command's --registry flag gives (`registry`), or, where it gave none
-        (None), `default_root()`'s, named for where it came from."""
+        (None), `default_root()`'s, named for where it came from. Raises RegistryError for a
+        $ANN_REGISTRY of a `~user` of no user (`arguments.home`: it made a directory named
+        `~user` in the current one)."""
         if registry is None:
+            value = os.environ.get("ANN_REGISTRY") or "registry"
+            try:
+                arguments.home(value, f"$ANN_REGISTRY={value}")
+            except ValueError as e:
+                raise RegistryError(f"{e} (or unset $ANN_REGISTRY)") from None
             return cls(default_root(), default_origin())
         return cls(registry)
 
