@@ -599,11 +599,12 @@ def test_a_data_set_folder_without_a_prepared_version_says_to_prepare_it_again(t
     )
 
 
-@pytest.mark.filterwarnings("ignore:loadtxt. input contained no data")
 def test_the_readme_builder_of_own_arrays_prepares_and_trains(tmp_path, monkeypatch):
     # README "Data" described a builder in prose only: a newcomer's first one failed in TFDS.
     # Its my_tab.py, on a CSV of the README's layout, prepared its way and trained on.
     import re
+    import subprocess
+    import sys
     import textwrap
 
     from conftest import ROOT, tiny
@@ -617,16 +618,29 @@ def test_the_readme_builder_of_own_arrays_prepares_and_trains(tmp_path, monkeypa
     import my_tab
 
     data_dir = str(tmp_path / "data")
-    # A header-only CSV: the README's line, not "zero-size array to reduction operation".
+    prepare = [sys.executable, "my_tab.py", "data"]  # the README's command
+    assert re.search(r"\n *python my_tab\.py data\n", readme), "README Data: the prepare line"
+
+    def run() -> subprocess.CompletedProcess:
+        return subprocess.run(prepare, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+
+    # A header-only CSV: the README's line, not "zero-size array to reduction operation", nor
+    # NumPy's "loadtxt: input contained no data" warning and a traceback before it.
     (tmp_path / "my_tab.csv").write_text("a,b,c,d,class\n")
     with pytest.raises(ValueError, match=r"my_tab\.csv holds no rows below its header"):
         my_tab.MyTab(data_dir=data_dir, file_format="array_record").download_and_prepare()
-    said = re.search(r"`ValueError: \.\.\./my_tab\.csv holds no rows below its header`", readme)
+    done = run()
+    assert (done.returncode, done.stderr) == (
+        1, f"error: {tmp_path / 'my_tab.csv'} holds no rows below its header\n"
+    )  # fmt: skip
+    said = re.search(r"`error: \.\.\./my_tab\.csv holds no rows below its header`", readme)
     assert said, "README Data: the empty CSV's line"
+    assert not (tmp_path / "data").exists()
     x = np.random.default_rng(0).normal(size=(200, 4))
     table = np.c_[x, (x[:, 0] > 0) + (x[:, 1] > 0.5)]
     np.savetxt(tmp_path / "my_tab.csv", table, delimiter=",", header="a,b,c,d,class")
-    my_tab.MyTab(data_dir=data_dir, file_format="array_record").download_and_prepare()
+    done = run()
+    assert done.returncode == 0, done.stderr[-2000:]
     command = re.search(r"--config.data.name=my_tab .*?--workdir", readme, flags=re.S)[0]
     assert "--config.report.slices=\"('label',)\"" in command
     config = tiny("breast_cancer_mlp", **{"data.name": "my_tab", "data.data_dir": data_dir,
