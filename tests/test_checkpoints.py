@@ -125,6 +125,40 @@ def test_a_non_finite_eval_is_never_best_and_never_counts_for_early_stopping(tmp
     assert stopping.update(4, 0.7)
 
 
+class _Position:
+    def get_state(self):
+        return {"position": 0}
+
+
+def test_a_stop_before_the_regular_save_of_a_best_step_keeps_the_best_a_rerun_resumes_with(
+    tmp_path,
+):
+    """A best step (20) past the last regular one (10) deleted the best before it (10): a run
+    stopped before the regular save of 20 resumed from 10 with no best, and its first eval
+    (worse than 10's) became the best, unlike in a run that never stopped (trial 41b 18)."""
+    state = {"w": jnp.ones(2)}
+    checkpoints = checkpoint_lib.Checkpoints(str(tmp_path), 3, "val/loss", "min")
+    try:
+        assert checkpoints.save_if_best(10, state, _Position(), {"val/loss": 0.5})
+        checkpoints.save(10, state, _Position())
+        assert checkpoints.save_if_best(20, state, _Position(), {"val/loss": 0.3})
+        checkpoints.wait()
+    finally:
+        checkpoints.close()  # stopped here: no regular save of step 20
+    assert saved_steps(tmp_path, "checkpoints_best") == [10, 20]
+    checkpoints = checkpoint_lib.Checkpoints(str(tmp_path), 3, "val/loss", "min")
+    try:
+        assert checkpoints.forget_best_after(10) == 20  # the rerun's start: step 10
+        assert checkpoints.best_metrics() == {"step": 10, "val/loss": 0.5}
+        assert not checkpoints.save_if_best(15, state, _Position(), {"val/loss": 0.6})
+        assert checkpoints.save_if_best(20, state, _Position(), {"val/loss": 0.3})
+        checkpoints.save(20, state, _Position())
+        checkpoints.wait()
+    finally:
+        checkpoints.close()
+    assert saved_steps(tmp_path, "checkpoints_best") == [20]  # 10 is kept by nothing now
+
+
 def test_metrics_jsonl_keeps_non_finite_values_and_reads_them_back(tmp_path):
     writer = MetricWriter(str(tmp_path))
     writer.write(5, {"eval/loss": float("nan"), "eval/a": float("inf"), "eval/b": -np.inf})
@@ -802,7 +836,10 @@ def test_a_save_refused_as_too_large_names_the_file_size_limit(tmp_path, monkeyp
 
 def test_a_best_copy_of_a_step_whose_save_failed_is_removed_with_it(tmp_path, monkeypatch):
     """Only checkpoints/20 failed; its best copy, checkpoints_best/20, was committed and kept
-    holding the space, though the rerun (from step 10) deletes it as past its start."""
+    holding the space, though the rerun (from step 10) deletes it as past its start. Removed,
+    it left checkpoints_best/ empty (Orbax had deleted the best step 10 when it saved 20), and
+    the rerun's evals chose against no best (trial 41b 18): the best step 10 is kept now, until
+    a regular checkpoint at or past the newer best is committed."""
     from orbax.checkpoint._src.path import atomicity
 
     real_finalize, best = atomicity.AtomicRenameTemporaryPath.finalize, []
@@ -818,9 +855,10 @@ def test_a_best_copy_of_a_step_whose_save_failed_is_removed_with_it(tmp_path, mo
     monkeypatch.setattr(atomicity.AtomicRenameTemporaryPath, "finalize", finalize)
     with pytest.raises(CheckpointSaveError, match="No space left on device"):
         train_and_evaluate(tiny(total_steps=30), str(tmp_path))
-    assert 20 in best  # committed (Orbax then dropped the best step 10), then removed
+    assert 20 in best  # committed, then removed
     assert saved_steps(tmp_path) == [10]
-    assert [s for s in saved_steps(tmp_path, "checkpoints_best") if s > 10] == []
+    assert saved_steps(tmp_path, "checkpoints_best") == [10]
+    assert checkpoint_lib.verify_files(str(tmp_path / "checkpoints_best" / "10")) is None
 
 
 def test_orbaxs_own_words_for_a_failed_save_are_dropped_where_ann_says_it(monkeypatch):

@@ -1,8 +1,10 @@
 """Orbax checkpoints of the train state and the data position: the latest few, and the best.
 
-`checkpoints/` keeps the latest `max_to_keep` steps; `checkpoints_best/` keeps the one step with
-the best value of the configured eval metric. Orbax writes each step to a temporary directory
-and renames it when complete, so an interrupted save never shadows a good checkpoint.
+`checkpoints/` keeps the latest `max_to_keep` steps; `checkpoints_best/` keeps the step with the
+best value of the configured eval metric, and, until a regular checkpoint at or past that step is
+committed, the best before it (`_KeepResumable`): what a resume from checkpoints/ keeps. Orbax
+writes each step to a temporary directory and renames it when complete, so an interrupted save
+never shadows a good checkpoint.
 
 Integrity: once Orbax has committed a step (for an async save, when the next save or the end of
 the run waits for it), process 0 writes `STEP/ann_manifest.json` beside Orbax's files, atomically,
@@ -21,6 +23,7 @@ read unverified by every export until a better eval replaced it).
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import errno
 import hashlib
 import json
@@ -38,6 +41,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
+from orbax.checkpoint.checkpoint_managers import PreservationPolicy
 
 from ann import atomic, cli, directory_kind
 from ann.config import NOT_A_METRIC_OF_THIS_RUN, SELECTION_PREFIX, ConfigError, meant_metric
@@ -505,6 +509,24 @@ def _best_set_aside(workdir: str) -> tuple[int, str] | None:
     return max(found) if found else None
 
 
+@dataclasses.dataclass
+class _KeepResumable(PreservationPolicy):
+    """checkpoints_best/'s preservation policy: keeps the newest best step (each one saved beat
+    the one before) and the newest best step at or before `resumable()`, the newest committed
+    step of checkpoints/, where a rerun resumes. Orbax kept only the newest: a best step past
+    the last regular one deleted the best before it, so a save of that step that failed (a
+    full disk), or a stop before it, left a rerun with no best at all, and its evals then chose
+    against none (a worse one became the best) until the one deleted was beaten again."""
+
+    resumable: Any  # () -> int: the newest committed step of checkpoints/ (-1: none)
+
+    def should_preserve(self, checkpoints: Any, *, context: Any) -> list[bool]:
+        steps = [info.step for info in checkpoints]
+        last = self.resumable()
+        kept = {max(steps, default=None), max((s for s in steps if s <= last), default=None)}
+        return [step in kept for step in steps]
+
+
 class Checkpoints:
     def __init__(
         self,
@@ -526,11 +548,14 @@ class Checkpoints:
         wrote config.json (it found none beside checkpoints)."""
         self.workdir = os.path.abspath(workdir)
         self._config_is_record = config_is_record
+        self._writer = create
         if create:
             _set_aside_strays(self.workdir)
             _set_aside_damaged_best(self.workdir)
         self.best_metric = best_metric
         self.best_mode = best_mode
+        # The newest committed step of checkpoints/, where a rerun resumes (`_KeepResumable`).
+        self._resumable = -1
         # A stop (Ctrl-C, SIGTERM) while opening lands once each manager's removal of stale
         # temporary saves, begun in a thread at open, is done: a stopped start removes its
         # workdir, and that thread must not be listing it then.
@@ -542,14 +567,17 @@ class Checkpoints:
                     "best",
                     create,
                     async_save,
-                    max_to_keep=1,
+                    max_to_keep=None,
                     best_fn=lambda metrics: metrics[best_metric],
                     best_mode=best_mode,
                     keep_checkpoints_without_metrics=False,
+                    preservation_policy=_KeepResumable(lambda: self._resumable),
                 )
             finally:
                 _await_tmp_cleanup(self.latest)
             _await_tmp_cleanup(self.best)
+        if create:
+            self._resumable = next(iter(self._complete_steps(self.latest)), -1)
         best = self.best_metrics().get(best_metric)
         # Saved steps whose commit (and manifest) is not yet confirmed, per manager.
         self._unsealed: dict[int, list[int]] = {id(self.latest): [], id(self.best): []}
@@ -636,8 +664,8 @@ class Checkpoints:
         failed: the rerun, which resumes from that newest step, deletes it as past its start,
         `forget_best_after`). A full disk left them holding the space its error asks the user
         to free, until the rerun removed them (the workdir's lock makes this run their only
-        writer). The steps a rerun resumes from, and a best at or before them, are kept.
-        Process 0's to call."""
+        writer). The steps a rerun resumes from, and the best at or before them, are kept
+        (`_prune_best`). Process 0's to call."""
         for manager in (self.latest, self.best):
             directory = str(manager.directory)
             failed = {step for m, step in self._failed_saves if m is manager}
@@ -650,11 +678,21 @@ class Checkpoints:
                 partial = name.isdigit() and int(name) in failed - committed
                 if partial or _ORBAX_TMP.fullmatch(name):
                     _remove_settled(os.path.join(directory, name))
-        if self.passed_over:  # the best past damaged steps is this run's own: a rerun keeps it
-            return
+
+    def _prune_best(self) -> None:
+        """Leaves in checkpoints_best/, once no save is in flight (`close`), what
+        `_KeepResumable` keeps: the newest best step at or before the newest complete step of
+        checkpoints/ (what a rerun resumes from keeps), and the newest best step, unless a
+        save failed and left it past that step (the rerun deletes it as past its start,
+        `forget_best_after`, so it only held the space the error asks the user to free). A
+        best past damaged steps passed over is this run's own, kept. Process 0's to call."""
+        steps = self._complete_steps(self.best)
         newest = next(iter(self._complete_steps(self.latest)), -1)
-        for step in self._complete_steps(self.best):
-            if step > newest:
+        kept = {*[s for s in steps if s <= newest][:1]}
+        if steps and (not self._failed or self.passed_over):
+            kept.add(steps[0])
+        for step in steps:
+            if step not in kept:
                 shutil.rmtree(self._step_dir(self.best, step), ignore_errors=True)
 
     def _seal(self, manager: ocp.CheckpointManager) -> None:
@@ -669,6 +707,8 @@ class Checkpoints:
             raise self._fail(manager, step, e) from e
         while pending:
             step = pending.pop(0)
+            if manager is self.latest:  # committed: a rerun resumes from it (`_KeepResumable`)
+                self._resumable = max(self._resumable, step)
             if jax.process_index() == 0:  # hashed off the loop's thread: it reads every byte
                 step_dir = self._step_dir(manager, step)
                 future = self._hasher.submit(_write_manifest_if_kept, step_dir)
@@ -731,30 +771,39 @@ class Checkpoints:
         return {"step": int(step), **metrics} if metrics else {}
 
     def forget_best_after(self, step: int) -> int | None:
-        """Deletes the best checkpoint when it is past `step`, where training (re)starts: an
-        earlier attempt's, stopped before its first regular checkpoint (a fresh start, step 0)
-        or after its last one. A rerun with another config reported and exported it as its
-        own best. Returns the step deleted, or None. Where this start passed over damaged
-        steps (`restore`: `passed_over`), the best is this run's own, past them: moved to
-        checkpoints_damaged/ instead (`best_set_aside`), not deleted as an earlier attempt's."""
-        best = self.best.latest_step()
-        if best is None or best <= step:
+        """Deletes the best checkpoints past `step`, where training (re)starts: an earlier
+        attempt's, stopped before its first regular checkpoint (a fresh start, step 0) or after
+        its last one. A rerun with another config reported and exported it as its own best.
+        The best at or before `step` (`_KeepResumable` kept it) is then the one the next eval
+        must beat, as in a run that never stopped. Returns the newest step deleted, or None.
+        Where this start passed over damaged steps (`restore`: `passed_over`), the best is this
+        run's own, past them: moved to checkpoints_damaged/ instead (`best_set_aside`, the
+        newest's place), not deleted as an earlier attempt's."""
+        past = sorted((s for s in self.best.all_steps() if s > step), reverse=True)
+        if not past:
             return None
         self._seal(self.best)
         if self.passed_over:  # this run's own best, past damaged steps: kept, not deleted
-            target = _aside_path(self.workdir, f"checkpoints_best-{best}")
-            if jax.process_index() == 0:
-                _move_aside(
-                    self.workdir, self._step_dir(self.best, best), f"checkpoints_best-{best}"
-                )
+            for best in past:
+                target = _aside_path(self.workdir, f"checkpoints_best-{best}")
+                if jax.process_index() == 0:
+                    _move_aside(
+                        self.workdir, self._step_dir(self.best, best), f"checkpoints_best-{best}"
+                    )
+                self.best_set_aside = self.best_set_aside or target  # the newest's
             if jax.process_count() > 1:
                 multihost_utils.sync_global_devices("ann_checkpoint_best_past_damage")
             self.best.reload()
-            self.best_set_aside = target
         else:
-            self.best.delete(best)
-        self._best_value = None
-        return best
+            for best in past:
+                self.best.delete(best)
+        # The best at or before `step` that `_KeepResumable` kept, as a run that never
+        # stopped there had it: the next eval must beat it, not none.
+        value = self.best_metrics().get(self.best_metric)
+        self._best_value = (
+            value if isinstance(value, int | float) and math.isfinite(value) else None
+        )
+        return past[0]
 
     def save_if_best(self, step: int, state: Any, data_iter: Any, metrics: dict) -> bool:
         """Saves to `checkpoints_best/` when `metrics[best_metric]` beats the best so far. A
@@ -771,6 +820,10 @@ class Checkpoints:
             return False
         better = best is None or (value > best if self.best_mode == "max" else value < best)
         if better and step != self.best.latest_step():
+            # The regular save in flight (an earlier step's: the eval hook runs first) is
+            # committed, so `_KeepResumable` keeps the best before this one that a resume from
+            # it keeps. Begun `checkpoint_every_steps` ago, it is mostly done: no wait.
+            self._seal(self.latest)
             self._save(self.best, step, _save_args(state, data_iter), metrics=metrics, force=True)
             self._best_value = value
         return better
@@ -897,6 +950,7 @@ class Checkpoints:
             else:
                 self._set_aside(damaged, step)
             self.passed_over = [s for s, _ in damaged]
+            self._resumable = step  # not a damaged step passed over (`_KeepResumable`)
             self._check_best(step)
             self._write_missing_manifests(step)  # before: a best saved again has its own
             self._resave_best(step, restored.state, data_iter)
@@ -1234,6 +1288,8 @@ class Checkpoints:
         self._hasher.shutdown(wait=True)
         if self._failed and jax.process_index() == 0:
             self._remove_failed_saves()
+        if self._writer and jax.process_index() == 0:  # a reader changes nothing
+            self._prune_best()
         if jax.process_index() == 0:
             for manager in (self.latest, self.best):
                 committed = self._complete_steps(manager)
@@ -1243,7 +1299,7 @@ class Checkpoints:
 
 
 def _manager(
-    workdir: str, kind: str, create: bool, async_save: bool, max_to_keep: int, **options: Any
+    workdir: str, kind: str, create: bool, async_save: bool, max_to_keep: int | None, **options: Any
 ) -> ocp.CheckpointManager:
     """The Orbax manager of WORKDIR/checkpoints (`kind` "latest") or checkpoints_best ("best")."""
     return ocp.CheckpointManager(
