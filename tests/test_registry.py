@@ -1263,6 +1263,46 @@ def test_a_version_directory_the_database_does_not_know_is_never_written_over(
     assert [v.version for v in registry.versions("d")] == [1, 3]
 
 
+def test_list_and_versions_name_the_version_directories_the_database_does_not_list(
+    digits_export, tmp_path, capsys
+):
+    """After a registry.db restored from an older backup, `list` and `versions` said nothing of
+    artifacts/d/2 and 3, on disk but not in it (trial 41d 11). One warning line now names them
+    and the fix; registering one again (what it says) lists it under a new number."""
+    from types import SimpleNamespace
+
+    from ann.registry import __main__ as registry_cli
+
+    _, out = digits_export
+    registry = Registry(str(tmp_path / "reg"))
+    registry.register(str(out), "d")
+    capsys.readouterr()
+    registry_cli._list(registry, SimpleNamespace(), [], "")
+    registry_cli._versions(registry, SimpleNamespace(), ["d"], "")
+    assert capsys.readouterr().err == ""  # nothing to say: the common case
+    shutil.copy(registry.db_path, tmp_path / "backup.db")
+    for _ in range(2):
+        registry.register(str(out), "d", allow_duplicate=True)
+    shutil.copy(tmp_path / "backup.db", registry.db_path)  # knows version 1 only
+    capsys.readouterr()
+    registry_cli._list(registry, SimpleNamespace(), [], "")
+    registry_cli._versions(registry, SimpleNamespace(), ["d"], "")
+    said = capsys.readouterr()
+    warning = (
+        f"warning: {tmp_path / 'reg' / 'artifacts'} holds version directories registry.db does "
+        "not list: d/2, d/3 (a registry.db restored from an older backup, or a register stopped "
+        "before its commit; never reused: a new register gets a higher number); restore the "
+        "registry.db that lists them, or register each again (ann registry register DIR "
+        "--name=NAME: a new number) and remove the directory"
+    )
+    assert said.err.splitlines() == [warning, warning], said.err
+    assert "d/2" not in said.out and said.out.startswith("d  latest version 1 ")
+    two = tmp_path / "reg" / "artifacts" / "d" / "2"
+    assert registry.register(str(two), "d", allow_duplicate=True).version == 4
+    listed = {"d": [v.version for v in registry.versions("d")]}
+    assert listed == {"d": [1, 4]} and "d/2, d/3 " in registry.unlisted_line(listed)
+
+
 def _full_disk(monkeypatch):
     """The registry's file system full, as on a full tmpfs: SQLite cannot size its shared
     memory file (registry.db-shm) for a connection that is not immutable ("disk I/O error",

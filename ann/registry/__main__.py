@@ -226,8 +226,9 @@ def _register(registry: Registry, f: Any, args: Sequence[str], mlflow_uri: str) 
 
 
 def _warn(warning: str | None) -> None:
-    """Says which MLflow servers a change did not reach (before the one it reaches is tried:
-    a failure there does not hide them)."""
+    """Says a warning where there is one: which MLflow servers a change did not reach (before
+    the one it reaches is tried: a failure there does not hide them), the version directories
+    registry.db does not list."""
     if warning:
         cli.warn(warning)
 
@@ -246,19 +247,25 @@ def _mirror_version(registry: Registry, mv: ModelVersion, mlflow_uri: str) -> No
 
 
 def _list(registry: Registry, f: Any, args: Sequence[str], mlflow_uri: str) -> None:
+    listed: dict[str, list[int]] = {}
     for m in registry.models():
-        gone = [mv.version for mv in registry.versions(m["name"]) if files_gone(mv.path)]
+        versions = registry.versions(m["name"])
+        listed[m["name"]] = [mv.version for mv in versions]
+        gone = [mv.version for mv in versions if files_gone(mv.path)]
         print(
             f"{m['name']}  latest version {m['latest']}  aliases [{', '.join(m['aliases'])}]"
             + (f"  tags [{_tags(m['tags'])}]" if m["tags"] else "")  # as `versions` shows them
             # As `versions` marks them: the list said nothing of them.
             + (f"  FILES GONE: version {', '.join(map(str, gone))}" if gone else "")
         )
+    _warn(registry.unlisted_line(listed))
 
 
 def _versions(registry: Registry, f: Any, args: Sequence[str], mlflow_uri: str) -> None:
-    for mv in registry.versions(args[0]):
+    versions = registry.versions(args[0])
+    for mv in versions:
         print(_summary(mv))
+    _warn(registry.unlisted_line({args[0]: [mv.version for mv in versions]}, args[0]))
 
 
 def _alias(registry: Registry, f: Any, args: Sequence[str], mlflow_uri: str) -> None:

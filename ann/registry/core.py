@@ -21,7 +21,7 @@ import sqlite3
 import stat
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 from ann import arguments, artifact, atomic, directory_kind
@@ -960,6 +960,40 @@ class Registry:
                 f"SELECT * FROM model_versions WHERE name = ? AND {LIVE} ORDER BY version", (name,)
             ).fetchall()
             return [self._version(db, row) for row in rows]
+
+    def version_dirs(self, name: str | None = None) -> list[tuple[str, int]]:
+        """(NAME, N) of each version directory in artifacts/ (`NAME/N`, of `name` only where
+        given), from listings alone (one per model directory; nothing read from the database),
+        sorted by name, then number."""
+        found = []
+        for model in [name] if name is not None else self._held():
+            try:
+                entries = os.listdir(os.path.join(self.artifacts, model))
+            except OSError:  # none yet, or a file: not a model's versions
+                continue
+            numbers = [arguments.version_number(entry) for entry in entries]
+            found += [(model, n) for n in numbers if n is not None]
+        return sorted(found)
+
+    def unlisted_line(
+        self, listed: Mapping[str, Collection[int]], name: str | None = None
+    ) -> str | None:
+        """One line naming the version directories (`version_dirs`) that registry.db does not
+        list, given what it lists (`listed`: each model's live version numbers, as `list` or
+        `versions` read them), what they are and what to do; None where there are none. Left
+        by a registry.db restored from an older backup, or by a register stopped between
+        moving its copy in and its commit: `register` never writes over them
+        (`_next_version`), but `list` and `versions` said nothing of them."""
+        unlisted = [f"{m}/{n}" for m, n in self.version_dirs(name) if n not in listed.get(m, ())]
+        if not unlisted:
+            return None
+        return (
+            f"{self.shown(self.artifacts)} holds version directories registry.db does not list: "
+            f"{', '.join(unlisted)} (a registry.db restored from an older backup, or a register "
+            "stopped before its commit; never reused: a new register gets a higher number); "
+            "restore the registry.db that lists them, or register each again (ann registry "
+            "register DIR --name=NAME: a new number) and remove the directory"
+        )
 
     def get_version(self, name: str, version: int) -> ModelVersion:
         with self._connect() as db:
