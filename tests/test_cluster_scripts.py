@@ -11,6 +11,7 @@ def test_shell_scripts_parse():
         "scripts/launch_local.sh",
         "scripts/cluster/slurm_train.sbatch",
         "scripts/gpu_check.sh",
+        "scripts/bench_registry_alias.sh",
     ]:
         subprocess.run(["bash", "-n", str(ROOT / script)], check=True)
 

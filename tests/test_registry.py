@@ -1263,6 +1263,36 @@ def test_a_version_directory_the_database_does_not_know_is_never_written_over(
     assert [v.version for v in registry.versions("d")] == [1, 3]
 
 
+def test_an_alias_is_not_pointed_at_a_version_the_loader_refuses(
+    digits_export, tmp_path, monkeypatch
+):
+    """A version an older ann registered unchecked (its manifest says int8 of a function taking
+    uint8) took an alias (champion): servers resolving it then refused the model. `alias` runs
+    `register`'s check now; the alias stays where it was."""
+    _, out = digits_export
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    manifest = copy / artifact.MANIFEST
+    manifest.write_text(manifest.read_text().replace('"uint8"', '"int8"'))
+    registry = Registry(str(tmp_path / "reg"))
+    registry.register(str(out), "digits", aliases=["champion"])
+    with monkeypatch.context() as older:  # the register of an ann before the check
+        older.setattr(artifact, "check_function", lambda *args, **kwargs: None)
+        mv = registry.register(str(copy), "digits", allow_signature_change=True)
+    with pytest.raises(RegistryError) as e:
+        registry.set_alias("digits", "champion", 2)
+    assert str(e.value).startswith(
+        f"models:/digits/2 would not load ({mv.path}/manifest.json: inputs.image says "
+        "int8[-1, 8, 8, 1], but function.jaxexport takes uint8[batch, 8, 8, 1]"
+    )
+    assert str(e.value).endswith(
+        "re-export the run), so alias 'champion' was not pointed at it: point it at another "
+        "version, or register a new export of the run and point it at that"
+    ), str(e.value)
+    assert registry.resolve("models:/digits@champion").version == 1
+    registry.set_alias("digits", "previous", 1)  # a loadable version is aliased as before
+
+
 def test_list_and_versions_name_the_version_directories_the_database_does_not_list(
     digits_export, tmp_path, capsys
 ):

@@ -815,8 +815,25 @@ class Registry:
             )
 
     def set_alias(self, name: str, alias: str, version: int) -> None:
-        """Points `alias` at `version` of `name`, moving it if it pointed elsewhere."""
+        """Points `alias` at `version` of `name`, moving it if it pointed elsewhere. Raises
+        RegistryError for an unknown model or version, one whose files are gone, and one the
+        loader would refuse: its manifest changed, or not what its function takes and gives
+        (`artifact.check_function`, as `register` checks an export; a version an older ann
+        registered unchecked), so a champion alias never sends servers to a model that does
+        not load. The check imports JAX (about 1 s; docs/benchmarks.md)."""
         self._check_alias(alias)
+        with self._connect() as db:
+            row = self._require_version(db, name, version)
+            path, sha = os.path.join(self.root, row["path"]), row["manifest_sha256"]
+        if not files_gone(path):  # said below, in the transaction
+            try:
+                artifact.check_function(path, artifact.read_manifest(path, sha))
+            except artifact.IntegrityError as e:
+                raise RegistryError(
+                    f"models:/{name}/{version} would not load ({e}), so alias {alias!r} was not "
+                    "pointed at it: point it at another version, or register a new export of "
+                    "the run and point it at that"
+                ) from e
         with self._write() as db:
             row = self._require_version(db, name, version)
             if files_gone(os.path.join(self.root, row["path"])):  # it was accepted
