@@ -647,11 +647,41 @@ def test_a_damaged_sweep_file_is_one_line_naming_it_and_the_fix(tmp_path, capsys
         "time; the trial's status is read from its run's run_status.json); delete it (the sweep "
         "writes a new one when it runs the trial)\n"
     )
-    assert rows["a"]["status"] == "done" and rows["b"]["status"] == "failed"
+    assert rows["a"]["status"] == "done" and rows["b"]["status"] == "unknown"
     assert rows["b"]["error"] == (
-        f"{sweep}/b/run_status.json is not JSON (damaged, or edited by hand); rerun the trial's "
-        "command to rewrite it"
+        f"{sweep}/b/run_status.json is not JSON (damaged, or edited by hand), so how the run "
+        "ended (done, early stopped, pruned) is unknown; its metrics count"
     )
+
+
+def test_a_trial_whose_records_are_damaged_is_read_as_its_other_records_say(tmp_path, capsys):
+    """A finished trial whose run_status.json was emptied read `failed`, and `Best:` named a
+    worse trial: it exited 0 (trial.json), which ann train does only once its run ended, so it
+    is `unknown` and its metrics rank with the done trials'. A failed trial whose trial.json
+    was damaged read `pending`, and a resume ran it again unasked: its run_status.json says."""
+    sweep = tmp_path / "sw"
+    info = {"config": "c.py", "search": "grid", "metric": "val/accuracy", "mode": "max",
+            "trials": [{"name": n, "overrides": {}} for n in ("good", "worse", "bad")]}  # fmt: skip
+    results.write_sweep_file(str(sweep), info)
+    for name, value, status in (
+        ("good", 0.94, ""),
+        ("worse", 0.90, '{"status": "done"}'),
+        ("bad", 0.99, '{"status": "failed", "message": "E: boom"}'),
+    ):
+        (sweep / name).mkdir()
+        (sweep / name / "trial.json").write_text('{"returncode": 0}' if value < 0.95 else "{")
+        (sweep / name / "run_status.json").write_text(status)
+        (sweep / name / "metrics.jsonl").write_text(f'{{"step": 20, "val/accuracy": {value}}}\n')
+    (sweep / "worse" / "run_status.json").write_text('{"status": "done", "step": 20}')
+    info, rows = results.collect(str(sweep))
+    assert [r["status"] for r in rows] == ["unknown", "done", "failed"]
+    assert rows[2]["error"] == "E: boom"
+    text = results.markdown(str(sweep), info, rows, None)
+    assert "1 done, 1 unknown, 1 failed" in text
+    assert "Best: `good`, val/accuracy 0.9400 at step 20." in text
+    (sweep / "good" / "run_status.json").unlink()  # deleted: the same
+    assert trials_lib.status(str(sweep / "good"))[0] == "unknown"
+    capsys.readouterr()
 
 
 def test_the_objective_must_be_a_validation_metric(tmp_path):

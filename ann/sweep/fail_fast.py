@@ -30,7 +30,7 @@ from typing import Any
 
 from ann.sweep import results
 from ann.sweep.space import SweepError
-from ann.sweep.trials import Trial, cli_value
+from ann.sweep.trials import RANKED, Trial, cli_value
 
 DEFAULT = 3  # W&B's agent: a sweep whose first 3 runs crash is stopped
 FIXED = ", or, where the cause is a fixed --config.KEY=VALUE of the sweep's, with its new value"
@@ -77,7 +77,7 @@ class FailFast:
         this run are still running or left to start (with none, stopping saves nothing)."""
         if not self.limit:
             return
-        if outcome.status in ("done", "pruned"):
+        if outcome.status in RANKED:  # done, pruned, or exited 0 (unknown)
             self.limit = 0
             return
         if outcome.status != "failed":

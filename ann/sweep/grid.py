@@ -44,7 +44,7 @@ def _warn_left_out(sweep_dir: str, trials: list[Trial]) -> None:
         for name in (os.listdir(sweep_dir) if os.path.isdir(sweep_dir) else [])
         if name not in mine
         and os.path.isfile(os.path.join(sweep_dir, name, trials_lib.RECORD))
-        and trials_lib.status(os.path.join(sweep_dir, name))[0] in trials_lib.FINISHED
+        and trials_lib.status(os.path.join(sweep_dir, name))[0] in trials_lib.RANKED
     )
     if gone:
         cli.warn(
@@ -99,7 +99,7 @@ def run(
         ):
             status = "retried"  # a failed --metric was the sweep's mistake, not the trial's
         counts[status] = counts.get(status, 0) + 1
-        if status in trials_lib.FINISHED or status == "failed":
+        if status in trials_lib.RANKED or status == "failed":
             continue
         trial.write_files(config_json)
         # Checked before the trial's first step: a mistyped --metric stops the sweep there.
@@ -107,7 +107,7 @@ def run(
     parallel = max(1, min(parallel, len(todo)))  # the cores split among trials that run
     message = f"sweep {sweep_dir}: {trials_lib.n_of(len(trials), 'trial')}, {len(todo)} to run"
     message += f", {parallel} at a time" if todo else ""  # none: "1 at a time" of nothing
-    skipped = [f"{n} {s}" for s, n in counts.items() if s in (*trials_lib.FINISHED, "failed")]
+    skipped = [f"{n} {s}" for s, n in counts.items() if s in (*trials_lib.RANKED, "failed")]
     if skipped:
         message += f"; skipping {', '.join(skipped)}"
     if counts.get("failed"):
@@ -120,7 +120,7 @@ def run(
     _warn_left_out(sweep_dir, trials)
     queue = iter(todo)
     done = [0]
-    finished = any(counts.get(s) for s in trials_lib.FINISHED)
+    finished = any(counts.get(s) for s in trials_lib.RANKED)
     watch = fail_fast_lib.FailFast(fail_fast, finished, " with --retry_failed")
 
     def on_end(trial: Trial, outcome: launch.Outcome) -> None:

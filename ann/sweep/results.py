@@ -30,8 +30,8 @@ from ann.sweep.space import SweepError
 from ann.train.writers import MetricsFileError, read_records
 
 SWEEP_FILE = "sweep.json"
-ORDER = {"done": 0, "pruned": 1, "running": 2, "interrupted": 3, "lost": 4, "pending": 5,
-         "failed": 6}  # fmt: skip
+ORDER = {"done": 0, "unknown": 1, "pruned": 2, "running": 3, "interrupted": 4, "lost": 5,
+         "pending": 6, "failed": 7}  # fmt: skip
 
 
 def write_sweep_file(sweep_dir: str, info: dict[str, Any]) -> None:
@@ -210,7 +210,7 @@ def _trained_any(sweep_dir: str, info: Mapping[str, Any]) -> str | None:
 def _trained(name: str, workdir: str) -> str | None:
     """How trial `name` ran past its start, in words (`_trained_any`), else None."""
     status = trials_lib.status(workdir)[0]
-    if status in ("done", "pruned"):
+    if status in trials_lib.FINISHED:  # unknown (exited 0): by its checkpoints, below
         return f"{name} was scored ({status})"
     if status == "running":
         return f"{name} is running"
@@ -290,14 +290,22 @@ def trained_any(sweep_dir: str) -> str | None:
 
 
 def _scored_any(sweep_dir: str, info: Mapping[str, Any]) -> bool:
-    """Whether a trial of the sweep was scored on its metric: done or pruned."""
+    """Whether a trial of the sweep was scored on its metric: done or pruned, or unknown
+    (`trials.UNKNOWN`: exited 0, its run_status.json unreadable) with a value of it."""
     trials = info.get("trials") or []
     names = [t.get("name") for t in trials if isinstance(t, dict)]
-    return any(
-        trials_lib.status(os.path.join(sweep_dir, name))[0] in ("done", "pruned")
-        for name in names
-        if isinstance(name, str)
-    )
+    for name in names:
+        if not isinstance(name, str):
+            continue
+        workdir = os.path.join(sweep_dir, name)
+        status = trials_lib.status(workdir)[0]
+        if status in trials_lib.FINISHED:
+            return True
+        if status == trials_lib.UNKNOWN and info.get("metric"):
+            with contextlib.suppress(SweepError):  # a damaged metrics.jsonl: not scored
+                if any(info["metric"] in r for r in evals(workdir)[0]):
+                    return True
+    return False
 
 
 def recorded(sweep_dir: str, key: str) -> str | None:
@@ -437,7 +445,7 @@ def failed_on_the_metric(workdir: str) -> bool:
 def check_a_trial_finished(sweep_dir: str) -> None:
     """Raises SweepError (the command exits 1) when no trial of the sweep is done or pruned:
     every one failed or was refused, so there is no result to rank."""
-    if not {row["status"] for row in collect(sweep_dir)[1]} & {"done", "pruned"}:
+    if not {row["status"] for row in collect(sweep_dir)[1]} & set(trials_lib.RANKED):
         raise SweepError(f"no trial of {sweep_dir} finished; see the error column of results.md")
 
 
@@ -500,13 +508,12 @@ def _columns(rows: list[dict]) -> list[str]:
 
 
 def ranked_finished(rows: list[dict], metric: str) -> list[dict]:
-    """The rows, in their order, of trials that finished (`trials.FINISHED`: done or pruned)
-    with a value of `metric`: those the sweep chooses among. A failed, interrupted or running
-    trial's value is of a run cut short (a sweep whose every trial failed named one of them
-    `Best:`, whose step had no checkpoint, then said no trial finished)."""
-    return [
-        r for r in rows if r["status"] in trials_lib.FINISHED and r[f"best {metric}"] is not None
-    ]
+    """The rows, in their order, of trials that finished (`trials.RANKED`: done, pruned, or
+    unknown: exited 0, its run_status.json unreadable) with a value of `metric`: those the
+    sweep chooses among. A failed, interrupted or running trial's value is of a run cut short
+    (a sweep whose every trial failed named one of them `Best:`, whose step had no checkpoint,
+    then said no trial finished)."""
+    return [r for r in rows if r["status"] in trials_lib.RANKED and r[f"best {metric}"] is not None]
 
 
 def _sorted(rows: list[dict], metric: str, mode: str) -> list[dict]:
@@ -514,8 +521,11 @@ def _sorted(rows: list[dict], metric: str, mode: str) -> list[dict]:
 
     def key(row):
         value = row[f"best {metric}"]
+        # An unknown trial (exited 0) ranks with the done ones: it read `failed`, and the best
+        # line named a worse trial.
+        status = "done" if row["status"] == trials_lib.UNKNOWN else row["status"]
         return (
-            ORDER.get(row["status"], 9),
+            ORDER.get(status, 9),
             value is None,
             sign * value if value is not None else 0,
         )
@@ -695,7 +705,7 @@ def figure(info: dict, rows: list[dict]) -> Any:
             ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
             ax.tick_params(axis="x", labelsize=8)
         ax.margins(x=0.12)  # no marker or tick label at the edge
-        for status, style in (("done", "o"), ("pruned", "x")):
+        for status, style in (("done", "o"), ("unknown", "o"), ("pruned", "x")):
             sel = [(x, r) for x, r in zip(xs, points) if r["status"] == status]
             if not sel:
                 continue

@@ -395,7 +395,7 @@ class Search:
         import optuna
 
         number, states = self.numbers[trial.name], optuna.trial.TrialState
-        if outcome.status == "done":
+        if outcome.status in ("done", trials_lib.UNKNOWN):  # exited 0: its metrics count
             value, _ = results.best_of(results.evals(trial.workdir)[0], self.metric, self.mode)
             if value is None:
                 self.study.tell(number, state=states.FAIL)

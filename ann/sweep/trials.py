@@ -36,6 +36,12 @@ RECORD = "trial.json"
 DATA_DIR_ENV = "TFDS_DATA_DIR"  # what a config's data.data_dir "" resolves to (ann.data.sources)
 MAX_NAME = 80
 FINISHED = ("done", "pruned")  # a resumed sweep does not run these again
+# A trial whose launcher recorded exit status 0 (`ann train` gives it only once its run ended:
+# done, early stopped or pruned) but whose run_status.json cannot be read (damaged or deleted
+# outside ann): not known to have failed. Its metrics.jsonl is whole, so it is ranked with the
+# done trials; a resumed sweep does not run it again (an early-stopped run would train on).
+UNKNOWN = "unknown"
+RANKED = (*FINISHED, UNKNOWN)  # the trials `results` chooses the best among
 # `ann.__main__.main` without the working directory first on sys.path: `python -m ann.main`
 # put it there, and a directory named `ann` in it (the parent of a clone) shadowed the
 # installed package in every trial. `-P` does the same only from Python 3.11. The guard: with
@@ -349,7 +355,8 @@ _INTERRUPTED = (cli.EXIT_TERMINATED, cli.EXIT_INTERRUPTED)  # ann.main's saved s
 def status(workdir: str) -> tuple[str, dict[str, Any]]:
     """(status, details) of a trial from its files: done, pruned, failed, interrupted,
     lost (an emitted launcher's attempt whose heartbeat stopped without an end: `_lost`),
-    running or pending. `details` has the run status record and the launcher's record."""
+    running, unknown (`UNKNOWN`: exited 0, its run_status.json unreadable) or pending.
+    `details` has the run status record and the launcher's record."""
     record = read_record(workdir)
     run = run_status.read(workdir) or {}
     returncode = record.get("returncode")
@@ -382,14 +389,18 @@ def status(workdir: str) -> tuple[str, dict[str, Any]]:
             return "lost", details
         return "running", details
     if returncode == 0:
-        # Damaged outside ann (it is replaced whole): said as such, not as a run that never
-        # wrote it.
-        why = run_status.unreadable(workdir)
+        # Damaged or deleted outside ann (it is replaced whole): the run exited 0, which ann
+        # train does only once it ended, so it is not known to have failed (it read `failed`,
+        # and the best line named a worse trial).
+        why = run_status.unreadable(workdir) or "is missing"
         details["error"] = (
-            f"{run_status.path(workdir)} {why}; rerun the trial's command to rewrite it"
-            if why
-            else "exited without recording a status (run_status.json)"
+            f"{run_status.path(workdir)} {why}, so how the run ended (done, early stopped, "
+            "pruned) is unknown; its metrics count"
         )
+        return UNKNOWN, details
+    if state in ("failed", "diverged"):  # its trial.json damaged (read as none): it read
+        # `pending`, and a resume ran it again unasked (a failed trial is kept there)
+        details["error"] = run.get("message") or f"{state} (its run_status.json says so)"
         return "failed", details
     return "pending", details
 
