@@ -1453,6 +1453,45 @@ def test_summarize_from_elsewhere_prints_a_rerun_command_that_works_there(tmp_pa
         assert f"\n    cd {ran} && {command}\n" in text and "(from " not in text
 
 
+def test_a_moved_sweeps_rerun_lines_name_where_its_trials_are_now(tmp_path, monkeypatch):
+    """After `mv sweeps/a sweeps/b`, `--summarize=sweeps/b` (and a resume) printed `Re-run it
+    alone: ... --workdir=sweeps/a/NAME`: pasted, it started a new run at the old path. The
+    line and the command column name the trial's workdir where it is now; its command.sh,
+    which ran it at the old path too, refuses to."""
+    project = tmp_path / "project"
+    project.mkdir()
+    monkeypatch.chdir(project)
+    info = {"config": "c.py", "search": "grid", "metric": "val/accuracy", "mode": "max",
+            "cwd": str(project), "trials": [{"name": "t0", "overrides": {}}]}  # fmt: skip
+    for i, sweep_dir in enumerate(("sweeps/a", str(tmp_path / "abs"))):  # relative, absolute
+        trial = trials_lib.Trial("t0", {}, {}, "c.py", sweep_dir, str(project))
+        results.write_sweep_file(sweep_dir, info)
+        trial.write_files("{}")
+        trials_lib.update_record(trial.workdir, returncode=0, command=trial.standalone())
+        (project / trial.workdir / "run_status.json").write_text('{"status": "done", "step": 2}')
+        (project / trial.workdir / "metrics.jsonl").write_text('{"step": 2, "val/accuracy": 0.5}\n')
+        assert results.collect(sweep_dir)[1][0]["command"] == trial.standalone()  # in place
+        moved = str(tmp_path / "moved")
+        os.rename(sweep_dir, moved)
+        text = results.write("../moved")
+        now = trial.standalone().replace(
+            shlex.quote(f"--workdir={trial.workdir}"), shlex.quote(f"--workdir={moved}/t0")
+        )
+        assert now != trial.standalone() and f"\n    {now}\n" in text
+        assert read_csv(f"{moved}/results.csv")[0]["command"] == now
+        # Its command.sh too: refused in one line, where it ran the trial at the old path.
+        proc = subprocess.run([f"{moved}/t0/command.sh"], capture_output=True, text=True)
+        moved = os.path.realpath(moved)  # as `pwd -P` gives it
+        assert one_line_error(proc) == (
+            f"error: command.sh reruns trial t0 in {project / trial.workdir}, where its sweep "
+            f"wrote it, but it is in {moved}/t0 now (the sweep was moved or copied); its line "
+            f"for here is in the command column of results.csv, which ann sweep "
+            f"--summarize={moved} rewrites"
+        )
+        assert not os.path.exists(trial.workdir)
+        os.rename(moved, tmp_path / f"gone{i}")
+
+
 def test_a_sweep_whose_trials_did_not_finish_names_no_best(tmp_path):
     """A sweep whose every trial failed after an eval printed `Best: learning_rate=0.01,
     val/accuracy 0.8704 at step 10. Re-run it alone: ...` (a failed trial's partial value, a

@@ -449,7 +449,11 @@ def check_a_trial_finished(sweep_dir: str) -> None:
         raise SweepError(f"no trial of {sweep_dir} finished; see the error column of results.md")
 
 
-def trial_row(sweep_dir: str, name: str, overrides: dict, metric: str, mode: str) -> dict:
+def trial_row(
+    sweep_dir: str, name: str, overrides: dict, metric: str, mode: str, cwd: str | None = None
+) -> dict:
+    """The results' row of trial `name`. `cwd`: where the sweep ran (sweep.json's), which its
+    command's relative paths are read from."""
     workdir = os.path.join(sweep_dir, name)
     status, details = trials_lib.status(workdir)
     records, last = evals(workdir)
@@ -474,8 +478,30 @@ def trial_row(sweep_dir: str, name: str, overrides: dict, metric: str, mode: str
         if lost:
             row["wall seconds"] = round((row["wall seconds"] or 0.0) + lost, 2)
     row["error"] = details.get("error", "")
-    row["command"] = record.get("command") or _command(workdir)
+    row["command"] = _moved(record.get("command") or _command(workdir), workdir, cwd)
     return row
+
+
+def _moved(command: str, workdir: str, cwd: str | None) -> str:
+    """`command`, a trial's recorded re-run line (trial.json, command.sh), with its `--workdir`
+    made `workdir`'s absolute path where the trial is no longer where the line says: its sweep
+    was moved (`mv sweeps/a sweeps/b`). The results' line named the old directory, and pasted,
+    it started a new run there instead of resuming the trial. A relative --workdir is read
+    from the line's own `cd DIR` (`Trial.standalone`), else from `cwd` (sweep.json's; None:
+    not known, and the line is left as it is)."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return command
+    if len(words) > 2 and words[0] == "cd" and words[2] == "&&":
+        cwd = words[1]
+    given = next((w for w in words if w.startswith("--workdir=")), None)
+    if given is None or cwd is None:
+        return command
+    old = os.path.join(cwd, given.removeprefix("--workdir="))
+    if os.path.realpath(old) == os.path.realpath(workdir):
+        return command
+    return command.replace(shlex.quote(given), shlex.quote(f"--workdir={os.path.abspath(workdir)}"))
 
 
 def _command(workdir: str) -> str:
@@ -491,7 +517,9 @@ def _command(workdir: str) -> str:
 def collect(sweep_dir: str) -> tuple[dict[str, Any], list[dict]]:
     info = read_sweep_file(sweep_dir)
     rows = [
-        trial_row(sweep_dir, t["name"], t["overrides"], info["metric"], info["mode"])
+        trial_row(
+            sweep_dir, t["name"], t["overrides"], info["metric"], info["mode"], info.get("cwd")
+        )
         for t in info["trials"]
     ]
     return info, rows

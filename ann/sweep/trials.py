@@ -196,6 +196,7 @@ class Trial:
             "# exactly as the sweep ran it. A variant (other flags) is another run: give the last\n"
             "# line your flags and a --workdir of its own.\n"
             f"{refuse_arguments(self.name)}"
+            f"{refuse_moved(self.name, os.path.join(self.cwd, self.workdir))}"
             f"{self.standalone(script=True)}\n"
         )
         path = os.path.join(self.workdir, "command.sh")
@@ -220,6 +221,32 @@ def refuse_arguments(name: str) -> str:
         f'  *) echo "{message}" >&2\n'
         "     exit 1 ;;\n"
         "esac\n"
+    )
+
+
+def refuse_moved(name: str, workdir: str) -> str:
+    """command.sh's guard against its sweep having been moved or copied (`mv sweeps/a
+    sweeps/b`): its line names the trial's workdir where the sweep wrote it (`workdir`,
+    absolute), so run from the new place it started a new run at the old path (or went on
+    with the original's), without a word. Refused in one line naming both places and where
+    the line for the new one is (results.csv's command column, which --summarize rewrites
+    from where the trial is: `results._moved`); exit status 1."""
+    message = (
+        f"error: command.sh reruns trial {name} in %s, where its sweep wrote it, but it is in "
+        "%s now (the sweep was moved or copied); its line for here is in the command column of "
+        "results.csv, which ann sweep --summarize=%s rewrites\\n"
+    )
+    old = shlex.quote(workdir)
+    # Only where the script runs as a file (its $0): its text pasted into a shell (`bash -c
+    # "$(cat command.sh)"`) has no place of its own.
+    return (
+        'if [ "${0##*/}" = command.sh ]; then\n'
+        '  here=$(CDPATH= cd "$(dirname "$0")" && pwd -P)\n'
+        f'  if [ "$here" != "$(CDPATH= cd {old} 2>/dev/null && pwd -P)" ]; then\n'
+        f'    printf \'{message}\' {old} "$here" "$(dirname "$here")" >&2\n'
+        "    exit 1\n"
+        "  fi\n"
+        "fi\n"
     )
 
 
