@@ -2,6 +2,7 @@
 pruning, and the cluster scripts. Trials are real `ann.main` subprocesses of tiny configs."""
 
 import base64
+import contextlib
 import csv
 import itertools
 import json
@@ -1290,6 +1291,33 @@ def test_a_damaged_study_database_is_one_line_naming_it_and_the_fix(tmp_path, mo
     monkeypatch.setattr(launch, "run", damaged_then_asked)
     with pytest.raises(SweepError, match=r"is damaged \(database disk image is malformed\)"):
         search.run(definition, str(tmp_path), 3, "val/accuracy", "max", log=lambda line: None)
+
+
+def test_another_programs_database_as_study_db_is_refused_untouched(tmp_path):
+    """A study.db that another program made (an SQLite file with its own tables) got Optuna's
+    tables written into it without a word; the registry refuses such a registry.db."""
+    import sqlite3
+
+    path = tmp_path / "study.db"
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("CREATE TABLE x (a INTEGER)")
+        db.commit()
+    before = path.read_bytes()
+    with pytest.raises(SweepError) as e:
+        search.open_study(f"sqlite:///{path}", str(tmp_path), "val/accuracy", "max", 0, 2,
+                          "median", 0)  # fmt: skip
+    assert str(e.value) == (
+        f"{path} is not a TPE study's database (it holds the table x): another program's; give "
+        "this sweep another --workdir"
+    )
+    assert path.read_bytes() == before
+    # Optuna's own tables, and SQLite's, are a study's.
+    path.unlink()
+    url = f"sqlite:///{path}"
+    search.open_study(url, str(tmp_path), "val/accuracy", "max", 0, 2, "median", 0).ask()
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("ANALYZE")
+    search.open_study(url, str(tmp_path), "val/accuracy", "max", 0, 2, "median", 0)
 
 
 def test_a_study_whose_metric_scored_nothing_takes_the_corrected_one(tmp_path, capsys):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pathlib
 import shlex
 import sqlite3
 from collections.abc import Iterator
@@ -39,6 +40,36 @@ def storage(url: str) -> Any:
     import optuna
 
     return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 120}})
+
+
+def check_study_database(path: str) -> None:
+    """Raises SweepError where the sweep's study.db at `path` is another program's SQLite
+    database: it holds tables Optuna's storage does not make (Optuna wrote its own into it,
+    beside them, without a word), refused as the registry refuses another program's
+    registry.db. Nothing where it does not exist, is empty (a new study starts in it), holds
+    only Optuna's tables, or is no database SQLite can read (`usable_study` says so)."""
+    if not os.path.isfile(path) or os.path.getsize(path) == 0:
+        return
+    try:
+        db = sqlite3.connect(f"{pathlib.Path(path).absolute().as_uri()}?mode=ro", uri=True)
+        try:
+            rows = db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return  # damaged, locked: the storage's own error, said by `usable_study`
+    from optuna.storages._rdb import models
+
+    ours = {*models.BaseModel.metadata.tables, "alembic_version"}  # its schema's version
+    # SQLite's own tables (sqlite_stat1 after ANALYZE, ...) belong to any database.
+    foreign = sorted(r[0] for r in rows if r[0] not in ours and not r[0].startswith("sqlite_"))
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise SweepError(
+            f"{path} is not a TPE study's database (it holds the table"
+            f"{'s' * (len(foreign) > 1)} {shown}): another program's; give this sweep another "
+            "--workdir"
+        )
 
 
 @contextlib.contextmanager

@@ -138,6 +138,7 @@ def open_study(
     study began with are warned about where it has draws left (`trials`, the study's size:
     fewer `counted` trials; None: always). A SweepError, too, for a study.db that SQLite
     refuses (`pruning.usable_study`)."""
+    pruning.check_study_database(url.removeprefix("sqlite:///"))  # another program's
     with pruning.usable_study(url):  # a study.db SQLite refuses: one line
         import optuna
 
