@@ -2305,6 +2305,52 @@ def _done(trial):
     trials_lib.update_record(trial.workdir, returncode=0)
 
 
+def test_a_sweep_whose_sweep_json_was_deleted_or_is_no_file_is_told_its_rerun(
+    tmp_path, launched, capsys, one_device
+):
+    """`rm sweep.json; ann sweep --summarize=SWEEP` said "holds runs (...), not a sweep (no
+    sweep.json): give the --workdir of an ann sweep", and the rerun was refused as "holds
+    runs": it is a sweep, whose rerun rewrites the file, as for an emptied one. A directory
+    named sweep.json was told the rerun too, which cannot replace it."""
+    sweep_dir = str(tmp_path / "sweep")
+    config = write_config(tmp_path, "return h.sweep('optimizer.learning_rate', [1e-3, 3e-3])")
+    grid.run(definition_lib.load(config, {}), sweep_dir, "val/accuracy", "max", log=print)
+    _done(launched[0])
+    os.remove(f"{sweep_dir}/sweep.json")
+    names = ", ".join(sorted(t.name for t in launched))
+    rerun = (
+        f"rerun the ann sweep command that made it, with the same flags (a trial's {sweep_dir}/"
+        "TRIAL/command.sh shows its --config and overrides): it rewrites sweep.json, keeping "
+        "the trials' results in their workdirs"
+    )
+    with pytest.raises(SweepError) as e:
+        results.write(sweep_dir)
+    missing = f"{sweep_dir}/sweep.json is missing, though its trials' workdirs are there ({names})"
+    assert str(e.value) == f"{missing}: deleted; {rerun}"
+    capsys.readouterr()
+    results.check_same_sweep(sweep_dir, "grid", {}, ("val/accuracy", "max"), config)
+    assert capsys.readouterr().err.startswith(f"warning: {missing}: deleted, so this command ")
+    (tmp_path / "sweep" / "study.db").write_bytes(b"")  # a TPE study's: not run as a grid
+    with pytest.raises(SweepError, match=r"holds a tpe sweep \(its study.db; its sweep.json is "):
+        results.check_same_sweep(sweep_dir, "grid", {}, ("val/accuracy", "max"), config)
+    os.remove(f"{sweep_dir}/study.db")
+    proc = sweep_cli(f"--config={config}", f"--workdir={sweep_dir}", "--dry_run")
+    assert proc.returncode == 0 and "deleted, so this command" in proc.stderr, proc.stderr
+    # A directory in its place: moved aside first (a run replaces the file whole).
+    os.mkdir(f"{sweep_dir}/sweep.json")
+    aside = f"move it aside (mv {sweep_dir}/sweep.json {sweep_dir}/sweep.json.aside)"
+    with pytest.raises(SweepError) as e:
+        results.write(sweep_dir)
+    assert str(e.value) == (
+        f"{sweep_dir}/sweep.json is a directory, not a file: damaged; {aside}, then {rerun}"
+    )
+    proc = sweep_cli(f"--config={config}", f"--workdir={sweep_dir}", "--dry_run")
+    assert one_line_error(proc) == (
+        f"error: {sweep_dir}/sweep.json is a directory, not a file: damaged; {aside} and rerun "
+        "this command"
+    )
+
+
 def test_a_workdir_refuses_another_config_and_a_trial_trained_under_another(tmp_path, launched):
     # A sweep of another config file in a workdir skipped its done trial (another model's) as
     # done, ranked that result as its own and rewrote sweep.json's config, without a word.

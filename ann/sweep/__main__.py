@@ -162,7 +162,11 @@ def sweep(argv: list[str]) -> None:
         return
     if FLAGS["config"].value is None or FLAGS.workdir is None:
         raise SweepError("give --config=configs/NAME.py and --workdir=DIR (or --summarize=DIR)")
-    cli.check_out("workdir", FLAGS.workdir, may_hold="a sweep")  # a file, a run: nothing made
+    # A sweep whose sweep.json was deleted, or is no file, holds its trials (runs): refused
+    # as "holds runs", where `check_same_sweep` says how to resume it.
+    lost = results.lost_sweep_file(FLAGS.workdir) or results.not_a_file(FLAGS.workdir)
+    if lost is None:
+        cli.check_out("workdir", FLAGS.workdir, may_hold="a sweep")  # a file, a run: nothing made
     check_cluster_flags()
     if (FLAGS.metric or "").startswith("eval"):  # before loading the definition, which imports JAX:
         # an eval/NAME's fix, val/NAME, is the same metric of the validation split. Another

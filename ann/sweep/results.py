@@ -62,8 +62,14 @@ def check_same_sweep(
     on the first (a resume with --metric=val/loss rewrote sweep.json and ranked by it, without
     a word), unless no trial was scored on it (none done or pruned: a mistyped --metric, whose
     every trial failed on it, is corrected by running the sweep again with the right one). A
-    damaged sweep.json (`damaged_sweep_file`) is warned about: nothing is compared with it."""
-    if (why := damaged_sweep_file(sweep_dir, whole=False)) is not None:
+    damaged sweep.json (`damaged_sweep_file`), or one deleted beside its trials
+    (`lost_sweep_file`), is warned about: nothing is compared with it (a TPE study's kind
+    aside). One that is no file (a directory) is refused: the run could not replace it."""
+    if (why := not_a_file(sweep_dir)) is not None:  # the run would fail to replace it
+        path = os.path.join(sweep_dir, SWEEP_FILE)
+        raise SweepError(f"{path} {why}: damaged; {_aside(sweep_dir)} and rerun this command")
+    lost = lost_sweep_file(sweep_dir)
+    if (why := damaged_sweep_file(sweep_dir, whole=False) or lost) is not None:
         # Its search kind is still known from the study's database: a grid run into a TPE
         # sweep whose sweep.json was damaged rewrote it as a grid's and dropped the study's
         # trials from the results.
@@ -74,9 +80,9 @@ def check_same_sweep(
             )
         # It was rewritten without a word, the checks below skipped (each reads what it finds).
         cli.warn(
-            f"{os.path.join(sweep_dir, SWEEP_FILE)} {why}: damaged, so this command is not "
-            "checked against the sweep's --search, --metric and --mode (each trial's config "
-            "still is); a run of it rewrites the file with this command's"
+            f"{os.path.join(sweep_dir, SWEEP_FILE)} {why}: {'deleted' if lost else 'damaged'}, "
+            "so this command is not checked against the sweep's --search, --metric and --mode "
+            "(each trial's config still is); a run of it rewrites the file with this command's"
         )
         return
     try:
@@ -328,6 +334,8 @@ def damaged_sweep_file(sweep_dir: str, whole: bool = True) -> str | None:
     """Why `sweep_dir`'s sweep.json, which exists, is not a sweep's record (not JSON: cut short
     or emptied outside ann, which replaces it atomically; not an object; `whole`: not with
     `_RECORDED`'s keys, trials each a name and overrides), or None: a record, or no file."""
+    if (why := not_a_file(sweep_dir)) is not None:
+        return why
     info, why = atomic.read_json(os.path.join(sweep_dir, SWEEP_FILE))
     if why is not None or info is None:
         return why
@@ -347,13 +355,58 @@ def damaged_sweep_file(sweep_dir: str, whole: bool = True) -> str | None:
     return None
 
 
+def not_a_file(sweep_dir: str) -> str | None:
+    """Why `sweep_dir`'s sweep.json is there but no file to read or replace ("is a directory,
+    not a file"), or None: a file, or nothing there."""
+    try:
+        kind = atomic.file_kind(os.stat(os.path.join(sweep_dir, SWEEP_FILE)).st_mode)
+    except OSError:
+        return None
+    return None if kind is None else f"is {kind}, not a file"
+
+
+def _aside(sweep_dir: str) -> str:
+    """How a sweep.json that is no file (`not_a_file`) is moved out of the way: a run of the
+    sweep replaces the file whole, which it cannot do over a directory."""
+    path = os.path.join(sweep_dir, SWEEP_FILE)
+    return f"move it aside (mv {shlex.quote(path)} {shlex.quote(path + '.aside')})"
+
+
+def trial_dirs(sweep_dir: str) -> list[str]:
+    """The names of `sweep_dir`'s directories that hold a sweep trial's records (trial.json,
+    command.sh), sorted: [] where there are none, or no such directory."""
+    try:
+        names = sorted(os.listdir(sweep_dir))
+    except OSError:
+        return []
+    return [
+        n
+        for n in names
+        if any(os.path.isfile(os.path.join(sweep_dir, n, f)) for f in (trials_lib.RECORD,
+                                                                       "command.sh"))
+    ]  # fmt: skip
+
+
+def lost_sweep_file(sweep_dir: str) -> str | None:
+    """Why `sweep_dir` is a sweep whose sweep.json is gone (deleted outside ann), or None: it
+    is there, or the directory holds no trial's records (a new sweep's workdir)."""
+    if os.path.lexists(os.path.join(sweep_dir, SWEEP_FILE)):
+        return None
+    found = trial_dirs(sweep_dir)
+    if not found:
+        return None
+    shown = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
+    return f"is missing, though its trials' workdirs are there ({shown})"
+
+
 def _refix(sweep_dir: str) -> str:
-    """The fix of a damaged sweep.json: its sweep's command run again (`grid.run`,
+    """The fix of a damaged or lost sweep.json: its sweep's command run again (`grid.run`,
     `Search.record_trials` and --emit each rewrite it; a trial's own files keep its results,
-    and a finished trial is not run again)."""
+    and a finished trial is not run again); first, one that is no file moved aside."""
     tpe = os.path.isfile(os.path.join(sweep_dir, "study.db"))  # command.sh holds no --search
+    aside = f"{_aside(sweep_dir)}, then " if not_a_file(sweep_dir) else ""
     return (
-        f"rerun the ann sweep command that made it, with the same flags (a trial's "
+        f"{aside}rerun the ann sweep command that made it, with the same flags (a trial's "
         f"{os.path.join(sweep_dir, 'TRIAL', 'command.sh')} shows its --config and overrides"
         + ("; its study.db says --search=tpe" if tpe else "")
         + f"): it rewrites {SWEEP_FILE}, keeping the trials' results in their workdirs"
@@ -367,6 +420,8 @@ def read_sweep_file(sweep_dir: str) -> dict[str, Any]:
     path = os.path.join(sweep_dir, SWEEP_FILE)
     if (why := damaged_sweep_file(sweep_dir)) is not None:
         raise SweepError(f"{path} {why}: damaged; {_refix(sweep_dir)}")
+    if (why := lost_sweep_file(sweep_dir)) is not None:  # it said "give the --workdir of an
+        raise SweepError(f"{path} {why}: deleted; {_refix(sweep_dir)}")  # ann sweep": this is
     try:
         with open(path) as f:
             return json.load(f)
