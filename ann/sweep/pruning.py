@@ -44,10 +44,11 @@ def storage(url: str) -> Any:
 
 def check_study_database(path: str) -> None:
     """Raises SweepError where the sweep's study.db at `path` is another program's SQLite
-    database: it holds tables Optuna's storage does not make (Optuna wrote its own into it,
-    beside them, without a word), refused as the registry refuses another program's
-    registry.db. Nothing where it does not exist, is empty (a new study starts in it), holds
-    only Optuna's tables, or is no database SQLite can read (`usable_study` says so)."""
+    database: it holds tables but not Optuna's `studies` and `alembic_version` (Optuna wrote its
+    own into it, beside them, without a word), refused as the registry refuses another
+    program's registry.db. Optuna's other table names are its storage's private schema, not
+    read here. Nothing where it does not exist, is empty (a new study starts in it), is a
+    study's, or is no database SQLite can read (`usable_study` says so)."""
     if not os.path.isfile(path) or os.path.getsize(path) == 0:
         return
     try:
@@ -58,16 +59,13 @@ def check_study_database(path: str) -> None:
             db.close()
     except sqlite3.Error:
         return  # damaged, locked: the storage's own error, said by `usable_study`
-    from optuna.storages._rdb import models
-
-    ours = {*models.BaseModel.metadata.tables, "alembic_version"}  # its schema's version
     # SQLite's own tables (sqlite_stat1 after ANALYZE, ...) belong to any database.
-    foreign = sorted(r[0] for r in rows if r[0] not in ours and not r[0].startswith("sqlite_"))
-    if foreign:
-        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+    tables = sorted(r[0] for r in rows if not r[0].startswith("sqlite_"))
+    if tables and not {"studies", "alembic_version"} <= set(tables):
+        shown = ", ".join(tables[:3]) + (", ..." if len(tables) > 3 else "")
         raise SweepError(
             f"{path} is not a TPE study's database (it holds the table"
-            f"{'s' * (len(foreign) > 1)} {shown}): another program's; give this sweep another "
+            f"{'s' * (len(tables) > 1)} {shown}): another program's; give this sweep another "
             "--workdir"
         )
 
