@@ -474,8 +474,8 @@ def test_ann_monitor_feedback_checks_the_url_first_in_one_line(tmp_path):
         f"error: --url=http://127.0.0.1:{port}: cannot reach the server (Connection refused); "
         "is it running?"
     ), line
-    # Something answers HTTP (any status): the labels come next.
-    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    # An ann server answers its liveness route: the labels come next.
+    server = http.server.HTTPServer(("127.0.0.1", 0), _foreign_server([(200, b'{"live":true}')]))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         command[5] = f"--url=http://127.0.0.1:{server.server_address[1]}"
@@ -484,6 +484,98 @@ def test_ann_monitor_feedback_checks_the_url_first_in_one_line(tmp_path):
         server.shutdown()
         server.server_close()
     assert line.startswith(f"error: --labels={damaged} line 1: expected a JSON object"), line
+
+
+def _foreign_server(answers, posted=None):
+    """A handler class answering each GET with the next (status, body) of `answers` and each
+    POST with `answers[-1]`; the bodies POSTed are appended to `posted`."""
+    import http.server
+
+    class Answers(http.server.BaseHTTPRequestHandler):
+        def _answer(self, status, body):
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self):
+            self._answer(*answers[0])
+
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            if posted is not None:
+                posted.append(body)
+            self._answer(*answers[-1])
+
+        def log_message(self, *args):
+            pass
+
+    return Answers
+
+
+@pytest.mark.parametrize(
+    "live, said",
+    [
+        # A 404 was taken for a live server, and the labels were POSTed to it.
+        ((404, b""), 'answered 404 with a body that is not JSON, not {"live": true}'),
+        ((200, b"<html>hi</html>"), 'answered 200 with a body that is not JSON, not {"live"'),
+        ((200, b'{"status":"ok"}'), 'answered 200 with {"status":"ok"}, not {"live": true}'),
+    ],
+)
+def test_a_url_that_is_not_an_ann_server_gets_no_labels_and_one_line(tmp_path, live, said):
+    """trial 42a M1: a server that is not ann at --url (GET 404, POST 200 `{"ok":true}`)."""
+    import http.server
+    import threading
+
+    from ann.monitor.feedback import check_reachable
+
+    posted = []
+    handler = _foreign_server([live, (200, b'{"ok":true}')], posted)
+    server = http.server.HTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        with pytest.raises(ValueError) as e:
+            check_reachable(url)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert str(e.value).startswith(f"--url={url}: GET /v2/health/live {said}"), str(e.value)
+    assert str(e.value).endswith(
+        "not an ann server's answer; is --url the root URL of `ann serve`?"
+    ), str(e.value)
+    assert posted == []
+
+
+@pytest.mark.parametrize(
+    "reply, problem",
+    [
+        (b'{"ok":true}', 'no "matched" count'),  # a KeyError traceback
+        (b"<html>hi</html>", "not JSON"),  # "error: Expecting value: line 1 column 1 (char 0)"
+        (b"[1]", "a JSON list, not an object"),
+    ],
+)
+def test_a_feedback_reply_that_is_not_anns_is_one_line_naming_the_url(reply, problem):
+    import http.server
+    import threading
+
+    from ann.monitor.feedback import send
+
+    handler = _foreign_server([(200, reply)])
+    server = http.server.HTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    items = [{"id": "a", "label": 1}, {"id": "b", "label": 2}]
+    try:
+        with pytest.raises(ValueError) as e:
+            send(url, "digits", items, batch=2)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert str(e.value) == (
+        f"{url}/v2/models/digits/feedback: lines 1-2 answered {reply.decode()} ({problem}): not "
+        "an ann server's answer; is --url the root URL of `ann serve`?"
+    )
 
 
 def test_a_torn_last_line_of_a_labels_file_is_skipped_as_the_request_logs_is(tmp_path, capsys):

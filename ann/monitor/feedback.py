@@ -11,7 +11,8 @@ duplicate), and the realized accuracy since the server started. The token: `--to
 `$ANN_SERVE_TOKEN`, as `ann serve` takes it.
 
 --url is checked first, by its spelling and then by asking the server whether it is live (a
-server that does not answer: one line, before the labels file is read). Every line is checked
+server that does not answer, or answers but not as ann does: one line, before the labels file is
+read, and nothing is sent to it). Every line is checked
 before anything is sent (a line that is not a JSON object: one line naming the file and line
 number, exit 1); a batch the server refuses stops the ingest with the server's own message, the
 file lines of that batch and of the label it names, and the lines applied before it (the
@@ -168,20 +169,55 @@ def check_url(url: str) -> None:
 REACH_TIMEOUT_S = 10.0  # the reachability check's wait for a connection and a reply
 
 
+_NOT_ANN = "not an ann server's answer; is --url the root URL of `ann serve`?"
+
+
 def check_reachable(url: str, timeout: float = REACH_TIMEOUT_S) -> None:
-    """ValueError (`_unreachable`'s words, naming --url) unless something at `url` answers
-    HTTP: a GET of the server's liveness route (`/v2/health/live`, Open Inference Protocol v2,
-    which needs no token), so that a wrong --url fails in seconds, before a labels file of any
-    size is read (it was read whole first). Any HTTP reply counts, an error status too (a
-    proxy's 404 is said by the feedback request itself): only no answer is refused."""
+    """ValueError (one line naming --url and the fix) unless an ann server answers at `url`:
+    a GET of its liveness route (`/v2/health/live`, Open Inference Protocol v2, which needs no
+    token) must answer 200 with ann's `{"live": true}`, so that a wrong --url fails in seconds,
+    before a labels file of any size is read, and no label is ever sent to a server that is not
+    ann (a 404 or an HTML page was taken for a live server, and the labels were POSTed to it).
+    An error status with ann's `{"error": ...}` body (a draining server's 503) is said with the
+    server's words; no answer is said as `_unreachable` says it."""
     endpoint = url.rstrip("/") + "/v2/health/live"
+    asked = f"--url={_shown(url)}: GET /v2/health/live"
     try:
         with urllib.request.urlopen(endpoint, timeout=timeout) as response:
-            response.read()
-    except urllib.error.HTTPError:
-        return
+            status, body = response.status, response.read()
+    except urllib.error.HTTPError as e:
+        status, body = e.code, e.read()
     except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
         raise ValueError(f"--url={_shown(url)}: {_unreachable(url, e)}") from None
+    try:
+        reply = json.loads(body)
+    except ValueError:
+        reply = None
+    if status == 200 and isinstance(reply, dict) and reply.get("live") is True:
+        return
+    if isinstance(reply, dict) and isinstance(reply.get("error"), str) and status != 200:
+        raise ValueError(f"{asked} answered {status}: {reply['error']}")
+    got = "a body that is not JSON" if reply is None else f"{_clipped(body)}"
+    raise ValueError(f'{asked} answered {status} with {got}, not {{"live": true}}: {_NOT_ANN}')
+
+
+def _clipped(body: bytes, limit: int = 60) -> str:
+    """A reply body as a refusal quotes it: one line, at most `limit` characters."""
+    text = _shown(body.decode("utf-8", "replace"))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _reply_problem(reply: Any) -> str | None:
+    """What makes a feedback reply not ann's (`{"matched": int, "unmatched": {reason: int},
+    "accuracy": ...}`), or None for one that is."""
+    if not isinstance(reply, dict):
+        return f"a JSON {type(reply).__name__}, not an object"
+    for key, kind in (("matched", int), ("unmatched", dict)):
+        if not isinstance(reply.get(key), kind) or isinstance(reply.get(key), bool):
+            return f'no "{key}" {"count" if kind is int else "object"}'
+    if "accuracy" not in reply:
+        return 'no "accuracy"'
+    return None
 
 
 def send(
@@ -220,12 +256,14 @@ def send(
         where = _lines(lines[start], lines[start + len(chunk) - 1])
         try:
             with urllib.request.urlopen(request, timeout=60) as response:
-                reply = json.loads(response.read())
+                body = response.read()
         except urllib.error.HTTPError as e:
             try:
                 message = json.loads(e.read()).get("error", "")
             except (ValueError, AttributeError):
                 message = ""
+            if not isinstance(message, str) or not message:  # not ann's {"error": ...}
+                message = f"{e.reason}, {_NOT_ANN}"
             path = urllib.parse.urlsplit(url).path.rstrip("/")
             if e.code == 404 and path and message.startswith("no route"):
                 # A path in --url is put before the route (a proxy's prefix); not this one.
@@ -253,6 +291,16 @@ def send(
             raise ValueError(f"{endpoint}: {_unreachable(url, e)}") from None
         except KeyboardInterrupt:  # where it stopped, as a refused batch says it
             raise KeyboardInterrupt(_stopped_at(lines, start, len(chunk))) from None
+        try:
+            reply = json.loads(body)
+        except ValueError:
+            reply = None
+        problem = "not JSON" if reply is None else _reply_problem(reply)
+        if problem is not None:  # a KeyError traceback, or "Expecting value: line 1 ..."
+            before = f" ({_lines(lines[0], lines[start - 1], 'applied')} before)" if start else ""
+            raise ValueError(
+                f"{endpoint}: {where} answered {_clipped(body)} ({problem}): {_NOT_ANN}{before}"
+            )
         total["matched"] += reply["matched"]
         for reason, n in reply["unmatched"].items():
             total["unmatched"][reason] = total["unmatched"].get(reason, 0) + n
