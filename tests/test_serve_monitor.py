@@ -1374,6 +1374,28 @@ def test_a_killed_drift_process_is_started_again_for_the_next_window(digits_expo
         monitoring.stop()
 
 
+def test_a_stop_does_not_wait_for_a_drift_test_in_progress():
+    """trial 42a M3: SIGTERM with monitoring on took 1.5-4 s (0.2 s with --monitor=off): the
+    stop waited for the drift process (niceness 19, starved on a busy node) to finish its test
+    and exit. It is told to end now (SIGTERM, which its watch thread takes: a test in progress
+    is abandoned, a compilation-cache write would be waited for), and queued tests cancelled."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    from ann.serve.monitoring import Monitoring, _signals_blocked
+
+    monitoring = Monitoring()
+    try:
+        with _signals_blocked():  # spawned as the server spawns it (`ModelMonitor.prepare`)
+            worker = monitoring.pool.submit(os.getpid).result()
+        busy = monitoring.pool.submit(time.sleep, 120)  # a drift test that would take 120 s
+        while not busy.running():  # handed to the worker (a queued one is cancelled, as before)
+            time.sleep(0.01)
+    finally:
+        monitoring.stop()  # it waited the 120 s for the test, then for the process's exit
+    assert isinstance(busy.exception(timeout=0), BrokenProcessPool)  # not finished: abandoned
+    assert not _alive(worker)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

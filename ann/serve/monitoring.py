@@ -19,11 +19,11 @@ features and 1,000 rows on a
 slow 2-core machine, mostly scipy's exact KS p-values; the distances chosen before for this
 reference took 30 ms). The drift tests run in a process of their own (one worker, niceness 19,
 JAX on the CPU, SIGINT ignored: a terminal's Ctrl-C reaches the whole process group, and the
-server stops it after draining; it exits by itself within a second of a server killed
-outside its control, SIGKILL included; spawned while the first model compiles, it reads and
-keeps each model's reference: `prepare`, which the model's readiness does not wait for): in the
-server process their GIL hand-offs cost the event loop more than the tests cost themselves
-(`Monitoring`). The thread sets the gauges
+server stops it after draining, not waiting for its test: `Monitoring.stop`; it exits by itself
+within a second of a server killed outside its control, SIGKILL included; spawned while the
+first model compiles, it reads and keeps each model's reference: `prepare`, which the model's
+readiness does not wait for): in the server process their GIL hand-offs cost the event loop
+more than the tests cost themselves (`Monitoring`). The thread sets the gauges
 (ann/serve/metrics.py) and keeps the results for `GET .../monitor`.
 
 Windows, per model version: a window closes once it holds `--monitor_window_rows` rows (1,000;
@@ -66,6 +66,7 @@ import contextlib
 import logging
 import math
 import multiprocessing
+import multiprocessing.context
 import os
 import signal
 import sys
@@ -89,6 +90,14 @@ TICK_SECONDS = 1.0  # how often the thread looks for closed windows (drift-tests
 MAX_WINDOW_BYTES = 64 << 20  # rows a window keeps: its first ones beyond 64 MiB
 NICE = 19  # the thread's niceness: it yields to serving on a busy core
 PARENT_CHECK_SECONDS = 1.0  # how often the drift process checks that the server lives
+# How long `Monitoring.stop` waits for the drift process to end once told to (SIGTERM), before
+# it kills it: only a process still starting (not yet listening for the signal, nothing written
+# yet) or a compilation-cache write in progress (`stop_writes`' 2 s) takes this long.
+STOP_SECONDS = 3.0
+# Blocked in the drift process from its spawn (every thread of it inherits the mask), taken by
+# its watch thread (`_exit_with_server`), which ends the process at once (a drift test in
+# progress is not waited for) but not in the middle of a compilation-cache write.
+_STOP_SIGNALS = {signal.SIGTERM} if hasattr(signal, "sigtimedwait") else set()
 TIME_WINDOW_ROWS = 100  # a window closed by time holds at least min(max(this, min rows), rows)
 TOP_FEATURES = 10  # features exported in ann_drift_score and ann_feature_bin_share_ratio
 ESTIMATE_ASSUMPTIONS = (
@@ -453,7 +462,7 @@ class ModelMonitor:
                 view = types.SimpleNamespace(
                     directory=m.directory, manifest=m.manifest, inputs=m.inputs, outputs=m.outputs
                 )
-                with _sigint_blocked():  # the first submit spawns the drift process
+                with _signals_blocked():  # the first submit spawns the drift process
                     future = self._pool.submit(_load_reference, self._key, view)
                 future.result()
                 self.reference = self._key
@@ -606,11 +615,13 @@ _REFERENCES: dict[str, Any] = {}  # in the drift process: "name/version" -> Refe
 
 
 @contextlib.contextmanager
-def _sigint_blocked() -> Iterator[None]:
-    """SIGINT blocked in the calling thread (any thread: the main thread handles the server's
-    SIGINT meanwhile), so that a process spawned here starts with it blocked: a Ctrl-C while
-    it imports, before `_start_drift_process` ignores SIGINT, would print its traceback."""
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+def _signals_blocked() -> Iterator[None]:
+    """SIGINT (and SIGTERM: `_STOP_SIGNALS`) blocked in the calling thread (any thread: the main
+    thread handles the server's signals meanwhile), so that a process spawned here starts with
+    them blocked: a Ctrl-C while it imports, before `_start_drift_process` ignores SIGINT, would
+    print its traceback; SIGTERM stays blocked in every thread of it, for its watch thread to
+    take (`_exit_with_server`)."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, *_STOP_SIGNALS})
     try:
         yield
     finally:
@@ -630,8 +641,8 @@ def _start_drift_process(server: int, cache: tuple[str, float] | None = None) ->
     threading.Thread(
         target=_exit_with_server, args=(server,), name="server-watch", daemon=True
     ).start()
-    # Spawned with SIGINT blocked (`_sigint_blocked`): one that came before the line above stayed
-    # pending, and is now discarded.
+    # Spawned with SIGINT blocked (`_signals_blocked`): one that came before the line above
+    # stayed pending, and is now discarded. SIGTERM stays blocked: the watch thread takes it.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     os.environ["JAX_PLATFORMS"] = "cpu"
     try:
@@ -650,7 +661,11 @@ def _start_drift_process(server: int, cache: tuple[str, float] | None = None) ->
 
 
 def _exit_with_server(server: int) -> None:
-    """Ends the drift process once the server is gone. A server killed outside its control
+    """Ends the drift process once the server is gone, or at once when told to (SIGTERM, from
+    `Monitoring.stop`: a drift test in progress is not waited for, a compilation-cache write in
+    progress is; the server's stop waited for the test to end, seconds at niceness 19 on a busy
+    node, and for the interpreter's exit with JAX loaded, 1.5 s idle). A server killed outside
+    its control
     (SIGKILL, out of memory) never stops its pool: the drift process (about 240 MB) and
     multiprocessing's resource tracker (which exits once the last process holding its pipe is
     gone) lived on under PID 1. The server's pid is checked against the parent's every
@@ -659,7 +674,10 @@ def _exit_with_server(server: int) -> None:
     PR_SET_PDEATHSIG: Linux only, through ctypes, and it fires when the *thread* that spawned
     the child ends, here the short-lived thread that runs the first model's `prepare`."""
     while os.getppid() == server:
-        time.sleep(PARENT_CHECK_SECONDS)
+        if not _STOP_SIGNALS:
+            time.sleep(PARENT_CHECK_SECONDS)
+        elif signal.sigtimedwait(_STOP_SIGNALS, PARENT_CHECK_SECONDS) is not None:
+            break
     try:  # a compilation-cache write in progress ends first (`_start_drift_process`)
         stop_writes = getattr(sys.modules.get("ann.compilation_cache"), "stop_writes", None)
         if stop_writes is not None:  # None too while the start still imports it
@@ -715,17 +733,62 @@ def _detect(
     return _window_drift(_REFERENCES[key], inputs, outputs, min_rows, multivariate, correction)
 
 
+class _SpawnContext(multiprocessing.context.SpawnContext):
+    """multiprocessing's spawn context, keeping the processes it makes (`processes`): the pool's
+    worker, which `Monitoring.stop` ends without waiting for its work."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.processes: list[multiprocessing.process.BaseProcess] = []
+
+    def Process(self, *args: Any, **kwargs: Any) -> Any:  # noqa: N802 (multiprocessing's name)
+        process = super().Process(*args, **kwargs)
+        self.processes.append(process)
+        return process
+
+
 def _drift_pool() -> concurrent.futures.ProcessPoolExecutor:
     """The drift process: one spawned worker (`_start_drift_process`), which ends with the
-    server and uses its compilation cache, if any."""
+    server and uses its compilation cache, if any; its processes in `pool.started` (the
+    context's list)."""
     from ann import compilation_cache
 
-    return concurrent.futures.ProcessPoolExecutor(
+    context = _SpawnContext()
+    pool = concurrent.futures.ProcessPoolExecutor(
         1,
-        mp_context=multiprocessing.get_context("spawn"),
+        mp_context=context,
         initializer=_start_drift_process,
         initargs=(os.getpid(), compilation_cache.current()),
     )
+    pool.started = context.processes  # type: ignore[attr-defined]
+    return pool
+
+
+def _end(pool: concurrent.futures.Executor, wait: bool) -> None:
+    """Ends `pool`'s drift process without waiting for its work: queued tests cancelled, the
+    worker told to end (SIGTERM: it ends at once, or after a compilation-cache write in progress,
+    `_exit_with_server`) and, with `wait`, waited for at most STOP_SECONDS, then killed (one
+    still starting: nothing written yet)."""
+    processes = list(getattr(pool, "started", []))
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    if wait:
+        deadline = time.monotonic() + STOP_SECONDS
+        for process in processes:
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.is_alive():
+                process.kill()
+                process.join()
+    # The pool's own shutdown is waited for (with wait=False, the interpreter's exit could wake
+    # the pool's manager through a pipe it had already closed: "OSError: [Errno 9] Bad file
+    # descriptor" in concurrent.futures' atexit hook, a traceback on Ctrl-C, once in a CI run);
+    # its worker has ended, so this is prompt.
+    pool.shutdown(wait=wait, cancel_futures=True)
+
+
+class _Stopped(Exception):
+    """A drift test's process ended by `Monitoring.stop`."""
 
 
 class Monitoring:
@@ -752,6 +815,8 @@ class Monitoring:
         """Starts a new drift process where `broken`'s ended (once, whichever model found it)
         and hands it to every model's monitor, which reads its reference into it again."""
         with self._pool_lock:
+            if self._stop.is_set():  # `stop` ended it: not replaced, the window not tested
+                raise _Stopped()
             if self.pool is not broken:
                 return  # another model's test replaced it already
             broken.shutdown(wait=False, cancel_futures=True)
@@ -785,20 +850,23 @@ class Monitoring:
             try:
                 monitor.step()
             except Exception:  # a failing test must not stop the others; logged once a model
+                if self._stop.is_set():  # the drift process ended by `stop`: nothing failed
+                    return
                 if failed is None or key not in failed:
                     log.exception("monitoring %s version %s failed", *key)
                     if failed is not None:
                         failed.add(key)
 
     def stop(self, wait: bool = True) -> None:
-        """Stops the windows' thread and the drift process. `wait=False`: only for a process
-        that ends without the interpreter's exit (`app.leave_now`), which then need not wait
-        for a drift process still starting (seconds at niceness 19, past --shutdown_timeout)."""
-        self._stop.set()
-        if self._thread is not None:
+        """Stops the windows' thread and the drift process, without waiting for a drift test
+        (queued ones cancelled, a running one abandoned: its window is not tested; the stop
+        waited for it, 1.5-4 s at niceness 19 on a busy node, trial 42a M3): the process is
+        told to end and, with `wait`, waited for at most STOP_SECONDS (only one still starting,
+        or in a compilation-cache write, takes that long), then killed. `wait=False`: only for
+        a process that ends without the interpreter's exit (`app.leave_now`)."""
+        with self._pool_lock:
+            self._stop.set()
+            pool = self.pool
+        _end(pool, wait)
+        if self._thread is not None:  # its drift test, if any, ended with the process
             self._thread.join(5)
-        # Waits for the drift process (queued tests cancelled, at most the running one left):
-        # with wait=False, the interpreter's exit could wake the pool's manager through a pipe
-        # it had already closed ("OSError: [Errno 9] Bad file descriptor" in concurrent.futures'
-        # atexit hook, a traceback on Ctrl-C, once in a CI run).
-        self.pool.shutdown(wait=wait, cancel_futures=True)
