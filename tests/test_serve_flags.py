@@ -641,3 +641,27 @@ def test_a_value_that_is_no_number_and_one_out_of_range_are_refused_alike():
         result = subprocess.run([sys.executable, "-m", "ann", "monitor", *args],
                                 capture_output=True, text=True, timeout=120)  # fmt: skip
         assert one_line_error(result) == f"error: {message}", args
+
+
+def test_a_model_given_twice_names_both_flags_and_the_fix(monkeypatch):
+    """trial 42a L7: `--model=exports/digits_cnn --model=exports/digits_cnn` said only "is
+    given twice", with no fix."""
+    import types
+
+    from ann.serve import repository
+
+    def load(spec, registry):
+        return types.SimpleNamespace(name="digits_cnn", version="e67fe90eced7")
+
+    monkeypatch.setattr(repository, "load_model", load)
+    said = "--model: digits_cnn version e67fe90eced7 is given twice"
+    for specs, given in [
+        (["exports/d", "exports/d"], "--model=exports/d twice"),
+        (
+            ["exports/d", "models:/digits_cnn/1"],
+            "--model=exports/d and --model=models:/digits_cnn/1",
+        ),
+    ]:
+        with pytest.raises(ValueError) as e:
+            repository.load_models(specs, None)
+        assert str(e.value) == f"{said} ({given}); give it once"

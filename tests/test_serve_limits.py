@@ -115,8 +115,12 @@ def test_request_line_and_header_limits(strict):
          "headers: expected at most 4096 bytes (--max_header_bytes)"),
         # One header line that never ends: bounded by what the parser may buffer.
         (head(headers=[auth])[:-2] + b"X-Endless: " + b"v" * 200_000, 431, "request head"),
-        (head(headers=[auth, (b"Content-Length", b"9" * 5000)]), 400, "expected valid HTTP/1.1"),
-        (head(headers=[auth, (b"Content-Length", b"99999999999999999999")]), 400, "HTTP/1.1"),
+        # Past 64 bits, refused by llhttp: 413 as any body over the limit (it was 400, "got a
+        # parse error (Content-Length overflow)").
+        (head(headers=[auth, (b"Content-Length", b"9" * 5000)]), 413, "(--max_body_bytes), "
+         "got more (Content-Length past 64 bits)"),
+        (head(headers=[auth, (b"Content-Length", b"99999999999999999999")]), 413,
+         "body: expected at most 65536 bytes"),
         (head(headers=[auth, (b"Content-Length", b"999999999999")]), 413,
          "body: expected at most 65536 bytes"),
     ]  # fmt: skip
@@ -620,6 +624,25 @@ def test_a_body_too_large_says_its_size_in_bytes():
     assert _body_too_large(1024, 5000).message == (
         "body: expected at most 1024 bytes (--max_body_bytes), got 5000 bytes (Content-Length)"
     )
+
+
+def test_a_content_length_past_64_bits_is_413_naming_the_limit():
+    """trial 42a L1: llhttp refuses it before the header reaches ann (it was 400 "got a parse
+    error (Content-Length overflow)"); an honest body over the limit gets 413 naming the flag."""
+    from ann.serve.http import Connection, Listener
+
+    refused = []
+    listener = Listener(lambda *args: pytest.fail("dispatched"), Settings(max_body_bytes=1024),
+                        lambda status, reason: refused.append((status, reason)))  # fmt: skip
+    connection, transport = Connection(listener), FakeTransport()
+    connection.connection_made(transport)
+    connection.data_received(head(headers=[(b"Content-Length", b"9" * 23)]))
+    assert transport.data.startswith(b"HTTP/1.1 413 "), transport.data
+    assert transport.data.endswith(
+        b'{"error":"body: expected at most 1024 bytes (--max_body_bytes), got more (Content-Length '
+        b'past 64 bits)"}'
+    ), transport.data
+    assert refused == [(413, "body_too_large")] and b"\r\nconnection: close\r\n" in transport.data
 
 
 def test_a_compressed_body_is_inflated_no_further_than_the_limit():

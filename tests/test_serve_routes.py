@@ -70,6 +70,25 @@ def app():
     )
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v2/models/m//infer",  # served as /v2/models/m/infer
+        "/v2//models/m/infer",
+        "/v2/models/m/versions//infer",  # 404 naming "infer" as the version
+        "/v2/health/live/",
+        "//v2/health/live",
+    ],
+)
+def test_an_empty_path_segment_is_no_route_and_said_so(app, path):
+    """trial 42a L2: empty segments were dropped before the route was matched."""
+    hint = "an empty path segment (// or a / at the end) names nothing: remove it"
+    method = "POST" if path.endswith("infer") else "GET"
+    for public_only in (False, True):  # the metrics port too
+        status, body, _ = call(app, method, path, public_only=public_only)
+        assert (status, body) == (404, {"error": f"no route {method} {path}; {hint}"})
+
+
 def test_unknown_paths_are_404_whatever_the_method(app):
     for path in ["/v2/nowhere", "/v2/models/m/infer/extra", "/", "/v2/health", "/metrics/x"]:
         for method in METHODS:

@@ -156,7 +156,11 @@ class Router:
             return self._seen[path]
         except KeyError:
             pass
-        found = self._match([p for p in path.split("/") if p])
+        parts = path.split("/")
+        # An empty segment (`//`, a `/` at the end) is no route's: `/v2/models/digits//infer`
+        # was served as `/v2/models/digits/infer`, and `.../versions//infer` read `infer` as
+        # the version.
+        found = None if "" in parts[1:] else self._match(parts[1:] if parts[0] == "" else parts)
         if len(self._seen) >= self.CACHE:
             self._seen.clear()
         self._seen[path] = found
@@ -387,6 +391,9 @@ class App:
         """`found` (`path`'s route and parameters, `Router.match`), once the token allows it;
         404 for a path no route has (on the metrics port: for every route it does not
         answer)."""
+        if found is None and "" in path.split("/")[1:]:
+            raise _no_route(method, path, "an empty path segment (// or a / at the end) names "
+                            "nothing: remove it")  # fmt: skip
         if public_only:
             if found is None or not found[0].metrics_port:
                 raise _no_route(method, path, "the metrics port serves /metrics and /v2/health/*")

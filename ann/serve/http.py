@@ -258,7 +258,16 @@ class Connection(asyncio.Protocol):
         except httptools.HttpParserUpgrade:
             self._refuse(400, b'{"error":"request: expected HTTP/1.1 without upgrade"}', "http")
         except httptools.HttpParserError as e:
-            if not self._closing:
+            if self._closing:
+                return
+            if str(e) == "Content-Length overflow":  # llhttp's: past 64 bits, before on_header
+                # An honest oversized body's 413 (it was 400 "got a parse error").
+                message = (
+                    f"body: expected at most {self._max_body} bytes (--max_body_bytes), got more "
+                    "(Content-Length past 64 bits)"
+                )
+                self._refuse(413, _error(message), "body_too_large")
+            else:
                 message = f"request: expected valid HTTP/1.1, got a parse error ({e})"
                 self._refuse(400, _error(message), "http")
             return

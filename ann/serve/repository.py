@@ -59,13 +59,19 @@ def load_model(spec: str, registry: str | None) -> ServedModel:
 
 
 def load_models(specs: list[str], registry: str | None) -> list[ServedModel]:
-    """Every `--model`, loaded (`load_model`); ValueError for a name and version given twice."""
+    """Every `--model`, loaded (`load_model`); ValueError for a name and version given twice
+    (naming both flags and the fix: it had no fix)."""
     models = [load_model(spec, registry) for spec in specs]
-    seen = set()
-    for m in models:
+    seen: dict[tuple[str, str], str] = {}
+    for spec, m in zip(specs, models):
         if (m.name, m.version) in seen:
-            raise ValueError(f"--model: {m.name} version {m.version} is given twice")
-        seen.add((m.name, m.version))
+            first = seen[(m.name, m.version)]
+            given = f"--model={first}" + ("" if first == spec else f" and --model={spec}")
+            raise ValueError(
+                f"--model: {m.name} version {m.version} is given twice ({given}"
+                f"{' twice' if first == spec else ''}); give it once"
+            )
+        seen[(m.name, m.version)] = spec
     return models
 
 
