@@ -729,3 +729,18 @@ def test_an_output_the_model_overflowed_on_is_refused_422_and_its_batch_mates_an
     errors = 'ann_errors_total{code="422",model="m",reason="non_finite_output",version="1"} 2.0'
     assert errors in text
     assert 'ann_requests_total{code="422",handler="infer",model="m",version="1"} 2.0' in text
+
+
+def test_metrics_carry_the_standard_process_series():
+    """trial 42a L4: /metrics had no process_* series (the server's own registry, without
+    prometheus_client's process and platform collectors): no alert on its memory or files."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from ann.serve.metrics import Metrics
+
+    metrics = Metrics(8)
+    names = {f.name for f in text_string_to_metric_families(metrics.render().decode())}
+    expected = {"process_resident_memory_bytes", "process_cpu_seconds", "process_open_fds",
+                "process_max_fds", "process_start_time_seconds", "python_info"}  # fmt: skip
+    assert expected <= names, names
+    assert not any(name.startswith("process_") for name, _ in metrics.samples())  # /stats'

@@ -18,6 +18,10 @@
 | `ann_connections` | gauge | | client connections open on the main port |
 | `ann_request_log_dropped_total` | counter | | sampled records dropped (the writer fell behind) |
 
+And prometheus_client's standard process series (`process_resident_memory_bytes`,
+`process_virtual_memory_bytes`, `process_cpu_seconds_total`, `process_open_fds`,
+`process_max_fds`, `process_start_time_seconds`; Linux) and `python_info`.
+
 `ann_requests_total`'s `handler` is the App method that answered (`infer`, `model_ready`,
 `model_metadata`, ...; "" for a request refused before routing): the availability SLI counts
 `handler="infer"` only. `ann_errors_total`'s model and version are "" for a request refused
@@ -63,7 +67,9 @@ cut) has the share of its values (all positions, padding excluded) per category 
 200 series per model version; a feature that leaves the top 10 loses its series.
 
 Batch phases: `input` assembling the padded batch, `infer` the model run, `output` splitting the
-outputs back into requests (`ann_compute_seconds` is input + infer).
+outputs back into requests (`ann_compute_seconds` is input + infer). `input` adds 0 for a batch
+of one request of a compiled size, which needs no assembling (its arrays go to the run as they
+came); the copy to the device is inside the run, so in `infer` (ann/serve/statistics.py).
 
 `model` and `version` are only ever names the server loaded (or empty), and `batch_size` one of
 its compiled sizes, so a client cannot blow up the label cardinality with made-up names. The
@@ -76,6 +82,8 @@ import threading
 
 import numpy as np
 from prometheus_client import (
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -143,6 +151,14 @@ class BulkHistogram(Collector):
 
     def describe(self):
         yield HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+
+
+# prometheus_client's own process and platform collectors (its default registry's), in a
+# registry of their own: the server's registry had none, so /metrics had no process_* series
+# (trial 42a L4) and an operator could not alert on the server's memory or open files.
+_PROCESS = CollectorRegistry()
+_PROCESS.register(PROCESS_COLLECTOR)
+_PROCESS.register(PLATFORM_COLLECTOR)
 
 
 class Metrics:
@@ -312,7 +328,12 @@ class Metrics:
         )
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        """The /metrics text: the `ann_*` series, then prometheus_client's standard process and
+        platform series (`process_resident_memory_bytes`, `process_cpu_seconds_total`,
+        `process_open_fds`, `process_max_fds`, `python_info`, ...; under 1 ms a scrape on a slow
+        2-core machine), not in `registry`, so `samples` (the statistics extension) does not
+        read /proc."""
+        return generate_latest(self.registry) + generate_latest(_PROCESS)
 
     def samples(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         """Every current sample: (name, sorted labels) -> value, read in one pass."""

@@ -11,9 +11,13 @@ from the server's Prometheus series, so a scrape of /metrics and the statistics 
 | `batch_stats[]` per compiled size | `ann_batch_executions_total`, the phase seconds |
 
 Nanoseconds are the seconds' sums times 1e9, rounded. Compute phases count batches, not
-requests (a batch runs once for all its requests). `last_inference`: milliseconds since the
-epoch of the model's last batch, 0 before any. The response cache is not implemented, so
-`cache_hit` and `cache_miss` are zero.
+requests (a batch runs once for all its requests). `compute_input` is what ann does to a batch's
+inputs before the run: assembling its padded arrays on the host (several requests, or rows short
+of the compiled size). A batch of one request of a compiled size needs none and is passed to the
+run as it came, so its `compute_input` is 0 ns, not unmeasured; the copy to the device, which
+Triton counts under `compute_input`, happens inside the compiled call and is in `compute_infer`.
+`last_inference`: milliseconds since the epoch of the model's last batch, 0 before any. The
+response cache is not implemented, so `cache_hit` and `cache_miss` are zero.
 """
 
 from __future__ import annotations
