@@ -173,7 +173,13 @@ def test_ann_monitor_performance_joins_both_replicas_logs_as_their_servers_toget
     )
     assert report["figures"] == ["performance_versions_reliability.png"]
     assert (out / report["figures"][0]).read_bytes()[:4] == b"\x89PNG"
-    assert "data:image/png;base64," in (out / "index.html").read_text()
+    page = (out / "index.html").read_text()
+    assert "data:image/png;base64," in page
+    # The page said "... 106 joined" only, not the breakdown, the warnings or the MCE that
+    # report.json and stderr have (trial 42a L8).
+    assert "106 joined, 1 unknown, 1 failed, 1 duplicate (not joined)" in page, page[:3000]
+    assert "warning: 1 of 109 labels names request ids these logs do not hold" in page
+    assert f"<td>mce</td><td>{score['mce']:.4f}</td>" in page, page[:3000]
 
     # Too few labelled rows: said, and in report.json for a gate; no accuracy, no picture.
     few = tmp_path / "few"

@@ -78,7 +78,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -609,14 +609,16 @@ def performance(args: list[str]) -> None:
     names = list(manifest["outputs"][label_output]["names"])
     joined = _join(manifest, requests, numbered, label_output, probability_output, name)
     files = ", ".join(FLAGS.requests)
-    for line in perf.unjoined_warnings(joined, FLAGS.requests, requests.samples):
+    warnings = perf.unjoined_warnings(joined, FLAGS.requests, requests.samples)
+    for line in warnings:
         cli.warn(line)
     min_rows = MIN_LABELS if FLAGS.min_rows is None else FLAGS.min_rows
     scores = {v: s.to_json(min_rows) for v, s in joined.versions.items()}
     # result.state is --model's version's: a gate reading it must not get another version's.
     state = scores[version]["state"] if version in scores else perf.NOT_SERVED
     if version not in scores:
-        cli.warn(not_served_warning(files, name, version, list(scores)))
+        warnings.append(not_served_warning(files, name, version, list(scores)))
+        cli.warn(warnings[-1])
         # Listed too: the page and report.json named only the logs' versions, as if measured.
         scores[version] = perf.not_served_json(min_rows)
     logged = len(requests.logged)
@@ -648,7 +650,7 @@ def performance(args: list[str]) -> None:
         "result": {"state": state, "min_rows": min_rows, "versions": scores},
     }
     parts = perf.sections(joined, min_rows, len(names), name, len(FLAGS.requests), version)
-    header = _performance_header(report, joined, logged, files)
+    header = _performance_header(report, joined, logged, files, warnings)
     path = monitor_report.write(
         out, report, parts, f"Realized performance: {name}", header, kind="performance"
     )
@@ -690,9 +692,12 @@ def _join(
     return joined
 
 
-def _performance_header(report: dict[str, Any], joined: Any, logged: int, files: str) -> list[str]:
+def _performance_header(
+    report: dict[str, Any], joined: Any, logged: int, files: str, warnings: Sequence[str] = ()
+) -> list[str]:
     """The lines atop the performance page: a not-served --model version first (a reader of the
-    page thought it measured), what was joined, how it is scored."""
+    page thought it measured), what was joined and the labels not joined by reason, how it is
+    scored, then the `warnings` printed on stderr (the page had neither: trial 42a L8)."""
     from ann.monitor import performance as perf
 
     version, name = report["model"]["version"], report["model"]["name"]
@@ -707,7 +712,9 @@ def _performance_header(report: dict[str, Any], joined: Any, logged: int, files:
         )
     header += [
         f"{joined.sent} labels from {FLAGS.labels} joined by request id to {logged} logged "
-        f"requests of {name} in {files}: {joined.joined} joined",
+        f"requests of {name} in {files}: {joined.joined} joined"
+        + "".join(f", {n} {reason}" for reason, n in joined.unmatched.items() if n)
+        + (" (not joined)" if any(joined.unmatched.values()) else ""),
         "accuracy: the predicted class of the categorical output "
         f"{label_output!r} against the label; ECE over 15 equal-width bins of the top-class "
         f"probability ({probability_output!r}), where the log holds it",
@@ -718,7 +725,7 @@ def _performance_header(report: dict[str, Any], joined: Any, logged: int, files:
             f"predicted class is the argmax of the logged {probability_output!r}, as the "
             "classification export defines it"
         )
-    return header
+    return header + [f"warning: {line}" for line in warnings]
 
 
 def not_served_warning(files: str, name: str, version: str, held: list[str]) -> str:

@@ -355,7 +355,7 @@ def sections(
     from ann.report.sections import Section
     from ann.report.sections.classification import reliability_axes, reliability_grid
 
-    columns = ("state", "rows", "correct", "accuracy", "ece", "ece_rows")
+    columns = ("state", "rows", "correct", "accuracy", "ece", "mce", "ece_rows")
     table = {}
     for version, score in joined.versions.items():
         scores = score.to_json(min_rows)
