@@ -547,6 +547,41 @@ def test_a_url_that_is_not_an_ann_server_gets_no_labels_and_one_line(tmp_path, l
     assert posted == []
 
 
+def test_the_liveness_check_sends_the_token_as_the_feedback_requests_do():
+    """A gateway in front of the server that wants the token on every route: the check, which
+    now wants ann's answer, sends the token the labels go with."""
+    import http.server
+    import threading
+
+    from ann.monitor.feedback import check_reachable
+
+    class Gateway(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            ok = self.headers.get("Authorization") == "Bearer s3cret"
+            body = b'{"live":true}' if ok else b'{"error":"authorization: expected a token"}'
+            self.send_response(200 if ok else 401)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Gateway)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        check_reachable(url, token="s3cret")
+        with pytest.raises(ValueError) as e:
+            check_reachable(url)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert str(e.value) == (
+        f"--url={url}: GET /v2/health/live answered 401: authorization: expected a token"
+    )
+
+
 @pytest.mark.parametrize(
     "reply, problem",
     [

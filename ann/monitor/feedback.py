@@ -172,18 +172,21 @@ REACH_TIMEOUT_S = 10.0  # the reachability check's wait for a connection and a r
 _NOT_ANN = "not an ann server's answer; is --url the root URL of `ann serve`?"
 
 
-def check_reachable(url: str, timeout: float = REACH_TIMEOUT_S) -> None:
+def check_reachable(url: str, timeout: float = REACH_TIMEOUT_S, token: str | None = None) -> None:
     """ValueError (one line naming --url and the fix) unless an ann server answers at `url`:
     a GET of its liveness route (`/v2/health/live`, Open Inference Protocol v2, which needs no
     token) must answer 200 with ann's `{"live": true}`, so that a wrong --url fails in seconds,
     before a labels file of any size is read, and no label is ever sent to a server that is not
     ann (a 404 or an HTML page was taken for a live server, and the labels were POSTed to it).
     An error status with ann's `{"error": ...}` body (a draining server's 503) is said with the
-    server's words; no answer is said as `_unreachable` says it."""
+    server's words; no answer is said as `_unreachable` says it. `token`: sent as the feedback
+    requests send it (ann's route needs none; a gateway in front of it may)."""
     endpoint = url.rstrip("/") + "/v2/health/live"
     asked = f"--url={_shown(url)}: GET /v2/health/live"
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        with urllib.request.urlopen(endpoint, timeout=timeout) as response:
+        request = urllib.request.Request(endpoint, headers=headers)
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             status, body = response.status, response.read()
     except urllib.error.HTTPError as e:
         status, body = e.code, e.read()
@@ -441,7 +444,7 @@ def feedback(args: list[str]) -> None:
         # was said only after the reach (seconds, or an unreachable --url said instead).
         check_readable(FLAGS.labels, f"--labels={FLAGS.labels}", LABELS_WANTED, ValueError)
         token = read_token()
-        check_reachable(FLAGS.url)
+        check_reachable(FLAGS.url, token=token)
         numbered = read_labels(FLAGS.labels)
         lines, items = [n for n, _ in numbered], [item for _, item in numbered]
         token_from = (
