@@ -638,6 +638,9 @@ def _start_drift_process(server: int, cache: tuple[str, float] | None = None) ->
     executables at its first window, 4.2-5.5 s at each start, 1.0 s read from the cache), the
     tests imported."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Blocked already where the server spawned it (`_signals_blocked`); here too for a pool
+    # used otherwise, before any thread of ours (they inherit it).
+    signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
     threading.Thread(
         target=_exit_with_server, args=(server,), name="server-watch", daemon=True
     ).start()
