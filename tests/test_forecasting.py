@@ -88,6 +88,13 @@ def test_forecasters_shapes_dtypes_and_centering(name):
     half.eval()
     assert half(x).dtype == jnp.bfloat16
     assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(nnx.state(half, nnx.Param)))
+    # bfloat16 parameters: the recurrent kernels' orthogonal init (a QR) had no bfloat16
+    # kernel ("Unsupported dtype bfloat16"): drawn in float32, then cast.
+    low = models.build(name, {**kw, "param_dtype": jnp.bfloat16}, **shapes, rngs=nnx.Rngs(0))
+    low_params = jax.tree.leaves(nnx.state(low, nnx.Param))
+    assert {p.dtype for p in low_params} == {jnp.dtype(jnp.bfloat16)}
+    low.eval()
+    assert np.isfinite(np.asarray(low(x), np.float32)).all()
 
 
 def sensors(arg=None, **overrides):

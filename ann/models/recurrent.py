@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +29,14 @@ from flax import nnx
 from ann.config import COUNT, ConfigError, check_choice
 
 CELLS = {"lstm": nnx.OptimizedLSTMCell, "gru": nnx.GRUCell}
+
+
+def _orthogonal(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+    """The cells' default recurrent init (Flax's `orthogonal()`, Saxe et al. 2014), drawn in
+    float32 and cast to `dtype`: its QR decomposition has no bfloat16 or float16 kernel (LAPACK
+    on the CPU: "Unsupported dtype bfloat16"), so `param_dtype=bfloat16` failed at the state's
+    init. The same values as before for float32."""
+    return nnx.initializers.orthogonal()(key, shape, jnp.float32).astype(dtype)
 
 
 class RecurrentForecaster(nnx.Module):
@@ -76,7 +85,8 @@ class RecurrentForecaster(nnx.Module):
         # rngs=False: the carry starts at zeros (built in __call__), so no RNG state is stored
         # in the model and eval/export stay pure functions of the parameters.
         self.layers = nnx.List(
-            nnx.RNN(CELLS[cell](a, b, **kw), rngs=False) for a, b in zip(sizes[:-1], sizes[1:])
+            nnx.RNN(CELLS[cell](a, b, recurrent_kernel_init=_orthogonal, **kw), rngs=False)
+            for a, b in zip(sizes[:-1], sizes[1:])
         )
         self.dropout = nnx.Dropout(dropout)
         out_features = self.output_shape[0] * self.output_shape[1]
