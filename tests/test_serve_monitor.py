@@ -1517,3 +1517,36 @@ def test_a_feedback_reply_says_which_other_version_holds_the_unknown_ids():
     assert reply["unmatched"]["unknown"] == 3 and reply["unknown_held_by"] == {"1": 2}, reply
     reply = feedback("1", labels)  # joined here; "never" is held by no other version
     assert reply["matched"] == 2 and reply["unknown_held_by"] == {}, reply
+
+
+def test_windows_closed_in_one_tick_test_only_the_latest_so_the_readme_sketch_waits():
+    """The README's walk-through sent its 400 requests (two windows of 200) in 0.35 s: both
+    windows closed before the thread's next tick, window 0 was never drift-tested
+    (`skipped_windows` 1) and its `# after window 0` output could not be had by running the
+    sketch. The rule stays (at most one test a second per model); the sketch waits for each
+    window's results (`GET .../monitor`) before it sends the next window's rows."""
+    import pathlib
+
+    from ann.serve.metrics import Metrics
+    from ann.serve.monitoring import ModelMonitor
+
+    monitor = ModelMonitor(
+        ServedModel("old", "1", OldExport(), "test"), Settings(monitor_window_rows=25), Metrics(8)
+    )
+    p = np.full((25, 1), 0.9, np.float32)
+    batch = ({"x": np.zeros((25, 3), np.float32)},
+             {"probabilities": np.hstack([p, 1 - p]), "label": np.zeros(25, np.int32)})  # fmt: skip
+    monitor.record_batch(*batch, 25)
+    monitor.record_batch(*batch, 25)  # the second window closes before the thread's tick
+    monitor.step()
+    assert (monitor.report()["window"]["index"], monitor.report()["skipped_windows"]) == (1, 1)
+    for _ in range(2):  # a tick between windows: each is tested
+        monitor.record_batch(*batch, 25)
+        monitor.step()
+    assert (monitor.report()["window"]["index"], monitor.report()["skipped_windows"]) == (3, 1)
+
+    readme = (pathlib.Path(__file__).resolve().parent.parent / "README.md").read_text()
+    start = readme.index("Send it traffic whose requests carry an `id`")
+    sketch = readme[readme.index("```python", start) : readme.index("```\n", start + 200)]
+    assert 'urlopen(url + "/monitor")' in sketch and "time.sleep" in sketch, sketch
+    assert "$ python sketch.py   # its first line (window 0)" in readme
