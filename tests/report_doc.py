@@ -1,5 +1,7 @@
-"""docs/report.md against a generated report.json (tests/test_report.py, test_report_slices.py):
-every key a report holds is documented, and every key the document says a report holds is there.
+"""docs/report.md against a generated report.json (tests/test_report.py, test_report_slices.py),
+and docs/monitor_reports.md against a drift or performance report's (tests/test_drift.py,
+test_monitor_performance.py): every key a report holds is documented, and every key the document
+says a report holds is there.
 
 The document's tables list keys as paths (`before.ece`, `top[].count`) under the path(s) in
 backticks in the heading above them (none: the top level); its `## ` headings are the parts
@@ -15,6 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 DOC = pathlib.Path(__file__).resolve().parent.parent / "docs" / "report.md"
+MONITOR_DOC = DOC.parent / "monitor_reports.md"  # `ann monitor drift`'s and performance's
 PLACEHOLDER = re.compile(r"[A-Z][A-Z0-9_]*")
 Path = tuple[str, ...]
 
@@ -28,9 +31,12 @@ def split_path(text: str) -> Path:
     return tuple(parts)
 
 
-def documented(text: str | None = None) -> dict[str, list[tuple[Path, str]]]:
-    """part (the `## ` heading, lower case, `_` between words) -> [(key path, present)]."""
-    text = DOC.read_text() if text is None else text
+def documented(
+    text: str | None = None, doc: pathlib.Path = DOC
+) -> dict[str, list[tuple[Path, str]]]:
+    """part (the `## ` heading, lower case, `_` between words) -> [(key path, present)], of
+    `text` or else the file `doc`."""
+    text = doc.read_text() if text is None else text
     parts: dict[str, list[tuple[Path, str]]] = {}
     part, prefixes = "", [()]
     for line in text.splitlines():
@@ -71,15 +77,20 @@ def _matches(pattern: Path, path: Path) -> bool:
     )
 
 
-def _parts(report: dict[str, Any]) -> list[str]:
-    return ["every_report", report["experiment"], "slices", "prediction_variance"]
+def _parts(report: dict[str, Any]) -> tuple[pathlib.Path, list[str]]:
+    """The document of `report` (by its `report` key: which command wrote it) and its parts."""
+    kind = report.get("report", "model")
+    if kind in ("drift", "performance"):
+        return MONITOR_DOC, ["both_reports", f"{kind}_report"]
+    return DOC, ["every_report", report["experiment"], "slices", "prediction_variance"]
 
 
 def undocumented(report: dict[str, Any]) -> list[str]:
-    """Keys of `report` that docs/report.md does not list (for its family): a leaf must match a
+    """Keys of `report` that its document does not list (for its family): a leaf must match a
     documented path; an empty object, empty list or null may instead begin one."""
-    doc = documented()
-    patterns = [p for part in _parts(report) for p, _ in doc.get(part, [])]
+    path, parts = _parts(report)
+    doc = documented(doc=path)
+    patterns = [p for part in parts for p, _ in doc.get(part, [])]
     found = []
     for path, value in leaves(report):
         empty = value is None or value == {} or value == []
@@ -92,17 +103,18 @@ def undocumented(report: dict[str, Any]) -> list[str]:
 
 
 def missing(report: dict[str, Any], conditions: set[str] = frozenset()) -> list[str]:
-    """Keys docs/report.md lists for `report`'s family as present "always" (or "with slices",
+    """Keys its document lists for `report`'s family as present "always" (or "with slices",
     when a split has slices, or under one of `conditions`) that `report` does not hold; a
     documented object (`splits.SPLIT.sections`) is held when some key is under it."""
     met = {"always", *conditions}
-    if any(split["slices"] for split in report["splits"].values()):
+    if any(split["slices"] for split in report.get("splits", {}).values()):
         met.add("with slices")
     paths = [path for path, _ in leaves(report)]
-    doc = documented()
+    file, parts = _parts(report)
+    doc = documented(doc=file)
     return sorted(
         show(pattern)
-        for part in _parts(report)
+        for part in parts
         for pattern, present in doc.get(part, [])
         if present in met and not any(_matches(pattern, path[: len(pattern)]) for path in paths)
     )

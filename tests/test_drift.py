@@ -8,6 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
+import report_doc
 from scipy import spatial, stats
 
 from ann import artifact, data
@@ -707,7 +708,10 @@ def test_monitor_drift_cli_writes_a_report_and_refuses_a_bad_log_in_one_line(
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.startswith("drift DETECTED: "), result.stdout
     report = json.loads((tmp_path / "moved" / "report.json").read_text())
-    assert report["schema"] == "ann.monitor.drift/2"
+    assert (report["report"], report["schema_version"]) == ("drift", 3)
+    # Every key documented (docs/monitor_reports.md), every key it says is there present.
+    assert report_doc.undocumented(report) == []
+    assert report_doc.missing(report, {"when tested", "when tested, multivariate"}) == []
     assert report["result"]["state"] == "detected" and report["result"]["rows"] == 160
     assert report["result"]["detected"] and report["result"]["min_rows"] == 25
     assert report["requests"]["records"] == 8 and report["outputs_from"] == "log"
@@ -723,7 +727,9 @@ def test_monitor_drift_cli_writes_a_report_and_refuses_a_bad_log_in_one_line(
     )
     assert result.returncode == 0 and result.stdout.startswith("drift not detected: ")
     assert " features drifted, fdr_bh-corrected (share " in result.stdout.splitlines()[0]
-    same = json.loads((tmp_path / "same" / "report.json").read_text())["result"]
+    same = json.loads((tmp_path / "same" / "report.json").read_text())
+    assert report_doc.undocumented(same) == [] and report_doc.missing(same, {"when tested"}) == []
+    same = same["result"]
     assert same["share"] < 0.5 and same["state"] == "not_detected"
     assert same["correction"] == "fdr_bh" and report["result"]["correction"] == "none"
     tested = [f for f in same["features"] if f["p_value"] is not None]
@@ -787,6 +793,7 @@ def test_monitor_drift_cli_writes_a_report_and_refuses_a_bad_log_in_one_line(
     few = json.loads((tmp_path / "few" / "report.json").read_text())
     assert few["result"]["state"] == "too_few_rows" and few["result"]["detected"] is None
     assert few["result"]["features"] == [] and few["figures"] == []
+    assert report_doc.undocumented(few) == [] and report_doc.missing(few) == []
     assert (
         "too few rows to judge drift (20 rows &lt; 21)"
         in (tmp_path / "few" / "index.html").read_text()
@@ -1973,3 +1980,30 @@ def test_the_logged_versions_are_listed_registry_numbers_by_number_then_hashes(t
     )  # fmt: skip
     traffic = read_traffic([str(log)], "m", "7", spec, {})  # none of its version: all
     assert traffic.versions == ["2", "10", "012345678901", "3f2a9c0b1d4e"]
+
+
+def test_each_report_kind_is_read_by_its_report_key_and_an_older_one_by_its_schema(tmp_path):
+    """report.json says which command wrote it in `report` (docs/monitor_reports.md): a drift or
+    performance report now carries an integer `schema_version` as `ann report`'s does, so the
+    keys alone would read it as a model report, and `ann report --out` would replace it. A
+    report written before (`schema` "ann.monitor.drift/2", ...) is still read by its keys."""
+    from ann.cli import FlagError
+    from ann.report.write import check_out
+
+    reports = {
+        "model report": [{"report": "model", "schema_version": 2, "splits": {}},
+                         {"schema_version": 1, "splits": {}}],
+        "drift report": [{"report": "drift", "schema_version": 3, "requests": {}},
+                         {"schema": "ann.monitor.drift/2", "requests": {}}],
+        "performance report": [{"report": "performance", "schema_version": 2, "requests": {}},
+                               {"schema": "ann.monitor.performance/1", "requests": {}}],
+    }  # fmt: skip
+    for kind, written in reports.items():
+        for i, report in enumerate(written):
+            out = tmp_path / f"{kind.split()[0]}{i}"
+            out.mkdir()
+            (out / "report.json").write_text(json.dumps(report))
+            check_out(str(out), kind)  # an earlier report of its own kind: replaced
+            for other in set(reports) - {kind}:
+                with pytest.raises(FlagError, match=f"holds a {kind} \\(report.json\\); choose"):
+                    check_out(str(out), other)

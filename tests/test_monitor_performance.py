@@ -8,6 +8,7 @@ import re
 
 import numpy as np
 import pytest
+import report_doc
 from conftest import one_line_error
 from test_cli import ann
 from test_serve import Server, infer_body, request
@@ -142,7 +143,10 @@ def test_ann_monitor_performance_joins_both_replicas_logs_as_their_servers_toget
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((out / "report.json").read_text())
     version = replicas["model"].manifest_sha256[:12]
-    assert report["schema"] == "ann.monitor.performance/1"
+    assert (report["report"], report["schema_version"]) == ("performance", 2)
+    # Every key documented (docs/monitor_reports.md), every key it says is there present.
+    assert report_doc.undocumented(report) == []
+    assert report_doc.missing(report, {"when `ece` is"}) == []
     assert report["result"]["state"] == "measured" and list(report["result"]["versions"]) == [
         version
     ]
@@ -192,6 +196,7 @@ def test_ann_monitor_performance_joins_both_replicas_logs_as_their_servers_toget
     report = json.loads((few / "report.json").read_text())
     assert report["result"]["state"] == "too_few_rows" and report["figures"] == []
     assert report["result"]["versions"][version]["accuracy"] is None
+    assert report_doc.undocumented(report) == [] and report_doc.missing(report) == []
 
 
 def test_a_bad_label_an_unreadable_log_and_labels_matching_nothing_are_one_line(replicas, tmp_path):
@@ -385,6 +390,7 @@ def test_logs_without_the_named_version_are_not_served_not_measured(replicas, tm
     report = json.loads((out / "report.json").read_text())
     assert report["result"]["state"] == "not_served", report["result"]
     assert performance.NOT_SERVED == "not_served"
+    assert report_doc.undocumented(report) == []
     # --model's version is listed too, not_served (the page and report.json did not name it).
     assert list(report["result"]["versions"]) == ["0123456789ab", version]
     assert report["result"]["versions"]["0123456789ab"]["state"] == "measured"

@@ -448,7 +448,8 @@ def drift(args: list[str]) -> None:
     if warning:
         cli.warn(warning)
     report = {
-        "schema": drift_report.SCHEMA,
+        "report": "drift",
+        "schema_version": drift_report.SCHEMA_VERSION,  # docs/monitor_reports.md
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "model": {"spec": FLAGS.model, "name": name, "version": version, "path": model.directory},
         "requests": {
@@ -623,7 +624,8 @@ def performance(args: list[str]) -> None:
         scores[version] = perf.not_served_json(min_rows)
     logged = len(requests.logged)
     report = {
-        "schema": perf.SCHEMA,
+        "report": "performance",
+        "schema_version": perf.SCHEMA_VERSION,  # docs/monitor_reports.md
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "model": {"spec": FLAGS.model, "name": name, "version": version, "path": resolved.path},
         "requests": {

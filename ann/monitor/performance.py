@@ -54,7 +54,10 @@ from ann.monitor.request_log import Requests, missing_requests
 from ann.serve.errors import ServeError
 from ann.serve.feedback import Predictions
 
-SCHEMA = "ann.monitor.performance/1"
+# report.json's version (docs/monitor_reports.md), an integer under `schema_version` as `ann
+# report`'s. 2: `schema_version` and `report` ("performance") replace `schema`
+# ("ann.monitor.performance/1"); the rest is 1's.
+SCHEMA_VERSION = 2
 REASONS = ("unknown", "failed", "unlogged", "duplicate")
 STATES = ("measured", "too_few_rows")
 # Characters of the reliability figure's title (11 pt) a line per inch of figure width

@@ -14,13 +14,14 @@ Pictures (matplotlib, written and inlined by `ann.report.html`):
   for another output (a regression's prediction, an embedding: each value tested), the
   histograms of its top drifted values, as the top features'.
 
-report.json: `schema`, `model` (spec, name, version, path), `requests` (`files` as given,
-`paths`: the same files as absolute paths, links resolved, which --out's check compares,
-records used, versions, skipped by reason, first and last time, `request_log_sample`: the
-shares of requests the log holds, [] where it does not record them), `outputs_from` ("log" or
-"model"),
-`method`, `result` (`DriftResult.to_json()`: `state` "detected", "not_detected" or
-"too_few_rows", `rows`, `min_rows`, ...) and `figures`. Too few rows: no tests, no pictures.
+report.json: `report` ("drift"), `schema_version` (`SCHEMA_VERSION`), `model` (spec, name,
+version, path), `requests` (`files` as given, `paths`: the same files as absolute paths, links
+resolved, which --out's check compares, records used, versions, skipped by reason, first and
+last time, `request_log_sample`: the shares of requests the log holds, [] where it does not
+record them), `outputs_from` ("log" or "model"), `method`, `result` (`DriftResult.to_json()`:
+`state` "detected", "not_detected" or "too_few_rows", `rows`, `min_rows`, ...) and `figures`.
+Too few rows: no tests, no pictures. Every key, its type and when it is there:
+docs/monitor_reports.md (tests/test_drift.py checks a written report against it).
 """
 
 from __future__ import annotations
@@ -47,9 +48,11 @@ from ann.monitor.drift import (
 )
 from ann.monitor.features import MAX_VALUES, feature_matrix
 
-# 2: result.state and result.min_rows; result.detected and result.share are null for too few
-# rows (1 had no such state: a bool from any 2 rows).
-SCHEMA = "ann.monitor.drift/2"
+# report.json's version (docs/monitor_reports.md), an integer under `schema_version` as `ann
+# report`'s. 2: result.state and result.min_rows; result.detected and result.share are null for
+# too few rows (1 had no such state: a bool from any 2 rows). 3: `schema_version` and `report`
+# ("drift") replace `schema` ("ann.monitor.drift/2"); the rest is 2's.
+SCHEMA_VERSION = 3
 SHOWN = 20  # features in the strength chart and the table
 HIST_BINS = 30
 FEW_VALUES = 20  # at most this many distinct values: one bar per value

@@ -19,6 +19,9 @@ from ann.report import SCHEMA_VERSION, collect, html, jsonable, metric_text, uni
 from ann.report.sections import SECTIONS, Section, sections_for
 
 REPORT = directory_kind.REPORT_FILE
+# report.json's `report` key: which command wrote it (`ann report`: "model"; `ann monitor drift`,
+# `ann monitor performance`), beside each one's own integer `schema_version`.
+REPORT_KINDS = ("model", "drift", "performance")
 
 
 def _slices(preds: collect.Predictions, source: collect.Source) -> list[Section]:
@@ -164,9 +167,11 @@ def _check_same_source(out: str, source: Mapping[str, Any]) -> None:
 
 
 def _report_kind(path: str) -> str | None:
-    """Which report a report.json is, by its keys (`schema_version`: ann report's, docs/
-    report.md; `schema` and `requests`: a drift or performance report's, by its schema); None
-    when absent or unreadable."""
+    """Which report a report.json is, by its `report` key ("model": ann report's, docs/
+    report.md; "drift", "performance": ann monitor's, docs/monitor_reports.md), or for a
+    report written before that key (ann report's schema_version 1-2; drift's `schema`
+    "ann.monitor.drift/1"-"/2", performance's "ann.monitor.performance/1") by its other keys;
+    None when absent or unreadable."""
     try:
         with open(path, "rb") as f:
             data = json.loads(f.read())
@@ -174,6 +179,8 @@ def _report_kind(path: str) -> str | None:
         return None
     if not isinstance(data, dict):
         return None
+    if data.get("report") in REPORT_KINDS:
+        return f"{data['report']} report"
     if "schema" in data and "requests" in data:  # ann monitor's: the schema names the command
         performance = str(data["schema"]).startswith("ann.monitor.performance/")
         return "performance report" if performance else "drift report"
@@ -226,6 +233,7 @@ def write_report(source: collect.Source, splits: list[str], out: str) -> dict[st
     # A killed report left its staging directory (.report-*): the next one removes it.
     with atomic.staging(out, ".report-") as tmp:
         report: dict[str, Any] = {
+            "report": "model",
             "schema_version": SCHEMA_VERSION,
             "created": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "model": source.identity,
