@@ -593,7 +593,7 @@ def test_every_dashboard_and_rule_expression_reads_series_that_exist(rendered):
     assert not unknown, unknown
     read = {n for _, e in exprs for n in re.findall(r"\bann_[a-z0-9_]+", e)}
     assert {"ann_drift_score_total", "ann_requests"} & read == set()  # the regex is not lax
-    assert "ann_requests_total" in read and "ann_confidence_bucket" in read
+    assert "ann_requests_total" in read and "ann_confidence_ratio_bucket" in read
 
 
 def _series_as_the_server_writes_them(metrics: Metrics) -> dict[str, str]:
@@ -651,3 +651,35 @@ def test_every_dashboard_expression_is_promql(rendered, tmp_path):
     result = subprocess.run([PROMTOOL, "check", "rules", str(path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"SUCCESS: {len(exprs)} rules found" in result.stdout
+
+
+# The server's gauges and histograms without a unit in the name, and why: Prometheus's naming
+# guide puts the base unit last (`_seconds`, `_bytes`, `_ratio` for a value in [0, 1]) and has
+# none for a count or a 0/1 flag.
+UNITLESS = {
+    "ann_batch_size": "real rows per batch: a count",
+    "ann_queue_depth": "rows waiting: a count",
+    "ann_connections": "connections open: a count",
+    "ann_ready": "1 or 0",
+    "ann_drift_detected": "1 or 0 (NaN: too few rows)",
+    "ann_model_info": "an info series, always 1",
+    "ann_drift_score": "each test's statistic or distance in its own units (KS D, z, ...)",
+    "ann_drift_strength": "a multiple of the test's threshold",
+}
+
+
+def test_every_gauge_and_histogram_names_its_unit_or_is_a_count_or_a_flag():
+    """`ann_confidence`, a histogram of probabilities in [0, 1], had no unit suffix against
+    the README's own rule (a share ends in `_ratio`) and Prometheus's naming guide: it is
+    `ann_confidence_ratio`. A counter's `_total` is its own suffix."""
+    families = {f.name: f.type for f in Metrics(8).registry.collect()}
+    assert "ann_confidence_ratio" in families and "ann_batch_size" in families
+    unnamed = [
+        name
+        for name, kind in families.items()
+        if kind != "counter"
+        and not name.endswith(("_seconds", "_bytes", "_ratio"))
+        and name not in UNITLESS
+    ]
+    assert unnamed == []
+    assert set(UNITLESS) <= set(families)  # none listed that the server no longer has

@@ -149,7 +149,7 @@ def test_feedback_joins_give_offline_accuracy_and_gauges_appear(monitored):
     assert metric(text, "ann_drift_windows_total", **mv) == 2
     assert metric(text, "ann_estimated_accuracy_ratio", **mv) == pytest.approx(confidence, rel=1e-6)
     assert metric(text, "ann_prediction_share_ratio", **mv, **{"class": names[3]}) == shares[3]
-    assert metric(text, "ann_confidence_count", **mv) == 200
+    assert metric(text, "ann_confidence_ratio_count", **mv) == 200
     assert 0 < metric(text, "ann_model_age_seconds", **mv) < 30 * 86400
     assert metric(text, "ann_drift_window_end_timestamp_seconds", **mv) > 1.7e9
 
@@ -1006,7 +1006,7 @@ def test_realized_accuracy_is_nan_until_labels_come_so_the_alert_cannot_fire():
     # No other monitoring gauge says anything before its first window.
     for name in ("ann_estimated_accuracy_ratio", "ann_prediction_share_ratio",
                  "ann_drift_share_ratio", "ann_drift_detected", "ann_drift_score",
-                 "ann_drift_strength", "ann_confidence_count"):  # fmt: skip
+                 "ann_drift_strength", "ann_confidence_ratio_count"):  # fmt: skip
         assert f"\n{name}{{" not in text, name
 
     rng = np.random.default_rng(0)

@@ -254,7 +254,7 @@ def debug() -> list[dict[str, Any]]:
         input_histograms(),
         panel(
             "Confidence (top-class probability) histogram",
-            [(f"sum by (le) (increase(ann_confidence_bucket{{{SEL}}}[{RATE}]))", "{{le}}")],
+            [(f"sum by (le) (increase(ann_confidence_ratio_bucket{{{SEL}}}[{RATE}]))", "{{le}}")],
             kind="heatmap",
             calculate=False,
             yAxis={"unit": "percentunit"},

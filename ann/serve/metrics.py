@@ -39,7 +39,7 @@ Monitoring (`--monitor=on`, the default; ann/serve/monitoring.py; all labelled m
 | `ann_drift_windows_total` | counter | | windows completed |
 | `ann_drift_window_end_timestamp_seconds` | gauge | | when the last window closed (Unix) |
 | `ann_prediction_share_ratio` | gauge | class | predicted-class shares in the last window |
-| `ann_confidence` | histogram | | top-class probability per served row (15 bins in [0, 1]) |
+| `ann_confidence_ratio` | histogram | | top-class probability per served row (15 bins in [0, 1]) |
 | `ann_estimated_accuracy_ratio` | gauge | | mean top-class probability, last window (CBPE) |
 | `ann_realized_accuracy_ratio` | gauge | window | `last` judged window, `total` (below) |
 | `ann_feedback_labels_total` | counter | | labelled rows joined to their prediction |
@@ -111,7 +111,7 @@ LATENCY_BUCKETS = (
     5.0,
 )
 
-# ann_confidence: 15 equal bins over [0, 1], as ECE's (ann/metrics/calibration.py).
+# ann_confidence_ratio: 15 equal bins over [0, 1], as ECE's (ann/metrics/calibration.py).
 CONFIDENCE_BUCKETS = tuple(round(i / 15, 6) for i in range(1, 16))
 
 
@@ -295,7 +295,7 @@ class Metrics:
             registry=r,
         )
         self.confidence = BulkHistogram(
-            "ann_confidence", "Top-class probability of served rows.", mv, CONFIDENCE_BUCKETS
+            "ann_confidence_ratio", "Top-class probability of served rows.", mv, CONFIDENCE_BUCKETS
         )
         r.register(self.confidence)
         self.estimated_accuracy = Gauge(
