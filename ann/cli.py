@@ -1357,6 +1357,39 @@ class FlagError(ValueError):
     prints it as one line (like a ConfigError), whichever job raises it."""
 
 
+@contextlib.contextmanager
+def as_arguments(names: Mapping[str, str] | Iterable[str]) -> Iterator[None]:
+    """Around a command's flag checks run for a Python function (`ann.export.export`,
+    `ann.report.write.write_report`): a FlagError raised inside is raised again with each
+    `--FLAG` of `names` (flag -> argument, or flag names that are the argument's own) written
+    as the argument (`--out=DIR is inside ...; e.g. --out=X` as `out=DIR ...; e.g. out=X`): one
+    check for the command and the function, in the words of whichever was called."""
+    pairs = dict(names) if isinstance(names, Mapping) else {n: n for n in names}
+    try:
+        yield
+    except FlagError as e:
+        text = str(e)
+        for flag, argument in pairs.items():
+            text = re.sub(rf"--{re.escape(flag)}(?![\w.-])", argument, text)
+        raise type(e)(text) from None
+
+
+def step_argument(step: object) -> int | str:
+    """A Python function's `step` of a trained run ("best", "latest", a step number as an int
+    or a str of digits) as its command takes `--step`: a str of digits as the int, any other
+    str as it is (`check_trained_run` refuses a bad one, "bestt" included). Raises TypeError
+    naming the argument for another type: a float was truncated (1.5 read as step 1)."""
+    if isinstance(step, str):
+        number = arguments.digits(step) and arguments.INTEGER.fullmatch(step)
+        return int(step) if number else step  # "007", "３": refused as typed
+    if isinstance(step, int) and not isinstance(step, bool):
+        return step
+    raise TypeError(
+        f"step: expected 'best', 'latest' or a step number (an int >= 0), got "
+        f"{type(step).__name__} {step!r}"
+    )
+
+
 def check_no_arguments(args: Sequence[str]) -> None:
     """Raises FlagError when a command that takes flags only is given other words (`args`, the
     command line after the job's name): most often the rest of an unquoted value with spaces

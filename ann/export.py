@@ -418,9 +418,69 @@ def export(
     platforms: Sequence[str] = ("cpu",),
     calibration: str | None = None,
 ) -> dict[str, Any]:
-    """Exports the run in `workdir` at `step` ("best", "latest" or a number) into `out`.
-    `calibration` ("temperature" or "none") overrides the run's `config.calibration`; None
-    keeps it."""
+    """Exports the run in `workdir` at `step` ("best", "latest" or a step number) into `out`, a
+    new or empty directory; returns the manifest written (a dict). `name` is the manifest's
+    model name (default `default_name`), `platforms` what jax.export lowers for (a sequence of
+    names among PLATFORMS, this machine's included), `calibration` ("temperature" or "none")
+    overrides the run's `config.calibration`; None keeps it.
+
+    Every argument is checked first, as `ann export` checks its flags (`check_flags`): a
+    ValueError (FlagError) names the argument and the fix for a bad value (a `step` that is not
+    'best', 'latest' or a saved step; a `workdir` that is no trained run; an `out` that is not
+    new or empty, or inside the run's checkpoints/, an export, a registry or a report; a
+    `name` the registry refuses; an unknown `calibration` or platform); a TypeError for an
+    argument of the wrong type (None for a path, a str for `platforms`, a float step).
+    Then CheckpointError, CalibrationError or IntegrityError where the run's files do."""
+    workdir, out, step, name, platforms, calibration = _arguments(
+        workdir, out, step, name, platforms, calibration
+    )
+    with _as_arguments():
+        check_flags(workdir, out, str(step), name, platforms, calibration)
+    return _export(workdir, out, step, name, platforms, calibration)
+
+
+def _as_arguments() -> Any:
+    """`check_flags`' refusals in `export`'s words: its arguments, not `ann export`'s flags."""
+    from ann import cli
+
+    return cli.as_arguments(("workdir", "out", "step", "name", "platforms", "calibration"))
+
+
+def _arguments(
+    workdir: Any, out: Any, step: Any, name: Any, platforms: Any, calibration: Any
+) -> tuple[str, str, int | str, str | None, list[str], str | None]:
+    """`export`'s arguments as `check_flags` takes them; TypeError naming the argument for a
+    wrong type: None as a path raised FileNotFoundError of config.json, a float step was
+    truncated (1.5 as 1), a str `platforms` was read as its letters ("cpu" as c, p, u)."""
+    from ann import cli
+
+    workdir = artifact.path_argument(
+        workdir, "workdir", "a training run's directory as a str or path"
+    )
+    out = artifact.path_argument(out, "out", "a new directory as a str or path")
+    step = cli.step_argument(step)
+    for key, value in (("name", name), ("calibration", calibration)):
+        if value is not None and not isinstance(value, str):
+            raise TypeError(f"{key}: expected a str or None, got {type(value).__name__}")
+    names = isinstance(platforms, Sequence) and all(isinstance(p, str) for p in platforms)
+    if isinstance(platforms, str) or not names:
+        shown = repr(platforms) if isinstance(platforms, str) else type(platforms).__name__
+        raise TypeError(
+            f"platforms: expected a sequence of platform names, e.g. ('cpu',) or "
+            f"('cpu', 'cuda'), got {shown}"
+        )
+    return workdir, out, step, name, list(platforms), calibration
+
+
+def _export(
+    workdir: str,
+    out: str,
+    step: int | str,
+    name: str | None,
+    platforms: Sequence[str],
+    calibration: str | None,
+) -> dict[str, Any]:
+    """`export` once its arguments are checked (`check_flags`)."""
     # Imported on use: `ann export --help` and a bad flag answer without JAX.
     import flax
     import jax
@@ -608,7 +668,7 @@ def define_flags() -> None:
     flags.DEFINE_enum(
         "calibration",
         None,
-        ["temperature", "none"],
+        list(CALIBRATIONS),
         "Overrides the run's config.calibration: temperature (fit T on the validation split) or "
         "none (export softmax(logits)); unset keeps the run's.",
     )
@@ -616,6 +676,7 @@ def define_flags() -> None:
 
 
 PLATFORMS = ("cpu", "cuda", "rocm", "tpu")  # what jax.export lowers for
+CALIBRATIONS = ("temperature", "none")  # export's `calibration`, ann export's --calibration
 
 
 def _check_runs_here(platforms: list[str]) -> None:
@@ -653,6 +714,8 @@ def check_flags(
     from ann.registry import NAME
 
     cli.check_trained_run(workdir, step)
+    if calibration not in (None, *CALIBRATIONS):  # absl's enum refuses it on the command line
+        raise cli.FlagError(f"--calibration={calibration} must be one of {', '.join(CALIBRATIONS)}")
     if name is not None and not NAME.match(name):
         raise cli.FlagError(
             f"--name={name!r} must be letters, digits, '_', '.' or '-' (at most 128), starting "
@@ -720,7 +783,7 @@ def main(argv: list[str]) -> None:
         FLAGS.workdir, FLAGS.out, FLAGS.step, FLAGS.name, FLAGS.platforms, FLAGS.calibration
     )
     step: int | str = int(FLAGS.step) if FLAGS.step.isdigit() else FLAGS.step
-    manifest = export(
+    manifest = _export(
         FLAGS.workdir, FLAGS.out, step, FLAGS.name, FLAGS.platforms, FLAGS.calibration
     )
     shown = cli.metrics_line(manifest["metrics"])

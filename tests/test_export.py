@@ -588,9 +588,9 @@ def test_every_command_given_a_run_where_an_export_is_wanted_says_how_to_export_
 
 
 def test_export_refuses_a_nonempty_out_and_keeps_batchnorm(tmp_path, digits_export):
-    _, out = digits_export
-    with pytest.raises(FileExistsError, match="not empty"):
-        export("unused", str(out))
+    run, out = digits_export
+    with pytest.raises(ValueError, match=r"^out=.* holds an export \(manifest.json\); choose"):
+        export(str(run), str(out))  # ann export's check (it was FileExistsError)
     # ResNet: BatchNorm running statistics travel with the weights, and cuda/tpu lower too.
     workdir = tmp_path / "resnet"
     train_and_evaluate(tiny("digits_resnet", total_steps=3), str(workdir))
@@ -624,7 +624,7 @@ def test_export_refuses_a_nonempty_out_and_keeps_batchnorm(tmp_path, digits_expo
     # An export for an accelerator alone cannot be run here to check it: refused in one
     # line with the platforms that would run, nothing written (it was jax's ValueError
     # "exported for platforms ('cuda',) but it is used on ('cpu',)" from deep in the export).
-    with pytest.raises(artifact.PlatformError, match=r"--platforms=cuda,cpu$"):
+    with pytest.raises(ValueError, match=r"; use platforms=cuda,cpu$"):
         export(str(workdir), str(tmp_path / "cuda_only"), "latest", "resnet", ("cuda",))
     assert not (tmp_path / "cuda_only").exists() and not list(tmp_path.glob(".export-*"))
 
@@ -1191,3 +1191,44 @@ def test_a_killed_exports_staging_directory_is_removed_by_the_next(digits_export
     os.utime(stale, (old, old))
     export_lib.write(str(tmp_path / "next"), dict(manifest), function, weights)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["next"]
+
+
+def test_export_from_python_checks_its_arguments_as_ann_export_does(digits_export, tmp_path):
+    """`ann.export.export` skipped every check of `ann export`'s flags: calibration="platt"
+    wrote an export whose manifest said platt and served uncalibrated probabilities; an `out`
+    inside the run's checkpoints/ or in another export was written; step="bestt" was int()'s
+    ValueError, 1.5 was read as 1, platforms="cpu" as c, p, u. Now one check, in the
+    function's words, and nothing is written."""
+    workdir, other = digits_export
+    new = str(tmp_path / "new")
+    refused = [
+        ({"calibration": "platt"}, "calibration=platt must be one of temperature, none"),
+        ({"calibration": "None"}, "calibration=None must be one of temperature, none"),
+        ({"out": f"{workdir}/checkpoints/x"}, f"out={workdir}/checkpoints/x is inside"),
+        ({"out": f"{other}/sub"}, f"out={other}/sub is inside an export at {other}"),
+        ({"out": str(workdir)}, f"out={workdir} holds a training run"),
+        ({"name": "bad name/x"}, "name='bad name/x' must be letters, digits"),
+        ({"step": "bestt"}, "step='bestt' must be 'best', 'latest' or a step number"),
+        ({"step": -1}, "step='-1' must be 'best', 'latest' or a step number"),
+        ({"step": 7}, f"step=7: no checkpoint step 7 in {workdir}/checkpoints"),
+        ({"platforms": ("gpu",)}, "a GPU is 'cuda' (NVIDIA) or 'rocm' (AMD)"),
+        ({"platforms": ()}, "platforms='' must be distinct names among cpu, cuda"),
+        ({"workdir": str(tmp_path / "nope")}, f"workdir={tmp_path / 'nope'} does not exist"),
+    ]
+    for change, message in refused:
+        arguments = {"workdir": str(workdir), "out": new, **change}
+        with pytest.raises(ValueError) as e:
+            export(**arguments)
+        assert message in str(e.value) and "--" not in str(e.value), (change, str(e.value))
+    wrong_types = [
+        ({"workdir": None}, "workdir: expected a training run's directory"),
+        ({"out": None}, "out: expected a new directory"),
+        ({"step": 1.5}, "step: expected 'best', 'latest' or a step number"),
+        ({"platforms": "cpu"}, "platforms: expected a sequence of platform names"),
+        ({"name": 3}, "name: expected a str or None, got int"),
+    ]
+    for change, message in wrong_types:
+        with pytest.raises(TypeError, match=message):
+            export(**{"workdir": str(workdir), "out": new, **change})
+    assert not list(tmp_path.iterdir()) and not (workdir / "checkpoints/x").exists()
+    assert not (other / "sub").exists()
