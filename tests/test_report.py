@@ -976,3 +976,48 @@ def test_two_reports_to_one_new_out_at_once(tmp_path, monkeypatch):
         replace_directory(staged(".report-b"), str(out), lambda: check_out(str(out)))
     assert json.loads((out / "report.json").read_text()) == {"schema": 1, "requests": {}}
     assert sorted(p.name for p in tmp_path.iterdir()) == [".report-b", "out"]  # its caller's
+
+
+def test_write_report_and_from_workdir_check_their_arguments_as_ann_report_does(
+    digits_export, tmp_path
+):
+    """From Python, `write_report` wrote into an export and into a run's checkpoints/ (`ann
+    report --out` refuses both), and ["tst"] said "the run has no tst split (data.eval_splits
+    is empty)" of a run whose eval_splits is ['test']; `from_workdir` took a float step and
+    any workdir. Now `ann report`'s checks, in the functions' words, before anything is done."""
+    from ann.report import write
+
+    run, export = digits_export
+    source = collect.Source({"kind": "workdir", "workdir": str(run), "step": 20}, None, None,
+                            lambda batch: batch, 1)  # fmt: skip
+    refused = [
+        (["tst"], "out", "splits=tst: unknown split 'tst'; did you mean 'test'? (splits: "),
+        (["test", "test"], "out", "splits='test,test' must be distinct names among"),
+        (["test"], f"{export}/rep", f"out={export}/rep is inside an export at {export}"),
+        (["test"], f"{run}/checkpoints/rep", f"out={run}/checkpoints/rep is inside"),
+    ]
+    for splits, out, message in refused:
+        with pytest.raises(ValueError) as e:
+            write.write_report(source, splits, str(tmp_path / out) if out == "out" else out)
+        assert message in str(e.value) and "--" not in str(e.value), str(e.value)
+    for arguments, message in [
+        ((None, ["test"], "out"), "source: expected a collect.Source"),
+        ((source, "test", "out"), "splits: expected a list of split names"),
+        ((source, ["test"], None), "out: expected the report's directory"),
+    ]:
+        with pytest.raises(TypeError, match=message):
+            write.write_report(*arguments)
+    config = ml_collections.ConfigDict({"data": {"validation_split": "v", "eval_splits": ["t"]}})
+    with pytest.raises(ValueError, match="^split 'tst' must be one of validation, test$"):
+        collect.split_of(config, "tst")
+    missing = tmp_path / "nope"
+    with pytest.raises(ValueError, match=f"^workdir={missing} does not exist"):
+        collect.from_workdir(str(missing))
+    with pytest.raises(ValueError, match="^step='bestt' must be 'best', 'latest' or a step"):
+        collect.from_workdir(str(run), "bestt")
+    with pytest.raises(TypeError, match="^step: expected 'best', 'latest' or a step number"):
+        collect.from_workdir(str(run), 1.5)
+    with pytest.raises(TypeError, match="^workdir: expected a training run's directory"):
+        collect.from_workdir(None)
+    assert not list(tmp_path.iterdir()) and not (export / "rep").exists()
+    assert not (run / "checkpoints/rep").exists()

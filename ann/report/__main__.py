@@ -12,7 +12,6 @@ report.json's schema: docs/report.md.
 
 from __future__ import annotations
 
-import difflib
 import os
 
 from absl import flags
@@ -66,28 +65,7 @@ def check_flags(
         # A report reads a run as well as an export (it said: export it first).
         instead = arguments.flag("workdir", model)
         raise cli.FlagError(f"--model={model} is a training run; give it as {instead}")
-    unknown = [s for s in splits if s not in collect.SPLITS]
-    if "train" in unknown:  # a real split, not a typo: said why it is not offered
-        raise cli.FlagError(
-            f"--split={','.join(splits)}: a report judges held-out rows, and the model was fit "
-            f"to train's; choose among {', '.join(collect.SPLITS)}"
-        )
-    close = [
-        [n for n in collect.SPLITS if n.startswith(s)]
-        or difflib.get_close_matches(s, collect.SPLITS, n=1)
-        for s in unknown
-    ]
-    if unknown and all(close):
-        raise cli.FlagError(
-            f"--split={','.join(splits)}: unknown split {unknown[0]!r}; did you mean "
-            f"{close[0][0]!r}? (splits: {', '.join(collect.SPLITS)})"
-        )
-    if not splits or unknown or len(set(splits)) != len(splits):
-        raise cli.FlagError(
-            f"--split={','.join(splits)!r} must be distinct names among "
-            f"{', '.join(collect.SPLITS)}"
-            + (f" (unknown: {', '.join(unknown)})" if unknown else "")
-        )
+    collect.check_splits(splits)
     if workdir is not None:
         cli.check_trained_run(workdir, step, export_flag="model")
     else:  # a missing registry, model or alias was said after 9 s of imports and loading
@@ -136,7 +114,7 @@ def main(argv: list[str]) -> None:
     if FLAGS.workdir is not None:
         step: int | str = int(FLAGS.step) if FLAGS.step.isdigit() else FLAGS.step
         cli.progress(f"restoring the {step} checkpoint of {FLAGS.workdir}")
-        source = collect.from_workdir(FLAGS.workdir, step)
+        source = collect.restore(FLAGS.workdir, step)  # checked above
     else:
         cli.progress(f"loading {FLAGS.model}")
         source = collect.from_model(FLAGS.model, FLAGS.registry)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import ml_collections
@@ -42,13 +42,65 @@ class Source:
     data_dir: str | None = None
 
 
+def check_splits(splits: Sequence[str]) -> None:
+    """Raises FlagError (a ValueError) unless `splits` are distinct names among SPLITS, with
+    one line naming `--split` (`ann report`'s) and the fix; `cli.as_arguments` names it as
+    `write_report`'s `splits`. Raises TypeError for a str or another type than a sequence of
+    str (a str "test" was read as its letters)."""
+    import difflib
+
+    from ann.cli import FlagError
+
+    if isinstance(splits, str) or not (
+        isinstance(splits, Sequence) and all(isinstance(s, str) for s in splits)
+    ):
+        raise TypeError(
+            f"splits: expected a list of split names among {', '.join(SPLITS)}, e.g. "
+            f"['test'], got {splits!r}"
+        )
+    unknown = [s for s in splits if s not in SPLITS]
+    if "train" in unknown:  # a real split, not a typo: said why it is not offered
+        raise FlagError(
+            f"--split={','.join(splits)}: a report judges held-out rows, and the model was fit "
+            f"to train's; choose among {', '.join(SPLITS)}"
+        )
+    close = [
+        [n for n in SPLITS if n.startswith(s)] or difflib.get_close_matches(s, SPLITS, n=1)
+        for s in unknown
+    ]
+    if unknown and all(close):
+        raise FlagError(
+            f"--split={','.join(splits)}: unknown split {unknown[0]!r}; did you mean "
+            f"{close[0][0]!r}? (splits: {', '.join(SPLITS)})"
+        )
+    if not splits or unknown or len(set(splits)) != len(splits):
+        raise FlagError(
+            f"--split={','.join(splits)!r} must be distinct names among "
+            f"{', '.join(SPLITS)}" + (f" (unknown: {', '.join(unknown)})" if unknown else "")
+        )
+
+
 def _batch_size(config: ml_collections.ConfigDict) -> int:
     return max(1, min(int(config.batch_size), 512))
 
 
 def from_workdir(workdir: str, step: int | str = "best") -> Source:
-    """The run in `workdir` at `step` ("best", "latest" or a number). Raises ConfigError
-    (config.json) or CheckpointError (no such step)."""
+    """The run in `workdir` at `step` ("best", "latest" or a step number), checked first as
+    `ann report --workdir --step` checks them: ValueError (FlagError) naming the argument for
+    a `workdir` that is no trained run (missing, an export, a registry, ...) or a `step` it
+    did not save, TypeError for a wrong type (None, a float step). Then ConfigError
+    (config.json) or CheckpointError (the checkpoint)."""
+    from ann import artifact, cli
+
+    workdir = artifact.path_argument(workdir, "workdir", "a training run's directory as a str")
+    step = cli.step_argument(step)
+    with cli.as_arguments(("workdir", "step")):
+        cli.check_trained_run(workdir, str(step))
+    return restore(workdir, step)
+
+
+def restore(workdir: str, step: int | str = "best") -> Source:
+    """`from_workdir` without its checks (`ann report` checked its flags so already)."""
     import jax
     from flax import nnx
 
@@ -171,7 +223,9 @@ def split_of(config: ml_collections.ConfigDict, split: str) -> str:
     run: `data.validation_split`, or the first of `data.eval_splits`. Raises ValueError."""
     if split == "validation":
         return config.data.validation_split
-    if split == "test" and config.data.eval_splits:
+    if split not in SPLITS:  # "tst" was "the run has no tst split (data.eval_splits is empty)"
+        raise ValueError(f"split {split!r} must be one of {', '.join(SPLITS)}")
+    if config.data.eval_splits:
         return config.data.eval_splits[0]
     raise ValueError(f"the run has no {split} split (data.eval_splits is empty)")
 

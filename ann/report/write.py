@@ -224,11 +224,29 @@ def _report_splits(
 
 
 def write_report(source: collect.Source, splits: list[str], out: str) -> dict[str, Any]:
-    """Collects `splits`, computes their sections, slices and the prediction variance, and
-    writes `out`/report.json, index.html and the PNGs (into a temporary sibling first, then
-    renamed into place: nothing half-written). Returns the report.json contents."""
-    out = os.path.abspath(out)
-    check_out(out, source=source.identity)  # a report of another run or model is kept
+    """Collects `splits` (names among `collect.SPLITS`: validation, test), computes their
+    sections, slices and the prediction variance, and writes `out`/report.json, index.html and
+    the PNGs (into a temporary sibling first, then renamed into place: nothing half-written).
+    Returns the report.json contents.
+
+    Checked first, as `ann report` checks --split and --out: ValueError (FlagError) naming the
+    argument for an unknown or repeated split, an `out` inside a run's checkpoints/, an
+    export, a registry or another report, or holding anything but an earlier report of this
+    run or model; TypeError for a `source` that is no `collect.Source` (`collect.from_workdir`,
+    `collect.from_model`), a str `splits` or a `out` that is no path."""
+    from ann import artifact, cli
+
+    if not isinstance(source, collect.Source):
+        raise TypeError(
+            "source: expected a collect.Source (collect.from_workdir(WORKDIR) or "
+            f"collect.from_model(SPEC)), got {type(source).__name__}"
+        )
+    out = artifact.path_argument(out, "out", "the report's directory as a str or path")
+    with cli.as_arguments({"split": "splits", "out": "out"}):
+        collect.check_splits(splits)
+        cli.check_out("out", out, report=True)  # not in a run's checkpoints/, an export, ...
+        out = os.path.abspath(out)
+        check_out(out, source=source.identity)  # a report of another run or model is kept
     config = source.config
     # A killed report left its staging directory (.report-*): the next one removes it.
     with atomic.staging(out, ".report-") as tmp:
