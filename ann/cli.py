@@ -1557,14 +1557,16 @@ def _inside(flag: str, path: str, out: bool = False) -> str | None:
 
 
 def check_out(
-    flag: str, path: str, may_hold: str | None = None, report: bool = False
+    flag: str, path: str, may_hold: str | None = None, report: bool = False, others: bool = True
 ) -> None:  # fmt: skip
     """Raises FlagError naming `--flag` when the directory `path` cannot be created or written
     (a file in the way, no permission), already holds something ann made (`holds`) other
     than `may_hold` ("a training run" for `ann train`, "a sweep" for `ann sweep`), or a report
     (report.json) unless `report` (the job writes one: its own write checks which kind), or is
     inside a report (replaced whole on its next run, it would take `path` with it); creates
-    nothing. Checked before a job computes."""
+    nothing. Checked before a job computes. With `may_hold`, a directory holding files that
+    are not its kind's is refused too, unless not `others` (`train_and_evaluate` from Python:
+    a directory a notebook or test prepared)."""
 
     if not path.strip():
         raise FlagError(f"--{flag} is empty; give the directory to write")
@@ -1585,7 +1587,7 @@ def check_out(
     found = holds(path)
     if found is not None and not (may_hold and found.startswith(may_hold)):
         raise FlagError(f"--{flag}={path} holds {found}; choose another --{flag}")
-    if may_hold and found is None and os.path.isdir(path):  # a job's own directory: new or empty
+    if may_hold and others and found is None and os.path.isdir(path):  # new or empty
         others = sorted(e for e in os.listdir(path) if not e.startswith("."))  # .lock, caches
         if others:
             shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")

@@ -151,3 +151,31 @@ def test_a_failed_start_removes_the_empty_compilation_cache_it_made_beside_the_w
     last = result.stderr.splitlines()[-1]  # (after the session's first data build, if this is it)
     assert last.startswith(f"error: {workdir / '.lock'}: no space left"), result.stderr[-2000:]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_train_and_evaluate_checks_its_arguments_as_ann_train_does(tmp_path):
+    """From Python, a None or dict config raised "AttributeError: 'dict' object has no
+    attribute 'compilation_cache_dir'" and a None workdir "'NoneType' object has no attribute
+    'strip'", naming no argument; a workdir inside an export or inside another run (both
+    refused by `ann train --workdir`) was trained into."""
+    export, run = tmp_path / "export", tmp_path / "run"
+    export.mkdir()
+    (export / "manifest.json").write_text('{"format": 1, "files": {}}')
+    run.mkdir()
+    (run / "config.json").write_text('{"experiment": "classification", "total_steps": 5}')
+    for config, message in [(None, "got NoneType"), ({"model": {"name": "mlp"}}, "got dict")]:
+        with pytest.raises(
+            TypeError, match=f"^config: expected an ml_collections.Config.*{message}"
+        ):
+            train_and_evaluate(config, str(tmp_path / "new"))
+    with pytest.raises(TypeError, match="^workdir: expected the run's directory as a str or path"):
+        train_and_evaluate(tiny(), None)
+    for inside, parent, what in [(export / "run", export, "an export"),
+                                 (run / "checkpoints" / "x", run, "a training run")]:  # fmt: skip
+        with pytest.raises(ValueError) as e:
+            train_and_evaluate(tiny(), str(inside))
+        assert str(e.value) == (
+            f"workdir={inside} is inside {what} at {parent}; choose a directory outside it"
+        ), str(e.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export", "run"]
+    assert [p.name for p in run.iterdir()] == ["config.json"]

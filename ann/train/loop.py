@@ -281,6 +281,26 @@ class _Run:
             self.checkpoints.close()
 
 
+def _check_arguments(config: Any, workdir: Any) -> str:
+    """`train_and_evaluate`'s `config` and `workdir` checked as `ann train` checks its flags
+    (`ann.train.workdir.check`, then `cli.check_out` of --workdir in the argument's words);
+    the workdir as a str. A None or dict config raised "AttributeError: 'dict' object has no
+    attribute 'compilation_cache_dir'", a None workdir "... has no attribute 'strip'"."""
+    from ann import artifact
+
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise TypeError(
+            "config: expected an ml_collections.ConfigDict (a config file's get_config(), e.g. "
+            f"configs/digits_cnn.py's), got {type(config).__name__}"
+        )
+    workdir = artifact.path_argument(workdir, "workdir", "the run's directory as a str or path")
+    workdir_lib.check(workdir)  # its own words for a file, an export, no permission
+    with cli.as_arguments(("workdir",)):
+        # Not its other files: a directory the caller prepared (`ann train` refuses them).
+        cli.check_out("workdir", workdir, may_hold="a training run", others=False)
+    return workdir
+
+
 def train_and_evaluate(
     config: ml_collections.ConfigDict,
     workdir: str,
@@ -300,7 +320,12 @@ def train_and_evaluate(
 
     Raises ConfigError (a bad config, workdir or `init_from`; a workdir another run holds; a
     rerun that would change what is trained, or end before the step it reached),
-    CheckpointError, and NonFiniteLossError when training diverged."""
+    CheckpointError, and NonFiniteLossError when training diverged. Checked first, as `ann
+    train` checks --workdir: a `workdir` inside an export, a registry, another run's
+    checkpoints/ or a report, or holding one of those, is refused with ValueError (FlagError)
+    naming `workdir`; a `config` that is no ml_collections.ConfigDict or a `workdir` that is
+    no path with TypeError naming the argument."""
+    workdir = _check_arguments(config, workdir)
     # The clock pauses the garbage collector until the first step (ann/train/startup.py).
     with startup_lib.Clock(started) as clock:
         workdir_lib.check(workdir)  # before anything is created, the compilation cache included
