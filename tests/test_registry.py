@@ -1489,3 +1489,19 @@ def test_a_registry_on_a_full_disk_is_not_told_to_fix_permissions(
         f"registry {tmp_path / 'reg'}: {tmp_path / 'reg'} cannot be written (No space left on "
         "device); free space on its file system, or use another --registry"
     )
+
+
+def test_a_registry_from_python_names_a_wrong_argument(digits_export, tmp_path):
+    """`Registry(None)` raised os's "expected str, bytes or os.PathLike object, not NoneType",
+    and a version 1.5 was read as version 1 (get_version, set_alias, delete_version)."""
+    _, out = digits_export
+    with pytest.raises(TypeError, match="^root: expected a registry directory as a str or path"):
+        Registry(None)
+    registry = Registry(tmp_path / "reg")  # a pathlib.Path too
+    registry.register(str(out), "digits")
+    for call in (lambda: registry.get_version("digits", 1.5),
+                 lambda: registry.set_alias("digits", "champion", "1"),
+                 lambda: registry.delete_version("digits", True)):  # fmt: skip
+        with pytest.raises(TypeError, match=r"^version: expected a version number \(an int"):
+            call()
+    assert registry.get_version("digits", 1).aliases == []

@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import errno
 import json
+import numbers
 import os
 import pathlib
 import re
@@ -241,9 +242,13 @@ class Registry:
     changes a file; only `register` creates the directory and database.
 
     `origin` is where `root` came from, which messages name: "--registry" (a flag),
-    "$ANN_REGISTRY" or "default" (./registry, neither given); `Registry.at` tells it."""
+    "$ANN_REGISTRY" or "default" (./registry, neither given); `Registry.at` tells it. A `root`
+    that is no str or path (None) raises TypeError naming it, and so does a `version` that is
+    no int (1.5 was read as version 1) given to a method."""
 
     def __init__(self, root: str, origin: str = "--registry"):
+        # None said os's "expected str, bytes or os.PathLike object, not NoneType".
+        root = artifact.path_argument(root, "root", "a registry directory as a str or path")
         self.root = os.path.abspath(root)
         self.artifacts = os.path.join(self.root, "artifacts")
         self.db_path = os.path.join(self.root, "registry.db")
@@ -1109,6 +1114,11 @@ class Registry:
         )
 
     def _require_version(self, db: sqlite3.Connection, name: str, version: int) -> sqlite3.Row:
+        if not isinstance(version, numbers.Integral) or isinstance(version, bool):  # 1.5 as 1
+            raise TypeError(
+                f"version: expected a version number (an int >= 1), got "
+                f"{type(version).__name__} {version!r}"
+            )
         self._require_model(db, name)
         row = None
         if 0 <= int(version) < 2**63:  # SQLite's INTEGER: past it, OverflowError (a traceback)
