@@ -1362,16 +1362,18 @@ def as_arguments(names: Mapping[str, str] | Iterable[str]) -> Iterator[None]:
     """Around a command's flag checks run for a Python function (`ann.export.export`,
     `ann.report.write.write_report`): a FlagError raised inside is raised again with each
     `--FLAG` of `names` (flag -> argument, or flag names that are the argument's own) written
-    as the argument (`--out=DIR is inside ...; e.g. --out=X` as `out=DIR ...; e.g. out=X`): one
-    check for the command and the function, in the words of whichever was called."""
+    as the argument (`--out=DIR is inside ...; e.g. --out=X` as `out=DIR ...; e.g. out=X`),
+    outside backticks (a command quoted whole): one check for the command and the function,
+    in the words of whichever was called."""
     pairs = dict(names) if isinstance(names, Mapping) else {n: n for n in names}
     try:
         yield
     except FlagError as e:
-        text = str(e)
-        for flag, argument in pairs.items():
-            text = re.sub(rf"--{re.escape(flag)}(?![\w.-])", argument, text)
-        raise type(e)(text) from None
+        parts = str(e).split("`")  # a command quoted in backticks keeps its flags
+        for i in range(0, len(parts), 2):
+            for flag, argument in pairs.items():
+                parts[i] = re.sub(rf"--{re.escape(flag)}(?![\w.-])", argument, parts[i])
+        raise type(e)("`".join(parts)) from None
 
 
 def step_argument(step: object) -> int | str:

@@ -2138,3 +2138,13 @@ def test_a_leading_tilde_in_a_path_flag_or_config_key_is_the_home_directory(
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     assert (home / "exp" / "manifest.json").is_file() and list(cwd.iterdir()) == []
+
+
+def test_a_flag_check_run_for_a_python_function_names_its_arguments():
+    """One check for a command and its Python function (ann.export.export, write_report):
+    the function's caller reads its argument, `out=DIR`, where the command's reads `--out=DIR`;
+    a command quoted whole in backticks, another flag and the type stay as they are."""
+    with pytest.raises(cli.FlagError) as e:  # noqa: PT012
+        with cli.as_arguments({"out": "out", "split": "splits"}):
+            raise cli.FlagError("--out=x: see `ann export --out=y`; --split=a,b; --outer, --out")
+    assert str(e.value) == "out=x: see `ann export --out=y`; splits=a,b; --outer, out"
