@@ -119,12 +119,10 @@ def main(argv: list[str]) -> None:
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
-    if result.interrupted:
+    if result.interrupted:  # (a Ctrl-C's stop, saved, raised KeyboardInterrupt with its line)
         from ann.train.loop import interrupted_line
-        from ann.train.preemption import CTRL_C, TERMINATED
+        from ann.train.preemption import TERMINATED
 
-        if result.interruption == CTRL_C:  # stopped at a step boundary, saved (preemption.py)
-            cli.interrupted(interrupted_line(result.step, result.step))
         # A hook's own stop was logged in interrupted_line's words at its save.
         if result.interruption in TERMINATED:  # a hook's own stop exits 0
             # Saved, not finished: a scheduler reading 0 counted the run (a Kubernetes Job's

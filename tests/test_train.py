@@ -1,6 +1,9 @@
 """The train loop: it learns, it resumes exactly, it never retraces, it stops on NaN."""
 
+import contextlib
 import json
+import signal
+import threading
 
 import jax
 import numpy as np
@@ -83,6 +86,32 @@ class StopFor(hooks.Hook):
         info.request_stop(self.reason)
 
 
+class CtrlCAt(hooks.Hook):
+    """Sends this process a Ctrl-C (SIGINT) at its step, as a notebook's interrupt does."""
+
+    def __call__(self, info):
+        signal.raise_signal(signal.SIGINT)
+
+
+def test_ctrl_c_from_python_raises_once_the_step_is_saved_and_the_same_call_resumes(tmp_path):
+    # A notebook's Ctrl-C returned Result(interrupted=True) and said nothing: the next cells
+    # exported a half-trained model. Now it raises, with ann train's last line, after the save.
+    assert threading.current_thread() is threading.main_thread()  # (the loop's handler's)
+    workdir, config = str(tmp_path), tiny(total_steps=20)
+    handler = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        train_and_evaluate(config, workdir, extra_hooks=[CtrlCAt(7)])
+    line = "interrupted at step 7 (Ctrl-C); checkpoint saved; run the same command to resume"
+    assert str(stopped.value) == line
+    assert signal.getsignal(signal.SIGINT) is handler  # Python's own again
+    from ann.train import run_status
+
+    record = run_status.read(workdir)
+    assert (record["status"], record["step"], record["message"]) == ("interrupted", 7, line)
+    resumed = train_and_evaluate(config, workdir)
+    assert (resumed.step, resumed.interrupted) == (20, False)
+
+
 def test_a_stop_is_recorded_in_the_words_ann_train_says_it(tmp_path):
     # run_status.json said "Ctrl-C: saved step 290; the same command resumes" for a Ctrl-C seen at
     # a step boundary, "interrupted at step 73 (Ctrl-C); checkpoint saved; run the same command
@@ -92,8 +121,9 @@ def test_a_stop_is_recorded_in_the_words_ann_train_says_it(tmp_path):
 
     for reason in ("Ctrl-C", "SIGTERM"):
         workdir = str(tmp_path / reason)
-        train_and_evaluate(tiny(total_steps=20), workdir, extra_hooks=[StopFor(5, reason)])
         line = f"interrupted at step 5 ({reason}); checkpoint saved; run the same command to resume"
+        with contextlib.nullcontext() if reason == "SIGTERM" else pytest.raises(KeyboardInterrupt):
+            train_and_evaluate(tiny(total_steps=20), workdir, extra_hooks=[StopFor(5, reason)])
         assert run_status.read(workdir)["message"] == line
         assert interrupted_line(5, 5, reason) == line  # ann train's own line for a Ctrl-C
 

@@ -71,6 +71,25 @@ class NonFiniteLossError(FloatingPointError):
 
 @dataclasses.dataclass
 class Result:
+    """What `train_and_evaluate` returns: how far the run got and what it last evaluated.
+
+    - `state`: the train state at `step` (`state.params`, `state.model_state`,
+      `state.opt_state`, `state.rng`: JAX arrays, on the run's devices).
+    - `step`: optimizer steps done (total_steps for a finished run).
+    - `eval_metrics`: the last eval, {"val/accuracy": 0.986, "eval/accuracy": ..., "step": 600};
+      a rerun of a finished run, or a resumed segment that ran no eval, gives the run's last
+      one (run_status.json's); empty where none ran.
+    - `best_eval_metrics`: the best eval by `best_metric` (what `checkpoints_best/` holds,
+      with its "step"); empty where none ran.
+    - `interrupted`: the run stopped before total_steps and a rerun resumes it: a SIGTERM, or
+      a hook's `request_stop` (a Ctrl-C raises KeyboardInterrupt instead, after its save).
+      Check it before exporting: the state is not a finished run's.
+    - `interruption`: why it was interrupted ("SIGTERM", "launcher gone" or the hook's
+      message), "" when it was not.
+    - `stop_reason`: why a hook finished the run early ("early_stopped", "pruned"), else "".
+      Such a run is finished, not interrupted: rerunning it trains no further.
+    """
+
     state: state_lib.TrainState
     step: int
     eval_metrics: dict[str, float]
@@ -318,13 +337,21 @@ def train_and_evaluate(
     from this call. `config_flag`: the `--config` argument as given (`ann train` passes it),
     recorded in config.json at a fresh start and named where a rerun's config differs.
 
+    Returns a `Result`: the state, the step reached, the last and best evals, and whether the
+    run was interrupted (a SIGTERM or a hook's stop: saved, and the same call resumes it).
+
     Raises ConfigError (a bad config, workdir or `init_from`; a workdir another run holds; a
     rerun that would change what is trained, or end before the step it reached),
     CheckpointError, and NonFiniteLossError when training diverged. Checked first, as `ann
     train` checks --workdir: a `workdir` inside an export, a registry, another run's
     checkpoints/ or a report, or holding one of those, is refused with ValueError (FlagError)
     naming `workdir`; a `config` that is no ml_collections.ConfigDict or a `workdir` that is
-    no path with TypeError naming the argument."""
+    no path with TypeError naming the argument. Ctrl-C (SIGINT; a notebook's interrupt)
+    raises KeyboardInterrupt once the run has stopped, its message `ann train`'s last line:
+    after the checkpoint of the step it stopped at is saved (`interrupted at step 223
+    (Ctrl-C); checkpoint saved; run the same command to resume`), or at once on a second
+    Ctrl-C (`... without saving it; ...`). Calling it again with the same arguments
+    resumes."""
     workdir = _check_arguments(config, workdir)
     # The clock pauses the garbage collector until the first step (ann/train/startup.py).
     with startup_lib.Clock(started) as clock:
@@ -1106,6 +1133,11 @@ def _train_compiled(
             eval_metrics=result.eval_metrics,
             best_eval_metrics=result.best_eval_metrics,
         )
+    if result.interruption == CTRL_C:
+        # Saved: raised as Python raises a Ctrl-C, so that a caller's next lines (a notebook's
+        # export of the run) do not go on with a half-trained state; ann train says this line
+        # and exits 130. It returned a Result with `interrupted` set, and said nothing.
+        raise KeyboardInterrupt(interrupted_line(result.step, result.step))
     return result
 
 
