@@ -193,6 +193,30 @@ def test_a_conversion_to_a_float_input_says_what_it_changes(digits_export):
             model.check({"x": x})
 
 
+def test_a_call_runs_at_a_few_padded_batch_sizes_each_compiled_once(digits_export, monkeypatch):
+    # Each new batch size compiled (0.5 s) and kept its executable: a notebook's ragged
+    # batches of 1-300 rows made 97 of them (+190 MB). It pads to the server's sizes now.
+    _, out = digits_export
+    model = artifact.load(str(out))
+    rows = data.load("digits", "test", cache=True).rows(np.arange(70))["image"]
+    exact = model.compile(70)({"image": rows})  # the 70 rows at their own size, unpadded
+    ran, run = [], model._jitted
+
+    def recorded(weights, inputs):
+        ran.append(len(inputs["image"]))
+        return run(weights, inputs)
+
+    monkeypatch.setattr(model, "_jitted", recorded)
+    calls = {n: model({"image": rows[:n]}) for n in range(1, 71)}
+    assert sorted(set(ran)) == [1, 2, 4, 8, 16, 24, 32, 40, 48, 56, 64, 80]  # `ann serve`'s
+    assert ran[:6] == [1, 2, 4, 4, 8, 8]
+    assert [artifact.batch_bucket(n) for n in (300, 301, 1000)] == [320, 320, 1024]
+    for n, got in calls.items():  # the padding rows are cut: each row's own outputs
+        assert got["label"].shape == (n,) and got["probabilities"].shape == (n, 10)
+        np.testing.assert_array_equal(got["label"], exact["label"][:n])
+        np.testing.assert_allclose(got["probabilities"], exact["probabilities"][:n], atol=1e-6)
+
+
 def test_a_non_finite_output_is_refused_in_the_servers_words(digits_export, monkeypatch):
     """Finite inputs on which the model overflows to NaN or infinity are refused, naming the
     output, row and value, as the server's 422 does (`artifact.non_finite_words`): the

@@ -46,6 +46,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ann import artifact
+from ann.artifact import buckets as buckets  # the compiled sizes (the loader's too)
 
 log = logging.getLogger("ann.serve")
 
@@ -108,19 +109,6 @@ class QueueTimeout(Exception):
     def __init__(self, waited: float, timeout: float):
         super().__init__(f"waited {waited * 1e3:.3f} ms, timeout {timeout * 1e3:.3f} ms")
         self.waited, self.timeout = waited, timeout
-
-
-def buckets(max_batch_size: int) -> list[int]:
-    """Compiled batch sizes: powers of two below `step`, then every multiple of `step` up to
-    `max_batch_size` (step = max(8, max_batch_size // 8)), and `max_batch_size` itself.
-
-    Finer than powers of two above 8 because padding is paid in full: with rows costing about
-    the same from 16 up, a batch of 33 rows padded to 64 wasted 48% of its compute; to 40, 18%.
-    For 64: 1, 2, 4, 8, 16, 24, 32, 40, 48, 56, 64."""
-    step = max(8, max_batch_size // 8)
-    sizes = {1 << i for i in range(step.bit_length()) if 1 << i < min(step, max_batch_size)}
-    sizes |= set(range(step, max_batch_size, step))
-    return sorted({*sizes, max_batch_size})
 
 
 @dataclasses.dataclass
