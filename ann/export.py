@@ -418,19 +418,32 @@ def export(
     platforms: Sequence[str] = ("cpu",),
     calibration: str | None = None,
 ) -> dict[str, Any]:
-    """Exports the run in `workdir` at `step` ("best", "latest" or a step number) into `out`, a
-    new or empty directory; returns the manifest written (a dict). `name` is the manifest's
-    model name (default `default_name`), `platforms` what jax.export lowers for (a sequence of
-    names among PLATFORMS, this machine's included), `calibration` ("temperature" or "none")
-    overrides the run's `config.calibration`; None keeps it.
+    """Exports the run in `workdir` at `step` into `out` (a new or empty directory, written in
+    a hidden sibling and renamed into place), and returns the manifest it wrote (the dict in
+    `out/manifest.json`: "name", "inputs", "outputs", "platforms", "source", "metrics",
+    "calibration", "git", ...; README, "Export").
+
+    - `step`: "best" (the step `best_metric` chose on the validation split), "latest", or a
+      step number the run saved.
+    - `name`: the manifest's name, what the server serves and the registry registers it as;
+      None: `default_name` (DATA_MODEL, "digits_cnn").
+    - `platforms`: the JAX platforms ("cpu", "cuda", "rocm", "tpu") the function is lowered
+      for, this machine's included; the loader and the server run it on a device of one of
+      them.
+    - `calibration`: "temperature" or "none" overrides the run's `config.calibration`; None
+      keeps it.
 
     Every argument is checked first, as `ann export` checks its flags (`check_flags`): a
     ValueError (FlagError) names the argument and the fix for a bad value (a `step` that is not
     'best', 'latest' or a saved step; a `workdir` that is no trained run; an `out` that is not
     new or empty, or inside the run's checkpoints/, an export, a registry or a report; a
     `name` the registry refuses; an unknown `calibration` or platform); a TypeError for an
-    argument of the wrong type (None for a path, a str for `platforms`, a float step).
-    Then CheckpointError, CalibrationError or IntegrityError where the run's files do."""
+    argument of the wrong type (None for a path, a str for `platforms`, a float step). Then
+    ConfigError (the run's config.json; a model that gives NaN or infinity on its own data),
+    CheckpointError (a damaged checkpoint), CalibrationError, artifact.IntegrityError (a
+    manifest no loader would accept: nothing is written) and AssertionError (the exported
+    graph's outputs differ from the training code's: nothing is written). A Ctrl-C raises
+    KeyboardInterrupt and leaves nothing."""
     workdir, out, step, name, platforms, calibration = _arguments(
         workdir, out, step, name, platforms, calibration
     )

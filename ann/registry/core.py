@@ -976,6 +976,10 @@ class Registry:
             ]
 
     def versions(self, name: str) -> list[ModelVersion]:
+        """The live versions of model `name`, oldest first (a deleted one is left out):
+        `ModelVersion`s with `version`, `uri`, `path` (the read-only export), `aliases`,
+        `tags`, `lineage` (run, step, metrics, git). Raises RegistryError for a model not
+        registered (naming the ones that are) or no registry at the root."""
         with self._connect() as db:
             self._require_model(db, name)
             rows = db.execute(

@@ -224,16 +224,19 @@ def _report_splits(
 
 
 def write_report(source: collect.Source, splits: list[str], out: str) -> dict[str, Any]:
-    """Collects `splits` (names among `collect.SPLITS`: validation, test), computes their
-    sections, slices and the prediction variance, and writes `out`/report.json, index.html and
-    the PNGs (into a temporary sibling first, then renamed into place: nothing half-written).
-    Returns the report.json contents.
+    """Collects `splits`, computes their sections, slices and the prediction variance, and
+    writes `out`/report.json, index.html and the PNGs (into a temporary sibling first, then
+    renamed into place: nothing half-written). Returns the report.json contents (a dict:
+    "model", "data", "splits": {split: its sections}, "prediction_variance", "files").
 
-    Checked first, as `ann report` checks --split and --out: ValueError (FlagError) naming the
-    argument for an unknown or repeated split, an `out` inside a run's checkpoints/, an
-    export, a registry or another report, or holding anything but an earlier report of this
-    run or model; TypeError for a `source` that is no `collect.Source` (`collect.from_workdir`,
-    `collect.from_model`), a str `splits` or a `out` that is no path."""
+    `source`: `collect.from_workdir(workdir)` or `collect.from_model(export_or_uri)`;
+    `splits`: names among `collect.SPLITS` (validation, test). Checked first, as `ann report`
+    checks --split and --out: ValueError (FlagError) naming the argument for an unknown or
+    repeated split, an `out` inside a run's checkpoints/, an export, a registry or another
+    report, or holding anything but an earlier report of this run or model; TypeError for a
+    `source` that is no `collect.Source`, a str `splits` or an `out` that is no path. Then
+    ConfigError (a `report.slices` entry these rows cannot take: SliceRefused, with its fix),
+    and KeyboardInterrupt on Ctrl-C, leaving nothing."""
     from ann import artifact, cli
 
     if not isinstance(source, collect.Source):
