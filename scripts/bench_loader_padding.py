@@ -7,9 +7,11 @@ batch size, and that executable kept.
 
 Run it once per tree (PYTHONPATH=TREE) to compare a tree that pads with one that does not.
 Prints, per batch size, the size it runs at and the best microseconds per call over 7 rounds
-(after a first call that compiles); then, for `--ragged=N`, one call of each size 1..N in a
-fresh model: the wall time of all N, how many sizes were compiled and the process's RSS
-growth.
+(after a first call that compiles); on a tree that pads, also the compiled function alone
+(`Model.compile`: no checks, no padding) at the batch's own size and at the size it runs at,
+and the padding's own work (the lookup, the copy); then, for `--ragged=N`, one call of each
+size 1..N in a fresh model: the wall time of all N, how many sizes were compiled and the
+process's RSS growth.
 """
 
 from __future__ import annotations
@@ -51,11 +53,28 @@ def main(argv: list[str]) -> None:
     model = artifact.load(FLAGS.model)
     for size in map(int, FLAGS.batches):
         inputs = _inputs(model, size, rng)
-        model(inputs)  # compiles its size
+        model(inputs)  # compiles the size it runs at
         number = max(5, 2000 // size)
-        best = min(timeit.repeat(lambda x=inputs: model(x), number=number, repeat=7)) / number * 1e6
-        runs_at = artifact.batch_bucket(size) if padding else size
-        print(f"batch {size} (runs at {runs_at}): {best:.1f} us a call")
+
+        def best(fn, number=number) -> float:
+            return min(timeit.repeat(fn, number=number, repeat=7)) / number * 1e6
+
+        call = best(lambda x=inputs: model(x))
+        if not padding:
+            print(f"batch {size}: call {call:.1f} us")
+            continue
+        bucket = artifact.batch_bucket(size)
+        own, at = model.compile(size), model.compile(bucket)  # unchecked, unpadded
+        padded = {k: artifact._padded(v, bucket) for k, v in inputs.items()}
+        bare_own = best(lambda x=inputs, f=own: f(x))
+        bare_at = best(lambda x=padded, f=at: f(x))
+        pad = best(lambda x=inputs, b=bucket: {k: artifact._padded(v, b) for k, v in x.items()})
+        look = best(lambda s=size: artifact.batch_bucket(s), 10_000)
+        print(
+            f"batch {size} (runs at {bucket}): call {call:.1f} us | compiled function alone at "
+            f"{size} rows {bare_own:.1f} us, at {bucket} {bare_at:.1f} us | padding the "
+            f"inputs {pad:.1f} us, the size's lookup {look:.2f} us"
+        )
     if FLAGS.ragged:
         model = artifact.load(FLAGS.model)
         batches = [_inputs(model, n, rng) for n in range(1, FLAGS.ragged + 1)]
