@@ -76,9 +76,10 @@ class Result:
     - `state`: the train state at `step` (`state.params`, `state.model_state`,
       `state.opt_state`, `state.rng`: JAX arrays, on the run's devices).
     - `step`: optimizer steps done (total_steps for a finished run).
-    - `eval_metrics`: the last eval, {"val/accuracy": 0.986, "eval/accuracy": ..., "step": 600};
-      a rerun of a finished run, or a resumed segment that ran no eval, gives the run's last
-      one (run_status.json's); empty where none ran.
+    - `eval_metrics`: the last eval, {"val/accuracy": 0.986, "eval/accuracy": ...,
+      "eval/seconds": ...} (`val/`: the validation split, `eval/`: the reported ones); a rerun
+      of a finished run, or a resumed segment that ran no eval, gives the run's last one
+      (run_status.json's); empty where none ran.
     - `best_eval_metrics`: the best eval by `best_metric` (what `checkpoints_best/` holds,
       with its "step"); empty where none ran.
     - `interrupted`: the run stopped before total_steps and a rerun resumes it: a SIGTERM, or
