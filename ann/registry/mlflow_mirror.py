@@ -296,7 +296,8 @@ def _client(tracking_uri: str) -> Any:
         from mlflow import MlflowClient
     except ImportError as e:
         raise MirrorError(
-            "mirroring into MLflow needs its client: pip install 'ann[mlflow]' (mlflow-skinny)"
+            "mirroring into MLflow needs its client (mlflow-skinny): pip install -e '.[mlflow]' "
+            "in ann's clone"
         ) from e
     _quiet_store_logs()
     for name, value in RETRIES.items():  # the user's own settings win

@@ -8,7 +8,7 @@ SDK's own code (`opentelemetry.sdk._configuration`, which `opentelemetry-instrum
 `opentelemetry-distro` run too): exporters (`OTEL_TRACES_EXPORTER`, `OTEL_EXPORTER_OTLP_*`),
 sampler (`OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG`), resource (`OTEL_SERVICE_NAME`,
 `OTEL_RESOURCE_ATTRIBUTES`), batching (`OTEL_BSP_*`), span limits, `OTEL_SDK_DISABLED`. The
-defaults ann adds: `ann[otel]` installs the OTLP exporter over HTTP, so without
+defaults ann adds: the `otel` extra installs the OTLP exporter over HTTP, so without
 `OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL` the protocol is `http/protobuf` (the specification's
 default; the Python SDK alone would pick gRPC, which is not installed); and without
 `OTEL_SERVICE_NAME` or a `service.name` in `OTEL_RESOURCE_ATTRIBUTES` the service is
@@ -87,8 +87,8 @@ def from_environment() -> Tracing | None:
         from opentelemetry.sdk._configuration import _OTelSDKConfigurator
     except ImportError as e:
         log.warning(
-            "tracing: OTEL_TRACES_EXPORTER=%s needs the OpenTelemetry SDK (%s); install "
-            "'ann[otel]'. Serving without traces.",
+            "tracing: OTEL_TRACES_EXPORTER=%s needs the OpenTelemetry SDK (%s); install ann's "
+            "otel extra (pip install -e '.[otel]' in ann's clone). Serving without traces.",
             exporters,
             e,
         )
