@@ -221,7 +221,10 @@ def test_a_compilation_cache_dir_that_cannot_be_one_is_refused_before_any_model_
         )  # fmt: skip
     assert "--compilation_cache_dir=" in one_line_error(result)
     assert "JAX_COMPILATION_CACHE_DIR" in os.environ  # conftest's
-    line = one_line_error(run_server([f"--compilation_cache_dir={afile}"]))
+    with socket.socket() as free:  # not 8000: a server of another job may hold it
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    line = one_line_error(run_server([f"--compilation_cache_dir={afile}", f"--port={port}"]))
     assert MISSING in line and "compilation_cache_dir" not in line, line
     with pytest.raises(ValueError, match="--compilation_cache_dir: expected a directory"):
         Settings(compilation_cache_dir="")

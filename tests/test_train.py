@@ -98,12 +98,17 @@ def test_ctrl_c_from_python_raises_once_the_step_is_saved_and_the_same_call_resu
     # exported a half-trained model. Now it raises, with ann train's last line, after the save.
     assert threading.current_thread() is threading.main_thread()  # (the loop's handler's)
     workdir, config = str(tmp_path), tiny(total_steps=20)
-    handler = signal.getsignal(signal.SIGINT)
-    with pytest.raises(KeyboardInterrupt) as stopped:
-        train_and_evaluate(config, workdir, extra_hooks=[CtrlCAt(7)])
+    # A notebook's SIGINT handler; pytest run as a background job (`.ci/run &`) has SIGINT
+    # ignored, which the loop leaves ignored (preemption.Preemption).
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt) as stopped:
+            train_and_evaluate(config, workdir, extra_hooks=[CtrlCAt(7)])
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Python's again
+    finally:
+        signal.signal(signal.SIGINT, handler)
     line = "interrupted at step 7 (Ctrl-C); checkpoint saved; run the same command to resume"
     assert str(stopped.value) == line
-    assert signal.getsignal(signal.SIGINT) is handler  # Python's own again
     from ann.train import run_status
 
     record = run_status.read(workdir)
