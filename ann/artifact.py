@@ -293,14 +293,19 @@ def _not_an_export_error(directory: str, why: str) -> Exception:
 
 
 def path_argument(value: Any, name: str, expected: str) -> str:
-    """`value` as a str (an `os.PathLike` too); TypeError naming the argument `name` and what
-    it takes (`expected`) for any other type: None said only "expected str, bytes or
-    os.PathLike object, not NoneType" (`load`), or raised AttributeError (`registry.resolve`)."""
+    """`value` as a str (an `os.PathLike` too), a leading `~` or `~user` expanded as the
+    commands expand their path flags (`arguments.home`: from Python, `export(run, "~/x")`
+    wrote into a directory named `~` in the current one). TypeError naming the argument `name`
+    and what it takes (`expected`) for any other type: None said only "expected str, bytes or
+    os.PathLike object, not NoneType" (`load`), or raised AttributeError (`registry.resolve`);
+    ValueError naming it for a `~user` of no user of this machine."""
+    from ann import arguments
+
     if isinstance(value, os.PathLike):
         value = os.fspath(value)
     if not isinstance(value, str):
         raise TypeError(f"{name}: expected {expected}, got {type(value).__name__}")
-    return value
+    return arguments.home(value, f"{name}={value}")
 
 
 def _directory(directory: Any) -> str:

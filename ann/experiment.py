@@ -11,7 +11,7 @@ user's `package.module:ClassName` or a short name the user's class registered (`
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from typing import Any, Protocol
 
 import jax
@@ -23,7 +23,7 @@ from ann import config as config_lib
 from ann import models
 from ann.config import ConfigError
 from ann.data import Split
-from ann.imports import import_named
+from ann.imports import import_named, registrar
 
 Batch = dict[str, np.ndarray]
 # name -> {"dtype": numpy dtype name, "shape": per-example shape}: what serving accepts and returns
@@ -97,23 +97,11 @@ EXPERIMENTS = {
 }
 
 
-def register(name: str) -> Callable[[type], type]:
-    """`@ann.experiment.register("parity")` on a user's experiment class: `experiment="parity"`
-    then builds it (its module must be imported before the config is checked, e.g. by the config
-    file; a run records the class's `module:Class` instead, see `record_registered`), as
-    `ann.models.register` does for models. Raises ValueError for one of ann's own names
-    (`EXPERIMENTS`' strings), which commands read by name (metrics, report sections)."""
-    if isinstance(EXPERIMENTS.get(name), str):
-        raise ValueError(
-            f"ann.experiment.register({name!r}): {name!r} is ann's own experiment; "
-            "register yours under another name"
-        )
-
-    def add(cls: type) -> type:
-        EXPERIMENTS[name] = cls
-        return cls
-
-    return add
+# `@ann.experiment.register("parity")` on a user's experiment class: `experiment="parity"` then
+# builds it (its module imported before the config is checked, e.g. by the config file; a run
+# records the class's `module:Class`, `record_registered`), as `ann.models.register` does for
+# models; ann's own names are refused (commands read them by name: metrics, report sections).
+register = registrar(lambda: EXPERIMENTS, frozenset(EXPERIMENTS), "ann.experiment.register")
 
 
 def record_registered(config: Any) -> None:

@@ -10,7 +10,7 @@ import contextvars
 import importlib
 import os
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ann.config import ConfigError, did_you_mean
@@ -111,3 +111,42 @@ def _raised(key: str, target: str, error: BaseException) -> ConfigError:
         f"{_subject(key, target)}: importing {target!r} raised {type(error).__name__}: "
         f"{text[0] if text else ''}{_where(error)}; fix the module"
     )
+
+
+def registrar(
+    table: Callable[[], dict[str, Any]], shipped: frozenset[str], decorator: str
+) -> Callable[[str], Callable[[type], type]]:
+    """`decorator`'s implementation (`ann.models.register`, `ann.experiment.register`): a
+    `register(name)` that returns a class decorator adding the class to `table()` (the
+    module's table, read at each call) under `name`.
+    Raises, in one line naming the decorator: TypeError where it is used without its name
+    (`@register` on a class, which the class then silently became the decorator's inner
+    function) or decorates no class; ValueError for a name a config cannot give (not a
+    non-empty str without `:`, which reads as module:Class, or blanks) and for one of ann's
+    own (`shipped`), which commands read by name. The same name registered again is replaced
+    (a notebook cell run twice)."""
+
+    def register(name: str) -> Callable[[type], type]:
+        if isinstance(name, type) or callable(name):
+            raise TypeError(f'{decorator} takes the name first: @{decorator}("myname")')
+        if not isinstance(name, str) or not name.strip() or ":" in name or name != name.strip():
+            raise ValueError(
+                f"{decorator}({name!r}): a name is a non-empty str without ':' (which reads "
+                "as module:Class) or surrounding blanks; give one a config can name"
+            )
+        if name in shipped:
+            raise ValueError(
+                f"{decorator}({name!r}): {name!r} is ann's own; register yours under another name"
+            )
+
+        def add(cls: type) -> type:
+            if not isinstance(cls, type):
+                raise TypeError(
+                    f"{decorator}({name!r}) decorates a class, got {type(cls).__name__}"
+                )
+            table()[name] = cls
+            return cls
+
+        return add
+
+    return register

@@ -389,8 +389,37 @@ def test_an_experiment_registered_by_a_short_name_is_recorded_by_its_class(tmp_p
     assert recorded == "regtasks:Mine"
     del experiment.EXPERIMENTS["regtask"]  # as in `ann export`'s process: never registered there
     assert type(restore_model(workdir)[0]) is regtasks.Mine
-    with pytest.raises(ValueError, match="'classification' is ann's own experiment"):
+    with pytest.raises(ValueError, match="'classification' is ann's own; register yours"):
         experiment.register("classification")
+
+
+@pytest.mark.parametrize("register", ["ann.models.register", "ann.experiment.register"])
+def test_a_registered_name_is_one_a_config_can_give(register, monkeypatch):
+    # Accepted before (trial 42c M1): "", 123, "a:b" (read as module:Class), a str registered
+    # as a class (which then made the name "ann's own"), and `@register` without its name,
+    # which turned the class into the decorator's inner function without a word.
+    from ann import experiment
+
+    module = models if register == "ann.models.register" else experiment
+    table = "MODELS" if module is models else "EXPERIMENTS"
+    monkeypatch.setattr(module, table, dict(getattr(module, table)))
+    fn = module.register
+    for name in ("", "a:b", " x", 123):
+        with pytest.raises(ValueError, match="a name is a non-empty str without ':'"):
+            fn(name)
+    with pytest.raises(TypeError, match=re.escape(f'takes the name first: @{register}("myname")')):
+
+        @fn
+        class Unnamed:
+            pass
+
+    with pytest.raises(TypeError, match="decorates a class, got str"):
+        fn("mine")("notaclass")
+
+    class Mine:
+        pass
+
+    assert fn("mine")(Mine) is Mine and fn("mine")(Mine) is Mine  # a cell run twice
 
 
 def test_a_model_that_fails_to_trace_records_the_run_as_failed(tmp_path, monkeypatch):

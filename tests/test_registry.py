@@ -1505,3 +1505,21 @@ def test_a_registry_from_python_names_a_wrong_argument(digits_export, tmp_path):
         with pytest.raises(TypeError, match=r"^version: expected a version number \(an int"):
             call()
     assert registry.get_version("digits", 1).aliases == []
+
+
+def test_a_registry_root_from_python_expands_home_and_refuses_an_empty_one(tmp_path, monkeypatch):
+    # Registry("~/r") made ./~/r, Registry("~nouser/r") ./~nouser/r, and Registry("") was the
+    # current directory ("no registry at , ..."), where the commands expand and refuse (42c H1).
+    from ann import artifact
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    assert Registry("~/r").root == str(tmp_path / "r")
+    with pytest.raises(ValueError, match=r"^root=~nouser_ann/r: ~nouser_ann: no user"):
+        Registry("~nouser_ann/r")
+    with pytest.raises(ValueError, match=r"^root: expected a registry directory, got ''$"):
+        Registry("")
+    # Every Python path argument goes through the same expansion (export, write_report,
+    # train_and_evaluate, from_workdir, load, resolve).
+    assert artifact.path_argument("~/x", "out", "a path") == str(tmp_path / "x")
+    assert not (tmp_path / "~").exists()

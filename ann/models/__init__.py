@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 import re
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
 import jax
@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ann.config import RANGES, ConfigError, Range, check_choice, did_you_mean
-from ann.imports import import_named
+from ann.imports import import_named, registrar
 
 # name -> `module:Class`, imported on first use (so this package imports none of its models,
 # and a model module never needs this one to be found); `register` adds a user's class.
@@ -39,16 +39,10 @@ MODELS: dict[str, str | type[nnx.Module]] = {
 }
 
 
-def register(name: str) -> Callable[[type[nnx.Module]], type[nnx.Module]]:
-    """`@register("wide")` on a user's model class: `model.name="wide"` then builds it (its
-    module must be imported before the config is checked; a run records the class's
-    `module:Class` instead, see `record_registered`)."""
-
-    def add(cls: type[nnx.Module]) -> type[nnx.Module]:
-        MODELS[name] = cls
-        return cls
-
-    return add
+# `@ann.models.register("wide")` on a user's model class: `model.name="wide"` then builds it
+# (its module imported before the config is checked; a run records the class's `module:Class`
+# instead, `record_registered`). ann's own names are refused, as for experiments.
+register = registrar(lambda: MODELS, frozenset(MODELS), "ann.models.register")
 
 
 def record_registered(config: Any) -> None:

@@ -249,6 +249,8 @@ class Registry:
     def __init__(self, root: str, origin: str = "--registry"):
         # None said os's "expected str, bytes or os.PathLike object, not NoneType".
         root = artifact.path_argument(root, "root", "a registry directory as a str or path")
+        if not root.strip():  # "" was the current directory, said as "no registry at ,"
+            raise ValueError(f"root: expected a registry directory, got {root!r}")
         self.root = os.path.abspath(root)
         self.artifacts = os.path.join(self.root, "artifacts")
         self.db_path = os.path.join(self.root, "registry.db")

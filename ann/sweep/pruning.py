@@ -44,11 +44,12 @@ def storage(url: str) -> Any:
 
 def check_study_database(path: str) -> None:
     """Raises SweepError where the sweep's study.db at `path` is another program's SQLite
-    database: it holds tables but not Optuna's `studies` and `alembic_version` (Optuna wrote its
-    own into it, beside them, without a word), refused as the registry refuses another
-    program's registry.db. Optuna's other table names are its storage's private schema, not
-    read here. Nothing where it does not exist, is empty (a new study starts in it), is a
-    study's, or is no database SQLite can read (`usable_study` says so)."""
+    database: it holds tables but not Optuna's `studies` (Optuna wrote its own into it, beside
+    them, without a word), refused as the registry refuses another program's registry.db.
+    Optuna's other table names are its storage's private schema, not read here: a study's
+    database missing one of them (`alembic_version`) is damaged, which `usable_study` says.
+    Nothing where it does not exist, is empty (a new study starts in it), or is no database
+    SQLite can read (`usable_study` says so)."""
     if not os.path.isfile(path) or os.path.getsize(path) == 0:
         return
     try:
@@ -61,7 +62,7 @@ def check_study_database(path: str) -> None:
         return  # damaged, locked: the storage's own error, said by `usable_study`
     # SQLite's own tables (sqlite_stat1 after ANALYZE, ...) belong to any database.
     tables = sorted(r[0] for r in rows if not r[0].startswith("sqlite_"))
-    if tables and not {"studies", "alembic_version"} <= set(tables):
+    if tables and "studies" not in tables:  # Optuna's own, missing others: damaged, said later
         shown = ", ".join(tables[:3]) + (", ..." if len(tables) > 3 else "")
         raise SweepError(
             f"{path} is not a TPE study's database (it holds the table"
