@@ -254,8 +254,10 @@ BLOCK_FLAX = textwrap.dedent(
     class Block(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path=None, target=None):
             if name.split(".")[0] in ("flax", "optax", "orbax", "experiments", "grain") or (
-                # ann.directory_kind: what a directory holds, os only (artifact.not_an_export)
-                name.startswith("ann.") and name not in ("ann.artifact", "ann.directory_kind")
+                # ann.directory_kind: what a directory holds, os only (artifact.not_an_export);
+                # ann.arguments: a path's ~ expanded (artifact.path_argument), stdlib only
+                name.startswith("ann.")
+                and name not in ("ann.artifact", "ann.directory_kind", "ann.arguments")
             ):
                 raise ImportError(f"{name} must not be needed to load an export")
 
