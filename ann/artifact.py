@@ -67,6 +67,23 @@ _CHUNK = 1 << 20
 AGAIN = "export it again from its run (ann export), or copy it again from the registry"
 
 
+def again(directory: str) -> str:
+    """What to do about a damaged or missing file of the export in `directory`: `AGAIN`, or,
+    for a version inside a model registry (REGISTRY/artifacts/NAME/VERSION), that the
+    registry's own copy is damaged, with the registry's fixes: a version's copy was told to
+    "copy it again from the registry", the copy it named. Plain `os` (`directory_kind`);
+    called on a refusal only (it looks at the directories above)."""
+    from ann import directory_kind  # os only
+
+    above = directory_kind.inside(directory)
+    if above is None or above[0] != directory_kind.REGISTRY:
+        return AGAIN
+    return (
+        "the registry's own copy of this version is damaged: register the export again (a "
+        f"new version), or restore {directory} from a backup"
+    )
+
+
 class IntegrityError(ValueError):
     """An artifact is missing a file, truncated, tampered with, or not an ann export."""
 
@@ -130,17 +147,22 @@ def _open_regular(path: str) -> tuple[int, int]:
     except OSError as e:
         if e.errno == errno.ELOOP:
             raise IntegrityError(
-                f"{path} is a symbolic link; an export holds regular files only: {AGAIN}"
+                f"{path} is a symbolic link; an export holds regular files only: "
+                f"{again(os.path.dirname(path))}"
             ) from e
         raise IntegrityError(
-            f"{path} is missing or unreadable ({e.strerror}); the export is incomplete: {AGAIN}"
+            f"{path} is missing or unreadable ({e.strerror}); the export is incomplete: "
+            f"{again(os.path.dirname(path))}"
         ) from e
     mode, size = (st := os.fstat(fd)).st_mode, st.st_size
     if not stat.S_ISREG(mode):
         from ann import atomic  # os only
 
         os.close(fd)
-        raise IntegrityError(f"{path} is {atomic.file_kind(mode)}, not a regular file: {AGAIN}")
+        raise IntegrityError(
+            f"{path} is {atomic.file_kind(mode)}, not a regular file: "
+            f"{again(os.path.dirname(path))}"
+        )
     return fd, size
 
 
@@ -365,6 +387,23 @@ def read_manifest(directory: str, manifest_sha256: str | None = None) -> dict[st
     return read_manifest_bytes(directory, manifest_sha256)[0]
 
 
+def _open_listed(directory: str, manifest: Mapping[str, Any], name: str) -> tuple[int, int]:
+    """(fd, size) of the listed file `name`, refused (IntegrityError naming it) where the
+    manifest does not list it, it is missing, not a regular file, or not of the listed size."""
+    entry = manifest["files"].get(name)
+    if entry is None:
+        raise IntegrityError(f"{MANIFEST} in {directory} lists no file {name!r}")
+    path = os.path.join(directory, name)
+    fd, size = _open_regular(path)
+    if size != entry["bytes"]:
+        os.close(fd)
+        raise IntegrityError(
+            f"{path} has {size} bytes, the manifest says {entry['bytes']} (truncated or "
+            f"replaced?): {again(directory)}"
+        )
+    return fd, size
+
+
 def _stream_verified(
     directory: str,
     manifest: Mapping[str, Any],
@@ -376,17 +415,8 @@ def _stream_verified(
 
     The size is checked with fstat before the first read, so a file of another size (a huge
     one included) is never read; the caller must discard what `sink` got if this raises."""
-    entry = manifest["files"].get(name)
-    if entry is None:
-        raise IntegrityError(f"{MANIFEST} in {directory} lists no file {name!r}")
-    path = os.path.join(directory, name)
-    fd, size = _open_regular(path)
-    if size != entry["bytes"]:
-        os.close(fd)
-        raise IntegrityError(
-            f"{path} has {size} bytes, the manifest says {entry['bytes']} (truncated or "
-            f"replaced?): {AGAIN}"
-        )
+    fd, size = _open_listed(directory, manifest, name)
+    entry, path = manifest["files"][name], os.path.join(directory, name)
     digest = hashlib.sha256()
 
     def both(chunk: bytes) -> None:
@@ -397,12 +427,12 @@ def _stream_verified(
     if seen != size:
         raise IntegrityError(
             f"{path} changed size while being read ({seen} bytes, the manifest says {size}): "
-            f"{AGAIN}"
+            f"{again(directory)}"
         )
     if digest.hexdigest() != entry["sha256"]:
         raise IntegrityError(
             f"{path} was modified: sha256 {digest.hexdigest()}, the manifest says "
-            f"{entry['sha256']}: {AGAIN}"
+            f"{entry['sha256']}: {again(directory)}"
         )
 
 
@@ -1403,14 +1433,18 @@ def check_function(directory: str, manifest: Mapping[str, Any], named: str | Non
     """The loader's check of the manifest's `inputs`/`outputs` and the weights against what
     function.jaxexport takes and gives (`load`'s IntegrityError, one line naming the entry and
     both values), without loading the weights or compiling anything: function.jaxexport is
-    read (size and sha256 checked) and deserialized, weights.safetensors' header alone is
-    read. What `ann registry register` runs on its staged copy (`directory`), whose files were
-    checked as they were copied; messages name the export as `named` (default `directory`).
-    Imports JAX (about 1 s)."""
+    read (size and sha256 checked) and deserialized, every other listed file must be there, a
+    regular file of its listed size (IntegrityError naming a missing one as missing), and
+    weights.safetensors' header alone is read. What `ann registry register` runs on its staged
+    copy (`directory`), whose files were checked as they were copied; messages name the export
+    as `named` (default `directory`). Imports JAX (about 1 s)."""
     from jax import export
 
     named = directory if named is None else named
     function = read_verified(directory, manifest, FUNCTION)
+    for name in manifest["files"]:  # each one there, of its size (a stat, no read)
+        if name != FUNCTION:
+            os.close(_open_listed(directory, manifest, name)[0])
     exported = _deserialize(named, FUNCTION, lambda: export.deserialize(bytearray(function)))
     _check_against_function(named, manifest, exported, _weight_specs(directory, named))
 

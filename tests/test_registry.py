@@ -194,19 +194,25 @@ def test_a_name_that_differs_only_in_case_is_refused(digits_export, tmp_path):
 def test_register_reads_each_file_once(digits_export, tmp_path, monkeypatch):
     """Each listed file is hashed once, while it is copied (not again from the copy), and the
     copied function.jaxexport once more, to check the manifest against it (the weights'
-    header alone is read for that)."""
+    header alone is read for that; the other copied files are opened for their size alone)."""
     _, out = digits_export
-    opened = []
-    open_regular = artifact._open_regular
+    names, read = {}, []
+    open_regular, read_fd = artifact._open_regular, artifact._read_fd
 
-    def counting(path):
-        opened.append(os.path.basename(path))
-        return open_regular(path)
+    def opening(path):
+        fd, size = open_regular(path)
+        names[fd] = os.path.basename(path)
+        return fd, size
 
-    monkeypatch.setattr(artifact, "_open_regular", counting)
+    def reading(fd, *args, **kwargs):
+        read.append(names[fd])
+        return read_fd(fd, *args, **kwargs)
+
+    monkeypatch.setattr(artifact, "_open_regular", opening)
+    monkeypatch.setattr(artifact, "_read_fd", reading)
     Registry(str(tmp_path / "reg")).register(str(out), "digits")
     listed = [artifact.MANIFEST, artifact.FUNCTION, artifact.WEIGHTS, artifact.REFERENCE]
-    assert sorted(opened) == sorted([*listed, artifact.FUNCTION])
+    assert sorted(read) == sorted([*listed, artifact.FUNCTION])
 
 
 def _register_concurrently(reg, out, *flags, n=4):
@@ -1291,6 +1297,41 @@ def test_an_alias_is_not_pointed_at_a_version_the_loader_refuses(
     ), str(e.value)
     assert registry.resolve("models:/digits@champion").version == 1
     registry.set_alias("digits", "previous", 1)  # a loadable version is aliased as before
+
+
+def test_a_damaged_version_in_the_registry_is_named_as_the_registrys_copy(digits_export, tmp_path):
+    """A registered version's file damaged in the registry was told "export it again from its
+    run (ann export), or copy it again from the registry" (it is the registry's copy); and
+    with weights.safetensors gone, `alias` said it "cannot be deserialized (No such file ...)".
+    A missing listed file is said missing, and the fix is the registry's."""
+    _, out = digits_export
+    registry = Registry(str(tmp_path / "reg"))
+    path = registry.register(str(out), "digits").path
+    fix = (
+        "the registry's own copy of this version is damaged: register the export again (a new "
+        f"version), or restore {path} from a backup"
+    )
+    for name in (artifact.WEIGHTS, artifact.REFERENCE):  # every listed file, not only weights
+        os.chmod(path, 0o755)
+        os.rename(os.path.join(path, name), tmp_path / name)
+        with pytest.raises(RegistryError) as e:
+            registry.set_alias("digits", "champion", 1)
+        missing = f"{path}/{name} is missing or unreadable (No such file or directory); the "
+        assert f"{missing}export is incomplete: {fix})" in str(e.value), str(e.value)
+        with pytest.raises(artifact.IntegrityError, match=re.escape(fix)):
+            resolve("models:/digits/1", registry=str(tmp_path / "reg")).load()
+        os.rename(tmp_path / name, os.path.join(path, name))
+    weights = os.path.join(path, artifact.WEIGHTS)
+    os.chmod(weights, 0o644)
+    with open(weights, "ab") as f:
+        f.write(b"x")
+    with pytest.raises(RegistryError, match=re.escape(f"(truncated or replaced?): {fix})")):
+        registry.set_alias("digits", "champion", 1)
+    # A copy taken out of the registry is still told to copy it again from the registry.
+    copy = tmp_path / "copy"
+    shutil.copytree(path, copy)
+    with pytest.raises(artifact.IntegrityError, match=re.escape(artifact.AGAIN)):
+        artifact.load(str(copy))
 
 
 def test_list_and_versions_name_the_version_directories_the_database_does_not_list(
