@@ -972,6 +972,29 @@ def test_a_running_status_left_by_a_killed_process_is_not_trusted(tmp_path):
         alive.wait()
 
 
+def test_a_killed_run_with_no_checkpoint_is_said_to_start_fresh(tmp_path, trained, caplog):
+    # Killed (-9) before its first regular checkpoint, a best saved: the resume said "not
+    # trusted; resuming from the last checkpoint (step none: starting over)", and "removed
+    # checkpoints_best step 20: an earlier attempt's" came before the line saying why.
+    import subprocess
+    import sys
+
+    workdir = copy_run(trained, tmp_path / "run")
+    shutil.rmtree(workdir / "checkpoints")
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    record = {**json.loads((workdir / run_status.FILENAME).read_text()), "pid": gone.pid}
+    record.update(status="running", step=0)
+    (workdir / run_status.FILENAME).write_text(json.dumps(record))
+    with caplog.at_level(logging.WARNING):
+        train_and_evaluate(tiny(total_steps=20), str(workdir))
+    said = caplog.text
+    stale = "killed or crashed without recording how it ended; not trusted; there is no "
+    assert f"{stale}checkpoint to resume from: this run starts fresh" in said, said
+    assert "resuming from the last checkpoint" not in said
+    assert said.index("killed or crashed") < said.index("removed checkpoints_best step 20: an")
+
+
 def test_a_step_that_does_not_fit_the_config_names_the_runs_config_json(tmp_path, trained):
     workdir = copy_run(trained, tmp_path / "run")
     (workdir / "config.json").unlink()  # (with it, the config compare refuses the change first)

@@ -504,6 +504,30 @@ def _restore_or_init(run: _Run, source: transfer.Loaded | None) -> None:
             run.state = transfer.init_from(
                 run.state, source, setup.tx, setup.state_shardings, workdir
             )
+    status = run_status.read(workdir)
+    # With no checkpoint it said "resuming from the last checkpoint (step none: ...)".
+    resumes = (
+        f"resuming from the last checkpoint (step {run.start_step})"
+        if latest is not None
+        else "there is no checkpoint to resume from: this run starts fresh"
+    )
+    if (why := run_status.unreadable(workdir)) and jax.process_index() == 0:
+        logging.warning(
+            "%s %s: how the previous run ended is unknown (an early stop, a divergence); %s",
+            run_status.path(workdir),
+            why,
+            resumes,
+        )
+    if stale := run_status.stale_running(status):
+        # The workdir lock rules out a live writer: it was killed, or crashed.
+        if jax.process_index() == 0:
+            logging.warning(
+                "%s; %s",
+                stale.replace("WORKDIR", workdir, 1),
+                resumes,
+            )
+        status = None
+    # After the lines above: they say why an earlier attempt left a best behind.
     start = run.start_step or 0
     if (dropped := run.checkpoints.forget_best_after(start)) is not None:
         if jax.process_index() == 0 and run.checkpoints.best_set_aside:
@@ -522,24 +546,6 @@ def _restore_or_init(run: _Run, source: transfer.Loaded | None) -> None:
                 dropped,
                 start,
             )
-    status = run_status.read(workdir)
-    if (why := run_status.unreadable(workdir)) and jax.process_index() == 0:
-        logging.warning(
-            "%s %s: how the previous run ended is unknown (an early stop, a divergence); "
-            "resuming from the last checkpoint (step %s)",
-            run_status.path(workdir),
-            why,
-            run.start_step or "none: starting over",
-        )
-    if stale := run_status.stale_running(status):
-        # The workdir lock rules out a live writer: it was killed, or crashed.
-        if jax.process_index() == 0:
-            logging.warning(
-                "%s; resuming from the last checkpoint (step %s)",
-                stale.replace("WORKDIR", workdir, 1),
-                run.start_step or "none: starting over",
-            )
-        status = None
     run.status = status
     if latest is not None and run.saved_config is not None:
         # Once the run's status is known: a finished one trains nothing, and records no change
