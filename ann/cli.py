@@ -1358,20 +1358,31 @@ class FlagError(ValueError):
 
 
 @contextlib.contextmanager
-def as_arguments(names: Mapping[str, str] | Iterable[str]) -> Iterator[None]:
+def as_arguments(
+    names: Mapping[str, str] | Iterable[str], values: Mapping[str, object] | None = None
+) -> Iterator[None]:
     """Around a command's flag checks run for a Python function (`ann.export.export`,
     `ann.report.write.write_report`): a FlagError raised inside is raised again with each
     `--FLAG` of `names` (flag -> argument, or flag names that are the argument's own) written
     as the argument (`--out=DIR is inside ...; e.g. --out=X` as `out=DIR ...; e.g. out=X`),
     outside backticks (a command quoted whole): one check for the command and the function,
-    in the words of whichever was called."""
+    in the words of whichever was called. `values` (flag -> the argument's value): a str
+    value written bare after `--FLAG=` is quoted as Python writes it (`--calibration=None` as
+    `calibration='None'`: it read as if the argument None were refused)."""
     pairs = dict(names) if isinstance(names, Mapping) else {n: n for n in names}
+    quoted = {f: v for f, v in (values or {}).items() if isinstance(v, str)}
     try:
         yield
     except FlagError as e:
         parts = str(e).split("`")  # a command quoted in backticks keeps its flags
         for i in range(0, len(parts), 2):
             for flag, argument in pairs.items():
+                if flag in quoted:
+                    parts[i] = re.sub(
+                        rf"--{re.escape(flag)}={re.escape(quoted[flag])}(?![\w.-])",
+                        lambda _, a=argument, v=quoted[flag]: f"{a}={v!r}",
+                        parts[i],
+                    )
                 parts[i] = re.sub(rf"--{re.escape(flag)}(?![\w.-])", argument, parts[i])
         raise type(e)("`".join(parts)) from None
 

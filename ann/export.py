@@ -447,16 +447,20 @@ def export(
     workdir, out, step, name, platforms, calibration = _arguments(
         workdir, out, step, name, platforms, calibration
     )
-    with _as_arguments():
+    with _as_arguments(calibration):
         check_flags(workdir, out, str(step), name, platforms, calibration)
     return _export(workdir, out, step, name, platforms, calibration)
 
 
-def _as_arguments() -> Any:
-    """`check_flags`' refusals in `export`'s words: its arguments, not `ann export`'s flags."""
+def _as_arguments(calibration: str | None = None) -> Any:
+    """`check_flags`' refusals in `export`'s words: its arguments, not `ann export`'s flags
+    (a str `calibration` quoted: `calibration='None' must be one of ...`)."""
     from ann import cli
 
-    return cli.as_arguments(("workdir", "out", "step", "name", "platforms", "calibration"))
+    return cli.as_arguments(
+        ("workdir", "out", "step", "name", "platforms", "calibration"),
+        {"calibration": calibration},
+    )
 
 
 def _arguments(

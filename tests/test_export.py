@@ -1228,8 +1228,9 @@ def test_export_from_python_checks_its_arguments_as_ann_export_does(digits_expor
     workdir, other = digits_export
     new = str(tmp_path / "new")
     refused = [
-        ({"calibration": "platt"}, "calibration=platt must be one of temperature, none"),
-        ({"calibration": "None"}, "calibration=None must be one of temperature, none"),
+        ({"calibration": "platt"}, "calibration='platt' must be one of temperature, none"),
+        # A str, quoted: `calibration=None must be ...` read as if None were refused.
+        ({"calibration": "None"}, "calibration='None' must be one of temperature, none"),
         ({"out": f"{workdir}/checkpoints/x"}, f"out={workdir}/checkpoints/x is inside"),
         ({"out": f"{other}/sub"}, f"out={other}/sub is inside an export at {other}"),
         ({"out": str(workdir)}, f"out={workdir} holds a training run"),
