@@ -468,6 +468,8 @@ class ModelMonitor:
                 self.reference = self._key
         except Exception as e:  # an old export, or a reference that fails its check
             self.drift_unavailable = f"{type(e).__name__}: {e}"
+            if getattr(self._pool, "stopped", False):  # the server's stop ended it (`_end`)
+                return
             log.warning(
                 "model %s version %s: drift unavailable (%s); shares, confidence and feedback "
                 "go on",
@@ -772,6 +774,7 @@ def _end(pool: concurrent.futures.Executor, wait: bool) -> None:
     worker told to end (SIGTERM: it ends at once, or after a compilation-cache write in progress,
     `_exit_with_server`) and, with `wait`, waited for at most STOP_SECONDS, then killed (one
     still starting: nothing written yet)."""
+    pool.stopped = True  # type: ignore[attr-defined]  # a test it breaks is no failure
     processes = list(getattr(pool, "started", []))
     for process in processes:
         if process.is_alive():
