@@ -531,7 +531,8 @@ def test_a_constructor_requiring_what_the_experiment_does_not_pass_names_what_it
 @pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "configs").glob("*.py")))
 def test_every_shipped_model_initializes_with_bfloat16_parameters(name):
     # The LSTM and GRU cells' orthogonal init (a QR) had no bfloat16 kernel: a traceback at
-    # the state's init with --config.param_dtype=bfloat16. Lowered only (nothing compiled).
+    # the state's init with --config.param_dtype=bfloat16. Lowered or traced only (nothing
+    # compiled).
     from conftest import tiny
 
     from ann.train.build import build, make_experiment
@@ -541,5 +542,20 @@ def test_every_shipped_model_initializes_with_bfloat16_parameters(name):
         config.total_steps, config.num_epochs = 20, 0
     if config.optimizer.name == "adam" or config.optimizer.name == "adamw":
         config.optimizer.eps = 1e-3  # bfloat16's own: the default 1e-8 is refused for it
-    setup = build(config, make_experiment(config))
+    experiment = make_experiment(config)
+    setup = build(config, experiment)
     setup.init.lower()
+    # The train step traced abstractly (jax.eval_shape: no lowering, no FLOPs): optax's
+    # clipping selected between a float32-scaled and a bfloat16 gradient (configs/digits_vit.py).
+    from ann.train import freezing, optimizers
+    from ann.train import step as step_lib
+
+    batch = experiment.fields(setup.train_split.rows(np.arange(config.batch_size)))
+    opt, freeze = config.optimizer, tuple(config.freeze)  # digits_finetune freezes layers
+    frozen = frozenset(freezing.frozen_paths(setup.abstract_state.params, freeze))
+    step = step_lib.make_train_step(
+        experiment, setup.model_def, optimizers.for_step(opt, setup.total_steps, freeze), 1, frozen
+    )
+    hyper = optimizers.hyperparameters(opt, setup.total_steps)
+    state, _ = jax.eval_shape(step, setup.abstract_state, batch, hyper)
+    assert {p.dtype for p in jax.tree.leaves(state.params)} == {jnp.dtype(jnp.bfloat16)}
