@@ -740,12 +740,8 @@ class Registry:
         (last,) = db.execute(
             "SELECT COALESCE(MAX(version), 0) FROM model_versions WHERE name = ?", (name,)
         ).fetchone()
-        try:
-            entries = os.listdir(os.path.join(self.artifacts, name))
-        except OSError:  # no directory yet (or unreadable: the rename then says so)
-            entries = []
-        numbers = [arguments.version_number(entry) for entry in entries]
-        return max([last, *(n for n in numbers if n is not None)]) + 1
+        # No directory yet (or unreadable: the rename then says so) holds no numbers.
+        return max([last, *(n for _, n in self.version_dirs(name))]) + 1
 
     def _refuse_duplicate(
         self, db: sqlite3.Connection, name: str, manifest: Mapping[str, Any], manifest_sha: str,
