@@ -518,7 +518,7 @@ def _home(value: str, given: str) -> str:
         raise FlagError(str(e)) from None
 
 
-def _expand_config_paths(config: ml_collections.ConfigDict) -> None:
+def expand_config_paths(config: ml_collections.ConfigDict) -> None:
     """Expands a leading `~` in the config keys that name a file or directory (`PATH_KEYS`),
     whether the config file or an override set it. Raises FlagError naming the key for a
     `~user` of no user (`arguments.home`)."""
@@ -537,7 +537,7 @@ def parse_flags(argv: list[str]) -> list[str]:
     fails (a syntax error, a failed import, an error in get_config) is one line naming the
     file's line and the error (`_config_code_error`); a ConfigError it raises (an unknown
     variant) is one line too. A leading `~` in a path flag or config key is expanded
-    (`home_expanded`, `_expand_config_paths`)."""
+    (`home_expanded`, `expand_config_paths`)."""
     try:
         argv = home_expanded(argv)
     except FlagError as e:
@@ -623,7 +623,7 @@ def parse_flags(argv: list[str]) -> list[str]:
         if (said := number_for_a_tuple(argv, value)) is not None:
             fail(said)
         try:
-            _expand_config_paths(value)
+            expand_config_paths(value)
         except FlagError as e:
             fail(str(e))
     return rest

@@ -2080,7 +2080,7 @@ def test_a_tilde_of_no_user_in_a_path_is_refused_in_one_line(tmp_path, monkeypat
     assert str(e.value) == f"--workdir=~no_such_user_ann/r: {said}the path in full"
     config = ml_collections.ConfigDict({"data": {"data_dir": "~no_such_user_ann"}})
     with pytest.raises(cli.FlagError, match=f"^config key 'data.data_dir': {said}"):
-        cli._expand_config_paths(config)
+        cli.expand_config_paths(config)
     with pytest.raises(ValueError, match=f"^--compilation_cache_dir: {said}"):
         compilation_cache.directory("~no_such_user_ann/c", "--compilation_cache_dir", "")
     monkeypatch.setenv("ANN_REGISTRY", "~no_such_user_ann/reg")
@@ -2119,7 +2119,7 @@ def test_a_leading_tilde_in_a_path_flag_or_config_key_is_the_home_directory(
     config = ml_collections.ConfigDict(
         {"data": {"data_dir": "~/tfds"}, "init_from": "~/runs/a:best", "model": {"name": "~m"}}
     )
-    cli._expand_config_paths(config)
+    cli.expand_config_paths(config)
     assert (config.data.data_dir, config.init_from) == (f"{home}/tfds", f"{home}/runs/a:best")
     assert config.model.name == "~m"
     # $ANN_REGISTRY as a Dockerfile's ENV sets it: no shell expands it either.

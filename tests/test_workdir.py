@@ -177,5 +177,10 @@ def test_train_and_evaluate_checks_its_arguments_as_ann_train_does(tmp_path):
         assert str(e.value) == (
             f"workdir={inside} is inside {what} at {parent}; choose a directory outside it"
         ), str(e.value)
+    # A path config key as ann train reads it: ~ expanded, a ~user of no user refused (it
+    # was read as ./~nouser_ann/x).
+    config = tiny(**{"data.data_dir": "~nouser_ann/x"})
+    with pytest.raises(ValueError, match="^config key 'data.data_dir': ~nouser_ann: no user"):
+        train_and_evaluate(config, str(tmp_path / "new"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export", "run"]
     assert [p.name for p in run.iterdir()] == ["config.json"]

@@ -314,6 +314,7 @@ def _check_arguments(config: Any, workdir: Any) -> str:
             f"configs/digits_cnn.py's), got {type(config).__name__}"
         )
     workdir = artifact.path_argument(workdir, "workdir", "the run's directory as a str or path")
+    cli.expand_config_paths(config)  # data.data_dir="~/tfds" as `ann train` reads it
     workdir_lib.check(workdir)  # its own words for a file, an export, no permission
     with cli.as_arguments(("workdir",)):
         # Not its other files: a directory the caller prepared (`ann train` refuses them).
