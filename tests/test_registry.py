@@ -1564,3 +1564,6 @@ def test_a_registry_root_from_python_expands_home_and_refuses_an_empty_one(tmp_p
     # train_and_evaluate, from_workdir, load, resolve).
     assert artifact.path_argument("~/x", "out", "a path") == str(tmp_path / "x")
     assert not (tmp_path / "~").exists()
+    # register's export_dir too (it was told its export was incomplete; trial 42d).
+    with pytest.raises(ValueError, match=r"^export_dir=~nouser_ann/e: ~nouser_ann: no user"):
+        Registry("~/r").register("~nouser_ann/e")

@@ -581,6 +581,7 @@ class Registry:
         would no longer fit, unless `allow_signature_change`. Creates the registry if it
         does not exist yet, but only once the copy is verified: a refused register creates
         and changes nothing (the copy is staged next to the registry and removed)."""
+        export_dir = artifact.path_argument(export_dir, "export_dir", "an export directory")
         manifest, raw = artifact.read_manifest_bytes(export_dir)
         name = name or manifest["name"]
         self._check_request(name, description, tags or {}, aliases)
