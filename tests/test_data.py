@@ -636,6 +636,15 @@ def test_the_readme_builder_of_own_arrays_prepares_and_trains(tmp_path, monkeypa
     said = re.search(r"`error: \.\.\./my_tab\.csv holds no rows below its header`", readme)
     assert said, "README Data: the empty CSV's line"
     assert not (tmp_path / "data").exists()
+    # 3 rows: a split left empty, TFDS's "No examples were yielded" traceback after writing.
+    np.savetxt(tmp_path / "my_tab.csv", np.eye(3, 5), delimiter=",", header="a,b,c,d,class")
+    done = run()
+    assert (done.returncode, done.stderr) == (
+        1, f"error: {tmp_path / 'my_tab.csv'} holds 3 rows; the 70/15/15 split needs 4 or more\n"
+    )  # fmt: skip
+    said = r"`error: \.\.\./my_tab\.csv holds 3 rows; the 70/15/15 split\s+needs 4 or more`"
+    assert re.search(said, readme), "README Data: the 3-row CSV's line"
+    assert not (tmp_path / "data").exists()
     x = np.random.default_rng(0).normal(size=(200, 4))
     table = np.c_[x, (x[:, 0] > 0) + (x[:, 1] > 0.5)]
     np.savetxt(tmp_path / "my_tab.csv", table, delimiter=",", header="a,b,c,d,class")
