@@ -110,10 +110,9 @@ def test_a_path_below_a_file_is_said_to_be_one_by_every_reader(tmp_path, monkeyp
 
     assert refusal(lambda: artifact.load(below), FileNotFoundError).startswith(f"{below} {said};")
     assert refusal(lambda: registry.resolve(below)).startswith(f"{below} {said};")
-    assert refusal(lambda: registry.Registry(below).models()) == (
-        f"no registry at {below}, which {said}; give --registry=DIR (or $ANN_REGISTRY) of an "
-        "existing one, or `register` an export with --registry=DIR, a new or empty directory, "
-        "to create one"
+    assert refusal(lambda: registry.Registry(below).models()) == (  # in its argument's words
+        f"no registry at {below}, which {said}; give root=DIR of an existing one, or `register` "
+        "an export with root=DIR, a new or empty directory, to create one"
     )
     assert refusal(lambda: cli.check_trained_run(below, "best")) == (
         f"--workdir={below} {said}; give the directory of a trained run"

@@ -1278,7 +1278,7 @@ def test_outputs_and_new_registries_stay_out_of_runs_exports_and_registries(tmp_
         (run / "registry", f"inside a training run at {run}"),
     ]:
         with pytest.raises(RegistryError, match=re.escape(f"--registry={root} is {place}; a new")):
-            Registry(str(root))._check_root()
+            Registry.at(str(root))._check_root()  # as `ann registry register` opens it
     assert sorted(os.listdir(run)) == ["config.json"] and os.listdir(export) == ["manifest.json"]
     # A new registry in the directory of runs (or of exports) made every run under it "inside
     # a model registry": resumes, new runs and exports under it refused (a fifth trial).
@@ -1290,7 +1290,7 @@ def test_outputs_and_new_registries_stay_out_of_runs_exports_and_registries(tmp_
         f"--registry={runs} holds other files (a, notes.txt); a new registry goes in a new or "
         "empty directory of its own (e.g. --registry=registry)"
     )):  # fmt: skip
-        Registry(str(runs))._check_root()
+        Registry.at(str(runs))._check_root()
     assert sorted(os.listdir(runs)) == ["a", "notes.txt"]
     (tmp_path / "empty").mkdir()
     Registry(str(tmp_path / "empty"))._check_root()  # an empty directory takes one

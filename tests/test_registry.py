@@ -315,11 +315,11 @@ def test_an_export_registered_again_is_refused_naming_its_version(digits_export,
         (again / "manifest.json").write_text(json.dumps({**manifest, **changed}))
         with pytest.raises(RegistryError) as e:
             registry.register(str(again), "digits")
-        assert str(e.value) == (
+        assert str(e.value) == (  # in Python's words: it named the command's flag
             f"{again} is already registered as digits versions 1, 2 (a manifest that differs "
             "only in how it was exported: its created time, git state or how the step was "
-            "chosen); point an alias at it (alias digits ALIAS 2), or give --allow_duplicate to "
-            "register it as a new version anyway"
+            "chosen); point an alias at it (set_alias('digits', ALIAS, 2)), or give "
+            "allow_duplicate=True to register it as a new version anyway"
         )
     # Another step of the run is another version.
     (again / "manifest.json").write_text(
@@ -437,10 +437,14 @@ def test_a_version_with_other_tensors_is_refused_unless_allowed(digits_export, t
     with pytest.raises(RegistryError) as e:
         registry.register(str(other), "digits")
     assert str(e.value).startswith(f"{other} has other tensors than digits version 1 (outputs ")
-    assert str(e.value).endswith(
+    assert str(e.value).endswith(  # in Python's words: it said --name, --allow_signature_change
         "-> p_odd float32 [-1]): clients of models:/digits would not fit it; register it under "
-        "another --name, or give --allow_signature_change if they are ready"
+        "another name, or give allow_signature_change=True if they are ready"
     ), str(e.value)
+    refused = _cli(tmp_path / "reg", "register", str(other), "--name=digits")
+    assert one_line_error(refused).endswith(  # the command's, in its flags
+        "register it under another --name, or give --allow_signature_change if they are ready"
+    )
     assert _tree(tmp_path / "reg", mtimes=False) == before
     assert registry.register(str(other), "digits", allow_signature_change=True).version == 2
     assert registry.register(str(other), "parity").version == 1  # another model: fine
@@ -499,9 +503,14 @@ def test_a_deleted_version_is_gone_and_its_number_never_comes_back(
     registry.set_tag("digits", "stage", "old", version=3)
     with pytest.raises(RegistryError) as e:
         registry.delete_version("digits", 2)
-    assert str(e.value) == (
-        "models:/digits/2 is aliased (champion): point the alias at another version (alias "
-        "digits champion VERSION) or delete it (alias digits champion --delete) first"
+    assert str(e.value) == (  # in Python's words (it said the command's `alias ... --delete`)
+        "models:/digits/2 is aliased (champion): point the alias at another version "
+        "(set_alias('digits', 'champion', VERSION)) or delete it (delete_alias('digits', "
+        "'champion')) first"
+    )
+    assert one_line_error(_cli(tmp_path / "reg", "delete", "digits", "2")) == (
+        "error: models:/digits/2 is aliased (champion): point the alias at another version "
+        "(alias digits champion VERSION) or delete it (alias digits champion --delete) first"
     )
     assert os.path.isdir(tmp_path / "reg/artifacts/digits/2")  # refused: nothing changed
     # A transaction that fails after the files were moved aside puts them back.
@@ -685,15 +694,20 @@ def test_commands_on_a_missing_registry_create_nothing(tmp_path):
             "$ANN_REGISTRY) of an existing one, or `register` an export to create it " \
             "there\n"  # fmt: skip
         assert os.listdir(tmp_path) == [], command
-    # The library refuses the same way: opening one touches nothing.
-    with pytest.raises(RegistryError, match="no registry at"):
+    # The library refuses the same way, in its arguments' words: opening one touches nothing.
+    with pytest.raises(RegistryError) as e:
         Registry(str(missing)).models()
+    assert str(e.value) == (
+        f"no registry at {missing}; give root=DIR of an existing one, or `register` an export "
+        "to create it there"
+    )
     assert os.listdir(tmp_path) == []
     # A file given as the registry: said so, as `register` says it (it was "no registry at").
     afile = tmp_path / "afile"
     afile.write_text("x")
-    with pytest.raises(RegistryError, match=f"^--registry={afile} is a file, not a registry"):
+    with pytest.raises(RegistryError) as e:
         Registry(str(afile)).models()
+    assert str(e.value) == f"root='{afile}' is a file, not a registry directory"
 
 
 def test_registry_messages_name_where_the_directory_came_from(tmp_path):
@@ -732,6 +746,42 @@ def test_registry_messages_name_where_the_directory_came_from(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["afile", "notreg"]
 
 
+def test_registry_messages_from_python_name_its_arguments_not_the_flags(
+    digits_export, tmp_path, monkeypatch
+):
+    """From Python, `Registry(root)` spoke in `ann registry`'s flags (trial 42c M2):
+    `Registry("afile")` said `--registry=afile is a file`, a directory of other files `(e.g.
+    --registry=registry)`, a second `register` of an export `give --allow_duplicate`. Its
+    messages name its arguments and methods; the command's keep its flags, word for word."""
+    _, out = digits_export
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("")
+    new_one = "a new registry goes in a new or empty directory of its own"
+    for root, python, command in [
+        ("afile", "root='afile' is a file, not a registry directory",
+         "--registry=afile is a file, not a registry directory"),
+        ("other", f"root='other' holds other files (notes.txt); {new_one} (e.g. root='registry')",
+         f"--registry=other holds other files (notes.txt); {new_one} (e.g. --registry=registry)"),
+    ]:  # fmt: skip
+        with pytest.raises(RegistryError) as e:
+            Registry(root).register(str(out), "digits")
+        assert str(e.value) == python
+        refused = _cli(root, "register", str(out), "--name=digits", cwd=tmp_path)
+        assert one_line_error(refused) == f"error: {command}"
+    registry = Registry(tmp_path / "reg")
+    registry.register(out, "digits")
+    with pytest.raises(RegistryError) as e:
+        registry.register(out, "digits")
+    assert str(e.value) == (
+        f"{out} is already registered as digits version 1 (the same manifest sha256); point an "
+        "alias at it (set_alias('digits', ALIAS, 1)), or give allow_duplicate=True to register "
+        "it as a new version anyway"
+    )
+    assert sorted(os.listdir(tmp_path)) == ["afile", "other", "reg"]
+
+
 def test_registry_database_messages_name_the_registry_as_typed(tmp_path, monkeypatch):
     """registry.db's own errors named it by its absolute path ("/abs/cwd/foreign/registry.db is
     not an ann registry database"), where every other registry message names a --registry path
@@ -747,7 +797,8 @@ def test_registry_database_messages_name_the_registry_as_typed(tmp_path, monkeyp
     (tmp_path / "garbage" / "registry.db").write_bytes(b"not a database")
     foreign = "is not an ann registry database (it holds the table notes); give another --registry"
     for registry, said in [
-        (Registry("foreign"), f"foreign/registry.db {foreign}"),
+        (Registry.at("foreign"), f"foreign/registry.db {foreign}"),
+        (Registry("foreign"), f"foreign/registry.db {foreign[: -len('--registry')]}root"),
         (Registry(str(tmp_path / "foreign"), "$ANN_REGISTRY"),
          f"{tmp_path}/foreign/registry.db (from $ANN_REGISTRY) {foreign}"),
         (Registry("garbage"),
@@ -765,9 +816,14 @@ def test_registry_database_messages_name_the_registry_as_typed(tmp_path, monkeyp
     (tmp_path / "reg" / "artifacts").mkdir(parents=True)
     monkeypatch.setattr(atomic, "why_not_creatable", lambda path: "is not writable")
     with pytest.raises(RegistryError) as e:
-        Registry("reg")._check_writable()
+        Registry.at("reg")._check_writable()  # a command's
     assert str(e.value) == (
         "registry reg: reg is not writable; fix its permissions, or use another --registry"
+    )
+    with pytest.raises(RegistryError) as e:
+        Registry("reg")._check_writable()  # Python's
+    assert str(e.value) == (
+        "registry reg: reg is not writable; fix its permissions, or use another root"
     )
 
 
@@ -1153,10 +1209,16 @@ def test_a_registry_on_a_read_only_file_system_is_refused_naming_the_flag(
 
     monkeypatch.setattr(os, "mkdir", read_only)
     with pytest.raises(RegistryError) as e:
-        Registry(str(ro / "reg")).register(str(out), "d")
+        Registry.at(str(ro / "reg")).register(str(out), "d")  # the command's
     assert str(e.value) == (
         f"--registry={ro / 'reg'} cannot be created in {ro} (Read-only file system); choose "
         "another --registry"
+    )
+    with pytest.raises(RegistryError) as e:
+        Registry(str(ro / "reg")).register(str(out), "d")  # Python's: its argument
+    assert str(e.value) == (
+        f"root='{ro / 'reg'}' cannot be created in {ro} (Read-only file system); choose "
+        "another root"
     )
     assert os.listdir(ro) == []
 
@@ -1170,7 +1232,7 @@ def test_a_registry_that_cannot_be_written_is_named_for_every_write(
     from ann import atomic
 
     _, out = digits_export
-    registry = Registry(str(tmp_path / "reg"))
+    registry = Registry.at(str(tmp_path / "reg"))  # as a command opens it
     registry.register(str(out), "digits")
     denied = "is not writable (permission denied)"
     monkeypatch.setattr(atomic, "why_not_creatable", lambda path: denied)
@@ -1240,9 +1302,10 @@ def test_a_lost_database_beside_artifacts_is_refused_and_nothing_is_written(
         "emptied": "an empty registry.db",
         "tables dropped": "a registry.db without its tables",
     }[loss]
-    said = (
-        f"--registry={tmp_path / 'reg'} holds artifacts/ (the versions of d) but {state}, which "
-        "numbers them; restore registry.db from a backup"
+    said = (  # in Python's words: it said --registry=... of Registry(root)
+        f"root='{tmp_path / 'reg'}' holds artifacts/ (the versions of d) but {state}, which "
+        "numbers them; restore registry.db from a backup (a new one would give their numbers to "
+        "other models), or give another root"
     )
     with pytest.raises(RegistryError, match=re.escape(said)):
         registry.register(str(out), "d", allow_duplicate=True)
@@ -1345,7 +1408,7 @@ def test_list_and_versions_name_the_version_directories_the_database_does_not_li
     from ann.registry import __main__ as registry_cli
 
     _, out = digits_export
-    registry = Registry(str(tmp_path / "reg"))
+    registry = Registry.at(str(tmp_path / "reg"))  # as a command opens it
     registry.register(str(out), "d")
     capsys.readouterr()
     registry_cli._list(registry, SimpleNamespace(), [], "")
@@ -1496,7 +1559,7 @@ def test_a_registry_on_a_read_only_mount_is_not_told_to_fix_permissions(
     from ann import atomic
 
     _, out = digits_export
-    registry = Registry(str(tmp_path / "reg"))
+    registry = Registry.at(str(tmp_path / "reg"))  # as a command opens it
     registry.register(str(out), "digits")
     read_only = f"is not writable ({atomic.READ_ONLY})"
     monkeypatch.setattr(atomic, "why_not_creatable", lambda path: read_only)
@@ -1517,7 +1580,7 @@ def test_a_registry_on_a_full_disk_is_not_told_to_fix_permissions(
     import tempfile
 
     _, out = digits_export
-    registry = Registry(str(tmp_path / "reg"))
+    registry = Registry.at(str(tmp_path / "reg"))  # as a command opens it
     registry.register(str(out), "digits")
 
     def full(*args, **kwargs):

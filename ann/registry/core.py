@@ -107,8 +107,13 @@ def _entries(path: str) -> list[str]:
     return [n for n in directory_kind.listing(path) if not n.startswith(own)]
 
 
-# Where a new registry may go (`register` creates one nowhere else).
-NEW_ONE = "a new registry goes in a new or empty directory of its own (e.g. --registry=registry)"
+# The `origin` of a root given from Python (`Registry(root)`, the constructor's default): its
+# messages name the method's arguments (`root='regs'`, `allow_duplicate=True`) and methods
+# (`set_alias(...)`), where a command's (`Registry.at`) name its flags and subcommands.
+PYTHON = "python"
+# A flag of `ann registry` a message names, as the Python argument it is (the others keep
+# their name: `--allow_duplicate` is `allow_duplicate=True`).
+ARGUMENTS = {"registry": "root"}
 
 
 class RegistryError(ValueError):
@@ -241,12 +246,17 @@ class Registry:
     registry (RegistryError "no registry at ROOT" otherwise) and never creates, migrates or
     changes a file; only `register` creates the directory and database.
 
-    `origin` is where `root` came from, which messages name: "--registry" (a flag),
-    "$ANN_REGISTRY" or "default" (./registry, neither given); `Registry.at` tells it. A `root`
-    that is no str or path (None) raises TypeError naming it, and so does a `version` that is
-    no int (1.5 was read as version 1) given to a method."""
+    `origin` is where `root` came from, which messages name: `PYTHON` (the default: this
+    constructor's argument), or a command's, as `Registry.at` tells it: "--registry" (a flag),
+    "$ANN_REGISTRY" or "default" (./registry, neither given). Messages speak in the caller's
+    words (`_option`): from Python `root='regs' is a file, not a registry directory`, `give
+    allow_duplicate=True to register it as a new version anyway`, `point an alias at it
+    (set_alias('digits', ALIAS, 3))`; from a command `--registry=regs is a file ...`,
+    `give --allow_duplicate ...`, `(alias digits ALIAS 3)`. A `root` that is no str or path
+    (None) raises TypeError naming it, and so does a `version` that is no int (1.5 was read as
+    version 1) given to a method."""
 
-    def __init__(self, root: str, origin: str = "--registry"):
+    def __init__(self, root: str, origin: str = PYTHON):
         # None said os's "expected str, bytes or os.PathLike object, not NoneType".
         root = artifact.path_argument(root, "root", "a registry directory as a str or path")
         if not root.strip():  # "" was the current directory, said as "no registry at ,"
@@ -255,18 +265,48 @@ class Registry:
         self.artifacts = os.path.join(self.root, "artifacts")
         self.db_path = os.path.join(self.root, "registry.db")
         # Messages name the root as it came (they said --registry=DIR of $ANN_REGISTRY's):
-        # `where` after "at", `named` as a subject ("--registry=DIR is a file"), `shown` for a
-        # file in it ("regs/registry.db is not ..."). A flag's path reads as typed
-        # (--registry=regs: "no registry at regs"); one the user did not type is absolute,
-        # with where it came from.
-        self._typed = root if origin == "--registry" else self.root
+        # `where` after "at", `named` as a subject ("--registry=DIR is a file", from Python
+        # "root='DIR' is a file"), `shown` for a file in it ("regs/registry.db is not ...").
+        # A flag's or an argument's path reads as typed (--registry=regs: "no registry at
+        # regs"); one the user did not type is absolute, with where it came from.
+        self._python = origin == PYTHON
+        typed = origin in ("--registry", PYTHON)
+        self._typed = root if typed else self.root
         self._came_from = {
+            PYTHON: "",
             "--registry": "",
             "$ANN_REGISTRY": " (from $ANN_REGISTRY)",
             "default": " (the default: $ANN_REGISTRY is not set)",
         }[origin]
         self.where = self.shown(self.root)
-        self.named = f"--registry={root}" if origin == "--registry" else self.where
+        self.named = self._option("registry", root) if typed else self.where
+
+    def _option(self, flag: str, value: Any = None, placeholder: bool = False) -> str:
+        """The `ann registry` flag `flag` (no dashes: "registry", "allow_duplicate", "name")
+        as the caller knows it, for a message: from a command `--allow_duplicate`,
+        `--registry=regs`; from Python (`PYTHON`) the argument, `allow_duplicate=True`,
+        `root='regs'`. `value`: None names the option alone (`--name`, `name`), True a
+        switch given, anything else its value (Python's repr of it, unless `placeholder`: a
+        word standing for one, DIR)."""
+        if self._python:
+            argument = ARGUMENTS.get(flag, flag)
+            if value is None:
+                return argument
+            return f"{argument}={value if placeholder else repr(value)}"
+        if value is None or value is True:
+            return f"--{flag}"
+        return f"--{flag}={value}"
+
+    def _said(self, command: str, python: str) -> str:
+        """What a message tells the caller to do, in its words: `command` (`ann registry`'s
+        subcommand, "alias digits ALIAS 3") from a command, `python` (the method's call,
+        "set_alias('digits', ALIAS, 3)") from Python."""
+        return python if self._python else command
+
+    def _new_one(self) -> str:
+        """Where a new registry may go (`register` creates one nowhere else)."""
+        example = self._option("registry", "registry")
+        return f"a new registry goes in a new or empty directory of its own (e.g. {example})"
 
     def shown(self, path: str, came_from: bool = True) -> str:
         """`path` (the root or a path under it) as messages name it: under the root as typed
@@ -289,7 +329,7 @@ class Registry:
             except ValueError as e:
                 raise RegistryError(f"{e} (or unset $ANN_REGISTRY)") from None
             return cls(default_root(), default_origin())
-        return cls(registry)
+        return cls(registry, "--registry")
 
     def exists(self) -> bool:
         """Whether `root` holds a registry (its database); looks, touches nothing."""
@@ -312,7 +352,7 @@ class Registry:
             raise RegistryError(f"{self.named} is a file, not a registry directory")
         self._refuse_lost_database()
         if not self.exists() and (why := self._no_new_one()) is not None:
-            raise RegistryError(f"{self.named} {why}; {NEW_ONE}")
+            raise RegistryError(f"{self.named} {why}; {self._new_one()}")
         if self.exists():
             with self._connect() as db:
                 self._check_tables(db)
@@ -369,7 +409,7 @@ class Registry:
         raise RegistryError(
             f"{self.named} holds artifacts/ (the versions of {shown}) but {state}, which "
             "numbers them; restore registry.db from a backup (a new one would give their "
-            "numbers to other models), or give another --registry"
+            f"numbers to other models), or give another {self._option('registry')}"
         )
 
     def _no_new_one(self) -> str | None:
@@ -405,7 +445,8 @@ class Registry:
         if foreign:
             raise RegistryError(
                 f"{self.shown(self.db_path)} is not an ann registry database (it holds the table"
-                f"{'s' * (len(foreign) > 1)} {', '.join(foreign)}); give another --registry"
+                f"{'s' * (len(foreign) > 1)} {', '.join(foreign)}); give another "
+                f"{self._option('registry')}"
             )
 
     def _create(self) -> None:
@@ -457,11 +498,12 @@ class Registry:
             raise RegistryError(f"{self.named} is a file, not a registry directory")
         self._refuse_lost_database()
         if not self.exists():
-            existing = "give --registry=DIR (or $ANN_REGISTRY) of an existing one"
+            given = self._option("registry", "DIR", placeholder=True)
+            existing = f"give {given}{self._said(' (or $ANN_REGISTRY)', '')} of an existing one"
             if (why := self._no_new_one()) is not None:  # `register` would refuse it too
                 raise RegistryError(
                     f"no registry at {self.where}, which {why}; {existing}, or `register` an "
-                    "export with --registry=DIR, a new or empty directory, to create one"
+                    f"export with {given}, a new or empty directory, to create one"
                 )
             raise RegistryError(
                 f"no registry at {self.where}; {existing}, or `register` an export to create it "
@@ -527,18 +569,19 @@ class Registry:
         "cannot be used as an ann registry database (attempt to write a readonly database)").
         A registry not made yet is checked where it would be created (on a read-only file
         system: "[Errno 30] Read-only file system: '/ro/.ann-registry-incoming-...'")."""
+        other = self._option("registry")
         if not os.path.isdir(self.root):
             if (why := atomic.why_not_creatable(self.root)) is not None:
-                raise RegistryError(f"{self.named} {why}; choose another --registry")
+                raise RegistryError(f"{self.named} {why}; choose another {other}")
             return
         for place in (self.root, self.artifacts):
             if os.path.isdir(place) and (why := atomic.why_not_creatable(place)) is not None:
-                fix = "fix its permissions, or use another --registry"
+                fix = f"fix its permissions, or use another {other}"
                 if atomic.READ_ONLY in why:  # a mount, not a permission: it said "permission"
-                    fix = "use another --registry on a writable file system"
+                    fix = f"use another {other} on a writable file system"
                 for code in (errno.ENOSPC, errno.EDQUOT):  # the probe's mkdir on a full disk
                     if os.strerror(code) in why:
-                        fix = f"{atomic.STORAGE_ERRNOS[code]}, or use another --registry"
+                        fix = f"{atomic.STORAGE_ERRNOS[code]}, or use another {other}"
                 raise RegistryError(
                     f"registry {self.where}: {self.shown(place, came_from=False)} {why}; {fix}"
                 )
@@ -774,11 +817,14 @@ class Registry:
                     "a manifest that differs only in how it was exported: its created time, "
                     "git state or how the step was chosen"
                 )
+            point = self._said(
+                f"alias {name} ALIAS {versions[-1]}", f"set_alias({name!r}, ALIAS, {versions[-1]})"
+            )
             raise RegistryError(
                 f"{export_dir} is already registered as {name} "
                 f"version{'s' * (len(versions) > 1)} {', '.join(versions)} "
-                f"({why}); point an alias at it (alias {name} ALIAS {versions[-1]}), or give "
-                "--allow_duplicate to register it as a new version anyway"
+                f"({why}); point an alias at it ({point}), or give "
+                f"{self._option('allow_duplicate', True)} to register it as a new version anyway"
             )
 
     def _stored_manifest(self, path: str) -> dict[str, Any] | None:
@@ -815,7 +861,8 @@ class Registry:
             raise RegistryError(
                 f"{export_dir} has other tensors than {name} version {latest} "
                 f"({'; '.join(changed)}): clients of models:/{name} would not fit it; register "
-                "it under another --name, or give --allow_signature_change if they are ready"
+                f"it under another {self._option('name')}, or give "
+                f"{self._option('allow_signature_change', True)} if they are ready"
             )
 
     def set_alias(self, name: str, alias: str, version: int) -> None:
@@ -844,8 +891,12 @@ class Registry:
                 raise RegistryError(
                     f"{name} version {version}'s files at {os.path.join(self.root, row['path'])} "
                     "are gone (removed outside the registry), so an alias would resolve to "
-                    f"nothing; register the export again (a new version), or delete it (ann "
-                    f"registry delete {name} {version})"
+                    f"nothing; register the export again (a new version), or delete it ("
+                    + self._said(
+                        f"ann registry delete {name} {version}",
+                        f"delete_version({name!r}, {version})",
+                    )
+                    + ")"
                 )
             self._put_alias(db, name, alias, version)
 
@@ -873,10 +924,16 @@ class Registry:
             with self._write() as db:
                 mv = self._version(db, self._require_version(db, name, version))
                 if mv.aliases:
+                    alias = mv.aliases[0]
+                    point = self._said(
+                        f"alias {name} {alias} VERSION", f"set_alias({name!r}, {alias!r}, VERSION)"
+                    )
+                    delete = self._said(
+                        f"alias {name} {alias} --delete", f"delete_alias({name!r}, {alias!r})"
+                    )
                     raise RegistryError(
                         f"{mv.uri} is aliased ({', '.join(mv.aliases)}): point the alias at "
-                        f"another version (alias {name} {mv.aliases[0]} VERSION) or delete it "
-                        f"(alias {name} {mv.aliases[0]} --delete) first"
+                        f"another version ({point}) or delete it ({delete}) first"
                     )
                 # A delete killed between this rename and its commit left the files here and
                 # the version live: deleting it again removes them after the commit.
@@ -1016,8 +1073,9 @@ class Registry:
             f"{self.shown(self.artifacts)} holds version directories registry.db does not list: "
             f"{', '.join(unlisted)} (a registry.db restored from an older backup, or a register "
             "stopped before its commit; never reused: a new register gets a higher number); "
-            "restore the registry.db that lists them, or register each again (ann registry "
-            "register DIR --name=NAME: a new number) and remove the directory"
+            "restore the registry.db that lists them, or register each again ("
+            + self._said("ann registry register DIR --name=NAME", "register(DIR, name=NAME)")
+            + ": a new number) and remove the directory"
         )
 
     def get_version(self, name: str, version: int) -> ModelVersion:
