@@ -151,7 +151,11 @@ class MetricWriter:
             filename_suffix=f".{time.time_ns()}",
             flush_secs=TENSORBOARD_FLUSH_SECONDS,
         )
-        self._tb_error: OSError | None = None  # what the event file's writes raised, named
+        # What the event file's writes raised (the first OSError, named), in a list the guard's
+        # wrappers share, not through `self`: tensorboardX's atexit hook holds the event writer
+        # for good, and wrappers holding the MetricWriter kept it (its SummaryWriter and
+        # histogram bins) alive after `close`, one per run in a notebook's or a sweep's process.
+        self._tb_errors: list[OSError] = []
         self._tb_raised = False
         self._guard_event_file()
 
@@ -171,17 +175,18 @@ class MetricWriter:
         path = getattr(events, "_file_name", None)
         if path is None:
             return
+        errors = self._tb_errors  # not `self`: see __init__
 
         def guarded(method):
             def call(*args, **kwargs):
-                if self._tb_error is not None:
+                if errors:
                     return None
                 try:
                     return method(*args, **kwargs)
                 except OSError as e:
                     if e.filename is None:
                         e.filename = path
-                    self._tb_error = e
+                    errors.append(e)
                     return None
 
             return call
@@ -191,9 +196,9 @@ class MetricWriter:
 
     def _raise_tb_error(self) -> None:
         """Raises the event file's recorded OSError, once."""
-        if self._tb_error is not None and not self._tb_raised:
+        if self._tb_errors and not self._tb_raised:
             self._tb_raised = True
-            raise self._tb_error
+            raise self._tb_errors[0]
 
     def _truncate_after(self, step: int) -> None:
         if not os.path.exists(self.path):
