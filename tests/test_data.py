@@ -258,6 +258,21 @@ def test_train_batches_are_seeded_and_resume_exactly():
     assert not all((x == y).all() for x, y in zip(first, [next(d)["targets"] for _ in range(5)]))
 
 
+def test_train_batches_keep_nothing_alive_once_dropped():
+    # The epoch order's cache was a class-wide lru_cache on the method: it held the last two
+    # iterators' batch sources, and their orders (8 bytes a row), after their run had ended.
+    import gc
+    import weakref
+
+    split = data.load("digits", "train", cache=True)
+    it = data.train_batches(split, fields, 32, seed=1)
+    next(it)
+    source = weakref.ref(it._source)
+    del it
+    gc.collect()
+    assert source() is None
+
+
 def test_each_epoch_visits_every_row_once():
     split = data.load("breast_cancer", "train", cache=True)
     it = data.train_batches(split, lambda r: {"x": r["features"]}, 5, seed=0)

@@ -56,12 +56,15 @@ class _ShuffledBatches:
         index, count = _process_shard()
         local = global_batch // count
         self.local = slice(index * local, (index + 1) * local)
+        # Each instance's own cache (two epochs in flight at an epoch's end): a class-wide
+        # `lru_cache` on the method held its last two instances, and their epochs' orders (8
+        # bytes a row), after their run had ended.
+        self._order = functools.lru_cache(maxsize=2)(self._epoch_order)
 
     def __len__(self) -> int:
         return 2**62  # endless; grain only ever asks for the next index
 
-    @functools.lru_cache(maxsize=2)  # noqa: B019 (one instance per run; two epochs in flight)
-    def _order(self, epoch: int) -> np.ndarray:
+    def _epoch_order(self, epoch: int) -> np.ndarray:
         if not self.shuffle:
             return np.arange(self.num_rows)
         return np.random.default_rng([self.seed, epoch]).permutation(self.num_rows)
