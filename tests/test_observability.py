@@ -253,6 +253,23 @@ def test_a_jobs_refusal_quotes_it_as_a_shell_needs_and_says_what_its_help_says(j
     )
 
 
+def test_derived_thresholds_are_written_as_a_person_reads_them(tmp_path):
+    # --slo.availability=0.99 wrote the 5xx share's line at 0.010000000000000009 (1 - 0.99 in
+    # binary floating point); and 6 significant digits wrote --alert.accuracy_min=0.9999999 as
+    # `< 1` and --slo.availability=0.1234567 as a budget of 0.876543.
+    settings = rules.Settings(availability=0.99, accuracy_min=0.9999999)
+    cli_main.render(settings, str(tmp_path))
+    text = (tmp_path / cli_main.RULES_FILE).read_text()
+    assert "0.0100000" not in text and "(14.4 * 0.01)" in text and "allows 0.01." in text
+    assert "< 0.9999999" in text
+    model = json.loads((tmp_path / cli_main.DASHBOARD_FILE).read_text())
+    [share] = [p for p in model["panels"] if p["title"] == "5xx share"]
+    assert share["fieldConfig"]["defaults"]["thresholds"]["steps"][1]["value"] == 0.01
+    odd = rules.Settings(availability=0.1234567)
+    assert "(1 * 0.8765433)" in yaml.safe_dump(rules.rule_file(odd))
+    assert rules.error_budget(0.99) == 0.01 and rules.error_budget(0.999) == 0.001
+
+
 def test_the_latency_threshold_refusal_names_the_buckets():
     with pytest.raises(ValueError, match=r"in ms: 0\.5, 1, 2, 5, 10, 20, 50, 100, 200, 500"):
         rules.Settings(latency_p95_ms=150).check()
@@ -450,6 +467,60 @@ def test_a_dead_or_never_ready_server_pages_though_no_request_burns_the_budget(r
     _promtool_test(rendered, tmp_path, series, expected)
     gone = [{"severity": "page", "job": "ann"}]  # every target of the job gone
     _promtool_test(rendered, tmp_path, {'up{job="other"}': "1x20"}, [("AnnServerDown", "6m", gone)])
+
+
+@needs_promtool
+def test_each_burn_rate_alert_names_the_window_its_share_is_of(rendered, tmp_path):
+    # 20% 5xx for an hour, then none. At 88m the 6h/30m page still fires (right, by the SRE
+    # workbook), and its description said "The share of 5xx responses ... is 13.79%": the 6h
+    # window's share, read as the share now.
+    groups = yaml.safe_load((rendered / cli_main.RULES_FILE).read_text())["groups"]
+    burns = [r for g in groups for r in g["rules"] if "SLOBurn" in r.get("alert", "")]
+    assert len(burns) == 4
+    for rule in burns:
+        assert (
+            " over the last {{ $labels.window }} is {{ $value" in rule["annotations"]["description"]
+        )
+    base = 'ann_requests_total{model="digits",version="1",handler="infer",code="%s"}'
+    series = {base % "200": "0+80x60 4800+100x60", base % "500": "0+20x60 1200+0x60"}
+    page = next(r for r in burns if r["alert"] == "AnnAvailabilitySLOBurnPage")
+
+    def fired(window: str, share: str) -> list:
+        notes = {
+            k: v.replace("{{ $labels.model }}", "digits")
+            .replace("{{ $labels.window }}", window)
+            .replace("{{ $value | humanizePercentage }}", share)
+            for k, v in page["annotations"].items()
+        }
+        labels = {"severity": "page", "slo": "availability", "model": "digits"}
+        return [{"exp_labels": labels, "exp_annotations": notes}]
+
+    test = {
+        "rule_files": [str(rendered / cli_main.RULES_FILE)],
+        "evaluation_interval": "1m",
+        # The recordings before the alerts that read them (unordered, the alerts read the
+        # previous minute's ratio in some runs: 13.95% where it is 13.79%).
+        "group_eval_order": [g["name"] for g in groups],
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [{"series": k, "values": v} for k, v in series.items()],
+                "alert_rule_test": [
+                    {"eval_time": at, "alertname": page["alert"], "exp_alerts": alerts}
+                    for at, alerts in [
+                        ("30m", fired("1h", "20%")),
+                        ("88m", fired("6h", "13.79%")),  # 1200 of 8700 since the start
+                        ("95m", []),
+                    ]
+                ],
+            }
+        ],
+    }
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump(test, sort_keys=False))
+    result = subprocess.run(
+        [PROMTOOL, "test", "rules", str(tmp_path / "test.yaml")], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def _expressions(model: dict) -> list[tuple[str, str]]:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ann.observability.rules import Settings
+from ann.observability.rules import Settings, error_budget
 from ann.serve.tracing import SERVICE_NAME
 
 UID = "ann-served-models"
@@ -173,7 +173,7 @@ def oncall(settings: Settings) -> list[dict[str, Any]]:
                 )
             ],
             unit="percentunit",
-            threshold=1 - settings.availability,
+            threshold=error_budget(settings.availability),
         ),
         panel(
             "SLO burn rate (1h window)",

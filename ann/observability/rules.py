@@ -259,12 +259,23 @@ def recording_rules(settings: Settings) -> dict[str, Any]:
     return {"name": "ann-slo-sli-recordings", "rules": rules}
 
 
+def shown(value: float) -> str:
+    """A threshold as the rules and the dashboard write it: 12 significant digits, which
+    every setting's own digits fit in and binary rounding noise does not (1 - 0.99 is
+    0.010000000000000009; written 0.01). `:g`'s 6 wrote an accuracy bound 0.9999999 as 1."""
+    return f"{value:.12g}"
+
+
+def error_budget(objective: float) -> float:
+    """The error budget 1 - `objective` without binary rounding noise (`shown`):
+    error_budget(0.99) == 0.01."""
+    return float(shown(1.0 - objective))
+
+
 def _burn(slo: str, factor: float, window: str, budget: float) -> str:
-    """One window's condition: its error ratio above `factor` times the budget."""
-    return (
-        f'max without (window) ({RECORD.format(window=window)}{{slo="{slo}"}}'
-        f" > ({factor:g} * {budget:.6g}))"
-    )
+    """One window's condition: its error ratio above `factor` times the budget (the window's
+    series, its `window` label kept: the alert's description names it)."""
+    return f'{RECORD.format(window=window)}{{slo="{slo}"}} > ({factor:g} * {shown(budget)})'
 
 
 def slo_alerts(settings: Settings) -> dict[str, Any]:
@@ -278,10 +289,15 @@ def slo_alerts(settings: Settings) -> dict[str, Any]:
         ),
     }
     for slo, (objective, bad) in slos.items():
-        budget = 1.0 - objective
+        budget = error_budget(objective)
         for severity in ("page", "ticket"):
+            # Each pair is its long window's series, `window` label and all (`and ignoring`:
+            # the short window's only filters); the first pair that holds wins (`or ignoring`:
+            # one series per model). The description names that window: it said "is 13.79%",
+            # the 6h ratio of an error burst 30 minutes over, as if it were the share now.
             pairs = [
-                f"({_burn(slo, f, long, budget)}\nand\n{_burn(slo, f, short, budget)})"
+                f"(\n  {_burn(slo, f, long, budget)}\n  and ignoring (window)\n"
+                f"  {_burn(slo, f, short, budget)}\n)"
                 for s, f, long, short in BURN_RATES
                 if s == severity
             ]
@@ -293,14 +309,18 @@ def slo_alerts(settings: Settings) -> dict[str, Any]:
             alerts.append(
                 {
                     "alert": f"Ann{slo.capitalize()}SLOBurn{severity.capitalize()}",
-                    "expr": "\nor\n".join(pairs),
-                    "labels": {"severity": severity, "slo": slo},
+                    "expr": "\nor ignoring (window)\n".join(pairs),
+                    # An empty label is no label (Prometheus's data model): the alert is one
+                    # per model, whichever window fires it, as before; `$labels.window` in the
+                    # annotations is the expression's.
+                    "labels": {"severity": severity, "slo": slo, "window": ""},
                     "annotations": {
                         "summary": f"{{{{ $labels.model }}}}: {slo} error budget burning "
                         f"({windows})",
                         "description": f"The share of {bad} of model {{{{ $labels.model }}}} "
-                        f"is {{{{ $value | humanizePercentage }}}}; the objective "
-                        f"{objective:g} allows {budget:.6g}.",
+                        "over the last {{ $labels.window }} is "
+                        f"{{{{ $value | humanizePercentage }}}}; the objective "
+                        f"{shown(objective)} allows {shown(budget)}.",
                         "runbook_url": _runbook(settings, f"{slo}-slo-burn"),
                     },
                 }
@@ -326,7 +346,7 @@ def model_alerts(settings: Settings) -> dict[str, Any]:
     accuracy = {
         "alert": "AnnAccuracyBelowBound",
         "expr": f'min by (model, version) (ann_realized_accuracy_ratio{{window="last"}}) '
-        f"< {settings.accuracy_min:g}",
+        f"< {shown(settings.accuracy_min)}",
         "for": settings.accuracy_for,
         "keep_firing_for": settings.keep_firing_for,
         "labels": {"severity": "ticket"},
@@ -334,7 +354,7 @@ def model_alerts(settings: Settings) -> dict[str, Any]:
             "summary": "{{ $labels.model }} version {{ $labels.version }}: realized accuracy "
             "{{ $value | humanizePercentage }}",
             "description": f"Accuracy on labelled predictions (last window) is below "
-            f"{settings.accuracy_min:g} for {settings.accuracy_for}.",
+            f"{shown(settings.accuracy_min)} for {settings.accuracy_for}.",
             "runbook_url": _runbook(settings, "accuracy-drop"),
         },
     }
