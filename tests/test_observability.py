@@ -157,6 +157,18 @@ def test_a_runbook_base_of_the_root_links_each_runbook_at_the_root(tmp_path):
             "error: --alert.job=a+b must be a name of ASCII letters, digits and _ . : / - "
             "(prometheus.yml's job_name); e.g. --alert.job=ann",
         ),
+        # Accepted: written as it was, `runbook_url: "http://x/\\xE9/drift.md"`.
+        (
+            ["--runbook_base=http://x/é"],
+            "error: --runbook_base='http://x/é' must be a URL or path with no 'é' (a URL is "
+            "ASCII: write it as %C3%A9); e.g. --runbook_base=docs/runbooks",
+        ),
+        # Accepted: it linked `http://x/a?b=c#f/drift.md`, the runbook's name in the fragment.
+        (
+            ["--runbook_base=http://x/a?b=c#f"],
+            "error: --runbook_base='http://x/a?b=c#f' must be a URL or path (scheme://host/path) "
+            "with no query or fragment: drop ?b=c#f; e.g. --runbook_base=http://x/a",
+        ),
         (["--alert.job=a b"], "error: --alert.job='a b' must be a name of ASCII letters"),
         # No duration and out of range are one refusal, in the help's words (DURATIONS): they
         # were "must be a Prometheus duration, e.g. 30m, 1h, 1d" and "must be from 1m ... to
@@ -250,6 +262,33 @@ def test_a_jobs_refusal_quotes_it_as_a_shell_needs_and_says_what_its_help_says(j
         rules.Settings(job=job).check()
     assert str(raised.value) == (
         f"--alert.job={shlex.quote(job)} must be {rules.NAMES['alert.job']}; e.g. --alert.job=ann"
+    )
+
+
+@pytest.mark.parametrize(
+    "base, refused",
+    [
+        ("http://x/50%", "with no lone '%' (write it as %25)"),
+        ("http://x/a[1]", "with no '[' (write it as %5B)"),
+        ("http://[::1/runbooks", "with no '[' (write it as %5B)"),
+        ("docs/runbooks#drift", "with no query or fragment: drop #drift"),
+        ("https://x/runbooks?", "with no query or fragment: drop ?"),
+        ("https://x/ä/runbooks", "with no 'ä' (a URL is ASCII: write it as %C3%A4)"),
+        ("https://x/a%20b/runbooks", None),
+        ("http://[::1]:8080/runbooks", None),
+        ("https://git.example.com/ann/docs/runbooks/", None),
+    ],
+)
+def test_a_runbook_base_is_a_url_a_link_can_hold(base, refused):
+    # RFC 3986: a non-ASCII character, a lone %, a bracket outside the host; and a base is
+    # scheme://host/path, where a query or fragment took in the runbook's name.
+    if refused is None:
+        rules.Settings(runbook_base=base).check()
+        return
+    with pytest.raises(ValueError) as raised:
+        rules.Settings(runbook_base=base).check()
+    assert refused in str(raised.value) and str(raised.value).startswith(
+        f"--runbook_base={shlex.quote(base)} must be a URL or path"
     )
 
 

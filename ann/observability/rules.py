@@ -32,8 +32,9 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import shlex
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from ann.arguments import expected, flag, number, refusal
 from ann.serve.metrics import LATENCY_BUCKETS
@@ -98,10 +99,11 @@ def duration_seconds(value: str) -> float:
     return sum(int(n) * _UNIT_SECONDS[u] for n, u in _UNITS.findall(value))
 
 
-# What a runbook link may not hold as it is: whitespace, control characters, and the characters
-# RFC 3986 never allows unescaped in a URI (a link with them breaks in Alertmanager's and
-# Grafana's pages).
-_URL_UNSAFE = re.compile(r'[\s\x00-\x1f\x7f"<>\\^`{|}]')
+# What a runbook link may not hold as it is: whitespace, control characters, the characters
+# RFC 3986 never allows unescaped in a URI, any non-ASCII character (a URI is ASCII; an IRI's
+# `é` is written %C3%A9) and a `%` that starts no percent-encoding (a link with them breaks in
+# Alertmanager's and Grafana's pages).
+_URL_UNSAFE = re.compile(r'[\s\x00-\x1f\x7f"<>\\^`{|}]|[^\x00-\x7f]|%(?![0-9A-Fa-f]{2})')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,8 +122,9 @@ class Settings:
         down alert reads `up` of.
     keep_firing_for: the cool-off: how long an alert stays firing after its condition clears.
     runbook_base: the runbooks' location (a URL or path); alerts link `BASE/NAME.md`, one
-        slash between (base "/", the root: `/NAME.md`). Empty or holding what a link cannot
-        (a space, `|`: `_URL_UNSAFE`) is refused by `check` (ValueError, one line).
+        slash between (base "/", the root: `/NAME.md`). Empty, holding what a link cannot (a
+        space, `|`, a non-ASCII character: `runbook_base_unsafe`), or with a query or fragment
+        (`?`, `#`: the name would land in them) is refused by `check` (ValueError, one line).
     """
 
     availability: float = 0.999
@@ -160,18 +163,47 @@ class Settings:
                 typed = flag(key, value)  # as typed: --alert.down_for=5m, --alert.down_for=''
                 raise ValueError(refusal(typed, DURATIONS[key], key, getattr(Settings, name)))
         # A space (or a control character, or one RFC 3986 never allows in a URL: "<>\^`{|}) in
-        # the base made every alert's runbook_url a broken link, rendered without a word.
-        base, what = self.runbook_base, "a URL or path"
-        unsafe = _URL_UNSAFE.search(base)
+        # the base made every alert's runbook_url a broken link, rendered without a word; so did
+        # a non-ASCII character (`http://x/é`, written as it was) and a `%` that starts no
+        # percent-encoding.
+        base, what, example = self.runbook_base, "a URL or path", Settings.runbook_base
+        unsafe = runbook_base_unsafe(base)
+        wrong = not base
         if unsafe and base.strip():
-            char = unsafe.group()
-            said = "spaces" if char == " " else f"{char!r}"
-            what += f" with no {said} (write {'each' if char == ' ' else 'it'} as {quote(char)})"
+            wrong = True
+            said = "spaces" if unsafe == " " else "lone '%'" if unsafe == "%" else f"{unsafe!r}"
+            fix = f"write {'each' if unsafe == ' ' else 'it'} as {quote(unsafe)}"
+            if not unsafe.isascii():
+                fix = f"a URL is ASCII: {fix}"
+            what += f" with no {said} ({fix})"
+        elif "?" in base or "#" in base:
+            wrong = True
+            # `http://x/a?b=c#f` linked `http://x/a?b=c#f/drift.md`: the runbook's name inside the
+            # fragment. A base is scheme://host/path; the link appends /NAME.md to its path.
+            kept = urlunsplit(urlsplit(base)._replace(query="", fragment=""))
+            what += " (scheme://host/path) with no query or fragment: drop " + base[len(kept) :]
+            example = shlex.quote(kept) if kept else example
         # "/" (the site's root: its runbooks at /NAME.md) was refused, empty once its trailing
         # slash was stripped; only no base at all is none.
-        if not base or unsafe:
+        if wrong or unsafe:
             typed = flag("runbook_base", base)  # the value, as --alert.job's refusal shows it
-            raise ValueError(refusal(typed, what, "runbook_base", Settings.runbook_base))
+            raise ValueError(refusal(typed, what, "runbook_base", example))
+
+
+def runbook_base_unsafe(base: str) -> str | None:
+    """The first character of `base` that a link cannot hold as it is (RFC 3986): whitespace,
+    a control character, one of `"<>\\^`{|}`, a non-ASCII character, a `%` that starts no
+    percent-encoding, or `[`/`]` outside a bracketed host (`http://[::1]:8080/runbooks`);
+    None where there is none."""
+    found = _URL_UNSAFE.search(base)
+    if found:
+        return found.group()
+    try:
+        path = urlsplit(base).path
+    except ValueError:  # an unclosed bracketed host: "http://[::1/runbooks"
+        return "[" if "[" in base else "]"
+    brackets = re.search(r"[][]", path)
+    return brackets.group() if brackets else None
 
 
 def le_matcher(seconds: float) -> str:
