@@ -562,6 +562,96 @@ def test_each_burn_rate_alert_names_the_window_its_share_is_of(rendered, tmp_pat
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def _panel(rendered, title: str) -> dict:
+    model = json.loads((rendered / cli_main.DASHBOARD_FILE).read_text())
+    [found] = [p for p in model["panels"] if p["title"] == title]
+    return found
+
+
+def _as_grafana_sends(expr: str, model: str = ".+") -> str:
+    """`expr` with the dashboard's variables as Grafana fills them in ("All": `.+`)."""
+    for name, value in ("$__rate_interval", "5m"), ("$model", model), ("$version", ".+"):
+        expr = expr.replace(name, value)
+    return expr
+
+
+@needs_promtool
+def test_the_alerts_panel_lists_the_server_pages_one_row_each(rendered, tmp_path):
+    # `model=~"$model"` with All's `.+` matched no empty label: AnnServerDown and
+    # AnnServerNotReady, which have none, never showed, though the server-down runbook sends
+    # the on-call to this panel. And a range query fed the table one series at a time.
+    panel = _panel(rendered, "ann alerts firing")
+    [target] = panel["targets"]
+    assert panel["type"] == "table" and target["instant"] and target["format"] == "table"
+    assert target["range"] is False
+    series = {
+        'up{job="ann",instance="a:8081"}': "1x9 0x30",  # dead from 10m: pages at 15m
+        'ann_requests_total{model="digits",version="1",handler="infer",code="200"}': "0+80x30",
+        'ann_requests_total{model="digits",version="1",handler="infer",code="500"}': "0+20x30",
+    }
+    down = 'ALERTS{alertname="AnnServerDown",alertstate="firing",instance="a:8081",job="ann",'
+    down += 'severity="page"}'
+    burns = [
+        (
+            f'ALERTS{{alertname="AnnAvailabilitySLOBurn{s.capitalize()}",alertstate="firing",'
+            f'model="digits",severity="{s}",slo="availability"}}',
+            1,
+        )
+        for s in ("page", "ticket")
+    ]
+    values = [
+        (_as_grafana_sends(target["expr"]), "16m", [(down, 1), *burns]),  # All
+        (_as_grafana_sends(target["expr"], "digits"), "16m", [(down, 1), *burns]),
+        (_as_grafana_sends(target["expr"], "mnist"), "16m", [(down, 1)]),  # the server's still
+    ]
+    _promtool_test(rendered, tmp_path, series, [], values)
+
+
+@needs_promtool
+def test_the_5xx_share_panel_is_0_on_a_healthy_server(rendered, tmp_path):
+    # No 5xx at all is no 5xx series: the bare division was empty, "No data", which an on-call
+    # reads as broken monitoring.
+    [target] = _panel(rendered, "5xx share")["targets"]
+    expr = _as_grafana_sends(target["expr"])
+    base = 'ann_requests_total{model="%s",version="1",handler="infer",code="%s"}'
+    series = {
+        base % ("digits", "200"): "0+100x30",
+        base % ("mnist", "200"): "0+90x30",
+        base % ("mnist", "503"): "0+10x30",
+        'ann_requests_total{model="idle",version="1",handler="infer",code="200"}': "7x30",
+    }
+    shares = [('{model="digits",version="1"}', 0), ('{model="mnist",version="1"}', 0.1)]
+    _promtool_test(rendered, tmp_path, series, [], [(f"round({expr}, 0.001)", "20m", shares)])
+
+
+def test_every_panel_reads_the_selected_models_and_versions(rendered):
+    # "Refusals by model, status and reason" read every model's and version's errors whatever
+    # was selected. Each series the server writes with a model (and version) label is read
+    # with the selection; `$model|` (and `$version|`) also keeps what names no model.
+    from ann.serve.metrics import Metrics
+
+    labels = {}
+    for metric in vars(Metrics(8)).values():
+        name = getattr(metric, "_name", None) or getattr(metric, "name", None)
+        names = getattr(metric, "_labelnames", None) or getattr(metric, "labelnames", ())
+        if isinstance(name, str) and name.startswith("ann_"):
+            labels[name] = set(names)
+    assert {"model", "version"} <= labels["ann_errors"] and labels["ann_ready"] == set()
+    model = json.loads((rendered / cli_main.DASHBOARD_FILE).read_text())
+    unfiltered = []
+    for p in model["panels"]:
+        for t in p.get("targets", []):
+            for name, selector in re.findall(
+                r"\b(ann_[a-z0-9_]+|ALERTS)(\{[^}]*\})?", t.get("expr", "")
+            ):
+                family = re.sub(r"_(bucket|count|sum|total)$", "", name)
+                wanted = {"model"} if name == "ALERTS" else labels[family] & {"model", "version"}
+                for label in wanted:
+                    if f'{label}=~"${label}' not in selector:
+                        unfiltered.append(f"{p['title']}: {name}{selector} (no {label})")
+    assert not unfiltered, unfiltered
+
+
 def _expressions(model: dict) -> list[tuple[str, str]]:
     """(where, PromQL) of every Prometheus target and query variable (not the Tempo ones)."""
     targets = [(p["title"], t) for p in model["panels"] for t in p.get("targets", [])]

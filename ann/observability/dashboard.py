@@ -3,10 +3,11 @@
 through the HTTP API wrapped as `{"dashboard": ..., "overwrite": true}`.
 
 Variables: `datasource` (any Prometheus data source), `model` and `version` (from
-`ann_model_info`; "All" matches every non-empty name), `feature` (the top drifted input
-features, from `ann_feature_bin_share_ratio`), `traces` (any Tempo data source), `service` (the
-traces' service.name, default ann/serve/tracing.py's "ann-serve") and `latency_threshold`
-(ms, default the latency SLO). Three rows, the three usual audiences:
+`ann_model_info`; "All" matches every non-empty name; the alerts and refusals panels also
+show what names no model: the server pages, a refusal before a model was found), `feature`
+(the top drifted input features, from `ann_feature_bin_share_ratio`), `traces` (any Tempo data
+source), `service` (the traces' service.name, default ann/serve/tracing.py's "ann-serve") and
+`latency_threshold` (ms, default the latency SLO). Three rows, the three usual audiences:
 
 - Executive: accuracy trend (realized on labelled predictions, and the CBPE estimate), model
   age per served version, drift state, firing ann alerts.
@@ -36,6 +37,10 @@ SLOW_REQUESTS = "Slow requests (traces over the latency threshold)"
 # Panels whose title starts so link to SLOW_REQUESTS.
 LATENCY_PANELS = ("Latency p95", "Queue wait and compute")
 SEL = 'model=~"$model",version=~"$version"'
+# The selection and what belongs to no model (the server's refusals before a model was found):
+# "All" is `.+`, which matches no empty label.
+SEL_OR_NONE = 'model=~"$model|",version=~"$version|"'
+ALERTS_FIRING = 'ALERTS{alertname=~"Ann.*",alertstate="firing",model=~"$model|"}'
 RATE = "$__rate_interval"
 ROW_WIDTH = 24
 
@@ -137,20 +142,35 @@ def executive(settings: Settings) -> list[dict[str, Any]]:
             description="1 - (mean error ratio over 30 days) / (1 - objective): 100% untouched, "
             "0 spent.",
         ),
-        panel(
-            "ann alerts firing",
-            [('ALERTS{alertname=~"Ann.*",alertstate="firing",model=~"$model"}', "{{alertname}}")],
-            kind="table",
-            width=12,
-            description="Page and ticket alerts of the rendered rules (runbooks: docs/runbooks/).",
-        ),
+        alerts_firing(),
     ]
+
+
+def alerts_firing() -> dict[str, Any]:
+    """The firing ann alerts, one row each: an instant query in table format (a range query
+    fed the table one series at a time, behind a picker), its labels as the columns. The
+    server pages (`AnnServerDown`, `AnnServerNotReady`) have no `model` label, and "All"
+    (`.+`) matches no empty one: `$model|` lists them whichever models are selected (the
+    server-down runbook sends the on-call here)."""
+    table = panel(
+        "ann alerts firing",
+        [(ALERTS_FIRING, "{{alertname}}")],
+        kind="table",
+        width=12,
+        description="Page and ticket alerts of the rendered rules, the server alerts (no "
+        "model) whichever models are selected (runbooks: docs/runbooks/).",
+    )
+    table["targets"][0].update({"instant": True, "range": False, "format": "table"})
+    hidden = {"Time": True, "Value": True, "__name__": True, "alertstate": True}
+    table["transformations"] = [{"id": "organize", "options": {"excludeByName": hidden}}]
+    return table
 
 
 def oncall(settings: Settings) -> list[dict[str, Any]]:
     """p95, errors, burn rate, per-version traffic, queue depth, saturation."""
     requests = f'ann_requests_total{{{SEL},handler="infer"}}'  # as the availability SLI
     fivexx = f'ann_requests_total{{{SEL},handler="infer",code=~"5.."}}'
+    traffic = f"sum by (model, version) (rate({requests}[{RATE}]))"
     burn = (
         'ann:slo_errors:ratio_rate1h{model=~"$model"} '
         "/ on (slo) group_left () (1 - ann:slo_objective:ratio)"
@@ -167,8 +187,10 @@ def oncall(settings: Settings) -> list[dict[str, Any]]:
             "5xx share",
             [
                 (
-                    f"sum by (model, version) (rate({fivexx}[{RATE}])) / "
-                    f"sum by (model, version) (rate({requests}[{RATE}]))",
+                    # No 5xx at all is no 5xx series: 0 (as the availability SLI's recording
+                    # rules count it), where the bare division was empty ("No data").
+                    f"(\n  sum by (model, version) (rate({fivexx}[{RATE}]))\n"
+                    f"  or {traffic} * 0\n)\n/ ({traffic} > 0)",
                     "{{model}} v{{version}}",
                 )
             ],
@@ -184,7 +206,7 @@ def oncall(settings: Settings) -> list[dict[str, Any]]:
         ),
         panel(
             "Traffic per version (req/s)",
-            [(f"sum by (model, version) (rate({requests}[{RATE}]))", "{{model}} v{{version}}")],
+            [(traffic, "{{model}} v{{version}}")],
             unit="reqps",
             stacking={"mode": "normal"},
         ),
@@ -209,12 +231,15 @@ def oncall(settings: Settings) -> list[dict[str, Any]]:
             "Refusals by model, status and reason",
             [
                 (
-                    f"sum by (model, code, reason) (rate(ann_errors_total[{RATE}]))",
+                    f"sum by (model, code, reason) (rate(ann_errors_total{{{SEL_OR_NONE}}}"
+                    f"[{RATE}]))",
                     "{{model}} {{code}} {{reason}}",
                 )
             ],
             unit="reqps",
             width=24,
+            description="Refusals of the selected models and versions, and those that named "
+            "no model (no model label: a missing token, a body too large, malformed HTTP).",
         ),
     ]
 
