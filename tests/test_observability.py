@@ -309,6 +309,41 @@ def test_derived_thresholds_are_written_as_a_person_reads_them(tmp_path):
     assert rules.error_budget(0.99) == 0.01 and rules.error_budget(0.999) == 0.001
 
 
+def test_a_failed_render_leaves_both_files_as_they_were(tmp_path, monkeypatch):
+    # ulimit -f 10: the rules were replaced, then the dashboard's write failed: a mismatched
+    # pair on disk, and a Prometheus reload took up the rules of a command that failed.
+    import contextlib
+    import errno
+
+    from ann import atomic
+
+    out = tmp_path / "obs"
+    cli_main.render(rules.Settings(latency_p95_ms=500), str(out))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    replacing = atomic.replacing
+
+    @contextlib.contextmanager
+    def failing(path, *args, **kwargs):
+        with replacing(path, *args, **kwargs) as f:
+            if path.endswith(cli_main.DASHBOARD_FILE):  # the second file's write fails
+
+                def write(text):
+                    raise OSError(errno.EFBIG, "File too large")
+
+                f.write = write
+            yield f
+
+    monkeypatch.setattr(atomic, "replacing", failing)
+    with pytest.raises(OSError) as raised:
+        cli_main.render(rules.Settings(latency_p95_ms=100), str(out))
+    assert raised.value.filename == str(out / cli_main.DASHBOARD_FILE)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no temporary left
+    fresh = tmp_path / "new" / "obs"
+    with pytest.raises(OSError):
+        cli_main.render(rules.Settings(), str(fresh))
+    assert not (tmp_path / "new").exists()  # what it created, it removed
+
+
 def test_the_latency_threshold_refusal_names_the_buckets():
     with pytest.raises(ValueError, match=r"in ms: 0\.5, 1, 2, 5, 10, 20, 50, 100, 200, 500"):
         rules.Settings(latency_p95_ms=150).check()

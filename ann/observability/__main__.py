@@ -12,6 +12,7 @@ dashboard.py), replacing earlier ones, and prints what it wrote. Check the rules
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -104,16 +105,34 @@ def settings_from_flags() -> rules.Settings:
 
 
 def render(settings: rules.Settings, out: str) -> dict[str, int]:
-    """Writes OUT/prometheus-rules.yaml and OUT/grafana-dashboard.json; returns counts
-    (recording rules, alerts, panels) for the summary line."""
-    os.makedirs(out, exist_ok=True)
+    """Writes OUT/prometheus-rules.yaml and OUT/grafana-dashboard.json, both or neither: each
+    is written whole to a temporary file beside it first, and only then are both renamed over
+    the old ones (`atomic.replacing`), so that a failed write (a full disk, `ulimit -f`) leaves
+    the old pair as it was. It replaced the rules, then failed on the dashboard: a mismatched
+    pair, and a Prometheus reload took up rules from a command that said it failed. Returns
+    counts (recording rules, alerts, panels) for the summary line; raises OSError (the file
+    named) for a write refused."""
     rule_file = rules.rule_file(settings)
     given = json.dumps(dataclasses.asdict(settings))
     header = f"# Rendered by `ann observability render` from {given}; do not edit by hand.\n"
     text = yaml.dump(rule_file, Dumper=_Dumper, sort_keys=False, width=1000)
-    atomic.write_text(os.path.join(out, RULES_FILE), header + text)
     model = dashboard.dashboard(settings)
-    atomic.write_text(os.path.join(out, DASHBOARD_FILE), json.dumps(model, indent=2) + "\n")
+    files = {RULES_FILE: header + text, DASHBOARD_FILE: json.dumps(model, indent=2) + "\n"}
+    made = atomic.missing_from(out)  # a directory this command creates, removed if it fails
+    try:
+        os.makedirs(out, exist_ok=True)
+        with contextlib.ExitStack() as stack:
+            # Every file written, flushed and fsync'd before the first rename (the renames
+            # happen as the stack unwinds); an exception on the way removes every temporary.
+            for name, content in files.items():
+                path = os.path.join(out, name)
+                f = stack.enter_context(atomic.replacing(path, encoding="utf-8"))
+                f.write(content)
+                f.flush()
+                os.fsync(f.fileno())
+    except BaseException:
+        atomic.remove_if_left_empty(out, made)
+        raise
     found = [r for group in rule_file["groups"] for r in group["rules"]]
     return {
         "recording rules": sum("record" in r for r in found),
