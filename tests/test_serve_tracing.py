@@ -293,6 +293,40 @@ def test_refusals_and_a_failing_model(exporter):
     assert compute.events[0].name == "exception"
 
 
+def test_a_request_that_leaves_the_queue_unrun_has_its_queue_span(exporter):
+    """A request refused (503) past its `parameters.timeout` waited in the queue, and that
+    wait was untraced: no "queue" span under its SERVER span. It has one, ERROR, with the
+    QueueTimeout recorded; so has a request cancelled while queued (its client went away)."""
+    replies = serve(exporter.tracing, [infer(body(1, parameters={"timeout": 1})), infer(body(1))])
+    assert [status for status, _, _ in replies] == [503, 200]
+    spans = by_name(exporter.get_finished_spans())
+    requests = spans["POST /v2/models/{name}/infer"]
+    [refused] = [s for s in requests if s.attributes["http.response.status_code"] == 503]
+    [waited] = [s for s in spans["queue"] if s.parent.span_id == refused.context.span_id]
+    assert waited.status.status_code is StatusCode.ERROR and not waited.links  # no batch ran it
+    assert waited.status.description.startswith("QueueTimeout: waited ")
+    assert waited.attributes["error.type"] == "QueueTimeout"
+    assert waited.events[0].name == "exception" and waited.end_time <= refused.end_time
+    assert len(spans["queue"]) == 2 and len(spans["batch"]) == 1  # the other one ran
+
+    async def cancelled():  # the batcher alone: a cancelled future, dropped at its batch
+        from ann.serve.batcher import Batcher
+
+        exporter.clear()
+        batcher = Batcher({1: lambda x: x}, 1, 0.0, 1, wait="idle",
+                          trace=exporter.tracing.batches("m", "1"))  # fmt: skip
+        batcher.start()
+        request = exporter.tracing.request("POST", INFER, "/r", None, lambda *_: None)
+        batcher.submit_nowait({"x": np.ones((1, 2))}, 1, request).cancel()
+        await batcher.close()
+        request(499, b"", None)
+
+    asyncio.run(cancelled())
+    [waited] = by_name(exporter.get_finished_spans())["queue"]
+    assert waited.status.status_code is StatusCode.ERROR
+    assert waited.attributes["error.type"] == "cancelled"
+
+
 @pytest.fixture
 def clean_env(monkeypatch):
     """No OTEL_* variable this file's tests read or `from_environment` sets, before and after

@@ -28,7 +28,8 @@ it would have joined is formed. A model error
 fails every request of its batch, and the worker goes on with the next.
 
 Tracing (ann/serve/tracing.py): a request may carry an opaque `trace` (its span), and a batcher
-made with a `trace` hook (`BatchTracer`) calls it when a batch is formed and when it has run.
+made with a `trace` hook (`BatchTracer`) calls it when a batch is formed and when it has run,
+and for a request that leaves the queue unrun (timed out, or cancelled).
 """
 
 from __future__ import annotations
@@ -151,13 +152,18 @@ class BatchTracer(Protocol):
     """Traces batches (`tracing.BatchTrace`): `start` when one is formed from `members`, with
     `rows` real rows padded to `bucket`, returning a token (None: nothing to trace); `end` with
     that token once it has run (`time.perf_counter()` readings around its compute; `error`:
-    what the model raised)."""
+    what the model raised); `unbatched` for a request that left the queue unrun (its wait is
+    where its time went: a timed-out request had no "queue" span)."""
 
     def start(self, members: Sequence[_Pending], rows: int, bucket: int) -> Any: ...
 
     def end(
         self, token: Any, compute_start: float, compute_end: float, error: Exception | None
     ) -> None: ...
+
+    def unbatched(self, member: _Pending, error: QueueTimeout | None) -> None:
+        """`member` left the queue without a batch: refused with `error` (its timeout ran
+        out), or cancelled (None: its client went away)."""
 
 
 class Batcher:
@@ -348,9 +354,14 @@ class Batcher:
             item = self._items.popleft()
             self.queued_rows -= item.rows
             if item.future.done():  # cancelled: its client is gone, its rows need no run
+                if self._trace is not None and item.trace is not None:
+                    self._trace.unbatched(item, None)
                 continue
             if item.timeout is not None and now - item.enqueued > item.timeout:
-                item.future.set_exception(QueueTimeout(now - item.enqueued, item.timeout))
+                error = QueueTimeout(now - item.enqueued, item.timeout)
+                if self._trace is not None and item.trace is not None:
+                    self._trace.unbatched(item, error)  # before the reply ends its parent
+                item.future.set_exception(error)
                 continue
             batch.append(item)
             rows += item.rows

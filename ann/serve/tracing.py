@@ -28,7 +28,10 @@ Spans (tracer "ann.serve"), by the HTTP semantic conventions where they have a n
         and status ERROR for 5xx (a 4xx is the client's error, not the server's);
         ann.model.name, ann.model.version when a model is addressed;
         ann.request.id: an infer's v2 `id` when it has one (the key feedback joins labels on).
-      "queue"    submitted until its batch started; linked to the batch's span
+      "queue"    submitted until its batch started; linked to the batch's span. A request
+        that leaves the queue unrun has one too, until it left, with status ERROR: refused
+        past its `parameters.timeout` (error.type "QueueTimeout", its exception recorded:
+        the 503's wait), or cancelled while queued (error.type "cancelled")
       "encode"   the reply encoded
     "batch"   one per batch, the root of its own trace, linked to the request span of each of its
         requests (as the messaging conventions do for a batch): ann.model.name,
@@ -298,7 +301,8 @@ class TracedRequest:
 class BatchTrace:
     """The `Batcher`'s tracing hook for one model: `start` when a batch is formed (its span,
     linked to each request's span, and each request's "queue" span, ended), `end` when it has
-    run (its "compute" span, then its own end)."""
+    run (its "compute" span, then its own end), `unbatched` for a request that left the queue
+    unrun (its "queue" span, ERROR)."""
 
     def __init__(self, tracer: trace.Tracer, name: str, version: str):
         self.tracer = tracer
@@ -329,6 +333,26 @@ class BatchTrace:
             )
             waited.end(now)
         return span
+
+    def unbatched(self, member: Any, error: Exception | None) -> None:
+        """The "queue" span of `member`, a pending request that left the queue without a batch
+        (as `start`'s members; its span is ended before its reply ends its request's span):
+        refused with `error` (QueueTimeout: it waited past its `parameters.timeout`), or
+        cancelled (None: its client went away). Nothing when its request is not recorded."""
+        request = member.trace
+        if request is None or not request.recording:
+            return
+        waited = request.tracer.start_span(
+            "queue", context=request.context, start_time=epoch_ns(member.enqueued)
+        )
+        if error is None:
+            waited.set_attribute("error.type", "cancelled")
+            waited.set_status(Status(StatusCode.ERROR, "cancelled while queued"))
+        else:
+            waited.set_attribute("error.type", type(error).__name__)
+            waited.record_exception(error)
+            waited.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+        waited.end()
 
     def end(
         self, span: trace.Span, compute_start: float, compute_end: float, error: Exception | None
