@@ -787,6 +787,23 @@ def test_a_missing_labels_or_token_file_is_refused_before_the_model_or_the_serve
     ), line
 
 
+def test_feedback_reads_the_token_variable_as_ann_serve_does(tmp_path):
+    """$ANN_SERVE_TOKEN from a Secret made `--from-file` ends in a newline: it went out in the
+    header ("Invalid header value"); now stripped, as `ann serve` strips it (port 1 answers no
+    one: past the token, the reach is what fails). A token still bad is named with where it
+    came from and its first bad character."""
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text(json.dumps({"id": "a", "label": 1}) + "\n")
+    args = ("monitor", "feedback", "--model=m", "--url=http://127.0.0.1:1", f"--labels={labels}")
+    env = {**os.environ, "ANN_SERVE_TOKEN": "s3cret-token\n"}
+    assert "cannot reach the server" in one_line_error(ann(*args, env=env))
+    env["ANN_SERVE_TOKEN"] = "two words"
+    assert one_line_error(ann(*args, env=env)).startswith(
+        "error: $ANN_SERVE_TOKEN: expected printable ASCII without spaces (a Bearer token, RFC "
+        "6750), got a space (U+0020) at character 4 of 9"
+    )
+
+
 def test_a_compressed_or_binary_file_is_named_with_its_fix_not_called_damaged(tmp_path):
     """`--requests=req.jsonl.gz` was told "got text that is not UTF-8 (byte 0x8b at column 2);
     the file is damaged (delete that line to use the rest)"; a binary file without a newline was

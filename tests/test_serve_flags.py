@@ -168,7 +168,7 @@ def run_server(args, env=None, model=MISSING):
 
 def test_bad_flags_exit_1_with_one_line():
     cases = [(args, message, None) for args, message in BAD]
-    cases.append(([], "token: expected printable ASCII", {"ANN_SERVE_TOKEN": ""}))
+    cases.append(([], "$ANN_SERVE_TOKEN: expected printable ASCII", {"ANN_SERVE_TOKEN": ""}))
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         results = list(pool.map(lambda c: run_server(c[0], c[2]), cases))
     for (args, message, _), result in zip(cases, results):
@@ -179,6 +179,42 @@ def test_bad_flags_exit_1_with_one_line():
     result = subprocess.run([sys.executable, "-m", "ann.serve"], capture_output=True, text=True,
                             timeout=60)  # fmt: skip
     assert "--model" in one_line_error(result)
+
+
+def test_a_token_is_read_alike_from_its_file_and_its_variable(tmp_path):
+    """A Kubernetes Secret made `--from-file` ends in a newline: deployment.yaml's
+    --token_file stripped it, kserve.yaml's $ANN_SERVE_TOKEN was refused ("got other
+    characters"), a crash loop. Both drop the whitespace around the token; a token still
+    refused names where it came from and its first bad character."""
+    secret = tmp_path / "token"
+    secret.write_text("s3cret-token\r\n")
+    fine = [([f"--token_file={secret}"], None), ([], {"ANN_SERVE_TOKEN": "s3cret-token\n"}),
+            ([], {"ANN_SERVE_TOKEN": "s3cret-token\r\n"}),
+            ([], {"ANN_SERVE_ADMIN_TOKEN": "admin-token\n"})]  # fmt: skip
+    bad_file = tmp_path / "bad"
+    bad_file.write_text("s3cret tok\n", encoding="utf-8")
+    said = ": expected printable ASCII without spaces (a Bearer token, RFC 6750), got "
+    refused = [
+        ([], {"ANN_SERVE_TOKEN": "two words\n"},
+         f"error: $ANN_SERVE_TOKEN{said}a space (U+0020) at character 4 of 9; set --token_file "
+         "or $ANN_SERVE_TOKEN to a real token, or unset both for none"),
+        ([f"--token_file={bad_file}"], None,
+         f"error: --token_file={bad_file}{said}a space (U+0020) at character 7 of 10"),
+        (["--token=caf\u00e9"], None,
+         f"error: --token{said}LATIN SMALL LETTER E WITH ACUTE (U+00E9) at character 4 of 4"),
+        ([], {"ANN_SERVE_ADMIN_TOKEN": "a\tb"},
+         f"error: $ANN_SERVE_ADMIN_TOKEN{said}a tab (U+0009) at character 2 of 3; set "
+         "--admin_token_file or $ANN_SERVE_ADMIN_TOKEN"),
+    ]  # fmt: skip
+    cases = [(args, env) for args, env in fine] + [(args, env) for args, env, _ in refused]
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda c: run_server(c[0], c[1]), cases))
+    for (args, env), result in zip(fine, results):  # past the tokens: the missing model
+        assert MISSING in one_line_error(result), (args, env, result.stderr)
+    for (args, env, message), result in zip(refused, results[len(fine) :]):
+        assert one_line_error(result).startswith(message), (args, env, result.stderr)
+    with pytest.raises(ValueError, match=r"^token: .* got a newline \(U\+000A\) at character 2 "):
+        Settings(token="a\nb")  # from Python: the field's name
 
 
 def test_a_registry_uri_with_the_registry_off_is_one_line_before_anything_loads():

@@ -418,12 +418,23 @@ def _unreachable(url: str, error: Exception) -> str:
 
 
 def read_token() -> str | None:
-    """`--token_file`'s content, else `$ANN_SERVE_TOKEN`."""
-    if FLAGS.token_file is None:
-        return os.environ.get("ANN_SERVE_TOKEN")
-    from ann.serve.settings import read_token_file
+    """`--token_file`'s content, else `$ANN_SERVE_TOKEN`, as `ann serve` reads them (without
+    the whitespace around the token: a Secret's trailing newline went out in the header);
+    ValueError, naming where it came from, for a token that is no Bearer token. An empty
+    one is none (no header), as before."""
+    from ann.serve.settings import read_token_file, token_problem, token_text
 
-    return read_token_file("token_file", FLAGS.token_file)
+    if FLAGS.token_file is None:
+        token, source = token_text(os.environ.get("ANN_SERVE_TOKEN", "")), "$ANN_SERVE_TOKEN"
+    else:
+        token = read_token_file("token_file", FLAGS.token_file)
+        source = f"--token_file={FLAGS.token_file}"
+    if not token:
+        return None
+    problem = token_problem("token", token, source)
+    if problem:
+        raise ValueError(problem)
+    return token
 
 
 def feedback(args: list[str]) -> None:

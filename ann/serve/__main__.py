@@ -62,18 +62,29 @@ TOKENS = {"token": "ANN_SERVE_TOKEN", "admin_token": "ANN_SERVE_ADMIN_TOKEN"}
 
 
 def read_token(name: str) -> str | None:
-    """`--NAME_file`'s content if given, else `--NAME` (default `$ANN_SERVE_...`)."""
+    """`--NAME_file`'s content if given, else `--NAME` (default `$ANN_SERVE_...`); exit 1 with
+    one line for a token that is none, naming where it came from and its first bad character.
+    The file and the variable alike lose the whitespace around the token (`token_text`): the
+    variable kept a Kubernetes Secret's trailing newline and was refused (kserve.yaml)."""
+    from ann.serve.settings import read_token_file, token_problem, token_text
+
     path = FLAGS[f"{name}_file"].value
     if path is None:
-        return FLAGS[name].value
-    if FLAGS[name].value is not None:
+        token, source = FLAGS[name].value, f"--{name}"
+        if token is not None and not FLAGS[name].present:  # the variable's
+            token, source = token_text(token), f"${TOKENS[name]}"
+    elif FLAGS[name].value is not None:
         cli.fail(f"--{name}_file and --{name} (or ${TOKENS[name]}) are both set; give one")
-    from ann.serve.settings import read_token_file
-
-    try:
-        return read_token_file(f"{name}_file", path)
-    except ValueError as e:  # "--token_file=/x does not exist; give the file ..."
-        cli.fail(str(e))
+    else:
+        source = f"--{name}_file={path}"
+        try:
+            token = read_token_file(f"{name}_file", path)
+        except ValueError as e:  # "--token_file=/x does not exist; give the file ..."
+            cli.fail(str(e))
+    problem = token_problem(name, token, source)
+    if problem:
+        cli.fail(problem)
+    return token
 
 
 def as_typed(message: str, argv: list[str]) -> str:

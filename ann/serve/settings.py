@@ -264,13 +264,9 @@ class Settings:
                 "a port of its own"
             )
         for flag, token in (("token", self.token), ("admin_token", self.admin_token)):
-            if token is not None and not (token and all(33 <= ord(c) <= 126 for c in token)):
-                return (
-                    f"{flag}: expected printable ASCII without spaces (a Bearer token, RFC 6750), "
-                    f"got {'an empty one' if not token else 'other characters'}; set "
-                    f"--{flag}_file or ${'ANN_SERVE_' + flag.upper()} to a real token, or unset "
-                    "both for none"
-                )
+            problem = token_problem(flag, token)
+            if problem:
+                return problem
         if self.admin_token is not None and self.admin_token == self.token:
             return (
                 "admin_token: expected a token other than --token (the admin token may load and "
@@ -466,9 +462,49 @@ def file_error(name: str, error: OSError | UnicodeDecodeError, wanted: str) -> s
     return f"{name}: cannot read it ({error.strerror or error})"
 
 
+# What a token may not hold, by name (others: their code point and Unicode name).
+_NAMED_CHARACTERS = {" ": "a space", "\t": "a tab", "\n": "a newline", "\r": "a carriage return"}
+
+
+def token_text(raw: str) -> str:
+    """A token as a secret holds it, whatever its source (`--token_file`, `$ANN_SERVE_TOKEN`):
+    without the whitespace around it. A file ends in a newline (LF, or CRLF), and so does a
+    Kubernetes Secret made `--from-file`, which kserve.yaml passes as the variable: the file
+    was stripped and the variable refused, a crash loop. No whitespace can be part of a Bearer
+    token (RFC 6750), so none is lost."""
+    return raw.strip()
+
+
+def token_problem(flag: str, token: str | None, source: str | None = None) -> str | None:
+    """Why `token` (the `flag` "token" or "admin_token"; None: none) is no Bearer token (RFC
+    6750: printable ASCII without spaces), as one line that names where it came from (`source`:
+    "--token", "$ANN_SERVE_TOKEN", "--token_file=PATH"; default `flag`), the first character
+    it may not hold and where (it said only "other characters"), and the fix; None when it is
+    one."""
+    if token is None:
+        return None
+    if not token:
+        got = "an empty one"
+    else:
+        at = next((i for i, c in enumerate(token) if not 33 <= ord(c) <= 126), None)
+        if at is None:
+            return None
+        import unicodedata
+
+        c = token[at]
+        name = _NAMED_CHARACTERS.get(c) or unicodedata.name(c, "a control character")
+        got = f"{name} (U+{ord(c):04X}) at character {at + 1} of {len(token)}"
+    return (
+        f"{source or flag}: expected printable ASCII without spaces (a Bearer token, RFC 6750), "
+        f"got {got}; set --{flag}_file or ${'ANN_SERVE_' + flag.upper()} to a real token, or "
+        "unset both for none"
+    )
+
+
 def read_token_file(flag: str, path: str) -> str:
-    """The token in the file `--FLAG=PATH` names, stripped; ValueError (`file_error`), also
-    for a device or a pipe (read whole: /dev/zero ate the memory, a FIFO blocked the start)."""
+    """The token in the file `--FLAG=PATH` names (`token_text`: without the whitespace around
+    it); ValueError (`file_error`), also for a device or a pipe (read whole: /dev/zero ate the
+    memory, a FIFO blocked the start)."""
     if os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path):
         raise ValueError(
             f"--{flag}={path} is not a regular file (a device, a pipe or a socket); give the "
@@ -476,7 +512,7 @@ def read_token_file(flag: str, path: str) -> str:
         )
     try:
         with open(path, encoding="utf-8") as f:
-            return f.read().strip()
+            return token_text(f.read())
     except (OSError, UnicodeDecodeError) as e:
         raise ValueError(
             file_error(f"--{flag}={path}", e, "the file that holds the token")
