@@ -66,9 +66,64 @@ def test_the_build_context_leaves_out_venvs_and_keeps_what_the_image_copies():
         (DEPLOY / "Dockerfile").read_text()) if op == "COPY"]  # fmt: skip
     kept = ["pyproject.toml", "registry/artifacts/digits/1/manifest.json",
             "exports/digits_cnn/weights.safetensors", "runs/x_export/manifest.json"]  # fmt: skip
-    for path in [*copied[1:], *kept]:
+    for path in [*copied, *kept]:
         if "$" not in path:
             assert not ignored(path), path
+
+
+def test_the_image_installs_pinned_versions():
+    """The image installed `jax>=0.7` and the rest unpinned: whatever was newest at build time,
+    not the jax/jaxlib an export's manifest records, and two builds could differ. Its pip
+    install takes scripts/deploy/constraints.txt (`-c`, copied in first), which pins every
+    package the Dockerfile names, and jaxlib, to an exact version (`==`; which versions is the
+    environment's business: `python scripts/deploy/constraints.py` writes them)."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    steps = dockerfile_instructions((DEPLOY / "Dockerfile").read_text())
+    [install] = [shlex.split(r) for op, r in steps if op == "RUN" and "jax" in r]
+    target = install[install.index("-c") + 1]
+    assert ("COPY", f"scripts/deploy/constraints.txt {target}") in steps
+    assert steps.index(("COPY", f"scripts/deploy/constraints.txt {target}")) < steps.index(
+        ("RUN", next(r for op, r in steps if op == "RUN" and "jax" in r))
+    )
+    pins = {}
+    for line in (DEPLOY / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            req = Requirement(line)
+            [spec] = req.specifier  # one exact version a line
+            assert spec.operator == "==" and "*" not in spec.version, line
+            pins[canonicalize_name(req.name)] = spec.version
+    listed = {canonicalize_name(Requirement(r).name) for r in pip_requirements(steps)}
+    assert "jax" in listed and listed | {"jaxlib"} <= set(pins), sorted(listed - set(pins))
+    assert pins["jax"] == pins["jaxlib"]  # jax needs its own jaxlib
+
+
+def pip_requirements(steps: list[tuple[str, str]]) -> list[str]:
+    """The requirements the Dockerfile's `RUN pip install` steps name: not an option and its
+    value (`-c FILE`), nor the path `.`."""
+    found = []
+    for argv in (shlex.split(r) for op, r in steps if op == "RUN" and "pip install" in r):
+        args = iter(argv[2:])
+        for arg in args:
+            if arg == "-c":
+                next(args)
+            elif not arg.startswith("-") and arg != ".":
+                found.append(arg)
+    return found
+
+
+def test_the_constraints_script_reads_the_dockerfiles_list():
+    # It writes the pins of what the Dockerfile names: the same list, options and `.` left out.
+    sys.path.insert(0, str(DEPLOY))
+    try:
+        import constraints
+    finally:
+        sys.path.remove(str(DEPLOY))
+    text = (DEPLOY / "Dockerfile").read_text()
+    assert constraints.dockerfile_requirements(text) == pip_requirements(
+        dockerfile_instructions(text)
+    )
 
 
 def test_kubernetes_manifests():
@@ -187,9 +242,7 @@ def test_the_image_installs_every_package_the_server_imports(digits_export, tmp_
     from test_serve import free_port, infer_body, request
 
     steps = dockerfile_instructions((DEPLOY / "Dockerfile").read_text())
-    installs = [shlex.split(r) for op, r in steps if op == "RUN" and "pip install" in r]
-    listed = [a for argv in installs for a in argv[2:] if not a.startswith("-") and a != "."]
-    closure = _closure(listed)
+    closure = _closure(pip_requirements(steps))
     _, export = digits_export
     port, log = free_port(), tmp_path / "imports.txt"
     argv = [sys.executable, "-X", "importtime", "-m", "ann.serve", f"--port={port}"]
