@@ -332,7 +332,8 @@ def clean_env(monkeypatch):
     """No OTEL_* variable this file's tests read or `from_environment` sets, before and after
     (setenv first, so that monkeypatch also removes what the code under test sets)."""
     for name in ("OTEL_SDK_DISABLED", "OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_PROTOCOL",
-                 "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_SERVICE_NAME"):  # fmt: skip
+                 "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_SERVICE_NAME",
+                 "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):  # fmt: skip
         monkeypatch.setenv(name, "")
         monkeypatch.delenv(name)
     return monkeypatch
@@ -397,6 +398,64 @@ def test_a_bad_configuration_warns_once_and_serving_goes_on(clean_env, caplog):
     # What the server does with it: serve, untraced.
     [(status, reply, _)] = serve(None, [infer(body(2))])
     assert status == 200 and json.loads(reply)["outputs"][0]["data"] == [2.0, 1.0] * 2
+
+
+def test_a_missing_exporter_package_is_named_in_the_warning(clean_env, caplog):
+    """`OTEL_EXPORTER_OTLP_PROTOCOL=grpc` without the gRPC exporter said "Requested component
+    'otlp_proto_grpc' not found ...; check OTEL_TRACES_EXPORTER=otlp and the OTEL_EXPORTER_*
+    variables": not the package to install, which the README's table names."""
+    grpc = "opentelemetry-exporter-otlp-proto-grpc"
+    said = "Requested component 'otlp_proto_grpc' not found in entry point 'x'"
+    environ = {"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc"}
+    assert tracing.missing_exporter_fix(said, environ) == (
+        f"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL=grpc needs {grpc}: pip install {grpc} (or unset "
+        "it: http/protobuf, to port 4318, is installed)"
+    )
+    assert tracing.missing_exporter_fix("Unsupported OTLP protocol 'x'", environ) is None
+    import importlib.util
+
+    if importlib.util.find_spec("opentelemetry.exporter.otlp.proto.grpc") is None:
+        message = bad(clean_env, caplog, OTEL_TRACES_EXPORTER="otlp",
+                      OTEL_EXPORTER_OTLP_PROTOCOL="grpc")  # fmt: skip
+        assert f"; OTEL_EXPORTER_OTLP_PROTOCOL=grpc needs {grpc}: pip install {grpc}" in message
+        assert message.endswith("Serving without traces.")
+
+
+ENDPOINT, TRACES_ENDPOINT = "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+
+
+@pytest.mark.parametrize(
+    "env, warned",
+    [
+        ({ENDPOINT: "not-a-url"}, f"{ENDPOINT}=not-a-url"),
+        ({TRACES_ENDPOINT: "ftp://x:21"}, f"{TRACES_ENDPOINT}=ftp://x:21"),
+        ({ENDPOINT: "http://[x"}, f"{ENDPOINT}=http://[x"),
+        ({ENDPOINT: "http://collector:4318"}, None),
+        # The traces' own endpoint wins: the other one is not where they go.
+        ({TRACES_ENDPOINT: "https://c/v1/traces", ENDPOINT: "bad"}, None),
+    ],
+)
+def test_an_endpoint_that_is_no_url_is_warned_of_at_start(clean_env, caplog, env, warned):
+    """`OTEL_EXPORTER_OTLP_ENDPOINT=not-a-url` drew no warning at start, only the exporter's
+    error line at the first export. Tracing stays on (the SDK's configuration, not run here:
+    it would install the process's tracer provider)."""
+    from opentelemetry.sdk._configuration import _OTelSDKConfigurator
+
+    clean_env.setattr(tracing.trace, "get_tracer_provider", tracing.trace.ProxyTracerProvider)
+    clean_env.setattr(_OTelSDKConfigurator, "configure", lambda self: None)
+    clean_env.setenv("OTEL_TRACES_EXPORTER", "otlp")
+    for name, value in env.items():
+        clean_env.setenv(name, value)
+    with caplog.at_level(logging.WARNING, logger="ann.serve"):
+        assert tracing.from_environment() is not None
+    messages = [r.getMessage() for r in caplog.records if r.name == "ann.serve"]
+    if warned is None:
+        assert messages == []
+    else:
+        [message] = messages
+        assert message.startswith(f"tracing: {next(iter(env))}=") and warned in message
+        assert "is not an http(s) URL with a host; give the collector's, e.g. " in message
+        assert message.endswith("=http://collector:4318: every export fails")
 
 
 @pytest.mark.slow

@@ -15,7 +15,9 @@ default; the Python SDK alone would pick gRPC, which is not installed); and with
 `SERVICE_NAME`, "ann-serve" (the SDK's would be "unknown_service:python"), the name the
 rendered Grafana dashboard's slow-request panel looks for by default (ann/observability/). A
 configuration that fails (an unknown exporter, the SDK missing) logs one warning and the server
-serves untraced.
+serves untraced; the warning names the package when an exporter's is missing (`grpc` needs
+`opentelemetry-exporter-otlp-proto-grpc`). An OTLP endpoint that is not an http(s) URL is
+warned of at start, naming its variable (the exporter said so only at the first export).
 
 Spans (tracer "ann.serve"), by the HTTP semantic conventions where they have a name:
 
@@ -102,18 +104,81 @@ def from_environment() -> Tracing | None:
     ):
         os.environ["OTEL_EXPORTER_OTLP_PROTOCOL"] = "http/protobuf"  # as the distro sets "grpc"
     default_service_name(os.environ)
+    if "otlp" in exporters.lower():
+        problem = endpoint_problem(os.environ)
+        if problem:
+            log.warning("tracing: %s", problem)
     try:
         _OTelSDKConfigurator().configure()
     except Exception as e:  # any fault in a configuration must not stop the server
+        fix = missing_exporter_fix(str(e), os.environ)
         log.warning(
-            "tracing: the OTEL_* configuration failed (%s: %s); check OTEL_TRACES_EXPORTER=%s "
-            "and the OTEL_EXPORTER_* variables. Serving without traces.",
+            "tracing: the OTEL_* configuration failed (%s: %s); %s. Serving without traces.",
             type(e).__name__,
             e,
-            exporters,
+            fix or f"check OTEL_TRACES_EXPORTER={exporters} and the OTEL_EXPORTER_* variables",
         )
         return None
     return Tracing(trace.get_tracer_provider())
+
+
+# The packages of the exporters the SDK names by entry point (`OTEL_TRACES_EXPORTER=otlp` is
+# `otlp_proto_` and the protocol's name), for a configuration that failed without them.
+EXPORTER_PACKAGES = {
+    "otlp_proto_grpc": "opentelemetry-exporter-otlp-proto-grpc",
+    "otlp_proto_http": "opentelemetry-exporter-otlp-proto-http",
+}
+
+
+def _protocol_variable(environ: Mapping[str, str]) -> str:
+    """`NAME=value` of the variable that sets the OTLP traces protocol."""
+    for name in ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
+        if environ.get(name):
+            return f"{name}={environ[name]}"
+    return "OTEL_EXPORTER_OTLP_PROTOCOL"
+
+
+def missing_exporter_fix(error: str, environ: Mapping[str, str]) -> str | None:
+    """The fix of a configuration that failed for want of an exporter's package (the SDK's
+    `Requested component 'otlp_proto_grpc' not found in entry point ...`): the package to
+    install, which the warning did not name; None for another failure. `environ`: the
+    variables (the protocol's is named for an OTLP exporter)."""
+    import re
+
+    found = re.search(r"Requested component '([^']+)' not found", error)
+    package = EXPORTER_PACKAGES.get(found.group(1)) if found else None
+    if package is None:
+        return None
+    fix = f"{_protocol_variable(environ)} needs {package}: pip install {package}"
+    if found.group(1) == "otlp_proto_grpc":  # the extra installs the HTTP one
+        fix += " (or unset it: http/protobuf, to port 4318, is installed)"
+    return fix
+
+
+def endpoint_problem(environ: Mapping[str, str]) -> str | None:
+    """Why the OTLP endpoint the traces go to (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, else
+    `OTEL_EXPORTER_OTLP_ENDPOINT`) is no http(s) URL with a host, naming the variable and the
+    fix; None when it is one or neither is set. The SDK takes any value, and over HTTP each
+    export then fails (`not-a-url` drew only the exporter's error line at the first export);
+    the gRPC exporter also reads a bare `host:port`, which the specification does not give."""
+    for name in ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"):
+        value = environ.get(name)
+        if not value:
+            continue
+        try:
+            parts = urllib.parse.urlsplit(value)
+            fine = parts.scheme.lower() in ("http", "https") and bool(parts.hostname)
+        except ValueError:  # a bad port, an unbalanced [
+            fine = False
+        if fine:
+            return None
+        grpc = _protocol_variable(environ).endswith("=grpc")  # reads a bare host:port too
+        return (
+            f"{name}={value} is not an http(s) URL with a host; give the collector's, e.g. "
+            f"{name}=http://collector:{4317 if grpc else 4318}"
+            + (" (the form the OTLP specification gives)" if grpc else ": every export fails")
+        )
+    return None
 
 
 def flush_at_exit() -> None:
