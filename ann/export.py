@@ -348,9 +348,9 @@ def _reference(
     """The manifest's reference statistics and the reference sample, computed by the exported
     graph itself on the training split, after checking that it agrees with the training code
     (`_check_agrees`); and its outputs on the validation split (at most REFERENCE_ROWS rows),
-    `validation/NAME` in the sample, the reference of output drift: on the training rows the
-    digits CNN's mean confidence was 0.998, on unseen rows 0.987, so clean traffic's
-    confidence was "drifted" (KS p = 0.02-0.04 on windows of 40-200 test digits)."""
+    `validation/NAME` in the sample (drift does not read them: it tests outputs against the
+    model's on the sampled training rows, `outputs/NAME`, the rows its inputs are tested
+    against; `ann.monitor.drift.Reference.from_model`)."""
     import jax
 
     from ann import cli

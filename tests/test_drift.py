@@ -598,13 +598,16 @@ def test_the_export_holds_a_checksummed_reference_sample(digits_export, tmp_path
         "outputs_on": {"split": "validation", "rows": 216},
     }
     ref = Reference.from_model(model)
-    assert ref.rows == 1221 and ref.names[0] == "image[0,0,0]"
-    # Output drift is judged against the model's outputs on the held-out validation split: on
-    # the training rows the README's digits CNN was more confident (0.998 against 0.987 on the
-    # test split), and 6 of 20 clean 200-row windows' confidence was "drifted" (now 1 of 20).
-    validation = _rows("digits", "validation", "image")
-    np.testing.assert_array_equal(ref.outputs["label"], model({"image": validation})["label"])
-    assert ref.outputs["probabilities"].shape == (216, 10)
+    assert ref.rows == 1221 and ref.names[0] == "image[0,0,0]" and ref.split == "train"
+    # Output drift is judged against the model's outputs on the reference's own rows, the
+    # sampled training rows: it was the validation split's outputs, other rows than the inputs'
+    # reference, and sensor_series' splits are other series at other levels, so 120 of the
+    # forecaster's own training rows were input drift at chance (14 of 288) and output drift in
+    # 72 of 72 forecast values.
+    stored = artifact.load_reference(str(out), model.manifest)
+    for name, values in stored["outputs"].items():
+        np.testing.assert_array_equal(ref.outputs[name], values)
+    assert ref.outputs["probabilities"].shape == (1221, 10)
     test = _rows("digits", "test", "image")[:200]
     result = ref.detect({"image": test}, model({"image": test}))
     assert not result.detected
@@ -613,7 +616,6 @@ def test_the_export_holds_a_checksummed_reference_sample(digits_export, tmp_path
         ("output:label", "chisquare_pooled"),  # 200 rows: chi-square over classes, rare ones pooled
     ]
     # The stored outputs are the model's own on the stored inputs.
-    stored = artifact.load_reference(str(out), model.manifest)
     np.testing.assert_array_equal(
         model({"image": stored["inputs"]["image"][:50]})["label"], stored["outputs"]["label"][:50]
     )
@@ -708,7 +710,14 @@ def test_monitor_drift_cli_writes_a_report_and_refuses_a_bad_log_in_one_line(
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.startswith("drift DETECTED: "), result.stdout
     report = json.loads((tmp_path / "moved" / "report.json").read_text())
-    assert (report["report"], report["schema_version"]) == ("drift", 3)
+    assert (report["report"], report["schema_version"]) == ("drift", 4)
+    assert report["result"]["reference_split"] == "train"
+    outputs = report["result"]["outputs"]
+    assert report["result"]["outputs_drifted"] == sum(f["drifted"] for f in outputs)
+    assert (
+        f"; outputs, not in the verdict: {report['result']['outputs_drifted']} of "
+        f"{len(outputs)} drifted | "
+    ) in result.stdout.splitlines()[0]
     # Every key documented (docs/monitor_reports.md), every key it says is there present.
     assert report_doc.undocumented(report) == []
     assert report_doc.missing(report, {"when tested", "when tested, multivariate"}) == []
@@ -785,7 +794,7 @@ def test_monitor_drift_cli_writes_a_report_and_refuses_a_bad_log_in_one_line(
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.splitlines() == [
         "too few rows to judge drift (20 rows < --min_rows=21): not tested | 20 rows from 1 "
-        f"request to digits_cnn version {version} | 1221 reference rows",
+        f"request to digits_cnn version {version} | 1221 reference rows (train)",
         "  this log holds every request (--request_log_sample=1): wait for more traffic or "
         "lower --min_rows",
         f"wrote {tmp_path / 'few' / 'report.json'} and index.html",
@@ -1778,6 +1787,65 @@ def test_a_seq2seq_output_is_tested_on_its_tokens_without_the_padding():
     moved = np.where(window == names.index("3"), names.index("7"), window)
     (f,) = ref.detect({"x": np.zeros((30, 1))}, {"tokens": moved}).outputs
     assert f.drifted, f
+
+
+def test_the_verdict_says_the_outputs_beside_it_and_the_reference_is_named():
+    """The forecaster's drift report said `drift not detected` (its inputs: 14 of 288 features
+    drifted) beside 72 of 72 drifted forecast values, and its pictures' legend said only
+    "reference". The verdict is the inputs' (docs/monitor_reports.md: outputs are not in
+    `state`); the headline, the page and report.json now say the outputs' count beside it, and
+    the legend names the reference's split. A reference's outputs are the model's on its own
+    input rows: outputs of other rows are refused."""
+    import matplotlib.pyplot as plt
+
+    from ann.monitor import report
+    from ann.monitor.__main__ import summary
+
+    rng = np.random.default_rng(0)
+    spec = {"x": {"dtype": "float32", "shape": [-1, 1]}}
+    out_spec = {"forecast": {"dtype": "float32", "shape": [-1, 4]}}
+    ref = Reference(
+        {"x": rng.normal(size=(300, 1))},
+        {"forecast": rng.normal(size=(300, 4))},
+        spec,
+        out_spec,
+        split="train",
+    )
+    window = {"x": rng.normal(size=(120, 1))}
+    moved = {"forecast": rng.normal(size=(120, 4)) + 1.0}
+    result = ref.detect(window, moved, correction="bonferroni")
+    assert result.state == "not_detected" and all(f.drifted for f in result.outputs)
+    assert result.verdict() == (
+        "drift not detected (inputs); outputs, not in the verdict: 4 of 4 drifted"
+    )
+    made = {
+        "model": {"name": "m", "version": "1"},
+        "requests": {"files": ["a"], "records": 60, "versions": ["1"], "served_as": None},
+        "result": {**result.to_json(), "drift_share": 0.5},
+        "figures": [],
+    }
+    assert made["result"]["outputs_drifted"] == 4 and made["result"]["reference_split"] == "train"
+    first = summary(made, "r.json").splitlines()[0]
+    assert first.startswith(
+        "drift not detected: 0 of 1 input features drifted, bonferroni-corrected (share 0.00, "
+        "dataset drift at >= 0.5); outputs, not in the verdict: 4 of 4 drifted | 120 rows from "
+        "60 requests to m version 1 | 300 reference rows (train)"
+    ), first
+    # The outputs, a family of 4 tests, are corrected as the inputs are.
+    assert all(f.p_adjusted is not None for f in result.outputs)
+    summary_section, _, outputs = report.sections(result, ref, window, moved, top=1)
+    assert summary_section.metrics["verdict"] == result.verdict()
+    assert summary_section.metrics["outputs drifted (not in the verdict)"] == "4 of 4"
+    assert summary_section.metrics["reference"] == "train split"
+    figure = next(iter(outputs.figures.values()))
+    legend = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
+    assert legend == ["reference (train split)", "current"], legend
+    plt.close("all")
+    # No output tested: nothing said of outputs.
+    bare = Reference({"x": rng.normal(size=(300, 1))}, {}, spec, {}).detect(window, {})
+    assert bare.verdict() == "drift not detected (inputs)"
+    with pytest.raises(ValueError, match="output 'forecast' holds 216 rows, its inputs 300"):
+        Reference({"x": np.zeros((300, 1))}, {"forecast": np.zeros((216, 4))}, spec, out_spec)
 
 
 def test_an_output_of_many_values_is_corrected_as_one_family():

@@ -230,9 +230,10 @@ def summary(report: dict[str, Any], path: str) -> str:
         served = f"{', '.join(served)}, judged against version {m['version']}"
     else:
         served = m["version"]
+    split = r.get("reference_split")  # older reports: not said
     source = (
         f"{rows} from {records} request{'s' * (records != 1)} to {name} version "
-        f"{served} | {r['reference_rows']} reference rows"
+        f"{served} | {r['reference_rows']} reference rows{f' ({split})' if split else ''}"
     )
     if r["state"] == "too_few_rows":
         # The shares the log holds ([] or none: it records none, or an older report)
@@ -245,10 +246,15 @@ def summary(report: dict[str, Any], path: str) -> str:
         )
     drifted, correction = r["drifted"], r.get("correction", "none")
     corrected = f", {correction}-corrected" if correction != "none" else ""
+    # The verdict is the inputs'; the outputs' beside it ("drift not detected" stood alone
+    # beside 72 of 72 drifted forecast values).
+    outputs = r["outputs"]
+    said = sum(f["drifted"] for f in outputs)
+    said = f"; outputs, not in the verdict: {said} of {len(outputs)} drifted" if outputs else ""
     lines = [
         f"drift {'DETECTED' if r['detected'] else 'not detected'}: {drifted} of "
-        f"{len(r['features'])} features drifted{corrected} (share {r['share']:.2f}, dataset "
-        f"drift at >= {r['drift_share']}) | {source}"
+        f"{len(r['features'])} input features drifted{corrected} (share {r['share']:.2f}, "
+        f"dataset drift at >= {r['drift_share']}){said} | {source}"
     ]
     shown = ([r["multivariate"]] if r["multivariate"] else []) + r["outputs"]
     for f in shown:
@@ -475,12 +481,21 @@ def drift(args: list[str]) -> None:
     parts = drift_report.sections(result, reference, traffic.inputs, outputs, FLAGS.top)
     header = [
         f"{traffic.records} requests ({result.rows} rows) from {', '.join(FLAGS.requests)} "
-        f"against {result.reference_rows} reference rows of {model.directory}",
+        f"against {result.reference_rows} reference rows of {model.directory}"
+        f"{reference_rows_said(reference.split)}",
         tests_line(source, FLAGS.method, FLAGS.correction),
     ]
     title = f"Drift: {name} version {version}"
     path = drift_report.write(out, report, parts, title, header)
     print(summary(report, path))
+
+
+def reference_rows_said(split: str | None) -> str:
+    """What the reference rows are, for the drift page's header: ` (the train split's sampled
+    rows: their inputs, and the model's outputs on them)`; "" where the split is not known."""
+    if not split:
+        return ""
+    return f" (the {split} split's sampled rows: their inputs, and the model's outputs on them)"
 
 
 def tests_line(source: str, method: str, correction: str) -> str:

@@ -70,16 +70,19 @@ rule of 5 expected counts a bin over Evidently's categorical tests of up to 5 va
 is not tested at all: its state is "too_few_rows", neither detected nor not (Evidently tests
 whatever it is given; 2 rows were "drift DETECTED").
 
-Output drift (not counted in the share), against the model's outputs on held-out rows (an
-export's validation split: on its training rows a model is more confident than on any new
-traffic): a categorical output (an integer output with class `names`: predicted classes,
-next tokens, a seq2seq output's tokens) as a categorical input is (`test_categorical`, below:
-its class frequencies, each class its own category; chi-square with rare classes pooled, an
-exact test where pooling leaves nothing to test, or Jensen-Shannon per class above 1,000
-values: Evidently's Jensen-Shannon cut more than 20 class ids into Sturges' ranges, pooling
-unrelated classes); a `probabilities` output by KS on the confidence (each row's largest
-probability; p <= 0.05); any other output value by the default test as an input feature is
-(`output:NAME[i]`).
+Output drift (not counted in the share, nor in the state: a verdict on the inputs), against the
+model's outputs on the reference's own rows, so a window's inputs and its outputs are both
+compared with one sample (an export's: its training rows; they were the validation split's
+outputs, and sensor_series' splits are other series at other levels: 120 of the forecaster's
+own training rows were input drift in 14 of 288 values, chance, and output drift in 72 of 72
+forecast values, p down to 1e-8): a categorical output (an integer output with class `names`:
+predicted classes, next tokens, a seq2seq output's tokens) as a categorical input is
+(`test_categorical`, below: its class frequencies, each class its own category; chi-square with
+rare classes pooled, an exact test where pooling leaves nothing to test, or Jensen-Shannon per
+class above 1,000 values: Evidently's Jensen-Shannon cut more than 20 class ids into Sturges'
+ranges, pooling unrelated classes); a `probabilities` output by KS on the confidence (each
+row's largest probability; p <= 0.05); any other output value by the default test as an input
+feature is (`output:NAME[i]`).
 
 Categorical inputs (an integer input with `names`: the classes or the vocabulary its values
 index, e.g. token ids) are no numbers: a KS test or a distance between ids means nothing (the
@@ -273,6 +276,8 @@ class DriftResult:
     correction: str = "none"  # of the input features' p-values (`correct`)
     # input name -> how it was tested (`Reference.tested_as`): categorical or numeric
     tested_as: dict[str, str] = dataclasses.field(default_factory=dict)
+    # the split the reference rows (inputs, and the outputs on them) are of; None: not known
+    reference_split: str | None = None
 
     @property
     def state(self) -> str:
@@ -288,7 +293,17 @@ class DriftResult:
         if self.detected is None:
             rows = f"{self.rows} row{'s' * (self.rows != 1)}"
             return f"too few rows to judge drift ({rows} < {self.min_rows})"
-        return "drift DETECTED" if self.detected else "drift not detected"
+        said = "drift DETECTED" if self.detected else "drift not detected"
+        return f"{said} (inputs){self.outputs_said()}"
+
+    def outputs_said(self) -> str:
+        """The outputs' verdicts beside the inputs' (not part of `state`): `; outputs, not in
+        the verdict: 72 of 72 drifted`; "" where no output was tested. "drift not detected"
+        stood alone beside a forecast whose 72 of 72 values drifted."""
+        if not self.outputs:
+            return ""
+        drifted = sum(f.drifted for f in self.outputs)
+        return f"; outputs, not in the verdict: {drifted} of {len(self.outputs)} drifted"
 
     def top(self, k: int = 10, moved_only: bool = False) -> list[FeatureDrift]:
         """The `k` input features most past their thresholds (`rank`); `moved_only`: only
@@ -310,6 +325,8 @@ class DriftResult:
             "drifted": sum(f.drifted for f in self.features),
             "features": [f.to_json() for f in self.features],
             "outputs": [f.to_json() for f in self.outputs],
+            "outputs_drifted": sum(f.drifted for f in self.outputs),
+            "reference_split": self.reference_split,
             "multivariate": self.multivariate.to_json() if self.multivariate else None,
             "tested_as": self.tested_as,
         }
@@ -714,10 +731,14 @@ class Reference:
         outputs: Mapping[str, np.ndarray],
         input_spec: Mapping[str, Mapping[str, Any]],
         output_spec: Mapping[str, Mapping[str, Any]],
+        split: str | None = None,
     ):
         """`inputs`, `outputs`: name -> [rows, ...] arrays (outputs may be a subset of
-        `output_spec`, or empty, and rows of their own: an export's are the model's on the
-        validation split); specs as the manifest's `inputs` and `outputs`."""
+        `output_spec`, or empty; where given, the model's outputs on these `inputs`, row for
+        row, so a window's inputs and outputs meet one sample); specs as the manifest's
+        `inputs` and `outputs`; `split`: the split the rows are of (`train`), which the report
+        names. Raises DriftUnavailable for fewer than 2 rows, ValueError for outputs of another
+        number of rows than `inputs`."""
         self.input_spec = dict(input_spec)
         self.categorical_spec = {k: v for k, v in input_spec.items() if categorical(v)}
         self.numeric_spec = {k: v for k, v in input_spec.items() if k not in self.categorical_spec}
@@ -728,15 +749,25 @@ class Reference:
         }
         self.outputs = {k: np.asarray(outputs[k]) for k in self.output_spec}
         self.rows = _rows(inputs, self.input_spec)
+        self.split = split
         if self.rows < 2:
             raise DriftUnavailable(f"the reference sample has {self.rows} rows; at least 2 needed")
+        for name, values in self.outputs.items():
+            if len(values) != self.rows:
+                raise ValueError(
+                    f"the reference's output {name!r} holds {len(values)} rows, its inputs "
+                    f"{self.rows}: outputs must be the model's on those inputs, row for row"
+                )
 
     @classmethod
     def from_model(cls, model: Any) -> Reference:
         """The reference of a loaded export (`ann.artifact.Model`), read from its
         reference.safetensors through the manifest's sha256 check (IntegrityError when it
-        fails): the training rows' inputs, and the model's outputs on the validation split
-        (held out; an export made before those were stored: on the training rows). Raises
+        fails): the sampled training rows' inputs (`inputs/NAME`) and the model's outputs on
+        those same rows (`outputs/NAME`). The file's `validation/NAME` (the outputs on the
+        validation split, other rows) is not used: output drift against them while inputs
+        were tested against the training rows flagged 72 of 72 forecast values of the
+        forecaster's own training rows (sensor_series' splits are other series). Raises
         DriftUnavailable for an export without one."""
         from ann import artifact
 
@@ -746,8 +777,8 @@ class Reference:
                 f"{model.directory} holds no {artifact.REFERENCE} (exported before reference "
                 "samples were written); drift is unavailable: re-export the run with `ann export`"
             )
-        outputs = sample["validation"] or sample["outputs"]
-        return cls(sample["inputs"], outputs, model.inputs, model.outputs)
+        split = model.manifest.get("reference", {}).get("sample", {}).get("split")
+        return cls(sample["inputs"], sample["outputs"], model.inputs, model.outputs, split)
 
     def current_features(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
         """Traffic as the reference's numeric features (`feature_matrix`; categorical inputs
@@ -895,7 +926,17 @@ class Reference:
         if rows < min_rows:  # no verdict: it would be noise (2 rows were "drift DETECTED")
             tested_as = self.tested_as(method)
             return DriftResult(
-                rows, self.rows, [], None, None, [], None, min_rows, correction, tested_as
+                rows,
+                self.rows,
+                [],
+                None,
+                None,
+                [],
+                None,
+                min_rows,
+                correction,
+                tested_as,
+                self.split,
             )
         features = [
             test_feature(name, self.features[:, i], current[:, i], method)
@@ -922,7 +963,17 @@ class Reference:
         detected = share >= DRIFT_SHARE
         tested_as = self.tested_as(method, {f.feature: f for f in [*features, *out]})
         return DriftResult(
-            rows, self.rows, features, share, detected, out, mmd, min_rows, correction, tested_as
+            rows,
+            self.rows,
+            features,
+            share,
+            detected,
+            out,
+            mmd,
+            min_rows,
+            correction,
+            tested_as,
+            self.split,
         )
 
 

@@ -51,8 +51,11 @@ from ann.monitor.features import MAX_VALUES, feature_matrix
 # report.json's version (docs/monitor_reports.md), an integer under `schema_version` as `ann
 # report`'s. 2: result.state and result.min_rows; result.detected and result.share are null for
 # too few rows (1 had no such state: a bool from any 2 rows). 3: `schema_version` and `report`
-# ("drift") replace `schema` ("ann.monitor.drift/2"); the rest is 2's.
-SCHEMA_VERSION = 3
+# ("drift") replace `schema` ("ann.monitor.drift/2"); the rest is 2's. 4: `result.outputs[]`
+# are tested against the model's outputs on the reference's own rows (an export's sampled
+# training rows), where 3's were against its outputs on the validation split (other rows than
+# the inputs' reference); `result.outputs_drifted` and `result.reference_split` added.
+SCHEMA_VERSION = 4
 SHOWN = 20  # features in the strength chart and the table
 HIST_BINS = 30
 FEW_VALUES = 20  # at most this many distinct values: one bar per value
@@ -260,10 +263,17 @@ def _image_maps(result: DriftResult, spec: Mapping[str, Mapping[str, Any]]) -> d
     return maps
 
 
-def _histogram(ax: Any, ref: np.ndarray, cur: np.ndarray) -> None:
+def reference_label(split: str | None) -> str:
+    """The reference's name in a picture's legend: `reference (train split)`, naming the split
+    its rows (inputs, and the model's outputs on them) are of; `reference` where not known."""
+    return f"reference ({split} split)" if split else "reference"
+
+
+def _histogram(ax: Any, ref: np.ndarray, cur: np.ndarray, label: str = "reference") -> None:
     """Reference and current values of one feature: side-by-side bars per value for at most
     FEW_VALUES distinct values (each value a tick, up to 10 of them), else densities on shared
-    bins. Ticks of integer-valued features are integers (the pixels were ticked -2.5, 0, 2.5)."""
+    bins. Ticks of integer-valued features are integers (the pixels were ticked -2.5, 0, 2.5).
+    `label`: the reference's in the legend (`reference_label`)."""
     from matplotlib.ticker import MaxNLocator
 
     values = np.union1d(ref, cur)
@@ -271,12 +281,12 @@ def _histogram(ax: Any, ref: np.ndarray, cur: np.ndarray) -> None:
         width = 0.4 * (np.min(np.diff(values)) if len(values) > 1 else 1.0)
         r = np.array([np.mean(ref == v) for v in values])
         c = np.array([np.mean(cur == v) for v in values])
-        ax.bar(values - width / 2, r, width, label="reference")
+        ax.bar(values - width / 2, r, width, label=label)
         ax.bar(values + width / 2, c, width, label="current")
         ax.set_ylabel("share of rows")
     else:
         edges = np.histogram_bin_edges(np.concatenate([ref, cur]), bins=HIST_BINS)
-        ax.hist(ref, edges, density=True, alpha=0.6, label="reference")
+        ax.hist(ref, edges, density=True, alpha=0.6, label=label)
         ax.hist(cur, edges, density=True, alpha=0.6, label="current")
         ax.set_ylabel("density")
     if len(values) <= min(FEW_VALUES, 10):
@@ -287,10 +297,16 @@ def _histogram(ax: Any, ref: np.ndarray, cur: np.ndarray) -> None:
 
 
 def _category_bars(
-    ax: Any, names: list[Any], ref: np.ndarray, cur: np.ndarray, unit: str = "values"
+    ax: Any,
+    names: list[Any],
+    ref: np.ndarray,
+    cur: np.ndarray,
+    unit: str = "values",
+    label: str = "reference",
 ) -> None:
     """Reference and current shares (of `unit`) of the SHOWN categories whose shares differ
-    most, each named (its token or class); `ref`, `cur`: category indices."""
+    most, each named (its token or class); `ref`, `cur`: category indices; `label`: the
+    reference's in the legend."""
     size = len(names)
     r = np.bincount(np.asarray(ref, np.int64), minlength=size) / max(len(ref), 1)
     c = np.bincount(np.asarray(cur, np.int64), minlength=size) / max(len(cur), 1)
@@ -298,7 +314,7 @@ def _category_bars(
     order = np.lexsort((-(r + c), -np.abs(c - r)))
     shown = np.sort([i for i in order if r[i] + c[i] > 0][:SHOWN])
     x = np.arange(len(shown))
-    ax.bar(x - 0.2, r[shown], 0.4, label="reference")
+    ax.bar(x - 0.2, r[shown], 0.4, label=label)
     ax.bar(x + 0.2, c[shown], 0.4, label="current")
     labels = [str(names[i]) for i in shown]  # a space or a newline quoted: seen
     rotation = 45 if max(map(len, labels), default=0) > 3 else 0  # "<pad>" ran into "<unk>"
@@ -317,19 +333,20 @@ def _feature_figures(
     import matplotlib.pyplot as plt
 
     index = {name: i for i, name in enumerate(reference.names)}
+    label = reference_label(reference.split)
     figures = {}
     for place, f in enumerate([f for f in result.top(top) if f.drifted], 1):
         figure, ax = plt.subplots(figsize=(6, 3.2))
         if f.feature in reference.categorical_spec:
             spec = reference.categorical_spec[f.feature]
             cur = category_values(inputs[f.feature], spec)
-            _category_bars(ax, spec["names"], reference.categories[f.feature], cur)
+            _category_bars(ax, spec["names"], reference.categories[f.feature], cur, label=label)
             ax.set_xlabel(
                 f"the {min(SHOWN, len(spec['names']))} categories whose shares differ most"
             )
         else:
             i = index[f.feature]
-            _histogram(ax, reference.features[:, i], current[:, i])
+            _histogram(ax, reference.features[:, i], current[:, i], label)
             ax.set_xlabel("value")
         ax.set_title(f"{f.feature}: {_describe(f)}", fontsize=9)
         figures[str(place)] = figure
@@ -350,6 +367,7 @@ def _output_figures(
     import matplotlib.pyplot as plt
 
     verdicts = {f.feature.removeprefix("output:"): f" | {_describe(f)}" for f in tests}
+    label = reference_label(reference.split)
     figures = {}
     for name, spec in reference.output_spec.items():
         if name not in outputs:
@@ -363,7 +381,7 @@ def _output_figures(
             unit = "rows" if ref.size == len(reference.outputs[name]) else "tokens"
             figure, ax = plt.subplots(figsize=(6, 3.2))
             if len(classes) > SHOWN:  # 98 next tokens' names ran into one another
-                _category_bars(ax, spec["names"], ref, cur, unit)
+                _category_bars(ax, spec["names"], ref, cur, unit, label)
                 ax.set_xlabel(
                     f"predicted class: the {len(ax.get_xticks())} whose shares differ most"
                 )
@@ -375,12 +393,12 @@ def _output_figures(
                 ax.set_xticks(classes, spec["names"], fontsize=7, rotation=rotation)
                 ax.set_xlabel("predicted class")
                 ax.set_ylabel(f"share of {unit}")
-                ax.legend(["reference", "current"], fontsize=8)
+                ax.legend([label, "current"], fontsize=8)
             ax.set_title(f"{name}: predicted-class shares{verdicts.get(name, '')}", fontsize=9)
         elif name == "probabilities" and ref.ndim == 2:
             figure, ax = plt.subplots(figsize=(6, 3.2))
             edges = np.linspace(0, 1, 16)  # 15 bins, as the export's confidence histogram
-            ax.hist(ref.max(-1), edges, density=True, alpha=0.6, label="reference")
+            ax.hist(ref.max(-1), edges, density=True, alpha=0.6, label=label)
             ax.hist(cur.max(-1), edges, density=True, alpha=0.6, label="current")
             ax.set_xlabel("confidence (largest probability)")
             # Log: a confident model's rows crowd the last bin, and on a linear axis the rest,
@@ -390,7 +408,7 @@ def _output_figures(
             ax.legend(fontsize=8)
             ax.set_title(f"{name}: confidence{verdicts.get(name, '')}", fontsize=9)
         else:
-            figures.update(_value_figures(name, spec, ref, cur, tests, top))
+            figures.update(_value_figures(name, spec, ref, cur, tests, top, label))
             continue
         figures[name] = figure
     return figures
@@ -403,10 +421,11 @@ def _value_figures(
     cur: np.ndarray,
     tests: list[FeatureDrift],
     top: int,
+    label: str = "reference",
 ) -> dict[str, Any]:
     """Reference and current histograms of the `top` drifted values of output `name` (tested
     one by one, `output:NAME[i]`), most past their thresholds first, titled with the verdict;
-    figure names are the tests' without `output:`."""
+    figure names are the tests' without `output:`; `label`: the reference's in the legend."""
     import matplotlib.pyplot as plt
 
     r, names = feature_matrix({name: ref}, {name: spec})
@@ -417,7 +436,7 @@ def _value_figures(
     figures = {}
     for f in drifted[:top]:
         figure, ax = plt.subplots(figsize=(6, 3.2))
-        _histogram(ax, r[:, column[f.feature]], c[:, column[f.feature]])
+        _histogram(ax, r[:, column[f.feature]], c[:, column[f.feature]], label)
         ax.set_xlabel("value")
         ax.set_title(f"{f.feature}: {_describe(f)}", fontsize=9)
         figures[f.feature.removeprefix("output:")] = figure
@@ -453,9 +472,22 @@ def sections(
         "state": result.state,
         "rows": result.rows,
         "reference rows": result.reference_rows,
-        "features drifted": f"{sum(f.drifted for f in result.features)} of {len(result.features)}",
+        **({"reference": f"{reference.split} split"} if reference.split else {}),
+        "verdict": result.verdict(),
+        "input features drifted": (
+            f"{sum(f.drifted for f in result.features)} of {len(result.features)}"
+        ),
         "share": result.share,
         "dataset drift (share >= 0.5)": "yes" if result.detected else "no",
+        **(
+            {
+                "outputs drifted (not in the verdict)": (
+                    f"{sum(f.drifted for f in result.outputs)} of {len(result.outputs)}"
+                )
+            }
+            if result.outputs
+            else {}
+        ),
         **({"multivariate": _describe(mmd)} if mmd else {}),
         **{k if k.startswith("output:") else f"input {k}": v for k, v in result.tested_as.items()},
     }
