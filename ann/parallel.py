@@ -14,7 +14,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -94,7 +94,8 @@ def initialize_distributed(
     Explicit: all three of coordinator_address, num_processes, process_id. `auto`: JAX reads the
     cluster's own variables (SLURM, Open MPI, Kubernetes, TPU VMs). A peer that never arrives
     ends start-up after `timeout_seconds`; a peer that dies mid-run ends the others after the
-    same heartbeat timeout, instead of a silent hang.
+    same heartbeat timeout, instead of a silent hang. The wait for the peers is interruptible:
+    SIGTERM's and SIGINT's Python handlers run in it (`_interruptible`).
     """
     explicit = bool(coordinator_address) or num_processes > 0 or process_id >= 0
     if not explicit and not auto:
@@ -150,11 +151,19 @@ def initialize_distributed(
     watchdog = _join_watchdog(
         wait, timeout_seconds, num_processes if explicit else 0, process_id, coordinator_address
     )
+    # The SIGTERM handler in place (ann train's start's), restored once joined: JAX's client
+    # installs its own preemption notifier, which only `reached_preemption_sync_point` reads.
+    main_thread = threading.current_thread() is threading.main_thread()
+    sigterm = signal.getsignal(signal.SIGTERM) if main_thread else None
     try:
         if explicit:
-            jax.distributed.initialize(coordinator_address, num_processes, process_id, **kwargs)
+            _interruptible(
+                lambda: jax.distributed.initialize(
+                    coordinator_address, num_processes, process_id, **kwargs
+                )
+            )
         else:
-            jax.distributed.initialize(**kwargs)
+            _interruptible(lambda: jax.distributed.initialize(**kwargs))
     except Exception as e:  # start-up failures surface as one clear line
         if not explicit and isinstance(e, ValueError) and "defined" in str(e):
             raise ConfigError(  # JAX: "coordinator_address should be defined."
@@ -170,13 +179,41 @@ def initialize_distributed(
         ) from e
     finally:
         watchdog.cancel()
+    # ann shares a SIGTERM's request itself (train/preemption.py). Until training starts, a
+    # SIGTERM ends the process as in a single-process run, with ann train's line: set to
+    # SIG_DFL here, it killed the processes just after they joined silently (status 143, no
+    # line, no run_status.json).
+    if main_thread:
+        signal.signal(signal.SIGTERM, sigterm if sigterm is not None else signal.SIG_DFL)
     _orbax_barriers_without_collectives()
     _introduce(timeout_seconds)
-    # jax.distributed installs a SIGTERM notifier that only `reached_preemption_sync_point`
-    # reads; ann shares the request itself (train/preemption.py). Until training starts, SIGTERM
-    # ends the process as it does in a single-process run.
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _interruptible(call: Callable[[], None]) -> None:
+    """Runs `call` (JAX's join, which blocks in C++ until every process registered) in a thread
+    while the main thread waits for it in short steps, so that a SIGTERM's or Ctrl-C's Python
+    handler runs meanwhile and its exception (`cli.Terminated`, KeyboardInterrupt) ends the
+    wait; the thread, which cannot be cancelled, is left to the process's exit (the caller's
+    `os._exit`). Run in the main thread, the handlers waited for the join: process 0 ignored
+    SIGTERM and Ctrl-C until --distributed_timeout ran out (57 s of 60; 303 s by default).
+    `call`'s exception is raised here. Off the main thread (no handlers there) it runs there."""
+    if threading.current_thread() is not threading.main_thread():
+        call()
+        return
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            call()
+        except BaseException as e:  # handed to the waiting main thread
+            raised.append(e)
+
+    joining = threading.Thread(target=run, name="ann-join", daemon=True)
+    joining.start()
+    while joining.is_alive():
+        joining.join(0.1)  # signal handlers run between (and during) the waits
+    if raised:
+        raise raised[0]
 
 
 # Seconds JAX's own registration timeout runs past ann's watchdog (`_join_watchdog`).

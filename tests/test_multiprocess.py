@@ -220,6 +220,72 @@ def test_a_workdir_another_run_holds_refuses_every_process(tmp_path):
     assert sorted(os.listdir(tmp_path)) == [".lock"]  # no .lock.1 left in the other run's
 
 
+@pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_process_0_waiting_for_its_peers_stops_at_once_on_sigterm_or_ctrl_c(
+    tmp_path, signum, status
+):
+    """Process 0 waits in JAX's join, in C++: SIGTERM and Ctrl-C waited for it, until
+    --distributed_timeout ran out (57 s of 60; 303 s by default), then `did not join`, exit 1.
+    Process 1, waiting for the coordinator, stopped at once: now both do."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ann.main",
+            f"--workdir={tmp_path / 'run'}",
+            *FLAGS,
+            f"--coordinator_address=127.0.0.1:{free_port()}",
+            "--num_processes=2",
+            "--process_id=0",
+            "--distributed_timeout=300",
+        ],
+        env=with_devices(1),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        first = proc.stderr.readline()  # the `joining ...` line: JAX's join follows
+        assert "joining a multi-process run (process 0 of 2" in first, first
+        time.sleep(1)  # into the join
+        proc.send_signal(signum)
+        rest = proc.communicate(timeout=60)[1]
+    finally:
+        proc.kill()
+        proc.wait()
+    how = "terminated (SIGTERM)" if signum == signal.SIGTERM else "interrupted (Ctrl-C)"
+    assert (proc.returncode, rest.splitlines()) == (
+        status,
+        [f"process 0 of 2: {how} while starting, before the first step; run the same command "
+         "to start again"],
+    ), rest  # fmt: skip
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_start_s_sigterm_handler_is_back_once_the_processes_joined():
+    """The join set SIGTERM to its default once the processes joined: a SIGTERM then (0-3 s
+    after the `[Gloo]` lines) ended them with status 143 and no line, no run_status.json,
+    where ann train's start says `terminated (SIGTERM) while starting`."""
+    script = (
+        "import signal\n"
+        "from ann import parallel\n"
+        "def handler(signum, frame): pass\n"
+        "signal.signal(signal.SIGTERM, handler)\n"
+        f"parallel.initialize_distributed('127.0.0.1:{free_port()}', 1, 0, timeout_seconds=30)\n"
+        "print(signal.getsignal(signal.SIGTERM) is handler)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        env=with_devices(1),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (proc.returncode, proc.stdout) == (0, "True\n"), proc.stderr[-3000:]
+
+
 def _launch(bash: list[str], workdir, *flags: str, **env: str) -> subprocess.Popen:
     """scripts/launch_local.sh (run by `bash`) starting 2 processes of a run in `workdir`, in a
     session of its own, its output piped."""
