@@ -204,6 +204,7 @@ def _train(unchanged: set[str]):
         FLAGS.process_id,
         auto=FLAGS.distributed == "auto",
         timeout_seconds=FLAGS.distributed_timeout,
+        config=FLAGS.config,  # every process's must be the same (refused before anything)
     )
     if jax.process_index() > 0:  # one console log per run (process 0's); warnings from all
         logging.set_verbosity(logging.WARNING)

@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import jax
 import numpy as np
@@ -22,6 +23,7 @@ from absl import flags, logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ann import arguments
+from ann import config as config_lib
 from ann.config import ConfigError
 
 BATCH_AXES = ("data", "fsdp")
@@ -88,6 +90,7 @@ def initialize_distributed(
     process_id: int = -1,
     auto: bool = False,
     timeout_seconds: int = 300,
+    config: Mapping[str, Any] | None = None,
 ) -> None:
     """Joins a multi-process run before any other JAX call.
 
@@ -95,7 +98,10 @@ def initialize_distributed(
     cluster's own variables (SLURM, Open MPI, Kubernetes, TPU VMs). A peer that never arrives
     ends start-up after `timeout_seconds`; a peer that dies mid-run ends the others after the
     same heartbeat timeout, instead of a silent hang. The wait for the peers is interruptible:
-    SIGTERM's and SIGINT's Python handlers run in it (`_interruptible`).
+    SIGTERM's and SIGINT's Python handlers run in it (`_interruptible`). Once joined, every
+    process checks that all were given the same `config` (the resolved run config, a
+    ConfigDict or dict; None: not checked) and number of processes, else raises ConfigError
+    naming what differs (`_check_same_run`), before anything is built or written.
     """
     explicit = bool(coordinator_address) or num_processes > 0 or process_id >= 0
     if not explicit and not auto:
@@ -185,6 +191,7 @@ def initialize_distributed(
     # line, no run_status.json).
     if main_thread:
         signal.signal(signal.SIGTERM, sigterm if sigterm is not None else signal.SIG_DFL)
+    _check_same_run(config, timeout_seconds)
     _orbax_barriers_without_collectives()
     _introduce(timeout_seconds)
 
@@ -214,6 +221,88 @@ def _interruptible(call: Callable[[], None]) -> None:
         joining.join(0.1)  # signal handlers run between (and during) the waits
     if raised:
         raise raised[0]
+
+
+_RUN_KEY = "ann/run/{index}"
+_SHOWN_KEYS = 3  # config keys a mismatch's line names, at most
+
+
+def _check_same_run(config: Mapping[str, Any] | None, timeout_seconds: int) -> None:
+    """ConfigError, in every process, where the processes were given different configs
+    (`config`: this process's resolved config; None: not compared) or --num_processes: each
+    tells the others its own through the coordination service's key-value store and compares
+    theirs with process 0's. Without it, processes given another learning rate trained
+    together and exited 0 with a wrong model (config.json recording process 0's), and another
+    total_steps ended in a C++ abort (gloo: "distributed collective mismatch"). A failure of
+    the exchange itself (a private JAX API) is logged and skips the check."""
+    try:
+        from jax._src import distributed as jax_distributed  # the client jax.distributed made
+
+        state = jax_distributed.global_state
+        client, index, count = state.client, state.process_id, state.num_processes
+        mine = {"num_processes": count, "config": _plain(config)}
+        client.key_value_set(_RUN_KEY.format(index=index), json.dumps(mine, sort_keys=True))
+
+        def read(other: int) -> dict:
+            if other == index:
+                return mine
+            text = client.blocking_key_value_get(
+                _RUN_KEY.format(index=other), timeout_seconds * 1000
+            )
+            return json.loads(text)
+
+        first = read(0)
+        # A process given another count reads process 0's alone: the keys of the processes it
+        # counts may never come (process 0's count is the service's, who registered).
+        if first["num_processes"] != count:
+            runs = {0: first, index: mine}
+        else:
+            runs = {i: read(i) for i in range(count)}
+    except Exception as e:  # a private JAX API: its change must not stop a run
+        logging.warning("the processes could not compare their configs (%s): a process given "
+                        "another config will not be refused", e)  # fmt: skip
+        return
+
+    def this(i: int) -> str:
+        return " (this one)" if i == index else ""
+
+    for other, theirs in runs.items():
+        if theirs["num_processes"] != first["num_processes"]:
+            raise ConfigError(
+                f"the processes were given different --num_processes: {first['num_processes']} "
+                f"in process 0{this(0)} and {theirs['num_processes']} in process "
+                f"{other}{this(other)}; give every process the same --num_processes"
+            )
+    for other, theirs in runs.items():
+        if theirs["config"] is None or first["config"] is None:
+            continue
+        differ = config_lib.diff(first["config"], theirs["config"])
+        if not differ:
+            continue
+        shown = [
+            f"{key} is {_shown(a)} in process 0{this(0)} and {_shown(b)} in process "
+            f"{other}{this(other)}"
+            for key, (a, b) in list(differ.items())[:_SHOWN_KEYS]
+        ]
+        more = len(differ) - len(shown)
+        raise ConfigError(
+            "the processes were given different configs: "
+            + "; ".join(shown)
+            + (f"; and {more} more key{'s' if more > 1 else ''}" if more else "")
+            + "; give every process the same --config and --config.KEY=VALUE flags"
+        )
+
+
+def _plain(config: Mapping[str, Any] | None) -> Any:
+    """`config` as config.json stores it (a plain dict of JSON values), or None."""
+    if config is None:
+        return None
+    values = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    return json.loads(json.dumps(values, default=str))
+
+
+def _shown(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, str) else str(value)
 
 
 # Seconds JAX's own registration timeout runs past ann's watchdog (`_join_watchdog`).

@@ -220,6 +220,78 @@ def test_a_workdir_another_run_holds_refuses_every_process(tmp_path):
     assert sorted(os.listdir(tmp_path)) == [".lock"]  # no .lock.1 left in the other run's
 
 
+@pytest.mark.parametrize(
+    "second, said",
+    [
+        (
+            ["--config.optimizer.learning_rate=0.5"],
+            "the processes were given different configs: optimizer.learning_rate is 0.001 in "
+            "process 0{0} and 0.5 in process 1{1}; give every process the same --config and "
+            "--config.KEY=VALUE flags",
+        ),
+        (
+            ["--num_processes=3"],
+            "the processes were given different --num_processes: 2 in process 0{0} and 3 in "
+            "process 1{1}; give every process the same --num_processes",
+        ),
+    ],
+)
+def test_processes_given_different_configs_or_counts_are_refused(tmp_path, second, said):
+    """Process 1 given another learning rate trained with process 0 and both exited 0, with a
+    wrong model (loss 2547) and config.json recording process 0's; another --num_processes
+    (3 against 2) trained too, process 1 calling itself `process 1 of 3`."""
+    procs = _two_processes(tmp_path / "run", second=second)
+    try:
+        errs = [p.communicate(timeout=120)[1] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    assert [p.returncode for p in procs] == [1, 1], errs
+    this = " (this one)"
+    assert [e.strip().splitlines()[-1] for e in errs] == [
+        f"error: process 0 of 2: {said.format(this, '')}",
+        f"error: process 1 of {3 if '3' in second[0] else 2}: {said.format('', this)}",
+    ], errs
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_the_config_check_names_the_process_that_differs(monkeypatch):
+    """Among three processes, one whose config is process 0's still refuses, naming the one
+    that differs; many differing keys are cut short."""
+    from jax._src import distributed as jax_distributed
+
+    from ann import parallel
+    from ann.config import ConfigError
+
+    class Client:  # the coordination service's key-value store, every process's key set
+        def __init__(self, runs):
+            self.store = {parallel._RUN_KEY.format(index=i): json.dumps(r) for i, r in runs}
+
+        def key_value_set(self, key, value):
+            self.store[key] = value
+
+        def blocking_key_value_get(self, key, timeout_ms):
+            return self.store[key]
+
+    same = {"a": 1, "b": {"c": "x"}, "d": 2, "e": 3}
+    other = {"a": 2, "b": {"c": "y"}, "d": 3, "e": 4}
+    state = jax_distributed.global_state
+    runs = [(i, {"num_processes": 3, "config": c}) for i, c in enumerate([same, other, same])]
+    monkeypatch.setattr(state, "client", Client(runs))
+    monkeypatch.setattr(state, "process_id", 2)
+    monkeypatch.setattr(state, "num_processes", 3)
+    with pytest.raises(ConfigError) as e:
+        parallel._check_same_run(same, 10)
+    assert str(e.value) == (
+        "the processes were given different configs: a is 1 in process 0 and 2 in process 1; "
+        'b.c is "x" in process 0 and "y" in process 1; d is 2 in process 0 and 3 in process 1; '
+        "and 1 more key; give every process the same --config and --config.KEY=VALUE flags"
+    )
+    monkeypatch.setattr(state, "client", Client([(i, runs[0][1]) for i in range(3)]))
+    parallel._check_same_run(same, 10)  # all alike: no error
+
+
 @pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_process_0_waiting_for_its_peers_stops_at_once_on_sigterm_or_ctrl_c(
     tmp_path, signum, status
@@ -315,8 +387,9 @@ def _children(pid: int) -> list[int]:
         return [int(child) for child in f.read().split()]
 
 
-def _two_processes(workdir, *flags) -> list[subprocess.Popen]:
-    """Two processes of one run on 1 fake device each, started without the launcher."""
+def _two_processes(workdir, *flags, second=()) -> list[subprocess.Popen]:
+    """Two processes of one run on 1 fake device each, started without the launcher;
+    `second`: flags for process 1 alone, after the others."""
     port = free_port()
     common = [
         sys.executable,
@@ -331,7 +404,7 @@ def _two_processes(workdir, *flags) -> list[subprocess.Popen]:
     ]
     return [
         subprocess.Popen(
-            [*common, f"--process_id={i}"],
+            [*common, f"--process_id={i}", *(second if i else ())],
             env=with_devices(1),
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
