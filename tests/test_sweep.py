@@ -2595,6 +2595,71 @@ def test_slurm_and_kubernetes_run_the_trial_commands(tmp_path, fake_python, monk
     assert trials_lib.read_record(trials[1].workdir)["launcher"] == "kubernetes"
 
 
+# A trial that saves on SIGTERM: it says it started (its pid), and on SIGTERM leaves `term` and
+# exits 143 as ann does.
+SAVES_ON_SIGTERM = """#!/usr/bin/env bash
+trap 'echo saved > "$MARKS/term"; exit 143' TERM
+echo $$ > "$MARKS/started.tmp" && mv "$MARKS/started.tmp" "$MARKS/started"
+while :; do sleep 0.05; done
+"""
+
+
+@pytest.mark.parametrize("launcher", ["k8s", "slurm"])
+def test_a_sigterm_to_the_emitted_script_reaches_the_trial(tmp_path, monkeypatch, launcher):
+    """A pod runs its script as `bash -c SCRIPT`, bash its PID 1, which the kernel spares any
+    signal it has no handler for: the kubelet's SIGTERM was dropped, ann trained on until the
+    SIGKILL (no checkpoint, `running` in run_status.json, exit 137 counted as a failure), and
+    the Job waited 30 s, not the training Job's 120. (A shell that is not PID 1 died of it,
+    its trial training on alone.) The shell passes it on, waits, and records the 143."""
+    import yaml
+
+    monkeypatch.chdir(tmp_path)
+    bin_dir, marks = tmp_path / "bin", tmp_path / "marks"
+    bin_dir.mkdir()
+    marks.mkdir()
+    for name in ("python", "ann"):
+        (bin_dir / name).write_text(SAVES_ON_SIGTERM)
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setattr(trials_lib, "PYTHON_ANN", [str(bin_dir / "python"), "-P", "-m", "ann"])
+    definition = definition_lib.load(write_config(tmp_path, GRID), {})
+    trials, _ = grid.prepare(definition, "sweep")
+    options = dict(parallel=0, cpus=1)
+    if launcher == "k8s":
+        options.update(memory="1Gi", image="ann:test", pvc="runs", root=str(tmp_path))
+        job = yaml.safe_load(open(emit.write("k8s", trials, "sweep", **options)))
+        pod = job["spec"]["template"]["spec"]
+        command = pod["containers"][0]["command"]
+        index = {"JOB_COMPLETION_INDEX": "1"}
+    else:
+        command = ["bash", emit.write("slurm", trials, "sweep", cwd=str(tmp_path), memory="1G",
+                                      **options)]  # fmt: skip
+        index = {"SLURM_ARRAY_TASK_ID": "1"}
+    shell = subprocess.Popen(command, env={**os.environ, **index, "MARKS": str(marks)},
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    started = marks / "started"
+    try:
+        for _ in range(600):
+            if started.exists() or shell.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert started.exists(), shell.communicate()
+        shell.send_signal(signal.SIGTERM)
+        _, err = shell.communicate(timeout=30)
+        assert (marks / "term").exists(), err  # the trial got it, and saved
+        assert shell.returncode == 143, err  # preempted: recreated, not counted as a failure
+        record = trials_lib.read_record(trials[1].workdir)
+        assert record["returncode"] == 143 and record["ended"], record
+        if launcher == "k8s":  # and the time to save before the SIGKILL
+            assert pod["terminationGracePeriodSeconds"] == emit.K8S_GRACE_SECONDS >= 120
+    finally:
+        if shell.poll() is None:
+            shell.kill()
+        if started.exists():  # a trial left training (it was, before)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(started.read_text()), signal.SIGKILL)
+
+
 def test_a_slurm_task_runs_the_sweeps_python_as_command_sh_does(tmp_path, monkeypatch):
     """sweep.sbatch ran a bare `ann train ...` from PATH where the trial's command.sh runs the
     sweep's own interpreter (`PYTHON -P -m ann train ...`): on a node whose shell had not the
@@ -2704,8 +2769,10 @@ def test_a_slurm_script_over_the_default_script_size_is_warned_about(tmp_path, m
     """sbatch refuses a script over max_script_size (4 MiB by default): about 10,000 trials
     of long commands. Said when it is written, as the cluster's limit may be higher."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(emit, "SLURM_MAX_SCRIPT_BYTES", 7000)
     trials = _many_trials(tmp_path, 30)
+    # Between the script of 30 trials and that of 60.
+    monkeypatch.setattr(emit, "SLURM_MAX_SCRIPT_BYTES", len(emit.slurm(trials, "sweep", str(
+        tmp_path), 0, 1, "1G").encode()) + 15 * len(trials[0].command().encode()))  # fmt: skip
     emit.write("slurm", trials, "sweep", cwd=str(tmp_path), parallel=0, cpus=1, memory="1G")
     assert capsys.readouterr().err == ""
     emit.write("slurm", _many_trials(tmp_path, 60), "sweep", cwd=str(tmp_path), parallel=0,

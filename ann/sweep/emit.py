@@ -79,6 +79,17 @@ RECORD
   [ -s "$1/trial.json.tmp" ] && mv "$1/trial.json.tmp" "$1/trial.json"  # not if it failed
 }}
 
+# A SIGTERM (a pod's preemption, a job's time limit) is passed on to the trial, which saves and
+# exits 143; this shell waits for it and records that. (A pod's shell is its PID 1, which the
+# kernel spares every signal it has no handler for: the kubelet's SIGTERM was dropped, and ann
+# trained on to the SIGKILL.) A Ctrl-C reaches the trial from the terminal itself.
+TRIAL="" STOP=""
+on_term() {{
+  if [ -n "$TRIAL" ]; then kill -TERM "$TRIAL" 2>/dev/null; else STOP=TERM; fi
+}}
+trap on_term TERM
+trap : INT
+
 run_trial() {{
   local dir=$1; shift
   mkdir -p "$dir"
@@ -86,12 +97,26 @@ run_trial() {{
     echo "trial $INDEX ($dir) is finished: nothing to run" >&2
     return 0
   fi
-  local rc=0
+  local rc=143  # (stopped before it started)
   record_trial "$dir" start  # (before the first beat: it reads the last attempt's)
   touch "$dir/{heartbeat}"
   (while sleep {beat}; do touch "$dir/{heartbeat}"; done) >/dev/null 2>&1 &
   local beating=$!
-  "$@" >>"$dir/stdout.log" 2>>"$dir/stderr.log" || rc=$?
+  if [ -z "$STOP" ]; then
+    # In the background, so that the shell can pass a SIGTERM on (`trap - INT`: a background
+    # job would ignore Ctrl-C).
+    (trap - INT; exec "$@") >>"$dir/stdout.log" 2>>"$dir/stderr.log" &
+    TRIAL=$!
+    [ -z "$STOP" ] || kill -TERM "$TRIAL" 2>/dev/null  # one that came as it started
+    wait "$TRIAL"; rc=$?
+    while kill -0 "$TRIAL" 2>/dev/null; do wait "$TRIAL"; rc=$?; done  # a signal cut it short
+    if [ "$rc" -gt 128 ]; then  # a signal may have cut the last wait short as the trial ended
+      wait "$TRIAL" 2>/dev/null
+      local again=$?
+      [ "$again" -eq 127 ] || rc=$again  # its own status, which bash keeps (127: rc is it)
+    fi
+    TRIAL=""
+  fi
   kill "$beating" 2>/dev/null
   record_trial "$dir" end "$rc"
   return "$rc"
@@ -329,6 +354,9 @@ def pod_pythonpath(trial: Trial, root: str) -> list[str]:
 # of trials, at about 13 bytes each gzipped), which the pods mount and run, applied with
 # `kubectl apply --server-side` (no annotation).
 K8S_INLINE_BYTES = 100_000
+# A pod's grace period (Kubernetes' default is 30 s), as scripts/cluster/k8s_train_job.yaml's:
+# a preempted trial saves a checkpoint before it exits 143.
+K8S_GRACE_SECONDS = 120
 K8S_CONFIGMAP_BYTES = 1_000_000
 K8S_SCRIPTS = "/ann-trials"
 
@@ -443,6 +471,8 @@ spec:
   template:
     spec:
       restartPolicy: Never
+      # Between the SIGTERM and the SIGKILL: time for the checkpoint the SIGTERM asks for.
+      terminationGracePeriodSeconds: {K8S_GRACE_SECONDS}
       containers:
         - name: trial
           image: {image}
