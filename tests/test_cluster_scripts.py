@@ -20,7 +20,48 @@ def test_slurm_script_runs_one_task_per_node_and_saves_on_sigterm():
     text = (ROOT / "scripts/cluster/slurm_train.sbatch").read_text()
     assert "#SBATCH --ntasks-per-node=1" in text
     assert "#SBATCH --signal=TERM@" in text
-    assert "srun" in text and "ann train --distributed=auto" in text
+
+
+def _fake(path, body):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"#!/usr/bin/env bash\n{body}\n")
+    path.chmod(0o755)
+
+
+def test_slurm_script_runs_the_venvs_python_and_lets_every_task_finish_its_save(tmp_path):
+    """It ran a bare `ann` (with `sbatch --export=NONE`, or on a node without the venv on its
+    PATH: "env: 'ann': No such file or directory", as the sweep's script did), and `srun
+    --kill-on-bad-exit=1`: the first task to exit 143 after a SIGTERM's save (the normal
+    preemption) made srun kill the others, maybe before their save finished."""
+    srun = tmp_path / "bin" / "srun"
+    _fake(srun, 'printf "%s\\n" "$@" > "$SRUN_ARGS"')
+    submitted = tmp_path / "project"
+    _fake(submitted / ".venv" / "bin" / "python", "exit 0")  # imports ann
+    other = tmp_path / "other" / "bin" / "python"
+    _fake(other, "exit 0")
+    env = {"PATH": f"{srun.parent}:/usr/bin:/bin", "SRUN_ARGS": str(tmp_path / "args"),
+           "SLURM_SUBMIT_DIR": str(submitted)}  # fmt: skip  # --export=NONE: no venv, no ann
+    flags = ["--config=configs/digits_cnn.py", "--workdir=/shared/runs/x"]
+
+    def run(**extra):
+        return subprocess.run(
+            ["bash", str(ROOT / "scripts/cluster/slurm_train.sbatch"), *flags],
+            env={**env, **extra}, capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+
+    for extra, python in [({}, submitted / ".venv" / "bin" / "python"),
+                          ({"VIRTUAL_ENV": str(other.parent.parent)}, other),
+                          ({"ANN_PYTHON": str(other)}, other)]:  # fmt: skip
+        done = run(**extra)
+        assert done.returncode == 0, done.stderr
+        args = (tmp_path / "args").read_text().splitlines()
+        assert args == ["--kill-on-bad-exit=0", str(python), "-m", "ann.main",
+                        "--distributed=auto", *flags], args  # fmt: skip
+    _fake(other, "exit 1")  # cannot import ann: one line naming the fix, before srun
+    done = run(ANN_PYTHON=str(other))
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith(f"error: slurm_train.sbatch: {other} cannot import ann;")
+    assert "ANN_PYTHON=/path/to/venv/bin/python" in done.stderr
 
 
 def test_k8s_job_is_indexed_and_wires_the_process_id():
