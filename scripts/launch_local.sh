@@ -39,6 +39,10 @@ for ((i = 0; i < n; i++)); do
   pids+=($!)
 done
 set +m
+# bash's own job notices (`launch_local.sh: line 83: 3404 Killed python3 -m ann.main ...` for a
+# process this script killed) are noise: its stderr goes to /dev/null from here, its lines to
+# fd 3 (the processes keep the stderr they were started with).
+exec 3>&2 2>/dev/null
 # Watch all processes: when one fails, stop the others at once rather than leave them blocked
 # in a collective with a dead peer.
 status=0
@@ -71,9 +75,17 @@ while [ "${#alive[@]}" -gt 0 ]; do
       # at Orbax's commit barrier until the heartbeat timeout, 5 minutes, then crashed); their
       # last complete checkpoint is what a rerun resumes from. An interrupted one (130, Ctrl-C;
       # 143, SIGTERM) leaves them to finish saving the step they agreed on.
+      # The same command resumes only where a signal ended the process (137: kill -9, the OOM
+      # killer; 134: an abort); one that refused to start or failed (status 1: a config error,
+      # a held workdir, a lost peer) says why in its own error line, and would again.
       if [ "$code" -ne 130 ] && [ "$code" -ne 143 ]; then
+        if [ "$code" -gt 128 ]; then
+          why="the same command resumes from the last complete checkpoint"
+        else
+          why="its error line above says why"
+        fi
         echo "launch_local.sh: a process ended with status $code; stopping the others now" \
-          "(a checkpoint needs every process); the same command resumes from the last one" >&2
+          "(a checkpoint needs every process); $why" >&3
         for p in "${pids[@]}"; do kill -KILL -- "-$p" 2>/dev/null || kill -KILL "$p" 2>/dev/null; done
       fi
     fi

@@ -1,6 +1,8 @@
 """The launch scripts parse: shell syntax, and Kubernetes manifests with the fields they need."""
 
+import os
 import subprocess
+import sys
 
 import yaml
 from conftest import ROOT
@@ -98,3 +100,32 @@ def test_k8s_job_recreates_a_pod_that_saved_and_exited_143():
     container = job["spec"]["template"]["spec"]["containers"][0]["name"]
     assert by_code[0]["onExitCodes"]["containerName"] == container
     assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+
+
+def test_launch_local_says_resume_only_where_it_holds_and_no_job_notices(tmp_path):
+    """After every process refused to start (a config error, a held workdir: status 1) it said
+    `... the same command resumes from the last one`, which then failed the same way, and bash
+    added `launch_local.sh: line 83: 3404 Killed python3 -m ann.main ...` for the process it
+    killed. Process 0 here stands in failing (or killed: 137), process 1 trains on."""
+    python = tmp_path / "bin" / "python3"
+    _fake(
+        python,
+        f"""if [ "$1" = -c ]; then exec {sys.executable} "$@"; fi
+case " $* " in *" --process_id=0 "*) sleep 0.2; echo "error: bad config" >&2
+  [ "$STATUS" = 1 ] && exit 1; kill -KILL $$;; esac
+exec sleep 60""",
+    )
+    resumes = "the same command resumes from the last complete checkpoint"
+    for status, why in [(1, "its error line above says why"), (137, resumes)]:
+        done = subprocess.run(
+            ["bash", str(ROOT / "scripts/launch_local.sh"), "2", "--", "--workdir=x"],
+            env={**os.environ, "PATH": f"{python.parent}:{os.environ['PATH']}",
+                 "STATUS": str(status)},
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == status, done.stderr
+        assert done.stderr.splitlines() == [
+            "error: bad config",
+            f"launch_local.sh: a process ended with status {status}; stopping the others now "
+            f"(a checkpoint needs every process); {why}",
+        ], done.stderr
