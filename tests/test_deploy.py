@@ -39,9 +39,9 @@ def test_dockerfile():
             shlex.split(rest)  # balanced quotes
 
 
-def test_the_build_context_leaves_out_venvs_and_keeps_what_the_image_copies():
-    # Without a .dockerignore, `docker build ... .` after the Quick start sent .venv (1.6 GB),
-    # .git and every run's checkpoints to the daemon.
+def ignored(path: str) -> bool:
+    """Whether .dockerignore leaves `path` out of the build context (Docker's rules as far as
+    its patterns go)."""
     import fnmatch
 
     patterns = [
@@ -49,16 +49,18 @@ def test_the_build_context_leaves_out_venvs_and_keeps_what_the_image_copies():
         for line in (DEPLOY.parent.parent / ".dockerignore").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     ]
+    parts = path.split("/")
+    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    return any(
+        fnmatch.fnmatch(prefix, p) or fnmatch.fnmatch(prefix, p.removeprefix("**/"))
+        or fnmatch.fnmatch(prefix.rsplit("/", 1)[-1], p.removeprefix("**/"))
+        for p in patterns for prefix in prefixes
+    )  # fmt: skip
 
-    def ignored(path: str) -> bool:  # Docker's rules as far as these patterns go
-        parts = path.split("/")
-        prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
-        return any(
-            fnmatch.fnmatch(prefix, p) or fnmatch.fnmatch(prefix, p.removeprefix("**/"))
-            or fnmatch.fnmatch(prefix.rsplit("/", 1)[-1], p.removeprefix("**/"))
-            for p in patterns for prefix in prefixes
-        )  # fmt: skip
 
+def test_the_build_context_leaves_out_venvs_and_keeps_what_the_image_copies():
+    # Without a .dockerignore, `docker build ... .` after the Quick start sent .venv (1.6 GB),
+    # .git and every run's checkpoints to the daemon.
     for path in (".venv/lib/x.py", ".git/HEAD", "runs/digits_cnn/checkpoints/600/x",
                  "ann/__pycache__/x.pyc"):  # fmt: skip
         assert ignored(path), path
@@ -182,6 +184,61 @@ def test_kubernetes_manifests():
     assert "token" not in kargs
     [token] = [e for e in kc["env"] if e["name"] == "ANN_SERVE_TOKEN"]
     assert token["valueFrom"]["secretKeyRef"]["optional"] is False  # required
+
+
+def test_the_training_image_and_the_cluster_scripts_fit_together():
+    """README's "On a cluster" could not be followed: no training image (the one Dockerfile is
+    the server's: no training dependencies, no configs/), the Job's relative --config with no
+    workingDir, `image: ann-train:latest` (the kubelet pulls :latest always, so an image built
+    or loaded on the nodes never started), and `pip install .` gives the CPU jaxlib, on which
+    pods given 8 GPUs train on their CPUs."""
+    import subprocess
+
+    from absl import flags
+
+    import ann.main  # noqa: F401  (its flags)
+
+    root = DEPLOY.parent.parent
+    steps = dockerfile_instructions((root / "scripts/cluster/Dockerfile.train").read_text())
+    assert steps[0][0] == "FROM" and all(op in INSTRUCTIONS and rest for op, rest in steps)
+    copied = [rest.split()[0] for op, rest in steps if op == "COPY"]
+    assert {"pyproject.toml", "ann", "experiments", "configs"} <= set(copied)
+    for path in copied:
+        assert (root / path).exists() and not ignored(path), path
+    assert ("ARG", "JAX_EXTRA=cuda12") in steps  # the GPUs' jaxlib unless told otherwise
+    [install] = [rest for op, rest in steps if op == "RUN" and "pip install" in rest]
+    for extra, packages in [("cuda12", [".", "jax[cuda12]"]), ("", ["."])]:
+        argv = subprocess.run(  # the RUN line as the build's shell expands it
+            ["sh", "-c", install.replace("pip install", "printf '%s\\n'", 1)],
+            env={"JAX_EXTRA": extra, "PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
+        ).stdout.split()  # fmt: skip
+        assert argv == ["--no-cache-dir", *packages], argv
+    [workdir] = [rest for op, rest in steps if op == "WORKDIR"]
+
+    service, job = yaml.safe_load_all((root / "scripts/cluster/k8s_train_job.yaml").read_text())
+    pod = job["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert container["workingDir"] == workdir  # where the relative --config is read
+    image, tag = container["image"].rsplit(":", 1)
+    assert tag != "latest" and container["imagePullPolicy"] == "IfNotPresent", container
+    assert container["command"][:3] == ["python", "-m", "ann.main"]
+    args = dict(a.removeprefix("--").split("=", 1) for a in container["command"][3:])
+    for name in args:
+        assert name in flags.FLAGS, name  # a real ann train flag
+    path = args["config"].split(":")[0]
+    assert not path.startswith("/") and (root / path).exists() and path.split("/")[0] in copied
+    # What must change together: the processes, the coordinator's pod and Service, the GPUs.
+    spec = job["spec"]
+    assert spec["completions"] == spec["parallelism"] == int(args["num_processes"])
+    host, port = args["coordinator_address"].split(":")
+    assert host == f"{job['metadata']['name']}-0.{service['metadata']['name']}"
+    assert pod["subdomain"] == service["metadata"]["name"]
+    assert int(port) == service["spec"]["ports"][0]["port"]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] > 0  # with jax[cuda12], above
+
+    sbatch = (root / "scripts/cluster/slurm_train.sbatch").read_text()
+    for name in re.findall(r"-m ann\.main (.*)", sbatch)[0].replace('"$@"', "").split():
+        assert name.removeprefix("--").split("=")[0] in flags.FLAGS, name
 
 
 def server_args(argv: list[str]) -> dict[str, str]:
