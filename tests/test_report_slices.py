@@ -13,6 +13,7 @@ import types
 
 import numpy as np
 import pytest
+import report_doc
 from sklearn import metrics as skm
 
 from ann import config as config_lib
@@ -1308,8 +1309,15 @@ def test_the_anomaly_report_marks_the_deployed_threshold():
     assert deployed["precision"] == pytest.approx(skm.precision_score(labels, flagged))  # 2 of 3
     assert deployed["recall"] == pytest.approx(skm.recall_score(labels, flagged))  # 2 of 3
     assert deployed["flagged"] == pytest.approx(0.5)
-    assert (
-        "deployed threshold 0.9 " in section.notes[-1] and "precision 0.6667" in section.notes[-1]
+    # In the headline (the first line), the number a deployment flags rows with: it was a
+    # second line under the AUROC, and README calls it the number to deploy with.
+    assert section.notes[0] == (
+        "auroc 0.6667 (3 normal, 3 anomalous rows); deployed threshold 0.9000 (flag a score "
+        "above it): precision 0.6667, recall 0.6667, 3 of 6 rows flagged"
+    )
+    assert section.notes[1] == (
+        "the deployed threshold is training's eval/threshold (an export's metadata "
+        'metrics["eval/threshold"]): the 0.9 quantile of 101 calibration rows\' scores'
     )
     (ax,) = section.figures["score_histogram"].axes
     assert any(list(line.get_xdata()) == [0.9, 0.9] for line in ax.get_lines())
@@ -1318,9 +1326,61 @@ def test_the_anomaly_report_marks_the_deployed_threshold():
     rendered(section)
 
 
-def every_kind_sections(split: str) -> dict[str, list]:
+def test_the_anomaly_report_gives_the_auroc_of_each_breakdown_class():
+    # digits_autoencoder's run logs val/auroc_8 and val/auroc_9 (task.breakdown=digit); the
+    # report printed the overall AUROC only.
+    from experiments.anomaly_detection import AnomalyDetection
+
+    exp = types.SimpleNamespace(
+        label_key="label",
+        class_names=AnomalyDetection.class_names,
+        breakdown="digit",
+        breakdown_names=[str(d) for d in range(10)],
+    )
+    labels = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1])
+    digit = np.array([1, 2, 3, 4, 8, 8, 9, 9, 9])
+    score = np.array([0.1, 0.2, 0.5, 0.3, 0.6, 0.15, 0.9, 0.45, 0.8])
+    rows = {"label": labels, "digit": digit}
+    preds = make_preds("anomaly_detection", rows, {"score": score}, exp)
+    preds = dataclasses.replace(preds, split="validation")
+    (section,) = sections_for("anomaly_detection")(preds)
+    by_class = section.metrics["by_class"]
+    assert section.metrics["breakdown"] == "digit" and list(by_class) == ["8", "9"]
+    assert [c["anomalous_rows"] for c in by_class.values()] == [2, 3]
+    for name, d in (("8", 8), ("9", 9)):  # that digit's anomalies against every normal row
+        keep = (labels == 0) | (digit == d)
+        expected = skm.roc_auc_score(labels[keep], score[keep])
+        assert by_class[name]["auroc"] == pytest.approx(expected)
+    assert section.notes[-1] == (
+        "auroc by digit (its anomalous rows against every normal row: training's "
+        "val/auroc_<digit>): 8 0.6250 (2 rows), 9 0.9167 (3 rows)"
+    )
+    assert "<td>9</td><td>0.9167</td>" in html._metrics_tables(section.metrics)
+    # The same numbers as training's eval_metrics (what logs val/auroc_<class>).
+    trained = AnomalyDetection.eval_metrics(
+        types.SimpleNamespace(
+            settings={"threshold_quantile": 0.99}, breakdown="digit",
+            breakdown_names=exp.breakdown_names,
+        ),
+        {"normal_error": 0.0, "normal_count": 4.0, "reference_scores": score, "batches": 1.0},
+        {"score": score, "targets": labels, "group": digit},
+    )  # fmt: skip
+    assert trained["auroc_8"] == pytest.approx(by_class["8"]["auroc"])
+    assert trained["auroc_9"] == pytest.approx(by_class["9"]["auroc"])
+    report = {"report": "model", "experiment": "anomaly_detection",
+              "splits": {"validation": {"sections": {section.key: section.metrics}}}}  # fmt: skip
+    assert report_doc.undocumented(report) == []
+    # Without a breakdown (or its field), no key and no line.
+    (plain,) = sections_for("anomaly_detection")(
+        make_preds("anomaly_detection", {"label": labels}, {"score": score}, exp)
+    )
+    assert "by_class" not in plain.metrics and len(plain.notes) == 1
+
+
+def every_kind_sections(split: str, at_least: int = 0) -> dict[str, list]:
     """Experiment name -> the sections (with a slices section where the kind has slice metrics)
-    of small synthetic Predictions of the `split`, for what holds of every report picture."""
+    of small synthetic Predictions of the `split`, for what holds of every report picture; each
+    kind's rows repeated until there are `at_least` of them."""
     from experiments.anomaly_detection import AnomalyDetection
 
     rng = np.random.default_rng(0)

@@ -4,7 +4,9 @@ curve with its area (scikit-learn's roc_curve and roc_auc_score). With the model
 threshold a deployment flags rows above (`deployed_threshold`: training's `eval/threshold`, the
 `task.threshold_quantile` quantile of the calibration rows' scores; the export records it as
 its manifest's `metrics["eval/threshold"]`), marked on the histogram, and the precision and
-recall of the anomalous class at it (scikit-learn's precision_score and recall_score)."""
+recall of the anomalous class at it (scikit-learn's precision_score and recall_score), all in
+the first line; with `task.breakdown`, the AUROC of each of its classes' anomalies against
+every normal row, as training's `auroc_<class>`."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from sklearn.metrics import precision_score, recall_score, roc_auc_score, roc_curve
 
-from ann.report import metric_text
+from ann.report import metric_prefix, metric_text, significant
 from ann.report.predictions import Predictions
 from ann.report.sections import Section
 
@@ -58,14 +60,14 @@ def histogram_figure(
             weights = np.full(len(values), 1 / len(values))
             ax.hist(values, bins=edges, weights=weights, alpha=0.55, color=color, label=name)
     if threshold is not None:
-        ax.axvline(threshold, color="black", ls="--", lw=1.2,
-                   label=f"deployed threshold {threshold:.4g} (flagged above)")  # fmt: skip
+        label = f"deployed threshold {significant(threshold)} (flagged above)"
+        ax.axvline(threshold, color="black", ls="--", lw=1.2, label=label)
     if log:
         ax.set_xscale("log")
     ax.set_xlabel("anomaly score (reconstruction MSE, standardized units)")
     ax.set_ylabel("share of the class's rows")
     ax.set_title(
-        f"Score distributions ({split}, {len(normal)} normal, {len(anomalous)} anomalous rows)",
+        f"Score distributions ({split}, {len(normal):,} normal, {len(anomalous):,} anomalous rows)",
         fontsize=10,
     )
     ax.legend(fontsize=8)
@@ -87,9 +89,34 @@ def roc_figure(fpr: np.ndarray, tpr: np.ndarray, auroc: float, split: str, rows:
     return fig
 
 
+def breakdown(preds: Predictions, labels: np.ndarray, score: np.ndarray) -> dict | None:
+    """The AUROC of each class of the experiment's `task.breakdown` feature (e.g. the digit of
+    `digits_novelty`) that has anomalous rows: that class's anomalous rows against every normal
+    row, as training logs `val/auroc_<class>` (`AnomalyDetection.eval_metrics`). {"breakdown":
+    the field, "by_class": {class: {"auroc": AUROC or None (no normal rows), "anomalous_rows"}}}
+    (by_class a table in index.html); None when the experiment has no breakdown or the split's
+    rows lack its field."""
+    field = getattr(preds.experiment, "breakdown", "")
+    names = list(getattr(preds.experiment, "breakdown_names", []))
+    if not field or field not in preds.rows:
+        return None
+    group = np.asarray(preds.rows[field]).astype(np.int64)
+    anomalous, normal = labels == 1, labels == 0
+    by_class = {}
+    for g in np.unique(group[anomalous]):
+        name = names[g] if 0 <= g < len(names) else str(g)
+        keep = normal | (anomalous & (group == g))
+        by_class[name] = {
+            "auroc": float(roc_auc_score(labels[keep], score[keep])) if normal.any() else None,
+            "anomalous_rows": int((anomalous & (group == g)).sum()),
+        }
+    return {"breakdown": field, "by_class": by_class}
+
+
 def sections(preds: Predictions) -> list[Section]:
     """Score quantiles per class, auroc and the ROC curve's points (None and no curve when the
-    split holds only one class)."""
+    split holds only one class); with the model, the deployed threshold and the precision and
+    recall at it, said in the first line; with `task.breakdown`, the AUROC per class of it."""
     labels = np.asarray(preds.rows[preds.experiment.label_key]).astype(np.int64)
     score = np.asarray(preds.outputs["score"], np.float64)
     normal, anomalous = score[labels == 0], score[labels == 1]
@@ -105,36 +132,53 @@ def sections(preds: Predictions) -> list[Section]:
     deployed = deployed_threshold(preds)
     threshold = deployed["value"] if deployed else None
     figures = {"score_histogram": histogram_figure(normal, anomalous, preds.split, threshold)}
-    notes = []
-    if deployed:
-        flagged = score > threshold
-        deployed["flagged"] = float(flagged.mean()) if len(flagged) else None
-        if len(anomalous):  # precision and recall of the anomalous class
-            deployed["precision"] = float(precision_score(labels, flagged, zero_division=0))
-            deployed["recall"] = float(recall_score(labels, flagged, zero_division=0))
-        metrics["threshold"] = deployed
-        at = (
-            f": precision {deployed['precision']:.4f}, recall {deployed['recall']:.4f}"
-            if len(anomalous)
-            else ""
-        )
-        notes.append(
-            f"deployed threshold {threshold:.4g} (the {deployed['quantile']:g} quantile of "
-            f"{deployed['calibration_rows']} calibration rows' scores: training's "
-            f"eval/threshold){at}; {flagged.sum()} of {len(flagged)} rows flagged"
-        )
     if len(normal) and len(anomalous):
         fpr, tpr, _ = roc_curve(labels, score)
         auroc = float(roc_auc_score(labels, score))
         metrics["auroc"] = auroc
         metrics["roc"] = {"fpr": fpr.tolist(), "tpr": tpr.tolist()}
-        rows = f"{len(normal)} normal, {len(anomalous)} anomalous rows"
+        rows = f"{len(normal):,} normal, {len(anomalous):,} anomalous rows"
         figures["roc"] = roc_figure(fpr, tpr, auroc, preds.split, rows)
-        note = f"auroc {auroc:.4f} ({rows})"
+        headline = f"auroc {auroc:.4f} ({rows})"
     else:
         metrics["auroc"] = None
-        note = (
+        headline = (
             f"no ROC: the {preds.split} split has only "
             f"{'normal' if len(normal) else 'anomalous'} rows"
         )
-    return [Section(title="Anomaly scores", metrics=metrics, figures=figures, notes=[note, *notes])]
+    notes = []
+    if deployed:
+        # The number a deployment flags rows with, in the headline: it was the second line,
+        # under the AUROC, which no deployment uses.
+        flagged = score > threshold
+        deployed["flagged"] = float(flagged.mean()) if len(flagged) else None
+        at = ""
+        if len(anomalous):  # precision and recall of the anomalous class
+            deployed["precision"] = float(precision_score(labels, flagged, zero_division=0))
+            deployed["recall"] = float(recall_score(labels, flagged, zero_division=0))
+            at = f"precision {deployed['precision']:.4f}, recall {deployed['recall']:.4f}, "
+        metrics["threshold"] = deployed
+        headline += (
+            f"; deployed threshold {significant(threshold)} (flag a score above it): "
+            f"{at}{int(flagged.sum()):,} of {len(flagged):,} rows flagged"
+        )
+        notes.append(
+            f"the deployed threshold is training's eval/threshold (an export's "
+            f'metadata metrics["eval/threshold"]): the {deployed["quantile"]:g} quantile of '
+            f"{deployed['calibration_rows']:,} calibration rows' scores"
+        )
+    per_class = breakdown(preds, labels, score)
+    if per_class:
+        metrics.update(per_class)
+        field, prefix = per_class["breakdown"], metric_prefix(preds.split)
+        shown = ", ".join(
+            f"{name} {metric_text('auroc', c['auroc'])} ({c['anomalous_rows']:,} rows)"
+            for name, c in per_class["by_class"].items()
+        )
+        notes.append(
+            f"auroc by {field} (its anomalous rows against every normal row: training's "
+            f"{prefix}auroc_<{field}>): {shown or 'no anomalous rows'}"
+        )
+    return [
+        Section(title="Anomaly scores", metrics=metrics, figures=figures, notes=[headline, *notes])
+    ]
