@@ -988,13 +988,42 @@ def test_seq2seq_exact_match_by_length():
     ]
     assert m["exact_match"] == 0.25 + 0.25 and m["by_task"] == {"t0": 0.5, "t1": 0.5}
     assert m["decoded_token_accuracy"] == pytest.approx(10 / 12)  # 12 real tokens, 2 wrong
+    # By task, printed and charted (it was in report.json alone), and the lowest exact match
+    # looked for per task and length: digit_strings' lengths 4 and 7 are all `add`.
+    assert m["by_task_length"] == {
+        "t0": [{"length": 1, "count": 1, "exact_match": 1.0},
+               {"length": 3, "count": 1, "exact_match": 0.0}],
+        "t1": [{"length": 2, "count": 2, "exact_match": 0.5}],
+    }  # fmt: skip
     assert section.notes == [
         "exact match 0.5000, token accuracy of the greedy decoding 0.8333 (training's "
-        "token_accuracy is teacher-forced); lowest 0.0000 at length 3 (1 rows)"
+        "token_accuracy is teacher-forced); lowest 0.0000 for t0 at length 3 (1 rows)",
+        "exact match by task: t0 0.5000 (2 rows), t1 0.5000 (2 rows)",
     ]
+    figure = section.figures["exact_match_by_length"]
+    assert [ax.get_title() for ax in figure.axes] == [
+        "t0\n0.5000 of 2 rows",
+        "t1\n0.5000 of 2 rows",
+    ]
+    assert [[t.get_text() for t in ax.get_xticklabels()] for ax in figure.axes] == [
+        ["1", "3"],
+        ["2"],
+    ]
+    title = "Exact match by target length, per task (greedy decoding, test)"
+    assert figure.get_suptitle() == title
     # index.html's by_task table wrote each task's exact match as "0.5" beside "0.5000".
     assert "<tr><td>t0</td><td>0.5000</td></tr>" in html._metrics_tables(m)
     rendered(section)
+    report = {"report": "model", "experiment": "seq2seq",
+              "splits": {"test": {"sections": {section.key: m}}}}  # fmt: skip
+    assert report_doc.undocumented(report) == []
+    # Without a task field: one chart of every row, no by-task line.
+    (plain,) = sections_for("seq2seq")(
+        make_preds("seq2seq", {"target": target}, {"tokens": tokens}, exp)
+    )
+    assert "by_task_length" not in plain.metrics and len(plain.notes) == 1
+    assert plain.notes[0].endswith("lowest 0.0000 at length 3 (1 rows)")
+    assert len(plain.figures["exact_match_by_length"].axes) == 1
 
 
 def test_language_model_bits_per_char():

@@ -20,29 +20,49 @@ LM_ROWS = 32  # default of config.report.lm_rows: windows whose every character 
 CONTEXT_BINS = 16  # the bits-by-context curve averages positions in this many bins
 
 
-def length_figure(table: list[dict], split: str) -> Figure:
-    fig = Figure(figsize=(7.0, 4.0), layout="constrained")
-    ax = fig.add_subplot()
+def _length_bars(ax, table: list[dict]) -> None:
     x = np.arange(len(table))
     ax.bar(x, [t["exact_match"] for t in table])
     for xi, t in zip(x, table):
-        ax.text(xi, t["exact_match"], f"n={t['count']}", ha="center", va="bottom", fontsize=7)
+        ax.text(xi, t["exact_match"], f"n={t['count']:,}", ha="center", va="bottom", fontsize=7)
     ax.set_xticks(x, [str(t["length"]) for t in table], fontsize=8)
-    ax.set_xlabel("target length (tokens before <eos>)")
-    ax.set_ylabel("exact match")
     ax.set_ylim(0, 1.08)
-    ax.set_title(f"Exact match by target length (greedy decoding, {split})", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
+
+
+def length_figure(table: list[dict], split: str, by_task: dict[str, list[dict]] | None = None):
+    """Exact match by target length (`table`), or, given `by_task` (task -> its own table), one
+    panel per task: a length of one task only (digit_strings' 4 and 7 are all `add`) read as a
+    length every task fails."""
+    title = f"Exact match by target length (greedy decoding, {split})"
+    if not by_task:
+        fig = Figure(figsize=(7.0, 4.0), layout="constrained")
+        ax = fig.add_subplot()
+        _length_bars(ax, table)
+        ax.set_xlabel("target length (tokens before <eos>)")
+        ax.set_ylabel("exact match")
+        ax.set_title(title, fontsize=10)
+        return fig
+    width = sum(max(2.2, 0.4 * len(rows) + 1.0) for rows in by_task.values())
+    fig = Figure(figsize=(max(7.0, width), 4.0), layout="constrained")
+    axes = fig.subplots(
+        1, len(by_task), sharey=True, squeeze=False,
+        width_ratios=[max(2, len(rows)) for rows in by_task.values()],
+    )[0]  # fmt: skip
+    for ax, (task, rows) in zip(axes, by_task.items()):
+        _length_bars(ax, rows)
+        count = sum(r["count"] for r in rows)
+        exact = sum(r["exact_match"] * r["count"] for r in rows) / max(count, 1)
+        ax.set_title(f"{task}\n{metric_text('exact_match', exact)} of {count:,} rows", fontsize=9)
+    axes[0].set_ylabel("exact match")
+    fig.supxlabel("target length (tokens before <eos>)", fontsize=10)
+    fig.suptitle(title.replace("length (", "length, per task ("), fontsize=10)
     return fig
 
 
-def seq2seq(preds: Predictions) -> list[Section]:
-    """exact_match and decoded_token_accuracy (`task_metrics.seq2seq`), by_length: [{length, count,
-    exact_match}], and by_task: {task: exact_match} where the rows have a `task` field."""
-    target = np.asarray(preds.rows["target"])
-    exact = (np.asarray(preds.outputs["tokens"]) == target).all(-1)
-    lengths = target_lengths(preds)
-    table = [
+def _by_length(lengths: np.ndarray, exact: np.ndarray) -> list[dict]:
+    """[{length, count, exact_match}] for each distinct length, shortest first."""
+    return [
         {
             "length": int(n),
             "count": int((lengths == n).sum()),
@@ -50,27 +70,53 @@ def seq2seq(preds: Predictions) -> list[Section]:
         }
         for n in np.unique(lengths)
     ]
+
+
+def seq2seq(preds: Predictions) -> list[Section]:
+    """exact_match and decoded_token_accuracy (`task_metrics.seq2seq`), by_length: [{length, count,
+    exact_match}]; where the rows have a `task` field, by_task: {task: exact_match} and
+    by_task_length: {task: [{length, count, exact_match}]}, each task printed and charted apart
+    (the lengths of digit_strings' tasks differ, so by_length mixes them)."""
+    target = np.asarray(preds.rows["target"])
+    exact = (np.asarray(preds.outputs["tokens"]) == target).all(-1)
+    lengths = target_lengths(preds)
+    table = _by_length(lengths, exact)
     metrics = {**seq2seq_metrics(preds, np.arange(len(target))), "by_length": table}
     names = getattr(preds.experiment, "task_names", [])
+    notes = []
+    cells = [(None, t) for t in table]  # where the lowest exact match is looked for
+    by_task_length = None
     if names and "task" in preds.rows:
         task = np.asarray(preds.rows["task"])
-        metrics["by_task"] = {
-            name: float(exact[task == k].mean())
-            for k, name in enumerate(names)
-            if (task == k).any()
+        present = [(k, name) for k, name in enumerate(names) if (task == k).any()]
+        metrics["by_task"] = {name: float(exact[task == k].mean()) for k, name in present}
+        by_task_length = {
+            name: _by_length(lengths[task == k], exact[task == k]) for k, name in present
         }
-    worst, tied = extreme(table, lambda t: t["exact_match"])
+        metrics["by_task_length"] = by_task_length
+        notes.append(
+            "exact match by task: "
+            + ", ".join(
+                f"{name} {metric_text('exact_match', metrics['by_task'][name])} "
+                f"({int((task == k).sum()):,} rows)"
+                for k, name in present
+            )
+        )
+        cells = [(name, t) for name, rows in by_task_length.items() for t in rows]
+    (where, worst), tied = extreme(cells, lambda c: c[1]["exact_match"])
     lowest = metric_text("exact_match", worst["exact_match"])
+    of = f" for {where}" if where is not None else ""
     return [
         Section(
             title="Exact match by target length",
             metrics=metrics,
-            figures={"exact_match_by_length": length_figure(table, preds.split)},
+            figures={"exact_match_by_length": length_figure(table, preds.split, by_task_length)},
             notes=[
                 f"exact match {metrics['exact_match']:.4f}, token accuracy of the greedy "
                 f"decoding {metrics['decoded_token_accuracy']:.4f} (training's token_accuracy "
-                f"is teacher-forced); lowest {lowest} at length {worst['length']} "
-                f"({worst['count']} rows){tied_text(tied)}"
+                f"is teacher-forced); lowest {lowest}{of} at length {worst['length']} "
+                f"({worst['count']:,} rows){tied_text(tied)}",
+                *notes,
             ],
         )
     ]
