@@ -893,6 +893,51 @@ def test_regression_residuals_and_deciles():
     assert "<td>r2</td><td>0.9000</td>" in html._metrics_tables({"r2": 0.9})
 
 
+def test_regression_report_scores_the_least_squares_baseline():
+    # Training logs val/baseline_rmse and rmse_ratio (diabetes: 52.20, 0.9915) and the manifest
+    # keeps them; the report left them out, so it could not say whether the MLP beats a line.
+    from sklearn.linear_model import LinearRegression
+
+    from ann.metrics.baselines import least_squares
+    from experiments.common import Standardizer
+
+    rng = np.random.default_rng(3)
+    weights = np.array([3.0, -2.0, 0.5])
+    train_x = rng.normal(10, 4, (80, 3))
+    train_y = train_x @ weights + rng.normal(0, 2, 80)
+    x = rng.normal(10, 4, (1200, 3))
+    target = x @ weights + rng.normal(0, 2, 1200)
+    prediction = target + rng.normal(0, 3, 1200)  # worse than the line
+    scale = Standardizer.per_channel(train_x)
+    fitted = least_squares(scale(train_x, np.float64), train_y[:, None])
+    exp = types.SimpleNamespace(
+        target_key="target", input_key="features", preprocess=scale, baseline=fitted
+    )
+    rows = {"target": target, "features": x}
+    residuals, _ = sections_for("regression")(
+        make_preds("regression", rows, {"prediction": prediction}, exp)
+    )
+    line = LinearRegression().fit(train_x, train_y).predict(x)
+    m = residuals.metrics
+    assert m["baseline_rmse"] == pytest.approx(math.sqrt(skm.mean_squared_error(target, line)))
+    assert m["baseline_mae"] == pytest.approx(skm.mean_absolute_error(target, line))
+    assert m["rmse_ratio"] == pytest.approx(m["rmse"] / m["baseline_rmse"]) and m["rmse_ratio"] > 1
+    assert residuals.notes == [
+        f"rmse {m['rmse']:#.4g}, mae {m['mae']:#.4g}, r2 {m['r2']:.4f} over 1,200 points; "
+        f"least-squares baseline rmse {m['baseline_rmse']:#.4g} (rmse_ratio "
+        f"{m['rmse_ratio']:.4f}: the model does not beat it)"
+    ]
+    report = {"report": "model", "experiment": "regression",
+              "splits": {"test": {"sections": {residuals.key: m}}}}  # fmt: skip
+    assert report_doc.undocumented(report) == []
+    # A run with task.baseline off has none: no key, no words.
+    without = types.SimpleNamespace(**{**vars(exp), "baseline": None})
+    (plain, _) = sections_for("regression")(
+        make_preds("regression", rows, {"prediction": prediction}, without)
+    )
+    assert "baseline_rmse" not in plain.metrics and "baseline" not in plain.notes[0]
+
+
 def test_forecasting_mae_by_horizon_against_seasonal_naive():
     # period 2, history [.., a, b]: the naive forecast is a, b, a, b...
     history = np.array([[[0.0], [1.0], [2.0], [3.0]], [[0.0], [0.0], [4.0], [6.0]]])

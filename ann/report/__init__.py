@@ -28,11 +28,13 @@ DECIMAL_METRICS = frozenset(
         "roc_auc", "macro_roc_auc", "average_precision", "macro_average_precision", "auroc",
         "anomalous_share", "recall_at_1", "recall_at_5", "recall_at_k", "map",
         "exact_match", "decoded_token_accuracy", "token_accuracy",
-        "r2", "mae_ratio",
+        "r2", "mae_ratio", "rmse_ratio",
         "ece", "mce", "classwise_ece", "nll", "brier", "bits_per_char", "unigram_bits_per_char",
     }
 )  # fmt: skip
-UNIT_METRICS = frozenset({"rmse", "mae", "naive_mae", "mean_score", "bias"})
+UNIT_METRICS = frozenset(
+    {"rmse", "mae", "naive_mae", "baseline_rmse", "baseline_mae", "mean_score", "bias"}
+)
 
 
 # Keys of the report's metrics whose values are documented in [0, 1] (docs/report.md): a score,

@@ -25,6 +25,20 @@ def _points(preds: Predictions) -> tuple[np.ndarray, np.ndarray]:
     return target, prediction
 
 
+def baseline_points(preds: Predictions) -> np.ndarray | None:
+    """The least-squares baseline's prediction float64 [points] for the split's rows, in the
+    order of `_points`: the experiment's `baseline` (weights, bias), fit on the train split's
+    standardized inputs at setup as training scores it (`val/baseline_rmse`); None for a run
+    with `task.baseline` off (or an experiment without one)."""
+    exp = preds.experiment
+    fitted = getattr(exp, "baseline", None)
+    if fitted is None or getattr(exp, "input_key", "") not in preds.rows:
+        return None
+    weights, bias = (np.asarray(v, np.float64) for v in fitted)
+    x = np.asarray(exp.preprocess(np.asarray(preds.rows[exp.input_key]), np.float64))
+    return (x.reshape(len(x), -1) @ weights + bias).reshape(-1)
+
+
 def by_target_decile(target: np.ndarray, prediction: np.ndarray) -> list[dict]:
     """One entry per decile of the target (`quantile_buckets`: [lo, hi), the last [lo, hi];
     tied edges merge deciles): low, high, count, rmse and mae (`regression_metrics`) and bias,
@@ -60,7 +74,7 @@ def residual_figure(target: np.ndarray, prediction: np.ndarray, units: str, spli
     ax.set_xlabel(f"predicted {units}")
     ax.set_ylabel("residual (target - predicted)")
     shown = "" if step == 1 else f", every {step}th shown"
-    ax.set_title(f"Residuals vs predicted ({split}, {len(target)} points{shown})", fontsize=10)
+    ax.set_title(f"Residuals vs predicted ({split}, {len(target):,} points{shown})", fontsize=10)
     ax.grid(alpha=0.3)
     return fig
 
@@ -84,21 +98,35 @@ def decile_figure(table: list[dict], units: str, split: str) -> Figure:
 
 
 def sections(preds: Predictions) -> list[Section]:
-    """Overall rmse, mae, r2; the residual scatter; the error by target decile."""
+    """Overall rmse, mae, r2 and, where the run fit one (`task.baseline`), the least-squares
+    baseline's rmse and mae and rmse_ratio (< 1: the model beats it); the residual scatter; the
+    error by target decile."""
     target, prediction = _points(preds)
     units = f"{preds.experiment.target_key}"
     overall = regression_metrics(prediction, target)
     table = by_target_decile(target, prediction)
     worst, tied = extreme(table, lambda t: t["mae"], lowest=False)
+    metrics = {**overall, "points": int(len(target))}
+    note = (
+        ", ".join(f"{k} {metric_text(k, overall[k])}" for k in ("rmse", "mae", "r2"))
+        + f" over {len(target):,} points"
+    )
+    baseline = baseline_points(preds)
+    if baseline is not None:  # training's baseline_rmse and rmse_ratio, for this split's rows
+        fit = regression_metrics(baseline, target)
+        ratio = overall["rmse"] / max(fit["rmse"], 1e-12)
+        metrics.update(baseline_rmse=fit["rmse"], baseline_mae=fit["mae"], rmse_ratio=ratio)
+        beats = "the model beats it" if ratio < 1 else "the model does not beat it"
+        note += (
+            f"; least-squares baseline rmse {metric_text('rmse', fit['rmse'])} (rmse_ratio "
+            f"{metric_text('rmse_ratio', ratio)}: {beats})"
+        )
     return [
         Section(
             title="Residuals",
-            metrics={**overall, "points": int(len(target))},
+            metrics=metrics,
             figures={"residuals": residual_figure(target, prediction, units, preds.split)},
-            notes=[
-                ", ".join(f"{k} {metric_text(k, overall[k])}" for k in ("rmse", "mae", "r2"))
-                + f" over {len(target)} points"
-            ],
+            notes=[note],
         ),
         Section(
             title="Error by target decile",
