@@ -348,6 +348,24 @@ def test_binary_threshold_by_hand():
     assert classification.thresholds(fake_predictions([0, 1, 2], np.eye(3) * 0.7 + 0.1)) is None
 
 
+def test_a_binary_headline_names_its_positive_class():
+    # Breast cancer's class 1 is `benign`: "ROC AUC 0.9982 ... (positive class)" read as the
+    # malignant class a user means.
+    p1 = np.array([0.1, 0.3, 0.4, 0.6, 0.8, 0.9])
+    preds = fake_predictions([0, 1, 0, 1, 1, 1], np.stack([1 - p1, p1], 1))
+    preds.experiment.class_names = ["malignant", "benign"]
+    section = classification.curves(preds)
+    assert section.notes == ["ROC AUC 0.8750, average precision 0.9500 (positive class 'benign')"]
+    assert section.metrics["kind"] == "positive class"  # report.json's value, as documented
+    titles = [axes.get_title() for axes in section.figures["curves"].axes[:2]]
+    assert titles == [
+        "ROC (positive class 'benign', test)",
+        "Precision-recall (positive class 'benign', test)",
+    ]
+    three = classification.curves(fake_predictions([0, 1, 2], np.eye(3) * 0.7 + 0.1))
+    assert three.notes[0].endswith("(one-vs-rest)")
+
+
 def test_worst_confusions_are_counted_and_drawn():
     # 2 -> 1 twice, 0 -> 2 once, every other row right; inputs are 8x8 "images".
     labels = [0, 1, 2, 2, 2, 0]

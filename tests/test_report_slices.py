@@ -419,6 +419,34 @@ def test_a_suggested_feature_index_is_one_that_cuts_the_rows():
         slicing.assign(preds, slice_spec.parse("field:flat"))
 
 
+def test_a_feature_slice_is_named_in_the_data_set_s_words():
+    # breast_cancer's slices read `features[0] q3 [13.77, 15.28)`; the data set names that
+    # element `mean radius` (scikit-learn's feature_names).
+    from sklearn.datasets import load_breast_cancer, load_diabetes
+
+    from ann.data.offline import BUILDERS, element_names
+
+    assert element_names("breast_cancer", "features") == tuple(load_breast_cancer().feature_names)
+    assert element_names("diabetes", "features") == tuple(load_diabetes().feature_names)
+    assert element_names("digits", "image") is None and element_names("nope", "x") is None
+    assert {n for n, b in BUILDERS.items() if hasattr(b, "ELEMENT_NAMES")} == {
+        "breast_cancer", "diabetes",
+    }  # fmt: skip
+    rng = np.random.default_rng(0)
+    rows = {"label": rng.integers(0, 2, 80), "features": rng.normal(size=(80, 30))}
+    exp = types.SimpleNamespace(label_key="label", class_names=["malignant", "benign"])
+    preds = make_preds("classification", rows, {"label": rows["label"]}, exp)
+    preds.config.data.name = "breast_cancer"
+    result = slices.slice_metrics(preds, "feature:features[2]:quantiles=2")
+    assert [s["name"].split(" [")[0] for s in result["slices"]] == [
+        "mean perimeter q1", "mean perimeter q2",
+    ]  # fmt: skip
+    # Another data set's (or an index into more than one axis) keeps the feature and index.
+    preds.config.data.name = "my_table"
+    result = slices.slice_metrics(preds, "feature:features[2]:quantiles=2")
+    assert result["slices"][0]["name"].startswith("features[2] q1 [")
+
+
 def test_a_field_of_one_value_is_never_suggested():
     # A regression's `label` entry was told "use e.g. 'feature:x[0]:quantiles=4'" of an input
     # constant on every row, and without that input "use e.g. 'field:a_kind'" of a field of one

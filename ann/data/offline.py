@@ -88,6 +88,20 @@ class BreastCancer(tfds.core.GeneratorBasedBuilder):
         "1.0.0": "Random stratified split.",
         "1.1.0": "validation: 15% of train, stratified; test unchanged.",
     }
+    # The name of each element of `features` (scikit-learn's `feature_names`, written out so
+    # that reading them imports nothing): `element_names`.
+    ELEMENT_NAMES = {
+        "features": (
+            "mean radius", "mean texture", "mean perimeter", "mean area", "mean smoothness",
+            "mean compactness", "mean concavity", "mean concave points", "mean symmetry",
+            "mean fractal dimension", "radius error", "texture error", "perimeter error",
+            "area error", "smoothness error", "compactness error", "concavity error",
+            "concave points error", "symmetry error", "fractal dimension error", "worst radius",
+            "worst texture", "worst perimeter", "worst area", "worst smoothness",
+            "worst compactness", "worst concavity", "worst concave points", "worst symmetry",
+            "worst fractal dimension",
+        )
+    }  # fmt: skip
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
@@ -131,6 +145,8 @@ class Diabetes(tfds.core.GeneratorBasedBuilder):
         "1.0.0": "Random split stratified on target deciles.",
         "1.1.0": "validation: 15% of train, stratified on target deciles; test unchanged.",
     }
+    # scikit-learn's `feature_names` (s1..s6: the six blood serum measurements).
+    ELEMENT_NAMES = {"features": ("age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6")}
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
@@ -178,3 +194,11 @@ BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
     "sensor_faults": SensorFaults,  # anomaly detection windows (ann/data/sensor_series.py)
     "digits_novelty": DigitsNovelty,  # digits 8, 9 held out (ann/data/digits_novelty.py)
 }
+
+
+def element_names(data: str, feature: str) -> tuple[str, ...] | None:
+    """The names of the elements of a 1-D `feature` of the data set `data` (`config.data.name`),
+    where its builder here knows them (`ELEMENT_NAMES`: breast_cancer's and diabetes'
+    `features`, in scikit-learn's words: `mean radius`, `bmi`); None for any other data set or
+    feature. For words a person reads (a report's slice names) instead of `features[0]`."""
+    return getattr(BUILDERS.get(data), "ELEMENT_NAMES", {}).get(feature)

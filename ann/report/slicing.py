@@ -239,13 +239,27 @@ def _feature_slices(preds: Any, spec: slice_spec.SliceSpec) -> tuple[np.ndarray,
         raise _fail(spec, ", and ".join(whys) + (f"; e.g. {fix!r}" if fix else ""), fix)
     values = column[(slice(None), *spec.index)]
     ids, edges = quantile_buckets(values, spec.quantiles)
-    label = spec.name + (f"[{','.join(map(str, spec.index))}]" if spec.index else "")
+    label = feature_label(preds, spec)
     last = len(edges) - 2
     names = [
         f"{label} q{b + 1} [{edges[b]:.4g}, {edges[b + 1]:.4g}{']' if b == last else ')'}"
         for b in range(len(edges) - 1)
     ]
     return ids, names
+
+
+def feature_label(preds: Any, spec: slice_spec.SliceSpec) -> str:
+    """How a `feature:` entry's slices name the value they cut: the element's name where the
+    data set's builder knows it (`ann.data.offline.element_names`: breast_cancer's
+    `features[0]` is `mean radius`: its slices read `mean radius q3 [13.77, 15.28)`, where
+    they read `features[0] q3 ...`), else the feature and index (`image[0,2,0]`)."""
+    from ann.data.offline import element_names
+
+    data = preds.config.get("data") if hasattr(preds.config, "get") else None
+    names = element_names(data.get("name"), spec.name) if data is not None else None
+    if names is not None and len(spec.index) == 1 and 0 <= spec.index[0] < len(names):
+        return names[spec.index[0]]
+    return spec.name + (f"[{','.join(map(str, spec.index))}]" if spec.index else "")
 
 
 def assign(preds: Any, spec: slice_spec.SliceSpec) -> tuple[np.ndarray, list[str]]:

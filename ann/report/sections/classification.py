@@ -191,12 +191,14 @@ def curves(preds: Predictions) -> Section:
                      label=f"{names[c]} (AP {ap[names[c]]:.4f})")  # fmt: skip
     roc_axes.plot([0, 1], [0, 1], ls="--", c="grey", lw=0.8, label="chance")
     kind = "positive class" if len(names) == 2 else "one-vs-rest"
+    # Named: breast cancer's class 1 is `benign`, and "(positive class)" read as malignant.
+    said = f"positive class {names[1]!r}" if len(names) == 2 else kind
     for axes, what, x, y in (
         (roc_axes, "ROC", "False positive rate", "True positive rate"),
         (pr_axes, "Precision-recall", "Recall", "Precision"),
     ):
         axes.set(xlim=(-0.01, 1.01), ylim=(-0.01, 1.02), xlabel=x, ylabel=y)
-        axes.set_title(f"{what} ({kind}, {preds.split})")
+        axes.set_title(f"{what} ({said}, {preds.split})")
         axes.grid(alpha=0.3)
         if 0 < len(auc) <= MAX_LEGEND_CLASSES:
             axes.legend(loc="lower right" if what == "ROC" else "lower left", fontsize=8)
@@ -212,7 +214,7 @@ def curves(preds: Predictions) -> Section:
     if auc:
         notes.append(
             f"ROC AUC {np.mean(list(auc.values())):.4f}, average precision "
-            f"{np.mean(list(ap.values())):.4f} ({kind})"
+            f"{np.mean(list(ap.values())):.4f} ({said})"
         )
     if missing:
         which = f"class{'es' * (len(missing) > 1)} {', '.join(missing)}"
