@@ -1549,10 +1549,33 @@ def every_kind_sections(split: str, at_least: int = 0) -> dict[str, list]:
     }
     found = {}
     for kind, (rows, outputs, exp, predict, specs) in kinds.items():
+        times = -(-at_least // len(next(iter(rows.values()))))
+        if times > 1:
+            rows, outputs = ({k: np.concatenate([v] * times) for k, v in d.items()}
+                             for d in (rows, outputs))  # fmt: skip
         preds = make_preds(kind, rows, outputs, exp, predict, slices=specs)
         preds = dataclasses.replace(preds, split=split)
         found[kind] = sections_for(kind)(preds) + slices.report_slices(preds)
     return found
+
+
+def test_counts_are_written_with_thousands_commas():
+    # The language model's line said "of the first 32 of 1265 rows" where its picture's title
+    # said "of 1,265 rows"; the anomaly report "93 of 1000 rows flagged".
+    found = every_kind_sections("test", at_least=1000)
+    texts = []
+    for kind, sections in found.items():
+        for section in sections:
+            texts += [(kind, note) for note in section.notes]
+            for figure in section.figures.values():
+                titles = [figure.get_suptitle()] + [ax.get_title() for ax in figure.axes]
+                labels = [t.get_text() for ax in figure.axes for t in ax.get_yticklabels()]
+                texts += [(kind, text) for text in titles + labels]
+    ungrouped = re.compile(r"(?<![\d.,e+-])\d{4,}(?![\d])")
+    assert [(kind, text) for kind, text in texts if ungrouped.search(text)] == []
+    assert any("1,000" in text for _, text in texts if _ == "language_modelling")
+    grouped = [kind for kind, text in texts if re.search(r"\d,\d{3}", text)]
+    assert set(grouped) >= {"classification", "regression", "retrieval", "language_modelling"}
 
 
 @pytest.mark.parametrize("split", ["validation", "test"])

@@ -292,7 +292,7 @@ def slice_figure(result: dict[str, Any], split: str | None = None) -> Figure:
                 fontsize=8,
                 color=color,
             )
-    ax.set_yticks(y, [f"{s['name']}  (n={s['size']})" for s in slices], fontsize=8)
+    ax.set_yticks(y, [f"{s['name']}  (n={s['size']:,})" for s in slices], fontsize=8)
     # Half a row of margin: with no point drawn (no slice has the headline) the y-axis kept
     # matplotlib's 0..1, and the top slice's "n/a" sat on the frame.
     ax.set_ylim(-0.5, len(slices) - 0.5)

@@ -310,7 +310,7 @@ def header(report: dict[str, Any]) -> list[str]:
     unreported = "validation" not in report["data"]["splits"]  # the splits it reports
     lines.append(
         f"prediction variance: largest difference {variance['max_abs_diff']:.3g} over "
-        f"{variance['runs']} runs on {variance['rows']} rows of the validation split"
+        f"{variance['runs']} runs on {variance['rows']:,} rows of the validation split"
         + (" (read for every report, not only --split=validation)" if unreported else "")
     )
     return lines

@@ -83,8 +83,8 @@ def per_class(preds: Predictions) -> Section:
     worst, tied = extreme(present, lambda n: classes[n]["f1"])
     notes = [
         f"accuracy {top['accuracy']:.4f}, macro F1 {metric_text('f1', top['macro_f1'])} over "
-        f"{len(y_true)} rows; worst class {worst!r} (F1 {metric_text('f1', classes[worst]['f1'])})"
-        + tied_text(tied)
+        f"{len(y_true):,} rows; worst class {worst!r} "
+        f"(F1 {metric_text('f1', classes[worst]['f1'])})" + tied_text(tied)
     ]
     absent = [n for n in names if not classes[n]["support"]]
     if absent:
@@ -107,7 +107,7 @@ def confusion(preds: Predictions) -> Section:
         ax=axes, cmap="Blues", colorbar=True, values_format="d", include_values=len(names) <= 30
     )
     display.im_.colorbar.set_label("rows")
-    axes.set_title(f"Confusion matrix ({preds.split}, {len(y_true)} rows)")
+    axes.set_title(f"Confusion matrix ({preds.split}, {len(y_true):,} rows)")
     axes.set_xlabel("Predicted class")
     axes.set_ylabel("True class")
     if max(map(len, names)) > 3:
@@ -365,7 +365,7 @@ def calibration(preds: Predictions) -> Section:
     for column, when in enumerate(bins):
         classes = probabilities[when].shape[1]
         reliability_axes(grid[0, column], grid[1, column], bins[when], titles[when], classes)
-    figure.suptitle(f"Reliability ({preds.split}, {len(y_true)} rows, {calib.BINS} bins)")
+    figure.suptitle(f"Reliability ({preds.split}, {len(y_true):,} rows, {calib.BINS} bins)")
     figure.tight_layout()
     metrics_ = {
         # The temperature the model's own probabilities already use (an export's manifest
@@ -493,7 +493,7 @@ def confusions(preds: Predictions) -> Section:
         last = top[-1]["count"]  # what each pair not shown has at most
         each = "1x each" if last == 1 else f"at most {last}x each"
         more = f"; {rest} more pair{'s' * (rest != 1)}, {each}" if rest else ""
-        notes = [f"most frequent mistakes ({errors} in {len(pairs)} pairs): {shown}{more}"]
+        notes = [f"most frequent mistakes ({errors:,} in {len(pairs):,} pairs): {shown}{more}"]
     inputs = preds.rows[preds.experiment.input_key]
     if not top or _image(inputs[0]) is None:
         return Section("Worst confusions", metrics_, {}, notes)

@@ -53,7 +53,7 @@ def sections(preds: Predictions) -> list[Section]:
             figures={"recall_at_k": recall_figure(ks, recall, chance, preds.split)},
             notes=[
                 f"recall@1 {recall[0]:.4f}, recall@{ks[-1]} {recall[-1]:.4f}, "
-                f"map {result['map']:.4f} ({len(labels)} queries)"
+                f"map {result['map']:.4f} ({len(labels):,} queries)"
             ],
         )
     ]

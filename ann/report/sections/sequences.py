@@ -233,8 +233,8 @@ def language_modelling(preds: Predictions) -> list[Section]:
             figures=figures,
             notes=[
                 f"bits per char {metrics['bits_per_char']:.4f} against {unigram:.4f} for the "
-                f"unigram baseline ({metrics['chars']} characters of the first "
-                f"{metrics['rows']} of {total} rows: report.lm_rows, one forward pass per "
+                f"unigram baseline ({metrics['chars']:,} characters of the first "
+                f"{metrics['rows']:,} of {total:,} rows: report.lm_rows, one forward pass per "
                 f"character; the run's {metric_prefix(preds.split)}bits_per_char is over every "
                 "row)"
             ]
