@@ -911,11 +911,35 @@ def _config_code_error(error: BaseException, argv: Sequence[str]) -> str | None:
         inside, fix = f" (in {at[0]} line {at[1]})", f"fix {os.path.basename(at[0])}"
         text = error.msg if isinstance(error, SyntaxError) else text
     if isinstance(error, ModuleNotFoundError):  # `from configs import digits_cnn`, a user module
-        fix = (
-            f"put the directory that holds {error.name!r} on PYTHONPATH (ann's configs/: "
-            "PYTHONPATH=. from the repository's root)"
-        )
+        fix = _module_fix(error.name or "", os.path.dirname(os.path.abspath(path)))
     return f"--config={path} line {line}{inside}: {type(error).__name__}: {text}; {fix}"
+
+
+def _module_fix(name: str, beside: str) -> str:
+    """The fix for a config file's import of the module `name` that Python did not find, the
+    file being in the directory `beside`: ml_collections loads a config file by its path and,
+    unlike `python FILE.py`, puts not its directory on sys.path, so a module beside it
+    (`import mybase` next to mychild.py) needs `PYTHONPATH=DIR` naming that directory; ann's
+    `configs` package needs the repository's root (`PYTHONPATH=.` there); anything else, the
+    directory that holds it."""
+    top = name.partition(".")[0]
+    if top and (
+        os.path.isfile(os.path.join(beside, f"{top}.py"))
+        or os.path.isdir(os.path.join(beside, top))
+    ):
+        shown = shlex.quote(beside)
+        before = os.environ.get("PYTHONPATH")
+        value = f"{shown}:$PYTHONPATH" if before else shown
+        return (
+            f"{top!r} is beside the config file, whose directory is not on sys.path (the file "
+            f"is loaded by its path): put that directory on it, PYTHONPATH={value}"
+        )
+    if top == "configs":
+        return (
+            f"put the directory that holds {name!r} on PYTHONPATH (ann's configs/: PYTHONPATH=. "
+            "from the repository's root)"
+        )
+    return f"put the directory that holds {name!r} on PYTHONPATH"
 
 
 _TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}

@@ -667,6 +667,26 @@ def test_a_config_file_whose_code_fails_is_one_line_naming_its_line(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_config_file_importing_a_module_beside_it_names_its_directory(tmp_path):
+    """ml_collections loads a config file by its path, its directory not on sys.path: `import
+    mybase` beside mychild.py failed with the hint for ann's configs/ ("PYTHONPATH=. from the
+    repository's root"), which does not fit; the line names the directory to put there."""
+    mine = tmp_path / "my configs"
+    mine.mkdir()
+    (mine / "mybase.py").write_text("from ann import config\nget_config = config.base\n")
+    (mine / "mychild.py").write_text("import mybase\n\ndef get_config(arg=None):\n    return 1\n")
+    child = mine / "mychild.py"
+    line = one_line_error(ann("train", f"--config={child}", f"--workdir={tmp_path / 'run'}"))
+    assert line.startswith(f"error: --config={child} line 1: ModuleNotFoundError: "), line
+    assert "'mybase' is beside the config file" in line, line
+    assert f"PYTHONPATH='{mine}'" in line and "repository's root" not in line, line
+    # A module elsewhere: the directory that holds it, without the configs/ words.
+    (mine / "other.py").write_text("import not_a_module_xyz\n")
+    line = one_line_error(ann("train", f"--config={mine / 'other.py'}", f"--workdir={tmp_path}"))
+    assert line.endswith("put the directory that holds 'not_a_module_xyz' on PYTHONPATH"), line
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_binary_file_given_as_the_config_is_one_line(tmp_path):
     # An export's weights.safetensors or /bin/ls as --config printed 67 lines of traceback
     # ending "SyntaxError: source code string cannot contain null bytes" (train, sweep,
