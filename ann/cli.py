@@ -622,6 +622,8 @@ def parse_flags(argv: list[str]) -> list[str]:
             fail(f"--config={path}: get_config() returned a {returned}; {_RETURN_A_CONFIG}")
         if (said := number_for_a_tuple(argv, value)) is not None:
             fail(said)
+        if (said := repeated_value(argv, value)) is not None:
+            fail(said)
         try:
             expand_config_paths(value)
         except FlagError as e:
@@ -1101,9 +1103,20 @@ def _dotted(tree: dict, prefix: str = "") -> list[str]:
 _CONVERSIONS = {  # the start of what absl or ml_collections says -> what the key takes
     "invalid literal for int()": "an integer",
     "could not convert string to float": "a number",
-    "('Non-boolean argument to boolean flag'": "true or false",
+    # absl's booleans take 1 and 0 (and t, f) too: `=0` was taken while `=1.5` was told
+    # "true or false".
+    "('Non-boolean argument to boolean flag'": "true or false, or 1 or 0",
     "Error while parsing string": "a tuple such as '(32, 64)', quoted for the shell",
 }
+
+
+def _leading_zero(value: str) -> int | None:
+    """The integer `value` means where it is decimal digits with a leading zero (`08`, `-007`),
+    which an integer flag or key refuses (absl would read `017` as a Python literal, and
+    `08` not at all), as a registry version refuses `01`; else None."""
+    if re.fullmatch(r"[+-]?0[0-9]+", value, re.ASCII):
+        return int(value)
+    return None
 
 
 def _example(key: str, argv: Sequence[str]) -> object | None:
@@ -1212,8 +1225,10 @@ def _job_flag_refusal(typed: str, name: str, said: str) -> str | None:
         what = re.sub(r"^an? ", "", what)
         what = f"{'an' if what[0] in 'aeiou' else 'a'} {what}"
     what = EXPECTED.get(name) or _bounds(parser) or what or wanted
-    default = flags.FLAGS[name].default
-    return arguments.refusal(typed, what, name, EXAMPLES.get(name, default))
+    example = EXAMPLES.get(name, flags.FLAGS[name].default)
+    if (meant := _leading_zero(typed.partition("=")[2])) is not None and "integer" in what:
+        what, example = f"{what} without a leading zero", meant
+    return arguments.refusal(typed, what, name, example)
 
 
 def bad_override(text: str, argv: Sequence[str]) -> str:
@@ -1253,9 +1268,41 @@ def bad_override(text: str, argv: Sequence[str]) -> str:
                         f'for the shell: --config.{key}="{example}"'
                     )
                 example = _example(key, argv)
+                typed = match.group(1).split("=", 1)[1]
+                if wanted == "an integer" and (meant := _leading_zero(typed)) is not None:
+                    return (
+                        f"{match.group(1)} must be an integer without a leading zero; e.g. "
+                        f"--config.{key}={meant}"
+                    )
                 example = f"; e.g. --config.{key}={example}" if example is not None else ""
                 return f"{match.group(1)} must be {wanted} (the key's type in the config){example}"
     return text
+
+
+def repeated_value(argv: Sequence[str], config: object) -> str | None:
+    """The refusal of `--config.KEY=...` given more than once where KEY does not hold a tuple
+    in `config` (the parsed config): ml_collections keeps the last value without a word
+    (`--config.total_steps=100 --config.total_steps=200` trained 200 steps), where repeating
+    the flag is how a tuple key takes several elements (`number_for_a_tuple`). None when no
+    such key is repeated."""
+    given: dict[str, list[str]] = {}
+    for flag in typed_flags(argv, config):
+        if re.fullmatch(r"config\.[\w.]+", flag.name):
+            given.setdefault(flag.name[len("config.") :], []).append(flag.typed)
+    for key, typed in given.items():
+        if len(typed) < 2:
+            continue
+        try:
+            value = config_lib.lookup(config, key)
+        except KeyError:
+            continue  # refused by name elsewhere
+        if isinstance(value, tuple | list):
+            continue
+        return (
+            f"--config.{key} is given {len(typed)} times ({' '.join(typed)}); a key that is "
+            f"not a tuple takes one value: give it once"
+        )
+    return None
 
 
 def number_for_a_tuple(

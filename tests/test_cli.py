@@ -508,7 +508,7 @@ def test_an_unknown_job_lists_the_jobs_in_helps_order(capsys):
                 (
                     "--config.data.shuffle=yes",
                     "error: --config.data.shuffle=yes must be true or "
-                    "false (the key's type in the config)",
+                    "false, or 1 or 0 (the key's type in the config)",
                 ),
                 (
                     "--config.mesh=abc",
@@ -573,6 +573,36 @@ def test_an_unknown_job_lists_the_jobs_in_helps_order(capsys):
             ["train", "--config=README.json", "--workdir=W"],
             "error: --config=README.json: a config is a Python file with get_config() "
             "(configs/NAME.py); a run's config.json records a run",
+        ),
+        # A scalar given twice trained with the last value without a word (a tuple key's
+        # repeats add elements: kept).
+        (
+            [
+                "train",
+                "--config=configs/digits_cnn.py",
+                "--workdir=W",
+                "--config.total_steps=100",
+                "--config.total_steps=200",
+            ],
+            "error: --config.total_steps is given 2 times (--config.total_steps=100 "
+            "--config.total_steps=200); a key that is not a tuple takes one value: give it once",
+        ),
+        # A leading zero: "must be an integer" for digits said nothing of what was wrong.
+        (
+            ["train", "--config=configs/digits_cnn.py", "--workdir=W", "--config.total_steps=08"],
+            "error: --config.total_steps=08 must be an integer without a leading zero; e.g. "
+            "--config.total_steps=8",
+        ),
+        (
+            ["serve", "--model=W", "--port=08000"],
+            "error: --port=08000 must be an integer in [1, 65535] without a leading zero; e.g. "
+            "--port=8000",
+        ),
+        # absl's booleans take 1 and 0 too (`=0` was taken while `=1.5` said "true or false").
+        (
+            ["train", "--config=configs/digits_cnn.py", "--workdir=W", "--config.data.shuffle=2"],
+            "error: --config.data.shuffle=2 must be true or false, or 1 or 0 (the key's type "
+            "in the config); e.g. --config.data.shuffle=True",
         ),
         # A stray word (the rest of an unquoted value) printed the whole help page.
         (
