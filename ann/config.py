@@ -800,6 +800,17 @@ def _dotted_items(tree: Any, prefix: str = "") -> list[tuple[str, bool]]:
     return found
 
 
+def _empty_strings(schema: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """The dotted keys of `schema` that hold a string whose default is "" (unset)."""
+    found = []
+    for key, spec in schema.items():
+        if isinstance(spec, Mapping):
+            found += _empty_strings(spec, f"{prefix}{key}.")
+        elif spec[0] == "" and spec[1] is str:
+            found.append(prefix + key)
+    return found
+
+
 def _check_section(
     values: Mapping[str, Any], schema: Mapping[str, Any], prefix: str, root: Mapping[str, Any]
 ) -> None:
@@ -1086,6 +1097,24 @@ def _check_eval_splits(splits: list[str]) -> None:
         )
 
 
+# String keys whose "" means off or the default; model.name and data.name, needed, are refused
+# empty and by name.
+_UNSET_BY_EMPTY = [k for k in _empty_strings(SCHEMA) if k not in ("model.name", "data.name")]
+
+
+def _check_none_text(values: Mapping[str, Any]) -> None:
+    """Refuses the text 'None' in a string key whose '' is unset (`init_from`, `data.data_dir`,
+    `early_stopping.metric`, `compilation_cache_dir`): `--config.init_from=None` is the string
+    'None' there, as in every string key (it was read as a path, "None does not exist"),
+    while `=None` unsets a key whose default is None (`model.norm`); the fix is `=''`."""
+    for path in _UNSET_BY_EMPTY:
+        if lookup(values, path) == "None":
+            raise ConfigError(
+                f"config key '{path}' is 'None', which a string key reads as text (a name or "
+                f"path 'None'); for none, set it empty: --config.{path}=''"
+            )
+
+
 def validate(
     config: ml_collections.ConfigDict,
     num_devices: int | None,
@@ -1119,6 +1148,7 @@ def validate(
         )
     _check_section({"name": values["model"]["name"]}, SCHEMA["model"], "model.", values)
     check_elements(values)
+    _check_none_text(values)
     if not values["data"]["name"]:
         raise ConfigError(
             "config key 'data.name' is empty; set --config.data.name=digits "

@@ -48,6 +48,15 @@ def test_shipped_configs_validate():
         (lambda c: c.update({"num_epochs": 1e9}), "total_steps=800, num_epochs=1000000000)"),
         (lambda c: c.update({"log_every_steps": 0}), "'log_every_steps' must be >= 1"),
         (lambda c: c.model.update({"name": ""}), "'model.name' is empty"),
+        # `--config.init_from=None` is the text 'None' (a string key): it was read as a path
+        # ("None does not exist; use a run directory ..."); '' is the unset value.
+        (
+            lambda c: c.update({"init_from": "None"}),
+            "config key 'init_from' is 'None', which a string key reads as text (a name or path "
+            "'None'); for none, set it empty: --config.init_from=''",
+        ),
+        (lambda c: c.data.update({"data_dir": "None"}), "--config.data.data_dir=''"),
+        (lambda c: c.early_stopping.update({"metric": "None"}), "early_stopping.metric=''"),
     ],
 )
 def test_validate_names_the_key(mutate, message):
