@@ -1015,14 +1015,45 @@ def check_run_steps(
     )
 
 
-def check_length(total_steps: int, step: int, workdir: str) -> None:
-    """Raises ConfigError when a rerun's run length is below the step its checkpoint reached."""
-    if total_steps < step:
+def check_length(
+    total_steps: int,
+    step: int,
+    workdir: str,
+    num_epochs: float = 0.0,
+    num_train: int = 0,
+    batch_size: int = 0,
+) -> None:
+    """Raises ConfigError when a rerun's run length is below the step its checkpoint reached.
+    A run by epochs (`num_epochs` over `num_train` examples in batches of `batch_size`) is
+    told the epochs that reach the step (`epochs_for`), its own key, before total_steps."""
+    if total_steps >= step:
+        return
+    if num_epochs and num_train > 0 and batch_size > 0:
         raise ConfigError(
-            f"config key 'total_steps': the run would be {total_steps} steps long, but {workdir} "
-            f"has reached step {step}; set total_steps (or num_epochs) to at least {step}, or "
-            "use a new --workdir"
+            f"config key 'num_epochs': the run would be {total_steps} steps long "
+            f"(num_epochs={_number(num_epochs)} of {num_train} train examples in batches of "
+            f"{batch_size}), but {workdir} has reached step {step}; set num_epochs to at least "
+            f"{_number(epochs_for(step, num_train, batch_size))} (or total_steps to at least "
+            f"{step} with num_epochs=0), or use a new --workdir"
         )
+    raise ConfigError(
+        f"config key 'total_steps': the run would be {total_steps} steps long, but {workdir} "
+        f"has reached step {step}; set total_steps (or num_epochs) to at least {step}, or "
+        "use a new --workdir"
+    )
+
+
+def epochs_for(steps: int, num_train: int, batch_size: int) -> float:
+    """The fewest epochs, in tenths, that `num_epochs` over `num_train` examples in batches
+    of `batch_size` makes at least `steps` steps long (as `ann.train.build.total_steps`
+    counts them: ceil(epochs * num_train / batch_size)): 12.1 for 115 steps of 128 over
+    1219 examples."""
+    tenths = math.ceil(steps * batch_size * 10 / num_train)
+    while tenths > 1 and math.ceil((tenths - 1) / 10 * num_train / batch_size) >= steps:
+        tenths -= 1
+    while math.ceil(tenths / 10 * num_train / batch_size) < steps:
+        tenths += 1
+    return tenths / 10
 
 
 def check_reached_length(

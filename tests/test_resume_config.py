@@ -211,6 +211,23 @@ def test_a_run_shortened_below_its_step_is_told_so_before_a_key_the_length_puts_
     )
 
 
+def test_a_run_by_epochs_cut_below_its_step_is_told_the_epochs_that_reach_it():
+    """`--config.num_epochs=5` on a run at step 115 was told "set total_steps (or num_epochs)
+    to at least 115", a step count for an epoch key: now the epochs too, the fewest tenths
+    whose steps (ceil(epochs * rows / batch)) reach the step."""
+    with pytest.raises(ConfigError) as e:
+        config_lib.check_length(48, 115, "runs/x", num_epochs=5, num_train=1200, batch_size=128)
+    assert str(e.value) == (
+        "config key 'num_epochs': the run would be 48 steps long (num_epochs=5 of 1200 train "
+        "examples in batches of 128), but runs/x has reached step 115; set num_epochs to at "
+        "least 12.2 (or total_steps to at least 115 with num_epochs=0), or use a new --workdir"
+    )
+    assert config_lib.epochs_for(115, 1200, 128) == 12.2  # 12.1 makes 114 steps
+    assert config_lib.epochs_for(100, 1280, 128) == 10  # exactly
+    assert config_lib.epochs_for(1, 10**6, 1) == 0.1
+    config_lib.check_length(115, 115, "runs/x", num_epochs=12.2, num_train=1200, batch_size=128)
+
+
 def test_a_rerun_with_another_config_file_or_variant_names_the_one_the_run_was_made_with(
     trained, tmp_path
 ):

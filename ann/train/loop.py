@@ -492,10 +492,13 @@ def _restore_or_init(run: _Run, source: transfer.Loaded | None) -> None:
     layout in WORKDIR/parameters.tsv."""
     setup, workdir = run.setup, run.workdir
     if (latest := run.checkpoints.latest_step()) is not None:
-        # A run cut shorter than it has trained is refused before the restore (and its line).
-        config_lib.check_length(setup.total_steps, latest, workdir)
+        # A run cut shorter than it has trained is refused before the restore (and its line),
+        # by epochs in epochs.
+        config = run.config
+        by_epochs = (config.num_epochs, len(setup.train_split), config.batch_size)
+        config_lib.check_length(setup.total_steps, latest, workdir, *by_epochs)
         run.state, run.start_step = run.checkpoints.restore(setup.abstract_state, run.data_iter)
-        config_lib.check_length(setup.total_steps, run.start_step, workdir)
+        config_lib.check_length(setup.total_steps, run.start_step, workdir, *by_epochs)
         logging.info("resumed from %s at step %d", run.checkpoints.latest.directory, run.start_step)
         if jax.process_index() == 0:  # a damaged metrics.jsonl is refused before a change is kept
             read_records(os.path.join(workdir, "metrics.jsonl"))
