@@ -944,6 +944,99 @@ def _module_fix(name: str, beside: str) -> str:
     return f"put the directory that holds {name!r} on PYTHONPATH"
 
 
+def in_config_file(
+    error: BaseException, flag_values: flags.FlagValues = flags.FLAGS
+) -> BaseException:
+    """`error` worded for the config file where it refuses a key's name or type
+    (`config.KeyValueError`) that the `--config` file, not an override, set: the file and the
+    line that sets the key ("--config=FILE line 5: config key 'optimizer.lerning_rate' is
+    unknown (did you mean 'optimizer.learning_rate'?); fix the line: c.optimizer.learning_rate
+    = 0.01"), with a fix written as the file spells it, not a `--config.KEY=<type>` flag (it was
+    worded as if typed on the command line, without the file). Any other error, or one an
+    override made, is returned as it is."""
+    if not isinstance(error, config_lib.KeyValueError) or "config" not in flag_values:
+        return error
+    holder = flag_values["config"]
+    if not holder.present:
+        return error
+    key = error.key
+    for given in holder.override_values:
+        if given == key or given.startswith(f"{key}.") or key.startswith(f"{given}."):
+            return error  # the command line's
+    path = config_flags.get_config_filename(holder).partition(":")[0]
+    found = _assignment(path, key)
+    if found is None:
+        return ConfigError(
+            f"--config={path}: {error.what}; fix the config file (or a module it imports)"
+        )
+    line, target, value = found
+    fix = "fix the config file"
+    if error.meant:
+        meant = error.meant[0]
+        spelt = _respelt(target, key, meant)
+        fix = f"fix the line: {spelt} = {value}" if spelt else fix
+    elif error.example is not None:
+        fix = f"e.g. {target} = {error.example!r}"
+    else:  # a name with nothing near
+        fix = f"drop the line ({target} = {value}), or set a key ann reads"
+    return ConfigError(f"--config={path} line {line}: {error.what}; {fix}")
+
+
+def _assignment(path: str, key: str) -> tuple[int, str, str] | None:
+    """(line, target, value), as the config file `path` spells them, of its last assignment to
+    the dotted `key` (`c.optimizer.lerning_rate = 0.01`, `o.lerning_rate = 0.01` matching its
+    last part, `c["mystuff"] = 3`): the one that names most of the key's parts; None where the
+    file sets it nowhere (a module it imports does) or cannot be read."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+    except (OSError, SyntaxError, ValueError):
+        return None
+    parts = key.split(".")
+    best: tuple[int, int, str, str] | None = None  # (parts named, line, target, value)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign):
+            targets, value = node.targets, node.value
+        elif isinstance(node, ast.AugAssign | ast.AnnAssign) and node.value is not None:
+            targets, value = [node.target], node.value
+        else:
+            continue
+        for target in targets:
+            names, inner = [], target
+            while True:
+                if isinstance(inner, ast.Attribute):
+                    names.insert(0, inner.attr)
+                    inner = inner.value
+                elif (
+                    isinstance(inner, ast.Subscript)
+                    and isinstance(inner.slice, ast.Constant)
+                    and isinstance(inner.slice.value, str)
+                ):
+                    names.insert(0, inner.slice.value)
+                    inner = inner.value
+                else:
+                    break
+            named = 0
+            while named < min(len(names), len(parts)) and names[-1 - named] == parts[-1 - named]:
+                named += 1
+            if named and (best is None or (named, node.lineno) >= best[:2]):
+                best = (named, node.lineno, ast.unparse(target), ast.unparse(value))
+    return None if best is None else best[1:]
+
+
+def _respelt(target: str, key: str, meant: str) -> str | None:
+    """`target` (`c.optimizer.lerning_rate`, the file's spelling of `key`) respelt for the key
+    `meant` (`c.optimizer.learning_rate`); None where the file's spelling cannot be carried
+    over (an alias at another depth, reached through a variable)."""
+    parts, meant_parts = key.split("."), meant.split(".")
+    spelt = target.split(".")
+    if spelt[-len(parts) :] == parts and len(spelt) > len(parts):
+        return ".".join([*spelt[: -len(parts)], *meant_parts])
+    if parts[:-1] == meant_parts[:-1] and spelt[-1] == parts[-1]:
+        return ".".join([*spelt[:-1], meant_parts[-1]])
+    return None
+
+
 _TYPE_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
 
 

@@ -29,6 +29,21 @@ class ConfigError(ValueError):
     """A user mistake in the config; the message names the key and the fix."""
 
 
+class KeyValueError(ConfigError):
+    """`validate`'s refusal of one key's name or type (an unknown key, a value of another
+    type), which a config file as well as an override can make: `key`, the dotted key;
+    `what`, the refusal without its fix ("config key 'x' is unknown (did you mean 'y'?)");
+    `meant`, the keys the refusal points at; `example`, a value of the key's type (None where
+    there is none); the message is `what` with a command-line fix. `ann.cli` words it for the
+    config file where the file, not an override, set the key."""
+
+    def __init__(
+        self, message: str, key: str, what: str, meant: Sequence[str] = (), example: Any = None
+    ):
+        super().__init__(message)
+        self.key, self.what, self.meant, self.example = key, what, list(meant), example
+
+
 # key -> (default, allowed types). Nested dicts are nested sections. `model` is open: its extra
 # keys are the model's constructor arguments, checked against the model's signature. `task` is
 # open too: the experiment's own settings (a loss name, a temperature), checked by the
@@ -619,6 +634,12 @@ def did_you_mean(key: str, options: Sequence[str], prefix: str = "") -> str:
     return meant_words([f"{prefix}{close[0][1]}"]) if close else ""
 
 
+def closest(key: str, options: Sequence[str]) -> str | None:
+    """The option `did_you_mean` names for `key`, or None."""
+    close = _near(key, options)
+    return close[0][1] if close else None
+
+
 def check_choice(path: str, value: Any, options: Sequence[Any]) -> None:
     """Raises ConfigError naming `path` when `value` is not one of `options`, each written as
     `--config.PATH=` takes it: None bare, since the text None parses to None there (and
@@ -823,7 +844,8 @@ def _check_section(
             try:
                 lookup(SCHEMA, path, also=(root,))
             except KeyLookupError as e:
-                raise ConfigError(f"config key '{path}' is unknown{e.hint}") from None
+                what = f"config key '{path}' is unknown{e.hint}"
+                raise KeyValueError(what, path, what, e.meant) from None
         spec = schema[key]
         if isinstance(spec, Mapping):
             if not isinstance(value, Mapping):
@@ -835,10 +857,15 @@ def _check_section(
         # bool is an int in Python; a flag like `batch_size=True` is still a mistake.
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
             names = " or ".join("None" if t is NoneType else t.__name__ for t in types)
-            raise ConfigError(
-                f"config key '{path}' must be {names}, got {type(value).__name__} {value!r}; "
-                f"set --config.{path}=<{names}>"
-            )
+            what = f"config key '{path}' must be {names}, got {type(value).__name__} {value!r}"
+            example = spec[0] if spec[0] not in (None, "", ()) else None
+            if isinstance(example, tuple | list):
+                fix = f'e.g. --config.{path}="{example!r}"'
+            elif isinstance(example, bool | int | float | str):
+                fix = f"e.g. --config.{path}={example}"
+            else:
+                fix, example = f"set --config.{path}=<{names}>", None
+            raise KeyValueError(f"{what}; {fix}", path, what, (), example)
 
 
 # What each element of a sequence-valued key must be: `--config.data.eval_splits=3` parses as

@@ -1139,6 +1139,54 @@ def test_a_config_file_value_of_another_type_is_refused_in_anns_words(tmp_path, 
     assert line == f"error: --config={path} line 6: config key {said}", line
 
 
+_TOP_KEYS = ", ".join(sorted(config_lib.SCHEMA))
+
+
+@pytest.mark.parametrize(
+    "assignment, said",
+    [
+        ("c.optimizer.lerning_rate = 0.01", "config key 'optimizer.lerning_rate' is unknown (did "
+         "you mean 'optimizer.learning_rate'?); fix the line: c.optimizer.learning_rate = 0.01"),
+        ("o = c.optimizer; o.lerning_rate = 0.01", "config key 'optimizer.lerning_rate' is "
+         "unknown (did you mean 'optimizer.learning_rate'?); fix the line: o.learning_rate = 0.01"),
+        ("c.mystuff = 3", f"config key 'mystuff' is unknown; top-level keys: {_TOP_KEYS}; drop "
+         "the line (c.mystuff = 3), or set a key ann reads"),
+        ("c.optimizer.learning_rate = None", "config key 'optimizer.learning_rate' must be float "
+         "or int, got NoneType None; e.g. c.optimizer.learning_rate = 0.001"),
+        # A model's argument, checked once the model is looked up.
+        ("c.model.featurs = (64,)", "config key 'model.featurs' is not an argument of model "
+         "'mlp' (did you mean 'model.features'?); fix the line: c.model.features = (64,)"),
+    ],
+)  # fmt: skip
+def test_a_config_file_key_of_a_wrong_name_or_type_names_the_file_and_line(
+    tmp_path, assignment, said
+):
+    # They were worded as typed on the command line, without the file ("config key
+    # 'optimizer.lerning_rate' is unknown ...", "...; set --config.optimizer.learning_rate=<float
+    # or int>"), where a wrong type in a file named it ("--config=FILE line 6: ...").
+    path = tmp_path / "keys.py"
+    path.write_text(
+        "import ann.config\n\n\ndef get_config():\n    c = ann.config.base()\n"
+        "    c.model.name = 'mlp'\n    c.data.name = 'digits'\n    c.total_steps = 50\n"
+        f"    {assignment}\n    return c\n"
+    )
+    line = one_line_error(ann("train", f"--config={path}", f"--workdir={tmp_path / 'run'}"))
+    assert line == f"error: --config={path} line 9: {said}", line
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_wrong_key_on_the_command_line_keeps_the_flags_words(tmp_path):
+    path = tmp_path / "keys.py"
+    path.write_text(
+        "import ann.config\n\n\ndef get_config():\n    c = ann.config.base()\n"
+        "    c.model.name = 'mlp'\n    c.data.name = 'digits'\n    c.total_steps = 50\n"
+        "    c.mystuff = 3\n    return c\n"
+    )
+    workdir = f"--workdir={tmp_path / 'run'}"
+    line = one_line_error(ann("train", f"--config={path}", workdir, "--config.mystuff=4"))
+    assert line == f"error: config key 'mystuff' is unknown; top-level keys: {_TOP_KEYS}", line
+
+
 @pytest.mark.parametrize("returned", ["{'model': {'name': 'cnn'}}", "None"])
 def test_a_config_file_that_returns_no_configdict_is_one_line(tmp_path, returned):
     # (and one whose get_config raises what no flag parser expects: a RuntimeError traceback)

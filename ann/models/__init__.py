@@ -17,7 +17,15 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ann.config import RANGES, ConfigError, Range, check_choice, did_you_mean
+from ann.config import (
+    RANGES,
+    ConfigError,
+    KeyValueError,
+    Range,
+    check_choice,
+    closest,
+    did_you_mean,
+)
 from ann.imports import import_named, registrar
 
 # name -> `module:Class`, imported on first use (so this package imports none of its models,
@@ -162,10 +170,9 @@ def check_arguments(
             # A near name is the fix; "drop it" only where nothing is near.
             meant = did_you_mean(key, accepted, prefix)
             drop = "" if meant else " (drop it from the config or the command line)"
-            raise ConfigError(
-                f"config key '{prefix}{key}' is not an argument of model {name!r}{meant}; "
-                f"{takes}{drop}"
-            )
+            what = f"config key '{prefix}{key}' is not an argument of model {name!r}{meant}"
+            close = [f"{prefix}{closest(key, accepted)}"] if meant else []
+            raise KeyValueError(f"{what}; {takes}{drop}", f"{prefix}{key}", what, close)
 
 
 def _is_int(x: Any) -> bool:
@@ -193,9 +200,8 @@ def _check_kind(path: str, value: Any, default: Any) -> None:
         return
     if isinstance(value, tuple) and len(value) == 1 and isinstance(value[0], str):
         value = value[0]  # text ml_collections could not read as a tuple, which it wraps in one
-    raise ConfigError(
-        f"config key '{path}' must be {expected}, got {value!r}; e.g. --config.{path}={example}"
-    )
+    what = f"config key '{path}' must be {expected}, got {value!r}"
+    raise KeyValueError(f"{what}; e.g. --config.{path}={example}", path, what, (), default)
 
 
 def build(name: str, kwargs: dict, experiment: str = "", **supplied) -> nnx.Module:
