@@ -954,16 +954,24 @@ def in_config_file(
     = 0.01"), with a fix written as the file spells it, not a `--config.KEY=<type>` flag (it was
     worded as if typed on the command line, without the file). Any other error, or one an
     override made, is returned as it is."""
-    if not isinstance(error, config_lib.KeyValueError) or "config" not in flag_values:
+    if "config" not in flag_values or not flag_values["config"].present:
         return error
     holder = flag_values["config"]
-    if not holder.present:
+    return file_key_error(error, config_flags.get_config_filename(holder), holder.override_values)
+
+
+def file_key_error(error: BaseException, config: str, given: Iterable[str]) -> BaseException:
+    """`in_config_file` for the config file `config` (`FILE[:ARG]`) and the dotted keys
+    `given` that overrides set (a sweep's fixed and swept keys): `error` worded for the file
+    where it is a `config.KeyValueError` whose key none of `given` set; else `error` as it
+    is."""
+    if not isinstance(error, config_lib.KeyValueError):
         return error
     key = error.key
-    for given in holder.override_values:
-        if given == key or given.startswith(f"{key}.") or key.startswith(f"{given}."):
+    for set_key in given:
+        if set_key == key or set_key.startswith(f"{key}.") or key.startswith(f"{set_key}."):
             return error  # the command line's
-    path = config_flags.get_config_filename(holder).partition(":")[0]
+    path = config.partition(":")[0]
     found = _assignment(path, key)
     if found is None:
         return ConfigError(

@@ -1175,6 +1175,23 @@ def test_a_config_file_key_of_a_wrong_name_or_type_names_the_file_and_line(
     assert not (tmp_path / "run").exists()
 
 
+def test_a_sweeps_config_file_key_of_a_wrong_name_names_the_file_and_line(tmp_path):
+    path = tmp_path / "keys.py"
+    path.write_text(
+        "import ann.config\n\n\ndef get_config():\n    c = ann.config.base()\n"
+        "    c.model.name = 'mlp'\n    c.data.name = 'digits'\n    c.total_steps = 50\n"
+        "    c.optimizer.lerning_rate = 0.1\n    return c\n\n\n"
+        "def get_sweep(h):\n    return h.sweep('seed', [0, 1])\n"
+    )
+    workdir = f"--workdir={tmp_path / 'sweep'}"
+    line = one_line_error(ann("sweep", f"--config={path}", workdir, "--dry_run"))
+    assert line == (
+        f"error: --config={path} line 9: config key 'optimizer.lerning_rate' is unknown (did you "
+        "mean 'optimizer.learning_rate'?); fix the line: c.optimizer.learning_rate = 0.1"
+    ), line
+    assert not (tmp_path / "sweep").exists()
+
+
 def test_a_wrong_key_on_the_command_line_keeps_the_flags_words(tmp_path):
     path = tmp_path / "keys.py"
     path.write_text(

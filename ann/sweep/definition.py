@@ -135,7 +135,12 @@ def load(config: str, fixed: Overrides) -> Definition:
             f"{path}: get_sweep(h) returned {node!r}; return h.sweep(...), h.product(...), "
             "h.zip(...) or h.random(...)"
         )
-    base = checked(config, fixed)
+    try:
+        base = checked(config, fixed)
+    except config_lib.ConfigError as e:  # a key the file, not a fixed override, got wrong
+        if (worded := cli.file_key_error(e, config, fixed)) is not e:
+            raise SweepError(str(worded)) from None
+        raise
     space.check_keys(node, base, path)
     overlap = sorted(set(node.keys()) & set(fixed))
     if overlap:
@@ -191,6 +196,8 @@ def check_trial(definition: Definition, trial: Trial) -> str:
     try:
         config = checked(definition.config, trial.values(), set(trial.overrides))
     except (SweepError, config_lib.ConfigError) as e:
+        if (worded := cli.file_key_error(e, definition.config, trial.values())) is not e:
+            raise SweepError(str(worded)) from None  # the config file's, every trial's
         raise SweepError(
             f"trial {trial.name}: {e}; change get_sweep (or the sweep's --config flags)"
         ) from None
