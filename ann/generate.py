@@ -166,9 +166,10 @@ def main(argv: list[str]) -> None:
                     m, s, experiment.target_len, beam_size=FLAGS.beam_size, **ids
                 )
             )(model, source)
-        for row, score in zip(jax.device_get(beams[0]), jax.device_get(scores[0])):
-            # The source tells decode whether this task's target is written reversed (add).
-            text = experiment.decode(row, source=source[0])
+        # In reading order, as the export answers (an add's sum is decoded reversed).
+        answers = experiment.reading_order(beams[0], jnp.repeat(source, beams.shape[1], axis=0))
+        for row, score in zip(jax.device_get(answers), jax.device_get(scores[0])):
+            text = experiment.decode(row)
             print(f"{score:9.4f}  {text or '(empty: <eos> first)'}")
 
 

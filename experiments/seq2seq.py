@@ -10,14 +10,19 @@ the best beam of `ann.decoding.beam_search`.
 
 The model is given the ids of the vocabulary's digit tokens ('0'..'9'), which `seq2seq`'s
 `positions='digits'` needs. Metadata `reversed_target_tasks` (optional) names the tasks (a
-source's first token) whose targets are written reversed; `decode(ids, source)` turns those back
-for display.
+source's first token) whose targets are written reversed (digit_strings' `add`: the sum least-
+significant digit first, which is easier to learn). Training, eval and beam search work in that
+order; `reading_order` turns such answers back, and is the one place that does: `predict` (so
+the export, the server and `artifact.Model` answer `add 12+34` with `4 6`, read "46"),
+`ann generate` and `ann report` (which compares the outputs with the targets turned alike).
 """
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -260,20 +265,46 @@ class Seq2Seq:
             raise ValueError(f"{why}; give a source of that shape")
         return row
 
-    def decode(self, ids: np.ndarray | list[int], source: np.ndarray | None = None) -> str:
-        """Text of ids up to <eos>. Given the `source` ids, a target of a task whose targets are
-        written reversed (metadata `reversed_target_tasks`) is turned back around."""
+    def decode(self, ids: np.ndarray | list[int]) -> str:
+        """Text of ids up to <eos>, in the order given (`reading_order` first for a decoding's
+        or a target's ids: `predict`'s outputs are in reading order already)."""
         out, tokens = [], self.vocab.tokens
         for i in np.asarray(ids).reshape(-1).tolist():
             if i == self.eos_id:
                 break
             if i not in (self.pad_id, self.bos_id):
                 out.append(tokens[i] + (" " if len(tokens[i]) > 1 else ""))
-        if source is not None and self.reversed_target_tasks:
-            first = int(np.asarray(source).reshape(-1)[0])
-            if tokens[first] in self.reversed_target_tasks:
-                out.reverse()
         return "".join(out)
+
+    def reading_order(self, tokens: Any, source: Any) -> jax.Array:
+        """int [b, t] ids in training's order (a target's, a decoding's) -> the same ids in
+        reading order, int [b, t]: in each row whose `source` (int [b, s]) begins with a task
+        whose targets are written reversed (metadata `reversed_target_tasks`: digit_strings'
+        `add`, its sum least-significant digit first), the ids before the first <eos> (or
+        <pad>) are turned around; <eos> and the padding after it stay where they are. Other
+        rows, and all rows of a data set without such tasks, come back as given. jax.numpy
+        (traced inside `predict`, so the export turns them itself); numpy arrays are taken too.
+        The one place the order is decided: `predict`, `ann generate` and `ann report` call it."""
+        tokens = jnp.asarray(tokens)
+        index = self.vocab.index
+        turned_ids = [index[t] for t in self.reversed_target_tasks if t in index]
+        if not turned_ids:
+            return tokens
+        width = tokens.shape[1]
+        ends = (tokens == self.eos_id) | (tokens == self.pad_id)
+        length = jnp.where(ends.any(axis=1), ends.argmax(axis=1), width)[:, None]
+        position = jnp.arange(width)[None]
+        turned = jnp.take_along_axis(
+            tokens, jnp.where(position < length, length - 1 - position, position), axis=1
+        )
+        first = jnp.asarray(source)[:, :1]
+        return jnp.where(jnp.isin(first, jnp.asarray(turned_ids)), turned, tokens)
+
+    @property
+    def answers_turned(self) -> list[str]:
+        """The tasks (of `reversed_target_tasks` that are vocabulary words) whose answers
+        `reading_order` turns: the export records them (`outputs.tokens.answers_turned`)."""
+        return [t for t in self.reversed_target_tasks if t in self.vocab.index]
 
     def _ce(self, model, batch, rng):
         target = batch["target"]
@@ -356,7 +387,12 @@ class Seq2Seq:
         tokens = spec("int32", [self.target_len], self.vocab.tokens, self.pad_id)
         if self.target_ids:  # the only ids an answer holds before its padding
             tokens["target_ids"] = list(self.target_ids)
+        if self.answers_turned:  # written reversed in training; answered in reading order
+            tokens["answers_turned"] = self.answers_turned
         return {"tokens": tokens}
 
     def predict(self, model, inputs):
-        return {"tokens": self._greedy(model, inputs["source"].astype(jnp.int32))}
+        """{"tokens": int [b, target_len]}: the greedy decoding of `inputs["source"]` in reading
+        order (`reading_order`: `add 12+34` -> `4 6 <eos>`, not training's `6 4 <eos>`)."""
+        source = inputs["source"].astype(jnp.int32)
+        return {"tokens": self.reading_order(self._greedy(model, source), source)}

@@ -181,9 +181,19 @@ def from_model(spec: str, registry: str | None = None) -> Source:
     batch_size = _batch_size(config)
     run = model.compile(batch_size)
     has_logits = callable(getattr(experiment, "logits", None))
+    # An export written before seq2seq's answers were turned into reading order in its graph
+    # (no `outputs.tokens.answers_turned`) answers `add` least-significant digit first: turned
+    # here, as the targets are compared in reading order (`task_metrics.answers`).
+    tokens_spec = model.manifest.get("outputs", {}).get("tokens", {})
+    turn = bool(getattr(experiment, "answers_turned", None)) and (
+        "answers_turned" not in tokens_spec
+    )
 
     def predict_batch(inputs: Batch) -> Batch:
         outputs = run(inputs)
+        if turn:
+            turned = experiment.reading_order(outputs["tokens"], inputs["source"])
+            outputs["tokens"] = np.asarray(turned, outputs["tokens"].dtype)
         if has_logits and "probabilities" in outputs:
             probabilities = outputs["probabilities"].astype(np.float32)
             outputs["logits"] = np.log(np.maximum(probabilities, TINY)) * temperature

@@ -122,12 +122,23 @@ def target_lengths(preds: Predictions) -> np.ndarray:
     return np.where(eos.any(-1), eos.argmax(-1), real)
 
 
+def answers(preds: Predictions) -> np.ndarray:
+    """int [n, t]: the split's targets in the order `predict` answers in, reading order
+    (`Seq2Seq.reading_order`: digit_strings' `add` sums are stored least-significant digit
+    first); the targets as stored where the experiment or the rows have nothing to turn."""
+    target = np.asarray(preds.rows["target"])
+    turn = getattr(preds.experiment, "reading_order", None)
+    if turn is None or "source" not in preds.rows:
+        return target
+    return np.asarray(turn(target, np.asarray(preds.rows["source"])))
+
+
 def seq2seq(preds: Predictions, index: np.ndarray) -> dict[str, float | None]:
     """exact_match: the share of rows whose greedy decoding equals the target token for token
     (`<eos>` and the padding after it included), and decoded_token_accuracy over the real
     target tokens (`<eos>` included, padding not) of that decoding: not training's
     `token_accuracy`, which is teacher-forced (each token predicted from the true ones before)."""
-    target = np.asarray(preds.rows["target"])[index]
+    target = answers(preds)[index]
     tokens = np.asarray(preds.outputs["tokens"])[index]
     real = target != preds.experiment.pad_id
     right = ((tokens == target) & real).sum()

@@ -13,8 +13,8 @@ from matplotlib.figure import Figure
 from ann.report import extreme, metric_prefix, metric_text, tied_text
 from ann.report.predictions import Predictions
 from ann.report.sections import Section, report_setting
+from ann.report.task_metrics import answers, target_lengths
 from ann.report.task_metrics import seq2seq as seq2seq_metrics
-from ann.report.task_metrics import target_lengths
 
 LM_ROWS = 32  # default of config.report.lm_rows: windows whose every character is scored
 CONTEXT_BINS = 16  # the bits-by-context curve averages positions in this many bins
@@ -77,7 +77,7 @@ def seq2seq(preds: Predictions) -> list[Section]:
     exact_match}]; where the rows have a `task` field, by_task: {task: exact_match} and
     by_task_length: {task: [{length, count, exact_match}]}, each task printed and charted apart
     (the lengths of digit_strings' tasks differ, so by_length mixes them)."""
-    target = np.asarray(preds.rows["target"])
+    target = answers(preds)  # in reading order, as the outputs are
     exact = (np.asarray(preds.outputs["tokens"]) == target).all(-1)
     lengths = target_lengths(preds)
     table = _by_length(lengths, exact)
