@@ -395,14 +395,24 @@ def _short_model_name(name: str) -> str:
     return name
 
 
-def default_name(config: Any) -> str:
-    """The manifest's name when `--name` is not given: DATA_MODEL (`digits_cnn`) for the
-    default experiment, classification; DATA_MODEL_EXPERIMENT otherwise (`diabetes_mlp_regression`,
-    `digits_mlp_parity` for `mytasks:Parity`), so two tasks on one data set and model do not
-    register as versions of one name. A model registered by a short name
-    (`@ann.models.register("wide")`, recorded as its `module:Class`) is named by it
-    (`digits_wide`) where its module is imported (by restoring the run). Characters the registry
-    refuses (`:`, `.`) become `_`."""
+def default_name(config: Any, config_flag: str = "") -> str:
+    """The manifest's name when `--name` is not given. For a run that recorded its `--config`
+    argument (`config_flag`, as `ann.config.recorded_config_flag` reads it from config.json):
+    the config file's name and its `:ARG` variant (`configs/digits_finetune.py` ->
+    `digits_finetune`, `configs/digits_cnn.py:writers` -> `digits_cnn_writers`, README's
+    `parity.py` -> `parity`), so runs of two configs never register or serve as versions of one
+    model: the fine-tune of the digits CNN exported as `digits_cnn`, its base model's name.
+    Otherwise (a run trained from Python without a config file, or written before the record):
+    DATA_MODEL (`digits_cnn`) for the default experiment, classification; DATA_MODEL_EXPERIMENT
+    otherwise (`diabetes_mlp_regression`, `digits_mlp_parity` for `mytasks:Parity`). A model
+    registered by a short name (`@ann.models.register("wide")`, recorded as its `module:Class`)
+    is named by it (`digits_wide`) where its module is imported (by restoring the run).
+    Characters the registry refuses (`:`, `.`, ...) become `_`."""
+    file, _, variant = config_flag.partition(":")
+    stem = os.path.splitext(os.path.basename(file.rstrip("/\\")))[0]
+    name = re.sub(r"[^A-Za-z0-9_-]", "_", "_".join(filter(None, [stem, variant])))
+    if name.lstrip("_-"):  # a name the registry takes starts with a letter or digit
+        return name.lstrip("_-")[:128]
     name = f"{config.data.name}_{_short_model_name(config.model.name)}"
     experiment = config.experiment
     if experiment != "classification":
@@ -426,7 +436,7 @@ def export(
     - `step`: "best" (the step `best_metric` chose on the validation split), "latest", or a
       step number the run saved.
     - `name`: the manifest's name, what the server serves and the registry registers it as;
-      None: `default_name` (DATA_MODEL, "digits_cnn").
+      None: `default_name` (the run's config file and variant, "digits_cnn_writers").
     - `platforms`: the JAX platforms ("cpu", "cuda", "rocm", "tpu") the function is lowered
       for, this machine's included; the loader and the server run it on a device of one of
       them.
@@ -550,7 +560,7 @@ def _export(
 
     manifest: dict[str, Any] = {
         "format": artifact.FORMAT,
-        "name": name or default_name(config),
+        "name": name or default_name(config, config_lib.recorded_config_flag(workdir)),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "platforms": list(exported.platforms),
         "inputs": _signature_json(input_signature),
@@ -676,8 +686,9 @@ def define_flags() -> None:
     flags.DEFINE_string(
         "name",
         None,
-        "Model name in the manifest (default DATA_MODEL, DATA_MODEL_EXPERIMENT for an experiment "
-        "other than classification); a valid registry name.",
+        "Model name in the manifest (default: the run's --config file and variant, "
+        "digits_cnn_writers for configs/digits_cnn.py:writers; DATA_MODEL[_EXPERIMENT] for a run "
+        "that recorded none); a valid registry name.",
     )
     from ann import cli
 

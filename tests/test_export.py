@@ -1010,6 +1010,37 @@ def test_default_names_keep_two_tasks_on_one_data_set_and_model_apart():
     assert all(NAME.match(name) for name in names)
 
 
+def test_the_default_name_is_the_config_file_and_variant_a_run_recorded(digits_export, tmp_path):
+    # `ann export --workdir=runs/digits_finetune` was named `digits_cnn` (DATA_MODEL), the name
+    # of the CNN it was fine-tuned from: served together as two versions of one model, and
+    # registered without --name as models:/digits_cnn/1. seq2seq's was
+    # `digit_strings_seq2seq_seq2seq`. A run that recorded its --config is named by that file.
+    from ann import config as config_lib
+    from ann.export import default_name
+
+    config = tiny("digits_cnn")
+    for flag, name in [
+        ("configs/digits_finetune.py", "digits_finetune"),
+        ("configs/digits_cnn.py", "digits_cnn"),
+        ("/abs/configs/digits_cnn.py:writers", "digits_cnn_writers"),
+        ("configs/digits_autoencoder.py:dense", "digits_autoencoder_dense"),
+        ("configs/digit_seq2seq.py", "digit_seq2seq"),
+        ("my.configs/_x y.py:a.b", "x_y_a_b"),
+        ("", "digits_cnn"),  # no record (trained from Python, or an older run): DATA_MODEL
+    ]:
+        assert default_name(config, flag) == name, flag
+    # Through `ann export`: the recorded flag names the export; an export made before keeps
+    # its manifest's name (the manifest is what the server and the registry read).
+    workdir, old = digits_export
+    run = tmp_path / "run"
+    shutil.copytree(workdir, run)
+    values = json.loads((run / "config.json").read_text())
+    values[config_lib.CONFIG_FLAG] = "configs/digits_finetune.py"
+    (run / "config.json").write_text(json.dumps(values))
+    assert export(str(run), str(tmp_path / "export"))["name"] == "digits_finetune"
+    assert artifact.load(str(old)).name == "digits_cnn"
+
+
 def test_a_model_registered_by_a_short_name_exports_by_it(monkeypatch):
     # `@ann.models.register("mywide")` on mynets2.Registered exported as
     # 'digits_mynets2_Registered': the run records the class, and the name was made from it.

@@ -184,7 +184,7 @@ def test_readme_own_experiment_trains_and_exports_from_outside_ann(tmp_path):
     model = artifact.load(str(tmp_path / "exports/parity"))
     out = model({"image": np.zeros((3, 8, 8, 1), np.uint8)})
     assert out["p_odd"].shape == (3,) and np.all((out["p_odd"] >= 0) & (out["p_odd"] <= 1))
-    assert model.name == "digits_mlp_parity"  # as the README says
+    assert model.name == "parity"  # the config file's name, as the README says
     # Its own report section (report_sections), on the export: it was refused in one line.
     said = ann("ann.report", "--model=exports/parity", "--out=report")
     report = json.loads((tmp_path / "report/report.json").read_text())
