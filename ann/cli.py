@@ -615,7 +615,7 @@ def parse_flags(argv: list[str]) -> list[str]:
         # ml_collections defers a missing file's error to the config's first use.
         path = _config_path()
         if not os.path.isfile(path):
-            fail(missing_config(path))
+            fail(missing_config(config_flags.get_config_filename(flags.FLAGS["config"])))
         value = flags.FLAGS["config"].value
         if not isinstance(value, ml_collections.ConfigDict):
             returned = type(value).__name__
@@ -801,18 +801,21 @@ def _missing_config_file(argv: Sequence[str]) -> str | None:
     given = _config_given(argv)
     if not given:
         return None
-    path = given[-1].partition(":")[0]
-    if os.path.isfile(path):
+    if os.path.isfile(given[-1].partition(":")[0]):
         return None
-    return missing_config(path)
+    return missing_config(given[-1])
 
 
-def missing_config(path: str) -> str:
-    """ "--config=PATH: no such file; did you mean ...?", or for a PATH below a file
-    "--config=PATH cannot exist: F is a file, so nothing can be below it" (`atomic.absent`)."""
+def missing_config(given: str) -> str:
+    """ "--config=PATH: no such file; did you mean ...?" for `given`, the --config argument
+    (PATH, or PATH:ARG: the suggestion keeps the `:ARG` variant, `configs/digits_autoencoder:dense`
+    got "did you mean configs/digits_autoencoder.py?", which trains the other variant), or for
+    a PATH below a file "--config=PATH cannot exist: F is a file, so nothing can be below it"
+    (`atomic.absent`)."""
+    path, colon, arg = given.partition(":")
     if (above := atomic.below_a_file(path)) is not None:
         return f"--config={path} cannot exist: {above}"
-    return f"--config={path}: no such file{near_files(path, '.py')}"
+    return f"--config={path}: no such file{near_files(path, '.py', colon + arg)}"
 
 
 # Messages of libraries that ann says in its own words: ml_collections' warning for a
@@ -1500,19 +1503,20 @@ def _bad_section_value(flag: str, name: str, key: str, said: str) -> str | None:
     return None
 
 
-def near_files(path: str, suffix: str = "") -> str:
+def near_files(path: str, suffix: str = "", tail: str = "") -> str:
     """ "; did you mean configs/digits_cnn.py?" for a file in `path`'s folder (ending in
     `suffix`) whose name is close to `path`'s (difflib's ratio of at least 0.8: a typo or two;
     at difflib's default 0.6 a shared /tmp offered conftest.py for config.py); for a
     directory, "; it is a directory", and "did you mean DIR/FILE?" where it holds one file
-    ending in `suffix` (a directory was offered as itself); else ""."""
+    ending in `suffix` (a directory was offered as itself); else "". `tail` follows the file
+    suggested (a --config's `:ARG`: "did you mean configs/digits_autoencoder.py:dense?")."""
     if os.path.isdir(path):
         inside = _files(path, suffix)
-        one = f": did you mean {os.path.join(path, inside[0])}?" if len(inside) == 1 else ""
+        one = f": did you mean {os.path.join(path, inside[0])}{tail}?" if len(inside) == 1 else ""
         return f"; it is a directory{one}"
     folder, name = os.path.split(path)
     close = difflib.get_close_matches(name, _files(folder or ".", suffix), n=1, cutoff=0.8)
-    return f"; did you mean {os.path.join(folder, close[0])}?" if close else ""
+    return f"; did you mean {os.path.join(folder, close[0])}{tail}?" if close else ""
 
 
 def _files(folder: str, suffix: str) -> list[str]:

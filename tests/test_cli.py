@@ -396,6 +396,18 @@ def test_an_unknown_job_lists_the_jobs_in_helps_order(capsys):
             "error: --config=configs/digit_cnn.py: no such file; did you mean "
             "configs/digits_cnn.py?",
         ),
+        # The suggestion dropped the variant: `did you mean configs/digits_autoencoder.py?`
+        # trains the plain config, not `:dense`.
+        (
+            ["train", "--config=configs/digits_autoencoder:dense", "--workdir=W"],
+            "error: --config=configs/digits_autoencoder: no such file; did you mean "
+            "configs/digits_autoencoder.py:dense?",
+        ),
+        (
+            ["train", "--config=configs/digit_cnn.py:writers", "--workdir=W", "--config.seed=1"],
+            "error: --config=configs/digit_cnn.py: no such file; did you mean "
+            "configs/digits_cnn.py:writers?",
+        ),
         (
             ["train", "--config=configs/digits_cnn.py", "--workdir=W", "--config.total_steps=abc"],
             # The config file's value as the example (the default, 0, means "unset").
