@@ -219,6 +219,34 @@ def test_ann_train_refuses_a_task_override_its_loss_does_not_read(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_another_tower_is_refused_the_files_tower_arguments_naming_how_to_clear_them(tmp_path):
+    # `--config.model.encoder=vit` on digits_retrieval met the file's encoder_kwargs.dense, and
+    # the refusal said "drop it from the config or the command line": the command-line fix
+    # that works, `--config.model.encoder_kwargs={}`, was not named (`=None` is refused).
+    import subprocess
+    import sys
+
+    from conftest import ROOT, one_line_error
+
+    def train(*overrides):
+        return subprocess.run(
+            [sys.executable, "-m", "ann.main", f"--config={ROOT}/configs/digits_retrieval.py",
+             f"--workdir={tmp_path / 'run'}", "--config.model.encoder=vit", *overrides],
+            capture_output=True, text=True, timeout=120, cwd=ROOT,
+        )  # fmt: skip
+
+    assert one_line_error(train()) == (
+        "error: config key 'model.encoder_kwargs.dense' is not an argument of model 'vit'; it "
+        "accepts: patch_size, dim, depth, num_heads, mlp_dim, dropout (drop it from the config "
+        "or the command line, or clear the config file's model.encoder_kwargs with "
+        "--config.model.encoder_kwargs={})"
+    )
+    # The named fix passes the model's check: the next refusal is another key's.
+    said = one_line_error(train("--config.model.encoder_kwargs={}", "--config.task.margin=0.2"))
+    assert said.startswith("error: config key 'task.margin'=0.2 has no effect"), said
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("loss, map_gain", [("infonce", 0.2), ("triplet", 0.1)])
 def test_learns_to_retrieve_held_out_digits(loss, map_gain, tmp_path):

@@ -170,6 +170,16 @@ def check_arguments(
             # A near name is the fix; "drop it" only where nothing is near.
             meant = did_you_mean(key, accepted, prefix)
             drop = "" if meant else " (drop it from the config or the command line)"
+            if prefix != "model.":
+                # A section of another model's arguments (a siamese tower's), which the config
+                # file fills for its own choice: `--config.model.encoder=vit` on
+                # digits_retrieval met the file's encoder_kwargs.dense; emptying the section
+                # from the command line is the fix (`=None` is refused as a section's value).
+                section = prefix.rstrip(".")
+                drop = (
+                    " (drop it from the config or the command line, or clear the config file's "
+                    f"{section} with --config.{section}={{}})"
+                )
             what = f"config key '{prefix}{key}' is not an argument of model {name!r}{meant}"
             close = [f"{prefix}{closest(key, accepted)}"] if meant else []
             raise KeyValueError(f"{what}; {takes}{drop}", f"{prefix}{key}", what, close)
