@@ -176,9 +176,10 @@ def check_arguments(
                 # digits_retrieval met the file's encoder_kwargs.dense; emptying the section
                 # from the command line is the fix (`=None` is refused as a section's value).
                 section = prefix.rstrip(".")
-                drop = (
-                    " (drop it from the config or the command line, or clear the config file's "
-                    f"{section} with --config.{section}={{}})"
+                raise ConfigError(  # not the file's line to fix (`cli.in_config_file`): a flag's
+                    f"config key '{prefix}{key}' is not an argument of model {name!r}{meant}; "
+                    f"{takes} (drop it from the config or the command line, or clear the config "
+                    f"file's {section} with --config.{section}={{}})"
                 )
             what = f"config key '{prefix}{key}' is not an argument of model {name!r}{meant}"
             close = [f"{prefix}{closest(key, accepted)}"] if meant else []
