@@ -418,6 +418,39 @@ def test_readers_of_a_run_get_the_config_its_last_rerun_recorded(trained, tmp_pa
     assert (restored.calibration, tuple(restored.report.slices)) == ("none", ("label",))
 
 
+def test_a_fresh_start_in_a_workdir_without_checkpoints_keeps_nothing_of_the_earlier_attempt(
+    trained, tmp_path, caplog
+):
+    # checkpoints/ of a finished run deleted, its best kept: the rerun started fresh, kept the
+    # earlier attempt's config_changes.jsonl (whose last line export then read: `calibration:
+    # none`, never asked for) and said only that it removed the best. An early-stopped
+    # record made the fresh state read as finished ("nothing to train").
+    workdir = copy_run(trained, tmp_path)
+    shutil.rmtree(workdir / "checkpoints")
+    (workdir / CONFIG_CHANGES).write_text(
+        '{"step": 10, "time": "T", "changes": {"calibration": ["temperature", "none"]}}\n'
+    )
+    (workdir / transfer.REPORT).write_text('{"init_from": {"spec": "runs/elsewhere"}}\n')
+    status = json.loads((workdir / "run_status.json").read_text())
+    (workdir / "run_status.json").write_text(json.dumps({**status, "status": "early_stopped"}))
+    with caplog.at_level(logging.INFO):
+        result = train_and_evaluate(
+            tiny(total_steps=10, **{"optimizer.schedule": "warmup_cosine"}), str(workdir)
+        )
+    assert result.step == 10 and result.stop_reason == ""  # trained: a fresh start
+    assert not (workdir / CONFIG_CHANGES).exists() and not (workdir / transfer.REPORT).exists()
+    assert config_lib.latest(str(workdir)).calibration == "temperature"
+    assert json.loads((workdir / "run_status.json").read_text())["status"] == "done"
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert said[0] == (
+        f"{workdir}/run_status.json says an earlier attempt ended early_stopped at step 10, "
+        f"but {workdir}/checkpoints holds none of its checkpoints; there is no checkpoint to "
+        "resume from: this run starts fresh (removed the earlier attempt's "
+        "config_changes.jsonl, run_status.json, init_from.json)"
+    ), said
+    assert said[1].startswith("removed checkpoints_best step 10: an earlier attempt's"), said
+
+
 def test_a_damaged_config_changes_file_is_named_and_a_torn_last_line_skipped(
     trained, tmp_path, capsys
 ):

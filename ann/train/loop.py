@@ -502,18 +502,16 @@ def _restore_or_init(run: _Run, source: transfer.Loaded | None) -> None:
         logging.info("resumed from %s at step %d", run.checkpoints.latest.directory, run.start_step)
         if jax.process_index() == 0:  # a damaged metrics.jsonl is refused before a change is kept
             read_records(os.path.join(workdir, "metrics.jsonl"))
-    else:
-        run.state = setup.state
-        if source is not None:  # only at a fresh start: on resume the run's own checkpoint wins
-            run.state = transfer.init_from(
-                run.state, source, setup.tx, setup.state_shardings, workdir
-            )
     status = run_status.read(workdir)
+    # An earlier attempt's records a fresh start removes (below): read back, they were taken
+    # for this run's (export calibrated by its last config change).
+    earlier = [] if latest is not None else resume.earlier_attempt_files(workdir)
     # With no checkpoint it said "resuming from the last checkpoint (step none: ...)".
     resumes = (
         f"resuming from the last checkpoint (step {run.start_step})"
         if latest is not None
         else "there is no checkpoint to resume from: this run starts fresh"
+        + (f" (removed the earlier attempt's {', '.join(earlier)})" if earlier else "")
     )
     if (why := run_status.unreadable(workdir)) and jax.process_index() == 0:
         logging.warning(
@@ -531,6 +529,27 @@ def _restore_or_init(run: _Run, source: transfer.Loaded | None) -> None:
                 resumes,
             )
         status = None
+    elif latest is None and not why and (status or earlier) and jax.process_index() == 0:
+        # A finished attempt whose checkpoints/ was deleted: it trained again without a word.
+        ended = (
+            f"{run_status.path(workdir)} says an earlier attempt ended {status['status']} at "
+            f"step {status.get('step')}, but {os.path.join(workdir, 'checkpoints')} holds none "
+            "of its checkpoints; "
+            if status and status.get("status") != "running"
+            else ""
+        )
+        logging.warning("%s%s", ended, resumes)
+    if latest is None:
+        # A fresh start: nothing of an earlier attempt is read as this run's (its status said
+        # `early_stopped`, and the fresh state was reported as finished).
+        status = None
+        if jax.process_index() == 0:
+            resume.remove_earlier_attempt(workdir, earlier)
+        run.state = setup.state
+        if source is not None:  # only at a fresh start: on resume the run's own checkpoint wins
+            run.state = transfer.init_from(
+                run.state, source, setup.tx, setup.state_shardings, workdir
+            )
     # After the lines above: they say why an earlier attempt left a best behind.
     start = run.start_step or 0
     if (dropped := run.checkpoints.forget_best_after(start)) is not None:

@@ -22,7 +22,7 @@ from absl import logging
 
 from ann import atomic, directory_kind
 from ann import config as config_lib
-from ann.train import build, hooks, optimizers, transfer, writers
+from ann.train import build, hooks, optimizers, run_status, transfer, writers
 
 CONFIG_CHANGES = config_lib.CONFIG_CHANGES
 
@@ -31,6 +31,33 @@ def has_checkpoint(workdir: str) -> bool:
     """Whether `workdir` holds a saved step, i.e. this is a rerun, not a fresh start."""
     ckpt_dir = os.path.join(workdir, "checkpoints")
     return os.path.isdir(ckpt_dir) and any(n.isdigit() for n in os.listdir(ckpt_dir))
+
+
+# What an earlier attempt in the workdir recorded that a reader takes for the run's own (README
+# "What a run writes"): a fresh start (no checkpoint to resume from: checkpoints/ deleted, or
+# an attempt stopped before its first one) removes them. config_changes.jsonl's last line was
+# read as the new run's latest config (export calibrated as the earlier attempt's rerun had
+# said), run_status.json as how it ended (a fresh state reported `early_stopped`), and
+# init_from.json as where its weights came from. The rest is rewritten at each start
+# (config.json, data_dir.json, parameters.tsv), dropped by the start (metrics.jsonl's lines,
+# TensorBoard's points, checkpoints_best/'s steps past 0: `Checkpoints.forget_best_after`), or
+# kept as what it is (checkpoints_damaged/, kept for inspection; report/, a dated report of
+# the model it names; profile/, traces in directories named by their time).
+EARLIER_ATTEMPT = (CONFIG_CHANGES, run_status.FILENAME, transfer.REPORT)
+
+
+def earlier_attempt_files(workdir: str) -> list[str]:
+    """The names of `EARLIER_ATTEMPT` in `workdir`: at a fresh start, an earlier attempt's."""
+    return [n for n in EARLIER_ATTEMPT if os.path.lexists(os.path.join(workdir, n))]
+
+
+def remove_earlier_attempt(workdir: str, names: Iterable[str]) -> None:
+    """Removes `names` (`earlier_attempt_files`) from `workdir`, at a fresh start (process 0)."""
+    for name in names:
+        try:
+            os.remove(os.path.join(workdir, name))
+        except FileNotFoundError:
+            pass
 
 
 def compare(
