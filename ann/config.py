@@ -1481,7 +1481,11 @@ def last_changes(workdir: str) -> dict[str, list] | None:
     damaged file read as none recorded used config.json alone, and exported a run with the
     calibration its last rerun had turned off."""
     records = changes_records(workdir)
-    return records[-1][1]["changes"] if records else None
+    if not records:
+        return None
+    # A fresh-start-only change an earlier ann recorded: the weights never came from it.
+    changes = records[-1][1]["changes"]
+    return {k: v for k, v in changes.items() if not fresh_start_only(k)}
 
 
 def changes_records(workdir: str) -> list[tuple[str, dict]]:
@@ -1658,13 +1662,22 @@ RESUME_MAY_CHANGE = (
 )
 
 # Of RESUME_MAY_CHANGE, the keys a resumed run does not read at all, and who does: a change
-# to them is recorded with that said (a changed init_from looked as if it had loaded).
+# to them is recorded with that said.
 READ_ELSEWHERE = {
-    "init_from": "read at a fresh start only: no effect on a resume",
-    "init_from_skip": "read at a fresh start only: no effect on a resume",
     "report": "read by ann report",
     "calibration": "read by ann export",
 }
+
+# Of RESUME_MAY_CHANGE, the keys only a fresh start reads: a resume's change to them has no
+# effect and is not recorded (`ann.train.resume.record` warns), so the latest config keeps the
+# fresh start's, where the weights came from (WORKDIR/init_from.json). Recorded, a changed
+# init_from was exported (manifest.json's config) and registered as the model's parent.
+FRESH_START_ONLY = ("init_from", "init_from_skip")
+
+
+def fresh_start_only(key: str) -> bool:
+    """Whether only a fresh start reads `key` (dotted; `FRESH_START_ONLY`)."""
+    return key in FRESH_START_ONLY
 
 
 # Of RESUME_MAY_CHANGE, the keys only training reads: a rerun of a finished run (early stopped,

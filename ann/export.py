@@ -254,6 +254,30 @@ def _git() -> dict[str, Any]:
     return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
 
 
+def init_from_source(workdir: str) -> dict[str, Any]:
+    """{"init_from": where the run's fresh start took its weights}, as WORKDIR/init_from.json
+    records it (`spec` as written, `kind` checkpoint or export, the `directory` read, its
+    `step`, `run` and `manifest_sha256` where known), or {} for a run started from random
+    weights: the export's `source` names its parent model by what was loaded. The config's
+    `init_from` names what the fresh start was given, which a resume cannot change. A file
+    that is no such record (damaged, edited) is one `warning:` line and {}."""
+    from ann import cli
+    from ann.train import transfer
+
+    path = os.path.join(workdir, transfer.REPORT)
+    record, why = atomic.read_json(path)
+    if record is None and why is None:
+        return {}
+    source = record.get("init_from") if isinstance(record, dict) else None
+    if not isinstance(source, dict):
+        cli.warn(
+            f"{path} {why or 'holds no init_from record'}: the export's source names no "
+            "init_from (where the run's weights were loaded from)"
+        )
+        return {}
+    return {"init_from": source}
+
+
 def _eval_metrics(workdir: str, step: int) -> dict[str, float]:
     """The validation (`val/`) and test (`eval/`, `eval_<split>/`) metrics the run logged at
     `step` (metrics.jsonl). A file that is missing or holds no record (emptied) is warned
@@ -573,6 +597,7 @@ def _export(
                 if requested == "best"
                 else {"step": requested}
             ),
+            **init_from_source(workdir),
         },
         "data": {
             "name": dc.name,

@@ -393,14 +393,19 @@ def test_only_process_0_reports_and_records_the_changes(tmp_path, caplog, monkey
             resume.record(config, saved, {"total_steps": (10, 20)}, str(tmp_path), 10, 1000)
         assert ("length changed from 10 to 20 steps" in caplog.text) is said, caplog.text
         assert (tmp_path / CONFIG_CHANGES).exists() is said
-    # A change the resumed run does not read says so (a changed init_from looked loaded).
+    # A change the resumed run does not read says so (a changed init_from looked loaded), and
+    # is not recorded (it became the model's parent in export and the registry).
     caplog.clear()
+    before = (tmp_path / CONFIG_CHANGES).read_text()
     moved = tiny(total_steps=20, init_from="runs/b", **{"optimizer.schedule": "warmup_cosine"})
     with caplog.at_level(logging.INFO):
-        resume.record(moved, saved, {}, str(tmp_path), 10, 1000)
-    assert "init_from: '' -> 'runs/b' (read at a fresh start only: no effect on a resume)" in (
+        changes = {"init_from": ("", "runs/b"), "total_steps": (10, 20)}  # from config.json
+        resume.record(moved, saved, changes, str(tmp_path), 10, 1000)
+    assert "init_from is read at a fresh start only, so this change has no effect on a resume" in (
         caplog.text
     ), caplog.text
+    assert "init_from: '' -> 'runs/b'" in caplog.text
+    assert (tmp_path / CONFIG_CHANGES).read_text() == before
 
 
 def test_readers_of_a_run_get_the_config_its_last_rerun_recorded(trained, tmp_path):

@@ -3,6 +3,7 @@
 ConfigErrors that say what to fix."""
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -158,6 +159,46 @@ def test_init_from_loads_reports_freezes_and_resume_wins(tmp_path, source):
     for path in ("layers/1/kernel", "head/kernel", "head/bias", "norms/1/scale"):
         assert not np.array_equal(params[path], fresh_params[path]), path
     assert not np.array_equal(stats["norms/1/mean"], fresh_stats["norms/1/mean"])
+
+
+def test_a_resume_that_changes_init_from_keeps_the_parent_the_weights_came_from(
+    tmp_path, source, caplog
+):
+    # Resumed with another init_from (said to have no effect), the run recorded it all the
+    # same: the latest config, so manifest.json's config and the registry's lineage, named a
+    # model the weights never came from. The export's source now names what the fresh start
+    # loaded (init_from.json), and the latest config keeps the fresh start's init_from.
+    from ann.export import export
+    from ann.registry import Registry
+
+    config = tiny(total_steps=4, init_from=str(source), **TARGET)
+    workdir = tmp_path / "target"
+    train_and_evaluate(config, str(workdir), extra_hooks=[StopAt(2)])
+    config.init_from = "models:/other@champion"
+    with caplog.at_level(logging.INFO):
+        assert train_and_evaluate(config, str(workdir)).step == 4
+    assert (
+        "init_from is read at a fresh start only, so this change has no effect on a resume and "
+        f"is not recorded ({workdir}/init_from.json says where the run's weights came from): "
+        f"init_from: '{source}' -> 'models:/other@champion'" in caplog.text
+    ), caplog.text
+    changes = workdir / config_lib.CONFIG_CHANGES
+    assert not changes.exists()  # the one change recorded nothing
+    assert config_lib.latest(str(workdir)).init_from == str(source)
+    # A change an earlier ann recorded is not read as the latest config's either.
+    with open(changes, "a") as f:
+        line = {"step": 4, "time": "T", "changes": {"init_from": [str(source), "runs/b"]}}
+        f.write(json.dumps(line) + "\n")
+    assert config_lib.latest(str(workdir)).init_from == str(source)
+
+    manifest = export(str(workdir), str(tmp_path / "out"), step="latest")
+    assert manifest["config"]["init_from"] == str(source)
+    parent = manifest["source"]["init_from"]
+    assert (parent["spec"], parent["kind"], parent["step"]) == (str(source), "checkpoint", 10)
+    assert parent["run"] == str(source)
+    registry = Registry(str(tmp_path / "reg"))
+    registry.register(str(tmp_path / "out"), name="ft")
+    assert registry.resolve("models:/ft/1").lineage["source"]["init_from"] == parent
 
 
 def test_init_from_an_export_and_a_registry_uri(tmp_path, source, monkeypatch):

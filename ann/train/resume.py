@@ -206,8 +206,11 @@ def record(
     reads (`config.TRAINING_ONLY`: early_stopping.patience, total_steps, ...) has no effect, is
     warned about and not recorded (the latest config keeps the last run's value), where it was
     appended as if the run had gone on with it; the others (report.*, calibration, ...: read
-    after training) are recorded. Process 0 only: another process could read the file after
-    process 0 appended to it, and then see no change."""
+    after training) are recorded. A change to what only a fresh start reads
+    (`config.FRESH_START_ONLY`: init_from, init_from_skip) is warned about and never recorded:
+    the latest config keeps the fresh start's, where the weights came from. Process 0 only:
+    another process could read the file after process 0 appended to it, and then see no
+    change."""
     if jax.process_index() > 0:
         return
     last = previous(saved, workdir)
@@ -219,6 +222,19 @@ def record(
             "the run is finished and trains nothing, so these config changes have no effect "
             "and are not recorded: %s",
             "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in unused.items()),
+        )
+    # Read at a fresh start only: recorded, a changed init_from became the latest config's,
+    # and export and the registry named it as the model's parent.
+    unread = {k: v for k, v in since.items() if config_lib.fresh_start_only(k)}
+    since = {k: v for k, v in since.items() if k not in unread}
+    if unread:
+        logging.warning(
+            "%s %s read at a fresh start only, so this change has no effect on a resume and is "
+            "not recorded (%s says where the run's weights came from): %s",
+            " and ".join(unread),
+            "are" if len(unread) > 1 else "is",
+            os.path.join(workdir, transfer.REPORT),
+            "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in unread.items()),
         )
     if since:
         said = {k: config_lib.read_elsewhere(k) for k in since}
@@ -250,9 +266,19 @@ def record(
     records = config_lib.changes_records(workdir)
     _drop_torn_line(path, [line for line, _ in records])
     recorded = records[-1][1]["changes"] if records else {}
-    entry = {k: list(v) for k, v in changes.items() if trains or not config_lib.training_only(k)}
+    entry = {
+        k: list(v)
+        for k, v in changes.items()
+        if (trains or not config_lib.training_only(k)) and not config_lib.fresh_start_only(k)
+    }
     if not trains:  # what only training reads stays as the last run left it
-        entry.update({k: v for k, v in recorded.items() if config_lib.training_only(k)})
+        entry.update(
+            {
+                k: v
+                for k, v in recorded.items()
+                if config_lib.training_only(k) and not config_lib.fresh_start_only(k)
+            }
+        )
     if entry == recorded:
         return  # the same config as the last run: nothing new to record
     line = {"step": step, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "changes": entry}
