@@ -199,6 +199,10 @@ def test_a_resume_that_changes_init_from_keeps_the_parent_the_weights_came_from(
     registry = Registry(str(tmp_path / "reg"))
     registry.register(str(tmp_path / "out"), name="ft")
     assert registry.resolve("models:/ft/1").lineage["source"]["init_from"] == parent
+    # A server's metadata shows none of its paths, as it shows no workdir.
+    from ann.serve.dataplane import public_source
+
+    assert set(public_source(manifest["source"])) == {"step", "selected_by"}
 
 
 def test_init_from_an_export_and_a_registry_uri(tmp_path, source, monkeypatch):

@@ -122,11 +122,12 @@ def _info_labels(m: ServedModel) -> tuple[str, str, str, str]:
 
 def public_source(source: dict[str, Any] | None) -> dict[str, Any] | None:
     """The manifest's `source` as model metadata shows it: the step and how it was chosen,
-    not the training machine's workdir path (where runs live on it is not a client's
-    business; `ann registry show` and the manifest keep it)."""
+    not the training machine's workdir path, nor `init_from` (the parent model's run and
+    checkpoint paths) (where runs live on it is not a client's business; `ann registry show`
+    and the manifest keep them)."""
     if not isinstance(source, dict):
         return source
-    return {k: v for k, v in source.items() if k != "workdir"}
+    return {k: v for k, v in source.items() if k not in ("workdir", "init_from")}
 
 
 # The v2 protocol extensions this server implements, as Triton names them.
