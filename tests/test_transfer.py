@@ -214,7 +214,11 @@ def test_init_from_an_export_and_a_registry_uri(tmp_path, source, monkeypatch):
     config = tiny(init_from=str(out), **TARGET)
     state = build.build(config, build.make_experiment(config)).state
     src, report, arrays = transfer.load(str(out), state)
-    assert src.kind == "export" and src.step is None
+    # The run and step its manifest names, and the manifest's sha256 (init_from.json had them
+    # null for an export directory; the registry's had the sha256 alone).
+    sha = artifact.sha256_bytes((out / "manifest.json").read_bytes())
+    assert (src.kind, src.step, src.run, src.manifest_sha256) == ("export", 10, str(source), sha)
+    assert f"(export, {out}: step 10 of the run {source})" in transfer.summary(src, report)
     _, from_checkpoint, saved = transfer.load(str(source), state)
     assert report == from_checkpoint  # the same names, shapes and verdicts
     for path in report.loaded:
@@ -224,6 +228,7 @@ def test_init_from_an_export_and_a_registry_uri(tmp_path, source, monkeypatch):
     monkeypatch.setenv("ANN_REGISTRY", str(tmp_path / "reg"))
     src, by_uri, _ = transfer.load("models:/digits_mlp@champion", state)
     assert src.kind == "export" and by_uri == report
+    assert (src.step, src.run, src.manifest_sha256) == (10, str(source), sha)
     with pytest.raises(ConfigError, match="has no alias 'prod'"):
         transfer.load("models:/digits_mlp@prod", state)
     with pytest.raises(ConfigError, match="holds one set of weights; drop ':best'"):

@@ -67,9 +67,12 @@ class Source:
     spec: str  # as written in the config
     kind: str  # "checkpoint" or "export" (a registry URI resolves to an export)
     directory: str  # the step directory or export directory read
-    step: int | None = None  # the checkpoint step; None for an export
-    manifest_sha256: str | None = None  # what a registry recorded for the export's manifest
-    run: str | None = None  # the run directory of a checkpoint; None for an export
+    # The checkpoint step; for an export, the step its manifest's source names (None if none).
+    step: int | None = None
+    # An export's manifest sha256: what a registry recorded, else that of the manifest read.
+    manifest_sha256: str | None = None
+    # The run directory of a checkpoint; for an export, its manifest's source workdir.
+    run: str | None = None
 
 
 @dataclasses.dataclass
@@ -185,9 +188,22 @@ def _resolve_export(spec: str, model: str) -> Source:
     """A registry URI (in $ANN_REGISTRY, default ./registry) or an export directory."""
     try:
         resolved = registry.resolve(model, has_flag=False)  # ann train has no --registry
-    except registry.RegistryError as e:
+        manifest, raw = artifact.read_manifest_bytes(resolved.path, resolved.manifest_sha256)
+    except (registry.RegistryError, artifact.IntegrityError) as e:
         raise _error(spec, str(e)) from e
-    return Source(spec, "export", resolved.path, manifest_sha256=resolved.manifest_sha256)
+    # The run and step the export came from, as its manifest names them (init_from.json had
+    # them null), and the sha256 of the manifest read: `read` loads the weights it lists.
+    made = manifest.get("source")
+    made = made if isinstance(made, dict) else {}
+    step, run = made.get("step"), made.get("workdir")
+    return Source(
+        spec,
+        "export",
+        resolved.path,
+        step if type(step) is int else None,
+        artifact.sha256_bytes(raw),
+        run if isinstance(run, str) else None,
+    )
 
 
 def read(source: Source) -> dict[str, np.ndarray]:
@@ -348,9 +364,11 @@ def _shape(shape: Sequence[int]) -> str:
 
 def summary(source: Source, report: Report) -> str:
     """The one log line: what came from where, how much stayed fresh."""
-    where = (
-        f"step {source.step} of {source.directory}" if source.step is not None else source.directory
-    )
+    where = source.directory
+    if source.kind == "checkpoint":
+        where = f"step {source.step} of {source.directory}"
+    elif source.step is not None and source.run is not None:
+        where += f": step {source.step} of the run {source.run}"
     share = report.loaded_values / max(report.total_values, 1)
     return (
         f"init_from {source.spec} ({source.kind}, {where}): loaded {len(report.loaded)} of "
