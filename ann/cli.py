@@ -1601,7 +1601,7 @@ def check_trained_run(workdir: str, step: str, export_flag: str | None = None) -
         raise FlagError(f"--step={step!r} must be 'best', 'latest' or a step number (>= 0)")
     kinds = directory_kind.of(workdir)
     if directory_kind.RUN in kinds:
-        _note_unfinished(workdir)
+        note_unfinished(workdir)
         if number:
             _check_step_saved(workdir, int(step))
         return
@@ -1653,10 +1653,11 @@ def _check_step_saved(workdir: str, step: int) -> None:
     )
 
 
-def _note_unfinished(workdir: str) -> None:
+def note_unfinished(workdir: str, who: str = "") -> None:
     """A `note:` line on stderr when the run is still training (its checkpoints, the best one
-    included, may still change) or ended before its length (interrupted, failed): what is
-    restored is then the best so far, which the user should know."""
+    included, may still change) or ended before its length (interrupted, diverged, failed):
+    what is restored is then the best so far, which the user should know. `who`: what reads
+    the run, said first ("init_from: "; export, report and generate say nothing)."""
     from ann.train import run_status  # json and os only: no JAX
 
     record = run_status.read(workdir)
@@ -1683,7 +1684,7 @@ def _note_unfinished(workdir: str) -> None:
             # A failed asynchronous save surfaces steps later: "ended failed at step 80" of a
             # run whose save of step 60 failed read as if step 80 were saved.
             what += f" (its last complete checkpoint: step {saved})"
-    note(f"{workdir} {what}; its checkpoints so far are used")
+    note(f"{who}{workdir} {what}; its checkpoints so far are used")
 
 
 def _export_source(path: str) -> str | None:

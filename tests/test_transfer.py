@@ -268,6 +268,24 @@ def test_init_from_an_export_and_a_registry_uri(tmp_path, source, monkeypatch):
         transfer.read(transfer.resolve(str(crafted)))
 
 
+def test_init_from_a_run_that_ended_unfinished_says_so_as_export_does(tmp_path, source, capsys):
+    # A diverged source loaded its best step in silence, where `ann export` of it said
+    # `note: ... ended diverged at step 72 ...`: the same note, said for init_from.
+    run = tmp_path / "diverged"
+    shutil.copytree(source, run)
+    record = json.loads((run / "run_status.json").read_text())
+    (run / "run_status.json").write_text(json.dumps({**record, "status": "diverged", "step": 7}))
+    config = tiny(init_from=str(run), **TARGET)
+    state = build.build(config, build.make_experiment(config)).state
+    capsys.readouterr()
+    transfer.load(str(run), state)
+    assert capsys.readouterr().err == (
+        f"note: init_from: {run} ended diverged at step 7 of 10; its checkpoints so far are used\n"
+    )
+    transfer.load(str(source), state)  # a run that finished: nothing to say
+    assert capsys.readouterr().err == ""
+
+
 def test_a_step_saved_without_a_manifest_is_read_with_a_plain_warning(tmp_path, source, capsys):
     import shutil
 

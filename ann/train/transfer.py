@@ -457,6 +457,9 @@ def load(spec: str, state: Any, skip: Sequence[str] = ()) -> Loaded:
             f"{same_path}); is it the source of another model{made}, or of this one with other "
             "sizes (the model.* settings in its config.json)?",
         )
+    if source.run is not None and source.kind == "checkpoint" and jax.process_index() == 0:
+        # A diverged or interrupted source loaded in silence; `ann export` of it says so.
+        cli.note_unfinished(source.run, "init_from: ")
     return Loaded(source, report, arrays)
 
 
