@@ -404,7 +404,9 @@ def test_only_process_0_reports_and_records_the_changes(tmp_path, caplog, monkey
     assert "init_from is read at a fresh start only, so this change has no effect on a resume" in (
         caplog.text
     ), caplog.text
-    assert "init_from: '' -> 'runs/b'" in caplog.text
+    assert "(the run started from its random initialization): init_from: '' -> 'runs/b'" in (
+        caplog.text
+    ), caplog.text
     assert (tmp_path / CONFIG_CHANGES).read_text() == before
 
 

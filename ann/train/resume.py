@@ -228,12 +228,15 @@ def record(
     unread = {k: v for k, v in since.items() if config_lib.fresh_start_only(k)}
     since = {k: v for k, v in since.items() if k not in unread}
     if unread:
+        report = os.path.join(workdir, transfer.REPORT)
         logging.warning(
             "%s %s read at a fresh start only, so this change has no effect on a resume and is "
-            "not recorded (%s says where the run's weights came from): %s",
+            "not recorded (%s): %s",
             " and ".join(unread),
             "are" if len(unread) > 1 else "is",
-            os.path.join(workdir, transfer.REPORT),
+            f"{report} says where the run's weights came from"
+            if os.path.exists(report)
+            else "the run started from its random initialization",
             "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in unread.items()),
         )
     if since:
