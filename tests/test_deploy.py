@@ -115,13 +115,19 @@ def pip_requirements(steps: list[tuple[str, str]]) -> list[str]:
     return found
 
 
-def test_the_constraints_script_reads_the_dockerfiles_list():
-    # It writes the pins of what the Dockerfile names: the same list, options and `.` left out.
+def _constraints_script():
+    """scripts/deploy/constraints.py as a module."""
     sys.path.insert(0, str(DEPLOY))
     try:
         import constraints
     finally:
         sys.path.remove(str(DEPLOY))
+    return constraints
+
+
+def test_the_constraints_script_reads_the_dockerfiles_list():
+    # It writes the pins of what the Dockerfile names: the same list, options and `.` left out.
+    constraints = _constraints_script()
     text = (DEPLOY / "Dockerfile").read_text()
     assert constraints.dockerfile_requirements(text) == pip_requirements(
         dockerfile_instructions(text)
@@ -261,31 +267,6 @@ def server_args(argv: list[str]) -> dict[str, str]:
     return args
 
 
-def _closure(requirements: list[str]) -> set[str]:
-    """The distributions `requirements` install, with what each requires (markers evaluated
-    here, extras only where asked), as canonical names."""
-    from importlib import metadata
-
-    from packaging.requirements import Requirement
-    from packaging.utils import canonicalize_name
-
-    found: set[str] = set()
-    todo = [(Requirement(r), "") for r in requirements]
-    while todo:
-        req, extra = todo.pop()
-        if req.marker is not None and not req.marker.evaluate({"extra": extra}):
-            continue
-        name = canonicalize_name(req.name)
-        extras = [e for e in req.extras if (name, e) not in found]
-        if name in found and not extras:
-            continue
-        found.add(name)
-        found.update((name, e) for e in extras)
-        for text in metadata.requires(req.name) or []:
-            todo += [(Requirement(text), e) for e in ["", *req.extras]]
-    return {f for f in found if isinstance(f, str)}
-
-
 def test_the_image_installs_every_package_the_server_imports(digits_export, tmp_path):
     # The image's package list lacked ml-collections (ann.cli imports it): `python -m ann.serve`
     # died on its first line. Every module a server imports, serving and monitoring one infer,
@@ -299,7 +280,8 @@ def test_the_image_installs_every_package_the_server_imports(digits_export, tmp_
     from test_serve import free_port, infer_body, request
 
     steps = dockerfile_instructions((DEPLOY / "Dockerfile").read_text())
-    closure = _closure(pip_requirements(steps))
+    # The distributions they install, with what each requires (the constraints script's walk).
+    closure = set(_constraints_script().closure(pip_requirements(steps)))
     _, export = digits_export
     port, log = free_port(), tmp_path / "imports.txt"
     argv = [sys.executable, "-X", "importtime", "-m", "ann.serve", f"--port={port}"]
