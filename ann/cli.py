@@ -47,6 +47,7 @@ import socket
 import sys
 import traceback
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from types import FrameType
 from typing import NoReturn
 
 import ml_collections
@@ -1916,6 +1917,20 @@ def forget_terminated() -> None:
     _terminated.clear()
 
 
+def importing(frame: FrameType | None) -> bool:
+    """Whether `frame` (a signal handler's: where the main thread was) is inside an import. A
+    SIGTERM handler notes its stop and leaves the raise to the next safe point there
+    (`check_terminated`): raised inside a module's import (jaxlib's C extensions) it crashed the
+    process at exit (a segmentation fault, "Fatal Python error"), or left a partly imported
+    module that the stop's own imports failed on (`cannot import name 'typeof' from partially
+    initialized module 'jax._src.core'`, exit 1)."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
 @contextlib.contextmanager
 def sigterm_as_interrupt(message: str = "terminated (SIGTERM)") -> Iterator[None]:
     """While active (main thread only), the first SIGTERM raises `Terminated(message)` where
@@ -1932,9 +1947,9 @@ def sigterm_as_interrupt(message: str = "terminated (SIGTERM)") -> Iterator[None
         yield
         return
 
-    def stop(signum: int, frame: object) -> None:
-        if note_terminated(Terminated(message)):
-            raise Terminated(message)
+    def stop(signum: int, frame: FrameType | None) -> None:
+        if note_terminated(Terminated(message)) and not importing(frame):
+            raise Terminated(message)  # (inside an import: raised at the next safe point)
 
     forget_terminated()
     previous = signal.signal(signal.SIGTERM, stop)

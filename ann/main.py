@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import signal
+import sys
 import threading
 from types import FrameType
 
@@ -184,10 +185,19 @@ def _terminated_while_starting(signum: int, frame: FrameType | None) -> None:
     catches BaseException, or in a finalizer) is raised again at the start's next safe point
     (`preemption.check_terminated`); later ones are ignored, so that they cannot cut the
     stopped start's cleanup short."""
-    del signum, frame
-    from ann.train import preemption
-
-    if preemption.starting() and preemption.terminated_while_starting():
+    del signum
+    # Not imported here: a SIGTERM in the first second lands inside `import jax`, and importing
+    # ann.train.preemption (which imports jax) there raised "cannot import name 'typeof' from
+    # partially initialized module 'jax._src.core'" (exit 1, a traceback). Not imported yet,
+    # the loop has not begun either.
+    preemption = sys.modules.get("ann.train.preemption")
+    starting = preemption is None or preemption.starting()
+    if starting and cli.note_terminated():  # preemption.terminated_while_starting's note
+        if cli.importing(frame):
+            # Raised inside a module's import (jaxlib's C extensions), the process crashed at
+            # exit (a segmentation fault, or an abort: "Fatal Python error"); noted, it is
+            # raised at the start's next safe point (`cli.check_terminated`), after the imports.
+            return
         raise cli.Terminated  # a stop, as Ctrl-C's is
 
 
@@ -201,6 +211,7 @@ def _train(unchanged: set[str]):
     from ann.train import build, launcher, startup
     from ann.train.loop import train_and_evaluate
 
+    cli.check_terminated()  # a SIGTERM that came during these imports (`cli.importing`)
     launcher.stop_with_launcher()  # started by launch_local.sh or a sweep: stop if it dies
     parallel.initialize_distributed(
         FLAGS.coordinator_address,

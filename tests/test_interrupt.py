@@ -658,6 +658,33 @@ def test_a_sigterm_dropped_while_starting_stops_the_start_before_the_loop(start_
     assert signal.getsignal(signal.SIGTERM) is not None
 
 
+@pytest.mark.parametrize("handler", ["start", "sweep"])
+def test_a_sigterm_inside_an_import_is_raised_after_it(start_handler, tmp_path, handler):
+    # `ann train` SIGTERMed in its first second: the stop was raised inside `import jax`, and the
+    # start's handler imported ann.train.preemption there ("cannot import name 'typeof' from
+    # partially initialized module 'jax._src.core'", exit 1), or the raise inside jaxlib's
+    # import crashed the process at exit (segmentation fault). Noted, it is raised after.
+    import contextlib
+
+    (tmp_path / "being_imported.py").write_text(
+        "import signal\nsignal.raise_signal(signal.SIGTERM)\nFINISHED = True\n"
+    )
+    sys.path.insert(0, str(tmp_path))
+    scope = cli.sigterm_as_interrupt() if handler == "sweep" else contextlib.nullcontext()
+    try:
+        with pytest.raises(cli.Terminated), scope:
+            try:
+                import being_imported
+            except cli.Terminated:
+                pytest.fail("raised inside the import")
+            assert being_imported.FINISHED  # the import ran to its end
+            cli.check_terminated()  # the next safe point
+            pytest.fail("the SIGTERM was lost")
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("being_imported", None)
+
+
 def _sigterm_as(monkeypatch, name: str) -> None:
     """A SIGTERM arrives just before the function `name` is made SIGTERM's handler."""
     real = signal.signal
