@@ -1134,6 +1134,20 @@ def test_a_trial_a_cluster_stopped_with_its_checkpoint_saved_is_interrupted(tmp_
     assert trials_lib.status(str(workdir))[0] == "failed"
 
 
+@pytest.mark.parametrize("returncode", [143, 130])
+def test_a_trial_a_cluster_stopped_before_it_started_is_interrupted(tmp_path, returncode):
+    # An emitted k8s or SLURM script SIGTERMed before its trial started records 143 and no
+    # run_status.json exists: `--summarize` said `failed ... exited with status 143`.
+    workdir = tmp_path / "trial"
+    workdir.mkdir()
+    trials_lib.update_record(str(workdir), launcher="kubernetes", attempts=1, returncode=returncode)
+    status, details = trials_lib.status(str(workdir))
+    assert status == "interrupted" and "error" not in details
+    assert status not in trials_lib.RANKED  # so a rerun runs it
+    trials_lib.update_record(str(workdir), returncode=1)  # a failure before the start still fails
+    assert trials_lib.status(str(workdir))[0] == "failed"
+
+
 def test_a_trial_that_recorded_its_end_is_done_though_the_stop_killed_its_exit(
     tmp_path, monkeypatch
 ):

@@ -400,6 +400,11 @@ def status(workdir: str) -> tuple[str, dict[str, Any]]:
     # exits 143 or 130 then, and the trial resumes; it read as failed.
     if state == "interrupted" and returncode in _INTERRUPTED:
         return "interrupted", details
+    # Stopped so before `ann train` wrote a run_status.json: an emitted launcher's SIGTERM before
+    # the trial started (its script records 143) or one while ann started. Nothing ran, and a
+    # rerun runs it; it read as failed, `exited with status 143`.
+    if state is None and returncode in _INTERRUPTED:
+        return "interrupted", details
     # Stopped after it recorded its end (its last save done): the SIGTERM killed only its exit.
     if returncode not in (None, 0) and not stopped:
         details["error"] = record.get("error") or error_line(stderr_tail(workdir), returncode)
