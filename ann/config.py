@@ -1712,6 +1712,7 @@ def read_elsewhere(key: str) -> str | None:
 
 
 _UNSET = "<unset>"
+UNSET = _UNSET  # what `diff` gives for a key one config lacks
 
 
 def _flat(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -220,6 +220,7 @@ def _train(unchanged: set[str]):
         auto=FLAGS.distributed == "auto",
         timeout_seconds=FLAGS.distributed_timeout,
         config=FLAGS.config,  # every process's must be the same (refused before anything)
+        config_flag=config_flag(),  # named first where the processes' differ
     )
     if jax.process_index() > 0:  # one console log per run (process 0's); warnings from all
         logging.set_verbosity(logging.WARNING)

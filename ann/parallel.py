@@ -91,6 +91,7 @@ def initialize_distributed(
     auto: bool = False,
     timeout_seconds: int = 300,
     config: Mapping[str, Any] | None = None,
+    config_flag: str = "",
 ) -> None:
     """Joins a multi-process run before any other JAX call.
 
@@ -101,7 +102,8 @@ def initialize_distributed(
     SIGTERM's and SIGINT's Python handlers run in it (`_interruptible`). Once joined, every
     process checks that all were given the same `config` (the resolved run config, a
     ConfigDict or dict; None: not checked) and number of processes, else raises ConfigError
-    naming what differs (`_check_same_run`), before anything is built or written.
+    naming what differs (`_check_same_run`; first the `--config` argument, `config_flag`, where
+    the processes were given different files), before anything is built or written.
     """
     explicit = bool(coordinator_address) or num_processes > 0 or process_id >= 0
     if not explicit and not auto:
@@ -191,7 +193,7 @@ def initialize_distributed(
     # line, no run_status.json).
     if main_thread:
         signal.signal(signal.SIGTERM, sigterm if sigterm is not None else signal.SIG_DFL)
-    _check_same_run(config, timeout_seconds)
+    _check_same_run(config, timeout_seconds, config_flag)
     _orbax_barriers_without_collectives()
     _introduce(timeout_seconds)
 
@@ -227,20 +229,25 @@ _RUN_KEY = "ann/run/{index}"
 _SHOWN_KEYS = 3  # config keys a mismatch's line names, at most
 
 
-def _check_same_run(config: Mapping[str, Any] | None, timeout_seconds: int) -> None:
+def _check_same_run(
+    config: Mapping[str, Any] | None, timeout_seconds: int, config_flag: str = ""
+) -> None:
     """ConfigError, in every process, where the processes were given different configs
     (`config`: this process's resolved config; None: not compared) or --num_processes: each
     tells the others its own through the coordination service's key-value store and compares
     theirs with process 0's. Without it, processes given another learning rate trained
     together and exited 0 with a wrong model (config.json recording process 0's), and another
-    total_steps ended in a C++ abort (gloo: "distributed collective mismatch"). A failure of
-    the exchange itself (a private JAX API) is logged and skips the check."""
+    total_steps ended in a C++ abort (gloo: "distributed collective mismatch"). Where the configs
+    differ, the `--config` arguments (`config_flag`: this process's) are named first when they
+    name different files: the likely cause (the same file at other paths, with the same values,
+    is not refused). A failure of the exchange itself (a private JAX API) is logged and skips
+    the check."""
     try:
         from jax._src import distributed as jax_distributed  # the client jax.distributed made
 
         state = jax_distributed.global_state
         client, index, count = state.client, state.process_id, state.num_processes
-        mine = {"num_processes": count, "config": _plain(config)}
+        mine = {"num_processes": count, "config": _plain(config), "config_flag": config_flag}
         client.key_value_set(_RUN_KEY.format(index=index), json.dumps(mine, sort_keys=True))
 
         def read(other: int) -> dict:
@@ -285,6 +292,15 @@ def _check_same_run(config: Mapping[str, Any] | None, timeout_seconds: int) -> N
             for key, (a, b) in list(differ.items())[:_SHOWN_KEYS]
         ]
         more = len(differ) - len(shown)
+        # Two --config files (digits_cnn.py and digits_mlp.py) differ in many keys: the cause,
+        # named first (it named only keys, "and 8 more keys").
+        flags_given = first.get("config_flag") or "", theirs.get("config_flag") or ""
+        if all(flags_given) and not config_lib.same_config_flag(*flags_given):
+            shown.insert(
+                0,
+                f"--config is {flags_given[0]} in process 0{this(0)} and {flags_given[1]} in "
+                f"process {other}{this(other)}",
+            )
         raise ConfigError(
             "the processes were given different configs: "
             + "; ".join(shown)
@@ -302,6 +318,10 @@ def _plain(config: Mapping[str, Any] | None) -> Any:
 
 
 def _shown(value: Any) -> str:
+    """A config value in a message: a string in JSON quotes, a key one config lacks as `unset`
+    (it read `"<unset>"`, as if the value were that string)."""
+    if value == config_lib.UNSET:
+        return "unset"
     return json.dumps(value) if isinstance(value, str) else str(value)
 
 

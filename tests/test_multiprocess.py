@@ -275,18 +275,25 @@ def test_the_config_check_names_the_process_that_differs(monkeypatch):
             return self.store[key]
 
     same = {"a": 1, "b": {"c": "x"}, "d": 2, "e": 3}
-    other = {"a": 2, "b": {"c": "y"}, "d": 3, "e": 4}
+    other = {"b": {"c": "y"}, "d": 3, "e": 4}
     state = jax_distributed.global_state
-    runs = [(i, {"num_processes": 3, "config": c}) for i, c in enumerate([same, other, same])]
+    files = ["configs/digits_cnn.py", "configs/digits_mlp.py", "./configs/digits_cnn.py"]
+    runs = [
+        (i, {"num_processes": 3, "config": c, "config_flag": f})
+        for i, (c, f) in enumerate(zip([same, other, same], files))
+    ]
     monkeypatch.setattr(state, "client", Client(runs))
     monkeypatch.setattr(state, "process_id", 2)
     monkeypatch.setattr(state, "num_processes", 3)
     with pytest.raises(ConfigError) as e:
-        parallel._check_same_run(same, 10)
+        parallel._check_same_run(same, 10, files[2])
+    # It named keys alone ("and 8 more keys"), not the two files, and an absent key `"<unset>"`.
     assert str(e.value) == (
-        "the processes were given different configs: a is 1 in process 0 and 2 in process 1; "
-        'b.c is "x" in process 0 and "y" in process 1; d is 2 in process 0 and 3 in process 1; '
-        "and 1 more key; give every process the same --config and --config.KEY=VALUE flags"
+        "the processes were given different configs: --config is configs/digits_cnn.py in "
+        "process 0 and configs/digits_mlp.py in process 1; a is 1 in process 0 and unset in "
+        'process 1; b.c is "x" in process 0 and "y" in process 1; d is 2 in process 0 and 3 in '
+        "process 1; and 1 more key; give every process the same --config and "
+        "--config.KEY=VALUE flags"
     )
     monkeypatch.setattr(state, "client", Client([(i, runs[0][1]) for i in range(3)]))
     parallel._check_same_run(same, 10)  # all alike: no error
