@@ -18,6 +18,10 @@ from ann.registry import Registry, RegistryError, resolve
 def test_versions_aliases_tags_and_uris(digits_export, tmp_path):
     workdir, out = digits_export
     registry = Registry(str(tmp_path / "reg"))
+    # One string made one alias per letter: c, h, a, m, p, i, o, n.
+    with pytest.raises(TypeError, match=r"aliases=\['champion'\]"):
+        registry.register(str(out), "digits", aliases="champion")
+    assert not registry.exists()  # refused before anything was written
     v1 = registry.register(str(out), "digits", tags={"team": "vision"}, aliases=["champion"])
     v2 = registry.register(str(out), "digits", description="retrained", allow_duplicate=True)
     assert (v1.version, v2.version) == (1, 2)

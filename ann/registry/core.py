@@ -621,7 +621,8 @@ class Registry:
         An export already registered under `name` (the same manifest sha256) is refused with
         RegistryError naming its version, unless `allow_duplicate`; so is one whose inputs or
         outputs (names, dtypes, shapes) differ from the latest version's, which its clients
-        would no longer fit, unless `allow_signature_change`. Creates the registry if it
+        would no longer fit, unless `allow_signature_change`. `aliases` is a sequence of
+        aliases (a lone string: TypeError, not one alias per letter). Creates the registry if it
         does not exist yet, but only once the copy is verified: a refused register creates
         and changes nothing (the copy is staged next to the registry and removed)."""
         export_dir = artifact.path_argument(export_dir, "export_dir", "an export directory")
@@ -1131,6 +1132,8 @@ class Registry:
         cls, name: str, description: str, tags: Mapping[str, str], aliases: Sequence[str]
     ) -> None:
         cls._check_name(name)
+        if isinstance(aliases, str):  # iterated, "champion" made 8 one-letter aliases
+            raise TypeError(f"aliases must be a list of aliases: aliases=[{aliases!r}]")
         for alias in aliases:
             cls._check_alias(alias)
         for key, value in tags.items():
