@@ -25,6 +25,7 @@ def sample(
     *,
     temperature: float = 1.0,
     top_k: int = 0,
+    top_p: float = 1.0,
     window: int | None = None,
     banned: Sequence[int] = (),
 ) -> jax.Array:
@@ -32,17 +33,20 @@ def sample(
 
     Each id is drawn from softmax(logits / temperature) over the `top_k` most likely ids (0, or
     at least the vocabulary's size, = all) but the `banned` ones (ids that frame a text and are
-    none of it, `<pad>`: a written one was dropped from the text, then read back as padding);
-    temperature 0 is greedy. `window`: the most ids the
-    model reads to write the next one, the last ones (its training sequences' length: it then
-    never sees a position it was not trained on, and a step costs the same however long the
-    text; nanoGPT's `generate` crops the same way); None reads everything. Returns
-    [b, p + num_tokens]."""
+    none of it, `<pad>`: a written one was dropped from the text, then read back as padding),
+    and among those from the nucleus: the fewest likeliest ids whose probabilities (at that
+    temperature) sum to at least `top_p` (nucleus sampling, Holtzman et al. 2019, "The Curious
+    Case of Neural Text Degeneration"; applied after top-k as in Hugging Face's
+    `TopPLogitsWarper`; 1 = all, 0 = the likeliest only). Temperature 0 is greedy. `window`:
+    the most ids the model reads to write the next one, the last ones (its training sequences'
+    length: it then never sees a position it was not trained on, and a step costs the same
+    however long the text; nanoGPT's `generate` crops the same way); None reads everything.
+    Returns [b, p + num_tokens]."""
     b, p = prompt.shape
     tokens = jnp.concatenate([prompt, jnp.zeros((b, num_tokens), prompt.dtype)], axis=1)
     return sample_range(
         model, tokens, p, p + num_tokens, rng, p, temperature=temperature, top_k=top_k,
-        window=window, banned=banned,
+        top_p=top_p, window=window, banned=banned,
     )  # fmt: skip
 
 
@@ -56,6 +60,7 @@ def sample_range(
     *,
     temperature: float = 1.0,
     top_k: int = 0,
+    top_p: float = 1.0,
     window: int | None = None,
     banned: Sequence[int] = (),
 ) -> jax.Array:
@@ -80,10 +85,26 @@ def sample_range(
             nxt = logits.argmax(-1)
         else:
             key = jax.random.fold_in(rng, pos - prompt_len)
-            nxt = jax.random.categorical(key, logits / temperature)
+            logits = logits / temperature
+            if top_p < 1:
+                logits = _nucleus(logits, top_p)
+            nxt = jax.random.categorical(key, logits)
         return jax.lax.dynamic_update_index_in_dim(tokens, nxt.astype(tokens.dtype), pos, 1)
 
     return jax.lax.fori_loop(start, stop, step, tokens)
+
+
+def _nucleus(logits: jax.Array, top_p: float) -> jax.Array:
+    """`logits` [b, vocab] (float32, -inf for ids already excluded) with every id outside the
+    nucleus at -inf: the nucleus is the fewest likeliest ids whose softmax probabilities sum to
+    at least `top_p`, and always holds the likeliest id (so `top_p` 0 is greedy); ids tied with
+    its least likely member stay in, as `top_k` keeps ties."""
+    ranked = jnp.sort(logits, axis=-1)[:, ::-1]
+    probs = jax.nn.softmax(ranked, axis=-1)
+    mass_before = jnp.cumsum(probs, axis=-1) - probs
+    kept = (mass_before < top_p).at[:, 0].set(True)
+    cutoff = jnp.min(jnp.where(kept, ranked, jnp.inf), axis=-1, keepdims=True)
+    return jnp.where(logits < cutoff, -jnp.inf, logits)
 
 
 def _ban(logits: jax.Array, banned: Sequence[int]) -> jax.Array:

@@ -2,7 +2,7 @@
 model (greedy or beam search, ann/decoding.py), from a trained run's workdir:
 
     ann generate --workdir=runs/pydoc_lm --prompt="Return the " --num_tokens=200 \\
-        --temperature=0.8 --top_k=20
+        --temperature=0.8 --top_k=20 --top_p=0.95
     ann generate --workdir=runs/digit_seq2seq --source="reverse 12345" --beam_size=4
 
 The flags are checked before JAX is imported and the model restored.
@@ -46,6 +46,16 @@ def _define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     flags.DEFINE_integer(
         "top_k", 20, takes("LM: sample among the k most likely ids.", expected("top_k")), **fv
     )
+    flags.DEFINE_float(
+        "top_p",
+        1.0,
+        takes(
+            "LM: nucleus sampling, among the fewest likeliest ids whose probabilities sum to at "
+            "least p (Holtzman et al. 2019); applied after --top_k.",
+            expected("top_p"),
+        ),
+        **fv,
+    )
     flags.DEFINE_integer(
         "num_samples",
         1,
@@ -68,7 +78,7 @@ def _define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
         cli.EXPECTED.update({name: expected(name) for name in RANGES})
 
 
-LM_FLAGS = ("prompt", "num_tokens", "temperature", "top_k", "num_samples", "seed")
+LM_FLAGS = ("prompt", "num_tokens", "temperature", "top_k", "top_p", "num_samples", "seed")
 SEQ2SEQ_FLAGS = ("source", "beam_size")
 # flag -> the values it may take, low <= value <= high (NaN is outside), and a note on them:
 # checked after parsing (the tests parse a FlagValues of their own), worded as every command's
@@ -77,6 +87,7 @@ RANGES = {
     "num_tokens": (1, 1_000_000, ""),
     "num_samples": (1, 10_000, ""),
     "top_k": (0, 1_000_000, "0: all ids"),
+    "top_p": (0, 1, "1: all ids, 0: the likeliest"),
     "beam_size": (1, 1000, "1: greedy"),
     "temperature": (0, 100, "0: greedy"),
     "seed": (0, 2**32 - 1, ""),
@@ -88,7 +99,7 @@ def expected(name: str) -> str:
     from ann import arguments
 
     low, high, note = RANGES[name]
-    return arguments.expected(float if name == "temperature" else int, low, high, note)
+    return arguments.expected(float if name in ("temperature", "top_p") else int, low, high, note)
 
 
 def check_flags(f: flags.FlagValues) -> str:
@@ -252,7 +263,7 @@ def _sample(
     def write(m, t, start, stop, r):
         t = sample_range(
             m, t, start, stop, r, p, temperature=f.temperature, top_k=f.top_k,
-            window=window, banned=banned,
+            top_p=f.top_p, window=window, banned=banned,
         )  # fmt: skip
         return t, jax.lax.dynamic_slice_in_dim(t, jnp.minimum(start, length - width), width, 1)
 

@@ -238,6 +238,30 @@ def test_decoders_never_write_the_ids_that_frame_a_text():
         assert not (out[:, 2:] == pad).any(), (temperature, top_k)
 
 
+@pytest.mark.parametrize(
+    "temperature, top_p, written",
+    [
+        (1.0, 1.0, {0, 1, 2, 3}),  # off: every id
+        (1.0, 0.7, {0, 1}),  # 0.5 + 0.3 reach 0.7
+        (1.0, 0.85, {0, 1, 2}),  # 0.5 + 0.3 + 0.15
+        (1.0, 0.0, {0}),  # the likeliest only: greedy
+        # At temperature 2 the probabilities flatten to 0.38, 0.29, 0.21, 0.12: three ids
+        # reach 0.7 (the nucleus is taken after the temperature, as Hugging Face does).
+        (2.0, 0.7, {0, 1, 2}),
+    ],
+)
+def test_nucleus_sampling_draws_from_the_fewest_ids_reaching_top_p(temperature, top_p, written):
+    def fixed(t):  # a causal LM stand-in: the same next-id probabilities everywhere
+        logits = jnp.log(jnp.array([0.5, 0.3, 0.15, 0.05]))
+        return jnp.broadcast_to(logits, (*t.shape, 4))
+
+    prompt = jnp.zeros((64, 1), jnp.int32)
+    out = decoding.sample(
+        fixed, prompt, 50, jax.random.PRNGKey(0), temperature=temperature, top_p=top_p
+    )
+    assert set(np.asarray(out[:, 1:]).ravel().tolist()) == written
+
+
 def test_sampling_greedy_top1_and_temperature_agree():
     lm = build("causal_lm")
     prompt = jnp.array([[3, 4, 5]])
@@ -425,6 +449,7 @@ def test_seq2seq_learns_held_out_lengths(tmp_path):
         ),
         (["--num_samples=0"], "--num_samples=0 must be an integer in [1, 10000]; e.g. --num_s"),
         (["--top_k=-1"], "--top_k=-1 must be an integer in [0, 1000000] (0: all ids); e.g. "),
+        (["--top_p=1.5"], "--top_p=1.5 must be a number in [0, 1] (1: all ids, 0: the likel"),
         (["--beam_size=0"], "--beam_size=0 must be an integer in [1, 1000] (1: greedy); e.g. --b"),
         (["--temperature=-0.5"], "--temperature=-0.5 must be a number in [0, 100] (0: greedy)"),
         (["--temperature=nan"], "--temperature=nan must be a number in [0, 100]"),
@@ -478,7 +503,7 @@ def test_a_long_generate_says_its_estimate_after_its_first_call(
     clock = itertools.count(0.0, seconds_per_call).__next__
     monkeypatch.setattr(generate, "_Progress", functools.partial(generate._Progress, clock=clock))
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
-    flags = SimpleNamespace(num_tokens=1000, temperature=0.0, top_k=0, seed=0)
+    flags = SimpleNamespace(num_tokens=1000, temperature=0.0, top_k=0, top_p=1.0, seed=0)
     prompt = jnp.array([[3, 4, 5]] * 2, jnp.int32)
     generate._sample(build("causal_lm"), prompt, 8, (0,), lambda ids: "x" * len(ids), flags)
     out, err = capsys.readouterr()
@@ -807,15 +832,17 @@ def test_generate_prints_each_chunk_as_it_is_written_the_ids_of_one_call(monkeyp
     lm = build("causal_lm")
     fv = flags.FlagValues()
     generate._define_flags(fv)
-    fv(["generate", "--workdir=W", "--num_tokens=600", "--temperature=0.8", "--top_k=5"])
+    fv(["generate", "--workdir=W", "--num_tokens=600", "--temperature=0.8", "--top_k=5",
+        "--top_p=0.9"])  # fmt: skip
     prompt = jnp.repeat(jnp.array([[3, 4, 5]]), 2, 0)
     printed = []
     monkeypatch.setattr(generate, "_print", printed.append)
     decode = lambda ids: "".join(chr(ord("a") + i) for i in np.asarray(ids).tolist())  # noqa: E731
     generate._sample(lm, prompt, 8, (0,), decode, fv)
     whole = decoding.sample(
-        lm, prompt, 600, jax.random.PRNGKey(0), temperature=0.8, top_k=5, window=8, banned=(0,)
-    )
+        lm, prompt, 600, jax.random.PRNGKey(0), temperature=0.8, top_k=5, top_p=0.9, window=8,
+        banned=(0,),
+    )  # fmt: skip
     first, second = (decode(row) for row in whole)
     dashes = "-" * 40 + "\n"
     # The prompt, then the first sample in its three calls (256 + 256 + 88 ids), each printed
