@@ -1848,6 +1848,35 @@ def test_the_verdict_says_the_outputs_beside_it_and_the_reference_is_named():
         Reference({"x": np.zeros((300, 1))}, {"forecast": np.zeros((216, 4))}, spec, out_spec)
 
 
+def test_a_multivariate_test_that_disagrees_with_the_verdict_is_said_beside_it():
+    # Two features each N(0, 1) in both, correlated +1 in the reference and -1 now: no feature
+    # drifted alone, the MMD test rejected, and the headline said "drift not detected" alone.
+    from ann.monitor.__main__ import summary
+
+    rng = np.random.default_rng(0)
+    spec = {"x": {"dtype": "float32", "shape": [-1, 2]}}
+    a, b = rng.normal(size=(300, 1)), rng.normal(size=(120, 1))
+    ref = Reference({"x": np.hstack([a, a])}, {}, spec, {})
+    result = ref.detect({"x": np.hstack([b, -b])}, {}, multivariate=True)
+    assert result.state == "not_detected" and result.multivariate.drifted
+    assert result.verdict() == (
+        "drift not detected (inputs); multivariate MMD, not in the verdict: drifted"
+    )
+    made = {
+        "model": {"name": "m", "version": "1"},
+        "requests": {"files": ["a"], "records": 120, "versions": ["1"], "served_as": None},
+        "result": {**result.to_json(), "drift_share": 0.5},
+        "figures": [],
+    }
+    first = summary(made, "r.json").splitlines()[0]
+    assert first.startswith(
+        "drift not detected: 0 of 2 input features drifted (share 0.00, dataset drift at >= "
+        "0.5); multivariate MMD, not in the verdict: drifted | 120 rows"
+    ), first
+    agree = ref.detect({"x": np.hstack([b, b])}, {}, multivariate=True)
+    assert agree.verdict() == "drift not detected (inputs)"  # it agrees: nothing beside
+
+
 def test_an_output_of_many_values_is_corrected_as_one_family():
     # An embedding's 32 values are 32 tests; the correction reached the inputs only, so a clean
     # window showed a "drifted" embedding value most of the time (1 - 0.95^32 = 81%), whatever

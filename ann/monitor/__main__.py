@@ -216,7 +216,7 @@ def summary(report: dict[str, Any], path: str) -> str:
     """The printed lines: the verdict, the multivariate test, outputs, top features, files; for
     too few rows, that and what to do."""
     # imported by then: the report was computed
-    from ann.monitor.drift import format_p, moved, none_moved, rank
+    from ann.monitor.drift import beside_verdict, format_p, moved, none_moved, rank
     from ann.monitor.request_log import more_requests
 
     r, m = report["result"], report["model"]
@@ -246,11 +246,10 @@ def summary(report: dict[str, Any], path: str) -> str:
         )
     drifted, correction = r["drifted"], r.get("correction", "none")
     corrected = f", {correction}-corrected" if correction != "none" else ""
-    # The verdict is the inputs'; the outputs' beside it ("drift not detected" stood alone
-    # beside 72 of 72 drifted forecast values).
-    outputs = r["outputs"]
-    said = sum(f["drifted"] for f in outputs)
-    said = f"; outputs, not in the verdict: {said} of {len(outputs)} drifted" if outputs else ""
+    # The verdict is the inputs'; the outputs' and a disagreeing multivariate test beside it
+    # ("drift not detected" stood alone beside 72 of 72 drifted forecast values).
+    mmd = r["multivariate"]["drifted"] if r["multivariate"] else None
+    said = beside_verdict(r["detected"], mmd, [f["drifted"] for f in r["outputs"]])
     lines = [
         f"drift {'DETECTED' if r['detected'] else 'not detected'}: {drifted} of "
         f"{len(r['features'])} input features drifted{corrected} (share {r['share']:.2f}, "

@@ -112,7 +112,7 @@ import dataclasses
 import functools
 import math
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -259,6 +259,22 @@ def _finite(value: Any) -> Any:
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
+def beside_verdict(detected: bool, multivariate: bool | None, outputs: Sequence[bool]) -> str:
+    """What the verdict (`detected`: the share of drifted input features) leaves out, said
+    beside it: the multivariate test where it disagrees (`; multivariate MMD, not in the
+    verdict: drifted`) and the outputs' count (`; outputs, not in the verdict: 72 of 72
+    drifted`); "" where there is neither. "drift not detected" stood alone beside a forecast
+    whose 72 of 72 values drifted, and beside an MMD test that rejected (p 0.001).
+    `multivariate`: that test's verdict, None where it was not run; `outputs`: each output
+    value's."""
+    said = ""
+    if multivariate is not None and multivariate != detected:
+        said += f"; multivariate MMD, not in the verdict: {'drifted' if multivariate else 'ok'}"
+    if outputs:
+        said += f"; outputs, not in the verdict: {sum(outputs)} of {len(outputs)} drifted"
+    return said
+
+
 @dataclasses.dataclass(frozen=True)
 class DriftResult:
     """A window's drift: per input feature, per output, and (optionally) multivariate. A window
@@ -294,16 +310,9 @@ class DriftResult:
             rows = f"{self.rows} row{'s' * (self.rows != 1)}"
             return f"too few rows to judge drift ({rows} < {self.min_rows})"
         said = "drift DETECTED" if self.detected else "drift not detected"
-        return f"{said} (inputs){self.outputs_said()}"
-
-    def outputs_said(self) -> str:
-        """The outputs' verdicts beside the inputs' (not part of `state`): `; outputs, not in
-        the verdict: 72 of 72 drifted`; "" where no output was tested. "drift not detected"
-        stood alone beside a forecast whose 72 of 72 values drifted."""
-        if not self.outputs:
-            return ""
-        drifted = sum(f.drifted for f in self.outputs)
-        return f"; outputs, not in the verdict: {drifted} of {len(self.outputs)} drifted"
+        mmd = self.multivariate.drifted if self.multivariate else None
+        outputs = [f.drifted for f in self.outputs]
+        return f"{said} (inputs){beside_verdict(self.detected, mmd, outputs)}"
 
     def top(self, k: int = 10, moved_only: bool = False) -> list[FeatureDrift]:
         """The `k` input features most past their thresholds (`rank`); `moved_only`: only
