@@ -660,6 +660,25 @@ def test_the_readme_builder_of_own_arrays_prepares_and_trains(tmp_path, monkeypa
     said = r"`error: \.\.\./my_tab\.csv holds 3 rows; the 70/15/15 split\s+needs 4 or more`"
     assert re.search(said, readme), "README Data: the 3-row CSV's line"
     assert not (tmp_path / "data").exists()
+    csv = tmp_path / "my_tab.csv"
+    csv.write_text("a,b,c,d,class\n1,2,3,4,0\n")  # it said "holds 1 rows"
+    with pytest.raises(ValueError, match=r"my_tab\.csv holds 1 row; the 70/15/15 split needs"):
+        my_tab.arrays()
+    # A bad cell: NumPy's "could not convert string 'x' to float64 at row 4, column 2", naming
+    # neither the file nor its line (row 4 of those below the header, blank ones skipped).
+    good = "".join(f"{i},1,2,3,{i % 2}\n" for i in range(5))
+    csv.write_text("a,b,c,d,class\n" + good + "\n0.1,x,2,3,1\n")
+    done = run()
+    assert (done.returncode, done.stderr) == (
+        1, f"error: {csv} line 8 is not numbers: '0.1,x,2,3,1'\n"
+    )  # fmt: skip
+    assert "`error: .../my_tab.csv line 7 is not numbers: '0.1,x,2,3,1'`" in readme.replace(
+        "\n  ", " "
+    )
+    csv.write_text("a,b,c,d,class\n" + good + "0.1,2,3,1\n")
+    with pytest.raises(ValueError, match=r"my_tab\.csv line 7 has 4 values, not 5$"):
+        my_tab.arrays()
+    assert not (tmp_path / "data").exists()
     x = np.random.default_rng(0).normal(size=(200, 4))
     table = np.c_[x, (x[:, 0] > 0) + (x[:, 1] > 0.5)]
     np.savetxt(tmp_path / "my_tab.csv", table, delimiter=",", header="a,b,c,d,class")
