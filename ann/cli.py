@@ -624,7 +624,7 @@ def parse_flags(argv: list[str]) -> list[str]:
         if (said := number_for_a_tuple(argv, value)) is not None:
             fail(said)
         if (said := repeated_value(argv, value)) is not None:
-            fail(said)
+            warn(said)
         try:
             expand_config_paths(value)
         except FlagError as e:
@@ -1385,17 +1385,18 @@ def bad_override(text: str, argv: Sequence[str]) -> str:
 
 
 def repeated_value(argv: Sequence[str], config: object) -> str | None:
-    """The refusal of `--config.KEY=...` given more than once where KEY does not hold a tuple
-    in `config` (the parsed config): ml_collections keeps the last value without a word
-    (`--config.total_steps=100 --config.total_steps=200` trained 200 steps), where repeating
-    the flag is how a tuple key takes several elements (`number_for_a_tuple`). None when no
-    such key is repeated."""
-    given: dict[str, list[str]] = {}
+    """The warning for `--config.KEY=...` given more than once where KEY does not hold a tuple
+    in `config` (the parsed config): ml_collections keeps the last value, as absl does for any
+    flag, and said nothing (`--config.total_steps=100 --config.total_steps=200` trained 200
+    steps), where repeating the flag is how a tuple key takes several elements
+    (`number_for_a_tuple`). Warned, not refused: a wrapper's defaults followed by the user's
+    flags are the usual way to override them. None when no such key is repeated."""
+    given: dict[str, list[arguments.Flag]] = {}
     for flag in typed_flags(argv, config):
         if re.fullmatch(r"config\.[\w.]+", flag.name):
-            given.setdefault(flag.name[len("config.") :], []).append(flag.typed)
-    for key, typed in given.items():
-        if len(typed) < 2:
+            given.setdefault(flag.name[len("config.") :], []).append(flag)
+    for key, repeats in given.items():
+        if len(repeats) < 2:
             continue
         try:
             value = config_lib.lookup(config, key)
@@ -1403,9 +1404,10 @@ def repeated_value(argv: Sequence[str], config: object) -> str | None:
             continue  # refused by name elsewhere
         if isinstance(value, tuple | list):
             continue
+        typed, last = " ".join(f.typed for f in repeats), repeats[-1].value
         return (
-            f"--config.{key} is given {len(typed)} times ({' '.join(typed)}); a key that is "
-            f"not a tuple takes one value: give it once"
+            f"--config.{key} is given {len(repeats)} times ({typed}): the last, {last}, is "
+            "taken (a key that is not a tuple takes one value)"
         )
     return None
 
