@@ -22,7 +22,9 @@ import tempfile
 import threading
 import time
 
-from absl import app, flags
+from absl import flags
+
+from ann import cli
 
 flags.DEFINE_integer("runs", 8, "How many runs, one after another.")
 flags.DEFINE_bool("trim", False, "malloc_trim(0) after each run.")
@@ -81,4 +83,4 @@ def main(_) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)
