@@ -556,8 +556,11 @@ def _export(
     if calibration is not None:
         config = config.copy_and_resolve_references()  # the manifest records the override
         config.calibration = calibration
-    # Before the graph is traced: predict then divides the logits by the fitted temperature.
+    # Before the graph is traced: predict then divides the logits by the fitted temperature,
+    # and an anomaly detector flags rows above the threshold fitted on its calibration rows.
     calibrated = calibrate(experiment, model, config, data_dir)
+    fit_threshold = getattr(experiment, "fit_threshold", None)
+    threshold = fit_threshold(model) if fit_threshold is not None else None
     graphdef, state = nnx.split(model)
     leaves, treedef = jax.tree_util.tree_flatten_with_path(state)
     keys = [path_str(path) for path, _ in leaves]  # as sharding rules and `freeze` name them
@@ -610,6 +613,7 @@ def _export(
         "config": json.loads(config_lib.to_json(config)),
         "metrics": _eval_metrics(workdir, int(step)),
         **({"calibration": calibrated} if calibrated else {}),
+        **({"threshold": threshold} if threshold else {}),
         "git": _git(),
         "versions": {
             "jax": jax.__version__,

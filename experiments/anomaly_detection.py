@@ -35,6 +35,12 @@ Eval metrics over a whole split (padding rows masked out):
   `auroc_<class>` for each of its classes that has anomalous rows, that class's anomalies
   against all normal rows (which kinds of anomaly the model finds, which it misses).
 
+Served outputs (`predict`, what an export computes): `score` [rows] float32, `reconstruction`
+(the input's shape, in its units) and `flagged` [rows] int32, 1 ("anomalous") where the score
+exceeds the deployed threshold, else 0 ("normal"): the decision a deployment acts on, with
+the threshold fixed from the exported model's calibration rows (`fit_threshold`; the export
+records it as its manifest's `threshold`), as `eval/threshold` was at the step's eval.
+
 The calibration rows' scores come out of `eval_sums`: the loop hands `eval_metrics` no model,
 so every eval batch scores the same reference rows and the host takes their mean over batches
 (identical values; the cost is one pass over the reference rows per eval batch).
@@ -93,6 +99,7 @@ class AnomalyDetection:
         self.breakdown_names: list[str] = []
         self.preprocess = Standardizer()
         self.reference = np.zeros(())  # raw normal training rows the threshold is taken from
+        self.threshold: float | None = None  # fixed by `fit_threshold`; None: the model's own
         self._predict_compiled = nnx.jit(self._predict)
 
     def setup(self, train: Split) -> None:
@@ -192,6 +199,27 @@ class AnomalyDetection:
         x, y = self._reconstruct(model, inputs, rng)
         return jnp.square(y - x).reshape(x.shape[0], -1).mean(axis=1)
 
+    def fit_threshold(self, model: nnx.Module) -> dict:
+        """Fixes the threshold `predict` flags above: the `task.threshold_quantile` quantile of
+        `model`'s scores on the calibration rows (`reference`), as `eval_metrics` takes
+        `eval/threshold` (PyOD's `threshold_` rule). Returns {"value" (float), "quantile",
+        "calibration_rows"}, what an export records as its manifest's `threshold`. Call it on a
+        concrete model, outside any trace (the export does, before tracing `predict`); a later
+        `predict` of another model flags against this value until it is fitted again."""
+        quantile = float(self.settings["threshold_quantile"])
+        self.threshold = float(np.asarray(self._threshold(model), np.float64))
+        return {
+            "value": self.threshold,
+            "quantile": quantile,
+            "calibration_rows": int(len(self.reference)),
+        }
+
+    def _threshold(self, model: nnx.Module) -> jax.Array:
+        """The threshold for `model` (float32 scalar), traceable: computed wherever `predict` is
+        called without a fitted one (jitted, it scores the calibration rows in the graph)."""
+        scores = self.scores(model, jnp.asarray(self.reference))
+        return jnp.quantile(scores, self.settings["threshold_quantile"])
+
     def input_signature(self) -> dict:
         return self.inputs
 
@@ -199,21 +227,31 @@ class AnomalyDetection:
         return {
             "score": spec("float32", []),
             "reconstruction": spec("float32", self.input_shape),
+            "flagged": spec("int32", [], ("normal", "anomalous")),
         }
 
     def predict(self, model: nnx.Module, inputs: dict[str, jax.Array]) -> dict[str, jax.Array]:
         # One compiled program whether called directly or traced into an export, so the two
         # agree to the bit. Run op by op, the layers round differently, and de-standardizing
         # scales those differences by the input's spread (~1e-5 on the digits' 0..16 pixels,
-        # past the export's check).
-        return self._predict_compiled(model, inputs)
+        # past the export's check). The threshold is the fitted one (the export's constant),
+        # else the model's own, computed in the program.
+        if self.threshold is not None:
+            threshold = jnp.float32(self.threshold)
+        else:
+            threshold = self._threshold(model)
+        return self._predict_compiled(model, inputs, threshold)
 
-    def _predict(self, model: nnx.Module, inputs: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    def _predict(
+        self, model: nnx.Module, inputs: dict[str, jax.Array], threshold: jax.Array
+    ) -> dict[str, jax.Array]:
         x, y = self._reconstruct(model, inputs[self.input_key], None)
+        score = jnp.square(y - x).reshape(x.shape[0], -1).mean(axis=1)
         return {
-            "score": jnp.square(y - x).reshape(x.shape[0], -1).mean(axis=1),
+            "score": score,
             # In the input's own units, so it can be compared with the input directly.
             "reconstruction": self.preprocess.invert(y),
+            "flagged": (score > threshold).astype(jnp.int32),
         }
 
     def loss(self, model, batch, rng):

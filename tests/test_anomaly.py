@@ -155,11 +155,32 @@ def test_sensor_autoencoder_detects_faults_and_exports(tmp_path):
     # The threshold targets 1% false alarms on fresh normal rows: check it stays near that.
     assert (score[labels == 0] > got["threshold"]).mean() < 0.05
 
+    # The served decision: 1 above the threshold eval/threshold came from (the export served a
+    # score alone, each client left to find and apply the threshold itself).
+    flags = predicted["flagged"]
+    near = np.abs(score - got["threshold"]) < 1e-5 * got["threshold"]  # rounding aside
+    assert flags.dtype == np.int32 and flags.sum() > 0 and not near.any()
+    np.testing.assert_array_equal(flags, score > got["threshold"])
     manifest = export(str(workdir), str(out))
     assert manifest["outputs"]["score"] == {"dtype": "float32", "shape": [-1]}
+    assert manifest["outputs"]["flagged"] == {
+        "dtype": "int32", "shape": [-1], "names": ["normal", "anomalous"]
+    }  # fmt: skip
+    assert manifest["threshold"]["value"] == pytest.approx(got["threshold"], rel=1e-5)
+    assert manifest["threshold"]["quantile"] == 0.99
     assert manifest["inputs"] == {"window": {"dtype": "float32", "shape": [-1, 64, 4]}}
     loaded = artifact.load(str(out))({"window": rows["window"][:50]})
     np.testing.assert_allclose(loaded["score"], score[:50], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(loaded["flagged"], flags[:50])
+    # `ann serve`'s model metadata says the threshold its `flagged` applies.
+    import orjson
+
+    from ann.serve.dataplane import ServedModel
+
+    served = ServedModel("faults", "1", artifact.load(str(out)), "test")
+    parameters = orjson.loads(served.metadata)["parameters"]
+    assert parameters["threshold"] == manifest["threshold"]
+    assert parameters["labels"]["flagged"] == ["normal", "anomalous"]
     np.testing.assert_allclose(
         loaded["reconstruction"], predicted["reconstruction"][:50], rtol=1e-5, atol=1e-5
     )

@@ -102,6 +102,8 @@ class ServedModel:
                     "platforms": model.manifest.get("platforms"),
                     "source": public_source(model.manifest.get("source")),
                     "metrics": model.manifest.get("metrics"),
+                    # An anomaly detector's threshold, which its `flagged` output applies.
+                    **({"threshold": t} if (t := model.manifest.get("threshold")) else {}),
                     # The names each integer input or output indexes (classes, a vocabulary).
                     "labels": {
                         k: v["names"]
