@@ -1877,6 +1877,43 @@ def test_a_multivariate_test_that_disagrees_with_the_verdict_is_said_beside_it()
     assert agree.verdict() == "drift not detected (inputs)"  # it agrees: nothing beside
 
 
+def test_an_output_of_many_values_prints_one_line():
+    # An autoencoder's reconstruction (256 values) printed 256 lines under the verdict.
+    from ann.monitor.__main__ import summary
+
+    rng = np.random.default_rng(0)
+    spec = {"x": {"dtype": "float32", "shape": [-1, 1]}}
+    out = {"forecast": {"dtype": "float32", "shape": [-1, 6]}, "level": {"dtype": "float32",
+           "shape": [-1, 2]}}  # fmt: skip
+    ref = Reference(
+        {"x": rng.normal(size=(300, 1))},
+        {"forecast": rng.normal(size=(300, 6)), "level": rng.normal(size=(300, 2))},
+        spec,
+        out,
+    )
+    moved = rng.normal(size=(120, 6))
+    moved[:, 2] += 3.0  # one value of six moves
+    result = ref.detect(
+        {"x": rng.normal(size=(120, 1))}, {"forecast": moved, "level": rng.normal(size=(120, 2))}
+    )
+    made = {
+        "model": {"name": "m", "version": "1"},
+        "requests": {"files": ["a"], "records": 120, "versions": ["1"], "served_as": None},
+        "result": {**result.to_json(), "drift_share": 0.5},
+        "figures": [],
+    }
+    lines = summary(made, "r.json").splitlines()
+    forecast = [line for line in lines if "output:forecast" in line]
+    assert len(forecast) == 1, lines
+    assert forecast[0].startswith(
+        "  output:forecast: 1 of 6 values drifted; most: output:forecast[2] ks "
+    ) and forecast[0].endswith(" DRIFT"), forecast
+    # An output of a few values keeps a line each.
+    assert [line.split(":")[1] for line in lines if "output:level" in line] == [
+        "level[0]", "level[1]"
+    ]  # fmt: skip
+
+
 def test_an_output_of_many_values_is_corrected_as_one_family():
     # An embedding's 32 values are 32 tests; the correction reached the inputs only, so a clean
     # window showed a "drifted" embedding value most of the time (1 - 0.95^32 = 81%), whatever

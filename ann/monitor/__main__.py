@@ -206,6 +206,9 @@ def _outputs(model: Any, traffic: Any) -> tuple[dict[str, np.ndarray], str]:
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}, "model"
 
 
+OUTPUT_VALUES_SHOWN = 4  # an output of more values is summarized in one printed line
+
+
 def _score(test: dict[str, Any], spec: str) -> str:
     """A test's score as printed; JSON holds an infinite one (Fisher's odds ratio where the
     reference never holds a value) as null."""
@@ -255,13 +258,31 @@ def summary(report: dict[str, Any], path: str) -> str:
         f"{len(r['features'])} input features drifted{corrected} (share {r['share']:.2f}, "
         f"dataset drift at >= {r['drift_share']}){said} | {source}"
     ]
-    shown = ([r["multivariate"]] if r["multivariate"] else []) + r["outputs"]
-    for f in shown:
+
+    def said(f: dict[str, Any]) -> str:
         # "" for a distance; an output of many values is corrected: its adjusted p too
         p = format_p(f["p_value"], f.get("asymptotic_p"), f.get("p_adjusted"))
         verdict = "DRIFT" if f["drifted"] else "ok"
-        said = " ".join(x for x in (_score(f, ".4g"), p, verdict) if x)
-        lines.append(f"  {f['feature']}: {f['method']} {said}")
+        return " ".join(x for x in (_score(f, ".4g"), p, verdict) if x)
+
+    if r["multivariate"]:
+        lines.append(f"  {r['multivariate']['feature']}: {r['multivariate']['method']} "
+                     f"{said(r['multivariate'])}")  # fmt: skip
+    # An output of many values (a reconstruction's 256, a forecast's 72) is one line, its
+    # count and its most drifted value: it printed a line per value, 256 of them.
+    values: dict[str, list[dict[str, Any]]] = {}
+    for f in r["outputs"]:
+        values.setdefault(f["feature"].split("[", 1)[0], []).append(f)
+    for output, tests in values.items():
+        if len(tests) <= OUTPUT_VALUES_SHOWN:
+            lines += [f"  {f['feature']}: {f['method']} {said(f)}" for f in tests]
+            continue
+        worst = min(tests, key=lambda f: rank(f["strength"], f["p_value"], f["score"]))
+        drifted = sum(f["drifted"] for f in tests)
+        lines.append(
+            f"  {output}: {drifted} of {len(tests)} values drifted; most: {worst['feature']} "
+            f"{worst['method']} {said(worst)}"
+        )
     # How each categorical input was tested (its token frequencies, not in the MMD; numeric
     # inputs are tested value by value, as the line above says), and any test that --method
     # did not choose (the confidence's KS under --method=psi); older reports hold none.
