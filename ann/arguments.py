@@ -152,3 +152,32 @@ def refusal(typed: str, what: str, name: str, example: object = None) -> str:
     `name` (its default, mostly): "--port=70000 must be an integer in [1, 65535]; e.g.
     --port=8000"."""
     return f"{typed} must be {what}" + (f"; e.g. --{name}={example}" if example is not None else "")
+
+
+def process_flags_fault(
+    coordinator_address: str, num_processes: int, process_id: int, auto: bool
+) -> str | None:
+    """What is wrong with a multi-process run's flags, in one line, or None: the three explicit
+    ones (`--coordinator_address`, `--num_processes` above 0, `--process_id` from 0) go
+    together, the missing ones named, and not with `--distributed=auto`, which finds the
+    processes in the cluster's environment (the explicit ones won without a word). Checked
+    before JAX is imported (`ann train`) and by `parallel.initialize_distributed`."""
+    given = {
+        "--coordinator_address": bool(coordinator_address),
+        "--num_processes": num_processes > 0,
+        "--process_id": process_id >= 0,
+    }
+    named = [name for name, present in given.items() if present]
+    if named and auto:
+        return (
+            f"--distributed=auto finds the processes in the cluster's environment, and "
+            f"{', '.join(named)} name{'s' * (len(named) == 1)} them: give one or the other"
+        )
+    if named and len(named) < len(given):
+        missing = [name for name, present in given.items() if not present]
+        return (
+            "a multi-process run needs all of --coordinator_address=HOST:PORT, "
+            "--num_processes=N and --process_id=I (or --distributed=auto on a cluster); "
+            f"missing: {', '.join(missing)}"
+        )
+    return None

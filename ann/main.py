@@ -79,6 +79,11 @@ def check_processes(num_processes: int, process_id: int) -> None:
 def main(argv: list[str]) -> None:
     cli.check_no_arguments(argv[1:])
     check_processes(FLAGS.num_processes, FLAGS.process_id)
+    auto = FLAGS.distributed == "auto"
+    if fault := arguments.process_flags_fault(
+        FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id, auto
+    ):  # before JAX is imported: it took 3 s to say
+        raise cli.FlagError(fault)
     # JAX and the training code are imported once the flags and the config's keys are checked:
     # `--help` and a mistyped flag or key answer without them (0.3 s instead of 3 s).
     unchanged = cli.unchanged_overrides(FLAGS)

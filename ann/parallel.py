@@ -108,11 +108,9 @@ def initialize_distributed(
     explicit = bool(coordinator_address) or num_processes > 0 or process_id >= 0
     if not explicit and not auto:
         return
-    if explicit and not (coordinator_address and num_processes > 0 and process_id >= 0):
-        raise ConfigError(
-            "a multi-process run needs all of --coordinator_address=HOST:PORT, "
-            "--num_processes=N and --process_id=I (or --distributed=auto on a cluster)"
-        )
+    fault = arguments.process_flags_fault(coordinator_address, num_processes, process_id, auto)
+    if fault is not None:
+        raise ConfigError(fault)
     host, _, port = coordinator_address.rpartition(":")
     if explicit and host and arguments.digits(port) and not 0 < int(port) < 65536:
         raise ConfigError(  # it said "must be HOST:PORT", naming no range
