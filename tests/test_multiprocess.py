@@ -306,8 +306,11 @@ def test_process_0_waiting_for_its_peers_stops_at_once_on_sigterm_or_ctrl_c(
     """Process 0 waits in JAX's join, in C++: SIGTERM and Ctrl-C waited for it, until
     --distributed_timeout ran out (57 s of 60; 303 s by default), then `did not join`, exit 1.
     Process 1, waiting for the coordinator, stopped at once: now both do."""
+    from test_interrupt import AS_IN_A_TERMINAL  # SIGINT at its default, as a terminal's job
+
     proc = subprocess.Popen(
         [
+            *AS_IN_A_TERMINAL,
             sys.executable,
             "-m",
             "ann.main",
