@@ -144,7 +144,7 @@ def test_a_runbook_base_of_the_root_links_each_runbook_at_the_root(tmp_path):
         (
             ["--runbook_base=https://x/y z"],
             "error: --runbook_base='https://x/y z' must be a URL or path with no spaces (write "
-            "each as %20); e.g. --runbook_base=docs/runbooks",
+            "each as %20); e.g. --runbook_base=https://x/y%20z",
         ),
         (
             ["--runbook_base=https://x/a|b"],
@@ -161,7 +161,7 @@ def test_a_runbook_base_of_the_root_links_each_runbook_at_the_root(tmp_path):
         (
             ["--runbook_base=http://x/é"],
             "error: --runbook_base='http://x/é' must be a URL or path with no 'é' (a URL is "
-            "ASCII: write it as %C3%A9); e.g. --runbook_base=docs/runbooks",
+            "ASCII: write it as %C3%A9); e.g. --runbook_base=http://x/%C3%A9",
         ),
         # Accepted: it linked `http://x/a?b=c#f/drift.md`, the runbook's name in the fragment.
         (
@@ -268,7 +268,10 @@ def test_a_jobs_refusal_quotes_it_as_a_shell_needs_and_says_what_its_help_says(j
 @pytest.mark.parametrize(
     "base, refused",
     [
-        ("http://x/50%", "with no lone '%' (write it as %25)"),
+        # `%zz` was called a lone %, a backslash shown doubled ('\\\\').
+        ("http://x/50%", "with no '%' outside a percent-encoding such as %20 (write it as %25)"),
+        ("http://x/%zz", "(write it as %25); e.g. --runbook_base=http://x/%25zz"),
+        ("http://x/a\\b", "with no '\\' (write it as %5C); e.g. --runbook_base=http://x/a%5Cb"),
         ("http://x/a[1]", "with no '[' (write it as %5B)"),
         ("http://[::1/runbooks", "with no '[' (write it as %5B)"),
         ("docs/runbooks#drift", "with no query or fragment: drop #drift"),

@@ -171,11 +171,20 @@ class Settings:
         wrong = not base
         if unsafe and base.strip():
             wrong = True
-            said = "spaces" if unsafe == " " else "lone '%'" if unsafe == "%" else f"{unsafe!r}"
+            # The character as typed ('\\' read doubled), a `%` as what it is not (`%zz` is
+            # no lone %), and the example the base so written (it was docs/runbooks).
+            if unsafe == "%":
+                said = "'%' outside a percent-encoding such as %20"
+                fixed = re.sub(r"%(?![0-9A-Fa-f]{2})", "%25", base)
+            else:
+                said = "spaces" if unsafe == " " else f"'{unsafe}'"
+                fixed = base.replace(unsafe, quote(unsafe))
             fix = f"write {'each' if unsafe == ' ' else 'it'} as {quote(unsafe)}"
             if not unsafe.isascii():
                 fix = f"a URL is ASCII: {fix}"
             what += f" with no {said} ({fix})"
+            if runbook_base_unsafe(fixed) is None and "?" not in fixed and "#" not in fixed:
+                example = shlex.quote(fixed)
         elif "?" in base or "#" in base:
             wrong = True
             # `http://x/a?b=c#f` linked `http://x/a?b=c#f/drift.md`: the runbook's name inside the
