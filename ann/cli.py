@@ -623,7 +623,7 @@ def parse_flags(argv: list[str]) -> list[str]:
             fail(f"--config={path}: get_config() returned a {returned}; {_RETURN_A_CONFIG}")
         if (said := number_for_a_tuple(argv, value)) is not None:
             fail(said)
-        if (said := repeated_value(argv, value)) is not None:
+        for said in repeated_values(argv, value):
             warn(said)
         try:
             expand_config_paths(value)
@@ -1384,17 +1384,19 @@ def bad_override(text: str, argv: Sequence[str]) -> str:
     return text
 
 
-def repeated_value(argv: Sequence[str], config: object) -> str | None:
+def repeated_values(argv: Sequence[str], config: object) -> list[str]:
     """The warning for `--config.KEY=...` given more than once where KEY does not hold a tuple
     in `config` (the parsed config): ml_collections keeps the last value, as absl does for any
     flag, and said nothing (`--config.total_steps=100 --config.total_steps=200` trained 200
     steps), where repeating the flag is how a tuple key takes several elements
     (`number_for_a_tuple`). Warned, not refused: a wrapper's defaults followed by the user's
-    flags are the usual way to override them. None when no such key is repeated."""
+    flags are the usual way to override them. One warning per such key, in the order given
+    (it warned of the first alone)."""
     given: dict[str, list[arguments.Flag]] = {}
     for flag in typed_flags(argv, config):
         if re.fullmatch(r"config\.[\w.]+", flag.name):
             given.setdefault(flag.name[len("config.") :], []).append(flag)
+    said = []
     for key, repeats in given.items():
         if len(repeats) < 2:
             continue
@@ -1405,11 +1407,11 @@ def repeated_value(argv: Sequence[str], config: object) -> str | None:
         if isinstance(value, tuple | list):
             continue
         typed, last = " ".join(f.typed for f in repeats), repeats[-1].value
-        return (
+        said.append(
             f"--config.{key} is given {len(repeats)} times ({typed}): the last, {last}, is "
             "taken (a key that is not a tuple takes one value)"
         )
-    return None
+    return said
 
 
 def number_for_a_tuple(

@@ -632,21 +632,25 @@ def test_a_scalar_override_given_twice_is_warned_and_the_last_taken(tmp_path):
     args = ["--config.total_steps=100", "--config.total_steps", "200"]
     result = ann(
         "train", "--config=configs/digits_cnn.py", f"--workdir={tmp_path / 'w'}", *args,
-        "--config.model.features=32", "--config.model.features=64",
+        "--config.model.features=32", "--config.model.features=64", "--config.batch_size=64",
+        "--config.batch_size=32",  # a second repeated key: it was not warned of
         "--config.optimizer.learning_rate=-1",  # refused after the flags are read: ends it
     )  # fmt: skip
     assert result.stderr.splitlines() == [
         "warning: --config.total_steps is given 2 times (--config.total_steps=100 "
         "--config.total_steps 200): the last, 200, is taken (a key that is not a tuple takes "
         "one value)",
+        "warning: --config.batch_size is given 2 times (--config.batch_size=64 "
+        "--config.batch_size=32): the last, 32, is taken (a key that is not a tuple takes one "
+        "value)",
         "error: config key 'optimizer.learning_rate' must be > 0, got -1.0; e.g. "
         "--config.optimizer.learning_rate=0.001",
     ]
     from ml_collections import ConfigDict
 
     config = ConfigDict({"total_steps": 200, "model": {"features": (32, 64)}})
-    assert cli.repeated_value(["train", *args[:1], "--config.total_steps=200"], config)
-    assert cli.repeated_value(["train", "--config.total_steps=200"], config) is None
+    assert cli.repeated_values(["train", *args[:1], "--config.total_steps=200"], config)
+    assert cli.repeated_values(["train", "--config.total_steps=200"], config) == []
 
 
 def test_a_run_given_as_the_config_is_answered_with_the_config_it_was_made_from(
