@@ -99,7 +99,9 @@ class AnomalyDetection:
         self.breakdown_names: list[str] = []
         self.preprocess = Standardizer()
         self.reference = np.zeros(())  # raw normal training rows the threshold is taken from
-        self.threshold: float | None = None  # fixed by `fit_threshold`; None: the model's own
+        # {"value", "quantile", "calibration_rows"}: fixed by `fit_threshold` (or an export's
+        # manifest `threshold`, as `ann report` reads one); None: the model's own, computed
+        self.fitted_threshold: dict | None = None
         self._predict_compiled = nnx.jit(self._predict)
 
     def setup(self, train: Split) -> None:
@@ -206,13 +208,12 @@ class AnomalyDetection:
         "calibration_rows"}, what an export records as its manifest's `threshold`. Call it on a
         concrete model, outside any trace (the export does, before tracing `predict`); a later
         `predict` of another model flags against this value until it is fitted again."""
-        quantile = float(self.settings["threshold_quantile"])
-        self.threshold = float(np.asarray(self._threshold(model), np.float64))
-        return {
-            "value": self.threshold,
-            "quantile": quantile,
+        self.fitted_threshold = {
+            "value": float(np.asarray(self._threshold(model), np.float64)),
+            "quantile": float(self.settings["threshold_quantile"]),
             "calibration_rows": int(len(self.reference)),
         }
+        return dict(self.fitted_threshold)
 
     def _threshold(self, model: nnx.Module) -> jax.Array:
         """The threshold for `model` (float32 scalar), traceable: computed wherever `predict` is
@@ -236,8 +237,8 @@ class AnomalyDetection:
         # scales those differences by the input's spread (~1e-5 on the digits' 0..16 pixels,
         # past the export's check). The threshold is the fitted one (the export's constant),
         # else the model's own, computed in the program.
-        if self.threshold is not None:
-            threshold = jnp.float32(self.threshold)
+        if self.fitted_threshold is not None:
+            threshold = jnp.float32(self.fitted_threshold["value"])
         else:
             threshold = self._threshold(model)
         return self._predict_compiled(model, inputs, threshold)

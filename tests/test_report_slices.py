@@ -1418,14 +1418,31 @@ def test_the_anomaly_report_marks_the_deployed_threshold():
         "above it): precision 0.6667, recall 0.6667, 3 of 6 rows flagged"
     )
     assert section.notes[1] == (
-        "the deployed threshold is training's eval/threshold (an export's metadata "
-        'metrics["eval/threshold"]): the 0.9 quantile of 101 calibration rows\' scores'
+        "the deployed threshold is training's eval/threshold (an export fixes the same as its "
+        "own): the 0.9 quantile of 101 calibration rows' scores"
     )
     (ax,) = section.figures["score_histogram"].axes
     assert any(list(line.get_xdata()) == [0.9, 0.9] for line in ax.get_lines())
     assert "deployed threshold 0.9" in ax.get_legend().get_texts()[-1].get_text()
     assert "(test," in ax.get_title()
     rendered(section)
+    # An export's: its manifest's threshold and the rows as its `flagged` output flags them
+    # (the report recomputed its own threshold and flags, a float apart from the served ones).
+    exp.fitted_threshold = {"value": 0.93, "quantile": 0.9, "calibration_rows": 101}
+    served = {"score": score, "flagged": np.array([0, 0, 1, 0, 0, 1], np.int32)}
+    (section,) = sections_for("anomaly_detection")(
+        make_preds("anomaly_detection", {"label": labels}, served, exp, predict)
+    )
+    assert section.metrics["threshold"]["value"] == 0.93
+    assert section.metrics["threshold"]["flagged"] == pytest.approx(2 / 6)
+    assert section.notes[0].endswith(
+        "deployed threshold 0.9300 (flag a score above it): precision 0.5000, recall 0.3333, "
+        "2 of 6 rows flagged"
+    )
+    assert section.notes[1].startswith(
+        "the deployed threshold is the export's (its manifest's threshold, which its flagged "
+        "output applies): the 0.9 quantile"
+    )
 
 
 def test_the_anomaly_report_gives_the_auroc_of_each_breakdown_class():

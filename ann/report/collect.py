@@ -178,6 +178,8 @@ def from_model(spec: str, registry: str | None = None) -> Source:
     temperature = float((model.manifest.get("calibration") or {}).get("temperature") or 1.0)
     if hasattr(experiment, "temperature"):
         experiment.temperature = temperature  # what the exported graph divides the logits by
+    if hasattr(experiment, "fitted_threshold") and model.manifest.get("threshold"):
+        experiment.fitted_threshold = model.manifest["threshold"]  # what its `flagged` applies
     batch_size = _batch_size(config)
     run = model.compile(batch_size)
     has_logits = callable(getattr(experiment, "logits", None))

@@ -1,9 +1,10 @@
 """Anomaly detection's report: how the anomaly score (the reconstruction error) separates
 normal rows (label 0) from anomalous ones (label 1): the two score distributions, and the ROC
 curve with its area (scikit-learn's roc_curve and roc_auc_score). With the model at hand, the
-threshold a deployment flags rows above (`deployed_threshold`: training's `eval/threshold`, the
-`task.threshold_quantile` quantile of the calibration rows' scores; the export records it as
-its manifest's `metrics["eval/threshold"]`), marked on the histogram, and the precision and
+threshold a deployment flags rows above (`deployed_threshold`: an export's manifest `threshold`,
+which its `flagged` output applies, else training's `eval/threshold`; both the
+`task.threshold_quantile` quantile of the calibration rows' scores), marked on the histogram,
+and the precision and
 recall of the anomalous class at it (scikit-learn's precision_score and recall_score), all in
 the first line; with `task.breakdown`, the AUROC of each of its classes' anomalies against
 every normal row, as training's `auroc_<class>`."""
@@ -23,12 +24,16 @@ LOG_SPREAD = 100  # scores spread over more than this ratio get log-spaced bins 
 
 
 def deployed_threshold(preds: Predictions) -> dict | None:
-    """The threshold training reports as `eval/threshold` and a deployment flags rows above:
-    the experiment's `threshold_quantile` quantile of the model's scores on its calibration
-    rows (`experiment.reference`, normal training rows held out of the loss), computed as
+    """The threshold a deployment flags rows above: an export's own (its manifest's
+    `threshold`, which its `flagged` output applies: `experiment.fitted_threshold`, set by
+    `collect.from_model`), else the one training reports as `eval/threshold`, the experiment's
+    `threshold_quantile` quantile of the model's scores on its calibration rows
+    (`experiment.reference`, normal training rows held out of the loss), computed as
     `AnomalyDetection.eval_metrics` does. {"value", "quantile", "calibration_rows"}; None without
-    the model (`preds.predict`) or calibration rows."""
+    either the export's or the model (`preds.predict`) and calibration rows."""
     exp = preds.experiment
+    if getattr(exp, "fitted_threshold", None):  # an export's: the number it serves with
+        return dict(exp.fitted_threshold)
     reference = getattr(exp, "reference", None)
     settings = getattr(exp, "settings", None)
     if preds.predict is None or reference is None or np.ndim(reference) == 0 or not settings:
@@ -150,7 +155,10 @@ def sections(preds: Predictions) -> list[Section]:
     if deployed:
         # The number a deployment flags rows with, in the headline: it was the second line,
         # under the AUROC, which no deployment uses.
-        flagged = score > threshold
+        exported = bool(getattr(preds.experiment, "fitted_threshold", None))
+        # An export's rows flagged as it flags them (its `flagged` output), else by the score.
+        served = preds.outputs.get("flagged") if exported else None
+        flagged = np.asarray(served, bool) if served is not None else score > threshold
         deployed["flagged"] = float(flagged.mean()) if len(flagged) else None
         at = ""
         if len(anomalous):  # precision and recall of the anomalous class
@@ -162,9 +170,13 @@ def sections(preds: Predictions) -> list[Section]:
             f"; deployed threshold {significant(threshold)} (flag a score above it): "
             f"{at}{int(flagged.sum()):,} of {len(flagged):,} rows flagged"
         )
+        whose = (
+            "the export's (its manifest's threshold, which its flagged output applies)"
+            if exported
+            else "training's eval/threshold (an export fixes the same as its own)"
+        )
         notes.append(
-            f"the deployed threshold is training's eval/threshold (an export's "
-            f'metadata metrics["eval/threshold"]): the {deployed["quantile"]:g} quantile of '
+            f"the deployed threshold is {whose}: the {deployed['quantile']:g} quantile of "
             f"{deployed['calibration_rows']:,} calibration rows' scores"
         )
     per_class = breakdown(preds, labels, score)
