@@ -55,7 +55,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 from ml_collections.config_flags import config_flags as config_flags_impl
 
-from ann import arguments, atomic, console, directory_kind
+from ann import arguments, atomic, console, directory_kind, shadowing
 from ann import config as config_lib
 from ann.config import SCHEMA, ConfigError
 
@@ -312,46 +312,10 @@ def _name_from_argv(argv: Sequence[str]) -> None:
 
 
 def check_package() -> None:
-    """One line, exit 1, where `import ann` found a directory that is not ann's package while
-    ann's modules came from it (setuptools' editable install finds them apart): a clone named
-    `ann` whose parent is on sys.path makes that clone's root the package `ann` (a namespace
-    package, without __init__.py), and every job that then looked for a file beside its
-    modules died in a traceback (TFDS: "No such file or directory: '.../ann/data'"). The line
-    names what put the parent there (`_shadowing_cause`)."""
-    here = os.path.dirname(os.path.realpath(__file__))
-    package = sys.modules.get("ann")
-    found = getattr(package, "__file__", None)
-    if package is None or (found and os.path.dirname(os.path.realpath(found)) == here):
-        return
-    where = os.path.dirname(found) if found else next(iter(getattr(package, "__path__", [])), "?")
-    fail(
-        f"'ann' was imported from {where}, a directory that is not ann's package ({here}); "
-        + _shadowing_cause(os.path.realpath(os.path.dirname(where)))
-    )
-
-
-def _shadowing_cause(parent: str) -> str:
-    """What put `parent` (the directory above the clone that shadows ann) on sys.path, and the
-    fix: a PYTHONPATH entry naming it (`.` run there), else `python -m` (or `-c`) run there,
-    which puts the working directory first. It blamed PYTHONPATH for `python -m ann.main` run
-    from the directory above a clone with no PYTHONPATH set."""
-    cwd = os.getcwd()
-    entries = [e for e in os.environ.get("PYTHONPATH", "").split(os.pathsep) if e]
-    named = [e for e in entries if os.path.realpath(os.path.join(cwd, e)) == parent]
-    if named:
-        return (
-            f"PYTHONPATH={os.environ['PYTHONPATH']} puts {parent}, the directory above a clone, "
-            "on sys.path: unset PYTHONPATH, or run from the clone's root"
-        )
-    if sys.path and sys.path[0] in ("", cwd) and os.path.realpath(cwd) == parent:
-        return (
-            "`python -m` run from the directory above a clone does this (it puts the working "
-            "directory first on sys.path): cd into the clone, or use the `ann` command"
-        )
-    return (
-        f"{parent}, the directory above a clone, is on sys.path: take it off, or run from the "
-        "clone's root"
-    )
+    """One line, exit 1, where `import ann` found a directory that is not ann's package
+    (`shadowing.fault`)."""
+    if (said := shadowing.fault()) is not None:
+        fail(said)
 
 
 def fail(message: str) -> NoReturn:

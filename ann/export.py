@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 from absl import flags
 
-from ann import artifact, atomic
+from ann import artifact, atomic, shadowing
 
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 HISTOGRAM_BINS = 10
@@ -478,6 +478,7 @@ def export(
     manifest no loader would accept: nothing is written) and AssertionError (the exported
     graph's outputs differ from the training code's: nothing is written). A Ctrl-C raises
     KeyboardInterrupt and leaves nothing."""
+    shadowing.check()  # a clone's root imported as `ann`: one line, not a traceback midway
     workdir, out, step, name, platforms, calibration = _arguments(
         workdir, out, step, name, platforms, calibration
     )

@@ -1886,6 +1886,26 @@ def test_a_directory_named_ann_on_sys_path_is_one_line_naming_the_cause(tmp_path
         "clone, or use the `ann` command"
     )
     assert not (tmp_path / "run").exists()
+    # The Python API, from a script in that directory: TFDS's 51-line traceback once training
+    # had started (`No such file or directory: '.../ann/data'`), a stray runs/.jax_cache.
+    script = code.split("from ann.__main__")[0] + textwrap.dedent("""
+        from ann import config as ann_config
+        from ann.train.loop import train_and_evaluate
+
+        train_and_evaluate(ann_config.base(), "run")
+    """)
+    (tmp_path / "mine.py").write_text(script)
+    result = subprocess.run(
+        [sys.executable, "mine.py"], capture_output=True, text=True, cwd=tmp_path, timeout=300,
+        env={**env, "TFDS_DATA_DIR": str(tmp_path / "tfds")},
+    )  # fmt: skip
+    assert result.stderr.splitlines()[-1] == (
+        f"ImportError: 'ann' was imported from {tmp_path / 'ann'}, a directory that is not "
+        f"ann's package ({os.path.realpath(ROOT / 'ann')}); a script in {tmp_path}, the "
+        "directory above a clone, does this (Python puts its directory first on sys.path): "
+        "move the script out of that directory, e.g. into the clone"
+    ), result.stderr[-3000:]
+    assert sorted(os.listdir(tmp_path)) == ["ann", "mine.py"]
 
 
 NOT_DECIMAL = ["0x50", "0o17", "08000", "8_000", "８０００", "0b1", " 80", "1e3"]

@@ -33,7 +33,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 from tensorflow_datasets.core.utils import gcs_utils
 
-from ann import atomic
+from ann import atomic, shadowing
 from ann.config import ConfigError, did_you_mean
 from ann.data.offline import BUILDERS
 
@@ -464,7 +464,9 @@ def load(
     decoded size (`decoded_bytes`) is at most CACHE_LIMIT_BYTES. `key` names the config key
     that chose the split, for the error message; without one (a Python call) the refusals name
     the arguments (`load(name=...)`), not the config's keys. Raises ConfigError for an unknown
-    data set, an unknown split, a bad slice or one without rows."""
+    data set, an unknown split, a bad slice or one without rows, and ImportError where `ann`
+    was imported from a clone's root, not its package (`ann.shadowing`): TFDS's traceback."""
+    shadowing.check()
     given = bool(data_dir)
     data_dir = data_dir or default_data_dir()
     builder = _builder(name, data_dir, given, config=bool(key))

@@ -237,7 +237,9 @@ def write_report(source: collect.Source, splits: list[str], out: str) -> dict[st
     `source` that is no `collect.Source`, a str `splits` or an `out` that is no path. Then
     ConfigError (a `report.slices` entry these rows cannot take: SliceRefused, with its fix),
     and KeyboardInterrupt on Ctrl-C, leaving nothing."""
-    from ann import artifact, cli
+    from ann import artifact, cli, shadowing
+
+    shadowing.check()  # a clone's root imported as `ann`: one line, not a traceback midway
 
     if not isinstance(source, collect.Source):
         raise TypeError(

@@ -41,7 +41,7 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
-from ann import atomic, cli, compilation_cache, data, parallel, sharding
+from ann import atomic, cli, compilation_cache, data, parallel, shadowing, sharding
 from ann import config as config_lib
 from ann import experiment as experiment_lib
 from ann.data import data_dir as data_dir_lib
@@ -354,6 +354,7 @@ def train_and_evaluate(
     (Ctrl-C); checkpoint saved; run the same command to resume`), or at once on a second
     Ctrl-C (`... without saving it; ...`). Calling it again with the same arguments
     resumes."""
+    shadowing.check()  # a clone's root imported as `ann`: one line, not TFDS's traceback
     workdir = _check_arguments(config, workdir)
     # The clock pauses the garbage collector until the first step (ann/train/startup.py).
     with startup_lib.Clock(started) as clock:
