@@ -152,6 +152,7 @@ def test_a_monte_carlo_p_at_its_floor_ranks_by_its_statistic_not_the_floor():
     rare = drift.test_feature("x", *rare_sides())
     assert rare.asymptotic_p is None and rare.p_text() == f"p={rare.p_value:.3g}"
     assert drift.format_p(0.0) == "p<1e-300" and drift.format_p(None) == ""
+    assert drift.format_p(1.48e-323) == "p<1e-300"  # a subnormal read "p=1.48e-323" beside it
     # p = 1 (two equal samples) wrote "strength": -0.0 in report.json.
     same = drift.test_feature("same", np.zeros(30), np.zeros(30))
     assert same.p_value == 1.0 and math.copysign(1.0, same.to_json()["strength"]) == 1.0

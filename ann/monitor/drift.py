@@ -242,17 +242,21 @@ def format_p(
     p_value: float | None, asymptotic_p: float | None = None, p_adjusted: float | None = None
 ) -> str:
     """p as printed: `p=0.013`, `p<=0.0001` for a Monte Carlo p at its floor (`asymptotic_p`
-    set), `p<1e-300` where it underflowed to 0, then ` adjusted p=0.21` where a multiple-testing
-    correction gave one; "" for a distance (None)."""
+    set), `p<1e-300` below that (underflowed to 0, or a subnormal such as 1.48e-323: the two
+    read apart in one summary), then ` adjusted p=0.21` where a multiple-testing correction
+    gave one; "" for a distance (None)."""
     if p_value is None:
         return ""
     if asymptotic_p is not None:
         text = f"p<={p_value:.2g}"
     else:
-        text = f"p={p_value:.3g}" if p_value > 0 else "p<1e-300"
+        text = f"p={p_value:.3g}" if p_value >= P_FLOOR else "p<1e-300"
     if p_adjusted is not None:
-        text += f" adjusted p={p_adjusted:.3g}" if p_adjusted > 0 else " adjusted p<1e-300"
+        text += f" adjusted p={p_adjusted:.3g}" if p_adjusted >= P_FLOOR else " adjusted p<1e-300"
     return text
+
+
+P_FLOOR = 1e-300  # a smaller p-value prints as `p<1e-300`
 
 
 def _finite(value: Any) -> Any:
