@@ -41,7 +41,8 @@ def sample(
     the most ids the model reads to write the next one, the last ones (its training sequences'
     length: it then never sees a position it was not trained on, and a step costs the same
     however long the text; nanoGPT's `generate` crops the same way); None reads everything.
-    Returns [b, p + num_tokens]."""
+    Returns [b, p + num_tokens]. Raises ValueError for a `top_p` outside [0, 1] or NaN (1.5
+    read as all ids, -0.1 as greedy, unsaid) and a negative or NaN `temperature` or `top_k`."""
     b, p = prompt.shape
     tokens = jnp.concatenate([prompt, jnp.zeros((b, num_tokens), prompt.dtype)], axis=1)
     return sample_range(
@@ -67,7 +68,9 @@ def sample_range(
     """`sample`'s loop over positions [start, stop) of `tokens` [b, length] (ids before
     `start` written; `start` >= `prompt_len` >= 1): the same ids as one `sample` call, so a
     long text can be written in several calls (`ann generate`: a Ctrl-C between them).
-    `start` and `stop` may be traced; `prompt_len` keys each position's random draw."""
+    `start` and `stop` may be traced; `prompt_len` keys each position's random draw. Raises
+    ValueError as `sample` does."""
+    _check_sampling(temperature, top_k, top_p)
     length = tokens.shape[1]
     width = length if window is None else min(window, length)
 
@@ -92,6 +95,17 @@ def sample_range(
         return jax.lax.dynamic_update_index_in_dim(tokens, nxt.astype(tokens.dtype), pos, 1)
 
     return jax.lax.fori_loop(start, stop, step, tokens)
+
+
+def _check_sampling(temperature: float, top_k: int, top_p: float) -> None:
+    """ValueError naming an argument outside its range, NaN included (`ann generate` checks
+    its flags so before anything is restored)."""
+    if not temperature >= 0:
+        raise ValueError(f"temperature={temperature!r} must be >= 0 (0: greedy)")
+    if not top_k >= 0:
+        raise ValueError(f"top_k={top_k!r} must be >= 0 (0: all ids)")
+    if not 0 <= top_p <= 1:
+        raise ValueError(f"top_p={top_p!r} must be in [0, 1] (1: all ids, 0: the likeliest)")
 
 
 def _nucleus(logits: jax.Array, top_p: float) -> jax.Array:

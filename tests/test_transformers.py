@@ -260,6 +260,10 @@ def test_nucleus_sampling_draws_from_the_fewest_ids_reaching_top_p(temperature, 
         fixed, prompt, 50, jax.random.PRNGKey(0), temperature=temperature, top_p=top_p
     )
     assert set(np.asarray(out[:, 1:]).ravel().tolist()) == written
+    # From Python, a value outside the range: 1.5 sampled all ids, -0.1 greedily, unsaid.
+    for bad in (1.5, -0.1, float("nan")):
+        with pytest.raises(ValueError, match=r"top_p=.* must be in \[0, 1\]"):
+            decoding.sample(fixed, prompt, 2, jax.random.PRNGKey(0), top_p=bad)
 
 
 def test_sampling_greedy_top1_and_temperature_agree():
