@@ -21,6 +21,16 @@ def test_versions_aliases_tags_and_uris(digits_export, tmp_path):
     # One string made one alias per letter: c, h, a, m, p, i, o, n.
     with pytest.raises(TypeError, match=r"aliases=\['champion'\]"):
         registry.register(str(out), "digits", aliases="champion")
+    # Other wrong types named the argument nowhere ("expected string or bytes-like object").
+    for kwargs, said in [
+        ({"aliases": [1]}, r"aliases\[0\] is 1: an alias is a string"),
+        ({"aliases": b"champion"}, "aliases must be a list of strings, got bytes"),
+        ({"aliases": None}, "aliases must be a list of strings, got NoneType"),
+        ({"tags": ["a"]}, "tags must be a dict of strings, got list"),
+        ({"tags": {"k": 1}}, r"tags\['k'\] = 1: tag keys and values are strings"),
+    ]:
+        with pytest.raises(TypeError, match=said):
+            registry.register(str(out), "digits", **kwargs)
     assert not registry.exists()  # refused before anything was written
     v1 = registry.register(str(out), "digits", tags={"team": "vision"}, aliases=["champion"])
     v2 = registry.register(str(out), "digits", description="retrained", allow_duplicate=True)

@@ -1134,6 +1134,16 @@ class Registry:
         cls._check_name(name)
         if isinstance(aliases, str):  # iterated, "champion" made 8 one-letter aliases
             raise TypeError(f"aliases must be a list of aliases: aliases=[{aliases!r}]")
+        if not isinstance(aliases, list | tuple):  # bytes were iterated as ints; None raised
+            raise TypeError(f"aliases must be a list of strings, got {type(aliases).__name__}")
+        for i, alias in enumerate(aliases):
+            if not isinstance(alias, str):  # "expected string or bytes-like object"
+                raise TypeError(f"aliases[{i}] is {alias!r}: an alias is a string")
+        if not isinstance(tags, Mapping):  # "'list' object has no attribute 'items'"
+            raise TypeError(f"tags must be a dict of strings, got {type(tags).__name__}")
+        for key, value in tags.items():
+            if not isinstance(key, str) or not isinstance(value, str):
+                raise TypeError(f"tags[{key!r}] = {value!r}: tag keys and values are strings")
         for alias in aliases:
             cls._check_alias(alias)
         for key, value in tags.items():
