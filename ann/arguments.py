@@ -178,6 +178,6 @@ def process_flags_fault(
         return (
             "a multi-process run needs all of --coordinator_address=HOST:PORT, "
             "--num_processes=N and --process_id=I (or --distributed=auto on a cluster); "
-            f"missing: {', '.join(missing)}"
+            f"missing or at the one-process default: {', '.join(missing)}"
         )
     return None

@@ -531,7 +531,7 @@ def test_half_given_multi_process_flags_are_refused(tmp_path):
             ["--num_processes=2"],
             "error: a multi-process run needs all of --coordinator_address=HOST:PORT, "
             "--num_processes=N and --process_id=I (or --distributed=auto on a cluster); "
-            "missing: --coordinator_address, --process_id",
+            "missing or at the one-process default: --coordinator_address, --process_id",
         ),
         (
             ["--distributed=auto", "--coordinator_address=h:1234"],
