@@ -672,6 +672,11 @@ def test_errors_name_the_field(served):
                       "parameters": {"shared_memory_region": "r"}}]}, 400,
          'inputs[0].parameters: unknown key "shared_memory_region"; ann has no shared-memory '
          "extension: send the tensor in the body"),
+        ("POST", "/v2/models/digits/infer",
+         infer_body(x, outputs=[{"name": "label", "parameters": {"classification": 2}}]), 400,
+         'outputs[0].parameters: unknown key "classification"; ann has no classification '
+         "extension: ask for the model's class output (its metadata's parameters.labels names "
+         "each output's classes)"),
         # The protocol's own keys misspelled were ignored: every output came back for
         # "output", JSON for "paramters"; an extra key passed unseen.
         ("POST", "/v2/models/digits/infer", {**infer_body(x), "output": [{"name": "label"}]},

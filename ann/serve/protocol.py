@@ -619,7 +619,11 @@ _UNSUPPORTED = {
     "shared_memory_region": "ann has no shared-memory extension: send the tensor in the body",
     "shared_memory_byte_size": "ann has no shared-memory extension: send the tensor in the body",
     "shared_memory_offset": "ann has no shared-memory extension: send the tensor in the body",
-    "classification": "ann has no classification extension: ask for the probabilities output",
+    # Not "ask for the probabilities output": an anomaly detector's classes are in `flagged`.
+    "classification": (
+        "ann has no classification extension: ask for the model's class output (its metadata's "
+        "parameters.labels names each output's classes)"
+    ),
 }
 
 
