@@ -415,10 +415,11 @@ def test_a_registry_another_process_is_creating_is_registered_into(digits_export
     assert Registry(str(tmp_path / "reg")).register(str(out), "digits").version == 1
 
 
-def _parity_export(out, target):
+def _parity_export(out, target, keep=False):
     """A whole export of other tensors, as README's parity export: the digits CNN's function
-    and weights, giving p_odd float32[-1] (its probability of an odd digit). An edited
-    manifest would not do: `register` checks it against the function."""
+    and weights, giving p_odd float32[-1] (its probability of an odd digit); `keep`: beside
+    the digits' own outputs. An edited manifest would not do: `register` checks it against
+    the function."""
     import jax
 
     from ann import export as export_lib
@@ -428,16 +429,22 @@ def _parity_export(out, target):
     digits = jax.export.deserialize(bytearray(function))
     weights = artifact.load_weights(str(out))
     (batch,) = jax.export.symbolic_shape("batch")
-    parity = jax.export.export(
-        jax.jit(lambda w, x: {"p_odd": digits.call(w, x)["probabilities"][:, 1::2].sum(-1)})
-    )(
+    parity = jax.export.export(jax.jit(lambda w, x: _with_parity(digits.call(w, x), keep)))(
         {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in weights.items()},
         {"image": jax.ShapeDtypeStruct((batch, 8, 8, 1), "uint8")},
     )
     manifest = {k: v for k, v in manifest.items() if k not in ("files", "reference")}
-    manifest["outputs"] = {"p_odd": {"dtype": "float32", "shape": [-1]}}
+    manifest["outputs"] = {
+        **(manifest["outputs"] if keep else {}),
+        "p_odd": {"dtype": "float32", "shape": [-1]},
+    }
     export_lib.write(str(target), manifest, bytes(parity.serialize()), weights)
     return target
+
+
+def _with_parity(outputs, keep):
+    p_odd = outputs["probabilities"][:, 1::2].sum(-1)
+    return {**outputs, "p_odd": p_odd} if keep else {"p_odd": p_odd}
 
 
 def test_a_version_with_other_tensors_is_refused_unless_allowed(digits_export, tmp_path):
@@ -462,6 +469,17 @@ def test_a_version_with_other_tensors_is_refused_unless_allowed(digits_export, t
     assert _tree(tmp_path / "reg", mtimes=False) == before
     assert registry.register(str(other), "digits", allow_signature_change=True).version == 2
     assert registry.register(str(other), "parity").version == 1  # another model: fine
+    # An output added, the others kept: no client of them breaks unless it reads every output
+    # (it said "would not fit it").
+    wider = _parity_export(out, tmp_path / "wider", keep=True)
+    with pytest.raises(RegistryError) as e:
+        registry.register(str(wider), "parity")
+    assert str(e.value).endswith(
+        "(outputs p_odd float32 [-1] -> label int32 [-1], p_odd float32 [-1], probabilities "
+        "float32 [-1, 10]): outputs added, label int32 [-1], probabilities float32 [-1, 10]: a "
+        "client of models:/parity that reads every output may not expect them; register it "
+        "under another name, or give allow_signature_change=True if they are ready"
+    ), str(e.value)
 
 
 def test_a_refused_register_creates_nothing(digits_export, tmp_path):

@@ -858,13 +858,26 @@ class Registry:
             for side in ("inputs", "outputs")
             if _tensors(before.get(side)) != _tensors(manifest.get(side))
         ]
-        if changed:
-            raise RegistryError(
-                f"{export_dir} has other tensors than {name} version {latest} "
-                f"({'; '.join(changed)}): clients of models:/{name} would not fit it; register "
-                f"it under another {self._option('name')}, or give "
-                f"{self._option('allow_signature_change', True)} if they are ready"
+        if not changed:
+            return
+        # Outputs added, nothing else changed: a client of the old ones still fits unless it
+        # reads every output ("would not fit it" said more than that).
+        old_out, new_out = before.get("outputs") or {}, manifest.get("outputs") or {}
+        added = {k: v for k, v in new_out.items() if k not in old_out}
+        kept = {k: v for k, v in new_out.items() if k in old_out}
+        if changed[0].startswith("outputs") and added and _tensors(kept) == _tensors(old_out):
+            effect = (
+                f"outputs added, {_tensors(added)}: a client of models:/{name} that reads every "
+                "output may not expect them"
             )
+        else:
+            effect = f"clients of models:/{name} would not fit it"
+        raise RegistryError(
+            f"{export_dir} has other tensors than {name} version {latest} "
+            f"({'; '.join(changed)}): {effect}; register it under another "
+            f"{self._option('name')}, or give {self._option('allow_signature_change', True)} if "
+            "they are ready"
+        )
 
     def set_alias(self, name: str, alias: str, version: int) -> None:
         """Points `alias` at `version` of `name`, moving it if it pointed elsewhere. Raises
