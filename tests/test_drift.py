@@ -1817,7 +1817,7 @@ def test_the_verdict_says_the_outputs_beside_it_and_the_reference_is_named():
     result = ref.detect(window, moved, correction="bonferroni")
     assert result.state == "not_detected" and all(f.drifted for f in result.outputs)
     assert result.verdict() == (
-        "drift not detected (inputs); outputs, not in the verdict: 4 of 4 drifted"
+        "drift not detected (inputs); outputs, not in the verdict: 1 of 1 drifted (4 of 4 values)"
     )
     made = {
         "model": {"name": "m", "version": "1"},
@@ -1829,14 +1829,17 @@ def test_the_verdict_says_the_outputs_beside_it_and_the_reference_is_named():
     first = summary(made, "r.json").splitlines()[0]
     assert first.startswith(
         "drift not detected: 0 of 1 input features drifted, bonferroni-corrected (share 0.00, "
-        "dataset drift at >= 0.5); outputs, not in the verdict: 4 of 4 drifted | 120 rows from "
+        "dataset drift at >= 0.5); outputs, not in the verdict: 1 of 1 drifted (4 of 4 values) | "
+        "120 rows from "
         "60 requests to m version 1 | 300 reference rows (train)"
     ), first
     # The outputs, a family of 4 tests, are corrected as the inputs are.
     assert all(f.p_adjusted is not None for f in result.outputs)
     summary_section, _, outputs = report.sections(result, ref, window, moved, top=1)
     assert summary_section.metrics["verdict"] == result.verdict()
-    assert summary_section.metrics["outputs drifted (not in the verdict)"] == "4 of 4"
+    assert summary_section.metrics["outputs drifted (not in the verdict)"] == (
+        "1 of 1 drifted (4 of 4 values)"
+    )
     assert summary_section.metrics["reference"] == "train split"
     figure = next(iter(outputs.figures.values()))
     legend = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]

@@ -252,7 +252,7 @@ def summary(report: dict[str, Any], path: str) -> str:
     # The verdict is the inputs'; the outputs' and a disagreeing multivariate test beside it
     # ("drift not detected" stood alone beside 72 of 72 drifted forecast values).
     mmd = r["multivariate"]["drifted"] if r["multivariate"] else None
-    said = beside_verdict(r["detected"], mmd, [f["drifted"] for f in r["outputs"]])
+    said = beside_verdict(r["detected"], mmd, [(f["feature"], f["drifted"]) for f in r["outputs"]])
     lines = [
         f"drift {'DETECTED' if r['detected'] else 'not detected'}: {drifted} of "
         f"{len(r['features'])} input features drifted{corrected} (share {r['share']:.2f}, "

@@ -263,19 +263,36 @@ def _finite(value: Any) -> Any:
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
-def beside_verdict(detected: bool, multivariate: bool | None, outputs: Sequence[bool]) -> str:
+def beside_verdict(
+    detected: bool, multivariate: bool | None, outputs: Sequence[tuple[str, bool]]
+) -> str:
     """What the verdict (`detected`: the share of drifted input features) leaves out, said
     beside it: the multivariate test where it disagrees (`; multivariate MMD, not in the
-    verdict: drifted`) and the outputs' count (`; outputs, not in the verdict: 72 of 72
-    drifted`); "" where there is neither. "drift not detected" stood alone beside a forecast
+    verdict: drifted`) and the outputs' count (`; outputs, not in the verdict: 1 of 2
+    drifted`, with the values where an output has several: `1 of 1 drifted (72 of 72
+    values)`); "" where there is neither. "drift not detected" stood alone beside a forecast
     whose 72 of 72 values drifted, and beside an MMD test that rejected (p 0.001).
     `multivariate`: that test's verdict, None where it was not run; `outputs`: each output
-    value's."""
+    test's (feature, drifted), `output:NAME` or `output:NAME[i, ...]` for a value of one."""
     said = ""
     if multivariate is not None and multivariate != detected:
         said += f"; multivariate MMD, not in the verdict: {'drifted' if multivariate else 'ok'}"
     if outputs:
-        said += f"; outputs, not in the verdict: {sum(outputs)} of {len(outputs)} drifted"
+        said += f"; outputs, not in the verdict: {outputs_drifted(outputs)}"
+    return said
+
+
+def outputs_drifted(outputs: Sequence[tuple[str, bool]]) -> str:
+    """`1 of 2 drifted`, outputs counted whole (one drifted where any of its values did), and
+    `(14 of 256 values)` after it where an output has several (`beside_verdict`'s `outputs`):
+    the 258 values of 3 outputs read "14 of 258 drifted"."""
+    by_output: dict[str, list[bool]] = {}
+    for feature, drifted in outputs:
+        by_output.setdefault(feature.split("[", 1)[0], []).append(drifted)
+    moved = sum(any(v) for v in by_output.values())
+    said = f"{moved} of {len(by_output)} drifted"
+    if len(outputs) > len(by_output):
+        said += f" ({sum(d for _, d in outputs)} of {len(outputs)} values)"
     return said
 
 
@@ -315,7 +332,7 @@ class DriftResult:
             return f"too few rows to judge drift ({rows} < {self.min_rows})"
         said = "drift DETECTED" if self.detected else "drift not detected"
         mmd = self.multivariate.drifted if self.multivariate else None
-        outputs = [f.drifted for f in self.outputs]
+        outputs = [(f.feature, f.drifted) for f in self.outputs]
         return f"{said} (inputs){beside_verdict(self.detected, mmd, outputs)}"
 
     def top(self, k: int = 10, moved_only: bool = False) -> list[FeatureDrift]:

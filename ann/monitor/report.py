@@ -43,6 +43,7 @@ from ann.monitor.drift import (
     categorical,
     category_values,
     none_moved,
+    outputs_drifted,
     rank,
     rejects,
 )
@@ -481,8 +482,8 @@ def sections(
         "dataset drift (share >= 0.5)": "yes" if result.detected else "no",
         **(
             {
-                "outputs drifted (not in the verdict)": (
-                    f"{sum(f.drifted for f in result.outputs)} of {len(result.outputs)}"
+                "outputs drifted (not in the verdict)": outputs_drifted(
+                    [(f.feature, f.drifted) for f in result.outputs]
                 )
             }
             if result.outputs
