@@ -712,11 +712,18 @@ def empty_flag(flag_values: flags.FlagValues) -> str | None:
         values = value if isinstance(value, list) else [value]
         if not values or any(isinstance(v, str) and not v.strip() for v in values):
             text = " ".join(flag.help.split(";\n")[0].split()).rstrip(".")
-            return (
-                f"--{name} is empty; give a value or drop the flag (--{name}: "
-                f"{text[:1].lower() + text[1:]})"
-            )
+            # A required flag's: "drop the flag" led to `missing --workdir`.
+            fix = "give a value" if _required(flag) else "give a value or drop the flag"
+            return f"--{name} is empty; {fix} (--{name}: {text[:1].lower() + text[1:]})"
     return None
+
+
+def _required(flag: flags.Flag) -> bool:
+    """Whether absl's `mark_flag_as_required` marked `flag` (its validator's message)."""
+    return any(
+        "must have a value other than None" in str(getattr(v, "message", ""))
+        for v in flag.validators
+    )
 
 
 def _config_given(argv: Sequence[str]) -> list[str]:

@@ -2117,6 +2117,13 @@ def test_a_text_flag_given_empty_is_refused_not_taken_for_unset():
         assert cli.empty_flag(flag_values) == (
             f"--{name} is empty; give a value or drop the flag (--{name}: {said})"
         ), given
+    # A required flag's: "drop the flag" led to `missing --workdir: ...`.
+    required = flags.FlagValues()
+    flags.DEFINE_string("workdir", None, "A trained run.", flag_values=required)
+    flags.mark_flag_as_required("workdir", flag_values=required)
+    required(["prog", "--workdir="])
+    said = "--workdir is empty; give a value (--workdir: a trained run)"
+    assert cli.empty_flag(required) == said
     # An empty name in a list, whatever the flag's default (`ann report --split=test,` said
     # "unknown split ''; did you mean 'validation'?").
     flags.DEFINE_list("split", ["validation", "test"], "Splits.", flag_values=flag_values)

@@ -815,7 +815,7 @@ def test_crafted_export_is_refused_by_the_loader_and_the_registry(
         (["--out=FILE"], "is a file, not a directory; choose another --out"),
         (["--out=RUN"], "holds a training run (config.json); choose another --out"),
         # Once it failed after the whole export; then it said "choose another" of nothing.
-        (["--out="], "--out is empty; give a value or drop the flag (--out: new directory to"),
+        (["--out="], "--out is empty; give a value (--out: new directory to"),
         # Each was a traceback after the whole export had run.
         (
             ["--platforms=cuda"],
