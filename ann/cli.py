@@ -889,6 +889,9 @@ def _config_code_error(error: BaseException, argv: Sequence[str]) -> str | None:
         text = error.msg if isinstance(error, SyntaxError) else text
     if isinstance(error, ModuleNotFoundError):  # `from configs import digits_cnn`, a user module
         fix = _module_fix(error.name or "", os.path.dirname(os.path.abspath(path)))
+    if isinstance(error, SyntaxError) and not inside and not target.endswith(".py"):
+        # `--config=README.md`: "fix the config file" told the user to edit the README.
+        fix = "--config takes a Python file with get_config() (configs/NAME.py), not this one"
     return f"--config={path} line {line}{inside}: {type(error).__name__}: {text}; {fix}"
 
 

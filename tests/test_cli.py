@@ -715,6 +715,12 @@ def test_a_config_file_whose_code_fails_is_one_line_naming_its_line(tmp_path):
         ),
         "imports.py": ("import not_a_module_xyz\n", "line 1: ModuleNotFoundError: No module"),
         "empty.py": ("X = 1\n", "has no get_config(); define get_config() returning the"),
+        # Not Python at all (a README): "fix the config file" told the user to edit it.
+        "notes.md": (
+            "# Notes\n\nIt's a list:\n",
+            "line 3: SyntaxError: unterminated string literal (detected at line 3); --config "
+            "takes a Python file with get_config() (configs/NAME.py), not this one",
+        ),
     }
     for name, (code, message) in files.items():
         path = tmp_path / name
