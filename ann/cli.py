@@ -787,7 +787,14 @@ def missing_config(given: str) -> str:
     path, colon, arg = given.partition(":")
     if (above := atomic.below_a_file(path)) is not None:
         return f"--config={path} cannot exist: {above}"
-    return f"--config={path}: no such file{near_files(path, '.py', colon + arg)}"
+    near = near_files(path, ".py", colon + arg)
+    folder, name = os.path.split(path)
+    # The likeliest slip, `configs/` left out or misspelt (`digits_cnn.py`, `config/...`), got
+    # no suggestion: the file is looked for in ./configs too.
+    if not near and os.path.normpath(folder or ".") != "configs" and os.path.isdir("configs"):
+        close = difflib.get_close_matches(name, _files("configs", ".py"), n=1, cutoff=0.8)
+        near = f"; did you mean {os.path.join('configs', close[0])}{colon + arg}?" if close else ""
+    return f"--config={path}: no such file{near}"
 
 
 # Messages of libraries that ann says in its own words: ml_collections' warning for a

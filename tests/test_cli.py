@@ -396,6 +396,16 @@ def test_an_unknown_job_lists_the_jobs_in_helps_order(capsys):
             "error: --config=configs/digit_cnn.py: no such file; did you mean "
             "configs/digits_cnn.py?",
         ),
+        # `configs/` left out or misspelt, the likeliest slip: no suggestion at all.
+        (
+            ["train", "--config=digits_cnn.py", "--workdir=W"],
+            "error: --config=digits_cnn.py: no such file; did you mean configs/digits_cnn.py?",
+        ),
+        (
+            ["train", "--config=config/digits_cnn.py:writers", "--workdir=W"],
+            "error: --config=config/digits_cnn.py: no such file; did you mean "
+            "configs/digits_cnn.py:writers?",
+        ),
         # The suggestion dropped the variant: `did you mean configs/digits_autoencoder.py?`
         # trains the plain config, not `:dense`.
         (
