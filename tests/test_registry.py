@@ -42,6 +42,8 @@ def test_versions_aliases_tags_and_uris(digits_export, tmp_path):
     assert v1.lineage["config"]["model"]["name"] == "cnn"
     assert v1.lineage["data"]["name"] == "digits"
     assert "eval/accuracy" in v1.lineage["metrics"] and "commit" in v1.lineage["git"]
+    # The fit it serves with (`registry show` left it out), as an anomaly detector's threshold.
+    assert v1.lineage["calibration"] == artifact.read_manifest(str(out))["calibration"]
 
     assert registry.resolve("models:/digits@champion").version == 1
     assert registry.resolve("models:/digits/latest").version == 2

@@ -154,8 +154,12 @@ def _tensors(signature: Mapping[str, Any] | None) -> str:
 
 
 def _lineage(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """What `show` and the MLflow mirror read of a manifest; with the post-training fits it
+    serves with where it has them (a classifier's `calibration`, an anomaly detector's
+    `threshold`: `registry show` left them out)."""
     keys = ("source", "config", "data", "metrics", "git", "versions", "platforms", "created")
-    return {k: manifest.get(k) for k in keys}
+    fits = {k: manifest[k] for k in ("calibration", "threshold") if k in manifest}
+    return {**{k: manifest.get(k) for k in keys}, **fits}
 
 
 # Beside the manifest in each registered copy (not one of its files, so its sha256 is the
