@@ -27,8 +27,9 @@ def fault() -> str | None:
 
 
 def check() -> None:
-    """Raises ImportError with `fault`'s line where there is one: at the import of ann's modules
-    that the Python API reaches (`ann.config`), before anything runs."""
+    """Raises ImportError with `fault`'s line where there is one: first thing in the Python
+    functions that read ann's own files (`train_and_evaluate`, `export`, `write_report`,
+    `data.load`); the commands say it in one line first (`cli.check_package`)."""
     if (said := fault()) is not None:
         raise ImportError(said)
 
