@@ -524,6 +524,20 @@ def _arguments(
     return workdir, out, step, name, list(platforms), calibration
 
 
+def _fit_before_trace(
+    experiment: Any, model: Any, config: Any, data_dir: str | None
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The post-training fits `predict` then applies, set on `experiment` before the graph is
+    traced, and their manifest entries: a classifier's temperature (`calibrate`: predict
+    divides the logits by it) and an anomaly detector's threshold (`fit_threshold`: predict
+    flags rows above it); None for an experiment without one."""
+    from ann.calibrate import calibrate
+
+    calibrated = calibrate(experiment, model, config, data_dir)
+    fit_threshold = getattr(experiment, "fit_threshold", None)
+    return calibrated, (fit_threshold(model) if fit_threshold is not None else None)
+
+
 def _export(
     workdir: str,
     out: str,
@@ -541,7 +555,6 @@ def _export(
 
     from ann import cli, data
     from ann import config as config_lib
-    from ann.calibrate import calibrate
     from ann.data import data_dir as data_dir_lib
     from ann.sharding import path_str
     from ann.train.build import restore_model
@@ -557,11 +570,7 @@ def _export(
     if calibration is not None:
         config = config.copy_and_resolve_references()  # the manifest records the override
         config.calibration = calibration
-    # Before the graph is traced: predict then divides the logits by the fitted temperature,
-    # and an anomaly detector flags rows above the threshold fitted on its calibration rows.
-    calibrated = calibrate(experiment, model, config, data_dir)
-    fit_threshold = getattr(experiment, "fit_threshold", None)
-    threshold = fit_threshold(model) if fit_threshold is not None else None
+    calibrated, threshold = _fit_before_trace(experiment, model, config, data_dir)
     graphdef, state = nnx.split(model)
     leaves, treedef = jax.tree_util.tree_flatten_with_path(state)
     keys = [path_str(path) for path, _ in leaves]  # as sharding rules and `freeze` name them
