@@ -1302,6 +1302,7 @@ def _job_flag_refusal(typed: str, name: str, said: str) -> str | None:
     wanted = next((w for start, w in _CONVERSIONS.items() if said.startswith(start)), None)
     if not bound and wanted is None:
         return None
+    typed = arguments.flag(name, typed.partition("=")[2])  # `--top_p='1.0 '`: its space shown
     parser = flags.FLAGS[name].parser
     bounded = getattr(parser, "lower_bound", None) is not None or (
         getattr(parser, "upper_bound", None) is not None

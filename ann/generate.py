@@ -111,7 +111,13 @@ def check_flags(f: flags.FlagValues) -> str:
     for name, (low, high, _) in RANGES.items():
         value = f[name].value
         if not low <= value <= high:
-            typed = f"--{name}={arguments.number(value)}"
+            # As typed (`NaN`, not the parsed `nan`), where the command line holds it.
+            given = [g for g in cli.typed_flags(sys.argv) if g.name == name and g.value]
+            typed = (
+                arguments.flag(name, given[-1].value)
+                if given
+                else f"--{name}={arguments.number(value)}"
+            )
             raise cli.FlagError(arguments.refusal(typed, expected(name), name, f[name].default))
     cli.check_trained_run(f.workdir, f.step)
     experiment = config_lib.latest(f.workdir).experiment

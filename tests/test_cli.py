@@ -607,6 +607,17 @@ def test_an_unknown_job_lists_the_jobs_in_helps_order(capsys):
             "error: --port=08000 must be an integer in [1, 65535] without a leading zero; e.g. "
             "--port=8000",
         ),
+        # The value as typed, quoted where a shell needs it: `--port=80 ` hid its space, and
+        # `--top_p=NaN` read `--top_p=nan`.
+        (
+            ["serve", "--model=W", "--port=80 "],
+            "error: --port='80 ' must be an integer in [1, 65535]; e.g. --port=8000",
+        ),
+        (
+            ["generate", "--workdir=W", "--top_p=NaN"],
+            "error: --top_p=NaN must be a number in [0, 1] (1: all ids, 0: the likeliest); e.g. "
+            "--top_p=1.0",
+        ),
         # absl's booleans take 1 and 0 too (`=0` was taken while `=1.5` said "true or false").
         (
             ["train", "--config=configs/digits_cnn.py", "--workdir=W", "--config.data.shuffle=2"],
