@@ -1916,6 +1916,14 @@ def test_an_output_of_many_values_prints_one_line():
     assert [line.split(":")[1] for line in lines if "output:level" in line] == [
         "level[0]", "level[1]"
     ]  # fmt: skip
+    # The page: the output's row first, then its values, the most drifted first (they came in
+    # index order, the drifted ones among them).
+    from ann.monitor.report import outputs_table
+
+    table = list(outputs_table(result.outputs).items())
+    assert table[0] == ("output:forecast", "1 of 6 values drifted, the most drifted first")
+    assert table[1][0] == "output:forecast[2]" and table[1][1].endswith("DRIFT")
+    assert [k for k, _ in table[-2:]] == ["output:level[0]", "output:level[1]"]
 
 
 def test_an_output_of_many_values_is_corrected_as_one_family():

@@ -206,9 +206,6 @@ def _outputs(model: Any, traffic: Any) -> tuple[dict[str, np.ndarray], str]:
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}, "model"
 
 
-OUTPUT_VALUES_SHOWN = 4  # an output of more values is summarized in one printed line
-
-
 def _score(test: dict[str, Any], spec: str) -> str:
     """A test's score as printed; JSON holds an infinite one (Fisher's odds ratio where the
     reference never holds a value) as null."""
@@ -219,7 +216,14 @@ def summary(report: dict[str, Any], path: str) -> str:
     """The printed lines: the verdict, the multivariate test, outputs, top features, files; for
     too few rows, that and what to do."""
     # imported by then: the report was computed
-    from ann.monitor.drift import beside_verdict, format_p, moved, none_moved, rank
+    from ann.monitor.drift import (
+        OUTPUT_VALUES_SHOWN,
+        beside_verdict,
+        format_p,
+        moved,
+        none_moved,
+        rank,
+    )
     from ann.monitor.request_log import more_requests
 
     r, m = report["result"], report["model"]

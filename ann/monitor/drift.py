@@ -257,6 +257,7 @@ def format_p(
 
 
 P_FLOOR = 1e-300  # a smaller p-value prints as `p<1e-300`
+OUTPUT_VALUES_SHOWN = 4  # an output of more values is one line in the summary, grouped on the page
 
 
 def _finite(value: Any) -> Any:

@@ -37,6 +37,7 @@ import numpy as np
 
 from ann import atomic, directory_kind
 from ann.monitor.drift import (
+    OUTPUT_VALUES_SHOWN,
     DriftResult,
     FeatureDrift,
     Reference,
@@ -504,10 +505,28 @@ def sections(
         Section("Top features", table, figures_top, notes),
         Section(
             "Outputs",
-            {f.feature: _describe(f) for f in result.outputs},
+            outputs_table(result.outputs),
             _output_figures(reference, outputs, result.outputs, top),
         ),
     ]
+
+
+def outputs_table(tests: list[FeatureDrift]) -> dict[str, str]:
+    """The page's Outputs table: each output test, but an output of more than
+    OUTPUT_VALUES_SHOWN values led by one row (`output:reconstruction`: `12 of 256 values
+    drifted, the most drifted first`) and its values ranked (`rank`): its 256 rows came in
+    index order, the 12 drifted ones among them."""
+    values: dict[str, list[FeatureDrift]] = {}
+    for f in tests:
+        values.setdefault(f.feature.split("[", 1)[0], []).append(f)
+    table = {}
+    for output, group in values.items():
+        if len(group) > OUTPUT_VALUES_SHOWN:
+            drifted = sum(f.drifted for f in group)
+            table[output] = f"{drifted} of {len(group)} values drifted, the most drifted first"
+            group = sorted(group, key=lambda f: rank(f.strength, f.p_value, f.score))
+        table.update({f.feature: _describe(f) for f in group})
+    return table
 
 
 def write(
