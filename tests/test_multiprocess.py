@@ -203,12 +203,7 @@ def test_a_workdir_another_run_holds_refuses_every_process(tmp_path):
         held.flush()
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         procs = _two_processes(tmp_path)
-        try:
-            errs = [p.communicate(timeout=120)[1] for p in procs]
-        finally:
-            for p in procs:
-                p.kill()
-                p.wait()
+        errs = _stderr_of(procs)
     assert [p.returncode for p in procs] == [1, 1], errs
     lines = [e.strip().splitlines()[-1] for e in errs]
     found = f"error: process 0 of 2: workdir {tmp_path} is in use by another run (host elsewhere"
@@ -241,12 +236,7 @@ def test_processes_given_different_configs_or_counts_are_refused(tmp_path, secon
     wrong model (loss 2547) and config.json recording process 0's; another --num_processes
     (3 against 2) trained too, process 1 calling itself `process 1 of 3`."""
     procs = _two_processes(tmp_path / "run", second=second)
-    try:
-        errs = [p.communicate(timeout=120)[1] for p in procs]
-    finally:
-        for p in procs:
-            p.kill()
-            p.wait()
+    errs = _stderr_of(procs)
     assert [p.returncode for p in procs] == [1, 1], errs
     this = " (this one)"
     assert [e.strip().splitlines()[-1] for e in errs] == [
@@ -395,6 +385,16 @@ def _kill_launcher(launcher: subprocess.Popen) -> None:
 def _children(pid: int) -> list[int]:
     with open(f"/proc/{pid}/task/{pid}/children") as f:
         return [int(child) for child in f.read().split()]
+
+
+def _stderr_of(procs: list[subprocess.Popen]) -> list[str]:
+    """Each process's stderr once it ended (at most 120 s each); killed if it did not."""
+    try:
+        return [p.communicate(timeout=120)[1] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
 
 
 def _two_processes(workdir, *flags, second=()) -> list[subprocess.Popen]:
