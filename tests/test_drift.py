@@ -1412,13 +1412,7 @@ def test_psi_is_worded_as_psi_in_the_chart_and_the_summary(tmp_path):
     assert ks.axes[0].get_xlabel() == "strength (>= 1: drift; log p / log 0.05)"
     same = {"x": np.zeros((100, 4), "float32")}
     still = Reference(same, {}, spec, {}).detect(same, {}, method="psi")
-    r = {**still.to_json(), "drift_share": 0.5}
-    made = {
-        "model": {"name": "m", "version": "1"},
-        "requests": {"files": ["a"], "records": 100, "versions": ["1"], "served_as": None},
-        "result": r,
-        "figures": [],
-    }
+    made = _drift_report(still, 100)
     assert summary(made, "r.json").splitlines()[1] == "  top: none moved (psi 0 for every feature)"
 
 
@@ -1819,12 +1813,7 @@ def test_the_verdict_says_the_outputs_beside_it_and_the_reference_is_named():
     assert result.verdict() == (
         "drift not detected (inputs); outputs, not in the verdict: 1 of 1 drifted (4 of 4 values)"
     )
-    made = {
-        "model": {"name": "m", "version": "1"},
-        "requests": {"files": ["a"], "records": 60, "versions": ["1"], "served_as": None},
-        "result": {**result.to_json(), "drift_share": 0.5},
-        "figures": [],
-    }
+    made = _drift_report(result, 60)
     assert made["result"]["outputs_drifted"] == 4 and made["result"]["reference_split"] == "train"
     first = summary(made, "r.json").splitlines()[0]
     assert first.startswith(
@@ -1866,12 +1855,7 @@ def test_a_multivariate_test_that_disagrees_with_the_verdict_is_said_beside_it()
     assert result.verdict() == (
         "drift not detected (inputs); multivariate MMD, not in the verdict: drifted"
     )
-    made = {
-        "model": {"name": "m", "version": "1"},
-        "requests": {"files": ["a"], "records": 120, "versions": ["1"], "served_as": None},
-        "result": {**result.to_json(), "drift_share": 0.5},
-        "figures": [],
-    }
+    made = _drift_report(result, 120)
     first = summary(made, "r.json").splitlines()[0]
     assert first.startswith(
         "drift not detected: 0 of 2 input features drifted (share 0.00, dataset drift at >= "
@@ -1900,12 +1884,7 @@ def test_an_output_of_many_values_prints_one_line():
     result = ref.detect(
         {"x": rng.normal(size=(120, 1))}, {"forecast": moved, "level": rng.normal(size=(120, 2))}
     )
-    made = {
-        "model": {"name": "m", "version": "1"},
-        "requests": {"files": ["a"], "records": 120, "versions": ["1"], "served_as": None},
-        "result": {**result.to_json(), "drift_share": 0.5},
-        "figures": [],
-    }
+    made = _drift_report(result, 120)
     lines = summary(made, "r.json").splitlines()
     forecast = [line for line in lines if "output:forecast" in line]
     assert len(forecast) == 1, lines
@@ -2024,12 +2003,7 @@ def test_tested_as_and_the_summary_say_the_test_that_ran(method, tmp_path):
     confidence = result.tested_as["output:probabilities"]
     assert ran["output:probabilities"] == "ks" and "; ks" in confidence
     assert ("(--method=" in confidence) == (method not in ("auto", "ks")), confidence
-    made = {
-        "model": {"name": "m", "version": "1"},
-        "requests": {"files": ["a"], "records": 100, "versions": ["1"], "served_as": None},
-        "result": {**result.to_json(), "drift_share": 0.5},
-        "figures": [],
-    }
+    made = _drift_report(result, 100)
     lines = summary(made, "r.json").splitlines()
     assert f"  output:label: {result.tested_as['output:label']}" in lines
     assert f"  input tokens: {result.tested_as['tokens']}" in lines
@@ -2153,3 +2127,14 @@ def test_each_report_kind_is_read_by_its_report_key_and_an_older_one_by_its_sche
             for other in set(reports) - {kind}:
                 with pytest.raises(FlagError, match=f"holds a {kind} \\(report.json\\); choose"):
                     check_out(str(out), other)
+
+
+def _drift_report(result, records: int) -> dict:
+    """The report.json `ann monitor drift` writes for `result` (a DriftResult) over `records`
+    requests to model m version 1, as `summary` reads it."""
+    return {
+        "model": {"name": "m", "version": "1"},
+        "requests": {"files": ["a"], "records": records, "versions": ["1"], "served_as": None},
+        "result": {**result.to_json(), "drift_share": 0.5},
+        "figures": [],
+    }
