@@ -792,8 +792,7 @@ def missing_config(given: str) -> str:
     # The likeliest slip, `configs/` left out or misspelt (`digits_cnn.py`, `config/...`), got
     # no suggestion: the file is looked for in ./configs too.
     if not near and os.path.normpath(folder or ".") != "configs" and os.path.isdir("configs"):
-        close = difflib.get_close_matches(name, _files("configs", ".py"), n=1, cutoff=0.8)
-        near = f"; did you mean {os.path.join('configs', close[0])}{colon + arg}?" if close else ""
+        near = near_files(os.path.join("configs", name), ".py", colon + arg)
     return f"--config={path}: no such file{near}"
 
 

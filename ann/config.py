@@ -1520,7 +1520,7 @@ def with_changes(values: dict[str, Any], changes: Mapping[str, Sequence]) -> dic
         node = values
         for part in parents:
             node = node.setdefault(part, {})
-        if new == _UNSET:
+        if new == UNSET:
             node.pop(leaf, None)
         else:
             node[leaf] = new
@@ -1711,8 +1711,7 @@ def read_elsewhere(key: str) -> str | None:
     return READ_ELSEWHERE.get(key) or READ_ELSEWHERE.get(key.split(".", 1)[0])
 
 
-_UNSET = "<unset>"
-UNSET = _UNSET  # what `diff` gives for a key one config lacks
+UNSET = "<unset>"  # what `diff` gives for a key one config lacks
 
 
 def _flat(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -1725,18 +1724,22 @@ def _flat(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def plain(config: Mapping[str, Any]) -> dict[str, Any]:
+    """`config` (a ConfigDict or a dict) as config.json stores it: a plain dict of JSON values
+    (tuples as lists, anything else JSON lacks as its str)."""
+    values = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    return json.loads(json.dumps(values, default=str))
+
+
 def diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
     """`{dotted key: (old value, new value)}` for every key whose value differs between two
     configs (ConfigDicts or plain dicts); a key absent on one side shows as "<unset>". Values are
     compared as config.json stores them (tuples and lists alike)."""
-    a, b = (
-        _flat(json.loads(json.dumps(c.to_dict() if hasattr(c, "to_dict") else c, default=str)))
-        for c in (old, new)
-    )
+    a, b = (_flat(plain(c)) for c in (old, new))
     return {
-        key: (a.get(key, _UNSET), b.get(key, _UNSET))
+        key: (a.get(key, UNSET), b.get(key, UNSET))
         for key in sorted(set(a) | set(b))
-        if a.get(key, _UNSET) != b.get(key, _UNSET)
+        if a.get(key, UNSET) != b.get(key, UNSET)
     }
 
 

@@ -186,18 +186,20 @@ def _terminated_while_starting(signum: int, frame: FrameType | None) -> None:
     """SIGTERM's handler until the loop installs its own: it killed the process silently
     (exit -15, a half-made workdir) where Ctrl-C said where things stood. Once the loop has
     begun, its own handling has run (ann/train/preemption.py) and the run is ending: ignored.
-    The first is noted before it is raised, so that one dropped on the way (by code that
-    catches BaseException, or in a finalizer) is raised again at the start's next safe point
-    (`preemption.check_terminated`); later ones are ignored, so that they cannot cut the
-    stopped start's cleanup short."""
+    The first is noted (`cli.note_terminated`), then raised, so that one dropped on the way (by
+    code that catches BaseException, or in a finalizer) is raised again at the start's next
+    safe point (`cli.check_terminated`); inside a module's import it is only noted, and raised
+    at that point. Later ones are ignored, so that they cannot cut the stopped start's cleanup
+    short."""
     del signum
     # Not imported here: a SIGTERM in the first second lands inside `import jax`, and importing
     # ann.train.preemption (which imports jax) there raised "cannot import name 'typeof' from
     # partially initialized module 'jax._src.core'" (exit 1, a traceback). Not imported yet,
     # the loop has not begun either.
-    preemption = sys.modules.get("ann.train.preemption")
-    starting = preemption is None or preemption.starting()
-    if starting and cli.note_terminated():  # preemption.terminated_while_starting's note
+    # A module part-way through its import (its `starting` not yet defined) has not begun the
+    # loop either.
+    starting = getattr(sys.modules.get("ann.train.preemption"), "starting", lambda: True)
+    if starting() and cli.note_terminated():
         if cli.importing(frame):
             # Raised inside a module's import (jaxlib's C extensions), the process crashed at
             # exit (a segmentation fault, or an abort: "Fatal Python error"); noted, it is

@@ -245,7 +245,8 @@ def _check_same_run(
 
         state = jax_distributed.global_state
         client, index, count = state.client, state.process_id, state.num_processes
-        mine = {"num_processes": count, "config": _plain(config), "config_flag": config_flag}
+        plain = None if config is None else config_lib.plain(config)
+        mine = {"num_processes": count, "config": plain, "config_flag": config_flag}
         client.key_value_set(_RUN_KEY.format(index=index), json.dumps(mine, sort_keys=True))
 
         def read(other: int) -> dict:
@@ -305,14 +306,6 @@ def _check_same_run(
             + (f"; and {more} more key{'s' if more > 1 else ''}" if more else "")
             + "; give every process the same --config and --config.KEY=VALUE flags"
         )
-
-
-def _plain(config: Mapping[str, Any] | None) -> Any:
-    """`config` as config.json stores it (a plain dict of JSON values), or None."""
-    if config is None:
-        return None
-    values = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-    return json.loads(json.dumps(values, default=str))
 
 
 def _shown(value: Any) -> str:

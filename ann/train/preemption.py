@@ -131,19 +131,10 @@ def starting() -> bool:
     return not _finishing.entered
 
 
-def terminated_while_starting() -> bool:
-    """Notes a SIGTERM that came while the run was starting (the start's handler, ann/main.py,
-    calls it before it raises `cli.Terminated`): True for the first, False once one is noted.
-    The raise lands wherever the start is, and code there may drop it (a library's `except
-    BaseException`, a `__del__` or garbage-collection callback, where Python can only print
-    it): `check_terminated` raises it again at the start's next safe point. The note is
-    `cli.note_terminated`'s, every job's (`ann sweep`'s too)."""
-    return cli.note_terminated()
-
-
 def check_terminated() -> None:
     """Raises `cli.Terminated` where a SIGTERM came while the run was starting and its stop
-    was dropped on the way (`terminated_while_starting`): called at safe points of the start
+    was dropped on the way, or only noted inside an import (`cli.note_terminated`, by ann
+    train's start handler, ann/main.py): called at safe points of the start
     and as the loop begins (`finishing`). Without it, `ann train` trained every step and
     exited 0 after a scheduler's SIGTERM, under CI's load."""
     cli.check_terminated()
