@@ -2116,7 +2116,9 @@ def run(
         except Exception as e:
             if isinstance(e, OSError) and (line := storage_error(e)) is not None:
                 fail(line)
-            if isinstance(e, (ConfigError, FlagError, *error_classes(errors))):
+            if isinstance(e, ConfigError):  # a key the config file set: its file and line
+                fail(str(in_config_file(e)))
+            if isinstance(e, (FlagError, *error_classes(errors))):
                 fail(str(e))
             raise
 

@@ -90,11 +90,9 @@ def main(argv: list[str]) -> None:
     cli.drop_switched_model_keys(FLAGS)
     try:
         config_lib.validate(FLAGS.config, num_devices=None, unchanged=unchanged)
-    except config_lib.ConfigError as e:  # a run length below the step reached: the first to fix
+    except config_lib.ConfigError:  # a run length below the step reached: the first to fix
         config_lib.check_reached_length(FLAGS.config, FLAGS.workdir, unchanged, config_flag())
-        if (worded := cli.in_config_file(e)) is not e:  # a key the config file set
-            raise worded from None
-        raise
+        raise  # worded for the config file where it set the key (`cli.run`)
     cli.check_out("workdir", FLAGS.workdir, may_hold="a training run")  # (ann.train.workdir)
     main_thread = threading.current_thread() is threading.main_thread()  # (handlers need it)
     previous = signal.signal(signal.SIGTERM, _terminated_while_starting) if main_thread else None
@@ -117,8 +115,6 @@ def main(argv: list[str]) -> None:
 
         if (lost := parallel.peer_lost(e)) is not None:  # recorded `failed` by the loop
             cli.fail_without_teardown(lost)
-        if (worded := cli.in_config_file(e)) is not e:  # a model key the config file set
-            raise worded from None
         message = out_of_memory(e)
         if message is None:
             refusals = (config_lib.ConfigError, cli.FlagError, *cli.error_classes(ERRORS))

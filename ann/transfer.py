@@ -23,14 +23,8 @@ def main(argv: list[str]) -> None:
     # A config about to be trained (what it would load and freeze): every check `ann train` makes
     # before importing JAX, so an override it would refuse is refused here too.
     cli.drop_switched_model_keys(FLAGS)
-    try:
-        config_lib.validate(
-            FLAGS.config, num_devices=None, unchanged=cli.unchanged_overrides(FLAGS)
-        )
-    except config_lib.ConfigError as e:
-        if (worded := cli.in_config_file(e)) is not e:  # a key the config file set
-            raise worded from None
-        raise
+    # A key the config file set is refused with its file and line (`cli.run`).
+    config_lib.validate(FLAGS.config, num_devices=None, unchanged=cli.unchanged_overrides(FLAGS))
     from ann.train import transfer
 
     try:

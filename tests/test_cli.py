@@ -1227,6 +1227,10 @@ def test_a_config_file_key_of_a_wrong_name_or_type_names_the_file_and_line(
     line = one_line_error(ann("train", f"--config={path}", f"--workdir={tmp_path / 'run'}"))
     assert line == f"error: --config={path} line 9: {said}", line
     assert not (tmp_path / "run").exists()
+    # `ann transfer` worded a model key the file set as typed on the command line.
+    if assignment.startswith("c.model"):
+        line = one_line_error(ann("transfer", f"--config={path}"))
+        assert line == f"error: --config={path} line 9: {said}", line
 
 
 def test_a_sweeps_config_file_key_of_a_wrong_name_names_the_file_and_line(tmp_path):
