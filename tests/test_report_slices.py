@@ -1428,7 +1428,9 @@ def test_the_anomaly_report_marks_the_deployed_threshold():
     rendered(section)
     # An export's: its manifest's threshold and the rows as its `flagged` output flags them
     # (the report recomputed its own threshold and flags, a float apart from the served ones).
-    exp.fitted_threshold = {"value": 0.93, "quantile": 0.9, "calibration_rows": 101}
+    exp.fitted_threshold = {  # as collect.from_model sets an export's
+        "value": 0.93, "quantile": 0.9, "calibration_rows": 101, "from_export": True
+    }  # fmt: skip
     served = {"score": score, "flagged": np.array([0, 0, 1, 0, 0, 1], np.int32)}
     (section,) = sections_for("anomaly_detection")(
         make_preds("anomaly_detection", {"label": labels}, served, exp, predict)

@@ -124,6 +124,10 @@ def restore(workdir: str, step: int | str = "best") -> Source:
         experiment, lambda i: experiment.predict(nnx.merge(graphdef, state, copy=True), i)
     )
     check_outputs(experiment, outputs, config.model.name)
+    # Fixed once, as an export fixes it: predict then flags against a constant, not a threshold
+    # over the calibration rows computed again in every batch's program.
+    if callable(fit := getattr(experiment, "fit_threshold", None)):
+        fit(model)
 
     @jax.jit
     def infer(state: Any, inputs: Batch) -> Batch:
@@ -179,7 +183,8 @@ def from_model(spec: str, registry: str | None = None) -> Source:
     if hasattr(experiment, "temperature"):
         experiment.temperature = temperature  # what the exported graph divides the logits by
     if hasattr(experiment, "fitted_threshold") and model.manifest.get("threshold"):
-        experiment.fitted_threshold = model.manifest["threshold"]  # what its `flagged` applies
+        # What its `flagged` applies, said to be the export's (`deployed_threshold`).
+        experiment.fitted_threshold = {**model.manifest["threshold"], "from_export": True}
     batch_size = _batch_size(config)
     run = model.compile(batch_size)
     has_logits = callable(getattr(experiment, "logits", None))

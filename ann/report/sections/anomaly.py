@@ -24,16 +24,17 @@ LOG_SPREAD = 100  # scores spread over more than this ratio get log-spaced bins 
 
 
 def deployed_threshold(preds: Predictions) -> dict | None:
-    """The threshold a deployment flags rows above: an export's own (its manifest's
-    `threshold`, which its `flagged` output applies: `experiment.fitted_threshold`, set by
-    `collect.from_model`), else the one training reports as `eval/threshold`, the experiment's
-    `threshold_quantile` quantile of the model's scores on its calibration rows
-    (`experiment.reference`, normal training rows held out of the loss), computed as
-    `AnomalyDetection.eval_metrics` does. {"value", "quantile", "calibration_rows"}; None without
-    either the export's or the model (`preds.predict`) and calibration rows."""
+    """The threshold a deployment flags rows above, the one the model's `flagged` output
+    applies (`experiment.fitted_threshold`): an export's own (its manifest's `threshold`, set by
+    `collect.from_model`), or a run's, fixed as the export would (`collect.restore`); both the
+    experiment's `threshold_quantile` quantile of the model's scores on its calibration rows
+    (`experiment.reference`, normal training rows held out of the loss), training's
+    `eval/threshold`. Without a fitted one (an experiment of its own), that quantile is computed
+    here through `preds.predict`. {"value", "quantile", "calibration_rows"}; None without
+    either."""
     exp = preds.experiment
-    if getattr(exp, "fitted_threshold", None):  # an export's: the number it serves with
-        return dict(exp.fitted_threshold)
+    if fitted := getattr(exp, "fitted_threshold", None):  # the export's, or fixed from the run
+        return {k: fitted[k] for k in ("value", "quantile", "calibration_rows")}
     reference = getattr(exp, "reference", None)
     settings = getattr(exp, "settings", None)
     if preds.predict is None or reference is None or np.ndim(reference) == 0 or not settings:
@@ -155,9 +156,11 @@ def sections(preds: Predictions) -> list[Section]:
     if deployed:
         # The number a deployment flags rows with, in the headline: it was the second line,
         # under the AUROC, which no deployment uses.
-        exported = bool(getattr(preds.experiment, "fitted_threshold", None))
-        # An export's rows flagged as it flags them (its `flagged` output), else by the score.
-        served = preds.outputs.get("flagged") if exported else None
+        fitted = getattr(preds.experiment, "fitted_threshold", None) or {}
+        exported = bool(fitted.get("from_export"))
+        # Flagged as the model flags them (its `flagged` output), else by the score (an export
+        # made before it had one).
+        served = preds.outputs.get("flagged")
         flagged = np.asarray(served, bool) if served is not None else score > threshold
         deployed["flagged"] = float(flagged.mean()) if len(flagged) else None
         at = ""
