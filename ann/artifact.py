@@ -48,6 +48,10 @@ MANIFEST = "manifest.json"
 FUNCTION = "function.jaxexport"
 WEIGHTS = "weights.safetensors"
 REFERENCE = "reference.safetensors"
+# The manifest's post-training fits the exported function applies, where it has them: a
+# classifier's temperature (`calibration`), an anomaly detector's `threshold`. What serves or
+# lists a version shows them (model metadata, `registry show`).
+FITS = ("calibration", "threshold")
 FORMAT = "ann.export/1"
 _FORMAT_NUMBER = re.compile(r"^ann\.export/([0-9]{1,6})$")
 # A manifest holds signatures, config, metrics and reference statistics (about 40 KB for the

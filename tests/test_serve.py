@@ -151,6 +151,9 @@ def test_infer_metadata_health_metrics(served):
     assert {o["name"] for o in meta["outputs"]} == {"probabilities", "label"}
     # The step and how it was chosen, not the training machine's path (it showed the workdir).
     assert set(meta["parameters"]["source"]) == {"step", "selected_by"}, meta["parameters"]
+    # The temperature its probabilities are divided by, as an anomaly detector's threshold is
+    # shown (the threshold alone was).
+    assert meta["parameters"]["calibration"]["method"] in ("temperature", "none")
     assert request(port, "GET", "/v2/models/digits/versions/2")[2]["model_version"] == "2"
     assert request(port, "GET", "/v2/models/digits/versions/2/ready")[:1] == (200,)
     assert request(port, "GET", "/v2/models/digits/ready")[2]["ready"] is True

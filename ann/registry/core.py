@@ -158,7 +158,7 @@ def _lineage(manifest: Mapping[str, Any]) -> dict[str, Any]:
     serves with where it has them (a classifier's `calibration`, an anomaly detector's
     `threshold`: `registry show` left them out)."""
     keys = ("source", "config", "data", "metrics", "git", "versions", "platforms", "created")
-    fits = {k: manifest[k] for k in ("calibration", "threshold") if k in manifest}
+    fits = {k: manifest[k] for k in artifact.FITS if k in manifest}
     return {**{k: manifest.get(k) for k in keys}, **fits}
 
 

@@ -102,8 +102,8 @@ class ServedModel:
                     "platforms": model.manifest.get("platforms"),
                     "source": public_source(model.manifest.get("source")),
                     "metrics": model.manifest.get("metrics"),
-                    # An anomaly detector's threshold, which its `flagged` output applies.
-                    **({"threshold": t} if (t := model.manifest.get("threshold")) else {}),
+                    # The fits its function applies (a temperature, a threshold).
+                    **{k: model.manifest[k] for k in artifact.FITS if model.manifest.get(k)},
                     # The names each integer input or output indexes (classes, a vocabulary).
                     "labels": {
                         k: v["names"]
