@@ -219,6 +219,7 @@ def summary(report: dict[str, Any], path: str) -> str:
     from ann.monitor.drift import (
         OUTPUT_VALUES_SHOWN,
         beside_verdict,
+        by_output,
         format_p,
         moved,
         none_moved,
@@ -251,16 +252,18 @@ def summary(report: dict[str, Any], path: str) -> str:
             f"{source}\n  {advice} or lower --min_rows\n"
             f"wrote {path} and index.html"
         )
-    drifted, correction = r["drifted"], r.get("correction", "none")
+    correction = r.get("correction", "none")
     corrected = f", {correction}-corrected" if correction != "none" else ""
     # The verdict is the inputs'; the outputs' and a disagreeing multivariate test beside it
     # ("drift not detected" stood alone beside 72 of 72 drifted forecast values).
     mmd = r["multivariate"]["drifted"] if r["multivariate"] else None
-    said = beside_verdict(r["detected"], mmd, [(f["feature"], f["drifted"]) for f in r["outputs"]])
+    beside = beside_verdict(
+        r["detected"], mmd, [(f["feature"], f["drifted"]) for f in r["outputs"]]
+    )
     lines = [
-        f"drift {'DETECTED' if r['detected'] else 'not detected'}: {drifted} of "
+        f"drift {'DETECTED' if r['detected'] else 'not detected'}: {r['drifted']} of "
         f"{len(r['features'])} input features drifted{corrected} (share {r['share']:.2f}, "
-        f"dataset drift at >= {r['drift_share']}){said} | {source}"
+        f"dataset drift at >= {r['drift_share']}){beside} | {source}"
     ]
 
     def said(f: dict[str, Any]) -> str:
@@ -274,18 +277,15 @@ def summary(report: dict[str, Any], path: str) -> str:
                      f"{said(r['multivariate'])}")  # fmt: skip
     # An output of many values (a reconstruction's 256, a forecast's 72) is one line, its
     # count and its most drifted value: it printed a line per value, 256 of them.
-    values: dict[str, list[dict[str, Any]]] = {}
-    for f in r["outputs"]:
-        values.setdefault(f["feature"].split("[", 1)[0], []).append(f)
-    for output, tests in values.items():
+    for output, tests in by_output(r["outputs"], lambda f: f["feature"]).items():
         if len(tests) <= OUTPUT_VALUES_SHOWN:
             lines += [f"  {f['feature']}: {f['method']} {said(f)}" for f in tests]
             continue
         worst = min(tests, key=lambda f: rank(f["strength"], f["p_value"], f["score"]))
-        drifted = sum(f["drifted"] for f in tests)
+        moved_values = sum(f["drifted"] for f in tests)
         lines.append(
-            f"  {output}: {drifted} of {len(tests)} values drifted; most: {worst['feature']} "
-            f"{worst['method']} {said(worst)}"
+            f"  {output}: {moved_values} of {len(tests)} values drifted; most: "
+            f"{worst['feature']} {worst['method']} {said(worst)}"
         )
     # How each categorical input was tested (its token frequencies, not in the MMD; numeric
     # inputs are tested value by value, as the line above says), and any test that --method

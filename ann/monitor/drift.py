@@ -113,7 +113,7 @@ import functools
 import math
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -283,16 +283,27 @@ def beside_verdict(
     return said
 
 
+T = TypeVar("T")
+
+
+def by_output(tests: Iterable[T], feature: Callable[[T], str]) -> dict[str, list[T]]:
+    """Output tests grouped by the output they test, in order: `output:NAME` for a test of a
+    whole output, and each `output:NAME[i, ...]` of an output of several values under
+    `output:NAME`; `feature` gives a test's feature name."""
+    groups: dict[str, list[T]] = {}
+    for test in tests:
+        groups.setdefault(feature(test).split("[", 1)[0], []).append(test)
+    return groups
+
+
 def outputs_drifted(outputs: Sequence[tuple[str, bool]]) -> str:
     """`1 of 2 drifted`, outputs counted whole (one drifted where any of its values did), and
     `(14 of 256 values)` after it where an output has several (`beside_verdict`'s `outputs`):
     the 258 values of 3 outputs read "14 of 258 drifted"."""
-    by_output: dict[str, list[bool]] = {}
-    for feature, drifted in outputs:
-        by_output.setdefault(feature.split("[", 1)[0], []).append(drifted)
-    moved = sum(any(v) for v in by_output.values())
-    said = f"{moved} of {len(by_output)} drifted"
-    if len(outputs) > len(by_output):
+    groups = by_output(outputs, lambda test: test[0])
+    moved = sum(any(d for _, d in group) for group in groups.values())
+    said = f"{moved} of {len(groups)} drifted"
+    if len(outputs) > len(groups):
         said += f" ({sum(d for _, d in outputs)} of {len(outputs)} values)"
     return said
 

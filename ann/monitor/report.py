@@ -41,6 +41,7 @@ from ann.monitor.drift import (
     DriftResult,
     FeatureDrift,
     Reference,
+    by_output,
     categorical,
     category_values,
     none_moved,
@@ -516,11 +517,8 @@ def outputs_table(tests: list[FeatureDrift]) -> dict[str, str]:
     OUTPUT_VALUES_SHOWN values led by one row (`output:reconstruction`: `12 of 256 values
     drifted, the most drifted first`) and its values ranked (`rank`): its 256 rows came in
     index order, the 12 drifted ones among them."""
-    values: dict[str, list[FeatureDrift]] = {}
-    for f in tests:
-        values.setdefault(f.feature.split("[", 1)[0], []).append(f)
     table = {}
-    for output, group in values.items():
+    for output, group in by_output(tests, lambda f: f.feature).items():
         if len(group) > OUTPUT_VALUES_SHOWN:
             drifted = sum(f.drifted for f in group)
             table[output] = f"{drifted} of {len(group)} values drifted, the most drifted first"
