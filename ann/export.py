@@ -21,7 +21,9 @@ holds:
 - `reference`: statistics for drift checks (see `reference_statistics`) of the training
   split's inputs and of the model's outputs on the validation split (held out: on its own
   training rows a model is more confident than on new traffic), and `reference.sample`: what
-  reference.safetensors holds (`sample_rows`; `outputs_on`: the validation rows);
+  reference.safetensors holds (`sample_rows`: the sampled training rows' inputs and the model's
+  outputs on them, `outputs/NAME`, which drift tests outputs against; `outputs_on`: the
+  validation rows of `validation/NAME`, the statistics' outputs, which drift does not read);
 - `files`: sha256 and size of every other file.
 
 The export is written into a temporary directory next to `--out` and renamed into place.
