@@ -2542,6 +2542,9 @@ def test_slurm_and_kubernetes_run_the_trial_commands(tmp_path, fake_python, monk
     )
     text = open(sbatch).read()
     assert "#SBATCH --array=0-3%2" in text and "#SBATCH --cpus-per-task=4" in text
+    # SIGTERM to the shell (which passes it on) before the time limit, as a pod's grace period:
+    # the trial saves; without it it had SLURM's KillWait, 30 s.
+    assert f"\n#SBATCH --signal=B:TERM@{emit.GRACE_SECONDS}\n" in text
     for trial in trials:
         assert trial.command() in text
         assert "--config.seed=3" in trial.command()  # fixed on the sweep's command line
@@ -2665,7 +2668,7 @@ def test_a_sigterm_to_the_emitted_script_reaches_the_trial(tmp_path, monkeypatch
         record = trials_lib.read_record(trials[1].workdir)
         assert record["returncode"] == 143 and record["ended"], record
         if launcher == "k8s":  # and the time to save before the SIGKILL
-            assert pod["terminationGracePeriodSeconds"] == emit.K8S_GRACE_SECONDS >= 120
+            assert pod["terminationGracePeriodSeconds"] == emit.GRACE_SECONDS >= 120
     finally:
         if shell.poll() is None:
             shell.kill()

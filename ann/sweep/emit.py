@@ -196,6 +196,7 @@ def slurm(
         f"#SBATCH --array=0-{size - 1}{throttle}",
         f"#SBATCH --cpus-per-task={cpus}",
         f"#SBATCH --mem={memory}",
+        f"#SBATCH --signal=B:TERM@{GRACE_SECONDS}",
         f"#SBATCH --output={os.path.join(sweep_dir, 'slurm-%A_%a.out')}",
         *(
             [
@@ -354,9 +355,11 @@ def pod_pythonpath(trial: Trial, root: str) -> list[str]:
 # of trials, at about 13 bytes each gzipped), which the pods mount and run, applied with
 # `kubectl apply --server-side` (no annotation).
 K8S_INLINE_BYTES = 100_000
-# A pod's grace period (Kubernetes' default is 30 s), as scripts/cluster/k8s_train_job.yaml's:
-# a preempted trial saves a checkpoint before it exits 143.
-K8S_GRACE_SECONDS = 120
+# The time a stopped trial has to save a checkpoint before it exits 143: a pod's grace period
+# (Kubernetes' default is 30 s), as scripts/cluster/k8s_train_job.yaml's, and how long before
+# a SLURM array task's time limit its shell is sent SIGTERM, which it passes on (`--signal=B:`,
+# as scripts/cluster/slurm_train.sbatch's; without it a trial had SLURM's KillWait, 30 s).
+GRACE_SECONDS = 120
 K8S_CONFIGMAP_BYTES = 1_000_000
 K8S_SCRIPTS = "/ann-trials"
 
@@ -472,7 +475,7 @@ spec:
     spec:
       restartPolicy: Never
       # Between the SIGTERM and the SIGKILL: time for the checkpoint the SIGTERM asks for.
-      terminationGracePeriodSeconds: {K8S_GRACE_SECONDS}
+      terminationGracePeriodSeconds: {GRACE_SECONDS}
       containers:
         - name: trial
           image: {image}
