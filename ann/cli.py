@@ -516,6 +516,11 @@ def parse_flags(argv: list[str]) -> list[str]:
             fail(f"{arg} names no key; write --config.KEY=VALUE, e.g. --config.total_steps=100")
     for given in _config_given(argv):
         path = given.partition(":")[0]  # runs/x:best, as init_from spells a run's step
+        if not path.strip():  # `--config=` read as the directory `.`: "no such file; it is a
+            fail(  # directory"; `--config=:writers` dropped the variant
+                f"{arguments.flag('config', given)} names no file; give a config file, "
+                "e.g. --config=configs/digits_cnn.py"
+            )
         if os.path.isdir(path):
             named = f"--config={given}" + (f": {path}" if path != given else "")
             if directory_kind.RUN not in directory_kind.of(path):

@@ -396,6 +396,17 @@ def test_an_unknown_job_lists_the_jobs_in_helps_order(capsys):
             "error: --config=configs/digit_cnn.py: no such file; did you mean "
             "configs/digits_cnn.py?",
         ),
+        # An empty --config was read as the directory `.`: "no such file; it is a directory".
+        (
+            ["train", "--config=", "--workdir=W"],
+            "error: --config='' names no file; give a config file, e.g. "
+            "--config=configs/digits_cnn.py",
+        ),
+        (
+            ["transfer", "--config=:writers"],
+            "error: --config=:writers names no file; give a config file, e.g. "
+            "--config=configs/digits_cnn.py",
+        ),
         # `configs/` left out or misspelt, the likeliest slip: no suggestion at all.
         (
             ["train", "--config=digits_cnn.py", "--workdir=W"],
