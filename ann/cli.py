@@ -936,7 +936,7 @@ def _module_fix(name: str, beside: str) -> str:
 def in_config_file(
     error: BaseException, flag_values: flags.FlagValues = flags.FLAGS
 ) -> BaseException:
-    """`error` worded for the config file where it refuses a key's name or type
+    """`error` worded for the config file where it refuses a key's name or value
     (`config.KeyValueError`) that the `--config` file, not an override, set: the file and the
     line that sets the key ("--config=FILE line 5: config key 'optimizer.lerning_rate' is
     unknown (did you mean 'optimizer.learning_rate'?); fix the line: c.optimizer.learning_rate
@@ -967,16 +967,16 @@ def file_key_error(error: BaseException, config: str, given: Iterable[str]) -> B
             f"--config={path}: {error.what}; fix the config file (or a module it imports)"
         )
     line, target, value = found
-    fix = "fix the config file"
+    fix = "fix the config file" if error.unknown else ""  # a value's `what` says its rule
     if error.meant:
         meant = error.meant[0]
         spelt = _respelt(target, key, meant)
         fix = f"fix the line: {spelt} = {value}" if spelt else fix
     elif error.example is not None:
         fix = f"e.g. {target} = {error.example!r}"
-    else:  # a name with nothing near
+    elif error.unknown:  # a name with nothing near
         fix = f"drop the line ({target} = {value}), or set a key ann reads"
-    return ConfigError(f"--config={path} line {line}: {error.what}; {fix}")
+    return ConfigError(f"--config={path} line {line}: {error.what}" + (f"; {fix}" if fix else ""))
 
 
 def _assignment(path: str, key: str) -> tuple[int, str, str] | None:
@@ -1103,7 +1103,7 @@ def _path_to(root: ml_collections.ConfigDict, section: object) -> tuple[str, ...
 
 def _meant_value(value: object, wanted: type) -> object | None:
     """`value` as the type `wanted` where it plainly means one ('128' for an int, 100.0 for
-    100, 'true' for True), else None."""
+    100, 'true' for True, 'label' for a tuple: ('label',)), else None."""
     if isinstance(value, str):
         text = value.strip()
         if wanted is bool and text.lower() in ("true", "false"):
@@ -1111,7 +1111,7 @@ def _meant_value(value: object, wanted: type) -> object | None:
         try:
             value = ast.literal_eval(text)
         except (ValueError, SyntaxError, MemoryError, RecursionError):
-            return None
+            return (text,) if wanted is tuple else None  # a tuple's one string, unwrapped
     if isinstance(value, bool) or wanted is bool:
         return None
     if wanted is int and isinstance(value, float) and value.is_integer():

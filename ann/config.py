@@ -7,6 +7,7 @@ one line naming the key and the fix, not deep inside JAX.
 
 from __future__ import annotations
 
+import ast
 import contextvars
 import copy
 import dataclasses
@@ -30,18 +31,29 @@ class ConfigError(ValueError):
 
 
 class KeyValueError(ConfigError):
-    """`validate`'s refusal of one key's name or type (an unknown key, a value of another
-    type), which a config file as well as an override can make: `key`, the dotted key;
-    `what`, the refusal without its fix ("config key 'x' is unknown (did you mean 'y'?)");
-    `meant`, the keys the refusal points at; `example`, a value of the key's type (None where
-    there is none); the message is `what` with a command-line fix. `ann.cli` words it for the
-    config file where the file, not an override, set the key."""
+    """A refusal of one key's name or value (an unknown key, a value of another type, out of
+    range, not a choice), which a config file as well as an override can make: `key`, the
+    dotted key; `what`, the refusal without its command-line fix ("config key 'x' is unknown
+    (did you mean 'y'?)"), which may end in a fix in words ("name each split once"); `fix`,
+    the command-line fix ("e.g. --config.x=3"), appended to `what` in the message; `meant`,
+    the keys an unknown name points at; `example`, a value to set the key to (None where there
+    is none); `unknown`, whether the key's name, not its value, is refused. `ann.cli` words it
+    for the config file where the file, not an override, set the key: its file and line, the
+    fix as the file spells it."""
 
     def __init__(
-        self, message: str, key: str, what: str, meant: Sequence[str] = (), example: Any = None
+        self,
+        key: str,
+        what: str,
+        fix: str = "",
+        *,
+        meant: Sequence[str] = (),
+        example: Any = None,
+        unknown: bool = False,
     ):
-        super().__init__(message)
+        super().__init__(f"{what}; {fix}" if fix else what)
         self.key, self.what, self.meant, self.example = key, what, list(meant), example
+        self.unknown = unknown
 
 
 # key -> (default, allowed types). Nested dicts are nested sections. `model` is open: its extra
@@ -221,16 +233,18 @@ class Range:
         text = self._describe(low, high, resolve)
         if any(isinstance(x, float) and not math.isfinite(x) for x in items):
             text = f"finite and {text}"  # "must be > 0, got inf" said nothing inf is not
-        hint = ""
         if isinstance(value, Sequence):
             each = "one or more elements, each" if self.nonempty else "each element"
             text = f"{'increasing, ' if self.increasing else ''}{each} {text}"
+            fix = None
             if isinstance(example, Sequence) and example and not isinstance(example, str):
-                hint = f"; e.g. --config.{path}='{tuple(example)}'"  # quoted for the shell
+                fix = tuple(example)
+            hint = f"e.g. --config.{path}='{fix}'"  # quoted for the shell
         else:
             fix = self.suggest(value, low, high, example, accepts)
-            hint = f"; e.g. --config.{path}={fix}" if fix is not None else ""
-        raise ConfigError(f"config key '{path}' must be {text}, got {value!r}{hint}")
+            hint = f"e.g. --config.{path}={fix}"
+        what = f"config key '{path}' must be {text}, got {value!r}"
+        raise KeyValueError(path, what, hint if fix is not None else "", example=fix)
 
     def suggest(
         self,
@@ -379,19 +393,21 @@ def _check_run_settings(values: Mapping[str, Any]) -> None:
     profile = values["profile_steps"]
     if profile and (len(profile) != 2 or profile[0] < 1 or profile[1] < 1):
         first, count = (list(profile) + [5])[:2]  # (20,): (20, 5)
-        example = f"({max(first, 1)}, {max(count, 1)})"
-        raise ConfigError(
+        example = (max(first, 1), max(count, 1))
+        what = (
             f"config key 'profile_steps' is {tuple(profile)}; use (first_step, num_steps), "
             "tracing steps first_step+1..first_step+num_steps, both >= 1 (the earliest trace "
-            "starts at step 2: step 1 is mostly compilation), e.g. "
-            f"--config.profile_steps='{example}', or () for off"
+            "starts at step 2: step 1 is mostly compilation), or () for off"
         )
+        fix = f"e.g. --config.profile_steps='{example}'"
+        raise KeyValueError("profile_steps", what, fix, example=example)
     if profile and values["total_steps"] and profile[0] > values["total_steps"]:
-        raise ConfigError(  # it was accepted and profiled nothing
+        what = (  # it was accepted and profiled nothing
             f"config key 'profile_steps' starts at step {profile[0]}, after the run's "
-            f"{values['total_steps']} steps; profile steps within it, e.g. "
-            "--config.profile_steps='(10, 5)'"
+            f"{values['total_steps']} steps; profile steps within it"
         )
+        fix = "e.g. --config.profile_steps='(10, 5)'"
+        raise KeyValueError("profile_steps", what, fix, example=(10, 5))
     if values["param_dtype"] == "float16" and values["optimizer"]["name"] in ("adam", "adamw"):
         raise ConfigError(
             "config key 'param_dtype' is 'float16' with optimizer "
@@ -641,19 +657,20 @@ def closest(key: str, options: Sequence[str]) -> str | None:
 
 
 def check_choice(path: str, value: Any, options: Sequence[Any]) -> None:
-    """Raises ConfigError naming `path` when `value` is not one of `options`, each written as
-    `--config.PATH=` takes it: None bare, since the text None parses to None there (and
-    'None' quoted, in a config file, is the string)."""
+    """Raises KeyValueError naming `path` when `value` is not one of `options`, each written
+    as `--config.PATH=` takes it: None bare, since the text None parses to None there (and
+    'None' quoted, in a config file, is the string); the option a mistyped string was near to
+    is its `example`."""
     if value in options:
         return
-    hint = ""
+    hint, meant = "", None
     if isinstance(value, str):
         spelt = {str(o): o for o in options}
         near = _near(value, list(spelt))
-        hint = f" (did you mean {spelt[near[0][1]]!r}?)" if near else ""
-    raise ConfigError(
-        f"config key '{path}' is {value!r}{hint}; choose one of {', '.join(map(str, options))}"
-    )
+        meant = spelt[near[0][1]] if near else None
+        hint = f" (did you mean {meant!r}?)" if near else ""
+    what = f"config key '{path}' is {value!r}{hint}; choose one of {', '.join(map(str, options))}"
+    raise KeyValueError(path, what, example=meant)
 
 
 def meant_words(meant: Sequence[str]) -> str:
@@ -845,7 +862,7 @@ def _check_section(
                 lookup(SCHEMA, path, also=(root,))
             except KeyLookupError as e:
                 what = f"config key '{path}' is unknown{e.hint}"
-                raise KeyValueError(what, path, what, e.meant) from None
+                raise KeyValueError(path, what, meant=e.meant, unknown=True) from None
         spec = schema[key]
         if isinstance(spec, Mapping):
             if not isinstance(value, Mapping):
@@ -865,7 +882,7 @@ def _check_section(
                 fix = f"e.g. --config.{path}={example}"
             else:
                 fix, example = f"set --config.{path}=<{names}>", None
-            raise KeyValueError(f"{what}; {fix}", path, what, (), example)
+            raise KeyValueError(path, what, fix, example=example)
 
 
 # What each element of a sequence-valued key must be: `--config.data.eval_splits=3` parses as
@@ -896,10 +913,9 @@ def _check_not_a_tuple_in_a_string(path: str, element: Any) -> None:
     bracketed = element.strip()[:1] in "([" and element.strip()[-1:] in ")]"
     if not bracketed and path != "data.eval_splits":  # a regex may hold a comma: a{1,2}
         return
-    raise ConfigError(
-        f"config key '{path}' got the one string {element!r}; a tuple of strings quotes each "
-        f'one: --config.{path}="{string_tuple(element)!r}"'
-    )
+    meant = string_tuple(element)
+    what = f"config key '{path}' got the one string {element!r}; a tuple of strings quotes each one"
+    raise KeyValueError(path, what, f'e.g. --config.{path}="{meant!r}"', example=meant)
 
 
 def string_tuple(text: str) -> tuple[str, ...]:
@@ -923,10 +939,12 @@ def check_elements(values: Mapping[str, Any]) -> None:
         for element in sequence:
             if not isinstance(element, kind) or isinstance(element, bool):
                 wanted = "an int" if kind is int else "a string"
-                raise ConfigError(
+                what = (
                     f"config key '{path}' holds {element!r} ({type(element).__name__}); every "
-                    f'element must be {wanted}, e.g. --config.{path}="{example}"'
+                    f"element must be {wanted}"
                 )
+                fix = f'e.g. --config.{path}="{example}"'
+                raise KeyValueError(path, what, fix, example=ast.literal_eval(example))
 
 
 def unchanged_overrides(
@@ -1035,11 +1053,13 @@ def check_run_steps(
         return
     epochs, batch = config["num_epochs"], config["batch_size"]
     most = math.floor(MAX_STEPS * batch / max(num_train, 1))
-    raise ConfigError(
+    what = (
         f"config key 'num_epochs' must be at most {most} for {num_train} train examples in "
         f"batches of {batch}, got {_number(epochs)}: that is {steps} steps, more than {MAX_STEPS} "
-        f"(the step counter is int32); e.g. --config.num_epochs={min(most, 100)}"
+        "(the step counter is int32)"
     )
+    example = min(most, 100)
+    raise KeyValueError("num_epochs", what, f"e.g. --config.num_epochs={example}", example=example)
 
 
 def check_length(
@@ -1146,13 +1166,13 @@ def shorten(config: ml_collections.ConfigDict, total_steps: int) -> None:
 def _check_eval_splits(splits: list[str]) -> None:
     """At least one split, each named once (a split named twice was evaluated twice, as eval/
     and eval_SPLIT/)."""
+    key = "data.eval_splits"
     if not splits:
-        raise ConfigError("config key 'data.eval_splits' is empty; name at least one split")
+        raise KeyValueError(key, f"config key '{key}' is empty; name at least one split")
     twice = [split for i, split in enumerate(splits) if split in splits[:i]]
     if twice:
-        raise ConfigError(
-            f"config key 'data.eval_splits' names {twice[0]!r} twice; name each split once"
-        )
+        what = f"config key '{key}' names {twice[0]!r} twice; name each split once"
+        raise KeyValueError(key, what, example=tuple(dict.fromkeys(splits)))
 
 
 # String keys whose "" means off or the default; model.name and data.name, needed, are refused
@@ -1167,10 +1187,12 @@ def _check_none_text(values: Mapping[str, Any]) -> None:
     while `=None` unsets a key whose default is None (`model.norm`); the fix is `=''`."""
     for path in _UNSET_BY_EMPTY:
         if lookup(values, path) == "None":
-            raise ConfigError(
+            what = (
                 f"config key '{path}' is 'None', which a string key reads as text (a name or "
-                f"path 'None'); for none, set it empty: --config.{path}=''"
+                "path 'None')"
             )
+            fix = f"for none, set it empty: --config.{path}=''"
+            raise KeyValueError(path, what, fix, example="")
 
 
 def validate(
@@ -1260,14 +1282,16 @@ def validate(
     for key in ("freeze", "init_from_skip"):  # path regexes: fail here, not mid-build
         for pattern in values[key]:
             if not isinstance(pattern, str):
-                raise ConfigError(
-                    f"config key '{key}' holds {pattern!r}; it takes regexes over parameter "
-                    f"paths, e.g. --config.{key}=\"('convs/.*',)\""
+                what = (
+                    f"config key '{key}' holds {pattern!r}; it takes regexes over parameter paths"
                 )
+                fix = f"e.g. --config.{key}=\"('convs/.*',)\""
+                raise KeyValueError(key, what, fix, example=("convs/.*",))
             try:
                 re.compile(pattern)
             except re.error as e:
-                raise ConfigError(f"config key '{key}': {pattern!r} is not a regex ({e})") from e
+                what = f"config key '{key}': {pattern!r} is not a regex ({e})"
+                raise KeyValueError(key, what) from e
     _check_eval_splits(list(values["data"]["eval_splits"]))
     check_slices(values["report"]["slices"])
     if selecting:  # a run to train (a trained run's config.json is read as it was)
@@ -1381,38 +1405,41 @@ def _check_divisible(values: Mapping[str, Any], num_devices: int) -> None:
     for key, unit in (("batch_size", whole), ("eval_batch_size", num_devices)):
         size = values[key]
         if size and size % num_devices:
-            raise ConfigError(
+            what = (
                 f"config key '{key}'={size} is not divisible by the {num_devices} devices; "
-                f"use a multiple of {num_devices}, e.g. --config.{key}="
-                f"{max(unit, size // unit * unit)}"
+                f"use a multiple of {num_devices}"
             )
+            example = max(unit, size // unit * unit)
+            raise KeyValueError(key, what, f"e.g. --config.{key}={example}", example=example)
     if values["batch_size"] % whole:
-        raise ConfigError(
+        what = (
             f"config key 'batch_size'={values['batch_size']} must split into "
             f"optimizer.accumulate_steps={micro} micro-batches, each a multiple of the "
-            f"{num_devices} device{'s' * (num_devices != 1)}; e.g. "
-            f"--config.batch_size={max(whole, values['batch_size'] // whole * whole)}"
+            f"{num_devices} device{'s' * (num_devices != 1)}"
         )
+        example = max(whole, values["batch_size"] // whole * whole)
+        fix = f"e.g. --config.batch_size={example}"
+        raise KeyValueError("batch_size", what, fix, example=example)
 
 
 def check_slices(entries: Any) -> None:
-    """Raises ConfigError naming `report.slices`, the bad entry and the accepted forms."""
+    """Raises KeyValueError naming `report.slices`, the bad entry and the accepted forms."""
     from ann.report import slice_spec  # here: importing the report package needs ann.config
 
+    key = "report.slices"
     if isinstance(entries, str):
-        raise ConfigError(
-            f"config key 'report.slices' is the string {entries!r}; give a tuple of entries, "
-            f'e.g. --config.report.slices="({entries!r},)"'
-        )
+        what = f"config key '{key}' is the string {entries!r}; give a tuple of entries"
+        fix = f'e.g. --config.{key}="({entries!r},)"'
+        raise KeyValueError(key, what, fix, example=(entries,))
     seen = []
     for entry in entries:
         try:
             spec = slice_spec.parse(entry)
         except ValueError as e:
-            raise ConfigError(f"config key 'report.slices' entry {entry!r}: {e}") from None
+            raise KeyValueError(key, f"config key '{key}' entry {entry!r}: {e}") from None
         cut = (spec.kind, spec.name, spec.index, spec.quantiles)  # its text aside
         if cut in seen:  # it was reported twice, and one picture written over the other
-            raise ConfigError(f"config key 'report.slices' names {entry!r} twice; give it once")
+            raise KeyValueError(key, f"config key '{key}' names {entry!r} twice; give it once")
         seen.append(cut)
 
 
@@ -1427,21 +1454,26 @@ def task_settings(
     outside `ranges[key]` (e.g. `{"temperature": POSITIVE}`), with the key named."""
     settings = dict(defaults)
     for key, value in config.task.to_dict().items():
+        path = f"task.{key}"
         if key not in defaults:
-            raise ConfigError(
-                f"config key 'task.{key}' is unknown to experiment {config.experiment!r}"
-                f"{did_you_mean(key, list(defaults), 'task.')}; "
+            near = closest(key, list(defaults))
+            what = (
+                f"config key '{path}' is unknown to experiment {config.experiment!r}"
+                f"{meant_words([f'task.{near}'] if near else [])}; "
                 + (f"it reads: {', '.join(sorted(defaults))}" if defaults else "it reads none")
             )
+            meant = [f"task.{near}"] if near else []
+            raise KeyValueError(path, what, meant=meant, unknown=True)
         default = defaults[key]
         numeric = isinstance(default, float) and isinstance(value, int)
         if not (isinstance(value, type(default)) or numeric) or isinstance(
             value, bool
         ) != isinstance(default, bool):
-            raise ConfigError(
-                f"config key 'task.{key}' must be {type(default).__name__} like its default "
+            what = (
+                f"config key '{path}' must be {type(default).__name__} like its default "
                 f"{default!r}, got {type(value).__name__} {value!r}"
             )
+            raise KeyValueError(path, what, example=default)
         settings[key] = float(value) if numeric else value
     for key, allowed in (choices or {}).items():
         check_choice(f"task.{key}", settings[key], allowed)

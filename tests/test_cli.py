@@ -563,13 +563,13 @@ def test_an_unknown_job_lists_the_jobs_in_helps_order(capsys):
                 (
                     "--config.data.eval_splits=(test, test_writers)",
                     "error: config key 'data.eval_splits' got the one string '(test, "
-                    "test_writers)'; a tuple of strings quotes each one: "
+                    "test_writers)'; a tuple of strings quotes each one; e.g. "
                     "--config.data.eval_splits=\"('test', 'test_writers')\"",
                 ),
                 (
                     "--config.data.eval_splits=test,test_writers",
                     "error: config key 'data.eval_splits' got the one string "
-                    "'test,test_writers'; a tuple of strings quotes each one: "
+                    "'test,test_writers'; a tuple of strings quotes each one; e.g. "
                     "--config.data.eval_splits=\"('test', 'test_writers')\"",
                 ),
             ]
@@ -1242,6 +1242,48 @@ def test_a_config_file_key_of_a_wrong_name_or_type_names_the_file_and_line(
     if assignment.startswith("c.model"):
         line = one_line_error(ann("transfer", f"--config={path}"))
         assert line == f"error: --config={path} line 9: {said}", line
+
+
+@pytest.mark.parametrize(
+    "assignment, said",
+    [
+        ("c.optimizer.learning_rate = -1.0", "config key 'optimizer.learning_rate' must be > 0, "
+         "got -1.0; e.g. c.optimizer.learning_rate = 0.001"),
+        ("c.optimizer.name = 'adamW'", "config key 'optimizer.name' is 'adamW' (did you mean "
+         "'adamw'?); choose one of sgd, adam, adamw; e.g. c.optimizer.name = 'adamw'"),
+        ("c.optimizer.name = 'lion'", "config key 'optimizer.name' is 'lion'; choose one of sgd, "
+         "adam, adamw"),
+        ("c.data.eval_splits = ('test', 3)", "config key 'data.eval_splits' holds 3 (int); every "
+         "element must be a string; e.g. c.data.eval_splits = ('test',)"),
+        ("c.data.eval_splits = ('test', 'test')", "config key 'data.eval_splits' names 'test' "
+         "twice; name each split once; e.g. c.data.eval_splits = ('test',)"),
+        ("c.data.eval_splits = ()", "config key 'data.eval_splits' is empty; name at least one "
+         "split"),
+        ("c.init_from = 'None'", "config key 'init_from' is 'None', which a string key reads as "
+         "text (a name or path 'None'); e.g. c.init_from = ''"),
+        ("c.report.slices = 'label'", "config key 'report.slices' must be a tuple, got 'label' (a "
+         "str); e.g. c.report.slices = ('label',)"),
+        # A model's argument and an experiment's setting, checked once each is looked up.
+        ("c.model.dropout = 1.5", "config key 'model.dropout' must be in [0, 1), got 1.5; e.g. "
+         "c.model.dropout = 0.5"),
+        ("c.task.temprature = 0.5", "config key 'task.temprature' is unknown to experiment "
+         "'classification'; it reads none; drop the line (c.task.temprature = 0.5), or set a key "
+         "ann reads"),
+    ],
+)  # fmt: skip
+def test_a_config_file_value_refused_names_the_file_and_line(tmp_path, assignment, said):
+    # Out-of-range values, choices, elements and task keys a config file set were worded as
+    # typed on the command line, without the file ("config key 'optimizer.learning_rate' must be
+    # > 0, got -1.0; e.g. --config.optimizer.learning_rate=0.001"), as names and types were.
+    path = tmp_path / "values.py"
+    path.write_text(
+        "import ann.config\n\n\ndef get_config():\n    c = ann.config.base()\n"
+        "    c.model.name = 'mlp'\n    c.data.name = 'digits'\n    c.total_steps = 50\n"
+        f"    {assignment}\n    return c\n"
+    )
+    line = one_line_error(ann("train", f"--config={path}", f"--workdir={tmp_path / 'run'}"))
+    assert line == f"error: --config={path} line 9: {said}", line
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_sweeps_config_file_key_of_a_wrong_name_names_the_file_and_line(tmp_path):

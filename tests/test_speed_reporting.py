@@ -172,7 +172,7 @@ def test_bad_profile_steps():
     assert str(e.value) == (
         "config key 'profile_steps' is (0, 3); use (first_step, num_steps), tracing steps "
         "first_step+1..first_step+num_steps, both >= 1 (the earliest trace starts at step 2: "
-        "step 1 is mostly compilation), e.g. --config.profile_steps='(1, 3)', or () for off"
+        "step 1 is mostly compilation), or () for off; e.g. --config.profile_steps='(1, 3)'"
     )
     config_lib.validate(tiny(profile_steps=(1, 3)), 4)
 

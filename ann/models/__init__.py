@@ -183,7 +183,7 @@ def check_arguments(
                 )
             what = f"config key '{prefix}{key}' is not an argument of model {name!r}{meant}"
             close = [f"{prefix}{closest(key, accepted)}"] if meant else []
-            raise KeyValueError(f"{what}; {takes}{drop}", f"{prefix}{key}", what, close)
+            raise KeyValueError(f"{prefix}{key}", what, f"{takes}{drop}", meant=close, unknown=True)
 
 
 def _is_int(x: Any) -> bool:
@@ -212,7 +212,7 @@ def _check_kind(path: str, value: Any, default: Any) -> None:
     if isinstance(value, tuple) and len(value) == 1 and isinstance(value[0], str):
         value = value[0]  # text ml_collections could not read as a tuple, which it wraps in one
     what = f"config key '{path}' must be {expected}, got {value!r}"
-    raise KeyValueError(f"{what}; e.g. --config.{path}={example}", path, what, (), default)
+    raise KeyValueError(path, what, f"e.g. --config.{path}={example}", example=default)
 
 
 def build(name: str, kwargs: dict, experiment: str = "", **supplied) -> nnx.Module:
