@@ -1995,6 +1995,9 @@ def test_dry_run_and_emit_read_and_name_the_data_directory_the_sweep_started_wit
     proc = sweep_cli(f"--config={path}", f"--workdir={sweep_dir}", "--emit=slurm")
     assert proc.returncode == 0, proc.stderr
     assert note in proc.stderr and "building" not in proc.stderr
+    # Without --parallel (whose --help default, 1, is this machine's) every task may run at
+    # once, as the line now says.
+    assert "(4 array tasks, all at once; --parallel=N runs N at a time)" in proc.stdout
     sbatch = open(os.path.join(sweep_dir, "sweep.sbatch")).read()
     assert sbatch.count(f" env TFDS_DATA_DIR={data_dir} {PYTHON_ANN} train --config=") == 4
     assert os.listdir(other) == []  # nothing built, nothing read there

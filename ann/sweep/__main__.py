@@ -40,7 +40,8 @@ cli.define_bounded(
     "parallel",
     1,
     "Trials at a time, each pinned to its own share of cores; more than the trials are as many "
-    "as the trials (with --emit too).",
+    "as the trials. With --emit, the cluster's cap (SLURM's %N, the Job's parallelism) only "
+    "when given: without it, every trial may run at once.",
     1,
     MAX_PARALLEL,
 )
@@ -380,18 +381,26 @@ def emit_grid(definition: definition_lib.Definition, metric: str, mode: str) -> 
     # --parallel caps concurrent trials on the cluster only when given.
     parallel = FLAGS.parallel if FLAGS["parallel"].present else 0
     common = dict(parallel=parallel, cpus=FLAGS.cluster_cpus)
+    # Said, since --help's default (1) is this machine's: a cluster runs all of them at once.
+    at_once = (
+        f"{min(parallel, len(trials))} at a time"
+        if parallel
+        else "all at once; --parallel=N runs N at a time"
+    )
     # The launcher first: a path no pod has is refused before the trials' files are made.
     if FLAGS.emit == "slurm":
         memory = f"{FLAGS.cluster_memory_gb}G"
         path = emit.write("slurm", trials, FLAGS.workdir, cwd=os.getcwd(), memory=memory, **common)
-        wrote = f"wrote {path}: sbatch {path}  ({n_of(len(trials), 'array task')})"
+        wrote = f"wrote {path}: sbatch {path}  ({n_of(len(trials), 'array task')}, {at_once})"
         if emit.slurm_chunked(trials):  # more than SLURM's default MaxArraySize (1001) allows
             submit = os.path.join(FLAGS.workdir, emit.SLURM_SUBMIT)
             jobs = -(-len(trials) // emit.SLURM_CHUNK)
             wrote = (
                 f"wrote {path} and {submit}: bash {submit}  ({len(trials)} array tasks, in "
                 f"{jobs} array jobs of at most {emit.SLURM_CHUNK}: SLURM's default "
-                f"MaxArraySize, 1001, refuses one array of {len(trials)})"
+                f"MaxArraySize, 1001, refuses one array of {len(trials)}; "
+                + (f"at most {at_once}" if parallel else "the array jobs side by side")
+                + ")"
             )
     else:
         path = emit.write(
@@ -405,7 +414,8 @@ def emit_grid(definition: definition_lib.Definition, metric: str, mode: str) -> 
             **common,
         )
         wrote = (
-            f"wrote {path}: {emit.apply_command(path)}  ({n_of(len(trials), 'index', 'indices')})"
+            f"wrote {path}: {emit.apply_command(path)}  "
+            f"({n_of(len(trials), 'index', 'indices')}, {at_once})"
         )
     for trial, config_json in zip(trials, configs):
         trial.write_files(config_json)
