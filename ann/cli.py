@@ -952,14 +952,15 @@ def in_config_file(
 def file_key_error(error: BaseException, config: str, given: Iterable[str]) -> BaseException:
     """`in_config_file` for the config file `config` (`FILE[:ARG]`) and the dotted keys
     `given` that overrides set (a sweep's fixed and swept keys): `error` worded for the file
-    where it is a `config.KeyValueError` whose key none of `given` set; else `error` as it
-    is."""
+    where it is a `config.KeyValueError` whose key, and the keys it depends on (a range's
+    bound), none of `given` set; else `error` as it is."""
     if not isinstance(error, config_lib.KeyValueError):
         return error
     key = error.key
     for set_key in given:
-        if set_key == key or set_key.startswith(f"{key}.") or key.startswith(f"{set_key}."):
-            return error  # the command line's
+        for read in (key, *error.depends_on):  # a bound the command line set: its fix is a flag
+            if set_key == read or set_key.startswith(f"{read}.") or read.startswith(f"{set_key}."):
+                return error  # the command line's
     path = config.partition(":")[0]
     found = _assignment(path, key)
     if found is None:

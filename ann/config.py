@@ -37,9 +37,10 @@ class KeyValueError(ConfigError):
     (did you mean 'y'?)"), which may end in a fix in words ("name each split once"); `fix`,
     the command-line fix ("e.g. --config.x=3"), appended to `what` in the message; `meant`,
     the keys an unknown name points at; `example`, a value to set the key to (None where there
-    is none); `unknown`, whether the key's name, not its value, is refused. `ann.cli` words it
-    for the config file where the file, not an override, set the key: its file and line, the
-    fix as the file spells it."""
+    is none); `unknown`, whether the key's name, not its value, is refused; `depends_on`, the
+    other keys the refusal reads (a range's bound: `optimizer.warmup_steps` below
+    `total_steps`). `ann.cli` words it for the config file where the file, not an override,
+    set the key and the keys it depends on: its file and line, the fix as the file spells it."""
 
     def __init__(
         self,
@@ -50,10 +51,11 @@ class KeyValueError(ConfigError):
         meant: Sequence[str] = (),
         example: Any = None,
         unknown: bool = False,
+        depends_on: Sequence[str] = (),
     ):
         super().__init__(f"{what}; {fix}" if fix else what)
         self.key, self.what, self.meant, self.example = key, what, list(meant), example
-        self.unknown = unknown
+        self.unknown, self.depends_on = unknown, tuple(depends_on)
 
 
 # key -> (default, allowed types). Nested dicts are nested sections. `model` is open: its extra
@@ -244,7 +246,11 @@ class Range:
             fix = self.suggest(value, low, high, example, accepts)
             hint = f"e.g. --config.{path}={fix}"
         what = f"config key '{path}' must be {text}, got {value!r}"
-        raise KeyValueError(path, what, hint if fix is not None else "", example=fix)
+        bounds = [b for b in (self.low, self.high) if isinstance(b, str)]
+        if "total_steps" in bounds:
+            bounds.append("num_epochs")  # what total_steps may come from
+        hint = hint if fix is not None else ""
+        raise KeyValueError(path, what, hint, example=fix, depends_on=bounds)
 
     def suggest(
         self,

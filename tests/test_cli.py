@@ -1286,6 +1286,29 @@ def test_a_config_file_value_refused_names_the_file_and_line(tmp_path, assignmen
     assert not (tmp_path / "run").exists()
 
 
+def test_a_config_file_value_refused_for_a_bound_an_override_set_keeps_the_flags_words(tmp_path):
+    # The file's warmup_steps=10 against --config.total_steps=5: the command line made it
+    # wrong, and the fix is the flag's (it was told to edit the file's line).
+    path = tmp_path / "values.py"
+    path.write_text(
+        "import ann.config\n\n\ndef get_config():\n    c = ann.config.base()\n"
+        "    c.model.name = 'mlp'\n    c.data.name = 'digits'\n    c.total_steps = 50\n"
+        "    c.optimizer.warmup_steps = 10\n    return c\n"
+    )
+    run = f"--workdir={tmp_path / 'run'}"
+    line = one_line_error(ann("train", f"--config={path}", run, "--config.total_steps=5"))
+    assert line == (
+        "error: config key 'optimizer.warmup_steps' must be in [0, 5) (total_steps=5; lower this "
+        "or raise total_steps), got 10; e.g. --config.optimizer.warmup_steps=0"
+    ), line
+    # num_epochs, set so, comes to total_steps once the data set is read (its line is last).
+    proc = ann(
+        "train", f"--config={path}", run, "--config.total_steps=0", "--config.num_epochs=0.01"
+    )
+    line = proc.stderr.splitlines()[-1]
+    assert line.startswith("error: config key 'optimizer.warmup_steps' must be in [0, 1) "), line
+
+
 def test_a_sweeps_config_file_key_of_a_wrong_name_names_the_file_and_line(tmp_path):
     path = tmp_path / "keys.py"
     path.write_text(
