@@ -788,7 +788,8 @@ def missing_config(given: str) -> str:
     (PATH, or PATH:ARG: the suggestion keeps the `:ARG` variant, `configs/digits_autoencoder:dense`
     got "did you mean configs/digits_autoencoder.py?", which trains the other variant), or for
     a PATH below a file "--config=PATH cannot exist: F is a file, so nothing can be below it"
-    (`atomic.absent`)."""
+    (`atomic.absent`). A near name is looked for beside PATH, in ./configs, and then in ann's
+    own configs/ (a checkout's), named by its full path."""
     path, colon, arg = given.partition(":")
     if (above := atomic.below_a_file(path)) is not None:
         return f"--config={path} cannot exist: {above}"
@@ -798,6 +799,10 @@ def missing_config(given: str) -> str:
     # no suggestion: the file is looked for in ./configs too.
     if not near and os.path.normpath(folder or ".") != "configs" and os.path.isdir("configs"):
         near = near_files(os.path.join("configs", name), ".py", colon + arg)
+    # From elsewhere, ann's own configs/ (a checkout's, beside the package), by its full path.
+    shipped = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+    if not near and not os.path.isabs(path) and os.path.isdir(shipped):
+        near = near_files(os.path.join(shipped, name), ".py", colon + arg)
     return f"--config={path}: no such file{near}"
 
 

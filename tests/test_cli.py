@@ -657,6 +657,16 @@ def test_mistakes_on_the_command_line_are_one_line(tmp_path, args, message):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("job", ["train", "sweep"])
+def test_a_config_name_outside_the_checkout_is_pointed_at_anns_configs(tmp_path, job):
+    # From another directory `--config=digits_cnn.py` got no suggestion: only ./configs was
+    # looked in.
+    line = one_line_error(ann(job, "--config=digits_cnn.py", "--workdir=W", cwd=tmp_path))
+    assert line == (
+        f"error: --config=digits_cnn.py: no such file; did you mean {ROOT}/configs/digits_cnn.py?"
+    ), line
+
+
 def test_a_scalar_override_given_twice_is_warned_and_the_last_taken(tmp_path):
     # It trained with the last value without a word. Warned, not refused: a wrapper's defaults
     # followed by the user's own flags is how they are overridden (the tests' helpers do it).
