@@ -5,8 +5,11 @@ import pathlib
 import re
 import shlex
 import sys
+from importlib import metadata
 
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 DEPLOY = pathlib.Path(__file__).resolve().parent.parent / "scripts" / "deploy"
 INSTRUCTIONS = {
@@ -79,9 +82,6 @@ def test_the_image_installs_pinned_versions():
     install takes scripts/deploy/constraints.txt (`-c`, copied in first), which pins every
     package the Dockerfile names, and jaxlib, to an exact version (`==`; which versions is the
     environment's business: `python scripts/deploy/constraints.py` writes them)."""
-    from packaging.requirements import Requirement
-    from packaging.utils import canonicalize_name
-
     steps = dockerfile_instructions((DEPLOY / "Dockerfile").read_text())
     [install] = [shlex.split(r) for op, r in steps if op == "RUN" and "jax" in r]
     target = install[install.index("-c") + 1]
@@ -89,16 +89,22 @@ def test_the_image_installs_pinned_versions():
     assert steps.index(("COPY", f"scripts/deploy/constraints.txt {target}")) < steps.index(
         ("RUN", next(r for op, r in steps if op == "RUN" and "jax" in r))
     )
+    pins = _pins(DEPLOY / "constraints.txt")
+    listed = {canonicalize_name(Requirement(r).name) for r in pip_requirements(steps)}
+    assert "jax" in listed and listed | {"jaxlib"} <= set(pins), sorted(listed - set(pins))
+    assert pins["jax"] == pins["jaxlib"]  # jax needs its own jaxlib
+
+
+def _pins(path: pathlib.Path) -> dict[str, str]:
+    """A constraints file's pins, canonical name -> version: each line one exact version."""
     pins = {}
-    for line in (DEPLOY / "constraints.txt").read_text().splitlines():
+    for line in path.read_text().splitlines():
         if line.strip() and not line.startswith("#"):
             req = Requirement(line)
             [spec] = req.specifier  # one exact version a line
             assert spec.operator == "==" and "*" not in spec.version, line
             pins[canonicalize_name(req.name)] = spec.version
-    listed = {canonicalize_name(Requirement(r).name) for r in pip_requirements(steps)}
-    assert "jax" in listed and listed | {"jaxlib"} <= set(pins), sorted(listed - set(pins))
-    assert pins["jax"] == pins["jaxlib"]  # jax needs its own jaxlib
+    return pins
 
 
 def pip_requirements(steps: list[tuple[str, str]]) -> list[str]:
@@ -218,7 +224,17 @@ def test_the_training_image_and_the_cluster_scripts_fit_together():
             ["sh", "-c", install.replace("pip install", "printf '%s\\n'", 1)],
             env={"JAX_EXTRA": extra, "PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
         ).stdout.split()  # fmt: skip
-        assert argv == ["--no-cache-dir", *packages], argv
+        assert argv == ["--no-cache-dir", "-c", "/tmp/constraints.txt", *packages], argv
+    # Pinned as the serving image is: it installed whatever was newest at build time.
+    copy = ("COPY", "scripts/cluster/constraints.txt /tmp/constraints.txt")
+    assert copy in steps and steps.index(copy) < steps.index(("RUN", install))
+    pins = _pins(root / "scripts/cluster/constraints.txt")
+    needed = [Requirement(r) for r in metadata.requires("ann")]  # pyproject's, as installed
+    listed = {
+        canonicalize_name(r.name) for r in needed if not r.marker or "extra" not in str(r.marker)
+    }
+    assert listed | {"jaxlib"} <= set(pins), sorted(listed - set(pins))
+    assert pins["jax"] == pins["jaxlib"]
     [workdir] = [rest for op, rest in steps if op == "WORKDIR"]
 
     service, job = yaml.safe_load_all((root / "scripts/cluster/k8s_train_job.yaml").read_text())

@@ -1,6 +1,9 @@
-"""Writes scripts/deploy/constraints.txt, the pins of the image's pip install (`-c`): the exact
-version installed here of every package the Dockerfile's `pip install` names and of everything
-they require (markers evaluated here: run it under the image's Python, 3.11, on Linux).
+"""Writes the pins of the images' pip installs (`-c`): scripts/deploy/constraints.txt for the
+serving image, the exact version installed here of every package its Dockerfile's `pip install`
+names and of everything they require; scripts/cluster/constraints.txt for the training image
+(scripts/cluster/Dockerfile.train), the same for ann's own requirements (pyproject.toml's
+`[project] dependencies`, as installed here: reinstall after changing them). Markers are
+evaluated here: run it under the images' Python, 3.11, on Linux.
 
 Run it in the environment that makes the exports (its jax and jaxlib are the ones each
 export's manifest records), from the repository root:
@@ -22,7 +25,9 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 HERE = pathlib.Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
 OUT = HERE / "constraints.txt"
+TRAIN_OUT = ROOT / "scripts" / "cluster" / "constraints.txt"
 # pip install's options that take a value as the next argument.
 _VALUED = {"-c", "--constraint", "-r", "--requirement", "-i", "--index-url", "-e", "--editable"}
 
@@ -67,21 +72,35 @@ def closure(requirements: list[str]) -> dict[str, str]:
 
 
 def main() -> None:
-    requirements = dockerfile_requirements((HERE / "Dockerfile").read_text())
-    try:
-        pins = closure(requirements)
-    except metadata.PackageNotFoundError as e:
-        sys.exit(
-            f"error: {e.name} is not installed here; run this in the environment that makes "
-            "the exports (with ann's otel extra)"
+    # (what the image installs, where its pins go, the image's Dockerfile)
+    images = [
+        (
+            dockerfile_requirements((HERE / "Dockerfile").read_text()),
+            OUT,
+            "scripts/deploy/Dockerfile",
+        ),
+        # ann's installed requirements, its extras' left out (`pip install .`), ann itself too
+        (["ann"], TRAIN_OUT, "scripts/cluster/Dockerfile.train"),
+    ]
+    written = []
+    for requirements, out, dockerfile in images:
+        try:
+            pins = closure(requirements)
+            pins.pop("ann", None)
+        except metadata.PackageNotFoundError as e:
+            sys.exit(
+                f"error: {e.name} is not installed here; run this in the environment that makes "
+                "the exports (with ann's otel extra)"
+            )
+        lines = [f"{name}=={version}" for name, version in sorted(pins.items())]
+        header = (
+            f"# The image's pins ({dockerfile}'s pip install -c): what the environment\n"
+            "# that makes the exports has. Regenerate: python scripts/deploy/constraints.py\n"
         )
-    lines = [f"{name}=={version}" for name, version in sorted(pins.items())]
-    header = (
-        "# The image's pins (scripts/deploy/Dockerfile's pip install -c): what the environment\n"
-        "# that makes the exports has. Regenerate: python scripts/deploy/constraints.py\n"
-    )
-    OUT.write_text(header + "\n".join(lines) + "\n")
-    print(f"{OUT.relative_to(HERE.parent.parent)}: {len(lines)} pins", file=sys.stderr)
+        written.append((out, header + "\n".join(lines) + "\n", len(lines)))
+    for out, text, count in written:  # both or neither
+        out.write_text(text)
+        print(f"{out.relative_to(ROOT)}: {count} pins", file=sys.stderr)
 
 
 if __name__ == "__main__":
