@@ -5,9 +5,10 @@
                              size of every other file
       function.jaxexport     the inference function, serialized by `jax.export` (symbolic batch)
       weights.safetensors    the weights, flat, keyed by parameter path ("blocks/0/bn1/scale")
-      reference.safetensors  the drift reference: a seeded sample of training rows,
-                             `inputs/NAME` (raw model inputs) and `outputs/NAME` (the model's
-                             outputs on them), `validation/NAME` (its outputs on the
+      reference.safetensors  the drift reference: a seeded sample of rows held out of training
+                             (of training rows before 2026-12-06), `inputs/NAME` (raw model
+                             inputs) and `outputs/NAME` (the model's outputs on them); in
+                             exports of before then also `validation/NAME` (its outputs on the
                              validation split); optional (exports before it still load), read
                              by `load_reference` through the same checks
 
@@ -1484,7 +1485,8 @@ def load_reference(
 ) -> dict[str, dict[str, np.ndarray]] | None:
     """The export's reference sample, {"inputs": {name: array}, "outputs": {name: array},
     "validation": {name: array}} (rows first; "outputs": the model's on the inputs,
-    "validation": on the validation split, empty in exports made before it), read through the
+    "validation": on the validation split, held only by some exports made before
+    2026-12-06, empty in others), read through the
     manifest's size and sha256 checks (IntegrityError when a check fails, the file cannot be
     deserialized or a key is not KIND/NAME); None when the manifest lists no
     reference.safetensors (an export written before it existed). Kinds added by a later ann

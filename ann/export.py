@@ -19,11 +19,11 @@ holds:
   into the graph (probabilities = softmax(logits / T)), and ECE, MCE, Brier and NLL before and
   after on the validation and test splits (see `ann/calibrate.py`; `config.calibration`);
 - `reference`: statistics for drift checks (see `reference_statistics`) of the training
-  split's inputs and of the model's outputs on the validation split (held out: on its own
-  training rows a model is more confident than on new traffic), and `reference.sample`: what
-  reference.safetensors holds (`sample_rows`: the sampled training rows' inputs and the model's
-  outputs on them, `outputs/NAME`, which drift tests outputs against; `outputs_on`: the
-  validation rows of `validation/NAME`, the statistics' outputs, which drift does not read);
+  split's inputs and of the model's outputs on the held-out reference rows, and
+  `reference.sample`: what reference.safetensors holds (`sample_rows` of rows held out of
+  training, `held_out_rows`: the validation split, or an anomaly detector's calibration rows;
+  their inputs, `inputs/NAME`, and the model's outputs on them, `outputs/NAME`, which drift
+  tests a window against; `split` and `held_out` say which rows);
 - `files`: sha256 and size of every other file.
 
 The export is written into a temporary directory next to `--out` and renamed into place.
@@ -143,8 +143,8 @@ def reference_statistics(
     output_signature: dict[str, dict[str, Any]],
     input_signature: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Statistics of inputs (the training split's) and of the model's outputs (on the
-    validation split, in an export), for drift checks.
+    """Statistics of inputs (the training split's) and of the model's outputs (on the held-out
+    reference rows, in an export: `held_out_rows`), for drift checks.
 
     Inputs: `feature_summary` each, but a categorical input (an integer input with `names` in
     `input_signature`: token ids, class indices) its category distribution (`category_summary`:
@@ -201,42 +201,49 @@ def _predict_all(call: Any, weights: dict, inputs: dict[str, np.ndarray]) -> dic
 
 
 def reference_sample(
-    train: Any,
-    split: str,
-    names: Sequence[str],
-    call: Any,
-    weights: dict,
-    known: dict[str, np.ndarray] | None = None,
+    split: Any, pool: np.ndarray, names: Sequence[str], call: Any, weights: dict
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """The drift reference sample of the training split `train` (`sample_rows`): its manifest
-    entry and the arrays of reference.safetensors, `inputs/NAME` (the raw model inputs
-    `names`, as the signature takes them) and `outputs/NAME` (the exported graph `call`'s
-    outputs on them). `known`: `call`'s outputs on the split's first rows, reused for the
-    sampled rows among them (all of a split within REFERENCE_ROWS) instead of predicted again."""
-    index = sample_rows(len(train))
-    rows = train.rows(index)
+    """The drift reference sample: `sample_rows` of the rows `pool` (indices into the split
+    `split`, e.g. every row of the validation split), their manifest entry and the arrays of
+    reference.safetensors, `inputs/NAME` (the raw model inputs `names`, as the signature takes
+    them) and `outputs/NAME` (the exported graph `call`'s outputs on them)."""
+    index = np.asarray(pool)[sample_rows(len(pool))]
+    rows = split.rows(index)
     inputs = {k: np.ascontiguousarray(rows[k]) for k in names}
+    outputs = _predict_all(call, weights, inputs)
+    _check_finite(outputs, f"{split.split} (the drift reference's)", index)
     arrays = {f"inputs/{k}": v for k, v in inputs.items()}
-    have = len(next(iter(known.values()))) if known else 0
-    new = index >= have
-    outputs = {k: v[index[~new]] for k, v in known.items()} if known else {}
-    if new.any():
-        predicted = _predict_all(call, weights, {k: v[new] for k, v in inputs.items()})
-        for k, v in predicted.items():
-            both = np.empty((len(index), *v.shape[1:]), v.dtype)
-            both[new] = v
-            if k in outputs:
-                both[~new] = outputs[k]
-            outputs[k] = both
     arrays.update({f"outputs/{k}": v for k, v in outputs.items()})
     entry = {
         "file": artifact.REFERENCE,
         "rows": len(index),
-        "of": len(train),
-        "split": split,
+        "of": len(pool),
+        "split": split.split,
         "seed": SAMPLE_SEED,
     }
     return entry, arrays
+
+
+def held_out_rows(experiment: Any, train: Any, validation: Any) -> tuple[Any, np.ndarray, str]:
+    """The rows the drift reference is drawn from, held out of training: a model is more
+    confident on the rows it fit than on anything new (the digits CNN's confidence on 20
+    windows of 200 test digits read as drifted in 9 against its training rows), and an anomaly
+    detector scores them lower (the sensor autoencoder's `output:score` in 20 of 20 windows of
+    normal test rows). (split, indices into it, in words): the experiment's own held-out
+    training rows where it has them (`experiment.held_out_rows()`: an anomaly detector's normal
+    calibration rows, which its validation split's injected anomalies are not like), else the
+    whole validation split, which every data set carves from its training rows (NannyML's
+    rule: the reference is a held-out evaluation set, never the training set)."""
+    own = getattr(experiment, "held_out_rows", None)
+    found = own() if own is not None else None
+    if found is not None:
+        index, words = found
+        return train, np.asarray(index), words
+    return (
+        validation,
+        np.arange(len(validation)),
+        f"the {validation.split} split, held out of training",
+    )
 
 
 def _git() -> dict[str, Any]:
@@ -348,12 +355,15 @@ def _check_agrees(
             raise AssertionError(f"exported output {k!r} differs from the training code's")
 
 
-def _check_finite(outputs: dict[str, np.ndarray], split: str) -> None:
-    """Raises ConfigError when an output of the exported graph on `split`'s rows holds a NaN or
-    an infinity: a model that does not answer its own data is broken, and a server would refuse
-    every such request (422 `non_finite_output`, ann/serve/app.py) instead of answering it.
-    Checked here so that a model giving NaN everywhere never reaches a server, and a server's
-    422 means an input far outside the data, not a broken model."""
+def _check_finite(
+    outputs: dict[str, np.ndarray], split: str, index: np.ndarray | None = None
+) -> None:
+    """Raises ConfigError when an output of the exported graph on `split`'s rows (those of
+    `index`, else its first ones) holds a NaN or an infinity: a model that does not answer its
+    own data is broken, and a server would refuse every such request (422
+    `non_finite_output`, ann/serve/app.py) instead of answering it. Checked here so that a
+    model giving NaN everywhere never reaches a server, and a server's 422 means an input far
+    outside the data, not a broken model."""
     from ann.config import ConfigError
 
     for name, value in outputs.items():
@@ -361,6 +371,7 @@ def _check_finite(outputs: dict[str, np.ndarray], split: str) -> None:
             continue
         bad = ~np.isfinite(value.reshape(len(value), -1)).all(axis=1)
         first = int(np.argmax(bad))
+        first = int(index[first]) if index is not None else first
         raise ConfigError(
             f"the exported model gives non-finite {name!r} (NaN or infinity) on {int(bad.sum()):,}"
             f" of {len(value):,} {split} rows (the first: row {first}); it cannot serve. Check "
@@ -371,12 +382,11 @@ def _check_finite(outputs: dict[str, np.ndarray], split: str) -> None:
 def _reference(
     exported: Any, infer: Any, weights: dict, train: Any, validation: Any, experiment: Any
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """The manifest's reference statistics and the reference sample, computed by the exported
-    graph itself on the training split, after checking that it agrees with the training code
-    (`_check_agrees`); and its outputs on the validation split (at most REFERENCE_ROWS rows),
-    `validation/NAME` in the sample (drift does not read them: it tests outputs against the
-    model's on the sampled training rows, `outputs/NAME`, the rows its inputs are tested
-    against; `ann.monitor.drift.Reference.from_model`)."""
+    """The manifest's reference statistics and the drift reference sample, computed by the
+    exported graph itself: on the training split's first rows (at most REFERENCE_ROWS), its
+    agreement with the training code (`_check_agrees`) and the inputs' statistics; on the rows
+    `held_out_rows` names, the sample (inputs and outputs, the rows drift tests both against:
+    `ann.monitor.drift.Reference.from_model`) and the outputs' statistics."""
     import jax
 
     from ann import cli
@@ -385,8 +395,8 @@ def _reference(
     rows = train.rows(np.arange(min(len(train), REFERENCE_ROWS)))
     ref_inputs = {k: rows[k] for k in inputs}
     cli.progress(
-        f"running the export on {len(rows[inputs[0]]):,} training rows: its agreement with "
-        "the training code, the reference statistics for drift"
+        f"running the export on {len(rows[inputs[0]]):,} training rows and the held-out "
+        "reference rows: its agreement with the training code, the drift reference"
     )
     call = jax.jit(exported.call)
     # Where a server would run it (a `cpu` export on a GPU machine: the host's CPU), the
@@ -396,18 +406,14 @@ def _reference(
     ref_outputs = _predict_all(call, weights, ref_inputs)
     _check_finite(ref_outputs, f"training ({train.split})")
     _check_agrees(infer, weights, ref_inputs, ref_outputs, device.platform)
-    held_out = validation.rows(np.arange(min(len(validation), REFERENCE_ROWS)))
-    val_outputs = _predict_all(call, weights, {k: held_out[k] for k in inputs})
-    _check_finite(val_outputs, f"validation ({validation.split})")
+    split, pool, words = held_out_rows(experiment, train, validation)
+    entry, sample = reference_sample(split, pool, inputs, call, weights)
+    entry["held_out"] = words
+    outputs = {k.partition("/")[2]: v for k, v in sample.items() if k.startswith("outputs/")}
     reference = reference_statistics(
-        ref_inputs, val_outputs, experiment.output_signature(), experiment.input_signature()
+        ref_inputs, outputs, experiment.output_signature(), experiment.input_signature()
     )
-    reference["sample"], sample = reference_sample(
-        train, train.split, inputs, call, weights, ref_outputs
-    )
-    rows = len(next(iter(val_outputs.values())))
-    reference["sample"]["outputs_on"] = {"split": validation.split, "rows": rows}
-    sample.update({f"validation/{k}": v for k, v in val_outputs.items()})
+    reference["sample"] = entry
     return reference, sample
 
 

@@ -99,6 +99,7 @@ class AnomalyDetection:
         self.breakdown_names: list[str] = []
         self.preprocess = Standardizer()
         self.reference = np.zeros(())  # raw normal training rows the threshold is taken from
+        self.calibration_index = np.zeros(0, np.int64)  # the training rows held out, sorted
         # {"value", "quantile", "calibration_rows"}: fixed by `fit_threshold` (or an export's
         # manifest `threshold`, as `ann report` reads one); None: the model's own, computed
         self.fitted_threshold: dict | None = None
@@ -155,6 +156,7 @@ class AnomalyDetection:
         # rows the model trains on.
         calibration = normal & held_out if (normal & held_out).any() else normal
         self.reference = rows[self.input_key][calibration][: self.settings["reference_rows"]]
+        self.calibration_index = np.sort(index[normal & held_out])
         if len(self.reference) < 100:
             logging.warning(
                 "the threshold comes from only %d calibration rows: its %.3g quantile is a "
@@ -162,6 +164,19 @@ class AnomalyDetection:
                 len(self.reference),
                 self.settings["threshold_quantile"],
             )
+
+    def held_out_rows(self) -> tuple[np.ndarray, str] | None:
+        """The training rows an export's drift reference is drawn from (`ann.export.
+        held_out_rows`): the normal calibration rows, held out of the loss, as fresh normal
+        traffic would be (the validation split holds injected anomalies, and the rows the
+        model fit score low); indices into the training split, sorted, and in words. None
+        without calibration rows (`task.calibration_fraction=0`)."""
+        if not len(self.calibration_index):
+            return None
+        return (
+            self.calibration_index,
+            "normal calibration rows of the training split, held out of the loss",
+        )
 
     def _held_out(self, inputs: np.ndarray) -> np.ndarray:
         """Which rows are calibration rows: a content hash, the same in every epoch and host."""

@@ -12,8 +12,9 @@ import report_doc
 from scipy import spatial, stats
 
 from ann import artifact, data
-from ann.export import reference_sample, sample_rows
+from ann.export import held_out_rows, reference_sample, sample_rows
 from ann.monitor import drift
+from ann.monitor import report as drift_report
 from ann.monitor.drift import Reference
 from ann.monitor.features import PROJECTED, feature_matrix, feature_names, projection
 
@@ -430,8 +431,8 @@ def test_the_reference_sample_is_seeded_and_capped_at_5000_rows():
 class _Rows:
     """A split of `n` rows whose feature `x` is the row's index."""
 
-    def __init__(self, n):
-        self.n = n
+    def __init__(self, n, split="validation"):
+        self.n, self.split = n, split
 
     def __len__(self):
         return self.n
@@ -440,7 +441,7 @@ class _Rows:
         return {"x": np.asarray(index, np.float32)[:, None]}
 
 
-def test_the_reference_sample_reuses_the_outputs_export_already_has():
+def test_the_reference_sample_is_drawn_from_the_held_out_rows_with_the_models_outputs():
     predicted, sizes = [], []
 
     def call(weights, batch):  # the "exported graph": y = 2x, noting the rows it is run on
@@ -448,18 +449,34 @@ def test_the_reference_sample_reuses_the_outputs_export_already_has():
         sizes.append(len(batch["x"]))
         return {"y": 2 * batch["x"], "label": batch["x"][:, 0].astype(np.int32) % 3}
 
-    split = _Rows(60_000)
-    known = call(None, {"x": np.arange(10_000, dtype=np.float32)[:, None]})  # the first rows
-    predicted.clear(), sizes.clear()
-    entry, arrays = reference_sample(split, "train", ["x"], call, None, known)
-    x = arrays["inputs/x"]
-    assert entry["rows"] == len(x) == 5000 and (x[:, 0] < 10_000).any()
-    np.testing.assert_array_equal(arrays["outputs/y"], 2 * x)  # each row's own, in order
-    np.testing.assert_array_equal(arrays["outputs/label"], x[:, 0].astype(np.int32) % 3)
-    # Only the new rows, in calls of one size (the last padded with a repeated row), so a
-    # jitted graph compiles once.
-    assert sorted(set(predicted)) == sorted(x[x[:, 0] >= 10_000, 0].tolist())
-    assert len(set(sizes)) == 1, sizes
+    split = _Rows(60_000, "train")
+    pool = np.arange(1, 60_000, 7)  # e.g. an anomaly detector's calibration rows
+    entry, arrays = reference_sample(split, pool, ["x"], call, None)
+    x = arrays["inputs/x"][:, 0]
+    assert entry == {"file": "reference.safetensors", "rows": 5000, "of": len(pool),
+                     "split": "train", "seed": 0}  # fmt: skip
+    assert set(x) <= set(pool) and len(set(x)) == 5000  # distinct rows of the pool only
+    np.testing.assert_array_equal(arrays["outputs/y"][:, 0], 2 * x)  # each row's own, in order
+    np.testing.assert_array_equal(arrays["outputs/label"], x.astype(np.int32) % 3)
+    # In calls of one size (the last padded with a repeated row): a jitted graph compiles once.
+    assert set(predicted) == set(x) and len(set(sizes)) == 1, sizes
+
+
+def test_the_reference_rows_are_held_out_of_training():
+    # A model is more confident on its own training rows (the digits CNN's confidence drifted
+    # in 9 of 20 windows of 200 test digits against them, 1 of 20 against validation rows), and
+    # an autoencoder reconstructs them better (its score drifted in 20 of 20 normal windows).
+    train, validation = _Rows(1000, "train"), _Rows(216)
+    split, index, words = held_out_rows(object(), train, validation)
+    assert split is validation and list(index) == list(range(216))
+    assert words == "the validation split, held out of training"
+
+    class Detector:  # an experiment with its own held-out training rows
+        def held_out_rows(self):
+            return np.array([3, 9]), "calibration rows"
+
+    split, index, words = held_out_rows(Detector(), train, validation)
+    assert split is train and list(index) == [3, 9] and words == "calibration rows"
 
 
 def _window(rows: np.ndarray, size: int, seed: int) -> np.ndarray:
@@ -592,23 +609,24 @@ def test_the_export_holds_a_checksummed_reference_sample(digits_export, tmp_path
     sample = model.manifest["reference"]["sample"]
     assert sample == {
         "file": artifact.REFERENCE,
-        "rows": 1221,
-        "of": 1221,
-        "split": "train",
+        "rows": 216,
+        "of": 216,
+        "split": "validation",
         "seed": 0,
-        "outputs_on": {"split": "validation", "rows": 216},
+        "held_out": "the validation split, held out of training",
     }
     ref = Reference.from_model(model)
-    assert ref.rows == 1221 and ref.names[0] == "image[0,0,0]" and ref.split == "train"
-    # Output drift is judged against the model's outputs on the reference's own rows, the
-    # sampled training rows: it was the validation split's outputs, other rows than the inputs'
-    # reference, and sensor_series' splits are other series at other levels, so 120 of the
-    # forecaster's own training rows were input drift at chance (14 of 288) and output drift in
-    # 72 of 72 forecast values.
+    assert ref.rows == 216 and ref.names[0] == "image[0,0,0]" and ref.split == "validation"
+    assert ref.held_out == sample["held_out"]
+    # Inputs and outputs are judged against one sample, rows held out of training: the sampled
+    # training rows' outputs were more confident than any new traffic's (output drift in 9 of
+    # 20 windows of 200 test digits), and the validation outputs beside training inputs were
+    # other rows (sensor_series' splits are other series at other levels).
     stored = artifact.load_reference(str(out), model.manifest)
+    assert stored["validation"] == {}  # the outputs on validation rows are `outputs/` now
     for name, values in stored["outputs"].items():
         np.testing.assert_array_equal(ref.outputs[name], values)
-    assert ref.outputs["probabilities"].shape == (1221, 10)
+    assert ref.outputs["probabilities"].shape == (216, 10)
     test = _rows("digits", "test", "image")[:200]
     result = ref.detect({"image": test}, model({"image": test}))
     assert not result.detected
@@ -643,20 +661,32 @@ def test_the_export_holds_a_checksummed_reference_sample(digits_export, tmp_path
     with pytest.raises(drift.DriftUnavailable, match="holds no reference.safetensors"):
         Reference.from_model(artifact.load(str(older)))  # it loads; drift says why not
 
-    # An export made before the validation outputs were stored: the training rows' outputs.
+    # An export made before the reference was held out: a sample of training rows, which the
+    # manifest names by its split alone, and whose outputs beside (`validation/`) are not read.
     from safetensors.numpy import save_file
 
     before = tmp_path / "before"
     shutil.copytree(out, before)
     arrays = {f"{kind}/{k}": v for kind in ("inputs", "outputs") for k, v in stored[kind].items()}
+    arrays["validation/label"] = stored["outputs"]["label"][:10]
     save_file(arrays, str(before / artifact.REFERENCE))
     manifest = json.loads((before / artifact.MANIFEST).read_text())
     manifest["files"][artifact.REFERENCE] = {
         "sha256": artifact.sha256_file(str(before / artifact.REFERENCE)),
         "bytes": (before / artifact.REFERENCE).stat().st_size,
     }
+    manifest["reference"]["sample"] = {**sample, "split": "train"}
+    del manifest["reference"]["sample"]["held_out"]
     (before / artifact.MANIFEST).write_text(json.dumps(manifest))
-    assert Reference.from_model(artifact.load(str(before))).outputs["label"].shape == (1221,)
+    older_ref = Reference.from_model(artifact.load(str(before)))
+    assert older_ref.outputs["label"].shape == (216,)
+    assert (older_ref.split, older_ref.held_out) == ("train", None)
+    assert drift_report.reference_label(older_ref.split, older_ref.held_out) == (
+        "reference (train split)"
+    )
+    assert drift_report.reference_label(ref.split, ref.held_out) == (
+        "reference (validation split, held out)"
+    )
 
 
 def _log(path, model, version, images, served=True):
@@ -712,7 +742,8 @@ def test_monitor_drift_cli_writes_a_report_and_refuses_a_bad_log_in_one_line(
     assert result.stdout.startswith("drift DETECTED: "), result.stdout
     report = json.loads((tmp_path / "moved" / "report.json").read_text())
     assert (report["report"], report["schema_version"]) == ("drift", 4)
-    assert report["result"]["reference_split"] == "train"
+    assert report["result"]["reference_split"] == "validation"
+    assert report["result"]["reference_held_out"] == "the validation split, held out of training"
     outputs = report["result"]["outputs"]
     assert report["result"]["outputs_drifted"] == sum(f["drifted"] for f in outputs)
     assert (
@@ -795,7 +826,7 @@ def test_monitor_drift_cli_writes_a_report_and_refuses_a_bad_log_in_one_line(
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.splitlines() == [
         "too few rows to judge drift (20 rows < --min_rows=21): not tested | 20 rows from 1 "
-        f"request to digits_cnn version {version} | 1221 reference rows (train)",
+        f"request to digits_cnn version {version} | 216 reference rows (validation, held out)",
         "  this log holds every request (--request_log_sample=1): wait for more traffic or "
         "lower --min_rows",
         f"wrote {tmp_path / 'few' / 'report.json'} and index.html",

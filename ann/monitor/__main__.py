@@ -239,6 +239,8 @@ def summary(report: dict[str, Any], path: str) -> str:
     else:
         served = m["version"]
     split = r.get("reference_split")  # older reports: not said
+    if split and r.get("reference_held_out"):
+        split += ", held out"
     source = (
         f"{rows} from {records} request{'s' * (records != 1)} to {name} version "
         f"{served} | {r['reference_rows']} reference rows{f' ({split})' if split else ''}"
@@ -506,7 +508,7 @@ def drift(args: list[str]) -> None:
     header = [
         f"{traffic.records} requests ({result.rows} rows) from {', '.join(FLAGS.requests)} "
         f"against {result.reference_rows} reference rows of {model.directory}"
-        f"{reference_rows_said(reference.split)}",
+        f"{reference_rows_said(reference.split, reference.held_out)}",
         tests_line(source, FLAGS.method, FLAGS.correction),
     ]
     title = f"Drift: {name} version {version}"
@@ -514,12 +516,15 @@ def drift(args: list[str]) -> None:
     print(summary(report, path))
 
 
-def reference_rows_said(split: str | None) -> str:
-    """What the reference rows are, for the drift page's header: ` (the train split's sampled
-    rows: their inputs, and the model's outputs on them)`; "" where the split is not known."""
+def reference_rows_said(split: str | None, held_out: str | None = None) -> str:
+    """What the reference rows are, for the drift page's header: ` (sampled rows of the
+    validation split, held out of training: their inputs, and the model's outputs on them)`,
+    `held_out` the words of `Reference.held_out` (for an older export's, None: ` (the train
+    split's sampled rows: ...)`); "" where the split is not known."""
     if not split:
         return ""
-    return f" (the {split} split's sampled rows: their inputs, and the model's outputs on them)"
+    rows = f"sampled rows of {held_out}" if held_out else f"the {split} split's sampled rows"
+    return f" ({rows}: their inputs, and the model's outputs on them)"
 
 
 def tests_line(source: str, method: str, correction: str) -> str:

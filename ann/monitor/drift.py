@@ -72,11 +72,12 @@ whatever it is given; 2 rows were "drift DETECTED").
 
 Output drift (not counted in the share, nor in the state: a verdict on the inputs), against the
 model's outputs on the reference's own rows, so a window's inputs and its outputs are both
-compared with one sample (an export's: its training rows; they were the validation split's
-outputs, and sensor_series' splits are other series at other levels: 120 of the forecaster's
-own training rows were input drift in 14 of 288 values, chance, and output drift in 72 of 72
-forecast values, p down to 1e-8): a categorical output (an integer output with class `names`:
-predicted classes, next tokens, a seq2seq output's tokens) as a categorical input is
+compared with one sample (an export's: rows held out of training, `ann.export.held_out_rows`;
+inputs of training rows beside the validation split's outputs made a forecaster's own training
+rows output drift in 72 of 72 forecast values, and the training rows' outputs alone drifted on
+healthy traffic: a model is more confident on the rows it fit): a categorical output (an
+integer output with class `names`: predicted classes, next tokens, a seq2seq output's tokens)
+as a categorical input is
 (`test_categorical`, below: its class frequencies, each class its own category; chi-square with
 rare classes pooled, an exact test where pooling leaves nothing to test, or Jensen-Shannon per
 class above 1,000 values: Evidently's Jensen-Shannon cut more than 20 class ids into Sturges'
@@ -327,6 +328,9 @@ class DriftResult:
     tested_as: dict[str, str] = dataclasses.field(default_factory=dict)
     # the split the reference rows (inputs, and the outputs on them) are of; None: not known
     reference_split: str | None = None
+    # which rows of it, held out of training, in words (an export's `reference.sample.
+    # held_out`); None: not known, or an export from before it, whose rows were trained on
+    reference_held_out: str | None = None
 
     @property
     def state(self) -> str:
@@ -369,6 +373,7 @@ class DriftResult:
             "outputs": [f.to_json() for f in self.outputs],
             "outputs_drifted": sum(f.drifted for f in self.outputs),
             "reference_split": self.reference_split,
+            "reference_held_out": self.reference_held_out,
             "multivariate": self.multivariate.to_json() if self.multivariate else None,
             "tested_as": self.tested_as,
         }
@@ -764,8 +769,8 @@ def _category_name(name: Any) -> str:
 
 
 class Reference:
-    """The reference sample of an export (training rows and the model's outputs on them) and
-    the tests of a window of traffic against it (`detect`)."""
+    """The reference sample of an export (rows held out of training and the model's outputs on
+    them) and the tests of a window of traffic against it (`detect`)."""
 
     def __init__(
         self,
@@ -774,13 +779,15 @@ class Reference:
         input_spec: Mapping[str, Mapping[str, Any]],
         output_spec: Mapping[str, Mapping[str, Any]],
         split: str | None = None,
+        held_out: str | None = None,
     ):
         """`inputs`, `outputs`: name -> [rows, ...] arrays (outputs may be a subset of
         `output_spec`, or empty; where given, the model's outputs on these `inputs`, row for
         row, so a window's inputs and outputs meet one sample); specs as the manifest's
-        `inputs` and `outputs`; `split`: the split the rows are of (`train`), which the report
-        names. Raises DriftUnavailable for fewer than 2 rows, ValueError for outputs of another
-        number of rows than `inputs`."""
+        `inputs` and `outputs`; `split`: the split the rows are of (`validation`), which the
+        report names; `held_out`: which rows of it, held out of training, in words (None: not
+        known, or rows the model was trained on). Raises DriftUnavailable for fewer than 2
+        rows, ValueError for outputs of another number of rows than `inputs`."""
         self.input_spec = dict(input_spec)
         self.categorical_spec = {k: v for k, v in input_spec.items() if categorical(v)}
         self.numeric_spec = {k: v for k, v in input_spec.items() if k not in self.categorical_spec}
@@ -791,7 +798,7 @@ class Reference:
         }
         self.outputs = {k: np.asarray(outputs[k]) for k in self.output_spec}
         self.rows = _rows(inputs, self.input_spec)
-        self.split = split
+        self.split, self.held_out = split, held_out
         if self.rows < 2:
             raise DriftUnavailable(f"the reference sample has {self.rows} rows; at least 2 needed")
         for name, values in self.outputs.items():
@@ -805,12 +812,15 @@ class Reference:
     def from_model(cls, model: Any) -> Reference:
         """The reference of a loaded export (`ann.artifact.Model`), read from its
         reference.safetensors through the manifest's sha256 check (IntegrityError when it
-        fails): the sampled training rows' inputs (`inputs/NAME`) and the model's outputs on
-        those same rows (`outputs/NAME`). The file's `validation/NAME` (the outputs on the
-        validation split, other rows) is not used: output drift against them while inputs
-        were tested against the training rows flagged 72 of 72 forecast values of the
-        forecaster's own training rows (sensor_series' splits are other series). Raises
-        DriftUnavailable for an export without one."""
+        fails): the sampled rows' inputs (`inputs/NAME`) and the model's outputs on those same
+        rows (`outputs/NAME`), one sample for both. They are rows held out of training
+        (`ann.export.held_out_rows`: the validation split, an anomaly detector's calibration
+        rows; the manifest's `reference.sample.held_out`); an export made before 2026-12-06
+        sampled its training rows, on which a model is more confident than on anything new,
+        and is read as it is (`held_out` None). The file's `validation/NAME` of such an export
+        (the outputs on other rows) is not used: output drift against them while inputs were
+        tested against the training rows flagged 72 of 72 forecast values of the forecaster's
+        own training rows. Raises DriftUnavailable for an export without one."""
         from ann import artifact
 
         sample = artifact.load_reference(model.directory, model.manifest)
@@ -819,8 +829,15 @@ class Reference:
                 f"{model.directory} holds no {artifact.REFERENCE} (exported before reference "
                 "samples were written); drift is unavailable: re-export the run with `ann export`"
             )
-        split = model.manifest.get("reference", {}).get("sample", {}).get("split")
-        return cls(sample["inputs"], sample["outputs"], model.inputs, model.outputs, split)
+        entry = model.manifest.get("reference", {}).get("sample", {})
+        return cls(
+            sample["inputs"],
+            sample["outputs"],
+            model.inputs,
+            model.outputs,
+            entry.get("split"),
+            entry.get("held_out"),
+        )
 
     def current_features(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
         """Traffic as the reference's numeric features (`feature_matrix`; categorical inputs
@@ -979,6 +996,7 @@ class Reference:
                 correction,
                 tested_as,
                 self.split,
+                self.held_out,
             )
         features = [
             test_feature(name, self.features[:, i], current[:, i], method)
@@ -1016,6 +1034,7 @@ class Reference:
             correction,
             tested_as,
             self.split,
+            self.held_out,
         )
 
 

@@ -58,6 +58,8 @@ from ann.monitor.features import MAX_VALUES, feature_matrix
 # are tested against the model's outputs on the reference's own rows (an export's sampled
 # training rows), where 3's were against its outputs on the validation split (other rows than
 # the inputs' reference); `result.outputs_drifted` and `result.reference_split` added.
+# `result.reference_held_out` added later, without a new version (exports since 2026-12-06
+# sample rows held out of training; the tests are the same).
 SCHEMA_VERSION = 4
 SHOWN = 20  # features in the strength chart and the table
 HIST_BINS = 30
@@ -266,10 +268,14 @@ def _image_maps(result: DriftResult, spec: Mapping[str, Mapping[str, Any]]) -> d
     return maps
 
 
-def reference_label(split: str | None) -> str:
-    """The reference's name in a picture's legend: `reference (train split)`, naming the split
-    its rows (inputs, and the model's outputs on them) are of; `reference` where not known."""
-    return f"reference ({split} split)" if split else "reference"
+def reference_label(split: str | None, held_out: str | None = None) -> str:
+    """The reference's name in a picture's legend: `reference (validation split, held out)`,
+    naming the split its rows (inputs, and the model's outputs on them) are of, and whether
+    they were held out of training (`held_out`, the words of `Reference.held_out`);
+    `reference` where the split is not known."""
+    if not split:
+        return "reference"
+    return f"reference ({split} split{', held out' if held_out else ''})"
 
 
 def _histogram(ax: Any, ref: np.ndarray, cur: np.ndarray, label: str = "reference") -> None:
@@ -336,7 +342,7 @@ def _feature_figures(
     import matplotlib.pyplot as plt
 
     index = {name: i for i, name in enumerate(reference.names)}
-    label = reference_label(reference.split)
+    label = reference_label(reference.split, reference.held_out)
     figures = {}
     for place, f in enumerate([f for f in result.top(top) if f.drifted], 1):
         figure, ax = plt.subplots(figsize=(6, 3.2))
@@ -370,7 +376,7 @@ def _output_figures(
     import matplotlib.pyplot as plt
 
     verdicts = {f.feature.removeprefix("output:"): f" | {_describe(f)}" for f in tests}
-    label = reference_label(reference.split)
+    label = reference_label(reference.split, reference.held_out)
     figures = {}
     for name, spec in reference.output_spec.items():
         if name not in outputs:
@@ -475,7 +481,11 @@ def sections(
         "state": result.state,
         "rows": result.rows,
         "reference rows": result.reference_rows,
-        **({"reference": f"{reference.split} split"} if reference.split else {}),
+        **(
+            {"reference": reference.held_out or f"{reference.split} split"}
+            if reference.split
+            else {}
+        ),
         "verdict": result.verdict(),
         "input features drifted": (
             f"{sum(f.drifted for f in result.features)} of {len(result.features)}"
