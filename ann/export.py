@@ -211,7 +211,7 @@ def reference_sample(
     rows = split.rows(index)
     inputs = {k: np.ascontiguousarray(rows[k]) for k in names}
     outputs = _predict_all(call, weights, inputs)
-    _check_finite(outputs, f"{split.split} (the drift reference's)", index)
+    _check_finite(outputs, f"held-out ({split.split})", index)
     arrays = {f"inputs/{k}": v for k, v in inputs.items()}
     arrays.update({f"outputs/{k}": v for k, v in outputs.items()})
     entry = {

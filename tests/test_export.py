@@ -1147,12 +1147,16 @@ def test_a_model_that_gives_nan_on_its_own_data_is_not_exported():
     _check_finite(fine, "training (train)")
     broken = {**fine, "score": np.array([1, np.nan, np.inf, 2], np.float32)}
     with pytest.raises(ConfigError) as e:
-        _check_finite(broken, "validation (validation)")
+        _check_finite(broken, "training (train)")
     assert str(e.value) == (
-        "the exported model gives non-finite 'score' (NaN or infinity) on 2 of 4 validation "
-        "(validation) rows (the first: row 1); it cannot serve. Check the run (its loss, its "
+        "the exported model gives non-finite 'score' (NaN or infinity) on 2 of 4 training "
+        "(train) rows (the first: row 1); it cannot serve. Check the run (its loss, its "
         "weights) and export a good step"
     )
+    # The drift reference's rows (held out of training) are named by their own row numbers.
+    with pytest.raises(ConfigError, match=r"on 2 of 4 held-out \(validation\) rows \(the first: "
+                       r"row 30\)"):  # fmt: skip
+        _check_finite(broken, "held-out (validation)", np.array([10, 30, 50, 70]))
 
 
 def test_the_agreement_check_allows_an_accelerators_precision_and_no_more():
