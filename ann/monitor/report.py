@@ -45,7 +45,6 @@ from ann.monitor.drift import (
     categorical,
     category_values,
     none_moved,
-    outputs_drifted,
     rank,
     rejects,
 )
@@ -492,15 +491,7 @@ def sections(
         ),
         "share": result.share,
         "dataset drift (share >= 0.5)": "yes" if result.detected else "no",
-        **(
-            {
-                "outputs drifted (not in the verdict)": outputs_drifted(
-                    [(f.feature, f.drifted) for f in result.outputs]
-                )
-            }
-            if result.outputs
-            else {}
-        ),
+        # The outputs' count is the verdict's (`beside_verdict`): a row of its own said it twice.
         **({"multivariate": _describe(mmd)} if mmd else {}),
         **{k if k.startswith("output:") else f"input {k}": v for k, v in result.tested_as.items()},
     }
