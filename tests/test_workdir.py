@@ -1,6 +1,7 @@
 """The workdir: checked before anything is written, locked while a run uses it; a bad
 `init_from` leaves nothing behind."""
 
+import os
 import subprocess
 import sys
 
@@ -184,3 +185,12 @@ def test_train_and_evaluate_checks_its_arguments_as_ann_train_does(tmp_path):
         train_and_evaluate(config, str(tmp_path / "new"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export", "run"]
     assert [p.name for p in run.iterdir()] == ["config.json"]
+    # ~ expanded in a copy: the caller's config was changed in place (its data_dir rewritten).
+    config = tiny(**{"data.data_dir": "~/tfds"})
+    with pytest.raises(ValueError, match="is inside an export"):
+        train_and_evaluate(config, str(export / "run"))
+    assert config.data.data_dir == "~/tfds"
+    from ann.train import loop
+
+    checked, _ = loop._check_arguments(config, str(tmp_path / "new"))
+    assert checked.data.data_dir == os.path.expanduser("~/tfds") and checked is not config

@@ -26,6 +26,7 @@ A run, top to bottom (each phase a function below, in this order):
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import math
 import os
@@ -301,11 +302,13 @@ class _Run:
             self.checkpoints.close()
 
 
-def _check_arguments(config: Any, workdir: Any) -> str:
+def _check_arguments(config: Any, workdir: Any) -> tuple[ml_collections.ConfigDict, str]:
     """`train_and_evaluate`'s `config` and `workdir` checked as `ann train` checks its flags
-    (`ann.train.workdir.check`, then `cli.check_out` of --workdir in the argument's words);
-    the workdir as a str. A None or dict config raised "AttributeError: 'dict' object has no
-    attribute 'compilation_cache_dir'", a None workdir "... has no attribute 'strip'"."""
+    (`ann.train.workdir.check`, then `cli.check_out` of --workdir in the argument's words):
+    the config with a leading `~` of its path keys expanded (a copy where one is: the caller's
+    own is left as it was given), and the workdir as a str. A None or dict config raised
+    "AttributeError: 'dict' object has no attribute 'compilation_cache_dir'", a None workdir
+    "... has no attribute 'strip'"."""
     from ann import artifact
 
     if not isinstance(config, ml_collections.ConfigDict):
@@ -314,12 +317,14 @@ def _check_arguments(config: Any, workdir: Any) -> str:
             f"configs/digits_cnn.py's), got {type(config).__name__}"
         )
     workdir = artifact.path_argument(workdir, "workdir", "the run's directory as a str or path")
-    cli.expand_config_paths(config)  # data.data_dir="~/tfds" as `ann train` reads it
+    expanded = copy.deepcopy(config)
+    cli.expand_config_paths(expanded)  # data.data_dir="~/tfds" as `ann train` reads it
+    config = expanded if expanded != config else config
     workdir_lib.check(workdir)  # its own words for a file, an export, no permission
     with cli.as_arguments(("workdir",)):
         # Not its other files: a directory the caller prepared (`ann train` refuses them).
         cli.check_out("workdir", workdir, may_hold="a training run", others=False)
-    return workdir
+    return config, workdir
 
 
 def train_and_evaluate(
@@ -355,7 +360,7 @@ def train_and_evaluate(
     Ctrl-C (`... without saving it; ...`). Calling it again with the same arguments
     resumes."""
     shadowing.check()  # a clone's root imported as `ann`: one line, not TFDS's traceback
-    workdir = _check_arguments(config, workdir)
+    config, workdir = _check_arguments(config, workdir)
     # The clock pauses the garbage collector until the first step (ann/train/startup.py).
     with startup_lib.Clock(started) as clock:
         workdir_lib.check(workdir)  # before anything is created, the compilation cache included
