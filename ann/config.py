@@ -1096,15 +1096,21 @@ def check_length(
     )
 
 
+def steps_for_epochs(epochs: float, num_train: int, batch_size: int) -> int:
+    """The steps `num_epochs=epochs` over `num_train` examples in batches of `batch_size`
+    makes: ceil(epochs * num_train / batch_size), at least 1 (a last, partial batch is a
+    step)."""
+    return max(1, math.ceil(epochs * num_train / batch_size))
+
+
 def epochs_for(steps: int, num_train: int, batch_size: int) -> float:
     """The fewest epochs, in tenths, that `num_epochs` over `num_train` examples in batches
-    of `batch_size` makes at least `steps` steps long (as `ann.train.build.total_steps`
-    counts them: ceil(epochs * num_train / batch_size)): 12.1 for 115 steps of 128 over
-    1219 examples."""
+    of `batch_size` makes at least `steps` steps long (`steps_for_epochs`): 12.1 for 115 steps
+    of 128 over 1219 examples."""
     tenths = math.ceil(steps * batch_size * 10 / num_train)
-    while tenths > 1 and math.ceil((tenths - 1) / 10 * num_train / batch_size) >= steps:
+    while tenths > 1 and steps_for_epochs((tenths - 1) / 10, num_train, batch_size) >= steps:
         tenths -= 1
-    while math.ceil(tenths / 10 * num_train / batch_size) < steps:
+    while steps_for_epochs(tenths / 10, num_train, batch_size) < steps:
         tenths += 1
     return tenths / 10
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import time
 from typing import Any
 
@@ -35,7 +34,7 @@ def total_steps(config: ml_collections.ConfigDict, num_train: int) -> int:
     """`config.total_steps`, or `num_epochs` over `num_train` examples in batches, at least 1."""
     if config.total_steps:
         return int(config.total_steps)
-    return max(1, math.ceil(config.num_epochs * num_train / config.batch_size))
+    return config_lib.steps_for_epochs(config.num_epochs, num_train, config.batch_size)
 
 
 @dataclasses.dataclass
