@@ -25,6 +25,7 @@ from ann.config import (
     check_choice,
     closest,
     did_you_mean,
+    meant_words,
 )
 from ann.imports import import_named, registrar
 
@@ -168,7 +169,9 @@ def check_arguments(
         if key not in params:
             takes = f"it accepts: {', '.join(accepted)}" if accepted else "it takes none"
             # A near name is the fix; "drop it" only where nothing is near.
-            meant = did_you_mean(key, accepted, prefix)
+            near = closest(key, accepted)
+            close = [f"{prefix}{near}"] if near else []
+            meant = meant_words(close)
             drop = "" if meant else " (drop it from the config or the command line)"
             if prefix != "model.":
                 # A section of another model's arguments (a siamese tower's), which the config
@@ -182,7 +185,6 @@ def check_arguments(
                     f"file's {section} with --config.{section}={{}})"
                 )
             what = f"config key '{prefix}{key}' is not an argument of model {name!r}{meant}"
-            close = [f"{prefix}{closest(key, accepted)}"] if meant else []
             raise KeyValueError(f"{prefix}{key}", what, f"{takes}{drop}", meant=close, unknown=True)
 
 
