@@ -745,6 +745,14 @@ def typed_flags(argv: Sequence[str], config: object = None) -> Iterator[argument
     return arguments.flags_in(argv[1:], lambda name: is_boolean(name, config))
 
 
+def last_typed(name: str, argv: Sequence[str] | None = None) -> arguments.Flag | None:
+    """The last `--NAME` of `argv` (`sys.argv` by default), the one absl reads, as typed
+    (`typed_flags`): a refusal quotes the value as the user wrote it (`--port=1e400`), not as
+    parsed (`inf`); None where `argv` does not give it."""
+    given = [f for f in typed_flags(sys.argv if argv is None else argv) if f.name == name]
+    return given[-1] if given else None
+
+
 def is_boolean(name: str, config: object = None) -> bool:
     """Whether absl reads `--NAME` alone, without a value: a boolean flag this job defines
     (`--noNAME` too), or `config.KEY` for a key holding a boolean in `config` (else in the

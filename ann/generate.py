@@ -112,10 +112,10 @@ def check_flags(f: flags.FlagValues) -> str:
         value = f[name].value
         if not low <= value <= high:
             # As typed (`NaN`, not the parsed `nan`), where the command line holds it.
-            given = [g for g in cli.typed_flags(sys.argv) if g.name == name and g.value]
+            given = cli.last_typed(name)
             typed = (
-                arguments.flag(name, given[-1].value)
-                if given
+                arguments.flag(name, given.value)
+                if given is not None and given.value
                 else f"--{name}={arguments.number(value)}"
             )
             raise cli.FlagError(arguments.refusal(typed, expected(name), name, f[name].default))

@@ -91,15 +91,12 @@ def as_typed(message: str, argv: list[str]) -> str:
     """`message`, a `Settings` refusal of a flag ("--port=70000 must be ..."), with the value
     as `argv` typed it: Settings holds the parsed number (`--max_queue_delay_ms=1e400` was
     said `=inf`, `=1e12` as `=1e+12`), as every other command's refusals quote the text."""
-    typed: tuple[str, str] | None = None
-    for flag in cli.typed_flags(argv):  # the last one given counts, as absl reads them
-        prefix = f"--{flag.name}="
-        if flag.value is not None and message.startswith(prefix):
-            typed = (prefix, flag.value)
-    _, _, rest = message.partition(" ")
-    if typed is None or not rest.startswith("must be "):  # a range's refusal (`out_of_range`)
-        return message
-    return f"{typed[0]}{typed[1]} {rest}"
+    said, _, rest = message.partition(" ")
+    name = said.removeprefix("--").partition("=")[0]
+    flag = cli.last_typed(name, argv) if said.startswith("--") else None
+    if flag is None or flag.value is None or not rest.startswith("must be "):
+        return message  # a range's refusal (`out_of_range`) keeps its words
+    return f"--{name}={flag.value} {rest}"
 
 
 def settings_from_flags():
@@ -178,8 +175,8 @@ def ineffective_flag(values: dict) -> str | None:
             continue
         for name in values:
             if name.startswith(prefix) and FLAGS[name].present:
-                typed = [f.typed for f in cli.typed_flags(sys.argv) if f.name == name]  # as written
-                flag = typed[-1] if typed else FLAGS[name].serialize()
+                typed = cli.last_typed(name)  # as written
+                flag = typed.typed if typed is not None else FLAGS[name].serialize()
                 where = f"with --{needs}={idle}" if idle is not None else f"without --{needs}"
                 return f"{flag} does nothing {where}; drop it, or {fix}"
     return None
