@@ -1525,10 +1525,13 @@ def last_changes(workdir: str) -> dict[str, list] | None:
     damaged file read as none recorded used config.json alone, and exported a run with the
     calibration its last rerun had turned off."""
     records = changes_records(workdir)
-    if not records:
-        return None
-    # A fresh-start-only change an earlier ann recorded: the weights never came from it.
-    changes = records[-1][1]["changes"]
+    return last_of(records) if records else None
+
+
+def last_of(records: Sequence[tuple[str, dict]]) -> dict[str, list]:
+    """The changes of the last of `records` (`changes_records`), {} for none, less any
+    fresh-start-only key an earlier ann recorded (the weights never came from it)."""
+    changes = records[-1][1]["changes"] if records else {}
     return {k: v for k, v in changes.items() if not fresh_start_only(k)}
 
 

@@ -268,20 +268,14 @@ def record(
     path = os.path.join(workdir, CONFIG_CHANGES)
     records = config_lib.changes_records(workdir)
     _drop_torn_line(path, [line for line, _ in records])
-    recorded = records[-1][1]["changes"] if records else {}
+    recorded = config_lib.last_of(records)
     entry = {
         k: list(v)
         for k, v in changes.items()
         if (trains or not config_lib.training_only(k)) and not config_lib.fresh_start_only(k)
     }
     if not trains:  # what only training reads stays as the last run left it
-        entry.update(
-            {
-                k: v
-                for k, v in recorded.items()
-                if config_lib.training_only(k) and not config_lib.fresh_start_only(k)
-            }
-        )
+        entry.update({k: v for k, v in recorded.items() if config_lib.training_only(k)})
     if entry == recorded:
         return  # the same config as the last run: nothing new to record
     line = {"step": step, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "changes": entry}
