@@ -1920,8 +1920,9 @@ def test_an_output_of_many_values_prints_one_line():
     forecast = [line for line in lines if "output:forecast" in line]
     assert len(forecast) == 1, lines
     assert forecast[0].startswith(
-        "  output:forecast: 1 of 6 values drifted; most: output:forecast[2] ks "
+        "  output:forecast: 1 of 6 values drifted, DRIFT; most: output:forecast[2] ks "
     ) and forecast[0].endswith(" DRIFT"), forecast
+    assert made["result"]["output_verdicts"] == {"output:forecast": True, "output:level": False}
     # An output of a few values keeps a line each.
     assert [line.split(":")[1] for line in lines if "output:level" in line] == [
         "level[0]", "level[1]"
@@ -1931,9 +1932,35 @@ def test_an_output_of_many_values_prints_one_line():
     from ann.monitor.report import outputs_table
 
     table = list(outputs_table(result.outputs).items())
-    assert table[0] == ("output:forecast", "1 of 6 values drifted, the most drifted first")
+    assert table[0] == ("output:forecast", "1 of 6 values drifted, DRIFT; the most drifted first")
     assert table[1][0] == "output:forecast[2]" and table[1][1].endswith("DRIFT")
     assert [k for k, _ in table[-2:]] == ["output:level[0]", "output:level[1]"]
+
+
+def test_an_output_of_many_values_drifts_with_its_family_error_bounded():
+    # Counted drifted where any uncorrected value did, a sensor autoencoder's 256-value
+    # reconstruction drifted in 17 of 20 windows of 200 normal rows (each value at p <= 0.05).
+    def tests(ps, method="ks"):
+        return [drift.FeatureDrift(f"output:r[{i}]", method, 0.1, p, 0.05, p <= 0.05)
+                for i, p in enumerate(ps)]  # fmt: skip
+
+    chance = [0.01] * 12 + [0.5] * 244  # 12 of 256 at p <= 0.05: what chance gives
+    assert not drift.output_drifted(tests(chance))  # Bonferroni: 0.01 x 256 > 0.05
+    assert drift.output_drifted(tests([1e-6] + [0.5] * 255))  # one value moved far
+    # Already corrected by --correction: its verdicts stand.
+    corrected = drift.correct(tests(chance), "fdr_bh")
+    assert not drift.output_drifted(corrected)
+    # Distances (no p): the inputs' share rule.
+    far = [drift.FeatureDrift(f"output:r[{i}]", "psi", d, None, 0.1, d >= 0.1)
+           for i, d in enumerate([0.2] * 3 + [0.0] * 5)]  # fmt: skip
+    assert not drift.output_drifted(far) and drift.output_drifted(far[:3] + far[:3] + far[3:5])
+    # One test: its own verdict, uncorrected.
+    assert drift.output_drifted(tests([0.01])) and not drift.output_drifted(tests([0.5]))
+    # The headline counts outputs by these verdicts, the values after them.
+    said = drift.outputs_drifted(
+        [(f.feature, f.drifted) for f in tests(chance)], {"output:r": False}
+    )
+    assert said == "0 of 1 drifted (12 of 256 values)"
 
 
 def test_an_output_of_many_values_is_corrected_as_one_family():

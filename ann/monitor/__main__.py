@@ -259,8 +259,9 @@ def summary(report: dict[str, Any], path: str) -> str:
     # The verdict is the inputs'; the outputs' and a disagreeing multivariate test beside it
     # ("drift not detected" stood alone beside 72 of 72 drifted forecast values).
     mmd = r["multivariate"]["drifted"] if r["multivariate"] else None
+    verdicts = r.get("output_verdicts")  # older reports: none (any value drifted)
     beside = beside_verdict(
-        r["detected"], mmd, [(f["feature"], f["drifted"]) for f in r["outputs"]]
+        r["detected"], mmd, [(f["feature"], f["drifted"]) for f in r["outputs"]], verdicts
     )
     lines = [
         f"drift {'DETECTED' if r['detected'] else 'not detected'}: {r['drifted']} of "
@@ -285,9 +286,11 @@ def summary(report: dict[str, Any], path: str) -> str:
             continue
         worst = min(tests, key=lambda f: rank(f["strength"], f["p_value"], f["score"]))
         moved_values = sum(f["drifted"] for f in tests)
+        whole = verdicts[output] if verdicts else moved_values > 0
         lines.append(
-            f"  {output}: {moved_values} of {len(tests)} values drifted; most: "
-            f"{worst['feature']} {worst['method']} {said(worst)}"
+            f"  {output}: {moved_values} of {len(tests)} values drifted, "
+            f"{'DRIFT' if whole else 'ok'}; most: {worst['feature']} {worst['method']} "
+            f"{said(worst)}"
         )
     # How each categorical input was tested (its token frequencies, not in the MMD; numeric
     # inputs are tested value by value, as the line above says), and any test that --method

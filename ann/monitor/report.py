@@ -45,6 +45,7 @@ from ann.monitor.drift import (
     categorical,
     category_values,
     none_moved,
+    output_drifted,
     rank,
     rejects,
 )
@@ -516,13 +517,17 @@ def sections(
 def outputs_table(tests: list[FeatureDrift]) -> dict[str, str]:
     """The page's Outputs table: each output test, but an output of more than
     OUTPUT_VALUES_SHOWN values led by one row (`output:reconstruction`: `12 of 256 values
-    drifted, the most drifted first`) and its values ranked (`rank`): its 256 rows came in
-    index order, the 12 drifted ones among them."""
+    drifted, ok; the most drifted first`, its verdict `drift.output_drifted`'s) and its
+    values ranked (`rank`): its 256 rows came in index order, the 12 drifted ones among
+    them."""
     table = {}
     for output, group in by_output(tests, lambda f: f.feature).items():
         if len(group) > OUTPUT_VALUES_SHOWN:
             drifted = sum(f.drifted for f in group)
-            table[output] = f"{drifted} of {len(group)} values drifted, the most drifted first"
+            verdict = "DRIFT" if output_drifted(group) else "ok"
+            table[output] = (
+                f"{drifted} of {len(group)} values drifted, {verdict}; the most drifted first"
+            )
             group = sorted(group, key=lambda f: rank(f.strength, f.p_value, f.score))
         table.update({f.feature: _describe(f) for f in group})
     return table
