@@ -1217,6 +1217,17 @@ def test_a_config_file_value_of_another_type_is_refused_in_anns_words(tmp_path, 
 _TOP_KEYS = ", ".join(sorted(config_lib.SCHEMA))
 
 
+def _mlp_config(path, line: str, after: str = ""):
+    """`path`, a config file of ann's MLP on digits for 50 steps whose line 9 is `line`, then
+    `after` (a get_sweep); the path."""
+    path.write_text(
+        "import ann.config\n\n\ndef get_config():\n    c = ann.config.base()\n"
+        "    c.model.name = 'mlp'\n    c.data.name = 'digits'\n    c.total_steps = 50\n"
+        f"    {line}\n    return c\n{after}"
+    )
+    return path
+
+
 @pytest.mark.parametrize(
     "assignment, said",
     [
@@ -1239,12 +1250,7 @@ def test_a_config_file_key_of_a_wrong_name_or_type_names_the_file_and_line(
     # They were worded as typed on the command line, without the file ("config key
     # 'optimizer.lerning_rate' is unknown ...", "...; set --config.optimizer.learning_rate=<float
     # or int>"), where a wrong type in a file named it ("--config=FILE line 6: ...").
-    path = tmp_path / "keys.py"
-    path.write_text(
-        "import ann.config\n\n\ndef get_config():\n    c = ann.config.base()\n"
-        "    c.model.name = 'mlp'\n    c.data.name = 'digits'\n    c.total_steps = 50\n"
-        f"    {assignment}\n    return c\n"
-    )
+    path = _mlp_config(tmp_path / "keys.py", assignment)
     line = one_line_error(ann("train", f"--config={path}", f"--workdir={tmp_path / 'run'}"))
     assert line == f"error: --config={path} line 9: {said}", line
     assert not (tmp_path / "run").exists()
@@ -1285,12 +1291,7 @@ def test_a_config_file_value_refused_names_the_file_and_line(tmp_path, assignmen
     # Out-of-range values, choices, elements and task keys a config file set were worded as
     # typed on the command line, without the file ("config key 'optimizer.learning_rate' must be
     # > 0, got -1.0; e.g. --config.optimizer.learning_rate=0.001"), as names and types were.
-    path = tmp_path / "values.py"
-    path.write_text(
-        "import ann.config\n\n\ndef get_config():\n    c = ann.config.base()\n"
-        "    c.model.name = 'mlp'\n    c.data.name = 'digits'\n    c.total_steps = 50\n"
-        f"    {assignment}\n    return c\n"
-    )
+    path = _mlp_config(tmp_path / "values.py", assignment)
     line = one_line_error(ann("train", f"--config={path}", f"--workdir={tmp_path / 'run'}"))
     assert line == f"error: --config={path} line 9: {said}", line
     assert not (tmp_path / "run").exists()
@@ -1299,12 +1300,7 @@ def test_a_config_file_value_refused_names_the_file_and_line(tmp_path, assignmen
 def test_a_config_file_value_refused_for_a_bound_an_override_set_keeps_the_flags_words(tmp_path):
     # The file's warmup_steps=10 against --config.total_steps=5: the command line made it
     # wrong, and the fix is the flag's (it was told to edit the file's line).
-    path = tmp_path / "values.py"
-    path.write_text(
-        "import ann.config\n\n\ndef get_config():\n    c = ann.config.base()\n"
-        "    c.model.name = 'mlp'\n    c.data.name = 'digits'\n    c.total_steps = 50\n"
-        "    c.optimizer.warmup_steps = 10\n    return c\n"
-    )
+    path = _mlp_config(tmp_path / "values.py", "c.optimizer.warmup_steps = 10")
     run = f"--workdir={tmp_path / 'run'}"
     line = one_line_error(ann("train", f"--config={path}", run, "--config.total_steps=5"))
     assert line == (
@@ -1320,12 +1316,10 @@ def test_a_config_file_value_refused_for_a_bound_an_override_set_keeps_the_flags
 
 
 def test_a_sweeps_config_file_key_of_a_wrong_name_names_the_file_and_line(tmp_path):
-    path = tmp_path / "keys.py"
-    path.write_text(
-        "import ann.config\n\n\ndef get_config():\n    c = ann.config.base()\n"
-        "    c.model.name = 'mlp'\n    c.data.name = 'digits'\n    c.total_steps = 50\n"
-        "    c.optimizer.lerning_rate = 0.1\n    return c\n\n\n"
-        "def get_sweep(h):\n    return h.sweep('seed', [0, 1])\n"
+    path = _mlp_config(
+        tmp_path / "keys.py",
+        "c.optimizer.lerning_rate = 0.1",
+        "\n\ndef get_sweep(h):\n    return h.sweep('seed', [0, 1])\n",
     )
     workdir = f"--workdir={tmp_path / 'sweep'}"
     line = one_line_error(ann("sweep", f"--config={path}", workdir, "--dry_run"))
@@ -1337,12 +1331,7 @@ def test_a_sweeps_config_file_key_of_a_wrong_name_names_the_file_and_line(tmp_pa
 
 
 def test_a_wrong_key_on_the_command_line_keeps_the_flags_words(tmp_path):
-    path = tmp_path / "keys.py"
-    path.write_text(
-        "import ann.config\n\n\ndef get_config():\n    c = ann.config.base()\n"
-        "    c.model.name = 'mlp'\n    c.data.name = 'digits'\n    c.total_steps = 50\n"
-        "    c.mystuff = 3\n    return c\n"
-    )
+    path = _mlp_config(tmp_path / "keys.py", "c.mystuff = 3")
     workdir = f"--workdir={tmp_path / 'run'}"
     line = one_line_error(ann("train", f"--config={path}", workdir, "--config.mystuff=4"))
     assert line == f"error: config key 'mystuff' is unknown; top-level keys: {_TOP_KEYS}", line
