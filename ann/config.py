@@ -1065,7 +1065,8 @@ def check_run_steps(
         "(the step counter is int32)"
     )
     example = min(most, 100)
-    raise KeyValueError("num_epochs", what, f"e.g. --config.num_epochs={example}", example=example)
+    fix = f"e.g. --config.num_epochs={example}"
+    raise KeyValueError("num_epochs", what, fix, example=example, depends_on=("batch_size",))
 
 
 def check_length(
@@ -1431,7 +1432,8 @@ def _check_divisible(values: Mapping[str, Any], num_devices: int) -> None:
         )
         example = max(whole, values["batch_size"] // whole * whole)
         fix = f"e.g. --config.batch_size={example}"
-        raise KeyValueError("batch_size", what, fix, example=example)
+        depends = ("optimizer.accumulate_steps",)
+        raise KeyValueError("batch_size", what, fix, example=example, depends_on=depends)
 
 
 def check_slices(entries: Any) -> None:
