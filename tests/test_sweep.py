@@ -501,11 +501,14 @@ def test_cli_errors_are_one_line(tmp_path):
     )
     assert proc.returncode == 1 and "has no get_sweep(h); add one" in proc.stderr
     # An empty --workdir was answered with "give --config=... and --workdir=DIR".
+    # Needed unless --summarize is given: "drop the flag" led to "give ... --workdir=DIR".
     proc = sweep_cli(f"--config={path}", "--workdir=")
     assert proc.stderr == (
-        "error: --workdir is empty; give a value or drop the flag (--workdir: sweep directory: "
-        "one workdir per trial, results, study)\n"
+        "error: --workdir is empty; give a value (--workdir: sweep directory: one workdir per "
+        "trial, results, study)\n"
     )
+    proc = sweep_cli(f"--summarize={tmp_path}", "--workdir=")
+    assert proc.stderr.startswith("error: --workdir is empty; give a value or drop the flag ")
     # A trial refused up front leaves no workdir (it had left one holding a lock file).
     path = write_config(tmp_path, "return h.sweep('optimizer.momentum', [0.9, 0.5])")
     proc = sweep_cli(f"--config={path}", f"--workdir={tmp_path / 'refused'}")
