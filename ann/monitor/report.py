@@ -58,9 +58,10 @@ from ann.monitor.features import MAX_VALUES, feature_matrix
 # are tested against the model's outputs on the reference's own rows (an export's sampled
 # training rows), where 3's were against its outputs on the validation split (other rows than
 # the inputs' reference); `result.outputs_drifted` and `result.reference_split` added.
-# `result.reference_held_out` added later, without a new version (exports since 2026-12-06
-# sample rows held out of training; the tests are the same).
-SCHEMA_VERSION = 4
+# 5: an output of several values is corrected as a family by Bonferroni where `correction` is
+# "none" (`outputs[].drifted`, `p_adjusted`, `outputs_drifted`); `result.output_verdicts` and
+# `result.reference_held_out` added.
+SCHEMA_VERSION = 5
 SHOWN = 20  # features in the strength chart and the table
 HIST_BINS = 30
 FEW_VALUES = 20  # at most this many distinct values: one bar per value
