@@ -242,7 +242,7 @@ def held_out_rows(experiment: Any, train: Any, validation: Any) -> tuple[Any, np
     return (
         validation,
         np.arange(len(validation)),
-        f"the {validation.split} split, held out of training",
+        f"{validation.split} split, held out of training",
     )
 
 

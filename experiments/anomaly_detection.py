@@ -175,7 +175,7 @@ class AnomalyDetection:
             return None
         return (
             self.calibration_index,
-            "normal calibration rows of the training split, held out of the loss",
+            "train's normal calibration rows, held out of the loss",
         )
 
     def _held_out(self, inputs: np.ndarray) -> np.ndarray:

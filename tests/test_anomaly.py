@@ -174,7 +174,7 @@ def test_sensor_autoencoder_detects_faults_and_exports(tmp_path):
     # drifted in 20 of 20 windows; the validation split holds injected faults.
     sample = manifest["reference"]["sample"]
     assert (sample["split"], sample["held_out"]) == (
-        "train", "normal calibration rows of the training split, held out of the loss"
+        "train", "train's normal calibration rows, held out of the loss"
     )  # fmt: skip
     from ann.monitor.drift import Reference
 

@@ -469,7 +469,7 @@ def test_the_reference_rows_are_held_out_of_training():
     train, validation = _Rows(1000, "train"), _Rows(216)
     split, index, words = held_out_rows(object(), train, validation)
     assert split is validation and list(index) == list(range(216))
-    assert words == "the validation split, held out of training"
+    assert words == "validation split, held out of training"
 
     class Detector:  # an experiment with its own held-out training rows
         def held_out_rows(self):
@@ -613,7 +613,7 @@ def test_the_export_holds_a_checksummed_reference_sample(digits_export, tmp_path
         "of": 216,
         "split": "validation",
         "seed": 0,
-        "held_out": "the validation split, held out of training",
+        "held_out": "validation split, held out of training",
     }
     ref = Reference.from_model(model)
     assert ref.rows == 216 and ref.names[0] == "image[0,0,0]" and ref.split == "validation"
@@ -685,7 +685,7 @@ def test_the_export_holds_a_checksummed_reference_sample(digits_export, tmp_path
         "reference (train split)"
     )
     assert drift_report.reference_label(ref.split, ref.held_out) == (
-        "reference (validation split, held out)"
+        "reference (validation split, held out of training)"
     )
 
 
@@ -743,7 +743,7 @@ def test_monitor_drift_cli_writes_a_report_and_refuses_a_bad_log_in_one_line(
     report = json.loads((tmp_path / "moved" / "report.json").read_text())
     assert (report["report"], report["schema_version"]) == ("drift", 5)
     assert report["result"]["reference_split"] == "validation"
-    assert report["result"]["reference_held_out"] == "the validation split, held out of training"
+    assert report["result"]["reference_held_out"] == "validation split, held out of training"
     outputs = report["result"]["outputs"]
     assert report["result"]["outputs_drifted"] == sum(f["drifted"] for f in outputs)
     assert (
@@ -826,7 +826,8 @@ def test_monitor_drift_cli_writes_a_report_and_refuses_a_bad_log_in_one_line(
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.splitlines() == [
         "too few rows to judge drift (20 rows < --min_rows=21): not tested | 20 rows from 1 "
-        f"request to digits_cnn version {version} | 216 reference rows (validation, held out)",
+        f"request to digits_cnn version {version} | 216 reference rows (validation split, held "
+        "out of training)",
         "  this log holds every request (--request_log_sample=1): wait for more traffic or "
         "lower --min_rows",
         f"wrote {tmp_path / 'few' / 'report.json'} and index.html",
@@ -1851,7 +1852,7 @@ def test_the_verdict_says_the_outputs_beside_it_and_the_reference_is_named():
         "drift not detected: 0 of 1 input features drifted, bonferroni-corrected (share 0.00, "
         "dataset drift at >= 0.5); outputs, not in the verdict: 1 of 1 drifted (4 of 4 values) | "
         "120 rows from "
-        "60 requests to m version 1 | 300 reference rows (train)"
+        "60 requests to m version 1 | 300 reference rows (train split)"
     ), first
     # The outputs, a family of 4 tests, are corrected as the inputs are.
     assert all(f.p_adjusted is not None for f in result.outputs)

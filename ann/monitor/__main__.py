@@ -224,6 +224,7 @@ def summary(report: dict[str, Any], path: str) -> str:
         moved,
         none_moved,
         rank,
+        reference_words,
     )
     from ann.monitor.request_log import more_requests
 
@@ -238,12 +239,11 @@ def summary(report: dict[str, Any], path: str) -> str:
         served = f"{', '.join(served)}, judged against version {m['version']}"
     else:
         served = m["version"]
-    split = r.get("reference_split")  # older reports: not said
-    if split and r.get("reference_held_out"):
-        split += ", held out"
+    # older reports: not said
+    words = reference_words(r.get("reference_split"), r.get("reference_held_out"))
     source = (
         f"{rows} from {records} request{'s' * (records != 1)} to {name} version "
-        f"{served} | {r['reference_rows']} reference rows{f' ({split})' if split else ''}"
+        f"{served} | {r['reference_rows']} reference rows{f' ({words})' if words else ''}"
     )
     if r["state"] == "too_few_rows":
         # The shares the log holds ([] or none: it records none, or an older report)
@@ -520,14 +520,13 @@ def drift(args: list[str]) -> None:
 
 
 def reference_rows_said(split: str | None, held_out: str | None = None) -> str:
-    """What the reference rows are, for the drift page's header: ` (sampled rows of the
-    validation split, held out of training: their inputs, and the model's outputs on them)`,
-    `held_out` the words of `Reference.held_out` (for an older export's, None: ` (the train
-    split's sampled rows: ...)`); "" where the split is not known."""
-    if not split:
-        return ""
-    rows = f"sampled rows of {held_out}" if held_out else f"the {split} split's sampled rows"
-    return f" ({rows}: their inputs, and the model's outputs on them)"
+    """What the reference rows are, for the drift page's header: ` (validation split, held out
+    of training; sampled: their inputs, and the model's outputs on them)` (`reference_words`);
+    "" where they are not known."""
+    from ann.monitor.drift import reference_words
+
+    words = reference_words(split, held_out)
+    return f" ({words}; sampled: their inputs, and the model's outputs on them)" if words else ""
 
 
 def tests_line(source: str, method: str, correction: str) -> str:

@@ -270,6 +270,15 @@ def _finite(value: Any) -> Any:
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
+def reference_words(split: str | None, held_out: str | None) -> str | None:
+    """Which rows a reference is, for the printed summary, the page and the pictures' legends:
+    `held_out`, the export's words for rows held out of training ("validation split, held out
+    of training", "train's normal calibration rows, held out of the loss"), else (an export of
+    before 2026-12-06, whose sample is of rows it trained on) `train split`; None where the
+    split is not known either."""
+    return held_out or (f"{split} split" if split else None)
+
+
 def beside_verdict(
     detected: bool,
     multivariate: bool | None,

@@ -47,6 +47,7 @@ from ann.monitor.drift import (
     none_moved,
     output_drifted,
     rank,
+    reference_words,
     rejects,
 )
 from ann.monitor.features import MAX_VALUES, feature_matrix
@@ -64,6 +65,7 @@ from ann.monitor.features import MAX_VALUES, feature_matrix
 SCHEMA_VERSION = 5
 SHOWN = 20  # features in the strength chart and the table
 HIST_BINS = 30
+LOG_SCALE_RATIO = 50  # a histogram whose bars span more than this ratio gets a log y-axis
 FEW_VALUES = 20  # at most this many distinct values: one bar per value
 LONG_RATIO = 4  # a 2-D input this many times longer than wide is mapped with its long axis on x
 
@@ -270,20 +272,19 @@ def _image_maps(result: DriftResult, spec: Mapping[str, Mapping[str, Any]]) -> d
 
 
 def reference_label(split: str | None, held_out: str | None = None) -> str:
-    """The reference's name in a picture's legend: `reference (validation split, held out)`,
-    naming the split its rows (inputs, and the model's outputs on them) are of, and whether
-    they were held out of training (`held_out`, the words of `Reference.held_out`);
-    `reference` where the split is not known."""
-    if not split:
-        return "reference"
-    return f"reference ({split} split{', held out' if held_out else ''})"
+    """The reference's name in a picture's legend: `reference (validation split, held out of
+    training)`, its rows (inputs, and the model's outputs on them) as `reference_words` says
+    them; `reference` where they are not known."""
+    words = reference_words(split, held_out)
+    return f"reference ({words})" if words else "reference"
 
 
 def _histogram(ax: Any, ref: np.ndarray, cur: np.ndarray, label: str = "reference") -> None:
     """Reference and current values of one feature: side-by-side bars per value for at most
     FEW_VALUES distinct values (each value a tick, up to 10 of them), else densities on shared
-    bins. Ticks of integer-valued features are integers (the pixels were ticked -2.5, 0, 2.5).
-    `label`: the reference's in the legend (`reference_label`)."""
+    bins, the reference filled and the current outlined, on a log axis where the bars span
+    more than LOG_SCALE_RATIO. Ticks of integer-valued features are integers (the pixels were
+    ticked -2.5, 0, 2.5). `label`: the reference's in the legend (`reference_label`)."""
     from matplotlib.ticker import MaxNLocator
 
     values = np.union1d(ref, cur)
@@ -296,9 +297,18 @@ def _histogram(ax: Any, ref: np.ndarray, cur: np.ndarray, label: str = "referenc
         ax.set_ylabel("share of rows")
     else:
         edges = np.histogram_bin_edges(np.concatenate([ref, cur]), bins=HIST_BINS)
-        ax.hist(ref, edges, density=True, alpha=0.6, label=label)
-        ax.hist(cur, edges, density=True, alpha=0.6, label="current")
-        ax.set_ylabel("density")
+        # The reference filled, the current as an outline over it: two filled histograms
+        # blended into a third colour the legend did not name, and hid the reference's bars.
+        heights = [ax.hist(ref, edges, density=True, alpha=0.5, label=label)[0]]
+        heights.append(ax.hist(cur, edges, density=True, histtype="step", linewidth=1.8,
+                               label="current")[0])  # fmt: skip
+        shown = np.concatenate(heights)
+        shown = shown[shown > 0]
+        # A long tail (an anomaly score's faulty rows) is bars too low to see on a linear axis.
+        tail = len(shown) and shown.max() > LOG_SCALE_RATIO * shown.min()
+        if tail:
+            ax.set_yscale("log")
+        ax.set_ylabel("density (log)" if tail else "density")
     if len(values) <= min(FEW_VALUES, 10):
         ax.set_xticks(values, [f"{v:g}" for v in values])
     elif np.all(values == np.round(values)):
@@ -398,9 +408,11 @@ def _output_figures(
             else:
                 ax.bar(classes - 0.2, np.bincount(ref, minlength=len(classes)) / len(ref), 0.4)
                 ax.bar(classes + 0.2, np.bincount(cur, minlength=len(classes)) / len(cur), 0.4)
-                # Short names (digits) level; long ones turned so that they do not overlap.
-                rotation = 45 if max(len(str(n)) for n in spec["names"]) > 3 else 0
-                ax.set_xticks(classes, spec["names"], fontsize=7, rotation=rotation)
+                # Short names (digits), or a few classes (normal, anomalous), level and legible;
+                # many long ones turned so that they do not overlap.
+                long = max(len(str(n)) for n in spec["names"]) > 3 and len(classes) > 4
+                ax.set_xticks(classes, spec["names"], fontsize=7 if long else 9,
+                              rotation=45 if long else 0)  # fmt: skip
                 ax.set_xlabel("predicted class")
                 ax.set_ylabel(f"share of {unit}")
                 ax.legend([label, "current"], fontsize=8)
@@ -408,8 +420,9 @@ def _output_figures(
         elif name == "probabilities" and ref.ndim == 2:
             figure, ax = plt.subplots(figsize=(6, 3.2))
             edges = np.linspace(0, 1, 16)  # 15 bins, as the export's confidence histogram
-            ax.hist(ref.max(-1), edges, density=True, alpha=0.6, label=label)
-            ax.hist(cur.max(-1), edges, density=True, alpha=0.6, label="current")
+            ax.hist(ref.max(-1), edges, density=True, alpha=0.5, label=label)  # as `_histogram`
+            ax.hist(cur.max(-1), edges, density=True, histtype="step", linewidth=1.8,
+                    label="current")  # fmt: skip
             ax.set_xlabel("confidence (largest probability)")
             # Log: a confident model's rows crowd the last bin, and on a linear axis the rest,
             # where a shift shows (what the KS test found), was a flat line.
@@ -483,7 +496,7 @@ def sections(
         "rows": result.rows,
         "reference rows": result.reference_rows,
         **(
-            {"reference": reference.held_out or f"{reference.split} split"}
+            {"reference": reference_words(reference.split, reference.held_out)}
             if reference.split
             else {}
         ),
