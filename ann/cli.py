@@ -993,6 +993,8 @@ def file_key_error(error: BaseException, config: str, given: Iterable[str]) -> B
         fix = f"fix the line: {spelt} = {value}" if spelt else fix
     elif error.example is not None:
         fix = f"e.g. {target} = {error.example!r}"
+    elif error.file_fix:
+        fix = error.file_fix
     elif error.unknown:  # a name with nothing near
         fix = f"drop the line ({target} = {value}), or set a key ann reads"
     return ConfigError(f"--config={path} line {line}: {error.what}" + (f"; {fix}" if fix else ""))

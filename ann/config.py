@@ -39,8 +39,10 @@ class KeyValueError(ConfigError):
     the keys an unknown name points at; `example`, a value to set the key to (None where there
     is none); `unknown`, whether the key's name, not its value, is refused; `depends_on`, the
     other keys the refusal reads (a range's bound: `optimizer.warmup_steps` below
-    `total_steps`). `ann.cli` words it for the config file where the file, not an override,
-    set the key and the keys it depends on: its file and line, the fix as the file spells it."""
+    `total_steps`); `file_fix`, the fix in the config file's words where no `example` says it
+    ("drop the line, or set optimizer.name to 'sgd'"). `ann.cli` words it for the config file
+    where the file, not an override, set the key and the keys it depends on: its file and
+    line, the fix as the file spells it."""
 
     def __init__(
         self,
@@ -52,10 +54,11 @@ class KeyValueError(ConfigError):
         example: Any = None,
         unknown: bool = False,
         depends_on: Sequence[str] = (),
+        file_fix: str = "",
     ):
         super().__init__(f"{what}; {fix}" if fix else what)
         self.key, self.what, self.meant, self.example = key, what, list(meant), example
-        self.unknown, self.depends_on = unknown, tuple(depends_on)
+        self.unknown, self.depends_on, self.file_fix = unknown, tuple(depends_on), file_fix
 
 
 # key -> (default, allowed types). Nested dicts are nested sections. `model` is open: its extra
@@ -1342,6 +1345,7 @@ def _check_keys_apply(values: Mapping[str, Any], unchanged: Collection[str] = ()
     `--config.optimizer.schedule=step` on a config with warmup was refused for the warmup, and
     once that was fixed, for the missing step boundaries (two failed runs)."""
     faults = []
+    keyed = []  # (key, decider, the fix's setting): a fault a config file's line can carry
     for key, (decider, readers) in _READ_ONLY_WHEN.items():
         value, unset = lookup(values, key), default(key)
         value = tuple(value) if isinstance(value, list | tuple) else value
@@ -1360,6 +1364,7 @@ def _check_keys_apply(values: Mapping[str, Any], unchanged: Collection[str] = ()
                 f"(read only {'by ' + ' and '.join(readers) if readers else 'when it is set'}); "
                 f"{undo} --config.{decider}={fix}"
             )
+            keyed.append((key, decider, fix))
     opt = values["optimizer"]
     if opt["name"] == "sgd" and opt["nesterov"] and not opt["momentum"]:
         faults.append(
@@ -1378,6 +1383,11 @@ def _check_keys_apply(values: Mapping[str, Any], unchanged: Collection[str] = ()
             "each of which the rate is multiplied by optimizer.step_factor) or "
             "--config.optimizer.schedule=constant"
         )
+    if len(faults) == 1 and len(keyed) == 1:  # a config file's line may have set it: its words
+        key, decider, fix = keyed[0]
+        what, flag_fix = faults[0].rsplit("; ", 1)
+        file_fix = f"drop the line, or set {decider} to {fix!r}"
+        raise KeyValueError(key, what, flag_fix, depends_on=(decider,), file_fix=file_fix)
     if faults:
         raise ConfigError("; also ".join(faults))
 

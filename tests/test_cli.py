@@ -1279,6 +1279,9 @@ def test_a_config_file_key_of_a_wrong_name_or_type_names_the_file_and_line(
          "text (a name or path 'None'); e.g. c.init_from = ''"),
         ("c.report.slices = 'label'", "config key 'report.slices' must be a tuple, got 'label' (a "
          "str); e.g. c.report.slices = ('label',)"),
+        ("c.optimizer.momentum = 0.5", "config key 'optimizer.momentum'=0.5 has no effect with "
+         "optimizer.name='adam' (read only by sgd); drop the line, or set optimizer.name to "
+         "'sgd'"),
         # A model's argument and an experiment's setting, checked once each is looked up.
         ("c.model.dropout = 1.5", "config key 'model.dropout' must be in [0, 1), got 1.5; e.g. "
          "c.model.dropout = 0.5"),
