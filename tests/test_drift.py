@@ -800,13 +800,16 @@ def test_monitor_drift_cli_writes_a_report_and_refuses_a_bad_log_in_one_line(
         "object a line, as `ann serve --request_log` writes), got invalid JSON (expected a JSON "
         "value at column 1); the file is damaged (delete that line to use the rest)"
     ), line
+    # Missing: "does not exist", as every path flag says it (it was "is not a file").
     line = one_line_error(drift_cli(tmp_path / "none.jsonl", tmp_path / "bad"))
-    assert line.startswith(f"error: --requests={tmp_path / 'none.jsonl'} is not a file"), line
+    assert line.startswith(f"error: --requests={tmp_path / 'none.jsonl'} does not exist"), line
     line = one_line_error(drift_cli(tmp_path / "sam.jsonl", tmp_path / "bad"))  # a typo
     assert line == (
-        f"error: --requests={tmp_path / 'sam.jsonl'} is not a file; give the server's request "
+        f"error: --requests={tmp_path / 'sam.jsonl'} does not exist; give the server's request "
         f"log; did you mean {tmp_path / 'same.jsonl'}?"
     ), line
+    line = one_line_error(drift_cli(tmp_path, tmp_path / "bad"))  # a directory
+    assert "is not a file; give the server's request log" in line, line
     line = one_line_error(drift_cli(tmp_path / "bad.jsonl", tmp_path / "bad", "--min_rows=0"))
     # absl: "0 is not integer >= 2"; then without the upper bound and without an example.
     assert line == "error: --min_rows=0 must be an integer in [2, 1000000]; e.g. --min_rows=25"

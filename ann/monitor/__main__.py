@@ -84,7 +84,7 @@ from typing import Any
 import numpy as np
 from absl import flags
 
-from ann import arguments, cli
+from ann import arguments, atomic, cli
 from ann import config as config_lib
 from ann.monitor import (
     CORRECTIONS,
@@ -586,9 +586,10 @@ def _check_requests() -> None:
         # Rotated away (FILE.1.gz beside it), or below a file: said so, with what to give.
         if (why := missing(path, f"--requests={path}", "the server's request log")) is not None:
             raise cli.FlagError(why)
-        if not os.path.isfile(path):
+        if not os.path.isfile(path):  # (a missing one: as every path flag says it)
+            what = "is not a file" if os.path.exists(path) else atomic.absent(path)
             raise cli.FlagError(
-                f"--requests={path} is not a file; give the server's request log"
+                f"--requests={path} {what}; give the server's request log"
                 + cli.near_files(path)  # requests.jsonl for request.jsonl
             )
 

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from ann import arguments
+from ann import arguments, atomic
 from ann.monitor.jsonlines import (
     check_file,
     compressed,
@@ -159,7 +159,8 @@ def _records(paths: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
         if (why := missing(path, f"--requests={path}", wanted)) is not None:  # rotated away
             raise RequestLogError(why)
         if not os.path.isfile(path):
-            raise RequestLogError(f"--requests={path} is not a file; give the server's request log")
+            what = "is not a file" if os.path.exists(path) else atomic.absent(path)
+            raise RequestLogError(f"--requests={path} {what}; give the server's request log")
         real = os.path.realpath(path)
         if real in given:  # its requests counted twice, and the verdict moved with them
             raise RequestLogError(
