@@ -982,6 +982,19 @@ def file_key_error(error: BaseException, config: str, given: Iterable[str]) -> B
     path = config.partition(":")[0]
     found = _assignment(path, key)
     if found is None:
+        # Set by a module the file imports; a bound the file's own line set made it wrong
+        # (`c.total_steps = 20` below an imported warmup of 50): that line, named.
+        for bound in error.depends_on:
+            if (other := _assignment(path, bound)) is not None:
+                line, target, value = other
+                example = (
+                    f" (e.g. c.{key} = {error.example!r})" if error.example is not None else ""
+                )
+                return ConfigError(
+                    f"--config={path} line {line} ({target} = {value}): {error.what}; {key} "
+                    f"comes from a module the file imports: set it in the file too{example}, "
+                    "or change that line"
+                )
         return ConfigError(
             f"--config={path}: {error.what}; fix the config file (or a module it imports)"
         )

@@ -1318,6 +1318,23 @@ def test_a_config_file_value_refused_for_a_bound_an_override_set_keeps_the_flags
     assert line.startswith("error: config key 'optimizer.warmup_steps' must be in [0, 1) "), line
 
 
+def test_a_value_from_an_imported_config_made_wrong_by_the_files_line_names_that_line(tmp_path):
+    # The imported digits_cnn's warmup_steps=50 against the file's c.total_steps = 20: it said
+    # "fix the config file (or a module it imports)", with no line, though line 5 made it wrong.
+    path = tmp_path / "short.py"
+    path.write_text(
+        "from configs import digits_cnn\n\n\ndef get_config():\n"
+        "    c = digits_cnn.get_config(); c.total_steps = 20\n    return c\n"
+    )
+    line = one_line_error(ann("train", f"--config={path}", f"--workdir={tmp_path / 'run'}"))
+    assert line == (
+        f"error: --config={path} line 5 (c.total_steps = 20): config key "
+        "'optimizer.warmup_steps' must be in [0, 20) (total_steps=20; lower this or raise "
+        "total_steps), got 50; optimizer.warmup_steps comes from a module the file imports: set "
+        "it in the file too (e.g. c.optimizer.warmup_steps = 0), or change that line"
+    ), line
+
+
 def test_a_sweeps_config_file_key_of_a_wrong_name_names_the_file_and_line(tmp_path):
     path = _mlp_config(
         tmp_path / "keys.py",
