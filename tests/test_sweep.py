@@ -3054,6 +3054,22 @@ def test_a_trial_imports_the_sweeps_ann_whatever_its_working_directory_holds(tmp
     assert "--workdir" in proc.stdout and "decoy" not in proc.stdout
 
 
+def test_an_earlier_emit_for_the_other_launcher_is_said(tmp_path, monkeypatch, capsys):
+    # --emit=k8s into a sweep folder that held an earlier --emit=slurm's script left it there
+    # without a word: both submitted, two jobs train the same trials into the same workdirs.
+    monkeypatch.chdir(tmp_path)
+    sweep_dir = str(tmp_path / "sweep")
+    trials, _ = grid.prepare(definition_lib.load(write_config(tmp_path, GRID), {}), sweep_dir)
+    emit.write("slurm", trials, sweep_dir, cwd=str(tmp_path), parallel=0, cpus=1, memory="1G")
+    assert "still there" not in capsys.readouterr().err
+    k8s = dict(cpus=1, memory="1Gi", image="ann:test", pvc="runs", root=str(tmp_path))
+    emit.write("k8s", trials, sweep_dir, parallel=0, **k8s)
+    said = capsys.readouterr().err
+    assert f"{sweep_dir}/sweep.sbatch, from an earlier --emit=slurm, is still there" in said
+    emit.write("slurm", trials, sweep_dir, cwd=str(tmp_path), parallel=0, cpus=1, memory="1G")
+    assert "sweep-job.yaml, from an earlier --emit=k8s, is still there" in capsys.readouterr().err
+
+
 def test_parallel_and_cluster_resources_have_upper_bounds(tmp_path, monkeypatch):
     """`--parallel=99999999999` wrote `#SBATCH --array=0-3%99999999999` and
     `--cluster_memory_gb=99999999` wrote `--mem=99999999G`: no upper bound. More trials at a time

@@ -159,6 +159,7 @@ SLURM_MAX_ARRAY_SIZE = 1001
 SLURM_CHUNK = 1000
 SLURM_SCRIPT = "sweep.sbatch"
 SLURM_SUBMIT = "submit.sh"
+K8S_JOB = "sweep-job.yaml"
 # SLURM's default max_script_size (SchedulerParameters): sbatch refuses a larger script.
 SLURM_MAX_SCRIPT_BYTES = 4 * 1024 * 1024
 
@@ -448,7 +449,7 @@ def kubernetes(
     body = "\n".join("              " + line if line else "" for line in script.splitlines())
     return f"""\
 # Kubernetes indexed Job: one index per trial of the sweep in {sweep_dir}.
-#   {apply} -f {os.path.join(sweep_dir, "sweep-job.yaml")}
+#   {apply} -f {os.path.join(sweep_dir, K8S_JOB)}
 # The image holds the project at {root}, where the trials' relative paths start; the sweep
 # workdir is the PVC {pvc}, mounted at {mount}.
 # A trial whose data.data_dir is "" reads {data}.
@@ -527,9 +528,17 @@ def write(kind: str, trials: list[Trial], sweep_dir: str, **options) -> str:
             os.remove(submit)
     else:
         path, text = (
-            os.path.join(sweep_dir, "sweep-job.yaml"),
+            os.path.join(sweep_dir, K8S_JOB),
             kubernetes(trials, sweep_dir, **options),
         )
     os.makedirs(sweep_dir, exist_ok=True)
     atomic.write_text(path, text)
+    # The other launcher's file of an earlier emit runs the same trials: submitted beside this
+    # one, two jobs would train them at once into the same workdirs.
+    other, other_kind = (K8S_JOB, "k8s") if kind == "slurm" else (SLURM_SCRIPT, "slurm")
+    if os.path.exists(stale := os.path.join(sweep_dir, other)):
+        cli.warn(
+            f"{stale}, from an earlier --emit={other_kind}, is still there and runs the same "
+            "trials: submit only one of the two (or delete it)"
+        )
     return path
