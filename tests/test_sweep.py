@@ -2950,7 +2950,8 @@ def test_a_kubernetes_job_names_only_paths_its_pods_have(tmp_path, monkeypatch, 
         job(write_config(elsewhere, GRID))
     assert str(refused.value) == (
         f"--emit=k8s: --config={elsewhere}/sweep_config.py is outside {project}, the project "
-        "the image holds at --image_root=/app, so no pod has it; give a config under it, e.g. "
+        "the image holds at --image_root=/app, so no pod has it; copy it into the project "
+        f"before the image is built, e.g. cp {elsewhere}/sweep_config.py {project}/configs/ and "
         "--config=configs/sweep_config.py"
     )
     trials, text = job(write_config(project, GRID))  # absolute, in the project: relative there

@@ -295,8 +295,9 @@ def pod_trials(trials: list[Trial], root: str) -> list[Trial]:
         if config is None:
             raise SweepError(
                 f"--emit=k8s: --config={trial.config} is outside {trial.cwd}, the project the "
-                f"image holds at --image_root={root}, so no pod has it; give a config under it, "
-                f"e.g. --config=configs/{os.path.basename(path)}"
+                f"image holds at --image_root={root}, so no pod has it; copy it into the project "
+                f"before the image is built, e.g. cp {path} {os.path.join(trial.cwd, 'configs')}/ "
+                f"and --config=configs/{os.path.basename(path)}"
             )
         data_dir = trial.values().get("data.data_dir", "")
         if data_dir:  # given: the pod reads it where it has it
