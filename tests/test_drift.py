@@ -1442,6 +1442,8 @@ def test_psi_is_worded_as_psi_in_the_chart_and_the_summary(tmp_path):
     figure = report._strength_figure(ref.detect({"x": window}, {}, method="psi"))
     legend = [t.get_text() for t in figure.legends[0].get_texts()]
     assert '"0": psi 0 (strength 0), no bar' in legend, legend
+    # The legend names only the kinds of bar drawn: "drifted" stood under a chart of none.
+    assert "drifted" not in legend and "not drifted" in legend, legend
     assert figure.axes[0].get_xlabel() == "strength (>= 1: drift; psi / 0.1)"
     ks = report._strength_figure(ref.detect({"x": window}, {}, method="ks"))
     assert ks.axes[0].get_xlabel() == "strength (>= 1: drift; log p / log 0.05)"

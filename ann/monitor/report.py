@@ -192,19 +192,22 @@ def _strength_figure(result: DriftResult) -> Any:
         f"strength (>= 1: drift; {_strength_is(top)})" + (which if corrected else ""),
         fontsize=8,
     )
+    # Only the kinds of bar drawn: "drifted" in red stood under a chart with no red bar.
+    kinds = {b.drifted for _, b in solid}
+    adjusted = f" ({result.correction}-adjusted p)" if corrected else ""
+    entries = [
+        (True in kinds, dict(color=DRIFT_COLOR, label=f"drifted{adjusted}")),
+        (False in kinds, dict(color=OK_COLOR, label=f"not drifted{adjusted}")),
+    ]
     if corrected:
-        adjusted = f"{result.correction}-adjusted p"
-        handles = [
-            patches.Patch(color=DRIFT_COLOR, label=f"drifted ({adjusted})"),
-            patches.Patch(color=OK_COLOR, label=f"not drifted ({adjusted})"),
-            patches.Patch(color=DRIFT_COLOR, alpha=0.3, label="uncorrected p: past the threshold"),
-            patches.Patch(color=OK_COLOR, alpha=0.3, label="uncorrected p: not past it"),
-        ]
-    else:
-        handles = [
-            patches.Patch(color=DRIFT_COLOR, label="drifted"),
-            patches.Patch(color=OK_COLOR, label="not drifted"),
-        ]
+        raw_kinds = {b.raw_drifted for _, b in raw}
+        entries += [
+            (True in raw_kinds, dict(color=DRIFT_COLOR, alpha=0.3,
+                                     label="uncorrected p: past the threshold")),
+            (False in raw_kinds, dict(color=OK_COLOR, alpha=0.3,
+                                      label="uncorrected p: not past it")),
+        ]  # fmt: skip
+    handles = [patches.Patch(**style) for drawn, style in entries if drawn]
     if zero:
         p = f"{result.correction}-adjusted p" if corrected else "p"
         said = _zero_is([top[i] for i in zero], p)
