@@ -240,6 +240,25 @@ def test_quantile_buckets_ties_and_edges():
     assert edges.tolist() == [0, 1, 2, 3, 4] and ids.tolist() == [0, 1, 2, 3, 3]
     ids, edges = slicing.quantile_buckets(np.full(5, 7.0), 4)
     assert ids.tolist() == [0] * 5 and edges.tolist() == [7.0, 7.0]
+    # A few values (diabetes' sex, 1 or 2): a bin each. The tied quantiles [1, 1, 2] made one
+    # bin [1, 2] of every row, which the report called "one value on every row".
+    ids, edges = slicing.quantile_buckets(np.array([1.0, 1, 1, 2, 2]), 2)
+    assert ids.tolist() == [0, 0, 0, 1, 1] and edges.tolist() == [1, 2, 2]
+    # Every quantile between the ends tied at one of them (95 zeros of 100): that value apart.
+    ids, edges = slicing.quantile_buckets(np.r_[np.zeros(95), np.arange(1, 6.0)], 4)
+    assert edges.tolist() == [0, 1, 5] and np.bincount(ids).tolist() == [95, 5]
+
+
+def test_a_feature_of_two_values_slices_in_two():
+    rows = {"target": np.arange(8.0), "sex": np.array([[1.0], [1], [1], [1], [1], [2], [2], [2]])}
+    outputs = {"prediction": np.arange(8.0)}
+    exp = types.SimpleNamespace(target_key="target")
+    preds = make_preds("regression", rows, outputs, exp)
+    result = slices.slice_metrics(preds, "feature:sex[0]:quantiles=2")
+    assert [s["name"] for s in result["slices"]] == ["sex[0] q1 [1, 2)", "sex[0] q2 [2, 2]"]
+    assert [s["size"] for s in result["slices"]] == [5, 3]
+    # And a slicing entry is offered for it (it was "no entry can slice").
+    assert slicing.suggestion(rows["sex"], "sex", 2) == "feature:sex[0]:quantiles=2"
 
 
 @pytest.mark.parametrize(
@@ -700,7 +719,7 @@ def test_slicings_that_collapse_say_why():
     n = 40
     y = np.arange(n) % 2
     image = np.zeros((n, 8, 8, 1))
-    image[:, 3, 3, 0] = np.arange(n) % 3  # three values: 20 bins tie into 2 ([1, 2] closed)
+    image[:, 3, 3, 0] = np.arange(n) % 3  # three values: 20 bins tie into 3, a value each
     exp = types.SimpleNamespace(label_key="label", class_names=["a", "b"])
     preds = make_preds("classification", {"label": y, "image": image}, {"label": y}, exp)
     result = slices.slice_metrics(preds, "feature:image[0,0,0]:quantiles=4")
@@ -719,14 +738,16 @@ def test_slicings_that_collapse_say_why():
     ]
     result = slices.slice_metrics(preds, "feature:image[3,3,0]:quantiles=20")
     assert result["notes"] == [
-        "18 of 20 quantile bins merged with a neighbour (tied or too few values), so 2 slices"
+        "17 of 20 quantile bins merged with a neighbour (tied or too few values), so 3 slices"
     ]
+    # Three values, a slice each (their tied quantiles merged 1 and 2 into one, [1, 2]).
     assert [s["name"] for s in result["slices"]] == [
         "image[3,3,0] q1 [0, 1)",
-        "image[3,3,0] q2 [1, 2]",
+        "image[3,3,0] q2 [1, 2)",
+        "image[3,3,0] q3 [2, 2]",
     ]
     assert slices._notes(result)[1] == (
-        "  18 of 20 quantile bins merged with a neighbour (tied or too few values), so 2 slices"
+        "  17 of 20 quantile bins merged with a neighbour (tied or too few values), so 3 slices"
     )
     few = {"label": y[:5], "image": image[:5] + np.arange(5.0)[:, None, None, None] ** 3}
     result = slices.slice_metrics(
@@ -735,7 +756,7 @@ def test_slicings_that_collapse_say_why():
     assert [s["size"] for s in result["slices"]] == [1] * 5  # none empty
     assert "3 of 8 quantile bins merged" in slices._notes(result)[1]
     ids, edges = slicing.quantile_buckets(np.array([0.0, 10.0]), 4)
-    assert ids.tolist() == [0, 1] and edges.tolist() == [0, 7.5, 10]
+    assert ids.tolist() == [0, 1] and edges.tolist() == [0, 10, 10]  # a value each
 
 
 @pytest.mark.parametrize(

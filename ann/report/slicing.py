@@ -25,13 +25,25 @@ NEEDS_BOTH_CLASSES = {"anomaly_detection": "auroc"}
 def quantile_buckets(values: np.ndarray, q: int) -> tuple[np.ndarray, np.ndarray]:
     """(bucket of each value, int [n] from 0; edges float64 [buckets + 1]): `q` bins between
     the values' quantiles (numpy's default linear interpolation), each bin [lo, hi) and the
-    last [lo, hi]. Tied quantiles merge their bins, and a bin no value falls in (two quantiles
-    between the same two values: fewer values than bins) merges with the one below, so may be
-    fewer than `q`, and none is empty (an empty slice failed the report's metrics)."""
+    last [lo, hi]. Values of at most `q` distinct values get a bin each (diabetes' `sex`, 1
+    or 2: its tied quantiles made one bin [1, 2], the whole split, said to be "one value on
+    every row"). Otherwise tied quantiles merge their bins, and a bin no value falls in (two
+    quantiles between the same two values) merges with the one below, so may be fewer than
+    `q`, and none is empty (an empty slice failed the report's metrics); but where every
+    quantile between the ends ties with one of them, the tied value is a bin and the rest
+    another: only a constant makes one bin."""
     values = np.asarray(values, np.float64)
-    edges = np.unique(np.quantile(values, np.linspace(0, 1, q + 1)))
+    distinct = np.unique(values)
+    if 1 < len(distinct) <= q:  # a few values: one bin each, the last [v, v]
+        return np.searchsorted(distinct, values), np.r_[distinct, distinct[-1]]
+    quantiles = np.quantile(values, np.linspace(0, 1, q + 1))
+    edges = np.unique(quantiles)
     if len(edges) == 1:  # one value: one bucket
         return np.zeros(len(values), np.int64), np.repeat(edges, 2)
+    if len(edges) == 2:  # every inner quantile tied at one end (95% zeros): that value apart
+        low, high = edges
+        cut = distinct[1] if (quantiles == low).sum() > 1 else high
+        edges = np.r_[low, cut, high]
     counts = np.bincount(np.searchsorted(edges[1:-1], values, "right"), minlength=len(edges) - 1)
     # An empty bin's lower edge dropped (an interpolated quantile between two values): the bin
     # below takes its range, and an upper edge at a value stays a name's bound.
@@ -147,8 +159,14 @@ def _cutting(column: np.ndarray, quantiles: int) -> tuple[int, int]:
     levels = np.linspace(0, 1, quantiles + 1)
     best, most = 0, 1
     for start in range(0, flat.shape[1], _BLOCK):
-        edges = np.quantile(flat[:, start : start + _BLOCK].astype(np.float64), levels, axis=0)
+        block = flat[:, start : start + _BLOCK].astype(np.float64)
+        edges = np.quantile(block, levels, axis=0)
         bins = (np.diff(edges, axis=0) > 0).sum(0)
+        # As `quantile_buckets` cuts: a bin for each of at most `quantiles` distinct values, and
+        # two or more wherever values differ (NaN on a row: none)
+        distinct = 1 + (np.diff(np.sort(block, axis=0), axis=0) > 0).sum(0)
+        bins = np.where(distinct <= quantiles, distinct, np.maximum(bins, 2))
+        bins = np.where(np.isnan(block).any(0), 0, bins)
         j = int(np.argmax(bins))
         if bins[j] > most:
             best, most = start + j, int(bins[j])
