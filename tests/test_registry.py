@@ -90,6 +90,13 @@ def test_versions_aliases_tags_and_uris(digits_export, tmp_path):
         registry.set_alias("digits", "champion", 9)
     with pytest.raises(RegistryError, match="alias 'latest' must"):
         registry.set_alias("digits", "latest", 1)
+    # MLflow's reserved names: they shadowed models:/digits/latest and version numbers here
+    # (`@LATEST` resolved to 1 while `/latest` was 3) and the mirror failed on them for good.
+    for reserved in ("Latest", "LATEST", "v1", "V2"):
+        with pytest.raises(RegistryError, match=f"alias '{reserved}' must .*MLflow's reserved"):
+            registry.set_alias("digits", reserved, 1)
+    registry.set_alias("digits", "v1_candidate", 1)  # not a version: taken
+    registry.delete_alias("digits", "v1_candidate")
     with pytest.raises(RegistryError, match="model name 'a/b'"):
         registry.register(str(out), "a/b")
 
@@ -1424,6 +1431,19 @@ def test_a_damaged_version_in_the_registry_is_named_as_the_registrys_copy(digits
         f.write(b"x")
     with pytest.raises(RegistryError, match=re.escape(f"(truncated or replaced?): {fix})")):
         registry.set_alias("digits", "champion", 1)
+    # A byte changed in place (same size): its sha256 refuses the alias too (it was pointed,
+    # and every server resolving it refused the model), and registering the export again, the
+    # fix said, makes a new version (it was refused as "already registered as version 1").
+    with open(weights, "r+b") as f:
+        f.truncate(os.path.getsize(weights) - 1)
+        f.seek(-1, os.SEEK_END)
+        last = f.read(1)
+        f.seek(-1, os.SEEK_END)
+        f.write(bytes([last[0] ^ 1]))
+    with pytest.raises(RegistryError, match=re.escape("was modified: sha256 ")):
+        registry.set_alias("digits", "champion", 1)
+    assert registry.register(str(out), "digits").version == 2
+    registry.set_alias("digits", "champion", 2)
     # A copy taken out of the registry is still told to copy it again from the registry.
     copy = tmp_path / "copy"
     shutil.copytree(path, copy)

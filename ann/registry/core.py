@@ -29,6 +29,7 @@ from ann import arguments, artifact, atomic, directory_kind
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 ALIAS = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
+VERSION_LIKE = re.compile(r"^[vV][0-9]+$")  # MLflow's `_REGISTERED_MODEL_ALIAS_VERSION_REGEX`
 MAX_TAG_KEY, MAX_TAG_VALUE = 250, 5000  # MLflow's limits for tag keys and values
 MAX_DESCRIPTION = 5000
 # What `_check_name` and `identity` say of a name NAME refuses.
@@ -811,6 +812,8 @@ class Registry:
             if files_gone(os.path.join(self.root, row["path"])):
                 continue  # its files are gone: registering the export again restores it
             if row["manifest_sha256"] == manifest_sha:
+                if self._damaged(row["path"], manifest_sha):
+                    continue  # so is a copy changed on disk (its resolve says so)
                 same.append(str(row["version"]))
             elif (stored := self._stored_manifest(row["path"])) and _content(stored) == content:
                 exported_again.append(str(row["version"]))
@@ -831,6 +834,15 @@ class Registry:
                 f"({why}); point an alias at it ({point}), or give "
                 f"{self._option('allow_duplicate', True)} to register it as a new version anyway"
             )
+
+    def _damaged(self, path: str, manifest_sha: str) -> bool:
+        """Whether the version stored at `path` (relative to the root) fails its files' checks
+        (a byte changed on disk: `artifact.verify`)."""
+        try:
+            artifact.verify(os.path.join(self.root, path), manifest_sha)
+        except artifact.IntegrityError:
+            return True
+        return False
 
     def _stored_manifest(self, path: str) -> dict[str, Any] | None:
         """The manifest of the version stored at `path` (relative to the root), or None when
@@ -886,7 +898,8 @@ class Registry:
     def set_alias(self, name: str, alias: str, version: int) -> None:
         """Points `alias` at `version` of `name`, moving it if it pointed elsewhere. Raises
         RegistryError for an unknown model or version, one whose files are gone, and one the
-        loader would refuse: its manifest changed, or not what its function takes and gives
+        loader would refuse: a file changed (its sha256), its manifest changed, or not what its
+        function takes and gives
         (`artifact.check_function`, as `register` checks an export; a version an older ann
         registered unchecked), so a champion alias never sends servers to a model that does
         not load. The check imports JAX (about 1 s; docs/benchmarks.md)."""
@@ -896,7 +909,9 @@ class Registry:
             path, sha = os.path.join(self.root, row["path"]), row["manifest_sha256"]
         if not files_gone(path):  # said below, in the transaction
             try:
-                artifact.check_function(path, artifact.read_manifest(path, sha))
+                # Every file's sha256 too: a changed weight byte was pointed at, and every
+                # server resolving the alias then refused it.
+                artifact.check_function(path, artifact.verify(path, sha))
             except artifact.IntegrityError as e:
                 raise RegistryError(
                     f"models:/{name}/{version} would not load ({e}), so alias {alias!r} was not "
@@ -1177,10 +1192,13 @@ class Registry:
 
     @staticmethod
     def _check_alias(alias: str) -> None:
-        if not ALIAS.match(alias) or alias == "latest":
+        # MLflow's reserved names too (`latest` in any case, `v1`), which shadowed the URIs'
+        # `/latest` and version numbers here and could never be mirrored.
+        if not ALIAS.match(alias) or alias.lower() == "latest" or VERSION_LIKE.match(alias):
             raise RegistryError(
                 f"alias {alias!r} must start with a letter or '_', hold letters, digits, '_' or "
-                "'-', and not be 'latest'"
+                "'-', and be neither 'latest' (in any case) nor a version (v1, V2: MLflow's "
+                "reserved names)"
             )
 
     @staticmethod
