@@ -17,7 +17,9 @@ of the compiled size). A batch of one request of a compiled size needs none and 
 run as it came, so its `compute_input` is 0 ns, not unmeasured; the copy to the device, which
 Triton counts under `compute_input`, happens inside the compiled call and is in `compute_infer`.
 `last_inference`: milliseconds since the epoch of the model's last batch, 0 before any. The
-response cache is not implemented, so `cache_hit` and `cache_miss` are zero.
+response cache is not implemented, so `cache_hit` and `cache_miss` are zero. `inference_count`
+counts the rows the model ran, so a row whose request was then refused (a non-finite output,
+422) is in it, where Triton counts successful inferences only.
 """
 
 from __future__ import annotations
