@@ -1039,3 +1039,16 @@ def test_write_report_and_from_workdir_check_their_arguments_as_ann_report_does(
         collect.from_workdir(None)
     assert not list(tmp_path.iterdir()) and not (export / "rep").exists()
     assert not (run / "checkpoints/rep").exists()
+
+
+def test_a_confusion_matrix_is_a_table_on_the_page():
+    # It was JSON in the collapsed "all values" block, one number a line, while the README says
+    # a section's numbers are tables.
+    from ann.report import html
+
+    page = html._metrics_tables({"labels": ["cat", "dog"], "matrix": [[5, 1], [2, 7]]})
+    assert "<caption>matrix (rows: true class, columns: predicted class)</caption>" in page
+    assert "<th>true \\ predicted</th><th>cat</th><th>dog</th>" in page
+    assert "<tr><td>dog</td><td>2</td><td>7</td></tr>" in page and "all values" not in page
+    # Not a square matrix of its labels: as before.
+    assert "all values" in html._metrics_tables({"labels": ["a"], "matrix": [[1, 2]]})

@@ -142,6 +142,21 @@ def _nested_table(key: str, value: Any, metric: str | None = None) -> str | None
     return None
 
 
+def _matrix_table(labels: Any, matrix: Any) -> str | None:
+    """A square matrix of counts by class (a confusion matrix: rows true, columns predicted)
+    with its `labels` as a table; None for any other shape."""
+    if not (isinstance(labels, list) and isinstance(matrix, list) and labels):
+        return None
+    if len(matrix) != len(labels) or any(
+        not isinstance(r, list) or len(r) != len(labels) or not all(_scalar(v) for v in r)
+        for r in matrix
+    ):
+        return None
+    rows = [[str(name), *counts] for name, counts in zip(labels, matrix)]
+    columns = ["true \\ predicted", *map(str, labels)]
+    return _rows_table("matrix (rows: true class, columns: predicted class)", columns, rows)
+
+
 def _metrics_tables(metrics: dict[str, Any], notes: Sequence[str] = ()) -> str:
     """The section's scalar metrics as a two-column table, each nested metric that has a
     table's shape as a table of its own (`_nested_table`), the rest in a collapsed <pre> block
@@ -163,9 +178,13 @@ def _metrics_tables(metrics: dict[str, Any], notes: Sequence[str] = ()) -> str:
         parts.append(f"<table><tr><th>metric</th><th>value</th></tr>{rows}</table>")
     if isinstance(metrics.get("headline"), str) and isinstance(metrics.get("slices"), list):
         parts.append(_slices_table(metrics))
+    shown = set()
+    if (matrix := _matrix_table(metrics.get("labels"), metrics.get("matrix"))) is not None:
+        parts.append(matrix)  # a confusion matrix: it was JSON, one number a line
+        shown = {"labels", "matrix"}
     rest = {}
     for key, value in metrics.items():
-        if _said(value, said):
+        if _said(value, said) or key in shown:
             continue
         if key not in scalars:
             table = _nested_table(key, value, holds.get(key))
