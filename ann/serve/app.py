@@ -752,7 +752,7 @@ class App:
                 self._infer_failed(m, None, respond, start, ServeError(500, message, "internal"))
                 return
             duration = time.perf_counter() - start
-            self.dataplane.observe(m, duration, timing)
+            self.dataplane.observe(m, duration, timing, decoded.rows)
             self._count(m, 200, "infer")
             if self.request_log is not None and self.request_log.sampled():
                 self.request_log.write(

@@ -89,6 +89,7 @@ class ServedModel:
         self.observe_duration: Callable[[float], None] = lambda _: None
         self.observe_queue: Callable[[float], None] = lambda _: None
         self.observe_failure: Callable[[float], None] = lambda _: None
+        self.count_rows: Callable[[float], None] = lambda _: None
         self.metadata = orjson.dumps(
             {
                 "name": name,
@@ -205,6 +206,7 @@ class DataPlane:
         m.observe_duration = self.metrics.request_duration.labels(m.name, m.version).observe
         m.observe_queue = self.metrics.queue_seconds.labels(m.name, m.version).observe
         m.observe_failure = self.metrics.failed_duration.labels(m.name, m.version).observe
+        m.count_rows = self.metrics.inference_rows.labels(m.name, m.version).inc
         self.metrics.model_info.labels(*_info_labels(m)).set(1)
         if self.monitoring is not None:
             self.monitoring.add(self._monitor(m))
@@ -341,10 +343,12 @@ class DataPlane:
             raise unavailable(f"queue: full ({e}); retry later", "queue_full", retry) from None
 
     @staticmethod
-    def observe(m: ServedModel, seconds: float, timing: Timing) -> None:
-        """Records one answered infer: `seconds` from its body read to its reply."""
+    def observe(m: ServedModel, seconds: float, timing: Timing, rows: int) -> None:
+        """Records one answered infer of `rows` rows: `seconds` from its body read to its
+        reply."""
         m.observe_duration(seconds)
         m.observe_queue(timing.queue_seconds)
+        m.count_rows(rows)
 
     # -- lifecycle -------------------------------------------------------------------------------
 

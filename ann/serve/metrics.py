@@ -7,6 +7,7 @@
 | `ann_queue_seconds` | histogram | model, version | time a request waited for its batch |
 | `ann_compute_seconds` | histogram | model, version | one batch: pad and run |
 | `ann_batch_size` | histogram | model, version | real rows per batch |
+| `ann_inference_rows_total` | counter | model, version | rows of answered infers (200) |
 | `ann_batch_padding_rows_total` | counter | model, version | rows added to reach a bucket |
 | `ann_batch_executions_total` | counter | model, version, batch_size | batches run per size |
 | `ann_batch_phase_seconds_total` | counter | model, version, batch_size, phase | see below |
@@ -191,6 +192,11 @@ class Metrics:
         sizes = sorted({1 << i for i in range(max_batch_size.bit_length())} | {max_batch_size})
         self.batch_size = Histogram(
             "ann_batch_size", "Real rows per batch.", mv, buckets=sizes, registry=r
+        )
+        # Triton's inference_count: rows of successful requests only (a batch's rows include
+        # one whose request was then refused, 422 for a non-finite output).
+        self.inference_rows = Counter(
+            "ann_inference_rows", "Rows of answered infer requests.", mv, registry=r
         )
         self.failed_duration = Histogram(
             "ann_failed_request_duration_seconds",

@@ -7,7 +7,8 @@ from the server's Prometheus series, so a scrape of /metrics and the statistics 
 | `inference_stats.fail` count, ns | `ann_failed_request_duration_seconds` count, sum |
 | `inference_stats.queue` count, ns | `ann_queue_seconds` count, sum |
 | `inference_stats.compute_*` | `ann_batch_phase_seconds_total{phase}` (count: batches) |
-| `execution_count`, `inference_count` | `ann_batch_size` count (batches), sum (rows) |
+| `execution_count` | `ann_batch_size` count (batches) |
+| `inference_count` | `ann_inference_rows_total` (rows of answered requests) |
 | `batch_stats[]` per compiled size | `ann_batch_executions_total`, the phase seconds |
 
 Nanoseconds are the seconds' sums times 1e9, rounded. Compute phases count batches, not
@@ -18,8 +19,9 @@ run as it came, so its `compute_input` is 0 ns, not unmeasured; the copy to the 
 Triton counts under `compute_input`, happens inside the compiled call and is in `compute_infer`.
 `last_inference`: milliseconds since the epoch of the model's last batch, 0 before any. The
 response cache is not implemented, so `cache_hit` and `cache_miss` are zero. `inference_count`
-counts the rows the model ran, so a row whose request was then refused (a non-finite output,
-422) is in it, where Triton counts successful inferences only.
+counts the rows of answered requests, as Triton counts successful inferences: the batches' rows
+(`ann_batch_size_sum`) also hold a row whose request was then refused (a non-finite output,
+422).
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ def model_statistics(m: Any, samples: Samples) -> dict[str, Any]:
         "name": m.name,
         "version": m.version,
         "last_inference": round(m.last_inference * 1000),
-        "inference_count": int(value("ann_batch_size_sum")),
+        "inference_count": int(value("ann_inference_rows_total")),
         "execution_count": int(value("ann_batch_size_count")),
         "inference_stats": {
             "success": duration("ann_request_duration_seconds"),
