@@ -900,6 +900,8 @@ def test_read_only_commands_change_nothing(digits_export, tmp_path):
         (["alias", "digits", "champion", "３"], "alias: VERSION '３' must be a version number"),
         (["alias", "digits", "champion", "³"], "alias: VERSION '³' must be a version number"),
         (["alias", "digits", "latest", "1"], "alias 'latest' must start with"),
+        (["alias", "digits", "LATEST", "1"], "nor a version (v1, V2: MLflow's reserved names)"),
+        (["alias", "digits", "V2", "1"], "alias 'V2' must start with"),
         (
             ["tag", "digits", "k", "v", "--version=0"],
             "--version=0 must be an integer in [1, 2147483647]; e.g. --version=1",
@@ -947,6 +949,18 @@ def test_flags_are_checked_before_anything_starts(tmp_path, args, message):
     result = _cli(reg, *fill(args, {"EXPORT": tmp_path / "export"}), env=env)
     assert message in one_line_error(result)
     assert not reg.exists()
+
+
+def test_an_export_directory_given_for_a_uri_is_named_as_one(tmp_path):
+    # `resolve exports/digits_cnn` said only "is not models:/NAME/VERSION, ...".
+    export = tmp_path / "exports" / "digits_cnn"
+    export.mkdir(parents=True)
+    (export / "manifest.json").write_text("{}")
+    result = _cli(tmp_path / "reg", "resolve", str(export))
+    assert one_line_error(result).endswith(
+        f"; resolve takes a registered version's URI, and {export} is an export directory "
+        f"(register it: ann registry register {export} --name=NAME)"
+    )
 
 
 def test_a_repeated_alias_or_tag_says_it_is_so_already(digits_export, tmp_path, capsys):

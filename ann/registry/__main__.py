@@ -190,9 +190,18 @@ def check_command(command: str, args: Sequence[str], f: Any) -> None:
     if command == "delete":
         _check_version(command, args[1])
     if command in ("resolve", "show", "mirror") and not URI.match(args[0]):
+        # An export directory given where a registry URI goes: said as such, with its use.
+        given = os.path.expanduser(args[0])
+        export = os.path.isfile(os.path.join(given, "manifest.json"))
         raise RegistryError(
             f"model URI {args[0]!r} is not models:/NAME/VERSION, models:/NAME@ALIAS or "
             "models:/NAME/latest"
+            + (
+                f"; {command} takes a registered version's URI, and {args[0]} is an export "
+                f"directory (register it: ann registry register {args[0]} --name=NAME)"
+                if export
+                else ""
+            )
         )
     if command == "mirror" and not f.mlflow_uri:
         raise RegistryError("mirror: give the MLflow tracking server as --mlflow_uri=URI")
