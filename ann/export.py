@@ -52,7 +52,7 @@ HISTOGRAM_BINS = 10
 CONFIDENCE_BINS = 15  # as ECE's bins
 MAX_FEATURES = 1024  # above this many values per example, summarize per channel (last axis)
 REFERENCE_ROWS = 10_000
-SAMPLE_ROWS = 5_000  # reference.safetensors: at most this many training rows
+SAMPLE_ROWS = 5_000  # reference.safetensors: at most this many held-out rows
 SAMPLE_SEED = 0
 PREDICT_BATCH = 512
 
@@ -174,7 +174,8 @@ def reference_statistics(
 
 
 def sample_rows(rows: int, size: int = SAMPLE_ROWS, seed: int = SAMPLE_SEED) -> np.ndarray:
-    """The training rows of the drift reference sample: `min(size, rows)` distinct indices,
+    """The rows of the drift reference sample, of `rows` held out: `min(size, rows)` distinct
+    indices into them,
     sorted, drawn uniformly without replacement by a generator seeded with `seed`: the
     distribution a reservoir sample (Vitter's algorithm R) of the split read in order has; the
     split is read by index, so the indices are drawn directly. The same in every export of the
@@ -201,16 +202,28 @@ def _predict_all(call: Any, weights: dict, inputs: dict[str, np.ndarray]) -> dic
 
 
 def reference_sample(
-    split: Any, pool: np.ndarray, names: Sequence[str], call: Any, weights: dict
+    split: Any,
+    pool: np.ndarray,
+    names: Sequence[str],
+    call: Any,
+    weights: dict,
+    known: dict[str, np.ndarray] | None = None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """The drift reference sample: `sample_rows` of the rows `pool` (indices into the split
     `split`, e.g. every row of the validation split), their manifest entry and the arrays of
     reference.safetensors, `inputs/NAME` (the raw model inputs `names`, as the signature takes
-    them) and `outputs/NAME` (the exported graph `call`'s outputs on them)."""
+    them) and `outputs/NAME` (the exported graph `call`'s outputs on them). `known`: `call`'s
+    outputs on the split's first rows, taken for the sampled rows among them (an anomaly
+    detector's calibration rows, of the training split the export already ran) instead of
+    predicted again."""
     index = np.asarray(pool)[sample_rows(len(pool))]
     rows = split.rows(index)
     inputs = {k: np.ascontiguousarray(rows[k]) for k in names}
-    outputs = _predict_all(call, weights, inputs)
+    have = len(next(iter(known.values()))) if known else 0
+    if have and index.max() < have:
+        outputs = {k: v[index] for k, v in known.items()}
+    else:
+        outputs = _predict_all(call, weights, inputs)
     _check_finite(outputs, f"held-out ({split.split})", index)
     arrays = {f"inputs/{k}": v for k, v in inputs.items()}
     arrays.update({f"outputs/{k}": v for k, v in outputs.items()})
@@ -407,7 +420,8 @@ def _reference(
     _check_finite(ref_outputs, f"training ({train.split})")
     _check_agrees(infer, weights, ref_inputs, ref_outputs, device.platform)
     split, pool, words = held_out_rows(experiment, train, validation)
-    entry, sample = reference_sample(split, pool, inputs, call, weights)
+    known = ref_outputs if split is train else None  # the training rows' outputs, run above
+    entry, sample = reference_sample(split, pool, inputs, call, weights, known)
     entry["held_out"] = words
     outputs = {k.partition("/")[2]: v for k, v in sample.items() if k.startswith("outputs/")}
     reference = reference_statistics(

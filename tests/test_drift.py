@@ -460,6 +460,11 @@ def test_the_reference_sample_is_drawn_from_the_held_out_rows_with_the_models_ou
     np.testing.assert_array_equal(arrays["outputs/label"], x.astype(np.int32) % 3)
     # In calls of one size (the last padded with a repeated row): a jitted graph compiles once.
     assert set(predicted) == set(x) and len(set(sizes)) == 1, sizes
+    # Rows the export already ran (the training split's first rows) are not run again.
+    known = call(None, {"x": np.arange(60_000, dtype=np.float32)[:, None]})
+    predicted.clear()
+    _, again = reference_sample(split, pool, ["x"], call, None, known)
+    assert predicted == [] and np.array_equal(again["outputs/y"], arrays["outputs/y"])
 
 
 def test_the_reference_rows_are_held_out_of_training():
