@@ -15,7 +15,7 @@ from ann import artifact
 from ann.registry import Registry, RegistryError, resolve
 
 
-def test_versions_aliases_tags_and_uris(digits_export, tmp_path):
+def test_versions_aliases_tags_and_uris(digits_export, tmp_path, monkeypatch):
     workdir, out = digits_export
     registry = Registry(str(tmp_path / "reg"))
     # One string made one alias per letter: c, h, a, m, p, i, o, n.
@@ -97,6 +97,13 @@ def test_versions_aliases_tags_and_uris(digits_export, tmp_path):
             registry.set_alias("digits", reserved, 1)
     registry.set_alias("digits", "v1_candidate", 1)  # not a version: taken
     registry.delete_alias("digits", "v1_candidate")
+    # One an older ann took is still deleted from the command line (its check refused it).
+    with monkeypatch.context() as older:
+        older.setattr(Registry, "_check_alias", staticmethod(lambda alias: None))
+        registry.set_alias("digits", "v1", 1)
+    result = _cli(tmp_path / "reg", "alias", "digits", "v1", "--delete")
+    assert result.returncode == 0, result.stderr
+    assert "v1" not in registry.get_version("digits", 1).aliases
     with pytest.raises(RegistryError, match="model name 'a/b'"):
         registry.register(str(out), "a/b")
 

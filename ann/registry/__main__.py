@@ -183,10 +183,9 @@ def check_command(command: str, args: Sequence[str], f: Any) -> None:
         )
     if f.version is not None and f.version < 1:
         raise RegistryError(f"--version={f.version} must be a version number >= 1")
-    if command == "alias":
+    if command == "alias" and not f.delete:  # an older ann's alias (v1) can still be deleted
         Registry._check_alias(args[1])
-        if not f.delete:
-            _check_version(command, args[2])
+        _check_version(command, args[2])
     if command == "delete":
         _check_version(command, args[1])
     if command in ("resolve", "show", "mirror") and not URI.match(args[0]):

@@ -1191,10 +1191,16 @@ class Registry:
             raise RegistryError(f"model name {name!r} must be {NAME_RULE}")
 
     @staticmethod
+    def mirrored_alias(alias: str) -> bool:
+        """Whether MLflow takes `alias`: not one of its reserved names (`_check_alias`), which
+        an ann before 2026-12-06 let an alias be."""
+        return alias.lower() != "latest" and not VERSION_LIKE.match(alias)
+
+    @staticmethod
     def _check_alias(alias: str) -> None:
         # MLflow's reserved names too (`latest` in any case, `v1`), which shadowed the URIs'
         # `/latest` and version numbers here and could never be mirrored.
-        if not ALIAS.match(alias) or alias.lower() == "latest" or VERSION_LIKE.match(alias):
+        if not ALIAS.match(alias) or not Registry.mirrored_alias(alias):
             raise RegistryError(
                 f"alias {alias!r} must start with a letter or '_', hold letters, digits, '_' or "
                 "'-', and be neither 'latest' (in any case) nor a version (v1, V2: MLflow's "

@@ -577,7 +577,8 @@ def mirror(registry: Registry, name: str, version: int, tracking_uri: str) -> in
         )
         number = _model_version(client, mv, run_id)
         for alias in mv.aliases:
-            client.set_registered_model_alias(name, alias, str(number))
+            if Registry.mirrored_alias(alias):  # an older ann's `v1` MLflow refuses: left
+                client.set_registered_model_alias(name, alias, str(number))
     except (MirrorError, artifact.IntegrityError):
         raise
     except Exception as e:  # MlflowException, or the HTTP client's own errors
