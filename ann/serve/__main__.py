@@ -96,7 +96,7 @@ def as_typed(message: str, argv: list[str]) -> str:
     flag = cli.last_typed(name, argv) if said.startswith("--") else None
     if flag is None or flag.value is None or not rest.startswith("must be "):
         return message  # a range's refusal (`out_of_range`) keeps its words
-    return f"--{name}={flag.value} {rest}"
+    return f"{arguments.flag(name, flag.value)} {rest}"  # quoted where a shell needs it
 
 
 def settings_from_flags():

@@ -104,7 +104,11 @@ class ServedModel:
                     "source": public_source(model.manifest.get("source")),
                     "metrics": model.manifest.get("metrics"),
                     # The fits its function applies (a temperature, a threshold).
-                    **{k: model.manifest[k] for k in artifact.FITS if model.manifest.get(k)},
+                    **{
+                        k: model.manifest[k]
+                        for k in artifact.FITS
+                        if model.manifest.get(k) is not None
+                    },
                     # The names each integer input or output indexes (classes, a vocabulary).
                     "labels": {
                         k: v["names"]

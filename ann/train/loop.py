@@ -305,8 +305,8 @@ class _Run:
 def _check_arguments(config: Any, workdir: Any) -> tuple[ml_collections.ConfigDict, str]:
     """`train_and_evaluate`'s `config` and `workdir` checked as `ann train` checks its flags
     (`ann.train.workdir.check`, then `cli.check_out` of --workdir in the argument's words):
-    the config with a leading `~` of its path keys expanded (a copy where one is: the caller's
-    own is left as it was given), and the workdir as a str. A None or dict config raised
+    a copy of the config with a leading `~` of its path keys expanded (the caller's own is left
+    as it was given), and the workdir as a str. A None or dict config raised
     "AttributeError: 'dict' object has no attribute 'compilation_cache_dir'", a None workdir
     "... has no attribute 'strip'"."""
     from ann import artifact
@@ -317,9 +317,8 @@ def _check_arguments(config: Any, workdir: Any) -> tuple[ml_collections.ConfigDi
             f"configs/digits_cnn.py's), got {type(config).__name__}"
         )
     workdir = artifact.path_argument(workdir, "workdir", "the run's directory as a str or path")
-    expanded = copy.deepcopy(config)
-    cli.expand_config_paths(expanded)  # data.data_dir="~/tfds" as `ann train` reads it
-    config = expanded if expanded != config else config
+    config = copy.deepcopy(config)  # the caller's own is left as it was given
+    cli.expand_config_paths(config)  # data.data_dir="~/tfds" as `ann train` reads it
     workdir_lib.check(workdir)  # its own words for a file, an export, no permission
     with cli.as_arguments(("workdir",)):
         # Not its other files: a directory the caller prepared (`ann train` refuses them).

@@ -183,7 +183,7 @@ def init_from_spec(workdir: str, state: Any, skip: Sequence[str] = ()) -> str | 
 
 def previous(saved: ml_collections.ConfigDict, workdir: str) -> ml_collections.ConfigDict:
     """The config the run was last trained with: config.json with the last recorded changes."""
-    values = json.loads(json.dumps(saved.to_dict(), default=str))
+    values = config_lib.plain(saved)
     return ml_collections.ConfigDict(
         config_lib.with_changes(values, config_lib.last_changes(workdir) or {})
     )
