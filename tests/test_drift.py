@@ -1942,7 +1942,7 @@ def test_an_output_of_many_values_prints_one_line():
     # index order, the drifted ones among them).
     from ann.monitor.report import outputs_table
 
-    table = list(outputs_table(result.outputs).items())
+    table = list(outputs_table(result.outputs, result.output_verdicts).items())
     assert table[0] == ("output:forecast", "1 of 6 values drifted, DRIFT; the most drifted first")
     assert table[1][0] == "output:forecast[2]" and table[1][1].endswith("DRIFT")
     assert [k for k, _ in table[-2:]] == ["output:level[0]", "output:level[1]"]
@@ -1963,7 +1963,6 @@ def test_an_output_of_many_values_drifts_with_its_family_error_bounded():
         result = ref.detect(x, {"r": rng.normal(size=(200, 64))})
         alarms += result.output_verdicts["output:r"]
         raw += any(f.p_value <= 0.05 for f in result.outputs)
-        assert result.output_verdicts["output:r"] == any(f.drifted for f in result.outputs)
         assert all(f.p_adjusted is not None for f in result.outputs)
     assert raw >= SEEDS // 2 and alarms <= SEEDS // 10, (raw, alarms)
     moved = rng.normal(size=(200, 64))

@@ -259,7 +259,7 @@ def summary(report: dict[str, Any], path: str) -> str:
     # The verdict is the inputs'; the outputs' and a disagreeing multivariate test beside it
     # ("drift not detected" stood alone beside 72 of 72 drifted forecast values).
     mmd = r["multivariate"]["drifted"] if r["multivariate"] else None
-    verdicts = r.get("output_verdicts")  # older reports: none (any value drifted)
+    verdicts = r["output_verdicts"]
     beside = beside_verdict(
         r["detected"], mmd, [(f["feature"], f["drifted"]) for f in r["outputs"]], verdicts
     )
@@ -286,7 +286,7 @@ def summary(report: dict[str, Any], path: str) -> str:
             continue
         worst = min(tests, key=lambda f: rank(f["strength"], f["p_value"], f["score"]))
         moved_values = sum(f["drifted"] for f in tests)
-        whole = verdicts[output] if verdicts else moved_values > 0
+        whole = verdicts[output]
         lines.append(
             f"  {output}: {moved_values} of {len(tests)} values drifted, "
             f"{'DRIFT' if whole else 'ok'}; most: {worst['feature']} {worst['method']} "

@@ -283,7 +283,7 @@ def beside_verdict(
     detected: bool,
     multivariate: bool | None,
     outputs: Sequence[tuple[str, bool]],
-    verdicts: Mapping[str, bool] | None = None,
+    verdicts: Mapping[str, bool],
 ) -> str:
     """What the verdict (`detected`: the share of drifted input features) leaves out, said
     beside it: the multivariate test where it disagrees (`; multivariate MMD, not in the
@@ -293,8 +293,7 @@ def beside_verdict(
     whose 72 of 72 values drifted, and beside an MMD test that rejected (p 0.001).
     `multivariate`: that test's verdict, None where it was not run; `outputs`: each output
     test's (feature, drifted), `output:NAME` or `output:NAME[i, ...]` for a value of one;
-    `verdicts`: each output's own (`DriftResult.output_verdicts`; None, as in a report of
-    before them: drifted where any of its values did)."""
+    `verdicts`: each output's own (`DriftResult.output_verdicts`)."""
     said = ""
     if multivariate is not None and multivariate != detected:
         said += f"; multivariate MMD, not in the verdict: {'drifted' if multivariate else 'ok'}"
@@ -329,16 +328,11 @@ def output_drifted(tests: Sequence[FeatureDrift]) -> bool:
     return sum(t.drifted for t in tests) / len(tests) >= DRIFT_SHARE
 
 
-def outputs_drifted(
-    outputs: Sequence[tuple[str, bool]], verdicts: Mapping[str, bool] | None = None
-) -> str:
+def outputs_drifted(outputs: Sequence[tuple[str, bool]], verdicts: Mapping[str, bool]) -> str:
     """`1 of 2 drifted`, outputs counted whole (`verdicts`, each output's own:
-    `output_drifted`; without them, drifted where any of its values did), and `(14 of 256
-    values)` after it where an output has several (`beside_verdict`'s `outputs`): the 258
-    values of 3 outputs read "14 of 258 drifted"."""
+    `output_drifted`), and `(14 of 256 values)` after it where an output has several
+    (`beside_verdict`'s `outputs`): the 258 values of 3 outputs read "14 of 258 drifted"."""
     groups = by_output(outputs, lambda test: test[0])
-    if verdicts is None:
-        verdicts = {name: any(d for _, d in group) for name, group in groups.items()}
     moved = sum(bool(verdicts.get(name)) for name in groups)
     said = f"{moved} of {len(groups)} drifted"
     if len(outputs) > len(groups):
@@ -389,7 +383,7 @@ class DriftResult:
         beside = beside_verdict(self.detected, mmd, outputs, self.output_verdicts)
         return f"{said} (inputs){beside}"
 
-    @property
+    @functools.cached_property  # read by the verdict, report.json and the page's table
     def output_verdicts(self) -> dict[str, bool]:
         """Each output's verdict (`output_drifted`), by its name as tested: `output:NAME`."""
         groups = by_output(self.outputs, lambda f: f.feature)

@@ -45,7 +45,6 @@ from ann.monitor.drift import (
     categorical,
     category_values,
     none_moved,
-    output_drifted,
     rank,
     reference_words,
     rejects,
@@ -525,23 +524,23 @@ def sections(
         Section("Top features", table, figures_top, notes),
         Section(
             "Outputs",
-            outputs_table(result.outputs),
+            outputs_table(result.outputs, result.output_verdicts),
             _output_figures(reference, outputs, result.outputs, top),
         ),
     ]
 
 
-def outputs_table(tests: list[FeatureDrift]) -> dict[str, str]:
+def outputs_table(tests: list[FeatureDrift], verdicts: Mapping[str, bool]) -> dict[str, str]:
     """The page's Outputs table: each output test, but an output of more than
     OUTPUT_VALUES_SHOWN values led by one row (`output:reconstruction`: `12 of 256 values
-    drifted, ok; the most drifted first`, its verdict `drift.output_drifted`'s) and its
-    values ranked (`rank`): its 256 rows came in index order, the 12 drifted ones among
-    them."""
+    drifted, ok; the most drifted first`, its verdict from `verdicts`,
+    `DriftResult.output_verdicts`) and its values ranked (`rank`): its 256 rows came in index
+    order, the 12 drifted ones among them."""
     table = {}
     for output, group in by_output(tests, lambda f: f.feature).items():
         if len(group) > OUTPUT_VALUES_SHOWN:
             drifted = sum(f.drifted for f in group)
-            verdict = "DRIFT" if output_drifted(group) else "ok"
+            verdict = "DRIFT" if verdicts[output] else "ok"
             table[output] = (
                 f"{drifted} of {len(group)} values drifted, {verdict}; the most drifted first"
             )
