@@ -16,7 +16,7 @@ import pytest
 from conftest import ROOT, one_line_error
 from ml_collections.config_flags import config_flags
 
-from ann import cli, console
+from ann import cli, console, models
 from ann import config as config_lib
 from ann.__main__ import JOBS
 
@@ -1282,6 +1282,9 @@ def test_a_config_file_key_of_a_wrong_name_or_type_names_the_file_and_line(
         ("c.optimizer.momentum = 0.5", "config key 'optimizer.momentum'=0.5 has no effect with "
          "optimizer.name='adam' (read only by sgd); drop the line, or set optimizer.name to "
          "'sgd'"),
+        ("c.model.name = 'mlpp'", "config key 'model.name': unknown model 'mlpp' (did you mean "
+         "'mlp'?); use one of " + ", ".join(models.names())
+         + " or package.module:ClassName; e.g. c.model.name = 'mlp'"),
         # A model's argument and an experiment's setting, checked once each is looked up.
         ("c.model.dropout = 1.5", "config key 'model.dropout' must be in [0, 1), got 1.5; e.g. "
          "c.model.dropout = 0.5"),

@@ -87,11 +87,12 @@ def get(name: str) -> type[nnx.Module]:
     target = MODELS.get(name, name)
     if isinstance(target, type):
         return target
-    if ":" not in target:
-        raise ConfigError(
+    if ":" not in target:  # worded for the config file's line where it set it (`cli.run`)
+        what = (
             f"config key 'model.name': unknown model {name!r}{near_name(name, names())}; use "
             f"one of {', '.join(names())} or package.module:ClassName"
         )
+        raise KeyValueError("model.name", what, example=closest(name, names()))
     return import_named("model.name", target)
 
 
