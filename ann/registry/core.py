@@ -1200,7 +1200,13 @@ class Registry:
     def _check_alias(alias: str) -> None:
         # MLflow's reserved names too (`latest` in any case, `v1`), which shadowed the URIs'
         # `/latest` and version numbers here and could never be mirrored.
-        if not ALIAS.match(alias) or not Registry.mirrored_alias(alias):
+        if ALIAS.match(alias) and not Registry.mirrored_alias(alias):  # the rule it broke, named
+            raise RegistryError(
+                f"alias {alias!r} is reserved: MLflow keeps 'latest' (in any case) and versions "
+                "(v1, V2) for itself, and here it would shadow models:/NAME/latest or a version; "
+                "choose another name"
+            )
+        if not ALIAS.match(alias):
             raise RegistryError(
                 f"alias {alias!r} must start with a letter or '_', hold letters, digits, '_' or "
                 "'-', and be neither 'latest' (in any case) nor a version (v1, V2: MLflow's "
