@@ -2212,3 +2212,22 @@ def _drift_report(result, records: int) -> dict:
         "result": {**result.to_json(), "drift_share": 0.5},
         "figures": [],
     }
+
+
+def test_a_histogram_goes_log_for_a_long_tail_not_for_one_stray_bar():
+    # One stray row beside a bell curve switched its axis to log (the tallest bar was more
+    # than 50 times the smallest); a long tail of low bars (faulty anomaly scores) needs it.
+    import matplotlib.pyplot as plt
+
+    from ann.monitor import report
+
+    rng = np.random.default_rng(0)
+    bell = rng.normal(size=2000)
+    _, ax = plt.subplots()
+    report._histogram(ax, bell, np.r_[rng.normal(size=199), 3.5])
+    assert ax.get_yscale() == "linear"
+    _, ax = plt.subplots()
+    tail = np.r_[np.full(190, 0.05) + rng.normal(0, 0.005, 190), rng.uniform(0.1, 0.6, 10)]
+    report._histogram(ax, np.full(300, 0.05) + rng.normal(0, 0.005, 300), tail)
+    assert ax.get_yscale() == "log" and ax.get_ylabel() == "density (log)"
+    plt.close("all")

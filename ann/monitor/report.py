@@ -64,7 +64,7 @@ from ann.monitor.features import MAX_VALUES, feature_matrix
 SCHEMA_VERSION = 5
 SHOWN = 20  # features in the strength chart and the table
 HIST_BINS = 30
-LOG_SCALE_RATIO = 50  # a histogram whose bars span more than this ratio gets a log y-axis
+LOG_SCALE_RATIO = 50  # tallest bar / the median non-empty bar above this: a log y-axis
 FEW_VALUES = 20  # at most this many distinct values: one bar per value
 LONG_RATIO = 4  # a 2-D input this many times longer than wide is mapped with its long axis on x
 
@@ -273,6 +273,13 @@ def _image_maps(result: DriftResult, spec: Mapping[str, Mapping[str, Any]]) -> d
     return maps
 
 
+def _legend_below(ax: Any, *labels: str) -> None:
+    """The legend under the axes, out of the bars' way: the reference's words (`train's normal
+    calibration rows, held out of the loss`) took most of the width over the data."""
+    ax.legend(*([list(labels)] if labels else []), fontsize=8, loc="upper center",
+              bbox_to_anchor=(0.5, -0.2), ncols=2, frameon=False)  # fmt: skip
+
+
 def reference_label(split: str | None, held_out: str | None = None) -> str:
     """The reference's name in a picture's legend: `reference (validation split, held out of
     training)`, its rows (inputs, and the model's outputs on them) as `reference_words` says
@@ -284,9 +291,10 @@ def reference_label(split: str | None, held_out: str | None = None) -> str:
 def _histogram(ax: Any, ref: np.ndarray, cur: np.ndarray, label: str = "reference") -> None:
     """Reference and current values of one feature: side-by-side bars per value for at most
     FEW_VALUES distinct values (each value a tick, up to 10 of them), else densities on shared
-    bins, the reference filled and the current outlined, on a log axis where the bars span
-    more than LOG_SCALE_RATIO. Ticks of integer-valued features are integers (the pixels were
-    ticked -2.5, 0, 2.5). `label`: the reference's in the legend (`reference_label`)."""
+    bins, the reference filled and the current outlined, on a log axis where the tallest bar
+    is more than LOG_SCALE_RATIO times the median non-empty one. Ticks of integer-valued
+    features are integers (the pixels were ticked -2.5, 0, 2.5). `label`: the reference's in
+    the legend (`reference_label`)."""
     from matplotlib.ticker import MaxNLocator
 
     values = np.union1d(ref, cur)
@@ -306,8 +314,9 @@ def _histogram(ax: Any, ref: np.ndarray, cur: np.ndarray, label: str = "referenc
                                label="current")[0])  # fmt: skip
         shown = np.concatenate(heights)
         shown = shown[shown > 0]
-        # A long tail (an anomaly score's faulty rows) is bars too low to see on a linear axis.
-        tail = len(shown) and shown.max() > LOG_SCALE_RATIO * shown.min()
+        # A long tail (an anomaly score's faulty rows) is bars too low to see on a linear axis:
+        # most bars far below the tallest (by one stray bar, a bell curve's went log).
+        tail = len(shown) and shown.max() > LOG_SCALE_RATIO * np.median(shown)
         if tail:
             ax.set_yscale("log")
         ax.set_ylabel("density (log)" if tail else "density")
@@ -315,7 +324,7 @@ def _histogram(ax: Any, ref: np.ndarray, cur: np.ndarray, label: str = "referenc
         ax.set_xticks(values, [f"{v:g}" for v in values])
     elif np.all(values == np.round(values)):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.legend(fontsize=8)
+    _legend_below(ax)
 
 
 def _category_bars(
@@ -342,7 +351,7 @@ def _category_bars(
     rotation = 45 if max(map(len, labels), default=0) > 3 else 0  # "<pad>" ran into "<unk>"
     ax.set_xticks(x, [repr(n) if n.isspace() else n for n in labels], fontsize=7, rotation=rotation)
     ax.set_ylabel(f"share of {unit}")
-    ax.legend(fontsize=8)
+    _legend_below(ax)
 
 
 def _feature_figures(
@@ -417,7 +426,9 @@ def _output_figures(
                               rotation=45 if long else 0)  # fmt: skip
                 ax.set_xlabel("predicted class")
                 ax.set_ylabel(f"share of {unit}")
-                ax.legend([label, "current"], fontsize=8)
+                for bars in ax.containers:  # the shares read off, however small (1% flagged)
+                    ax.bar_label(bars, fmt="%.3f", fontsize=7)
+                _legend_below(ax, label, "current")
             ax.set_title(f"{name}: predicted-class shares{verdicts.get(name, '')}", fontsize=9)
         elif name == "probabilities" and ref.ndim == 2:
             figure, ax = plt.subplots(figsize=(6, 3.2))
@@ -430,8 +441,8 @@ def _output_figures(
             # where a shift shows (what the KS test found), was a flat line.
             ax.set_yscale("log")
             ax.set_ylabel("density (area 1, log)")
-            ax.legend(fontsize=8)
             ax.set_title(f"{name}: confidence{verdicts.get(name, '')}", fontsize=9)
+            _legend_below(ax)
         else:
             figures.update(_value_figures(name, spec, ref, cur, tests, top, label))
             continue

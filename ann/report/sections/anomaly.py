@@ -61,10 +61,16 @@ def histogram_figure(
     ax = fig.add_subplot()
     # Each class's share of its own rows per bin: the classes differ in size (anomalies are
     # rare), so counts would hide one, and densities mislead on log-spaced bins.
-    for values, name, color in ((normal, "normal", "#1f77b4"), (anomalous, "anomalous", "#d62728")):
+    # Normal filled, anomalous outlined over it (as the drift pictures draw reference and
+    # current): two blended fills made a colour the legend did not name, and hid the normal.
+    styles = (
+        (normal, "normal", dict(color="#1f77b4", alpha=0.5)),
+        (anomalous, "anomalous", dict(color="#d62728", histtype="step", linewidth=1.8)),
+    )
+    for values, name, style in styles:
         if len(values):
             weights = np.full(len(values), 1 / len(values))
-            ax.hist(values, bins=edges, weights=weights, alpha=0.55, color=color, label=name)
+            ax.hist(values, bins=edges, weights=weights, label=name, **style)
     if threshold is not None:
         label = f"deployed threshold {significant(threshold)} (flagged above)"
         ax.axvline(threshold, color="black", ls="--", lw=1.2, label=label)
