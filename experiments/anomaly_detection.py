@@ -98,8 +98,12 @@ class AnomalyDetection:
         self.inputs: dict = {}  # the input's signature
         self.breakdown_names: list[str] = []
         self.preprocess = Standardizer()
-        self.reference = np.zeros(())  # raw normal training rows the threshold is taken from
-        self.calibration_index = np.zeros(0, np.int64)  # the training rows held out, sorted
+        # The threshold's rows: raw normal calibration rows, at most task.reference_rows of them
+        # (the first of a seeded shuffle); the drift reference is drawn from all of them
+        # (`calibration_index`, up to the export's 5,000-row sample), so above reference_rows
+        # the two are not the same rows.
+        self.reference = np.zeros(())
+        self.calibration_index = np.zeros(0, np.int64)  # every normal calibration row, sorted
         # {"value", "quantile", "calibration_rows"}: fixed by `fit_threshold` (or an export's
         # manifest `threshold`, as `ann report` reads one); None: the model's own, computed
         self.fitted_threshold: dict | None = None

@@ -33,7 +33,7 @@ from typing import Any
 
 from absl import flags
 
-from ann import arguments, artifact, cli
+from ann import arguments, artifact, cli, directory_kind
 from ann.registry import mlflow_mirror
 from ann.registry.core import (
     MAX_DESCRIPTION,
@@ -189,18 +189,22 @@ def check_command(command: str, args: Sequence[str], f: Any) -> None:
     if command == "delete":
         _check_version(command, args[1])
     if command in ("resolve", "show", "mirror") and not URI.match(args[0]):
-        # An export directory given where a registry URI goes: said as such, with its use.
-        given = os.path.expanduser(args[0])
-        export = os.path.isfile(os.path.join(given, "manifest.json"))
-        raise RegistryError(
-            f"model URI {args[0]!r} is not models:/NAME/VERSION, models:/NAME@ALIAS or "
-            "models:/NAME/latest"
-            + (
+        # A directory given where a registry URI goes: said as what it is, and what it takes.
+        kinds = directory_kind.of(os.path.expanduser(args[0]))
+        said = ""
+        if directory_kind.EXPORT in kinds:
+            said = (
                 f"; {command} takes a registered version's URI, and {args[0]} is an export "
                 f"directory (register it: ann registry register {args[0]} --name=NAME)"
-                if export
-                else ""
             )
+        elif kinds:
+            said = (
+                f"; {command} takes a registered version's URI, and {args[0]} is "
+                f"{directory_kind.NAMES[kinds[0]]}"
+            )
+        raise RegistryError(
+            f"model URI {args[0]!r} is not models:/NAME/VERSION, models:/NAME@ALIAS or "
+            f"models:/NAME/latest{said}"
         )
     if command == "mirror" and not f.mlflow_uri:
         raise RegistryError("mirror: give the MLflow tracking server as --mlflow_uri=URI")
