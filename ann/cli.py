@@ -971,7 +971,15 @@ def file_key_error(error: BaseException, config: str, given: Iterable[str]) -> B
     """`in_config_file` for the config file `config` (`FILE[:ARG]`) and the dotted keys
     `given` that overrides set (a sweep's fixed and swept keys): `error` worded for the file
     where it is a `config.KeyValueError` whose key, and the keys it depends on (a range's
-    bound), none of `given` set; else `error` as it is."""
+    bound), none of `given` set; else `error` as it is. `config.KeyValueErrors`: each part
+    worded so, the file named once ("--config=F line 5: ...; also line 7: ...")."""
+    if isinstance(error, config_lib.KeyValueErrors):
+        parts = [file_key_error(e, config, given) for e in error.errors]
+        if all(part is e for part, e in zip(parts, error.errors, strict=True)):
+            return error
+        said = f"--config={config.partition(':')[0]} "
+        texts = [str(parts[0])] + [str(p).removeprefix(said) for p in parts[1:]]
+        return ConfigError("; also ".join(texts))
     if not isinstance(error, config_lib.KeyValueError):
         return error
     key = error.key

@@ -8,6 +8,7 @@ one line naming the key and the fix, not deep inside JAX.
 from __future__ import annotations
 
 import ast
+import contextlib
 import contextvars
 import copy
 import dataclasses
@@ -16,7 +17,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 import ml_collections
@@ -59,6 +60,16 @@ class KeyValueError(ConfigError):
         super().__init__(f"{what}; {fix}" if fix else what)
         self.key, self.what, self.meant, self.example = key, what, list(meant), example
         self.unknown, self.depends_on, self.file_fix = unknown, tuple(depends_on), file_fix
+
+
+class KeyValueErrors(ConfigError):
+    """Several `KeyValueError`s said in one refusal, joined by "; also " (every ignored
+    setting of a config at once: fixing one to be refused for the next cost a run each);
+    `errors`, the refusals. `ann.cli` words each for the config file as it would alone."""
+
+    def __init__(self, errors: Sequence[KeyValueError]):
+        super().__init__("; also ".join(str(e) for e in errors))
+        self.errors = list(errors)
 
 
 # key -> (default, allowed types). Nested dicts are nested sections. `model` is open: its extra
@@ -418,11 +429,15 @@ def _check_run_settings(values: Mapping[str, Any]) -> None:
         fix = "e.g. --config.profile_steps='(10, 5)'"
         raise KeyValueError("profile_steps", what, fix, example=(10, 5))
     if values["param_dtype"] == "float16" and values["optimizer"]["name"] in ("adam", "adamw"):
-        raise ConfigError(
+        raise KeyValueError(
+            "param_dtype",
             "config key 'param_dtype' is 'float16' with optimizer "
             f"{values['optimizer']['name']!r}: its second moments and eps (1e-8) underflow in "
             "float16, and the state turned non-finite at step 2; keep parameters in float32 or "
-            "bfloat16 (--config.dtype=float16 computes in float16 with float32 parameters)"
+            "bfloat16",
+            "--config.dtype=float16 computes in float16 with float32 parameters",
+            depends_on=("optimizer.name",),
+            file_fix="dtype = 'float16' computes in float16 with float32 parameters",
         )
 
 
@@ -446,18 +461,26 @@ def meant_metric(metric: str, names: Sequence[str]) -> str:
     return meant_words([bare[near[0][1]]]) if near else ""
 
 
+def _mode_fault(what: str, metric: str, mode_name: str, mode: str) -> tuple[str, str] | None:
+    """(the refusal without its fix, the mode wanted) where `mode` runs against what
+    `metric`'s name says is better; None where it agrees or the name says nothing."""
+    lower = implied_mode(metric) == "min"
+    want = implied_mode(metric) or mode
+    if mode == want:
+        return None
+    return (
+        f"{what} is {metric!r}, better {'lower' if lower else 'higher'}, with "
+        f"{mode_name}={mode!r}: it would keep the {'worst' if lower else 'lowest'} value",
+        want,
+    )
+
+
 def check_mode(what: str, metric: str, mode_name: str, mode: str, flag: str) -> None:
     """ConfigError when `mode` runs against what `metric`'s name says is better: `what` names
     the metric's setting ("config key 'best_metric'", "--metric"), `mode_name` and `flag` the
     mode's as said and as set."""
-    lower = implied_mode(metric) == "min"
-    want = implied_mode(metric) or mode
-    if mode != want:
-        raise ConfigError(
-            f"{what} is {metric!r}, better {'lower' if lower else 'higher'}, with "
-            f"{mode_name}={mode!r}: it would keep the {'worst' if lower else 'lowest'} value; "
-            f"set {flag}={want}"
-        )
+    if (fault := _mode_fault(what, metric, mode_name, mode)) is not None:
+        raise ConfigError(f"{fault[0]}; set {flag}={fault[1]}")
 
 
 def check_selection_metric(
@@ -539,14 +562,32 @@ def check_logged_metric(
 def _check_name_then_mode(
     key: str, metric: str, mode_key: str, mode: str, values: Mapping[str, Any]
 ) -> None:
-    """`check_mode` for config key `key`'s metric and `mode_key`'s mode, where a metric the run
-    does not log is said first: `--config.best_metric=val/accuracy` in a regression run was
-    told to set best_mode=max, and then, set, that val/accuracy is not a metric of the run."""
-    try:
-        check_mode(f"config key {key!r}", metric, mode_key, mode, f"--config.{mode_key}")
-    except ConfigError:
+    """`check_mode` for config key `key`'s metric and `mode_key`'s mode, as a KeyValueError of
+    `mode_key` (a config file's line of it, or of the metric where the mode is an import's),
+    where a metric the run does not log is said first: `--config.best_metric=val/accuracy` in a
+    regression run was told to set best_mode=max, and then, set, that val/accuracy is not a
+    metric of the run."""
+    fault = _mode_fault(f"config key {key!r}", metric, mode_key, mode)
+    if fault is None:
+        return
+    with _keyed(key):
         check_logged_metric(f"config key {key!r}: {metric!r}", metric, values, near_only=False)
+    what, want = fault
+    fix = f"set --config.{mode_key}={want}"
+    raise KeyValueError(mode_key, what, fix, example=want, depends_on=(key,))
+
+
+@contextlib.contextmanager
+def _keyed(key: str) -> Iterator[None]:
+    """Makes a ConfigError raised inside, whose text words its fix without flags (a metric's
+    name to use), a KeyValueError of config key `key`, so that a config file's line of `key`
+    is named (`cli.in_config_file`)."""
+    try:
+        yield
+    except KeyValueError:
         raise
+    except ConfigError as e:
+        raise KeyValueError(key, str(e)) from None
 
 
 def check_workdir_selects_on_validation(workdir: str) -> None:
@@ -1008,29 +1049,36 @@ def check_ranges(config: Mapping[str, Any] | ml_collections.ConfigDict, **known:
         changed = copy.deepcopy(dict(values))
         (lookup(changed, ".".join(parents)) if parents else changed)[leaf] = x
         new = set(_out_of_range(changed, known))
-        return new <= set(bad) - {path} - dependants and not _run_length_error(changed)
+        return new <= set(bad) - {path} - dependants and _run_length_error(changed) is None
 
     resolve = _resolver(values, known)
     RANGES[path].check(path, lookup(values, path), resolve, default(path), accepts)
 
 
-def _run_length_error(values: Mapping[str, Any]) -> str | None:
+def _run_length_error(values: Mapping[str, Any]) -> KeyValueError | None:
     """The mistake in how long the run is (exactly one of total_steps and num_epochs is set),
-    or None; also None where `values` holds neither key (a partial config)."""
+    or None; also None where `values` holds neither key (a partial config). Keyed on
+    `num_epochs` where both are set (a config file's epochs line beside steps it or an import
+    set), on `total_steps` where neither is."""
     if "total_steps" not in values or "num_epochs" not in values:
         return None
     steps, epochs = values["total_steps"], values["num_epochs"]
-    if bool(steps) == bool(epochs):
-        fix = (
-            "to train by epochs, add --config.total_steps=0 (or by steps, --config.num_epochs=0)"
-            if steps
-            else "e.g. --config.total_steps=1000 or --config.num_epochs=10"
+    if bool(steps) != bool(epochs):
+        return None
+    what = (
+        "set exactly one of config keys 'total_steps' and 'num_epochs' to a positive value "
+        f"(got total_steps={steps}, num_epochs={_number(epochs)})"
+    )
+    if steps:
+        return KeyValueError(
+            "num_epochs",
+            what,
+            "to train by epochs, add --config.total_steps=0 (or by steps, --config.num_epochs=0)",
+            depends_on=("total_steps",),
+            file_fix="to train by epochs, set total_steps to 0 too; by steps, drop the line",
         )
-        return (
-            "set exactly one of config keys 'total_steps' and 'num_epochs' to a positive value "
-            f"(got total_steps={steps}, num_epochs={_number(epochs)}); {fix}"
-        )
-    return None
+    fix = "e.g. --config.total_steps=1000 or --config.num_epochs=10"
+    return KeyValueError("total_steps", what, fix, example=1000, depends_on=("num_epochs",))
 
 
 def _resolver(values: Mapping[str, Any], known: Mapping[str, Any]) -> Callable[[str], Any]:
@@ -1253,8 +1301,8 @@ def validate(
     for path, options in CHOICES.items():
         check_choice(path, lookup(values, path), options)
     check_ranges(values)
-    if _run_length_error(values):
-        raise ConfigError(_run_length_error(values))
+    if (run_length := _run_length_error(values)) is not None:
+        raise run_length
     if num_devices is not None:
         _check_divisible(values, num_devices)
     stopping = values["early_stopping"]
@@ -1263,16 +1311,22 @@ def validate(
         def logged() -> list[str] | None:  # asked only on a refusal
             return logged_validation_metrics(values)
 
-        check_selection_metric("config key 'best_metric'", values["best_metric"], logged)
-        check_logged_metric(
-            f"config key 'best_metric': {values['best_metric']!r}", values["best_metric"], values
-        )
+        with _keyed("best_metric"):
+            check_selection_metric("config key 'best_metric'", values["best_metric"], logged)
+            check_logged_metric(
+                f"config key 'best_metric': {values['best_metric']!r}",
+                values["best_metric"],
+                values,
+            )
         _check_name_then_mode("best_metric", values["best_metric"], "best_mode",
                               values["best_mode"], values)  # fmt: skip
         if stopping["metric"]:
             metric = stopping["metric"]
-            check_selection_metric("config key 'early_stopping.metric'", metric, logged)
-            check_logged_metric(f"config key 'early_stopping.metric': {metric!r}", metric, values)
+            with _keyed("early_stopping.metric"):
+                check_selection_metric("config key 'early_stopping.metric'", metric, logged)
+                check_logged_metric(
+                    f"config key 'early_stopping.metric': {metric!r}", metric, values
+                )
             _check_name_then_mode("early_stopping.metric", metric, "early_stopping.mode",
                                   stopping["mode"], values)  # fmt: skip
         dc = values["data"]
@@ -1283,16 +1337,27 @@ def validate(
             split = dc["validation_split"]
             if split in splits:
                 rest = tuple(s for s in splits if s != split)
+                what = (
+                    f"config key 'data.validation_split' is {split!r}, which is also in "
+                    f"{other}: the split that chooses must be one of its own"
+                )
                 if other == "data.eval_splits" and (rest or split == "validation"):
                     shown = f'"{rest}"' if rest else "\"('test',)\", a split to report on"
                     fix = f"drop it from data.eval_splits (--config.data.eval_splits={shown})"
-                else:  # the train split, or the one reported split: choose on another one
-                    fix = "carve one from train: data.train_split='train[:90%]', "
-                    fix += "data.validation_split='train[90%:]'"
-                    fix = ("use 'validation', or " if split != "validation" else "") + fix
-                raise ConfigError(
-                    f"config key 'data.validation_split' is {split!r}, which is also in {other}: "
-                    f"the split that chooses must be one of its own; {fix}"
+                    kept = f"{rest}" if rest else "('test',), a split to report on"
+                    raise KeyValueError(
+                        other,
+                        what,
+                        fix,
+                        depends_on=("data.validation_split",),
+                        file_fix=f"drop it from the line: data.eval_splits = {kept}",
+                    )
+                # The train split, or the one reported split: choose on another one.
+                carve = "carve one from train: data.train_split='train[:90%]', "
+                carve += "data.validation_split='train[90%:]'"
+                carve = ("use 'validation', or " if split != "validation" else "") + carve
+                raise KeyValueError(
+                    "data.validation_split", f"{what}; {carve}", depends_on=(other,)
                 )
     _check_run_settings(values)
     for key in ("freeze", "init_from_skip"):  # path regexes: fail here, not mid-build
@@ -1344,8 +1409,7 @@ def _check_keys_apply(values: Mapping[str, Any], unchanged: Collection[str] = ()
     is a change and passes. Every such fault is said in one refusal, joined by "; also ":
     `--config.optimizer.schedule=step` on a config with warmup was refused for the warmup, and
     once that was fixed, for the missing step boundaries (two failed runs)."""
-    faults = []
-    keyed = []  # (key, decider, the fix's setting): a fault a config file's line can carry
+    faults: list[KeyValueError] = []
     for key, (decider, readers) in _READ_ONLY_WHEN.items():
         value, unset = lookup(values, key), default(key)
         value = tuple(value) if isinstance(value, list | tuple) else value
@@ -1360,36 +1424,49 @@ def _check_keys_apply(values: Mapping[str, Any], unchanged: Collection[str] = ()
                 else f"set --config.{key}={reset} (its default) or"
             )
             faults.append(
-                f"config key '{key}'={value!r} has no effect with {decider}={setting!r} "
-                f"(read only {'by ' + ' and '.join(readers) if readers else 'when it is set'}); "
-                f"{undo} --config.{decider}={fix}"
+                KeyValueError(
+                    key,
+                    f"config key '{key}'={value!r} has no effect with {decider}={setting!r} "
+                    f"(read only {'by ' + ' and '.join(readers) if readers else 'when it is set'})",
+                    f"{undo} --config.{decider}={fix}",
+                    depends_on=(decider,),
+                    file_fix=f"drop the line, or set {decider} to {fix!r}",
+                )
             )
-            keyed.append((key, decider, fix))
     opt = values["optimizer"]
     if opt["name"] == "sgd" and opt["nesterov"] and not opt["momentum"]:
         faults.append(
-            "config key 'optimizer.nesterov'=True has no effect with optimizer.momentum=0 "
-            "(Nesterov momentum needs momentum); set --config.optimizer.momentum=0.9 or "
-            "--config.optimizer.nesterov=False"
+            KeyValueError(
+                "optimizer.nesterov",
+                "config key 'optimizer.nesterov'=True has no effect with optimizer.momentum=0 "
+                "(Nesterov momentum needs momentum)",
+                "set --config.optimizer.momentum=0.9 or --config.optimizer.nesterov=False",
+                depends_on=("optimizer.momentum",),
+                file_fix="drop the line, or set optimizer.momentum to 0.9",
+            )
         )
     if opt["schedule"] == "step" and not opt["step_boundaries"]:
         # No boundary: the rate never steps, and step_factor is read by nothing.
         total = values["total_steps"]
-        example = f"({total // 2}, {total * 3 // 4})" if total >= 4 else "(1000, 2000)"
+        example = (total // 2, total * 3 // 4) if total >= 4 else (1000, 2000)
         faults.append(
-            "config key 'optimizer.schedule'='step' has no effect without "
-            "optimizer.step_boundaries (no boundary: the learning rate stays constant); set "
-            f'--config.optimizer.step_boundaries="{example}" (steps in (0, total_steps), at '
-            "each of which the rate is multiplied by optimizer.step_factor) or "
-            "--config.optimizer.schedule=constant"
+            KeyValueError(
+                "optimizer.schedule",
+                "config key 'optimizer.schedule'='step' has no effect without "
+                "optimizer.step_boundaries (no boundary: the learning rate stays constant)",
+                f'set --config.optimizer.step_boundaries="{example}" (steps in (0, '
+                "total_steps), at each of which the rate is multiplied by "
+                "optimizer.step_factor) or --config.optimizer.schedule=constant",
+                depends_on=("optimizer.step_boundaries",),
+                file_fix=f"set optimizer.step_boundaries too (e.g. {example}: steps in (0, "
+                "total_steps), at each of which the rate is multiplied by "
+                "optimizer.step_factor), or schedule to 'constant'",
+            )
         )
-    if len(faults) == 1 and len(keyed) == 1:  # a config file's line may have set it: its words
-        key, decider, fix = keyed[0]
-        what, flag_fix = faults[0].rsplit("; ", 1)
-        file_fix = f"drop the line, or set {decider} to {fix!r}"
-        raise KeyValueError(key, what, flag_fix, depends_on=(decider,), file_fix=file_fix)
+    if len(faults) == 1:
+        raise faults[0]
     if faults:
-        raise ConfigError("; also ".join(faults))
+        raise KeyValueErrors(faults)
 
 
 def check_task_keys_apply(
@@ -1414,9 +1491,13 @@ def check_task_keys_apply(
             if value == unset
             else f"set --config.task.{key}={unset} (its default) or"
         )
-        raise ConfigError(
+        raise KeyValueError(
+            f"task.{key}",
             f"config key 'task.{key}'={value!r} has no effect with task.{decider}={setting!r} "
-            f"(read only by {' and '.join(readers)}); {undo} --config.task.{decider}={readers[0]}"
+            f"(read only by {' and '.join(readers)})",
+            f"{undo} --config.task.{decider}={readers[0]}",
+            depends_on=(f"task.{decider}",),
+            file_fix=f"drop the line, or set task.{decider} to {readers[0]!r}",
         )
 
 

@@ -66,6 +66,7 @@ from experiments.common import (
     call_model,
     feature_spec,
     made_for,
+    misfit,
     spec,
     supervised_keys,
 )
@@ -116,10 +117,12 @@ class AnomalyDetection:
         )
         label = features[self.label_key]
         if getattr(label, "num_classes", 0) != 2:
-            raise ConfigError(
+            raise misfit(
                 f"feature {self.label_key!r} of {train.name!r} must be a two-class ClassLabel "
                 "(class 0 normal, class 1 anomalous) for anomaly_detection"
-                f"{made_for(train.name, 'anomaly_detection')}"
+                f"{made_for(train.name, 'anomaly_detection')}",
+                train.name,
+                "anomaly_detection",
             )
         if self.breakdown:
             group = features[self.breakdown] if self.breakdown in features else None

@@ -28,6 +28,7 @@ from experiments.common import (
     first_rows,
     made_for,
     mean_of,
+    misfit,
     spec,
     supervised_keys,
 )
@@ -55,13 +56,15 @@ class Classification:
         self.input_key, self.label_key = supervised_keys(train, "classification", "(input, label)")
         label = train.info.features[self.label_key]
         if not hasattr(label, "num_classes"):
-            raise ConfigError(
+            raise misfit(
                 f"feature {self.label_key!r} of {train.name!r} is not a ClassLabel; "
                 + (
                     made_for(train.name, "classification").strip(" ()")
                     or "declare it as tfds.features.ClassLabel(num_classes=N) (or names=[...]) "
                     "in its builder"
-                )
+                ),
+                train.name,
+                "classification",
             )
         if label.num_classes < 2:  # it trained to loss 0, accuracy 1 and AUROC nan
             raise ConfigError(

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ann.config import ConfigError
+from ann.config import ConfigError, KeyValueError
 from ann.data import Split
 from ann.data.statistics import channel_stats, safe_std
 
@@ -72,13 +72,26 @@ MADE_FOR = {
 
 
 def made_for(name: str, task: str) -> str:
-    """ " (data set 'diabetes' is made for --config.experiment=regression, as in
+    """ " (data set 'diabetes' is made for experiment 'regression', as in
     configs/diabetes_mlp.py)" where `name` is one of ann's offline sets made for another
-    experiment than `task`; "" otherwise (a user's set: its refusal's own fix stands)."""
+    experiment than `task`; "" otherwise (a user's set: its refusal's own fix stands). Worded
+    in neither a flag's nor a config file's spelling: `misfit` names the file's line."""
     made = MADE_FOR.get(name.partition(":")[0])
     if made is None or made[0] == task:
         return ""
-    return f" (data set {name!r} is made for --config.experiment={made[0]}, as in {made[1]})"
+    return f" (data set {name!r} is made for experiment {made[0]!r}, as in {made[1]})"
+
+
+def misfit(what: str, name: str, task: str) -> ConfigError:
+    """The refusal `what` of data set `name` under experiment `task`, to raise: a
+    `KeyValueError` of config key `experiment` (depending on `data.name`) where `name` is one
+    of ann's offline sets made for another experiment, so that a config file's line setting
+    either is named (`ann.cli.in_config_file`); a ConfigError otherwise."""
+    if not made_for(name, task):
+        return ConfigError(what)
+    made = MADE_FOR[name.partition(":")[0]][0]
+    fix = f"e.g. --config.experiment={made}"
+    return KeyValueError("experiment", what, fix, example=made, depends_on=("data.name",))
 
 
 def supervised_keys(train: Split, task: str, roles: str, hint: str = "") -> tuple[str, str]:
@@ -92,13 +105,15 @@ def supervised_keys(train: Split, task: str, roles: str, hint: str = "") -> tupl
     if not keys:
         shipped = made_for(train.name, task)
         example = ", ".join(f'"{role}"' for role in roles.strip("()").split(", "))
-        raise ConfigError(
+        raise misfit(
             f"data set {train.name!r} declares no {roles} supervised_keys; {task} needs them"
             + (
                 shipped
                 or f"{hint}; declare them in its builder's _info, tfds.core.DatasetInfo(..., "
                 f"supervised_keys=({example})), with two of its features (its features: {names})"
-            )
+            ),
+            train.name,
+            task,
         )
     missing = [k for k in keys if k not in features]
     if missing:  # it was TFDS's KeyError traceback from the experiment's setup

@@ -23,7 +23,7 @@ import numpy as np
 from flax import nnx
 
 from ann import models
-from ann.config import NONNEGATIVE, ConfigError, task_settings
+from ann.config import NONNEGATIVE, ConfigError, KeyValueError, task_settings
 from ann.data import Split
 from ann.metrics.baselines import seasonal_naive
 from experiments.common import (
@@ -32,6 +32,7 @@ from experiments.common import (
     first_rows,
     made_for,
     mean_of,
+    misfit,
     spec,
     supervised_keys,
 )
@@ -68,21 +69,33 @@ class Forecasting:
             or len(self.future_shape) != 2
             or self.history_shape[1] != self.future_shape[1]
         ):
-            raise ConfigError(
+            raise misfit(
                 f"data set {train.name!r}: forecasting needs [time, channels] history and future "
                 f"with the same channels, got {self.history_shape} and {self.future_shape}"
-                f"{made_for(train.name, 'forecasting')}"
+                f"{made_for(train.name, 'forecasting')}",
+                train.name,
+                "forecasting",
             )
-        period = self.settings["period"] or int((info.metadata or {}).get("period", 0))
+        recorded = int((info.metadata or {}).get("period", 0))
+        period = self.settings["period"] or recorded
         if not period:
             raise ConfigError(
                 f"data set {train.name!r} records no seasonal period in its metadata; set "
                 "--config.task.period=<steps per season>"
             )
-        if period > self.history_shape[0]:
-            raise ConfigError(
-                f"config key 'task.period'={period} is longer than the history "
-                f"({self.history_shape[0]} steps); the seasonal-naive baseline needs one period"
+        steps = self.history_shape[0]
+        if period > steps:
+            # Unset reads the data set's own period, where it fits in the history.
+            own = 0 < recorded <= steps
+            raise KeyValueError(
+                "task.period",
+                f"config key 'task.period'={period} is longer than the history ({steps} "
+                "steps); the seasonal-naive baseline needs one period",
+                f"set --config.task.period=0 (the data set's own, {recorded})"
+                if own
+                else f"e.g. --config.task.period={steps}",
+                example=None if own else steps,
+                file_fix=f"drop the line (the data set's own period, {recorded}, is read)",
             )
         self.period = period
         self.standardize = Standardizer.per_channel(first_rows(train, STATS_ROWS)[self.history_key])

@@ -20,10 +20,10 @@ import optax
 from flax import nnx
 
 from ann import models
-from ann.config import ConfigError, task_settings
+from ann.config import task_settings
 from ann.data import Split
 from ann.metrics.baselines import unigram_log_probs
-from experiments.common import Vocabulary, call_model, first_rows, made_for, mean_of, spec
+from experiments.common import Vocabulary, call_model, first_rows, made_for, mean_of, misfit, spec
 
 STATS_ROWS = 20_000  # rows of the training split used for the unigram baseline
 
@@ -42,9 +42,11 @@ class LanguageModelling:
     def setup(self, train: Split) -> None:
         features = train.info.features
         if self.key not in features or len(features[self.key].shape) != 1:
-            raise ConfigError(
+            raise misfit(
                 f"data set {train.name!r} has no 1-D {self.key!r} feature; language_modelling "
-                f"reads windows of token ids from it{made_for(train.name, 'language_modelling')}"
+                f"reads windows of token ids from it{made_for(train.name, 'language_modelling')}",
+                train.name,
+                "language_modelling",
             )
         self.vocab = Vocabulary.of(train, "language_modelling")
         self.window = features[self.key].shape[0]

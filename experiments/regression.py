@@ -30,7 +30,7 @@ import optax
 from flax import nnx
 
 from ann import models
-from ann.config import POSITIVE, ConfigError, task_settings
+from ann.config import POSITIVE, task_settings
 from ann.data import Split
 from ann.metrics.baselines import least_squares
 from ann.metrics.regression import regression_metrics
@@ -41,6 +41,7 @@ from experiments.common import (
     first_rows,
     made_for,
     mean_of,
+    misfit,
     spec,
     supervised_keys,
 )
@@ -78,12 +79,14 @@ class Regression:
         )
         target = info.features[self.target_key]
         if hasattr(target, "num_classes") or not np.issubdtype(target.np_dtype, np.floating):
-            raise ConfigError(
+            raise misfit(
                 f"feature {self.target_key!r} of {train.name!r} is not a float target; "
                 + (
                     made_for(train.name, "regression").strip(" ()")
                     or "use --config.experiment=classification for class labels"
-                )
+                ),
+                train.name,
+                "regression",
             )
         self.input_shape = tuple(info.features[self.input_key].shape)
         self.inputs = {self.input_key: feature_spec(train, self.input_key)}

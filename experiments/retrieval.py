@@ -44,6 +44,7 @@ from experiments.common import (
     first_rows,
     made_for,
     mean_of,
+    misfit,
     spec,
     supervised_keys,
 )
@@ -89,11 +90,13 @@ class Retrieval:
         inputs = features[self.input_key]
         positive = features[POSITIVE_KEY] if POSITIVE_KEY in features else None
         if positive is None or positive.shape != inputs.shape:
-            raise ConfigError(
+            raise misfit(
                 f"data set {train.name!r} has no {POSITIVE_KEY!r} feature shaped like "
                 f"{self.input_key!r}; retrieval trains on (anchor, positive) pairs: use "
                 "data.name=digit_pairs, or a data set with such a feature"
-                f"{made_for(train.name, 'retrieval')}"
+                f"{made_for(train.name, 'retrieval')}",
+                train.name,
+                "retrieval",
             )
         if not np.issubdtype(np.dtype(features[self.label_key].np_dtype), np.integer):
             raise ConfigError(f"feature {self.label_key!r} of {train.name!r} is not an integer")

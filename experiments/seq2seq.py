@@ -31,9 +31,9 @@ from absl import logging
 from flax import nnx
 
 from ann import artifact, decoding, models
-from ann.config import NONNEGATIVE, ConfigError, task_settings
+from ann.config import NONNEGATIVE, task_settings
 from ann.data import Split
-from experiments.common import Vocabulary, made_for, mean_of, spec
+from experiments.common import Vocabulary, made_for, mean_of, misfit, spec
 
 DEFAULTS = {"eval_beam_size": 0}  # 0 or 1: greedy exact match only
 # Rows read at a time by the one pass over the training split that finds what its sources and
@@ -63,10 +63,12 @@ class Seq2Seq:
         features, metadata = train.info.features, train.info.metadata or {}
         missing = [k for k in ("source", "target") if k not in features]
         if missing:
-            raise ConfigError(
+            raise misfit(
                 f"data set {train.name!r} has no {' or '.join(missing)} feature; seq2seq reads "
                 "token ids from source and target"
-                f"{made_for(train.name, 'seq2seq') or ' (e.g. data.name=digit_strings)'}"
+                f"{made_for(train.name, 'seq2seq') or ' (e.g. data.name=digit_strings)'}",
+                train.name,
+                "seq2seq",
             )
         self.vocab = Vocabulary.of(train, "seq2seq", needs=("bos_id", "eos_id"))
         self.source_len = features["source"].shape[0]

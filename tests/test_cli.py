@@ -1291,6 +1291,40 @@ def test_a_config_file_key_of_a_wrong_name_or_type_names_the_file_and_line(
         ("c.task.temprature = 0.5", "config key 'task.temprature' is unknown to experiment "
          "'classification'; it reads none; drop the line (c.task.temprature = 0.5), or set a key "
          "ann reads"),
+        # Refusals that weigh several keys together (session 46: worded as flags).
+        ("c.num_epochs = 3", "set exactly one of config keys 'total_steps' and 'num_epochs' to "
+         "a positive value (got total_steps=50, num_epochs=3); to train by epochs, set "
+         "total_steps to 0 too; by steps, drop the line"),
+        ("c.best_metric = 'val/acuracy'", "config key 'best_metric': 'val/acuracy' is not a "
+         "validation metric of this run (did you mean 'val/accuracy'?); choose one of "
+         "val/accuracy, val/auroc, val/f1, val/loss, val/precision, val/recall"),
+        ("c.best_metric = 'val/loss'; c.best_mode = 'max'", "config key 'best_metric' is "
+         "'val/loss', better lower, with best_mode='max': it would keep the worst value; e.g. "
+         "c.best_mode = 'min'"),
+        ("c.early_stopping.metric = 'eval/loss'", "config key 'early_stopping.metric' is "
+         "'eval/loss', which is not a validation metric; choosing on 'eval/loss' would select on "
+         "the reported split: use 'val/loss' (metrics of data.validation_split)"),
+        ("c.data.eval_splits = ('validation', 'test')", "config key 'data.validation_split' is "
+         "'validation', which is also in data.eval_splits: the split that chooses must be one "
+         "of its own; drop it from the line: data.eval_splits = ('test',)"),
+        ("c.optimizer.schedule = 'step'", "config key 'optimizer.schedule'='step' has no effect "
+         "without optimizer.step_boundaries (no boundary: the learning rate stays constant); set "
+         "optimizer.step_boundaries too (e.g. (25, 37): steps in (0, total_steps), at each of "
+         "which the rate is multiplied by optimizer.step_factor), or schedule to 'constant'"),
+        ("c.param_dtype = 'float16'", "config key 'param_dtype' is 'float16' with optimizer "
+         "'adam': its second moments and eps (1e-8) underflow in float16, and the state turned "
+         "non-finite at step 2; keep parameters in float32 or bfloat16; dtype = 'float16' "
+         "computes in float16 with float32 parameters"),
+        # Every ignored setting at once, each with its line.
+        ("c.optimizer.momentum = 0.5; c.optimizer.nesterov = True", "config key "
+         "'optimizer.momentum'=0.5 has no effect with optimizer.name='adam' (read only by sgd); "
+         "drop the line, or set optimizer.name to 'sgd'; also line 9: config key "
+         "'optimizer.nesterov'=True has no effect with optimizer.name='adam' (read only by sgd); "
+         "drop the line, or set optimizer.name to 'sgd'"),
+        # An experiment's own: a task key another makes unread.
+        ("c.experiment = 'retrieval'; c.task.loss = 'infonce'; c.task.margin = 0.5", "config "
+         "key 'task.margin'=0.5 has no effect with task.loss='infonce' (read only by triplet); "
+         "drop the line, or set task.loss to 'triplet'"),
     ],
 )  # fmt: skip
 def test_a_config_file_value_refused_names_the_file_and_line(tmp_path, assignment, said):
@@ -1301,6 +1335,25 @@ def test_a_config_file_value_refused_names_the_file_and_line(tmp_path, assignmen
     line = one_line_error(ann("train", f"--config={path}", f"--workdir={tmp_path / 'run'}"))
     assert line == f"error: --config={path} line 9: {said}", line
     assert not (tmp_path / "run").exists()
+
+
+def test_a_data_set_made_for_another_experiment_names_the_config_files_line(tmp_path):
+    # The refusal comes once the data set is read; it was worded as a flag, without the file.
+    path = _mlp_config(tmp_path / "values.py", "c.data.name = 'diabetes'")
+    proc = ann("train", f"--config={path}", f"--workdir={tmp_path / 'run'}")
+    assert proc.stderr.splitlines()[-1] == (
+        f"error: --config={path} line 9 (c.data.name = 'diabetes'): feature 'target' of "
+        "'diabetes' is not a ClassLabel; data set 'diabetes' is made for experiment "
+        "'regression', as in configs/diabetes_mlp.py; experiment comes from a module the file "
+        "imports: set it in the file too (e.g. c.experiment = 'regression'), or change that line"
+    ), proc.stderr
+    # The same data set given on the command line: the flag that fixes it.
+    proc = ann(
+        "train", f"--config={path}", f"--workdir={tmp_path / 'run'}", "--config.data.name=diabetes"
+    )
+    assert proc.stderr.splitlines()[-1].endswith(
+        "as in configs/diabetes_mlp.py; e.g. --config.experiment=regression"
+    ), proc.stderr
 
 
 def test_a_config_file_value_refused_for_a_bound_an_override_set_keeps_the_flags_words(tmp_path):

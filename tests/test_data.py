@@ -703,21 +703,21 @@ class _NoClasses:  # a float feature: no num_classes
         ("digits_mlp", "diabetes", ("features", "target"),
          {"features": _NoClasses(), "target": _NoClasses()},
          "feature 'target' of 'diabetes' is not a ClassLabel; data set 'diabetes' is made for "
-         "--config.experiment=regression, as in configs/diabetes_mlp.py"),
+         "experiment 'regression', as in configs/diabetes_mlp.py"),
         ("digits_mlp", "sensor_series", ("history", "future"),
          {"history": _NoClasses(), "future": _NoClasses()},
-         "is made for --config.experiment=forecasting, as in configs/sensors_lstm.py"),
+         "is made for experiment 'forecasting', as in configs/sensors_lstm.py"),
         # "declares no (input, label) supervised_keys; classification needs them" and no more.
         ("digits_mlp", "digit_strings", None, {}, "declares no (input, label) supervised_keys; "
          "classification needs them (data set 'digit_strings' is made for "
-         "--config.experiment=seq2seq, as in configs/digit_seq2seq.py)"),
+         "experiment 'seq2seq', as in configs/digit_seq2seq.py)"),
         ("breast_cancer_mlp", "pydoc_chars", None, {},
-         "is made for --config.experiment=language_modelling, as in configs/pydoc_lm.py"),
+         "is made for experiment 'language_modelling', as in configs/pydoc_lm.py"),
         ("diabetes_mlp", "pydoc_chars", None, {}, "is made for "
-         "--config.experiment=language_modelling"),
+         "experiment 'language_modelling'"),
         ("digit_seq2seq", "digits", None, {}, "has no source or target feature; seq2seq reads "
          "token ids from source and target (data set 'digits' is made for "
-         "--config.experiment=classification, as in configs/digits_mlp.py)"),
+         "experiment 'classification', as in configs/digits_mlp.py)"),
     ],
 )  # fmt: skip
 def test_a_shipped_set_under_another_experiment_names_the_one_it_is_made_for(
