@@ -677,9 +677,11 @@ def decimal_numbers(flag_values: flags.FlagValues) -> None:
 # Text flags whose job refuses an empty value in words of its own, with more to say than
 # `empty_flag` (ann serve's tokens: the file and variable to set; ann monitor's needed flags).
 OWN_EMPTY: set[str] = set()
-# Text flags a job needs unless another flag is given (flag -> that flag: ann sweep's
-# --workdir, unless --summarize): given empty, told to give a value, not to drop it.
-NEEDED_UNLESS: dict[str, str] = {}
+# Text flags a job needs, not marked required for absl (the job says what is missing), unless
+# one of other flags is given (flag -> those flags; () = always: `ann observability render
+# --out`; ann sweep's --workdir unless --summarize): given empty, told to give a value, not to
+# drop the flag.
+NEEDED_UNLESS: dict[str, tuple[str, ...]] = {}
 
 
 def empty_item(name: str, values: Sequence[str]) -> str | None:
@@ -721,8 +723,10 @@ def empty_flag(flag_values: flags.FlagValues) -> str | None:
         if not values or any(isinstance(v, str) and not v.strip() for v in values):
             text = " ".join(flag.help.split(";\n")[0].split()).rstrip(".")
             # A required flag's: "drop the flag" led to `missing --workdir`.
-            other = NEEDED_UNLESS.get(name)
-            needed = _required(flag) or (other is not None and not flag_values[other].present)
+            others = NEEDED_UNLESS.get(name)
+            needed = _required(flag) or (
+                others is not None and not any(flag_values[o].present for o in others)
+            )
             fix = "give a value" if needed else "give a value or drop the flag"
             return f"--{name} is empty; {fix} (--{name}: {text[:1].lower() + text[1:]})"
     return None

@@ -2264,6 +2264,26 @@ def test_ann_train_names_the_range_of_its_process_flags(tmp_path, given, message
     assert not workdir.exists()
 
 
+@pytest.mark.parametrize(
+    "job, said",
+    [
+        (["observability", "render", "--out="], "--out is empty; give a value (--out: "
+         "directory to write the rules and the dashboard to)"),
+        (["report", "--workdir="], "--workdir is empty; give a value (--workdir: a trained run "
+         "to report on (holds config.json))"),
+        # With the other of the two given, dropping it is the fix.
+        (["report", "--model=exports/x", "--workdir="], "--workdir is empty; give a value or "
+         "drop the flag"),
+    ],
+)  # fmt: skip
+def test_a_flag_the_job_needs_given_empty_is_told_to_give_a_value(job, said):
+    # "give a value or drop the flag": dropped, the job said `missing --out`.
+    result = subprocess.run(
+        [sys.executable, "-m", "ann", *job], capture_output=True, text=True, timeout=60
+    )
+    assert one_line_error(result).startswith(f"error: {said}"), result.stderr
+
+
 def test_a_text_flag_given_empty_is_refused_not_taken_for_unset():
     """`ann report --out=` silently wrote the default WORKDIR/report while `--out=' '` was
     refused (`--out is empty`): an unset flag's default (None) and an empty value were one to

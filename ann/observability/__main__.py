@@ -41,6 +41,7 @@ def define_flags() -> None:
     """`--out`, `--slo.*`, `--alert.*` (ml_collections dicts: typed, unknown keys refused by
     name in settings_from_flags) and `--runbook_base`; defaults from rules.Settings."""
     flags.DEFINE_string("out", None, "Directory to write the rules and the dashboard to.")
+    cli.NEEDED_UNLESS["out"] = ()  # checked by the job: "missing --out"
     slo = ConfigDict({key: getattr(_DEFAULTS, key) for key in SECTIONS["slo"]})
     config_flags.DEFINE_config_dict(
         "slo",

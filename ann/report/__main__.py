@@ -33,6 +33,7 @@ def define_flags() -> None:
         "registry", None, "The registry for --model URIs (default $ANN_REGISTRY, else ./registry)."
     )
     flags.DEFINE_string("step", "best", "With --workdir: 'best', 'latest' or a step number.")
+    cli.NEEDED_UNLESS.update(workdir=("model",), model=("workdir",))  # one of the two
     cli.define_names("split", collect.SPLITS, collect.SPLITS, "The splits to report.")
     flags.DEFINE_string(
         "out", None, "Directory to write (default WORKDIR/report, ./report-NAME-V)."

@@ -30,7 +30,7 @@ from ann.sweep.trials import DATA_DIR_ENV, Trial, n_of
 FLAGS = flags.FLAGS
 cli.define_config("Config file with get_sweep(h): NAME.py[:ARG].")
 flags.DEFINE_string("workdir", None, "Sweep directory: one workdir per trial, results, study.")
-cli.NEEDED_UNLESS["workdir"] = "summarize"  # (not absl-required: --summarize=DIR alone runs)
+cli.NEEDED_UNLESS["workdir"] = ("summarize",)  # (not absl-required: --summarize=DIR alone runs)
 # Bounds of the resource flags (README, Sweeps): more trials at a time than MAX_PARALLEL, or a
 # trial asking for more cores or memory than these, is a typo, not a node (SLURM's --mem and a
 # pod's memory request are one node's; the largest common nodes hold a few TiB).
