@@ -1346,7 +1346,15 @@ def _job_flag_refusal(typed: str, name: str, said: str) -> str | None:
     `EXAMPLES` entry, as the example); None where absl's words are not one of these."""
     choices = re.fullmatch(r"value should be one of <(.*)>", said)  # an enum flag
     if choices:
-        return f"{typed} must be one of {', '.join(choices.group(1).split('|'))}"
+        options, value = choices.group(1).split("|"), typed.partition("=")[2]
+        if not value.strip():  # as `empty_flag` words a text flag's: not "--emit= must be"
+            needed = _required(flags.FLAGS[name])
+            return f"--{name} is empty; give one of {', '.join(options)}" + (
+                "" if needed else ", or drop the flag"
+            )
+        near = difflib.get_close_matches(value, options, n=1)
+        meant = f" (did you mean {near[0]!r}?)" if near else ""
+        return f"{typed} must be one of {', '.join(options)}{meant}"
     # A flag's lower or upper bound; absl writes "a positive integer", "integer >= 2".
     bound = re.fullmatch(r"\S+ is not (?:an? )?(.*)", said)
     wanted = next((w for start, w in _CONVERSIONS.items() if said.startswith(start)), None)

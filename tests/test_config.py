@@ -772,6 +772,17 @@ def _cli(module: str, tmp_path, *overrides: str) -> subprocess.CompletedProcess:
         ("ann.main", "--config.=1", "error: --config.=1 names no key; write --config.KEY=VALUE"),
         # absl said "flag --search=bayes: value should be one of <grid|tpe>"
         ("ann.sweep", "--search=bayes", "error: --search=bayes must be one of grid, tpe"),
+        (
+            "ann.sweep",
+            "--emit=slurmm",
+            "error: --emit=slurmm must be one of slurm, k8s (did you mean 'slurm'?)",
+        ),
+        # Empty: told as a text flag's empty value is (it said "--emit= must be one of").
+        (
+            "ann.sweep",
+            "--emit=",
+            "error: --emit is empty; give one of slurm, k8s, or drop the flag",
+        ),
         # The benchmarks without a config: their flags and ranges, through the same parser.
         ("scripts/bench_serve.py", "--requests=abc", "error: --requests=abc must be a positive"),
         ("scripts/bench_serve.py", "--concurrency=0,8", "error: flag --concurrency=['0', '8']"),
