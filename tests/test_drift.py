@@ -2116,6 +2116,41 @@ def test_a_drifted_output_of_values_gets_its_picture():
     assert sorted(figures) == ["embedding[1]", "prediction"], figures
     title = figures["prediction"].axes[0].get_title()
     assert title.startswith("output:prediction: ks ") and title.endswith(" DRIFT"), title
+    # An output of one value is drawn on a healthy window too (an anomaly score had no
+    # picture unless it drifted); one of several values, only its drifted ones.
+    healthy = {"prediction": rng.normal(size=100), "embedding": rng.normal(size=(100, 3))}
+    result = ref.detect(window, healthy)
+    assert not any(f.drifted for f in result.outputs), result.outputs
+    figures = report.sections(result, ref, window, healthy, top=6)[2].figures
+    assert sorted(figures) == ["prediction"], figures
+    assert figures["prediction"].axes[0].get_title().endswith(" ok")
+    plt.close("all")
+
+
+def test_input_features_flagged_one_by_one_are_set_against_what_chance_flags():
+    """On traffic like the reference's, about 5% of the input features are titled DRIFT (each
+    tested alone at p <= 0.05) while the verdict says no drift: the page said nothing of it.
+    The Top features section now says how many chance alone would flag."""
+    import matplotlib.pyplot as plt
+
+    from ann.monitor import report
+
+    rng = np.random.default_rng(1)
+    spec = {"x": {"dtype": "float32", "shape": [-1, 40]}}
+    ref = Reference({"x": rng.normal(size=(400, 40))}, {}, spec, {})
+    window = {"x": rng.normal(size=(200, 40))}
+    result = ref.detect(window, {}, method="ks")
+    flagged = sum(f.drifted for f in result.features)
+    assert 0 < flagged < 20 and not result.detected, flagged
+    notes = report.sections(result, ref, window, {}, top=1)[1].notes
+    assert notes == [
+        f"{flagged} of 40 features flagged DRIFT, each alone at p <= 0.05 (no correction): about "
+        "2 of 40 would be on traffic like the reference's, by chance; the inputs' verdict is "
+        "the share flagged (dataset drift at >= 0.5), not one feature's flag"
+    ], notes
+    # Corrected, the flags are the family's: no such note.
+    result = ref.detect(window, {}, method="ks", correction="bonferroni")
+    assert not report.sections(result, ref, window, {}, top=1)[1].notes
     plt.close("all")
 
 

@@ -41,6 +41,7 @@ from ann.monitor.drift import (
     DriftResult,
     FeatureDrift,
     Reference,
+    by_chance,
     by_output,
     categorical,
     category_values,
@@ -461,13 +462,15 @@ def _value_figures(
 ) -> dict[str, Any]:
     """Reference and current histograms of the `top` drifted values of output `name` (tested
     one by one, `output:NAME[i]`), most past their thresholds first, titled with the verdict;
-    figure names are the tests' without `output:`; `label`: the reference's in the legend."""
+    an output of one value (an anomaly score, a regression's prediction) drawn whatever its
+    verdict, as a class output's shares are (a healthy window's score had no picture); figure
+    names are the tests' without `output:`; `label`: the reference's in the legend."""
     import matplotlib.pyplot as plt
 
     r, names = feature_matrix({name: ref}, {name: spec})
     c, _ = feature_matrix({name: cur}, {name: spec})
     column = {f"output:{n}": i for i, n in enumerate(names)}
-    drifted = [f for f in tests if f.feature in column and f.drifted]
+    drifted = [f for f in tests if f.feature in column and (f.drifted or len(column) == 1)]
     drifted.sort(key=lambda f: rank(f.strength, f.p_value, f.score))
     figures = {}
     for f in drifted[:top]:
@@ -528,7 +531,9 @@ def sections(
     # whose traffic matched the reference exactly); where none did, said so.
     moved = result.top(SHOWN, moved_only=True)
     table = {f.feature: _describe(f) for f in moved}
-    notes = [] if moved else [none_moved(f.method for f in result.features)]
+    notes = [none_moved(f.method for f in result.features)] if not moved else []
+    if chance := by_chance(result.features):  # healthy traffic flags about 5% of them
+        notes = [chance]
     figures_top = _feature_figures(result, reference, current, inputs, top)
     return [
         Section("Summary", summary, figures),
