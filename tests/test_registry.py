@@ -153,6 +153,15 @@ def test_resolve_takes_registry_uris_and_export_directories(digits_export, tmp_p
     assert resolve("models:/digits/1", str(reg)).path == by_alias.path
     with pytest.raises(RegistryError, match="'models:digits/1' is not models:/NAME/VERSION"):
         resolve("models:digits/1", str(reg))
+    # A model's name alone (`ann serve --model=digits`): said "digits does not exist" only.
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(RegistryError) as e:
+        resolve("digits")
+    assert str(e.value).endswith(
+        "digits does not exist; give an export directory (ann export) or a registry URI "
+        "models:/NAME/VERSION, models:/NAME@ALIAS or models:/NAME/latest; for a registered "
+        "model 'digits': models:/digits/latest"
+    ), e.value
     with pytest.raises(RegistryError, match=f"no registry at {tmp_path / 'other'}; give"):
         resolve("models:/digits/1", str(tmp_path / "other"))
 
@@ -936,7 +945,15 @@ def test_read_only_commands_change_nothing(digits_export, tmp_path):
             "--mlflow_uri is for `register`, `alias`, `tag`, `delete` and `mirror` only; "
             "drop it from `list`",
         ),
-        (["resolve", "digits/1"], "model URI 'digits/1' is not models:/NAME/VERSION"),
+        # The URI it likely meant: a name alone, without a version, without the scheme.
+        (
+            ["resolve", "digits/1"],
+            "model URI 'digits/1' is not models:/NAME/VERSION, "
+            "models:/NAME@ALIAS or models:/NAME/latest; did you mean models:/digits/1?",
+        ),
+        (["resolve", "digits"], "did you mean models:/digits/latest?"),
+        (["show", "models:/digits"], "did you mean models:/digits/latest?"),
+        (["resolve", "models:digits@prod"], "did you mean models:/digits@prod?"),
         (["mirror", "models:/digits/1", "--mlflow_uri="], "mirror: give the MLflow tracking"),
         (["register", "EXPORT", "--mlflow_uri=http://h:99999"], "has a port outside 1-65535"),
         (["register", "EXPORT", "--mlflow_uri=ftp://h"], "has the scheme 'ftp', not one of"),

@@ -43,6 +43,7 @@ from ann.registry.core import (
     RegistryError,
     default_root,
     files_gone,
+    not_a_uri,
 )
 from ann.registry.spec import resolve
 
@@ -202,10 +203,7 @@ def check_command(command: str, args: Sequence[str], f: Any) -> None:
                 f"; {command} takes a registered version's URI, and {args[0]} is "
                 f"{directory_kind.NAMES[kinds[0]]}"
             )
-        raise RegistryError(
-            f"model URI {args[0]!r} is not models:/NAME/VERSION, models:/NAME@ALIAS or "
-            f"models:/NAME/latest{said}"
-        )
+        raise RegistryError(not_a_uri(args[0], said))
     if command == "mirror" and not f.mlflow_uri:
         raise RegistryError("mirror: give the MLflow tracking server as --mlflow_uri=URI")
     if f.mlflow_uri and command not in READ_ONLY:

@@ -39,6 +39,34 @@ SHA256 = re.compile(r"^[0-9a-f]{64}$")
 URI_SCHEME = artifact.REGISTRY_URI_SCHEME
 URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>[^/@]+)|@(?P<alias>[^/@]+))$")
 
+
+def uri_meant(text: str) -> str | None:
+    """The registry URI `text` most likely meant, or None: a model's name alone (`digits`) or
+    without a version (`models:/digits`) is `models:/digits/latest`, as MLflow's
+    `models:/NAME/latest`; a URI without its scheme or its slash (`digits/1`,
+    `models:digits@prod`) is the URI with them; anything else (a name NAME refuses) None."""
+    body = re.sub(r"^models:/?", "", text)
+    if NAME.match(body):
+        return f"{URI_SCHEME}/{body}/latest"
+    meant = f"{URI_SCHEME}/{body}"
+    match = URI.match(meant)
+    if not match or not NAME.match(match["name"]):
+        return None
+    version = match["version"]  # a path's `exports/x` is no version
+    numbered = version is not None and version.isascii() and version.isdigit()
+    return meant if version in (None, "latest") or numbered else None
+
+
+def not_a_uri(uri: str, said: str = "") -> str:
+    """The refusal of `uri`, not of a registry URI's form, with `said` (what it is instead:
+    an export directory) or the URI it likely meant (`uri_meant`)."""
+    meant = uri_meant(uri) if not said else None
+    return (
+        f"model URI {uri!r} is not models:/NAME/VERSION, models:/NAME@ALIAS or "
+        f"models:/NAME/latest{said}" + (f"; did you mean {meant}?" if meant else "")
+    )
+
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS registered_models (
   name TEXT PRIMARY KEY,
@@ -1121,10 +1149,7 @@ class Registry:
         (a URI or an export directory) go through `ann.registry.resolve`, which calls this."""
         match = URI.match(uri)
         if not match:
-            raise RegistryError(
-                f"model URI {uri!r} is not models:/NAME/VERSION, models:/NAME@ALIAS or "
-                "models:/NAME/latest"
-            )
+            raise RegistryError(not_a_uri(uri))
         name, version, alias = match["name"], match["version"], match["alias"]
         # Not "３" (int() reads it as 3), nor "01" (as an integer flag, refused): checked before
         # the registry is opened, as the URI's form is.

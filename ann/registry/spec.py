@@ -17,12 +17,14 @@ from typing import Any
 from ann import arguments, artifact
 from ann.registry.core import (
     IDENTITY,
+    NAME,
     URI_SCHEME,
     ModelVersion,
     Registry,
     RegistryError,
     files_gone,
     identity,
+    uri_meant,
 )
 
 
@@ -150,7 +152,11 @@ def not_a_model(spec: str) -> str | None:
     command checks before what depends on the rest of the machine (`ann serve`'s ports)."""
     if spec.startswith(URI_SCHEME):
         return None
-    return artifact.not_an_export(spec, GIVE)
+    why = artifact.not_an_export(spec, GIVE)
+    if why is not None and NAME.match(spec) and not os.path.exists(spec):
+        # A name alone, as MLflow and the registry's own commands write models: the URI.
+        why += f"; for a registered model {spec!r}: {uri_meant(spec)}"
+    return why
 
 
 def resolve(spec: str, registry: str | None = None, has_flag: bool = True) -> Resolved:
