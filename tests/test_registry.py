@@ -341,6 +341,15 @@ def test_an_export_registered_again_is_refused_naming_its_version(digits_export,
     with pytest.raises(RegistryError, match="already registered as digits versions 1, 2 "):
         registry.register(str(out), "digits")
     assert registry.register(str(out), "digits_copy").uri == "models:/digits_copy/1"
+    # Under another name from the command line: allowed, with a note (a --name mistyped made a
+    # second model without a word).
+    other = _cli(reg, "register", str(out), "--name=digitz")
+    assert other.returncode == 0, other.stderr
+    assert other.stderr == (
+        "note: the same export (manifest sha256) is also models:/digits/1, models:/digits/2, "
+        "models:/digits_copy/1; if --name was mistyped, delete this one (ann registry delete "
+        "digitz 1)\n"
+    ), other.stderr
     # The same checkpoint exported again: only the manifest's `created` differs, so its sha256
     # did, and it was registered as a new version (the re-run script the check is for).
     again = tmp_path / "again"

@@ -33,7 +33,7 @@ from typing import Any
 
 from absl import flags
 
-from ann import arguments, artifact, cli, directory_kind
+from ann import arguments, artifact, cli, console, directory_kind
 from ann.registry import mlflow_mirror
 from ann.registry.core import (
     MAX_DESCRIPTION,
@@ -230,6 +230,12 @@ def _register(registry: Registry, f: Any, args: Sequence[str], mlflow_uri: str) 
         allow_signature_change=f.allow_signature_change,
     )
     print(f"registered {args[0]} as {mv.uri}" + (f" @{','.join(mv.aliases)}" * bool(mv.aliases)))
+    # Allowed (a second name for one model), but more often a --name mistyped or forgotten.
+    if elsewhere := registry.registered_elsewhere(mv.name, mv.manifest_sha256):
+        console.note(
+            f"the same export (manifest sha256) is also {', '.join(elsewhere)}; if --name was "
+            f"mistyped, delete this one (ann registry delete {mv.name} {mv.version})"
+        )
     _warn(mlflow_mirror.unreached_aliases(registry, mv.name, mv.aliases, mv.version, mlflow_uri))
     if mlflow_uri:
         _mirror_version(registry, mv, mlflow_uri)

@@ -821,6 +821,20 @@ class Registry:
         # No directory yet (or unreadable: the rename then says so) holds no numbers.
         return max([last, *(n for _, n in self.version_dirs(name))]) + 1
 
+    def registered_elsewhere(self, name: str, manifest_sha: str) -> list[str]:
+        """The URIs of the versions of models other than `name` whose manifest sha256 is
+        `manifest_sha` (the same export registered under another name), by name then version;
+        [] where there is no registry yet."""
+        if not self._has_tables():
+            return []
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT name, version FROM model_versions WHERE name != ? AND "
+                f"manifest_sha256 = ? AND {LIVE} ORDER BY name, version",
+                (name, manifest_sha),
+            ).fetchall()
+        return [f"{URI_SCHEME}/{row['name']}/{row['version']}" for row in rows]
+
     def _refuse_duplicate(
         self, db: sqlite3.Connection, name: str, manifest: Mapping[str, Any], manifest_sha: str,
         export_dir: str,
