@@ -34,3 +34,11 @@ def warn(message: str) -> None:
     """A user-facing warning: the plain line `warning: MESSAGE` on stderr, flushed at once, as
     ann's `note:` and `error:` lines (not absl's `W1202 12:00:00.000 ... ]` log format)."""
     print(f"warning: {_process}{message}", file=sys.stderr, flush=True)
+
+
+def bytes_text(n: int) -> str:
+    """`n` bytes as a person reads them: `6.3 MiB`, or in KiB below one MiB (`20.5 KiB`: a
+    small model's weights read "0.0 MiB"), in bytes below one KiB; binary units (IEC 80000-13)."""
+    if n >= 1 << 20:
+        return f"{n / (1 << 20):.1f} MiB"
+    return f"{n / 1024:.1f} KiB" if n >= 1024 else f"{n} B"

@@ -1689,3 +1689,13 @@ def test_framed_token_rows_must_be_of_a_shape_their_task_has():
     odd = {"reverse": [[{**digits, "min": 0}]]}
     loose = {"source": {**entry, "framing": {**framing, "sources": odd}}}
     assert _decode_ids("source", [[6, 3, 5, 4, 2, 0, 0]], loose, False).rows == 1
+
+
+def test_the_ready_lines_weights_read_in_kib_below_a_mib():
+    # diabetes' 11 batch sizes of its 20 KiB of weights read "weights compiled in: 0.0 MiB".
+    from ann.console import bytes_text
+
+    assert bytes_text(11 * 20_992) == "225.5 KiB"
+    assert bytes_text(6_606_028) == "6.3 MiB"
+    assert bytes_text(1 << 20) == "1.0 MiB"
+    assert bytes_text(512) == "512 B"

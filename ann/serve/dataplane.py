@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import numpy as np
 import orjson
 
-from ann import arguments, artifact
+from ann import arguments, artifact, console
 from ann.serve import protocol
 from ann.serve.batcher import Batcher, QueueFull, Timing, buckets
 from ann.serve.errors import ServeError, unavailable
@@ -419,10 +419,9 @@ class DataPlane:
         )
         m.batcher.start()
         m.ready = True
+        compiled = console.bytes_text(m.model.weights_bytes * len(sizes))
         weights = (
-            f"weights compiled in: {m.model.weights_bytes * len(sizes) / (1 << 20):.1f} MiB"
-            if weights_in
-            else "weights passed on each call"
+            f"weights compiled in: {compiled}" if weights_in else "weights passed on each call"
         )
         # On the console, as the `serving ... on http://...` line: requests before it get 503
         # ("still compiling"), so an operator waits for this line (or /v2/health/ready). The
