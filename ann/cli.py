@@ -981,8 +981,10 @@ def file_key_error(error: BaseException, config: str, given: Iterable[str]) -> B
         parts = [file_key_error(e, config, given) for e in error.errors]
         if all(part is e for part, e in zip(parts, error.errors, strict=True)):
             return error
-        said = f"--config={config.partition(':')[0]} "
-        texts = [str(parts[0])] + [str(p).removeprefix(said) for p in parts[1:]]
+        said, texts = f"--config={config.partition(':')[0]} ", []
+        for part in map(str, parts):  # the file named once, where its first line is
+            named = any(t.startswith(said) for t in texts)
+            texts.append(part.removeprefix(said) if named else part)
         return ConfigError("; also ".join(texts))
     if not isinstance(error, config_lib.KeyValueError):
         return error

@@ -1337,6 +1337,20 @@ def test_a_config_file_value_refused_names_the_file_and_line(tmp_path, assignmen
     assert not (tmp_path / "run").exists()
 
 
+def test_ignored_settings_of_the_file_and_of_an_override_are_each_said_their_way(tmp_path):
+    # The override's with its flag, the file's with its file and line (named, though second).
+    path = _mlp_config(tmp_path / "values.py", "c.optimizer.nesterov = True")
+    run = f"--workdir={tmp_path / 'run'}"
+    line = one_line_error(ann("train", f"--config={path}", run, "--config.optimizer.momentum=0.5"))
+    assert line == (
+        "error: config key 'optimizer.momentum'=0.5 has no effect with optimizer.name='adam' "
+        "(read only by sgd); set --config.optimizer.momentum=0.9 (its default) or "
+        f"--config.optimizer.name=sgd; also --config={path} line 9: config key "
+        "'optimizer.nesterov'=True has no effect with optimizer.name='adam' (read only by sgd); "
+        "drop the line, or set optimizer.name to 'sgd'"
+    ), line
+
+
 def test_a_data_set_made_for_another_experiment_names_the_config_files_line(tmp_path):
     # The refusal comes once the data set is read; it was worded as a flag, without the file.
     path = _mlp_config(tmp_path / "values.py", "c.data.name = 'diabetes'")
