@@ -117,12 +117,21 @@ class _VariantParser(flags.ArgumentParser):
 
 def unchanged_overrides(flag_values: flags.FlagValues = flags.FLAGS) -> set[str]:
     """The `--config.KEY=VALUE` keys whose value the config file already held (the file read
-    again without them; `ann.config.unchanged_overrides`), for `ann.config.validate`."""
+    again without them; `ann.config.unchanged_overrides`), and the keys another setting can
+    make ignored (`config.READ_ONLY_WHEN`) that the file's own lines set, for
+    `ann.config.validate`: `c.optimizer.momentum = 0.9` with adam, momentum's default, trained
+    silently while `--config.optimizer.momentum=0.9` was refused."""
     holder = flag_values["config"]
+    path = config_flags.get_config_filename(holder).partition(":")[0]
+    written = {  # an override's value is judged by the override's rule, below
+        key
+        for key in config_lib.READ_ONLY_WHEN
+        if key not in holder.override_values and _assignment(path, key) is not None
+    }
     if not holder.override_values:
-        return set()
+        return written
     file_config = holder.parser.parse(config_flags.get_config_filename(holder))
-    return config_lib.unchanged_overrides(file_config, holder.override_values)
+    return written | config_lib.unchanged_overrides(file_config, holder.override_values)
 
 
 def drop_switched_model_keys(

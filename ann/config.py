@@ -433,11 +433,11 @@ def _check_run_settings(values: Mapping[str, Any]) -> None:
             "param_dtype",
             "config key 'param_dtype' is 'float16' with optimizer "
             f"{values['optimizer']['name']!r}: its second moments and eps (1e-8) underflow in "
-            "float16, and the state turned non-finite at step 2; keep parameters in float32 or "
-            "bfloat16",
-            "--config.dtype=float16 computes in float16 with float32 parameters",
+            "float16 (measured: the state turns non-finite at step 2); keep parameters in "
+            "float32 or bfloat16 (dtype float16 computes in float16 with float32 parameters)",
+            "e.g. --config.param_dtype=bfloat16",
+            example="bfloat16",
             depends_on=("optimizer.name",),
-            file_fix="dtype = 'float16' computes in float16 with float32 parameters",
         )
 
 
@@ -1344,13 +1344,12 @@ def validate(
                 if other == "data.eval_splits" and (rest or split == "validation"):
                     shown = f'"{rest}"' if rest else "\"('test',)\", a split to report on"
                     fix = f"drop it from data.eval_splits (--config.data.eval_splits={shown})"
-                    kept = f"{rest}" if rest else "('test',), a split to report on"
                     raise KeyValueError(
                         other,
                         what,
                         fix,
+                        example=rest or ("test",),
                         depends_on=("data.validation_split",),
-                        file_fix=f"drop it from the line: data.eval_splits = {kept}",
                     )
                 # The train split, or the one reported split: choose on another one.
                 carve = "carve one from train: data.train_split='train[:90%]', "
@@ -1382,7 +1381,7 @@ def validate(
 # Keys read only under another key's setting: key -> (that key, the values under which it is
 # read; () = whenever it is set, not its default "off"). Anywhere else a value other than the
 # default would be silently ignored (a sweep over momentum with adamw: equal trials).
-_READ_ONLY_WHEN = {
+READ_ONLY_WHEN = {
     "optimizer.momentum": ("optimizer.name", ("sgd",)),
     "optimizer.nesterov": ("optimizer.name", ("sgd",)),
     "optimizer.b1": ("optimizer.name", ("adam", "adamw")),
@@ -1397,12 +1396,12 @@ _READ_ONLY_WHEN = {
     "early_stopping.min_delta": ("early_stopping.metric", ()),
     "init_from_skip": ("init_from", ()),
 }
-# What to set a `()` setting of `_READ_ONLY_WHEN` to, in the message's fix.
+# What to set a `()` setting of `READ_ONLY_WHEN` to, in the message's fix.
 _SET_EXAMPLES = {"early_stopping.metric": "val/loss", "init_from": "runs/NAME"}
 
 
 def _check_keys_apply(values: Mapping[str, Any], unchanged: Collection[str] = ()) -> None:
-    """Refuses a value that the setting it depends on (`_READ_ONLY_WHEN`) makes ignored: one
+    """Refuses a value that the setting it depends on (`READ_ONLY_WHEN`) makes ignored: one
     other than the key's default, or a key in `unchanged`, set on the command line to what the
     config file held (`--config.optimizer.momentum=0.9` with adamw: the user expects momentum
     0.9). Setting a key the file had changed back to its default, the fix this message names,
@@ -1410,7 +1409,7 @@ def _check_keys_apply(values: Mapping[str, Any], unchanged: Collection[str] = ()
     `--config.optimizer.schedule=step` on a config with warmup was refused for the warmup, and
     once that was fixed, for the missing step boundaries (two failed runs)."""
     faults: list[KeyValueError] = []
-    for key, (decider, readers) in _READ_ONLY_WHEN.items():
+    for key, (decider, readers) in READ_ONLY_WHEN.items():
         value, unset = lookup(values, key), default(key)
         value = tuple(value) if isinstance(value, list | tuple) else value
         setting = lookup(values, decider)
@@ -1474,7 +1473,7 @@ def check_task_keys_apply(
 ) -> None:
     """`_check_keys_apply` for an experiment's own settings, before a run trains: refuses a
     `task.*` key that another task setting makes unread (`experiment.task_read_only_when`: key
-    -> (that setting, the values under which it is read), as `_READ_ONLY_WHEN`), set to anything
+    -> (that setting, the values under which it is read), as `READ_ONLY_WHEN`), set to anything
     but its default (`experiment.task_defaults`), or given in `unchanged` (an override that
     changes nothing: `--config.task.margin=0.2` with the infonce loss, whose user expects a
     margin). `--config.task.margin=0.5` with infonce trained silently. Not for restoring a

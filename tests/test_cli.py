@@ -1306,15 +1306,19 @@ def test_a_config_file_key_of_a_wrong_name_or_type_names_the_file_and_line(
          "the reported split: use 'val/loss' (metrics of data.validation_split)"),
         ("c.data.eval_splits = ('validation', 'test')", "config key 'data.validation_split' is "
          "'validation', which is also in data.eval_splits: the split that chooses must be one "
-         "of its own; drop it from the line: data.eval_splits = ('test',)"),
+         "of its own; e.g. c.data.eval_splits = ('test',)"),
         ("c.optimizer.schedule = 'step'", "config key 'optimizer.schedule'='step' has no effect "
          "without optimizer.step_boundaries (no boundary: the learning rate stays constant); set "
          "optimizer.step_boundaries too (e.g. (25, 37): steps in (0, total_steps), at each of "
          "which the rate is multiplied by optimizer.step_factor), or schedule to 'constant'"),
         ("c.param_dtype = 'float16'", "config key 'param_dtype' is 'float16' with optimizer "
-         "'adam': its second moments and eps (1e-8) underflow in float16, and the state turned "
-         "non-finite at step 2; keep parameters in float32 or bfloat16; dtype = 'float16' "
-         "computes in float16 with float32 parameters"),
+         "'adam': its second moments and eps (1e-8) underflow in float16 (measured: the state "
+         "turns non-finite at step 2); keep parameters in float32 or bfloat16 (dtype float16 "
+         "computes in float16 with float32 parameters); e.g. c.param_dtype = 'bfloat16'"),
+        # Set to its default, which --config.optimizer.momentum=0.9 is refused for: it trained.
+        ("c.optimizer.momentum = 0.9", "config key 'optimizer.momentum'=0.9 has no effect with "
+         "optimizer.name='adam' (read only by sgd); drop the line, or set optimizer.name to "
+         "'sgd'"),
         # Every ignored setting at once, each with its line.
         ("c.optimizer.momentum = 0.5; c.optimizer.nesterov = True", "config key "
          "'optimizer.momentum'=0.5 has no effect with optimizer.name='adam' (read only by sgd); "
