@@ -487,6 +487,7 @@ def check_selection_metric(
     key: str,
     metric: str,
     computed: Sequence[str] | Callable[[], Sequence[str] | None] | None = None,
+    mode: tuple[str, str] | None = None,
 ) -> None:
     """Raises ConfigError unless `metric` is a validation metric (`val/...`): what chooses a
     checkpoint, stops a run early or ranks a sweep's trials must not read the test split.
@@ -495,22 +496,29 @@ def check_selection_metric(
     giving them, asked only on a refusal. The fix names `val/NAME` for an `eval.../NAME` (the
     same metric of the validation split); else the computed metric closest to what was typed,
     or the list of them; and with none known, no name at all (it said "use 'val/nope'" of
-    `nope`, a metric nothing computes, so the next run was refused too)."""
+    `nope`, a metric nothing computes, so the next run was refused too). `mode`: the mode's
+    setting as said and its value (`("early_stopping.mode", "max")`): a metric named against
+    it is named with the mode it needs (`use 'val/loss' with early_stopping.mode='min'`: the
+    fix alone was refused next for its mode)."""
     if metric.startswith(SELECTION_PREFIX):
         return
     prefix, _, name = metric.rpartition("/")
-    use = f"use '{SELECTION_PREFIX}{name}'" if prefix.startswith("eval") and name else ""
-    if not use:
+    meant = f"{SELECTION_PREFIX}{name}" if prefix.startswith("eval") and name else ""
+    known: list[str] = []
+    if not meant:
         known = list((computed() if callable(computed) else computed) or [])
         # By the name alone: the shared "val/" made 'nope' close to 'val/loss'.
         bare = {k.removeprefix(SELECTION_PREFIX): k for k in known}
         near = difflib.get_close_matches(name, list(bare), n=1)
-        if near:
-            use = f"use {bare[near[0]]!r}"
-        elif known:
-            use = f"choose one of {', '.join(known)}"
-        else:
-            use = "use a val/NAME metric the experiment logs"
+        meant = bare[near[0]] if near else ""
+    if meant:
+        use = f"use {meant!r}"
+        if mode is not None and (want := implied_mode(meant)) not in (None, mode[1]):
+            use += f" with {mode[0]}={want if mode[0].startswith('--') else repr(want)}"
+    elif known:
+        use = f"choose one of {', '.join(known)}"
+    else:
+        use = "use a val/NAME metric the experiment logs"
     use += " (metrics of data.validation_split)"
     if not prefix:  # a bare name: what a run logs is always prefixed by its split
         raise ConfigError(
@@ -1312,7 +1320,12 @@ def validate(
             return logged_validation_metrics(values)
 
         with _keyed("best_metric"):
-            check_selection_metric("config key 'best_metric'", values["best_metric"], logged)
+            check_selection_metric(
+                "config key 'best_metric'",
+                values["best_metric"],
+                logged,
+                ("best_mode", values["best_mode"]),
+            )
             check_logged_metric(
                 f"config key 'best_metric': {values['best_metric']!r}",
                 values["best_metric"],
@@ -1323,7 +1336,12 @@ def validate(
         if stopping["metric"]:
             metric = stopping["metric"]
             with _keyed("early_stopping.metric"):
-                check_selection_metric("config key 'early_stopping.metric'", metric, logged)
+                check_selection_metric(
+                    "config key 'early_stopping.metric'",
+                    metric,
+                    logged,
+                    ("early_stopping.mode", stopping["mode"]),
+                )
                 check_logged_metric(
                     f"config key 'early_stopping.metric': {metric!r}", metric, values
                 )

@@ -1303,7 +1303,8 @@ def test_a_config_file_key_of_a_wrong_name_or_type_names_the_file_and_line(
          "c.best_mode = 'min'"),
         ("c.early_stopping.metric = 'eval/loss'", "config key 'early_stopping.metric' is "
          "'eval/loss', which is not a validation metric; choosing on 'eval/loss' would select on "
-         "the reported split: use 'val/loss' (metrics of data.validation_split)"),
+         "the reported split: use 'val/loss' with early_stopping.mode='min' (metrics of "
+         "data.validation_split)"),
         ("c.data.eval_splits = ('validation', 'test')", "config key 'data.validation_split' is "
          "'validation', which is also in data.eval_splits: the split that chooses must be one "
          "of its own; e.g. c.data.eval_splits = ('test',)"),

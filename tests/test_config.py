@@ -277,8 +277,14 @@ def test_a_test_metric_never_chooses_the_best_checkpoint(tmp_path):
     )
     with pytest.raises(ConfigError, match="the split 'test', which no run logs: use 'val/auroc'"):
         config_lib.validate(tiny(best_metric="test/auroc"), num_devices=4)
-    with pytest.raises(ConfigError, match="select on the training batches: use 'val/loss'"):
+    # The metric named with the mode it needs: 'val/loss' alone was refused next for
+    # best_mode='max' (two runs to one fix).
+    with pytest.raises(ConfigError) as e:
         config_lib.validate(tiny(best_metric="train/loss"), num_devices=4)
+    assert str(e.value).endswith(
+        "select on the training batches: use 'val/loss' with best_mode='min' (metrics of "
+        "data.validation_split)"
+    ), e.value
     # Nor does the test split choose under another name, nor the train split.
     said = "'data.validation_split' is 'test', which is also in data.eval_splits: .*; use 'valid"
     with pytest.raises(ConfigError, match=said):  # not "drop it from data.eval_splits"

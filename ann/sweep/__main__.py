@@ -173,7 +173,7 @@ def sweep(argv: list[str]) -> None:
     if (FLAGS.metric or "").startswith("eval"):  # before loading the definition, which imports JAX:
         # an eval/NAME's fix, val/NAME, is the same metric of the validation split. Another
         # split's or a bare name's is found among the metrics the trials compute (`objective`).
-        check_selection_metric("--metric", FLAGS.metric)
+        check_selection_metric("--metric", FLAGS.metric, mode=_mode_given())
     fixed = config_flags.get_override_values(FLAGS["config"])
     check_fixed_objective(fixed)
     config = config_flags.get_config_filename(FLAGS["config"])
@@ -260,6 +260,12 @@ def check_cluster_flags() -> None:
         )
 
 
+def _mode_given() -> tuple[str, str] | None:
+    """("--mode", its value) where --mode was given, for a metric's fix to name a mode that
+    runs against it (`check_selection_metric`); None otherwise."""
+    return ("--mode", FLAGS.mode) if FLAGS.mode else None
+
+
 def objective(definition: definition_lib.Definition) -> tuple[str, str]:
     """(metric, mode) the trials are ranked by: the flags', else the config's best_metric and
     best_mode. A SweepError for a test metric, or a --metric other than best_metric without
@@ -273,6 +279,7 @@ def objective(definition: definition_lib.Definition) -> tuple[str, str]:
         lambda: (
             config_lib.logged_validation_metrics(definition.base) or validation_metrics(definition)
         ),
+        _mode_given() if FLAGS.metric else ("best_mode", definition.base.best_mode),
     )
     # A typo of a metric the experiment logs, from the config alone (with or without --mode).
     if FLAGS.metric:
