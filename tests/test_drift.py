@@ -2151,6 +2151,19 @@ def test_input_features_flagged_one_by_one_are_set_against_what_chance_flags():
     # Corrected, the flags are the family's: no such note.
     result = ref.detect(window, {}, method="ks", correction="bonferroni")
     assert not report.sections(result, ref, window, {}, top=1)[1].notes
+    # An output flagged alone is set against chance too (trial 46a: a clean window's
+    # output:label at p=0.02 read "1 of 2 drifted" without a word).
+    out_spec = {"score": {"dtype": "float32", "shape": [-1]}}
+    scores = rng.normal(size=400)
+    ref = Reference({"x": rng.normal(size=(400, 40))}, {"score": scores}, spec, out_spec)
+    current = {"score": rng.normal(size=200) + 0.3}  # a small shift: KS flags it
+    result = ref.detect(window, current, method="ks")
+    assert result.outputs[0].drifted, result.outputs
+    notes = report.sections(result, ref, window, current, top=1)[2].notes
+    assert notes == [
+        "1 of 1 outputs flagged DRIFT, each alone at p <= 0.05 (no correction): about 0.05 of 1 "
+        "would be on traffic like the reference's, by chance"
+    ], notes
     plt.close("all")
 
 

@@ -231,14 +231,16 @@ def none_moved(methods: Iterable[str]) -> str:
     return f"none moved ({said} for every feature)"
 
 
-def by_chance(features: Sequence[FeatureDrift]) -> str | None:
-    """What a page says beside input features flagged one by one, uncorrected: `5 of 64
-    features flagged, each alone at p <= 0.05 (no correction): about 3.2 of 64 would be on
-    traffic like the reference's, by chance; the inputs' verdict is the share flagged (dataset
-    drift at >= 0.5), not one feature's flag`; None where no uncorrected p-value test flagged
-    (a distance's threshold is no false-alarm rate, and a correction's flags are family-wise).
-    The expected count is the sum of the tests' thresholds (each test's false-alarm rate on
-    unchanged traffic; Evidently's per-column tests, ALPHA)."""
+def by_chance(features: Sequence[FeatureDrift], noun: str = "features") -> str | None:
+    """What a page says beside tests flagged one by one, uncorrected: `5 of 64 features
+    flagged DRIFT, each alone at p <= 0.05 (no correction): about 3.2 of 64 would be on traffic
+    like the reference's, by chance; the inputs' verdict is the share flagged (dataset drift at
+    >= 0.5), not one feature's flag` for input features (`noun` "features"); for outputs
+    ("outputs"), the count alone, as each output's own test is its verdict. None where no
+    uncorrected p-value test flagged (a distance's threshold is no false-alarm rate, and a
+    correction's flags are family-wise). The expected count is the sum of the tests'
+    thresholds (each test's false-alarm rate on unchanged traffic; Evidently's per-column
+    tests, ALPHA)."""
     tests = [f for f in features if f.p_value is not None and f.p_adjusted is None]
     flagged = sum(f.drifted for f in tests)
     if not flagged:
@@ -246,12 +248,17 @@ def by_chance(features: Sequence[FeatureDrift]) -> str | None:
     thresholds = {f.threshold for f in tests}
     at = f"p <= {thresholds.pop():g}" if len(thresholds) == 1 else "its threshold"
     expected = sum(f.threshold for f in tests)
-    return (
-        f"{flagged} of {len(tests)} features flagged DRIFT, each alone at {at} (no "
+    said = (
+        f"{flagged} of {len(tests)} {noun} flagged DRIFT, each alone at {at} (no "
         f"correction): about {expected:.2g} of {len(tests)} would be on traffic like the "
-        "reference's, by chance; the inputs' verdict is the share flagged (dataset drift at "
-        f">= {DRIFT_SHARE:g}), not one feature's flag"
+        "reference's, by chance"
     )
+    if noun == "features":
+        said += (
+            f"; the inputs' verdict is the share flagged (dataset drift at >= {DRIFT_SHARE:g}), "
+            "not one feature's flag"
+        )
+    return said
 
 
 def rank(strength: float, p_value: float | None, score: float | None) -> tuple[float, ...]:

@@ -542,6 +542,7 @@ def sections(
             "Outputs",
             outputs_table(result.outputs, result.output_verdicts),
             _output_figures(reference, outputs, result.outputs, top),
+            [said] if (said := by_chance(result.outputs, "outputs")) else [],
         ),
     ]
 
