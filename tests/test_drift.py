@@ -189,6 +189,29 @@ def test_the_output_pictures_carry_their_verdict():
     assert titles["label"].startswith("label: predicted-class shares | chisquare"), titles
 
 
+def test_ten_classes_shares_are_labelled_upright_so_neighbours_do_not_overlap():
+    # Level labels of 0.113 and 0.110 on neighbouring bars ran into one another (trial 46a).
+    import matplotlib.pyplot as plt
+
+    from ann.monitor import report
+
+    rng = np.random.default_rng(0)
+    spec = {"x": {"dtype": "float32", "shape": [-1, 1]}}
+    for classes, rotation in ((10, 90), (2, 0)):
+        out_spec = {
+            "label": {"dtype": "int32", "shape": [-1], "names": list("abcdefghij")[:classes]}
+        }
+        ref = Reference({"x": rng.normal(size=(300, 1))}, {"label": rng.integers(0, classes, 300)},
+                        spec, out_spec)  # fmt: skip
+        current = {"label": rng.integers(0, classes, 100)}
+        result = ref.detect({"x": rng.normal(size=(100, 1))}, current)
+        (ax,) = report._output_figures(ref, current, result.outputs)["label"].axes
+        labels = [t for t in ax.texts if t.get_text().startswith("0.")]
+        assert len(labels) == 2 * classes, [t.get_text() for t in ax.texts]
+        assert {t.get_rotation() for t in labels} == {rotation}, classes
+    plt.close("all")
+
+
 def _bars(figure) -> dict[int, list[tuple[float, float]]]:
     """The strength chart's bars: row -> [(right end, alpha)], a row's y its index."""
     from matplotlib.patches import Rectangle
