@@ -201,6 +201,13 @@ def test_a_runbook_base_of_the_root_links_each_runbook_at_the_root(tmp_path):
         (["NOOUT"], "error: missing --out"),
         (["--out=FILE"], "error: --out=FILE is a file, not a directory; choose another --out"),
         (["rendr"], "error: give one command: render (ann observability render --out=DIR); got"),
+        # The rest of an unquoted value with a space: it said "give one command ...; got
+        # render minutes".
+        (
+            ["--alert.accuracy_for=5", "minutes"],
+            "error: unexpected argument 'minutes': this command takes flags only (--name=value); "
+            'quote a value that has spaces: --name="two words"',
+        ),
     ],
 )
 def test_bad_flags_are_one_line(tmp_path, args, message):

@@ -145,6 +145,8 @@ def render(settings: rules.Settings, out: str) -> dict[str, int]:
 def main(argv: list[str]) -> None:
     """`ann observability render`: checks the command and flags (FlagError: one line), renders,
     prints what it wrote."""
+    if len(argv) > 2 and argv[1] in COMMANDS:  # `--alert.accuracy_for=5 minutes` left "minutes"
+        cli.check_no_arguments(argv[2:])
     if len(argv) != 2 or argv[1] not in COMMANDS:
         given = " ".join(argv[1:]) or "nothing"
         raise cli.FlagError(
