@@ -1309,6 +1309,17 @@ def test_a_request_log_given_twice_is_refused(tmp_path):
     with pytest.raises(RequestLogError) as e:
         read_traffic([str(log), again], "m", "1", spec, {})
     assert str(e.value) == f"--requests names {log} twice (again as {again}); give each file once"
+    # From the command line, before --out is looked at: an --out holding another log's report
+    # was said first, and the file named twice only on the next try (trial 46a).
+    from conftest import one_line_error
+    from test_cli import ann
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "report.json").write_text("{}")
+    args = ["monitor", "drift", "--model=x", f"--requests={log},{log}", f"--out={out}"]
+    line = one_line_error(ann(*args))
+    assert line == f"error: --requests names {log} twice; give each file once", line
 
 
 @pytest.mark.parametrize(

@@ -592,6 +592,10 @@ def _check_requests() -> None:
                 f"--requests={path} {what}; give the server's request log"
                 + cli.near_files(path)  # requests.jsonl for request.jsonl
             )
+    from ann.monitor.request_log import named_twice
+
+    if (twice := named_twice(FLAGS.requests)) is not None:  # before --out's check reads it
+        raise cli.FlagError(twice)
 
 
 def small_sample_warning(method: str, rows: int, reference_rows: int) -> str | None:

@@ -142,6 +142,20 @@ _DAMAGED = "; the file is damaged (delete that line to use the rest)"
 _EXPECTED = "expected a request record (a JSON object a line, as `ann serve --request_log` writes)"
 
 
+def named_twice(paths: Sequence[str]) -> str | None:
+    """The refusal of `--requests` naming one file twice (as typed, or by another path to it:
+    links resolved), or None: its requests were counted twice, and the verdict moved with
+    them."""
+    given: dict[str, str] = {}
+    for path in paths:
+        real = os.path.realpath(path)
+        if real in given:
+            again = f" (again as {path})" if path != given[real] else ""
+            return f"--requests names {given[real]} twice{again}; give each file once"
+        given[real] = path
+    return None
+
+
 def _records(paths: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
     """(where, record) for every line of every file, in order; RequestLogError naming the
     file and line that is not a request record: not a JSON object, or one without the model
@@ -161,14 +175,9 @@ def _records(paths: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
         if not os.path.isfile(path):
             what = "is not a file" if os.path.exists(path) else atomic.absent(path)
             raise RequestLogError(f"--requests={path} {what}; give the server's request log")
-        real = os.path.realpath(path)
-        if real in given:  # its requests counted twice, and the verdict moved with them
-            raise RequestLogError(
-                f"--requests names {given[real]} twice"
-                + (f" (again as {path})" if path != given[real] else "")
-                + "; give each file once"
-            )
-        given[real] = path
+        if (twice := named_twice([*given.values(), path])) is not None:
+            raise RequestLogError(twice)
+        given[os.path.realpath(path)] = path
         for number, record in objects(
             path, f"--requests={path}", _EXPECTED, RequestLogError, torn, _DAMAGED, wanted
         ):
