@@ -1160,7 +1160,7 @@ def _path_to(root: ml_collections.ConfigDict, section: object) -> tuple[str, ...
 
 def _meant_value(value: object, wanted: type) -> object | None:
     """`value` as the type `wanted` where it plainly means one ('128' for an int, 100.0 for
-    100, 'true' for True, 'label' for a tuple: ('label',)), else None."""
+    100, 'true' for True, 'label' or 64 for a tuple: ('label',), (64,)), else None."""
     if isinstance(value, str):
         text = value.strip()
         if wanted is bool and text.lower() in ("true", "false"):
@@ -1171,6 +1171,8 @@ def _meant_value(value: object, wanted: type) -> object | None:
             return (text,) if wanted is tuple else None  # a tuple's one string, unwrapped
     if isinstance(value, bool) or wanted is bool:
         return None
+    if wanted is tuple and isinstance(value, int | float | str):  # `c.model.features = 64`
+        return (value,)  # it was offered the key's current value, (256, 256)
     if wanted is int and isinstance(value, float) and value.is_integer():
         return int(value)
     if wanted is float and isinstance(value, int):

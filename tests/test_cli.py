@@ -1199,6 +1199,9 @@ def test_the_writability_probe_leaves_nothing_behind(tmp_path):
          "number, got 'fast' (a str); e.g. o.learning_rate = 0.001"),
         ('c.optimizer = "sgd"', "'optimizer' is a section, not a value; set its keys, e.g. "
          "c.optimizer.name = 'sgd'"),
+        # One number for a tuple: the number in one (it was offered the key's value, ()).
+        ("c.optimizer.step_boundaries = 500", "'optimizer.step_boundaries' must be a tuple, got "
+         "500 (an int); e.g. c.optimizer.step_boundaries = (500,)"),
     ],
 )  # fmt: skip
 def test_a_config_file_value_of_another_type_is_refused_in_anns_words(tmp_path, assignment, said):
