@@ -722,6 +722,9 @@ def empty_flag(flag_values: flags.FlagValues) -> str | None:
         if type(flag.parser) is flags.ListParser and len(flag.value or []) > 1:
             if (item := empty_item(name, flag.value)) is not None:
                 return item  # `--split=test,`: "unknown split ''"
+        if name in CHOICES and not flag.value:  # `--split=`: "--split='' must be distinct"
+            names = ", ".join(CHOICES[name])
+            return f"--{name} is empty; give one or more of {names}, or drop the flag"
         if flag.default is not None:
             continue  # one whose "" means something
         kind = type(flag.parser)
@@ -1655,6 +1658,8 @@ def check_trained_run(workdir: str, step: str, export_flag: str | None = None) -
     the run is named as one, with the run it came from, and `--export_flag` where the command
     also takes an export (report's --model)."""
     number = arguments.digits(step) and arguments.INTEGER.fullmatch(step)  # not "３", "0x10"
+    if not step.strip():  # as an empty text flag is said (`empty_flag`)
+        raise FlagError("--step is empty; give 'best', 'latest' or a step number, or drop the flag")
     if not (step in ("best", "latest") or number):
         raise FlagError(f"--step={step!r} must be 'best', 'latest' or a step number (>= 0)")
     kinds = directory_kind.of(workdir)

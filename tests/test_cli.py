@@ -2306,6 +2306,26 @@ def test_a_flag_the_job_needs_given_empty_is_told_to_give_a_value(job, said):
     assert one_line_error(result).startswith(f"error: {said}"), result.stderr
 
 
+@pytest.mark.parametrize(
+    "job, said",
+    [
+        # A list of names: it said "--split='' must be distinct names among validation, test".
+        (["report", "--workdir=x", "--split="], "--split is empty; give one or more of "
+         "validation, test, or drop the flag"),
+        (["export", "--workdir=x", "--out=y", "--platforms="], "--platforms is empty; give one "
+         "or more of cpu, cuda, rocm, tpu, or drop the flag"),
+        # A text flag with a default: it said "--step='' must be 'best', ...".
+        (["export", "--workdir=x", "--out=y", "--step="], "--step is empty; give 'best', "
+         "'latest' or a step number, or drop the flag"),
+    ],
+)  # fmt: skip
+def test_a_flag_with_a_default_given_empty_says_it_is_empty(job, said):
+    result = subprocess.run(
+        [sys.executable, "-m", "ann", *job], capture_output=True, text=True, timeout=60
+    )
+    assert one_line_error(result) == f"error: {said}", result.stderr
+
+
 def test_a_text_flag_given_empty_is_refused_not_taken_for_unset():
     """`ann report --out=` silently wrote the default WORKDIR/report while `--out=' '` was
     refused (`--out is empty`): an unset flag's default (None) and an empty value were one to

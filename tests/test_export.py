@@ -806,7 +806,7 @@ def test_crafted_export_is_refused_by_the_loader_and_the_registry(
         ),
         (["--platforms=CPU"], "(unknown: CPU (did you mean 'cpu'?))"),
         (["--platforms=cpu,cpu"], "--platforms='cpu,cpu' must be distinct names"),
-        (["--platforms="], "--platforms='' must be distinct names"),
+        (["--platforms="], "--platforms is empty; give one or more of cpu, cuda, rocm, tpu"),
         (["--workdir=MISSING"], "does not exist; give the directory of a trained run"),
         # It said "holds no config.json" of a file.
         (["--workdir=FILE"], "is a file, not a directory; give the directory of a trained run"),
