@@ -113,7 +113,7 @@ class AnomalyDetection:
     def setup(self, train: Split) -> None:
         features = train.info.features
         self.input_key, self.label_key = supervised_keys(
-            train, "anomaly_detection", "(input, label)"
+            train, "anomaly_detection", "(input, label)", config=self.config
         )
         label = features[self.label_key]
         if getattr(label, "num_classes", 0) != 2:
@@ -123,6 +123,7 @@ class AnomalyDetection:
                 f"{made_for(train.name, 'anomaly_detection')}",
                 train.name,
                 "anomaly_detection",
+                self.config,
             )
         if self.breakdown:
             group = features[self.breakdown] if self.breakdown in features else None

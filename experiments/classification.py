@@ -53,7 +53,9 @@ class Classification:
         self.temperature = 1.0
 
     def setup(self, train: Split) -> None:
-        self.input_key, self.label_key = supervised_keys(train, "classification", "(input, label)")
+        self.input_key, self.label_key = supervised_keys(
+            train, "classification", "(input, label)", config=self.config
+        )
         label = train.info.features[self.label_key]
         if not hasattr(label, "num_classes"):
             raise misfit(
@@ -65,6 +67,7 @@ class Classification:
                 ),
                 train.name,
                 "classification",
+                self.config,
             )
         if label.num_classes < 2:  # it trained to loss 0, accuracy 1 and AUROC nan
             raise ConfigError(

@@ -6,14 +6,17 @@ metadata."""
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
-from ann.config import ConfigError, KeyValueError
+from ann.config import ConfigError, KeyValueError, lookup
 from ann.data import Split
 from ann.data.statistics import channel_stats, safe_std
 
@@ -82,19 +85,57 @@ def made_for(name: str, task: str) -> str:
     return f" (data set {name!r} is made for experiment {made[0]!r}, as in {made[1]})"
 
 
-def misfit(what: str, name: str, task: str) -> ConfigError:
+# The keys a shipped config sets for its experiment that a config written for another one
+# holds wrong: said with the experiment, they took one failed run each (diabetes under a
+# classification config: the experiment, then best_metric, then best_mode).
+CHOSEN_WITH_EXPERIMENT = (
+    "best_metric", "best_mode", "early_stopping.metric", "early_stopping.mode"
+)  # fmt: skip
+
+
+def misfit(
+    what: str, name: str, task: str, config: ml_collections.ConfigDict | None = None
+) -> ConfigError:
     """The refusal `what` of data set `name` under experiment `task`, to raise: a
     `KeyValueError` of config key `experiment` (depending on `data.name`) where `name` is one
     of ann's offline sets made for another experiment, so that a config file's line setting
-    either is named (`ann.cli.in_config_file`); a ConfigError otherwise."""
+    either is named (`ann.cli.in_config_file`); a ConfigError otherwise. With the run's
+    `config`, the keys of CHOSEN_WITH_EXPERIMENT the set's own config file sets otherwise are
+    named too (`that config also sets best_metric='val/rmse', best_mode='min'`)."""
     if not made_for(name, task):
         return ConfigError(what)
-    made = MADE_FOR[name.partition(":")[0]][0]
+    made, path = MADE_FOR[name.partition(":")[0]]
+    shipped = _shipped_config(path) if config is not None else None
+    if shipped is not None:
+        also = [
+            f"{key}={lookup(shipped, key)!r}"
+            for key in CHOSEN_WITH_EXPERIMENT
+            if lookup(shipped, key) != lookup(config, key)
+        ]
+        what += f"; that config also sets {', '.join(also)}" if also else ""
     fix = f"e.g. --config.experiment={made}"
     return KeyValueError("experiment", what, fix, example=made, depends_on=("data.name",))
 
 
-def supervised_keys(train: Split, task: str, roles: str, hint: str = "") -> tuple[str, str]:
+def _shipped_config(path: str) -> ml_collections.ConfigDict | None:
+    """The config of ann's own config file `path` (`configs/diabetes_mlp.py`, in the checkout
+    beside this package), or None where there is no such file (an installed copy)."""
+    file = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), path)
+    if not os.path.isfile(file):
+        return None
+    spec = importlib.util.spec_from_file_location("ann_shipped_config", file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def supervised_keys(
+    train: Split,
+    task: str,
+    roles: str,
+    hint: str = "",
+    config: ml_collections.ConfigDict | None = None,
+) -> tuple[str, str]:
     """The data set's TFDS `supervised_keys` (input, target) as two feature names. Raises
     ConfigError naming the data set, the `roles` the task reads them as ("(input, label)") and
     `hint` (what to use instead) and the builder's fix (`supervised_keys=("input", "label")`)
@@ -114,6 +155,7 @@ def supervised_keys(train: Split, task: str, roles: str, hint: str = "") -> tupl
             ),
             train.name,
             task,
+            config,
         )
     missing = [k for k in keys if k not in features]
     if missing:  # it was TFDS's KeyError traceback from the experiment's setup

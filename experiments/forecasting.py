@@ -60,7 +60,7 @@ class Forecasting:
     def setup(self, train: Split) -> None:
         info = train.info
         self.history_key, self.future_key = supervised_keys(
-            train, "forecasting", "(history, future)", " (use data.name=sensor_series)"
+            train, "forecasting", "(history, future)", " (use data.name=sensor_series)", self.config
         )
         self.history_shape = tuple(info.features[self.history_key].shape)
         self.future_shape = tuple(info.features[self.future_key].shape)
@@ -75,6 +75,7 @@ class Forecasting:
                 f"{made_for(train.name, 'forecasting')}",
                 train.name,
                 "forecasting",
+                self.config,
             )
         recorded = int((info.metadata or {}).get("period", 0))
         period = self.settings["period"] or recorded

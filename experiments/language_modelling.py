@@ -47,6 +47,7 @@ class LanguageModelling:
                 f"reads windows of token ids from it{made_for(train.name, 'language_modelling')}",
                 train.name,
                 "language_modelling",
+                self.config,
             )
         self.vocab = Vocabulary.of(train, "language_modelling")
         self.window = features[self.key].shape[0]

@@ -75,7 +75,7 @@ class Regression:
     def setup(self, train: Split) -> None:
         info = train.info
         self.input_key, self.target_key = supervised_keys(
-            train, "regression", "(input, target)", " (e.g. data.name=diabetes)"
+            train, "regression", "(input, target)", " (e.g. data.name=diabetes)", self.config
         )
         target = info.features[self.target_key]
         if hasattr(target, "num_classes") or not np.issubdtype(target.np_dtype, np.floating):
@@ -87,6 +87,7 @@ class Regression:
                 ),
                 train.name,
                 "regression",
+                self.config,
             )
         self.input_shape = tuple(info.features[self.input_key].shape)
         self.inputs = {self.input_key: feature_spec(train, self.input_key)}

@@ -84,7 +84,7 @@ class Retrieval:
     def setup(self, train: Split) -> None:
         info = train.info
         self.input_key, self.label_key = supervised_keys(
-            train, "retrieval", "(input, label)", " (use data.name=digit_pairs)"
+            train, "retrieval", "(input, label)", " (use data.name=digit_pairs)", self.config
         )
         features = info.features
         inputs = features[self.input_key]
@@ -97,6 +97,7 @@ class Retrieval:
                 f"{made_for(train.name, 'retrieval')}",
                 train.name,
                 "retrieval",
+                self.config,
             )
         if not np.issubdtype(np.dtype(features[self.label_key].np_dtype), np.integer):
             raise ConfigError(f"feature {self.label_key!r} of {train.name!r} is not an integer")

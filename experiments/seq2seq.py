@@ -69,6 +69,7 @@ class Seq2Seq:
                 f"{made_for(train.name, 'seq2seq') or ' (e.g. data.name=digit_strings)'}",
                 train.name,
                 "seq2seq",
+                self.config,
             )
         self.vocab = Vocabulary.of(train, "seq2seq", needs=("bos_id", "eos_id"))
         self.source_len = features["source"].shape[0]

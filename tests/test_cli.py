@@ -1366,15 +1366,18 @@ def test_a_data_set_made_for_another_experiment_names_the_config_files_line(tmp_
     assert proc.stderr.splitlines()[-1] == (
         f"error: --config={path} line 9 (c.data.name = 'diabetes'): feature 'target' of "
         "'diabetes' is not a ClassLabel; data set 'diabetes' is made for experiment "
-        "'regression', as in configs/diabetes_mlp.py; experiment comes from a module the file "
+        "'regression', as in configs/diabetes_mlp.py; that config also sets "
+        "best_metric='val/rmse', best_mode='min'; experiment comes from a module the file "
         "imports: set it in the file too (e.g. c.experiment = 'regression'), or change that line"
     ), proc.stderr
+    # (Each of those took a failed run after the experiment was fixed, trial 46a.)
     # The same data set given on the command line: the flag that fixes it.
     proc = ann(
         "train", f"--config={path}", f"--workdir={tmp_path / 'run'}", "--config.data.name=diabetes"
     )
     assert proc.stderr.splitlines()[-1].endswith(
-        "as in configs/diabetes_mlp.py; e.g. --config.experiment=regression"
+        "as in configs/diabetes_mlp.py; that config also sets best_metric='val/rmse', "
+        "best_mode='min'; e.g. --config.experiment=regression"
     ), proc.stderr
 
 
