@@ -255,6 +255,8 @@ class Range:
             fix = None
             if isinstance(example, Sequence) and example and not isinstance(example, str):
                 fix = tuple(example)
+            if fix is None:  # as many elements, spread evenly inside the range
+                fix = self._spread(items, low, high)
             hint = f"e.g. --config.{path}='{fix}'"  # quoted for the shell
         else:
             fix = self.suggest(value, low, high, example, accepts)
@@ -265,6 +267,21 @@ class Range:
             bounds.append("num_epochs")  # what total_steps may come from
         hint = hint if fix is not None else ""
         raise KeyValueError(path, what, hint, example=fix, depends_on=bounds)
+
+    def _spread(self, items: list[Any], low: float, high: float) -> tuple | None:
+        """`len(items)` values spread evenly inside (low, high), integers for integers, for a
+        sequence refused with no example (`step_boundaries=(400, 600)` against
+        `total_steps=50`: (16, 33)); None where they would not pass (too many for the range,
+        a bound not finite, elements that are not numbers)."""
+        numbers = all(isinstance(x, int | float) and not isinstance(x, bool) for x in items)
+        if not items or not numbers or not (math.isfinite(low) and math.isfinite(high)):
+            return None
+        whole = all(isinstance(x, int) for x in items)
+        spread = [low + (high - low) * (i + 1) / (len(items) + 1) for i in range(len(items))]
+        values = tuple(int(x) if whole else round(x, 6) for x in spread)
+        increasing = all(a < b for a, b in zip(values, values[1:]))
+        inside = all(self._contains(x, low, high) for x in values)
+        return values if increasing and inside else None
 
     def suggest(
         self,

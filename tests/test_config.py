@@ -360,6 +360,13 @@ RANGE_CASES = [
     ("optimizer.warmup_steps", 100, "must be in [0, 100) (total_steps=100; lower this or"),
     ("optimizer.warmup_steps", -1, "must be in [0, 100)"),
     ("optimizer.step_boundaries", (50, 100), "must be increasing, each element in (0, 100) (total"),
+    # With a fix that passes: as many boundaries spread inside the run (it gave none).
+    (
+        "optimizer.step_boundaries",
+        (400, 600),
+        "must be increasing, each element in (0, 100) (total_steps=100; lower this or raise "
+        "total_steps), got (400, 600); e.g. --config.optimizer.step_boundaries='(33, 66)'",
+    ),
     ("optimizer.step_boundaries", (60, 30), "must be increasing, each element in (0, 100)"),
     ("optimizer.step_boundaries", (0, 30), "must be increasing, each element in (0, 100)"),
     ("optimizer.step_factor", 0.0, "must be > 0"),
