@@ -1330,69 +1330,15 @@ def validate(
         raise run_length
     if num_devices is not None:
         _check_divisible(values, num_devices)
-    stopping = values["early_stopping"]
     if selecting:
 
         def logged() -> list[str] | None:  # asked only on a refusal
             return logged_validation_metrics(values)
 
-        with _keyed("best_metric"):
-            check_selection_metric(
-                "config key 'best_metric'",
-                values["best_metric"],
-                logged,
-                ("best_mode", values["best_mode"]),
-            )
-            check_logged_metric(
-                f"config key 'best_metric': {values['best_metric']!r}",
-                values["best_metric"],
-                values,
-            )
-        _check_name_then_mode("best_metric", values["best_metric"], "best_mode",
-                              values["best_mode"], values)  # fmt: skip
-        if stopping["metric"]:
-            metric = stopping["metric"]
-            with _keyed("early_stopping.metric"):
-                check_selection_metric(
-                    "config key 'early_stopping.metric'",
-                    metric,
-                    logged,
-                    ("early_stopping.mode", stopping["mode"]),
-                )
-                check_logged_metric(
-                    f"config key 'early_stopping.metric': {metric!r}", metric, values
-                )
-            _check_name_then_mode("early_stopping.metric", metric, "early_stopping.mode",
-                                  stopping["mode"], values)  # fmt: skip
-        dc = values["data"]
-        for other, splits in (
-            ("data.train_split", [dc["train_split"]]),
-            ("data.eval_splits", dc["eval_splits"]),
-        ):
-            split = dc["validation_split"]
-            if split in splits:
-                rest = tuple(s for s in splits if s != split)
-                what = (
-                    f"config key 'data.validation_split' is {split!r}, which is also in "
-                    f"{other}: the split that chooses must be one of its own"
-                )
-                if other == "data.eval_splits" and (rest or split == "validation"):
-                    shown = f'"{rest}"' if rest else "\"('test',)\", a split to report on"
-                    fix = f"drop it from data.eval_splits (--config.data.eval_splits={shown})"
-                    raise KeyValueError(
-                        other,
-                        what,
-                        fix,
-                        example=rest or ("test",),
-                        depends_on=("data.validation_split",),
-                    )
-                # The train split, or the one reported split: choose on another one.
-                carve = "carve one from train: data.train_split='train[:90%]', "
-                carve += "data.validation_split='train[90%:]'"
-                carve = ("use 'validation', or " if split != "validation" else "") + carve
-                raise KeyValueError(
-                    "data.validation_split", f"{what}; {carve}", depends_on=(other,)
-                )
+        _check_choosing("best_metric", "best_mode", values, logged)
+        if values["early_stopping"]["metric"]:
+            _check_choosing("early_stopping.metric", "early_stopping.mode", values, logged)
+        _check_validation_split(values["data"])
     _check_run_settings(values)
     for key in ("freeze", "init_from_skip"):  # path regexes: fail here, not mid-build
         for pattern in values[key]:
@@ -1411,6 +1357,52 @@ def validate(
     check_slices(values["report"]["slices"])
     if selecting:  # a run to train (a trained run's config.json is read as it was)
         _check_keys_apply(values, unchanged)
+
+
+def _check_choosing(
+    key: str, mode_key: str, values: Mapping[str, Any], logged: Callable[[], Any]
+) -> None:
+    """The metric config key `key` chooses by (`best_metric`, `early_stopping.metric`): a
+    validation metric (`check_selection_metric`), one the run logs (`check_logged_metric`),
+    with `mode_key`'s mode agreeing with its name (`_check_name_then_mode`); each refusal a
+    KeyValueError of the key at fault. `logged`: the run's `val/` metrics, asked only on a
+    refusal."""
+    metric, mode = lookup(values, key), lookup(values, mode_key)
+    with _keyed(key):
+        check_selection_metric(f"config key {key!r}", metric, logged, (mode_key, mode))
+        check_logged_metric(f"config key {key!r}: {metric!r}", metric, values)
+    _check_name_then_mode(key, metric, mode_key, mode, values)
+
+
+def _check_validation_split(dc: Mapping[str, Any]) -> None:
+    """Refuses a `data.validation_split` (`dc`: the data section) that is also the train split
+    or among the reported splits: the split that chooses must be one of its own."""
+    for other, splits in (
+        ("data.train_split", [dc["train_split"]]),
+        ("data.eval_splits", dc["eval_splits"]),
+    ):
+        split = dc["validation_split"]
+        if split in splits:
+            rest = tuple(s for s in splits if s != split)
+            what = (
+                f"config key 'data.validation_split' is {split!r}, which is also in "
+                f"{other}: the split that chooses must be one of its own"
+            )
+            if other == "data.eval_splits" and (rest or split == "validation"):
+                shown = f'"{rest}"' if rest else "\"('test',)\", a split to report on"
+                fix = f"drop it from data.eval_splits (--config.data.eval_splits={shown})"
+                raise KeyValueError(
+                    other,
+                    what,
+                    fix,
+                    example=rest or ("test",),
+                    depends_on=("data.validation_split",),
+                )
+            # The train split, or the one reported split: choose on another one.
+            carve = "carve one from train: data.train_split='train[:90%]', "
+            carve += "data.validation_split='train[90%:]'"
+            carve = ("use 'validation', or " if split != "validation" else "") + carve
+            raise KeyValueError("data.validation_split", f"{what}; {carve}", depends_on=(other,))
 
 
 # Keys read only under another key's setting: key -> (that key, the values under which it is
