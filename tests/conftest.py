@@ -85,6 +85,16 @@ def pytest_collection_finish(session):
     gc.set_threshold(50_000, 20, 20)
 
 
+@pytest.fixture(autouse=True)
+def _close_figures():
+    """Closes the figures a test left open, as `ann report` does once it writes them: a
+    worker's tests together held more than matplotlib's 20 and it warned ("More than 20
+    figures have been opened")."""
+    yield
+    if "matplotlib.pyplot" in sys.modules:
+        sys.modules["matplotlib.pyplot"].close("all")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def compilation_cache(tmp_path_factory, worker_id):
     """Every test and subprocess compiles through one persistent XLA compilation cache, shared
