@@ -711,6 +711,22 @@ def test_ties_name_the_first_and_say_how_many_more():
     assert extreme(["a", "bb", "cc"], len, lowest=False) == ("bb", 1)
 
 
+def test_a_flagged_lone_slice_is_said_to_be_the_whole_split():
+    # One slice (a constant feature) below slice_min was flagged as if a group were worse:
+    # it is the model's headline on the whole split.
+    result = {
+        "bound": {"slice_min": 0.9},
+        "headline": "accuracy",
+        "slices": [{"name": "image[0,0,0]=0", "metrics": {"accuracy": 0.5}}],
+        "flagged": ["image[0,0,0]=0"],
+    }
+    assert slices._flag_notes(result) == [
+        "  flagged (slice_min 0.9): image[0,0,0]=0 0.5000 (the one slice: the whole split)"
+    ]
+    result["slices"].append({"name": "other", "metrics": {"accuracy": 1.0}})
+    assert slices._flag_notes(result) == ["  flagged (slice_min 0.9): image[0,0,0]=0 0.5000"]
+
+
 def test_slicings_that_collapse_say_why():
     # `feature:image[0,0,0]:quantiles=4` of a constant pixel said "1 slices, overall accuracy
     # 0.9778" and nothing more; `feature:image[3,3,0]:quantiles=20` "13 slices", not that

@@ -231,9 +231,12 @@ def _flag_notes(result: dict[str, Any]) -> list[str]:
         interval = interval_text(h, entry.get("ci95"))
         shown.append(f"{entry['name']} {metric_text(h, entry['metrics'][h])} {interval}".rstrip())
     with_ci = any(entry.get("ci95") for entry in flagged)
+    # One slice is the whole split: past the bound is the model's headline, not a group's.
+    whole = " (the one slice: the whole split)" if len(result["slices"]) == 1 else ""
     notes = [
         f"  flagged ({key} {bound:g}{'; 95% CI in brackets' if with_ci else ''}): "
         + ", ".join(shown)
+        + whole
     ]
     noise = [e["name"] for e in flagged if e.get("ci95") and e["ci95"][0] <= bound <= e["ci95"][1]]
     if noise:
