@@ -117,21 +117,30 @@ class _VariantParser(flags.ArgumentParser):
 
 def unchanged_overrides(flag_values: flags.FlagValues = flags.FLAGS) -> set[str]:
     """The `--config.KEY=VALUE` keys whose value the config file already held (the file read
-    again without them; `ann.config.unchanged_overrides`), and the keys another setting can
-    make ignored (`config.READ_ONLY_WHEN`) that the file's own lines set, for
-    `ann.config.validate`: `c.optimizer.momentum = 0.9` with adam, momentum's default, trained
-    silently while `--config.optimizer.momentum=0.9` was refused."""
+    again without them; `ann.config.unchanged_overrides`), and the ignorable keys the file's
+    own lines set (`set_in_file`), for `ann.config.validate`."""
     holder = flag_values["config"]
-    path = config_flags.get_config_filename(holder).partition(":")[0]
-    written = {  # an override's value is judged by the override's rule, below
-        key
-        for key in config_lib.READ_ONLY_WHEN
-        if key not in holder.override_values and _assignment(path, key) is not None
-    }
+    config = config_flags.get_config_filename(holder)
+    written = set_in_file(config, holder.override_values)
     if not holder.override_values:
         return written
-    file_config = holder.parser.parse(config_flags.get_config_filename(holder))
+    file_config = holder.parser.parse(config)
     return written | config_lib.unchanged_overrides(file_config, holder.override_values)
+
+
+def set_in_file(config: str, overrides: Collection[str] = ()) -> set[str]:
+    """The keys another setting can make ignored (`config.READ_ONLY_WHEN`) that the config
+    file `config` (`FILE[:ARG]`) sets on a line of its own, less those `overrides` set (an
+    override's value is judged by the override's rule): such a key is refused where ignored
+    even at its default, as an override is (`c.optimizer.momentum = 0.9` with adam,
+    momentum's default, trained silently while `--config.optimizer.momentum=0.9` was
+    refused)."""
+    path = config.partition(":")[0]
+    return {
+        key
+        for key in config_lib.READ_ONLY_WHEN
+        if key not in overrides and _assignment(path, key) is not None
+    }
 
 
 def drop_switched_model_keys(

@@ -1431,6 +1431,22 @@ def test_a_sweeps_config_file_key_of_a_wrong_name_names_the_file_and_line(tmp_pa
     assert not (tmp_path / "sweep").exists()
 
 
+def test_a_sweep_refuses_the_files_ignored_setting_at_its_default_as_train_does(tmp_path):
+    # `ann train` refuses the line; the sweep's own check passed it, and every trial failed.
+    path = _mlp_config(
+        tmp_path / "keys.py",
+        "c.optimizer.momentum = 0.9",
+        "\n\ndef get_sweep(h):\n    return h.sweep('seed', [0, 1])\n",
+    )
+    workdir = f"--workdir={tmp_path / 'sweep'}"
+    line = one_line_error(ann("sweep", f"--config={path}", workdir, "--dry_run"))
+    assert line == (
+        f"error: --config={path} line 9: config key 'optimizer.momentum'=0.9 has no effect with "
+        "optimizer.name='adam' (read only by sgd); drop the line, or set optimizer.name to 'sgd'"
+    ), line
+    assert not (tmp_path / "sweep").exists()
+
+
 def test_a_wrong_key_on_the_command_line_keeps_the_flags_words(tmp_path):
     path = _mlp_config(tmp_path / "keys.py", "c.mystuff = 3")
     workdir = f"--workdir={tmp_path / 'run'}"

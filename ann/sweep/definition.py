@@ -187,6 +187,7 @@ def checked(
 
     built = parse(config, overrides, swept)
     unchanged = config_lib.unchanged_overrides(parse(config, {}), overrides)
+    unchanged |= cli.set_in_file(config, overrides)  # as `ann train` reads the file's lines
     experiment.check_config(built, num_devices=1, unchanged=unchanged)
     return built
 
