@@ -121,26 +121,24 @@ def unchanged_overrides(flag_values: flags.FlagValues = flags.FLAGS) -> set[str]
     own lines set (`set_in_file`), for `ann.config.validate`."""
     holder = flag_values["config"]
     config = config_flags.get_config_filename(holder)
-    written = set_in_file(config, holder.override_values)
+    task = holder.value.get("task") if holder.value is not None else None
+    written = set_in_file(config, holder.override_values, task or {})
     if not holder.override_values:
         return written
     file_config = holder.parser.parse(config)
     return written | config_lib.unchanged_overrides(file_config, holder.override_values)
 
 
-def set_in_file(config: str, overrides: Collection[str] = ()) -> set[str]:
-    """The keys another setting can make ignored (`config.READ_ONLY_WHEN`) that the config
-    file `config` (`FILE[:ARG]`) sets on a line of its own, less those `overrides` set (an
-    override's value is judged by the override's rule): such a key is refused where ignored
-    even at its default, as an override is (`c.optimizer.momentum = 0.9` with adam,
-    momentum's default, trained silently while `--config.optimizer.momentum=0.9` was
-    refused)."""
+def set_in_file(config: str, overrides: Collection[str] = (), task: Iterable[str] = ()) -> set[str]:
+    """The keys another setting can make ignored (`config.READ_ONLY_WHEN`, and the `task`
+    keys, whose experiment says which: `check_task_keys_apply`) that the config file `config`
+    (`FILE[:ARG]`) sets on a line of its own, less those `overrides` set (an override's value
+    is judged by the override's rule): such a key is refused where ignored even at its
+    default, as an override is (`c.optimizer.momentum = 0.9` with adam, momentum's default,
+    trained silently while `--config.optimizer.momentum=0.9` was refused)."""
     path = config.partition(":")[0]
-    return {
-        key
-        for key in config_lib.READ_ONLY_WHEN
-        if key not in overrides and _assignment(path, key) is not None
-    }
+    keys = [*config_lib.READ_ONLY_WHEN, *(f"task.{k}" for k in task)]
+    return {key for key in keys if key not in overrides and _assignment(path, key) is not None}
 
 
 def drop_switched_model_keys(

@@ -1333,6 +1333,10 @@ def test_a_config_file_key_of_a_wrong_name_or_type_names_the_file_and_line(
         ("c.experiment = 'retrieval'; c.task.loss = 'infonce'; c.task.margin = 0.5", "config "
          "key 'task.margin'=0.5 has no effect with task.loss='infonce' (read only by triplet); "
          "drop the line, or set task.loss to 'triplet'"),
+        # At its default too (it trained): the line says a margin is wanted.
+        ("c.experiment = 'retrieval'; c.task.loss = 'infonce'; c.task.margin = 0.2", "config "
+         "key 'task.margin'=0.2 has no effect with task.loss='infonce' (read only by triplet); "
+         "drop the line, or set task.loss to 'triplet'"),
     ],
 )  # fmt: skip
 def test_a_config_file_value_refused_names_the_file_and_line(tmp_path, assignment, said):

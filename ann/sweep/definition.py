@@ -187,7 +187,8 @@ def checked(
 
     built = parse(config, overrides, swept)
     unchanged = config_lib.unchanged_overrides(parse(config, {}), overrides)
-    unchanged |= cli.set_in_file(config, overrides)  # as `ann train` reads the file's lines
+    # The file's own lines, as `ann train` reads them.
+    unchanged |= cli.set_in_file(config, overrides, built.get("task") or {})
     experiment.check_config(built, num_devices=1, unchanged=unchanged)
     return built
 
