@@ -1420,34 +1420,24 @@ def test_a_value_from_an_imported_config_made_wrong_by_the_files_line_names_that
     ), line
 
 
-def test_a_sweeps_config_file_key_of_a_wrong_name_names_the_file_and_line(tmp_path):
+@pytest.mark.parametrize(
+    "line, said",
+    [
+        ("c.optimizer.lerning_rate = 0.1", "config key 'optimizer.lerning_rate' is unknown (did "
+         "you mean 'optimizer.learning_rate'?); fix the line: c.optimizer.learning_rate = 0.1"),
+        # `ann train` refuses the line; the sweep's own check passed it, and every trial failed.
+        ("c.optimizer.momentum = 0.9", "config key 'optimizer.momentum'=0.9 has no effect with "
+         "optimizer.name='adam' (read only by sgd); drop the line, or set optimizer.name to "
+         "'sgd'"),
+    ],
+)  # fmt: skip
+def test_a_sweeps_config_file_refusal_names_the_file_and_line_as_train_does(tmp_path, line, said):
     path = _mlp_config(
-        tmp_path / "keys.py",
-        "c.optimizer.lerning_rate = 0.1",
-        "\n\ndef get_sweep(h):\n    return h.sweep('seed', [0, 1])\n",
+        tmp_path / "keys.py", line, "\n\ndef get_sweep(h):\n    return h.sweep('seed', [0, 1])\n"
     )
     workdir = f"--workdir={tmp_path / 'sweep'}"
-    line = one_line_error(ann("sweep", f"--config={path}", workdir, "--dry_run"))
-    assert line == (
-        f"error: --config={path} line 9: config key 'optimizer.lerning_rate' is unknown (did you "
-        "mean 'optimizer.learning_rate'?); fix the line: c.optimizer.learning_rate = 0.1"
-    ), line
-    assert not (tmp_path / "sweep").exists()
-
-
-def test_a_sweep_refuses_the_files_ignored_setting_at_its_default_as_train_does(tmp_path):
-    # `ann train` refuses the line; the sweep's own check passed it, and every trial failed.
-    path = _mlp_config(
-        tmp_path / "keys.py",
-        "c.optimizer.momentum = 0.9",
-        "\n\ndef get_sweep(h):\n    return h.sweep('seed', [0, 1])\n",
-    )
-    workdir = f"--workdir={tmp_path / 'sweep'}"
-    line = one_line_error(ann("sweep", f"--config={path}", workdir, "--dry_run"))
-    assert line == (
-        f"error: --config={path} line 9: config key 'optimizer.momentum'=0.9 has no effect with "
-        "optimizer.name='adam' (read only by sgd); drop the line, or set optimizer.name to 'sgd'"
-    ), line
+    error = one_line_error(ann("sweep", f"--config={path}", workdir, "--dry_run"))
+    assert error == f"error: --config={path} line 9: {said}", error
     assert not (tmp_path / "sweep").exists()
 
 
