@@ -650,6 +650,24 @@ def test_too_few_rows_or_an_empty_log_names_the_rotated_files_beside_it(tmp_path
     ), lines
 
 
+def test_too_few_labelled_rows_for_want_of_labels_says_to_wait_for_labels():
+    # 50 labels for 401 logged requests were told "wait for more traffic" (trial 46b).
+    score = {"state": "too_few_rows", "rows": 50, "min_rows": 100, "correct": 49}
+    report = {
+        "labels": {"joined": 50, "labels": 50, "unmatched": {"unknown": 0}},
+        "requests": {"records": 401, "files": ["req.jsonl"], "request_log_sample": [1.0]},
+        "model": {"name": "digits", "version": "3"},
+        "result": {"state": "too_few_rows", "versions": {"3": score}},
+        "outputs": {"probabilities": "probabilities"},
+        "figures": [],
+    }
+    lines = monitor_main.performance_summary(report, "perf/report.json").splitlines()
+    assert lines[2] == (
+        "  351 of the 401 logged requests have no label yet: wait for more labels or lower "
+        "--min_rows"
+    ), lines
+
+
 def test_empty_rotated_logs_hold_no_requests_and_a_rotated_file_alone_names_its_log(
     digits_export, tmp_path
 ):

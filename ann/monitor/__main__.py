@@ -850,9 +850,15 @@ def performance_summary(report: dict[str, Any], path: str) -> str:
             said += f", ECE {s['ece']:.4f} over {s['bins']} bins{some}"
         lines.append(said)
     if any(s["state"] == "too_few_rows" for s in r["versions"].values()):
-        # Said nothing of the rotated files beside the logs, where drift names them.
-        samples = report["requests"].get("request_log_sample") or []
-        advice = more_requests(report["requests"]["files"], samples)
+        if labels["joined"] < records:  # the labels are short, not the traffic
+            unlabelled = records - labels["joined"]
+            advice = (
+                f"{unlabelled} of the {records} logged requests have no label yet: wait for "
+                "more labels"
+            )
+        else:  # said nothing of the rotated files beside the logs, where drift names them
+            samples = report["requests"].get("request_log_sample") or []
+            advice = more_requests(report["requests"]["files"], samples)
         lines.append(f"  {advice} or lower --min_rows")
     pictures = len(report["figures"])
     if pictures:
