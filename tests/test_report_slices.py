@@ -553,6 +553,18 @@ def test_a_train_time_slice_refusal_gives_the_flag_that_runs():
         "no field 'features'; its fields: input, label; e.g. 'feature:input[0]:quantiles=4'; "
         "run with --config.report.slices=\"('label', 'feature:input[0]:quantiles=4')\""
     )
+    # Two bad entries: both said, and the flag replaces both (it kept the second, refused on
+    # the next run; trial 46b).
+    entries = ("feature:features[0]:quantiles=4", "field:sex")
+    with pytest.raises(ConfigError) as e:
+        slicing.check(_check_config(*entries), exp, split)
+    said = str(e.value)
+    assert (
+        "; also config key 'report.slices' entry 'field:sex': split 'train' has no field " in said
+    )
+    assert said.endswith("run with --config.report.slices=\"('feature:input[0]:quantiles=4',)\""), (
+        said
+    )
 
 
 @pytest.fixture(scope="module")

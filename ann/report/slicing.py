@@ -8,6 +8,7 @@ before step 0). NumPy only, and no import of the report's collection or the trai
 from __future__ import annotations
 
 import types
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -295,10 +296,11 @@ CHECK_ROWS = 1_000  # rows of the train split `check` cuts (the report cuts a wh
 COLUMN_BYTES = 64 << 20
 
 
-def replaced_flag(config: Any, refused: SliceRefused) -> str:
-    """The `--config.report.slices=...` flag that takes `config.report.slices` with the
+def replaced_flag(config: Any, refused: Sequence[SliceRefused]) -> str:
+    """The `--config.report.slices=...` flag that takes `config.report.slices` with each
     `refused` entry replaced by its fix (dropped without one): `"()"` when none is left."""
-    entries = [refused.fix if e == refused.entry else e for e in config.report.slices]
+    fixes = {r.entry: r.fix for r in refused}
+    entries = [fixes.get(e, e) for e in config.report.slices]
     kept = tuple(dict.fromkeys(e for e in entries if e))  # the fix once, if already named
     return f'--config.report.slices="{kept!r}"'
 
@@ -348,6 +350,7 @@ def check(config: Any, experiment: Any, split: Any) -> None:
     if not entries:
         return
     first = split.rows(np.arange(min(len(split), CHECK_ROWS)))
+    refused = []  # every entry's, so that the flag offered runs (it kept another bad entry)
     for entry in entries:
         spec = slice_spec.parse(entry)
         rows, sample = first, None
@@ -362,11 +365,9 @@ def check(config: Any, experiment: Any, split: Any) -> None:
         )
         try:
             assign(preds, spec)
-        except SliceRefused as e:  # the entry and why; and the flag that runs (a config reused
-            # on another data set: "split 'train' has no field 'features'" and no fix)
-            raise SliceRefused(
-                f"{e}; run with {replaced_flag(config, e)}", e.entry, e.fix
-            ) from None
+        except SliceRefused as e:
+            refused.append(e)
+            continue
         if spec.kind == "field" and sample:
             logging.warning(
                 "config key 'report.slices' entry %r: its distinct values were counted on %s "
@@ -378,6 +379,12 @@ def check(config: Any, experiment: Any, split: Any) -> None:
                 split.split,
                 MAX_SLICES,
             )
+    if refused:  # each entry and why; and the flag that runs (a config reused on another data
+        # set: "split 'train' has no field 'features'" and no fix)
+        said = "; also ".join(map(str, refused))
+        raise SliceRefused(
+            f"{said}; run with {replaced_flag(config, refused)}", refused[0].entry, refused[0].fix
+        )
 
 
 def _whole_field(split: Any, name: str) -> np.ndarray | None:

@@ -44,7 +44,7 @@ def _rerun(config: Any, source: collect.Source, refused: Any) -> str:
     export keeps its run's, so the run is exported again."""
     from ann.report.slicing import replaced_flag
 
-    flag = replaced_flag(config, refused)
+    flag = replaced_flag(config, [refused])
     again = f"`ann train` command again with {flag} (a finished run trains no further)"
     if source.identity["kind"] == "workdir":
         return f"run its {again}, then `ann report --workdir={source.identity['workdir']}`"
