@@ -1021,8 +1021,9 @@ def test_a_repeated_alias_or_tag_says_it_is_so_already(digits_export, tmp_path, 
         "models:/digits@champion points at models:/digits/1 already",
         "models:/digits@champion -> models:/digits/2",
         "models:/digits@champion points at models:/digits/2 already",
-        "tagged digits: stage=prod",
-        "digits has stage=prod already",
+        # The model's own tag said so: a forgotten --version tagged the model (trial 46b).
+        "tagged digits: stage=prod (the model's tag; --version=N tags version N)",
+        "digits has stage=prod already (the model's tag; --version=N tags version N)",
         "tagged digits/1: stage=prod",
         "digits/1 has stage=prod already",
     ]

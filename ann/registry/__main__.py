@@ -347,11 +347,13 @@ def _tag(registry: Registry, f: Any, args: Sequence[str], mlflow_uri: str) -> No
     before = _tags_of(registry, name, f.version).get(key)
     registry.set_tag(name, key, value, f.version)
     tagged = f"{name}{f'/{f.version}' if f.version else ''}"
+    # The model's own tag, not a version's: said, as a forgotten --version tagged the model.
+    whole = "" if f.version else " (the model's tag; --version=N tags version N)"
     # A repeat says so, as the MLflow line below does: "tagged" again read as a change.
     print(
-        f"tagged {tagged}: {key}={value}"
+        f"tagged {tagged}: {key}={value}{whole}"
         if before != value
-        else f"{tagged} has {key}={value} already"
+        else f"{tagged} has {key}={value} already{whole}"
     )
     if before != value:  # as for an alias: a command that changes nothing here names none
         _warn(mlflow_mirror.unreached_tag(registry, name, key, value, f.version, mlflow_uri))
