@@ -303,10 +303,10 @@ def test_an_out_holding_another_runs_report_is_refused_before_jax(digits_export,
         [sys.executable, "-c", probe, *args], capture_output=True, text=True, cwd=ROOT, timeout=60
     )
     assert result.stdout.split() == ["False", "1"], result.stderr[-2000:]
-    assert result.stderr == (
-        f"error: --out={out} holds the report of run /elsewhere/run, not of this one; choose "
-        f"another --out, or delete {out} to replace it\n"
-    )
+    assert result.stderr.startswith(
+        f"error: --out={out} holds the report of run /elsewhere/run, not of model digits_cnn "
+        "(manifest sha256 "
+    ), result.stderr
 
 
 # --- the sections on hand-made predictions ----------------------------------------------------
@@ -897,13 +897,15 @@ def test_a_report_of_another_run_or_model_is_not_replaced(workdir_report, tmp_pa
     before = (out / "report.json").read_bytes()
     result = ann_report(f"--workdir={other}", f"--out={out}")
     assert one_line_error(result) == (
-        f"error: --out={out} holds the report of run {workdir}, not of this one; choose another "
-        f"--out, or delete {out} to replace it"
+        f"error: --out={out} holds the report of run {workdir}, not of run {other}; choose "
+        f"another --out, or delete {out} to replace it"
     )
     assert (out / "report.json").read_bytes() == before
     check_out(str(out), source={**report["model"], "step": 3})  # the same run: replaced
     model = {"kind": "export", "name": "digits", "manifest_sha256": "ab" * 32}
-    with pytest.raises(FlagError, match=f"holds the report of run {workdir}, not of this one"):
+    # Each named: "not of this one" was said of a model as of a run (trial 46b).
+    said = f"holds the report of run {workdir}, not of model digits (manifest sha256 ababab"
+    with pytest.raises(FlagError, match=re.escape(said)):
         check_out(str(out), source=model)
     # A copied run's own WORKDIR/report (naming the run it was copied from) stays its own.
     shutil.copytree(out, other / "report")

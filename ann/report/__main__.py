@@ -100,8 +100,9 @@ def made_from(workdir: str | None, model: str | None, registry: str | None) -> d
     from ann.registry import resolve
 
     resolved = resolve(model, registry)
-    _, raw = artifact.read_manifest_bytes(resolved.path, resolved.manifest_sha256)
-    return {"kind": "export", "manifest_sha256": artifact.sha256_bytes(raw)}
+    manifest, raw = artifact.read_manifest_bytes(resolved.path, resolved.manifest_sha256)
+    name = manifest.get("name")  # for the refusal's words
+    return {"kind": "export", "name": name, "manifest_sha256": artifact.sha256_bytes(raw)}
 
 
 def main(argv: list[str]) -> None:

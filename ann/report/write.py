@@ -156,13 +156,17 @@ def _check_same_source(out: str, source: Mapping[str, Any]) -> None:
     own = os.path.join(str(source.get("workdir")), "report")
     if source.get("kind") == "workdir" and os.path.realpath(out) == os.path.realpath(own):
         return
-    if made.get("kind") == "workdir":
-        what = f"run {made.get('workdir')}"
-    else:
-        what = f"model {made.get('name')} (manifest sha256 {str(made.get('manifest_sha256'))[:12]})"
+
+    def said(identity: Mapping[str, Any]) -> str:
+        if identity.get("kind") == "workdir":
+            return f"run {identity.get('workdir')}"
+        digest = str(identity.get("manifest_sha256"))[:12]
+        return f"model {identity.get('name')} (manifest sha256 {digest})"
+
+    # Each named ("not of this one" was a run where a model was reported; trial 46b).
     raise FlagError(
-        f"--out={out} holds the report of {what}, not of this one; choose another --out, or "
-        f"delete {out} to replace it"
+        f"--out={out} holds the report of {said(made)}, not of {said(source)}; choose another "
+        f"--out, or delete {out} to replace it"
     )
 
 
