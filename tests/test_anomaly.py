@@ -212,3 +212,7 @@ def test_sensor_autoencoder_detects_faults_and_exports(tmp_path):
     assert deployed["precision"] == pytest.approx(got["precision"], abs=2e-3)
     assert deployed["recall"] == pytest.approx(got["recall"], abs=2e-3)
     assert any("deployed threshold" in note for note in section.notes)
+    # The ROC marks the point the deployment works at: its TPR is the recall (trial 46b).
+    (point,) = [line for line in section.figures["roc"].axes[0].lines if line.get_marker() == "o"]
+    assert point.get_ydata()[0] == pytest.approx(deployed["recall"])
+    assert point.get_label().startswith("deployed threshold "), point.get_label()

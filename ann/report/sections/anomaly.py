@@ -86,11 +86,24 @@ def histogram_figure(
     return fig
 
 
-def roc_figure(fpr: np.ndarray, tpr: np.ndarray, auroc: float, split: str, rows: str) -> Figure:
+def roc_figure(
+    fpr: np.ndarray,
+    tpr: np.ndarray,
+    auroc: float,
+    split: str,
+    rows: str,
+    deployed: tuple[float, float, float] | None = None,
+) -> Figure:
+    """The ROC curve; `deployed`: (threshold, its false positive rate, its true positive rate),
+    the point a deployment works at, marked (the curve alone did not say where that is)."""
     fig = Figure(figsize=(4.8, 4.6), layout="constrained")
     ax = fig.add_subplot()
     ax.plot(fpr, tpr, lw=1.5, label=f"model (AUROC {metric_text('auroc', auroc)})")
     ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="chance")
+    if deployed is not None:
+        threshold, at_fpr, at_tpr = deployed
+        label = f"deployed threshold {significant(threshold)} (FPR {at_fpr:.3f}, TPR {at_tpr:.3f})"
+        ax.plot([at_fpr], [at_tpr], "o", color="black", ms=6, label=label, zorder=3)
     ax.set_xlabel("false positive rate (normal rows flagged)")
     ax.set_ylabel("true positive rate (anomalies found)")
     ax.set_xlim(0, 1)
@@ -144,13 +157,21 @@ def sections(preds: Predictions) -> list[Section]:
     deployed = deployed_threshold(preds)
     threshold = deployed["value"] if deployed else None
     figures = {"score_histogram": histogram_figure(normal, anomalous, preds.split, threshold)}
+    flagged = None
+    if deployed:  # as the model flags them (its `flagged` output), else by the score (an
+        # export made before it had one)
+        served = preds.outputs.get("flagged")
+        flagged = np.asarray(served, bool) if served is not None else score > threshold
     if len(normal) and len(anomalous):
         fpr, tpr, _ = roc_curve(labels, score)
         auroc = float(roc_auc_score(labels, score))
         metrics["auroc"] = auroc
         metrics["roc"] = {"fpr": fpr.tolist(), "tpr": tpr.tolist()}
         rows = f"{len(normal):,} normal, {len(anomalous):,} anomalous rows"
-        figures["roc"] = roc_figure(fpr, tpr, auroc, preds.split, rows)
+        point = None
+        if flagged is not None:
+            point = (threshold, flagged[labels == 0].mean(), flagged[labels == 1].mean())
+        figures["roc"] = roc_figure(fpr, tpr, auroc, preds.split, rows, point)
         headline = f"auroc {auroc:.4f} ({rows})"
     else:
         metrics["auroc"] = None
@@ -164,10 +185,6 @@ def sections(preds: Predictions) -> list[Section]:
         # under the AUROC, which no deployment uses.
         fitted = getattr(preds.experiment, "fitted_threshold", None) or {}
         exported = bool(fitted.get("from_export"))
-        # Flagged as the model flags them (its `flagged` output), else by the score (an export
-        # made before it had one).
-        served = preds.outputs.get("flagged")
-        flagged = np.asarray(served, bool) if served is not None else score > threshold
         deployed["flagged"] = float(flagged.mean()) if len(flagged) else None
         at = ""
         if len(anomalous):  # precision and recall of the anomalous class
