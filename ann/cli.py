@@ -1430,7 +1430,7 @@ def bad_override(text: str, argv: Sequence[str]) -> str:
                 if strings and said == "Error while parsing string":
                     # A tuple of strings, not of numbers: each string quoted inside the tuple.
                     given = config_lib.string_tuple(match.group(1).split("=", 1)[1])
-                    example = repr(given) if given else config_lib.ELEMENTS[key][1]
+                    example = repr(given or config_lib.ELEMENTS[key][1])
                     return (
                         f"{match.group(1)} must be a tuple of quoted strings, the whole quoted "
                         f'for the shell: --config.{key}="{example}"'
@@ -1543,7 +1543,7 @@ def _integer_example(key: str, config: object) -> int | None:
     model argument whose default is a tuple of integers), else None (any number may do)."""
     if key in config_lib.ELEMENTS:
         kind, example = config_lib.ELEMENTS[key]
-        return ast.literal_eval(example)[0] if kind is int else None
+        return example[0] if kind is int else None
     if not key.startswith("model.") or key.count(".") != 1:
         return None
     from ann import models  # flax: only for this refusal

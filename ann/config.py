@@ -7,7 +7,6 @@ one line naming the key and the fix, not deep inside JAX.
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import contextvars
 import copy
@@ -962,13 +961,13 @@ def _check_section(
 
 # What each element of a sequence-valued key must be: `--config.data.eval_splits=3` parses as
 # (3,), which the key's own type check (tuple or list) accepts.
-ELEMENTS: dict[str, tuple[type, str]] = {  # key -> (element type, an example value)
-    "data.eval_splits": (str, "('test',)"),
-    "init_from_skip": (str, "('head/.*',)"),
-    "freeze": (str, "('convs/.*',)"),
-    "optimizer.step_boundaries": (int, "(1000, 2000)"),
-    "profile_steps": (int, "(10, 5)"),
-    "report.slices": (str, "('label',)"),
+ELEMENTS: dict[str, tuple[type, tuple]] = {  # key -> (element type, an example value)
+    "data.eval_splits": (str, ("test",)),
+    "init_from_skip": (str, ("head/.*",)),
+    "freeze": (str, ("convs/.*",)),
+    "optimizer.step_boundaries": (int, (1000, 2000)),
+    "profile_steps": (int, (10, 5)),
+    "report.slices": (str, ("label",)),
 }
 
 
@@ -1018,8 +1017,8 @@ def check_elements(values: Mapping[str, Any]) -> None:
                     f"config key '{path}' holds {element!r} ({type(element).__name__}); every "
                     f"element must be {wanted}"
                 )
-                fix = f'e.g. --config.{path}="{example}"'
-                raise KeyValueError(path, what, fix, example=ast.literal_eval(example))
+                fix = f'e.g. --config.{path}="{example!r}"'
+                raise KeyValueError(path, what, fix, example=example)
 
 
 def unchanged_overrides(
