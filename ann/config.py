@@ -71,6 +71,18 @@ class KeyValueErrors(ConfigError):
         self.errors = list(errors)
 
 
+@contextlib.contextmanager
+def from_a_record() -> Iterator[None]:
+    """Refusals of a config read from a trained run's config.json (a restore, a resume's check,
+    an `init_from` source), not from the `--config` file: a `KeyValueError` made a plain
+    ConfigError, so that `ann.cli.in_config_file` names no line of the `--config` file that
+    sets a key of the same name."""
+    try:
+        yield
+    except (KeyValueError, KeyValueErrors) as e:
+        raise ConfigError(str(e)) from None
+
+
 # key -> (default, allowed types). Nested dicts are nested sections. `model` is open: its extra
 # keys are the model's constructor arguments, checked against the model's signature. `task` is
 # open too: the experiment's own settings (a loss name, a temperature), checked by the

@@ -172,7 +172,9 @@ def restore_model(
     config = config_lib.latest(workdir)  # with a rerun's report/calibration changes
     if data_dir is None:
         data_dir = data_dir_lib.for_run(config, workdir)
-    with recorded_in(f"the run in {workdir}"):  # its experiment or model: a user's, elsewhere?
+    # Its experiment or model a user's, elsewhere? Its config.json's refusals name no line of a
+    # --config file.
+    with recorded_in(f"the run in {workdir}"), config_lib.from_a_record():
         setup = build(config, make_experiment(config), for_training=False, data_dir=data_dir)
     checkpoints = Checkpoints(
         workdir, config.max_to_keep, config.best_metric, config.best_mode, create=False
