@@ -118,27 +118,87 @@ class _VariantParser(flags.ArgumentParser):
 def unchanged_overrides(flag_values: flags.FlagValues = flags.FLAGS) -> set[str]:
     """The `--config.KEY=VALUE` keys whose value the config file already held (the file read
     again without them; `ann.config.unchanged_overrides`), and the ignorable keys the file's
-    own lines set (`set_in_file`), for `ann.config.validate`."""
+    own lines set to what they held already (`set_in_file`), for `ann.config.validate`."""
     holder = flag_values["config"]
     config = config_flags.get_config_filename(holder)
-    task = holder.value.get("task") if holder.value is not None else None
-    written = set_in_file(config, holder.override_values, task or {})
+    written = set()
+    if holder.value is not None:
+        written = set_in_file(config, holder.value, holder.override_values)
     if not holder.override_values:
         return written
     file_config = holder.parser.parse(config)
     return written | config_lib.unchanged_overrides(file_config, holder.override_values)
 
 
-def set_in_file(config: str, overrides: Collection[str] = (), task: Iterable[str] = ()) -> set[str]:
+def set_in_file(
+    config: str, values: ml_collections.ConfigDict, overrides: Collection[str] = ()
+) -> set[str]:
     """The keys another setting can make ignored (`config.READ_ONLY_WHEN`, and the `task`
-    keys, whose experiment says which: `check_task_keys_apply`) that the config file `config`
-    (`FILE[:ARG]`) sets on a line of its own, less those `overrides` set (an override's value
-    is judged by the override's rule): such a key is refused where ignored even at its
-    default, as an override is (`c.optimizer.momentum = 0.9` with adam, momentum's default,
-    trained silently while `--config.optimizer.momentum=0.9` was refused)."""
-    path = config.partition(":")[0]
+    keys, whose experiment says which: `check_task_keys_apply`) that a line of the config file
+    `config` (`FILE[:ARG]`) sets to the value they held without it, less those `overrides` set
+    (an override's value is judged by the override's rule): such a key is refused where
+    ignored even at its default, as an override that changes nothing is
+    (`c.optimizer.momentum = 0.9` with adam, momentum's default, trained silently while
+    `--config.optimizer.momentum=0.9` was refused). A line that sets a key back to its default
+    (digits_finetune.py:scratch's `c.init_from_skip = ()`, after its fine-tune's
+    `('head/.*',)`) is a change, and passes. `values`: the config built from the file."""
+    path, _, arg = config.partition(":")
+    task = values.get("task") or {}
     keys = [*config_lib.READ_ONLY_WHEN, *(f"task.{k}" for k in task)]
-    return {key for key in keys if key not in overrides and _assignment(path, key) is not None}
+    found = {k: _assignment(path, k) for k in keys if k not in overrides}
+    return {
+        key
+        for key, line in found.items()
+        if line is not None and _unchanged_by(path, arg, line, key, values)
+    }
+
+
+def _unchanged_by(
+    path: str, arg: str, line: tuple[int, str, str], key: str, values: object
+) -> bool:
+    """Whether the config file `path` (variant `arg`) sets `key` by its assignment `line`
+    ((line, target, value), `_assignment`'s) to what `key` would hold without it: the line
+    runs for this variant (one in a branch another variant takes states nothing) and changes
+    nothing. False where the file cannot be built without it (its code reads the key back)."""
+    number, target, _ = line
+    try:
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+    except (OSError, SyntaxError, ValueError):
+        return False
+    at = [
+        n for n in ast.walk(tree)
+        if isinstance(n, ast.Assign) and n.lineno == number
+        and target in [ast.unparse(t) for t in n.targets]
+    ]  # fmt: skip
+    if not at:
+        return False
+    last = max(at, key=lambda n: n.col_offset)  # `a = 1; a = 2`: the one that counts
+
+    class _Mark(ast.NodeTransformer):  # the line left out, where it ran noted
+        def visit_Assign(self, node: ast.Assign) -> ast.AST:
+            if node is not last:
+                return node
+            ran = ast.parse("__ann_line_ran__.append(True)").body[0]
+            return ast.copy_location(ran, node)
+
+    tree = ast.fix_missing_locations(_Mark().visit(tree))
+    ran: list[bool] = []
+    namespace: dict[str, object] = {
+        "__file__": path, "__name__": "ann_config_without_a_line", "__ann_line_ran__": ran
+    }  # fmt: skip
+    try:
+        exec(compile(tree, path, "exec"), namespace)  # noqa: S102 - the user's own config file
+        get_config = namespace["get_config"]
+        without = get_config(arg) if arg else get_config()  # type: ignore[operator]
+    except Exception:  # noqa: BLE001 - not buildable without the line: a change, which passes
+        return False
+    if not ran:
+        return False
+    try:
+        return config_lib.lookup(without, key) == config_lib.lookup(values, key)
+    except config_lib.KeyLookupError:  # a task key only the line sets: it asks for the key
+        return True
 
 
 def drop_switched_model_keys(

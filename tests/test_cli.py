@@ -960,6 +960,44 @@ def test_every_config_file_refuses_an_unknown_variant():
             load_config(path.stem, "nosuch")
 
 
+@pytest.mark.parametrize(
+    "name, arg",
+    [*((p.stem, None) for p in sorted((ROOT / "configs").glob("*.py"))),
+     ("digits_finetune", "scratch"), ("digits_cnn", "writers")],
+)  # fmt: skip
+def test_every_shipped_config_and_variant_passes_its_own_lines_check(name, arg):
+    # digits_finetune.py:scratch sets init_from_skip back to () after its fine-tune's
+    # ('head/.*',): refused as an ignored setting the file's line states (trial 46c), where
+    # a line setting a key back to its default is a change.
+    from conftest import load_config
+
+    values = load_config(name, arg)
+    config = f"{ROOT / 'configs' / name}.py" + (f":{arg}" if arg else "")
+    unchanged = cli.set_in_file(config, values)
+    if values.init_from:  # a run to fine-tune from (its path is checked elsewhere)
+        values.init_from = "runs/x"
+    config_lib.validate(values, num_devices=None, selecting=True, unchanged=unchanged)
+
+
+def test_a_file_line_setting_an_ignored_key_to_what_it_held_is_refused_a_reset_is_not(tmp_path):
+    # momentum = 0.9 (its default) with adam trained silently; the same line after a
+    # `momentum = 0.5` is a reset to the default, which passes.
+    import importlib.util
+
+    stated = _mlp_config(tmp_path / "stated.py", "c.optimizer.momentum = 0.9")
+    reset = _mlp_config(
+        tmp_path / "reset.py", "c.optimizer.momentum = 0.5; c.optimizer.momentum = 0.9"
+    )
+    # Set in another variant's branch: this variant states nothing.
+    branch = _mlp_config(tmp_path / "branch.py", "if False:\n        c.optimizer.momentum = 0.9")
+    for path, refused in ((stated, {"optimizer.momentum"}), (reset, set()), (branch, set())):
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        values = module.get_config()
+        assert cli.set_in_file(str(path), values) == refused, path
+
+
 def test_a_variant_the_config_file_does_not_read_is_refused(tmp_path):
     # A get_config(arg=None) that never reads its arg trained (and swept) the plain config as
     # if no `:ARG` were given.

@@ -188,7 +188,7 @@ def checked(
     built = parse(config, overrides, swept)
     unchanged = config_lib.unchanged_overrides(parse(config, {}), overrides)
     # The file's own lines, as `ann train` reads them.
-    unchanged |= cli.set_in_file(config, overrides, built.get("task") or {})
+    unchanged |= cli.set_in_file(config, built, overrides)
     experiment.check_config(built, num_devices=1, unchanged=unchanged)
     return built
 
