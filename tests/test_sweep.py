@@ -2548,6 +2548,10 @@ def test_slurm_and_kubernetes_run_the_trial_commands(tmp_path, fake_python, monk
     )
     text = open(sbatch).read()
     assert "#SBATCH --array=0-3%2" in text and "#SBATCH --cpus-per-task=4" in text
+    # The log path absolute: sbatch reads a relative one from where it is submitted (trial 46c).
+    relative = emit.write("slurm", trials, "sweep", cwd=str(tmp_path), parallel=2, cpus=4,
+                          memory="8G")  # fmt: skip
+    assert f"\n#SBATCH --output={tmp_path}/sweep/slurm-%A_%a.out\n" in open(relative).read()
     # SIGTERM to the shell (which passes it on) before the time limit, as a pod's grace period:
     # the trial saves; without it it had SLURM's KillWait, 30 s.
     assert f"\n#SBATCH --signal=B:TERM@{emit.GRACE_SECONDS}\n" in text

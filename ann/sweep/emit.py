@@ -198,7 +198,8 @@ def slurm(
         f"#SBATCH --cpus-per-task={cpus}",
         f"#SBATCH --mem={memory}",
         f"#SBATCH --signal=B:TERM@{GRACE_SECONDS}",
-        f"#SBATCH --output={os.path.join(sweep_dir, 'slurm-%A_%a.out')}",
+        # Absolute: sbatch reads a relative one from where it is submitted, not from `cwd`.
+        f"#SBATCH --output={os.path.join(cwd, sweep_dir, 'slurm-%A_%a.out')}",
         *(
             [
                 f"# One array task per trial, submitted by bash {submit}: {len(trials)} trials,",
