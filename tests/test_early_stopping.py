@@ -111,6 +111,29 @@ class StopAt(hooks.Hook):
         info.request_stop("a hook asked to stop")
 
 
+class TerminatedAt(hooks.Hook):
+    """Sends this process a SIGTERM from inside its due call at `every` (as a scheduler's
+    preemption arriving then)."""
+
+    def __call__(self, info):
+        import signal
+
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_a_sigterm_at_the_last_step_finds_the_run_done(tmp_path):
+    # All 20 steps, the final eval and checkpoint done: it was recorded "interrupted at step
+    # 20 (SIGTERM)", which a sweep or scheduler counts as unfinished (trial 46c).
+    last = tmp_path / "last"
+    result = train_and_evaluate(tiny(), str(last), extra_hooks=[TerminatedAt(20)])
+    assert result.step == 20 and not result.interrupted, result
+    assert json.loads((last / "run_status.json").read_text())["status"] == "done"
+    # Before the last step it stops there, saved, as ever.
+    other = tmp_path / "other"
+    result = train_and_evaluate(tiny(), str(other), extra_hooks=[TerminatedAt(10)])
+    assert result.interrupted and result.step == 10
+
+
 def test_patience_survives_an_interruption(tmp_path):
     # Interrupted after the second eval (one bad eval so far), the resumed run must replay that
     # history and stop one eval later, exactly where an uninterrupted run stops.

@@ -1255,6 +1255,10 @@ def _train(
                     if isinstance(hook, hooks_lib.LogTrain) and hook not in due:
                         hook(info)
             data_seconds, hook_seconds = 0.0, time.perf_counter() - t1
+            # A signal at the last step, its hooks (the final eval and checkpoint) done, finds
+            # the run finished: "done", not "interrupted at step 3000", which a scheduler
+            # counted as unfinished (trial 46c).
+            preempted = preempted and step < total
             stop = info.stop() or (hooks_lib.Stop(preemption.reason) if preempted else None)
             if stop is not None:
                 _stop(run, state, step, stop)
