@@ -995,6 +995,24 @@ def test_a_killed_run_with_no_checkpoint_is_said_to_start_fresh(tmp_path, traine
     assert said.index("killed or crashed") < said.index("removed checkpoints_best step 20: an")
 
 
+def test_a_killed_runs_resume_says_why_before_it_says_where(tmp_path, trained, caplog):
+    # "resumed from ... at step 20" came before the warning that the earlier process was
+    # killed: the order read backwards (trial 46c).
+    import subprocess
+    import sys
+
+    workdir = copy_run(trained, tmp_path / "run")
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    record = {**json.loads((workdir / run_status.FILENAME).read_text()), "pid": gone.pid}
+    record.update(status="running", step=20)
+    (workdir / run_status.FILENAME).write_text(json.dumps(record))
+    with caplog.at_level(logging.INFO):
+        train_and_evaluate(tiny(total_steps=30), str(workdir))
+    said = caplog.text
+    assert said.index("killed or crashed") < said.index("resumed from "), said
+
+
 def test_a_step_that_does_not_fit_the_config_names_the_runs_config_json(tmp_path, trained):
     workdir = copy_run(trained, tmp_path / "run")
     (workdir / "config.json").unlink()  # (with it, the config compare refuses the change first)

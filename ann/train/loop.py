@@ -504,7 +504,6 @@ def _restore_or_init(run: _Run, source: transfer.Loaded | None) -> None:
         config_lib.check_length(setup.total_steps, latest, workdir, *by_epochs)
         run.state, run.start_step = run.checkpoints.restore(setup.abstract_state, run.data_iter)
         config_lib.check_length(setup.total_steps, run.start_step, workdir, *by_epochs)
-        logging.info("resumed from %s at step %d", run.checkpoints.latest.directory, run.start_step)
         if jax.process_index() == 0:  # a damaged metrics.jsonl is refused before a change is kept
             read_records(os.path.join(workdir, "metrics.jsonl"))
     status = run_status.read(workdir)
@@ -544,6 +543,8 @@ def _restore_or_init(run: _Run, source: transfer.Loaded | None) -> None:
             else ""
         )
         logging.warning("%s%s", ended, resumes)
+    if latest is not None:  # after the warnings that say why (a killed run): it read backwards
+        logging.info("resumed from %s at step %d", run.checkpoints.latest.directory, run.start_step)
     if latest is None:
         # A fresh start: nothing of an earlier attempt is read as this run's (its status said
         # `early_stopped`, and the fresh state was reported as finished).
