@@ -920,8 +920,30 @@ def test_index_html_says_a_slicing_s_notes_once(tmp_path):
     assert collapsed.metrics["notes"] == [note]
     page = open(html.write_index(str(tmp_path), "t", [], {"test": [collapsed, label]}, {})).read()
     assert page.count(note) == 1
-    assert page.count("all values") == 2 and page.count("&quot;slices&quot;: [") == 2  # the rest
+    assert page.count("all values") == 2
+    # The table's rows, headlines and intervals not again in "all values" (trial 46b): a
+    # classifier's slices have no other metric, so no slices there at all.
+    assert "&quot;slices&quot;" not in page and "&quot;ci95&quot;" not in page
     assert label.metrics["notes"] == [] and page.count("&quot;notes&quot;: []") == 1  # none said
+
+
+def test_all_values_keeps_only_the_slices_metrics_the_table_does_not_show():
+    result = {
+        "headline": "rmse",
+        "overall": {"size": 3, "metrics": {"rmse": 2.0, "mae": 1.5}},
+        "slices": [
+            {"name": "a", "size": 1, "metrics": {"rmse": 1.0, "mae": 1.0}},
+            {"name": "b", "size": 2, "metrics": {"rmse": 3.0, "mae": 2.0}},
+        ],
+    }
+    page = html._metrics_tables(result)
+    # The other metrics a table of their own, by slice; the rows, headline and interval only
+    # in the "by slice" table (they were again in "all values", trial 46b).
+    assert (
+        "<table><caption>slices</caption><tr><th></th><th>mae</th></tr><tr><td>a</td>"
+        "<td>1.000</td></tr><tr><td>b</td><td>2.000</td></tr></table>"
+    ) in page
+    assert "all values" not in page and page.count("<td>2.000</td>") == 2  # overall rmse, b mae
 
 
 # --- sections -----------------------------------------------------------------------------

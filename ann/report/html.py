@@ -176,15 +176,16 @@ def _metrics_tables(metrics: dict[str, Any], notes: Sequence[str] = ()) -> str:
             for k, v in scalars.items()
         )
         parts.append(f"<table><tr><th>metric</th><th>value</th></tr>{rows}</table>")
+    shown: set[str] = set()
     if isinstance(metrics.get("headline"), str) and isinstance(metrics.get("slices"), list):
         parts.append(_slices_table(metrics))
-    shown = set()
+        metrics = {**metrics, **_slices_rest(metrics)}  # what the table did not show
     if (matrix := _matrix_table(metrics.get("labels"), metrics.get("matrix"))) is not None:
         parts.append(matrix)  # a confusion matrix: it was JSON, one number a line
         shown = {"labels", "matrix"}
     rest = {}
     for key, value in metrics.items():
-        if _said(value, said) or key in shown:
+        if _said(value, said) or key in shown or value is _SHOWN:
             continue
         if key not in scalars:
             table = _nested_table(key, value, holds.get(key))
@@ -223,6 +224,23 @@ def _slices_table(result: dict[str, Any]) -> str:
     rows = [row("overall", result["overall"], "")] if result.get("overall") else []
     rows += [row(s["name"], s, _format(s["name"] in flagged)) for s in result["slices"]]
     return _rows_table("by slice", ["slice", "rows", h, "ci95", "flagged"], rows)
+
+
+_SHOWN = object()  # a value a table above already shows whole
+
+
+def _slices_rest(result: dict[str, Any]) -> dict[str, Any]:
+    """The `overall` and `slices` of a slices section less what `_slices_table` shows (the
+    rows, the headline, its interval): each slice's other metrics, by name, for "all values"
+    (it repeated the table's); `_SHOWN` for either where nothing else is left."""
+    h = result["headline"]
+
+    def other(entry: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in (entry.get("metrics") or {}).items() if k != h}
+
+    slices = {s["name"]: other(s) for s in result["slices"] if other(s)}
+    overall = other(result["overall"]) if result.get("overall") else {}
+    return {"slices": slices or _SHOWN, "overall": overall or _SHOWN}
 
 
 def _format(value: Any, metric: str = "") -> str:
