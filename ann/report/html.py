@@ -213,7 +213,7 @@ def _said(value: Any, notes: set[str]) -> bool:
 def _slices_table(result: dict[str, Any]) -> str:
     """A slices section's (`slices.slice_metrics`) table: per slice, after the overall row, its
     rows, its headline and 95% interval (written like the headline: `metric_text`, as the notes
-    write them) and whether it is flagged; the slices' other metrics stay in "all values"."""
+    write them) and whether it is flagged; the slices' other metrics follow (`_slices_rest`)."""
     h = result["headline"]
     flagged = set(result.get("flagged") or ())
 
