@@ -143,14 +143,26 @@ def set_in_file(
     (digits_finetune.py:scratch's `c.init_from_skip = ()`, after its fine-tune's
     `('head/.*',)`) is a change, and passes. `values`: the config built from the file."""
     path, _, arg = config.partition(":")
-    task = values.get("task") or {}
-    keys = [*config_lib.READ_ONLY_WHEN, *(f"task.{k}" for k in task)]
+    plain = values.to_dict() if isinstance(values, ml_collections.ConfigDict) else values
+    # Only where it matters (the file is built again for each): a key read here, or at another
+    # value than its default, is judged without this (refused as ever where not read).
+    keys = [
+        k for k in config_lib.READ_ONLY_WHEN
+        if not config_lib.is_read(plain, k)
+        and _plain(config_lib.lookup(plain, k)) == config_lib.default(k)
+    ]  # fmt: skip
+    keys += [f"task.{k}" for k in plain.get("task") or {}]  # their experiment says which
     found = {k: _assignment(path, k) for k in keys if k not in overrides}
     return {
         key
         for key, line in found.items()
         if line is not None and _unchanged_by(path, arg, line, key, values)
     }
+
+
+def _plain(value: object) -> object:
+    """A sequence as a tuple, as a key's default is written (a list read from JSON)."""
+    return tuple(value) if isinstance(value, list | tuple) else value
 
 
 def _unchanged_by(

@@ -1434,6 +1434,17 @@ READ_ONLY_WHEN = {
     "early_stopping.min_delta": ("early_stopping.metric", ()),
     "init_from_skip": ("init_from", ()),
 }
+
+
+def is_read(values: Mapping[str, Any], key: str) -> bool:
+    """Whether the setting `key` of READ_ONLY_WHEN decides on is such that `key` is read in
+    `values` (a config's dict): `optimizer.momentum` under sgd, `init_from_skip` with an
+    `init_from`."""
+    decider, readers = READ_ONLY_WHEN[key]
+    setting = lookup(values, decider)
+    return setting in readers if readers else setting != default(decider)
+
+
 # What to set a `()` setting of `READ_ONLY_WHEN` to, in the message's fix.
 _SET_EXAMPLES = {"early_stopping.metric": "val/loss", "init_from": "runs/NAME"}
 
@@ -1451,8 +1462,7 @@ def _check_keys_apply(values: Mapping[str, Any], unchanged: Collection[str] = ()
         value, unset = lookup(values, key), default(key)
         value = tuple(value) if isinstance(value, list | tuple) else value
         setting = lookup(values, decider)
-        read = setting in readers if readers else setting != default(decider)
-        if (value != unset or key in unchanged) and not read:
+        if (value != unset or key in unchanged) and not is_read(values, key):
             fix = readers[0] if readers else _SET_EXAMPLES[decider]
             reset = f"'{unset!r}'" if isinstance(unset, tuple) else unset
             undo = (
