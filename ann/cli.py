@@ -146,18 +146,16 @@ def set_in_file(
     plain = values.to_dict() if isinstance(values, ml_collections.ConfigDict) else values
     # Only where it matters (the file is built again for each): a key read here, or at another
     # value than its default, is judged without this (refused as ever where not read).
+    # Nor where an override set what decides it (`--config.optimizer.name=adamw` on a file
+    # of sgd's momentum = 0.9): the user changed that, not the key, and no flag undoes a line.
     keys = [
-        k for k in config_lib.READ_ONLY_WHEN
-        if not config_lib.is_read(plain, k)
+        k for k, (decider, _) in config_lib.READ_ONLY_WHEN.items()
+        if decider not in overrides and not config_lib.is_read(plain, k)
         and _plain(config_lib.lookup(plain, k)) == config_lib.default(k)
     ]  # fmt: skip
-    keys += [f"task.{k}" for k in plain.get("task") or {}]  # their experiment says which
-    found = {k: _assignment(path, k) for k in keys if k not in overrides}
-    return {
-        key
-        for key, line in found.items()
-        if line is not None and _unchanged_by(path, arg, line, key, values)
-    }
+    if not any(o.startswith("task.") for o in overrides):  # their experiment says which
+        keys += [f"task.{k}" for k in plain.get("task") or {}]
+    return {k for k in keys if k not in overrides and _unchanged_by(path, arg, k, values)}
 
 
 def _plain(value: object) -> object:
@@ -165,47 +163,43 @@ def _plain(value: object) -> object:
     return tuple(value) if isinstance(value, list | tuple) else value
 
 
-def _unchanged_by(
-    path: str, arg: str, line: tuple[int, str, str], key: str, values: object
-) -> bool:
-    """Whether the config file `path` (variant `arg`) sets `key` by its assignment `line`
-    ((line, target, value), `_assignment`'s) to what `key` would hold without it: the line
-    runs for this variant (one in a branch another variant takes states nothing) and changes
-    nothing. False where the file cannot be built without it (its code reads the key back)."""
-    number, target, _ = line
+def _unchanged_by(path: str, arg: str, key: str, values: object) -> bool:
+    """Whether the config file `path` (variant `arg`) sets `key` by an assignment that runs
+    for this variant (the last that runs: one in a branch another variant takes states
+    nothing) to what `key` would hold without it: the line changes nothing. False where the
+    file cannot be built without it (its code reads the key back)."""
+    places = {(a[4].lineno, a[4].col_offset) for a in _assignments(path, key)}
     try:
         with open(path, encoding="utf-8") as f:
-            tree = ast.parse(f.read())
-    except (OSError, SyntaxError, ValueError):
+            source = f.read()
+    except OSError:
         return False
-    at = [
-        n for n in ast.walk(tree)
-        if isinstance(n, ast.Assign) and n.lineno == number
-        and target in [ast.unparse(t) for t in n.targets]
-    ]  # fmt: skip
-    if not at:
-        return False
-    last = max(at, key=lambda n: n.col_offset)  # `a = 1; a = 2`: the one that counts
 
-    class _Mark(ast.NodeTransformer):  # the line left out, where it ran noted
-        def visit_Assign(self, node: ast.Assign) -> ast.AST:
-            if node is not last:
-                return node
-            ran = ast.parse("__ann_line_ran__.append(True)").body[0]
-            return ast.copy_location(ran, node)
+    def build(drop: tuple[int, int] | None) -> tuple[object, list[tuple[int, int]]]:
+        """The file's config with the assignment at `drop` left out, and where the key's
+        assignments that ran are, in the order they ran."""
 
-    tree = ast.fix_missing_locations(_Mark().visit(tree))
-    ran: list[bool] = []
-    namespace: dict[str, object] = {
-        "__file__": path, "__name__": "ann_config_without_a_line", "__ann_line_ran__": ran
-    }  # fmt: skip
-    try:
+        class _Mark(ast.NodeTransformer):  # after each of them: where it is, noted
+            def visit(self, node: ast.AST) -> ast.AST | list[ast.AST]:
+                place = (getattr(node, "lineno", None), getattr(node, "col_offset", None))
+                if isinstance(node, ast.stmt) and place in places:
+                    mark = ast.parse(f"__ann_ran__.append({place})").body[0]
+                    return [*([] if place == drop else [node]), ast.copy_location(mark, node)]
+                return self.generic_visit(node)
+
+        tree = ast.fix_missing_locations(_Mark().visit(ast.parse(source)))
+        ran: list[tuple[int, int]] = []
+        namespace = {"__file__": path, "__name__": "ann_config_probe", "__ann_ran__": ran}
         exec(compile(tree, path, "exec"), namespace)  # noqa: S102 - the user's own config file
         get_config = namespace["get_config"]
-        without = get_config(arg) if arg else get_config()  # type: ignore[operator]
+        return (get_config(arg) if arg else get_config()), ran  # type: ignore[operator]
+
+    try:
+        _, ran = build(None)
+        if not ran:
+            return False
+        without, _ = build(ran[-1])
     except Exception:  # noqa: BLE001 - not buildable without the line: a change, which passes
-        return False
-    if not ran:
         return False
     try:
         return config_lib.lookup(without, key) == config_lib.lookup(values, key)
@@ -1123,13 +1117,25 @@ def _assignment(path: str, key: str) -> tuple[int, str, str] | None:
     the dotted `key` (`c.optimizer.lerning_rate = 0.01`, `o.lerning_rate = 0.01` matching its
     last part, `c["mystuff"] = 3`): the one that names most of the key's parts; None where the
     file sets it nowhere (a module it imports does) or cannot be read."""
+    found = _assignments(path, key)
+    if not found:
+        return None
+    named, line, target, value, _ = max(found, key=lambda a: a[:2])
+    return line, target, value
+
+
+def _assignments(path: str, key: str) -> list[tuple[int, int, str, str, ast.stmt]]:
+    """(key parts named, line, target, value, node) of each assignment in the config file
+    `path` whose target can be the dotted `key`: every name it spells is the key's tail
+    (`c.optimizer.momentum`, `o.momentum`; not `c.model.momentum`, another key's). [] where
+    there is none, or the file cannot be read."""
     try:
         with open(path, encoding="utf-8") as f:
             tree = ast.parse(f.read())
     except (OSError, SyntaxError, ValueError):
-        return None
+        return []
     parts = key.split(".")
-    best: tuple[int, int, str, str] | None = None  # (parts named, line, target, value)
+    found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Assign):
             targets, value = node.targets, node.value
@@ -1155,9 +1161,9 @@ def _assignment(path: str, key: str) -> tuple[int, str, str] | None:
             named = 0
             while named < min(len(names), len(parts)) and names[-1 - named] == parts[-1 - named]:
                 named += 1
-            if named and (best is None or (named, node.lineno) >= best[:2]):
-                best = (named, node.lineno, ast.unparse(target), ast.unparse(value))
-    return None if best is None else best[1:]
+            if named and named in (len(names), len(parts)):
+                found.append((named, node.lineno, ast.unparse(target), ast.unparse(value), node))
+    return found
 
 
 def _respelt(target: str, key: str, meant: str) -> str | None:
