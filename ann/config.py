@@ -73,10 +73,10 @@ class KeyValueErrors(ConfigError):
 
 @contextlib.contextmanager
 def from_a_record() -> Iterator[None]:
-    """Refusals of a config read from a trained run's config.json (a restore, a resume's check,
-    an `init_from` source), not from the `--config` file: a `KeyValueError` made a plain
-    ConfigError, so that `ann.cli.in_config_file` names no line of the `--config` file that
-    sets a key of the same name."""
+    """Refusals of a config read from a trained run's config.json (`build.restore_model`: what
+    export, report and generate restore), not from the `--config` file: a `KeyValueError`
+    made a plain ConfigError, so that `ann.cli.in_config_file` names no line of the
+    `--config` file that sets a key of the same name."""
     try:
         yield
     except (KeyValueError, KeyValueErrors) as e:
@@ -1308,8 +1308,9 @@ def validate(
     `best_metric` and `early_stopping.metric` are `val/` metrics (runs from before validation
     splits chose on `eval/` and keep that choice), and that no key is set to a value its
     optimizer, schedule or another setting ignores (`_check_keys_apply`); `unchanged`: the
-    dotted keys the command line set to the value the config file already held
-    (`unchanged_overrides`), refused when ignored even at their default value."""
+    dotted keys set to the value they already held, by the command line over the config file
+    (`unchanged_overrides`) or by the file's own line (`ann.cli.set_in_file`), refused when
+    ignored even at their default value."""
     values = config.to_dict()
     for key in SCHEMA:
         if key not in values:
@@ -1451,12 +1452,13 @@ _SET_EXAMPLES = {"early_stopping.metric": "val/loss", "init_from": "runs/NAME"}
 
 def _check_keys_apply(values: Mapping[str, Any], unchanged: Collection[str] = ()) -> None:
     """Refuses a value that the setting it depends on (`READ_ONLY_WHEN`) makes ignored: one
-    other than the key's default, or a key in `unchanged`, set on the command line to what the
-    config file held (`--config.optimizer.momentum=0.9` with adamw: the user expects momentum
-    0.9). Setting a key the file had changed back to its default, the fix this message names,
-    is a change and passes. Every such fault is said in one refusal, joined by "; also ":
-    `--config.optimizer.schedule=step` on a config with warmup was refused for the warmup, and
-    once that was fixed, for the missing step boundaries (two failed runs)."""
+    other than the key's default, or a key in `unchanged`, set to what it held by the command
+    line or the config file's own line (`--config.optimizer.momentum=0.9` with adamw: the user
+    expects momentum 0.9). Setting a key the file had changed back to its default, the fix
+    this message names, is a change and passes. Every such fault is said in one refusal,
+    joined by "; also ": `--config.optimizer.schedule=step` on a config with warmup was
+    refused for the warmup, and once that was fixed, for the missing step boundaries (two
+    failed runs)."""
     faults: list[KeyValueError] = []
     for key, (decider, readers) in READ_ONLY_WHEN.items():
         value, unset = lookup(values, key), default(key)

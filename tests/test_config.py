@@ -1197,18 +1197,3 @@ def test_a_model_switched_on_the_command_line_leaves_out_the_files_own_arguments
     assert "dense" not in config.model and tuple(config.model.features) == (32, 64)
     with pytest.raises(ConfigError, match="'model.dense' is not an argument of model 'mlp'"):
         checked("configs/digits_cnn.py", {"model.name": "mlp", "model.dense": 4})
-
-
-def test_a_restored_runs_config_refusal_names_no_line_of_the_config_file(tmp_path):
-    # A refusal of a run's config.json, raised while a command given --config=FILE restores
-    # it, was pinned on FILE's line setting a key of the same name (`cli.file_key_error`).
-    from ann.cli import file_key_error
-
-    path = tmp_path / "mine.py"
-    path.write_text("def get_config():\n    c = base()\n    c.batch_size = 7\n")
-    error = config_lib.KeyValueError("batch_size", "config key 'batch_size' must be >= 1, got 0")
-    assert str(file_key_error(error, str(path), ())).startswith(f"--config={path} line 3: ")
-    with pytest.raises(ConfigError) as e, config_lib.from_a_record():
-        raise error
-    assert not isinstance(e.value, config_lib.KeyValueError)
-    assert file_key_error(e.value, str(path), ()) is e.value  # said as it is
