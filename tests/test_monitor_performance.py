@@ -666,6 +666,10 @@ def test_too_few_labelled_rows_for_want_of_labels_says_to_wait_for_labels():
         "  351 of the 401 logged requests have no label yet: wait for more labels or lower "
         "--min_rows"
     ), lines
+    # Where a label for every logged request would still fall short, the traffic is (review).
+    report["requests"]["records"] = 51
+    lines = monitor_main.performance_summary(report, "perf/report.json").splitlines()
+    assert "wait for more labels" not in lines[2] and "wait for more traffic" in lines[2], lines
 
 
 def test_empty_rotated_logs_hold_no_requests_and_a_rotated_file_alone_names_its_log(

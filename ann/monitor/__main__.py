@@ -849,11 +849,15 @@ def performance_summary(report: dict[str, Any], path: str) -> str:
             some = "" if s["ece_rows"] == s["rows"] else f" of the {s['ece_rows']} logging them"
             said += f", ECE {s['ece']:.4f} over {s['bins']} bins{some}"
         lines.append(said)
-    if any(s["state"] == "too_few_rows" for s in r["versions"].values()):
-        if labels["joined"] < records:  # the labels are short, not the traffic
-            unlabelled = records - labels["joined"]
+    short = [s for s in r["versions"].values() if s["state"] == "too_few_rows"]
+    if short:
+        # The labels are short, not the traffic, where the logs hold enough requests to judge
+        # had each its label (a request holds a row or more).
+        unlabelled = records - labels["joined"]
+        if unlabelled > 0 and records >= max(s["min_rows"] for s in short):
+            have = "has" if unlabelled == 1 else "have"
             advice = (
-                f"{unlabelled} of the {records} logged requests have no label yet: wait for "
+                f"{unlabelled} of the {records} logged requests {have} no label yet: wait for "
                 "more labels"
             )
         else:  # said nothing of the rotated files beside the logs, where drift names them

@@ -236,8 +236,8 @@ def by_chance(features: Sequence[FeatureDrift], noun: str = "features") -> str |
     flagged DRIFT, each alone at p <= 0.05 (no correction): about 3.2 of 64 would be on traffic
     like the reference's, by chance; the inputs' verdict is the share flagged (dataset drift at
     >= 0.5), not one feature's flag` for input features (`noun` "features"); for outputs
-    ("outputs"), the count alone, as each output's own test is its verdict. None where no
-    uncorrected p-value test flagged (a distance's threshold is no false-alarm rate, and a
+    ("outputs") without the verdict's clause, as each output's own test is its verdict. None
+    where no uncorrected p-value test flagged (a distance's threshold is no false-alarm rate, and a
     correction's flags are family-wise). The expected count is the sum of the tests'
     thresholds (each test's false-alarm rate on unchanged traffic; Evidently's per-column
     tests, ALPHA)."""
@@ -248,9 +248,10 @@ def by_chance(features: Sequence[FeatureDrift], noun: str = "features") -> str |
     thresholds = {f.threshold for f in tests}
     at = f"p <= {thresholds.pop():g}" if len(thresholds) == 1 else "its threshold"
     expected = sum(f.threshold for f in tests)
+    about = f"{expected:.2g}" if expected < 10 else f"{round(expected):,}"  # not 1.2e+02
     said = (
         f"{flagged} of {len(tests)} {noun} flagged DRIFT, each alone at {at} (no "
-        f"correction): about {expected:.2g} of {len(tests)} would be on traffic like the "
+        f"correction): about {about} of {len(tests)} would be on traffic like the "
         "reference's, by chance"
     )
     if noun == "features":

@@ -475,10 +475,10 @@ def _value_figures(
     r, names = feature_matrix({name: ref}, {name: spec})
     c, _ = feature_matrix({name: cur}, {name: spec})
     column = {f"output:{n}": i for i, n in enumerate(names)}
-    drifted = [f for f in tests if f.feature in column and (f.drifted or len(column) == 1)]
-    drifted.sort(key=lambda f: rank(f.strength, f.p_value, f.score))
+    drawn = [f for f in tests if f.feature in column and (f.drifted or len(column) == 1)]
+    drawn.sort(key=lambda f: rank(f.strength, f.p_value, f.score))
     figures = {}
-    for f in drifted[:top]:
+    for f in drawn[:top]:
         figure, ax = plt.subplots(figsize=(6, 3.2))
         _histogram(ax, r[:, column[f.feature]], c[:, column[f.feature]], label)
         ax.set_xlabel("value")
