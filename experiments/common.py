@@ -107,10 +107,12 @@ def misfit(
     made, path = MADE_FOR[name.partition(":")[0]]
     shipped = _shipped_config(path) if config is not None else None
     if shipped is not None:
+        stops = lookup(shipped, "early_stopping.metric") or lookup(config, "early_stopping.metric")
         also = [
             f"{key}={lookup(shipped, key)!r}"
             for key in CHOSEN_WITH_EXPERIMENT
             if lookup(shipped, key) != lookup(config, key)
+            and (stops or key != "early_stopping.mode")  # a mode nothing reads
         ]
         what += f"; that config also sets {', '.join(also)}" if also else ""
     fix = f"e.g. --config.experiment={made}"
@@ -119,14 +121,18 @@ def misfit(
 
 def _shipped_config(path: str) -> ml_collections.ConfigDict | None:
     """The config of ann's own config file `path` (`configs/diabetes_mlp.py`, in the checkout
-    beside this package), or None where there is no such file (an installed copy)."""
+    beside this package), or None where there is no such file (an installed copy) or it does
+    not load."""
     file = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), path)
     if not os.path.isfile(file):
         return None
-    spec = importlib.util.spec_from_file_location("ann_shipped_config", file)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    try:  # a copy that no longer loads: the refusal it would add to is said without it
+        spec = importlib.util.spec_from_file_location("ann_shipped_config", file)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.get_config()
+    except Exception:  # noqa: BLE001
+        return None
 
 
 def supervised_keys(
