@@ -347,8 +347,8 @@ def test_an_export_registered_again_is_refused_naming_its_version(digits_export,
     assert other.returncode == 0, other.stderr
     assert other.stderr == (
         "note: the same export (manifest sha256) is also models:/digits/1, models:/digits/2, "
-        "models:/digits_copy/1; if --name was mistyped, delete this one (ann registry delete "
-        "digitz 1)\n"
+        f"models:/digits_copy/1; if --name was mistyped, delete this one (ann registry "
+        f"--registry={reg} delete digitz 1)\n"
     ), other.stderr
     # The same checkpoint exported again: only the manifest's `created` differs, so its sha256
     # did, and it was registered as a new version (the re-run script the check is for).

@@ -27,6 +27,7 @@ import difflib
 import json
 import math
 import os
+import shlex
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -232,9 +233,11 @@ def _register(registry: Registry, f: Any, args: Sequence[str], mlflow_uri: str) 
     print(f"registered {args[0]} as {mv.uri}" + (f" @{','.join(mv.aliases)}" * bool(mv.aliases)))
     # Allowed (a second name for one model), but more often a --name mistyped or forgotten.
     if elsewhere := registry.registered_elsewhere(mv.name, mv.manifest_sha256):
+        # With --registry where given: copied without it, the command deleted from another.
+        where = f" --registry={shlex.quote(f.registry)}" if _given(f) else ""
         console.note(
             f"the same export (manifest sha256) is also {', '.join(elsewhere)}; if --name was "
-            f"mistyped, delete this one (ann registry delete {mv.name} {mv.version})"
+            f"mistyped, delete this one (ann registry{where} delete {mv.name} {mv.version})"
         )
     _warn(mlflow_mirror.unreached_aliases(registry, mv.name, mv.aliases, mv.version, mlflow_uri))
     if mlflow_uri:

@@ -46,14 +46,14 @@ def uri_meant(text: str) -> str | None:
     `models:/NAME/latest`; a URI without its scheme or its slash (`digits/1`,
     `models:digits@prod`) is the URI with them; anything else (a name NAME refuses) None."""
     body = re.sub(r"^models:/?", "", text)
-    if NAME.match(body):
+    if NAME.fullmatch(body):
         return f"{URI_SCHEME}/{body}/latest"
     meant = f"{URI_SCHEME}/{body}"
-    match = URI.match(meant)
-    if not match or not NAME.match(match["name"]):
+    match = URI.fullmatch(meant)
+    if not match or not NAME.fullmatch(match["name"]):
         return None
-    version = match["version"]  # a path's `exports/x` is no version
-    numbered = version is not None and version.isascii() and version.isdigit()
+    version = match["version"]  # a path's `exports/x` is no version, nor `01` (refused)
+    numbered = version is not None and arguments.version_number(version) is not None
     return meant if version in (None, "latest") or numbered else None
 
 
