@@ -231,8 +231,9 @@ _SHOWN = object()  # a value a table above already shows whole
 
 def _slices_rest(result: dict[str, Any]) -> dict[str, Any]:
     """The `overall` and `slices` of a slices section less what `_slices_table` shows (the
-    rows, the headline, its interval): each slice's other metrics, by name, for "all values"
-    (it repeated the table's); `_SHOWN` for either where nothing else is left."""
+    rows, the headline, its interval): each slice's other metrics, by name, a table of their
+    own (they were "all values" JSON, the table's repeated); `_SHOWN` for either where nothing
+    else is left."""
     h = result["headline"]
 
     def other(entry: dict[str, Any]) -> dict[str, Any]:
