@@ -697,6 +697,14 @@ def test_the_report_s_slice_refusal_says_how_the_trained_run_takes_the_fix():
         "; an export keeps its run's report.slices: run the run's `ann train` command again "
         f"with {flag} (a finished run trains no further), then export it again"
     )
+    # Two bad entries: both said, and the rerun's flag replaces both (it named one; review 46).
+    preds.config.report.slices = ("field:group", "field:nosuch")
+    with pytest.raises(ConfigError) as e:
+        write._slices(preds, source("workdir"))
+    said = str(e.value)
+    assert "; also config key 'report.slices' entry 'field:nosuch': " in said, said
+    assert "again with --config.report.slices=\"('feature:group:quantiles=4'" in said, said
+    assert "nosuch'" not in said.split("again with")[1], said
 
 
 def test_ties_name_the_first_and_say_how_many_more():

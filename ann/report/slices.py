@@ -25,7 +25,13 @@ from matplotlib.figure import Figure
 from ann.report import extreme, interval_text, metric_text, slice_spec, task_metrics, tied_text
 from ann.report.predictions import Predictions
 from ann.report.sections import Section
-from ann.report.slicing import assign, check_bound, check_experiment
+from ann.report.slicing import (
+    SliceRefused,
+    assign,
+    check_bound,
+    check_experiment,
+    refused_together,
+)
 
 CI_LEVEL = 0.95  # the slices' interval: `ci95` in report.json
 EDGE_PAD = 0.04  # the chart's margin left of 0, in spans of its values: a point at 0 shows whole
@@ -155,9 +161,13 @@ def report_slices(
 ) -> list[Section]:
     """One Section per `config.report.slices` entry: `slice_metrics` and a bar chart of the
     headline per slice."""
-    sections = []
+    sections, refused = [], []
     for entry in preds.config.get("report", {}).get("slices", ()):
-        result = slice_metrics(preds, entry, metric_fn)
+        try:
+            result = slice_metrics(preds, entry, metric_fn)
+        except SliceRefused as e:  # every entry said (`slicing.refused_together`)
+            refused.append(e)
+            continue
         sections.append(
             Section(
                 title=f"Slices: {result['spec']}",
@@ -166,6 +176,8 @@ def report_slices(
                 notes=_notes(result),
             )
         )
+    if refused:
+        raise refused_together(refused)  # its caller says what to do (a rerun's flag)
     return sections
 
 

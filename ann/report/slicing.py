@@ -8,7 +8,7 @@ before step 0). NumPy only, and no import of the report's collection or the trai
 from __future__ import annotations
 
 import types
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -54,11 +54,29 @@ def quantile_buckets(values: np.ndarray, q: int) -> tuple[np.ndarray, np.ndarray
 
 class SliceRefused(ConfigError):
     """A `report.slices` entry the rows cannot take: `entry` (as written) and `fix`, an entry
-    that cuts these rows into more than one slice in its place (None: none named)."""
+    that cuts these rows into more than one slice in its place (None: none named); `parts`,
+    every entry refused where several were (`refused_together`), else this one alone."""
 
     def __init__(self, message: str, entry: str, fix: str | None = None):
         super().__init__(message)
         self.entry, self.fix = entry, fix
+        self.parts: list[SliceRefused] = [self]
+
+
+def refused_together(
+    refused: Sequence[SliceRefused], then: Callable[[list[SliceRefused]], str] | None = None
+) -> SliceRefused:
+    """One refusal of every entry in `refused` (each said, joined by "; also "), followed by
+    `then(entries)`, what to do about all of them (a flag that replaces them all,
+    `replaced_flag`: a fix for one entry that kept another bad one was refused on the next
+    run); `parts`, the entries' own refusals."""
+    parts = [p for r in refused for p in r.parts]
+    said = "; also ".join(map(str, parts))
+    if then is not None:
+        said += f"; {then(parts)}"
+    error = SliceRefused(said, parts[0].entry, parts[0].fix)
+    error.parts = parts
+    return error
 
 
 def _fail(spec: slice_spec.SliceSpec, why: str, fix: str | None = None) -> SliceRefused:
@@ -381,10 +399,7 @@ def check(config: Any, experiment: Any, split: Any) -> None:
             )
     if refused:  # each entry and why; and the flag that runs (a config reused on another data
         # set: "split 'train' has no field 'features'" and no fix)
-        said = "; also ".join(map(str, refused))
-        raise SliceRefused(
-            f"{said}; run with {replaced_flag(config, refused)}", refused[0].entry, refused[0].fix
-        )
+        raise refused_together(refused, lambda parts: f"run with {replaced_flag(config, parts)}")
 
 
 def _whole_field(split: Any, name: str) -> np.ndarray | None:

@@ -30,21 +30,22 @@ def _slices(preds: collect.Predictions, source: collect.Source) -> list[Section]
     sample, and runs from before its check were not checked) is refused with how the trained
     run or model takes another: its config is the run's, changed on a rerun (`_rerun`)."""
     from ann.report import slices
-    from ann.report.slicing import SliceRefused
+    from ann.report.slicing import SliceRefused, refused_together
 
     try:
         return slices.report_slices(preds)
-    except SliceRefused as e:
-        raise SliceRefused(f"{e}; {_rerun(preds.config, source, e)}", e.entry, e.fix) from None
+    except SliceRefused as e:  # every refused entry, and the rerun that replaces them all
+        then = lambda parts: _rerun(preds.config, source, parts)  # noqa: E731
+        raise refused_together(e.parts, then) from None
 
 
-def _rerun(config: Any, source: collect.Source, refused: Any) -> str:
+def _rerun(config: Any, source: collect.Source, refused: list[Any]) -> str:
     """How a trained run's `report.slices` changes: a rerun of its `ann train` command with
-    the `refused` entry replaced by its fix (dropped without one), which trains no further; an
-    export keeps its run's, so the run is exported again."""
+    each `refused` entry replaced by its fix (dropped without one), which trains no further;
+    an export keeps its run's, so the run is exported again."""
     from ann.report.slicing import replaced_flag
 
-    flag = replaced_flag(config, [refused])
+    flag = replaced_flag(config, refused)
     again = f"`ann train` command again with {flag} (a finished run trains no further)"
     if source.identity["kind"] == "workdir":
         return f"run its {again}, then `ann report --workdir={source.identity['workdir']}`"
