@@ -151,16 +151,11 @@ def set_in_file(
     keys = [
         k for k, (decider, _) in config_lib.READ_ONLY_WHEN.items()
         if decider not in overrides and not config_lib.is_read(plain, k)
-        and _plain(config_lib.lookup(plain, k)) == config_lib.default(k)
+        and config_lib.at_default(plain, k)
     ]  # fmt: skip
     if not any(o.startswith("task.") for o in overrides):  # their experiment says which
         keys += [f"task.{k}" for k in plain.get("task") or {}]
     return {k for k in keys if k not in overrides and _unchanged_by(path, arg, k, values)}
-
-
-def _plain(value: object) -> object:
-    """A sequence as a tuple, as a key's default is written (a list read from JSON)."""
-    return tuple(value) if isinstance(value, list | tuple) else value
 
 
 def _unchanged_by(path: str, arg: str, key: str, values: object) -> bool:

@@ -1437,6 +1437,13 @@ READ_ONLY_WHEN = {
 }
 
 
+def at_default(values: Mapping[str, Any], key: str) -> bool:
+    """Whether `key` holds its default in `values` (a sequence read from JSON as a list is
+    its tuple)."""
+    value = lookup(values, key)
+    return (tuple(value) if isinstance(value, list | tuple) else value) == default(key)
+
+
 def is_read(values: Mapping[str, Any], key: str) -> bool:
     """Whether the setting `key` of READ_ONLY_WHEN decides on is such that `key` is read in
     `values` (a config's dict): `optimizer.momentum` under sgd, `init_from_skip` with an
@@ -1461,15 +1468,14 @@ def _check_keys_apply(values: Mapping[str, Any], unchanged: Collection[str] = ()
     failed runs)."""
     faults: list[KeyValueError] = []
     for key, (decider, readers) in READ_ONLY_WHEN.items():
-        value, unset = lookup(values, key), default(key)
-        value = tuple(value) if isinstance(value, list | tuple) else value
-        setting = lookup(values, decider)
-        if (value != unset or key in unchanged) and not is_read(values, key):
+        value, unset, setting = lookup(values, key), default(key), lookup(values, decider)
+        value = tuple(value) if isinstance(value, list) else value  # as it is written
+        if (not at_default(values, key) or key in unchanged) and not is_read(values, key):
             fix = readers[0] if readers else _SET_EXAMPLES[decider]
             reset = f"'{unset!r}'" if isinstance(unset, tuple) else unset
             undo = (
                 f"drop --config.{key} or set"
-                if value == unset
+                if at_default(values, key)
                 else f"set --config.{key}={reset} (its default) or"
             )
             faults.append(
