@@ -791,8 +791,7 @@ def empty_flag(flag_values: flags.FlagValues) -> str | None:
             if (item := empty_item(name, flag.value)) is not None:
                 return item  # `--split=test,`: "unknown split ''"
         if name in CHOICES and not flag.value:  # `--split=`: "--split='' must be distinct"
-            names = ", ".join(CHOICES[name])
-            return f"--{name} is empty; give one or more of {names}, or drop the flag"
+            return empty_said(name, f"one or more of {', '.join(CHOICES[name])}")
         if flag.default is not None:
             continue  # one whose "" means something
         kind = type(flag.parser)
@@ -802,14 +801,26 @@ def empty_flag(flag_values: flags.FlagValues) -> str | None:
         values = value if isinstance(value, list) else [value]
         if not values or any(isinstance(v, str) and not v.strip() for v in values):
             text = " ".join(flag.help.split(";\n")[0].split()).rstrip(".")
-            # A required flag's: "drop the flag" led to `missing --workdir`.
-            others = NEEDED_UNLESS.get(name)
-            needed = _required(flag) or (
-                others is not None and not any(flag_values[o].present for o in others)
-            )
-            fix = "give a value" if needed else "give a value or drop the flag"
-            return f"--{name} is empty; {fix} (--{name}: {text[:1].lower() + text[1:]})"
+            said = empty_said(name, "a value", _needed(name, flag_values))
+            return f"{said} (--{name}: {text[:1].lower() + text[1:]})"
     return None
+
+
+def empty_said(name: str, takes: str, needed: bool = False) -> str:
+    """The one wording of `--NAME` given empty: `--split is empty; give one or more of
+    validation, test, or drop the flag`; without "drop the flag" where the job `needed` it
+    (dropped, it said `missing --out`)."""
+    said = f"--{name} is empty; give {takes}"
+    return said if needed else f"{said}{',' if ',' in takes else ''} or drop the flag"
+
+
+def _needed(name: str, flag_values: flags.FlagValues = flags.FLAGS) -> bool:
+    """Whether the job needs flag `name`: absl-required, or in NEEDED_UNLESS without any of
+    the flags that make it unneeded."""
+    others = NEEDED_UNLESS.get(name)
+    return _required(flag_values[name]) or (
+        others is not None and not any(flag_values[o].present for o in others)
+    )
 
 
 def _required(flag: flags.Flag) -> bool:
@@ -1444,11 +1455,9 @@ def _job_flag_refusal(typed: str, name: str, said: str) -> str | None:
     if choices:
         options, value = choices.group(1).split("|"), typed.partition("=")[2]
         if not value.strip():  # as `empty_flag` words a text flag's: not "--emit= must be"
-            needed = _required(flags.FLAGS[name])
-            return f"--{name} is empty; give one of {', '.join(options)}" + (
-                "" if needed else ", or drop the flag"
-            )
-        near = difflib.get_close_matches(value, options, n=1)
+            return empty_said(name, f"one of {', '.join(options)}", _needed(name))
+        near = difflib.get_close_matches(value.lower(), [o.lower() for o in options], n=1)
+        near = [o for o in options if near and o.lower() == near[0]]
         meant = f" (did you mean {near[0]!r}?)" if near else ""
         return f"{typed} must be one of {', '.join(options)}{meant}"
     # A flag's lower or upper bound; absl writes "a positive integer", "integer >= 2".
@@ -1738,10 +1747,11 @@ def check_trained_run(workdir: str, step: str, export_flag: str | None = None) -
     the run is named as one, with the run it came from, and `--export_flag` where the command
     also takes an export (report's --model)."""
     number = arguments.digits(step) and arguments.INTEGER.fullmatch(step)  # not "３", "0x10"
+    takes = "'best', 'latest' or a step number"
     if not step.strip():  # as an empty text flag is said (`empty_flag`)
-        raise FlagError("--step is empty; give 'best', 'latest' or a step number, or drop the flag")
+        raise FlagError(empty_said("step", takes))
     if not (step in ("best", "latest") or number):
-        raise FlagError(f"--step={step!r} must be 'best', 'latest' or a step number (>= 0)")
+        raise FlagError(f"--step={step!r} must be {takes} (>= 0)")
     kinds = directory_kind.of(workdir)
     if directory_kind.RUN in kinds:
         note_unfinished(workdir)
