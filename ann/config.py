@@ -1309,7 +1309,7 @@ def validate(
     splits chose on `eval/` and keep that choice), and that no key is set to a value its
     optimizer, schedule or another setting ignores (`_check_keys_apply`); `unchanged`: the
     dotted keys set to the value they already held, by the command line over the config file
-    (`unchanged_overrides`) or by the file's own line (`ann.cli.set_in_file`), refused when
+    (`unchanged_overrides`) or by the file's own line (`ann.config_file.set_in_file`), refused when
     ignored even at their default value."""
     values = config.to_dict()
     for key in SCHEMA:

@@ -1015,9 +1015,9 @@ def test_a_killed_runs_resume_says_why_before_it_says_where(tmp_path, trained, c
 
 def test_a_restored_runs_config_refusal_is_no_config_file_lines(tmp_path, trained):
     # Its refusal, raised while a command given --config=FILE restores the run, was a
-    # KeyValueError that `cli.file_key_error` pinned on FILE's line of the same key.
+    # KeyValueError that `config_file.key_error` pinned on FILE's line of the same key.
     from ann import config as config_lib
-    from ann.cli import file_key_error
+    from ann.config_file import key_error
     from ann.train.build import restore_model
 
     workdir = copy_run(trained, tmp_path / "run")
@@ -1029,7 +1029,7 @@ def test_a_restored_runs_config_refusal_is_no_config_file_lines(tmp_path, traine
     with pytest.raises(config_lib.ConfigError) as e:
         restore_model(str(workdir), "best")
     assert "'optimizer.learning_rate' must be > 0, got -1.0" in str(e.value)
-    assert file_key_error(e.value, str(mine), ()) is e.value  # said as it is, no line of mine
+    assert key_error(e.value, str(mine), ()) is e.value  # said as it is, no line of mine
 
 
 def test_a_step_that_does_not_fit_the_config_names_the_runs_config_json(tmp_path, trained):

@@ -16,7 +16,7 @@ import pytest
 from conftest import ROOT, one_line_error
 from ml_collections.config_flags import config_flags
 
-from ann import cli, console, models
+from ann import cli, config_file, console, models
 from ann import config as config_lib
 from ann.__main__ import JOBS
 
@@ -981,7 +981,7 @@ def test_every_shipped_config_and_variant_passes_its_own_lines_check(name, arg):
 
     values = load_config(name, arg)
     config = f"{ROOT / 'configs' / name}.py" + (f":{arg}" if arg else "")
-    unchanged = cli.set_in_file(config, values)
+    unchanged = config_file.set_in_file(config, values)
     experiment.check_config(values, num_devices=1, unchanged=unchanged)
 
 
@@ -1006,14 +1006,14 @@ def test_a_file_line_setting_an_ignored_key_to_what_it_held_is_refused_a_reset_i
         (both, {"optimizer.momentum"}), (other, set()),
     )  # fmt: skip
     for path, refused in cases:
-        assert cli.set_in_file(str(path), module_config(path)) == refused, path
+        assert config_file.set_in_file(str(path), module_config(path)) == refused, path
     # An override of what decides it (the optimizer) leaves the file's line alone: no flag
     # could undo it (digits_resnet's momentum = 0.9 under --config.optimizer.name=adamw was
     # refused, told to drop a --config.optimizer.momentum never given; review 46).
     values = module_config(stated)
     values.optimizer.name = "adamw"  # as --config.optimizer.name=adamw sets it
-    assert cli.set_in_file(str(stated), values) == {"optimizer.momentum"}
-    assert cli.set_in_file(str(stated), values, {"optimizer.name"}) == set()
+    assert config_file.set_in_file(str(stated), values) == {"optimizer.momentum"}
+    assert config_file.set_in_file(str(stated), values, {"optimizer.name"}) == set()
 
 
 def module_config(path):

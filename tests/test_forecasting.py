@@ -199,7 +199,7 @@ def test_a_period_longer_than_the_history_names_the_fix_for_the_flag_and_the_fil
     series_train, tmp_path
 ):
     # It said only what was wrong; unset (0) reads the data set's own period, which fits.
-    from ann.cli import file_key_error
+    from ann.config_file import key_error
 
     exp = experiment_lib.get("forecasting")(sensors(**{"task.period": 500}))
     with pytest.raises(ConfigError) as e:
@@ -208,7 +208,7 @@ def test_a_period_longer_than_the_history_names_the_fix_for_the_flag_and_the_fil
     assert said.endswith("needs one period; set --config.task.period=0 (the data set's own, 24)")
     path = tmp_path / "long.py"
     path.write_text("def get_config():\n    c = base()\n    c.task.period = 500\n")
-    assert str(file_key_error(e.value, str(path), ())) == (
+    assert str(key_error(e.value, str(path), ())) == (
         f"--config={path} line 3: config key 'task.period'=500 is longer than the history (96 "
         "steps); the seasonal-naive baseline needs one period; drop the line (the data set's own "
         "period, 24, is read)"

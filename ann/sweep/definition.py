@@ -14,7 +14,7 @@ from typing import Any
 import ml_collections
 from absl import flags
 
-from ann import atomic, cli
+from ann import atomic, cli, config_file
 from ann import config as config_lib
 from ann.sweep import results, space
 from ann.sweep.space import Overrides, SweepError
@@ -138,7 +138,7 @@ def load(config: str, fixed: Overrides) -> Definition:
     try:
         base = checked(config, fixed)
     except config_lib.ConfigError as e:  # a key the file, not a fixed override, got wrong
-        if (worded := cli.file_key_error(e, config, fixed)) is not e:
+        if (worded := config_file.key_error(e, config, fixed)) is not e:
             raise SweepError(str(worded)) from None
         raise
     space.check_keys(node, base, path)
@@ -188,7 +188,7 @@ def checked(
     built = parse(config, overrides, swept)
     unchanged = config_lib.unchanged_overrides(parse(config, {}), overrides)
     # The file's own lines, as `ann train` reads them.
-    unchanged |= cli.set_in_file(config, built, overrides)
+    unchanged |= config_file.set_in_file(config, built, overrides)
     experiment.check_config(built, num_devices=1, unchanged=unchanged)
     return built
 
@@ -198,7 +198,7 @@ def check_trial(definition: Definition, trial: Trial) -> str:
     try:
         config = checked(definition.config, trial.values(), set(trial.overrides))
     except (SweepError, config_lib.ConfigError) as e:
-        if (worded := cli.file_key_error(e, definition.config, trial.values())) is not e:
+        if (worded := config_file.key_error(e, definition.config, trial.values())) is not e:
             raise SweepError(str(worded)) from None  # the config file's, every trial's
         raise SweepError(
             f"trial {trial.name}: {e}; change get_sweep (or the sweep's --config flags)"

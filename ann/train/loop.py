@@ -490,29 +490,19 @@ def _open(
     return _Run(config, workdir, setup, checkpoints, data_iter, saved, changes)
 
 
-def _restore_or_init(run: _Run, source: transfer.Loaded | None) -> None:
-    """`run.state` and `run.start_step` from the latest checkpoint (and the data iterator's
-    position with them), or a fresh state with `init_from`'s arrays (`source`) loaded;
-    then `run.status`, the data directory read in WORKDIR/data_dir.json and the parameter
-    layout in WORKDIR/parameters.tsv."""
-    setup, workdir = run.setup, run.workdir
-    if (latest := run.checkpoints.latest_step()) is not None:
-        # A run cut shorter than it has trained is refused before the restore (and its line),
-        # by epochs in epochs.
-        config = run.config
-        by_epochs = (config.num_epochs, len(setup.train_split), config.batch_size)
-        config_lib.check_length(setup.total_steps, latest, workdir, *by_epochs)
-        run.state, run.start_step = run.checkpoints.restore(setup.abstract_state, run.data_iter)
-        config_lib.check_length(setup.total_steps, run.start_step, workdir, *by_epochs)
-        if jax.process_index() == 0:  # a damaged metrics.jsonl is refused before a change is kept
-            read_records(os.path.join(workdir, "metrics.jsonl"))
+def _earlier_attempt(
+    workdir: str, latest: int | None, start_step: int | None
+) -> tuple[dict | None, list[str]]:
+    """How the earlier attempt in `workdir` ended, said before the run goes on (killed or
+    crashed, its status unreadable, its checkpoints deleted): its status (None where it is not
+    to be trusted) and, at a fresh start (`latest` None), its files a fresh start removes."""
     status = run_status.read(workdir)
-    # An earlier attempt's records a fresh start removes (below): read back, they were taken
-    # for this run's (export calibrated by its last config change).
+    # An earlier attempt's records a fresh start removes (`_restore_or_init`): read back, they
+    # were taken for this run's (export calibrated by its last config change).
     earlier = [] if latest is not None else resume.earlier_attempt_files(workdir)
     # With no checkpoint it said "resuming from the last checkpoint (step none: ...)".
     resumes = (
-        f"resuming from the last checkpoint (step {run.start_step})"
+        f"resuming from the last checkpoint (step {start_step})"
         if latest is not None
         else "there is no checkpoint to resume from: this run starts fresh"
         + (f" (removed the earlier attempt's {', '.join(earlier)})" if earlier else "")
@@ -543,6 +533,26 @@ def _restore_or_init(run: _Run, source: transfer.Loaded | None) -> None:
             else ""
         )
         logging.warning("%s%s", ended, resumes)
+    return status, earlier
+
+
+def _restore_or_init(run: _Run, source: transfer.Loaded | None) -> None:
+    """`run.state` and `run.start_step` from the latest checkpoint (and the data iterator's
+    position with them), or a fresh state with `init_from`'s arrays (`source`) loaded;
+    then `run.status`, the data directory read in WORKDIR/data_dir.json and the parameter
+    layout in WORKDIR/parameters.tsv."""
+    setup, workdir = run.setup, run.workdir
+    if (latest := run.checkpoints.latest_step()) is not None:
+        # A run cut shorter than it has trained is refused before the restore (and its line),
+        # by epochs in epochs.
+        config = run.config
+        by_epochs = (config.num_epochs, len(setup.train_split), config.batch_size)
+        config_lib.check_length(setup.total_steps, latest, workdir, *by_epochs)
+        run.state, run.start_step = run.checkpoints.restore(setup.abstract_state, run.data_iter)
+        config_lib.check_length(setup.total_steps, run.start_step, workdir, *by_epochs)
+        if jax.process_index() == 0:  # a damaged metrics.jsonl is refused before a change is kept
+            read_records(os.path.join(workdir, "metrics.jsonl"))
+    status, earlier = _earlier_attempt(workdir, latest, run.start_step)
     if latest is not None:  # after the warnings that say why (a killed run): it read backwards
         logging.info("resumed from %s at step %d", run.checkpoints.latest.directory, run.start_step)
     if latest is None:
