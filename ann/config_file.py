@@ -50,6 +50,8 @@ def _unchanged_by(path: str, arg: str, key: str, values: object) -> bool:
     nothing) to what `key` would hold without it: the line changes nothing. False where the
     file cannot be built without it (its code reads the key back)."""
     places = {(a[4].lineno, a[4].col_offset) for a in _assignments(path, key)}
+    if not places:  # no line of the file sets it (an import does): nothing to build
+        return False
     try:
         with open(path, encoding="utf-8") as f:
             source = f.read()
