@@ -469,7 +469,9 @@ def test_an_alias_change_names_the_servers_it_did_not_reach(
         registry, SimpleNamespace(delete=False), ["digits", "champion", "1"], production
     )
     printed = capsys.readouterr().out.splitlines()
-    assert printed[0] == "digits has stage=prod already", printed  # ann's own line too
+    assert printed[0] == (  # ann's own line too
+        "digits has stage=prod already (the model's tag; --version=N tags version N)"
+    ), printed
     assert printed[1] == f"MLflow at {production} has stage=prod already", printed
     assert printed[2] == "models:/digits@champion points at models:/digits/1 already", printed
     assert printed[3].startswith(
