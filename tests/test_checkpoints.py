@@ -972,20 +972,26 @@ def test_a_running_status_left_by_a_killed_process_is_not_trusted(tmp_path):
         alive.wait()
 
 
+def _killed_at(workdir, step: int) -> None:
+    """`workdir`'s run_status.json as a run killed (-9) at `step` leaves it: `running`, by a
+    process no longer there."""
+    import subprocess
+    import sys
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    record = {**json.loads((workdir / run_status.FILENAME).read_text()), "pid": gone.pid}
+    record.update(status="running", step=step)
+    (workdir / run_status.FILENAME).write_text(json.dumps(record))
+
+
 def test_a_killed_run_with_no_checkpoint_is_said_to_start_fresh(tmp_path, trained, caplog):
     # Killed (-9) before its first regular checkpoint, a best saved: the resume said "not
     # trusted; resuming from the last checkpoint (step none: starting over)", and "removed
     # checkpoints_best step 20: an earlier attempt's" came before the line saying why.
-    import subprocess
-    import sys
-
     workdir = copy_run(trained, tmp_path / "run")
     shutil.rmtree(workdir / "checkpoints")
-    gone = subprocess.Popen([sys.executable, "-c", "pass"])
-    gone.wait()
-    record = {**json.loads((workdir / run_status.FILENAME).read_text()), "pid": gone.pid}
-    record.update(status="running", step=0)
-    (workdir / run_status.FILENAME).write_text(json.dumps(record))
+    _killed_at(workdir, 0)
     with caplog.at_level(logging.WARNING):
         train_and_evaluate(tiny(total_steps=20), str(workdir))
     said = caplog.text
@@ -998,15 +1004,8 @@ def test_a_killed_run_with_no_checkpoint_is_said_to_start_fresh(tmp_path, traine
 def test_a_killed_runs_resume_says_why_before_it_says_where(tmp_path, trained, caplog):
     # "resumed from ... at step 20" came before the warning that the earlier process was
     # killed: the order read backwards (trial 46c).
-    import subprocess
-    import sys
-
     workdir = copy_run(trained, tmp_path / "run")
-    gone = subprocess.Popen([sys.executable, "-c", "pass"])
-    gone.wait()
-    record = {**json.loads((workdir / run_status.FILENAME).read_text()), "pid": gone.pid}
-    record.update(status="running", step=20)
-    (workdir / run_status.FILENAME).write_text(json.dumps(record))
+    _killed_at(workdir, 20)
     with caplog.at_level(logging.INFO):
         train_and_evaluate(tiny(total_steps=30), str(workdir))
     said = caplog.text
