@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import datetime
 import errno
+import functools
 import json
 import os
 import shutil
@@ -35,8 +36,7 @@ def _slices(preds: collect.Predictions, source: collect.Source) -> list[Section]
     try:
         return slices.report_slices(preds)
     except SliceRefused as e:  # every refused entry, and the rerun that replaces them all
-        then = lambda parts: _rerun(preds.config, source, parts)  # noqa: E731
-        raise refused_together(e.parts, then) from None
+        raise refused_together(e.parts, functools.partial(_rerun, preds.config, source)) from None
 
 
 def _rerun(config: Any, source: collect.Source, refused: list[Any]) -> str:
