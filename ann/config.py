@@ -40,9 +40,10 @@ class KeyValueError(ConfigError):
     is none); `unknown`, whether the key's name, not its value, is refused; `depends_on`, the
     other keys the refusal reads (a range's bound: `optimizer.warmup_steps` below
     `total_steps`); `file_fix`, the fix in the config file's words where no `example` says it
-    ("drop the line, or set optimizer.name to 'sgd'"). `ann.cli` words it for the config file
-    where the file, not an override, set the key and the keys it depends on: its file and
-    line, the fix as the file spells it."""
+    ("drop the line, or set optimizer.name to 'sgd'"); `also`, other keys to set with
+    `example` (key -> value: a data set's experiment with the `best_metric` and `best_mode` its
+    own config sets). `ann.cli` words it for the config file where the file, not an override,
+    set the key and the keys it depends on: its file and line, the fix as the file spells it."""
 
     def __init__(
         self,
@@ -55,10 +56,12 @@ class KeyValueError(ConfigError):
         unknown: bool = False,
         depends_on: Sequence[str] = (),
         file_fix: str = "",
+        also: Mapping[str, Any] | None = None,
     ):
         super().__init__(f"{what}; {fix}" if fix else what)
         self.key, self.what, self.meant, self.example = key, what, list(meant), example
         self.unknown, self.depends_on, self.file_fix = unknown, tuple(depends_on), file_fix
+        self.also = dict(also or {})
 
 
 class KeyValueErrors(ConfigError):
@@ -581,8 +584,10 @@ def check_logged_metric(
     ("config key 'best_metric': 'val/acuracy'", "--metric=val/acuracy"). Passes a user's
     experiment's metric (what it logs is known only once it scores), a name under a prefix the
     run may add from its data (`experiments.metric_names.from_data`: `val/auroc_8` of an anomaly
-    detector broken down by digit), and, with `near_only`, a name close to none (the run's
-    start refuses it; without, refused here too: a fault found first, before the mode's)."""
+    detector broken down by digit), and, with `near_only`, a name close to none (a sweep's
+    `--metric`, which a swept variant may log: its first trial refuses it; a run's own
+    `best_metric`, whose config is whole, is checked without: refused here, with its config
+    file's line, not at the run's start)."""
     from experiments import metric_names  # a plug-in: imported only when asked
 
     logged = metric_names.validation_metrics(config)
@@ -1382,7 +1387,10 @@ def _check_choosing(
     metric, mode = lookup(values, key), lookup(values, mode_key)
     with _keyed(key):
         check_selection_metric(f"config key {key!r}", metric, logged, (mode_key, mode))
-        check_logged_metric(f"config key {key!r}: {metric!r}", metric, values)
+        # The run's config is whole: a name its experiment does not log is refused here, with
+        # the config file's line, not at the run's start (a sweep's --metric may name one that
+        # only a swept variant logs: that passes a name close to none).
+        check_logged_metric(f"config key {key!r}: {metric!r}", metric, values, near_only=False)
     _check_name_then_mode(key, metric, mode_key, mode, values)
 
 

@@ -120,16 +120,21 @@ def key_error(error: BaseException, config: str, given: Iterable[str]) -> BaseEx
         for bound in error.depends_on:
             if (other := assignment(path, bound)) is not None:
                 line, target, value = other
-                example = (
-                    f" (e.g. c.{key} = {error.example!r})" if error.example is not None else ""
-                )
+                spelt = _respelt(target, bound, key) or f"c.{key}"
+                example = f" (e.g. {_example(spelt, error)})" if error.example is not None else ""
                 return ConfigError(
                     f"--config={path} line {line} ({target} = {value}): {error.what}; {key} "
                     f"comes from a module the file imports: set it in the file too{example}, "
                     "or change that line"
                 )
+        if error.unknown:
+            return ConfigError(
+                f"--config={path}: {error.what}; fix the config file (or a module it imports)"
+            )
+        example = f" (e.g. {_example(f'c.{key}', error)})" if error.example is not None else ""
         return ConfigError(
-            f"--config={path}: {error.what}; fix the config file (or a module it imports)"
+            f"--config={path}: {error.what}; the file does not set {key} (a module it imports "
+            f"or the default does): set it in the file{example}"
         )
     line, target, value = found
     fix = "fix the config file" if error.unknown else ""  # a value's `what` says its rule
@@ -138,12 +143,22 @@ def key_error(error: BaseException, config: str, given: Iterable[str]) -> BaseEx
         spelt = _respelt(target, key, meant)
         fix = f"fix the line: {spelt} = {value}" if spelt else fix
     elif error.example is not None:
-        fix = f"e.g. {target} = {error.example!r}"
+        fix = f"e.g. {_example(target, error)}"
     elif error.file_fix:
         fix = error.file_fix
     elif error.unknown:  # a name with nothing near
         fix = f"drop the line ({target} = {value}), or set a key ann reads"
     return ConfigError(f"--config={path} line {line}: {error.what}" + (f"; {fix}" if fix else ""))
+
+
+def _example(target: str, error: config_lib.KeyValueError) -> str:
+    """`error`'s example as the config file's lines, `target` spelling its key
+    (`c.experiment = 'regression'`), with those of the keys it names to set along
+    (`; c.best_metric = 'val/rmse'`), each spelt as `target` is where it can be."""
+    lines = [f"{target} = {error.example!r}"]
+    for other, value in error.also.items():
+        lines.append(f"{_respelt(target, error.key, other) or f'c.{other}'} = {value!r}")
+    return "; ".join(lines)
 
 
 def assignment(path: str, key: str) -> tuple[int, str, str] | None:

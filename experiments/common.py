@@ -106,17 +106,22 @@ def misfit(
         return ConfigError(what)
     made, path = MADE_FOR[name.partition(":")[0]]
     shipped = _shipped_config(path) if config is not None else None
+    also = {}
     if shipped is not None:
         stops = lookup(shipped, "early_stopping.metric") or lookup(config, "early_stopping.metric")
-        also = [
-            f"{key}={lookup(shipped, key)!r}"
+        also = {
+            key: lookup(shipped, key)
             for key in CHOSEN_WITH_EXPERIMENT
             if lookup(shipped, key) != lookup(config, key)
             and (stops or key != "early_stopping.mode")  # a mode nothing reads
-        ]
-        what += f"; that config also sets {', '.join(also)}" if also else ""
-    fix = f"e.g. --config.experiment={made}"
-    return KeyValueError("experiment", what, fix, example=made, depends_on=("data.name",))
+        }
+        said = ", ".join(f"{key}={value!r}" for key, value in also.items())
+        what += f"; that config also sets {said}" if also else ""
+    # The fix sets them all: setting the experiment alone was refused next for its best_metric.
+    fix = "e.g. " + " ".join(f"--config.{k}={v}" for k, v in {"experiment": made, **also}.items())
+    return KeyValueError(
+        "experiment", what, fix, example=made, depends_on=("data.name",), also=also
+    )
 
 
 def _shipped_config(path: str) -> ml_collections.ConfigDict | None:

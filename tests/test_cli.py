@@ -1395,11 +1395,13 @@ def test_a_config_file_key_of_a_wrong_name_or_type_names_the_file_and_line(
          "'optimizer.nesterov'=True has no effect with optimizer.name='adam' (read only by sgd); "
          "drop the line, or set optimizer.name to 'sgd'"),
         # An experiment's own: a task key another makes unread.
-        ("c.experiment = 'retrieval'; c.task.loss = 'infonce'; c.task.margin = 0.5", "config "
+        ("c.experiment = 'retrieval'; c.best_metric = 'val/map'; c.task.loss = 'infonce'; "
+         "c.task.margin = 0.5", "config "
          "key 'task.margin'=0.5 has no effect with task.loss='infonce' (read only by triplet); "
          "drop the line, or set task.loss to 'triplet'"),
         # At its default too (it trained): the line says a margin is wanted.
-        ("c.experiment = 'retrieval'; c.task.loss = 'infonce'; c.task.margin = 0.2", "config "
+        ("c.experiment = 'retrieval'; c.best_metric = 'val/map'; c.task.loss = 'infonce'; "
+         "c.task.margin = 0.2", "config "
          "key 'task.margin'=0.2 has no effect with task.loss='infonce' (read only by triplet); "
          "drop the line, or set task.loss to 'triplet'"),
     ],
@@ -1437,17 +1439,44 @@ def test_a_data_set_made_for_another_experiment_names_the_config_files_line(tmp_
         "'diabetes' is not a ClassLabel; data set 'diabetes' is made for experiment "
         "'regression', as in configs/diabetes_mlp.py; that config also sets "
         "best_metric='val/rmse', best_mode='min'; experiment comes from a module the file "
-        "imports: set it in the file too (e.g. c.experiment = 'regression'), or change that line"
+        "imports: set it in the file too (e.g. c.experiment = 'regression'; c.best_metric = "
+        "'val/rmse'; c.best_mode = 'min'), or change that line"
     ), proc.stderr
-    # (Each of those took a failed run after the experiment was fixed, trial 46a.)
+    # (Each of those took a failed run after the experiment was fixed, trial 46a; the example
+    # set the experiment alone, and the next run was refused for its best_metric, 46d.)
     # The same data set given on the command line: the flag that fixes it.
     proc = ann(
         "train", f"--config={path}", f"--workdir={tmp_path / 'run'}", "--config.data.name=diabetes"
     )
     assert proc.stderr.splitlines()[-1].endswith(
         "as in configs/diabetes_mlp.py; that config also sets best_metric='val/rmse', "
-        "best_mode='min'; e.g. --config.experiment=regression"
+        "best_mode='min'; e.g. --config.experiment=regression --config.best_metric=val/rmse "
+        "--config.best_mode=min"
     ), proc.stderr
+
+
+def test_a_selection_metric_the_experiment_does_not_log_is_refused_with_the_files_line(tmp_path):
+    # val/accuracy, digits_mlp's, in a regression run: refused only at the run's start, after
+    # the data set was read, and with no word of the config file.
+    lines = "c.data.name = 'diabetes'\n    c.experiment = 'regression'"
+    path = _mlp_config(tmp_path / "values.py", lines)
+    run = f"--workdir={tmp_path / 'run'}"
+    metrics = "val/baseline_rmse, val/loss, val/mae, val/r2, val/rmse, val/rmse_ratio"
+    line = one_line_error(ann("train", f"--config={path}", run))
+    assert line == (
+        f"error: --config={path}: config key 'best_metric': 'val/accuracy' is not a validation "
+        f"metric of this run; choose one of {metrics}; the file does not set best_metric (a "
+        "module it imports or the default does): set it in the file"
+    ), line
+    # The file's own line, named where it sets one.
+    lines += "\n    c.early_stopping.metric = 'val/top5'\n    c.best_metric = 'val/rmse'"
+    path = _mlp_config(tmp_path / "own.py", lines + "\n    c.best_mode = 'min'")
+    line = one_line_error(ann("train", f"--config={path}", run))
+    assert line == (
+        f"error: --config={path} line 11: config key 'early_stopping.metric': 'val/top5' is not "
+        f"a validation metric of this run; choose one of {metrics}"
+    ), line
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_config_file_value_refused_for_a_bound_an_override_set_keeps_the_flags_words(tmp_path):

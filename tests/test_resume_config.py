@@ -355,8 +355,8 @@ def test_a_misspelt_selection_metric_before_the_first_eval_is_named_too(trained,
     records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
     kept = [{k: v for k, v in r.items() if not k.startswith(("val/", "eval"))} for r in records]
     metrics.write_text("".join(json.dumps(r) + "\n" for r in kept))
-    # A name close to none the experiment logs passes the config check (a typo of one is
-    # refused there: test_metric_names) and is scored for.
+    # A name close to none the experiment logs is refused by the config check too
+    # (test_metric_names), before the saved run is compared.
     overrides = {"optimizer.schedule": "warmup_cosine", key: "val/top5"}
     with pytest.raises(ConfigError) as e:
         train_and_evaluate(tiny(total_steps=10, **overrides), str(workdir))
