@@ -240,6 +240,20 @@ def test_sharded_init_holds_a_quarter_of_the_state_per_device_under_fsdp():
     assert 0.24 < ratio < 0.3, per_device
 
 
+def test_the_layout_summary_says_each_devices_share_in_units_a_small_model_reads(tmp_path):
+    # A tiny MLP's parameters read "0.01 of 0.01 MiB": nothing said of what each device holds.
+    from ann import parallel
+
+    mesh = parallel.make_mesh({"data": 1, "fsdp": 4, "tensor": 1})
+    params = {"dense": {"kernel": np.zeros((64, 32), np.float32), "bias": np.zeros(30, np.float32)}}
+    shardings = sharding.param_shardings(params, sharding.resolve("fsdp"), mesh)
+    summary = sharding.write_layout(params, shardings, str(tmp_path / "parameters.tsv"))
+    # The kernel (8 KiB) split 4 ways; the bias (120 B: 30 does not split 4 ways) whole.
+    assert summary == (
+        "1 of 2 parameter arrays split; each device holds 2.1 KiB of the 8.1 KiB of parameters"
+    ), summary
+
+
 def test_a_process_id_outside_the_run_is_refused_before_joining():
     from ann import parallel
 
