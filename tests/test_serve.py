@@ -1276,18 +1276,19 @@ def test_the_default_registry_the_index_lists_is_named_at_start_and_can_be_off(
 
 def test_a_restart_reads_its_batch_sizes_from_the_compilation_cache(digits_export, tmp_path):
     """`--compilation_cache_dir`: the first start compiles each batch size and writes it to the
-    directory (made here), a second start reads every one back; the ready line says so. Without
+    directory (made here), a second start (batch size 1 only) reads it back; the ready line
+    says so, and the weights each start compiled in, as `console.bytes_text` words them. Without
     the tests' own cache (the environment's would win, ann/compilation_cache.py), and without
     its every-program threshold: jax's default (1 s) would have cached none of these."""
     from conftest import without_compilation_cache
 
     _, out = digits_export
     cache = tmp_path / "made" / "cache"
-    args = [f"--model={out}", "--max_batch_size=2", "--monitor=off",
-            f"--compilation_cache_dir={cache}"]  # fmt: skip
+    args = [f"--model={out}", "--monitor=off", f"--compilation_cache_dir={cache}"]
     lines = []
-    for _ in range(2):
-        server = Server(args, base_env=without_compilation_cache())
+    for largest in (2, 1):  # the restart's one batch size: its weights under a MiB
+        flag = f"--max_batch_size={largest}"
+        server = Server([*args, flag], base_env=without_compilation_cache())
         try:
             server.wait_ready()
         finally:
@@ -1299,7 +1300,15 @@ def test_a_restart_reads_its_batch_sizes_from_the_compilation_cache(digits_expor
             assert len(os.listdir(cache)) >= 2, os.listdir(cache)  # one entry per batch size
     first, second = lines
     assert first.endswith("; compilation cache: 0 of 2 executables read from it)"), first
-    assert second.endswith("; compilation cache: 2 of 2 executables read from it)"), second
+    assert second.endswith("; compilation cache: 1 of 1 executables read from it)"), second
+    # The copies of the weights its executables hold, in KiB under a MiB (read "0.0 MiB").
+    from ann import artifact
+    from ann.console import bytes_text
+
+    weights = artifact.load(str(out)).weights_bytes
+    assert f"; weights compiled in: {bytes_text(2 * weights)}; " in first, first
+    assert f"; weights compiled in: {bytes_text(weights)}; " in second, second
+    assert weights < 1 << 20 and "KiB" in second, second
 
 
 def test_sigterm_while_a_model_compiles_exits_within_the_shutdown_timeout(digits_export):
