@@ -1114,7 +1114,7 @@ def _run_length_error(values: Mapping[str, Any]) -> KeyValueError | None:
         return KeyValueError(
             "num_epochs",
             what,
-            "to train by epochs, add --config.total_steps=0 (or by steps, --config.num_epochs=0)",
+            "to train by epochs, set --config.total_steps=0 (or by steps, --config.num_epochs=0)",
             depends_on=("total_steps",),
             file_fix="to train by epochs, set total_steps to 0 too; by steps, drop the line",
         )

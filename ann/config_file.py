@@ -94,7 +94,9 @@ def key_error(error: BaseException, config: str, given: Iterable[str]) -> BaseEx
     """`ann.cli.in_config_file` for the config file `config` (`FILE[:ARG]`) and the dotted keys
     `given` that overrides set (a sweep's fixed and swept keys): `error` worded for the file
     where it is a `config.KeyValueError` whose key, and the keys it depends on (a range's
-    bound), none of `given` set; else `error` as it is. `config.KeyValueErrors`: each part
+    bound), none of `given` set; where `given` sets only a bound, the command line's fix with
+    the file's line of the key (`; num_epochs comes from --config=F line 7 (c.num_epochs =
+    3)`); else `error` as it is. `config.KeyValueErrors`: each part
     worded so, the file named once ("--config=F line 5: ...; also line 7: ...")."""
     if isinstance(error, config_lib.KeyValueErrors):
         parts = [key_error(e, config, given) for e in error.errors]
@@ -107,12 +109,24 @@ def key_error(error: BaseException, config: str, given: Iterable[str]) -> BaseEx
         return ConfigError("; also ".join(texts))
     if not isinstance(error, config_lib.KeyValueError):
         return error
-    key = error.key
-    for set_key in given:
-        for read in (key, *error.depends_on):  # a bound the command line set: its fix is a flag
-            if set_key == read or set_key.startswith(f"{read}.") or read.startswith(f"{set_key}."):
-                return error  # the command line's
-    path = config.partition(":")[0]
+    key, path = error.key, config.partition(":")[0]
+
+    def overridden(read: str) -> bool:
+        return any(
+            set_key == read or set_key.startswith(f"{read}.") or read.startswith(f"{set_key}.")
+            for set_key in given
+        )
+
+    if overridden(key):
+        return error  # the command line's
+    if any(map(overridden, error.depends_on)):  # a bound the command line set: its fix is a flag
+        found = assignment(path, key)
+        if found is None:
+            return error
+        line, target, value = found  # and the file's line its bound was weighed against
+        return ConfigError(
+            f"{error}; {key} comes from --config={path} line {line} ({target} = {value})"
+        )
     found = assignment(path, key)
     if found is None:
         # Set by a module the file imports; a bound the file's own line set made it wrong

@@ -1481,13 +1481,25 @@ def test_a_selection_metric_the_experiment_does_not_log_is_refused_with_the_file
 
 def test_a_config_file_value_refused_for_a_bound_an_override_set_keeps_the_flags_words(tmp_path):
     # The file's warmup_steps=10 against --config.total_steps=5: the command line made it
-    # wrong, and the fix is the flag's (it was told to edit the file's line).
+    # wrong, and the fix is the flag's (it was told to edit the file's line); the file's line
+    # it was weighed against is named too (it was not: where did 10 come from?).
     path = _mlp_config(tmp_path / "values.py", "c.optimizer.warmup_steps = 10")
     run = f"--workdir={tmp_path / 'run'}"
     line = one_line_error(ann("train", f"--config={path}", run, "--config.total_steps=5"))
     assert line == (
         "error: config key 'optimizer.warmup_steps' must be in [0, 5) (total_steps=5; lower this "
-        "or raise total_steps), got 10; e.g. --config.optimizer.warmup_steps=0"
+        "or raise total_steps), got 10; e.g. --config.optimizer.warmup_steps=0; "
+        f"optimizer.warmup_steps comes from --config={path} line 9 (c.optimizer.warmup_steps = 10)"
+    ), line
+    # The file's epochs beside the command line's steps: told to "add --config.total_steps=0",
+    # a flag it had given as 40.
+    epochs = _mlp_config(tmp_path / "epochs.py", "c.total_steps = 0; c.num_epochs = 3")
+    line = one_line_error(ann("train", f"--config={epochs}", run, "--config.total_steps=40"))
+    assert line == (
+        "error: set exactly one of config keys 'total_steps' and 'num_epochs' to a positive "
+        "value (got total_steps=40, num_epochs=3); to train by epochs, set "
+        "--config.total_steps=0 (or by steps, --config.num_epochs=0); num_epochs comes from "
+        f"--config={epochs} line 9 (c.num_epochs = 3)"
     ), line
     # num_epochs, set so, comes to total_steps once the data set is read (its line is last).
     proc = ann(

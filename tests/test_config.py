@@ -573,7 +573,7 @@ def test_a_mistimed_run_length_names_the_fix():
     config.num_epochs = 3  # total_steps still set by the file
     with pytest.raises(ConfigError) as e:
         config_lib.validate(config, num_devices=4)
-    assert "num_epochs=3)" in str(e.value) and "add --config.total_steps=0" in str(e.value)
+    assert "num_epochs=3)" in str(e.value) and "set --config.total_steps=0" in str(e.value)
     # Once the data set gives the epochs' length, a warmup past it names num_epochs to raise.
     config.total_steps, config.optimizer.warmup_steps = 0, 50
     with pytest.raises(ConfigError) as e:
