@@ -1266,6 +1266,13 @@ def test_the_default_registry_the_index_lists_is_named_at_start_and_can_be_off(
             output = server.proc.communicate(timeout=60)[0].decode()
         assert {(m["name"], m["state"]) for m in listed} == index, listed
         assert (line in output.splitlines()) == said, output
+        # The registry's version is the export served: said so, not one more model.
+        for m in listed:
+            if m["name"] == "digits":
+                served_as = next(e for e in listed if e["name"] == "digits_cnn")["version"]
+                assert m["reason"] == (
+                    f"not loaded (in the registry; its export is served as digits_cnn/{served_as})"
+                ), m
     with pytest.raises(RegistryError) as e:
         load_model("models:/digits/1", "off")
     assert str(e.value) == (

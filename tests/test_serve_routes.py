@@ -27,6 +27,7 @@ class FakeModel:
     inputs = {"x": {"dtype": "float32", "shape": [-1, 2]}}
     outputs = {"y": {"dtype": "float32", "shape": [-1, 2]}}
     manifest = {"platforms": ["cpu"]}
+    manifest_sha256 = "0" * 64  # of no export the registry holds
 
 
 def admin_post(app, path, body=b"{}"):
@@ -624,7 +625,9 @@ def test_versions_are_listed_registry_numbers_by_number_then_hashes(monkeypatch)
     for m in app.dataplane.all_models():
         m.ready = True  # as if compiled
     # Registry versions not loaded are listed too (version 9 also unloaded earlier).
-    monkeypatch.setattr(app.repository, "_registered", lambda: [("m", "11"), ("m", "9")])
+    monkeypatch.setattr(
+        app.repository, "_registered", lambda: [("m", "11", "1" * 64), ("m", "9", "9" * 64)]
+    )
     app.repository.unavailable[("m", "9")] = "unloaded"
     order = ["2", "9", "10", "11", "012345678901", "3f2a9c0b1d4e"]
     assert [e["version"] for e in app.repository.index()] == order

@@ -259,13 +259,10 @@ def test_repository_index_load_and_unload(triton):
     assert {(m["name"], m["version"], m["state"], m["reason"]) for m in index} == {
         ("digits", "1", "READY", ""),
         ("digits", "2", "READY", ""),
-        (
-            "digits",
-            "3",
-            "UNAVAILABLE",
-            "not loaded (in the registry)",
-        ),  # as Triton lists its repository
-    }
+        # As Triton lists its repository; the fixture registered one export as 2 and 3.
+        ("digits", "3", "UNAVAILABLE", "not loaded (in the registry; its export is served as "
+         "digits/2)"),
+    }  # fmt: skip
     # Load and unload need the admin token; the client's calls carry it as a header.
     raises("401", "admin token", client.load_model, "digits")
     # Version 3 from the registry, named the Triton way (the config's version policy).

@@ -203,11 +203,16 @@ class Repository:
                 if (name, version) not in known:
                     entries.append(_entry(name, version, UNAVAILABLE, reason))
             known |= set(self.unavailable)
-            for name, version in self._registered():
+            # A version whose export is served under another name (its directory given to
+            # --model, or a load's source) says so: it read as one more model, not loaded.
+            served_as = {m.model.manifest_sha256: f"{m.name}/{m.version}" for m in dp.all_models()}
+            for name, version, sha256 in self._registered():
                 registered.add((name, version))
                 if (name, version) not in known:
+                    same = served_as.get(sha256)
+                    reason = f"; its export is served as {same}" if same else ""
                     entries.append(
-                        _entry(name, version, UNAVAILABLE, "not loaded (in the registry)")
+                        _entry(name, version, UNAVAILABLE, f"not loaded (in the registry{reason})")
                     )
 
         def order(e: dict[str, str]) -> tuple[str, tuple[int, int, str]]:
@@ -219,9 +224,9 @@ class Repository:
 
         return sorted(entries, key=order)
 
-    def _registered(self) -> list[tuple[str, str]]:
-        """(name, version) of every version in the registry, if there is one (as Triton's
-        index lists the models of its repository that are not loaded)."""
+    def _registered(self) -> list[tuple[str, str, str]]:
+        """(name, version, manifest SHA-256) of every version in the registry, if there is one
+        (as Triton's index lists the models of its repository that are not loaded)."""
         from ann.registry import Registry, RegistryError
         from ann.serve.settings import no_registry
 
@@ -233,7 +238,7 @@ class Repository:
             if not registry.exists():
                 return []
             return [
-                (m["name"], str(v.version))
+                (m["name"], str(v.version), v.manifest_sha256)
                 for m in registry.models()
                 for v in registry.versions(m["name"])
             ]
@@ -249,7 +254,7 @@ class Repository:
         from ann.registry import Registry
 
         served = {(m.name, m.version) for m in self.dataplane.all_models()}
-        added = [(n, v) for n, v in self._registered() if (n, v) not in served]
+        added = [(n, v) for n, v, _ in self._registered() if (n, v) not in served]
         if not added:
             return None
         models = len({n for n, _ in added})
