@@ -549,6 +549,35 @@ def test_the_rows_panel_shows_every_filled_bin_with_plain_integer_ticks():
     assert classification.count_ticks(1) == [1]
 
 
+@pytest.mark.parametrize("classes, left, ticks", [
+    (10, 1 / 15, ["1/10", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7", "0.8", "0.9", "1"]),
+    (2, 7 / 15, ["1/2", "0.6", "0.7", "0.8", "0.9", "1"]),
+])  # fmt: skip
+def test_the_confidence_axis_marks_its_floor_of_one_over_the_classes(classes, left, ticks):
+    """The axis began at the edge of the bin holding 1/K (0.067 of 15 bins, 10 classes),
+    unmarked, under ticks from 0.2: 1/K is its first tick, and the bin's part below it,
+    which no top-class probability reaches, is shaded."""
+    import matplotlib.pyplot as plt
+
+    edges = np.linspace(0, 1, 16)
+    bins = types.SimpleNamespace(edges=edges, counts=[1] * 15, accuracy=[0.5] * 15,
+                                 confidence=[0.6] * 15)  # fmt: skip
+    figure, (axes, hist_axes) = plt.subplots(2)
+    classification.reliability_axes(axes, hist_axes, bins, "t", classes=classes)
+    figure.canvas.draw()
+    labels = [t.get_text() for t in hist_axes.get_xticklabels()]
+    spans = [
+        (p.get_x(), p.get_x() + p.get_width())
+        for ax in (axes, hist_axes)
+        for p in ax.patches
+        if p.get_facecolor()[:3] == (0.9, 0.9, 0.9)
+    ]
+    plt.close(figure)
+    assert hist_axes.get_xlim() == pytest.approx((left, 1))
+    assert labels == ticks, labels
+    assert np.allclose(spans, [(left, 1 / classes)] * 2), spans
+
+
 def test_one_class_split_is_a_message_not_nan():
     preds = fake_predictions([1, 1, 1], [[0.2, 0.8], [0.3, 0.7], [0.4, 0.6]])
     calibration = classification.calibration(preds)

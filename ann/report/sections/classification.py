@@ -249,7 +249,9 @@ def reliability_axes(axes: Any, hist_axes: Any, bins: Any, title: str, classes: 
     all wrong shows too; the mean confidence as a red mark, the diagonal where they agree) and,
     below it, the histogram of confidences (rows per bin, a log scale so a bin of one row
     shows beside one of hundreds). The x axis starts at the bin holding 1 / `classes`, the
-    lowest top-class probability there is (a binary model's left half was always empty)."""
+    lowest top-class probability there is (a binary model's left half was always empty); the
+    part of that bin below 1 / `classes`, which no row can reach, is shaded, and 1 / `classes`
+    is a tick (the axis began at an unmarked 0.067 under ticks from 0.2)."""
     edges = np.asarray(bins.edges)
     left = float(edges[:-1][edges[:-1] <= 1 / classes].max())
     centers, width = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
@@ -304,6 +306,14 @@ def reliability_axes(axes: Any, hist_axes: Any, bins: Any, title: str, classes: 
     )
     hist_axes.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
     hist_axes.yaxis.set_minor_formatter(ticker.NullFormatter())
+    floor = 1 / classes
+    for ax in (axes, hist_axes):
+        ax.axvspan(left, floor, color="0.9", lw=0, zorder=0)
+    ticks = [t for t in np.linspace(0, 1, 11) if t > floor + 0.05] if classes > 2 else []
+    hist_axes.set_xticks([floor, *ticks] if ticks else np.linspace(0.5, 1, 6))
+    hist_axes.xaxis.set_major_formatter(
+        ticker.FuncFormatter(lambda v, _: f"1/{classes}" if abs(v - floor) < 1e-9 else f"{v:g}")
+    )
 
 
 ROWS_FLOOR = 0.4  # the rows panel's log axis starts here: a 1-row bar is 0.4 decade tall
