@@ -995,8 +995,17 @@ def test_regression_residuals_and_deciles():
     worst = max(table, key=lambda t: t["mae"])
     assert deciles.notes == [
         f"largest MAE {worst['mae']:#.4g} in decile {worst['decile']} ({worst['low']:#.4g} to "
-        f"{worst['high']:#.4g}, bias {worst['bias']:+#.4g})"
+        f"{worst['high']:#.4g}, bias {worst['bias']:+#.4g}: predicted too "
+        f"{'low' if worst['bias'] > 0 else 'high'})"
     ]
+    from ann.report.sections import regression
+
+    assert regression._direction(0.0) == "" and regression._direction(-1e-3).endswith("high")
+    # The figure's legend says which way the bias points (it read "bias (mean residual)").
+    legend = deciles.figures["error_by_decile"].axes[0].get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == [
+        "MAE", "bias: mean of target - predicted (> 0: predicted too low)"
+    ]  # fmt: skip
     assert "<td>r2</td><td>0.9000</td>" in html._metrics_tables({"r2": 0.9})
 
 

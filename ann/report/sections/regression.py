@@ -79,12 +79,19 @@ def residual_figure(target: np.ndarray, prediction: np.ndarray, units: str, spli
     return fig
 
 
+def _direction(bias: float) -> str:
+    """What a bias (mean of target - predicted) says of the predictions, for the note."""
+    return ": predicted too low" if bias > 0 else ": predicted too high" if bias < 0 else ""
+
+
 def decile_figure(table: list[dict], units: str, split: str) -> Figure:
     fig = Figure(figsize=(7.2, 4.0), layout="constrained")
     ax = fig.add_subplot()
     x = np.arange(len(table))
     ax.bar(x - 0.2, [t["mae"] for t in table], width=0.4, label="MAE")
-    ax.bar(x + 0.2, [t["bias"] for t in table], width=0.4, label="bias (mean residual)")
+    # The sign said: a bar above 0 is a decile the model predicts too low.
+    label = "bias: mean of target - predicted (> 0: predicted too low)"
+    ax.bar(x + 0.2, [t["bias"] for t in table], width=0.4, label=label)
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xticks(x, [f"{t['low']:.3g}-\n{t['high']:.3g}" for t in table], fontsize=8)
     counts = [t["count"] for t in table] or [0]
@@ -135,7 +142,8 @@ def sections(preds: Predictions) -> list[Section]:
             notes=[
                 f"largest MAE {significant(worst['mae'])} in decile {worst['decile']} "
                 f"({significant(worst['low'])} to {significant(worst['high'])}, bias "
-                f"{significant(worst['bias'], sign=True)})" + tied_text(tied)
+                f"{significant(worst['bias'], sign=True)}{_direction(worst['bias'])})"
+                + tied_text(tied)
             ],
         ),
     ]
