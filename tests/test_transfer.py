@@ -354,6 +354,23 @@ def test_a_folder_inside_a_run_is_named_with_the_run_spelling(tmp_path, monkeypa
         assert str(e.value) == f"config key 'init_from'={spec!r}: {message}"
 
 
+def test_what_freeze_freezes_is_said_once_init_from_is_read(tmp_path, source, caplog):
+    # A run whose init_from was refused said "freeze (...): ... are not updated" above the
+    # refusal (trial 46c): the summary of a run that never started.
+    config = tiny(total_steps=2, init_from=str(tmp_path / "nowhere"), freeze=FROZEN, **TARGET)
+    with caplog.at_level(logging.INFO, logger="absl"):
+        with pytest.raises(ConfigError, match="does not exist"):
+            train_and_evaluate(config, str(tmp_path / "refused"))
+        assert "are not updated" not in caplog.text
+        config.init_from = str(source)
+        train_and_evaluate(config, str(tmp_path / "run"))
+    [said] = [r.getMessage() for r in caplog.records if "are not updated" in r.getMessage()]
+    assert said == (
+        f"freeze {tuple(FROZEN)}: 4 of 10 parameter arrays (4,288 of 5,530 values) are not "
+        "updated; BatchNorm layers kept on their running statistics: norms/0"
+    ), said
+
+
 def test_mistakes_are_config_errors(tmp_path, source):
     with pytest.raises(ConfigError, match=r"'init_from'=.*nowhere.* does not exist; use a run"):
         transfer.resolve(str(tmp_path / "nowhere"))

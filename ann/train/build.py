@@ -53,6 +53,7 @@ class Setup:
     abstract_state: Any  # shapes, dtypes, shardings: what a checkpoint restores into
     data_seconds: float = 0.0  # of building it, the time spent opening the data splits
     data_dir: str = ""  # what the splits were read from (data.load's; ann.data.data_dir)
+    freeze_summary: str = ""  # what `freeze` freezes, for the run's log ("" without it)
 
     @property
     def state_shardings(self) -> Any:
@@ -141,7 +142,7 @@ def build(
         mesh,
     )
     # Frozen BatchNorm layers: decided from paths alone.
-    model_def = freezing.freeze_statistics(model_def, abstract_state, config.freeze)
+    model_def, freeze_summary = freezing.freeze_statistics(model_def, abstract_state, config.freeze)
     return Setup(
         experiment=experiment,
         mesh=mesh,
@@ -155,6 +156,7 @@ def build(
         abstract_state=abstract_state,
         data_seconds=data_seconds,
         data_dir=data_dir,
+        freeze_summary=freeze_summary,
     )
 
 

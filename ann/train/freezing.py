@@ -29,7 +29,6 @@ from typing import Any
 
 import jax
 import optax
-from absl import logging
 from flax import nnx
 
 from ann.config import ConfigError
@@ -111,12 +110,14 @@ def mask(
 
 def freeze_statistics(
     model_def: state_lib.ModelDef, state: state_lib.TrainState, patterns: Sequence[str]
-) -> state_lib.ModelDef:
+) -> tuple[state_lib.ModelDef, str]:
     """`model_def` with every BatchNorm layer whose parameters are all frozen normalizing with
-    its running statistics in training too (so they stay fixed); logs what `freeze` freezes.
-    Raises ConfigError for a pattern that matches no parameter."""
+    its running statistics in training too (so they stay fixed), and the line saying what
+    `freeze` freezes ("" without it), which the run logs once its `init_from` is read (said
+    first, it stood above that source's refusal). Raises ConfigError for a pattern that
+    matches no parameter."""
     if not patterns:
-        return model_def
+        return model_def, ""
     frozen = frozen_paths(state.params, patterns)
     model = nnx.merge(model_def.train, state.params, state.model_state)
     layers = []
@@ -128,21 +129,19 @@ def freeze_statistics(
                 module.use_running_average = True  # a static attribute: lands in the graphdef
                 layers.append(prefix)
     sizes = {path_str(p): x.size for p, x in jax.tree_util.tree_leaves_with_path(state.params)}
-    logging.info(
-        "freeze %s: %d of %d parameter arrays (%s of %s values) are not updated%s",
-        tuple(patterns),
-        len(frozen),
-        len(sizes),
-        f"{sum(sizes[p] for p in frozen):,}",
-        f"{sum(sizes.values()):,}",
-        f"; BatchNorm layers kept on their running statistics: {', '.join(layers)}"
-        if layers
-        else "",
+    summary = (
+        f"freeze {tuple(patterns)}: {len(frozen)} of {len(sizes)} parameter arrays "
+        f"({sum(sizes[p] for p in frozen):,} of {sum(sizes.values()):,} values) are not updated"
+        + (
+            f"; BatchNorm layers kept on their running statistics: {', '.join(layers)}"
+            if layers
+            else ""
+        )
     )
     if not layers:
-        return model_def
+        return model_def, summary
     train_def, _, _ = nnx.split(model, nnx.Param, ...)
-    return model_def.replace(train=train_def)
+    return model_def.replace(train=train_def), summary
 
 
 def fixed_statistics(model: nnx.Module) -> set[str]:

@@ -385,6 +385,8 @@ def train_and_evaluate(
             source = transfer.load(
                 config.init_from, setup.abstract_state, tuple(config.init_from_skip)
             )
+        if setup.freeze_summary:  # once the source is read: a refused one is the only line
+            logging.info("%s", setup.freeze_summary)
         if config.freeze and fresh_start and jax.process_index() == 0:
             loaded = source.report.loaded if source is not None else None
             if why := freezing.random_frozen(setup.abstract_state.params, config.freeze, loaded):
