@@ -2552,6 +2552,13 @@ def test_slurm_and_kubernetes_run_the_trial_commands(tmp_path, fake_python, monk
     relative = emit.write("slurm", trials, "sweep", cwd=str(tmp_path), parallel=2, cpus=4,
                           memory="8G")  # fmt: skip
     assert f"\n#SBATCH --output={tmp_path}/sweep/slurm-%A_%a.out\n" in open(relative).read()
+    # A project path with a space or a % (sbatch split the line at the space and read the %
+    # as a pattern): quoted as sbatch's directive parser groups it, the % doubled.
+    odd = tmp_path / "my 100% project"
+    odd.mkdir()
+    quoted = emit.write("slurm", trials, "sweep", cwd=str(odd), parallel=2, cpus=4, memory="8G")
+    [line] = [x for x in open(quoted).read().splitlines() if x.startswith("#SBATCH --output=")]
+    assert line == f'#SBATCH --output="{tmp_path}/my 100%% project/sweep/slurm-%A_%a.out"', line
     # SIGTERM to the shell (which passes it on) before the time limit, as a pod's grace period:
     # the trial saves; without it it had SLURM's KillWait, 30 s.
     assert f"\n#SBATCH --signal=B:TERM@{emit.GRACE_SECONDS}\n" in text

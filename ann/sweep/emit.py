@@ -151,6 +151,18 @@ def _job_name(sweep_dir: str) -> str:
     return ("ann-" + re.sub(r"[^a-z0-9-]+", "-", base)).strip("-")[:63]
 
 
+def _output_pattern(directory: str) -> str:
+    """The `#SBATCH --output` value of each array task's log in `directory` (`slurm-%A_%a.out`,
+    job and task id): a `%` of the directory doubled (sbatch's filename pattern reads `%%` as
+    a `%`), the whole double-quoted with `\\` and `"` escaped where the directory holds
+    whitespace, a quote, a backslash or a `#` (sbatch's directive parser, src/sbatch/opt.c
+    `_get_argument`: quotes group, a backslash escapes, an unquoted `#` begins a comment)."""
+    value = os.path.join(directory.replace("%", "%%"), "slurm-%A_%a.out")
+    if not re.search(r"[\s\"'\\#]", value):
+        return value
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 # SLURM's default MaxArraySize (slurm.conf) is 1001: array indices 0 to 1000, and `sbatch`
 # refuses a larger array ("Invalid job array specification"). A sweep of more trials is
 # submitted by `SLURM_SUBMIT` as array jobs of `SLURM_CHUNK` tasks, task i of the one given
@@ -199,7 +211,7 @@ def slurm(
         f"#SBATCH --mem={memory}",
         f"#SBATCH --signal=B:TERM@{GRACE_SECONDS}",
         # Absolute: sbatch reads a relative one from where it is submitted, not from `cwd`.
-        f"#SBATCH --output={os.path.join(cwd, sweep_dir, 'slurm-%A_%a.out')}",
+        f"#SBATCH --output={_output_pattern(os.path.join(cwd, sweep_dir))}",
         *(
             [
                 f"# One array task per trial, submitted by bash {submit}: {len(trials)} trials,",
