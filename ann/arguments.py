@@ -82,12 +82,20 @@ def version_number(text: str) -> int | None:
     return int(text)
 
 
+def leading_zero(text: str) -> int | None:
+    """The integer `text` means where it is ASCII decimal digits with a leading zero, signed
+    or not (`08`, `-007`, `00`), which an integer flag or key and a version number refuse
+    (absl would read `017` as a Python literal, and `08` not at all); else None."""
+    if re.fullmatch(r"[+-]?0[0-9]+", text, re.ASCII):
+        return int(text)
+    return None
+
+
 def zeros_dropped(text: str) -> str | None:
     """`text`, a version number with leading zeros ("01"), without them ("1"): the fix a
-    refusal of it by `version_number` offers; None for anything else ("00", "1", "x")."""
-    if not (digits(text) and text.startswith("0") and text.strip("0")):
-        return None
-    return text.lstrip("0")
+    refusal of it by `version_number` offers; None for anything else ("00", "1", "+01", "x")."""
+    number = leading_zero(text) if digits(text) else None
+    return str(number) if number else None
 
 
 @dataclasses.dataclass(frozen=True)

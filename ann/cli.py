@@ -1160,15 +1160,6 @@ _CONVERSIONS = {  # the start of what absl or ml_collections says -> what the ke
 }
 
 
-def _leading_zero(value: str) -> int | None:
-    """The integer `value` means where it is decimal digits with a leading zero (`08`, `-007`),
-    which an integer flag or key refuses (absl would read `017` as a Python literal, and
-    `08` not at all), as a registry version refuses `01`; else None."""
-    if re.fullmatch(r"[+-]?0[0-9]+", value, re.ASCII):
-        return int(value)
-    return None
-
-
 def _example(key: str, argv: Sequence[str]) -> object | None:
     """A number or boolean to show for `--config.KEY`: the config file's value, else the
     schema's default; not the range's "unset" value (total_steps=0), not a tuple."""
@@ -1283,7 +1274,7 @@ def _job_flag_refusal(typed: str, name: str, said: str) -> str | None:
         what = f"{'an' if what[0] in 'aeiou' else 'a'} {what}"
     what = EXPECTED.get(name) or _bounds(parser) or what or wanted
     example = EXAMPLES.get(name, flags.FLAGS[name].default)
-    if (meant := _leading_zero(typed.partition("=")[2])) is not None and "integer" in what:
+    if (meant := arguments.leading_zero(typed.partition("=")[2])) is not None and "integer" in what:
         what, example = f"{what} without a leading zero", meant
     return arguments.refusal(typed, what, name, example)
 
@@ -1326,7 +1317,7 @@ def bad_override(text: str, argv: Sequence[str]) -> str:
                     )
                 example = _example(key, argv)
                 typed = match.group(1).split("=", 1)[1]
-                if wanted == "an integer" and (meant := _leading_zero(typed)) is not None:
+                if wanted == "an integer" and (meant := arguments.leading_zero(typed)) is not None:
                     return (
                         f"{match.group(1)} must be an integer without a leading zero; e.g. "
                         f"--config.{key}={meant}"

@@ -152,3 +152,14 @@ def test_every_commands_help_states_what_each_flags_check_takes():
     assert "Takes an integer in [1, 1024]." in printed["parallel"], printed["parallel"]
     assert "Takes an integer in [1, 65535]." in _printed_flags(dumps[("serve",)]["printed"])["port"]
     assert "(comma-separated)" in _printed_flags(dumps[("report",)]["printed"])["split"]
+
+
+def test_one_rule_reads_a_leading_zero_for_integer_flags_and_version_numbers():
+    # Two copies of it (ann.cli's, signed, and the versions', unsigned) differed on "00".
+    assert [arguments.leading_zero(t) for t in ("08", "-007", "+01", "00", "8", "0", "３")] == [
+        8, -7, 1, 0, None, None, None
+    ]  # fmt: skip
+    # A version's fix: the number without its zeros, where there is one ("00" is no version).
+    assert [arguments.zeros_dropped(t) for t in ("01", "007", "00", "1", "+01", "x")] == [
+        "1", "7", None, None, None, None
+    ]  # fmt: skip
