@@ -36,9 +36,21 @@ def warn(message: str) -> None:
     print(f"warning: {_process}{message}", file=sys.stderr, flush=True)
 
 
-def bytes_text(n: int) -> str:
-    """`n` bytes as a person reads them: `6.3 MiB`, or in KiB below one MiB (`20.5 KiB`: a
-    small model's weights read "0.0 MiB"), in bytes below one KiB; binary units (IEC 80000-13)."""
-    if n >= 1 << 20:
-        return f"{n / (1 << 20):.1f} MiB"
-    return f"{n / 1024:.1f} KiB" if n >= 1024 else f"{n} B"
+def bytes_text(n: float) -> str:
+    """`n` bytes as a person reads them: `6.3 MiB`, in GiB from one GiB, in KiB below one MiB
+    (`20.5 KiB`: a small model's weights read "0.0 MiB"), in bytes below one KiB; binary units
+    (IEC 80000-13)."""
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n:.0f} B"
+
+
+def flops_text(n: float) -> str:
+    """`n` floating-point operations with an SI prefix, 3 significant digits: `0.885 GFLOP` of
+    the digits CNN's step as `885 MFLOP`, a tiny MLP's `65.3 kFLOP` (it read `6.53e-05
+    GFLOP`)."""
+    for unit, size in (("PFLOP", 1e15), ("TFLOP", 1e12), ("GFLOP", 1e9), ("MFLOP", 1e6)):
+        if n >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{n / 1e3:.3g} kFLOP" if n >= 1e3 else f"{n:.0f} FLOP"

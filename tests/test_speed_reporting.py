@@ -34,12 +34,25 @@ def test_bfloat16_cnn_still_learns(tmp_path):
     assert {x.dtype.name for x in jax.tree.leaves(result.state.params)} == {"float32"}
 
 
-def test_compile_report_and_no_mfu_on_cpu(tmp_path):
+def test_compile_report_and_no_mfu_on_cpu(tmp_path, caplog):
     started = time.perf_counter()
-    train_and_evaluate(tiny(total_steps=5), str(tmp_path), started=started - 1.5)
+    with caplog.at_level("INFO", logger="absl"):
+        train_and_evaluate(tiny(total_steps=5), str(tmp_path), started=started - 1.5)
     first = first_record(tmp_path)
     assert first["compile/train_step_flops"] > 1e5  # an MLP step on 32 rows
     assert first["compile/train_step_memory_bytes"] > 0
+    # Said in units it reads in: a tiny MLP's step read "6.53e-05 GFLOP ... 0.0 MiB a call".
+    from ann.console import bytes_text, flops_text
+
+    flops, memory = first["compile/train_step_flops"], first["compile/train_step_memory_bytes"]
+    said = f": {flops_text(flops)} a step and {bytes_text(memory)} a call per device | "
+    assert said in caplog.text and "e-0" not in said and " 0.0 " not in said, said
+    assert [flops_text(n) for n in (0.885e9, 6.53e4, 12, 2.3e12)] == [
+        "885 MFLOP", "65.3 kFLOP", "12 FLOP", "2.3 TFLOP"
+    ]  # fmt: skip
+    assert [bytes_text(n) for n in (512, 1536, 6_606_028, 9.6e9)] == [
+        "512 B", "1.5 KiB", "6.3 MiB", "8.9 GiB"
+    ]  # fmt: skip
     records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
     keys = set().union(*records)
     assert "train/mfu" not in keys

@@ -42,7 +42,7 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
-from ann import atomic, cli, compilation_cache, data, parallel, shadowing, sharding
+from ann import atomic, cli, compilation_cache, console, data, parallel, shadowing, sharding
 from ann import config as config_lib
 from ann import experiment as experiment_lib
 from ann.data import data_dir as data_dir_lib
@@ -1055,8 +1055,7 @@ def _report_compile(run: _Run, compiled: _Compiled, writer: MetricWriter) -> dic
     # line counts which), so a warm start does not claim a compile it skipped.
     logging.info(
         "model %s: %s parameters | %d x %s, mesh %s | train step ready in %.2fs (%s): "
-        "%.3g GFLOP a step and %.1f MiB a call per device | eval step ready in %.2fs | %d steps "
-        "of %d examples",
+        "%s a step and %s a call per device | eval step ready in %.2fs | %d steps of %d examples",
         config.model.name,
         f"{num_params:,}",
         mesh.size,
@@ -1064,8 +1063,8 @@ def _report_compile(run: _Run, compiled: _Compiled, writer: MetricWriter) -> dic
         dict(mesh.shape),
         compiled.train_seconds,
         per_call,
-        report.get("flops", 0.0) / 1e9,
-        report.get("memory_bytes", 0.0) / 2**20,
+        console.flops_text(report.get("flops", 0.0)),
+        console.bytes_text(report.get("memory_bytes", 0.0)),
         compiled.eval_seconds,
         run.total_steps,
         config.batch_size,
