@@ -1220,7 +1220,16 @@ def test_bearer_token(digits_export):
         x = np.zeros((1, 8, 8, 1), np.uint8)
         status, headers, body = request(port, "POST", "/v2/models/digits_cnn/infer", infer_body(x))
         assert status == 401 and headers["www-authenticate"] == "Bearer"
-        assert "Authorization: Bearer <token>" in body["error"]
+        # Which it was, none, another scheme or another token ("got none or a wrong one").
+        header = "header 'Authorization: Bearer <token>' with the server's token"
+        assert body["error"] == f"authorization: expected {header}, got no Authorization header"
+        for sent, said in [
+            ("Bearer nope", "expected the server's token, got another Bearer token"),
+            ("Basic czNjcmV0", f'expected {header}, got the "Basic" scheme'),
+        ]:
+            path, auth = "/v2/models/digits_cnn/infer", {"Authorization": sent}
+            status, _, body = request(port, "POST", path, infer_body(x), auth)
+            assert status == 401 and body["error"] == f"authorization: {said}", body
         auth = {"Authorization": "Bearer s3cret"}
         assert request(port, "POST", "/v2/models/digits_cnn/infer", infer_body(x), auth)[0] == 200
         assert request(port, "GET", "/metrics", headers={"Authorization": "Bearer no"})[0] == 401

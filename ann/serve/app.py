@@ -464,13 +464,17 @@ class App:
             return
         if self._bears(authorization, (expected,) if admin else self._client_tokens):
             return
-        raise ServeError(
-            401,
-            "authorization: expected header 'Authorization: Bearer <token>' with the server's "
-            f"{'admin token' if admin else 'token'}, got none or a wrong one",
-            "auth",
-            [(b"www-authenticate", b"Bearer")],
-        )
+        # Which of the three it was: "none or a wrong one" left a client guessing.
+        token = "admin token" if admin else "token"
+        header = f"header 'Authorization: Bearer <token>' with the server's {token}"
+        scheme = (authorization or b"").partition(b" ")[0]
+        if authorization is None or not authorization.strip():
+            what = f"expected {header}, got no Authorization header"
+        elif scheme.lower() != b"bearer":
+            what = f"expected {header}, got the {protocol.short(scheme.decode('latin-1'))} scheme"
+        else:
+            what = f"expected the server's {token}, got another Bearer token"
+        raise ServeError(401, f"authorization: {what}", "auth", [(b"www-authenticate", b"Bearer")])
 
     def _authorize_admin(self, authorization: bytes | None) -> None:
         if self._admin_token is None:
