@@ -576,3 +576,27 @@ def test_a_config_json_edited_to_another_optimizer_is_named_not_orbax_advice(
     ), said
     assert said.endswith("was it edited by hand? put back the config.json the run was trained with")
     assert "partial_restore" not in said and "--step" not in said
+
+
+def test_a_users_model_whose_shapes_moved_names_its_code_before_config_json(tmp_path):
+    # A layer added to the user's class since the run trained was blamed on config.json
+    # ("was it edited by hand?"), which nobody had touched (trial 47a).
+    from ann.train.checkpoint import mismatch_error
+
+    record = tmp_path / "config.json"
+    record.write_text(json.dumps({"model": {"name": "mynets:TinyRes"}}))
+    said = mismatch_error(
+        str(tmp_path), 60, "extra/bias: none in the checkpoint, (64,) by the config"
+    )
+    assert said == (
+        f"{record} names model 'mynets:TinyRes', which now builds other shapes than the run's "
+        "checkpoints hold (extra/bias: none in step 60, (64,) by config.json): was its code "
+        "(module mynets) changed, or config.json edited by hand, since the run trained? put back "
+        "the code and the config.json the run was trained with, or train in a new --workdir"
+    ), said
+    # A shipped model's: config.json, as before.
+    record.write_text(json.dumps({"model": {"name": "cnn"}}))
+    said = mismatch_error(
+        str(tmp_path), 60, "convs/0/bias: (32,) in the checkpoint, (16,) by the config"
+    )
+    assert said.endswith("was it edited by hand? put back the config.json the run was trained with")

@@ -64,13 +64,33 @@ def mismatch_error(workdir: str, step: int, mismatch: str) -> str:
     shapes of the config it was trained with, so no other step is offered."""
     mismatch = mismatch.replace("by the config", "by config.json")
     mismatch = mismatch.replace("in the checkpoint", f"in step {step}")
+    record = os.path.join(workdir, "config.json")
     if mismatch.startswith("opt_state/"):  # the arrays Adam keeps, or a clipping's: optimizer.*
         mismatch = f"the optimizer's state, optimizer.*: {mismatch}"
+    elif ":" in (model := _model_name(record)):
+        # A user's model: its code, more often than config.json, changed since the run trained
+        # (a layer added to the class was blamed on a config.json nobody had touched).
+        module = model.partition(":")[0]
+        return (
+            f"{record} names model {model!r}, which now builds other shapes than the run's "
+            f"checkpoints hold ({mismatch}): was its code (module {module}) changed, or "
+            "config.json edited by hand, since the run trained? put back the code and the "
+            "config.json the run was trained with, or train in a new --workdir"
+        )
     return (
-        f"{os.path.join(workdir, 'config.json')} does not match the shapes in the run's "
-        f"checkpoints ({mismatch}); was it edited by hand? put back the config.json the run "
-        "was trained with"
+        f"{record} does not match the shapes in the run's checkpoints ({mismatch}); was it "
+        "edited by hand? put back the config.json the run was trained with"
     )
+
+
+def _model_name(record: str) -> str:
+    """`model.name` of the run's config.json at `record`, "" where it cannot be read."""
+    try:
+        with open(record, encoding="utf-8") as f:
+            name = json.load(f)["model"]["name"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    return name if isinstance(name, str) else ""
 
 
 class CheckpointSaveError(CheckpointError):
