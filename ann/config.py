@@ -42,8 +42,10 @@ class KeyValueError(ConfigError):
     `total_steps`); `file_fix`, the fix in the config file's words where no `example` says it
     ("drop the line, or set optimizer.name to 'sgd'"); `also`, other keys to set with
     `example` (key -> value: a data set's experiment with the `best_metric` and `best_mode` its
-    own config sets). `ann.cli` words it for the config file where the file, not an override,
-    set the key and the keys it depends on: its file and line, the fix as the file spells it."""
+    own config sets); `others`, keys refused with `key` for the same reason (a switched
+    model's leftover arguments). `ann.cli` words it for the config file where the file, not an
+    override, set the key and the keys it depends on: its file and line, the fix as the file
+    spells it."""
 
     def __init__(
         self,
@@ -57,11 +59,12 @@ class KeyValueError(ConfigError):
         depends_on: Sequence[str] = (),
         file_fix: str = "",
         also: Mapping[str, Any] | None = None,
+        others: Sequence[str] = (),
     ):
         super().__init__(f"{what}; {fix}" if fix else what)
         self.key, self.what, self.meant, self.example = key, what, list(meant), example
         self.unknown, self.depends_on, self.file_fix = unknown, tuple(depends_on), file_fix
-        self.also = dict(also or {})
+        self.also, self.others = dict(also or {}), tuple(others)
 
 
 class KeyValueErrors(ConfigError):

@@ -134,6 +134,15 @@ def key_error(error: BaseException, config: str, given: Iterable[str]) -> BaseEx
         for bound in error.depends_on:
             if (other := assignment(path, bound)) is not None:
                 line, target, value = other
+                if error.unknown:  # keys of another model's, which the file's model.name made so
+                    keys = (key, *error.others)
+                    dels = ", ".join(_respelt(target, bound, k) or f"c.{k}" for k in keys)
+                    come = "comes" if len(keys) == 1 else "come"
+                    return ConfigError(
+                        f"--config={path} line {line} ({target} = {value}): {error.what}; "
+                        f"{', '.join(keys)} {come} from a module the file imports: delete "
+                        f"{'it' if len(keys) == 1 else 'them'} after that line (del {dels})"
+                    )
                 spelt = _respelt(target, bound, key) or f"c.{key}"
                 example = f" (e.g. {_example(spelt, error)})" if error.example is not None else ""
                 return ConfigError(

@@ -1526,6 +1526,34 @@ def test_a_value_from_an_imported_config_made_wrong_by_the_files_line_names_that
     ), line
 
 
+def test_another_models_arguments_from_an_imported_config_are_named_at_once(tmp_path):
+    # digits_cnn's model.dense, model.dropout and model.features under the file's resnet: one
+    # run each, "fix the config file (or a module it imports)", no line, no fix (trial 47a).
+    path = tmp_path / "switch.py"
+    path.write_text(
+        "from configs import digits_cnn\n\n\ndef get_config():\n"
+        "    c = digits_cnn.get_config(); c.model.name = 'resnet'\n    return c\n"
+    )
+    line = one_line_error(ann("train", f"--config={path}", f"--workdir={tmp_path / 'run'}"))
+    keys = "model.dense, model.dropout, model.features"
+    assert line == (
+        f"error: --config={path} line 5 (c.model.name = 'resnet'): config keys 'model.dense', "
+        f"'model.dropout', 'model.features' are not arguments of model 'resnet'; {keys} come "
+        "from a module the file imports: delete them after that line (del c.model.dense, "
+        "c.model.dropout, c.model.features)"
+    ), line
+    # The same keys given on the command line, a flag's words.
+    line = one_line_error(
+        ann("train", "--config=configs/digits_mlp.py", f"--workdir={tmp_path / 'run'}",
+            "--config.model.dense=3", "--config.model.zzzz=1")
+    )  # fmt: skip
+    assert line == (
+        "error: config keys 'model.dense', 'model.zzzz' are not arguments of model 'mlp'; it "
+        "accepts: features, dropout, norm, linear_skip (drop them from the config or the "
+        "command line)"
+    ), line
+
+
 @pytest.mark.parametrize(
     "line, said",
     [

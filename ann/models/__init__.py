@@ -164,11 +164,27 @@ def check_arguments(
         k for k, p in params.items() if p.default is p.empty or k in _FROM_ELSEWHERE
     ]
     accepted = [k for k in params if k not in passed]
+    takes = f"it accepts: {', '.join(accepted)}" if accepted else "it takes none"
     for key in kwargs:
         if key in supplied:  # it was "got multiple values for keyword argument"
             _given_elsewhere(name, prefix + key, "the experiment, from the data set")
+    unknown = [key for key in kwargs if key not in params]
+    far = [key for key in unknown if not closest(key, accepted)]
+    if prefix == "model." and far and len(far) == len(unknown):
+        # Names near none: another model's arguments (a config importing digits_cnn's and
+        # naming another model), all at once (each had cost a run), read against model.name.
+        keys = [f"{prefix}{key}" for key in far]
+        if len(keys) == 1:
+            what, them = f"config key '{keys[0]}' is not an argument of model {name!r}", "it"
+        else:
+            quoted = ", ".join(map(repr, keys))
+            what, them = f"config keys {quoted} are not arguments of model {name!r}", "them"
+        raise KeyValueError(
+            keys[0], what, f"{takes} (drop {them} from the config or the command line)",
+            unknown=True, depends_on=("model.name",), others=keys[1:],
+        )  # fmt: skip
+    for key in kwargs:
         if key not in params:
-            takes = f"it accepts: {', '.join(accepted)}" if accepted else "it takes none"
             # A near name is the fix; "drop it" only where nothing is near.
             near = closest(key, accepted)
             close = [f"{prefix}{near}"] if near else []
