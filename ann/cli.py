@@ -956,22 +956,30 @@ def _module_fix(name: str, beside: str) -> str:
     `configs` package needs the repository's root (`PYTHONPATH=.` there); anything else, the
     directory that holds it."""
     top = name.partition(".")[0]
+
+    def added(directory: str) -> str:  # PYTHONPATH with it, kept as it was besides
+        shown = shlex.quote(directory)
+        return (
+            f"PYTHONPATH={shown}:$PYTHONPATH"
+            if os.environ.get("PYTHONPATH")
+            else (f"PYTHONPATH={shown}")
+        )
+
     if top and (
         os.path.isfile(os.path.join(beside, f"{top}.py"))
         or os.path.isdir(os.path.join(beside, top))
     ):
-        shown = shlex.quote(beside)
-        before = os.environ.get("PYTHONPATH")
-        value = f"{shown}:$PYTHONPATH" if before else shown
         return (
             f"{top!r} is beside the config file, whose directory is not on sys.path (the file "
-            f"is loaded by its path): put that directory on it, PYTHONPATH={value}"
+            f"is loaded by its path): put that directory on it, {added(beside)}"
         )
-    if top == "configs":
-        return (
-            f"put the directory that holds {name!r} on PYTHONPATH (ann's configs/: PYTHONPATH=. "
-            "from the repository's root)"
-        )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if top == "configs" and os.path.isdir(os.path.join(root, "configs")):
+        # Its path, not "PYTHONPATH=. from the repository's root": run from there, a config
+        # file's own modules beside it were lost instead (trial 47a).
+        return f"put ann's repository root, which holds configs/, on PYTHONPATH: {added(root)}"
+    if top == "configs":  # an installed copy: configs/ is not a package it ships
+        return f"put the directory that holds {name!r} (ann's repository root) on PYTHONPATH"
     return f"put the directory that holds {name!r} on PYTHONPATH"
 
 

@@ -1603,10 +1603,16 @@ def test_a_config_file_that_returns_no_configdict_is_one_line(tmp_path, returned
     (tmp_path / "builds_on.py").write_text("from configs import digits_cnn\n")
     line = one_line_error(ann("train", "--config=builds_on.py", "--workdir=W", cwd=tmp_path))
     assert line.endswith(
-        "builds_on.py line 1: ModuleNotFoundError: No module named 'configs'; put the directory "
-        "that holds 'configs' on PYTHONPATH (ann's configs/: PYTHONPATH=. from the repository's "
-        "root)"
+        "builds_on.py line 1: ModuleNotFoundError: No module named 'configs'; put ann's "
+        f"repository root, which holds configs/, on PYTHONPATH: PYTHONPATH={ROOT}"
     ), line
+    # Its path, to add to a PYTHONPATH that names the user's own modules: "PYTHONPATH=. from the
+    # repository's root" lost those (trial 47a).
+    env = {**os.environ, "PYTHONPATH": "."}
+    line = one_line_error(
+        ann("train", "--config=builds_on.py", "--workdir=W", cwd=tmp_path, env=env)
+    )
+    assert line.endswith(f"on PYTHONPATH: PYTHONPATH={ROOT}:$PYTHONPATH"), line
     # A variant given to a get_config() that takes none: ml_collections' traceback, flattened
     # into the one line (383 characters).
     line = one_line_error(ann("train", f"--config={tmp_path / 'raises.py'}:foo", "--workdir=W"))
