@@ -193,6 +193,23 @@ def test_readme_own_experiment_trains_and_exports_from_outside_ann(tmp_path):
         # printed after the section's title (it said "validation: accuracy 0.98")
         assert shown > 0.85 and f"{split}: Parity: accuracy {shown:.4f}" in said, said
         assert (tmp_path / f"report/{split}_parity_p_odd.png").stat().st_size > 5000
+    # A head of another width through the README's _logits (call_model): one line before step
+    # 0, nothing written; the README's model(x) had been a broadcasting traceback from the
+    # loss, with the workdir made (trial 47a).
+    (tmp_path / "three.py").write_text(
+        "from flax import nnx\n\n\nclass Three(nnx.Module):\n"
+        "    def __init__(self, *, input_shape, num_classes, rngs):\n"
+        "        self.out = nnx.Linear(64, 3, rngs=rngs)\n\n"
+        "    def __call__(self, x, *, rngs=None):\n"
+        "        return self.out(x.reshape(x.shape[0], -1))\n"
+    )
+    proc = outside_ann(tmp_path, "ann.main", "--config=parity.py", "--workdir=runs/three",
+                       "--config.model.name=three:Three")  # fmt: skip
+    assert proc.returncode == 1 and proc.stderr.splitlines()[-1] == (
+        "error: model 'three:Three' returns float32 of shape [2, 3] for a batch of 2; parity "
+        "needs float logits [batch, 2]"
+    ), proc.stderr[-2000:]
+    assert not (tmp_path / "runs/three").exists()
 
 
 # A model's own argument ranges (its RANGES) are checked with the config, before any data set is
