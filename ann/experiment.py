@@ -231,6 +231,14 @@ def get(name: str) -> type:
             f"config key 'experiment': {name!r} lacks {', '.join(missing)} of the experiment "
             "protocol (ann.experiment.Experiment)"
         )
+    # A method set to something else (`predict = None`) passed, and trained, until the export.
+    methods = [m for m in _MEMBERS if callable(getattr(Experiment, m, None))]
+    if not_methods := [m for m in methods if not callable(getattr(cls, m))]:
+        held = ", ".join(f"{m} = {getattr(cls, m)!r}" for m in not_methods)
+        raise ConfigError(
+            f"config key 'experiment': {name!r} holds {held}, where the experiment protocol "
+            "(ann.experiment.Experiment) has a method: define it with def"
+        )
     return cls
 
 

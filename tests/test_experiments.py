@@ -578,6 +578,22 @@ def test_a_class_lacking_protocol_members_is_refused_by_name(monkeypatch):
         experiment_lib.get("half_done_tasks:Half")
 
 
+def test_a_protocol_method_set_to_something_else_is_refused_by_name(monkeypatch):
+    # `predict = None` in a subclass passed, trained to the end, and failed in `ann export`
+    # with "'NoneType' object is not callable" (trial 47a).
+    from experiments.classification import Classification
+
+    module = types.ModuleType("no_predict_tasks")
+    module.NoPredict = type("NoPredict", (Classification,), {"predict": None})
+    monkeypatch.setitem(sys.modules, "no_predict_tasks", module)
+    with pytest.raises(ConfigError) as e:
+        experiment_lib.get("no_predict_tasks:NoPredict")
+    assert str(e.value) == (
+        "config key 'experiment': 'no_predict_tasks:NoPredict' holds predict = None, where the "
+        "experiment protocol (ann.experiment.Experiment) has a method: define it with def"
+    )
+
+
 def test_unknown_experiment_names_the_key_and_the_choices():
     with pytest.raises(
         ConfigError, match=r"config key 'experiment': unknown experiment 'regresion'"
