@@ -352,9 +352,16 @@ def below_a_file(path: str) -> str | None:
 def absent(path: str) -> str:
     """What a refusal says of `path`, which does not exist, after its name: "cannot exist:
     /etc/hostname is a file, so nothing can be below it" (`below_a_file`), else "does not
-    exist"."""
+    exist", and for a relative path where it was looked for ("does not exist in the working
+    directory, /home/me": a path typed from another directory was named unresolved)."""
     above = below_a_file(path)
-    return f"cannot exist: {above}" if above is not None else "does not exist"
+    if above is not None:
+        return f"cannot exist: {above}"
+    try:
+        here = "" if os.path.isabs(path) or not path else os.getcwd()
+    except OSError:  # a working directory removed since
+        here = ""
+    return f"does not exist in the working directory, {here}" if here else "does not exist"
 
 
 def read_json(path: str) -> tuple[Any, str | None]:

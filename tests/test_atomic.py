@@ -99,6 +99,9 @@ def test_a_path_below_a_file_is_said_to_be_one_by_every_reader(tmp_path, monkeyp
     assert atomic.absent("afile/model") == (
         "cannot exist: afile is a file, so nothing can be below it"
     )
+    # Where a relative path was looked for (typed from another directory, it was named as
+    # given and nothing more: trial 47a).
+    assert atomic.absent("exports/x") == f"does not exist in the working directory, {tmp_path}"
     assert atomic.why_not_creatable(below) == f"cannot be created: {afile} is a file, so " + (
         "nothing can be below it"
     )

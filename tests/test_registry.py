@@ -158,7 +158,8 @@ def test_resolve_takes_registry_uris_and_export_directories(digits_export, tmp_p
     with pytest.raises(RegistryError) as e:
         resolve("digits")
     assert str(e.value).endswith(
-        "digits does not exist; give an export directory (ann export) or a registry URI "
+        f"digits does not exist in the working directory, {tmp_path}; give an export directory "
+        "(ann export) or a registry URI "
         "models:/NAME/VERSION, models:/NAME@ALIAS or models:/NAME/latest; for a registered "
         "model 'digits': models:/digits/latest"
     ), e.value
