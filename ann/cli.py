@@ -39,6 +39,7 @@ import difflib
 import errno
 import functools
 import importlib.util
+import linecache
 import logging as py_logging
 import os
 import re
@@ -945,7 +946,30 @@ def _config_code_error(error: BaseException, argv: Sequence[str]) -> str | None:
     if isinstance(error, SyntaxError) and not inside and not target.endswith(".py"):
         # `--config=README.md`: "fix the config file" told the user to edit the README.
         fix = "--config takes a Python file with get_config() (configs/NAME.py), not this one"
+    if isinstance(error, AttributeError) and not inside and text.startswith("config key "):
+        # `c.optimzer.learning_rate = 0.1` read a key that is not there: worded as the file's
+        # other unknown keys are, the line respelt (it said "AttributeError: ...; fix the
+        # config file").
+        return f"--config={path} line {line}: {text}; {_respelt_line(target, line, text)}"
     return f"--config={path} line {line}{inside}: {type(error).__name__}: {text}; {fix}"
+
+
+def _respelt_line(path: str, line: int, text: str) -> str:
+    """The fix for line `line` of the config file `path`, which reads a key `text` (`config
+    key 'optimzer' is unknown (did you mean 'optimizer'?)`) says is not there: `fix the line:`
+    and the line with the key meant, where one is meant and its parts can be put in place;
+    else "fix the line"."""
+    said = re.match(r"config key '([^']+)' is unknown \(did you mean '([^']+)'\?\)", text)
+    source = linecache.getline(path, line).strip()
+    if not said or not source:
+        return "fix the line"
+    wrong, meant = said[1].split("."), said[2].split(".")
+    if len(wrong) != len(meant):
+        return "fix the line"
+    for was, now in zip(wrong, meant, strict=True):
+        if was != now:
+            source = re.sub(rf"\.{re.escape(was)}\b", f".{now}", source, count=1)
+    return f"fix the line: {source}"
 
 
 def _module_fix(name: str, beside: str) -> str:

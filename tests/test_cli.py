@@ -1303,6 +1303,10 @@ def _mlp_config(path, line: str, after: str = ""):
          "you mean 'optimizer.learning_rate'?); fix the line: c.optimizer.learning_rate = 0.01"),
         ("o = c.optimizer; o.lerning_rate = 0.01", "config key 'optimizer.lerning_rate' is "
          "unknown (did you mean 'optimizer.learning_rate'?); fix the line: o.learning_rate = 0.01"),
+        # A section misspelt, read before its key is set: an AttributeError, "fix the config
+        # file" (trial 47a); worded as the rest, the line respelt.
+        ("c.optimzer.learning_rate = 0.1", "config key 'optimzer' is unknown (did you mean "
+         "'optimizer'?); fix the line: c.optimizer.learning_rate = 0.1"),
         ("c.mystuff = 3", f"config key 'mystuff' is unknown; top-level keys: {_TOP_KEYS}; drop "
          "the line (c.mystuff = 3), or set a key ann reads"),
         ("c.optimizer.learning_rate = None", "config key 'optimizer.learning_rate' must be float "
