@@ -211,6 +211,7 @@ class ModelMonitor:
         self._buffer = self._new_buffer(self.keep_rows)
         self._filled = 0  # rows copied into the open window's buffer
         self._closed: dict[int, tuple] = {}  # index -> buffer, rows copied, (start, end, why, rows)
+        self._testing: int | None = None  # the closed window being tested, until it publishes
         self.last: dict[str, Any] | None = None  # the last closed window's results
         self.reference: Any = None
         self.drift_unavailable: str | None = None
@@ -367,6 +368,8 @@ class ModelMonitor:
             elif self._rows >= self.min_rows and time.monotonic() - self._opened[0] >= self.seconds:
                 self._close("seconds")
             closed, self._closed = self._closed, {}
+            if closed:  # what /monitor names until its results replace the last window's
+                self._testing = max(closed)
         for index in sorted(closed):
             buffer, filled, bounds = closed[index]
             m, mv = self._metrics, (self.served.name, self.served.version)
@@ -381,6 +384,8 @@ class ModelMonitor:
             finally:
                 with self.lock:
                     self._free.append(buffer)
+                    if latest:
+                        self._testing = None
 
     def _test(
         self,
@@ -554,6 +559,11 @@ class ModelMonitor:
         """The last closed window's results, the open window, feedback and the model's age."""
         with self.lock:
             open_window = {"index": self.window, "rows": self._rows}
+            # A closed window whose tests have not published yet (the first waits for the drift
+            # process to start): `window` null or the one before, with no word of it.
+            testing = (
+                self._testing if self._testing is not None else max(self._closed, default=None)
+            )
             store = self.predictions
             realized = store.realized(self.window) if store is not None else None
             feedback = (
@@ -573,6 +583,7 @@ class ModelMonitor:
             "monitor": "on",
             "window": last.get("window"),
             "open_window": open_window,
+            "testing_window": testing,
             "drift": last.get("drift"),
             "drift_unavailable": self.drift_unavailable,
             "predictions": last.get("predictions"),
