@@ -74,11 +74,11 @@ def digits(text: str) -> bool:
 
 def version_number(text: str) -> int | None:
     """`text` as a model version number (1, 2, ...), as an integer flag reads a number: ASCII
-    digits without a leading zero; None for anything else ("01", "0", "+1", "３"). One rule for
-    models:/NAME/VERSION and the registry's VERSION arguments: `models:/digits/01` resolved to
-    version 1 where --version=01 is refused."""
-    if not (digits(text) and INTEGER.fullmatch(text)) or text == "0":
-        return None
+    digits without a leading zero, 18 at most; None for anything else ("01", "0", "+1", "３").
+    One rule for models:/NAME/VERSION and the registry's VERSION arguments: `models:/digits/01`
+    resolved to version 1 where --version=01 is refused."""
+    if not (digits(text) and INTEGER.fullmatch(text)) or text == "0" or len(text) > 18:
+        return None  # past 18 digits: no registry numbers so far, and int() refuses 4,300
     return int(text)
 
 
@@ -86,8 +86,8 @@ def leading_zero(text: str) -> int | None:
     """The integer `text` means where it is ASCII decimal digits with a leading zero, signed
     or not (`08`, `-007`, `00`), which an integer flag or key and a version number refuse
     (absl would read `017` as a Python literal, and `08` not at all); else None."""
-    if re.fullmatch(r"[+-]?0[0-9]+", text, re.ASCII):
-        return int(text)
+    if len(text) <= 40 and re.fullmatch(r"[+-]?0[0-9]+", text, re.ASCII):
+        return int(text)  # (bounded: int() refuses 4,300 digits, a client's path may hold more)
     return None
 
 

@@ -163,3 +163,8 @@ def test_one_rule_reads_a_leading_zero_for_integer_flags_and_version_numbers():
     assert [arguments.zeros_dropped(t) for t in ("01", "007", "00", "1", "+01", "x")] == [
         "1", "7", None, None, None, None
     ]  # fmt: skip
+    # A client's path of thousands of digits (a 404's version) is no number: int() refuses
+    # 4,300 digits, and the server answered 500.
+    assert (
+        arguments.version_number("1" * 5000) is None and arguments.leading_zero("0" * 5000) is None
+    )

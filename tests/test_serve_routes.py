@@ -646,6 +646,14 @@ def test_versions_are_listed_registry_numbers_by_number_then_hashes(monkeypatch)
     )
     reply = admin_post(app, "/v2/repository/models/m/unload")[1]
     assert json.loads(reply) == {"name": "m", "unloaded": served}
+    # Every version unloaded: the model's 404 says the registry holds it (trial 47b).
+    status, body, _ = call(app, "GET", "/v2/models/m")
+    assert status == 404 and body["error"].endswith(
+        "; 'm' is in the registry, not loaded: POST /v2/repository/models/m/load (the admin "
+        "token) loads its latest version"
+    ), body
+    other = call(app, "GET", "/v2/models/other")[1]["error"]
+    assert "in the registry" not in other, other  # a name the registry does not hold
 
 
 def test_the_public_readiness_probe_does_not_list_the_models_without_the_token():

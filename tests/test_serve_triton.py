@@ -263,6 +263,16 @@ def test_repository_index_load_and_unload(triton):
         ("digits", "3", "UNAVAILABLE", "not loaded (in the registry; its export is served as "
          "digits/2)"),
     }  # fmt: skip
+    # Version 3 asked for before it is loaded: the 404 says the registry holds it, and how to
+    # load it (it listed the versions served alone, trial 47b).
+    status, _, body = request(server.port, "POST", "/v2/models/digits/versions/3/infer", {})
+    assert status == 404 and body["error"] == (
+        'model \'digits\' version: expected one of ["1","2"], got "3"; version 3 of \'digits\' '
+        "is in the registry, not loaded: POST /v2/repository/models/digits/load (the admin "
+        'token) with {"parameters": {"source": "models:/digits/3"}} loads it'
+    ), body
+    status, _, body = request(server.port, "POST", "/v2/models/digits/versions/4/infer", {})
+    assert status == 404 and body["error"].endswith('got "4"'), body  # not in the registry
     # Load and unload need the admin token; the client's calls carry it as a header.
     raises("401", "admin token", client.load_model, "digits")
     # Version 3 from the registry, named the Triton way (the config's version policy).

@@ -438,12 +438,20 @@ class App:
         try:
             return self.dataplane.model(params["name"], params.get("version"))
         except ServeError as e:
-            if not (route.public and self._token is not None and e.reason in ("model", "version")):
+            if e.status != 404 or e.reason not in ("model", "version"):
                 raise
-            if self._bears(authorization, self._client_tokens):
+            if route.public and self._token is not None:
+                if not self._bears(authorization, self._client_tokens):  # not for them
+                    name = protocol.short(params["name"])
+                    raise ServeError(
+                        404, f"model: {name} (or its version) is not served", e.reason
+                    ) from e
+            # In the registry, not loaded: said, with the load (a bare 404 while the index
+            # listed it `not loaded (in the registry)`).
+            hint = self.repository.not_loaded(params["name"], params.get("version"))
+            if not hint:
                 raise
-            name = protocol.short(params["name"])
-            raise ServeError(404, f"model: {name} (or its version) is not served", e.reason) from e
+            raise ServeError(404, f"{e.message}; {hint}", e.reason, e.headers) from e
 
     @staticmethod
     def _bears(authorization: bytes | None, accepted: tuple[bytes, ...]) -> bool:

@@ -224,6 +224,26 @@ class Repository:
 
         return sorted(entries, key=order)
 
+    def not_loaded(self, name: str, version: str | None) -> str:
+        """For a 404 of model `name` (at `version`, the text asked for; None: any): how to load
+        it where the registry holds it and it is not served (`version 2 of 'digits' is in the
+        registry, not loaded: POST /v2/repository/models/digits/load ...`); "" otherwise (no
+        registry, not there, or not a version number)."""
+        if version is not None and arguments.version_number(version) is None:
+            return ""  # an export's hash, or "02" (the 404 names the version meant)
+        versions = [v for n, v, _ in self._registered() if n == name]
+        load = f"POST /v2/repository/models/{name}/load (the admin token)"
+        if version is None:
+            if not versions or name in self.dataplane.models:
+                return ""
+            return f"{name!r} is in the registry, not loaded: {load} loads its latest version"
+        if version not in versions:
+            return ""
+        return (
+            f"version {version} of {name!r} is in the registry, not loaded: {load} with "
+            f'{{"parameters": {{"source": "models:/{name}/{version}"}}}} loads it'
+        )
+
     def _registered(self) -> list[tuple[str, str, str]]:
         """(name, version, manifest SHA-256) of every version in the registry, if there is one
         (as Triton's index lists the models of its repository that are not loaded)."""
