@@ -362,7 +362,8 @@ def test_a_load_in_progress_lists_the_version_it_loads_alone(app, monkeypatch):
 
     monkeypatch.setattr(app.repository, "_read", read)
     monkeypatch.setattr(app.dataplane, "compile", compile_)
-    asyncio.run(app.repository.load("m", {"source": "models:/m/2"}))
+    loaded, already = asyncio.run(app.repository.load("m", {"source": "models:/m/2"}))
+    assert [m.version for m in loaded] == ["2"] and already == []
     loading = [(e["version"], e["state"]) for e in seen[0] if e["name"] == "m"]
     assert loading == [("1", "LOADING"), ("2", "LOADING")], seen[0]  # 1: not compiled here
 

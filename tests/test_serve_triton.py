@@ -294,6 +294,14 @@ def test_repository_index_load_and_unload(triton):
     [version] = reply["loaded"]
     assert client.is_model_ready("digits_cnn", version)
     assert "version_policy" not in client.get_model_config("digits_cnn", version)
+    # Loaded again: left as it is, and the reply says so ("loaded": [] alone said nothing).
+    status, _, reply = request(
+        server.port, "POST", "/v2/repository/models/digits_cnn/load",
+        {"parameters": {"source": out}}, ADMIN_HEADERS,
+    )  # fmt: skip
+    assert (status, reply) == (
+        200, {"name": "digits_cnn", "loaded": [], "already_served": [version]}
+    ), reply  # fmt: skip
     status, _, reply = request(
         server.port, "POST", "/v2/repository/models/digits_cnn/unload",
         {"parameters": {"version": version}}, ADMIN_HEADERS,

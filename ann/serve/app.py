@@ -610,9 +610,12 @@ class App:
         name = request.params["model"]
         parameters = _json_object(request.body, "body", ("parameters",)).get("parameters")
         work = self.repository.load(name, parameters)
-        self._answer_later(
-            request, work, lambda ms: {"name": name, "loaded": _versions(ms)}, "repository_load"
-        )
+
+        def reply(result: tuple[list[ServedModel], list[ServedModel]]) -> dict[str, Any]:
+            loaded, already = result  # a version served already was `"loaded": []` alone
+            return {"name": name, "loaded": _versions(loaded), "already_served": _versions(already)}
+
+        self._answer_later(request, work, reply, "repository_load")
 
     def _repository_model(self, name: str) -> _Unserved | None:
         """What a repository load or unload of `name` is counted under in the metrics: the

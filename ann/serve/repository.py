@@ -285,9 +285,10 @@ class Repository:
             f"{Registry.at(self.registry).where}; --registry=off lists only the served models"
         )
 
-    async def load(self, name: str, parameters: Any) -> list[ServedModel]:
+    async def load(self, name: str, parameters: Any) -> tuple[list[ServedModel], list[ServedModel]]:
         """Loads the versions a load request names (`load_sources`) and serves them; those
-        already served are left as they are. ServeError: 409 while `name` is being loaded or
+        already served are left as they are. Returns (the versions loaded, those already
+        served: a reply of neither said nothing). ServeError: 409 while `name` is being loaded or
         unloaded, 400 for a source that cannot be loaded or names another model, 500 when
         compiling fails."""
         dp = self.dataplane
@@ -302,11 +303,12 @@ class Repository:
             raise ServeError(409, f"model {name!r}: a load or unload is in progress; retry", "busy")
         dp.loading[name] = {None}
         try:
-            models = []
+            models, already = [], []
             for spec in sources:
                 m = await dp.in_thread(f"reading {name}", self._read, name, spec)
-                if m.version in dp.models.get(name, {}):
-                    continue  # served already: a load is idempotent
+                if (served := dp.models.get(name, {}).get(m.version)) is not None:
+                    already.append(served)  # a load is idempotent
+                    continue
                 dp.loading[name].add(m.version)
                 models.append(m)
             dp.loading[name].discard(None)  # the versions are known now (a "" row stayed)
@@ -322,7 +324,7 @@ class Repository:
                     ) from None
                 dp.add(m)
                 self.unavailable.pop((m.name, m.version), None)
-            return models
+            return models, already
         finally:
             del dp.loading[name]
 
