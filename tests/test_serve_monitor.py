@@ -1546,6 +1546,11 @@ def test_windows_closed_in_one_tick_test_only_the_latest_so_the_readme_sketch_wa
     monitor._drift = lambda *a: said.append(monitor.report()["testing_window"]) or drift(*a)
     monitor.step()
     assert said == [1] and monitor.report()["testing_window"] is None
+    # The reply's keys are the ones /openapi.json documents (the server adds the model's two).
+    from ann.serve import openapi
+
+    schema = openapi.template()["components"]["schemas"]["Monitor"]["properties"]
+    assert set(monitor.report()) | {"model_name", "model_version"} == set(schema)
     assert (monitor.report()["window"]["index"], monitor.report()["skipped_windows"]) == (1, 1)
     for _ in range(2):  # a tick between windows: each is tested
         monitor.record_batch(*batch, 25)
