@@ -264,7 +264,8 @@ def test_compressed_request_bodies_and_replies(served):
     assert status == 413, body
     assert body["error"] == (
         "body: expected at most 100000 bytes (--max_body_bytes) once inflated "
-        "(Content-Encoding: gzip), got more"
+        "(Content-Encoding: gzip), got more; split the request, or send its tensors as binary "
+        "data (Inference-Header-Content-Length), smaller than JSON numbers"
     )
     status, _, body = request(port, "POST", path, plain, {"Content-Encoding": "br"})
     assert status == 415 and body["model_name"] == "digits", body

@@ -57,7 +57,7 @@ from ann import artifact
 from ann.serve import compression, openapi, protocol
 from ann.serve.batcher import NonFiniteOutput, QueueTimeout
 from ann.serve.dataplane import DataPlane, ServedModel, listed, version_key
-from ann.serve.errors import ServeError
+from ann.serve.errors import BODY_TOO_LARGE_FIX, ServeError
 from ann.serve.model_config import model_config
 from ann.serve.repository import Repository
 from ann.serve.request_log import RequestLog
@@ -866,7 +866,7 @@ def _body_too_large(limit: int, too_large: int) -> ServeError:
     got = f"got {too_large} bytes (Content-Length)" if too_large >= 0 else "got more"
     return ServeError(
         413,
-        f"body: expected at most {limit} bytes (--max_body_bytes), {got}",
+        f"body: expected at most {limit} bytes (--max_body_bytes), {got}; {BODY_TOO_LARGE_FIX}",
         "body_too_large",
         [(b"connection", b"close")],
     )

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import zlib
 
-from ann.serve.errors import ServeError
+from ann.serve.errors import BODY_TOO_LARGE_FIX, ServeError
 
 # Content-Encoding -> zlib's wbits: gzip's header and trailer; deflate as RFC 9110 defines it,
 # the zlib format (what Triton's client sends: `zlib.compress`).
@@ -69,7 +69,7 @@ def decompress(body: bytes, encoding: bytes, limit: int) -> bytes:
             raise ServeError(
                 413,
                 f"body: expected at most {limit} bytes (--max_body_bytes) once inflated "
-                f"(Content-Encoding: {said}), got more",
+                f"(Content-Encoding: {said}), got more; {BODY_TOO_LARGE_FIX}",
                 "body_too_large",
             )
         if not inflater.eof:

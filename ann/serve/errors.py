@@ -11,6 +11,13 @@ from __future__ import annotations
 RETRY_AFTER = b"retry-after"
 
 
+# The client's way past a 413 for the body's size (the server's own is --max_body_bytes).
+BODY_TOO_LARGE_FIX = (
+    "split the request, or send its tensors as binary data (Inference-Header-Content-Length), "
+    "smaller than JSON numbers"
+)
+
+
 class ServeError(Exception):
     """A request the server refuses.
 

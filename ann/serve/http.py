@@ -40,6 +40,7 @@ from urllib.parse import unquote
 import httptools
 import orjson
 
+from ann.serve.errors import BODY_TOO_LARGE_FIX
 from ann.serve.settings import listen_error
 from ann.serve.tracing import RequestHead
 
@@ -264,7 +265,7 @@ class Connection(asyncio.Protocol):
                 # An honest oversized body's 413 (it was 400 "got a parse error").
                 message = (
                     f"body: expected at most {self._max_body} bytes (--max_body_bytes), got more "
-                    "(Content-Length past 64 bits)"
+                    f"(Content-Length past 64 bits); {BODY_TOO_LARGE_FIX}"
                 )
                 self._refuse(413, _error(message), "body_too_large")
             else:
