@@ -93,7 +93,15 @@ BAD = [
     ),
     (["--token_file=/dev/null", "--token=x"], "--token_file and --token"),
     (["--admin_token="], "admin_token: expected printable ASCII"),
-    (["--admin_token=same", "--token=same"], "admin_token: expected a token other than --token"),
+    # Named as given (it said "admin_token: ... other than --token" of two files).
+    (
+        ["--admin_token=same", "--token=same"],
+        "--admin_token and --token give the same token: expected an admin token of its own",
+    ),
+    (
+        ["--admin_token_file=/etc/hostname", "--token_file=/etc/hostname"],
+        "--admin_token_file=/etc/hostname and --token_file=/etc/hostname give the same token",
+    ),
     (["--admin_token_file=/nonexistent/a"], "--admin_token_file=/nonexistent/a does not exist"),
     # It said "cannot listen ([Errno -2] Name or service not known)", after the models loaded;
     # then "is not an address of this machine" of what is not an address at all.

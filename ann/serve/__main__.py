@@ -61,9 +61,10 @@ def define_flags() -> None:
 TOKENS = {"token": "ANN_SERVE_TOKEN", "admin_token": "ANN_SERVE_ADMIN_TOKEN"}
 
 
-def read_token(name: str) -> str | None:
-    """`--NAME_file`'s content if given, else `--NAME` (default `$ANN_SERVE_...`); exit 1 with
-    one line for a token that is none, naming where it came from and its first bad character.
+def read_token(name: str) -> tuple[str | None, str]:
+    """(`--NAME_file`'s content if given, else `--NAME` (default `$ANN_SERVE_...`), where it
+    came from: `--token_file=PATH`, `--token`, `$ANN_SERVE_TOKEN`); exit 1 with one line for a
+    token that is none, naming where it came from and its first bad character.
     The file and the variable alike lose the whitespace around the token (`token_text`): the
     variable kept a Kubernetes Secret's trailing newline and was refused (kserve.yaml)."""
     from ann.serve.settings import read_token_file, token_problem, token_text
@@ -84,7 +85,7 @@ def read_token(name: str) -> str | None:
     problem = token_problem(name, token, source)
     if problem:
         cli.fail(problem)
-    return token
+    return token, source
 
 
 def as_typed(message: str, argv: list[str]) -> str:
@@ -115,8 +116,15 @@ def settings_from_flags():
     problem = ineffective_flag(named)  # first: a flag that does nothing needs no better value
     if problem:
         cli.fail(problem)
+    tokens = {name: read_token(name) for name in TOKENS}
+    (admin, admin_from), (token, token_from) = tokens["admin_token"], tokens["token"]
+    if admin is not None and admin == token:  # named as given: it said "admin_token: ... --token"
+        cli.fail(
+            f"{admin_from} and {token_from} give the same token: expected an admin token of its "
+            "own (it may load and unload models; a client's token must not); give each its own"
+        )
     try:
-        settings = Settings(**{name: read_token(name) for name in TOKENS}, **named)
+        settings = Settings(**{name: value for name, (value, _) in tokens.items()}, **named)
     except ValueError as e:
         cli.fail(as_typed(str(e), sys.argv))
     enable_compilation_cache(settings.compilation_cache_dir, settings.compilation_cache_max_mb)
