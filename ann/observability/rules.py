@@ -148,7 +148,8 @@ class Settings:
             if not fine:
                 name = key.split(".")[1]
                 typed = f"--{key}={number(getattr(self, name))}"
-                raise ValueError(refusal(typed, EXPECTED[key], key, getattr(Settings, name)))
+                example = number(getattr(Settings, name))  # 200, as the list says it: not 200.0
+                raise ValueError(refusal(typed, EXPECTED[key], key, example))
         if not _JOB.fullmatch(self.job):
             # As typed in a shell, as every refusal here quotes it: it said --alert.job='a+b'
             # (Python's quotes, where a shell needs none) and "e.g. ann".
