@@ -133,6 +133,8 @@ def test_feedback_joins_give_offline_accuracy_and_gauges_appear(monitored):
     confidence = want["probabilities"][last].max(-1).mean()
     assert body["accuracy"]["estimated"] == pytest.approx(confidence, rel=1e-6)
     assert "calibrated" in body["accuracy"]["estimated_assumptions"]
+    # As the README says it: a lead in either direction (it said "optimistic otherwise").
+    assert "off in either direction" in body["accuracy"]["estimated_assumptions"]
     realized_last = body["accuracy"]["realized"]["last"]
     assert realized_last["window"] == 1
     assert realized_last["accuracy"] == pytest.approx(np.mean(want["label"][last] == y[last]))

@@ -102,7 +102,8 @@ TIME_WINDOW_ROWS = 100  # a window closed by time holds at least min(max(this, m
 TOP_FEATURES = 10  # features exported in ann_drift_score and ann_feature_bin_share_ratio
 ESTIMATE_ASSUMPTIONS = (
     "expected accuracy = mean top-class probability (CBPE); assumes calibrated probabilities "
-    "and no concept drift (only the inputs moved); optimistic otherwise"
+    "and no concept drift (only the inputs moved); otherwise a lead, off in either direction "
+    "(most often optimistic: a model is overconfident on inputs far from its training)"
 )
 
 
