@@ -109,9 +109,12 @@ def test_a_runbook_base_of_the_root_links_each_runbook_at_the_root(tmp_path):
     "args, message",
     [
         # The example as the list of buckets spells it: it said 200.0 under "100, 200, 500".
-        (["--slo.latency_p95_ms=150"], "error: --slo.latency_p95_ms=150 must be a bucket of "
-         "ann_request_duration_seconds in ms: 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, "
-         "2000, 5000; e.g. --slo.latency_p95_ms=200$"),
+        (
+            ["--slo.latency_p95_ms=150"],
+            "error: --slo.latency_p95_ms=150 must be a bucket of "
+            "ann_request_duration_seconds in ms: 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, "
+            "2000, 5000; e.g. --slo.latency_p95_ms=200$",
+        ),
         (["--slo.availability=1.5"], "error: --slo.availability=1.5 must be a number in (0, 1)"),
         (["--alert.drift_for=soon"], "error: --alert.drift_for=soon must be a Prometheus"),
         (

@@ -177,7 +177,7 @@ def test_slice_intervals_are_wilsons_by_hand():
     # label=benign)" of two slices at 1.0.
     tied = {**result, "gap": {"best": "group=1", "worst": "group=0", "value": 0.0}}
     tied["slices"] = [{**e, "metrics": {**e["metrics"], "accuracy": 1.0}} for e in result["slices"]]
-    assert slices._notes(tied)[1] == "  gap 0.0000 (every slice's accuracy is 1.0000)"
+    assert slices._notes(tied)[1] == "  accuracy gap 0.0000 (every slice's accuracy is 1.0000)"
 
 
 def test_a_metric_is_written_alike_in_the_notes_and_the_chart():
@@ -196,7 +196,8 @@ def test_a_metric_is_written_alike_in_the_notes_and_the_chart():
     }  # fmt: skip
     assert slices._notes(result) == [
         "field:group: 2 slices, overall accuracy 1.0000",
-        "  gap 0.0714 (best group=0, worst group=1)",
+        # The metric and each end's value said (a gap of what, between what?).
+        "  accuracy gap 0.0714 (best group=0 at 1.0000, worst group=1 at 0.9286)",
     ]
     (ax,) = slices.slice_figure(result).axes
     assert [t.get_text() for t in ax.texts] == ["1.0000", "0.9286"]
@@ -724,9 +725,12 @@ def test_ties_name_the_first_and_say_how_many_more():
     assert result["gap"] == {
         "best": "label=r", "worst": "label=p", "value": 1.0, "best_ties": 1, "worst_ties": 1
     }  # fmt: skip
-    assert slices._notes(result)[1] == (
-        "  gap 1.0000 (best label=r (and 1 more tied), worst label=p (and 1 more tied))"
-    )
+    # A label's slice is its class's recall, said where the split's worst class is by F1.
+    assert slices._notes(result) == [
+        "label: 4 slices, overall accuracy 0.5000 (a label's accuracy: its recall)",
+        "  accuracy gap 1.0000 (best label=r (and 1 more tied) at 1.0000, worst label=p (and 1 "
+        "more tied) at 0.0000)",
+    ]
     assert extreme([3, 1, 2, 1], lambda v: v) == (1, 1)
     assert extreme(["a", "bb", "cc"], len, lowest=False) == ("bb", 1)
 

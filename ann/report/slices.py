@@ -185,21 +185,28 @@ def _notes(result: dict[str, Any]) -> list[str]:
     h = result["headline"]
     overall = result["overall"]["metrics"][h]
     count = len(result["slices"])
+    # A class's own slice scores its rows alone: its recall, which the split's "worst class"
+    # by F1 (precision too) may not share (trial 47b read two worst classes as a contradiction).
+    recall = (
+        " (a label's accuracy: its recall)" if result["spec"] == "label" and h == "accuracy" else ""
+    )
     notes = [
         f"{result['spec']}: {count} slice{'s' * (count != 1)}, overall {h} "
-        f"{metric_text(h, overall)}"
+        f"{metric_text(h, overall)}{recall}"
     ]
     notes += [f"  {note}" for note in result["notes"]]
     g = result["gap"]
     if g and g["value"] == 0:  # no best and worst among equals
         (level,) = {s["metrics"][h] for s in result["slices"] if s["name"] == g["best"]}
         said = metric_text(h, level)
-        notes.append(f"  gap {metric_text(h, 0.0)} (every slice's {h} is {said})")
+        notes.append(f"  {h} gap {metric_text(h, 0.0)} (every slice's {h} is {said})")
     elif g:
+        at = {s["name"]: metric_text(h, s["metrics"][h]) for s in result["slices"]
+              if s["name"] in (g["best"], g["worst"])}  # fmt: skip
         notes.append(
-            f"  gap {metric_text(h, g['value'])} (best {g['best']}"
-            f"{tied_text(g.get('best_ties', 0))}, worst {g['worst']}"
-            f"{tied_text(g.get('worst_ties', 0))})"
+            f"  {h} gap {metric_text(h, g['value'])} (best {g['best']}"
+            f"{tied_text(g.get('best_ties', 0))} at {at[g['best']]}, worst {g['worst']}"
+            f"{tied_text(g.get('worst_ties', 0))} at {at[g['worst']]})"
         )
     if result["flagged"]:
         notes += _flag_notes(result)
