@@ -148,6 +148,12 @@ def test_every_commands_help_states_what_each_flags_check_takes():
     assert not twice, "\n".join(twice)
     # The walk saw ann's words and absl's on flags of either kind: absl's bounds (sweep's),
     # the job's own check (serve's), a list of names (report's --split).
+    # A user's help, not a maintainer's notes (`ann registry --help` told of `main(argv)`,
+    # `run()` and `ann.cli.run`, trial 47b).
+    notes = re.compile(r"`main\(|`run\(\)|ann\.cli\.run|\(`check_\w+`\)|this module")
+    for job, dump in dumps.items():
+        about = dump["printed"].partition("\nflags:")[0]
+        assert not notes.search(about), (job, notes.search(about))
     printed = _printed_flags(dumps[("sweep",)]["printed"])
     assert "Takes an integer in [1, 1024]." in printed["parallel"], printed["parallel"]
     assert "Takes an integer in [1, 65535]." in _printed_flags(dumps[("serve",)]["printed"])["port"]

@@ -1,4 +1,4 @@
-"""The model registry's command line (see `ann/registry/__init__.py` for the registry):
+"""The model registry's command line:
 
     ann registry --registry=DIR register EXPORT_DIR [--name=digits] [--alias=champion]
                                               [--allow_duplicate] [--allow_signature_change]
@@ -11,14 +11,16 @@
     ann registry --registry=DIR show models:/NAME/3
     ann registry --registry=DIR mirror models:/NAME/3 --mlflow_uri=URI
 
-The command, its arguments and every flag are checked (`check_command`) before the registry is
-opened; a mistake ends in one line (`error: ...`), exit 1. `--registry` defaults to
-$ANN_REGISTRY, else ./registry; `--mlflow_uri` to $ANN_MLFLOW_URI.
-
-`main(argv)` runs one command on flags already parsed; `run()` defines the flags and runs
-`main` through `ann.cli.run` (flag parsing and the one-line error wrapper). This is the only
-module that imports both the registry core and the MLflow mirror.
+The command, its arguments and every flag are checked before the registry is opened; a
+mistake ends in one line (`error: ...`), exit 1. `--registry` defaults to $ANN_REGISTRY, else
+./registry; `--mlflow_uri` to $ANN_MLFLOW_URI.
 """
+
+# (This docstring is `ann registry --help`: what a maintainer needs goes here, not there.)
+# `main(argv)` runs one command on flags already parsed (`check_command` first); `run()` defines
+# the flags and runs `main` through `ann.cli.run` (flag parsing and the one-line error
+# wrapper). The only module that imports both the registry core (ann/registry/__init__.py) and
+# the MLflow mirror.
 
 from __future__ import annotations
 
