@@ -421,6 +421,29 @@ def test_logs_without_the_named_version_are_not_served_not_measured(replicas, tm
     assert said.endswith("to score it, give --model=models:/digits/2"), said
 
 
+def test_logs_of_the_export_served_from_its_directory_are_said_as_drift_says_them(
+    replicas, tmp_path
+):
+    """--model=models:/digits/1, whose export the logs hold as served from its directory
+    (digits_cnn/HASH): drift said so in a note; performance read them without a word, and its
+    lines tagged the hash "(--model)" (trial 47b)."""
+    from ann.registry import Registry
+
+    Registry(str(tmp_path / "reg")).register(str(replicas["out"]), "digits")
+    files = ",".join(str(log) for log in replicas["logs"])
+    result = ann(
+        "monitor", "performance", "--model=models:/digits/1", f"--registry={tmp_path / 'reg'}",
+        f"--requests={files}", f"--labels={replicas['labels']}", f"--out={tmp_path / 'perf'}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    version = replicas["model"].manifest_sha256[:12]
+    assert (
+        f"note: {files.replace(',', ', ')} hold no request of model 'digits'; reading those of "
+        f"digits_cnn version {version}: this export (its manifest's digest) served from its "
+        "directory\n"
+    ) in result.stderr, result.stderr
+
+
 def test_a_logged_export_version_all_digits_is_offered_as_its_directory():
     # An export's version is its manifest hash's first 12 hex digits; one all digits was
     # offered as --model=models:/digits/012345678901, a URI that is refused (a leading zero).
