@@ -275,3 +275,14 @@ def test_readme_serves_a_registry_only_after_making_it():
     serving = text[text.index("## Serving") :][:1200]
     assert "[Model\nregistry](#model-registry)" in serving
     assert "ann serve --model=exports/digits_cnn --port=8000" in serving
+
+
+def test_every_readme_link_to_a_section_names_a_heading():
+    """`[Serving](#serving)` and the like point at a heading GitHub anchors so (lower case,
+    punctuation dropped, spaces as hyphens): a renamed heading left its links dead."""
+    text = (ROOT / "README.md").read_text()
+    prose = re.sub(r"```.*?```", "", text, flags=re.S)  # a code block's # lines are no headings
+    headings = re.findall(r"^#+ (.+)$", prose, flags=re.M)
+    anchors = {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+    links = set(re.findall(r"\]\(#([^)]+)\)", text))
+    assert links and not links - anchors, sorted(links - anchors)
