@@ -17,6 +17,7 @@ loading failed).
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from ann import arguments, artifact
@@ -170,6 +171,9 @@ def _config_versions(config: Any) -> list[int]:
     return numbers
 
 
+REGISTRY_READ_SECONDS = 5.0  # how stale a 404's word of the registry may be
+
+
 class Repository:
     """Index, load and unload over a `DataPlane`; `registry` resolves `models:/` URIs."""
 
@@ -178,6 +182,9 @@ class Repository:
         self.registry = registry
         # (name, version) -> why it is not served (unloaded, or the error that failed its load)
         self.unavailable: dict[tuple[str, str], str] = {}
+        # What a 404 reads of the registry (`not_loaded`), on the event loop: at most every
+        # REGISTRY_READ_SECONDS, whatever the 404s a client sends.
+        self._recent: tuple[float, list[tuple[str, str, str]]] | None = None
 
     def index(self, ready_only: bool = False) -> list[dict[str, str]]:
         """Every model the server knows: served (READY, or LOADING while it compiles), being
@@ -231,7 +238,10 @@ class Repository:
         registry, not there, or not a version number)."""
         if version is not None and arguments.version_number(version) is None:
             return ""  # an export's hash, or "02" (the 404 names the version meant)
-        versions = [v for n, v, _ in self._registered() if n == name]
+        now = time.monotonic()
+        if self._recent is None or now - self._recent[0] > REGISTRY_READ_SECONDS:
+            self._recent = now, self._registered()
+        versions = [v for n, v, _ in self._recent[1] if n == name]
         load = f"POST /v2/repository/models/{name}/load (the admin token)"
         if version is None:
             if not versions or name in self.dataplane.models:
