@@ -74,11 +74,11 @@ def digits(text: str) -> bool:
 
 def version_number(text: str) -> int | None:
     """`text` as a model version number (1, 2, ...), as an integer flag reads a number: ASCII
-    digits without a leading zero, 18 at most; None for anything else ("01", "0", "+1", "３").
+    digits without a leading zero, 64 at most; None for anything else ("01", "0", "+1", "３").
     One rule for models:/NAME/VERSION and the registry's VERSION arguments: `models:/digits/01`
     resolved to version 1 where --version=01 is refused."""
-    if not (digits(text) and INTEGER.fullmatch(text)) or text == "0" or len(text) > 18:
-        return None  # past 18 digits: no registry numbers so far, and int() refuses 4,300
+    if not (digits(text) and INTEGER.fullmatch(text)) or text == "0" or len(text) > 64:
+        return None  # bounded: int() refuses 4,300 digits, and a client's path may hold more
     return int(text)
 
 
