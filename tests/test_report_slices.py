@@ -851,7 +851,7 @@ def test_bounds_go_with_the_headline_direction():
     # An error in the target's units is no proportion: no interval.
     assert result["overall"]["ci95"] is None and {s["ci95"] for s in result["slices"]} == {None}
     assert result["flagged"] == ["f q2 [3.5, 7]"] and result["gap"]["worst"] == "f q2 [3.5, 7]"
-    with pytest.raises(ConfigError, match="report.slice_min' bounds a score.*set report.slice_max"):
+    with pytest.raises(ConfigError, match="report.slice_min'=0.5 bounds a score.*report.slice_max"):
         slices.slice_metrics(
             make_preds("regression", rows, outputs, exp, slice_min=0.5), "feature:f:quantiles=2"
         )
@@ -1400,9 +1400,12 @@ def test_a_bound_of_the_other_direction_is_refused_before_training(tmp_path, sli
     config = tiny("digits_mlp", **{"report.slices": slices, "report.slice_max": 0.2})
     with pytest.raises(ConfigError) as e:
         train_and_evaluate(config, str(tmp_path / "run"))
+    # Its fix turns it off: "set report.slice_min instead", done, was refused again for the
+    # slice_max still set (trial 47c, a config importing digits_cnn's slice_min for diabetes).
     assert str(e.value) == (
-        "config key 'report.slice_max' bounds an error, but this task's headline 'accuracy' is "
-        "a score: set report.slice_min instead"
+        "config key 'report.slice_max'=0.2 bounds an error, but this task's headline 'accuracy' "
+        "is a score, bounded by report.slice_min; set --config.report.slice_max=0 (off), and "
+        "--config.report.slice_min to bound accuracy"
     )
     assert not (tmp_path / "run").exists()
 

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 from absl import logging
 
-from ann.config import ConfigError
+from ann.arguments import number
+from ann.config import ConfigError, KeyValueError
 from ann.report import slice_spec
 
 MAX_SLICES = 50  # a field with more distinct values is refused: bucket it into quantiles
@@ -346,12 +347,16 @@ def check_bound(config: Any, headline: str, higher: bool) -> None:
     error. `ann train` checks it before step 0 (`check`), the report per headline."""
     report = config.get("report", {})
     key, other = ("slice_min", "slice_max") if higher else ("slice_max", "slice_min")
-    if float(report.get(other, 0.0) or 0.0):
-        raise ConfigError(
-            f"config key 'report.{other}' bounds {'an error' if higher else 'a score'}, but this "
-            f"task's headline {headline!r} is {'a score' if higher else 'an error'}: set "
-            f"report.{key} instead"
+    if value := float(report.get(other, 0.0) or 0.0):
+        # Its fix turns it off: "set report.slice_max instead", done, was refused again for the
+        # slice_min an imported config still set (trial 47c).
+        what = (
+            f"config key 'report.{other}'={number(value)} bounds "
+            f"{'an error' if higher else 'a score'}, but this task's headline {headline!r} is "
+            f"{'a score' if higher else 'an error'}, bounded by report.{key}"
         )
+        fix = f"set --config.report.{other}=0 (off), and --config.report.{key} to bound {headline}"
+        raise KeyValueError(f"report.{other}", what, fix, example=0.0)
 
 
 def check(config: Any, experiment: Any, split: Any) -> None:
