@@ -1539,10 +1539,12 @@ def test_windows_closed_in_one_tick_test_only_the_latest_so_the_readme_sketch_wa
     batch = ({"x": np.zeros((25, 3), np.float32)},
              {"probabilities": np.hstack([p, 1 - p]), "label": np.zeros(25, np.int32)})  # fmt: skip
     monitor.record_batch(*batch, 25)
-    monitor.record_batch(*batch, 25)  # the second window closes before the thread's tick
-    # Closed and not yet tested: named, where `window` was null with no word (trial 47b); so
-    # is the window under test, while its tests run (the first waits for the drift process).
+    # Full, closed at the thread's next tick: named, where `window` was null with no word
+    # (trials 47b, 47c); so is a closed one, and the one under test while its tests run (the
+    # first waits for the drift process).
     assert (monitor.report()["window"], monitor.report()["testing_window"]) == (None, 0)
+    monitor.record_batch(*batch, 25)  # the second window closes before the thread's tick
+    assert (monitor.report()["window"], monitor.report()["testing_window"]) == (None, 1)
     said = []
     drift = monitor._drift
     monitor._drift = lambda *a: said.append(monitor.report()["testing_window"]) or drift(*a)

@@ -562,9 +562,12 @@ class ModelMonitor:
             open_window = {"index": self.window, "rows": self._rows}
             # A closed window whose tests have not published yet (the first waits for the drift
             # process to start): `window` null or the one before, with no word of it.
-            testing = (
-                self._testing if self._testing is not None else max(self._closed, default=None)
-            )
+            # (and a full one: closed and tested at the thread's next tick), the latest
+            waiting = [
+                *self._closed,
+                *([self.window] if self._rows >= self.rows_per_window else []),
+            ]
+            testing = max(waiting, default=self._testing)
             store = self.predictions
             realized = store.realized(self.window) if store is not None else None
             feedback = (
