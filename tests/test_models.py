@@ -138,9 +138,10 @@ class NotModule:
         ("badnets:WrongWidth", {"width": 5}, "config key 'model.width' is not an argument of "
          "model 'badnets:WrongWidth'; it takes none (drop it from the config or the command "
          "line)"),
-        # Vectors for a CNN: it blamed the settings alone.
-        ("cnn", {}, "model 'cnn' cannot be built for the data's input_shape=(30,) from its "
-         "model.* settings"),
+        # Vectors for a CNN: it blamed the settings alone, then "not enough values to unpack".
+        ("cnn", {}, "model 'cnn' takes images, [height, width, channels], and this data set's "
+         "inputs are vectors of 30 values; choose a model for them, e.g. "
+         "--config.model.name=mlp"),
     ],
 )  # fmt: skip
 def test_a_model_that_does_not_fit_its_task_is_refused_before_step_0(
@@ -576,3 +577,19 @@ def test_every_shipped_model_initializes_with_bfloat16_parameters(name):
     hyper = optimizers.hyperparameters(opt, setup.total_steps)
     state, _ = jax.eval_shape(step, setup.abstract_state, batch, hyper)
     assert {p.dtype for p in jax.tree.leaves(state.params)} == {jnp.dtype(jnp.bfloat16)}
+
+
+@pytest.mark.parametrize("name", ["cnn", "resnet", "vit"])
+def test_a_model_of_images_for_vectors_is_refused_naming_the_shapes(name):
+    # digits_cnn's model on breast_cancer's 30 values a row: "cannot be built ...: not enough
+    # values to unpack (expected 3, got 1)" (trial 47c).
+    with pytest.raises(ConfigError) as e:
+        models.build(name, {}, input_shape=(30,), num_classes=2, rngs=nnx.Rngs(0))
+    assert str(e.value) == (
+        f"config key 'model.name': model {name!r} takes images, [height, width, channels], and "
+        "this data set's inputs are vectors of 30 values; choose a model for them, e.g. "
+        "--config.model.name=mlp"
+    ), e.value
+    assert e.value.key == "model.name" and e.value.example == "mlp"
+    # A model of any shape (the MLP flattens) builds.
+    models.build("mlp", {}, input_shape=(30,), num_classes=2, rngs=nnx.Rngs(0))

@@ -234,6 +234,23 @@ def _check_kind(path: str, value: Any, default: Any) -> None:
     raise KeyValueError(path, what, f"e.g. --config.{path}={example}", example=default)
 
 
+def _check_input_rank(name: str, input_shape: Sequence[int] | None) -> None:
+    """Refuses, as a KeyValueError of `model.name`, a model of images (its class's
+    `INPUT_RANK` 3: [height, width, channels]) for data of another shape (breast_cancer's
+    vectors of 30 values): it was "cannot be built ...: not enough values to unpack"."""
+    rank = getattr(get(name), "INPUT_RANK", None)
+    if rank is None or input_shape is None or len(input_shape) == rank:
+        return
+    shape = tuple(int(d) for d in input_shape)
+    inputs = f"vectors of {shape[0]} values" if len(shape) == 1 else f"arrays of shape {shape}"
+    what = (
+        f"config key 'model.name': model {name!r} takes images, [height, width, channels], and "
+        f"this data set's inputs are {inputs}"
+    )
+    fix = "choose a model for them, e.g. --config.model.name=mlp"
+    raise KeyValueError("model.name", what, fix, example="mlp", depends_on=("data.name",))
+
+
 def build(name: str, kwargs: dict, experiment: str = "", **supplied) -> nnx.Module:
     """Constructs model `name` from config kwargs plus what the experiment supplies.
 
@@ -256,6 +273,7 @@ def build(name: str, kwargs: dict, experiment: str = "", **supplied) -> nnx.Modu
     if not takes_any:
         supplied = {k: v for k, v in supplied.items() if k in params}
     _check_required(name, params, kwargs, offered, experiment)
+    _check_input_rank(name, supplied.get("input_shape"))
     # What the data decided, for a model that cannot be built with it (a CNN given vectors).
     given = ", ".join(f"{k}={v!r}" for k, v in supplied.items() if k in ("input_shape",))
     given = f" for the data's {given}" if given else ""

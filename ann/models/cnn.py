@@ -33,6 +33,7 @@ def max_pool(x: jax.Array, window: tuple[int, int] = (2, 2)) -> jax.Array:
 
 
 class CNN(nnx.Module):
+    INPUT_RANK = 3  # images [height, width, channels]: `ann.models.build` checks it
     RANGES = {"features": SIZES, "dense": COUNT}  # checked with the config, before data
 
     def __init__(

@@ -32,6 +32,7 @@ class Block(nnx.Module):
 
 
 class ResNet(nnx.Module):
+    INPUT_RANK = 3  # images [height, width, channels]: `ann.models.build` checks it
     RANGES = {"widths": SIZES, "blocks_per_stage": COUNT}  # checked with the config
 
     def __init__(

@@ -14,6 +14,7 @@ from ann.models.transformer import Stack
 
 
 class ViT(nnx.Module):
+    INPUT_RANK = 3  # images [height, width, channels]: `ann.models.build` checks it
     RANGES = {k: COUNT for k in ("patch_size", "dim", "depth", "num_heads", "mlp_dim")}
 
     def __init__(
