@@ -43,9 +43,10 @@ class KeyValueError(ConfigError):
     ("drop the line, or set optimizer.name to 'sgd'"); `also`, other keys to set with
     `example` (key -> value: a data set's experiment with the `best_metric` and `best_mode` its
     own config sets); `others`, keys refused with `key` for the same reason (a switched
-    model's leftover arguments). `ann.cli` words it for the config file where the file, not an
-    override, set the key and the keys it depends on: its file and line, the fix as the file
-    spells it."""
+    model's leftover arguments); `bound_fix`, the command-line fix where the config file set
+    the key and a flag a key it depends on (`fix` is a flag's: "drop --config.KEY"). `ann.cli`
+    words it for the config file where the file, not an override, set the key and the keys it
+    depends on: its file and line, the fix as the file spells it."""
 
     def __init__(
         self,
@@ -60,11 +61,12 @@ class KeyValueError(ConfigError):
         file_fix: str = "",
         also: Mapping[str, Any] | None = None,
         others: Sequence[str] = (),
+        bound_fix: str = "",
     ):
         super().__init__(f"{what}; {fix}" if fix else what)
         self.key, self.what, self.meant, self.example = key, what, list(meant), example
         self.unknown, self.depends_on, self.file_fix = unknown, tuple(depends_on), file_fix
-        self.also, self.others = dict(also or {}), tuple(others)
+        self.also, self.others, self.bound_fix = dict(also or {}), tuple(others), bound_fix
 
 
 class KeyValueErrors(ConfigError):
@@ -1484,19 +1486,18 @@ def _check_keys_apply(values: Mapping[str, Any], unchanged: Collection[str] = ()
         if (not at_default(values, key) or key in unchanged) and not is_read(values, key):
             fix = readers[0] if readers else _SET_EXAMPLES[decider]
             reset = f"'{unset!r}'" if isinstance(unset, tuple) else unset
-            undo = (
-                f"drop --config.{key} or set"
-                if at_default(values, key)
-                else f"set --config.{key}={reset} (its default) or"
-            )
             faults.append(
                 KeyValueError(
                     key,
                     f"config key '{key}'={value!r} has no effect with {decider}={setting!r} "
                     f"(read only {'by ' + ' and '.join(readers) if readers else 'when it is set'})",
-                    f"{undo} --config.{decider}={fix}",
+                    # A flag's value: dropped (one set back to the default is refused too).
+                    f"drop --config.{key} or set --config.{decider}={fix}",
                     depends_on=(decider,),
                     file_fix=f"drop the line, or set {decider} to {fix!r}",
+                    bound_fix=(
+                        f"set --config.{key}={reset} (its default) or --config.{decider}={fix}"
+                    ),
                 )
             )
     opt = values["optimizer"]
@@ -1552,18 +1553,18 @@ def check_task_keys_apply(
         value, unset, setting = settings[key], defaults[key], settings[decider]
         if setting in readers or (value == unset and f"task.{key}" not in unchanged):
             continue
-        undo = (
-            f"drop --config.task.{key} or set"
-            if value == unset
-            else f"set --config.task.{key}={unset} (its default) or"
-        )
         raise KeyValueError(
             f"task.{key}",
             f"config key 'task.{key}'={value!r} has no effect with task.{decider}={setting!r} "
             f"(read only by {' and '.join(readers)})",
-            f"{undo} --config.task.{decider}={readers[0]}",
+            # A flag's value: dropped (it said to set it to its default, then refused that).
+            f"drop --config.task.{key} or set --config.task.{decider}={readers[0]}",
             depends_on=(f"task.{decider}",),
             file_fix=f"drop the line, or set task.{decider} to {readers[0]!r}",
+            bound_fix=(
+                f"set --config.task.{key}={unset} (its default) or "
+                f"--config.task.{decider}={readers[0]}"
+            ),
         )
 
 

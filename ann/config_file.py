@@ -124,8 +124,9 @@ def key_error(error: BaseException, config: str, given: Iterable[str]) -> BaseEx
         if found is None:
             return error
         line, target, value = found  # and the file's line its bound was weighed against
+        said = f"{error.what}; {error.bound_fix}" if error.bound_fix else str(error)
         return ConfigError(
-            f"{error}; {key} comes from --config={path} line {line} ({target} = {value})"
+            f"{said}; {key} comes from --config={path} line {line} ({target} = {value})"
         )
     found = assignment(path, key)
     if found is None:

@@ -1427,10 +1427,29 @@ def test_ignored_settings_of_the_file_and_of_an_override_are_each_said_their_way
     line = one_line_error(ann("train", f"--config={path}", run, "--config.optimizer.momentum=0.5"))
     assert line == (
         "error: config key 'optimizer.momentum'=0.5 has no effect with optimizer.name='adam' "
-        "(read only by sgd); set --config.optimizer.momentum=0.9 (its default) or "
+        "(read only by sgd); drop --config.optimizer.momentum or set "
         f"--config.optimizer.name=sgd; also --config={path} line 9: config key "
         "'optimizer.nesterov'=True has no effect with optimizer.name='adam' (read only by sgd); "
         "drop the line, or set optimizer.name to 'sgd'"
+    ), line
+
+
+def test_an_ignored_settings_fix_is_the_flags_or_the_files_as_each_set_it(tmp_path):
+    # A flag's value: "set --config.task.margin=0.2 (its default)" was refused next, as a flag
+    # at the default that changes nothing is (trial 47d): it is dropped.
+    run = f"--workdir={tmp_path / 'run'}"
+    line = one_line_error(ann("train", "--config=configs/digits_retrieval.py", run,
+                              "--config.task.margin=0.5"))  # fmt: skip
+    assert line.endswith("; drop --config.task.margin or set --config.task.loss=triplet"), line
+    # The file's value, made ignored by a flag: set back to its default by a flag (a change of
+    # the file's, which passes), the file's line named.
+    line = one_line_error(ann("train", "--config=configs/digits_resnet.py", run,
+                              "--config.optimizer.name=adam"))  # fmt: skip
+    assert line == (
+        "error: config key 'optimizer.nesterov'=True has no effect with optimizer.name='adam' "
+        "(read only by sgd); set --config.optimizer.nesterov=False (its default) or "
+        "--config.optimizer.name=sgd; optimizer.nesterov comes from "
+        "--config=configs/digits_resnet.py line 18 (c.optimizer.nesterov = True)"
     ), line
 
 

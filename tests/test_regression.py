@@ -135,7 +135,7 @@ def test_a_huber_delta_without_the_huber_loss_is_refused():
         config_lib.check_task_keys_apply(config, Regression(config))
     assert str(e.value) == (
         "config key 'task.huber_delta'=2.0 has no effect with task.loss='mse' (read only by "
-        "huber); set --config.task.huber_delta=1.0 (its default) or --config.task.loss=huber"
+        "huber); drop --config.task.huber_delta or set --config.task.loss=huber"
     )
     config.task.loss = "huber"
     config_lib.check_task_keys_apply(config, Regression(config))

@@ -167,11 +167,12 @@ INFONCE_MARGIN = "config key 'task.margin'={} has no effect with task.loss='info
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        ({"task.margin": 0.5}, INFONCE_MARGIN.format(0.5) + "triplet); set "
-         "--config.task.margin=0.2 (its default) or --config.task.loss=triplet"),
+        # A flag's value is dropped: set to its default, as this said, it was refused too.
+        ({"task.margin": 0.5}, INFONCE_MARGIN.format(0.5) + "triplet); drop "
+         "--config.task.margin or set --config.task.loss=triplet"),
         ({"task.loss": "triplet", "task.temperature": 0.5}, "config key 'task.temperature'=0.5 "
-         "has no effect with task.loss='triplet' (read only by infonce); set "
-         "--config.task.temperature=0.1 (its default) or --config.task.loss=infonce"),
+         "has no effect with task.loss='triplet' (read only by infonce); drop "
+         "--config.task.temperature or set --config.task.loss=infonce"),
         ({"task.loss": "triplet", "task.same_class_negatives": True},
          "config key 'task.same_class_negatives'=True has no effect"),
         # On the command line at its default: an override that changes nothing.
