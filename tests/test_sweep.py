@@ -786,6 +786,22 @@ def test_a_typo_of_a_metric_the_trials_log_is_refused_before_any_is_scored(tmp_p
         assert not workdir.exists()
 
 
+def test_a_metric_the_experiment_does_not_log_is_the_metrics_fault_not_get_sweeps(tmp_path):
+    # A regression's val/rmse on a classification config (trial 47d: val/accuracy on diabetes)
+    # was refused as each trial's best_metric, "change get_sweep". Refused as --metric's,
+    # unless a trial sweeps what decides the metrics (its experiment, its task.*).
+    path = write_config(tmp_path, "return h.sweep('optimizer.learning_rate', [1e-3])")
+    workdir = tmp_path / "s"
+    line = one_line_error(sweep_cli(f"--config={path}", f"--workdir={workdir}",
+                                    "--metric=val/rmse", "--mode=min", "--dry_run"))  # fmt: skip
+    assert line == (
+        "error: --metric=val/rmse is not a validation metric of this run; choose one of "
+        "val/accuracy, val/auroc, val/f1, val/loss, val/precision, val/recall; or drop --metric "
+        "to rank by the config's best_metric, val/accuracy"
+    ), line
+    assert not workdir.exists()
+
+
 def test_a_metric_without_its_split_is_told_one_the_trials_compute(tmp_path, one_device):
     # --metric=nope was told "use 'val/nope'", a metric no trial computes: the fix is val/NAME
     # only where the trials compute it, else the list of those they do.
@@ -805,15 +821,18 @@ def test_a_metric_without_its_split_is_told_one_the_trials_compute(tmp_path, one
 
 def test_a_dry_run_or_emit_refuses_a_metric_the_trials_do_not_compute(tmp_path, one_device):
     # --dry_run and --emit accepted --metric=val/nope, which every real trial then refused
-    # before its first step: they now stop with the line a real sweep stops with.
+    # before its first step: they now stop with the line a real sweep stops with, --metric's
+    # (it was each trial's best_metric's, "change get_sweep").
     path = write_config(tmp_path, "return h.sweep('optimizer.learning_rate', [1e-3])")
     workdir = tmp_path / "s"
     for extra in ("--dry_run", "--emit=slurm"):
         line = one_line_error(sweep_cli(f"--config={path}", f"--workdir={workdir}",
                                         "--metric=val/nope", "--mode=max", extra))  # fmt: skip
         assert line.startswith(
-            "error: trial learning_rate=0.001: config key 'best_metric': 'val/nope' is not a "
-            "validation metric of this run; choose one of val/accuracy, "
+            "error: --metric=val/nope is not a validation metric of this run; choose one of "
+            "val/accuracy, "
+        ) and line.endswith(
+            "; or drop --metric to rank by the config's best_metric, val/accuracy"
         ), line
         assert not workdir.exists()  # --emit wrote no trial
 

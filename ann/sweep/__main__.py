@@ -281,9 +281,23 @@ def objective(definition: definition_lib.Definition) -> tuple[str, str]:
         ),
         _mode_given() if FLAGS.metric else ("best_mode", definition.base.best_mode),
     )
-    # A typo of a metric the experiment logs, from the config alone (with or without --mode).
+    # A typo of a metric the experiment logs, from the config alone (with or without --mode);
+    # any name it does not log where no trial sweeps what decides the metrics (the experiment,
+    # its task.*): it was refused as each trial's best_metric, "change get_sweep" (trial 47d).
     if FLAGS.metric:
-        config_lib.check_logged_metric(f"--metric={metric}", metric, definition.base)
+        # (Without --mode, a name close to none is said below, with the mode it needs.)
+        decides = any(k == "experiment" or k.startswith("task.") for k in definition.node.keys())
+        try:
+            config_lib.check_logged_metric(
+                f"--metric={metric}", metric, definition.base, near_only=decides or not FLAGS.mode
+            )
+        except config_lib.ConfigError as e:
+            if "did you mean" in str(e):
+                raise  # a typo: the name meant is the fix
+            best = definition.base.best_metric
+            raise SweepError(
+                f"{e}; or drop --metric to rank by the config's best_metric, {best}"
+            ) from None
     # The config's best_mode is its best_metric's: it holds for a --metric that names it too.
     mode = FLAGS.mode or (
         definition.base.best_mode if metric == definition.base.best_metric else None
