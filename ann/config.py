@@ -265,7 +265,10 @@ class Range:
         filled = items or not self.nonempty
         if filled and ordered and all(self._contains(x, low, high) for x in items):
             return
-        text = self._describe(low, high, resolve)
+        # The named bound's "lower this or raise it" only where a value is past it (-1 below
+        # [0, 200) was told to lower itself).
+        above = any(isinstance(x, int | float) and x >= high for x in items)
+        text = self._describe(low, high, resolve, above)
         if any(isinstance(x, float) and not math.isfinite(x) for x in items):
             text = f"finite and {text}"  # "must be > 0, got inf" said nothing inf is not
         if isinstance(value, Sequence):
@@ -340,14 +343,17 @@ class Range:
         below = x <= high if self.closed[1] == "]" else x < high
         return (above and below) or x in self.also
 
-    def _describe(self, low: float, high: float, resolve: Callable[[str], Any]) -> str:
+    def _describe(
+        self, low: float, high: float, resolve: Callable[[str], Any], above: bool = True
+    ) -> str:
         low_, high_ = _number(low), _number(high)
         if high == math.inf:
             text = f"{'>=' if self.closed[0] == '[' else '>'} {low_}"
         else:
             text = f"in {self.closed[0]}{low_}, {high_}{self.closed[1]}"
             if isinstance(self.high, str):
-                text += f" ({self.high}={high_}; lower this or raise {self._decider(resolve)})"
+                fix = f"; lower this or raise {self._decider(resolve)}" if above else ""
+                text += f" ({self.high}={high_}{fix})"
         text += "".join(f" or {v}" for v in self.also)
         return f"{text} ({self.means})" if self.means else text
 

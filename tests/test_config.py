@@ -584,6 +584,13 @@ def test_a_mistimed_run_length_names_the_fix():
     with pytest.raises(ConfigError) as e:
         config_lib.check_ranges(config.to_dict(), total_steps=29)
     assert "(total_steps=29; lower this or raise num_epochs)" in str(e.value), str(e.value)
+    # Below the range, the bound is named without "lower this" (-1 was told to lower itself).
+    config.optimizer.warmup_steps = -1
+    with pytest.raises(ConfigError) as e:
+        config_lib.check_ranges(config.to_dict(), total_steps=29)
+    assert str(e.value).startswith(
+        "config key 'optimizer.warmup_steps' must be in [0, 29) (total_steps=29), got -1; "
+    ), str(e.value)
 
 
 def test_the_steps_num_epochs_comes_to_are_bounded_as_total_steps_is():
