@@ -1083,3 +1083,18 @@ def test_a_confusion_matrix_is_a_table_on_the_page():
     assert "<tr><td>dog</td><td>2</td><td>7</td></tr>" in page and "all values" not in page
     # Not a square matrix of its labels: as before.
     assert "all values" in html._metrics_tables({"labels": ["a"], "matrix": [[1, 2]]})
+
+
+def test_a_pictures_alt_text_says_what_it_shows_not_its_file_name(tmp_path):
+    # alt="test_mae_by_horizon.png": a screen reader spelt the file out (trial 47d).
+    from ann.report import html
+    from ann.report.sections import Section
+
+    (tmp_path / "test_error_by_target_decile.png").write_bytes(b"\x89PNG")
+    (tmp_path / "test_calibration_reliability.png").write_bytes(b"\x89PNG")
+    sections = [Section("Error by target decile", {}), Section("Calibration", {})]
+    figures = {"test": {"error_by_target_decile": ["test_error_by_target_decile.png"],
+                        "calibration": ["test_calibration_reliability.png"]}}  # fmt: skip
+    page = open(html.write_index(str(tmp_path), "t", [], {"test": sections}, figures)).read()
+    alts = re.findall(r'alt="([^"]*)"', page)
+    assert alts == ["test: Error by target decile", "test: Calibration: calibration reliability"]

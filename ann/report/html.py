@@ -256,10 +256,17 @@ def _format(value: Any, metric: str = "") -> str:
     return html.escape(str(value))
 
 
-def _image(out: str, file_name: str) -> str:
+def _image(out: str, file_name: str, what: str = "") -> str:
+    """The PNG `file_name` in `out`, inlined; its alt text the picture in words: `what` (the
+    split and section: "test: Error by target decile") and the file's name past its split
+    ("error by decile"), not the file name a screen reader spelt out."""
     with open(os.path.join(out, file_name), "rb") as f:
         data = base64.b64encode(f.read()).decode("ascii")
-    alt = html.escape(file_name)
+    words = os.path.splitext(file_name)[0].replace("_", " ")
+    split = what.partition(":")[0]
+    words = words.removeprefix(f"{split} ") if split else words
+    said = not what or words.lower() in what.lower()  # "Residuals: residuals" said it twice
+    alt = html.escape(what or words if said else f"{what}: {words}")
     return f'<img alt="{alt}" title="{alt}" src="data:image/png;base64,{data}">'
 
 
@@ -282,7 +289,8 @@ def write_index(
                 items = "".join(f"<li>{html.escape(n)}</li>" for n in section.notes)
                 body.append(f"<ul>{items}</ul>")
             body.append(_metrics_tables(section.metrics, section.notes))
-            body += [_image(out, f) for f in figures.get(split, {}).get(section.key, [])]
+            what = f"{split}: {section.title}"
+            body += [_image(out, f, what) for f in figures.get(split, {}).get(section.key, [])]
     page = (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head>"
