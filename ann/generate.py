@@ -132,6 +132,13 @@ def check_flags(f: flags.FlagValues) -> str:
             raise cli.FlagError(f"--{name} is not for {experiment} runs; drop it")
     if experiment == "seq2seq" and not f.source.strip():
         raise cli.FlagError("--source is empty; give the text to decode, e.g. 'reverse 12345'")
+    if experiment == "language_modelling" and f.temperature == 0:
+        # Greedy: what the sampling flags ask for cannot happen (three identical samples of
+        # --num_samples=3 were printed without a word).
+        moot = [f"--{n}" for n in ("top_k", "top_p", "seed") if f[n].present]
+        moot += ["--num_samples (every sample is the same)"] if f.num_samples > 1 else []
+        if moot:
+            cli.note(f"--temperature=0 decodes greedily: {', '.join(moot)} change nothing")
     return experiment
 
 

@@ -492,6 +492,28 @@ def test_generate_flags_are_checked_before_a_model_is_restored(tmp_path, args, m
         assert one_line_error(result) == f"error: {message}"
 
 
+def test_greedy_decoding_says_which_sampling_flags_change_nothing(tmp_path, capsys):
+    # --temperature=0 --top_k=20 --num_samples=3: accepted without a word, three identical
+    # samples printed (trial 47d).
+    from absl import flags
+
+    from ann import config as config_lib
+
+    config_lib.write(tiny("pydoc_lm"), str(tmp_path / "LM"))
+    fv = flags.FlagValues()
+    generate._define_flags(fv)
+    fv(["generate", f"--workdir={tmp_path / 'LM'}", "--temperature=0", "--top_k=20",
+        "--num_samples=3"])  # fmt: skip
+    assert generate.check_flags(fv) == "language_modelling"
+    assert capsys.readouterr().err == (
+        "note: --temperature=0 decodes greedily: --top_k, --num_samples (every sample is the "
+        "same) change nothing\n"
+    )
+    fv(["generate", f"--workdir={tmp_path / 'LM'}", "--temperature=0.8", "--top_k=20"])
+    generate.check_flags(fv)
+    assert capsys.readouterr().err == ""  # sampling: they count
+
+
 @pytest.mark.parametrize("seconds_per_call, lines", [(5.0, 1), (0.01, 0)])
 def test_a_long_generate_says_its_estimate_after_its_first_call(
     monkeypatch, capsys, seconds_per_call, lines
