@@ -1532,14 +1532,19 @@ def test_a_config_file_value_refused_for_a_bound_an_override_set_keeps_the_flags
     assert line.startswith("error: config key 'optimizer.warmup_steps' must be in [0, 1) "), line
 
 
+def _on_digits_cnn(path, line: str):
+    """`path`, a config file of digits_cnn's config whose line 5 then runs `line`; the path."""
+    path.write_text(
+        "from configs import digits_cnn\n\n\ndef get_config():\n"
+        f"    c = digits_cnn.get_config(); {line}\n    return c\n"
+    )
+    return path
+
+
 def test_a_value_from_an_imported_config_made_wrong_by_the_files_line_names_that_line(tmp_path):
     # The imported digits_cnn's warmup_steps=50 against the file's c.total_steps = 20: it said
     # "fix the config file (or a module it imports)", with no line, though line 5 made it wrong.
-    path = tmp_path / "short.py"
-    path.write_text(
-        "from configs import digits_cnn\n\n\ndef get_config():\n"
-        "    c = digits_cnn.get_config(); c.total_steps = 20\n    return c\n"
-    )
+    path = _on_digits_cnn(tmp_path / "short.py", "c.total_steps = 20")
     line = one_line_error(ann("train", f"--config={path}", f"--workdir={tmp_path / 'run'}"))
     assert line == (
         f"error: --config={path} line 5 (c.total_steps = 20): config key "
@@ -1552,11 +1557,7 @@ def test_a_value_from_an_imported_config_made_wrong_by_the_files_line_names_that
 def test_another_models_arguments_from_an_imported_config_are_named_at_once(tmp_path):
     # digits_cnn's model.dense, model.dropout and model.features under the file's resnet: one
     # run each, "fix the config file (or a module it imports)", no line, no fix (trial 47a).
-    path = tmp_path / "switch.py"
-    path.write_text(
-        "from configs import digits_cnn\n\n\ndef get_config():\n"
-        "    c = digits_cnn.get_config(); c.model.name = 'resnet'\n    return c\n"
-    )
+    path = _on_digits_cnn(tmp_path / "switch.py", "c.model.name = 'resnet'")
     line = one_line_error(ann("train", f"--config={path}", f"--workdir={tmp_path / 'run'}"))
     keys = "model.dense, model.dropout, model.features"
     assert line == (
