@@ -1598,6 +1598,7 @@ def check_trained_run(workdir: str, step: str, export_flag: str | None = None) -
         )
     if not os.path.exists(workdir):
         what = atomic.absent(workdir)  # "cannot exist: F is a file, ..." below a file
+        what += _near_run(workdir)
     elif not os.path.isdir(workdir):
         what = "is a file, not a directory"
     elif (held := holds(workdir)) is not None:  # a registry, a sweep, a directory of runs
@@ -1616,6 +1617,20 @@ def check_trained_run(workdir: str, step: str, export_flag: str | None = None) -
             f"{directory_kind.inside(workdir)[1]}; give --workdir={run}"
         )
     raise FlagError(f"--workdir={workdir} {what}; give the directory of a trained run")
+
+
+def _near_run(workdir: str) -> str:
+    """ " (did you mean --workdir=runs/pydoc_lm?)": a trained run beside the missing `workdir`
+    whose name is close to its (difflib), spelt as it was given; "" where none is (a mistyped
+    run was named as missing, nothing more: trial 47d)."""
+    parent = os.path.dirname(workdir.rstrip(os.sep))
+    try:
+        names = sorted(os.listdir(parent or "."))[:500]  # bounded: a huge directory is no runs/
+    except OSError:
+        return ""
+    runs = [n for n in names if directory_kind.RUN in directory_kind.of(os.path.join(parent, n))]
+    near = difflib.get_close_matches(os.path.basename(workdir.rstrip(os.sep)), runs, n=1)
+    return f" (did you mean --workdir={os.path.join(parent, near[0])}?)" if near else ""
 
 
 def _check_step_saved(workdir: str, step: int) -> None:
