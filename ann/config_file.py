@@ -119,8 +119,8 @@ def key_error(error: BaseException, config: str, given: Iterable[str]) -> BaseEx
 
     if overridden(key):
         return error  # the command line's
+    found = assignment(path, key)
     if any(map(overridden, error.depends_on)):  # a bound the command line set: its fix is a flag
-        found = assignment(path, key)
         if found is None:
             return error
         line, target, value = found  # and the file's line its bound was weighed against
@@ -128,7 +128,6 @@ def key_error(error: BaseException, config: str, given: Iterable[str]) -> BaseEx
         return ConfigError(
             f"{said}; {key} comes from --config={path} line {line} ({target} = {value})"
         )
-    found = assignment(path, key)
     if found is None:
         # Set by a module the file imports; a bound the file's own line set made it wrong
         # (`c.total_steps = 20` below an imported warmup of 50): that line, named.

@@ -560,9 +560,9 @@ class ModelMonitor:
         """The last closed window's results, the open window, feedback and the model's age."""
         with self.lock:
             open_window = {"index": self.window, "rows": self._rows}
-            # A closed window whose tests have not published yet (the first waits for the drift
-            # process to start): `window` null or the one before, with no word of it.
-            # (and a full one: closed and tested at the thread's next tick), the latest
+            # The latest window whose tests have not published: full (closed at the thread's
+            # next tick), closed, or under test (the first waits for the drift process to
+            # start). `window` was null, or the one before, with no word of it.
             waiting = [
                 *self._closed,
                 *([self.window] if self._rows >= self.rows_per_window else []),
