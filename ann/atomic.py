@@ -12,6 +12,7 @@ the temporary file and leaves the old file as it was.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import errno
 import fcntl
 import json
@@ -24,7 +25,7 @@ import stat
 import tempfile
 import time
 import uuid
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import IO, Any
 
 
@@ -352,8 +353,10 @@ def below_a_file(path: str) -> str | None:
 def absent(path: str) -> str:
     """What a refusal says of `path`, which does not exist, after its name: "cannot exist:
     /etc/hostname is a file, so nothing can be below it" (`below_a_file`), else "does not
-    exist", and for a relative path where it was looked for ("does not exist in the working
-    directory, /home/me": a path typed from another directory was named unresolved)."""
+    exist", for a relative path where it was looked for ("does not exist in the working
+    directory, /home/me": a path typed from another directory was named unresolved), and the
+    entry beside it of a close name (`near_sibling`: " (did you mean runs/pydoc_lm?)", a
+    mistyped run, export or log was named as missing, nothing more)."""
     above = below_a_file(path)
     if above is not None:
         return f"cannot exist: {above}"
@@ -361,7 +364,27 @@ def absent(path: str) -> str:
         here = "" if os.path.isabs(path) or not path else os.getcwd()
     except OSError:  # a working directory removed since
         here = ""
-    return f"does not exist in the working directory, {here}" if here else "does not exist"
+    said = f"does not exist in the working directory, {here}" if here else "does not exist"
+    near = near_sibling(path)
+    return f"{said} (did you mean {near}?)" if near else said
+
+
+def near_sibling(path: str, keep: Callable[[str], bool] = os.path.exists) -> str | None:
+    """The path, spelt as `path`'s folder is, of the entry beside `path` whose name is close to
+    its (difflib's ratio of at least 0.8: a typo or two; at its default 0.6 a shared /tmp
+    offered conftest.py for config.py) and that `keep` keeps; None where none is, or the
+    folder cannot be read. Sorted names, at most MAX_SIBLINGS of them read."""
+    folder, name = os.path.split(path.rstrip(os.sep))
+    try:
+        names = sorted(os.listdir(folder or "."))[:MAX_SIBLINGS]
+    except OSError:
+        return None
+    names = [n for n in names if keep(os.path.join(folder, n))]
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.8)
+    return os.path.join(folder, close[0]) if close else None
+
+
+MAX_SIBLINGS = 10_000  # a folder of more is read no further for a near name
 
 
 def read_json(path: str) -> tuple[Any, str | None]:

@@ -1485,8 +1485,7 @@ def _bad_section_value(flag: str, name: str, key: str, said: str) -> str | None:
 
 def near_files(path: str, suffix: str = "", tail: str = "") -> str:
     """ "; did you mean configs/digits_cnn.py?" for a file in `path`'s folder (ending in
-    `suffix`) whose name is close to `path`'s (difflib's ratio of at least 0.8: a typo or two;
-    at difflib's default 0.6 a shared /tmp offered conftest.py for config.py); for a
+    `suffix`) whose name is close to `path`'s (`atomic.near_sibling`); for a
     directory, "; it is a directory", and "did you mean DIR/FILE?" where it holds one file
     ending in `suffix` (a directory was offered as itself); else "". `tail` follows the file
     suggested (a --config's `:ARG`: "did you mean configs/digits_autoencoder.py:dense?")."""
@@ -1494,9 +1493,8 @@ def near_files(path: str, suffix: str = "", tail: str = "") -> str:
         inside = _files(path, suffix)
         one = f": did you mean {os.path.join(path, inside[0])}{tail}?" if len(inside) == 1 else ""
         return f"; it is a directory{one}"
-    folder, name = os.path.split(path)
-    close = difflib.get_close_matches(name, _files(folder or ".", suffix), n=1, cutoff=0.8)
-    return f"; did you mean {os.path.join(folder, close[0])}{tail}?" if close else ""
+    close = atomic.near_sibling(path, lambda p: p.endswith(suffix) and os.path.isfile(p))
+    return f"; did you mean {close}{tail}?" if close else ""
 
 
 def _files(folder: str, suffix: str) -> list[str]:
@@ -1598,7 +1596,6 @@ def check_trained_run(workdir: str, step: str, export_flag: str | None = None) -
         )
     if not os.path.exists(workdir):
         what = atomic.absent(workdir)  # "cannot exist: F is a file, ..." below a file
-        what += _near_run(workdir)
     elif not os.path.isdir(workdir):
         what = "is a file, not a directory"
     elif (held := holds(workdir)) is not None:  # a registry, a sweep, a directory of runs
@@ -1617,20 +1614,6 @@ def check_trained_run(workdir: str, step: str, export_flag: str | None = None) -
             f"{directory_kind.inside(workdir)[1]}; give --workdir={run}"
         )
     raise FlagError(f"--workdir={workdir} {what}; give the directory of a trained run")
-
-
-def _near_run(workdir: str) -> str:
-    """ " (did you mean --workdir=runs/pydoc_lm?)": a trained run beside the missing `workdir`
-    whose name is close to its (difflib), spelt as it was given; "" where none is (a mistyped
-    run was named as missing, nothing more: trial 47d)."""
-    parent = os.path.dirname(workdir.rstrip(os.sep))
-    try:
-        names = sorted(os.listdir(parent or "."))[:500]  # bounded: a huge directory is no runs/
-    except OSError:
-        return ""
-    runs = [n for n in names if directory_kind.RUN in directory_kind.of(os.path.join(parent, n))]
-    near = difflib.get_close_matches(os.path.basename(workdir.rstrip(os.sep)), runs, n=1)
-    return f" (did you mean --workdir={os.path.join(parent, near[0])}?)" if near else ""
 
 
 def _check_step_saved(workdir: str, step: int) -> None:

@@ -197,3 +197,18 @@ def test_staging_removes_what_a_killed_writer_left_and_keeps_a_live_ones(tmp_pat
     assert e.value.filename == str(tmp_path / "o2" / "index.html")
     left = sorted(p.name for p in tmp_path.iterdir())
     assert left == [".export-killed_1", ".report-templates", ".report-young_12", "out"], left
+
+
+def test_a_missing_path_names_the_entry_of_a_close_name_beside_it(tmp_path, monkeypatch):
+    # `ann serve --model=exports/digits_cn`, a request log, a token file: a typo was said to
+    # not exist, nothing more (only --config and, later, report's --workdir named the meant).
+    (tmp_path / "exports" / "digits_cnn").mkdir(parents=True)
+    (tmp_path / "requests.jsonl").write_text("")
+    monkeypatch.chdir(tmp_path)
+    assert atomic.absent("exports/digits_cn") == (
+        f"does not exist in the working directory, {tmp_path} (did you mean exports/digits_cnn?)"
+    )
+    assert atomic.absent(str(tmp_path / "request.jsonl")) == (
+        f"does not exist (did you mean {tmp_path / 'requests.jsonl'}?)"
+    )
+    assert atomic.absent(str(tmp_path / "zzz")) == "does not exist"  # nothing close

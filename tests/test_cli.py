@@ -1701,7 +1701,7 @@ def test_a_registry_a_report_or_a_directory_of_runs_given_as_the_run_is_named(tm
     # A mistyped run beside it: the one meant (it was "does not exist", nothing more: 47d).
     (tmp_path / "runs" / "pydoc_lm").mkdir()
     (tmp_path / "runs" / "pydoc_lm" / "config.json").write_text("{}")
-    for typed, said in [("pydoc_llm", " (did you mean --workdir=RUNS/pydoc_lm?)"), ("zz", "")]:
+    for typed, said in [("pydoc_llm", " (did you mean RUNS/pydoc_lm?)"), ("zz", "")]:
         with pytest.raises(cli.FlagError) as e:
             cli.check_trained_run(str(tmp_path / "runs" / typed), "best")
         said = said.replace("RUNS", str(tmp_path / "runs"))
