@@ -833,9 +833,9 @@ def test_monitor_drift_cli_writes_a_report_and_refuses_a_bad_log_in_one_line(
     assert line.startswith(f"error: --requests={tmp_path / 'none.jsonl'} does not exist"), line
     line = one_line_error(drift_cli(tmp_path / "sam.jsonl", tmp_path / "bad"))  # a typo
     assert line == (
-        f"error: --requests={tmp_path / 'sam.jsonl'} does not exist; give the server's request "
-        f"log; did you mean {tmp_path / 'same.jsonl'}?"
-    ), line
+        f"error: --requests={tmp_path / 'sam.jsonl'} does not exist (did you mean "
+        f"{tmp_path / 'same.jsonl'}?); give the server's request log"
+    ), line  # as every missing path is said (`atomic.absent`), once
     line = one_line_error(drift_cli(tmp_path, tmp_path / "bad"))  # a directory
     assert "is not a file; give the server's request log" in line, line
     line = one_line_error(drift_cli(tmp_path / "bad.jsonl", tmp_path / "bad", "--min_rows=0"))

@@ -595,10 +595,13 @@ def _check_requests() -> None:
         if (why := missing(path, f"--requests={path}", "the server's request log")) is not None:
             raise cli.FlagError(why)
         if not os.path.isfile(path):  # (a missing one: as every path flag says it)
-            what = "is not a file" if os.path.exists(path) else atomic.absent(path)
+            # A missing one's near name is `atomic.absent`'s (requests.jsonl for request.jsonl);
+            # a folder's, the log in it.
+            there = os.path.exists(path)
+            what = "is not a file" if there else atomic.absent(path)
             raise cli.FlagError(
                 f"--requests={path} {what}; give the server's request log"
-                + cli.near_files(path)  # requests.jsonl for request.jsonl
+                + (cli.near_files(path) if there else "")
             )
     from ann.monitor.request_log import named_twice
 
