@@ -17,7 +17,7 @@ loading failed).
 from __future__ import annotations
 
 import logging
-import time
+import os
 from typing import Any
 
 from ann import arguments, artifact
@@ -171,9 +171,6 @@ def _config_versions(config: Any) -> list[int]:
     return numbers
 
 
-REGISTRY_READ_SECONDS = 5.0  # how stale a 404's word of the registry may be
-
-
 class Repository:
     """Index, load and unload over a `DataPlane`; `registry` resolves `models:/` URIs."""
 
@@ -182,9 +179,8 @@ class Repository:
         self.registry = registry
         # (name, version) -> why it is not served (unloaded, or the error that failed its load)
         self.unavailable: dict[tuple[str, str], str] = {}
-        # What a 404 reads of the registry (`not_loaded`), on the event loop: at most every
-        # REGISTRY_READ_SECONDS, whatever the 404s a client sends.
-        self._recent: tuple[float, list[tuple[str, str, str]]] | None = None
+        # What a 404 read of the registry (`not_loaded`), and the registry's state then.
+        self._recent: tuple[tuple, list[tuple[str, str, str]]] | None = None
 
     def index(self, ready_only: bool = False) -> list[dict[str, str]]:
         """Every model the server knows: served (READY, or LOADING while it compiles), being
@@ -238,9 +234,9 @@ class Repository:
         registry, not there, or not a version number)."""
         if version is not None and arguments.version_number(version) is None:
             return ""  # an export's hash, or "02" (the 404 names the version meant)
-        now = time.monotonic()
-        if self._recent is None or now - self._recent[0] > REGISTRY_READ_SECONDS:
-            self._recent = now, self._registered()
+        state = self._registry_state()
+        if self._recent is None or self._recent[0] != state:
+            self._recent = state, self._registered()
         versions = [v for n, v, _ in self._recent[1] if n == name]
         load = f"POST /v2/repository/models/{name}/load (the admin token)"
         if version is None:
@@ -253,6 +249,29 @@ class Repository:
             f"version {version} of {name!r} is in the registry, not loaded: {load} with "
             f'{{"parameters": {{"source": "models:/{name}/{version}"}}}} loads it'
         )
+
+    def _registry_state(self) -> tuple:
+        """What changes when a version is registered or deleted: registry.db's and its WAL's
+        size and modification time (two stat calls), so that a 404 reads the registry again
+        only then, on the event loop, whatever the 404s a client sends (a cache of 5 s left a
+        version just registered without its word while the index listed it)."""
+        from ann.registry import Registry, RegistryError
+        from ann.serve.settings import no_registry
+
+        if no_registry(self.registry):
+            return ()
+        try:
+            db = Registry.at(self.registry).db_path
+        except RegistryError:
+            return ()
+        stats = []
+        for path in (db, f"{db}-wal"):
+            try:
+                st = os.stat(path)
+                stats.append((st.st_mtime_ns, st.st_size))
+            except OSError:
+                stats.append(None)
+        return tuple(stats)
 
     def _registered(self) -> list[tuple[str, str, str]]:
         """(name, version, manifest SHA-256) of every version in the registry, if there is one
