@@ -223,12 +223,24 @@ def one_line(error: BaseException, argv: Sequence[str] = ()) -> str:
                 config_lib.lookup(trees[0], said, also=trees[1:])
             except config_lib.KeyLookupError as e:
                 if e.meant or not near:
-                    return f"config key {said!r} is unknown{e.hint}"
+                    return f"config key {said!r} is unknown{_ready_flag(said, e.meant, argv)}"
             if near:  # nothing near in the config (or no config loaded): ml_collections'
                 meant = ".".join((*before, near.group(1), *after))
-                return f"config key {said!r} is unknown (did you mean {meant!r}?)"
+                return f"config key {said!r} is unknown{_ready_flag(said, [meant], argv)}"
             return f"config key {said!r} is unknown" + (f"; {rest}" if rest else "")
     return text
+
+
+def _ready_flag(said: str, meant: Sequence[str], argv: Sequence[str]) -> str:
+    """The hint for the unknown config key `said` given the keys `meant` near it
+    (`config.meant_words`: ` (did you mean 'a' or 'b'?)`), and where one is meant and `argv`
+    overrides `said` with a value, the flag to give instead, the value as typed (`; e.g.
+    --config.optimizer.learning_rate=0.1`: the hint alone left the flag to be retyped)."""
+    given = [f for f in typed_flags(argv) if f.name == f"config.{said}" and f.value is not None]
+    if len(meant) != 1 or not given:
+        return config_lib.meant_words(meant)
+    ready = f"--config.{meant[0]}={shlex.quote(given[-1].value)}"
+    return f"{config_lib.meant_words(meant)}; e.g. {ready}"
 
 
 def _loaded_config(argv: Sequence[str]) -> ml_collections.ConfigDict | None:
@@ -1117,6 +1129,9 @@ def _unknown_flag(error: flags.UnrecognizedFlagError) -> str:
     """absl's message for an unknown flag, with a suggestion: `--config.KEY` where the name is
     a config key (`--total_steps` for `--config.total_steps`), else the job's closest flag."""
     name, typed = error.flagname, (error.flagvalue or f"--{error.flagname}").split("=")[0]
+    # The value as typed, for the flag meant (`--config.total_steps=5`, ready to paste).
+    _, equals, value = (error.flagvalue or "").partition("=")
+    value = shlex.quote(value) if equals else "..."
     message = f"unknown flag {typed}"  # as typed: absl's name drops the dashes (-1 -> 1)
     if name.startswith("config.") and "config" not in flags.FLAGS:
         return (
@@ -1132,7 +1147,7 @@ def _unknown_flag(error: flags.UnrecognizedFlagError) -> str:
         )
     meant, closeness = _config_keys_meant(name) if "config" in flags.FLAGS else ([], 0.0)
     if closeness == 1.0:  # a config key's name as it is, or ann's for it (--name, --lr)
-        return f"{message}; config keys are set as {_either(meant)}"
+        return f"{message}; config keys are set as {_either(meant, value)}"
     own = list(flags.FLAGS.get_key_flags_for_module(sys.argv[0])) + [
         flags.FLAGS[n] for n in ("config",) if n in flags.FLAGS
     ]
@@ -1147,7 +1162,7 @@ def _unknown_flag(error: flags.UnrecognizedFlagError) -> str:
     if close:
         return f"{message}; did you mean --{close[0]}? (--help lists this job's flags)"
     if closeness >= 0.8:  # a near miss of a config key given as a flag: --totl_steps
-        return f"{message}; did you mean {_either(meant)}?"
+        return f"{message}; did you mean {_either(meant, value)}?"
     return f"{message} (--help lists this job's flags)"
 
 
@@ -1163,9 +1178,9 @@ def _config_keys_meant(name: str) -> tuple[list[str], float]:
     return ([], 0.0) if config_lib.is_section(found) else ([name], 1.0)
 
 
-def _either(keys: Sequence[str]) -> str:
-    """ "--config.a=..." or "--config.a=..., --config.b=... or --config.c=..."."""
-    said = [f"--config.{k}=..." for k in keys]
+def _either(keys: Sequence[str], value: str = "...") -> str:
+    """ "--config.a=VALUE" or "--config.a=VALUE, --config.b=VALUE or --config.c=VALUE"."""
+    said = [f"--config.{k}={value}" for k in keys]
     return said[0] if len(said) == 1 else f"{', '.join(said[:-1])} or {said[-1]}"
 
 

@@ -16,6 +16,7 @@ import json
 import math
 import os
 import re
+import shlex
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -775,6 +776,14 @@ def check_choice(path: str, value: Any, options: Sequence[Any]) -> None:
     raise KeyValueError(path, what, example=meant)
 
 
+def override(key: str, value: Any) -> str:
+    """The `--config.KEY=VALUE` flag that sets `key` to `value`, quoted for a POSIX shell
+    (`--config.data.eval_splits="('test',)"`, `--config.model.name='my net'`)."""
+    if isinstance(value, tuple | list):
+        return f'--config.{key}="{value!r}"'
+    return f"--config.{key}={shlex.quote(str(value))}"
+
+
 def meant_words(meant: Sequence[str]) -> str:
     """` (did you mean 'a'?)`, ` (did you mean 'a' or 'b'?)`, ` (... 'a', 'b' or 'c'?)`; "" for
     none."""
@@ -964,7 +973,9 @@ def _check_section(
                 lookup(SCHEMA, path, also=(root,))
             except KeyLookupError as e:
                 what = f"config key '{path}' is unknown{e.hint}"
-                raise KeyValueError(path, what, meant=e.meant, unknown=True) from None
+                # The flag meant, with the value given (the hint alone left it to be retyped).
+                fix = f"e.g. {override(e.meant[0], value)}" if len(e.meant) == 1 else ""
+                raise KeyValueError(path, what, fix, meant=e.meant, unknown=True) from None
         spec = schema[key]
         if isinstance(spec, Mapping):
             if not isinstance(value, Mapping):
@@ -1641,7 +1652,8 @@ def task_settings(
                 + (f"it reads: {', '.join(sorted(defaults))}" if defaults else "it reads none")
             )
             meant = [f"task.{near}"] if near else []
-            raise KeyValueError(path, what, meant=meant, unknown=True)
+            fix = f"e.g. {override(meant[0], value)}" if meant else ""
+            raise KeyValueError(path, what, fix, meant=meant, unknown=True)
         default = defaults[key]
         numeric = isinstance(default, float) and isinstance(value, int)
         if not (isinstance(value, type(default)) or numeric) or isinstance(

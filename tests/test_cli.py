@@ -323,14 +323,25 @@ def test_an_unknown_job_lists_the_jobs_in_helps_order(capsys):
         ),
         (
             ["train", "--config=configs/digits_cnn.py", "--workdir=W", "--totl_steps=5"],
-            "error: unknown flag --totl_steps; did you mean --config.total_steps=...?",
+            "error: unknown flag --totl_steps; did you mean --config.total_steps=5?",
+        ),
+        # A misspelt override: the flag meant, with the value typed (it named the key only).
+        (
+            ["train", "--config=configs/digits_cnn.py", "--workdir=W", "--config.totl_steps=5"],
+            "error: config key 'totl_steps' is unknown (did you mean 'total_steps'?); e.g. "
+            "--config.total_steps=5",
+        ),
+        (
+            ["train", "--config=configs/digits_cnn.py", "--workdir=W", "--config.optimzer.lr=.1"],
+            "error: config key 'optimzer.lr' is unknown (did you mean 'optimizer.learning_rate'?)"
+            "; e.g. --config.optimizer.learning_rate=.1",
         ),
         # A name several sections hold: each of their keys (it named only model.name); another
         # framework's name for a key (it named none); a misspelt section and key, the key meant.
         (
             ["train", "--config=configs/digits_cnn.py", "--workdir=W", "--name=x"],
-            "error: unknown flag --name; config keys are set as --config.data.name=..., "
-            "--config.model.name=... or --config.optimizer.name=...",
+            "error: unknown flag --name; config keys are set as --config.data.name=x, "
+            "--config.model.name=x or --config.optimizer.name=x",
         ),
         (
             ["train", "--config=configs/digits_cnn.py", "--workdir=W", "--lr=0.1"],
@@ -338,7 +349,7 @@ def test_an_unknown_job_lists_the_jobs_in_helps_order(capsys):
         ),
         (
             ["train", "--config=configs/digits_cnn.py", "--workdir=W", "--optimzer.lr=0.1"],
-            "error: unknown flag --optimzer.lr; did you mean --config.optimizer.learning_rate=",
+            "error: unknown flag --optimzer.lr; did you mean --config.optimizer.learning_rate=0.1?",
         ),
         (
             ["export", "--workdir=W", "--output=x"],

@@ -1009,8 +1009,10 @@ def test_one_dotted_key_lookup_with_did_you_mean():
         config_lib.lookup(config, "batch_size.x")  # a value, not a section
     assert e.value.hint == "; keys under 'batch_size': none"
     # The config's check names the whole key, as a sweep axis does (the same lookup).
+    # Its fix is the flag meant, with the value given (the hint alone had it retyped).
     config.optimizer.lerning_rate = 0.1
-    with pytest.raises(ConfigError, match=r"\(did you mean 'optimizer.learning_rate'\?\)$"):
+    with pytest.raises(ConfigError, match=r"\(did you mean 'optimizer.learning_rate'\?\); "
+                       r"e.g. --config.optimizer.learning_rate=0.1$"):  # fmt: skip
         config_lib.validate(config, num_devices=4)
 
 
@@ -1037,7 +1039,8 @@ def test_a_misspelt_top_level_key_is_pointed_at_the_section_key():
     with pytest.raises(ConfigError) as e:
         config_lib.validate(config, num_devices=4)
     assert str(e.value) == (
-        "config key 'lerning_rate' is unknown (did you mean 'optimizer.learning_rate'?)"
+        "config key 'lerning_rate' is unknown (did you mean 'optimizer.learning_rate'?); "
+        "e.g. --config.optimizer.learning_rate=0.01"
     )
 
 
@@ -1083,7 +1086,7 @@ def test_a_near_model_argument_is_the_fix_not_dropping_it():
         models.check_config(config)
     assert str(e.value) == (
         "config key 'model.featurs' is not an argument of model 'cnn' (did you mean "
-        "'model.features'?); it accepts: features, dense, dropout"
+        "'model.features'?); it accepts: features, dense, dropout; e.g. --config.model.features=3"
     )
     del config.model.featurs
     config.model.zzzz = 3

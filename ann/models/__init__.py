@@ -26,6 +26,7 @@ from ann.config import (
     closest,
     did_you_mean,
     meant_words,
+    override,
 )
 from ann.imports import import_named, registrar
 
@@ -202,7 +203,10 @@ def check_arguments(
                     f"file's {section} with --config.{section}={{}})"
                 )
             what = f"config key '{prefix}{key}' is not an argument of model {name!r}{meant}"
-            raise KeyValueError(f"{prefix}{key}", what, f"{takes}{drop}", meant=close, unknown=True)
+            ready = f"; e.g. {override(close[0], kwargs[key])}" if close else ""
+            raise KeyValueError(
+                f"{prefix}{key}", what, f"{takes}{drop}{ready}", meant=close, unknown=True
+            )
 
 
 def _is_int(x: Any) -> bool:

@@ -200,6 +200,8 @@ def check_trial(definition: Definition, trial: Trial) -> str:
     except (SweepError, config_lib.ConfigError) as e:
         if (worded := config_file.key_error(e, definition.config, trial.values())) is not e:
             raise SweepError(str(worded)) from None  # the config file's, every trial's
+        if isinstance(e, config_lib.KeyValueError) and e.unknown:
+            e = e.what  # the name meant; its fix is a flag (`e.g. --config.KEY=V`), not get_sweep
         raise SweepError(
             f"trial {trial.name}: {e}; change get_sweep (or the sweep's --config flags)"
         ) from None
