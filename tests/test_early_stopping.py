@@ -40,6 +40,7 @@ def eval_steps(workdir):
 def test_early_stopping_stops_and_a_rerun_does_not_train(tmp_path, caplog):
     with caplog.at_level(logging.INFO):
         result = train_and_evaluate(stopping(), str(tmp_path))
+    assert not [r for r in caplog.records if "early stopping watches" in r.getMessage()]
     assert result.step == 15 and result.stop_reason == "early_stopped"
     # An ending, not a problem: it was printed as "warning: early_stopped at step 15 ...".
     said = [r.levelname for r in caplog.records if "early_stopped at step 15" in r.getMessage()]
@@ -166,7 +167,7 @@ def test_off_by_default_and_a_finished_run_reports_done(tmp_path):
     assert compiles == []
 
 
-def test_early_stopping_reads_the_validation_split_not_test(tmp_path):
+def test_early_stopping_reads_the_validation_split_not_test(tmp_path, caplog):
     # patience=1, min_delta=0: the run stops at the first eval whose val/loss is no lower than
     # the best before it; whatever the test loss does.
     config = tiny(
@@ -176,7 +177,15 @@ def test_early_stopping_reads_the_validation_split_not_test(tmp_path):
         **{"early_stopping.metric": "val/loss", "early_stopping.mode": "min"},
         **{"early_stopping.patience": 1, "optimizer.learning_rate": 0.05},
     )
-    result = train_and_evaluate(config, str(tmp_path))
+    with caplog.at_level(logging.WARNING):
+        result = train_and_evaluate(config, str(tmp_path))
+    # It stops on val/loss while the best checkpoint is chosen by val/accuracy: said at the start.
+    said = [r.getMessage() for r in caplog.records if "early stopping watches" in r.getMessage()]
+    assert said == [
+        "early stopping watches val/loss (min), the best checkpoint, which export and report "
+        "read, is chosen by best_metric val/accuracy (max); for the two to agree, set "
+        "--config.best_metric=val/loss --config.best_mode=min"
+    ]
     with open(tmp_path / "metrics.jsonl") as f:
         evals = [r for r in map(json.loads, f) if "val/loss" in r]
     assert all("eval/loss" in r for r in evals)  # test reported beside validation

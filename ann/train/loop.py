@@ -1086,6 +1086,17 @@ def _default_hooks(
     keep_best = hooks_lib.KeepBest(checkpoints, data_iter)
     listeners: list[hooks_lib.EvalListener] = [keep_best]
     if config.early_stopping.metric:
+        watched = (config.early_stopping.metric, config.early_stopping.mode)
+        if watched != (config.best_metric, config.best_mode):
+            # Each is kept as set (stopping on val/loss, keeping the best by accuracy is a
+            # choice), but a stop at "best 0.0499 at step 200" beside a best checkpoint of
+            # step 250 read as a mistake (trial 48b).
+            logging.warning(
+                "early stopping watches %s (%s), the best checkpoint, which export and report "
+                "read, is chosen by best_metric %s (%s); for the two to agree, set "
+                "--config.best_metric=%s --config.best_mode=%s",
+                *watched, config.best_metric, config.best_mode, *watched,
+            )  # fmt: skip
         listeners.append(
             hooks_lib.EarlyStopping(
                 **config.early_stopping.to_dict(), history=writer.path, start_step=run.start_step
