@@ -17,7 +17,7 @@ import optax
 import pytest
 from conftest import ROOT, load_config, one_line_error, tiny
 
-from ann import artifact
+from ann import artifact, directory_kind
 from ann import config as config_lib
 from ann.config import ConfigError
 from ann.sharding import path_str
@@ -334,9 +334,14 @@ def test_a_folder_inside_a_run_is_named_with_the_run_spelling(tmp_path, monkeypa
     run = tmp_path / "runs" / "cnn"
     for sub in ("checkpoints/600", "checkpoints_best/590", "tensorboard"):
         (run / sub).mkdir(parents=True)
+    for step in ("checkpoints/600", "checkpoints_best/590"):  # committed, as Orbax marks it
+        (run / step / directory_kind.ORBAX_METADATA).write_text("{}")
     config_lib.write(tiny(), str(run))  # config.json: what marks a run
     monkeypatch.chdir(tmp_path)
     said = {
+        # A step the run does not hold: said at once (its RUN:77 was refused next for the step).
+        "runs/cnn/checkpoints/77": "runs/cnn/checkpoints/77: the run runs/cnn has no step 77; "
+        "its steps: 600; the best checkpoint: 590",
         "runs/cnn/checkpoints/600": "runs/cnn/checkpoints/600 is a checkpoint of the run "
         "runs/cnn; use --config.init_from=runs/cnn:600",
         "runs/cnn/checkpoints_best/590/": "runs/cnn/checkpoints_best/590/ is a checkpoint of the "

@@ -146,7 +146,14 @@ def _inside_run(directory: str) -> str | None:
     parts = os.path.relpath(os.path.abspath(directory), found[1]).split(os.sep)
     held = (directory_kind.CHECKPOINTS, directory_kind.CHECKPOINTS_BEST)
     if parts[0] in held and len(parts) == 2 and arguments.digits(parts[1]):
-        step = str(int(parts[1]))
+        step, saved = int(parts[1]), directory_kind.saved_steps(found[1])
+        if step not in (*saved.latest, *saved.best):  # its fix, RUN:STEP, was refused next
+            steps = sorted(saved.latest)
+            also = directory_kind.best_beside(sorted(saved.best), steps)
+            there = f"its steps: {', '.join(map(str, steps))}{also}" if steps else also[2:]
+            return f"{directory}: the run {run} has no step {step}; " + (
+                there or "it holds no finished checkpoint"
+            )
         return f"{directory} is a checkpoint of the run {run}; use --config.init_from={run}:{step}"
     if parts[0] in held and len(parts) == 1:
         which = "latest" if parts[0] == directory_kind.CHECKPOINTS else "best"
