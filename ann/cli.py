@@ -1623,6 +1623,13 @@ def check_trained_run(workdir: str, step: str, export_flag: str | None = None) -
     else:
         what = "holds no config.json"
     run = directory_kind.run_above(workdir)
+    if (folder := directory_kind.step_folder(workdir)) is not None:  # RUN/checkpoints/600
+        run, number = folder
+        _check_step_saved(run, number, f"--workdir={workdir}")  # as --step=N, where not saved
+        raise FlagError(
+            f"--workdir={workdir} is a checkpoint of the training run at {run}; give "
+            f"--workdir={run} --step={number}"
+        )
     if run is not None:  # its checkpoints/, tensorboard/
         raise FlagError(
             f"--workdir={workdir} {what}: it is inside the training run at "
@@ -1631,18 +1638,19 @@ def check_trained_run(workdir: str, step: str, export_flag: str | None = None) -
     raise FlagError(f"--workdir={workdir} {what}; give the directory of a trained run")
 
 
-def _check_step_saved(workdir: str, step: int) -> None:
+def _check_step_saved(workdir: str, step: int, said: str = "") -> None:
     """FlagError unless the run's checkpoints/ holds `step`, or checkpoints_best/ does (the best
     step, kept there after checkpoints/ pruned it): `--step=N` restores from either. Told from a
     listing, before Orbax's managers (seconds of imports and opening) are; named with the
-    workdir as the user gave it (the restore's error named its absolute path)."""
+    workdir as the user gave it (the restore's error named its absolute path), after `said`,
+    the flag that asked for the step (`--step=N` by default)."""
     steps = directory_kind.saved_steps(workdir)
     if steps.holder(step) is not None:
         return
     directory = os.path.join(workdir, directory_kind.CHECKPOINTS)
     file = atomic.below_a_file(os.path.join(directory, ""))  # "none" said of a file
     raise FlagError(
-        f"--step={step}: no checkpoint step {step} in {directory}; steps there: "
+        f"{said or f'--step={step}'}: no checkpoint step {step} in {directory}; steps there: "
         f"{', '.join(map(str, steps.latest)) or 'none'}"
         + (f" ({file}: move it out of the workdir)" if file else "")
         + f"{directory_kind.best_beside(steps.best, steps.latest)}"

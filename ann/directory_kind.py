@@ -174,6 +174,19 @@ def run_above(path: str) -> str | None:
     return above[1] if os.path.isabs(path) else os.path.relpath(above[1])
 
 
+def step_folder(path: str) -> tuple[str, int] | None:
+    """(the run, named as `path` is; the step) where `path` is the folder of one step of a
+    run's checkpoints/ or checkpoints_best/ (`runs/digits_cnn/checkpoints/600`, whether that
+    step is saved or not), else None: what a refusal of such a folder names instead (the
+    run's RUN:600, its --step=600)."""
+    run = run_above(path)
+    if run is None:
+        return None
+    parts = os.path.relpath(os.path.abspath(path), os.path.abspath(run)).split(os.sep)
+    held = len(parts) == 2 and parts[0] in (CHECKPOINTS, CHECKPOINTS_BEST)
+    return (run, int(parts[1])) if held and parts[1].isascii() and parts[1].isdigit() else None
+
+
 REPORT_FILE = "report.json"  # a report (`ann report`, `ann monitor drift`; ann/report/write.py)
 
 

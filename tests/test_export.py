@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import fill, one_line_error, tiny
 
-from ann import artifact, data
+from ann import artifact, data, directory_kind
 from ann.config import ConfigError
 from ann.export import export
 from ann.train.build import restore_model
@@ -812,6 +812,10 @@ def test_crafted_export_is_refused_by_the_loader_and_the_registry(
         (["--workdir=FILE"], "is a file, not a directory; give the directory of a trained run"),
         # A run's checkpoints/ (tab completion stops there): named, with the run to give.
         (["--workdir=CKPT"], "holds no config.json: it is inside the training run at "),
+        # A step's folder in it: the run and --step=N (it said "give --workdir=RUN", the step
+        # lost); a step it does not hold, as --step=77 is refused.
+        (["--workdir=STEP"], "is a checkpoint of the training run at "),
+        (["--workdir=NOSTEP"], "checkpoints/77: no checkpoint step 77 in "),
         (["--out=FILE"], "is a file, not a directory; choose another --out"),
         (["--out=RUN"], "holds a training run (config.json); choose another --out"),
         # Once it failed after the whole export; then it said "choose another" of nothing.
@@ -843,7 +847,9 @@ def test_export_flags_are_checked_before_anything_starts(
     places = {"MISSING": tmp_path / "missing", "FILE": tmp_path / "file", "RUN": workdir,
               "CKPT": workdir / "checkpoints", "LINK": tmp_path / "link",
               "DANGLING": tmp_path / "dangling",
-              "BEST": workdir / "checkpoints_best/x"}  # fmt: skip
+              "BEST": workdir / "checkpoints_best/x",
+              "STEP": workdir / f"checkpoints/{max(directory_kind.saved_steps(workdir).latest)}",
+              "NOSTEP": workdir / "checkpoints/77"}  # fmt: skip
     args = [f"--workdir={workdir}", f"--out={tmp_path / 'out'}", *fill(flag_args, places)]
     result = subprocess.run(
         [sys.executable, "-m", "ann.export", *args], capture_output=True, text=True, timeout=120
@@ -852,6 +858,8 @@ def test_export_flags_are_checked_before_anything_starts(
     assert message in line, line
     if "CKPT" in flag_args[0]:
         assert line.endswith(f"; give --workdir={workdir}"), line
+    if "=STEP" in flag_args[0]:
+        assert line.endswith(f"; give --workdir={workdir} --step={places['STEP'].name}"), line
     made = ["dangling", "file", "link", "real"]
     assert sorted(p.name for p in tmp_path.iterdir()) == made  # nothing written
     assert not any((tmp_path / "real").iterdir()) and not (workdir / "checkpoints_best/x").exists()

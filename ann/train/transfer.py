@@ -145,8 +145,8 @@ def _inside_run(directory: str) -> str | None:
     run = found[1] if os.path.isabs(directory) else os.path.relpath(found[1])  # as given
     parts = os.path.relpath(os.path.abspath(directory), found[1]).split(os.sep)
     held = (directory_kind.CHECKPOINTS, directory_kind.CHECKPOINTS_BEST)
-    if parts[0] in held and len(parts) == 2 and arguments.digits(parts[1]):
-        step, saved = int(parts[1]), directory_kind.saved_steps(found[1])
+    if (folder := directory_kind.step_folder(directory)) is not None:
+        step, saved = folder[1], directory_kind.saved_steps(found[1])
         if step not in (*saved.latest, *saved.best):  # its fix, RUN:STEP, was refused next
             steps = sorted(saved.latest)
             also = directory_kind.best_beside(sorted(saved.best), steps)
