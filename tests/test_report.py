@@ -177,6 +177,19 @@ def test_per_class_metrics_equal_sklearn(workdir_report):
     assert matrix.sum() == 360 and np.trace(matrix) == np.sum(y_true == y_pred)
 
 
+def test_an_export_given_as_a_path_object_is_reported(digits_export, tmp_path):
+    """`collect.from_model(pathlib.Path(...))` failed writing report.json (a PosixPath is no
+    JSON) once the whole report was computed (trial 48a)."""
+    from ann.report import write
+
+    _, export_dir = digits_export
+    written = write.write_report(collect.from_model(export_dir), ["validation"], tmp_path / "r")
+    assert written["model"]["spec"] == str(export_dir)
+    assert json.loads((tmp_path / "r" / "report.json").read_text())["model"]["spec"] == str(
+        export_dir
+    )
+
+
 def test_registered_model_report_matches_the_run(workdir_report, digits_export, tmp_path):
     from ann.registry import Registry
 

@@ -148,21 +148,25 @@ def restore(workdir: str, step: int | str = "best") -> Source:
     )
 
 
-def from_model(spec: str, registry: str | None = None) -> Source:
-    """An export directory or a registry URI (models:/NAME/3, models:/NAME@alias). The config
+def from_model(spec: str | os.PathLike, registry: str | None = None) -> Source:
+    """An export directory (a str or path) or a registry URI (models:/NAME/3, models:/NAME@alias),
+    TypeError naming `spec` for another type. The config
     and data split come from the manifest; outputs from the exported function. For
     classification, "logits" is log(probabilities) (clipped at float32's tiny), times the
     manifest's `calibration.temperature` when it has one: the raw logits up to a per-row
     constant, which softmax and the calibration metrics ignore. Raises RegistryError (spec),
     IntegrityError (files), ConfigError (config)."""
+    from ann import artifact, data
     from ann import config as config_lib
-    from ann import data
     from ann.data import data_dir as data_dir_lib
     from ann.imports import recorded_in
     from ann.registry import resolve
     from ann.report.tasks import check_experiment
     from ann.train.build import make_experiment
 
+    # A pathlib.Path as a str: the report's identity keeps it, and JSON wrote no Path (it
+    # failed once the whole report was computed).
+    spec = artifact.path_argument(spec, "spec", "an export directory or a registry URI as a str")
     resolved = resolve(spec, registry)
     model = resolved.load()
     config = config_lib.from_values(model.manifest["config"])
