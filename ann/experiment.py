@@ -17,13 +17,14 @@ from typing import Any, Protocol
 import jax
 import ml_collections
 import numpy as np
+from absl import logging
 from flax import nnx
 
 from ann import config as config_lib
 from ann import models
 from ann.config import ConfigError
 from ann.data import Split
-from ann.imports import import_named, registrar
+from ann.imports import import_named, in_main, registrar
 
 Batch = dict[str, np.ndarray]
 # name -> {"dtype": numpy dtype name, "shape": per-example shape}: what serving accepts and returns
@@ -110,6 +111,8 @@ def record_registered(config: Any) -> None:
     without the module that registered it. A class defined in `__main__` keeps its short name
     (no other process can import it)."""
     cls = EXPERIMENTS.get(config.experiment)
+    if (said := in_main("experiment", config.experiment, cls)) is not None:
+        logging.warning("%s", said)
     if isinstance(cls, type) and cls.__module__ != "__main__":
         config.experiment = f"{cls.__module__}:{cls.__qualname__}"
 

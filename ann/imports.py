@@ -99,10 +99,31 @@ def import_named(key: str, target: str) -> Any:
         return getattr(module, attr)
     except AttributeError as e:
         classes = [n for n, v in vars(module).items() if isinstance(v, type) and n[0] != "_"]
+        # `__main__` of a notebook or `python -c` has no file.
+        where = getattr(module, "__file__", None) or "the running script or notebook"
         raise ConfigError(
-            f"{_subject(key, target)}: module {module_name!r} ({module.__file__}) has no {attr!r}"
+            f"{_subject(key, target)}: module {module_name!r} ({where}) has no {attr!r}"
             f"{did_you_mean(attr, classes, module_name + ':')}; name a class it defines"
         ) from e
+
+
+def in_main(key: str, name: str, cls: Any) -> str | None:
+    """The warning for config key `key` naming `name` (a short name of `cls`, its registered
+    class, or `__main__:Class`), where the class is defined in `__main__` (the running script,
+    or a notebook): no other process can import it, so resuming, exporting, reporting and
+    serving the run from another one fail long after it trained (`ann report` looked for the
+    class in ann's own `__main__`); None for a class any process can import."""
+    defined = getattr(cls, "__module__", None) == "__main__" or name.startswith("__main__:")
+    if not defined:
+        return None
+    shown = name.partition(":")[2] or getattr(cls, "__qualname__", name)
+    module = "mytasks" if key == "experiment" else "mynets"
+    return (
+        f"config key '{key}': {name!r} is a class defined in __main__ (this script or "
+        "notebook): only a process that defines it again can resume, export, report or serve "
+        f"this run; define it in a module on PYTHONPATH ({module}.py) and set "
+        f"{key}='{module}:{shown}'"
+    )
 
 
 def _raised(key: str, target: str, error: BaseException) -> ConfigError:

@@ -379,6 +379,52 @@ def test_a_model_registered_by_a_short_name_is_recorded_by_its_class(tmp_path, m
     assert train_and_evaluate(tiny(total_steps=4, **{"model.name": "regwide"}), workdir).step == 4
 
 
+def test_a_class_defined_in_main_is_warned_of_and_named_without_a_file(monkeypatch, caplog):
+    # Trained from a notebook as "wide" or "__main__:Wide", a run could be restored by no other
+    # process (`ann report` looked for Wide in its own __main__), said by nothing; a misspelt
+    # "__main__:Wde" under `python -c` or Jupyter crashed building its message (no __file__).
+    import logging
+    import types
+
+    from ann import experiment
+    from ann.imports import import_named
+
+    class Wide:
+        pass
+
+    Wide.__module__, Wide.__qualname__ = "__main__", "Wide"
+    monkeypatch.setattr(models, "MODELS", {**models.MODELS, "wide": Wide})
+    monkeypatch.setattr(experiment, "EXPERIMENTS", {**experiment.EXPERIMENTS, "mine": Wide})
+    config = load_config("digits_mlp")
+    config.model.name, config.experiment = "wide", "mine"
+    with caplog.at_level(logging.WARNING):
+        models.record_registered(config)
+        experiment.record_registered(config)
+    said = [r.getMessage() for r in caplog.records]
+    assert said == [
+        "config key 'model.name': 'wide' is a class defined in __main__ (this script or "
+        "notebook): only a process that defines it again can resume, export, report or serve "
+        "this run; define it in a module on PYTHONPATH (mynets.py) and set "
+        "model.name='mynets:Wide'",
+        "config key 'experiment': 'mine' is a class defined in __main__ (this script or "
+        "notebook): only a process that defines it again can resume, export, report or serve "
+        "this run; define it in a module on PYTHONPATH (mytasks.py) and set "
+        "experiment='mytasks:Wide'",
+    ]
+    assert (config.model.name, config.experiment) == ("wide", "mine")  # kept: nothing better
+    caplog.clear()
+    config.model.name = "__main__:Wide"
+    with caplog.at_level(logging.WARNING):
+        models.record_registered(config)
+    assert "'__main__:Wide' is a class defined in __main__" in caplog.text
+    notebook = types.ModuleType("__main__")  # as Jupyter's and `python -c`'s: no __file__
+    notebook.Wide = Wide
+    monkeypatch.setitem(sys.modules, "__main__", notebook)
+    with pytest.raises(ConfigError) as e:
+        import_named("model.name", "__main__:Wde")
+    assert "module '__main__' (the running script or notebook) has no 'Wde'" in str(e.value)
+
+
 def test_an_experiment_registered_by_a_short_name_is_recorded_by_its_class(tmp_path, monkeypatch):
     # Models had `@ann.models.register`, experiments only `module:Class` (trial 41a L19).
     import json

@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 
 import jax
 import jax.numpy as jnp
+from absl import logging
 from flax import nnx
 
 from ann.config import (
@@ -28,7 +29,7 @@ from ann.config import (
     meant_words,
     override,
 )
-from ann.imports import import_named, registrar
+from ann.imports import import_named, in_main, registrar
 
 # name -> `module:Class`, imported on first use (so this package imports none of its models,
 # and a model module never needs this one to be found); `register` adds a user's class.
@@ -61,6 +62,8 @@ def record_registered(config: Any) -> None:
     without the module that registered it (a run trained as "wide" could not be exported). A
     class defined in `__main__` keeps its short name (no other process can import it)."""
     cls = MODELS.get(config.model.name)
+    if (said := in_main("model.name", config.model.name, cls)) is not None:
+        logging.warning("%s", said)
     if isinstance(cls, type) and cls.__module__ != "__main__":
         config.model.name = f"{cls.__module__}:{cls.__qualname__}"
 
