@@ -96,9 +96,12 @@ def test_generated_validation_comes_from_the_training_stream():
     assert stream == "train" and start == digit_strings.ROWS["train"][2]
     val = data.load("digit_strings", "validation", cache=True).cached
     assert len(val) and set(val["length"].tolist()) == set(digit_strings.split_lengths("train"))
-    docs = pydoc_chars.split_documents(pydoc_chars.documents())
+    docs = pydoc_chars.split_documents()
     names = {s: {n for n, _ in d} for s, d in docs.items()}
-    assert names["validation"] and not names["validation"] & (names["train"] | names["test"])
+    # Validation: the end of the training files' text, as one; test: other files, whole.
+    assert names["validation"] == {"validation"} and not names["train"] & names["test"]
+    train, validation = ("\n".join(t for _, t in docs[s]) for s in ("train", "validation"))
+    assert 0.12 < len(validation) / (len(train) + len(validation)) < 0.2  # about 15%
     assert len(data.load("pydoc_chars", "validation")) > 0
 
 

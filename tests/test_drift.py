@@ -1607,7 +1607,7 @@ def test_too_few_rows_names_the_share_of_requests_the_log_holds(tmp_path):
 def _pydoc_windows():
     from ann.data import pydoc_chars
 
-    splits = pydoc_chars.split_documents(pydoc_chars.documents())
+    splits = pydoc_chars.split_documents()
     return {
         k: np.stack([w for _, t in docs for w in pydoc_chars.windows(pydoc_chars.encode(t))])
         for k, docs in splits.items()
@@ -1624,7 +1624,17 @@ def test_token_ids_are_tested_as_token_frequencies_not_numbers():
     windows, vocabulary = _pydoc_windows()
     spec = {"tokens": entry("int32", [-1, windows["train"].shape[1]], vocabulary, 0)}
     rng = np.random.default_rng(0)
-    ref = Reference({"tokens": windows["train"]}, {}, spec, {})
+    # The reference an export draws, the validation split: 1.2.0's (43% one module's text)
+    # flagged every window of clean test rows, and most of training rows.
+    ref = Reference({"tokens": windows["validation"]}, {}, spec, {})
+    for split in ("test", "train"):
+        flagged = sum(
+            ref.detect(
+                {"tokens": windows[split][rng.choice(len(windows[split]), 100, replace=False)]}, {}
+            ).detected
+            for _ in range(20)
+        )
+        assert flagged <= 2, (split, flagged)
     held_out = windows["test"][rng.choice(len(windows["test"]), 100, replace=False)]
     result = ref.detect({"tokens": held_out}, {}, multivariate=True, correction="fdr_bh")
     assert [f.feature for f in result.features] == ["tokens"]
@@ -1821,7 +1831,7 @@ def test_clean_next_tokens_are_not_flagged_and_moved_ones_are():
         # A model that now says "a" where it said "e" (about 1 row in 10).
         (moved,) = ref.detect(x, {"next_token": np.where(window == e, a, window)}).outputs
         found += moved.drifted
-    # measured: 1, 20 (the Monte Carlo test: 3, 6)
+    # measured: 0, 20 (against pydoc_chars 1.2.0's validation: 1, 20; the Monte Carlo test: 3, 6)
     assert alarms <= SEEDS // 10 and found >= SEEDS - 1, (alarms, found)
     assert clean.method == "chisquare_pooled"
 

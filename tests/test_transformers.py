@@ -318,16 +318,25 @@ def test_pydoc_windows_cover_every_char():
     assert pydoc_chars.decode(pydoc_chars.encode("def f():\n")) == "def f():\n"
 
 
-def test_pydoc_validation_files_come_from_the_shared_split_helper():
-    from ann.data.splits import carve_validation
-
-    docs = [(f"m{i}.py", "x") for i in range(60)]
+def test_pydoc_validation_is_the_end_of_every_training_file():
+    # Version 1.2.0 held out ~20 whole files, 43% of whose text was one module's: validation
+    # was no sample of the text. Now every tenth file is test, whole; every other file gives
+    # its last docstrings, the fewest that reach 15% of its characters, to validation.
+    docs = [(f"m{i}.py", ["a" * 50, "b" * 30, "c" * 10, "d" * 10]) for i in range(29)]
+    docs.append(("one.py", ["e" * 100]))  # a single docstring stays whole in train
     split = pydoc_chars.split_documents(docs)
-    assert split["test"] == docs[::10]
-    rest = [d for i, d in enumerate(docs) if i % 10]
-    train, validation = carve_validation(np.arange(len(rest)))
-    assert split["validation"] == [rest[i] for i in validation]
-    assert split["train"] == [rest[i] for i in train]
+    assert [n for n, _ in split["test"]] == [f"m{i}.py" for i in range(0, 29, 10)]
+    assert (
+        split["test"][0][1]
+        == "a" * 50 + "\n\n" + "b" * 30 + "\n\n" + "c" * 10 + "\n\n" + "d" * 10 + "\n"
+    )
+    kept = [n for n, _ in split["train"]]
+    assert kept == [f"m{i}.py" for i in range(29) if i % 10] + ["one.py"]
+    # 10 + 10 characters reach 15% of 100: the last two docstrings of each, as one text.
+    tail = "c" * 10 + "\n\n" + "d" * 10
+    assert split["validation"] == [("validation", "\n\n".join([tail] * 26) + "\n")]
+    assert split["train"][0][1] == "a" * 50 + "\n\n" + "b" * 30 + "\n"
+    assert split["train"][-1][1] == "e" * 100 + "\n"
 
 
 def test_seq2seq_digit_strings_hold_out_lengths_inside_the_trained_range():
