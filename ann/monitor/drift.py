@@ -71,6 +71,11 @@ rule of 5 expected counts a bin over Evidently's categorical tests of up to 5 va
 is not tested at all: its state is "too_few_rows", neither detected nor not (Evidently tests
 whatever it is given; 2 rows were "drift DETECTED").
 
+Every test here takes a window's rows as independent draws. Rows grouped in the data are not:
+a forecaster's windows of one series are near copies (78-91% of the sensor_series inputs'
+variance is between series), so its clean traffic is flagged against a reference of 22 series
+(README, Drift: grouped traffic); no test here knows which rows share a group.
+
 Output drift (not counted in the share, nor in the state: a verdict on the inputs), against the
 model's outputs on the reference's own rows, so a window's inputs and its outputs are both
 compared with one sample (an export's: rows held out of training, `ann.export.held_out_rows`;
