@@ -7,8 +7,11 @@ the training code (`experiment.logits`), fits one temperature T by minimising th
 softmax(logits / T), T a constant of the graph, and `label` (the argmax) is unchanged. The
 manifest's `calibration` entry records T and the top-class ECE, MCE, Brier score and NLL before
 and after, on the validation and the test split. `config.calibration="none"` keeps T = 1 and
-records the metrics of the uncalibrated probabilities. Experiments without a `logits` method
-(every task but classification) have no class probabilities and are not calibrated.
+records the metrics of the uncalibrated probabilities; so does a validation split on which
+every row is already right (no T minimises the NLL: it falls as T -> 0), with a warning and the
+entry's `why` (the shipped breast_cancer_mlp's export stopped on it, and the split says
+nothing of calibration then; `ann report` says the same of it). Experiments without a `logits`
+method (every task but classification) have no class probabilities and are not calibrated.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
+from absl import logging
 
 from ann.metrics import calibration
 
@@ -82,15 +86,24 @@ def calibrate(
     splits = {"validation": split_logits(experiment, model, config, "validation", data_dir)}
     if config.data.eval_splits:
         splits["test"] = split_logits(experiment, model, config, "test", data_dir)
-    temperature = 1.0
-    if config.calibration == "temperature":
+    temperature, method, why = 1.0, config.calibration, None
+    if method == "temperature":
         try:
             temperature = calibration.fit_temperature(*splits["validation"])
         except calibration.CalibrationError as e:
-            raise calibration.CalibrationError(
-                f"cannot fit the temperature on {config.data.validation_split!r}: {e}; export "
-                "softmax(logits) uncalibrated instead with --calibration=none"
-            ) from e
+            on = repr(config.data.validation_split)
+            if e.short != calibration.EVERY_ROW_RIGHT:  # a model no better than chance, ...
+                raise calibration.CalibrationError(
+                    f"cannot fit the temperature on {on}: {e}; export softmax(logits) "
+                    "uncalibrated instead with calibration='none' (--calibration=none)"
+                ) from None
+            method, why = "none", f"no temperature fitted on {on}: {e.short}"
+            logging.warning(
+                "no temperature fitted on %s: %s; the export serves softmax(logits) "
+                "uncalibrated (its manifest's calibration.method 'none')",
+                on,
+                e,
+            )
     experiment.temperature = temperature
     metrics = {
         split: {
@@ -100,23 +113,24 @@ def calibrate(
                     "after": _metrics(logits, labels, temperature),
                     "ece_change": _ece_change(logits, labels, temperature),
                 }
-                if config.calibration == "temperature"
+                if method == "temperature"
                 else {}
             ),
         }
         for split, (logits, labels) in splits.items()
     }
     return {
-        "method": config.calibration,
+        "method": method,
         "temperature": temperature,
         "fitted_on": {  # none: nothing was fitted
             "split": config.data.validation_split,
             "rows": int(len(splits["validation"][1])),
         }
-        if config.calibration == "temperature"
+        if method == "temperature"
         else None,
         "bins": calibration.BINS,
         "metrics": metrics,
+        **({"why": why} if why else {}),
     }
 
 

@@ -283,11 +283,10 @@ def test_calibration_none_and_a_fit_that_fails(digits_export, tmp_path):
     # It ended "...; or export softmax(logits) uncalibrated with --calibration=none", an "or"
     # after a reason, not after a first fix.
     assert "at least 2 classes" in line and line.endswith(
-        "; export softmax(logits) uncalibrated instead with --calibration=none"
+        "; export softmax(logits) uncalibrated instead with calibration='none' (--calibration=none)"
     ), line
     assert not (tmp_path / "bad").exists() and not list(tmp_path.glob(".export-*"))
-    # The fix the line names, on the command line: the run's config.json was the only way (a
-    # shipped config, breast_cancer_mlp, has every validation row right: no T to fit).
+    # The fix the line names, on the command line: the run's config.json was the only way.
     exported = export_cli(tmp_path / "export", "--calibration=none")
     assert exported.returncode == 0, exported.stderr[-2000:]
     manifest = artifact.load(str(tmp_path / "export")).manifest
@@ -302,6 +301,34 @@ def test_calibration_none_and_a_fit_that_fails(digits_export, tmp_path):
     raw = np.asarray(jax.device_get(experiment.logits(trained, x)))
     got = artifact.load(str(tmp_path / "export"))(x)["probabilities"]
     np.testing.assert_allclose(got, softmax(raw, axis=1), rtol=1e-5, atol=1e-6)
+
+
+def test_a_validation_split_all_right_exports_uncalibrated_with_a_warning(digits_export, tmp_path):
+    # The shipped breast_cancer_mlp has every validation row right: no T minimises the NLL,
+    # and its export stopped there, by default (trial 48a). It exports uncalibrated now, says
+    # so, and its manifest records why, as `ann report` says of such a split.
+    workdir, _ = digits_export
+    run = tmp_path / "run"
+    shutil.copytree(workdir, run)
+    values = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(
+        json.dumps({**values, "data": {**values["data"], "validation_split": "validation[:12]"}})
+    )
+    command = [sys.executable, "-m", "ann.export", f"--workdir={run}", f"--out={tmp_path / 'e'}"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    warned = [line for line in result.stderr.splitlines() if "no temperature fitted" in line]
+    assert len(warned) == 1, result.stderr[-2000:]
+    assert warned[0].startswith("warning: no temperature fitted on 'validation[:12]': ")
+    assert "every row is already right" in warned[0]
+    assert warned[0].endswith(
+        "; the export serves softmax(logits) uncalibrated (its manifest's calibration.method "
+        "'none')"
+    )
+    entry = artifact.load(str(tmp_path / "e")).manifest["calibration"]
+    assert entry["method"] == "none" and entry["temperature"] == 1.0 and entry["fitted_on"] is None
+    assert entry["why"] == "no temperature fitted on 'validation[:12]': every row is already right"
+    assert set(entry["metrics"]["validation"]) == {"before"}
 
 
 def test_config_calibration_is_a_choice():

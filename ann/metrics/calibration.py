@@ -49,6 +49,9 @@ SUM_TOLERANCE = 1e-3  # |row sum - 1| of a probability row (float32 softmax is w
 TEMPERATURE_BOUNDS = (0.01, 100.0)
 
 
+EVERY_ROW_RIGHT = "every row is already right"  # a fit's `short` where NLL falls as T -> 0
+
+
 class CalibrationError(ValueError):
     """Inputs calibration cannot use, or a temperature fit without an optimum (one line).
     `short`: the reason in a few words, for a summary line (the message itself where none is
@@ -327,7 +330,7 @@ def fit_temperature(logits: Any, labels: Any, tolerance: float = 1e-6) -> float:
             else:
                 where = f"falls, to {floor:.3g} nats at T={low:g}, the range's low end"
             why = "every row is already right, so sharper is always better"
-            short = "every row is already right"
+            short = EVERY_ROW_RIGHT
         else:
             where = f"rises, to {objective(hi):.3g} nats at T={high:g}, the range's high end"
             why = (
