@@ -593,6 +593,9 @@ def _export(
         config = config.copy_and_resolve_references()  # the manifest records the override
         config.calibration = calibration
     calibrated, threshold = _fit_before_trace(experiment, model, config, data_dir)
+    if calibrated and calibrated["method"] != config.calibration:  # no T to fit: served as none
+        config = config.copy_and_resolve_references()  # the manifest says what it serves
+        config.calibration = calibrated["method"]
     graphdef, state = nnx.split(model)
     leaves, treedef = jax.tree_util.tree_flatten_with_path(state)
     keys = [path_str(path) for path, _ in leaves]  # as sharding rules and `freeze` name them

@@ -325,7 +325,9 @@ def test_a_validation_split_all_right_exports_uncalibrated_with_a_warning(digits
         "; the export serves softmax(logits) uncalibrated (its manifest's calibration.method "
         "'none')"
     )
-    entry = artifact.load(str(tmp_path / "e")).manifest["calibration"]
+    manifest = artifact.load(str(tmp_path / "e")).manifest
+    entry = manifest["calibration"]
+    assert manifest["config"]["calibration"] == "none"  # what it serves, as --calibration=none
     assert entry["method"] == "none" and entry["temperature"] == 1.0 and entry["fitted_on"] is None
     assert entry["why"] == "no temperature fitted on 'validation[:12]': every row is already right"
     assert set(entry["metrics"]["validation"]) == {"before"}
