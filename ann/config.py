@@ -1322,6 +1322,33 @@ def _check_none_text(values: Mapping[str, Any]) -> None:
             raise KeyValueError(path, what, fix, example="")
 
 
+def check_present(
+    values: Mapping[str, Any], schema: Mapping[str, Any] = SCHEMA, prefix: str = ""
+) -> None:
+    """ConfigError naming the first key of `schema` (a section's keys too) that the config
+    `values` (its `to_dict()`) lacks, with its default as the fix: a deleted `data.name` or
+    `optimizer.learning_rate` was a bare KeyError or ml_collections' AttributeError deep in a
+    run (trial 48a)."""
+    for key, spec in schema.items():
+        path = f"{prefix}{key}"
+        if key not in values:
+            # (An override cannot add a key: the fix is in the config's code.)
+            fix = (
+                ""
+                if isinstance(spec, Mapping)
+                else (
+                    "set it or "
+                    if spec[0] in ("", None)
+                    else f"set it (its default: {spec[0]!r}) or "
+                )
+            )
+            raise ConfigError(
+                f"config key '{path}' is missing; {fix}start the config from ann.config.base()"
+            )
+        if isinstance(spec, Mapping) and isinstance(values[key], Mapping):
+            check_present(values[key], spec, f"{path}.")
+
+
 def validate(
     config: ml_collections.ConfigDict,
     num_devices: int | None,
@@ -1339,11 +1366,7 @@ def validate(
     (`unchanged_overrides`) or by the file's own line (`ann.config_file.set_in_file`), refused when
     ignored even at their default value."""
     values = config.to_dict()
-    for key in SCHEMA:
-        if key not in values:
-            raise ConfigError(
-                f"config key '{key}' is missing; start the config from ann.config.base()"
-            )
+    check_present(values)
     _check_section(
         {k: v for k, v in values.items() if k not in ("model", "task")}, SCHEMA, "", values
     )

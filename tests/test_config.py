@@ -202,8 +202,35 @@ def test_a_sequence_key_names_an_element_of_the_wrong_type(key):
 def test_config_not_built_from_base():
     import ml_collections
 
-    with pytest.raises(ConfigError, match="'experiment' is missing; start the config from"):
+    with pytest.raises(ConfigError, match="'experiment' is missing; set it .*or start the"):
         config_lib.validate(ml_collections.ConfigDict({"model": {"name": "mlp"}}), 1)
+
+
+@pytest.mark.parametrize(
+    "section, key, message",
+    [
+        ("", "data", "config key 'data' is missing; start the config from ann.config.base()"),
+        ("optimizer", "learning_rate", "config key 'optimizer.learning_rate' is missing; set it "
+         "(its default: 0.001) or start the config from ann.config.base()"),
+        ("data", "name", "config key 'data.name' is missing; set it or start the config from "
+         "ann.config.base()"),
+    ],
+)  # fmt: skip
+def test_a_deleted_key_is_named_before_anything_reads_it(tmp_path, section, key, message):
+    # A key deleted from a section was a bare KeyError ('name') or ml_collections' AttributeError
+    # from deep in a run; a section deleted, from reading the data directory (trial 48a).
+    from ann.train.loop import train_and_evaluate
+
+    config = tiny()
+    del (config[section] if section else config)[key]
+    for check in (
+        lambda: config_lib.validate(config, 4),
+        lambda: train_and_evaluate(config, str(tmp_path)),
+    ):
+        with pytest.raises(ConfigError) as e:
+            check()
+        assert str(e.value) == message
+    assert not list(tmp_path.iterdir())  # nothing written
 
 
 def test_unknown_model_argument(tmp_path):

@@ -317,6 +317,7 @@ def _check_arguments(config: Any, workdir: Any) -> tuple[ml_collections.ConfigDi
             f"configs/digits_cnn.py's), got {type(config).__name__}"
         )
     workdir = artifact.path_argument(workdir, "workdir", "the run's directory as a str or path")
+    config_lib.check_present(config.to_dict())  # a key deleted: named before anything reads it
     config = copy.deepcopy(config)  # the caller's own is left as it was given
     cli.expand_config_paths(config)  # data.data_dir="~/tfds" as `ann train` reads it
     workdir_lib.check(workdir)  # its own words for a file, an export, no permission
