@@ -118,6 +118,28 @@ def test_a_slice_of_the_train_split_serves_as_validation():
         data.load("breast_cancer", "train[:10x]")
 
 
+def test_load_and_column_name_their_arguments():
+    # Each failed inside TFDS (a TypeError from its naming module, an AttributeError), or said
+    # only 'lbl', or was taken (cache="maybe") (trial 48a).
+    for args, error, message in [
+        ((None, "test"), TypeError, "name: expected a str, got NoneType"),
+        ((5, "test"), TypeError, "name: expected a str, got int"),
+        (("digits", None), TypeError, "split: expected a str, got NoneType"),
+        (("digits", "test", 3), TypeError, "data_dir: expected a str or path (or None), got int"),
+        (("digits", "test", None, "maybe"), ValueError, "cache='maybe' must be 'auto', 'on', "),
+    ]:
+        with pytest.raises(error) as e:
+            data.load(*args)
+        assert str(e.value).startswith(message), e.value
+    split = data.load("digits", "test")
+    with pytest.raises(KeyError) as e:
+        split.column("lbl")
+    assert e.value.args[0] == (
+        "digits:test has no feature 'lbl' (did you mean 'label'?); its features: image, label, "
+        "writer_group, row_id"
+    )
+
+
 def test_rows_outside_a_split_or_not_integers_are_named():
     """`rows` refused an index past the split with array_record's own "Record key should be in
     [0, num_records)" (no split, no count, no index) and read row 0 for 0.5; held in memory, a

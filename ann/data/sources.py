@@ -133,7 +133,13 @@ class Split:
         ArrayRecord stores rows, not columns, so a streamed split's column reads all of its
         bytes (`disk_bytes`; 100,000 rows of 30 MiB: 2.5 to 4 s on a loaded 2-core machine,
         against 4.5 to 11 s to decode them whole). Raises KeyError for a feature the split does
-        not have."""
+        not have, naming the split's features (it said only 'lbl')."""
+        names = list(self.info.features.keys())
+        if key not in names:
+            raise KeyError(
+                f"{self.name}:{self.split} has no feature {key!r}"
+                f"{did_you_mean(str(key), names)}; its features: {', '.join(names)}"
+            )
         if self.cached is not None:
             return self.cached[key]
         from tensorflow_datasets.core import example_parser
@@ -465,8 +471,22 @@ def load(
     that chose the split, for the error message; without one (a Python call) the refusals name
     the arguments (`load(name=...)`), not the config's keys. Raises ConfigError for an unknown
     data set, an unknown split, a bad slice or one without rows, and ImportError where `ann`
-    was imported from a clone's root, not its package (`ann.shadowing`): TFDS's traceback."""
+    was imported from a clone's root, not its package (`ann.shadowing`): TFDS's traceback.
+    TypeError names the argument of another type (`name`, `split`: str; `data_dir`: a str or
+    path), ValueError a `cache` that is none of its values (TFDS's own errors, or none, came of
+    them: `load(None, "test")`, `cache="maybe"`)."""
     shadowing.check()
+    for argument, value in (("name", name), ("split", split)):
+        if not isinstance(value, str):
+            raise TypeError(f"{argument}: expected a str, got {type(value).__name__}")
+    if isinstance(data_dir, os.PathLike):
+        data_dir = os.fspath(data_dir)
+    if data_dir is not None and not isinstance(data_dir, str):
+        raise TypeError(
+            f"data_dir: expected a str or path (or None), got {type(data_dir).__name__}"
+        )
+    if cache not in ("auto", "on", "off") and not isinstance(cache, bool):
+        raise ValueError(f"cache={cache!r} must be 'auto', 'on', 'off', True or False")
     given = bool(data_dir)
     data_dir = data_dir or default_data_dir()
     builder = _builder(name, data_dir, given, config=bool(key))
