@@ -217,6 +217,23 @@ def test_a_call_runs_at_a_few_padded_batch_sizes_each_compiled_once(digits_expor
         np.testing.assert_allclose(got["probabilities"], exact["probabilities"][:n], atol=1e-6)
 
 
+def test_compile_names_a_bad_batch_size(digits_export):
+    # compile(0) was JAX's shape-polymorphism error; compile("8"), 13 KB of MLIR (trial 48a).
+    model = artifact.load(str(digits_export[1]))
+    for size, error, message in [
+        (0, ValueError, "batch_size=0 must be at least 1"),
+        (-1, ValueError, "batch_size=-1 must be at least 1"),
+        ("8", TypeError, "batch_size: expected an int, got str"),
+        (2.0, TypeError, "batch_size: expected an int, got float"),
+    ]:
+        with pytest.raises(error) as e:
+            model.compile(size)
+        assert str(e.value) == message
+    assert model.compile(np.int64(2))({"image": np.zeros((2, 8, 8, 1), np.uint8)})[
+        "label"
+    ].shape == (2,)
+
+
 def test_a_non_finite_output_is_refused_in_the_servers_words(digits_export, monkeypatch):
     """Finite inputs on which the model overflows to NaN or infinity are refused, naming the
     output, row and value, as the server's 422 does (`artifact.non_finite_words`): the
