@@ -385,6 +385,42 @@ def test_too_few_rows_are_not_judged_drifted_or_not():
         ref.detect({"x": moved}, {}, min_rows=1)
 
 
+def test_a_window_the_model_could_not_have_made_is_refused():
+    # Each was taken silently (an unknown output untested, 50 output rows beside 200 inputs,
+    # all-NaN probabilities "not drifted") or said "input 'x' is missing" of an array given
+    # alone (trial 48a).
+    rng = np.random.default_rng(0)
+    spec = {"x": {"dtype": "float32", "shape": [-1, 2]}}
+    out = {
+        "probabilities": {"dtype": "float32", "shape": [-1, 3]},
+        "label": {"dtype": "int64", "shape": [-1]},
+    }
+    probabilities = rng.dirichlet(np.ones(3), 200).astype(np.float32)
+    ref = Reference({"x": rng.normal(size=(200, 2))}, {"probabilities": probabilities}, spec, out)
+    x = {"x": rng.normal(size=(50, 2))}
+    for inputs, outputs, error, message in [
+        (x["x"], {}, TypeError,
+         "inputs: expected a dict of name -> array ({'x': array, ...}), got ndarray"),
+        (x, [], TypeError,
+         "outputs: expected a dict of name -> array ({'probabilities': array, ...}), got list"),
+        (x, {"probs": probabilities[:50]}, ValueError,
+         "outputs: 'probs' is not an output of the model; its outputs are probabilities, "
+         "label"),
+        (x, {"probabilities": probabilities}, ValueError,
+         "output 'probabilities' holds 200 rows, the inputs 50: outputs are the model's on "
+         "those inputs, row for row"),
+        (x, {"probabilities": np.full((50, 3), np.nan, np.float32)}, ValueError,
+         "output 'probabilities' holds a non-finite value (row 0: nan); drift tests a model's "
+         "finite outputs (the server answers such a request 422 non_finite_output)"),
+    ]:  # fmt: skip
+        with pytest.raises(error) as e:
+            ref.detect(inputs, outputs)
+        assert str(e.value) == message
+    assert ref.detect(x, {"label": np.zeros(50, np.int64)}).state == "not_detected"  # not sampled
+    with pytest.raises(TypeError, match=r"got str: from_model\(artifact.load\(path\)\)$"):
+        Reference.from_model("exports/digits")
+
+
 def test_histograms_put_reference_and_traffic_on_the_same_bins():
     spec = {"x": {"dtype": "float32", "shape": [-1, 2]}}
     train = np.stack([np.arange(100.0), np.full(100, 7.0)], axis=1)  # x[1] constant

@@ -118,6 +118,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import os
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -127,6 +128,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import spatial, stats
 
+from ann.config import did_you_mean
 from ann.monitor import CORRECTIONS, METHODS, MIN_ROWS, MIN_TEST_ROWS
 from ann.monitor.features import example_shape, feature_matrix, feature_names
 
@@ -867,6 +869,7 @@ class Reference:
         self.categorical_spec = {k: v for k, v in input_spec.items() if categorical(v)}
         self.numeric_spec = {k: v for k, v in input_spec.items() if k not in self.categorical_spec}
         self.output_spec = {k: v for k, v in output_spec.items() if k in outputs}
+        self.model_outputs = list(output_spec)  # a window may give these (untested if absent)
         self.features, self.names = feature_matrix(inputs, self.numeric_spec)
         self.categories = {
             k: category_values(inputs[k], v) for k, v in self.categorical_spec.items()
@@ -895,8 +898,20 @@ class Reference:
         and is read as it is (`held_out` None). The file's `validation/NAME` of such an export
         (the outputs on other rows) is not used: output drift against them while inputs were
         tested against the training rows flagged 72 of 72 forecast values of the forecaster's
-        own training rows. Raises DriftUnavailable for an export without one."""
+        own training rows. Raises DriftUnavailable for an export without one, TypeError for a
+        `model` that is no loaded export (a path: `from_model(artifact.load(path))`)."""
         from ann import artifact
+
+        if not (hasattr(model, "directory") and hasattr(model, "manifest")):
+            raise TypeError(
+                f"model: expected a loaded export, ann.artifact.load(directory), got "
+                f"{type(model).__name__}"
+                + (
+                    ": from_model(artifact.load(path))"
+                    if isinstance(model, str | os.PathLike)
+                    else ""
+                )
+            )
 
         sample = artifact.load_reference(model.directory, model.manifest)
         if sample is None:
@@ -1045,8 +1060,22 @@ class Reference:
         `correction`: of the input features' p-values, tested together (`correct`), and of
         each output's values where it has many (an embedding, a forecast), as their own family;
         an output of one test and the multivariate test are left as they are. Raises
-        ValueError for an unknown method or correction, inputs that do not match the signature,
-        or a `min_rows` below 2 (what the tests need to run)."""
+        TypeError for `inputs` or `outputs` that are no dict, ValueError for an unknown method
+        or correction, inputs that do not match the signature (a name missing, a per-row
+        shape; any numeric dtype is read as numbers), an output the model does not have, of
+        another number of rows than the inputs or holding a non-finite value (the server
+        answers those 422), or a `min_rows` below 2 (what the tests need to run). Each was
+        taken silently (`{"probs": ...}` untested; all-NaN probabilities "not drifted"), or
+        named the first input "missing" of an array given alone."""
+        for argument, given, spec in (("inputs", inputs, self.input_spec),
+                                      ("outputs", outputs, self.model_outputs)):  # fmt: skip
+            if not isinstance(given, Mapping):
+                example = f"{{{next(iter(spec), 'name')!r}: array, ...}}"
+                raise TypeError(
+                    f"{argument}: expected a dict of name -> array ({example}), got "
+                    f"{type(given).__name__}"
+                )
+        self._check_outputs(inputs, outputs)
         if method not in METHODS:
             raise ValueError(f"method={method!r} must be one of {', '.join(METHODS)}")
         if correction not in CORRECTIONS:
@@ -1114,6 +1143,37 @@ class Reference:
             self.split,
             self.held_out,
         )
+
+    def _check_outputs(
+        self, inputs: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]
+    ) -> None:
+        """ValueError for an output of `outputs` the model does not have, or one tested here
+        of another number of rows than `inputs` or holding a non-finite value."""
+        for name in outputs:
+            if name not in self.model_outputs:
+                raise ValueError(
+                    f"outputs: {name!r} is not an output of the model"
+                    f"{did_you_mean(name, self.model_outputs)}; its outputs are "
+                    f"{', '.join(self.model_outputs)}"
+                )
+        rows = _rows(inputs, self.input_spec)
+        for name in self.output_spec:
+            if name not in outputs:
+                continue
+            values = np.asarray(outputs[name])
+            if len(values) != rows:
+                raise ValueError(
+                    f"output {name!r} holds {len(values)} rows, the inputs {rows}: outputs are "
+                    "the model's on those inputs, row for row"
+                )
+            bad = ~np.isfinite(values) if np.issubdtype(values.dtype, np.floating) else None
+            if bad is not None and bad.any():
+                row = int(np.argwhere(bad)[0][0])
+                raise ValueError(
+                    f"output {name!r} holds a non-finite value (row {row}: "
+                    f"{values[bad][0]}); drift tests a model's finite outputs (the server answers "
+                    "such a request 422 non_finite_output)"
+                )
 
 
 def mmd_test(
