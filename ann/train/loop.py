@@ -223,12 +223,16 @@ def _record_end(
     else:
         status = "failed"
     message = str(error) or type(error).__name__
+    if status == "failed":
+        # A peer process gone: ann train's line, not gloo's (schedulers and sweeps read this).
+        lost = parallel.peer_lost(error)
+        message = lost if lost is not None else f"{type(error).__name__}: {message}"
     run_status.write(
         workdir,
         status,
         step,
         total_steps=total_steps,
-        message=message if status != "failed" else f"{type(error).__name__}: {message}",
+        message=message,
         last_checkpoint=checkpoints.saved_step(),
     )
 
@@ -1319,6 +1323,16 @@ def _end(
     for hook in hooks:
         hook.close()
     run.data_iter.close()
+    if ended is not None and parallel.peer_lost(ended) is not None:
+        # A save in flight commits at a barrier with the dead peer: waiting for it lasted until
+        # JAX's coordination service aborted this process (a C++ check failure, status -6,
+        # ann's line lost). The last committed checkpoint is what a rerun resumes from.
+        if jax.process_index() == 0:
+            with contextlib.suppress(OSError):
+                _record_end(run.workdir, ended, progress.step, run.total_steps, run.checkpoints)
+        with contextlib.suppress(OSError):
+            writer.close()
+        return
     try:
         run.checkpoints.wait()  # a save in flight that failed raises here
     except CheckpointSaveError as e:
