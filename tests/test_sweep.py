@@ -1249,6 +1249,14 @@ def test_a_workdir_of_the_other_search_and_a_sweep_without_a_result_are_refused(
     with pytest.raises(SweepError, match=r"overrides --config.total_steps=20 \(this command: "
                        r"none\)"):  # fmt: skip
         results.check_same_sweep(str(tmp_path), "tpe", {})
+    # A sweep run without any said "with fixed overrides none" (trial 48b).
+    results.write_sweep_file(str(tmp_path), {**scored, "fixed": {}})
+    with pytest.raises(SweepError) as e:
+        results.check_same_sweep(str(tmp_path), "tpe", {"total_steps": 30})
+    assert str(e.value).startswith(
+        f"--workdir={tmp_path} holds a sweep run with no fixed overrides (this command: "
+        "--config.total_steps=30): its trial t was scored (done) without any, so results"
+    ), e.value
     # Every trial failed: the command exits 1 rather than 0 with nothing ranked.
     info = {"config": "c.py", "search": "grid", "metric": "val/accuracy", "mode": "max",
             "trials": [{"name": "a", "overrides": {}}, {"name": "b", "overrides": {}}]}  # fmt: skip
@@ -3312,3 +3320,37 @@ def test_the_rerun_line_of_two_changed_overrides_says_values():
         "20 since this sweep last ran, and no trial of it trained with the old values: its 2 "
         "failed trials are rerun with the new ones"
     )
+
+
+def test_a_second_sweep_in_a_workdir_names_the_one_running(tmp_path):
+    # It said "another sweep is running" without who, where a run names its holder (48b).
+    import socket
+
+    from ann.sweep.__main__ import _lock
+
+    held = _lock(str(tmp_path))
+    try:
+        with pytest.raises(SweepError) as e:
+            _lock(str(tmp_path))
+        assert str(e.value) == (
+            f"another sweep is running in {tmp_path} (host {socket.gethostname()} pid "
+            f"{os.getpid()}); wait for it or use another --workdir"
+        )
+    finally:
+        held.close()
+    _lock(str(tmp_path)).close()  # free again
+
+
+def test_a_ctrl_c_ends_a_sweep_with_the_line_every_job_ends_with(monkeypatch, capsys):
+    # Its last line was "interrupted; run the same command to resume" (48b), where SIGTERM's
+    # says "terminated (SIGTERM)" and every other job "interrupted (Ctrl-C)".
+    from ann.sweep import __main__ as sweep_main
+
+    def stopped(argv):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sweep_main, "sweep", stopped)
+    with pytest.raises(SystemExit) as e:
+        sweep_main.main(["ann sweep"])
+    assert e.value.code == 130
+    assert capsys.readouterr().err == "interrupted (Ctrl-C); run the same command to resume\n"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import socket
 import sys
 
 from absl import flags
@@ -133,15 +134,25 @@ flags.DEFINE_string("pvc", "ann-runs", "--emit=k8s: PersistentVolumeClaim for th
 
 
 def _lock(sweep_dir: str):
-    """One sweep process per workdir: a second would run the same trials twice."""
+    """One sweep process per workdir: a second would run the same trials twice. The lock file
+    holds the holder's host and pid, which a refused sweep names, as a refused run does
+    (`ann.train.workdir.lock`; it said only "another sweep")."""
     os.makedirs(sweep_dir, exist_ok=True)
-    handle = open(os.path.join(sweep_dir, ".lock"), "w")
+    handle = open(os.path.join(sweep_dir, ".lock"), "a+")  # "w" emptied the holder's words
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
+        handle.seek(0)
+        holder = handle.read(200).strip()
+        handle.close()
         raise SweepError(
-            f"another sweep is running in {sweep_dir}; wait for it or use another --workdir"
+            f"another sweep is running in {sweep_dir}"
+            + (f" ({holder})" if holder else "")
+            + "; wait for it or use another --workdir"
         ) from None
+    handle.truncate(0)
+    handle.write(f"host {socket.gethostname()} pid {os.getpid()}\n")
+    handle.flush()
     return handle
 
 
@@ -532,7 +543,7 @@ def main(argv: list[str]) -> None:
         print(f"{e}; run the same command to resume", file=sys.stderr)
         sys.exit(cli.EXIT_TERMINATED)
     except KeyboardInterrupt:
-        print("interrupted; run the same command to resume", file=sys.stderr)
+        print("interrupted (Ctrl-C); run the same command to resume", file=sys.stderr)
         sys.exit(130)
 
 

@@ -126,11 +126,14 @@ def check_same_sweep(
         given = {k: trials_lib.cli_value(v) for k, v in fixed.items()}
 
         def flags(values: Mapping[str, Any]) -> str:
-            return " ".join(f"--config.{k}={v}" for k, v in sorted(values.items())) or "none"
+            return " ".join(f"--config.{k}={v}" for k, v in sorted(values.items()))
 
+        ran = f"fixed overrides {flags(had)}" if had else "no fixed overrides"
+        now = flags(given) or "none"
+        # "with fixed overrides none" read as a key named none (trial 48b).
         raise SweepError(
-            f"--workdir={sweep_dir} holds a sweep run with fixed overrides {flags(had)} (this "
-            f"command: {flags(given)}): its trial {blocking} with those, so results would mix "
+            f"--workdir={sweep_dir} holds a sweep run with {ran} (this command: {now}): its "
+            f"trial {blocking} {'with those' if had else 'without any'}, so results would mix "
             "settings; give this one a new --workdir, or resume it with the same flags"
         )
 
