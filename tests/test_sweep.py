@@ -1633,6 +1633,14 @@ def test_results_plot_ticks_a_grid_at_its_values_and_counts_ties():
         row["eval/accuracy at best step"] = 0.8
     counts = [t.get_text() for t in results.figure(info, rows).axes[1].texts]
     assert counts == ["×3", "×4"], counts  # 4 trials at (128,), 0.8
+    # A test value just above validation's at one point: the two counts drew over each other
+    # (validation's above its point, test's below) and read as "×3" (trial 48b).
+    for row in rows:
+        row["eval/accuracy at best step"] = 0.515
+    drawn = results.figure(info, rows)
+    drawn.canvas.draw()
+    boxes = [t.get_window_extent() for t in drawn.axes[1].texts]
+    assert len(boxes) == 2 and not boxes[0].overlaps(boxes[1]), boxes
     info["search"] = "grid"
     spread = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2]
     for row, lr in zip(rows, spread):

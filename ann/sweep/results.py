@@ -797,7 +797,7 @@ def figure(info: dict, rows: list[dict]) -> Any:
                 continue
             val = [(x, r[f"best {metric}"]) for x, r in sel]
             ax.scatter(*zip(*val), marker=style, color="C0", label=f"validation ({status})")
-            _count_ties(ax, val, "C0", above=True)
+            _count_ties(ax, val, "C0", right=True)
             tested = [(x, r[test]) for x, r in sel if isinstance(r.get(test), int | float)]
             if tested:
                 # A hollow circle; an "x" has no face, only its colour (an edge colour warned).
@@ -805,7 +805,7 @@ def figure(info: dict, rows: list[dict]) -> Any:
                 ax.scatter(
                     *zip(*tested), marker=style, color="C1", label=f"test ({status})", **look
                 )
-                _count_ties(ax, tested, "C1", above=False)
+                _count_ties(ax, tested, "C1", right=False)
         x = xs[points.index(chosen)]
         # An outline: a filled star hid the chosen trial's own test marker when the two were close.
         ax.scatter([x], [chosen[f"best {metric}"]], marker="*", s=320, facecolors="none",
@@ -862,14 +862,15 @@ def _fit_as_ticks(xs: list[float], log: bool) -> bool:
     return True
 
 
-def _count_ties(ax: Any, points: list[tuple[float, float]], color: str, above: bool) -> None:
+def _count_ties(ax: Any, points: list[tuple[float, float]], color: str, right: bool) -> None:
     """ "×n" beside a point that n trials share: one marker would hide the others. Validation's
-    counts sit above their point, test's below: at one x with close values the two were drawn
-    over each other."""
+    counts sit right of their point, test's left: at one x the two were drawn over each other
+    (validation's above its point, test's below, met where test's value was the higher)."""
     for (x, y), count in collections.Counter(points).items():
         if count > 1:
-            ax.annotate(f"×{count}", (x, y), xytext=(6, 2 if above else -9),
-                        textcoords="offset points", fontsize=7, color=color)  # fmt: skip
+            ax.annotate(f"×{count}", (x, y), xytext=(6, -3) if right else (-6, -3),
+                        ha="left" if right else "right", textcoords="offset points",
+                        fontsize=7, color=color)  # fmt: skip
 
 
 def write(sweep_dir: str, with_plot: bool = True) -> str:
