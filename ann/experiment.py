@@ -212,6 +212,15 @@ def predict_outputs(experiment: Any, predict: Any) -> Any:
     return jax.eval_shape(predict, inputs)
 
 
+def _check_shipped(module: str) -> None:
+    """ConfigError naming `experiment` where ann's shipped `module` would be another
+    directory's (`ann.shadowing.package_fault`)."""
+    from ann import shadowing
+
+    if (fault := shadowing.package_fault(module)) is not None:
+        raise ConfigError(f"config key 'experiment': {fault}")
+
+
 def get(name: str) -> type:
     """The experiment class for `name`: a name in `EXPERIMENTS` or `package.module:ClassName`,
     imported on first use, or the class registered as `name` (`register`). Raises ConfigError
@@ -227,6 +236,8 @@ def get(name: str) -> type:
             f"{', '.join(sorted(EXPERIMENTS))} or package.module:ClassName"
         )
     else:
+        if name in EXPERIMENTS:  # ann's own: a project's `experiments/` must not stand in
+            _check_shipped(target.partition(":")[0])
         cls = import_named("experiment", target)
     missing = [m for m in _MEMBERS if not hasattr(cls, m)]
     if missing:

@@ -26,6 +26,34 @@ def fault() -> str | None:
     )
 
 
+def package_fault(module: str) -> str | None:
+    """The line saying that `module` of ann's shipped top-level package (`experiments.
+    classification`) would be imported from another directory of that package's name (a
+    project's own `experiments/` in the working directory, or on PYTHONPATH, comes first on
+    sys.path), and the fix; None where it is ann's, or is not found (the import says so). It
+    ran the user's module and then said it lacked ann's class (`module
+    'experiments.classification' (/home/me/experiments/classification.py) has no
+    'Classification'`), pointing at the user's own file. Finding it imports no module but the
+    package above it."""
+    import importlib.util
+
+    package = module.partition(".")[0]
+    ours = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), package)
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    origin = os.path.realpath(spec.origin) if spec is not None and spec.origin else None
+    if origin is None or origin.startswith(ours + os.sep):
+        return None
+    where = os.path.dirname(origin)
+    return (
+        f"'{module}' would be imported from {where}, not ann's {package} ({ours}): a "
+        f"directory named {package} in the working directory or on PYTHONPATH hides ann's "
+        f"shipped {package}; rename yours (e.g. my_{package}), or run from another directory"
+    )
+
+
 def check() -> None:
     """Raises ImportError with `fault`'s line where there is one: first thing in the Python
     functions that read ann's own files (`train_and_evaluate`, `export`, `write_report`,

@@ -2238,6 +2238,31 @@ def test_a_process_is_named_from_flags_in_absls_spelling_with_a_space_too():
         cli.name_process(0, 1)
 
 
+def test_a_projects_own_experiments_package_is_named_where_it_hides_anns(tmp_path, monkeypatch):
+    # A project's experiments/classification.py, first on sys.path (PYTHONPATH=., a notebook in
+    # that directory), was run, then "has no 'Classification'; name a class it defines" pointed
+    # at the user's own file (trial 48a).
+    from ann import experiment as experiment_lib
+    from ann.config import ConfigError
+
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "experiments" / "__init__.py").write_text("")
+    (tmp_path / "experiments" / "classification.py").write_text("ran = True\n")
+    for name in [m for m in sys.modules if m == "experiments" or m.startswith("experiments.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ConfigError) as e:
+        experiment_lib.get("classification")
+    assert str(e.value) == (
+        "config key 'experiment': 'experiments.classification' would be imported from "
+        f"{os.path.realpath(tmp_path / 'experiments')}, not ann's experiments "
+        f"({os.path.realpath(ROOT / 'experiments')}): a directory named experiments in the "
+        "working directory or on PYTHONPATH hides ann's shipped experiments; rename yours (e.g. "
+        "my_experiments), or run from another directory"
+    )
+    assert "experiments.classification" not in sys.modules  # the user's module never ran
+
+
 def test_a_directory_named_ann_on_sys_path_is_one_line_naming_the_cause(tmp_path):
     """`PYTHONPATH=.` (or `python -m`) in the directory above a clone named `ann` made its root the
     package `ann` (a namespace package) while an editable install found ann's modules: every
