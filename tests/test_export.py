@@ -217,6 +217,24 @@ def test_a_call_runs_at_a_few_padded_batch_sizes_each_compiled_once(digits_expor
         np.testing.assert_allclose(got["probabilities"], exact["probabilities"][:n], atol=1e-6)
 
 
+def test_restore_model_names_a_workdir_that_holds_no_run(digits_export, tmp_path):
+    # It was FileNotFoundError: [Errno 2] ... config.json, where its docstring promised
+    # ConfigError or CheckpointError (trial 48a); now the words `ann export --workdir` has.
+    from ann.train.build import restore_model
+
+    workdir, _ = digits_export
+    step = max(directory_kind.saved_steps(workdir).latest)
+    for given, message in [
+        (tmp_path / "nope", f"workdir={tmp_path / 'nope'} does not exist; give the directory "
+         "of a trained run"),
+        (workdir / "checkpoints" / str(step), f"workdir={workdir}/checkpoints/{step} is a "
+         f"checkpoint of the training run at {workdir}; give workdir={workdir} step={step}"),
+    ]:  # fmt: skip
+        with pytest.raises(ValueError) as e:
+            restore_model(str(given))
+        assert str(e.value) == message
+
+
 def test_compile_names_a_bad_batch_size(digits_export):
     # compile(0) was JAX's shape-polymorphism error; compile("8"), 13 KB of MLIR (trial 48a).
     model = artifact.load(str(digits_export[1]))

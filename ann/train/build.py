@@ -168,9 +168,14 @@ def restore_model(
     its train split (what the experiment learns its classes from) read from `data_dir`, None:
     where the run read it (`ann.data.data_dir.for_run`). Returns (experiment, model, step,
     config). Raises ConfigError (config.json) or CheckpointError (no such step, a damaged
-    one)."""
+    one); ValueError (`cli.FlagError`) naming `workdir` where it holds no run (missing, an
+    export, a run's checkpoints/: it was a FileNotFoundError of its config.json)."""
+    from ann import cli, directory_kind
     from ann.imports import recorded_in
 
+    if directory_kind.RUN not in directory_kind.of(workdir):  # a run's own checks say nothing
+        with cli.as_arguments(("workdir", "step")):
+            cli.check_trained_run(workdir, "best")
     config = config_lib.latest(workdir)  # with a rerun's report/calibration changes
     if data_dir is None:
         data_dir = data_dir_lib.for_run(config, workdir)
