@@ -41,6 +41,7 @@ import functools
 import importlib.util
 import linecache
 import logging as py_logging
+import numbers
 import os
 import re
 import shlex
@@ -1560,12 +1561,13 @@ def step_argument(step: object) -> int | str:
     """A Python function's `step` of a trained run ("best", "latest", a step number as an int
     or a str of digits) as its command takes `--step`: a str of digits as the int, any other
     str as it is (`check_trained_run` refuses a bad one, "bestt" included). Raises TypeError
-    naming the argument for another type: a float was truncated (1.5 read as step 1)."""
+    naming the argument for another type: a float was truncated (1.5 read as step 1). A NumPy
+    integer (`np.int64(30)`, from an array of steps) is its int."""
     if isinstance(step, str):
         number = arguments.digits(step) and arguments.INTEGER.fullmatch(step)
         return int(step) if number else step  # "007", "３": refused as typed
-    if isinstance(step, int) and not isinstance(step, bool):
-        return step
+    if isinstance(step, numbers.Integral) and not isinstance(step, bool):
+        return int(step)
     raise TypeError(
         f"step: expected 'best', 'latest' or a step number (an int >= 0), got "
         f"{type(step).__name__} {step!r}"

@@ -1079,6 +1079,10 @@ def test_write_report_and_from_workdir_check_their_arguments_as_ann_report_does(
         collect.from_workdir(str(run), "bestt")
     with pytest.raises(TypeError, match="^step: expected 'best', 'latest' or a step number"):
         collect.from_workdir(str(run), 1.5)
+    # A step from a NumPy array of steps is its int (np.int64(30) was refused: trial 48a).
+    from ann.cli import step_argument
+
+    assert step_argument(np.int64(30)) == 30 and type(step_argument(np.int64(30))) is int
     with pytest.raises(TypeError, match="^workdir: expected a training run's directory"):
         collect.from_workdir(None)
     assert not list(tmp_path.iterdir()) and not (export / "rep").exists()
