@@ -265,15 +265,21 @@ def test_export_says_the_fit_is_to_nll_and_notes_a_split_whose_ece_rose(digits_e
     ]
 
 
-def test_calibration_none_and_a_fit_that_fails(digits_export, tmp_path):
+def _run_validated_on(digits_export, tmp_path, split):
+    """A copy of the digits run whose config.json names `split` as its validation split."""
     workdir, _ = digits_export
     run = tmp_path / "run"
     shutil.copytree(workdir, run)
     values = json.loads((run / "config.json").read_text())
-    # One validation row: one class, no temperature to fit: one line, nothing written.
     (run / "config.json").write_text(
-        json.dumps({**values, "data": {**values["data"], "validation_split": "validation[:1]"}})
+        json.dumps({**values, "data": {**values["data"], "validation_split": split}})
     )
+    return run
+
+
+def test_calibration_none_and_a_fit_that_fails(digits_export, tmp_path):
+    # One validation row: one class, no temperature to fit: one line, nothing written.
+    run = _run_validated_on(digits_export, tmp_path, "validation[:1]")
 
     def export_cli(out, *flags):
         command = [sys.executable, "-m", "ann.export", f"--workdir={run}", f"--out={out}"]
@@ -307,13 +313,7 @@ def test_a_validation_split_all_right_exports_uncalibrated_with_a_warning(digits
     # The shipped breast_cancer_mlp has every validation row right: no T minimises the NLL,
     # and its export stopped there, by default (trial 48a). It exports uncalibrated now, says
     # so, and its manifest records why, as `ann report` says of such a split.
-    workdir, _ = digits_export
-    run = tmp_path / "run"
-    shutil.copytree(workdir, run)
-    values = json.loads((run / "config.json").read_text())
-    (run / "config.json").write_text(
-        json.dumps({**values, "data": {**values["data"], "validation_split": "validation[:12]"}})
-    )
+    run = _run_validated_on(digits_export, tmp_path, "validation[:12]")
     command = [sys.executable, "-m", "ann.export", f"--workdir={run}", f"--out={tmp_path / 'e'}"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
