@@ -1333,15 +1333,12 @@ def check_present(
         path = f"{prefix}{key}"
         if key not in values:
             # (An override cannot add a key: the fix is in the config's code.)
-            fix = (
-                ""
-                if isinstance(spec, Mapping)
-                else (
-                    "set it or "
-                    if spec[0] in ("", None)
-                    else f"set it (its default: {spec[0]!r}) or "
-                )
-            )
+            if isinstance(spec, Mapping):
+                fix = ""
+            elif spec[0] in ("", None):
+                fix = "set it or "
+            else:
+                fix = f"set it (its default: {spec[0]!r}) or "
             raise ConfigError(
                 f"config key '{path}' is missing; {fix}start the config from ann.config.base()"
             )

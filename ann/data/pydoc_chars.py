@@ -55,11 +55,6 @@ def decode(ids: np.ndarray | list[int]) -> str:
     return "".join(out)
 
 
-def documents() -> list[tuple[str, str]]:
-    """(file name, its docstrings joined by blank lines) for each top-level stdlib file."""
-    return [(name, "\n\n".join(strings) + "\n") for name, strings in _docstrings()]
-
-
 def _docstrings() -> list[tuple[str, list[str]]]:
     """(file name, its docstrings in `ast.walk` order) for each top-level stdlib file that has
     any."""
@@ -92,7 +87,8 @@ def split_documents(
     """The files' docstrings (`docs`, as `_docstrings` reads them by default) as (file name,
     text) documents of train, validation and test (see the module docstring): every tenth file
     whole to test; of each other file, its last docstrings, about VALIDATION_FRACTION of its
-    characters (the fewest whose characters reach it), to validation, the rest to train."""
+    characters (the fewest whose characters reach it), to validation, the rest to train.
+    Validation is one document, named "validation": those tails in file order."""
     docs = _docstrings() if docs is None else docs
     split: dict[str, list[tuple[str, str]]] = {"train": [], "test": []}
     tails = []
