@@ -194,3 +194,19 @@ def test_train_and_evaluate_checks_its_arguments_as_ann_train_does(tmp_path):
 
     checked, _ = loop._check_arguments(config, str(tmp_path / "new"))
     assert checked.data.data_dir == os.path.expanduser("~/tfds") and checked is not config
+    # A FrozenConfigDict, as a config store hands one: "FrozenConfigDict is immutable" (48a).
+    import ml_collections
+
+    checked, _ = loop._check_arguments(
+        ml_collections.FrozenConfigDict(config), str(tmp_path / "new")
+    )
+    assert checked.data.data_dir == os.path.expanduser("~/tfds")
+    assert not isinstance(checked, ml_collections.FrozenConfigDict)
+
+
+def test_a_result_prints_its_summary_not_its_arrays(tmp_path):
+    # A notebook cell ending in the result printed every parameter: 40 KB, 561 lines (48a).
+    result = train_and_evaluate(tiny(total_steps=2, eval_every_steps=2), str(tmp_path))
+    said = repr(result)
+    assert said.startswith("Result(step=2, state=<TrainState: ") and len(said) < 2000, said
+    assert "parameters>, eval_metrics={'val/loss': " in said
