@@ -956,6 +956,14 @@ def test_windows_close_by_time_and_an_old_export_says_drift_is_unavailable_once(
     time.sleep(0.15)  # past --monitor_window_seconds, but 50 rows are fewer than 100
     monitor.step()
     assert monitor.report()["window"] is None and monitor.report()["open_window"]["rows"] == 50
+    # What closes it is said beside its rows (a user waited on a window of 50 rows unknowing).
+    opened = monitor.report()["open_window"]
+    assert opened["open_seconds"] >= 0.1
+    assert (opened["closes_at_rows"], opened["closes_after_seconds"], opened["min_rows"]) == (
+        1000,
+        0.1,
+        100,
+    )
     for inputs, outputs in rows[50:150]:
         monitor.record_batch(inputs, outputs, 1)
     monitor.step()  # 150 rows and old enough: closed by time, then handled

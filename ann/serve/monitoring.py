@@ -559,7 +559,17 @@ class ModelMonitor:
     def report(self) -> dict[str, Any]:
         """The last closed window's results, the open window, feedback and the model's age."""
         with self.lock:
-            open_window = {"index": self.window, "rows": self._rows}
+            # What closes it, said beside its rows (a window of 40 rows said not when it would
+            # be tested): `closes_at_rows`, or `closes_after_seconds` of being open once it holds
+            # `min_rows` (the thread's `step`).
+            open_window = {
+                "index": self.window,
+                "rows": self._rows,
+                "open_seconds": round(time.monotonic() - self._opened[0], 1),
+                "closes_at_rows": self.rows_per_window,
+                "closes_after_seconds": self.seconds,
+                "min_rows": self.min_rows,
+            }
             # The latest window whose tests have not published: full (closed at the thread's
             # next tick), closed, or under test (the first waits for the drift process to
             # start). `window` was null, or the one before, with no word of it.
