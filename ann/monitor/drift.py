@@ -1183,7 +1183,9 @@ def mmd_test(
     seed: int = 0,
 ) -> FeatureDrift:
     """Multivariate MMD test of two float arrays [rows, F] (see the module docstring):
-    FeatureDrift("multivariate", "mmd", MMD^2, p, 0.05, p < 0.05)."""
+    FeatureDrift("multivariate", "mmd", MMD^2, p, 0.05, p < 0.05). MMD^2 is the unbiased
+    estimate (Gretton et al. 2012, eq. 3), whose mean is 0 where nothing moved: often a little
+    negative there; the permutation p-value decides."""
     rng = np.random.default_rng(seed)
     x, y = (_subsample(a, MMD_ROWS, rng) for a in (reference, current))
     mean, std = x.mean(0), x.std(0)
