@@ -134,7 +134,7 @@ class Split:
         bytes (`disk_bytes`; 100,000 rows of 30 MiB: 2.5 to 4 s on a loaded 2-core machine,
         against 4.5 to 11 s to decode them whole). Raises KeyError for a feature the split does
         not have, naming the split's features (it said only 'lbl')."""
-        names = list(self.info.features.keys())
+        names = list(self.cached if self.cached is not None else self.info.features.keys())
         if key not in names:
             raise KeyError(
                 f"{self.name}:{self.split} has no feature {key!r}"
