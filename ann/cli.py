@@ -1875,6 +1875,17 @@ def quiet_libraries(quiet: bool = False) -> None:
         logging.set_verbosity(logging.WARNING)
 
 
+def show_progress() -> None:
+    """From Python (a notebook, a script): ann's own INFO lines (start-up, each logged step,
+    each eval, the run's end) on stderr as `ann train` prints them, through absl's handler with
+    libraries' INFO left out (`quiet_libraries`). `train_and_evaluate` said nothing, and absl
+    at INFO alone wrote pages of Orbax's and TFDS's lines around each step (trial 48a). Once
+    is enough; calling it again changes nothing."""
+    logging.use_absl_handler()
+    logging.set_verbosity(logging.INFO)
+    quiet_libraries()
+
+
 def reader_gone() -> NoReturn:
     """stdout's reader closed the pipe (`| head`): stop quietly. stdout is pointed at /dev/null
     so that the interpreter's last flush does not fail again (Python's documented recipe)."""

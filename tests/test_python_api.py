@@ -58,3 +58,28 @@ def test_import_ann_imports_no_jax_and_names_the_python_api():
         "From Python",
     ):
         assert name in doc, name
+
+
+def test_show_progress_prints_anns_lines_not_the_libraries(tmp_path):
+    # train_and_evaluate said nothing from Python; absl at INFO wrote pages of Orbax's and TFDS's
+    # lines around each step (trial 48a). cli.show_progress: ann's own lines only.
+    code = (
+        "from ann import cli\n"
+        "from ann import config as ann_config\n"
+        "from ann.train.loop import train_and_evaluate\n"
+        "cli.show_progress()\n"
+        "c = ann_config.base()\n"
+        "c.model.name, c.data.name, c.batch_size = 'mlp', 'digits', 32\n"
+        "c.total_steps, c.eval_every_steps, c.log_every_steps = 4, 4, 2\n"
+        "train_and_evaluate(c, 'run')\n"
+    )
+    env = {**with_devices(1), "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    said = proc.stderr.splitlines()
+    assert any("hooks.py" in line and "] step 4/4 (100%)" in line for line in said), said
+    assert any("] eval step 4 | val/loss " in line for line in said), said
+    assert not [line for line in said if "orbax" in line.lower() or "dataset info" in line], said
