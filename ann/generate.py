@@ -142,59 +142,124 @@ def check_flags(f: flags.FlagValues) -> str:
     return experiment
 
 
+# generate()'s arguments with a value (the others' types: str prompt, source, step).
+_NUMBERS = {"num_tokens": int, "num_samples": int, "top_k": int, "seed": int, "beam_size": int,
+            "temperature": float, "top_p": float}  # fmt: skip
+
+
+def generate(
+    workdir: str | os.PathLike,
+    prompt: str = "",
+    *,
+    source: str = "",
+    num_tokens: int = 200,
+    num_samples: int = 1,
+    temperature: float = 0.8,
+    top_k: int = 20,
+    top_p: float = 1.0,
+    seed: int = 0,
+    beam_size: int = 1,
+    step: int | str = "best",
+) -> list[str] | list[tuple[float, str]]:
+    """`ann generate` from Python: for a language_modelling run, `num_samples` texts of
+    `prompt` followed by `num_tokens` sampled characters (temperature, top-k, then top-p
+    (Holtzman et al. 2019); `temperature=0`: greedy); for a seq2seq run, the `beam_size` beams
+    decoded from `source` as (log-probability score, text), best first. Nothing is printed.
+    Checked as the command checks its flags, the refusals naming the arguments: ValueError
+    (FlagError) for a value out of its range (the same ranges, `RANGES`), a workdir that holds
+    no such run, an argument of the other kind of run; TypeError for an argument of another
+    type (a float `num_tokens`, a non-str prompt); then ConfigError or CheckpointError from
+    the restore. A warning (`warning:` on stderr) names prompt characters outside the run's
+    vocabulary."""
+    from ann import artifact, cli
+
+    workdir = artifact.path_argument(workdir, "workdir", "a trained run's directory as a str")
+    step = cli.step_argument(step)
+    given = {"prompt": prompt, "source": source, "num_tokens": num_tokens,
+             "num_samples": num_samples, "temperature": temperature, "top_k": top_k,
+             "top_p": top_p, "seed": seed, "beam_size": beam_size}  # fmt: skip
+    for name, value in given.items():
+        kind = _NUMBERS.get(name, str)
+        numeric = kind is float and isinstance(value, int)  # 1 for 1.0
+        if isinstance(value, bool) or not (isinstance(value, kind) or numeric):
+            raise TypeError(f"{name}: expected {kind.__name__}, got {type(value).__name__}")
+    fv = flags.FlagValues()
+    _define_flags(fv)
+    defaults = {name: fv[name].default for name in given}
+    argv = ["generate", f"--workdir={workdir}", f"--step={step}"]
+    argv += [f"--{k}={v}" for k, v in given.items() if v != defaults[k]]  # as if typed
+    with cli.as_arguments(("workdir", "step", *given), given):
+        fv(argv)
+        check_flags(fv)
+        return _generate(fv, echo=False)
+
+
 def main(argv: list[str]) -> None:
     from ann import cli
 
     cli.check_no_arguments(argv[1:])
     check_flags(FLAGS)
+    _generate(FLAGS, echo=True)
+
+
+def _generate(f: flags.FlagValues, echo: bool) -> list[str] | list[tuple[float, str]]:
+    """What `ann generate` does once `check_flags` passed: restores the run and samples (a
+    language model: each sample's text, the prompt first) or decodes (seq2seq: each beam's
+    (score, text), best first); `echo` prints them as the command does, the first sample
+    streaming."""
     import jax
     import jax.numpy as jnp
 
+    from ann import cli
     from ann.decoding import beam_search
     from ann.train.build import restore_model
 
-    step = FLAGS.step if FLAGS.step in ("best", "latest") else int(FLAGS.step)
-    cli.progress(f"restoring the {step} checkpoint of {FLAGS.workdir}")
-    experiment, model, step, config = restore_model(FLAGS.workdir, step)
+    step = f.step if f.step in ("best", "latest") else int(f.step)
+    if echo:
+        cli.progress(f"restoring the {step} checkpoint of {f.workdir}")
+    experiment, model, step, config = restore_model(f.workdir, step)
     if config.experiment == "language_modelling":
-        unknown = experiment.unknown(FLAGS.prompt)
+        unknown = experiment.unknown(f.prompt)
         if unknown:  # the model reads them as <unk>, as it read the training text's rare ones
             shown = " ".join(repr(ch) for ch in unknown)
             cli.warn(
-                f"--prompt has characters outside the run's vocabulary ({shown}): each is read "
-                "as <unk> and printed as \ufffd"
+                f"{'--prompt' if echo else 'prompt'} has characters outside the run's vocabulary"
+                f" ({shown}): each is read as <unk> and printed as \ufffd"
             )
-        prompt = jnp.asarray(experiment.encode(FLAGS.prompt or "\n"))[None]
-        ids_too_large(FLAGS.num_samples, prompt.shape[1], FLAGS.num_tokens, device_bytes())
+        prompt = jnp.asarray(experiment.encode(f.prompt or "\n"))[None]
+        ids_too_large(f.num_samples, prompt.shape[1], f.num_tokens, device_bytes())
         with _out_of_memory(
-            f"generating --num_samples={FLAGS.num_samples} x --num_tokens={FLAGS.num_tokens}",
+            f"generating --num_samples={f.num_samples} x --num_tokens={f.num_tokens}",
             "lower --num_samples or --num_tokens",
         ):
-            _sample(
+            return _sample(
                 model,
-                jnp.repeat(prompt, FLAGS.num_samples, axis=0),
+                jnp.repeat(prompt, f.num_samples, axis=0),
                 experiment.window,
                 experiment.vocab.framing,
                 experiment.decode,
-                FLAGS,
+                f,
+                echo=echo,
             )
-    elif config.experiment == "seq2seq":
-        try:  # the vocabulary is the data set's: known once the run is restored
-            source = jnp.asarray(experiment.encode_source(FLAGS.source))[None]
-        except ValueError as e:
-            raise cli.FlagError(f"--source={FLAGS.source!r}: {e}") from None
-        ids = experiment.decoding_ids  # <pad>, <bos> and task words are never written
-        with _out_of_memory(f"decoding with --beam_size={FLAGS.beam_size}", "lower --beam_size"):
-            beams, scores = jax.jit(
-                lambda m, s: beam_search(
-                    m, s, experiment.target_len, beam_size=FLAGS.beam_size, **ids
-                )
-            )(model, source)
-        # In reading order, as the export answers (an add's sum is decoded reversed).
-        answers = experiment.reading_order(beams[0], jnp.repeat(source, beams.shape[1], axis=0))
-        for row, score in zip(jax.device_get(answers), jax.device_get(scores[0])):
-            text = experiment.decode(row)
+    try:  # seq2seq (check_flags allows no other); the vocabulary is the data set's
+        source = jnp.asarray(experiment.encode_source(f.source))[None]
+    except ValueError as e:
+        raise cli.FlagError(f"--source={f.source!r}: {e}") from None
+    ids = experiment.decoding_ids  # <pad>, <bos> and task words are never written
+    with _out_of_memory(f"decoding with --beam_size={f.beam_size}", "lower --beam_size"):
+        beams, scores = jax.jit(
+            lambda m, s: beam_search(m, s, experiment.target_len, beam_size=f.beam_size, **ids)
+        )(model, source)
+    # In reading order, as the export answers (an add's sum is decoded reversed).
+    answers = experiment.reading_order(beams[0], jnp.repeat(source, beams.shape[1], axis=0))
+    decoded = [
+        (float(score), experiment.decode(row))
+        for row, score in zip(jax.device_get(answers), jax.device_get(scores[0]))
+    ]
+    if echo:
+        for score, text in decoded:
             print(f"{score:9.4f}  {text or '(empty: <eos> first)'}")
+    return decoded
 
 
 @contextlib.contextmanager
@@ -254,8 +319,10 @@ def _sample(
     banned: tuple[int, ...],
     decode: Callable[[Any], str],
     f: flags.FlagValues,
-) -> None:
-    """Prints `f.num_tokens` ids sampled after `prompt` [samples, p] as text (`decode`), none
+    echo: bool = True,
+) -> list[str]:
+    """Returns, and with `echo` prints, `f.num_tokens` ids sampled after `prompt` [samples, p]
+    as text (`decode`; each sample's text, the prompt's first), none
     of them `banned` (<pad>: one written was dropped from the text, which came out short), each
     from the last `window` ids (the training windows' length: no position the model never saw,
     and every step costs the same). CHUNK ids are written per compiled call (one call of
@@ -285,8 +352,9 @@ def _sample(
     # Compiled before the first call, so that call's time is the sampling's alone (`_Progress`).
     bounds = (jnp.int32(p), jnp.int32(min(p + CHUNK, length)))
     write = jax.jit(write).lower(model, tokens, *bounds, rng).compile()
+    say = _print if echo else (lambda text: None)
     rows = [[decode(row)] for row in jax.device_get(prompt)]
-    _print(rows[0][0])
+    say(rows[0][0])
     progress = _Progress(f.num_tokens, samples)
     try:
         for start in range(p, length, CHUNK):
@@ -298,14 +366,15 @@ def _sample(
             new = jax.device_get(new)[:, offset : offset + stop - start]
             for row, ids in zip(rows, new):
                 row.append(decode(ids))
-            _print(rows[0][-1])
+            say(rows[0][-1])
             progress.written(stop - p)
     except KeyboardInterrupt:
-        _print("\n")  # the `interrupted` line starts a line of its own
+        say("\n")  # the `interrupted` line starts a line of its own
         raise
-    _print("\n")
+    say("\n")
     for row in rows[1:]:  # each after a line of dashes; none after the last
-        _print("-" * 40 + "\n" + "".join(row) + "\n")
+        say("-" * 40 + "\n" + "".join(row) + "\n")
+    return ["".join(row) for row in rows]
 
 
 class _Progress:

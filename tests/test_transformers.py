@@ -433,6 +433,20 @@ def test_lm_learns_below_unigram_and_generate_writes_past_its_window(tmp_path):
     assert result.stdout.endswith("\n") and "-" * 40 not in result.stdout  # one sample
     text = result.stdout[:-1]
     assert text.startswith("caf\ufffd") and len(text) == 4 + 600, (len(text), text[-200:])
+    # The same from Python, returned, not printed: ann generate had no function (trial 48a).
+    [again] = generate.generate(tmp_path, "café", num_tokens=600, temperature=0, step="latest")
+    assert again == text
+    samples = generate.generate(tmp_path, "Return ", num_tokens=30, num_samples=3, seed=1)
+    assert len(samples) == 3 and all(t.startswith("Return ") and len(t) == 37 for t in samples)
+    for kwargs, error, message in [
+        ({"num_tokens": 0}, ValueError, "num_tokens=0 must be an integer in [1, 1000000]; e.g. "
+         "num_tokens=200"),
+        ({"num_tokens": 2.5}, TypeError, "num_tokens: expected int, got float"),
+        ({"beam_size": 3}, ValueError, "beam_size is not for language_modelling runs; drop it"),
+    ]:  # fmt: skip
+        with pytest.raises(error) as e:
+            generate.generate(tmp_path, **kwargs)
+        assert str(e.value) == message
 
 
 def test_seq2seq_learns_held_out_lengths(tmp_path):
@@ -451,6 +465,12 @@ def test_seq2seq_learns_held_out_lengths(tmp_path):
     assert m["eval/exact_match_reverse"] > 0.8
     assert m["eval/exact_match"] > 0.4
     assert m["eval/token_accuracy"] > 0.6
+    # From Python: the beams as (score, text), best first, as ann generate prints them.
+    beams = generate.generate(tmp_path, source="reverse 12345", beam_size=3)
+    assert len(beams) == 3 and [s for s, _ in beams] == sorted((s for s, _ in beams), reverse=True)
+    assert all(isinstance(text, str) for _, text in beams)
+    with pytest.raises(ValueError, match="^prompt is not for seq2seq runs; drop it$"):
+        generate.generate(tmp_path, "x", source="reverse 1")
 
 
 @pytest.mark.parametrize(
