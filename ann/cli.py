@@ -240,8 +240,16 @@ def _ready_flag(said: str, meant: Sequence[str], argv: Sequence[str]) -> str:
     given = [f for f in typed_flags(argv) if f.name == f"config.{said}" and f.value is not None]
     if len(meant) != 1 or not given:
         return config_lib.meant_words(meant)
-    ready = f"--config.{meant[0]}={shlex.quote(given[-1].value)}"
-    return f"{config_lib.meant_words(meant)}; e.g. {ready}"
+    # The value as the key meant takes it (`=64` for a tuple: (64,)), else its default: one of
+    # another kind was offered, and refused once pasted. A model's argument (no default here):
+    # as typed.
+    default, typed = config_lib.default(meant[0]), given[-1].value
+    value = typed if default is None else _meant_value(typed, type(default))
+    if value is None:
+        value = default
+    elif not isinstance(value, tuple):
+        value = typed  # as typed (`.1`), where the key takes it
+    return f"{config_lib.meant_words(meant)}; e.g. {config_lib.override(meant[0], value)}"
 
 
 def _loaded_config(argv: Sequence[str]) -> ml_collections.ConfigDict | None:

@@ -776,6 +776,22 @@ def check_choice(path: str, value: Any, options: Sequence[Any]) -> None:
     raise KeyValueError(path, what, example=meant)
 
 
+def fitting(value: Any, default: Any) -> Any:
+    """`value` as a key whose default is `default` takes it, for a fix to paste: a number for a
+    tuple of them wrapped (`64` for `(64,)`), else `value` where it is of the default's kind,
+    else `default` (`--config.totl_steps=abc` offered `total_steps=abc`, refused next); `value`
+    where `default` is None (no kind to hold it to)."""
+    if default is None:
+        return value
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if isinstance(default, tuple) and number:
+        return (value,)
+    if isinstance(value, bool) != isinstance(default, bool):
+        return default
+    numeric = isinstance(default, float) and isinstance(value, int)
+    return value if isinstance(value, type(default)) or numeric else default
+
+
 def override(key: str, value: Any) -> str:
     """The `--config.KEY=VALUE` flag that sets `key` to `value`, quoted for a POSIX shell
     (`--config.data.eval_splits="('test',)"`, `--config.model.name='my net'`)."""
@@ -974,7 +990,9 @@ def _check_section(
             except KeyLookupError as e:
                 what = f"config key '{path}' is unknown{e.hint}"
                 # The flag meant, with the value given (the hint alone left it to be retyped).
-                fix = f"e.g. {override(e.meant[0], value)}" if len(e.meant) == 1 else ""
+                meant = e.meant[0] if len(e.meant) == 1 else None
+                fit = fitting(value, default(meant)) if meant else None
+                fix = f"e.g. {override(meant, fit)}" if meant and fit not in (None, "") else ""
                 raise KeyValueError(path, what, fix, meant=e.meant, unknown=True) from None
         spec = schema[key]
         if isinstance(spec, Mapping):
@@ -989,10 +1007,8 @@ def _check_section(
             names = " or ".join("None" if t is NoneType else t.__name__ for t in types)
             what = f"config key '{path}' must be {names}, got {type(value).__name__} {value!r}"
             example = spec[0] if spec[0] not in (None, "", ()) else None
-            if isinstance(example, tuple | list):
-                fix = f'e.g. --config.{path}="{example!r}"'
-            elif isinstance(example, bool | int | float | str):
-                fix = f"e.g. --config.{path}={example}"
+            if isinstance(example, tuple | list | bool | int | float | str):
+                fix = f"e.g. {override(path, example)}"
             else:
                 fix, example = f"set --config.{path}=<{names}>", None
             raise KeyValueError(path, what, fix, example=example)
@@ -1028,7 +1044,7 @@ def _check_not_a_tuple_in_a_string(path: str, element: Any) -> None:
         return
     meant = string_tuple(element)
     what = f"config key '{path}' got the one string {element!r}; a tuple of strings quotes each one"
-    raise KeyValueError(path, what, f'e.g. --config.{path}="{meant!r}"', example=meant)
+    raise KeyValueError(path, what, f"e.g. {override(path, meant)}", example=meant)
 
 
 def string_tuple(text: str) -> tuple[str, ...]:
@@ -1056,8 +1072,7 @@ def check_elements(values: Mapping[str, Any]) -> None:
                     f"config key '{path}' holds {element!r} ({type(element).__name__}); every "
                     f"element must be {wanted}"
                 )
-                fix = f'e.g. --config.{path}="{example!r}"'
-                raise KeyValueError(path, what, fix, example=example)
+                raise KeyValueError(path, what, f"e.g. {override(path, example)}", example=example)
 
 
 def unchanged_overrides(
@@ -1618,7 +1633,7 @@ def _check_divisible(values: Mapping[str, Any], num_devices: int) -> None:
                 f"use a multiple of {num_devices}"
             )
             example = max(unit, size // unit * unit)
-            raise KeyValueError(key, what, f"e.g. --config.{key}={example}", example=example)
+            raise KeyValueError(key, what, f"e.g. {override(key, example)}", example=example)
     if values["batch_size"] % whole:
         what = (
             f"config key 'batch_size'={values['batch_size']} must split into "
@@ -1672,7 +1687,7 @@ def task_settings(
                 + (f"it reads: {', '.join(sorted(defaults))}" if defaults else "it reads none")
             )
             meant = [f"task.{near}"] if near else []
-            fix = f"e.g. {override(meant[0], value)}" if meant else ""
+            fix = f"e.g. {override(meant[0], fitting(value, defaults[near]))}" if meant else ""
             raise KeyValueError(path, what, fix, meant=meant, unknown=True)
         default = defaults[key]
         numeric = isinstance(default, float) and isinstance(value, int)

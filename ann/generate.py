@@ -11,6 +11,7 @@ The flags are checked before JAX is imported and the model restored.
 from __future__ import annotations
 
 import contextlib
+import numbers
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -142,11 +143,6 @@ def check_flags(f: flags.FlagValues) -> str:
     return experiment
 
 
-# generate()'s arguments with a value (the others' types: str prompt, source, step).
-_NUMBERS = {"num_tokens": int, "num_samples": int, "top_k": int, "seed": int, "beam_size": int,
-            "temperature": float, "top_p": float}  # fmt: skip
-
-
 def generate(
     workdir: str | os.PathLike,
     prompt: str = "",
@@ -178,13 +174,15 @@ def generate(
     given = {"prompt": prompt, "source": source, "num_tokens": num_tokens,
              "num_samples": num_samples, "temperature": temperature, "top_k": top_k,
              "top_p": top_p, "seed": seed, "beam_size": beam_size}  # fmt: skip
-    for name, value in given.items():
-        kind = _NUMBERS.get(name, str)
-        numeric = kind is float and isinstance(value, int)  # 1 for 1.0
-        if isinstance(value, bool) or not (isinstance(value, kind) or numeric):
-            raise TypeError(f"{name}: expected {kind.__name__}, got {type(value).__name__}")
     fv = flags.FlagValues()
     _define_flags(fv)
+    for name, value in given.items():  # each of its flag's type (int, float, str)
+        kind = type(fv[name].default)
+        # A NumPy number is one (np.int64(5)); an int is a float's (1 for 1.0).
+        accepted = {int: numbers.Integral, float: numbers.Real}.get(kind, kind)
+        if isinstance(value, bool) or not isinstance(value, accepted):
+            raise TypeError(f"{name}: expected {kind.__name__}, got {type(value).__name__}")
+        given[name] = value if kind is str else kind(value)
     defaults = {name: fv[name].default for name in given}
     argv = ["generate", f"--workdir={workdir}", f"--step={step}"]
     argv += [f"--{k}={v}" for k, v in given.items() if v != defaults[k]]  # as if typed

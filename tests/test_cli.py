@@ -331,6 +331,17 @@ def test_an_unknown_job_lists_the_jobs_in_helps_order(capsys):
             "error: config key 'totl_steps' is unknown (did you mean 'total_steps'?); e.g. "
             "--config.total_steps=5",
         ),
+        (  # a value the key meant refuses: its default (it offered total_steps=abc)
+            ["train", "--config=configs/digits_cnn.py", "--workdir=W", "--config.totl_steps=x"],
+            "error: config key 'totl_steps' is unknown (did you mean 'total_steps'?); e.g. "
+            "--config.total_steps=0",
+        ),
+        (  # a tuple's one number, as it takes it (features=64 was refused once pasted)
+            ["train", "--config=configs/digits_mlp.py", "--workdir=W", "--config.model.featurs=64"],
+            "error: config key 'model.featurs' is not an argument of model 'mlp' (did you mean "
+            "'model.features'?); it accepts: features, dropout, norm, linear_skip; e.g. "
+            '--config.model.features="(64,)"',
+        ),
         (
             ["train", "--config=configs/digits_cnn.py", "--workdir=W", "--config.optimzer.lr=.1"],
             "error: config key 'optimzer.lr' is unknown (did you mean 'optimizer.learning_rate'?)"

@@ -1113,7 +1113,8 @@ def test_a_near_model_argument_is_the_fix_not_dropping_it():
         models.check_config(config)
     assert str(e.value) == (
         "config key 'model.featurs' is not an argument of model 'cnn' (did you mean "
-        "'model.features'?); it accepts: features, dense, dropout; e.g. --config.model.features=3"
+        "'model.features'?); it accepts: features, dense, dropout; e.g. "
+        '--config.model.features="(3,)"'
     )
     del config.model.featurs
     config.model.zzzz = 3

@@ -132,6 +132,8 @@ def test_load_and_column_name_their_arguments():
             data.load(*args)
         assert str(e.value).startswith(message), e.value
     split = data.load("digits", "test")
+    with pytest.raises(TypeError, match="^key: expected a feature name \\(str\\), got NoneType$"):
+        split.column(None)
     with pytest.raises(KeyError) as e:
         split.column("lbl")
     assert e.value.args[0] == (

@@ -412,6 +412,14 @@ def test_a_window_the_model_could_not_have_made_is_refused():
         (x, {"probabilities": np.full((50, 3), np.nan, np.float32)}, ValueError,
          "output 'probabilities' holds a non-finite value (row 0: nan); drift tests a model's "
          "finite outputs (the server answers such a request 422 non_finite_output)"),
+        # Each "not drifted", or a raw KeyError or NumPy's reshape error (fresh-user check).
+        (x, {"probabilities": probabilities[:50, :1]}, ValueError,
+         "output 'probabilities' has the shape [50, 1], expected [rows, 3], the model's"),
+        ({"y": x["x"]}, {}, ValueError, "input 'x' is missing; the model's inputs are ['x']"),
+        ({"x": np.full((50, 2), np.nan)}, {}, ValueError, "input feature x[0] holds a "
+         "non-finite value; drift tests the inputs a model takes (the server refuses such a "
+         "request)"),
+        ({"x": np.zeros((0, 2))}, {}, ValueError, "the window holds no rows; give at least one"),
     ]:  # fmt: skip
         with pytest.raises(error) as e:
             ref.detect(inputs, outputs)

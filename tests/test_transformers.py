@@ -436,7 +436,7 @@ def test_lm_learns_below_unigram_and_generate_writes_past_its_window(tmp_path):
     # The same from Python, returned, not printed: ann generate had no function (trial 48a).
     [again] = generate.generate(tmp_path, "café", num_tokens=600, temperature=0, step="latest")
     assert again == text
-    samples = generate.generate(tmp_path, "Return ", num_tokens=30, num_samples=3, seed=1)
+    samples = generate.generate(tmp_path, "Return ", num_tokens=np.int64(30), num_samples=3, seed=1)
     assert len(samples) == 3 and all(t.startswith("Return ") and len(t) == 37 for t in samples)
     for kwargs, error, message in [
         ({"num_tokens": 0}, ValueError, "num_tokens=0 must be an integer in [1, 1000000]; e.g. "

@@ -133,7 +133,10 @@ class Split:
         ArrayRecord stores rows, not columns, so a streamed split's column reads all of its
         bytes (`disk_bytes`; 100,000 rows of 30 MiB: 2.5 to 4 s on a loaded 2-core machine,
         against 4.5 to 11 s to decode them whole). Raises KeyError for a feature the split does
-        not have, naming the split's features (it said only 'lbl')."""
+        not have, naming the split's features (it said only 'lbl'), TypeError for a `key` that
+        is no str."""
+        if not isinstance(key, str):  # it was "no feature None" (a KeyError)
+            raise TypeError(f"key: expected a feature name (str), got {type(key).__name__}")
         names = list(self.cached if self.cached is not None else self.info.features.keys())
         if key not in names:
             raise KeyError(

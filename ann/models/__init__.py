@@ -26,6 +26,7 @@ from ann.config import (
     check_choice,
     closest,
     did_you_mean,
+    fitting,
     meant_words,
     override,
 )
@@ -206,7 +207,9 @@ def check_arguments(
                     f"file's {section} with --config.{section}={{}})"
                 )
             what = f"config key '{prefix}{key}' is not an argument of model {name!r}{meant}"
-            ready = f"; e.g. {override(close[0], kwargs[key])}" if close else ""
+            default = params[near].default if near else None
+            fit = fitting(kwargs[key], default) if default is not inspect.Parameter.empty else None
+            ready = f"; e.g. {override(close[0], fit)}" if close and fit is not None else ""
             raise KeyValueError(
                 f"{prefix}{key}", what, f"{takes}{drop}{ready}", meant=close, unknown=True
             )

@@ -1075,7 +1075,6 @@ class Reference:
                     f"{argument}: expected a dict of name -> array ({example}), got "
                     f"{type(given).__name__}"
                 )
-        self._check_outputs(inputs, outputs)
         if method not in METHODS:
             raise ValueError(f"method={method!r} must be one of {', '.join(METHODS)}")
         if correction not in CORRECTIONS:
@@ -1086,6 +1085,15 @@ class Reference:
         for name, spec in self.categorical_spec.items():  # their shapes checked, as the others'
             feature_matrix(inputs, {name: spec})
         rows = _rows(inputs, self.input_spec)
+        if rows == 0:  # NumPy's "cannot reshape array of size 0" came of it
+            raise ValueError("the window holds no rows; give at least one")
+        if not np.isfinite(current).all():  # each feature "empty", and "not drifted"
+            column = int(np.argwhere(~np.isfinite(current))[0][1])
+            raise ValueError(
+                f"input feature {self.names[column]} holds a non-finite value; drift tests the "
+                "inputs a model takes (the server refuses such a request)"
+            )
+        self._check_outputs(rows, outputs)
         if rows < min_rows:  # no verdict: it would be noise (2 rows were "drift DETECTED")
             tested_as = self.tested_as(method)
             return DriftResult(
@@ -1144,11 +1152,10 @@ class Reference:
             self.held_out,
         )
 
-    def _check_outputs(
-        self, inputs: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]
-    ) -> None:
+    def _check_outputs(self, rows: int, outputs: Mapping[str, np.ndarray]) -> None:
         """ValueError for an output of `outputs` the model does not have, or one tested here
-        of another number of rows than `inputs` or holding a non-finite value."""
+        of another number of rows than the window's `rows`, another per-row shape than its
+        signature's, or holding a non-finite value."""
         for name in outputs:
             if name not in self.model_outputs:
                 raise ValueError(
@@ -1156,8 +1163,7 @@ class Reference:
                     f"{did_you_mean(name, self.model_outputs)}; its outputs are "
                     f"{', '.join(self.model_outputs)}"
                 )
-        rows = _rows(inputs, self.input_spec)
-        for name in self.output_spec:
+        for name, spec in self.output_spec.items():
             if name not in outputs:
                 continue
             values = np.asarray(outputs[name])
@@ -1165,6 +1171,11 @@ class Reference:
                 raise ValueError(
                     f"output {name!r} holds {len(values)} rows, the inputs {rows}: outputs are "
                     "the model's on those inputs, row for row"
+                )
+            if values.shape[1:] != example_shape(spec):
+                raise ValueError(
+                    f"output {name!r} has the shape {list(values.shape)}, expected [rows, "
+                    f"{', '.join(map(str, example_shape(spec)))}], the model's"
                 )
             bad = ~np.isfinite(values) if np.issubdtype(values.dtype, np.floating) else None
             if bad is not None and bad.any():

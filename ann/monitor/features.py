@@ -16,6 +16,7 @@ same signature, so reference and current columns match one to one.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -78,7 +79,7 @@ def feature_matrix(
                 f"{', '.join(map(str, shape))}] with as many rows as the other inputs"
             )
         rows = x.shape[0]
-        flat = x.reshape(rows, -1).astype(np.float64)
+        flat = x.reshape(rows, math.prod(shape)).astype(np.float64)  # -1 fails on 0 rows
         columns.append(flat @ projection(flat.shape[1]) if flat.shape[1] > MAX_VALUES else flat)
     matrix = np.concatenate(columns, axis=1) if columns else np.zeros((0, 0))
     return matrix, feature_names(spec)

@@ -200,9 +200,11 @@ def check_trial(definition: Definition, trial: Trial) -> str:
     except (SweepError, config_lib.ConfigError) as e:
         if (worded := config_file.key_error(e, definition.config, trial.values())) is not e:
             raise SweepError(str(worded)) from None  # the config file's, every trial's
-        if isinstance(e, config_lib.KeyValueError) and e.unknown:
-            e = e.what  # the name meant; its fix is a flag (`e.g. --config.KEY=V`), not get_sweep
+        # An unknown key's `what` names the key meant; its `fix` is a flag to type, not the
+        # change to get_sweep.
+        unknown = isinstance(e, config_lib.KeyValueError) and e.unknown
+        said = e.what if unknown else str(e)
         raise SweepError(
-            f"trial {trial.name}: {e}; change get_sweep (or the sweep's --config flags)"
+            f"trial {trial.name}: {said}; change get_sweep (or the sweep's --config flags)"
         ) from None
     return config_lib.to_json(config)

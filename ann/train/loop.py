@@ -108,16 +108,10 @@ class Result:
         """The run's summary, without the state's arrays: a notebook cell ending in the result
         printed every parameter (40 KB for the digits MLP: trial 48a)."""
         count = sum(int(np.size(x)) for x in jax.tree_util.tree_leaves(self.state.params))
-        fields = [
-            f"step={self.step}",
-            f"state=<TrainState: {count:,} parameters>",
-            f"eval_metrics={self.eval_metrics!r}",
-            f"best_eval_metrics={self.best_eval_metrics!r}",
-            f"interrupted={self.interrupted!r}",
-            f"interruption={self.interruption!r}",
-            f"stop_reason={self.stop_reason!r}",
-        ]
-        return f"Result({', '.join(fields)})"
+        shown = {f.name: repr(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        shown["state"] = f"<TrainState: {count:,} parameters>"
+        shown = {"step": shown.pop("step"), **shown}  # how far first
+        return f"Result({', '.join(f'{k}={v}' for k, v in shown.items())})"
 
 
 def _abstract_batch(
@@ -1340,16 +1334,6 @@ def _end(
     for hook in hooks:
         hook.close()
     run.data_iter.close()
-    if ended is not None and parallel.peer_lost(ended) is not None:
-        # A save in flight commits at a barrier with the dead peer: waiting for it lasted until
-        # JAX's coordination service aborted this process (a C++ check failure, status -6,
-        # ann's line lost). The last committed checkpoint is what a rerun resumes from.
-        if jax.process_index() == 0:
-            with contextlib.suppress(OSError):
-                _record_end(run.workdir, ended, progress.step, run.total_steps, run.checkpoints)
-        with contextlib.suppress(OSError):
-            writer.close()
-        return
     try:
         run.checkpoints.wait()  # a save in flight that failed raises here
     except CheckpointSaveError as e:
